@@ -1,0 +1,36 @@
+# peftlab: `make study` runs the default study end to end, `make test` runs the tests.
+# Both set up everything themselves (virtual environment, pinned packages, offline data)
+# and reinstall nothing on a second call.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.peftlab-installed
+DATA_STAMP := $(VENV)/.peftlab-data
+PYTEST_ARGS ?=
+
+.PHONY: install data study test clean-study
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+data: $(DATA_STAMP)
+
+$(DATA_STAMP): $(STAMP) scripts/install-data.sh
+	bash scripts/install-data.sh $(VENV)
+	@touch $@
+
+study: install data
+	bash scripts/default-study.sh $(BIN)
+
+test: install data
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+clean-study:
+	rm -rf runs/default

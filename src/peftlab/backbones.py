@@ -1,0 +1,238 @@
+"""Vision transformer backbones: timm models by name, HF transformers ViT/DeiT from a directory.
+
+Pretrained weights come from timm's hub (``pretrained: hub``, needs network) or from a local
+``.safetensors`` file in timm's or HF's key layout. The classifier head is always new, sized
+for the task's number of classes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftlab.config import ModelConfig
+from peftlab.errors import ConfigError, WeightsError
+
+HEAD_PREFIXES = ("head.", "classifier.")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the data pipeline must produce for a model."""
+
+    img_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class HFLogits(nn.Module):
+    """An HF image classifier whose forward returns plain logits, like a timm model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def timm_kwargs(cfg: ModelConfig, num_classes: int) -> dict:
+    """The keyword arguments given to ``timm.create_model`` (architecture overrides only when set)."""
+    kwargs = {"num_classes": num_classes, "in_chans": cfg.in_chans, "drop_path_rate": cfg.drop_path_rate}
+    for name in ("img_size", "patch_size", "depth", "embed_dim", "num_heads"):
+        value = getattr(cfg, name)
+        if value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def build_backbone(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """A model with a fresh ``num_classes`` head and the configured pretrained weights."""
+    if cfg.source == "hf":
+        return _build_hf(cfg, num_classes)
+    import timm
+
+    if not timm.is_model(cfg.name):
+        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:5]
+        raise ConfigError(f"model.name={cfg.name!r} is not a timm model; similar: {', '.join(close) or 'none'}")
+    kwargs = timm_kwargs(cfg, num_classes)
+    if cfg.pretrained == "hub":
+        # Downloads timm's weights (network needed); the head is re-initialised for num_classes.
+        return timm.create_model(cfg.name, pretrained=True, **kwargs)
+    try:
+        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+    except (TypeError, AssertionError, ValueError) as err:
+        raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
+    if cfg.pretrained != "none":
+        load_weights(model, cfg.pretrained)
+    return model
+
+
+def _build_hf(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        raise WeightsError(f"model.path={str(path)!r} is not an HF model directory (no config.json)")
+    model = AutoModelForImageClassification.from_pretrained(
+        path, num_labels=num_classes, ignore_mismatched_sizes=True, use_safetensors=None
+    )
+    return HFLogits(model)
+
+
+def input_spec_for(cfg: ModelConfig) -> InputSpec:
+    """The input a configured model expects, without building its weights (meta device)."""
+    if cfg.source == "hf":
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.path)
+        return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
+    import timm
+
+    if not timm.is_model(cfg.name):
+        raise ConfigError(f"model.name={cfg.name!r} is not a timm model")
+    with torch.device("meta"):
+        model = timm.create_model(cfg.name, pretrained=False, **timm_kwargs(cfg, num_classes=2))
+    return input_spec(model)
+
+
+def input_spec(model: nn.Module) -> InputSpec:
+    """Image size, channels and normalisation the model expects."""
+    if isinstance(model, HFLogits):
+        config = model.model.config
+        return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
+    import timm.data
+
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    in_chans, img_size, _ = data_cfg["input_size"]
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "img_size", None):  # honours img_size overrides
+        img_size, in_chans = patch_embed.img_size[0], patch_embed.proj.in_channels
+    return InputSpec(img_size, in_chans, tuple(data_cfg["mean"]), tuple(data_cfg["std"]))
+
+
+# ---------------------------------------------------------------------------------------
+# Local weights
+
+
+def hf_to_timm_key(key: str) -> str | None:
+    """Map one HF ViT key (transformers 4.x or 5.x names) to timm's name; None if unknown.
+
+    q/k/v projections map to ``blocks.N.attn.{q,k,v}`` and are fused by ``fuse_hf_qkv``.
+    """
+    key = re.sub(r"^(vit|deit)\.", "", key)
+    fixed = {
+        "embeddings.cls_token": "cls_token",
+        "embeddings.position_embeddings": "pos_embed",
+        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+        "layernorm.weight": "norm.weight",
+        "layernorm.bias": "norm.bias",
+    }
+    if key in fixed:
+        return fixed[key]
+    if key.startswith("classifier."):
+        return "head." + key.removeprefix("classifier.")
+    match = re.match(r"(?:encoder\.layer|layers)\.(\d+)\.(.+)$", key)
+    if not match:
+        return None
+    block, rest = match.groups()
+    parts = {
+        "layernorm_before": "norm1",
+        "layernorm_after": "norm2",
+        "attention.attention.query": "attn.q",
+        "attention.attention.key": "attn.k",
+        "attention.attention.value": "attn.v",
+        "attention.q_proj": "attn.q",
+        "attention.k_proj": "attn.k",
+        "attention.v_proj": "attn.v",
+        "attention.output.dense": "attn.proj",
+        "attention.o_proj": "attn.proj",
+        "intermediate.dense": "mlp.fc1",
+        "mlp.fc1": "mlp.fc1",
+        "output.dense": "mlp.fc2",
+        "mlp.fc2": "mlp.fc2",
+    }
+    module, _, param = rest.rpartition(".")
+    if module not in parts:
+        return None
+    return f"blocks.{block}.{parts[module]}.{param}"
+
+
+def convert_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF ViT key layout -> timm ViT key layout (q, k, v fused into ``qkv``)."""
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new_key = hf_to_timm_key(key)
+        if new_key is None:
+            raise WeightsError(f"weights key {key!r} has no timm equivalent")
+        converted[new_key] = value
+    for key in [k for k in converted if re.search(r"\.attn\.q\.(weight|bias)$", k)]:
+        stem, param = key.rsplit(".attn.q.", 1)
+        parts = [converted.pop(f"{stem}.attn.{name}.{param}") for name in ("q", "k", "v")]
+        converted[f"{stem}.attn.qkv.{param}"] = torch.cat(parts, dim=0)
+    return converted
+
+
+def is_hf_layout(keys) -> bool:
+    return any(k.startswith(("vit.", "deit.", "embeddings.")) for k in keys)
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a missing or unreadable file is a one-line WeightsError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local safetensors file (timm or HF layout) into a timm model, head excepted.
+
+    Every non-head tensor of the model must be in the file with the same shape, and the file
+    may hold nothing else; otherwise a WeightsError names the file and the first mismatch.
+    """
+    state = read_safetensors(path)
+    if is_hf_layout(state):
+        state = convert_hf_state_dict(state)
+    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    state = _adapt_timm_state(state, model)
+    for key in sorted(own.keys() | state.keys()):
+        if key not in state:
+            raise WeightsError(f"weights file {path} does not match the model: key {key!r} is missing from the file")
+        if key not in own:
+            raise WeightsError(f"weights file {path} does not match the model: unexpected key {key!r}")
+        if tuple(state[key].shape) != tuple(own[key].shape):
+            raise WeightsError(
+                f"weights file {path} does not match the model: key {key!r} has shape "
+                f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+            )
+    model.load_state_dict(state, strict=False)
+
+
+def _adapt_timm_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Resample position embeddings when the image size differs (timm's own filter)."""
+    if "pos_embed" not in state or not hasattr(model, "pos_embed"):
+        return state
+    if state["pos_embed"].shape == model.pos_embed.shape:
+        return state
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    return checkpoint_filter_fn(state, model)
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters that require grad, detached and contiguous (for safetensors)."""
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}

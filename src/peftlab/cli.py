@@ -1,0 +1,194 @@
+"""The ``peftlab`` command: parses arguments and calls the library.
+
+A user error (bad config, missing data, bad weights file) prints one line on stderr and
+exits with status 2; a run that fails or diverges exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from peftlab.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
+
+
+def cmd_train(args) -> int:
+    from peftlab.config import load_config
+    from peftlab.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    result = train(cfg, run_dir, progress=not args.quiet)
+    print(summarize_result(result, run_dir))
+    return 0 if result["status"] == "completed" else 1
+
+
+def summarize_result(result: dict, run_dir: Path) -> str:
+    if result["status"] != "completed":
+        return f"{run_dir}: {result['status']}: {result['error']}"
+    m, p = result["metrics"], result["params"]
+    text = (f"{run_dir}: completed  test top-1 {100 * m['test_top1']:.2f}%  top-5 {100 * m['test_top5']:.2f}%  "
+            f"trainable {p['trainable']:,} / {p['total']:,} ({100 * p['trainable_ratio']:.2f}%)  "
+            f"train {result['timing']['train_seconds']:.1f}s")
+    if result.get("merge"):
+        text += f"  merge max|diff| {result['merge']['max_abs_diff']:.2e}"
+    return text
+
+
+def cmd_summary(args) -> int:
+    from peftlab.train import read_result
+
+    status = 0
+    for run_dir in map(Path, args.run_dirs):
+        result = read_result(run_dir)
+        if result is None:
+            print(f"{run_dir}: no result.json")
+            status = 1
+            continue
+        print(summarize_result(result, run_dir))
+        status = status or int(result["status"] != "completed")
+    return status
+
+
+def cmd_pretrain(args) -> int:
+    from peftlab.config import load_config
+    from peftlab.pretrain import pretrain
+
+    cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
+    out_dir = Path(args.out or Path("cache") / "pretrained" / cfg.name)
+    manifest = pretrain(cfg, out_dir, progress=not args.quiet)
+    state = "reused cached" if manifest["cached"] else "trained"
+    print(f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "
+          f"on {manifest['data']['name']}, pretraining took {manifest['train_seconds']:.0f}s of training, "
+          f"sha256 {manifest['sha256'][:12]}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from peftlab.export import export_merged
+
+    path = export_merged(Path(args.run_dir), Path(args.merged))
+    print(f"wrote merged timm state dict to {path}")
+    return 0
+
+
+def cmd_params(args) -> int:
+    from peftlab.config import MethodConfig, ModelConfig, RunConfig, from_dict
+    from peftlab.params import count_parameters
+
+    model = from_dict(ModelConfig, {"name": args.model, "num_classes": args.num_classes, "img_size": args.img_size,
+                                    "patch_size": args.patch_size, "depth": args.depth,
+                                    "embed_dim": args.embed_dim}, prefix="model.")
+    method = {"name": args.method, "r": args.r}
+    if args.targets:
+        method["target_modules"] = args.targets
+    cfg = RunConfig(model=model, method=from_dict(MethodConfig, method, prefix="method."))
+    counts = count_parameters(cfg)
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        print(f"model      {args.model} ({counts['num_classes']} classes), method {args.method}")
+        print(f"total      {counts['total']:,}")
+        print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
+        if counts.get("adapter") is not None:
+            print(f"  adapter  {counts['adapter']:,}")
+            print(f"  head     {counts['head']:,}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from peftlab.config import DataConfig, from_dict
+    from peftlab.data import describe_data, format_data_info
+
+    fields = {"name": args.name, "root": args.root}
+    cfg = from_dict(DataConfig, fields, prefix="data.")
+    info = describe_data(cfg)
+    print(json.dumps(__import__("dataclasses").asdict(info), indent=2) if args.json else format_data_info(info))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from peftlab.config import dump_config, load_config
+    from peftlab.params import check_against_model
+
+    cfg = load_config(args.config, args.overrides)
+    check_against_model(cfg)
+    print(dump_config(cfg) if args.show else f"{args.config}: valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run (resumes in an existing run directory)")
+    p.add_argument("config", help="run config YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 method.r=16")
+    p.add_argument("--run-dir", help="run directory (default runs/<name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("summary", help="one line per run directory: status, accuracy, parameters")
+    p.add_argument("run_dirs", nargs="+")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("pretrain", help="train and cache a small ViT base on one real dataset")
+    p.add_argument("config", nargs="?", help=f"pretraining config (default {DEFAULT_PRETRAIN_CONFIG})")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", help="output directory (default cache/pretrained/<name>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("export", help="write a run's merged model as a plain timm state dict")
+    p.add_argument("run_dir")
+    p.add_argument("--merged", required=True, metavar="OUT.safetensors")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
+    p.add_argument("model")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--embed-dim", type=int)
+    p.add_argument("--method", default="full", help="full, linear or lora")
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--targets", help="standard, extended or all-linear")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("data", help="dataset commands")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
+    q.add_argument("name")
+    q.add_argument("--root")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_data_info)
+
+    p = sub.add_parser("validate", help="check a run config (the model-dependent checks included)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--show", action="store_true", help="print the resolved config")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"peftlab: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("peftlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

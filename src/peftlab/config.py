@@ -1,0 +1,372 @@
+"""Typed, frozen run configuration: defaults < YAML file < dotted command-line overrides.
+
+Every section is a frozen dataclass that validates itself in ``__post_init__``; a bad value
+raises ``ConfigError`` with one line naming the field, the value and what is allowed.
+Checks that need the model (does a rank pattern match a module? does a group size divide
+the layer width?) live next to the code that builds the model: ``peftlab.tuners.check_config``.
+
+This module imports no torch, so the study expander and analysis can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from peftlab.errors import ConfigError
+
+METHOD_NAMES = ("full", "linear", "lora")
+TARGET_PRESETS = ("standard", "extended", "all-linear")
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
+
+
+def _fail(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"{field_name}={value!r} is invalid: expected {allowed}")
+
+
+def _check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        _fail(field_name, value, allowed)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "deit_tiny_patch16_224"
+    source: Literal["timm", "hf"] = "timm"
+    # "none" (random init), "hub" (timm's hub weights, needs network) or a .safetensors path
+    pretrained: str = "none"
+    path: str | None = None  # HF transformers model directory (source: hf)
+    num_classes: int | None = None  # None: the dataset's number of classes
+    img_size: int | None = None
+    patch_size: int | None = None
+    depth: int | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    in_chans: int = 3
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        _check(bool(self.name), "model.name", self.name, "a timm model name")
+        for name in ("num_classes", "img_size", "patch_size", "depth", "embed_dim", "num_heads"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"model.{name}", value, "a positive integer or null")
+        _check(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
+        _check(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
+        if self.img_size and self.patch_size:
+            _check(self.img_size % self.patch_size == 0, "model.patch_size", self.patch_size,
+                   f"a divisor of model.img_size={self.img_size}")
+        if self.embed_dim and self.num_heads:
+            _check(self.embed_dim % self.num_heads == 0, "model.num_heads", self.num_heads,
+                   f"a divisor of model.embed_dim={self.embed_dim}")
+        _check(self.source != "hf" or bool(self.path), "model.path", self.path,
+               "a local HF transformers model directory when model.source is 'hf'")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_subset: int | None = None
+    val_subset: int | None = None
+    test_subset: int | None = None
+    classes: tuple[int, ...] | None = None  # keep these labels, relabelled 0..k-1
+    augment: bool = False
+
+    def __post_init__(self):
+        _check(self.name in DATASET_NAMES, "data.name", self.name, "one of " + ", ".join(DATASET_NAMES))
+        _check(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
+               "a directory when data.name is 'imagefolder'")
+        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
+        for name in ("train_subset", "val_subset", "test_subset"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"data.{name}", value, "a positive integer or null")
+        if self.classes is not None:
+            _check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
+                   and min(self.classes) >= 0, "data.classes", list(self.classes),
+                   "at least two distinct non-negative labels")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "lora"
+    r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    init: Literal["default", "gaussian"] = "default"
+    # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module
+    # names / anchored regexes
+    target_modules: str | tuple[str, ...] = "standard"
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check(self.name in METHOD_NAMES, "method.name", self.name, "one of " + ", ".join(METHOD_NAMES))
+        _check(self.r > 0, "method.r", self.r, "an integer > 0")
+        _check(self.lora_alpha > 0, "method.lora_alpha", self.lora_alpha, "a number > 0")
+        _check(0.0 <= self.lora_dropout < 1.0, "method.lora_dropout", self.lora_dropout, "a value in [0, 1)")
+        if isinstance(self.target_modules, str):
+            _check(self.target_modules in TARGET_PRESETS, "method.target_modules", self.target_modules,
+                   "one of " + ", ".join(TARGET_PRESETS) + " or a list of module names/regexes")
+        else:
+            _check(len(self.target_modules) > 0, "method.target_modules", list(self.target_modules),
+                   "a non-empty list")
+            for pattern in self.target_modules:
+                _check_regex("method.target_modules", pattern)
+        for key, rank in self.rank_pattern.items():
+            _check_regex("method.rank_pattern", key)
+            _check(rank > 0, f"method.rank_pattern[{key!r}]", rank, "an integer > 0")
+        for key, alpha in self.alpha_pattern.items():
+            _check_regex("method.alpha_pattern", key)
+            _check(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
+
+
+def _check_regex(field_name: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        _fail(field_name, pattern, f"a valid regular expression ({err})")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    mode: Literal["none", "int8", "nf4", "fp4"] = "none"
+    double_quant: bool = False
+    group_size: int | None = None  # group-wise quantization along the input dim (QA-LoRA)
+
+    def __post_init__(self):
+        _check(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
+               self.double_quant, "false unless quant.mode is nf4 or fp4")
+        _check(self.group_size is None or self.group_size > 0, "quant.group_size", self.group_size,
+               "a positive integer or null")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    head_lr: float | None = None  # None: same as lr
+    weight_decay: float = 0.01
+    head_weight_decay: float | None = None  # None: same as weight_decay
+    warmup_ratio: float = 0.06
+    grad_accum: int = 1
+    clip_grad: float | None = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    log_every: int = 10
+    ckpt_every: int = 100
+    early_stop_patience: int | None = None  # epochs without val improvement
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):
+            value = getattr(self, name)
+            _check(value > 0, f"train.{name}", value, "an integer > 0")
+        for name in ("max_steps", "threads", "early_stop_patience"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
+        _check(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _check(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.head_weight_decay is None or self.head_weight_decay >= 0, "train.head_weight_decay",
+               self.head_weight_decay, "a number >= 0 or null")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a value in [0, 1)")
+        _check(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
+               "a number > 0 or null")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
+               "auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass, with type checks
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _fail(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
+        return from_dict(tp, value, prefix=where + ".")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+        _fail(where, value, _type_name(tp))
+    if origin is Literal:
+        _check(value in typing.get_args(tp), where, value, _type_name(tp))
+        return value
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), where, value, _type_name(tp))
+        return tuple(_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _check(isinstance(value, dict), where, value, _type_name(tp))
+        key_tp, val_tp = typing.get_args(tp)
+        return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}[{k!r}]") for k, v in value.items()}
+    if tp is type(None):
+        _check(value is None, where, value, "null")
+        return None
+    if tp is bool:
+        _check(isinstance(value, bool), where, value, "true or false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), where, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where, value, "a number")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), where, value, "a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """A plain, YAML-safe dict of a config (tuples become lists)."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# YAML files and dotted overrides
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["train.lr=3e-4", "method.r=16"]`` -> nested dict; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is invalid: expected dotted.key=value, e.g. train.lr=3e-4")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new dict: ``update`` laid over ``base``, recursing into mappings."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``."""
+    data = read_yaml(path) if path is not None else {}
+    if overrides:
+        extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        data = deep_merge(data, extra)
+    return from_dict(RunConfig, data)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg))

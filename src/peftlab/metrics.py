@@ -1,0 +1,65 @@
+"""Pure measurements: accuracy, parameter counts, memory and timing helpers."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at #classes)."""
+    max_k = min(max(ks), logits.shape[-1])
+    top = logits.topk(max_k, dim=-1).indices  # (N, max_k)
+    hits = top.eq(labels.unsqueeze(-1))
+    return {k: int(hits[:, : min(k, max_k)].any(dim=-1).sum()) for k in ks}
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes held by the model's parameters and buffers (each storage once)."""
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = tensor.data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cuda_max_allocated_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                     warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call for each function, measured in alternation so machine drift cancels."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

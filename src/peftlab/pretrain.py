@@ -1,0 +1,69 @@
+"""A pretrained base for offline studies: train a small timm ViT from scratch, cache it.
+
+``pretrain(cfg, out_dir)`` trains with the one recipe (method ``full``) in ``out_dir/run``,
+then writes ``out_dir/model.safetensors`` (a plain timm state dict) and
+``out_dir/manifest.json`` (architecture, data, seed, test accuracy, SHA-256, config hash).
+A second call with the same config finds the manifest and reuses the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from peftlab.checkpoint import write_atomic, write_json_atomic
+from peftlab.config import RunConfig, dump_config, to_dict
+from peftlab.errors import ConfigError
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
+    """The manifest if ``out_dir`` holds weights trained from exactly this config, intact."""
+    manifest_path, weights = out_dir / "manifest.json", out_dir / "model.safetensors"
+    if not (manifest_path.is_file() and weights.is_file()):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("config_hash") != config_hash(cfg) or manifest.get("sha256") != file_sha256(weights):
+        return None
+    return manifest
+
+
+def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    from peftlab.train import train
+
+    if cfg.method.name != "full":
+        raise ConfigError(f"method.name={cfg.method.name!r} is invalid for pretraining: expected 'full'")
+    out_dir = Path(out_dir)
+    manifest = cached_manifest(cfg, out_dir)
+    if manifest is not None:
+        return {**manifest, "cached": True}
+    run_dir = out_dir / "run"
+    if (run_dir / "config.yaml").exists() and (run_dir / "config.yaml").read_text() != dump_config(cfg):
+        shutil.rmtree(run_dir)  # an older pretraining config: start afresh
+    result = train(cfg, run_dir, progress=progress)
+    if result["status"] != "completed":
+        raise RuntimeError(f"pretraining {result['status']}: {result['error']}")
+    weights = out_dir / "model.safetensors"
+    write_atomic(weights, lambda tmp: shutil.copyfile(run_dir / "adapter.safetensors", tmp))
+    manifest = {
+        "architecture": to_dict(cfg.model), "data": to_dict(cfg.data), "seed": cfg.seed,
+        "test_top1": result["metrics"]["test_top1"], "test_top5": result["metrics"]["test_top5"],
+        "train_seconds": result["timing"]["train_seconds"], "params": result["params"],
+        "sha256": file_sha256(weights), "config_hash": config_hash(cfg), "weights": weights.name,
+        "data_sha256": result["provenance"]["data_sha256"],
+    }
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return {**manifest, "cached": False}

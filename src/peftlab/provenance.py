@@ -1,0 +1,60 @@
+"""What makes a result reproducible: code version, packages, hardware, threads."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGES = ("peftlab", "torch", "torchvision", "timm", "peft", "safetensors", "numpy", "pandas", "scipy",
+            "transformers", "bitsandbytes")
+
+
+def _git(*args: str) -> str | None:
+    repo = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit sha, whether tracked files differ from it) of the peftlab checkout, if any."""
+    sha = _git("rev-parse", "HEAD")
+    if sha is None:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return sha, bool(status)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device) -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "device": str(device)}
+    if getattr(device, "type", None) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,337 @@
+"""The training recipe every method uses, read top to bottom.
+
+``train(cfg, run_dir)`` builds the data and the model, applies the tuner, runs the loop
+(forward, loss + the tuner's regularization, backward, the tuner's hook, clip, step, log,
+evaluate, checkpoint), evaluates on test, checks the merge and writes ``result.json``.
+Running it again on the same directory resumes from ``checkpoint/``, or returns the
+finished result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from peftlab import checkpoint as ckpt
+from peftlab import metrics, provenance
+from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.errors import ConfigError, UserError
+from peftlab.tuners import apply_tuner
+
+
+class Diverged(Exception):
+    """A non-finite loss or gradient."""
+
+
+# ---------------------------------------------------------------------------------------
+# set-up helpers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} is invalid: no CUDA device is available here; use auto or cpu")
+    return torch.device(name)
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision='fp16' is invalid on CPU: expected fp32 or bf16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def warmup_cosine(total_steps: int, warmup_ratio: float):
+    """Multiplier of the base lr: linear warm-up, then cosine decay to zero."""
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The shuffled index batches of one epoch, a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))
+
+
+def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    samples = dataset.__getitems__(indices.tolist()) if hasattr(dataset, "__getitems__") else \
+        [dataset[i] for i in indices.tolist()]
+    images = torch.stack([s[0] for s in samples]).to(device, non_blocking=True)
+    labels = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long).to(device, non_blocking=True)
+    return images, labels
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str) -> dict:
+    """Loss, top-1 and top-5 accuracy and images/s over a whole split."""
+    was_training = model.training
+    model.eval()
+    n = len(dataset)
+    loss_sum, correct = 0.0, {1: 0, 5: 0}
+    start = time.perf_counter()
+    for indices in tqdm(torch.arange(n).split(batch_size), desc=desc, leave=False, disable=None):
+        images, labels = fetch(dataset, indices, device)
+        with autocast(precision, device):
+            logits = model(images)
+        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+        for k, c in metrics.topk_correct(logits.float(), labels).items():
+            correct[k] += c
+    metrics.synchronize(device)
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return {"loss": loss_sum / max(n, 1), "top1": correct[1] / max(n, 1), "top5": correct[5] / max(n, 1),
+            "images_per_second": n / seconds if seconds > 0 else None}
+
+
+def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
+    """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved)."""
+    merged = tuner.merged_model().to(device).eval()
+    model = tuner.model
+    was_training = model.training
+    model.eval()
+    images, _ = fetch(dataset, torch.arange(min(batch_size, len(dataset))), device)
+    with torch.no_grad():
+        diff = float((merged(images) - model(images)).abs().max())
+        times = metrics.time_interleaved({"merged": lambda: merged(images), "adapter": lambda: model(images)},
+                                         repeats, device)
+    model.train(was_training)
+    ratio = metrics.median(times["merged"]) / metrics.median(times["adapter"])
+    return {"max_abs_diff": diff, "merged_vs_adapter_latency_ratio": ratio}
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only records up to ``step`` (those after a checkpoint are logged again on resume)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    ckpt.write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
+
+
+def read_result(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
+    """Write config.yaml; a directory that holds another config is refused, not overwritten."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    if path.exists():
+        existing = load_config(path)
+        if existing != cfg:
+            raise ConfigError(f"run directory {run_dir} holds a different config.yaml; use another --run-dir")
+    else:
+        ckpt.write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
+
+
+# ---------------------------------------------------------------------------------------
+# the recipe
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
+    """Train one run in ``run_dir``; returns the result dict (also written to result.json)."""
+    run_dir = Path(run_dir)
+    prepare_run_dir(cfg, run_dir)
+    done = read_result(run_dir)
+    if done is not None and done["status"] == "completed":
+        return done
+    state: dict = {"step": None, "train_seconds": 0.0}
+    try:
+        result = _train(cfg, run_dir, state, progress)
+    except Diverged as err:
+        result = failed_result(cfg, "diverged", str(err), state)
+    except UserError as err:
+        result = failed_result(cfg, "failed", str(err), state)
+        ckpt.write_json_atomic(run_dir / "result.json", result)
+        raise
+    except Exception as err:  # record any crash, then let it propagate
+        result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
+        result["traceback"] = traceback.format_exc()
+        ckpt.write_json_atomic(run_dir / "result.json", result)
+        raise
+    ckpt.write_json_atomic(run_dir / "result.json", result)
+    return result
+
+
+def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
+    return {"status": status, "error": error, "step": state.get("step"), "config": to_dict(cfg),
+            "metrics": state.get("metrics", {}), "params": state.get("params"),
+            "provenance": state.get("provenance")}
+
+
+def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = select_device(tc.device)
+    autocast(tc.precision, device)  # validates precision for the device
+    seed_everything(cfg.seed)
+
+    # --- data and model --------------------------------------------------------------
+    from peftlab.data import build_data
+
+    spec = input_spec_for(cfg.model)
+    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+    num_classes = cfg.model.num_classes or data.info.num_classes
+    if num_classes < data.info.num_classes:
+        raise ConfigError(f"model.num_classes={num_classes} is invalid: the data has {data.info.num_classes} classes")
+    seed_everything(cfg.seed)
+    model = build_backbone(cfg.model, num_classes)
+    tuner = apply_tuner(model, cfg)
+    model = tuner.model.to(device).train()
+    counts = tuner.parameter_counts()
+    state["params"] = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
+    git_sha, git_dirty = provenance.git_state()
+    state["provenance"] = {
+        "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
+        "hardware": provenance.hardware(device), "threads": torch.get_num_threads(), "dtype": tc.precision,
+        "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),
+    }
+
+    # --- optimizer, schedule, resume ---------------------------------------------------
+    head_lr = tc.head_lr if tc.head_lr is not None else tc.lr
+    head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
+    optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd))
+    batches_per_epoch = math.ceil(len(data.train) / tc.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    trainable = list(tuner.trainable_parameters().values())
+    metrics_path, ckpt_dir = run_dir / "metrics.jsonl", run_dir / "checkpoint"
+
+    step, epoch, next_batch = 0, 0, 0
+    best_val, bad_epochs, images_seen = -1.0, 0, 0
+    saved = ckpt.load_checkpoint(ckpt_dir)
+    if saved is not None:
+        tuner.load_trainable_state_dict(saved["trainable"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        step, epoch, next_batch = saved["step"], saved["epoch"], saved["next_batch"]
+        best_val, bad_epochs, images_seen = saved["best_val"], saved["bad_epochs"], saved["images_seen"]
+        state["train_seconds"] = saved["train_seconds"]
+        ckpt.set_rng_state(saved["rng"])
+    truncate_metrics(metrics_path, step)
+
+    def save() -> None:
+        ckpt.save_checkpoint(ckpt_dir, {
+            "trainable": tuner.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
+            "epoch": epoch, "next_batch": next_batch, "best_val": best_val, "bad_epochs": bad_epochs,
+            "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state()})
+
+    # --- the loop ---------------------------------------------------------------------
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}", disable=not progress or None)
+    stop = step >= total_steps
+    while epoch < tc.epochs and not stop:
+        batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
+        last = window_start = time.perf_counter()
+        window_images, step_images, loss_sum, micro = 0, 0, 0.0, 0
+        for batch_index in range(next_batch, len(batches)):
+            images, labels = fetch(data.train, batches[batch_index], device)
+            with autocast(tc.precision, device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            loss = loss + tuner.regularization()
+            if not torch.isfinite(loss):
+                raise Diverged(f"non-finite loss ({float(loss)}) at step {step}")
+            scaler.scale(loss / tc.grad_accum).backward()
+            loss_sum, micro, step_images = loss_sum + loss.item(), micro + 1, step_images + len(labels)
+            if micro < tc.grad_accum and batch_index + 1 < len(batches):
+                continue
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, tc.clip_grad or math.inf))
+            if not math.isfinite(grad_norm) and tc.precision != "fp16":
+                raise Diverged(f"non-finite gradient norm ({grad_norm}) at step {step}")
+            tuner.after_backward(step)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step, next_batch, state["step"] = step + 1, batch_index + 1, step + 1
+            images_seen, window_images = images_seen + step_images, window_images + step_images
+            metrics.synchronize(device)
+            now = time.perf_counter()
+            state["train_seconds"] += now - last
+            last = now
+            bar.update(1)
+            if step % tc.log_every == 0 or step == total_steps:
+                append_jsonl(metrics_path, {
+                    "kind": "step", "step": step, "epoch": epoch, "loss": loss_sum / micro,
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                    "images_per_second": window_images / (now - window_start)})
+                bar.set_postfix(loss=f"{loss_sum / micro:.3f}")
+                window_start, window_images = now, 0
+            loss_sum, micro, step_images = 0.0, 0, 0
+            if step % tc.ckpt_every == 0:
+                save()
+                last = time.perf_counter()
+            if step >= total_steps:
+                stop = True
+                break
+        val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+        improved = val["top1"] > best_val
+        best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
+        append_jsonl(metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
+                                    "val_top1": val["top1"], "val_top5": val["top5"]})
+        epoch, next_batch = epoch + 1, 0
+        save()
+        if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
+            break
+    bar.close()
+
+    # --- test, merge check, result ----------------------------------------------------
+    val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+    test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
+    save_file(tuner.adapter_state_dict(), str(run_dir / "adapter.safetensors"))
+    result = {
+        "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
+        "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "val_top1": val["top1"],
+                    "best_val_top1": max(best_val, val["top1"]), "test_loss": test["loss"]},
+        "params": state["params"],
+        "memory": {"peak_rss_bytes": metrics.peak_rss_bytes(),
+                   "cuda_max_allocated_bytes": metrics.cuda_max_allocated_bytes(device),
+                   "weights_bytes": metrics.weights_bytes(model)},
+        "timing": {"train_seconds": state["train_seconds"],
+                   "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
+                   "eval_images_per_second": test["images_per_second"]},
+        "merge": check_merge(tuner, data.test, device) if tuner.is_adapter else None,
+        "provenance": state["provenance"],
+    }
+    return result

@@ -1,0 +1,87 @@
+"""What every tuner offers the training recipe: the model, its trainable weights and the hooks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def head_prefix(model: nn.Module) -> str:
+    """Name of the classifier module: ``head`` for timm, ``model.classifier`` for HF."""
+    from peftlab.backbones import HFLogits
+
+    if isinstance(model, HFLogits):
+        return "model.classifier"
+    return model.pretrained_cfg.get("classifier", "head") if hasattr(model, "pretrained_cfg") else "head"
+
+
+def is_head_param(name: str, head: str) -> bool:
+    """True for the head's own parameters and for PEFT's trainable copy of the head."""
+    return name.startswith(head + ".") or f".{head}." in name or name.endswith(f".{head}")
+
+
+class Tuner:
+    """A model prepared for fine-tuning, with the method's hooks.
+
+    The recipe calls, in plain sight: ``loss = loss + tuner.regularization()`` and
+    ``tuner.after_backward(step)``. A method that needs neither keeps these no-ops.
+    """
+
+    name = "base"
+    is_adapter = False  # adapters can be merged into the base weights
+
+    def __init__(self, model: nn.Module, head: str):
+        self.model = model
+        self.head = head
+
+    def regularization(self) -> torch.Tensor | float:
+        return 0.0
+
+    def after_backward(self, step: int) -> None:
+        return None
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def param_groups(self, lr: float, weight_decay: float, head_lr: float, head_weight_decay: float) -> list[dict]:
+        """AdamW groups: head vs the rest; no weight decay on biases, norms and embeddings (ndim < 2)."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.trainable_parameters().items():
+            key = (is_head_param(name, self.head), param.ndim >= 2)
+            groups.setdefault(key, []).append(param)
+        result = []
+        for (is_head, decays), params in sorted(groups.items()):
+            wd = (head_weight_decay if is_head else weight_decay) if decays else 0.0
+            result.append({"params": params, "lr": head_lr if is_head else lr, "weight_decay": wd,
+                           "name": ("head" if is_head else "body") + ("" if decays else "_no_decay")})
+        return result
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().contiguous() for n, p in self.trainable_parameters().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = self.trainable_parameters()
+        missing = params.keys() - state.keys()
+        unexpected = state.keys() - params.keys()
+        if missing or unexpected:
+            raise ValueError(f"trainable weights do not match: missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}")
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(state[name])
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """What ``adapter.safetensors`` holds: the trainable weights."""
+        return self.trainable_state_dict()
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_trainable_state_dict(state)
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for n, p in self.model.named_parameters() if ".original_module." not in n)
+        trainable = sum(p.numel() for p in self.trainable_parameters().values())
+        return {"total": total, "trainable": trainable}
+
+    def merged_model(self) -> nn.Module | None:
+        """A plain model with the adapters merged in (adapter methods only)."""
+        return None

@@ -1,0 +1,3 @@
+from peftlab.tuners.full.model import apply_full
+
+__all__ = ["apply_full"]

@@ -1,0 +1,3 @@
+from peftlab.tuners.lora.model import apply_lora, plan_targets
+
+__all__ = ["apply_lora", "plan_targets"]

@@ -1,0 +1,63 @@
+"""timm's fused ``qkv`` Linear split into three Linears, so that q, k and v can be adapted apart.
+
+timm computes ``qkv = x @ W.T + b`` with ``W`` of shape (3d, d): rows [0:d] are q, [d:2d] k,
+[2d:3d] v. ``SplitQKV`` holds the same rows as ``q``, ``k`` and ``v`` Linears (d -> d) and
+concatenates their outputs, which is exactly the fused output. PEFT then targets
+``attn.qkv.q`` and ``attn.qkv.v`` like any Linear; an un-targeted slice stays frozen and
+bit-identical. ``fuse_qkv`` turns it back into one Linear (after a merge, for export).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SplitQKV(nn.Module):
+    def __init__(self, q: nn.Linear, k: nn.Linear, v: nn.Linear):
+        super().__init__()
+        self.q, self.k, self.v = q, k, v
+        self.in_features = q.in_features
+        self.out_features = q.out_features + k.out_features + v.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
+def split_qkv(qkv: nn.Linear) -> SplitQKV:
+    """Copy the rows of a fused (3d, d) Linear into three (d, d) Linears."""
+    d = qkv.out_features // 3
+    parts = []
+    for i in range(3):
+        linear = nn.Linear(qkv.in_features, d, bias=qkv.bias is not None,
+                           device=qkv.weight.device, dtype=qkv.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(qkv.weight[i * d:(i + 1) * d])
+            if qkv.bias is not None:
+                linear.bias.copy_(qkv.bias[i * d:(i + 1) * d])
+        linear.weight.requires_grad_(qkv.weight.requires_grad)
+        if qkv.bias is not None:
+            linear.bias.requires_grad_(qkv.bias.requires_grad)
+        parts.append(linear)
+    return SplitQKV(*parts)
+
+
+def fuse_qkv(split: SplitQKV) -> nn.Linear:
+    """One (3d, d) Linear with the q, k, v rows in timm's order."""
+    q, k, v = split.q, split.k, split.v
+    fused = nn.Linear(q.in_features, split.out_features, bias=q.bias is not None,
+                      device=q.weight.device, dtype=q.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([q.weight, k.weight, v.weight], dim=0))
+        if q.bias is not None:
+            fused.bias.copy_(torch.cat([q.bias, k.bias, v.bias], dim=0))
+    return fused
+
+
+def replace_modules(model: nn.Module, names: list[str], build) -> None:
+    """Replace each named submodule by ``build(old_module)``."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, build(getattr(parent, child)))

@@ -1,0 +1,83 @@
+"""LoRA via PEFT on timm and HF vision transformers.
+
+Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (layer.py),
+(2) ``peft.get_peft_model`` with an exact list of target modules, the head in
+``modules_to_save``. Merge: PEFT's ``merge_and_unload`` on a copy, then fuse the q/k/v
+Linears back into one ``qkv`` so the result is a plain timm model with timm's state-dict keys.
+
+Adapter file names follow PEFT's convention (``get_peft_model_state_dict``):
+``base_model.model.blocks.{i}.attn.qkv.{q|k|v}.lora_{A|B}.weight`` for the rows
+[0:d] / [d:2d] / [2d:3d] of timm's ``blocks.{i}.attn.qkv``, ``...attn.proj.lora_A.weight``
+and so on, and ``base_model.model.head.weight/bias`` for the trained head.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from peftlab.config import MethodConfig
+from peftlab.tuners.base import Tuner, head_prefix
+from peftlab.tuners.lora.config import check_patterns, lora_config_kwargs, match_targets, target_patterns
+from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+
+
+def linear_names(model: nn.Module, head: str) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.startswith(head)]
+
+
+def qkv_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if n.endswith("attn.qkv") and isinstance(m, nn.Linear)]
+
+
+def plan_targets(model: nn.Module, cfg: MethodConfig) -> tuple[list[str], list[str]]:
+    """(fused qkv modules to split, module names to adapt), without touching the model."""
+    from peftlab.backbones import HFLogits
+
+    head = head_prefix(model)
+    hf = isinstance(model, HFLogits)
+    fused = [] if hf else qkv_names(model)
+    split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
+    candidates = [n for n in linear_names(model, head) if n not in fused] + split_names
+    targets = match_targets(target_patterns(cfg, hf), candidates)
+    to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
+    check_patterns(cfg, targets)
+    return to_split, targets
+
+
+class LoraTuner(Tuner):
+    name = "lora"
+    is_adapter = True
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.model, state)
+        missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"adapter weights do not match the model: missing {missing[:3]}, "
+                             f"unexpected {list(result.unexpected_keys)[:3]}")
+
+    def merged_model(self) -> nn.Module:
+        merged = copy.deepcopy(self.model).merge_and_unload()
+        split = [n for n, m in merged.named_modules() if isinstance(m, SplitQKV)]
+        replace_modules(merged, split, fuse_qkv)
+        return merged
+
+
+def apply_lora(model: nn.Module, cfg: MethodConfig) -> LoraTuner:
+    from peft import LoraConfig, get_peft_model
+
+    head = head_prefix(model)
+    to_split, targets = plan_targets(model, cfg)
+    replace_modules(model, to_split, split_qkv)
+    config = LoraConfig(**lora_config_kwargs(cfg, targets, head))
+    peft_model = get_peft_model(model, config)
+    return LoraTuner(peft_model, head)

@@ -1,0 +1,116 @@
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+from peftlab.config import (DataConfig, MethodConfig, RunConfig, dump_config, load_config, parse_overrides,
+                            to_dict)
+from peftlab.errors import ConfigError
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_defaults_load_and_round_trip(tmp_path):
+    cfg = load_config(None, ["method.r=16", "method.target_modules=[blocks\\.0\\.attn\\.qkv\\.q]",
+                             "method.rank_pattern={blocks.0: 4}", "data.classes=[0, 1, 2]", "train.lr=3e-4"])
+    assert cfg.method.r == 16 and cfg.train.lr == 3e-4 and cfg.data.classes == (0, 1, 2)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert dump_config(load_config(path)) == dump_config(cfg)
+
+
+def test_every_shipped_config_round_trips():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds run configs"
+    for path in configs:
+        cfg = load_config(path)
+        assert load_config(overrides=to_dict(cfg)) == cfg, path
+
+
+def test_overrides_beat_file(tmp_path):
+    path = write(tmp_path, {"train": {"lr": 0.1, "epochs": 3}, "method": {"name": "full"}})
+    cfg = load_config(path, ["train.lr=0.5"])
+    assert cfg.train.lr == 0.5 and cfg.train.epochs == 3 and cfg.method.name == "full"
+
+
+def test_int_is_accepted_as_float_but_not_the_reverse():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match=r"train.epochs=1.5 is invalid: expected an integer"):
+        load_config(None, ["train.epochs=1.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.rr=4", r"unknown config key 'method.rr' \(did you mean 'method.r'\?\)"),
+    ("trian.lr=1", r"unknown config key 'trian' \(did you mean 'train'\?\)"),
+    ("method.r=0", r"method.r=0 is invalid: expected an integer > 0"),
+    ("method.r=-3", r"method.r=-3 is invalid"),
+    ("method.lora_dropout=1.0", r"method.lora_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
+    ("method.name=dora", r"method.name='dora' is invalid: expected one of full, linear, lora"),
+    ("method.target_modules=qv", r"method.target_modules='qv' is invalid"),
+    ("train.lr=fast", r"train.lr='fast' is invalid: expected a number"),
+    ("train.precision=fp8", r"train.precision='fp8' is invalid: expected one of 'fp32', 'bf16', 'fp16'"),
+    ("data.name=svhn", r"data.name='svhn' is invalid"),
+    ("data.val_fraction=1", r"data.val_fraction=1.0 is invalid"),
+    ("quant.double_quant=true", r"quant.double_quant=True is invalid"),
+    ("model.patch_size=5", r"model.patch_size=5 is invalid: expected a divisor of model.img_size=32"),
+    ("method.rank_pattern={'blocks.(': 4}", r"method.rank_pattern='blocks.\(' is invalid: expected a valid regular"),
+])
+def test_bad_values_name_field_value_and_allowed(override, message):
+    extra = ["model.img_size=32"] if override.startswith("model.patch") else []
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, extra + [override])
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_overrides(["train.lr"])
+
+
+def test_sections_are_frozen():
+    cfg = RunConfig()
+    with pytest.raises(Exception):
+        cfg.method.r = 3  # type: ignore[misc]
+    assert MethodConfig().r == 8 and DataConfig().name == "fashion_mnist"
+
+
+def test_yaml_errors_are_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(listy)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    path = write(tmp_path, {"method": {"name": "lora", "r": 0}})
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "method.r=0 is invalid" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_unmatched_rank_pattern_is_one_line_exit_2(tmp_path):
+    from conftest import TINY_MODEL
+
+    path = write(tmp_path, {"model": TINY_MODEL, "method": {"name": "lora", "rank_pattern": {"blocks\\.7\\..*": 4}}})
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "method.rank_pattern key 'blocks\\\\.7\\\\..*' matches no adapted module" in proc.stderr
+
+
+def test_cli_group_size_must_divide_width(tmp_path):
+    from conftest import TINY_MODEL
+
+    path = write(tmp_path, {"model": TINY_MODEL, "quant": {"group_size": 48}})
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2 and "quant.group_size=48 is invalid" in proc.stderr, proc.stderr
