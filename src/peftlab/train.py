@@ -270,7 +270,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
                 loss = F.cross_entropy(logits.float(), labels)
             loss = loss + tuner.regularization()
             if not torch.isfinite(loss):
-                raise Diverged(f"non-finite loss ({float(loss)}) at step {step}")
+                raise Diverged(f"non-finite loss ({loss.item()}) at step {step}")
             scaler.scale(loss / tc.grad_accum).backward()
             loss_sum, micro, step_images = loss_sum + loss.item(), micro + 1, step_images + len(labels)
             if micro < tc.grad_accum and batch_index + 1 < len(batches):

@@ -1,0 +1,101 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import TINY_MODEL, run_cli
+from peftlab.backbones import build_backbone, convert_hf_state_dict, input_spec_for, load_weights
+from peftlab.config import ModelConfig
+from peftlab.errors import ConfigError, WeightsError
+
+
+def tiny_timm(**extra):
+    return timm.create_model(TINY_MODEL["name"], num_classes=3, **{k: v for k, v in TINY_MODEL.items() if k != "name"},
+                             **extra)
+
+
+def test_deit_tiny_parameter_count_with_ten_classes():
+    model = build_backbone(ModelConfig(name="deit_tiny_patch16_224"), num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == 5_526_346
+
+
+def test_overrides_reach_timm_and_the_input_spec(tiny_model_cfg):
+    model = build_backbone(tiny_model_cfg, num_classes=7)
+    assert len(model.blocks) == 2 and model.embed_dim == 64 and model.head.out_features == 7
+    spec = input_spec_for(tiny_model_cfg)
+    assert (spec.img_size, spec.in_chans) == (32, 3)
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.name='vit_nonexistent' is not a timm model"):
+        build_backbone(ModelConfig(name="vit_nonexistent"), 10)
+
+
+def test_local_timm_weights_load_except_the_head(tmp_path, tiny_model_cfg):
+    source = tiny_timm()
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    model = build_backbone(ModelConfig(**{**TINY_MODEL, "pretrained": str(tmp_path / "w.safetensors")}), 5)
+    for key, value in source.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(model.state_dict()[key], value), key
+    assert model.head.out_features == 5
+
+
+def test_hf_layout_gives_the_same_function_as_timm(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    hf_cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                       image_size=32, patch_size=8, num_labels=3, layer_norm_eps=1e-6, hidden_act="gelu")
+    torch.manual_seed(0)
+    hf = ViTForImageClassification(hf_cfg).eval()
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(tmp_path / "hf.safetensors"))
+    model = tiny_timm().eval()
+    load_weights(model, tmp_path / "hf.safetensors")
+    converted = convert_hf_state_dict(hf.state_dict())
+    model.head.load_state_dict({"weight": converted["head.weight"], "bias": converted["head.bias"]})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_hf_model_directory_builds_and_returns_logits(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    hf_cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=16, patch_size=8, num_labels=4)
+    ViTForImageClassification(hf_cfg).save_pretrained(tmp_path / "hf")
+    model = build_backbone(ModelConfig(source="hf", path=str(tmp_path / "hf")), num_classes=6)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 6)
+    assert input_spec_for(ModelConfig(source="hf", path=str(tmp_path / "hf"))).img_size == 16
+
+
+def test_mismatched_weights_name_file_and_first_key(tmp_path):
+    other = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=2, embed_dim=96,
+                              num_heads=2)
+    save_file(other.state_dict(), str(tmp_path / "wide.safetensors"))
+    with pytest.raises(WeightsError, match=r"wide.safetensors does not match the model: key 'blocks.0.attn.proj.bias'"):
+        load_weights(tiny_timm(), tmp_path / "wide.safetensors")
+    deeper = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64,
+                               num_heads=2)
+    save_file(deeper.state_dict(), str(tmp_path / "deep.safetensors"))
+    with pytest.raises(WeightsError, match=r"unexpected key 'blocks.2.attn.proj.bias'"):
+        load_weights(tiny_timm(), tmp_path / "deep.safetensors")
+
+
+def test_missing_or_corrupt_weights_file(tmp_path):
+    with pytest.raises(WeightsError, match=r"weights file .*nope.safetensors does not exist"):
+        load_weights(tiny_timm(), tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(WeightsError, match="is not a readable safetensors file"):
+        load_weights(tiny_timm(), tmp_path / "bad.safetensors")
+
+
+def test_params_command_reports_documented_counts():
+    proc = run_cli("params", "deit_tiny_patch16_224", "--num-classes", "10", "--method", "lora", "--r", "8",
+                   "--targets", "standard", "--json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    counts = json.loads(proc.stdout)
+    assert counts["total"] == 5_526_346 + 73_728
+    assert (counts["adapter"], counts["head"], counts["trainable"]) == (73_728, 1_930, 75_658)

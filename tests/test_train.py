@@ -1,0 +1,127 @@
+"""The recipe on real data (Fashion-MNIST subsets) with the 2-block 32 px ViT."""
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_MODEL, run_cli
+from peftlab.config import load_config
+from peftlab.data.sources import fashion_mnist_dir
+from peftlab.train import train
+
+pytestmark = pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
+                                reason="Fashion-MNIST is not installed (make data installs it)")
+
+SMALL = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 192, "val_subset": 64, "test_subset": 96},
+    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 96, "lr": 3e-3, "log_every": 1, "ckpt_every": 2},
+}
+
+
+def config(**sections):
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in SMALL.items()}
+    for key, value in sections.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_config(overrides=merged)
+
+
+def training_records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the timing fields, which legitimately differ between runs."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "images_per_second"} for r in records]
+
+
+def test_lora_run_writes_a_complete_run_directory(tmp_path):
+    result = train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "adapter.safetensors", "checkpoint", "result.json"} <= files
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    for section, keys in {
+        "metrics": ["test_top1", "test_top5", "val_top1", "best_val_top1"],
+        "params": ["total", "trainable", "trainable_ratio"],
+        "memory": ["peak_rss_bytes", "cuda_max_allocated_bytes", "weights_bytes"],
+        "timing": ["train_seconds", "train_images_per_second", "eval_images_per_second"],
+        "merge": ["max_abs_diff", "merged_vs_adapter_latency_ratio"],
+        "provenance": ["git_sha", "git_dirty", "versions", "hardware", "threads", "dtype", "seed", "data_sha256"],
+    }.items():
+        assert set(keys) <= set(saved[section]), section
+    assert saved["merge"]["max_abs_diff"] < 1e-4
+    assert 0.0 <= saved["metrics"]["test_top1"] <= 1.0
+    assert all("lora_" in k or ".head." in k for k in load_file(str(tmp_path / "run" / "adapter.safetensors")))
+    kinds = [r["kind"] for r in training_records(tmp_path / "run")]
+    assert kinds.count("epoch") == 2 and kinds.count("step") == 2 * 6
+    # a second call finds the finished run and does not train again
+    assert train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False) == saved
+
+
+class Interrupt(BaseException):
+    """Stands for a kill: not an Exception, so nothing records it."""
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
+    cfg = config(method={"name": method, "r": 4, "lora_dropout": 0.1}, data={"augment": True})
+    reference = train(cfg, tmp_path / "straight", progress=False)
+
+    from peftlab.tuners.base import Tuner
+
+    original = Tuner.after_backward
+
+    def crash_at_step_7(self, step):
+        if step == 7:
+            raise Interrupt()
+        return original(self, step)
+
+    monkeypatch.setattr(Tuner, "after_backward", crash_at_step_7)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
+    monkeypatch.setattr(Tuner, "after_backward", original)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert training_records(tmp_path / "straight") == training_records(tmp_path / "resumed")
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def test_huge_learning_rate_ends_diverged(tmp_path):
+    cfg = config(method={"name": "full"}, train={"lr": 1e6, "clip_grad": None, "warmup_ratio": 0.0})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "diverged"
+    assert "non-finite" in result["error"] and "at step" in result["error"]
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["status"] == "diverged" and saved["step"] is not None
+
+
+@pytest.mark.e2e
+def test_cli_train_then_export_loads_in_plain_timm(tmp_path):
+    cfg_path = tmp_path / "run.yaml"
+    from peftlab.config import dump_config
+
+    cfg_path.write_text(dump_config(config(method={"name": "lora", "r": 4}, train={"epochs": 1})))
+    proc = run_cli("train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "completed" in proc.stdout
+    proc = run_cli("export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    model = timm.create_model(TINY_MODEL["name"], num_classes=10,
+                              **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
+
+
+def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
+    proc = run_cli("train", "/dev/null", "data.name=cifar10", f"data.root={tmp_path}", "--run-dir",
+                   str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cifar10" in proc.stderr
