@@ -1,15 +1,10 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from testkit import TINY_MODEL
 
-# A 2-block ViT at 32 px: every invariant test runs on it in well under a second.
-TINY_MODEL = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64,
-              "num_heads": 2}
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture
@@ -17,12 +12,3 @@ def tiny_model_cfg():
     from peftlab.config import ModelConfig
 
     return ModelConfig(**TINY_MODEL)
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
-    """Run ``python -m peftlab.cli ARGS`` in a subprocess; returns CompletedProcess."""
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=timeout)

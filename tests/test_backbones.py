@@ -3,7 +3,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import TINY_MODEL, run_cli
+from testkit import TINY_MODEL, run_cli
 from peftlab.backbones import build_backbone, convert_hf_state_dict, input_spec_for, load_weights
 from peftlab.config import ModelConfig
 from peftlab.errors import ConfigError, WeightsError

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from testkit import REPO, run_cli
 from peftlab.config import (DataConfig, MethodConfig, RunConfig, dump_config, load_config, parse_overrides,
                             to_dict)
 from peftlab.errors import ConfigError
@@ -99,7 +99,7 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
 
 
 def test_cli_unmatched_rank_pattern_is_one_line_exit_2(tmp_path):
-    from conftest import TINY_MODEL
+    from testkit import TINY_MODEL
 
     path = write(tmp_path, {"model": TINY_MODEL, "method": {"name": "lora", "rank_pattern": {"blocks\\.7\\..*": 4}}})
     proc = run_cli("validate", path)
@@ -109,7 +109,7 @@ def test_cli_unmatched_rank_pattern_is_one_line_exit_2(tmp_path):
 
 
 def test_cli_group_size_must_divide_width(tmp_path):
-    from conftest import TINY_MODEL
+    from testkit import TINY_MODEL
 
     path = write(tmp_path, {"model": TINY_MODEL, "quant": {"group_size": 48}})
     proc = run_cli("validate", path)

@@ -8,7 +8,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_MODEL, run_cli
+from testkit import TINY_MODEL, run_cli
 from peftlab.config import load_config
 from peftlab.data.sources import fashion_mnist_dir
 from peftlab.train import train

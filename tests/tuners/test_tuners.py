@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from conftest import TINY_MODEL
+from testkit import TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError

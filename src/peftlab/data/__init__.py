@@ -1,0 +1,26 @@
+"""peftlab's data: offline dataset readers, safe unpickling, splits, checksums, torch datasets.
+
+    info = describe_data(cfg.data)                       # read + check files, no tensors
+    bundle = build_data(cfg.data, img_size=32)           # bundle.train / .val / .test / .info
+    print(format_data_info(bundle.info))
+
+Modules: readers (file formats), safe_pickle (numpy-only unpickler), sources (where
+files are found, downloads), splits (seeded index arithmetic), datasets (transforms and
+torch datasets), build (the functions above).
+"""
+
+from peftlab.data.build import DataBundle, DataInfo, build_data, describe_data, format_data_info, load_splits
+from peftlab.data.datasets import ArrayDataset, FileDataset
+from peftlab.data.sources import DATASET_NAMES
+
+__all__ = [
+    "DATASET_NAMES",
+    "ArrayDataset",
+    "DataBundle",
+    "DataInfo",
+    "FileDataset",
+    "build_data",
+    "describe_data",
+    "format_data_info",
+    "load_splits",
+]

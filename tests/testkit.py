@@ -1,0 +1,21 @@
+"""Shared test helpers (a plain module: several conftest.py files would shadow each other)."""
+
+import os
+import sys
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A 2-block ViT at 32 px: every invariant test runs on it in well under a second.
+TINY_MODEL = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64,
+              "num_heads": 2}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
+    """Run ``python -m peftlab.cli ARGS`` in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)
