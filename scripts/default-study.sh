@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The default study (until `peftlab study` lands): pretrain the small MNIST ViT (cached),
-# then adapt it to Fashion-MNIST with full fine-tuning, a linear probe and LoRA r=8 (q, v).
-# Completed runs are reused; an interrupted run resumes from its checkpoint.
-set -euo pipefail
+# The default study: pretrain the small MNIST ViT (cached), adapt it to Fashion-MNIST with
+# full fine-tuning, a linear probe and LoRA r in {4, 8, 16} over 5 seeds, then write the
+# report. Completed runs are reused; an interrupted run resumes from its checkpoint.
+set -uo pipefail
 bin=${1:-.venv/bin}
-"$bin/peftlab" pretrain configs/pretrain.yaml
-for method in full linear lora; do
-  "$bin/peftlab" train configs/downstream.yaml "method.name=$method" "name=fashion-$method" \
-    --run-dir "runs/default/$method"
-done
-echo
-echo "== default study: MNIST-pretrained ViT adapted to Fashion-MNIST =="
-"$bin/peftlab" summary runs/default/full runs/default/linear runs/default/lora
+"$bin/peftlab" study configs/studies/default.yaml --report
+status=$?
+if [ -f runs/default/report/report.md ]; then
+  echo
+  echo "== the report: runs/default/report/report.md (figures and LaTeX tables beside it) =="
+  sed -n '/^## Main table/,/^LaTeX/p' runs/default/report/report.md
+fi
+exit $status

@@ -55,6 +55,78 @@ def cmd_summary(args) -> int:
     return status
 
 
+def cmd_study(args) -> int:
+    from peftlab.study.runner import dry_run_table, format_summary, run_study
+    from peftlab.study.spec import load_study
+
+    study = load_study(args.study)
+    study_dir = Path(args.study_dir or Path("runs") / study.name)
+    if args.workers < 1:
+        raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
+    if args.dry_run:
+        from peftlab.study.runner import validate_study
+
+        validate_study(study)
+        print(dry_run_table(study, study_dir))
+        return 0
+    summary = run_study(study, study_dir, workers=args.workers, retry_failed=args.retry_failed,
+                        progress=not args.quiet)
+    print(format_summary(summary, study_dir))
+    if args.report:
+        from peftlab.analysis.report import write_report
+
+        print(f"report: {write_report(study_dir)}")
+    return 0 if summary.ok else 1
+
+
+def cmd_results(args) -> int:
+    from peftlab.analysis.load import load_results
+
+    df = load_results(args.study_dir)
+    if df.empty:
+        raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
+    if args.format == "parquet":
+        out = Path(args.out or Path(args.study_dir) / "results.parquet")
+        df.to_parquet(out, index=False)
+        print(f"wrote {len(df)} rows to {out}")
+    elif args.format == "csv":
+        text = df.to_csv(index=False)
+        Path(args.out).write_text(text) if args.out else sys.stdout.write(text)
+    else:
+        text = _markdown(df)
+        Path(args.out).write_text(text + "\n") if args.out else print(text)
+    return 0
+
+
+def _markdown(df) -> str:
+    columns = list(df.columns)
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    rows += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def cmd_report(args) -> int:
+    from peftlab.analysis.report import write_report
+
+    if not (Path(args.study_dir) / "runs").is_dir():
+        raise UserError(f"{args.study_dir} is not a study directory (no runs/ inside)")
+    print(f"report: {write_report(args.study_dir, baseline=args.baseline)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from peftlab.bench import format_report, run_bench, write_json
+
+    report = run_bench(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
+                       repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
+                       progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
+    print(format_report(report))
+    if args.json:
+        write_json(report, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_pretrain(args) -> int:
     from peftlab.config import load_config
     from peftlab.pretrain import pretrain
@@ -132,6 +204,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("study", help="run every run of a study (idempotent, resumable)")
+    p.add_argument("study", help="study YAML")
+    p.add_argument("--study-dir", help="default runs/<study name>")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the time left")
+    p.add_argument("--report", action="store_true", help="write the report when the runs are done")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("results", help="one row per run of a study: config axes, metrics, status")
+    p.add_argument("study_dir")
+    p.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv")
+    p.add_argument("--out", help="output file (default stdout; parquet: STUDY_DIR/results.parquet)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("report", help="statistics, figures, LaTeX tables and report.md of a study")
+    p.add_argument("study_dir")
+    p.add_argument("--baseline", help="variant the others are compared with (default: full, if present)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
+    p.add_argument("--model", default="deit_small_patch16_224")
+    p.add_argument("--img-size", type=int, help="default: the model's own")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timed repetitions (after warm-up)")
+    p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
+    p.add_argument("--json", help="also write the full report as JSON")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("summary", help="one line per run directory: status, accuracy, parameters")
     p.add_argument("run_dirs", nargs="+")

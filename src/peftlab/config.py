@@ -169,13 +169,14 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None: torch's default
     log_every: int = 10
     ckpt_every: int = 100
+    eval_every: int | None = None  # also evaluate on val every N steps (convergence curves)
     early_stop_patience: int | None = None  # epochs without val improvement
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):
             value = getattr(self, name)
             _check(value > 0, f"train.{name}", value, "an integer > 0")
-        for name in ("max_steps", "threads", "early_stop_patience"):
+        for name in ("max_steps", "threads", "eval_every", "early_stop_patience"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
         _check(self.lr > 0, "train.lr", self.lr, "a number > 0")

@@ -84,11 +84,14 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
 
 
 def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    samples = dataset.__getitems__(indices.tolist()) if hasattr(dataset, "__getitems__") else \
-        [dataset[i] for i in indices.tolist()]
-    images = torch.stack([s[0] for s in samples]).to(device, non_blocking=True)
-    labels = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long).to(device, non_blocking=True)
-    return images, labels
+    """One batch on the device: (float B x C x H x W, int64 B)."""
+    if hasattr(dataset, "get_batch"):  # in-memory splits: one indexing for the whole batch
+        images, labels = dataset.get_batch(indices)
+    else:
+        samples = [dataset[i] for i in indices.tolist()]
+        images = torch.stack([s[0] for s in samples])
+        labels = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long)
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -129,16 +132,54 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
     return {"max_abs_diff": diff, "merged_vs_adapter_latency_ratio": ratio}
 
 
+def forward_backward(model, tuner, images, labels, precision: str, device, scaler, grad_accum: int,
+                     step: int) -> float:
+    """Loss (plus the tuner's regularization) and its backward pass for one micro-batch."""
+    with autocast(precision, device):
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+    loss = loss + tuner.regularization()
+    value = loss.item()
+    if not math.isfinite(value):
+        raise Diverged(f"non-finite loss ({value}) at step {step}")
+    scaler.scale(loss / grad_accum).backward()
+    return value
+
+
+def optimizer_step(tuner, optimizer, scheduler, scaler, trainable, clip_grad: float | None, precision: str,
+                   step: int) -> float:
+    """Clip, the tuner's after-backward hook, step, schedule; returns the gradient norm."""
+    scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip_grad or math.inf))
+    if not math.isfinite(grad_norm) and precision != "fp16":  # fp16: the scaler skips the step
+        raise Diverged(f"non-finite gradient norm ({grad_norm}) at step {step}")
+    tuner.after_backward(step)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only records up to ``step`` (those after a checkpoint are logged again on resume)."""
+    """Keep only records up to ``step`` (those after a checkpoint are logged again on resume).
+
+    A line cut short by a kill is dropped too.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     ckpt.write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
 
@@ -163,16 +204,16 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
 # the recipe
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> dict:
     """Train one run in ``run_dir``; returns the result dict (also written to result.json)."""
     run_dir = Path(run_dir)
     prepare_run_dir(cfg, run_dir)
     done = read_result(run_dir)
     if done is not None and done["status"] == "completed":
         return done
-    state: dict = {"step": None, "train_seconds": 0.0}
+    state: dict = {"step": None, "train_seconds": 0.0, "started": time.perf_counter()}
     try:
-        result = _train(cfg, run_dir, state, progress)
+        result = _train(cfg, run_dir, state, progress, position)
     except Diverged as err:
         result = failed_result(cfg, "diverged", str(err), state)
     except UserError as err:
@@ -194,7 +235,7 @@ def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
             "provenance": state.get("provenance")}
 
 
-def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
+def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int) -> dict:
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -257,33 +298,20 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
             "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state()})
 
     # --- the loop ---------------------------------------------------------------------
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}", disable=not progress or None)
-    stop = step >= total_steps
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}",
+               position=position, leave=position == 0, disable=not progress or None)
+    stop, last_val = step >= total_steps, None  # last_val: the val metrics of the final weights
     while epoch < tc.epochs and not stop:
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
         last = window_start = time.perf_counter()
         window_images, step_images, loss_sum, micro = 0, 0, 0.0, 0
         for batch_index in range(next_batch, len(batches)):
             images, labels = fetch(data.train, batches[batch_index], device)
-            with autocast(tc.precision, device):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels)
-            loss = loss + tuner.regularization()
-            if not torch.isfinite(loss):
-                raise Diverged(f"non-finite loss ({loss.item()}) at step {step}")
-            scaler.scale(loss / tc.grad_accum).backward()
-            loss_sum, micro, step_images = loss_sum + loss.item(), micro + 1, step_images + len(labels)
+            loss = forward_backward(model, tuner, images, labels, tc.precision, device, scaler, tc.grad_accum, step)
+            loss_sum, micro, step_images = loss_sum + loss, micro + 1, step_images + len(labels)
             if micro < tc.grad_accum and batch_index + 1 < len(batches):
                 continue
-            scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, tc.clip_grad or math.inf))
-            if not math.isfinite(grad_norm) and tc.precision != "fp16":
-                raise Diverged(f"non-finite gradient norm ({grad_norm}) at step {step}")
-            tuner.after_backward(step)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(tuner, optimizer, scheduler, scaler, trainable, tc.clip_grad, tc.precision, step)
             step, next_batch, state["step"] = step + 1, batch_index + 1, step + 1
             images_seen, window_images = images_seen + step_images, window_images + step_images
             metrics.synchronize(device)
@@ -299,13 +327,19 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
                 bar.set_postfix(loss=f"{loss_sum / micro:.3f}")
                 window_start, window_images = now, 0
             loss_sum, micro, step_images = 0.0, 0, 0
+            if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
+                val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+                append_jsonl(metrics_path, {"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
+                                            "val_top1": val["top1"], "val_top5": val["top5"]})
+                last = window_start = time.perf_counter()  # evaluation is not training time
+                window_images = 0
             if step % tc.ckpt_every == 0:
                 save()
                 last = time.perf_counter()
             if step >= total_steps:
                 stop = True
                 break
-        val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+        val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
         append_jsonl(metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
@@ -317,9 +351,10 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
     bar.close()
 
     # --- test, merge check, result ----------------------------------------------------
-    val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+    val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
     test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
-    save_file(tuner.adapter_state_dict(), str(run_dir / "adapter.safetensors"))
+    adapter = tuner.adapter_state_dict()
+    ckpt.write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
     result = {
         "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
         "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "val_top1": val["top1"],
@@ -330,7 +365,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool) -> dict:
                    "weights_bytes": metrics.weights_bytes(model)},
         "timing": {"train_seconds": state["train_seconds"],
                    "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
-                   "eval_images_per_second": test["images_per_second"]},
+                   "eval_images_per_second": test["images_per_second"],
+                   "wall_seconds": time.perf_counter() - state["started"]},
         "merge": check_merge(tuner, data.test, device) if tuner.is_adapter else None,
         "provenance": state["provenance"],
     }

@@ -176,3 +176,15 @@ def test_adapter_file_round_trip(tmp_path):
     tuner.model.eval(), fresh.model.eval()
     with torch.no_grad():
         assert torch.equal(fresh.model(images()), tuner.model(images()))
+
+
+def test_whole_fused_qkv_can_be_targeted_and_merges():
+    _, _, tuner = make("lora", r=4, target_modules=[r"blocks\.\d+\.attn\.qkv"])
+    names = {n for n, _ in tuner.model.named_parameters() if "lora_A" in n}
+    assert names == {f"base_model.model.blocks.{i}.attn.qkv.lora_A.default.weight" for i in range(2)}
+    perturb_adapters(tuner)
+    tuner.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tuner.merged_model().eval()(images()), tuner.model(images()), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="both the whole fused"):
+        make("lora", target_modules=[r"blocks\.\d+\.attn\.qkv.*"])

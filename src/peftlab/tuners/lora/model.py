@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from peftlab.config import MethodConfig
+from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner, head_prefix
 from peftlab.tuners.lora.config import check_patterns, lora_config_kwargs, match_targets, target_patterns
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
@@ -40,9 +41,14 @@ def plan_targets(model: nn.Module, cfg: MethodConfig) -> tuple[list[str], list[s
     hf = isinstance(model, HFLogits)
     fused = [] if hf else qkv_names(model)
     split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
-    candidates = [n for n in linear_names(model, head) if n not in fused] + split_names
+    # the whole fused qkv (one adapter over q, k and v) or its slices, never both
+    candidates = linear_names(model, head) + split_names
     targets = match_targets(target_patterns(cfg, hf), candidates)
     to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
+    both = [n for n in to_split if n in targets]
+    if both:
+        raise ConfigError(f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; "
+                          "choose one")
     check_patterns(cfg, targets)
     return to_split, targets
 

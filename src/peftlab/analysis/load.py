@@ -1,0 +1,104 @@
+"""Study results as tables, read from the run directories' JSON files (no torch).
+
+``load_results(study_dir)``: one row per run (pending runs included, with status
+"pending"): run_id, variant, method, seed, groups, status, error, every config field as
+``config.<section>.<field>``, and the result's metrics, params, memory, timing and merge
+values. ``load_curves(study_dir)``: validation accuracy against step, one row per
+evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+SECTIONS = ("metrics", "params", "memory", "timing", "merge")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _flatten(data: dict, prefix: str) -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in ("rank_pattern", "alpha_pattern"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = "/".join(map(str, value))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, dict) else value
+    return flat
+
+
+def run_dirs(study_dir: Path) -> list[Path]:
+    return sorted(p for p in (Path(study_dir) / "runs").glob("*") if (p / "spec.json").is_file())
+
+
+def study_axes(study_dir: str | Path) -> list[str]:
+    """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
+    keys: dict[str, None] = {}
+    for run_dir in run_dirs(Path(study_dir)):
+        for key in (_read(run_dir / "spec.json") or {}).get("axes", {}):
+            keys["config." + key] = None
+    return list(keys)
+
+
+def load_results(study_dir: str | Path) -> pd.DataFrame:
+    """One row per run, in the study's order."""
+    rows = []
+    for run_dir in run_dirs(Path(study_dir)):
+        spec = _read(run_dir / "spec.json")
+        result = _read(run_dir / "result.json") or {}
+        row = {"order": spec.get("order", len(rows)), "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
+               "seed": spec["seed"], "groups": ",".join(spec["groups"]),
+               "status": result.get("status", "partial" if (run_dir / "checkpoint").exists() else "pending"),
+               "error": result.get("error")}
+        config = result.get("config") or _config_from_yaml(run_dir)
+        row.update(_flatten(config or {}, "config."))
+        for section in SECTIONS:
+            row.update(_flatten(result.get(section) or {}, f"{section}."))
+        provenance = result.get("provenance") or {}
+        row["provenance.git_sha"] = provenance.get("git_sha")
+        row["provenance.threads"] = provenance.get("threads")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values("order", kind="stable").reset_index(drop=True) if not df.empty else df
+
+
+def _config_from_yaml(run_dir: Path) -> dict | None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_curves(study_dir: str | Path) -> pd.DataFrame:
+    rows = []
+    for run_dir in run_dirs(Path(study_dir)):
+        spec = _read(run_dir / "spec.json")
+        result = _read(run_dir / "result.json") or {}
+        if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
+            continue
+        r = ((result.get("config") or {}).get("method") or {}).get("r")
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if "val_top1" in record:
+                rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
+                             "seed": spec["seed"], "step": record["step"], "val_top1": record["val_top1"],
+                             "config.method.r": r})
+    return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "val_top1", "config.method.r"])
+
+
+def environment(study_dir: str | Path) -> dict:
+    """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
+    for run_dir in run_dirs(Path(study_dir)):
+        result = _read(run_dir / "result.json") or {}
+        if result.get("status") == "completed":
+            return result.get("provenance") or {}
+    return {}

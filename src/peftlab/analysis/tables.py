@@ -1,0 +1,285 @@
+"""LaTeX (booktabs) and Markdown tables from `summarize` and `paired_comparisons` outputs.
+
+A table has one row per variant and one column per metric. Metrics are fractions in
+[0, 1] and are printed in percent with one decimal. A cell reads "mean ± h" where h is
+half the width of the bootstrap confidence interval (which need not be symmetric about
+the mean; the Markdown table prints the interval itself). With n = 1 a cell shows the
+mean alone. The best mean of each column, compared as printed, is in bold.
+"""
+
+import numpy as np
+
+METRIC_LABELS = {
+    "metrics.test_top1": "Test top-1 (%)",
+    "metrics.test_top5": "Test top-5 (%)",
+    "metrics.val_top1": "Val top-1 (%)",
+    "metrics.best_val_top1": "Best val top-1 (%)",
+}
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
+
+
+def latex_escape(text):
+    """`text` with every character that is special to LaTeX escaped."""
+    return "".join(LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+def latex_table(
+    summary,
+    comparisons=None,
+    columns=None,
+    caption="Test accuracy and trainable parameters.",
+    label="tab:main",
+    row="variant",
+    alpha=0.05,
+):
+    """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
+
+    summary: one or more `summarize` outputs concatenated (one row per variant and metric).
+    comparisons: optional `paired_comparisons` output(s); a cell gets $^{*}$ where its
+      Holm-adjusted paired t-test p-value (p_ttest_holm) is below alpha.
+    columns: the metrics to show, a list, or a dict {metric: header text}; by default every
+      metric in `summary`, headed by METRIC_LABELS. Headers, caption and row names are
+      plain text and are escaped.
+    The table also has a "Trainable params" column (from params.trainable and
+    params.trainable_ratio or params.total) when the summary has them, and an "n" column.
+    """
+    table = _table_content(summary, comparisons, columns, row, alpha)
+    has_params = any(r["params"] is not None for r in table["rows"])
+    header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
+    header += [latex_escape(text) for text in table["headers"]]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    for table_row in table["rows"]:
+        cells = [latex_escape(table_row["name"])]
+        if has_params:
+            cells.append(latex_escape(table_row["params"] or "--"))
+        cells.append(table_row["n"])
+        cells += [_latex_cell(cell) for cell in table_row["cells"]]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + _latex_note(table, alpha) + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def latex_document(table_tex):
+    """A minimal article that compiles `table_tex` on its own (pdflatex)."""
+    return (
+        "\\documentclass{article}\n"
+        "\\usepackage{booktabs}\n"
+        "\\begin{document}\n"
+        f"{table_tex}"
+        "\\end{document}\n"
+    )
+
+
+def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05):
+    """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
+
+    Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha. A one-line
+    note explaining the cells follows the table.
+    """
+    table = _table_content(summary, comparisons, columns, row, alpha)
+    has_params = any(r["params"] is not None for r in table["rows"])
+    header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
+    header += [f"{text} [95% CI]" for text in table["headers"]]
+    lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+    for table_row in table["rows"]:
+        cells = [table_row["name"]]
+        if has_params:
+            cells.append(table_row["params"] or "–")
+        cells.append(table_row["n"])
+        cells += [_markdown_cell(cell) for cell in table_row["cells"]]
+        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
+    lines += ["", _markdown_note(table, alpha)]
+    return "\n".join(lines) + "\n"
+
+
+def format_count(count):
+    """A parameter count in short form: 930, 73.7K, 5.5M, 1.2B."""
+    for divisor, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= divisor:
+            return f"{count / divisor:.1f}{suffix}"
+    return f"{count:.0f}"
+
+
+def format_percent(ratio):
+    """A fraction as a percentage: one decimal from 1%, two significant digits below."""
+    percent = 100 * ratio
+    if percent >= 1 or percent == 0:
+        return f"{percent:.1f}%"
+    return np.format_float_positional(percent, precision=2, fractional=False, trim="-") + "%"
+
+
+def format_params(trainable, ratio):
+    """"73.7K (1.3%)"; without a ratio just "73.7K"; None when trainable is NaN."""
+    if not np.isfinite(trainable):
+        return None
+    if not np.isfinite(ratio):
+        return format_count(trainable)
+    return f"{format_count(trainable)} ({format_percent(ratio)})"
+
+
+def _table_content(summary, comparisons, columns, row, alpha):
+    """What both table formats print: headers and, per row, name, n, params and cells."""
+    summary = summary if "metric" in summary.columns else summary.assign(metric="value")
+    if columns is None:
+        columns = list(dict.fromkeys(summary["metric"]))
+    if not isinstance(columns, dict):
+        columns = {metric: METRIC_LABELS.get(metric, metric) for metric in columns}
+    significant = _significant_cells(comparisons, row, alpha)
+    names = list(dict.fromkeys(summary[row]))
+    best = {metric: _best_printed_mean(summary[summary["metric"] == metric]) for metric in columns}
+    rows = []
+    for name in names:
+        variant_rows = summary[summary[row] == name]
+        cells, counts = [], []
+        for metric in columns:
+            found = variant_rows[variant_rows["metric"] == metric]
+            if found.empty:
+                cells.append(None)
+                continue
+            s = found.iloc[0]
+            counts.append(int(s["n"]))
+            cells.append(
+                {
+                    "mean": f"{100 * s['mean']:.1f}",
+                    "half_width": _half_width(s["ci_low"], s["ci_high"]),
+                    "low": f"{100 * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
+                    "high": f"{100 * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
+                    "bold": f"{100 * s['mean']:.1f}" == best[metric],
+                    "marker": (name, metric) in significant,
+                }
+            )
+        rows.append(
+            {
+                "name": str(name),
+                "n": _count_range(counts),
+                "params": _params_text(variant_rows),
+                "cells": cells,
+            }
+        )
+    baselines = sorted(set(comparisons["baseline"])) if comparisons is not None else []
+    if len(baselines) > 1:
+        raise ValueError(f"comparisons against several baselines {baselines}; pass one baseline per table")
+    return {
+        "headers": list(columns.values()),
+        "rows": rows,
+        "baseline": baselines[0] if baselines else None,
+        "any_single_run": any(
+            cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]
+        ),
+    }
+
+
+def _significant_cells(comparisons, row, alpha):
+    if comparisons is None:
+        return set()
+    chosen = comparisons[comparisons["p_ttest_holm"] < alpha]
+    return set(zip(chosen[row], chosen["metric"]))
+
+
+def _best_printed_mean(rows):
+    if rows.empty:
+        return None
+    return f"{100 * rows['mean'].max():.1f}"
+
+
+def _half_width(low, high):
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return f"{100 * (high - low) / 2:.1f}"
+
+
+def _count_range(counts):
+    if not counts:
+        return "0"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _params_text(variant_rows):
+    if "params.trainable" not in variant_rows.columns:
+        return None
+    trainable = variant_rows["params.trainable"].astype(float).mean()
+    if "params.trainable_ratio" in variant_rows.columns:
+        ratio = variant_rows["params.trainable_ratio"].astype(float).mean()
+    elif "params.total" in variant_rows.columns:
+        ratio = trainable / variant_rows["params.total"].astype(float).mean()
+    else:
+        ratio = np.nan
+    return format_params(trainable, ratio)
+
+
+def _latex_cell(cell):
+    if cell is None:
+        return "--"
+    mean = rf"\mathbf{{{cell['mean']}}}" if cell["bold"] else cell["mean"]
+    spread = rf" \pm {cell['half_width']}" if cell["half_width"] is not None else ""
+    marker = "^{*}" if cell["marker"] else ""
+    return f"${mean}{spread}{marker}$"
+
+
+def _latex_note(table, alpha):
+    sentences = [
+        r"Mean over $n$ seeds $\pm$ half the width of its 95\% bootstrap confidence interval, in \%.",
+        "Bold: best mean per column.",
+    ]
+    if table["any_single_run"]:
+        sentences.append("No interval where $n = 1$.")
+    if table["baseline"] is not None:
+        sentences.append(
+            rf"$^{{*}}$: differs from {latex_escape(table['baseline'])} with $p < {alpha:g}$ "
+            "(paired t-test on matched seeds, Holm-corrected)."
+        )
+    return " ".join(sentences)
+
+
+def _markdown_cell(cell):
+    if cell is None:
+        return "–"
+    text = f"**{cell['mean']}**" if cell["bold"] else cell["mean"]
+    if cell["low"] is not None:
+        text += f" [{cell['low']}, {cell['high']}]"
+    return text + (" *" if cell["marker"] else "")
+
+
+def _markdown_note(table, alpha):
+    note = "Mean over n seeds [95% bootstrap confidence interval], in %. Bold: best mean per column."
+    if table["any_single_run"]:
+        note += " No interval where n = 1."
+    if table["baseline"] is not None:
+        note += (
+            f" *: differs from {table['baseline']} with p < {alpha:g} "
+            "(paired t-test on matched seeds, Holm-corrected)."
+        )
+    return note
+
+
+def _markdown_escape(text):
+    return str(text).replace("|", r"\|")
+

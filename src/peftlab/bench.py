@@ -1,0 +1,319 @@
+"""``peftlab bench``: what peftlab costs, measured as ratios side by side in one process.
+
+Every ratio compares two things timed in alternation (A, B, A, B, ...) after warm-up, so
+drift of the machine cancels; each figure is the median of the repeats, with the spread
+(min-max) beside it. Peak RSS is measured in separate worker processes, one per method.
+
+- peak: the best measured matmul throughput for the dtype (square matmuls, several sizes).
+- P1: peftlab's training step (the recipe's own ``forward_backward`` + ``optimizer_step``)
+  over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
+  ``qkv``), and the cost of adapting exactly the q and v slices (split qkv) over that.
+- P2: LoRA r=8 (q, v) step / full fine-tuning step.
+- P4: merged-model latency / base latency, and unmerged adapter latency / base latency.
+- P5: model FLOP/s (counted by torch.utils.flop_counter.FlopCounterMode over one training
+  step) / measured matmul peak.
+- P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
+  / the default study's mean per-run wall time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from peftlab import metrics, provenance
+from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.config import RunConfig, load_config
+from peftlab.tuners import apply_tuner
+from peftlab.train import autocast, forward_backward, optimizer_step, warmup_cosine
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def matmul_peak(dtype: str, repeats: int, sizes=(512, 1024, 2048)) -> dict:
+    """Best median GFLOP/s of ``a @ b`` over a few square sizes."""
+    best = None
+    for n in sizes:
+        a = torch.randn(n, n, dtype=DTYPES[dtype])
+        b = torch.randn(n, n, dtype=DTYPES[dtype])
+        times = metrics.time_interleaved({"mm": lambda: a @ b}, repeats, torch.device("cpu"), warmup=2)["mm"]
+        gflops = 2 * n ** 3 / statistics.median(times) / 1e9
+        if best is None or gflops > best["gflops"]:
+            best = {"gflops": gflops, "size": n, "seconds": spread(times)}
+    return best
+
+
+def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8) -> RunConfig:
+    overrides = {"model": {"name": model, "num_classes": 10}, "method": {"name": method, "r": r,
+                                                                         "target_modules": targets}}
+    if img_size:
+        overrides["model"]["img_size"] = img_size
+    return load_config(overrides=overrides)
+
+
+class Trainer:
+    """One model, its optimizer and schedule, and a fixed batch: ``step()`` is one training step."""
+
+    def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False):
+        torch.manual_seed(0)
+        model = build_backbone(cfg.model, 10)
+        self.precision, self.images, self.labels = precision, images, labels
+        if hand_written:
+            # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW, backward, step
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(model, LoraConfig(r=cfg.method.r, lora_alpha=cfg.method.lora_alpha,
+                                                          target_modules=r"blocks\.\d+\.attn\.qkv",
+                                                          modules_to_save=["head"]))
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
+            self.step = self.hand_step
+        else:
+            self.tuner = apply_tuner(model, cfg)
+            self.model = self.tuner.model
+            self.params = list(self.tuner.trainable_parameters().values())
+            self.optimizer = torch.optim.AdamW(self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
+            self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+            self.step = self.recipe_step
+        self.model.train()
+
+    def recipe_step(self) -> None:
+        forward_backward(self.model, self.tuner, self.images, self.labels, self.precision, torch.device("cpu"),
+                         self.scaler, 1, 0)
+        optimizer_step(self.tuner, self.optimizer, self.scheduler, self.scaler, self.params, 1.0, self.precision, 0)
+
+    def hand_step(self) -> None:
+        with autocast(self.precision, torch.device("cpu")):
+            loss = F.cross_entropy(self.model(self.images).float(), self.labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def training_flops(trainer: Trainer) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.step()
+    return counter.get_total_flops()
+
+
+def inference_latency(cfg: RunConfig, images, precision: str, repeats: int) -> dict:
+    torch.manual_seed(0)
+    base = build_backbone(cfg.model, 10).eval()
+    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    with torch.no_grad():
+        for name, param in tuner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.01)  # a trained-looking adapter: the merge is not a no-op
+    adapter = tuner.model.eval()
+    merged = tuner.merged_model().eval()
+
+    def run(model):
+        def call():
+            with torch.no_grad(), autocast(precision, torch.device("cpu")):
+                model(images)
+        return call
+
+    times = metrics.time_interleaved({"base": run(base), "merged": run(merged), "adapter": run(adapter)},
+                                     repeats, torch.device("cpu"), warmup=2)
+    ratios = {
+        "merged_vs_base": [m / b for m, b in zip(times["merged"], times["base"])],
+        "adapter_vs_base": [a / b for a, b in zip(times["adapter"], times["base"])],
+    }
+    return {"seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
+
+
+def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
+    """In a fresh worker: build, train 3 steps, report peak RSS and weight bytes."""
+    from peftlab.config import RunConfig, from_dict
+
+    cfg = from_dict(RunConfig, cfg_dict)
+    images = torch.randn(batch, 3, img_size, img_size)
+    labels = torch.arange(batch) % 10
+    trainer = Trainer(cfg, images, labels, precision)
+    for _ in range(3):
+        trainer.step()
+    queue.put({"peak_rss_bytes": metrics.peak_rss_bytes(), "weights_bytes": metrics.weights_bytes(trainer.model)})
+
+
+def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int) -> dict:
+    from peftlab.config import to_dict
+    from peftlab.study.runner import worker_context
+
+    ctx = worker_context()
+    out = {}
+    for name, cfg in cfgs.items():
+        queue = ctx.Queue()
+        proc = ctx.Process(target=peak_rss_child, args=(to_dict(cfg), precision, batch, img_size, queue))
+        proc.start()
+        out[name] = queue.get(timeout=1800)
+        proc.join()
+    return out
+
+
+def study_overhead(default_study_dir: Path) -> dict:
+    """Fixed cost of one run against the default study's mean per-run wall time."""
+    from peftlab.data import build_data
+    from peftlab.train import fetch
+
+    results = [json.loads(p.read_text()) for p in default_study_dir.glob("runs/*/result.json")]
+    walls = [r["timing"]["wall_seconds"] for r in results if r.get("status") == "completed"]
+    lora = [r for r in results if r.get("status") == "completed" and r["config"]["method"]["name"] == "lora"]
+    if not walls or not lora:
+        return {"skipped": f"no completed default study in {default_study_dir} (run `make study` first)"}
+    cfg = load_config(overrides=lora[0]["config"])
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        spec = input_spec_for(cfg.model)
+        data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+        model = build_backbone(cfg.model, data.info.num_classes)
+        tuner = apply_tuner(model, cfg)
+        images, labels = fetch(data.train, torch.arange(cfg.train.batch_size), torch.device("cpu"))
+        F.cross_entropy(tuner.model(images), labels).backward()
+        times.append(time.perf_counter() - start)
+    fork = fork_seconds()
+    fixed = statistics.median(times) + fork
+    per_run = statistics.mean(walls)
+    return {"fixed_seconds": fixed, "fork_seconds": fork, "setup_seconds": spread(times),
+            "mean_run_wall_seconds": per_run, "runs": len(walls), "ratio": fixed / per_run,
+            "import_seconds_once_per_study": import_seconds()}
+
+
+def _noop() -> None:
+    return None
+
+
+def fork_seconds() -> float:
+    from peftlab.study.runner import worker_context
+
+    ctx = worker_context()
+    ctx.Process(target=_noop).start()  # starts the forkserver (imports once per study)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        proc = ctx.Process(target=_noop)
+        proc.start()
+        proc.join()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def import_seconds() -> float:
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import peftlab.train, peftlab.data, timm, peft"], check=True)
+    return time.perf_counter() - start
+
+
+def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None, batch: int = 32,
+              dtype: str = "fp32", repeats: int = 5, default_study_dir: Path = Path("runs/default"),
+              with_memory: bool = True, progress=print) -> dict:
+    torch.manual_seed(0)
+    lora_cfg = make_cfg(model, img_size, "lora")
+    size = input_spec_for(lora_cfg.model).img_size
+    images = torch.randn(batch, 3, size, size)
+    labels = torch.arange(batch) % 10
+    report = {"model": model, "img_size": size, "batch": batch, "dtype": dtype, "repeats": repeats,
+              "threads": torch.get_num_threads(), "versions": provenance.package_versions(),
+              "hardware": provenance.hardware(torch.device("cpu"))}
+
+    progress("peak: matmul throughput")
+    report["peak"] = matmul_peak(dtype, repeats)
+
+    progress("P1/P2/P5: training steps (interleaved)")
+    trainers = {
+        "hand_written_peft_qkv": Trainer(make_cfg(model, img_size, "lora", [r"blocks\.\d+\.attn\.qkv"]), images,
+                                         labels, dtype, hand_written=True),
+        "peftlab_lora_qkv": Trainer(make_cfg(model, img_size, "lora", [r"blocks\.\d+\.attn\.qkv"]), images,
+                                    labels, dtype),
+        "peftlab_lora_qv": Trainer(lora_cfg, images, labels, dtype),
+        "peftlab_full": Trainer(make_cfg(model, img_size, "full"), images, labels, dtype),
+    }
+    times = metrics.time_interleaved({k: t.step for k, t in trainers.items()}, repeats, torch.device("cpu"),
+                                     warmup=2)
+    report["step_seconds"] = {k: spread(v) for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> dict:
+        return spread([x / y for x, y in zip(times[a], times[b])])
+
+    report["P1_overhead"] = {"recipe_vs_hand_written": ratio("peftlab_lora_qkv", "hand_written_peft_qkv"),
+                             "qv_slices_vs_hand_written": ratio("peftlab_lora_qv", "hand_written_peft_qkv"),
+                             "target": 1.03}
+    report["P2_lora_vs_full"] = {**ratio("peftlab_lora_qv", "peftlab_full"), "target": 0.75}
+    mfu = {}
+    for name in ("peftlab_lora_qv", "peftlab_full"):
+        flops = training_flops(trainers[name])
+        achieved = flops / statistics.median(times[name]) / 1e9
+        mfu[name] = {"step_gflop": flops / 1e9, "achieved_gflops": achieved, "mfu": achieved / report["peak"]["gflops"]}
+    report["P5_mfu"] = {**mfu, "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
+                        "target": 0.5}
+    del trainers
+
+    progress("P4: inference latency (interleaved)")
+    report["P4_merged_inference"] = {**inference_latency(lora_cfg, images, dtype, repeats), "target": 1.01}
+
+    progress("P6: study overhead")
+    report["P6_study_overhead"] = {**study_overhead(default_study_dir), "target": 0.05}
+
+    if with_memory:
+        progress("memory: peak RSS per method (separate processes)")
+        report["memory"] = memory({"full": make_cfg(model, img_size, "full"), "lora_qv_r8": lora_cfg},
+                                  dtype, batch, size)
+    return report
+
+
+def format_report(report: dict) -> str:
+    def med(d):
+        return d["median"]
+
+    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
+             f"{report['dtype']}, {report['threads']} threads, {report['repeats']} interleaved repeats "
+             f"({report['hardware']['cpu']})", ""]
+    rows = [("peak matmul", f"{report['peak']['gflops']:.1f} GFLOP/s (n={report['peak']['size']})", "")]
+    p1 = report["P1_overhead"]
+    rows.append(("P1 recipe / hand-written step", f"{med(p1['recipe_vs_hand_written']):.3f} "
+                 f"[{p1['recipe_vs_hand_written']['min']:.3f}-{p1['recipe_vs_hand_written']['max']:.3f}]", "<= 1.03"))
+    rows.append(("   q,v slices / hand-written", f"{med(p1['qv_slices_vs_hand_written']):.3f}", ""))
+    p2 = report["P2_lora_vs_full"]
+    rows.append(("P2 LoRA r=8 / full step", f"{med(p2):.3f} [{p2['min']:.3f}-{p2['max']:.3f}]", "<= 0.75"))
+    p4 = report["P4_merged_inference"]["ratios"]
+    rows.append(("P4 merged / base latency", f"{med(p4['merged_vs_base']):.3f}", "<= 1.01"))
+    rows.append(("   adapter / base latency", f"{med(p4['adapter_vs_base']):.3f}", ""))
+    for name, value in report["P5_mfu"].items():
+        if isinstance(value, dict):
+            rows.append((f"P5 MFU {name}", f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)",
+                         ">= 0.5"))
+    p6 = report["P6_study_overhead"]
+    rows.append(("P6 run fixed cost / run time", f"{p6['ratio']:.3f} ({p6['fixed_seconds']:.2f}s of "
+                 f"{p6['mean_run_wall_seconds']:.1f}s)" if "ratio" in p6 else p6["skipped"], "<= 0.05"))
+    for name, mem in (report.get("memory") or {}).items():
+        rows.append((f"peak RSS {name}", f"{mem['peak_rss_bytes'] / 2**20:.0f} MiB "
+                     f"(weights {mem['weights_bytes'] / 2**20:.1f} MiB)", ""))
+    width = max(len(r[0]) for r in rows)
+    lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=lambda v: None if isinstance(v, float) and
+                               math.isnan(v) else str(v)) + "\n")
+

@@ -1,0 +1,242 @@
+"""The study runner: every run of a study in its own directory, idempotent and kill-safe.
+
+``runs/<study>/runs/<run_id>/`` holds each run (spec.json plus what ``train`` writes).
+Rerunning skips completed runs, resumes interrupted ones from their checkpoint and retries
+failed ones only when asked. A failing or diverging run never stops the study.
+
+Runs execute in worker processes started from a forkserver that has imported torch, timm
+and PEFT once, so a run pays no import cost, a crash cannot take the study down, and each
+run's peak memory is its own. Workers die with the study (PR_SET_PDEATHSIG), so after a
+``kill -9`` the same command finds only complete results and resumable checkpoints.
+Other executors (submitit, Ray) need only call ``worker.execute_run(config, run_dir)``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from peftlab.checkpoint import write_json_atomic
+from peftlab.config import RunConfig, load_config, to_dict
+from peftlab.errors import UserError
+from peftlab.study.spec import RunSpec, Study
+
+FINISHED = ("completed", "failed", "diverged")
+
+
+@dataclass
+class StudySummary:
+    total: int
+    completed: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (label, error)
+    skipped: int = 0  # finished before this call
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_dir_of(study_dir: Path, spec: RunSpec) -> Path:
+    return study_dir / "runs" / spec.run_id
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def run_status(run_dir: Path) -> str:
+    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
+    result = read_json(run_dir / "result.json")
+    if result is not None:
+        return result.get("status", "failed")
+    return "partial" if (run_dir / "checkpoint").exists() else "pending"
+
+
+def describe(spec: RunSpec) -> str:
+    return f"{spec.variant} seed={spec.seed} [{spec.run_id}]"
+
+
+def estimate_remaining(study_dir: Path, specs: list[RunSpec]) -> tuple[float | None, int]:
+    """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
+    walls = []
+    for spec in specs:
+        result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
+        wall = (result.get("timing") or {}).get("wall_seconds")
+        if result.get("status") == "completed" and wall:
+            walls.append(wall)
+    remaining = sum(run_status(run_dir_of(study_dir, s)) not in FINISHED for s in specs)
+    return (statistics.mean(walls) * remaining if walls else None), len(walls)
+
+
+def dry_run_table(study: Study, study_dir: Path) -> str:
+    lines = [f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant"]
+    counts: dict[str, int] = {}
+    for spec in study.runs:
+        status = run_status(run_dir_of(study_dir, spec))
+        counts[status] = counts.get(status, 0) + 1
+        lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
+    seconds, n = estimate_remaining(study_dir, study.runs)
+    done = counts.get("completed", 0)
+    eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
+        "unknown until a run finishes"
+    lines.append(f"{len(study.runs)} runs: {done} done, {counts.get('failed', 0)} failed, "
+                 f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
+                 f"{counts.get('pending', 0)} pending; remaining time: {eta}")
+    return "\n".join(lines)
+
+
+def validate_study(study: Study) -> None:
+    """Model-dependent checks for each distinct model/method/quant before any run starts."""
+    from peftlab.params import check_against_model
+
+    seen = set()
+    for spec in study.runs:
+        key = json.dumps([to_dict(spec.config.model), to_dict(spec.config.method), to_dict(spec.config.quant)])
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_against_model(spec.config)
+        except UserError as err:
+            raise type(err)(f"study run '{spec.variant}': {err}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# the local executor
+
+
+def worker_context():
+    ctx = multiprocessing.get_context("forkserver")
+    # imported once in the forkserver, so no run pays for them (peft brings transformers)
+    ctx.set_forkserver_preload(["peftlab.study.worker", "peftlab.train", "peftlab.data", "timm", "peft"])
+    return ctx
+
+
+def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
+              on_done: Callable[[RunSpec, dict], None]) -> None:
+    """Run jobs in up to ``workers`` processes at once, each with cores / workers threads."""
+    from peftlab.study.worker import process_main
+
+    ctx = worker_context()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pending = list(jobs)
+    running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
+    free_positions = list(range(1, workers + 1))
+    while pending or running:
+        while pending and len(running) < workers:
+            spec, run_dir = pending.pop(0)
+            position = free_positions.pop(0)
+            proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
+                               args=(to_dict(spec.config), str(run_dir), threads, progress, position))
+            proc.start()
+            running[proc.sentinel] = (spec, run_dir, proc, position)
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            spec, run_dir, proc, position = running.pop(sentinel)
+            proc.join()
+            free_positions.append(position)
+            result = read_json(run_dir / "result.json")
+            if result is None:
+                result = {"status": "failed", "config": to_dict(spec.config),
+                          "error": f"worker process ended without a result (exit code {proc.exitcode})"}
+                write_json_atomic(run_dir / "result.json", result)
+            on_done(spec, result)
+
+
+def run_pretraining(config_path: Path, progress: bool) -> Path:
+    """Train (or reuse) the study's base model in a worker process; returns its directory."""
+    from peftlab.study.worker import pretrain_main
+
+    cfg = load_config(config_path)
+    out_dir = Path("cache") / "pretrained" / cfg.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pretrain-error.json").unlink(missing_ok=True)
+    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), None, progress))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        error = read_json(out_dir / "pretrain-error.json") or {"error": f"exit code {proc.exitcode}"}
+        raise RuntimeError(f"pretraining with {config_path} failed: {error['error']}")
+    return out_dir
+
+
+def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
+              progress: bool = True) -> StudySummary:
+    validate_study(study)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(study.path, study_dir / "study.yaml")
+    if study.pretrain is not None:
+        run_pretraining(study.pretrain, progress)
+
+    summary = StudySummary(total=len(study.runs))
+    jobs = []
+    for index, spec in enumerate(study.runs):
+        run_dir = run_dir_of(study_dir, spec)
+        status = run_status(run_dir)
+        if status in ("failed", "diverged") and retry_failed:
+            shutil.rmtree(run_dir)
+            status = "pending"
+        if status in FINISHED:
+            summary.skipped += 1
+            record(summary, spec, read_json(run_dir / "result.json") or {})
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "spec.json", {**spec.record(), "order": index})
+        jobs.append((spec, run_dir))
+
+    bar = tqdm(total=len(study.runs), initial=summary.skipped, desc=f"study {study.name}", unit="run",
+               position=0, disable=not progress or None)
+    show_counts(bar, summary)
+
+    def on_done(spec: RunSpec, result: dict) -> None:
+        record(summary, spec, result)
+        bar.update(1)
+        show_counts(bar, summary)
+
+    run_local(jobs, workers, progress, on_done)
+    bar.close()
+    return summary
+
+
+def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:
+    status = result.get("status", "failed")
+    if status == "completed":
+        summary.completed.append(describe(spec))
+    elif status == "diverged":
+        summary.diverged.append(f"{describe(spec)}: {result.get('error')}")
+    else:
+        summary.failed.append((describe(spec), str(result.get("error"))))
+
+
+def show_counts(bar, summary: StudySummary) -> None:
+    remaining = summary.total - len(summary.completed) - len(summary.failed) - len(summary.diverged)
+    bar.set_postfix(done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged),
+                    remaining=remaining)
+
+
+def format_summary(summary: StudySummary, study_dir: Path) -> str:
+    lines = [f"study {study_dir}: {len(summary.completed)} completed, {len(summary.failed)} failed, "
+             f"{len(summary.diverged)} diverged of {summary.total} runs "
+             f"({summary.skipped} were already finished)"]
+    lines += [f"  failed: {label}: {error}" for label, error in summary.failed]
+    lines += [f"  diverged: {line}" for line in summary.diverged]
+    if summary.failed:
+        lines.append("  rerun with --retry-failed to try the failed runs again")
+    return "\n".join(lines)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    return load_config(run_dir / "config.yaml")

@@ -1,0 +1,246 @@
+"""Study files: a base run config and axes, expanded into run specs with stable ids.
+
+A study YAML (paths are relative to the study file)::
+
+    name: default
+    base: ../downstream.yaml        # the run config every run starts from
+    pretrain: ../pretrain.yaml      # optional: a cached base model trained before the runs
+    seeds: 5                        # a count (0..n-1) or a list
+    set: {train.epochs: 2}          # dotted overrides for every run
+    axes:                           # crossed with every method's own axes
+      data.name: [fashion_mnist]
+    methods:                        # each method with its own options and axes
+      full: {}
+      linear: {set: {train.lr: 1.0e-2}}
+      lora: {axes: {method.r: [4, 8, 16]}}
+    ablations:                      # named groups: the method's set + these axes (its own axes dropped)
+      rank: {methods: [lora], axes: {method.r: [2, 4, 8, 16, 32]}}
+    exclude:                        # drop runs whose config matches every key of a rule
+      - {method.name: full, model.name: deit_small_patch16_224}
+
+An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
+with that value only. Order of precedence: base < set < method (name, set) < axis values < seed.
+The run id is a hash of the resolved run config, so the same study always yields the same ids
+and a run shared by two groups is trained once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftlab.config import METHOD_NAMES, RunConfig, deep_merge, dump_config, from_dict, read_yaml, to_dict
+from peftlab.errors import ConfigError
+
+STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude")
+SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
+               "train.lr": "lr", "quant.mode": "quant", "model.name": "model", "data.name": "data",
+               "method.lora_dropout": "dropout"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    variant: str  # a readable label of the configuration without the seed
+    method: str
+    seed: int
+    groups: tuple[str, ...]  # "main" and/or ablation names
+    axes: dict[str, Any]  # the axis values that made this run
+    config: RunConfig = field(repr=False)
+
+    def record(self) -> dict:
+        """What ``spec.json`` in the run directory holds."""
+        return {"run_id": self.run_id, "variant": self.variant, "method": self.method, "seed": self.seed,
+                "groups": list(self.groups), "axes": self.axes}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+    base: Path
+    pretrain: Path | None
+    runs: list[RunSpec]
+
+
+def run_id(cfg: RunConfig) -> str:
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:12]
+
+
+def nest(dotted: dict[str, Any]) -> dict:
+    """``{"train.lr": 1}`` -> ``{"train": {"lr": 1}}``."""
+    nested: dict = {}
+    for key, value in dotted.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key not in ("rank_pattern", "alpha_pattern"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"study {where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _axis_values(key: str, values: Any) -> list[tuple[Any, dict]]:
+    """[(value, extra overrides)] of one axis."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"study axis '{key}' must be a non-empty list of values, got {values!r}")
+    out = []
+    for value in values:
+        if isinstance(value, dict) and "value" in value:
+            unknown = set(value) - {"value", "set"}
+            if unknown:
+                raise ConfigError(f"study axis '{key}' value {value!r} has unknown keys {sorted(unknown)}; "
+                                  "allowed: value, set")
+            out.append((value["value"], _mapping(value.get("set"), f"axis '{key}' set")))
+        else:
+            out.append((value, {}))
+    return out
+
+
+def _label(method: str, axes: dict[str, Any]) -> str:
+    parts = [method]
+    for key, value in axes.items():
+        if key == "method.name":
+            continue
+        shown = "/".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        parts.append(f"{SHORT_NAMES.get(key, key.rsplit('.', 1)[-1])}={shown}")
+    return " ".join(str(p) for p in parts)
+
+
+def _check_key(key: str, where: str) -> None:
+    """A dotted key must name a config field."""
+    try:
+        from_dict(RunConfig, nest({key: None}))
+    except ConfigError as err:
+        if "unknown config key" in str(err):
+            raise ConfigError(f"study {where} '{key}' is not a config field: {err}") from None
+
+
+def _matches(rule: dict, flat: dict) -> bool:
+    for key, wanted in rule.items():
+        value = flat.get(key)
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if value not in options and not (isinstance(value, list) and value in options):
+            return False
+    return True
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, validate and expand a study file; any problem is one ConfigError line."""
+    path = Path(path)
+    data = read_yaml(path)
+    unknown = set(data) - set(STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"study {path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(STUDY_KEYS)}")
+    name = data.get("name") or path.stem
+    if "base" not in data:
+        raise ConfigError(f"study {path}: 'base' (the base run config) is required")
+    base = (path.parent / data["base"]).resolve()
+    pretrain = (path.parent / data["pretrain"]).resolve() if data.get("pretrain") else None
+    base_dict = read_yaml(base)
+    seeds = data.get("seeds", 5)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"study axis 'seeds' value {data.get('seeds')!r} is invalid: expected a count or a list "
+                          "of integers >= 0")
+    common = _mapping(data.get("set"), "set")
+    global_axes = _mapping(data.get("axes"), "axes")
+    methods = _mapping(data.get("methods"), "methods")
+    if not methods:
+        raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(METHOD_NAMES)}")
+    for key in list(common) + list(global_axes):
+        _check_key(key, "set/axes key")
+
+    groups: list[tuple[str, str, dict, dict]] = []  # (group, method, method set, axes)
+    for method, options in methods.items():
+        options = _mapping(options, f"method '{method}'")
+        if method not in METHOD_NAMES:
+            raise ConfigError(f"study axis 'methods' value '{method}' is invalid: expected one of "
+                              f"{', '.join(METHOD_NAMES)}")
+        extra = set(options) - {"set", "axes"}
+        if extra:
+            raise ConfigError(f"study method '{method}' has unknown keys {sorted(extra)}; allowed: set, axes")
+        groups.append(("main", method, _mapping(options.get("set"), f"method '{method}' set"),
+                       {**global_axes, **_mapping(options.get("axes"), f"method '{method}' axes")}))
+    for group, options in _mapping(data.get("ablations"), "ablations").items():
+        options = _mapping(options, f"ablation '{group}'")
+        for method in options.get("methods") or list(methods):
+            if method not in methods:
+                raise ConfigError(f"study ablation '{group}' names method '{method}', which the study does not list")
+            method_set = _mapping(methods[method], f"method '{method}'").get("set") or {}
+            groups.append((group, method, method_set,
+                           {**global_axes, **_mapping(options.get("axes"), f"ablation '{group}' axes")}))
+    rules = data.get("exclude") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise ConfigError("study 'exclude' must be a list of mappings of dotted config keys to values")
+    for rule in rules:
+        for key in rule:
+            _check_key(key, "exclude key")
+
+    specs: dict[str, RunSpec] = {}
+    for group, method, method_set, axes in groups:
+        for key in axes:
+            _check_key(key, "axis")
+        choices = [_axis_values(key, values) for key, values in axes.items()]
+        for combo in itertools.product(*choices):
+            axis_values = {key: value for key, (value, _) in zip(axes, combo)}
+            overrides = {**common, "method.name": method, **method_set}
+            for key, (value, extra) in zip(axes, combo):
+                overrides.update(extra)
+                overrides[key] = value
+            for seed in seeds:
+                cfg_dict = deep_merge(base_dict, nest({**overrides, "seed": seed, "name": name}))
+                try:
+                    cfg = from_dict(RunConfig, cfg_dict)
+                except ConfigError as err:
+                    shown = ", ".join(f"{k}={v!r}" for k, v in axis_values.items()) or "no axes"
+                    raise ConfigError(f"study method '{method}' ({shown}): {err}") from None
+                if any(_matches(rule, flatten(to_dict(cfg))) for rule in rules):
+                    continue
+                rid = run_id(cfg)
+                if rid in specs:
+                    old = specs[rid]
+                    specs[rid] = RunSpec(rid, old.variant, old.method, old.seed,
+                                         tuple(dict.fromkeys(old.groups + (group,))), old.axes, old.config)
+                    continue
+                label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
+                specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)
+    runs = _unique_variants(list(specs.values()))
+    return Study(name=name, path=path, base=base, pretrain=pretrain, runs=runs)
+
+
+def _unique_variants(runs: list[RunSpec]) -> list[RunSpec]:
+    """Two different configurations must not share a label: suffix a short hash where they do."""
+    by_label: dict[str, set[str]] = {}
+    for spec in runs:
+        key = dump_config(from_dict(RunConfig, {**to_dict(spec.config), "seed": 0}))
+        by_label.setdefault(spec.variant, set()).add(key)
+    out = []
+    for spec in runs:
+        if len(by_label[spec.variant]) > 1:
+            key = dump_config(from_dict(RunConfig, {**to_dict(spec.config), "seed": 0}))
+            suffix = hashlib.sha256(key.encode()).hexdigest()[:6]
+            spec = RunSpec(spec.run_id, f"{spec.variant} [{suffix}]", spec.method, spec.seed, spec.groups,
+                           spec.axes, spec.config)
+        out.append(spec)
+    return out

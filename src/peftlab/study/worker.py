@@ -1,0 +1,69 @@
+"""What a worker process does with one run: a run is a function of its spec and its directory.
+
+Executors (local processes here; Slurm via submitit or Ray later) only decide where
+``execute_run`` is called. It never raises: the outcome is the run directory's result.json.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from peftlab.checkpoint import write_json_atomic
+from peftlab.config import RunConfig, from_dict
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a killed study leaves no orphans)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def execute_run(config: dict, run_dir: str, threads: int | None = None, progress: bool = False,
+                position: int = 1) -> None:
+    """Train (or resume, or skip if done) one run; every failure ends up in result.json."""
+    import torch
+
+    from peftlab.train import read_result, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = from_dict(RunConfig, config)
+    try:
+        train(cfg, Path(run_dir), progress=progress, position=position)
+    except BaseException as err:  # noqa: BLE001 - recorded, never lost
+        result = read_result(Path(run_dir))
+        if result is None or result.get("status") == "completed":
+            write_json_atomic(Path(run_dir) / "result.json", {
+                "status": "failed", "error": f"{type(err).__name__}: {err}", "config": config,
+                "traceback": traceback.format_exc()})
+
+
+def process_main(config: dict, run_dir: str, threads: int | None, progress: bool, position: int) -> None:
+    """Entry point of a local worker process."""
+    die_with_parent()
+    execute_run(config, run_dir, threads, progress, position)
+
+
+def pretrain_main(config: dict, out_dir: str, threads: int | None, progress: bool) -> None:
+    """Entry point of the process that trains (or finds cached) the study's base model."""
+    import torch
+
+    from peftlab.pretrain import pretrain
+
+    die_with_parent()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
+    except BaseException as err:  # noqa: BLE001
+        write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
+        raise SystemExit(1) from None

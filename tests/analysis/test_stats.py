@@ -1,0 +1,274 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from peftlab.analysis import stats
+
+
+def runs(values_by_variant, status_by_variant=None):
+    """A results table from {variant: [metric value per seed 0, 1, ...]}."""
+    status_by_variant = status_by_variant or {}
+    rows = []
+    for variant, values in values_by_variant.items():
+        for seed, value in enumerate(values):
+            rows.append(
+                {
+                    "run_id": f"{variant}-{seed}",
+                    "status": status_by_variant.get(variant, "completed"),
+                    "variant": variant,
+                    "seed": seed,
+                    "metrics.test_top1": value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# Holm
+
+
+def test_holm_matches_statsmodels_values():
+    # statsmodels.stats.multitest.multipletests([0.01, 0.04, 0.03], method="holm")[1]
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_holm_hand_computed_step_down_with_monotonicity():
+    # sorted p * (5, 4, 3, 2, 1) = 0.05, 0.08, 0.09, 0.08, 0.05; then running maximum
+    np.testing.assert_allclose(stats.holm([0.01, 0.02, 0.03, 0.04, 0.05]), [0.05, 0.08, 0.09, 0.09, 0.09])
+
+
+def test_holm_clips_at_one_and_leaves_nan_out_of_the_count():
+    np.testing.assert_allclose(stats.holm([0.5, 0.6]), [1.0, 1.0])
+    adjusted = stats.holm([0.01, np.nan, 0.02])
+    assert np.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.02, 0.02])
+    assert stats.holm([]).shape == (0,)
+
+
+# Bootstrap intervals
+
+
+def test_bootstrap_ci_is_scipys_bca_interval():
+    values = np.array([0.71, 0.73, 0.72, 0.745, 0.70, 0.728])
+    low, high, method = stats.bootstrap_ci(values, seed=3)
+    expected = scipy.stats.bootstrap((values,), np.mean, method="BCa", rng=np.random.default_rng(3))
+    assert method == "BCa"
+    assert (low, high) == tuple(expected.confidence_interval)
+    assert low < values.mean() < high
+
+
+def test_bootstrap_ci_is_reproducible_with_a_seed():
+    values = [0.71, 0.73, 0.72, 0.745, 0.70]
+    assert stats.bootstrap_ci(values, seed=1) == stats.bootstrap_ci(values, seed=1)
+
+
+def test_bootstrap_ci_of_identical_values_falls_back_to_percentile():
+    # scipy's BCa returns NaN here (DESIGN.md, Statistics)
+    assert stats.bootstrap_ci([0.8, 0.8, 0.8]) == (0.8, 0.8, "percentile")
+
+
+def test_bootstrap_ci_falls_back_to_percentile_when_bca_returns_nan(monkeypatch):
+    real_bootstrap = scipy.stats.bootstrap
+
+    def bca_gives_nan(data, statistic, **kwargs):
+        result = real_bootstrap(data, statistic, **kwargs)
+        if kwargs["method"] == "BCa":
+            result.confidence_interval = type(result.confidence_interval)(np.nan, np.nan)
+        return result
+
+    monkeypatch.setattr(scipy.stats, "bootstrap", bca_gives_nan)
+    values = [0.71, 0.73, 0.72, 0.745]
+    low, high, method = stats.bootstrap_ci(values)
+    assert method == "percentile"
+    assert np.isfinite(low) and np.isfinite(high) and low <= high
+
+
+def test_bootstrap_ci_needs_two_values():
+    low, high, method = stats.bootstrap_ci([0.8, np.nan])
+    assert np.isnan(low) and np.isnan(high) and method == "none"
+
+
+def test_t_interval_is_scipys():
+    values = np.array([0.71, 0.73, 0.72])
+    expected = scipy.stats.t.interval(0.95, 2, loc=values.mean(), scale=scipy.stats.sem(values))
+    np.testing.assert_allclose(stats.t_interval(values), expected)
+    assert np.isnan(stats.t_interval([0.7])).all()
+
+
+# summarize
+
+
+def test_summarize_counts_only_completed_runs_with_the_metric():
+    table = pd.concat(
+        [
+            runs({"full": [0.80, 0.82, 0.81], "lora": [0.79, np.nan]}),
+            runs({"lora": [0.10]}, status_by_variant={"lora": "diverged"}),
+        ],
+        ignore_index=True,
+    )
+    summary = stats.summarize(table).set_index("variant")
+    assert list(summary.index) == ["full", "lora"]
+    assert summary.loc["full", "n"] == 3
+    assert summary.loc["full", "mean"] == pytest.approx(0.81)
+    assert summary.loc["full", "std"] == pytest.approx(0.01)
+    assert summary.loc["full", "ci_method"] == "BCa"
+    assert summary.loc["lora", "n"] == 1
+    assert summary.loc["lora", "mean"] == pytest.approx(0.79)
+    assert np.isnan(summary.loc["lora", ["std", "ci_low", "ci_high"]].astype(float)).all()
+    assert summary.loc["lora", "ci_method"] == "none"
+
+
+def test_summarize_carries_costs_and_constant_config_columns():
+    table = runs({"lora r=8": [0.8, 0.81], "lora r=16": [0.82, 0.83]})
+    table["method"] = "lora"
+    table["config.method.r"] = [8, 8, 16, 16]
+    table["config.method.target_modules"] = [["q", "v"]] * 4
+    table["config.train.lr"] = [1e-3, 2e-3, 1e-3, 1e-3]  # varies within "lora r=8"
+    table["params.trainable"] = [100, 100, 200, 200]
+    summary = stats.summarize(table)
+    assert list(summary["config.method.r"]) == [8, 16]
+    assert list(summary["params.trainable"]) == [100.0, 200.0]
+    assert summary["config.method.target_modules"].iloc[0] == ["q", "v"]
+    assert "config.train.lr" not in summary.columns
+    assert list(summary.columns[:10]) == [
+        "variant", "metric", "n", "mean", "std", "ci_low", "ci_high", "ci_method", "t_ci_low", "t_ci_high",
+    ]
+
+
+def test_summarize_by_several_columns_keeps_missing_keys():
+    table = runs({"full": [0.80, 0.82], "lora": [0.79, 0.78]})
+    table["config.method.r"] = [np.nan, np.nan, 8, 8]
+    summary = stats.summarize(table, by=["variant", "config.method.r"])
+    assert list(summary["variant"]) == ["full", "lora"]
+    assert np.isnan(summary["config.method.r"].iloc[0])
+
+
+# Paired comparisons
+
+BASELINE = [0.801, 0.812, 0.795, 0.808, 0.790, 0.815]
+BETTER = [0.811, 0.827, 0.798, 0.815, 0.802, 0.816]  # differences all positive, no ties
+
+
+def test_paired_p_values_are_scipys():
+    table = runs({"full": BASELINE, "lora": BETTER})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert row["variant"] == "lora" and row["n_pairs"] == 6
+    assert row["p_ttest"] == pytest.approx(scipy.stats.ttest_rel(BETTER, BASELINE).pvalue, rel=1e-12)
+    assert row["p_wilcoxon"] == pytest.approx(scipy.stats.wilcoxon(BETTER, BASELINE).pvalue, rel=1e-12)
+    # exact test: all 6 differences positive -> two-sided p = 2 / 2**6
+    assert row["p_wilcoxon"] == pytest.approx(2 / 64)
+    diffs = np.subtract(BETTER, BASELINE)
+    assert row["mean_diff"] == pytest.approx(diffs.mean())
+    assert row["cohens_dz"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
+    assert row["prob_improvement"] == 1.0
+
+
+def test_paired_comparisons_holm_across_variants_and_significance():
+    worse = [b - d for b, d in zip(BASELINE, [0.001, -0.002, 0.003, 0.0, 0.002, -0.001])]
+    table = runs({"full": BASELINE, "lora": BETTER, "linear": worse})
+    result = stats.paired_comparisons(table, "full").set_index("variant")
+    np.testing.assert_allclose(result["p_ttest_holm"], stats.holm(result["p_ttest"]))
+    np.testing.assert_allclose(result["p_wilcoxon_holm"], stats.holm(result["p_wilcoxon"]))
+    assert list(result["significant"]) == list(result["p_ttest_holm"] < 0.05)
+    assert result.loc["lora", "significant"]
+    assert not result.loc["linear", "significant"]
+
+
+def test_paired_comparisons_use_matched_seeds_only():
+    table = runs({"full": [0.80, 0.81, 0.79], "lora": [0.82, 0.83, 0.80, 0.50, 0.40]})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert row["n_pairs"] == 3
+    assert row["mean_diff"] == pytest.approx(np.mean([0.02, 0.02, 0.01]))
+
+
+def test_failed_runs_do_not_pair():
+    table = pd.concat(
+        [runs({"full": [0.80, 0.81, 0.79], "lora": [0.82, 0.83]}), runs({"lora": [0.1, 0.1, 0.1]}, {"lora": "failed"})],
+        ignore_index=True,
+    )
+    assert stats.paired_comparisons(table, "full").iloc[0]["n_pairs"] == 2
+
+
+def test_wilcoxon_needs_five_pairs():
+    table = runs({"full": BASELINE[:4], "lora": BETTER[:4]})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert np.isnan(row["p_wilcoxon"]) and np.isnan(row["p_wilcoxon_holm"])
+    assert not row["significant_wilcoxon"]
+    assert np.isfinite(row["p_ttest"])
+
+
+def test_identical_results_give_no_p_values_and_no_effect_size():
+    table = runs({"full": BASELINE, "same": BASELINE})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert row["mean_diff"] == 0
+    assert np.isnan(row[["p_ttest", "p_wilcoxon", "cohens_dz"]].astype(float)).all()
+    assert not row["significant"]
+    assert row["prob_improvement"] == 0.5
+
+
+def test_constant_difference_up_to_float_noise_gives_no_t_test():
+    # 0.82 - 0.81 and 0.81 - 0.80 differ in the last bits; scipy alone reports p ~ 0
+    table = runs({"full": [0.80, 0.81, 0.70], "lora": [0.81, 0.82, 0.71]})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert row["sd_diff"] == 0
+    assert np.isnan(row["p_ttest"]) and np.isnan(row["cohens_dz"])
+    assert row["prob_improvement"] == 1.0
+
+
+def test_probability_of_improvement_over_cross_pairs_is_mann_whitney_u_over_nm():
+    x, y = [1.0, 2.0, 2.0], [1.0, 3.0]
+    # pairs: (1,1) 0.5, (1,3) 0, (2,1) 1, (2,3) 0, (2,1) 1, (2,3) 0 -> 2.5 / 6
+    assert stats.probability_of_improvement(x, y) == pytest.approx(2.5 / 6)
+    u = scipy.stats.mannwhitneyu(x, y).statistic
+    assert stats.probability_of_improvement(x, y) == pytest.approx(u / 6)
+
+
+def test_paired_comparisons_report_all_cross_pair_probability():
+    table = runs({"full": [0.80, 0.81], "lora": [0.805, 0.79, 0.90]})
+    row = stats.paired_comparisons(table, "full").iloc[0]
+    assert row["prob_improvement"] == 0.5  # matched seeds 0, 1: one win, one loss
+    assert row["prob_improvement_all"] == pytest.approx(3 / 6)
+
+
+def test_paired_comparisons_refuse_a_missing_baseline_and_repeated_keys():
+    table = runs({"full": [0.8, 0.81], "lora": [0.82, 0.83]})
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        stats.paired_comparisons(table, "nope")
+    repeated = pd.concat([table, table], ignore_index=True)
+    with pytest.raises(ValueError, match="several completed runs"):
+        stats.paired_comparisons(repeated, "full")
+    repeated["config.data.name"] = ["a"] * 4 + ["b"] * 4
+    result = stats.paired_comparisons(repeated, "full", pair_on=["config.data.name", "seed"])
+    assert result.iloc[0]["n_pairs"] == 4
+
+
+def test_incomplete_runs_lists_failures_with_their_errors():
+    table = runs({"full": [0.8], "lora": [np.nan]}, {"lora": "failed"})
+    table["error"] = [None, "RuntimeError: boom"]
+    listed = stats.incomplete_runs(table)
+    assert list(listed["run_id"]) == ["lora-0"]
+    assert list(listed["error"]) == ["RuntimeError: boom"]
+
+
+# Pareto front
+
+
+def test_pareto_mask_hand_example():
+    #        A    B    C (dominated by B)  D (= B)  E     F (NaN)
+    x = [1.0, 2.0, 3.0, 2.0, 0.5, np.nan]
+    y = [0.5, 0.7, 0.6, 0.7, 0.4, 0.9]
+    assert list(stats.pareto_mask(x, y)) == [True, True, False, True, True, False]
+
+
+def test_pareto_mask_dominated_on_one_axis_with_a_tie_on_the_other():
+    assert list(stats.pareto_mask([1.0, 1.0, 2.0], [0.5, 0.6, 0.6])) == [False, True, False]
+
+
+def test_pareto_front_uses_per_variant_means_of_completed_runs():
+    table = runs({"full": [0.80, 0.82], "lora": [0.80, 0.80], "bad": [0.70, 0.70], "big": [0.79]})
+    table["params.trainable"] = [1000, 1000, 10, 10, 10, 10, 5000]
+    table.loc[table["variant"] == "bad", "params.trainable"] = 20
+    front = stats.pareto_front(table)
+    assert list(front["variant"]) == ["lora", "bad", "full", "big"]
+    assert list(front["on_front"]) == [True, False, True, False]
+    assert front.loc[front["variant"] == "full", "metrics.test_top1"].item() == pytest.approx(0.81)

@@ -1,0 +1,123 @@
+"""Real studies of real runs (Fashion-MNIST subsets, the 2-block 32 px ViT) in real processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from peftlab.data.sources import fashion_mnist_dir
+from testkit import REPO, TINY_MODEL, run_cli
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
+                       reason="Fashion-MNIST is not installed (make data installs it)"),
+]
+
+BASE = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 320, "val_subset": 64, "test_subset": 128},
+    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "lr": 3e-3, "log_every": 2, "ckpt_every": 3},
+}
+
+
+def write_study(directory: Path, study: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = directory / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", **study}))
+    return path
+
+
+def results_by_run(study_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((study_dir / "runs").glob("*/result.json")):
+        result = json.loads(path.read_text())
+        out[path.parent.name] = result
+    return out
+
+
+def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
+    path = write_study(tmp_path, {
+        "seeds": 1,
+        "methods": {"lora": {"axes": {"data.classes": [[0, 1], [0, 99]]}},
+                    "full": {"set": {"train.lr": 1.0e6, "train.clip_grad": None}}},
+    })
+    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 completed, 1 failed, 1 diverged of 3 runs" in proc.stdout
+    assert "failed: lora classes=0/99 seed=0" in proc.stdout and "99" in proc.stdout
+    statuses = sorted(r["status"] for r in results_by_run(tmp_path / "out").values())
+    assert statuses == ["completed", "diverged", "failed"]
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "## Failed or diverged runs" in report and "diverged" in report and "lora classes=0/99" in report
+    # rerunning skips everything; --retry-failed runs the failed and diverged ones again
+    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", cwd=tmp_path)
+    assert "(3 were already finished)" in proc.stdout
+    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--retry-failed",
+                   cwd=tmp_path)
+    assert "(1 were already finished)" in proc.stdout and proc.returncode == 1
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
+    study = {"seeds": 2, "methods": {"full": {}, "lora": {"axes": {"method.r": [2, 4]}}}}
+    path = write_study(tmp_path / "a", study)
+    write_study(tmp_path / "b", study)
+
+    reference = run_cli("study", str(tmp_path / "b" / "study.yaml"), "--study-dir", str(tmp_path / "b" / "out"),
+                        "--quiet", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    out = tmp_path / "a" / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
+                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # kill while a run is part-way: at least two runs done and another one checkpointed
+    while time.time() < deadline:
+        done = list(out.glob("runs/*/result.json"))
+        partial = [p for p in out.glob("runs/*/checkpoint/last.pt") if not (p.parent.parent / "result.json").exists()]
+        if len(done) >= 2 and partial:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the worker dies with its parent (PR_SET_PDEATHSIG)
+    finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert 2 <= len(finished_before) < 6
+
+    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({len(finished_before)} were already finished)" in rerun.stdout
+    for run_id, mtime in finished_before.items():  # no completed run was redone
+        assert (out / "runs" / run_id / "result.json").stat().st_mtime_ns == mtime
+
+    a, b = results_by_run(out), results_by_run(tmp_path / "b" / "out")
+    assert a.keys() == b.keys() and len(a) == 6
+    for run_id in a:
+        assert a[run_id]["status"] == "completed"
+        assert a[run_id]["metrics"] == b[run_id]["metrics"], run_id
+        wa = load_file(str(out / "runs" / run_id / "adapter.safetensors"))
+        wb = load_file(str(tmp_path / "b" / "out" / "runs" / run_id / "adapter.safetensors"))
+        assert all((wa[k] == wb[k]).all() for k in wa)
+        lines = (out / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
+        steps = [(json.loads(x)["kind"], json.loads(x)["step"]) for x in lines]
+        assert len(steps) == len(set(steps)), f"duplicated metrics records in {run_id}"
+
+    # results in every format, one row per run
+    proc = run_cli("results", str(out), "--format", "csv", "--out", str(tmp_path / "r.csv"))
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert len(table) == 6 and {"variant", "seed", "status", "config.method.r", "metrics.test_top1"} <= set(table)
+    proc = run_cli("results", str(out), "--format", "parquet", "--out", str(tmp_path / "r.parquet"))
+    assert proc.returncode == 0 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6
+    proc = run_cli("results", str(out), "--format", "markdown")
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 6 + 2

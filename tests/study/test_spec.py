@@ -1,0 +1,62 @@
+import pytest
+import yaml
+
+from peftlab.errors import ConfigError
+from peftlab.study.spec import load_study
+from testkit import TINY_MODEL
+
+BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
+
+
+def write_study(tmp_path, study: dict, base: dict = BASE):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", **study}))
+    return path
+
+
+def test_expansion_counts_labels_and_stable_ids(tmp_path):
+    path = write_study(tmp_path, {
+        "seeds": 3,
+        "methods": {"full": {}, "linear": {"set": {"train.lr": 0.01}}, "lora": {"axes": {"method.r": [4, 8]}}},
+        "ablations": {"alpha": {"methods": ["lora"], "axes": {"method.lora_alpha": [8, 16]}}},
+    })
+    study = load_study(path)
+    variants = [s.variant for s in study.runs]
+    # lora r=8 alpha=16 is both a main run and an alpha-ablation run: trained once, in both groups
+    assert sorted(set(variants)) == sorted({"full", "linear", "lora r=4", "lora r=8", "lora alpha=8"})
+    assert len(study.runs) == 3 * 5
+    shared = [s for s in study.runs if s.variant == "lora r=8"]
+    assert all(s.groups == ("main", "alpha") for s in shared)
+    assert [s.run_id for s in load_study(path).runs] == [s.run_id for s in study.runs]
+    assert len({s.run_id for s in study.runs}) == len(study.runs)
+    linear = next(s for s in study.runs if s.variant == "linear")
+    assert linear.config.train.lr == 0.01 and linear.config.method.name == "linear"
+
+
+def test_per_value_overrides_and_exclude(tmp_path):
+    path = write_study(tmp_path, {
+        "seeds": [7],
+        "axes": {"data.name": [{"value": "fashion_mnist", "set": {"train.epochs": 2}}, "mnist"]},
+        "methods": {"full": {}, "lora": {}},
+        "exclude": [{"method.name": "full", "data.name": "mnist"}],
+    })
+    runs = load_study(path).runs
+    assert sorted(s.variant for s in runs) == ["full data=fashion_mnist", "lora data=fashion_mnist", "lora data=mnist"]
+    assert {s.config.data.name: s.config.train.epochs for s in runs} == {"fashion_mnist": 2, "mnist": 1}
+    assert all(s.seed == 7 for s in runs)
+
+
+@pytest.mark.parametrize("study, message", [
+    ({"methods": {"lora": {"axes": {"method.r": [4, 0]}}}}, r"study method 'lora' \(method.r=0\): method.r=0 is invalid"),
+    ({"methods": {"dora": {}}}, r"study axis 'methods' value 'dora' is invalid"),
+    ({"methods": {"lora": {"axes": {"method.rank": [4]}}}}, r"study axis 'method.rank' is not a config field"),
+    ({"methods": {"lora": {"axes": {"method.r": 4}}}}, r"study axis 'method.r' must be a non-empty list"),
+    ({"methods": {"full": {}}, "seeds": 0}, r"study axis 'seeds' value 0 is invalid"),
+    ({"methods": {"full": {}}, "sedes": 3}, r"unknown key 'sedes'"),
+    ({"methods": {"full": {}}, "ablations": {"r": {"methods": ["lora"], "axes": {}}}}, r"names method 'lora'"),
+])
+def test_invalid_studies_fail_with_one_line(tmp_path, study, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_study(write_study(tmp_path, study))
+    assert "\n" not in str(err.value)

@@ -1,0 +1,27 @@
+"""The bench runs on a tiny model and writes well-formed JSON (no timing thresholds here)."""
+
+import json
+
+import pytest
+
+from testkit import run_cli
+
+
+@pytest.mark.e2e
+def test_bench_writes_well_formed_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch", "4", "--repeats", "2",
+                   "--study-dir", str(tmp_path / "no-study"), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["peak"]["gflops"] > 0
+    for key in ("recipe_vs_hand_written", "qv_slices_vs_hand_written"):
+        assert report["P1_overhead"][key]["n"] == 2 and report["P1_overhead"][key]["median"] > 0
+    assert report["P2_lora_vs_full"]["median"] > 0
+    assert 0 < report["P5_mfu"]["peftlab_full"]["mfu"]
+    assert report["P5_mfu"]["peftlab_full"]["step_gflop"] > report["P5_mfu"]["peftlab_lora_qv"]["step_gflop"] > 0
+    assert set(report["P4_merged_inference"]["ratios"]) == {"merged_vs_base", "adapter_vs_base"}
+    assert "skipped" in report["P6_study_overhead"]
+    assert report["memory"]["full"]["peak_rss_bytes"] > 0
+    assert report["memory"]["full"]["weights_bytes"] > 0
+    assert "P2 LoRA r=8 / full step" in proc.stdout
