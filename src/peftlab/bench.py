@@ -5,7 +5,8 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 (min-max) beside it. Peak RSS is measured in separate worker processes, one per method.
 
 - peak: the best measured matmul throughput for the dtype (square matmuls, several sizes).
-- P1: peftlab's training step (the recipe's own ``forward_backward`` + ``optimizer_step``)
+- P1: peftlab's training step (the recipe's loop body: ``compute_loss``, regularization,
+  ``backward``, ``clip_gradients``, the tuner hook, ``apply_update``)
   over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
   ``qkv``), and the cost of adapting exactly the q and v slices (split qkv) over that.
 - P2: LoRA r=8 (q, v) step / full fine-tuning step.
@@ -32,7 +33,7 @@ from peftlab import metrics, provenance
 from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.config import RunConfig, load_config
 from peftlab.tuners import apply_tuner
-from peftlab.train import autocast, forward_backward, optimizer_step, warmup_cosine
+from peftlab.train import apply_update, autocast, backward, clip_gradients, compute_loss, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -90,9 +91,13 @@ class Trainer:
         self.model.train()
 
     def recipe_step(self) -> None:
-        forward_backward(self.model, self.tuner, self.images, self.labels, self.precision, torch.device("cpu"),
-                         self.scaler, 1, 0)
-        optimizer_step(self.tuner, self.optimizer, self.scheduler, self.scaler, self.params, 1.0, self.precision, 0)
+        """The body of the recipe's loop (train.py), call for call."""
+        loss = compute_loss(self.model, self.images, self.labels, self.precision, torch.device("cpu"))
+        loss = loss + self.tuner.regularization()
+        backward(loss, self.scaler, 1, 0)
+        clip_gradients(self.scaler, self.optimizer, self.params, 1.0, self.precision, 0)
+        self.tuner.after_backward(0)
+        apply_update(self.scaler, self.optimizer, self.scheduler)
 
     def hand_step(self) -> None:
         with autocast(self.precision, torch.device("cpu")):

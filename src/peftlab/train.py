@@ -132,13 +132,15 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
     return {"max_abs_diff": diff, "merged_vs_adapter_latency_ratio": ratio}
 
 
-def forward_backward(model, tuner, images, labels, precision: str, device, scaler, grad_accum: int,
-                     step: int) -> float:
-    """Loss (plus the tuner's regularization) and its backward pass for one micro-batch."""
+def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
+    """Cross-entropy of one micro-batch, the forward pass under the configured autocast."""
     with autocast(precision, device):
         logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels)
-    loss = loss + tuner.regularization()
+    return F.cross_entropy(logits.float(), labels)
+
+
+def backward(loss: torch.Tensor, scaler, grad_accum: int, step: int) -> float:
+    """Backward of one micro-batch's (scaled) loss; a non-finite loss stops the run."""
     value = loss.item()
     if not math.isfinite(value):
         raise Diverged(f"non-finite loss ({value}) at step {step}")
@@ -146,19 +148,20 @@ def forward_backward(model, tuner, images, labels, precision: str, device, scale
     return value
 
 
-def optimizer_step(tuner, optimizer, scheduler, scaler, trainable, clip_grad: float | None, precision: str,
-                   step: int) -> float:
-    """Clip, the tuner's after-backward hook, step, schedule; returns the gradient norm."""
+def clip_gradients(scaler, optimizer, trainable, clip_grad: float | None, precision: str, step: int) -> float:
+    """Unscale and clip; returns the gradient norm. A non-finite norm stops the run."""
     scaler.unscale_(optimizer)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip_grad or math.inf))
     if not math.isfinite(grad_norm) and precision != "fp16":  # fp16: the scaler skips the step
         raise Diverged(f"non-finite gradient norm ({grad_norm}) at step {step}")
-    tuner.after_backward(step)
+    return grad_norm
+
+
+def apply_update(scaler, optimizer, scheduler) -> None:
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -307,11 +310,15 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         window_images, step_images, loss_sum, micro = 0, 0, 0.0, 0
         for batch_index in range(next_batch, len(batches)):
             images, labels = fetch(data.train, batches[batch_index], device)
-            loss = forward_backward(model, tuner, images, labels, tc.precision, device, scaler, tc.grad_accum, step)
-            loss_sum, micro, step_images = loss_sum + loss, micro + 1, step_images + len(labels)
+            loss = compute_loss(model, images, labels, tc.precision, device)
+            loss = loss + tuner.regularization()
+            loss_sum += backward(loss, scaler, tc.grad_accum, step)
+            micro, step_images = micro + 1, step_images + len(labels)
             if micro < tc.grad_accum and batch_index + 1 < len(batches):
                 continue
-            grad_norm = optimizer_step(tuner, optimizer, scheduler, scaler, trainable, tc.clip_grad, tc.precision, step)
+            grad_norm = clip_gradients(scaler, optimizer, trainable, tc.clip_grad, tc.precision, step)
+            tuner.after_backward(step)
+            apply_update(scaler, optimizer, scheduler)
             step, next_batch, state["step"] = step + 1, batch_index + 1, step + 1
             images_seen, window_images = images_seen + step_images, window_images + step_images
             metrics.synchronize(device)

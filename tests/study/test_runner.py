@@ -51,7 +51,8 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
         "methods": {"lora": {"axes": {"data.classes": [[0, 1], [0, 99]]}},
                     "full": {"set": {"train.lr": 1.0e6, "train.clip_grad": None}}},
     })
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", cwd=tmp_path)
+    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", "--workers", "2",
+                   cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "1 completed, 1 failed, 1 diverged of 3 runs" in proc.stdout
     assert "failed: lora classes=0/99 seed=0" in proc.stdout and "99" in proc.stdout

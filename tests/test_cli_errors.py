@@ -1,0 +1,61 @@
+"""The four user errors of the foundation issue, through the real CLI: one line, exit 2."""
+
+import os
+import sys
+
+import yaml
+
+from testkit import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "tests" / "data"))
+import datafiles  # noqa: E402
+
+
+def assert_one_line_exit_2(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("peftlab: error: ") and "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_bad_config(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": -1}}))
+    assert_one_line_exit_2(run_cli("train", str(path), "--run-dir", str(tmp_path / "run")), "train.lr=-1")
+
+
+def test_missing_data(tmp_path):
+    env_dir = tmp_path / "empty"
+    env_dir.mkdir()
+    proc = run_cli("data", "info", "cifar100", "--root", str(env_dir))
+    assert_one_line_exit_2(proc, "cifar100", str(env_dir))
+
+
+def test_corrupt_idx_file(tmp_path):
+    datafiles.write_idx_dataset(tmp_path, gz=False)
+    target = tmp_path / "train-images-idx3-ubyte"
+    target.write_bytes(target.read_bytes()[:-100])
+    assert_one_line_exit_2(run_cli("data", "info", "fashion_mnist", "--root", str(tmp_path)),
+                           "train-images-idx3-ubyte")
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    datafiles.write_cifar10_python(tmp_path)
+    marker = tmp_path / "pwned"
+    from peftlab.data.safe_pickle import load_pickle
+
+    batch = load_pickle(tmp_path / "data_batch_2")
+    batch[b"data"] = Payload(str(marker))
+    datafiles.write_pickle(tmp_path / "data_batch_2", batch)
+    proc = run_cli("data", "info", "cifar10", "--root", str(tmp_path))
+    assert_one_line_exit_2(proc, "refusing to unpickle", "data_batch_2", "posix.system")
+    assert not marker.exists()
+
+
+class Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
