@@ -46,13 +46,20 @@ def synchronize(device: torch.device) -> None:
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
                      warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call for each function, measured in alternation so machine drift cancels."""
+    """Seconds per call for each function, measured in alternation so machine drift cancels.
+
+    The order rotates every repetition (A B C, B C A, C A B, ...), so no function always
+    runs first or right after the same neighbour.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for rep in range(repeats):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
             synchronize(device)
             start = time.perf_counter()
             fn()
