@@ -69,27 +69,18 @@ def bootstrap_ci(values, confidence=0.95, n_resamples=9999, seed=0):
     if np.ptp(values) == 0:
         # BCa divides by zero here; the percentile interval of a constant is [v, v].
         return float(values[0]), float(values[0]), "percentile"
-    result = scipy.stats.bootstrap(
-        (values,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="BCa",
-        rng=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
-    if np.isfinite(low) and np.isfinite(high):
-        return float(low), float(high), "BCa"
-    result = scipy.stats.bootstrap(
-        (values,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
-    return float(low), float(high), "percentile"
+    for method in ("BCa", "percentile"):  # BCa can still return NaN: fall back to percentile
+        result = scipy.stats.bootstrap(
+            (values,),
+            np.mean,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method=method,
+            rng=np.random.default_rng(seed),
+        )
+        low, high = result.confidence_interval
+        if method == "percentile" or (np.isfinite(low) and np.isfinite(high)):
+            return float(low), float(high), method
 
 
 def t_interval(values, confidence=0.95):
