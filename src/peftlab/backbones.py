@@ -231,8 +231,3 @@ def _adapt_timm_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     return checkpoint_filter_fn(state, model)
-
-
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that require grad, detached and contiguous (for safetensors)."""
-    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}

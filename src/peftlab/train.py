@@ -234,7 +234,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
 
 def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
     return {"status": status, "error": error, "step": state.get("step"), "config": to_dict(cfg),
-            "metrics": state.get("metrics", {}), "params": state.get("params"),
+            "metrics": {}, "params": state.get("params"),
             "provenance": state.get("provenance")}
 
 

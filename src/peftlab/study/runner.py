@@ -27,7 +27,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from peftlab.checkpoint import write_json_atomic
-from peftlab.config import RunConfig, load_config, to_dict
+from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.study.spec import RunSpec, Study
 
@@ -236,7 +236,3 @@ def format_summary(summary: StudySummary, study_dir: Path) -> str:
     if summary.failed:
         lines.append("  rerun with --retry-failed to try the failed runs again")
     return "\n".join(lines)
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    return load_config(run_dir / "config.yaml")
