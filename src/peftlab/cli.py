@@ -129,10 +129,10 @@ def cmd_bench(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from peftlab.config import load_config
-    from peftlab.pretrain import pretrain
+    from peftlab.pretrain import default_out_dir, pretrain
 
     cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
-    out_dir = Path(args.out or Path("cache") / "pretrained" / cfg.name)
+    out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
     state = "reused cached" if manifest["cached"] else "trained"
     print(f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "

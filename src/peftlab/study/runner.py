@@ -19,7 +19,6 @@ import multiprocessing.connection
 import os
 import shutil
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -160,8 +159,10 @@ def run_pretraining(config_path: Path, progress: bool) -> Path:
     """Train (or reuse) the study's base model in a worker process; returns its directory."""
     from peftlab.study.worker import pretrain_main
 
+    from peftlab.pretrain import default_out_dir
+
     cfg = load_config(config_path)
-    out_dir = Path("cache") / "pretrained" / cfg.name
+    out_dir = default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
     proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), None, progress))
