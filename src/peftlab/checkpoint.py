@@ -1,48 +1,18 @@
-"""Atomic files and resumable training state.
-
-Every file is written to a temporary name in the same directory and renamed over the
-target, so a crash leaves either the old or the new file, never half of one. Checkpoints
+"""Resumable training state, written atomically (``peftlab.files``). Checkpoints
 are loaded with ``torch.load(weights_only=True)``: nothing in them can run code.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from peftlab.files import write_atomic
+
 CHECKPOINT_NAME = "last.pt"
-
-
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-
-    write_atomic(path, write)
 
 
 def rng_state() -> dict:

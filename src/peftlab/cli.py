@@ -41,11 +41,11 @@ def summarize_result(result: dict, run_dir: Path) -> str:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.train import read_result
+    from peftlab.files import read_json
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
-        result = read_result(run_dir)
+        result = read_json(run_dir / "result.json")
         if result is None:
             print(f"{run_dir}: no result.json")
             status = 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 import types
 import typing
@@ -84,7 +85,7 @@ class DataConfig:
     augment: bool = False
 
     def __post_init__(self):
-        _check(self.name in DATASET_NAMES, "data.name", self.name, "one of " + ", ".join(DATASET_NAMES))
+        check_dataset_name(self.name)
         _check(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
         _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
@@ -129,6 +130,10 @@ class MethodConfig:
         for key, alpha in self.alpha_pattern.items():
             _check_regex("method.alpha_pattern", key)
             _check(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
+
+
+def check_dataset_name(name: str) -> None:
+    _check(name in DATASET_NAMES, "data.name", name, "one of " + ", ".join(DATASET_NAMES))
 
 
 def _check_regex(field_name: str, pattern: str) -> None:
@@ -367,6 +372,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: RunConfig, length: int = 12) -> str:
+    """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256."""
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:length]
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; rank/alpha patterns stay whole mappings."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key not in ("rank_pattern", "alpha_pattern"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

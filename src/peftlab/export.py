@@ -7,7 +7,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from peftlab.backbones import read_safetensors
-from peftlab.checkpoint import write_atomic
+from peftlab.files import write_atomic
 from peftlab.config import load_config
 from peftlab.errors import UserError
 
@@ -15,10 +15,10 @@ from peftlab.errors import UserError
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
     from peftlab.backbones import build_backbone
-    from peftlab.train import read_result
+    from peftlab.files import read_json
     from peftlab.tuners import apply_tuner
 
-    result = read_result(run_dir)
+    result = read_json(run_dir / "result.json")
     if result is None or result["status"] != "completed":
         raise UserError(f"run directory {run_dir} holds no completed run (result.json missing or not completed)")
     cfg = load_config(run_dir / "config.yaml")

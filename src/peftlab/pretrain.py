@@ -8,19 +8,14 @@ A second call with the same config finds the manifest and reuses the weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from peftlab.checkpoint import write_atomic, write_json_atomic
-from peftlab.config import RunConfig, dump_config, to_dict
+from peftlab.files import write_atomic, write_json_atomic
+from peftlab.config import RunConfig, config_hash, dump_config, to_dict
 from peftlab.data.readers import hash_file
 from peftlab.errors import ConfigError
-
-
-def config_hash(cfg: RunConfig) -> str:
-    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:16]
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -34,7 +29,7 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
     if not (manifest_path.is_file() and weights.is_file()):
         return None
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("config_hash") != config_hash(cfg) or manifest.get("sha256") != hash_file(weights):
+    if manifest.get("config_hash") != config_hash(cfg, 16) or manifest.get("sha256") != hash_file(weights):
         return None
     return manifest
 
@@ -60,7 +55,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict
         "architecture": to_dict(cfg.model), "data": to_dict(cfg.data), "seed": cfg.seed,
         "test_top1": result["metrics"]["test_top1"], "test_top5": result["metrics"]["test_top5"],
         "train_seconds": result["timing"]["train_seconds"], "params": result["params"],
-        "sha256": hash_file(weights), "config_hash": config_hash(cfg), "weights": weights.name,
+        "sha256": hash_file(weights), "config_hash": config_hash(cfg, 16), "weights": weights.name,
         "data_sha256": result["provenance"]["data_sha256"],
     }
     write_json_atomic(out_dir / "manifest.json", manifest)

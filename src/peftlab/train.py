@@ -29,6 +29,7 @@ from peftlab import metrics, provenance
 from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import ConfigError, UserError
+from peftlab.files import read_json, write_atomic, write_json_atomic
 from peftlab.tuners import apply_tuner
 
 
@@ -183,12 +184,7 @@ def truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    ckpt.write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
-
-
-def read_result(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -200,7 +196,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
         if existing != cfg:
             raise ConfigError(f"run directory {run_dir} holds a different config.yaml; use another --run-dir")
     else:
-        ckpt.write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
+        write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,7 +207,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     """Train one run in ``run_dir``; returns the result dict (also written to result.json)."""
     run_dir = Path(run_dir)
     prepare_run_dir(cfg, run_dir)
-    done = read_result(run_dir)
+    done = read_json(run_dir / "result.json")
     if done is not None and done["status"] == "completed":
         return done
     state: dict = {"step": None, "train_seconds": 0.0, "started": time.perf_counter()}
@@ -221,14 +217,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         result = failed_result(cfg, "diverged", str(err), state)
     except UserError as err:
         result = failed_result(cfg, "failed", str(err), state)
-        ckpt.write_json_atomic(run_dir / "result.json", result)
+        write_json_atomic(run_dir / "result.json", result)
         raise
     except Exception as err:  # record any crash, then let it propagate
         result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
         result["traceback"] = traceback.format_exc()
-        ckpt.write_json_atomic(run_dir / "result.json", result)
+        write_json_atomic(run_dir / "result.json", result)
         raise
-    ckpt.write_json_atomic(run_dir / "result.json", result)
+    write_json_atomic(run_dir / "result.json", result)
     return result
 
 
@@ -361,7 +357,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
     test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
     adapter = tuner.adapter_state_dict()
-    ckpt.write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
     result = {
         "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
         "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "val_top1": val["top1"],

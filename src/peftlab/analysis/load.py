@@ -14,26 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab.config import flatten
+from peftlab.files import read_json, run_status
+
 SECTIONS = ("metrics", "params", "memory", "timing", "merge")
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _flatten(data: dict, prefix: str) -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key not in ("rank_pattern", "alpha_pattern"):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, list):
-            flat[f"{prefix}{key}"] = "/".join(map(str, value))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, dict) else value
-    return flat
+    """Dotted columns; lists shown as "a/b", mappings (rank patterns) as JSON."""
+    def shown(value):
+        if isinstance(value, list):
+            return "/".join(map(str, value))
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    return {key: shown(value) for key, value in flatten(data, prefix).items()}
 
 
 def run_dirs(study_dir: Path) -> list[Path]:
@@ -44,7 +38,7 @@ def study_axes(study_dir: str | Path) -> list[str]:
     """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
     keys: dict[str, None] = {}
     for run_dir in run_dirs(Path(study_dir)):
-        for key in (_read(run_dir / "spec.json") or {}).get("axes", {}):
+        for key in (read_json(run_dir / "spec.json") or {}).get("axes", {}):
             keys["config." + key] = None
     return list(keys)
 
@@ -53,11 +47,11 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     """One row per run, in the study's order."""
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec = _read(run_dir / "spec.json")
-        result = _read(run_dir / "result.json") or {}
+        spec = read_json(run_dir / "spec.json")
+        result = read_json(run_dir / "result.json") or {}
         row = {"order": spec.get("order", len(rows)), "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
                "seed": spec["seed"], "groups": ",".join(spec["groups"]),
-               "status": result.get("status", "partial" if (run_dir / "checkpoint").exists() else "pending"),
+               "status": run_status(run_dir),
                "error": result.get("error")}
         config = result.get("config") or _config_from_yaml(run_dir)
         row.update(_flatten(config or {}, "config."))
@@ -81,8 +75,8 @@ def _config_from_yaml(run_dir: Path) -> dict | None:
 def load_curves(study_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec = _read(run_dir / "spec.json")
-        result = _read(run_dir / "result.json") or {}
+        spec = read_json(run_dir / "spec.json")
+        result = read_json(run_dir / "result.json") or {}
         if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
@@ -98,7 +92,7 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
 def environment(study_dir: str | Path) -> dict:
     """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
     for run_dir in run_dirs(Path(study_dir)):
-        result = _read(run_dir / "result.json") or {}
+        result = read_json(run_dir / "result.json") or {}
         if result.get("status") == "completed":
             return result.get("provenance") or {}
     return {}

@@ -11,7 +11,7 @@ torch datasets), build (the functions above).
 
 from peftlab.data.build import DataBundle, DataInfo, build_data, describe_data, format_data_info, load_splits
 from peftlab.data.datasets import ArrayDataset, FileDataset
-from peftlab.data.sources import DATASET_NAMES
+from peftlab.config import DATASET_NAMES
 
 __all__ = [
     "DATASET_NAMES",

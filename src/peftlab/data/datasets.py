@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from peftlab.data.readers import describe_error
 from peftlab.errors import DataError
+from peftlab.files import one_line
 
 RESIZE_CHUNK = 4096
 PRERESIZE_LIMIT_BYTES = 2 << 30  # larger splits stay at native size and are resized per batch
@@ -149,7 +149,7 @@ def load_image(path: str, size: int, in_chans: int) -> torch.Tensor:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
     except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {describe_error(err)}") from None
+        raise DataError(f"cannot decode image {path}: {one_line(err)}") from None
     x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
     return resize_batch(x[None], size, in_chans)[0]
 

@@ -19,6 +19,7 @@ import numpy as np
 from peftlab.data.safe_pickle import decode_keys, load_pickle
 from peftlab.data.splits import carve_test
 from peftlab.errors import DataError
+from peftlab.files import one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 HASH_CHUNK = 1 << 20  # 1 MiB
@@ -72,11 +73,6 @@ class RawData:
     notes: list[str] = field(default_factory=list)
 
 
-def describe_error(err: BaseException) -> str:
-    """An exception as one line: "TypeName: message"."""
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
-
-
 def concat(parts: list[Samples]) -> Samples:
     return Samples(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
 
@@ -109,9 +105,9 @@ def read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"cannot read {path}: truncated or corrupt gzip ({describe_error(err)})") from None
+        raise DataError(f"cannot read {path}: truncated or corrupt gzip ({one_line(err)})") from None
     except OSError as err:
-        raise DataError(f"cannot read {path}: {describe_error(err)}") from None
+        raise DataError(f"cannot read {path}: {one_line(err)}") from None
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
@@ -279,7 +275,7 @@ def read_name_lines(path: Path, num_classes: int) -> list[str]:
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {describe_error(err)}") from None
+        raise DataError(f"cannot read {path}: {one_line(err)}") from None
     if len(names) != num_classes:
         raise DataError(f"{path}: expected {num_classes} class names, one a line, found {len(names)}")
     return names

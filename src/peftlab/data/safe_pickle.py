@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from peftlab.errors import DataError
+from peftlab.files import one_line
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -64,13 +65,9 @@ def load_pickle(path: str | Path):
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"cannot read {path}: truncated or corrupt ({type(err).__name__}: {one_line(err)})") from None
+        raise DataError(f"cannot read {path}: truncated or corrupt ({one_line(err)})") from None
     except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as err:
-        raise DataError(f"cannot read {path}: not a valid pickle ({type(err).__name__}: {one_line(err)})") from None
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+        raise DataError(f"cannot read {path}: not a valid pickle ({one_line(err)})") from None
 
 
 def decode_keys(obj: dict) -> dict:

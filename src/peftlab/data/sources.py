@@ -25,7 +25,6 @@ from peftlab.data.readers import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
     RawData,
-    describe_error,
     read_cifar10_binary,
     read_cifar10_python,
     read_cifar100_binary,
@@ -35,7 +34,7 @@ from peftlab.data.readers import (
     read_mnist_pickle,
     read_tiny_imagenet,
 )
-from peftlab.config import DATASET_NAMES
+from peftlab.config import check_dataset_name
 from peftlab.errors import ConfigError, DataError
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -87,11 +86,6 @@ HOW_TO_GET = {
     "imagefolder": "set data.root=DIR with DIR/<class>/*.png|jpg, or DIR/train/<class>/ and DIR/test/<class>/",
 }
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-
-
-def check_name(name: str) -> None:
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"data.name={name!r}: expected one of {', '.join(DATASET_NAMES)}")
 
 
 def cache_dir(name: str) -> Path:
@@ -187,7 +181,7 @@ def download(name: str, target: Path) -> None:
             cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
             download_and_extract_archive(cls.url, str(target), filename=cls.filename, md5=cls.tgz_md5)
     except (OSError, RuntimeError, ValueError) as err:
-        message = f"downloading {name} into {target} failed ({describe_error(err)}); {HOW_TO_GET[name]}"
+        message = f"downloading {name} into {target} failed ({one_line(err)}); {HOW_TO_GET[name]}"
         raise DataError(message) from None
 
 
@@ -200,13 +194,13 @@ def download_from_mirrors(urls: list[str], directory: Path, filename: str, md5: 
             download_and_extract_archive(url, str(directory), filename=filename, md5=md5)
             return
         except (OSError, RuntimeError) as err:
-            errors.append(f"{url}: {describe_error(err)}")
+            errors.append(f"{url}: {one_line(err)}")
     raise RuntimeError("; ".join(errors))
 
 
 def find_data(name: str, root: str | None, download_allowed: bool) -> tuple[str, Path]:
     """(layout, folder) of the dataset, searching root, then standard places, then downloading."""
-    check_name(name)
+    check_dataset_name(name)
     if root is not None:
         root_dir = Path(root).expanduser()
         if found := detect_layout(name, root_dir):

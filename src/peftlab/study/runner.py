@@ -25,7 +25,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from peftlab.checkpoint import write_json_atomic
+from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.study.spec import RunSpec, Study
@@ -48,21 +48,6 @@ class StudySummary:
 
 def run_dir_of(study_dir: Path, spec: RunSpec) -> Path:
     return study_dir / "runs" / spec.run_id
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def run_status(run_dir: Path) -> str:
-    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
-    result = read_json(run_dir / "result.json")
-    if result is not None:
-        return result.get("status", "failed")
-    return "partial" if (run_dir / "checkpoint").exists() else "pending"
 
 
 def describe(spec: RunSpec) -> str:

@@ -26,13 +26,14 @@ and a run shared by two groups is trained once.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import METHOD_NAMES, RunConfig, deep_merge, dump_config, from_dict, read_yaml, to_dict
+from peftlab.config import (METHOD_NAMES, RunConfig, config_hash, deep_merge, flatten, from_dict,
+                            read_yaml, to_dict)
 from peftlab.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude")
@@ -67,7 +68,7 @@ class Study:
 
 
 def run_id(cfg: RunConfig) -> str:
-    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:12]
+    return config_hash(cfg)
 
 
 def nest(dotted: dict[str, Any]) -> dict:
@@ -80,16 +81,6 @@ def nest(dotted: dict[str, Any]) -> dict:
             node = node.setdefault(part, {})
         node[last] = value
     return nested
-
-
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key not in ("rank_pattern", "alpha_pattern"):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -231,16 +222,15 @@ def load_study(path: str | Path) -> Study:
 
 def _unique_variants(runs: list[RunSpec]) -> list[RunSpec]:
     """Two different configurations must not share a label: suffix a short hash where they do."""
+    def seedless(spec: RunSpec) -> str:
+        return config_hash(dataclasses.replace(spec.config, seed=0), 6)
+
     by_label: dict[str, set[str]] = {}
     for spec in runs:
-        key = dump_config(from_dict(RunConfig, {**to_dict(spec.config), "seed": 0}))
-        by_label.setdefault(spec.variant, set()).add(key)
+        by_label.setdefault(spec.variant, set()).add(seedless(spec))
     out = []
     for spec in runs:
         if len(by_label[spec.variant]) > 1:
-            key = dump_config(from_dict(RunConfig, {**to_dict(spec.config), "seed": 0}))
-            suffix = hashlib.sha256(key.encode()).hexdigest()[:6]
-            spec = RunSpec(spec.run_id, f"{spec.variant} [{suffix}]", spec.method, spec.seed, spec.groups,
-                           spec.axes, spec.config)
+            spec = dataclasses.replace(spec, variant=f"{spec.variant} [{seedless(spec)}]")
         out.append(spec)
     return out

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from peftlab.checkpoint import write_json_atomic
+from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
 
 PR_SET_PDEATHSIG = 1
@@ -32,7 +32,7 @@ def execute_run(config: dict, run_dir: str, threads: int | None = None, progress
     """Train (or resume, or skip if done) one run; every failure ends up in result.json."""
     import torch
 
-    from peftlab.train import read_result, train
+    from peftlab.train import train
 
     if threads:
         torch.set_num_threads(threads)
@@ -40,7 +40,7 @@ def execute_run(config: dict, run_dir: str, threads: int | None = None, progress
     try:
         train(cfg, Path(run_dir), progress=progress, position=position)
     except BaseException as err:  # noqa: BLE001 - recorded, never lost
-        result = read_result(Path(run_dir))
+        result = read_json(Path(run_dir) / "result.json")
         if result is None or result.get("status") == "completed":
             write_json_atomic(Path(run_dir) / "result.json", {
                 "status": "failed", "error": f"{type(err).__name__}: {err}", "config": config,
