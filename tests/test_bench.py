@@ -11,7 +11,8 @@ from testkit import run_cli
 def test_bench_writes_well_formed_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch", "4", "--repeats", "2",
-                   "--study-dir", str(tmp_path / "no-study"), "--json", str(out))
+                   "--study-dir", str(tmp_path / "no-study"), "--json", str(out),
+                   "--large-model", "vit_tiny_patch16_224", "--large-steps", "1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["peak"]["gflops"] > 0
@@ -25,3 +26,10 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert report["memory"]["full"]["peak_rss_bytes"] > 0
     assert report["memory"]["full"]["weights_bytes"] > 0
     assert "P2 LoRA r=8 / full step" in proc.stdout
+    assert report["P3c_qlora_vs_lora_step"]["median"] > 0
+    ratios = {name: value["ratio"] for name, value in report["P3a_quantized_bytes"].items() if name != "target"}
+    assert ratios["nf4_double_quant"] < ratios["nf4"] == ratios["fp4"] < ratios["int8"] < 1
+    p3b = report["P3b_large_model_memory"]
+    assert p3b["qlora_nf4_dq"]["base_weights_bytes"] < p3b["lora_fp32"]["base_weights_bytes"]
+    assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
+    assert p3b["ratios"]["qlora_vs_lora"] > 0

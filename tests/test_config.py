@@ -2,9 +2,10 @@ import pytest
 import yaml
 
 from testkit import REPO, run_cli
-from peftlab.config import (DataConfig, MethodConfig, RunConfig, dump_config, load_config, parse_overrides,
+from peftlab.config import (DataConfig, RunConfig, dump_config, load_config, parse_overrides,
                             to_dict)
 from peftlab.errors import ConfigError
+from peftlab.tuners.lora.config import LoraMethodConfig
 
 
 def write(tmp_path, data) -> str:
@@ -74,7 +75,7 @@ def test_sections_are_frozen():
     cfg = RunConfig()
     with pytest.raises(Exception):
         cfg.method.r = 3  # type: ignore[misc]
-    assert MethodConfig().r == 8 and DataConfig().name == "fashion_mnist"
+    assert LoraMethodConfig().r == 8 and DataConfig().name == "fashion_mnist"
 
 
 def test_yaml_errors_are_config_errors(tmp_path):

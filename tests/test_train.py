@@ -64,26 +64,30 @@ class Interrupt(BaseException):
     """Stands for a kill: not an Exception, so nothing records it."""
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("method", ["lora", "full", "stateful"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
-    cfg = config(method={"name": method, "r": 4, "lora_dropout": 0.1}, data={"augment": True})
+    import peftlab.train
+    import stateful_tuner
+    from peftlab.tuners import TUNERS
+
+    monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
+    options = {"full": {}}.get(method, {"r": 4, "lora_dropout": 0.1})
+    cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
-    from peftlab.tuners.base import Tuner
+    original = peftlab.train.training_step
 
-    original = Tuner.after_backward
-
-    def crash_at_step_7(self, step):
-        if step == 7:
+    def crash_at_step_7(*args):
+        if args[-1] == 7:  # the step
             raise Interrupt()
-        return original(self, step)
+        return original(*args)
 
-    monkeypatch.setattr(Tuner, "after_backward", crash_at_step_7)
+    monkeypatch.setattr(peftlab.train, "training_step", crash_at_step_7)
     with pytest.raises(Interrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
-    monkeypatch.setattr(Tuner, "after_backward", original)
+    monkeypatch.setattr(peftlab.train, "training_step", original)
     resumed = train(cfg, tmp_path / "resumed", progress=False)
 
     a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
@@ -125,3 +129,35 @@ def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
                    str(tmp_path / "run"))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "cifar10" in proc.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"}])
+def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant):
+    from peftlab.backbones import input_spec_for
+    from peftlab.data import build_data
+    from peftlab.export import export_merged, load_quantized
+    from peftlab.train import evaluate
+
+    cfg = config(method={"name": "lora", "r": 4}, quant=quant, train={"epochs": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["merge"]["ok"] and result["merge"]["max_abs_diff"] <= result["merge"]["tolerance"]
+    assert result["merge"]["requantized_max_abs_diff"] > result["merge"]["max_abs_diff"]  # re-quantization error
+    assert 0.0 <= result["metrics"]["merged_test_top1"] <= 1.0
+    memory = result["memory"]
+    assert 0 < memory["base_weights_bytes"] < 0.5 * memory["base_weights_fp32_bytes"]
+    assert memory["trainable_state_bytes"] >= 4 * 4 * result["params"]["trainable"]  # weights, grads, 2 Adam moments
+    assert result["params"]["initial"]["trainable"] == result["params"]["trainable"]
+
+    # --merged: dequant(W) + ΔW as a plain timm state dict
+    export_merged(tmp_path / "run", tmp_path / "merged.safetensors")
+    model = timm.create_model(TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
+    # --merged --quantized: the deployable quantized model; loaded back it scores the run's merged test top-1
+    export_merged(tmp_path / "run", tmp_path / "merged-q.safetensors", quantized=True)
+    loaded = load_quantized(tmp_path / "merged-q.safetensors")
+    spec = input_spec_for(cfg.model)
+    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+    test = evaluate(loaded, data.test, 96, torch.device("cpu"), "fp32", "test")
+    assert test["top1"] == result["metrics"]["merged_test_top1"]

@@ -41,6 +41,14 @@ class HFLogits(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing per block: timm's ``set_grad_checkpointing``, HF's own switch."""
+    if isinstance(model, HFLogits):
+        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.set_grad_checkpointing(True)
+
+
 def timm_kwargs(cfg: ModelConfig, num_classes: int) -> dict:
     """The keyword arguments given to ``timm.create_model`` (architecture overrides only when set)."""
     kwargs = {"num_classes": num_classes, "in_chans": cfg.in_chans, "drop_path_rate": cfg.drop_path_rate}

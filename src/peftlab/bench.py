@@ -5,11 +5,15 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 (min-max) beside it. Peak RSS is measured in separate worker processes, one per method.
 
 - peak: the best measured matmul throughput for the dtype (square matmuls, several sizes).
-- P1: peftlab's training step (the recipe's loop body: ``compute_loss``, regularization,
-  ``backward``, ``clip_gradients``, the tuner hook, ``apply_update``)
-  over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
+- P1: peftlab's training step (the recipe's own ``train.training_step``) over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
   ``qkv``), and the cost of adapting exactly the q and v slices (split qkv) over that.
 - P2: LoRA r=8 (q, v) step / full fine-tuning step.
+- P3a: stored bytes of the quantized block Linears / their fp32 bytes (int8, nf4, nf4 + double
+  quant, fp4), counted from the bitsandbytes layers' state dicts.
+- P3b: peak RSS above the post-import baseline while training a ViT-Large (random weights, batch
+  4, gradient checkpointing), each method in its own process: QLoRA (nf4 + double quant) /
+  fp32 LoRA and / full fine-tuning; the model-building peak apart.
+- P3c: QLoRA nf4 training step / fp32 LoRA step (interleaved with the P1/P2 steps).
 - P4: merged-model latency / base latency, and unmerged adapter latency / base latency.
 - P5: model FLOP/s (counted by torch.utils.flop_counter.FlopCounterMode over one training
   step) / measured matmul peak.
@@ -20,6 +24,7 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import statistics
@@ -30,10 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from peftlab import metrics, provenance
-from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, load_config
 from peftlab.tuners import apply_tuner
-from peftlab.train import apply_update, autocast, backward, clip_gradients, compute_loss, warmup_cosine
+from peftlab.tuners.base import TunerContext
+from peftlab.train import autocast, training_step, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -55,9 +61,10 @@ def matmul_peak(dtype: str, repeats: int, sizes=(512, 1024, 2048)) -> dict:
     return best
 
 
-def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8) -> RunConfig:
-    overrides = {"model": {"name": model, "num_classes": 10}, "method": {"name": method, "r": r,
-                                                                         "target_modules": targets}}
+def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8,
+             quant: dict | None = None) -> RunConfig:
+    method_cfg = {"name": method, "r": r, "target_modules": targets} if method == "lora" else {"name": method}
+    overrides = {"model": {"name": model, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
     if img_size:
         overrides["model"]["img_size"] = img_size
     return load_config(overrides=overrides)
@@ -69,7 +76,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False):
         torch.manual_seed(0)
         model = build_backbone(cfg.model, 10)
+        if cfg.train.grad_checkpointing:
+            enable_grad_checkpointing(model)
         self.precision, self.images, self.labels = precision, images, labels
+        self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
         if hand_written:
             # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW, backward, step
             from peft import LoraConfig, get_peft_model
@@ -81,7 +91,7 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
             self.step = self.hand_step
         else:
-            self.tuner = apply_tuner(model, cfg)
+            self.tuner = apply_tuner(model, cfg, TunerContext(10 ** 6, torch.device("cpu"), cfg.quant))
             self.model = self.tuner.model
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01))
@@ -91,13 +101,9 @@ class Trainer:
         self.model.train()
 
     def recipe_step(self) -> None:
-        """The body of the recipe's loop (train.py), call for call."""
-        loss = compute_loss(self.model, self.images, self.labels, self.precision, torch.device("cpu"))
-        loss = loss + self.tuner.regularization()
-        backward(loss, self.scaler, 1, 0)
-        clip_gradients(self.scaler, self.optimizer, self.params, 1.0, self.precision, 0)
-        self.tuner.after_backward(0)
-        apply_update(self.scaler, self.optimizer, self.scheduler)
+        """The recipe's own training step (train.training_step)."""
+        training_step(self.model, self.tuner, [(self.images, self.labels)], 1, self.optimizer, self.scheduler,
+                      self.scaler, self.params, self.cfg.train, torch.device("cpu"), 0)
 
     def hand_step(self) -> None:
         with autocast(self.precision, torch.device("cpu")):
@@ -230,7 +236,8 @@ def import_seconds() -> float:
 
 def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None, batch: int = 32,
               dtype: str = "fp32", repeats: int = 5, default_study_dir: Path = Path("runs/default"),
-              with_memory: bool = True, progress=print) -> dict:
+              with_memory: bool = True, large_model: str | None = "vit_large_patch16_224", large_steps: int = 2,
+              progress=print) -> dict:
     torch.manual_seed(0)
     lora_cfg = make_cfg(model, img_size, "lora")
     size = input_spec_for(lora_cfg.model).img_size
@@ -251,6 +258,7 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
                                     labels, dtype),
         "peftlab_lora_qv": Trainer(lora_cfg, images, labels, dtype),
         "peftlab_full": Trainer(make_cfg(model, img_size, "full"), images, labels, dtype),
+        "peftlab_qlora_nf4": Trainer(make_cfg(model, img_size, "lora", quant={"mode": "nf4"}), images, labels, dtype),
     }
     times = metrics.time_interleaved({k: t.step for k, t in trainers.items()}, repeats, torch.device("cpu"),
                                      warmup=2)
@@ -263,6 +271,7 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
                              "qv_slices_vs_hand_written": ratio("peftlab_lora_qv", "hand_written_peft_qkv"),
                              "target": 1.03}
     report["P2_lora_vs_full"] = {**ratio("peftlab_lora_qv", "peftlab_full"), "target": 0.75}
+    report["P3c_qlora_vs_lora_step"] = {**ratio("peftlab_qlora_nf4", "peftlab_lora_qv"), "target": 1.15}
     mfu = {}
     for name in ("peftlab_lora_qv", "peftlab_full"):
         flops = training_flops(trainers[name])
@@ -271,6 +280,9 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     report["P5_mfu"] = {**mfu, "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
                         "target": 0.5}
     del trainers
+
+    progress("P3a: stored bytes of quantized block Linears")
+    report["P3a_quantized_bytes"] = {**quantized_bytes(lora_cfg), "target": {"nf4_double_quant": 0.15}}
 
     progress("P4: inference latency (interleaved)")
     report["P4_merged_inference"] = {**inference_latency(lora_cfg, images, dtype, repeats), "target": 1.01}
@@ -282,7 +294,70 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
         progress("memory: peak RSS per method (separate processes)")
         report["memory"] = memory({"full": make_cfg(model, img_size, "full"), "lora_qv_r8": lora_cfg},
                                   dtype, batch, size)
+    if large_model:
+        progress(f"P3b: peak RSS training {large_model} (separate processes)")
+        report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps)
     return report
+
+
+QUANT_MODES = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "nf4_double_quant": {"mode": "nf4", "double_quant": True},
+               "fp4": {"mode": "fp4"}}
+
+
+def quantized_bytes(cfg: RunConfig) -> dict:
+    """Stored bytes of the quantized block Linears relative to the same Linears in fp32, per mode."""
+    from peftlab.quant import is_quantized_linear, quantize_base
+
+    torch.manual_seed(0)
+    base = build_backbone(cfg.model, 10)
+    out = {}
+    for name, quant in QUANT_MODES.items():
+        model = copy.deepcopy(base)
+        quantize_base(model, dataclasses.replace(cfg.quant, **quant), torch.device("cpu"))
+        layers = [m for n, m in model.named_modules() if is_quantized_linear(m) and ".blocks." in f".{n}"]
+        stored = sum(t.numel() * t.element_size() for m in layers for t in m.state_dict().values())
+        fp32 = sum(4 * (m.in_features * m.out_features + m.out_features) for m in layers)
+        out[name] = {"ratio": stored / fp32, "stored_bytes": stored, "fp32_bytes": fp32, "layers": len(layers)}
+    return out
+
+
+LARGE_METHODS = {"qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True}), "lora_fp32": ("lora", {}),
+                 "full": ("full", {})}
+
+
+def large_model_child(model: str, method: str, quant: dict, steps: int, queue) -> None:
+    """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing."""
+    cfg = dataclasses.replace(make_cfg(model, None, method, quant=quant), train=load_config(
+        overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train)
+    size = input_spec_for(cfg.model).img_size
+    images, labels = torch.randn(4, 3, size, size), torch.arange(4)
+    rss = metrics.PeakRSS()
+    trainer = Trainer(cfg, images, labels, "fp32")
+    build_peak = rss.peak_above_baseline()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    queue.put({"peak_rss_above_baseline_bytes": rss.peak_above_baseline(), "build_peak_rss_bytes": build_peak,
+               "rss_baseline_bytes": rss.baseline, "trainable": sum(p.numel() for p in trainer.params),
+               **trainer.tuner.base_weight_bytes(), "step_seconds": (time.perf_counter() - start) / steps})
+
+
+def large_model_memory(model: str, steps: int = 2) -> dict:
+    from peftlab.study.runner import worker_context
+
+    ctx = worker_context()
+    out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True}
+    for name, (method, quant) in LARGE_METHODS.items():
+        queue = ctx.Queue()
+        proc = ctx.Process(target=large_model_child, args=(model, method, quant, steps, queue))
+        proc.start()
+        out[name] = queue.get(timeout=3600)
+        proc.join()
+    peak = {name: out[name]["peak_rss_above_baseline_bytes"] for name in LARGE_METHODS}
+    out["ratios"] = {"qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
+                     "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
+                     "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10}}
+    return out
 
 
 def format_report(report: dict) -> str:
@@ -299,6 +374,19 @@ def format_report(report: dict) -> str:
     rows.append(("   q,v slices / hand-written", f"{med(p1['qv_slices_vs_hand_written']):.3f}", ""))
     p2 = report["P2_lora_vs_full"]
     rows.append(("P2 LoRA r=8 / full step", f"{med(p2):.3f} [{p2['min']:.3f}-{p2['max']:.3f}]", "<= 0.75"))
+    p3c = report["P3c_qlora_vs_lora_step"]
+    rows.append(("P3c QLoRA nf4 / LoRA step", f"{med(p3c):.3f} [{p3c['min']:.3f}-{p3c['max']:.3f}]", "<= 1.15"))
+    for name, value in report["P3a_quantized_bytes"].items():
+        if name != "target":
+            rows.append((f"P3a stored bytes {name} / fp32", f"{value['ratio']:.3f}",
+                         "<= 0.15" if name == "nf4_double_quant" else ""))
+    p3b = report.get("P3b_large_model_memory")
+    if p3b:
+        for name in LARGE_METHODS:
+            rows.append((f"P3b {p3b['model']} {name}", f"train peak {p3b[name]['peak_rss_above_baseline_bytes'] / 2**20:.0f}"
+                         f" MiB, build peak {p3b[name]['build_peak_rss_bytes'] / 2**20:.0f} MiB", ""))
+        rows.append(("P3b QLoRA / LoRA peak RSS", f"{p3b['ratios']['qlora_vs_lora']:.3f}", "<= 0.35"))
+        rows.append(("P3b QLoRA / full peak RSS", f"{p3b['ratios']['qlora_vs_full']:.3f}", "<= 0.10"))
     p4 = report["P4_merged_inference"]["ratios"]
     rows.append(("P4 merged / base latency", f"{med(p4['merged_vs_base']):.3f}", "<= 1.01"))
     rows.append(("   adapter / base latency", f"{med(p4['adapter_vs_base']):.3f}", ""))

@@ -119,6 +119,7 @@ def cmd_bench(args) -> int:
 
     report = run_bench(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
                        repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
+                       large_model=args.large_model or None, large_steps=args.large_steps,
                        progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -144,22 +145,21 @@ def cmd_pretrain(args) -> int:
 def cmd_export(args) -> int:
     from peftlab.export import export_merged
 
-    path = export_merged(Path(args.run_dir), Path(args.merged))
-    print(f"wrote merged timm state dict to {path}")
+    path = export_merged(Path(args.run_dir), Path(args.merged), quantized=args.quantized)
+    print(f"wrote merged {'quantized model (load with peftlab.export.load_quantized)' if args.quantized else 'timm state dict'}"
+          f" to {path}")
     return 0
 
 
 def cmd_params(args) -> int:
-    from peftlab.config import MethodConfig, ModelConfig, RunConfig, from_dict
+    from peftlab.config import load_config, method_fields
     from peftlab.params import count_parameters
 
-    model = from_dict(ModelConfig, {"name": args.model, "num_classes": args.num_classes, "img_size": args.img_size,
-                                    "patch_size": args.patch_size, "depth": args.depth,
-                                    "embed_dim": args.embed_dim}, prefix="model.")
-    method = {"name": args.method, "r": args.r}
-    if args.targets:
-        method["target_modules"] = args.targets
-    cfg = RunConfig(model=model, method=from_dict(MethodConfig, method, prefix="method."))
+    model = {"name": args.model, "num_classes": args.num_classes, "img_size": args.img_size,
+             "patch_size": args.patch_size, "depth": args.depth, "embed_dim": args.embed_dim}
+    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
+    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
+    cfg = load_config(overrides={"model": model, "method": method})
     counts = count_parameters(cfg)
     if args.json:
         print(json.dumps(counts, indent=2))
@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="interleaved timed repetitions (after warm-up)")
     p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
+    p.add_argument("--large-model", default="vit_large_patch16_224",
+                   help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
+    p.add_argument("--large-steps", type=int, default=2, help="P3b: training steps per method")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -251,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a run's merged model as a plain timm state dict")
     p.add_argument("run_dir")
     p.add_argument("--merged", required=True, metavar="OUT.safetensors")
+    p.add_argument("--quantized", action="store_true",
+                   help="on a quantized base: keep the merged model quantized (bitsandbytes serialization)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")

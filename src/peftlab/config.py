@@ -24,18 +24,16 @@ import yaml
 
 from peftlab.errors import ConfigError
 
-METHOD_NAMES = ("full", "linear", "lora")
-TARGET_PRESETS = ("standard", "extended", "all-linear")
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
 
 
-def _fail(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
+def fail_field(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"{field_name}={value!r} is invalid: expected {allowed}")
 
 
-def _check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
+def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
     if not ok:
-        _fail(field_name, value, allowed)
+        fail_field(field_name, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -55,19 +53,19 @@ class ModelConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
-        _check(bool(self.name), "model.name", self.name, "a timm model name")
+        check_field(bool(self.name), "model.name", self.name, "a timm model name")
         for name in ("num_classes", "img_size", "patch_size", "depth", "embed_dim", "num_heads"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"model.{name}", value, "a positive integer or null")
-        _check(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
-        _check(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
+            check_field(value is None or value > 0, f"model.{name}", value, "a positive integer or null")
+        check_field(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
+        check_field(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
         if self.img_size and self.patch_size:
-            _check(self.img_size % self.patch_size == 0, "model.patch_size", self.patch_size,
+            check_field(self.img_size % self.patch_size == 0, "model.patch_size", self.patch_size,
                    f"a divisor of model.img_size={self.img_size}")
         if self.embed_dim and self.num_heads:
-            _check(self.embed_dim % self.num_heads == 0, "model.num_heads", self.num_heads,
+            check_field(self.embed_dim % self.num_heads == 0, "model.num_heads", self.num_heads,
                    f"a divisor of model.embed_dim={self.embed_dim}")
-        _check(self.source != "hf" or bool(self.path), "model.path", self.path,
+        check_field(self.source != "hf" or bool(self.path), "model.path", self.path,
                "a local HF transformers model directory when model.source is 'hf'")
 
 
@@ -86,74 +84,84 @@ class DataConfig:
 
     def __post_init__(self):
         check_dataset_name(self.name)
-        _check(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
+        check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
-        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
+        check_field(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
         for name in ("train_subset", "val_subset", "test_subset"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"data.{name}", value, "a positive integer or null")
+            check_field(value is None or value > 0, f"data.{name}", value, "a positive integer or null")
         if self.classes is not None:
-            _check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
+            check_field(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
                    and min(self.classes) >= 0, "data.classes", list(self.classes),
                    "at least two distinct non-negative labels")
 
 
 @dataclass(frozen=True)
 class MethodConfig:
+    """What every method's config has: its name, which selects the class (``peftlab.tuners.TUNERS``).
+
+    Each method defines its own frozen subclass in ``tuners/<name>/config.py`` with only the
+    options it has, so a run id hashes only those.
+    """
+
     name: str = "lora"
-    r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    init: Literal["default", "gaussian"] = "default"
-    # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module
-    # names / anchored regexes
-    target_modules: str | tuple[str, ...] = "standard"
-    rank_pattern: dict[str, int] = field(default_factory=dict)
-    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    # class-level facts the recipe and validation read (not config fields)
+    quantizable: typing.ClassVar[bool] = True  # may train on a quantized base
 
     def __post_init__(self):
-        _check(self.name in METHOD_NAMES, "method.name", self.name, "one of " + ", ".join(METHOD_NAMES))
-        _check(self.r > 0, "method.r", self.r, "an integer > 0")
-        _check(self.lora_alpha > 0, "method.lora_alpha", self.lora_alpha, "a number > 0")
-        _check(0.0 <= self.lora_dropout < 1.0, "method.lora_dropout", self.lora_dropout, "a value in [0, 1)")
-        if isinstance(self.target_modules, str):
-            _check(self.target_modules in TARGET_PRESETS, "method.target_modules", self.target_modules,
-                   "one of " + ", ".join(TARGET_PRESETS) + " or a list of module names/regexes")
-        else:
-            _check(len(self.target_modules) > 0, "method.target_modules", list(self.target_modules),
-                   "a non-empty list")
-            for pattern in self.target_modules:
-                _check_regex("method.target_modules", pattern)
-        for key, rank in self.rank_pattern.items():
-            _check_regex("method.rank_pattern", key)
-            _check(rank > 0, f"method.rank_pattern[{key!r}]", rank, "an integer > 0")
-        for key, alpha in self.alpha_pattern.items():
-            _check_regex("method.alpha_pattern", key)
-            _check(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
+        check_field(method_config_class(self.name) is type(self), "method.name", self.name,
+               f"the name of {type(self).__name__}")
+
+
+def method_names() -> tuple[str, ...]:
+    from peftlab.tuners import TUNERS  # the one list of methods (imports no torch)
+
+    return tuple(TUNERS)
+
+
+def method_config_class(name: Any) -> type[MethodConfig]:
+    from peftlab.tuners import TUNERS
+
+    if name not in TUNERS:
+        fail_field("method.name", name, "one of " + ", ".join(TUNERS))
+    return TUNERS[name].config_cls
+
+
+def default_method() -> MethodConfig:
+    return method_config_class("lora")()
 
 
 def check_dataset_name(name: str) -> None:
-    _check(name in DATASET_NAMES, "data.name", name, "one of " + ", ".join(DATASET_NAMES))
+    check_field(name in DATASET_NAMES, "data.name", name, "one of " + ", ".join(DATASET_NAMES))
 
 
-def _check_regex(field_name: str, pattern: str) -> None:
+def check_regex(field_name: str, pattern: str) -> None:
+    """A ConfigError naming ``field_name`` when ``pattern`` is not a valid regular expression."""
     try:
         re.compile(pattern)
     except re.error as err:
-        _fail(field_name, pattern, f"a valid regular expression ({err})")
+        fail_field(field_name, pattern, f"a valid regular expression ({err})")
 
 
 @dataclass(frozen=True)
 class QuantConfig:
+    """A quantized base (QLoRA): bitsandbytes int8 or 4-bit (nf4 / fp4) Linears under the adapters."""
+
     mode: Literal["none", "int8", "nf4", "fp4"] = "none"
-    double_quant: bool = False
+    double_quant: bool = False  # 4-bit only: quantize the absmax statistics too (bnb compress_statistics)
+    compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # 4-bit matmul dtype; fp32 on CPU
+    # Linear modules left in full precision: regexes matched against whole name components
+    # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d
+    skip: tuple[str, ...] = ("head", "classifier", "patch_embed.*")
     group_size: int | None = None  # group-wise quantization along the input dim (QA-LoRA)
 
     def __post_init__(self):
-        _check(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
+        check_field(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
                self.double_quant, "false unless quant.mode is nf4 or fp4")
-        _check(self.group_size is None or self.group_size > 0, "quant.group_size", self.group_size,
+        check_field(self.group_size is None or self.group_size > 0, "quant.group_size", self.group_size,
                "a positive integer or null")
+        for pattern in self.skip:
+            check_regex("quant.skip", pattern)
 
 
 @dataclass(frozen=True)
@@ -176,23 +184,24 @@ class TrainConfig:
     ckpt_every: int = 100
     eval_every: int | None = None  # also evaluate on val every N steps (convergence curves)
     early_stop_patience: int | None = None  # epochs without val improvement
+    grad_checkpointing: bool = False  # recompute block activations in backward (timm / HF switch)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):
             value = getattr(self, name)
-            _check(value > 0, f"train.{name}", value, "an integer > 0")
+            check_field(value > 0, f"train.{name}", value, "an integer > 0")
         for name in ("max_steps", "threads", "eval_every", "early_stop_patience"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
-        _check(self.lr > 0, "train.lr", self.lr, "a number > 0")
-        _check(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")
-        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        _check(self.head_weight_decay is None or self.head_weight_decay >= 0, "train.head_weight_decay",
+            check_field(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
+        check_field(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        check_field(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")
+        check_field(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        check_field(self.head_weight_decay is None or self.head_weight_decay >= 0, "train.head_weight_decay",
                self.head_weight_decay, "a number >= 0 or null")
-        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a value in [0, 1)")
-        _check(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
+        check_field(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a value in [0, 1)")
+        check_field(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
                "a number > 0 or null")
-        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
+        check_field(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
                "auto, cpu, cuda or cuda:N")
 
 
@@ -202,12 +211,15 @@ class RunConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=default_method)
     quant: QuantConfig = field(default_factory=QuantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        if self.quant.mode != "none" and not self.method.quantizable:
+            fail_field("quant.mode", self.quant.mode, f"'none' for method {self.method.name!r}, which trains every base "
+                  "weight (a quantized base cannot be trained; use lora or linear on a quantized base)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,9 +246,13 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError naming ``where``."""
     origin = typing.get_origin(tp)
+    if tp is MethodConfig:  # the method's own config class, chosen by its name
+        if not isinstance(value, dict):
+            fail_field(where, value, "a mapping with at least 'name'")
+        return from_dict(method_config_class(value.get("name", MethodConfig.name)), value, prefix=where + ".")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            _fail(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
+            fail_field(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
         return from_dict(tp, value, prefix=where + ".")
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -244,33 +260,33 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError:
                 continue
-        _fail(where, value, _type_name(tp))
+        fail_field(where, value, _type_name(tp))
     if origin is Literal:
-        _check(value in typing.get_args(tp), where, value, _type_name(tp))
+        check_field(value in typing.get_args(tp), where, value, _type_name(tp))
         return value
     if origin is tuple:
-        _check(isinstance(value, (list, tuple)), where, value, _type_name(tp))
+        check_field(isinstance(value, (list, tuple)), where, value, _type_name(tp))
         return tuple(_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
-        _check(isinstance(value, dict), where, value, _type_name(tp))
+        check_field(isinstance(value, dict), where, value, _type_name(tp))
         key_tp, val_tp = typing.get_args(tp)
         return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}[{k!r}]") for k, v in value.items()}
     if tp is type(None):
-        _check(value is None, where, value, "null")
+        check_field(value is None, where, value, "null")
         return None
     if tp is bool:
-        _check(isinstance(value, bool), where, value, "true or false")
+        check_field(isinstance(value, bool), where, value, "true or false")
         return value
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where, value, "an integer")
+        check_field(isinstance(value, int) and not isinstance(value, bool), where, value, "an integer")
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where, value, "a number")
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool), where, value, "a number")
         return float(value)
     if tp is str:
-        _check(isinstance(value, str), where, value, "a string")
+        check_field(isinstance(value, str), where, value, "a string")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
@@ -282,11 +298,31 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            if issubclass(cls, MethodConfig):
+                raise ConfigError(foreign_method_key(cls, str(key), prefix))
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
+
+
+def method_fields(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(method_config_class(name))]
+
+
+def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.") -> str:
+    """One line for a key the chosen method does not have: whose it is, and what is allowed."""
+    from peftlab.tuners import TUNERS
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
+    allowed = f"method {cls.name!r} allows: {', '.join(names)}"
+    if owners:
+        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {', '.join(owners)}); {allowed}"
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown config key '{prefix}{key}'{hint}; {allowed}"
 
 
 def to_dict(cfg) -> dict:

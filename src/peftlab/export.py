@@ -1,37 +1,95 @@
-"""Export a trained run as a plain timm state dict that timm loads with no peftlab code."""
+"""Export a trained run: a plain timm state dict (merged, fp32), or the merged quantized model.
+
+``export_merged(run_dir, out)`` writes the merged model with float weights: a plain timm
+state dict that timm loads with no peftlab code. On a quantized base those weights are
+dequant(W) + ΔW. ``export_merged(run_dir, out, quantized=True)`` writes the merged model
+re-quantized, in bitsandbytes' own serialization (packed codes, absmax, nested statistics,
+code book); the safetensors header records the run config. Load and run it with
+``load_quantized(path)``::
+
+    from peftlab.export import load_quantized
+    model = load_quantized("merged-nf4.safetensors").eval()   # a timm model with bnb Linears
+    logits = model(images)                                     # images as peftlab's data gives them
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from peftlab.backbones import read_safetensors
-from peftlab.files import write_atomic
-from peftlab.config import load_config
-from peftlab.errors import UserError
+from peftlab.config import dump_config, load_config
+from peftlab.errors import UserError, WeightsError
+from peftlab.files import read_json, write_atomic
 
 
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
     from peftlab.backbones import build_backbone
-    from peftlab.files import read_json
+    from peftlab.train import seed_everything
     from peftlab.tuners import apply_tuner
 
     result = read_json(run_dir / "result.json")
     if result is None or result["status"] != "completed":
         raise UserError(f"run directory {run_dir} holds no completed run (result.json missing or not completed)")
     cfg = load_config(run_dir / "config.yaml")
-    model = build_backbone(cfg.model, result["provenance"]["data"]["num_classes"]
-                           if cfg.model.num_classes is None else cfg.model.num_classes)
+    seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
+    model = build_backbone(cfg.model, num_classes_of(cfg, result))
     tuner = apply_tuner(model, cfg)
     tuner.load_adapter_state_dict(read_safetensors(run_dir / "adapter.safetensors"))
     return tuner
 
 
-def export_merged(run_dir: Path, out: Path) -> Path:
+def num_classes_of(cfg, result: dict) -> int:
+    return cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
+
+
+def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
+    from peftlab.quant import dequantized_linear, is_quantized_linear
+    from peftlab.tuners.lora.layer import replace_modules
+
     tuner = load_trained(run_dir)
-    model = tuner.merged_model() if tuner.is_adapter else tuner.model
+    if quantized and not tuner.quantized:
+        raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
+    if tuner.is_adapter:
+        model = tuner.merged_model(quantized=quantized)
+    else:
+        model = copy.deepcopy(tuner.model)
+        if not quantized:  # a linear probe on a quantized base: float weights
+            replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
+    cfg = load_config(run_dir / "config.yaml")
+    metadata = {"format": "peftlab-bitsandbytes" if quantized else "timm", "peftlab_config": dump_config(cfg),
+                "num_classes": str(num_classes_of(cfg, read_json(run_dir / "result.json")))}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    write_atomic(out, lambda tmp: save_file(state, tmp))
+    write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return out
+
+
+def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The merged quantized model written by ``export_merged(..., quantized=True)``, ready to run."""
+    import yaml
+    from safetensors import safe_open
+
+    from peftlab.backbones import build_backbone
+    from peftlab.quant import load_quantized_state, quantize_base
+    from peftlab.tuners.lora.layer import replace_modules, split_qkv
+
+    path = Path(path)
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != "peftlab-bitsandbytes":
+        raise WeightsError(f"{path} is not a quantized peftlab export (written by `peftlab export --merged "
+                           "--quantized`)")
+    state = read_safetensors(path)
+    cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
+    model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
+    split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.", k))})  # split fused qkv
+    replace_modules(model, split, split_qkv)
+    quantize_base(model, cfg.quant, torch.device(device))
+    load_quantized_state(model, state, torch.device(device))
+    return model

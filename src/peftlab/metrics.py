@@ -5,7 +5,10 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
+
+import psutil
 
 import torch
 from torch import nn
@@ -33,6 +36,45 @@ def weights_bytes(model: nn.Module) -> int:
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakRSS:
+    """Peak resident memory above a baseline taken when this object is made.
+
+    On Linux the kernel's high-water mark is reset at the baseline (``/proc/self/clear_refs``),
+    so the peak is that of the work after it, not of the imports or data loading before.
+    Where that is not possible the lifetime peak (``ru_maxrss``) is used, an upper bound.
+    """
+
+    def __init__(self):
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+        self.baseline = self._status("VmRSS") or psutil.Process().memory_info().rss
+
+    @staticmethod
+    def _status(field: str) -> int | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def peak_above_baseline(self) -> int:
+        peak = (self._status("VmHWM") if self.resettable else None) or peak_rss_bytes()
+        return max(0, peak - self.baseline)
+
+
+def trainable_state_bytes(trainable: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> int:
+    """Trainable weights + their gradients (same size) + the optimizer's state tensors."""
+    weights = sum(p.numel() * p.element_size() for p in trainable)
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                if isinstance(t, torch.Tensor))
+    return 2 * weights + state
 
 
 def cuda_max_allocated_bytes(device: torch.device) -> int | None:

@@ -1,8 +1,9 @@
 """The training recipe every method uses, read top to bottom.
 
-``train(cfg, run_dir)`` builds the data and the model, applies the tuner, runs the loop
-(forward, loss + the tuner's regularization, backward, the tuner's hook, clip, step, log,
-evaluate, checkpoint), evaluates on test, checks the merge and writes ``result.json``.
+``train(cfg, run_dir)`` builds the data and the model, applies the tuner (which quantizes the
+base when ``quant.mode`` asks), runs the loop (``training_step``: forward, loss + the tuner's
+regularization, backward, the tuner's hooks, clip, step; then log, evaluate, checkpoint),
+evaluates on test, checks the merge and writes ``result.json``.
 Running it again on the same directory resumes from ``checkpoint/``, or returns the
 finished result.
 """
@@ -26,11 +27,13 @@ from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
 from peftlab import metrics, provenance
-from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import ConfigError, UserError
 from peftlab.files import read_json, write_atomic, write_json_atomic
+from peftlab.quant import weight_only_arithmetic
 from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import TunerContext
 
 
 class Diverged(Exception):
@@ -117,20 +120,38 @@ def evaluate(model, dataset, batch_size: int, device: torch.device, precision: s
             "images_per_second": n / seconds if seconds > 0 else None}
 
 
+MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
+
+
 def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
-    """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved)."""
+    """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved).
+
+    ``max_abs_diff`` compares the exact merge (on a quantized base: dequant(W) + ΔW in fp32)
+    with the adapter computing in the arithmetic it trained with (``weight_only_arithmetic``);
+    ``ok`` says it is within ``MERGE_TOLERANCE`` of the largest logit. On a quantized base the
+    re-quantized merge (the deployable model) is compared with the adapter in eval mode too:
+    that difference is quantization error, not a bug, and is reported, not checked.
+    """
     merged = tuner.merged_model().to(device).eval()
     model = tuner.model
     was_training = model.training
     model.eval()
     images, _ = fetch(dataset, torch.arange(min(batch_size, len(dataset))), device)
     with torch.no_grad():
-        diff = float((merged(images) - model(images)).abs().max())
+        with weight_only_arithmetic(model):
+            reference = model(images)
+        diff = float((merged(images) - reference).abs().max())
         times = metrics.time_interleaved({"merged": lambda: merged(images), "adapter": lambda: model(images)},
                                          repeats, device)
+        scale = float(reference.abs().max())
+        check = {"max_abs_diff": diff, "tolerance": MERGE_TOLERANCE * max(scale, 1.0),
+                 "ok": diff <= MERGE_TOLERANCE * max(scale, 1.0),
+                 "merged_vs_adapter_latency_ratio": metrics.median(times["merged"]) / metrics.median(times["adapter"])}
+        if tuner.quantized:
+            requantized = tuner.merged_model(quantized=True).to(device).eval()
+            check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
     model.train(was_training)
-    ratio = metrics.median(times["merged"]) / metrics.median(times["adapter"])
-    return {"max_abs_diff": diff, "merged_vs_adapter_latency_ratio": ratio}
+    return check
 
 
 def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
@@ -149,20 +170,42 @@ def backward(loss: torch.Tensor, scaler, grad_accum: int, step: int) -> float:
     return value
 
 
-def clip_gradients(scaler, optimizer, trainable, clip_grad: float | None, precision: str, step: int) -> float:
-    """Unscale and clip; returns the gradient norm. A non-finite norm stops the run."""
+def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, step: int) -> tuple[torch.Tensor, bool]:
+    """Unscale the gradients; their total norm and whether the fp16 scaler will skip this step.
+
+    A non-finite norm stops the run, except in fp16, where the scaler skips the step.
+    """
     scaler.unscale_(optimizer)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip_grad or math.inf))
-    if not math.isfinite(grad_norm) and precision != "fp16":  # fp16: the scaler skips the step
-        raise Diverged(f"non-finite gradient norm ({grad_norm}) at step {step}")
-    return grad_norm
+    grads = [p.grad for p in trainable if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    skip = not bool(torch.isfinite(norm))
+    if skip and precision != "fp16":
+        raise Diverged(f"non-finite gradient norm ({float(norm)}) at step {step}")
+    return norm, skip
 
 
-def apply_update(scaler, optimizer, scheduler) -> None:
+def training_step(model, tuner, micro_batches, n_micro: int, optimizer, scheduler, scaler, trainable,
+                  tc, device: torch.device, step: int) -> tuple[float, float]:
+    """One optimizer step over ``n_micro`` micro-batches of (images, labels): (mean loss, grad norm).
+
+    The tuner's hooks are called here, in order: ``regularization`` on every micro-batch,
+    ``after_backward`` on the raw gradients, ``after_step`` before the gradients are cleared.
+    """
+    loss_sum = 0.0
+    for images, labels in micro_batches:
+        loss = compute_loss(model, images, labels, tc.precision, device)
+        loss = loss + tuner.regularization()
+        loss_sum += backward(loss, scaler, n_micro, step)
+    grad_norm, skip = unscaled_grad_norm(scaler, optimizer, trainable, tc.precision, step)
+    tuner.after_backward(step, skip)
+    if tc.clip_grad:
+        torch.nn.utils.clip_grads_with_norm_(trainable, tc.clip_grad, grad_norm)
     scaler.step(optimizer)
     scaler.update()
+    tuner.after_step(step)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return loss_sum / n_micro, float(grad_norm)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -250,10 +293,17 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     num_classes = cfg.model.num_classes or data.info.num_classes
     if num_classes < data.info.num_classes:
         raise ConfigError(f"model.num_classes={num_classes} is invalid: the data has {data.info.num_classes} classes")
+    batches_per_epoch = math.ceil(len(data.train) / tc.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
+    rss = metrics.PeakRSS()  # what the model and its training add above imports and data
     seed_everything(cfg.seed)
     model = build_backbone(cfg.model, num_classes)
-    tuner = apply_tuner(model, cfg)
+    if tc.grad_checkpointing:
+        enable_grad_checkpointing(model)
+    tuner = apply_tuner(model, cfg, TunerContext(total_steps=total_steps, device=device, quant=cfg.quant))
     model = tuner.model.to(device).train()
+    rss_build = rss.peak_above_baseline()
     counts = tuner.parameter_counts()
     state["params"] = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
     git_sha, git_dirty = provenance.git_state()
@@ -267,9 +317,6 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     head_lr = tc.head_lr if tc.head_lr is not None else tc.lr
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
     optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd))
-    batches_per_epoch = math.ceil(len(data.train) / tc.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
-    total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
@@ -280,6 +327,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     saved = ckpt.load_checkpoint(ckpt_dir)
     if saved is not None:
         tuner.load_trainable_state_dict(saved["trainable"])
+        tuner.load_state_dict(saved["tuner"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -291,7 +339,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
 
     def save() -> None:
         ckpt.save_checkpoint(ckpt_dir, {
-            "trainable": tuner.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+            "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
             "epoch": epoch, "next_batch": next_batch, "best_val": best_val, "bad_epochs": bad_epochs,
             "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state()})
@@ -303,19 +351,13 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     while epoch < tc.epochs and not stop:
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
         last = window_start = time.perf_counter()
-        window_images, step_images, loss_sum, micro = 0, 0, 0.0, 0
-        for batch_index in range(next_batch, len(batches)):
-            images, labels = fetch(data.train, batches[batch_index], device)
-            loss = compute_loss(model, images, labels, tc.precision, device)
-            loss = loss + tuner.regularization()
-            loss_sum += backward(loss, scaler, tc.grad_accum, step)
-            micro, step_images = micro + 1, step_images + len(labels)
-            if micro < tc.grad_accum and batch_index + 1 < len(batches):
-                continue
-            grad_norm = clip_gradients(scaler, optimizer, trainable, tc.clip_grad, tc.precision, step)
-            tuner.after_backward(step)
-            apply_update(scaler, optimizer, scheduler)
-            step, next_batch, state["step"] = step + 1, batch_index + 1, step + 1
+        window_images = 0
+        while next_batch < len(batches):
+            group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
+            loss, grad_norm = training_step(model, tuner, (fetch(data.train, b, device) for b in group), len(group),
+                                            optimizer, scheduler, scaler, trainable, tc, device, step)
+            step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
+            step_images = sum(len(b) for b in group)
             images_seen, window_images = images_seen + step_images, window_images + step_images
             metrics.synchronize(device)
             now = time.perf_counter()
@@ -324,12 +366,11 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             bar.update(1)
             if step % tc.log_every == 0 or step == total_steps:
                 append_jsonl(metrics_path, {
-                    "kind": "step", "step": step, "epoch": epoch, "loss": loss_sum / micro,
+                    "kind": "step", "step": step, "epoch": epoch, "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                     "images_per_second": window_images / (now - window_start)})
-                bar.set_postfix(loss=f"{loss_sum / micro:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
                 window_start, window_images = now, 0
-            loss_sum, micro, step_images = 0.0, 0, 0
             if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
                 val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
                 append_jsonl(metrics_path, {"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
@@ -356,16 +397,28 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     # --- test, merge check, result ----------------------------------------------------
     val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
     test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
+    merged_test = None
+    if tuner.is_adapter:  # the deployable model: merged (re-quantized on a quantized base)
+        deployable = tuner.merged_model(quantized=tuner.quantized).to(device)
+        merged_test = evaluate(deployable, data.test, tc.eval_batch_size, device, tc.precision, "merged test")
+        del deployable
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    final = tuner.parameter_counts()
     result = {
         "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
         "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "val_top1": val["top1"],
-                    "best_val_top1": max(best_val, val["top1"]), "test_loss": test["loss"]},
-        "params": state["params"],
+                    "best_val_top1": max(best_val, val["top1"]), "test_loss": test["loss"],
+                    "merged_test_top1": merged_test["top1"] if merged_test else None},
+        "params": {**final, "trainable_ratio": final["trainable"] / final["total"], "initial": counts},
         "memory": {"peak_rss_bytes": metrics.peak_rss_bytes(),
+                   "peak_rss_above_baseline_bytes": rss.peak_above_baseline(),
+                   "peak_rss_model_build_bytes": rss_build,
+                   "rss_baseline_bytes": rss.baseline,
                    "cuda_max_allocated_bytes": metrics.cuda_max_allocated_bytes(device),
-                   "weights_bytes": metrics.weights_bytes(model)},
+                   "weights_bytes": metrics.weights_bytes(model),
+                   **tuner.base_weight_bytes(),
+                   "trainable_state_bytes": metrics.trainable_state_bytes(trainable, optimizer)},
         "timing": {"train_seconds": state["train_seconds"],
                    "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
                    "eval_images_per_second": test["images_per_second"],

@@ -125,7 +125,7 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
             spec, run_dir = pending.pop(0)
             position = free_positions.pop(0)
             proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
-                               args=(to_dict(spec.config), str(run_dir), threads, progress, position))
+                               args=(to_dict(spec.config), str(run_dir), threads, progress, position, os.getpid()))
             proc.start()
             running[proc.sentinel] = (spec, run_dir, proc, position)
         for sentinel in multiprocessing.connection.wait(list(running)):
@@ -150,7 +150,7 @@ def run_pretraining(config_path: Path, progress: bool) -> Path:
     out_dir = default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
-    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), None, progress))
+    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), None, progress, os.getpid()))
     proc.start()
     proc.join()
     if proc.exitcode != 0:

@@ -21,7 +21,10 @@ A study YAML (paths are relative to the study file)::
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
 with that value only. Order of precedence: base < set < method (name, set) < axis values < seed.
 The run id is a hash of the resolved run config, so the same study always yields the same ids
-and a run shared by two groups is trained once.
+and a run shared by two groups is trained once. Each method's config holds only its own
+options: a ``method.*`` key of another method that comes from the base config, ``set`` or the
+shared ``axes`` is dropped for that method (``method.r: [4, 8]`` crossed with ``full`` gives
+one full run per seed); in the method's own ``set`` or ``axes`` it is an error.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (METHOD_NAMES, RunConfig, config_hash, deep_merge, flatten, from_dict,
+from peftlab.config import (RunConfig, config_hash, deep_merge, flatten, from_dict, method_fields, method_names,
                             read_yaml, to_dict)
 from peftlab.errors import ConfigError
 
@@ -118,8 +121,23 @@ def _label(method: str, axes: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts)
 
 
+def _foreign(method: str, key: str) -> bool:
+    """A ``method.*`` key that some other method has and ``method`` has not."""
+    if not key.startswith("method.") or key.count(".") != 1:
+        return False
+    option = key.split(".", 1)[1]
+    return option not in method_fields(method) and any(option in method_fields(m) for m in method_names())
+
+
+def _own(method: str, dotted: dict) -> dict:
+    return {k: v for k, v in dotted.items() if not _foreign(method, k)}
+
+
 def _check_key(key: str, where: str) -> None:
-    """A dotted key must name a config field."""
+    """A dotted key must name a config field (of some method, for ``method.*``)."""
+    if key.startswith("method.") and any(not _foreign(m, key) and key.split(".", 1)[1] in method_fields(m)
+                                         for m in method_names()):
+        return
     try:
         from_dict(RunConfig, nest({key: None}))
     except ConfigError as err:
@@ -158,21 +176,21 @@ def load_study(path: str | Path) -> Study:
     global_axes = _mapping(data.get("axes"), "axes")
     methods = _mapping(data.get("methods"), "methods")
     if not methods:
-        raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(METHOD_NAMES)}")
+        raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(method_names())}")
     for key in list(common) + list(global_axes):
         _check_key(key, "set/axes key")
 
     groups: list[tuple[str, str, dict, dict]] = []  # (group, method, method set, axes)
     for method, options in methods.items():
         options = _mapping(options, f"method '{method}'")
-        if method not in METHOD_NAMES:
+        if method not in method_names():
             raise ConfigError(f"study axis 'methods' value '{method}' is invalid: expected one of "
-                              f"{', '.join(METHOD_NAMES)}")
+                              f"{', '.join(method_names())}")
         extra = set(options) - {"set", "axes"}
         if extra:
             raise ConfigError(f"study method '{method}' has unknown keys {sorted(extra)}; allowed: set, axes")
         groups.append(("main", method, _mapping(options.get("set"), f"method '{method}' set"),
-                       {**global_axes, **_mapping(options.get("axes"), f"method '{method}' axes")}))
+                       {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")}))
     for group, options in _mapping(data.get("ablations"), "ablations").items():
         options = _mapping(options, f"ablation '{group}'")
         for method in options.get("methods") or list(methods):
@@ -180,13 +198,18 @@ def load_study(path: str | Path) -> Study:
                 raise ConfigError(f"study ablation '{group}' names method '{method}', which the study does not list")
             method_set = _mapping(methods[method], f"method '{method}'").get("set") or {}
             groups.append((group, method, method_set,
-                           {**global_axes, **_mapping(options.get("axes"), f"ablation '{group}' axes")}))
+                           {**_own(method, global_axes), **_mapping(options.get("axes"), f"ablation '{group}' axes")}))
     rules = data.get("exclude") or []
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise ConfigError("study 'exclude' must be a list of mappings of dotted config keys to values")
     for rule in rules:
         for key in rule:
             _check_key(key, "exclude key")
+
+    def base_of(method: str) -> dict:
+        """The base config without the options of other methods."""
+        base_method = _mapping(base_dict.get("method"), f"{base} method")
+        return {**base_dict, "method": {k: v for k, v in base_method.items() if not _foreign(method, f"method.{k}")}}
 
     specs: dict[str, RunSpec] = {}
     for group, method, method_set, axes in groups:
@@ -195,12 +218,12 @@ def load_study(path: str | Path) -> Study:
         choices = [_axis_values(key, values) for key, values in axes.items()]
         for combo in itertools.product(*choices):
             axis_values = {key: value for key, (value, _) in zip(axes, combo)}
-            overrides = {**common, "method.name": method, **method_set}
+            overrides = {**_own(method, common), "method.name": method, **method_set}
             for key, (value, extra) in zip(axes, combo):
                 overrides.update(extra)
                 overrides[key] = value
             for seed in seeds:
-                cfg_dict = deep_merge(base_dict, nest({**overrides, "seed": seed, "name": name}))
+                cfg_dict = deep_merge(base_of(method), nest({**overrides, "seed": seed, "name": name}))
                 try:
                     cfg = from_dict(RunConfig, cfg_dict)
                 except ConfigError as err:

@@ -7,8 +7,11 @@ Executors (local processes here; Slurm via submitit or Ray later) only decide wh
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -18,13 +21,33 @@ from peftlab.config import RunConfig, from_dict
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (a killed study leaves no orphans)."""
+def die_with_study(study_pid: int) -> None:
+    """SIGKILL this process as soon as the study process is gone, whatever killed it.
+
+    A worker's parent is the forkserver, which can outlive a killed study, so Linux's
+    PR_SET_PDEATHSIG (kept for the parent) is not enough: a daemon thread also watches the
+    study's pid. A killed study thus leaves no worker that trains on and writes its result
+    while a rerun trains the same run.
+    """
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except OSError:
             pass
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(study_pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGKILL)
+            except PermissionError:
+                pass  # alive, owned by another user
+            if os.getppid() == 1:  # reparented: the forkserver and the study are gone
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, name="peftlab-die-with-study", daemon=True).start()
 
 
 def execute_run(config: dict, run_dir: str, threads: int | None = None, progress: bool = False,
@@ -47,19 +70,20 @@ def execute_run(config: dict, run_dir: str, threads: int | None = None, progress
                 "traceback": traceback.format_exc()})
 
 
-def process_main(config: dict, run_dir: str, threads: int | None, progress: bool, position: int) -> None:
+def process_main(config: dict, run_dir: str, threads: int | None, progress: bool, position: int,
+                 study_pid: int) -> None:
     """Entry point of a local worker process."""
-    die_with_parent()
+    die_with_study(study_pid)
     execute_run(config, run_dir, threads, progress, position)
 
 
-def pretrain_main(config: dict, out_dir: str, threads: int | None, progress: bool) -> None:
+def pretrain_main(config: dict, out_dir: str, threads: int | None, progress: bool, study_pid: int) -> None:
     """Entry point of the process that trains (or finds cached) the study's base model."""
     import torch
 
     from peftlab.pretrain import pretrain
 
-    die_with_parent()
+    die_with_study(study_pid)
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -1,47 +1,66 @@
-"""The TUNERS registry: method name -> ``apply(model, method_config) -> Tuner``.
+"""The TUNERS registry: the one list of methods, each a config class and where its code lives.
 
+``TUNERS[name] = TunerSpec(config_cls, check, apply)``: ``config_cls`` is the method's frozen
+config (``tuners/<name>/config.py``); ``check`` and ``apply`` name functions in the method's
+``model.py`` as ``"module:function"``. They are imported when first called, so reading and
+validating configs (and the study expander, and analysis) never imports torch.
+
+``apply(model, method_cfg, ctx) -> Tuner`` prepares the model (split layers, quantize the
+base through ``peftlab.quant`` when ``ctx.quant`` asks for it, inject adapters);
+``check(model, method_cfg, ctx)`` raises ConfigError for what only the model can tell.
 Adding a method means one folder (config, layer, model), one line here and one row in the
 table-driven tests.
 """
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from peftlab.config import METHOD_NAMES, QuantConfig, RunConfig
-from peftlab.errors import ConfigError
-from peftlab.tuners.base import Tuner
-from peftlab.tuners.full import apply_full
-from peftlab.tuners.linear import apply_linear
-from peftlab.tuners.lora import apply_lora, plan_targets
+from peftlab.tuners.full.config import FullConfig
+from peftlab.tuners.linear.config import LinearConfig
+from peftlab.tuners.lora.config import LoraMethodConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from peftlab.config import RunConfig
+    from peftlab.tuners.base import Tuner, TunerContext
+
+
+@dataclass(frozen=True)
+class TunerSpec:
+    config_cls: type
+    check: str  # "module:function", called as check(model, method_cfg, ctx)
+    apply: str  # "module:function", called as apply(model, method_cfg, ctx) -> Tuner
+
+    def load(self, which: str):
+        module, _, function = getattr(self, which).partition(":")
+        return getattr(importlib.import_module(module), function)
+
 
 TUNERS = {
-    "full": apply_full,
-    "linear": apply_linear,
-    "lora": apply_lora,
+    "full": TunerSpec(FullConfig, "peftlab.tuners.full.model:check_full", "peftlab.tuners.full.model:apply_full"),
+    "linear": TunerSpec(LinearConfig, "peftlab.tuners.linear.model:check_linear",
+                        "peftlab.tuners.linear.model:apply_linear"),
+    "lora": TunerSpec(LoraMethodConfig, "peftlab.tuners.lora.model:check_lora", "peftlab.tuners.lora.model:apply_lora"),
 }
-assert tuple(TUNERS) == METHOD_NAMES, "config.METHOD_NAMES must list the registry"
 
 
-def check_quant(quant: QuantConfig, model: nn.Module) -> None:
-    """Quantized bases are not built yet: refuse them rather than train fp32 under their name."""
-    if quant.group_size is not None:
-        widths = {m.in_features for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".blocks." in f".{n}"}
-        bad = sorted(w for w in widths if w % quant.group_size)
-        if bad:
-            raise ConfigError(f"quant.group_size={quant.group_size} is invalid: it must divide every adapted "
-                              f"layer's input width, and does not divide {bad[0]}")
-    if quant.mode != "none" or quant.group_size is not None:
-        raise ConfigError(f"quant.mode={quant.mode!r} is not available yet in this peftlab version: use 'none'")
+def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
+    """Checks that need the model (targets and patterns, quantization), without changing it."""
+    from peftlab.quant import check_quant
+    from peftlab.tuners.base import TunerContext
 
-
-def check_config(cfg: RunConfig, model: nn.Module) -> None:
-    """Checks that need the model: target and pattern matches, group sizes."""
-    if cfg.method.name == "lora":
-        plan_targets(model, cfg.method)
+    ctx = ctx or TunerContext.for_checks(cfg)
+    TUNERS[cfg.method.name].load("check")(model, cfg.method, ctx)
     check_quant(cfg.quant, model)
 
 
-def apply_tuner(model: nn.Module, cfg: RunConfig) -> Tuner:
-    check_config(cfg, model)
-    return TUNERS[cfg.method.name](model, cfg.method)
+def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
+    from peftlab.tuners.base import TunerContext
+
+    ctx = ctx or TunerContext.for_checks(cfg)
+    check_config(cfg, model, ctx)
+    return TUNERS[cfg.method.name].load("apply")(model, cfg.method, ctx)

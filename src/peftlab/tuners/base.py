@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from peftlab.config import QuantConfig, RunConfig
+
+
+@dataclass(frozen=True)
+class TunerContext:
+    """What a tuner may need at build time, beyond its own config."""
+
+    total_steps: int | None  # optimizer steps of the whole run (None: only checking the config)
+    device: torch.device
+    quant: QuantConfig
+
+    @classmethod
+    def for_checks(cls, cfg: RunConfig) -> "TunerContext":
+        return cls(total_steps=cfg.train.max_steps, device=torch.device("cpu"), quant=cfg.quant)
 
 
 def head_prefix(model: nn.Module) -> str:
@@ -23,8 +40,11 @@ def is_head_param(name: str, head: str) -> bool:
 class Tuner:
     """A model prepared for fine-tuning, with the method's hooks.
 
-    The recipe calls, in plain sight: ``loss = loss + tuner.regularization()`` and
-    ``tuner.after_backward(step)``. A method that needs neither keeps these no-ops.
+    The recipe calls, in plain sight, per micro-batch ``loss = loss + tuner.regularization()``;
+    per optimizer step ``tuner.after_backward(step, skip)`` on the raw (unscaled, unclipped)
+    gradients, where ``skip`` says the fp16 scaler will skip this step, and
+    ``tuner.after_step(step)`` after ``optimizer.step()`` and before ``zero_grad()``. The
+    checkpoint holds ``tuner.state_dict()``. A method that needs none of it keeps the no-ops.
     """
 
     name = "base"
@@ -37,8 +57,19 @@ class Tuner:
     def regularization(self) -> torch.Tensor | float:
         return 0.0
 
-    def after_backward(self, step: int) -> None:
+    def after_backward(self, step: int, skip: bool) -> None:
         return None
+
+    def after_step(self, step: int) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        """The method's own training state (moving averages, masks, schedules): tensors and plain values."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no training state, but the checkpoint holds {sorted(state)}")
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
@@ -77,11 +108,28 @@ class Tuner:
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.load_trainable_state_dict(state)
 
+    @property
+    def quantized(self) -> bool:
+        """True when the base holds quantized (bitsandbytes) layers."""
+        from peftlab.quant import is_quantized_linear
+
+        return any(is_quantized_linear(m) for m in self.model.modules())
+
+    def base_weight_bytes(self) -> dict[str, int]:
+        """Bytes of the frozen base weights as stored, and the same weights in fp32."""
+        from peftlab.quant import base_weight_bytes
+
+        return base_weight_bytes(self.model, {id(p) for p in self.trainable_parameters().values()})
+
     def parameter_counts(self) -> dict[str, int]:
         total = sum(p.numel() for n, p in self.model.named_parameters() if ".original_module." not in n)
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
         return {"total": total, "trainable": trainable}
 
-    def merged_model(self) -> nn.Module | None:
-        """A plain model with the adapters merged in (adapter methods only)."""
+    def merged_model(self, quantized: bool = False) -> nn.Module | None:
+        """A plain model with the adapters merged in (adapter methods only).
+
+        On a quantized base, ``quantized=False`` gives fp32 weights dequant(W) + ΔW (exactly
+        what the adapter computes) and ``quantized=True`` re-quantizes them (what deploys).
+        """
         return None

@@ -2,14 +2,18 @@
 
 from torch import nn
 
-from peftlab.config import MethodConfig
-from peftlab.tuners.base import Tuner, head_prefix
+from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.tuners.full.config import FullConfig
 
 
 class FullTuner(Tuner):
     name = "full"
 
 
-def apply_full(model: nn.Module, cfg: MethodConfig) -> FullTuner:
+def check_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> None:
+    return None  # a quantized base is refused by the config itself (FullConfig.quantizable)
+
+
+def apply_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> FullTuner:
     model.requires_grad_(True)
     return FullTuner(model, head_prefix(model))

@@ -1,17 +1,23 @@
-"""Linear probe: only the classifier head trains."""
+"""Linear probe: only the classifier head trains (on a quantized base if ``quant.mode`` says so)."""
 
 from torch import nn
 
-from peftlab.config import MethodConfig
-from peftlab.tuners.base import Tuner, head_prefix
+from peftlab.quant import quantize_base
+from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.tuners.linear.config import LinearConfig
 
 
 class LinearTuner(Tuner):
     name = "linear"
 
 
-def apply_linear(model: nn.Module, cfg: MethodConfig) -> LinearTuner:
+def check_linear(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> None:
+    return None
+
+
+def apply_linear(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> LinearTuner:
     head = head_prefix(model)
+    quantize_base(model, ctx.quant, ctx.device)
     model.requires_grad_(False)
     model.get_submodule(head).requires_grad_(True)
     return LinearTuner(model, head)

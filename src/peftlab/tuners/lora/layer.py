@@ -5,16 +5,20 @@ timm computes ``qkv = x @ W.T + b`` with ``W`` of shape (3d, d): rows [0:d] are 
 PEFT can target ``attn.qkv.q`` and ``attn.qkv.v`` like any Linear; an un-targeted slice stays
 frozen and bit-identical. ``fuse_qkv`` turns it back into one Linear (after a merge, for export).
 
-The forward still does timm's single fused matmul: the three base weights are concatenated
-(a small copy) and the adapters' low-rank updates of PEFT's LoRA layers are added to their
-slices of the output. Three separate matmuls and a ``cat`` of their outputs give the same
-numbers but cost about a fifth more per training step (measured, see benchmarks/README.md).
+When every slice is a plain float Linear or PEFT's plain LoRA Linear over one, the forward
+still does timm's single fused matmul: the three base weights are concatenated (a small
+copy) and the adapters' low-rank updates are added to their slices of the output. Three
+separate matmuls and a ``cat`` of their outputs give the same numbers but cost about a fifth
+more per training step (measured, see benchmarks/README.md). Any other slice (a quantized
+base, a LoRA variant such as DoRA, another PEFT method) runs its own forward: peftlab does not
+re-implement layer math it does not know.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 
 
@@ -28,6 +32,8 @@ class SplitQKV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
         parts = (self.q, self.k, self.v)
+        if not all(is_plain_float(part) for part in parts):
+            return torch.cat([part(x) for part in parts], dim=-1)
         bases = [getattr(part, "base_layer", part) for part in parts]
         weight = torch.cat([base.weight for base in bases])  # (3d, d)
         bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
@@ -39,6 +45,14 @@ class SplitQKV(nn.Module):
                 out.narrow(-1, start, base.out_features).add_(delta)
             start += base.out_features
         return out
+
+
+def is_plain_float(layer: nn.Module) -> bool:
+    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) over one."""
+    if type(layer) is nn.Linear:
+        return True
+    return (type(layer) is LoraLinear and type(layer.base_layer) is nn.Linear and not layer.lora_variant
+            and not any(layer.lora_bias.values()))
 
 
 def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:

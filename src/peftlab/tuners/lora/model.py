@@ -1,9 +1,12 @@
 """LoRA via PEFT on timm and HF vision transformers.
 
 Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (layer.py),
-(2) ``peft.get_peft_model`` with an exact list of target modules, the head in
+(2) quantize the base when ``quant.mode`` asks for it (peftlab.quant), (3)
+``peft.get_peft_model`` with an exact list of target modules, the head in
 ``modules_to_save``. Merge: PEFT's ``merge_and_unload`` on a copy, then fuse the q/k/v
 Linears back into one ``qkv`` so the result is a plain timm model with timm's state-dict keys.
+On a quantized base the fp32 merge is dequant(W) + ΔW, layer by layer; the quantized merge is
+PEFT's (it re-quantizes) and keeps the split q/k/v, since quantized slices cannot be fused.
 
 Adapter file names follow PEFT's convention (``get_peft_model_state_dict``):
 ``base_model.model.blocks.{i}.attn.qkv.{q|k|v}.lora_{A|B}.weight`` for the rows
@@ -14,14 +17,16 @@ and so on, and ``base_model.model.head.weight/bias`` for the trained head.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
 
-from peftlab.config import MethodConfig
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import Tuner, head_prefix
-from peftlab.tuners.lora.config import check_patterns, lora_config_kwargs, match_targets, target_patterns
+from peftlab.quant import dequantized_linear, is_quantized_linear, quantize_base
+from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.tuners.lora.config import (LoraMethodConfig, check_patterns, lora_config_kwargs, match_targets,
+                                        target_patterns)
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
 
 
@@ -33,7 +38,7 @@ def qkv_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n.endswith("attn.qkv") and isinstance(m, nn.Linear)]
 
 
-def plan_targets(model: nn.Module, cfg: MethodConfig) -> tuple[list[str], list[str]]:
+def plan_targets(model: nn.Module, cfg: LoraMethodConfig) -> tuple[list[str], list[str]]:
     """(fused qkv modules to split, module names to adapt), without touching the model."""
     from peftlab.backbones import HFLogits
 
@@ -71,19 +76,45 @@ class LoraTuner(Tuner):
             raise ValueError(f"adapter weights do not match the model: missing {missing[:3]}, "
                              f"unexpected {list(result.unexpected_keys)[:3]}")
 
-    def merged_model(self) -> nn.Module:
-        merged = copy.deepcopy(self.model).merge_and_unload()
-        split = [n for n, m in merged.named_modules() if isinstance(m, SplitQKV)]
+    def merged_model(self, quantized: bool = False) -> nn.Module:
+        model = copy.deepcopy(self.model)
+        quantized_base = any(is_quantized_linear(m) for m in model.modules())
+        with warnings.catch_warnings():  # PEFT warns that a bnb merge re-quantizes: known, and reported
+            warnings.filterwarnings("ignore", message="Merge lora module to")
+            merged = dequantized_merge(model) if quantized_base and not quantized else model.merge_and_unload()
+        split = [n for n, m in merged.named_modules()
+                 if isinstance(m, SplitQKV) and all(type(p) is nn.Linear for p in (m.q, m.k, m.v))]
         replace_modules(merged, split, fuse_qkv)
         return merged
 
 
-def apply_lora(model: nn.Module, cfg: MethodConfig) -> LoraTuner:
+def dequantized_merge(peft_model: nn.Module) -> nn.Module:
+    """A float model whose adapted layers hold dequant(W) + ΔW and the others dequant(W)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in list(peft_model.modules()):
+        if isinstance(module, LoraLayer) and is_quantized_linear(module.get_base_layer()):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            module.base_layer = dequantized_linear(module.get_base_layer(), delta)
+    model = peft_model.unload()
+    names = [n for n, m in model.named_modules() if is_quantized_linear(m)]
+    replace_modules(model, names, dequantized_linear)
+    for flag in ("is_loaded_in_8bit", "is_loaded_in_4bit"):
+        model.__dict__.pop(flag, None)
+    return model
+
+
+def check_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
+    plan_targets(model, cfg)
+
+
+def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
     from peft import LoraConfig, get_peft_model
 
     head = head_prefix(model)
     to_split, targets = plan_targets(model, cfg)
     replace_modules(model, to_split, split_qkv)
+    quantize_base(model, ctx.quant, ctx.device)
     config = LoraConfig(**lora_config_kwargs(cfg, targets, head))
     peft_model = get_peft_model(model, config)
     return LoraTuner(peft_model, head)

@@ -1,0 +1,205 @@
+"""Quantized bases (QLoRA): bitsandbytes int8 and 4-bit (nf4 / fp4) Linears under the adapters.
+
+A quantized base is an attribute of the base model, not another pipeline: a tuner's
+``apply`` calls ``quantize_base`` after it has split what it adapts (timm's fused qkv) and
+before PEFT injects adapters, so PEFT wraps the bitsandbytes layers as its own bnb LoRA
+layers. Every ``nn.Linear`` is quantized except those ``quant.skip`` names (by default the
+head; the patch embedding is a Conv2d). Layers are quantized one at a time, so the base is
+never held twice in fp32.
+
+Facts this module relies on (bitsandbytes 0.50.2, probed on an AVX2 CPU):
+- Quantization happens when a layer is moved with ``.to(device)``. ``Linear4bit`` defaults
+  to fp4, so ``quant_type`` is always set; ``compress_statistics`` is double quantization.
+- 4-bit layers dequantize the whole weight per forward and multiply in ``compute_dtype``.
+- ``Linear8bitLt`` computes with the dequantized weight in training mode but quantizes the
+  activations to int8 in eval mode (LLM.int8: fp16 for outlier columns above
+  ``INT8_THRESHOLD``); its eval warning on every call is silenced here.
+- Merging into a quantized base re-quantizes (PEFT's bnb ``merge``): merged 4-bit weights are
+  quant(dequant(W) + ΔW), not W + ΔW. ``dequantized_linear`` gives the exact fp32 merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+
+import torch
+from torch import nn
+
+from peftlab.config import QuantConfig
+from peftlab.errors import ConfigError
+
+BNB_PIN = "bitsandbytes==0.50.2"
+INT8_THRESHOLD = 6.0  # LLM.int8's outlier threshold, transformers' default llm_int8_threshold
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def require_bitsandbytes(mode: str):
+    """The bitsandbytes module, or a one-line ConfigError naming the package and the fix."""
+    try:
+        import bitsandbytes
+    except Exception as err:  # ImportError, or a native library that fails to load
+        raise ConfigError(f"quant.mode={mode!r} needs bitsandbytes, which cannot be loaded here "
+                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); install it with "
+                          f"`pip install {BNB_PIN}` or use quant.mode=none") from None
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    return bitsandbytes
+
+
+def is_skipped(name: str, skip: tuple[str, ...]) -> bool:
+    """True when a pattern matches whole dot-separated components of ``name`` (or all of it)."""
+    return any(re.fullmatch(rf"(.*\.)?({pattern})(\..*)?", name) for pattern in skip)
+
+
+def quantizable_linears(model: nn.Module, quant: QuantConfig) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and not is_skipped(n, quant.skip)]
+
+
+def check_quant(quant: QuantConfig, model: nn.Module) -> None:
+    """Refuse what cannot be built: QA-LoRA groups, a missing bitsandbytes, nothing to quantize."""
+    if quant.group_size is not None:
+        raise ConfigError(f"quant.group_size={quant.group_size} is invalid: group-wise quantization (QA-LoRA) is "
+                          "not available yet in this peftlab version; use null")
+    if quant.mode == "none":
+        return
+    from peftlab.tuners.base import head_prefix
+
+    require_bitsandbytes(quant.mode)
+    if not quantizable_linears(model, quant):
+        raise ConfigError(f"quant.skip={list(quant.skip)!r} leaves no Linear module to quantize")
+    head = head_prefix(model)
+    if not is_skipped(head, quant.skip):
+        raise ConfigError(f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
+                          "and cannot be quantized")
+
+
+def is_quantized_linear(module: nn.Module) -> bool:
+    bnb = sys.modules.get("bitsandbytes")
+    return bnb is not None and isinstance(module, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
+
+
+def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device) -> nn.Module:
+    """A bitsandbytes copy of ``linear`` on ``device`` (quantized by the move), frozen."""
+    bnb = require_bitsandbytes(quant.mode)
+    weight = linear.weight.detach()
+    if quant.mode == "int8":
+        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                    has_fp16_weights=False, threshold=INT8_THRESHOLD, device="meta")
+        layer.weight = bnb.nn.Int8Params(weight.to("cpu", copy=True), requires_grad=False, has_fp16_weights=False)
+    else:
+        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                  compute_dtype=DTYPES[quant.compute_dtype], compress_statistics=quant.double_quant,
+                                  quant_type=quant.mode, device="meta")
+        layer.weight = bnb.nn.Params4bit(weight.to("cpu", copy=True), requires_grad=False, quant_type=quant.mode,
+                                         compress_statistics=quant.double_quant, module=layer)
+    if linear.bias is not None:
+        layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    return layer.to(device)
+
+
+def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) -> list[str]:
+    """Replace every quantizable Linear by its bitsandbytes copy, one at a time; the names replaced.
+
+    Sets ``is_loaded_in_8bit`` / ``is_loaded_in_4bit`` on ``model``: PEFT reads them to wrap
+    the bnb layers as its bnb LoRA layers (without them it treats them as plain Linears and
+    merging breaks).
+    """
+    if quant.mode == "none":
+        return []
+    names = quantizable_linears(model, quant)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, quantized_linear(getattr(parent, child), quant, device))
+    model.is_loaded_in_8bit = quant.mode == "int8"
+    model.is_loaded_in_4bit = quant.mode in ("nf4", "fp4")
+    return names
+
+
+@contextlib.contextmanager
+def weight_only_arithmetic(model: nn.Module):
+    """Int8 layers compute as in training (dequantized weight, fp32 matmul) while the model is in eval.
+
+    On CPU, bitsandbytes' ``Linear8bitLt`` quantizes the activations too in eval mode
+    (LLM.int8), which is not the arithmetic the adapter was trained with; the merge check
+    compares merged and unmerged models under the training arithmetic. 4-bit layers compute
+    the same way in both modes.
+    """
+    int8 = [m for m in model.modules() if is_quantized_linear(m) and hasattr(m, "state")]
+    modes = [m.training for m in int8]
+    for module in int8:
+        module.train()
+    try:
+        yield model
+    finally:
+        for module, mode in zip(int8, modes):
+            module.train(mode)
+
+
+def dequantized_weight(layer: nn.Module) -> torch.Tensor:
+    """The fp32 weight a bitsandbytes layer computes with (out x in)."""
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    state = getattr(layer, "state", None)  # int8: MatmulLtState (SCB); 4-bit reads weight.quant_state
+    return dequantize_bnb_weight(layer.weight, state=state).float()
+
+
+def dequantized_linear(layer: nn.Module, delta: torch.Tensor | None = None) -> nn.Linear:
+    """A float Linear holding dequant(W) (+ delta): what the quantized layer (and its adapter) computes."""
+    weight = dequantized_weight(layer)
+    if delta is not None:
+        weight = weight + delta.to(weight)
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if layer.bias is not None:
+        linear.bias = nn.Parameter(layer.bias.detach().float().clone(), requires_grad=False)
+    return linear
+
+
+def base_weight_bytes(model: nn.Module, trainable: set[int]) -> dict[str, int]:
+    """Bytes of the frozen base weights as stored, and what the same weights take in fp32.
+
+    A bitsandbytes layer counts its state dict (quantized data, absmax, nested statistics,
+    code book, bias); other modules their frozen parameters and buffers. ``trainable`` holds
+    the ``id`` of every trainable parameter (not counted: they are the method's own).
+    """
+    stored = fp32 = 0
+    for module in model.modules():
+        if is_quantized_linear(module):
+            stored += sum(t.numel() * t.element_size() for t in module.state_dict().values())
+            fp32 += 4 * (module.in_features * module.out_features + (module.out_features if module.bias is not None
+                                                                     else 0))
+            continue
+        for param in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if id(param) in trainable:
+                continue
+            stored += param.numel() * param.element_size()
+            fp32 += param.numel() * 4
+    return {"base_weights_bytes": stored, "base_weights_fp32_bytes": fp32}
+
+
+def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Load a state dict saved from a quantized model into ``model`` (quantized the same way).
+
+    4-bit weights are rebuilt from their packed codes and statistics
+    (``Params4bit.from_prequantized``); int8 weights and everything else load as usual.
+    """
+    from peftlab.errors import WeightsError
+
+    bnb = require_bitsandbytes("export")
+    rest = dict(state)
+    loaded = []
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit) and f"{name}.weight" in rest:
+            prefix = f"{name}.weight."
+            stats = {k[len(prefix):]: rest.pop(k) for k in list(rest) if k.startswith(prefix)}
+            module.weight = bnb.nn.Params4bit.from_prequantized(rest.pop(f"{name}.weight"), stats, device=device,
+                                                                module=module)
+            loaded.append(f"{name}.weight")
+    result = model.load_state_dict(rest, strict=False)
+    missing = [k for k in result.missing_keys if k not in loaded]
+    if missing or result.unexpected_keys:
+        raise WeightsError(f"quantized weights do not match the model: missing {missing[:3]}, "
+                           f"unexpected {list(result.unexpected_keys)[:3]}")

@@ -1,0 +1,10 @@
+"""The linear probe has no options of its own: only the head trains."""
+
+from dataclasses import dataclass
+
+from peftlab.config import MethodConfig
+
+
+@dataclass(frozen=True)
+class LinearConfig(MethodConfig):
+    name: str = "linear"
