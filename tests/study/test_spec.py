@@ -60,3 +60,23 @@ def test_invalid_studies_fail_with_one_line(tmp_path, study, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_study(write_study(tmp_path, study))
     assert "\n" not in str(err.value)
+
+
+def test_a_rank_axis_crossed_with_full_gives_one_full_run_per_seed(tmp_path):
+    base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16}}
+    path = write_study(tmp_path, {"seeds": 2, "axes": {"method.r": [4, 8]}, "set": {"method.lora_alpha": 8},
+                                  "methods": {"full": {}, "lora": {}, "linear": {}}}, base=base)
+    study = load_study(path)
+    by_variant = {}
+    for spec in study.runs:
+        by_variant.setdefault(spec.variant, []).append(spec)
+    assert sorted(by_variant) == ["full", "linear", "lora r=4", "lora r=8"]
+    assert [s.seed for s in by_variant["full"]] == [0, 1]
+    assert "r" not in vars(by_variant["full"][0].config.method)
+    assert by_variant["lora r=4"][0].config.method.lora_alpha == 8
+
+
+def test_a_foreign_option_in_a_methods_own_set_is_an_error(tmp_path):
+    path = write_study(tmp_path, {"methods": {"full": {"set": {"method.r": 4}}}})
+    with pytest.raises(ConfigError, match=r"method.r' is not an option of method 'full' \(it belongs to lora\)"):
+        load_study(path)

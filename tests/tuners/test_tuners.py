@@ -188,3 +188,25 @@ def test_whole_fused_qkv_can_be_targeted_and_merges():
         torch.testing.assert_close(tuner.merged_model().eval()(images()), tuner.model(images()), rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="both the whole fused"):
         make("lora", target_modules=[r"blocks\.\d+\.attn\.qkv.*"])
+
+
+@pytest.mark.parametrize("method", sorted(TUNERS))
+def test_each_method_takes_its_own_keys_and_names_them_for_a_foreign_one(method):
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(TUNERS[method].config_cls)}
+    cfg = load_config(overrides={"method": {"name": method}})
+    assert type(cfg.method) is TUNERS[method].config_cls and set(vars(cfg.method)) == own
+    foreign = sorted({f.name for spec in TUNERS.values() for f in dataclasses.fields(spec.config_cls)} - own)
+    for key in foreign:
+        with pytest.raises(ConfigError, match=rf"'method.{key}' is not an option of method '{method}' "
+                                              rf"\(it belongs to .*\); method '{method}' allows: name"):
+            load_config(overrides={"method": {"name": method, key: 1}})
+
+
+def test_the_registry_is_the_only_list_of_methods():
+    from peftlab.config import method_names
+
+    assert method_names() == tuple(TUNERS)
+    with pytest.raises(ConfigError, match=r"method.name='dora' is invalid: expected one of " + ", ".join(TUNERS)):
+        load_config(overrides={"method": {"name": "dora"}})
