@@ -186,3 +186,9 @@ def test_stored_bytes_are_what_bitsandbytes_keeps(mode, hf_dir):
     assert counted == expected
     sizes = tuner.base_weight_bytes()
     assert sizes["base_weights_bytes"] < sizes["base_weights_fp32_bytes"]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_parameter_counts_do_not_change_with_quantization(mode, hf_dir):
+    plain, quantized = make("timm-qv-slices", {}, hf_dir), make("timm-qv-slices", MODES[mode], hf_dir)
+    assert quantized.parameter_counts() == plain.parameter_counts()

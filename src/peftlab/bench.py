@@ -296,7 +296,7 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
                                   dtype, batch, size)
     if large_model:
         progress(f"P3b: peak RSS training {large_model} (separate processes)")
-        report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps)
+        report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps, img_size=img_size)
     return report
 
 
@@ -325,31 +325,33 @@ LARGE_METHODS = {"qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True})
                  "full": ("full", {})}
 
 
-def large_model_child(model: str, method: str, quant: dict, steps: int, queue) -> None:
+def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, queue) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing."""
-    cfg = dataclasses.replace(make_cfg(model, None, method, quant=quant), train=load_config(
+    cfg = dataclasses.replace(make_cfg(model, img_size, method, quant=quant), train=load_config(
         overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train)
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
     rss = metrics.PeakRSS()
     trainer = Trainer(cfg, images, labels, "fp32")
     build_peak = rss.peak_above_baseline()
+    rss.reset_peak()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    queue.put({"peak_rss_above_baseline_bytes": rss.peak_above_baseline(), "build_peak_rss_bytes": build_peak,
+    queue.put({"peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
+               "build_peak_rss_bytes": build_peak,
                "rss_baseline_bytes": rss.baseline, "trainable": sum(p.numel() for p in trainer.params),
                **trainer.tuner.base_weight_bytes(), "step_seconds": (time.perf_counter() - start) / steps})
 
 
-def large_model_memory(model: str, steps: int = 2) -> dict:
+def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) -> dict:
     from peftlab.study.runner import worker_context
 
     ctx = worker_context()
     out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True}
     for name, (method, quant) in LARGE_METHODS.items():
         queue = ctx.Queue()
-        proc = ctx.Process(target=large_model_child, args=(model, method, quant, steps, queue))
+        proc = ctx.Process(target=large_model_child, args=(model, img_size, method, quant, steps, queue))
         proc.start()
         out[name] = queue.get(timeout=3600)
         proc.join()

@@ -47,12 +47,17 @@ class PeakRSS:
     """
 
     def __init__(self):
+        self.resettable = self.reset_peak()
+        self.baseline = self._status("VmRSS") or psutil.Process().memory_info().rss
+
+    @staticmethod
+    def reset_peak() -> bool:
+        """Start a new high-water mark (the baseline stays); False where Linux does not allow it."""
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.resettable = True
+            return True
         except OSError:
-            self.resettable = False
-        self.baseline = self._status("VmRSS") or psutil.Process().memory_info().rss
+            return False
 
     @staticmethod
     def _status(field: str) -> int | None:

@@ -304,6 +304,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     tuner = apply_tuner(model, cfg, TunerContext(total_steps=total_steps, device=device, quant=cfg.quant))
     model = tuner.model.to(device).train()
     rss_build = rss.peak_above_baseline()
+    rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
     counts = tuner.parameter_counts()
     state["params"] = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
     git_sha, git_dirty = provenance.git_state()
@@ -393,6 +394,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
             break
     bar.close()
+    rss_train = rss.peak_above_baseline()  # before the merged copies made for testing
 
     # --- test, merge check, result ----------------------------------------------------
     val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
@@ -412,8 +414,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                     "merged_test_top1": merged_test["top1"] if merged_test else None},
         "params": {**final, "trainable_ratio": final["trainable"] / final["total"], "initial": counts},
         "memory": {"peak_rss_bytes": metrics.peak_rss_bytes(),
-                   "peak_rss_above_baseline_bytes": rss.peak_above_baseline(),
-                   "peak_rss_model_build_bytes": rss_build,
+                   "peak_rss_above_baseline_bytes": max(rss_train, rss_build),
+                   "peak_rss_model_build_bytes": rss_build, "peak_rss_training_bytes": rss_train,
                    "rss_baseline_bytes": rss.baseline,
                    "cuda_max_allocated_bytes": metrics.cuda_max_allocated_bytes(device),
                    "weights_bytes": metrics.weights_bytes(model),

@@ -37,6 +37,12 @@ def is_head_param(name: str, head: str) -> bool:
     return name.startswith(head + ".") or f".{head}." in name or name.endswith(f".{head}")
 
 
+def logical_numel(param: torch.Tensor) -> int:
+    """Elements of the weight a parameter stands for (bitsandbytes packs two 4-bit codes per byte)."""
+    state = getattr(param, "quant_state", None)
+    return state.shape.numel() if state is not None else param.numel()
+
+
 class Tuner:
     """A model prepared for fine-tuning, with the method's hooks.
 
@@ -122,7 +128,8 @@ class Tuner:
         return base_weight_bytes(self.model, {id(p) for p in self.trainable_parameters().values()})
 
     def parameter_counts(self) -> dict[str, int]:
-        total = sum(p.numel() for n, p in self.model.named_parameters() if ".original_module." not in n)
+        """Total and trainable parameters; a 4-bit weight counts its unpacked out x in elements."""
+        total = sum(logical_numel(p) for n, p in self.model.named_parameters() if ".original_module." not in n)
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
         return {"total": total, "trainable": trainable}
 
