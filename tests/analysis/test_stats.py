@@ -382,3 +382,9 @@ def test_pareto_front_uses_per_variant_means_of_completed_runs():
     assert list(front["variant"]) == ["lora", "bad", "full", "big"]
     assert list(front["on_front"]) == [True, False, True, False]
     assert front.loc[front["variant"] == "full", "metrics.test_top1"].item() == pytest.approx(0.81)
+
+
+def test_the_intervals_a_study_file_may_name_are_the_ones_stats_computes():
+    from peftlab.study.spec import REPORT_INTERVALS
+
+    assert tuple(stats.INTERVALS) == REPORT_INTERVALS
