@@ -388,3 +388,18 @@ def test_the_intervals_a_study_file_may_name_are_the_ones_stats_computes():
     from peftlab.study.spec import REPORT_INTERVALS
 
     assert tuple(stats.INTERVALS) == REPORT_INTERVALS
+
+
+def test_comparisons_within_datasets_pair_each_dataset_with_its_own_baseline():
+    table = runs({
+        "full data=a": BASELINE, "lora data=a": BETTER,
+        "full data=b": [v - 0.2 for v in BASELINE], "lora data=b": [v - 0.2 for v in BASELINE],
+    })
+    table["config.data.name"] = [v.rsplit("=", 1)[1] for v in table["variant"]]
+    result = stats.paired_comparisons_within(table, "full data=a").set_index("variant")
+    assert list(result["baseline"]) == ["full data=a", "full data=b"]
+    assert result.loc["lora data=b", "mean_diff"] == pytest.approx(0)  # not lora on b minus full on a
+    assert result.loc["lora data=a", "mean_diff"] == pytest.approx(np.mean(np.subtract(BETTER, BASELINE)))
+    np.testing.assert_allclose(result["p_ttest_holm"], stats.holm(result["p_ttest"]))
+    one = stats.paired_comparisons_within(table[table["config.data.name"] == "a"], "full data=a")
+    assert one.equals(stats.paired_comparisons(table[table["config.data.name"] == "a"], "full data=a"))

@@ -295,6 +295,38 @@ def paired_comparisons(
     return table
 
 
+def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
+                              **options):
+    """`paired_comparisons` inside each value of `within` (each dataset), Holm over them all.
+
+    In each dataset the baseline is the configuration of the same algorithm as `baseline`
+    (`algorithm_name`: "full data=b" for the baseline "full data=a"); datasets where it has
+    no completed run are left out. Without the column, or with one value, this is
+    `paired_comparisons`. Same columns; options go to `paired_comparisons`.
+    """
+    runs = completed_runs(df)
+    runs = runs[runs[metric].notna()]
+    values = sorted(runs[within].dropna().unique(), key=str) if within in runs.columns else []
+    if len(values) < 2:
+        return paired_comparisons(df, baseline, metric, alpha=alpha, **options)
+    base_value = runs.loc[runs["variant"] == baseline, within]
+    if base_value.empty:
+        raise ValueError(f"baseline {baseline!r} has no completed run with {metric}")
+    algorithm = algorithm_name(baseline, base_value.iloc[0])
+    tables = []
+    for value in values:
+        subset = runs[runs[within] == value]
+        names = [v for v in subset["variant"].unique() if algorithm_name(v, value) == algorithm]
+        if names:
+            tables.append(paired_comparisons(subset, names[0], metric, alpha=alpha, **options))
+    table = pd.concat(tables, ignore_index=True)
+    table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
+    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
+    table["significant"] = table["p_ttest_holm"] < alpha
+    table["significant_wilcoxon"] = table["p_wilcoxon_holm"] < alpha
+    return table
+
+
 def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
     """Paired statistics of x against y (same length, matched by position), as a dict.
 

@@ -16,6 +16,7 @@ dollar signs ("LoRA ($r{=}4$)"): `latex_text` escapes the text and keeps the mat
 import re
 
 import numpy as np
+import pandas as pd
 
 from peftlab.analysis.stats import INTERVALS
 
@@ -167,6 +168,46 @@ def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha
         lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
     lines += ["", _markdown_note(table, alpha)]
     return "\n".join(lines) + "\n"
+
+
+# `peftlab results --format markdown` shows these columns (those the table has) by default.
+RESULT_COLUMNS = ("run_id", "variant", "seed", "status", "metrics.test_top1", "metrics.test_top5",
+                  "params.trainable", "timing.train_seconds", "error")
+
+
+def select_columns(df, columns=None):
+    """`df` with the given columns in that order (a list, or a comma-separated string);
+    a column the table lacks is a ValueError naming the ones it has."""
+    if columns is None:
+        return df
+    columns = [c.strip() for c in columns.split(",") if c.strip()] if isinstance(columns, str) else list(columns)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"no column '{missing[0]}' in the results; columns: {', '.join(df.columns)}")
+    return df[columns]
+
+
+def results_markdown(df, columns=None):
+    """A pipe table of a results table: RESULT_COLUMNS by default, empty cells empty.
+
+    Numbers read as written: whole numbers without ".0", others with 4 significant digits.
+    """
+    df = select_columns(df, columns or [c for c in RESULT_COLUMNS if c in df.columns])
+    lines = ["| " + " | ".join(_markdown_escape(c) for c in df.columns) + " |",
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_markdown_escape(_result_cell(v)) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _result_cell(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "/".join(map(str, value))
+    return " ".join(str(value).split())
 
 
 def format_count(count):
