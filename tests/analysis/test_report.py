@@ -102,6 +102,8 @@ def test_report_section_of_the_study_file_sets_interval_and_labels(tmp_path):
     full = next(line for line in tex.splitlines() if line.startswith("Full FT &"))
     assert r"\pm" not in full and "[" in full  # a bootstrap interval is written [low, high]
     assert "| LoRA ($r{=}4$) |" in report and "against **Full FT**" in report
+    report = write_report(study, labels={"lora r=5": "x"}).read_text()
+    assert "Labels in the study file's report section that name no configuration or method: lora r=5." in report
 
 
 def test_a_baseline_that_is_not_a_configuration_is_a_one_line_error(tmp_path):

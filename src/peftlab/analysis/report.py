@@ -67,6 +67,10 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
     df.to_csv(out / "results.csv", index=False)
     lines = [f"# Study report: {study_dir.name}", ""]
     lines += _what_was_run(df, done)
+    unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
+    if unused:
+        lines += [f"Labels in the study file's report section that name no configuration or method: "
+                  f"{', '.join(unused)}.", ""]
     lines += _statistics(interval)
 
     if not done.empty:
