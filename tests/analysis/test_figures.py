@@ -175,7 +175,7 @@ def test_rank_ablation_draws_methods_without_a_rank_as_reference_lines(drawn, tm
     assert references == {"full (no rank r)": pytest.approx(75.0), "linear (no rank r)": pytest.approx(59.0)}
     points = [container.lines[0].get_xydata()[0] for container in ax.containers]
     assert [tuple(p) for p in points] == [(4, pytest.approx(67.0)), (8, pytest.approx(69.0))]  # lora only
-    assert legend_texts(drawn["ablation_method_r"]) == ["full (no rank r)", "linear (no rank r)"]
+    assert legend_texts(drawn["ablation_method_r"]) == ["lora", "full (no rank r)", "linear (no rank r)"]
 
 
 def test_figures_use_display_names(synthetic_study, drawn, tmp_path):

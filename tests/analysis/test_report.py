@@ -21,8 +21,13 @@ DEFAULT_LIKE = [
 ]
 
 
-def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25, 50, 75), data="fashion_mnist") -> Path:
-    """A study directory as the runner leaves it: study.yaml, runs/<id>/{spec,result}.json, metrics.jsonl."""
+def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25, 50, 75), data="fashion_mnist",
+                    quant=None) -> Path:
+    """A study directory as the runner leaves it: study.yaml, runs/<id>/{spec,result}.json, metrics.jsonl.
+
+    quant: {variant: (mode, base weight bytes, merged top-1 offset)} for runs on a quantized base.
+    """
+    quant = quant or {}
     root.mkdir(parents=True, exist_ok=True)
     study = {"name": root.name, "base": "base.yaml", "methods": {"full": {}}}
     if report is not None:
@@ -39,13 +44,16 @@ def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25,
                 "axes": {"method.r": r} if method == "lora" else {}, "order": order}))
             order += 1
             trainable = {"full": 800_000, "linear": 1_300}.get(method, 2_000 * r)
+            mode, base_bytes, merged_offset = quant.get(variant, ("none", 3_200_000, 0.0))
             (run_dir / "result.json").write_text(json.dumps({
                 "status": "completed", "error": None,
                 "config": {"seed": seed, "method": {"name": method, "r": r}, "data": {"name": data},
-                           "quant": {"mode": "none"}},
-                "metrics": {"test_top1": top1, "test_top5": min(1.0, top1 + 0.2)},
+                           "quant": {"mode": mode}},
+                "metrics": {"test_top1": top1, "test_top5": min(1.0, top1 + 0.2),
+                            "merged_test_top1": top1 + merged_offset},
                 "params": {"total": 800_000, "trainable": trainable, "trainable_ratio": trainable / 800_000},
-                "memory": {"peak_rss_bytes": 600_000_000 + seed, "weights_bytes": 3_200_000},
+                "memory": {"peak_rss_bytes": 600_000_000 + seed, "weights_bytes": 3_200_000,
+                           "base_weights_bytes": base_bytes, "base_weights_fp32_bytes": 3_200_000},
                 "timing": {"train_seconds": 10.0 + seed, "wall_seconds": 12.0 + seed},
                 "provenance": {"git_sha": "abc", "threads": 2}}))
             lines = [{"kind": "eval", "step": step, "val_top1": top1 * step / max(curve_steps)} for step in curve_steps]
@@ -155,3 +163,12 @@ def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_pa
     proc = run_cli("results", str(study), "--columns", "variant,accuracy")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--columns: no column 'accuracy' in the results; columns: order, run_id, variant" in proc.stderr
+
+
+def test_quantized_runs_get_the_memory_accuracy_figure(tmp_path):
+    runs = DEFAULT_LIKE + [("lora r=8 quant=nf4", "lora", 8, {0: 0.680, 1: 0.655})]
+    study = write_study_dir(tmp_path / "study", runs, quant={"lora r=8 quant=nf4": ("nf4", 432_000, -0.02)})
+    report = write_report(study).read_text()
+    assert "### Memory reduction vs accuracy loss across quantization settings" in report
+    assert (study / "report" / "figures" / "quantization_tradeoff.png").is_file()
+    assert "quantization" not in report.split("## Skipped figures")[1]

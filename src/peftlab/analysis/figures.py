@@ -104,7 +104,7 @@ def _natural_key(text):
 def _shade(color, t):
     """`color` lightened (t < 0, towards white) or darkened (t > 0, towards black)."""
     rgb = np.array(matplotlib.colors.to_rgb(color))
-    mixed = rgb + (1 - rgb) * 0.55 * -t if t < 0 else rgb * (1 - 0.45 * t)
+    mixed = rgb + (1 - rgb) * 0.45 * -t if t < 0 else rgb * (1 - 0.45 * t)
     return matplotlib.colors.to_hex(np.clip(mixed, 0, 1))
 
 
@@ -342,8 +342,8 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
         mean = 100 * values.mean().reindex(steps).to_numpy()
         bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * 100
         color = _variant_color(palette, group)
-        ax.plot(steps, mean, color=color, label=_name(palette, group, labels))
-        ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.2, linewidth=0)
+        ax.plot(steps, mean, color=color, label=_name(palette, group, labels), zorder=3)  # lines above every band
+        ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
@@ -471,10 +471,12 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
         for j in range(len(group)):
             ax.errorbar(positions[j:j + 1], 100 * group["mean"].iloc[j:j + 1], yerr=_ci_errors(group.iloc[[j]]),
                         capsize=2, zorder=3, fmt=marker, color=colors[j])
-        if series:  # the legend shows the line and, for a one-point series, its point's colour
-            ax.plot([], [], color=line_color, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
-                    markerfacecolor=colors[0] if len(set(colors)) == 1 else line_color, markeredgecolor=colors[0],
-                    label=" / ".join(_series_text(k, labels) for k in np.atleast_1d(key)))
+        # the legend shows the line and, for a one-point series, its point's colour
+        line_name = " / ".join(_series_text(k, labels) for k in np.atleast_1d(key)) if series else \
+            display_name(group["method"].iloc[0], None, labels)
+        point_color = colors[0] if len(set(colors)) == 1 else line_color
+        ax.plot([], [], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
+                markerfacecolor=point_color, markeredgecolor=point_color, label=line_name)
     _draw_references(ax, references, metric, interval, labels, palette, _axis_label(axis))
     if numeric:
         _set_numeric_axis(ax, np.array(categories, dtype=float))
@@ -545,8 +547,9 @@ def _skip(name, reason):
     return None
 
 
-# Where a point's name may go, in points from the point: right, left, then above/below.
-LABEL_OFFSETS = [(6, -3), (-6, -3), (6, 5), (6, -11), (-6, 5), (-6, -11), (6, 13), (6, -19)]
+# Where a point's name may go, in points from the point: above or below to the right first,
+# clear of a line leaving the point horizontally (the Pareto staircase), then to the left.
+LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 
 
 def _label_points(ax, xs, ys, labels, fontsize=6):
@@ -619,11 +622,12 @@ def _log_scale(values):
 
 
 def _dodge(positions, i, n, log_x, categories):
-    """Series i of n shifted sideways by a few percent of the gap between axis values, so that
-    points at the same axis value stay apart (multiplicatively on a log axis)."""
+    """Series i > 0 of n shifted right by i times 8% of the smallest gap between axis values, so
+    that points at the same axis value stay apart (multiplicatively on a log axis). The first
+    series, the one with most points, stays on the ticks."""
     if n < 2:
         return positions
-    share = 0.08 * (i - (n - 1) / 2)
+    share = 0.08 * i
     if log_x:
         ratios = np.diff(np.log(np.array(categories, dtype=float)))
         return positions * np.exp(share * (ratios.min() if ratios.size else 1.0))

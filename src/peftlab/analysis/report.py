@@ -88,7 +88,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
         (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
         lines += ["## Main table", "",
                   markdown_table(summary, comparisons, columns=[m for m in METRICS if m in df], labels=labels,
-                                 interval_text=interval_text), ""]
+                                 interval_text=interval_text)]
         lines += _few_seeds(summary[summary["metric"] == METRICS[0]], labels)
         lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
         lines += _pareto_lines(df, labels)
@@ -143,7 +143,10 @@ def _few_seeds(summary: pd.DataFrame, labels: dict) -> list[str]:
     few = summary[summary["n"] < MIN_SEEDS]
     if few.empty:
         return []
-    names = ", ".join(f"{_name(row, labels)} (n = {row['n']})" for _, row in few.iterrows())
+    if len(few) == len(summary) and few["n"].nunique() == 1:
+        names = f"every configuration (n = {few['n'].iloc[0]})"
+    else:
+        names = ", ".join(f"{_name(row, labels)} (n = {row['n']})" for _, row in few.iterrows())
     text = (f"**Warning: fewer than {MIN_SEEDS} seeds** for {names}. With so few seeds the intervals are rough, "
             "and the Wilcoxon test cannot reach p < 0.05.")
     if (few["n"] == 2).any():
@@ -226,7 +229,7 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
     """(report.md lines of the drawn figures, one line per skipped figure)."""
     palette = figures.study_palette(df)
     style = {"interval": interval, "labels": labels, "palette": palette}
-    bars = f"Bars: the {describe_interval(interval)}."
+    bars = f"bars: the {describe_interval(interval)}."
     handler, level = _SkipReasons(), figures.logger.level
     figures.logger.addHandler(handler)
     figures.logger.setLevel(logging.INFO)
@@ -247,7 +250,9 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step.",
              figures.plot_convergence(curves, out, **style)),
             ("Time and memory per configuration", "cost",
-             "Bars: mean over seeds; dots: the individual runs.",
+             "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "
+             "data), so methods differ little there; on a GPU the panel shows CUDA allocated memory instead, and "
+             "a quantized base shows its saving in the weights panel.",
              figures.plot_cost(df, out, labels=labels, palette=palette)),
             ("Test top-1 across seeds", "seed_boxplots",
              "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs.",
