@@ -81,10 +81,18 @@ def cmd_study(args) -> int:
 
 def cmd_results(args) -> int:
     from peftlab.analysis.load import load_results
+    from peftlab.analysis.tables import results_markdown, select_columns
 
     df = load_results(args.study_dir)
     if df.empty:
         raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
+    try:
+        if args.format == "markdown":
+            text = results_markdown(df, args.columns)  # readable default columns
+        else:
+            df = select_columns(df, args.columns)
+    except ValueError as err:
+        raise UserError(f"--columns: {err}") from None
     if args.format == "parquet":
         out = Path(args.out or Path(args.study_dir) / "results.parquet")
         df.to_parquet(out, index=False)
@@ -93,16 +101,8 @@ def cmd_results(args) -> int:
         text = df.to_csv(index=False)
         Path(args.out).write_text(text) if args.out else sys.stdout.write(text)
     else:
-        text = _markdown(df)
         Path(args.out).write_text(text + "\n") if args.out else print(text)
     return 0
-
-
-def _markdown(df) -> str:
-    columns = list(df.columns)
-    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    rows += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(rows)
 
 
 def cmd_report(args) -> int:
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="one row per run of a study: config axes, metrics, status")
     p.add_argument("study_dir")
     p.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv")
+    p.add_argument("--columns", help="comma-separated columns to keep, in that order (default: all; markdown: "
+                                     "run_id, variant, seed, status, test top-1/top-5, trainable params, "
+                                     "train seconds, error)")
     p.add_argument("--out", help="output file (default stdout; parquet: STUDY_DIR/results.parquet)")
     p.set_defaults(func=cmd_results)
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``."""
+    """Call ``write(tmp_path)`` and rename the result over ``path``.
+
+    The file gets the permissions of any new file of this process (0666 less the umask),
+    not the 0600 of ``tempfile.mkstemp``: results are meant to be read by others.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
     try:
         write(tmp)
         with open(tmp, "rb") as f:

@@ -95,10 +95,13 @@ def synthetic_study():
                     "config.quant.mode": quant,
                     "config.train.lr": 1e-3,
                     "metrics.test_top1": accuracy + rng.normal(0, 0.004),
+                    "metrics.merged_test_top1": accuracy - (0.01 if quant != "none" else 0) + rng.normal(0, 0.004),
                     "params.total": TOTAL,
                     "params.trainable": trainable,
                     "params.trainable_ratio": trainable / TOTAL,
                     "memory.weights_bytes": weights,
+                    "memory.base_weights_bytes": weights,
+                    "memory.base_weights_fp32_bytes": 22_105_384,
                     "memory.peak_rss_bytes": int(weights * 8 + rng.normal(0, 2e7)),
                     "timing.train_seconds": 300 * (1 + trainable / TOTAL) + rng.normal(0, 10),
                 }

@@ -1,6 +1,8 @@
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from PIL import Image
 
 from peftlab.analysis import figures
@@ -60,6 +62,12 @@ def test_seed_boxplots(synthetic_study, tmp_path):
     assert_png_and_pdf(figures.plot_seed_boxplots(synthetic_study, tmp_path), tmp_path, "seed_boxplots")
 
 
+def one_evaluation_per_run():
+    # each run evaluated once, at its last step: no curve (the issue's empty frame, x from 15.25 to 16.75)
+    return pd.DataFrame({"run_id": ["a", "b", "c"], "variant": ["full", "lora r=4", "lora r=4"], "method": ["full", "lora", "lora"],
+                         "seed": [0, 0, 1], "step": [16, 16, 16], "val_top1": [0.7, 0.6, 0.62]})
+
+
 def only_unquantized(study):
     return study[study["config.quant.mode"] == "none"]
 
@@ -78,7 +86,8 @@ def only_failures(study):
         lambda study, out: figures.plot_importance_heatmap(pd.DataFrame(columns=["layer", "module", "score"]), out),
         lambda study, out: figures.plot_convergence(None, out),
         lambda study, out: figures.plot_convergence(pd.DataFrame(columns=["run_id", "variant", "step", "val_top1"]), out),
-        lambda study, out: figures.plot_cost(study.drop(columns=["timing.train_seconds", "memory.peak_rss_bytes"]), out),
+        lambda study, out: figures.plot_convergence(one_evaluation_per_run(), out),
+        lambda study, out: figures.plot_cost(study.drop(columns=[c for c in study if c.startswith(("timing.", "memory."))]), out),
         lambda study, out: figures.plot_ablation(study, "config.train.lr", out),  # one value only
         lambda study, out: figures.plot_ablation(study, "config.method.dropout", out),  # no such column
         lambda study, out: figures.plot_seed_boxplots(only_failures(study), out),
@@ -91,6 +100,7 @@ def only_failures(study):
         "importance_empty",
         "convergence_none",
         "convergence_empty",
+        "convergence_one_step_per_run",
         "cost_no_columns",
         "ablation_one_value",
         "ablation_no_column",
@@ -101,3 +111,142 @@ def test_absent_data_draws_nothing(synthetic_study, tmp_path, draw):
     out_dir = tmp_path / "figures"
     assert draw(synthetic_study, out_dir) is None
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures a plot function would save, by name (nothing is written)."""
+    figures_by_name = {}
+
+    def keep(fig, out_dir, name):
+        figures_by_name[name] = fig
+        return [name]
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    return figures_by_name
+
+
+def legend_texts(fig):
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
+    palette = figures.study_palette(synthetic_study)
+    assert palette["methods"] == ["full", "linear", "lora"]
+    assert palette["variants"] == ["full", "linear", "lora r=4", "lora r=8", "lora r=8 int8", "lora r=8 nf4", "lora r=16"]
+    lora = [palette["variant"][v] for v in palette["variants"][2:]]
+    assert len(set(lora)) == 5
+    # shades of one hue: light to dark in sorted order
+    lightness = [sum(matplotlib.colors.to_rgb(c)) for c in lora]
+    assert lightness == sorted(lightness, reverse=True)
+    assert palette["variant"]["full"] == palette["method"]["full"]  # a method with one configuration: its hue
+
+
+def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, synthetic_curves, drawn, tmp_path):
+    palette = figures.study_palette(synthetic_study)
+    curves = synthetic_curves.assign(method="lora")
+    figures.plot_accuracy_vs_params(synthetic_study, tmp_path, palette=palette)
+    figures.plot_convergence(curves, tmp_path, palette=palette)
+    figures.plot_seed_boxplots(synthetic_study, tmp_path, palette=palette)
+    accuracy = {t.get_label(): t.lines[0].get_color() for t in drawn["accuracy_vs_params"].axes[0].containers}
+    convergence = {line.get_label(): line.get_color() for line in drawn["convergence"].axes[0].lines}
+    assert accuracy["lora r=8"] == convergence["lora r=8"] == palette["variant"]["lora r=8"]
+    assert convergence["lora r=4"] == palette["variant"]["lora r=4"]
+    box_colors = [tuple(c.get_facecolor()[0]) for c in drawn["seed_boxplots"].axes[0].collections]
+    assert box_colors[3] == matplotlib.colors.to_rgba(palette["variant"]["lora r=8"])
+    # legends in the palette's sorted order
+    assert legend_texts(drawn["convergence"])[:3] == ["lora r=4", "lora r=8", "lora r=16"]
+    assert legend_texts(drawn["accuracy_vs_params"])[:7] == palette["variants"]
+
+
+def test_rank_ablation_draws_methods_without_a_rank_as_reference_lines(drawn, tmp_path):
+    # full and linear carry the base config's r = 8 they never use (the issue's complaint)
+    rows = []
+    for variant, method, r, scores in [("full", "full", 8, [0.74, 0.75, 0.76]), ("linear", "linear", 8, [0.59, 0.60, 0.58]),
+                                       ("lora r=4", "lora", 4, [0.67, 0.68, 0.66]), ("lora r=8", "lora", 8, [0.68, 0.69, 0.70])]:
+        for seed, score in enumerate(scores):
+            rows.append({"variant": variant, "method": method, "seed": seed, "status": "completed",
+                         "config.method.r": r, "metrics.test_top1": score})
+    table = pd.DataFrame(rows)
+    assert figures.axis_methods(table, "config.method.r") == ["lora"]
+    figures.plot_ablation(table, "config.method.r", tmp_path)
+    ax = drawn["ablation_method_r"].axes[0]
+    references = {line.get_label(): line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--"}
+    assert references == {"full (no rank r)": pytest.approx(75.0), "linear (no rank r)": pytest.approx(59.0)}
+    points = [container.lines[0].get_xydata()[0] for container in ax.containers]
+    assert [tuple(p) for p in points] == [(4, pytest.approx(67.0)), (8, pytest.approx(69.0))]  # lora only
+    assert legend_texts(drawn["ablation_method_r"]) == ["lora", "full (no rank r)", "linear (no rank r)"]
+
+
+def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
+    labels = {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT"}
+    figures.plot_seed_boxplots(synthetic_study, tmp_path, labels=labels)
+    ticks = [t.get_text() for t in drawn["seed_boxplots"].axes[0].get_xticklabels()]
+    assert ticks[:3] == ["Full FT", "linear", "LoRA ($r{=}4$)"]
+    drawn["seed_boxplots"].canvas.draw()  # mathtext renders
+
+
+def test_cost_bars_are_means_with_each_run_as_a_dot_from_zero(synthetic_study, drawn, tmp_path):
+    study = synthetic_study.copy()
+    # a large spread: mean - sd would go below zero
+    study.loc[study["variant"] == "linear", "timing.train_seconds"] = [5.0, 6.0, 300.0]
+    figures.plot_cost(study, tmp_path)
+    fig = drawn["cost"]
+    assert [ax.get_title() for ax in fig.axes] == ["Training time", "Peak RSS of the run", "Base weights as stored"]
+    time_axis = fig.axes[0]
+    assert time_axis.get_xlim()[0] == 0
+    assert not time_axis.lines  # no error bars
+    linear = [ax for ax in time_axis.collections][1].get_offsets()[:, 0]
+    assert sorted(linear) == pytest.approx(sorted(np.array([5.0, 6.0, 300.0]) / 60))  # minutes
+    assert "dots: individual runs" in fig.get_suptitle()
+
+
+def quantized_table():
+    """Hand-written results: fp32 LoRA and an nf4 and an int8 base, 3 seeds, plus a full run."""
+    fp32_bytes = 1_000_000
+    rows = []
+    for variant, mode, stored, top1, merged in [
+        ("lora r=8", "none", 1_000_000, [0.80, 0.82, 0.81], [0.80, 0.82, 0.81]),
+        ("lora r=8 quant=nf4", "nf4", 135_000, [0.79, 0.80, 0.80], [0.75, 0.77, 0.76]),
+        ("lora r=8 quant=int8", "int8", 257_000, [0.80, 0.82, 0.80], [0.80, 0.81, 0.80]),
+    ]:
+        for seed in range(3):
+            rows.append({"run_id": f"{variant}-{seed}", "variant": variant, "method": "lora", "seed": seed,
+                         "status": "completed", "config.seed": seed, "config.method.r": 8, "config.quant.mode": mode,
+                         "config.quant.double_quant": mode == "nf4", "config.train.lr": 1e-3,
+                         "metrics.test_top1": top1[seed], "metrics.merged_test_top1": merged[seed],
+                         "memory.base_weights_bytes": stored, "memory.base_weights_fp32_bytes": fp32_bytes})
+    rows.append({"run_id": "full-0", "variant": "full", "method": "full", "seed": 0, "status": "completed",
+                 "config.seed": 0, "config.method.r": 8, "config.quant.mode": "none", "config.quant.double_quant": False,
+                 "config.train.lr": 1e-4, "metrics.test_top1": 0.9, "memory.base_weights_bytes": fp32_bytes,
+                 "memory.base_weights_fp32_bytes": fp32_bytes})
+    return pd.DataFrame(rows)
+
+
+def test_quantization_points_by_hand():
+    points = figures.quantization_points(quantized_table()).set_index(["variant", "model"])
+    nf4 = points.loc[("lora r=8 quant=nf4", "unmerged")]
+    # differences to fp32 on seeds 0, 1, 2: -0.01, -0.02, -0.01
+    assert nf4["memory_ratio"] == pytest.approx(0.135)
+    assert nf4["n_pairs"] == 3 and nf4["reference"] == "lora r=8"
+    assert nf4["mean_diff"] == pytest.approx(-0.04 / 3)
+    half = scipy.stats.t.ppf(0.975, 2) * np.std([-0.01, -0.02, -0.01], ddof=1) / np.sqrt(3)
+    assert (nf4["ci_low"], nf4["ci_high"]) == (pytest.approx(-0.04 / 3 - half), pytest.approx(-0.04 / 3 + half))
+    merged = points.loc[("lora r=8 quant=nf4", "merged")]
+    assert merged["mean_diff"] == pytest.approx(-0.05)  # -0.05, -0.05, -0.05
+    assert points.loc[("lora r=8 quant=int8", "unmerged"), "memory_ratio"] == pytest.approx(0.257)
+    assert points.loc[("lora r=8 quant=int8", "unmerged"), "mean_diff"] == pytest.approx(-0.01 / 3)
+    assert len(points) == 4  # the fp32 runs and full fine-tuning are no points
+
+
+def test_quantization_figure_from_a_table_with_the_quantized_base_columns(tmp_path):
+    assert_png_and_pdf(figures.plot_quantization_tradeoff(quantized_table(), tmp_path), tmp_path, "quantization_tradeoff")
+
+
+def test_quantization_points_need_the_same_config_and_seed():
+    table = quantized_table()
+    table.loc[table["config.quant.mode"] == "none", "config.train.lr"] = 5e-4  # another learning rate: no reference
+    assert figures.quantization_points(table).empty
+    table = quantized_table()
+    table = table[~((table["config.quant.mode"] == "none") & (table["seed"] == 2))]
+    assert set(figures.quantization_points(table)["n_pairs"]) == {2}

@@ -95,6 +95,33 @@ def test_t_interval_is_scipys():
     assert np.isnan(stats.t_interval([0.7])).all()
 
 
+def test_confidence_interval_dispatches_on_the_interval_name():
+    values = [0.71, 0.73, 0.72, 0.745, 0.70]
+    assert stats.confidence_interval(values) == (*stats.t_interval(values), "t")
+    assert stats.confidence_interval(values, "bca") == stats.bootstrap_ci(values)
+    low, high, method = stats.confidence_interval(values, "percentile")
+    expected = scipy.stats.bootstrap((np.array(values),), np.mean, method="percentile", n_resamples=9999,
+                                     rng=np.random.default_rng(0))
+    assert method == "percentile" and (low, high) == tuple(expected.confidence_interval)
+    assert stats.confidence_interval([0.7], "t")[2] == "none"
+    with pytest.raises(ValueError, match="expected one of t, bca, percentile"):
+        stats.confidence_interval(values, "wald")
+
+
+def test_with_few_seeds_the_t_interval_is_wider_than_the_bootstrap():
+    # the complaint: at n = 2 the bootstrap interval is just the two values
+    values = [0.618, 0.634]
+    low, high, _ = stats.bootstrap_ci(values, method="percentile")
+    assert (low, high) == (0.618, 0.634)
+    t_low, t_high = stats.t_interval(values)
+    assert t_high - t_low > 10 * (high - low)
+
+
+def test_captions_name_the_interval_and_the_bootstrap_settings():
+    assert stats.describe_interval() == "95% Student-t interval of the mean over seeds"
+    assert stats.describe_interval("bca") == "95% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)"
+
+
 # summarize
 
 
@@ -111,11 +138,19 @@ def test_summarize_counts_only_completed_runs_with_the_metric():
     assert summary.loc["full", "n"] == 3
     assert summary.loc["full", "mean"] == pytest.approx(0.81)
     assert summary.loc["full", "std"] == pytest.approx(0.01)
-    assert summary.loc["full", "ci_method"] == "BCa"
+    assert summary.loc["full", "ci_method"] == "t"  # the default interval
+    assert (summary.loc["full", "ci_low"], summary.loc["full", "ci_high"]) == stats.t_interval([0.80, 0.82, 0.81])
     assert summary.loc["lora", "n"] == 1
     assert summary.loc["lora", "mean"] == pytest.approx(0.79)
     assert np.isnan(summary.loc["lora", ["std", "ci_low", "ci_high"]].astype(float)).all()
     assert summary.loc["lora", "ci_method"] == "none"
+
+
+def test_summarize_uses_the_interval_asked_for():
+    table = runs({"full": [0.80, 0.82, 0.81, 0.83, 0.79]})
+    bca = stats.summarize(table, interval="bca").iloc[0]
+    assert (bca["ci_low"], bca["ci_high"], bca["ci_method"]) == stats.bootstrap_ci(table["metrics.test_top1"])
+    assert (bca["t_ci_low"], bca["t_ci_high"]) == stats.t_interval(table["metrics.test_top1"])
 
 
 def test_summarize_carries_costs_and_constant_config_columns():
@@ -160,7 +195,7 @@ def test_paired_p_values_are_scipys():
     diffs = np.subtract(BETTER, BASELINE)
     assert row["mean_diff"] == pytest.approx(diffs.mean())
     assert row["cohens_dz"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
-    assert row["prob_improvement"] == 1.0
+    assert row["win_rate"] == 1.0
 
 
 def test_paired_comparisons_holm_across_variants_and_significance():
@@ -203,7 +238,7 @@ def test_identical_results_give_no_p_values_and_no_effect_size():
     assert row["mean_diff"] == 0
     assert np.isnan(row[["p_ttest", "p_wilcoxon", "cohens_dz"]].astype(float)).all()
     assert not row["significant"]
-    assert row["prob_improvement"] == 0.5
+    assert row["win_rate"] == 0.5 and row["prob_improvement"] == 0.5
 
 
 def test_constant_difference_up_to_float_noise_gives_no_t_test():
@@ -212,7 +247,7 @@ def test_constant_difference_up_to_float_noise_gives_no_t_test():
     row = stats.paired_comparisons(table, "full").iloc[0]
     assert row["sd_diff"] == 0
     assert np.isnan(row["p_ttest"]) and np.isnan(row["cohens_dz"])
-    assert row["prob_improvement"] == 1.0
+    assert row["win_rate"] == 1.0
 
 
 def test_probability_of_improvement_over_cross_pairs_is_mann_whitney_u_over_nm():
@@ -223,11 +258,86 @@ def test_probability_of_improvement_over_cross_pairs_is_mann_whitney_u_over_nm()
     assert stats.probability_of_improvement(x, y) == pytest.approx(u / 6)
 
 
-def test_paired_comparisons_report_all_cross_pair_probability():
+def test_paired_comparisons_report_win_rate_and_rliables_probability_of_improvement_apart():
     table = runs({"full": [0.80, 0.81], "lora": [0.805, 0.79, 0.90]})
     row = stats.paired_comparisons(table, "full").iloc[0]
-    assert row["prob_improvement"] == 0.5  # matched seeds 0, 1: one win, one loss
-    assert row["prob_improvement_all"] == pytest.approx(3 / 6)
+    assert row["win_rate"] == 0.5  # matched seeds 0, 1: one win, one loss
+    # all pairs: 0.805 beats 0.80 only, 0.79 beats none, 0.90 beats both -> 3 / 6
+    assert row["prob_improvement"] == pytest.approx(3 / 6)
+    assert row["prob_improvement_low"] <= row["prob_improvement"] <= row["prob_improvement_high"]
+    assert (row["prob_improvement_low"], row["prob_improvement_high"]) == stats.probability_of_improvement_ci(
+        [0.805, 0.79, 0.90], [0.80, 0.81]
+    )
+
+
+def test_probability_of_improvement_by_hand_one_task():
+    x, y = [0.80, 0.82, 0.81], [0.81, 0.79]
+    # (.80,.81) 0  (.80,.79) 1  (.82,.81) 1  (.82,.79) 1  (.81,.81) 0.5  (.81,.79) 1 -> 4.5 / 6
+    assert stats.probability_of_improvement(x, y) == pytest.approx(0.75)
+    assert stats.probability_of_improvement(x, x) == pytest.approx(0.5)  # rliable: identical scores give 0.5
+    assert np.isnan(stats.probability_of_improvement(x, []))
+
+
+def test_probability_of_improvement_averages_tasks_like_rliable():
+    # task A as above: 0.75; task B: (1,2) 0, (1,3) 0, (2,2) 0.5, (2,3) 0 -> 0.125
+    x = [[0.80, 0.82, 0.81], [1.0, 2.0]]
+    y = [[0.81, 0.79], [2.0, 3.0]]
+    assert stats.probability_of_improvement(x, y) == pytest.approx((0.75 + 0.125) / 2)
+    # rliable's layout: a (runs x tasks) matrix
+    matrix_x = np.array([[0.80, 1.0], [0.82, 2.0]])
+    matrix_y = np.array([[0.81, 2.0], [0.79, 3.0]])
+    # task A: (.80,.81) 0, (.80,.79) 1, (.82,.81) 1, (.82,.79) 1 -> 0.75; task B 0.125
+    assert stats.probability_of_improvement(matrix_x, matrix_y) == pytest.approx((0.75 + 0.125) / 2)
+
+
+def test_probability_of_improvement_interval_by_hand():
+    # y is one run (0.5), so each resample's P(X > Y) is the share of ones among 10 draws
+    # from x: k / 10 with k ~ Binomial(10, 0.9). P(k <= 6) = 0.013 < 2.5% < P(k <= 7) = 0.070,
+    # and P(k = 10) = 0.35 > 2.5%: the 95% percentile interval is [0.7, 1.0].
+    x = [1.0] * 9 + [0.0]
+    low, high = stats.probability_of_improvement_ci(x, [0.5])
+    assert (low, high) == (pytest.approx(0.7), pytest.approx(1.0))
+    assert stats.probability_of_improvement_ci(x, [0.5]) == (low, high)  # fixed seed
+
+
+def test_probability_of_improvement_interval_resamples_within_tasks():
+    # X always wins task A and always loses task B, whatever runs are drawn within a task:
+    # every stratified resample gives 0.5. Pooling the runs of both tasks would not.
+    low, high = stats.probability_of_improvement_ci([[1.0, 1.0], [0.0, 0.0]], [[0.5], [0.5]])
+    assert (low, high) == (0.5, 0.5)
+
+
+def test_iqm_is_the_25_percent_trimmed_mean_of_all_runs_and_tasks():
+    # 8 scores pooled, 2 cut at each end: mean(3, 4, 5, 6)
+    assert stats.iqm([[1, 2, 3, 4], [5, 6, 7, 8]]) == pytest.approx(4.5)
+    assert stats.iqm(np.array([[1, 5], [2, 6], [3, 7], [4, 8]])) == pytest.approx(4.5)  # runs x tasks
+    assert stats.iqm([0.7, 0.8, 0.9, 10.0]) == pytest.approx(0.85)
+    # each task's runs are constant: every stratified resample is mean(1, 1, 5, 5) = 3
+    assert stats.iqm_ci([[1, 1, 1, 1], [5, 5, 5, 5]]) == (3.0, 3.0)
+    low, high = stats.iqm_ci([[0.70, 0.72, 0.75, 0.71], [0.50, 0.55, 0.52, 0.58]])
+    assert low < stats.iqm([[0.70, 0.72, 0.75, 0.71], [0.50, 0.55, 0.52, 0.58]]) < high
+
+
+def test_aggregate_over_tasks_names_algorithms_without_their_dataset():
+    table = runs({
+        "full data=a": [0.80, 0.82, 0.81], "full data=b": [0.60, 0.61, 0.62],
+        "lora data=a": [0.81, 0.79, 0.80], "lora data=b": [0.63, 0.60, 0.64],
+        "lora r=4 data=a": [0.7, 0.7, 0.7],
+    })
+    table["config.data.name"] = [v.rsplit("=", 1)[1] for v in table["variant"]]
+    result = stats.aggregate_over_tasks(table, baseline="full data=a").set_index("algorithm")
+    assert list(result.index) == ["full", "lora", "lora r=4"]
+    # 6 scores pooled, 1 cut at each end: mean(0.61, 0.62, 0.80, 0.81)
+    assert result.loc["full", "iqm"] == pytest.approx(0.71)
+    assert result.loc["lora", "n_tasks"] == 2 and result.loc["lora", "n_runs"] == 6
+    expected = stats.probability_of_improvement([[0.81, 0.79, 0.80], [0.63, 0.60, 0.64]],
+                                                [[0.80, 0.82, 0.81], [0.60, 0.61, 0.62]])
+    # task a: 0.81 beats .80, ties .81 -> 1.5; 0.79 none; 0.80 ties .80 -> 0.5: 2 / 9;
+    # task b: 0.63 beats 3, 0.60 ties .60 -> 0.5, 0.64 beats 3: 6.5 / 9
+    assert expected == pytest.approx((2 / 9 + 6.5 / 9) / 2)
+    assert result.loc["lora", "prob_improvement"] == pytest.approx(expected)
+    assert np.isnan(result.loc["full", "prob_improvement"])
+    assert result.loc["lora r=4", "n_tasks"] == 1 and np.isnan(result.loc["lora r=4", "iqm"])
 
 
 def test_paired_comparisons_refuse_a_missing_baseline_and_repeated_keys():
@@ -272,3 +382,24 @@ def test_pareto_front_uses_per_variant_means_of_completed_runs():
     assert list(front["variant"]) == ["lora", "bad", "full", "big"]
     assert list(front["on_front"]) == [True, False, True, False]
     assert front.loc[front["variant"] == "full", "metrics.test_top1"].item() == pytest.approx(0.81)
+
+
+def test_the_intervals_a_study_file_may_name_are_the_ones_stats_computes():
+    from peftlab.study.spec import REPORT_INTERVALS
+
+    assert tuple(stats.INTERVALS) == REPORT_INTERVALS
+
+
+def test_comparisons_within_datasets_pair_each_dataset_with_its_own_baseline():
+    table = runs({
+        "full data=a": BASELINE, "lora data=a": BETTER,
+        "full data=b": [v - 0.2 for v in BASELINE], "lora data=b": [v - 0.2 for v in BASELINE],
+    })
+    table["config.data.name"] = [v.rsplit("=", 1)[1] for v in table["variant"]]
+    result = stats.paired_comparisons_within(table, "full data=a").set_index("variant")
+    assert list(result["baseline"]) == ["full data=a", "full data=b"]
+    assert result.loc["lora data=b", "mean_diff"] == pytest.approx(0)  # not lora on b minus full on a
+    assert result.loc["lora data=a", "mean_diff"] == pytest.approx(np.mean(np.subtract(BETTER, BASELINE)))
+    np.testing.assert_allclose(result["p_ttest_holm"], stats.holm(result["p_ttest"]))
+    one = stats.paired_comparisons_within(table[table["config.data.name"] == "a"], "full data=a")
+    assert one.equals(stats.paired_comparisons(table[table["config.data.name"] == "a"], "full data=a"))

@@ -31,8 +31,9 @@ def test_latex_escape_escapes_every_special_character():
     )
 
 
-def summary_row(variant, mean, low, high, n=3, metric="metrics.test_top1", **extra):
-    return {"variant": variant, "metric": metric, "n": n, "mean": mean, "ci_low": low, "ci_high": high, **extra}
+def summary_row(variant, mean, low, high, n=3, metric="metrics.test_top1", ci_method="t", **extra):
+    return {"variant": variant, "metric": metric, "n": n, "mean": mean, "ci_low": low, "ci_high": high,
+            "ci_method": ci_method, **extra}
 
 
 def test_table_escapes_names_and_has_booktabs_structure():
@@ -137,3 +138,47 @@ def test_markdown_table(results_table):
 def test_markdown_table_escapes_pipes():
     summary = pd.DataFrame([summary_row("a|b", 0.8, 0.79, 0.81)])
     assert r"| a\|b | 3 | **80.0** [79.0, 81.0] |" in tables.markdown_table(summary)
+
+
+def test_latex_text_escapes_text_and_keeps_math():
+    assert tables.latex_text("LoRA ($r{=}4$), 50% & more") == r"LoRA ($r{=}4$), 50\% \& more"
+    assert tables.latex_text(r"cost \$5 for $x_1$") == r"cost \$5 for $x_1$"
+    assert tables.latex_text("a $ b") == r"a \$ b"  # unpaired: plain text
+    assert tables.latex_text("lora_qv r=8") == r"lora\_qv r=8"
+
+
+def test_display_names_rename_configurations_and_methods():
+    labels = {"lora r=4": "LoRA ($r{=}4$)", "lora": "LoRA", "full": "Full FT"}
+    assert tables.display_name("lora r=4", "lora", labels) == "LoRA ($r{=}4$)"
+    assert tables.display_name("lora r=8", "lora", labels) == "LoRA r=8"
+    assert tables.display_name("full", "full", labels) == "Full FT"
+    assert tables.display_name("lora_qv r=8", "lora_qv", labels) == "lora_qv r=8"
+    assert tables.display_name("lora r=8", None, labels) == "LoRA r=8"
+    assert tables.display_name("linear", "linear", None) == "linear"
+
+
+def test_tables_show_display_names():
+    summary = pd.DataFrame([summary_row("lora r=4", 0.8, 0.79, 0.81, method="lora"),
+                            summary_row("full", 0.7, 0.69, 0.71, method="full")])
+    labels = {"lora r=4": "LoRA ($r{=}4$)", "full": "Full & co"}
+    tex = tables.latex_table(summary, labels=labels)
+    assert r"LoRA ($r{=}4$) & 3 &" in tex and r"Full \& co & 3 &" in tex
+    assert "| LoRA ($r{=}4$) | 3 |" in tables.markdown_table(summary, labels=labels)
+
+
+def test_bootstrap_intervals_are_written_low_high_never_plus_minus():
+    # asymmetric: mean 74.5, interval [72.3, 75.5]; "74.5 ± 1.6" would claim 76.1 as a bound
+    summary = pd.DataFrame([summary_row("full", 0.745, 0.723, 0.755, ci_method="BCa")])
+    tex = tables.latex_table(summary, interval_text="95% BCa bootstrap interval of the mean over seeds "
+                                                    "(9999 resamples, seed 0)")
+    assert r"$\mathbf{74.5}$ [72.3, 75.5]" in tex and r"\pm" not in tex.split(r"\midrule")[1]
+    assert r"Mean over $n$ seeds [the 95\% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)]" in tex
+    assert "**74.5** [72.3, 75.5]" in tables.markdown_table(summary)
+    assert "[95% bootstrap interval of the mean over seeds (BCa)]" in tables.markdown_table(summary)
+
+
+def test_t_intervals_are_written_plus_minus_and_the_note_says_which():
+    summary = pd.DataFrame([summary_row("full", 0.745, 0.735, 0.755)])
+    tex = tables.latex_table(summary)
+    assert r"$\mathbf{74.5} \pm 1.0$" in tex
+    assert r"Mean over $n$ seeds $\pm$ half the width of the 95\% Student-t interval of the mean over seeds" in tex

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from peftlab.errors import ConfigError
-from peftlab.study.spec import load_study
+from peftlab.study.spec import ReportOptions, load_study, read_report_options
 from testkit import TINY_MODEL
 
 BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
@@ -55,6 +55,14 @@ def test_per_value_overrides_and_exclude(tmp_path):
     ({"methods": {"full": {}}, "seeds": 0}, r"study axis 'seeds' value 0 is invalid"),
     ({"methods": {"full": {}}, "sedes": 3}, r"unknown key 'sedes'"),
     ({"methods": {"full": {}}, "ablations": {"r": {"methods": ["lora"], "axes": {}}}}, r"names method 'lora'"),
+    ({"methods": {"full": {}}, "report": {"interval": "wald"}},
+     r"study report.interval='wald' is invalid: expected one of t, bca, percentile"),
+    ({"methods": {"full": {}}, "report": {"colours": {}}}, r"study report: unknown key 'colours'; allowed: interval, labels"),
+    ({"methods": {"full": {}}, "report": {"labels": ["full"]}}, r"study report.labels must be a mapping"),
+    ({"methods": {"full": {}}, "report": {"labels": {"full": ""}}}, r"report.labels\['full'\]='' is invalid"),
+    ({"methods": {"full": {}}, "report": {"labels": {"full": "$r=4"}}}, r"a \$ opens LaTeX math that no \$ closes"),
+    ({"methods": {"lora": {"axes": {"method.r": [4, 8]}}}, "report": {"labels": {"lora r=3": "x"}}},
+     r"report.labels key 'lora r=3' names no configuration or method of the study; expected one of: lora, lora r=4"),
 ])
 def test_invalid_studies_fail_with_one_line(tmp_path, study, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -80,3 +88,23 @@ def test_a_foreign_option_in_a_methods_own_set_is_an_error(tmp_path):
     path = write_study(tmp_path, {"methods": {"full": {"set": {"method.r": 4}}}})
     with pytest.raises(ConfigError, match=r"method.r' is not an option of method 'full' \(it belongs to lora\)"):
         load_study(path)
+
+
+def test_report_section_is_read_from_the_study_and_from_a_study_directory_copy(tmp_path):
+    report = {"interval": "bca", "labels": {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT", "lora": "LoRA \\$5"}}
+    path = write_study(tmp_path, {"methods": {"full": {}, "lora": {"axes": {"method.r": [4, 8]}}}, "report": report})
+    assert load_study(path).report == ReportOptions(interval="bca", labels=report["labels"])
+    # the copy in a study directory is read without its base config
+    copy = tmp_path / "out" / "study.yaml"
+    copy.parent.mkdir()
+    copy.write_text(path.read_text())
+    (tmp_path / "base.yaml").unlink()
+    assert read_report_options(copy) == ReportOptions(interval="bca", labels=report["labels"])
+    assert read_report_options(tmp_path / "none.yaml") == ReportOptions()
+    copy.write_text(yaml.safe_dump({"report": {"interval": "BCa"}}))
+    with pytest.raises(ConfigError, match=r"study.yaml: study report.interval='BCa' is invalid"):
+        read_report_options(copy)
+
+
+def test_report_section_defaults_to_the_t_interval(tmp_path):
+    assert load_study(write_study(tmp_path, {"methods": {"full": {}}})).report == ReportOptions(interval="t", labels={})

@@ -4,22 +4,31 @@ Each `plot_*` function saves one figure as <name>.png (300 dpi) and <name>.pdf (
 fonts embedded) in `out_dir` and returns the two paths, or returns None without drawing
 anything when its data is absent; the reason is logged at INFO level and listed in the
 function's docstring, for the report to say "skipped: <reason>".
-Only completed runs are plotted. Colours are Okabe-Ito (colour-blind safe), one per
-method in order of first appearance, and markers differ as well.
+
+Only completed runs are plotted. Colours come from one palette (`study_palette`): a hue
+per method (Okabe-Ito, colour-blind safe; markers differ per method as well) and, within
+a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16).
+Pass the palette of the whole results table to every figure of a study and a
+configuration has the same colour in all of them. Legends list configurations in that
+sorted order. Intervals are those of `stats.confidence_interval` (`interval`, the
+Student-t interval of the mean by default); every figure says which it shows.
 """
 
 import logging
+import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.lines
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.stats import completed_runs, pareto_mask, summarize
-from peftlab.analysis.tables import METRIC_LABELS
+from peftlab.analysis.stats import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.tables import METRIC_LABELS, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,9 @@ OKABE_ITO = [
 ]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
+# Methods get their hue in this order (then any other method, alphabetically).
+METHOD_ORDER = ("full", "linear", "lora", "lora_qv", "adalora", "qalora")
+
 AXIS_LABELS = {
     "config.method.r": "Rank r",
     "config.method.lora_alpha": "lora_alpha",
@@ -48,6 +60,80 @@ AXIS_LABELS = {
 SERIES_COLUMNS = ("method", "config.quant.mode", "config.model.name", "config.data.name")
 
 
+def study_palette(df):
+    """Colours and markers of every method and configuration (variant) in `df`, all rows.
+
+    Returns a dict: "methods" and "variants" (sorted: methods in METHOD_ORDER, then a
+    method's configurations in natural order of their names, so r=4 < r=8 < r=16),
+    "method" {method: hue}, "variant" {variant: shade of its method's hue}, "marker"
+    {method: marker}, "method_of" {variant: method}.
+    """
+    method_of = _methods_of_variants(df)
+    known = [m for m in METHOD_ORDER if m in method_of.values()]
+    methods = known + sorted(set(method_of.values()) - set(known))
+    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), _natural_key(v)))
+    hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
+    shade = {}
+    for method in methods:
+        mine = [v for v in variants if method_of[v] == method]
+        for variant, t in zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0]):
+            shade[variant] = _shade(hue[method], t)
+    return {"methods": methods, "variants": variants, "method": hue, "variant": shade,
+            "marker": {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}, "method_of": method_of}
+
+
+def _methods_of_variants(df):
+    if df is None or df.empty or "variant" not in df.columns:
+        return {}
+    if "method" in df.columns:
+        firsts = df[df["method"].notna()].groupby("variant", sort=False)["method"].first()
+        method_of = {str(v): str(m) for v, m in firsts.items()}
+    else:
+        method_of = {}
+    for variant in df["variant"].dropna().unique():
+        method_of.setdefault(str(variant), str(variant).split(" ", 1)[0])
+    return method_of
+
+
+def _natural_key(text):
+    """"lora r=16" after "lora r=4": numbers in a name compare as numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(parts))
+
+
+def _shade(color, t):
+    """`color` lightened (t < 0, towards white) or darkened (t > 0, towards black)."""
+    rgb = np.array(matplotlib.colors.to_rgb(color))
+    mixed = rgb + (1 - rgb) * 0.45 * -t if t < 0 else rgb * (1 - 0.45 * t)
+    return matplotlib.colors.to_hex(np.clip(mixed, 0, 1))
+
+
+def _palette_for(df, palette):
+    return palette if palette is not None else study_palette(df)
+
+
+def _variant_color(palette, variant):
+    return palette["variant"].get(str(variant), "0.5")
+
+
+def _method_marker(palette, variant):
+    return palette["marker"].get(palette["method_of"].get(str(variant)), "o")
+
+
+def _name(palette, variant, labels):
+    return display_name(variant, palette["method_of"].get(str(variant)), labels)
+
+
+def _sorted_variants(palette, variants):
+    order = {v: i for i, v in enumerate(palette["variants"])}
+    return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), _natural_key(v)))
+
+
+def interval_label(interval="t", confidence=0.95):
+    """Short text for a figure: "mean, 95% Student-t interval"."""
+    return f"mean, {100 * confidence:g}% {INTERVALS[interval]} interval"
+
+
 def save_figure(fig, out_dir, name):
     """Write fig as <name>.png (300 dpi) and <name>.pdf in out_dir; return both paths."""
     out_dir = Path(out_dir)
@@ -59,30 +145,32 @@ def save_figure(fig, out_dir, name):
     return paths
 
 
-def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.trainable", name="accuracy_vs_params"):
-    """Per-variant mean metric against mean trainable parameters (log x), 95% CI bars.
+def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.trainable", name="accuracy_vs_params",
+                            interval="t", labels=None, palette=None):
+    """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
     The Pareto front (fewer parameters, higher accuracy) is a dashed staircase through
     ringed points. Skipped when no completed run has both values (x > 0).
     """
+    palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or x not in runs.columns:
         return _skip(name, f"the table has no {metric} or {x} column")
     runs = runs[runs[metric].notna() & (runs[x] > 0)]
     if runs.empty:
         return _skip(name, f"no completed run with {metric} and {x}")
-    summary = summarize(runs, metric)
-    colors = _color_map(summary, "method")
-    fig, ax = _new_figure(5.5, 3.4)
-    for i, (method, group) in enumerate(summary.groupby(_color_column(summary, "method"), sort=False)):
+    summary = summarize(runs, metric, interval=interval).set_index("variant")
+    fig, ax = _new_figure(5.8, 3.4)
+    for variant in _sorted_variants(palette, summary.index):
+        row = summary.loc[[variant]]
         ax.errorbar(
-            group[x],
-            100 * group["mean"],
-            yerr=_ci_errors(group),
-            fmt=MARKERS[i % len(MARKERS)],
-            color=colors[method],
+            row[x],
+            100 * row["mean"],
+            yerr=_ci_errors(row),
+            fmt=_method_marker(palette, variant),
+            color=_variant_color(palette, variant),
             capsize=2,
-            label=str(method),
+            label=_name(palette, variant, labels),
         )
     front = summary[pareto_mask(summary[x], summary["mean"])].sort_values(x)
     ax.plot(
@@ -101,54 +189,113 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7)
-    _label_points(ax, summary[x], 100 * summary["mean"], summary["variant"])
+    handles, names = ax.get_legend_handles_labels()
+    order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
+    fig.legend([handles[i] for i in order], [names[i] for i in order], loc="outside right upper", fontsize=7,
+               title=interval_label(interval), title_fontsize=7)
+    _label_points(ax, summary[x], 100 * summary["mean"], [_name(palette, v, labels) for v in summary.index])
     return save_figure(fig, out_dir, name)
 
 
-def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff"):
-    """Weight memory saved against accuracy lost by each quantization mode.
+def quantization_points(df, metric="metrics.test_top1", interval="t", confidence=0.95):
+    """What `plot_quantization_tradeoff` draws: each quantized configuration against its fp32 run.
 
-    Each point is a quantized configuration compared with the unquantized ("none") one
-    with the same method, rank, model and dataset: x = 100 (1 - weights_bytes /
-    weights_bytes_none), y = mean accuracy of "none" minus mean accuracy quantized, in
-    percentage points, means over seeds (no error bars). Skipped when the study has no
-    quantized run or no unquantized run to compare it with.
+    The reference of a quantized run is the completed run with quant.mode "none", the same
+    seed and the same config otherwise (every config column but config.quant.* and
+    config.seed). Returns one row per quantized variant and model ("unmerged": `metric`,
+    the adapter on the quantized base; "merged": metrics.merged_<metric name>, the adapter
+    merged into it) with the columns variant, method, mode, model, memory_ratio (mean of
+    memory.base_weights_bytes / memory.base_weights_fp32_bytes), n_pairs (matched seeds),
+    mean_diff, ci_low, ci_high (the `interval` of the mean paired difference, quantized
+    minus fp32, as fractions), reference (the fp32 variant).
     """
-    mode, weights = "config.quant.mode", "memory.weights_bytes"
+    mode, stored, fp32 = "config.quant.mode", "memory.base_weights_bytes", "memory.base_weights_fp32_bytes"
+    columns = ["variant", "method", "mode", "model", "memory_ratio", "n_pairs", "mean_diff", "ci_low", "ci_high", "reference"]
     runs = completed_runs(df)
-    if any(c not in runs.columns for c in (mode, weights, metric)):
-        return _skip(name, f"the table has no {mode}, {weights} or {metric} column")
-    runs = runs[runs[metric].notna() & runs[weights].notna()]
-    keys = [c for c in ("method", "config.method.r", "config.model.name", "config.data.name") if c in runs.columns]
-    means = (
-        runs.groupby(keys + [mode], sort=False, dropna=False)
-        .agg(accuracy=(metric, "mean"), weights=(weights, "mean"), variant=("variant", "first"))
-        .reset_index()
-    )
-    reference = means[means[mode] == "none"].drop(columns=[mode, "variant"])
-    quantized = means[means[mode] != "none"].merge(reference, on=keys, suffixes=("", "_none"))
-    if quantized.empty:
-        return _skip(name, "no quantized run with an unquantized run of the same method and rank")
-    quantized["saved"] = 100 * (1 - quantized["weights"] / quantized["weights_none"])
-    quantized["loss"] = 100 * (quantized["accuracy_none"] - quantized["accuracy"])
-    fig, ax = _new_figure(5.0, 3.4)
-    for i, (mode_name, group) in enumerate(quantized.groupby(mode, sort=False)):
-        ax.scatter(
-            group["saved"],
-            group["loss"],
-            color=OKABE_ITO[i % len(OKABE_ITO)],
-            marker=MARKERS[i % len(MARKERS)],
-            s=36,
-            label=str(mode_name),
-            zorder=3,
-        )
+    if mode not in runs.columns or metric not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    runs = runs[runs[metric].notna()]
+    quantized = runs[runs[mode].notna() & (runs[mode] != "none")]
+    if quantized.empty or stored not in runs.columns or fp32 not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    keys = [c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"]
+    keys = keys + ["seed"] if "seed" in runs.columns else keys
+    key = runs[keys].map(lambda v: repr(_axis_value(v))).agg("|".join, axis=1)
+    reference = runs[runs[mode] == "none"].assign(_key=key).drop_duplicates("_key").set_index("_key")
+    merged_metric = "metrics.merged_" + metric.removeprefix("metrics.")
+    rows = []
+    for variant, group in quantized.assign(_key=key).groupby("variant", sort=False):
+        matched = group[group["_key"].isin(reference.index)]
+        baseline = reference.loc[matched["_key"]]
+        ratio = (group[stored].astype(float) / group[fp32].astype(float)).mean()
+        for model, column in (("unmerged", metric), ("merged", merged_metric)):
+            if column not in matched.columns or matched[column].isna().all():
+                continue
+            diffs = matched[column].to_numpy(dtype=float) - baseline[metric].to_numpy(dtype=float)
+            diffs = diffs[np.isfinite(diffs)]
+            if diffs.size == 0:
+                continue
+            low, high, _ = confidence_interval(diffs, interval, confidence)
+            rows.append({"variant": variant, "method": group["method"].iloc[0] if "method" in group else None,
+                         "mode": group[mode].iloc[0], "model": model, "memory_ratio": ratio, "n_pairs": diffs.size,
+                         "mean_diff": diffs.mean(), "ci_low": low, "ci_high": high,
+                         "reference": baseline["variant"].iloc[0]})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t",
+                               labels=None, palette=None):
+    """Accuracy lost against the memory of a quantized base, per quantized configuration.
+
+    x: the base weights as stored (quantized data and statistics) over the same weights in
+    fp32 (memory.base_weights_bytes / memory.base_weights_fp32_bytes); y: test top-1 minus
+    that of the fp32 run of the same config on matched seeds (`quantization_points`), in
+    percentage points, with the interval of the mean difference. Filled markers: the adapter
+    on the quantized base; open markers: the adapter merged into it (merging re-quantizes).
+    The two are drawn 0.7 percentage points of x left and right of their x, so that both
+    intervals stay readable.
+    Skipped when the study has no completed quantized run, the runs record no base weight
+    bytes, or no quantized run has an fp32 run to compare with.
+    """
+    palette = _palette_for(df, palette)
+    runs = completed_runs(df)
+    mode = "config.quant.mode"
+    if mode not in runs.columns or not (runs[mode].notna() & (runs[mode] != "none")).any():
+        return _skip(name, "no completed run with a quantized base (quant.mode is none everywhere)")
+    if "memory.base_weights_bytes" not in runs.columns or "memory.base_weights_fp32_bytes" not in runs.columns:
+        return _skip(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
+    points = quantization_points(df, metric, interval)
+    if points.empty:
+        return _skip(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
+    fig, ax = _new_figure(5.8, 3.4)
+    dodge = {"unmerged": -0.007, "merged": 0.007}  # side by side, so that the two intervals stay apart
+    for variant in _sorted_variants(palette, points["variant"]):
+        for model, group in points[points["variant"] == variant].groupby("model", sort=False):
+            color = _variant_color(palette, variant)
+            ax.errorbar(
+                group["memory_ratio"] + dodge[model],
+                100 * group["mean_diff"],
+                yerr=_ci_errors(group.rename(columns={"mean_diff": "mean"})),
+                fmt=_method_marker(palette, variant),
+                color=color,
+                markerfacecolor=color if model == "unmerged" else "white",
+                capsize=2,
+                label=_name(palette, variant, labels) if model == "unmerged" else None,
+                zorder=3,
+            )
     ax.axhline(0, color="0.5", linewidth=0.8)
-    ax.set_xlabel("Weight memory saved vs unquantized (%)")
-    ax.set_ylabel(f"{_metric_label(metric).removesuffix(' (%)')} lost (pp)")
+    ax.plot([1.0], [0.0], marker="*", markersize=9, color="0.3", linestyle="none", label="fp32 base (reference)")
+    ax.set_xlim(0, 1.08)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("Base weights stored, share of their fp32 size")
+    ax.set_ylabel(f"{_metric_label(metric).removesuffix(' (%)')} vs fp32 (pp)")
     ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7, title="quant", title_fontsize=7)
-    _label_points(ax, quantized["saved"], quantized["loss"], quantized["variant"])
+    handles, names = ax.get_legend_handles_labels()
+    handles += [matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
+                matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none")]
+    names += ["adapter on the quantized base", "adapter merged into it"]
+    fig.legend(handles, names, loc="outside right upper", fontsize=7,
+               title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval", title_fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
@@ -173,113 +320,164 @@ def plot_importance_heatmap(importance, out_dir, name="importance_heatmap"):
     return save_figure(fig, out_dir, name)
 
 
-def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="convergence"):
-    """Validation top-1 against step: mean over seeds per `by` group, band = ± 1 sd.
+def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None,
+                     palette=None):
+    """Validation top-1 against step: mean over seeds per `by` group, band = the interval.
 
-    `curves` is long: run_id, variant, step, val_top1 (and config.method.r). Lines are
-    ordered by rank where config.method.r is present. No band where one seed reached a
-    step. Skipped when `curves` is None or has no finite value.
+    `curves` is long: run_id, variant, method, step, val_top1. The band is the `interval`
+    of the mean over the seeds evaluated at that step (none where one seed was). Skipped
+    when `curves` is None, has no finite value, or no group was evaluated at two steps
+    (one evaluation per run is a point, not a curve).
     """
     if curves is None or curves.empty or metric not in curves.columns or curves[metric].isna().all():
         return _skip(name, "no learning curves")
     curves = curves[curves[metric].notna()]
-    order = list(dict.fromkeys(curves[by]))
-    if "config.method.r" in curves.columns:
-        ranks = curves.groupby(by, sort=False)["config.method.r"].first()
-        order = sorted(order, key=lambda group: (np.nan_to_num(ranks[group], nan=-1.0), order.index(group)))
-    fig, ax = _new_figure(5.5, 3.4)
-    for i, group in enumerate(order):
-        per_step = curves[curves[by] == group].groupby("step")[metric].agg(["mean", "std", "count"])
-        color = OKABE_ITO[i % len(OKABE_ITO)] if len(order) <= len(OKABE_ITO) else matplotlib.colormaps["viridis"](i / (len(order) - 1))
-        steps = per_step.index.to_numpy()
-        mean = 100 * per_step["mean"].to_numpy()
-        spread = 100 * np.where(per_step["count"] > 1, per_step["std"].fillna(0), 0.0)
-        ax.plot(steps, mean, color=color, label=str(group))
-        ax.fill_between(steps, mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0)
+    if curves.groupby(by)["step"].nunique().max() < 2:
+        return _skip(name, "no learning curve: every run was evaluated at a single step")
+    palette = _palette_for(curves, palette)
+    fig, ax = _new_figure(5.8, 3.4)
+    for group in _sorted_variants(palette, curves[by].unique()):
+        values = curves[curves[by].astype(str) == group].groupby("step")[metric]
+        steps = np.array(sorted(values.groups))
+        mean = 100 * values.mean().reindex(steps).to_numpy()
+        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * 100
+        color = _variant_color(palette, group)
+        ax.plot(steps, mean, color=color, label=_name(palette, group, labels), zorder=3)  # lines above every band
+        ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7, title="mean ± sd over seeds", title_fontsize=7)
+    fig.legend(loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)",
+               title_fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
-def plot_cost(df, out_dir, by="variant", name="cost"):
-    """Training time and peak RSS per `by` group: horizontal bars, mean ± sd over seeds.
+# (column, panel title) of the cost figure; of a pair, the first column with values is drawn.
+COST_PANELS = (
+    (("timing.train_seconds", "Training time"),),
+    (("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"), ("memory.peak_rss_bytes", "Peak RSS of the run")),
+    (("memory.base_weights_bytes", "Base weights as stored"), ("memory.weights_bytes", "Model weights")),
+)
 
-    By variant rather than method: a method's ranks and quantization modes differ in cost.
-    A panel is left out when its column is absent; skipped when both are.
+
+def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None):
+    """Training time and memory per `by` group: bars = mean over seeds, dots = the runs.
+
+    Panels: training time; peak memory (CUDA allocated when measured, else the run's peak
+    RSS); the weights' bytes (the base weights as stored when recorded, so quantized bases
+    show their saving, else the whole model's weights). By variant rather than method: a
+    method's ranks and quantization modes differ in cost. Every quantity is positive and
+    each run is drawn, so nothing suggests values below zero. A panel is left out when its
+    columns are absent or empty; skipped when all are.
     """
+    palette = _palette_for(df, palette)
     runs = completed_runs(df)
-    panels = [
-        (column, label)
-        for column, label in (("timing.train_seconds", "Training time"), ("memory.peak_rss_bytes", "Peak RSS"))
-        if column in runs.columns and runs[column].notna().any()
-    ]
+    panels = []
+    for choices in COST_PANELS:
+        for column, title in choices:
+            if column in runs.columns and (runs[column].astype(float) > 0).any():
+                panels.append((column, title))
+                break
     if not panels:
         return _skip(name, "no training time or memory measurements")
-    groups = list(dict.fromkeys(runs[by]))
-    colors = _color_map(runs, "method")
-    color_column = _color_column(runs, "method")
-    bar_colors = [colors[runs.loc[runs[by] == g, color_column].iloc[0]] for g in groups]
-    fig, axes = _new_figure(3.2 * len(panels), 1.0 + 0.3 * len(groups), ncols=len(panels))
+    groups = _sorted_variants(palette, runs[by])
+    fig, axes = _new_figure(2.6 * len(panels) + 1.2, 1.1 + 0.3 * len(groups), ncols=len(panels))
     axes = np.atleast_1d(axes)
-    for ax, (column, label) in zip(axes, panels):
-        values = runs.groupby(by, sort=False)[column].agg(["mean", "std"]).reindex(groups)
-        scale, unit = _seconds_unit(values["mean"].max()) if column.startswith("timing") else _bytes_unit(values["mean"].max())
-        ax.barh(
-            range(len(groups)),
-            values["mean"].fillna(0) / scale,
-            xerr=values["std"].fillna(0) / scale,
-            color=bar_colors,
-            capsize=2,
-        )
-        ax.set_yticks(range(len(groups)), [str(g) for g in groups], fontsize=7)
+    jitter = np.random.default_rng(0)
+    for ax, (column, title) in zip(axes, panels):
+        values = runs[column].astype(float)
+        scale, unit = _seconds_unit(values.max()) if column.startswith("timing") else _bytes_unit(values.max())
+        means = values.groupby(runs[by].astype(str)).mean().reindex(groups)
+        ax.barh(range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups],
+                height=0.7)
+        for i, group in enumerate(groups):
+            mine = values[runs[by].astype(str) == group].dropna() / scale
+            ax.scatter(mine, i + jitter.uniform(-0.18, 0.18, len(mine)), s=10, color="white", edgecolors="black",
+                       linewidths=0.6, zorder=3)
+        ax.set_yticks(range(len(groups)), [_name(palette, g, labels) for g in groups], fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{label} ({unit})")
+        ax.set_xlim(left=0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(unit)
         ax.grid(True, axis="x", alpha=0.3)
     for ax in axes[1:]:
         ax.tick_params(labelleft=False)
+    fig.suptitle("bars: mean over seeds; dots: individual runs", fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
-def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, name=None):
-    """Metric against one config axis (numeric or categorical) with 95% CI bars.
+def axis_methods(runs, axis):
+    """The methods a config axis applies to: those whose completed runs take 2 or more values
+    of it. The others (full fine-tuning on a rank axis: its method.r is the base config's,
+    unused) are drawn as reference lines."""
+    values = runs[axis].map(_axis_value)
+    counts = values.groupby(runs["method"]).nunique() if "method" in runs.columns else pd.Series(dtype=int)
+    return [m for m, n in counts.items() if n >= 2]
 
-    Runs where the axis does not apply (NaN, e.g. r for full fine-tuning) are left out.
-    One line per combination of `series` columns (by default those of SERIES_COLUMNS that
-    vary, so nf4 and unquantized runs are not pooled). Other config columns that vary
-    within a plotted point are named in the title ("pooled over: ..."). A numeric axis
-    spanning a factor of 8 or more is drawn on a log scale (base 2 for integers).
-    Skipped when the axis has fewer than 2 distinct values among completed runs.
+
+def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None,
+                  palette=None):
+    """Metric against one config axis (numeric or categorical) with the interval bars.
+
+    Methods that do not vary along the axis (see `axis_methods`; e.g. full fine-tuning and
+    the linear probe on a rank axis) are horizontal reference lines at their mean, with a
+    band for their interval, named in the legend. Runs where the axis is NaN are such
+    references too. One line per combination of `series` columns (by default those of
+    SERIES_COLUMNS that vary, so nf4 and unquantized runs are not pooled); points take
+    their configuration's colour. Other config columns that vary within a plotted point are
+    named in the title ("pooled over: ..."). A numeric axis spanning a factor of 8 or more
+    is drawn on a log scale (base 2 for integers). Skipped when the axis has fewer than 2
+    distinct values among the completed runs of the methods it applies to.
     """
     name = name or "ablation_" + axis.removeprefix("config.").replace(".", "_")
+    palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if axis not in runs.columns or metric not in runs.columns:
         return _skip(name, f"the table has no {axis} or {metric} column")
-    runs = runs[runs[axis].notna() & runs[metric].notna()]
+    runs = runs[runs[metric].notna()]
+    on_axis = runs[axis].notna()
+    if "method" in runs.columns:
+        on_axis &= runs["method"].isin(axis_methods(runs[runs[axis].notna()], axis))
+    references, runs = runs[~on_axis], runs[on_axis]
     runs = runs.assign(**{axis: runs[axis].map(_axis_value)})
     if runs[axis].nunique() < 2:
         return _skip(name, f"{axis} has fewer than 2 distinct values")
     if series is None:
         series = [c for c in SERIES_COLUMNS if c in runs.columns and c != axis and runs[c].nunique() > 1]
     series = [series] if isinstance(series, str) else list(series)
-    summary = summarize(runs, metric, by=series + [axis])
+    summary = summarize(runs, metric, by=series + [axis], interval=interval)
+    # a point takes its configuration's colour (the line's hue where it pools several)
+    run_cell = runs[series + [axis]].astype(str).agg("|".join, axis=1)
+    point_cell = summary[series + [axis]].astype(str).agg("|".join, axis=1)
+    by_cell = runs.assign(method=runs.get("method", runs["variant"].astype(str).str.split().str[0])).groupby(run_cell)
+    summary["variant"] = by_cell["variant"].agg(lambda v: str(v.iloc[0]) if v.nunique() == 1 else None).reindex(point_cell).to_numpy()
+    summary["method"] = by_cell["method"].first().reindex(point_cell).to_numpy()
     numeric = pd.api.types.is_numeric_dtype(runs[axis])
     categories = sorted(runs[axis].unique()) if numeric else list(dict.fromkeys(runs[axis]))
-    fig, ax = _new_figure(5.0, 3.4)
+    fig, ax = _new_figure(5.8, 3.4)
     lines = summary.groupby(series, sort=False, dropna=False) if series else [((), summary)]
+    # the series with most points first: it gets the solid line
+    lines = sorted(lines, key=lambda item: (-len(item[1]), _natural_key(item[0])))
+    log_x = numeric and _log_scale(np.array(categories, dtype=float))
     for i, (key, group) in enumerate(lines):
         group = group.sort_values(axis) if numeric else group.assign(_order=group[axis].map(categories.index)).sort_values("_order")
-        positions = group[axis] if numeric else group[axis].map(categories.index)
-        ax.errorbar(
-            positions,
-            100 * group["mean"],
-            yerr=_ci_errors(group),
-            fmt="-" + MARKERS[i % len(MARKERS)],
-            color=OKABE_ITO[i % len(OKABE_ITO)],
-            capsize=2,
-            label=" / ".join(str(k) for k in np.atleast_1d(key)) or None,
-        )
+        positions = (group[axis] if numeric else group[axis].map(categories.index)).to_numpy(dtype=float)
+        positions = _dodge(positions, i, len(lines), log_x, categories if numeric else None)
+        line_color = palette["method"].get(str(group["method"].iloc[0]), "0.3")
+        colors = [_variant_color(palette, v) if v is not None else line_color for v in group["variant"]]
+        marker = palette["marker"].get(str(group["method"].iloc[0]), "o")
+        ax.plot(positions, 100 * group["mean"], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)],
+                zorder=2)
+        for j in range(len(group)):
+            ax.errorbar(positions[j:j + 1], 100 * group["mean"].iloc[j:j + 1], yerr=_ci_errors(group.iloc[[j]]),
+                        capsize=2, zorder=3, fmt=marker, color=colors[j])
+        # the legend shows the line and, for a one-point series, its point's colour
+        line_name = " / ".join(_series_text(k, labels) for k in np.atleast_1d(key)) if series else \
+            display_name(group["method"].iloc[0], None, labels)
+        point_color = colors[0] if len(set(colors)) == 1 else line_color
+        ax.plot([], [], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
+                markerfacecolor=point_color, markeredgecolor=point_color, label=line_name)
+    _draw_references(ax, references, metric, interval, labels, palette, _axis_label(axis))
     if numeric:
         _set_numeric_axis(ax, np.array(categories, dtype=float))
     else:
@@ -290,38 +488,55 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
     ax.set_xlabel(_axis_label(axis))
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
+    title = interval_label(interval)
     if series:
-        title = " / ".join(c.removeprefix("config.") for c in series)
-        fig.legend(loc="outside right upper", fontsize=7, title=title, title_fontsize=7)
+        title += "\nlines: " + " / ".join(c.removeprefix("config.") for c in series)
+    fig.legend(loc="outside right upper", fontsize=7, title=title, title_fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
-def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots"):
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _series_text(value, labels):
+    return display_name(value, None, labels) if isinstance(value, str) else str(value)
+
+
+def _draw_references(ax, references, metric, interval, labels, palette, axis_label):
+    """A dashed horizontal line at each reference configuration's mean, its interval shaded."""
+    if references.empty:
+        return
+    summary = summarize(references, metric, interval=interval).set_index("variant")
+    for variant in _sorted_variants(palette, summary.index):
+        row = summary.loc[variant]
+        color = _variant_color(palette, variant)
+        ax.axhline(100 * row["mean"], color=color, linestyle="--", linewidth=1.2, zorder=1,
+                   label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})")
+        if np.isfinite(row["ci_low"]):
+            ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.12, linewidth=0, zorder=0)
+
+
+def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None,
+                       palette=None):
     """Box plot of the metric across seeds per `by` group, each run drawn as a dot.
 
+    Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR.
     Skipped when no completed run has the metric.
     """
+    palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or runs[metric].isna().all():
         return _skip(name, f"no completed run with {metric}")
     runs = runs[runs[metric].notna()]
-    groups = list(dict.fromkeys(runs[by]))
-    colors = _color_map(runs, "method")
-    color_column = _color_column(runs, "method")
+    groups = _sorted_variants(palette, runs[by])
     fig, ax = _new_figure(1.5 + 0.55 * len(groups), 3.4)
-    values = [100 * runs.loc[runs[by] == g, metric].to_numpy(dtype=float) for g in groups]
+    values = [100 * runs.loc[runs[by].astype(str) == g, metric].to_numpy(dtype=float) for g in groups]
     ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
     jitter = np.random.default_rng(0)
-    for i, g in enumerate(groups):
-        group = runs[runs[by] == g]
-        ax.scatter(
-            i + jitter.uniform(-0.12, 0.12, len(group)),
-            100 * group[metric],
-            s=12,
-            color=colors[group[color_column].iloc[0]],
-            zorder=3,
-        )
-    ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=30, ha="right", fontsize=7)
+    for i, (g, group_values) in enumerate(zip(groups, values)):
+        ax.scatter(i + jitter.uniform(-0.12, 0.12, len(group_values)), group_values, s=12,
+                   color=_variant_color(palette, g), marker=_method_marker(palette, g), zorder=3)
+    ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, out_dir, name)
@@ -332,8 +547,9 @@ def _skip(name, reason):
     return None
 
 
-# Where a point's name may go, in points from the point: right, left, then above/below.
-LABEL_OFFSETS = [(6, -3), (-6, -3), (6, 5), (6, -11), (-6, 5), (-6, -11), (6, 13), (6, -19)]
+# Where a point's name may go, in points from the point: above or below to the right first,
+# clear of a line leaving the point horizontally (the Pareto staircase), then to the left.
+LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 
 
 def _label_points(ax, xs, ys, labels, fontsize=6):
@@ -380,15 +596,6 @@ def _new_figure(width, height, ncols=1):
     return fig, fig.subplots(1, ncols)
 
 
-def _color_column(df, preferred):
-    return preferred if preferred in df.columns else "variant"
-
-
-def _color_map(df, preferred):
-    keys = dict.fromkeys(df[_color_column(df, preferred)])
-    return {key: OKABE_ITO[i % len(OKABE_ITO)] for i, key in enumerate(keys)}
-
-
 def _ci_errors(summary):
     """Error bar lengths (percent) below and above each mean; 0 where there is no interval."""
     below = (summary["mean"] - summary["ci_low"]).fillna(0).clip(lower=0)
@@ -409,9 +616,28 @@ def _axis_value(value):
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
+def _log_scale(values):
+    low, high = values.min(), values.max()
+    return bool(low > 0 and high / low >= 8)
+
+
+def _dodge(positions, i, n, log_x, categories):
+    """Series i > 0 of n shifted right by i times 8% of the smallest gap between axis values, so
+    that points at the same axis value stay apart (multiplicatively on a log axis). The first
+    series, the one with most points, stays on the ticks."""
+    if n < 2:
+        return positions
+    share = 0.08 * i
+    if log_x:
+        ratios = np.diff(np.log(np.array(categories, dtype=float)))
+        return positions * np.exp(share * (ratios.min() if ratios.size else 1.0))
+    gaps = np.diff(np.array(categories, dtype=float)) if categories is not None else np.array([1.0])
+    return positions + share * (gaps.min() if gaps.size else 1.0)
+
+
 def _set_numeric_axis(ax, values):
     low, high = values.min(), values.max()
-    if low > 0 and high / low >= 8:
+    if _log_scale(values):
         integers = np.all(values == np.round(values))
         ax.set_xscale("log", base=2 if integers else 10)
     if len(values) <= 12:

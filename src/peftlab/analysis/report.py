@@ -2,23 +2,34 @@
 
 Writes ``STUDY_DIR/report/``: ``report.md``, ``results.csv``, ``tables/*.tex`` (booktabs,
 plus a compilable ``*_document.tex``), ``figures/*.{png,pdf}``. A figure whose data is
-absent is skipped with a line in the report.
+absent is skipped with a line in the report's "Skipped figures" section.
+
+How the report shows the study comes from the ``report:`` section of the study file (the
+copy the runner keeps as ``STUDY_DIR/study.yaml``): the interval (``t`` by default) and
+display names (``labels``). The bootstrap's seed and number of resamples are fixed
+(stats.BOOTSTRAP_SEED, stats.BOOTSTRAP_RESAMPLES) and printed in the report.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from peftlab.analysis import figures
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
-from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
-from peftlab.analysis.tables import latex_document, latex_table, markdown_table
+from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_SEEDS, aggregate_over_tasks,
+                                    completed_runs, describe_interval, incomplete_runs, paired_comparisons_within,
+                                    pareto_front, summarize)
+from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
+from peftlab.errors import UserError
+from peftlab.study.spec import read_report_options
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
 ABLATION_AXES = {"config.method.r": "rank", "config.method.lora_alpha": "alpha",
                  "config.method.target_modules": "target modules", "config.train.lr": "learning rate"}
+TASK = "config.data.name"
 
 
 def choose_baseline(df: pd.DataFrame) -> str | None:
@@ -30,38 +41,66 @@ def choose_baseline(df: pd.DataFrame) -> str | None:
     return str(full.iloc[0]) if len(full) else str(done["variant"].iloc[0])
 
 
-def write_report(study_dir: str | Path, baseline: str | None = None) -> Path:
+def write_report(study_dir: str | Path, baseline: str | None = None, interval: str | None = None,
+                 labels: dict[str, str] | None = None) -> Path:
+    """Write STUDY_DIR/report/ and return the path of report.md.
+
+    interval and labels override the study file's report section. A baseline that is not a
+    configuration with completed runs is a UserError naming the configurations there are.
+    """
     study_dir = Path(study_dir)
+    options = read_report_options(study_dir / "study.yaml")
+    interval = interval or options.interval
+    labels = options.labels if labels is None else labels
+    df = load_results(study_dir)
+    if df.empty:
+        raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
+    done = completed_runs(df)
+    if baseline is not None and baseline not in set(done["variant"]):
+        shown = ", ".join(f"'{v}'" for v in dict.fromkeys(done["variant"])) or "none"
+        raise UserError(f"baseline '{baseline}' is not a configuration with completed runs; configurations: {shown}")
+    baseline = baseline or choose_baseline(df)
+
     out = study_dir / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    df = load_results(study_dir)
-    if df.empty:
-        raise FileNotFoundError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
     df.to_csv(out / "results.csv", index=False)
-    done = completed_runs(df)
-    baseline = baseline or choose_baseline(df)
     lines = [f"# Study report: {study_dir.name}", ""]
     lines += _what_was_run(df, done)
+    unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
+    if unused:
+        lines += [f"Labels in the study file's report section that name no configuration or method: "
+                  f"{', '.join(unused)}.", ""]
+    lines += _statistics(interval)
 
-    comparisons = None
     if not done.empty:
-        summary = pd.concat([summarize(df, metric=m) for m in METRICS], ignore_index=True)
+        summary = pd.concat([summarize(df, metric=m, interval=interval) for m in METRICS if m in df],
+                            ignore_index=True)
+        comparisons = None
         if baseline is not None and done["variant"].nunique() > 1:
-            comparisons = paired_comparisons(df, baseline=baseline, metric=METRICS[0])
-        tex = latex_table(summary, comparisons, columns=list(METRICS),
-                          caption=f"{study_dir.name}: test accuracy (mean $\\pm$ 95\\% bootstrap CI half-width over "
-                                  "seeds) and trainable parameters.")
+            comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0])
+        interval_text = describe_interval(interval)
+        tex = latex_table(summary, comparisons, columns=[m for m in METRICS if m in df], labels=labels,
+                          interval_text=interval_text,
+                          caption=f"{study_dir.name}: test accuracy (mean and {interval_text}) and trainable "
+                                  "parameters.")
         (out / "tables" / "main_table.tex").write_text(tex)
         (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
-        lines += ["## Main table", "", markdown_table(summary, comparisons, columns=list(METRICS)), "",
-                  "LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
-        lines += _pareto_lines(df)
-        lines += _significance_lines(comparisons, baseline)
+        lines += ["## Main table", "",
+                  markdown_table(summary, comparisons, columns=[m for m in METRICS if m in df], labels=labels,
+                                 interval_text=interval_text)]
+        lines += _few_seeds(summary[summary["metric"] == METRICS[0]], labels)
+        lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
+        lines += _pareto_lines(df, labels)
+        lines += _significance_lines(comparisons, df, labels)
+        lines += _across_datasets(df, baseline, labels)
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
-    lines += ["## Figures", ""] + _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures")
+    figure_lines, skipped = _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures", interval,
+                                     labels)
+    lines += ["## Figures", ""] + figure_lines
+    lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
     lines += _environment(environment(study_dir))
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -76,8 +115,7 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
              f"- {len(df)} runs ({parts}); {df['variant'].nunique()} configurations x "
              f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))})",
              f"- methods: {', '.join(sorted(df['method'].unique()))}"]
-    for column, name in (("config.model.name", "models"), ("config.data.name", "datasets"),
-                         ("config.quant.mode", "quantization")):
+    for column, name in (("config.model.name", "models"), (TASK, "datasets"), ("config.quant.mode", "quantization")):
         if column in df:
             lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
     if "config.data.train_subset" in df:
@@ -87,57 +125,158 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def _pareto_lines(df: pd.DataFrame) -> list[str]:
+def _statistics(interval: str) -> list[str]:
+    return ["## How the numbers were computed", "",
+            f"- Intervals in tables and figures: the {describe_interval(interval)} "
+            "(`report.interval` in the study file: t, bca or percentile).",
+            f"- Every bootstrap draws {BOOTSTRAP_RESAMPLES} resamples with numpy's default_rng seeded "
+            f"{BOOTSTRAP_SEED}: the same results give the same bounds in every report.",
+            "- Comparisons with the baseline: paired t-test and Wilcoxon signed-rank test on matched seeds, "
+            "Holm-corrected across comparisons; Cohen's d_z of the paired differences.",
+            "- Probability of improvement P(X > Y) is rliable's: over all pairs (a run of the configuration, a run "
+            "of the baseline), ties counted half, averaged over datasets, with a 95% stratified bootstrap percentile "
+            "interval. The win rate is a different number: the share of matched seeds where the configuration "
+            "scores higher (ties half).", ""]
+
+
+def _few_seeds(summary: pd.DataFrame, labels: dict) -> list[str]:
+    few = summary[summary["n"] < MIN_SEEDS]
+    if few.empty:
+        return []
+    if len(few) == len(summary) and few["n"].nunique() == 1:
+        names = f"every configuration (n = {few['n'].iloc[0]})"
+    else:
+        names = ", ".join(f"{_name(row, labels)} (n = {row['n']})" for _, row in few.iterrows())
+    text = (f"**Warning: fewer than {MIN_SEEDS} seeds** for {names}. With so few seeds the intervals are rough, "
+            "and the Wilcoxon test cannot reach p < 0.05.")
+    if (few["n"] == 2).any():
+        text += (" At n = 2 no interval is meaningful: a bootstrap interval is just the two values, and the "
+                 "t-interval spans 12.7 standard errors on either side.")
+    if (few["n"] == 1).any():
+        text += " At n = 1 there is no interval."
+    return [text, ""]
+
+
+def _name(row, labels: dict) -> str:
+    return display_name(row["variant"], row.get("method"), labels)
+
+
+def _pareto_lines(df: pd.DataFrame, labels: dict) -> list[str]:
     front = pareto_front(df)
-    names = [str(v) for v in front.loc[front["on_front"], "variant"]]
+    names = [_name(row, labels) for _, row in front[front["on_front"]].iterrows()]
     return ["Pareto front of test top-1 against trainable parameters: " + ", ".join(names) + ".", ""]
 
 
-def _significance_lines(comparisons: pd.DataFrame | None, baseline: str | None) -> list[str]:
+def _significance_lines(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:
     if comparisons is None or comparisons.empty:
         return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
+    methods = completed_runs(df).groupby("variant")["method"].first()
+    baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
     lines = ["## Significance", "",
-             f"Each configuration against **{baseline}** on matched seeds (test top-1): paired t-test and "
-             "Wilcoxon signed-rank test, Holm-corrected across comparisons; Cohen's d_z; probability of "
-             "improvement over matched pairs.", "",
-             "| configuration | pairs | mean diff (pts) | p (t, Holm) | p (Wilcoxon, Holm) | d_z | P(improve) | significant |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in comparisons.itertuples():
-        def p(value):
-            return "n/a" if pd.isna(value) else f"{value:.3g}"
+             f"Each configuration against **{baselines}** (test top-1), on matched seeds for the tests and the "
+             "win rate, over all pairs of runs for P(X > Y).", "",
+             "| configuration | pairs | mean diff (pts) | p (t, Holm) | p (Wilcoxon, Holm) | d_z | win rate "
+             "(matched seeds) | P(X > Y) [95% CI] | significant |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
-        lines.append(f"| {row.variant} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | "
-                     f"{p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | {row.prob_improvement:.2f} | "
+    def p(value):
+        return "n/a" if pd.isna(value) else f"{value:.3g}"
+
+    for row in comparisons.itertuples():
+        name = display_name(row.variant, methods.get(row.variant), labels)
+        lines.append(f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | "
+                     f"{p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | {row.win_rate:.2f} | "
+                     f"{row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, {row.prob_improvement_high:.2f}] | "
                      f"{'yes' if row.significant else 'no'} |")
     return lines + ["", "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
                         "significance is judged by the Holm-corrected t-test.", ""]
 
 
-def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path) -> list[str]:
-    lines = []
-    drawn = [
-        ("Accuracy vs trainable parameters (log x, 95% CI, Pareto front ringed)",
-         figures.plot_accuracy_vs_params(df, out), "no completed runs"),
-        ("Memory reduction vs accuracy loss across quantization settings",
-         figures.plot_quantization_tradeoff(df, out), "the study has no quantized base (quant.mode is 'none' only)"),
-        ("Layer importance (layers x modules)",
-         figures.plot_importance_heatmap(None, out), "no run recorded layer importance"),
-        ("Convergence: validation top-1 vs step",
-         figures.plot_convergence(curves, out), "no validation curves"),
-        ("Time and memory per configuration", figures.plot_cost(df, out), "no completed runs"),
-        ("Test top-1 across seeds", figures.plot_seed_boxplots(df, out), "no completed runs"),
-    ]
-    for axis, name in ABLATION_AXES.items():
-        if axis in axes:
-            drawn.append((f"Ablation: {name}", figures.plot_ablation(df, axis, out),
-                          f"{name} takes fewer than two values"))
-    for title, paths, reason in drawn:
+def _across_datasets(df: pd.DataFrame, baseline: str | None, labels: dict) -> list[str]:
+    done = completed_runs(df)
+    if TASK not in done or done[TASK].nunique() < 2:
+        return []
+    table = aggregate_over_tasks(df, METRICS[0], TASK, baseline)
+    lines = ["## Across datasets", "",
+             f"rliable's aggregates over the {done[TASK].nunique()} datasets (test top-1, %): the interquartile mean "
+             "(IQM, the 25% trimmed mean of every run on every dataset) and the probability of improvement over "
+             "the baseline averaged over datasets, each with its 95% stratified bootstrap interval (runs resampled "
+             "within each dataset).", "",
+             "| configuration | datasets | runs | IQM [95% CI] | P(X > baseline) [95% CI] |", "|---|---|---|---|---|"]
+    for row in table.itertuples():
+        iqm = "n/a (not on every dataset)" if pd.isna(row.iqm) else \
+            f"{100 * row.iqm:.1f} [{100 * row.iqm_low:.1f}, {100 * row.iqm_high:.1f}]"
+        poi = "–" if pd.isna(row.prob_improvement) else \
+            f"{row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, {row.prob_improvement_high:.2f}]"
+        lines.append(f"| {display_name(row.algorithm, None, labels)} | {row.n_tasks} | {row.n_runs} | {iqm} | {poi} |")
+    return lines + [""]
+
+
+class _SkipReasons(logging.Handler):
+    """Collects the figures module's "skipped <name>: <reason>" records."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.reasons: dict[str, str] = {}
+
+    def emit(self, record):
+        if record.msg == "skipped %s: %s":
+            self.reasons[record.args[0]] = record.args[1]
+
+
+def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path, interval: str,
+             labels: dict) -> tuple[list[str], list[str]]:
+    """(report.md lines of the drawn figures, one line per skipped figure)."""
+    palette = figures.study_palette(df)
+    style = {"interval": interval, "labels": labels, "palette": palette}
+    bars = f"bars: the {describe_interval(interval)}."
+    handler, level = _SkipReasons(), figures.logger.level
+    figures.logger.addHandler(handler)
+    figures.logger.setLevel(logging.INFO)
+    try:
+        drawn = [
+            ("Accuracy vs trainable parameters", "accuracy_vs_params",
+             f"Mean test top-1 per configuration against trainable parameters (log scale); {bars} Dashed: the "
+             "Pareto front (ringed points).",
+             figures.plot_accuracy_vs_params(df, out, **style)),
+            ("Memory reduction vs accuracy loss across quantization settings", "quantization_tradeoff",
+             "Base weights as stored, as a share of their fp32 size, against test top-1 minus that of the fp32 run "
+             f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
+             "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
+             figures.plot_quantization_tradeoff(df, out, **style)),
+            ("Layer importance (layers x modules)", "importance_heatmap", "Mean importance score.",
+             figures.plot_importance_heatmap(None, out)),
+            ("Convergence: validation top-1 vs step", "convergence",
+             f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step.",
+             figures.plot_convergence(curves, out, **style)),
+            ("Time and memory per configuration", "cost",
+             "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "
+             "data), so methods differ little there; on a GPU the panel shows CUDA allocated memory instead, and "
+             "a quantized base shows its saving in the weights panel.",
+             figures.plot_cost(df, out, labels=labels, palette=palette)),
+            ("Test top-1 across seeds", "seed_boxplots",
+             "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs.",
+             figures.plot_seed_boxplots(df, out, labels=labels, palette=palette)),
+        ]
+        for axis, name in ABLATION_AXES.items():
+            if axis in axes:
+                figure = "ablation_" + axis.removeprefix("config.").replace(".", "_")
+                drawn.append((f"Ablation: {name}", figure,
+                              f"Mean test top-1 along the {name}; {bars} Methods without this axis: dashed "
+                              "reference lines with their interval shaded.",
+                              figures.plot_ablation(df, axis, out, **style)))
+    finally:
+        figures.logger.removeHandler(handler)
+        figures.logger.setLevel(level)
+    lines, skipped = [], []
+    for title, name, caption, paths in drawn:
         if paths:
             png = next(p for p in paths if str(p).endswith(".png"))
-            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", ""]
+            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", "", caption, ""]
         else:
-            lines.append(f"- skipped: {title.split(':')[0].lower()}: {reason}")
-    return lines + [""]
+            reason = handler.reasons.get(name, "no data")
+            skipped.append(f"{title.split(':')[0].lower()}: {reason}")
+    return lines, skipped
 
 
 def _failures(df: pd.DataFrame) -> list[str]:

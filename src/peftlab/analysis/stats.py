@@ -5,11 +5,19 @@ Every function takes the results DataFrame (one row per run, columns as written 
 status "completed" enter the statistics; `incomplete_runs` lists the others for the report.
 
 Decisions a reader of the numbers must know:
-- Confidence intervals are 95% bootstrap intervals of the mean over seeds, BCa by default.
+- Confidence intervals are 95% intervals of the mean over seeds: the Student-t interval by
+  default (`interval="t"`), or a bootstrap interval ("bca", "percentile"). With 3 to 5 seeds
+  a bootstrap interval of the mean is too narrow (at n = 2 it is just the two values).
   BCa is undefined when all values are identical (scipy returns NaN): the percentile
   interval is used instead, which is then [v, v]. With fewer than 2 values there is no
   interval: ci_low = ci_high = NaN and ci_method = "none".
+- Every bootstrap uses BOOTSTRAP_RESAMPLES resamples drawn from numpy's default_rng with
+  the seed BOOTSTRAP_SEED, so the printed bounds do not change from one report to the next.
 - Paired tests compare a variant with the baseline on matched seeds only.
+- Probability of improvement is rliable's (Agarwal et al., 2021): P(X > Y) over all pairs
+  of runs, ties counted half, averaged over tasks, with a stratified bootstrap percentile
+  interval. The share of matched seeds where the variant wins is the "win rate".
+- IQM is rliable's interquartile mean: the 25% trimmed mean of every run of every task.
 - Paired differences, and their standard deviation, smaller than 1e-9 times the scale of
   the values (at least 1) are float noise (0.82 - 0.81 differs from 0.81 - 0.80 in the
   last bits) and are treated as exactly zero.
@@ -40,6 +48,15 @@ MIN_PAIRS_WILCOXON = 5
 
 NOISE_TOLERANCE = 1e-9
 
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0
+
+# report.interval in a study file -> what a caption calls it.
+INTERVALS = {"t": "Student-t", "bca": "BCa bootstrap", "percentile": "percentile bootstrap"}
+
+# Fewer seeds than this per configuration get a warning in the report.
+MIN_SEEDS = 5
+
 
 def completed_runs(df):
     """The rows with status "completed" (all rows when the table has no status column)."""
@@ -56,12 +73,15 @@ def incomplete_runs(df):
     return df.loc[df["status"] != COMPLETED, columns].reset_index(drop=True)
 
 
-def bootstrap_ci(values, confidence=0.95, n_resamples=9999, seed=0):
+def bootstrap_ci(values, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, method="BCa"):
     """Bootstrap confidence interval of the mean: (low, high, method_used).
 
-    method_used is "BCa", "percentile" (BCa was undefined, e.g. identical values) or
-    "none" (fewer than 2 finite values: low and high are NaN).
+    method is "BCa" or "percentile". method_used is "BCa", "percentile" (asked for, or BCa
+    was undefined, e.g. identical values) or "none" (fewer than 2 finite values: low and
+    high are NaN).
     """
+    if method not in ("BCa", "percentile"):
+        raise ValueError(f"bootstrap method {method!r}: expected BCa or percentile")
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size < 2:
@@ -69,7 +89,8 @@ def bootstrap_ci(values, confidence=0.95, n_resamples=9999, seed=0):
     if np.ptp(values) == 0:
         # BCa divides by zero here; the percentile interval of a constant is [v, v].
         return float(values[0]), float(values[0]), "percentile"
-    for method in ("BCa", "percentile"):  # BCa can still return NaN: fall back to percentile
+    methods = ("BCa", "percentile") if method == "BCa" else ("percentile",)
+    for method in methods:  # BCa can still return NaN: fall back to percentile
         result = scipy.stats.bootstrap(
             (values,),
             np.mean,
@@ -97,14 +118,42 @@ def t_interval(values, confidence=0.95):
     return float(values.mean() - half_width), float(values.mean() + half_width)
 
 
-def summarize(df, metric="metrics.test_top1", by="variant", confidence=0.95, n_resamples=9999, seed=0):
+def confidence_interval(values, interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
+                        seed=BOOTSTRAP_SEED):
+    """The `interval` ("t", "bca" or "percentile") of the mean: (low, high, method_used).
+
+    method_used is "t", "BCa", "percentile" or "none" (fewer than 2 values: NaN bounds).
+    """
+    check_interval(interval)
+    if interval == "t":
+        low, high = t_interval(values, confidence)
+        return low, high, "t" if np.isfinite(low) else "none"
+    return bootstrap_ci(values, confidence, n_resamples, seed, method="BCa" if interval == "bca" else "percentile")
+
+
+def check_interval(interval):
+    if interval not in INTERVALS:
+        raise ValueError(f"interval {interval!r}: expected one of {', '.join(INTERVALS)}")
+
+
+def describe_interval(interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """What a caption says: "95% Student-t interval of the mean over seeds" (bootstrap: resamples and seed)."""
+    check_interval(interval)
+    text = f"{100 * confidence:g}% {INTERVALS[interval]} interval of the mean over seeds"
+    if interval != "t":
+        text += f" ({n_resamples} resamples, seed {seed})"
+    return text
+
+
+def summarize(df, metric="metrics.test_top1", by="variant", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
+              seed=BOOTSTRAP_SEED, interval="t"):
     """Per-group summary of one metric over the completed runs.
 
     `by` is a column name or a list of them. Groups keep the order in which they first
     appear in the table. Returns one row per group with the columns:
       <by columns>, metric, n, mean, std (ddof=1, NaN when n < 2), ci_low, ci_high,
-      ci_method (see `bootstrap_ci`), t_ci_low, t_ci_high (Student-t interval, see
-      `t_interval`), then the mean of each column of COST_COLUMNS the
+      ci_method (the `interval` of the mean, see `confidence_interval`), t_ci_low, t_ci_high
+      (the Student-t interval, whatever `interval` is), then the mean of each column of COST_COLUMNS the
       table has (same names), then every `method` / `config.*` column that is constant
       within each group (same names, the group's value).
     Runs whose metric is NaN are left out of n.
@@ -117,7 +166,7 @@ def summarize(df, metric="metrics.test_top1", by="variant", confidence=0.95, n_r
     rows = []
     for key, group in runs.groupby(by, sort=False, dropna=False):
         values = group[metric].to_numpy(dtype=float)
-        low, high, ci_method = bootstrap_ci(values, confidence, n_resamples, seed)
+        low, high, ci_method = confidence_interval(values, interval, confidence, n_resamples, seed)
         row = dict(zip(by, key))
         row.update(
             metric=metric,
@@ -175,6 +224,9 @@ def paired_comparisons(
     pair_on="seed",
     alpha=0.05,
     min_pairs_wilcoxon=MIN_PAIRS_WILCOXON,
+    confidence=0.95,
+    n_resamples=BOOTSTRAP_RESAMPLES,
+    seed=BOOTSTRAP_SEED,
 ):
     """Every other group of `by` compared with `baseline` on matched `pair_on` values.
 
@@ -193,9 +245,11 @@ def paired_comparisons(
       p_ttest_holm, p_wilcoxon_holm: Holm-adjusted across the comparisons in this table,
         each test separately,
       significant: p_ttest_holm < alpha; significant_wilcoxon: p_wilcoxon_holm < alpha,
-      prob_improvement: over matched pairs, mean of 1[x > y] + 0.5 * 1[x == y],
-      prob_improvement_all: the same over all (variant run, baseline run) cross pairs of
-        completed runs, matched or not (rliable's P(X > Y), the Mann-Whitney U / (n m)).
+      win_rate: over matched pairs, mean of 1[x > y] + 0.5 * 1[x == y],
+      prob_improvement, prob_improvement_low, prob_improvement_high: rliable's probability
+        of improvement over all (variant run, baseline run) pairs of completed runs,
+        matched or not, with its stratified bootstrap interval (see
+        `probability_of_improvement` and `probability_of_improvement_ci`).
     Raises ValueError when the baseline is absent or a (group, pair_on) key repeats.
     """
     pair_on = [pair_on] if isinstance(pair_on, str) else list(pair_on)
@@ -222,14 +276,50 @@ def paired_comparisons(
         y = matched["y"].to_numpy(dtype=float)
         row = {"metric": metric, "baseline": baseline, by: name}
         row.update(compare_paired(x, y, min_pairs_wilcoxon))
-        row["prob_improvement_all"] = probability_of_improvement(variant_runs.to_numpy(), baseline_runs.to_numpy())
+        everything = variant_runs.to_numpy(dtype=float), baseline_runs.to_numpy(dtype=float)
+        row["prob_improvement"] = probability_of_improvement(*everything)
+        row["prob_improvement_low"], row["prob_improvement_high"] = probability_of_improvement_ci(
+            *everything, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
         rows.append(row)
     columns = [
         "metric", "baseline", by, "n_pairs", "mean_baseline", "mean_variant", "mean_diff", "sd_diff",
         "cohens_dz", "p_ttest", "p_wilcoxon", "p_ttest_holm", "p_wilcoxon_holm", "significant",
-        "significant_wilcoxon", "prob_improvement", "prob_improvement_all",
+        "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
     ]
     table = pd.DataFrame(rows, columns=columns)
+    table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
+    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
+    table["significant"] = table["p_ttest_holm"] < alpha
+    table["significant_wilcoxon"] = table["p_wilcoxon_holm"] < alpha
+    return table
+
+
+def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
+                              **options):
+    """`paired_comparisons` inside each value of `within` (each dataset), Holm over them all.
+
+    In each dataset the baseline is the configuration of the same algorithm as `baseline`
+    (`algorithm_name`: "full data=b" for the baseline "full data=a"); datasets where it has
+    no completed run are left out. Without the column, or with one value, this is
+    `paired_comparisons`. Same columns; options go to `paired_comparisons`.
+    """
+    runs = completed_runs(df)
+    runs = runs[runs[metric].notna()]
+    values = sorted(runs[within].dropna().unique(), key=str) if within in runs.columns else []
+    if len(values) < 2:
+        return paired_comparisons(df, baseline, metric, alpha=alpha, **options)
+    base_value = runs.loc[runs["variant"] == baseline, within]
+    if base_value.empty:
+        raise ValueError(f"baseline {baseline!r} has no completed run with {metric}")
+    algorithm = algorithm_name(baseline, base_value.iloc[0])
+    tables = []
+    for value in values:
+        subset = runs[runs[within] == value]
+        names = [v for v in subset["variant"].unique() if algorithm_name(v, value) == algorithm]
+        if names:
+            tables.append(paired_comparisons(subset, names[0], metric, alpha=alpha, **options))
+    table = pd.concat(tables, ignore_index=True)
     table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
     table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
     table["significant"] = table["p_ttest_holm"] < alpha
@@ -241,7 +331,7 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
     """Paired statistics of x against y (same length, matched by position), as a dict.
 
     Keys: n_pairs, mean_baseline, mean_variant, mean_diff, sd_diff, cohens_dz, p_ttest,
-    p_wilcoxon, prob_improvement (see `paired_comparisons`; x is the variant, y the baseline).
+    p_wilcoxon, win_rate (see `paired_comparisons`; x is the variant, y the baseline).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -260,7 +350,7 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
         "cohens_dz": np.nan,
         "p_ttest": np.nan,
         "p_wilcoxon": np.nan,
-        "prob_improvement": probability_of_improvement_paired(diffs),
+        "win_rate": win_rate(diffs),
     }
     if n > 1 and sd_diff > 0:
         result["cohens_dz"] = diffs.mean() / sd_diff
@@ -270,22 +360,143 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
     return result
 
 
-def probability_of_improvement_paired(diffs):
-    """Mean over pairs of 1[d > 0] + 0.5 * 1[d == 0] for differences d = x - y; NaN if empty."""
+def win_rate(diffs):
+    """The share of matched pairs the variant wins, ties counted half: mean of 1[d > 0] + 0.5 * 1[d == 0]
+    for the paired differences d = x - y; NaN if there is none."""
     diffs = np.asarray(diffs, dtype=float)
     if diffs.size == 0:
         return np.nan
     return float(np.mean((diffs > 0) + 0.5 * (diffs == 0)))
 
 
+def _per_task(scores):
+    """Scores as a list of 1-D arrays, one per task.
+
+    Accepts one task's runs (1-D), rliable's (runs x tasks) matrix, or a list of per-task
+    arrays (which may differ in length). NaN scores are dropped.
+    """
+    if isinstance(scores, (list, tuple)) and scores and np.ndim(scores[0]) == 1:
+        tasks = [np.asarray(task, dtype=float) for task in scores]
+    else:
+        array = np.asarray(scores, dtype=float)
+        tasks = [array] if array.ndim == 1 else list(array.T)
+    return [task[np.isfinite(task)] for task in tasks]
+
+
+def _probability_of_improvement_resampled(x, y):
+    """P(X > Y) + 0.5 P(X == Y) over all pairs, for (R, n) resamples x and (R, m) resamples y: shape (R,)."""
+    greater = (x[:, :, None] > y[:, None, :]).mean(axis=(1, 2))
+    equal = (x[:, :, None] == y[:, None, :]).mean(axis=(1, 2))
+    return greater + 0.5 * equal
+
+
 def probability_of_improvement(x, y):
-    """P(X > Y) + 0.5 P(X == Y) over all cross pairs of the samples x and y; NaN if either is empty."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.size == 0 or y.size == 0:
+    """rliable's probability of improvement of X over Y: P(X > Y) + 0.5 P(X == Y).
+
+    Over all pairs (a run of x, a run of y) of one task, the Mann-Whitney U / (n m); with
+    several tasks (a runs x tasks matrix, or a list of per-task arrays, the same tasks in the
+    same order for x and y) the mean over tasks. NaN when a task has no run of x or of y.
+    """
+    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    if len(tasks_x) != len(tasks_y):
+        raise ValueError(f"x has {len(tasks_x)} tasks and y {len(tasks_y)}")
+    if not tasks_x or any(a.size == 0 or b.size == 0 for a, b in zip(tasks_x, tasks_y)):
         return np.nan
-    diffs = x[:, None] - y[None, :]
-    return probability_of_improvement_paired(diffs.ravel())
+    return float(np.mean([_probability_of_improvement_resampled(a[None], b[None])[0] for a, b in zip(tasks_x, tasks_y)]))
+
+
+def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """rliable's stratified bootstrap interval of `probability_of_improvement`: (low, high).
+
+    Each resample draws, within every task, the runs of x and the runs of y independently
+    with replacement (rliable's StratifiedIndependentBootstrap); the interval is the
+    percentile interval of the resampled statistic. NaN when the statistic is.
+    """
+    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    if not np.isfinite(probability_of_improvement(tasks_x, tasks_y)):
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    resampled = np.zeros(n_resamples)
+    for a, b in zip(tasks_x, tasks_y):
+        a_star = a[rng.integers(0, a.size, (n_resamples, a.size))]
+        b_star = b[rng.integers(0, b.size, (n_resamples, b.size))]
+        resampled += _probability_of_improvement_resampled(a_star, b_star)
+    return _percentile_interval(resampled / len(tasks_x), confidence)
+
+
+def iqm(scores):
+    """rliable's interquartile mean: the 25% trimmed mean of every run of every task pooled
+    (scipy.stats.trim_mean with proportiontocut=0.25). Takes what `probability_of_improvement` takes."""
+    pooled = np.concatenate(_per_task(scores)) if _per_task(scores) else np.array([])
+    return float(scipy.stats.trim_mean(pooled, 0.25)) if pooled.size else np.nan
+
+
+def iqm_ci(scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """rliable's stratified bootstrap interval of `iqm`: runs resampled with replacement within
+    each task; percentile interval. (low, high); NaN when there is no score."""
+    tasks = [task for task in _per_task(scores) if task.size]
+    if not tasks:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    resampled = np.concatenate([task[rng.integers(0, task.size, (n_resamples, task.size))] for task in tasks], axis=1)
+    return _percentile_interval(scipy.stats.trim_mean(resampled, 0.25, axis=1), confidence)
+
+
+def _percentile_interval(resampled, confidence):
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def algorithm_name(variant, task_value):
+    """A variant's label without its dataset: "lora r=8 data=cifar10" -> "lora r=8".
+
+    Study labels name an axis value as "data=<name>" (peftlab.study.spec); a configuration
+    run on several datasets is one algorithm evaluated on several tasks.
+    """
+    return " ".join(part for part in str(variant).split() if part != f"data={task_value}")
+
+
+def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name", baseline=None, confidence=0.95,
+                         n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """rliable's aggregates of each algorithm over the tasks (datasets) of a study.
+
+    An algorithm is a variant without its dataset (`algorithm_name`). Returns one row per
+    algorithm, in order of first appearance, with the columns: algorithm, n_tasks, n_runs,
+    iqm, iqm_low, iqm_high (`iqm` and `iqm_ci` over every completed run of every task), and
+    prob_improvement, prob_improvement_low, prob_improvement_high (over the baseline
+    algorithm, averaged over tasks; NaN for the baseline itself or when `baseline` is None).
+    An algorithm without runs on every task of the study gets NaN aggregates: rliable's
+    aggregates compare algorithms on the same tasks. `baseline` may be an algorithm or a
+    variant name.
+    """
+    runs = completed_runs(df)
+    runs = runs[runs[metric].notna()]
+    tasks = sorted(runs[task].dropna().unique(), key=str)
+    runs = runs.assign(algorithm=[algorithm_name(v, t) for v, t in zip(runs["variant"], runs[task])])
+    scores = {
+        algorithm: [group.loc[group[task] == t, metric].to_numpy(dtype=float) for t in tasks]
+        for algorithm, group in runs.groupby("algorithm", sort=False)
+    }
+    if baseline is not None and baseline not in scores:
+        baseline = next((algorithm_name(baseline, t) for t in tasks if algorithm_name(baseline, t) != baseline), baseline)
+    rows = []
+    for algorithm, per_task in scores.items():
+        complete = all(task_scores.size for task_scores in per_task)
+        row = {"algorithm": algorithm, "n_tasks": sum(task_scores.size > 0 for task_scores in per_task),
+               "n_runs": sum(task_scores.size for task_scores in per_task)}
+        row["iqm"] = iqm(per_task) if complete else np.nan
+        row["iqm_low"], row["iqm_high"] = iqm_ci(per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan)
+        row["prob_improvement"] = row["prob_improvement_low"] = row["prob_improvement_high"] = np.nan
+        if complete and baseline in scores and algorithm != baseline:
+            row["prob_improvement"] = probability_of_improvement(per_task, scores[baseline])
+            row["prob_improvement_low"], row["prob_improvement_high"] = probability_of_improvement_ci(
+                per_task, scores[baseline], confidence, n_resamples, seed
+            )
+        rows.append(row)
+    columns = ["algorithm", "n_tasks", "n_runs", "iqm", "iqm_low", "iqm_high", "prob_improvement",
+               "prob_improvement_low", "prob_improvement_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def pareto_mask(x, y):

@@ -1,13 +1,24 @@
 """LaTeX (booktabs) and Markdown tables from `summarize` and `paired_comparisons` outputs.
 
 A table has one row per variant and one column per metric. Metrics are fractions in
-[0, 1] and are printed in percent with one decimal. A cell reads "mean ± h" where h is
-half the width of the bootstrap confidence interval (which need not be symmetric about
-the mean; the Markdown table prints the interval itself). With n = 1 a cell shows the
-mean alone. The best mean of each column, compared as printed, is in bold.
+[0, 1] and are printed in percent with one decimal. A LaTeX cell reads "mean ± h" when
+every interval of the table is a Student-t interval (symmetric about the mean: h is its
+half-width) and "mean [low, high]" otherwise (a bootstrap interval need not be symmetric);
+a Markdown cell always reads "mean [low, high]". The note under the table names the
+interval. With n = 1 a cell shows the mean alone. The best mean of each column, compared
+as printed, is in bold.
+
+Names shown in a table or figure go through `display_name`: a study's `report.labels`
+rename configurations and methods. A label is text with optional LaTeX math between
+dollar signs ("LoRA ($r{=}4$)"): `latex_text` escapes the text and keeps the math.
 """
 
+import re
+
 import numpy as np
+import pandas as pd
+
+from peftlab.analysis.stats import INTERVALS
 
 METRIC_LABELS = {
     "metrics.test_top1": "Test top-1 (%)",
@@ -38,6 +49,40 @@ def latex_escape(text):
     return "".join(LATEX_SPECIAL.get(char, char) for char in str(text))
 
 
+# "$" not preceded by a backslash: the edges of inline math.
+MATH_DELIMITER = re.compile(r"(?<!\\)\$")
+
+
+def latex_text(text):
+    """Plain text with inline math: escaped outside $...$, kept as written inside.
+
+    "LoRA ($r{=}4$), 50%" -> "LoRA ($r{=}4$), 50\\%". "\\$" is a literal dollar. Text whose
+    dollar signs do not pair up is all plain text.
+    """
+    parts = MATH_DELIMITER.split(str(text))
+    if len(parts) % 2 == 0:
+        return latex_escape(str(text).replace("\\$", "$"))
+    return "".join(
+        f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts)
+    )
+
+
+def display_name(name, method=None, labels=None):
+    """The name a table or figure shows for a configuration (variant) or method.
+
+    labels (a study's report.labels) may name the configuration itself, or its method:
+    {"lora": "LoRA"} shows "lora r=8" as "LoRA r=8". Without a label the name is unchanged.
+    """
+    name = str(name)
+    labels = labels or {}
+    if name in labels:
+        return labels[name]
+    method = name.split(" ", 1)[0] if method is None else str(method)
+    if method in labels and (name == method or name.startswith(method + " ")):
+        return labels[method] + name[len(method):]
+    return name
+
+
 def latex_table(
     summary,
     comparisons=None,
@@ -46,6 +91,8 @@ def latex_table(
     label="tab:main",
     row="variant",
     alpha=0.05,
+    labels=None,
+    interval_text=None,
 ):
     """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
 
@@ -53,19 +100,22 @@ def latex_table(
     comparisons: optional `paired_comparisons` output(s); a cell gets $^{*}$ where its
       Holm-adjusted paired t-test p-value (p_ttest_holm) is below alpha.
     columns: the metrics to show, a list, or a dict {metric: header text}; by default every
-      metric in `summary`, headed by METRIC_LABELS. Headers, caption and row names are
-      plain text and are escaped.
+      metric in `summary`, headed by METRIC_LABELS. Headers are plain text and are escaped;
+      the caption and display names are `latex_text` (math between dollar signs is kept).
+    labels: display names (see `display_name`).
+    interval_text: what the intervals are, for the note under the table, e.g. stats.describe_interval(...);
+      by default named from the summary's ci_method.
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
     header += [latex_escape(text) for text in table["headers"]]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\caption{{{latex_text(caption)}}}",
         rf"\label{{{label}}}",
         r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
         r"\toprule",
@@ -73,11 +123,11 @@ def latex_table(
         r"\midrule",
     ]
     for table_row in table["rows"]:
-        cells = [latex_escape(table_row["name"])]
+        cells = [latex_text(table_row["name"])]
         if has_params:
             cells.append(latex_escape(table_row["params"] or "--"))
         cells.append(table_row["n"])
-        cells += [_latex_cell(cell) for cell in table_row["cells"]]
+        cells += [_latex_cell(cell, table["symmetric"]) for cell in table_row["cells"]]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + _latex_note(table, alpha) + "}"]
@@ -96,13 +146,14 @@ def latex_document(table_tex):
     )
 
 
-def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05):
+def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None,
+                   interval_text=None):
     """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
 
     Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha. A one-line
     note explaining the cells follows the table.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
     header += [f"{text} [95% CI]" for text in table["headers"]]
@@ -117,6 +168,46 @@ def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha
         lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
     lines += ["", _markdown_note(table, alpha)]
     return "\n".join(lines) + "\n"
+
+
+# `peftlab results --format markdown` shows these columns (those the table has) by default.
+RESULT_COLUMNS = ("run_id", "variant", "seed", "status", "metrics.test_top1", "metrics.test_top5",
+                  "params.trainable", "timing.train_seconds", "error")
+
+
+def select_columns(df, columns=None):
+    """`df` with the given columns in that order (a list, or a comma-separated string);
+    a column the table lacks is a ValueError naming the ones it has."""
+    if columns is None:
+        return df
+    columns = [c.strip() for c in columns.split(",") if c.strip()] if isinstance(columns, str) else list(columns)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"no column '{missing[0]}' in the results; columns: {', '.join(df.columns)}")
+    return df[columns]
+
+
+def results_markdown(df, columns=None):
+    """A pipe table of a results table: RESULT_COLUMNS by default, empty cells empty.
+
+    Numbers read as written: whole numbers without ".0", others with 4 significant digits.
+    """
+    df = select_columns(df, columns or [c for c in RESULT_COLUMNS if c in df.columns])
+    lines = ["| " + " | ".join(_markdown_escape(c) for c in df.columns) + " |",
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_markdown_escape(_result_cell(v)) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _result_cell(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "/".join(map(str, value))
+    return " ".join(str(value).split())
 
 
 def format_count(count):
@@ -144,7 +235,7 @@ def format_params(trainable, ratio):
     return f"{format_count(trainable)} ({format_percent(ratio)})"
 
 
-def _table_content(summary, comparisons, columns, row, alpha):
+def _table_content(summary, comparisons, columns, row, alpha, labels=None, interval_text=None):
     """What both table formats print: headers and, per row, name, n, params and cells."""
     summary = summary if "metric" in summary.columns else summary.assign(metric="value")
     if columns is None:
@@ -171,29 +262,41 @@ def _table_content(summary, comparisons, columns, row, alpha):
                     "half_width": _half_width(s["ci_low"], s["ci_high"]),
                     "low": f"{100 * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
                     "high": f"{100 * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
+                    "method": s.get("ci_method"),
                     "bold": f"{100 * s['mean']:.1f}" == best[metric],
                     "marker": (name, metric) in significant,
                 }
             )
+        method = variant_rows["method"].iloc[0] if "method" in variant_rows.columns else None
         rows.append(
             {
-                "name": str(name),
+                "name": display_name(name, method, labels),
                 "n": _count_range(counts),
                 "params": _params_text(variant_rows),
                 "cells": cells,
             }
         )
-    baselines = sorted(set(comparisons["baseline"])) if comparisons is not None else []
-    if len(baselines) > 1:
-        raise ValueError(f"comparisons against several baselines {baselines}; pass one baseline per table")
+    baselines = list(dict.fromkeys(comparisons["baseline"])) if comparisons is not None else []
+    intervals = {cell["method"] for r in rows for cell in r["cells"] if cell is not None and cell["half_width"] is not None}
     return {
         "headers": list(columns.values()),
         "rows": rows,
-        "baseline": baselines[0] if baselines else None,
+        "baselines": [display_name(b, None, labels) for b in baselines],
+        "symmetric": intervals <= {"t"},
+        "interval_text": interval_text or _interval_text(intervals),
         "any_single_run": any(
             cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]
         ),
     }
+
+
+def _interval_text(methods):
+    """The intervals' name from the summary's ci_method values (95%: summarize's default)."""
+    if methods <= {"t"}:
+        return f"95% {INTERVALS['t']} interval of the mean over seeds"
+    if methods <= {"BCa", "percentile"}:
+        return "95% bootstrap interval of the mean over seeds (" + " or ".join(sorted(methods)) + ")"
+    return "95% confidence interval of the mean over seeds"
 
 
 def _significant_cells(comparisons, row, alpha):
@@ -235,28 +338,40 @@ def _params_text(variant_rows):
     return format_params(trainable, ratio)
 
 
-def _latex_cell(cell):
+def _latex_cell(cell, symmetric):
     if cell is None:
         return "--"
     mean = rf"\mathbf{{{cell['mean']}}}" if cell["bold"] else cell["mean"]
-    spread = rf" \pm {cell['half_width']}" if cell["half_width"] is not None else ""
     marker = "^{*}" if cell["marker"] else ""
-    return f"${mean}{spread}{marker}$"
+    if cell["half_width"] is None:
+        return f"${mean}{marker}$"
+    if symmetric:
+        return rf"${mean} \pm {cell['half_width']}{marker}$"
+    return f"${mean}$ [{cell['low']}, {cell['high']}]" + (f"${marker}$" if marker else "")
 
 
 def _latex_note(table, alpha):
-    sentences = [
-        r"Mean over $n$ seeds $\pm$ half the width of its 95\% bootstrap confidence interval, in \%.",
-        "Bold: best mean per column.",
-    ]
+    interval = latex_escape(table["interval_text"])
+    if table["symmetric"]:
+        cells = rf"Mean over $n$ seeds $\pm$ half the width of the {interval}, in \%."
+    else:
+        cells = rf"Mean over $n$ seeds [the {interval}], in \%."
+    sentences = [cells, "Bold: best mean per column."]
     if table["any_single_run"]:
         sentences.append("No interval where $n = 1$.")
-    if table["baseline"] is not None:
+    if table["baselines"]:
         sentences.append(
-            rf"$^{{*}}$: differs from {latex_escape(table['baseline'])} with $p < {alpha:g}$ "
+            rf"$^{{*}}$: differs from {_baseline_text(table, latex_text)} with $p < {alpha:g}$ "
             "(paired t-test on matched seeds, Holm-corrected)."
         )
     return " ".join(sentences)
+
+
+def _baseline_text(table, show):
+    baselines = [show(b) for b in table["baselines"]]
+    if len(baselines) == 1:
+        return baselines[0]
+    return "the baseline of its dataset (" + ", ".join(baselines) + ")"
 
 
 def _markdown_cell(cell):
@@ -269,12 +384,12 @@ def _markdown_cell(cell):
 
 
 def _markdown_note(table, alpha):
-    note = "Mean over n seeds [95% bootstrap confidence interval], in %. Bold: best mean per column."
+    note = f"Mean over n seeds [{table['interval_text']}], in %. Bold: best mean per column."
     if table["any_single_run"]:
         note += " No interval where n = 1."
-    if table["baseline"] is not None:
+    if table["baselines"]:
         note += (
-            f" *: differs from {table['baseline']} with p < {alpha:g} "
+            f" *: differs from {_baseline_text(table, str)} with p < {alpha:g} "
             "(paired t-test on matched seeds, Holm-corrected)."
         )
     return note

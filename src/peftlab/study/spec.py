@@ -17,6 +17,11 @@ A study YAML (paths are relative to the study file)::
       rank: {methods: [lora], axes: {method.r: [2, 4, 8, 16, 32]}}
     exclude:                        # drop runs whose config matches every key of a rule
       - {method.name: full, model.name: deit_small_patch16_224}
+    report:                         # how `peftlab report` shows the study (optional)
+      interval: t                   # t (Student-t, default) | bca | percentile (bootstrap)
+      labels:                       # display names of configurations or methods
+        lora r=4: "LoRA ($r{=}4$)"  # text outside $...$ is plain text, inside is LaTeX math
+        full: Full fine-tuning      # a method's name also renames its configurations
 
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
 with that value only. Order of precedence: base < set < method (name, set) < axis values < seed.
@@ -39,7 +44,9 @@ from peftlab.config import (RunConfig, config_hash, deep_merge, flatten, from_di
                             read_yaml, to_dict)
 from peftlab.errors import ConfigError
 
-STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude")
+STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
+REPORT_KEYS = ("interval", "labels")
+REPORT_INTERVALS = ("t", "bca", "percentile")
 SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
                "train.lr": "lr", "quant.mode": "quant", "model.name": "model", "data.name": "data",
                "method.lora_dropout": "dropout"}
@@ -62,12 +69,20 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class ReportOptions:
+    """The ``report:`` section of a study file."""
+    interval: str = "t"
+    labels: dict[str, str] = field(default_factory=dict)  # configuration or method -> display name
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     path: Path
     base: Path
     pretrain: Path | None
     runs: list[RunSpec]
+    report: ReportOptions = ReportOptions()
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -152,6 +167,37 @@ def _matches(rule: dict, flat: dict) -> bool:
         if value not in options and not (isinstance(value, list) and value in options):
             return False
     return True
+
+
+def report_options(value: Any) -> ReportOptions:
+    """The ``report:`` section, checked for its form; any problem is one ConfigError line."""
+    report = _mapping(value, "report")
+    unknown = set(report) - set(REPORT_KEYS)
+    if unknown:
+        raise ConfigError(f"study report: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(REPORT_KEYS)}")
+    interval = report.get("interval", "t")
+    if interval not in REPORT_INTERVALS:
+        raise ConfigError(f"study report.interval={interval!r} is invalid: expected one of {', '.join(REPORT_INTERVALS)}")
+    labels = _mapping(report.get("labels"), "report.labels")
+    for key, label in labels.items():
+        if not isinstance(label, str) or not label.strip():
+            raise ConfigError(f"study report.labels['{key}']={label!r} is invalid: expected a non-empty string")
+        if label.replace("\\$", "").count("$") % 2:
+            raise ConfigError(f"study report.labels['{key}']={label!r} is invalid: a $ opens LaTeX math that no $ closes")
+    return ReportOptions(interval=interval, labels={str(k): v for k, v in labels.items()})
+
+
+def read_report_options(path: str | Path) -> ReportOptions:
+    """The ``report:`` section of a study file, without expanding the study (the copy a
+    study directory keeps as study.yaml may no longer find its base config); defaults when
+    the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return ReportOptions()
+    try:
+        return report_options(read_yaml(path).get("report"))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def load_study(path: str | Path) -> Study:
@@ -240,7 +286,13 @@ def load_study(path: str | Path) -> Study:
                 label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
                 specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)
     runs = _unique_variants(list(specs.values()))
-    return Study(name=name, path=path, base=base, pretrain=pretrain, runs=runs)
+    report = report_options(data.get("report"))
+    names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})
+    for key in report.labels:
+        if key not in names:
+            raise ConfigError(f"study report.labels key '{key}' names no configuration or method of the study; "
+                              f"expected one of: {', '.join(names)}")
+    return Study(name=name, path=path, base=base, pretrain=pretrain, runs=runs, report=report)
 
 
 def _unique_variants(runs: list[RunSpec]) -> list[RunSpec]:

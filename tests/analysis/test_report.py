@@ -1,0 +1,174 @@
+"""The report of a study directory written from hand-written results (no training)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftlab.analysis.report import write_report
+from peftlab.errors import UserError
+from testkit import run_cli
+
+# variant, method, r, {seed: test top-1}
+DEFAULT_LIKE = [
+    ("full", "full", 8, {0: 0.745, 1: 0.723, 2: 0.755, 3: 0.714, 4: 0.759}),
+    ("linear", "linear", 8, {0: 0.593, 1: 0.591, 2: 0.597, 3: 0.592, 4: 0.594}),
+    ("lora r=4", "lora", 4, {0: 0.675, 1: 0.663, 2: 0.693}),
+    ("lora r=8", "lora", 8, {0: 0.684, 1: 0.664}),
+]
+
+
+def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25, 50, 75), data="fashion_mnist",
+                    quant=None) -> Path:
+    """A study directory as the runner leaves it: study.yaml, runs/<id>/{spec,result}.json, metrics.jsonl.
+
+    quant: {variant: (mode, base weight bytes, merged top-1 offset)} for runs on a quantized base.
+    """
+    quant = quant or {}
+    root.mkdir(parents=True, exist_ok=True)
+    study = {"name": root.name, "base": "base.yaml", "methods": {"full": {}}}
+    if report is not None:
+        study["report"] = report
+    (root / "study.yaml").write_text(yaml.safe_dump(study))
+    order = 0
+    for variant, method, r, scores in runs:
+        for seed, top1 in scores.items():
+            run_id = f"{variant}-{seed}-{data}".replace(" ", "_").replace("=", "")
+            run_dir = root / "runs" / run_id
+            run_dir.mkdir(parents=True)
+            (run_dir / "spec.json").write_text(json.dumps({
+                "run_id": run_id, "variant": variant, "method": method, "seed": seed, "groups": ["main"],
+                "axes": {"method.r": r} if method == "lora" else {}, "order": order}))
+            order += 1
+            trainable = {"full": 800_000, "linear": 1_300}.get(method, 2_000 * r)
+            mode, base_bytes, merged_offset = quant.get(variant, ("none", 3_200_000, 0.0))
+            (run_dir / "result.json").write_text(json.dumps({
+                "status": "completed", "error": None,
+                "config": {"seed": seed, "method": {"name": method, "r": r}, "data": {"name": data},
+                           "quant": {"mode": mode}},
+                "metrics": {"test_top1": top1, "test_top5": min(1.0, top1 + 0.2),
+                            "merged_test_top1": top1 + merged_offset},
+                "params": {"total": 800_000, "trainable": trainable, "trainable_ratio": trainable / 800_000},
+                "memory": {"peak_rss_bytes": 600_000_000 + seed, "weights_bytes": 3_200_000,
+                           "base_weights_bytes": base_bytes, "base_weights_fp32_bytes": 3_200_000},
+                "timing": {"train_seconds": 10.0 + seed, "wall_seconds": 12.0 + seed},
+                "provenance": {"git_sha": "abc", "threads": 2}}))
+            lines = [{"kind": "eval", "step": step, "val_top1": top1 * step / max(curve_steps)} for step in curve_steps]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+def test_report_sections_intervals_and_warnings(tmp_path):
+    report = write_report(write_study_dir(tmp_path / "study")).read_text()
+    assert "- Intervals in tables and figures: the 95% Student-t interval of the mean over seeds" in report
+    assert "9999 resamples with numpy's default_rng seeded 0" in report
+    assert "**Warning: fewer than 5 seeds** for lora r=4 (n = 3), lora r=8 (n = 2)." in report
+    assert "At n = 2 no interval is meaningful" in report
+    # rliable's probability of improvement and the win rate, each under its own name
+    assert "| win rate (matched seeds) | P(X > Y) [95% CI] |" in report
+    lora8 = next(line for line in report.splitlines() if line.startswith("| lora r=8 | 2 |"))
+    # matched seeds 0, 1: 0.684 < 0.745, 0.664 < 0.723 -> win rate 0; all 10 pairs lost too
+    assert "| 0.00 | 0.00 [0.00, 0.00] |" in lora8
+    # skipped figures in their own section, none under a figure's heading
+    head, skipped = report.split("## Skipped figures")
+    assert "skipped:" not in head
+    assert "- skipped: memory reduction vs accuracy loss across quantization settings: no completed run with a " \
+           "quantized base" in skipped
+    assert "## Figures" in head and "### Convergence" in head and "band: the 95% Student-t interval" in head
+
+
+def test_main_table_caption_is_escaped_once(tmp_path):
+    write_report(write_study_dir(tmp_path / "study"))
+    tex = (tmp_path / "study" / "report" / "tables" / "main_table.tex").read_text()
+    caption = next(line for line in tex.splitlines() if line.startswith(r"\caption"))
+    assert caption == (r"\caption{study: test accuracy (mean and 95\% Student-t interval of the mean over seeds) "
+                       r"and trainable parameters.}")
+    assert r"\textbackslash" not in tex and r"\$" not in tex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed on this machine")
+def test_main_table_compiles(tmp_path):
+    write_report(write_study_dir(tmp_path / "study", report={"labels": {"lora r=4": "LoRA ($r{=}4$)"}}))
+    tables = tmp_path / "study" / "report" / "tables"
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_document.tex"], cwd=tables,
+                   check=True, capture_output=True, timeout=120)
+    text = subprocess.run(["pdftotext", "main_table_document.pdf", "-"], cwd=tables, capture_output=True,
+                          text=True).stdout if shutil.which("pdftotext") else ""
+    assert "$" not in text and "\\" not in text
+
+
+def test_report_section_of_the_study_file_sets_interval_and_labels(tmp_path):
+    study = write_study_dir(tmp_path / "study",
+                            report={"interval": "bca", "labels": {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT"}})
+    report = write_report(study).read_text()
+    tex = (study / "report" / "tables" / "main_table.tex").read_text()
+    assert "BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)" in report
+    assert r"LoRA ($r{=}4$) &" in tex and "Full FT &" in tex
+    full = next(line for line in tex.splitlines() if line.startswith("Full FT &"))
+    assert r"\pm" not in full and "[" in full  # a bootstrap interval is written [low, high]
+    assert "| LoRA ($r{=}4$) |" in report and "against **Full FT**" in report
+    report = write_report(study, labels={"lora r=5": "x"}).read_text()
+    assert "Labels in the study file's report section that name no configuration or method: lora r=5." in report
+
+
+def test_a_baseline_that_is_not_a_configuration_is_a_one_line_error(tmp_path):
+    study = write_study_dir(tmp_path / "study")
+    with pytest.raises(UserError, match="baseline 'no such variant' is not a configuration with completed runs; "
+                                        "configurations: 'full', 'linear', 'lora r=4', 'lora r=8'"):
+        write_report(study, baseline="no such variant")
+    proc = run_cli("report", str(study), "--baseline", "no such variant")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "configurations: 'full', 'linear', 'lora r=4', 'lora r=8'" in proc.stderr
+
+
+def test_one_evaluation_per_run_skips_the_convergence_figure(tmp_path):
+    report = write_report(write_study_dir(tmp_path / "study", curve_steps=(16,))).read_text()
+    assert "- skipped: convergence: no learning curve: every run was evaluated at a single step" in report
+    assert not (tmp_path / "study" / "report" / "figures" / "convergence.png").exists()
+
+
+def test_several_datasets_get_rliables_aggregates_and_comparisons_within_a_dataset(tmp_path):
+    root = tmp_path / "study"
+    runs_a = [("full data=a", "full", 8, {0: 0.80, 1: 0.82, 2: 0.81}), ("lora data=a", "lora", 8, {0: 0.81, 1: 0.79, 2: 0.80})]
+    runs_b = [("full data=b", "full", 8, {0: 0.60, 1: 0.61, 2: 0.62}), ("lora data=b", "lora", 8, {0: 0.63, 1: 0.60, 2: 0.64})]
+    write_study_dir(root, runs_a, data="a")
+    shutil.copytree(write_study_dir(tmp_path / "b", runs_b, data="b") / "runs", root / "runs", dirs_exist_ok=True)
+    report = write_report(root).read_text()
+    assert "## Across datasets" in report
+    # IQM of full: mean(0.61, 0.62, 0.80, 0.81); P(lora > full): (2/9 + 6.5/9) / 2 = 0.47
+    assert "| full | 2 | 6 | 71.0 [" in report
+    assert "| lora | 2 | 6 |" in report and "| 0.47 [" in report
+    assert "against **full data=a, full data=b**" in report
+
+
+def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_path):
+    study = write_study_dir(tmp_path / "study")
+    failed = study / "runs" / "lora_r8-1-fashion_mnist" / "result.json"
+    failed.write_text(json.dumps({"status": "failed", "error": "RuntimeError: out of | memory\nat step 3"}))
+    proc = run_cli("results", str(study), "--format", "markdown")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == ("| run_id | variant | seed | status | metrics.test_top1 | metrics.test_top5 | params.trainable | "
+                        "timing.train_seconds | error |")
+    assert "| full-0-fashion_mnist | full | 0 | completed | 0.745 | 0.945 | 800000 | 10 |  |" in lines
+    assert "| lora_r8-1-fashion_mnist | lora r=8 | 1 | failed |  |  |  |  | RuntimeError: out of \\| memory at step 3 |" in lines
+    assert "nan" not in proc.stdout
+    proc = run_cli("results", str(study), "--format", "markdown", "--columns", "variant,config.method.r")
+    assert proc.stdout.splitlines()[:3] == ["| variant | config.method.r |", "|:---|---:|", "| full | 8 |"]
+    proc = run_cli("results", str(study), "--format", "csv", "--columns", "variant,seed")
+    assert proc.stdout.splitlines()[:2] == ["variant,seed", "full,0"]
+    proc = run_cli("results", str(study), "--columns", "variant,accuracy")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--columns: no column 'accuracy' in the results; columns: order, run_id, variant" in proc.stderr
+
+
+def test_quantized_runs_get_the_memory_accuracy_figure(tmp_path):
+    runs = DEFAULT_LIKE + [("lora r=8 quant=nf4", "lora", 8, {0: 0.680, 1: 0.655})]
+    study = write_study_dir(tmp_path / "study", runs, quant={"lora r=8 quant=nf4": ("nf4", 432_000, -0.02)})
+    report = write_report(study).read_text()
+    assert "### Memory reduction vs accuracy loss across quantization settings" in report
+    assert (study / "report" / "figures" / "quantization_tradeoff.png").is_file()
+    assert "quantization" not in report.split("## Skipped figures")[1]
