@@ -10,7 +10,7 @@ finished result.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
 import random
 import time
@@ -25,11 +25,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
-from peftlab import metrics, provenance
+from peftlab import metrics, provenance, tracking
 from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import ConfigError, UserError
 from peftlab.files import read_json, write_atomic, write_json_atomic
+from peftlab.monitors import Monitors, health, summarize
 from peftlab.tuners import apply_tuner
 
 
@@ -165,37 +166,15 @@ def apply_update(scaler, optimizer, scheduler) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only records up to ``step`` (those after a checkpoint are logged again on resume).
-
-    A line cut short by a kill is dropped too.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
-
-
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Write config.yaml; a directory that holds another config is refused, not overwritten."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
     if path.exists():
         existing = load_config(path)
-        if existing != cfg:
+        if dataclasses.replace(existing, track=cfg.track) != cfg:  # the sinks may change between calls
             raise ConfigError(f"run directory {run_dir} holds a different config.yaml; use another --run-dir")
-    else:
+    if not path.exists() or existing.track != cfg.track:
         write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
 
 
@@ -215,16 +194,23 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         result = _train(cfg, run_dir, state, progress, position)
     except Diverged as err:
         result = failed_result(cfg, "diverged", str(err), state)
+        result["health"] = health(state["log"].records(), diverged=True) if state.get("log") else None
     except UserError as err:
         result = failed_result(cfg, "failed", str(err), state)
         write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.get("log"), result)
         raise
     except Exception as err:  # record any crash, then let it propagate
         result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
         result["traceback"] = traceback.format_exc()
         write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.get("log"), result)
+        raise
+    except BaseException:  # killed or interrupted: the sinks keep what they hold; the next call resumes
+        tracking.finish_log(state.get("log"), None)
         raise
     write_json_atomic(run_dir / "result.json", result)
+    tracking.finish_log(state.get("log"), result)
     return result
 
 
@@ -240,6 +226,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         torch.set_num_threads(tc.threads)
     device = select_device(tc.device)
     autocast(tc.precision, device)  # validates precision for the device
+    log = state["log"] = tracking.open_log(cfg, run_dir)  # metrics.jsonl, monitors.jsonl and cfg.track's sinks
     seed_everything(cfg.seed)
 
     # --- data and model --------------------------------------------------------------
@@ -273,7 +260,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
-    metrics_path, ckpt_dir = run_dir / "metrics.jsonl", run_dir / "checkpoint"
+    ckpt_dir = run_dir / "checkpoint"
 
     step, epoch, next_batch = 0, 0, 0
     best_val, bad_epochs, images_seen = -1.0, 0, 0
@@ -287,7 +274,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         best_val, bad_epochs, images_seen = saved["best_val"], saved["bad_epochs"], saved["images_seen"]
         state["train_seconds"] = saved["train_seconds"]
         ckpt.set_rng_state(saved["rng"])
-    truncate_metrics(metrics_path, step)
+    log.truncate(step)  # the files keep records up to the checkpoint; sinks skip steps they hold
+    monitor = Monitors(model, tuner.trainable_parameters(), log_every=tc.log_every, eval_every=tc.eval_every,
+                       total_steps=total_steps, clip_grad=tc.clip_grad, history=log.records())
 
     def save() -> None:
         ckpt.save_checkpoint(ckpt_dir, {
@@ -314,6 +303,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                 continue
             grad_norm = clip_gradients(scaler, optimizer, trainable, tc.clip_grad, tc.precision, step)
             tuner.after_backward(step)
+            if monitor.due(step + 1):  # gradient flow, adapter statistics (the gradients are still here)
+                log(monitor.observe(step + 1, grad_norm))
             apply_update(scaler, optimizer, scheduler)
             step, next_batch, state["step"] = step + 1, batch_index + 1, step + 1
             images_seen, window_images = images_seen + step_images, window_images + step_images
@@ -323,7 +314,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             last = now
             bar.update(1)
             if step % tc.log_every == 0 or step == total_steps:
-                append_jsonl(metrics_path, {
+                log({
                     "kind": "step", "step": step, "epoch": epoch, "loss": loss_sum / micro,
                     "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                     "images_per_second": window_images / (now - window_start)})
@@ -332,8 +323,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             loss_sum, micro, step_images = 0.0, 0, 0
             if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
                 val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
-                append_jsonl(metrics_path, {"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
-                                            "val_top1": val["top1"], "val_top5": val["top5"]})
+                log({"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
+                     "val_top1": val["top1"], "val_top5": val["top5"]})
                 last = window_start = time.perf_counter()  # evaluation is not training time
                 window_images = 0
             if step % tc.ckpt_every == 0:
@@ -345,8 +336,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
-        append_jsonl(metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
-                                    "val_top1": val["top1"], "val_top5": val["top5"]})
+        log({"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
+             "val_top1": val["top1"], "val_top5": val["top5"]})
         epoch, next_batch = epoch + 1, 0
         save()
         if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
@@ -372,5 +363,6 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "wall_seconds": time.perf_counter() - state["started"]},
         "merge": check_merge(tuner, data.test, device) if tuner.is_adapter else None,
         "provenance": state["provenance"],
+        **summarize(monitor, log.records(), train_seconds=state["train_seconds"]),  # health, monitors, convergence, frozen_base
     }
     return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import figures
+from peftlab.analysis import figures, health
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
 from peftlab.analysis.tables import latex_document, latex_table, markdown_table
@@ -62,6 +62,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None) -> Path:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
     lines += ["## Figures", ""] + _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures")
+    lines += health.report_section(study_dir, out / "figures")  # monitors: gradients, convergence, rank use
     lines += _failures(df)
     lines += _environment(environment(study_dir))
     (out / "report.md").write_text("\n".join(lines) + "\n")
