@@ -30,7 +30,8 @@ from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import ConfigError, UserError
 from peftlab.files import read_json, write_atomic, write_json_atomic
-from peftlab.monitors import Monitors, health, summarize
+from peftlab.monitors.health import health
+from peftlab.monitors.run import Monitors, summarize
 from peftlab.tuners import apply_tuner
 
 

@@ -9,10 +9,7 @@ The recipe enters them by one visible call at its log and eval points::
 ``summarize`` turns the run's records into result.json's ``health``, ``monitors``,
 ``convergence`` and ``frozen_base`` sections. Tuners know nothing of monitors.
 
-convergence.py and health.py are plain Python (no torch), so they can read run files anywhere.
+convergence.py and health.py are plain Python (no torch), so they can read run files
+anywhere; this package's ``__init__`` imports nothing for that reason (the recipe imports
+``peftlab.monitors.run``).
 """
-
-from peftlab.monitors.health import health
-from peftlab.monitors.run import Monitors, summarize
-
-__all__ = ["Monitors", "health", "summarize"]

@@ -18,8 +18,8 @@ missing one is a one-line ConfigError naming the field and the fix.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
+from importlib.util import find_spec
 from pathlib import Path
 
 from peftlab.config import RunConfig, config_hash, flatten, to_dict
@@ -40,7 +40,7 @@ def check_trackers(track: tuple[str, ...]) -> None:
     """Every named sink's packages are importable, or one ConfigError line."""
     for name in track:
         for package in SINKS[name][2]:
-            if importlib.util.find_spec(package) is None:
+            if find_spec(package) is None:
                 raise ConfigError(f"track={list(track)!r} is invalid: the {name} sink needs the '{package}' package, "
                                   "which is not installed; install the extra (pip install -e '.[track]') "
                                   f"or remove {name} from track")
