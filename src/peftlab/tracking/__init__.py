@@ -8,8 +8,12 @@ records to monitors.jsonl, the rest to metrics.jsonl) and its numbers go to ever
 Resume: the JSONL files are cut back to the checkpoint's step and written again from there.
 A sink cannot be cut back, so at open each sink reads its own store back (TensorBoard's event
 files, MLflow's metric history, W&B's offline transaction logs) and the log skips every
-(key, step) the sink already holds: no step is logged twice in any sink, and steps a kill
-lost before they reached a sink are logged again.
+(key, step) the sink already holds: no step is logged twice in any sink. The records the
+JSONL files keep are then replayed to every sink, so steps that a kill lost in a sink's
+buffer (TensorBoard's queue, W&B's write buffer) before they reached its store are filled
+in from the files. A run that starts from step 0 again (no checkpoint) starts its sinks
+afresh too: its earlier event files and offline W&B runs are removed, its earlier MLflow
+run is tagged superseded.
 
 SINKS is a plain registry; a sink's package is imported only when a run asks for it, and a
 missing one is a one-line ConfigError naming the field and the fix.
@@ -97,7 +101,8 @@ class RunLog:
         self._records: list[dict] = []
 
     def truncate(self, step: int) -> None:
-        """Keep the JSONL records up to ``step`` (a line cut short by a kill is dropped too)."""
+        """Keep the JSONL records up to ``step`` (a line cut short by a kill is dropped too) and
+        replay them to the sinks, which skip what they hold."""
         self._records = []
         for name in sorted({*FILES.values(), "metrics.jsonl"}):
             path = self.run_dir / name
@@ -113,6 +118,10 @@ class RunLog:
                     continue
             write_atomic(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
             self._records += kept
+        for record in self.records():
+            numbers = scalars(record)
+            for sink in self.sinks:
+                sink.send(record["step"], numbers)
 
     def __call__(self, record: dict) -> None:
         with open(self.run_dir / FILES.get(record["kind"], "metrics.jsonl"), "a") as f:
@@ -156,7 +165,7 @@ def open_log(cfg: RunConfig, run_dir: str | Path) -> RunLog:
     """The run's log with the sinks ``cfg.track`` names, each opened on its store."""
     run_dir = Path(run_dir)
     check_trackers(cfg.track)
-    info = run_info(cfg, run_dir)
+    info = {**run_info(cfg, run_dir), "resuming": (run_dir / "checkpoint").exists()}
     params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(to_dict(cfg)).items()}
     sinks = []
     try:

@@ -6,7 +6,8 @@ artifacts go to ``mlartifacts/`` beside it. Look at it with ``mlflow ui --backen
 sqlite:///runs/<study>/mlflow.db`` (the UI needs the full mlflow package).
 
 Runs carry the tags study, variant, seed, run_id and method; the parent has role=study.
-A resumed peftlab run finds its MLflow run by its run_id tag and continues it. Several
+A resumed peftlab run finds its MLflow run by its run_id tag and continues it; a run that
+starts again from step 0 tags the earlier attempt's run_id "<id> (superseded)". Several
 workers of one study share the store: creating the experiment and the parent run happens
 under a file lock.
 """
@@ -65,6 +66,9 @@ class MLflowSink(Sink):
                                            tags={"role": "study", "study": info["study"]}).info.run_id
                 client.set_terminated(parent, "FINISHED")
             run_id = find_run(client, experiment_id, run_id=info["run_id"])
+            if run_id is not None and not info["resuming"]:  # an earlier attempt from step 0
+                client.set_tag(run_id, "run_id", f"{info['run_id']} (superseded)")
+                run_id = None
             fresh = run_id is None
             if fresh:
                 tags = {k: str(info[k]) for k in ("study", "variant", "seed", "run_id", "method")}

@@ -38,6 +38,9 @@ class TensorBoardSink(Sink):
         from torch.utils.tensorboard import SummaryWriter
 
         directory = log_dir(run_dir, info)
+        if not info["resuming"]:  # an earlier attempt from step 0: its steps are logged again
+            for path in directory.glob("events.out.tfevents.*"):
+                path.unlink()
         fresh = not any(directory.glob("events.out.tfevents.*"))
         super().__init__({} if fresh else {tag: max(s for s, _ in v) for tag, v in read_scalars(directory).items()})
         self.writer = SummaryWriter(str(directory))

@@ -31,8 +31,13 @@ def read_history(run_dir: str | Path) -> list[dict]:
 
 class WandbSink(Sink):
     def __init__(self, run_dir: Path, info: dict, params: dict):
+        import shutil
+
         import wandb
 
+        if not info["resuming"]:  # an earlier attempt from step 0: its steps are logged again
+            for path in Path(run_dir).glob(f"wandb/offline-run-*-{info['run_id']}"):
+                shutil.rmtree(path)
         logged: dict[str, int] = {}
         for row in read_history(run_dir):
             for key in row:
