@@ -234,9 +234,11 @@ def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
     else:
         lines += ["Runs with gradient warnings:", ""]
         for row in flagged.itertuples():
-            lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.verdict}; exploding {row.exploding} "
-                         f"(first at step {row.first_exploding}), vanishing {row.vanishing} (first at step "
-                         f"{row.first_vanishing}); layers: {row.flagged_groups or 'n/a'}")
+            flags = [f"{flag} {int(count)} (first at step {int(first)})"
+                     for flag, count, first in (("exploding", row.exploding, row.first_exploding),
+                                                ("vanishing", row.vanishing, row.first_vanishing)) if count]
+            lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.verdict}; {', '.join(flags)}; "
+                         f"layers: {row.flagged_groups or 'n/a'}")
         lines.append("")
 
     not_converged = table[table["converged"] == False]  # noqa: E712 - None (unknown) is not False
