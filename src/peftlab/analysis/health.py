@@ -191,11 +191,11 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
             handles.setdefault(layer, line)
         ax.set_yscale("log")
         ax.set_title(f"{variant} (seed {part['seed'].min()})", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(True, alpha=0.3)
         if k % ncols == 0:
             ax.set_ylabel("Gradient norm", fontsize=8)
-        if k // ncols == nrows - 1:
+        if k + ncols >= len(variants):  # no panel below this one
             ax.set_xlabel("Step", fontsize=8)
     for k in range(len(variants), nrows * ncols):
         axes[k // ncols, k % ncols].set_visible(False)
