@@ -71,7 +71,8 @@ def scalars(record: dict) -> dict[str, float]:
     prefix = "train" if kind == "step" else "val" if kind in ("eval", "epoch") else kind
     out = {}
     for key, value in record.items():
-        if key in ("kind", "step") or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if key in ("kind", "step") or (key == "epoch" and prefix == "val") or isinstance(value, bool) \
+                or not isinstance(value, (int, float)):
             continue
         out[f"{prefix}/{key.removeprefix('val_')}"] = float(value)
     return out
