@@ -1,5 +1,6 @@
 # peftlab: `make study` runs the default study end to end, `make test` runs the tests.
-# Both set up everything themselves (virtual environment, pinned packages, offline data)
+# Both set up everything themselves (virtual environment, pinned packages, offline data;
+# `make test` also the tracking extra, so the TensorBoard, MLflow and W&B sinks are tested)
 # and reinstall nothing on a second call.
 
 PYTHON ?= python3
@@ -7,9 +8,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.peftlab-installed
 DATA_STAMP := $(VENV)/.peftlab-data
+TRACK_STAMP := $(VENV)/.peftlab-track
 PYTEST_ARGS ?=
 
-.PHONY: install data study test clean-study
+.PHONY: install data track study test clean-study
 
 install: $(STAMP)
 
@@ -17,6 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# the optional tracking sinks (pip install -e .[track]); -c keeps requirements.lock's versions
+track: $(TRACK_STAMP)
+
+$(TRACK_STAMP): $(STAMP) requirements-track.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-track.lock -c requirements.lock
 	@touch $@
 
 data: $(DATA_STAMP)
@@ -28,7 +37,7 @@ $(DATA_STAMP): $(STAMP) scripts/install-data.sh
 study: install data
 	bash scripts/default-study.sh $(BIN)
 
-test: install data
+test: install data track
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from peftlab import metrics, provenance
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, load_config
+from peftlab.monitors.cost import model_monitor_cost
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.train import autocast, training_step, warmup_cosine
+from peftlab.train import autocast, compute_loss, training_step, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -279,6 +280,10 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
         mfu[name] = {"step_gflop": flops / 1e9, "achieved_gflops": achieved, "mfu": achieved / report["peak"]["gflops"]}
     report["P5_mfu"] = {**mfu, "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
                         "target": 0.5}
+    progress("monitor cost: a step with monitors at log points / a step without")
+    t = trainers["peftlab_lora_qv"]
+    report["monitor_cost"] = model_monitor_cost(t.model, t.tuner.trainable_parameters(), t.step, lambda: compute_loss(
+        t.model, t.images, t.labels, t.precision, torch.device("cpu")), repeats)
     del trainers
 
     progress("P3a: stored bytes of quantized block Linears")
@@ -396,6 +401,10 @@ def format_report(report: dict) -> str:
         if isinstance(value, dict):
             rows.append((f"P5 MFU {name}", f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)",
                          ">= 0.5"))
+    if "monitor_cost" in report:
+        mc = report["monitor_cost"]
+        rows.append(("monitors at log points / none", f"{mc['ratio']['median']:.4f} [{mc['ratio']['min']:.4f}-"
+                     f"{mc['ratio']['max']:.4f}] (log_every {mc['log_every']})", "<= 1.03"))
     p6 = report["P6_study_overhead"]
     rows.append(("P6 run fixed cost / run time", f"{p6['ratio']:.3f} ({p6['fixed_seconds']:.2f}s of "
                  f"{p6['mean_run_wall_seconds']:.1f}s)" if "ratio" in p6 else p6["skipped"], "<= 0.05"))

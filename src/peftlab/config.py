@@ -25,6 +25,7 @@ import yaml
 from peftlab.errors import ConfigError
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 def fail_field(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
@@ -214,12 +215,16 @@ class RunConfig:
     method: MethodConfig = field(default_factory=default_method)
     quant: QuantConfig = field(default_factory=QuantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # tracking sinks besides metrics.jsonl (peftlab.tracking); not part of the run id
+    track: tuple[Literal[TRACKERS], ...] = ()
 
     def __post_init__(self):
         check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.quant.mode != "none" and not self.method.quantizable:
             fail_field("quant.mode", self.quant.mode, f"'none' for method {self.method.name!r}, which trains every base "
                   "weight (a quantized base cannot be trained; use lora or linear on a quantized base)")
+        check_field(len(set(self.track)) == len(self.track), "track", list(self.track),
+                    "a list of distinct names from " + ", ".join(TRACKERS))
 
 
 # ---------------------------------------------------------------------------------------
@@ -411,8 +416,12 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
-    """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256."""
-    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:length]
+    """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
+
+    ``track`` (where the numbers are sent) is left out: it does not change the run.
+    """
+    data = {k: v for k, v in to_dict(cfg).items() if k != "track"}
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=False).encode()).hexdigest()[:length]
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -11,7 +11,7 @@ finished result.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
 import random
 import time
@@ -26,11 +26,13 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
-from peftlab import metrics, provenance
+from peftlab import metrics, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import ConfigError, UserError
 from peftlab.files import read_json, write_atomic, write_json_atomic
+from peftlab.monitors.health import health
+from peftlab.monitors.run import Monitors, summarize
 from peftlab.quant import weight_only_arithmetic
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
@@ -185,11 +187,13 @@ def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, step: int) 
 
 
 def training_step(model, tuner, micro_batches, n_micro: int, optimizer, scheduler, scaler, trainable,
-                  tc, device: torch.device, step: int) -> tuple[float, float]:
-    """One optimizer step over ``n_micro`` micro-batches of (images, labels): (mean loss, grad norm).
+                  tc, device: torch.device, step: int, monitor=None) -> tuple[float, float, dict | None]:
+    """One optimizer step over ``n_micro`` micro-batches of (images, labels).
 
-    The tuner's hooks are called here, in order: ``regularization`` on every micro-batch,
-    ``after_backward`` on the raw gradients, ``after_step`` before the gradients are cleared.
+    Returns (mean loss, gradient norm before clipping, the monitors' record or None). The
+    tuner's hooks are called here, in order: ``regularization`` on every micro-batch,
+    ``after_backward`` on the raw gradients, ``after_step`` before the gradients are cleared;
+    the monitors observe the raw gradients at their log and eval points.
     """
     loss_sum = 0.0
     for images, labels in micro_batches:
@@ -198,6 +202,7 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
         loss_sum += backward(loss, scaler, n_micro, step)
     grad_norm, skip = unscaled_grad_norm(scaler, optimizer, trainable, tc.precision, step)
     tuner.after_backward(step, skip)
+    observed = monitor.observe(step + 1, float(grad_norm)) if monitor is not None and monitor.due(step + 1) else None
     if tc.clip_grad:
         torch.nn.utils.clip_grads_with_norm_(trainable, tc.clip_grad, grad_norm)
     scaler.step(optimizer)
@@ -205,29 +210,7 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
     tuner.after_step(step)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum / n_micro, float(grad_norm)
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only records up to ``step`` (those after a checkpoint are logged again on resume).
-
-    A line cut short by a kill is dropped too.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    write_atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
+    return loss_sum / n_micro, float(grad_norm), observed
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -236,9 +219,9 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     path = run_dir / "config.yaml"
     if path.exists():
         existing = load_config(path)
-        if existing != cfg:
+        if dataclasses.replace(existing, track=cfg.track) != cfg:  # the sinks may change between calls
             raise ConfigError(f"run directory {run_dir} holds a different config.yaml; use another --run-dir")
-    else:
+    if not path.exists() or existing.track != cfg.track:
         write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
 
 
@@ -258,16 +241,23 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         result = _train(cfg, run_dir, state, progress, position)
     except Diverged as err:
         result = failed_result(cfg, "diverged", str(err), state)
+        result["health"] = health(state["log"].records(), diverged=True) if state.get("log") else None
     except UserError as err:
         result = failed_result(cfg, "failed", str(err), state)
         write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.get("log"), result)
         raise
     except Exception as err:  # record any crash, then let it propagate
         result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
         result["traceback"] = traceback.format_exc()
         write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.get("log"), result)
+        raise
+    except BaseException:  # killed or interrupted: the sinks keep what they hold; the next call resumes
+        tracking.finish_log(state.get("log"), None)
         raise
     write_json_atomic(run_dir / "result.json", result)
+    tracking.finish_log(state.get("log"), result)
     return result
 
 
@@ -283,6 +273,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         torch.set_num_threads(tc.threads)
     device = select_device(tc.device)
     autocast(tc.precision, device)  # validates precision for the device
+    log = state["log"] = tracking.open_log(cfg, run_dir)  # metrics.jsonl, monitors.jsonl and cfg.track's sinks
     seed_everything(cfg.seed)
 
     # --- data and model --------------------------------------------------------------
@@ -321,7 +312,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
-    metrics_path, ckpt_dir = run_dir / "metrics.jsonl", run_dir / "checkpoint"
+    ckpt_dir = run_dir / "checkpoint"
 
     step, epoch, next_batch = 0, 0, 0
     best_val, bad_epochs, images_seen = -1.0, 0, 0
@@ -336,7 +327,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         best_val, bad_epochs, images_seen = saved["best_val"], saved["bad_epochs"], saved["images_seen"]
         state["train_seconds"] = saved["train_seconds"]
         ckpt.set_rng_state(saved["rng"])
-    truncate_metrics(metrics_path, step)
+    log.truncate(step)  # the files keep records up to the checkpoint; sinks skip steps they hold
+    monitor = Monitors(model, tuner.trainable_parameters(), log_every=tc.log_every, eval_every=tc.eval_every,
+                       total_steps=total_steps, clip_grad=None, history=log.records())  # observes unclipped gradients
 
     def save() -> None:
         ckpt.save_checkpoint(ckpt_dir, {
@@ -355,8 +348,11 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         window_images = 0
         while next_batch < len(batches):
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
-            loss, grad_norm = training_step(model, tuner, (fetch(data.train, b, device) for b in group), len(group),
-                                            optimizer, scheduler, scaler, trainable, tc, device, step)
+            loss, grad_norm, observed = training_step(model, tuner, (fetch(data.train, b, device) for b in group),
+                                                      len(group), optimizer, scheduler, scaler, trainable, tc, device,
+                                                      step, monitor)
+            if observed:  # gradient flow and adapter statistics, taken inside the step
+                log(observed)
             step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
             step_images = sum(len(b) for b in group)
             images_seen, window_images = images_seen + step_images, window_images + step_images
@@ -366,7 +362,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             last = now
             bar.update(1)
             if step % tc.log_every == 0 or step == total_steps:
-                append_jsonl(metrics_path, {
+                log({
                     "kind": "step", "step": step, "epoch": epoch, "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                     "images_per_second": window_images / (now - window_start)})
@@ -374,8 +370,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                 window_start, window_images = now, 0
             if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
                 val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
-                append_jsonl(metrics_path, {"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
-                                            "val_top1": val["top1"], "val_top5": val["top5"]})
+                log({"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
+                     "val_top1": val["top1"], "val_top5": val["top5"]})
                 last = window_start = time.perf_counter()  # evaluation is not training time
                 window_images = 0
             if step % tc.ckpt_every == 0:
@@ -387,8 +383,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
-        append_jsonl(metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
-                                    "val_top1": val["top1"], "val_top5": val["top5"]})
+        log({"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
+             "val_top1": val["top1"], "val_top5": val["top5"]})
         epoch, next_batch = epoch + 1, 0
         save()
         if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
@@ -427,5 +423,6 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "wall_seconds": time.perf_counter() - state["started"]},
         "merge": check_merge(tuner, data.test, device) if tuner.is_adapter else None,
         "provenance": state["provenance"],
+        **summarize(monitor, log.records(), train_seconds=state["train_seconds"]),  # health, monitors, convergence, frozen_base
     }
     return result

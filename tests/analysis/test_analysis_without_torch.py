@@ -11,6 +11,7 @@ def test_analysis_never_imports_torch():
         "import sys\n"
         "import peftlab.analysis, peftlab.analysis.stats, peftlab.analysis.tables, peftlab.analysis.figures\n"
         "import peftlab.analysis.report, peftlab.analysis.load\n"
+        "import peftlab.analysis.health, peftlab.analysis.report, peftlab.monitors.convergence, peftlab.monitors.health\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))

@@ -86,9 +86,11 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
 def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts."""
     from peftlab.params import check_against_model
+    from peftlab.tracking import check_trackers
 
     seen = set()
     for spec in study.runs:
+        check_trackers(spec.config.track)  # a missing tracker package fails before any run starts
         key = json.dumps([to_dict(spec.config.model), to_dict(spec.config.method), to_dict(spec.config.quant)])
         if key in seen:
             continue

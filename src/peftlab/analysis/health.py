@@ -1,0 +1,276 @@
+"""Training health of a study, from its run files (pandas and matplotlib only; never torch).
+
+Reads what the monitors wrote: result.json's ``health``, ``convergence``, ``frozen_base``
+and ``monitors`` sections, and each run's ``monitors.jsonl`` (gradient norms over training).
+
+- ``load_health``: one row per finished run: verdict, flag counts, convergence, frozen base.
+- ``load_rank_use``: one row per (run, adapted layer): effective rank / r and friends, at
+  the end of training.
+- ``load_gradient_flow``: per (run, step, layer) gradient norm, one seed per configuration.
+- ``plot_rank_utilisation``, ``plot_gradient_flow``: the two figures.
+- ``report_section``: the report's "Training health" section, figures included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from peftlab.analysis.figures import MARKERS, OKABE_ITO, save_figure
+from peftlab.analysis.load import run_dirs
+from peftlab.files import read_json
+
+HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "exploding", "vanishing",
+                  "first_exploding", "first_vanishing", "flagged_groups", "converged", "gain_last_window",
+                  "convergence_reason", "steps_to_95", "final_step", "frozen_equal", "frozen_rebuilt_equal",
+                  "monitor_share"]
+
+
+def _runs(study_dir: Path):
+    """(run_dir, spec, result) of every run with a result.json."""
+    for run_dir in run_dirs(Path(study_dir)):
+        spec, result = read_json(run_dir / "spec.json"), read_json(run_dir / "result.json")
+        if spec and result:
+            yield run_dir, spec, result
+
+
+def load_health(study_dir: str | Path) -> pd.DataFrame:
+    rows = []
+    for _, spec, result in _runs(Path(study_dir)):
+        health = result.get("health") or {}
+        conv = result.get("convergence") or {}
+        frozen = result.get("frozen_base") or {}
+        counts, first = health.get("counts") or {}, health.get("first_step") or {}
+        groups = health.get("groups") or {}
+        rows.append({
+            "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"], "seed": spec["seed"],
+            "status": result.get("status"), "verdict": health.get("verdict"),
+            "exploding": counts.get("exploding"), "vanishing": counts.get("vanishing"),
+            "first_exploding": first.get("exploding"), "first_vanishing": first.get("vanishing"),
+            "flagged_groups": ", ".join(sorted({g for flag in groups.values() for g in flag})),
+            "converged": conv.get("converged"), "gain_last_window": conv.get("gain_last_window"),
+            "convergence_reason": conv.get("reason"), "steps_to_95": (conv.get("steps_to") or {}).get("95"),
+            "final_step": result.get("step"), "frozen_equal": frozen.get("equal"),
+            "frozen_rebuilt_equal": frozen.get("rebuilt_equal"),
+            "monitor_share": (result.get("monitors") or {}).get("share_of_train_seconds"),
+        })
+    return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
+
+
+def _layer_key(layer: str) -> tuple:
+    """Sort adapted layers by depth, then module name (blocks.10 after blocks.9)."""
+    match = re.search(r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\.(.*)", layer)
+    return (int(match.group(1)), match.group(2)) if match else (math.inf, layer)
+
+
+def short_layer(layer: str) -> str:
+    """``blocks.3.attn.qkv.q`` -> ``3.q``; ``blocks.3.mlp.fc1`` -> ``3.fc1``."""
+    match = re.search(r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\..*?([^.]+)$", layer)
+    return f"{match.group(1)}.{match.group(2)}" if match else layer
+
+
+def load_rank_use(study_dir: str | Path) -> pd.DataFrame:
+    rows = []
+    for _, spec, result in _runs(Path(study_dir)):
+        if result.get("status") != "completed":
+            continue
+        for layer, stats in ((result.get("monitors") or {}).get("adapters") or {}).items():
+            rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
+                         "seed": spec["seed"], "layer": layer, "r": stats["r"],
+                         "effective_rank": stats["effective_rank"], "rank_ratio": stats["effective_rank"] / stats["r"],
+                         "rank90": stats["rank90"], "stable_rank": stats["stable_rank"],
+                         "norm_update": stats["norm_update"]})
+    columns = ["run_id", "variant", "method", "seed", "layer", "r", "effective_rank", "rank_ratio", "rank90",
+               "stable_rank", "norm_update"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def block_label(group: str) -> str:
+    """The layer a gradient group belongs to: ``blocks.3``, or ``head``, ``patch_embed``, ..."""
+    match = re.search(r"(?:^|\.)((?:blocks|layers|layer)\.\d+)(?=\.|$)", group)
+    return match.group(1) if match else group.split(".")[0]
+
+
+def load_gradient_flow(study_dir: str | Path, one_seed: bool = True) -> pd.DataFrame:
+    """Gradient norm per (run, step, layer): the groups of one layer combined as sqrt(sum of
+    squares). ``one_seed``: only the lowest seed of each configuration."""
+    runs = [(d, s, r) for d, s, r in _runs(Path(study_dir)) if r.get("status") == "completed"]
+    if one_seed:
+        lowest: dict[str, int] = {}
+        for _, spec, _ in runs:
+            lowest[spec["variant"]] = min(lowest.get(spec["variant"], spec["seed"]), spec["seed"])
+        runs = [(d, s, r) for d, s, r in runs if s["seed"] == lowest[s["variant"]]]
+    rows = []
+    for run_dir, spec, _ in runs:
+        path = run_dir / "monitors.jsonl"
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") != "monitors":
+                continue
+            squares: dict[str, float] = {}
+            for group, norm in record["grad"].items():
+                layer = block_label(group)
+                squares[layer] = squares.get(layer, 0.0) + norm * norm
+            rows += [{"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
+                      "seed": spec["seed"], "step": record["step"], "layer": layer, "grad_norm": math.sqrt(sq)}
+                     for layer, sq in squares.items()]
+    return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "layer", "grad_norm"])
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation"):
+    """Effective rank / r per adapted layer at the end of training, one series per LoRA-family
+    configuration: mean over seeds, bars from the lowest to the highest seed. None when no
+    run has adapters."""
+    if rank_use is None or rank_use.empty:
+        return None
+    layers = sorted(rank_use["layer"].unique(), key=_layer_key)
+    x = {layer: i for i, layer in enumerate(layers)}
+    variants = list(dict.fromkeys(rank_use["variant"]))
+    fig, axes = _figure(max(5.5, 0.28 * len(layers) + 2.5), 3.4)
+    ax = axes[0, 0]
+    width = 0.6 / max(1, len(variants))
+    for i, variant in enumerate(variants):
+        per_layer = rank_use[rank_use["variant"] == variant].groupby("layer")["rank_ratio"].agg(["mean", "min", "max"])
+        per_layer = per_layer.loc[[layer for layer in layers if layer in per_layer.index]]
+        xs = np.array([x[layer] for layer in per_layer.index]) + (i - (len(variants) - 1) / 2) * width
+        ax.errorbar(xs, per_layer["mean"], yerr=[per_layer["mean"] - per_layer["min"], per_layer["max"] - per_layer["mean"]],
+                    fmt=MARKERS[i % len(MARKERS)], color=OKABE_ITO[i % len(OKABE_ITO)], markersize=4, capsize=1.5,
+                    linewidth=0.8, label=str(variant))
+    ax.set_xticks(range(len(layers)), [short_layer(layer) for layer in layers], rotation=90, fontsize=7)
+    ax.set_xlabel("Adapted layer (block.module)")
+    ax.set_ylabel("Effective rank / r")
+    ax.set_ylim(0, 1.05)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=7, title="mean, min-max over seeds", title_fontsize=7)
+    return save_figure(fig, out_dir, name)
+
+
+def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow"):
+    """Gradient norm (before clipping) per layer against step, one panel per configuration
+    (its lowest seed), blocks coloured by depth, other layers (head, embeddings) in grey
+    shades. Log y. None when no run wrote monitor records."""
+    if flow is None or flow.empty:
+        return None
+    variants = list(dict.fromkeys(flow["variant"]))
+    ncols = min(3, len(variants))
+    nrows = math.ceil(len(variants) / ncols)
+    fig, axes = _figure(3.0 * ncols + 1.6, 2.4 * nrows, ncols, nrows)
+    layers = sorted(flow["layer"].unique(), key=lambda layer: _layer_key(layer + ".x"))
+    blocks = [layer for layer in layers if _layer_key(layer + ".x")[0] != math.inf]
+    cmap = matplotlib.colormaps["viridis"]
+    colors = {layer: cmap(i / max(1, len(blocks) - 1)) for i, layer in enumerate(blocks)}
+    others = [layer for layer in layers if layer not in colors]
+    colors.update({layer: str(0.15 + 0.5 * i / max(1, len(others))) for i, layer in enumerate(others)})
+    handles = {}
+    for k, variant in enumerate(variants):
+        ax = axes[k // ncols, k % ncols]
+        part = flow[flow["variant"] == variant]
+        for layer in layers:
+            series = part[part["layer"] == layer].sort_values("step")
+            series = series[series["grad_norm"] > 0]
+            if series.empty:
+                continue
+            (line,) = ax.plot(series["step"], series["grad_norm"], color=colors[layer], linewidth=0.9,
+                              linestyle="-" if layer in blocks else "--")
+            handles.setdefault(layer, line)
+        ax.set_yscale("log")
+        ax.set_title(f"{variant} (seed {part['seed'].min()})", fontsize=8)
+        ax.tick_params(which="both", labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if k % ncols == 0:
+            ax.set_ylabel("Gradient norm", fontsize=8)
+        if k + ncols >= len(variants):  # no panel below this one
+            ax.set_xlabel("Step", fontsize=8)
+    for k in range(len(variants), nrows * ncols):
+        axes[k // ncols, k % ncols].set_visible(False)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=6, title="layer",
+               title_fontsize=7)
+    return save_figure(fig, out_dir, name)
+
+
+def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
+    """Markdown lines: health per configuration, runs with warnings, convergence, frozen base, figures."""
+    table = load_health(study_dir)
+    table = table[table["verdict"].notna() | table["converged"].notna()]
+    lines = ["## Training health", ""]
+    if table.empty:
+        return lines + ["No run recorded monitor results (runs from before the monitors existed).", ""]
+    lines += ["Gradient flow is checked at every log point: a layer's gradient norm (before clipping) above "
+              "10x its running median is *exploding*; an exactly-zero gradient, or one below 1e-8 of the "
+              "weight's norm, is *vanishing*. A run is *converged* when its val top-1 rose less than 0.5 pts in "
+              "the last 25% of its steps.", "",
+              "| configuration | runs | stable / warnings / unstable | exploding flags | vanishing flags | "
+              "converged | val top-1 gain, last 25% (pts) | frozen base unchanged |",
+              "|---|---|---|---|---|---|---|---|"]
+    for variant, group in table.groupby("variant", sort=False):
+        verdicts = group["verdict"].value_counts()
+        gain = group["gain_last_window"].dropna()
+        gain_text = f"{100 * gain.mean():+.2f}" if len(gain) else "n/a"
+        lines.append(f"| {variant} | {len(group)} | {verdicts.get('stable', 0)} / {verdicts.get('warnings', 0)} / "
+                     f"{verdicts.get('unstable', 0)} | {int(group['exploding'].fillna(0).sum())} | "
+                     f"{int(group['vanishing'].fillna(0).sum())} | {int((group['converged'] == True).sum())} of "  # noqa: E712
+                     f"{len(group)} | {gain_text} | {int((group['frozen_equal'] == True).sum())} of {len(group)} |")  # noqa: E712
+    lines.append("")
+
+    flagged = table[table["verdict"].isin(["warnings", "unstable"])]
+    if flagged.empty:
+        lines += ["Runs with gradient warnings: none.", ""]
+    else:
+        lines += ["Runs with gradient warnings:", ""]
+        for row in flagged.itertuples():
+            flags = [f"{flag} {int(count)} (first at step {int(first)})"
+                     for flag, count, first in (("exploding", row.exploding, row.first_exploding),
+                                                ("vanishing", row.vanishing, row.first_vanishing)) if count]
+            lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.verdict}; {', '.join(flags)}; "
+                         f"layers: {row.flagged_groups or 'n/a'}")
+        lines.append("")
+
+    not_converged = table[table["converged"] == False]  # noqa: E712 - None (unknown) is not False
+    if not_converged.empty:
+        lines += [f"Convergence: all {len(table)} runs converged by that rule.", ""]
+    else:
+        share = len(not_converged) / len(table)
+        lines += [f"Convergence: **{len(not_converged)} of {len(table)} runs did not converge**"
+                  + (" — the study is under-trained: more steps would still raise accuracy, so its numbers "
+                     "compare methods at this training budget, not at convergence." if share >= 0.5 else "."), ""]
+        for row in not_converged.itertuples():
+            lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
+        lines.append("")
+
+    equal = table["frozen_equal"] == True  # noqa: E712 - None (not recorded) is not True
+    lines += [f"Frozen base: the SHA-256 of the frozen weights at the end equals the one at the start in "
+              f"{int(equal.sum())} of {len(table)} runs"
+              + ("." if equal.all() else f"; **changed in {', '.join(table.loc[~equal, 'run_id'])}**."), ""]
+    share = table["monitor_share"].dropna()
+    if len(share):
+        lines += [f"Monitor cost inside the runs: median {100 * share.median():.2f}% of training time "
+                  f"(max {100 * share.max():.2f}%).", ""]
+
+    for title, paths, reason in (
+        ("Rank utilisation: effective rank / r per adapted layer",
+         plot_rank_utilisation(load_rank_use(study_dir), figures_dir), "no LoRA-family run"),
+        ("Gradient flow: gradient norm per layer over training (one seed per configuration)",
+         plot_gradient_flow(load_gradient_flow(study_dir), figures_dir), "no monitor records"),
+    ):
+        if paths:
+            png = next(p for p in paths if str(p).endswith(".png"))
+            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", ""]
+        else:
+            lines.append(f"- skipped: {title.split(':')[0].lower()}: {reason}")
+    return lines + [""]

@@ -1,0 +1,93 @@
+"""The report's training-health section and its two figures, from hand-written run files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peftlab.analysis.health import (load_gradient_flow, load_health, load_rank_use, plot_gradient_flow,
+                                     plot_rank_utilisation, report_section, short_layer)
+
+LAYERS = ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v", "blocks.1.attn.qkv.q", "blocks.1.attn.qkv.v"]
+
+
+def write_run(study: Path, run_id: str, variant: str, method: str, seed: int, *, r=None, verdict="stable",
+              converged=False, frozen_equal=True, status="completed", exploding=0):
+    run_dir = study / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"run_id": run_id, "variant": variant, "method": method,
+                                                   "seed": seed, "groups": ["main"], "axes": {}}))
+    adapters = {layer: {"r": r, "effective_rank": r * (0.3 + 0.1 * i), "rank90": 2, "stable_rank": 1.5,
+                        "norm_update": 0.1, "norm_A": 1.0, "norm_B": 0.1, "singular_values": [0.1] * r}
+                for i, layer in enumerate(LAYERS)} if r else {}
+    result = {
+        "status": status, "step": 100, "config": {"method": {"name": method, "r": r}},
+        "health": {"verdict": verdict, "counts": {"exploding": exploding, "vanishing": 0},
+                   "first_step": {"exploding": 40 if exploding else None, "vanishing": None},
+                   "groups": {"exploding": {"blocks.1.attn.qkv.v.lora_B": exploding} if exploding else {},
+                              "vanishing": {}}},
+        "convergence": {"converged": converged, "gain_last_window": 0.002 if converged else 0.03,
+                        "reason": "val top-1 rose +3.00 pts in the last 25% of training (>= 0.5 pts)",
+                        "steps_to": {"90": 25, "95": 50, "99": 75}},
+        "frozen_base": {"equal": frozen_equal, "rebuilt_equal": True},
+        "monitors": {"adapters": adapters, "share_of_train_seconds": 0.004},
+    }
+    (run_dir / "result.json").write_text(json.dumps(result))
+    groups = [f"{layer}.lora_{ab}" for layer in LAYERS for ab in "AB"] if r else ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+    with open(run_dir / "monitors.jsonl", "w") as f:
+        for step in (10, 20, 30):
+            grads = {g: 0.01 * step for g in groups} | {"head": 0.5}
+            f.write(json.dumps({"kind": "monitors", "step": step, "grad": grads, "flags": [], "adapters": {}}) + "\n")
+
+
+@pytest.fixture
+def study(tmp_path):
+    write_run(tmp_path, "a0", "full", "full", 0, converged=True)
+    write_run(tmp_path, "a1", "full", "full", 1, converged=True)
+    write_run(tmp_path, "b0", "lora r=4", "lora", 0, r=4)
+    write_run(tmp_path, "b1", "lora r=4", "lora", 1, r=4, verdict="warnings", exploding=2)
+    write_run(tmp_path, "c0", "lora r=8", "lora", 0, r=8, frozen_equal=False)
+    return tmp_path
+
+
+def test_tables_from_run_files(study):
+    health = load_health(study)
+    assert list(health["run_id"]) == ["a0", "a1", "b0", "b1", "c0"]
+    assert health.set_index("run_id").loc["b1", "flagged_groups"] == "blocks.1.attn.qkv.v.lora_B"
+    rank = load_rank_use(study)
+    assert len(rank) == 3 * len(LAYERS) and rank["rank_ratio"].between(0, 1).all()
+    flow = load_gradient_flow(study)
+    assert set(flow["seed"]) == {0}  # one seed per configuration
+    # blocks.0 of a LoRA run: four groups of 0.01 * step -> sqrt(4) * 0.01 * step
+    row = flow[(flow["run_id"] == "b0") & (flow["step"] == 20) & (flow["layer"] == "blocks.0")]
+    assert row["grad_norm"].item() == pytest.approx(2 * 0.2)
+    assert short_layer("blocks.11.attn.qkv.v") == "11.v" and short_layer("blocks.2.mlp.fc1") == "2.fc1"
+
+
+def test_figures_are_written(study, tmp_path):
+    out = tmp_path / "figures"
+    rank_paths = plot_rank_utilisation(load_rank_use(study), out)
+    flow_paths = plot_gradient_flow(load_gradient_flow(study), out)
+    assert [p.name for p in rank_paths] == ["rank_utilisation.png", "rank_utilisation.pdf"]
+    assert [p.name for p in flow_paths] == ["gradient_flow.png", "gradient_flow.pdf"]
+    assert all(p.stat().st_size > 1000 for p in rank_paths + flow_paths)
+    assert plot_rank_utilisation(load_rank_use(study).iloc[0:0], out) is None
+
+
+def test_report_section_says_what_failed_the_checks(study, tmp_path):
+    text = "\n".join(report_section(study, tmp_path / "figures"))
+    assert "| lora r=4 | 2 | 1 / 1 / 0 | 2 | 0 | 0 of 2 | +3.00 | 2 of 2 |" in text
+    assert "| full | 2 | 2 / 0 / 0 | 0 | 0 | 2 of 2 | +0.20 | 2 of 2 |" in text
+    assert "- lora r=4 seed 1 [b1]: warnings; exploding 2 (first at step 40); layers: blocks.1.attn.qkv.v.lora_B" in text
+    assert "**3 of 5 runs did not converge** — the study is under-trained" in text
+    assert "in 4 of 5 runs; **changed in c0**" in text
+    assert "figures/rank_utilisation.png" in text and "figures/gradient_flow.png" in text
+
+
+def test_runs_without_monitor_results_are_said_so(tmp_path):
+    run_dir = tmp_path / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"run_id": "x", "variant": "v", "method": "full", "seed": 0,
+                                                   "groups": ["main"], "axes": {}}))
+    (run_dir / "result.json").write_text(json.dumps({"status": "completed"}))
+    assert "No run recorded monitor results" in "\n".join(report_section(tmp_path, tmp_path / "figures"))
