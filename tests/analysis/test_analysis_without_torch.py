@@ -10,6 +10,7 @@ def test_analysis_never_imports_torch():
     code = (
         "import sys\n"
         "import peftlab.analysis, peftlab.analysis.stats, peftlab.analysis.tables, peftlab.analysis.figures\n"
+        "import peftlab.analysis.paper, peftlab.analysis.literature, peftlab.analysis.submission\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
