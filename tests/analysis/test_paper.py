@@ -15,7 +15,8 @@ import tarfile
 import pytest
 
 from peftlab.analysis import paper
-from peftlab.analysis.literature import bib_keys, load_literature
+from peftlab.analysis.literature import bib_keys, literature_section, load_literature
+from peftlab.analysis.load import load_results
 from peftlab.analysis.submission import write_submission
 from peftlab.errors import UserError
 from studyfiles import write_study_dir
@@ -98,6 +99,14 @@ def test_literature_table_says_which_rows_are_cited_and_which_are_ours(sources):
     assert "Full fine-tuning & 85.8M & 68.9" in table  # V-PETL Bench, CIFAR-100 (VTAB-1k)
     assert "full & 800.4K & 74.5" in table  # this study
     assert "comparable" in table  # the caption says the settings differ
+
+
+def test_report_section_puts_published_numbers_beside_ours(study_dir):
+    section = "\n".join(literature_section(load_results(study_dir)))
+    assert section.startswith("## Published numbers beside this study")
+    assert "| cited: xin2024vpetl, repository README, VTAB results |" in section
+    assert "- xin2024vpetl, CIFAR-100 (VTAB-1k): Full fine-tuning (68.9) > LoRA (67.1) > Linear probing (63.4)" in section
+    assert "- this study: full (74.5) > lora r=8 (68.3) > lora r=4 (67.6) > linear (59.4)" in section
 
 
 def test_literature_file_is_valid_and_cites_only_known_papers():

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from peftlab.analysis.tables import latex_escape
+from peftlab.analysis.stats import completed_runs, summarize
+from peftlab.analysis.tables import format_count, latex_escape
 from peftlab.errors import UserError
+
+LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
@@ -88,6 +91,47 @@ def bib_keys(bib_text: str) -> set[str]:
 def ranking(items: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """Items sorted by value, highest first (ties keep their order)."""
     return sorted(items, key=lambda item: -item[1])
+
+
+def study_rows(df, summary=None) -> list[dict]:
+    """This study's rows for the table: variants of full, linear and LoRA by mean test top-1, highest first.
+
+    Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal).
+    summary: `summarize(df)` of metrics.test_top1 when already computed.
+    """
+    summary = summarize(df) if summary is None else summary
+    if "method" in summary:
+        summary = summary[summary["method"].isin(PEFTLAB_METHODS)]
+    done = completed_runs(df)
+    rows = []
+    for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: -item[1]):
+        trainable = done.loc[done["variant"] == variant, "params.trainable"].mean() if "params.trainable" in done else None
+        rows.append({"method": str(variant), "trainable": format_count(trainable) if trainable else "--",
+                     "value": f"{100 * mean:.1f}"})
+    return rows
+
+
+def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
+    """report.md's section: the published numbers beside this study's and the order of the methods."""
+    lines = ["## Published numbers beside this study", ""]
+    try:
+        citations = load_literature(path)
+    except UserError as err:
+        return lines + [f"Skipped: {err}", ""]
+    if completed_runs(df).empty:
+        return lines + ["No run completed: nothing to put beside the published numbers.", ""]
+    ours = study_rows(df)
+    lines += ["Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
+              "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
+              "larger than this study's, so only the order of methods is compared, never a number.", "",
+              literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds")]
+    for setting in dict.fromkeys(c.setting for c in citations):
+        rows = [c for c in citations if c.setting == setting and c.peftlab]
+        if len(rows) > 1:
+            order = " > ".join(f"{c.method} ({c.value})" for c, _ in ranking([(c, c.number) for c in rows]))
+            lines.append(f"- {rows[0].paper}, {rows[0].dataset}: {order}")
+    lines.append("- this study: " + " > ".join(f"{row['method']} ({row['value']})" for row in ours))
+    return lines + [""]
 
 
 def literature_table(citations: list[Citation], ours: list[dict], ours_setting: str,

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis import figures
-from peftlab.analysis.literature import Citation, bib_keys, literature_table, load_literature, ranking
+from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature, ranking,
+                                         study_rows)
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.report import choose_baseline
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
@@ -30,7 +31,6 @@ from peftlab.analysis.tables import format_count, format_percent, latex_escape, 
 from peftlab.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 REFERENCES = Path(__file__).with_name("references.bib")
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 
@@ -375,9 +375,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
-    ours = [{"method": v, "trainable": format_count(study.done.loc[study.done["variant"] == v, "params.trainable"].mean())
-             if "params.trainable" in study.done else "--", "value": pct(m)}
-            for v, m in our_order(study)]
+    ours = study_rows(study.df, study.summary[study.summary["metric"] == TOP1])
     setting = latex_escape(f"{', '.join(map(str, study.config('model.name')))}; "
                            f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds")
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))

@@ -13,6 +13,7 @@ import pandas as pd
 
 from peftlab.analysis import figures
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.literature import literature_section
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
 from peftlab.analysis.tables import latex_document, latex_table, markdown_table
 
@@ -61,6 +62,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None) -> Path:
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
+    lines += literature_section(df)
     lines += ["## Figures", ""] + _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures")
     lines += _failures(df)
     lines += _environment(environment(study_dir))
