@@ -24,9 +24,12 @@ RUNS = [
 SEEDS = (0, 1, 2)
 
 
-def write_study_dir(study_dir: Path, with_failure: bool = True) -> Path:
+def write_study_dir(study_dir: Path, with_failure: bool = True, variants=None) -> Path:
+    """The study of RUNS (or of the named variants only) in study_dir/runs."""
     order = 0
     for variant, method, overrides, trainable, wall, scores in RUNS:
+        if variants is not None and variant not in variants:
+            continue
         for seed, top1 in zip(SEEDS, scores):
             cfg = config(overrides, seed)
             run_id = f"{variant.replace(' ', '').replace('=', '')}-s{seed}"

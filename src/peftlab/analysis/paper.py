@@ -34,8 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 REFERENCES = Path(__file__).with_name("references.bib")
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 
-# The Debian packages the paper needs (algorithm.sty is in texlive-science) and the tools.
-LATEX_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-science", "latexmk")
+# What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
 LATEX_TOOLS = {"latexmk": "latexmk", "pdflatex": "texlive-latex-base", "bibtex": "texlive-latex-base"}
 LATEX_STYLES = {"booktabs.sty": "texlive-latex-recommended", "subcaption.sty": "texlive-latex-recommended",
                 "algorithm.sty": "texlive-science", "algpseudocode.sty": "texlive-science"}
@@ -117,7 +116,11 @@ class Study:
         column = "config." + key
         if column not in self.done:
             return []
-        return sorted(self.done[column].dropna().unique().tolist(), key=str)
+        values = self.done[column].dropna().unique().tolist()
+        try:
+            return sorted(values)
+        except TypeError:  # mixed types
+            return sorted(values, key=str)
 
 
 class Numbers:
@@ -285,7 +288,8 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
         add("comparisonCount", str(len(study.comparisons)), "comparisons with the baseline")
         add("significantNames", words([latex_escape(v) for v in significant["variant"]]) or "none",
             "variants that differ from the baseline with Holm-corrected p < alpha")
-    add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
+    if rank_trend(study):
+        add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
     add("ourOrder", words([latex_escape(v) for v, _ in our_order(study)]),
         "variants of the methods in the literature table, by mean test top-1, highest first")
     for c in citations:
@@ -309,14 +313,15 @@ def config_value(value) -> str:
     return latex_escape(value)
 
 
-def rank_trend(study: Study) -> str:
-    """"increases", "decreases" or "is not monotonic" (mean test top-1 of LoRA against r)."""
+def rank_trend(study: Study) -> str | None:
+    """"increases", "decreases" or "is not monotonic" (mean test top-1 of LoRA against r);
+    None with fewer than two LoRA ranks."""
     if "config.method.r" not in study.done:
-        return "cannot be judged (no rank axis)"
+        return None
     lora = study.done[(study.done["method"] == "lora") & study.done["config.method.r"].notna()]
     means = lora.groupby("config.method.r")[TOP1].mean().sort_index()
     if len(means) < 2:
-        return "cannot be judged (fewer than two ranks)"
+        return None
     steps = np.diff(means.to_numpy())
     if (steps > 0).all():
         return "increases"
@@ -484,11 +489,12 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
               ALGORITHM,
               "\\paragraph{Statistics.} Each configuration runs with every seed; a seed fixes initialisation and "
               "data order, so configurations are compared on matched seeds. Table~\\ref{tab:main} reports the mean "
-              "over seeds with the interval its note names; Table~\\ref{tab:significance} gives paired t-tests and "
-              "Wilcoxon signed-rank tests with Holm's correction \\citep{holm1979} and the share of matched seeds "
-              "on which a configuration wins (rliable's probability of improvement compares all pairs of runs "
-              "instead \\citep{agarwal2021precipice}). The text quotes the \\statConfidence\\% t-interval of the "
-              "mean.", ""]
+              "over seeds with the interval its note names; the text quotes the \\statConfidence\\% t-interval of "
+              "the mean."
+              + (" Table~\\ref{tab:significance} gives paired t-tests and Wilcoxon signed-rank tests with Holm's "
+                 "correction \\citep{holm1979} and the share of matched seeds on which a configuration wins "
+                 "(rliable's probability of improvement compares all pairs of runs instead "
+                 "\\citep{agarwal2021precipice})." if study.comparisons is not None else ""), ""]
 
     parts += [r"\section{Results}", r"\label{sec:results}",
               r"\input{tables/main_table}",
@@ -503,7 +509,8 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
                   "Mean paired differences in points: "
                   + words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}"
                            for v in study.comparisons["variant"]]) + "."]
-    parts += [f"Across LoRA ranks, mean test top-1 {n('rankTrend')} with $r$."]
+    if "rankTrend" in numbers.macros:
+        parts += [f"Across LoRA ranks, mean test top-1 {n('rankTrend')} with $r$."]
     parts += figure_tex(drawn)
     parts += [r"\authornote{Interpret the results: which differences matter, and why. Keep claims within what "
               r"the intervals and tests above support.}", ""]
