@@ -175,7 +175,8 @@ def test_cli_refuses_a_directory_without_runs(tmp_path):
     assert_one_line_exit_2(run_peftlab("paper", str(tmp_path)), "not a study directory")
 
 
-def test_cli_names_the_missing_latex_packages(study_dir, tmp_path):
+def test_cli_names_the_missing_latex_packages(tmp_path):
+    study_dir = write_study_dir(tmp_path / "default", with_failure=False, variants=["full"])
     empty = tmp_path / "bin"
     empty.mkdir()
     proc = run_peftlab("paper", str(study_dir), "--out", str(tmp_path / "paper"), path=str(empty))
