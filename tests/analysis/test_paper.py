@@ -225,3 +225,11 @@ def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
                    check=True, capture_output=True)
     page = next(tmp_path.glob("page-*1.png"))
     assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page.stat().st_size > 5_000
+
+
+@pytest.mark.skipif(bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
+                    reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_install_latex_script_does_nothing_when_everything_is_installed():
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-latex.sh")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
