@@ -8,10 +8,8 @@ from peftlab.config import load_config
 from peftlab.params import check_against_model
 from peftlab.study.runner import validate_study
 from peftlab.study.spec import load_study
-from testkit import REPO
+from testkit import REPO, RUN_CONFIGS
 
-# configs/literature.yaml holds published numbers, not a run (tests/analysis/test_paper.py checks it).
-RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "literature.yaml")
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
 
 
