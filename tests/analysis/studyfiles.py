@@ -25,20 +25,25 @@ SEEDS = (0, 1, 2)
 
 
 def write_study_dir(study_dir: Path, with_failure: bool = True, variants=None) -> Path:
-    """The study of RUNS (or of the named variants only) in study_dir/runs."""
+    """The study of RUNS (or of the named variants only) in study_dir/runs, on a base model whose
+    pretraining manifest is study_dir/base/manifest.json."""
+    base = study_dir / "base" / "model.safetensors"
+    base.parent.mkdir(parents=True)
+    (base.parent / "manifest.json").write_text(json.dumps({"data": {"name": "mnist"}, "test_top1": 0.9576,
+                                                           "train_seconds": 110.4, "weights": base.name}))
     order = 0
     for variant, method, overrides, trainable, wall, scores in RUNS:
         if variants is not None and variant not in variants:
             continue
         for seed, top1 in zip(SEEDS, scores):
-            cfg = config(overrides, seed)
+            cfg = config({**overrides, "model.pretrained": base}, seed)
             run_id = f"{variant.replace(' ', '').replace('=', '')}-s{seed}"
             axes = {"method.r": overrides["method.r"]} if "method.r" in overrides else {}
             write_run(study_dir / "runs" / run_id, cfg, run_id, variant, method, seed, axes, order,
                       result=completed_result(cfg, top1, trainable, wall))
             order += 1
     if with_failure:
-        cfg = config({"method.name": "lora", "method.r": 8}, seed=3)
+        cfg = config({"method.name": "lora", "method.r": 8, "model.pretrained": base}, seed=3)
         write_run(study_dir / "runs" / "lorar8-s3", cfg, "lorar8-s3", "lora r=8", "lora", 3, {"method.r": 8}, order,
                   result={"status": "failed", "error": "RuntimeError: out of memory", "step": 12,
                           "config": to_dict(cfg), "metrics": {}, "params": None, "provenance": None})

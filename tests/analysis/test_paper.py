@@ -61,6 +61,7 @@ def test_results_tex_holds_the_study_numbers(sources):
     assert defined["cfgTrainImages"] == "4{,}000" and defined["litVpetlCifarLora"] == "67.1"
     assert defined["diffLinear"] == r"\ensuremath{-15.2}"
     assert defined["rankTrend"] == "increases"
+    assert defined["baseData"] == "mnist" and defined["baseTopOne"] == "95.8"  # the pretraining manifest
 
 
 def test_main_tex_types_no_number_and_uses_only_defined_macros(sources):
@@ -206,6 +207,7 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
     reproduce = files["REPRODUCE.md"].decode()
     assert "git checkout 0123456789abcdef0123456789abcdef01234567" in reproduce
     assert "make paper" in reproduce and "peftlab study" in reproduce and "| full | 3 | 74.5 | 73.9 | 75.2 |" in reproduce
+    assert "Pretraining the base model (cached after the first time): 110 s" in reproduce
 
 
 @pytest.mark.e2e

@@ -29,6 +29,7 @@ from peftlab.analysis.report import choose_baseline
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
 from peftlab.analysis.tables import format_count, format_percent, latex_escape, latex_table
 from peftlab.errors import UserError
+from peftlab.files import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 REFERENCES = Path(__file__).with_name("references.bib")
@@ -110,6 +111,7 @@ class Study:
         self.axes = study_axes(study_dir)
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
+        self.base = pretraining_manifest(self.done)
 
     def config(self, key: str) -> list:
         """The distinct values of config.<key> among completed runs (sorted)."""
@@ -121,6 +123,23 @@ class Study:
             return sorted(values)
         except TypeError:  # mixed types
             return sorted(values, key=str)
+
+
+def pretraining_manifest(done: pd.DataFrame) -> dict | None:
+    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
+
+    The path in the config is relative to where the study ran: tried from the current
+    directory and from the repository root.
+    """
+    column = "config.model.pretrained"
+    weights = done[column].dropna().unique().tolist() if column in done else []
+    if len(weights) != 1 or not str(weights[0]).endswith(".safetensors"):
+        return None
+    for base in (Path.cwd(), REPO_ROOT):
+        manifest = read_json((base / str(weights[0])).parent / "manifest.json")
+        if manifest:
+            return manifest
+    return None
 
 
 class Numbers:
@@ -247,6 +266,13 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
     add("envPrecision", latex_escape(str(env.get("dtype", "n/a"))), "provenance.dtype")
     sha = str(env.get("git_sha") or "unknown")
     add("envGitSha", latex_escape(sha[:12] + (" (dirty)" if env.get("git_dirty") else "")), "provenance.git_sha")
+
+    if study.base:
+        add("baseData", latex_escape(str((study.base.get("data") or {}).get("name", "n/a"))),
+            "pretraining manifest: data.name")
+        add("baseTopOne", pct(study.base.get("test_top1", float("nan"))), "pretraining manifest: test_top1, %")
+        add("baseTrainMinutes", f"{study.base.get('train_seconds', float('nan')) / 60:.1f}",
+            "pretraining manifest: train_seconds, in minutes")
 
     suffixes = variant_suffixes(study.variants)
     for variant in study.variants:
@@ -478,6 +504,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
               "\\citep{xiao2017fashionmnist} with "
               f"{n('cfgTrainImages')} training images for {n('cfgEpochs')} epochs (batch size {n('cfgBatchSize')}, "
               f"learning rates {n('cfgLr')}) and tested on {n('cfgTestImages')} test images.",
+              (f"The base weights were pretrained by peftlab on \\texttt{{{n('baseData')}}} "
+               f"({n('baseTopOne')}\\% test top-1 there, {n('baseTrainMinutes')} minutes of training)."
+               if study.base else ""),
               r"\authornote{Say where the base weights come from (the default study pretrains the backbone on "
               r"MNIST \citep{lecun1998mnist} because no pretrained weights can be downloaded offline) and why this "
               r"setting was chosen.}",

@@ -19,10 +19,9 @@ import tempfile
 from pathlib import Path
 
 from peftlab.analysis.load import environment, load_results
-from peftlab.analysis.paper import LITERATURE, REPO_ROOT, TOP1
+from peftlab.analysis.paper import LITERATURE, REPO_ROOT, TOP1, pretraining_manifest
 from peftlab.analysis.stats import completed_runs
 from peftlab.errors import UserError
-from peftlab.files import read_json
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
 
@@ -144,15 +143,3 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         lines += ["", f"{not_done} runs did not complete (see results/results.csv, columns status and error)."]
     lines += ["", "## Checking the files", "", "```bash", "sha256sum -c SHA256SUMS", "```", ""]
     return "\n".join(lines)
-
-
-def pretraining_manifest(done) -> dict | None:
-    column = "config.model.pretrained"
-    if column not in done or done[column].dropna().empty:
-        return None
-    weights = Path(str(done[column].dropna().iloc[0]))
-    for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json((base / weights).parent / "manifest.json")
-        if manifest:
-            return manifest
-    return None
