@@ -2,6 +2,9 @@
 # Both set up everything themselves (virtual environment, pinned packages, offline data;
 # `make test` also the tracking extra, so the TensorBoard, MLflow and W&B sinks are tested)
 # and reinstall nothing on a second call.
+# From the default study to a paper: `make figures`, `make tables`, `make paper` (runs the
+# study first when its results are missing; installs the LaTeX packages when apt may be
+# used) and `make submission` (one archive to reproduce the paper).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,8 +13,12 @@ STAMP := $(VENV)/.peftlab-installed
 DATA_STAMP := $(VENV)/.peftlab-data
 TRACK_STAMP := $(VENV)/.peftlab-track
 PYTEST_ARGS ?=
+DEFAULT_STUDY := runs/default
+STUDY_YAML := configs/studies/default.yaml
+PAPER_DIR := $(DEFAULT_STUDY)/paper
+STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track study test clean-study
+.PHONY: install data track study test clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -43,3 +50,22 @@ test: install data track
 
 clean-study:
 	rm -rf runs/default
+
+latex:
+	bash scripts/install-latex.sh
+
+# The study's results; a failed run still leaves a report, and the paper says what failed.
+$(STUDY_RESULTS):
+	$(MAKE) study || test -f $@
+
+figures: install $(STUDY_RESULTS)
+	$(BIN)/peftlab paper $(DEFAULT_STUDY) --out $(PAPER_DIR) --only figures
+
+tables: install $(STUDY_RESULTS)
+	$(BIN)/peftlab paper $(DEFAULT_STUDY) --out $(PAPER_DIR) --only tables
+
+paper: install latex $(STUDY_RESULTS)
+	$(BIN)/peftlab paper $(DEFAULT_STUDY) --out $(PAPER_DIR)
+
+submission: paper
+	$(BIN)/peftlab submission $(DEFAULT_STUDY) --study $(STUDY_YAML) --paper $(PAPER_DIR)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from testkit import REPO, run_cli
+from testkit import REPO, RUN_CONFIGS, run_cli
 from peftlab.config import (DataConfig, RunConfig, dump_config, load_config, parse_overrides,
                             to_dict)
 from peftlab.errors import ConfigError
@@ -25,9 +25,8 @@ def test_defaults_load_and_round_trip(tmp_path):
 
 
 def test_every_shipped_config_round_trips():
-    configs = sorted((REPO / "configs").glob("*.yaml"))
-    assert configs, "configs/ holds run configs"
-    for path in configs:
+    assert RUN_CONFIGS, "configs/ holds run configs"
+    for path in RUN_CONFIGS:
         cfg = load_config(path)
         assert load_config(overrides=to_dict(cfg)) == cfg, path
 

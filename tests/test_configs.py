@@ -8,9 +8,8 @@ from peftlab.config import load_config
 from peftlab.params import check_against_model
 from peftlab.study.runner import validate_study
 from peftlab.study.spec import load_study
-from testkit import REPO
+from testkit import REPO, RUN_CONFIGS
 
-RUN_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
 
 

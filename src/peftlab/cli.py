@@ -114,6 +114,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_paper(args) -> int:
+    from peftlab.analysis.paper import LITERATURE, write_paper
+
+    path = write_paper(args.study_dir, args.out, baseline=args.baseline, literature=args.literature or LITERATURE,
+                       only=args.only, compile=not args.no_compile)
+    print(f"paper: {path}")
+    return 0
+
+
+def cmd_submission(args) -> int:
+    from peftlab.analysis.submission import write_submission
+
+    print(f"submission: {write_submission(args.study_dir, args.study, paper_dir=args.paper, out=args.out)}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from peftlab.bench import format_report, run_bench, write_json
 
@@ -228,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_dir")
     p.add_argument("--baseline", help="variant the others are compared with (default: full, if present)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("paper", help="LaTeX paper of a study (figures, tables, results.tex) compiled to main.pdf")
+    p.add_argument("study_dir")
+    p.add_argument("--out", help="output directory (default STUDY_DIR/paper)")
+    p.add_argument("--baseline", help="variant the others are compared with (default: full, if present)")
+    p.add_argument("--only", choices=("figures", "tables"), help="write only the figures or only the tables")
+    p.add_argument("--no-compile", action="store_true", help="write the LaTeX sources without compiling them")
+    p.add_argument("--literature", help="published numbers for the literature table (default configs/literature.yaml)")
+    p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("submission", help="one archive: paper, results, configs, lock file, REPRODUCE.md, SHA-256 sums")
+    p.add_argument("study_dir")
+    p.add_argument("--study", required=True, help="the study YAML the runs came from")
+    p.add_argument("--paper", help="the compiled paper directory (default STUDY_DIR/paper)")
+    p.add_argument("--out", help="archive path (default STUDY_DIR/<study>-submission.tar.gz)")
+    p.set_defaults(func=cmd_submission)
 
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224")

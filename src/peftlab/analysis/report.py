@@ -19,6 +19,7 @@ import pandas as pd
 
 from peftlab.analysis import figures, health
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.literature import literature_section
 from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_SEEDS, aggregate_over_tasks,
                                     completed_runs, describe_interval, incomplete_runs, paired_comparisons_within,
                                     pareto_front, summarize)
@@ -99,6 +100,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
 
     figure_lines, skipped = _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures", interval,
                                      labels)
+    lines += literature_section(df)
     lines += ["## Figures", ""] + figure_lines
     lines += health.report_section(study_dir, out / "figures")  # monitors: gradients, convergence, rank use
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]

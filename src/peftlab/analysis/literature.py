@@ -1,0 +1,181 @@
+"""Published numbers beside the study's own: configs/literature.yaml, read and checked.
+
+The file holds `settings` (one paper, model, dataset and metric each) and `entries` (one
+published number each, as printed). `load_literature` validates it and returns a list of
+`Citation`s; `literature_table` writes the booktabs table that shows the cited rows and this
+study's rows in separate, labelled blocks; `ranking` orders values for the generated prose.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from peftlab.analysis.stats import completed_runs, summarize
+from peftlab.analysis.tables import format_count, latex_escape
+from peftlab.errors import UserError
+
+LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
+
+SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
+ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
+PEFTLAB_METHODS = ("full", "linear", "lora")
+
+
+@dataclass(frozen=True)
+class Citation:
+    id: str
+    setting: str
+    paper: str
+    table: str
+    model: str
+    dataset: str
+    metric: str
+    checked: str
+    method: str
+    peftlab: str | None
+    trainable: str | None
+    value: str  # as printed in the source
+
+    @property
+    def number(self) -> float:
+        return float(self.value)
+
+
+def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[Citation]:
+    """The entries of a literature YAML, in file order; UserError naming the bad field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: literature file not found") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not isinstance(data.get("entries"), list):
+        raise UserError(f"{path}: expected a mapping with 'settings' (a mapping) and 'entries' (a list)")
+    settings = data["settings"]
+    for name, setting in settings.items():
+        missing = [f for f in SETTING_FIELDS if not isinstance((setting or {}).get(f), str)]
+        if missing:
+            raise UserError(f"{path}: settings.{name} needs text fields {', '.join(missing)}")
+        if bib_keys is not None and setting["paper"] not in bib_keys:
+            raise UserError(f"{path}: settings.{name}.paper={setting['paper']!r} is not a key of the bibliography")
+    citations, seen = [], set()
+    for i, entry in enumerate(data["entries"]):
+        where = f"{path}: entries[{i}]"
+        if not isinstance(entry, dict) or set(entry) != set(ENTRY_FIELDS):
+            raise UserError(f"{where} must have exactly the fields {', '.join(ENTRY_FIELDS)}")
+        if not isinstance(entry["id"], str) or not re.fullmatch(r"[A-Z][A-Za-z]*", entry["id"]):
+            raise UserError(f"{where}.id={entry['id']!r}: expected letters only, starting upper-case (a LaTeX macro name)")
+        if entry["id"] in seen:
+            raise UserError(f"{where}.id={entry['id']!r} appears twice")
+        seen.add(entry["id"])
+        if entry["setting"] not in settings:
+            raise UserError(f"{where}.setting={entry['setting']!r}: expected one of {', '.join(settings)}")
+        if entry["peftlab"] is not None and entry["peftlab"] not in PEFTLAB_METHODS:
+            raise UserError(f"{where}.peftlab={entry['peftlab']!r}: expected null or one of {', '.join(PEFTLAB_METHODS)}")
+        value = entry["value"]
+        if not isinstance(value, str) or not re.fullmatch(r"-?\d+(\.\d+)?", value):
+            raise UserError(f"{where}.value={value!r}: expected the number as printed, quoted (e.g. \"89.90\")")
+        citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **settings[entry["setting"]]))
+    return citations
+
+
+def bib_keys(bib_text: str) -> set[str]:
+    return set(re.findall(r"^@\w+\{([^,\s]+),", bib_text, flags=re.MULTILINE))
+
+
+def ranking(items: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Items sorted by value, highest first (ties keep their order)."""
+    return sorted(items, key=lambda item: -item[1])
+
+
+def study_rows(df, summary=None) -> list[dict]:
+    """This study's rows for the table: variants of full, linear and LoRA by mean test top-1, highest first.
+
+    Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal).
+    summary: `summarize(df)` of metrics.test_top1 when already computed.
+    """
+    summary = summarize(df) if summary is None else summary
+    if "method" in summary:
+        summary = summary[summary["method"].isin(PEFTLAB_METHODS)]
+    done = completed_runs(df)
+    rows = []
+    for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: -item[1]):
+        trainable = done.loc[done["variant"] == variant, "params.trainable"].mean() if "params.trainable" in done else None
+        rows.append({"method": str(variant), "trainable": format_count(trainable) if trainable else "--",
+                     "value": f"{100 * mean:.1f}"})
+    return rows
+
+
+def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
+    """report.md's section: the published numbers beside this study's and the order of the methods."""
+    lines = ["## Published numbers beside this study", ""]
+    try:
+        citations = load_literature(path)
+    except UserError as err:
+        return lines + [f"Skipped: {err}", ""]
+    if completed_runs(df).empty:
+        return lines + ["No run completed: nothing to put beside the published numbers.", ""]
+    ours = study_rows(df)
+    lines += ["Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
+              "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
+              "larger than this study's, so only the order of methods is compared, never a number.", "",
+              literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds")]
+    for setting in dict.fromkeys(c.setting for c in citations):
+        rows = [c for c in citations if c.setting == setting and c.peftlab]
+        if len(rows) > 1:
+            order = " > ".join(f"{c.method} ({c.value})" for c, _ in ranking([(c, c.number) for c in rows]))
+            lines.append(f"- {rows[0].paper}, {rows[0].dataset}: {order}")
+    lines.append("- this study: " + " > ".join(f"{row['method']} ({row['value']})" for row in ours))
+    return lines + [""]
+
+
+def literature_table(citations: list[Citation], ours: list[dict], ours_setting: str,
+                     label: str = "tab:literature") -> str:
+    """The booktabs table: one block per cited setting, then this study's block.
+
+    ours: rows {"method": name, "trainable": text, "value": text} in the table's order;
+    ours_setting: one line saying model, dataset and metric of this study.
+    """
+    lines = [
+        r"\begin{table}[tbp]",
+        r"\centering",
+        r"\small",
+        r"\caption{Published numbers (cited, upper blocks) beside this study's measurements (last block). "
+        r"The published settings use far larger models and datasets than this study, so no number is "
+        r"comparable across blocks; only the order of the methods within a block is.}",
+        rf"\label{{{label}}}",
+        r"\begin{tabularx}{\linewidth}{@{}Xrr@{}}",
+        r"\toprule",
+        r"Method & Trainable & Value \\",
+    ]
+    for setting in dict.fromkeys(c.setting for c in citations):
+        rows = [c for c in citations if c.setting == setting]
+        first = rows[0]
+        lines += [r"\midrule",
+                  rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{Cited}} \citep{{{first.paper}}}, "
+                  rf"{latex_escape(first.table)}. {latex_escape(first.model)}; {latex_escape(first.dataset)}; "
+                  rf"{latex_escape(first.metric)}}} \\"]
+        for c in rows:
+            lines.append(rf"{latex_escape(c.method)} & {latex_escape(c.trainable or '--')} & {c.value} \\")
+    lines += [r"\midrule",
+              rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{This study (measured)}}. {ours_setting}}} \\"]
+    for row in ours:
+        lines.append(rf"{latex_escape(row['method'])} & {latex_escape(row['trainable'])} & {row['value']} \\")
+    lines += [r"\bottomrule", r"\end{tabularx}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def literature_markdown(citations: list[Citation], ours: list[dict], ours_setting: str) -> str:
+    """The same table for report.md: cited rows with their source, then this study's rows."""
+    lines = ["| source | setting | method | trainable | value |", "|---|---|---|---:|---:|"]
+    for c in citations:
+        lines.append(f"| cited: {c.paper}, {c.table} | {c.model}; {c.dataset}; {c.metric} | {c.method} | "
+                     f"{c.trainable or '–'} | {c.value} |")
+    for row in ours:
+        lines.append(f"| this study (measured) | {ours_setting} | {row['method']} | {row['trainable']} | {row['value']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,237 @@
+"""`peftlab paper` and `peftlab submission` on a small study directory of real-shaped run files.
+
+The compile test needs pdflatex, latexmk and the LaTeX styles (scripts/install-latex.sh installs
+them; CI runs it), and pdftotext / pdftoppm to read and render the PDF.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from peftlab.analysis import paper
+from peftlab.analysis.literature import bib_keys, literature_section, load_literature
+from peftlab.analysis.load import load_results
+from peftlab.analysis.submission import write_submission
+from peftlab.errors import UserError
+from studyfiles import write_study_dir
+from testkit import REPO
+
+MISSING_LATEX = paper.missing_latex()
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    return write_study_dir(tmp_path_factory.mktemp("study") / "default")
+
+
+@pytest.fixture(scope="module")
+def sources(study_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    assert paper.write_paper(study_dir, out, compile=False) == out / "main.tex"
+    return out
+
+
+def macros(results_tex: str) -> dict[str, str]:
+    found = re.findall(r"^\\newcommand\{\\(\w+)\}\{(.*)\}  % ", results_tex, flags=re.MULTILINE)
+    names = [name for name, _ in found]
+    assert len(names) == len(set(names)), "a macro is defined twice"
+    return dict(found)
+
+
+def test_writes_every_part_of_the_paper(sources):
+    for name in ("main.tex", "results.tex", "references.bib", "tables/main_table.tex", "tables/significance.tex",
+                 "tables/literature.tex", "figures/accuracy_vs_params.pdf", "figures/seed_boxplots.pdf",
+                 "figures/convergence.pdf", "figures/ablation_method_r.pdf"):
+        assert (sources / name).stat().st_size > 0, name
+
+
+def test_results_tex_holds_the_study_numbers(sources):
+    defined = macros((sources / "results.tex").read_text())
+    # studyfiles.RUNS: full 0.745, 0.752, 0.739; linear 0.593, 0.591, 0.597; one failed LoRA run
+    assert defined["topOneMeanFull"] == "74.5" and defined["topOneMeanLinear"] == "59.4"
+    assert defined["topOneMinFull"] == "73.9" and defined["topOneMaxFull"] == "75.2"
+    assert defined["studyRuns"] == "13" and defined["studyCompleted"] == "12" and defined["studyIncomplete"] == "1"
+    assert defined["nameLoraREight"] == "lora r=8" and defined["baselineName"] == "full"
+    assert defined["cfgTrainImages"] == "4{,}000" and defined["litVpetlCifarLora"] == "67.1"
+    assert defined["diffLinear"] == r"\ensuremath{-15.2}"
+    assert defined["rankTrend"] == "increases"
+    assert defined["baseData"] == "mnist" and defined["baseTopOne"] == "95.8"  # the pretraining manifest
+
+
+def test_main_tex_types_no_number_and_uses_only_defined_macros(sources):
+    main = (sources / "main.tex").read_text()
+    defined = macros((sources / "results.tex").read_text())
+    body = main[main.index(r"\begin{document}"):]
+    # what may hold a digit: citation keys, labels, file names, widths and the terms top-1 and SHA-256
+    prose = re.sub(r"\\(cite\w*|ref|label|input|includegraphics|bibliography\w*)(\[[^\]]*\])*\{[^}]*\}", "", body)
+    prose = re.sub(r"\d*\.?\d+\\linewidth|top-1|SHA-256", "", prose)
+    assert not re.findall(r".{30}\d.{10}", prose), "a number typed into main.tex"
+    used = set(re.findall(r"\\([a-z][A-Za-z]*)\{\}", body))
+    assert used and used <= set(defined), used - set(defined)
+
+
+def test_sections_and_places_for_the_author(sources):
+    main = (sources / "main.tex").read_text()
+    for section in ("Introduction", "Related work", "Setup", "Results", "Comparison with published results",
+                    "Limitations", "Conclusion"):
+        assert rf"\section{{{section}}}" in main
+    assert r"\begin{abstract}" in main and r"\begin{algorithm}" in main and r"\begin{subfigure}" in main
+    assert main.count(r"\authornote{") >= 7
+    assert r"\input{results}" in main and r"\bibliography{references}" in main
+
+
+def test_every_citation_is_in_the_bibliography(sources):
+    keys = bib_keys((sources / "references.bib").read_text())
+    text = (sources / "main.tex").read_text() + (sources / "tables" / "literature.tex").read_text()
+    cited = {key.strip() for group in re.findall(r"\\cite[pt]?(?:\[[^\]]*\])*\{([^}]*)\}", text)
+             for key in group.split(",")}
+    assert cited and cited <= keys, cited - keys
+
+
+def test_literature_table_says_which_rows_are_cited_and_which_are_ours(sources):
+    table = (sources / "tables" / "literature.tex").read_text()
+    assert r"\emph{Cited} \citep{xin2024vpetl}" in table and r"\emph{This study (measured)}" in table
+    assert "Full fine-tuning & 85.8M & 68.9" in table  # V-PETL Bench, CIFAR-100 (VTAB-1k)
+    assert "full & 800.4K & 74.5" in table  # this study
+    assert "comparable" in table  # the caption says the settings differ
+
+
+def test_report_section_puts_published_numbers_beside_ours(study_dir):
+    section = "\n".join(literature_section(load_results(study_dir)))
+    assert section.startswith("## Published numbers beside this study")
+    assert "| cited: xin2024vpetl, repository README, VTAB results |" in section
+    assert "- xin2024vpetl, CIFAR-100 (VTAB-1k): Full fine-tuning (68.9) > LoRA (67.1) > Linear probing (63.4)" in section
+    assert "- this study: full (74.5) > lora r=8 (68.3) > lora r=4 (67.6) > linear (59.4)" in section
+
+
+def test_literature_file_is_valid_and_cites_only_known_papers():
+    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    assert len(citations) >= 10 and {c.peftlab for c in citations} >= {"full", "linear", "lora"}
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ('{id: A, setting: s, method: m, peftlab: null, trainable: null, value: 89.9}', "entries[0].value=89.9"),
+    ('{id: a, setting: s, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].id='a'"),
+    ('{id: A, setting: t, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].setting='t'"),
+    ('{id: A, setting: s, method: m, peftlab: vpt, trainable: null, value: "1"}', "entries[0].peftlab='vpt'"),
+])
+def test_bad_literature_entries_are_one_line_user_errors(tmp_path, entry, needle):
+    path = tmp_path / "literature.yaml"
+    path.write_text("settings:\n  s: {paper: hu2022lora, table: T, model: M, dataset: D, metric: '%', checked: C}\n"
+                    f"entries:\n  - {entry}\n")
+    with pytest.raises(UserError) as err:
+        load_literature(path, {"hu2022lora"})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_literature_paper_must_be_in_the_bibliography(tmp_path):
+    path = tmp_path / "literature.yaml"
+    path.write_text("settings:\n  s: {paper: nobody2099, table: T, model: M, dataset: D, metric: '%', checked: C}\n"
+                    "entries: []\n")
+    with pytest.raises(UserError, match="nobody2099"):
+        load_literature(path, {"hu2022lora"})
+
+
+def test_macro_names_are_letters_and_distinct():
+    assert paper.macro_suffix("lora r=8") == "LoraREight"
+    assert paper.macro_suffix("lora_qv r=256 nf4") == "LoraQvRTwoHundredFiftySixNfFour"
+    assert paper.variant_suffixes(["lora r=8", "lora r8"]) == {"lora r=8": "LoraREight", "lora r8": "LoraREightAlt"}
+
+
+def test_a_study_of_one_configuration_still_gets_a_paper(tmp_path):
+    study_dir = write_study_dir(tmp_path / "one", with_failure=False, variants=["full"])
+    main = paper.write_paper(study_dir, tmp_path / "paper", compile=False).read_text()
+    assert r"\input{tables/main_table}" in main and "significance" not in main and "rankTrend" not in main
+
+
+def test_only_figures_or_tables(study_dir, tmp_path):
+    assert paper.write_paper(study_dir, tmp_path, only="tables") == tmp_path / "tables"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
+    assert paper.write_paper(study_dir, tmp_path, only="figures") == tmp_path / "figures"
+    assert (tmp_path / "figures" / "cost.pdf").is_file() and not (tmp_path / "main.tex").exists()
+
+
+def run_peftlab(*args, path=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def assert_one_line_exit_2(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith("peftlab: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_cli_refuses_a_directory_without_runs(tmp_path):
+    assert_one_line_exit_2(run_peftlab("paper", str(tmp_path)), "not a study directory")
+
+
+def test_cli_names_the_missing_latex_packages(tmp_path):
+    study_dir = write_study_dir(tmp_path / "default", with_failure=False, variants=["full"])
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = run_peftlab("paper", str(study_dir), "--out", str(tmp_path / "paper"), path=str(empty))
+    assert_one_line_exit_2(proc, "latexmk", "texlive-latex-base", "scripts/install-latex.sh")
+    assert (tmp_path / "paper" / "main.tex").is_file()  # the sources are written before compiling
+
+
+def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources, tmp_path):
+    paper_dir = tmp_path / "paper"
+    shutil.copytree(sources, paper_dir)
+    study_yaml = REPO / "configs" / "studies" / "default.yaml"
+    with pytest.raises(UserError, match="no main.pdf"):
+        write_submission(study_dir, study_yaml, paper_dir=paper_dir)
+    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 placeholder\n")
+    archive = write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
+    with tarfile.open(archive) as tar:
+        files = {m.name.removeprefix("default-submission/"): tar.extractfile(m).read() for m in tar if m.isfile()}
+    for name in ("paper/main.tex", "paper/main.pdf", "paper/results.tex", "paper/references.bib",
+                 "paper/tables/literature.tex", "paper/figures/accuracy_vs_params.pdf",
+                 "paper/figures/accuracy_vs_params.png", "results/results.csv", "results/results.parquet",
+                 "configs/default.yaml", "configs/downstream.yaml", "configs/pretrain.yaml",
+                 "configs/literature.yaml", "requirements.lock", "REPRODUCE.md", "SHA256SUMS"):
+        assert name in files, name
+    sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
+    assert set(sums) == set(files) - {"SHA256SUMS"}
+    assert all(hashlib.sha256(files[name]).hexdigest() == digest for name, digest in sums.items())
+    reproduce = files["REPRODUCE.md"].decode()
+    assert "git checkout 0123456789abcdef0123456789abcdef01234567" in reproduce
+    assert "make paper" in reproduce and "peftlab study" in reproduce and "| full | 3 | 74.5 | 73.9 | 75.2 |" in reproduce
+    assert "Pretraining the base model (cached after the first time): 110 s" in reproduce
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(bool(MISSING_LATEX), reason=f"LaTeX is not installed (missing Debian packages: "
+                    f"{' '.join(MISSING_LATEX)}; scripts/install-latex.sh installs them)")
+def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
+    shutil.copytree(sources, tmp_path, dirs_exist_ok=True)
+    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    assert pdf == tmp_path / "main.pdf"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    for number in ("74.5", "59.4", "67.6", "68.3",  # this study: main table and text
+                   "68.9", "72.25", "53.1", "39.4", "90.76"):  # cited numbers of the literature table
+        assert number in text, number
+    assert "??" not in text and "\\" not in text  # no unresolved reference, no LaTeX escape shown literally
+    assert "For the author:" in text and "This study (measured)" in text
+    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+                   check=True, capture_output=True)
+    page = next(tmp_path.glob("page-*1.png"))
+    assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page.stat().st_size > 5_000
+
+
+@pytest.mark.skipif(bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
+                    reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_install_latex_script_does_nothing_when_everything_is_installed():
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-latex.sh")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
