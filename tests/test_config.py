@@ -114,3 +114,10 @@ def test_cli_group_size_must_divide_width(tmp_path):
     path = write(tmp_path, {"model": TINY_MODEL, "quant": {"group_size": 48}})
     proc = run_cli("validate", path)
     assert proc.returncode == 2 and "quant.group_size=48 is invalid" in proc.stderr, proc.stderr
+
+
+def test_switching_method_on_the_command_line_drops_the_files_options_of_the_old_method():
+    cfg = load_config(REPO / "configs" / "downstream.yaml", ["method.name=full"])
+    assert cfg.method.name == "full" and set(vars(cfg.method)) == {"name"}
+    with pytest.raises(ConfigError, match=r"'method.r' is not an option of method 'full'"):
+        load_config(REPO / "configs" / "downstream.yaml", ["method.name=full", "method.r=4"])

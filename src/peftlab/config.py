@@ -402,11 +402,25 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def without_foreign_options(options: dict, name: str) -> dict:
+    """A method section without the options of other methods (typos stay, to be refused)."""
+    own = set(method_fields(name))
+    every = {f.name for n in method_names() for f in dataclasses.fields(method_config_class(n))}
+    return {k: v for k, v in options.items() if k in own or k not in every}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``."""
+    """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
+
+    An override that changes ``method.name`` starts the new method from its own options: the
+    file's options of another method are dropped (``method.name=full`` on a LoRA config).
+    """
     data = read_yaml(path) if path is not None else {}
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        name = extra.get("method", {}).get("name") if isinstance(extra.get("method"), dict) else None
+        if name is not None and isinstance(data.get("method"), dict):
+            data = {**data, "method": without_foreign_options(data["method"], name)}
         data = deep_merge(data, extra)
     return from_dict(RunConfig, data)
 

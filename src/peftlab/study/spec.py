@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config import (RunConfig, config_hash, deep_merge, flatten, from_dict, method_fields, method_names,
-                            read_yaml, to_dict)
+                            read_yaml, to_dict, without_foreign_options)
 from peftlab.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
@@ -254,8 +254,8 @@ def load_study(path: str | Path) -> Study:
 
     def base_of(method: str) -> dict:
         """The base config without the options of other methods."""
-        base_method = _mapping(base_dict.get("method"), f"{base} method")
-        return {**base_dict, "method": {k: v for k, v in base_method.items() if not _foreign(method, f"method.{k}")}}
+        return {**base_dict, "method": without_foreign_options(_mapping(base_dict.get("method"), f"{base} method"),
+                                                               method)}
 
     specs: dict[str, RunSpec] = {}
     for group, method, method_set, axes in groups:
