@@ -366,15 +366,18 @@ def our_order(study: Study) -> list[tuple[str, float]]:
 # name: caption (what the figure shows, as figures.py draws it)
 FIGURE_CAPTIONS = {
     "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
-                          "bars: \\statConfidence\\% bootstrap confidence interval of the mean over seeds; dashed: Pareto front "
+                          "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
                           "(ringed points).",
     "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds.",
-    "convergence": "Validation top-1 against training step: mean over seeds, band $\\pm$ one standard deviation.",
-    "cost": "Training time and peak resident memory per configuration, mean $\\pm$ standard deviation over seeds.",
-    "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% bootstrap confidence interval of the "
-                         "mean over seeds.",
-    "quantization_tradeoff": "Weight memory saved against test top-1 lost by each quantization mode, relative to "
-                             "the unquantized configuration with the same method and rank.",
+    "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
+                   "interval of the mean over the seeds evaluated at that step.",
+    "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
+            "the runs.",
+    "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
+                         "mean over seeds; methods without a rank are dashed reference lines with their interval.",
+    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 from "
+                             "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
+                             "Student-t interval); filled: adapter, open: merged model.",
 }
 
 
@@ -426,7 +429,7 @@ def significance_table(study: Study) -> str:
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
         lines.append(f"{latex_escape(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
-                     f"{pvalue(row.p_ttest_holm)} & {pvalue(row.p_wilcoxon_holm)} & {dz} & {row.prob_improvement:.2f} \\\\")
+                     f"{pvalue(row.p_ttest_holm)} & {pvalue(row.p_wilcoxon_holm)} & {dz} & {row.win_rate:.2f} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
