@@ -32,10 +32,10 @@ from peftlab.tuners.base import Tuner
 
 original = Tuner.after_backward
 
-def kill_at_step_8(self, step):
+def kill_at_step_8(self, step, skip):
     if step == 7:  # in the 8th optimizer step: steps 1-7 logged, step 6 (end of epoch 1) checkpointed
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, step)
+    return original(self, step, skip)
 
 Tuner.after_backward = kill_at_step_8
 train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
