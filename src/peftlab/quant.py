@@ -21,6 +21,7 @@ Facts this module relies on (bitsandbytes 0.50.2, probed on an AVX2 CPU):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import re
 import sys
@@ -115,7 +116,21 @@ def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) ->
         setattr(parent, child, quantized_linear(getattr(parent, child), quant, device))
     model.is_loaded_in_8bit = quant.mode == "int8"
     model.is_loaded_in_4bit = quant.mode in ("nf4", "fp4")
+    release_freed_memory()
     return names
+
+
+def release_freed_memory() -> None:
+    """Give the freed fp32 weights back to the OS (glibc keeps freed heap memory otherwise).
+
+    Measured here: without it a ViT-Large quantized to nf4 kept its whole fp32 copy (1.1 GiB)
+    in the process's resident memory through training.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 @contextlib.contextmanager

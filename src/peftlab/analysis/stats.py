@@ -288,6 +288,11 @@ def paired_comparisons(
         "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
     ]
     table = pd.DataFrame(rows, columns=columns)
+    return with_holm(table, alpha)
+
+
+def with_holm(table, alpha):
+    """Holm-corrected p-values and significance over every row of a comparisons table."""
     table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
     table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
     table["significant"] = table["p_ttest_holm"] < alpha
@@ -320,11 +325,7 @@ def paired_comparisons_within(df, baseline, within="config.data.name", metric="m
         if names:
             tables.append(paired_comparisons(subset, names[0], metric, alpha=alpha, **options))
     table = pd.concat(tables, ignore_index=True)
-    table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
-    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
-    table["significant"] = table["p_ttest_holm"] < alpha
-    table["significant_wilcoxon"] = table["p_wilcoxon_holm"] < alpha
-    return table
+    return with_holm(table, alpha)
 
 
 def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
