@@ -332,6 +332,8 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
 
 
 def config_value(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 4000.0 from a column with NaN
+        return integer(value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
