@@ -610,16 +610,24 @@ ALGORITHM = r"""\begin{algorithm}[t]
 \end{algorithm}"""
 
 
+# figures drawn wide enough to stand alone, with their width in the text; the others go in pairs
+ALONE = {"accuracy_vs_params": "0.8", "cost": "0.9"}
+
+
 def figure_tex(drawn: list[str]) -> list[str]:
-    """Figures: the accuracy/parameter plot alone, the others in pairs of subfigures."""
-    lines = []
-    if "accuracy_vs_params" in drawn:
+    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone)."""
+    drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
+    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
+    paired = [name for name in drawn if name not in ALONE]
+    if len(paired) % 2:
+        alone.append((paired.pop(), "0.6"))
+    refs = ", ".join(rf"\ref{{fig:{name}}}" for name in [name for name, _ in alone] + paired)  # in print order
+    lines = [f"Figures {refs} show the same runs."] if drawn else []
+    for name, width in alone:
         lines += [r"\begin{figure}[t]", r"\centering",
-                  r"\includegraphics[width=0.8\linewidth]{figures/accuracy_vs_params.pdf}",
-                  rf"\caption{{{FIGURE_CAPTIONS['accuracy_vs_params']}}}", r"\label{fig:accuracy_vs_params}",
-                  r"\end{figure}"]
-    others = [name for name in drawn if name != "accuracy_vs_params" and name in FIGURE_CAPTIONS]
-    for pair in (others[i:i + 2] for i in range(0, len(others), 2)):
+                  rf"\includegraphics[width={width}\linewidth]{{figures/{name}.pdf}}",
+                  rf"\caption{{{FIGURE_CAPTIONS[name]}}}", rf"\label{{fig:{name}}}", r"\end{figure}"]
+    for pair in (paired[i:i + 2] for i in range(0, len(paired), 2)):
         lines += [r"\begin{figure}[t]", r"\centering"]
         for name in pair:
             lines += [r"\begin{subfigure}[t]{0.49\linewidth}", r"\centering",
@@ -627,9 +635,6 @@ def figure_tex(drawn: list[str]) -> list[str]:
                       rf"\caption{{{FIGURE_CAPTIONS[name]}}}", rf"\label{{fig:{name}}}", r"\end{subfigure}\hfill"]
         lines += [r"\caption{" + " ".join(f"(\\subref{{fig:{name}}}) {short_caption(name)}" for name in pair) + "}",
                   r"\end{figure}"]
-    if drawn:
-        refs = ", ".join(f"\\ref{{fig:{name}}}" for name in drawn if name in FIGURE_CAPTIONS)
-        lines.insert(0, f"Figures {refs} show the same runs.")
     return lines
 
 
