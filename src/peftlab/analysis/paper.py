@@ -316,7 +316,7 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
             "variants that differ from the baseline with Holm-corrected p < alpha")
     if rank_trend(study):
         add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
-    add("ourOrder", words([latex_escape(v) for v, _ in our_order(study)]),
+    add("ourOrder", words([latex_escape(row["method"]) for row in study_rows(study.df, study.top1)]),
         "variants of the methods in the literature table, by mean test top-1, highest first")
     for c in citations:
         add("lit" + c.id, c.value, f"{c.paper}, {c.table}: {c.method}")
@@ -356,11 +356,6 @@ def rank_trend(study: Study) -> str | None:
     if (steps < 0).all():
         return "decreases"
     return "is not monotonic"
-
-
-def our_order(study: Study) -> list[tuple[str, float]]:
-    rows = study.top1[study.top1["method"].isin(["full", "linear", "lora"])] if "method" in study.top1 else study.top1
-    return ranking([(str(v), float(m)) for v, m in zip(rows["variant"], rows["mean"])])
 
 
 # --- figures and tables -------------------------------------------------------------------
