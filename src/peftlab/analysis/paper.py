@@ -455,7 +455,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
     def per_variant(template: str) -> str:
         return words([template.format(name=n("name" + s), s=s) for s in suffixes.values()])
 
-    means = words([f"{n('name' + s)} {n('topOneMean' + s)}\\%" for s in suffixes.values()])
+    means = words([f"{n('name' + s)} {n('topOneMean' + s)}\\%"
+                   + (f" [{n('topOneLow' + s)}, {n('topOneHigh' + s)}]" if study.top1.loc[v, "n"] > 1 else "")
+                   for v, s in suffixes.items()])
     parts = [PREAMBLE,
              r"\title{A parameter-efficient fine-tuning study: \texttt{\studyName}\\\large(working title)}",
              r"\author{\textit{Authors to be added}}",
@@ -524,7 +526,7 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
 
     parts += [r"\section{Results}", r"\label{sec:results}",
               r"\input{tables/main_table}",
-              f"Mean test top-1 over seeds: {means}. ",
+              f"Mean test top-1 over seeds [{n('statConfidence')}\\% t-interval of the mean]: {means}. ",
               f"The highest mean is that of {n('bestName')}; the Pareto front of accuracy against trainable "
               f"parameters holds {n('paretoNames')}.",
               ]
