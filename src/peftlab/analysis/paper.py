@@ -316,7 +316,7 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
             "variants that differ from the baseline with Holm-corrected p < alpha")
     if rank_trend(study):
         add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
-    add("ourOrder", words([latex_escape(v) for v, _ in our_order(study)]),
+    add("ourOrder", words([latex_escape(row["method"]) for row in study_rows(study.df, study.top1)]),
         "variants of the methods in the literature table, by mean test top-1, highest first")
     for c in citations:
         add("lit" + c.id, c.value, f"{c.paper}, {c.table}: {c.method}")
@@ -332,6 +332,8 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
 
 
 def config_value(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 4000.0 from a column with NaN
+        return integer(value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -354,11 +356,6 @@ def rank_trend(study: Study) -> str | None:
     if (steps < 0).all():
         return "decreases"
     return "is not monotonic"
-
-
-def our_order(study: Study) -> list[tuple[str, float]]:
-    rows = study.top1[study.top1["method"].isin(["full", "linear", "lora"])] if "method" in study.top1 else study.top1
-    return ranking([(str(v), float(m)) for v, m in zip(rows["variant"], rows["mean"])])
 
 
 # --- figures and tables -------------------------------------------------------------------
@@ -461,7 +458,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
     def per_variant(template: str) -> str:
         return words([template.format(name=n("name" + s), s=s) for s in suffixes.values()])
 
-    means = words([f"{n('name' + s)} {n('topOneMean' + s)}\\%" for s in suffixes.values()])
+    means = words([f"{n('name' + s)} {n('topOneMean' + s)}\\%"
+                   + (f" [{n('topOneLow' + s)}, {n('topOneHigh' + s)}]" if study.top1.loc[v, "n"] > 1 else "")
+                   for v, s in suffixes.items()])
     parts = [PREAMBLE,
              r"\title{A parameter-efficient fine-tuning study: \texttt{\studyName}\\\large(working title)}",
              r"\author{\textit{Authors to be added}}",
@@ -530,7 +529,7 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
 
     parts += [r"\section{Results}", r"\label{sec:results}",
               r"\input{tables/main_table}",
-              f"Mean test top-1 over seeds: {means}. ",
+              f"Mean test top-1 over seeds [{n('statConfidence')}\\% t-interval of the mean]: {means}. ",
               f"The highest mean is that of {n('bestName')}; the Pareto front of accuracy against trainable "
               f"parameters holds {n('paretoNames')}.",
               ]
@@ -611,16 +610,24 @@ ALGORITHM = r"""\begin{algorithm}[t]
 \end{algorithm}"""
 
 
+# figures drawn wide enough to stand alone, with their width in the text; the others go in pairs
+ALONE = {"accuracy_vs_params": "0.8", "cost": "0.9"}
+
+
 def figure_tex(drawn: list[str]) -> list[str]:
-    """Figures: the accuracy/parameter plot alone, the others in pairs of subfigures."""
-    lines = []
-    if "accuracy_vs_params" in drawn:
+    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone)."""
+    drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
+    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
+    paired = [name for name in drawn if name not in ALONE]
+    if len(paired) % 2:
+        alone.append((paired.pop(), "0.6"))
+    refs = ", ".join(rf"\ref{{fig:{name}}}" for name in [name for name, _ in alone] + paired)  # in print order
+    lines = [f"Figures {refs} show the same runs."] if drawn else []
+    for name, width in alone:
         lines += [r"\begin{figure}[t]", r"\centering",
-                  r"\includegraphics[width=0.8\linewidth]{figures/accuracy_vs_params.pdf}",
-                  rf"\caption{{{FIGURE_CAPTIONS['accuracy_vs_params']}}}", r"\label{fig:accuracy_vs_params}",
-                  r"\end{figure}"]
-    others = [name for name in drawn if name != "accuracy_vs_params" and name in FIGURE_CAPTIONS]
-    for pair in (others[i:i + 2] for i in range(0, len(others), 2)):
+                  rf"\includegraphics[width={width}\linewidth]{{figures/{name}.pdf}}",
+                  rf"\caption{{{FIGURE_CAPTIONS[name]}}}", rf"\label{{fig:{name}}}", r"\end{figure}"]
+    for pair in (paired[i:i + 2] for i in range(0, len(paired), 2)):
         lines += [r"\begin{figure}[t]", r"\centering"]
         for name in pair:
             lines += [r"\begin{subfigure}[t]{0.49\linewidth}", r"\centering",
@@ -628,9 +635,6 @@ def figure_tex(drawn: list[str]) -> list[str]:
                       rf"\caption{{{FIGURE_CAPTIONS[name]}}}", rf"\label{{fig:{name}}}", r"\end{subfigure}\hfill"]
         lines += [r"\caption{" + " ".join(f"(\\subref{{fig:{name}}}) {short_caption(name)}" for name in pair) + "}",
                   r"\end{figure}"]
-    if drawn:
-        refs = ", ".join(f"\\ref{{fig:{name}}}" for name in drawn if name in FIGURE_CAPTIONS)
-        lines.insert(0, f"Figures {refs} show the same runs.")
     return lines
 
 
