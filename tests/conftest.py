@@ -12,3 +12,17 @@ def tiny_model_cfg():
     from peftlab.config import ModelConfig
 
     return ModelConfig(**TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+    """A tiny HF ViT (2 layers, 64 wide, 32 px, 5 classes) saved with save_pretrained."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    path = tmp_path_factory.mktemp("hf") / "vit"
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=128, image_size=32, patch_size=8,
+                                        num_labels=5)).save_pretrained(path)
+    return path

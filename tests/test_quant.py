@@ -29,18 +29,6 @@ MODES = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "fp4": {"mode": "fp4"
 TARGETS = ["timm-qv-slices", "timm-whole-qkv", "hf-vit"]
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    path = tmp_path_factory.mktemp("hf") / "vit"
-    torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        intermediate_size=128, image_size=32, patch_size=8,
-                                        num_labels=NUM_CLASSES)).save_pretrained(path)
-    return path
-
-
 def make(target: str, quant: dict, hf_dir, method: str = "lora"):
     model = {"source": "hf", "path": str(hf_dir)} if target == "hf-vit" else TINY_MODEL
     options = {"r": 4, "target_modules": [r"blocks\.\d+\.attn\.qkv"] if target == "timm-whole-qkv" else "standard"}

@@ -64,14 +64,16 @@ class Interrupt(BaseException):
     """Stands for a kill: not an Exception, so nothing records it."""
 
 
-@pytest.mark.parametrize("method", ["lora", "full", "stateful"])
+@pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
     import peftlab.train
     import stateful_tuner
     from peftlab.tuners import TUNERS
 
     monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
-    options = {"full": {}}.get(method, {"r": 4, "lora_dropout": 0.1})
+    options = {"full": {}, "adalora": {"init_r": 6, "target_r": 3, "lora_dropout": 0.1},
+               "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1}
+               }.get(method, {"r": 4, "lora_dropout": 0.1})
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
@@ -97,6 +99,11 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
         assert torch.equal(a[key], b[key]), key
     assert training_records(tmp_path / "straight") == training_records(tmp_path / "resumed")
     assert resumed["metrics"] == reference["metrics"]
+    if method in ("adalora", "adaptive"):  # the controller's state came back with the checkpoint
+        assert resumed["ranks"] == reference["ranks"]
+        history = (tmp_path / "straight" / "importance.jsonl").read_text()
+        assert history == (tmp_path / "resumed" / "importance.jsonl").read_text()
+        assert max(json.loads(line)["step"] for line in history.splitlines()) >= 8  # kept on after step 7
 
 
 def test_huge_learning_rate_ends_diverged(tmp_path):

@@ -96,6 +96,7 @@ class Trainer:
             self.model = self.tuner.model
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01))
+            self.tuner.attach_optimizer(self.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
             self.scaler = torch.amp.GradScaler("cpu", enabled=False)
             self.step = self.recipe_step

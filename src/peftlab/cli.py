@@ -205,8 +205,15 @@ def cmd_validate(args) -> int:
     from peftlab.params import check_against_model
 
     cfg = load_config(args.config, args.overrides)
-    check_against_model(cfg)
-    print(dump_config(cfg) if args.show else f"{args.config}: valid")
+    ranks = check_against_model(cfg)
+    if not args.show:
+        print(f"{args.config}: valid")
+        return 0
+    print(dump_config(cfg), end="")
+    if ranks:
+        print(f"# ranks at the start ({len(ranks)} adapted modules, sum {sum(ranks.values())}):")
+        for module, rank in ranks.items():
+            print(f"#   {module}: {rank}")
     return 0
 
 

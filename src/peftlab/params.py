@@ -8,7 +8,7 @@ import torch
 
 from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
-from peftlab.tuners import apply_tuner, check_config
+from peftlab.tuners import apply_tuner, check_config, planned_ranks
 from peftlab.tuners.base import is_head_param
 
 
@@ -34,6 +34,11 @@ def count_parameters(cfg: RunConfig) -> dict:
     }
 
 
-def check_against_model(cfg: RunConfig) -> None:
-    """Raise ConfigError for what only the model can tell: unmatched targets or patterns, group sizes."""
-    check_config(cfg, _meta_model(cfg, cfg.model.num_classes or 10))
+def check_against_model(cfg: RunConfig) -> dict[str, int] | None:
+    """Raise ConfigError for what only the model can tell: unmatched targets or patterns, group sizes.
+
+    Returns the rank each adapted module starts with (low-rank methods), else None.
+    """
+    model = _meta_model(cfg, cfg.model.num_classes or 10)
+    check_config(cfg, model)
+    return planned_ranks(cfg, model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import random
 import time
@@ -309,6 +310,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     head_lr = tc.head_lr if tc.head_lr is not None else tc.lr
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
     optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd))
+    tuner.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
@@ -402,6 +404,10 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         del deployable
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    records = tuner.importance_records()  # rank reallocations (adaptive-rank methods)
+    if records:
+        write_atomic(run_dir / "importance.jsonl",
+                     lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
     final = tuner.parameter_counts()
     result = {
         "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
@@ -409,6 +415,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                     "best_val_top1": max(best_val, val["top1"]), "test_loss": test["loss"],
                     "merged_test_top1": merged_test["top1"] if merged_test else None},
         "params": {**final, "trainable_ratio": final["trainable"] / final["total"], "initial": counts},
+        "ranks": tuner.ranks(),
         "memory": {"peak_rss_bytes": metrics.peak_rss_bytes(),
                    "peak_rss_above_baseline_bytes": max(rss_train, rss_build),
                    "peak_rss_model_build_bytes": rss_build, "peak_rss_training_bytes": rss_train,

@@ -18,6 +18,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from peftlab.tuners.adalora.config import AdaLoraMethodConfig
+from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.full.config import FullConfig
 from peftlab.tuners.linear.config import LinearConfig
 from peftlab.tuners.lora.config import LoraMethodConfig
@@ -34,6 +36,7 @@ class TunerSpec:
     config_cls: type
     check: str  # "module:function", called as check(model, method_cfg, ctx)
     apply: str  # "module:function", called as apply(model, method_cfg, ctx) -> Tuner
+    ranks: str | None = None  # low-rank methods: "module:function", ranks(model, method_cfg) -> {module: rank}
 
     def load(self, which: str):
         module, _, function = getattr(self, which).partition(":")
@@ -44,7 +47,12 @@ TUNERS = {
     "full": TunerSpec(FullConfig, "peftlab.tuners.full.model:check_full", "peftlab.tuners.full.model:apply_full"),
     "linear": TunerSpec(LinearConfig, "peftlab.tuners.linear.model:check_linear",
                         "peftlab.tuners.linear.model:apply_linear"),
-    "lora": TunerSpec(LoraMethodConfig, "peftlab.tuners.lora.model:check_lora", "peftlab.tuners.lora.model:apply_lora"),
+    "lora": TunerSpec(LoraMethodConfig, "peftlab.tuners.lora.model:check_lora", "peftlab.tuners.lora.model:apply_lora",
+                      "peftlab.tuners.lora.model:lora_ranks"),
+    "adalora": TunerSpec(AdaLoraMethodConfig, "peftlab.tuners.adalora.model:check_adalora",
+                         "peftlab.tuners.adalora.model:apply_adalora", "peftlab.tuners.adalora.model:adalora_ranks"),
+    "adaptive": TunerSpec(AdaptiveConfig, "peftlab.tuners.adaptive.model:check_adaptive",
+                          "peftlab.tuners.adaptive.model:apply_adaptive", "peftlab.tuners.adaptive.model:adaptive_ranks"),
 }
 
 
@@ -56,6 +64,12 @@ def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = No
     ctx = ctx or TunerContext.for_checks(cfg)
     TUNERS[cfg.method.name].load("check")(model, cfg.method, ctx)
     check_quant(cfg.quant, model)
+
+
+def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
+    """The rank each module starts with (low-rank methods; None for the others)."""
+    spec = TUNERS[cfg.method.name]
+    return spec.load("ranks")(model, cfg.method) if spec.ranks else None
 
 
 def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:

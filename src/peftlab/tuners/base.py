@@ -60,6 +60,10 @@ class Tuner:
         self.model = model
         self.head = head
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """A method that edits the optimizer's state (e.g. resets the moments of pruned ranks) keeps it."""
+        return None
+
     def regularization(self) -> torch.Tensor | float:
         return 0.0
 
@@ -68,6 +72,14 @@ class Tuner:
 
     def after_step(self, step: int) -> None:
         return None
+
+    def ranks(self) -> dict | None:
+        """Per-module ranks for result.json (low-rank methods): ``{"final": {module: rank}, ...}``."""
+        return None
+
+    def importance_records(self) -> list[dict]:
+        """The history written to ``importance.jsonl``: one record per module per reallocation."""
+        return []
 
     def state_dict(self) -> dict:
         """The method's own training state (moving averages, masks, schedules): tensors and plain values."""

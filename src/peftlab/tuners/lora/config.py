@@ -19,21 +19,17 @@ TARGET_PRESETS = ("standard", "extended", "all-linear")
 
 
 @dataclass(frozen=True)
-class LoraMethodConfig(MethodConfig):
-    name: str = "lora"
-    r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    init: Literal["default", "gaussian"] = "default"
+class TargetsConfig(MethodConfig):
+    """What every low-rank method has: which modules it adapts, its alpha and dropout."""
+
     # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module
     # names / anchored regexes
     target_modules: str | tuple[str, ...] = "standard"
-    rank_pattern: dict[str, int] = field(default_factory=dict)
-    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
-        check_field(self.r > 0, "method.r", self.r, "an integer > 0")
         check_field(self.lora_alpha > 0, "method.lora_alpha", self.lora_alpha, "a number > 0")
         check_field(0.0 <= self.lora_dropout < 1.0, "method.lora_dropout", self.lora_dropout, "a value in [0, 1)")
         if isinstance(self.target_modules, str):
@@ -44,12 +40,61 @@ class LoraMethodConfig(MethodConfig):
                    "a non-empty list")
             for pattern in self.target_modules:
                 check_regex("method.target_modules", pattern)
+
+
+@dataclass(frozen=True)
+class LoraMethodConfig(TargetsConfig):
+    name: str = "lora"
+    r: int = 8
+    init: Literal["default", "gaussian"] = "default"
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    # static per-module ranks (tuners/ranks.py): a strategy spreads a total budget
+    # (default r x adapted modules, so strategies compare at equal parameter counts)
+    rank_strategy: Literal["uniform", "linear_decay", "linear_increase", "attention_heavy", "empirical"] = "uniform"
+    rank_budget: int | None = None
+    min_rank: int = 1
+    max_rank: int | None = None  # None: no cap below the budget
+    importance_from: str | None = None  # empirical: a run directory (or its importance.jsonl)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self.r > 0, "method.r", self.r, "an integer > 0")
         for key, rank in self.rank_pattern.items():
             check_regex("method.rank_pattern", key)
             check_field(rank > 0, f"method.rank_pattern[{key!r}]", rank, "an integer > 0")
         for key, alpha in self.alpha_pattern.items():
             check_regex("method.alpha_pattern", key)
             check_field(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
+        check_field(self.min_rank >= 1, "method.min_rank", self.min_rank, "an integer >= 1")
+        check_field(self.max_rank is None or self.max_rank >= self.min_rank, "method.max_rank", self.max_rank,
+                    f"null or an integer >= method.min_rank ({self.min_rank})")
+        check_field(self.rank_budget is None or self.rank_budget >= 1, "method.rank_budget", self.rank_budget,
+                    "null or an integer >= 1")
+        check_field((self.rank_strategy == "empirical") == (self.importance_from is not None),
+                    "method.importance_from", self.importance_from,
+                    "a run directory when rank_strategy is 'empirical', and null otherwise")
+        if self.rank_pattern and self.static_allocation:
+            raise ConfigError("method.rank_pattern and method.rank_strategy/rank_budget both set ranks; use one")
+
+    @property
+    def static_allocation(self) -> bool:
+        """True when a strategy (not r alone, nor rank_pattern) decides the ranks."""
+        return self.rank_strategy != "uniform" or self.rank_budget is not None
+
+
+def resolve_steps(value: int | float, total: int, field_name: str) -> int:
+    """An integer is a number of optimizer steps; a number below 1 a fraction of the run's steps."""
+    if isinstance(value, float):
+        return int(round(value * total))
+    return int(value)
+
+
+def check_steps(value: int | float, field_name: str) -> None:
+    if isinstance(value, float):
+        check_field(0.0 <= value < 1.0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
+    else:
+        check_field(value >= 0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
 
 
 TIMM_PRESETS = {
@@ -97,7 +142,10 @@ def check_patterns(cfg: LoraMethodConfig, targets: list[str]) -> None:
 
 
 def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], head: str) -> dict:
-    """Keyword arguments for ``peft.LoraConfig``."""
+    """Keyword arguments for ``peft.LoraConfig``; a static strategy's ranks become an exact rank_pattern."""
+    rank_pattern = dict(cfg.rank_pattern)
+    if cfg.static_allocation:
+        rank_pattern = {re.escape(name): rank for name, rank in module_ranks(cfg, targets).items()}
     return {
         "r": cfg.r,
         "lora_alpha": cfg.lora_alpha,
@@ -105,8 +153,24 @@ def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], head: str) -> 
         "init_lora_weights": True if cfg.init == "default" else cfg.init,
         # an exact, anchored alternation of the modules found (PEFT full-matches a string)
         "target_modules": "|".join(re.escape(t) for t in targets),
-        "rank_pattern": dict(cfg.rank_pattern),
+        "rank_pattern": rank_pattern,
         "alpha_pattern": dict(cfg.alpha_pattern),
         "modules_to_save": [head.rpartition(".")[2]],
         "bias": "none",
     }
+
+
+def module_ranks(cfg: LoraMethodConfig, targets: list[str]) -> dict[str, int]:
+    """The rank each adapted module gets: the static strategy's allocation, or r and rank_pattern
+    resolved by PEFT's rule (the first pattern key that matches, else r)."""
+    from peftlab.tuners.ranks import read_importance, static_ranks
+
+    if cfg.static_allocation:
+        budget = cfg.rank_budget if cfg.rank_budget is not None else cfg.r * len(targets)
+        importance = read_importance(cfg.importance_from) if cfg.rank_strategy == "empirical" else None
+        return static_ranks(cfg.rank_strategy, targets, budget, cfg.min_rank, cfg.max_rank or budget, importance)
+    ranks = {}
+    for name in targets:
+        key = next((k for k in cfg.rank_pattern if pattern_matches(k, name)), None)
+        ranks[name] = cfg.rank_pattern[key] if key is not None else cfg.r
+    return ranks

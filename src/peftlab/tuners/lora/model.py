@@ -25,8 +25,8 @@ from torch import nn
 from peftlab.errors import ConfigError
 from peftlab.quant import dequantized_linear, is_quantized_linear, quantize_base
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.config import (LoraMethodConfig, check_patterns, lora_config_kwargs, match_targets,
-                                        target_patterns)
+from peftlab.tuners.lora.config import (LoraMethodConfig, TargetsConfig, check_patterns, lora_config_kwargs,
+                                        match_targets, module_ranks, target_patterns)
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
 
 
@@ -38,7 +38,7 @@ def qkv_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n.endswith("attn.qkv") and isinstance(m, nn.Linear)]
 
 
-def plan_targets(model: nn.Module, cfg: LoraMethodConfig) -> tuple[list[str], list[str]]:
+def plan_targets(model: nn.Module, cfg: TargetsConfig) -> tuple[list[str], list[str]]:
     """(fused qkv modules to split, module names to adapt), without touching the model."""
     from peftlab.backbones import HFLogits
 
@@ -54,13 +54,23 @@ def plan_targets(model: nn.Module, cfg: LoraMethodConfig) -> tuple[list[str], li
     if both:
         raise ConfigError(f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; "
                           "choose one")
-    check_patterns(cfg, targets)
+    if isinstance(cfg, LoraMethodConfig):
+        check_patterns(cfg, targets)
     return to_split, targets
 
 
 class LoraTuner(Tuner):
     name = "lora"
     is_adapter = True
+
+    def __init__(self, model: nn.Module, head: str, ranks: dict[str, int] | None = None, strategy: str = "uniform"):
+        super().__init__(model, head)
+        self._ranks = ranks or {}
+        self.strategy = strategy
+
+    def ranks(self) -> dict | None:
+        return {"strategy": self.strategy, "sum": sum(self._ranks.values()), "modules": len(self._ranks),
+                "final": dict(self._ranks)}
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
@@ -105,7 +115,13 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
 
 
 def check_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
-    plan_targets(model, cfg)
+    _, targets = plan_targets(model, cfg)
+    module_ranks(cfg, targets)  # a budget the bounds cannot hold, a missing importance file
+
+
+def lora_ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
+    """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
+    return module_ranks(cfg, plan_targets(model, cfg)[1])
 
 
 def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
@@ -117,4 +133,4 @@ def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> Lo
     quantize_base(model, ctx.quant, ctx.device)
     config = LoraConfig(**lora_config_kwargs(cfg, targets, head))
     peft_model = get_peft_model(model, config)
-    return LoraTuner(peft_model, head)
+    return LoraTuner(peft_model, head, module_ranks(cfg, targets), cfg.rank_strategy)

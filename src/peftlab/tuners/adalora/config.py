@@ -1,0 +1,38 @@
+"""AdaLoRA's method config (PEFT's ``AdaLoraConfig``; ``total_step`` comes from the run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from peftlab.config import check_field
+from peftlab.tuners.lora.config import TargetsConfig, check_steps
+
+
+@dataclass(frozen=True)
+class AdaLoraMethodConfig(TargetsConfig):
+    name: str = "adalora"
+    quantizable: ClassVar[bool] = False  # PEFT cannot merge AdaLoRA into bitsandbytes layers (it raises)
+    init_r: int = 12  # every module starts at this rank
+    target_r: int = 8  # mean rank per module at the end: the budget is target_r x adapted modules
+    # tinit, tfinal: an integer is a number of optimizer steps, a number below 1 a fraction of the
+    # run's steps; the budget falls (cubically) from init_r to target_r between them
+    tinit: int | float = 0.1
+    tfinal: int | float = 0.2
+    deltaT: int = 1  # steps between two reallocations
+    beta1: float = 0.85  # smoothing of the sensitivity |p * grad|
+    beta2: float = 0.85  # smoothing of its uncertainty
+    orth_reg_weight: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_field(self.init_r >= 1, "method.init_r", self.init_r, "an integer >= 1")
+        check_field(1 <= self.target_r <= self.init_r, "method.target_r", self.target_r,
+                    f"an integer in [1, method.init_r={self.init_r}]")
+        check_steps(self.tinit, "method.tinit")
+        check_steps(self.tfinal, "method.tfinal")
+        check_field(self.deltaT >= 1, "method.deltaT", self.deltaT, "an integer >= 1")
+        check_field(0.0 < self.beta1 < 1.0, "method.beta1", self.beta1, "a number in (0, 1)")
+        check_field(0.0 < self.beta2 < 1.0, "method.beta2", self.beta2, "a number in (0, 1)")
+        check_field(0.0 <= self.orth_reg_weight < float("inf"), "method.orth_reg_weight", self.orth_reg_weight,
+                    "a finite number >= 0")

@@ -1,0 +1,202 @@
+"""AdaLoRA (Zhang et al., ICLR 2023) through PEFT's ``AdaLoraModel``, wired into the recipe.
+
+PEFT leaves two things to the training loop that a timm model never gets done for it
+(peft 0.21, ``tuners/adalora/model.py``):
+- the orthogonal regulariser is added only in ``AdaLoraModel.forward`` when the output has
+  a ``.loss`` (a timm model returns logits): here it is ``regularization()``, the same sum;
+- ``update_and_allocate(global_step)`` must be called after ``optimizer.step()`` and before
+  ``zero_grad()`` on every step, also after the final budget is reached, when it re-applies
+  the mask (pruned ``lora_E`` entries would regrow through AdamW otherwise): here it is
+  ``after_step``. Steps are counted from 1 so that the last step equals ``total_step`` and the
+  final allocation (``global_step == total_step - tfinal``) happens even with ``tfinal = 0``.
+
+The adapter file holds the adapter resized to the kept ranks (PEFT's own resizing on save);
+loading infers the kept ranks from the shapes.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import torch
+from torch import nn
+
+from peftlab.errors import ConfigError
+from peftlab.tuners.adalora.config import AdaLoraMethodConfig
+from peftlab.tuners.base import TunerContext, head_prefix
+from peftlab.tuners.lora.config import resolve_steps
+from peftlab.tuners.lora.layer import replace_modules, split_qkv
+from peftlab.tuners.lora.model import LoraTuner, plan_targets
+
+ADAPTER = "default"
+NOMINAL_STEPS = 1000  # total_step when the model is built only to be checked or to load weights
+
+
+def schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> tuple[int, int]:
+    """(tinit, tfinal) in optimizer steps."""
+    tinit = resolve_steps(cfg.tinit, total_steps, "method.tinit")
+    tfinal = resolve_steps(cfg.tfinal, total_steps, "method.tfinal")
+    if tinit + tfinal >= total_steps:
+        raise ConfigError(f"method.tinit + method.tfinal = {tinit} + {tfinal} steps leaves no step to prune ranks "
+                          f"in a run of {total_steps} optimizer steps; lower them or train longer")
+    return tinit, tfinal
+
+
+def module_of(param_name: str) -> str:
+    """``blocks.0.attn.qkv.q.lora_E.default`` (or without ``.default``) -> ``blocks.0.attn.qkv.q``."""
+    return re.sub(r"\.lora_[ABE](\.default)?$", "", param_name)
+
+
+class AdaLoraTuner(LoraTuner):
+    name = "adalora"
+
+    def __init__(self, model: nn.Module, head: str, cfg: AdaLoraMethodConfig, targets: list[str], total_steps: int):
+        super().__init__(model, head, {t: cfg.init_r for t in targets}, "adalora")
+        self.cfg = cfg
+        self.targets = targets
+        self.total_steps = total_steps
+        self.budget = cfg.init_r * len(targets)
+        self.history: list[dict] = []
+        self._importance: dict[str, float] = {}
+
+    @property
+    def adalora(self):
+        return self.model.base_model  # peft's AdaLoraModel
+
+    @property
+    def config(self):
+        return self.adalora.peft_config[ADAPTER]
+
+    def regularization(self) -> torch.Tensor | float:
+        """PEFT's orthogonal regulariser: mean over lora_A, lora_B of ||P·Pᵀ − I||_F, times its weight."""
+        if self.cfg.orth_reg_weight == 0:
+            return 0.0
+        total, count = 0.0, 0
+        for name, param in self.adalora.model.named_parameters():
+            if ("lora_A" in name or "lora_B" in name) and ADAPTER in name:
+                cov = param @ param.T if "lora_A" in name else param.T @ param
+                total = total + torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], dtype=cov.dtype,
+                                                                          device=cov.device))
+                count += 1
+        return self.cfg.orth_reg_weight * total / max(count, 1)
+
+    def after_step(self, step: int) -> None:
+        global_step = step + 1
+        allocator = self.adalora.rankallocator
+        budget, due = allocator.budget_schedule(global_step)
+        self.adalora.update_and_allocate(global_step)
+        final = global_step == self.total_steps - self.config.tfinal
+        if allocator.exp_avg_ipt:
+            self._importance = self._module_importance(allocator)
+        if due or final:
+            self._record(global_step, budget if not final else allocator.target_bgt)
+
+    def _module_importance(self, allocator) -> dict[str, float]:
+        """Mean AdaLoRA score (smoothed sensitivity x uncertainty) of each module's A, E and B entries."""
+        sums: dict[str, list[float]] = {}
+        for name in allocator.exp_avg_ipt:
+            score = allocator._element_score(name)
+            entry = sums.setdefault(module_of(name), [0.0, 0])
+            entry[0] += float(score.sum())
+            entry[1] += score.numel()
+        return {module: total / count for module, (total, count) in sums.items()}
+
+    def current_ranks(self) -> dict[str, int]:
+        pattern = self.config.rank_pattern
+        if not pattern:
+            return {t: self.cfg.init_r for t in self.targets}
+        return {module_of(k): int(sum(bool(x) for x in v)) for k, v in pattern.items()}
+
+    def _record(self, step: int, budget: int) -> None:
+        ranks = self.current_ranks()
+        last = {r["module"]: r["rank"] for r in self.history if r["kind"] == "rank"}
+        changed = [m for m in self.targets if last.get(m) != ranks[m]]
+        if budget != self.budget or not self.history:
+            self.history.append({"kind": "budget", "step": step, "budget": int(budget),
+                                 "rank_sum": sum(ranks.values())})
+            self.budget = int(budget)
+        if changed or step == self.total_steps - self.config.tfinal:
+            for module in self.targets:
+                self.history.append({"kind": "rank", "step": step, "module": module,
+                                     "importance": self._importance.get(module), "rank": ranks[module]})
+
+    def importance_records(self) -> list[dict]:
+        return list(self.history)
+
+    def ranks(self) -> dict:
+        final = self.current_ranks()
+        return {"strategy": "adalora", "sum": sum(final.values()), "modules": len(final),
+                "budget": self.cfg.target_r * len(self.targets), "initial": {t: self.cfg.init_r for t in self.targets},
+                "final": final}
+
+    def state_dict(self) -> dict:
+        allocator = self.adalora.rankallocator
+        pattern = self.config.rank_pattern
+        return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
+                "exp_avg_unc": dict(allocator.exp_avg_unc),
+                "rank_pattern": {k: [bool(x) for x in v] for k, v in pattern.items()} if pattern else None,
+                "budget": self.budget, "history": list(self.history), "importance": dict(self._importance)}
+
+    def load_state_dict(self, state: dict) -> None:
+        allocator = self.adalora.rankallocator
+        allocator.ipt, allocator.exp_avg_ipt = dict(state["ipt"]), dict(state["exp_avg_ipt"])
+        allocator.exp_avg_unc = dict(state["exp_avg_unc"])
+        self.config.rank_pattern = state["rank_pattern"]
+        self.budget, self.history = state["budget"], list(state["history"])
+        self._importance = dict(state["importance"])
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        with warnings.catch_warnings():  # AdaLoRA may prune a module to rank 0: PEFT takes that for a bad shard
+            warnings.filterwarnings("ignore", message=".*LoRA tensor\\(s\\) have invalid shape")
+            return super().adapter_state_dict()
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """A saved adapter is resized to its kept ranks: size the model's layers to match first."""
+        pattern = {}
+        for key, value in state.items():
+            if key.endswith(".lora_E") or key.endswith(f".lora_E.{ADAPTER}"):
+                name = module_of(key.removeprefix("base_model.model."))
+                kept = value.shape[0]
+                pattern[f"{name}.lora_E"] = [True] * kept + [False] * (self.cfg.init_r - kept)
+        if pattern:
+            self.config.rank_pattern = pattern
+        super().load_adapter_state_dict(state)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """What the saved adapter holds: the kept ranks of A, E and B, and the head."""
+        counts = super().parameter_counts()
+        ranks = self.current_ranks()
+        pruned = 0
+        for module in self.targets:
+            layer = self.adalora.model.get_submodule(module)
+            a = layer.lora_A[ADAPTER]
+            pruned += (a.shape[0] - ranks[module]) * (layer.in_features + layer.out_features + 1)
+        return {**counts, "trainable": counts["trainable"] - pruned}
+
+
+def check_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
+    plan_targets(model, cfg)
+    if ctx.total_steps is not None:
+        schedule(cfg, ctx.total_steps)
+
+
+def adalora_ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
+    return {t: cfg.init_r for t in plan_targets(model, cfg)[1]}
+
+
+def apply_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
+    from peft import AdaLoraConfig, get_peft_model
+
+    head = head_prefix(model)
+    to_split, targets = plan_targets(model, cfg)
+    replace_modules(model, to_split, split_qkv)
+    total = ctx.total_steps or NOMINAL_STEPS
+    tinit, tfinal = schedule(cfg, total)
+    config = AdaLoraConfig(
+        init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT, beta1=cfg.beta1,
+        beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=total, lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout, target_modules="|".join(re.escape(t) for t in targets),
+        modules_to_save=[head.rpartition(".")[2]], bias="none")
+    peft_model = get_peft_model(model, config)
+    return AdaLoraTuner(peft_model, head, cfg, targets, total)

@@ -1,0 +1,1 @@
+"""peftlab's importance-based rank controllers over PEFT LoRA layers (method ``adaptive``)."""
