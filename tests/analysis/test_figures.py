@@ -18,14 +18,6 @@ def assert_png_and_pdf(paths, out_dir, name):
     assert pdf.read_bytes().startswith(b"%PDF")
 
 
-@pytest.fixture
-def importance():
-    modules = ["q", "k", "v", "proj", "fc1", "fc2"]
-    return pd.DataFrame(
-        [{"layer": layer, "module": m, "score": np.sin(layer + i) + 1} for layer in range(4) for i, m in enumerate(modules)]
-    )
-
-
 def test_accuracy_vs_params(synthetic_study, tmp_path):
     paths = figures.plot_accuracy_vs_params(synthetic_study, tmp_path)
     assert_png_and_pdf(paths, tmp_path, "accuracy_vs_params")
@@ -34,10 +26,6 @@ def test_accuracy_vs_params(synthetic_study, tmp_path):
 def test_quantization_tradeoff(synthetic_study, tmp_path):
     paths = figures.plot_quantization_tradeoff(synthetic_study, tmp_path)
     assert_png_and_pdf(paths, tmp_path, "quantization_tradeoff")
-
-
-def test_importance_heatmap(importance, tmp_path):
-    assert_png_and_pdf(figures.plot_importance_heatmap(importance, tmp_path), tmp_path, "importance_heatmap")
 
 
 def test_convergence(synthetic_curves, tmp_path):
@@ -82,8 +70,6 @@ def only_failures(study):
         lambda study, out: figures.plot_accuracy_vs_params(only_failures(study), out),
         lambda study, out: figures.plot_quantization_tradeoff(only_unquantized(study), out),
         lambda study, out: figures.plot_quantization_tradeoff(study[study["config.quant.mode"] != "none"], out),
-        lambda study, out: figures.plot_importance_heatmap(None, out),
-        lambda study, out: figures.plot_importance_heatmap(pd.DataFrame(columns=["layer", "module", "score"]), out),
         lambda study, out: figures.plot_convergence(None, out),
         lambda study, out: figures.plot_convergence(pd.DataFrame(columns=["run_id", "variant", "step", "val_top1"]), out),
         lambda study, out: figures.plot_convergence(one_evaluation_per_run(), out),

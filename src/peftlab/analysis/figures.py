@@ -299,27 +299,6 @@ def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="qu
     return save_figure(fig, out_dir, name)
 
 
-def plot_importance_heatmap(importance, out_dir, name="importance_heatmap"):
-    """Heatmap of mean importance score, layers (rows) by modules (columns).
-
-    `importance` has columns layer, module, score; repeated (layer, module) entries, e.g.
-    from several seeds, are averaged. Skipped when it is None, empty or all NaN.
-    """
-    if importance is None or importance.empty or importance["score"].isna().all():
-        return _skip(name, "no importance scores")
-    modules = list(dict.fromkeys(importance["module"]))
-    grid = importance.pivot_table(index="layer", columns="module", values="score", aggfunc="mean")
-    grid = grid.reindex(columns=[m for m in modules if m in grid.columns]).sort_index()
-    fig, ax = _new_figure(1.2 + 0.6 * grid.shape[1], 1.2 + 0.25 * grid.shape[0])
-    image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_xticks(range(grid.shape[1]), [str(m) for m in grid.columns], rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(grid.shape[0]), [str(layer) for layer in grid.index], fontsize=7)
-    ax.set_xlabel("Module")
-    ax.set_ylabel("Layer")
-    fig.colorbar(image, ax=ax, label="Importance score")
-    return save_figure(fig, out_dir, name)
-
-
 def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None,
                      palette=None):
     """Validation top-1 against step: mean over seeds per `by` group, band = the interval.

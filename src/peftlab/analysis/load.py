@@ -57,6 +57,9 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         row.update(_flatten(config or {}, "config."))
         for section in SECTIONS:
             row.update(_flatten(result.get(section) or {}, f"{section}."))
+        ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget
+        for key in ("strategy", "sum", "budget"):
+            row[f"ranks.{key}"] = ranks.get(key)
         provenance = result.get("provenance") or {}
         row["provenance.git_sha"] = provenance.get("git_sha")
         row["provenance.threads"] = provenance.get("threads")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import figures, health
+from peftlab.analysis import adaptive, figures, health
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_SEEDS, aggregate_over_tasks,
@@ -102,6 +102,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
                                      labels)
     lines += literature_section(df)
     lines += ["## Figures", ""] + figure_lines
+    lines += adaptive.report_section(study_dir, df, out / "figures", labels)  # rank allocation, equal budget
     lines += health.report_section(study_dir, out / "figures")  # monitors: gradients, convergence, rank use
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
@@ -247,8 +248,6 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
              "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
              figures.plot_quantization_tradeoff(df, out, **style)),
-            ("Layer importance (layers x modules)", "importance_heatmap", "Mean importance score.",
-             figures.plot_importance_heatmap(None, out)),
             ("Convergence: validation top-1 vs step", "convergence",
              f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step.",
              figures.plot_convergence(curves, out, **style)),
