@@ -27,6 +27,9 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert report["memory"]["full"]["weights_bytes"] > 0
     assert "P2 LoRA r=8 / full step" in proc.stdout
     assert report["P3c_qlora_vs_lora_step"]["median"] > 0
+    for name in ("adalora_vs_lora", "controller_vs_lora"):
+        assert report["adaptive_rank_steps"][name]["n"] == 2 and report["adaptive_rank_steps"][name]["median"] > 0
+    assert "controller / LoRA step" in proc.stdout
     ratios = {name: value["ratio"] for name, value in report["P3a_quantized_bytes"].items() if name != "target"}
     assert ratios["nf4_double_quant"] < ratios["nf4"] == ratios["fp4"] < ratios["int8"] < 1
     p3b = report["P3b_large_model_memory"]

@@ -14,6 +14,8 @@ drift of the machine cancels; each figure is the median of the repeats, with the
   4, gradient checkpointing), each method in its own process: QLoRA (nf4 + double quant) /
   fp32 LoRA and / full fine-tuning; the model-building peak apart.
 - P3c: QLoRA nf4 training step / fp32 LoRA step (interleaved with the P1/P2 steps).
+- Adaptive ranks: AdaLoRA step and importance-controller step / LoRA step at the same built rank,
+  reallocating on every step (interleaved with the others).
 - P4: merged-model latency / base latency, and unmerged adapter latency / base latency.
 - P5: model FLOP/s (counted by torch.utils.flop_counter.FlopCounterMode over one training
   step) / measured matmul peak.
@@ -63,8 +65,9 @@ def matmul_peak(dtype: str, repeats: int, sizes=(512, 1024, 2048)) -> dict:
 
 
 def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8,
-             quant: dict | None = None) -> RunConfig:
+             quant: dict | None = None, **options) -> RunConfig:
     method_cfg = {"name": method, "r": r, "target_modules": targets} if method == "lora" else {"name": method}
+    method_cfg.update(options)
     overrides = {"model": {"name": model, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
     if img_size:
         overrides["model"]["img_size"] = img_size
@@ -80,6 +83,7 @@ class Trainer:
         if cfg.train.grad_checkpointing:
             enable_grad_checkpointing(model)
         self.precision, self.images, self.labels = precision, images, labels
+        self.steps_taken = 0
         self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
         if hand_written:
             # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW, backward, step
@@ -103,9 +107,11 @@ class Trainer:
         self.model.train()
 
     def recipe_step(self) -> None:
-        """The recipe's own training step (train.training_step)."""
+        """The recipe's own training step (train.training_step); the step count advances, so
+        rank controllers reallocate as they would in a run."""
         training_step(self.model, self.tuner, [(self.images, self.labels)], 1, self.optimizer, self.scheduler,
-                      self.scaler, self.params, self.cfg.train, torch.device("cpu"), 0)
+                      self.scaler, self.params, self.cfg.train, torch.device("cpu"), self.steps_taken)
+        self.steps_taken += 1
 
     def hand_step(self) -> None:
         with autocast(self.precision, torch.device("cpu")):
@@ -261,6 +267,11 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
         "peftlab_lora_qv": Trainer(lora_cfg, images, labels, dtype),
         "peftlab_full": Trainer(make_cfg(model, img_size, "full"), images, labels, dtype),
         "peftlab_qlora_nf4": Trainer(make_cfg(model, img_size, "lora", quant={"mode": "nf4"}), images, labels, dtype),
+        # rank controllers at the same built rank as LoRA r=8, reallocating on every step (their worst case)
+        "peftlab_adalora": Trainer(make_cfg(model, img_size, "adalora", init_r=8, target_r=4, tinit=0, deltaT=1),
+                                   images, labels, dtype),
+        "peftlab_adaptive": Trainer(make_cfg(model, img_size, "adaptive", r=4, max_rank=8, warmup=0, interval=1,
+                                             final_step=0.99, importance="sensitivity"), images, labels, dtype),
     }
     times = metrics.time_interleaved({k: t.step for k, t in trainers.items()}, repeats, torch.device("cpu"),
                                      warmup=2)
@@ -274,6 +285,12 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
                              "target": 1.03}
     report["P2_lora_vs_full"] = {**ratio("peftlab_lora_qv", "peftlab_full"), "target": 0.75}
     report["P3c_qlora_vs_lora_step"] = {**ratio("peftlab_qlora_nf4", "peftlab_lora_qv"), "target": 1.15}
+    report["adaptive_rank_steps"] = {
+        "adalora_vs_lora": ratio("peftlab_adalora", "peftlab_lora_qv"),
+        "controller_vs_lora": ratio("peftlab_adaptive", "peftlab_lora_qv"),
+        "setting": "built rank 8 on q,v like LoRA r=8; AdaLoRA tinit=0, deltaT=1; controller sensitivity/proportional, "
+                   "warmup 0, interval 1: every step updates the importance and reallocates (the worst case)",
+        "target": 1.10}
     mfu = {}
     for name in ("peftlab_lora_qv", "peftlab_full"):
         flops = training_flops(trainers[name])
@@ -384,6 +401,12 @@ def format_report(report: dict) -> str:
     rows.append(("P2 LoRA r=8 / full step", f"{med(p2):.3f} [{p2['min']:.3f}-{p2['max']:.3f}]", "<= 0.75"))
     p3c = report["P3c_qlora_vs_lora_step"]
     rows.append(("P3c QLoRA nf4 / LoRA step", f"{med(p3c):.3f} [{p3c['min']:.3f}-{p3c['max']:.3f}]", "<= 1.15"))
+    adaptive = report.get("adaptive_rank_steps")
+    if adaptive:
+        for name, label in (("adalora_vs_lora", "AdaLoRA / LoRA step"), ("controller_vs_lora", "controller / LoRA step")):
+            value = adaptive[name]
+            rows.append((label, f"{med(value):.3f} [{value['min']:.3f}-{value['max']:.3f}] (reallocating every step)",
+                         "<= 1.10"))
     for name, value in report["P3a_quantized_bytes"].items():
         if name != "target":
             rows.append((f"P3a stored bytes {name} / fp32", f"{value['ratio']:.3f}",
