@@ -221,3 +221,32 @@ def test_resized_adapter_loads_into_plain_peft_lora():
     with torch.no_grad():
         torch.testing.assert_close(again.model(x), tuner.model(x))
     assert again.current_ranks() == final["final"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("method,options", [("adalora", {"init_r": 6, "target_r": 3}),
+                                            ("adaptive", {"r": 4, "importance": "magnitude", "interval": 1})])
+def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, method, options):
+    import timm
+    from safetensors.torch import load_file
+
+    from peftlab.backbones import input_spec_for
+    from peftlab.data import build_data
+    from peftlab.export import export_merged
+    from peftlab.train import evaluate, train
+
+    cfg = load_config(overrides={
+        "model": TINY_MODEL, "method": {"name": method, **options},
+        "data": {"name": "fashion_mnist", "train_subset": 128, "val_subset": 32, "test_subset": 64},
+        "train": {"epochs": 2, "batch_size": 16, "log_every": 2}})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["ranks"]["sum"] <= result["ranks"]["budget"] and result["merge"]["ok"]
+    assert (tmp_path / "run" / "importance.jsonl").stat().st_size > 0
+    export_merged(tmp_path / "run", tmp_path / "merged.safetensors")
+    model = timm.create_model(TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
+    spec = input_spec_for(cfg.model)
+    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+    top1 = evaluate(model.eval(), data.test, 64, torch.device("cpu"), "fp32", "test")["top1"]
+    assert top1 == result["metrics"]["merged_test_top1"]
