@@ -161,3 +161,45 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
     test = evaluate(loaded, data.test, 96, torch.device("cpu"), "fp32", "test")
     assert test["top1"] == result["metrics"]["merged_test_top1"]
+
+
+@pytest.mark.parametrize("method, train_cfg", [
+    ("lora", {"lr": 1e30}),  # finite loss at its one step, non-finite weights or outputs after it
+    ("full", {"weight_decay": 1e30}),
+])
+def test_a_run_whose_last_update_is_non_finite_ends_diverged(tmp_path, method, train_cfg):
+    options = {"r": 4} if method == "lora" else {}
+    cfg = config(method={"name": method, **options},
+                 train={"max_steps": 1, "clip_grad": None, "warmup_ratio": 0.0, **train_cfg})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "diverged", result
+    assert "non-finite" in result["error"] and "\n" not in result["error"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_a_checkpoint_of_another_method_is_one_line_and_marked_unusable(tmp_path):
+    import shutil
+
+    from peftlab.errors import CheckpointError
+
+    lora = config(method={"name": "lora", "r": 4}, train={"max_steps": 2})
+    assert train(lora, tmp_path / "lora", progress=False)["status"] == "completed"
+    full = config(method={"name": "full"}, train={"max_steps": 2})
+    shutil.copytree(tmp_path / "lora" / "checkpoint", tmp_path / "full" / "checkpoint")
+    with pytest.raises(CheckpointError, match="does not fit this run") as err:
+        train(full, tmp_path / "full", progress=False)
+    assert "\n" not in str(err.value) and "move it aside" in str(err.value)
+    saved = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert saved["status"] == "failed" and saved["checkpoint_unusable"] is True
+
+
+def test_threads_come_from_the_config_and_are_recorded(tmp_path):
+    torch.set_num_threads(2)
+    result = train(config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a",
+                   progress=False)
+    assert result["provenance"]["threads"] == 1
+    from peftlab.train import default_threads
+
+    torch.set_num_threads(1)
+    result = train(config(method={"name": "linear"}, train={"max_steps": 1}), tmp_path / "b", progress=False)
+    assert result["provenance"]["threads"] == default_threads()  # not whatever the process had set
