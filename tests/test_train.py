@@ -203,3 +203,39 @@ def test_threads_come_from_the_config_and_are_recorded(tmp_path):
     torch.set_num_threads(1)
     result = train(config(method={"name": "linear"}, train={"max_steps": 1}), tmp_path / "b", progress=False)
     assert result["provenance"]["threads"] == default_threads()  # not whatever the process had set
+
+
+def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from peftlab.cli import main
+
+    run_dir = tmp_path / "run"
+    assert train(config(method={"name": "lora", "r": 4}, train={"max_steps": 1}), run_dir,
+                 progress=False)["status"] == "completed"
+    adapter = load_file(str(run_dir / "adapter.safetensors"))
+    out = tmp_path / "merged.safetensors"
+
+    def export_error(*extra) -> str:
+        assert main(["export", str(run_dir), "--merged", str(out), *extra]) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, stderr
+        return stderr
+
+    out.mkdir()
+    assert "is a directory" in export_error()
+    out.rmdir()
+    key = next(k for k in adapter if "lora_A" in k)
+    for broken in ({k: v for k, v in adapter.items() if k != key},  # a missing key
+                   {**adapter, "extra.weight": torch.zeros(1)},  # an extra key
+                   {**adapter, key: torch.zeros(3, 3)}):  # a wrong shape
+        save_file(broken, str(run_dir / "adapter.safetensors"))
+        assert "adapter.safetensors does not match the run's config" in export_error()
+    save_file(adapter, str(run_dir / "adapter.safetensors"))
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "config": {**result["config"], "method": {"name": "full"}}}))
+    assert "its method is not 'lora'" in export_error()
+    (run_dir / "result.json").write_text(json.dumps({**result, "provenance": None}))
+    assert "number of classes" in export_error()
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert main(["export", str(run_dir), "--merged", str(out)]) == 0
