@@ -99,3 +99,25 @@ def test_params_command_reports_documented_counts():
     counts = json.loads(proc.stdout)
     assert counts["total"] == 5_526_346 + 73_728
     assert (counts["adapter"], counts["head"], counts["trainable"]) == (73_728, 1_930, 75_658)
+
+
+def test_hub_weights_that_cannot_be_downloaded_are_one_line():
+    from peftlab.errors import WeightsError
+
+    # conftest sets HF_HUB_OFFLINE=1: no download can happen, as on a machine without network
+    with pytest.raises(WeightsError, match="could not be loaded") as err:
+        build_backbone(ModelConfig(**{**TINY_MODEL, "pretrained": "hub"}), 10)
+    assert "\n" not in str(err.value) and "local .safetensors" in str(err.value)
+
+
+@pytest.mark.parametrize("content", ["{broken", '{"model_type": "no-such-model"}', "[]"])
+def test_a_broken_hf_model_directory_is_one_line(tmp_path, content):
+    from peftlab.backbones import input_spec_for
+    from peftlab.errors import WeightsError
+
+    (tmp_path / "config.json").write_text(content)
+    cfg = ModelConfig(source="hf", path=str(tmp_path))
+    for call in (lambda: build_backbone(cfg, 10), lambda: input_spec_for(cfg)):
+        with pytest.raises(WeightsError, match="not a loadable HF model directory") as err:
+            call()
+        assert "\n" not in str(err.value)

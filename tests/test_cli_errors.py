@@ -59,3 +59,34 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    """Tests run as root, for whom no directory is read-only: the OSError is raised where the run
+    directory is first written, as a full disk or a read-only mount would raise it."""
+    import errno
+
+    import peftlab.train
+    from peftlab.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"name": "r"}))
+    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+        def fail(cfg, run_dir, code=code, text=text):
+            raise OSError(code, text, str(run_dir / "config.yaml"))
+
+        monkeypatch.setattr(peftlab.train, "prepare_run_dir", fail)
+        assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.count("\n") == 1 and text in stderr and str(tmp_path / "run" / "config.yaml") in stderr
+
+
+def test_a_corrupt_pretraining_manifest_is_no_cache(tmp_path):
+    from peftlab.config import load_config
+    from peftlab.pretrain import cached_manifest
+
+    cfg = load_config(overrides={"method": {"name": "full"}})
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    for content in ("{broken", "[]", '{"weights": 5}', "\xff"):
+        (tmp_path / "manifest.json").write_text(content, errors="surrogateescape")
+        assert cached_manifest(cfg, tmp_path) is None

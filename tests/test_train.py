@@ -168,3 +168,81 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
     test = evaluate(loaded, data.test, 96, torch.device("cpu"), "fp32", "test")
     assert test["top1"] == result["metrics"]["merged_test_top1"]
+
+
+@pytest.mark.parametrize("method, train_cfg", [
+    ("lora", {"lr": 1e30}),  # finite loss at its one step, non-finite weights or outputs after it
+    ("full", {"weight_decay": 1e30}),
+])
+def test_a_run_whose_last_update_is_non_finite_ends_diverged(tmp_path, method, train_cfg):
+    options = {"r": 4} if method == "lora" else {}
+    cfg = config(method={"name": method, **options},
+                 train={"max_steps": 1, "clip_grad": None, "warmup_ratio": 0.0, **train_cfg})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "diverged", result
+    assert "non-finite" in result["error"] and "\n" not in result["error"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_a_checkpoint_of_another_method_is_one_line_and_marked_unusable(tmp_path):
+    import shutil
+
+    from peftlab.errors import CheckpointError
+
+    lora = config(method={"name": "lora", "r": 4}, train={"max_steps": 2})
+    assert train(lora, tmp_path / "lora", progress=False)["status"] == "completed"
+    full = config(method={"name": "full"}, train={"max_steps": 2})
+    shutil.copytree(tmp_path / "lora" / "checkpoint", tmp_path / "full" / "checkpoint")
+    with pytest.raises(CheckpointError, match="does not fit this run") as err:
+        train(full, tmp_path / "full", progress=False)
+    assert "\n" not in str(err.value) and "move it aside" in str(err.value)
+    saved = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert saved["status"] == "failed" and saved["checkpoint_unusable"] is True
+
+
+def test_threads_come_from_the_config_and_are_recorded(tmp_path):
+    torch.set_num_threads(2)
+    result = train(config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a",
+                   progress=False)
+    assert result["provenance"]["threads"] == 1
+    from peftlab.train import default_threads
+
+    torch.set_num_threads(1)
+    result = train(config(method={"name": "linear"}, train={"max_steps": 1}), tmp_path / "b", progress=False)
+    assert result["provenance"]["threads"] == default_threads()  # not whatever the process had set
+
+
+def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from peftlab.cli import main
+
+    run_dir = tmp_path / "run"
+    assert train(config(method={"name": "lora", "r": 4}, train={"max_steps": 1}), run_dir,
+                 progress=False)["status"] == "completed"
+    adapter = load_file(str(run_dir / "adapter.safetensors"))
+    out = tmp_path / "merged.safetensors"
+
+    def export_error(*extra) -> str:
+        assert main(["export", str(run_dir), "--merged", str(out), *extra]) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, stderr
+        return stderr
+
+    out.mkdir()
+    assert "is a directory" in export_error()
+    out.rmdir()
+    key = next(k for k in adapter if "lora_A" in k)
+    for broken in ({k: v for k, v in adapter.items() if k != key},  # a missing key
+                   {**adapter, "extra.weight": torch.zeros(1)},  # an extra key
+                   {**adapter, key: torch.zeros(3, 3)}):  # a wrong shape
+        save_file(broken, str(run_dir / "adapter.safetensors"))
+        assert "adapter.safetensors does not match the run's config" in export_error()
+    save_file(adapter, str(run_dir / "adapter.safetensors"))
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "config": {**result["config"], "method": {"name": "full"}}}))
+    assert "its method is not 'lora'" in export_error()
+    (run_dir / "result.json").write_text(json.dumps({**result, "provenance": None}))
+    assert "number of classes" in export_error()
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert main(["export", str(run_dir), "--merged", str(out)]) == 0

@@ -16,6 +16,7 @@ from torch import nn
 
 from peftlab.config import ModelConfig
 from peftlab.errors import ConfigError, WeightsError
+from peftlab.files import one_line
 
 HEAD_PREFIXES = ("head.", "classifier.")
 
@@ -71,7 +72,14 @@ def build_backbone(cfg: ModelConfig, num_classes: int) -> nn.Module:
     kwargs = timm_kwargs(cfg, num_classes)
     if cfg.pretrained == "hub":
         # Downloads timm's weights (network needed); the head is re-initialised for num_classes.
-        return timm.create_model(cfg.name, pretrained=True, **kwargs)
+        try:
+            return timm.create_model(cfg.name, pretrained=True, **kwargs)
+        except (TypeError, AssertionError, ValueError) as err:
+            raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - offline, no such weights, a broken download: one line
+            raise WeightsError(f"model.pretrained='hub': timm's weights for {cfg.name!r} could not be loaded "
+                               f"({one_line(err)[:200]}); without network, set model.pretrained to a local "
+                               ".safetensors file") from None
     try:
         model = timm.create_model(cfg.name, pretrained=False, **kwargs)
     except (TypeError, AssertionError, ValueError) as err:
@@ -87,9 +95,13 @@ def _build_hf(cfg: ModelConfig, num_classes: int) -> nn.Module:
     path = Path(cfg.path)
     if not (path / "config.json").is_file():
         raise WeightsError(f"model.path={str(path)!r} is not an HF model directory (no config.json)")
-    model = AutoModelForImageClassification.from_pretrained(
-        path, num_labels=num_classes, ignore_mismatched_sizes=True, use_safetensors=None
-    )
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            path, num_labels=num_classes, ignore_mismatched_sizes=True, use_safetensors=None
+        )
+    except Exception as err:  # noqa: BLE001 - a broken config.json or weights file: one line
+        raise WeightsError(f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})") \
+            from None
     return HFLogits(model)
 
 
@@ -98,7 +110,11 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
     if cfg.source == "hf":
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(cfg.path)
+        try:
+            config = AutoConfig.from_pretrained(cfg.path)
+        except Exception as err:  # noqa: BLE001 - missing or broken config.json: one line
+            raise WeightsError(f"model.path={cfg.path!r} is not a loadable HF model directory "
+                               f"({one_line(err)[:200]})") from None
         return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
     import timm
 

@@ -1,5 +1,7 @@
 """Resumable training state, written atomically (``peftlab.files``). Checkpoints
-are loaded with ``torch.load(weights_only=True)``: nothing in them can run code.
+are loaded with ``torch.load(weights_only=True)``: nothing in them can run code. A checkpoint
+that cannot be loaded or does not hold what a resume needs (a malicious pickle, an empty or
+truncated file, a string step, NaN weights) is a one-line ``CheckpointError``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftlab.files import write_atomic
+from peftlab.errors import CheckpointError
+from peftlab.files import one_line, write_atomic
 
 CHECKPOINT_NAME = "last.pt"
+# what a resume reads, and its type
+FIELDS = {"trainable": dict, "tuner": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
+          "step": int, "epoch": int, "next_batch": int, "bad_epochs": int, "images_seen": int,
+          "best_val": (int, float), "train_seconds": (int, float)}
 
 
 def rng_state() -> dict:
@@ -44,7 +51,23 @@ def save_checkpoint(directory: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(directory: str | Path) -> dict | None:
+    """The checkpoint in ``directory`` (None when there is none), checked for what a resume reads."""
     path = Path(directory) / CHECKPOINT_NAME
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unpickling error, EOF, a bad zip: all one line
+        raise CheckpointError(path, f"it cannot be loaded ({one_line(err)[:300]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"it holds a {type(state).__name__}, expected a mapping")
+    for key, kind in FIELDS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise CheckpointError(path, f"its {key!r} is {type(state.get(key)).__name__}, expected "
+                                        f"{getattr(kind, '__name__', 'a number')}")
+    if min(state[k] for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen")) < 0:
+        raise CheckpointError(path, "it holds a negative step, epoch or position")
+    for name, tensor in state["trainable"].items():
+        if not isinstance(tensor, torch.Tensor) or not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(path, f"its trainable weight {name!r} is not a finite tensor")
+    return state

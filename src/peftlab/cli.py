@@ -7,13 +7,16 @@ exits with status 2; a run that fails or diverges exits with status 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import signal
 import sys
 from pathlib import Path
 
-from peftlab.errors import UserError
+from peftlab.errors import Interrupted, UserError, stop_on_sigterm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 
@@ -47,10 +50,15 @@ def cmd_summary(args) -> int:
     for run_dir in map(Path, args.run_dirs):
         result = read_json(run_dir / "result.json")
         if result is None:
-            print(f"{run_dir}: no result.json")
+            print(f"{run_dir}: no readable result.json")
             status = 1
             continue
-        print(summarize_result(result, run_dir))
+        try:
+            print(summarize_result(result, run_dir))
+        except (KeyError, TypeError, ValueError):
+            print(f"{run_dir}: result.json is incomplete or corrupt")
+            status = 1
+            continue
         status = status or int(result["status"] != "completed")
     return status
 
@@ -197,6 +205,14 @@ def cmd_data_info(args) -> int:
     cfg = from_dict(DataConfig, fields, prefix="data.")
     info = describe_data(cfg)
     print(json.dumps(__import__("dataclasses").asdict(info), indent=2) if args.json else format_data_info(info))
+    if args.check:
+        from peftlab.data.build import check_images
+
+        checked, bad = check_images(cfg)
+        for line in bad:
+            print(f"bad image: {line}")
+        print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
+        return 1 if bad else 0
     return 0
 
 
@@ -319,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("--root")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
     q.set_defaults(func=cmd_data_info)
 
     p = sub.add_parser("validate", help="check a run config (the model-dependent checks included)")
@@ -331,14 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()  # SIGTERM (Slurm's warning) stops as cleanly as Ctrl-C
     try:
         return args.func(args)
     except UserError as err:
         print(f"peftlab: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("peftlab: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except OSError as err:  # a full disk, a read-only or forbidden directory: the user's to fix
+        if err.errno not in STORAGE_ERRORS:
+            raise
+        print(f"peftlab: error: {err.filename or 'a file'}: {err.strerror} ({errno.errorcode[err.errno]})",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"peftlab: interrupted ({signal.Signals(signum).name}); run the same command again to resume",
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

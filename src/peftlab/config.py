@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,9 +30,26 @@ from peftlab.errors import ConfigError
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
+# What a config or study file may be: beyond these it is refused with one line, before it
+# can exhaust memory or the stack (a file of /dev/zero, a YAML alias bomb, 5,000-deep lists).
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: real configs and studies are a few KiB
+MAX_NESTING = 32  # mappings and lists inside each other
+MAX_DIGITS = 40  # in one number of the file (Python refuses to read 4,300)
+MAX_INT = 2**31 - 1  # every integer of a config: |value| <= MAX_INT (seeds, sizes, steps, ranks)
+MAX_THREADS = 1024
+MAX_IMG_SIZE = 8192
+MAX_DEPTH = 256  # transformer blocks (timm's deepest ViTs have 48)
+MAX_EMBED_DIM = 65536
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened: an error line stays one readable line whatever the input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
+
 
 def fail_field(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"{field_name}={value!r} is invalid: expected {allowed}")
+    raise ConfigError(f"{field_name}={shown(value)} is invalid: expected {allowed}")
 
 
 def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
@@ -58,6 +78,10 @@ class ModelConfig:
         for name in ("num_classes", "img_size", "patch_size", "depth", "embed_dim", "num_heads"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"model.{name}", value, "a positive integer or null")
+        for name, most in (("img_size", MAX_IMG_SIZE), ("patch_size", MAX_IMG_SIZE), ("depth", MAX_DEPTH),
+                           ("embed_dim", MAX_EMBED_DIM), ("num_heads", MAX_EMBED_DIM)):
+            value = getattr(self, name)
+            check_field(value is None or value <= most, f"model.{name}", value, f"an integer in [1, {most}] or null")
         check_field(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
         check_field(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
         if self.img_size and self.patch_size:
@@ -88,6 +112,7 @@ class DataConfig:
         check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
         check_field(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
+        check_field(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
         for name in ("train_subset", "val_subset", "test_subset"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"data.{name}", value, "a positive integer or null")
@@ -123,7 +148,7 @@ def method_names() -> tuple[str, ...]:
 def method_config_class(name: Any) -> type[MethodConfig]:
     from peftlab.tuners import TUNERS
 
-    if name not in TUNERS:
+    if not isinstance(name, str) or name not in TUNERS:
         fail_field("method.name", name, "one of " + ", ".join(TUNERS))
     return TUNERS[name].config_cls
 
@@ -180,7 +205,7 @@ class TrainConfig:
     clip_grad: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads; None: torch's default
+    threads: int | None = None  # torch intra-op threads; None: the machine's physical cores (never --workers)
     log_every: int = 10
     ckpt_every: int = 100
     eval_every: int | None = None  # also evaluate on val every N steps (convergence curves)
@@ -194,6 +219,8 @@ class TrainConfig:
         for name in ("max_steps", "threads", "eval_every", "early_stop_patience"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
+        check_field(self.threads is None or self.threads <= MAX_THREADS, "train.threads", self.threads,
+                    f"an integer in [1, {MAX_THREADS}] or null")
         check_field(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check_field(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")
         check_field(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
@@ -219,6 +246,9 @@ class RunConfig:
     track: tuple[Literal[TRACKERS], ...] = ()
 
     def __post_init__(self):
+        check_field(0 < len(self.name) <= 128 and self.name not in (".", "..") and self.name.isprintable()
+                    and not set(self.name) & set("/\\"), "name", self.name,
+                    "1 to 128 printable characters without / or \\ (it names the run directory)")
         check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.quant.mode != "none" and not self.method.quantizable:
             fail_field("quant.mode", self.quant.mode, f"'none' for method {self.method.name!r}, which trains every base "
@@ -284,14 +314,22 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is int:
         check_field(isinstance(value, int) and not isinstance(value, bool), where, value, "an integer")
+        check_field(-MAX_INT <= value <= MAX_INT, where, value, f"an integer in [-{MAX_INT}, {MAX_INT}]")
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
         check_field(isinstance(value, (int, float)) and not isinstance(value, bool), where, value, "a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        check_field(math.isfinite(number), where, value, "a finite number")
+        return number
     if tp is str:
         check_field(isinstance(value, str), where, value, "a string")
+        check_field("\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, "
+                    "without NUL")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
@@ -357,9 +395,9 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} is invalid: expected dotted.key=value, e.g. train.lr=3e-4")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+            value = parse_yaml(raw, f"override {item!r}") if raw != "" else ""
+        except ConfigError:
+            value = raw  # not YAML: the string itself, which the field's type check then judges
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -381,20 +419,97 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases, without deep nesting and without huge numbers:
+    each of them is one ConfigError line (an alias bomb expands a 1 KiB file to gigabytes)."""
+
+    where = "YAML"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"{self.where} uses a YAML alias (*{self.peek_event().anchor}) at line "
+                              f"{mark.line + 1}; peftlab does not expand aliases: write the values out")
+        self.nesting = getattr(self, "nesting", 0) + 1
+        if self.nesting > MAX_NESTING:
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"{self.where} nests mappings or lists more than {MAX_NESTING} deep "
+                              f"(line {mark.line + 1})")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+    def construct_yaml_int(self, node):
+        digits = sum(c.isdigit() for c in node.value)
+        if digits > MAX_DIGITS:
+            raise ConfigError(f"{self.where} has a number of {digits} digits at line {node.start_mark.line + 1}; "
+                              f"expected at most {MAX_DIGITS}")
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        if sum(c.isdigit() for c in node.value) > MAX_DIGITS:
+            return self.construct_yaml_int(node)  # the same error
+        return super().construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML with the limits of ``_Loader``; any problem is one ConfigError naming ``where``."""
+    loader = _Loader(text)
+    loader.where = where
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as err:
-        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+        return loader.get_single_data()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where} is not valid YAML{at}") from None
+    except (ValueError, RecursionError, MemoryError) as err:
+        raise ConfigError(f"{where} cannot be read as YAML ({type(err).__name__})") from None
+    finally:
+        loader.dispose()
+
+
+def read_text_file(path: str | Path, what: str = "config file") -> str:
+    """The UTF-8 text of a regular file of at most ``MAX_FILE_BYTES``, or one ConfigError line.
+
+    A FIFO would block, /dev/zero would never end, a binary file is no config: all refused
+    before reading. ``/dev/null`` is allowed, as an empty config.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{what} {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    if os.path.realpath(path) == os.devnull:
+        return ""
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{what} {path} is a directory: expected a YAML file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} {path} is not a regular file (a device, FIFO or socket): expected a YAML file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{what} {path} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{what} {path} has more than {MAX_FILE_BYTES:,} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    data = parse_yaml(read_text_file(path), f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

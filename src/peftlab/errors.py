@@ -1,4 +1,9 @@
-"""User-facing errors: the CLI prints each as one line on stderr and exits with status 2."""
+"""User-facing errors: the CLI prints each as one line on stderr and exits with status 2.
+
+And interruptions (Ctrl-C, SIGTERM), which stop a run so that the same command resumes it.
+"""
+
+import signal
 
 
 class UserError(Exception):
@@ -15,3 +20,29 @@ class DataError(UserError):
 
 class WeightsError(UserError):
     """A missing or mismatched weights file."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: a clean stop that leaves the run resumable (no result, checkpoint kept)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (what Slurm sends before it kills) stop this process as Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class CheckpointError(UserError):
+    """A run's checkpoint that cannot be resumed from: corrupt, malicious, from another run."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"checkpoint {path} is unusable: {reason}; to start the run over, move it aside "
+                         f"(mv {path} {path}.bad) or delete it")
+        self.path = path

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from peftlab.backbones import read_safetensors
 from peftlab.config import dump_config, load_config
 from peftlab.errors import UserError, WeightsError
-from peftlab.files import read_json, write_atomic
+from peftlab.files import one_line, read_json, write_atomic
 
 
 def load_trained(run_dir: Path):
@@ -35,24 +35,40 @@ def load_trained(run_dir: Path):
     from peftlab.tuners import apply_tuner
 
     result = read_json(run_dir / "result.json")
-    if result is None or result["status"] != "completed":
-        raise UserError(f"run directory {run_dir} holds no completed run (result.json missing or not completed)")
+    if result is None or result.get("status") != "completed":
+        raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
     cfg = load_config(run_dir / "config.yaml")
+    if (result.get("config") or {}).get("method", {}).get("name") != cfg.method.name:
+        raise WeightsError(f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not "
+                           f"{cfg.method.name!r}")
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
-    model = build_backbone(cfg.model, num_classes_of(cfg, result))
+    model = build_backbone(cfg.model, num_classes_of(cfg, result, run_dir))
     tuner = apply_tuner(model, cfg)
-    tuner.load_adapter_state_dict(read_safetensors(run_dir / "adapter.safetensors"))
+    state = read_safetensors(run_dir / "adapter.safetensors")
+    try:
+        tuner.load_adapter_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:  # missing or extra keys, wrong shapes
+        raise WeightsError(f"{run_dir / 'adapter.safetensors'} does not match the run's config "
+                           f"({one_line(err)[:300]})") from None
     return tuner
 
 
-def num_classes_of(cfg, result: dict) -> int:
-    return cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
+def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
+    try:
+        number = cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
+    except (KeyError, TypeError):
+        number = None
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise UserError(f"{run_dir}/result.json does not say the run's number of classes (provenance.data.num_classes)")
+    return number
 
 
 def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
     from peftlab.quant import dequantized_linear, is_quantized_linear
     from peftlab.tuners.lora.layer import replace_modules
 
+    if out.is_dir():
+        raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     tuner = load_trained(run_dir)
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
@@ -64,7 +80,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
     cfg = load_config(run_dir / "config.yaml")
     metadata = {"format": "peftlab-bitsandbytes" if quantized else "timm", "peftlab_config": dump_config(cfg),
-                "num_classes": str(num_classes_of(cfg, read_json(run_dir / "result.json")))}
+                "num_classes": str(num_classes_of(cfg, read_json(run_dir / "result.json"), run_dir))}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return out

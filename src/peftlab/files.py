@@ -9,9 +9,41 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import signal
 from pathlib import Path
 from typing import Callable
+
+KILL_AT = "PEFTLAB_KILL_AT"  # test hook: SIGKILL this process at a named point (see kill_point)
+TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # the names write_atomic writes to first
+
+
+def kill_point(name: str, step: int | None = None) -> None:
+    """SIGKILL this process here when ``$PEFTLAB_KILL_AT`` is ``name`` or ``name:step``.
+
+    A test hook for "kill -9 loses nothing and repeats nothing": the kill tests make a run
+    die at exact points (``step:7``, ``checkpoint:4``, ``epoch-record:6``, ``write:last.pt``)
+    and check that the resumed run equals an uninterrupted one.
+    """
+    wanted = os.environ.get(KILL_AT)
+    if wanted and wanted in (name, f"{name}:{step}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete what interrupted atomic writes left in ``directory`` (``.NAME.<hex>.tmp``).
+
+    Call it only where no other process writes: at the start of a run, in its own directory.
+    """
+    removed = []
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if TEMPORARY.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
@@ -28,6 +60,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,11 +77,13 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
 
 
 def read_json(path: str | Path) -> dict | None:
-    """The JSON object in ``path``, or None when the file is missing or not valid JSON."""
+    """The JSON object in ``path``, or None when the file is missing, unreadable, not valid
+    JSON or not an object (a corrupt spec.json or result.json reads as absent)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
+    return data if isinstance(data, dict) else None
 
 
 def run_status(run_dir: str | Path) -> str:

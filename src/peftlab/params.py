@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import psutil
 import torch
+from torch import nn
 
 from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
+from peftlab.errors import ConfigError
 from peftlab.tuners import apply_tuner, check_config, planned_ranks
 from peftlab.tuners.base import is_head_param
 
@@ -34,11 +37,33 @@ def count_parameters(cfg: RunConfig) -> dict:
     }
 
 
+def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
+    """One ConfigError line when the model's fp32 weights alone exceed the memory available now.
+
+    Counted on the meta device (nothing is allocated), with rank-r adapters on every Linear (an
+    upper bound for LoRA-like methods), before the real model is built: an absurd
+    ``model.embed_dim`` or ``method.r`` fails here instead of in a 16 GB allocation.
+    """
+    model = model if model is not None else _meta_model(cfg, num_classes)
+    total = sum(p.numel() for p in model.parameters())
+    rank = max(getattr(cfg.method, "r", 0) or 0, getattr(cfg.method, "init_r", 0) or 0,
+               getattr(cfg.method, "built_rank", 0) or 0)  # adaptive: adapters are built at max_rank
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    total += rank * sum(m.in_features + m.out_features for m in linears)
+    need, available = 4 * total, psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(f"model {cfg.model.name!r} with these settings (model.*, method.*, {num_classes} classes) has "
+                          f"{total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that fits the "
+                          f"{available / 2**30:.1f} GiB of memory available")
+
+
 def check_against_model(cfg: RunConfig) -> dict[str, int] | None:
-    """Raise ConfigError for what only the model can tell: unmatched targets or patterns, group sizes.
+    """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes.
 
     Returns the rank each adapted module starts with (low-rank methods), else None.
     """
-    model = _meta_model(cfg, cfg.model.num_classes or 10)
+    num_classes = cfg.model.num_classes or 10
+    model = _meta_model(cfg, num_classes)
+    check_model_size(cfg, num_classes, model)
     check_config(cfg, model)
     return planned_ranks(cfg, model)

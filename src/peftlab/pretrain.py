@@ -8,14 +8,13 @@ A second call with the same config finds the manifest and reuses the weights.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from peftlab.files import write_atomic, write_json_atomic
+from peftlab.files import read_json, write_atomic, write_json_atomic
 from peftlab.config import RunConfig, config_hash, dump_config, to_dict
 from peftlab.data.readers import hash_file
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, UserError
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -24,12 +23,13 @@ def default_out_dir(cfg: RunConfig) -> Path:
 
 
 def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
-    """The manifest if ``out_dir`` holds weights trained from exactly this config, intact."""
+    """The manifest if ``out_dir`` holds weights trained from exactly this config, intact; None
+    otherwise (missing, corrupt or stale manifest, changed weights)."""
     manifest_path, weights = out_dir / "manifest.json", out_dir / "model.safetensors"
     if not (manifest_path.is_file() and weights.is_file()):
         return None
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("config_hash") != config_hash(cfg, 16) or manifest.get("sha256") != hash_file(weights):
+    manifest = read_json(manifest_path)  # a corrupt manifest is no cache: the base is trained again
+    if manifest is None or not isinstance(manifest.get("weights"), str) or manifest.get("config_hash") != config_hash(cfg, 16) or manifest.get("sha256") != hash_file(weights):
         return None
     return manifest
 
@@ -48,7 +48,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict
         shutil.rmtree(run_dir)  # an older pretraining config: start afresh
     result = train(cfg, run_dir, progress=progress)
     if result["status"] != "completed":
-        raise RuntimeError(f"pretraining {result['status']}: {result['error']}")
+        raise UserError(f"pretraining in {run_dir} {result['status']}: {result['error']}")
     weights = out_dir / "model.safetensors"
     write_atomic(weights, lambda tmp: shutil.copyfile(run_dir / "adapter.safetensors", tmp))
     manifest = {

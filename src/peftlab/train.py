@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 import traceback
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -30,10 +32,11 @@ from peftlab import checkpoint as ckpt
 from peftlab import metrics, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
-from peftlab.errors import ConfigError, UserError
-from peftlab.files import read_json, write_atomic, write_json_atomic
+from peftlab.errors import CheckpointError, ConfigError, UserError
+from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
+from peftlab.params import check_model_size
 from peftlab.quant import weight_only_arithmetic
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
@@ -51,6 +54,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def default_threads() -> int:
+    """Intra-op threads of a run whose config leaves ``train.threads`` null: this machine's
+    physical cores (those this process may use), the same whatever else runs beside it.
+
+    The thread count changes floating-point reduction order, so a run's numbers depend on it;
+    it must never depend on how many runs share the machine (``peftlab study --workers``).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
 
 
 def select_device(name: str) -> torch.device:
@@ -234,8 +248,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     """Train one run in ``run_dir``; returns the result dict (also written to result.json)."""
     run_dir = Path(run_dir)
     prepare_run_dir(cfg, run_dir)
+    for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
+        remove_temporaries(directory)
     done = read_json(run_dir / "result.json")
-    if done is not None and done["status"] == "completed":
+    if done is not None and done.get("status") == "completed":
         return done
     state: dict = {"step": None, "train_seconds": 0.0, "started": time.perf_counter()}
     try:
@@ -245,6 +261,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         result["health"] = health(state["log"].records(), diverged=True) if state.get("log") else None
     except UserError as err:
         result = failed_result(cfg, "failed", str(err), state)
+        result["checkpoint_unusable"] = isinstance(err, CheckpointError)  # --retry-failed then starts over
         write_json_atomic(run_dir / "result.json", result)
         tracking.finish_log(state.get("log"), result)
         raise
@@ -270,8 +287,7 @@ def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
 
 def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int) -> dict:
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
     device = select_device(tc.device)
     autocast(tc.precision, device)  # validates precision for the device
     log = state["log"] = tracking.open_log(cfg, run_dir)  # metrics.jsonl, monitors.jsonl and cfg.track's sinks
@@ -288,6 +304,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     batches_per_epoch = math.ceil(len(data.train) / tc.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
     total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
+    check_model_size(cfg, num_classes)  # on the meta device, before anything is allocated
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
     seed_everything(cfg.seed)
     model = build_backbone(cfg.model, num_classes)
@@ -318,18 +335,23 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
 
     step, epoch, next_batch = 0, 0, 0
     best_val, bad_epochs, images_seen = -1.0, 0, 0
-    saved = ckpt.load_checkpoint(ckpt_dir)
+    saved = ckpt.load_checkpoint(ckpt_dir)  # checked: a one-line CheckpointError if unusable
     if saved is not None:
-        tuner.load_trainable_state_dict(saved["trainable"])
-        tuner.load_state_dict(saved["tuner"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
+        try:
+            tuner.load_trainable_state_dict(saved["trainable"])
+            tuner.load_state_dict(saved["tuner"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved["scaler"])
+            ckpt.set_rng_state(saved["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:  # another run's, or damaged
+            raise CheckpointError(ckpt_dir / ckpt.CHECKPOINT_NAME, f"it does not fit this run ({one_line(err)[:300]})") \
+                from None
         step, epoch, next_batch = saved["step"], saved["epoch"], saved["next_batch"]
         best_val, bad_epochs, images_seen = saved["best_val"], saved["bad_epochs"], saved["images_seen"]
         state["train_seconds"] = saved["train_seconds"]
-        ckpt.set_rng_state(saved["rng"])
-    log.truncate(step)  # the files keep records up to the checkpoint; sinks skip steps they hold
+    # the files keep the records the checkpoint covers (none without one); sinks skip steps they hold
+    log.truncate(step, saved.get("log_lines") if saved is not None else {})
     monitor = Monitors(model, tuner.trainable_parameters(), log_every=tc.log_every, eval_every=tc.eval_every,
                        total_steps=total_steps, clip_grad=None, history=log.records())  # observes unclipped gradients
 
@@ -338,17 +360,25 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
             "epoch": epoch, "next_batch": next_batch, "best_val": best_val, "bad_epochs": bad_epochs,
-            "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state()})
+            "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state(),
+            "log_lines": dict(log.lines)})
 
     # --- the loop ---------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}",
                position=position, leave=position == 0, disable=not progress or None)
-    stop, last_val = step >= total_steps, None  # last_val: the val metrics of the final weights
-    while epoch < tc.epochs and not stop:
+    last_val = None  # the val metrics of the final weights
+
+    def epochs_left() -> bool:
+        """An epoch to train or to finish: a checkpoint taken at the last step (next_batch > 0)
+        still owes its epoch's evaluation and record."""
+        patience_spent = tc.early_stop_patience and bad_epochs >= tc.early_stop_patience
+        return epoch < tc.epochs and (step < total_steps or next_batch > 0) and not patience_spent
+
+    while epochs_left():
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
         last = window_start = time.perf_counter()
         window_images = 0
-        while next_batch < len(batches):
+        while next_batch < len(batches) and step < total_steps:
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
             loss, grad_norm, observed = training_step(model, tuner, (fetch(data.train, b, device) for b in group),
                                                       len(group), optimizer, scheduler, scaler, trainable, tc, device,
@@ -376,38 +406,47 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                      "val_top1": val["top1"], "val_top5": val["top5"]})
                 last = window_start = time.perf_counter()  # evaluation is not training time
                 window_images = 0
+            kill_point("step", step)
             if step % tc.ckpt_every == 0:
                 save()
+                kill_point("checkpoint", step)
                 last = time.perf_counter()
-            if step >= total_steps:
-                stop = True
-                break
         val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
         log({"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
              "val_top1": val["top1"], "val_top5": val["top5"]})
+        kill_point("epoch-record", step)
         epoch, next_batch = epoch + 1, 0
         save()
-        if tc.early_stop_patience and bad_epochs >= tc.early_stop_patience:
-            break
+        kill_point("epoch-checkpoint", step)
     bar.close()
     rss_train = rss.peak_above_baseline()  # before the merged copies made for testing
+    bad = [name for name, p in tuner.trainable_parameters().items() if not bool(torch.isfinite(p).all())]
+    if bad:  # the last update made them non-finite: no loss saw it
+        raise Diverged(f"non-finite trainable weights after step {step} ({bad[0]}{' and others' if bad[1:] else ''})")
 
     # --- test, merge check, result ----------------------------------------------------
     val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
     test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
+    for split, numbers in (("val", val), ("test", test)):
+        if not math.isfinite(numbers["loss"]):
+            raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {step})")
     merged_test = None
     if tuner.is_adapter:  # the deployable model: merged (re-quantized on a quantized base)
         deployable = tuner.merged_model(quantized=tuner.quantized).to(device)
         merged_test = evaluate(deployable, data.test, tc.eval_batch_size, device, tc.precision, "merged test")
         del deployable
+    merge = check_merge(tuner, data.test, device) if tuner.is_adapter else None
+    if merge is not None and not math.isfinite(merge["max_abs_diff"]):
+        raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
     records = tuner.importance_records()  # rank reallocations (adaptive-rank methods)
     if records:
         write_atomic(run_dir / "importance.jsonl",
                      lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+    kill_point("adapter")
     final = tuner.parameter_counts()
     result = {
         "status": "completed", "error": None, "step": step, "config": to_dict(cfg),
@@ -428,7 +467,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
                    "eval_images_per_second": test["images_per_second"],
                    "wall_seconds": time.perf_counter() - state["started"]},
-        "merge": check_merge(tuner, data.test, device) if tuner.is_adapter else None,
+        "merge": merge,
         "provenance": state["provenance"],
         **summarize(monitor, log.records(), train_seconds=state["train_seconds"]),  # health, monitors, convergence, frozen_base
     }

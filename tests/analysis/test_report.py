@@ -172,3 +172,30 @@ def test_quantized_runs_get_the_memory_accuracy_figure(tmp_path):
     assert "### Memory reduction vs accuracy loss across quantization settings" in report
     assert (study / "report" / "figures" / "quantization_tradeoff.png").is_file()
     assert "quantization" not in report.split("## Skipped figures")[1]
+
+
+@pytest.mark.parametrize("name, content", [
+    ("spec.json", "{not json"), ("spec.json", "[1, 2]"), ("spec.json", '{"run_id": 5}'), ("spec.json", b"\xff\xfe"),
+])
+def test_a_corrupt_spec_json_is_one_line_for_results_and_report(tmp_path, name, content):
+    study = write_study_dir(tmp_path / "study")
+    target = sorted((study / "runs").glob("*/spec.json"))[0]
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for args in (["results", str(study)], ["report", str(study)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert f"{target} is corrupt" in proc.stderr
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"status": 5}', '{"status": "completed"}'])
+def test_a_corrupt_result_json_reads_as_no_result(tmp_path, content):
+    from peftlab.analysis.load import load_results
+
+    study = write_study_dir(tmp_path / "study")
+    run_dir = sorted((study / "runs").glob("*/result.json"))[0].parent
+    (run_dir / "result.json").write_text(content)
+    table = load_results(study)
+    assert len(table) == len(list((study / "runs").glob("*/spec.json")))
+    proc = run_cli("summary", str(run_dir))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -311,3 +311,68 @@ def test_image_folder_with_empty_class_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="'empty'.*hold no images"):
         read_image_folder(tmp_path, split_seed=0)
+
+
+def test_tiny_imagenet_annotation_escaping_the_root_is_refused(tmp_path):
+    datafiles.write_tiny_imagenet(tmp_path / "tin")
+    annotations = tmp_path / "tin" / "val" / "val_annotations.txt"
+    annotations.write_text("../../train/n01/images/n01_0.JPEG\tn01\t0\t0\t15\t15\n")
+    with pytest.raises(DataError, match="is outside") as err:
+        read_tiny_imagenet(tmp_path / "tin")
+    assert "\n" not in str(err.value) and "line 1" in str(err.value)
+
+
+def test_tiny_imagenet_annotations_that_are_not_utf8_are_refused(tmp_path):
+    datafiles.write_tiny_imagenet(tmp_path)
+    (tmp_path / "val" / "val_annotations.txt").write_bytes(b"val_0.JPEG\t\xff\xfe\n")
+    with pytest.raises(DataError, match="val_annotations.txt is not UTF-8"):
+        read_tiny_imagenet(tmp_path)
+
+
+def test_image_folder_with_a_broken_symlink_is_refused(tmp_path):
+    datafiles.write_image_folder(tmp_path)
+    (tmp_path / "cat" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match="gone.png: a broken symlink"):
+        read_image_folder(tmp_path, split_seed=0)
+
+
+def test_image_folder_with_one_class_is_refused(tmp_path):
+    datafiles.write_image_folder(tmp_path, classes=("cat",))
+    with pytest.raises(DataError, match="expected at least two classes"):
+        read_image_folder(tmp_path, split_seed=0)
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path):
+    import struct
+    import zlib
+
+    from peftlab.data.datasets import load_image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "bomb.png"  # a header claiming 20,000 x 20,000 pixels (over twice PIL's limit), no data
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match="bomb.png") as err:
+        load_image(str(path), 8, 3)
+    assert "\n" not in str(err.value)
+
+
+def test_data_info_check_decodes_every_image_and_lists_the_bad_ones(tmp_path):
+    from peftlab.cli import main
+
+    datafiles.write_image_folder(tmp_path)
+    (tmp_path / "dog" / "9.png").write_text("not a png")
+    (tmp_path / "emu" / "8.jpg").write_bytes((tmp_path / "emu" / "0.png").read_bytes()[:40])
+    assert main(["data", "info", "imagefolder", "--root", str(tmp_path)]) == 0  # listing does not decode
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["data", "info", "imagefolder", "--root", str(tmp_path), "--check"])
+    assert status == 1
+    bad = [line for line in out.getvalue().splitlines() if line.startswith("bad image:")]
+    assert len(bad) == 2 and any("9.png" in b for b in bad) and any("8.jpg" in b for b in bad)
+    assert "checked   17 image files by decoding them: 2 bad" in out.getvalue()

@@ -12,7 +12,7 @@ import pytest
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from peftlab.data.readers import read_cifar10_python
-from peftlab.data.safe_pickle import RestrictedUnpickler, _reconstruct, load_pickle
+from peftlab.data.safe_pickle import RestrictedUnpickler, load_pickle
 from peftlab.errors import DataError
 
 
@@ -56,10 +56,11 @@ def test_gzipped_pickle_loads(tmp_path):
 
 
 def test_numpy_1_and_2_reconstruct_names_are_both_allowed():
-    unpickler = RestrictedUnpickler(io.BytesIO(), path="x")
-    assert unpickler.find_class("numpy.core.multiarray", "_reconstruct") is _reconstruct
-    assert unpickler.find_class("numpy._core.multiarray", "_reconstruct") is _reconstruct
-    assert unpickler.find_class("numpy", "ndarray") is np.ndarray
+    unpickler = RestrictedUnpickler(io.BytesIO(), path="x", budget=64)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        rebuild = unpickler.find_class(module, "_reconstruct")
+        array = rebuild(unpickler.find_class("numpy", "ndarray"), (0,), b"b")
+        assert type(array) is np.ndarray and array.shape == (0,)
     assert unpickler.find_class("numpy", "dtype") is np.dtype
 
 
@@ -130,3 +131,87 @@ def test_not_a_pickle_is_refused(tmp_path):
     path.write_text("airplane\nautomobile\n")
     with pytest.raises(DataError, match="batches.meta"):
         load_pickle(path)
+
+
+class HugeReconstruct:
+    """numpy's own array rebuild asked for 8 TiB before any data is read."""
+
+    def __reduce__(self):
+        from peftlab.data.safe_pickle import _reconstruct
+
+        return _reconstruct, (np.ndarray, (2**20, 2**20), b"d")
+
+
+class DirectArray:
+    """ndarray(shape) called directly: a terabyte of uninitialised memory."""
+
+    def __reduce__(self):
+        return np.ndarray, ((10**12,), "u1")
+
+
+class BadDtypeState:
+    """A dtype whose __setstate__ makes numpy raise SystemError."""
+
+    def __reduce__(self):
+        return np.dtype, ("V8", False, True), (1, "|", None, ("a",), {"a": ("x", 0)}, 8, 1)
+
+
+@pytest.mark.parametrize("gadget, needle", [
+    (HugeReconstruct, "larger than the file"),
+    (DirectArray, "only be rebuilt through numpy's _reconstruct"),
+    (BadDtypeState, "not a valid pickle"),
+])
+@pytest.mark.parametrize("where", ["cifar-batch", "mnist-pickle-gz"])
+def test_numpy_gadgets_are_refused_before_allocating(tmp_path, gadget, needle, where):
+    import resource
+
+    if where == "cifar-batch":
+        datafiles.write_cifar10_python(tmp_path)
+        path = tmp_path / "data_batch_1"
+        datafiles.write_pickle(path, {b"data": gadget(), b"labels": [0]})
+    else:
+        path = tmp_path / "mnist.pkl.gz"
+        with gzip.open(path, "wb") as f:
+            pickle.dump(((gadget(), np.zeros(1, np.int64)),) * 3, f, protocol=2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match=needle) as err:
+        if where == "cifar-batch":
+            read_cifar10_python(tmp_path)
+        else:
+            from peftlab.data.readers import read_mnist_pickle
+
+            read_mnist_pickle(path)
+    assert "\n" not in str(err.value) and path.name in str(err.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: nothing big allocated
+
+
+def test_a_cifar_batch_pickled_by_python3_at_protocol_2_loads(tmp_path):
+    datafiles.write_cifar10_python(tmp_path)
+    for name in ("data_batch_1", "test_batch"):
+        batch = load_pickle(tmp_path / name)
+        data = pickle.dumps(batch, protocol=2)
+        assert b"_codecs" in data  # protocol 2 writes bytes as _codecs.encode(text, 'latin1')
+        (tmp_path / name).write_bytes(data)
+    raw = read_cifar10_python(tmp_path)
+    assert raw.train.images.dtype == np.uint8 and len(raw.test) == 10
+
+
+def test_codecs_encode_is_allowed_only_for_latin1_text(tmp_path):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(b"c_codecs\nencode\n(S'abc'\nS'utf-16'\ntR.")
+    with pytest.raises(DataError, match="_codecs.encode is allowed only for latin1 bytes"):
+        load_pickle(path)
+
+
+def test_non_finite_pixels_in_an_mnist_pickle_are_refused(tmp_path):
+    from peftlab.data.readers import read_mnist_pickle
+
+    path = tmp_path / "mnist.pkl.gz"
+    datafiles.write_mnist_pickle(path)
+    (x, y), valid, test = load_pickle(path)
+    x = x.copy()
+    x[0, 5] = np.nan
+    with gzip.open(path, "wb") as f:
+        pickle.dump(((x, y), valid, test), f)
+    with pytest.raises(DataError, match="non-finite pixels"):
+        read_mnist_pickle(path)

@@ -122,3 +122,86 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     assert proc.returncode == 0 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6
     proc = run_cli("results", str(out), "--format", "markdown")
     assert proc.returncode == 0 and proc.stdout.count("\n") == 6 + 2
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
+def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM of the
+    study process stop it cleanly: no run is recorded failed, the checkpoints stay and the same
+    command finishes the study. After any of them, SIGKILL included, no worker lives on."""
+    path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})  # one run, stopped part-way
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
+                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in out.glob("runs/*/checkpoint/last.pt") if not (p.parent.parent / "result.json").exists()]
+        if partial:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()
+    sig = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}[how]
+    if how == "ctrl-c":
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    deadline = time.time() + 10
+    while group_alive(proc.pid) and time.time() < deadline:  # forkserver and workers go with the study
+        time.sleep(0.1)
+    assert not group_alive(proc.pid), "a worker outlived the study"
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("runs/*/result.json")}
+    assert set(statuses.values()) <= {"completed"}, statuses
+    assert list(out.glob("runs/*/checkpoint/last.pt")), "the interrupted run's checkpoint is gone"
+    if how == "sigkill":
+        assert proc.returncode == -signal.SIGKILL
+        return
+    assert proc.returncode == 128 + sig, stderr
+    assert stderr.count("\n") == 1 and f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr, stderr
+    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
+
+
+def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
+    from peftlab.study.runner import forget_result
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "last.pt").write_bytes(b"state")
+    (run_dir / "result.json").write_text(json.dumps({"status": "failed", "error": "OSError: [Errno 28]"}))
+    forget_result(run_dir)
+    assert not (run_dir / "result.json").exists() and (run_dir / "checkpoint" / "last.pt").exists()
+    (run_dir / "result.json").write_text(json.dumps({"status": "failed", "checkpoint_unusable": True,
+                                                     "error": "checkpoint is unusable"}))
+    forget_result(run_dir)
+    assert not (run_dir / "result.json").exists() and not (run_dir / "checkpoint").exists()
+
+
+def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
+    """Threads come from the run's config (train.threads), never from how many runs share the machine."""
+    study = {"seeds": 2, "methods": {"lora": {"set": {"method.r": 4}}}, "set": {"train.epochs": 1}}
+    outs = {}
+    for workers in (1, 2):
+        path = write_study(tmp_path / f"w{workers}", study)
+        outs[workers] = tmp_path / f"w{workers}" / "out"
+        proc = run_cli("study", str(path), "--study-dir", str(outs[workers]), "--quiet", "--workers", str(workers),
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    a, b = results_by_run(outs[1]), results_by_run(outs[2])
+    assert a.keys() == b.keys() and len(a) == 2
+    for run_id in a:
+        assert a[run_id]["provenance"]["threads"] == b[run_id]["provenance"]["threads"]
+        assert a[run_id]["metrics"] == b[run_id]["metrics"], run_id
+        assert (outs[1] / "runs" / run_id / "adapter.safetensors").read_bytes() == \
+            (outs[2] / "runs" / run_id / "adapter.safetensors").read_bytes()

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from peftlab.analysis.figures import MARKERS, OKABE_ITO, save_figure
-from peftlab.analysis.load import run_dirs
+from peftlab.analysis.load import read_spec, run_dirs
 from peftlab.files import read_json
 
 HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "exploding", "vanishing",
@@ -37,8 +37,8 @@ HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "e
 def _runs(study_dir: Path):
     """(run_dir, spec, result) of every run with a result.json."""
     for run_dir in run_dirs(Path(study_dir)):
-        spec, result = read_json(run_dir / "spec.json"), read_json(run_dir / "result.json")
-        if spec and result:
+        spec, result = read_spec(run_dir), read_json(run_dir / "result.json")
+        if result:
             yield run_dir, spec, result
 
 

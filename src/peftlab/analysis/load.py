@@ -15,9 +15,26 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.config import flatten
+from peftlab.errors import DataError
 from peftlab.files import read_json, run_status
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge")
+SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
+
+
+def read_spec(run_dir: Path) -> dict:
+    """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
+    spec = read_json(run_dir / "spec.json")
+    if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
+        raise DataError(f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
+                        f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it")
+    return spec
+
+
+def read_result(run_dir: Path) -> dict:
+    """A run's result.json; {} when it is missing or corrupt (the run then shows as pending or partial)."""
+    result = read_json(run_dir / "result.json") or {}
+    return {k: v for k, v in result.items() if k not in SECTIONS or isinstance(v, dict)}
 
 
 def _flatten(data: dict, prefix: str) -> dict:
@@ -47,8 +64,8 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     """One row per run, in the study's order."""
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec = read_json(run_dir / "spec.json")
-        result = read_json(run_dir / "result.json") or {}
+        spec = read_spec(run_dir)
+        result = read_result(run_dir)
         row = {"order": spec.get("order", len(rows)), "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
                "seed": spec["seed"], "groups": ",".join(spec["groups"]),
                "status": run_status(run_dir),
@@ -78,14 +95,17 @@ def _config_from_yaml(run_dir: Path) -> dict | None:
 def load_curves(study_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec = read_json(run_dir / "spec.json")
-        result = read_json(run_dir / "result.json") or {}
+        spec = read_spec(run_dir)
+        result = read_result(run_dir)
         if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            record = json.loads(line)
-            if "val_top1" in record:
+        for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a corrupt line: the curve has a gap, the report goes on
+                continue
+            if isinstance(record, dict) and "val_top1" in record and "step" in record:
                 rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
                              "seed": spec["seed"], "step": record["step"], "val_top1": record["val_top1"],
                              "config.method.r": r})

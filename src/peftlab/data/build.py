@@ -90,6 +90,23 @@ def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
     return splits, info
 
 
+def check_images(cfg) -> tuple[int, list[str]]:
+    """Decode every image file of a folder dataset (TinyImageNet, ImageFolder): the number of
+    files decoded and one line per file that does not decode. Array datasets hold no files."""
+    from peftlab.data.datasets import load_image
+
+    layout, directory = find_data(cfg.name, cfg.root, cfg.download)
+    raw = read_layout(layout, directory, cfg.split_seed)
+    paths = [str(p) for split in (raw.train, raw.test) if split.is_files for p in split.images]
+    bad = []
+    for path in paths:
+        try:
+            load_image(path, 8, 3)
+        except DataError as err:
+            bad.append(str(err))
+    return len(paths), bad
+
+
 def describe_data(cfg) -> DataInfo:
     """Read and check the dataset's files and split them; no transforms, no tensors."""
     return load_splits(cfg)[1]

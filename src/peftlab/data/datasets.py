@@ -148,8 +148,8 @@ def load_image(path: str, size: int, in_chans: int) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {one_line(err)}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # a bomb: too many pixels
+        raise DataError(f"cannot decode image {path}: {one_line(err)[:300]}") from None
     x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
     return resize_batch(x[None], size, in_chans)[0]
 

@@ -198,6 +198,8 @@ def read_mnist_pickle(path: Path) -> RawData:
                 f"{path}: expected {part_name} images N x 784 float with N labels, "
                 f"found {x.dtype} {x.shape} and {y.shape}"
             )
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: {part_name} images hold non-finite pixels (NaN or infinity)")
         if len(x) and (x.min() < 0 or x.max() > 1):
             raise DataError(f"{path}: expected {part_name} pixels in [0, 1], found {x.min()}..{x.max()}")
         images = np.clip(np.rint(x * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
@@ -307,7 +309,24 @@ def read_cifar100_binary(directory: Path) -> RawData:
 
 
 def list_images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The image files of ``directory``; a symlink to nothing is a DataError, not a silent gap."""
+    images = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+    for path in images:
+        if not path.is_file():
+            raise DataError(f"{path}: a broken symlink or not a regular file; remove it or restore its target")
+    return images
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file of the dataset, or one DataError line."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"missing file {path}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {one_line(err)}") from None
 
 
 def file_samples(paths: list[Path], labels: list[int]) -> Samples:
@@ -322,10 +341,7 @@ def read_tiny_imagenet(directory: Path) -> RawData:
     """
     wnids_path = directory / "wnids.txt"
     annotations_path = directory / "val" / "val_annotations.txt"
-    try:
-        wnids = sorted({line.strip() for line in wnids_path.read_text().splitlines() if line.strip()})
-    except FileNotFoundError:
-        raise DataError(f"missing file {wnids_path}") from None
+    wnids = sorted({line.strip() for line in read_lines(wnids_path) if line.strip()})
     if not wnids:
         raise DataError(f"{wnids_path}: expected one wnid a line, found none")
     class_index = {wnid: i for i, wnid in enumerate(wnids)}
@@ -342,10 +358,8 @@ def read_tiny_imagenet(directory: Path) -> RawData:
         train_labels += [class_index[wnid]] * len(images)
 
     test_paths, test_labels = [], []
-    try:
-        lines = annotations_path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"missing file {annotations_path}") from None
+    lines = read_lines(annotations_path)
+    val_images = (directory / "val" / "images").resolve()
     for line_number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -356,6 +370,9 @@ def read_tiny_imagenet(directory: Path) -> RawData:
                 f"with a wnid from {wnids_path.name}"
             )
         image_path = directory / "val" / "images" / fields[0]
+        if not image_path.resolve().is_relative_to(val_images):
+            raise DataError(f"{annotations_path} line {line_number}: {fields[0]!r} is outside {val_images}: expected "
+                            "a file name in val/images")
         if not image_path.is_file():
             raise DataError(f"missing file {image_path} (listed in {annotations_path.name} line {line_number})")
         test_paths.append(image_path)
@@ -385,6 +402,8 @@ def read_class_folders(
             raise DataError(f"{directory}: expected class folders (<class>/*.png|jpg|...), found none")
         if empty := [name for name in folders if not list_images(directory / name)]:
             raise DataError(f"{directory}: class folders {empty} hold no images ({' '.join(IMAGE_EXTENSIONS)})")
+        if len(folders) < 2:
+            raise DataError(f"{directory}: found one class folder ({folders[0]}): expected at least two classes")
     elif unknown := sorted(set(folders) - set(class_names)):
         raise DataError(f"{directory}: class folders {unknown} do not exist in the train split")
     paths, labels = [], []

@@ -6,8 +6,10 @@ failed ones only when asked. A failing or diverging run never stops the study.
 
 Runs execute in worker processes started from a forkserver that has imported torch, timm
 and PEFT once, so a run pays no import cost, a crash cannot take the study down, and each
-run's peak memory is its own. Workers die with the study (PR_SET_PDEATHSIG), so after a
-``kill -9`` the same command finds only complete results and resumable checkpoints.
+run's peak memory is its own. Workers die with the study (``worker.die_with_study``), so
+after a ``kill -9`` the same command finds only complete results and resumable checkpoints.
+Ctrl-C or SIGTERM stops the workers cleanly (``INTERRUPTED``): no result is recorded and the
+same command resumes each run from its checkpoint.
 Other executors (submitit, Ray) need only call ``worker.execute_run(config, run_dir)``.
 """
 
@@ -112,52 +114,78 @@ def worker_context():
     return ctx
 
 
+def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:
+    """SIGTERM each process (a clean stop, see ``worker.INTERRUPTED``), SIGKILL what outlives ``grace``."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
               on_done: Callable[[RunSpec, dict], None]) -> None:
-    """Run jobs in up to ``workers`` processes at once, each with cores / workers threads."""
-    from peftlab.study.worker import process_main
+    """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
+
+    Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
+    raises KeyboardInterrupt: the interrupted runs stay resumable.
+    """
+    from peftlab.study.worker import INTERRUPTED, process_main
 
     ctx = worker_context()
-    threads = max(1, (os.cpu_count() or 1) // workers)
     pending = list(jobs)
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
     free_positions = list(range(1, workers + 1))
-    while pending or running:
-        while pending and len(running) < workers:
-            spec, run_dir = pending.pop(0)
-            position = free_positions.pop(0)
-            proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
-                               args=(to_dict(spec.config), str(run_dir), threads, progress, position, os.getpid()))
-            proc.start()
-            running[proc.sentinel] = (spec, run_dir, proc, position)
-        for sentinel in multiprocessing.connection.wait(list(running)):
-            spec, run_dir, proc, position = running.pop(sentinel)
-            proc.join()
-            free_positions.append(position)
-            result = read_json(run_dir / "result.json")
-            if result is None:
-                result = {"status": "failed", "config": to_dict(spec.config),
-                          "error": f"worker process ended without a result (exit code {proc.exitcode})"}
-                write_json_atomic(run_dir / "result.json", result)
-            on_done(spec, result)
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                spec, run_dir = pending.pop(0)
+                position = free_positions.pop(0)
+                proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
+                                   args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()))
+                proc.start()
+                running[proc.sentinel] = (spec, run_dir, proc, position)
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                spec, run_dir, proc, position = running.pop(sentinel)
+                proc.join()
+                free_positions.append(position)
+                result = read_json(run_dir / "result.json")
+                if result is None and proc.exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
+                    raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
+                if result is None:
+                    result = {"status": "failed", "config": to_dict(spec.config),
+                              "error": f"worker process ended without a result (exit code {proc.exitcode})"}
+                    write_json_atomic(run_dir / "result.json", result)
+                on_done(spec, result)
+    except KeyboardInterrupt:
+        stop_processes([proc for _, _, proc, _ in running.values()])
+        raise
 
 
 def run_pretraining(config_path: Path, progress: bool) -> Path:
     """Train (or reuse) the study's base model in a worker process; returns its directory."""
-    from peftlab.study.worker import pretrain_main
-
     from peftlab.pretrain import default_out_dir
+    from peftlab.study.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
     out_dir = default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
-    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), None, progress, os.getpid()))
+    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
     proc.start()
-    proc.join()
+    try:
+        proc.join()
+    except KeyboardInterrupt:
+        stop_processes([proc])
+        raise
+    if proc.exitcode == INTERRUPTED:
+        raise KeyboardInterrupt("pretraining was interrupted")
     if proc.exitcode != 0:
         error = read_json(out_dir / "pretrain-error.json") or {"error": f"exit code {proc.exitcode}"}
-        raise RuntimeError(f"pretraining with {config_path} failed: {error['error']}")
+        raise UserError(f"pretraining with {config_path} failed: {error['error']}")
     return out_dir
 
 
@@ -173,16 +201,19 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     jobs = []
     for index, spec in enumerate(study.runs):
         run_dir = run_dir_of(study_dir, spec)
+        record_spec = {**spec.record(), "order": index}
+        if run_dir.is_dir() and read_json(run_dir / "spec.json") != record_spec:  # missing or corrupt: rewritten
+            write_json_atomic(run_dir / "spec.json", record_spec)
         status = run_status(run_dir)
         if status in ("failed", "diverged") and retry_failed:
-            shutil.rmtree(run_dir)
-            status = "pending"
+            forget_result(run_dir)
+            status = run_status(run_dir)
         if status in FINISHED:
             summary.skipped += 1
             record(summary, spec, read_json(run_dir / "result.json") or {})
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "spec.json", {**spec.record(), "order": index})
+        write_json_atomic(run_dir / "spec.json", record_spec)
         jobs.append((spec, run_dir))
 
     bar = tqdm(total=len(study.runs), initial=summary.skipped, desc=f"study {study.name}", unit="run",
@@ -197,6 +228,19 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     run_local(jobs, workers, progress, on_done)
     bar.close()
     return summary
+
+
+def forget_result(run_dir: Path) -> None:
+    """Make a failed or diverged run pending again for --retry-failed.
+
+    Its checkpoint stays, so the retry resumes from it (the same run resumed equals the run
+    trained at once), unless the failure was that checkpoint itself (``checkpoint_unusable``).
+    """
+    result = read_json(run_dir / "result.json") or {}
+    if result.get("checkpoint_unusable"):
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    for name in ("result.json", "adapter.safetensors"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:

@@ -35,16 +35,21 @@ one full run per seed); in the method's own ``set`` or ``axes`` it is an error.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (RunConfig, config_hash, deep_merge, flatten, from_dict, method_fields, method_names,
-                            read_yaml, to_dict, without_foreign_options)
+from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
+                            method_fields, method_names, read_yaml, shown, to_dict, without_foreign_options)
 from peftlab.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
+ABLATION_KEYS = ("methods", "axes")
+MAX_SEEDS = 1000
+MAX_RUNS = 10_000  # a study larger than this is refused before it is expanded
 REPORT_KEYS = ("interval", "labels")
 REPORT_INTERVALS = ("t", "bca", "percentile")
 SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
@@ -112,15 +117,18 @@ def _mapping(value: Any, where: str) -> dict:
 def _axis_values(key: str, values: Any) -> list[tuple[Any, dict]]:
     """[(value, extra overrides)] of one axis."""
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"study axis '{key}' must be a non-empty list of values, got {values!r}")
+        raise ConfigError(f"study axis '{key}' must be a non-empty list of values, got {shown(values)}")
     out = []
     for value in values:
         if isinstance(value, dict) and "value" in value:
             unknown = set(value) - {"value", "set"}
             if unknown:
-                raise ConfigError(f"study axis '{key}' value {value!r} has unknown keys {sorted(unknown)}; "
+                raise ConfigError(f"study axis '{key}' value {shown(value)} has unknown keys {sorted(map(str, unknown))}; "
                                   "allowed: value, set")
-            out.append((value["value"], _mapping(value.get("set"), f"axis '{key}' set")))
+            extra = _mapping(value.get("set"), f"axis '{key}' set")
+            for extra_key in extra:
+                _check_key(extra_key, f"axis '{key}' set key")
+            out.append((value["value"], extra))
         else:
             out.append((value, {}))
     return out
@@ -131,8 +139,8 @@ def _label(method: str, axes: dict[str, Any]) -> str:
     for key, value in axes.items():
         if key == "method.name":
             continue
-        shown = "/".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-        parts.append(f"{SHORT_NAMES.get(key, key.rsplit('.', 1)[-1])}={shown}")
+        text = "/".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        parts.append(f"{SHORT_NAMES.get(key, key.rsplit('.', 1)[-1])}={text}")
     return " ".join(str(p) for p in parts)
 
 
@@ -148,16 +156,42 @@ def _own(method: str, dotted: dict) -> dict:
     return {k: v for k, v in dotted.items() if not _foreign(method, k)}
 
 
-def _check_key(key: str, where: str) -> None:
-    """A dotted key must name a config field (of some method, for ``method.*``)."""
-    if key.startswith("method.") and any(not _foreign(m, key) and key.split(".", 1)[1] in method_fields(m)
-                                         for m in method_names()):
+def config_keys() -> set[str]:
+    """Every dotted key a study may set: the leaves of a run config, ``method.*`` of every method."""
+    keys = {k for k in flatten(to_dict(RunConfig())) if not k.startswith("method.")}
+    return keys | {f"method.{option}" for m in method_names() for option in method_fields(m)}
+
+
+def _check_key(key: Any, where: str) -> None:
+    """A dotted key must name one config field (of some method, for ``method.*``), not a section."""
+    keys = config_keys()
+    if isinstance(key, str) and key in keys:
         return
-    try:
-        from_dict(RunConfig, nest({key: None}))
-    except ConfigError as err:
-        if "unknown config key" in str(err):
-            raise ConfigError(f"study {where} '{key}' is not a config field: {err}") from None
+    close = difflib.get_close_matches(str(key), sorted(keys), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as "
+                      "train.lr or method.r")
+
+
+def _path_value(data: dict, key: str, path: Path, required: bool) -> Path | None:
+    """``base`` / ``pretrain``: a file name relative to the study file."""
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ConfigError(f"study {path}: {key}={shown(value)} is invalid: expected the path of a run config "
+                          "(relative to the study file)")
+    return (path.parent / value).resolve()
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SEEDS:
+        return list(range(value))
+    if isinstance(value, list) and 0 < len(value) <= MAX_SEEDS and len(set(map(repr, value))) == len(value) \
+            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value):
+        return value
+    raise ConfigError(f"study axis 'seeds' value {shown(value)} is invalid: expected a count in [1, {MAX_SEEDS}] "
+                      f"or a list of at most {MAX_SEEDS} distinct integers in [0, {MAX_INT}]")
 
 
 def _matches(rule: dict, flat: dict) -> bool:
@@ -174,7 +208,7 @@ def report_options(value: Any) -> ReportOptions:
     report = _mapping(value, "report")
     unknown = set(report) - set(REPORT_KEYS)
     if unknown:
-        raise ConfigError(f"study report: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(REPORT_KEYS)}")
+        raise ConfigError(f"study report: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(REPORT_KEYS)}")
     interval = report.get("interval", "t")
     if interval not in REPORT_INTERVALS:
         raise ConfigError(f"study report.interval={interval!r} is invalid: expected one of {', '.join(REPORT_INTERVALS)}")
@@ -206,18 +240,25 @@ def load_study(path: str | Path) -> Study:
     data = read_yaml(path)
     unknown = set(data) - set(STUDY_KEYS)
     if unknown:
-        raise ConfigError(f"study {path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(STUDY_KEYS)}")
-    name = data.get("name") or path.stem
+        raise ConfigError(f"study {path}: unknown key '{sorted(map(str, unknown))[0]}'; "
+                          f"allowed: {', '.join(STUDY_KEYS)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"study {path}: name={shown(name)} is invalid: expected a non-empty string")
     if "base" not in data:
         raise ConfigError(f"study {path}: 'base' (the base run config) is required")
-    base = (path.parent / data["base"]).resolve()
-    pretrain = (path.parent / data["pretrain"]).resolve() if data.get("pretrain") else None
+    base = _path_value(data, "base", path, required=True)
+    pretrain = _path_value(data, "pretrain", path, required=False)
     base_dict = read_yaml(base)
-    seeds = data.get("seeds", 5)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"study axis 'seeds' value {data.get('seeds')!r} is invalid: expected a count or a list "
-                          "of integers >= 0")
+    if pretrain is not None:
+        try:
+            pretrain_cfg = load_config(pretrain)
+        except ConfigError as err:
+            raise ConfigError(f"study {path}: pretrain config: {err}") from None
+        if pretrain_cfg.method.name != "full":
+            raise ConfigError(f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
+                              "expected 'full' (pretraining trains every weight)")
+    seeds = _seeds(data.get("seeds", 5))
     common = _mapping(data.get("set"), "set")
     global_axes = _mapping(data.get("axes"), "axes")
     methods = _mapping(data.get("methods"), "methods")
@@ -234,12 +275,20 @@ def load_study(path: str | Path) -> Study:
                               f"{', '.join(method_names())}")
         extra = set(options) - {"set", "axes"}
         if extra:
-            raise ConfigError(f"study method '{method}' has unknown keys {sorted(extra)}; allowed: set, axes")
+            raise ConfigError(f"study method '{method}' has unknown keys {sorted(map(str, extra))}; allowed: set, axes")
         groups.append(("main", method, _mapping(options.get("set"), f"method '{method}' set"),
                        {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")}))
     for group, options in _mapping(data.get("ablations"), "ablations").items():
         options = _mapping(options, f"ablation '{group}'")
-        for method in options.get("methods") or list(methods):
+        unknown = set(options) - set(ABLATION_KEYS)
+        if unknown:
+            raise ConfigError(f"study ablation '{group}' has unknown keys {sorted(map(str, unknown))}; "
+                              f"allowed: {', '.join(ABLATION_KEYS)}")
+        ablation_methods = options.get("methods") or list(methods)
+        if not isinstance(ablation_methods, list) or not all(isinstance(m, str) for m in ablation_methods):
+            raise ConfigError(f"study ablation '{group}' methods={shown(ablation_methods)} is invalid: expected a "
+                              "list of method names")
+        for method in ablation_methods:
             if method not in methods:
                 raise ConfigError(f"study ablation '{group}' names method '{method}', which the study does not list")
             method_set = _mapping(methods[method], f"method '{method}'").get("set") or {}
@@ -249,8 +298,19 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise ConfigError("study 'exclude' must be a list of mappings of dotted config keys to values")
     for rule in rules:
-        for key in rule:
+        for key, value in rule.items():
             _check_key(key, "exclude key")
+            if isinstance(value, dict):
+                raise ConfigError(f"study exclude rule {shown(rule)}: {key}={shown(value)} is a mapping; expected a "
+                                  "value or a list of values (write nested keys dotted, e.g. method.name: full)")
+    for _, method, method_set, axes in groups:
+        for key in method_set:
+            _check_key(key, f"method '{method}' set key")
+    size = sum(len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values())
+               for _, _, _, axes in groups)
+    if size > MAX_RUNS:
+        raise ConfigError(f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
+                          "(fewer seeds or axis values, or several studies)")
 
     def base_of(method: str) -> dict:
         """The base config without the options of other methods."""
@@ -273,8 +333,8 @@ def load_study(path: str | Path) -> Study:
                 try:
                     cfg = from_dict(RunConfig, cfg_dict)
                 except ConfigError as err:
-                    shown = ", ".join(f"{k}={v!r}" for k, v in axis_values.items()) or "no axes"
-                    raise ConfigError(f"study method '{method}' ({shown}): {err}") from None
+                    where = ", ".join(f"{k}={shown(v)}" for k, v in axis_values.items()) or "no axes"
+                    raise ConfigError(f"study method '{method}' ({where}): {err}") from None
                 if any(_matches(rule, flatten(to_dict(cfg))) for rule in rules):
                     continue
                 rid = run_id(cfg)
@@ -285,6 +345,8 @@ def load_study(path: str | Path) -> Study:
                     continue
                 label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
                 specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)
+    if not specs:
+        raise ConfigError(f"study {path}: the exclude rules drop every run: expected at least one run")
     runs = _unique_variants(list(specs.values()))
     report = report_options(data.get("report"))
     names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
+from peftlab.errors import stop_on_sigterm
 
 PR_SET_PDEATHSIG = 1
+INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable
 
 
 def die_with_study(study_pid: int) -> None:
@@ -50,18 +52,20 @@ def die_with_study(study_pid: int) -> None:
     threading.Thread(target=watch, name="peftlab-die-with-study", daemon=True).start()
 
 
-def execute_run(config: dict, run_dir: str, threads: int | None = None, progress: bool = False,
-                position: int = 1) -> None:
-    """Train (or resume, or skip if done) one run; every failure ends up in result.json."""
-    import torch
+def execute_run(config: dict, run_dir: str, progress: bool = False, position: int = 1) -> None:
+    """Train (or resume, or skip if done) one run; every failure ends up in result.json.
 
+    The run uses the threads its config says (``train.threads``), never a number that depends
+    on how many runs share the machine. An interruption (Ctrl-C, SIGTERM) records nothing: it
+    exits with status ``INTERRUPTED`` and the checkpoint stays for the next call.
+    """
     from peftlab.train import train
 
-    if threads:
-        torch.set_num_threads(threads)
     cfg = from_dict(RunConfig, config)
     try:
         train(cfg, Path(run_dir), progress=progress, position=position)
+    except KeyboardInterrupt:
+        raise SystemExit(INTERRUPTED) from None
     except BaseException as err:  # noqa: BLE001 - recorded, never lost
         result = read_json(Path(run_dir) / "result.json")
         if result is None or result.get("status") == "completed":
@@ -70,24 +74,23 @@ def execute_run(config: dict, run_dir: str, threads: int | None = None, progress
                 "traceback": traceback.format_exc()})
 
 
-def process_main(config: dict, run_dir: str, threads: int | None, progress: bool, position: int,
-                 study_pid: int) -> None:
+def process_main(config: dict, run_dir: str, progress: bool, position: int, study_pid: int) -> None:
     """Entry point of a local worker process."""
     die_with_study(study_pid)
-    execute_run(config, run_dir, threads, progress, position)
+    stop_on_sigterm()
+    execute_run(config, run_dir, progress, position)
 
 
-def pretrain_main(config: dict, out_dir: str, threads: int | None, progress: bool, study_pid: int) -> None:
+def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) -> None:
     """Entry point of the process that trains (or finds cached) the study's base model."""
-    import torch
-
     from peftlab.pretrain import pretrain
 
     die_with_study(study_pid)
-    if threads:
-        torch.set_num_threads(threads)
+    stop_on_sigterm()
     try:
         pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
+    except KeyboardInterrupt:
+        raise SystemExit(INTERRUPTED) from None
     except BaseException as err:  # noqa: BLE001
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
         raise SystemExit(1) from None

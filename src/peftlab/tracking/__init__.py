@@ -100,33 +100,45 @@ class RunLog:
     def __init__(self, run_dir: Path, sinks: list):
         self.run_dir, self.sinks = Path(run_dir), sinks
         self._records: list[dict] = []
+        self.lines: dict[str, int] = {}  # file name -> records written to it; a checkpoint keeps these
 
-    def truncate(self, step: int) -> None:
-        """Keep the JSONL records up to ``step`` (a line cut short by a kill is dropped too) and
-        replay them to the sinks, which skip what they hold."""
-        self._records = []
+    def truncate(self, step: int, lines: dict[str, int] | None = None) -> None:
+        """Keep the JSONL records a checkpoint covers and replay them to the sinks, which skip
+        what they hold.
+
+        ``lines`` (what ``self.lines`` was when the checkpoint was written) keeps exactly the
+        first lines of each file, so a resumed run writes every later record once: none twice
+        (a kill after an epoch's record) and none lost (a kill before it). Without it (no
+        checkpoint, or one written before checkpoints counted lines) the records up to ``step``
+        are kept. A line cut short by a kill is dropped either way.
+        """
+        self._records, self.lines = [], {}
         for name in sorted({*FILES.values(), "metrics.jsonl"}):
             path = self.run_dir / name
-            if not path.exists():
-                continue
             kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    if record["step"] <= step:
-                        kept.append(record)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-            write_atomic(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
+            if path.exists():
+                for line in path.read_text(errors="replace").splitlines():
+                    if lines is not None and len(kept) >= lines.get(name, 0):
+                        break
+                    try:
+                        record = json.loads(line)
+                        if lines is not None or record["step"] <= step:
+                            kept.append(record)
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue
+                write_atomic(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
             self._records += kept
+            self.lines[name] = len(kept)
         for record in self.records():
             numbers = scalars(record)
             for sink in self.sinks:
                 sink.send(record["step"], numbers)
 
     def __call__(self, record: dict) -> None:
-        with open(self.run_dir / FILES.get(record["kind"], "metrics.jsonl"), "a") as f:
+        name = FILES.get(record["kind"], "metrics.jsonl")
+        with open(self.run_dir / name, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.lines[name] = self.lines.get(name, 0) + 1
         self._records.append(record)
         numbers = scalars(record)
         for sink in self.sinks:

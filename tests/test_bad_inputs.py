@@ -1,0 +1,287 @@
+"""Every bad config or study file is one line on stderr and exit status 2: never a traceback,
+never a hang, never a memory blow-up.
+
+The named cases are the ones a user's bad day produced (a binary file, /dev/zero, a FIFO, an
+alias bomb, 5,000-deep nesting, a 5,000-digit number, infinite learning rates, absurd sizes,
+mistyped study files). The fuzz test mutates a valid run config and a valid study file with a
+fixed seed and a bounded count, and calls the CLI's ``main`` in this process (``validate`` and
+``study --dry-run``) under an alarm that turns a hang into a failure.
+"""
+
+import contextlib
+import io
+import os
+import random
+import signal
+import time
+
+import pytest
+import yaml
+
+from peftlab import cli
+from peftlab.config import RunConfig, flatten, method_fields, to_dict
+from testkit import TINY_MODEL
+
+BASE = {"name": "fuzz", "model": TINY_MODEL,
+        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+        "method": {"name": "lora", "r": 4},
+        "train": {"epochs": 1, "batch_size": 32}}
+STUDY = {"name": "s", "base": "base.yaml", "seeds": 2, "set": {"train.epochs": 1},
+         "axes": {"data.name": ["fashion_mnist"]},
+         "methods": {"full": {}, "lora": {"axes": {"method.r": [2, {"value": 4, "set": {"method.lora_alpha": 8}}]}}},
+         "ablations": {"rank": {"methods": ["lora"], "axes": {"method.r": [2, 8]}}},
+         "exclude": [{"method.name": "full", "seed": 1}],
+         "report": {"interval": "t", "labels": {"full": "Full"}}}
+CASE_SECONDS = 20  # a case that takes longer counts as a hang
+
+
+class Hang(Exception):
+    pass
+
+
+def call_cli(*argv: str) -> tuple[int | None, str]:
+    """(exit status, stderr) of ``peftlab ARGV`` run in this process; status None: a hang."""
+    def alarm(signum, frame):
+        raise Hang()
+
+    previous = signal.signal(signal.SIGALRM, alarm), signal.getsignal(signal.SIGTERM)
+    stderr, stdout = io.StringIO(), io.StringIO()
+    signal.alarm(CASE_SECONDS)
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+            status = cli.main(list(argv))
+    except Hang:
+        status = None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    return status, stderr.getvalue()
+
+
+def assert_one_line_exit_2(status, stderr, *needles):
+    assert status == 2, (status, stderr)
+    assert stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, stderr
+    assert len(stderr) < 1000, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+def write_config(tmp_path, data, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def with_value(data: dict, dotted: str, value) -> dict:
+    out = yaml.safe_load(yaml.safe_dump(data))
+    node = out
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# named cases
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"train:\n  lr: \xff\xfe0.1\n", "not UTF-8"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n", "YAML alias"),
+    (b"train: " + b"[" * 5000 + b"]" * 5000 + b"\n", "more than 32 deep"),
+    (b"train:\n" + b"".join(b"  " * i + b"k:\n" for i in range(1, 300)), "more than 32 deep"),
+    (b"seed: " + b"9" * 5000 + b"\n", "5000 digits"),
+    (b"train: {lr: 1e309}\n", "train.lr=inf is invalid: expected a finite number"),
+    (b"train: {lr: .inf}\n", "train.lr=inf"),
+    (b"train: {head_lr: .nan}\n", "train.head_lr=nan"),
+    (b"train: {weight_decay: .inf}\n", "train.weight_decay"),
+    (b"train: {clip_grad: .inf}\n", "train.clip_grad"),
+    (b"method: {name: lora, lora_alpha: .inf}\n", "method.lora_alpha"),
+    (b"method: {name: lora, alpha_pattern: {q: .inf}}\n", "method.alpha_pattern"),
+    (b"data: {split_seed: -1}\n", "data.split_seed=-1"),
+    (b"seed: 4294967296\n", "seed=4294967296"),
+    (b"train: {threads: 9223372036854775808}\n", "train.threads"),
+    (b"train: {batch_size: 9223372036854775808}\n", "train.batch_size"),
+    (b"model: {depth: 4294967296}\n", "model.depth"),
+    (b"model: {depth: 10000}\n", "model.depth=10000"),
+    (b"model: {num_classes: 4294967296}\n", "model.num_classes"),
+    (b"model: {img_size: 1000000, patch_size: 1}\n", "model.img_size=1000000"),
+    (b"model: {embed_dim: 1000000000}\n", "model.embed_dim"),
+    (b"name: \"a\\0b\"\n", "name="),
+    (b"name: ../escape\n", "name="),
+])
+def test_bad_config_files_are_one_line(tmp_path, content, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    start = time.perf_counter()
+    assert_one_line_exit_2(*call_cli("validate", str(path)), needle)
+    assert time.perf_counter() - start < 10
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(tmp_path):
+    # within every bound, but 48 blocks of width 16384 are ~155 G parameters: refused from the meta count
+    path = write_config(tmp_path, with_value(with_value(BASE, "model.embed_dim", 16384), "model.depth", 48))
+    assert_one_line_exit_2(*call_cli("validate", str(path)), "parameters", "GiB", "available")
+    path = write_config(tmp_path, with_value(BASE, "method.r", 100_000_000))
+    assert_one_line_exit_2(*call_cli("validate", str(path)), "parameters", "available")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dev-zero", "dev-urandom", "too-large"])
+def test_config_that_is_no_regular_small_file_is_one_line(tmp_path, kind):
+    path = tmp_path / "cfg.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would block until a writer comes
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "too-large":
+        path.write_text("# padding\n" * 200_000)
+    else:
+        path = "/dev/zero" if kind == "dev-zero" else "/dev/urandom"
+    needle = {"fifo": "not a regular file", "directory": "is a directory", "too-large": "expected at most"}
+    assert_one_line_exit_2(*call_cli("validate", str(path)), needle.get(kind, "not a regular file"))
+
+
+def test_an_override_that_is_not_yaml_or_too_big_is_one_line(tmp_path):
+    path = write_config(tmp_path, BASE)
+    assert_one_line_exit_2(*call_cli("validate", str(path), "seed=" + "9" * 5000), "seed=", "expected an integer")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=*x"), "train.lr='*x'")
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"base": 5}, "base=5 is invalid"),
+    ({"base": ["a"]}, "base=['a'] is invalid"),
+    ({"base": None}, "base=None is invalid"),
+    ({"pretrain": 5}, "pretrain=5 is invalid"),
+    ({"pretrain": "lora.yaml"}, "expected 'full'"),
+    ({"seeds": 1_000_000_000}, "study axis 'seeds' value 1000000000 is invalid"),
+    ({"seeds": 100_000}, "study axis 'seeds' value 100000 is invalid"),
+    ({"seeds": [1, 1]}, "distinct"),
+    ({"seeds": 200, "axes": {"train.lr": [0.1 * i for i in range(1, 101)]}}, "expands to"),
+    ({"exclude": [{"method.name": ["full", "lora"]}]}, "the exclude rules drop every run"),
+    ({"exclude": [{"method": {"name": "full"}}]}, "exclude key 'method' is not a config field"),
+    ({"exclude": [{"method.name": {"x": 1}}]}, "is a mapping"),
+    ({"ablations": {"rank": {"methods": ["lora"], "axis": {"method.r": [2]}}}}, "unknown keys ['axis']"),
+    ({"ablations": {"rank": {"methods": "lora"}}}, "methods='lora' is invalid"),
+    ({"set": {"method": 5}}, "set/axes key 'method' is not a config field"),
+    ({"set": {5: 1}}, "set/axes key 5 is not a config field"),
+    ({"name": 5}, "name=5 is invalid"),
+    ({"name": "a/b"}, "name='a/b' is invalid"),
+    ({"methods": {"lora": {"set": {"model": {"depth": 2}}}}}, "set key 'model' is not a config field"),
+])
+def test_bad_study_files_are_one_line(tmp_path, change, needle):
+    write_config(tmp_path, BASE, "base.yaml")
+    write_config(tmp_path, with_value(BASE, "method.name", "lora"), "lora.yaml")
+    path = write_config(tmp_path, {**STUDY, **change}, "study.yaml")
+    start = time.perf_counter()
+    assert_one_line_exit_2(*call_cli("study", str(path), "--dry-run", "--study-dir", str(tmp_path / "out")), needle)
+    assert time.perf_counter() - start < 15
+
+
+def test_a_study_base_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "base.yaml").write_bytes(b"\x80\x81 not text")
+    path = write_config(tmp_path, STUDY, "study.yaml")
+    assert_one_line_exit_2(*call_cli("study", str(path), "--dry-run", "--study-dir", str(tmp_path / "out")),
+                           "base.yaml is not UTF-8")
+
+
+# ---------------------------------------------------------------------------------------
+# fuzzing
+
+NASTY = [None, True, False, -1, 0, 1, 3, 2**31, 2**32, 2**63, 2**64 + 1, 10**30, -(10**30), 1e309, float("-inf"),
+         float("nan"), -0.0, 1e-320, 0.5, 1e30, "", "x", "x\x00y", "a" * 5000, "../..", "1e3", "nan", "-5", "auto",
+         [], [1, 2], ["q", "v"], [[[[["deep"]]]]], {}, {"a": 1}, {"name": "full"}, {"value": 1}]
+
+
+def fuzz_configs(rng: random.Random, count: int):
+    fields = sorted(flatten(to_dict(RunConfig())))
+    fields = [f for f in fields if not f.startswith("method.")] + [f"method.{f}" for f in method_fields("lora")]
+    fields += ["train.unknown", "model", "method", "quant", "train", "nonsense"]
+    for _ in range(count):
+        data = BASE
+        for _ in range(rng.randint(1, 3)):
+            data = with_value(data, rng.choice(fields), rng.choice(NASTY))
+        yield data
+
+
+def study_paths(node, prefix=()):
+    """Every place in a study dict a value can be replaced: (path of keys / indices)."""
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from study_paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from study_paths(value, prefix + (i,))
+
+
+def replaced(node, path, value):
+    if not path:
+        return value
+    node = list(node) if isinstance(node, list) else dict(node)
+    node[path[0]] = replaced(node[path[0]], path[1:], value)
+    return node
+
+
+def fuzz_studies(rng: random.Random, count: int):
+    keys = ["base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "name", "extra"]
+    for _ in range(count):
+        study = STUDY
+        for _ in range(rng.randint(1, 2)):
+            paths = [p for p in study_paths(study) if p]
+            if rng.random() < 0.3:
+                study = {**study, rng.choice(keys): rng.choice(NASTY)}
+            elif rng.random() < 0.2 and paths:  # a key renamed: unknown keys anywhere
+                path = rng.choice(paths)
+                node = study
+                for part in path[:-1]:
+                    node = node[part]
+                if isinstance(node, dict):
+                    new_key = rng.choice([5, None, True, "method", "train.lr", "x.y", "value", "set"])
+                    study = replaced(study, path[:-1], {(new_key if k == path[-1] else k): v for k, v in node.items()})
+            elif paths:
+                study = replaced(study, rng.choice(paths), rng.choice(NASTY))
+        yield study
+
+
+def test_fuzzed_configs_and_studies_are_one_line_errors_or_valid(tmp_path):
+    """The counts go into the closing note of issue 14: cases, one-line errors, valid, tracebacks, hangs."""
+    rng = random.Random(14)
+    write_config(tmp_path, BASE, "base.yaml")
+    counts = {"cases": 0, "one_line_errors": 0, "valid": 0, "tracebacks": 0, "hangs": 0}
+    failures = []
+
+    def check(argv, source):
+        counts["cases"] += 1
+        try:
+            status, stderr = call_cli(*argv)
+        except BaseException as err:  # noqa: BLE001 - a traceback is what this test exists to find
+            counts["tracebacks"] += 1
+            failures.append(f"{type(err).__name__}: {str(err)[:200]} <- {str(source)[:300]}")
+            return
+        if status is None:
+            counts["hangs"] += 1
+            failures.append(f"hang <- {str(source)[:300]}")
+        elif status == 0:
+            counts["valid"] += 1
+        elif status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1 and len(stderr) < 1000:
+            counts["one_line_errors"] += 1
+        else:
+            counts["tracebacks"] += 1
+            failures.append(f"exit {status}: {stderr[:300]} <- {str(source)[:300]}")
+
+    for i, data in enumerate(fuzz_configs(rng, 300)):
+        path = tmp_path / f"cfg{i}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        check(["validate", str(path)], data)
+    for i, study in enumerate(fuzz_studies(rng, 200)):
+        path = tmp_path / f"study{i}.yaml"
+        path.write_text(yaml.safe_dump(study))
+        check(["study", str(path), "--dry-run", "--study-dir", str(tmp_path / "out")], study)
+    print(f"\nissue 14 fuzz counts: {counts}")
+    assert counts["tracebacks"] == 0 and counts["hangs"] == 0, (counts, failures)
+    assert counts["one_line_errors"] > 250 and counts["valid"] > 20, counts  # the fuzzer reaches both outcomes

@@ -1,0 +1,136 @@
+"""kill -9 loses nothing and repeats nothing; Ctrl-C and SIGTERM stop a run cleanly.
+
+A real ``peftlab train`` process SIGKILLs itself at a named point (``PEFTLAB_KILL_AT``, see
+``peftlab.files.kill_point``); the same command then resumes the run. Its metrics.jsonl and
+monitors.jsonl must equal an uninterrupted run's line for line (timings aside), its adapter
+bit for bit, and no temporary file of an interrupted atomic write may remain.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftlab.config import dump_config, load_config
+from peftlab.data.sources import fashion_mnist_dir
+from peftlab.files import KILL_AT, kill_point, remove_temporaries, write_atomic
+from peftlab.train import train
+from testkit import REPO, TINY_MODEL, run_cli
+
+needs_data = pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
+                                reason="Fashion-MNIST is not installed (make data installs it)")
+
+# 192 images in batches of 32: 6 steps per epoch, 12 in all; a checkpoint every 2 steps, a val
+# evaluation every 3 (eval records), monitors every 2 steps (monitors.jsonl)
+SMALL = {
+    "model": TINY_MODEL,
+    "method": {"name": "lora", "r": 4},
+    "data": {"name": "fashion_mnist", "train_subset": 192, "val_subset": 64, "test_subset": 96},
+    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 96, "lr": 3e-3, "log_every": 2, "ckpt_every": 2,
+              "eval_every": 3, "threads": 1},
+}
+TIMINGS = {"images_per_second", "seconds"}  # wall-clock fields differ between any two runs
+
+
+def records(run_dir: Path, name: str) -> list[dict]:
+    lines = (run_dir / name).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
+
+
+def temporaries(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    result = train(load_config(overrides=SMALL), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    return run_dir, result
+
+
+def assert_equals_reference(run_dir: Path, result: dict, reference) -> None:
+    ref_dir, ref_result = reference
+    assert result["status"] == "completed", result["error"]
+    for name in ("metrics.jsonl", "monitors.jsonl"):
+        assert records(run_dir, name) == records(ref_dir, name), name
+    a, b = load_file(str(run_dir / "adapter.safetensors")), load_file(str(ref_dir / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert result["metrics"] == ref_result["metrics"]
+    assert temporaries(run_dir) == []
+
+
+def test_kill_point_kills_only_at_the_named_point(monkeypatch):
+    monkeypatch.setenv(KILL_AT, "checkpoint:4")
+    kill_point("checkpoint", 2)
+    kill_point("step", 4)
+    kill_point("checkpoint")  # alive: each of these would have been a SIGKILL of the test process
+
+
+def test_temporaries_of_interrupted_writes_are_recognised_and_nothing_else(tmp_path):
+    write_atomic(tmp_path / "kept.json", lambda tmp: Path(tmp).write_text("{}"))
+    for name in (".last.pt.0123456789ab.tmp", ".adapter.safetensors.a1b2c3d4e5f6.tmp"):
+        (tmp_path / name).write_bytes(b"half")
+    for name in ("notes.tmp", ".x.tmp", ".last.pt.XYZ.tmp"):  # not written by write_atomic
+        (tmp_path / name).write_bytes(b"user")
+    removed = remove_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".adapter.safetensors.a1b2c3d4e5f6.tmp", ".last.pt.0123456789ab.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.XYZ.tmp", ".x.tmp", "kept.json", "notes.tmp"]
+
+
+@needs_data
+@pytest.mark.e2e
+@pytest.mark.parametrize("point", [
+    "step:7",  # records of step 7 written, its checkpoint (step 8) not yet
+    "checkpoint:4",  # right after a checkpoint
+    "epoch-record:6",  # after epoch 0's record, before its checkpoint: the record must not appear twice
+    "checkpoint:12",  # the last step checkpointed, the last epoch's record not yet written: it must not be lost
+    "write:last.pt",  # inside the first checkpoint's atomic write: its temporary file stays behind
+    "write:adapter.safetensors",  # inside the adapter's atomic write, after training
+    "adapter",  # the adapter written, result.json not yet
+])
+def test_sigkill_at_a_point_then_resume_equals_an_uninterrupted_run(tmp_path, reference, point):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(dump_config(load_config(overrides=SMALL)))
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: point})
+    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir),
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    assert not (run_dir / "result.json").exists()
+    if point.startswith("write:"):
+        assert temporaries(run_dir), "the kill inside an atomic write should leave its temporary file"
+    result = train(load_config(cfg_path), run_dir, progress=False)
+    assert_equals_reference(run_dir, result, reference)
+
+
+@needs_data
+@pytest.mark.e2e
+def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, reference):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(dump_config(load_config(overrides=SMALL)))
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir),
+                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoint" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.count("\n") == 1 and "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr, stderr
+    assert not (run_dir / "result.json").exists()  # no failed result: the run stays resumable
+    assert (run_dir / "checkpoint" / "last.pt").exists()
+    proc = run_cli("train", str(cfg_path), "--run-dir", str(run_dir), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert_equals_reference(run_dir, json.loads((run_dir / "result.json").read_text()), reference)
