@@ -17,7 +17,7 @@ import pandas as pd
 from peftlab.config import flatten
 from peftlab.files import read_json, run_status
 
-SECTIONS = ("metrics", "params", "memory", "timing", "merge")
+SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization")
 
 
 def _flatten(data: dict, prefix: str) -> dict:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from peftlab.tuners.full.config import FullConfig
 from peftlab.tuners.linear.config import LinearConfig
 from peftlab.tuners.lora.config import LoraMethodConfig
+from peftlab.tuners.qalora.config import QALoraConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,6 +46,8 @@ TUNERS = {
     "linear": TunerSpec(LinearConfig, "peftlab.tuners.linear.model:check_linear",
                         "peftlab.tuners.linear.model:apply_linear"),
     "lora": TunerSpec(LoraMethodConfig, "peftlab.tuners.lora.model:check_lora", "peftlab.tuners.lora.model:apply_lora"),
+    "qalora": TunerSpec(QALoraConfig, "peftlab.tuners.qalora.model:check_qalora",
+                        "peftlab.tuners.qalora.model:apply_qalora"),
 }
 
 
