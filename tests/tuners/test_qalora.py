@@ -143,7 +143,7 @@ def test_codebooks_are_bitsandbytes_values(fmt):
 def test_zero_init_model_is_its_quantized_base(target, hf_dir):
     base, tuner = make(target, hf_dir)
     adapted = [m for m in tuner.model.modules() if isinstance(m, QALoraLinear)]
-    assert adapted and all(float(m.lora_B.weight.abs().max()) == 0 for m in adapted)
+    assert adapted and all(float(m.lora_B.weight.detach().abs().max()) == 0 for m in adapted)
     tuner.model.eval()
     reference = quantized_copy(base, "int4", 32).eval()
     with torch.no_grad():
@@ -315,3 +315,13 @@ def test_parameter_counts_and_stored_bytes():
     sizes = tuner.base_weight_bytes()
     fp32_linears = sum(4 * (i * o + o) for i, o in layers * depth)
     assert sizes["base_weights_fp32_bytes"] - sizes["base_weights_bytes"] == fp32_linears - stored
+
+
+def test_parameter_counts_of_deit_tiny_on_the_meta_device():
+    from peftlab.params import count_parameters
+
+    cfg = load_config(overrides={"model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
+                                 "method": {"name": "qalora", "r": 8, "group_size": 32}})
+    counts = count_parameters(cfg)
+    assert counts["adapter"] == 12 * 2 * (8 * 192 // 32 + 192 * 8)  # q and v in 12 blocks
+    assert counts["head"] == 1_930 and counts["total"] == 5_526_346 + counts["adapter"]

@@ -98,7 +98,8 @@ class QALoraTuner(Tuner):
         self.set_step(0)
 
     def quantized_layers(self, model: nn.Module | None = None) -> dict[str, GroupQuantLinear]:
-        return {n: m for n, m in (model or self.model).named_modules() if isinstance(m, GroupQuantLinear)}
+        model = self.model if model is None else model
+        return {n: m for n, m in model.named_modules() if isinstance(m, GroupQuantLinear)}
 
     @property
     def lam(self) -> float:
@@ -139,8 +140,8 @@ class QALoraTuner(Tuner):
         errors = list(self.errors.values())
         return {"format": self.format, "group_size": self.group_size, "schedule": self.schedule,
                 "schedule_steps": self.steps, "lambda": self.lam,
-                "mean_relative_error": sum(errors) / len(errors), "max_relative_error": max(errors),
-                "layer_relative_error": dict(self.errors)}
+                "mean_relative_error": sum(errors) / len(errors) if errors else None,
+                "max_relative_error": max(errors, default=None), "layer_relative_error": dict(self.errors)}
 
     def merged_model(self, quantized: bool = False) -> nn.Module:
         """The adapters folded into the zeros / offsets (same codes); float weights unless ``quantized``."""
@@ -193,9 +194,14 @@ def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALo
     model.requires_grad_(False)
     errors = {}
     for name in quantized:  # one layer at a time: the base is never held twice in fp32
-        linear = model.get_submodule(name).to(ctx.device)
-        layer = GroupQuantLinear.from_linear(linear, cfg.format, cfg.group_size, keep_float=steps is not None)
-        errors[name] = relative_error(linear.weight, layer.dequantized_weight())
+        linear = model.get_submodule(name)
+        if linear.weight.is_meta:  # shapes only (parameter counts): nothing to quantize
+            layer = GroupQuantLinear(linear.in_features, linear.out_features, linear.bias is not None, cfg.format,
+                                     cfg.group_size, device="meta")
+        else:
+            linear = linear.to(ctx.device)
+            layer = GroupQuantLinear.from_linear(linear, cfg.format, cfg.group_size, keep_float=steps is not None)
+            errors[name] = relative_error(linear.weight, layer.dequantized_weight())
         replace_modules(model, [name], lambda _: layer)
     replace_modules(model, targets, lambda base: QALoraLinear(base, cfg.r, cfg.lora_alpha, cfg.lora_dropout))
     model.get_submodule(head).requires_grad_(True)
