@@ -330,7 +330,7 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
     fp32_bytes = rows["memory.base_weights_fp32_bytes"].mean()
     interval_text = describe_interval(interval)
     lines = ["## QA-LoRA at equal bits", "",
-             f"Test top-1 of the model that deploys, merged (mean and {interval_text} over seeds), and the bytes "
+             f"Test top-1 of the model that deploys, merged (mean and {interval_text}), and the bytes "
              "of its frozen base weights as stored (the adapter folds into them; the head is not counted). "
              "QA-LoRA merges into its zeros / offsets with the same codes; QLoRA's merge re-quantizes; fp32 LoRA "
              "merges into fp32 weights.", "",
@@ -339,7 +339,7 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
     for _, row in summary.iterrows():
         run = rows[rows["variant"] == row["variant"]].iloc[0]
         if run["method"] == "qalora":
-            kind = (f"{run['config.method.format']}, groups of {run['config.method.group_size']}, "
+            kind = (f"{run['config.method.format']}, groups of {int(run['config.method.group_size'])}, "
                     "merged into the zeros")
         else:
             kind = "nf4, merged and re-quantized" if run["config.quant.mode"] == "nf4" else "fp32, merged"
