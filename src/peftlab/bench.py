@@ -152,10 +152,12 @@ def inference_latency(cfg: RunConfig, images, precision: str, repeats: int) -> d
     return {"seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
 
 
-def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int) -> dict:
+def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int,
+                   device: torch.device = torch.device("cpu")) -> dict:
     """QA-LoRA: merged (quantized) / quantized base without adapters, and quantized / fp32 merged."""
     torch.manual_seed(0)
-    tuner = apply_tuner(build_backbone(cfg.model, 10), cfg)
+    tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(None, device, cfg.quant))
+    tuner.model.to(device)
     plain = tuner.merged_model(quantized=True).eval()  # B = 0: the quantized base, no adapters
     with torch.no_grad():
         for name, param in tuner.model.named_parameters():
@@ -163,15 +165,16 @@ def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int) -> dict
                 param.normal_(0, 0.01)
     merged = tuner.merged_model(quantized=True).eval()
     fp32 = tuner.merged_model().eval()
+    images = images.to(device)
 
     def run(model):
         def call():
-            with torch.no_grad(), autocast(precision, torch.device("cpu")):
+            with torch.no_grad(), autocast(precision, device):
                 model(images)
         return call
 
     times = metrics.time_interleaved({"quantized_base": run(plain), "merged": run(merged), "fp32_merged": run(fp32)},
-                                     repeats, torch.device("cpu"), warmup=2)
+                                     repeats, device, warmup=2)
     ratios = {"merged_vs_quantized_base": [m / b for m, b in zip(times["merged"], times["quantized_base"])],
               "quantized_vs_fp32": [m / f for m, f in zip(times["merged"], times["fp32_merged"])]}
     return {"format": cfg.method.format, "group_size": cfg.method.group_size,

@@ -61,7 +61,7 @@ def perturb_adapters(tuner):
     with torch.no_grad():
         for name, param in tuner.model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+                param.copy_(0.2 * torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))))
 
 
 def train_steps(tuner, optimizer, steps, first=0):
@@ -325,3 +325,34 @@ def test_parameter_counts_of_deit_tiny_on_the_meta_device():
     counts = count_parameters(cfg)
     assert counts["adapter"] == 12 * 2 * (8 * 192 // 32 + 192 * 8)  # q and v in 12 blocks
     assert counts["head"] == 1_930 and counts["total"] == 5_526_346 + counts["adapter"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_on_cuda_the_codes_match_cpu_and_the_merge_is_exact(fmt):
+    weight = torch.randn(96, 256, generator=torch.Generator().manual_seed(0))
+    on_cpu, on_gpu = (quantizer.quantize_groups(w, fmt, 32) for w in (weight, weight.cuda()))
+    assert torch.equal(on_cpu[0], on_gpu[0].cpu())  # the same integer codes on both devices
+    torch.testing.assert_close(on_cpu[1], on_gpu[1].cpu(), rtol=1e-6, atol=0)
+    packed = quantizer.pack_codes(on_gpu[0], fmt)
+    assert torch.equal(packed.cpu(), quantizer.pack_codes(on_cpu[0], fmt))
+    assert torch.equal(quantizer.unpack_codes(packed, fmt, (96, 256)).cpu(), on_cpu[0])
+
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "qalora", "r": 4, "format": fmt}})
+    torch.manual_seed(0)
+    tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(None, torch.device("cuda"),
+                                                                                  cfg.quant))
+    tuner.model.cuda()
+    optimizer = optimizer_of(tuner)
+    x = images(8).cuda()
+    for _ in range(2):
+        nn.functional.cross_entropy(tuner.model(x), torch.arange(8, device="cuda") % NUM_CLASSES).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    perturb_adapters(tuner)
+    tuner.model.eval()
+    with torch.no_grad():
+        reference = tuner.model(x)
+        merged = tuner.merged_model(quantized=True).eval()
+        assert tuner.quantized_merge_facts(merged) == {"codes_unchanged": True}
+        assert (merged(x) - reference).abs().max() <= tolerance(reference)
