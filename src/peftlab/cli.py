@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--embed-dim", type=int)
-    p.add_argument("--method", default="full", help="full, linear or lora")
+    p.add_argument("--method", default="full", help="full, linear, lora or qalora")
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--targets", help="standard, extended or all-linear")
     p.add_argument("--json", action="store_true")
