@@ -327,7 +327,7 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
     rows = pd.concat([qa, lora])
     summary = summarize(rows, metric=DEPLOYED, interval=interval)
     stored = rows.groupby("variant", sort=False)["memory.base_weights_bytes"].mean()
-    fp32_bytes = rows["memory.base_weights_fp32_bytes"].mean()
+    fp32_bytes = rows.groupby("variant", sort=False)["memory.base_weights_fp32_bytes"].mean()
     interval_text = describe_interval(interval)
     lines = ["## QA-LoRA at equal bits", "",
              f"Test top-1 of the model that deploys, merged (mean and {interval_text}), and the bytes "
@@ -335,7 +335,7 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
              "QA-LoRA merges into its zeros / offsets with the same codes; QLoRA's merge re-quantizes; fp32 LoRA "
              "merges into fp32 weights.", "",
              "| configuration | deploys as | merged test top-1 | interval | n | base bytes | / fp32 |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]  # / fp32: stored bytes over the same weights in fp32
     for _, row in summary.iterrows():
         run = rows[rows["variant"] == row["variant"]].iloc[0]
         if run["method"] == "qalora":
@@ -346,7 +346,7 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
         size = stored[row["variant"]]
         lines.append(f"| {display_name(row['variant'], run['method'], labels)} | {kind} | {100 * row['mean']:.2f}% | "
                      f"[{100 * row['ci_low']:.2f}, {100 * row['ci_high']:.2f}] | {row['n']} | "
-                     f"{size / 1024:.0f} KiB | {size / fp32_bytes:.3f} |")
+                     f"{size / 1024:.0f} KiB | {size / fp32_bytes[row['variant']]:.3f} |")
     lines.append("")
     by_variant = summary.set_index("variant")
     qlora = [v for v in by_variant.index if (rows.loc[rows["variant"] == v, "config.quant.mode"] == "nf4").all()
