@@ -205,7 +205,8 @@ def test_the_qalora_section_compares_deployable_models_at_equal_bits():
     assert [row.split(" | ")[0] for row in rows] == ["| QA-LoRA", "| lora quant=nf4", "| lora r=8"]  # not r=4
     assert "| QA-LoRA | int4, groups of 32, merged into the zeros | 70.00% |" in text
     assert "| 146 KiB | 0.188 |" in text and "nf4, merged and re-quantized" in text
-    assert "+3.90 points of merged test top-1; its interval lies above QLoRA's" in text
+    assert "+3.90 points of merged test top-1; its interval lies above QLoRA's: this study shows" in text
+    assert "lora quant=nf4: merging (re-quantizing) cost +0.00 points of test top-1" in text
     assert "mean relative quantization error of the base's layers 0.0800" in text
 
     overlapping = _qalora_lines(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})

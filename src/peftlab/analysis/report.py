@@ -355,13 +355,19 @@ def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> li
         for other in qlora:
             a, b = by_variant.loc[variant], by_variant.loc[other]
             if a["ci_low"] > b["ci_high"]:
-                verdict = "its interval lies above QLoRA's: the study shows QA-LoRA's claim here"
+                verdict = "its interval lies above QLoRA's: this study shows QA-LoRA's claim"
             elif a["ci_high"] < b["ci_low"]:
-                verdict = "its interval lies below QLoRA's: the study contradicts QA-LoRA's claim here"
+                verdict = "its interval lies below QLoRA's: this study does not show QA-LoRA's claim"
             else:
                 verdict = "the intervals overlap: this study does not separate them"
             lines.append(f"- {display_name(variant, 'qalora', labels)} vs {display_name(other, 'lora', labels)}: "
                          f"{100 * (a['mean'] - b['mean']):+.2f} points of merged test top-1; {verdict}.")
+    for other in qlora:  # what QA-LoRA avoids: the change re-quantization makes to QLoRA's model
+        runs = rows[rows["variant"] == other]
+        if "metrics.test_top1" in runs:
+            loss = 100 * (runs["metrics.test_top1"] - runs[DEPLOYED]).mean()
+            lines.append(f"- {display_name(other, 'lora', labels)}: merging (re-quantizing) cost {loss:+.2f} points of "
+                         "test top-1 on average (adapter over the quantized base minus merged).")
     if "quantization.mean_relative_error" in qa:
         for variant, errors in qa.groupby("variant", sort=False)["quantization.mean_relative_error"]:
             lines.append(f"- {display_name(variant, 'qalora', labels)}: mean relative quantization error of the "
