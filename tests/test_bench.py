@@ -22,6 +22,9 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert 0 < report["P5_mfu"]["peftlab_full"]["mfu"]
     assert report["P5_mfu"]["peftlab_full"]["step_gflop"] > report["P5_mfu"]["peftlab_lora_qv"]["step_gflop"] > 0
     assert set(report["P4_merged_inference"]["ratios"]) == {"merged_vs_base", "adapter_vs_base"}
+    p4q = report["P4q_qalora_inference"]
+    assert set(p4q["ratios"]) == {"merged_vs_quantized_base", "quantized_vs_fp32"} and p4q["format"] == "int4"
+    assert all(v["median"] > 0 for v in p4q["ratios"].values()) and "P4q QA-LoRA int4" in proc.stdout
     assert "skipped" in report["P6_study_overhead"]
     assert report["memory"]["full"]["peak_rss_bytes"] > 0
     assert report["memory"]["full"]["weights_bytes"] > 0

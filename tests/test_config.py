@@ -111,9 +111,10 @@ def test_cli_unmatched_rank_pattern_is_one_line_exit_2(tmp_path):
 def test_cli_group_size_must_divide_width(tmp_path):
     from testkit import TINY_MODEL
 
-    path = write(tmp_path, {"model": TINY_MODEL, "quant": {"group_size": 48}})
+    path = write(tmp_path, {"model": TINY_MODEL, "method": {"name": "qalora", "group_size": 48}})
     proc = run_cli("validate", path)
-    assert proc.returncode == 2 and "quant.group_size=48 is invalid" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "method.group_size=48 is invalid: blocks.0.attn.qkv.q has in_features=64; group sizes" in proc.stderr
 
 
 def test_switching_method_on_the_command_line_drops_the_files_options_of_the_old_method():

@@ -34,8 +34,8 @@ def test_study_validates(path: Path):
 def test_default_study_shape():
     study = load_study(REPO / "configs" / "studies" / "default.yaml")
     assert sorted({s.variant for s in study.runs}) == ["full", "linear", "lora quant=int8", "lora quant=nf4",
-                                                       "lora r=16", "lora r=4", "lora r=8"]
-    assert len(study.runs) == 35 and study.pretrain is not None
+                                                       "lora r=16", "lora r=4", "lora r=8", "qalora"]
+    assert len(study.runs) == 40 and study.pretrain is not None
     shared = [s for s in study.runs if s.variant == "lora r=8"]  # the fp32 point of the quant ablation, trained once
     assert all(s.groups == ("main", "quant") for s in shared)
 

@@ -64,7 +64,7 @@ class Interrupt(BaseException):
     """Stands for a kill: not an Exception, so nothing records it."""
 
 
-@pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive"])
+@pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive", "qalora"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
     import peftlab.train
     import stateful_tuner
@@ -72,8 +72,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
 
     monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
     options = {"full": {}, "adalora": {"init_r": 6, "target_r": 3, "lora_dropout": 0.1},
-               "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1}
-               }.get(method, {"r": 4, "lora_dropout": 0.1})
+               "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1},
+               "qalora": {"r": 4, "lora_dropout": 0.1, "schedule": "cosine"}}.get(method, {"r": 4, "lora_dropout": 0.1})
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
@@ -246,3 +246,46 @@ def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
     assert "number of classes" in export_error()
     (run_dir / "result.json").write_text(json.dumps(result))
     assert main(["export", str(run_dir), "--merged", str(out)]) == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["int4", "nf4"])
+def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_path, fmt):
+    from safetensors import safe_open
+
+    from peftlab.backbones import input_spec_for
+    from peftlab.data import build_data
+    from peftlab.export import load_quantized
+    from peftlab.train import evaluate
+
+    cfg = config(method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"},
+                 train={"epochs": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    merge = result["merge"]
+    assert merge["ok"] and merge["requantized_ok"] and merge["codes_unchanged"], merge
+    assert merge["requantized_max_abs_diff"] <= merge["tolerance"]
+    report = result["quantization"]
+    assert report["format"] == fmt and report["lambda"] == 1.0
+    assert len(report["layer_relative_error"]) == 6 * TINY_MODEL["depth"]  # q, k, v, proj, fc1, fc2 per block
+    assert all(0 < e < 0.2 for e in report["layer_relative_error"].values())
+    memory = result["memory"]
+    assert 0 < memory["base_weights_bytes"] < 0.5 * memory["base_weights_fp32_bytes"]
+
+    # peftlab export RUN --quantized OUT: packed codes, scales, zeros / offsets and metadata
+    proc = run_cli("export", str(tmp_path / "run"), "--quantized", str(tmp_path / "qalora.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    with safe_open(str(tmp_path / "qalora.safetensors"), "pt") as f:
+        metadata = f.metadata()
+        codes = f.get_tensor("blocks.0.attn.qkv.q.codes")
+        shift = f.get_tensor("blocks.0.attn.qkv.q." + ("zeros" if fmt == "int4" else "offsets"))
+    d = TINY_MODEL["embed_dim"]
+    assert metadata["format"] == "peftlab-groupwise" and metadata["quant_format"] == fmt
+    assert metadata["group_size"] == "32" and json.loads(metadata["layers"])["blocks.1.mlp.fc2"] == [d, 4 * d]
+    assert codes.dtype == torch.uint8 and codes.numel() == d * d // 2 and shift.shape == (d, d // 32)
+
+    loaded = load_quantized(tmp_path / "qalora.safetensors")
+    spec = input_spec_for(cfg.model)
+    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+    test = evaluate(loaded, data.test, 96, torch.device("cpu"), "fp32", "test")
+    assert test["top1"] == result["metrics"]["merged_test_top1"]

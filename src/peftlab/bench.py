@@ -17,6 +17,8 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 - Adaptive ranks: AdaLoRA step and importance-controller step / LoRA step at the same built rank,
   reallocating on every step (interleaved with the others).
 - P4: merged-model latency / base latency, and unmerged adapter latency / base latency.
+- P4q: QA-LoRA (int4, group 32): the merged model (still quantized) / the same quantized base
+  without adapters (the merge adds nothing), and that quantized model / the fp32 merged model.
 - P5: model FLOP/s (counted by torch.utils.flop_counter.FlopCounterMode over one training
   step) / measured matmul peak.
 - P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
@@ -66,7 +68,7 @@ def matmul_peak(dtype: str, repeats: int, sizes=(512, 1024, 2048)) -> dict:
 
 def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8,
              quant: dict | None = None, **options) -> RunConfig:
-    method_cfg = {"name": method, "r": r, "target_modules": targets} if method == "lora" else {"name": method}
+    method_cfg = {"name": method, "r": r, "target_modules": targets} if method in ("lora", "qalora") else {"name": method}
     method_cfg.update(options)
     overrides = {"model": {"name": model, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
     if img_size:
@@ -155,6 +157,35 @@ def inference_latency(cfg: RunConfig, images, precision: str, repeats: int) -> d
         "adapter_vs_base": [a / b for a, b in zip(times["adapter"], times["base"])],
     }
     return {"seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
+
+
+def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int,
+                   device: torch.device = torch.device("cpu")) -> dict:
+    """QA-LoRA: merged (quantized) / quantized base without adapters, and quantized / fp32 merged."""
+    torch.manual_seed(0)
+    tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(None, device, cfg.quant))
+    tuner.model.to(device)
+    plain = tuner.merged_model(quantized=True).eval()  # B = 0: the quantized base, no adapters
+    with torch.no_grad():
+        for name, param in tuner.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.01)
+    merged = tuner.merged_model(quantized=True).eval()
+    fp32 = tuner.merged_model().eval()
+    images = images.to(device)
+
+    def run(model):
+        def call():
+            with torch.no_grad(), autocast(precision, device):
+                model(images)
+        return call
+
+    times = metrics.time_interleaved({"quantized_base": run(plain), "merged": run(merged), "fp32_merged": run(fp32)},
+                                     repeats, device, warmup=2)
+    ratios = {"merged_vs_quantized_base": [m / b for m, b in zip(times["merged"], times["quantized_base"])],
+              "quantized_vs_fp32": [m / f for m, f in zip(times["merged"], times["fp32_merged"])]}
+    return {"format": cfg.method.format, "group_size": cfg.method.group_size,
+            "seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
@@ -309,6 +340,9 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
 
     progress("P4: inference latency (interleaved)")
     report["P4_merged_inference"] = {**inference_latency(lora_cfg, images, dtype, repeats), "target": 1.01}
+    progress("P4q: QA-LoRA inference latency (interleaved)")
+    report["P4q_qalora_inference"] = {**qalora_latency(make_cfg(model, img_size, "qalora"), images, dtype, repeats),
+                                      "target": {"merged_vs_quantized_base": 1.01}}
 
     progress("P6: study overhead")
     report["P6_study_overhead"] = {**study_overhead(default_study_dir), "target": 0.05}
@@ -421,6 +455,11 @@ def format_report(report: dict) -> str:
     p4 = report["P4_merged_inference"]["ratios"]
     rows.append(("P4 merged / base latency", f"{med(p4['merged_vs_base']):.3f}", "<= 1.01"))
     rows.append(("   adapter / base latency", f"{med(p4['adapter_vs_base']):.3f}", ""))
+    p4q = report.get("P4q_qalora_inference")
+    if p4q:
+        rows.append((f"P4q QA-LoRA {p4q['format']} merged / quantized base",
+                     f"{med(p4q['ratios']['merged_vs_quantized_base']):.3f}", "<= 1.01"))
+        rows.append(("    quantized / fp32 merged latency", f"{med(p4q['ratios']['quantized_vs_fp32']):.3f}", ""))
     for name, value in report["P5_mfu"].items():
         if isinstance(value, dict):
             rows.append((f"P5 MFU {name}", f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)",

@@ -169,8 +169,13 @@ def cmd_pretrain(args) -> int:
 def cmd_export(args) -> int:
     from peftlab.export import export_merged
 
-    path = export_merged(Path(args.run_dir), Path(args.merged), quantized=args.quantized)
-    print(f"wrote merged {'quantized model (load with peftlab.export.load_quantized)' if args.quantized else 'timm state dict'}"
+    quantized = args.quantized is not None
+    out = args.merged if args.quantized in (None, True) else args.quantized
+    if out is None or (args.merged is not None and args.quantized not in (None, True)):
+        raise UserError("export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
+                        "or --merged OUT.safetensors --quantized")
+    path = export_merged(Path(args.run_dir), Path(out), quantized=quantized)
+    print(f"wrote merged {'quantized model (load with peftlab.export.load_quantized)' if quantized else 'timm state dict'}"
           f" to {path}")
     return 0
 
@@ -311,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's merged model as a plain timm state dict")
     p.add_argument("run_dir")
-    p.add_argument("--merged", required=True, metavar="OUT.safetensors")
-    p.add_argument("--quantized", action="store_true",
-                   help="on a quantized base: keep the merged model quantized (bitsandbytes serialization)")
+    p.add_argument("--merged", metavar="OUT.safetensors", help="the merged model with float weights (timm keys)")
+    p.add_argument("--quantized", nargs="?", const=True, metavar="OUT.safetensors",
+                   help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
+                        "QLoRA: re-quantized); `--merged OUT --quantized` says the same")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
@@ -323,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--embed-dim", type=int)
-    p.add_argument("--method", default="full", help="full, linear or lora")
+    p.add_argument("--method", default="full", help="full, linear, lora or qalora")
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--targets", help="standard, extended or all-linear")
     p.add_argument("--json", action="store_true")

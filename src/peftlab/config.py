@@ -132,7 +132,9 @@ class MethodConfig:
 
     name: str = "lora"
     # class-level facts the recipe and validation read (not config fields)
-    quantizable: typing.ClassVar[bool] = True  # may train on a quantized base
+    quantizable: typing.ClassVar[bool] = True  # may train on a quantized (bitsandbytes) base
+    unquantizable_reason: typing.ClassVar[str] = ("which trains every base weight (a quantized base cannot be "
+                                                  "trained; use lora or linear on a quantized base)")
 
     def __post_init__(self):
         check_field(method_config_class(self.name) is type(self), "method.name", self.name,
@@ -179,13 +181,15 @@ class QuantConfig:
     # Linear modules left in full precision: regexes matched against whole name components
     # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d
     skip: tuple[str, ...] = ("head", "classifier", "patch_embed.*")
-    group_size: int | None = None  # group-wise quantization along the input dim (QA-LoRA)
+    # kept so that run ids (hashes of the whole config) stay what they were; QA-LoRA's group size is
+    # method.group_size (method.name: qalora), which also sets the adapter's input pooling
+    group_size: int | None = None
 
     def __post_init__(self):
         check_field(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
                self.double_quant, "false unless quant.mode is nf4 or fp4")
-        check_field(self.group_size is None or self.group_size > 0, "quant.group_size", self.group_size,
-               "a positive integer or null")
+        check_field(self.group_size is None, "quant.group_size", self.group_size,
+                    "null (QA-LoRA's group size is method.group_size, with method.name: qalora)")
         for pattern in self.skip:
             check_regex("quant.skip", pattern)
 
@@ -251,8 +255,8 @@ class RunConfig:
                     "1 to 128 printable characters without / or \\ (it names the run directory)")
         check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.quant.mode != "none" and not self.method.quantizable:
-            fail_field("quant.mode", self.quant.mode, f"'none' for method {self.method.name!r}, which trains every base "
-                  "weight (a quantized base cannot be trained; use lora or linear on a quantized base)")
+            fail_field("quant.mode", self.quant.mode,
+                       f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}")
         check_field(len(set(self.track)) == len(self.track), "track", list(self.track),
                     "a list of distinct names from " + ", ".join(TRACKERS))
 

@@ -3,9 +3,12 @@
 ``export_merged(run_dir, out)`` writes the merged model with float weights: a plain timm
 state dict that timm loads with no peftlab code. On a quantized base those weights are
 dequant(W) + ΔW. ``export_merged(run_dir, out, quantized=True)`` writes the merged model
-re-quantized, in bitsandbytes' own serialization (packed codes, absmax, nested statistics,
-code book); the safetensors header records the run config. Load and run it with
-``load_quantized(path)``::
+quantized: for QLoRA re-quantized, in bitsandbytes' own serialization (packed codes, absmax,
+nested statistics, code book); for QA-LoRA with the update folded into the zeros / offsets and
+the trained codes unchanged (``{layer}.codes`` packed uint8, ``.scales``, ``.zeros`` or
+``.offsets``, ``.codebook`` for nf4 / fp4, ``.bias``; the header also records the format, the
+group size and every quantized layer's shape). The safetensors header records the run config.
+Load and run either with ``load_quantized(path)``::
 
     from peftlab.export import load_quantized
     model = load_quantized("merged-nf4.safetensors").eval()   # a timm model with bnb Linears
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -33,6 +37,7 @@ def load_trained(run_dir: Path):
     from peftlab.backbones import build_backbone
     from peftlab.train import seed_everything
     from peftlab.tuners import apply_tuner
+    from peftlab.tuners.base import TunerContext
 
     result = read_json(run_dir / "result.json")
     if result is None or result.get("status") != "completed":
@@ -43,7 +48,8 @@ def load_trained(run_dir: Path):
                            f"{cfg.method.name!r}")
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
     model = build_backbone(cfg.model, num_classes_of(cfg, result, run_dir))
-    tuner = apply_tuner(model, cfg)
+    tuner = apply_tuner(model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"),
+                                                 quant=cfg.quant))
     state = read_safetensors(run_dir / "adapter.safetensors")
     try:
         tuner.load_adapter_state_dict(state)
@@ -79,11 +85,54 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
         if not quantized:  # a linear probe on a quantized base: float weights
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
     cfg = load_config(run_dir / "config.yaml")
-    metadata = {"format": "peftlab-bitsandbytes" if quantized else "timm", "peftlab_config": dump_config(cfg),
+    metadata = {"format": "timm", "peftlab_config": dump_config(cfg),
                 "num_classes": str(num_classes_of(cfg, read_json(run_dir / "result.json"), run_dir))}
+    if quantized:
+        metadata.update(groupwise_metadata(model) or {"format": "peftlab-bitsandbytes"})
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return out
+
+
+def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:
+    """Header fields of a QA-LoRA export: format, group size and the quantized layers' shapes; None for others."""
+    from peftlab.tuners.qalora.layer import GroupQuantLinear
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, GroupQuantLinear)}
+    if not layers:
+        return None
+    first = next(iter(layers.values()))
+    return {"format": "peftlab-groupwise", "quant_format": first.format, "group_size": str(first.group_size),
+            "architecture": type(model).__name__,
+            "layers": json.dumps({n: [m.out_features, m.in_features] for n, m in layers.items()})}
+
+
+def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.nn.Module:
+    """A QA-LoRA export rebuilt: the backbone, q/k/v split where the file has slices, group-wise layers."""
+    import yaml
+
+    from peftlab.backbones import build_backbone
+    from peftlab.tuners.lora.layer import replace_modules, split_qkv
+    from peftlab.tuners.qalora.layer import GroupQuantLinear
+
+    state = read_safetensors(path)
+    cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
+    model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
+    split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.codes$", k))})
+    replace_modules(model, split, split_qkv)
+    fmt, group_size = metadata["quant_format"], int(metadata["group_size"])
+    for name, (out_features, in_features) in json.loads(metadata["layers"]).items():
+        linear = model.get_submodule(name)
+        if (linear.out_features, linear.in_features) != (out_features, in_features):
+            raise WeightsError(f"{path}: layer {name} is {out_features} x {in_features} in the file but "
+                               f"{linear.out_features} x {linear.in_features} in the model")
+        layer = GroupQuantLinear(in_features, out_features, linear.bias is not None, fmt, group_size)
+        replace_modules(model, [name], lambda _: layer)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(f"quantized weights do not match the model: missing {result.missing_keys[:3]}, "
+                           f"unexpected {result.unexpected_keys[:3]}")
+    return model.to(device)
 
 
 def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
@@ -98,9 +147,11 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     path = Path(path)
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}
+    if metadata.get("format") == "peftlab-groupwise":
+        return load_groupwise(path, metadata, device)
     if metadata.get("format") != "peftlab-bitsandbytes":
-        raise WeightsError(f"{path} is not a quantized peftlab export (written by `peftlab export --merged "
-                           "--quantized`)")
+        raise WeightsError(f"{path} is not a quantized peftlab export (written by `peftlab export RUN_DIR "
+                           "--quantized OUT`)")
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
     model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))

@@ -59,10 +59,7 @@ def quantizable_linears(model: nn.Module, quant: QuantConfig) -> list[str]:
 
 
 def check_quant(quant: QuantConfig, model: nn.Module) -> None:
-    """Refuse what cannot be built: QA-LoRA groups, a missing bitsandbytes, nothing to quantize."""
-    if quant.group_size is not None:
-        raise ConfigError(f"quant.group_size={quant.group_size} is invalid: group-wise quantization (QA-LoRA) is "
-                          "not available yet in this peftlab version; use null")
+    """Refuse what cannot be built: a missing bitsandbytes, nothing to quantize, a quantized head."""
     if quant.mode == "none":
         return
     from peftlab.tuners.base import head_prefix
@@ -77,6 +74,11 @@ def check_quant(quant: QuantConfig, model: nn.Module) -> None:
 
 
 def is_quantized_linear(module: nn.Module) -> bool:
+    """A bitsandbytes Linear, or peftlab's group-wise quantized Linear (QA-LoRA's base)."""
+    from peftlab.tuners.qalora.layer import GroupQuantLinear
+
+    if isinstance(module, GroupQuantLinear):
+        return True
     bnb = sys.modules.get("bitsandbytes")
     return bnb is not None and isinstance(module, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
 
@@ -177,7 +179,8 @@ def base_weight_bytes(model: nn.Module, trainable: set[int]) -> dict[str, int]:
     """Bytes of the frozen base weights as stored, and what the same weights take in fp32.
 
     A bitsandbytes layer counts its state dict (quantized data, absmax, nested statistics,
-    code book, bias); other modules their frozen parameters and buffers. ``trainable`` holds
+    code book, bias), a group-wise layer its packed codes, scales, zeros / offsets, code book and
+    bias (not the fp32 copy a quantization schedule keeps while training); other modules their frozen parameters and buffers. ``trainable`` holds
     the ``id`` of every trainable parameter (not counted: they are the method's own).
     """
     stored = fp32 = 0

@@ -147,7 +147,9 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
     with the adapter computing in the arithmetic it trained with (``weight_only_arithmetic``);
     ``ok`` says it is within ``MERGE_TOLERANCE`` of the largest logit. On a quantized base the
     re-quantized merge (the deployable model) is compared with the adapter in eval mode too:
-    that difference is quantization error, not a bug, and is reported, not checked.
+    that difference is quantization error, not a bug, and is reported, not checked. A method whose
+    quantized merge is exact (QA-LoRA: the update folds into the zeros) checks it too
+    (``requantized_ok``) and reports its own facts (``codes_unchanged``).
     """
     merged = tuner.merged_model().to(device).eval()
     model = tuner.model
@@ -167,6 +169,9 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
         if tuner.quantized:
             requantized = tuner.merged_model(quantized=True).to(device).eval()
             check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
+            if tuner.exact_quantized_merge:  # QA-LoRA: the merge stays quantized and must be exact
+                check["requantized_ok"] = check["requantized_max_abs_diff"] <= check["tolerance"]
+                check.update(tuner.quantized_merge_facts(requantized))
     model.train(was_training)
     return check
 
@@ -468,6 +473,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "eval_images_per_second": test["images_per_second"],
                    "wall_seconds": time.perf_counter() - state["started"]},
         "merge": merge,
+        "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
         "provenance": state["provenance"],
         **summarize(monitor, log.records(), train_seconds=state["train_seconds"]),  # health, monitors, convergence, frozen_base
     }

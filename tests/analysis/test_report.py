@@ -199,3 +199,49 @@ def test_a_corrupt_result_json_reads_as_no_result(tmp_path, content):
     assert len(table) == len(list((study / "runs").glob("*/spec.json")))
     proc = run_cli("summary", str(run_dir))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def qalora_table(qalora_scores):
+    """Hand-written results of QA-LoRA int4, QLoRA nf4 and fp32 LoRA (r=8 and an r=4 that is not compared)."""
+    import pandas as pd
+
+    variants = [("qalora", "qalora", 8, "none", 150_000, qalora_scores),
+                ("lora quant=nf4", "lora", 8, "nf4", 120_000, [0.660, 0.664, 0.658, 0.662, 0.661]),
+                ("lora r=8", "lora", 8, "none", 800_000, [0.710, 0.712, 0.708, 0.711, 0.709]),
+                ("lora r=4", "lora", 4, "none", 800_000, [0.690, 0.691, 0.689, 0.690, 0.692])]
+    rows = []
+    for variant, method, r, quant, stored, scores in variants:
+        for seed, top1 in enumerate(scores):
+            rows.append({"run_id": f"{variant}-{seed}", "status": "completed", "variant": variant, "method": method,
+                         "seed": seed, "config.method.r": r, "config.method.target_modules": "standard",
+                         "config.quant.mode": quant, "config.method.format": "int4" if method == "qalora" else None,
+                         "config.method.group_size": 32 if method == "qalora" else None,
+                         "metrics.test_top1": top1, "metrics.merged_test_top1": top1,
+                         "memory.base_weights_bytes": stored, "memory.base_weights_fp32_bytes": 800_000,
+                         "quantization.mean_relative_error": 0.08 if method == "qalora" else None})
+    return pd.DataFrame(rows)
+
+
+def test_the_qalora_section_compares_deployable_models_at_equal_bits():
+    from peftlab.analysis.report import _qalora_lines
+
+    lines = _qalora_lines(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
+    text = "\n".join(lines)
+    assert lines[0] == "## QA-LoRA at equal bits"
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
+    assert [row.split(" | ")[0] for row in rows] == ["| QA-LoRA", "| lora quant=nf4", "| lora r=8"]  # not r=4
+    assert "| QA-LoRA | int4, groups of 32, merged into the zeros | 70.00% |" in text
+    assert "| 146 KiB | 0.188 |" in text and "nf4, merged and re-quantized" in text
+    assert "+3.90 points of merged test top-1; its interval lies above QLoRA's: this study shows" in text
+    assert "lora quant=nf4: merging (re-quantizing) cost +0.00 points of test top-1" in text
+    assert "mean relative quantization error of the base's layers 0.0800" in text
+
+    overlapping = _qalora_lines(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})
+    assert any("the intervals overlap: this study does not separate them" in line for line in overlapping)
+
+
+def test_a_study_without_qalora_has_no_qalora_section():
+    from peftlab.analysis.report import _qalora_lines
+
+    table = qalora_table([0.7] * 5)
+    assert _qalora_lines(table[table["method"] != "qalora"], "t", {}) == []

@@ -18,7 +18,7 @@ from peftlab.config import flatten
 from peftlab.errors import DataError
 from peftlab.files import read_json, run_status
 
-SECTIONS = ("metrics", "params", "memory", "timing", "merge")
+SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
 
 

@@ -54,7 +54,8 @@ REPORT_KEYS = ("interval", "labels")
 REPORT_INTERVALS = ("t", "bca", "percentile")
 SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
                "train.lr": "lr", "quant.mode": "quant", "model.name": "model", "data.name": "data",
-               "method.lora_dropout": "dropout"}
+               "method.lora_dropout": "dropout", "method.format": "format", "method.group_size": "group",
+               "method.schedule": "schedule"}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.full.config import FullConfig
 from peftlab.tuners.linear.config import LinearConfig
 from peftlab.tuners.lora.config import LoraMethodConfig
+from peftlab.tuners.qalora.config import QALoraConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,6 +54,8 @@ TUNERS = {
                          "peftlab.tuners.adalora.model:apply_adalora", "peftlab.tuners.adalora.model:adalora_ranks"),
     "adaptive": TunerSpec(AdaptiveConfig, "peftlab.tuners.adaptive.model:check_adaptive",
                           "peftlab.tuners.adaptive.model:apply_adaptive", "peftlab.tuners.adaptive.model:adaptive_ranks"),
+    "qalora": TunerSpec(QALoraConfig, "peftlab.tuners.qalora.model:check_qalora",
+                        "peftlab.tuners.qalora.model:apply_qalora"),
 }
 
 

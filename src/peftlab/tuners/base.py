@@ -55,6 +55,7 @@ class Tuner:
 
     name = "base"
     is_adapter = False  # adapters can be merged into the base weights
+    exact_quantized_merge = False  # the quantized merge keeps the codes and adds no error (QA-LoRA)
 
     def __init__(self, model: nn.Module, head: str):
         self.model = model
@@ -151,4 +152,12 @@ class Tuner:
         On a quantized base, ``quantized=False`` gives fp32 weights dequant(W) + ΔW (exactly
         what the adapter computes) and ``quantized=True`` re-quantizes them (what deploys).
         """
+        return None
+
+    def quantized_merge_facts(self, merged: nn.Module) -> dict:
+        """What the method checks about its quantized merge ``merged``, for the merge check in result.json."""
+        return {}
+
+    def quantization_report(self) -> dict | None:
+        """The method's own quantization (format, groups, error per layer) for result.json, or None."""
         return None
