@@ -4,7 +4,7 @@
 # report. Completed runs are reused; an interrupted run resumes from its checkpoint.
 set -uo pipefail
 bin=${1:-.venv/bin}
-"$bin/peftlab" study configs/studies/default.yaml --report
+"$bin/peftlab" study configs/studies/default.yaml --workers 2 --report
 status=$?
 if [ -f runs/default/report/report.md ]; then
   echo
