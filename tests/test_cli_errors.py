@@ -59,3 +59,8 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+def test_export_needs_exactly_one_output(tmp_path):
+    for args in ([], ["--merged", str(tmp_path / "a.safetensors"), "--quantized", str(tmp_path / "b.safetensors")]):
+        assert_one_line_exit_2(run_cli("export", str(tmp_path), *args), "export needs exactly one output")
