@@ -90,3 +90,8 @@ def test_a_corrupt_pretraining_manifest_is_no_cache(tmp_path):
     for content in ("{broken", "[]", '{"weights": 5}', "\xff"):
         (tmp_path / "manifest.json").write_text(content, errors="surrogateescape")
         assert cached_manifest(cfg, tmp_path) is None
+
+
+def test_export_needs_exactly_one_output(tmp_path):
+    for args in ([], ["--merged", str(tmp_path / "a.safetensors"), "--quantized", str(tmp_path / "b.safetensors")]):
+        assert_one_line_exit_2(run_cli("export", str(tmp_path), *args), "export needs exactly one output")
