@@ -33,10 +33,11 @@ def test_study_validates(path: Path):
 
 def test_default_study_shape():
     study = load_study(REPO / "configs" / "studies" / "default.yaml")
-    assert sorted({s.variant for s in study.runs}) == ["full", "linear", "lora quant=int8", "lora quant=nf4",
-                                                       "lora r=16", "lora r=4", "lora r=8", "qalora"]
+    assert sorted({s.variant for s in study.runs}) == ["adalora", "adaptive", "full", "linear", "lora",
+                                                       "lora quant=int8", "lora quant=nf4", "qalora"]
     assert len(study.runs) == 40 and study.pretrain is not None
-    shared = [s for s in study.runs if s.variant == "lora r=8"]  # the fp32 point of the quant ablation, trained once
+    assert all(s.config.train.threads == 1 for s in study.runs)  # make study runs two at a time
+    shared = [s for s in study.runs if s.variant == "lora"]  # the fp32 point of the quant ablation, trained once
     assert all(s.groups == ("main", "quant") for s in shared)
 
 
