@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The default study: pretrain the small MNIST ViT (cached), adapt it to Fashion-MNIST with
-# full fine-tuning, a linear probe and LoRA r in {4, 8, 16} over 5 seeds, then write the
-# report. Completed runs are reused; an interrupted run resumes from its checkpoint.
+# full fine-tuning, a linear probe, LoRA r=8, AdaLoRA, an importance controller, QA-LoRA int4
+# and QLoRA int8/nf4 over 5 seeds (two runs at a time), then write the report. Completed runs
+# are reused; an interrupted run resumes from its checkpoint.
 set -uo pipefail
 bin=${1:-.venv/bin}
 "$bin/peftlab" study configs/studies/default.yaml --workers 2 --report

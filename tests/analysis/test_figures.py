@@ -82,8 +82,6 @@ def only_failures(study):
         "accuracy_no_completed_run",
         "quantization_only_none",
         "quantization_no_reference",
-        "importance_none",
-        "importance_empty",
         "convergence_none",
         "convergence_empty",
         "convergence_one_step_per_run",

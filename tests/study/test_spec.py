@@ -86,7 +86,7 @@ def test_a_rank_axis_crossed_with_full_gives_one_full_run_per_seed(tmp_path):
 
 def test_a_foreign_option_in_a_methods_own_set_is_an_error(tmp_path):
     path = write_study(tmp_path, {"methods": {"full": {"set": {"method.r": 4}}}})
-    with pytest.raises(ConfigError, match=r"method.r' is not an option of method 'full' \(it belongs to lora\)"):
+    with pytest.raises(ConfigError, match=r"method.r' is not an option of method 'full' \(it belongs to lora, adaptive, qalora\)"):
         load_study(path)
 
 

@@ -30,18 +30,6 @@ TARGETS = {"timm-qv-slices": "standard", "timm-whole-qkv": [r"blocks\.\d+\.attn\
            "timm-proj-mlp": [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"], "hf-vit": "all-linear"}
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    path = tmp_path_factory.mktemp("hf") / "vit"
-    torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        intermediate_size=128, image_size=32, patch_size=8,
-                                        num_labels=NUM_CLASSES)).save_pretrained(path)
-    return path
-
-
 def make(target="timm-qv-slices", hf_dir=None, total_steps=None, **options):
     """(fp32 base model, QA-LoRA tuner on a copy of it)."""
     model_cfg = {"source": "hf", "path": str(hf_dir)} if target == "hf-vit" else TINY_MODEL

@@ -149,10 +149,13 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
     if runs.empty or "ranks.strategy" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["ranks.strategy"].notna() & runs[metric].notna()].copy()
-    runs["budget"] = runs.apply(_budget, axis=1)
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    runs["budget"] = [_budget(row) for _, row in runs.iterrows()]
     shared = [c for c in runs.columns if c.startswith("config.") and not c.startswith("config.method.")
               and c not in ("config.seed", "config.name", "config.track")]
-    runs["setting"] = runs[shared + ["config.method.target_modules"]].apply(lambda r: "|".join(map(str, r)), axis=1)
+    shared += [c for c in ("config.method.target_modules",) if c in runs.columns]
+    runs["setting"] = [("|".join(map(str, row))) for row in runs[shared].itertuples(index=False)]
     uniform = runs[(runs["method"] == "lora") & (runs["ranks.strategy"] == "uniform")]
     adaptive = runs[~runs.index.isin(uniform.index)]
     rows = []

@@ -12,21 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from peftlab.config import MethodConfig, check_field, check_regex
-from peftlab.tuners.lora.config import TARGET_PRESETS
+from peftlab.config import check_field
+from peftlab.tuners.lora.config import TargetsConfig
 
 FORMATS = ("int2", "int3", "int4", "int8", "nf4", "fp4")
 SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
-class QALoraConfig(MethodConfig):
+class QALoraConfig(TargetsConfig):  # target_modules, lora_alpha, lora_dropout as for LoRA
     name: str = "qalora"
     r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module names / anchored regexes
-    target_modules: str | tuple[str, ...] = "standard"
     format: Literal["int2", "int3", "int4", "int8", "nf4", "fp4"] = "int4"
     group_size: int = 32  # consecutive input columns sharing a scale and a zero/offset; divides every in_features
     # λ from 0 (full precision) to 1 (quantized) over schedule_steps: W_t = (1 - λ_t) W + λ_t Q(W)
@@ -40,16 +36,6 @@ class QALoraConfig(MethodConfig):
     def __post_init__(self):
         super().__post_init__()
         check_field(self.r > 0, "method.r", self.r, "an integer > 0")
-        check_field(self.lora_alpha > 0, "method.lora_alpha", self.lora_alpha, "a number > 0")
-        check_field(0.0 <= self.lora_dropout < 1.0, "method.lora_dropout", self.lora_dropout, "a value in [0, 1)")
-        if isinstance(self.target_modules, str):
-            check_field(self.target_modules in TARGET_PRESETS, "method.target_modules", self.target_modules,
-                        "one of " + ", ".join(TARGET_PRESETS) + " or a list of module names/regexes")
-        else:
-            check_field(len(self.target_modules) > 0, "method.target_modules", list(self.target_modules),
-                        "a non-empty list")
-            for pattern in self.target_modules:
-                check_regex("method.target_modules", pattern)
         check_field(self.format in FORMATS, "method.format", self.format, "one of " + ", ".join(FORMATS))
         check_field(self.group_size > 0, "method.group_size", self.group_size, "an integer > 0")
         check_field(self.schedule in SCHEDULES, "method.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
