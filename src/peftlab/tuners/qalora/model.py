@@ -28,9 +28,8 @@ from torch import nn
 from peftlab.errors import ConfigError
 from peftlab.quant import is_skipped, quantizable_linears, release_freed_memory
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.config import match_targets, target_patterns
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
-from peftlab.tuners.lora.model import linear_names, qkv_names
+from peftlab.tuners.lora.model import plan_targets
 from peftlab.tuners.qalora.config import QALoraConfig
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear, dequantized_linear
 from peftlab.tuners.qalora.quantizer import relative_error
@@ -46,18 +45,8 @@ def schedule_lambda(schedule: str, step: int, steps: int | None) -> float:
 
 def plan(model: nn.Module, cfg: QALoraConfig, quant) -> tuple[list[str], list[str], dict[str, int]]:
     """(fused qkv to split, module names to adapt, {quantized module: in_features}), the model untouched."""
-    from peftlab.backbones import HFLogits
-
     head = head_prefix(model)
-    hf = isinstance(model, HFLogits)
-    fused = [] if hf else qkv_names(model)
-    candidates = linear_names(model, head) + [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
-    targets = match_targets(target_patterns(cfg, hf), candidates)
-    to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
-    both = [n for n in to_split if n in targets]
-    if both:
-        raise ConfigError(f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; "
-                          "choose one")
+    to_split, targets = plan_targets(model, cfg)  # LoRA's targets and q/k/v split, the same rules
     if not is_skipped(head, quant.skip):
         raise ConfigError(f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
                           "and cannot be quantized")
