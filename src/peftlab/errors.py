@@ -39,6 +39,16 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def ignore_further_stops() -> None:
+    """Once a process is stopping, let a second Ctrl-C or SIGTERM not interrupt its clean-up.
+
+    A study stops its workers with SIGTERM right after the terminal's SIGINT reached them; without
+    this, the second signal lands in multiprocessing's exit finalizers and prints a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class CheckpointError(UserError):
     """A run's checkpoint that cannot be resumed from: corrupt, malicious, from another run."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
-from peftlab.errors import stop_on_sigterm
+from peftlab.errors import ignore_further_stops, stop_on_sigterm
 
 PR_SET_PDEATHSIG = 1
 INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable
@@ -65,6 +65,7 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
     try:
         train(cfg, Path(run_dir), progress=progress, position=position)
     except KeyboardInterrupt:
+        ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
     except BaseException as err:  # noqa: BLE001 - recorded, never lost
         result = read_json(Path(run_dir) / "result.json")
@@ -90,6 +91,7 @@ def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) ->
     try:
         pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
     except KeyboardInterrupt:
+        ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
     except BaseException as err:  # noqa: BLE001
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
