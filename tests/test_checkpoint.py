@@ -75,3 +75,15 @@ def test_an_unusable_checkpoint_is_one_line_and_runs_nothing(tmp_path, damage, n
     assert "\n" not in message and needle in message and str(path) in message, message
     assert "move it aside" in message
     assert not marker.exists()
+
+
+def test_a_methods_saved_state_moves_to_the_training_device_whole():
+    """Resuming on a GPU: every tensor of a method's nested state goes to the model's device."""
+    from peftlab.checkpoint import to_device
+
+    state = {"masks": {"q": torch.ones(3, dtype=torch.bool)}, "sens": {"q": [torch.zeros(2), torch.zeros(2)]},
+             "pair": (torch.ones(1), 0.5), "history": [{"step": 3, "rank": 2}], "budget": 8}
+    moved = to_device(state, torch.device("meta"))
+    assert moved["masks"]["q"].is_meta and all(t.is_meta for t in moved["sens"]["q"])
+    assert moved["pair"][0].is_meta and moved["pair"][1] == 0.5 and isinstance(moved["pair"], tuple)
+    assert moved["history"] == state["history"] and moved["budget"] == 8

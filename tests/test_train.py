@@ -8,13 +8,11 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from testkit import TINY_MODEL, run_cli
+from testkit import needs_fashion_mnist, TINY_MODEL, run_cli
 from peftlab.config import load_config
-from peftlab.data.sources import fashion_mnist_dir
 from peftlab.train import train
 
-pytestmark = pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
-                                reason="Fashion-MNIST is not installed (make data installs it)")
+pytestmark = needs_fashion_mnist()
 
 SMALL = {
     "model": TINY_MODEL,

@@ -19,13 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from peftlab.config import dump_config, load_config
-from peftlab.data.sources import fashion_mnist_dir
 from peftlab.files import KILL_AT, kill_point, remove_temporaries, write_atomic
 from peftlab.train import train
-from testkit import REPO, TINY_MODEL, run_cli
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
-needs_data = pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
-                                reason="Fashion-MNIST is not installed (make data installs it)")
+needs_data = needs_fashion_mnist()
 
 # 192 images in batches of 32: 6 steps per epoch, 12 in all; a checkpoint every 2 steps, a val
 # evaluation every 3 (eval records), monitors every 2 steps (monitors.jsonl)

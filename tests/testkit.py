@@ -14,6 +14,15 @@ TINY_MODEL = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "
               "num_heads": 2}
 
 
+def needs_fashion_mnist():
+    """Skip a test that trains on real Fashion-MNIST where it is not installed (``make data`` installs it)."""
+    import pytest
+    from peftlab.data.sources import fashion_mnist_dir
+
+    return pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
+                              reason="Fashion-MNIST is not installed (make data installs it)")
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     """Run ``python -m peftlab.cli ARGS`` in a subprocess; returns CompletedProcess."""
     import subprocess

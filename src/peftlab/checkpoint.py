@@ -71,3 +71,18 @@ def load_checkpoint(directory: str | Path) -> dict | None:
         if not isinstance(tensor, torch.Tensor) or not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(path, f"its trainable weight {name!r} is not a finite tensor")
     return state
+
+
+def to_device(state, device: torch.device):
+    """A checkpoint's nested state (dicts, lists, tuples of tensors and plain values) on ``device``.
+
+    Checkpoints load onto the CPU; a method's own state (importance averages, masks) must sit
+    where the model trains, or the first update after a resume on a GPU mixes devices.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: to_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_device(v, device) for v in state)
+    return state

@@ -28,6 +28,7 @@ import sys
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from peftlab.config import QuantConfig
 from peftlab.errors import ConfigError
@@ -137,22 +138,28 @@ def release_freed_memory() -> None:
 
 @contextlib.contextmanager
 def weight_only_arithmetic(model: nn.Module):
-    """Int8 layers compute as in training (dequantized weight, fp32 matmul) while the model is in eval.
+    """Int8 layers compute with their dequantized weight (an fp32 matmul) inside this block.
 
-    On CPU, bitsandbytes' ``Linear8bitLt`` quantizes the activations too in eval mode
-    (LLM.int8), which is not the arithmetic the adapter was trained with; the merge check
-    compares merged and unmerged models under the training arithmetic. 4-bit layers compute
-    the same way in both modes.
+    bitsandbytes' ``Linear8bitLt`` quantizes the activations too (LLM.int8): on CPU in eval mode,
+    on CUDA always. That rounding is the kernel's, not the merge's; the merge check compares merged
+    and unmerged models with the weights the adapter trained on and exact activations. 4-bit
+    layers dequantize their weight and compute in float on both devices already.
     """
     int8 = [m for m in model.modules() if is_quantized_linear(m) and hasattr(m, "state")]
-    modes = [m.training for m in int8]
+
+    def dequantized_forward(layer):
+        def forward(x):
+            bias = None if layer.bias is None else layer.bias.to(x.dtype)
+            return F.linear(x, dequantized_weight(layer).to(x.dtype), bias)
+        return forward
+
     for module in int8:
-        module.train()
+        module.forward = dequantized_forward(module)
     try:
         yield model
     finally:
-        for module, mode in zip(int8, modes):
-            module.train(mode)
+        for module in int8:
+            del module.forward
 
 
 def dequantized_weight(layer: nn.Module) -> torch.Tensor:

@@ -344,7 +344,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     if saved is not None:
         try:
             tuner.load_trainable_state_dict(saved["trainable"])
-            tuner.load_state_dict(saved["tuner"])
+            tuner.load_state_dict(ckpt.to_device(saved["tuner"], device))
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])

@@ -7,15 +7,13 @@ import yaml
 from peftlab.analysis.adaptive import equal_budget_comparisons, load_importance, seed_agreement
 from peftlab.analysis.load import load_results
 from peftlab.analysis.report import write_report
-from peftlab.data.sources import fashion_mnist_dir
 from peftlab.study.runner import run_study
 from peftlab.study.spec import load_study
-from testkit import TINY_MODEL
+from testkit import needs_fashion_mnist, TINY_MODEL
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
-                       reason="Fashion-MNIST is not installed (make data installs it)"),
+    needs_fashion_mnist(),
 ]
 
 

@@ -13,13 +13,11 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from peftlab.data.sources import fashion_mnist_dir
-from testkit import REPO, TINY_MODEL, run_cli
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
-                       reason="Fashion-MNIST is not installed (make data installs it)"),
+    needs_fashion_mnist(),
 ]
 
 BASE = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from testkit import TINY_MODEL
+from testkit import needs_fashion_mnist, TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.tuners import apply_tuner
@@ -224,6 +224,7 @@ def test_resized_adapter_loads_into_plain_peft_lora():
 
 
 @pytest.mark.e2e
+@needs_fashion_mnist()
 @pytest.mark.parametrize("method,options", [("adalora", {"init_r": 6, "target_r": 3}),
                                             ("adaptive", {"r": 4, "importance": "magnitude", "interval": 1})])
 def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, method, options):
