@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 from peftlab.errors import Interrupted, UserError, stop_on_sigterm
@@ -83,7 +84,7 @@ def cmd_study(args) -> int:
     if args.report:
         from peftlab.analysis.report import write_report
 
-        print(f"report: {write_report(study_dir)}")
+        announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
 
 
@@ -118,8 +119,21 @@ def cmd_report(args) -> int:
 
     if not (Path(args.study_dir) / "runs").is_dir():
         raise UserError(f"{args.study_dir} is not a study directory (no runs/ inside)")
-    print(f"report: {write_report(args.study_dir, baseline=args.baseline)}")
+    announce_report(Path(args.study_dir), write_report(args.study_dir, baseline=args.baseline))
     return 0
+
+
+def announce_report(study_dir: Path, report: Path) -> None:
+    """Print where the report is; a study tracked with MLflow also gets it on the study's parent run."""
+    print(f"report: {report}")
+    if find_spec("mlflow") is None:
+        return
+    from peftlab.tracking.mlflow_sink import attach_report
+
+    files = [report] + sorted(p for p in (report.parent / "figures").glob("*") if p.suffix in (".png", ".pdf"))
+    parent = attach_report(study_dir, files, report.parent)
+    if parent:
+        print(f"report: attached {len(files)} files to MLflow run {parent} (the study's parent run)")
 
 
 def cmd_paper(args) -> int:

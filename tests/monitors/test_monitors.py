@@ -74,6 +74,37 @@ def test_rank_use_matches_a_direct_svd_of_the_scaled_update(targets, r):
         assert 1.0 <= stats[name]["stable_rank"] <= r
 
 
+def test_rank_use_counts_the_ranks_a_controller_left_and_finds_qalora_layers():
+    """Rank use divides by the ranks in use: a controller's pruned rows of A are not counted, and
+    QA-LoRA's own layers (a plain lora_A over the group-pooled input) are monitored too."""
+    from peftlab.monitors.adapters import rank_ratio
+
+    tuner = make("adaptive", r=4, max_rank=8)
+    perturb_lora_b(tuner.model)
+    layers = lora_layers(tuner.model)
+    first = layers[0][1]
+    with torch.no_grad():  # prune 5 of the 8 built ranks of the first module, as the controller does
+        first.lora_A["default"].weight[3:] = 0
+        first.lora_B["default"].weight[:, 3:] = 0
+    stats = adapter_statistics(lora_factors(layers))
+    assert stats[layers[0][0]]["r"] == 8 and stats[layers[0][0]]["r_allocated"] == 3
+    assert all(s["r_allocated"] == 8 for name, s in stats.items() if name != layers[0][0])
+    assert rank_ratio(stats[layers[0][0]]) == pytest.approx(stats[layers[0][0]]["effective_rank"] / 3)
+
+    qalora = make("qalora", r=4, group_size=8)
+    perturb_lora_b(qalora.model)
+    layers = lora_layers(qalora.model)
+    assert [name for name, _, _ in layers] == ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v",
+                                               "blocks.1.attn.qkv.q", "blocks.1.attn.qkv.v"]
+    stats = adapter_statistics(lora_factors(layers))
+    for name, module, _ in layers:
+        delta = module.scaling * module.lora_B.weight @ module.lora_A.weight  # out x (in / group)
+        expected = torch.linalg.svdvals(delta.detach().double())[:4]
+        assert torch.allclose(torch.tensor(stats[name]["singular_values"], dtype=torch.float64), expected,
+                              rtol=1e-4, atol=1e-6), name
+        assert stats[name]["r"] == stats[name]["r_allocated"] == 4
+
+
 def test_rank_use_of_known_spectra():
     assert rank_use([1.0, 1.0, 1.0, 1.0]) == pytest.approx({"effective_rank": 4.0, "rank90": 4, "stable_rank": 4.0})
     assert rank_use([3.0, 0.0, 0.0]) == pytest.approx({"effective_rank": 1.0, "rank90": 1, "stable_rank": 1.0})

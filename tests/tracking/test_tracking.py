@@ -140,6 +140,21 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     assert result["monitors"]["log_points"] == STEPS
     assert set(result["convergence"]["steps_to"]) == {"90", "95", "99"}
 
+    # the study's report files go to the study's parent MLflow run, below report/
+    from peftlab.tracking.mlflow_sink import attach_report
+
+    report = study_dir / "report"
+    (report / "figures").mkdir(parents=True)
+    (report / "report.md").write_text("# Study report\n")
+    (report / "figures" / "convergence.png").write_bytes(b"\x89PNG\r\n")
+    assert attach_report(study_dir, [report / "report.md", report / "figures" / "convergence.png"],
+                         report) == parent[0].info.run_id
+    assert {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")} == {"report/report.md",
+                                                                                        "report/figures"}
+    assert [a.path for a in client.list_artifacts(parent[0].info.run_id, "report/figures")] == [
+        "report/figures/convergence.png"]
+    assert attach_report(tmp_path, [report / "report.md"], report) is None  # a study without MLflow: nothing
+
 
 def test_a_tracker_without_its_package_is_one_config_error_line(tmp_path, monkeypatch):
     import peftlab.tracking as tracking

@@ -531,10 +531,15 @@ def _skip(name, reason):
 LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 
 
+CLUSTER_POINTS = 9  # points (1/72 in) within which markers count as one place and share one label
+
+
 def _label_points(ax, xs, ys, labels, fontsize=6):
     """Name each point beside it, at the first offset where the name overlaps no other name or point.
 
-    Call it last: it lays the figure out to know where the points will be drawn.
+    Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
+    per line, rather than piling names over the markers. Call it last: it lays the figure out to
+    know where the points will be drawn.
     """
     ax.margins(x=0.12, y=0.08)
     ax.autoscale_view()
@@ -542,12 +547,24 @@ def _label_points(ax, xs, ys, labels, fontsize=6):
     to_points = 72 / ax.figure.dpi
     points = [ax.transData.transform((x, y)) * to_points for x, y in zip(xs, ys)]
     taken = [(px - 6, py - 6, px + 6, py + 6) for px, py in points]  # the markers
+    frame = ax.get_window_extent()
+    inside = (frame.x0 * to_points, frame.y0 * to_points, frame.x1 * to_points, frame.y1 * to_points)
+    clusters: list[list] = []  # [(x, y), (px, py), [names]]
     for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
-        width, height = 0.6 * fontsize * len(str(label)), fontsize
+        near = next((c for c in clusters if abs(c[1][0] - px) < CLUSTER_POINTS and abs(c[1][1] - py) < CLUSTER_POINTS),
+                    None)
+        if near is None:
+            clusters.append([(x, y), (px, py), [str(label)]])
+        else:
+            near[2].append(str(label))
+    for (x, y), (px, py), names in clusters:
+        label = "\n".join(names)
+        width, height = 0.6 * fontsize * max(len(n) for n in names), fontsize * 1.2 * len(names)
         for dx, dy in LABEL_OFFSETS:
             left = px + dx if dx > 0 else px + dx - width
             box = (left, py + dy, left + width, py + dy + height)
-            if not any(_overlaps(box, other) for other in taken):
+            within = inside[0] <= box[0] and box[2] <= inside[2] and inside[1] <= box[1] and box[3] <= inside[3]
+            if within and not any(_overlaps(box, other) for other in taken):
                 break
         else:
             dx, dy = LABEL_OFFSETS[0]

@@ -82,10 +82,12 @@ def load_rank_use(study_dir: str | Path) -> pd.DataFrame:
     for _, spec, result in _runs(Path(study_dir)):
         if result.get("status") != "completed":
             continue
+        final = (result.get("ranks") or {}).get("final") or {}  # a rank controller's allocation
         for layer, stats in ((result.get("monitors") or {}).get("adapters") or {}).items():
+            r = stats.get("r_allocated", final.get(layer, stats["r"]))  # ranks in use, else the built rank
             rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-                         "seed": spec["seed"], "layer": layer, "r": stats["r"],
-                         "effective_rank": stats["effective_rank"], "rank_ratio": stats["effective_rank"] / stats["r"],
+                         "seed": spec["seed"], "layer": layer, "r": r,
+                         "effective_rank": stats["effective_rank"], "rank_ratio": stats["effective_rank"] / r if r else 0.0,
                          "rank90": stats["rank90"], "stable_rank": stats["stable_rank"],
                          "norm_update": stats["norm_update"]})
     columns = ["run_id", "variant", "method", "seed", "layer", "r", "effective_rank", "rank_ratio", "rank90",
@@ -161,6 +163,19 @@ def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_uti
     return save_figure(fig, out_dir, name)
 
 
+OTHER_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]  # head first, then embeddings, norms
+
+
+def plain_log_ticks(ax) -> None:
+    """Log-axis tick labels as plain numbers (0.1, 2, 30); minor ones only within a single decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(plain if low > 0 and high / low < 10 else NullFormatter())
+
+
 def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow"):
     """Gradient norm (before clipping) per layer against step, one panel per configuration
     (its lowest seed), blocks coloured by depth, other layers (head, embeddings) in grey
@@ -175,8 +190,10 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
     blocks = [layer for layer in layers if _layer_key(layer + ".x")[0] != math.inf]
     cmap = matplotlib.colormaps["viridis"]
     colors = {layer: cmap(i / max(1, len(blocks) - 1)) for i, layer in enumerate(blocks)}
-    others = [layer for layer in layers if layer not in colors]
-    colors.update({layer: str(0.15 + 0.5 * i / max(1, len(others))) for i, layer in enumerate(others)})
+    others = sorted((layer for layer in layers if layer not in colors),
+                    key=lambda layer: (layer.split(".")[-1] not in ("head", "classifier"), layer))
+    colors.update({layer: str(0.1 + 0.45 * i / max(1, len(others))) for i, layer in enumerate(others)})
+    styles = {layer: "-" if layer in blocks else OTHER_STYLES[i % len(OTHER_STYLES)] for i, layer in enumerate(others)}
     handles = {}
     for k, variant in enumerate(variants):
         ax = axes[k // ncols, k % ncols]
@@ -187,9 +204,10 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
             if series.empty:
                 continue
             (line,) = ax.plot(series["step"], series["grad_norm"], color=colors[layer], linewidth=0.9,
-                              linestyle="-" if layer in blocks else "--")
+                              linestyle=styles.get(layer, "-"))
             handles.setdefault(layer, line)
         ax.set_yscale("log")
+        plain_log_ticks(ax)
         ax.set_title(f"{variant} (seed {part['seed'].min()})", fontsize=8)
         ax.tick_params(which="both", labelsize=7)
         ax.grid(True, alpha=0.3)
@@ -202,6 +220,31 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=6, title="layer",
                title_fontsize=7)
     return save_figure(fig, out_dir, name)
+
+
+MAX_LISTED = 8  # runs named one by one in the report's lists; more are counted per configuration
+
+
+def under_training_note(table: pd.DataFrame) -> str:
+    """How many runs had not converged, and when most had not, what that means for the numbers.
+
+    Said in the health section and under the convergence figure, where a reader looks at the curves.
+    """
+    not_converged = int((table["converged"] == False).sum())  # noqa: E712 - None (unknown) is not False
+    known = int(table["converged"].notna().sum())
+    if not not_converged:
+        return ""
+    text = f"**{not_converged} of {known} runs did not converge** (val top-1 still rose >= 0.5 pts in their last 25%)"
+    if not_converged >= known / 2:
+        text += (": the study is under-trained, more steps would still raise accuracy, so its numbers compare "
+                 "methods at this training budget, not at convergence.")
+    return text + ("" if text.endswith(".") else ".")
+
+
+def convergence_caption(study_dir: str | Path) -> str:
+    """The under-training note for the convergence figure's caption ("" when runs converged)."""
+    table = load_health(study_dir)
+    return under_training_note(table[table["converged"].notna()]) if not table.empty else ""
 
 
 def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
@@ -245,12 +288,15 @@ def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
     if not_converged.empty:
         lines += [f"Convergence: all {len(table)} runs converged by that rule.", ""]
     else:
-        share = len(not_converged) / len(table)
-        lines += [f"Convergence: **{len(not_converged)} of {len(table)} runs did not converge**"
-                  + (" — the study is under-trained: more steps would still raise accuracy, so its numbers "
-                     "compare methods at this training budget, not at convergence." if share >= 0.5 else "."), ""]
-        for row in not_converged.itertuples():
-            lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
+        lines += [f"Convergence: {under_training_note(table)}", ""]
+        if len(not_converged) <= MAX_LISTED:
+            for row in not_converged.itertuples():
+                lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
+        else:  # the table above counts them per configuration; the largest gains by name
+            lines.append(f"The {MAX_LISTED} runs with the largest gain in their last 25%:")
+            lines.append("")
+            for row in not_converged.sort_values("gain_last_window", ascending=False).head(MAX_LISTED).itertuples():
+                lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
         lines.append("")
 
     equal = table["frozen_equal"] == True  # noqa: E712 - None (not recorded) is not True
@@ -262,15 +308,21 @@ def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
         lines += [f"Monitor cost inside the runs: median {100 * share.median():.2f}% of training time "
                   f"(max {100 * share.max():.2f}%).", ""]
 
-    for title, paths, reason in (
+    for title, paths, reason, caption in (
         ("Rank utilisation: effective rank / r per adapted layer",
-         plot_rank_utilisation(load_rank_use(study_dir), figures_dir), "no LoRA-family run"),
+         plot_rank_utilisation(load_rank_use(study_dir), figures_dir), "no LoRA-family run",
+         "At the end of training, from the singular values of each layer's scaled update B·A; r is the rank in use "
+         "(a rank controller's final allocation, else the configured rank). 1: the update spreads evenly over its "
+         "r directions; low: a few directions carry it. Markers: mean over seeds; bars: lowest to highest seed."),
         ("Gradient flow: gradient norm per layer over training (one seed per configuration)",
-         plot_gradient_flow(load_gradient_flow(study_dir), figures_dir), "no monitor records"),
+         plot_gradient_flow(load_gradient_flow(study_dir), figures_dir), "no monitor records",
+         "Norm of the trainable gradients per layer before clipping, at every log point, log scale; blocks "
+         "coloured by depth, other layers dashed or dotted in grey. The last point is the final log point, "
+         "whose batch is the epoch's smaller last one."),
     ):
         if paths:
             png = next(p for p in paths if str(p).endswith(".png"))
-            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", ""]
+            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", "", caption, ""]
         else:
             lines.append(f"- skipped: {title.split(':')[0].lower()}: {reason}")
     return lines + [""]

@@ -100,7 +100,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
     figure_lines, skipped = _figures(df, load_curves(study_dir), study_axes(study_dir), out / "figures", interval,
-                                     labels)
+                                     labels, health.convergence_caption(study_dir))
     lines += literature_section(df)
     lines += ["## Figures", ""] + figure_lines
     lines += adaptive.report_section(study_dir, df, out / "figures", labels)  # rank allocation, equal budget
@@ -230,8 +230,9 @@ class _SkipReasons(logging.Handler):
 
 
 def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path, interval: str,
-             labels: dict) -> tuple[list[str], list[str]]:
-    """(report.md lines of the drawn figures, one line per skipped figure)."""
+             labels: dict, under_training: str = "") -> tuple[list[str], list[str]]:
+    """(report.md lines of the drawn figures, one line per skipped figure); ``under_training`` is
+    said under the convergence figure."""
     palette = figures.study_palette(df)
     style = {"interval": interval, "labels": labels, "palette": palette}
     bars = f"bars: the {describe_interval(interval)}."
@@ -250,7 +251,7 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
              figures.plot_quantization_tradeoff(df, out, **style)),
             ("Convergence: validation top-1 vs step", "convergence",
-             f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step.",
+             f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step. {under_training}".strip(),
              figures.plot_convergence(curves, out, **style)),
             ("Time and memory per configuration", "cost",
              "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "

@@ -8,6 +8,8 @@ and from dW's singular values s_1 >= ... >= s_r:
   between 1 and r, 0 for a zero update.
 - ``rank90``: how many singular values hold 90% of the energy sum(s_i^2).
 - ``stable_rank``: ||dW||_F^2 / s_1^2.
+- ``r`` is the rank the layer was built with, ``r_allocated`` the ranks a rank controller has
+  left it (the non-zero rows of A; A * E for AdaLoRA): rank use is effective_rank / r_allocated.
 
 The singular values come from two thin QR factorisations: B = Q_b R_b, A^T = Q_a R_a, so
 dW = Q_b (scaling R_b R_a^T) Q_a^T and s = svd(scaling R_b R_a^T), an r x r problem; dW
@@ -25,11 +27,14 @@ from peftlab.monitors.gradients import group_name
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """(name, PEFT layer, adapter name) of every LoRA-family adapter in ``model``."""
+    """(name, layer, adapter name) of every LoRA-family adapter in ``model``: PEFT's layers (one
+    entry per active adapter) and single-adapter layers with a plain ``lora_A`` (QA-LoRA's)."""
     out = []
     for name, module in model.named_modules():
         lora_a = getattr(module, "lora_A", None)
-        if isinstance(lora_a, (nn.ModuleDict, nn.ParameterDict)):
+        if isinstance(lora_a, nn.Linear) and isinstance(getattr(module, "lora_B", None), nn.Linear):
+            out.append((group_name(name), module, ""))
+        elif isinstance(lora_a, (nn.ModuleDict, nn.ParameterDict)):
             out += [(group_name(name) + ("" if adapter == "default" else f"[{adapter}]"), module, adapter)
                     for adapter in getattr(module, "active_adapters", ["default"]) if adapter in lora_a]
     return out
@@ -39,6 +44,9 @@ def lora_factors(layers: list[tuple[str, nn.Module, str]]) -> dict[str, tuple[to
     """{name: (A (r x in), B (out x r), scaling)} of each layer's current weights."""
     out = {}
     for name, module, adapter in layers:
+        if not adapter:  # a single-adapter layer: QA-LoRA's A acts on the group-pooled input
+            out[name] = (module.lora_A.weight.detach(), module.lora_B.weight.detach(), float(module.scaling))
+            continue
         a, b = module.lora_A[adapter], module.lora_B[adapter]
         a = a.weight if isinstance(a, nn.Module) else a
         b = b.weight if isinstance(b, nn.Module) else b
@@ -58,6 +66,12 @@ def cores(a: torch.Tensor, b: torch.Tensor, scaling: torch.Tensor) -> torch.Tens
     _, r_b = torch.linalg.qr(b.float())  # (L, r, r)
     _, r_a = torch.linalg.qr(a.float().transpose(1, 2))  # (L, r, r)
     return scaling.view(-1, 1, 1) * (r_b @ r_a.transpose(1, 2))
+
+
+def rank_ratio(stats: dict) -> float:
+    """Effective rank over the ranks in use (allocated; the built rank for records without it)."""
+    r = stats.get("r_allocated", stats["r"])
+    return stats["effective_rank"] / r if r else 0.0
 
 
 def rank_use(singular_values: list[float]) -> dict:
@@ -90,15 +104,18 @@ def adapter_statistics(factors: dict[str, tuple[torch.Tensor, torch.Tensor, floa
         a, b, _ = factors[name]
         by_shape.setdefault((tuple(a.shape), tuple(b.shape)), []).append(name)
     values: dict[str, list[float]] = {}
+    allocated: dict[str, int] = {}
     for group in by_shape.values():
         a = torch.stack([factors[n][0] for n in group])
         b = torch.stack([factors[n][1] for n in group])
         scaling = torch.tensor([factors[n][2] for n in group], dtype=torch.float32, device=a.device)
         batch = torch.linalg.svdvals(cores(a, b, scaling)).double().cpu().tolist()
         values.update(zip(group, batch))
+        allocated.update(zip(group, (a != 0).any(dim=2).sum(dim=1).tolist()))
     stats = {}
     for i, name in enumerate(names):
         s = values[name]
-        stats[name] = {"r": factors[name][0].shape[0], "norm_A": norms[2 * i], "norm_B": norms[2 * i + 1],
+        stats[name] = {"r": factors[name][0].shape[0], "r_allocated": allocated[name],
+                       "norm_A": norms[2 * i], "norm_B": norms[2 * i + 1],
                        "norm_update": math.sqrt(sum(v * v for v in s)), **rank_use(s), "singular_values": s}
     return stats

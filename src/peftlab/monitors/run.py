@@ -7,7 +7,7 @@ import time
 
 from torch import nn
 
-from peftlab.monitors.adapters import adapter_statistics, lora_factors, lora_layers
+from peftlab.monitors.adapters import adapter_statistics, lora_factors, lora_layers, rank_ratio
 from peftlab.monitors.convergence import convergence
 from peftlab.monitors.frozen import frozen_hash
 from peftlab.monitors.gradients import GradientFlow, clip_scale, group_norms, group_parameters
@@ -76,8 +76,7 @@ def summarize(monitor: Monitors, records: list[dict], *, diverged: bool = False,
         "grad_median": {g: statistics.median(v) for g, v in grads.items()},
         "adapters": adapters,
         "adapters_mean": ({k: statistics.mean(a[k] for a in adapters.values()) for k in ADAPTER_MEANS}
-                          | {"effective_rank_ratio": statistics.mean(a["effective_rank"] / a["r"]
-                                                                     for a in adapters.values())}
+                          | {"effective_rank_ratio": statistics.mean(rank_ratio(a) for a in adapters.values())}
                           if adapters else None),
     }
     return {

@@ -107,3 +107,29 @@ class MLflowSink(Sink):
         for path in artifacts:
             self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED" if result["status"] == "completed" else "FAILED")
+
+
+def attach_report(study_dir: Path, files: list[Path], base: Path) -> str | None:
+    """Attach a study report's files (figures, report.md) to the study's parent MLflow run.
+
+    Only for a study that tracked with MLflow (its ``mlflow.db`` is there, or
+    ``$MLFLOW_TRACKING_URI`` is set); each file keeps its path below ``base`` under ``report/``.
+    Returns the parent run's id, or None when the study has no MLflow parent run.
+    """
+    from mlflow.tracking import MlflowClient
+
+    study_dir = Path(study_dir).resolve()
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (study_dir / "mlflow.db").is_file():
+        return None
+    client = MlflowClient(tracking_uri=store_uri({"store_dir": study_dir}))
+    with locked(study_dir / "mlflow.lock"):
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        parents = client.search_runs(experiments, filter_string="tags.role = 'study'") if experiments else []
+    names = {p.data.tags.get("study") for p in parents}
+    if len(names) != 1:  # no study run, or a shared store holding several: attach nothing rather than guess
+        return None
+    parent = parents[0].info.run_id
+    for path in files:
+        folder = Path("report") / Path(path).resolve().relative_to(Path(base).resolve()).parent
+        client.log_artifact(parent, str(path), artifact_path=folder.as_posix())
+    return parent
