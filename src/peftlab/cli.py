@@ -36,7 +36,8 @@ def summarize_result(result: dict, run_dir: Path) -> str:
     if result["status"] != "completed":
         return f"{run_dir}: {result['status']}: {result['error']}"
     m, p = result["metrics"], result["params"]
-    text = (f"{run_dir}: completed  test top-1 {100 * m['test_top1']:.2f}%  top-5 {100 * m['test_top5']:.2f}%  "
+    top5 = f"  top-5 {100 * m['test_top5']:.2f}%" if m.get("test_top5") is not None else ""
+    text = (f"{run_dir}: completed  test top-1 {100 * m['test_top1']:.2f}%{top5}  "
             f"trainable {p['trainable']:,} / {p['total']:,} ({100 * p['trainable_ratio']:.2f}%)  "
             f"train {result['timing']['train_seconds']:.1f}s")
     if result.get("merge"):

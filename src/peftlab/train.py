@@ -117,23 +117,26 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str) -> dict:
-    """Loss, top-1 and top-5 accuracy and images/s over a whole split."""
+    """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
+    where it would be 100% by construction)."""
     was_training = model.training
     model.eval()
     n = len(dataset)
-    loss_sum, correct = 0.0, {1: 0, 5: 0}
+    loss_sum, correct, classes = 0.0, {1: 0, 5: 0}, None
     start = time.perf_counter()
     for indices in tqdm(torch.arange(n).split(batch_size), desc=desc, leave=False, disable=None):
         images, labels = fetch(dataset, indices, device)
         with autocast(precision, device):
             logits = model(images)
         loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+        classes = logits.shape[-1]
         for k, c in metrics.topk_correct(logits.float(), labels).items():
             correct[k] += c
     metrics.synchronize(device)
     seconds = time.perf_counter() - start
     model.train(was_training)
-    return {"loss": loss_sum / max(n, 1), "top1": correct[1] / max(n, 1), "top5": correct[5] / max(n, 1),
+    top5 = correct[5] / max(n, 1) if classes is None or classes > 5 else None
+    return {"loss": loss_sum / max(n, 1), "top1": correct[1] / max(n, 1), "top5": top5,
             "images_per_second": n / seconds if seconds > 0 else None}
 
 

@@ -245,3 +245,15 @@ def test_a_study_without_qalora_has_no_qalora_section():
 
     table = qalora_table([0.7] * 5)
     assert _qalora_lines(table[table["method"] != "qalora"], "t", {}) == []
+
+
+def test_a_metric_no_run_measured_is_left_out_of_the_report(tmp_path):
+    """Top-5 of a 5-class dataset is None in every result: no empty top-5 column, no 'nan'."""
+    study = write_study_dir(tmp_path / "study")
+    for path in study.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        if result.get("metrics"):
+            result["metrics"]["test_top5"] = None
+            path.write_text(json.dumps(result))
+    text = write_report(study).read_text()
+    assert "Test top-1" in text and "top-5" not in text.lower() and "nan" not in text

@@ -82,7 +82,10 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         row["provenance.threads"] = provenance.get("threads")
         rows.append(row)
     df = pd.DataFrame(rows)
-    return df.sort_values("order", kind="stable").reset_index(drop=True) if not df.empty else df
+    if df.empty:
+        return df
+    unmeasured = [c for c in df.columns if c.startswith("metrics.") and df[c].isna().all()]  # e.g. top-5 of 5 classes
+    return df.drop(columns=unmeasured).sort_values("order", kind="stable").reset_index(drop=True)
 
 
 def _config_from_yaml(run_dir: Path) -> dict | None:
