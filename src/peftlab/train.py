@@ -37,6 +37,7 @@ from peftlab.files import kill_point, one_line, read_json, remove_temporaries, w
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
+from peftlab.progress import TextProgress
 from peftlab.quant import weight_only_arithmetic
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
@@ -374,6 +375,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     # --- the loop ---------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}",
                position=position, leave=position == 0, disable=not progress or None)
+    lines = TextProgress(bar, progress, f"train {cfg.name}", "step", every=max(1, total_steps // 10))
     last_val = None  # the val metrics of the final weights
 
     def epochs_left() -> bool:
@@ -401,6 +403,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             state["train_seconds"] += now - last
             last = now
             bar.update(1)
+            lines.update(step, f"loss {loss:.3f}")
             if step % tc.log_every == 0 or step == total_steps:
                 log({
                     "kind": "step", "step": step, "epoch": epoch, "loss": loss,

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
+from peftlab.progress import TextProgress
 from peftlab.study.spec import RunSpec, Study
 
 FINISHED = ("completed", "failed", "diverged")
@@ -219,13 +220,15 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     bar = tqdm(total=len(study.runs), initial=summary.skipped, desc=f"study {study.name}", unit="run",
                position=0, disable=not progress or None)
     show_counts(bar, summary)
+    lines = TextProgress(bar, progress, f"study {study.name}", "run")
 
     def on_done(spec: RunSpec, result: dict) -> None:
         record(summary, spec, result)
         bar.update(1)
         show_counts(bar, summary)
+        lines.update(bar.n, f"{describe(spec)} {result.get('status', 'failed')}")
 
-    run_local(jobs, workers, progress, on_done)
+    run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step
     bar.close()
     return summary
 
