@@ -3,6 +3,7 @@
 import os
 import sys
 
+import pytest
 import yaml
 
 from testkit import REPO, run_cli
@@ -95,3 +96,22 @@ def test_a_corrupt_pretraining_manifest_is_no_cache(tmp_path):
 def test_export_needs_exactly_one_output(tmp_path):
     for args in ([], ["--merged", str(tmp_path / "a.safetensors"), "--quantized", str(tmp_path / "b.safetensors")]):
         assert_one_line_exit_2(run_cli("export", str(tmp_path), *args), "export needs exactly one output")
+
+
+def test_every_command_and_option_has_help_and_the_version_prints(capsys):
+    import argparse
+
+    from peftlab import __version__
+    from peftlab.cli import build_parser
+
+    parser = build_parser()
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                missing += [f"{name} {a.option_strings or a.dest}" for a in command._actions if a.help is None]
+    assert not missing, missing
+    assert "Parameter-efficient fine-tuning studies" in parser.format_help()
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"peftlab {__version__}"

@@ -254,8 +254,14 @@ def cmd_validate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftlab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from peftlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="peftlab", description="Parameter-efficient fine-tuning studies of vision transformers: train runs and "
+        "whole studies (resumable), then compare them with statistics, figures, LaTeX tables and a paper.",
+        epilog="Each command has its own --help, e.g. peftlab study --help.")
+    parser.add_argument("--version", action="version", version=f"peftlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one run (resumes in an existing run directory)")
     p.add_argument("config", help="run config YAML")
@@ -271,12 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the time left")
     p.add_argument("--report", action="store_true", help="write the report when the runs are done")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("results", help="one row per run of a study: config axes, metrics, status")
-    p.add_argument("study_dir")
-    p.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv")
+    p.add_argument("study_dir", help="a study directory (runs/<study name>)")
+    p.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv", help="output format (default csv)")
     p.add_argument("--columns", help="comma-separated columns to keep, in that order (default: all; markdown: "
                                      "run_id, variant, seed, status, test top-1/top-5, trainable params, "
                                      "train seconds, error)")
@@ -284,12 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("report", help="statistics, figures, LaTeX tables and report.md of a study")
-    p.add_argument("study_dir")
+    p.add_argument("study_dir", help="a study directory (runs/<study name>)")
     p.add_argument("--baseline", help="variant the others are compared with (default: full, if present)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("paper", help="LaTeX paper of a study (figures, tables, results.tex) compiled to main.pdf")
-    p.add_argument("study_dir")
+    p.add_argument("study_dir", help="a study directory (runs/<study name>)")
     p.add_argument("--out", help="output directory (default STUDY_DIR/paper)")
     p.add_argument("--baseline", help="variant the others are compared with (default: full, if present)")
     p.add_argument("--only", choices=("figures", "tables"), help="write only the figures or only the tables")
@@ -298,17 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("submission", help="one archive: paper, results, configs, lock file, REPRODUCE.md, SHA-256 sums")
-    p.add_argument("study_dir")
+    p.add_argument("study_dir", help="a study directory (runs/<study name>)")
     p.add_argument("--study", required=True, help="the study YAML the runs came from")
     p.add_argument("--paper", help="the compiled paper directory (default STUDY_DIR/paper)")
     p.add_argument("--out", help="archive path (default STUDY_DIR/<study>-submission.tar.gz)")
     p.set_defaults(func=cmd_submission)
 
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
-    p.add_argument("--model", default="deit_small_patch16_224")
+    p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
     p.add_argument("--img-size", type=int, help="default: the model's own")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--batch", type=int, default=32, help="batch size of the timed steps (default 32)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timed repetitions (after warm-up)")
     p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
@@ -319,18 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("summary", help="one line per run directory: status, accuracy, parameters")
-    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("run_dirs", nargs="+", help="run directories")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("pretrain", help="train and cache a small ViT base on one real dataset")
     p.add_argument("config", nargs="?", help=f"pretraining config (default {DEFAULT_PRETRAIN_CONFIG})")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     p.add_argument("--out", help="output directory (default cache/pretrained/<name>)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("export", help="write a run's merged model as a plain timm state dict")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a completed run directory")
     p.add_argument("--merged", metavar="OUT.safetensors", help="the merged model with float weights (timm keys)")
     p.add_argument("--quantized", nargs="?", const=True, metavar="OUT.safetensors",
                    help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
@@ -338,30 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
-    p.add_argument("model")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--depth", type=int)
-    p.add_argument("--embed-dim", type=int)
+    p.add_argument("model", help="timm model name")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of the head (default 1000)")
+    p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
+    p.add_argument("--patch-size", type=int, help="patch size (default: the model's own)")
+    p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
+    p.add_argument("--embed-dim", type=int, help="embedding width (default: the model's own)")
     p.add_argument("--method", default="full", help="full, linear, lora or qalora")
-    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--targets", help="standard, extended or all-linear")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("data", help="dataset commands")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info")
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
-    q.add_argument("name")
-    q.add_argument("--root")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
+    q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
     q.set_defaults(func=cmd_data_info)
 
     p = sub.add_parser("validate", help="check a run config (the model-dependent checks included)")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("config", help="run config YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.r=16")
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_validate)
     return parser
