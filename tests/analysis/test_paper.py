@@ -235,3 +235,15 @@ def test_install_latex_script_does_nothing_when_everything_is_installed():
     proc = subprocess.run(["bash", str(REPO / "scripts" / "install-latex.sh")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
+
+
+def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran():
+    import pandas as pd
+
+    plain = pd.DataFrame({"method": ["full", "lora"], "config.quant.mode": ["none", "none"]})
+    assert paper.method_sentences(plain) == ""
+    mixed = pd.DataFrame({"method": ["lora", "lora", "adalora", "qalora"],
+                          "config.quant.mode": ["none", "nf4", "none", "none"]})
+    text = paper.method_sentences(mixed)
+    assert text.index("QLoRA-style") < text.index("AdaLoRA") < text.index("QA-LoRA")
+    assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text

@@ -378,6 +378,30 @@ FIGURE_CAPTIONS = {
 }
 
 
+# what each method family beyond full, linear and LoRA is, said only when the study ran it
+METHOD_SENTENCES = {
+    "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
+             "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
+             "forward pass. ",
+    "adalora": "AdaLoRA writes the update as $P \\Lambda Q$ and prunes singular values by an importance score "
+               "during training, from a larger initial rank to a smaller total budget \\citep{zhang2023adalora}. ",
+    "adaptive": "The rank controller (peftlab's own) builds LoRA at a larger rank, scores each module's importance "
+                "while training and moves ranks between modules within a fixed total, masking the ranks it takes "
+                "away. ",
+    "qalora": "QA-LoRA quantizes the base group-wise and average-pools the adapter's input over each group, so that "
+              "the update folds into the groups' zero points and the merged model keeps the same integer codes "
+              "\\citep{xu2024qalora}. ",
+}
+
+
+def method_sentences(df: pd.DataFrame) -> str:
+    methods = set(df["method"]) if "method" in df else set()
+    quant = df.get("config.quant.mode")
+    if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
+        methods.add("quant")
+    return "".join(text for name, text in METHOD_SENTENCES.items() if name in methods)
+
+
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
     drawn = [
@@ -516,7 +540,8 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
               "classifier head; LoRA adds to a frozen weight $W$ the update "
               "$\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to zero, on the query and value "
               "projections of every block, and trains the head \\citep{hu2022lora}. "
-              "Algorithm~\\ref{alg:recipe} is the training recipe all runs share.",
+              + method_sentences(study.df)
+              + "Algorithm~\\ref{alg:recipe} is the training recipe all runs share.",
               ALGORITHM,
               "\\paragraph{Statistics.} Each configuration runs with every seed; a seed fixes initialisation and "
               "data order, so configurations are compared on matched seeds. Table~\\ref{tab:main} reports the mean "
@@ -598,7 +623,7 @@ ALGORITHM = r"""\begin{algorithm}[t]
 \label{alg:recipe}
 \begin{algorithmic}
 \State build the backbone and load the base weights; quantize the base if the config asks for it
-\State apply the method (full, linear probe or LoRA); only its parameters and the head train
+\State apply the method (full, linear probe or an adapter); only its parameters and the head train
 \For{each optimizer step}
   \State $\mathcal{L} \gets$ cross-entropy of the batch $+$ the method's regulariser
   \State backpropagate $\mathcal{L}$; clip the gradient norm; take the optimizer and schedule step
