@@ -80,7 +80,7 @@ def cmd_study(args) -> int:
         print(dry_run_table(study, study_dir))
         return 0
     summary = run_study(study, study_dir, workers=args.workers, retry_failed=args.retry_failed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, wait=args.wait)
     print(format_summary(summary, study_dir))
     if args.report:
         from peftlab.analysis.report import write_report
@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", help="default runs/<study name>")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
+    p.add_argument("--wait", action="store_true",
+                   help="if another peftlab study holds the study directory, wait for it instead of exiting")
     p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the time left")
     p.add_argument("--report", action="store_true", help="write the report when the runs are done")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")

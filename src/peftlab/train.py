@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
-from peftlab import metrics, provenance, tracking
+from peftlab import locks, metrics, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import CheckpointError, ConfigError, UserError
@@ -254,8 +254,17 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> dict:
-    """Train one run in ``run_dir``; returns the result dict (also written to result.json)."""
+    """Train one run in ``run_dir``; returns the result dict (also written to result.json).
+
+    The run directory is locked while it trains: a second trainer of the same directory gets a
+    one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
+    """
     run_dir = Path(run_dir)
+    with locks.hold(run_dir, "run directory", "peftlab train"):
+        return _train_in(cfg, run_dir, progress, position)
+
+
+def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> dict:
     prepare_run_dir(cfg, run_dir)
     for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
         remove_temporaries(directory)

@@ -203,3 +203,47 @@ def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
         assert a[run_id]["metrics"] == b[run_id]["metrics"], run_id
         assert (outs[1] / "runs" / run_id / "adapter.safetensors").read_bytes() == \
             (outs[2] / "runs" / run_id / "adapter.safetensors").read_bytes()
+
+
+def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
+    """A second `peftlab study` on a directory in use exits with one line naming the holder; with
+    --wait it starts when the first ends and finds every run done. Every run is trained once: one
+    result, no step twice. A `peftlab train` on a run directory another trainer holds is refused the
+    same way and changes nothing."""
+    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 6}, "methods": {"lora": {}}})  # long enough
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    first = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
+                              "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("runs/*/checkpoint/last.pt")):
+        time.sleep(0.05)
+    assert first.poll() is None, first.stderr.read()
+
+    waiting = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
+                                "--quiet", "--wait"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    second = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"study directory {out} is in use by pid {first.pid} on " in second.stderr and "--wait" in second.stderr
+
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    stdout, stderr = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, stderr
+    assert "waiting for it" in stderr and "(2 were already finished)" in stdout
+    for run_id, result in results_by_run(out).items():
+        assert result["status"] == "completed"
+        records = [json.loads(x) for x in (out / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]
+        steps = [(r["kind"], r["step"]) for r in records]
+        assert len(steps) == len(set(steps)), f"a step of {run_id} was trained twice"
+
+    from peftlab.locks import hold
+
+    run_dir = next(iter((out / "runs").glob("*/result.json"))).parent
+    before = (run_dir / "result.json").read_bytes()
+    with hold(run_dir, "run directory", "peftlab train"):  # as a trainer holds it while it trains
+        other = run_cli("train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir), "--quiet", cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert f"run directory {run_dir} is in use by pid {os.getpid()} on " in other.stderr
+    assert (run_dir / "result.json").read_bytes() == before

@@ -21,15 +21,17 @@ import multiprocessing.connection
 import os
 import shutil
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
+from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.progress import TextProgress
 from peftlab.study.spec import RunSpec, Study
 
@@ -134,7 +136,7 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
     Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
     raises KeyboardInterrupt: the interrupted runs stay resumable.
     """
-    from peftlab.study.worker import INTERRUPTED, process_main
+    from peftlab.study.worker import IN_USE, INTERRUPTED, process_main
 
     ctx = worker_context()
     pending = list(jobs)
@@ -156,6 +158,10 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
                 result = read_json(run_dir / "result.json")
                 if result is None and proc.exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
                     raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
+                if result is None and proc.exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
+                    on_done(spec, {"status": "failed", "error": "its run directory is being trained by another "
+                                   "process (see its .lock); run the study again when that ends"})
+                    continue
                 if result is None:
                     result = {"status": "failed", "config": to_dict(spec.config),
                               "error": f"worker process ended without a result (exit code {proc.exitcode})"}
@@ -191,9 +197,18 @@ def run_pretraining(config_path: Path, progress: bool) -> Path:
 
 
 def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-              progress: bool = True) -> StudySummary:
+              progress: bool = True, wait: bool = False) -> StudySummary:
+    """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
+    a second study process on the same directory is refused with its holder named, or with
+    ``wait`` starts when the first ends (and then finds its runs done)."""
     validate_study(study)
     study_dir.mkdir(parents=True, exist_ok=True)
+    with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
+                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)):
+        return _run_study(study, study_dir, workers, retry_failed, progress)
+
+
+def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress)

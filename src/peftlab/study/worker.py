@@ -18,9 +18,11 @@ from pathlib import Path
 from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
 from peftlab.errors import ignore_further_stops, stop_on_sigterm
+from peftlab.locks import DirectoryInUse
 
 PR_SET_PDEATHSIG = 1
 INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable
+IN_USE = 75  # exit code of a worker whose run directory another process is training: it writes nothing
 
 
 def die_with_study(study_pid: int) -> None:
@@ -67,6 +69,9 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
+    except DirectoryInUse as err:  # the other trainer writes the result; a second one would be wrong
+        print(f"peftlab: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(IN_USE) from None
     except BaseException as err:  # noqa: BLE001 - recorded, never lost
         result = read_json(Path(run_dir) / "result.json")
         if result is None or result.get("status") == "completed":

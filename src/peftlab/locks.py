@@ -1,0 +1,63 @@
+"""Directory locks: one study process per study directory, one trainer per run directory.
+
+An OS file lock (``fcntl.flock`` on ``<dir>/.lock``) is held for as long as the process
+runs; the file also says who holds it (pid, host, command, since when), so a refused second
+process can name the holder. The OS releases the lock of a process that dies, however it
+dies, so the lock of a dead holder is simply taken over. ``flock`` works between processes
+of one machine and on local file systems; on a shared file system across machines it depends
+on the file system (NFS v4 supports it; see the README's scale-out notes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from peftlab.errors import UserError
+
+
+class DirectoryInUse(UserError):
+    """Another live process holds the directory's lock."""
+
+
+def holder_text(info: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"])) if info.get("since") else "?"
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} ({info.get('command', '?')}, since {since})"
+
+
+@contextlib.contextmanager
+def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wait=None):
+    """Hold ``directory``'s lock for the ``with`` block, as ``role`` (e.g. "peftlab study"); a held
+    lock raises ``DirectoryInUse`` naming its holder, or with ``wait`` blocks until it is free
+    (``on_wait(text)`` is told once)."""
+    path = Path(directory) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                holder = holder_text(json.loads(f.read() or "{}"))
+            except ValueError:
+                holder = "another process"
+            if not wait:
+                raise DirectoryInUse(f"{what} {directory} is in use by {holder}; wait for it to finish, or add "
+                                     "--wait to start when it does") from None
+            if on_wait:
+                on_wait(f"{what} {directory} is in use by {holder}; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                            "command": role}))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
