@@ -121,3 +121,15 @@ def test_a_broken_hf_model_directory_is_one_line(tmp_path, content):
         with pytest.raises(WeightsError, match="not a loadable HF model directory") as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def test_validate_checks_an_hf_model_like_a_timm_one_without_transformers_chatter(tmp_path, hf_dir):
+    """`peftlab validate` builds an HF ViT's architecture on the meta device (from_config: HF's
+    from_pretrained refuses meta), so it validates, shows its ranks and prints no load report."""
+    config = tmp_path / "hf.yaml"
+    config.write_text(f"name: hf\nmodel: {{source: hf, path: '{hf_dir}', num_classes: 10}}\n"
+                      "method: {name: lora, r: 4}\n")
+    proc = run_cli("validate", str(config), "--show")
+    assert proc.returncode == 0, proc.stderr
+    assert "model.vit.layers.1.attention.v_proj: 4" in proc.stdout and "[transformers]" not in proc.stderr
+    assert run_cli("validate", str(config)).stdout.strip() == f"{config}: valid"

@@ -60,10 +60,11 @@ def timm_kwargs(cfg: ModelConfig, num_classes: int) -> dict:
     return kwargs
 
 
-def build_backbone(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """A model with a fresh ``num_classes`` head and the configured pretrained weights."""
+def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> nn.Module:
+    """A model with a fresh ``num_classes`` head and the configured pretrained weights (``weights``
+    False: the architecture only, as for counting on the meta device)."""
     if cfg.source == "hf":
-        return _build_hf(cfg, num_classes)
+        return _build_hf(cfg, num_classes, weights)
     import timm
 
     if not timm.is_model(cfg.name):
@@ -84,24 +85,36 @@ def build_backbone(cfg: ModelConfig, num_classes: int) -> nn.Module:
         model = timm.create_model(cfg.name, pretrained=False, **kwargs)
     except (TypeError, AssertionError, ValueError) as err:
         raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
-    if cfg.pretrained != "none":
+    if cfg.pretrained != "none" and weights:
         load_weights(model, cfg.pretrained)
     return model
 
 
-def _build_hf(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    from transformers import AutoModelForImageClassification
+def _build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True) -> nn.Module:
+    """An HF image classifier with a fresh head: ``from_pretrained``, or ``from_config`` for the
+    architecture alone (``from_pretrained`` refuses the meta device). transformers' load reports
+    (the re-initialised head, ...) go to its logger at error level only: peftlab says what matters."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     path = Path(cfg.path)
     if not (path / "config.json").is_file():
         raise WeightsError(f"model.path={str(path)!r} is not an HF model directory (no config.json)")
+    labels = {"num_labels": num_classes, "id2label": {i: str(i) for i in range(num_classes)},
+              "label2id": {str(i): i for i in range(num_classes)}}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     try:
-        model = AutoModelForImageClassification.from_pretrained(
-            path, num_labels=num_classes, ignore_mismatched_sizes=True, use_safetensors=None
-        )
+        if weights:
+            model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True,
+                                                                    use_safetensors=None, **labels)
+        else:
+            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels))
     except Exception as err:  # noqa: BLE001 - a broken config.json or weights file: one line
         raise WeightsError(f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})") \
             from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     return HFLogits(model)
 
 

@@ -18,7 +18,7 @@ from peftlab.tuners.base import is_head_param
 def _meta_model(cfg: RunConfig, num_classes: int):
     model_cfg = dataclasses.replace(cfg.model, pretrained="none")  # shapes only: weights are not read
     with torch.device("meta"):
-        return build_backbone(model_cfg, num_classes)
+        return build_backbone(model_cfg, num_classes, weights=False)
 
 
 def count_parameters(cfg: RunConfig) -> dict:
