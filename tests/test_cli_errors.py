@@ -1,5 +1,6 @@
 """The four user errors of the foundation issue, through the real CLI: one line, exit 2."""
 
+import json
 import os
 import sys
 
@@ -115,3 +116,19 @@ def test_every_command_and_option_has_help_and_the_version_prints(capsys):
     with pytest.raises(SystemExit) as done:
         parser.parse_args(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"peftlab {__version__}"
+
+
+def test_params_counts_a_run_config_and_the_same_model_given_by_options():
+    """`peftlab params CONFIG [overrides]` counts the config's model and method (classes from the
+    dataset); the same architecture by name and options (--num-heads included) counts the same."""
+    by_config = run_cli("params", "configs/downstream.yaml", "method.name=lora", "method.r=8", "--json")
+    assert by_config.returncode == 0, by_config.stderr
+    by_name = run_cli("params", "vit_tiny_patch16_224", "--img-size", "28", "--patch-size", "7", "--depth", "4",
+                      "--embed-dim", "128", "--num-heads", "4", "--num-classes", "10", "--method", "lora", "--r", "8",
+                      "--json")
+    assert by_name.returncode == 0, by_name.stderr
+    counts = json.loads(by_config.stdout)
+    assert counts == json.loads(by_name.stdout)
+    assert counts["num_classes"] == 10 and counts["trainable"] == 17_674  # the default study's LoRA r=8
+    wrong = run_cli("params", "vit_tiny_patch16_224", "method.r=4")
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "go with a run config" in wrong.stderr

@@ -7,6 +7,7 @@ exits with status 2; a run that fails or diverges exits with status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import signal
@@ -195,20 +196,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200}
+
+
 def cmd_params(args) -> int:
     from peftlab.config import load_config, method_fields
     from peftlab.params import count_parameters
 
-    model = {"name": args.model, "num_classes": args.num_classes, "img_size": args.img_size,
-             "patch_size": args.patch_size, "depth": args.depth, "embed_dim": args.embed_dim}
-    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
-    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
-    cfg = load_config(overrides={"model": model, "method": method})
+    if args.model.endswith((".yaml", ".yml")):  # a run config (the model and method it configures)
+        cfg = load_config(args.model, args.overrides)
+        classes = args.num_classes or cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else
+                                                                 DATASET_CLASSES.get(cfg.data.name))
+        if classes is None:
+            raise UserError(f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
+                            "the data is read; give --num-classes")
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+    else:
+        if args.overrides:
+            raise UserError(f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
+                            "[overrides]; with a model name use the options (--depth, --r, ...)")
+        model = {"name": args.model, "num_classes": args.num_classes or 1000, "img_size": args.img_size,
+                 "patch_size": args.patch_size, "depth": args.depth, "embed_dim": args.embed_dim,
+                 "num_heads": args.num_heads}
+        method = {"name": args.method, "r": args.r, "target_modules": args.targets}
+        method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
+        cfg = load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
     counts = count_parameters(cfg)
     if args.json:
         print(json.dumps(counts, indent=2))
     else:
-        print(f"model      {args.model} ({counts['num_classes']} classes), method {args.method}")
+        name = cfg.model.path if cfg.model.source == "hf" else cfg.model.name
+        print(f"model      {name} ({counts['num_classes']} classes), method {cfg.method.name}")
         print(f"total      {counts['total']:,}")
         print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
         if counts.get("adapter") is not None:
@@ -346,12 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
-    p.add_argument("model", help="timm model name")
-    p.add_argument("--num-classes", type=int, default=1000, help="classes of the head (default 1000)")
+    p.add_argument("model", help="a timm model name, or a run config YAML (then its model and method)")
+    p.add_argument("overrides", nargs="*", help="with a run config: dotted overrides, e.g. method.r=16")
+    p.add_argument("--num-classes", type=int, help="classes of the head (default 1000)")
     p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
     p.add_argument("--patch-size", type=int, help="patch size (default: the model's own)")
     p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
     p.add_argument("--embed-dim", type=int, help="embedding width (default: the model's own)")
+    p.add_argument("--num-heads", type=int, help="attention heads (default: the model's own)")
     p.add_argument("--method", default="full", help="full, linear, lora or qalora")
     p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--targets", help="standard, extended or all-linear")
