@@ -287,3 +287,12 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
     data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
     test = evaluate(loaded, data.test, 96, torch.device("cpu"), "fp32", "test")
     assert test["top1"] == result["metrics"]["merged_test_top1"]
+
+
+def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path):
+    """A tiny train subset with a large validation split: result.json warns and names val_subset."""
+    result = train(config(method={"name": "linear"}, data={"train_subset": 32, "val_subset": 1000},
+                          train={"epochs": 2, "eval_every": 1}), tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["timing"]["val_seconds"] > result["timing"]["train_seconds"]
+    assert len(result["warnings"]) == 1 and "data.val_subset (now 1000 images)" in result["warnings"][0]

@@ -30,6 +30,8 @@ def cmd_train(args) -> int:
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)
     print(summarize_result(result, run_dir))
+    for warning in result.get("warnings") or []:
+        print(f"peftlab: warning: {warning}", file=sys.stderr)
     return 0 if result["status"] == "completed" else 1
 
 

@@ -138,7 +138,7 @@ def evaluate(model, dataset, batch_size: int, device: torch.device, precision: s
     model.train(was_training)
     top5 = correct[5] / max(n, 1) if classes is None or classes > 5 else None
     return {"loss": loss_sum / max(n, 1), "top1": correct[1] / max(n, 1), "top5": top5,
-            "images_per_second": n / seconds if seconds > 0 else None}
+            "images_per_second": n / seconds if seconds > 0 else None, "seconds": seconds}
 
 
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
@@ -271,7 +271,7 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> d
     done = read_json(run_dir / "result.json")
     if done is not None and done.get("status") == "completed":
         return done
-    state: dict = {"step": None, "train_seconds": 0.0, "started": time.perf_counter()}
+    state: dict = {"step": None, "train_seconds": 0.0, "val_seconds": 0.0, "started": time.perf_counter()}
     try:
         result = _train(cfg, run_dir, state, progress, position)
     except Diverged as err:
@@ -295,6 +295,15 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> d
     write_json_atomic(run_dir / "result.json", result)
     tracking.finish_log(state.get("log"), result)
     return result
+
+
+def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
+    """A warning when validation took longer than training (a small train_subset with the full
+    10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster."""
+    if val_seconds <= train_seconds:
+        return []
+    return [f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
+            f"(now {val_images} images) or evaluate less often (train.eval_every)"]
 
 
 def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
@@ -368,6 +377,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         step, epoch, next_batch = saved["step"], saved["epoch"], saved["next_batch"]
         best_val, bad_epochs, images_seen = saved["best_val"], saved["bad_epochs"], saved["images_seen"]
         state["train_seconds"] = saved["train_seconds"]
+        state["val_seconds"] = saved.get("val_seconds", 0.0)  # absent in checkpoints from before it was kept
     # the files keep the records the checkpoint covers (none without one); sinks skip steps they hold
     log.truncate(step, saved.get("log_lines") if saved is not None else {})
     monitor = Monitors(model, tuner.trainable_parameters(), log_every=tc.log_every, eval_every=tc.eval_every,
@@ -378,7 +388,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
             "epoch": epoch, "next_batch": next_batch, "best_val": best_val, "bad_epochs": bad_epochs,
-            "images_seen": images_seen, "train_seconds": state["train_seconds"], "rng": ckpt.rng_state(),
+            "images_seen": images_seen, "train_seconds": state["train_seconds"], "val_seconds": state["val_seconds"],
+            "rng": ckpt.rng_state(),
             "log_lines": dict(log.lines)})
 
     # --- the loop ---------------------------------------------------------------------
@@ -422,6 +433,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                 window_start, window_images = now, 0
             if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
                 val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+                state["val_seconds"] += val["seconds"]
                 log({"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
                      "val_top1": val["top1"], "val_top5": val["top5"]})
                 last = window_start = time.perf_counter()  # evaluation is not training time
@@ -432,6 +444,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                 kill_point("checkpoint", step)
                 last = time.perf_counter()
         val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+        state["val_seconds"] += val["seconds"]
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
         log({"kind": "epoch", "step": step, "epoch": epoch, "val_loss": val["loss"],
@@ -486,7 +499,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         "timing": {"train_seconds": state["train_seconds"],
                    "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
                    "eval_images_per_second": test["images_per_second"],
+                   "val_seconds": state["val_seconds"],
                    "wall_seconds": time.perf_counter() - state["started"]},
+        "warnings": slow_validation(state["val_seconds"], state["train_seconds"], len(data.val)),
         "merge": merge,
         "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
         "provenance": state["provenance"],
