@@ -82,6 +82,29 @@ def test_mismatched_weights_name_file_and_first_key(tmp_path):
         load_weights(tiny_timm(), tmp_path / "deep.safetensors")
 
 
+def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path):
+    """`peftlab validate` compares the weights file's shapes (its header only) with the model, as
+    loading does: a deeper file is refused in one line naming the first extra key, a missing one too;
+    the right one is valid, and a pos_embed of another size is resampled at load, not refused."""
+    import yaml
+
+    deeper = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64,
+                               num_heads=2)
+    save_file(deeper.state_dict(), str(tmp_path / "deep.safetensors"))
+    save_file(tiny_timm().state_dict(), str(tmp_path / "right.safetensors"))
+    for name, expected in (("deep", "unexpected key 'blocks.2.attn.proj.bias'"), ("right", None), ("gone", "does not exist")):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": str(tmp_path / f"{name}.safetensors")}}))
+        proc = run_cli("validate", str(config))
+        if expected is None:
+            assert proc.returncode == 0, proc.stderr
+        else:
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    bigger = yaml.safe_dump({"model": {**TINY_MODEL, "img_size": 48, "pretrained": str(tmp_path / "right.safetensors")}})
+    (tmp_path / "bigger.yaml").write_text(bigger)
+    assert run_cli("validate", str(tmp_path / "bigger.yaml")).returncode == 0
+
+
 def test_missing_or_corrupt_weights_file(tmp_path):
     with pytest.raises(WeightsError, match=r"weights file .*nope.safetensors does not exist"):
         load_weights(tiny_timm(), tmp_path / "nope.safetensors")

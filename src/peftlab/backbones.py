@@ -246,6 +246,37 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
     state = _adapt_timm_state(state, model)
+    compare_with_model(own, state, path)
+    model.load_state_dict(state, strict=False)
+
+
+def check_weights_file(model: nn.Module, path: str | Path) -> None:
+    """What ``load_weights`` checks, from the file's header alone (for ``peftlab validate``).
+
+    The shapes become meta tensors, so HF layouts convert as at load time; a position embedding
+    of another size is resampled at load, so its shape is not compared.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            state = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
+    if is_hf_layout(state):
+        state = convert_hf_state_dict(state)
+    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
+        state["pos_embed"] = own["pos_embed"]
+    compare_with_model(own, state, path)
+
+
+def compare_with_model(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path) -> None:
+    """Every non-head tensor of the model in the file with its shape, and nothing else."""
     for key in sorted(own.keys() | state.keys()):
         if key not in state:
             raise WeightsError(f"weights file {path} does not match the model: key {key!r} is missing from the file")
@@ -256,7 +287,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                 f"weights file {path} does not match the model: key {key!r} has shape "
                 f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model"
             )
-    model.load_state_dict(state, strict=False)
 
 
 def _adapt_timm_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.backbones import build_backbone
+from peftlab.backbones import build_backbone, check_weights_file
 from peftlab.config import RunConfig
 from peftlab.errors import ConfigError
 from peftlab.tuners import apply_tuner, check_config, planned_ranks
@@ -57,13 +57,16 @@ def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None =
                           f"{available / 2**30:.1f} GiB of memory available")
 
 
-def check_against_model(cfg: RunConfig) -> dict[str, int] | None:
-    """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes.
+def check_against_model(cfg: RunConfig, weights: bool = False) -> dict[str, int] | None:
+    """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes;
+    with ``weights``, also a local weights file whose tensors do not fit the model (read from its header).
 
     Returns the rank each adapted module starts with (low-rank methods), else None.
     """
     num_classes = cfg.model.num_classes or 10
     model = _meta_model(cfg, num_classes)
+    if weights and cfg.model.source != "hf" and cfg.model.pretrained not in ("none", "hub"):  # a local file
+        check_weights_file(model, cfg.model.pretrained)
     check_model_size(cfg, num_classes, model)
     check_config(cfg, model)
     return planned_ranks(cfg, model)

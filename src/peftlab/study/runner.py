@@ -100,8 +100,9 @@ def validate_study(study: Study) -> None:
         if key in seen:
             continue
         seen.add(key)
-        try:
-            check_against_model(spec.config)
+        pretrained = spec.config.model.pretrained
+        try:  # the weights' shapes too, unless the study's pretraining has yet to write them
+            check_against_model(spec.config, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file())
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None
 
