@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from testkit import needs_fashion_mnist, TINY_MODEL, run_cli
 from peftlab.config import load_config
+from peftlab.errors import ConfigError
 from peftlab.train import train
 
 pytestmark = needs_fashion_mnist()
@@ -296,3 +297,22 @@ def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path):
     assert result["status"] == "completed", result["error"]
     assert result["timing"]["val_seconds"] > result["timing"]["train_seconds"]
     assert len(result["warnings"]) == 1 and "data.val_subset (now 1000 images)" in result["warnings"][0]
+
+
+def test_a_failed_runs_directory_takes_a_corrected_config_and_keeps_the_failure_aside(tmp_path):
+    """A config that failed (here: a class that does not exist) can be fixed and rerun in the same
+    directory: the failed attempt moves to failed-<time>/, nothing is deleted. A completed run's
+    directory still refuses another config."""
+    run_dir = tmp_path / "run"
+    bad = config(method={"name": "linear"}, data={"classes": [0, 99]})
+    with pytest.raises(ConfigError):
+        train(bad, run_dir, progress=False)
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
+    fixed = config(method={"name": "linear"}, data={"classes": [0, 1]})
+    result = train(fixed, run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    (aside,) = run_dir.glob("failed-*")
+    assert json.loads((aside / "result.json").read_text())["status"] == "failed"
+    assert load_config(aside / "config.yaml") == bad and load_config(run_dir / "config.yaml") == fixed
+    with pytest.raises(ConfigError, match="different config.yaml"):
+        train(bad, run_dir, progress=False)

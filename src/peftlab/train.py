@@ -237,15 +237,32 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
     return loss_sum / n_micro, float(grad_norm), observed
 
 
+# what one attempt of a run writes in its directory (a failed attempt's move aside together)
+ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
+                 "adapter.safetensors", "tensorboard", "wandb")
+
+
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Write config.yaml; a directory that holds another config is refused, not overwritten."""
+    """Write config.yaml. A directory that holds another config is refused, not overwritten, unless
+    its run failed or diverged: then that attempt's files move aside into ``failed-<time>/``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
     if path.exists():
         existing = load_config(path)
         if dataclasses.replace(existing, track=cfg.track) != cfg:  # the sinks may change between calls
-            raise ConfigError(f"run directory {run_dir} holds a different config.yaml; use another --run-dir")
-    if not path.exists() or existing.track != cfg.track:
+            if (read_json(run_dir / "result.json") or {}).get("status") not in ("failed", "diverged"):
+                raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
+                                  "or can resume); use another --run-dir")
+            stamp = time.strftime("failed-%Y%m%d-%H%M%S")
+            aside, n = run_dir / stamp, 1
+            while aside.exists():
+                aside, n = run_dir / f"{stamp}-{n}", n + 1
+            aside.mkdir()
+            for name in ATTEMPT_FILES:
+                if (run_dir / name).exists():
+                    (run_dir / name).rename(aside / name)
+            existing = None
+    if not path.exists() or existing is None or existing.track != cfg.track:
         write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
 
 
