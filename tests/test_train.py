@@ -128,6 +128,32 @@ def test_cli_train_then_export_loads_in_plain_timm(tmp_path):
     model = timm.create_model(TINY_MODEL["name"], num_classes=10,
                               **{k: v for k, v in TINY_MODEL.items() if k != "name"})
     model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
+    # the header alone says how to build it: timm model name and arguments, input size, normalisation
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "merged.safetensors"), "pt") as f:
+        header = f.metadata()
+    rebuilt = timm.create_model(header["timm_model"], **json.loads(header["timm_kwargs"]))
+    rebuilt.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
+    assert json.loads(header["input_size"]) == [3, 32, 32] and len(json.loads(header["mean"])) == 3
+
+
+def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
+    """An HF ViT's merged model is written with save_pretrained: AutoModelForImageClassification
+    loads it and gives the trained (adapter) model's logits."""
+    from transformers import AutoModelForImageClassification
+
+    from peftlab.export import export_merged, load_trained
+
+    cfg = config(model={"source": "hf", "path": str(hf_dir)}, method={"name": "lora", "r": 4}, train={"epochs": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    out = export_merged(tmp_path / "run", tmp_path / "merged")
+    loaded = AutoModelForImageClassification.from_pretrained(out).eval()
+    tuned = load_trained(tmp_path / "run").model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=x).logits, tuned(x), rtol=1e-4, atol=1e-4)
 
 
 def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):

@@ -193,8 +193,13 @@ def cmd_export(args) -> int:
         raise UserError("export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
                         "or --merged OUT.safetensors --quantized")
     path = export_merged(Path(args.run_dir), Path(out), quantized=quantized)
-    print(f"wrote merged {'quantized model (load with peftlab.export.load_quantized)' if quantized else 'timm state dict'}"
-          f" to {path}")
+    if quantized:
+        what = "quantized model (load with peftlab.export.load_quantized)"
+    elif path.is_dir():
+        what = "HF model (load with transformers' AutoModelForImageClassification.from_pretrained)"
+    else:
+        what = "timm state dict (timm.create_model with the header's timm_model and timm_kwargs)"
+    print(f"wrote merged {what} to {path}")
     return 0
 
 

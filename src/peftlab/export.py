@@ -73,8 +73,12 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
     from peftlab.quant import dequantized_linear, is_quantized_linear
     from peftlab.tuners.lora.layer import replace_modules
 
-    if out.is_dir():
+    cfg = load_config(run_dir / "config.yaml")
+    hf = cfg.model.source == "hf" and not quantized
+    if out.is_dir() and not hf:
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
+    if hf and out.exists() and not out.is_dir():
+        raise UserError(f"--merged {out} is a file: an HF model exports to a directory (save_pretrained)")
     tuner = load_trained(run_dir)
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
@@ -84,9 +88,17 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
         model = copy.deepcopy(tuner.model)
         if not quantized:  # a linear probe on a quantized base: float weights
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
-    cfg = load_config(run_dir / "config.yaml")
-    metadata = {"format": "timm", "peftlab_config": dump_config(cfg),
-                "num_classes": str(num_classes_of(cfg, read_json(run_dir / "result.json"), run_dir))}
+    num_classes = num_classes_of(cfg, read_json(run_dir / "result.json"), run_dir)
+    if hf:  # a directory that transformers' AutoModelForImageClassification.from_pretrained loads
+        model.model.save_pretrained(out)
+        return out
+    from peftlab.backbones import input_spec, timm_kwargs
+
+    spec = input_spec(model)
+    metadata = {"format": "timm", "peftlab_config": dump_config(cfg), "num_classes": str(num_classes),
+                "timm_model": cfg.model.name, "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
+                "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
+                "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std))}
     if quantized:
         metadata.update(groupwise_metadata(model) or {"format": "peftlab-bitsandbytes"})
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
