@@ -234,3 +234,19 @@ def test_quantization_points_need_the_same_config_and_seed():
     table = quantized_table()
     table = table[~((table["config.quant.mode"] == "none") & (table["seed"] == 2))]
     assert set(figures.quantization_points(table)["n_pairs"]) == {2}
+
+
+def test_accuracy_vs_params_with_many_configurations_names_them_in_a_legend_below(synthetic_study, tmp_path, drawn):
+    """Beyond 8 configurations, names beside the points would cover them: the legend (below the
+    axes) names them alone, and the log axis reads 10K, 1M rather than 10^4."""
+    many = pd.concat([synthetic_study.assign(variant=synthetic_study["variant"] + suffix)
+                      for suffix in ("", " b")], ignore_index=True)
+    assert many["variant"].nunique() > figures.MAX_POINT_LABELS
+    figures.plot_accuracy_vs_params(many, tmp_path)
+    fig = drawn["accuracy_vs_params"]
+    ax = fig.axes[0]
+    assert not ax.texts  # no point labels
+    assert legend_texts(fig)[-1] == "Pareto front"
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(t[-1] in "KMG" or t.replace(".", "").isdigit() for t in labels), labels

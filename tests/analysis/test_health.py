@@ -92,3 +92,20 @@ def test_runs_without_monitor_results_are_said_so(tmp_path):
                                                    "groups": ["main"], "axes": {}}))
     (run_dir / "result.json").write_text(json.dumps({"status": "completed"}))
     assert "No run recorded monitor results" in "\n".join(report_section(tmp_path, tmp_path / "figures"))
+
+
+def test_rank_use_of_many_configurations_is_a_grid_in_forward_order(tmp_path):
+    """Beyond 6 configurations the markers would overlap: a configurations x layers grid instead,
+    layers in depth then forward order (q, k, v, proj, fc1, fc2)."""
+    import pandas as pd
+
+    from peftlab.analysis.health import _layer_key, plot_rank_utilisation
+
+    layers = ["blocks.0.mlp.fc2", "blocks.0.attn.proj", "blocks.0.attn.qkv.q", "blocks.1.attn.qkv.v",
+              "blocks.0.mlp.fc1", "blocks.0.attn.qkv.k"]
+    assert [layer.rsplit(".", 1)[-1] for layer in sorted(layers, key=_layer_key)] == ["q", "k", "proj", "fc1",
+                                                                                      "fc2", "v"]
+    rows = [{"variant": f"config {v}", "seed": s, "layer": layer, "rank_ratio": 0.1 * v}
+            for v in range(8) for s in range(2) for layer in layers]
+    paths = plot_rank_utilisation(pd.DataFrame(rows), tmp_path)
+    assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)

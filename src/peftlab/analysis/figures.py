@@ -186,15 +186,37 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
         label="Pareto front",
     )
     ax.set_xscale("log")
+    _compact_log_ticks(ax.xaxis)
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
-    fig.legend([handles[i] for i in order], [names[i] for i in order], loc="outside right upper", fontsize=7,
-               title=interval_label(interval), title_fontsize=7)
-    _label_points(ax, summary[x], 100 * summary["mean"], [_name(palette, v, labels) for v in summary.index])
+    crowded = len(summary) > MAX_POINT_LABELS or max(len(str(n)) for n in names) > 28
+    fig.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7, title=interval_label(interval),
+               title_fontsize=7, **({"loc": "outside lower center", "ncols": 2} if crowded else
+                                    {"loc": "outside right upper"}))
+    if len(summary) <= MAX_POINT_LABELS:  # beyond that, names over the points hide them: the legend names them
+        _label_points(ax, summary[x], 100 * summary["mean"], [_name(palette, v, labels) for v in summary.index])
     return save_figure(fig, out_dir, name)
+
+
+MAX_POINT_LABELS = 8  # configurations named beside their points; more are named by the legend alone
+
+
+def _compact_log_ticks(axis) -> None:
+    """Log-axis labels as 60K, 1M; minor ones only when the axis spans less than a decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def compact(value, _):
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+            if value >= size:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}"
+
+    axis.set_major_formatter(FuncFormatter(compact))
+    low, high = axis.get_view_interval()
+    axis.set_minor_formatter(FuncFormatter(compact) if low > 0 and high / low < 10 else NullFormatter())
 
 
 def quantization_points(df, metric="metrics.test_top1", interval="t", confidence=0.95):

@@ -65,10 +65,16 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
 
+LAYER_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")  # within a block, in the order of the forward pass
+
+
 def _layer_key(layer: str) -> tuple:
-    """Sort adapted layers by depth, then module name (blocks.10 after blocks.9)."""
+    """Sort adapted layers by depth (blocks.10 after blocks.9), then in forward order (q, k, v, proj, fc1, fc2)."""
     match = re.search(r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\.(.*)", layer)
-    return (int(match.group(1)), match.group(2)) if match else (math.inf, layer)
+    if not match:
+        return (math.inf, len(LAYER_ORDER), layer)
+    last = match.group(2).rsplit(".", 1)[-1]
+    return (int(match.group(1)), LAYER_ORDER.index(last) if last in LAYER_ORDER else len(LAYER_ORDER), match.group(2))
 
 
 def short_layer(layer: str) -> str:
@@ -135,12 +141,39 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+MAX_SERIES = 6  # more configurations than this: a configurations x layers grid instead of overlapping markers
+
+
+def plot_rank_utilisation_grid(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation"):
+    """Effective rank / r as a grid: one row per configuration, one column per adapted layer, the
+    mean over seeds written in each cell (readable where a dozen marker series would overlap)."""
+    layers = sorted(rank_use["layer"].unique(), key=_layer_key)
+    variants = sorted(set(rank_use["variant"]), key=str)
+    means = rank_use.groupby(["variant", "layer"])["rank_ratio"].mean().unstack().reindex(index=variants, columns=layers)
+    fig, axes = _figure(max(6.0, 0.36 * len(layers) + 3.0), 0.32 * len(variants) + 1.4)
+    ax = axes[0, 0]
+    image = ax.imshow(means.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(variants)):
+        for j in range(len(layers)):
+            value = means.iat[i, j]
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.2f}".lstrip("0"), ha="center", va="center", fontsize=5,
+                        color="black" if value > 0.6 else "white")
+    ax.set_xticks(range(len(layers)), [short_layer(layer) for layer in layers], rotation=90, fontsize=6)
+    ax.set_yticks(range(len(variants)), [str(v) for v in variants], fontsize=6)
+    ax.set_xlabel("Adapted layer (block.module)", fontsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="effective rank / r (mean over seeds)")
+    return save_figure(fig, out_dir, name)
+
+
 def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation"):
     """Effective rank / r per adapted layer at the end of training, one series per LoRA-family
     configuration: mean over seeds, bars from the lowest to the highest seed. None when no
     run has adapters."""
     if rank_use is None or rank_use.empty:
         return None
+    if rank_use["variant"].nunique() > MAX_SERIES:
+        return plot_rank_utilisation_grid(rank_use, out_dir, name)
     layers = sorted(rank_use["layer"].unique(), key=_layer_key)
     x = {layer: i for i, layer in enumerate(layers)}
     variants = list(dict.fromkeys(rank_use["variant"]))
@@ -312,8 +345,10 @@ def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
         ("Rank utilisation: effective rank / r per adapted layer",
          plot_rank_utilisation(load_rank_use(study_dir), figures_dir), "no LoRA-family run",
          "At the end of training, from the singular values of each layer's scaled update B·A; r is the rank in use "
-         "(a rank controller's final allocation, else the configured rank). 1: the update spreads evenly over its "
-         "r directions; low: a few directions carry it. Markers: mean over seeds; bars: lowest to highest seed."),
+         "(a rank controller's final allocation, else the configured rank), so a layer left one rank scores 1 by "
+         "construction. 1: the update spreads evenly over its r directions; low: a few directions carry it. "
+         "Markers: mean over seeds, bars: lowest to highest seed; with more than 6 configurations, a grid of the "
+         "means."),
         ("Gradient flow: gradient norm per layer over training (one seed per configuration)",
          plot_gradient_flow(load_gradient_flow(study_dir), figures_dir), "no monitor records",
          "Norm of the trainable gradients per layer before clipping, at every log point, log scale; blocks "
