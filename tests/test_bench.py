@@ -15,7 +15,19 @@ def test_bench_writes_well_formed_json(tmp_path):
                    "--large-model", "vit_tiny_patch16_224", "--large-steps", "1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert report["peak"]["gflops"] > 0
+    peak = report["peak"]
+    assert peak["gflops"] > 0 and peak["interleaved_gflops"]["n"] == 2  # measured again between the steps
+    assert peak["best_gflops"] == max(peak["gflops"], peak["interleaved_gflops"]["max"]) and peak["valid"]
+    assert len(report["load_average_start"]) == 3 and len(report["load_average_end"]) == 3
+    assert "load average" in proc.stdout and "best of 3 measurements" in proc.stdout
+    # an MFU outside (0, 1] is flagged, never printed as a result
+    from peftlab.bench import format_report
+
+    mfu = report["P5_mfu"]["peftlab_full"]
+    assert mfu["valid"] == (0 < mfu["mfu"] <= 1)
+    report["P5_mfu"]["peftlab_full"] = {**mfu, "mfu": 1.532, "valid": False}
+    text = format_report(report)
+    assert "INVALID: 1.53 is outside (0, 1]" in text and "1.532 (" not in text
     for key in ("recipe_vs_hand_written", "qv_slices_vs_hand_written"):
         assert report["P1_overhead"][key]["n"] == 2 and report["P1_overhead"][key]["median"] > 0
     assert report["P2_lora_vs_full"]["median"] > 0
