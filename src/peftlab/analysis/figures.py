@@ -186,7 +186,7 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
         label="Pareto front",
     )
     ax.set_xscale("log")
-    _compact_log_ticks(ax.xaxis)
+    log_tick_labels(ax.xaxis, compact=True)
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
@@ -204,19 +204,20 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
 MAX_POINT_LABELS = 8  # configurations named beside their points; more are named by the legend alone
 
 
-def _compact_log_ticks(axis) -> None:
-    """Log-axis labels as 60K, 1M; minor ones only when the axis spans less than a decade."""
+def log_tick_labels(axis, compact: bool = False) -> None:
+    """Log-axis labels as plain numbers (0.1, 2, 30; with ``compact`` 60K, 1M, not 6 x 10^4);
+    minor ones only when the axis spans less than a decade, where they would not crowd."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    def compact(value, _):
-        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+    def label(value, _):
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if compact else ():
             if value >= size:
                 return f"{value / size:g}{suffix}"
         return f"{value:g}"
 
-    axis.set_major_formatter(FuncFormatter(compact))
+    axis.set_major_formatter(FuncFormatter(label))
     low, high = axis.get_view_interval()
-    axis.set_minor_formatter(FuncFormatter(compact) if low > 0 and high / low < 10 else NullFormatter())
+    axis.set_minor_formatter(FuncFormatter(label) if low > 0 and high / low < 10 else NullFormatter())
 
 
 def quantization_points(df, metric="metrics.test_top1", interval="t", confidence=0.95):

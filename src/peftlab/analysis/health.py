@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.figures import MARKERS, OKABE_ITO, save_figure
+from peftlab.analysis.figures import MARKERS, OKABE_ITO, log_tick_labels, save_figure
 from peftlab.analysis.load import read_spec, run_dirs
 from peftlab.files import read_json
 
@@ -199,16 +199,6 @@ def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_uti
 OTHER_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]  # head first, then embeddings, norms
 
 
-def plain_log_ticks(ax) -> None:
-    """Log-axis tick labels as plain numbers (0.1, 2, 30); minor ones only within a single decade."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    ax.yaxis.set_major_formatter(plain)
-    low, high = ax.get_ylim()
-    ax.yaxis.set_minor_formatter(plain if low > 0 and high / low < 10 else NullFormatter())
-
-
 def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow"):
     """Gradient norm (before clipping) per layer against step, one panel per configuration
     (its lowest seed), blocks coloured by depth, other layers (head, embeddings) in grey
@@ -240,7 +230,7 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
                               linestyle=styles.get(layer, "-"))
             handles.setdefault(layer, line)
         ax.set_yscale("log")
-        plain_log_ticks(ax)
+        log_tick_labels(ax.yaxis)
         ax.set_title(f"{variant} (seed {part['seed'].min()})", fontsize=8)
         ax.tick_params(which="both", labelsize=7)
         ax.grid(True, alpha=0.3)
