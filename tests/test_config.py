@@ -122,3 +122,14 @@ def test_switching_method_on_the_command_line_drops_the_files_options_of_the_old
     assert cfg.method.name == "full" and set(vars(cfg.method)) == {"name"}
     with pytest.raises(ConfigError, match=r"'method.r' is not an option of method 'full'"):
         load_config(REPO / "configs" / "downstream.yaml", ["method.name=full", "method.r=4"])
+
+
+def test_run_ids_of_existing_configs_do_not_change():
+    """Finished studies find their results by run id: the default config's id is fixed, and a field
+    added later (``LATE_FIELDS``) changes an id only when it is set away from its default."""
+    from peftlab.config import LATE_FIELDS, RunConfig, config_hash, flatten, to_dict
+
+    assert config_hash(RunConfig()) == "4eb51a5f992e"
+    defaults = flatten(to_dict(RunConfig()))
+    for dotted, default in LATE_FIELDS.items():
+        assert dotted in defaults and defaults[dotted] == default, dotted

@@ -548,12 +548,24 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+# Fields added after run ids were first handed out, with their defaults: a field at its default
+# is left out of the hash, so adding one keeps every existing run id (and its finished results).
+# A new field goes here with the default it has in its dataclass (a test checks they agree).
+LATE_FIELDS: dict[str, Any] = {}
+
+
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
 
-    ``track`` (where the numbers are sent) is left out: it does not change the run.
+    ``track`` (where the numbers are sent) is left out: it does not change the run. So are the
+    ``LATE_FIELDS`` left at their defaults.
     """
     data = {k: v for k, v in to_dict(cfg).items() if k != "track"}
+    for dotted, default in LATE_FIELDS.items():
+        section, _, name = dotted.rpartition(".")
+        fields = data.get(section) if section else data
+        if isinstance(fields, dict) and name in fields and fields[name] == default:
+            del fields[name]
     return hashlib.sha256(yaml.safe_dump(data, sort_keys=False).encode()).hexdigest()[:length]
 
 
