@@ -52,7 +52,7 @@ def test_int_is_accepted_as_float_but_not_the_reverse():
     ("method.name=dora", r"method.name='dora' is invalid: expected one of full, linear, lora"),
     ("method.target_modules=qv", r"method.target_modules='qv' is invalid"),
     ("train.lr=fast", r"train.lr='fast' is invalid: expected a number"),
-    ("train.precision=fp8", r"train.precision='fp8' is invalid: expected one of 'fp32', 'bf16', 'fp16'"),
+    ("train.precision=fp8", r"train.precision='fp8' is invalid: expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
     ("data.name=svhn", r"data.name='svhn' is invalid"),
     ("data.val_fraction=1", r"data.val_fraction=1.0 is invalid"),
     ("quant.double_quant=true", r"quant.double_quant=True is invalid"),

@@ -342,3 +342,47 @@ def test_a_failed_runs_directory_takes_a_corrected_config_and_keeps_the_failure_
     assert load_config(aside / "config.yaml") == bad and load_config(run_dir / "config.yaml") == fixed
     with pytest.raises(ConfigError, match="different config.yaml"):
         train(bad, run_dir, progress=False)
+
+
+def test_device_switches_resolve_on_cpu_and_are_recorded(tmp_path):
+    """precision auto is fp32 on a CPU, TF32 applies to CUDA only, AdamW is the foreach one unless asked."""
+    result = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2}), tmp_path / "a",
+                   progress=False)
+    assert result["config"]["train"]["precision"] == "auto"
+    provenance = result["provenance"]
+    assert (provenance["dtype"], provenance["tf32"], provenance["fused_adamw"], provenance["compile"]) == \
+        ("fp32", False, False, None)
+    fused = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2, "fused_adamw": True}),
+                  tmp_path / "b", progress=False)
+    assert fused["status"] == "completed" and fused["provenance"]["fused_adamw"] is True
+
+
+def test_a_model_that_cannot_compile_trains_eagerly_after_one_line(tmp_path, monkeypatch, capsys):
+    def broken_compile(self, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("inductor: no C++ compiler")  # what a machine without gcc reports
+        self._compiled_call_impl = fail
+
+    monkeypatch.setattr(torch.nn.Module, "compile", broken_compile)
+    cfg = config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2, "compile": True})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    record = result["provenance"]["compile"]
+    assert record["used"] is False and "no C++ compiler" in record["error"]
+    err = capsys.readouterr().err
+    assert err.count("train.compile") == 1 and "training eagerly" in err
+
+
+@pytest.mark.e2e
+def test_a_compiled_run_trains_like_the_eager_one(tmp_path):
+    """torch.compile (inductor on CPU) changes the order of some float operations, not the run."""
+    train_cfg = {"epochs": 1, "max_steps": 3}
+    eager = train(config(method={"name": "lora", "r": 4}, train=train_cfg), tmp_path / "eager", progress=False)
+    compiled = train(config(method={"name": "lora", "r": 4}, train={**train_cfg, "compile": True}),
+                     tmp_path / "compiled", progress=False)
+    assert compiled["status"] == "completed", compiled["error"]
+    assert compiled["provenance"]["compile"]["used"] is True and compiled["provenance"]["compile"]["seconds"] > 0
+    a, b = (load_file(str(tmp_path / name / "adapter.safetensors")) for name in ("eager", "compiled"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)

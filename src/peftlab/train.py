@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import traceback
 from dataclasses import asdict
@@ -25,6 +26,7 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
+from torch import nn
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -76,7 +78,57 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision: auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere
+    (a CPU without bf16 matrix units runs bf16 about 20x slower than fp32)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def set_tf32(allowed: bool, device: torch.device) -> None:
+    """``train.tf32``: TF32 matmuls and convolutions on CUDA (Ampere and later); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
+def fused_adamw(setting: bool | None, device: torch.device) -> bool:
+    """``train.fused_adamw``: null means fused on CUDA, PyTorch's foreach AdamW on CPU."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device,
+                  precision: str) -> dict:
+    """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor) and compile it
+    now, on random batches in train mode (forward and backward) and in eval mode, so the compile
+    time is reported apart and a model that cannot compile trains eagerly after one logged line
+    instead of failing later. Gradients and random state are left as they were found."""
+    start = time.perf_counter()
+    model.compile()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with autocast(precision, device):
+                out = model(torch.randn(train_shape, device=device))
+            out.float().sum().backward()
+            model.eval()
+            with torch.no_grad(), autocast(precision, device):
+                model(torch.randn(eval_shape, device=device))
+        record = {"used": True, "error": None}
+    except Exception as err:  # noqa: BLE001 - any compiler failure: eager, said once
+        model._compiled_call_impl = None  # what nn.Module.compile set: the module is eager again
+        record = {"used": False, "error": one_line(err)[:300]}
+        print(f"peftlab: train.compile: the model did not compile, training eagerly ({record['error']})",
+              file=sys.stderr, flush=True)
+    finally:
+        model.train()
+        for param in model.parameters():
+            param.grad = None
+    return {**record, "seconds": time.perf_counter() - start}
+
+
 def autocast(precision: str, device: torch.device):
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
@@ -333,7 +385,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     tc = cfg.train
     torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
     device = select_device(tc.device)
+    tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))  # 'auto' made concrete
     autocast(tc.precision, device)  # validates precision for the device
+    set_tf32(tc.tf32, device)
     log = state["log"] = tracking.open_log(cfg, run_dir)  # metrics.jsonl, monitors.jsonl and cfg.track's sinks
     seed_everything(cfg.seed)
 
@@ -357,6 +411,11 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     tuner = apply_tuner(model, cfg, TunerContext(total_steps=total_steps, device=device, quant=cfg.quant))
     model = tuner.model.to(device).train()
     rss_build = rss.peak_above_baseline()
+    state["compile"] = None
+    if tc.compile:
+        shape = (spec.in_chans, spec.img_size, spec.img_size)
+        state["compile"] = compile_model(model, (min(tc.batch_size, len(data.train)), *shape),
+                                         (min(tc.eval_batch_size, len(data.val)), *shape), device, tc.precision)
     rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
     counts = tuner.parameter_counts()
     state["params"] = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
@@ -364,13 +423,16 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     state["provenance"] = {
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
         "hardware": provenance.hardware(device), "threads": torch.get_num_threads(), "dtype": tc.precision,
+        "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": fused_adamw(tc.fused_adamw, device),
+        "compile": state["compile"],
         "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),
     }
 
     # --- optimizer, schedule, resume ---------------------------------------------------
     head_lr = tc.head_lr if tc.head_lr is not None else tc.lr
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
-    optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd))
+    optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd),
+                                  fused=fused_adamw(tc.fused_adamw, device) or None)
     tuner.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")

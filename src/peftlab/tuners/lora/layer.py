@@ -12,6 +12,16 @@ separate matmuls and a ``cat`` of their outputs give the same numbers but cost a
 more per training step (measured, see benchmarks/README.md). Any other slice (a quantized
 base, a LoRA variant such as DoRA, another PEFT method) runs its own forward: peftlab does not
 re-implement layer math it does not know.
+
+When the base weights are frozen and each adapter is PEFT's plain LoRA without dropout (a LoRA
+run's usual case), ``FusedLoraQKV`` does that forward and its backward by hand: the frozen
+fused weight is concatenated once and kept while the three weights are unchanged, the
+adapters' updates are added in place, and the backward takes every product in the
+orientation that is fast for a rank-r factor (``(h^T g)^T`` for B, never ``g^T h``) and
+computes no gradient for a frozen weight. Autograd through the same ops spends a zero fill
+and a copy of the (N, 3d) output gradient on ``narrow`` and a slow (d, N) x (N, r) product
+per adapter (profiled, see benchmarks/README.md). Tests compare outputs and gradients with
+PEFT's own layers.
 """
 
 from __future__ import annotations
@@ -29,12 +39,26 @@ class SplitQKV(nn.Module):
         self.in_features = q.in_features
         self.out_features = q.out_features + k.out_features + v.out_features
 
+        self._frozen: tuple | None = None  # (key, weight, bias): the frozen fused weight, see frozen_fused
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
         parts = (self.q, self.k, self.v)
         if not all(is_plain_float(part) for part in parts):
             return torch.cat([part(x) for part in parts], dim=-1)
         bases = [getattr(part, "base_layer", part) for part in parts]
+        adapters = [plain_lora(part) for part in parts]
+        frozen = not any(p.requires_grad for base in bases for p in base.parameters())
+        if frozen and all(a is not False for a in adapters):
+            weight, bias = self.frozen_fused(bases)
+            slices, factors, start = [], [], 0
+            for base, adapter in zip(bases, adapters):
+                if adapter is not None:
+                    lora_A, lora_B, scaling = adapter
+                    slices.append((start, base.out_features, scaling))
+                    factors += [lora_A, lora_B]
+                start += base.out_features
+            return FusedLoraQKV.apply(x, weight, bias, tuple(slices), *factors)
         weight = torch.cat([base.weight for base in bases])  # (3d, d)
         bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
         out = F.linear(x, weight, bias)
@@ -45,6 +69,83 @@ class SplitQKV(nn.Module):
                 out.narrow(-1, start, base.out_features).add_(delta)
             start += base.out_features
         return out
+
+
+    def frozen_fused(self, bases: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (3d, d) weight and (3d,) bias of frozen q, k, v, concatenated again only when one of
+        them changed (another tensor, or written in place: ``_version`` counts in-place writes)."""
+        tensors = [t for base in bases for t in (base.weight, base.bias) if t is not None]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if self._frozen is None or self._frozen[0] != key:
+            with torch.no_grad():
+                weight = torch.cat([base.weight for base in bases])
+                bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
+            self._frozen = (key, weight, bias)
+        return self._frozen[1], self._frozen[2]
+
+    def _apply(self, fn, recurse=True):  # .to(), .half(), ...: the cached copy would be stale
+        self._frozen = None
+        return super()._apply(fn, recurse)
+
+
+class FusedLoraQKV(torch.autograd.Function):
+    """``out = x W^T + b`` plus, on each adapted slice [start, start + size) of the output,
+    ``scaling * (x A^T) B^T``; W and b frozen, gradients for x, A and B.
+
+    x: (..., d); W: (3d, d); A: (r, d); B: (size, r). Under autocast every product runs in the
+    autocast dtype, as ``F.linear`` would; gradients come back in each input's own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, slices, *factors):
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x2 = x.reshape(-1, x.shape[-1]).to(dtype)  # (N, d)
+            w = weight.to(dtype)
+            out = x2 @ w.t() if bias is None else torch.addmm(bias.to(dtype), x2, w.t())  # (N, 3d)
+            saved = []
+            for (start, size, scaling), lora_A, lora_B in zip(slices, factors[0::2], factors[1::2]):
+                a, b = lora_A.to(dtype), lora_B.to(dtype)
+                h = (x2 @ a.t()).mul_(scaling)  # (N, r)
+                out[:, start:start + size].addmm_(h, b.t())
+                saved += [a, b, h]
+        ctx.slices, ctx.x_shape, ctx.x_dtype = slices, x.shape, x.dtype
+        ctx.factor_dtypes = [f.dtype for f in factors]
+        ctx.save_for_backward(x2, w, *saved)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, w, *saved = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1]).to(w.dtype)  # (N, 3d)
+        grad_x = g @ w if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
+        grads = []
+        for (start, size, scaling), a, b, h in zip(ctx.slices, saved[0::3], saved[1::3], saved[2::3]):
+            g_slice = g[:, start:start + size]  # (N, size), a strided view
+            gh = (g_slice @ b).mul_(scaling)  # (N, r)
+            grads.append(gh.t() @ x2)  # A: (r, d)
+            grads.append((h.t() @ g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
+            if grad_x is not None:
+                grad_x.addmm_(gh, a)
+        grads = [gr.to(dt) for gr, dt in zip(grads, ctx.factor_dtypes)]
+        if grad_x is not None:
+            grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
+        return (grad_x, None, None, None, *grads)
+
+
+def plain_lora(layer: nn.Module):
+    """``(lora_A, lora_B, scaling)`` of the one active plain LoRA adapter of ``layer`` (no dropout),
+    None for a slice without an active adapter, False for anything else (several adapters,
+    dropout): the hand-written path then does not apply."""
+    if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
+        return None
+    active = [name for name in layer.active_adapters if name in layer.lora_A]
+    if not active:
+        return None
+    if len(active) > 1 or not isinstance(layer.lora_dropout[active[0]], nn.Identity):
+        return False
+    name = active[0]
+    return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
 
 
 def is_plain_float(layer: nn.Module) -> bool:

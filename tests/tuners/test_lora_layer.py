@@ -1,0 +1,90 @@
+"""The hand-written fused q/k/v LoRA step (``FusedLoraQKV``) against PEFT's own layers."""
+
+import pytest
+import torch
+
+from testkit import TINY_MODEL
+from peftlab.backbones import build_backbone
+from peftlab.config import load_config
+from peftlab.tuners import apply_tuner
+from peftlab.tuners.lora.layer import SplitQKV, plain_lora
+
+
+def split_qkv_of(targets=("q", "v"), **options) -> SplitQKV:
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {
+        "name": "lora", "r": 4, "target_modules": [rf"blocks\.\d+\.attn\.qkv\.{t}" for t in targets], **options}})
+    torch.manual_seed(0)
+    model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    return next(m for m in model.modules() if isinstance(m, SplitQKV))
+
+
+def reference(split: SplitQKV, x: torch.Tensor) -> torch.Tensor:
+    """PEFT's forward of each slice and a cat: what the fused path must equal."""
+    return torch.cat([part(x) for part in (split.q, split.k, split.v)], dim=-1)
+
+
+def outputs_and_grads(forward, split: SplitQKV, x: torch.Tensor, dtype=None):
+    x = x.clone().requires_grad_(True)
+    params = [p for p in split.parameters() if p.requires_grad]
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        out = forward(x)
+    (out.float() * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k",)])
+def test_fused_forward_and_backward_equal_peft(targets):
+    split = split_qkv_of(targets)
+    assert all(plain_lora(part) is not False for part in (split.q, split.k, split.v))
+    x = torch.randn(3, 7, split.in_features, generator=torch.Generator().manual_seed(1))
+    fused, fused_grads = outputs_and_grads(split, split, x)
+    ref, ref_grads = outputs_and_grads(lambda t: reference(split, t), split, x)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    assert len(fused_grads) == len(ref_grads) == 1 + 2 * len(targets)
+    for got, want in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_path_under_bf16_autocast_matches_peft_and_keeps_parameter_dtypes():
+    split = split_qkv_of()
+    x = torch.randn(2, 5, split.in_features, generator=torch.Generator().manual_seed(2))
+    fused, fused_grads = outputs_and_grads(split, split, x, torch.bfloat16)
+    ref, ref_grads = outputs_and_grads(lambda t: reference(split, t), split, x, torch.bfloat16)
+    assert fused.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(fused.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    for got, want in zip(fused_grads, ref_grads):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2)
+
+
+def test_the_cached_frozen_weight_follows_in_place_writes_and_moves():
+    split = split_qkv_of()
+    x = torch.randn(2, 4, split.in_features)
+    with torch.no_grad():
+        split(x)
+        split.k.weight.add_(1.0)  # an in-place write to a frozen weight (a loaded checkpoint does this)
+        torch.testing.assert_close(split(x), reference(split, x))
+        split.double()
+        torch.testing.assert_close(split(x.double()), reference(split, x.double()))
+
+
+def test_dropout_disabled_and_merged_adapters_take_peft_s_own_path():
+    split = split_qkv_of(lora_dropout=0.1)
+    assert plain_lora(split.q) is False  # dropout: PEFT's forward, not the hand-written one
+    split.train()
+    torch.manual_seed(3)
+    out = split(torch.randn(2, 4, split.in_features))
+    assert out.shape[-1] == split.out_features
+    split = split_qkv_of()
+    split.q.merge()
+    assert plain_lora(split.q) is None  # merged: the base weight holds the update
+    x = torch.randn(2, 4, split.in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), reference(split, x))
