@@ -51,3 +51,25 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert p3b["qlora_nf4_dq"]["base_weights_bytes"] < p3b["lora_fp32"]["base_weights_bytes"]
     assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
     assert p3b["ratios"]["qlora_vs_lora"] > 0
+    comp = report["compile"]  # train.compile: both methods compiled, timed against eager
+    assert set(comp["compiled_vs_eager"]) == {"lora", "full"} and comp["P2_compiled"]["n"] == 2
+    assert all(v["median"] > 0 for v in comp["compiled_vs_eager"].values())
+    assert all(seconds > 0 for seconds in comp["compile_seconds"].values())
+    assert "P2 compiled LoRA / compiled full" in proc.stdout and report["device"] == "cpu"
+
+
+def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
+    from peftlab.bench import gpu_ceiling_gflops
+
+    assert gpu_ceiling_gflops("bf16", "NVIDIA H100 80GB HBM3")["gflops"] == 989_400
+    assert gpu_ceiling_gflops("fp32", "NVIDIA H100 PCIe")["gflops"] == 378_000
+    assert gpu_ceiling_gflops("bf16", "NVIDIA GeForce GTX 1080") is None
+
+
+def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_cli("bench", "--device", "cuda", "--model", "vit_tiny_patch16_224", "--img-size", "32")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr

@@ -386,3 +386,19 @@ def test_a_compiled_run_trains_like_the_eager_one(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+
+
+def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_path, monkeypatch):
+    import peftlab.preflight
+
+    monkeypatch.setattr(peftlab.preflight, "available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    with pytest.raises(Exception, match="GiB for training beyond its weights"):
+        train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and "train.batch_size" in result["error"] and result["step"] is None
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    monkeypatch.undo()  # the same run on the real machine fits, and records its estimate
+    done = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 1}), tmp_path / "ok",
+                 progress=False)
+    estimate = done["memory"]["estimate"]
+    assert estimate["activations_per_image_bytes"] > 0 and estimate["batch_size"] == 32

@@ -161,7 +161,8 @@ def cmd_bench(args) -> int:
 
     report = run_bench(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
                        repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
-                       large_model=args.large_model or None, large_steps=args.large_steps,
+                       large_model=args.large_model or None, large_steps=args.large_steps, device=args.device,
+                       with_compile=not args.no_compile,
                        progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -275,6 +276,9 @@ def cmd_validate(args) -> int:
         print(f"# ranks at the start ({len(ranks)} adapted modules, sum {sum(ranks.values())}):")
         for module, rank in ranks.items():
             print(f"#   {module}: {rank}")
+    from peftlab.preflight import estimate_for_config, format_estimate
+
+    print("\n".join(format_estimate(estimate_for_config(cfg))))
     return 0
 
 
@@ -348,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large-model", default="vit_large_patch16_224",
                    help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
     p.add_argument("--large-steps", type=int, default=2, help="P3b: training steps per method")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
-from peftlab import locks, metrics, provenance, tracking
+from peftlab import locks, metrics, preflight, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import CheckpointError, ConfigError, UserError
@@ -411,9 +411,14 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     tuner = apply_tuner(model, cfg, TunerContext(total_steps=total_steps, device=device, quant=cfg.quant))
     model = tuner.model.to(device).train()
     rss_build = rss.peak_above_baseline()
+    shape = (spec.in_chans, spec.img_size, spec.img_size)
+    # refused here, before any step, when its training memory cannot fit (peftlab.preflight)
+    estimate = state["memory_estimate"] = preflight.estimate(model, list(tuner.trainable_parameters().values()), shape,
+                                                             tc.batch_size, tc.precision, device)
+    preflight.check_fits(estimate, preflight.available_bytes(device), tc.batch_size, tc.grad_accum,
+                         cfg.method.quantizable and cfg.quant.mode == "none")
     state["compile"] = None
     if tc.compile:
-        shape = (spec.in_chans, spec.img_size, spec.img_size)
         state["compile"] = compile_model(model, (min(tc.batch_size, len(data.train)), *shape),
                                          (min(tc.eval_batch_size, len(data.val)), *shape), device, tc.precision)
     rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
@@ -574,7 +579,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "cuda_max_allocated_bytes": metrics.cuda_max_allocated_bytes(device),
                    "weights_bytes": metrics.weights_bytes(model),
                    **tuner.base_weight_bytes(),
-                   "trainable_state_bytes": metrics.trainable_state_bytes(trainable, optimizer)},
+                   "trainable_state_bytes": metrics.trainable_state_bytes(trainable, optimizer),
+                   "estimate": state["memory_estimate"]},  # peftlab.preflight, before the first step
         "timing": {"train_seconds": state["train_seconds"],
                    "train_images_per_second": images_seen / state["train_seconds"] if state["train_seconds"] else None,
                    "eval_images_per_second": test["images_per_second"],
