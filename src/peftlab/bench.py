@@ -23,6 +23,10 @@ drift of the machine cancels; each figure is the median of the repeats, with the
   step) / measured matmul peak.
 - P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
   / the default study's mean per-run wall time.
+- data: images/s of the data path alone (an ImageFolder of JPEGs written here, decoded, resized,
+  augmented and normalised as training gets them, with ``data.num_workers``) / images/s of a
+  deit_tiny_patch16_224 training step (LoRA r=8, batch as given), interleaved; >= 2 means the
+  data path never limits training. ``peftlab bench --only data`` measures just this figure.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from peftlab.config import RunConfig, load_config
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.train import autocast, compute_loss, training_step, warmup_cosine
+from peftlab.train import NonFinite, autocast, compute_loss, training_step, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -106,12 +110,14 @@ def make_cfg(model: str, img_size: int | None, method: str, targets="standard", 
 class Trainer:
     """One model, its optimizer and schedule, and a fixed batch: ``step()`` is one training step."""
 
-    def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False):
+    def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False,
+                 device: torch.device = torch.device("cpu")):
         torch.manual_seed(0)
         model = build_backbone(cfg.model, 10)
         if cfg.train.grad_checkpointing:
             enable_grad_checkpointing(model)
-        self.precision, self.images, self.labels = precision, images, labels
+        self.precision, self.images, self.labels = precision, images.to(device), labels.to(device)
+        self.device = device
         self.steps_taken = 0
         self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
         if hand_written:
@@ -125,13 +131,14 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
             self.step = self.hand_step
         else:
-            self.tuner = apply_tuner(model, cfg, TunerContext(10 ** 6, torch.device("cpu"), cfg.quant))
-            self.model = self.tuner.model
+            self.tuner = apply_tuner(model, cfg, TunerContext(10 ** 6, device, cfg.quant))
+            self.model = self.tuner.model.to(device)
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01))
             self.tuner.attach_optimizer(self.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
-            self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+            self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+            self.nonfinite = NonFinite(device, precision)
             self.step = self.recipe_step
         self.model.train()
 
@@ -139,11 +146,11 @@ class Trainer:
         """The recipe's own training step (train.training_step); the step count advances, so
         rank controllers reallocate as they would in a run."""
         training_step(self.model, self.tuner, [(self.images, self.labels)], 1, self.optimizer, self.scheduler,
-                      self.scaler, self.params, self.cfg.train, torch.device("cpu"), self.steps_taken)
+                      self.scaler, self.params, self.cfg.train, self.device, self.steps_taken, None, self.nonfinite)
         self.steps_taken += 1
 
     def hand_step(self) -> None:
-        with autocast(self.precision, torch.device("cpu")):
+        with autocast(self.precision, self.device):
             loss = F.cross_entropy(self.model(self.images).float(), self.labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -300,10 +307,81 @@ def import_seconds() -> float:
     return time.perf_counter() - start
 
 
+def write_jpeg_folder(directory: Path, n_train: int, size: int = 256, classes: int = 8, n_test: int = 16,
+                      seed: int = 0) -> None:
+    """An ImageFolder (train/<class>/, test/<class>/) of size x size RGB JPEGs (quality 90): smooth
+    random colour fields with pixel noise, which compress and decode like photographs do."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("test", n_test)):
+        for i in range(count):
+            folder = directory / split / f"class{i % classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+            pixels = np.asarray(field, dtype=np.int16) + rng.integers(-16, 17, (size, size, 3))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+
+
+DATA_PATH_MODEL = "deit_tiny_patch16_224"
+
+
+def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.device, n_images: int = 512,
+              model: str = DATA_PATH_MODEL, progress=print) -> dict:
+    """Images/s of the data path alone / images/s of a training step of ``model`` (LoRA r=8), interleaved.
+
+    The data path: an ImageFolder of ``n_images`` 256 px JPEGs written to a temporary folder, read
+    as a run reads it (decode, resize to the model's input, augment, normalise, on ``device``),
+    one epoch per repetition through the recipe's own ``BatchLoader`` with persistent workers.
+    """
+    import tempfile
+
+    from peftlab.data import build_data
+    from peftlab.data.loading import BatchLoader
+    from peftlab.train import epoch_batches
+
+    cfg = make_cfg(model, None, "lora")
+    spec = input_spec_for(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="peftlab-bench-data-") as tmp:
+        progress(f"data: writing {n_images} JPEGs of 256 px")
+        write_jpeg_folder(Path(tmp), n_images)
+        data_cfg = load_config(overrides={"data": {"name": "imagefolder", "root": tmp, "val_fraction": 0.0,
+                                                   "augment": True, "num_workers": num_workers}}).data
+        data = build_data(data_cfg, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
+                          device=device)
+        loader = BatchLoader(data.train, device, num_workers, persistent=True)
+        epochs = iter(range(10 ** 6))
+
+        def data_epoch() -> None:
+            for _ in loader(epoch_batches(len(data.train), batch, 0, next(epochs))):
+                pass
+
+        images = torch.randn(batch, 3, spec.img_size, spec.img_size)
+        trainer = Trainer(cfg, images, torch.arange(batch) % 10, "fp32", device=device)
+        progress(f"data: {len(data.train)} images per epoch / {model} steps (interleaved)")
+        times = metrics.time_interleaved({"data_epoch": data_epoch, "step": trainer.step}, repeats, device)
+        workers = loader.num_workers
+        del loader  # its workers end here
+    data_ips = [len(data.train) / t for t in times["data_epoch"]]
+    step_ips = [batch / t for t in times["step"]]
+    ratio = spread([d / s for d, s in zip(data_ips, step_ips)])
+    return {"model": model, "img_size": spec.img_size, "batch": batch, "images": len(data.train),
+            "jpeg_size": 256, "augment": True, "device": str(device),
+            "num_workers": workers, "num_workers_config": num_workers,
+            "data_images_per_second": spread(data_ips), "step_images_per_second": spread(step_ips),
+            "ratio": ratio, "target": 2.0, "meets_target": ratio["median"] >= 2.0}
+
+
 def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None, batch: int = 32,
               dtype: str = "fp32", repeats: int = 5, default_study_dir: Path = Path("runs/default"),
               with_memory: bool = True, large_model: str | None = "vit_large_patch16_224", large_steps: int = 2,
+              only: str | None = None, num_workers: int | None = None, device: str = "cpu",
               progress=print) -> dict:
+    """Every figure (``only=None``), or just one (``only="data"``); the data figure runs on ``device``
+    ("cpu", "cuda" or "auto") with ``num_workers`` decoding processes (None: chosen for the device)."""
+    from peftlab.train import select_device
+
     torch.manual_seed(0)
     lora_cfg = make_cfg(model, img_size, "lora")
     size = input_spec_for(lora_cfg.model).img_size
@@ -312,9 +390,14 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     report = {"model": model, "img_size": size, "batch": batch, "dtype": dtype, "repeats": repeats,
               "threads": torch.get_num_threads(), "versions": provenance.package_versions(),
               "hardware": provenance.hardware(torch.device("cpu"))}
+    report["load_average_start"] = os.getloadavg()
+    if only == "data":
+        report["model"] = DATA_PATH_MODEL  # the header names the model the figure trains
+        report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), progress=progress)
+        report["load_average_end"] = os.getloadavg()
+        return report
 
     progress("peak: matmul throughput")
-    report["load_average_start"] = os.getloadavg()
     report["peak"] = {**matmul_peak(dtype, repeats), "ceiling": cpu_ceiling_gflops(dtype)}
 
     progress("P1/P2/P5: training steps (interleaved)")
@@ -392,6 +475,8 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     if large_model:
         progress(f"P3b: peak RSS training {large_model} (separate processes)")
         report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps, img_size=img_size)
+    progress("data: the data path / a deit_tiny training step (interleaved)")
+    report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), progress=progress)
     report["load_average_end"] = os.getloadavg()  # with the start's: a quiet run reads near 0, a loaded one not
     return report
 
@@ -458,17 +543,11 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) 
     return out
 
 
-def format_report(report: dict) -> str:
+def figure_rows(report: dict) -> list[tuple[str, str, str]]:
+    """(name, value, target) rows of the full bench's figures."""
     def med(d):
         return d["median"]
 
-    load = ""
-    if report.get("load_average_start") and report.get("load_average_end"):
-        load = (f"; load average {report['load_average_start'][0]:.1f} at the start, "
-                f"{report['load_average_end'][0]:.1f} at the end")
-    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
-             f"{report['dtype']}, {report['threads']} threads, {report['repeats']} interleaved repeats "
-             f"({report['hardware']['cpu']}{load})", ""]
     peak = report["peak"]
     ceiling = peak.get("ceiling")
     rows = [("peak matmul", f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
@@ -523,6 +602,27 @@ def format_report(report: dict) -> str:
     for name, mem in (report.get("memory") or {}).items():
         rows.append((f"peak RSS {name}", f"{mem['peak_rss_bytes'] / 2**20:.0f} MiB "
                      f"(weights {mem['weights_bytes'] / 2**20:.1f} MiB)", ""))
+    return rows
+
+
+def format_report(report: dict) -> str:
+    def med(d):
+        return d["median"]
+
+    load = ""
+    if report.get("load_average_start") and report.get("load_average_end"):
+        load = (f"; load average {report['load_average_start'][0]:.1f} at the start, "
+                f"{report['load_average_end'][0]:.1f} at the end")
+    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
+             f"{report['dtype']}, {report['threads']} threads, {report['repeats']} interleaved repeats "
+             f"({report['hardware']['cpu']}{load})", ""]
+    rows = figure_rows(report) if "peak" in report else []
+    data = report.get("data_path")
+    if data:
+        rows.append(("data path / deit_tiny step", f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
+                     f"{data['ratio']['max']:.2f}] ({med(data['data_images_per_second']):.0f} / "
+                     f"{med(data['step_images_per_second']):.1f} images/s, {data['num_workers']} workers, "
+                     f"{data['device']})", ">= 2"))
     width = max(len(r[0]) for r in rows)
     lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]
     return "\n".join(lines)

@@ -161,7 +161,8 @@ def cmd_bench(args) -> int:
 
     report = run_bench(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
                        repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
-                       large_model=args.large_model or None, large_steps=args.large_steps,
+                       large_model=args.large_model or None, large_steps=args.large_steps, only=args.only,
+                       num_workers=args.num_workers, device=args.device,
                        progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large-model", default="vit_large_patch16_224",
                    help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
     p.add_argument("--large-steps", type=int, default=2, help="P3b: training steps per method")
+    p.add_argument("--only", choices=("data",), help="measure one figure: data (the data path / a deit_tiny step)")
+    p.add_argument("--num-workers", type=int, help="data figure: decoding processes (default: chosen for the device)")
+    p.add_argument("--device", default="cpu", help="data figure: cpu, cuda or auto (default cpu)")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 
