@@ -376,7 +376,7 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
 def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None, batch: int = 32,
               dtype: str = "fp32", repeats: int = 5, default_study_dir: Path = Path("runs/default"),
               with_memory: bool = True, large_model: str | None = "vit_large_patch16_224", large_steps: int = 2,
-              only: str | None = None, num_workers: int | None = None, device: str = "cpu",
+              only: str | None = None, num_workers: int | None = None, device: str = "cpu", data_images: int = 512,
               progress=print) -> dict:
     """Every figure (``only=None``), or just one (``only="data"``); the data figure runs on ``device``
     ("cpu", "cuda" or "auto") with ``num_workers`` decoding processes (None: chosen for the device)."""
@@ -393,7 +393,8 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     report["load_average_start"] = os.getloadavg()
     if only == "data":
         report["model"] = DATA_PATH_MODEL  # the header names the model the figure trains
-        report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), progress=progress)
+        report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), data_images,
+                                        progress=progress)
         report["load_average_end"] = os.getloadavg()
         return report
 
@@ -476,7 +477,8 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
         progress(f"P3b: peak RSS training {large_model} (separate processes)")
         report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps, img_size=img_size)
     progress("data: the data path / a deit_tiny training step (interleaved)")
-    report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), progress=progress)
+    report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), data_images,
+                                        progress=progress)
     report["load_average_end"] = os.getloadavg()  # with the start's: a quiet run reads near 0, a loaded one not
     return report
 
