@@ -3,7 +3,8 @@
 ``train(cfg, run_dir)`` builds the data and the model, applies the tuner (which quantizes the
 base when ``quant.mode`` asks), runs the loop (``training_step``: forward, loss + the tuner's
 regularization, backward, the tuner's hooks, clip, step; then log, evaluate, checkpoint),
-evaluates on test, checks the merge and writes ``result.json``.
+evaluates on test, checks the merge and writes ``result.json``. The host waits for the device
+only at log, eval and checkpoint points (``NonFinite`` keeps a diverged step on the device until then).
 Running it again on the same directory resumes from ``checkpoint/``, or returns the
 finished result.
 """
@@ -471,8 +472,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             step_images = sum(len(b) for b in group)
             images_seen, window_images = images_seen + step_images, window_images + step_images
             log_point = step % tc.log_every == 0 or step == total_steps
-            eval_point = bool(tc.eval_every) and step % tc.eval_every == 0 and step < total_steps \
-                and next_batch < len(batches)
+            eval_point = (bool(tc.eval_every) and step % tc.eval_every == 0 and step < total_steps
+                          and next_batch < len(batches))
             if log_point or eval_point or step % tc.ckpt_every == 0:
                 nonfinite.check()  # waits for the device: the times below are the device's too
             now = time.perf_counter()
@@ -519,7 +520,6 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
 
     # --- test, merge check, result ----------------------------------------------------
     val = last_val or evaluate(model, val_loader, tc.eval_batch_size, device, tc.precision, "val")
-    del train_loader, val_loader  # their worker processes end here
     test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test", cfg.data.num_workers)
     for split, numbers in (("val", val), ("test", test)):
         if not math.isfinite(numbers["loss"]):
