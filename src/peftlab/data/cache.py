@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import DecodedFiles
+from peftlab.data.loading import decoded_in_this_process
 from peftlab.data.sources import decoded_cache_dir
 from peftlab.files import one_line, write_atomic
 
@@ -62,7 +63,7 @@ def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         loader = DataLoader(decoded, batch_size=BUILD_BATCH, num_workers=num_workers, generator=torch.Generator())
         start = 0
-        for images, _ in loader:
+        for images, _ in (loader if num_workers else decoded_in_this_process(loader)):
             out[start:start + len(images)] = images.numpy()
             start += len(images)
         out.flush()

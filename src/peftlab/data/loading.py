@@ -15,6 +15,7 @@ number of workers or on the device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
@@ -34,6 +35,29 @@ def default_num_workers(device: torch.device) -> int:
         return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(MAX_AUTO_WORKERS, usable - 1))
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch with one intra-op thread inside (as in DataLoader workers): decoding resizes one image at
+    a time, which gains nothing from more threads and, on a busy machine, loses several times over."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def decoded_in_this_process(loader: DataLoader) -> Iterator:
+    """The batches of a DataLoader without workers, each decoded with one thread."""
+    batches = iter(loader)
+    while True:
+        with one_thread():
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
 
 
 class IndexBatches:
@@ -74,7 +98,7 @@ class BatchLoader:
             uint8_batches = (self.dataset.load_batch(indices) for indices in index_batches)
         else:
             self.index_batches.batches = [torch.as_tensor(b).tolist() for b in index_batches]
-            uint8_batches = iter(self.loader)
+            uint8_batches = iter(self.loader) if self.num_workers else decoded_in_this_process(self.loader)
         for images, labels in uint8_batches:
             images = images.to(self.device, non_blocking=True)
             yield self.dataset.transform(images), labels.to(self.device, non_blocking=True)
