@@ -163,6 +163,7 @@ def cmd_bench(args) -> int:
                        repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
                        large_model=args.large_model or None, large_steps=args.large_steps, only=args.only,
                        num_workers=args.num_workers, device=args.device, data_images=args.data_images,
+                       data_cache=args.data_cache,
                        progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, help="data figure: decoding processes (default: chosen for the device)")
     p.add_argument("--device", default="cpu", help="data figure: cpu, cuda or auto (default cpu)")
     p.add_argument("--data-images", type=int, default=512, help="data figure: JPEGs (256 px) per epoch (default 512)")
+    p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 

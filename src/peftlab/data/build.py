@@ -10,6 +10,7 @@ then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -116,13 +117,14 @@ def describe_data(cfg) -> DataInfo:
 
 
 def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0.5,) * 3,
-               device: torch.device | None = None) -> DataBundle:
+               device: torch.device | None = None, cache_dir: Path | None = None) -> DataBundle:
     """Train/val/test datasets of (float in_chans x img_size x img_size, label), normalised with mean/std.
 
     Train is augmented (random crop, 4 px per 32 px padding; horizontal flip except for
     digits) only when cfg.augment is true. Folder splits are decoded on demand, or with
     cfg.cache once into a memory-mapped uint8 file (`peftlab.data.cache`), by cfg.num_workers
-    processes (null: chosen for ``device``, see `loading.default_num_workers`).
+    processes (null: chosen for ``device``, see `loading.default_num_workers`), in ``cache_dir``
+    (default: `sources.decoded_cache_dir()`).
     """
     splits, info = load_splits(cfg)
     num_workers = cfg.num_workers
@@ -139,7 +141,7 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
         transform = train_transform if split == "train" else eval_transform
         if samples.is_files and cfg.cache:  # decoded once, then memory-mapped: an in-memory split
             decoded = DecodedFiles(samples.images, samples.labels, img_size, in_chans)
-            images = cached_images(info.sha256, split, decoded, num_workers)
+            images = cached_images(info.sha256, split, decoded, num_workers, cache_dir)
             datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform)
         elif samples.is_files:
             datasets[split] = FileDataset(samples.images, samples.labels, img_size, in_chans, transform)

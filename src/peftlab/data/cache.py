@@ -72,12 +72,14 @@ def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
     write_atomic(path, write)
 
 
-def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num_workers: int) -> torch.Tensor:
-    """uint8 N x C x S x S of a folder split, from the cache, decoding (and caching) it first if needed."""
+def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num_workers: int,
+                  directory: Path | None = None) -> torch.Tensor:
+    """uint8 N x C x S x S of a folder split, from the cache in ``directory`` (default
+    ``decoded_cache_dir()``), decoding (and caching) it first if needed."""
     shape = (len(decoded), decoded.in_chans, decoded.size, decoded.size)
     if not len(decoded):  # nothing to decode (an empty val split): numpy cannot map an empty array
         return torch.empty(shape, dtype=torch.uint8)
-    path = decoded_cache_dir() / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
+    path = (directory or decoded_cache_dir()) / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
     images = read_cache(path, shape)
     if images is None:
         build_cache(path, decoded, num_workers)
