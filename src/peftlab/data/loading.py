@@ -6,7 +6,8 @@ decode and resize the images, with pinned memory and a deeper prefetch on CUDA a
 persist across epochs. Either way the uint8 batch is moved to the device and the main process
 applies the transform there (augmentation, normalisation): every random draw comes from torch's
 global RNG in the main process, so batches depend on the seed and the order only, never on the
-number of workers or on the device.
+number of workers or on the device. Any other map-style dataset of (image tensor, label) items
+is taken as it is, item by item.
 
     loader = BatchLoader(data.train, device, num_workers=4, persistent=True)
     for images, labels in loader(index_batches):     # index_batches: a list of index tensors
@@ -94,6 +95,13 @@ class BatchLoader:
         return len(self.dataset)
 
     def __call__(self, index_batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not hasattr(self.dataset, "load_batch"):  # any other dataset of (image tensor, label): items as they are
+            for indices in index_batches:
+                items = [self.dataset[i] for i in torch.as_tensor(indices).tolist()]
+                images = torch.stack([x for x, _ in items])
+                labels = torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            return
         if self.loader is None:
             uint8_batches = (self.dataset.load_batch(indices) for indices in index_batches)
         else:
