@@ -12,7 +12,8 @@ def test_bench_writes_well_formed_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch", "4", "--repeats", "2",
                    "--study-dir", str(tmp_path / "no-study"), "--json", str(out),
-                   "--large-model", "vit_tiny_patch16_224", "--large-steps", "1", "--no-compile", timeout=900)
+                   "--large-model", "vit_tiny_patch16_224", "--large-steps", "1", "--data-images", "24", "--no-compile",
+                   timeout=900)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     peak = report["peak"]
@@ -52,6 +53,10 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
     assert p3b["ratios"]["qlora_vs_lora"] > 0
     assert "compile" not in report and report["device"] == "cpu"
+    data = report["data_path"]
+    assert data["images"] == 24 and data["model"] == "deit_tiny_patch16_224" and data["img_size"] == 224
+    assert data["ratio"]["n"] == 2 and data["ratio"]["median"] > 0 and data["meets_target"] == (data["ratio"]["median"] >= 2)
+    assert "data path / deit_tiny step" in proc.stdout
 
 
 @pytest.mark.e2e
@@ -82,3 +87,20 @@ def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
         pytest.skip("this machine has a GPU")
     proc = run_cli("bench", "--device", "cuda", "--model", "vit_tiny_patch16_224", "--img-size", "32")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr
+
+
+
+@pytest.mark.e2e
+def test_bench_only_data_measures_the_data_path_alone(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--only", "data", "--batch", "4", "--repeats", "1", "--data-images", "16",
+                   "--num-workers", "2", "--data-cache", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert "peak" not in report and "P1_overhead" not in report
+    data = report["data_path"]
+    assert data["num_workers"] == 2 and data["device"] == "cpu" and data["images"] == 16 and data["cache"]
+    assert data["data_images_per_second"]["median"] > 0 and data["step_images_per_second"]["median"] > 0
+    assert len(report["load_average_start"]) == 3 and "load average" in proc.stdout
+    assert "data path / deit_tiny step" in proc.stdout and "deit_tiny_patch16_224 at 224 px" in proc.stdout
+    assert "2 workers, cached, cpu" in proc.stdout

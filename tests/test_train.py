@@ -1,6 +1,8 @@
 """The recipe on real data (Fashion-MNIST subsets) with the 2-block 32 px ViT."""
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,61 @@ def test_huge_learning_rate_ends_diverged(tmp_path):
     assert "non-finite" in result["error"] and "at step" in result["error"]
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["status"] == "diverged" and saved["step"] is not None
+
+
+@pytest.mark.parametrize("what", ["loss", "gradient norm"])
+def test_a_non_finite_step_between_log_points_is_reported_at_its_exact_step(tmp_path, monkeypatch, what):
+    """The loop reads the device only at log, eval and checkpoint points (here every 3rd step);
+    a loss or gradient norm that turns non-finite at step 4 is still reported as step 4."""
+    import peftlab.train
+
+    original, calls = peftlab.train.compute_loss, []
+
+    def non_finite_at_step_4(*args):
+        loss = original(*args)
+        calls.append(1)
+        if len(calls) != 5:  # one micro-batch a step: the 5th call is step 4
+            return loss
+        if what == "loss":
+            return loss * float("nan")
+        huge = loss * 1e38  # the same value, gradients scaled by 1e38: their norm overflows
+        return huge - huge.detach() + loss.detach()
+
+    monkeypatch.setattr(peftlab.train, "compute_loss", non_finite_at_step_4)
+    cfg = config(method={"name": "lora", "r": 4}, train={"log_every": 3, "ckpt_every": 3, "max_steps": 6})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "diverged" and result["step"] == 4
+    expected = r"non-finite loss \(nan\)" if what == "loss" else r"non-finite gradient norm \((inf|nan)\)"
+    assert re.fullmatch(expected + " at step 4", result["error"]), result["error"]
+    records = training_records(tmp_path / "run")
+    assert [r["step"] for r in records if r["kind"] == "step"] == [3]  # nothing logged after it
+    assert all(math.isfinite(r["loss"]) for r in records if r["kind"] == "step")
+
+
+def test_an_image_folder_run_is_the_same_with_workers_and_cache(tmp_path, monkeypatch):
+    """JPEG files decoded by two DataLoader workers, or cached, train to the same weights, bit for bit,
+    as decoding in the main process, augmentation included."""
+    from peftlab.bench import write_jpeg_folder
+    from peftlab.data.sources import ENV_DATA_CACHE
+
+    monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "cache"))  # not ~/.cache
+    write_jpeg_folder(tmp_path / "jpegs", n_train=48, size=40, classes=3, n_test=9)
+    runs = {}
+    for name, data in (("main", {"num_workers": 0}), ("workers", {"num_workers": 2}),
+                       ("cached", {"num_workers": 2, "cache": True})):
+        cfg = config(method={"name": "lora", "r": 4}, data={"name": "imagefolder", "root": str(tmp_path / "jpegs"),
+                                                            "augment": True, "train_subset": None, "val_subset": None,
+                                                            "test_subset": None, **data},
+                     train={"epochs": 2, "batch_size": 16, "log_every": 2, "ckpt_every": 3})
+        runs[name] = train(cfg, tmp_path / name, progress=False)
+        assert runs[name]["status"] == "completed", runs[name]["error"]
+    a = load_file(str(tmp_path / "main" / "adapter.safetensors"))
+    for name in ("workers", "cached"):
+        b = load_file(str(tmp_path / name / "adapter.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert training_records(tmp_path / "main") == training_records(tmp_path / name)
+        assert runs["main"]["metrics"] == runs[name]["metrics"]
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 3  # train, val, test
 
 
 @pytest.mark.e2e

@@ -27,6 +27,10 @@ drift of the machine cancels; each figure is the median of the repeats, with the
   figures (peak RSS of host processes) and P6 are CPU-only and left out there.
 - P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
   / the default study's mean per-run wall time.
+- data: images/s of the data path alone (an ImageFolder of JPEGs written here, decoded, resized,
+  augmented and normalised as training gets them, with ``data.num_workers``) / images/s of a
+  deit_tiny_patch16_224 training step (LoRA r=8, batch as given), interleaved; >= 2 means the
+  data path never limits training. ``peftlab bench --only data`` measures just this figure.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from peftlab.errors import UserError
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.train import autocast, compute_loss, fused_adamw, set_tf32, training_step, warmup_cosine
+from peftlab.train import NonFinite, autocast, compute_loss, fused_adamw, set_tf32, training_step, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -137,7 +141,8 @@ class Trainer:
         model = build_backbone(cfg.model, 10)
         if cfg.train.grad_checkpointing:
             enable_grad_checkpointing(model)
-        self.precision, self.images, self.labels = precision, images, labels
+        self.precision, self.images, self.labels = precision, images.to(device), labels.to(device)
+        self.device = device
         self.steps_taken = 0
         self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
         if hand_written:
@@ -159,6 +164,7 @@ class Trainer:
             self.tuner.attach_optimizer(self.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
             self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+            self.nonfinite = NonFinite(device, precision)
             self.step = self.recipe_step
         self.model.train()
         if compiled:  # what train.compile does; the first step compiles
@@ -168,7 +174,7 @@ class Trainer:
         """The recipe's own training step (train.training_step); the step count advances, so
         rank controllers reallocate as they would in a run."""
         training_step(self.model, self.tuner, [(self.images, self.labels)], 1, self.optimizer, self.scheduler,
-                      self.scaler, self.params, self.cfg.train, self.device, self.steps_taken)
+                      self.scaler, self.params, self.cfg.train, self.device, self.steps_taken, None, self.nonfinite)
         self.steps_taken += 1
 
     def hand_step(self) -> None:
@@ -330,14 +336,88 @@ def import_seconds() -> float:
     return time.perf_counter() - start
 
 
+def write_jpeg_folder(directory: Path, n_train: int, size: int = 256, classes: int = 8, n_test: int = 16,
+                      seed: int = 0) -> None:
+    """An ImageFolder (train/<class>/, test/<class>/) of size x size RGB JPEGs (quality 90): smooth
+    random colour fields with pixel noise, which compress and decode like photographs do."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("test", n_test)):
+        for i in range(count):
+            folder = directory / split / f"class{i % classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+            pixels = np.asarray(field, dtype=np.int16) + rng.integers(-16, 17, (size, size, 3))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+
+
+DATA_PATH_MODEL = "deit_tiny_patch16_224"
+
+
+def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.device, n_images: int = 512,
+              model: str = DATA_PATH_MODEL, cache: bool = False, progress=print) -> dict:
+    """Images/s of the data path alone / images/s of a training step of ``model`` (LoRA r=8), interleaved.
+
+    The data path: an ImageFolder of ``n_images`` 256 px JPEGs written to a temporary folder, read
+    as a run reads it (decode, resize to the model's input, augment, normalise, on ``device``),
+    one epoch per repetition through the recipe's own ``BatchLoader`` with persistent workers.
+    With ``cache`` the images are decoded once beforehand (``data.cache``, kept in the temporary
+    folder) and the figure times the memory-mapped path later epochs and runs take.
+    """
+    import tempfile
+
+    from peftlab.data import build_data
+    from peftlab.data.loading import BatchLoader
+    from peftlab.train import epoch_batches
+
+    cfg = make_cfg(model, None, "lora")
+    spec = input_spec_for(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="peftlab-bench-data-") as tmp:
+        progress(f"data: writing {n_images} JPEGs of 256 px")
+        write_jpeg_folder(Path(tmp) / "jpegs", n_images)
+        data_cfg = load_config(overrides={"data": {"name": "imagefolder", "root": f"{tmp}/jpegs", "val_fraction": 0.0,
+                                                   "augment": True, "num_workers": num_workers, "cache": cache}}).data
+        data = build_data(data_cfg, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
+                          device=device, cache_dir=Path(tmp) / "cache")  # the decoded copy goes with the JPEGs
+        loader = BatchLoader(data.train, device, num_workers, persistent=True)
+        epochs = iter(range(10 ** 6))
+
+        def data_epoch() -> None:
+            for _ in loader(epoch_batches(len(data.train), batch, 0, next(epochs))):
+                pass
+
+        images = torch.randn(batch, 3, spec.img_size, spec.img_size)
+        trainer = Trainer(cfg, images, torch.arange(batch) % 10, "fp32", device=device)
+        progress(f"data: {len(data.train)} images per epoch / {model} steps (interleaved)")
+        times = metrics.time_interleaved({"data_epoch": data_epoch, "step": trainer.step}, repeats, device)
+        workers = loader.num_workers
+        del loader  # its workers end here
+    data_ips = [len(data.train) / t for t in times["data_epoch"]]
+    step_ips = [batch / t for t in times["step"]]
+    ratio = spread([d / s for d, s in zip(data_ips, step_ips)])
+    return {"model": model, "img_size": spec.img_size, "batch": batch, "images": len(data.train),
+            "jpeg_size": 256, "augment": True, "cache": cache, "device": str(device),
+            "num_workers": workers, "num_workers_config": num_workers,
+            "data_images_per_second": spread(data_ips), "step_images_per_second": spread(step_ips),
+            "ratio": ratio, "target": 2.0, "meets_target": ratio["median"] >= 2.0}
+
+
 def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None, batch: int = 32,
               dtype: str = "fp32", repeats: int = 5, default_study_dir: Path = Path("runs/default"),
               with_memory: bool = True, large_model: str | None = "vit_large_patch16_224", large_steps: int = 2,
-              device: str = "cpu", with_compile: bool = True, progress=print) -> dict:
+              device: str = "cpu", with_compile: bool = True, only: str | None = None,
+              num_workers: int | None = None, data_images: int = 512, data_cache: bool = False,
+              progress=print) -> dict:
+    """Every figure (``only=None``), or just one (``only="data"``) on ``device`` ("cpu", "cuda" or
+    "auto"), the data figure with ``num_workers`` decoding processes (None: chosen for the device)."""
+    from peftlab.train import select_device
+
     torch.manual_seed(0)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise UserError("peftlab bench --device cuda: no CUDA device is available here")
+    dev = select_device(device)
     set_tf32(True, dev)  # train.tf32's default
     lora_cfg = make_cfg(model, img_size, "lora")
     size = input_spec_for(lora_cfg.model).img_size
@@ -346,9 +426,15 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     report = {"model": model, "img_size": size, "batch": batch, "dtype": dtype, "repeats": repeats,
               "device": str(dev), "threads": torch.get_num_threads(), "versions": provenance.package_versions(),
               "hardware": provenance.hardware(dev)}
+    report["load_average_start"] = os.getloadavg()
+    if only == "data":
+        report["model"] = DATA_PATH_MODEL  # the header names the model the figure trains
+        report["data_path"] = data_path(batch, repeats, num_workers, dev, data_images,
+                                        cache=data_cache, progress=progress)
+        report["load_average_end"] = os.getloadavg()
+        return report
 
     progress("peak: matmul throughput")
-    report["load_average_start"] = os.getloadavg()
     ceiling = cpu_ceiling_gflops(dtype) if dev.type == "cpu" else gpu_ceiling_gflops(dtype, torch.cuda.get_device_name(dev))
     report["peak"] = {**matmul_peak(dtype, repeats, dev), "ceiling": ceiling}
 
@@ -436,6 +522,9 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     if large_model:
         progress(f"P3b: peak RSS training {large_model} (separate processes)")
         report["P3b_large_model_memory"] = large_model_memory(large_model, steps=large_steps, img_size=img_size)
+    progress("data: the data path / a deit_tiny training step (interleaved)")
+    report["data_path"] = data_path(batch, repeats, num_workers, select_device(device), data_images,
+                                        cache=data_cache, progress=progress)
     report["load_average_end"] = os.getloadavg()  # with the start's: a quiet run reads near 0, a loaded one not
     return report
 
@@ -529,19 +618,11 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) 
     return out
 
 
-def format_report(report: dict) -> str:
+def figure_rows(report: dict) -> list[tuple[str, str, str]]:
+    """(name, value, target) rows of the full bench's figures."""
     def med(d):
         return d["median"]
 
-    load = ""
-    if report.get("load_average_start") and report.get("load_average_end"):
-        load = (f"; load average {report['load_average_start'][0]:.1f} at the start, "
-                f"{report['load_average_end'][0]:.1f} at the end")
-    where = (f"{report['threads']} threads" if report.get("device", "cpu") == "cpu" else
-             f"{report['hardware'].get('gpu') or report['device']}")
-    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
-             f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
-             f"({report['hardware']['cpu']}{load})", ""]
     peak = report["peak"]
     ceiling = peak.get("ceiling")
     rows = [("peak matmul", f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
@@ -605,6 +686,29 @@ def format_report(report: dict) -> str:
     for name, mem in (report.get("memory") or {}).items():
         rows.append((f"peak RSS {name}", f"{mem['peak_rss_bytes'] / 2**20:.0f} MiB "
                      f"(weights {mem['weights_bytes'] / 2**20:.1f} MiB)", ""))
+    return rows
+
+
+def format_report(report: dict) -> str:
+    def med(d):
+        return d["median"]
+
+    load = ""
+    if report.get("load_average_start") and report.get("load_average_end"):
+        load = (f"; load average {report['load_average_start'][0]:.1f} at the start, "
+                f"{report['load_average_end'][0]:.1f} at the end")
+    where = (f"{report['threads']} threads" if report.get("device", "cpu") == "cpu" else
+             f"{report['hardware'].get('gpu') or report['device']}")
+    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
+             f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
+             f"({report['hardware']['cpu']}{load})", ""]
+    rows = figure_rows(report) if "peak" in report else []
+    data = report.get("data_path")
+    if data:
+        rows.append(("data path / deit_tiny step", f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
+                     f"{data['ratio']['max']:.2f}] ({med(data['data_images_per_second']):.0f} / "
+                     f"{med(data['step_images_per_second']):.1f} images/s, {data['num_workers']} workers, "
+                     f"{'cached, ' if data.get('cache') else ''}{data['device']})", ">= 2"))
     width = max(len(r[0]) for r in rows)
     lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]
     return "\n".join(lines)

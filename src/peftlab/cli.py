@@ -162,7 +162,8 @@ def cmd_bench(args) -> int:
     report = run_bench(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
                        repeats=args.repeats, default_study_dir=Path(args.study_dir), with_memory=not args.no_memory,
                        large_model=args.large_model or None, large_steps=args.large_steps, device=args.device,
-                       with_compile=not args.no_compile,
+                       with_compile=not args.no_compile, only=args.only, num_workers=args.num_workers,
+                       data_images=args.data_images, data_cache=args.data_cache,
                        progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -352,9 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large-model", default="vit_large_patch16_224",
                    help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
     p.add_argument("--large-steps", type=int, default=2, help="P3b: training steps per method")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
+    p.add_argument("--only", choices=("data",), help="measure one figure: data (the data path / a deit_tiny step)")
+    p.add_argument("--num-workers", type=int, help="data figure: decoding processes (default: chosen for the device)")
+    p.add_argument("--data-images", type=int, default=512, help="data figure: JPEGs (256 px) per epoch (default 512)")
+    p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 

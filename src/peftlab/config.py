@@ -106,6 +106,8 @@ class DataConfig:
     test_subset: int | None = None
     classes: tuple[int, ...] | None = None  # keep these labels, relabelled 0..k-1
     augment: bool = False
+    num_workers: int | None = None  # file datasets: decoding processes; None: 0 on CPU, up to 8 on CUDA
+    cache: bool = False  # file datasets: keep decoded, resized images as a uint8 .npy in the data cache
 
     def __post_init__(self):
         check_dataset_name(self.name)
@@ -120,6 +122,8 @@ class DataConfig:
             check_field(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
                    and min(self.classes) >= 0, "data.classes", list(self.classes),
                    "at least two distinct non-negative labels")
+        check_field(self.num_workers is None or self.num_workers >= 0, "data.num_workers", self.num_workers,
+                    "an integer >= 0 (0: decode in the main process) or null (by device)")
 
 
 @dataclass(frozen=True)
@@ -555,7 +559,8 @@ def dump_config(cfg: RunConfig) -> str:
 # Fields added after run ids were first handed out, with their defaults: a field at its default
 # is left out of the hash, so adding one keeps every existing run id (and its finished results).
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
-LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None}
+LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
+                               "data.num_workers": None, "data.cache": False}
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.

@@ -14,12 +14,18 @@ import torch
 from torch import nn
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
-    """Number of samples whose label is among the top-k logits, for each k (k capped at #classes)."""
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at #classes),
+    as int64 tensors on the logits' device (nothing waits for the device)."""
     max_k = min(max(ks), logits.shape[-1])
     top = logits.topk(max_k, dim=-1).indices  # (N, max_k)
     hits = top.eq(labels.unsqueeze(-1))
-    return {k: int(hits[:, : min(k, max_k)].any(dim=-1).sum()) for k in ks}
+    return {k: hits[:, : min(k, max_k)].any(dim=-1).sum() for k in ks}
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
+    """``topk_hits`` as Python ints."""
+    return {k: int(v) for k, v in topk_hits(logits, labels, ks).items()}
 
 
 def weights_bytes(model: nn.Module) -> int:

@@ -3,7 +3,8 @@
 ``train(cfg, run_dir)`` builds the data and the model, applies the tuner (which quantizes the
 base when ``quant.mode`` asks), runs the loop (``training_step``: forward, loss + the tuner's
 regularization, backward, the tuner's hooks, clip, step; then log, evaluate, checkpoint),
-evaluates on test, checks the merge and writes ``result.json``.
+evaluates on test, checks the merge and writes ``result.json``. The host waits for the device
+only at log, eval and checkpoint points (``NonFinite`` keeps a diverged step on the device until then).
 Running it again on the same directory resumes from ``checkpoint/``, or returns the
 finished result.
 """
@@ -34,6 +35,7 @@ from peftlab import checkpoint as ckpt
 from peftlab import locks, metrics, preflight, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.data.loading import BatchLoader
 from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
@@ -46,7 +48,11 @@ from peftlab.tuners.base import TunerContext
 
 
 class Diverged(Exception):
-    """A non-finite loss or gradient."""
+    """A non-finite loss or gradient; ``step`` is the step it happened at, where known."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,37 +165,34 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
 
 def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch on the device: (float B x C x H x W, int64 B)."""
-    if hasattr(dataset, "get_batch"):  # in-memory splits: one indexing for the whole batch
-        images, labels = dataset.get_batch(indices)
-    else:
-        samples = [dataset[i] for i in indices.tolist()]
-        images = torch.stack([s[0] for s in samples])
-        labels = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long)
-    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    return next(iter(BatchLoader(dataset, device)([indices])))
 
 
 @torch.no_grad()
-def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str) -> dict:
+def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str,
+             num_workers: int | None = 0) -> dict:
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
-    where it would be 100% by construction)."""
+    where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
+    The sums stay on the device until the end."""
     was_training = model.training
     model.eval()
-    n = len(dataset)
-    loss_sum, correct, classes = 0.0, {1: 0, 5: 0}, None
+    loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
+    n = len(loader)
+    sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
     start = time.perf_counter()
-    for indices in tqdm(torch.arange(n).split(batch_size), desc=desc, leave=False, disable=None):
-        images, labels = fetch(dataset, indices, device)
+    batches = torch.arange(n).split(batch_size)
+    for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
         with autocast(precision, device):
-            logits = model(images)
-        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+            logits = model(images).float()
+        hits = metrics.topk_hits(logits, labels)
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(),
+                             hits[5].double()])
         classes = logits.shape[-1]
-        for k, c in metrics.topk_correct(logits.float(), labels).items():
-            correct[k] += c
-    metrics.synchronize(device)
+    loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
     model.train(was_training)
-    top5 = correct[5] / max(n, 1) if classes is None or classes > 5 else None
-    return {"loss": loss_sum / max(n, 1), "top1": correct[1] / max(n, 1), "top5": top5,
+    top5 = top5 / max(n, 1) if classes is None or classes > 5 else None
+    return {"loss": loss_sum / max(n, 1), "top1": top1 / max(n, 1), "top5": top5,
             "images_per_second": n / seconds if seconds > 0 else None, "seconds": seconds}
 
 
@@ -239,46 +242,71 @@ def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
-def backward(loss: torch.Tensor, scaler, grad_accum: int, step: int) -> float:
-    """Backward of one micro-batch's (scaled) loss; a non-finite loss stops the run."""
-    value = loss.item()
-    if not math.isfinite(value):
-        raise Diverged(f"non-finite loss ({value}) at step {step}")
-    scaler.scale(loss / grad_accum).backward()
-    return value
+class NonFinite:
+    """The first step whose loss or gradient norm was not finite, tracked on the device.
 
-
-def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, step: int) -> tuple[torch.Tensor, bool]:
-    """Unscale the gradients; their total norm and whether the fp16 scaler will skip this step.
-
-    A non-finite norm stops the run, except in fp16, where the scaler skips the step.
+    ``record`` adds a few element-wise kernels per step and never waits for the device;
+    ``check`` (at log, eval and checkpoint points, where the host waits anyway) raises
+    ``Diverged`` naming that first step exactly. In fp16 a non-finite gradient norm is the
+    scaler skipping a step, not a divergence: only the loss counts there.
     """
+
+    def __init__(self, device: torch.device, precision: str):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)  # -1: every step finite so far
+        self.values = torch.zeros(2, device=device)  # loss and gradient norm of that step
+        self.check_norm = precision != "fp16"
+
+    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        values = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        bad = ~values.isfinite() if self.check_norm else ~values[:1].isfinite()
+        new = bad.any() & (self.first < 0)
+        self.first = torch.where(new, step, self.first)
+        self.values = torch.where(new, values, self.values)
+
+    def check(self) -> None:
+        step, (loss, grad_norm) = int(self.first), self.values.tolist()  # the host waits for the device here
+        if step >= 0:
+            what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
+            raise Diverged(f"non-finite {what} at step {step}", step)
+
+
+def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """Unscale the gradients; their total norm (on the device) and whether the fp16 scaler will skip
+    this step (the one case where the host reads the norm: the scaler waits for the device anyway)."""
     scaler.unscale_(optimizer)
     grads = [p.grad for p in trainable if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-    skip = not bool(torch.isfinite(norm))
-    if skip and precision != "fp16":
-        raise Diverged(f"non-finite gradient norm ({float(norm)}) at step {step}")
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+    skip = precision == "fp16" and not bool(torch.isfinite(norm))
     return norm, skip
 
 
 def training_step(model, tuner, micro_batches, n_micro: int, optimizer, scheduler, scaler, trainable,
-                  tc, device: torch.device, step: int, monitor=None) -> tuple[float, float, dict | None]:
+                  tc, device: torch.device, step: int, monitor=None,
+                  nonfinite: NonFinite | None = None) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
     """One optimizer step over ``n_micro`` micro-batches of (images, labels).
 
-    Returns (mean loss, gradient norm before clipping, the monitors' record or None). The
-    tuner's hooks are called here, in order: ``regularization`` on every micro-batch,
-    ``after_backward`` on the raw gradients, ``after_step`` before the gradients are cleared;
-    the monitors observe the raw gradients at their log and eval points.
+    Returns (mean loss, gradient norm before clipping, the monitors' record or None); loss and
+    norm stay on the device, and ``nonfinite`` records them. The tuner's hooks are called here,
+    in order: ``regularization`` on every micro-batch, ``after_backward`` on the raw gradients,
+    ``after_step`` before the gradients are cleared; the monitors observe the raw gradients at
+    their log and eval points, after ``nonfinite`` is checked.
     """
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=device)
     for images, labels in micro_batches:
         loss = compute_loss(model, images, labels, tc.precision, device)
         loss = loss + tuner.regularization()
-        loss_sum += backward(loss, scaler, n_micro, step)
-    grad_norm, skip = unscaled_grad_norm(scaler, optimizer, trainable, tc.precision, step)
+        scaler.scale(loss / n_micro).backward()
+        loss_sum = loss_sum + loss.detach()
+    loss = loss_sum / n_micro
+    grad_norm, skip = unscaled_grad_norm(scaler, optimizer, trainable, tc.precision, device)
+    if nonfinite is not None:
+        nonfinite.record(step, loss, grad_norm)
     tuner.after_backward(step, skip)
-    observed = monitor.observe(step + 1, float(grad_norm)) if monitor is not None and monitor.due(step + 1) else None
+    observed = None
+    if monitor is not None and monitor.due(step + 1):
+        if nonfinite is not None:
+            nonfinite.check()  # the monitors never read non-finite gradients
+        observed = monitor.observe(step + 1, float(grad_norm))
     if tc.clip_grad:
         torch.nn.utils.clip_grads_with_norm_(trainable, tc.clip_grad, grad_norm)
     scaler.step(optimizer)
@@ -286,7 +314,7 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
     tuner.after_step(step)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum / n_micro, float(grad_norm), observed
+    return loss, grad_norm, observed
 
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
@@ -344,6 +372,8 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> d
     try:
         result = _train(cfg, run_dir, state, progress, position)
     except Diverged as err:
+        if err.step is not None:  # found at a later check point: the step it happened at
+            state["step"] = err.step
         result = failed_result(cfg, "diverged", str(err), state)
         result["health"] = health(state["log"].records(), diverged=True) if state.get("log") else None
     except UserError as err:
@@ -395,7 +425,10 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     from peftlab.data import build_data
 
     spec = input_spec_for(cfg.model)
-    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
+    data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
+                      device=device)
+    train_loader = BatchLoader(data.train, device, cfg.data.num_workers, persistent=True)
+    val_loader = BatchLoader(data.val, device, cfg.data.num_workers, persistent=True)
     num_classes = cfg.model.num_classes or data.info.num_classes
     if num_classes < data.info.num_classes:
         raise ConfigError(f"model.num_classes={num_classes} is invalid: the data has {data.info.num_classes} classes")
@@ -488,35 +521,43 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         patience_spent = tc.early_stop_patience and bad_epochs >= tc.early_stop_patience
         return epoch < tc.epochs and (step < total_steps or next_batch > 0) and not patience_spent
 
+    nonfinite = NonFinite(device, tc.precision)  # the host reads it only at log, eval and checkpoint points
+    logged_loss = None
     while epochs_left():
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
+        loaded = train_loader(batches[next_batch:])  # decoded ahead by the workers, in this order
         last = window_start = time.perf_counter()
         window_images = 0
         while next_batch < len(batches) and step < total_steps:
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
-            loss, grad_norm, observed = training_step(model, tuner, (fetch(data.train, b, device) for b in group),
-                                                      len(group), optimizer, scheduler, scaler, trainable, tc, device,
-                                                      step, monitor)
+            loss, grad_norm, observed = training_step(model, tuner, (next(loaded) for _ in group), len(group),
+                                                      optimizer, scheduler, scaler, trainable, tc, device, step,
+                                                      monitor, nonfinite)
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 log(observed)
             step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
             step_images = sum(len(b) for b in group)
             images_seen, window_images = images_seen + step_images, window_images + step_images
-            metrics.synchronize(device)
+            log_point = step % tc.log_every == 0 or step == total_steps
+            eval_point = (bool(tc.eval_every) and step % tc.eval_every == 0 and step < total_steps
+                          and next_batch < len(batches))
+            if log_point or eval_point or step % tc.ckpt_every == 0:
+                nonfinite.check()  # waits for the device: the times below are the device's too
             now = time.perf_counter()
             state["train_seconds"] += now - last
             last = now
             bar.update(1)
-            lines.update(step, f"loss {loss:.3f}")
-            if step % tc.log_every == 0 or step == total_steps:
+            lines.update(step, f"loss {logged_loss:.3f}" if logged_loss is not None else "")
+            if log_point:
+                logged_loss, logged_norm = torch.stack([loss.float(), grad_norm.float()]).tolist()
                 log({
-                    "kind": "step", "step": step, "epoch": epoch, "loss": loss,
-                    "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                    "kind": "step", "step": step, "epoch": epoch, "loss": logged_loss,
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": logged_norm,
                     "images_per_second": window_images / (now - window_start)})
-                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.set_postfix(loss=f"{logged_loss:.3f}")
                 window_start, window_images = now, 0
-            if tc.eval_every and step % tc.eval_every == 0 and step < total_steps and next_batch < len(batches):
-                val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+            if eval_point:
+                val = evaluate(model, val_loader, tc.eval_batch_size, device, tc.precision, "val")
                 state["val_seconds"] += val["seconds"]
                 log({"kind": "eval", "step": step, "epoch": epoch, "val_loss": val["loss"],
                      "val_top1": val["top1"], "val_top5": val["top5"]})
@@ -527,7 +568,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                 save()
                 kill_point("checkpoint", step)
                 last = time.perf_counter()
-        val = last_val = evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
+        nonfinite.check()  # before the epoch's evaluation and checkpoint
+        val = last_val = evaluate(model, val_loader, tc.eval_batch_size, device, tc.precision, "val")
         state["val_seconds"] += val["seconds"]
         improved = val["top1"] > best_val
         best_val, bad_epochs = max(best_val, val["top1"]), 0 if improved else bad_epochs + 1
@@ -544,15 +586,16 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         raise Diverged(f"non-finite trainable weights after step {step} ({bad[0]}{' and others' if bad[1:] else ''})")
 
     # --- test, merge check, result ----------------------------------------------------
-    val = last_val or evaluate(model, data.val, tc.eval_batch_size, device, tc.precision, "val")
-    test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test")
+    val = last_val or evaluate(model, val_loader, tc.eval_batch_size, device, tc.precision, "val")
+    test = evaluate(model, data.test, tc.eval_batch_size, device, tc.precision, "test", cfg.data.num_workers)
     for split, numbers in (("val", val), ("test", test)):
         if not math.isfinite(numbers["loss"]):
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {step})")
     merged_test = None
     if tuner.is_adapter:  # the deployable model: merged (re-quantized on a quantized base)
         deployable = tuner.merged_model(quantized=tuner.quantized).to(device)
-        merged_test = evaluate(deployable, data.test, tc.eval_batch_size, device, tc.precision, "merged test")
+        merged_test = evaluate(deployable, data.test, tc.eval_batch_size, device, tc.precision, "merged test",
+                               cfg.data.num_workers)
         del deployable
     merge = check_merge(tuner, data.test, device) if tuner.is_adapter else None
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):

@@ -215,6 +215,7 @@ def make_cfg(**overrides) -> SimpleNamespace:
     fields = dict(
         name="fashion_mnist", root=None, download=False, val_fraction=0.0, split_seed=0,
         train_subset=None, val_subset=None, test_subset=None, classes=None, augment=False,
+        num_workers=None, cache=False,
     )  # fmt: skip
     unknown = set(overrides) - set(fields)
     assert not unknown, f"unknown data config fields {unknown}"

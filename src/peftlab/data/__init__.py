@@ -6,7 +6,8 @@
 
 Modules: readers (file formats), safe_pickle (numpy-only unpickler), sources (where
 files are found, downloads), splits (seeded index arithmetic), datasets (transforms and
-torch datasets), build (the functions above).
+torch datasets), build (the functions above), loading (batches on the device: DataLoader
+workers for folder splits), cache (`data.cache`: decoded folder splits as uint8 .npy files).
 """
 
 from peftlab.data.build import DataBundle, DataInfo, build_data, describe_data, format_data_info, load_splits

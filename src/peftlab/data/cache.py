@@ -1,0 +1,89 @@
+"""`data.cache: true`: a folder split's decoded, resized images kept as one uint8 .npy file.
+
+The file holds N x C x S x S uint8 (what `load_image` gives, before any augmentation or
+normalisation), lies in ``<data cache>/decoded/<key>.npy`` (``$PEFTLAB_DATA_CACHE``, default
+~/.cache/peftlab/data) and is memory-mapped on read (numpy's format, no pickle). The key hashes
+everything the pixels depend on: the dataset's checksums (every image file's SHA-256), the split's
+file list in order, the image size and channels, and the Pillow and torch versions that decode
+and resize. It is written atomically (a temporary file renamed over the key), so a crash never
+leaves half a cache; a file that does not read back as the expected array is rebuilt, with a
+one-line warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+from torch.utils.data import DataLoader
+
+from peftlab.data.datasets import DecodedFiles
+from peftlab.data.loading import decoded_in_this_process
+from peftlab.data.sources import decoded_cache_dir
+from peftlab.files import one_line, write_atomic
+
+CACHE_FORMAT = 1  # bump when what a cache file holds changes
+BUILD_BATCH = 64
+
+
+def cache_key(sha256: dict[str, str], split: str, paths, size: int, in_chans: int) -> str:
+    """Hex digest naming the cache file of one split."""
+    facts = {"format": CACHE_FORMAT, "sha256": dict(sorted(sha256.items())), "split": split,
+             "paths": [str(p) for p in paths], "size": size, "in_chans": in_chans,
+             "pillow": PIL.__version__, "torch": torch.__version__.split("+")[0]}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array, memory-mapped (copy on write: never written back), or None when absent or
+    not a uint8 array of ``shape`` (a warning says so; the caller rebuilds it)."""
+    if not path.is_file():
+        return None
+    try:
+        images = np.load(path, mmap_mode="c", allow_pickle=False)
+        if images.dtype != np.uint8 or images.shape != shape:
+            raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {shape}")
+    except (OSError, ValueError, EOFError) as err:
+        print(f"peftlab: warning: rebuilding the decoded-image cache {path}: {one_line(err)[:200]}",
+              file=sys.stderr, flush=True)
+        return None
+    return images
+
+
+def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
+    """Decode every image of ``decoded`` (in order, ``num_workers`` processes) into ``path``, atomically."""
+    shape = (len(decoded), decoded.in_chans, decoded.size, decoded.size)
+
+    def write(tmp: str) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        loader = DataLoader(decoded, batch_size=BUILD_BATCH, num_workers=num_workers, generator=torch.Generator())
+        start = 0
+        for images, _ in (loader if num_workers else decoded_in_this_process(loader)):
+            out[start:start + len(images)] = images.numpy()
+            start += len(images)
+        out.flush()
+        del out
+
+    write_atomic(path, write)
+
+
+def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num_workers: int,
+                  directory: Path | None = None) -> torch.Tensor:
+    """uint8 N x C x S x S of a folder split, from the cache in ``directory`` (default
+    ``decoded_cache_dir()``), decoding (and caching) it first if needed."""
+    shape = (len(decoded), decoded.in_chans, decoded.size, decoded.size)
+    if not len(decoded):  # nothing to decode (an empty val split): numpy cannot map an empty array
+        return torch.empty(shape, dtype=torch.uint8)
+    path = (directory or decoded_cache_dir()) / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
+    images = read_cache(path, shape)
+    if images is None:
+        build_cache(path, decoded, num_workers)
+        images = read_cache(path, shape)
+        if images is None:
+            raise OSError(f"the decoded-image cache {path} did not read back after writing it")
+    return torch.from_numpy(images)
