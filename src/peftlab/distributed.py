@@ -68,10 +68,34 @@ def shard(indices: torch.Tensor, group: Group) -> torch.Tensor:
     return indices.tensor_split(group.world_size)[group.rank] if group.active else indices
 
 
-def loss_weight(shard_size: int, batch_size: int, group: Group) -> float:
-    """What a rank's mean loss is multiplied by so that DDP's average over ranks of the gradients
-    is the gradient of the whole micro-batch's mean loss, shards of unequal size included."""
-    return shard_size * group.world_size / batch_size if group.active else 1.0
+def loss_weights(micro_batches: list[torch.Tensor], group: Group) -> list[float] | None:
+    """What each of this rank's micro-batch losses (means over its shard) is multiplied by so that
+    DDP's average of the ranks' gradients is the gradient of the whole micro-batch's mean loss,
+    shards of unequal size included; None for one process."""
+    if not group.active:
+        return None
+    return [len(shard(b, group)) * group.world_size / len(b) for b in micro_batches]
+
+
+def data_parallel(model: torch.nn.Module, group: Group, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel under torchrun (the model itself otherwise).
+    The wrapper is used for the training forward only; evaluation, hooks and checkpoints use the
+    model, whose parameters it shares."""
+    if not group.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def first_over_ranks(first: torch.Tensor, group: Group) -> torch.Tensor:
+    """The earliest step any rank marked (-1: none did), the same on every rank."""
+    if not group.active:
+        return first
+    never = torch.iinfo(torch.long).max
+    value = torch.where(first < 0, torch.full_like(first, never), first)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return torch.where(value == never, torch.full_like(value, -1), value)
 
 
 def mean_over_ranks(value: torch.Tensor, group: Group) -> torch.Tensor:
@@ -82,14 +106,3 @@ def mean_over_ranks(value: torch.Tensor, group: Group) -> torch.Tensor:
     return value
 
 
-def any_rank(flag: torch.Tensor, group: Group) -> torch.Tensor:
-    """True on every rank when it is true on one (a diverged step stops all ranks together)."""
-    if group.active:
-        flag = flag.to(torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return flag.bool()
-
-
-def barrier(group: Group) -> None:
-    if group.active:
-        dist.barrier()

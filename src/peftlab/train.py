@@ -18,6 +18,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict
@@ -32,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
-from peftlab import locks, metrics, preflight, provenance, tracking
+from peftlab import distributed, locks, metrics, preflight, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.data.loading import BatchLoader
@@ -251,7 +252,8 @@ class NonFinite:
     scaler skipping a step, not a divergence: only the loss counts there.
     """
 
-    def __init__(self, device: torch.device, precision: str):
+    def __init__(self, device: torch.device, precision: str, ranks: distributed.Group = distributed.SINGLE):
+        self.ranks = ranks  # under torchrun the first bad step of any rank stops every rank
         self.first = torch.full((), -1, dtype=torch.long, device=device)  # -1: every step finite so far
         self.values = torch.zeros(2, device=device)  # loss and gradient norm of that step
         self.check_norm = precision != "fp16"
@@ -264,6 +266,7 @@ class NonFinite:
         self.values = torch.where(new, values, self.values)
 
     def check(self) -> None:
+        self.first = distributed.first_over_ranks(self.first, self.ranks)
         step, (loss, grad_norm) = int(self.first), self.values.tolist()  # the host waits for the device here
         if step >= 0:
             what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
@@ -281,19 +284,22 @@ def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, device: tor
 
 
 def training_step(model, tuner, micro_batches, n_micro: int, optimizer, scheduler, scaler, trainable,
-                  tc, device: torch.device, step: int, monitor=None,
-                  nonfinite: NonFinite | None = None) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+                  tc, device: torch.device, step: int, monitor=None, nonfinite: NonFinite | None = None,
+                  weights: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
     """One optimizer step over ``n_micro`` micro-batches of (images, labels).
 
     Returns (mean loss, gradient norm before clipping, the monitors' record or None); loss and
     norm stay on the device, and ``nonfinite`` records them. The tuner's hooks are called here,
     in order: ``regularization`` on every micro-batch, ``after_backward`` on the raw gradients,
     ``after_step`` before the gradients are cleared; the monitors observe the raw gradients at
-    their log and eval points, after ``nonfinite`` is checked.
+    their log and eval points, after ``nonfinite`` is checked. ``weights`` (under torchrun) scale
+    each micro-batch's loss so that the ranks' average is the whole micro-batch's mean.
     """
     loss_sum = torch.zeros((), device=device)
-    for images, labels in micro_batches:
+    for index, (images, labels) in enumerate(micro_batches):
         loss = compute_loss(model, images, labels, tc.precision, device)
+        if weights is not None:
+            loss = loss * weights[index]
         loss = loss + tuner.regularization()
         scaler.scale(loss / n_micro).backward()
         loss_sum = loss_sum + loss.detach()
@@ -357,11 +363,33 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
     """
     run_dir = Path(run_dir)
-    with locks.hold(run_dir, "run directory", "peftlab train"):
-        return _train_in(cfg, run_dir, progress, position)
+    ranks = distributed.from_environment()  # torchrun: one of several processes training this run
+    try:
+        if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
+            return _train_replica(cfg, run_dir, ranks)
+        with locks.hold(run_dir, "run directory", "peftlab train"):
+            return _train_in(cfg, run_dir, progress, position, ranks)
+    finally:
+        distributed.stop(ranks)
 
 
-def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> dict:
+def _train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> dict:
+    """A rank other than 0: the same training on its shard of every batch, resumed from rank 0's
+    checkpoint, its own logs and checkpoints thrown away."""
+    done = read_json(run_dir / "result.json")
+    if done is not None and done.get("status") == "completed":
+        return done
+    with tempfile.TemporaryDirectory(prefix=f"peftlab-rank{ranks.rank}-") as scratch:
+        state = {"step": None, "train_seconds": 0.0, "val_seconds": 0.0, "started": time.perf_counter(),
+                 "resume_dir": run_dir / "checkpoint"}
+        try:
+            return _train(cfg, Path(scratch), state, False, 0, ranks)
+        finally:
+            tracking.finish_log(state.get("log"), None)
+
+
+def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
+              ranks: distributed.Group = distributed.SINGLE) -> dict:
     prepare_run_dir(cfg, run_dir)
     for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
         remove_temporaries(directory)
@@ -370,7 +398,7 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int) -> d
         return done
     state: dict = {"step": None, "train_seconds": 0.0, "val_seconds": 0.0, "started": time.perf_counter()}
     try:
-        result = _train(cfg, run_dir, state, progress, position)
+        result = _train(cfg, run_dir, state, progress, position, ranks)
     except Diverged as err:
         if err.step is not None:  # found at a later check point: the step it happened at
             state["step"] = err.step
@@ -411,10 +439,11 @@ def failed_result(cfg: RunConfig, status: str, error: str, state: dict) -> dict:
             "provenance": state.get("provenance")}
 
 
-def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int) -> dict:
+def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int,
+           ranks: distributed.Group = distributed.SINGLE) -> dict:
     tc = cfg.train
     torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
-    device = select_device(tc.device)
+    device = distributed.start(ranks, select_device(tc.device))  # under torchrun: joins the process group
     tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))  # 'auto' made concrete
     autocast(tc.precision, device)  # validates precision for the device
     set_tf32(tc.tf32, device)
@@ -446,9 +475,10 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     rss_build = rss.peak_above_baseline()
     shape = (spec.in_chans, spec.img_size, spec.img_size)
     # refused here, before any step, when its training memory cannot fit (peftlab.preflight)
+    micro_batch = math.ceil(tc.batch_size / ranks.world_size)  # per process
     estimate = state["memory_estimate"] = preflight.estimate(model, list(tuner.trainable_parameters().values()), shape,
-                                                             tc.batch_size, tc.precision, device)
-    preflight.check_fits(estimate, preflight.available_bytes(device), tc.batch_size, tc.grad_accum,
+                                                             micro_batch, tc.precision, device)
+    preflight.check_fits(estimate, preflight.available_bytes(device), micro_batch, tc.grad_accum,
                          cfg.method.quantizable and cfg.quant.mode == "none")
     state["compile"] = None
     if tc.compile:
@@ -462,7 +492,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
         "hardware": provenance.hardware(device), "threads": torch.get_num_threads(), "dtype": tc.precision,
         "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": fused_adamw(tc.fused_adamw, device),
-        "compile": state["compile"],
+        "compile": state["compile"], "world_size": ranks.world_size,
         "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),
     }
 
@@ -479,7 +509,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
 
     step, epoch, next_batch = 0, 0, 0
     best_val, bad_epochs, images_seen = -1.0, 0, 0
-    saved = ckpt.load_checkpoint(ckpt_dir)  # checked: a one-line CheckpointError if unusable
+    saved = ckpt.load_checkpoint(state.get("resume_dir", ckpt_dir))  # checked: one line if unusable
     if saved is not None:
         try:
             tuner.load_trainable_state_dict(saved["trainable"])
@@ -501,6 +531,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                        total_steps=total_steps, clip_grad=None, history=log.records())  # observes unclipped gradients
 
     def save() -> None:
+        if not ranks.main:  # rank 0's checkpoint is every rank's
+            return
         ckpt.save_checkpoint(ckpt_dir, {
             "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
@@ -521,18 +553,20 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         patience_spent = tc.early_stop_patience and bad_epochs >= tc.early_stop_patience
         return epoch < tc.epochs and (step < total_steps or next_batch > 0) and not patience_spent
 
-    nonfinite = NonFinite(device, tc.precision)  # the host reads it only at log, eval and checkpoint points
+    nonfinite = NonFinite(device, tc.precision, ranks)  # the host reads it only at log, eval and checkpoint points
+    # torchrun: DistributedDataParallel averages the gradients of the ranks' shards (peftlab.distributed)
+    stepped = distributed.data_parallel(model, ranks, device)
     logged_loss = None
     while epochs_left():
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
-        loaded = train_loader(batches[next_batch:])  # decoded ahead by the workers, in this order
+        loaded = train_loader([distributed.shard(b, ranks) for b in batches[next_batch:]])  # decoded ahead, in order
         last = window_start = time.perf_counter()
         window_images = 0
         while next_batch < len(batches) and step < total_steps:
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
-            loss, grad_norm, observed = training_step(model, tuner, (next(loaded) for _ in group), len(group),
+            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in group), len(group),
                                                       optimizer, scheduler, scaler, trainable, tc, device, step,
-                                                      monitor, nonfinite)
+                                                      monitor, nonfinite, distributed.loss_weights(group, ranks))
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 log(observed)
             step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
@@ -549,7 +583,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             bar.update(1)
             lines.update(step, f"loss {logged_loss:.3f}" if logged_loss is not None else "")
             if log_point:
-                logged_loss, logged_norm = torch.stack([loss.float(), grad_norm.float()]).tolist()
+                logged_loss, logged_norm = distributed.mean_over_ranks(
+                    torch.stack([loss.float(), grad_norm.float()]), ranks).tolist()  # the norm is the same on all
                 log({
                     "kind": "step", "step": step, "epoch": epoch, "loss": logged_loss,
                     "lr": scheduler.get_last_lr()[0], "grad_norm": logged_norm,

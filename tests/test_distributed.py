@@ -1,0 +1,77 @@
+"""One run on two processes (torchrun, gloo on CPU) equals the one-process run at the same
+global batch, writes only from rank 0, and resumes after every rank is killed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftlab.config import dump_config, load_config
+from peftlab.distributed import Group, loss_weights, shard
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+
+# 195 training images in batches of 32: the last batch (3 images) splits 2 / 1 over two ranks
+CONFIG = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 195, "val_subset": 64, "test_subset": 64},
+    "method": {"name": "lora", "r": 4},
+    "train": {"epochs": 1, "batch_size": 32, "eval_batch_size": 64, "lr": 3e-3, "log_every": 1, "ckpt_every": 2,
+              "threads": 1},
+}
+
+
+def test_shards_cover_the_batch_and_weights_restore_its_mean():
+    batch = torch.arange(7)
+    ranks = [Group(rank, 2) for rank in range(2)]
+    parts = [shard(batch, group) for group in ranks]
+    assert torch.equal(torch.cat(parts), batch) and [len(p) for p in parts] == [4, 3]
+    # mean over ranks of (shard mean x weight) is the batch mean
+    values = torch.arange(7, dtype=torch.float64) ** 2
+    weighted = [values[p].mean() * loss_weights([batch], g)[0] for p, g in zip(parts, ranks)]
+    assert torch.isclose(sum(weighted) / 2, values.mean())
+    assert loss_weights([batch], Group()) is None
+
+
+def torchrun(config: Path, run_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "peftlab.cli", "train", str(config), "--run-dir", str(run_dir), "--quiet"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})})
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_two_processes_train_the_one_process_run_and_resume(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_config(load_config(overrides=CONFIG)))
+    single = run_cli("train", str(config), "--run-dir", str(tmp_path / "single"), "--quiet")
+    assert single.returncode == 0, single.stderr
+    proc = torchrun(config, tmp_path / "ddp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp"))
+    assert two["status"] == "completed" and two["provenance"]["world_size"] == 2
+    assert one["provenance"]["world_size"] == 1
+    a, b = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("single", "ddp"))
+    assert a.keys() == b.keys()
+    for key in a:  # the same steps up to the order of reductions
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "step"] for d in ("single", "ddp")]
+    assert len(losses[0]) == len(losses[1]) == 7
+    assert all(abs(x - y) < 1e-4 for x, y in zip(*losses))
+    # rank 0 alone wrote: one copy of every record, no file of another rank
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+
+    # every rank killed after the checkpoint of step 4; the same command resumes from it
+    killed = torchrun(config, tmp_path / "resumed", {"PEFTLAB_KILL_AT": "checkpoint:4"})
+    assert killed.returncode != 0 and not (tmp_path / "resumed" / "result.json").exists()
+    resumed = torchrun(config, tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    c = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    for key in b:
+        torch.testing.assert_close(c[key], b[key], rtol=1e-6, atol=1e-7)
