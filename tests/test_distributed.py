@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from peftlab.config import dump_config, load_config
-from peftlab.distributed import Group, loss_weights, shard
+from peftlab.distributed import Group
+from peftlab.train import micro_pieces, piece_weights
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 # 195 training images in batches of 32: the last batch (3 images) splits 2 / 1 over two ranks
@@ -25,16 +26,24 @@ CONFIG = {
 }
 
 
-def test_shards_cover_the_batch_and_weights_restore_its_mean():
-    batch = torch.arange(7)
-    ranks = [Group(rank, 2) for rank in range(2)]
-    parts = [shard(batch, group) for group in ranks]
-    assert torch.equal(torch.cat(parts), batch) and [len(p) for p in parts] == [4, 3]
-    # mean over ranks of (shard mean x weight) is the batch mean
-    values = torch.arange(7, dtype=torch.float64) ** 2
-    weighted = [values[p].mean() * loss_weights([batch], g)[0] for p, g in zip(parts, ranks)]
-    assert torch.isclose(sum(weighted) / 2, values.mean())
-    assert loss_weights([batch], Group()) is None
+@pytest.mark.parametrize("world_size, split", [(2, 1), (1, 2), (2, 2), (3, 4)])
+def test_pieces_cover_the_batches_and_weights_restore_their_mean(world_size, split):
+    """Shards (torchrun) and halves (train.auto_batch) of a step's micro-batches, weighted, give
+    the mean over micro-batches of each one's mean loss, averaged over ranks as DDP does."""
+    group = [torch.arange(7), torch.arange(7, 12)]  # a step of two micro-batches, the second short
+    values = torch.arange(12, dtype=torch.float64) ** 2
+    want = sum(values[b].mean() for b in group) / len(group)
+    total, seen = 0.0, []
+    for rank in range(world_size):
+        ranks = Group(rank, world_size)
+        pieces = micro_pieces(group, split, ranks)
+        weights = piece_weights(group, pieces, ranks) or [1.0] * sum(len(p) for p in pieces)
+        flat = [piece for parts in pieces for piece in parts]
+        total += sum(w * values[p].mean() for w, p in zip(weights, flat)) / len(flat)  # training_step's mean
+        seen += [int(i) for p in flat for i in p]
+    assert sorted(seen) == list(range(12))
+    assert torch.isclose(total / world_size, want)
+    assert piece_weights(group, micro_pieces(group, 1, Group()), Group()) is None
 
 
 def torchrun(config: Path, run_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -459,3 +459,46 @@ def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_pa
                  progress=False)
     estimate = done["memory"]["estimate"]
     assert estimate["activations_per_image_bytes"] > 0 and estimate["batch_size"] == 32
+
+
+def out_of_memory_above(monkeypatch, images: int, after_calls: int = 0):
+    """compute_loss raises CUDA's out-of-memory error for micro-batches of more than ``images``
+    images once it has been called ``after_calls`` times: a device that fills up mid-run."""
+    import peftlab.train
+
+    real, calls = peftlab.train.compute_loss, [0]
+
+    def compute_loss(model, batch, labels, precision, device):
+        calls[0] += 1
+        if calls[0] > after_calls and len(batch) > images:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(batch)} images")
+        return real(model, batch, labels, precision, device)
+
+    monkeypatch.setattr(peftlab.train, "compute_loss", compute_loss)
+
+
+def test_auto_batch_halves_the_micro_batch_and_trains_the_same_steps(tmp_path, monkeypatch):
+    train_cfg = {"epochs": 1, "ckpt_every": 2}
+    plain = train(config(method={"name": "lora", "r": 4}, train=train_cfg), tmp_path / "plain", progress=False)
+    out_of_memory_above(monkeypatch, 8, after_calls=3)  # fits until step 4, then only 8 images at once
+    auto = train(config(method={"name": "lora", "r": 4}, train={**train_cfg, "auto_batch": True}),
+                 tmp_path / "auto", progress=False)
+    assert auto["status"] == "completed", auto["error"]
+    record = auto["auto_batch"]
+    assert record["micro_batch"] == 8 and record["pieces_per_micro_batch"] == 4
+    assert [event["micro_batch"] for event in record["events"]] == [32, 16]
+    assert plain["auto_batch"] is None and plain["step"] == auto["step"] == 6
+    a, b = (load_file(str(tmp_path / name / "adapter.safetensors")) for name in ("plain", "auto"))
+    for key in a:  # the same steps from the checkpoint on, the gradients summed over quarters
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "step"]
+    assert steps == list(range(1, 7))  # the records after the checkpoint were written once
+
+
+def test_out_of_memory_without_auto_batch_fails_the_run_and_names_the_switch(tmp_path, monkeypatch):
+    out_of_memory_above(monkeypatch, 8)
+    with pytest.raises(torch.OutOfMemoryError, match="train.auto_batch=true"):
+        train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and "train.auto_batch=true" in result["error"]

@@ -223,6 +223,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (inductor); one logged line and eager if it cannot compile
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions on Ampere and later
     fused_adamw: bool | None = None  # None: fused AdamW on CUDA, the foreach one on CPU
+    # on an out-of-memory error: halve the micro-batch computed at once (gradients accumulate over
+    # the halves: same effective batch) and go on from the last checkpoint
+    auto_batch: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):
@@ -560,7 +563,8 @@ def dump_config(cfg: RunConfig) -> str:
 # is left out of the hash, so adding one keeps every existing run id (and its finished results).
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
 LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
-                               "data.num_workers": None, "data.cache": False}
+                               "data.num_workers": None, "data.cache": False,
+                               "train.auto_batch": False}
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.

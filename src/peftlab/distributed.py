@@ -68,15 +68,6 @@ def shard(indices: torch.Tensor, group: Group) -> torch.Tensor:
     return indices.tensor_split(group.world_size)[group.rank] if group.active else indices
 
 
-def loss_weights(micro_batches: list[torch.Tensor], group: Group) -> list[float] | None:
-    """What each of this rank's micro-batch losses (means over its shard) is multiplied by so that
-    DDP's average of the ranks' gradients is the gradient of the whole micro-batch's mean loss,
-    shards of unequal size included; None for one process."""
-    if not group.active:
-        return None
-    return [len(shard(b, group)) * group.world_size / len(b) for b in micro_batches]
-
-
 def data_parallel(model: torch.nn.Module, group: Group, device: torch.device) -> torch.nn.Module:
     """``model`` wrapped in DistributedDataParallel under torchrun (the model itself otherwise).
     The wrapper is used for the training forward only; evaluation, hooks and checkpoints use the

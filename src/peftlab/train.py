@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -398,7 +399,7 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
         return done
     state: dict = {"step": None, "train_seconds": 0.0, "val_seconds": 0.0, "started": time.perf_counter()}
     try:
-        result = _train(cfg, run_dir, state, progress, position, ranks)
+        result = _train_splitting(cfg, run_dir, state, progress, position, ranks)
     except Diverged as err:
         if err.step is not None:  # found at a later check point: the step it happened at
             state["step"] = err.step
@@ -422,6 +423,65 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
     write_json_atomic(run_dir / "result.json", result)
     tracking.finish_log(state.get("log"), result)
     return result
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator failing to allocate."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def _train_splitting(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int,
+                     ranks: distributed.Group) -> dict:
+    """``_train``; with ``train.auto_batch``, an out-of-memory error halves the micro-batch that is
+    computed at once (each configured micro-batch is split in 2, 4, ... pieces whose gradients
+    accumulate: the same effective batch and the same steps) and the run goes on from its last
+    checkpoint. Each halving is recorded (result.json ``auto_batch``)."""
+    state["split"], state["auto_batch"] = 1, None
+    while True:
+        try:
+            return _train(cfg, run_dir, state, progress, position, ranks)
+        except Exception as err:  # noqa: BLE001 - only an out-of-memory error is handled here
+            micro = math.ceil(cfg.train.batch_size / state["split"])
+            if not (cfg.train.auto_batch and out_of_memory(err) and micro > 1 and not ranks.active):
+                if out_of_memory(err) and not cfg.train.auto_batch:
+                    raise type(err)(f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
+                                    "and goes on from the last checkpoint)") from err
+                raise
+            error = one_line(err)[:200]
+        tracking.finish_log(state.pop("log", None), None)  # reopened, and cut back to the checkpoint
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        state["split"] *= 2
+        events = (state["auto_batch"] or {}).get("events", [])
+        state["auto_batch"] = {"micro_batch": math.ceil(cfg.train.batch_size / state["split"]),
+                               "pieces_per_micro_batch": state["split"],
+                               "events": events + [{"step": state.get("step"), "micro_batch": micro,
+                                                    "error": error}]}
+        print(f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
+              f"at micro-batch {state['auto_batch']['micro_batch']}", file=sys.stderr, flush=True)
+
+
+def micro_pieces(batches: list[torch.Tensor], split: int, ranks: distributed.Group) -> list[list[torch.Tensor]]:
+    """The index pieces each configured micro-batch is computed in: this rank's shard (torchrun),
+    cut in ``split`` pieces (train.auto_batch); empty pieces dropped."""
+    pieces = []
+    for indices in batches:
+        part = distributed.shard(indices, ranks)
+        pieces.append([piece for piece in part.tensor_split(min(split, max(1, len(part)))) if len(piece)])
+    return pieces
+
+
+def piece_weights(group: list[torch.Tensor], pieces: list[list[torch.Tensor]], ranks: distributed.Group):
+    """Loss weights of one step's pieces such that the gradient accumulated over them (and
+    averaged over ranks) is that of the mean of the micro-batches' mean losses; None when every
+    weight is 1 (one process, micro-batches computed whole)."""
+    count = sum(len(p) for p in pieces)
+    if count == len(group) and not ranks.active:
+        return None
+    return [ranks.world_size * count * len(piece) / (len(group) * len(indices))
+            for indices, parts in zip(group, pieces) for piece in parts]
 
 
 def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
@@ -475,7 +535,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     rss_build = rss.peak_above_baseline()
     shape = (spec.in_chans, spec.img_size, spec.img_size)
     # refused here, before any step, when its training memory cannot fit (peftlab.preflight)
-    micro_batch = math.ceil(tc.batch_size / ranks.world_size)  # per process
+    micro_batch = math.ceil(tc.batch_size / ranks.world_size / state.get("split", 1))  # computed at once
     estimate = state["memory_estimate"] = preflight.estimate(model, list(tuner.trainable_parameters().values()), shape,
                                                              micro_batch, tc.precision, device)
     preflight.check_fits(estimate, preflight.available_bytes(device), micro_batch, tc.grad_accum,
@@ -559,14 +619,17 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     logged_loss = None
     while epochs_left():
         batches = epoch_batches(len(data.train), tc.batch_size, cfg.seed, epoch)
-        loaded = train_loader([distributed.shard(b, ranks) for b in batches[next_batch:]])  # decoded ahead, in order
+        pieces = micro_pieces(batches, state.get("split", 1), ranks)  # shards (torchrun), halves (auto_batch)
+        loaded = train_loader([p for parts in pieces[next_batch:] for p in parts])  # decoded ahead, in order
         last = window_start = time.perf_counter()
         window_images = 0
         while next_batch < len(batches) and step < total_steps:
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
-            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in group), len(group),
+            parts = pieces[next_batch:next_batch + len(group)]
+            n_pieces = sum(len(p) for p in parts)
+            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in range(n_pieces)), n_pieces,
                                                       optimizer, scheduler, scaler, trainable, tc, device, step,
-                                                      monitor, nonfinite, distributed.loss_weights(group, ranks))
+                                                      monitor, nonfinite, piece_weights(group, parts, ranks))
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 log(observed)
             step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
@@ -665,6 +728,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "val_seconds": state["val_seconds"],
                    "wall_seconds": time.perf_counter() - state["started"]},
         "warnings": slow_validation(state["val_seconds"], state["train_seconds"], len(data.val)),
+        "auto_batch": state.get("auto_batch"),  # train.auto_batch: the halvings after out-of-memory errors
         "merge": merge,
         "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
         "provenance": state["provenance"],
