@@ -34,11 +34,19 @@ def mtimes(out: Path) -> dict[str, int]:
 def reference(tmp_path_factory) -> dict[str, dict]:
     """The study's results with the local executor."""
     path = write_study(tmp_path_factory.mktemp("local"), STUDY)
-    proc = study_cli(path, path.parent / "out", "--quiet")
+    proc = study_cli(path, path.parent / "out")
     assert proc.returncode == 0, proc.stderr
+    assert_progress_lines(proc.stderr)
     results = results_by_run(path.parent / "out")
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
     return results
+
+
+def assert_progress_lines(stderr: str) -> None:
+    """Off a terminal the driver prints one line per finished run, counting up."""
+    lines = [line for line in stderr.splitlines() if line.startswith("study s: run ")]
+    assert [line.split(",")[0] for line in lines] == ["study s: run 1/2 (50%)", "study s: run 2/2 (100%)"], stderr
+    assert all(" completed" in line for line in lines), stderr
 
 
 def assert_same_results(out: Path, reference: dict[str, dict]) -> None:
@@ -65,10 +73,7 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
     proc = study_cli(path, out, *args)
     assert proc.returncode == 0, proc.stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
-    progress = [line for line in proc.stderr.splitlines() if line.startswith("study s: run ")]
-    assert [line.split(",")[0] for line in progress] == ["study s: run 1/2 (50%)", "study s: run 2/2 (100%)"], \
-        proc.stderr
-    assert all(" completed" in line for line in progress)
+    assert_progress_lines(proc.stderr)
     assert_same_results(out, reference)
     if executor == "submitit":  # each run was a submitit job with its own folder and logs
         assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 2
@@ -94,7 +99,8 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference):
     proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "step:3"})
     assert proc.returncode == 1, proc.stderr
     assert "0 completed, 2 failed, 0 diverged of 2 runs" in proc.stdout
-    assert proc.stdout.count("without a result (the next peftlab study submits it again)") == 2, proc.stdout
+    assert proc.stdout.count("its submitit job ended without a result (job ") == 2, proc.stdout
+    assert proc.stdout.count("; the next peftlab study submits it again") == 2
     assert not list(out.glob("runs/*/result.json"))
     assert len(list(out.glob("runs/*/metrics.jsonl"))) == 2  # both had started
 
@@ -134,6 +140,49 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference):
     assert driver.returncode == 0, stderr
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout
     assert results_by_run(out)[run_id]["metrics"] == reference[run_id]["metrics"]
+
+
+def job_processes(folder: Path) -> list:
+    """Live processes of submitit's local jobs under ``folder`` (their command lines name it)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in part for part in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_ctrl_c_of_the_driver_cancels_its_jobs(tmp_path, reference):
+    """SIGINT to the driver alone (not its process group) cancels the jobs it submitted: none
+    lives on, nothing is recorded failed, and the same command finishes the study."""
+    import signal
+
+    path = write_study(tmp_path, STUDY)
+    out = tmp_path / "out"
+    args = ["--quiet", "--executor", "submitit", "--slurm-cluster", "local"]
+    driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
+                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not list(out.glob("runs/*/checkpoint/last.pt")):
+        time.sleep(0.05)
+    assert driver.poll() is None, driver.stderr.read()
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted (SIGINT)" in stderr, stderr
+    deadline = time.time() + 15
+    while job_processes(out / "slurm") and time.time() < deadline:
+        time.sleep(0.2)
+    assert not job_processes(out / "slurm"), "a job outlived the driver's Ctrl-C"
+    assert not [p for p in out.glob("runs/*/result.json") if json.loads(p.read_text())["status"] != "completed"]
+
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs" in again.stdout
+    assert_same_results(out, reference)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ run on a laptop and on a cluster, and its runs' results do not depend on where.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -89,22 +90,22 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
 
     cwd = os.getcwd()
     arglists = [(to_dict(spec.config), str(run_dir.resolve()), cwd) for spec, run_dir in jobs]
-    for index, why in SUBMIT[options.name](run_job, arglists, options):
-        spec, run_dir = jobs[index]
-        result = read_json(run_dir / "result.json")
-        if result is None:
-            result = {"status": "failed", "error": f"{options.name} {why or 'job ended'} without a result "
-                      "(the next peftlab study submits it again)"}
-        on_done(spec, result)
+    with contextlib.closing(SUBMIT[options.name](run_job, arglists, options)) as finished:  # closed: cancels the rest
+        for index, why in finished:
+            spec, run_dir = jobs[index]
+            result = read_json(run_dir / "result.json")
+            if result is None:
+                result = {"status": "failed", "error": f"its {options.name} job ended without a result"
+                          + (f" ({why})" if why else "") + "; the next peftlab study submits it again"}
+            on_done(spec, result)
 
 
 def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> str | None:
     """Pretrain as one job or task of ``options.name``; returns why it failed, None if it did not."""
     from peftlab.study.worker import pretrain_job
 
-    for _, why in SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())], options):
-        error = read_json(out_dir / "pretrain-error.json")
-        if error is not None:
-            return error.get("error", "see pretrain-error.json")
-        return why
-    return None
+    with contextlib.closing(SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())],
+                                                 options)) as finished:
+        _, why = next(finished)
+    error = read_json(out_dir / "pretrain-error.json")
+    return error.get("error", "see pretrain-error.json") if error is not None else why

@@ -44,7 +44,7 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
                         why = None
                     except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
                         lines = [line for line in str(err).splitlines() if line.strip()]
-                        why = f"Ray task ended with {type(err).__name__}: {lines[-1].strip() if lines else ''}"
+                        why = f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
                     yield index_of[ref], why
         except BaseException:
             for ref in pending:

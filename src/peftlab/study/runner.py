@@ -255,7 +255,8 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
         record(summary, spec, result)
         bar.update(1)
         show_counts(bar, summary)
-        lines.update(bar.n, f"{describe(spec)} {result.get('status', 'failed')}")
+        finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
+        lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
 
     if executor.name == "local":
         run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step

@@ -79,4 +79,4 @@ def failure(job) -> str | None:
     except Exception as err:  # noqa: BLE001 - submitit's errors carry the job's traceback; its log has it all
         last = [line for line in str(err).splitlines() if line.strip()]
         why = last[-1].strip() if last else type(err).__name__
-        return f"job {job.job_id} ended ({job.state}): {why}; log {job.paths.stderr}"
+        return f"job {job.job_id}, {job.state}: {why}; log {job.paths.stderr}"
