@@ -178,12 +178,14 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
 
 def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions()) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
-    executor; returns its directory."""
-    from peftlab.pretrain import default_out_dir
+    executor; returns its directory. A cached base starts neither."""
+    from peftlab.pretrain import cached_manifest, default_out_dir
     from peftlab.study.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
     out_dir = default_out_dir(cfg)
+    if cached_manifest(cfg, out_dir) is not None:
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
     if executor.name != "local":
