@@ -20,6 +20,15 @@ STUDY = {"seeds": 1, "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
 ONE_RUN = {**STUDY, "methods": {"lora": {"set": {"method.r": 2}}}}
 
 
+def executor_args(executor: str, request) -> list[str]:
+    """The executor's options for a test: submitit's LocalExecutor, or the module's local Ray;
+    a test skips where the extra is not installed (`make test` installs both)."""
+    if executor == "submitit":
+        pytest.importorskip("submitit")
+        return ["--executor", "submitit", "--slurm-cluster", "local"]
+    return ["--executor", "ray", "--ray-address", request.getfixturevalue("ray_cluster")]
+
+
 def study_cli(path: Path, out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     if env is None:
         return run_cli("study", str(path), "--study-dir", str(out), *args, cwd=path.parent)
@@ -66,11 +75,7 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
     """The study's pretraining runs first as a job of the executor; every run completes with the
     local executor's numbers; the driver prints a line per finished run; a second call reuses the
     base and every run (submits nothing)."""
-    args = ["--executor", executor]
-    if executor == "submitit":
-        args += ["--slurm-cluster", "local", "--slurm-time", "0:10:00"]
-    else:
-        args += ["--ray-address", request.getfixturevalue("ray_cluster")]
+    args = executor_args(executor, request) + (["--slurm-time", "0:10:00"] if executor == "submitit" else [])
     path = write_study(tmp_path, {**STUDY, "pretrain": "pre.yaml"})
     (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
                                                        "data": {**BASE["data"], "train_subset": 64}}))
@@ -96,13 +101,13 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference):
+def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
     """A job killed part-way (SIGKILL at step 3, as a node lost or an OOM kill) leaves no result:
     the study says so, records nothing, and the next call submits it again, which resumes from the
     checkpoint to the uninterrupted numbers."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
-    args = ["--quiet", "--executor", "submitit", "--slurm-cluster", "local"]
+    args = ["--quiet", *executor_args("submitit", request)]
     proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "step:3"})
     assert proc.returncode == 1, proc.stderr
     assert "0 completed, 1 failed, 0 diverged of 1 runs" in proc.stdout
@@ -119,7 +124,7 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference):
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference):
+def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
     """A run directory held by another trainer (the job of an earlier driver, still running) is
     not trained a second time at once: the new job waits for it, then does what is left."""
     from peftlab.locks import hold
@@ -132,7 +137,7 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     with hold(run_dir, "run directory", "peftlab train"):
         driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                                   "--quiet", "--executor", "submitit", "--slurm-cluster", "local"],
+                                   "--quiet", *executor_args("submitit", request)],
                                   cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline and not list((out / "slurm").glob("*/*_0_log.err")):
@@ -170,8 +175,7 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
 
     path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 3}})  # 12 steps
     out = tmp_path / "out"
-    args = ["--quiet", "--executor", executor]
-    args += ["--slurm-cluster", "local"] if executor == "submitit" else ["--ray-address", request.getfixturevalue("ray_cluster")]
+    args = ["--quiet", *executor_args(executor, request)]
     driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
                               cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
