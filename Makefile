@@ -1,7 +1,7 @@
 # peftlab: `make study` runs the default study end to end, `make test` runs the tests.
 # Both set up everything themselves (virtual environment, pinned packages, offline data;
-# `make test` also the tracking extra, so the TensorBoard, MLflow and W&B sinks are tested)
-# and reinstall nothing on a second call.
+# `make test` also the tracking, Slurm and Ray extras, so the TensorBoard, MLflow and W&B sinks
+# and the submitit and Ray executors are tested) and reinstall nothing on a second call.
 # From the default study to a paper: `make figures`, `make tables`, `make paper` (runs the
 # study first when its results are missing; installs the LaTeX packages when apt may be
 # used) and `make submission` (one archive to reproduce the paper).
@@ -12,13 +12,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.peftlab-installed
 DATA_STAMP := $(VENV)/.peftlab-data
 TRACK_STAMP := $(VENV)/.peftlab-track
+SLURM_STAMP := $(VENV)/.peftlab-slurm
+RAY_STAMP := $(VENV)/.peftlab-ray
 PYTEST_ARGS ?=
 DEFAULT_STUDY := runs/default
 STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track study test clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study test clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -35,6 +37,19 @@ $(TRACK_STAMP): $(STAMP) requirements-track.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-track.lock -c requirements.lock
 	@touch $@
 
+# the optional executors of `peftlab study --executor`: submitit (pip install -e .[slurm]) and Ray (.[ray])
+slurm: $(SLURM_STAMP)
+
+$(SLURM_STAMP): $(STAMP) requirements-slurm.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-slurm.lock -c requirements.lock
+	@touch $@
+
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP) requirements-ray.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-ray.lock -c requirements.lock
+	@touch $@
+
 data: $(DATA_STAMP)
 
 $(DATA_STAMP): $(STAMP) scripts/install-data.sh
@@ -44,7 +59,7 @@ $(DATA_STAMP): $(STAMP) scripts/install-data.sh
 study: install data
 	bash scripts/default-study.sh $(BIN)
 
-test: install data track
+test: install data track slurm ray
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

@@ -76,6 +76,7 @@ def cmd_study(args) -> int:
     study_dir = Path(args.study_dir or Path("runs") / study.name)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
+    executor = executor_options(args)
     if args.dry_run:
         from peftlab.study.runner import validate_study
 
@@ -83,13 +84,37 @@ def cmd_study(args) -> int:
         print(dry_run_table(study, study_dir))
         return 0
     summary = run_study(study, study_dir, workers=args.workers, retry_failed=args.retry_failed,
-                        progress=not args.quiet, wait=args.wait)
+                        progress=not args.quiet, wait=args.wait, executor=executor)
     print(format_summary(summary, study_dir))
     if args.report:
         from peftlab.analysis.report import write_report
 
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
+
+
+EXECUTOR_FLAGS = {"submitit": ("slurm_cluster", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus", "slurm_mem",
+                                "slurm_array_parallelism"),
+                  "ray": ("ray_address", "ray_cpus", "ray_gpus")}
+
+
+def executor_options(args):
+    """``--executor`` and its options; an option of another executor is an error, not ignored."""
+    from peftlab.study.executors import ExecutorOptions, parse_minutes
+
+    if args.workers > 1 and args.executor != "local":
+        raise UserError(f"--workers goes with --executor local; with {args.executor} the jobs run as the "
+                        + ("--slurm-array-parallelism allows" if args.executor == "submitit" else "Ray cluster allows"))
+    given = {}
+    for name, flags in EXECUTOR_FLAGS.items():
+        for flag in flags:
+            value = getattr(args, flag)
+            if value is None:
+                continue
+            if name != args.executor:
+                raise UserError(f"--{flag.replace('_', '-')} goes with --executor {name}, not {args.executor}")
+            given[flag] = parse_minutes(value) if flag == "slurm_time" else value
+    return ExecutorOptions(name=args.executor, **given)
 
 
 def cmd_results(args) -> int:
@@ -304,6 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study YAML")
     p.add_argument("--study-dir", help="default runs/<study name>")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--executor", choices=("local", "submitit", "ray"), default="local",
+                   help="where runs execute: local worker processes (default), Slurm jobs through submitit, or Ray "
+                        "tasks; submitit and ray need a file system shared with the driver (see README)")
+    p.add_argument("--slurm-cluster", choices=("slurm", "local"),
+                   help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)")
+    p.add_argument("--slurm-partition", help="submitit: Slurm partition (default: the cluster's)")
+    p.add_argument("--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)")
+    p.add_argument("--slurm-cpus", type=int, help="submitit: CPUs per run (default 4)")
+    p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 0)")
+    p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
+    p.add_argument("--slurm-array-parallelism", type=int,
+                   help="submitit: at most this many runs at once (default: submitit's, 256)")
+    p.add_argument("--ray-address", help="ray: address of a running Ray cluster, e.g. 10.0.0.1:6379 (default "
+                                         "$RAY_ADDRESS, else a local Ray started for the study)")
+    p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
+    p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 0)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument("--wait", action="store_true",
                    help="if another peftlab study holds the study directory, wait for it instead of exiting")

@@ -61,3 +61,10 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def wait_until_free(directory: str | Path) -> None:
+    """Block until no process holds ``directory``'s lock; return without holding it."""
+    with open(Path(directory) / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_UN)

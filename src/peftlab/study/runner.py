@@ -10,11 +10,13 @@ run's peak memory is its own. Workers die with the study (``worker.die_with_stud
 after a ``kill -9`` the same command finds only complete results and resumable checkpoints.
 Ctrl-C or SIGTERM stops the workers cleanly (``INTERRUPTED``): no result is recorded and the
 same command resumes each run from its checkpoint.
-Other executors (submitit, Ray) need only call ``worker.execute_run(config, run_dir)``.
+``--executor submitit`` or ``ray`` runs each run as a Slurm job or a Ray task instead (see
+``executors``); results come back through the run directories either way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -33,6 +35,7 @@ from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.progress import TextProgress
+from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.spec import RunSpec, Study
 
 FINISHED = ("completed", "failed", "diverged")
@@ -173,15 +176,23 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
         raise
 
 
-def run_pretraining(config_path: Path, progress: bool) -> Path:
-    """Train (or reuse) the study's base model in a worker process; returns its directory."""
-    from peftlab.pretrain import default_out_dir
+def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions()) -> Path:
+    """Train (or reuse) the study's base model in a worker process, or as one job of a remote
+    executor; returns its directory. A cached base starts neither."""
+    from peftlab.pretrain import cached_manifest, default_out_dir
     from peftlab.study.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
     out_dir = default_out_dir(cfg)
+    if cached_manifest(cfg, out_dir) is not None:
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
+    if executor.name != "local":
+        error = pretrain_remote(to_dict(cfg), out_dir, executor)
+        if error is not None:
+            raise UserError(f"pretraining with {config_path} failed: {error}")
+        return out_dir
     proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
     proc.start()
     try:
@@ -198,21 +209,25 @@ def run_pretraining(config_path: Path, progress: bool) -> Path:
 
 
 def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-              progress: bool = True, wait: bool = False) -> StudySummary:
+              progress: bool = True, wait: bool = False, executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
     """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
     a second study process on the same directory is refused with its holder named, or with
-    ``wait`` starts when the first ends (and then finds its runs done)."""
+    ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
+    processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too)."""
     validate_study(study)
     study_dir.mkdir(parents=True, exist_ok=True)
     with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
                     on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)):
-        return _run_study(study, study_dir, workers, retry_failed, progress)
+        return _run_study(study, study_dir, workers, retry_failed, progress, executor)
 
 
-def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool) -> StudySummary:
+def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool,
+               executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
+    if executor.name == "submitit" and executor.folder is None:  # job files beside the runs
+        executor = dataclasses.replace(executor, folder=str((study_dir / "slurm").resolve()))
     if study.pretrain is not None:
-        run_pretraining(study.pretrain, progress)
+        run_pretraining(study.pretrain, progress, executor)
 
     summary = StudySummary(total=len(study.runs))
     jobs = []
@@ -242,9 +257,13 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
         record(summary, spec, result)
         bar.update(1)
         show_counts(bar, summary)
-        lines.update(bar.n, f"{describe(spec)} {result.get('status', 'failed')}")
+        finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
+        lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
 
-    run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step
+    if executor.name == "local":
+        run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step
+    elif jobs:  # every run done: no Ray is started, no job array submitted
+        run_remote(jobs, executor, on_done)
     bar.close()
     return summary
 

@@ -1,6 +1,6 @@
 """What a worker process does with one run: a run is a function of its spec and its directory.
 
-Executors (local processes here; Slurm via submitit or Ray later) only decide where
+Executors (local processes, Slurm jobs through submitit, Ray tasks) only decide where
 ``execute_run`` is called. It never raises: the outcome is the run directory's result.json.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
 from peftlab.errors import ignore_further_stops, stop_on_sigterm
-from peftlab.locks import DirectoryInUse
+from peftlab.locks import DirectoryInUse, wait_until_free
 
 PR_SET_PDEATHSIG = 1
 INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable
@@ -87,12 +87,43 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
     execute_run(config, run_dir, progress, position)
 
 
-def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) -> None:
-    """Entry point of the process that trains (or finds cached) the study's base model."""
-    from peftlab.pretrain import pretrain
+def run_job(config: dict, run_dir: str, cwd: str) -> None:
+    """Entry point of a submitit job or Ray task: one run, in the driver's working directory
+    (the file system is shared, so the config's relative paths mean the same there).
 
+    A run directory another trainer holds is, here, most likely the job of an earlier driver
+    that still runs (a killed driver cannot cancel its Slurm jobs): this job waits for it to
+    end and then finds its result, or resumes from its checkpoint if it died. A run is never
+    trained by two processes at once.
+    """
+    os.chdir(cwd)
+    while True:
+        try:
+            execute_run(config, run_dir)
+            return
+        except SystemExit as stop:
+            if stop.code != IN_USE:
+                raise
+        wait_until_free(run_dir)
+
+
+def pretrain_job(config: dict, out_dir: str, cwd: str) -> None:
+    """Entry point of the submitit job or Ray task that trains (or finds cached) the study's base model."""
+    os.chdir(cwd)
+    run_pretrain(config, out_dir, progress=False)
+
+
+def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) -> None:
+    """Entry point of the local process that trains (or finds cached) the study's base model."""
     die_with_study(study_pid)
     stop_on_sigterm()
+    run_pretrain(config, out_dir, progress)
+
+
+def run_pretrain(config: dict, out_dir: str, progress: bool) -> None:
+    """Pretrain; a failure is written to ``out_dir/pretrain-error.json`` and exits with status 1."""
+    from peftlab.pretrain import pretrain
+
     try:
         pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
     except KeyboardInterrupt:

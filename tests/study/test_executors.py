@@ -1,0 +1,263 @@
+"""`peftlab study --executor submitit | ray`: the same runs as the local executor, through
+submitit's LocalExecutor (real job processes, submitit's own files) and a real local Ray of 2 CPUs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_runner import BASE, results_by_run, write_study
+from testkit import REPO, needs_fashion_mnist, run_cli
+
+# two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
+STUDY = {"seeds": 1, "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
+         "set": {"train.epochs": 1, "data.train_subset": 128}}
+ONE_RUN = {**STUDY, "methods": {"lora": {"set": {"method.r": 2}}}}
+
+
+def executor_args(executor: str, request) -> list[str]:
+    """The executor's options for a test: submitit's LocalExecutor, or the module's local Ray;
+    a test skips where the extra is not installed (`make test` installs both)."""
+    if executor == "submitit":
+        pytest.importorskip("submitit")
+        return ["--executor", "submitit", "--slurm-cluster", "local"]
+    return ["--executor", "ray", "--ray-address", request.getfixturevalue("ray_cluster")]
+
+
+def study_cli(path: Path, out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    if env is None:
+        return run_cli("study", str(path), "--study-dir", str(out), *args, cwd=path.parent)
+    return subprocess.run([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
+                          capture_output=True, text=True, cwd=path.parent, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env})
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, dict]:
+    """The study's results with the local executor."""
+    path = write_study(tmp_path_factory.mktemp("local"), STUDY)
+    proc = study_cli(path, path.parent / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert_progress_lines(proc.stderr)
+    results = results_by_run(path.parent / "out")
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
+    return results
+
+
+def assert_progress_lines(stderr: str) -> None:
+    """Off a terminal the driver prints one line per finished run, counting up."""
+    lines = [line for line in stderr.splitlines() if line.startswith("study s: run ")]
+    assert [line.split(",")[0] for line in lines] == ["study s: run 1/2 (50%)", "study s: run 2/2 (100%)"], stderr
+    assert all(" completed" in line for line in lines), stderr
+
+
+def assert_same_results(out: Path, reference: dict[str, dict]) -> None:
+    results = results_by_run(out)
+    assert results and results.keys() <= reference.keys()
+    for run_id, result in results.items():
+        assert result["status"] == "completed", result.get("error")
+        assert result["metrics"] == reference[run_id]["metrics"], run_id  # same config and seed: same numbers
+
+
+@pytest.mark.parametrize("executor", ["submitit", "ray"])
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, reference, request):
+    """The study's pretraining runs first as a job of the executor; every run completes with the
+    local executor's numbers; the driver prints a line per finished run; a second call reuses the
+    base and every run (submits nothing)."""
+    args = executor_args(executor, request) + (["--slurm-time", "0:10:00"] if executor == "submitit" else [])
+    path = write_study(tmp_path, {**STUDY, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
+                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    out = tmp_path / "out"
+    proc = study_cli(path, out, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
+    assert_progress_lines(proc.stderr)
+    assert_same_results(out, reference)
+    manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
+    assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
+    if executor == "submitit":  # the pretraining and each run were submitit jobs, with their own folders and logs
+        assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 3
+
+    before, jobs = mtimes(out), sorted((out / "slurm").glob("*")) if executor == "submitit" else []
+    again = study_cli(path, out, "--quiet", *args)
+    assert again.returncode == 0, again.stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in again.stdout
+    assert mtimes(out) == before
+    if executor == "submitit":
+        assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
+    """A job killed part-way (SIGKILL at step 3, as a node lost or an OOM kill) leaves no result:
+    the study says so, records nothing, and the next call submits it again, which resumes from the
+    checkpoint to the uninterrupted numbers."""
+    path = write_study(tmp_path, ONE_RUN)
+    out = tmp_path / "out"
+    args = ["--quiet", *executor_args("submitit", request)]
+    proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "step:3"})
+    assert proc.returncode == 1, proc.stderr
+    assert "0 completed, 1 failed, 0 diverged of 1 runs" in proc.stdout
+    assert "its submitit job ended without a result (job " in proc.stdout
+    assert "; the next peftlab study submits it again" in proc.stdout
+    assert not list(out.glob("runs/*/result.json"))
+    assert list(out.glob("runs/*/metrics.jsonl"))  # it had started
+
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
+    assert_same_results(out, reference)
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
+    """A run directory held by another trainer (the job of an earlier driver, still running) is
+    not trained a second time at once: the new job waits for it, then does what is left."""
+    from peftlab.locks import hold
+
+    path = write_study(tmp_path, ONE_RUN)
+    out = tmp_path / "out"
+    proc = study_cli(path, out, "--dry-run")
+    run_id = proc.stdout.splitlines()[1].split()[0]
+    run_dir = out / "runs" / run_id
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    with hold(run_dir, "run directory", "peftlab train"):
+        driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
+                                   "--quiet", *executor_args("submitit", request)],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((out / "slurm").glob("*/*_0_log.err")):
+            time.sleep(0.2)
+        log = next((out / "slurm").glob("*/*_0_log.err"))
+        while time.time() < deadline and "in use by" not in log.read_text():  # the job found the lock
+            time.sleep(0.2)
+        assert "in use by" in log.read_text(), log.read_text()
+        time.sleep(2.0)
+        assert driver.poll() is None and not (run_dir / "metrics.jsonl").exists()
+    stdout, stderr = driver.communicate(timeout=600)
+    assert driver.returncode == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout
+    assert results_by_run(out)[run_id]["metrics"] == reference[run_id]["metrics"]
+
+
+def still_trained(run_dir: Path) -> bool:
+    """Whether a process still holds the run directory's lock (trains it)."""
+    from peftlab.locks import DirectoryInUse, hold
+
+    try:
+        with hold(run_dir, "run directory", "test"):
+            return False
+    except DirectoryInUse:
+        return True
+
+
+@pytest.mark.parametrize("executor", ["submitit", "ray"])
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
+    """SIGINT to the driver alone (not its process group) cancels the jobs or tasks it submitted:
+    no process trains on, nothing is recorded failed, and the same command finishes the study."""
+    import signal
+
+    path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 3}})  # 12 steps
+    out = tmp_path / "out"
+    args = ["--quiet", *executor_args(executor, request)]
+    driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
+                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not list(out.glob("runs/*/checkpoint/last.pt")):
+        time.sleep(0.05)
+    assert driver.poll() is None, driver.stderr.read()
+    run_dir = next(out.glob("runs/*/checkpoint/last.pt")).parent.parent
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted (SIGINT)" in stderr, stderr
+    deadline = time.time() + 15
+    while still_trained(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not still_trained(run_dir), "a job trains on after the driver's Ctrl-C"
+    assert not (run_dir / "result.json").exists()
+
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray of 2 CPUs for this module's tests (starting one takes seconds); its address."""
+    ray = pytest.importorskip("ray")
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------
+# options and errors (fast)
+
+
+@pytest.mark.parametrize("text,minutes", [("90", 90), ("30:30", 31), ("4:00:00", 240), ("1-0", 1440),
+                                          ("1-02:30", 1590), ("2-1:0:1", 2941)])
+def test_slurm_time_formats(text, minutes):
+    from peftlab.study.executors import parse_minutes
+
+    assert parse_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--executor", "submitit", "--slurm-time", "4h"], "--slurm-time='4h' is invalid"),
+    (["--executor", "submitit", "--slurm-time", "0"], "--slurm-time='0' is invalid: expected at least one minute"),
+    (["--executor", "submitit", "--slurm-cpus", "0"], "--slurm-cpus=0 is invalid: expected a number >= 1"),
+    (["--executor", "ray", "--slurm-partition", "gpu"], "--slurm-partition goes with --executor submitit, not ray"),
+    (["--ray-address", "10.0.0.1:6379"], "--ray-address goes with --executor ray, not local"),
+    (["--executor", "ray", "--workers", "2"], "--workers goes with --executor local"),
+])
+def test_bad_executor_options_are_one_line_errors(tmp_path, args, message):
+    path = write_study(tmp_path, STUDY)
+    proc = study_cli(path, tmp_path / "out", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module,extra", [("submitit", "slurm"), ("ray", "ray")])
+def test_a_missing_extra_names_what_to_install(monkeypatch, module, extra):
+    from peftlab.errors import UserError
+    from peftlab.study.executors import SUBMIT, ExecutorOptions
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    name = {"slurm": "submitit"}.get(extra, extra)
+    with pytest.raises(UserError, match=rf"--executor {name} needs the {module} package: pip install -e \.\[{extra}\]"):
+        next(SUBMIT[name](print, [()], ExecutorOptions(name=name, folder="/nonexistent", slurm_cluster="local")))
+
+
+def test_slurm_options_become_sbatch_lines(tmp_path):
+    """The --slurm-* options, through submitit's own sbatch writer."""
+    pytest.importorskip("submitit")
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from peftlab.study.executors import ExecutorOptions
+    from peftlab.study.slurm import slurm_parameters
+
+    options = ExecutorOptions(name="submitit", slurm_partition="gpu", slurm_time=90, slurm_cpus=8, slurm_gpus=1,
+                              slurm_mem=32, slurm_array_parallelism=3)
+    text = _make_sbatch_string(command="python -m x", folder=tmp_path, map_count=10, **slurm_parameters(options))
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=32GB", "#SBATCH --array=0-9%3"):
+        assert line in text, text
