@@ -278,6 +278,13 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_config_reference(args) -> int:
+    from peftlab.config_reference import reference
+
+    print(reference(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from peftlab import __version__
 
@@ -399,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.r=16")
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config-reference", help="every config key with its default and meaning (README's table)")
+    p.set_defaults(func=cmd_config_reference)
     return parser
 
 
