@@ -185,8 +185,14 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from peftlab.export import export_merged
+    from peftlab.export import export_merged, export_peft
 
+    if args.peft is not None:
+        if args.merged is not None or args.quantized is not None:
+            raise UserError("export --peft DIR writes the adapter alone: give it without --merged and --quantized")
+        print(f"wrote the adapter in PEFT's format to {export_peft(Path(args.run_dir), Path(args.peft))} "
+              "(load with peft.PeftModel.from_pretrained(base, DIR))")
+        return 0
     quantized = args.quantized is not None
     out = args.merged if args.quantized in (None, True) else args.quantized
     if out is None or (args.merged is not None and args.quantized not in (None, True)):
@@ -375,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantized", nargs="?", const=True, metavar="OUT.safetensors",
                    help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
                         "QLoRA: re-quantized); `--merged OUT --quantized` says the same")
+    p.add_argument("--peft", metavar="DIR", help="the adapter in PEFT's format (adapter_config.json, "
+                   "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")

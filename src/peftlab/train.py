@@ -33,6 +33,7 @@ from peftlab import locks, metrics, provenance, tracking
 from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, dump_config, load_config, to_dict
 from peftlab.errors import CheckpointError, ConfigError, UserError
+from peftlab.export import write_peft_adapter
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
@@ -239,7 +240,7 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
 ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
-                 "adapter.safetensors", "tensorboard", "wandb")
+                 "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "tensorboard", "wandb")
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -492,6 +493,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    write_peft_adapter(tuner, run_dir)  # adapter_config.json + adapter_model.safetensors: PEFT loads them
     records = tuner.importance_records()  # rank reallocations (adaptive-rank methods)
     if records:
         write_atomic(run_dir / "importance.jsonl",

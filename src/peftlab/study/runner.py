@@ -258,7 +258,7 @@ def forget_result(run_dir: Path) -> None:
     result = read_json(run_dir / "result.json") or {}
     if result.get("checkpoint_unusable"):
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-    for name in ("result.json", "adapter.safetensors"):
+    for name in ("result.json", "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors"):
         (run_dir / name).unlink(missing_ok=True)
 
 
