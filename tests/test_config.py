@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -133,3 +135,57 @@ def test_run_ids_of_existing_configs_do_not_change():
     defaults = flatten(to_dict(RunConfig()))
     for dotted, default in LATE_FIELDS.items():
         assert dotted in defaults and defaults[dotted] == default, dotted
+
+
+# The run ids of the shipped studies, as computed before paths became relative to their config
+# file (a SHA-256 of the sorted ids): results already on disk must still be found.
+STUDY_IDS = {"default": "ea39967460370920", "adaptive": "8205b2ad5959abc8"}  # vit_peft_matrix: 85b4cfee0f6663df
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_IDS))
+def test_run_ids_of_the_shipped_studies_do_not_change_from_any_directory(name, tmp_path, monkeypatch):
+    import hashlib
+
+    from peftlab.study.spec import load_study
+
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    ids = sorted(r.run_id for r in load_study(REPO / "configs" / "studies" / f"{name}.yaml").runs)
+    assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == STUDY_IDS[name]
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", {"model": {"pretrained": "../cache/base.safetensors"},
+                                        "data": {"name": "imagefolder", "root": "images"},
+                                        "method": {"name": "lora", "rank_strategy": "empirical",
+                                                   "importance_from": "~/runs/x"}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path)
+    assert cfg.model.pretrained == str(tmp_path / "cache" / "base.safetensors")
+    assert cfg.data.root == str(tmp_path / "configs" / "images")
+    assert cfg.method.importance_from == str(Path.home() / "runs" / "x")
+    assert load_config(Path("..") / "configs" / "run.yaml") == cfg  # the file named relative to the cwd
+    # an override's path is relative to the current directory; keywords stay keywords
+    assert load_config(path, ["data.root=mine"]).data.root == str(elsewhere / "mine")
+    assert load_config(path, ["model.pretrained=none"]).model.pretrained == "none"
+    # the resolved config reads back unchanged from the run directory's config.yaml
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_a_path_inside_the_checkout_hashes_as_before(tmp_path):
+    """Run ids hash a path inside the checkout relative to it: the ids of configs that named it
+    relative to the repository root (before paths were relative to the config file) stay."""
+    from peftlab.config import config_hash, from_dict
+
+    cfg = load_config(REPO / "configs" / "downstream.yaml")
+    assert cfg.model.pretrained == str(REPO / "cache" / "pretrained" / "mnist-vit" / "model.safetensors")
+    as_before = from_dict(RunConfig, {**to_dict(cfg), "model": {**to_dict(cfg.model),
+                                                                "pretrained": "cache/pretrained/mnist-vit/model.safetensors"}})
+    assert config_hash(cfg) == config_hash(as_before)
+    outside = load_config(overrides={"model": {"pretrained": str(tmp_path / "base.safetensors")}})
+    assert config_hash(outside) != config_hash(load_config(overrides={"model": {"pretrained": "/other/base.safetensors"}}))
+

@@ -51,6 +51,7 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
     }.items():
         assert set(keys) <= set(saved[section]), section
     assert saved["merge"]["max_abs_diff"] < 1e-4
+    assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
     assert 0.0 <= saved["metrics"]["test_top1"] <= 1.0
     assert all("lora_" in k or ".head." in k for k in load_file(str(tmp_path / "run" / "adapter.safetensors")))
     assert_peft_loads(tmp_path / "run")

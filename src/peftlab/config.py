@@ -528,15 +528,55 @@ def without_foreign_options(options: dict, name: str) -> dict:
     return {k: v for k, v in options.items() if k in own or k not in every}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+# Config fields that hold file or directory paths (``model.pretrained`` also takes "none" / "hub").
+PATH_FIELDS = ("model.pretrained", "model.path", "data.root", "method.importance_from")
+PATH_WORDS = {"model.pretrained": ("none", "hub")}
+# The checkout peftlab runs from: a path inside it enters run ids relative to it (see config_hash).
+REPO_ROOT = Path(os.path.abspath(__file__)).parents[2]
+
+
+def resolve_paths(data: dict, base_dir: str | Path) -> dict:
+    """``data`` (a nested config dict) with each relative path of ``PATH_FIELDS`` joined to
+    ``base_dir`` (the directory of the file that names it) and normalised: an absolute path."""
+    out = dict(data)
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        fields = out.get(section)
+        value = fields.get(name) if isinstance(fields, dict) else None
+        if not isinstance(value, str) or not value or value in PATH_WORDS.get(dotted, ()) or "\x00" in value:
+            continue  # not a path (null, a keyword, or a wrong type the field's check refuses)
+        path = os.path.expanduser(value)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.abspath(base_dir), path)
+        out[section] = {**fields, name: os.path.normpath(path)}
+    return out
+
+
+def hashed_path(value: str) -> str:
+    """How a path enters a run id: relative to the peftlab checkout when it lies inside it (so
+    ids do not depend on where the checkout is, and match the ids of earlier versions, which
+    hashed these paths as written relative to the repository root), else absolute."""
+    for root in dict.fromkeys((str(REPO_ROOT), os.path.realpath(REPO_ROOT))):
+        if os.path.isabs(value) and (value == root or value.startswith(root + os.sep)):
+            return os.path.relpath(value, root)
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                base_dir: str | Path | None = None) -> RunConfig:
     """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
 
-    An override that changes ``method.name`` starts the new method from its own options: the
-    file's options of another method are dropped (``method.name=full`` on a LoRA config).
+    Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
+    ``base_dir``), those of the overrides against the current directory; the config holds them
+    absolute. An override that changes ``method.name`` starts the new method from its own
+    options: the file's options of another method are dropped (``method.name=full`` on a LoRA config).
     """
     data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        data = resolve_paths(data, base_dir if base_dir is not None else Path(path).parent)
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        extra = resolve_paths(extra, Path.cwd())
         name = extra.get("method", {}).get("name") if isinstance(extra.get("method"), dict) else None
         if name is not None and isinstance(data.get("method"), dict):
             data = {**data, "method": without_foreign_options(data["method"], name)}
@@ -558,9 +598,13 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
 
     ``track`` (where the numbers are sent) is left out: it does not change the run. So are the
-    ``LATE_FIELDS`` left at their defaults.
+    ``LATE_FIELDS`` left at their defaults. Paths enter as ``hashed_path`` writes them.
     """
     data = {k: v for k, v in to_dict(cfg).items() if k != "track"}
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        if isinstance(data[section].get(name), str):
+            data[section][name] = hashed_path(data[section][name])
     for dotted, default in LATE_FIELDS.items():
         section, _, name = dotted.rpartition(".")
         fields = data.get(section) if section else data

@@ -69,7 +69,7 @@ def load_trained(run_dir: Path):
     result = read_json(run_dir / "result.json")
     if result is None or result.get("status") != "completed":
         raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if (result.get("config") or {}).get("method", {}).get("name") != cfg.method.name:
         raise WeightsError(f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not "
                            f"{cfg.method.name!r}")

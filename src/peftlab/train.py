@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
 from peftlab import locks, metrics, provenance, tracking
-from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
-from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.backbones import base_sha256, build_backbone, enable_grad_checkpointing, input_spec_for
+from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
 from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.export import write_peft_adapter
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
@@ -249,8 +249,9 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
     if path.exists():
-        existing = load_config(path)
-        if dataclasses.replace(existing, track=cfg.track) != cfg:  # the sinks may change between calls
+        # paths are absolute in config.yaml; those of earlier versions were relative to the current directory
+        existing = load_config(path, base_dir=Path.cwd())
+        if config_hash(existing, 64) != config_hash(cfg, 64):  # the sinks (track) may change between calls
             if (read_json(run_dir / "result.json") or {}).get("status") not in ("failed", "diverged"):
                 raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
                                   "or can resume); use another --run-dir")
@@ -366,6 +367,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
         "hardware": provenance.hardware(device), "threads": torch.get_num_threads(), "dtype": tc.precision,
         "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),
+        "base_sha256": base_sha256(cfg.model),  # the local weights file the base was loaded from (else None)
     }
 
     # --- optimizer, schedule, resume ---------------------------------------------------

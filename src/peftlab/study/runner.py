@@ -173,13 +173,21 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
         raise
 
 
-def run_pretraining(config_path: Path, progress: bool) -> Path:
+def pretrain_dir(study: Study) -> Path | None:
+    """Where the study's pretraining writes: the directory of the weights file its runs name
+    (``model.pretrained``, one for every run), whatever the current directory; None when the
+    runs name none or several (then ``cache/pretrained/<name>``)."""
+    weights = {spec.config.model.pretrained for spec in study.runs} - {"none", "hub"}
+    return Path(weights.pop()).parent if len(weights) == 1 else None
+
+
+def run_pretraining(config_path: Path, progress: bool, out_dir: Path | None = None) -> Path:
     """Train (or reuse) the study's base model in a worker process; returns its directory."""
     from peftlab.pretrain import default_out_dir
     from peftlab.study.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
-    out_dir = default_out_dir(cfg)
+    out_dir = out_dir or default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
     proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
@@ -212,7 +220,7 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
 def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
     if study.pretrain is not None:
-        run_pretraining(study.pretrain, progress)
+        run_pretraining(study.pretrain, progress, pretrain_dir(study))
 
     summary = StudySummary(total=len(study.runs))
     jobs = []
