@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,48 @@ def test_a_path_inside_the_checkout_hashes_as_before(tmp_path):
     outside = load_config(overrides={"model": {"pretrained": str(tmp_path / "base.safetensors")}})
     assert config_hash(outside) != config_hash(load_config(overrides={"model": {"pretrained": "/other/base.safetensors"}}))
 
+
+def write_base(directory: Path, **architecture) -> Path:
+    """A peftlab base as ``peftlab pretrain`` leaves it: weights and a manifest naming them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.safetensors").write_bytes(b"")  # config loading reads the manifest only
+    arch = {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
+            "num_heads": 4, "in_chans": 3, **architecture}
+    (directory / "manifest.json").write_text(json.dumps({"weights": "model.safetensors", "architecture": arch}))
+    return directory / "model.safetensors"
+
+
+def test_the_architecture_of_a_peftlab_base_comes_from_its_manifest(tmp_path):
+    from peftlab.config import config_hash
+
+    weights = write_base(tmp_path / "base")
+    cfg = load_config(overrides={"model": {"pretrained": str(weights)}})
+    model = cfg.model
+    assert (model.name, model.img_size, model.patch_size, model.depth, model.embed_dim, model.num_heads) == \
+        ("vit_tiny_patch16_224", 28, 7, 4, 128, 4)
+    explicit = load_config(overrides={"model": {"pretrained": str(weights), "name": "vit_tiny_patch16_224",
+                                                "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
+                                                "num_heads": 4}})
+    assert explicit == cfg and config_hash(explicit) == config_hash(cfg)  # the same run id
+    assert load_config(overrides={"model": {"pretrained": str(weights), "img_size": 56}}).model.img_size == 56
+    with pytest.raises(ConfigError, match=r"^model.depth=6 conflicts with the base .*manifest.json says depth: 4"):
+        load_config(overrides={"model": {"pretrained": str(weights), "depth": 6}})
+    # a weights file without a manifest that names it: nothing is filled in
+    (tmp_path / "base" / "manifest.json").write_text(json.dumps({"weights": "other.safetensors", "architecture": {}}))
+    assert load_config(overrides={"model": {"pretrained": str(weights)}}).model.depth is None
+
+
+def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
+    """Before the base exists (no manifest yet) the run ids are those it will have afterwards."""
+    from peftlab.study.spec import load_study
+
+    pretrain = {"name": "base", "model": {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4,
+                                         "embed_dim": 128, "num_heads": 4}, "method": {"name": "full"}}
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": {"pretrained": "cache/base/model.safetensors"}}))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"base": "run.yaml", "pretrain": "pretrain.yaml", "seeds": 1,
+                                                         "methods": {"lora": {}}}))
+    before = load_study(tmp_path / "study.yaml").runs
+    assert before[0].config.model.depth == 4 and before[0].config.model.pretrained == str(tmp_path / "cache" / "base" / "model.safetensors")
+    write_base(tmp_path / "cache" / "base")
+    assert [r.run_id for r in load_study(tmp_path / "study.yaml").runs] == [r.run_id for r in before]

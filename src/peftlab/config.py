@@ -562,13 +562,63 @@ def hashed_path(value: str) -> str:
     return value
 
 
+# What a peftlab base's manifest.json records of its architecture and a config may leave out.
+# The weights fix the shapes (patch_size, depth, embed_dim, in_chans) and num_heads: a config
+# that sets one of them otherwise is an error; img_size (the position embedding is resampled)
+# and name (a timm name; the keys above decide the shapes) set in the config win.
+BASE_ARCHITECTURE = ("name", "img_size", "patch_size", "depth", "embed_dim", "num_heads", "in_chans")
+BASE_FIXED = ("patch_size", "depth", "embed_dim", "num_heads", "in_chans")
+
+
+def base_manifest(weights: str) -> tuple[Path, dict] | None:
+    """(manifest path, architecture) of a peftlab base: a ``manifest.json`` beside the weights
+    file that names it (``peftlab pretrain`` writes one); None for any other weights file."""
+    from peftlab.files import read_json
+
+    path = Path(weights).parent / "manifest.json"
+    manifest = read_json(path) if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES else None
+    if not manifest or manifest.get("weights") != Path(weights).name or not isinstance(manifest.get("architecture"), dict):
+        return None
+    return path, manifest["architecture"]
+
+
+def with_base_architecture(data: dict, architecture: dict | None = None, source: str | Path | None = None) -> dict:
+    """``data`` (a nested config dict) with the architecture keys it leaves out (or null) taken
+    from its base: ``architecture`` when given (a study's pretraining config), else the manifest
+    of a peftlab base that ``model.pretrained`` names. A key the config sets that contradicts the
+    weights' shapes is one ConfigError line."""
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("source", "timm") != "timm":
+        return data
+    pretrained = model.get("pretrained")
+    if not isinstance(pretrained, str) or pretrained in ("none", "hub", ""):
+        return data
+    if architecture is None:
+        found = base_manifest(pretrained)
+        if found is None:
+            return data
+        source, architecture = found
+    filled = dict(model)
+    for key in BASE_ARCHITECTURE:
+        if key not in architecture or architecture[key] is None:
+            continue
+        if model.get(key) is None:
+            filled[key] = architecture[key]
+        elif key in BASE_FIXED and model[key] != architecture[key]:
+            raise ConfigError(f"model.{key}={shown(model[key])} conflicts with the base model.pretrained={pretrained} "
+                              f"({source} says {key}: {architecture[key]!r}): leave model.{key} out to take the "
+                              "base's, or name another base")
+    return {**data, "model": filled}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
                 base_dir: str | Path | None = None) -> RunConfig:
     """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
 
     Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
     ``base_dir``), those of the overrides against the current directory; the config holds them
-    absolute. An override that changes ``method.name`` starts the new method from its own
+    absolute. Architecture keys left out are taken from a peftlab base's manifest.json
+    (``with_base_architecture``). An override that changes ``method.name`` starts the new method from its own
     options: the file's options of another method are dropped (``method.name=full`` on a LoRA config).
     """
     data = read_yaml(path) if path is not None else {}
@@ -581,7 +631,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if name is not None and isinstance(data.get("method"), dict):
             data = {**data, "method": without_foreign_options(data["method"], name)}
         data = deep_merge(data, extra)
-    return from_dict(RunConfig, data)
+    return from_dict(RunConfig, with_base_architecture(data))
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -45,7 +45,7 @@ from typing import Any
 
 from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
                             method_fields, method_names, read_yaml, resolve_paths, shown, to_dict,
-                            without_foreign_options)
+                            with_base_architecture, without_foreign_options)
 from peftlab.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
@@ -261,6 +261,9 @@ def load_study(path: str | Path) -> Study:
         if pretrain_cfg.method.name != "full":
             raise ConfigError(f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
                               "expected 'full' (pretraining trains every weight)")
+    # the architecture of the base the runs name: the pretraining config's (known before it has
+    # trained, so run ids do not change once the base exists), else its manifest's
+    base_architecture = (to_dict(pretrain_cfg.model), pretrain) if pretrain is not None else ()
     seeds = _seeds(data.get("seeds", 5))
     common = _mapping(data.get("set"), "set")
     global_axes = _mapping(data.get("axes"), "axes")
@@ -333,7 +336,7 @@ def load_study(path: str | Path) -> Study:
                 overrides[key] = value
             for seed in seeds:
                 study_values = resolve_paths(nest({**overrides, "seed": seed, "name": name}), path.parent)
-                cfg_dict = deep_merge(base_of(method), study_values)
+                cfg_dict = with_base_architecture(deep_merge(base_of(method), study_values), *base_architecture)
                 try:
                     cfg = from_dict(RunConfig, cfg_dict)
                 except ConfigError as err:
