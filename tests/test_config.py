@@ -235,3 +235,17 @@ def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
     assert before[0].config.model.depth == 4 and before[0].config.model.pretrained == str(tmp_path / "cache" / "base" / "model.safetensors")
     write_base(tmp_path / "cache" / "base")
     assert [r.run_id for r in load_study(tmp_path / "study.yaml").runs] == [r.run_id for r in before]
+
+
+def test_test_dir_is_for_image_folders_and_relative_to_the_config(tmp_path):
+    from peftlab.config import config_hash
+
+    with pytest.raises(ConfigError, match=r"^data.test_dir='/.*/x' is invalid: expected null unless data.name is 'imagefolder'"):
+        load_config(overrides={"data": {"name": "cifar10", "test_dir": "x"}})
+    path = write(tmp_path, {"data": {"name": "imagefolder", "root": "images", "test_dir": "holdout"}})
+    cfg = load_config(path)
+    assert cfg.data.test_dir == str(tmp_path / "holdout")
+    unset = load_config(path, ["data.test_dir=null"])
+    assert config_hash(unset) != config_hash(cfg)
+    assert config_hash(unset) == config_hash(load_config(overrides={"data": {"name": "imagefolder",
+                                                                              "root": str(tmp_path / "images")}}))

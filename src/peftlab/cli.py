@@ -252,7 +252,7 @@ def cmd_data_info(args) -> int:
     from peftlab.config import DataConfig, from_dict
     from peftlab.data import describe_data, format_data_info
 
-    fields = {"name": args.name, "root": args.root}
+    fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}
     cfg = from_dict(DataConfig, fields, prefix="data.")
     info = describe_data(cfg)
     print(json.dumps(__import__("dataclasses").asdict(info), indent=2) if args.json else format_data_info(info))
@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
+    q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
     q.set_defaults(func=cmd_data_info)

@@ -106,11 +106,16 @@ class DataConfig:
     test_subset: int | None = None
     classes: tuple[int, ...] | None = None  # keep these labels, relabelled 0..k-1
     augment: bool = False
+    # imagefolder: a folder of class folders that is the test split (None: root/test, else root/val,
+    # else 20% of the images); the training images are then root/train, or root itself
+    test_dir: str | None = None
 
     def __post_init__(self):
         check_dataset_name(self.name)
         check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
+        check_field(self.test_dir is None or self.name == "imagefolder", "data.test_dir", self.test_dir,
+                    "null unless data.name is 'imagefolder'")
         check_field(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
         check_field(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
         for name in ("train_subset", "val_subset", "test_subset"):
@@ -529,7 +534,7 @@ def without_foreign_options(options: dict, name: str) -> dict:
 
 
 # Config fields that hold file or directory paths (``model.pretrained`` also takes "none" / "hub").
-PATH_FIELDS = ("model.pretrained", "model.path", "data.root", "method.importance_from")
+PATH_FIELDS = ("model.pretrained", "model.path", "data.root", "data.test_dir", "method.importance_from")
 PATH_WORDS = {"model.pretrained": ("none", "hub")}
 # The checkout peftlab runs from: a path inside it enters run ids relative to it (see config_hash).
 REPO_ROOT = Path(os.path.abspath(__file__)).parents[2]
@@ -641,7 +646,7 @@ def dump_config(cfg: RunConfig) -> str:
 # Fields added after run ids were first handed out, with their defaults: a field at its default
 # is left out of the hash, so adding one keeps every existing run id (and its finished results).
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
-LATE_FIELDS: dict[str, Any] = {}
+LATE_FIELDS: dict[str, Any] = {"data.test_dir": None}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
