@@ -156,3 +156,14 @@ def test_validate_checks_an_hf_model_like_a_timm_one_without_transformers_chatte
     assert proc.returncode == 0, proc.stderr
     assert "model.vit.layers.1.attention.v_proj: 4" in proc.stdout and "[transformers]" not in proc.stderr
     assert run_cli("validate", str(config)).stdout.strip() == f"{config}: valid"
+
+
+def test_base_sha256_is_that_of_the_local_weights_file(tmp_path):
+    import hashlib
+
+    from peftlab.backbones import base_sha256
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"weights" * 1000)
+    assert base_sha256(ModelConfig(**{**TINY_MODEL, "pretrained": str(path)})) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert base_sha256(ModelConfig(**TINY_MODEL)) is None  # random init

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -133,3 +136,116 @@ def test_run_ids_of_existing_configs_do_not_change():
     defaults = flatten(to_dict(RunConfig()))
     for dotted, default in LATE_FIELDS.items():
         assert dotted in defaults and defaults[dotted] == default, dotted
+
+
+# The run ids of the shipped studies, as computed before paths became relative to their config
+# file (a SHA-256 of the sorted ids): results already on disk must still be found.
+STUDY_IDS = {"default": "ea39967460370920", "adaptive": "8205b2ad5959abc8"}  # vit_peft_matrix: 85b4cfee0f6663df
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_IDS))
+def test_run_ids_of_the_shipped_studies_do_not_change_from_any_directory(name, tmp_path, monkeypatch):
+    import hashlib
+
+    from peftlab.study.spec import load_study
+
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    ids = sorted(r.run_id for r in load_study(REPO / "configs" / "studies" / f"{name}.yaml").runs)
+    assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == STUDY_IDS[name]
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", {"model": {"pretrained": "../cache/base.safetensors"},
+                                        "data": {"name": "imagefolder", "root": "images"},
+                                        "method": {"name": "lora", "rank_strategy": "empirical",
+                                                   "importance_from": "~/runs/x"}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path)
+    assert cfg.model.pretrained == str(tmp_path / "cache" / "base.safetensors")
+    assert cfg.data.root == str(tmp_path / "configs" / "images")
+    assert cfg.method.importance_from == str(Path.home() / "runs" / "x")
+    assert load_config(Path("..") / "configs" / "run.yaml") == cfg  # the file named relative to the cwd
+    # an override's path is relative to the current directory; keywords stay keywords
+    assert load_config(path, ["data.root=mine"]).data.root == str(elsewhere / "mine")
+    assert load_config(path, ["model.pretrained=none"]).model.pretrained == "none"
+    # the resolved config reads back unchanged from the run directory's config.yaml
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_a_path_inside_the_checkout_hashes_as_before(tmp_path):
+    """Run ids hash a path inside the checkout relative to it: the ids of configs that named it
+    relative to the repository root (before paths were relative to the config file) stay."""
+    from peftlab.config import config_hash, from_dict
+
+    cfg = load_config(REPO / "configs" / "downstream.yaml")
+    assert cfg.model.pretrained == str(REPO / "cache" / "pretrained" / "mnist-vit" / "model.safetensors")
+    as_before = from_dict(RunConfig, {**to_dict(cfg), "model": {**to_dict(cfg.model),
+                                                                "pretrained": "cache/pretrained/mnist-vit/model.safetensors"}})
+    assert config_hash(cfg) == config_hash(as_before)
+    outside = load_config(overrides={"model": {"pretrained": str(tmp_path / "base.safetensors")}})
+    assert config_hash(outside) != config_hash(load_config(overrides={"model": {"pretrained": "/other/base.safetensors"}}))
+
+
+def write_base(directory: Path, **architecture) -> Path:
+    """A peftlab base as ``peftlab pretrain`` leaves it: weights and a manifest naming them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.safetensors").write_bytes(b"")  # config loading reads the manifest only
+    arch = {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
+            "num_heads": 4, "in_chans": 3, **architecture}
+    (directory / "manifest.json").write_text(json.dumps({"weights": "model.safetensors", "architecture": arch}))
+    return directory / "model.safetensors"
+
+
+def test_the_architecture_of_a_peftlab_base_comes_from_its_manifest(tmp_path):
+    from peftlab.config import config_hash
+
+    weights = write_base(tmp_path / "base")
+    cfg = load_config(overrides={"model": {"pretrained": str(weights)}})
+    model = cfg.model
+    assert (model.name, model.img_size, model.patch_size, model.depth, model.embed_dim, model.num_heads) == \
+        ("vit_tiny_patch16_224", 28, 7, 4, 128, 4)
+    explicit = load_config(overrides={"model": {"pretrained": str(weights), "name": "vit_tiny_patch16_224",
+                                                "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
+                                                "num_heads": 4}})
+    assert explicit == cfg and config_hash(explicit) == config_hash(cfg)  # the same run id
+    assert load_config(overrides={"model": {"pretrained": str(weights), "img_size": 56}}).model.img_size == 56
+    with pytest.raises(ConfigError, match=r"^model.depth=6 conflicts with the base .*manifest.json says depth: 4"):
+        load_config(overrides={"model": {"pretrained": str(weights), "depth": 6}})
+    # a weights file without a manifest that names it: nothing is filled in
+    (tmp_path / "base" / "manifest.json").write_text(json.dumps({"weights": "other.safetensors", "architecture": {}}))
+    assert load_config(overrides={"model": {"pretrained": str(weights)}}).model.depth is None
+
+
+def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
+    """Before the base exists (no manifest yet) the run ids are those it will have afterwards."""
+    from peftlab.study.spec import load_study
+
+    pretrain = {"name": "base", "model": {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4,
+                                         "embed_dim": 128, "num_heads": 4}, "method": {"name": "full"}}
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": {"pretrained": "cache/base/model.safetensors"}}))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"base": "run.yaml", "pretrain": "pretrain.yaml", "seeds": 1,
+                                                         "methods": {"lora": {}}}))
+    before = load_study(tmp_path / "study.yaml").runs
+    assert before[0].config.model.depth == 4 and before[0].config.model.pretrained == str(tmp_path / "cache" / "base" / "model.safetensors")
+    write_base(tmp_path / "cache" / "base")
+    assert [r.run_id for r in load_study(tmp_path / "study.yaml").runs] == [r.run_id for r in before]
+
+
+def test_test_dir_is_for_image_folders_and_relative_to_the_config(tmp_path):
+    from peftlab.config import config_hash
+
+    with pytest.raises(ConfigError, match=r"^data.test_dir='/.*/x' is invalid: expected null unless data.name is 'imagefolder'"):
+        load_config(overrides={"data": {"name": "cifar10", "test_dir": "x"}})
+    path = write(tmp_path, {"data": {"name": "imagefolder", "root": "images", "test_dir": "holdout"}})
+    cfg = load_config(path)
+    assert cfg.data.test_dir == str(tmp_path / "holdout")
+    unset = load_config(path, ["data.test_dir=null"])
+    assert config_hash(unset) != config_hash(cfg)
+    assert config_hash(unset) == config_hash(load_config(overrides={"data": {"name": "imagefolder",
+                                                                              "root": str(tmp_path / "images")}}))

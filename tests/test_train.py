@@ -53,12 +53,33 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
     }.items():
         assert set(keys) <= set(saved[section]), section
     assert saved["merge"]["max_abs_diff"] < 1e-4
+    assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
     assert 0.0 <= saved["metrics"]["test_top1"] <= 1.0
     assert all("lora_" in k or ".head." in k for k in load_file(str(tmp_path / "run" / "adapter.safetensors")))
+    assert_peft_loads(tmp_path / "run")
     kinds = [r["kind"] for r in training_records(tmp_path / "run")]
     assert kinds.count("epoch") == 2 and kinds.count("step") == 2 * 6
     # a second call finds the finished run and does not train again
     assert train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False) == saved
+
+
+def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
+    """PEFT's from_pretrained on the plain timm base, with the run directory as the adapter, gives
+    the outputs of peftlab's own model rebuilt from the run."""
+    from peft import PeftModel
+
+    from peftlab.backbones import build_backbone
+    from peftlab.export import load_trained
+    from peftlab.train import seed_everything
+
+    cfg = load_config(run_dir / "config.yaml")
+    seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)
+    base = build_backbone(cfg.model, 10)
+    loaded = PeftModel.from_pretrained(base, adapter_dir or run_dir).eval()
+    ours = load_trained(run_dir).model.eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ours(x), rtol=1e-5, atol=1e-5)
 
 
 class Interrupt(BaseException):
@@ -328,6 +349,8 @@ def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
     assert "number of classes" in export_error()
     (run_dir / "result.json").write_text(json.dumps(result))
     assert main(["export", str(run_dir), "--merged", str(out)]) == 0
+    assert main(["export", str(run_dir), "--peft", str(tmp_path / "peft")]) == 0  # for runs trained before
+    assert_peft_loads(run_dir, tmp_path / "peft")
 
 
 @pytest.mark.e2e

@@ -31,6 +31,15 @@ class InputSpec:
     std: tuple[float, ...]
 
 
+def base_sha256(cfg: ModelConfig) -> str | None:
+    """SHA-256 of the local weights file ``model.pretrained``; None for "none", "hub" and HF models."""
+    if cfg.source != "timm" or cfg.pretrained in ("none", "hub"):
+        return None
+    from peftlab.data.readers import hash_file
+
+    return hash_file(Path(cfg.pretrained))
+
+
 class HFLogits(nn.Module):
     """An HF image classifier whose forward returns plain logits, like a timm model."""
 

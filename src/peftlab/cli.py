@@ -212,8 +212,14 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from peftlab.export import export_merged
+    from peftlab.export import export_merged, export_peft
 
+    if args.peft is not None:
+        if args.merged is not None or args.quantized is not None:
+            raise UserError("export --peft DIR writes the adapter alone: give it without --merged and --quantized")
+        print(f"wrote the adapter in PEFT's format to {export_peft(Path(args.run_dir), Path(args.peft))} "
+              "(load with peft.PeftModel.from_pretrained(base, DIR))")
+        return 0
     quantized = args.quantized is not None
     out = args.merged if args.quantized in (None, True) else args.quantized
     if out is None or (args.merged is not None and args.quantized not in (None, True)):
@@ -273,7 +279,7 @@ def cmd_data_info(args) -> int:
     from peftlab.config import DataConfig, from_dict
     from peftlab.data import describe_data, format_data_info
 
-    fields = {"name": args.name, "root": args.root}
+    fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}
     cfg = from_dict(DataConfig, fields, prefix="data.")
     info = describe_data(cfg)
     print(json.dumps(__import__("dataclasses").asdict(info), indent=2) if args.json else format_data_info(info))
@@ -305,6 +311,13 @@ def cmd_validate(args) -> int:
     from peftlab.preflight import estimate_for_config, format_estimate
 
     print("\n".join(format_estimate(estimate_for_config(cfg))))
+    return 0
+
+
+def cmd_config_reference(args) -> int:
+    from peftlab.config_reference import reference
+
+    print(reference(), end="")
     return 0
 
 
@@ -421,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantized", nargs="?", const=True, metavar="OUT.safetensors",
                    help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
                         "QLoRA: re-quantized); `--merged OUT --quantized` says the same")
+    p.add_argument("--peft", metavar="DIR", help="the adapter in PEFT's format (adapter_config.json, "
+                   "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
@@ -443,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
+    q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
     q.set_defaults(func=cmd_data_info)
@@ -452,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.r=16")
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config-reference", help="every config key with its default and meaning (README's table)")
+    p.set_defaults(func=cmd_config_reference)
     return parser
 
 

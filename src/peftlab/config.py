@@ -108,11 +108,16 @@ class DataConfig:
     augment: bool = False
     num_workers: int | None = None  # file datasets: decoding processes; None: 0 on CPU, up to 8 on CUDA
     cache: bool = False  # file datasets: keep decoded, resized images as a uint8 .npy in the data cache
+    # imagefolder: a folder of class folders that is the test split (None: root/test, else root/val,
+    # else 20% of the images); the training images are then root/train, or root itself
+    test_dir: str | None = None
 
     def __post_init__(self):
         check_dataset_name(self.name)
         check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
+        check_field(self.test_dir is None or self.name == "imagefolder", "data.test_dir", self.test_dir,
+                    "null unless data.name is 'imagefolder'")
         check_field(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
         check_field(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
         for name in ("train_subset", "val_subset", "test_subset"):
@@ -539,20 +544,110 @@ def without_foreign_options(options: dict, name: str) -> dict:
     return {k: v for k, v in options.items() if k in own or k not in every}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+# Config fields that hold file or directory paths (``model.pretrained`` also takes "none" / "hub").
+PATH_FIELDS = ("model.pretrained", "model.path", "data.root", "data.test_dir", "method.importance_from")
+PATH_WORDS = {"model.pretrained": ("none", "hub")}
+# The checkout peftlab runs from: a path inside it enters run ids relative to it (see config_hash).
+REPO_ROOT = Path(os.path.abspath(__file__)).parents[2]
+
+
+def resolve_paths(data: dict, base_dir: str | Path) -> dict:
+    """``data`` (a nested config dict) with each relative path of ``PATH_FIELDS`` joined to
+    ``base_dir`` (the directory of the file that names it) and normalised: an absolute path."""
+    out = dict(data)
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        fields = out.get(section)
+        value = fields.get(name) if isinstance(fields, dict) else None
+        if not isinstance(value, str) or not value or value in PATH_WORDS.get(dotted, ()) or "\x00" in value:
+            continue  # not a path (null, a keyword, or a wrong type the field's check refuses)
+        path = os.path.expanduser(value)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.abspath(base_dir), path)
+        out[section] = {**fields, name: os.path.normpath(path)}
+    return out
+
+
+def hashed_path(value: str) -> str:
+    """How a path enters a run id: relative to the peftlab checkout when it lies inside it (so
+    ids do not depend on where the checkout is, and match the ids of earlier versions, which
+    hashed these paths as written relative to the repository root), else absolute."""
+    for root in dict.fromkeys((str(REPO_ROOT), os.path.realpath(REPO_ROOT))):
+        if os.path.isabs(value) and (value == root or value.startswith(root + os.sep)):
+            return os.path.relpath(value, root)
+    return value
+
+
+# What a peftlab base's manifest.json records of its architecture and a config may leave out.
+# The weights fix the shapes (patch_size, depth, embed_dim, in_chans) and num_heads: a config
+# that sets one of them otherwise is an error; img_size (the position embedding is resampled)
+# and name (a timm name; the keys above decide the shapes) set in the config win.
+BASE_ARCHITECTURE = ("name", "img_size", "patch_size", "depth", "embed_dim", "num_heads", "in_chans")
+BASE_FIXED = ("patch_size", "depth", "embed_dim", "num_heads", "in_chans")
+
+
+def base_manifest(weights: str) -> tuple[Path, dict] | None:
+    """(manifest path, architecture) of a peftlab base: a ``manifest.json`` beside the weights
+    file that names it (``peftlab pretrain`` writes one); None for any other weights file."""
+    from peftlab.files import read_json
+
+    path = Path(weights).parent / "manifest.json"
+    manifest = read_json(path) if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES else None
+    if not manifest or manifest.get("weights") != Path(weights).name or not isinstance(manifest.get("architecture"), dict):
+        return None
+    return path, manifest["architecture"]
+
+
+def with_base_architecture(data: dict, architecture: dict | None = None, source: str | Path | None = None) -> dict:
+    """``data`` (a nested config dict) with the architecture keys it leaves out (or null) taken
+    from its base: ``architecture`` when given (a study's pretraining config), else the manifest
+    of a peftlab base that ``model.pretrained`` names. A key the config sets that contradicts the
+    weights' shapes is one ConfigError line."""
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("source", "timm") != "timm":
+        return data
+    pretrained = model.get("pretrained")
+    if not isinstance(pretrained, str) or pretrained in ("none", "hub", ""):
+        return data
+    if architecture is None:
+        found = base_manifest(pretrained)
+        if found is None:
+            return data
+        source, architecture = found
+    filled = dict(model)
+    for key in BASE_ARCHITECTURE:
+        if key not in architecture or architecture[key] is None:
+            continue
+        if model.get(key) is None:
+            filled[key] = architecture[key]
+        elif key in BASE_FIXED and model[key] != architecture[key]:
+            raise ConfigError(f"model.{key}={shown(model[key])} conflicts with the base model.pretrained={pretrained} "
+                              f"({source} says {key}: {architecture[key]!r}): leave model.{key} out to take the "
+                              "base's, or name another base")
+    return {**data, "model": filled}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                base_dir: str | Path | None = None) -> RunConfig:
     """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
 
-    An override that changes ``method.name`` starts the new method from its own options: the
-    file's options of another method are dropped (``method.name=full`` on a LoRA config).
+    Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
+    ``base_dir``), those of the overrides against the current directory; the config holds them
+    absolute. Architecture keys left out are taken from a peftlab base's manifest.json
+    (``with_base_architecture``). An override that changes ``method.name`` starts the new method from its own
+    options: the file's options of another method are dropped (``method.name=full`` on a LoRA config).
     """
     data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        data = resolve_paths(data, base_dir if base_dir is not None else Path(path).parent)
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        extra = resolve_paths(extra, Path.cwd())
         name = extra.get("method", {}).get("name") if isinstance(extra.get("method"), dict) else None
         if name is not None and isinstance(data.get("method"), dict):
             data = {**data, "method": without_foreign_options(data["method"], name)}
         data = deep_merge(data, extra)
-    return from_dict(RunConfig, data)
+    return from_dict(RunConfig, with_base_architecture(data))
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -564,7 +659,7 @@ def dump_config(cfg: RunConfig) -> str:
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
 LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
                                "data.num_workers": None, "data.cache": False,
-                               "train.auto_batch": False}
+                               "train.auto_batch": False, "data.test_dir": None}
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.
@@ -575,9 +670,13 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
 
     ``track`` (where the numbers are sent) is left out: it does not change the run. So are the
-    ``LATE_FIELDS`` left at their defaults.
+    ``LATE_FIELDS`` left at their defaults. Paths enter as ``hashed_path`` writes them.
     """
     data = {k: v for k, v in to_dict(cfg).items() if k != "track"}
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        if isinstance(data[section].get(name), str):
+            data[section][name] = hashed_path(data[section][name])
     for dotted, default in LATE_FIELDS.items():
         section, _, name = dotted.rpartition(".")
         fields = data.get(section) if section else data

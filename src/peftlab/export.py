@@ -32,6 +32,33 @@ from peftlab.errors import UserError, WeightsError
 from peftlab.files import one_line, read_json, write_atomic
 
 
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
+
+
+def write_peft_adapter(tuner, out_dir: Path) -> bool:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``out_dir`` so that
+    ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the adapter on the plain base model
+    (timm's fused qkv, no peftlab code); False, writing nothing, for a method PEFT cannot load."""
+    peft = tuner.peft_adapter()
+    if peft is None:
+        return False
+    config, state = peft
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_atomic(out_dir / PEFT_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
+    return True
+
+
+def export_peft(run_dir: Path, out_dir: Path) -> Path:
+    """A finished run's adapter in PEFT's format (for runs trained before the run directory held it)."""
+    tuner = load_trained(Path(run_dir))
+    if not write_peft_adapter(tuner, Path(out_dir)):
+        raise UserError(f"run {run_dir} used method {tuner.name!r}, which PEFT cannot load (lora, adalora and "
+                        "adaptive export to PEFT)")
+    return Path(out_dir)
+
+
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
     from peftlab.backbones import build_backbone
@@ -42,7 +69,7 @@ def load_trained(run_dir: Path):
     result = read_json(run_dir / "result.json")
     if result is None or result.get("status") != "completed":
         raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if (result.get("config") or {}).get("method", {}).get("name") != cfg.method.name:
         raise WeightsError(f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not "
                            f"{cfg.method.name!r}")

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from peftlab.files import read_json, write_atomic, write_json_atomic
-from peftlab.config import RunConfig, config_hash, dump_config, to_dict
+from peftlab.config import RunConfig, config_hash, load_config, to_dict
 from peftlab.data.readers import hash_file
 from peftlab.errors import ConfigError, UserError
 
@@ -34,6 +34,15 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
     return manifest
 
 
+def same_config(path: Path, cfg: RunConfig) -> bool:
+    """True when the config file at ``path`` is ``cfg`` as a run id sees it (a field added since
+    it was written, at its default, is no difference); False for another or an unreadable one."""
+    try:
+        return config_hash(load_config(path, base_dir=Path.cwd()), 64) == config_hash(cfg, 64)
+    except ConfigError:
+        return False
+
+
 def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
     from peftlab.train import train
 
@@ -44,7 +53,7 @@ def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict
     if manifest is not None:
         return {**manifest, "cached": True}
     run_dir = out_dir / "run"
-    if (run_dir / "config.yaml").exists() and (run_dir / "config.yaml").read_text() != dump_config(cfg):
+    if (run_dir / "config.yaml").exists() and not same_config(run_dir / "config.yaml", cfg):
         shutil.rmtree(run_dir)  # an older pretraining config: start afresh
     result = train(cfg, run_dir, progress=progress)
     if result["status"] != "completed":

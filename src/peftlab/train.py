@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from peftlab import checkpoint as ckpt
 from peftlab import distributed, locks, metrics, preflight, provenance, tracking
-from peftlab.backbones import build_backbone, enable_grad_checkpointing, input_spec_for
-from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.backbones import base_sha256, build_backbone, enable_grad_checkpointing, input_spec_for
+from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
 from peftlab.data.loading import BatchLoader
 from peftlab.errors import CheckpointError, ConfigError, UserError
+from peftlab.export import write_peft_adapter
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
@@ -326,7 +327,7 @@ def training_step(model, tuner, micro_batches, n_micro: int, optimizer, schedule
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
 ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
-                 "adapter.safetensors", "tensorboard", "wandb")
+                 "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "tensorboard", "wandb")
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -335,8 +336,9 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
     if path.exists():
-        existing = load_config(path)
-        if dataclasses.replace(existing, track=cfg.track) != cfg:  # the sinks may change between calls
+        # paths are absolute in config.yaml; those of earlier versions were relative to the current directory
+        existing = load_config(path, base_dir=Path.cwd())
+        if config_hash(existing, 64) != config_hash(cfg, 64):  # the sinks (track) may change between calls
             if (read_json(run_dir / "result.json") or {}).get("status") not in ("failed", "diverged"):
                 raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
                                   "or can resume); use another --run-dir")
@@ -554,6 +556,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": fused_adamw(tc.fused_adamw, device),
         "compile": state["compile"], "world_size": ranks.world_size,
         "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),
+        "base_sha256": base_sha256(cfg.model),  # the local weights file the base was loaded from (else None)
     }
 
     # --- optimizer, schedule, resume ---------------------------------------------------
@@ -700,6 +703,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    write_peft_adapter(tuner, run_dir)  # adapter_config.json + adapter_model.safetensors: PEFT loads them
     records = tuner.importance_records()  # rank reallocations (adaptive-rank methods)
     if records:
         write_atomic(run_dir / "importance.jsonl",

@@ -170,6 +170,28 @@ def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
     drawn["seed_boxplots"].canvas.draw()  # mathtext renders
 
 
+def test_legend_and_latex_table_use_the_study_labels(synthetic_study, drawn, tmp_path):
+    from peftlab.analysis import tables
+    from peftlab.analysis.stats import summarize
+
+    labels = {"lora r=4": "LoRA ($r{=}4$), 50% & more", "full": "Full FT_1", "lora": "LoRA"}
+    figures.plot_accuracy_vs_params(synthetic_study, tmp_path, labels=labels)
+    legend = legend_texts(drawn["accuracy_vs_params"])
+    assert {"LoRA ($r{=}4$), 50% & more", "Full FT_1", "LoRA r=8", "linear"} <= set(legend), legend
+    drawn["accuracy_vs_params"].canvas.draw()  # the mathtext of the legend renders
+    tex = tables.latex_table(summarize(synthetic_study, "metrics.test_top1"), labels=labels)
+    assert r"LoRA ($r{=}4$), 50\% \& more" in tex and r"Full FT\_1" in tex and "LoRA r=8" in tex
+
+
+def test_a_label_mathtext_cannot_parse_is_shown_as_written(synthetic_study, drawn, tmp_path, caplog):
+    labels = {"lora r=4": r"LoRA ($\textsc{r}{=}4$)"}
+    figures.plot_seed_boxplots(synthetic_study, tmp_path, labels=labels)
+    ticks = [t.get_text() for t in drawn["seed_boxplots"].axes[0].get_xticklabels()]
+    assert r"LoRA (\$\textsc{r}{=}4\$)" in ticks
+    drawn["seed_boxplots"].canvas.draw()  # no mathtext error
+    assert "not matplotlib mathtext" in caplog.text
+
+
 def test_cost_bars_are_means_with_each_run_as_a_dot_from_zero(synthetic_study, drawn, tmp_path):
     study = synthetic_study.copy()
     # a large spread: mean - sd would go below zero

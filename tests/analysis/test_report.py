@@ -257,3 +257,18 @@ def test_a_metric_no_run_measured_is_left_out_of_the_report(tmp_path):
             path.write_text(json.dumps(result))
     text = write_report(study).read_text()
     assert "Test top-1" in text and "top-5" not in text.lower() and "nan" not in text
+
+
+def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
+    """Older runs recorded model.pretrained relative to the repository root, newer ones absolute:
+    the results table shows both as the run id sees them, so the column does not vary."""
+    from peftlab.analysis.load import load_results
+    from testkit import REPO
+
+    study = write_study_dir(tmp_path / "study")
+    for i, path in enumerate(sorted((study / "runs").glob("*/result.json"))):
+        result = json.loads(path.read_text())
+        pretrained = "cache/pretrained/mnist-vit/model.safetensors"
+        result["config"]["model"] = {"pretrained": pretrained if i % 2 else str(REPO / pretrained)}
+        path.write_text(json.dumps(result))
+    assert set(load_results(study)["config.model.pretrained"]) == {"cache/pretrained/mnist-vit/model.safetensors"}

@@ -214,7 +214,7 @@ def make_cfg(**overrides) -> SimpleNamespace:
     """A data config: any object with the data config's attributes will do."""
     fields = dict(
         name="fashion_mnist", root=None, download=False, val_fraction=0.0, split_seed=0,
-        train_subset=None, val_subset=None, test_subset=None, classes=None, augment=False,
+        train_subset=None, val_subset=None, test_subset=None, classes=None, augment=False, test_dir=None,
         num_workers=None, cache=False,
     )  # fmt: skip
     unknown = set(overrides) - set(fields)

@@ -256,3 +256,18 @@ def test_large_splits_are_resized_per_batch_with_the_same_result(idx_cfg, monkey
 def test_empty_val_split_works(idx_cfg):
     bundle = build_data(idx_cfg(val_fraction=0.0, augment=True), img_size=28)
     assert len(bundle.val) == 0 and bundle.val.get_batch([])[0].shape == (0, 3, 28, 28)
+
+
+def test_data_info_says_which_split_is_which(tmp_path):
+    from peftlab.data.build import describe_data, format_data_info
+
+    datafiles.write_image_folder(tmp_path, split=True)
+    (tmp_path / "test").rename(tmp_path / "val")
+    info = describe_data(datafiles.make_cfg(name="imagefolder", root=str(tmp_path), val_fraction=0.2))
+    assert info.split_sources == {"train": f"{tmp_path / 'train'} minus val", "val": f"20% of {tmp_path / 'train'} (seed 0)",
+                                  "test": str(tmp_path / "val")}
+    text = format_data_info(info)
+    assert f"test      {tmp_path / 'val'}" in text and "is used as the TEST split" in text
+    (tmp_path / "val").rename(tmp_path / "holdout")
+    info = describe_data(datafiles.make_cfg(name="imagefolder", root=str(tmp_path), test_dir=str(tmp_path / "holdout")))
+    assert info.split_sources["test"] == str(tmp_path / "holdout")

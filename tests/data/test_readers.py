@@ -277,7 +277,21 @@ def test_image_folder_with_train_and_test(tmp_path):
 def test_image_folder_test_folder_may_be_named_val(tmp_path):
     datafiles.write_image_folder(tmp_path, split=True)
     (tmp_path / "test").rename(tmp_path / "val")
-    assert len(read_image_folder(tmp_path, split_seed=0).test) == 6
+    raw = read_image_folder(tmp_path, split_seed=0)
+    assert len(raw.test) == 6
+    assert any(f"{tmp_path / 'val'} is used as the TEST split" in note for note in raw.notes), raw.notes
+
+
+def test_image_folder_test_dir_names_the_test_split(tmp_path):
+    datafiles.write_image_folder(tmp_path / "data", split=True)
+    (tmp_path / "data" / "test").rename(tmp_path / "holdout")  # outside data.root
+    raw = read_image_folder(tmp_path / "data", split_seed=0, test_dir=tmp_path / "holdout")
+    assert len(raw.train) == 15 and len(raw.test) == 6 and all("/holdout/" in p for p in raw.test.images)
+    assert sorted(raw.sha256) == ["images:15", "test images:6"]
+    datafiles.write_image_folder(tmp_path / "flat", per_class=4)  # class folders only: all of them train
+    assert len(read_image_folder(tmp_path / "flat", split_seed=0, test_dir=tmp_path / "holdout").train) == 12
+    with pytest.raises(DataError, match=r"^data.test_dir=.*missing is not a directory"):
+        read_image_folder(tmp_path / "data", split_seed=0, test_dir=tmp_path / "missing")
 
 
 def test_image_folder_without_splits_carves_20_percent_test(tmp_path):

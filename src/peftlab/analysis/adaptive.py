@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from peftlab.analysis.figures import _new_figure, save_figure
+from peftlab.analysis.figures import _new_figure, figure_name, save_figure
 from peftlab.analysis.load import run_dirs
 from peftlab.analysis.stats import compare_paired, completed_runs, holm
 from peftlab.analysis.tables import display_name
@@ -121,7 +121,7 @@ def plot_importance_heatmap(importance: pd.DataFrame | None, out_dir, name: str 
             ax.set_xticks(range(len(types)), types, fontsize=7)
             ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
             ax.set_ylabel("block", fontsize=7)
-            label = display_name(variant, group["method"].iloc[0], labels)
+            label = figure_name(variant, group["method"].iloc[0], labels)
             ax.set_title(f"{label} ({seeds} seed{'s' if seeds != 1 else ''}): {title}" if col == 0 else title,
                          fontsize=7, loc="left")
             fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=6)

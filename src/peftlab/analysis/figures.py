@@ -14,6 +14,7 @@ sorted order. Intervals are those of `stats.confidence_interval` (`interval`, th
 Student-t interval of the mean by default); every figure says which it shows.
 """
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.mathtext import MathTextParser
 
 from peftlab.analysis.stats import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
 from peftlab.analysis.tables import METRIC_LABELS, display_name
@@ -120,8 +122,26 @@ def _method_marker(palette, variant):
     return palette["marker"].get(palette["method_of"].get(str(variant)), "o")
 
 
+def figure_name(name, method=None, labels=None):
+    """``display_name`` as a figure shows it: ``$...$`` through matplotlib's mathtext. Math that
+    mathtext cannot parse (``\\textsc``, ``\\num``: LaTeX packages) is shown as written, its
+    dollars escaped, rather than failing the figure (the LaTeX tables still typeset it)."""
+    text = display_name(name, method, labels)
+    return text if "$" not in text or _is_mathtext(text) else re.sub(r"(?<!\\)\$", r"\\$", text)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_mathtext(text: str) -> bool:
+    try:
+        MathTextParser("path").parse(text)
+    except ValueError:
+        logger.warning("label %r is not matplotlib mathtext: the figures show it as written", text)
+        return False
+    return True
+
+
 def _name(palette, variant, labels):
-    return display_name(variant, palette["method_of"].get(str(variant)), labels)
+    return figure_name(variant, palette["method_of"].get(str(variant)), labels)
 
 
 def _sorted_variants(palette, variants):
@@ -475,7 +495,7 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
                         capsize=2, zorder=3, fmt=marker, color=colors[j])
         # the legend shows the line and, for a one-point series, its point's colour
         line_name = " / ".join(_series_text(k, labels) for k in np.atleast_1d(key)) if series else \
-            display_name(group["method"].iloc[0], None, labels)
+            figure_name(group["method"].iloc[0], None, labels)
         point_color = colors[0] if len(set(colors)) == 1 else line_color
         ax.plot([], [], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
                 markerfacecolor=point_color, markeredgecolor=point_color, label=line_name)
@@ -501,7 +521,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 def _series_text(value, labels):
-    return display_name(value, None, labels) if isinstance(value, str) else str(value)
+    return figure_name(value, None, labels) if isinstance(value, str) else str(value)
 
 
 def _draw_references(ax, references, metric, interval, labels, palette, axis_label):

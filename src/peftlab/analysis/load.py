@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.config import flatten
+from peftlab.config import PATH_FIELDS, flatten, hashed_path
 from peftlab.errors import DataError
 from peftlab.files import read_json, run_status
 
@@ -72,6 +72,9 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
                "error": result.get("error")}
         config = result.get("config") or _config_from_yaml(run_dir)
         row.update(_flatten(config or {}, "config."))
+        for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
+            if isinstance(row.get(f"config.{key}"), str):
+                row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
         for section in SECTIONS:
             row.update(_flatten(result.get(section) or {}, f"{section}."))
         ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget

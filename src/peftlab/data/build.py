@@ -9,7 +9,7 @@ Order of operations: read the dataset's own train and test splits; keep the labe
 then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from peftlab.data.cache import cached_images
 from peftlab.data.datasets import ArrayDataset, DecodedFiles, FileDataset, crop_padding, make_transform, resize_images
 from peftlab.data.loading import default_num_workers
-from peftlab.data.readers import Samples
+from peftlab.data.readers import RawData, Samples
 from peftlab.data.sources import find_data, read_layout
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,
@@ -44,6 +44,9 @@ class DataInfo:
     split_sizes: dict[str, int]  # {"train": .., "val": .., "test": ..}
     sha256: dict[str, str]  # file name (or "images:<n files>") -> hex digest
     notes: list[str]
+    # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
+    # "test": "<root>/val"}
+    split_sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class DataBundle:
 def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
     """Read and check the files of `cfg.name`; return the train/val/test samples and their info."""
     layout, directory = find_data(cfg.name, cfg.root, cfg.download)
-    raw = read_layout(layout, directory, cfg.split_seed)
+    raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
     notes = list(raw.notes)
     train, test, class_names = raw.train, raw.test, raw.class_names
 
@@ -90,6 +93,7 @@ def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
         split_sizes={split: len(samples) for split, samples in splits.items()},
         sha256=dict(raw.sha256),
         notes=notes,
+        split_sources=split_sources(raw, cfg),
     )
     return splits, info
 
@@ -100,7 +104,7 @@ def check_images(cfg) -> tuple[int, list[str]]:
     from peftlab.data.datasets import load_image
 
     layout, directory = find_data(cfg.name, cfg.root, cfg.download)
-    raw = read_layout(layout, directory, cfg.split_seed)
+    raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
     paths = [str(p) for split in (raw.train, raw.test) if split.is_files for p in split.images]
     bad = []
     for path in paths:
@@ -109,6 +113,20 @@ def check_images(cfg) -> tuple[int, list[str]]:
         except DataError as err:
             bad.append(str(err))
     return len(paths), bad
+
+
+def split_sources(raw: RawData, cfg) -> dict[str, str]:
+    """Which files each split is: the dataset's own train and test splits (for a folder, the
+    folders the reader took them from), and validation carved from train."""
+    train, test = "the dataset's train split", "the dataset's test split"
+    for note in raw.notes:  # a folder dataset names its folders
+        if note.startswith("train split from "):
+            train, _, test = note.removeprefix("train split from ").partition(", test split from ")
+            test = test.removesuffix(" (data.test_dir)")
+        elif note.startswith("no train/ and test/ folders"):
+            train, test = f"{raw.source} minus the test split", f"20% of {raw.source} (seed {cfg.split_seed})"
+    return {"train": f"{train} minus val", "val": f"{cfg.val_fraction:.0%} of {train} (seed {cfg.split_seed})",
+            "test": test}
 
 
 def describe_data(cfg) -> DataInfo:
@@ -162,6 +180,8 @@ def format_data_info(info: DataInfo) -> str:
         f"classes   {info.num_classes}: {shown}",
         "splits    " + "  ".join(f"{split} {size:,}" for split, size in info.split_sizes.items()),
     ]
+    for split, source in info.split_sources.items():
+        lines.append(f"{split:<10}{source}")
     width = max((len(name) for name in info.sha256), default=0)
     for i, (name, digest) in enumerate(sorted(info.sha256.items())):
         lines.append(f"{'sha256' if i == 0 else '':<10}{name:<{width}}  {digest}")

@@ -416,21 +416,33 @@ def read_class_folders(
     return paths, labels, class_names
 
 
-def read_image_folder(directory: Path, split_seed: int) -> RawData:
+def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = None) -> RawData:
     """Any `root/<class>/*.png|jpg|...`; with `root/train` and `root/test` (or `val`), those are the splits.
 
     With class folders only, 20% of the images (seeded by `split_seed`) become the test split.
+    `test_dir` (data.test_dir, a folder of the same class folders) is the test split: then the
+    training images are `root/train` when it exists, else every image under `root`.
     """
     notes = []
-    test_dir = next((directory / n for n in ("test", "val") if (directory / n).is_dir()), None)
-    if (directory / "train").is_dir() and test_dir is not None:
-        train_paths, train_labels, class_names = read_class_folders(directory / "train")
+    default_test = next((directory / n for n in ("test", "val") if (directory / n).is_dir()), None)
+    train_dir = directory / "train" if (directory / "train").is_dir() else directory
+    if test_dir is not None:
+        if not test_dir.is_dir():
+            raise DataError(f"data.test_dir={test_dir} is not a directory: expected a folder of class folders")
+        train_paths, train_labels, class_names = read_class_folders(train_dir)
         test_paths, test_labels, _ = read_class_folders(test_dir, class_names)
-        notes.append(f"train split from {directory / 'train'}, test split from {test_dir}")
+        notes.append(f"train split from {train_dir}, test split from {test_dir} (data.test_dir)")
+    elif (directory / "train").is_dir() and default_test is not None:
+        train_paths, train_labels, class_names = read_class_folders(directory / "train")
+        test_paths, test_labels, _ = read_class_folders(default_test, class_names)
+        notes.append(f"train split from {directory / 'train'}, test split from {default_test}")
+        if default_test.name == "val":
+            notes.append(f"{default_test} is used as the TEST split (there is no test/ folder); peftlab's "
+                         "validation split is carved from train/ (data.val_fraction); set data.test_dir to choose")
     elif (directory / "train").is_dir():
         raise DataError(
             f"{directory}: found train/ but no test/ or val/ folder next to it; "
-            "add one, or point data.root at a folder of class folders"
+            "add one, set data.test_dir, or point data.root at a folder of class folders"
         )
     else:
         paths, labels, class_names = read_class_folders(directory)
@@ -442,6 +454,10 @@ def read_image_folder(directory: Path, split_seed: int) -> RawData:
     if not test_paths:
         raise DataError(f"{directory}: the test split has no images")
     all_images = train_paths + test_paths
-    sha256 = {f"images:{len(all_images)}": hash_files(all_images, directory)}
+    if test_dir is None:
+        sha256 = {f"images:{len(all_images)}": hash_files(all_images, directory)}
+    else:  # the test folder may lie outside data.root
+        sha256 = {f"images:{len(train_paths)}": hash_files(train_paths, train_dir),
+                  f"test images:{len(test_paths)}": hash_files(test_paths, test_dir)}
     train, test = file_samples(train_paths, train_labels), file_samples(test_paths, test_labels)
     return RawData(train, test, class_names, str(directory), sha256, notes)

@@ -146,7 +146,7 @@ def describe_layouts(name: str, directory: Path) -> str:
     return " or ".join(str(directory / subdir / marker) for subdir, marker, _ in LAYOUTS[name] if marker)
 
 
-def read_layout(layout: str, directory: Path, split_seed: int) -> RawData:
+def read_layout(layout: str, directory: Path, split_seed: int, test_dir: str | None = None) -> RawData:
     if layout == "mnist_idx":
         return read_idx_dataset(directory, MNIST_CLASS_NAMES)
     if layout == "fashion_mnist_idx":
@@ -164,7 +164,7 @@ def read_layout(layout: str, directory: Path, split_seed: int) -> RawData:
     if layout == "tiny_imagenet":
         return read_tiny_imagenet(directory)
     if layout == "imagefolder":
-        return read_image_folder(directory, split_seed)
+        return read_image_folder(directory, split_seed, Path(test_dir) if test_dir else None)
     raise ValueError(f"unknown layout {layout!r}")
 
 

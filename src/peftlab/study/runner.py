@@ -176,14 +176,23 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
         raise
 
 
-def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions()) -> Path:
+def pretrain_dir(study: Study) -> Path | None:
+    """Where the study's pretraining writes: the directory of the weights file its runs name
+    (``model.pretrained``, one for every run), whatever the current directory; None when the
+    runs name none or several (then ``cache/pretrained/<name>``)."""
+    weights = {spec.config.model.pretrained for spec in study.runs} - {"none", "hub"}
+    return Path(weights.pop()).parent if len(weights) == 1 else None
+
+
+def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(),
+                    out_dir: Path | None = None) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
     executor; returns its directory. A cached base starts neither."""
     from peftlab.pretrain import cached_manifest, default_out_dir
     from peftlab.study.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
-    out_dir = default_out_dir(cfg)
+    out_dir = out_dir or default_out_dir(cfg)
     if cached_manifest(cfg, out_dir) is not None:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +236,7 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
     if executor.name == "submitit" and executor.folder is None:  # job files beside the runs
         executor = dataclasses.replace(executor, folder=str((study_dir / "slurm").resolve()))
     if study.pretrain is not None:
-        run_pretraining(study.pretrain, progress, executor)
+        run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
 
     summary = StudySummary(total=len(study.runs))
     jobs = []
@@ -277,7 +286,7 @@ def forget_result(run_dir: Path) -> None:
     result = read_json(run_dir / "result.json") or {}
     if result.get("checkpoint_unusable"):
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-    for name in ("result.json", "adapter.safetensors"):
+    for name in ("result.json", "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors"):
         (run_dir / name).unlink(missing_ok=True)
 
 

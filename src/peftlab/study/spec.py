@@ -3,7 +3,7 @@
 A study YAML (paths are relative to the study file)::
 
     name: default
-    base: ../downstream.yaml        # the run config every run starts from
+    base: ../downstream.yaml        # the run config every run starts from (its paths: relative to it)
     pretrain: ../pretrain.yaml      # optional: a cached base model trained before the runs
     seeds: 5                        # a count (0..n-1) or a list
     set: {train.epochs: 2}          # dotted overrides for every run
@@ -24,7 +24,8 @@ A study YAML (paths are relative to the study file)::
         full: Full fine-tuning      # a method's name also renames its configurations
 
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
-with that value only. Order of precedence: base < set < method (name, set) < axis values < seed.
+with that value only. A path value (``data.root``, ``model.pretrained``, ``method.importance_from``,
+...) in ``set`` or ``axes`` is relative to the study file; those in the base config to the base. Order of precedence: base < set < method (name, set) < axis values < seed.
 The run id is a hash of the resolved run config, so the same study always yields the same ids
 and a run shared by two groups is trained once. Each method's config holds only its own
 options: a ``method.*`` key of another method that comes from the base config, ``set`` or the
@@ -43,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
-                            method_fields, method_names, read_yaml, shown, to_dict, without_foreign_options)
+                            method_fields, method_names, read_yaml, resolve_paths, shown, to_dict,
+                            with_base_architecture, without_foreign_options)
 from peftlab.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
@@ -250,7 +252,7 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"study {path}: 'base' (the base run config) is required")
     base = _path_value(data, "base", path, required=True)
     pretrain = _path_value(data, "pretrain", path, required=False)
-    base_dict = read_yaml(base)
+    base_dict = resolve_paths(read_yaml(base), base.parent)  # the base config's paths: relative to it
     if pretrain is not None:
         try:
             pretrain_cfg = load_config(pretrain)
@@ -259,6 +261,9 @@ def load_study(path: str | Path) -> Study:
         if pretrain_cfg.method.name != "full":
             raise ConfigError(f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
                               "expected 'full' (pretraining trains every weight)")
+    # the architecture of the base the runs name: the pretraining config's (known before it has
+    # trained, so run ids do not change once the base exists), else its manifest's
+    base_architecture = (to_dict(pretrain_cfg.model), pretrain) if pretrain is not None else ()
     seeds = _seeds(data.get("seeds", 5))
     common = _mapping(data.get("set"), "set")
     global_axes = _mapping(data.get("axes"), "axes")
@@ -330,7 +335,8 @@ def load_study(path: str | Path) -> Study:
                 overrides.update(extra)
                 overrides[key] = value
             for seed in seeds:
-                cfg_dict = deep_merge(base_of(method), nest({**overrides, "seed": seed, "name": name}))
+                study_values = resolve_paths(nest({**overrides, "seed": seed, "name": name}), path.parent)
+                cfg_dict = with_base_architecture(deep_merge(base_of(method), study_values), *base_architecture)
                 try:
                     cfg = from_dict(RunConfig, cfg_dict)
                 except ConfigError as err:

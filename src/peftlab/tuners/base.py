@@ -127,6 +127,11 @@ class Tuner:
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.load_trainable_state_dict(state)
 
+    def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """(adapter_config.json, adapter_model.safetensors) for ``peft.PeftModel.from_pretrained``
+        on the plain base model; None for a method PEFT cannot load (full, linear, qalora)."""
+        return None
+
     @property
     def quantized(self) -> bool:
         """True when the base holds quantized (bitsandbytes) layers."""

@@ -17,11 +17,13 @@ and so on, and ``base_model.model.head.weight/bias`` for the trained head.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import torch
 from torch import nn
 
+from peftlab.backbones import HFLogits
 from peftlab.errors import ConfigError
 from peftlab.quant import dequantized_linear, is_quantized_linear, quantize_base
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
@@ -86,6 +88,63 @@ class LoraTuner(Tuner):
             raise ValueError(f"adapter weights do not match the model: missing {missing[:3]}, "
                              f"unexpected {list(result.unexpected_keys)[:3]}")
 
+    def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """The adapter as plain PEFT LoRA on the unmodified base: (adapter_config.json, weights).
+
+        ``PeftModel.from_pretrained(base, dir)`` loads it on a plain timm model (fused ``qkv``)
+        or a plain HF model. Each module's update ``ΔW = B_eff @ A_eff`` is written with its
+        scaling folded into B and ``lora_alpha = r`` (PEFT's scaling 1): AdaLoRA's ``A * E`` and
+        ``1 / ranknum``, the adaptive method's masks (pruned ranks dropped) and a LoRA on timm's
+        split q/k/v slices (rows [0:d], [d:2d], [2d:3d] of one block-structured B on the fused
+        ``qkv``) all become plain LoRA factors with the same outputs.
+        """
+        from peft import LoraConfig
+        from peft.utils import ModulesToSaveWrapper
+
+        inner = self.model.base_model.model
+        strip = "model." if isinstance(inner, HFLogits) else ""  # PEFT wraps the transformers model itself
+        factors: dict[str, list[tuple[torch.Tensor, torch.Tensor, int]]] = {}  # module -> [(A, B, row offset)]
+        heads, state = [], {}
+        for name, module in inner.named_modules():
+            if isinstance(module, ModulesToSaveWrapper):
+                heads.append(name.removeprefix(strip))
+                for pname, param in module.modules_to_save[module.active_adapter].named_parameters():
+                    state[f"base_model.model.{name.removeprefix(strip)}.{pname}"] = param.detach().clone()
+            pair = low_rank_factors(module)
+            if pair is None:
+                continue
+            a, b = pair
+            parent, _, part = name.rpartition(".")
+            if isinstance(inner.get_submodule(parent) if parent else None, SplitQKV):  # a slice of the fused qkv
+                split = inner.get_submodule(parent)
+                offset = {"q": 0, "k": split.q.out_features, "v": split.q.out_features + split.k.out_features}[part]
+                factors.setdefault(parent, []).append((a, b, offset))
+            else:
+                factors.setdefault(name, []).append((a, b, 0))
+        ranks = {}
+        for name, parts in factors.items():
+            kept = [(a, b, offset) for a, b, offset in parts if a.shape[0] > 0]
+            if not kept:
+                continue  # every rank pruned: no adapter on this module
+            out_features = inner.get_submodule(name).out_features
+            a_all = torch.cat([a for a, _, _ in kept])
+            b_all = a_all.new_zeros(out_features, a_all.shape[0])
+            column = 0
+            for a, b, offset in kept:
+                b_all[offset:offset + b.shape[0], column:column + a.shape[0]] = b
+                column += a.shape[0]
+            key = f"base_model.model.{name.removeprefix(strip)}"
+            state[f"{key}.lora_A.weight"] = a_all.contiguous()
+            state[f"{key}.lora_B.weight"] = b_all.contiguous()
+            ranks[name.removeprefix(strip)] = a_all.shape[0]
+        r = max(ranks.values(), default=1)
+        escaped = {re.escape(n): rank for n, rank in ranks.items()}
+        config = LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, target_modules="|".join(escaped) or None,
+                            rank_pattern=escaped, alpha_pattern={k: float(v) for k, v in escaped.items()},
+                            modules_to_save=[h.rpartition(".")[2] for h in heads] or None, bias="none",
+                            inference_mode=True)
+        return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}, state
+
     def merged_model(self, quantized: bool = False) -> nn.Module:
         model = copy.deepcopy(self.model)
         quantized_base = any(is_quantized_linear(m) for m in model.modules())
@@ -96,6 +155,26 @@ class LoraTuner(Tuner):
                  if isinstance(m, SplitQKV) and all(type(p) is nn.Linear for p in (m.q, m.k, m.v))]
         replace_modules(merged, split, fuse_qkv)
         return merged
+
+
+def low_rank_factors(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(A, B) with the module's active update = B @ A (scaling folded into B), ranks that add
+    nothing (a zero row of A or column of B) dropped; None for a module without LoRA."""
+    from peft.tuners.adalora import AdaLoraLayer
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(module, LoraLayer) or not module.lora_A:
+        return None
+    (adapter,) = [a for a in module.active_adapters if a in module.lora_A]
+    with torch.no_grad():
+        if isinstance(module, AdaLoraLayer):  # B (A ⊙ E) · scaling / (ranknum + 1e-5)
+            a = module.lora_A[adapter] * module.lora_E[adapter]
+            b = module.lora_B[adapter] * (module.scaling[adapter] / (module.ranknum[adapter] + 1e-5))
+        else:
+            a = module.lora_A[adapter].weight
+            b = module.lora_B[adapter].weight * module.scaling[adapter]
+        keep = (a != 0).any(dim=1) & (b != 0).any(dim=0)
+        return a[keep].detach().float().clone(), b[:, keep].detach().float().clone()
 
 
 def dequantized_merge(peft_model: nn.Module) -> nn.Module:

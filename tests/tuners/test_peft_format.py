@@ -1,0 +1,89 @@
+"""The adapter in PEFT's own format: ``PeftModel.from_pretrained`` on the plain timm model
+(fused qkv, no peftlab code) gives the outputs of peftlab's tuned model."""
+
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from testkit import TINY_MODEL
+from peftlab.backbones import build_backbone
+from peftlab.config import load_config
+from peftlab.export import PEFT_CONFIG, PEFT_WEIGHTS, write_peft_adapter
+from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import TunerContext
+
+NUM_CLASSES = 5
+STEPS = 10
+
+
+def make(method, **options):
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
+    torch.manual_seed(0)
+    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(STEPS, torch.device("cpu"), cfg.quant))
+
+
+def plain_base():
+    """The same base weights as a plain timm model: fused qkv, nothing of peftlab's."""
+    torch.manual_seed(0)
+    model = build_backbone(load_config(overrides={"model": TINY_MODEL}).model, NUM_CLASSES)
+    assert type(model) is timm.models.vision_transformer.VisionTransformer
+    return model
+
+
+def train(tuner, steps=STEPS):
+    """The recipe's order of hooks on one fixed batch, so AdaLoRA prunes and the controller moves ranks."""
+    optimizer = torch.optim.AdamW(tuner.param_groups(3e-2, 0.01, 3e-2, 0.01))
+    tuner.attach_optimizer(optimizer)
+    tuner.model.train()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % NUM_CLASSES
+    for step in range(steps):
+        loss = F.cross_entropy(tuner.model(x), y) + tuner.regularization()
+        loss.backward()
+        tuner.after_backward(step, False)
+        optimizer.step()
+        tuner.after_step(step)
+        optimizer.zero_grad()
+
+
+CASES = {
+    "lora q,v": ("lora", {"r": 4}),
+    "lora extended, rank and alpha patterns": ("lora", {"r": 4, "target_modules": "extended", "lora_alpha": 8.0,
+                                                         "rank_pattern": {"qkv.v": 2}, "alpha_pattern": {"proj": 3.0}}),
+    "lora all-linear, static strategy": ("lora", {"r": 4, "target_modules": "all-linear",
+                                                   "rank_strategy": "linear_decay"}),
+    "adalora": ("adalora", {"init_r": 6, "target_r": 2, "tinit": 2, "tfinal": 2}),
+    "adaptive": ("adaptive", {"r": 4, "max_rank": 8, "importance": "fisher", "warmup": 2, "interval": 2,
+                              "final_step": 6, "target_modules": "extended"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_peft_from_pretrained_on_plain_timm_gives_peftlabs_outputs(tmp_path, case):
+    from peft import PeftModel
+
+    method, options = CASES[case]
+    tuner = make(method, **options)
+    train(tuner)
+    assert write_peft_adapter(tuner, tmp_path)
+    config = json.loads((tmp_path / PEFT_CONFIG).read_text())
+    assert config["peft_type"] == "LORA" and config["modules_to_save"] == ["head"]
+    loaded = PeftModel.from_pretrained(plain_base(), tmp_path).eval()
+    names = {n for n, _ in loaded.named_modules()}
+    assert "base_model.model.blocks.0.attn.qkv.lora_A.default" in names  # on timm's own fused qkv
+    assert not any(n.endswith("qkv.q") for n in names)
+    tuner.model.eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = tuner.model(x), loaded(x)
+        assert not torch.allclose(expected, plain_base().eval()(x), atol=1e-3)  # the adapter changed something
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_qalora_has_no_peft_format(tmp_path):
+    tuner = make("qalora", r=4, group_size=32)
+    assert not write_peft_adapter(tuner, tmp_path)
+    assert not any(tmp_path.iterdir())
