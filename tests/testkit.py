@@ -30,3 +30,24 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def train_with_hooks(tuner, steps: int, images, labels, lr: float = 1e-2, each_step=None):
+    """The recipe's order of a tuner's hooks (regularization, after_backward, step, after_step) on
+    one fixed batch; ``each_step(step, tuner, optimizer)`` after each step. Returns the optimizer."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.AdamW(tuner.param_groups(lr, 0.01, lr, 0.01))
+    tuner.attach_optimizer(optimizer)
+    tuner.model.train()
+    for step in range(steps):
+        loss = F.cross_entropy(tuner.model(images), labels) + tuner.regularization()
+        loss.backward()
+        tuner.after_backward(step, False)
+        optimizer.step()
+        tuner.after_step(step)
+        if each_step:
+            each_step(step + 1, tuner, optimizer)
+        optimizer.zero_grad()
+    return optimizer

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from testkit import needs_fashion_mnist, TINY_MODEL
+from testkit import needs_fashion_mnist, TINY_MODEL, train_with_hooks
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.tuners import apply_tuner
@@ -29,20 +29,7 @@ def batch(n=16, seed=1):
 
 def run(tuner, steps, lr=1e-2, each_step=None):
     """The recipe's order of hooks, on one fixed batch."""
-    optimizer = torch.optim.AdamW(tuner.param_groups(lr, 0.01, lr, 0.01))
-    tuner.attach_optimizer(optimizer)
-    tuner.model.train()
-    x, y = batch()
-    for step in range(steps):
-        loss = F.cross_entropy(tuner.model(x), y) + tuner.regularization()
-        loss.backward()
-        tuner.after_backward(step, False)
-        optimizer.step()
-        tuner.after_step(step)
-        if each_step:
-            each_step(step + 1, tuner, optimizer)
-        optimizer.zero_grad()
-    return optimizer
+    return train_with_hooks(tuner, steps, *batch(), lr=lr, each_step=each_step)
 
 
 def assert_merge_equals_adapter(tuner):

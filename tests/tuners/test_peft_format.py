@@ -6,9 +6,8 @@ import json
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, train_with_hooks
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.export import PEFT_CONFIG, PEFT_WEIGHTS, write_peft_adapter
@@ -35,18 +34,8 @@ def plain_base():
 
 def train(tuner, steps=STEPS):
     """The recipe's order of hooks on one fixed batch, so AdaLoRA prunes and the controller moves ranks."""
-    optimizer = torch.optim.AdamW(tuner.param_groups(3e-2, 0.01, 3e-2, 0.01))
-    tuner.attach_optimizer(optimizer)
-    tuner.model.train()
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % NUM_CLASSES
-    for step in range(steps):
-        loss = F.cross_entropy(tuner.model(x), y) + tuner.regularization()
-        loss.backward()
-        tuner.after_backward(step, False)
-        optimizer.step()
-        tuner.after_step(step)
-        optimizer.zero_grad()
+    train_with_hooks(tuner, steps, torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % NUM_CLASSES, lr=3e-2)
 
 
 CASES = {
