@@ -198,13 +198,23 @@ def test_cost_bars_are_means_with_each_run_as_a_dot_from_zero(synthetic_study, d
     study.loc[study["variant"] == "linear", "timing.train_seconds"] = [5.0, 6.0, 300.0]
     figures.plot_cost(study, tmp_path)
     fig = drawn["cost"]
-    assert [ax.get_title() for ax in fig.axes] == ["Training time", "Peak RSS of the run", "Base weights as stored"]
+    assert [ax.get_title() for ax in fig.axes] == ["Training time", "Peak RSS of the run",
+                                                   "Frozen base weights as stored"]
     time_axis = fig.axes[0]
     assert time_axis.get_xlim()[0] == 0
     assert not time_axis.lines  # no error bars
     linear = [ax for ax in time_axis.collections][1].get_offsets()[:, 0]
     assert sorted(linear) == pytest.approx(sorted(np.array([5.0, 6.0, 300.0]) / 60))  # minutes
     assert "dots: individual runs" in fig.get_suptitle()
+
+
+def test_cost_says_full_fine_tuning_freezes_no_base_weights(synthetic_study, drawn, tmp_path):
+    study = synthetic_study.copy()
+    study["memory.base_weights_bytes"] = np.where(study["method"] == "full", 0, 4_000_000)
+    figures.plot_cost(study, tmp_path)
+    weights_axis = drawn["cost"].axes[2]
+    assert [t.get_text() for t in weights_axis.texts] == ["none frozen: trains every weight"]
+    assert len(weights_axis.collections) == study[study["method"] != "full"]["variant"].nunique()  # dots elsewhere
 
 
 def quantized_table():

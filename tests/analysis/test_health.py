@@ -109,3 +109,26 @@ def test_rank_use_of_many_configurations_is_a_grid_in_forward_order(tmp_path):
             for v in range(8) for s in range(2) for layer in layers]
     paths = plot_rank_utilisation(pd.DataFrame(rows), tmp_path)
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_health_figures_take_the_study_palette_and_display_names(study, tmp_path, monkeypatch):
+    """Rank use and gradient flow colour and name a configuration as every other figure does: the
+    report's palette (keyed by method, so a figure without full fine-tuning keeps LoRA's colour)."""
+    import matplotlib.colors
+
+    import peftlab.analysis.health as health
+    from peftlab.analysis.figures import study_palette
+
+    drawn = []
+    monkeypatch.setattr(health, "save_figure", lambda fig, out_dir, name: drawn.append(fig) or [])
+    palette = study_palette(load_health(study))  # full and LoRA, as the report's table has them
+    labels = {"lora r=4": "LoRA ($r{=}4$)"}
+    health.plot_rank_utilisation(load_rank_use(study), tmp_path, labels=labels, palette=palette)
+    health.plot_gradient_flow(load_gradient_flow(study), tmp_path, labels=labels, palette=palette)
+    legend = drawn[0].legends[0]
+    names = [text.get_text() for text in legend.get_texts()]
+    assert names == ["LoRA ($r{=}4$)", "lora r=8"]
+    colors = [matplotlib.colors.to_hex(bars.lines[0].get_color()) for bars in drawn[0].axes[0].containers]
+    assert colors == [palette["variant"]["lora r=4"], palette["variant"]["lora r=8"]]
+    titles = [ax.get_title() for ax in drawn[1].axes if ax.get_visible()]
+    assert titles == ["full (seed 0)", "LoRA ($r{=}4$) (seed 0)", "lora r=8 (seed 0)"]

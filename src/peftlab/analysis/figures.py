@@ -378,7 +378,7 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
 COST_PANELS = (
     (("timing.train_seconds", "Training time"),),
     (("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"), ("memory.peak_rss_bytes", "Peak RSS of the run")),
-    (("memory.base_weights_bytes", "Base weights as stored"), ("memory.weights_bytes", "Model weights")),
+    (("memory.base_weights_bytes", "Frozen base weights as stored"), ("memory.weights_bytes", "Model weights")),
 )
 
 
@@ -414,6 +414,9 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
                 height=0.7)
         for i, group in enumerate(groups):
             mine = values[runs[by].astype(str) == group].dropna() / scale
+            if column == "memory.base_weights_bytes" and len(mine) and not mine.any():  # full fine-tuning
+                ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=6)
+                continue
             ax.scatter(mine, i + jitter.uniform(-0.18, 0.18, len(mine)), s=10, color="white", edgecolors="black",
                        linewidths=0.6, zorder=3)
         ax.set_yticks(range(len(groups)), [_name(palette, g, labels) for g in groups], fontsize=7)

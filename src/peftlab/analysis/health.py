@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.figures import MARKERS, OKABE_ITO, log_tick_labels, save_figure
+from peftlab.analysis.figures import MARKERS, OKABE_ITO, figure_name, log_tick_labels, save_figure, study_palette
 from peftlab.analysis.load import read_spec, run_dirs
 from peftlab.files import read_json
 
@@ -144,11 +144,13 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
 MAX_SERIES = 6  # more configurations than this: a configurations x layers grid instead of overlapping markers
 
 
-def plot_rank_utilisation_grid(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation"):
+def plot_rank_utilisation_grid(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation", labels=None,
+                               palette=None):
     """Effective rank / r as a grid: one row per configuration, one column per adapted layer, the
     mean over seeds written in each cell (readable where a dozen marker series would overlap)."""
     layers = sorted(rank_use["layer"].unique(), key=_layer_key)
-    variants = sorted(set(rank_use["variant"]), key=str)
+    palette = palette or study_palette(rank_use)
+    variants = [v for v in palette["variants"] if v in set(rank_use["variant"])]
     means = rank_use.groupby(["variant", "layer"])["rank_ratio"].mean().unstack().reindex(index=variants, columns=layers)
     fig, axes = _figure(max(6.0, 0.36 * len(layers) + 3.0), 0.32 * len(variants) + 1.4)
     ax = axes[0, 0]
@@ -160,23 +162,27 @@ def plot_rank_utilisation_grid(rank_use: pd.DataFrame, out_dir, name: str = "ran
                 ax.text(j, i, f"{value:.2f}".lstrip("0"), ha="center", va="center", fontsize=5,
                         color="black" if value > 0.6 else "white")
     ax.set_xticks(range(len(layers)), [short_layer(layer) for layer in layers], rotation=90, fontsize=6)
-    ax.set_yticks(range(len(variants)), [str(v) for v in variants], fontsize=6)
+    ax.set_yticks(range(len(variants)), [figure_name(v, palette["method_of"].get(v), labels) for v in variants],
+                  fontsize=6)
     ax.set_xlabel("Adapted layer (block.module)", fontsize=7)
     fig.colorbar(image, ax=ax, shrink=0.8, label="effective rank / r (mean over seeds)")
     return save_figure(fig, out_dir, name)
 
 
-def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation"):
+def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_utilisation", labels=None,
+                          palette=None):
     """Effective rank / r per adapted layer at the end of training, one series per LoRA-family
-    configuration: mean over seeds, bars from the lowest to the highest seed. None when no
-    run has adapters."""
+    configuration: mean over seeds, bars from the lowest to the highest seed; the study's
+    colours, markers, order and display names (``palette``: the report's, so every figure
+    agrees). None when no run has adapters."""
     if rank_use is None or rank_use.empty:
         return None
     if rank_use["variant"].nunique() > MAX_SERIES:
-        return plot_rank_utilisation_grid(rank_use, out_dir, name)
+        return plot_rank_utilisation_grid(rank_use, out_dir, name, labels, palette)
+    palette = palette or study_palette(rank_use)
     layers = sorted(rank_use["layer"].unique(), key=_layer_key)
     x = {layer: i for i, layer in enumerate(layers)}
-    variants = list(dict.fromkeys(rank_use["variant"]))
+    variants = [v for v in palette["variants"] if v in set(rank_use["variant"])]
     fig, axes = _figure(max(5.5, 0.28 * len(layers) + 2.5), 3.4)
     ax = axes[0, 0]
     width = 0.6 / max(1, len(variants))
@@ -185,8 +191,9 @@ def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_uti
         per_layer = per_layer.loc[[layer for layer in layers if layer in per_layer.index]]
         xs = np.array([x[layer] for layer in per_layer.index]) + (i - (len(variants) - 1) / 2) * width
         ax.errorbar(xs, per_layer["mean"], yerr=[per_layer["mean"] - per_layer["min"], per_layer["max"] - per_layer["mean"]],
-                    fmt=MARKERS[i % len(MARKERS)], color=OKABE_ITO[i % len(OKABE_ITO)], markersize=4, capsize=1.5,
-                    linewidth=0.8, label=str(variant))
+                    fmt=palette["marker"].get(palette["method_of"].get(variant), MARKERS[i % len(MARKERS)]),
+                    color=palette["variant"].get(variant, OKABE_ITO[i % len(OKABE_ITO)]), markersize=4, capsize=1.5,
+                    linewidth=0.8, label=figure_name(variant, palette["method_of"].get(variant), labels))
     ax.set_xticks(range(len(layers)), [short_layer(layer) for layer in layers], rotation=90, fontsize=7)
     ax.set_xlabel("Adapted layer (block.module)")
     ax.set_ylabel("Effective rank / r")
@@ -199,13 +206,14 @@ def plot_rank_utilisation(rank_use: pd.DataFrame, out_dir, name: str = "rank_uti
 OTHER_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]  # head first, then embeddings, norms
 
 
-def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow"):
+def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow", labels=None, palette=None):
     """Gradient norm (before clipping) per layer against step, one panel per configuration
     (its lowest seed), blocks coloured by depth, other layers (head, embeddings) in grey
     shades. Log y. None when no run wrote monitor records."""
     if flow is None or flow.empty:
         return None
-    variants = list(dict.fromkeys(flow["variant"]))
+    palette = palette or study_palette(flow)
+    variants = [v for v in palette["variants"] if v in set(flow["variant"])]  # the study's order
     ncols = min(3, len(variants))
     nrows = math.ceil(len(variants) / ncols)
     fig, axes = _figure(3.0 * ncols + 1.6, 2.4 * nrows, ncols, nrows)
@@ -231,7 +239,8 @@ def plot_gradient_flow(flow: pd.DataFrame, out_dir, name: str = "gradient_flow")
             handles.setdefault(layer, line)
         ax.set_yscale("log")
         log_tick_labels(ax.yaxis)
-        ax.set_title(f"{variant} (seed {part['seed'].min()})", fontsize=8)
+        ax.set_title(f"{figure_name(variant, palette['method_of'].get(variant), labels)} (seed {part['seed'].min()})",
+                     fontsize=8)
         ax.tick_params(which="both", labelsize=7)
         ax.grid(True, alpha=0.3)
         if k % ncols == 0:
@@ -270,7 +279,7 @@ def convergence_caption(study_dir: str | Path) -> str:
     return under_training_note(table[table["converged"].notna()]) if not table.empty else ""
 
 
-def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
+def report_section(study_dir: str | Path, figures_dir: Path, labels=None, palette=None) -> list[str]:
     """Markdown lines: health per configuration, runs with warnings, convergence, frozen base, figures."""
     table = load_health(study_dir)
     table = table[table["verdict"].notna() | table["converged"].notna()]
@@ -333,14 +342,16 @@ def report_section(study_dir: str | Path, figures_dir: Path) -> list[str]:
 
     for title, paths, reason, caption in (
         ("Rank utilisation: effective rank / r per adapted layer",
-         plot_rank_utilisation(load_rank_use(study_dir), figures_dir), "no LoRA-family run",
+         plot_rank_utilisation(load_rank_use(study_dir), figures_dir, labels=labels, palette=palette),
+         "no LoRA-family run",
          "At the end of training, from the singular values of each layer's scaled update B·A; r is the rank in use "
          "(a rank controller's final allocation, else the configured rank), so a layer left one rank scores 1 by "
          "construction. 1: the update spreads evenly over its r directions; low: a few directions carry it. "
          "Markers: mean over seeds, bars: lowest to highest seed; with more than 6 configurations, a grid of the "
          "means."),
         ("Gradient flow: gradient norm per layer over training (one seed per configuration)",
-         plot_gradient_flow(load_gradient_flow(study_dir), figures_dir), "no monitor records",
+         plot_gradient_flow(load_gradient_flow(study_dir), figures_dir, labels=labels, palette=palette),
+         "no monitor records",
          "Norm of the trainable gradients per layer before clipping, at every log point, log scale; blocks "
          "coloured by depth, other layers dashed or dotted in grey. The last point is the final log point, "
          "whose batch is the epoch's smaller last one."),

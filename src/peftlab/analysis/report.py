@@ -104,7 +104,8 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
     lines += literature_section(df)
     lines += ["## Figures", ""] + figure_lines
     lines += adaptive.report_section(study_dir, df, out / "figures", labels)  # rank allocation, equal budget
-    lines += health.report_section(study_dir, out / "figures")  # monitors: gradients, convergence, rank use
+    lines += health.report_section(study_dir, out / "figures", labels,  # monitors: gradients, convergence, rank use
+                                   figures.study_palette(df))
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
     lines += _environment(environment(study_dir))
