@@ -247,3 +247,17 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     text = paper.method_sentences(mixed)
     assert text.index("QLoRA-style") < text.index("AdaLoRA") < text.index("QA-LoRA")
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
+
+
+def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
+    """report.labels in the study file name the configurations in the paper's tables and text, as
+    in report.md: plain text escaped, math kept."""
+    study_dir = write_study_dir(tmp_path / "labelled")
+    (study_dir / "study.yaml").write_text('report:\n  labels:\n    full: "Full FT & more"\n    lora: "LoRA ($\\\\alpha$)"\n')
+    paper.write_paper(study_dir, tmp_path / "paper", compile=False)
+    main_table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()
+    assert r"Full FT \& more" in main_table and r"LoRA ($\alpha$)" in main_table
+    significance = (tmp_path / "paper" / "tables" / "significance.tex").read_text()
+    assert r"against Full FT \& more" in significance
+    results = macros((tmp_path / "paper" / "results.tex").read_text())
+    assert results["baselineName"] == r"Full FT \& more"

@@ -27,7 +27,8 @@ from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literat
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.report import choose_baseline
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
-from peftlab.analysis.tables import format_count, format_percent, latex_escape, latex_table
+from peftlab.analysis.tables import display_name, format_count, format_percent, latex_escape, latex_table, latex_text
+from peftlab.study.spec import read_report_options
 from peftlab.errors import UserError
 from peftlab.files import read_json
 
@@ -98,6 +99,7 @@ class Study:
 
     def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str):
         self.dir, self.df, self.baseline = study_dir, df, baseline
+        self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
         self.done = completed_runs(df)
         self.summary = pd.concat([summarize(df, metric=m, confidence=CONFIDENCE) for m in (TOP1, TOP5) if m in df],
                                  ignore_index=True)
@@ -112,6 +114,11 @@ class Study:
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
+
+    def name(self, variant) -> str:
+        """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""
+        method = self.done.loc[self.done["variant"] == variant, "method"]
+        return latex_text(display_name(variant, method.iloc[0] if len(method) else None, self.labels))
 
     def config(self, key: str) -> list:
         """The distinct values of config.<key> among completed runs (sorted)."""
@@ -279,7 +286,7 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
         s, row = suffixes[variant], study.top1.loc[variant]
         runs = done[done["variant"] == variant]
         where = f'variant "{variant}"'
-        add("name" + s, latex_escape(variant), f"{where}: its name")
+        add("name" + s, study.name(variant), f"{where}: its name")
         add("runs" + s, str(int(row["n"])), f"{where}: completed runs with {TOP1}")
         add("topOneMean" + s, pct(row["mean"]), f"{where}: mean {TOP1} over seeds, %")
         add("topOneStd" + s, pct(row["std"]), f"{where}: standard deviation of {TOP1} over seeds, points")
@@ -301,18 +308,18 @@ def define_numbers(numbers: Numbers, study: Study, citations: list[Citation]) ->
             add("pHolm" + s, pvalue(c["p_ttest_holm"]), f"{where}: Holm-corrected paired t-test p against {study.baseline}")
             add("pairs" + s, str(int(c["n_pairs"])), f"{where}: matched seeds with {study.baseline}")
 
-    add("baselineName", latex_escape(study.baseline), "the baseline of the paired comparisons")
+    add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
     best = study.top1["mean"].idxmax()
     worst = study.top1["mean"].idxmin()
-    add("bestName", latex_escape(best), f"variant with the highest mean {TOP1}")
-    add("worstName", latex_escape(worst), f"variant with the lowest mean {TOP1}")
-    on_front = [latex_escape(v) for v in study.front.loc[study.front["on_front"], "variant"]]
+    add("bestName", study.name(best), f"variant with the highest mean {TOP1}")
+    add("worstName", study.name(worst), f"variant with the lowest mean {TOP1}")
+    on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
     add("paretoNames", words(on_front), "variants on the Pareto front of test top-1 against trainable parameters")
     if study.comparisons is not None:
         significant = study.comparisons[study.comparisons["significant"]]
         add("significantCount", str(len(significant)), "comparisons with Holm-corrected p < alpha")
         add("comparisonCount", str(len(study.comparisons)), "comparisons with the baseline")
-        add("significantNames", words([latex_escape(v) for v in significant["variant"]]) or "none",
+        add("significantNames", words([study.name(v) for v in significant["variant"]]) or "none",
             "variants that differ from the baseline with Holm-corrected p < alpha")
     if rank_trend(study):
         add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
@@ -404,15 +411,16 @@ def method_sentences(df: pd.DataFrame) -> str:
 
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
+    style = {"labels": study.labels, "palette": figures.study_palette(study.df)}  # as the report draws them
     drawn = [
-        figures.plot_accuracy_vs_params(study.df, out),
-        figures.plot_seed_boxplots(study.df, out),
-        figures.plot_convergence(study.curves, out),
-        figures.plot_cost(study.df, out),
-        figures.plot_quantization_tradeoff(study.df, out),
+        figures.plot_accuracy_vs_params(study.df, out, **style),
+        figures.plot_seed_boxplots(study.df, out, **style),
+        figures.plot_convergence(study.curves, out, **style),
+        figures.plot_cost(study.df, out, **style),
+        figures.plot_quantization_tradeoff(study.df, out, **style),
     ]
     if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
-        drawn.append(figures.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out))
+        drawn.append(figures.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out, **style))
     return [Path(paths[0]).stem for paths in drawn if paths]
 
 
@@ -426,7 +434,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
                       # plain words only: read the same whether latex_table escapes its caption or not
                       caption="Test accuracy and trainable parameters of each configuration on the test split; "
                               "the note under the table says what each cell shows.",
-                      label="tab:main")
+                      label="tab:main", labels=study.labels)
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
@@ -439,7 +447,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
 def significance_table(study: Study) -> str:
     c = study.comparisons
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{Each configuration against {latex_escape(study.baseline)} on matched seeds (test top-1). "
+             rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
              r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
              r"test, each Holm-corrected across the comparisons \citep{holm1979}; $d_z$: mean difference over the "
              r"standard deviation of the differences; win share: share of matched seeds where the configuration "
@@ -449,7 +457,7 @@ def significance_table(study: Study) -> str:
              r"Configuration & Pairs & Difference & $p$ (t) & $p$ (Wilcoxon) & $d_z$ & Win share \\", r"\midrule"]
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
-        lines.append(f"{latex_escape(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
+        lines.append(f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
                      f"{pvalue(row.p_ttest_holm)} & {pvalue(row.p_wilcoxon_holm)} & {dz} & {row.win_rate:.2f} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
