@@ -493,6 +493,12 @@ def parse_yaml(text: str, where: str) -> Any:
         loader.dispose()
 
 
+def shown_path(path: str | Path, limit: int = 300) -> str:
+    """``path`` as an error message shows it: whole up to ``limit`` characters, else its two ends."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]} ({len(text):,} characters)"
+
+
 def read_text_file(path: str | Path, what: str = "config file") -> str:
     """The UTF-8 text of a regular file of at most ``MAX_FILE_BYTES``, or one ConfigError line.
 
@@ -500,27 +506,28 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     before reading. ``/dev/null`` is allowed, as an empty config.
     """
     path = Path(path)
+    shown = shown_path(path)  # a path of thousands of characters would make a page, not a line
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+        raise ConfigError(f"{what} {shown} does not exist") from None
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{what} {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+        raise ConfigError(f"{what} {shown} cannot be read: {getattr(err, 'strerror', None) or err}") from None
     if os.path.realpath(path) == os.devnull:
         return ""
     if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{what} {path} is a directory: expected a YAML file")
+        raise ConfigError(f"{what} {shown} is a directory: expected a YAML file")
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{what} {path} is not a regular file (a device, FIFO or socket): expected a YAML file")
+        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected a YAML file")
     if info.st_size > MAX_FILE_BYTES:
-        raise ConfigError(f"{what} {path} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
+        raise ConfigError(f"{what} {shown} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+        raise ConfigError(f"{what} {shown} cannot be read: {err.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{what} {path} has more than {MAX_FILE_BYTES:,} bytes")
+        raise ConfigError(f"{what} {shown} has more than {MAX_FILE_BYTES:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
