@@ -210,7 +210,8 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     --wait it starts when the first ends and finds every run done. Every run is trained once: one
     result, no step twice. A `peftlab train` on a run directory another trainer holds is refused the
     same way and changes nothing."""
-    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 6}, "methods": {"lora": {}}})  # long enough
+    # long enough that the first study still trains when the other two start (6 epochs were not, on a quiet machine)
+    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 24}, "methods": {"lora": {}}})
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     first = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
