@@ -29,6 +29,15 @@ def test_bench_writes_well_formed_json(tmp_path):
     report["P5_mfu"]["peftlab_full"] = {**mfu, "mfu": 1.532, "valid": False}
     text = format_report(report)
     assert "INVALID: 1.53 is outside (0, 1]" in text and "1.532 (" not in text
+    # so is a peak above the theoretical ceiling; an unknown ceiling says why
+    from peftlab.bench import peak_within_ceiling
+
+    assert peak_within_ceiling({**peak, "ceiling": {"gflops": None, "why": "cpufreq is hidden"}})
+    assert not peak_within_ceiling({**peak, "ceiling": {"gflops": peak["best_gflops"] / 2}})
+    report["peak"] = {**peak, "ceiling": {"gflops": peak["best_gflops"] / 2}, "valid": False}
+    assert "INVALID: above the ceiling" in format_report(report)
+    report["peak"] = {**peak, "ceiling": {"gflops": None, "why": "cpufreq is hidden"}}
+    assert "no ceiling: cpufreq is hidden" in format_report(report)
     for key in ("recipe_vs_hand_written", "qv_slices_vs_hand_written"):
         assert report["P1_overhead"][key]["n"] == 2 and report["P1_overhead"][key]["median"] > 0
     assert report["P2_lora_vs_full"]["median"] > 0
@@ -77,7 +86,7 @@ def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
 
     assert gpu_ceiling_gflops("bf16", "NVIDIA H100 80GB HBM3")["gflops"] == 989_400
     assert gpu_ceiling_gflops("fp32", "NVIDIA H100 PCIe")["gflops"] == 378_000
-    assert gpu_ceiling_gflops("bf16", "NVIDIA GeForce GTX 1080") is None
+    assert gpu_ceiling_gflops("bf16", "NVIDIA GeForce GTX 1080")["gflops"] is None
 
 
 def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
@@ -104,3 +113,31 @@ def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     assert len(report["load_average_start"]) == 3 and "load average" in proc.stdout
     assert "data path / deit_tiny step" in proc.stdout and "deit_tiny_patch16_224 at 224 px" in proc.stdout
     assert "2 workers, cached, cpu" in proc.stdout
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_interleaved_order_puts_every_step_after_every_other_equally_often(n):
+    from collections import Counter
+
+    from peftlab.metrics import balanced_orders
+
+    orders = balanced_orders(n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    firsts = Counter(order[0] for order in orders)
+    assert set(firsts) == set(range(n)) and len(set(firsts.values())) == 1
+    pairs = Counter((a, b) for order in orders for a, b in zip(order, order[1:]))
+    assert len(pairs) == n * (n - 1) and len(set(pairs.values())) <= 1  # no step always follows the same one
+
+
+def test_time_interleaved_runs_each_function_once_per_repeat_in_the_balanced_order():
+    import torch
+
+    from peftlab.metrics import balanced_orders, time_interleaved
+
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    times = time_interleaved(fns, repeats=5, device=torch.device("cpu"), warmup=1)
+    assert all(len(v) == 5 for v in times.values())
+    orders = balanced_orders(4)
+    expected = list("abcd") + ["abcd"[i] for k in range(5) for i in orders[k % 4]]
+    assert calls == expected

@@ -63,27 +63,29 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def cpu_ceiling_gflops(dtype: str) -> dict | None:
+def cpu_ceiling_gflops(dtype: str) -> dict:
     """The CPU's theoretical fp32 ceiling where Linux tells enough: cores (the threads used) x
     vector lanes (AVX-512: 16, AVX2: 8 fp32) x 2 (a fused multiply-add) x 2 FMA units (assumed:
-    the count cannot be read) x the boost clock (cpufreq's cpuinfo_max_freq). None where the flags
-    or the boost clock cannot be read (a VM often hides cpufreq), or for bf16."""
+    the count cannot be read) x the boost clock (cpufreq's cpuinfo_max_freq). Where the flags or
+    the boost clock cannot be read (a VM often hides cpufreq), or for bf16, ``gflops`` is None and
+    ``why`` says what was missing."""
     import re
 
     if dtype != "fp32":
-        return None
+        return {"gflops": None, "why": f"no CPU ceiling is computed for {dtype}"}
     try:
         cpuinfo = open("/proc/cpuinfo").read()
     except OSError:
-        return None
+        return {"gflops": None, "why": "/proc/cpuinfo cannot be read"}
     flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M).group(1).split()) if "flags" in cpuinfo else set()
     lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else None
-    try:  # the boost clock; /proc/cpuinfo's "cpu MHz" is the current one, and a ceiling from it is too low
-        ghz = int(open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read()) / 1e6
-    except (OSError, ValueError):
-        return None
     if lanes is None:
-        return None
+        return {"gflops": None, "why": "the CPU flags name neither AVX-512 nor AVX2 with FMA"}
+    freq = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
+    try:  # the boost clock; /proc/cpuinfo's "cpu MHz" is the nominal or current one, and a ceiling from it is too low
+        ghz = int(open(freq).read()) / 1e6
+    except (OSError, ValueError):
+        return {"gflops": None, "why": f"the boost clock cannot be read ({freq} is missing: cpufreq is hidden)"}
     cores = torch.get_num_threads()
     return {"gflops": cores * lanes * 2 * 2 * ghz, "cores": cores, "fp32_lanes": lanes, "fma_units": 2,
             "ghz": ghz, "assumed": "2 FMA units per core"}
@@ -96,13 +98,20 @@ GPU_PEAKS = {"H200": {"fp32": 494_700, "bf16": 989_400}, "H100 PCIe": {"fp32": 3
              "L4": {"fp32": 60_000, "bf16": 121_000}}
 
 
-def gpu_ceiling_gflops(dtype: str, name: str) -> dict | None:
+def gpu_ceiling_gflops(dtype: str, name: str) -> dict:
     """The spec-sheet dense peak (TF32 for fp32 matmuls) of the GPU ``name``
-    (``torch.cuda.get_device_name``), None for a GPU not in ``GPU_PEAKS``."""
+    (``torch.cuda.get_device_name``); ``gflops`` None for a GPU not in ``GPU_PEAKS``."""
     for key, peaks in GPU_PEAKS.items():  # "H100 PCIe" before "H100": the first match wins
         if key in name:
             return {"gflops": peaks[dtype], "gpu": name, "source": "NVIDIA spec sheet, dense, TF32 for fp32"}
-    return None
+    return {"gflops": None, "gpu": name, "why": f"{name} has no spec-sheet peak in peftlab.bench.GPU_PEAKS"}
+
+
+def peak_within_ceiling(peak: dict) -> bool:
+    """False where the best measured peak exceeds the theoretical ceiling: a timing error or a
+    wrong ceiling, never a result. True where no ceiling is known."""
+    ceiling = (peak.get("ceiling") or {}).get("gflops")
+    return ceiling is None or peak["best_gflops"] <= ceiling
 
 
 def matmul_peak(dtype: str, repeats: int, device: torch.device = torch.device("cpu"),
@@ -462,8 +471,7 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     interleaved = [2 * n ** 3 / s / 1e9 for s in times.pop("peak_matmul")]
     report["peak"] = {**report["peak"], "interleaved_gflops": spread(interleaved),
                       "best_gflops": max(report["peak"]["gflops"], *interleaved)}
-    ceiling = report["peak"].get("ceiling")
-    report["peak"]["valid"] = ceiling is None or report["peak"]["best_gflops"] <= ceiling["gflops"]
+    report["peak"]["valid"] = peak_within_ceiling(report["peak"])
     report["step_seconds"] = {k: spread(v) for k, v in times.items()}
 
     def ratio(a: str, b: str) -> dict:
@@ -627,7 +635,8 @@ def figure_rows(report: dict) -> list[tuple[str, str, str]]:
     ceiling = peak.get("ceiling")
     rows = [("peak matmul", f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
              f"{1 + peak.get('interleaved_gflops', {}).get('n', 0)} measurements)"
-             + (f"; ceiling {ceiling['gflops']:.0f}" if ceiling else "")
+             + (f"; ceiling {ceiling['gflops']:.0f}" if ceiling and ceiling.get("gflops") else
+                "; no ceiling: " + ceiling["why"] if ceiling and ceiling.get("why") else "")
              + ("" if peak.get("valid", True) else " INVALID: above the ceiling"), "")]
     p1 = report["P1_overhead"]
     rows.append(("P1 recipe / hand-written step", f"{med(p1['recipe_vs_hand_written']):.3f} "

@@ -97,27 +97,45 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` items in which every item runs first equally often and right after every
+    other item equally often (a Williams design): row r is the sequence 0, 1, n-1, 2, n-2, ...
+    shifted by r; for odd n the reversed rows are added. A plain rotation (A B C, B C A, ...)
+    would keep every item right after the same neighbour, and any carry-over from that neighbour
+    (caches, the allocator's state) would bias that item's time the same way in every repetition."""
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(i + r) % n for i in first] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
                      warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call for each function, measured in alternation so machine drift cancels.
 
-    The order rotates every repetition (A B C, B C A, C A B, ...), so no function always
-    runs first or right after the same neighbour.
+    Repetition k runs the functions in ``balanced_orders(len(fns))[k % len(orders)]``: no
+    function always runs first or right after the same neighbour.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
+    orders = balanced_orders(len(names))
     for rep in range(repeats):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = fns[name]
+        for index in orders[rep % len(orders)]:
+            fn = fns[names[index]]
             synchronize(device)
             start = time.perf_counter()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[names[index]].append(time.perf_counter() - start)
     return times
 
 
