@@ -632,11 +632,11 @@ def figure_rows(report: dict) -> list[tuple[str, str, str]]:
         return d["median"]
 
     peak = report["peak"]
-    ceiling = peak.get("ceiling")
+    ceiling = peak.get("ceiling") or {}
+    shown_ceiling = (f"; ceiling {ceiling['gflops']:.0f}" if ceiling.get("gflops") else
+                     f"; no ceiling: {ceiling['why']}" if ceiling.get("why") else "")
     rows = [("peak matmul", f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
-             f"{1 + peak.get('interleaved_gflops', {}).get('n', 0)} measurements)"
-             + (f"; ceiling {ceiling['gflops']:.0f}" if ceiling and ceiling.get("gflops") else
-                "; no ceiling: " + ceiling["why"] if ceiling and ceiling.get("why") else "")
+             f"{1 + peak.get('interleaved_gflops', {}).get('n', 0)} measurements){shown_ceiling}"
              + ("" if peak.get("valid", True) else " INVALID: above the ceiling"), "")]
     p1 = report["P1_overhead"]
     rows.append(("P1 recipe / hand-written step", f"{med(p1['recipe_vs_hand_written']):.3f} "

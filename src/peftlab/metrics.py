@@ -103,14 +103,7 @@ def balanced_orders(n: int) -> list[list[int]]:
     shifted by r; for odd n the reversed rows are added. A plain rotation (A B C, B C A, ...)
     would keep every item right after the same neighbour, and any carry-over from that neighbour
     (caches, the allocator's state) would bias that item's time the same way in every repetition."""
-    first = [0]
-    low, high = 1, n - 1
-    while len(first) < n:
-        first.append(low)
-        low += 1
-        if len(first) < n:
-            first.append(high)
-            high -= 1
+    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
     rows = [[(i + r) % n for i in first] for r in range(n)]
     return rows + [row[::-1] for row in rows] if n % 2 else rows
 
