@@ -242,7 +242,8 @@ def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"}])
+@pytest.mark.parametrize("quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"},
+                                   {"mode": "nf4", "cpu_kernel": "bnb"}])  # bnb's bf16 kernel on AVX512-BF16 CPUs
 def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant):
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data

@@ -16,6 +16,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from peftlab.errors import Interrupted, UserError, stop_on_sigterm
+from peftlab.libraries import quiet_libraries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -329,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         "whole studies (resumable), then compare them with statistics, figures, LaTeX tables and a paper.",
         epilog="Each command has its own --help, e.g. peftlab study --help.")
     parser.add_argument("--version", action="version", version=f"peftlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' warnings and log records on stderr too (always in a run's library.log)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one run (resumes in an existing run directory)")
@@ -476,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
     stop_on_sigterm()  # SIGTERM (Slurm's warning) stops as cleanly as Ctrl-C
     try:
         return args.func(args)

@@ -193,6 +193,10 @@ class QuantConfig:
     # kept so that run ids (hashes of the whole config) stay what they were; QA-LoRA's group size is
     # method.group_size (method.name: qalora), which also sets the adapter's input pooling
     group_size: int | None = None
+    # 4-bit arithmetic on a CPU: "reference" dequantizes and multiplies in compute_dtype on every CPU, so
+    # a run gives the same numbers on any CPU model; "bnb" lets bitsandbytes repack the weight for its
+    # bf16 kernel in evaluation on CPUs with AVX512-BF16 (faster there, other numbers, bf16 rounding)
+    cpu_kernel: Literal["reference", "bnb"] = "reference"
 
     def __post_init__(self):
         check_field(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
@@ -201,6 +205,8 @@ class QuantConfig:
                     "null (QA-LoRA's group size is method.group_size, with method.name: qalora)")
         for pattern in self.skip:
             check_regex("quant.skip", pattern)
+        check_field(self.cpu_kernel == "reference" or self.mode in ("nf4", "fp4"), "quant.cpu_kernel",
+                    self.cpu_kernel, "'reference' unless quant.mode is nf4 or fp4 (the bnb kernel is 4-bit only)")
 
 
 @dataclass(frozen=True)
@@ -666,7 +672,8 @@ def dump_config(cfg: RunConfig) -> str:
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
 LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
                                "data.num_workers": None, "data.cache": False,
-                               "train.auto_batch": False, "data.test_dir": None}
+                               "train.auto_batch": False, "data.test_dir": None,
+                               "quant.cpu_kernel": "reference"}
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.

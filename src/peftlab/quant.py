@@ -7,7 +7,7 @@ layers. Every ``nn.Linear`` is quantized except those ``quant.skip`` names (by d
 head; the patch embedding is a Conv2d). Layers are quantized one at a time, so the base is
 never held twice in fp32.
 
-Facts this module relies on (bitsandbytes 0.50.2, probed on an AVX2 CPU):
+Facts this module relies on (bitsandbytes 0.50.2, probed on AVX2 and AVX512-BF16 CPUs):
 - Quantization happens when a layer is moved with ``.to(device)``. ``Linear4bit`` defaults
   to fp4, so ``quant_type`` is always set; ``compress_statistics`` is double quantization.
 - 4-bit layers dequantize the whole weight per forward and multiply in ``compute_dtype``.
@@ -16,6 +16,15 @@ Facts this module relies on (bitsandbytes 0.50.2, probed on an AVX2 CPU):
   ``INT8_THRESHOLD``); its eval warning on every call is silenced here.
 - Merging into a quantized base re-quantizes (PEFT's bnb ``merge``): merged 4-bit weights are
   quant(dequant(W) + ΔW), not W + ΔW. ``dequantized_linear`` gives the exact fp32 merge.
+- On a CPU with AVX512-BF16, ``Linear4bit.forward`` in eval mode with an input that needs no
+  gradient repacks the weight IN PLACE into a layout for its bf16 kernel (codes reordered, the
+  absmax statistics rounded to bf16 and un-nested) and computes in bf16 from then on; elsewhere
+  it dequantizes and multiplies in ``compute_dtype``. peftlab turns the repacking off on every
+  4-bit layer it builds (``quant.cpu_kernel: reference``, the default), so a run's numbers do
+  not depend on the CPU model. With ``cpu_kernel: bnb`` the repacking happens in evaluation;
+  ``restore_layout`` reads the weight back into the standard layout before anything else reads
+  it (training, dequantizing, merging, counting bytes). bitsandbytes' own inverse leaves a
+  non-nested absmax transposed (5.6% weight error measured); ``restore_layout`` does not.
 """
 
 from __future__ import annotations
@@ -78,8 +87,11 @@ def is_quantized_linear(module: nn.Module) -> bool:
     """A bitsandbytes Linear, or peftlab's group-wise quantized Linear (QA-LoRA's base)."""
     from peftlab.tuners.qalora.layer import GroupQuantLinear
 
-    if isinstance(module, GroupQuantLinear):
-        return True
+    return isinstance(module, GroupQuantLinear) or is_bnb_linear(module)
+
+
+def is_bnb_linear(module: nn.Module) -> bool:
+    """A bitsandbytes int8 or 4-bit Linear (bitsandbytes is never imported to answer)."""
     bnb = sys.modules.get("bitsandbytes")
     return bnb is not None and isinstance(module, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
 
@@ -98,6 +110,7 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
                                   quant_type=quant.mode, device="meta")
         layer.weight = bnb.nn.Params4bit(weight.to("cpu", copy=True), requires_grad=False, quant_type=quant.mode,
                                          compress_statistics=quant.double_quant, module=layer)
+        layer.support_avx512bf16_for_cpu = quant.cpu_kernel == "bnb"  # read by Linear4bit.forward
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
     return layer.to(device)
@@ -136,16 +149,43 @@ def release_freed_memory() -> None:
             pass
 
 
+def is_repacked(layer: nn.Module) -> bool:
+    """True when bitsandbytes has repacked this 4-bit layer's weight for its AVX512-BF16 CPU kernel."""
+    return bool(getattr(getattr(getattr(layer, "weight", None), "quant_state", None), "packing_format_for_cpu", False))
+
+
+def restore_layout(model: nn.Module) -> None:
+    """Put every repacked 4-bit weight of ``model`` back into bitsandbytes' standard layout, in place.
+
+    The codes come back exactly; the absmax statistics keep the bf16 rounding the repacking gave
+    them (what the bf16 kernel computed with), nested again when they were (bitsandbytes'
+    re-quantization, as its own state-dict save does). A model that was never repacked is untouched.
+    """
+    repacked = [m for m in model.modules() if is_bnb_linear(m) and is_repacked(m)]  # not PEFT's wrappers of them
+    if not repacked:
+        return
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    for layer in repacked:
+        state = layer.weight.quant_state
+        nested = state.original_nested
+        data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, state)
+        if not nested:  # bitsandbytes leaves it (in/blocksize, out) in bf16: back to one value per block, in order
+            state.absmax = state.absmax.T.reshape(-1).to(state.dtype).contiguous()
+        layer.weight.data, layer.weight.quant_state = data, state
+
+
 @contextlib.contextmanager
 def weight_only_arithmetic(model: nn.Module):
-    """Int8 layers compute with their dequantized weight (an fp32 matmul) inside this block.
+    """Quantized layers compute with their dequantized weight (an fp32 matmul) inside this block.
 
     bitsandbytes' ``Linear8bitLt`` quantizes the activations too (LLM.int8): on CPU in eval mode,
-    on CUDA always. That rounding is the kernel's, not the merge's; the merge check compares merged
-    and unmerged models with the weights the adapter trained on and exact activations. 4-bit
-    layers dequantize their weight and compute in float on both devices already.
+    on CUDA always; its 4-bit kernel for AVX512-BF16 CPUs computes in bf16 (``quant.cpu_kernel:
+    bnb``). That rounding is the kernel's, not the merge's; the merge check compares merged and
+    unmerged models with the weights the adapter trained on and exact activations. (With the
+    reference kernel a 4-bit layer computes exactly this already.)
     """
-    int8 = [m for m in model.modules() if is_quantized_linear(m) and hasattr(m, "state")]
+    layers = [m for m in model.modules() if is_bnb_linear(m)]
 
     def dequantized_forward(layer):
         def forward(x):
@@ -153,19 +193,20 @@ def weight_only_arithmetic(model: nn.Module):
             return F.linear(x, dequantized_weight(layer).to(x.dtype), bias)
         return forward
 
-    for module in int8:
+    for module in layers:
         module.forward = dequantized_forward(module)
     try:
         yield model
     finally:
-        for module in int8:
+        for module in layers:
             del module.forward
 
 
 def dequantized_weight(layer: nn.Module) -> torch.Tensor:
-    """The fp32 weight a bitsandbytes layer computes with (out x in)."""
+    """The fp32 weight a bitsandbytes layer computes with (out x in), whatever layout it is in."""
     from peft.utils.integrations import dequantize_bnb_weight
 
+    restore_layout(layer)
     state = getattr(layer, "state", None)  # int8: MatmulLtState (SCB); 4-bit reads weight.quant_state
     return dequantize_bnb_weight(layer.weight, state=state).float()
 
@@ -191,6 +232,7 @@ def base_weight_bytes(model: nn.Module, trainable: set[int]) -> dict[str, int]:
     the ``id`` of every trainable parameter (not counted: they are the method's own).
     """
     stored = fp32 = 0
+    restore_layout(model)  # count the standard layout, not the bf16 kernel's
     for module in model.modules():
         if is_quantized_linear(module):
             stored += sum(t.numel() * t.element_size() for t in module.state_dict().values())

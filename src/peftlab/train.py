@@ -40,12 +40,13 @@ from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_
 from peftlab.data.loading import BatchLoader
 from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.export import write_peft_adapter
+from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
 from peftlab.progress import TextProgress
-from peftlab.quant import weight_only_arithmetic
+from peftlab.quant import restore_layout, weight_only_arithmetic
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
 
@@ -193,6 +194,7 @@ def evaluate(model, dataset, batch_size: int, device: torch.device, precision: s
         classes = logits.shape[-1]
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
+    restore_layout(model)  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
     top5 = top5 / max(n, 1) if classes is None or classes > 5 else None
     return {"loss": loss_sum / max(n, 1), "top1": top1 / max(n, 1), "top5": top5,
@@ -370,7 +372,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     try:
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
             return _train_replica(cfg, run_dir, ranks)
-        with locks.hold(run_dir, "run directory", "peftlab train"):
+        with locks.hold(run_dir, "run directory", "peftlab train"), logged_to(run_dir / LIBRARY_LOG):
             return _train_in(cfg, run_dir, progress, position, ranks)
     finally:
         distributed.stop(ranks)

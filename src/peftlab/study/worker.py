@@ -18,7 +18,12 @@ from pathlib import Path
 from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
 from peftlab.errors import ignore_further_stops, stop_on_sigterm
+from peftlab.libraries import quiet_libraries
 from peftlab.locks import DirectoryInUse, wait_until_free
+
+# The forkserver imports this module first (the runner's preload), then peft, whose bitsandbytes
+# import would log on stderr: every process that runs runs is quieted before that.
+quiet_libraries()
 
 PR_SET_PDEATHSIG = 1
 INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable

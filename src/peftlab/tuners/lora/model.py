@@ -25,7 +25,7 @@ from torch import nn
 
 from peftlab.backbones import HFLogits
 from peftlab.errors import ConfigError
-from peftlab.quant import dequantized_linear, is_quantized_linear, quantize_base
+from peftlab.quant import dequantized_linear, is_quantized_linear, quantize_base, restore_layout
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
 from peftlab.tuners.lora.config import (LoraMethodConfig, TargetsConfig, check_patterns, lora_config_kwargs,
                                         match_targets, module_ranks, target_patterns)
@@ -146,6 +146,7 @@ class LoraTuner(Tuner):
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}, state
 
     def merged_model(self, quantized: bool = False) -> nn.Module:
+        restore_layout(self.model)  # PEFT's bnb merge reads the standard 4-bit layout
         model = copy.deepcopy(self.model)
         quantized_base = any(is_quantized_linear(m) for m in model.modules())
         with warnings.catch_warnings():  # PEFT warns that a bnb merge re-quantizes: known, and reported

@@ -1,0 +1,93 @@
+"""peftlab owns its stderr: what libraries log or warn goes to a log file, not to the terminal.
+
+bitsandbytes logs a hub-kernel warning when it is imported on an AVX512-BF16 CPU, torch, numpy
+and PIL warn, PEFT and timm log. Between a user and peftlab's one-line error they are noise.
+``quiet_libraries`` (each entry point calls it first: the CLI, a study's worker, a Slurm job or
+a Ray task) sends Python warnings and every log record to one handler on the root logger. It
+keeps them in memory until ``logged_to`` names a file (a run's ``library.log``); with
+``peftlab --verbose`` (``PEFTLAB_VERBOSE=1``, which workers inherit) they go to stderr too.
+
+It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it
+for a kernel from the Hugging Face hub at import time, and nothing may be downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+LIBRARY_LOG = "library.log"  # in the run directory
+VERBOSE_ENV = "PEFTLAB_VERBOSE"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LibraryRecords(logging.Handler):
+    """Formats records into the open log file, or keeps the last ``keep`` until one is opened."""
+
+    def __init__(self, keep: int = 1000):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(FORMAT))
+        self.pending: collections.deque[str] = collections.deque(maxlen=keep)
+        self.stream = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            if self.stream is None:
+                self.pending.append(line)
+            else:
+                self.stream.write(line)
+                self.stream.flush()
+        except Exception:  # noqa: BLE001 - a log line must never stop a run (logging's own rule)
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass  # logging would print a traceback on stderr: the one thing this handler exists to prevent
+
+
+def records() -> LibraryRecords | None:
+    return next((h for h in logging.getLogger().handlers if isinstance(h, LibraryRecords)), None)
+
+
+def quiet_libraries(verbose: bool | None = None) -> None:
+    """Route library warnings and log records away from stderr (idempotent)."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # for the worker processes this one starts
+    sys.modules.setdefault("kernels", None)  # an import of it raises ImportError: no hub kernels
+    if records() is not None:
+        return
+    root = logging.getLogger()
+    root.addHandler(LibraryRecords())
+    if os.environ.get(VERBOSE_ENV) == "1":
+        verbose_handler = logging.StreamHandler(sys.stderr)
+        verbose_handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(verbose_handler)
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the handlers above
+
+
+@contextlib.contextmanager
+def logged_to(path: Path):
+    """Write library records to ``path`` (appended) inside this block, those kept so far first."""
+    handler = records()
+    if handler is None or handler.stream is not None:  # not quieted (a library user), or already writing
+        yield
+        return
+    try:
+        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    except OSError:  # a read-only run directory fails later with its own one-line error
+        yield
+        return
+    handler.stream = stream
+    try:
+        while handler.pending:
+            stream.write(handler.pending.popleft())
+        stream.flush()
+        yield
+    finally:
+        handler.stream = None
+        stream.close()

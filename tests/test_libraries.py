@@ -1,0 +1,82 @@
+"""peftlab owns its stderr: library warnings and log records go to library.log, not between a user and
+peftlab's one line; no library asks the hub for kernels.
+
+The chatter is injected, so these tests pin the behaviour on every CPU (bitsandbytes' own hub-kernel
+warning appears only on AVX512-BF16 CPUs)."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist
+
+# Library chatter of every kind, emitted while the command runs: log records of the libraries
+# peftlab uses (the bitsandbytes line is the one AVX512-BF16 CPUs print) and Python warnings.
+NOISY = """
+import logging, sys, warnings
+import peftlab.config
+load = peftlab.config.load_config
+
+def noisy_load(*args, **kwargs):
+    logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
+        "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
+    logging.getLogger("timm.models").warning("a timm warning")
+    warnings.warn("a numpy-style warning", DeprecationWarning)
+    warnings.warn("a torch-style warning", UserWarning)
+    return load(*args, **kwargs)
+
+peftlab.config.load_config = noisy_load
+from peftlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+ENV = {**{k: v for k, v in os.environ.items() if k != "PEFTLAB_VERBOSE"}, "PYTHONPATH": str(REPO / "src")}
+
+
+def run_noisy(*args):
+    return subprocess.run([sys.executable, "-c", NOISY, *args], capture_output=True, text=True, cwd=REPO, env=ENV,
+                          timeout=600)
+
+
+def test_a_user_error_is_one_line_whatever_the_libraries_say(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"method": {"name": "lora", "rank_pattern": {"nomatch": 4}}}))
+    proc = run_noisy("validate", str(bad))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("peftlab: error: "), proc.stderr
+    assert "nomatch" in proc.stderr
+
+
+def test_verbose_shows_the_libraries_on_stderr(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"lr": -1}}))
+    proc = run_noisy("--verbose", "validate", str(bad))
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[-1].startswith("peftlab: error: ") and "train.lr" in lines[-1]
+    assert any("kernels-community" in line for line in lines) and any("a torch-style warning" in line for line in lines)
+
+
+@needs_fashion_mnist()
+def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
+        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+        "train": {"max_steps": 2, "batch_size": 16}}))
+    proc = run_noisy("train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+    log = (tmp_path / "run" / "library.log").read_text()
+    assert "kernels-community" in log and "a timm warning" in log and "a torch-style warning" in log
+
+
+def test_bitsandbytes_never_asks_the_hub_for_kernels():
+    script = ("import sys; from peftlab.libraries import quiet_libraries; quiet_libraries(); import bitsandbytes; "
+              "print(sys.modules['kernels'])")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr
+    assert proc.stderr == "", proc.stderr  # the hub-kernel warning of AVX512-BF16 CPUs is kept, not printed
