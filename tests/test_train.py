@@ -54,6 +54,9 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
         assert set(keys) <= set(saved[section]), section
     assert saved["merge"]["max_abs_diff"] < 1e-4
     assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
+    hardware = saved["provenance"]["hardware"]  # the CPU features that pick the kernels, so the numbers
+    assert set(hardware["cpu_flags"]) <= {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}
+    assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert 0.0 <= saved["metrics"]["test_top1"] <= 1.0
     assert all("lora_" in k or ".head." in k for k in load_file(str(tmp_path / "run" / "adapter.safetensors")))
     assert_peft_loads(tmp_path / "run")
@@ -526,3 +529,29 @@ def test_out_of_memory_without_auto_batch_fails_the_run_and_names_the_switch(tmp
         train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "failed" and "train.auto_batch=true" in result["error"]
+
+
+def test_a_failed_merge_check_is_a_warning_and_export_refuses_it(tmp_path, monkeypatch):
+    """A merge that is not the evaluated model never passes silently (issue 22: a repacked 4-bit base
+    once merged to 13.7% against 60.5% and the run said nothing)."""
+    from peftlab.errors import UserError
+    from peftlab.export import export_merged
+    from peftlab.tuners.lora.model import LoraTuner
+
+    merged_model = LoraTuner.merged_model
+
+    def wrong_merge(self, quantized=False):
+        model = merged_model(self, quantized)
+        with torch.no_grad():
+            next(p for n, p in model.named_parameters() if n.endswith("qkv.weight")).mul_(2.0)
+        return model
+
+    monkeypatch.setattr(LoraTuner, "merged_model", wrong_merge)
+    result = train(config(method={"name": "lora", "r": 4}, train={"max_steps": 2}), tmp_path / "run", progress=False)
+    assert result["status"] == "completed" and result["merge"]["ok"] is False, result["merge"]
+    assert any(w.startswith("merge check failed") for w in result["warnings"]), result["warnings"]
+    with pytest.raises(UserError, match="merge check failed.*--force"):
+        export_merged(tmp_path / "run", tmp_path / "merged.safetensors")
+    assert not (tmp_path / "merged.safetensors").exists()
+    export_merged(tmp_path / "run", tmp_path / "merged.safetensors", force=True)
+    assert (tmp_path / "merged.safetensors").exists()

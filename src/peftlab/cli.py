@@ -226,7 +226,7 @@ def cmd_export(args) -> int:
     if out is None or (args.merged is not None and args.quantized not in (None, True)):
         raise UserError("export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
                         "or --merged OUT.safetensors --quantized")
-    path = export_merged(Path(args.run_dir), Path(out), quantized=quantized)
+    path = export_merged(Path(args.run_dir), Path(out), quantized=quantized, force=args.force)
     if quantized:
         what = "quantized model (load with peftlab.export.load_quantized)"
     elif path.is_dir():
@@ -439,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "QLoRA: re-quantized); `--merged OUT --quantized` says the same")
     p.add_argument("--peft", metavar="DIR", help="the adapter in PEFT's format (adapter_config.json, "
                    "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model")
+    p.add_argument("--force", action="store_true", help="export even a run whose merge check failed")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")

@@ -96,7 +96,19 @@ def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
     return number
 
 
-def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
+def check_merge_passed(run_dir: Path, result: dict | None, quantized: bool) -> None:
+    """Refuse to export a merge that the run's own merge check found wrong (``--force`` skips this)."""
+    merge = (result or {}).get("merge") if isinstance(result, dict) else None
+    if not isinstance(merge, dict):
+        return
+    key, diff = ("requantized_ok", "requantized_max_abs_diff") if quantized else ("ok", "max_abs_diff")
+    if merge.get(key) is False:
+        raise UserError(f"{run_dir}/result.json says the run's merge check failed (max |diff| {merge.get(diff)} > "
+                        f"tolerance {merge.get('tolerance')}): the merged model would not be the model that was "
+                        "evaluated; give --force to export it anyway")
+
+
+def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
     from peftlab.quant import dequantized_linear, is_quantized_linear
     from peftlab.tuners.lora.layer import replace_modules
 
@@ -106,6 +118,8 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False) -> Path:
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     if hf and out.exists() and not out.is_dir():
         raise UserError(f"--merged {out} is a file: an HF model exports to a directory (save_pretrained)")
+    if not force:
+        check_merge_passed(run_dir, read_json(run_dir / "result.json"), quantized)
     tuner = load_trained(run_dir)
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")

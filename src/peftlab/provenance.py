@@ -50,10 +50,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that change which kernels run (and so the numbers of the same seed): MKL, oneDNN
+# and ATen pick AVX2 or AVX-512 code, bitsandbytes its bf16 4-bit kernel on avx512_bf16.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``CPU_FLAGS`` this CPU has (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def hardware(device) -> dict:
     import torch
 
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
+            "cpu_flags": cpu_flags(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(), "device": str(device)}
     if getattr(device, "type", None) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -240,6 +240,21 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
     return check
 
 
+def merge_warnings(merge: dict | None) -> list[str]:
+    """A failed merge check in words, for result.json's warnings and stderr: it never passes silently."""
+    if merge is None:
+        return []
+    found = []
+    if not merge["ok"]:
+        found.append(f"merge check failed: the merged model's logits differ from the adapter's by "
+                     f"{merge['max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g}); `peftlab export --merged` "
+                     "refuses this run unless given --force")
+    if merge.get("requantized_ok") is False:
+        found.append(f"quantized merge check failed: the merged quantized model differs from the adapter by "
+                     f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})")
+    return found
+
+
 def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
     """Cross-entropy of one micro-batch, the forward pass under the configured autocast."""
     with autocast(precision, device):
@@ -733,7 +748,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
                    "eval_images_per_second": test["images_per_second"],
                    "val_seconds": state["val_seconds"],
                    "wall_seconds": time.perf_counter() - state["started"]},
-        "warnings": slow_validation(state["val_seconds"], state["train_seconds"], len(data.val)),
+        "warnings": merge_warnings(merge) + slow_validation(state["val_seconds"], state["train_seconds"], len(data.val)),
         "auto_batch": state.get("auto_batch"),  # train.auto_batch: the halvings after out-of-memory errors
         "merge": merge,
         "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer

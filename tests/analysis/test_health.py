@@ -12,7 +12,7 @@ LAYERS = ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v", "blocks.1.attn.qkv.q", "
 
 
 def write_run(study: Path, run_id: str, variant: str, method: str, seed: int, *, r=None, verdict="stable",
-              converged=False, frozen_equal=True, status="completed", exploding=0):
+              converged=False, frozen_equal=True, status="completed", exploding=0, merge_diff=None):
     run_dir = study / "runs" / run_id
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"run_id": run_id, "variant": variant, "method": method,
@@ -31,6 +31,8 @@ def write_run(study: Path, run_id: str, variant: str, method: str, seed: int, *,
                         "steps_to": {"90": 25, "95": 50, "99": 75}},
         "frozen_base": {"equal": frozen_equal, "rebuilt_equal": True},
         "monitors": {"adapters": adapters, "share_of_train_seconds": 0.004},
+        "merge": None if r is None else {"max_abs_diff": merge_diff or 1e-6, "tolerance": 1e-4,
+                                         "ok": (merge_diff or 1e-6) <= 1e-4},
     }
     (run_dir / "result.json").write_text(json.dumps(result))
     groups = [f"{layer}.lora_{ab}" for layer in LAYERS for ab in "AB"] if r else ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
@@ -46,7 +48,7 @@ def study(tmp_path):
     write_run(tmp_path, "a1", "full", "full", 1, converged=True)
     write_run(tmp_path, "b0", "lora r=4", "lora", 0, r=4)
     write_run(tmp_path, "b1", "lora r=4", "lora", 1, r=4, verdict="warnings", exploding=2)
-    write_run(tmp_path, "c0", "lora r=8", "lora", 0, r=8, frozen_equal=False)
+    write_run(tmp_path, "c0", "lora r=8", "lora", 0, r=8, frozen_equal=False, merge_diff=5.91)
     return tmp_path
 
 
@@ -82,6 +84,8 @@ def test_report_section_says_what_failed_the_checks(study, tmp_path):
     assert "**3 of 5 runs did not converge** (val top-1 still rose >= 0.5 pts in their last 25%): the study is " \
            "under-trained" in text
     assert "in 4 of 5 runs; **changed in c0**" in text
+    assert "**Merge check failed in 1 of 3 adapter runs**" in text
+    assert "- lora r=8 seed 0 [c0]: max |diff| 5.91 (tolerance 0.0001)" in text
     assert "figures/rank_utilisation.png" in text and "figures/gradient_flow.png" in text
 
 
@@ -90,8 +94,11 @@ def test_runs_without_monitor_results_are_said_so(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"run_id": "x", "variant": "v", "method": "full", "seed": 0,
                                                    "groups": ["main"], "axes": {}}))
-    (run_dir / "result.json").write_text(json.dumps({"status": "completed"}))
-    assert "No run recorded monitor results" in "\n".join(report_section(tmp_path, tmp_path / "figures"))
+    (run_dir / "result.json").write_text(json.dumps({"status": "completed",
+                                                     "merge": {"ok": True, "max_abs_diff": 0.0, "tolerance": 1e-4}}))
+    text = "\n".join(report_section(tmp_path, tmp_path / "figures"))
+    assert "No run recorded monitor results" in text
+    assert "within tolerance in all 1 adapter runs" in text
 
 
 def test_rank_use_of_many_configurations_is_a_grid_in_forward_order(tmp_path):

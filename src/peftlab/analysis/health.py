@@ -31,7 +31,7 @@ from peftlab.files import read_json
 HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "exploding", "vanishing",
                   "first_exploding", "first_vanishing", "flagged_groups", "converged", "gain_last_window",
                   "convergence_reason", "steps_to_95", "final_step", "frozen_equal", "frozen_rebuilt_equal",
-                  "monitor_share"]
+                  "monitor_share", "merge_ok", "merge_max_abs_diff", "merge_tolerance"]
 
 
 def _runs(study_dir: Path):
@@ -48,6 +48,7 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
         health = result.get("health") or {}
         conv = result.get("convergence") or {}
         frozen = result.get("frozen_base") or {}
+        merge = result.get("merge") if isinstance(result.get("merge"), dict) else {}
         counts, first = health.get("counts") or {}, health.get("first_step") or {}
         groups = health.get("groups") or {}
         rows.append({
@@ -61,6 +62,8 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
             "final_step": result.get("step"), "frozen_equal": frozen.get("equal"),
             "frozen_rebuilt_equal": frozen.get("rebuilt_equal"),
             "monitor_share": (result.get("monitors") or {}).get("share_of_train_seconds"),
+            "merge_ok": merge.get("ok") if merge.get("requantized_ok") is not False else False,
+            "merge_max_abs_diff": merge.get("max_abs_diff"), "merge_tolerance": merge.get("tolerance"),
         })
     return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
@@ -279,13 +282,31 @@ def convergence_caption(study_dir: str | Path) -> str:
     return under_training_note(table[table["converged"].notna()]) if not table.empty else ""
 
 
+def merge_lines(table: pd.DataFrame) -> list[str]:
+    """The merge check of every adapter run: a failure is named, never averaged away."""
+    checked = table[table["merge_ok"].notna()]
+    if checked.empty:
+        return []
+    failed = checked[checked["merge_ok"] == False]  # noqa: E712
+    if failed.empty:
+        return [f"Merge check: the merged model equals the adapter within tolerance in all {len(checked)} adapter "
+                "runs.", ""]
+    lines = [f"**Merge check failed in {len(failed)} of {len(checked)} adapter runs**: their merged models are not "
+             "the models that were evaluated (`peftlab export --merged` refuses them without --force).", ""]
+    for row in failed.head(MAX_LISTED).itertuples():
+        lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: max |diff| {row.merge_max_abs_diff:.3g} "
+                     f"(tolerance {row.merge_tolerance:.3g})")
+    return lines + [""]
+
+
 def report_section(study_dir: str | Path, figures_dir: Path, labels=None, palette=None) -> list[str]:
-    """Markdown lines: health per configuration, runs with warnings, convergence, frozen base, figures."""
+    """Markdown lines: health per configuration, runs with warnings, convergence, merge check, frozen base, figures."""
     table = load_health(study_dir)
+    merges = merge_lines(table)
     table = table[table["verdict"].notna() | table["converged"].notna()]
     lines = ["## Training health", ""]
     if table.empty:
-        return lines + ["No run recorded monitor results (runs from before the monitors existed).", ""]
+        return lines + merges + ["No run recorded monitor results (runs from before the monitors existed).", ""]
     lines += ["Gradient flow is checked at every log point: a layer's gradient norm (before clipping) above "
               "10x its running median is *exploding*; an exactly-zero gradient, or one below 1e-8 of the "
               "weight's norm, is *vanishing*. A run is *converged* when its val top-1 rose less than 0.5 pts in "
@@ -331,6 +352,7 @@ def report_section(study_dir: str | Path, figures_dir: Path, labels=None, palett
                 lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
         lines.append("")
 
+    lines += merges
     equal = table["frozen_equal"] == True  # noqa: E712 - None (not recorded) is not True
     lines += [f"Frozen base: the SHA-256 of the frozen weights at the end equals the one at the start in "
               f"{int(equal.sum())} of {len(table)} runs"
