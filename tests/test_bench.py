@@ -115,6 +115,18 @@ def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     assert "2 workers, cached, cpu" in proc.stdout
 
 
+def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--only", "precision", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+                   "--batch", "4", "--repeats", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    figure = json.loads(out.read_text())["precision"]
+    for key in ("bf16_vs_fp32_step", "bf16_vs_fp32_matmul", "nf4_bnb_kernel_vs_reference_eval"):
+        assert figure[key]["n"] == 2 and figure[key]["median"] > 0, key
+    assert figure["auto_resolves_to"] == "fp32"  # a CPU: auto changes only on a measurement
+    assert "bf16 / fp32 LoRA step" in proc.stdout and "nf4 eval, bnb CPU kernel / reference" in proc.stdout
+
+
 @pytest.mark.parametrize("n", range(1, 9))
 def test_interleaved_order_puts_every_step_after_every_other_equally_often(n):
     from collections import Counter

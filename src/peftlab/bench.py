@@ -54,7 +54,8 @@ from peftlab.errors import UserError
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.train import NonFinite, autocast, compute_loss, fused_adamw, set_tf32, training_step, warmup_cosine
+from peftlab.train import (NonFinite, autocast, compute_loss, fused_adamw, resolve_precision, set_tf32, training_step,
+                           warmup_cosine)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -193,6 +194,42 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def precision_figure(model: str, img_size: int | None, images, labels, repeats: int, device: torch.device) -> dict:
+    """bf16 against fp32 on this machine, interleaved: a LoRA r=8 training step (bf16 autocast) and a
+    square matmul; and a 4-bit (nf4) base in evaluation with bitsandbytes' CPU kernel against the
+    reference arithmetic (``quant.cpu_kernel``). What they cost depends on the CPU (AVX2 only: bf16
+    about 20x slower; AVX512-BF16: faster), so ``train.precision: auto`` stays fp32 on a CPU and a
+    user switches on this measurement."""
+    lora = make_cfg(model, img_size, "lora")
+    steps = {precision: Trainer(lora, images, labels, precision, device=device) for precision in ("fp32", "bf16")}
+    n = 1024
+    mats = {precision: [torch.randn(n, n, dtype=DTYPES[precision], device=device) for _ in range(2)]
+            for precision in DTYPES}
+    calls = {"fp32_step": steps["fp32"].step, "bf16_step": steps["bf16"].step,
+             "fp32_matmul": lambda: mats["fp32"][0] @ mats["fp32"][1],
+             "bf16_matmul": lambda: mats["bf16"][0] @ mats["bf16"][1]}
+    if device.type == "cpu":
+        for kernel in ("reference", "bnb"):
+            torch.manual_seed(0)
+            cfg = make_cfg(model, img_size, "lora", quant={"mode": "nf4", "cpu_kernel": kernel})
+            tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(10 ** 6, device, cfg.quant))
+            evaluated = tuner.model.eval()
+            calls[f"nf4_{kernel}_eval"] = lambda m=evaluated: torch.no_grad()(m)(images)
+    times = metrics.time_interleaved(calls, repeats, device, warmup=2)
+
+    def ratio(a: str, b: str) -> dict:
+        return spread([x / y for x, y in zip(times[a], times[b])])
+
+    figure = {"bf16_vs_fp32_step": ratio("bf16_step", "fp32_step"),
+              "bf16_vs_fp32_matmul": ratio("bf16_matmul", "fp32_matmul"),
+              "auto_resolves_to": resolve_precision("auto", device),
+              "cpu_flags": provenance.cpu_flags(), "step": "LoRA r=8 on q,v, bf16 autocast vs fp32",
+              "matmul_size": n}
+    if "nf4_bnb_eval" in times:
+        figure["nf4_bnb_kernel_vs_reference_eval"] = ratio("nf4_bnb_eval", "nf4_reference_eval")
+    return figure
 
 
 def training_flops(trainer: Trainer) -> int:
@@ -436,6 +473,10 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
               "device": str(dev), "threads": torch.get_num_threads(), "versions": provenance.package_versions(),
               "hardware": provenance.hardware(dev)}
     report["load_average_start"] = os.getloadavg()
+    if only == "precision":
+        report["precision"] = precision_figure(model, img_size, images, labels, repeats, dev)
+        report["load_average_end"] = os.getloadavg()
+        return report
     if only == "data":
         report["model"] = DATA_PATH_MODEL  # the header names the model the figure trains
         report["data_path"] = data_path(batch, repeats, num_workers, dev, data_images,
@@ -498,6 +539,8 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
     report["P5_mfu"] = {**mfu, "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
                         "peak": "the best matmul throughput of the peak measurement and of its repetitions "
                                 "interleaved with the steps", "target": 0.5}
+    progress("precision: bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference (interleaved)")
+    report["precision"] = precision_figure(model, img_size, images, labels, repeats, dev)
     progress("monitor cost: a step with monitors at log points / a step without")
     t = trainers["peftlab_lora_qv"]
     report["monitor_cost"] = model_monitor_cost(t.model, t.tuner.trainable_parameters(), t.step, lambda: compute_loss(
@@ -626,6 +669,21 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) 
     return out
 
 
+def precision_rows(report: dict) -> list[tuple[str, str, str]]:
+    figure = report.get("precision")
+    if not figure:
+        return []
+    flags = " ".join(figure["cpu_flags"]) or "flags unknown"
+    rows = []
+    for key, label in (("bf16_vs_fp32_step", "bf16 / fp32 LoRA step"), ("bf16_vs_fp32_matmul", "bf16 / fp32 matmul"),
+                       ("nf4_bnb_kernel_vs_reference_eval", "nf4 eval, bnb CPU kernel / reference")):
+        if key in figure:
+            value = figure[key]
+            rows.append((label, f"{value['median']:.3f} [{value['min']:.3f}-{value['max']:.3f}] ({flags})", ""))
+    rows.append(("   train.precision auto on this device", figure["auto_resolves_to"], ""))
+    return rows
+
+
 def figure_rows(report: dict) -> list[tuple[str, str, str]]:
     """(name, value, target) rows of the full bench's figures."""
     def med(d):
@@ -676,6 +734,7 @@ def figure_rows(report: dict) -> list[tuple[str, str, str]]:
             shown = (f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)" if value.get("valid", True) else
                      f"INVALID: {value['mfu']:.2f} is outside (0, 1]; the machine was loaded, run it again quietly")
             rows.append((f"P5 MFU {name}", shown, ">= 0.5"))
+    rows += precision_rows(report)
     comp = report.get("compile")
     if comp:
         for method in ("lora", "full"):
@@ -711,7 +770,7 @@ def format_report(report: dict) -> str:
     lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
              f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
              f"({report['hardware']['cpu']}{load})", ""]
-    rows = figure_rows(report) if "peak" in report else []
+    rows = figure_rows(report) if "peak" in report else precision_rows(report)
     data = report.get("data_path")
     if data:
         rows.append(("data path / deit_tiny step", f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"

@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
-    p.add_argument("--only", choices=("data",), help="measure one figure: data (the data path / a deit_tiny step)")
+    p.add_argument("--only", choices=("data", "precision"), help="measure one figure: data (the data path / a deit_tiny "
+                   "step) or precision (bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference)")
     p.add_argument("--num-workers", type=int, help="data figure: decoding processes (default: chosen for the device)")
     p.add_argument("--data-images", type=int, default=512, help="data figure: JPEGs (256 px) per epoch (default 512)")
     p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
