@@ -193,9 +193,8 @@ class QuantConfig:
     # kept so that run ids (hashes of the whole config) stay what they were; QA-LoRA's group size is
     # method.group_size (method.name: qalora), which also sets the adapter's input pooling
     group_size: int | None = None
-    # 4-bit arithmetic on a CPU: "reference" dequantizes and multiplies in compute_dtype on every CPU, so
-    # a run gives the same numbers on any CPU model; "bnb" lets bitsandbytes repack the weight for its
-    # bf16 kernel in evaluation on CPUs with AVX512-BF16 (faster there, other numbers, bf16 rounding)
+    # 4-bit evaluation on a CPU: reference (dequantize, multiply in compute_dtype: the same numbers on every
+    # CPU) or bnb (bitsandbytes' bf16 kernel on AVX512-BF16 CPUs: faster there, bf16 rounding)
     cpu_kernel: Literal["reference", "bnb"] = "reference"
 
     def __post_init__(self):
