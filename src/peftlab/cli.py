@@ -15,6 +15,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+from peftlab.cpu import pin_arithmetic
 from peftlab.errors import Interrupted, UserError, stop_on_sigterm
 from peftlab.libraries import quiet_libraries
 
@@ -25,9 +26,12 @@ DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 def cmd_train(args) -> int:
     from peftlab.config import load_config
-    from peftlab.train import train
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.reproducible:
+        pin_arithmetic()
+    from peftlab.train import train  # torch: after the arithmetic is pinned
+
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)
     print(summarize_result(result, run_dir))
@@ -74,6 +78,8 @@ def cmd_study(args) -> int:
     from peftlab.study.spec import load_study
 
     study = load_study(args.study)
+    if any(spec.config.train.reproducible for spec in study.runs):
+        pin_arithmetic()  # before the workers' forkserver imports torch: they inherit it
     study_dir = Path(args.study_dir or Path("runs") / study.name)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
@@ -200,9 +206,12 @@ def cmd_bench(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from peftlab.config import load_config
-    from peftlab.pretrain import default_out_dir, pretrain
 
     cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
+    if cfg.train.reproducible:
+        pin_arithmetic()
+    from peftlab.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
+
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
     state = "reused cached" if manifest["cached"] else "trained"

@@ -236,6 +236,9 @@ class TrainConfig:
     # on an out-of-memory error: halve the micro-batch computed at once (gradients accumulate over
     # the halves: same effective batch) and go on from the last checkpoint
     auto_batch: bool = False
+    # x86 CPUs: pin MKL, oneDNN and ATen to their AVX2 code, so one seed gives the same numbers on
+    # AVX2 and AVX-512 CPUs (set before torch is imported; peftlab.cpu)
+    reproducible: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):
@@ -673,6 +676,10 @@ LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "trai
                                "data.num_workers": None, "data.cache": False,
                                "train.auto_batch": False, "data.test_dir": None,
                                "quant.cpu_kernel": "reference"}
+# Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
+# arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
+# itself does, which no run id ever named; the run records it in provenance.arithmetic).
+UNHASHED_FIELDS = ("track", "train.reproducible")
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.
@@ -682,10 +689,13 @@ HASHED_AS: dict[tuple[str, Any], Any] = {("train.precision", "auto"): "fp32"}
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
 
-    ``track`` (where the numbers are sent) is left out: it does not change the run. So are the
-    ``LATE_FIELDS`` left at their defaults. Paths enter as ``hashed_path`` writes them.
+    ``UNHASHED_FIELDS`` are left out, and so are the ``LATE_FIELDS`` left at their defaults. Paths
+    enter as ``hashed_path`` writes them.
     """
-    data = {k: v for k, v in to_dict(cfg).items() if k != "track"}
+    data = to_dict(cfg)
+    for dotted in UNHASHED_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        (data.get(section) if section else data).pop(name, None)
     for dotted in PATH_FIELDS:
         section, _, name = dotted.rpartition(".")
         if isinstance(data[section].get(name), str):

@@ -40,6 +40,7 @@ from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_
 from peftlab.data.loading import BatchLoader
 from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.export import write_peft_adapter
+from peftlab.cpu import arithmetic_record, pin_arithmetic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
 from peftlab.monitors.health import health
@@ -368,7 +369,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
                 if (run_dir / name).exists():
                     (run_dir / name).rename(aside / name)
             existing = None
-    if not path.exists() or existing is None or existing.track != cfg.track:
+    if not path.exists() or existing is None or existing != cfg:  # the sinks or train.reproducible changed
         write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
 
 
@@ -383,6 +384,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
     """
     run_dir = Path(run_dir)
+    if cfg.train.reproducible:
+        pin_arithmetic()  # refuses (one line) when torch already runs with the CPU's own arithmetic
     ranks = distributed.from_environment()  # torchrun: one of several processes training this run
     try:
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
@@ -569,7 +572,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     git_sha, git_dirty = provenance.git_state()
     state["provenance"] = {
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
-        "hardware": provenance.hardware(device), "threads": torch.get_num_threads(), "dtype": tc.precision,
+        "hardware": provenance.hardware(device), "arithmetic": arithmetic_record(tc.reproducible),
+        "threads": torch.get_num_threads(), "dtype": tc.precision,
         "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": fused_adamw(tc.fused_adamw, device),
         "compile": state["compile"], "world_size": ranks.world_size,
         "seed": cfg.seed, "data_sha256": data.info.sha256, "data": asdict(data.info),

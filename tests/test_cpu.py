@@ -1,0 +1,60 @@
+"""train.reproducible: MKL, oneDNN and ATen pinned to their AVX2 code before torch is imported, so one
+seed gives the same numbers on the project's AVX2 and AVX-512 CPUs; recorded in provenance, not in the
+run id."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist
+from peftlab import cpu
+from peftlab.config import config_hash, load_config
+from peftlab.errors import ConfigError
+
+ENV = {**{k: v for k, v in os.environ.items() if k not in cpu.PINNED}, "PYTHONPATH": str(REPO / "src")}
+x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
+
+
+@x86
+def test_pinning_before_torch_makes_aten_dispatch_avx2_code():
+    script = ("from peftlab.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
+              "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["AVX2", "True"]
+
+
+@x86
+def test_a_process_whose_torch_runs_unpinned_refuses_in_one_line(monkeypatch):
+    import torch  # noqa: F401 - torch is imported: too late to pin
+
+    for name in cpu.PINNED:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="train.reproducible=true needs the CPU arithmetic pinned") as err:
+        cpu.pin_arithmetic()
+    assert "\n" not in str(err.value) and "MKL_CBWR=AVX2,STRICT" in str(err.value)
+
+
+def test_reproducible_is_not_part_of_the_run_id():
+    assert config_hash(load_config(overrides={"train": {"reproducible": True}})) == config_hash(load_config())
+
+
+@x86
+@needs_fashion_mnist()
+def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
+        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+        "train": {"max_steps": 2, "batch_size": 16, "reproducible": True}}))
+    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(tmp_path / "run"),
+                           "--quiet"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    provenance = result["provenance"]
+    assert provenance["arithmetic"] == {"reproducible": True, "pinned": True, "switches": cpu.PINNED}
+    assert provenance["hardware"]["cpu_capability"] == "AVX2"
