@@ -80,3 +80,11 @@ def test_bitsandbytes_never_asks_the_hub_for_kernels():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr
     assert proc.stderr == "", proc.stderr  # the hub-kernel warning of AVX512-BF16 CPUs is kept, not printed
+
+
+def test_peftlabs_own_warnings_still_reach_the_user():
+    script = ("import logging; from peftlab.libraries import quiet_libraries; quiet_libraries(); "
+              "logging.getLogger('peftlab.analysis.figures').warning('a label is shown as written'); "
+              "logging.getLogger('matplotlib').warning('library noise')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.stderr == "peftlab: warning: a label is shown as written\n", proc.stderr

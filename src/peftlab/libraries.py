@@ -6,6 +6,7 @@ and PIL warn, PEFT and timm log. Between a user and peftlab's one-line error the
 a Ray task) sends Python warnings and every log record to one handler on the root logger. It
 keeps them in memory until ``logged_to`` names a file (a run's ``library.log``); with
 ``peftlab --verbose`` (``PEFTLAB_VERBOSE=1``, which workers inherit) they go to stderr too.
+peftlab's own warnings (the ``peftlab`` loggers) still print, as ``peftlab: warning: ...``.
 
 It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it
 for a kernel from the Hugging Face hub at import time, and nothing may be downloaded at run time.
@@ -62,6 +63,10 @@ def quiet_libraries(verbose: bool | None = None) -> None:
         return
     root = logging.getLogger()
     root.addHandler(LibraryRecords())
+    own = logging.StreamHandler(sys.stderr)  # peftlab's own warnings stay on stderr, in its own words
+    own.setFormatter(logging.Formatter("peftlab: warning: %(message)s"))
+    own.setLevel(logging.WARNING)
+    logging.getLogger("peftlab").addHandler(own)
     if os.environ.get(VERBOSE_ENV) == "1":
         verbose_handler = logging.StreamHandler(sys.stderr)
         verbose_handler.setFormatter(logging.Formatter(FORMAT))
