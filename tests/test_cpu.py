@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist
+from testkit import REPO, needs_fashion_mnist, write_tiny_run
 from peftlab import cpu
 from peftlab.config import config_hash, load_config
 from peftlab.errors import ConfigError
@@ -46,11 +45,7 @@ def test_reproducible_is_not_part_of_the_run_id():
 @x86
 @needs_fashion_mnist()
 def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
-        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-        "train": {"max_steps": 2, "batch_size": 16, "reproducible": True}}))
+    config = write_tiny_run(tmp_path / "run.yaml", reproducible=True)
     proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(tmp_path / "run"),
                            "--quiet"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist
+from testkit import REPO, needs_fashion_mnist, write_tiny_run
 
 # Library chatter of every kind, emitted while the command runs: log records of the libraries
 # peftlab uses (the bitsandbytes line is the one AVX512-BF16 CPUs print) and Python warnings.
@@ -62,11 +62,7 @@ def test_verbose_shows_the_libraries_on_stderr(tmp_path):
 
 @needs_fashion_mnist()
 def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
-        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-        "train": {"max_steps": 2, "batch_size": 16}}))
+    config = write_tiny_run(tmp_path / "run.yaml")
     proc = run_noisy("train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr.lower(), proc.stderr

@@ -23,6 +23,17 @@ def needs_fashion_mnist():
                               reason="Fashion-MNIST is not installed (make data installs it)")
 
 
+def write_tiny_run(path: Path, **train) -> Path:
+    """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
+        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+        "train": {"max_steps": 2, "batch_size": 16, **train}}))
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     """Run ``python -m peftlab.cli ARGS`` in a subprocess; returns CompletedProcess."""
     import subprocess
