@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peftlab.data.opening import open_data_file
 from peftlab.errors import DataError
 from peftlab.files import one_line
 
@@ -96,15 +97,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 def load_pickle(path: str | Path):
     """Unpickle `path` (plain or .gz) allowing only numpy arrays, containers and scalars."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        budget = path.stat().st_size * (1032 if path.suffix == ".gz" else 1)  # deflate expands at most ~1032x
-        with opener(path, "rb") as f:
+        with open_data_file(path) as raw:
+            budget = path.stat().st_size * (1032 if path.suffix == ".gz" else 1)  # deflate expands at most ~1032x
+            f = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
             return RestrictedUnpickler(f, path=path, budget=budget).load()
     except DataError:
         raise
-    except FileNotFoundError:
-        raise DataError(f"missing file {path}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"cannot read {path}: truncated or corrupt ({one_line(err)})") from None
     except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError,
