@@ -3,6 +3,7 @@ it can block, run code, or cost more memory or time than what the file's size de
 
 import gzip
 import os
+import pickle
 import struct
 import warnings
 import zlib
@@ -12,6 +13,7 @@ import pytest
 
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from peftlab.data import safe_pickle
 from peftlab.data.datasets import MAX_IMAGE_PIXELS, load_image
 from peftlab.data.readers import (
     MNIST_CLASS_NAMES,
@@ -23,6 +25,7 @@ from peftlab.data.readers import (
     read_mnist_pickle,
     read_tiny_imagenet,
 )
+from peftlab.data.safe_pickle import load_pickle
 from peftlab.errors import DataError
 
 
@@ -196,6 +199,84 @@ def test_pils_decompression_bomb_warning_is_not_shown(tmp_path):
         warnings.simplefilter("always")
         refused(load_image, str(path), 8, 3, match="10000 x 10000 pixels", naming=path)
     assert [str(w.message) for w in shown] == []
+
+
+# ---------------------------------------------------------------------------- pickles that cost more than their size
+
+
+def test_a_stack_of_none_opcodes_is_refused_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_ITEMS", 1000)
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(b"\x80\x02" + b"N" * 2000 + b"."))
+    refused(read_mnist_pickle, path, match="more than 1,000 objects on its stack", naming=path)
+
+
+def nested(depth: int, make=list):
+    """A list (or tuple) nested ``depth`` deep, each level holding the level below twice: 2**depth
+    leaves from one memo reference a level."""
+    value = make([0])
+    for _ in range(depth):
+        value = make([value, value])
+    return value
+
+
+@pytest.mark.parametrize("batch", [
+    {b"data": np.zeros((6, 3072), np.uint8), b"labels": [nested(20)] * 6},  # numpy walked 6 x 2**20 items
+    {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6, nested(22, tuple): 0},  # hashed 2**22 items
+], ids=["labels", "dict-key"])
+def test_memo_references_that_multiply_an_object_are_refused(tmp_path, batch):
+    datafiles.write_cifar10_python(tmp_path)
+    path = datafiles.write_pickle(tmp_path / "data_batch_1", batch)
+    assert path.stat().st_size < 20_000  # 18 KB of pixels, a few hundred bytes of references
+    refused(read_cifar10_python, tmp_path, match="its objects would weigh", naming=path)
+
+
+def test_a_huge_memo_index_is_refused_before_loading(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02N" + b"r" + struct.pack("<I", 1 << 24) + b".")  # the unpickler sized its memo for it
+    refused(load_pickle, path, match="memo index 16,777,216", naming=path)
+
+
+def test_copies_parked_in_the_memo_are_refused(tmp_path):
+    """_codecs.encode copies a 100 KB string 64 times, each copy kept in the memo, never on the stack."""
+    text = "x" * 100_000
+    data = (b"\x80\x02c_codecs\nencode\nq\x000" + b"X" + struct.pack("<I", len(text)) + text.encode() + b"q\x010"
+            + b"X\x06\x00\x00\x00latin1q\x020")
+    for i in range(64):
+        data += b"h\x00h\x01h\x02\x86R" + b"r" + struct.pack("<I", 3 + i) + b"0"
+    path = tmp_path / "batch"
+    path.write_bytes(data + b"N.")
+    refused(load_pickle, path, match="its objects would weigh", naming=path)
+
+
+@pytest.mark.parametrize("source, match", [
+    (b"cnumpy\ndtype\n(S'f4'\nI2\nI1\ntR.", "numpy.dtype is allowed only with a type string and two flags"),
+    (b"cnumpy\ndtype\n(S'a4'\nI0\nI1\ntR.", "not a valid pickle .*DeprecationWarning"),
+])
+def test_numpy_warnings_about_a_pickle_are_a_refusal_not_stderr(tmp_path, source, match):
+    path = tmp_path / "batch"
+    path.write_bytes(source)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        refused(load_pickle, path, match=match, naming=path)
+    assert [str(w.message) for w in shown] == []
+
+
+def test_dtype_flags_as_python_2_wrote_them_load(tmp_path):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(b"cnumpy\ndtype\n(S'u1'\nI0\nI1\ntR.")
+    assert load_pickle(path) == np.dtype("u1")
+
+
+def test_the_datasets_own_pickles_pass_the_scan(tmp_path):
+    """A CIFAR batch pickled at every protocol numpy and Python 2 used, with 1000 file names."""
+    batch = {b"data": datafiles.make_images(1000, (3072,), 0), b"labels": list(range(10)) * 100,
+             b"filenames": [f"img_{i}.png".encode() for i in range(1000)], b"batch_label": b"training batch 1 of 5"}
+    for protocol in (0, 2, 4, 5):
+        path = datafiles.write_pickle(tmp_path / f"p{protocol}", batch, protocol=protocol)
+        with open(path, "rb") as f:
+            assert safe_pickle.scan_pickle(f, path) == path.stat().st_size
+    assert pickle.DEFAULT_PROTOCOL in (4, 5)
 
 
 # ---------------------------------------------------------------------------- through the CLI
