@@ -13,7 +13,8 @@ import pytest
 
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data import safe_pickle
+from peftlab.data import build_data, safe_pickle
+from peftlab.data import sources as sources_module
 from peftlab.data.datasets import MAX_IMAGE_PIXELS, load_image
 from peftlab.data.readers import (
     MNIST_CLASS_NAMES,
@@ -26,6 +27,7 @@ from peftlab.data.readers import (
     read_tiny_imagenet,
 )
 from peftlab.data.safe_pickle import load_pickle
+from peftlab.data.sources import ENV_DATA_CACHE, find_data
 from peftlab.errors import DataError
 
 
@@ -167,6 +169,36 @@ def test_tiny_imagenet_wnid_that_is_a_path_is_refused(tmp_path, wnid):
     message = refused(read_tiny_imagenet, tmp_path / "tin", match="is not a plain folder name",
                       naming=tmp_path / "tin" / "wnids.txt")
     assert repr(wnid) in message
+
+
+# ---------------------------------------------------------------------------- the data cache
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "/proc", "read-only"])
+def test_an_unusable_data_cache_is_one_line_naming_the_variable(tmp_path, monkeypatch, where):
+    datafiles.write_image_folder(tmp_path / "images")
+    (tmp_path / "afile").write_text("not a folder")
+    cache = {"a file": tmp_path / "afile", "under a file": tmp_path / "afile" / "cache", "/proc": "/proc",
+             "read-only": tmp_path / "ro"}[where]
+    if where == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder")
+        cache.mkdir(mode=0o555)
+    monkeypatch.setenv(ENV_DATA_CACHE, str(cache))
+    cfg = datafiles.make_cfg(name="imagefolder", root=str(tmp_path / "images"), cache=True, num_workers=0)
+    with pytest.raises(DataError, match=f"{ENV_DATA_CACHE}={cache}\\).*set {ENV_DATA_CACHE} to a writable") as err:
+        build_data(cfg, img_size=8)
+    assert "\n" not in str(err.value)
+
+
+def test_no_download_into_an_unusable_data_cache(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "afile"))
+    downloads = []
+    monkeypatch.setattr(sources_module, "download", lambda name, target: downloads.append(target))
+    with pytest.raises(DataError, match=f"{ENV_DATA_CACHE}=.*afile"):
+        find_data("cifar10", None, download_allowed=True)
+    assert downloads == []
 
 
 # ---------------------------------------------------------------------------- images
