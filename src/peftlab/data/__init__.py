@@ -4,7 +4,8 @@
     bundle = build_data(cfg.data, img_size=32)           # bundle.train / .val / .test / .info
     print(format_data_info(bundle.info))
 
-Modules: readers (file formats), safe_pickle (numpy-only unpickler), sources (where
+Modules: readers (file formats), opening (regular files only, never a blocking open or read),
+safe_pickle (numpy-only unpickler, bounded before loading), sources (where
 files are found, downloads), splits (seeded index arithmetic), datasets (transforms and
 torch datasets), build (the functions above), loading (batches on the device: DataLoader
 workers for folder splits), cache (`data.cache`: decoded folder splits as uint8 .npy files).

