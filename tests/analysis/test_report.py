@@ -272,3 +272,15 @@ def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
         result["config"]["model"] = {"pretrained": pretrained if i % 2 else str(REPO / pretrained)}
         path.write_text(json.dumps(result))
     assert set(load_results(study)["config.model.pretrained"]) == {"cache/pretrained/mnist-vit/model.safetensors"}
+
+
+def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
+    from peftlab.analysis.report import _environment
+
+    pinned = {"hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "device": "cpu", "cpu_flags": ["avx2", "avx512f"]},
+              "arithmetic": {"reproducible": True, "pinned": True}}
+    text = "\n".join(_environment(pinned))
+    assert "CPU flags avx2 avx512f" in text and "pinned to AVX2 code (train.reproducible)" in text
+    text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": False, "pinned": False}}))
+    assert "the CPU's own" in text
+    assert "CPU arithmetic" not in "\n".join(_environment({"hardware": {}}))  # runs from before it was recorded

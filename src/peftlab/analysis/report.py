@@ -306,7 +306,18 @@ def _environment(provenance: dict) -> list[str]:
             f"- hardware: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
             + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
             + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
-            f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}", ""]
+            f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
+            *arithmetic_line(provenance.get("arithmetic")), ""]
+
+
+def arithmetic_line(arithmetic: dict | None) -> list[str]:
+    """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
+    if not arithmetic:
+        return []
+    if arithmetic.get("pinned"):
+        return ["- CPU arithmetic: pinned to AVX2 code (train.reproducible), the same on AVX2 and AVX-512 CPUs"]
+    return ["- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
+            "for the same seeds"]
 
 
 DEPLOYED = "metrics.merged_test_top1"
