@@ -51,5 +51,6 @@ def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     provenance = result["provenance"]
-    assert provenance["arithmetic"] == {"reproducible": True, "pinned": True, "switches": cpu.PINNED}
+    assert provenance["arithmetic"] == {"reproducible": True, "pinned": True, "switches": cpu.PINNED,
+                                        "quant_cpu_kernel": None}
     assert provenance["hardware"]["cpu_capability"] == "AVX2"

@@ -43,7 +43,8 @@ def pin_arithmetic() -> None:
     os.environ.update(PINNED)
 
 
-def arithmetic_record(reproducible: bool) -> dict:
-    """What provenance says about the arithmetic: asked for, pinned, and the switches as set."""
+def arithmetic_record(reproducible: bool, quant_cpu_kernel: str | None = None) -> dict:
+    """What provenance says about the arithmetic: pinning asked for, pinned, the switches as set, and
+    the 4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base)."""
     return {"reproducible": reproducible, "pinned": applies() and arithmetic_pinned(),
-            "switches": {name: os.environ.get(name) for name in PINNED}}
+            "switches": {name: os.environ.get(name) for name in PINNED}, "quant_cpu_kernel": quant_cpu_kernel}

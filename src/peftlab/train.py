@@ -572,7 +572,8 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     git_sha, git_dirty = provenance.git_state()
     state["provenance"] = {
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
-        "hardware": provenance.hardware(device), "arithmetic": arithmetic_record(tc.reproducible),
+        "hardware": provenance.hardware(device), "arithmetic": arithmetic_record(
+            tc.reproducible, cfg.quant.cpu_kernel if cfg.quant.mode in ("nf4", "fp4") else None),
         "threads": torch.get_num_threads(), "dtype": tc.precision,
         "tf32": tc.tf32 and device.type == "cuda", "fused_adamw": fused_adamw(tc.fused_adamw, device),
         "compile": state["compile"], "world_size": ranks.world_size,
