@@ -238,3 +238,12 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
     data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
     top1 = evaluate(model.eval(), data.test, 64, torch.device("cpu"), "fp32", "test")["top1"]
     assert top1 == result["metrics"]["merged_test_top1"]
+
+
+def test_adalora_that_would_prune_nothing_is_a_one_line_config_error():
+    """init_r == target_r crashed in PEFT's budget (kthvalue k out of range) at the first reallocation."""
+    from peftlab.config import load_config
+    from peftlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method.target_r=8 is invalid.*\[1, method.init_r - 1 = 7\].*method.name=lora"):
+        load_config(overrides={"method": {"name": "adalora", "init_r": 8, "target_r": 8}})

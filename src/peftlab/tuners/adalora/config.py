@@ -27,8 +27,9 @@ class AdaLoraMethodConfig(TargetsConfig):
     def __post_init__(self):
         super().__post_init__()
         check_field(self.init_r >= 1, "method.init_r", self.init_r, "an integer >= 1")
-        check_field(1 <= self.target_r <= self.init_r, "method.target_r", self.target_r,
-                    f"an integer in [1, method.init_r={self.init_r}]")
+        check_field(1 <= self.target_r < self.init_r, "method.target_r", self.target_r,
+                    f"an integer in [1, method.init_r - 1 = {self.init_r - 1}] (AdaLoRA prunes from init_r to "
+                    "target_r; to keep every rank, use method.name=lora)")
         check_steps(self.tinit, "method.tinit")
         check_steps(self.tfinal, "method.tfinal")
         check_field(self.deltaT >= 1, "method.deltaT", self.deltaT, "an integer >= 1")
