@@ -1,4 +1,4 @@
-"""The README's config-key section is generated from the dataclasses and must be current."""
+"""The config-key section of docs/configuration.md is generated from the dataclasses and must be current."""
 
 import dataclasses
 
@@ -10,14 +10,15 @@ from peftlab.tuners import TUNERS
 
 
 def readme_section() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "configuration.md").read_text()
     start, end = text.index(config_reference.BEGIN), text.index(config_reference.END)
     return text[start + len(config_reference.BEGIN) + 1:end]
 
 
 def test_readme_section_is_current():
     assert readme_section() == config_reference.reference(), (
-        "README's config keys are stale: run PYTHONPATH=src python -m peftlab.config_reference --write README.md")
+        "docs/configuration.md's config keys are stale: run PYTHONPATH=src python -m peftlab.config_reference --write "
+        "docs/configuration.md")
 
 
 def test_every_key_appears_with_its_default():

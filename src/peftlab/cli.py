@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--executor", choices=("local", "submitit", "ray"), default="local",
                    help="where runs execute: local worker processes (default), Slurm jobs through submitit, or Ray "
-                        "tasks; submitit and ray need a file system shared with the driver (see README)")
+                        "tasks; submitit and ray need a file system shared with the driver (see docs/studies.md)")
     p.add_argument("--slurm-cluster", choices=("slurm", "local"),
                    help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)")
     p.add_argument("--slurm-partition", help="submitit: Slurm partition (default: the cluster's)")
@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="print the resolved config")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("config-reference", help="every config key with its default and meaning (README's table)")
+    p = sub.add_parser("config-reference",
+                       help="every config key with its default and meaning (docs/configuration.md's table)")
     p.set_defaults(func=cmd_config_reference)
     return parser
 

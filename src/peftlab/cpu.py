@@ -6,7 +6,7 @@ versions that round differently, so one seed trains to other weights on the two 
 this project runs on (the MNIST base: 95.84% vs 95.38%). Each library reads an environment
 variable that caps it at AVX2 code, once, when it first runs: ``pin_arithmetic`` sets them
 before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretraining and a LoRA
-run gave the AVX2 machines' numbers exactly (see README, "Numbers across CPUs").
+run gave the AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs").
 
 This module never imports torch: it must run before torch is.
 """

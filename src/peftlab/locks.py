@@ -5,7 +5,7 @@ runs; the file also says who holds it (pid, host, command, since when), so a ref
 process can name the holder. The OS releases the lock of a process that dies, however it
 dies, so the lock of a dead holder is simply taken over. ``flock`` works between processes
 of one machine and on local file systems; on a shared file system across machines it depends
-on the file system (NFS v4 supports it; see the README's scale-out notes).
+on the file system (NFS v4 supports it; see docs/studies.md, "Executors").
 """
 
 from __future__ import annotations
