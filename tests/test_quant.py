@@ -228,11 +228,11 @@ def test_restore_layout_gives_back_the_codes_and_the_bf16_statistics(mode):
     """bitsandbytes' own inverse leaves a non-nested absmax transposed (5.6% weight error); ours does not."""
     from peftlab.quant import dequantized_weight, is_repacked, restore_layout
 
+    from peftlab.quant import quantized_linear
+
     torch.manual_seed(0)
-    layer = bnb.nn.Linear4bit(128, 64, compute_dtype=torch.float32, quant_type=mode[:3],
-                              compress_statistics=mode.endswith("dq"))
-    layer.load_state_dict(torch.nn.Linear(128, 64).state_dict())
-    layer = layer.to("cpu")
+    quant = load_config(overrides={"quant": MODES[mode]}).quant
+    layer = quantized_linear(torch.nn.Linear(128, 64), quant, torch.device("cpu"))  # as peftlab builds them
     codes, before = layer.weight.data.clone(), dequantized_weight(layer)
     bytes_before = {k: v.numel() * v.element_size() for k, v in layer.state_dict().items()}
     assert repack_by_hand(layer) == 1 and is_repacked(layer)
@@ -243,6 +243,11 @@ def test_restore_layout_gives_back_the_codes_and_the_bf16_statistics(mode):
     scale = before.abs().amax()
     assert (after - before).abs().max() <= 2 ** -7 * scale  # only the absmax's bf16 rounding
     assert {k: v.numel() * v.element_size() for k, v in layer.state_dict().items()} == bytes_before
+
+    repack_by_hand(layer)  # state_dict() itself restores it first (bitsandbytes' own inverse would not, exactly)
+    saved = layer.state_dict()
+    assert {k: v.numel() * v.element_size() for k, v in saved.items()} == bytes_before
+    assert torch.equal(saved["weight"], codes) and torch.equal(dequantized_weight(layer), after)
 
 
 @pytest.mark.parametrize("target", ["timm-qv-slices", "hf-vit"])

@@ -111,6 +111,7 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
         layer.weight = bnb.nn.Params4bit(weight.to("cpu", copy=True), requires_grad=False, quant_type=quant.mode,
                                          compress_statistics=quant.double_quant, module=layer)
         layer.support_avx512bf16_for_cpu = quant.cpu_kernel == "bnb"  # read by Linear4bit.forward
+        layer.register_state_dict_pre_hook(restore_layout_before_saving)  # before bnb's own (lossy) inverse
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
     return layer.to(device)
@@ -173,6 +174,13 @@ def restore_layout(model: nn.Module) -> None:
         if not nested:  # bitsandbytes leaves it (in/blocksize, out) in bf16: back to one value per block, in order
             state.absmax = state.absmax.T.reshape(-1).to(state.dtype).contiguous()
         layer.weight.data, layer.weight.quant_state = data, state
+
+
+def restore_layout_before_saving(layer: nn.Module, prefix: str, keep_vars: bool) -> None:
+    """A state-dict pre-hook: bitsandbytes' ``_save_to_state_dict`` would undo a repacking itself
+    and leave a non-nested absmax transposed in bf16 (checkpoints, exports, adapter files, byte
+    counts all call ``state_dict``)."""
+    restore_layout(layer)
 
 
 @contextlib.contextmanager
