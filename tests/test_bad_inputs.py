@@ -285,3 +285,26 @@ def test_fuzzed_configs_and_studies_are_one_line_errors_or_valid(tmp_path):
     print(f"\nissue 14 fuzz counts: {counts}")
     assert counts["tracebacks"] == 0 and counts["hangs"] == 0, (counts, failures)
     assert counts["one_line_errors"] > 250 and counts["valid"] > 20, counts  # the fuzzer reaches both outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# issue 26: control characters, regexes as they are used, special files and wrong kinds of paths
+
+
+@pytest.mark.parametrize("content", [b"seed: 1\n\x01\n", b"name: \"a\"\nseed: \x00\n", b"train: {lr: 1}\x1b\n"])
+def test_control_characters_in_a_config_or_study_are_one_line(tmp_path, content):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert_one_line_exit_2(*call_cli("validate", str(path)), "bad.yaml", "control character")
+    write_config(tmp_path, BASE, "base.yaml")
+    study = tmp_path / "study.yaml"
+    study.write_bytes(yaml.safe_dump(STUDY).encode() + content)
+    assert_one_line_exit_2(*call_cli("study", str(study), "--dry-run", "--study-dir", str(tmp_path / "out")),
+                           "study.yaml", "control character")
+
+
+def test_control_characters_in_an_override_are_one_line(tmp_path):
+    path = write_config(tmp_path, BASE)
+    assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=\x01"), "train.lr='\\x01' is invalid")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "name=a\x1bb"), "name='a\\x1bb' is invalid")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")

@@ -484,10 +484,16 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 def parse_yaml(text: str, where: str) -> Any:
     """``text`` as YAML with the limits of ``_Loader``; any problem is one ConfigError naming ``where``."""
-    loader = _Loader(text)
-    loader.where = where
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here, before parsing
+        loader.where = where
         return loader.get_single_data()
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character or "\0")
+        raise ConfigError(f"{where} is not valid YAML: line {line} holds the control character U+{code:04X}, which "
+                          "YAML does not allow") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -495,7 +501,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except (ValueError, RecursionError, MemoryError) as err:
         raise ConfigError(f"{where} cannot be read as YAML ({type(err).__name__})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def shown_path(path: str | Path, limit: int = 300) -> str:
