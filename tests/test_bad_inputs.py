@@ -308,3 +308,34 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=\x01"), "train.lr='\\x01' is invalid")
     assert_one_line_exit_2(*call_cli("validate", str(path), "name=a\x1bb"), "name='a\\x1bb' is invalid")
     assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("method.rank_pattern={'(?i)q': 4}", "still compiles inside"),  # a global flag once embedded
+    ("method.alpha_pattern={'(?s)q': 4}", "still compiles inside"),
+    ("quant.skip=['(?i)head']", "still compiles inside"),
+    ("method.target_modules=['(.*.*)*z']", "quantifier inside a quantified group"),  # catastrophic backtracking
+    ("method.target_modules=['(a|a)*b']", "alternation inside a quantified group"),
+    ("method.rank_pattern={'(blocks\\.\\d+)+q': 4}", "quantifier inside a quantified group"),
+    ("quant.skip=['(x+x+)+y']", "quantifier inside a quantified group"),
+    ("method.target_modules=['.*.*.*.*.*.*.*.*.*.*.*.*z']", "at most 4 quantifiers"),
+    ("method.target_modules=['(q)\\1']", "backreference"),
+    ("method.target_modules=['" + "q" * 300 + "']", "at most 256 characters"),
+])
+def test_regex_fields_are_checked_as_they_are_used_and_match_in_bounded_time(tmp_path, override, needle):
+    path = write_config(tmp_path, BASE)
+    start = time.perf_counter()
+    field_name = override.partition("=")[0]
+    assert_one_line_exit_2(*call_cli("validate", str(path), override), field_name, needle)
+    assert time.perf_counter() - start < 10
+
+
+def test_regexes_that_module_names_need_stay_valid():
+    from peftlab.config import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
+    from peftlab.tuners.lora.config import HF_PRESETS, TIMM_PRESETS
+
+    patterns = [p for presets in (TIMM_PRESETS, HF_PRESETS) for group in presets.values() for p in group]
+    patterns += ["head", "patch_embed.*", r"blocks\.(0|1)\.attn\..*", "(?i:Q)", r"blocks\.[0-5]\.mlp\.fc\d"]
+    for pattern in patterns:
+        for form in (WHOLE_NAME, NAME_SUFFIX, NAME_COMPONENTS):
+            check_regex("f", pattern, form)
