@@ -339,3 +339,39 @@ def test_regexes_that_module_names_need_stay_valid():
     for pattern in patterns:
         for form in (WHOLE_NAME, NAME_SUFFIX, NAME_COMPONENTS):
             check_regex("f", pattern, form)
+
+
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="/proc/kmsg is not readable here")
+def test_a_proc_file_that_waits_for_data_is_one_line_not_a_hang():
+    status, stderr = call_cli("validate", "/proc/kmsg")  # a "regular file" whose read blocks
+    assert status is not None, "validate /proc/kmsg hung"
+    assert status == 2 and stderr.count("\n") == 1 and "/proc/kmsg" in stderr, stderr
+
+
+RUN_DIR_CASES = {
+    "a-file": lambda d: d.write_text("x"),
+    "checkpoint-a-file": lambda d: (d.mkdir(), (d / "checkpoint").write_text("x")),
+    "last.pt-a-directory": lambda d: (d / "checkpoint" / "last.pt").mkdir(parents=True),
+    "lock-a-directory": lambda d: (d / ".lock").mkdir(parents=True),
+    "monitors-a-fifo": lambda d: (d.mkdir(), os.mkfifo(d / "monitors.jsonl")),
+    "result-a-device": lambda d: (d.mkdir(), (d / "result.json").symlink_to("/dev/null")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_DIR_CASES))
+def test_a_run_directory_or_entry_of_the_wrong_kind_is_one_line(tmp_path, case):
+    path = write_config(tmp_path, BASE)
+    run_dir = tmp_path / "run"
+    RUN_DIR_CASES[case](run_dir)
+    needle = "run directory" if case == "a-file" else "run directory entry"
+    assert_one_line_exit_2(*call_cli("train", str(path), "--run-dir", str(run_dir), "--quiet"), needle,
+                           "expected a")
+
+
+@pytest.mark.parametrize("run_dir, needle", [("/dev/null", "is a character device"),
+                                             ("/proc/self", "cannot hold peftlab's files")])
+def test_a_run_or_study_directory_that_is_a_device_or_under_proc_is_one_line(tmp_path, run_dir, needle):
+    path = write_config(tmp_path, BASE, "base.yaml")
+    assert_one_line_exit_2(*call_cli("train", str(path), "--run-dir", run_dir, "--quiet"), run_dir, needle)
+    study = write_config(tmp_path, STUDY, "study.yaml")
+    assert_one_line_exit_2(*call_cli("study", str(study), "--study-dir", run_dir, "--quiet"), run_dir, needle)

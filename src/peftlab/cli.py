@@ -15,11 +15,10 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from peftlab.errors import Interrupted, UserError, stop_on_sigterm
+from peftlab.errors import STORAGE_ERRORS, Interrupted, UserError, stop_on_sigterm
 from peftlab.libraries import quiet_libraries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.errors import ConfigError
+from peftlab.files import read_regular_file
+from peftlab.files import shown as shown_file
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -561,8 +563,7 @@ def parse_yaml(text: str, where: str) -> Any:
 
 def shown_path(path: str | Path, limit: int = 300) -> str:
     """``path`` as an error message shows it: whole up to ``limit`` characters, else its two ends."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]} ({len(text):,} characters)"
+    return shown_file(path, limit)
 
 
 def read_text_file(path: str | Path, what: str = "config file") -> str:
@@ -588,25 +589,26 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     if info.st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
+        raw = read_regular_file(path, MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{what} {shown} cannot be read: {err.strerror}") from None
+    if raw is None:
+        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected a YAML file")
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has more than {MAX_FILE_BYTES:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
+        raise ConfigError(f"{what} {shown} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    data = parse_yaml(read_text_file(path), f"config file {path}")
+    data = parse_yaml(read_text_file(path), f"config file {shown_path(path)}")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"config file {shown_path(path)} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 

@@ -41,7 +41,8 @@ from peftlab.data.loading import BatchLoader
 from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.export import write_peft_adapter
 from peftlab.libraries import LIBRARY_LOG, logged_to
-from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
+from peftlab.files import (check_run_dir, kill_point, one_line, read_json, remove_temporaries, write_atomic,
+                           write_json_atomic)
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
@@ -383,6 +384,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
     """
     run_dir = Path(run_dir)
+    check_run_dir(run_dir)  # a file, a device, or entries of the wrong kind (a FIFO, a directory): one line
     ranks = distributed.from_environment()  # torchrun: one of several processes training this run
     try:
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
