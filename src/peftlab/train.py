@@ -593,6 +593,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     best_val, bad_epochs, images_seen = -1.0, 0, 0
     saved = ckpt.load_checkpoint(state.get("resume_dir", ckpt_dir))  # checked: one line if unusable
     if saved is not None:
+        ckpt.check_fits(saved, state.get("resume_dir", ckpt_dir), total_steps=total_steps, epochs=tc.epochs,
+                        batches_per_epoch=batches_per_epoch, grad_accum=tc.grad_accum, batch_size=tc.batch_size,
+                        optimizer=optimizer, scheduler=scheduler, scaler=scaler)  # counters that lie: one line
         try:
             tuner.load_trainable_state_dict(saved["trainable"])
             tuner.load_state_dict(ckpt.to_device(saved["tuner"], device))
