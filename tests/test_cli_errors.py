@@ -132,3 +132,26 @@ def test_params_counts_a_run_config_and_the_same_model_given_by_options():
     assert counts["num_classes"] == 10 and counts["trainable"] == 17_674  # the default study's LoRA r=8
     wrong = run_cli("params", "vit_tiny_patch16_224", "method.r=4")
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "go with a run config" in wrong.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--repeats", "0"], "argument --repeats: 0 is invalid: expected an integer >= 1"),
+    (["--batch", "0"], "argument --batch: 0 is invalid"),
+    (["--batch", "-1"], "argument --batch: -1 is invalid"),
+    (["--batch", "x"], "argument --batch: 'x' is not an integer"),
+    (["--large-steps", "0"], "argument --large-steps"),
+    (["--num-workers", "-1"], "expected an integer >= 0"),
+    (["--dtype", "fp8"], "invalid choice"),
+])
+def test_bad_bench_arguments_are_one_line_at_parsing(args, needle):
+    assert_one_line_exit_2(run_cli("bench", *args, timeout=120), needle, "peftlab bench --help")  # before: a bench ran
+
+
+@pytest.mark.parametrize("method", ["full", "linear", "lora", "adalora", "adaptive", "qalora"])
+def test_params_counts_every_method(method):
+    """Counted on the meta device: a method's own bookkeeping (adaptive's rank masks) must not be meta."""
+    proc = run_cli("params", "vit_tiny_patch16_224", "--img-size", "32", "--patch-size", "8", "--depth", "2",
+                   "--embed-dim", "64", "--num-heads", "2", "--num-classes", "10", "--method", method, "--json")
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)
+    assert counts["method"] == method and 0 < counts["trainable"] <= counts["total"]
