@@ -285,3 +285,93 @@ def test_fuzzed_configs_and_studies_are_one_line_errors_or_valid(tmp_path):
     print(f"\nissue 14 fuzz counts: {counts}")
     assert counts["tracebacks"] == 0 and counts["hangs"] == 0, (counts, failures)
     assert counts["one_line_errors"] > 250 and counts["valid"] > 20, counts  # the fuzzer reaches both outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# issue 26: control characters, regexes as they are used, special files and wrong kinds of paths
+
+
+@pytest.mark.parametrize("content", [b"seed: 1\n\x01\n", b"name: \"a\"\nseed: \x00\n", b"train: {lr: 1}\x1b\n"])
+def test_control_characters_in_a_config_or_study_are_one_line(tmp_path, content):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert_one_line_exit_2(*call_cli("validate", str(path)), "bad.yaml", "control character")
+    write_config(tmp_path, BASE, "base.yaml")
+    study = tmp_path / "study.yaml"
+    study.write_bytes(yaml.safe_dump(STUDY).encode() + content)
+    assert_one_line_exit_2(*call_cli("study", str(study), "--dry-run", "--study-dir", str(tmp_path / "out")),
+                           "study.yaml", "control character")
+
+
+def test_control_characters_in_an_override_are_one_line(tmp_path):
+    path = write_config(tmp_path, BASE)
+    assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=\x01"), "train.lr='\\x01' is invalid")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "name=a\x1bb"), "name='a\\x1bb' is invalid")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("method.rank_pattern={'(?i)q': 4}", "still compiles inside"),  # a global flag once embedded
+    ("method.alpha_pattern={'(?s)q': 4}", "still compiles inside"),
+    ("quant.skip=['(?i)head']", "still compiles inside"),
+    ("method.target_modules=['(.*.*)*z']", "quantifier inside a quantified group"),  # catastrophic backtracking
+    ("method.target_modules=['(a|a)*b']", "alternation inside a quantified group"),
+    ("method.rank_pattern={'(blocks\\.\\d+)+q': 4}", "quantifier inside a quantified group"),
+    ("quant.skip=['(x+x+)+y']", "quantifier inside a quantified group"),
+    ("method.target_modules=['.*.*.*.*.*.*.*.*.*.*.*.*z']", "at most 4 quantifiers"),
+    ("method.target_modules=['(q)\\1']", "backreference"),
+    ("method.target_modules=['" + "q" * 300 + "']", "at most 256 characters"),
+])
+def test_regex_fields_are_checked_as_they_are_used_and_match_in_bounded_time(tmp_path, override, needle):
+    path = write_config(tmp_path, BASE)
+    start = time.perf_counter()
+    field_name = override.partition("=")[0]
+    assert_one_line_exit_2(*call_cli("validate", str(path), override), field_name, needle)
+    assert time.perf_counter() - start < 10
+
+
+def test_regexes_that_module_names_need_stay_valid():
+    from peftlab.config import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
+    from peftlab.tuners.lora.config import HF_PRESETS, TIMM_PRESETS
+
+    patterns = [p for presets in (TIMM_PRESETS, HF_PRESETS) for group in presets.values() for p in group]
+    patterns += ["head", "patch_embed.*", r"blocks\.(0|1)\.attn\..*", "(?i:Q)", r"blocks\.[0-5]\.mlp\.fc\d"]
+    for pattern in patterns:
+        for form in (WHOLE_NAME, NAME_SUFFIX, NAME_COMPONENTS):
+            check_regex("f", pattern, form)
+
+
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="/proc/kmsg is not readable here")
+def test_a_proc_file_that_waits_for_data_is_one_line_not_a_hang():
+    status, stderr = call_cli("validate", "/proc/kmsg")  # a "regular file" whose read blocks
+    assert status is not None, "validate /proc/kmsg hung"
+    assert status == 2 and stderr.count("\n") == 1 and "/proc/kmsg" in stderr, stderr
+
+
+RUN_DIR_CASES = {
+    "a-file": lambda d: d.write_text("x"),
+    "checkpoint-a-file": lambda d: (d.mkdir(), (d / "checkpoint").write_text("x")),
+    "last.pt-a-directory": lambda d: (d / "checkpoint" / "last.pt").mkdir(parents=True),
+    "lock-a-directory": lambda d: (d / ".lock").mkdir(parents=True),
+    "monitors-a-fifo": lambda d: (d.mkdir(), os.mkfifo(d / "monitors.jsonl")),
+    "result-a-device": lambda d: (d.mkdir(), (d / "result.json").symlink_to("/dev/null")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_DIR_CASES))
+def test_a_run_directory_or_entry_of_the_wrong_kind_is_one_line(tmp_path, case):
+    path = write_config(tmp_path, BASE)
+    run_dir = tmp_path / "run"
+    RUN_DIR_CASES[case](run_dir)
+    needle = "run directory" if case == "a-file" else "run directory entry"
+    assert_one_line_exit_2(*call_cli("train", str(path), "--run-dir", str(run_dir), "--quiet"), needle,
+                           "expected a")
+
+
+@pytest.mark.parametrize("run_dir, needle", [("/dev/null", "is a character device"),
+                                             ("/proc/self", "cannot hold peftlab's files")])
+def test_a_run_or_study_directory_that_is_a_device_or_under_proc_is_one_line(tmp_path, run_dir, needle):
+    path = write_config(tmp_path, BASE, "base.yaml")
+    assert_one_line_exit_2(*call_cli("train", str(path), "--run-dir", run_dir, "--quiet"), run_dir, needle)
+    study = write_config(tmp_path, STUDY, "study.yaml")
+    assert_one_line_exit_2(*call_cli("study", str(study), "--study-dir", run_dir, "--quiet"), run_dir, needle)

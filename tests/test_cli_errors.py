@@ -132,3 +132,66 @@ def test_params_counts_a_run_config_and_the_same_model_given_by_options():
     assert counts["num_classes"] == 10 and counts["trainable"] == 17_674  # the default study's LoRA r=8
     wrong = run_cli("params", "vit_tiny_patch16_224", "method.r=4")
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "go with a run config" in wrong.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--repeats", "0"], "argument --repeats: 0 is invalid: expected an integer >= 1"),
+    (["--batch", "0"], "argument --batch: 0 is invalid"),
+    (["--batch", "-1"], "argument --batch: -1 is invalid"),
+    (["--batch", "x"], "argument --batch: 'x' is not an integer"),
+    (["--large-steps", "0"], "argument --large-steps"),
+    (["--num-workers", "-1"], "expected an integer >= 0"),
+    (["--dtype", "fp8"], "invalid choice"),
+])
+def test_bad_bench_arguments_are_one_line_at_parsing(args, needle):
+    assert_one_line_exit_2(run_cli("bench", *args, timeout=120), needle, "peftlab bench --help")  # before: a bench ran
+
+
+@pytest.mark.parametrize("method", ["full", "linear", "lora", "adalora", "adaptive", "qalora"])
+def test_params_counts_every_method(method):
+    """Counted on the meta device: a method's own bookkeeping (adaptive's rank masks) must not be meta."""
+    proc = run_cli("params", "vit_tiny_patch16_224", "--img-size", "32", "--patch-size", "8", "--depth", "2",
+                   "--embed-dim", "64", "--num-heads", "2", "--num-classes", "10", "--method", method, "--json")
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)
+    assert counts["method"] == method and 0 < counts["trainable"] <= counts["total"]
+
+
+def completed_run(tmp_path, **result_changes):
+    """A run directory as export reads it (config.yaml, result.json), with ``result_changes`` laid over."""
+    from peftlab.config import dump_config, load_config, to_dict
+    from testkit import TINY_MODEL
+
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    result = {"status": "completed", "step": 2, "config": to_dict(cfg),
+              "provenance": {"data": {"num_classes": 10}}, **result_changes}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return run_dir
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ({"step": None}, "its step is None"),
+    ({"step": "2"}, "its step is '2'"),
+    ({"config": [1, 2]}, "its config is [1, 2]"),
+    ({"config": {"method": "lora"}}, "a mapping with a method section"),
+    ({"provenance": {"data": {"num_classes": 2**31}}}, "number of classes"),
+    ({"provenance": {"data": {"num_classes": 2**31 - 1}}}, "GiB"),  # refused from the meta count, not allocated
+])
+def test_export_of_a_damaged_result_is_one_line_before_anything_is_built(tmp_path, damage, needle):
+    run_dir = completed_run(tmp_path, **damage)
+    proc = run_cli("export", str(run_dir), "--merged", str(tmp_path / "out.safetensors"))
+    assert_one_line_exit_2(proc, needle)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("out, needle", [("/proc/merged.safetensors", "cannot be written"),
+                                         ("/proc/self/merged.safetensors", "cannot be written"),
+                                         ("/dev/null", "is a character device")])
+def test_export_into_proc_or_over_a_device_is_one_line(tmp_path, out, needle):
+    run_dir = completed_run(tmp_path)
+    assert_one_line_exit_2(run_cli("export", str(run_dir), "--merged", out), out, needle)
+    assert_one_line_exit_2(run_cli("export", str(run_dir), "--peft", "/proc/adapter"), "/proc/adapter",
+                           "cannot be written")

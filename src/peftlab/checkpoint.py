@@ -6,6 +6,8 @@ truncated file, a string step, NaN weights) is a one-line ``CheckpointError``.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from pathlib import Path
 
@@ -20,6 +22,7 @@ CHECKPOINT_NAME = "last.pt"
 FIELDS = {"trainable": dict, "tuner": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
           "step": int, "epoch": int, "next_batch": int, "bad_epochs": int, "images_seen": int,
           "best_val": (int, float), "train_seconds": (int, float)}
+OPTIONAL_FIELDS = {"val_seconds": (int, float), "log_lines": dict}
 
 
 def rng_state() -> dict:
@@ -54,6 +57,8 @@ def load_checkpoint(directory: str | Path) -> dict | None:
     """The checkpoint in ``directory`` (None when there is none), checked for what a resume reads."""
     path = Path(directory) / CHECKPOINT_NAME
     if not path.is_file():
+        if os.path.lexists(path):  # a directory, a FIFO, a link to nothing: not a checkpoint to skip silently
+            raise CheckpointError(path, "it is not a regular file")
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -65,12 +70,145 @@ def load_checkpoint(directory: str | Path) -> dict | None:
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise CheckpointError(path, f"its {key!r} is {type(state.get(key)).__name__}, expected "
                                         f"{getattr(kind, '__name__', 'a number')}")
+    for key, kind in OPTIONAL_FIELDS.items():  # absent in checkpoints from before they were kept
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise CheckpointError(path, f"its {key!r} is {type(state[key]).__name__}, expected "
+                                        f"{getattr(kind, '__name__', 'a number')}")
     if min(state[k] for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen")) < 0:
         raise CheckpointError(path, "it holds a negative step, epoch or position")
+    for key in ("train_seconds", "val_seconds"):
+        if not 0 <= state.get(key, 0) < math.inf:  # NaN fails both comparisons
+            raise CheckpointError(path, f"its {key!r} is {state[key]!r}, expected a finite number >= 0")
+    if not (state["best_val"] == -1 or 0 <= state["best_val"] <= 1):  # -1: no evaluation yet; else top-1
+        raise CheckpointError(path, f"its 'best_val' is {state['best_val']!r}, expected -1 or an accuracy in [0, 1]")
+    lines = state.get("log_lines", {})
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for k, v in lines.items()):
+        raise CheckpointError(path, "its 'log_lines' is not a mapping of file names to line counts >= 0")
     for name, tensor in state["trainable"].items():
         if not isinstance(tensor, torch.Tensor) or not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(path, f"its trainable weight {name!r} is not a finite tensor")
+    problem = rng_problem(state["rng"])
+    if problem:
+        raise CheckpointError(path, f"its random generator state is damaged ({problem})")
     return state
+
+
+def rng_problem(state: dict) -> str | None:
+    """What is wrong with an ``rng_state()`` read back (None: nothing): ``set_rng_state`` would crash on it."""
+    python = state.get("python")
+    if not (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
+            and len(python[1]) == 625 and all(type(x) is int for x in python[1])):
+        return "'python' is not Python's random state"
+    numpy = state.get("numpy")
+    if not isinstance(numpy, dict):
+        return "'numpy' is not a mapping"
+    keys = numpy.get("keys")
+    if not (isinstance(keys, torch.Tensor) and keys.dtype == torch.int64 and tuple(keys.shape) == (624,)):
+        return "'numpy' keys are not 624 int64 values"
+    if not (type(numpy.get("pos")) is int and 0 <= numpy["pos"] <= 624 and numpy.get("has_gauss") in (0, 1)
+            and type(numpy.get("cached_gaussian")) is float and math.isfinite(numpy["cached_gaussian"])):
+        return "'numpy' pos, has_gauss or cached_gaussian is out of range"
+    cuda = state.get("cuda", [])
+    generators = [state.get("torch"), *(cuda if isinstance(cuda, (list, tuple)) else [cuda])]
+    if not all(isinstance(g, torch.Tensor) and g.dtype == torch.uint8 and g.dim() == 1 for g in generators):
+        return "'torch' or 'cuda' is not a generator state (a 1-D uint8 tensor)"
+    return None
+
+
+def check_fits(state: dict, directory: str | Path, *, total_steps: int, epochs: int, batches_per_epoch: int,
+               grad_accum: int, batch_size: int, optimizer: torch.optim.Optimizer, scheduler, scaler) -> None:
+    """A CheckpointError unless a loaded checkpoint (``load_checkpoint``) fits the run that resumes from
+    it: counters in range and consistent with each other (a checkpoint whose counters lie would
+    train the wrong steps and end "completed" with wrong results), and optimizer, schedule and
+    scaler states of the shapes and types of the run's own (else the first step crashes).
+    """
+    path = Path(directory) / CHECKPOINT_NAME
+    step, epoch, next_batch = state["step"], state["epoch"], state["next_batch"]
+    steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
+    for key, value, most in (("step", step, total_steps), ("epoch", epoch, epochs),
+                             ("next_batch", next_batch, batches_per_epoch if epoch < epochs else 0),
+                             ("bad_epochs", state["bad_epochs"], epoch),
+                             ("images_seen", state["images_seen"], step * grad_accum * batch_size)):
+        if value > most:
+            raise CheckpointError(path, f"its {key!r} is {value}, beyond this run's {most}")
+    # each step takes grad_accum batches of an epoch; the run stops after total_steps
+    expected = min(epoch * steps_per_epoch + math.ceil(next_batch / grad_accum), total_steps)
+    if step != expected:
+        raise CheckpointError(path, f"its 'step' {step} does not follow from epoch {epoch} and next_batch "
+                                    f"{next_batch} (expected {expected})")
+    problem = (optimizer_problem(state["optimizer"], optimizer, step)
+               or like_problem(state["scheduler"], scheduler.state_dict(), "scheduler")
+               or like_problem(state["scaler"], scaler.state_dict(), "scaler"))
+    if problem is None and state["scheduler"].get("last_epoch", step) != step:
+        problem = f"the scheduler is at step {state['scheduler']['last_epoch']}, the run at {step}"
+    if problem:
+        raise CheckpointError(path, f"it does not fit this run ({problem})")
+
+
+def like_problem(saved, live, where: str) -> str | None:
+    """What makes ``saved`` unlike ``live`` (None: nothing): keys the live state does not have, lists
+    of another length, values of another type, numbers that are not finite and >= 0."""
+    if isinstance(live, dict):
+        if not isinstance(saved, dict):
+            return f"{where} is {type(saved).__name__}, expected a mapping"
+        foreign = [k for k in saved if k not in live]
+        if foreign:
+            return f"{where} has the foreign key {str(foreign[0])[:40]!r}"
+        return next((p for k in saved if (p := like_problem(saved[k], live[k], f"{where}.{k}"))), None)
+    if isinstance(live, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(live):
+            return f"{where} is not a list of {len(live)}"
+        return next((p for i, (s, v) in enumerate(zip(saved, live)) if (p := like_problem(s, v, f"{where}[{i}]"))),
+                    None)
+    if live is None or isinstance(live, bool):  # flags (AdamW's fused, foreach) may differ between devices
+        return None if saved is None or isinstance(saved, bool) else f"{where} is {saved!r}, expected a flag"
+    if isinstance(live, (int, float)):
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not 0 <= saved < math.inf:
+            return f"{where} is {str(saved)[:40]!r}, expected a finite number >= 0"
+        return None
+    if isinstance(live, torch.Tensor):
+        ok = isinstance(saved, torch.Tensor) and saved.shape == live.shape
+        return None if ok else f"{where} is not a tensor of shape {tuple(live.shape)}"
+    return None if type(saved) is type(live) else f"{where} is {type(saved).__name__}, expected {type(live).__name__}"
+
+
+def optimizer_problem(saved: dict, optimizer: torch.optim.Optimizer, step: int) -> str | None:
+    """What makes a saved optimizer state unfit for ``optimizer`` (None: nothing): its groups' settings
+    (like ``like_problem``), and per parameter moments of the parameter's shape, finite, a second
+    moment >= 0 and a step count <= the run's."""
+    live = optimizer.state_dict()
+    if not isinstance(saved.get("state"), dict) or not isinstance(saved.get("param_groups"), list):
+        return "the optimizer state has no 'state' and 'param_groups'"
+    groups = saved["param_groups"]
+    if len(groups) != len(live["param_groups"]):
+        return f"the optimizer has {len(groups)} parameter groups, this run {len(live['param_groups'])}"
+    params = {}  # saved parameter id -> the run's parameter
+    for i, (group, own, params_now) in enumerate(zip(groups, live["param_groups"], optimizer.param_groups)):
+        settings = {k: v for k, v in group.items() if k != "params"} if isinstance(group, dict) else group
+        problem = like_problem(settings, {k: v for k, v in own.items() if k != "params"}, f"optimizer group {i}")
+        if problem:
+            return problem
+        ids = group.get("params")
+        if not isinstance(ids, list) or len(ids) != len(params_now["params"]):
+            return f"optimizer group {i} does not hold {len(params_now['params'])} parameters"
+        params.update(zip(ids, params_now["params"]))
+    for key, values in saved["state"].items():
+        param = params.get(key) if not isinstance(key, bool) and isinstance(key, (int, str)) else None
+        if param is None or not isinstance(values, dict):
+            return f"the optimizer state of parameter {str(key)[:40]!r} belongs to no parameter of this run"
+        for name, value in values.items():
+            if not isinstance(value, torch.Tensor) or not bool(torch.isfinite(value).all()):
+                return f"the optimizer's {name!r} of parameter {key} is not a finite tensor"
+            if value.dim() == 0:  # AdamW's step count
+                if not 0 <= float(value) <= step:
+                    return f"the optimizer's {name!r} of parameter {key} is {float(value)}, the run's step {step}"
+            elif value.shape != param.shape:
+                return (f"the optimizer's {name!r} of parameter {key} has shape {tuple(value.shape)}, the parameter "
+                        f"{tuple(param.shape)}")
+            elif name.endswith("_sq") and bool((value < 0).any()):
+                return f"the optimizer's {name!r} of parameter {key} has negative values"
+    return None
 
 
 def to_device(state, device: torch.device):

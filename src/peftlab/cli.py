@@ -16,11 +16,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from peftlab.cpu import pin_arithmetic
-from peftlab.errors import Interrupted, UserError, stop_on_sigterm
+from peftlab.errors import STORAGE_ERRORS, Interrupted, UserError, stop_on_sigterm
 from peftlab.libraries import quiet_libraries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 
@@ -331,10 +330,31 @@ def cmd_config_reference(args) -> int:
     return 0
 
 
+def at_least(least: int):
+    """An argparse type: an integer >= ``least``; anything else is argparse's one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: expected an integer >= {least}")
+        return value
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a wrong argument as one line (not the usage and a line) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"peftlab: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from peftlab import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="peftlab", description="Parameter-efficient fine-tuning studies of vision transformers: train runs and "
         "whole studies (resumable), then compare them with statistics, figures, LaTeX tables and a paper.",
         epilog="Each command has its own --help, e.g. peftlab study --help.")
@@ -410,22 +430,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
-    p.add_argument("--img-size", type=int, help="default: the model's own")
-    p.add_argument("--batch", type=int, default=32, help="batch size of the timed steps (default 32)")
+    p.add_argument("--img-size", type=at_least(1), help="default: the model's own")
+    p.add_argument("--batch", type=at_least(1), default=32, help="batch size of the timed steps (default 32)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved timed repetitions (after warm-up)")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="interleaved timed repetitions (after warm-up)")
     p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
     p.add_argument("--large-model", default="vit_large_patch16_224",
                    help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
-    p.add_argument("--large-steps", type=int, default=2, help="P3b: training steps per method")
+    p.add_argument("--large-steps", type=at_least(1), default=2, help="P3b: training steps per method")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument("--only", choices=("data", "precision"), help="measure one figure: data (the data path / a deit_tiny "
                    "step) or precision (bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference)")
-    p.add_argument("--num-workers", type=int, help="data figure: decoding processes (default: chosen for the device)")
-    p.add_argument("--data-images", type=int, default=512, help="data figure: JPEGs (256 px) per epoch (default 512)")
+    p.add_argument("--num-workers", type=at_least(0),
+                   help="data figure: decoding processes (default: chosen for the device)")
+    p.add_argument("--data-images", type=at_least(1), default=512,
+                   help="data figure: JPEGs (256 px) per epoch (default 512)")
     p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.errors import ConfigError
+from peftlab.files import read_regular_file
+from peftlab.files import shown as shown_file
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -172,12 +174,66 @@ def check_dataset_name(name: str) -> None:
     check_field(name in DATASET_NAMES, "data.name", name, "one of " + ", ".join(DATASET_NAMES))
 
 
-def check_regex(field_name: str, pattern: str) -> None:
-    """A ConfigError naming ``field_name`` when ``pattern`` is not a valid regular expression."""
+# How the regex fields are matched against module names: each pattern is checked in that form.
+WHOLE_NAME = "{}"  # re.fullmatch(pattern, name): method.target_modules
+NAME_SUFFIX = r"(.*\.)?({})$"  # PEFT's rule for method.rank_pattern / alpha_pattern keys (re.match)
+NAME_COMPONENTS = r"(.*\.)?({})(\..*)?"  # quant.skip: whole dot-separated components (re.fullmatch)
+MAX_PATTERN_CHARS = 256
+# Module names are short (under 100 characters), so a pattern with a few unnested quantifiers
+# matches in well under a second in the worst case; nested ones can take forever ("(.*.*)*z").
+MAX_PATTERN_REPEATS = 4
+
+
+def _repeats(parsed, nested: bool = False) -> int:
+    """The quantifiers (other than ``?``) in a pattern parsed by ``re._parser``; a ValueError naming
+    what makes matching slow or changes meaning inside a larger pattern."""
+    count = 0
+    for op, arg in parsed:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            loops = arg[1] > 1
+            if loops and nested:
+                raise ValueError("a quantifier inside a quantified group (nested quantifiers can take exponential "
+                                 "time)")
+            count += loops + _repeats(arg[2], nested or loops)
+        elif name == "BRANCH":
+            if nested:
+                raise ValueError("an alternation inside a quantified group (it can take exponential time)")
+            count += sum(_repeats(branch, nested) for branch in arg[1])
+        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+            raise ValueError("a backreference (group numbers change when the pattern is embedded)")
+        elif name == "SUBPATTERN":
+            count += _repeats(arg[3], nested)
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            count += _repeats(arg[1], nested)
+        elif name == "ATOMIC_GROUP":
+            count += _repeats(arg, nested)
+    return count
+
+
+def check_regex(field_name: str, pattern: str, form: str = WHOLE_NAME) -> None:
+    """A ConfigError naming ``field_name`` unless ``pattern`` compiles as it is used (``form`` with
+    the pattern in place of ``{}``) and matches a module name in bounded time: at most
+    ``MAX_PATTERN_CHARS`` characters and ``MAX_PATTERN_REPEATS`` quantifiers, none nested."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        fail_field(field_name, pattern, f"a regular expression of at most {MAX_PATTERN_CHARS} characters")
     try:
         re.compile(pattern)
-    except re.error as err:
+    except (re.error, RecursionError, OverflowError) as err:
         fail_field(field_name, pattern, f"a valid regular expression ({err})")
+    used = form.replace("{}", pattern)
+    try:
+        re.compile(used)
+    except (re.error, RecursionError, OverflowError) as err:
+        fail_field(field_name, pattern, f"a regular expression that still compiles inside {form} ({err}); a flag "
+                                        "goes in a group, (?i:...), not at the start")
+    try:
+        repeats = _repeats(re._parser.parse(pattern))
+    except ValueError as err:
+        fail_field(field_name, pattern, f"a regular expression without {err}")
+    if repeats > MAX_PATTERN_REPEATS:
+        fail_field(field_name, pattern, f"a regular expression with at most {MAX_PATTERN_REPEATS} quantifiers "
+                                        f"(*, +, {{m,n}}); it has {repeats}")
 
 
 @dataclass(frozen=True)
@@ -203,7 +259,7 @@ class QuantConfig:
         check_field(self.group_size is None, "quant.group_size", self.group_size,
                     "null (QA-LoRA's group size is method.group_size, with method.name: qalora)")
         for pattern in self.skip:
-            check_regex("quant.skip", pattern)
+            check_regex("quant.skip", pattern, NAME_COMPONENTS)
         check_field(self.cpu_kernel == "reference" or self.mode in ("nf4", "fp4"), "quant.cpu_kernel",
                     self.cpu_kernel, "'reference' unless quant.mode is nf4 or fp4 (the bnb kernel is 4-bit only)")
 
@@ -487,10 +543,16 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 def parse_yaml(text: str, where: str) -> Any:
     """``text`` as YAML with the limits of ``_Loader``; any problem is one ConfigError naming ``where``."""
-    loader = _Loader(text)
-    loader.where = where
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here, before parsing
+        loader.where = where
         return loader.get_single_data()
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character or "\0")
+        raise ConfigError(f"{where} is not valid YAML: line {line} holds the control character U+{code:04X}, which "
+                          "YAML does not allow") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -498,13 +560,13 @@ def parse_yaml(text: str, where: str) -> Any:
     except (ValueError, RecursionError, MemoryError) as err:
         raise ConfigError(f"{where} cannot be read as YAML ({type(err).__name__})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def shown_path(path: str | Path, limit: int = 300) -> str:
     """``path`` as an error message shows it: whole up to ``limit`` characters, else its two ends."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]} ({len(text):,} characters)"
+    return shown_file(path, limit)
 
 
 def read_text_file(path: str | Path, what: str = "config file") -> str:
@@ -530,25 +592,26 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     if info.st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
+        raw = read_regular_file(path, MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{what} {shown} cannot be read: {err.strerror}") from None
+    if raw is None:
+        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected a YAML file")
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has more than {MAX_FILE_BYTES:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
+        raise ConfigError(f"{what} {shown} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    data = parse_yaml(read_text_file(path), f"config file {path}")
+    data = parse_yaml(read_text_file(path), f"config file {shown_path(path)}")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"config file {shown_path(path)} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 

@@ -3,7 +3,11 @@
 And interruptions (Ctrl-C, SIGTERM), which stop a run so that the same command resumes it.
 """
 
+import errno
 import signal
+
+# OSError numbers that are the user's to fix (a full disk, a read-only or forbidden directory): one line
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UserError(Exception):

@@ -27,9 +27,9 @@ import torch
 from safetensors.torch import save_file
 
 from peftlab.backbones import read_safetensors
-from peftlab.config import dump_config, load_config
+from peftlab.config import MAX_INT, dump_config, load_config, shown
 from peftlab.errors import UserError, WeightsError
-from peftlab.files import one_line, read_json, write_atomic
+from peftlab.files import check_output, one_line, read_json, write_atomic
 
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
@@ -52,6 +52,7 @@ def write_peft_adapter(tuner, out_dir: Path) -> bool:
 
 def export_peft(run_dir: Path, out_dir: Path) -> Path:
     """A finished run's adapter in PEFT's format (for runs trained before the run directory held it)."""
+    check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
     if not write_peft_adapter(tuner, Path(out_dir)):
         raise UserError(f"run {run_dir} used method {tuner.name!r}, which PEFT cannot load (lora, adalora and "
@@ -62,19 +63,20 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
     from peftlab.backbones import build_backbone
+    from peftlab.params import check_model_size
     from peftlab.train import seed_everything
     from peftlab.tuners import apply_tuner
     from peftlab.tuners.base import TunerContext
 
-    result = read_json(run_dir / "result.json")
-    if result is None or result.get("status") != "completed":
-        raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
+    result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
-    if (result.get("config") or {}).get("method", {}).get("name") != cfg.method.name:
+    if result["config"]["method"].get("name") != cfg.method.name:
         raise WeightsError(f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not "
                            f"{cfg.method.name!r}")
+    num_classes = num_classes_of(cfg, result, run_dir)
+    check_model_size(cfg, num_classes)  # on the meta device: a damaged count is one line, not a huge allocation
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
-    model = build_backbone(cfg.model, num_classes_of(cfg, result, run_dir))
+    model = build_backbone(cfg.model, num_classes)
     tuner = apply_tuner(model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"),
                                                  quant=cfg.quant))
     state = read_safetensors(run_dir / "adapter.safetensors")
@@ -86,12 +88,27 @@ def load_trained(run_dir: Path):
     return tuner
 
 
+def completed_result(run_dir: Path) -> dict:
+    """The run's result.json, checked for the fields an export reads before anything is built."""
+    result = read_json(run_dir / "result.json")
+    if result is None or result.get("status") != "completed":
+        raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
+    step = result.get("step")
+    if type(step) is not int or not 0 <= step <= MAX_INT:
+        raise UserError(f"{run_dir / 'result.json'} is damaged: its step is {shown(step)}, expected an integer in "
+                        f"[0, {MAX_INT}]")
+    if not isinstance(result.get("config"), dict) or not isinstance(result["config"].get("method"), dict):
+        raise UserError(f"{run_dir / 'result.json'} is damaged: its config is {shown(result.get('config'))}, expected "
+                        "the run's config (a mapping with a method section)")
+    return result
+
+
 def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
     try:
         number = cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
     except (KeyError, TypeError):
         number = None
-    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_INT:
         raise UserError(f"{run_dir}/result.json does not say the run's number of classes (provenance.data.num_classes)")
     return number
 
@@ -118,8 +135,10 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     if hf and out.exists() and not out.is_dir():
         raise UserError(f"--merged {out} is a file: an HF model exports to a directory (save_pretrained)")
+    check_output(out, hf, "--quantized" if quantized else "--merged")
+    result = completed_result(run_dir)
     if not force:
-        check_merge_passed(run_dir, read_json(run_dir / "result.json"), quantized)
+        check_merge_passed(run_dir, result, quantized)
     tuner = load_trained(run_dir)
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
@@ -129,7 +148,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         model = copy.deepcopy(tuner.model)
         if not quantized:  # a linear probe on a quantized base: float weights
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
-    num_classes = num_classes_of(cfg, read_json(run_dir / "result.json"), run_dir)
+    num_classes = num_classes_of(cfg, result, run_dir)
     if hf:  # a directory that transformers' AutoModelForImageClassification.from_pretrained loads
         model.model.save_pretrained(out)
         return out

@@ -12,8 +12,11 @@ import os
 import re
 import secrets
 import signal
+import stat
 from pathlib import Path
 from typing import Callable
+
+from peftlab.errors import STORAGE_ERRORS, UserError
 
 KILL_AT = "PEFTLAB_KILL_AT"  # test hook: SIGKILL this process at a named point (see kill_point)
 TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # the names write_atomic writes to first
@@ -76,14 +79,41 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     write_atomic(path, write)
 
 
+MAX_JSON_BYTES = 256 << 20  # a result.json is some KiB; beyond this it is no file peftlab wrote
+
+
 def read_json(path: str | Path) -> dict | None:
-    """The JSON object in ``path``, or None when the file is missing, unreadable, not valid
-    JSON or not an object (a corrupt spec.json or result.json reads as absent)."""
+    """The JSON object in ``path``, or None when the file is missing, unreadable, no regular file
+    (a FIFO would block), too large, not valid JSON or not an object (a corrupt spec.json or
+    result.json reads as absent)."""
     try:
-        data = json.loads(Path(path).read_text())
+        raw = read_regular_file(path, MAX_JSON_BYTES + 1)
+        if raw is None or len(raw) > MAX_JSON_BYTES:
+            return None
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_regular_file(path: str | Path, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of ``path``; None when what opens is no regular file. Opened without
+    blocking, and checked once open: a file swapped for a FIFO after a stat, or one of /proc that
+    waits for data (/proc/kmsg), is an error, not a hang."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)  # EAGAIN (a file with nothing to read yet) is an OSError
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def run_status(run_dir: str | Path) -> str:
@@ -92,6 +122,74 @@ def run_status(run_dir: str | Path) -> str:
     if result is not None:
         return result.get("status", "failed")
     return "partial" if (Path(run_dir) / "checkpoint").exists() else "pending"
+
+
+# What peftlab reads and writes in a run directory, by kind: an entry of one of these names that is
+# of another kind (a FIFO would block a reader, a directory fails the atomic rename late in a run)
+# is refused before the run starts.
+RUN_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "spec.json",
+             "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "library.log", ".lock",
+             "checkpoint/last.pt")
+RUN_DIRECTORIES = ("checkpoint", "tensorboard", "wandb")
+
+
+def kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISREG, "regular file"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_kind(path: str | Path, directory: bool, what: str) -> None:
+    """A UserError line when ``path`` exists (links followed) but is not a directory (``directory``)
+    or not a regular file; nothing when it is missing."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:  # a dangling link loop, a parent that is a file (ENOTDIR), no permission
+        raise UserError(f"{what} {shown(path)} cannot be inspected: {err.strerror}") from None
+    if stat.S_ISDIR(mode) != directory or not (directory or stat.S_ISREG(mode)):
+        hint = "; move it aside or delete it" if what.endswith("entry") else ""  # never "delete /dev/null"
+        raise UserError(f"{what} {shown(path)} is a {kind_of(mode)}: expected a "
+                        f"{'directory' if directory else 'regular file'}{hint}")
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """A UserError line when ``run_dir`` is no directory, or when an entry of ``RUN_FILES`` or
+    ``RUN_DIRECTORIES`` in it is of the wrong kind."""
+    run_dir = Path(run_dir)
+    check_kind(run_dir, True, "run directory")
+    for name in RUN_DIRECTORIES:
+        check_kind(run_dir / name, True, "run directory entry")
+    for name in RUN_FILES:
+        check_kind(run_dir / name, False, "run directory entry")
+
+
+def check_output(path: str | Path, directory: bool, what: str) -> None:
+    """Before the work whose result goes to ``path``: a UserError line when ``path`` exists as another
+    kind (a device or FIFO is never replaced by a file) or when no file can be created where it
+    goes (a directory under /proc, a parent that is a file). Creates the missing directories."""
+    check_kind(path, directory, what)
+    where = Path(path) if directory else Path(path).parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".probe.{secrets.token_hex(6)}.tmp"  # a name remove_temporaries knows
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        if err.errno in STORAGE_ERRORS:
+            raise  # the CLI names the storage problem
+        raise UserError(f"{what} {shown(path)} cannot be written: {err.strerror}") from None
+
+
+def shown(path: str | Path, limit: int = 300) -> str:
+    """A path as an error line shows it: control characters escaped, a long one cut in the middle."""
+    text = str(path)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]} ({len(text):,} characters)"
 
 
 def one_line(err: BaseException) -> str:

@@ -18,7 +18,8 @@ import socket
 import time
 from pathlib import Path
 
-from peftlab.errors import UserError
+from peftlab.errors import STORAGE_ERRORS, UserError
+from peftlab.files import check_kind, shown
 
 
 class DirectoryInUse(UserError):
@@ -36,8 +37,16 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
     lock raises ``DirectoryInUse`` naming its holder, or with ``wait`` blocks until it is free
     (``on_wait(text)`` is told once)."""
     path = Path(directory) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    check_kind(directory, True, what)
+    check_kind(path, False, f"{what} entry")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as err:  # a directory under /proc, a parent that is a file, a read-only disk
+        if err.errno in STORAGE_ERRORS:
+            raise  # the CLI names the storage problem
+        raise UserError(f"{what} {shown(directory)} cannot hold peftlab's files: {path.name}: {err.strerror}") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -42,7 +42,8 @@ from peftlab.errors import CheckpointError, ConfigError, UserError
 from peftlab.export import write_peft_adapter
 from peftlab.cpu import arithmetic_record, pin_arithmetic
 from peftlab.libraries import LIBRARY_LOG, logged_to
-from peftlab.files import kill_point, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
+from peftlab.files import (check_run_dir, kill_point, one_line, read_json, remove_temporaries, write_atomic,
+                           write_json_atomic)
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
@@ -386,6 +387,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     run_dir = Path(run_dir)
     if cfg.train.reproducible:
         pin_arithmetic()  # refuses (one line) when torch already runs with the CPU's own arithmetic
+    check_run_dir(run_dir)  # a file, a device, or entries of the wrong kind (a FIFO, a directory): one line
     ranks = distributed.from_environment()  # torchrun: one of several processes training this run
     try:
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
@@ -596,6 +598,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     best_val, bad_epochs, images_seen = -1.0, 0, 0
     saved = ckpt.load_checkpoint(state.get("resume_dir", ckpt_dir))  # checked: one line if unusable
     if saved is not None:
+        ckpt.check_fits(saved, state.get("resume_dir", ckpt_dir), total_steps=total_steps, epochs=tc.epochs,
+                        batches_per_epoch=batches_per_epoch, grad_accum=tc.grad_accum, batch_size=tc.batch_size,
+                        optimizer=optimizer, scheduler=scheduler, scaler=scaler)  # counters that lie: one line
         try:
             tuner.load_trainable_state_dict(saved["trainable"])
             tuner.load_state_dict(ckpt.to_device(saved["tuner"], device))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.files import check_kind, read_json, run_status, write_json_atomic
 from peftlab.progress import TextProgress
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.spec import RunSpec, Study
@@ -224,6 +224,7 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
     processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too)."""
     validate_study(study)
+    check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
     study_dir.mkdir(parents=True, exist_ok=True)
     with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
                     on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)):

@@ -83,7 +83,8 @@ class AdaptiveTuner(LoraTuner):
         self.budget = budget_of(cfg, len(targets))
         self.schedule = Schedule(cfg, total_steps) if total_steps else None  # None: built to load weights
         self.layers = {t: model.base_model.model.get_submodule(t) for t in targets}
-        self.masks = {t: torch.ones(cfg.built_rank, dtype=torch.bool) for t in targets}
+        # bookkeeping on the CPU, also when the model is built on the meta device (parameter counts)
+        self.masks = {t: torch.ones(cfg.built_rank, dtype=torch.bool, device="cpu") for t in targets}
         self.scores = {t: 0.0 for t in targets}  # moving averages (grad_norm, fisher)
         self.sens: dict[str, list[torch.Tensor]] = {}  # sensitivity: per-parameter averages
         self.history: list[dict] = []

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from peftlab.config import MethodConfig, check_field, check_regex
+from peftlab.config import NAME_SUFFIX, MethodConfig, check_field, check_regex
 from peftlab.errors import ConfigError
 
 TARGET_PRESETS = ("standard", "extended", "all-linear")
@@ -61,10 +61,10 @@ class LoraMethodConfig(TargetsConfig):
         super().__post_init__()
         check_field(self.r > 0, "method.r", self.r, "an integer > 0")
         for key, rank in self.rank_pattern.items():
-            check_regex("method.rank_pattern", key)
+            check_regex("method.rank_pattern", key, NAME_SUFFIX)
             check_field(rank > 0, f"method.rank_pattern[{key!r}]", rank, "an integer > 0")
         for key, alpha in self.alpha_pattern.items():
-            check_regex("method.alpha_pattern", key)
+            check_regex("method.alpha_pattern", key, NAME_SUFFIX)
             check_field(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
         check_field(self.min_rank >= 1, "method.min_rank", self.min_rank, "an integer >= 1")
         check_field(self.max_rank is None or self.max_rank >= self.min_rank, "method.max_rank", self.max_rank,
@@ -129,7 +129,7 @@ def match_targets(patterns: list[str], linear_names: list[str]) -> list[str]:
 
 def pattern_matches(key: str, name: str) -> bool:
     """PEFT's rule for rank_pattern / alpha_pattern keys: ``(.*\\.)?(key)$`` against a module name."""
-    return re.match(rf"(.*\.)?({key})$", name) is not None
+    return re.match(NAME_SUFFIX.replace("{}", key), name) is not None
 
 
 def check_patterns(cfg: LoraMethodConfig, targets: list[str]) -> None:
