@@ -173,8 +173,10 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
     no process trains on, nothing is recorded failed, and the same command finishes the study."""
     import signal
 
-    # 100 steps: the run is still training when the Ctrl-C lands, however fast the machine (12 were not)
-    path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 25}})
+    # 1,000 steps: the run is still training when the Ctrl-C lands (it waits for the first epoch's
+    # checkpoint), however fast the machine; 100 were not enough for Ray on a quiet machine, whose
+    # task finished in the second its cancellation took (1 of 3 tries)
+    path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 250}})
     out = tmp_path / "out"
     args = ["--quiet", *executor_args(executor, request)]
     driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
