@@ -62,7 +62,7 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
     from peftlab.backbones import build_backbone
-    from peftlab.train import seed_everything
+    from peftlab.training.runtime import seed_everything
     from peftlab.tuners import apply_tuner
     from peftlab.tuners.base import TunerContext
 

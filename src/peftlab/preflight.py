@@ -32,7 +32,7 @@ GIB = 2 ** 30
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
     """Bytes of the tensors one forward pass saves for backward (each storage once, weights excluded)."""
-    from peftlab.train import autocast
+    from peftlab.training.runtime import autocast
 
     weights = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
     storages: dict[int, int] = {}
@@ -117,7 +117,7 @@ def estimate_for_config(cfg) -> dict:
     """The estimate for a run config, on this machine's CPU (``peftlab validate --show``): the model
     is built with random weights (same sizes), adapted, quantized as configured, and probed."""
     from peftlab.backbones import build_backbone, input_spec_for
-    from peftlab.train import resolve_precision
+    from peftlab.training.runtime import resolve_precision
     from peftlab.tuners import apply_tuner
     from peftlab.tuners.base import TunerContext
 

@@ -11,13 +11,11 @@ finished result.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
 import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -25,11 +23,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import psutil
 import torch
-import torch.nn.functional as F
-from torch import nn
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -47,300 +41,17 @@ from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
 from peftlab.progress import TextProgress
-from peftlab.quant import restore_layout, weight_only_arithmetic
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-
-
-class Diverged(Exception):
-    """A non-finite loss or gradient; ``step`` is the step it happened at, where known."""
-
-    def __init__(self, message: str, step: int | None = None):
-        super().__init__(message)
-        self.step = step
+from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
+from peftlab.training.runtime import (autocast, compile_model, default_threads, fused_adamw, out_of_memory,
+                                      resolve_precision, seed_everything, select_device, set_tf32)
+from peftlab.training.step import (Diverged, NonFinite, Optimization, epoch_batches, micro_pieces, piece_weights,
+                                   training_step, warmup_cosine)
 
 
 # ---------------------------------------------------------------------------------------
 # set-up helpers
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def default_threads() -> int:
-    """Intra-op threads of a run whose config leaves ``train.threads`` null: this machine's
-    physical cores (those this process may use), the same whatever else runs beside it.
-
-    The thread count changes floating-point reduction order, so a run's numbers depend on it;
-    it must never depend on how many runs share the machine (``peftlab study --workers``).
-    """
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} is invalid: no CUDA device is available here; use auto or cpu")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``train.precision: auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere
-    (a CPU without bf16 matrix units runs bf16 about 20x slower than fp32)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def set_tf32(allowed: bool, device: torch.device) -> None:
-    """``train.tf32``: TF32 matmuls and convolutions on CUDA (Ampere and later); a no-op on CPU."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = allowed
-        torch.backends.cudnn.allow_tf32 = allowed
-
-
-def fused_adamw(setting: bool | None, device: torch.device) -> bool:
-    """``train.fused_adamw``: null means fused on CUDA, PyTorch's foreach AdamW on CPU."""
-    return device.type == "cuda" if setting is None else setting
-
-
-def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device,
-                  precision: str) -> dict:
-    """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor) and compile it
-    now, on random batches in train mode (forward and backward) and in eval mode, so the compile
-    time is reported apart and a model that cannot compile trains eagerly after one logged line
-    instead of failing later. Gradients and random state are left as they were found."""
-    start = time.perf_counter()
-    model.compile()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with autocast(precision, device):
-                out = model(torch.randn(train_shape, device=device))
-            out.float().sum().backward()
-            model.eval()
-            with torch.no_grad(), autocast(precision, device):
-                model(torch.randn(eval_shape, device=device))
-        record = {"used": True, "error": None}
-    except Exception as err:  # noqa: BLE001 - any compiler failure: eager, said once
-        model._compiled_call_impl = None  # what nn.Module.compile set: the module is eager again
-        record = {"used": False, "error": one_line(err)[:300]}
-        print(f"peftlab: train.compile: the model did not compile, training eagerly ({record['error']})",
-              file=sys.stderr, flush=True)
-    finally:
-        model.train()
-        for param in model.parameters():
-            param.grad = None
-    return {**record, "seconds": time.perf_counter() - start}
-
-
-def autocast(precision: str, device: torch.device):
-    precision = resolve_precision(precision, device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision='fp16' is invalid on CPU: expected fp32 or bf16")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def warmup_cosine(total_steps: int, warmup_ratio: float):
-    """Multiplier of the base lr: linear warm-up, then cosine decay to zero."""
-    warmup = int(round(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """The shuffled index batches of one epoch, a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=generator)
-    return list(order.split(batch_size))
-
-
-def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch on the device: (float B x C x H x W, int64 B)."""
-    return next(iter(BatchLoader(dataset, device)([indices])))
-
-
-@torch.no_grad()
-def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str,
-             num_workers: int | None = 0) -> dict:
-    """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
-    where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
-    The sums stay on the device until the end."""
-    was_training = model.training
-    model.eval()
-    loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
-    n = len(loader)
-    sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
-    start = time.perf_counter()
-    batches = torch.arange(n).split(batch_size)
-    for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
-        with autocast(precision, device):
-            logits = model(images).float()
-        hits = metrics.topk_hits(logits, labels)
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(),
-                             hits[5].double()])
-        classes = logits.shape[-1]
-    loss_sum, top1, top5 = sums.tolist()
-    seconds = time.perf_counter() - start
-    restore_layout(model)  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
-    model.train(was_training)
-    top5 = top5 / max(n, 1) if classes is None or classes > 5 else None
-    return {"loss": loss_sum / max(n, 1), "top1": top1 / max(n, 1), "top5": top5,
-            "images_per_second": n / seconds if seconds > 0 else None, "seconds": seconds}
-
-
-MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
-
-
-def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
-    """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved).
-
-    ``max_abs_diff`` compares the exact merge (on a quantized base: dequant(W) + ΔW in fp32)
-    with the adapter computing in the arithmetic it trained with (``weight_only_arithmetic``);
-    ``ok`` says it is within ``MERGE_TOLERANCE`` of the largest logit. On a quantized base the
-    re-quantized merge (the deployable model) is compared with the adapter in eval mode too:
-    that difference is quantization error, not a bug, and is reported, not checked. A method whose
-    quantized merge is exact (QA-LoRA: the update folds into the zeros) checks it too
-    (``requantized_ok``) and reports its own facts (``codes_unchanged``).
-    """
-    merged = tuner.merged_model().to(device).eval()
-    model = tuner.model
-    was_training = model.training
-    model.eval()
-    images, _ = fetch(dataset, torch.arange(min(batch_size, len(dataset))), device)
-    with torch.no_grad():
-        with weight_only_arithmetic(model):
-            reference = model(images)
-        diff = float((merged(images) - reference).abs().max())
-        times = metrics.time_interleaved({"merged": lambda: merged(images), "adapter": lambda: model(images)},
-                                         repeats, device)
-        scale = float(reference.abs().max())
-        check = {"max_abs_diff": diff, "tolerance": MERGE_TOLERANCE * max(scale, 1.0),
-                 "ok": diff <= MERGE_TOLERANCE * max(scale, 1.0),
-                 "merged_vs_adapter_latency_ratio": metrics.median(times["merged"]) / metrics.median(times["adapter"])}
-        if tuner.quantized:
-            requantized = tuner.merged_model(quantized=True).to(device).eval()
-            check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
-            if tuner.exact_quantized_merge:  # QA-LoRA: the merge stays quantized and must be exact
-                check["requantized_ok"] = check["requantized_max_abs_diff"] <= check["tolerance"]
-                check.update(tuner.quantized_merge_facts(requantized))
-    model.train(was_training)
-    return check
-
-
-def merge_warnings(merge: dict | None) -> list[str]:
-    """A failed merge check in words, for result.json's warnings and stderr: it never passes silently."""
-    if merge is None:
-        return []
-    found = []
-    if not merge["ok"]:
-        found.append(f"merge check failed: the merged model's logits differ from the adapter's by "
-                     f"{merge['max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g}); `peftlab export --merged` "
-                     "refuses this run unless given --force")
-    if merge.get("requantized_ok") is False:
-        found.append(f"quantized merge check failed: the merged quantized model differs from the adapter by "
-                     f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})")
-    return found
-
-
-def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
-    """Cross-entropy of one micro-batch, the forward pass under the configured autocast."""
-    with autocast(precision, device):
-        logits = model(images)
-    return F.cross_entropy(logits.float(), labels)
-
-
-class NonFinite:
-    """The first step whose loss or gradient norm was not finite, tracked on the device.
-
-    ``record`` adds a few element-wise kernels per step and never waits for the device;
-    ``check`` (at log, eval and checkpoint points, where the host waits anyway) raises
-    ``Diverged`` naming that first step exactly. In fp16 a non-finite gradient norm is the
-    scaler skipping a step, not a divergence: only the loss counts there.
-    """
-
-    def __init__(self, device: torch.device, precision: str, ranks: distributed.Group = distributed.SINGLE):
-        self.ranks = ranks  # under torchrun the first bad step of any rank stops every rank
-        self.first = torch.full((), -1, dtype=torch.long, device=device)  # -1: every step finite so far
-        self.values = torch.zeros(2, device=device)  # loss and gradient norm of that step
-        self.check_norm = precision != "fp16"
-
-    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        values = torch.stack([loss.detach().float(), grad_norm.detach().float()])
-        bad = ~values.isfinite() if self.check_norm else ~values[:1].isfinite()
-        new = bad.any() & (self.first < 0)
-        self.first = torch.where(new, step, self.first)
-        self.values = torch.where(new, values, self.values)
-
-    def check(self) -> None:
-        self.first = distributed.first_over_ranks(self.first, self.ranks)
-        step, (loss, grad_norm) = int(self.first), self.values.tolist()  # the host waits for the device here
-        if step >= 0:
-            what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
-            raise Diverged(f"non-finite {what} at step {step}", step)
-
-
-def unscaled_grad_norm(scaler, optimizer, trainable, precision: str, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """Unscale the gradients; their total norm (on the device) and whether the fp16 scaler will skip
-    this step (the one case where the host reads the norm: the scaler waits for the device anyway)."""
-    scaler.unscale_(optimizer)
-    grads = [p.grad for p in trainable if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-    skip = precision == "fp16" and not bool(torch.isfinite(norm))
-    return norm, skip
-
-
-def training_step(model, tuner, micro_batches, n_micro: int, optimizer, scheduler, scaler, trainable,
-                  tc, device: torch.device, step: int, monitor=None, nonfinite: NonFinite | None = None,
-                  weights: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
-    """One optimizer step over ``n_micro`` micro-batches of (images, labels).
-
-    Returns (mean loss, gradient norm before clipping, the monitors' record or None); loss and
-    norm stay on the device, and ``nonfinite`` records them. The tuner's hooks are called here,
-    in order: ``regularization`` on every micro-batch, ``after_backward`` on the raw gradients,
-    ``after_step`` before the gradients are cleared; the monitors observe the raw gradients at
-    their log and eval points, after ``nonfinite`` is checked. ``weights`` (under torchrun) scale
-    each micro-batch's loss so that the ranks' average is the whole micro-batch's mean.
-    """
-    loss_sum = torch.zeros((), device=device)
-    for index, (images, labels) in enumerate(micro_batches):
-        loss = compute_loss(model, images, labels, tc.precision, device)
-        if weights is not None:
-            loss = loss * weights[index]
-        loss = loss + tuner.regularization()
-        scaler.scale(loss / n_micro).backward()
-        loss_sum = loss_sum + loss.detach()
-    loss = loss_sum / n_micro
-    grad_norm, skip = unscaled_grad_norm(scaler, optimizer, trainable, tc.precision, device)
-    if nonfinite is not None:
-        nonfinite.record(step, loss, grad_norm)
-    tuner.after_backward(step, skip)
-    observed = None
-    if monitor is not None and monitor.due(step + 1):
-        if nonfinite is not None:
-            nonfinite.check()  # the monitors never read non-finite gradients
-        observed = monitor.observe(step + 1, float(grad_norm))
-    if tc.clip_grad:
-        torch.nn.utils.clip_grads_with_norm_(trainable, tc.clip_grad, grad_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    tuner.after_step(step)
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss, grad_norm, observed
 
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
@@ -447,12 +158,6 @@ def _train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
     return result
 
 
-def out_of_memory(err: BaseException) -> bool:
-    """CUDA's out-of-memory error, or the CPU allocator failing to allocate."""
-    return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
-
-
 def _train_splitting(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position: int,
                      ranks: distributed.Group) -> dict:
     """``_train``; with ``train.auto_batch``, an out-of-memory error halves the micro-batch that is
@@ -483,27 +188,6 @@ def _train_splitting(cfg: RunConfig, run_dir: Path, state: dict, progress: bool,
                                                     "error": error}]}
         print(f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
               f"at micro-batch {state['auto_batch']['micro_batch']}", file=sys.stderr, flush=True)
-
-
-def micro_pieces(batches: list[torch.Tensor], split: int, ranks: distributed.Group) -> list[list[torch.Tensor]]:
-    """The index pieces each configured micro-batch is computed in: this rank's shard (torchrun),
-    cut in ``split`` pieces (train.auto_batch); empty pieces dropped."""
-    pieces = []
-    for indices in batches:
-        part = distributed.shard(indices, ranks)
-        pieces.append([piece for piece in part.tensor_split(min(split, max(1, len(part)))) if len(piece)])
-    return pieces
-
-
-def piece_weights(group: list[torch.Tensor], pieces: list[list[torch.Tensor]], ranks: distributed.Group):
-    """Loss weights of one step's pieces such that the gradient accumulated over them (and
-    averaged over ranks) is that of the mean of the micro-batches' mean losses; None when every
-    weight is 1 (one process, micro-batches computed whole)."""
-    count = sum(len(p) for p in pieces)
-    if count == len(group) and not ranks.active:
-        return None
-    return [ranks.world_size * count * len(piece) / (len(group) * len(indices))
-            for indices, parts in zip(group, pieces) for piece in parts]
 
 
 def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
@@ -589,6 +273,7 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
+    opt = Optimization(optimizer, scheduler, scaler, trainable, tc.precision, tc.clip_grad, device)
     ckpt_dir = run_dir / "checkpoint"
 
     step, epoch, next_batch = 0, 0, 0
@@ -651,9 +336,9 @@ def _train(cfg: RunConfig, run_dir: Path, state: dict, progress: bool, position:
             group = batches[next_batch:next_batch + tc.grad_accum]  # this step's micro-batches
             parts = pieces[next_batch:next_batch + len(group)]
             n_pieces = sum(len(p) for p in parts)
-            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in range(n_pieces)), n_pieces,
-                                                      optimizer, scheduler, scaler, trainable, tc, device, step,
-                                                      monitor, nonfinite, piece_weights(group, parts, ranks))
+            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in range(n_pieces)), opt,
+                                                      step=step, n_micro=n_pieces, monitor=monitor, nonfinite=nonfinite,
+                                                      weights=piece_weights(group, parts, ranks))
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 log(observed)
             step, next_batch, state["step"] = step + 1, next_batch + len(group), step + 1
