@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from peftlab.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
+from peftlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 from peftlab.errors import CheckpointError
 
 
@@ -79,7 +79,7 @@ def test_an_unusable_checkpoint_is_one_line_and_runs_nothing(tmp_path, damage, n
 
 def test_a_methods_saved_state_moves_to_the_training_device_whole():
     """Resuming on a GPU: every tensor of a method's nested state goes to the model's device."""
-    from peftlab.checkpoint import to_device
+    from peftlab.training.checkpoint import to_device
 
     state = {"masks": {"q": torch.ones(3, dtype=torch.bool)}, "sens": {"q": [torch.zeros(2), torch.zeros(2)]},
              "pair": (torch.ones(1), 0.5), "history": [{"step": 3, "rank": 2}], "budget": 8}

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from testkit import needs_fashion_mnist, TINY_MODEL, run_cli
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
-from peftlab.train import train
+from peftlab.training.run import train
 
 pytestmark = needs_fashion_mnist()
 
@@ -91,7 +91,7 @@ class Interrupt(BaseException):
 
 @pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive", "qalora"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
-    import peftlab.train
+    import peftlab.training.recipe
     import stateful_tuner
     from peftlab.tuners import TUNERS
 
@@ -102,19 +102,19 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
-    original = peftlab.train.training_step
+    original = peftlab.training.recipe.training_step
 
     def crash_at_step_7(*args, step, **kwargs):
         if step == 7:
             raise Interrupt()
         return original(*args, step=step, **kwargs)
 
-    monkeypatch.setattr(peftlab.train, "training_step", crash_at_step_7)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_7)
     with pytest.raises(Interrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
-    monkeypatch.setattr(peftlab.train, "training_step", original)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
     resumed = train(cfg, tmp_path / "resumed", progress=False)
 
     a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
@@ -473,9 +473,9 @@ def test_a_compiled_run_trains_like_the_eager_one(tmp_path):
 
 
 def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_path, monkeypatch):
-    import peftlab.preflight
+    import peftlab.training.preflight
 
-    monkeypatch.setattr(peftlab.preflight, "available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    monkeypatch.setattr(peftlab.training.preflight, "available_bytes", lambda device: 1024)  # a machine with 1 KiB free
     with pytest.raises(Exception, match="GiB for training beyond its weights"):
         train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
     result = json.loads((tmp_path / "run" / "result.json").read_text())

@@ -380,7 +380,7 @@ def import_seconds() -> float:
     import sys
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import peftlab.train, peftlab.data, timm, peft"], check=True)
+    subprocess.run([sys.executable, "-c", "import peftlab.training.run, peftlab.data, timm, peft"], check=True)
     return time.perf_counter() - start
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from peftlab import distributed
+from peftlab.training import distributed
 from peftlab.training.runtime import autocast
 
 
