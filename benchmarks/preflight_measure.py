@@ -2,7 +2,7 @@
 import json, sys
 from pathlib import Path
 from peftlab.config import load_config
-from peftlab.train import train
+from peftlab.training.run import train
 
 base = {"model": {"name": "deit_small_patch16_224", "pretrained": "none"},
         "data": {"name": "fashion_mnist", "train_subset": 96, "val_subset": 32, "test_subset": 32},

@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from peftlab.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
+from peftlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 from peftlab.errors import CheckpointError
 from testkit import TINY_MODEL, needs_fashion_mnist
 
@@ -80,7 +80,7 @@ def test_an_unusable_checkpoint_is_one_line_and_runs_nothing(tmp_path, damage, n
 
 def test_a_methods_saved_state_moves_to_the_training_device_whole():
     """Resuming on a GPU: every tensor of a method's nested state goes to the model's device."""
-    from peftlab.checkpoint import to_device
+    from peftlab.training.checkpoint import to_device
 
     state = {"masks": {"q": torch.ones(3, dtype=torch.bool)}, "sens": {"q": [torch.zeros(2), torch.zeros(2)]},
              "pair": (torch.ones(1), 0.5), "history": [{"step": 3, "rank": 2}], "budget": 8}
@@ -157,7 +157,7 @@ def resumable_state(steps: int = 4) -> dict:
 
 
 def fits(state: dict, directory) -> None:
-    from peftlab.checkpoint import check_fits
+    from peftlab.training.checkpoint import check_fits
 
     _, optimizer, scheduler, scaler = live_run()
     check_fits(state, directory, **BOUNDS, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
@@ -232,7 +232,7 @@ def test_a_checkpoint_whose_counters_or_states_lie_does_not_fit_its_run(tmp_path
 def test_a_run_resumed_from_a_checkpoint_whose_counters_lie_fails_with_one_line(tmp_path):
     """Before, `step: 10**9` ended the run "completed" with untrained weights and wrong results."""
     from peftlab.config import load_config
-    from peftlab.train import train
+    from peftlab.training.run import train
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4},
                                  "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,

@@ -68,7 +68,7 @@ def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, c
     directory is first written, as a full disk or a read-only mount would raise it."""
     import errno
 
-    import peftlab.train
+    import peftlab.training.run
     from peftlab.cli import main
 
     path = tmp_path / "run.yaml"
@@ -77,7 +77,7 @@ def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, c
         def fail(cfg, run_dir, code=code, text=text):
             raise OSError(code, text, str(run_dir / "config.yaml"))
 
-        monkeypatch.setattr(peftlab.train, "prepare_run_dir", fail)
+        monkeypatch.setattr(peftlab.training.run, "prepare_run_dir", fail)
         assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 2
         stderr = capsys.readouterr().err
         assert stderr.count("\n") == 1 and text in stderr and str(tmp_path / "run" / "config.yaml") in stderr

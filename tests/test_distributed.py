@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from peftlab.config import dump_config, load_config
-from peftlab.distributed import Group
-from peftlab.train import micro_pieces, piece_weights
+from peftlab.training.distributed import Group
+from peftlab.training.step import micro_pieces, piece_weights
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 # 195 training images in batches of 32: the last batch (3 images) splits 2 / 1 over two ranks

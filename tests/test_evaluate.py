@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from peftlab.train import evaluate
+from peftlab.training.evaluate import evaluate
 
 
 @pytest.mark.parametrize("classes, reported", [(5, False), (6, True), (10, True)])

@@ -7,7 +7,7 @@ from testkit import TINY_MODEL, run_cli
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import UserError
-from peftlab.preflight import check_fits, estimate, saved_activation_bytes
+from peftlab.training.preflight import check_fits, estimate, saved_activation_bytes
 from peftlab.tuners import apply_tuner
 
 

@@ -19,7 +19,7 @@ from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.quant import is_quantized_linear, weight_only_arithmetic
 from peftlab.tuners import apply_tuner
-from peftlab.train import MERGE_TOLERANCE
+from peftlab.training.evaluate import MERGE_TOLERANCE
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -272,7 +272,7 @@ def test_a_repacked_base_still_merges_exactly_counts_its_bytes_and_trains(mode, 
     assert torch.isfinite(tuner.merged_model(quantized=True).eval()(x)).all()
 
     repack_by_hand(tuner.model)  # as after an evaluation with quant.cpu_kernel bnb: the recipe's evaluate restores
-    from peftlab.train import evaluate
+    from peftlab.training.evaluate import evaluate
 
     evaluate(tuner.model, torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.long)), 4,
              torch.device("cpu"), "fp32", "val")

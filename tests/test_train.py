@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from testkit import needs_fashion_mnist, TINY_MODEL, run_cli
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
-from peftlab.train import train
+from peftlab.training.run import train
 
 pytestmark = needs_fashion_mnist()
 
@@ -73,7 +73,7 @@ def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
 
     from peftlab.backbones import build_backbone
     from peftlab.export import load_trained
-    from peftlab.train import seed_everything
+    from peftlab.training.runtime import seed_everything
 
     cfg = load_config(run_dir / "config.yaml")
     seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)
@@ -91,7 +91,7 @@ class Interrupt(BaseException):
 
 @pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive", "qalora"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
-    import peftlab.train
+    import peftlab.training.recipe
     import stateful_tuner
     from peftlab.tuners import TUNERS
 
@@ -102,19 +102,19 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
-    original = peftlab.train.training_step
+    original = peftlab.training.recipe.training_step
 
-    def crash_at_step_7(*args):
-        if args[10] == 7:  # the step
+    def crash_at_step_7(*args, step, **kwargs):
+        if step == 7:
             raise Interrupt()
-        return original(*args)
+        return original(*args, step=step, **kwargs)
 
-    monkeypatch.setattr(peftlab.train, "training_step", crash_at_step_7)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_7)
     with pytest.raises(Interrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
-    monkeypatch.setattr(peftlab.train, "training_step", original)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
     resumed = train(cfg, tmp_path / "resumed", progress=False)
 
     a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
@@ -144,9 +144,9 @@ def test_huge_learning_rate_ends_diverged(tmp_path):
 def test_a_non_finite_step_between_log_points_is_reported_at_its_exact_step(tmp_path, monkeypatch, what):
     """The loop reads the device only at log, eval and checkpoint points (here every 3rd step);
     a loss or gradient norm that turns non-finite at step 4 is still reported as step 4."""
-    import peftlab.train
+    import peftlab.training.step
 
-    original, calls = peftlab.train.compute_loss, []
+    original, calls = peftlab.training.step.compute_loss, []
 
     def non_finite_at_step_4(*args):
         loss = original(*args)
@@ -158,7 +158,7 @@ def test_a_non_finite_step_between_log_points_is_reported_at_its_exact_step(tmp_
         huge = loss * 1e38  # the same value, gradients scaled by 1e38: their norm overflows
         return huge - huge.detach() + loss.detach()
 
-    monkeypatch.setattr(peftlab.train, "compute_loss", non_finite_at_step_4)
+    monkeypatch.setattr(peftlab.training.step, "compute_loss", non_finite_at_step_4)
     cfg = config(method={"name": "lora", "r": 4}, train={"log_every": 3, "ckpt_every": 3, "max_steps": 6})
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "diverged" and result["step"] == 4
@@ -251,7 +251,7 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
     from peftlab.export import export_merged, load_quantized
-    from peftlab.train import evaluate
+    from peftlab.training.evaluate import evaluate
 
     cfg = config(method={"name": "lora", "r": 4}, quant=quant, train={"epochs": 1})
     result = train(cfg, tmp_path / "run", progress=False)
@@ -312,7 +312,7 @@ def test_threads_come_from_the_config_and_are_recorded(tmp_path):
     result = train(config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a",
                    progress=False)
     assert result["provenance"]["threads"] == 1
-    from peftlab.train import default_threads
+    from peftlab.training.runtime import default_threads
 
     torch.set_num_threads(1)
     result = train(config(method={"name": "linear"}, train={"max_steps": 1}), tmp_path / "b", progress=False)
@@ -365,7 +365,7 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
     from peftlab.export import load_quantized
-    from peftlab.train import evaluate
+    from peftlab.training.evaluate import evaluate
 
     cfg = config(method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"},
                  train={"epochs": 1})
@@ -473,9 +473,9 @@ def test_a_compiled_run_trains_like_the_eager_one(tmp_path):
 
 
 def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_path, monkeypatch):
-    import peftlab.preflight
+    import peftlab.training.preflight
 
-    monkeypatch.setattr(peftlab.preflight, "available_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    monkeypatch.setattr(peftlab.training.preflight, "available_bytes", lambda device: 1024)  # a machine with 1 KiB free
     with pytest.raises(Exception, match="GiB for training beyond its weights"):
         train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False)
     result = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -491,9 +491,9 @@ def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_pa
 def out_of_memory_above(monkeypatch, images: int, after_calls: int = 0):
     """compute_loss raises CUDA's out-of-memory error for micro-batches of more than ``images``
     images once it has been called ``after_calls`` times: a device that fills up mid-run."""
-    import peftlab.train
+    import peftlab.training.step
 
-    real, calls = peftlab.train.compute_loss, [0]
+    real, calls = peftlab.training.step.compute_loss, [0]
 
     def compute_loss(model, batch, labels, precision, device):
         calls[0] += 1
@@ -501,7 +501,7 @@ def out_of_memory_above(monkeypatch, images: int, after_calls: int = 0):
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(batch)} images")
         return real(model, batch, labels, precision, device)
 
-    monkeypatch.setattr(peftlab.train, "compute_loss", compute_loss)
+    monkeypatch.setattr(peftlab.training.step, "compute_loss", compute_loss)
 
 
 def test_auto_batch_halves_the_micro_batch_and_trains_the_same_steps(tmp_path, monkeypatch):

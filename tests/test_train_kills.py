@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from peftlab.config import dump_config, load_config
 from peftlab.files import KILL_AT, kill_point, remove_temporaries, write_atomic
-from peftlab.train import train
+from peftlab.training.run import train
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 needs_data = needs_fashion_mnist()

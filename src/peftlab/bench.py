@@ -5,7 +5,7 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 (min-max) beside it. Peak RSS is measured in separate worker processes, one per method.
 
 - peak: the best measured matmul throughput for the dtype (square matmuls, several sizes).
-- P1: peftlab's training step (the recipe's own ``train.training_step``) over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
+- P1: peftlab's training step (the recipe's own ``training.step.training_step``) over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
   ``qkv``), and the cost of adapting exactly the q and v slices (split qkv) over that.
 - P2: LoRA r=8 (q, v) step / full fine-tuning step.
 - P3a: stored bytes of the quantized block Linears / their fp32 bytes (int8, nf4, nf4 + double
@@ -54,8 +54,9 @@ from peftlab.errors import UserError
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.train import (NonFinite, autocast, compute_loss, fused_adamw, resolve_precision, set_tf32, training_step,
-                           warmup_cosine)
+from peftlab.training.evaluate import fetch
+from peftlab.training.runtime import autocast, fused_adamw, resolve_precision, select_device, set_tf32
+from peftlab.training.step import NonFinite, Optimization, compute_loss, epoch_batches, training_step, warmup_cosine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -175,16 +176,18 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
             self.scaler = torch.amp.GradScaler(device.type, enabled=False)
             self.nonfinite = NonFinite(device, precision)
+            self.optimization = Optimization(self.optimizer, self.scheduler, self.scaler, self.params,
+                                             self.cfg.train.precision, self.cfg.train.clip_grad, device)
             self.step = self.recipe_step
         self.model.train()
         if compiled:  # what train.compile does; the first step compiles
             self.model.compile()
 
     def recipe_step(self) -> None:
-        """The recipe's own training step (train.training_step); the step count advances, so
+        """The recipe's own training step (training.step.training_step); the step count advances, so
         rank controllers reallocate as they would in a run."""
-        training_step(self.model, self.tuner, [(self.images, self.labels)], 1, self.optimizer, self.scheduler,
-                      self.scaler, self.params, self.cfg.train, self.device, self.steps_taken, None, self.nonfinite)
+        training_step(self.model, self.tuner, [(self.images, self.labels)], self.optimization, step=self.steps_taken,
+                      n_micro=1, nonfinite=self.nonfinite)
         self.steps_taken += 1
 
     def hand_step(self) -> None:
@@ -328,7 +331,6 @@ def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int
 def study_overhead(default_study_dir: Path) -> dict:
     """Fixed cost of one run against the default study's mean per-run wall time."""
     from peftlab.data import build_data
-    from peftlab.train import fetch
 
     results = [json.loads(p.read_text()) for p in default_study_dir.glob("runs/*/result.json")]
     walls = [r["timing"]["wall_seconds"] for r in results if r.get("status") == "completed"]
@@ -378,7 +380,7 @@ def import_seconds() -> float:
     import sys
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import peftlab.train, peftlab.data, timm, peft"], check=True)
+    subprocess.run([sys.executable, "-c", "import peftlab.training.run, peftlab.data, timm, peft"], check=True)
     return time.perf_counter() - start
 
 
@@ -416,7 +418,6 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
 
     from peftlab.data import build_data
     from peftlab.data.loading import BatchLoader
-    from peftlab.train import epoch_batches
 
     cfg = make_cfg(model, None, "lora")
     spec = input_spec_for(cfg.model)
@@ -458,7 +459,6 @@ def run_bench(model: str = "deit_small_patch16_224", img_size: int | None = None
               progress=print) -> dict:
     """Every figure (``only=None``), or just one (``only="data"``) on ``device`` ("cpu", "cuda" or
     "auto"), the data figure with ``num_workers`` decoding processes (None: chosen for the device)."""
-    from peftlab.train import select_device
 
     torch.manual_seed(0)
     if device == "cuda" and not torch.cuda.is_available():

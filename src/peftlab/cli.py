@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.train import train  # torch: after the arithmetic is pinned
+    from peftlab.training.run import train  # torch: after the arithmetic is pinned
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)
@@ -317,7 +317,7 @@ def cmd_validate(args) -> int:
         print(f"# ranks at the start ({len(ranks)} adapted modules, sum {sum(ranks.values())}):")
         for module, rank in ranks.items():
             print(f"#   {module}: {rank}")
-    from peftlab.preflight import estimate_for_config, format_estimate
+    from peftlab.training.preflight import estimate_for_config, format_estimate
 
     print("\n".join(format_estimate(estimate_for_config(cfg))))
     return 0

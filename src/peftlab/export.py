@@ -24,12 +24,21 @@ import re
 from pathlib import Path
 
 import torch
+import yaml
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import read_safetensors
+from peftlab.backbones import build_backbone, input_spec, read_safetensors, timm_kwargs
 from peftlab.config import MAX_INT, dump_config, load_config, shown
 from peftlab.errors import UserError, WeightsError
 from peftlab.files import check_output, one_line, read_json, write_atomic
+from peftlab.params import check_model_size
+from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
+from peftlab.training.runtime import seed_everything
+from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import TunerContext
+from peftlab.tuners.lora.layer import replace_modules, split_qkv
+from peftlab.tuners.qalora.layer import GroupQuantLinear
 
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
@@ -62,12 +71,6 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
 
 def load_trained(run_dir: Path):
     """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
-    from peftlab.backbones import build_backbone
-    from peftlab.params import check_model_size
-    from peftlab.train import seed_everything
-    from peftlab.tuners import apply_tuner
-    from peftlab.tuners.base import TunerContext
-
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if result["config"]["method"].get("name") != cfg.method.name:
@@ -126,9 +129,6 @@ def check_merge_passed(run_dir: Path, result: dict | None, quantized: bool) -> N
 
 
 def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
-    from peftlab.quant import dequantized_linear, is_quantized_linear
-    from peftlab.tuners.lora.layer import replace_modules
-
     cfg = load_config(run_dir / "config.yaml")
     hf = cfg.model.source == "hf" and not quantized
     if out.is_dir() and not hf:
@@ -152,8 +152,6 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     if hf:  # a directory that transformers' AutoModelForImageClassification.from_pretrained loads
         model.model.save_pretrained(out)
         return out
-    from peftlab.backbones import input_spec, timm_kwargs
-
     spec = input_spec(model)
     metadata = {"format": "timm", "peftlab_config": dump_config(cfg), "num_classes": str(num_classes),
                 "timm_model": cfg.model.name, "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
@@ -168,8 +166,6 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
 
 def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:
     """Header fields of a QA-LoRA export: format, group size and the quantized layers' shapes; None for others."""
-    from peftlab.tuners.qalora.layer import GroupQuantLinear
-
     layers = {n: m for n, m in model.named_modules() if isinstance(m, GroupQuantLinear)}
     if not layers:
         return None
@@ -181,12 +177,6 @@ def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:
 
 def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.nn.Module:
     """A QA-LoRA export rebuilt: the backbone, q/k/v split where the file has slices, group-wise layers."""
-    import yaml
-
-    from peftlab.backbones import build_backbone
-    from peftlab.tuners.lora.layer import replace_modules, split_qkv
-    from peftlab.tuners.qalora.layer import GroupQuantLinear
-
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
     model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
@@ -209,13 +199,6 @@ def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.n
 
 def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """The merged quantized model written by ``export_merged(..., quantized=True)``, ready to run."""
-    import yaml
-    from safetensors import safe_open
-
-    from peftlab.backbones import build_backbone
-    from peftlab.quant import load_quantized_state, quantize_base
-    from peftlab.tuners.lora.layer import replace_modules, split_qkv
-
     path = Path(path)
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}

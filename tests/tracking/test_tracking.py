@@ -27,7 +27,7 @@ KILL_AT_STEP_8 = """
 import os, signal, sys
 from pathlib import Path
 from peftlab.config import load_config
-from peftlab.train import train
+from peftlab.training.run import train
 from peftlab.tuners.base import Tuner
 
 original = Tuner.after_backward
@@ -68,7 +68,7 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
 
     from peftlab.tracking.tensorboard_sink import read_scalars
     from peftlab.tracking.wandb_sink import read_history
-    from peftlab.train import train
+    from peftlab.training.run import train
 
     cfg = small_config(track=["tensorboard", "mlflow", "wandb"])
     study_dir = tmp_path / "study"
@@ -158,7 +158,7 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
 
 def test_a_tracker_without_its_package_is_one_config_error_line(tmp_path, monkeypatch):
     import peftlab.tracking as tracking
-    from peftlab.train import train
+    from peftlab.training.run import train
 
     real = tracking.find_spec
     monkeypatch.setattr(tracking, "find_spec", lambda name: None if name == "wandb" else real(name))
@@ -171,7 +171,7 @@ def test_a_tracker_without_its_package_is_one_config_error_line(tmp_path, monkey
 
 
 def test_tracking_changes_neither_the_run_id_nor_the_run_directory(tmp_path):
-    from peftlab.train import prepare_run_dir
+    from peftlab.training.run import prepare_run_dir
 
     plain, tracked = small_config(), small_config(track=["mlflow"])
     assert config_hash(plain) == config_hash(tracked)

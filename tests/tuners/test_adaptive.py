@@ -221,7 +221,8 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
     from peftlab.export import export_merged
-    from peftlab.train import evaluate, train
+    from peftlab.training.run import train
+    from peftlab.training.evaluate import evaluate
 
     cfg = load_config(overrides={
         "model": TINY_MODEL, "method": {"name": method, **options},

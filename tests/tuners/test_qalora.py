@@ -17,7 +17,7 @@ from testkit import TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
-from peftlab.train import MERGE_TOLERANCE
+from peftlab.training.evaluate import MERGE_TOLERANCE
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.qalora import quantizer

@@ -105,7 +105,7 @@ def test_strategies_compare_at_an_equal_number_of_trainable_parameters(strategy)
 
 
 def test_static_ranks_reach_peft_and_the_result(tmp_path):
-    from peftlab.train import train
+    from peftlab.training.run import train
 
     cfg = load_config(overrides={
         "model": TINY_MODEL, "method": {"name": "lora", "r": 4, "rank_strategy": "linear_decay"},

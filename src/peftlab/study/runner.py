@@ -117,7 +117,7 @@ def validate_study(study: Study) -> None:
 def worker_context():
     ctx = multiprocessing.get_context("forkserver")
     # imported once in the forkserver, so no run pays for them (peft brings transformers)
-    ctx.set_forkserver_preload(["peftlab.study.worker", "peftlab.train", "peftlab.data", "timm", "peft"])
+    ctx.set_forkserver_preload(["peftlab.study.worker", "peftlab.training.run", "peftlab.data", "timm", "peft"])
     return ctx
 
 

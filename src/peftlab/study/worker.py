@@ -66,7 +66,7 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
     on how many runs share the machine. An interruption (Ctrl-C, SIGTERM) records nothing: it
     exits with status ``INTERRUPTED`` and the checkpoint stays for the next call.
     """
-    from peftlab.train import train
+    from peftlab.training.run import train
 
     cfg = from_dict(RunConfig, config)
     try:

@@ -25,15 +25,18 @@ import psutil
 import torch
 from torch import nn
 
+from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.errors import UserError
+from peftlab.metrics import weights_bytes
+from peftlab.training.runtime import autocast, resolve_precision
+from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import TunerContext
 
 GIB = 2 ** 30
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
     """Bytes of the tensors one forward pass saves for backward (each storage once, weights excluded)."""
-    from peftlab.train import autocast
-
     weights = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
     storages: dict[int, int] = {}
 
@@ -52,8 +55,6 @@ def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: st
 def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple[int, int, int],
              batch_size: int, precision: str, device: torch.device) -> dict:
     """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``."""
-    from peftlab.metrics import weights_bytes
-
     was_training = model.training
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's random state untouched
@@ -116,11 +117,6 @@ def format_estimate(est: dict) -> list[str]:
 def estimate_for_config(cfg) -> dict:
     """The estimate for a run config, on this machine's CPU (``peftlab validate --show``): the model
     is built with random weights (same sizes), adapted, quantized as configured, and probed."""
-    from peftlab.backbones import build_backbone, input_spec_for
-    from peftlab.train import resolve_precision
-    from peftlab.tuners import apply_tuner
-    from peftlab.tuners.base import TunerContext
-
     cpu = torch.device("cpu")
     num_classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
     spec = input_spec_for(cfg.model)

@@ -1,4 +1,6 @@
-"""Resumable training state, written atomically (``peftlab.files``). Checkpoints
+"""Resumable training state, written atomically (``peftlab.files``): the run's ``Position`` (its
+fields are the checkpoint's keys) and the state of the weights, tuner, optimizer and RNGs, saved
+by ``save`` and put back by ``restore``, the one place that knows the format. Checkpoints
 are loaded with ``torch.load(weights_only=True)``: nothing in them can run code. A checkpoint
 that cannot be loaded or does not hold what a resume needs (a malicious pickle, an empty or
 truncated file, a string step, NaN weights) is a one-line ``CheckpointError``.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,20 @@ from peftlab.errors import CheckpointError
 from peftlab.files import one_line, write_atomic
 
 CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class Position:
+    """Where a run stands: what it has trained, and what it has spent on it (a checkpoint's keys)."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    next_batch: int = 0  # the epoch's first micro-batch not yet trained on
+    best_val: float = -1.0  # best val top-1 at an epoch's end
+    bad_epochs: int = 0  # epochs since it improved (train.early_stop_patience)
+    images_seen: int = 0
+    train_seconds: float = 0.0
+    val_seconds: float = 0.0  # absent in checkpoints from before it was kept: 0.0
 # what a resume reads, and its type
 FIELDS = {"trainable": dict, "tuner": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
           "step": int, "epoch": int, "next_batch": int, "bad_epochs": int, "images_seen": int,
@@ -224,3 +241,36 @@ def to_device(state, device: torch.device):
     if isinstance(state, (list, tuple)):
         return type(state)(to_device(v, device) for v in state)
     return state
+
+
+def save(directory: Path, position: Position, tuner, opt, log_lines: dict[str, int]) -> None:
+    """The checkpoint of a run at ``position``: ``opt`` is the recipe's ``Optimization``,
+    ``log_lines`` the lines of each log file it covers (a resume cuts the files back to them)."""
+    save_checkpoint(directory, {
+        "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(), **asdict(position),
+        "rng": rng_state(), "log_lines": dict(log_lines)})
+
+
+def restore(directory: Path, tuner, opt, device: torch.device, **bounds: int) -> tuple[Position, dict[str, int] | None]:
+    """Put the checkpoint in ``directory`` back into ``tuner``, ``opt`` and the RNGs; its position and
+    log lines. A fresh ``Position`` and no lines when there is none; a checkpoint that does not fit
+    this run (``bounds``: ``check_fits``'s total_steps, epochs, batches_per_epoch, grad_accum,
+    batch_size) is a one-line ``CheckpointError``."""
+    saved = load_checkpoint(directory)  # checked: one line if unusable
+    if saved is None:
+        return Position(), {}
+    check_fits(saved, directory, **bounds, optimizer=opt.optimizer, scheduler=opt.scheduler,
+               scaler=opt.scaler)  # counters that lie: one line
+    try:
+        tuner.load_trainable_state_dict(saved["trainable"])
+        tuner.load_state_dict(to_device(saved["tuner"], device))
+        opt.optimizer.load_state_dict(saved["optimizer"])
+        opt.scheduler.load_state_dict(saved["scheduler"])
+        opt.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:  # another run's, or damaged
+        raise CheckpointError(Path(directory) / CHECKPOINT_NAME, f"it does not fit this run ({one_line(err)[:300]})") \
+            from None
+    position = Position(**{f.name: saved[f.name] for f in fields(Position) if f.name in saved})
+    return position, saved.get("log_lines")

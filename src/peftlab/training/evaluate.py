@@ -1,0 +1,101 @@
+"""Evaluation of a split, and the check that the merged model computes what the adapter does."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from peftlab import metrics
+from peftlab.data.loading import BatchLoader
+from peftlab.quant import restore_layout, weight_only_arithmetic
+from peftlab.training.runtime import autocast
+
+MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
+
+
+def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch on the device: (float B x C x H x W, int64 B)."""
+    return next(iter(BatchLoader(dataset, device)([indices])))
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str,
+             num_workers: int | None = 0) -> dict:
+    """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
+    where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
+    The sums stay on the device until the end."""
+    was_training = model.training
+    model.eval()
+    loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
+    n = len(loader)
+    sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
+    start = time.perf_counter()
+    batches = torch.arange(n).split(batch_size)
+    for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
+        with autocast(precision, device):
+            logits = model(images).float()
+        hits = metrics.topk_hits(logits, labels)
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(),
+                             hits[5].double()])
+        classes = logits.shape[-1]
+    loss_sum, top1, top5 = sums.tolist()
+    seconds = time.perf_counter() - start
+    restore_layout(model)  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
+    model.train(was_training)
+    top5 = top5 / max(n, 1) if classes is None or classes > 5 else None
+    return {"loss": loss_sum / max(n, 1), "top1": top1 / max(n, 1), "top5": top5,
+            "images_per_second": n / seconds if seconds > 0 else None, "seconds": seconds}
+
+
+def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
+    """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved).
+
+    ``max_abs_diff`` compares the exact merge (on a quantized base: dequant(W) + ΔW in fp32)
+    with the adapter computing in the arithmetic it trained with (``weight_only_arithmetic``);
+    ``ok`` says it is within ``MERGE_TOLERANCE`` of the largest logit. On a quantized base the
+    re-quantized merge (the deployable model) is compared with the adapter in eval mode too:
+    that difference is quantization error, not a bug, and is reported, not checked. A method whose
+    quantized merge is exact (QA-LoRA: the update folds into the zeros) checks it too
+    (``requantized_ok``) and reports its own facts (``codes_unchanged``).
+    """
+    merged = tuner.merged_model().to(device).eval()
+    model = tuner.model
+    was_training = model.training
+    model.eval()
+    images, _ = fetch(dataset, torch.arange(min(batch_size, len(dataset))), device)
+    with torch.no_grad():
+        with weight_only_arithmetic(model):
+            reference = model(images)
+        diff = float((merged(images) - reference).abs().max())
+        times = metrics.time_interleaved({"merged": lambda: merged(images), "adapter": lambda: model(images)},
+                                         repeats, device)
+        scale = float(reference.abs().max())
+        check = {"max_abs_diff": diff, "tolerance": MERGE_TOLERANCE * max(scale, 1.0),
+                 "ok": diff <= MERGE_TOLERANCE * max(scale, 1.0),
+                 "merged_vs_adapter_latency_ratio": metrics.median(times["merged"]) / metrics.median(times["adapter"])}
+        if tuner.quantized:
+            requantized = tuner.merged_model(quantized=True).to(device).eval()
+            check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
+            if tuner.exact_quantized_merge:  # QA-LoRA: the merge stays quantized and must be exact
+                check["requantized_ok"] = check["requantized_max_abs_diff"] <= check["tolerance"]
+                check.update(tuner.quantized_merge_facts(requantized))
+    model.train(was_training)
+    return check
+
+
+def merge_warnings(merge: dict | None) -> list[str]:
+    """A failed merge check in words, for result.json's warnings and stderr: it never passes silently."""
+    if merge is None:
+        return []
+    found = []
+    if not merge["ok"]:
+        found.append(f"merge check failed: the merged model's logits differ from the adapter's by "
+                     f"{merge['max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g}); `peftlab export --merged` "
+                     "refuses this run unless given --force")
+    if merge.get("requantized_ok") is False:
+        found.append(f"quantized merge check failed: the merged quantized model differs from the adapter by "
+                     f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})")
+    return found

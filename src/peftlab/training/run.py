@@ -1,0 +1,170 @@
+"""Training one run in its directory: ``train(cfg, run_dir)``.
+
+The directory is locked while it trains and holds one config; a finished run returns its
+result, an unfinished one resumes from ``checkpoint/``. ``train`` calls the recipe
+(``peftlab.training.recipe.run``) and records what it ends in: a completed run, a diverged one,
+a failure (result.json says which). With ``train.auto_batch`` an out-of-memory error halves the
+micro-batch and the recipe goes on from the last checkpoint. Under torchrun every rank trains;
+only rank 0 writes in the run directory.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from peftlab import locks, tracking
+from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
+from peftlab.cpu import pin_arithmetic
+from peftlab.errors import CheckpointError, ConfigError, UserError
+from peftlab.files import check_run_dir, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
+from peftlab.libraries import LIBRARY_LOG, logged_to
+from peftlab.monitors.health import health
+from peftlab.training import distributed, recipe
+from peftlab.training.recipe import RunState
+from peftlab.training.runtime import out_of_memory
+from peftlab.training.step import Diverged
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> dict:
+    """Train one run in ``run_dir``; returns the result dict (also written to result.json).
+
+    The run directory is locked while it trains: a second trainer of the same directory gets a
+    one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
+    """
+    run_dir = Path(run_dir)
+    if cfg.train.reproducible:
+        pin_arithmetic()  # refuses (one line) when torch already runs with the CPU's own arithmetic
+    check_run_dir(run_dir)  # a file, a device, or entries of the wrong kind (a FIFO, a directory): one line
+    ranks = distributed.from_environment()  # torchrun: one of several processes training this run
+    try:
+        if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
+            return train_replica(cfg, run_dir, ranks)
+        with locks.hold(run_dir, "run directory", "peftlab train"), logged_to(run_dir / LIBRARY_LOG):
+            return train_in(cfg, run_dir, progress, position, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> dict:
+    """A rank other than 0: the same training on its shard of every batch, resumed from rank 0's
+    checkpoint, its own logs and checkpoints thrown away."""
+    done = read_json(run_dir / "result.json")
+    if done is not None and done.get("status") == "completed":
+        return done
+    with tempfile.TemporaryDirectory(prefix=f"peftlab-rank{ranks.rank}-") as scratch:
+        state = RunState(resume_dir=run_dir / "checkpoint")
+        try:
+            return recipe.run(cfg, Path(scratch), state, progress=False, row=0, ranks=ranks)
+        finally:
+            tracking.finish_log(state.log, None)
+
+
+def train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
+             ranks: distributed.Group = distributed.SINGLE) -> dict:
+    """The run in its (locked) directory: its result, recorded whatever the recipe ends in."""
+    prepare_run_dir(cfg, run_dir)
+    for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
+        remove_temporaries(directory)
+    done = read_json(run_dir / "result.json")
+    if done is not None and done.get("status") == "completed":
+        return done
+    state = RunState()
+    try:
+        result = run_halving(cfg, run_dir, state, progress, position, ranks)
+    except Diverged as err:
+        if err.step is not None:  # found at a later check point: the step it happened at
+            state.step = err.step
+        result = failed_result(cfg, "diverged", str(err), state)
+        result["health"] = health(state.log.records(), diverged=True) if state.log else None
+    except UserError as err:
+        result = failed_result(cfg, "failed", str(err), state)
+        result["checkpoint_unusable"] = isinstance(err, CheckpointError)  # --retry-failed then starts over
+        write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.log, result)
+        raise
+    except Exception as err:  # record any crash, then let it propagate
+        result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
+        result["traceback"] = traceback.format_exc()
+        write_json_atomic(run_dir / "result.json", result)
+        tracking.finish_log(state.log, result)
+        raise
+    except BaseException:  # killed or interrupted: the sinks keep what they hold; the next call resumes
+        tracking.finish_log(state.log, None)
+        raise
+    write_json_atomic(run_dir / "result.json", result)
+    tracking.finish_log(state.log, result)
+    return result
+
+
+def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, position: int,
+                ranks: distributed.Group) -> dict:
+    """The recipe; with ``train.auto_batch``, an out-of-memory error halves the micro-batch that is
+    computed at once (each configured micro-batch is split in 2, 4, ... pieces whose gradients
+    accumulate: the same effective batch and the same steps) and the run goes on from its last
+    checkpoint. Each halving is recorded (result.json ``auto_batch``)."""
+    while True:
+        try:
+            return recipe.run(cfg, run_dir, state, progress=progress, row=position, ranks=ranks)
+        except Exception as err:  # noqa: BLE001 - only an out-of-memory error is handled here
+            micro = math.ceil(cfg.train.batch_size / state.split)
+            if not (cfg.train.auto_batch and out_of_memory(err) and micro > 1 and not ranks.active):
+                if out_of_memory(err) and not cfg.train.auto_batch:
+                    raise type(err)(f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
+                                    "and goes on from the last checkpoint)") from err
+                raise
+            error = one_line(err)[:200]
+        tracking.finish_log(state.log, None)  # reopened, and cut back to the checkpoint
+        state.log = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        state.split *= 2
+        events = (state.auto_batch or {}).get("events", [])
+        state.auto_batch = {"micro_batch": math.ceil(cfg.train.batch_size / state.split),
+                            "pieces_per_micro_batch": state.split,
+                            "events": events + [{"step": state.step, "micro_batch": micro, "error": error}]}
+        print(f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
+              f"at micro-batch {state.auto_batch['micro_batch']}", file=sys.stderr, flush=True)
+
+
+def failed_result(cfg: RunConfig, status: str, error: str, state: RunState) -> dict:
+    return {"status": status, "error": error, "step": state.step, "config": to_dict(cfg),
+            "metrics": {}, "params": state.params, "provenance": state.provenance}
+
+
+# what one attempt of a run writes in its directory (a failed attempt's move aside together)
+ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
+                 "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "tensorboard", "wandb")
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
+    """Write config.yaml. A directory that holds another config is refused, not overwritten, unless
+    its run failed or diverged: then that attempt's files move aside into ``failed-<time>/``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    if path.exists():
+        # paths are absolute in config.yaml; those of earlier versions were relative to the current directory
+        existing = load_config(path, base_dir=Path.cwd())
+        if config_hash(existing, 64) != config_hash(cfg, 64):  # the sinks (track) may change between calls
+            if (read_json(run_dir / "result.json") or {}).get("status") not in ("failed", "diverged"):
+                raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
+                                  "or can resume); use another --run-dir")
+            stamp = time.strftime("failed-%Y%m%d-%H%M%S")
+            aside, n = run_dir / stamp, 1
+            while aside.exists():
+                aside, n = run_dir / f"{stamp}-{n}", n + 1
+            aside.mkdir()
+            for name in ATTEMPT_FILES:
+                if (run_dir / name).exists():
+                    (run_dir / name).rename(aside / name)
+            existing = None
+    if not path.exists() or existing is None or existing != cfg:  # the sinks or train.reproducible changed
+        write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))

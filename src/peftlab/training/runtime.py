@@ -1,0 +1,111 @@
+"""Where and how a run computes: seed, threads, device, precision, TF32, fused AdamW, compile.
+
+The recipe, the benchmarks, the memory preflight and the export all use these; none of them
+imports the recipe for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from peftlab.errors import ConfigError
+from peftlab.files import one_line
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_threads() -> int:
+    """Intra-op threads of a run whose config leaves ``train.threads`` null: this machine's
+    physical cores (those this process may use), the same whatever else runs beside it.
+
+    The thread count changes floating-point reduction order, so a run's numbers depend on it;
+    it must never depend on how many runs share the machine (``peftlab study --workers``).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} is invalid: no CUDA device is available here; use auto or cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision: auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere
+    (a CPU without bf16 matrix units runs bf16 about 20x slower than fp32)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    precision = resolve_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision='fp16' is invalid on CPU: expected fp32 or bf16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def set_tf32(allowed: bool, device: torch.device) -> None:
+    """``train.tf32``: TF32 matmuls and convolutions on CUDA (Ampere and later); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
+def fused_adamw(setting: bool | None, device: torch.device) -> bool:
+    """``train.fused_adamw``: null means fused on CUDA, PyTorch's foreach AdamW on CPU."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device,
+                  precision: str) -> dict:
+    """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor) and compile it
+    now, on random batches in train mode (forward and backward) and in eval mode, so the compile
+    time is reported apart and a model that cannot compile trains eagerly after one logged line
+    instead of failing later. Gradients and random state are left as they were found."""
+    start = time.perf_counter()
+    model.compile()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with autocast(precision, device):
+                out = model(torch.randn(train_shape, device=device))
+            out.float().sum().backward()
+            model.eval()
+            with torch.no_grad(), autocast(precision, device):
+                model(torch.randn(eval_shape, device=device))
+        record = {"used": True, "error": None}
+    except Exception as err:  # noqa: BLE001 - any compiler failure: eager, said once
+        model._compiled_call_impl = None  # what nn.Module.compile set: the module is eager again
+        record = {"used": False, "error": one_line(err)[:300]}
+        print(f"peftlab: train.compile: the model did not compile, training eagerly ({record['error']})",
+              file=sys.stderr, flush=True)
+    finally:
+        model.train()
+        for param in model.parameters():
+            param.grad = None
+    return {**record, "seconds": time.perf_counter() - start}
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator failing to allocate."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
