@@ -22,7 +22,7 @@ def test_the_run_id_of_the_downstream_config_is_pinned():
 
 
 @pytest.mark.parametrize("study, count, first, digest", [
-    ("default", 40, "7e3f111bc66b", "22b1701e4c2f"),  # linear no longer sets train.lr (issue 25)
+    ("default", 40, "2c5e71513fdb", "e87d3593b318"),  # tuned: the head trains at train.lr (issue 25)
     ("adaptive", 55, "c9fb5e720aec", "8205b2ad5959"),
 ])
 def test_the_run_ids_of_a_study_are_pinned(study, count, first, digest):

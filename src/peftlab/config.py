@@ -237,8 +237,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return from_dict(RunConfig, with_base_architecture(data))
 
 
+# libyaml's emitter writes what PyYAML's does (the representer is the same Python code) about
+# three times faster: a 10,000-run study hashes 10,000 configs before its first run
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return yaml.dump(to_dict(cfg), Dumper=_DUMPER, sort_keys=False)
 
 
 # Fields added after run ids were first handed out, with their defaults: a field at its default
@@ -282,7 +287,7 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
         fields = data.get(section) if section else data
         if isinstance(fields, dict) and fields.get(name) == value:
             fields[name] = old
-    return hashlib.sha256(yaml.safe_dump(data, sort_keys=False).encode()).hexdigest()[:length]
+    return hashlib.sha256(yaml.dump(data, Dumper=_DUMPER, sort_keys=False).encode()).hexdigest()[:length]
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
