@@ -5,8 +5,11 @@ and the final runs' results; never torch. A study without ``tune:`` gets one sen
 its methods share one set of hyper-parameters.
 
 - ``load_searches``: one record per tuned method (its search, trials and choice).
-- ``plot_tuning``: the validation score of every trial in order, one panel per method, with
-  the best so far and the chosen trial marked (pruned trials hollow, at their last score).
+- ``plot_tuning``: the validation score of every trial, one panel per method, with the chosen
+  trial marked (pruned trials hollow, at their last score): against the searched value when the
+  search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
+  trial order with the best so far.
+- ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
 - ``report_section`` / ``paper_sentence``: the report's "Tuning" section and the paper's sentence.
 """
 
@@ -72,6 +75,47 @@ def final_scores(df: pd.DataFrame) -> pd.DataFrame:
                                       n=("seed", "nunique")) * [100, 100, 1]
 
 
+def numeric_axis(search: dict) -> dict | None:
+    """The search's one axis when it is its only axis and numeric (a list of numbers or a range)."""
+    axes = search["axes"]
+    if len(axes) != 1:
+        return None
+    values = axes[0].get("values")
+    if values is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return axes[0]
+
+
+def _bounds(axis: dict) -> tuple[float, float]:
+    values = axis.get("values")
+    return (min(values), max(values)) if values is not None else (axis["low"], axis["high"])
+
+
+def edge_choices(searches: list[dict]) -> list[str]:
+    """A sentence per method whose chosen value of a numeric axis with more than two points is its
+    smallest or largest searched value (a range: within 5% of an end on its scale)."""
+    notes = []
+    for record in searches:
+        chosen = record.get("chosen")
+        if not chosen or not record.get("done"):
+            continue
+        for axis in record["search"]["axes"]:
+            value, values = chosen["params"].get(axis["key"]), axis.get("values")
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not numeric or (values is not None and (len(values) < 3 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))):
+                continue
+            low, high = _bounds(axis)
+            scale = np.log if axis.get("log") or (values is not None and low > 0 and high / low >= 10) else (lambda x: x)
+            span = scale(high) - scale(low)
+            where = ("smallest" if scale(value) - scale(low) <= 0.05 * span else
+                     "largest" if scale(high) - scale(value) <= 0.05 * span else None)
+            if where:
+                notes.append(f"{record['search']['method']}: the chosen {axis['key']}={value:g} is the {where} value "
+                             "searched; its best may lie outside the searched range.")
+    return notes
+
+
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
     """Validation score over the trials of each method's search; returns the paths, or None without trials."""
     searches = [s for s in searches if s["trials"]]
@@ -87,10 +131,14 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     for ax, record in zip(axes, searches):
         method = record["search"]["method"]
         color = (palette or {}).get("method", {}).get(method, "#0072B2")
+        axis = numeric_axis(record["search"])
+        x_of = (lambda t: t["params"][axis["key"]]) if axis else (lambda t: t["number"])
         trials = sorted(record["trials"], key=lambda t: t["number"])
-        done = [(t["number"], 100 * t["value"]) for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
-        pruned = [(t["number"], 100 * t["value"]) for t in trials if t["state"] == "PRUNED" and t["value"] is not None]
-        if done:
+        done = [(x_of(t), 100 * t["value"]) for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        pruned = [(x_of(t), 100 * t["value"]) for t in trials if t["state"] == "PRUNED" and t["value"] is not None]
+        if done and axis:  # a curve over the searched values
+            ax.plot(*zip(*sorted(done)), marker="o", ms=4, color=color, lw=1, zorder=3, label="trial")
+        elif done:
             ax.scatter(*zip(*done), s=16, color=color, zorder=3, label="trial")
             best, line = -np.inf, []
             for number, value in done:
@@ -101,12 +149,19 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
             ax.scatter(*zip(*pruned), s=16, facecolors="none", edgecolors=color, zorder=3, label="pruned")
         chosen = record.get("chosen")
         if chosen:
-            ax.scatter([chosen["trial"]], [100 * chosen["value"]], s=70, marker="*", color="black", zorder=4,
+            chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
+            ax.scatter([chosen_x], [100 * chosen["value"]], s=70, marker="*", color="black", zorder=4,
                        label="chosen")
         ax.set_title(figure_name(method, method, labels), fontsize=8)
-        ax.set_xlabel("trial", fontsize=7)
         ax.tick_params(labelsize=6)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if axis:
+            low, high = _bounds(axis)
+            if axis.get("log") or (low > 0 and high / low >= 10):
+                ax.set_xscale("log")
+            ax.set_xlabel(axis["key"], fontsize=7)
+        else:
+            ax.set_xlabel("trial", fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{searches[0]['search']['metric']} (validation, %)", fontsize=7)
@@ -144,12 +199,17 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
                      f"{search['trials']} ({_counts(record['trials'])}){state} | {chosen_text} | {chosen_val} | "
                      f"{final_text} |")
     lines.append("")
+    edges = edge_choices(searches)
+    if edges:
+        lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
     paths = plot_tuning(searches, fig_dir, labels, palette)
     if paths:
+        curve = all(numeric_axis(s["search"]) for s in searches)
+        how = ("against the searched value; the star is the chosen trial" if curve else
+               "in the order they ran; the line is the best so far, the star the chosen trial")
         lines += [f"![validation score over the trials]({Path('figures') / paths[0].name})", "",
-                  f"`figures/{FIGURE}.png`: the {first['metric']} (validation) of every trial in the order they ran, "
-                  "one panel per method; the line is the best so far, the star the chosen trial, hollow markers "
-                  "pruned trials at their last reported score.", ""]
+                  f"`figures/{FIGURE}.png`: the {first['metric']} (validation) of every trial, one panel per method, "
+                  f"{how}; hollow markers are pruned trials at their last reported score.", ""]
     return lines
 
 
