@@ -62,7 +62,8 @@ def body_formula(method: str, depth: int, d: int, hidden: int, options: dict) ->
 
 
 # (method, options) rows; the formula takes the same options
-COUNT_ROWS = [("bitfit", {}), ("ln", {}), ("ssf", {}), ("difffit", {}), ("houlsby", {}), ("houlsby", {"bottleneck": 3}),
+COUNT_ROWS = [("bitfit", {}), ("ln", {}), ("ssf", {}), ("difffit", {}),
+              ("houlsby", {}), ("houlsby", {"bottleneck": 3}),
               ("pfeiffer", {}), ("pfeiffer", {"bottleneck": 16}), ("adaptformer", {}), ("adaptformer", {"bottleneck": 8}),
               ("vpt", {}), ("vpt", {"deep": False}), ("vpt", {"prompt_tokens": 3, "deep": True})]
 

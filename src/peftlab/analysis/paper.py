@@ -173,8 +173,8 @@ METHOD_SENTENCES = {
     "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding channel by channel, "
            "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
     "difffit": "DiffFit trains the bias terms, the LayerNorms, the head and a per-channel scale on the attention and "
-               "the MLP branch of every block, starting at one and folded into each branch's output projection at merge "
-               "time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
+               "the MLP branch of every block, starting at one and folded into each branch's output projection at "
+               "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
     "houlsby": "Houlsby adapters add a zero-initialised bottleneck MLP with a residual connection after the attention "
                "and after the MLP of every block \\citep{houlsby2019adapters}. ",
     "pfeiffer": "Pfeiffer adapters add one zero-initialised bottleneck MLP with a residual connection after the MLP "
