@@ -194,6 +194,8 @@ METHOD_SENTENCES = {
             "\\citep{edalati2022krona,yeh2024lycoris}. ",
     "oft": "OFT rotates the input of each adapted layer by a learned block-diagonal orthogonal matrix, which keeps the "
            "angles between the layer's neurons \\citep{qiu2023oft}. ",
+    "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
+            "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
 }
 
 

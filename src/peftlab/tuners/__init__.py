@@ -22,6 +22,7 @@ from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, PfeifferConfig
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.bitfit.config import BitFitConfig
+from peftlab.tuners.boft.config import BOFTMethodConfig
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.dora.config import DoraConfig
 from peftlab.tuners.full.config import FullConfig
@@ -89,6 +90,8 @@ TUNERS = {
                       "peftlab.tuners.loha.model:loha_ranks"),
     "lokr": TunerSpec(LoKrMethodConfig, "peftlab.tuners.lokr.model:check_lokr", "peftlab.tuners.lokr.model:apply_lokr"),
     "oft": TunerSpec(OFTMethodConfig, "peftlab.tuners.oft.model:check_oft", "peftlab.tuners.oft.model:apply_oft"),
+    "boft": TunerSpec(BOFTMethodConfig, "peftlab.tuners.boft.model:check_boft",
+                      "peftlab.tuners.boft.model:apply_boft"),
 }
 
 
