@@ -69,7 +69,8 @@ COUNT_ROWS = [(m, {}) for m in RELATIVES] + [
     ("ia3", {"target_modules": "all-linear", "feedforward_modules": []}), ("loha", {"r": 2, "target_modules": "extended"}),
     ("lokr", {"r": 2, "target_modules": "all-linear"}), ("lokr", {"r": 16}),
     ("oft", {"oft_block_size": 16, "target_modules": "all-linear"}), ("oft", {"r": 4, "oft_block_size": 0}),
-    ("boft", {"boft_block_size": 8, "target_modules": "all-linear"}), ("boft", {"boft_block_num": 4, "boft_block_size": 0})]
+    ("boft", {"boft_block_size": 8, "target_modules": "all-linear"}),
+    ("boft", {"boft_block_num": 4, "boft_block_size": 0})]
 
 
 def count_options(options: dict) -> dict:
@@ -213,8 +214,10 @@ def test_dora_on_an_nf4_base_starts_as_it_and_merges():
 @pytest.mark.parametrize("method, options, message", [
     ("oft", {"oft_block_size": 24}, r"method.oft_block_size=24 is invalid: expected a divisor of the input width 64"),
     ("oft", {"r": 4}, r"method.oft_block_size=32 is invalid: expected 0 when method.r is set \(4\)"),
-    ("boft", {"boft_block_size": 24}, r"method.boft_block_size=24 is invalid: expected a divisor of the input width 64"),
-    ("boft", {"boft_block_num": 4}, r"method.boft_block_size=4 is invalid: expected 0 when method.boft_block_num is set"),
+    ("boft", {"boft_block_size": 24}, r"method.boft_block_size=24 is invalid: expected a divisor of the input "
+                                      r"width 64"),
+    ("boft", {"boft_block_num": 4}, r"method.boft_block_size=4 is invalid: expected 0 when "
+                                    r"method.boft_block_num is set"),
     ("boft", {"boft_dropout": 1.0}, r"method.boft_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
     ("ia3", {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc1"]}, r"method.feedforward_modules entry .* matches no"),
     ("vera", {"r": 0}, r"method.r=0 is invalid: expected an integer > 0"),
