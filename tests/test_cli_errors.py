@@ -148,7 +148,7 @@ def test_bad_bench_arguments_are_one_line_at_parsing(args, needle):
     assert_one_line_exit_2(run_cli("bench", *args, timeout=120), needle, "peftlab bench --help")  # before: a bench ran
 
 
-@pytest.mark.parametrize("method", ["full", "linear", "lora", "adalora", "adaptive", "qalora", "vera", "oft"])
+@pytest.mark.parametrize("method", ["full", "linear", "lora", "adalora", "adaptive", "qalora", "vera", "oft", "boft"])
 def test_params_counts_every_method(method):
     """Counted on the meta device: a method's own bookkeeping (adaptive's rank masks) must not be meta."""
     proc = run_cli("params", "vit_tiny_patch16_224", "--img-size", "32", "--patch-size", "8", "--depth", "2",

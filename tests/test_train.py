@@ -90,14 +90,14 @@ class Interrupt(BaseException):
 
 
 @pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive", "qalora",
-                                    "bitfit", "ssf", "houlsby", "vpt", "dora", "vera", "loha"])
+                                    "bitfit", "ssf", "difffit", "houlsby", "vpt", "dora", "vera", "loha"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
     import peftlab.training.recipe
     import stateful_tuner
     from peftlab.tuners import TUNERS
 
     monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
-    options = {"full": {}, "bitfit": {}, "ssf": {}, "houlsby": {"bottleneck": 4},
+    options = {"full": {}, "bitfit": {}, "ssf": {}, "difffit": {}, "houlsby": {"bottleneck": 4},
                "vpt": {"prompt_tokens": 3}, "adalora": {"init_r": 6, "target_r": 3, "lora_dropout": 0.1},
                "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1},
                "qalora": {"r": 4, "lora_dropout": 0.1, "schedule": "cosine"},
@@ -199,7 +199,7 @@ def test_an_image_folder_run_is_the_same_with_workers_and_cache(tmp_path, monkey
     assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 3  # train, val, test
 
 
-@pytest.mark.parametrize("method", ["bitfit", "ssf"])
+@pytest.mark.parametrize("method", ["bitfit", "ssf", "difffit"])
 def test_merged_export_of_a_hand_written_method_is_a_plain_timm_model(tmp_path, method):
     import timm
     from safetensors import safe_open

@@ -136,8 +136,9 @@ def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, refe
 
 @needs_data
 @pytest.mark.e2e
-@pytest.mark.parametrize("method", [{"name": "bitfit"}, {"name": "ssf"}, {"name": "houlsby", "bottleneck": 4},
-                                    {"name": "vpt", "prompt_tokens": 3}])
+@pytest.mark.parametrize("method", [{"name": "bitfit"}, {"name": "ssf"}, {"name": "difffit"},
+                                    {"name": "houlsby", "bottleneck": 4},
+                                    {"name": "vpt", "prompt_tokens": 3}], ids=lambda method: method["name"])
 def test_sigkill_then_resume_equals_an_uninterrupted_run_for_the_hand_written_methods(tmp_path, method):
     cfg = load_config(overrides={**SMALL, "method": method})
     reference = tmp_path / "straight"

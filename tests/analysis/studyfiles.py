@@ -21,18 +21,26 @@ RUNS = [
     ("lora r=4", "lora", {"method.name": "lora", "method.r": 4}, 9_482, 30.0, [0.675, 0.663, 0.690]),
     ("lora r=8", "lora", {"method.name": "lora", "method.r": 8}, 17_674, 31.0, [0.684, 0.664, 0.702]),
 ]
+# the method zoo, written only when ``variants`` names them (the literature table's methods and two it lacks)
+ZOO_RUNS = [
+    ("vpt", "vpt", {"method.name": "vpt"}, 6_410, 33.0, [0.702, 0.711, 0.695]),
+    ("pfeiffer", "pfeiffer", {"method.name": "pfeiffer"}, 5_538, 32.0, [0.688, 0.679, 0.690]),
+    ("ssf", "ssf", {"method.name": "ssf"}, 9_866, 35.0, [0.721, 0.730, 0.716]),
+    ("houlsby", "houlsby", {"method.name": "houlsby"}, 9_786, 36.0, [0.733, 0.741, 0.729]),
+    ("difffit", "difffit", {"method.name": "difffit"}, 7_114, 34.0, [0.715, 0.709, 0.722]),
+]
 SEEDS = (0, 1, 2)
 
 
 def write_study_dir(study_dir: Path, with_failure: bool = True, variants=None) -> Path:
-    """The study of RUNS (or of the named variants only) in study_dir/runs, on a base model whose
-    pretraining manifest is study_dir/base/manifest.json."""
+    """The study of RUNS (or of the named variants only, from RUNS and ZOO_RUNS) in study_dir/runs, on a
+    base model whose pretraining manifest is study_dir/base/manifest.json."""
     base = study_dir / "base" / "model.safetensors"
     base.parent.mkdir(parents=True)
     (base.parent / "manifest.json").write_text(json.dumps({"data": {"name": "mnist"}, "test_top1": 0.9576,
                                                            "train_seconds": 110.4, "weights": base.name}))
     order = 0
-    for variant, method, overrides, trainable, wall, scores in RUNS:
+    for variant, method, overrides, trainable, wall, scores in RUNS + (ZOO_RUNS if variants is not None else []):
         if variants is not None and variant not in variants:
             continue
         for seed, top1 in zip(SEEDS, scores):

@@ -107,7 +107,8 @@ def test_each_bibliography_key_is_written_once():
 def test_literature_table_says_which_rows_are_cited_and_which_are_ours(sources):
     table = (sources / "tables" / "literature.tex").read_text()
     assert r"\emph{Cited} \citep{xin2024vpetl}" in table and r"\emph{This study (measured)}" in table
-    assert "Full fine-tuning & 85.8M & 68.9" in table  # V-PETL Bench, CIFAR-100 (VTAB-1k)
+    assert "Full fine-tuning (full) & 85.8M & 68.9" in table  # V-PETL Bench, CIFAR-100 (VTAB-1k)
+    assert "Adapter (pfeiffer) & 0.16M & 69.2" in table  # each cited row names the peftlab method it stands for
     assert "full & 800.4K & 74.5" in table  # this study
     assert "comparable" in table  # the caption says the settings differ
 
@@ -129,7 +130,8 @@ def test_literature_file_is_valid_and_cites_only_known_papers():
     ('{id: A, setting: s, method: m, peftlab: null, trainable: null, value: 89.9}', "entries[0].value=89.9"),
     ('{id: a, setting: s, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].id='a'"),
     ('{id: A, setting: t, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].setting='t'"),
-    ('{id: A, setting: s, method: m, peftlab: vpt, trainable: null, value: "1"}', "entries[0].peftlab='vpt'"),
+    ('{id: A, setting: s, method: m, peftlab: vpt_deep, trainable: null, value: "1"}',
+     "entries[0].peftlab='vpt_deep': expected null or a method of peftlab (full, linear, lora"),
 ])
 def test_bad_literature_entries_are_one_line_user_errors(tmp_path, entry, needle):
     path = tmp_path / "literature.yaml"

@@ -1,4 +1,4 @@
-"""PEFT's LoRA relatives (DoRA, VeRA, IA3, LoHa, LoKr, OFT), table-driven: parameter counts against
+"""PEFT's LoRA relatives (DoRA, VeRA, IA3, LoHa, LoKr, OFT, BOFT), table-driven: parameter counts against
 hand formulas, q/k/v slices, merge into a plain timm model, PEFT-format export, quantized bases
 and their own bad options. Identity at step 0 and foreign keys: tests/tuners/test_tuners.py."""
 
@@ -17,7 +17,7 @@ from peftlab.params import count_parameters
 from peftlab.tuners import apply_tuner
 
 NUM_CLASSES = 5
-RELATIVES = ["dora", "vera", "ia3", "loha", "lokr", "oft"]
+RELATIVES = ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"]
 # module -> (in_features, out_features) for embedding width d; the preset's modules per block
 SHAPES = {"q": (1, 1), "k": (1, 1), "v": (1, 1), "proj": (1, 1), "fc1": (1, 4), "fc2": (4, 1)}
 PRESETS = {"standard": ["q", "v"], "extended": ["q", "k", "v", "proj"],
@@ -48,6 +48,9 @@ def module_formula(method: str, fan_in: int, fan_out: int, options: dict, feedfo
     if method == "oft":  # in / b blocks, each a skew-symmetric b x b matrix: b(b-1)/2 numbers
         b = options.get("oft_block_size", 32) or fan_in // r
         return fan_in // b * b * (b - 1) // 2
+    if method == "boft":  # per butterfly factor in / b blocks stored whole (b x b), and a scale per output
+        b = options.get("boft_block_size", 4) or fan_in // options["boft_block_num"]
+        return options.get("boft_n_butterfly_factor", 1) * fan_in // b * b * b + fan_out
     raise KeyError(method)
 
 
@@ -65,7 +68,9 @@ COUNT_ROWS = [(m, {}) for m in RELATIVES] + [
     ("dora", {"r": 4, "target_modules": "all-linear"}), ("vera", {"r": 16, "target_modules": "extended"}),
     ("ia3", {"target_modules": "all-linear", "feedforward_modules": []}), ("loha", {"r": 2, "target_modules": "extended"}),
     ("lokr", {"r": 2, "target_modules": "all-linear"}), ("lokr", {"r": 16}),
-    ("oft", {"oft_block_size": 16, "target_modules": "all-linear"}), ("oft", {"r": 4, "oft_block_size": 0})]
+    ("oft", {"oft_block_size": 16, "target_modules": "all-linear"}), ("oft", {"r": 4, "oft_block_size": 0}),
+    ("boft", {"boft_block_size": 8, "target_modules": "all-linear"}),
+    ("boft", {"boft_block_num": 4, "boft_block_size": 0})]
 
 
 def count_options(options: dict) -> dict:
@@ -141,6 +146,7 @@ def test_q_and_v_slices_merge_into_a_plain_timm_model_changing_only_their_rows(m
 
 # whole modules of timm's model: PEFT's own config and weights load on the plain base
 WHOLE = {"dora": {"r": 4}, "vera": {"r": 16}, "loha": {"r": 4}, "lokr": {"r": 4}, "oft": {"oft_block_size": 16},
+         "boft": {"boft_block_size": 8},
          "ia3": {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc2"]}}
 WHOLE_TARGETS = [r"blocks\.\d+\.attn\.qkv", r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.fc2"]
 
@@ -163,7 +169,7 @@ def test_peft_from_pretrained_on_plain_timm_gives_peftlabs_outputs(tmp_path, met
         torch.testing.assert_close(loaded(images()), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["vera", "loha", "lokr", "oft"])
+@pytest.mark.parametrize("method", ["vera", "loha", "lokr", "oft", "boft"])
 def test_slices_without_an_exact_fused_form_have_no_peft_format(tmp_path, method):
     _, tuner = make(method)
     assert not write_peft_adapter(tuner, tmp_path) and not any(tmp_path.iterdir())
@@ -208,6 +214,11 @@ def test_dora_on_an_nf4_base_starts_as_it_and_merges():
 @pytest.mark.parametrize("method, options, message", [
     ("oft", {"oft_block_size": 24}, r"method.oft_block_size=24 is invalid: expected a divisor of the input width 64"),
     ("oft", {"r": 4}, r"method.oft_block_size=32 is invalid: expected 0 when method.r is set \(4\)"),
+    ("boft", {"boft_block_size": 24}, r"method.boft_block_size=24 is invalid: expected a divisor of the input "
+                                      r"width 64"),
+    ("boft", {"boft_block_num": 4}, r"method.boft_block_size=4 is invalid: expected 0 when "
+                                    r"method.boft_block_num is set"),
+    ("boft", {"boft_dropout": 1.0}, r"method.boft_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
     ("ia3", {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc1"]}, r"method.feedforward_modules entry .* matches no"),
     ("vera", {"r": 0}, r"method.r=0 is invalid: expected an integer > 0"),
     ("loha", {"alpha": -1}, r"method.alpha=-1.0 is invalid: expected a number > 0"),
@@ -218,3 +229,47 @@ def test_bad_options_are_one_line_config_errors(method, options, message):
     with pytest.raises(ConfigError, match=message) as err:
         make(method, **options)
     assert "\n" not in str(err.value)
+
+
+def test_boft_refuses_a_butterfly_peft_would_silently_drop(monkeypatch):
+    import peftlab.tuners.boft.model as boft
+
+    monkeypatch.setattr(boft, "butterfly_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"method.boft_n_butterfly_factor=2 is invalid: expected 1 on this machine: "
+                                          r"PEFT builds more butterfly factors only with its CUDA extension fbd_cuda"):
+        make("boft", boft_n_butterfly_factor=2)
+
+
+def test_without_its_cuda_extension_peft_builds_one_butterfly_factor_whatever_the_config_says():
+    """Why peftlab refuses more than one factor where PEFT's fbd_cuda does not load (these CPU machines)."""
+    from peft import BOFTConfig, get_peft_model
+
+    from peftlab.tuners.boft.model import butterfly_available
+
+    if butterfly_available():
+        pytest.skip("PEFT's fbd_cuda extension loads here: it builds the factors asked for")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8))
+    config = BOFTConfig(boft_block_size=8, boft_n_butterfly_factor=3, target_modules=["0"], bias="none")
+    layer = get_peft_model(model, config).base_model.model[0]
+    assert layer.boft_R["default"].shape == (1, 8, 8, 8)  # one factor of 8 blocks, not 3
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"boft_block_size": 8, "boft_n_butterfly_factor": 4}, None),  # 8 x 2^3 = 64, the input width
+    ({"boft_block_size": 16, "boft_n_butterfly_factor": 4}, r"expected an even block size \(16\) that times 2\^3 "
+                                                             r"divides the input width 64"),
+    ({"boft_block_num": 16, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, None),  # blocks of 4
+    ({"boft_block_num": 64, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, r"an even block size \(1\)"),
+])
+def test_boft_checks_peft_butterfly_rule_where_the_extension_loads(monkeypatch, options, message):
+    import peftlab.tuners.boft.model as boft
+    from peftlab.tuners import check_config
+
+    monkeypatch.setattr(boft, "butterfly_available", lambda: True)
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "boft", **options}})
+    model = build_backbone(cfg.model, NUM_CLASSES)
+    if message is None:
+        check_config(cfg, model)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            check_config(cfg, model)

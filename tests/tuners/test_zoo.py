@@ -1,4 +1,4 @@
-"""The methods peftlab writes by hand (BitFit, LayerNorm tuning, SSF, adapters, VPT), table-driven:
+"""The methods peftlab writes by hand (BitFit, LayerNorm tuning, SSF, DiffFit, adapters, VPT), table-driven:
 parameter counts against hand formulas, what trains, what merges, what is refused."""
 
 import copy
@@ -15,7 +15,7 @@ from peftlab.params import count_parameters
 from peftlab.tuners import apply_tuner
 
 NUM_CLASSES = 5
-ZOO = ["bitfit", "ln", "ssf", "houlsby", "pfeiffer", "adaptformer", "vpt"]
+ZOO = ["bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"]
 ADAPTERS = {"houlsby": 2, "pfeiffer": 1, "adaptformer": 1}  # adapters per block
 
 
@@ -51,6 +51,8 @@ def body_formula(method: str, depth: int, d: int, hidden: int, options: dict) ->
         return depth * 2 * (2 * d) + 2 * d
     if method == "ssf":  # a scale and a shift per output channel of everything bitfit has a bias on
         return 2 * body_formula("bitfit", depth, d, hidden, options)
+    if method == "difffit":  # bitfit's biases, the LayerNorms' gammas (2 per block, the final norm), 2 scales per block
+        return body_formula("bitfit", depth, d, hidden, options) + depth * 2 * d + d + depth * 2 * d
     if method in ADAPTERS:  # down (d x m + m) and up (m x d + d) per adapter
         m = options.get("bottleneck", 64 if method == "adaptformer" else 8)
         return depth * ADAPTERS[method] * (2 * d * m + m + d)
@@ -60,7 +62,8 @@ def body_formula(method: str, depth: int, d: int, hidden: int, options: dict) ->
 
 
 # (method, options) rows; the formula takes the same options
-COUNT_ROWS = [("bitfit", {}), ("ln", {}), ("ssf", {}), ("houlsby", {}), ("houlsby", {"bottleneck": 3}),
+COUNT_ROWS = [("bitfit", {}), ("ln", {}), ("ssf", {}), ("difffit", {}),
+              ("houlsby", {}), ("houlsby", {"bottleneck": 3}),
               ("pfeiffer", {}), ("pfeiffer", {"bottleneck": 16}), ("adaptformer", {}), ("adaptformer", {"bottleneck": 8}),
               ("vpt", {}), ("vpt", {"deep": False}), ("vpt", {"prompt_tokens": 3, "deep": True})]
 
@@ -78,7 +81,7 @@ def test_trainable_parameters_match_the_hand_formula(method, options, model, dep
     assert counts["head"] == head
     assert counts["trainable"] == body_formula(method, depth, d, 4 * d, options) + head
     plain = sum(p.numel() for p in build_backbone(cfg.model, classes).parameters()) if model == "tiny" else 5_526_346
-    added = counts["trainable"] - head if method not in ("bitfit", "ln") else 0  # selective methods add nothing
+    added = {"bitfit": 0, "ln": 0, "difffit": depth * 2 * d}.get(method, counts["trainable"] - head)  # selective
     assert counts["total"] == plain + added
 
 
@@ -111,9 +114,10 @@ def perturb(tuner, pattern: str):
                 param.add_(torch.randn(param.shape, generator=generator) * 0.2)
 
 
-def test_ssf_merge_folds_into_a_plain_timm_model():
-    base, tuner = make("ssf")
-    perturb(tuner, "ssf_")
+@pytest.mark.parametrize("method, pattern", [("ssf", "ssf_"), ("difffit", "difffit_gamma")])
+def test_merge_folds_into_a_plain_timm_model(method, pattern):
+    base, tuner = make(method)
+    perturb(tuner, pattern)
     tuner.model.eval()
     merged = tuner.merged_model().eval()
     assert type(merged) is timm.models.vision_transformer.VisionTransformer
@@ -133,6 +137,26 @@ def test_ssf_wraps_the_layers_of_the_paper():
         | {"head.weight", "head.bias"}
 
 
+def test_difffit_scales_each_residual_branch_and_trains_biases_norms_scales_and_head():
+    base, tuner = make("difffit")
+    depth = TINY_MODEL["depth"]
+    gammas = {f"blocks.{i}.{b}.difffit_gamma" for i in range(depth) for b in ("attn", "mlp")}
+    plain = {n.replace(".base_layer", "") for n in tuner.trainable_parameters()} - gammas
+    assert gammas <= set(tuner.trainable_parameters())
+    assert plain == {k for k in base.state_dict() if k.endswith(".bias") or k.startswith("head.")
+                     or (".norm" in "." + k and k.endswith(".weight"))}
+    perturb(tuner, "difffit_gamma")
+    block, z = tuner.model.blocks[1], torch.randn(2, 5, TINY_MODEL["embed_dim"])
+    with torch.no_grad():  # the scale multiplies the branch's output, before the residual addition
+        torch.testing.assert_close(block.mlp(z), block.mlp.base_layer(z) * block.mlp.difffit_gamma)
+        torch.testing.assert_close(block.attn(z), block.attn.base_layer(z) * block.attn.difffit_gamma)
+    train_steps(tuner)
+    merged, before = tuner.merged_model().state_dict(), base.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], merged[k])}
+    folded = {f"blocks.{i}.{m}.weight" for i in range(depth) for m in ("attn.proj", "mlp.fc2")}
+    assert changed == plain | folded  # the trained parameters, and the Linears the scales fold into
+
+
 def hf_tuner(hf_dir, method):
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": method}})
     return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
@@ -147,7 +171,7 @@ def test_selective_methods_take_an_hf_vit(hf_dir, method, kept):
     assert {"model.classifier.weight", "model.classifier.bias"} <= names
 
 
-@pytest.mark.parametrize("method", ["ssf", "houlsby", "pfeiffer", "adaptformer", "vpt"])
+@pytest.mark.parametrize("method", ["ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"])
 def test_hand_written_methods_refuse_an_hf_model_in_one_line(hf_dir, method):
     with pytest.raises(ConfigError, match=rf"method.name='{method}' supports timm ViTs only"):
         hf_tuner(hf_dir, method)
@@ -267,7 +291,7 @@ def test_vpt_prompts_follow_register_tokens():
     assert torch.equal(seen[0][:, 3:5], tuner.model.blocks[0].prompt.expand(4, -1, -1))
 
 
-@pytest.mark.parametrize("method", ZOO + ["dora", "vera", "ia3", "loha", "lokr", "oft"])
+@pytest.mark.parametrize("method", ZOO + ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"])
 def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(method):
     import re
     from pathlib import Path

@@ -39,8 +39,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 # Methods get their hue in this order (then any other method, alphabetically).
-METHOD_ORDER = ("full", "linear", "bitfit", "ln", "ssf", "houlsby", "pfeiffer", "adaptformer", "vpt", "lora", "lora_qv",
-                "adalora", "qalora")
+METHOD_ORDER = ("full", "linear", "bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt", "lora",
+                "lora_qv", "adalora", "qalora")
 
 
 AXIS_LABELS = {

@@ -4,6 +4,11 @@ The file holds `settings` (one paper, model, dataset and metric each) and `entri
 published number each, as printed). `load_literature` validates it and returns a list of
 `Citation`s; `literature_table` writes the booktabs table that shows the cited rows and this
 study's rows in separate, labelled blocks; `ranking` orders values for the generated prose.
+
+An entry's `peftlab` names the registry method it corresponds to (any name of
+``peftlab.tuners.TUNERS``, or null). The orders compared are of the same methods on both sides:
+`ranked_citations` keeps a setting's cited rows whose method the study ran, `study_rows` the
+study's variants of a method some cited row names.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ import yaml
 from peftlab.analysis.stats import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
 from peftlab.errors import UserError
+from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 
 LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
-PEFTLAB_METHODS = ("full", "linear", "lora")
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,9 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         seen.add(entry["id"])
         if entry["setting"] not in settings:
             raise UserError(f"{where}.setting={entry['setting']!r}: expected one of {', '.join(settings)}")
-        if entry["peftlab"] is not None and entry["peftlab"] not in PEFTLAB_METHODS:
-            raise UserError(f"{where}.peftlab={entry['peftlab']!r}: expected null or one of {', '.join(PEFTLAB_METHODS)}")
+        if entry["peftlab"] is not None and entry["peftlab"] not in TUNERS:
+            raise UserError(f"{where}.peftlab={entry['peftlab']!r}: expected null or a method of peftlab "
+                            f"({', '.join(TUNERS)})")
         value = entry["value"]
         if not isinstance(value, str) or not re.fullmatch(r"-?\d+(\.\d+)?", value):
             raise UserError(f"{where}.value={value!r}: expected the number as printed, quoted (e.g. \"89.90\")")
@@ -93,15 +99,33 @@ def ranking(items: list[tuple[str, float]]) -> list[tuple[str, float]]:
     return sorted(items, key=lambda item: -item[1])
 
 
-def study_rows(df, summary=None) -> list[dict]:
-    """This study's rows for the table: variants of full, linear and LoRA by mean test top-1, highest first.
+def cited_methods(citations: list[Citation]) -> set[str]:
+    """The peftlab methods some cited row corresponds to."""
+    return {c.peftlab for c in citations if c.peftlab}
+
+
+def study_methods(df) -> set[str]:
+    """The methods of this study with a completed run."""
+    done = completed_runs(df)
+    return set(done["method"]) if "method" in done else set()
+
+
+def ranked_citations(citations: list[Citation], setting: str, methods: set[str]) -> list[Citation]:
+    """The cited rows of ``setting`` whose peftlab method is in ``methods``, by published value, highest first."""
+    rows = [c for c in citations if c.setting == setting and c.peftlab in methods]
+    return [c for c, _ in ranking([(c, c.number) for c in rows])]
+
+
+def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
+    """This study's rows for the table: its variants of the methods the cited rows name, by mean test
+    top-1, highest first (a method no cited row names has no published order to stand beside).
 
     Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal).
     summary: `summarize(df)` of metrics.test_top1 when already computed.
     """
     summary = summarize(df) if summary is None else summary
     if "method" in summary:
-        summary = summary[summary["method"].isin(PEFTLAB_METHODS)]
+        summary = summary[summary["method"].isin(cited_methods(citations))]
     done = completed_runs(df)
     rows = []
     for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: -item[1]):
@@ -120,18 +144,27 @@ def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
         return lines + [f"Skipped: {err}", ""]
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
-    ours = study_rows(df)
+    ours = study_rows(df, citations)
     lines += ["Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
               "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
               "larger than this study's, so only the order of methods is compared, never a number.", "",
               literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds")]
+    ran = study_methods(df)
     for setting in dict.fromkeys(c.setting for c in citations):
-        rows = [c for c in citations if c.setting == setting and c.peftlab]
+        rows = ranked_citations(citations, setting, ran)
         if len(rows) > 1:
-            order = " > ".join(f"{c.method} ({c.value})" for c, _ in ranking([(c, c.number) for c in rows]))
+            order = " > ".join(f"{c.method} ({c.value})" for c in rows)
             lines.append(f"- {rows[0].paper}, {rows[0].dataset}: {order}")
-    lines.append("- this study: " + " > ".join(f"{row['method']} ({row['value']})" for row in ours))
+    if ours:
+        lines.append("- this study: " + " > ".join(f"{row['method']} ({row['value']})" for row in ours))
+    else:
+        lines.append("- this study: none of its methods (" + ", ".join(sorted(ran)) + ") is named by a cited row")
     return lines + [""]
+
+
+def cited_name(c: Citation) -> str:
+    """The method as the source names it, with the peftlab method it corresponds to."""
+    return f"{c.method} ({c.peftlab})" if c.peftlab else c.method
 
 
 def literature_table(citations: list[Citation], ours: list[dict], ours_setting: str,
@@ -161,11 +194,13 @@ def literature_table(citations: list[Citation], ours: list[dict], ours_setting: 
                   rf"{latex_escape(first.table)}. {latex_escape(first.model)}; {latex_escape(first.dataset)}; "
                   rf"{latex_escape(first.metric)}}} \\"]
         for c in rows:
-            lines.append(rf"{latex_escape(c.method)} & {latex_escape(c.trainable or '--')} & {c.value} \\")
+            lines.append(rf"{latex_escape(cited_name(c))} & {latex_escape(c.trainable or '--')} & {c.value} \\")
     lines += [r"\midrule",
               rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{This study (measured)}}. {ours_setting}}} \\"]
     for row in ours:
         lines.append(rf"{latex_escape(row['method'])} & {latex_escape(row['trainable'])} & {row['value']} \\")
+    if not ours:
+        lines.append(r"\multicolumn{3}{@{}l@{}}{No method of this study is named by a cited row.} \\")
     lines += [r"\bottomrule", r"\end{tabularx}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -174,7 +209,7 @@ def literature_markdown(citations: list[Citation], ours: list[dict], ours_settin
     """The same table for report.md: cited rows with their source, then this study's rows."""
     lines = ["| source | setting | method | trainable | value |", "|---|---|---|---:|---:|"]
     for c in citations:
-        lines.append(f"| cited: {c.paper}, {c.table} | {c.model}; {c.dataset}; {c.metric} | {c.method} | "
+        lines.append(f"| cited: {c.paper}, {c.table} | {c.model}; {c.dataset}; {c.metric} | {cited_name(c)} | "
                      f"{c.trainable or '–'} | {c.value} |")
     for row in ours:
         lines.append(f"| this study (measured) | {ours_setting} | {row['method']} | {row['trainable']} | {row['value']} |")

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from peftlab.analysis.literature import Citation, ranking, study_rows
+from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
@@ -132,8 +132,8 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
     suffixes = variant_suffixes(study.variants)
     for variant in study.variants:
         define_variant(numbers, study, variant, suffixes[variant])
-    define_findings(numbers, study)
-    define_literature(numbers, citations)
+    define_findings(numbers, study, citations)
+    define_literature(numbers, citations, study_methods(study.df))
 
 
 def define_study(numbers: Numbers, study) -> None:
@@ -207,7 +207,7 @@ def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
         add("pairs" + s, str(int(c["n_pairs"])), f"{where}: matched seeds with {study.baseline}")
 
 
-def define_findings(numbers: Numbers, study) -> None:
+def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     """The baseline, best and worst configurations, the Pareto front, significance and the rank trend."""
     add = numbers.add
     add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
@@ -225,12 +225,13 @@ def define_findings(numbers: Numbers, study) -> None:
             "variants that differ from the baseline with Holm-corrected p < alpha")
     if rank_trend(study):
         add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
-    add("ourOrder", words([latex_escape(row["method"]) for row in study_rows(study.df, study.top1)]),
-        "variants of the methods in the literature table, by mean test top-1, highest first")
+    add("ourOrder", words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.top1)])
+        or "n/a", "variants of the methods the literature table cites, by mean test top-1, highest first")
 
 
-def define_literature(numbers: Numbers, citations: list[Citation]) -> None:
-    """Each published number and method name, and per setting what it measured and its order of methods."""
+def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:
+    """Each published number and method name, and per setting what it measured and its order of the
+    methods this study ran (``ran``: their peftlab names)."""
     add = numbers.add
     for c in citations:
         add("lit" + c.id, c.value, f"{c.paper}, {c.table}: {c.method}")
@@ -239,10 +240,9 @@ def define_literature(numbers: Numbers, citations: list[Citation]) -> None:
         first = citations_of(citations, setting)[0]
         add("litAbout" + macro_suffix(setting), latex_escape(f"{first.model}, {first.dataset}, {first.metric}"),
             f"{setting}: model, dataset and metric")
-        rows = [c for c in citations if c.setting == setting and c.peftlab]
         key = "litOrder" + macro_suffix(setting)
-        add(key, words([latex_escape(c.method) for c, _ in ranking([(c, c.number) for c in rows])]) or "n/a",
-            f"{setting}: methods that peftlab also has, by published value, highest first")
+        add(key, words([latex_escape(c.method) for c in ranked_citations(citations, setting, ran)]) or "n/a",
+            f"{setting}: the cited methods this study ran, by published value, highest first")
 
 
 def citations_of(citations: list[Citation], setting: str) -> list[Citation]:

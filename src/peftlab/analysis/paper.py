@@ -22,7 +22,8 @@ import pandas as pd
 
 from peftlab.analysis import figures, tuning
 from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
-from peftlab.analysis.literature import LITERATURE, Citation, bib_keys, literature_table, load_literature, study_rows
+from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature,
+                                         ranked_citations, study_methods, study_rows)
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, citations_of, define_numbers,  # noqa: F401
                                      macro_suffix, pvalue, signed, variant_suffixes, words)
@@ -172,6 +173,9 @@ METHOD_SENTENCES = {
           "\\citep{basu2024strong}. ",
     "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding channel by channel, "
            "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
+    "difffit": "DiffFit trains the bias terms, the LayerNorms, the head and a per-channel scale on the attention and "
+               "the MLP branch of every block, starting at one and folded into each branch's output projection at "
+               "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
     "houlsby": "Houlsby adapters add a zero-initialised bottleneck MLP with a residual connection after the attention "
                "and after the MLP of every block \\citep{houlsby2019adapters}. ",
     "pfeiffer": "Pfeiffer adapters add one zero-initialised bottleneck MLP with a residual connection after the MLP "
@@ -191,6 +195,8 @@ METHOD_SENTENCES = {
             "\\citep{edalati2022krona,yeh2024lycoris}. ",
     "oft": "OFT rotates the input of each adapted layer by a learned block-diagonal orthogonal matrix, which keeps the "
            "angles between the layer's neurons \\citep{qiu2023oft}. ",
+    "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
+            "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
 }
 
 
@@ -231,7 +237,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
-    ours = study_rows(study.df, study.summary[study.summary["metric"] == TOP1])
+    ours = study_rows(study.df, citations, study.summary[study.summary["metric"] == TOP1])
     setting = latex_escape(f"{', '.join(map(str, study.config('model.name')))}; "
                            f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds")
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))
@@ -294,7 +300,8 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         highest=study.top1["mean"].idxmax(), base=bool(study.base), method_sentences=method_sentences(study.df),
         compared=compared, means=mean_intervals(study, n, suffixes), differences=differences,
         rank_trend="rankTrend" in numbers.macros, figures=figure_layout(drawn), captions=FIGURE_CAPTIONS,
-        short_captions=SHORT_CAPTIONS, literature=literature_items(citations, n), incomplete=len(study.incomplete) > 0,
+        short_captions=SHORT_CAPTIONS, literature=literature_items(citations, study_methods(study.df), n),
+        our_order=bool(study_rows(study.df, citations, study.top1)), incomplete=len(study.incomplete) > 0,
         tuning_sentence=tuning.paper_sentence(study.dir))  # how the hyper-parameters were chosen, or that they were not
 
 
@@ -305,15 +312,15 @@ def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:
                   for v, s in suffixes.items()])
 
 
-def literature_items(citations: list[Citation], n) -> list[dict]:
+def literature_items(citations: list[Citation], ran: set[str], n) -> list[dict]:
     """Per published setting: the paper, its macro suffix, its methods and values, and whether it ranks
-    more than one method peftlab has."""
+    more than one of the methods this study ran (``ran``: their peftlab names)."""
     items = []
     for setting in dict.fromkeys(c.setting for c in citations):
         rows = citations_of(citations, setting)
         items.append({"paper": rows[0].paper, "suffix": macro_suffix(setting),
                       "methods": words([f"{n('litMethod' + c.id)} {n('lit' + c.id)}" for c in rows]),
-                      "ranked": sum(1 for c in rows if c.peftlab) > 1})
+                      "ranked": len(ranked_citations(citations, setting, ran)) > 1})
     return items
 
 

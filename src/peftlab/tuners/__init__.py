@@ -22,6 +22,8 @@ from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, PfeifferConfig
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.bitfit.config import BitFitConfig
+from peftlab.tuners.boft.config import BOFTMethodConfig
+from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.dora.config import DoraConfig
 from peftlab.tuners.full.config import FullConfig
 from peftlab.tuners.ia3.config import IA3MethodConfig
@@ -71,6 +73,8 @@ TUNERS = {
                         "peftlab.tuners.bitfit.model:apply_bitfit"),
     "ln": TunerSpec(LayerNormConfig, "peftlab.tuners.ln.model:check_ln", "peftlab.tuners.ln.model:apply_ln"),
     "ssf": TunerSpec(SSFConfig, "peftlab.tuners.ssf.model:check_ssf", "peftlab.tuners.ssf.model:apply_ssf"),
+    "difffit": TunerSpec(DiffFitConfig, "peftlab.tuners.difffit.model:check_difffit",
+                         "peftlab.tuners.difffit.model:apply_difffit"),
     "houlsby": TunerSpec(HoulsbyConfig, "peftlab.tuners.adapter.model:check_adapter",
                          "peftlab.tuners.adapter.model:apply_adapter"),
     "pfeiffer": TunerSpec(PfeifferConfig, "peftlab.tuners.adapter.model:check_adapter",
@@ -86,6 +90,8 @@ TUNERS = {
                       "peftlab.tuners.loha.model:loha_ranks"),
     "lokr": TunerSpec(LoKrMethodConfig, "peftlab.tuners.lokr.model:check_lokr", "peftlab.tuners.lokr.model:apply_lokr"),
     "oft": TunerSpec(OFTMethodConfig, "peftlab.tuners.oft.model:check_oft", "peftlab.tuners.oft.model:apply_oft"),
+    "boft": TunerSpec(BOFTMethodConfig, "peftlab.tuners.boft.model:check_boft",
+                      "peftlab.tuners.boft.model:apply_boft"),
 }
 
 

@@ -12,7 +12,7 @@ The config is built before the model is changed, so a config error leaves the mo
 PEFT's LoRA relatives come in the same way, each with its own config class and the plan's
 ``target_modules`` and ``modules_to_save``: DoRA is ``LoraConfig(use_dora=True, ...)``; VeRA
 ``VeraConfig``, IA3 ``IA3Config`` (its ``feedforward_modules`` a subset of the targets), LoHa
-``LoHaConfig``, LoKr ``LoKrConfig``, OFT ``OFTConfig``. Whether PEFT has bitsandbytes layers
+``LoHaConfig``, LoKr ``LoKrConfig``, OFT ``OFTConfig``, BOFT ``BOFTConfig``. Whether PEFT has bitsandbytes layers
 for a method is its config's ``quantizable`` (``RunConfig`` refuses a quantized base otherwise).
 ``PeftTuner`` is what they share: the adapter file is PEFT's state dict, the merge PEFT's
 ``merge_and_unload`` on a copy with timm's ``qkv`` fused back, the PEFT-format export PEFT's

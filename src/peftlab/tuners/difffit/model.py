@@ -1,0 +1,67 @@
+"""DiffFit (Xie et al., ICCV 2023) on timm ViTs, as PETL_Vision (OSU-MLB/PETL_Vision) implements it.
+
+Followed: PETL_Vision's ``model/block.py`` gives each block two per-channel scales,
+``difffit_gamma1`` and ``difffit_gamma2`` (``torch.ones(dim)``), and computes
+``x = gamma1 * drop_path1(ls1(attn(norm1(x)))) + x`` and ``x = gamma2 * drop_path2(ls2(mlp(norm2(x)))) + x``,
+in every block; its ``experiment/build_model.py`` trains, for ``--difffit``, the gammas, every
+parameter with ``bias`` in its name, every one with ``norm`` in its name, and the head. peftlab
+trains the same set on a timm ViT: the gammas, every bias, every LayerNorm's weight and bias (on a
+timm ViT these are the parameters named ``norm``), and the head, ``L (11d + h) + 3d`` besides the head
+(BitFit's ``L (7d + h) + 2d``, the LayerNorm weights ``2Ld + d``, the gammas ``2Ld``). The gammas
+sit on ``attn`` and ``mlp`` (``DiffFitLayer``), which is the same product (LayerScale and drop path
+act per channel). The diffusion paper also scales only some of DiT's blocks and trains the class
+embedding; PETL_Vision's ViT version scales every block, and so does peftlab.
+
+Merge: each gamma folds into the Linear that ends its branch (``attn.proj``, ``mlp.fc2``); the
+biases and LayerNorms were trained in place, so ``merged_model`` is a plain timm model with timm's keys.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from peftlab.errors import ConfigError
+from peftlab.tuners.base import TunerContext, head_prefix
+from peftlab.tuners.bitfit.model import SelectiveTuner, is_bias, selected_names, train_only
+from peftlab.tuners.difffit.config import DiffFitConfig
+from peftlab.tuners.difffit.layer import DiffFitLayer
+from peftlab.tuners.ln.model import is_layernorm_affine
+from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.timm_vit import check_timm_vit
+
+BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in
+
+
+class DiffFitTuner(SelectiveTuner):
+    name = "difffit"
+    is_adapter = True  # merges: the recipe runs the merge check
+
+    def merged_model(self, quantized: bool = False) -> nn.Module:
+        model = copy.deepcopy(self.model)
+        names = [n for n, m in model.named_modules() if isinstance(m, DiffFitLayer)]
+        replace_modules(model, names, DiffFitLayer.folded)
+        return model
+
+
+def is_difffit_trained(module_name: str, module: nn.Module, param_name: str) -> bool:
+    return (param_name == "difffit_gamma" or is_bias(module_name, module, param_name)
+            or is_layernorm_affine(module_name, module, param_name))
+
+
+def check_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
+    check_timm_vit(model, "difffit")
+    for i, block in enumerate(model.blocks):
+        for branch, output in BRANCHES.items():
+            if not isinstance(getattr(getattr(block, branch), output, None), nn.Linear):
+                raise ConfigError(f"method.name='difffit' folds its scale into blocks.{i}.{branch}.{output}, which is "
+                                  f"not an nn.Linear in {type(getattr(block, branch)).__name__}")
+
+
+def apply_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:
+    for branch, output in BRANCHES.items():
+        replace_modules(model, [f"blocks.{i}.{branch}" for i in range(len(model.blocks))],
+                        lambda module, output=output: DiffFitLayer(module, output))
+    train_only(model, selected_names(model, is_difffit_trained))
+    return DiffFitTuner(model, head_prefix(model))
