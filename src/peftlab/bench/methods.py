@@ -43,8 +43,8 @@ def warmed_trainer(cfg: RunConfig, images, labels, dtype: str, device: torch.dev
         row["trainable"] = trainer.tuner.parameter_counts()["trainable"]  # before a step: as `peftlab params` counts
         trainer.step()
     except Exception as err:  # reported in the row, as a study records a failed run and goes on
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return None, {**row, "reason": f"{type(err).__name__}: {message}".rstrip(": ")}
+        lines = str(err).strip().splitlines()
+        return None, {**row, "reason": f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__}
     return trainer, row
 
 
