@@ -49,7 +49,7 @@ def warmed_trainer(cfg: RunConfig, images, labels, dtype: str, device: torch.dev
 
 
 def methods_figure(cfg: Callable[..., RunConfig], images, labels, dtype: str, repeats: int,
-                   device: torch.device) -> dict:
+                   device: torch.device, progress: Callable[[str], None] = lambda text: None) -> dict:
     """Per method of TUNERS: median step seconds, step time / LoRA's (repetition by repetition) and
     trainable parameters. Each trainer takes one warm-up step; then ``repeats`` rounds time every
     method once, in a balanced order (``metrics.time_interleaved``)."""
@@ -58,8 +58,10 @@ def methods_figure(cfg: Callable[..., RunConfig], images, labels, dtype: str, re
         trainer, rows[method] = warmed_trainer(method_cfg(cfg, method), images, labels, dtype, device)
         if trainer is not None:
             trainers[method] = trainer
+        progress(f"methods: {method} {'warmed up' if trainer is not None else 'not run: ' + rows[method]['reason']}")
     if REFERENCE not in trainers:
         raise UserError(f"peftlab bench methods: the reference, {REFERENCE}, did not run: {rows[REFERENCE]['reason']}")
+    progress(f"methods: {repeats} timed rounds of {len(trainers)} steps")
     times = metrics.time_interleaved({name: t.step for name, t in trainers.items()}, repeats, device, warmup=0)
     for name in trainers:
         rows[name].update(step_seconds=spread(times[name]), ratio_to_lora=ratios(times, name, REFERENCE))

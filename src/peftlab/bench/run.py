@@ -93,7 +93,7 @@ def measure_steps(b: Bench, report: dict) -> dict:
 
 def measure_methods(b: Bench, report: dict) -> dict:
     o = b.options
-    return {"methods": methods_figure(b.cfg, b.images, b.labels, o.dtype, o.repeats, b.device)}
+    return {"methods": methods_figure(b.cfg, b.images, b.labels, o.dtype, o.repeats, b.device, b.progress)}
 
 
 def measure_precision(b: Bench, report: dict) -> dict:
