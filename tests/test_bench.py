@@ -62,6 +62,9 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
     assert p3b["ratios"]["qlora_vs_lora"] > 0
     assert "compile" not in report and report["device"] == "cpu"
+    from peftlab.tuners import TUNERS
+
+    assert list(report["methods"]["rows"]) == list(TUNERS) and "vera / LoRA step" in proc.stdout
     data = report["data_path"]
     assert data["images"] == 24 and data["model"] == "deit_tiny_patch16_224" and data["img_size"] == 224
     assert data["ratio"]["n"] == 2 and data["ratio"]["median"] > 0 and data["meets_target"] == (data["ratio"]["median"] >= 2)
@@ -125,6 +128,76 @@ def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp
         assert figure[key]["n"] == 2 and figure[key]["median"] > 0, key
     assert figure["auto_resolves_to"] == "fp32"  # a CPU: auto changes only on a measurement
     assert "bf16 / fp32 LoRA step" in proc.stdout and "nf4 eval, bnb CPU kernel / reference" in proc.stdout
+
+
+def tiny_cfg(method, targets="standard", **options):
+    """The bench's config for ``method`` on the tests' tiny ViT."""
+    from peftlab.bench import make_cfg
+    from testkit import TINY_MODEL
+
+    return make_cfg(TINY_MODEL, None, method, targets, **options)
+
+
+def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count():
+    import math
+
+    import torch
+
+    from peftlab.bench import method_cfg, methods_figure, methods_rows
+    from peftlab.params import count_parameters
+    from peftlab.tuners import TUNERS
+
+    images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % 10
+    figure = methods_figure(tiny_cfg, images, labels, "fp32", 1, torch.device("cpu"))
+    rows = figure["rows"]
+    assert list(rows) == list(TUNERS)  # one row per registered method, in the registry's order
+    assert rows["lora"]["ratio_to_lora"] == {"median": 1.0, "min": 1.0, "max": 1.0, "n": 1}
+    for method, row in rows.items():
+        if "reason" in row:
+            assert row["reason"] and "ratio_to_lora" not in row, method
+            continue
+        ratio = row["ratio_to_lora"]["median"]
+        assert math.isfinite(ratio) and ratio > 0 and row["step_seconds"]["n"] == 1, method
+        assert row["trainable"] == count_parameters(method_cfg(tiny_cfg, method))["trainable"], method  # `peftlab params`
+    assert all("reason" not in row for row in rows.values())  # every method runs on the tiny ViT on a CPU
+    shown = dict((name, value) for name, value, _ in methods_rows({"methods": figure}))
+    assert len(shown) == len(TUNERS) and shown["lora / LoRA step"].startswith("1.000 [1.000-1.000]")
+    assert f"{rows['full']['trainable']:,} trainable" in shown["full / LoRA step"]
+
+
+@pytest.mark.e2e
+def test_bench_only_methods_prints_a_row_per_method(tmp_path):
+    from peftlab.tuners import TUNERS
+
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--only", "methods", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+                   "--batch", "2", "--repeats", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert "peak" not in report and list(report["methods"]["rows"]) == list(TUNERS)
+    assert report["methods"]["rows"]["lora"]["ratio_to_lora"]["median"] == 1.0
+    assert all(f"{method} / LoRA step" in proc.stdout for method in TUNERS) and "load average" in proc.stdout
+
+
+def test_bench_methods_row_says_why_a_method_did_not_run(monkeypatch):
+    import torch
+
+    from peftlab.bench import methods, methods_rows
+    from peftlab.errors import UserError
+
+    # a group size that divides none of the tiny ViT's widths (64, 256): QA-LoRA's check refuses it
+    monkeypatch.setattr(methods, "TUNERS", {name: methods.TUNERS[name] for name in ("lora", "qalora")})
+    monkeypatch.setitem(methods.METHOD_OPTIONS, "qalora", {"group_size": 48})
+    images, labels = torch.randn(2, 3, 32, 32), torch.arange(2) % 10
+    rows = methods.methods_figure(tiny_cfg, images, labels, "fp32", 1, torch.device("cpu"))["rows"]
+    assert "ratio_to_lora" not in rows["qalora"] and "step_seconds" not in rows["qalora"]
+    assert rows["qalora"]["reason"].startswith("ConfigError: ") and "group_size" in rows["qalora"]["reason"]
+    shown = {name: value for name, value, _ in methods_rows({"methods": {"rows": rows}})}
+    assert shown["qalora / LoRA step"] == f"not run: {rows['qalora']['reason']}"
+    # the reference cannot be left out: without LoRA's step there is no ratio to give
+    monkeypatch.setitem(methods.METHOD_OPTIONS, "lora", {"target_modules": [r"blocks\.\d+\.attn\.nothing"]})
+    with pytest.raises(UserError, match="the reference, lora, did not run: ConfigError: "):
+        methods.methods_figure(tiny_cfg, images, labels, "fp32", 1, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("n", range(1, 9))

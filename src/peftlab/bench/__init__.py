@@ -16,6 +16,11 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 - P3c: QLoRA nf4 training step / fp32 LoRA step (interleaved with the P1/P2 steps).
 - Adaptive ranks: AdaLoRA step and importance-controller step / LoRA step at the same built rank,
   reallocating on every step (interleaved with the others).
+- methods: every method of the TUNERS registry (read at run time), its training step / LoRA r=8 on q, v,
+  all timed in one round-robin after a warm-up step each, with its median step seconds and trainable
+  parameters; the few options a method needs come from ``methods.METHOD_OPTIONS``, and a method that
+  cannot run on the bench's model or device gets a row with the error instead of a number.
+  ``peftlab bench --only methods`` measures just this figure.
 - P4: merged-model latency / base latency, and unmerged adapter latency / base latency.
 - P4q: QA-LoRA (int4, group 32): the merged model (still quantized) / the same quantized base
   without adapters (the merge adds nothing), and that quantized model / the fp32 merged model.
@@ -34,21 +39,23 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 
 The package: ``run.py`` (``FIGURES``, the list of figures in measuring order, each a function of
 the bench returning its part of the report; ``run_bench`` loops over it), ``common.py``
-(``Trainer``, configs, spreads), ``peak.py``, ``steps.py``, ``weights.py``, ``memory.py``,
+(``Trainer``, configs, spreads), ``peak.py``, ``steps.py``, ``methods.py``, ``weights.py``, ``memory.py``,
 ``data.py`` (the figures' measurements) and ``report.py`` (the text and JSON report).
 """
 
 from peftlab.bench.common import DTYPES, Trainer, make_cfg, ratios, spread
 from peftlab.bench.data import DATA_PATH_MODEL, data_path, write_jpeg_folder
 from peftlab.bench.memory import LARGE_METHODS, large_model_memory, memory, study_overhead
+from peftlab.bench.methods import METHOD_OPTIONS, method_cfg, methods_figure
 from peftlab.bench.peak import GPU_PEAKS, cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak, peak_within_ceiling
-from peftlab.bench.report import figure_rows, format_report, precision_rows, write_json
+from peftlab.bench.report import figure_rows, format_report, methods_rows, precision_rows, write_json
 from peftlab.bench.run import FIGURES, Bench, BenchOptions, Figure, run_bench
 from peftlab.bench.steps import compile_figures, precision_figure, training_flops
 from peftlab.bench.weights import QUANT_MODES, inference_latency, qalora_latency, quantized_bytes
 
-__all__ = ["DATA_PATH_MODEL", "DTYPES", "FIGURES", "GPU_PEAKS", "LARGE_METHODS", "QUANT_MODES", "Bench",
-           "BenchOptions", "Figure", "Trainer", "compile_figures", "cpu_ceiling_gflops", "data_path", "figure_rows",
-           "format_report", "gpu_ceiling_gflops", "inference_latency", "large_model_memory", "make_cfg", "matmul_peak",
-           "memory", "peak_within_ceiling", "precision_figure", "precision_rows", "qalora_latency", "quantized_bytes",
-           "ratios", "run_bench", "spread", "study_overhead", "training_flops", "write_jpeg_folder", "write_json"]
+__all__ = ["DATA_PATH_MODEL", "DTYPES", "FIGURES", "GPU_PEAKS", "LARGE_METHODS", "METHOD_OPTIONS", "QUANT_MODES",
+           "Bench", "BenchOptions", "Figure", "Trainer", "compile_figures", "cpu_ceiling_gflops", "data_path",
+           "figure_rows", "format_report", "gpu_ceiling_gflops", "inference_latency", "large_model_memory", "make_cfg",
+           "matmul_peak", "memory", "method_cfg", "methods_figure", "methods_rows", "peak_within_ceiling",
+           "precision_figure", "precision_rows", "qalora_latency", "quantized_bytes", "ratios", "run_bench", "spread",
+           "study_overhead", "training_flops", "write_jpeg_folder", "write_json"]

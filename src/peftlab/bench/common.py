@@ -27,11 +27,13 @@ def ratios(times: dict[str, list[float]], a: str, b: str) -> dict:
     return spread([x / y for x, y in zip(times[a], times[b])])
 
 
-def make_cfg(model: str, img_size: int | None, method: str, targets="standard", r: int = 8,
+def make_cfg(model: str | dict, img_size: int | None, method: str, targets="standard", r: int = 8,
              quant: dict | None = None, **options) -> RunConfig:
+    """A 10-class run config of ``model`` (a timm name, or a model section such as the tests' tiny ViT)."""
     method_cfg = {"name": method, "r": r, "target_modules": targets} if method in ("lora", "qalora") else {"name": method}
     method_cfg.update(options)
-    overrides = {"model": {"name": model, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
+    model_section = {"name": model} if isinstance(model, str) else dict(model)
+    overrides = {"model": {**model_section, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
     if img_size:
         overrides["model"]["img_size"] = img_size
     return load_config(overrides=overrides)

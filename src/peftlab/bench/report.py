@@ -48,6 +48,19 @@ def step_rows(report: dict) -> list[Row]:
     return rows
 
 
+def methods_rows(report: dict) -> list[Row]:
+    """Every method's step / LoRA's (r=8, q, v), its step seconds and trainable parameters, or why it did not run."""
+    figure = report.get("methods")
+    if not figure:
+        return []
+    rows = []
+    for method, row in figure["rows"].items():
+        shown = (f"{spread_text(row['ratio_to_lora'])} ({med(row['step_seconds']):.3f} s, "
+                 f"{row['trainable']:,} trainable)" if "ratio_to_lora" in row else f"not run: {row['reason']}")
+        rows.append((f"{method} / LoRA step", shown, ""))
+    return rows
+
+
 def memory_figure_rows(report: dict) -> list[Row]:
     """P3a (stored bytes of a quantized base) and P3b (peak RSS training a large model)."""
     rows = [(f"P3a stored bytes {name} / fp32", f"{value['ratio']:.3f}", "<= 0.15" if name == "nf4_double_quant" else "")
@@ -138,7 +151,7 @@ def data_rows(report: dict) -> list[Row]:
 
 
 # the full bench's rows in print order; a bench of one figure (--only) prints its rows alone
-ROWS = [peak_rows, step_rows, memory_figure_rows, inference_rows, mfu_rows, precision_rows, compile_rows,
+ROWS = [peak_rows, step_rows, methods_rows, memory_figure_rows, inference_rows, mfu_rows, precision_rows, compile_rows,
         monitor_rows, host_rows]
 
 
@@ -157,7 +170,8 @@ def format_report(report: dict) -> str:
     lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
              f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
              f"({report['hardware']['cpu']}{load})", ""]
-    rows = (figure_rows(report) if "peak" in report else precision_rows(report)) + data_rows(report)
+    only = precision_rows(report) + methods_rows(report)  # a bench of one figure (--only) shows its rows alone
+    rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)
     width = max(len(r[0]) for r in rows)
     lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]
     return "\n".join(lines)

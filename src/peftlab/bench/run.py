@@ -16,6 +16,7 @@ from peftlab.backbones import input_spec_for
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.bench.data import DATA_PATH_MODEL, data_path
 from peftlab.bench.memory import large_model_memory, memory, study_overhead
+from peftlab.bench.methods import methods_figure
 from peftlab.bench.peak import cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak
 from peftlab.bench.steps import compile_figures, monitor_cost, precision_figure, step_figures, step_trainers
 from peftlab.bench.weights import inference_latency, qalora_latency, quantized_bytes
@@ -39,7 +40,7 @@ class BenchOptions:
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
     with_compile: bool = True
-    only: str | None = None  # one figure by name ("data", "precision"); None: every figure
+    only: str | None = None  # one figure by name ("data", "precision", "methods"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
     data_cache: bool = False
@@ -88,6 +89,11 @@ def measure_peak(b: Bench, report: dict) -> dict:
 def measure_steps(b: Bench, report: dict) -> dict:
     trainers = step_trainers(b.cfg, b.images, b.labels, b.options.dtype, b.device)
     return step_figures(trainers, report["peak"], b.options.dtype, b.options.repeats, b.device)
+
+
+def measure_methods(b: Bench, report: dict) -> dict:
+    o = b.options
+    return {"methods": methods_figure(b.cfg, b.images, b.labels, o.dtype, o.repeats, b.device, b.progress)}
 
 
 def measure_precision(b: Bench, report: dict) -> dict:
@@ -152,6 +158,7 @@ class Figure(NamedTuple):
 FIGURES = [
     Figure("peak", measure_peak, "peak: matmul throughput"),
     Figure("steps", measure_steps, "P1/P2/P5: training steps (interleaved)"),
+    Figure("methods", measure_methods, "methods: every method's training step / LoRA r=8 q,v (interleaved)"),
     Figure("precision", measure_precision,
            "precision: bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference (interleaved)"),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),

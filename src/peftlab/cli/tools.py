@@ -29,8 +29,10 @@ def add_bench(sub) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
-    p.add_argument("--only", choices=("data", "precision"), help="measure one figure: data (the data path / a deit_tiny "
-                   "step) or precision (bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference)")
+    p.add_argument("--only", choices=("data", "precision", "methods"),
+                   help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
+                   "and matmuls, nf4 with bitsandbytes' CPU kernel / reference) or methods (every method's "
+                   "training step / LoRA's, with its trainable parameters)")
     p.add_argument("--num-workers", type=at_least(0),
                    help="data figure: decoding processes (default: chosen for the device)")
     p.add_argument("--data-images", type=at_least(1), default=512,
