@@ -37,6 +37,7 @@ from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.files import check_kind, read_json, run_status, write_json_atomic
+from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.search import read_choices, tune_study, with_choices
@@ -308,7 +309,8 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
     study_dir.mkdir(parents=True, exist_ok=True)
     with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
-                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)):
+                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)), \
+            logged_to(study_dir / LIBRARY_LOG):  # what submitit, Ray and Slurm's commands say to the driver
         return _run_study(study, study_dir, workers, retry_failed, progress, executor)
 
 
@@ -414,8 +416,8 @@ def format_summary(summary: StudySummary, study_dir: Path) -> str:
     lines += [f"  failed: {label}: {error}" for label, error in summary.failed]
     lines += [f"  diverged: {line}" for line in summary.diverged]
     if summary.pending:
-        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk) and stay "
-                     "pending: run the same command again to resume them")
+        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
+                     "job) and stay pending: run the same command again to resume them")
     if summary.failed:
         lines.append("  rerun with --retry-failed to try the failed runs again")
     return "\n".join(lines)

@@ -221,11 +221,14 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> None:
     """Pretrain; a failure is written to ``out_dir/pretrain-error.json`` and exits with status 1."""
     from peftlab.pretrain import pretrain
 
+    (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
     try:
         pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
+    except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: it resumes, nothing recorded
+        raise
     except BaseException as err:  # noqa: BLE001
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
         raise SystemExit(1) from None
