@@ -156,21 +156,24 @@ def worker_context():
 
 
 def start_forkserver() -> None:
-    """Start the forkserver with SIGINT ignored, which it and its children inherit.
+    """Start the forkserver with SIGINT held back (blocked), which it inherits.
 
     A Ctrl-C reaches every process of the terminal's group: without this, one that lands while
-    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line.
-    The study process handles Ctrl-C and stops the workers; each worker takes SIGINT again once
-    it can stop cleanly (``worker.take_interrupts``). (Ignoring is what a child inherits: its
-    signal mask and handlers are reset. A Ctrl-C in the milliseconds of the spawn is lost.)
+    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line
+    (the forkserver ignores SIGINT once its imports are done, and drops one held back). The study
+    process takes a Ctrl-C that landed during the spawn when it unblocks SIGINT, and stops the
+    workers; each worker unblocks SIGINT once it can stop cleanly (``worker.take_interrupts``).
+    (Blocked, not ignored: an ignored signal is discarded, and the Ctrl-C would be lost.)
     """
     import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
 
 
 def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:
