@@ -141,7 +141,8 @@ def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm,
     assert proc.returncode == 0, proc.stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
     assert_progress_lines(proc.stderr)
-    assert all(line.startswith("study s: run ") for line in proc.stderr.splitlines()), proc.stderr  # no sacct, no submitit
+    # nothing of sacct's or submitit's: only the progress lines
+    assert all(line.startswith("study s: run ") for line in proc.stderr.splitlines()), proc.stderr
     assert "sacct" not in proc.stdout and "submitit" not in proc.stdout, proc.stdout
     assert_same_results(out, reference)
     submitted = tasks(out)
@@ -206,9 +207,11 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp
     assert_same_results(out, uninterrupted)
 
 
-def assert_resumed(out: Path) -> None:
+def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
     """Each run trained every step once: a run that was stopped resumed from its checkpoint."""
-    for metrics in out.glob("runs/*/metrics.jsonl"):
+    metrics_files = list(out.glob(pattern))
+    assert metrics_files, pattern
+    for metrics in metrics_files:
         steps = [(r["kind"], r["step"]) for r in map(json.loads, metrics.read_text().splitlines())]
         assert len(steps) == len(set(steps)), f"{metrics}: a step was trained twice"
 
@@ -286,5 +289,4 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
     assert "this job is preempted" in log and f"Requeued job {task}" in log, log
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert (pretrained / "manifest.json").is_file() and not (pretrained / "pretrain-error.json").exists()
-    steps = [(r["kind"], r["step"]) for r in map(json.loads, (pretrained / "run" / "metrics.jsonl").read_text().splitlines())]
-    assert len(steps) == len(set(steps)), "the requeued pretraining did not resume"
+    assert_resumed(pretrained, "run/metrics.jsonl")

@@ -102,8 +102,9 @@ def job_end(job, queue: SlurmQueue | None) -> tuple[bool, str | None]:
     """Whether the job has ended, and if so ``failure``'s line or why it was lost (None: it returned)."""
     if queue is None:  # submitit's LocalExecutor: it watches its own processes
         return (True, failure(job, job.state)) if job.done() else (False, None)
-    if has_result(job):
-        return True, failure(job, queue.states.get(job.job_id))
+    if has_result(job):  # its state when squeue last saw it ended (else a stale RUNNING: left out)
+        state = queue.states.get(job.job_id)
+        return True, failure(job, state if state in ENDED else None)
     lost = queue.lost(job.job_id)
     return (True, f"{lost}; log {job.paths.stderr}") if lost is not None else (False, None)
 
