@@ -75,6 +75,17 @@ def quiet_libraries(verbose: bool | None = None) -> None:
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the handlers above
 
 
+def to_library_log(name: str) -> None:
+    """Send the records of library ``name``, which gave its logger handlers of its own on stdout and
+    stderr when it was imported (submitit), to the library log like every other library's."""
+    if records() is None:  # not quieted (a library user): its logging is theirs
+        return
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+
+
 @contextlib.contextmanager
 def logged_to(path: Path):
     """Write library records to ``path`` (appended) inside this block, those kept so far first."""

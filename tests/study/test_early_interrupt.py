@@ -72,3 +72,31 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
     assert "Traceback" not in stderr, stderr
     assert stderr.splitlines() == ["peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
     assert proc.returncode == 130
+
+
+# The study process with a Ctrl-C landing while it spawns its forkserver (sent from inside the spawn)
+SPAWN_WITH_CTRL_C = """
+import os, signal, time, multiprocessing.forkserver as forkserver
+from peftlab.study.runner import start_forkserver
+
+spawn = forkserver.ensure_running
+def ctrl_c_then_spawn():
+    os.kill(os.getpid(), signal.SIGINT)
+    spawn()
+forkserver.ensure_running = ctrl_c_then_spawn
+try:
+    start_forkserver()
+    print("lost", flush=True)
+except KeyboardInterrupt:
+    time.sleep(0.5)
+    pid = forkserver._forkserver._forkserver_pid
+    print("interrupted, forkserver", "alive" if os.waitpid(pid, os.WNOHANG) == (0, 0) else "dead", flush=True)
+"""
+
+
+def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
+    """The forkserver must not take a Ctrl-C (it imports torch meanwhile), so SIGINT is held back
+    while it is spawned; one that lands then is not lost: the study takes it once the spawn is done."""
+    proc = subprocess.run([sys.executable, "-c", SPAWN_WITH_CTRL_C], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert proc.stdout == "interrupted, forkserver alive\n", proc.stdout + proc.stderr

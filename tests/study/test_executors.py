@@ -103,16 +103,17 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
 @needs_fashion_mnist()
 def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
     """A job killed part-way (SIGKILL at step 3, as a node lost or an OOM kill) leaves no result:
-    the study says so, records nothing, and the next call submits it again, which resumes from the
-    checkpoint to the uninterrupted numbers."""
+    the run was lost, not failed: the study says so in one line, records nothing, and the next call
+    submits it again, which resumes from the checkpoint to the uninterrupted numbers."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
     args = ["--quiet", *executor_args("submitit", request)]
     proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "step:3"})
     assert proc.returncode == 1, proc.stderr
-    assert "0 completed, 1 failed, 0 diverged of 1 runs" in proc.stdout
-    assert "its submitit job ended without a result (job " in proc.stdout
-    assert "; the next peftlab study submits it again" in proc.stdout
+    assert "0 completed, 0 failed, 0 diverged of 1 runs" in proc.stdout and "stay pending" in proc.stdout
+    (line,) = proc.stderr.splitlines()
+    assert "stopped: its submitit job was lost: it ended without a result (job " in line, line
+    assert "it stays pending: run the same command again to resume it" in line, line
     assert not list(out.glob("runs/*/result.json"))
     assert list(out.glob("runs/*/metrics.jsonl"))  # it had started
 

@@ -8,6 +8,7 @@ that a job ended from its result file (sacct answers nothing); the tests ask Slu
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from test_executors import (ONE_RUN, STUDY, assert_progress_lines, assert_same_results, reference,  # noqa: F401
                             still_trained, study_cli)
-from test_runner import results_by_run, write_study
+from test_runner import BASE, results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -89,13 +91,13 @@ def slurm_args(minutes: int = 60) -> list[str]:
 
 
 @contextlib.contextmanager
-def driver(path: Path, out: Path, slurm: dict, minutes: int = 60) -> Iterator[subprocess.Popen]:
-    """`peftlab study` on Slurm in the background; killed if a failed test leaves it running
-    (the module's cluster then cancels its jobs)."""
+def driver(path: Path, out: Path, slurm: dict, minutes: int = 60, **env: str) -> Iterator[subprocess.Popen]:
+    """`peftlab study` on Slurm in the background (``env`` added to its environment, which its jobs
+    inherit); killed if a failed test leaves it running (the module's cluster then cancels its jobs)."""
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
                              "--quiet", *slurm_args(minutes)], cwd=path.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm})
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm, **env})
     try:
         yield proc
     finally:
@@ -121,13 +123,13 @@ def tasks(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "slurm").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
 
 
-def wait_for_checkpoint(out: Path, proc: subprocess.Popen) -> Path:
-    """The run directory, once its job has written a first checkpoint."""
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/*/checkpoint/last.pt") -> Path:
+    """The run directory, once its job has written a first checkpoint (``pattern`` under ``out``)."""
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list(out.glob("runs/*/checkpoint/last.pt")):
+    while time.time() < deadline and proc.poll() is None and not list(out.glob(pattern)):
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()
-    return next(out.glob("runs/*/checkpoint/last.pt")).parent.parent
+    return next(out.glob(pattern)).parent.parent
 
 
 def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):  # noqa: F811
@@ -139,6 +141,9 @@ def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm,
     assert proc.returncode == 0, proc.stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
     assert_progress_lines(proc.stderr)
+    # nothing of sacct's or submitit's: only the progress lines
+    assert all(line.startswith("study s: run ") for line in proc.stderr.splitlines()), proc.stderr
+    assert "sacct" not in proc.stdout and "submitit" not in proc.stdout, proc.stdout
     assert_same_results(out, reference)
     submitted = tasks(out)
     array = submitted[0].split("_")[0]
@@ -200,3 +205,88 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp
     assert int(job_field(slurm, task, "Restarts")) == 1
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert_same_results(out, uninterrupted)
+
+
+def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
+    """Each run trained every step once: a run that was stopped resumed from its checkpoint."""
+    metrics_files = list(out.glob(pattern))
+    assert metrics_files, pattern
+    for metrics in metrics_files:
+        steps = [(r["kind"], r["step"]) for r in map(json.loads, metrics.read_text().splitlines())]
+        assert len(steps) == len(set(steps)), f"{metrics}: a step was trained twice"
+
+
+def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it(tmp_path, slurm):
+    """A job killed part-way (SIGKILL at step 3: the out-of-memory killer, a node lost) on a cluster
+    whose sacct answers nothing: the driver does not wait for it forever. Soon after the job left
+    Slurm's queue it says in one line that the run's job, named, was lost; it records nothing, and
+    the same command resumes the run from its checkpoint."""
+    path = write_study(tmp_path, ONE_RUN)
+    out = tmp_path / "out"
+    with driver(path, out, slurm, PEFTLAB_KILL_AT="step:3") as proc:
+        stdout, stderr = proc.communicate(timeout=240)
+    (task,) = [p.name for p in (out / "slurm").iterdir() if p.name.isdigit()]  # the study's one job (not an array)
+    assert proc.returncode == 1, stdout + stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith("peftlab: run lora") and "stays pending" in line, line
+    assert f"its submitit job was lost: it ended without a result (job {task}, FAILED; log " in line, line
+    assert "0 completed, 0 failed, 0 diverged of 1 runs" in stdout and "stay pending" in stdout, stdout
+    assert not list(out.glob("runs/*/result.json")), "a lost run was recorded"
+
+    again = study_cli(path, out, "--quiet", *slurm_args(), env=slurm)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
+    assert not again.stderr, again.stderr
+    assert_resumed(out)
+
+
+def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
+    """Ctrl-C of the driver while slurmctld does not answer (stopped: SIGSTOP): the driver's scancel
+    gives up after its time limit, the driver says in one line that the cancellation of its job,
+    named, could not be confirmed, and it ends as interrupted; nothing of Slurm's reaches stderr."""
+    path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 250}})
+    out = tmp_path / "out"
+    controller = int((Path(slurm["SLURM_CONF"]).parent / "run" / "slurmctld.pid").read_text())
+    with driver(path, out, slurm) as proc:
+        wait_for_checkpoint(out, proc)
+        (task,) = queue(slurm)
+        os.kill(controller, signal.SIGSTOP)
+        try:
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            os.kill(controller, signal.SIGCONT)
+    slurm_cmd(slurm, "scancel", task)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.splitlines() == [
+        f"peftlab: warning: the cancellation of Slurm jobs {task} could not be confirmed (scancel did not answer in "
+        "10 s): see squeue, and scancel those still there",
+        "peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
+    deadline = time.time() + 30
+    while queue(slurm) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not queue(slurm)
+
+
+def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path, slurm):
+    """Slurm's preemption signal reaches the study's pretraining job: submitit requeues it, the
+    requeued job resumes the pretraining from its checkpoint, and the study ends with its base
+    trained and its run completed (not a failed pretraining)."""
+    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({
+        **BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 128},
+        "train": {**BASE["train"], "epochs": 12}}))
+    out = tmp_path / "out"
+    pretrained = tmp_path / "cache" / "pretrained" / "pre"
+    with driver(path, out, slurm) as proc:
+        wait_for_checkpoint(pretrained, proc, "run/checkpoint/last.pt")
+        (task,) = queue(slurm)
+        slurm_cmd(slurm, "scancel", "--signal", "USR2", task)
+        start_requeued_job(slurm, task)
+        stdout, stderr = proc.communicate(timeout=600)
+    log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
+    assert proc.returncode == 0, stdout + stderr + log
+    assert "this job is preempted" in log and f"Requeued job {task}" in log, log
+    assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
+    assert (pretrained / "manifest.json").is_file() and not (pretrained / "pretrain-error.json").exists()
+    assert_resumed(pretrained, "run/metrics.jsonl")

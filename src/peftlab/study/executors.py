@@ -83,8 +83,9 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
                on_done: Callable[[RunSpec, dict], None]) -> None:
     """Run each job as a job or task of ``options.name``; ``on_done`` as each ends, with its result.json.
 
-    A job that ended without a result (killed, out of memory or time, its node lost) is reported
-    failed but nothing is written: the run stays pending, and the next study call submits it again.
+    A job that ended without a result (killed, out of memory or time, its node lost) is lost, not
+    failed: nothing is written, ``on_done`` gets a pending result that says so, and the next study
+    call submits the run again, which resumes from its checkpoint.
     """
     from peftlab.study.worker import run_job
 
@@ -95,8 +96,8 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
             spec, run_dir = jobs[index]
             result = read_json(run_dir / "result.json")
             if result is None:
-                result = {"status": "failed", "error": f"its {options.name} job ended without a result"
-                          + (f" ({why})" if why else "") + "; the next peftlab study submits it again"}
+                result = {"status": "pending", "error": f"its {options.name} job was lost: it ended without a result"
+                          + (f" ({why})" if why else "")}
             on_done(spec, result)
 
 

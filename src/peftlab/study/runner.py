@@ -37,6 +37,7 @@ from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.files import check_kind, read_json, run_status, write_json_atomic
+from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.search import read_choices, tune_study, with_choices
@@ -155,21 +156,24 @@ def worker_context():
 
 
 def start_forkserver() -> None:
-    """Start the forkserver with SIGINT ignored, which it and its children inherit.
+    """Start the forkserver with SIGINT held back (blocked), which it inherits.
 
     A Ctrl-C reaches every process of the terminal's group: without this, one that lands while
-    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line.
-    The study process handles Ctrl-C and stops the workers; each worker takes SIGINT again once
-    it can stop cleanly (``worker.take_interrupts``). (Ignoring is what a child inherits: its
-    signal mask and handlers are reset. A Ctrl-C in the milliseconds of the spawn is lost.)
+    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line
+    (the forkserver ignores SIGINT once its imports are done, and drops one held back). The study
+    process takes a Ctrl-C that landed during the spawn when it unblocks SIGINT, and stops the
+    workers; each worker unblocks SIGINT once it can stop cleanly (``worker.take_interrupts``).
+    (Blocked, not ignored: an ignored signal is discarded, and the Ctrl-C would be lost.)
     """
     import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
 
 
 def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:
@@ -308,7 +312,8 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
     study_dir.mkdir(parents=True, exist_ok=True)
     with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
-                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)):
+                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)), \
+            logged_to(study_dir / LIBRARY_LOG):  # what submitit, Ray and Slurm's commands say to the driver
         return _run_study(study, study_dir, workers, retry_failed, progress, executor)
 
 
@@ -414,8 +419,8 @@ def format_summary(summary: StudySummary, study_dir: Path) -> str:
     lines += [f"  failed: {label}: {error}" for label, error in summary.failed]
     lines += [f"  diverged: {line}" for line in summary.diverged]
     if summary.pending:
-        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk) and stay "
-                     "pending: run the same command again to resume them")
+        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
+                     "job) and stay pending: run the same command again to resume them")
     if summary.failed:
         lines.append("  rerun with --retry-failed to try the failed runs again")
     return "\n".join(lines)

@@ -174,10 +174,12 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
 
 
 def take_interrupts() -> None:
-    """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored SIGINT
-    (``runner.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study, which stops it."""
+    """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored and
+    blocked SIGINT (``runner.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
+    which stops it."""
     stop_on_sigterm()
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def run_job(config: dict, run_dir: str, cwd: str) -> None:
@@ -221,11 +223,14 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> None:
     """Pretrain; a failure is written to ``out_dir/pretrain-error.json`` and exits with status 1."""
     from peftlab.pretrain import pretrain
 
+    (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
     try:
         pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
+    except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: it resumes, nothing recorded
+        raise
     except BaseException as err:  # noqa: BLE001
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
         raise SystemExit(1) from None
