@@ -223,6 +223,7 @@ def paper_sentence(study_dir: str | Path) -> str:
     keys = sorted({axis["key"] for s in searches for axis in s["search"]["axes"]})
     budget = sorted({s["search"]["trials"] for s in searches})
     names = ", ".join("\\texttt{" + key.replace("_", "\\_") + "}" for key in keys)
-    return (f" Each method's {names} were chosen on "
+    verb = "was" if len(keys) == 1 else "were"
+    return (f" Each method's {names} {verb} chosen on "
             f"the validation split by a {first['search']} search of {'/'.join(map(str, budget))} trials per method "
             "(Optuna), on seeds that no reported run uses; the test set was evaluated only for the reported runs.")
