@@ -154,6 +154,7 @@ def test_params_counts_every_method(method):
     proc = run_cli("params", "vit_tiny_patch16_224", "--img-size", "32", "--patch-size", "8", "--depth", "2",
                    "--embed-dim", "64", "--num-heads", "2", "--num-classes", "10", "--method", method, "--json")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # boft: PEFT compiled its CUDA extension per layer, and torch said so on stderr
     counts = json.loads(proc.stdout)
     assert counts["method"] == method and 0 < counts["trainable"] <= counts["total"]
 

@@ -20,6 +20,8 @@ import peftlab.config
 load = peftlab.config.load_config
 
 def noisy_load(*args, **kwargs):
+    import torch  # noqa: F401 - torch's loggers print through torch's own stderr handler
+    logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
     logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
         "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
     logging.getLogger("timm.models").warning("a timm warning")
@@ -58,6 +60,7 @@ def test_verbose_shows_the_libraries_on_stderr(tmp_path):
     lines = proc.stderr.splitlines()
     assert lines[-1].startswith("peftlab: error: ") and "train.lr" in lines[-1]
     assert any("kernels-community" in line for line in lines) and any("a torch-style warning" in line for line in lines)
+    assert any("No CUDA runtime is found" in line for line in lines)
 
 
 @needs_fashion_mnist()
@@ -68,6 +71,7 @@ def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
     assert "warning" not in proc.stderr.lower(), proc.stderr
     log = (tmp_path / "run" / "library.log").read_text()
     assert "kernels-community" in log and "a timm warning" in log and "a torch-style warning" in log
+    assert "No CUDA runtime is found" in log
 
 
 def test_bitsandbytes_never_asks_the_hub_for_kernels():

@@ -38,6 +38,7 @@ from peftlab.config_paths import PATH_FIELDS, REPO_ROOT, hashed_path, resolve_pa
 from peftlab.config_sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
 from peftlab.config_yaml import deep_merge, nest, parse_overrides, parse_yaml, read_text_file, read_yaml  # noqa: F401
 from peftlab.errors import ConfigError
+from peftlab.tuners.ia3.config import IA3_STANDARD
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
@@ -261,13 +262,17 @@ UNHASHED_FIELDS = ("track", "train.reproducible")
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.
 HASHED_AS: dict[tuple[str, Any], Any] = {("train.precision", "auto"): "fp32"}
+# The same for one method's field, as (method, field, new default) -> the old default: IA3's
+# target_modules was the list of its paper's places, which its preset 'standard' now names.
+METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
 
-    ``UNHASHED_FIELDS`` are left out, and so are the ``LATE_FIELDS`` left at their defaults. Paths
-    enter as ``hashed_path`` writes them.
+    ``UNHASHED_FIELDS`` are left out, and so are the ``LATE_FIELDS`` left at their defaults; a changed
+    default (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path``
+    writes them.
     """
     data = to_dict(cfg)
     for dotted in UNHASHED_FIELDS:
@@ -287,6 +292,9 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
         fields = data.get(section) if section else data
         if isinstance(fields, dict) and fields.get(name) == value:
             fields[name] = old
+    for (method, name, value), old in METHOD_HASHED_AS.items():
+        if data["method"]["name"] == method and data["method"].get(name) == value:
+            data["method"][name] = old
     return hashlib.sha256(yaml.dump(data, Dumper=_DUMPER, sort_keys=False).encode()).hexdigest()[:length]
 
 

@@ -7,6 +7,9 @@ a Ray task) sends Python warnings and every log record to one handler on the roo
 keeps them in memory until ``logged_to`` names a file (a run's ``library.log``); with
 ``peftlab --verbose`` (``PEFTLAB_VERBOSE=1``, which workers inherit) they go to stderr too.
 peftlab's own warnings (the ``peftlab`` loggers) still print, as ``peftlab: warning: ...``.
+torch's loggers print on stderr through torch's own handler and do not reach the root logger;
+those peftlab has seen speak out of turn (``torch.utils.cpp_extension``: "No CUDA runtime is
+found" when a library compiles an extension) get the root logger's handlers instead.
 
 It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it
 for a kernel from the Hugging Face hub at import time, and nothing may be downloaded at run time.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 LIBRARY_LOG = "library.log"  # in the run directory
 VERBOSE_ENV = "PEFTLAB_VERBOSE"
+TORCH_LOGGERS = ("torch.utils.cpp_extension",)  # below torch's own stderr handler (see above)
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -73,6 +77,18 @@ def quiet_libraries(verbose: bool | None = None) -> None:
         root.addHandler(verbose_handler)
     root.setLevel(logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the handlers above
+    for name in TORCH_LOGGERS:
+        to_root_handlers(name)
+
+
+def to_root_handlers(name: str) -> None:
+    """Send the records of logger ``name`` to the root logger's handlers (the library log; stderr with
+    --verbose), not to those of a parent that keeps them to itself (torch's, which does not propagate)."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    for handler in logging.getLogger().handlers:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
 
 
 def to_library_log(name: str) -> None:

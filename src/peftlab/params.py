@@ -27,17 +27,23 @@ def meta_model(cfg: RunConfig) -> nn.Module:
 
 
 def count_parameters(cfg: RunConfig) -> dict:
-    """Total, trainable, adapter and head parameters of ``cfg.model`` under ``cfg.method``."""
+    """Total, trainable, adapter and head parameters of ``cfg.model`` under ``cfg.method``.
+
+    trainable = adapter (the method's own parameters; None for a method that adds none to merge)
+    + in_place (the base's own parameters trained where they are: BitFit's biases, DiffFit's biases
+    and LayerNorms) + head."""
     num_classes = cfg.model.num_classes or 1000
     model = _meta_model(cfg, num_classes)
     with torch.device("meta"):
         tuner = apply_tuner(model, cfg)
     counts = tuner.parameter_counts()
     head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
+    in_place = sum(p.numel() for p in tuner.trained_in_place().values())
     return {
         "model": cfg.model.name, "method": cfg.method.name, "num_classes": num_classes, **counts,
         "trainable_ratio": counts["trainable"] / counts["total"],
-        "adapter": counts["trainable"] - head if tuner.is_adapter else None,
+        "adapter": counts["trainable"] - head - in_place if tuner.is_adapter else None,
+        "in_place": in_place,
         "head": head,
     }
 

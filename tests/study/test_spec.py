@@ -169,3 +169,24 @@ def test_validate_study_builds_one_meta_model_per_architecture(tmp_path, monkeyp
         "method.r": [4, 8], "method.target_modules": [["blocks.0.attn.qkv"], ["nothing_matches"]]}}}})
     with pytest.raises(ConfigError, match="nothing_matches"):
         validate_study(load_study(bad))
+
+
+def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
+    """The base's target_modules 'standard' (LoRA's q, v) is IA3's own preset: k, v and fc2's input. It
+    was LoRA's q, v, and IA3's default fc2 feed-forward module matched none of them; and its run id is that
+    of the regexes IA3's default was (configs/studies/methods.yaml named them, and keeps its run ids)."""
+    from peftlab.params import meta_model
+    from peftlab.study.runner import validate_study
+    from peftlab.tuners.peft_injection import plan_targets
+
+    base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16, "target_modules": "standard"}}
+    study = load_study(write_study(tmp_path, {"methods": {"lora": {}, "ia3": {}}}, base=base))
+    validate_study(study)
+    ia3 = next(s for s in study.runs if s.config.method.name == "ia3")
+    assert ia3.config.method.target_modules == "standard"
+    targets = plan_targets(meta_model(ia3.config), ia3.config.method)[1]
+    assert sorted(targets) == sorted(f"blocks.{i}.{m}" for i in range(TINY_MODEL["depth"])
+                                     for m in ("attn.qkv.k", "attn.qkv.v", "mlp.fc2"))
+    explicit = load_study(write_study(tmp_path, {"methods": {"ia3": {"set": {"method.target_modules": [
+        r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]}}}}, base=base))
+    assert [s.run_id for s in explicit.runs] == [s.run_id for s in study.runs if s.config.method.name == "ia3"]

@@ -55,7 +55,7 @@ def module_formula(method: str, fan_in: int, fan_out: int, options: dict, feedfo
 
 
 def body_formula(method: str, depth: int, d: int, options: dict) -> int:
-    if method == "ia3" and "target_modules" not in options:  # the paper's k, v and the MLP's inner activations
+    if method == "ia3" and options.get("target_modules", "standard") == "standard":  # the paper's k, v, fc2's input
         per_block = [("k", False), ("v", False), ("fc2", True)]
     else:
         ff = set(options.get("feedforward_modules", []))
@@ -119,8 +119,8 @@ def perturb(tuner):
                 param.add_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
-# q and v slices only; IA3 with no feed-forward module among them
-QV = {"ia3": {"target_modules": "standard", "feedforward_modules": []}}
+# q and v slices only (IA3's standard is its paper's k, v and fc2); IA3 with no feed-forward module among them
+QV = {"ia3": {"target_modules": [r"blocks\.\d+\.attn\.qkv\.[qv]"], "feedforward_modules": []}}
 
 
 @pytest.mark.parametrize("method", RELATIVES)
@@ -220,6 +220,8 @@ def test_dora_on_an_nf4_base_starts_as_it_and_merges():
                                     r"method.boft_block_num is set"),
     ("boft", {"boft_dropout": 1.0}, r"method.boft_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
     ("ia3", {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc1"]}, r"method.feedforward_modules entry .* matches no"),
+    ("ia3", {"target_modules": "extended"}, r"method.target_modules='extended' is invalid: expected one of standard "
+                                            r"\(k, v and fc2, the paper's places\), all-linear or a list"),
     ("vera", {"r": 0}, r"method.r=0 is invalid: expected an integer > 0"),
     ("loha", {"alpha": -1}, r"method.alpha=-1.0 is invalid: expected a number > 0"),
     ("lokr", {"decompose_factor": 0}, r"method.decompose_factor=0 is invalid"),
@@ -273,3 +275,25 @@ def test_boft_checks_peft_butterfly_rule_where_the_extension_loads(monkeypatch, 
     else:
         with pytest.raises(ConfigError, match=message):
             check_config(cfg, model)
+
+
+def test_boft_on_a_machine_without_cuda_never_compiles_pefts_extension(tmp_path, monkeypatch):
+    """PEFT cached a failed build of fbd_cuda as "not tried": each layer compiled again, leaving a
+    build directory and torch's "No CUDA runtime is found" on stderr."""
+    import peft.tuners.boft.layer as boft_layer
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA PEFT builds fbd_cuda, as it should")
+    monkeypatch.setattr(boft_layer, "_FBD_CUDA", None)  # as a fresh process has it
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    _, tuner = make("boft")
+    assert not (tmp_path / "extensions").exists()
+    layers = [m for m in tuner.model.modules() if isinstance(m, boft_layer.BOFTLayer)]
+    assert layers and not any(layer.fbd_cuda_available for layer in layers)
+
+
+def test_ia3_presets_name_timms_modules_and_on_an_hf_model_ask_for_a_list(hf_dir):
+    cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "ia3"}})
+    with pytest.raises(ConfigError, match=r"method.target_modules='standard' names no modules of an HF model for "
+                                          r"ia3; give a list of module names/regexes"):
+        apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)

@@ -83,6 +83,14 @@ def test_trainable_parameters_match_the_hand_formula(method, options, model, dep
     plain = sum(p.numel() for p in build_backbone(cfg.model, classes).parameters()) if model == "tiny" else 5_526_346
     added = {"bitfit": 0, "ln": 0, "difffit": depth * 2 * d}.get(method, counts["trainable"] - head)  # selective
     assert counts["total"] == plain + added
+    # the adapter is what the method adds (SSF's scales and shifts, DiffFit's gammas; none for BitFit and LN);
+    # the base's own parameters it trains are counted in place (BitFit's biases, DiffFit's biases and LayerNorms)
+    assert counts["adapter"] == (None if method in ("bitfit", "ln") else added)
+    biases = body_formula("bitfit", depth, d, 4 * d, options)
+    in_place = {"bitfit": biases, "ln": body_formula("ln", depth, d, 4 * d, options),
+                "difffit": biases + depth * 2 * d + d}.get(method, 0)  # difffit: and the LayerNorms' weights
+    assert counts["in_place"] == in_place
+    assert counts["trainable"] == (counts["adapter"] or 0) + counts["in_place"] + head
 
 
 @pytest.mark.parametrize("method, kept", [

@@ -190,8 +190,11 @@ def cmd_params(args) -> int:
     print(f"model      {name} ({counts['num_classes']} classes), method {cfg.method.name}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
-    if counts.get("adapter") is not None:
-        print(f"  adapter  {counts['adapter']:,}")
+    if counts["adapter"] is not None or counts["in_place"]:
+        if counts["adapter"] is not None:
+            print(f"  adapter  {counts['adapter']:,}")
+        if counts["in_place"]:
+            print(f"  in place {counts['in_place']:,}  (the base's own, trained where they are)")
         print(f"  head     {counts['head']:,}")
     return 0
 

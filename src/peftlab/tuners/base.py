@@ -86,6 +86,13 @@ class Tuner:
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
+    def trained_in_place(self) -> dict[str, nn.Parameter]:
+        """The base's own parameters that train, outside the head (BitFit's biases, full fine-tuning's
+        body). An adapter method's trainable parameters outside the head are its own (LoRA's, SSF's)."""
+        if self.is_adapter:
+            return {}
+        return {n: p for n, p in self.trainable_parameters().items() if not is_head_param(n, self.head)}
+
     def param_groups(self, lr: float, weight_decay: float, head_lr: float, head_weight_decay: float) -> list[dict]:
         """AdamW groups: head vs the rest; no weight decay on biases, norms and embeddings (ndim < 2)."""
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}

@@ -15,6 +15,12 @@ Two facts about PEFT 0.21.2 (``peft/tuners/boft/layer.py``) shape this file:
 - More than one butterfly factor runs only with PEFT's CUDA extension ``fbd_cuda``, which PEFT
   compiles on first use (nvcc and ninja); where it does not load, PEFT warns and uses one factor
   whatever the config says. peftlab refuses ``boft_n_butterfly_factor > 1`` there instead.
+- PEFT caches the extension in its module global ``_FBD_CUDA``, but a failed build caches None,
+  which ``get_fbd_cuda`` reads as "not tried yet": every BOFT layer tries ``torch.utils.cpp_extension.load``
+  again (seconds each, a build directory under ``~/.cache/torch_extensions``, torch's "No CUDA
+  runtime is found" on stderr). Without CUDA the build cannot succeed, so ``no_fbd_cuda_without_cuda``
+  caches False there (PEFT's ``if not get_fbd_cuda()`` reads it as unavailable) before PEFT is asked;
+  with CUDA, PEFT builds and caches it as it does.
 """
 
 from __future__ import annotations
@@ -34,11 +40,20 @@ class BOFTTuner(PeftTuner):
     name = "boft"
 
 
+def no_fbd_cuda_without_cuda() -> None:
+    """Without CUDA, mark PEFT's fbd_cuda as unavailable, so that no BOFT layer tries to compile it."""
+    import peft.tuners.boft.layer as boft_layer
+
+    if boft_layer._FBD_CUDA is None and not torch.cuda.is_available():
+        boft_layer._FBD_CUDA = False  # not None: PEFT's "already tried"; falsy: PEFT's "unavailable"
+
+
 def butterfly_available() -> bool:
     """Whether PEFT's CUDA extension for more than one butterfly factor loads (PEFT builds it on first call)."""
     from peft.tuners.boft.layer import get_fbd_cuda
 
-    return get_fbd_cuda() is not None
+    no_fbd_cuda_without_cuda()
+    return bool(get_fbd_cuda())
 
 
 def check_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> None:
@@ -70,5 +85,6 @@ def apply_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BO
                         boft_n_butterfly_factor=cfg.boft_n_butterfly_factor, boft_dropout=cfg.boft_dropout,
                         init_weights=True, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save,
                         bias="none")
+    no_fbd_cuda_without_cuda()
     with torch.device("cpu"):  # not meta: PEFT indexes with tensors it makes on the default device (see above)
         return BOFTTuner(inject(model, plan, ctx, config), plan.head)

@@ -23,7 +23,7 @@ import copy
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix
+from peftlab.tuners.base import TunerContext, head_prefix, is_head_param
 from peftlab.tuners.bitfit.model import SelectiveTuner, is_bias, selected_names, train_only
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
@@ -37,6 +37,11 @@ BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the
 class DiffFitTuner(SelectiveTuner):
     name = "difffit"
     is_adapter = True  # merges: the recipe runs the merge check
+
+    def trained_in_place(self) -> dict[str, nn.Parameter]:
+        """The biases and LayerNorms, trained where they are (as BitFit's and LN's): the adapter is the gammas."""
+        return {n: p for n, p in self.trainable_parameters().items()
+                if not is_head_param(n, self.head) and not n.endswith(".difffit_gamma")}
 
     def merged_model(self, quantized: bool = False) -> nn.Module:
         model = copy.deepcopy(self.model)

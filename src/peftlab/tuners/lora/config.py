@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from peftlab.config_checks import NAME_SUFFIX, check_field, check_regex
 from peftlab.config_sections import MethodConfig
 from peftlab.errors import ConfigError
 from peftlab.tuners.ranks import read_importance, static_ranks
 
-TARGET_PRESETS = ("standard", "extended", "all-linear")
+TIMM_PRESETS = {
+    "standard": [r"blocks\.\d+\.attn\.qkv\.(q|v)"],
+    "extended": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj"],
+    "all-linear": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"],
+}
+HF_PRESETS = {
+    "standard": [r".*\.layers\.\d+\.attention\.(q_proj|v_proj)"],
+    "extended": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)"],
+    "all-linear": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)", r".*\.layers\.\d+\.mlp\.(fc1|fc2)"],
+}
 
 
 @dataclass(frozen=True)
 class ModulesConfig(MethodConfig):
-    """What every PEFT-backed method has: which modules it adapts."""
+    """What every PEFT-backed method has: which modules it adapts. A method whose presets mean
+    other places (IA3's paper adapts k, v and fc2) names its own in the class variables."""
 
+    timm_presets: ClassVar[dict[str, list[str]]] = TIMM_PRESETS
+    hf_presets: ClassVar[dict[str, list[str]]] = HF_PRESETS
+    presets_help: ClassVar[str] = "standard (q, v), extended (q, k, v, proj), all-linear"
     # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module
     # names / anchored regexes
     target_modules: str | tuple[str, ...] = "standard"
@@ -31,8 +44,8 @@ class ModulesConfig(MethodConfig):
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.target_modules, str):
-            check_field(self.target_modules in TARGET_PRESETS, "method.target_modules", self.target_modules,
-                   "one of " + ", ".join(TARGET_PRESETS) + " or a list of module names/regexes")
+            check_field(self.target_modules in self.timm_presets, "method.target_modules", self.target_modules,
+                        f"one of {self.presets_help} or a list of module names/regexes")
         else:
             check_field(len(self.target_modules) > 0, "method.target_modules", list(self.target_modules),
                    "a non-empty list")
@@ -108,22 +121,14 @@ def check_steps(value: int | float, field_name: str) -> None:
         check_field(value >= 0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
 
 
-TIMM_PRESETS = {
-    "standard": [r"blocks\.\d+\.attn\.qkv\.(q|v)"],
-    "extended": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj"],
-    "all-linear": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"],
-}
-HF_PRESETS = {
-    "standard": [r".*\.layers\.\d+\.attention\.(q_proj|v_proj)"],
-    "extended": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)"],
-    "all-linear": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)", r".*\.layers\.\d+\.mlp\.(fc1|fc2)"],
-}
-
-
 def target_patterns(cfg: ModulesConfig, hf: bool) -> list[str]:
-    if isinstance(cfg.target_modules, str):
-        return (HF_PRESETS if hf else TIMM_PRESETS)[cfg.target_modules]
-    return list(cfg.target_modules)
+    if not isinstance(cfg.target_modules, str):
+        return list(cfg.target_modules)
+    presets = cfg.hf_presets if hf else cfg.timm_presets
+    if cfg.target_modules not in presets:
+        raise ConfigError(f"method.target_modules={cfg.target_modules!r} names no modules of an HF model for "
+                          f"{cfg.name}; give a list of module names/regexes")
+    return presets[cfg.target_modules]
 
 
 def match_targets(patterns: list[str], linear_names: list[str]) -> list[str]:
