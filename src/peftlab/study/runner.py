@@ -42,6 +42,7 @@ from peftlab.progress import TextProgress
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.search import read_choices, tune_study, with_choices
 from peftlab.study.spec import RunSpec, Study
+from peftlab.study.stale import refuse_stale_runs
 
 FINISHED = ("completed", "failed", "diverged")
 POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
@@ -324,6 +325,7 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
         executor = dataclasses.replace(executor, folder=str((study_dir / "slurm").resolve()))
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
+    refuse_stale_runs(study_dir)  # no finished run counts when its base file has changed since
     if study.tune:  # each tuned method's search first; its final runs then replace its untuned ones
         study = tune_study(study, study_dir, jobs_runner(executor, workers), executor.name == "local",
                            workers if executor.name == "local" else MAX_REMOTE_TRIALS,

@@ -1,0 +1,61 @@
+"""Finished runs trained on a base that has changed since: refused before a study reuses them.
+
+A run id hashes ``model.pretrained`` as a path, not the file's bytes, so retraining a cached
+base in place (``peftlab pretrain`` after its config changed, another checkout's study writing
+the same cache) would let a study count runs trained on the old weights as finished. Every
+run's ``result.json`` records the SHA-256 of the base it loaded (``provenance.base_sha256``);
+``refuse_stale_runs`` compares it with the file as it is now and stops the study in one line
+naming the runs and the way out, before any result is reused or any run is trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peftlab.data.records import hash_file
+from peftlab.errors import UserError
+from peftlab.files import read_json
+
+RESULT_GLOBS = ("runs/*/result.json", "tune/*/runs/*/result.json")
+
+
+def recorded_base(result: dict) -> tuple[str, str] | None:
+    """(weights path, SHA-256) of the local base a finished run loaded; None when it loaded none."""
+    provenance, config = result.get("provenance"), result.get("config")
+    if not isinstance(provenance, dict) or not isinstance(config, dict):
+        return None
+    sha, model = provenance.get("base_sha256"), config.get("model")
+    path = model.get("pretrained") if isinstance(model, dict) else None
+    if not isinstance(sha, str) or not isinstance(path, str) or path in ("none", "hub"):
+        return None
+    return path, sha
+
+
+def stale_runs(study_dir: Path) -> dict[str, list[str]]:
+    """Weights path -> the run directories (relative to ``study_dir``) whose recorded base SHA-256
+    differs from the file's now. A missing base file is left to the runs that need it."""
+    current: dict[str, str | None] = {}
+    stale: dict[str, list[str]] = {}
+    for pattern in RESULT_GLOBS:
+        for path in sorted(study_dir.glob(pattern)):
+            result = read_json(path)
+            base = recorded_base(result) if isinstance(result, dict) else None
+            if base is None:
+                continue
+            weights, sha = base
+            if weights not in current:
+                current[weights] = hash_file(Path(weights)) if Path(weights).is_file() else None
+            if current[weights] is not None and current[weights] != sha:
+                stale.setdefault(weights, []).append(str(path.parent.relative_to(study_dir)))
+    return stale
+
+
+def refuse_stale_runs(study_dir: Path) -> None:
+    """UserError when a finished run of ``study_dir`` was trained on other bytes of its base file."""
+    stale = stale_runs(study_dir)
+    if stale:
+        weights, runs = next(iter(stale.items()))
+        count = sum(map(len, stale.values()))
+        raise UserError(f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
+                        f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
+                        "new base, or delete those runs to train them again")

@@ -1,0 +1,47 @@
+"""A finished run trained on a base file whose bytes have changed since is refused, not reused."""
+
+import hashlib
+import json
+
+import pytest
+
+from peftlab.errors import UserError
+from peftlab.study.stale import refuse_stale_runs, stale_runs
+
+
+def finished(study_dir, where, weights, sha):
+    run = study_dir / where
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({
+        "status": "completed", "config": {"model": {"pretrained": str(weights)}},
+        "provenance": {"base_sha256": sha}}))
+
+
+def test_runs_of_a_base_retrained_in_place_are_named_and_refused(tmp_path):
+    weights = tmp_path / "cache" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"the old base")
+    old = hashlib.sha256(b"the old base").hexdigest()
+    study = tmp_path / "study"
+    finished(study, "runs/aaa", weights, old)
+    finished(study, "tune/lora/runs/bbb", weights, old)
+    finished(study, "runs/ccc", "none", None)  # no local base: nothing to compare
+    refuse_stale_runs(study)  # unchanged: reused
+
+    weights.write_bytes(b"the retrained base")
+    assert stale_runs(study) == {str(weights): ["runs/aaa", "tune/lora/runs/bbb"]}
+    with pytest.raises(UserError) as err:
+        refuse_stale_runs(study)
+    message = str(err.value)
+    assert "\n" not in message and f"{weights} changed after 2 finished run(s)" in message
+    assert "(first: runs/aaa)" in message and "--study-dir" in message
+
+
+def test_a_missing_base_or_a_result_without_provenance_is_left_to_the_runs(tmp_path):
+    study = tmp_path / "study"
+    finished(study, "runs/aaa", tmp_path / "gone.safetensors", "0" * 64)
+    (study / "runs" / "bbb").mkdir(parents=True)
+    (study / "runs" / "bbb" / "result.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    (study / "runs" / "ccc").mkdir(parents=True)
+    (study / "runs" / "ccc" / "result.json").write_text("not json")
+    assert stale_runs(study) == {}
