@@ -326,7 +326,7 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
     curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
     how = ("against the searched value; the star is the chosen trial" if curve else
            "in the order they ran; the line is the best so far, the star the chosen trial")
-    caption = (f"Validation score ({tuning.latex_key(study.searches[0]['search']['metric'])}, \\%, mean over the "
+    caption = (f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
                f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
                "are pruned trials at their last reported score.")
     return {"verb": "was" if len(keys) == 1 else "were", "figure": tuning.FIGURE in drawn, "caption": caption,
