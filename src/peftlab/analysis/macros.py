@@ -240,9 +240,11 @@ def define_tuning(numbers: Numbers, study) -> None:
     keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
     add("tuneKeys", words([tuning.latex_key(key) for key in keys]), "the config keys searched (tune/*/selection.json)")
     add("tuneMethods", str(len(searches)), "methods tuned (tune/*/selection.json)")
-    add("tuneSearch", words([latex_escape(kind) for kind in dict.fromkeys(s["search"]["search"] for s in searches)]),
+    kinds = [latex_escape(kind) for kind in dict.fromkeys(s["search"]["search"] for s in searches)]
+    add("tuneSearch", words(kinds).replace(" and ", " or "),
         "the kind of search (search.search)")
-    add("tuneTrials", "/".join(str(t) for t in sorted({s["search"]["trials"] for s in searches})),
+    budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
+    add("tuneTrials", words(budgets).replace(" and ", " or "),
         "the trial budget per method (search.trials)")
     add("tuneMetric", tuning.latex_key(searches[0]["search"]["metric"]), "the score trials were chosen by (search.metric)")
     add("tuneSeeds", words([str(seed) for seed in sorted({seed for s in searches for seed in s["search"]["seeds"]})]),

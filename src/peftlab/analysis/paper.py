@@ -318,18 +318,19 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
-    """What the template says about tuning (None for an untuned study): the verb for the keys searched,
-    whether the figure was drawn and its caption, and whether a chosen value lies at an end of its range."""
+    """What the template says about tuning (None for an untuned study): whether every method searched the
+    same keys, and the verb for them; whether the figure was drawn and its caption; whether a chosen value
+    lies at an end of its range."""
     if not study.searches:
         return None
-    keys = {axis["key"] for s in study.searches for axis in s["search"]["axes"]}
+    keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
     curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
     how = ("against the searched value; the star is the chosen trial" if curve else
            "in the order they ran; the line is the best so far, the star the chosen trial")
     caption = (f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
                f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
                "are pruned trials at their last reported score.")
-    return {"verb": "was" if len(keys) == 1 else "were", "figure": tuning.FIGURE in drawn, "caption": caption,
+    return {"shared": all(k == keys[0] for k in keys), "verb": "was" if len(keys[0]) == 1 else "were", "figure": tuning.FIGURE in drawn, "caption": caption,
             "edges": "tuneEdges" in numbers.macros}
 
 

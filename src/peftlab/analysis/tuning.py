@@ -266,7 +266,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
     of its axis (``edges``) is marked $^{\\dagger}$."""
     scores = final_scores(df)
     at_edge = {(method, key) for method, key, _, _ in edges(searches)}
-    metric = latex_key(searches[0]["search"]["metric"]) if searches else "score"
+    metric = latex_key(searches[0]["search"]["metric"])
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              rf"\caption{{{TABLE_CAPTION.format(metric=metric)}}}", r"\label{tab:tuning}",
              # the search space gets more of the width than the chosen values (X columns share it)
