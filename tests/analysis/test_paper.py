@@ -5,6 +5,7 @@ them; CI runs it), and pdftotext / pdftoppm to read and render the PDF.
 """
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -66,6 +67,10 @@ def test_results_tex_holds_the_study_numbers(sources):
 
 
 def test_main_tex_types_no_number_and_uses_only_defined_macros(sources):
+    assert_no_typed_number(sources)
+
+
+def assert_no_typed_number(sources):
     main = (sources / "main.tex").read_text()
     defined = macros((sources / "results.tex").read_text())
     body = main[main.index(r"\begin{document}"):]
@@ -273,3 +278,111 @@ def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
     assert r"against Full FT \& more" in significance
     results = macros((tmp_path / "paper" / "results.tex").read_text())
     assert results["baselineName"] == r"Full FT \& more"
+
+
+# --- a tuned study: tune/<method>/selection.json as peftlab.study.search writes them ---------------
+
+def selection(method, axes, trials, chosen_trial, search="grid", done=True):
+    """A selection.json record (search.py: write_selection; tune.py: Search.record): trials are
+    (state, value, params, reported) and the chosen one is the search's best."""
+    records = [{"number": i, "state": state, "value": value, "params": params, "run_ids": [f"{method}t{i}"],
+                "reported": reported} for i, (state, value, params, reported) in enumerate(trials)]
+    best = records[chosen_trial]
+    return {"fingerprint": "0123456789", "done": done,
+            "search": {"method": method, "axes": axes, "search": search, "trials": len(trials), "metric": "val_top1",
+                       "seeds": [1000], "sampler_seed": 0, "reduction_factor": 3},
+            "trials": records,
+            "chosen": {"trial": best["number"], "value": best["value"], "metric": "val_top1", "params": best["params"]}}
+
+
+GRID = [0.001, 0.003, 0.01, 0.03]
+SELECTIONS = [
+    # chosen inside the grid
+    selection("full", [{"key": "train.lr", "values": GRID}],
+              [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.70, 0.76, 0.72, 0.60])], 1),
+    # chosen at the largest value of the grid: marked, and said in the text
+    selection("linear", [{"key": "train.lr", "values": GRID}],
+              [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.50, 0.55, 0.58, 0.60])], 3),
+    # two axes, a range and a pruned trial
+    selection("lora", [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}, {"key": "method.r", "values": [4, 8]}],
+              [("COMPLETE", 0.66, {"train.lr": 0.002, "method.r": 8}, {"25": 0.6}),
+               ("PRUNED", None, {"train.lr": 0.05, "method.r": 4}, {"25": 0.41}),
+               ("COMPLETE", 0.69, {"train.lr": 0.004, "method.r": 4}, {"25": 0.62})], 2, search="random"),
+]
+
+
+@pytest.fixture(scope="module")
+def tuned_study(study_dir, tmp_path_factory):
+    """The golden study, tuned: its runs are the main table's final runs (groups: main)."""
+    tuned = tmp_path_factory.mktemp("tuned") / "default"
+    shutil.copytree(study_dir, tuned)
+    for spec_path in tuned.glob("runs/*/spec.json"):
+        spec = json.loads(spec_path.read_text())
+        spec_path.write_text(json.dumps({**spec, "groups": ["main"]}))
+    for record in SELECTIONS:
+        directory = tuned / "tune" / record["search"]["method"]
+        directory.mkdir(parents=True)
+        (directory / "selection.json").write_text(json.dumps(record, indent=2))
+    return tuned
+
+
+@pytest.fixture(scope="module")
+def tuned_sources(tuned_study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned_paper")
+    paper.write_paper(tuned_study, out, compile=False)
+    return out
+
+
+def test_a_tuned_study_gets_one_row_per_tuned_method(tuned_sources):
+    table = (tuned_sources / "tables" / "tuning.tex").read_text()
+    rows = [line for line in table.splitlines() if line.endswith(r"\\") and "&" in line][2:]  # below the header
+    # final runs (studyfiles.RUNS, val_top1 = test_top1): full 74.5, linear 59.4, lora r=4 and r=8 together 68.0
+    assert rows == [
+        r"full & \texttt{train.lr} $\in$ \{0.001, 0.003, 0.01, 0.03\} & 4/0 & \mbox{\texttt{train.lr}=0.003} & 1 & "
+        r"76.0 & 74.5 & 74.5 & 3 \\",
+        r"linear & \texttt{train.lr} $\in$ \{0.001, 0.003, 0.01, 0.03\} & 4/0 & "
+        r"\mbox{\texttt{train.lr}=0.03$^{\dagger}$} & 3 & 60.0 & 59.4 & 59.4 & 3 \\",
+        r"lora & \texttt{train.lr} $\in$ [0.0001, 0.1] (log); \texttt{method.r} $\in$ \{4, 8\} & 2/1 & "
+        r"\mbox{\texttt{train.lr}=0.004}, \mbox{\texttt{method.r}=4} & 2 & 69.0 & 68.0 & 68.0 & 3 \\",
+    ]
+    assert r"$^{\dagger}$: the smallest or largest value searched" in table
+    document = (tuned_sources / "tables" / "tuning_document.tex").read_text()
+    assert r"\usepackage{tabularx}" in document and table in document
+    assert (tuned_sources / "figures" / "tuning.pdf").stat().st_size > 0
+
+
+def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
+    main = (tuned_sources / "main.tex").read_text()
+    defined = macros((tuned_sources / "results.tex").read_text())
+    assert r"\paragraph{Hyper-parameter tuning.}" in main and r"\input{tables/tuning}" in main
+    assert r"\includegraphics[width=\linewidth]{figures/tuning.pdf}" in main and r"Figure~\ref{fig:tuning}" in main
+    assert "not tuned per method" not in main
+    assert r"hyper-parameters (\tuneKeys{}; per method in Table~\ref{tab:tuning}) were chosen" in main  # lora's r only
+    assert r"\tuneEdges{}" in main
+    assert defined["tuneKeys"] == r"\texttt{train.lr} and \texttt{method.r}"
+    assert defined["tuneTrials"] == "3 or 4" and defined["tuneSearch"] == "grid or random"
+    assert defined["tuneSeeds"] == "1000" and defined["tuneMethods"] == "3"
+    assert defined["tuneEdges"] == r"the \texttt{train.lr} of linear is the largest value searched"
+    assert_no_typed_number(tuned_sources)
+
+
+def test_an_untuned_paper_has_no_tuning_table_nor_figure(sources):
+    main = (sources / "main.tex").read_text()
+    assert "not tuned per method" in main
+    assert "Hyper-parameter tuning" not in main and "tab:tuning" not in main and "fig:tuning" not in main
+    assert not (sources / "tables" / "tuning.tex").exists() and not (sources / "figures" / "tuning.pdf").exists()
+    assert "tune" not in (sources / "results.tex").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_a_tuned_paper_compiles_with_its_table_and_figure(tuned_sources, tmp_path):
+    shutil.copytree(tuned_sources, tmp_path, dirs_exist_ok=True)
+    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Hyper-parameter tuning." in text and "Hyper-parameter search of each method" in text
+    assert "train.lr=0.003" in text and "76.0" in text and "??" not in text
+    assert "train.lr of linear is the largest value searched" in " ".join(text.split())  # across a line break
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tuning_document.tex"],
+                   cwd=tmp_path / "tables", check=True, capture_output=True)
+    assert (tmp_path / "tables" / "tuning_document.pdf").stat().st_size > 0

@@ -133,6 +133,8 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
     for variant in study.variants:
         define_variant(numbers, study, variant, suffixes[variant])
     define_findings(numbers, study, citations)
+    if study.searches:
+        define_tuning(numbers, study)
     define_literature(numbers, citations, study_methods(study.df))
 
 
@@ -227,6 +229,30 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
     add("ourOrder", words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.top1)])
         or "n/a", "variants of the methods the literature table cites, by mean test top-1, highest first")
+
+
+def define_tuning(numbers: Numbers, study) -> None:
+    """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
+    at an end of their searched range (tuning.edges)."""
+    from peftlab.analysis import tuning  # matplotlib: only for a tuned study
+
+    add, searches = numbers.add, study.searches
+    keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
+    add("tuneKeys", words([tuning.latex_key(key) for key in keys]), "the config keys searched (tune/*/selection.json)")
+    add("tuneMethods", str(len(searches)), "methods tuned (tune/*/selection.json)")
+    kinds = [latex_escape(kind) for kind in dict.fromkeys(s["search"]["search"] for s in searches)]
+    add("tuneSearch", words(kinds).replace(" and ", " or "),
+        "the kind of search (search.search)")
+    budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
+    add("tuneTrials", words(budgets).replace(" and ", " or "),
+        "the trial budget per method (search.trials)")
+    add("tuneMetric", tuning.latex_key(searches[0]["search"]["metric"]), "the score trials were chosen by (search.metric)")
+    add("tuneSeeds", words([str(seed) for seed in sorted({seed for s in searches for seed in s["search"]["seeds"]})]),
+        "the seeds of the tuning trials (search.seeds)")
+    at_edge = [f"the {tuning.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
+               for method, key, _, where in tuning.edges(searches)]
+    if at_edge:
+        add("tuneEdges", words(at_edge), "chosen values at an end of their searched range (tuning.edges)")
 
 
 def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:

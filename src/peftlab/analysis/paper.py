@@ -4,8 +4,9 @@ Writes OUT (default STUDY_DIR/paper):
   results.tex      one \\newcommand per reported number or generated word, with its source
   main.tex         Abstract to Conclusion; generated text states only what the numbers show,
                    and boxed "For the author" notes mark where the author writes the rest
-  tables/*.tex     booktabs tables (main, significance, literature)
-  figures/*.pdf    the study's figures (and .png at 300 dpi)
+  tables/*.tex     booktabs tables (main, significance, literature; tuning for a tuned study, with a
+                   tuning_document.tex that compiles alone)
+  figures/*.pdf    the study's figures (and .png at 300 dpi; tuning.pdf for a tuned study)
   references.bib   the checked bibliography (src/peftlab/analysis/references.bib)
 and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no digit of its own: every
 number reaches it through a macro of results.tex (macros.py). Its prose is the template
@@ -29,7 +30,7 @@ from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, cit
                                      macro_suffix, pvalue, signed, variant_suffixes, words)
 from peftlab.analysis.report import choose_baseline
 from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
-from peftlab.analysis.tables import display_name, latex_escape, latex_table, latex_text
+from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
 from peftlab.study.spec import read_report_options
 from peftlab.errors import UserError
 from peftlab.files import read_json
@@ -100,11 +101,17 @@ class Study:
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
+        self.palette = figures.study_palette(df)
+        self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
 
     def name(self, variant) -> str:
         """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""
         method = self.done.loc[self.done["variant"] == variant, "method"]
         return latex_text(display_name(variant, method.iloc[0] if len(method) else None, self.labels))
+
+    def method_name(self, method: str) -> str:
+        """A method's display name as LaTeX (``report.labels``), as the tuning table shows it."""
+        return latex_text(display_name(method, method, self.labels))
 
     def config(self, key: str) -> list:
         """The distinct values of config.<key> among completed runs (sorted)."""
@@ -210,7 +217,7 @@ def method_sentences(df: pd.DataFrame) -> str:
 
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
-    style = {"labels": study.labels, "palette": figures.study_palette(study.df)}  # as the report draws them
+    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
     drawn = [
         figures.plot_accuracy_vs_params(study.df, out, **style),
         figures.plot_seed_boxplots(study.df, out, **style),
@@ -220,11 +227,12 @@ def draw_figures(study: Study, out: Path) -> list[str]:
     ]
     if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
         drawn.append(figures.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out, **style))
+    drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
     return [Path(paths[0]).stem for paths in drawn if paths]
 
 
 def existing_figures(out: Path) -> list[str]:
-    return [name for name in FIGURE_CAPTIONS if (out / f"{name}.pdf").is_file()]
+    return [name for name in (*FIGURE_CAPTIONS, tuning.FIGURE) if (out / f"{name}.pdf").is_file()]
 
 
 def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
@@ -241,6 +249,10 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     setting = latex_escape(f"{', '.join(map(str, study.config('model.name')))}; "
                            f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds")
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))
+    if study.searches:
+        tex = tuning.latex_table(study.searches, study.df, study.labels)
+        (out / "tuning.tex").write_text(tex)
+        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
 
 
 def significance_table(study: Study) -> str:
@@ -302,7 +314,24 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         rank_trend="rankTrend" in numbers.macros, figures=figure_layout(drawn), captions=FIGURE_CAPTIONS,
         short_captions=SHORT_CAPTIONS, literature=literature_items(citations, study_methods(study.df), n),
         our_order=bool(study_rows(study.df, citations, study.top1)), incomplete=len(study.incomplete) > 0,
-        tuning_sentence=tuning.paper_sentence(study.dir))  # how the hyper-parameters were chosen, or that they were not
+        tuning=tuning_text(study, numbers, drawn))  # None: the study was not tuned
+
+
+def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
+    """What the template says about tuning (None for an untuned study): whether every method searched the
+    same keys, and the verb for them; whether the figure was drawn and its caption; whether a chosen value
+    lies at an end of its range."""
+    if not study.searches:
+        return None
+    keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
+    curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
+    how = ("against the searched value; the star is the chosen trial" if curve else
+           "in the order they ran; the line is the best so far, the star the chosen trial")
+    caption = (f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
+               f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
+               "are pruned trials at their last reported score.")
+    return {"shared": all(k == keys[0] for k in keys), "verb": "was" if len(keys[0]) == 1 else "were", "figure": tuning.FIGURE in drawn, "caption": caption,
+            "edges": "tuneEdges" in numbers.macros}
 
 
 def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:

@@ -135,12 +135,12 @@ def latex_table(
     return "\n".join(lines) + "\n"
 
 
-def latex_document(table_tex):
-    """A minimal article that compiles `table_tex` on its own (pdflatex)."""
+def latex_document(table_tex, packages=("booktabs",)):
+    """A minimal article that compiles `table_tex` on its own (pdflatex), loading `packages`."""
     return (
         "\\documentclass{article}\n"
-        "\\usepackage{booktabs}\n"
-        "\\begin{document}\n"
+        + "".join(f"\\usepackage{{{package}}}\n" for package in packages)
+        + "\\begin{document}\n"
         f"{table_tex}"
         "\\end{document}\n"
     )

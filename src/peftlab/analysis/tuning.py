@@ -9,8 +9,9 @@ its methods share one set of hyper-parameters.
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
   trial order with the best so far.
-- ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
-- ``report_section`` / ``paper_sentence``: the report's "Tuning" section and the paper's sentence.
+- ``edges`` / ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
+- ``report_section``: the report's "Tuning" section; ``latex_table``: the paper's tuning table
+  (the paper's text about tuning is in paper.py and its template).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from matplotlib.figure import Figure
 
 from peftlab.analysis.figures import figure_name, save_figure
 from peftlab.analysis.stats import completed_runs
+from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.files import read_json
 
 UNTUNED = ("The methods share one set of hyper-parameters (not tuned per method on validation): rankings may "
@@ -91,10 +93,11 @@ def _bounds(axis: dict) -> tuple[float, float]:
     return (min(values), max(values)) if values is not None else (axis["low"], axis["high"])
 
 
-def edge_choices(searches: list[dict]) -> list[str]:
-    """A sentence per method whose chosen value of a numeric axis with more than two points is its
-    smallest or largest searched value (a range: within 5% of an end on its scale)."""
-    notes = []
+def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
+    """(method, key, chosen value, "smallest" or "largest") per finished search whose chosen value of a
+    numeric axis with more than two points is its smallest or largest searched value (a range: within
+    5% of an end on its scale)."""
+    found = []
     for record in searches:
         chosen = record.get("chosen")
         if not chosen or not record.get("done"):
@@ -111,9 +114,14 @@ def edge_choices(searches: list[dict]) -> list[str]:
             where = ("smallest" if scale(value) - scale(low) <= 0.05 * span else
                      "largest" if scale(high) - scale(value) <= 0.05 * span else None)
             if where:
-                notes.append(f"{record['search']['method']}: the chosen {axis['key']}={value:g} is the {where} value "
-                             "searched; its best may lie outside the searched range.")
-    return notes
+                found.append((record["search"]["method"], axis["key"], value, where))
+    return found
+
+
+def edge_choices(searches: list[dict]) -> list[str]:
+    """A sentence per chosen value at an end of its numeric axis (``edges``), for the report."""
+    return [f"{method}: the chosen {key}={value:g} is the {where} value searched; its best may lie outside the "
+            "searched range." for method, key, value, where in edges(searches)]
 
 
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
@@ -213,17 +221,80 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
     return lines
 
 
-def paper_sentence(study_dir: str | Path) -> str:
-    """The paper's sentence on tuning (LaTeX)."""
-    searches = load_searches(study_dir)
-    if not searches:
-        return (" The methods share one set of hyper-parameters, not tuned per method: rankings may change when "
-                "each method is tuned.")
-    first = searches[0]["search"]
-    keys = sorted({axis["key"] for s in searches for axis in s["search"]["axes"]})
-    budget = sorted({s["search"]["trials"] for s in searches})
-    names = ", ".join("\\texttt{" + key.replace("_", "\\_") + "}" for key in keys)
-    verb = "was" if len(keys) == 1 else "were"
-    return (f" Each method's {names} {verb} chosen on "
-            f"the validation split by a {first['search']} search of {'/'.join(map(str, budget))} trials per method "
-            "(Optuna), on seeds that no reported run uses; the test set was evaluated only for the reported runs.")
+# --- the paper (LaTeX) ---------------------------------------------------------------------
+
+TABLE_CAPTION = ("Hyper-parameter search of each method on the validation split: the search space, the trials run "
+                 "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (mean over the "
+                 "tuning seeds), and the mean validation and test top-1 of the final runs at the chosen values over $n$ "
+                 "seeds, in \\%.")
+
+
+def latex_key(key: str) -> str:
+    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}."""
+    return "\\texttt{" + latex_escape(key) + "}"
+
+
+def latex_value(value) -> str:
+    return latex_escape(f"{value:g}" if isinstance(value, float) else value)
+
+
+def latex_space(search: dict) -> str:
+    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log)."""
+    parts = []
+    for axis in search["axes"]:
+        if "values" in axis:
+            values = ", ".join(latex_value(v) for v in axis["values"])
+            parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
+        else:
+            log = " (log)" if axis.get("log") else ""
+            parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
+    return "; ".join(parts)
+
+
+def latex_trials(record: dict) -> str:
+    """Complete/pruned trials; failed ones and an unfinished search said after them."""
+    states = pd.Series([t["state"] for t in record["trials"]], dtype=object).value_counts()
+    text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
+    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0)
+    if failed:
+        text += f" +{failed} failed"
+    return text if record.get("done") else text + " (unfinished)"
+
+
+def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
+    """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
+    of its axis (``edges``) is marked $^{\\dagger}$."""
+    scores = final_scores(df)
+    at_edge = {(method, key) for method, key, _, _ in edges(searches)}
+    metric = latex_key(searches[0]["search"]["metric"])
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{TABLE_CAPTION.format(metric=metric)}}}", r"\label{tab:tuning}",
+             # the search space gets more of the width than the chosen values (X columns share it)
+             r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash\hsize=1.25\hsize}Xc"
+             r">{\raggedright\arraybackslash\hsize=0.75\hsize}Xrrrrr@{}}",
+             r"\toprule",
+             r" & & & \multicolumn{3}{c}{Chosen} & \multicolumn{3}{c}{Final runs} \\",
+             r"\cmidrule(lr){4-6}\cmidrule(l){7-9}",
+             r"Method & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\", r"\midrule"]
+    for record in searches:
+        search, chosen = record["search"], record.get("chosen")
+        method = search["method"]
+        name = latex_text(display_name(method, method, labels))
+        if chosen:
+            values = ", ".join(f"\\mbox{{{latex_key(k)}={latex_value(v)}"
+                               + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
+                               for k, v in chosen["params"].items())
+            chosen_text = f"{values} & {chosen['trial']} & {100 * chosen['value']:.1f}"
+        else:
+            chosen_text = "-- & -- & --"
+        final = scores.loc[method] if method in scores.index else None
+        finals = (f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None
+                  else "-- & -- & --")
+        lines.append(f"{name} & {latex_space(search)} & {latex_trials(record)} & {chosen_text} & "
+                     f"{finals} \\\\")
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    if at_edge:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize $^{\dagger}$: the smallest or largest value "
+                  r"searched; the best value may lie outside the searched range.}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
