@@ -125,6 +125,52 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
+def test_a_ray_task_whose_worker_died_is_retried_in_the_same_call(tmp_path, reference):
+    """A Ray task's worker SIGKILLed part-way (once: after the checkpoint of step 3) is run again by
+    Ray, which resumes the run from its checkpoint: the same call completes the study, with the
+    uninterrupted numbers. peftlab starts its own local Ray here, whose workers get the kill hook
+    from the driver's environment (the module's Ray has the test process's)."""
+    pytest.importorskip("ray")
+    path = write_study(tmp_path, ONE_RUN)
+    out = tmp_path / "out"
+    marker = tmp_path / "killed"
+    proc = study_cli(path, out, "--quiet", "--executor", "ray",
+                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists(), "the worker was not killed"
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
+    assert "lost" not in proc.stderr, proc.stderr
+    assert_same_results(out, reference)
+
+
+@pytest.mark.e2e
+def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, request):
+    """Through ``ray_tasks.submit`` on the module's Ray: a task whose worker SIGKILLs itself every
+    time runs 1 + WORKER_DEATH_RETRIES times and then ends with why; one that raises runs once."""
+    import signal
+
+    from peftlab.study import ray_tasks
+    from peftlab.study.executors import ExecutorOptions
+
+    request.getfixturevalue("ray_cluster")
+
+    def attempt(log: str, end: str) -> None:  # a closure: Ray pickles it by value, whatever the test's module path
+        with open(log, "a") as f:
+            f.write("attempt\n")
+        if end == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError("the run's own error")
+
+    killed, raised = tmp_path / "killed.log", tmp_path / "raised.log"
+    ends = dict(ray_tasks.submit(attempt, [(str(killed), "kill"), (str(raised), "raise")], ExecutorOptions(name="ray")))
+    assert killed.read_text().count("attempt") == 1 + ray_tasks.WORKER_DEATH_RETRIES
+    assert raised.read_text().count("attempt") == 1
+    assert ends[0].startswith("WorkerCrashedError: "), ends
+    assert "ValueError: the run's own error" in ends[1], ends
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
 def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
     """A run directory held by another trainer (the job of an earlier driver, still running) is
     not trained a second time at once: the new job waits for it, then does what is left."""
@@ -265,3 +311,22 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --mem=32GB", "#SBATCH --array=0-9%3"):
         assert line in text, text
+
+
+@pytest.mark.parametrize("error,why,lost,line", [
+    ({"error": "ValueError: no data"}, "job 7, FAILED: ...; log x", True,
+     "pretraining with pre.yaml failed: ValueError: no data"),
+    (None, "job 7, OUT_OF_MEMORY; log x", True,
+     "pretraining with pre.yaml was lost (job 7, OUT_OF_MEMORY; log x): it stays pending; run the same command "
+     "again to resume it from its checkpoint"),
+    (None, "exit code 1", False, "pretraining with pre.yaml failed: exit code 1"),
+])
+def test_a_lost_pretraining_is_told_apart_from_a_failed_one(tmp_path, error, why, lost, line):
+    """A pretraining that raised recorded its error (pretrain-error.json): it failed, and would fail
+    again. One whose job ended without its base model or an error was lost (killed, out of memory
+    or time): the next call resumes it."""
+    from peftlab.study.runner import pretraining_stopped
+
+    if error is not None:
+        (tmp_path / "pretrain-error.json").write_text(json.dumps(error))
+    assert pretraining_stopped(Path("pre.yaml"), tmp_path, why, lost) == line
