@@ -171,6 +171,31 @@ def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, re
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
+def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, request):
+    """The study's pretraining job SIGKILLed after its checkpoint of step 3 ended without its base
+    model or an error: the study stops with one line saying it was lost, not failed, and the next
+    call resumes it and runs the study."""
+    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
+                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
+    args = ["--quiet", *executor_args("submitit", request)]
+    proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "checkpoint:3"})
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
+    assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
+    assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
+    assert not list(out.glob("runs/*/result.json"))
+
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs" in again.stdout
+    assert (pretrained / "manifest.json").is_file()
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
 def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
     """A run directory held by another trainer (the job of an earlier driver, still running) is
     not trained a second time at once: the new job waits for it, then does what is left."""
