@@ -355,3 +355,14 @@ def test_a_lost_pretraining_is_told_apart_from_a_failed_one(tmp_path, error, why
     if error is not None:
         (tmp_path / "pretrain-error.json").write_text(json.dumps(error))
     assert pretraining_stopped(Path("pre.yaml"), tmp_path, why, lost) == line
+
+
+def test_a_failed_pretraining_job_returns_with_its_error_recorded(tmp_path, monkeypatch):
+    """A pretraining that raised ends its job normally, its error in pretrain-error.json: an exit
+    status would make Ray retry the task as one whose worker died, to fail again."""
+    from peftlab.study.worker import pretrain_job
+
+    monkeypatch.chdir(tmp_path)  # pretrain_job changes to the driver's directory; this one is restored after
+    pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path))
+    error = json.loads((tmp_path / "pretrain-error.json").read_text())["error"]
+    assert error == "ConfigError: method.name='lora' is invalid for pretraining: expected 'full'", error
