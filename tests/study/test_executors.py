@@ -144,6 +144,24 @@ def test_a_ray_task_whose_worker_died_is_retried_in_the_same_call(tmp_path, refe
 
 
 @pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_ray_pretraining_whose_worker_died_is_retried_in_the_same_call(tmp_path):
+    """The same for the study's pretraining task: killed once after its checkpoint of step 3, run
+    again by Ray, it resumes; the base is written and the study's run completes in the same call."""
+    pytest.importorskip("ray")
+    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
+                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    marker = tmp_path / "killed"
+    proc = study_cli(path, tmp_path / "out", "--quiet", "--executor", "ray",
+                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists(), "the worker was not killed"
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
+    assert (tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").is_file()
+
+
+@pytest.mark.e2e
 def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, request):
     """Through ``ray_tasks.submit`` on the module's Ray: a task whose worker SIGKILLs itself every
     time runs 1 + WORKER_DEATH_RETRIES times and then ends with why; one that raises runs once."""
