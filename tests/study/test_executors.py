@@ -180,7 +180,8 @@ def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, re
         raise ValueError("the run's own error")
 
     killed, raised = tmp_path / "killed.log", tmp_path / "raised.log"
-    ends = dict(ray_tasks.submit(attempt, [(str(killed), "kill"), (str(raised), "raise")], ExecutorOptions(name="ray")))
+    arglists = [(str(killed), "kill"), (str(raised), "raise")]
+    ends = dict(ray_tasks.submit(attempt, arglists, ExecutorOptions(name="ray")))
     assert killed.read_text().count("attempt") == 1 + ray_tasks.WORKER_DEATH_RETRIES
     assert raised.read_text().count("attempt") == 1
     assert ends[0].startswith("WorkerCrashedError: "), ends

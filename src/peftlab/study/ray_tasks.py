@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from peftlab.errors import UserError
 
-WORKER_DEATH_RETRIES = 1  # Ray's max_retries: a run whose worker died again resumes from its checkpoint
+WORKER_DEATH_RETRIES = 1  # Ray's max_retries for a task whose worker died: its run resumes from its checkpoint
 
 
 def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
