@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from peftlab.config import dump_config, load_config
-from peftlab.files import KILL_AT, kill_point, remove_temporaries, write_atomic
+from peftlab.files import KILL_AT, KILL_ONCE, kill_point, remove_temporaries, write_atomic
 from peftlab.training.run import train
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
@@ -70,6 +70,16 @@ def test_kill_point_kills_only_at_the_named_point(monkeypatch):
     kill_point("checkpoint", 2)
     kill_point("step", 4)
     kill_point("checkpoint")  # alive: each of these would have been a SIGKILL of the test process
+
+
+def test_with_a_marker_file_only_the_first_process_is_killed(tmp_path):
+    """``PEFTLAB_KILL_ONCE``: the process that creates the marker dies; the next one (a retry) goes on."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: "step:3", KILL_ONCE: str(tmp_path / "killed")})
+    code = "from peftlab.files import kill_point; kill_point('step', 3); print('alive')"
+    first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+                     for _ in range(2))
+    assert first.returncode == -signal.SIGKILL and (tmp_path / "killed").exists(), first.stderr
+    assert second.returncode == 0 and second.stdout == "alive\n", second.stderr
 
 
 def test_temporaries_of_interrupted_writes_are_recognised_and_nothing_else(tmp_path):

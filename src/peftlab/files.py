@@ -19,6 +19,7 @@ from typing import Callable
 from peftlab.errors import STORAGE_ERRORS, UserError
 
 KILL_AT = "PEFTLAB_KILL_AT"  # test hook: SIGKILL this process at a named point (see kill_point)
+KILL_ONCE = "PEFTLAB_KILL_ONCE"  # with KILL_AT: a marker file; only the process that creates it is killed
 TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # the names write_atomic writes to first
 
 
@@ -27,11 +28,25 @@ def kill_point(name: str, step: int | None = None) -> None:
 
     A test hook for "kill -9 loses nothing and repeats nothing": the kill tests make a run
     die at exact points (``step:7``, ``checkpoint:4``, ``epoch-record:6``, ``write:last.pt``)
-    and check that the resumed run equals an uninterrupted one.
+    and check that the resumed run equals an uninterrupted one. With ``$PEFTLAB_KILL_ONCE`` naming
+    a file, only the first process to reach the point dies (it creates the file first), so a
+    retried or resumed run goes on in the same environment.
     """
     wanted = os.environ.get(KILL_AT)
-    if wanted and wanted in (name, f"{name}:{step}"):
+    if wanted and wanted in (name, f"{name}:{step}") and first_to_die():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def first_to_die() -> bool:
+    """Whether this process creates ``$PEFTLAB_KILL_ONCE`` (True when it names none)."""
+    marker = os.environ.get(KILL_ONCE)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        return False
+    return True
 
 
 def remove_temporaries(directory: str | Path) -> list[Path]:

@@ -125,6 +125,96 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
+def test_a_ray_task_whose_worker_died_is_retried_in_the_same_call(tmp_path, reference):
+    """A Ray task's worker SIGKILLed part-way (once: after the checkpoint of step 3) is run again by
+    Ray, which resumes the run from its checkpoint: the same call completes the study, with the
+    uninterrupted numbers. peftlab starts its own local Ray here, whose workers get the kill hook
+    from the driver's environment (the module's Ray has the test process's)."""
+    pytest.importorskip("ray")
+    path = write_study(tmp_path, ONE_RUN)
+    out = tmp_path / "out"
+    marker = tmp_path / "killed"
+    proc = study_cli(path, out, "--quiet", "--executor", "ray",
+                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists(), "the worker was not killed"
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
+    assert "lost" not in proc.stderr, proc.stderr
+    assert_same_results(out, reference)
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_ray_pretraining_whose_worker_died_is_retried_in_the_same_call(tmp_path):
+    """The same for the study's pretraining task: killed once after its checkpoint of step 3, run
+    again by Ray, it resumes; the base is written and the study's run completes in the same call."""
+    pytest.importorskip("ray")
+    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
+                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    marker = tmp_path / "killed"
+    proc = study_cli(path, tmp_path / "out", "--quiet", "--executor", "ray",
+                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists(), "the worker was not killed"
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
+    assert (tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").is_file()
+
+
+@pytest.mark.e2e
+def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, request):
+    """Through ``ray_tasks.submit`` on the module's Ray: a task whose worker SIGKILLs itself every
+    time runs 1 + WORKER_DEATH_RETRIES times and then ends with why; one that raises runs once."""
+    import signal
+
+    from peftlab.study import ray_tasks
+    from peftlab.study.executors import ExecutorOptions
+
+    request.getfixturevalue("ray_cluster")
+
+    def attempt(log: str, end: str) -> None:  # a closure: Ray pickles it by value, whatever the test's module path
+        with open(log, "a") as f:
+            f.write("attempt\n")
+        if end == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError("the run's own error")
+
+    killed, raised = tmp_path / "killed.log", tmp_path / "raised.log"
+    arglists = [(str(killed), "kill"), (str(raised), "raise")]
+    ends = dict(ray_tasks.submit(attempt, arglists, ExecutorOptions(name="ray")))
+    assert killed.read_text().count("attempt") == 1 + ray_tasks.WORKER_DEATH_RETRIES
+    assert raised.read_text().count("attempt") == 1
+    assert ends[0].startswith("WorkerCrashedError: "), ends
+    assert "ValueError: the run's own error" in ends[1], ends
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, request):
+    """The study's pretraining job SIGKILLed after its checkpoint of step 3 ended without its base
+    model or an error: the study stops with one line saying it was lost, not failed, and the next
+    call resumes it and runs the study."""
+    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
+                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
+    args = ["--quiet", *executor_args("submitit", request)]
+    proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "checkpoint:3"})
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
+    assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
+    assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
+    assert not list(out.glob("runs/*/result.json"))
+
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs" in again.stdout
+    assert (pretrained / "manifest.json").is_file()
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
 def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
     """A run directory held by another trainer (the job of an earlier driver, still running) is
     not trained a second time at once: the new job waits for it, then does what is left."""
@@ -265,3 +355,33 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --mem=32GB", "#SBATCH --array=0-9%3"):
         assert line in text, text
+
+
+@pytest.mark.parametrize("error,why,lost,line", [
+    ({"error": "ValueError: no data"}, "job 7, FAILED: ...; log x", True,
+     "pretraining with pre.yaml failed: ValueError: no data"),
+    (None, "job 7, OUT_OF_MEMORY; log x", True,
+     "pretraining with pre.yaml was lost (job 7, OUT_OF_MEMORY; log x): it stays pending; run the same command "
+     "again to resume it from its checkpoint"),
+    (None, "exit code 1", False, "pretraining with pre.yaml failed: exit code 1"),
+])
+def test_a_lost_pretraining_is_told_apart_from_a_failed_one(tmp_path, error, why, lost, line):
+    """A pretraining that raised recorded its error (pretrain-error.json): it failed, and would fail
+    again. One whose job ended without its base model or an error was lost (killed, out of memory
+    or time): the next call resumes it."""
+    from peftlab.study.runner import pretraining_stopped
+
+    if error is not None:
+        (tmp_path / "pretrain-error.json").write_text(json.dumps(error))
+    assert pretraining_stopped(Path("pre.yaml"), tmp_path, why, lost) == line
+
+
+def test_a_failed_pretraining_job_returns_with_its_error_recorded(tmp_path, monkeypatch):
+    """A pretraining that raised ends its job normally, its error in pretrain-error.json: an exit
+    status would make Ray retry the task as one whose worker died, to fail again."""
+    from peftlab.study.worker import pretrain_job
+
+    monkeypatch.chdir(tmp_path)  # pretrain_job changes to the driver's directory; this one is restored after
+    pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path))
+    error = json.loads((tmp_path / "pretrain-error.json").read_text())["error"]
+    assert error == "ConfigError: method.name='lora' is invalid for pretraining: expected 'full'", error

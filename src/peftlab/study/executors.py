@@ -102,11 +102,12 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
 
 
 def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> str | None:
-    """Pretrain as one job or task of ``options.name``; returns why it failed, None if it did not."""
+    """Pretrain as one job or task of ``options.name``; returns why the job ended without returning
+    (its one line), None if it returned. A pretraining that failed returns: its error is in
+    ``out_dir/pretrain-error.json``."""
     from peftlab.study.worker import pretrain_job
 
     with contextlib.closing(SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())],
                                                  options)) as finished:
         _, why = next(finished)
-    error = read_json(out_dir / "pretrain-error.json")
-    return error.get("error", "see pretrain-error.json") if error is not None else why
+    return why

@@ -4,6 +4,11 @@ or on a local Ray started for the study (with all this machine's CPUs).
 Ray is imported here, so peftlab works without it (``pip install -e .[ray]``). A Ray this
 process finds already initialized (a notebook, a test) is used as it is and left running;
 one it started or connected to is shut down when the calls end.
+
+A task whose worker died (SIGKILL, an out-of-memory kill, its node lost) is run again by Ray,
+``WORKER_DEATH_RETRIES`` times: the run resumes from its checkpoint, so a retry repeats at most
+the steps since it, and the study completes in the same call. A task that raised is not retried
+(``retry_exceptions=False``): the run records its own failures, and it would raise again.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from typing import Callable, Iterator
 
 from peftlab.errors import UserError
 
+WORKER_DEATH_RETRIES = 1  # Ray's max_retries for a task whose worker died: its run resumes from its checkpoint
+
 
 def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
     """Run ``fn(*args)`` for each of ``arglists`` as a Ray task; yield ``(index, None)`` as each
-    returns, ``(index, why)`` when it raised or its worker died. A task is not retried (a lost
-    run is submitted again by the next study call). Leaving early (Ctrl-C, SIGTERM, an error)
-    kills the tasks still running."""
+    returns, ``(index, why)`` when it raised or its worker died ``WORKER_DEATH_RETRIES + 1`` times
+    (such a run is lost: the next study call submits it again). Leaving early (Ctrl-C, SIGTERM,
+    an error) kills the tasks still running, and Ray retries no cancelled task."""
     try:
         import ray
     except ImportError:
@@ -32,7 +39,8 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
         except (ConnectionError, ValueError) as err:
             raise UserError(f"--ray-address={address}: {str(err).splitlines()[0]}") from None
     try:
-        task = ray.remote(num_cpus=options.ray_cpus, num_gpus=options.ray_gpus, max_retries=0)(fn)
+        task = ray.remote(num_cpus=options.ray_cpus, num_gpus=options.ray_gpus, max_retries=WORKER_DEATH_RETRIES,
+                          retry_exceptions=False)(fn)
         index_of = {task.remote(*args): index for index, args in enumerate(arglists)}
         pending = list(index_of)
         try:

@@ -284,9 +284,9 @@ def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
     if executor.name != "local":
-        error = pretrain_remote(to_dict(cfg), out_dir, executor)
-        if error is not None:
-            raise UserError(f"pretraining with {config_path} failed: {error}")
+        why = pretrain_remote(to_dict(cfg), out_dir, executor)
+        if why is not None or (out_dir / "pretrain-error.json").exists():
+            raise UserError(pretraining_stopped(config_path, out_dir, why, lost=True))
         return out_dir
     proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
     proc.start()
@@ -298,9 +298,24 @@ def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions
     if proc.exitcode == INTERRUPTED:
         raise KeyboardInterrupt("pretraining was interrupted")
     if proc.exitcode != 0:
-        error = read_json(out_dir / "pretrain-error.json") or {"error": f"exit code {proc.exitcode}"}
-        raise UserError(f"pretraining with {config_path} failed: {error['error']}")
+        why = outside_cause(proc.exitcode)
+        raise UserError(pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}",
+                                            lost=why is not None))
     return out_dir
+
+
+def pretraining_stopped(config_path: Path, out_dir: Path, why: str | None, lost: bool) -> str:
+    """The one line for a pretraining that ended without its base model: it failed when it
+    recorded an error (``pretrain-error.json``, which the next call would meet again), else it
+    was ``lost`` (its job or worker killed, out of memory or time, its node lost: ``why``), and
+    the next call resumes it from its checkpoint."""
+    error = read_json(out_dir / "pretrain-error.json")
+    if error is not None:
+        return f"pretraining with {config_path} failed: {error.get('error', 'see pretrain-error.json')}"
+    if lost:
+        return (f"pretraining with {config_path} was lost ({why}): it stays pending; run the same command again "
+                "to resume it from its checkpoint")
+    return f"pretraining with {config_path} failed: {why}"
 
 
 def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,

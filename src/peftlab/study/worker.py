@@ -203,7 +203,11 @@ def run_job(config: dict, run_dir: str, cwd: str) -> None:
 
 
 def pretrain_job(config: dict, out_dir: str, cwd: str) -> None:
-    """Entry point of the submitit job or Ray task that trains (or finds cached) the study's base model."""
+    """Entry point of the submitit job or Ray task that trains (or finds cached) the study's base model.
+
+    A failure it recorded (pretrain-error.json) ends it normally, not with an exit status: Ray
+    retries a task whose worker exits as one whose worker died, and the pretraining would fail again.
+    """
     os.chdir(cwd)
     run_pretrain(config, out_dir, progress=False)
 
@@ -216,11 +220,12 @@ def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) ->
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
-    run_pretrain(config, out_dir, progress)
+    if not run_pretrain(config, out_dir, progress):
+        raise SystemExit(1)
 
 
-def run_pretrain(config: dict, out_dir: str, progress: bool) -> None:
-    """Pretrain; a failure is written to ``out_dir/pretrain-error.json`` and exits with status 1."""
+def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
+    """Pretrain; False when it failed, which is written to ``out_dir/pretrain-error.json``."""
     from peftlab.pretrain import pretrain
 
     (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
@@ -233,4 +238,5 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> None:
         raise
     except BaseException as err:  # noqa: BLE001
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
-        raise SystemExit(1) from None
+        return False
+    return True
