@@ -173,7 +173,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{searches[0]['search']['metric']} (validation, %)", fontsize=7)
-    axes[0].legend(fontsize=5, loc="best")
+    axes[0].legend(fontsize=6, loc="best")
     return save_figure(fig, out_dir, FIGURE)
 
 
