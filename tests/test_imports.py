@@ -131,3 +131,14 @@ def test_reading_a_config_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_the_study_command_reads_its_study_before_torch_so_it_can_pin_the_arithmetic():
+    """`peftlab study` pins the CPU arithmetic (train.reproducible) after reading the study file and
+    before its workers start: the modules it imports up to then must not bring torch in."""
+    code = ("import sys; import peftlab.study.runner, peftlab.study.spec as s; "
+            "s.load_study('configs/studies/default.yaml'); "
+            "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=SRC.parents[1])
+    assert out.stdout.strip() == "[]"

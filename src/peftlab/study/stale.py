@@ -10,13 +10,26 @@ naming the runs and the way out, before any result is reused or any run is train
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from peftlab.data.records import hash_file
 from peftlab.errors import UserError
 from peftlab.files import read_json
 
 RESULT_GLOBS = ("runs/*/result.json", "tune/*/runs/*/result.json")
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a regular file (what ``provenance.base_sha256`` records), None for anything else.
+    Plain hashlib: the study driver must not import torch (peftlab.data does) before it pins the
+    CPU arithmetic."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def recorded_base(result: dict) -> tuple[str, str] | None:
@@ -44,7 +57,7 @@ def stale_runs(study_dir: Path) -> dict[str, list[str]]:
                 continue
             weights, sha = base
             if weights not in current:
-                current[weights] = hash_file(Path(weights)) if Path(weights).is_file() else None
+                current[weights] = file_sha256(Path(weights))
             if current[weights] is not None and current[weights] != sha:
                 stale.setdefault(weights, []).append(str(path.parent.relative_to(study_dir)))
     return stale
