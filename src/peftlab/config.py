@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import math
 import re
@@ -161,10 +162,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
+@functools.cache
+def _hints_and_names(cls: type) -> tuple[dict, list[str]]:
+    """A dataclass's resolved field types and field names: the same for every config built, and
+    resolving them (``typing.get_type_hints``) cost a 10,000-run study a third of its dry-run."""
+    return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+
+
 def from_dict(cls: type, data: dict, prefix: str = ""):
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, names = _hints_and_names(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -197,6 +204,8 @@ def to_dict(cfg) -> dict:
     """A plain, YAML-safe dict of a config (tuples become lists)."""
 
     def plain(value):
+        if value is None or isinstance(value, (str, int, float)):  # most values: checked first
+            return value
         if dataclasses.is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, (list, tuple)):

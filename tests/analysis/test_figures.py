@@ -6,6 +6,7 @@ import scipy.stats
 from PIL import Image
 
 from peftlab.analysis import figures
+from peftlab.analysis.stats import pareto_front
 
 
 def assert_png_and_pdf(paths, out_dir, name):
@@ -112,6 +113,14 @@ def drawn(monkeypatch):
 
 def legend_texts(fig):
     return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_no_two_of_many_methods_share_hue_and_marker():
+    table = pd.DataFrame({"variant": [f"m{i:02d}" for i in range(40)], "method": [f"m{i:02d}" for i in range(40)]})
+    palette = figures.study_palette(table)
+    pairs = {(palette["method"][m], palette["marker"][m]) for m in palette["methods"]}
+    assert len(pairs) == 40
+    assert [palette["marker"][m] for m in palette["methods"][:8]] == figures.MARKERS  # the first eight as before
 
 
 def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
@@ -268,16 +277,20 @@ def test_quantization_points_need_the_same_config_and_seed():
     assert set(figures.quantization_points(table)["n_pairs"]) == {2}
 
 
-def test_accuracy_vs_params_with_many_configurations_names_them_in_a_legend_below(synthetic_study, tmp_path, drawn):
-    """Beyond 8 configurations, names beside the points would cover them: the legend (below the
-    axes) names them alone, and the log axis reads 10K, 1M rather than 10^4."""
+def test_accuracy_vs_params_with_many_configurations_names_the_front_beside_its_points(synthetic_study, tmp_path,
+                                                                                       drawn):
+    """Beyond 8 configurations, names beside every point would cover them: the legend names them,
+    only the Pareto front's points keep their names, and the log axis reads 10K, 1M rather than 10^4."""
     many = pd.concat([synthetic_study.assign(variant=synthetic_study["variant"] + suffix)
                       for suffix in ("", " b")], ignore_index=True)
     assert many["variant"].nunique() > figures.MAX_POINT_LABELS
     figures.plot_accuracy_vs_params(many, tmp_path)
     fig = drawn["accuracy_vs_params"]
     ax = fig.axes[0]
-    assert not ax.texts  # no point labels
+    named = {line for t in ax.texts for line in t.get_text().split("\n")}
+    means = pareto_front(many)
+    front = set(means.loc[means["on_front"], "variant"])
+    assert named and named <= front, (named, front)
     assert legend_texts(fig)[-1] == "Pareto front"
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]

@@ -76,7 +76,13 @@ def study_palette(df):
         for variant, t in zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0]):
             shade[variant] = _shade(hue[method], t)
     return {"methods": methods, "variants": variants, "method": hue, "variant": shade,
-            "marker": {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}, "method_of": method_of}
+            "marker": {m: method_marker(i) for i, m in enumerate(methods)}, "method_of": method_of}
+
+
+def method_marker(i: int) -> str:
+    """The marker of the i-th method: the first len(MARKERS) methods as their hue's index, then
+    shifted one place per round of hues, so no two of the first 64 methods share hue and marker."""
+    return MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)]
 
 
 def _methods_of_variants(df):

@@ -48,7 +48,8 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     if runs.empty:
         return _skip(name, f"no completed run with {metric} and {x}")
     summary = summarize(runs, metric, interval=interval).set_index("variant")
-    fig, ax = _new_figure(5.8, 3.4)
+    crowded = len(summary) > MAX_POINT_LABELS
+    fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
     for variant in _sorted_variants(palette, summary.index):
         row = summary.loc[[variant]]
         ax.errorbar(
@@ -80,12 +81,15 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
-    crowded = len(summary) > MAX_POINT_LABELS or max(len(str(n)) for n in names) > 28
+    long_names = max(len(str(n)) for n in names) > 28
+    place = ({"loc": "outside lower center", "ncols": 2} if long_names else
+             {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)})
     fig.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7, title=interval_label(interval),
-               title_fontsize=7, **({"loc": "outside lower center", "ncols": 2} if crowded else
-                                    {"loc": "outside right upper"}))
-    if len(summary) <= MAX_POINT_LABELS:  # beyond that, names over the points hide them: the legend names them
-        _label_points(ax, summary[x], 100 * summary["mean"], [_name(palette, v, labels) for v in summary.index])
+               title_fontsize=7, **place)
+    # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
+    # of the front keep their names (what a reader looks for first)
+    named = front if crowded else summary
+    _label_points(ax, named[x], 100 * named["mean"], [_name(palette, v, labels) for v in named.index])
     return save_figure(fig, out_dir, name)
 
 
