@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from peftlab import locks
 from peftlab.config import load_config, to_dict
-from peftlab.errors import UserError
+from peftlab.errors import STORAGE_ERRORS, UserError
 from peftlab.files import check_kind, read_json, run_status, write_json_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
@@ -242,7 +242,14 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
                 if result is None:
                     result = {"status": "failed", "config": to_dict(spec.config),
                               "error": f"worker process ended without a result (exit code {proc.exitcode})"}
-                    write_json_atomic(run_dir / "result.json", result)
+                    try:
+                        write_json_atomic(run_dir / "result.json", result)
+                    except OSError as err:  # a full disk, where the worker died too: nothing recorded, pending
+                        if err.errno not in STORAGE_ERRORS:
+                            raise
+                        on_done(spec, {"status": "pending", "error": "its file system or quota is full (it ended "
+                                       f"without a result, and recording its failure met: {err.strerror})"})
+                        continue
                 on_done(spec, result)
     except KeyboardInterrupt:
         stop_processes([proc for _, _, proc, _ in running.values()])
