@@ -116,10 +116,14 @@ def test_a_no_op_learning_rate_of_a_linear_probe_is_an_error(tmp_path):
     assert load_study(path).runs[0].config.train.lr == 1e-2
 
 
-def test_the_default_study_sets_no_unused_rate():
+def test_the_default_study_tunes_the_one_rate_every_method_uses():
+    """The head trains at train.lr (head_lr null), so the tuned train.lr is the probe's rate too,
+    and every method gets the same grid."""
     study = load_study(REPO / "configs" / "studies" / "default.yaml")
-    linear = next(s for s in study.runs if s.method == "linear")
-    assert linear.config.train.head_lr == 2e-3 and not study.tune
+    assert all(s.config.train.head_lr is None for s in study.runs)
+    assert set(study.tune) == {s.method for s in study.runs}
+    assert {tuple(a.key for a in search.axes) for search in study.tune.values()} == {("train.lr",)}
+    assert len({search.trials for search in study.tune.values()}) == 1
 
 
 def test_trial_value_reads_validation_only():
