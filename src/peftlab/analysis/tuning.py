@@ -93,6 +93,12 @@ def _bounds(axis: dict) -> tuple[float, float]:
     return (min(values), max(values)) if values is not None else (axis["low"], axis["high"])
 
 
+def _log_scaled(axis: dict) -> bool:
+    """A range searched on a log scale, or positive values spanning a factor of 10 or more."""
+    low, high = _bounds(axis)
+    return bool(axis.get("log")) or (low > 0 and high / low >= 10)
+
+
 def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
     """(method, key, chosen value, "smallest" or "largest") per finished search whose chosen value of a
     numeric axis with more than two points is its smallest or largest searched value (a range: within
@@ -109,7 +115,7 @@ def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))):
                 continue
             low, high = _bounds(axis)
-            scale = np.log if axis.get("log") or (values is not None and low > 0 and high / low >= 10) else (lambda x: x)
+            scale = np.log if axis.get("log") or (values is not None and _log_scaled(axis)) else (lambda x: x)
             span = scale(high) - scale(low)
             where = ("smallest" if scale(value) - scale(low) <= 0.05 * span else
                      "largest" if scale(high) - scale(value) <= 0.05 * span else None)
@@ -163,8 +169,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         ax.set_title(figure_name(method, method, labels), fontsize=8)
         ax.tick_params(labelsize=6)
         if axis:
-            low, high = _bounds(axis)
-            if axis.get("log") or (low > 0 and high / low >= 10):
+            if _log_scaled(axis):
                 ax.set_xscale("log")
             ax.set_xlabel(axis["key"], fontsize=7)
         else:
