@@ -343,8 +343,9 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
 def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool,
                executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
-    if executor.name == "submitit" and executor.folder is None:  # job files beside the runs
-        executor = dataclasses.replace(executor, folder=str((study_dir / "slurm").resolve()))
+    if executor.name != "local" and executor.folder is None:  # job files (submitit) or attempt counts (Ray)
+        executor = dataclasses.replace(executor, folder=str((study_dir / {"submitit": "slurm"}.get(executor.name,
+                                                                                              executor.name)).resolve()))
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
     refuse_stale_runs(study_dir)  # no finished run counts when its base file has changed since
