@@ -3,10 +3,12 @@
 And interruptions (Ctrl-C, SIGTERM), which stop a run so that the same command resumes it.
 """
 
+import contextlib
 import errno
 import os
 import signal
 import sys
+import threading
 
 # OSError numbers that are the user's to fix (a full disk, a read-only or forbidden directory): one line
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -53,6 +55,44 @@ def ignore_further_stops() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def deferred_stops():
+    """Hold a Ctrl-C or SIGTERM back until the block ends, then deliver it as it would have been.
+
+    For a step whose outcome must be known to clean up after it: jobs submitted to Slurm
+    (``sbatch`` has run, its job ids not yet returned) are cancelled only once their ids are
+    known. A second stop inside the block is delivered at once: the user insists. Outside the
+    main thread, where handlers cannot be set, the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: handler for sig, handler in previous.items() if handler is not None}  # None: not Python's
+
+    def hold(signum, frame):
+        if held:  # the second: delivered now, and the first with it
+            held.clear()
+            restore()
+            signal.raise_signal(signum)
+        else:
+            held.append(signum)
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        restore()
+        if held:
+            signal.raise_signal(held[0])
 
 
 def exit_at_once_on_stops(status: int) -> None:

@@ -391,3 +391,58 @@ def test_a_failed_pretraining_job_returns_with_its_error_recorded(tmp_path, monk
     pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path))
     error = json.loads((tmp_path / "pretrain-error.json").read_text())["error"]
     assert error == "ConfigError: method.name='lora' is invalid for pretraining: expected 'full'", error
+
+
+def test_a_ctrl_c_while_sbatch_submits_cancels_the_jobs_it_submitted(tmp_path, monkeypatch):
+    """A Ctrl-C that lands inside submitit's map_array (sbatch has run, the job ids are not yet
+    returned) is held until the ids are known: the jobs just submitted are cancelled, not left."""
+    import signal
+
+    submitit = pytest.importorskip("submitit")
+    from peftlab.study import slurm
+    from peftlab.study.executors import ExecutorOptions
+
+    submitted, cancelled = [], []
+    map_array = submitit.LocalExecutor.map_array
+
+    def interrupted_map_array(self, *args, **kwargs):
+        jobs = map_array(self, *args, **kwargs)
+        submitted.extend(jobs)
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C: before map_array returns its jobs
+        time.sleep(0.2)
+        return jobs
+
+    cancel = slurm.cancel
+    monkeypatch.setattr(submitit.LocalExecutor, "map_array", interrupted_map_array)
+    monkeypatch.setattr(slurm, "cancel", lambda jobs, on_slurm: (cancelled.extend(jobs), cancel(jobs, on_slurm)))
+    options = ExecutorOptions(name="submitit", slurm_cluster="local", folder=str(tmp_path / "slurm"))
+    with pytest.raises(KeyboardInterrupt):
+        list(slurm.submit(time.sleep, [(60,), (60,)], options))
+    assert len(submitted) == 2 and cancelled == submitted
+    deadline = time.time() + 30
+    while not all(job.done() for job in submitted) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(job.done() for job in submitted), "a submitted job still runs"
+
+
+def test_deferred_stops_deliver_the_first_at_the_end_and_a_second_at_once():
+    import signal
+
+    from peftlab.errors import deferred_stops
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_stops():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            reached.append("end of block")
+    assert reached == ["end of block"]
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_stops():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            reached.append("after the second")
+    assert reached == ["end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from peftlab.errors import UserError
+from peftlab.errors import UserError, deferred_stops
 from peftlab.libraries import to_library_log
 
 POLL_SECONDS = 1.0  # how often finished jobs are looked for (their result files)
@@ -79,10 +79,11 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
         from peftlab.study.slurm_requeue import Requeueable
 
         fn = Requeueable(fn)
-    jobs = executor.map_array(fn, *zip(*arglists))
-    pending = dict(enumerate(jobs))
+    pending = {}
     queue = SlurmQueue() if on_slurm else None
     try:
+        with deferred_stops():  # a Ctrl-C during sbatch lands once the job ids are known, and cancels them
+            pending = dict(enumerate(executor.map_array(fn, *zip(*arglists))))
         while pending:
             if queue is not None:
                 queue.ask([job.job_id for job in pending.values()])
