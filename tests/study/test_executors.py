@@ -325,6 +325,8 @@ def test_slurm_time_formats(text, minutes):
     (["--executor", "submitit", "--slurm-time", "4h"], "--slurm-time='4h' is invalid"),
     (["--executor", "submitit", "--slurm-time", "0"], "--slurm-time='0' is invalid: expected at least one minute"),
     (["--executor", "submitit", "--slurm-cpus", "0"], "--slurm-cpus=0 is invalid: expected a number >= 1"),
+    (["--executor", "submitit", "--slurm-lost-after", "0.5"], "--slurm-lost-after=0.5 is invalid: expected a number >= 1"),
+    (["--executor", "ray", "--slurm-lost-after", "60"], "--slurm-lost-after goes with --executor submitit, not ray"),
     (["--executor", "ray", "--slurm-partition", "gpu"], "--slurm-partition goes with --executor submitit, not ray"),
     (["--ray-address", "10.0.0.1:6379"], "--ray-address goes with --executor ray, not local"),
     (["--executor", "ray", "--workers", "2"], "--workers goes with --executor local"),

@@ -91,11 +91,12 @@ def slurm_args(minutes: int = 60) -> list[str]:
 
 
 @contextlib.contextmanager
-def driver(path: Path, out: Path, slurm: dict, minutes: int = 60, **env: str) -> Iterator[subprocess.Popen]:
+def driver(path: Path, out: Path, slurm: dict, minutes: int = 60, args: tuple[str, ...] = (),
+           **env: str) -> Iterator[subprocess.Popen]:
     """`peftlab study` on Slurm in the background (``env`` added to its environment, which its jobs
     inherit); killed if a failed test leaves it running (the module's cluster then cancels its jobs)."""
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet", *slurm_args(minutes)], cwd=path.parent, stdout=subprocess.PIPE,
+                             "--quiet", *slurm_args(minutes), *args], cwd=path.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm, **env})
     try:
@@ -219,11 +220,11 @@ def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
 def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it(tmp_path, slurm):
     """A job killed part-way (SIGKILL at step 3: the out-of-memory killer, a node lost) on a cluster
     whose sacct answers nothing: the driver does not wait for it forever. Soon after the job left
-    Slurm's queue it says in one line that the run's job, named, was lost; it records nothing, and
+    Slurm's queue (3 s: --slurm-lost-after) it says in one line that the run's job, named, was lost; it records nothing, and
     the same command resumes the run from its checkpoint."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
-    with driver(path, out, slurm, PEFTLAB_KILL_AT="step:3") as proc:
+    with driver(path, out, slurm, args=("--slurm-lost-after", "3"), PEFTLAB_KILL_AT="step:3") as proc:
         stdout, stderr = proc.communicate(timeout=240)
     (task,) = [p.name for p in (out / "slurm").iterdir() if p.name.isdigit()]  # the study's one job (not an array)
     assert proc.returncode == 1, stdout + stderr

@@ -31,6 +31,10 @@ def add_study(sub) -> None:
     p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
     p.add_argument("--slurm-array-parallelism", type=int,
                    help="submitit: at most this many runs at once (default: submitit's, 256)")
+    p.add_argument("--slurm-lost-after", type=float,
+                   help="submitit: seconds a job may be out of Slurm's queue before its result file appears, after "
+                        "which it counts as lost and its run stays pending (default 15; longer for a slow shared "
+                        "file system)")
     p.add_argument("--ray-address", help="ray: address of a running Ray cluster, e.g. 10.0.0.1:6379 (default "
                                          "$RAY_ADDRESS, else a local Ray started for the study)")
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
@@ -72,7 +76,7 @@ def cmd_study(args) -> int:
 
 
 EXECUTOR_FLAGS = {"submitit": ("slurm_cluster", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus", "slurm_mem",
-                                "slurm_array_parallelism"),
+                                "slurm_array_parallelism", "slurm_lost_after"),
                   "ray": ("ray_address", "ray_cpus", "ray_gpus")}
 
 

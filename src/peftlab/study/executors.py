@@ -62,6 +62,7 @@ class ExecutorOptions:
     slurm_gpus: int = 0
     slurm_mem: int | None = None  # GB
     slurm_array_parallelism: int | None = None
+    slurm_lost_after: float = 15.0  # seconds out of Slurm's queue without a result file: lost
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
@@ -74,8 +75,9 @@ class ExecutorOptions:
         for flag, value, least in (("--slurm-time", self.slurm_time, 1), ("--slurm-cpus", self.slurm_cpus, 1),
                                    ("--slurm-gpus", self.slurm_gpus, 0), ("--slurm-mem", self.slurm_mem, 1),
                                    ("--slurm-array-parallelism", self.slurm_array_parallelism, 1),
+                                   ("--slurm-lost-after", self.slurm_lost_after, 1),
                                    ("--ray-cpus", self.ray_cpus, 0), ("--ray-gpus", self.ray_gpus, 0)):
-            if value is not None and value < least:
+            if value is not None and not value >= least:  # NaN too
                 raise UserError(f"{flag}={value} is invalid: expected a number >= {least}")
 
 

@@ -26,7 +26,6 @@ from peftlab.libraries import to_library_log
 
 POLL_SECONDS = 1.0  # how often finished jobs are looked for (their result files)
 QUEUE_SECONDS = 5.0  # how often squeue is asked what Slurm still holds of the study's jobs
-LOST_SECONDS = 15.0  # a job out of Slurm's queue whose result file has not appeared by then is lost (as submitit waits)
 UNREACHABLE_SECONDS = 600.0  # squeue failing this long (a controller down): the jobs still out are given up as lost
 COMMAND_SECONDS = 10  # squeue and scancel: Slurm's default MessageTimeout; longer is a controller that does not answer
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
@@ -80,7 +79,7 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
 
         fn = Requeueable(fn)
     pending = {}
-    queue = SlurmQueue() if on_slurm else None
+    queue = SlurmQueue(options.slurm_lost_after) if on_slurm else None
     try:
         with deferred_stops():  # a Ctrl-C during sbatch lands once the job ids are known, and cancels them
             pending = dict(enumerate(executor.map_array(fn, *zip(*arglists))))
@@ -136,12 +135,13 @@ class SlurmQueue:
     """What squeue last said of the study's jobs (asked at most every ``QUEUE_SECONDS``).
 
     A job that left the queue, or sits in a final state, without its result file for
-    ``LOST_SECONDS`` is lost (killed, out of memory, its node lost): its run stays pending.
+    ``lost_after`` seconds (``--slurm-lost-after``) is lost (killed, out of memory, its node lost): its run stays pending.
     When squeue has not answered for ``UNREACHABLE_SECONDS`` every job still out is given up
     as lost too (they may still run: a later study call's jobs wait for theirs to end).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lost_after: float) -> None:
+        self.lost_after = lost_after
         self.states: dict[str, str] = {}
         self.gone_since: dict[str, float] = {}
         self.asked = float("-inf")
@@ -173,7 +173,7 @@ class SlurmQueue:
             return (f"job {job_id}: Slurm did not answer squeue for {UNREACHABLE_SECONDS / 60:.0f} minutes "
                     f"({self.error}); it may still run")
         since = self.gone_since.get(job_id)
-        if since is None or now - since < LOST_SECONDS:
+        if since is None or now - since < self.lost_after:
             return None
         state = self.states.get(job_id)
         return f"job {job_id}, " + (state if state else "gone from Slurm's queue")
