@@ -306,6 +306,7 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     assert 0 < memory["base_weights_bytes"] < 0.5 * memory["base_weights_fp32_bytes"]
     assert memory["trainable_state_bytes"] >= 4 * 4 * result["params"]["trainable"]  # weights, grads, 2 Adam moments
     assert result["params"]["initial"]["trainable"] == result["params"]["trainable"]
+    assert result["frozen_base"]["equal"], result["frozen_base"]  # codes and statistics (absmax, SCB) unchanged
 
     # --merged: dequant(W) + ΔW as a plain timm state dict
     export_merged(tmp_path / "run", tmp_path / "merged.safetensors")

@@ -20,8 +20,9 @@ from peftlab.monitors.run import Monitors, summarize
 from peftlab.tuners import apply_tuner
 
 
-def make(method="lora", **options):
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
+def make(method="lora", quant=None, **options):
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options},
+                                 **({"quant": quant} if quant else {})})
     torch.manual_seed(0)
     return apply_tuner(build_backbone(cfg.model, 5), cfg)
 
@@ -173,6 +174,33 @@ def test_the_frozen_hash_sees_a_changed_frozen_weight_and_ignores_training():
     assert frozen_hash(tuner.model)["sha256"] == before["sha256"]
     with torch.no_grad():
         tuner.model.get_submodule("base_model.model.blocks.0.attn.qkv.k").weight[0, 0] += 1e-3
+    assert frozen_hash(tuner.model)["sha256"] != before["sha256"]
+
+
+@pytest.mark.parametrize("mode,statistic", [("nf4", "absmax"), ("int8", "SCB")])
+def test_the_frozen_hash_sees_a_quantized_base_s_statistics_and_ignores_training(mode, statistic):
+    """A 4-bit layer's absmax (nested: its codes and their own absmax) and an int8 layer's row
+    scales are part of the frozen base: a change to them is a changed base, training is not."""
+    pytest.importorskip("bitsandbytes")
+    tuner = make(r=4, quant={"mode": mode})
+    before = frozen_hash(tuner.model)
+    opt = torch.optim.SGD(list(tuner.trainable_parameters().values()), lr=0.1)
+    images, labels = batch()
+    for _ in range(2):
+        F.cross_entropy(tuner.model(images), labels).backward()
+        opt.step()
+        opt.zero_grad()
+    tuner.model.eval()
+    with torch.no_grad():
+        tuner.model(images)
+    assert frozen_hash(tuner.model)["sha256"] == before["sha256"]
+    layer = tuner.model.get_submodule("base_model.model.blocks.0.attn.qkv.k")  # frozen, not adapted
+    with torch.no_grad():
+        if statistic == "absmax":
+            state = layer.weight.quant_state
+            (state.state2.absmax if state.nested else state.absmax)[0] *= 2
+        else:
+            layer.state.SCB[0] *= 2  # its weight's until the first forward
     assert frozen_hash(tuner.model)["sha256"] != before["sha256"]
 
 
