@@ -276,13 +276,10 @@ HASHED_AS: dict[tuple[str, Any], Any] = {("train.precision", "auto"): "fp32"}
 METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
 
 
-def config_hash(cfg: RunConfig, length: int = 12) -> str:
-    """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
-
-    ``UNHASHED_FIELDS`` are left out, and so are the ``LATE_FIELDS`` left at their defaults; a changed
-    default (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path``
-    writes them.
-    """
+def hashed_dict(cfg: RunConfig) -> dict:
+    """The dict whose YAML a run id hashes: ``to_dict(cfg)`` with ``UNHASHED_FIELDS`` left out, and so the
+    ``LATE_FIELDS`` left at their defaults; a changed default (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as
+    the old one. Paths enter as ``hashed_path`` writes them."""
     data = to_dict(cfg)
     for dotted in UNHASHED_FIELDS:
         section, _, name = dotted.rpartition(".")
@@ -304,7 +301,33 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
     for (method, name, value), old in METHOD_HASHED_AS.items():
         if data["method"]["name"] == method and data["method"].get(name) == value:
             data["method"][name] = old
-    return hashlib.sha256(yaml.dump(data, Dumper=_DUMPER, sort_keys=False).encode()).hexdigest()[:length]
+    return data
+
+
+def config_hash(cfg: RunConfig, length: int = 12) -> str:
+    """A stable id of a resolved config: the first ``length`` hex digits of the SHA-256 of the YAML
+    of ``hashed_dict(cfg)``."""
+    return seed_hashes(cfg, [cfg.seed], length)[0]
+
+
+def seed_hashes(cfg: RunConfig, seeds: list[int], length: int = 12) -> list[str]:
+    """``config_hash`` of ``cfg`` at each of ``seeds``, its YAML dumped once.
+
+    The YAML of a block mapping is its entries' lines one after another, each entry written
+    alike wherever it stands, so the text around the seed's line is dumped once and each seed's
+    line is put between (a study's 10 seeds of one configuration cost one dump, not 10).
+    """
+    items = list(hashed_dict(cfg).items())
+    at = [key for key, _ in items].index("seed")
+    before, after = _yaml_entries(items[:at]), _yaml_entries(items[at + 1:])
+    return [hashlib.sha256((before + _yaml_entries([("seed", seed)]) + after).encode()).hexdigest()[:length]
+            for seed in seeds]
+
+
+def _yaml_entries(items: list[tuple[str, Any]]) -> str:
+    """The lines of ``items`` in the YAML of a mapping that holds them; none for no items (a dump of
+    an empty mapping would write ``{}``)."""
+    return yaml.dump(dict(items), Dumper=_DUMPER, sort_keys=False) if items else ""
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -110,28 +110,33 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
 def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
     model per architecture (its shapes, no weights), each distinct method and quant checked
-    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models."""
+    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
+    The seeds of one configuration share its section objects (``spec._expand``): a run whose
+    sections were checked already is passed over before its sections are compared by value."""
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 
-    seen, models, trackers = set(), {}, set()
+    checked, seen, models, trackers = set(), set(), {}, set()
     for spec in study.runs:
-        track = json.dumps(to_dict(spec.config.track), sort_keys=True, default=str)
-        if track not in trackers:
-            trackers.add(track)
-            check_trackers(spec.config.track)  # a missing tracker package fails before any run starts
-        architecture = json.dumps(to_dict(dataclasses.replace(spec.config.model, pretrained="none")), sort_keys=True,
-                                  default=str)
-        key = json.dumps([to_dict(spec.config.model), to_dict(spec.config.method), to_dict(spec.config.quant)],
-                         default=str)
+        cfg = spec.config
+        if cfg.track not in trackers:
+            trackers.add(cfg.track)
+            check_trackers(cfg.track)  # a missing tracker package fails before any run starts
+        sections = (cfg.model, cfg.method, cfg.quant)
+        if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs
+            continue
+        checked.add(tuple(map(id, sections)))
+        key = json.dumps([to_dict(section) for section in sections], default=str)
         if key in seen:
             continue
         seen.add(key)
-        pretrained = spec.config.model.pretrained
+        architecture = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True,
+                                  default=str)
+        pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:
-                models[architecture] = meta_model(spec.config)
-            check_against_model(spec.config, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
+                models[architecture] = meta_model(cfg)
+            check_against_model(cfg, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
                                 model=models[architecture])
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None
