@@ -311,23 +311,48 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
 
 
 def seed_hashes(cfg: RunConfig, seeds: list[int], length: int = 12) -> list[str]:
-    """``config_hash`` of ``cfg`` at each of ``seeds``, its YAML dumped once.
+    """``config_hash`` of ``cfg`` at each of ``seeds``, its sections dumped once.
 
-    The YAML of a block mapping is its entries' lines one after another, each entry written
-    alike wherever it stands, so the text around the seed's line is dumped once and each seed's
-    line is put between (a study's 10 seeds of one configuration cost one dump, not 10).
+    The YAML of a block mapping is its entries' lines one after another, each entry written alike
+    wherever it stands (a test checks this on hostile values): so each entry is dumped once
+    (``_entry_yaml``) and a run's text is joined from them, the seed's line swapped for each seed.
+    A study's runs share most sections: 10,000 runs cost a few hundred dumps, not 10,000.
     """
-    items = list(hashed_dict(cfg).items())
-    at = [key for key, _ in items].index("seed")
-    before, after = _yaml_entries(items[:at]), _yaml_entries(items[at + 1:])
-    return [hashlib.sha256((before + _yaml_entries([("seed", seed)]) + after).encode()).hexdigest()[:length]
-            for seed in seeds]
+    entries = {key: _entry_yaml(key, value) for key, value in hashed_dict(cfg).items()}
+    texts = ("".join({**entries, "seed": _entry_yaml("seed", seed)}.values()) for seed in seeds)
+    return [hashlib.sha256(text.encode()).hexdigest()[:length] for text in texts]
 
 
-def _yaml_entries(items: list[tuple[str, Any]]) -> str:
-    """The lines of ``items`` in the YAML of a mapping that holds them; none for no items (a dump of
-    an empty mapping would write ``{}``)."""
-    return yaml.dump(dict(items), Dumper=_DUMPER, sort_keys=False) if items else ""
+def _entry_yaml(key: str, value: Any) -> str:
+    """The lines of ``key: value`` in the YAML of a mapping that holds it."""
+    return _dumped_entry(key, frozen_plain(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dumped_entry(key: str, frozen: tuple) -> str:
+    return yaml.dump({key: thawed_plain(frozen)}, Dumper=_DUMPER, sort_keys=False)
+
+
+def frozen_plain(value: Any) -> tuple:
+    """A hashable stand-in of a plain (``to_dict``) value, equal only where the value is written
+    alike: typed (1, 1.0 and true differ), floats by their repr (-0.0 is not 0.0), in order."""
+    if isinstance(value, dict):
+        return (dict, tuple((frozen_plain(k), frozen_plain(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(frozen_plain(v) for v in value))
+    if isinstance(value, float):
+        return (float, repr(value))
+    return (type(value), value)
+
+
+def thawed_plain(frozen: tuple) -> Any:
+    """The plain value of ``frozen_plain``: a fresh copy."""
+    kind, value = frozen
+    if kind is dict:
+        return {thawed_plain(k): thawed_plain(v) for k, v in value}
+    if kind is list:
+        return [thawed_plain(v) for v in value]
+    return float(value) if kind is float else value
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
