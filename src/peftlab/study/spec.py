@@ -392,10 +392,11 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
                 raise ConfigError(f"study method '{method}' ({where}): {err}") from None
             check_method_keys(method, own_keys, first, "set/axes key")
             plain = to_dict(first)
-            flat, configuration = flatten(plain), _same_config({**plain, "seed": 0})
+            configuration = _same_config({**plain, "seed": 0})
+            flat = flatten(plain) if excluder.index else None  # no rules, nothing to match
             label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
-            for seed, rid in zip(seeds, seed_hashes(first, seeds)):
-                if excluder.excludes({**flat, "seed": seed}):
+            for seed, rid in zip(seeds, seed_hashes(plain, seeds)):
+                if flat is not None and excluder.excludes({**flat, "seed": seed}):
                     continue
                 if rid in specs:
                     old = specs[rid]
