@@ -71,15 +71,28 @@ def describe(spec: RunSpec) -> str:
     return f"{spec.variant} seed={spec.seed} [{spec.run_id}]"
 
 
-def estimate_remaining(study_dir: Path, specs: list[RunSpec]) -> tuple[float | None, int]:
+def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
+    """Each run's status (``run_status``), by run id. A run without a directory is pending: the
+    directory is listed once instead of looking for each run's files (10,000 runs, none started)."""
+    try:
+        present = set(os.listdir(study_dir / "runs"))
+    except OSError:  # no study directory yet
+        present = set()
+    return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
+            for spec in specs}
+
+
+def estimate_remaining(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> tuple[float | None, int]:
     """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
     walls = []
     for spec in specs:
+        if statuses[spec.run_id] != "completed":
+            continue
         result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
         wall = (result.get("timing") or {}).get("wall_seconds")
         if result.get("status") == "completed" and wall:
             walls.append(wall)
-    remaining = sum(run_status(run_dir_of(study_dir, s)) not in FINISHED for s in specs)
+    remaining = sum(statuses[s.run_id] not in FINISHED for s in specs)
     return (statistics.mean(walls) * remaining if walls else None), len(walls)
 
 
@@ -92,12 +105,13 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         known = with_choices(study, chosen)
         study = dataclasses.replace(known, runs=[s for s in known.runs if s.method in chosen or s.method not in study.tune])
     lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
+    statuses = run_statuses(study_dir, study.runs)
     counts: dict[str, int] = {}
     for spec in study.runs:
-        status = run_status(run_dir_of(study_dir, spec))
+        status = statuses[spec.run_id]
         counts[status] = counts.get(status, 0) + 1
         lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
-    seconds, n = estimate_remaining(study_dir, study.runs)
+    seconds, n = estimate_remaining(study_dir, study.runs, statuses)
     done = counts.get("completed", 0)
     eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
         "unknown until a run finishes"
