@@ -179,7 +179,8 @@ def _section(cls: type, data: dict, where: str):
     return _cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
 
 
-# What repr tells apart, YAML and the field checks may too: 1, 1.0 and True; -0.0 and 0.0; key order
+# Keyed by repr, which tells apart what YAML and the field checks tell apart: 1, 1.0 and True; -0.0 and 0.0;
+# the order of keys
 _SECTIONS: dict[tuple, Any] = {}  # (class, where, repr of its dict) -> section
 _ENTRY_YAML: dict[tuple[str, str], str] = {}  # (key, repr of its value) -> the entry's YAML lines
 

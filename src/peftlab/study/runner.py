@@ -82,7 +82,8 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
             for spec in specs}
 
 
-def estimate_remaining(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> tuple[float | None, int]:
+def estimate_remaining(study_dir: Path, specs: list[RunSpec],
+                       statuses: dict[str, str]) -> tuple[float | None, int]:
     """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
     walls = []
     for spec in specs:
@@ -125,8 +126,8 @@ def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
     model per architecture (its shapes, no weights), each distinct method and quant checked
     against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
-    The seeds of one configuration share its section objects (``spec._expand``): a run whose
-    sections were checked already is passed over before its sections are compared by value."""
+    Runs share section objects (a configuration's seeds; equal sections, built once by
+    ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 
