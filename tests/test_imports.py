@@ -142,3 +142,16 @@ def test_the_study_command_reads_its_study_before_torch_so_it_can_pin_the_arithm
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_checking_configs_against_the_model_imports_no_peft():
+    """A study's dry-run checks every method against a meta model; peft brings transformers, seconds
+    of imports that only injecting adapters needs, so the tuners import it where they inject."""
+    code = ("import sys; from peftlab.tuners import TUNERS; from peftlab.study.spec import load_study; "
+            "from peftlab.study.runner import validate_study; "
+            "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
+            "if getattr(spec, which)]; validate_study(load_study('configs/studies/methods.yaml')); "
+            "print(sorted(m for m in ('peft', 'transformers', 'bitsandbytes') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=SRC.parents[1])
+    assert out.stdout.strip() == "[]"

@@ -112,11 +112,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is MethodConfig:  # the method's own config class, chosen by its name
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping with at least 'name'")
-        return from_dict(method_config_class(value.get("name", MethodConfig.name)), value, prefix=where + ".")
+        return _section(method_config_class(value.get("name", MethodConfig.name)), value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
-        return from_dict(tp, value, prefix=where + ".")
+        return _section(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
@@ -169,6 +169,32 @@ def _hints_and_names(cls: type) -> tuple[dict, list[str]]:
     return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
 
 
+def _section(cls: type, data: dict, where: str):
+    """Section ``cls`` of ``data``, built and checked once per distinct ``data`` (sections are frozen
+    and their checks read nothing but their fields): a study's 10,000 configs hold a few hundred."""
+    try:
+        key = (cls, where, repr(data))
+    except ValueError:  # an integer of more digits than repr writes: built as it is, and refused there
+        return from_dict(cls, data, prefix=where + ".")
+    return _cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
+
+
+# Keyed by repr, which tells apart what YAML and the field checks tell apart: 1, 1.0 and True; -0.0 and 0.0;
+# the order of keys
+_SECTIONS: dict[tuple, Any] = {}  # (class, where, repr of its dict) -> section
+_ENTRY_YAML: dict[tuple[str, str], str] = {}  # (key, repr of its value) -> the entry's YAML lines
+
+
+def _cached(cache: dict, key: tuple, make: typing.Callable[[], Any], limit: int = 4096) -> Any:
+    """``cache[key]``, made by ``make()`` the first time (an error is raised, not kept); a full cache
+    is emptied first, so a long-lived process holds at most ``limit`` entries."""
+    if key not in cache:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = make()
+    return cache[key]
+
+
 def from_dict(cls: type, data: dict, prefix: str = ""):
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
     hints, names = _hints_and_names(cls)
@@ -207,7 +233,7 @@ def to_dict(cfg) -> dict:
         if value is None or isinstance(value, (str, int, float)):  # most values: checked first
             return value
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {name: plain(getattr(value, name)) for name in _hints_and_names(type(value))[1]}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
@@ -276,14 +302,11 @@ HASHED_AS: dict[tuple[str, Any], Any] = {("train.precision", "auto"): "fp32"}
 METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
 
 
-def config_hash(cfg: RunConfig, length: int = 12) -> str:
-    """A stable id of a resolved config: the first ``length`` hex digits of its YAML's SHA-256.
-
-    ``UNHASHED_FIELDS`` are left out, and so are the ``LATE_FIELDS`` left at their defaults; a changed
-    default (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path``
-    writes them.
-    """
-    data = to_dict(cfg)
+def hashed_dict(plain: dict) -> dict:
+    """The dict whose YAML a run id hashes, from a config's ``to_dict`` (left as it is): without
+    ``UNHASHED_FIELDS``, and without the ``LATE_FIELDS`` left at their defaults; a changed default
+    (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in plain.items()}
     for dotted in UNHASHED_FIELDS:
         section, _, name = dotted.rpartition(".")
         (data.get(section) if section else data).pop(name, None)
@@ -304,7 +327,32 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
     for (method, name, value), old in METHOD_HASHED_AS.items():
         if data["method"]["name"] == method and data["method"].get(name) == value:
             data["method"][name] = old
-    return hashlib.sha256(yaml.dump(data, Dumper=_DUMPER, sort_keys=False).encode()).hexdigest()[:length]
+    return data
+
+
+def config_hash(cfg: RunConfig, length: int = 12) -> str:
+    """A stable id of a resolved config: the first ``length`` hex digits of the SHA-256 of the YAML
+    of ``hashed_dict(to_dict(cfg))``."""
+    return seed_hashes(to_dict(cfg), [cfg.seed], length)[0]
+
+
+def seed_hashes(plain: dict, seeds: list[int], length: int = 12) -> list[str]:
+    """``config_hash`` of a config (its ``to_dict``) at each of ``seeds``, its sections dumped once.
+
+    The YAML of a block mapping is its entries' lines one after another, each entry written alike
+    wherever it stands (a test checks this on hostile values): so each entry is dumped once
+    (``_entry_yaml``) and a run's text is joined from them, the seed's line swapped for each seed.
+    A study's runs share most sections: 10,000 runs cost a few hundred dumps, not 10,000.
+    """
+    entries = {key: _entry_yaml(key, value) for key, value in hashed_dict(plain).items()}
+    texts = ("".join({**entries, "seed": _entry_yaml("seed", seed)}.values()) for seed in seeds)
+    return [hashlib.sha256(text.encode()).hexdigest()[:length] for text in texts]
+
+
+def _entry_yaml(key: str, value: Any) -> str:
+    """The lines of ``key: value`` in the YAML of a mapping that holds it, dumped once per distinct entry."""
+    return _cached(_ENTRY_YAML, (key, repr(value)),
+                   lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ allowed (``fail_field``).
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from typing import Any
@@ -85,6 +86,7 @@ def _repeats(parsed, nested: bool = False) -> int:
     return count
 
 
+@functools.lru_cache(maxsize=1024)  # a study checks each pattern of each of its 10,000 configs
 def check_regex(field_name: str, pattern: str, form: str = WHOLE_NAME) -> None:
     """A ConfigError naming ``field_name`` unless ``pattern`` compiles as it is used (``form`` with
     the pattern in place of ``{}``) and matches a module name in bounded time: at most

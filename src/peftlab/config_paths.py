@@ -3,6 +3,7 @@ checkout, and the architecture a peftlab base's ``manifest.json`` records."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -39,10 +40,16 @@ def hashed_path(value: str) -> str:
     """How a path enters a run id: relative to the peftlab checkout when it lies inside it (so
     ids do not depend on where the checkout is, and match the ids of earlier versions, which
     hashed these paths as written relative to the repository root), else absolute."""
-    for root in dict.fromkeys((str(REPO_ROOT), os.path.realpath(REPO_ROOT))):
+    for root in _repo_roots():
         if os.path.isabs(value) and (value == root or value.startswith(root + os.sep)):
             return os.path.relpath(value, root)
     return value
+
+
+@functools.cache
+def _repo_roots() -> tuple[str, ...]:
+    """The checkout as named and as its real path (one name when they agree): resolved once, not per run id."""
+    return tuple(dict.fromkeys((str(REPO_ROOT), os.path.realpath(REPO_ROOT))))
 
 
 # What a peftlab base's manifest.json records of its architecture and a config may leave out.

@@ -190,3 +190,24 @@ def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
     explicit = load_study(write_study(tmp_path, {"methods": {"ia3": {"set": {"method.target_modules": [
         r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]}}}}, base=base))
     assert [s.run_id for s in explicit.runs] == [s.run_id for s in study.runs if s.config.method.name == "ia3"]
+
+
+def test_the_dry_run_table_reads_the_runs_that_have_a_directory(tmp_path):
+    """Statuses and the time estimate from the run directories present; a run without one is pending."""
+    import json
+
+    from peftlab.study.runner import dry_run_table
+
+    study = load_study(write_study(tmp_path, {"seeds": 4, "methods": {"lora": {}}}))
+    runs = tmp_path / "out" / "runs"
+    done, failed, partial, pending = (runs / spec.run_id for spec in study.runs)
+    for run_dir, result in ((done, {"status": "completed", "timing": {"wall_seconds": 120}}),
+                            (failed, {"status": "failed", "error": "x"})):
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps(result))
+    (partial / "checkpoint").mkdir(parents=True)
+    table = dry_run_table(study, tmp_path / "out").splitlines()
+    assert [line.split()[1] for line in table[1:5]] == ["completed", "failed", "partial", "pending"]
+    assert table[-1] == ("4 runs: 1 done, 1 failed, 0 diverged, 1 partial, 1 pending; remaining time: about 4.0 min "
+                         "(mean of 1 finished runs)")
+    assert dry_run_table(study, tmp_path / "none").endswith("4 pending; remaining time: unknown until a run finishes")

@@ -71,15 +71,29 @@ def describe(spec: RunSpec) -> str:
     return f"{spec.variant} seed={spec.seed} [{spec.run_id}]"
 
 
-def estimate_remaining(study_dir: Path, specs: list[RunSpec]) -> tuple[float | None, int]:
+def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
+    """Each run's status (``run_status``), by run id. A run without a directory is pending: the
+    directory is listed once instead of looking for each run's files (10,000 runs, none started)."""
+    try:
+        present = set(os.listdir(study_dir / "runs"))
+    except OSError:  # no study directory yet
+        present = set()
+    return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
+            for spec in specs}
+
+
+def estimate_remaining(study_dir: Path, specs: list[RunSpec],
+                       statuses: dict[str, str]) -> tuple[float | None, int]:
     """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
     walls = []
     for spec in specs:
+        if statuses[spec.run_id] != "completed":
+            continue
         result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
         wall = (result.get("timing") or {}).get("wall_seconds")
         if result.get("status") == "completed" and wall:
             walls.append(wall)
-    remaining = sum(run_status(run_dir_of(study_dir, s)) not in FINISHED for s in specs)
+    remaining = sum(statuses[s.run_id] not in FINISHED for s in specs)
     return (statistics.mean(walls) * remaining if walls else None), len(walls)
 
 
@@ -92,12 +106,13 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         known = with_choices(study, chosen)
         study = dataclasses.replace(known, runs=[s for s in known.runs if s.method in chosen or s.method not in study.tune])
     lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
+    statuses = run_statuses(study_dir, study.runs)
     counts: dict[str, int] = {}
     for spec in study.runs:
-        status = run_status(run_dir_of(study_dir, spec))
+        status = statuses[spec.run_id]
         counts[status] = counts.get(status, 0) + 1
         lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
-    seconds, n = estimate_remaining(study_dir, study.runs)
+    seconds, n = estimate_remaining(study_dir, study.runs, statuses)
     done = counts.get("completed", 0)
     eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
         "unknown until a run finishes"
@@ -110,28 +125,33 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
 def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
     model per architecture (its shapes, no weights), each distinct method and quant checked
-    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models."""
+    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
+    Runs share section objects (a configuration's seeds; equal sections, built once by
+    ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 
-    seen, models, trackers = set(), {}, set()
+    checked, seen, models, trackers = set(), set(), {}, set()
     for spec in study.runs:
-        track = json.dumps(to_dict(spec.config.track), sort_keys=True, default=str)
-        if track not in trackers:
-            trackers.add(track)
-            check_trackers(spec.config.track)  # a missing tracker package fails before any run starts
-        architecture = json.dumps(to_dict(dataclasses.replace(spec.config.model, pretrained="none")), sort_keys=True,
-                                  default=str)
-        key = json.dumps([to_dict(spec.config.model), to_dict(spec.config.method), to_dict(spec.config.quant)],
-                         default=str)
+        cfg = spec.config
+        if cfg.track not in trackers:
+            trackers.add(cfg.track)
+            check_trackers(cfg.track)  # a missing tracker package fails before any run starts
+        sections = (cfg.model, cfg.method, cfg.quant)
+        if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs
+            continue
+        checked.add(tuple(map(id, sections)))
+        key = json.dumps([to_dict(section) for section in sections], default=str)
         if key in seen:
             continue
         seen.add(key)
-        pretrained = spec.config.model.pretrained
+        architecture = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True,
+                                  default=str)
+        pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:
-                models[architecture] = meta_model(spec.config)
-            check_against_model(spec.config, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
+                models[architecture] = meta_model(cfg)
+            check_against_model(cfg, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
                                 model=models[architecture])
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None

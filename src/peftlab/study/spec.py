@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
-                            method_fields, method_names, nest, read_yaml, resolve_paths, shown, to_dict,
+                            method_fields, method_names, nest, read_yaml, resolve_paths, seed_hashes, shown, to_dict,
                             with_base_architecture, without_foreign_options)
 from peftlab.errors import ConfigError
 from peftlab.study.report_options import (REPORT_INTERVALS, REPORT_KEYS, ReportOptions,  # noqa: F401
@@ -257,17 +257,18 @@ def load_study(path: str | Path) -> Study:
     if size > MAX_RUNS:
         raise ConfigError(f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
                           "(fewer seeds or axis values, or several studies)")
-    specs = _expand(data, header, groups, methods, seeds, Excluder(rules))
+    specs, configurations = _expand(data, header, groups, methods, seeds, Excluder(rules))
     if not specs:
         raise ConfigError(f"study {path}: the exclude rules drop every run: expected at least one run")
-    runs = _unique_variants(list(specs.values()))
+    runs = _unique_variants(list(specs.values()), configurations)
     report = report_options(data.get("report"))
     names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})
     for key in report.labels:
         if key not in names:
             raise ConfigError(f"study report.labels key '{key}' names no configuration or method of the study; "
                               f"expected one of: {', '.join(names)}")
-    tune = tune_searches(data.get("tune"), methods, _templates(runs, methods), seeds, _check_key, _foreign)
+    tune = tune_searches(data.get("tune"), methods, _templates(runs, methods, configurations), seeds, _check_key,
+                         _foreign)
     return Study(name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report,
                  tune=tune)
 
@@ -359,10 +360,15 @@ def _exclude_rules(data: dict) -> list[dict]:
 
 
 def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list[int],
-            excluder: "Excluder") -> dict[str, RunSpec]:
-    """Every run of every group, by run id (a run in two groups is one run of both)."""
+            excluder: "Excluder") -> tuple[dict[str, RunSpec], dict[str, str]]:
+    """Every run of every group, by run id (a run in two groups is one run of both), and each run's
+    configuration key (``_same_config``, by run id).
+
+    A configuration is built and checked once for all its seeds: the seeds differ only in
+    ``seed``, which ``_seeds`` has checked, so they share its validated sections."""
     common, global_axes = _mapping(data.get("set"), "set"), _mapping(data.get("axes"), "axes")
     specs: dict[str, RunSpec] = {}
+    configurations: dict[str, str] = {}
     for group, method, method_set, axes in groups:
         for key in axes:
             _check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
@@ -377,50 +383,52 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
             for key, (value, extra) in zip(axes, combo):
                 overrides.update(extra)
                 overrides[key] = value
-            for seed in seeds:
-                study_values = resolve_paths(nest({**overrides, "seed": seed, "name": header.name}), header.path.parent)
-                cfg_dict = with_base_architecture(deep_merge(base, study_values), *header.base_architecture)
-                try:
-                    cfg = from_dict(RunConfig, cfg_dict)
-                except ConfigError as err:
-                    where = ", ".join(f"{k}={shown(v)}" for k, v in axis_values.items()) or "no axes"
-                    raise ConfigError(f"study method '{method}' ({where}): {err}") from None
-                check_method_keys(method, own_keys, cfg, "set/axes key")
-                if excluder.excludes(flatten(to_dict(cfg))):
+            study_values = resolve_paths(nest({**overrides, "seed": seeds[0], "name": header.name}), header.path.parent)
+            cfg_dict = with_base_architecture(deep_merge(base, study_values), *header.base_architecture)
+            try:
+                first = from_dict(RunConfig, cfg_dict)
+            except ConfigError as err:
+                where = ", ".join(f"{k}={shown(v)}" for k, v in axis_values.items()) or "no axes"
+                raise ConfigError(f"study method '{method}' ({where}): {err}") from None
+            check_method_keys(method, own_keys, first, "set/axes key")
+            plain = to_dict(first)
+            configuration = _same_config({**plain, "seed": 0})
+            flat = flatten(plain) if excluder.index else None  # no rules, nothing to match
+            label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
+            for seed, rid in zip(seeds, seed_hashes(plain, seeds)):
+                if flat is not None and excluder.excludes({**flat, "seed": seed}):
                     continue
-                rid = run_id(cfg)
                 if rid in specs:
                     old = specs[rid]
                     specs[rid] = RunSpec(rid, old.variant, old.method, old.seed,
                                          tuple(dict.fromkeys(old.groups + (group,))), old.axes, old.config)
                     continue
-                label_axes = {k: v for k, v in axis_values.items() if len(axes[k]) > 1 or k not in global_axes}
+                cfg = dataclasses.replace(first, seed=seed)
                 specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)
-    return specs
+                configurations[rid] = configuration
+    return specs, configurations
 
 
-def _templates(runs: list[RunSpec], methods: dict) -> dict[str, list[RunConfig]]:
+def _templates(runs: list[RunSpec], methods: dict, configurations: dict[str, str]) -> dict[str, list[RunConfig]]:
     """Each method's main configurations, seed aside (what its tuning starts from)."""
     templates: dict[str, dict[str, RunConfig]] = {m: {} for m in methods}
     for spec in runs:
-        if "main" in spec.groups:
-            seedless = dataclasses.replace(spec.config, seed=0)
-            templates[spec.method].setdefault(_same_config(seedless), seedless)
+        if "main" in spec.groups and configurations[spec.run_id] not in templates[spec.method]:
+            templates[spec.method][configurations[spec.run_id]] = dataclasses.replace(spec.config, seed=0)
     return {m: list(c.values()) for m, c in templates.items()}
 
 
-def _same_config(cfg: RunConfig) -> str:
-    """A key equal for equal configs: cheaper than ``config_hash`` (a YAML dump), which is kept for
-    what a user sees (run ids, label suffixes)."""
-    return json.dumps(to_dict(cfg), sort_keys=True, default=str)
+def _same_config(plain: dict) -> str:
+    """A key equal for equal configs (``to_dict``): cheaper than ``config_hash`` (a YAML dump), which
+    is kept for what a user sees (run ids, label suffixes)."""
+    return json.dumps(plain, sort_keys=True, default=str)
 
 
-def _unique_variants(runs: list[RunSpec]) -> list[RunSpec]:
+def _unique_variants(runs: list[RunSpec], configurations: dict[str, str]) -> list[RunSpec]:
     """Two different configurations must not share a label: suffix a short hash where they do."""
-    seedless = {spec.run_id: _same_config(dataclasses.replace(spec.config, seed=0)) for spec in runs}
     by_label: dict[str, set[str]] = {}
     for spec in runs:
-        by_label.setdefault(spec.variant, set()).add(seedless[spec.run_id])
+        by_label.setdefault(spec.variant, set()).add(configurations[spec.run_id])
     out = []
     for spec in runs:
         if len(by_label[spec.variant]) > 1:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from peft import PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
 from peftlab.backbones import HFLogits, head_prefix
@@ -36,6 +36,9 @@ from peftlab.quant import quantize_base, restore_layout
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, ModulesConfig, check_patterns, match_targets, target_patterns
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def plan_injection(model: nn.Module, cfg: ModulesConfig) -> InjectionPlan:
 def inject(model: nn.Module, plan: InjectionPlan, ctx: TunerContext, config: PeftConfig) -> PeftModel:
     """Split the planned qkv modules, quantize the base when ``ctx.quant`` asks for it (so PEFT wraps
     the bitsandbytes layers as its own bnb layers), and wrap the model with PEFT's ``config``."""
+    from peft import get_peft_model  # peft (and transformers): not for checks
+
     replace_modules(model, plan.to_split, split_qkv)
     quantize_base(model, ctx.quant, ctx.device)
     return get_peft_model(model, config)

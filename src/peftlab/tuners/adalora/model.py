@@ -20,7 +20,6 @@ import re
 import warnings
 
 import torch
-from peft import AdaLoraConfig
 from torch import nn
 
 from peftlab.errors import ConfigError
@@ -187,6 +186,8 @@ def adalora_ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
 
 
 def apply_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
+    from peft import AdaLoraConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     total = ctx.total_steps or NOMINAL_STEPS
     tinit, tfinal = schedule(cfg, total)

@@ -31,7 +31,6 @@ import re
 import zlib
 
 import torch
-from peft import LoraConfig
 from torch import nn
 
 from peftlab.errors import ConfigError
@@ -277,6 +276,8 @@ def adaptive_ranks(model: nn.Module, cfg: AdaptiveConfig) -> dict[str, int]:
 
 
 def apply_adaptive(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> AdaptiveTuner:
+    from peft import LoraConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     check_budget(cfg, len(plan.targets))
     built = cfg.built_rank

@@ -26,7 +26,6 @@ Two facts about PEFT 0.21.2 (``peft/tuners/boft/layer.py``) shape this file:
 from __future__ import annotations
 
 import torch
-from peft import BOFTConfig
 from torch import nn
 
 from peftlab.errors import ConfigError
@@ -80,6 +79,8 @@ def check_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> No
 
 
 def apply_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BOFTTuner:
+    from peft import BOFTConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = BOFTConfig(boft_block_size=cfg.boft_block_size, boft_block_num=cfg.boft_block_num,
                         boft_n_butterfly_factor=cfg.boft_n_butterfly_factor, boft_dropout=cfg.boft_dropout,

@@ -9,7 +9,6 @@ PEFT has DoRA on bitsandbytes layers, so a QLoRA base (``quant.mode``) works as 
 
 from __future__ import annotations
 
-from peft import LoraConfig
 from torch import nn
 
 from peftlab.tuners.base import TunerContext
@@ -32,6 +31,8 @@ def dora_ranks(model: nn.Module, cfg: DoraConfig) -> dict[str, int]:
 
 
 def apply_dora(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:
+    from peft import LoraConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.head), use_dora=True)
     return DoraTuner(inject(model, plan, ctx, config), plan.head, module_ranks(cfg, plan.targets), cfg.rank_strategy)

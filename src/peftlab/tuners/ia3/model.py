@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import torch
-from peft import IA3Config
 from torch import nn
 
 from peftlab.errors import ConfigError
@@ -71,6 +70,8 @@ def check_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None
 
 
 def apply_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
+    from peft import IA3Config  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     feedforward = feedforward_targets(cfg, plan.targets)
     config = IA3Config(target_modules=plan.target_modules, init_ia3_weights=True,

@@ -6,7 +6,6 @@ zeroes w2b, so the model starts as its base. Merge and export: ``PeftTuner``'s.
 
 from __future__ import annotations
 
-from peft import LoHaConfig
 from torch import nn
 
 from peftlab.tuners.base import TunerContext
@@ -27,6 +26,8 @@ def loha_ranks(model: nn.Module, cfg: LoHaMethodConfig) -> dict[str, int]:
 
 
 def apply_loha(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTuner:
+    from peft import LoHaConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
                         init_weights=True, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save)

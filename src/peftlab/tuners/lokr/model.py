@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from peft import LoKrConfig
 from torch import nn
 
 from peftlab.tuners.base import TunerContext
@@ -26,6 +25,8 @@ def check_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> No
 
 
 def apply_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> LoKrTuner:
+    from peft import LoKrConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = LoKrConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
                         decompose_both=cfg.decompose_both, decompose_factor=cfg.decompose_factor, init_weights=True,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 
 
@@ -150,6 +149,8 @@ def plain_lora(layer: nn.Module):
 
 def is_plain_float(layer: nn.Module) -> bool:
     """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) over one."""
+    from peft.tuners.lora.layer import Linear as LoraLinear  # peft (and transformers): not for checks
+
     if type(layer) is nn.Linear:
         return True
     return (type(layer) is LoraLinear and type(layer.base_layer) is nn.Linear and not layer.lora_variant

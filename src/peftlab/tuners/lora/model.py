@@ -21,7 +21,6 @@ import re
 import warnings
 
 import torch
-from peft import LoraConfig
 from torch import nn
 
 from peftlab.backbones import HFLogits
@@ -56,6 +55,7 @@ class LoraTuner(PeftTuner):
         them (``use_dora``): per output row, so the fused ``qkv``'s are the slices' magnitudes and,
         for a slice without an adapter, the norm of its base rows (a factor of 1).
         """
+        from peft import LoraConfig  # peft (and transformers): not for checks
         from peft.utils import ModulesToSaveWrapper
 
         inner = self.model.base_model.model
@@ -204,6 +204,8 @@ def lora_ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
 
 
 def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
+    from peft import LoraConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     peft_model = inject(model, plan, ctx, LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.head)))
     return LoraTuner(peft_model, plan.head, module_ranks(cfg, plan.targets), cfg.rank_strategy)

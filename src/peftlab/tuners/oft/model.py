@@ -8,7 +8,6 @@ transform of a trained skew-symmetric matrix (b(b-1)/2 numbers for block size b)
 
 from __future__ import annotations
 
-from peft import OFTConfig
 from torch import nn
 
 from peftlab.errors import ConfigError
@@ -41,6 +40,8 @@ def in_features_of(model: nn.Module, name: str) -> int:
 
 
 def apply_oft(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner:
+    from peft import OFTConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = OFTConfig(r=cfg.r, oft_block_size=cfg.oft_block_size, module_dropout=cfg.module_dropout, coft=cfg.coft,
                        eps=cfg.eps, block_share=cfg.block_share, init_weights=True,

@@ -7,7 +7,6 @@ b starts at zero, so the model starts as its base. Merge and export: ``PeftTuner
 
 from __future__ import annotations
 
-from peft import VeraConfig
 from torch import nn
 
 from peftlab.tuners.base import TunerContext
@@ -24,6 +23,8 @@ def check_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> No
 
 
 def apply_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> VeraTuner:
+    from peft import VeraConfig  # peft (and transformers): not for checks
+
     plan = plan_injection(model, cfg)
     config = VeraConfig(r=cfg.r, vera_dropout=cfg.vera_dropout, d_initial=cfg.d_initial,
                         projection_prng_key=cfg.projection_prng_key, save_projection=True, init_weights=True,
