@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 
 import pytest
@@ -39,3 +40,15 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root with mount permission")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture(autouse=True)
+def stop_handlers_restored():
+    """Each test starts with the Ctrl-C and SIGTERM handlers the session started with: a CLI call
+    in this process installs its own (``exit_at_once_on_stops`` ends the process at once), which
+    would end pytest itself at a later test's SIGINT."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in previous.items():
+        if handler is not None:
+            signal.signal(sig, handler)

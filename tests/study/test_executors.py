@@ -117,9 +117,9 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
     assert not list(out.glob("runs/*/result.json"))
     assert list(out.glob("runs/*/metrics.jsonl"))  # it had started
 
-    listed = study_cli(path, out, "--dry-run")
-    assert listed.returncode == 0, listed.stderr
-    assert "1 runs: 0 done, 0 failed, 0 diverged, 1 partial, 0 pending" in listed.stdout, listed.stdout
+    again = study_cli(path, out, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
     assert_same_results(out, reference)
 
 
