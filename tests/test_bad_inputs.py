@@ -321,6 +321,11 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     ("method.rank_pattern={'(blocks\\.\\d+)+q': 4}", "quantifier inside a quantified group"),
     ("quant.skip=['(x+x+)+y']", "quantifier inside a quantified group"),
     ("method.target_modules=['.*.*.*.*.*.*.*.*.*.*.*.*z']", "at most 4 quantifiers"),
+    ("method.target_modules=['" + ".?" * 40 + "z']", "at most 4 quantifiers"),  # 2**40 ways to fail
+    ("method.rank_pattern={'(?:.?){30}z': 4}", "quantifier inside a quantified group"),
+    ("method.target_modules=['(?:.?.?)*z']", "quantifier inside a quantified group"),
+    ("quant.skip=['" + "(?:|.)" * 24 + "z']", "at most 4 quantifiers"),  # an empty alternative is a ?
+    ("method.target_modules=['" + "(.|..)" * 40 + "']", "at most 4 quantifiers"),
     ("method.target_modules=['(q)\\1']", "backreference"),
     ("method.target_modules=['" + "q" * 300 + "']", "at most 256 characters"),
 ])
