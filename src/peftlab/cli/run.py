@@ -219,9 +219,9 @@ def params_config_of_name(args):
     if args.overrides:
         raise UserError(f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
                         "[overrides]; with a model name use the options (--depth, --r, ...)")
-    model = {"name": args.model, "num_classes": args.num_classes or 1000, "img_size": args.img_size,
-             "patch_size": args.patch_size, "depth": args.depth, "embed_dim": args.embed_dim,
-             "num_heads": args.num_heads}
+    model = {"name": args.model, "num_classes": 1000 if args.num_classes is None else args.num_classes,
+             "img_size": args.img_size, "patch_size": args.patch_size, "depth": args.depth,
+             "embed_dim": args.embed_dim, "num_heads": args.num_heads}  # 0 is refused, not taken for the default
     method = {"name": args.method, "r": args.r, "target_modules": args.targets}
     method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
