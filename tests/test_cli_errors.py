@@ -138,6 +138,7 @@ def test_params_counts_a_run_config_and_the_same_model_given_by_options():
 def test_params_refuses_zero_classes_instead_of_counting_the_default():
     """--num-classes 0 was taken for "not given" and counted a 1000-class head."""
     assert_one_line_exit_2(run_cli("params", "vit_tiny_patch16_224", "--num-classes", "0"), "model.num_classes=0")
+    assert_one_line_exit_2(run_cli("params", "configs/downstream.yaml", "--num-classes", "0"), "model.num_classes=0")
 
 
 @pytest.mark.parametrize("args, needle", [

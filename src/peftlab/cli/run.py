@@ -204,8 +204,8 @@ def params_config_of_file(args):
     from peftlab.config import load_config
 
     cfg = load_config(args.model, args.overrides)
-    classes = args.num_classes or cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else
-                                                             DATASET_CLASSES.get(cfg.data.name))
+    classes = args.num_classes if args.num_classes is not None else cfg.model.num_classes or (
+        len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
     if classes is None:
         raise UserError(f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
                         "the data is read; give --num-classes")
