@@ -408,6 +408,7 @@ def test_validate_refuses_data_classes_the_dataset_lacks(tmp_path):
     ("train.precision=fp16", "train.precision='fp16' is invalid on CPU"),
     ("train.device=cuda", "train.device='cuda' is invalid: no CUDA device is available here"),
     ("model.num_classes=1", "model.num_classes=1 is invalid"),
+    ("train.batch_size=2147483647", "GiB are available"),  # the memory pre-flight
 ])
 def test_validate_refuses_what_train_refuses(tmp_path, override, needle):
     """`peftlab validate` ("all config checks") said valid for these, and train then refused them."""

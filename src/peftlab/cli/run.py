@@ -239,8 +239,11 @@ def cmd_validate(args) -> int:
     from peftlab.config import dump_config, load_config
     from peftlab.params import check_against_model
 
+    from peftlab.training.preflight import check_config_fits, format_estimate
+
     cfg = load_config(args.config, args.overrides)
     ranks = check_against_model(cfg, weights=True, here=True)
+    estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     if not args.show:
         print(f"{args.config}: valid")
         return 0
@@ -249,7 +252,5 @@ def cmd_validate(args) -> int:
         print(f"# ranks at the start ({len(ranks)} adapted modules, sum {sum(ranks.values())}):")
         for module, rank in ranks.items():
             print(f"#   {module}: {rank}")
-    from peftlab.training.preflight import estimate_for_config, format_estimate
-
-    print("\n".join(format_estimate(estimate_for_config(cfg))))
+    print("\n".join(format_estimate(estimate)))
     return 0
