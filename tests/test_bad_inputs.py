@@ -312,6 +312,14 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")
 
 
+def test_control_characters_of_a_path_in_an_error_are_shown_escaped(tmp_path):
+    """A missing weights file named with ESC [ 2 J cleared the terminal that printed the error."""
+    path = write_config(tmp_path, BASE)
+    status, stderr = call_cli("validate", str(path), "model.pretrained=/tmp/a\x1b[2Jb.safetensors")
+    assert_one_line_exit_2(status, stderr, "a\\x1b[2Jb.safetensors")
+    assert "\x1b" not in stderr
+
+
 @pytest.mark.parametrize("override, needle", [
     ("method.rank_pattern={'(?i)q': 4}", "still compiles inside"),  # a global flag once embedded
     ("method.alpha_pattern={'(?s)q': 4}", "still compiles inside"),
