@@ -135,7 +135,7 @@ def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path
     assert run_cli("validate", str(tmp_path / "bigger.yaml")).returncode == 0
 
 
-@pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64, torch.complex64])
 def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_path, dtype):
     """Loading would cast them silently (booleans to 0/1 weights) and train on garbage."""
     from peftlab.backbones import check_weights_file
@@ -147,6 +147,17 @@ def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_pa
         with pytest.raises(WeightsError, match=rf"ints.safetensors does not match the model: key '.*' is {name} in "
                                                r"the file, expected a floating-point tensor"):
             check(tiny_timm(), tmp_path / "ints.safetensors")
+
+
+def test_float8_weights_are_judged_alike_by_load_and_validate(tmp_path):
+    """validate read an F8_E4M3 header as int8 and refused a file that loading accepts (an exact upcast)."""
+    from peftlab.backbones import check_weights_file
+
+    state = tiny_timm().state_dict()
+    state["blocks.0.attn.qkv.weight"] = state["blocks.0.attn.qkv.weight"].to(torch.float8_e4m3fn)
+    save_file(state, str(tmp_path / "f8.safetensors"))
+    check_weights_file(tiny_timm(), tmp_path / "f8.safetensors")
+    load_weights(tiny_timm(), tmp_path / "f8.safetensors")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

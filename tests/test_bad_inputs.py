@@ -312,6 +312,14 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")
 
 
+def test_control_characters_of_a_path_in_an_error_are_shown_escaped(tmp_path):
+    """A missing weights file named with ESC [ 2 J cleared the terminal that printed the error."""
+    path = write_config(tmp_path, BASE)
+    status, stderr = call_cli("validate", str(path), "model.pretrained=/tmp/a\x1b[2Jb.safetensors")
+    assert_one_line_exit_2(status, stderr, "a\\x1b[2Jb.safetensors")
+    assert "\x1b" not in stderr
+
+
 @pytest.mark.parametrize("override, needle", [
     ("method.rank_pattern={'(?i)q': 4}", "still compiles inside"),  # a global flag once embedded
     ("method.alpha_pattern={'(?s)q': 4}", "still compiles inside"),
@@ -321,6 +329,11 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     ("method.rank_pattern={'(blocks\\.\\d+)+q': 4}", "quantifier inside a quantified group"),
     ("quant.skip=['(x+x+)+y']", "quantifier inside a quantified group"),
     ("method.target_modules=['.*.*.*.*.*.*.*.*.*.*.*.*z']", "at most 4 quantifiers"),
+    ("method.target_modules=['" + ".?" * 40 + "z']", "at most 4 quantifiers"),  # 2**40 ways to fail
+    ("method.rank_pattern={'(?:.?){30}z': 4}", "quantifier inside a quantified group"),
+    ("method.target_modules=['(?:.?.?)*z']", "quantifier inside a quantified group"),
+    ("quant.skip=['" + "(?:|.)" * 24 + "z']", "at most 4 quantifiers"),  # an empty alternative is a ?
+    ("method.target_modules=['" + "(.|..)" * 40 + "']", "at most 4 quantifiers"),
     ("method.target_modules=['(q)\\1']", "backreference"),
     ("method.target_modules=['" + "q" * 300 + "']", "at most 256 characters"),
 ])
@@ -403,6 +416,7 @@ def test_validate_refuses_data_classes_the_dataset_lacks(tmp_path):
     ("train.precision=fp16", "train.precision='fp16' is invalid on CPU"),
     ("train.device=cuda", "train.device='cuda' is invalid: no CUDA device is available here"),
     ("model.num_classes=1", "model.num_classes=1 is invalid"),
+    ("train.batch_size=2147483647", "GiB are available"),  # the memory pre-flight
 ])
 def test_validate_refuses_what_train_refuses(tmp_path, override, needle):
     """`peftlab validate` ("all config checks") said valid for these, and train then refused them."""

@@ -135,6 +135,12 @@ def test_params_counts_a_run_config_and_the_same_model_given_by_options():
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "go with a run config" in wrong.stderr
 
 
+def test_params_refuses_zero_classes_instead_of_counting_the_default():
+    """--num-classes 0 was taken for "not given" and counted a 1000-class head."""
+    assert_one_line_exit_2(run_cli("params", "vit_tiny_patch16_224", "--num-classes", "0"), "model.num_classes=0")
+    assert_one_line_exit_2(run_cli("params", "configs/downstream.yaml", "--num-classes", "0"), "model.num_classes=0")
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--repeats", "0"], "argument --repeats: 0 is invalid: expected an integer >= 1"),
     (["--batch", "0"], "argument --batch: 0 is invalid"),

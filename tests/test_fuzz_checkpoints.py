@@ -169,3 +169,21 @@ def test_checkpoint_files_with_flipped_bytes_are_refused_in_one_line_or_resume(i
         shutil.copytree(interrupted, run_dir)
         (run_dir / "checkpoint" / CHECKPOINT_NAME).write_bytes(bytes(data))
         assert_refused_or_resumed(resume(run_dir), reference, f"bytes case {case}")
+
+
+@pytest.mark.parametrize("lie", ["base_lrs", "_last_lr", "lr"])
+def test_learning_rates_that_do_not_follow_from_the_schedule_are_refused(interrupted, tmp_path, lie):
+    """A rate edited tenfold (the scheduler's base rates, its last rate, a group's rate) trained on at
+    that rate and ended "completed" with other weights."""
+    state = torch.load(interrupted / "checkpoint" / CHECKPOINT_NAME, weights_only=True)
+    if lie == "lr":
+        for group in state["optimizer"]["param_groups"]:
+            group["lr"] *= 10
+    else:
+        state["scheduler"][lie] = [rate * 10 for rate in state["scheduler"][lie]]
+    run_dir = tmp_path / "run"
+    shutil.copytree(interrupted, run_dir)
+    torch.save(state, run_dir / "checkpoint" / CHECKPOINT_NAME)
+    result = resume(run_dir)
+    assert result["status"] == "failed" and result.get("checkpoint_unusable"), result
+    assert "this run's schedule at step 2" in result["error"], result["error"]

@@ -65,3 +65,34 @@ def test_validate_show_prints_the_estimate(tmp_path):
     proc = run_cli("validate", str(path), "--show")
     assert proc.returncode == 0, proc.stderr
     assert "# memory estimate for training at micro-batch 16" in proc.stdout and "per image" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "vpt"])
+def test_a_model_of_many_patches_is_probed_small_and_exactly(monkeypatch, method):
+    """What the model saves grows with its tokens as a polynomial of degree 2: three small grids give
+    the full-size probe's bytes exactly (here a 10 x 10 grid, probed both ways)."""
+    from peftlab.training import preflight
+
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": 40, "patch_size": 4},
+                                 "method": {"name": method}})
+    assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 100 patches: probed at full size
+    monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
+    tuner = preflight.adapted(cfg, cfg.model, 10)
+    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(tuner.model, (3, 40, 40), "fp32",
+                                                                          torch.device("cpu"))
+
+
+def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_path):
+    """A 1024 px image of 2 px patches (262,144 tokens): validate --show hung in a full-size forward pass."""
+    import time
+
+    import yaml
+
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "img_size": 1024, "patch_size": 2},
+                                    "train": {"batch_size": 1}}))
+    start = time.perf_counter()
+    proc = run_cli("validate", str(path), "--show", timeout=300)
+    assert time.perf_counter() - start < 120
+    assert proc.returncode == 0 and "# memory estimate" in proc.stdout or \
+        proc.returncode == 2 and "GiB are available" in proc.stderr, proc.stderr

@@ -302,6 +302,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 def check_finite(state: dict[str, torch.Tensor], path) -> None:
     """Base weights with NaN or inf would train into a run that ends 'diverged'; name the file instead."""
     for key, value in state.items():
+        if value.is_floating_point() and value.element_size() == 1:
+            value = value.float()  # torch has no isfinite for float8
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise WeightsError(f"weights file {path} holds non-finite values (NaN or inf) in {key!r}: "
                                "expected finite weights")
@@ -334,11 +336,19 @@ def check_weights_file(model: nn.Module, path: str | Path) -> None:
     compare_with_model(own, state, path)
 
 
+# A safetensors header's dtype names as the torch dtypes safetensors loads them as: validate
+# then accepts and refuses the same files as loading does (float8 loads, complex64 is refused).
+HEADER_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "F8_E4M3": torch.float8_e4m3fn, "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
+                 "F8_E5M2": torch.float8_e5m2, "F8_E5M2FNUZ": torch.float8_e5m2fnuz, "C64": torch.complex64,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                 "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8,
+                 "BOOL": torch.bool}
+
+
 def header_dtype(name: str) -> torch.dtype:
     """A safetensors header's dtype name as torch's (an unknown one as int8: not floating, so refused)."""
-    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "U8": torch.uint8,
-            "BOOL": torch.bool}.get(name, torch.int8)
+    return HEADER_DTYPES.get(name, torch.int8)
 
 
 def compare_with_model(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path) -> None:

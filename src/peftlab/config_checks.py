@@ -54,26 +54,36 @@ WHOLE_NAME = "{}"  # re.fullmatch(pattern, name): method.target_modules
 NAME_SUFFIX = r"(.*\.)?({})$"  # PEFT's rule for method.rank_pattern / alpha_pattern keys (re.match)
 NAME_COMPONENTS = r"(.*\.)?({})(\..*)?"  # quant.skip: whole dot-separated components (re.fullmatch)
 MAX_PATTERN_CHARS = 256
-# Module names are short (under 100 characters), so a pattern with a few unnested quantifiers
-# matches in well under a second in the worst case; nested ones can take forever ("(.*.*)*z").
+# Module names are short (under 100 characters), so a pattern with a few unnested parts of varying
+# length matches in well under a second in the worst case; nested quantifiers take forever ("(.*.*)*z"),
+# and so does a row of optional parts (".?" forty times: 2**40 ways to fail).
 MAX_PATTERN_REPEATS = 4
 
 
+def _varies(parsed) -> bool:
+    """Whether a parsed pattern can match texts of more than one length."""
+    low, high = parsed.getwidth()
+    return low != high
+
+
 def _repeats(parsed, nested: bool = False) -> int:
-    """The quantifiers (other than ``?``) in a pattern parsed by ``re._parser``; a ValueError naming
-    what makes matching slow or changes meaning inside a larger pattern."""
+    """The parts of varying length (quantifiers, ``?`` included, and alternatives of unequal length)
+    in a pattern parsed by ``re._parser``; a ValueError naming what makes matching slow or changes
+    meaning inside a larger pattern."""
     count = 0
     for op, arg in parsed:
         name = str(op)
         if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             loops = arg[1] > 1
-            if loops and nested:
+            varies = loops or arg[0] != arg[1] or _varies(arg[2])
+            if varies and nested:
                 raise ValueError("a quantifier inside a quantified group (nested quantifiers can take exponential "
                                  "time)")
-            count += loops + _repeats(arg[2], nested or loops)
+            count += varies + _repeats(arg[2], nested or loops)
         elif name == "BRANCH":
             if nested:
                 raise ValueError("an alternation inside a quantified group (it can take exponential time)")
+            count += len({branch.getwidth() for branch in arg[1]}) > 1 or any(map(_varies, arg[1]))
             count += sum(_repeats(branch, nested) for branch in arg[1])
         elif name in ("GROUPREF", "GROUPREF_EXISTS"):
             raise ValueError("a backreference (group numbers change when the pattern is embedded)")
@@ -109,4 +119,4 @@ def check_regex(field_name: str, pattern: str, form: str = WHOLE_NAME) -> None:
         fail_field(field_name, pattern, f"a regular expression without {err}")
     if repeats > MAX_PATTERN_REPEATS:
         fail_field(field_name, pattern, f"a regular expression with at most {MAX_PATTERN_REPEATS} quantifiers "
-                                        f"(*, +, {{m,n}}); it has {repeats}")
+                                        f"or alternatives of unequal length (*, +, ?, {{m,n}}, a|bc); it has {repeats}")

@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def printable(line: str) -> str:
+    """``line`` with its control characters escaped: a file name or value from the user that holds
+    an escape sequence (ESC [ 2 J clears the terminal) is shown, not sent to the terminal."""
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in line)
+
+
 def run_command(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
@@ -54,13 +60,14 @@ def run_command(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"peftlab: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        print(f"peftlab: error: {printable(str(err).splitlines()[0]) if str(err) else type(err).__name__}",
+              file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only or forbidden directory: the user's to fix
         if err.errno not in STORAGE_ERRORS:
             raise
-        print(f"peftlab: error: {err.filename or 'a file'}: {err.strerror} ({errno.errorcode[err.errno]})",
-              file=sys.stderr)
+        print(f"peftlab: error: {printable(str(err.filename or 'a file'))}: {err.strerror} "
+              f"({errno.errorcode[err.errno]})", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT

@@ -204,8 +204,8 @@ def params_config_of_file(args):
     from peftlab.config import load_config
 
     cfg = load_config(args.model, args.overrides)
-    classes = args.num_classes or cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else
-                                                             DATASET_CLASSES.get(cfg.data.name))
+    classes = args.num_classes if args.num_classes is not None else cfg.model.num_classes or (
+        len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
     if classes is None:
         raise UserError(f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
                         "the data is read; give --num-classes")
@@ -219,9 +219,9 @@ def params_config_of_name(args):
     if args.overrides:
         raise UserError(f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
                         "[overrides]; with a model name use the options (--depth, --r, ...)")
-    model = {"name": args.model, "num_classes": args.num_classes or 1000, "img_size": args.img_size,
-             "patch_size": args.patch_size, "depth": args.depth, "embed_dim": args.embed_dim,
-             "num_heads": args.num_heads}
+    model = {"name": args.model, "num_classes": 1000 if args.num_classes is None else args.num_classes,
+             "img_size": args.img_size, "patch_size": args.patch_size, "depth": args.depth,
+             "embed_dim": args.embed_dim, "num_heads": args.num_heads}  # 0 is refused, not taken for the default
     method = {"name": args.method, "r": args.r, "target_modules": args.targets}
     method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
@@ -239,8 +239,11 @@ def cmd_validate(args) -> int:
     from peftlab.config import dump_config, load_config
     from peftlab.params import check_against_model
 
+    from peftlab.training.preflight import check_config_fits, format_estimate
+
     cfg = load_config(args.config, args.overrides)
     ranks = check_against_model(cfg, weights=True, here=True)
+    estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     if not args.show:
         print(f"{args.config}: valid")
         return 0
@@ -249,7 +252,5 @@ def cmd_validate(args) -> int:
         print(f"# ranks at the start ({len(ranks)} adapted modules, sum {sum(ranks.values())}):")
         for module, rank in ranks.items():
             print(f"#   {module}: {rank}")
-    from peftlab.training.preflight import estimate_for_config, format_estimate
-
-    print("\n".join(format_estimate(estimate_for_config(cfg))))
+    print("\n".join(format_estimate(estimate)))
     return 0

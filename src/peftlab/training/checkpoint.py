@@ -163,8 +163,26 @@ def check_fits(state: dict, directory: str | Path, *, total_steps: int, epochs: 
                or like_problem(state["scaler"], scaler.state_dict(), "scaler"))
     if problem is None and state["scheduler"].get("last_epoch", step) != step:
         problem = f"the scheduler is at step {state['scheduler']['last_epoch']}, the run at {step}"
+    if problem is None:
+        problem = schedule_problem(state, scheduler, step)
     if problem:
         raise CheckpointError(path, f"it does not fit this run ({problem})")
+
+
+def schedule_problem(saved: dict, scheduler, step: int) -> str | None:
+    """Learning rates that do not follow from this run's schedule at ``step`` (None: they do). The
+    scheduler's base rates, each optimizer group's rate and the last rate logged are the schedule's
+    own; an edited one would train on at another rate and end "completed" with other weights.
+    ``scheduler`` is the run's fresh one: its base rates come from the config."""
+    rates = [base * rate(step) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    groups = saved["optimizer"]["param_groups"]
+    for where, values, expected in (
+            ("the scheduler's base_lrs", saved["scheduler"].get("base_lrs"), scheduler.base_lrs),
+            ("the scheduler's _last_lr", saved["scheduler"].get("_last_lr"), rates),
+            ("the optimizer groups' lr", [g.get("lr") for g in groups], rates)):
+        if values is not None and list(values) != list(expected):
+            return f"{where} is {str(list(values))[:60]}, this run's schedule at step {step} has {expected}"
+    return None
 
 
 def like_problem(saved, live, where: str) -> str | None:

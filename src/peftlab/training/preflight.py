@@ -19,7 +19,9 @@ estimate; a run whose estimate does not fit the memory available is refused befo
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from fractions import Fraction
 
 import psutil
 import torch
@@ -33,6 +35,8 @@ from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
 
 GIB = 2 ** 30
+PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
+SMALL_GRIDS = (4, 6, 8)  # patches per side
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
@@ -52,15 +56,22 @@ def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: st
     return sum(storages.values())
 
 
-def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple[int, int, int],
-             batch_size: int, precision: str, device: torch.device) -> dict:
-    """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``."""
+def probe(model: nn.Module, image_shape: tuple[int, int, int], precision: str, device: torch.device) -> tuple[int, int]:
+    """The bytes one forward pass of ``model`` saves for backward at 1 image and at 2."""
     was_training = model.training
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's random state untouched
         one, two = (saved_activation_bytes(model, torch.randn(n, *image_shape, device=device), precision)
                     for n in (1, 2))
     model.train(was_training)
+    return one, two
+
+
+def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple[int, int, int],
+             batch_size: int, precision: str, device: torch.device, probed: tuple[int, int] | None = None) -> dict:
+    """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``;
+    ``probed``: ``probe``'s bytes when they are known without a forward pass of this model."""
+    one, two = probed or probe(model, image_shape, precision, device)
     per_image = max(0, two - one)
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     parts = {
@@ -114,15 +125,73 @@ def format_estimate(est: dict) -> list[str]:
             f"{est['activations_fixed_bytes'] / mib:,.2f} MiB fixed)"]
 
 
+def adapted(cfg, model_cfg, num_classes: int):
+    """The tuner of ``cfg``'s method on a randomly initialised ``model_cfg`` model, on the CPU."""
+    with torch.random.fork_rng():
+        return apply_tuner(build_backbone(model_cfg, num_classes, weights=False), cfg,
+                           TunerContext(total_steps=10 ** 6, device=torch.device("cpu"), quant=cfg.quant))
+
+
+def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
+    """(patch size, patches per side) of a timm model with square patches; None for other models."""
+    if cfg.model.source == "hf":
+        return None
+    with torch.device("meta"):
+        embed = getattr(build_backbone(cfg.model, num_classes, weights=False), "patch_embed", None)
+    sizes = getattr(embed, "patch_size", None)
+    grids = getattr(embed, "grid_size", None)
+    if not sizes or not grids or len(set(sizes)) != 1 or len(set(grids)) != 1:
+        return None
+    return sizes[0], grids[0]
+
+
+def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] | None:
+    """``probe``'s bytes of the configured model without running it at full size (None: a model of at
+    most ``PROBED_PATCHES`` patches, or not a timm ViT; probe it itself). What a transformer saves
+    for backward grows with its tokens as a polynomial of degree 2 at most (the attention weights),
+    so the model probed at three small patch grids gives it exactly (Lagrange, in fractions)."""
+    grid = patch_grid(cfg, num_classes)
+    if grid is None or grid[1] ** 2 <= PROBED_PATCHES:
+        return None
+    patch, side = grid
+    points = []
+    for small in SMALL_GRIDS:
+        model_cfg = dataclasses.replace(cfg.model, img_size=small * patch, patch_size=patch)
+        points.append((small ** 2, probe(adapted(cfg, model_cfg, num_classes).model,
+                                         (cfg.model.in_chans, small * patch, small * patch), precision,
+                                         torch.device("cpu"))))
+    return tuple(round(lagrange([(x, y[n]) for x, y in points], side ** 2)) for n in (0, 1))
+
+
+def lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
+    """The polynomial through ``points`` at ``x``."""
+    total = Fraction(0)
+    for i, (xi, yi) in enumerate(points):
+        term = Fraction(yi)
+        for j, (xj, _) in enumerate(points):
+            if j != i:
+                term *= Fraction(x - xj, xi - xj)
+        total += term
+    return total
+
+
 def estimate_for_config(cfg) -> dict:
-    """The estimate for a run config, on this machine's CPU (``peftlab validate --show``): the model
-    is built with random weights (same sizes), adapted, quantized as configured, and probed."""
+    """The estimate for a run config, on this machine's CPU (``peftlab validate``): the model is
+    built with random weights (same sizes), adapted, quantized as configured, and probed (a model of
+    many patches at three small grids: ``probed_for_config``)."""
     cpu = torch.device("cpu")
     num_classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
     spec = input_spec_for(cfg.model)
-    with torch.random.fork_rng():
-        tuner = apply_tuner(build_backbone(cfg.model, num_classes, weights=False), cfg,
-                            TunerContext(total_steps=10 ** 6, device=cpu, quant=cfg.quant))
+    precision = resolve_precision(cfg.train.precision, cpu)
+    tuner = adapted(cfg, cfg.model, num_classes)
     return estimate(tuner.model, list(tuner.trainable_parameters().values()),
-                    (spec.in_chans, spec.img_size, spec.img_size), cfg.train.batch_size,
-                    resolve_precision(cfg.train.precision, cpu), cpu)
+                    (spec.in_chans, spec.img_size, spec.img_size), cfg.train.batch_size, precision, cpu,
+                    probed_for_config(cfg, num_classes, precision))
+
+
+def check_config_fits(cfg) -> dict:
+    """``check_fits`` of ``estimate_for_config`` on this machine, as train checks its run; the estimate."""
+    est = estimate_for_config(cfg)
+    check_fits(est, available_bytes(torch.device("cpu")), cfg.train.batch_size, cfg.train.grad_accum,
+               cfg.method.quantizable and cfg.quant.mode == "none")
+    return est

@@ -157,8 +157,11 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     rss_build = rss.peak_above_baseline()
     shape = (data.spec.in_chans, data.spec.img_size, data.spec.img_size)
     micro_batch = math.ceil(tc.batch_size / s.ranks.world_size / state.split)  # computed at once
+    # a model of many patches is probed small (a forward pass at full size took minutes before a refusal)
+    probed = preflight.probed_for_config(s.cfg, data.num_classes, tc.precision) \
+        if s.device.type == "cpu" and not tc.grad_checkpointing else None
     estimate = preflight.estimate(model, list(tuner.trainable_parameters().values()), shape, micro_batch,
-                                  tc.precision, s.device)
+                                  tc.precision, s.device, probed)
     preflight.check_fits(estimate, preflight.available_bytes(s.device), micro_batch, tc.grad_accum,
                          s.cfg.method.quantizable and s.cfg.quant.mode == "none")
     compiled = None
