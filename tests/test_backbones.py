@@ -1,6 +1,7 @@
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from testkit import TINY_MODEL, run_cli
@@ -213,6 +214,19 @@ def test_hub_weights_that_cannot_be_downloaded_are_one_line():
     with pytest.raises(WeightsError, match="could not be loaded") as err:
         build_backbone(ModelConfig(**{**TINY_MODEL, "pretrained": "hub"}), 10)
     assert "\n" not in str(err.value) and "local .safetensors" in str(err.value)
+
+
+def test_the_architecture_of_a_hub_model_is_built_without_its_weights(tmp_path):
+    """weights=False (the pre-flight's random model, validate) downloads nothing, and validate of a
+    hub config says valid offline, with nothing else on stderr (it tried the download, with the
+    hub's five retries on stderr for 50 s, and then refused it)."""
+    model = build_backbone(ModelConfig(**{**TINY_MODEL, "pretrained": "hub"}), 10, weights=False)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": "hub"}, "data": {"name": "fashion_mnist"}}))
+    proc = run_cli("validate", str(config))
+    assert proc.returncode == 0 and proc.stdout.strip() == f"{config}: valid", proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
 
 
 @pytest.mark.parametrize("content", ["{broken", '{"model_type": "no-such-model"}', "[]"])

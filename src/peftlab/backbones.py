@@ -87,7 +87,7 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
         close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:5]
         raise ConfigError(f"model.name={cfg.name!r} is not a timm model; similar: {', '.join(close) or 'none'}")
     kwargs = timm_kwargs(cfg, num_classes)
-    if cfg.pretrained == "hub":
+    if cfg.pretrained == "hub" and weights:
         # Downloads timm's weights (network needed); the head is re-initialised for num_classes.
         try:
             return timm.create_model(cfg.name, pretrained=True, **kwargs)
