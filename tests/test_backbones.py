@@ -166,9 +166,12 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
     state = tiny_timm().state_dict()
     state["blocks.1.mlp.fc1.weight"][3, 4] = bad
     save_file(state, str(tmp_path / "nan.safetensors"))
-    with pytest.raises(WeightsError, match=r"nan.safetensors holds non-finite values \(NaN or inf\) in "
-                                           r"'blocks.1.mlp.fc1.weight'"):
-        load_weights(tiny_timm(), tmp_path / "nan.safetensors")
+    from peftlab.backbones import check_weights_file
+
+    for check in (load_weights, check_weights_file):  # validate refuses what loading refuses
+        with pytest.raises(WeightsError, match=r"nan.safetensors holds non-finite values \(NaN or inf\) in "
+                                               r"'blocks.1.mlp.fc1.weight'"):
+            check(tiny_timm(), tmp_path / "nan.safetensors")
 
 
 @pytest.mark.parametrize("shape", [(1, 20, 64), (20, 64), (1, 17, 32), (2, 17, 64)])

@@ -334,6 +334,21 @@ def check_weights_file(model: nn.Module, path: str | Path) -> None:
         if resampleable(state["pos_embed"].shape, model):  # otherwise compared (and refused) below
             state["pos_embed"] = own["pos_embed"]
     compare_with_model(own, state, path)
+    check_finite_file(path)
+
+
+def check_finite_file(path: Path) -> None:
+    """``check_finite`` of a safetensors file's tensors (heads excepted: loading drops them), read one
+    at a time: validate refuses the NaN or inf weights that loading refuses."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                if not key.startswith(HEAD_PREFIXES):
+                    check_finite({key: f.get_tensor(key)}, path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
 
 
 # A safetensors header's dtype names as the torch dtypes safetensors loads them as: validate
