@@ -154,6 +154,15 @@ def test_an_override_that_is_not_yaml_or_too_big_is_one_line(tmp_path):
     assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=*x"), "train.lr='*x'")
 
 
+@pytest.mark.parametrize("overrides", [["train.lr=0.1", "train.lr=0.2"], ["train={lr: 0.1}", "train.lr=0.2"],
+                                       ["train.lr=0.1", "train={epochs: 2}"]])
+def test_a_key_given_twice_in_overrides_is_one_line(tmp_path, overrides):
+    """Like a duplicate YAML key: the last would win silently (the first value was lost)."""
+    path = write_config(tmp_path, BASE)
+    assert_one_line_exit_2(*call_cli("validate", str(path), *overrides), f"override '{overrides[1]}' sets",
+                           "again (an earlier override set it)")
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"base": 5}, "base=5 is invalid"),
     ({"base": ["a"]}, "base=['a'] is invalid"),

@@ -48,6 +48,9 @@ def parse_overrides(overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
+        if parts[-1] in node:  # as a duplicate YAML key: the last one would win silently
+            raise ConfigError(f"override {item!r} sets '{key}' again (an earlier override set it): expected each "
+                              "key once")
         node[parts[-1]] = value
     return nested
 
