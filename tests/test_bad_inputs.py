@@ -319,6 +319,15 @@ def test_control_characters_in_an_override_are_one_line(tmp_path):
     assert_one_line_exit_2(*call_cli("validate", str(path), "train.lr=\x01"), "train.lr='\\x01' is invalid")
     assert_one_line_exit_2(*call_cli("validate", str(path), "name=a\x1bb"), "name='a\\x1bb' is invalid")
     assert_one_line_exit_2(*call_cli("validate", str(path), "tra\x01in.lr=1"), "unknown config key")
+    assert_one_line_exit_2(*call_cli("validate", str(path), "name=a\x85b"), "name='a\\x85b' is invalid")
+
+
+@pytest.mark.parametrize("content", ['name: "a\x85b"\n', "name: a\x85b\n", "seed: 1\x85train: {lr: 1}\n"])
+def test_a_next_line_character_in_a_config_is_one_line_not_a_silent_line_break(tmp_path, content):
+    """YAML reads U+0085 (NEL) as a line break: a name holding one became 'a b' without a word."""
+    path = tmp_path / "c.yaml"
+    path.write_text(content, encoding="utf-8")
+    assert_one_line_exit_2(*call_cli("validate", str(path)), "line 1 holds the control character U+0085 (NEL)")
 
 
 def test_control_characters_of_a_path_in_an_error_are_shown_escaped(tmp_path):

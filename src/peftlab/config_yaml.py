@@ -119,6 +119,10 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 def parse_yaml(text: str, where: str) -> Any:
     """``text`` as YAML with the limits of ``_Loader``; any problem is one ConfigError naming ``where``."""
     loader = None
+    if "\x85" in text:  # NEL: YAML reads it as a line break, so a value holding one silently became two words
+        line = text.count("\n", 0, text.index("\x85")) + 1
+        raise ConfigError(f"{where}: line {line} holds the control character U+0085 (NEL), which YAML reads as a "
+                          "line break: expected plain line breaks (\\n)")
     try:
         loader = _Loader(text)  # the reader refuses control characters here, before parsing
         loader.where = where
