@@ -14,9 +14,14 @@ import typing
 from typing import Any
 
 from peftlab.errors import ConfigError
+from peftlab.suites import SUITES, suite_dataset_names
 
-DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
-DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200}
+# filelist: explicit list files; vtab1k/<task> and fgvc/<name>: the suites of peftlab.suites
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "filelist",
+                 *suite_dataset_names())
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200,
+                   **{f"{suite}/{task.name}": task.num_classes for suite, tasks in SUITES.items()
+                      for task in tasks.values()}}
 
 # What a config or study file may be: beyond these it is refused with one line, before it
 # can exhaust memory or the stack (a file of /dev/zero, a YAML alias bomb, 5,000-deep lists).
@@ -46,7 +51,9 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 
 def check_dataset_name(name: str) -> None:
-    check_field(name in DATASET_NAMES, "data.name", name, "one of " + ", ".join(DATASET_NAMES))
+    suites = ", ".join(f"{suite}/<{'|'.join(tasks)}>" for suite, tasks in SUITES.items())
+    check_field(name in DATASET_NAMES, "data.name", name,
+                "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + ", " + suites)
 
 
 # How the regex fields are matched against module names: each pattern is checked in that form.

@@ -46,7 +46,14 @@ DESCRIPTIONS = {
     "ModelConfig.num_heads": "attention heads (None: a peftlab base's manifest, else the timm model's)",
     "ModelConfig.in_chans": "input channels, 1 or 3 (grey images are repeated to 3)",
     "ModelConfig.drop_path_rate": "stochastic depth rate",
-    "DataConfig.name": "mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or imagefolder",
+    "DataConfig.name": "mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet, imagefolder, filelist, "
+                       "vtab1k/<task> (19 tasks) or fgvc/<cub|nabirds|flowers|dogs|cars>",
+    "DataConfig.trainval": "train on train + val (VTAB-1k: train800val200.txt) with no validation split: "
+                           "the final runs of the tuned protocol",
+    "DataConfig.train_list": "filelist: the training list ('relative/path label' lines), relative to data.root",
+    "DataConfig.val_list": "filelist: the validation list (None: val carved from train by data.val_fraction)",
+    "DataConfig.test_list": "filelist: the test list",
+    "DataConfig.trainval_list": "filelist: train and val as one list, used with data.trainval (None: both lists)",
     "DataConfig.root": "dataset directory (None: the standard offline places)",
     "DataConfig.download": "let torchvision download the dataset when it is not found",
     "DataConfig.val_fraction": "share of the training set held out for validation",

@@ -70,9 +70,28 @@ class DataConfig:
     # imagefolder: a folder of class folders that is the test split (None: root/test, else root/val,
     # else 20% of the images); the training images are then root/train, or root itself
     test_dir: str | None = None
+    # train on train + val (the final runs of the tuned protocol: VTAB-1k's train800val200.txt); val is empty
+    trainval: bool = False
+    # filelist: list files of 'relative/path label' lines, relative to data.root (image paths too);
+    # without val_list, val is carved from train (data.val_fraction); trainval_list: train + val as listed
+    train_list: str | None = None
+    val_list: str | None = None
+    test_list: str | None = None
+    trainval_list: str | None = None
 
     def __post_init__(self):
         check_dataset_name(self.name)
+        for name in ("train_list", "val_list", "test_list", "trainval_list"):
+            value = getattr(self, name)
+            check_field(value is None or self.name == "filelist", f"data.{name}", value,
+                        "null unless data.name is 'filelist'")
+            check_field(value is None or (bool(value) and "\0" not in value), f"data.{name}", value,
+                        "a list file's path relative to data.root")
+        if self.name == "filelist":
+            check_field(bool(self.root), "data.root", self.root, "a directory when data.name is 'filelist'")
+            for name in ("train_list", "test_list"):
+                check_field(getattr(self, name) is not None, f"data.{name}", None,
+                            "a list file (relative to data.root) when data.name is 'filelist'")
         check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
                "a directory when data.name is 'imagefolder'")
         check_field(self.test_dir is None or self.name == "imagefolder", "data.test_dir", self.test_dir,

@@ -223,8 +223,15 @@ def test_every_dataset_describes_and_builds(tmp_path, name, write, sizes):
     assert len(bundle.test) == sizes["test"]
 
 
-def test_dataset_names_cover_every_layout():
-    assert DATASET_NAMES == ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder")
+def test_dataset_names_cover_every_layout_and_suite_task():
+    from peftlab.data.sources import LAYOUTS
+    from peftlab.suites import FGVC_TASKS, VTAB1K_TASKS
+
+    stored = tuple(name for name in DATASET_NAMES if name != "filelist" and "/" not in name)
+    assert stored == tuple(LAYOUTS)
+    assert {name for name in DATASET_NAMES if "/" in name} == (
+        {f"vtab1k/{t}" for t in VTAB1K_TASKS} | {f"fgvc/{t}" for t in FGVC_TASKS})
+    assert len(VTAB1K_TASKS) == 19 and len(FGVC_TASKS) == 5
 
 
 def test_format_data_info_is_a_readable_summary(idx_cfg):

@@ -158,9 +158,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200}
-
-
 def add_params(sub) -> None:
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
     p.add_argument("model", help="a timm model name, or a run config YAML (then its model and method)")
@@ -201,7 +198,7 @@ def cmd_params(args) -> int:
 
 def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
-    from peftlab.config import load_config
+    from peftlab.config import DATASET_CLASSES, load_config
 
     cfg = load_config(args.model, args.overrides)
     classes = args.num_classes if args.num_classes is not None else cfg.model.num_classes or (

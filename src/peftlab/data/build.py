@@ -2,15 +2,19 @@
 
 `cfg` is any object with the attributes of peftlab's data config: name, root, download,
 val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment,
-num_workers, cache.
+num_workers, cache; trainval (absent: false); for filelist also train_list, val_list, test_list and
+trainval_list.
 
 Order of operations: read the dataset's own train and test splits; keep the label set
 (`classes`, relabelled 0..k-1) in both; carve val from train (seeded permutation);
 then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch.utils.data import Dataset
@@ -19,8 +23,10 @@ from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (ArrayDataset, DecodedFiles, FileDataset, crop_padding, load_image, make_transform,
                                    resize_images)
 from peftlab.data.loading import default_num_workers
-from peftlab.data.readers import RawData, Samples
-from peftlab.data.sources import find_data, read_layout
+from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
+from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
+from peftlab.data.readers import RawData, Samples, concat
+from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
@@ -30,6 +36,7 @@ from peftlab.data.splits import (
     split_train_val,
 )
 from peftlab.errors import DataError
+from peftlab.suites import suite_task
 
 DIGIT_DATASETS = ("mnist",)  # no horizontal flips
 
@@ -48,6 +55,8 @@ class DataInfo:
     # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
     # "test": "<root>/val"}
     split_sources: dict[str, str] = field(default_factory=dict)
+    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
+    manifests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,22 +69,19 @@ class DataBundle:
 
 def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
     """Read and check the files of `cfg.name`; return the train/val/test samples and their info."""
-    layout, directory = find_data(cfg.name, cfg.root, cfg.download)
-    raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
-    notes = list(raw.notes)
-    train, test, class_names = raw.train, raw.test, raw.class_names
+    if is_listed(cfg.name):
+        read = read_listed_splits(cfg)
+    else:
+        read = read_stored_splits(cfg)
+    splits, class_names, notes = read.splits, read.class_names, list(read.notes)
 
     if cfg.classes is not None:
-        index, labels = select_classes(train.labels, cfg.classes, len(class_names))
-        train = Samples(train.images[index], labels)
-        index, labels = select_classes(test.labels, cfg.classes, len(class_names))
-        test = Samples(test.images[index], labels)
+        for split, samples in splits.items():
+            index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
+            splits[split] = Samples(samples.images[index], labels)
         class_names = [class_names[c] for c in cfg.classes]
         notes.append(f"label set: original labels {list(cfg.classes)} relabelled 0..{len(class_names) - 1}")
 
-    train_index, val_index = split_train_val(len(train), cfg.val_fraction, cfg.split_seed)
-    train, val = train.take(train_index), train.take(val_index)
-    splits = {"train": train, "val": val, "test": test}
     streams = {"train": STREAM_TRAIN_SUBSET, "val": STREAM_VAL_SUBSET, "test": STREAM_TEST_SUBSET}
     for split, subset in (("train", cfg.train_subset), ("val", cfg.val_subset), ("test", cfg.test_subset)):
         samples = splits[split]
@@ -85,26 +91,125 @@ def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
 
     for split in ("train", "test"):
         if len(splits[split]) == 0:
-            raise DataError(f"{cfg.name} from {raw.source}: the {split} split is empty after data.classes / subsets")
+            raise DataError(f"{cfg.name} from {read.source}: the {split} split is empty after data.classes / subsets")
     info = DataInfo(
         name=cfg.name,
-        source=raw.source,
+        source=read.source,
         num_classes=len(class_names),
         class_names=list(class_names),
         split_sizes={split: len(samples) for split, samples in splits.items()},
-        sha256=dict(raw.sha256),
+        sha256=dict(read.sha256),
         notes=notes,
-        split_sources=split_sources(raw, cfg),
+        split_sources=read.split_sources,
+        manifests=read.manifests,
     )
     return splits, info
+
+
+@dataclass
+class ReadSplits:
+    """A dataset's train / val / test before data.classes and the subsets."""
+
+    splits: dict[str, Samples]
+    class_names: list[str]
+    source: str
+    sha256: dict[str, str]
+    notes: list[str]
+    split_sources: dict[str, str]
+    manifests: dict[str, str] = field(default_factory=dict)
+
+
+def read_stored_splits(cfg) -> ReadSplits:
+    """A dataset stored with its own train and test splits; val carved from train (none with data.trainval)."""
+    layout, directory = find_data(cfg.name, cfg.root, cfg.download)
+    raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
+    trainval = getattr(cfg, "trainval", False)
+    fraction = 0.0 if trainval else cfg.val_fraction
+    train_index, val_index = split_train_val(len(raw.train), fraction, cfg.split_seed)
+    splits = {"train": raw.train.take(train_index), "val": raw.train.take(val_index), "test": raw.test}
+    sources = split_sources(raw, cfg)
+    if trainval:
+        sources["train"] = sources["train"].removesuffix(" minus val")
+        sources["val"] = "none: data.trainval trains on train + val"
+    return ReadSplits(splits, list(raw.class_names), raw.source, dict(raw.sha256), list(raw.notes), sources)
+
+
+def is_listed(name: str) -> bool:
+    return name == "filelist" or suite_task(name) is not None
+
+
+def read_listed(cfg) -> ListedSplits:
+    directory = find_listed(cfg.name, cfg.root)
+    if cfg.name == "filelist":
+        return read_filelist(directory, cfg.train_list, cfg.val_list, cfg.test_list, cfg.trainval_list)
+    suite, task = suite_task(cfg.name)
+    return read_vtab1k(task.name, directory) if suite == "vtab1k" else read_fgvc(task.name, directory)
+
+
+def read_listed_splits(cfg) -> ReadSplits:
+    """A dataset given by lists: train / val / test as listed (val carved from train where no list names
+    it); with data.trainval, train is train + val and val is empty. Every list used gets its manifest."""
+    listed = read_listed(cfg)
+    train, val, sources = listed.train, listed.val, {}
+    lists = dict(listed.lists)
+    if cfg.trainval:
+        if listed.trainval is not None:
+            train, sources["train"] = listed.trainval, lists["trainval"]
+        else:
+            train = concat([train, val]) if val is not None else train
+            sources["train"] = lists["train"] + (f" + {lists['val']}" if val is not None else "")
+        val = Samples(np.array([], dtype=str), np.array([], dtype=np.int64))
+        sources["val"] = "none: data.trainval trains on train + val"
+    elif val is None:
+        train_index, val_index = split_train_val(len(train), cfg.val_fraction, cfg.split_seed)
+        train, val = train.take(train_index), train.take(val_index)
+        sources["train"] = f"{lists['train']} minus val"
+        sources["val"] = f"{cfg.val_fraction:.0%} of {lists['train']} (seed {cfg.split_seed})"
+    else:
+        sources["train"], sources["val"] = lists["train"], lists["val"]
+    sources["test"] = lists["test"]
+    used = {"train": lists["trainval"] if cfg.trainval and listed.trainval is not None else lists["train"],
+            "test": lists["test"]}
+    if not cfg.trainval and listed.val is not None:
+        used["val"] = lists["val"]
+    wholes = {"train": listed.trainval if used["train"] == lists.get("trainval") else listed.train,
+              "val": listed.val, "test": listed.test}
+    sha256, notes, manifests = check_manifests(cfg.name, Path(listed.source), used, wholes)
+    class_names = listed.class_names or [str(i) for i in range(listed.num_classes)]
+    return ReadSplits({"train": train, "val": val, "test": listed.test}, class_names, listed.source, sha256,
+                      notes, sources, manifests)
+
+
+def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[str, Samples]):
+    """(sha256, notes, manifest paths) of the lists used: each list's manifest is written on its
+    first use and checked on every later one; a lossy copy of a lossless source is noted."""
+    task = suite_task(name)
+    sha256, notes, manifests = {}, [], {}
+    for split, list_file in used.items():
+        manifest = split_manifest(list_file, base, wholes[split])
+        path = manifest_file(list_file)
+        if check_or_write(path, manifest):
+            notes.append(f"{split} manifest written: {path}")
+        manifests[split] = str(path)
+        lines = sorted(f"{file}\t{digest}\n" for file, digest in manifest["files"].items())
+        sha256[f"{split} list {Path(list_file).name}"] = manifest["list_sha256"] or "-"
+        sha256[f"{split} images:{manifest['count']}"] = hashlib.sha256("".join(lines).encode()).hexdigest()
+        if task is not None and task[1].lossless_source and (note := lossy_copy_note(name, split, manifest)):
+            notes.append(note)
+    return sha256, notes, manifests
 
 
 def check_images(cfg) -> tuple[int, list[str]]:
     """Decode every image file of a folder dataset (TinyImageNet, ImageFolder): the number of
     files decoded and one line per file that does not decode. Array datasets hold no files."""
-    layout, directory = find_data(cfg.name, cfg.root, cfg.download)
-    raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
-    paths = [str(p) for split in (raw.train, raw.test) if split.is_files for p in split.images]
+    if is_listed(cfg.name):
+        listed = read_listed(cfg)
+        splits = [listed.train, listed.test] + [s for s in (listed.val, listed.trainval) if s is not None]
+    else:
+        layout, directory = find_data(cfg.name, cfg.root, cfg.download)
+        raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
+        splits = [raw.train, raw.test]
+    paths = sorted({str(p) for split in splits if split.is_files for p in split.images})
     bad = []
     for path in paths:
         try:

@@ -88,6 +88,36 @@ HOW_TO_GET = {
     "imagefolder": "set data.root=DIR with DIR/<class>/*.png|jpg, or DIR/train/<class>/ and DIR/test/<class>/",
 }
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+# the suites' folders (peftlab.suites): where a task's files are, and how to get them
+SUITE_HOW_TO_GET = {
+    "vtab1k": "get the VTAB-1k image-folder release (NOAH / SSF / PETL_Vision: vtab-1k.zip, one folder per task "
+              "holding train800.txt, val200.txt, train800val200.txt and test.txt) and set data.root to the folder "
+              "holding the task folders",
+    "fgvc": "get the dataset and VPT's split files (train.json, val.json, test.json; github.com/KMnP/vpt) and "
+            "set data.root to the folder holding the dataset folders (cub/, nabirds/, flowers/, dogs/, cars/)",
+}
+SUITE_MARKERS = {"vtab1k": "train800.txt", "fgvc": "train.json"}
+
+
+def find_listed(name: str, root: str | None) -> Path:
+    """The folder of a suite task (``vtab1k/<task>``, ``fgvc/<name>``): ``root/<task>``, or ``root`` itself
+    when it is the task's folder; without a root, the download cache's ``<suite>/<task>``.
+    A dataset given by lists (``filelist``) is ``root`` itself."""
+    if name == "filelist":
+        directory = Path(root).expanduser()
+        if not directory.is_dir():
+            raise DataError(f"data.root={directory} does not exist or is not a folder: expected the folder the "
+                            "lists' paths are relative to")
+        return directory
+    suite, _, task = name.partition("/")
+    marker = SUITE_MARKERS[suite]
+    candidates = ([Path(root).expanduser() / task, Path(root).expanduser()] if root is not None
+                  else [cache_dir(suite) / task])
+    for directory in candidates:
+        if (directory / marker).is_file() or (task == "cub" and (directory / "train_test_split.txt").is_file()):
+            return directory.resolve()
+    where = f"data.root={candidates[1]}" if root is not None else f"the data cache ({candidates[0].parent})"
+    raise DataError(f"no {name} data in {where}: expected {candidates[0] / marker}; {SUITE_HOW_TO_GET[suite]}")
 
 
 def data_cache() -> Path:

@@ -43,6 +43,7 @@ from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.search import read_choices, tune_study, with_choices
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
+from peftlab.study.tune import search_key
 
 FINISHED = ("completed", "failed", "diverged")
 POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
@@ -104,7 +105,8 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         lines += [f"tune {m}: {s.search}, {s.trials} trials, " + ("done" if m in chosen else "not done")
                   for m, s in study.tune.items()]
         known = with_choices(study, chosen)
-        study = dataclasses.replace(known, runs=[s for s in known.runs if s.method in chosen or s.method not in study.tune])
+        study = dataclasses.replace(known, runs=[s for s in known.runs
+                                                 if search_key(s.method, s.config, study.tune) in (*chosen, None)])
     lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
     statuses = run_statuses(study_dir, study.runs)
     counts: dict[str, int] = {}

@@ -37,7 +37,7 @@ from typing import Any, Callable
 from peftlab.errors import UserError
 from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.study.spec import RunSpec, Study, run_id
-from peftlab.study.tune import METRICS, Search, apply_values
+from peftlab.study.tune import METRICS, Search, apply_values, search_key
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
@@ -56,7 +56,7 @@ def optuna_module():
 
 
 def tune_dir(study_dir: Path, method: str) -> Path:
-    return study_dir / "tune" / method
+    return study_dir / "tune" / method.replace("/", "-")  # a per-dataset search: "lora@vtab1k-dtd"
 
 
 def trial_value(result: dict, metric: str) -> float | None:
@@ -77,7 +77,7 @@ def best_trial(trials: list[dict]) -> dict | None:
 
 def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
     cfg = search.trial_config(params, seed)
-    return RunSpec(run_id(cfg), f"{search.method} trial {number}", search.method, seed, ("tune",), params, cfg)
+    return RunSpec(run_id(cfg), f"{search.name} trial {number}", search.method, seed, ("tune",), params, cfg)
 
 
 def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, can_stop: bool, slots: int,
@@ -99,9 +99,11 @@ def with_choices(study: Study, chosen: dict[str, dict]) -> Study:
     """The study's runs with each tuned method's chosen values set (new run ids) and recorded."""
     runs: dict[str, RunSpec] = {}
     for spec in study.runs:
-        choice = chosen.get(spec.method)
+        key = search_key(spec.method, spec.config, study.tune)
+        choice = chosen.get(key) if key is not None else None
         if choice is not None:
-            cfg = apply_values(spec.config, choice["params"])
+            final = {"data.trainval": True} if study.tune[key].final_trainval else {}
+            cfg = apply_values(spec.config, {**choice["params"], **final})
             spec = dataclasses.replace(spec, run_id=run_id(cfg), config=cfg, tuned_by=choice)
         if spec.run_id in runs:  # two configurations the choice made equal: one run, both groups
             old = runs[spec.run_id]
@@ -162,10 +164,10 @@ def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
         write_selection(done=False)
     chosen = write_selection(done=True)
     if chosen is None:
-        raise UserError(f"tuning of method '{search.method}': no trial completed (see {directory / SELECTION}); "
+        raise UserError(f"tuning of method '{search.name}': no trial completed (see {directory / SELECTION}); "
                         "its final runs were not started")
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
-    say(f"tune {search.method}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
+    say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
     return chosen
 
 
@@ -178,7 +180,7 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
     for trial in batch:
         params = proposals[trial.number]
         if trial.params and trial.params != params:
-            raise UserError(f"tuning of method '{search.method}': trial {trial.number} of "
+            raise UserError(f"tuning of method '{search.name}': trial {trial.number} of "
                             f"{directory} has values {trial.params}, expected {params}: delete that journal")
         specs = [trial_spec(search, trial.number, params, seed) for seed in search.seeds]
         trial.set_user_attr("run_ids", [s.run_id for s in specs])
@@ -209,15 +211,15 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
         elif any(r.get("status") == "stopped" for r in outcomes) or (
                 stopper is not None and any(stopper(s, directory / "runs" / s.run_id) for s in specs)):
             study.tell(trial, state=TrialState.PRUNED)
-            say(f"tune {search.method}: trial {number} pruned")
+            say(f"tune {search.name}: trial {number} pruned")
         elif all(v is not None for v in values):
             study.tell(trial, statistics.fmean(values))
-            say(f"tune {search.method}: trial {number} {search.metric}={statistics.fmean(values):.4f}")
+            say(f"tune {search.name}: trial {number} {search.metric}={statistics.fmean(values):.4f}")
         else:
             study.tell(trial, state=TrialState.FAIL)
-            say(f"tune {search.method}: trial {number} {outcomes[0].get('status', 'failed')}")
+            say(f"tune {search.name}: trial {number} {outcomes[0].get('status', 'failed')}")
     if stopped_from_outside:  # its trial stays running in the journal: the same command resumes its runs
-        raise UserError(f"tuning of method '{search.method}': {len(stopped_from_outside)} trial runs were stopped "
+        raise UserError(f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
                         f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them")
 
 

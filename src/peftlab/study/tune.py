@@ -43,7 +43,7 @@ from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten
                             to_dict)
 from peftlab.errors import ConfigError
 
-TUNE_KEYS = ("axes", "search", "trials", "metric", "seeds", "sampler_seed", "reduction_factor")
+TUNE_KEYS = ("axes", "search", "trials", "metric", "seeds", "sampler_seed", "reduction_factor", "final_trainval")
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
 # the validation metrics of result.json a search may select on: name -> the metrics.jsonl field each
@@ -99,9 +99,17 @@ class Search:
     sampler_seed: int = 0
     reduction_factor: int = 3
     template: RunConfig = field(default_factory=RunConfig, repr=False)  # the method's configuration
+    # the study's final runs of this method train on train + val (data.trainval); trials never do
+    final_trainval: bool = False
+    # the name of the search: the method, or "<method>@<dataset>" where a method runs on several datasets
+    key: str = ""
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
         return apply_values(self.template, {**params, "seed": seed, "train.test": False})  # never meets test
+
+    @property
+    def name(self) -> str:
+        return self.key or self.method
 
     def proposals(self) -> list[dict[str, Any]]:
         """The values of trial 0, 1, ... N-1, the same on every call: a grid in its product order,
@@ -208,16 +216,37 @@ def tune_searches(tune: Any, methods: dict[str, dict], templates: dict[str, list
     shared = shared_settings(tune, study_seeds)
     searches, explicit = {}, set()
     for method, options in methods.items():
-        searches[method], own_budget = method_search(method, (options or {}).get("tune") or {}, shared,
-                                                     templates[method], check_key, is_foreign)
-        if own_budget:
-            explicit.add(method)
+        for key, configs in per_dataset(method, templates[method]).items():
+            found, own_budget = method_search(method, (options or {}).get("tune") or {}, shared, configs,
+                                              check_key, is_foreign)
+            searches[key] = dataclasses.replace(found, key=key)
+            if own_budget:
+                explicit.add(key)
     budgets = {m: s.trials for m, s in searches.items() if m not in explicit}
     if len(set(budgets.values())) > 1:
         listed = ", ".join(f"{m} {n}" for m, n in budgets.items())
         raise ConfigError(f"study tune: the methods get different budgets ({listed} trials): expected the same "
                           "number for every method (set trials in a method's own tune: to differ on purpose)")
     return searches
+
+
+def search_key(method: str, cfg: RunConfig, searches: dict[str, Search]) -> str | None:
+    """The search a run of ``method`` on ``cfg``'s dataset belongs to (None: the method is not tuned)."""
+    for key in (method, f"{method}@{cfg.data.name}"):
+        if key in searches:
+            return key
+    return None
+
+
+def per_dataset(method: str, configs: list[RunConfig]) -> dict[str, list[RunConfig]]:
+    """A method's main configurations by the search they belong to: one search for the method, or one per
+    dataset ("<method>@<data.name>") when its configurations differ in the dataset alone (a VTAB study)."""
+    datasets = {}
+    for cfg in configs:
+        datasets.setdefault(cfg.data.name, []).append(cfg)
+    if len(datasets) == 1:
+        return {method: configs}
+    return {f"{method}@{name}": found for name, found in datasets.items()}
 
 
 def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
@@ -246,7 +275,12 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
     axes = tune.get("axes") or {}
     if not isinstance(axes, dict):
         raise ConfigError(f"study tune.axes must be a mapping of dotted config keys, got {type(axes).__name__}")
-    return {"search": search, "metric": metric, "trials": trials, "seeds": seeds, "axes": axes,
+    final_trainval = tune.get("final_trainval", False)
+    if not isinstance(final_trainval, bool):
+        raise ConfigError(f"study tune.final_trainval={shown(final_trainval)} is invalid: expected true (the final "
+                          "runs train on train + val, the tuned protocol of VTAB-1k) or false")
+    return {"final_trainval": final_trainval, "search": search, "metric": metric, "trials": trials, "seeds": seeds,
+            "axes": axes,
             "sampler_seed": _int(tune.get("sampler_seed", 0), "sampler_seed", 0, MAX_INT),
             "reduction_factor": _int(tune.get("reduction_factor", 3), "reduction_factor", 2, 100)}
 
@@ -258,16 +292,21 @@ def method_search(method: str, own: Any, shared: dict[str, Any], configs: list[R
         raise ConfigError(f"study method '{method}' tune: {shown(own)} is invalid: expected a mapping with "
                           f"{', '.join(METHOD_TUNE_KEYS)}")
     if len(configs) != 1:
-        raise ConfigError(f"study method '{method}' has {len(configs)} configurations (its axes): expected one "
-                          "to tune; tune the others in a study of their own")
+        raise ConfigError(f"study method '{method}' has {len(configs)} configurations (its axes) on "
+                          f"{configs[0].data.name}: expected one per dataset to tune; tune the others in a study "
+                          "of their own")
     template, search = configs[0], shared["search"]
     axes = method_axes(method, own, shared["axes"], template, check_key, is_foreign)
     if search == "grid" and any(a.values is None for a in axes.values()):
         key = next(k for k, a in axes.items() if a.values is None)
         raise ConfigError(f"study tune axis '{key}' is a range: search grid needs a list of values")
-    if template.data.val_fraction <= 0:
+    explicit_val = template.data.name.startswith(("vtab1k/", "fgvc/")) or template.data.val_list is not None
+    if template.data.val_fraction <= 0 and not explicit_val:
         raise ConfigError(f"study method '{method}': data.val_fraction={template.data.val_fraction} leaves no "
                           "validation split to tune on: expected a value in (0, 1)")
+    if template.data.trainval:
+        raise ConfigError(f"study method '{method}': data.trainval=true leaves no validation split to tune on: "
+                          "expected false (tune.final_trainval: true trains the final runs on train + val)")
     budget = shared["trials"]
     if own.get("trials") is not None:
         budget = _int(own["trials"], f"trials of method '{method}'", 1, MAX_TRIALS)
@@ -279,7 +318,7 @@ def method_search(method: str, own: Any, shared: dict[str, Any], configs: list[R
         budget = grid
     seeds = shared["seeds"]
     found = Search(method, tuple(axes.values()), search, budget, shared["metric"], seeds, shared["sampler_seed"],
-                   shared["reduction_factor"], dataclasses.replace(template, seed=seeds[0]))
+                   shared["reduction_factor"], dataclasses.replace(template, seed=seeds[0]), shared["final_trainval"])
     for params in _corners(found):  # every grid point, a range's ends: valid configurations
         try:
             found.trial_config(params, seeds[0])

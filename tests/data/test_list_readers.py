@@ -1,0 +1,182 @@
+"""Datasets given by lists: filelist, VTAB-1k's release and FGVC (VPT's jsons, CUB's own files).
+
+Bad lists are one DataError line naming the list file and the line; the manifest of each list
+catches a changed byte; a JPEG copy of a lossless source is flagged; the splits are the protocol's."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from peftlab.config import load_config
+from peftlab.data.build import describe_data, load_splits
+from peftlab.errors import ConfigError, DataError
+
+
+def image(path, value, fmt="PNG"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((6, 6, 3), value % 256, np.uint8)).save(path, format=fmt)
+
+
+def vtab_task(root, task="svhn", classes=10, fmt="png", per=(2, 1, 2)):
+    """A VTAB-1k task folder in the release layout: per = images per class in train800, val200, test."""
+    folder, lines, n = root / task, {}, 0
+    for split, count in zip(("train800", "val200", "test"), per):
+        lines[split] = []
+        for label in range(classes):
+            for _ in range(count):
+                relative = f"images/{split}/{n:05d}.{fmt}"
+                image(folder / relative, n, "JPEG" if fmt == "jpg" else "PNG")
+                lines[split].append(f"{relative} {label}")
+                n += 1
+    for split, entries in lines.items():
+        (folder / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    (folder / "train800val200.txt").write_text("\n".join(lines["train800"] + lines["val200"]) + "\n")
+    return folder
+
+
+def data_cfg(*overrides):
+    return load_config(None, list(overrides)).data
+
+
+def test_vtab_task_reads_its_lists_as_the_protocol_splits(tmp_path):
+    vtab_task(tmp_path)
+    splits, info = load_splits(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}"))
+    assert info.split_sizes == {"train": 20, "val": 10, "test": 20} and info.num_classes == 10
+    assert info.split_sources["train"].endswith("svhn/train800.txt")
+    assert info.split_sources["val"].endswith("svhn/val200.txt")
+    assert sorted(info.manifests) == ["test", "train", "val"]
+    final, info = load_splits(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}", "data.trainval=true"))
+    assert info.split_sizes == {"train": 30, "val": 0, "test": 20}
+    assert info.split_sources["train"].endswith("svhn/train800val200.txt")
+    assert set(final["train"].images) == set(splits["train"].images) | set(splits["val"].images)
+    # the task's own folder works as data.root too
+    assert describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path / 'svhn'}")).split_sizes["val"] == 10
+
+
+def corrupt_list(folder, name, line, text):
+    lines = (folder / name).read_text().split("\n")
+    lines[line - 1] = text
+    (folder / name).write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: corrupt_list(f, "test.txt", 3, "images/test/nope.png 1"), "test.txt line 3: missing file"),
+    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png 10"), "test.txt line 2: label 10 is out of range"),
+    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00030.png 0"), "test.txt line 2: 'images/test/00030.png' "
+                                                                          "is listed twice (first on line 1)"),
+    (lambda f: corrupt_list(f, "test.txt", 2, "../../etc/passwd 0"), "test.txt line 2: '../../etc/passwd' leaves"),
+    (lambda f: corrupt_list(f, "test.txt", 2, "/etc/passwd 0"), "test.txt line 2: '/etc/passwd' is not a path "
+                                                                "relative to"),
+    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png one"), "test.txt line 2: label 'one' is not"),
+    (lambda f: corrupt_list(f, "val200.txt", 1, "images/test/00030.png 0"), "is in both"),
+    (lambda f: (f / "test.txt").write_bytes((f / "test.txt").read_bytes().replace(b"\n", b"\r\n")),
+     "test.txt line 1: a carriage return (Windows line endings)"),
+    (lambda f: corrupt_list(f, "train800val200.txt", 1, ""), "train800val200.txt: expected exactly the images"),
+    (lambda f: (f / "val200.txt").unlink(), "val200.txt"),
+])
+def test_a_bad_list_is_one_line_naming_the_file_and_line(tmp_path, damage, expected):
+    folder = vtab_task(tmp_path)
+    damage(folder)
+    with pytest.raises(DataError) as err:
+        describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}"))
+    message = str(err.value)
+    assert "\n" not in message and expected in message, message
+
+
+def test_the_manifest_catches_a_changed_byte_and_a_missing_file(tmp_path):
+    folder = vtab_task(tmp_path)
+    cfg = data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}")
+    info = describe_data(cfg)
+    assert any("manifest written" in note for note in info.notes)
+    again = describe_data(cfg)  # checked, not rewritten
+    assert not any("manifest written" in note for note in again.notes) and again.sha256 == info.sha256
+    target = folder / "images" / "test" / "00035.png"
+    original = target.read_bytes()
+    damaged = bytearray(original)
+    damaged[-13] ^= 1
+    target.write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match=r"images/test/00035.png changed \(SHA-256"):
+        describe_data(cfg)
+    target.write_bytes(original)
+    describe_data(cfg)
+    manifest = json.loads(open(info.manifests["test"]).read())
+    assert manifest["count"] == 20 and manifest["formats"] == {"PNG": 20} and manifest["sizes"] == {"6x6": 20}
+    assert manifest["classes"] == list(range(10)) and len(manifest["files"]) == 20
+
+
+def test_a_jpeg_copy_of_a_lossless_task_is_flagged(tmp_path):
+    vtab_task(tmp_path, "svhn", fmt="jpg")
+    vtab_task(tmp_path, "dtd", classes=47, fmt="jpg", per=(1, 1, 1))
+    svhn = describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}"))
+    assert [n for n in svhn.notes if n.startswith("lossy copy: 20 of the 20 test images of vtab1k/svhn are JPEG")]
+    dtd = describe_data(data_cfg("data.name=vtab1k/dtd", f"data.root={tmp_path}"))  # DTD is JPEG at its source
+    assert not [n for n in dtd.notes if n.startswith("lossy copy")]
+    png = describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path / 'png'}")) \
+        if vtab_task(tmp_path / "png") else None
+    assert not [n for n in png.notes if n.startswith("lossy copy")]
+
+
+def test_a_missing_task_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        describe_data(data_cfg("data.name=vtab1k/kitti", f"data.root={tmp_path}"))
+    assert f"expected {tmp_path / 'kitti' / 'train800.txt'}" in str(err.value) and "VTAB-1k" in str(err.value)
+    with pytest.raises(ConfigError, match="data.name"):
+        data_cfg("data.name=vtab1k/imagenet")
+
+
+def fgvc_dataset(root, name="dogs", classes=120, image_dir="Images", first_id=1):
+    folder, n = root / name, 0
+    entries = {"train": {}, "val": {}, "test": {}}
+    for split in entries:
+        for class_id in range(first_id, first_id + classes):
+            relative = f"c{class_id}/{split}{n}.jpg"
+            image(folder / image_dir / relative, n, "JPEG")
+            entries[split][relative] = class_id
+            n += 1
+    for split, mapping in entries.items():
+        (folder / f"{split}.json").write_text(json.dumps(mapping))
+    return folder
+
+
+def test_fgvc_reads_vpt_jsons_with_ids_mapped_in_sorted_order(tmp_path):
+    fgvc_dataset(tmp_path)
+    splits, info = load_splits(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}"))
+    assert info.split_sizes == {"train": 120, "val": 120, "test": 120} and info.num_classes == 120
+    first = {str(p).rsplit("/", 2)[-2]: int(label) for p, label in zip(splits["train"].images, splits["train"].labels)}
+    assert first["c1"] == 0 and first["c120"] == 119
+    (tmp_path / "dogs" / "test.json").write_text(json.dumps({"c1/test240.jpg": 999}))
+    with pytest.raises(DataError, match="test.json: class id 999 is not among the training classes"):
+        describe_data(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}"))
+
+
+def test_cub_without_jsons_reads_its_official_split(tmp_path):
+    folder = tmp_path / "cub"
+    images, labels, split = [], [], []
+    for image_id in range(1, 401):
+        class_id = (image_id - 1) % 200 + 1
+        relative = f"{class_id:03d}.Bird/img_{image_id}.jpg"
+        image(folder / "images" / relative, image_id, "JPEG")
+        images.append(f"{image_id} {relative}")
+        labels.append(f"{image_id} {class_id}")
+        split.append(f"{image_id} {1 if image_id <= 200 else 0}")
+    for name, lines in (("images.txt", images), ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+        (folder / name).write_text("\n".join(lines) + "\n")
+    info = describe_data(data_cfg("data.name=fgvc/cub", f"data.root={tmp_path}", "data.val_fraction=0.25"))
+    assert info.split_sizes == {"train": 150, "val": 50, "test": 200} and info.num_classes == 200
+    assert "is_training_image 1" in info.split_sources["train"]
+
+
+def test_filelist_with_explicit_lists_and_a_carved_val(tmp_path):
+    folder = vtab_task(tmp_path, "mine", classes=3)
+    cfg = data_cfg("data.name=filelist", f"data.root={folder}", "data.train_list=train800.txt",
+                   "data.test_list=test.txt", "data.val_fraction=0.5")
+    info = describe_data(cfg)
+    assert info.split_sizes == {"train": 3, "val": 3, "test": 6} and info.num_classes == 3
+    assert "50% of" in info.split_sources["val"]
+    with pytest.raises(ConfigError, match="data.train_list"):
+        data_cfg("data.name=filelist", f"data.root={folder}", "data.test_list=test.txt")
+    with pytest.raises(ConfigError, match="data.train_list"):
+        data_cfg("data.name=fashion_mnist", "data.train_list=x.txt")
