@@ -70,6 +70,10 @@ class DataConfig:
     # imagefolder: a folder of class folders that is the test split (None: root/test, else root/val,
     # else 20% of the images); the training images are then root/train, or root itself
     test_dir: str | None = None
+    # resizing to model.img_size (antialiased): bilinear, or bicubic as VTAB-1k's protocols resize
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    # false: pixels in [0, 1] without the model's mean/std (PETL_Vision's default for VTAB-1k)
+    normalize: bool = True
     # train on train + val (the final runs of the tuned protocol: VTAB-1k's train800val200.txt); val is empty
     trainval: bool = False
     # filelist: list files of 'relative/path label' lines, relative to data.root (image paths too);
@@ -168,6 +172,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     head_weight_decay: float | None = None  # None: same as weight_decay
     warmup_ratio: float = 0.06
+    label_smoothing: float = 0.0  # of the training loss (PETL benchmarks differ here); evaluation is plain
     grad_accum: int = 1
     clip_grad: float | None = 1.0
     # auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is ~20x slower here)
@@ -207,6 +212,8 @@ class TrainConfig:
         check_field(self.head_weight_decay is None or self.head_weight_decay >= 0, "train.head_weight_decay",
                self.head_weight_decay, "a number >= 0 or null")
         check_field(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a value in [0, 1)")
+        check_field(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing,
+                    "a value in [0, 1)")
         check_field(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
                "a number > 0 or null")
         check_field(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "train.device", self.device,

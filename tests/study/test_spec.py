@@ -196,7 +196,7 @@ def test_the_dry_run_table_reads_the_runs_that_have_a_directory(tmp_path):
     """Statuses and the time estimate from the run directories present; a run without one is pending."""
     import json
 
-    from peftlab.study.runner import dry_run_table
+    from peftlab.study.estimate import dry_run_table
 
     study = load_study(write_study(tmp_path, {"seeds": 4, "methods": {"lora": {}}}))
     runs = tmp_path / "out" / "runs"
@@ -210,4 +210,6 @@ def test_the_dry_run_table_reads_the_runs_that_have_a_directory(tmp_path):
     assert [line.split()[1] for line in table[1:5]] == ["completed", "failed", "partial", "pending"]
     assert table[-1] == ("4 runs: 1 done, 1 failed, 0 diverged, 1 partial, 1 pending; remaining time: about 4.0 min "
                          "(mean of 1 finished runs)")
-    assert dry_run_table(study, tmp_path / "none").endswith("4 pending; remaining time: unknown until a run finishes")
+    lines = dry_run_table(study, tmp_path / "none").splitlines()
+    assert lines[-2].endswith("4 pending; remaining time: unknown until a run finishes")
+    assert lines[-1].startswith("compute: ")

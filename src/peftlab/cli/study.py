@@ -49,7 +49,8 @@ def add_study(sub) -> None:
 
 
 def cmd_study(args) -> int:
-    from peftlab.study.runner import dry_run_table, format_summary, run_study
+    from peftlab.study.estimate import dry_run_table
+    from peftlab.study.runner import format_summary, run_study
     from peftlab.study.spec import load_study
 
     study = load_study(args.study)

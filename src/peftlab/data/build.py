@@ -2,7 +2,7 @@
 
 `cfg` is any object with the attributes of peftlab's data config: name, root, download,
 val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment,
-num_workers, cache; trainval (absent: false); for filelist also train_list, val_list, test_list and
+num_workers, cache; trainval (absent: false), interpolation (bilinear), normalize (true); for filelist also train_list, val_list, test_list and
 trainval_list.
 
 Order of operations: read the dataset's own train and test splits; keep the label set
@@ -252,6 +252,9 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
     num_workers = cfg.num_workers
     if num_workers is None:
         num_workers = default_num_workers(device or torch.device("cpu"))
+    interpolation = getattr(cfg, "interpolation", "bilinear")
+    if not getattr(cfg, "normalize", True):  # pixels in [0, 1], as PETL_Vision's unnormalized runs see them
+        mean, std = (0.0,) * len(mean), (1.0,) * len(std)
     eval_transform = make_transform(mean, std, in_chans)
     train_transform = eval_transform
     if cfg.augment:
@@ -262,14 +265,16 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
     for split, samples in splits.items():
         transform = train_transform if split == "train" else eval_transform
         if samples.is_files and cfg.cache:  # decoded once, then memory-mapped: an in-memory split
-            decoded = DecodedFiles(samples.images, samples.labels, img_size, in_chans)
+            decoded = DecodedFiles(samples.images, samples.labels, img_size, in_chans, interpolation)
             images = cached_images(info.sha256, split, decoded, num_workers, cache_dir)
-            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform)
+            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform,
+                                           interpolation)
         elif samples.is_files:
-            datasets[split] = FileDataset(samples.images, samples.labels, img_size, in_chans, transform)
+            datasets[split] = FileDataset(samples.images, samples.labels, img_size, in_chans, transform, interpolation)
         else:
-            images = resize_images(samples.images, img_size, in_chans)
-            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform)
+            images = resize_images(samples.images, img_size, in_chans, interpolation)
+            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform,
+                                           interpolation)
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info)
 
 

@@ -34,10 +34,12 @@ CACHE_FORMAT = 1  # bump when what a cache file holds changes
 BUILD_BATCH = 64
 
 
-def cache_key(sha256: dict[str, str], split: str, paths, size: int, in_chans: int) -> str:
+def cache_key(sha256: dict[str, str], split: str, paths, size: int, in_chans: int,
+              interpolation: str = "bilinear") -> str:
     """Hex digest naming the cache file of one split."""
     facts = {"format": CACHE_FORMAT, "sha256": dict(sorted(sha256.items())), "split": split,
              "paths": [str(p) for p in paths], "size": size, "in_chans": in_chans,
+             **({} if interpolation == "bilinear" else {"interpolation": interpolation}),  # bilinear: keys stay
              "pillow": PIL.__version__, "torch": torch.__version__.split("+")[0]}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -96,7 +98,8 @@ def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num
     if not len(decoded):  # nothing to decode (an empty val split): numpy cannot map an empty array
         return torch.empty(shape, dtype=torch.uint8)
     directory = directory or writable_cache_dir(decoded_cache_dir())
-    path = directory / f"{cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans)}.npy"
+    key = cache_key(sha256, split, decoded.paths, decoded.size, decoded.in_chans, decoded.interpolation)
+    path = directory / f"{key}.npy"
     images = read_cache(path, shape)
     if images is None:
         try:

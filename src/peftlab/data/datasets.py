@@ -31,8 +31,8 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
 MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-def resize_batch(x: torch.Tensor, size: int, in_chans: int) -> torch.Tensor:
-    """uint8 B x C x H x W -> uint8 B x C' x size x size (bilinear, antialiased).
+def resize_batch(x: torch.Tensor, size: int, in_chans: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """uint8 B x C x H x W -> uint8 B x C' x size x size (bilinear or bicubic, antialiased).
 
     RGB becomes one luma channel when in_chans == 1; grayscale stays one channel
     (normalisation broadcasts it to three).
@@ -40,13 +40,13 @@ def resize_batch(x: torch.Tensor, size: int, in_chans: int) -> torch.Tensor:
     if x.shape[1] == 3 and in_chans == 1:
         x = (x.float() * torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x.float(), size=(size, size), mode=interpolation, antialias=True, align_corners=False)
     if x.dtype != torch.uint8:
         x = x.round_().clamp_(0, 255).to(torch.uint8)
     return x
 
 
-def resize_images(images: np.ndarray, size: int, in_chans: int) -> torch.Tensor:
+def resize_images(images: np.ndarray, size: int, in_chans: int, interpolation: str = "bilinear") -> torch.Tensor:
     """uint8 N x C x H x W array -> uint8 N x C' x size x size tensor, resized chunk by chunk.
 
     A split that would exceed PRERESIZE_LIMIT_BYTES at the target size is returned as
@@ -59,7 +59,7 @@ def resize_images(images: np.ndarray, size: int, in_chans: int) -> torch.Tensor:
     out = torch.empty((n, out_chans, size, size), dtype=torch.uint8)
     for start in range(0, n, RESIZE_CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + RESIZE_CHUNK]))
-        out[start : start + RESIZE_CHUNK] = resize_batch(chunk, size, in_chans)
+        out[start : start + RESIZE_CHUNK] = resize_batch(chunk, size, in_chans, interpolation)
     return out
 
 
@@ -127,24 +127,26 @@ class ArrayDataset(Dataset):
     the fly with the same function.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int, in_chans: int, transform: ImageTransform):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int, in_chans: int, transform: ImageTransform,
+                 interpolation: str = "bilinear"):
         self.images = images  # uint8 N x C x H x W, C in {1, 3}
         self.labels = labels  # int64 N
         self.size = size
         self.in_chans = in_chans
         self.transform = transform
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = resize_batch(self.images[index][None], self.size, self.in_chans)[0]  # no-op when resized already
+        x = resize_batch(self.images[index][None], self.size, self.in_chans, self.interpolation)[0]  # no-op when resized
         return self.transform(x), int(self.labels[index])
 
     def load_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 B x C x size x size, int64 B) at once, before the transform."""
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return resize_batch(self.images[indices], self.size, self.in_chans), self.labels[indices]
+        return resize_batch(self.images[indices], self.size, self.in_chans, self.interpolation), self.labels[indices]
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(float B x in_chans x size x size, int64 B) at once."""
@@ -157,7 +159,7 @@ class ArrayDataset(Dataset):
         return list(zip(images.unbind(0), labels.tolist()))
 
 
-def load_image(path: str, size: int, in_chans: int) -> torch.Tensor:
+def load_image(path: str, size: int, in_chans: int, interpolation: str = "bilinear") -> torch.Tensor:
     """Decode one image file -> uint8 in_chans x size x size.
 
     The size its header declares is checked against `MAX_IMAGE_PIXELS` before any pixel is decoded.
@@ -176,7 +178,7 @@ def load_image(path: str, size: int, in_chans: int) -> torch.Tensor:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # a bomb: too many pixels
         raise DataError(f"cannot decode image {path}: {one_line(err)[:300]}") from None
     x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
-    return resize_batch(x[None], size, in_chans)[0]
+    return resize_batch(x[None], size, in_chans, interpolation)[0]
 
 
 class DecodedFiles(Dataset):
@@ -186,29 +188,32 @@ class DecodedFiles(Dataset):
     batches in the main process.
     """
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int):
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int,
+                 interpolation: str = "bilinear"):
         self.paths = paths  # str N
         self.labels = labels  # int64 N
         self.size = size
         self.in_chans = in_chans
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return load_image(str(self.paths[index]), self.size, self.in_chans), int(self.labels[index])
+        return load_image(str(self.paths[index]), self.size, self.in_chans, self.interpolation), int(self.labels[index])
 
 
 class FileDataset(Dataset):
     """A folder split: items are decoded from their files on demand."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int, transform: ImageTransform):
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int, transform: ImageTransform,
+                 interpolation: str = "bilinear"):
         self.paths = paths  # str N
         self.labels = labels  # int64 N
         self.size = size
         self.in_chans = in_chans
         self.transform = transform
-        self.decoded = DecodedFiles(paths, labels, size, in_chans)
+        self.decoded = DecodedFiles(paths, labels, size, in_chans, interpolation)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -25,7 +25,6 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +39,9 @@ from peftlab.files import check_kind, read_json, run_status, write_json_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
-from peftlab.study.search import read_choices, tune_study, with_choices
+from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
-from peftlab.study.tune import search_key
 
 FINISHED = ("completed", "failed", "diverged")
 POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
@@ -81,47 +79,6 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
         present = set()
     return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
             for spec in specs}
-
-
-def estimate_remaining(study_dir: Path, specs: list[RunSpec],
-                       statuses: dict[str, str]) -> tuple[float | None, int]:
-    """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
-    walls = []
-    for spec in specs:
-        if statuses[spec.run_id] != "completed":
-            continue
-        result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
-        wall = (result.get("timing") or {}).get("wall_seconds")
-        if result.get("status") == "completed" and wall:
-            walls.append(wall)
-    remaining = sum(statuses[s.run_id] not in FINISHED for s in specs)
-    return (statistics.mean(walls) * remaining if walls else None), len(walls)
-
-
-def dry_run_table(study: Study, study_dir: Path) -> str:
-    lines = []
-    if study.tune:  # final runs whose search is done; the others' ids are known when theirs is
-        chosen = read_choices(study, study_dir)
-        lines += [f"tune {m}: {s.search}, {s.trials} trials, " + ("done" if m in chosen else "not done")
-                  for m, s in study.tune.items()]
-        known = with_choices(study, chosen)
-        study = dataclasses.replace(known, runs=[s for s in known.runs
-                                                 if search_key(s.method, s.config, study.tune) in (*chosen, None)])
-    lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
-    statuses = run_statuses(study_dir, study.runs)
-    counts: dict[str, int] = {}
-    for spec in study.runs:
-        status = statuses[spec.run_id]
-        counts[status] = counts.get(status, 0) + 1
-        lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
-    seconds, n = estimate_remaining(study_dir, study.runs, statuses)
-    done = counts.get("completed", 0)
-    eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
-        "unknown until a run finishes"
-    lines.append(f"{len(study.runs)} runs: {done} done, {counts.get('failed', 0)} failed, "
-                 f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
-                 f"{counts.get('pending', 0)} pending; remaining time: {eta}")
-    return "\n".join(lines)
 
 
 def validate_study(study: Study) -> None:

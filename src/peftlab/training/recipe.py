@@ -34,6 +34,7 @@ from peftlab.files import kill_point, write_atomic
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
 from peftlab.progress import TextProgress
+from peftlab.protocol import protocol_card
 from peftlab.training import checkpoint, distributed, preflight
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
@@ -42,7 +43,7 @@ from peftlab.training.runtime import (autocast, compile_model, default_threads, 
 from peftlab.training.step import (Diverged, NonFinite, Optimization, epoch_batches, micro_pieces, piece_weights,
                                    training_step, warmup_cosine)
 from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, is_head_param
 
 
 @dataclass
@@ -201,7 +202,8 @@ def optimization(s: Setting, tuner, total_steps: int) -> Optimization:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(s.device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
-    return Optimization(optimizer, scheduler, scaler, trainable, tc.precision, tc.clip_grad, s.device)
+    return Optimization(optimizer, scheduler, scaler, trainable, tc.precision, tc.clip_grad, s.device,
+                        tc.label_smoothing)
 
 
 def restore(s: Setting, built: Built, opt: Optimization, data: Data, state: RunState) -> tuple[Position, Monitors]:
@@ -415,9 +417,15 @@ def result_record(s: Setting, data: Data, built: Built, opt: Optimization, pos: 
         "auto_batch": state.auto_batch,
         "merge": evaluations["merge"],
         "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
+        "protocol": protocol_card(s.cfg, data.splits.info.split_sources, data.spec.img_size, data.spec.mean,
+                                  data.spec.std, {**final, "head": head_count(tuner)}),
         "provenance": state.provenance,
         **summarize(monitor, s.log.records(), train_seconds=pos.train_seconds),  # health, monitors, convergence, frozen_base
     }
+
+
+def head_count(tuner) -> int:
+    return sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
 
 
 def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:

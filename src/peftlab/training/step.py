@@ -37,6 +37,7 @@ class Optimization:
     precision: str
     clip_grad: float | None
     device: torch.device
+    label_smoothing: float = 0.0  # of the training loss only
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float):
@@ -52,11 +53,11 @@ def warmup_cosine(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def compute_loss(model, images, labels, precision: str, device) -> torch.Tensor:
+def compute_loss(model, images, labels, precision: str, device, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of one micro-batch, the forward pass under the configured autocast."""
     with autocast(precision, device):
         logits = model(images)
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
 class NonFinite:
@@ -113,7 +114,7 @@ def training_step(model, tuner, micro_batches, opt: Optimization, *, step: int, 
     """
     loss_sum = torch.zeros((), device=opt.device)
     for index, (images, labels) in enumerate(micro_batches):
-        loss = compute_loss(model, images, labels, opt.precision, opt.device)
+        loss = compute_loss(model, images, labels, opt.precision, opt.device, opt.label_smoothing)
         if weights is not None:
             loss = loss * weights[index]
         loss = loss + tuner.regularization()

@@ -1,0 +1,152 @@
+"""What a study will cost: the dry-run's table of runs, with the time left from finished runs, or before
+any has finished its training FLOPs, counted on meta models.
+
+A dry-run's time estimate comes from finished runs once there are some; before that, this
+module counts the backbone's forward FLOPs per image (torch's FlopCounterMode on the meta device:
+no weights, no data) and multiplies out every run and tuning trial:
+
+    3 x forward FLOPs x training images x epochs  +  forward FLOPs x validation images x epochs
+
+(the backward pass costs about twice the forward; a method's own arithmetic, VPT's extra tokens
+and the one test evaluation are left out). The images per run are known without reading data
+for VTAB-1k (800 training and 200 validation images, 1,000 and none for the final runs on
+train + val) and for configs that set ``data.train_subset``; other runs are counted as unknown.
+The GPU-hours are at a stated sustained rate, not a measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from peftlab.config import RunConfig, to_dict
+from peftlab.files import read_json
+from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
+from peftlab.study.search import read_choices, with_choices
+from peftlab.study.spec import RunSpec, Study
+from peftlab.study.tune import search_key
+
+ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
+
+
+def images_per_epoch(cfg: RunConfig) -> tuple[int, int] | None:
+    """(training, validation) images one epoch of ``cfg`` sees, when known without the data."""
+    data = cfg.data
+    if data.name.startswith("vtab1k/"):
+        train, val = (1000, 0) if data.trainval else (800, 200)
+    elif data.train_subset is not None:
+        train, val = data.train_subset, data.val_subset or 0
+    else:
+        return None
+    return (min(train, data.train_subset or train), 0 if data.trainval else min(val, data.val_subset or val))
+
+
+def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
+    """The backbone's forward FLOPs for one image at the config's input size (None if it cannot be counted)."""
+    key = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True, default=str)
+    if key not in cache:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from peftlab.backbones import input_spec_for
+        from peftlab.params import meta_model
+
+        try:
+            model, spec = meta_model(cfg), input_spec_for(cfg.model)
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                model(torch.empty(1, spec.in_chans, spec.img_size, spec.img_size, device="meta"))
+            cache[key] = counter.get_total_flops()
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):  # an op meta tensors cannot run
+            cache[key] = None
+    return cache[key]
+
+
+def run_flops(cfg: RunConfig, cache: dict) -> int | None:
+    images, flops = images_per_epoch(cfg), forward_flops(cfg, cache)
+    if images is None or flops is None:
+        return None
+    train, val = images
+    return cfg.train.epochs * (3 * train + val) * flops
+
+
+def training_estimate(configs: list[RunConfig]) -> str:
+    """One line: the training FLOPs of ``configs`` (every run and trial) and GPU-hours at ASSUMED_TFLOPS."""
+    cache: dict = {}
+    counted = [run_flops(cfg, cache) for cfg in configs]
+    known = [f for f in counted if f is not None]
+    unknown = len(counted) - len(known)
+    if not known:
+        return f"compute: unknown ({unknown} runs whose image counts are known only once their data is read)"
+    total = sum(known)
+    hours = total / (ASSUMED_TFLOPS * 1e12) / 3600
+    amount = f"{total / 1e15:,.1f} PFLOP" if total >= 1e15 else f"{total / 1e12:,.2f} TFLOP"
+    time = f"{hours:,.1f} GPU-hours" if hours >= 1 else f"{hours * 60:,.1f} GPU-minutes"
+    left_out = f"; {unknown} runs of unknown size not counted" if unknown else ""
+    return (f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x images x epochs, "
+            f"counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s (an H100 at "
+            f"about 30% of its bf16 peak){left_out}")
+
+
+def estimate_remaining(study_dir: Path, specs: list[RunSpec],
+                       statuses: dict[str, str]) -> tuple[float | None, int]:
+    """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
+    walls = []
+    for spec in specs:
+        if statuses[spec.run_id] != "completed":
+            continue
+        result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
+        wall = (result.get("timing") or {}).get("wall_seconds")
+        if result.get("status") == "completed" and wall:
+            walls.append(wall)
+    remaining = sum(statuses[s.run_id] not in FINISHED for s in specs)
+    return (statistics.mean(walls) * remaining if walls else None), len(walls)
+
+
+def dry_run_table(study: Study, study_dir: Path) -> str:
+    """One line per run (and per search); a final run whose search has not chosen yet is listed with its
+    configuration and seed, its run id known once the search is done."""
+    lines, planned, waiting = [], planned_configs(study), []
+    if study.tune:
+        chosen = read_choices(study, study_dir)
+        lines += [f"tune {m}: {s.search}, {s.trials} trials, " + ("done" if m in chosen else "not done")
+                  for m, s in study.tune.items()]
+        known = with_choices(study, chosen)
+        ready = [s for s in known.runs if search_key(s.method, s.config, study.tune) in (*chosen, None)]
+        waiting = [s for s in known.runs if search_key(s.method, s.config, study.tune) not in (*chosen, None)]
+        study = dataclasses.replace(known, runs=ready)
+    lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
+    statuses = run_statuses(study_dir, study.runs)
+    counts: dict[str, int] = {}
+    for spec in study.runs:
+        status = statuses[spec.run_id]
+        counts[status] = counts.get(status, 0) + 1
+        lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
+    for spec in waiting:
+        lines.append(f"{'(tuning)':<12}  {'pending':<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
+    seconds, n = estimate_remaining(study_dir, study.runs, statuses)
+    done = counts.get("completed", 0)
+    eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
+        "unknown until a run finishes"
+    tuning = f" ({len(waiting)} wait for their search to choose)" if waiting else ""
+    lines.append(f"{len(study.runs) + len(waiting)} runs: {done} done, {counts.get('failed', 0)} failed, "
+                 f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
+                 f"{counts.get('pending', 0) + len(waiting)} pending{tuning}; remaining time: {eta}")
+    if seconds is None:
+        lines.append(training_estimate(planned))
+    return "\n".join(lines)
+
+
+def planned_configs(study: Study) -> list:
+    """Every run's and trial's configuration a study will train (final runs as configured, untuned)."""
+    configs = []
+    for spec in study.runs:
+        key = search_key(spec.method, spec.config, study.tune)
+        final = key is not None and study.tune[key].final_trainval
+        configs.append(dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, trainval=True))
+                       if final else spec.config)
+    for search in study.tune.values():
+        configs += [search.template] * (search.trials * len(search.seeds))
+    return configs
