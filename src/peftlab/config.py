@@ -39,6 +39,7 @@ from peftlab.config_paths import PATH_FIELDS, REPO_ROOT, hashed_path, resolve_pa
 from peftlab.config_sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
 from peftlab.config_yaml import deep_merge, nest, parse_overrides, parse_yaml, read_text_file, read_yaml  # noqa: F401
 from peftlab.errors import ConfigError
+from peftlab.protocol import PRESETS, preset_values
 from peftlab.tuners.ia3.config import IA3_STANDARD
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -69,6 +70,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # tracking sinks besides metrics.jsonl (peftlab.tracking); not part of the run id
     track: tuple[Literal[TRACKERS], ...] = ()
+    # a published protocol whose settings the run takes and keeps (peftlab.protocol.PRESETS): none,
+    # petl_vision or vpetl_bench; a key the config sets otherwise is an error
+    protocol: Literal["none", "petl_vision", "vpetl_bench"] = "none"
 
     def __post_init__(self):
         check_field(0 < len(self.name) <= 128 and self.name not in (".", "..") and self.name.isprintable()
@@ -83,6 +87,8 @@ class RunConfig:
                        "null when data.val_fraction is 0 (early stopping needs a validation split)")
         check_field(len(set(self.track)) == len(self.track), "track", list(self.track),
                     "a list of distinct names from " + ", ".join(TRACKERS))
+        if self.protocol != "none":
+            check_protocol(self)
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,7 +202,11 @@ def _cached(cache: dict, key: tuple, make: typing.Callable[[], Any], limit: int 
 
 
 def from_dict(cls: type, data: dict, prefix: str = ""):
-    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types. A RunConfig
+    naming a ``protocol`` takes that protocol's settings beneath its own (which must then agree)."""
+    if cls is RunConfig and data.get("protocol") in PRESETS:
+        dataset = data.get("data", {}).get("name") if isinstance(data.get("data"), dict) else None
+        data = deep_merge(nest(preset_values(data["protocol"], dataset)), data)
     hints, names = _hints_and_names(cls)
     kwargs = {}
     for key, value in data.items():
@@ -208,6 +218,15 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
+
+
+def check_protocol(cfg: "RunConfig") -> None:
+    """Every setting of ``cfg.protocol`` holds: the run is that protocol's, as far as peftlab reproduces it."""
+    for dotted, value in preset_values(cfg.protocol, cfg.data.name).items():
+        section, _, name = dotted.partition(".")
+        if getattr(getattr(cfg, section), name) != value:
+            fail_field(dotted, getattr(getattr(cfg, section), name),
+                       f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)")
 
 
 def method_fields(name: str) -> list[str]:
@@ -291,7 +310,8 @@ LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "trai
                                "quant.cpu_kernel": "reference", "train.test": True,
                                "data.trainval": False, "data.train_list": None, "data.val_list": None,
                                "data.test_list": None, "data.trainval_list": None,
-                               "data.interpolation": "bilinear", "data.normalize": True, "train.label_smoothing": 0.0}
+                               "data.interpolation": "bilinear", "data.normalize": "model", "train.label_smoothing": 0.0,
+                               "protocol": "none"}
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).

@@ -35,6 +35,9 @@ DESCRIPTIONS = {
     "RunConfig.name": "the run's name (default run directory runs/<name>; a study sets it to the study's name)",
     "RunConfig.seed": "seed of the initialisation, the data order and dropout (not of the split: data.split_seed)",
     "RunConfig.track": "tracking sinks besides metrics.jsonl: tensorboard, mlflow, wandb (not part of the run id)",
+    "RunConfig.protocol": "a published VTAB-1k protocol whose settings the run takes and keeps: none, petl_vision "
+                          "(bicubic, unnormalized, no augmentation) or vpetl_bench (bilinear, ImageNet mean/std, "
+                          "label smoothing 0.1 on 12 tasks); see docs/benchmarks-vtab.md",
     "ModelConfig.name": "timm model name (or a label of the HF model with source: hf); a peftlab base's "
                         "manifest gives it when left out",
     "ModelConfig.source": "timm or hf (HF transformers, from model.path)",
@@ -55,7 +58,8 @@ DESCRIPTIONS = {
     "DataConfig.test_list": "filelist: the test list",
     "DataConfig.trainval_list": "filelist: train and val as one list, used with data.trainval (None: both lists)",
     "DataConfig.interpolation": "resizing to model.img_size, antialiased: bilinear or bicubic (VTAB-1k's protocols)",
-    "DataConfig.normalize": "normalize with the model's mean/std (false: pixels in [0, 1])",
+    "DataConfig.normalize": "inputs normalized with the model's mean/std (model), ImageNet's (imagenet) or not "
+                            "at all (none: pixels in [0, 1])",
     "TrainConfig.label_smoothing": "label smoothing of the training loss (0: none); evaluation loss is plain",
     "DataConfig.root": "dataset directory (None: the standard offline places)",
     "DataConfig.download": "let torchvision download the dataset when it is not found",
@@ -106,7 +110,7 @@ DESCRIPTIONS = {
     "QALoraConfig.format": "the base's group-wise format: int2, int3, int4, int8, nf4 or fp4",
 }
 
-SECTIONS = (("", RunConfig, ("name", "seed", "track")), ("model", ModelConfig, None), ("data", DataConfig, None),
+SECTIONS = (("", RunConfig, ("name", "seed", "protocol", "track")), ("model", ModelConfig, None), ("data", DataConfig, None),
             ("quant", QuantConfig, None), ("train", TrainConfig, None))
 
 

@@ -72,8 +72,9 @@ class DataConfig:
     test_dir: str | None = None
     # resizing to model.img_size (antialiased): bilinear, or bicubic as VTAB-1k's protocols resize
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
-    # false: pixels in [0, 1] without the model's mean/std (PETL_Vision's default for VTAB-1k)
-    normalize: bool = True
+    # the mean/std inputs are normalized with: the model's own (timm's pretrained config), ImageNet's
+    # (V-PETL Bench's), or none: pixels in [0, 1] (PETL_Vision's VTAB-1k runs)
+    normalize: Literal["model", "imagenet", "none"] = "model"
     # train on train + val (the final runs of the tuned protocol: VTAB-1k's train800val200.txt); val is empty
     trainval: bool = False
     # filelist: list files of 'relative/path label' lines, relative to data.root (image paths too);

@@ -14,8 +14,9 @@ def protocol_card(cfg, split_sources: dict[str, str], img_size: int, mean, std, 
     """The record of one run: ``cfg`` its RunConfig, ``split_sources`` the data info's, ``counts`` its
     final parameter counts (trainable with and without the head)."""
     data, train = cfg.data, cfg.train
-    normalization = (f"mean {format_values(mean)}, std {format_values(std)}" if data.normalize
-                     else "none: pixels in [0, 1]")
+    normalization = {"model": f"the model's: mean {format_values(mean)}, std {format_values(std)}",
+                     "imagenet": "ImageNet's: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)",
+                     "none": "none: pixels in [0, 1]"}[data.normalize]
     head = counts.get("head")
     return {
         "resolution": img_size,
@@ -42,3 +43,47 @@ def protocol_card(cfg, split_sources: dict[str, str], img_size: int, mean, std, 
 
 def format_values(values) -> str:
     return "(" + ", ".join(f"{float(v):.3g}" for v in values) + ")"
+
+
+# ---------------------------------------------------------------------------------------
+# presets: the settings of published VTAB-1k protocols, chosen by the config key ``protocol``
+
+# V-PETL Bench turns on RandAugment, flips and label smoothing 0.1 for these tasks (configs/model_*/vtab/*.yaml)
+VPETL_AUGMENTED = ("clevr_count", "diabetic_retinopathy", "dmlab", "dtd", "eurosat", "kitti", "oxford_flowers102",
+                   "oxford_iiit_pet", "patch_camelyon", "resisc45", "sun397", "svhn")
+SHARED = {"model.drop_path_rate": 0.1, "data.augment": False, "train.epochs": 100, "train.warmup_ratio": 0.1,
+          "train.batch_size": 64, "train.grad_accum": 1, "train.clip_grad": None, "train.head_lr": None,
+          "train.head_weight_decay": None}
+PRESETS = {
+    # OSU-MLB/PETL_Vision at 245d2628: experiment/config/default_vtab_processed.yml, vtab_processed.py
+    "petl_vision": {**SHARED, "data.interpolation": "bicubic", "data.normalize": "none",
+                    "train.label_smoothing": 0.0},
+    # synbol/Parameter-Efficient-Transfer-Learning-Benchmark at c188fad: ImageClassification/dataloader/vtab.py
+    "vpetl_bench": {**SHARED, "data.interpolation": "bilinear", "data.normalize": "imagenet"},
+}
+# what peftlab does not reproduce of each protocol (the protocol card lists them)
+PRESET_DIFFERENCES = {
+    "petl_vision": [
+        "its cosine schedule (timm CosineLRScheduler) is stepped once per epoch, warms up from 1e-6 and ends at "
+        "1e-5; peftlab's is stepped per optimizer step and ends at 0",
+        "it drops the last partial batch (15 steps an epoch on 1,000 images); peftlab keeps it",
+        "it tunes lr x weight decay on a grid of {1e-3, 1e-2} x {1e-4, 1e-3} with one seed (42) and reports one "
+        "run; peftlab's study sets its own search and seeds",
+    ],
+    "vpetl_bench": [
+        "it uses RandAugment (rand-m9-mstd0.5-inc1) and horizontal flips on 12 of the 19 tasks; peftlab has no "
+        "RandAugment and trains those tasks without augmentation",
+        "it hard-codes lr and weight decay per task and reports the best test accuracy over epochs (selection on "
+        "test); peftlab tunes on val200 and reports the last epoch",
+        "its cosine schedule is stepped once per epoch (lr_min 1e-5, warm-up from 1e-6); peftlab's per step, to 0",
+    ],
+}
+
+
+def preset_values(name: str, dataset: str | None) -> dict:
+    """The dotted settings protocol ``name`` fixes for a run on ``dataset`` (its data.name)."""
+    values = dict(PRESETS[name])
+    if name == "vpetl_bench":
+        task = (dataset or "").removeprefix("vtab1k/")
+        values["train.label_smoothing"] = 0.1 if task in VPETL_AUGMENTED else 0.0
+    return values

@@ -2,7 +2,7 @@
 
 `cfg` is any object with the attributes of peftlab's data config: name, root, download,
 val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment,
-num_workers, cache; trainval (absent: false), interpolation (bilinear), normalize (true); for filelist also train_list, val_list, test_list and
+num_workers, cache; trainval (absent: false), interpolation (bilinear), normalize (model); for filelist also train_list, val_list, test_list and
 trainval_list.
 
 Order of operations: read the dataset's own train and test splits; keep the label set
@@ -253,8 +253,7 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
     if num_workers is None:
         num_workers = default_num_workers(device or torch.device("cpu"))
     interpolation = getattr(cfg, "interpolation", "bilinear")
-    if not getattr(cfg, "normalize", True):  # pixels in [0, 1], as PETL_Vision's unnormalized runs see them
-        mean, std = (0.0,) * len(mean), (1.0,) * len(std)
+    mean, std = normalization(getattr(cfg, "normalize", "model"), mean, std)
     eval_transform = make_transform(mean, std, in_chans)
     train_transform = eval_transform
     if cfg.augment:
@@ -276,6 +275,18 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
             datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform,
                                            interpolation)
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalization(normalize: str, mean, std) -> tuple[tuple, tuple]:
+    """The mean/std of ``data.normalize``: the model's, ImageNet's, or none (pixels in [0, 1])."""
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if normalize == "none":
+        return (0.0,) * len(mean), (1.0,) * len(std)
+    return tuple(mean), tuple(std)
 
 
 def format_data_info(info: DataInfo) -> str:
