@@ -1,4 +1,4 @@
-"""The commands beside runs and studies: bench, data info, config-reference.
+"""The commands beside runs and studies: bench, data info, data vtab-demo, config-reference.
 
 Each ``add_<command>(subparsers)`` declares the command's arguments beside ``cmd_<command>(args)``,
 which runs it and returns the exit status.
@@ -60,7 +60,7 @@ def cmd_bench(args) -> int:
 
 def add_data(sub) -> None:
     p = sub.add_parser("data", help="dataset commands")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info, vtab-demo")
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
@@ -68,6 +68,7 @@ def add_data(sub) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
     q.set_defaults(func=cmd_data_info)
+    add_data_vtab_demo(data_sub)
 
 
 def cmd_data_info(args) -> int:
@@ -86,6 +87,30 @@ def cmd_data_info(args) -> int:
             print(f"bad image: {line}")
         print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
         return 1 if bad else 0
+    return 0
+
+
+def add_data_vtab_demo(data_sub) -> None:
+    q = data_sub.add_parser("vtab-demo", help="write Fashion-MNIST as a task in VTAB-1k's layout (PNG files and "
+                            "list files), offline: the data of the end-to-end check configs/studies/vtab_demo.yaml")
+    q.add_argument("out", metavar="OUT", help="the folder that gets OUT/<task>/ (a VTAB-1k root)")
+    q.add_argument("--task", default="fashion_mnist", help="the task's folder name (default fashion_mnist)")
+    q.add_argument("--test-size", type=at_least(0), default=2000,
+                   help="test images, class-stratified (default 2000; 0: all 10,000)")
+    q.add_argument("--seed", type=at_least(0), default=0, help="seed of the train800 / val200 / test draws (default 0)")
+    q.add_argument("--root", help="where Fashion-MNIST lies (default: the places peftlab looks, never a download)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    q.set_defaults(func=cmd_data_vtab_demo)
+
+
+def cmd_data_vtab_demo(args) -> int:
+    from peftlab.data.demo import write_vtab_demo
+
+    task = write_vtab_demo(args.out, args.task, args.test_size, args.seed, args.root, progress=not args.quiet)
+    for leftover in task.leftovers:
+        print(f"note: {leftover} is what an interrupted vtab-demo left; delete it", file=sys.stderr)
+    sizes = ", ".join(f"{name} {size:,}" for name, size in task.sizes.items())
+    print(f"{'wrote' if task.written else 'already there, nothing written:'} {task.folder}: {sizes}")
     return 0
 
 
