@@ -311,7 +311,7 @@ LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "trai
                                "data.trainval": False, "data.train_list": None, "data.val_list": None,
                                "data.test_list": None, "data.trainval_list": None,
                                "data.interpolation": "bilinear", "data.normalize": "model", "train.label_smoothing": 0.0,
-                               "protocol": "none"}
+                               "protocol": "none", "data.group": None}
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).

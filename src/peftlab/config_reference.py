@@ -56,6 +56,7 @@ DESCRIPTIONS = {
     "DataConfig.train_list": "filelist: the training list ('relative/path label' lines), relative to data.root",
     "DataConfig.val_list": "filelist: the validation list (None: val carved from train by data.val_fraction)",
     "DataConfig.test_list": "filelist: the test list",
+    "DataConfig.group": "filelist: the VTAB-1k group (Natural, Specialized, Structured) its task is reported under",
     "DataConfig.trainval_list": "filelist: train and val as one list, used with data.trainval (None: both lists)",
     "DataConfig.interpolation": "resizing to model.img_size, antialiased: bilinear or bicubic (VTAB-1k's protocols)",
     "DataConfig.normalize": "inputs normalized with the model's mean/std (model), ImageNet's (imagenet) or not "

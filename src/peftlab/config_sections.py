@@ -83,6 +83,9 @@ class DataConfig:
     val_list: str | None = None
     test_list: str | None = None
     trainval_list: str | None = None
+    # filelist: the VTAB-1k group the task is reported under (the report's VTAB tables), e.g. a VTAB-style
+    # task of one's own such as `peftlab data vtab-demo`'s
+    group: Literal["Natural", "Specialized", "Structured"] | None = None
 
     def __post_init__(self):
         check_dataset_name(self.name)
@@ -92,6 +95,8 @@ class DataConfig:
                         "null unless data.name is 'filelist'")
             check_field(value is None or (bool(value) and "\0" not in value), f"data.{name}", value,
                         "a list file's path relative to data.root")
+        check_field(self.group is None or self.name == "filelist", "data.group", self.group,
+                    "null unless data.name is 'filelist' (a suite task's group is its own)")
         if self.name == "filelist":
             check_field(bool(self.root), "data.root", self.root, "a directory when data.name is 'filelist'")
             for name in ("train_list", "test_list"):

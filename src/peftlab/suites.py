@@ -77,7 +77,10 @@ def suite_dataset_names() -> tuple[str, ...]:
     return tuple(f"{suite}/{task}" for suite, tasks in SUITES.items() for task in tasks)
 
 
-def vtab_group(dataset: str) -> str | None:
-    """The VTAB group of a data.name ("vtab1k/dtd" -> "Natural"), None outside VTAB-1k."""
+def vtab_group(dataset: str, declared: str | None = None) -> str | None:
+    """The VTAB group of a data.name ("vtab1k/dtd" -> "Natural"); for another dataset the group its config
+    declares (data.group of a filelist task), else None."""
     found = suite_task(dataset)
-    return found[1].group if found and found[0] == "vtab1k" else None
+    if found and found[0] == "vtab1k":
+        return found[1].group
+    return declared if declared in VTAB_GROUPS else None

@@ -180,3 +180,40 @@ def test_filelist_with_explicit_lists_and_a_carved_val(tmp_path):
         data_cfg("data.name=filelist", f"data.root={folder}", "data.test_list=test.txt")
     with pytest.raises(ConfigError, match="data.train_list"):
         data_cfg("data.name=fashion_mnist", "data.train_list=x.txt")
+
+
+def test_every_vtab1k_task_of_the_release_layout_loads_with_its_class_count(tmp_path):
+    from suitefiles import write_vtab1k
+    from peftlab.suites import VTAB1K_TASKS
+
+    written = write_vtab1k(tmp_path, spaced_names=True)  # names with a space: lines split on the last one
+    assert sorted(written) == sorted(VTAB1K_TASKS)
+    for task, files in written.items():
+        splits, info = load_splits(data_cfg(f"data.name=vtab1k/{task}", f"data.root={tmp_path}"))
+        assert info.num_classes == VTAB1K_TASKS[task].num_classes, task
+        sizes = files.sizes()
+        assert info.split_sizes == {"train": sizes["train"], "val": sizes["val"], "test": sizes["test"]}, task
+        listed = [(str(files.image_dir / path), label) for path, label in files.splits["test"]]
+        assert list(zip(splits["test"].images.tolist(), splits["test"].labels.tolist())) == listed, task
+
+
+def test_every_fgvc_dataset_of_vpts_release_loads_with_its_class_count(tmp_path):
+    from suitefiles import write_fgvc
+    from peftlab.suites import FGVC_TASKS
+
+    written = write_fgvc(tmp_path)
+    assert sorted(written) == sorted(FGVC_TASKS)
+    for name, files in written.items():
+        splits, info = load_splits(data_cfg(f"data.name=fgvc/{name}", f"data.root={tmp_path}"))
+        assert info.num_classes == FGVC_TASKS[name].num_classes, name
+        listed = sorted((str(files.image_dir / path), label) for path, label in files.splits["train"])
+        assert sorted(zip(splits["train"].images.tolist(), splits["train"].labels.tolist())) == listed, name
+
+
+def test_cub_official_files_of_the_fixture_load(tmp_path):
+    from suitefiles import write_cub_official
+
+    files = write_cub_official(tmp_path / "cub")
+    info = describe_data(data_cfg("data.name=fgvc/cub", f"data.root={tmp_path}", "data.trainval=true"))
+    assert info.num_classes == 200 and info.split_sizes["test"] == files.sizes()["test"]
+    assert info.split_sizes["train"] == files.sizes()["train"] and info.split_sizes["val"] == 0

@@ -18,7 +18,7 @@ from peftlab.config import PATH_FIELDS, flatten, hashed_path
 from peftlab.errors import DataError
 from peftlab.files import read_json, run_status
 
-SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization")
+SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import adaptive, aggregates, figures, health, tuning
+from peftlab.analysis import adaptive, aggregates, figures, health, protocol_card, tuning
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.comparisons import algorithm_name, scores_over_tasks
@@ -75,6 +75,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
         lines += [f"Labels in the study file's report section that name no configuration or method: "
                   f"{', '.join(unused)}.", ""]
     lines += _statistics(interval)
+    lines += protocol_card.report_section(study_dir, done, labels)
 
     if not done.empty:
         summary = pd.concat([summarize(df, metric=m, interval=interval) for m in METRICS if m in df],

@@ -1,0 +1,67 @@
+"""The protocol card of a study's report: how its final runs were made, in one table, from the
+``protocol`` record every result.json holds (peftlab.protocol), and what a named protocol preset
+does not reproduce. A setting that differs between configurations is listed per configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.files import read_json
+from peftlab.protocol import PRESET_DIFFERENCES
+
+ROWS = (  # (record key, what the card calls it)
+    ("resolution", "resolution (px)"), ("interpolation", "interpolation"), ("normalization", "normalization"),
+    ("augmentation", "augmentation"), ("epochs", "epochs"), ("warmup", "warm-up"), ("schedule", "schedule"),
+    ("batch_size", "batch size"), ("optimizer", "optimizer"), ("drop_path", "drop-path rate"),
+    ("label_smoothing", "label smoothing"), ("clip_grad", "gradient clipping (norm)"),
+    ("train_split", "final runs trained on"), ("selection_split", "final runs validated on"),
+    ("test_split", "tested on (once)"),
+)
+
+
+def shown(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
+    """One value when every configuration agrees, else each configuration's."""
+    distinct = list(dict.fromkeys(str(v) for v in values))
+    if len(distinct) == 1:
+        return distinct[0]
+    per = {labels.get(v, v): str(x) for v, x in zip(variants, values)}
+    return "; ".join(f"{name}: {value}" for name, value in per.items())
+
+
+def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
+    """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
+    notes: dict[str, None] = {}
+    for run_id in run_ids:
+        result = read_json(study_dir / "runs" / run_id / "result.json") or {}
+        for note in ((result.get("provenance") or {}).get("data") or {}).get("notes") or []:
+            if isinstance(note, str) and note.startswith("lossy copy"):
+                notes[note] = None
+    return list(notes)
+
+
+def report_section(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """## Protocol card: the settings of the completed runs, the preset and its differences, the data's warnings."""
+    if done.empty or "protocol.resolution" not in done:
+        return []
+    runs = done.drop_duplicates("variant")
+    lines = ["## Protocol card", "", "| setting | value |", "|---|---|"]
+    for key, name in ROWS:
+        if f"protocol.{key}" in runs:
+            lines.append(f"| {name} | {shown(runs[f'protocol.{key}'], labels, runs['variant'])} |")
+    with_head, without = runs.get("protocol.trainable_with_head"), runs.get("protocol.trainable_without_head")
+    if with_head is not None and without is not None:
+        lines.append("| parameter counts | the tables count trainable parameters with the head; the published "
+                     "VTAB-1k counts (PETL_Vision) leave it out |")
+    seeds = sorted(set(int(s) for s in done["seed"]))
+    lines.append(f"| seeds | {len(seeds)} ({', '.join(map(str, seeds))}) |")
+    lines.append("| hyper-parameters selected on | validation only (tune: trials never meet the test set) |")
+    lines.append("")
+    presets = sorted(set(runs.get("config.protocol", pd.Series(dtype=str)).dropna()) - {"none"})
+    for preset in presets:
+        lines += [f"Protocol preset `{preset}`: the settings above are its own. What peftlab does not reproduce:", ""]
+        lines += [f"- {difference}" for difference in PRESET_DIFFERENCES.get(preset, [])] + [""]
+    notes = data_notes(study_dir, list(done["run_id"]))
+    lines += [f"Warning: {note}." for note in notes] + ([""] if notes else [])
+    return lines
