@@ -162,7 +162,8 @@ def _vtab_row(where: str, row, n_tasks: int) -> None:
     if not isinstance(row["method"], str) or not isinstance(row["trainable"], (str, type(None))):
         raise UserError(f"{where}: method must be text and trainable text or null")
     if row["peftlab"] is not None and row["peftlab"] not in TUNERS:
-        raise UserError(f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab ({', '.join(TUNERS)})")
+        raise UserError(f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab "
+                        f"({', '.join(TUNERS)})")
     values = row["values"]
     if not isinstance(values, list) or len(values) != n_tasks:
         raise UserError(f"{where}.values: expected a list of {n_tasks} numbers, one per task")
@@ -170,8 +171,9 @@ def _vtab_row(where: str, row, n_tasks: int) -> None:
     if bad is not None:
         raise UserError(f"{where}: {bad!r} is not a number as printed, quoted (e.g. \"72.25\")")
     computed = sum(map(float, values)) / n_tasks
-    if abs(computed - float(row["mean"])) > 0.05 + 1e-9:  # the values are printed to 0.1, the mean from the unrounded ones
-        raise UserError(f"{where}.mean={row['mean']} is not the mean of its values ({computed:.2f}): one of them is mistyped")
+    if abs(computed - float(row["mean"])) > 0.05 + 1e-9:  # values printed to 0.1, the mean from unrounded ones
+        raise UserError(f"{where}.mean={row['mean']} is not the mean of its values ({computed:.2f}): "
+                        "one of them is mistyped")
 
 
 def bib_keys(bib_text: str) -> set[str]:
