@@ -9,6 +9,9 @@ An entry's `peftlab` names the registry method it corresponds to (any name of
 ``peftlab.tuners.TUNERS``, or null). The orders compared are of the same methods on both sides:
 `ranked_citations` keeps a setting's cited rows whose method the study ran, `study_rows` the
 study's variants of a method some cited row names.
+
+The file's `vtab1k` blocks (VTAB-1k task by task, with the source's protocol) are read apart, by
+`load_vtab_literature`, for the VTAB-1k section of a report (analysis/vtab.py) only.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import yaml
 from peftlab.analysis.stats import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
 from peftlab.errors import UserError
+from peftlab.suites import VTAB1K_TASKS
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 
 LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
+VTAB_FIELDS = ("paper", "table", "model", "metric", "checked", "protocol")  # text fields of a vtab1k block
+VTAB_ROW_FIELDS = ("method", "peftlab", "trainable", "mean", "values")
+PRINTED_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,7 @@ class Citation:
 def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[Citation]:
     """The entries of a literature YAML, in file order; UserError naming the bad field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: literature file not found") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = _read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not isinstance(data.get("entries"), list):
         raise UserError(f"{path}: expected a mapping with 'settings' (a mapping) and 'entries' (a list)")
     settings = data["settings"]
@@ -84,10 +86,94 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
             raise UserError(f"{where}.peftlab={entry['peftlab']!r}: expected null or a method of peftlab "
                             f"({', '.join(TUNERS)})")
         value = entry["value"]
-        if not isinstance(value, str) or not re.fullmatch(r"-?\d+(\.\d+)?", value):
+        if not isinstance(value, str) or not PRINTED_NUMBER.fullmatch(value):
             raise UserError(f"{where}.value={value!r}: expected the number as printed, quoted (e.g. \"89.90\")")
         citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **settings[entry["setting"]]))
     return citations
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: literature file not found") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+@dataclass(frozen=True)
+class VtabCitation:
+    """One method's row of a source's VTAB-1k table: the task columns and the mean of 19 as printed."""
+    source: str  # the block's name in the file's vtab1k mapping
+    paper: str
+    table: str
+    model: str
+    metric: str
+    checked: str
+    protocol: str  # how the source's protocol differs from peftlab's
+    method: str
+    peftlab: str | None
+    trainable: str | None
+    mean: str  # the printed mean of the 19 tasks
+    values: dict[str, str]  # task name (peftlab.suites) -> the value as printed
+
+    def numbers(self) -> dict[str, float]:
+        return {task: float(value) for task, value in self.values.items()}
+
+
+def load_vtab_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[VtabCitation]:
+    """The rows of every `vtab1k` block of a literature YAML, in file order ([] without the key);
+    UserError naming the bad field."""
+    path = Path(path)
+    data = _read_yaml(path)
+    blocks = data.get("vtab1k", {}) if isinstance(data, dict) else None
+    if not isinstance(blocks, dict):
+        raise UserError(f"{path}: vtab1k must be a mapping of sources")
+    rows = []
+    for name, block in blocks.items():
+        where = f"{path}: vtab1k.{name}"
+        tasks = _vtab_block(where, block, bib_keys)
+        if not isinstance(block.get("rows"), list) or not block["rows"]:
+            raise UserError(f"{where}.rows must be a non-empty list")
+        for i, row in enumerate(block["rows"]):
+            _vtab_row(f"{where}.rows[{i}]", row, len(tasks))
+            rows.append(VtabCitation(source=name, **{f: block[f] for f in VTAB_FIELDS},
+                                     **{f: row[f] for f in VTAB_ROW_FIELDS if f != "values"},
+                                     values=dict(zip(tasks, row["values"]))))
+    return rows
+
+
+def _vtab_block(where: str, block, bib_keys: set[str] | None) -> list[str]:
+    """The block's task names, once its text fields and tasks are checked."""
+    missing = [f for f in VTAB_FIELDS if not isinstance((block if isinstance(block, dict) else {}).get(f), str)]
+    if missing:
+        raise UserError(f"{where} needs text fields {', '.join(missing)}")
+    if bib_keys is not None and block["paper"] not in bib_keys:
+        raise UserError(f"{where}.paper={block['paper']!r} is not a key of the bibliography")
+    tasks = block.get("tasks")
+    if not isinstance(tasks, list) or sorted(map(str, tasks)) != sorted(VTAB1K_TASKS):
+        raise UserError(f"{where}.tasks must name each of VTAB-1k's 19 tasks once ({', '.join(VTAB1K_TASKS)})")
+    return tasks
+
+
+def _vtab_row(where: str, row, n_tasks: int) -> None:
+    if not isinstance(row, dict) or set(row) != set(VTAB_ROW_FIELDS):
+        raise UserError(f"{where} must have exactly the fields {', '.join(VTAB_ROW_FIELDS)}")
+    if not isinstance(row["method"], str) or not isinstance(row["trainable"], (str, type(None))):
+        raise UserError(f"{where}: method must be text and trainable text or null")
+    if row["peftlab"] is not None and row["peftlab"] not in TUNERS:
+        raise UserError(f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab "
+                        f"({', '.join(TUNERS)})")
+    values = row["values"]
+    if not isinstance(values, list) or len(values) != n_tasks:
+        raise UserError(f"{where}.values: expected a list of {n_tasks} numbers, one per task")
+    bad = next((v for v in [row["mean"], *values] if not isinstance(v, str) or not PRINTED_NUMBER.fullmatch(v)), None)
+    if bad is not None:
+        raise UserError(f"{where}: {bad!r} is not a number as printed, quoted (e.g. \"72.25\")")
+    computed = sum(map(float, values)) / n_tasks
+    if abs(computed - float(row["mean"])) > 0.05 + 1e-9:  # values printed to 0.1, the mean from unrounded ones
+        raise UserError(f"{where}.mean={row['mean']} is not the mean of its values ({computed:.2f}): "
+                        "one of them is mistyped")
 
 
 def bib_keys(bib_text: str) -> set[str]:

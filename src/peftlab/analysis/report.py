@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import adaptive, aggregates, figures, health, protocol_card, tuning
+from peftlab.analysis import adaptive, aggregates, figures, health, protocol_card, tuning, vtab
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.comparisons import algorithm_name, scores_over_tasks
@@ -99,6 +99,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
         lines += _significance_lines(comparisons, df, labels)
         lines += _across_datasets(df, baseline, labels, out)
         lines += _qalora_lines(df, interval, labels)
+        lines += vtab.report_section(df, baseline, interval, labels, out, study_dir.name)  # [] without VTAB-1k runs
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
