@@ -50,4 +50,6 @@ def test_a_tuned_study_on_the_demo_task_follows_the_vtab_protocol(tmp_path, monk
         assert card["interpolation"] == "bicubic, antialiased" and card["augmentation"] == "none"
         assert card["test_split"].endswith("test.txt") and card["selection_split"].startswith("none")
     report = (out / "report" / "report.md").read_text()
-    assert "Protocol" in report
+    assert "## Protocol card" in report and "| interpolation | bicubic, antialiased |" in report
+    assert "## VTAB-1k" in report and "fashion_mnist (own) in Natural" in report and "mean of 1 task |" in report
+    assert "published (not run here)" in report.lower()

@@ -129,7 +129,9 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
         if column in df:
             lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
     if "config.data.train_subset" in df:
-        lines.append(f"- training images per run: {', '.join(map(str, sorted(df['config.data.train_subset'].dropna().unique())))}"
+        subsets = sorted(df["config.data.train_subset"].dropna().unique())
+        images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
+        lines.append(f"- training images per run: {images}"
                      f"; epochs: {', '.join(map(str, sorted(df['config.train.epochs'].dropna().unique())))}")
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     return lines + [""]

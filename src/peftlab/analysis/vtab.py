@@ -47,30 +47,53 @@ TASK_LABELS = {
 }
 
 
+OFFICIAL_GROUPS = {name: task.group for name, task in VTAB1K_TASKS.items()}
+DECLARED_GROUP = "config.data.group"  # a task of one's own (data.name filelist) in a VTAB group
+DATA_ROOT = "config.data.root"
+
+
+def task_name(dataset: str, root) -> str:
+    """A VTAB-1k task's folder name; for a task of one's own, its folder's name, marked as such."""
+    if dataset.startswith("vtab1k/"):
+        return dataset.partition("/")[2]
+    return f"{Path(str(root)).name} (own)"
+
+
 def vtab_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The completed runs on VTAB-1k tasks with a test top-1, with ``algorithm`` (the configuration)
-    and ``task`` (the task's folder name) columns."""
+    """The completed runs on VTAB-1k tasks (or on tasks of one's own that declare a VTAB group) with a
+    test top-1, with ``algorithm`` (the configuration), ``task`` and ``group`` columns."""
     runs = completed_runs(df)
     if runs.empty or DATASET not in runs or TOP1 not in runs:
         return runs.iloc[0:0]
-    runs = runs[runs[DATASET].map(lambda name: vtab_group(str(name)) is not None) & runs[TOP1].notna()]
+    declared = runs[DECLARED_GROUP] if DECLARED_GROUP in runs else pd.Series(None, index=runs.index, dtype=object)
+    group = [vtab_group(str(name), g if isinstance(g, str) else None) for name, g in zip(runs[DATASET], declared)]
+    runs = runs.assign(group=group)
+    runs = runs[runs["group"].notna() & runs[TOP1].notna()]
+    roots = runs[DATA_ROOT] if DATA_ROOT in runs else pd.Series("", index=runs.index)
     return runs.assign(algorithm=[algorithm_name(v, d) for v, d in zip(runs["variant"], runs[DATASET])],
-                       task=[str(name).partition("/")[2] for name in runs[DATASET]])
+                       task=[task_name(str(name), root) for name, root in zip(runs[DATASET], roots)])
+
+
+def task_groups(runs: pd.DataFrame) -> dict[str, str]:
+    """Each task's group: VTAB-1k's own, and those the study's tasks of their own declare."""
+    return {**OFFICIAL_GROUPS, **dict(zip(runs["task"], runs["group"]))}
 
 
 def study_tasks(runs: pd.DataFrame) -> list[str]:
-    """The VTAB-1k tasks the study ran, in VTAB's order (Natural, then Specialized, then Structured)."""
-    ran = set(runs["task"])
-    return [task for task in VTAB1K_TASKS if task in ran]
+    """The tasks the study ran, in VTAB's order (Natural, then Specialized, then Structured), each group's
+    tasks of one's own after its VTAB-1k tasks."""
+    ran, groups = set(runs["task"]), task_groups(runs)
+    own = sorted(ran - set(VTAB1K_TASKS))
+    return [t for g in VTAB_GROUPS for t in [*VTAB1K_TASKS, *own] if t in ran and groups[t] == g]
 
 
-def averages(values, tasks: list[str]) -> dict[str, float]:
+def averages(values, tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> dict[str, float]:
     """The group means and both averages of per-task ``values`` (a mapping) over ``tasks``:
     {group: mean of its tasks (NaN for a group without one), "tasks": mean of the tasks, "groups":
     mean of the group means}; all NaN when a task has no value."""
     if not tasks or any(not np.isfinite(values.get(task, np.nan)) for task in tasks):
         return {**{group: np.nan for group in VTAB_GROUPS}, "tasks": np.nan, "groups": np.nan}
-    means = {group: [values[t] for t in tasks if VTAB1K_TASKS[t].group == group] for group in VTAB_GROUPS}
+    means = {group: [values[t] for t in tasks if groups[t] == group] for group in VTAB_GROUPS}
     means = {group: float(np.mean(v)) if v else np.nan for group, v in means.items()}
     return {**means, "tasks": float(np.mean([values[t] for t in tasks])),
             "groups": float(np.mean([m for m in means.values() if np.isfinite(m)]))}
@@ -89,15 +112,15 @@ def summary_table(runs: pd.DataFrame, interval: str = "t") -> pd.DataFrame:
     """One row per configuration: algorithm, the group means and both averages of its task means
     (``averages``, percent), n_seeds (seeds that completed every task of the study) and tasks_low,
     tasks_high, groups_low, groups_high: the ``interval`` of those seeds' averages."""
-    tasks = study_tasks(runs)
+    tasks, groups = study_tasks(runs), task_groups(runs)
     means, _ = task_means(runs)
     rows = []
     for algorithm in means.index:
-        row = {"algorithm": algorithm, **averages(means.loc[algorithm], tasks)}
+        row = {"algorithm": algorithm, **averages(means.loc[algorithm], tasks, groups)}
         mine = runs[runs["algorithm"] == algorithm]
         per_seed = 100 * mine.pivot_table(index="seed", columns="task", values=TOP1, aggfunc="mean")
         complete = per_seed.reindex(columns=tasks).dropna()
-        seeds = [averages(values, tasks) for _, values in complete.iterrows()]
+        seeds = [averages(values, tasks, groups) for _, values in complete.iterrows()]
         for key in ("tasks", "groups"):
             row[f"{key}_low"], row[f"{key}_high"], _ = confidence_interval([s[key] for s in seeds], interval)
         rows.append({**row, "n_seeds": len(complete)})
@@ -105,11 +128,12 @@ def summary_table(runs: pd.DataFrame, interval: str = "t") -> pd.DataFrame:
 
 
 def tasks_label(n_tasks: int) -> str:
-    return f"mean of {n_tasks} tasks"
+    return f"mean of {n_tasks} task{'s' if n_tasks != 1 else ''}"
 
 
-def groups_label(tasks: list[str]) -> str:
-    return f"mean of {len({VTAB1K_TASKS[t].group for t in tasks})} group means"
+def groups_label(tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
+    n_groups = len({groups[t] for t in tasks})
+    return f"mean of {n_groups} group mean{'s' if n_groups != 1 else ''}"
 
 
 def baseline_algorithm(df: pd.DataFrame, baseline: str | None) -> str | None:
@@ -128,35 +152,43 @@ def report_section(df: pd.DataFrame, baseline: str | None, interval: str, labels
     runs = vtab_runs(df)
     if runs.empty:
         return []
-    tasks = study_tasks(runs)
+    tasks, groups = study_tasks(runs), task_groups(runs)
     means, seeds = task_means(runs)
     summary = summary_table(runs, interval)
     names = {a: display_name(a, None, labels) for a in means.index}
-    lines = ["## VTAB-1k", "", coverage(tasks), ""]
-    lines += task_table(means, seeds, summary, tasks, names)
-    lines += averages_table(summary, tasks, names, interval)
+    lines = ["## VTAB-1k", "", coverage(tasks, groups), ""]
+    lines += task_table(means, seeds, summary, tasks, names, groups)
+    lines += averages_table(summary, tasks, names, interval, groups)
     try:
         published = load_vtab_literature(literature)
     except UserError as err:
         published, lines = [], lines + [f"Published VTAB-1k rows skipped: {err}", ""]
-    lines += two_averages(tasks, published)
+    lines += two_averages(tasks, published, groups)
     lines += published_block(published)
-    tex = latex_vtab_table(means, summary, tasks, labels, interval, caption_name)
+    tex = latex_vtab_table(means, summary, tasks, labels, interval, caption_name, groups)
     (out / "tables" / "vtab.tex").write_text(tex)
     (out / "tables" / "vtab_document.tex").write_text(latex_document(tex, packages=("booktabs", "graphicx")))
     lines += ["LaTeX: `tables/vtab.tex` (booktabs, graphicx; `tables/vtab_document.tex` compiles alone).", ""]
-    return lines + difference_figure(means, baseline_algorithm(df, baseline), labels, out / "figures")
+    return lines + difference_figure(means, baseline_algorithm(df, baseline), labels, out / "figures", groups)
 
 
-def coverage(tasks: list[str]) -> str:
-    """Which of the 19 tasks the study ran, and the missing ones by group."""
-    counts = ", ".join(f"{sum(VTAB1K_TASKS[t].group == g for t in tasks)} {g}" for g in VTAB_GROUPS)
-    if len(tasks) == len(VTAB1K_TASKS):
+def coverage(tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
+    """Which of the 19 tasks the study ran, and the missing ones by group; tasks of one's own are named."""
+    own = [t for t in tasks if t not in VTAB1K_TASKS]
+    mine = f" It also ran {len(own)} task(s) of its own: {', '.join(f'{t} in {groups[t]}' for t in own)}." \
+        if own else ""
+    return _coverage([t for t in tasks if t in VTAB1K_TASKS], tasks, groups) + mine
+
+
+def _coverage(official: list[str], tasks: list[str], groups: dict[str, str]) -> str:
+    """The sentence on VTAB-1k's own tasks: ``official`` of them ran, the averages are over ``tasks``."""
+    counts = ", ".join(f"{sum(groups[t] == g for t in official)} {g}" for g in VTAB_GROUPS)
+    if len(official) == len(VTAB1K_TASKS):
         return f"The study ran all 19 VTAB-1k tasks ({counts}). Test top-1 (%), mean over seeds."
-    missing = [t for t in VTAB1K_TASKS if t not in tasks]
-    by_group = "; ".join(f"{g}: {', '.join(t for t in missing if VTAB1K_TASKS[t].group == g)}" for g in VTAB_GROUPS
-                         if any(VTAB1K_TASKS[t].group == g for t in missing))
-    return (f"The study ran {len(tasks)} of VTAB-1k's 19 tasks ({counts}); {len(missing)} are missing ({by_group}). "
+    missing = [t for t in VTAB1K_TASKS if t not in official]
+    by_group = "; ".join(f"{g}: {', '.join(t for t in missing if groups[t] == g)}" for g in VTAB_GROUPS
+                         if any(groups[t] == g for t in missing))
+    return (f"The study ran {len(official)} of VTAB-1k's 19 tasks ({counts}); {len(missing)} are missing ({by_group}). "
             f"Its averages are over the tasks it ran (\"{tasks_label(len(tasks))}\"), so they compare with no "
             "published mean of 19 tasks. Test top-1 (%), mean over seeds.")
 
@@ -165,7 +197,7 @@ def _number(value: float, digits: int) -> str:
     return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def task_table(means, seeds, summary, tasks, names) -> list[str]:
+def task_table(means, seeds, summary, tasks, names, groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
     """The per-task table: a column per task, each group closed by its group mean, then both averages."""
     header, cells = ["configuration", "runs per task"], {a: [names[a]] for a in means.index}
     by_algorithm = summary.set_index("algorithm")
@@ -173,14 +205,14 @@ def task_table(means, seeds, summary, tasks, names) -> list[str]:
         counts = seeds.loc[algorithm].dropna().astype(int)
         cells[algorithm].append(str(counts.min()) if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}")
     for group in VTAB_GROUPS:
-        mine = [t for t in tasks if VTAB1K_TASKS[t].group == group]
+        mine = [t for t in tasks if groups[t] == group]
         if not mine:
             continue
-        header += [TASK_LABELS[t] for t in mine] + [f"**{group}**"]
+        header += [TASK_LABELS.get(t, t) for t in mine] + [f"**{group}**"]
         for algorithm in means.index:
             cells[algorithm] += [_number(means.loc[algorithm, t], 1) for t in mine]
             cells[algorithm].append(f"**{_number(by_algorithm.loc[algorithm, group], 2)}**")
-    header += [tasks_label(len(tasks)), groups_label(tasks)]
+    header += [tasks_label(len(tasks)), groups_label(tasks, groups)]
     for algorithm in means.index:
         cells[algorithm] += [_number(by_algorithm.loc[algorithm, key], 2) for key in ("tasks", "groups")]
     lines = ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * (len(header) - 1)]
@@ -189,9 +221,9 @@ def task_table(means, seeds, summary, tasks, names) -> list[str]:
                         "A configuration without a run on every task has no group means or averages (–).", ""]
 
 
-def averages_table(summary, tasks, names, interval) -> list[str]:
+def averages_table(summary, tasks, names, interval, groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
     """Both averages with their seed intervals and the gap between them."""
-    label_tasks, label_groups = tasks_label(len(tasks)), groups_label(tasks)
+    label_tasks, label_groups = tasks_label(len(tasks)), groups_label(tasks, groups)
     lines = [f"| configuration | seeds on every task | {label_tasks} [95% CI] | {label_groups} [95% CI] | "
              "groups minus tasks |", "|:---|---:|---:|---:|---:|"]
     for row in summary.itertuples():
@@ -208,12 +240,17 @@ def _bounds(low: float, high: float) -> str:
     return f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else ""
 
 
-def two_averages(tasks: list[str], published: list[VtabCitation]) -> list[str]:
+def two_averages(tasks: list[str], published: list[VtabCitation],
+                 groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
     """The sentence saying the two averages differ, with the study's weights and the published gap."""
-    groups = [g for g in VTAB_GROUPS if any(VTAB1K_TASKS[t].group == g for t in tasks)]
-    weights = ", ".join(f"a {g} task 1/{len(groups) * sum(VTAB1K_TASKS[t].group == g for t in tasks)}" for g in groups)
+    ran = [g for g in VTAB_GROUPS if any(groups[t] == g for t in tasks)]
+    if len(ran) == 1:
+        return [f"The study's tasks lie in one group ({ran[0]}), so here its two averages coincide; over VTAB-1k's "
+                "three groups they differ (in published tables the mean of 3 group means runs 2-3 points above the "
+                "mean of 19 tasks). Compare a number only with one of the same kind.", ""]
+    weights = ", ".join(f"a {g} task 1/{len(ran) * sum(groups[t] == g for t in tasks)}" for g in ran)
     text = (f"**The two averages differ.** The {tasks_label(len(tasks))} weighs every task 1/{len(tasks)}; the "
-            f"{groups_label(tasks)} weighs every group 1/{len(groups)} ({weights}). Papers report either; in "
+            f"{groups_label(tasks, groups)} weighs every group 1/{len(ran)} ({weights}). Papers report either; in "
             "published VTAB-1k tables the mean of 3 group means runs 2-3 points above the mean of 19 tasks")
     if published:
         gaps = [averages(c.numbers(), list(VTAB1K_TASKS))["groups"] - float(c.mean) for c in published]
@@ -246,10 +283,11 @@ def published_block(published: list[VtabCitation]) -> list[str]:
     return lines
 
 
-def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str = "") -> str:
+def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str = "",
+                     task_group: dict[str, str] = OFFICIAL_GROUPS) -> str:
     """The booktabs table: a rotated column per task under its group's heading, the group means, then
     both averages with half the width of their (Student-t) interval or [low, high] (bootstrap)."""
-    groups = [(g, [t for t in tasks if VTAB1K_TASKS[t].group == g]) for g in VTAB_GROUPS]
+    groups = [(g, [t for t in tasks if task_group[t] == g]) for g in VTAB_GROUPS]
     groups = [(g, mine) for g, mine in groups if mine]
     n_columns = 1 + sum(len(mine) + 1 for _, mine in groups) + 2
     heading, rules, start = [""], [], 2
@@ -259,9 +297,10 @@ def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str 
         start += len(mine) + 1
     heading.append(r"\multicolumn{2}{c}{Average}")
     rules.append(rf"\cmidrule(l){{{start}-{start + 1}}}")
-    names = ["Method"] + [rf"\rotatebox{{90}}{{{latex_escape(TASK_LABELS[t])}}}" for _, mine in groups for t in mine]
+    names = ["Method"] + [rf"\rotatebox{{90}}{{{latex_escape(TASK_LABELS.get(t, t))}}}"
+                          for _, mine in groups for t in mine]
     names = _with_group_columns(names, groups) + [latex_escape(tasks_label(len(tasks)).capitalize()),
-                                                   latex_escape(groups_label(tasks).capitalize())]
+                                                   latex_escape(groups_label(tasks, task_group).capitalize())]
     lines = [r"\begin{table*}[t]", r"\centering",
              rf"\caption{{{latex_text(caption_name + ': ' if caption_name else '')}VTAB-1k test top-1 (\%) per task, "
              r"mean over seeds; group means; the two averages.}", r"\label{tab:vtab}", r"\resizebox{\linewidth}{!}{%",
@@ -272,7 +311,8 @@ def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str 
         lines.append(" & ".join(_latex_row(algorithm, means, by_algorithm.loc[algorithm], groups, labels, interval))
                      + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip",
-              r"\parbox{\linewidth}{\footnotesize " + _latex_note(tasks, interval) + "}", r"\end{table*}"]
+              r"\parbox{\linewidth}{\footnotesize " + _latex_note(tasks, interval, task_group) + "}",
+              r"\end{table*}"]
     return "\n".join(lines) + "\n"
 
 
@@ -303,8 +343,8 @@ def _latex_row(algorithm, means, summary_row, groups, labels, interval) -> list[
     return cells
 
 
-def _latex_note(tasks: list[str], interval: str) -> str:
-    n_groups = len({VTAB1K_TASKS[t].group for t in tasks})
+def _latex_note(tasks: list[str], interval: str, groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
+    n_groups = len({groups[t] for t in tasks})
     note = (r"Group columns (\emph{mean}): the mean of the group's tasks. The mean of "
             f"{len(tasks)} tasks weighs every task equally, the mean of {n_groups} group means every group: "
             "the two differ and compare only with their own kind. Averages: mean "
@@ -317,13 +357,14 @@ def _latex_note(tasks: list[str], interval: str) -> str:
     return note
 
 
-def difference_figure(means: pd.DataFrame, baseline: str | None, labels: dict, out: Path) -> list[str]:
+def difference_figure(means: pd.DataFrame, baseline: str | None, labels: dict, out: Path,
+                      groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
     """The report lines of the per-task difference figure, or the reason it is not drawn."""
     if baseline not in means.index:
         return [f"No per-task difference figure: the baseline ({baseline}) has no VTAB-1k run.", ""]
     if len(means.index) < 2:
         return ["No per-task difference figure: the study ran one configuration on VTAB-1k.", ""]
-    plot_vtab_differences(means, baseline, out, labels, TASK_LABELS)
+    plot_vtab_differences(means, baseline, out, labels, TASK_LABELS, groups=groups)
     base = display_name(baseline, None, labels)
     return ["### Per-task difference against the baseline", "",
             "![Per-task difference against the baseline](figures/vtab_differences.png)", "",
