@@ -48,3 +48,18 @@ def test_matrix_dry_run(tmp_path):
                    "--study-dir", str(tmp_path / "m"))
     assert proc.returncode == 0, proc.stderr
     assert "pending; remaining time: unknown until a run finishes" in proc.stdout
+
+
+def test_vtab1k_study_dry_run_lists_19_tasks_by_method_by_seed_offline(tmp_path):
+    from testkit import run_cli
+    from peftlab.suites import VTAB1K_TASKS
+
+    proc = run_cli("study", str(REPO / "configs" / "studies" / "vtab1k.yaml"), "--dry-run",
+                   "--study-dir", str(tmp_path / "v"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # offline: no download attempted, nothing retried
+    waiting = [line.split() for line in proc.stdout.splitlines() if line.startswith("(tuning)")]
+    assert len(waiting) == 19 * 7 * 3
+    assert {line[-1] for line in waiting} == {f"data=vtab1k/{task}" for task in VTAB1K_TASKS}
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("tune ")]) == 19 * 7
+    assert "399 runs: 0 done" in proc.stdout and "GPU-hours" in proc.stdout.splitlines()[-1]
