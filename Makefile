@@ -20,7 +20,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study test clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study vtab-demo test clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -58,6 +58,11 @@ $(DATA_STAMP): $(STAMP) scripts/install-data.sh
 
 study: install data
 	bash scripts/default-study.sh $(BIN)
+
+# the VTAB-1k protocol offline: Fashion-MNIST written as a VTAB-style task, then tuned, trained and reported
+vtab-demo: install data
+	$(BIN)/peftlab data vtab-demo cache/vtab-demo --quiet
+	$(BIN)/peftlab study configs/studies/vtab_demo.yaml --workers 2 --report
 
 test: install data track slurm ray
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -69,7 +69,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     data = report["data_path"]
     assert data["images"] == 24 and data["model"] == "deit_tiny_patch16_224" and data["img_size"] == 224
     assert data["ratio"]["n"] == 2 and data["ratio"]["median"] > 0 and data["meets_target"] == (data["ratio"]["median"] >= 2)
-    assert "data path / deit_tiny step" in proc.stdout
+    assert "data path (imagefolder, 24 images) / deit_tiny_patch16_224 step" in proc.stdout
 
 
 @pytest.mark.e2e
@@ -107,15 +107,17 @@ def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
 def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("bench", "--only", "data", "--batch", "4", "--repeats", "1", "--data-images", "16",
-                   "--num-workers", "2", "--data-cache", "--json", str(out))
+                   "--num-workers", "2", "--data-cache", "--data-layout", "vtab1k", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert "peak" not in report and "P1_overhead" not in report
     data = report["data_path"]
     assert data["num_workers"] == 2 and data["device"] == "cpu" and data["images"] == 16 and data["cache"]
+    assert data["layout"] == "vtab1k" and data["augment"] is False  # read through VTAB-1k's lists, as a task is
     assert data["data_images_per_second"]["median"] > 0 and data["step_images_per_second"]["median"] > 0
     assert len(report["load_average_start"]) == 3 and "load average" in proc.stdout
-    assert "data path / deit_tiny step" in proc.stdout and "deit_tiny_patch16_224 at 224 px" in proc.stdout
+    assert "data path (vtab1k, 16 images) / deit_tiny_patch16_224 step" in proc.stdout
+    assert "deit_tiny_patch16_224 at 224 px" in proc.stdout
     assert "2 workers, cached, cpu" in proc.stdout
 
 

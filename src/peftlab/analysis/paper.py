@@ -21,7 +21,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis import figures, tuning
+from peftlab.analysis import figures, protocol_card, tuning
 from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
 from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature,
                                          ranked_citations, study_methods, study_rows)
@@ -249,6 +249,9 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     setting = latex_escape(f"{', '.join(map(str, study.config('model.name')))}; "
                            f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds")
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))
+    card = protocol_card.latex_card(study.dir, study.done, study.labels)
+    if card is not None:
+        (out / "protocol.tex").write_text(card)
     if study.searches:
         tex = tuning.latex_table(study.searches, study.df, study.labels)
         (out / "tuning.tex").write_text(tex)
@@ -314,7 +317,8 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         rank_trend="rankTrend" in numbers.macros, figures=figure_layout(drawn), captions=FIGURE_CAPTIONS,
         short_captions=SHORT_CAPTIONS, literature=literature_items(citations, study_methods(study.df), n),
         our_order=bool(study_rows(study.df, citations, study.top1)), incomplete=len(study.incomplete) > 0,
-        tuning=tuning_text(study, numbers, drawn))  # None: the study was not tuned
+        tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
+        protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]))  # runs with a protocol record
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:

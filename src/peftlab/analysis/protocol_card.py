@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab.analysis.tables import latex_escape
 from peftlab.files import read_json
 from peftlab.protocol import PRESET_DIFFERENCES
 
@@ -41,27 +42,48 @@ def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
     return list(notes)
 
 
+def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(rows, notes) of the card: (setting, value) of the completed runs, then what a named preset does not
+    reproduce and the data's warnings; ([], []) for runs without a protocol record."""
+    if done.empty or "protocol.resolution" not in done:
+        return [], []
+    runs = done.drop_duplicates("variant")
+    rows = [(name, shown(runs[f"protocol.{key}"], labels, runs["variant"]))
+            for key, name in ROWS if f"protocol.{key}" in runs]
+    rows.append(("parameter counts", "the tables count trainable parameters with the head; the published VTAB-1k "
+                                     "counts (PETL_Vision) leave it out"))
+    seeds = sorted(set(int(s) for s in done["seed"]))
+    rows.append(("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"))
+    rows.append(("hyper-parameters selected on", "validation only (tune: trials never meet the test set)"))
+    notes = []
+    for preset in sorted(set(runs.get("config.protocol", pd.Series(dtype=str)).dropna()) - {"none"}):
+        notes += [f"Protocol preset {preset}: the settings above are its own; peftlab does not reproduce that "
+                  f"{difference}." for difference in PRESET_DIFFERENCES.get(preset, [])]
+    notes += [f"Warning: {note}." for note in data_notes(study_dir, list(done["run_id"]))]
+    return rows, notes
+
+
 def report_section(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> list[str]:
     """## Protocol card: the settings of the completed runs, the preset and its differences, the data's warnings."""
-    if done.empty or "protocol.resolution" not in done:
+    rows, notes = card(study_dir, done, labels)
+    if not rows:
         return []
-    runs = done.drop_duplicates("variant")
     lines = ["## Protocol card", "", "| setting | value |", "|---|---|"]
-    for key, name in ROWS:
-        if f"protocol.{key}" in runs:
-            lines.append(f"| {name} | {shown(runs[f'protocol.{key}'], labels, runs['variant'])} |")
-    with_head, without = runs.get("protocol.trainable_with_head"), runs.get("protocol.trainable_without_head")
-    if with_head is not None and without is not None:
-        lines.append("| parameter counts | the tables count trainable parameters with the head; the published "
-                     "VTAB-1k counts (PETL_Vision) leave it out |")
-    seeds = sorted(set(int(s) for s in done["seed"]))
-    lines.append(f"| seeds | {len(seeds)} ({', '.join(map(str, seeds))}) |")
-    lines.append("| hyper-parameters selected on | validation only (tune: trials never meet the test set) |")
-    lines.append("")
-    presets = sorted(set(runs.get("config.protocol", pd.Series(dtype=str)).dropna()) - {"none"})
-    for preset in presets:
-        lines += [f"Protocol preset `{preset}`: the settings above are its own. What peftlab does not reproduce:", ""]
-        lines += [f"- {difference}" for difference in PRESET_DIFFERENCES.get(preset, [])] + [""]
-    notes = data_notes(study_dir, list(done["run_id"]))
-    lines += [f"Warning: {note}." for note in notes] + ([""] if notes else [])
-    return lines
+    lines += [f"| {name} | {value} |" for name, value in rows] + [""]
+    return lines + [f"- {note}" for note in notes] + ([""] if notes else [])
+
+
+def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> str | None:
+    """tables/protocol.tex of the paper: the card as a booktabs table, its notes under it."""
+    rows, notes = card(study_dir, done, labels)
+    if not rows:
+        return None
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{Protocol card: how the final runs were made.}", r"\label{tab:protocol}",
+             r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash}X@{}}", r"\toprule",
+             r"Setting & Value \\", r"\midrule"]
+    lines += [f"{latex_escape(name)} & {latex_escape(value)} \\\\" for name, value in rows]
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + latex_escape(" ".join(notes)) + "}"]
+    return "\n".join(lines + [r"\end{table}"]) + "\n"

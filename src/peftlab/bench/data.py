@@ -30,18 +30,37 @@ def write_jpeg_folder(directory: Path, n_train: int, size: int = 256, classes: i
             Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
 
 
+def write_vtab_lists(directory: Path) -> None:
+    """VTAB-1k's four lists over an ImageFolder written by ``write_jpeg_folder``: its training images
+    as train800 (the first 80%) and val200, test as test.txt (``relative/path label`` lines)."""
+    train = sorted((directory / "train").glob("*/*.jpg"))
+    test = sorted((directory / "test").glob("*/*.jpg"))
+
+    def lines(paths) -> str:
+        return "".join(f"{p.relative_to(directory).as_posix()} {int(p.parent.name.removeprefix('class'))}\n"
+                       for p in paths)
+
+    cut = int(0.8 * len(train))
+    (directory / "train800.txt").write_text(lines(train[:cut]))
+    (directory / "val200.txt").write_text(lines(train[cut:]))
+    (directory / "train800val200.txt").write_text(lines(train))
+    (directory / "test.txt").write_text(lines(test))
+
+
 DATA_PATH_MODEL = "deit_tiny_patch16_224"
 
 
 def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.device, n_images: int = 512,
-              model: str = DATA_PATH_MODEL, cache: bool = False, progress=print) -> dict:
+              model: str = DATA_PATH_MODEL, cache: bool = False, progress=print, layout: str = "imagefolder") -> dict:
     """Images/s of the data path alone / images/s of a training step of ``model`` (LoRA r=8), interleaved.
 
     The data path: an ImageFolder of ``n_images`` 256 px JPEGs written to a temporary folder, read
     as a run reads it (decode, resize to the model's input, augment, normalise, on ``device``),
     one epoch per repetition through the recipe's own ``BatchLoader`` with persistent workers.
     With ``cache`` the images are decoded once beforehand (``data.cache``, kept in the temporary
-    folder) and the figure times the memory-mapped path later epochs and runs take.
+    folder) and the figure times the memory-mapped path later epochs and runs take. With ``layout``
+    vtab1k the same JPEGs are read through VTAB-1k's lists (``data.name: filelist``, train800val200.txt,
+    no augmentation, bicubic): the path of a VTAB-1k task's final run.
     """
     import tempfile
 
@@ -53,8 +72,13 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-data-") as tmp:
         progress(f"data: writing {n_images} JPEGs of 256 px")
         write_jpeg_folder(Path(tmp) / "jpegs", n_images)
-        data_cfg = load_config(overrides={"data": {"name": "imagefolder", "root": f"{tmp}/jpegs", "val_fraction": 0.0,
-                                                   "augment": True, "num_workers": num_workers, "cache": cache}}).data
+        source = {"name": "imagefolder", "val_fraction": 0.0, "augment": True}
+        if layout == "vtab1k":
+            write_vtab_lists(Path(tmp) / "jpegs")
+            source = {"name": "filelist", "train_list": "train800.txt", "val_list": "val200.txt", "test_list": "test.txt",
+                      "trainval_list": "train800val200.txt", "trainval": True, "interpolation": "bicubic"}
+        data_cfg = load_config(overrides={"data": {**source, "root": f"{tmp}/jpegs", "num_workers": num_workers,
+                                                   "cache": cache}}).data
         data = build_data(data_cfg, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
                           device=device, cache_dir=Path(tmp) / "cache")  # the decoded copy goes with the JPEGs
         loader = BatchLoader(data.train, device, num_workers, persistent=True)
@@ -74,7 +98,7 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
     step_ips = [batch / t for t in times["step"]]
     ratio = spread([d / s for d, s in zip(data_ips, step_ips)])
     return {"model": model, "img_size": spec.img_size, "batch": batch, "images": len(data.train),
-            "jpeg_size": 256, "augment": True, "cache": cache, "device": str(device),
+            "jpeg_size": 256, "augment": data_cfg.augment, "layout": layout, "cache": cache, "device": str(device),
             "num_workers": workers, "num_workers_config": num_workers,
             "data_images_per_second": spread(data_ips), "step_images_per_second": spread(step_ips),
             "ratio": ratio, "target": 2.0, "meets_target": ratio["median"] >= 2.0}

@@ -144,7 +144,8 @@ def data_rows(report: dict) -> list[Row]:
     data = report.get("data_path")
     if not data:
         return []
-    return [("data path / deit_tiny step", f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
+    name = f"data path ({data.get('layout', 'imagefolder')}, {data['images']} images) / {data['model']} step"
+    return [(name, f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
              f"{data['ratio']['max']:.2f}] ({med(data['data_images_per_second']):.0f} / "
              f"{med(data['step_images_per_second']):.1f} images/s, {data['num_workers']} workers, "
              f"{'cached, ' if data.get('cache') else ''}{data['device']})", ">= 2")]

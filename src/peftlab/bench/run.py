@@ -44,6 +44,8 @@ class BenchOptions:
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
     data_cache: bool = False
+    data_layout: str = "imagefolder"  # or vtab1k: the JPEGs read through VTAB-1k's lists
+    data_model: str = DATA_PATH_MODEL  # the model whose training step the data path is measured against
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,10 @@ def measure_large_model(b: Bench, report: dict) -> dict:
 
 def measure_data(b: Bench, report: dict) -> dict:
     o = b.options
-    figure = data_path(o.batch, o.repeats, o.num_workers, b.device, o.data_images, cache=o.data_cache,
-                       progress=b.progress)
+    figure = data_path(o.batch, o.repeats, o.num_workers, b.device, o.data_images, model=o.data_model,
+                       cache=o.data_cache, progress=b.progress, layout=o.data_layout)
     if o.only == "data":
-        return {"model": DATA_PATH_MODEL, "data_path": figure}  # the header names the model the figure trains
+        return {"model": o.data_model, "data_path": figure}  # the header names the model the figure trains
     return {"data_path": figure}
 
 
@@ -172,7 +174,8 @@ FIGURES = [
            cpu_only=True),
     Figure("P3b", measure_large_model, "P3b: peak RSS training {large_model} (separate processes)",
            lambda o: bool(o.large_model), cpu_only=True),
-    Figure("data", measure_data, "data: the data path / a deit_tiny training step (interleaved)", cpu_only=True),
+    Figure("data", measure_data, "data: the data path ({data_layout}) / a {data_model} training step (interleaved)",
+           cpu_only=True),
 ]
 
 

@@ -38,6 +38,10 @@ def add_bench(sub) -> None:
     p.add_argument("--data-images", type=at_least(1), default=512,
                    help="data figure: JPEGs (256 px) per epoch (default 512)")
     p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
+    p.add_argument("--data-layout", choices=("imagefolder", "vtab1k"), default="imagefolder",
+                   help="data figure: class folders (default), or the same JPEGs read through VTAB-1k's lists")
+    p.add_argument("--data-model", default="deit_tiny_patch16_224",
+                   help="data figure: the model whose LoRA step the data path is measured against")
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -49,7 +53,8 @@ def cmd_bench(args) -> int:
                            repeats=args.repeats, device=args.device, default_study_dir=Path(args.study_dir),
                            with_memory=not args.no_memory, large_model=args.large_model or None,
                            large_steps=args.large_steps, with_compile=not args.no_compile, only=args.only,
-                           num_workers=args.num_workers, data_images=args.data_images, data_cache=args.data_cache)
+                           num_workers=args.num_workers, data_images=args.data_images, data_cache=args.data_cache,
+                           data_layout=args.data_layout, data_model=args.data_model)
     report = run_bench(options, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
