@@ -68,7 +68,10 @@ def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
     config = write_tiny_run(tmp_path / "run.yaml")
     proc = run_noisy("train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "warning" not in proc.stderr.lower(), proc.stderr
+    # the libraries' lines go to library.log; peftlab's own hints may reach stderr (under load the run's
+    # "validation took longer than training" does), so only lines that are not peftlab's are counted
+    foreign = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("peftlab: ")]
+    assert foreign == [], proc.stderr
     log = (tmp_path / "run" / "library.log").read_text()
     assert "kernels-community" in log and "a timm warning" in log and "a torch-style warning" in log
     assert "No CUDA runtime is found" in log
