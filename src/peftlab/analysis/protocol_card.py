@@ -4,6 +4,7 @@ does not reproduce. A setting that differs between configurations is listed per 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from peftlab.analysis.tables import latex_escape
 from peftlab.files import read_json
 from peftlab.protocol import PRESET_DIFFERENCES
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s]+/)*([^/\s]+/[^/\s]+)")
 ROWS = (  # (record key, what the card calls it)
     ("resolution", "resolution (px)"), ("interpolation", "interpolation"), ("normalization", "normalization"),
     ("augmentation", "augmentation"), ("epochs", "epochs"), ("warmup", "warm-up"), ("schedule", "schedule"),
@@ -31,6 +33,12 @@ def shown(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str
     return "; ".join(f"{name}: {value}" for name, value in per.items())
 
 
+def short_paths(text: str) -> str:
+    """Absolute paths cut to their last two parts ("/data/vtab-1k/dtd/test.txt" -> "dtd/test.txt"): the
+    card names the task folder and the list; result.json keeps the whole path."""
+    return ABSOLUTE_PATH.sub(r"\1", text)
+
+
 def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
     """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
     notes: dict[str, None] = {}
@@ -48,7 +56,7 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     if done.empty or "protocol.resolution" not in done:
         return [], []
     runs = done.drop_duplicates("variant")
-    rows = [(name, shown(runs[f"protocol.{key}"], labels, runs["variant"]))
+    rows = [(name, short_paths(shown(runs[f"protocol.{key}"], labels, runs["variant"])))
             for key, name in ROWS if f"protocol.{key}" in runs]
     rows.append(("parameter counts", "the tables count trainable parameters with the head; the published VTAB-1k "
                                      "counts (PETL_Vision) leave it out"))
