@@ -217,3 +217,11 @@ def test_cub_official_files_of_the_fixture_load(tmp_path):
     info = describe_data(data_cfg("data.name=fgvc/cub", f"data.root={tmp_path}", "data.trainval=true"))
     assert info.num_classes == 200 and info.split_sizes["test"] == files.sizes()["test"]
     assert info.split_sizes["train"] == files.sizes()["train"] and info.split_sizes["val"] == 0
+
+
+def test_training_on_train_and_val_without_a_combined_list_checks_both_lists(tmp_path):
+    fgvc_dataset(tmp_path)
+    info = describe_data(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}", "data.trainval=true"))
+    assert info.split_sizes == {"train": 240, "val": 0, "test": 120}
+    assert sorted(info.manifests) == ["test", "train", "val"]  # val's images train: its list is checked too
+    assert info.split_sources["train"].endswith("train.json + " + str(tmp_path / "dogs" / "val.json"))

@@ -168,9 +168,9 @@ def read_listed_splits(cfg) -> ReadSplits:
     else:
         sources["train"], sources["val"] = lists["train"], lists["val"]
     sources["test"] = lists["test"]
-    used = {"train": lists["trainval"] if cfg.trainval and listed.trainval is not None else lists["train"],
-            "test": lists["test"]}
-    if not cfg.trainval and listed.val is not None:
+    combined = cfg.trainval and listed.trainval is not None  # train + val read from their combined list
+    used = {"train": lists["trainval"] if combined else lists["train"], "test": lists["test"]}
+    if listed.val is not None and not combined:  # val's images are read, for validation or for training
         used["val"] = lists["val"]
     wholes = {"train": listed.trainval if used["train"] == lists.get("trainval") else listed.train,
               "val": listed.val, "test": listed.test}
