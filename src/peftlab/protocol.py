@@ -84,6 +84,6 @@ def preset_values(name: str, dataset: str | None) -> dict:
     """The dotted settings protocol ``name`` fixes for a run on ``dataset`` (its data.name)."""
     values = dict(PRESETS[name])
     if name == "vpetl_bench":
-        task = (dataset or "").removeprefix("vtab1k/")
+        task = dataset.removeprefix("vtab1k/") if isinstance(dataset, str) else ""  # a wrong type: data.name refuses it
         values["train.label_smoothing"] = 0.1 if task in VPETL_AUGMENTED else 0.0
     return values
