@@ -556,11 +556,11 @@ def out_of_memory_above(monkeypatch, images: int, after_calls: int = 0):
 
     real, calls = peftlab.training.step.compute_loss, [0]
 
-    def compute_loss(model, batch, labels, precision, device):
+    def compute_loss(model, batch, labels, precision, device, label_smoothing=0.0):
         calls[0] += 1
         if calls[0] > after_calls and len(batch) > images:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(batch)} images")
-        return real(model, batch, labels, precision, device)
+        return real(model, batch, labels, precision, device, label_smoothing)
 
     monkeypatch.setattr(peftlab.training.step, "compute_loss", compute_loss)
 
