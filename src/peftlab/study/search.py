@@ -86,15 +86,11 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
     return RunSpec(run_id(cfg), f"{search.name} trial {number}", search.method, seed, ("tune",), params, cfg)
 
 
-def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, can_stop: bool, slots: int,
+def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, slots: int,
                say: Callable[[str], None] = lambda line: None) -> Study:
     """Search every tuned method, then return the study whose runs of those methods are the final
-    runs: each at its method's chosen values, with ``tuned_by`` naming the trial."""
-    if not can_stop:
-        halving = [m for m, s in study.tune.items() if s.search == "halving"]
-        if halving:
-            raise UserError(f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
-                            "which only --executor local does: use search random or the local executor")
+    runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
+    needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
     chosen = {}
     for method, search in study.tune.items():
         chosen[method] = run_search(search, tune_dir(study_dir, method), run_jobs, slots, say)
