@@ -144,6 +144,8 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
     """
     from peftlab.study.worker import IN_USE, INTERRUPTED, process_main
 
+    if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
+        return
     ctx = worker_context()
     pending = list(jobs)
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
