@@ -68,11 +68,10 @@ def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, 
     if study.tune:
         check_kind(study_dir / "tune", True, what)
     for method, search in study.tune.items():
-        directory = tune_dir(study_dir, method)
+        directory, journal = tune_dir(study_dir, method), journal_path(tune_dir(study_dir, method), search)
         check_kind(directory, True, what)
-        for path in (directory / SELECTION, journal_path(directory, search)):
+        for path in (directory / SELECTION, journal, Path(f"{journal}.lock")):  # Optuna's lock: a link to it
             check_kind(path, False, what)
-        check_kind(Path(f"{journal_path(directory, search)}.lock"), False, what)  # Optuna's lock: a link to it
         check_run_dirs(directory / "runs")
     if report:
         check_report_files(study_dir / "report")
