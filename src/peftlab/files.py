@@ -151,6 +151,7 @@ RUN_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "i
              "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "library.log", ".lock",
              "checkpoint/last.pt")
 RUN_DIRECTORIES = ("checkpoint", "tensorboard", "wandb")
+RUN_KINDS = {**dict.fromkeys(RUN_DIRECTORIES, True), **dict.fromkeys(RUN_FILES, False)}  # name: a directory?
 
 
 def kind_of(mode: int) -> str:
@@ -181,10 +182,24 @@ def check_run_dir(run_dir: str | Path) -> None:
     ``RUN_DIRECTORIES`` in it is of the wrong kind."""
     run_dir = Path(run_dir)
     check_kind(run_dir, True, "run directory")
-    for name in RUN_DIRECTORIES:
-        check_kind(run_dir / name, True, "run directory entry")
-    for name in RUN_FILES:
-        check_kind(run_dir / name, False, "run directory entry")
+    check_entries(run_dir, RUN_KINDS, "run directory entry")
+
+
+def check_entries(directory: Path, kinds: dict[str, bool], what: str) -> None:
+    """``check_kind`` of each entry named in ``kinds`` (name: whether a directory), in that order,
+    from one listing of ``directory``: a study checks thousands of run directories before it starts.
+    A name with a slash (``checkpoint/last.pt``) is looked up on its own."""
+    try:
+        present = {entry.name: entry for entry in os.scandir(directory)}
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name, is_directory in kinds.items():
+        entry = present.get(name)
+        if "/" in name:
+            if name.split("/")[0] in present:
+                check_kind(directory / name, is_directory, what)
+        elif entry is not None and not (entry.is_dir() if is_directory else entry.is_file()):
+            check_kind(directory / name, is_directory, what)  # raises, unless a dangling link: no entry
 
 
 def check_output(path: str | Path, directory: bool, what: str) -> None:

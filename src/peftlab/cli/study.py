@@ -42,7 +42,9 @@ def add_study(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument("--wait", action="store_true",
                    help="if another peftlab study holds the study directory, wait for it instead of exiting")
-    p.add_argument("--dry-run", action="store_true", help="list the runs, their status and the time left")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the study as a run would before it trains, then list the runs, their status and "
+                        "the time left")
     p.add_argument("--report", action="store_true", help="write the report when the runs are done")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_study)
@@ -60,14 +62,14 @@ def cmd_study(args) -> int:
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
     executor = executor_options(args)
-    if args.dry_run:
-        from peftlab.study.runner import validate_study
+    if args.dry_run:  # refuses what the study would refuse before it trains, in the same words
+        from peftlab.study.preflight import check_study
 
-        validate_study(study)
+        check_study(study, study_dir, executor, report=args.report)
         print(dry_run_table(study, study_dir))
         return 0
     summary = run_study(study, study_dir, workers=args.workers, retry_failed=args.retry_failed,
-                        progress=not args.quiet, wait=args.wait, executor=executor)
+                        progress=not args.quiet, wait=args.wait, executor=executor, report=args.report)
     print(format_summary(summary, study_dir))
     if args.report:
         from peftlab.analysis.report import write_report

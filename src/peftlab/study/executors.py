@@ -15,6 +15,7 @@ run on a laptop and on a cluster, and its runs' results do not depend on where.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from peftlab.study import ray_tasks, slurm
 from peftlab.study.spec import RunSpec
 
 SUBMIT = {"submitit": slurm.submit, "ray": ray_tasks.submit}
+# check(options): a UserError line when the executor cannot run here (its package, Slurm's commands);
+# its submit calls it first, and a study's pre-flight (``preflight.check_study``) before any run
+AVAILABLE = {"submitit": slurm.check_available, "ray": ray_tasks.check_available}
 EXECUTORS = ("local", *SUBMIT)
 SLURM_CLUSTERS = ("slurm", "local")
 
@@ -79,6 +83,21 @@ class ExecutorOptions:
                                    ("--ray-cpus", self.ray_cpus, 0), ("--ray-gpus", self.ray_gpus, 0)):
             if value is not None and not value >= least:  # NaN too
                 raise UserError(f"{flag}={value} is invalid: expected a number >= {least}")
+
+
+def check_available(options: ExecutorOptions) -> None:
+    """A UserError line when the remote executor cannot run on this machine (nothing for local)."""
+    if options.name in AVAILABLE:
+        AVAILABLE[options.name](options)
+
+
+def with_folder(options: ExecutorOptions, study_dir: Path) -> ExecutorOptions:
+    """``options`` with a remote executor's folder (submitit's job files, Ray's attempt counts) in the
+    study directory, ``slurm/`` or ``ray/``, unless one is given."""
+    if options.name == "local" or options.folder is not None:
+        return options
+    return dataclasses.replace(options, folder=str((study_dir / {"submitit": "slurm"}.get(options.name,
+                                                                                         options.name)).resolve()))
 
 
 def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,

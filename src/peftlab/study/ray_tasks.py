@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,15 +52,21 @@ def announce_retries(attempts: str | None, args: tuple) -> None:
                     "checkpoint")
 
 
+def check_available(options) -> None:
+    """A UserError line when Ray is not installed (a cluster's address is known to answer only once
+    the study connects to it)."""
+    if find_spec("ray") is None:
+        raise UserError("--executor ray needs the ray package: pip install -e .[ray]")
+
+
 def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
     """Run ``fn(*args)`` for each of ``arglists`` as a Ray task; yield ``(index, None)`` as each
     returns, ``(index, why)`` when it raised or its worker died ``WORKER_DEATH_RETRIES + 1`` times
     (such a run is lost: the next study call submits it again). Leaving early (Ctrl-C, SIGTERM,
     an error) kills the tasks still running, and Ray retries no cancelled task."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray needs the ray package: pip install -e .[ray]") from None
+    check_available(options)
+    import ray
+
     to_library_log("ray")  # its import gave its logger a stderr handler (the token and start-up lines)
     started = not ray.is_initialized()
     if started:  # never a Ray found by scanning this machine's processes: the one named, or a new local one

@@ -18,8 +18,6 @@ A study with ``tune:`` first runs each method's search (``search``: trials in
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -35,10 +33,11 @@ from tqdm.auto import tqdm
 from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import STORAGE_ERRORS, UserError
-from peftlab.files import check_kind, read_json, run_status, write_json_atomic
+from peftlab.files import read_json, run_status, write_json_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
-from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
+from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
+from peftlab.study.preflight import check_study, validate_study  # noqa: F401 - validate_study: callers import it here
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
@@ -79,41 +78,6 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
         present = set()
     return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
             for spec in specs}
-
-
-def validate_study(study: Study) -> None:
-    """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
-    model per architecture (its shapes, no weights), each distinct method and quant checked
-    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
-    Runs share section objects (a configuration's seeds; equal sections, built once by
-    ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
-    from peftlab.params import check_against_model, meta_model
-    from peftlab.tracking import check_trackers
-
-    checked, seen, models, trackers = set(), set(), {}, set()
-    for spec in study.runs:
-        cfg = spec.config
-        if cfg.track not in trackers:
-            trackers.add(cfg.track)
-            check_trackers(cfg.track)  # a missing tracker package fails before any run starts
-        sections = (cfg.model, cfg.method, cfg.quant)
-        if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs
-            continue
-        checked.add(tuple(map(id, sections)))
-        key = json.dumps([to_dict(section) for section in sections], default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        architecture = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True,
-                                  default=str)
-        pretrained = cfg.model.pretrained
-        try:  # the weights' shapes too, unless the study's pretraining has yet to write them
-            if architecture not in models:
-                models[architecture] = meta_model(cfg)
-            check_against_model(cfg, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
-                                model=models[architecture])
-        except UserError as err:
-            raise type(err)(f"study run '{spec.variant}': {err}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,6 +144,8 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
     """
     from peftlab.study.worker import IN_USE, INTERRUPTED, process_main
 
+    if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
+        return
     ctx = worker_context()
     pending = list(jobs)
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
@@ -305,13 +271,14 @@ def pretraining_stopped(config_path: Path, out_dir: Path, why: str | None, lost:
 
 
 def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-              progress: bool = True, wait: bool = False, executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
+              progress: bool = True, wait: bool = False, executor: ExecutorOptions = ExecutorOptions(),
+              report: bool = False) -> StudySummary:
     """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
     a second study process on the same directory is refused with its holder named, or with
     ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
-    processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too)."""
-    validate_study(study)
-    check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
+    processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too). ``report``: the
+    caller writes the report afterwards (its files are checked with the study's, before any run)."""
+    check_study(study, study_dir, executor, report)  # what --dry-run checks too
     study_dir.mkdir(parents=True, exist_ok=True)
     with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
                     on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)), \
@@ -322,14 +289,12 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
 def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool,
                executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
-    if executor.name != "local" and executor.folder is None:  # job files (submitit) or attempt counts (Ray)
-        executor = dataclasses.replace(executor, folder=str((study_dir / {"submitit": "slurm"}.get(executor.name,
-                                                                                              executor.name)).resolve()))
+    executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
-    refuse_stale_runs(study_dir)  # no finished run counts when its base file has changed since
+        refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
     if study.tune:  # each tuned method's search first; its final runs then replace its untuned ones
-        study = tune_study(study, study_dir, jobs_runner(executor, workers), executor.name == "local",
+        study = tune_study(study, study_dir, jobs_runner(executor, workers),
                            workers if executor.name == "local" else MAX_REMOTE_TRIALS,
                            say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None))
 

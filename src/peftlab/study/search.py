@@ -4,7 +4,8 @@ For each method (``study.tune``, see ``peftlab.study.tune``), in ``<study dir>/t
 
 - ``search-<fingerprint>.journal``: the Optuna study (JournalStorage on a JournalFileBackend, an
   append-only log that a kill cannot corrupt). The fingerprint hashes the search and the method's
-  configuration, so a changed study file starts a new search.
+  configuration, so a changed study file starts a new search. The journal only caches what the
+  trials' run directories hold: a damaged one is set aside and a fresh one started (``journal``).
 - ``runs/<run_id>/``: each trial's runs (one per tuning seed), ordinary peftlab runs with ids,
   locks, resume and the study's executor. The final runs live in ``runs/`` of the study, on
   other seeds: a trial's run id never equals a final run's.
@@ -36,6 +37,7 @@ from typing import Any, Callable
 
 from peftlab.errors import UserError
 from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.tune import METRICS, Search, apply_values, search_key
 
@@ -59,6 +61,10 @@ def tune_dir(study_dir: Path, method: str) -> Path:
     return study_dir / "tune" / method.replace("/", "-")  # a per-dataset search: "lora@vtab1k-dtd"
 
 
+def journal_path(directory: Path, search: Search) -> Path:
+    return directory / f"search-{search.fingerprint()}.journal"
+
+
 def trial_value(result: dict, metric: str) -> float | None:
     """The validation score of one trial run: ``metrics[metric]`` of a completed result, never a
     test metric (``tune`` refuses those); None for a run that did not complete."""
@@ -80,15 +86,11 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
     return RunSpec(run_id(cfg), f"{search.name} trial {number}", search.method, seed, ("tune",), params, cfg)
 
 
-def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, can_stop: bool, slots: int,
+def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, slots: int,
                say: Callable[[str], None] = lambda line: None) -> Study:
     """Search every tuned method, then return the study whose runs of those methods are the final
-    runs: each at its method's chosen values, with ``tuned_by`` naming the trial."""
-    if not can_stop:
-        halving = [m for m, s in study.tune.items() if s.search == "halving"]
-        if halving:
-            raise UserError(f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
-                            "which only --executor local does: use search random or the local executor")
+    runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
+    needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
     chosen = {}
     for method, search in study.tune.items():
         chosen[method] = run_search(search, tune_dir(study_dir, method), run_jobs, slots, say)
@@ -126,18 +128,12 @@ def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
                say: Callable[[str], None] = lambda line: None) -> dict:
     """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``."""
     optuna = optuna_module()
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = search.fingerprint()
-    storage = JournalStorage(JournalFileBackend(str(directory / f"search-{fingerprint}.journal")))
-    pruner = optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor) \
-        if search.search == "halving" else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=search.method, storage=storage, load_if_exists=True,
-                                direction="maximize", pruner=pruner)
     proposals = search.proposals()
+    study = load_search(search, directory, proposals)
     for params in proposals[len(study.trials):]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
     distributions = {axis.key: axis.distribution() for axis in search.axes}
@@ -169,6 +165,61 @@ def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
     say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
     return chosen
+
+
+def load_search(search: Search, directory: Path, proposals: list[dict]):
+    """The search's Optuna study from its journal; a damaged journal (``journal``), or one whose trials
+    are not the search's, is set aside and a fresh one started."""
+    optuna = optuna_module()
+    path = journal_path(directory, search)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor) \
+        if search.search == "halving" else optuna.pruners.NopPruner()
+
+    def load():
+        return optuna.create_study(study_name=search.method, storage=open_journal(path), load_if_exists=True,
+                                   direction="maximize", pruner=pruner)
+
+    study = load()
+    why = journal_disagreement(study, search, directory, proposals)
+    if why is None:
+        return study
+    set_aside_damaged(path, why)
+    return load()
+
+
+def journal_disagreement(study, search: Search, directory: Path, proposals: list[dict]) -> str | None:
+    """Why a journal that replays is not this search's (None when it is): a trial beyond the budget or
+    with values other than its proposal, or an outcome its runs' result.json contradict."""
+    for trial in study.get_trials(deepcopy=False):
+        number = trial.number
+        if number >= len(proposals):
+            return f"trial {number} is beyond the search's {len(proposals)} trials"
+        values = trial.params or trial.system_attrs.get("fixed_params")
+        if values != proposals[number]:
+            return f"trial {number} has values {values!r}, expected {proposals[number]!r}"
+        why = outcome_disagreement(trial, search, directory)
+        if why is not None:
+            return f"trial {number} {why}"
+    return None
+
+
+def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
+    """What a finished trial's state or value says that its runs do not (as ``run_trials`` tells them):
+    complete at the mean of its runs' scores, failed when one has none, pruned only by halving."""
+    state = trial.state.name
+    if state == "PRUNED" and search.search != "halving":
+        return f"is pruned in a {search.search} search"
+    if state not in ("COMPLETE", "FAIL"):
+        return None
+    run_ids = trial.user_attrs.get("run_ids")
+    if not isinstance(run_ids, list) or len(run_ids) != len(search.seeds):
+        return f"has run ids {run_ids!r}, expected one per tuning seed"
+    scores = [trial_value(read_json(directory / "runs" / str(r) / "result.json") or {}, search.metric) for r in run_ids]
+    if state == "COMPLETE" and (None in scores or statistics.fmean(scores) != trial.value):
+        return f"has value {trial.value!r}, which is not its runs' {search.metric}"
+    if state == "FAIL" and None not in scores:
+        return "failed, but its runs completed"
+    return None
 
 
 def run_trials(search: Search, directory: Path, study, batch: list, proposals: list[dict], run_jobs: RunJobs,

@@ -18,6 +18,7 @@ import logging
 import shutil
 import subprocess
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -48,11 +49,19 @@ def slurm_parameters(options) -> dict:
     return params
 
 
+def check_available(options) -> None:
+    """A UserError line when submitit, or with ``--slurm-cluster slurm`` Slurm's commands, are not here."""
+    if find_spec("submitit") is None:
+        raise UserError("--executor submitit needs the submitit package: pip install -e .[slurm]")
+    if options.slurm_cluster != "local" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise UserError("--executor submitit: no Slurm here (sbatch or srun is not on PATH); --slurm-cluster local "
+                        "runs the jobs as local processes")
+
+
 def make_executor(options):
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("--executor submitit needs the submitit package: pip install -e .[slurm]") from None
+    check_available(options)
+    import submitit
+
     to_library_log("submitit")  # its import gave its logger handlers of its own on stdout and stderr
     # SlurmExecutor and LocalExecutor by name: submitit's AutoExecutor would pick one itself
     folder = Path(options.folder) / "%j"  # one folder per job: pickled call, logs, result
@@ -60,9 +69,6 @@ def make_executor(options):
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=options.slurm_gpus)
         return executor
-    if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise UserError("--executor submitit: no Slurm here (sbatch or srun is not on PATH); --slurm-cluster local "
-                        "runs the jobs as local processes")
     executor = submitit.SlurmExecutor(folder=folder)
     executor.update_parameters(**slurm_parameters(options))
     return executor

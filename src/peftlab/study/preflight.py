@@ -1,0 +1,146 @@
+"""What a study checks before any run starts: one function, ``check_study``, which the study
+(``runner.run_study``) and its dry-run (``peftlab study --dry-run``) both call, so that a dry-run
+refuses whatever the study would refuse before training, in the same line.
+
+- every method, quant and tracker against a meta model of each architecture (``validate_study``);
+- the executor: a search it cannot run (halving needs to stop trials, which only the local executor
+  does), and what it needs on this machine (submitit and Slurm's commands, Ray);
+- every file and directory the study writes, found as an entry of the wrong kind (a directory where
+  result.json belongs, a file where a run directory belongs): one line naming it, instead of a
+  traceback once the first runs or trials have trained;
+- finished runs trained on a base file that has changed since (``stale``), unless the study's own
+  pretraining has yet to write that base: then the study checks once it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from peftlab.config import to_dict
+from peftlab.errors import UserError
+from peftlab.files import RUN_KINDS, check_entries, check_kind, check_run_dir
+from peftlab.libraries import LIBRARY_LOG
+from peftlab.study.executors import ExecutorOptions, check_available, with_folder
+from peftlab.study.search import SELECTION, journal_path, tune_dir
+from peftlab.study.spec import Study
+from peftlab.study.stale import refuse_stale_runs
+
+# what --report writes in <study dir>/report/: two files, and figures and tables in their folders
+REPORT_FILES = ("report.md", "results.csv")
+REPORT_DIRECTORIES = ("figures", "tables")
+REPORT_SUFFIXES = (".png", ".pdf", ".tex")
+
+
+def check_study(study: Study, study_dir: Path, executor: ExecutorOptions = ExecutorOptions(),
+                report: bool = False) -> None:
+    """A UserError line for the first thing that would stop ``study`` in ``study_dir`` before it
+    trains (``report``: the study writes its report too); nothing is written."""
+    validate_study(study)
+    check_executor(study, executor)
+    check_study_files(study, study_dir, executor, report)
+    if study.pretrain is None:
+        refuse_stale_runs(study_dir)
+
+
+def check_executor(study: Study, executor: ExecutorOptions) -> None:
+    """What the executor refuses: a halving search anywhere but local, a missing package or Slurm."""
+    if executor.name != "local":
+        halving = [m for m, s in study.tune.items() if s.search == "halving"]
+        if halving:
+            raise UserError(f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
+                            "which only --executor local does: use search random or the local executor")
+    check_available(executor)
+
+
+def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, report: bool) -> None:
+    """Each path the study writes that exists as another kind; run directories with all their entries."""
+    what = "study directory entry"
+    check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
+    for name in ("study.yaml", LIBRARY_LOG, ".lock"):
+        check_kind(study_dir / name, False, what)
+    folder = with_folder(executor, study_dir).folder
+    if folder is not None:  # the remote executor's job files or attempt counts
+        check_kind(folder, True, "executor folder")
+    check_run_dirs(study_dir / "runs")
+    if study.tune:
+        check_kind(study_dir / "tune", True, what)
+    for method, search in study.tune.items():
+        directory, journal = tune_dir(study_dir, method), journal_path(tune_dir(study_dir, method), search)
+        check_kind(directory, True, what)
+        for path in (directory / SELECTION, journal, Path(f"{journal}.lock")):  # Optuna's lock: a link to it
+            check_kind(path, False, what)
+        check_run_dirs(directory / "runs")
+    if report:
+        check_report_files(study_dir / "report")
+
+
+def check_run_dirs(runs: Path) -> None:
+    """``runs`` holds run directories: each entry (hidden names aside) a directory whose own entries
+    are of their kinds (``files.check_run_dir``). A missing ``runs`` is a study not started."""
+    check_kind(runs, True, "study directory entry")
+    try:
+        entries = sorted((e for e in os.scandir(runs) if not e.name.startswith(".")), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir():
+            check_entries(runs / entry.name, RUN_KINDS, "run directory entry")
+        else:
+            check_run_dir(runs / entry.name)  # names what it is instead
+
+
+def check_report_files(report: Path) -> None:
+    """The report's folder, its files, and the figures and tables it writes (by their suffixes: other
+    entries of those folders are not the report's)."""
+    what = "report entry"
+    check_kind(report, True, what)
+    for name in REPORT_DIRECTORIES:
+        check_kind(report / name, True, what)
+    for name in REPORT_FILES:
+        check_kind(report / name, False, what)
+    for name in REPORT_DIRECTORIES:
+        try:
+            entries = sorted(os.listdir(report / name))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.endswith(REPORT_SUFFIXES):
+                check_kind(report / name / entry, False, what)
+
+
+def validate_study(study: Study) -> None:
+    """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
+    model per architecture (its shapes, no weights), each distinct method and quant checked
+    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
+    Runs share section objects (a configuration's seeds; equal sections, built once by
+    ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
+    from peftlab.params import check_against_model, meta_model
+    from peftlab.tracking import check_trackers
+
+    checked, seen, models, trackers = set(), set(), {}, set()
+    for spec in study.runs:
+        cfg = spec.config
+        if cfg.track not in trackers:
+            trackers.add(cfg.track)
+            check_trackers(cfg.track)  # a missing tracker package fails before any run starts
+        sections = (cfg.model, cfg.method, cfg.quant)
+        if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs
+            continue
+        checked.add(tuple(map(id, sections)))
+        key = json.dumps([to_dict(section) for section in sections], default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        architecture = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True,
+                                  default=str)
+        pretrained = cfg.model.pretrained
+        try:  # the weights' shapes too, unless the study's pretraining has yet to write them
+            if architecture not in models:
+                models[architecture] = meta_model(cfg)
+            check_against_model(cfg, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
+                                model=models[architecture])
+        except UserError as err:
+            raise type(err)(f"study run '{spec.variant}': {err}") from None
