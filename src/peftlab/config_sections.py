@@ -153,7 +153,8 @@ class QuantConfig:
     # method.group_size (method.name: qalora), which also sets the adapter's input pooling
     group_size: int | None = None
     # 4-bit evaluation on a CPU: reference (dequantize, multiply in compute_dtype: the same numbers on every
-    # CPU) or bnb (bitsandbytes' bf16 kernel on AVX512-BF16 CPUs: faster there, bf16 rounding)
+    # CPU) or bnb (bitsandbytes' bf16 kernel on AVX512-BF16 CPUs: faster there, bf16 rounding; the reference
+    # path on CPUs without it, as bitsandbytes itself chooses there)
     cpu_kernel: Literal["reference", "bnb"] = "reference"
 
     def __post_init__(self):

@@ -94,6 +94,13 @@ def is_bnb_linear(module: nn.Module) -> bool:
     return bnb is not None and isinstance(module, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
 
 
+def cpu_has_bnb_kernel() -> bool:
+    """Whether bitsandbytes' bf16 4-bit CPU kernel runs here (AVX512-BF16), as bitsandbytes itself decides."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16())
+
+
 def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device) -> nn.Module:
     """A bitsandbytes copy of ``linear`` on ``device`` (quantized by the move), frozen."""
     bnb = require_bitsandbytes(quant.mode)
@@ -108,7 +115,10 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
                                   quant_type=quant.mode, device="meta")
         layer.weight = bnb.nn.Params4bit(weight.to("cpu", copy=True), requires_grad=False, quant_type=quant.mode,
                                          compress_statistics=quant.double_quant, module=layer)
-        layer.support_avx512bf16_for_cpu = quant.cpu_kernel == "bnb"  # read by Linear4bit.forward
+        # read by Linear4bit.forward; bitsandbytes' bf16 kernel exists only on AVX512-BF16 CPUs (its own default
+        # asks the CPU): forced on an AVX2-only CPU it repacks the weight for a kernel the CPU lacks, and the
+        # merged model's accuracy then differed from its exported copy's. There "bnb" is the reference path.
+        layer.support_avx512bf16_for_cpu = quant.cpu_kernel == "bnb" and cpu_has_bnb_kernel()
         layer.register_state_dict_pre_hook(restore_layout_before_saving)  # before bnb's own (lossy) inverse
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
