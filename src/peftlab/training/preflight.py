@@ -37,6 +37,8 @@ from peftlab.tuners.base import TunerContext
 GIB = 2 ** 30
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
 SMALL_GRIDS = (4, 6, 8)  # patches per side
+PROBED_PROMPTS = 64  # VPT: a model of more prompt tokens is probed at SMALL_PROMPTS
+SMALL_PROMPTS = (1, 2, 3)
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
@@ -147,24 +149,40 @@ def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
 
 def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] | None:
     """``probe``'s bytes of the configured model without running it at full size (None: a model of at
-    most ``PROBED_PATCHES`` patches, or not a timm ViT; probe it itself). What a transformer saves
-    for backward grows with its tokens as a polynomial of degree 2 at most (the attention weights),
-    so the model probed at three small patch grids gives it exactly (Lagrange, in fractions)."""
+    most ``PROBED_PATCHES`` patches and ``PROBED_PROMPTS`` prompt tokens, or not a timm ViT; probe it
+    itself). What a transformer saves for backward grows with its tokens as a polynomial of degree 2
+    at most (the attention weights), in its patches and in its prompts (VPT) alike, so the model
+    probed at three small patch grids, each at three small prompt counts, gives it exactly
+    (Lagrange, in fractions)."""
     grid = patch_grid(cfg, num_classes)
-    if grid is None or grid[1] ** 2 <= PROBED_PATCHES:
+    prompts = getattr(cfg.method, "prompt_tokens", 0)
+    if grid is None or (grid[1] ** 2 <= PROBED_PATCHES and prompts <= PROBED_PROMPTS):
         return None
     patch, side = grid
-    points = []
-    for small in SMALL_GRIDS:
+    by_grid = []
+    for small in SMALL_GRIDS if side ** 2 > PROBED_PATCHES else (side,):
         model_cfg = dataclasses.replace(cfg.model, img_size=small * patch, patch_size=patch)
-        points.append((small ** 2, probe(adapted(cfg, model_cfg, num_classes).model,
-                                         (cfg.model.in_chans, small * patch, small * patch), precision,
-                                         torch.device("cpu"))))
-    return tuple(round(lagrange([(x, y[n]) for x, y in points], side ** 2)) for n in (0, 1))
+        by_prompts = [(n, probe(adapted(with_prompts(cfg, n), model_cfg, num_classes).model,
+                                (cfg.model.in_chans, small * patch, small * patch), precision, torch.device("cpu")))
+                      for n in (SMALL_PROMPTS if prompts > PROBED_PROMPTS else (prompts,))]
+        by_grid.append((small ** 2, extrapolated(by_prompts, prompts)))
+    return tuple(round(y) for y in extrapolated(by_grid, side ** 2))
 
 
-def lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
-    """The polynomial through ``points`` at ``x``."""
+def with_prompts(cfg, n: int):
+    """``cfg`` with ``n`` prompt tokens (VPT); another method's config as it is."""
+    if not hasattr(cfg.method, "prompt_tokens"):
+        return cfg
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, prompt_tokens=n))
+
+
+def extrapolated(points: list[tuple[int, tuple]], x: int) -> tuple[Fraction, Fraction]:
+    """The bytes at 1 image and at 2 of ``points`` (size, (bytes at 1, bytes at 2)) at size ``x``."""
+    return tuple(lagrange([(xi, y[n]) for xi, y in points], x) for n in (0, 1))
+
+
+def lagrange(points: list[tuple[int, int | Fraction]], x: int) -> Fraction:
+    """The polynomial through ``points`` at ``x`` (one point: a constant)."""
     total = Fraction(0)
     for i, (xi, yi) in enumerate(points):
         term = Fraction(yi)
