@@ -2,20 +2,16 @@
 each integer knob of each method at its maximum is a one-line refusal (exit 2), or a config that
 validates, in seconds and without a memory blow-up; validate, train and a study's dry-run alike."""
 
-import contextlib
 import dataclasses
-import io
-import time
 import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from peftlab import cli
 from peftlab.config_checks import MAX_INT
 from peftlab.tuners import TUNERS
-from testkit import TINY_MODEL, needs_fashion_mnist
+from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
 # a knob that counts only once another is set: oft's r (blocks) replaces oft_block_size, and so on
 COMPANIONS = {("oft", "r"): {"oft_block_size": 0}, ("boft", "boft_block_num"): {"boft_block_size": 0},
@@ -34,37 +30,12 @@ def integer_knobs():
                 yield name, field.name, {"q": MAX_INT} if typing.get_origin(hint) is dict else MAX_INT
 
 
-def peak_rss_reset() -> None:
-    """Start the process's peak resident memory (VmHWM) over from its current size."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss() -> int:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
-def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
-    """(exit status, stderr, seconds, peak memory growth in bytes) of ``peftlab ARGV`` in this process."""
-    stderr = io.StringIO()
-    peak_rss_reset()
-    before, start = peak_rss(), time.perf_counter()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        status = cli.main(list(argv))
-    return status, stderr.getvalue(), time.perf_counter() - start, peak_rss() - before
-
-
 def write_config(path: Path, method: dict, **train) -> Path:
     path.write_text(yaml.safe_dump({
         "model": TINY_MODEL, "method": method,
         "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
         "train": {"max_steps": 2, "batch_size": 16, **train}}))
     return path
-
-
-def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:
-    assert status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, (status, stderr)
-    assert all(needle in stderr for needle in needles), stderr
 
 
 @pytest.mark.parametrize(("method", "knob", "value"), [(m, k, v) for m, k, v in integer_knobs()],
@@ -80,8 +51,8 @@ def test_every_integer_knob_at_its_maximum_is_refused_in_one_line_or_validates(t
 
 
 @needs_fashion_mnist()
-@pytest.mark.parametrize("method", [{"name": "vpt", "prompt_tokens": MAX_INT}, {"name": "vpt", "prompt_tokens": 10 ** 8},
-                                    {"name": "houlsby", "bottleneck": MAX_INT},
+@pytest.mark.parametrize("method", [{"name": "vpt", "prompt_tokens": MAX_INT},
+                                    {"name": "vpt", "prompt_tokens": 10 ** 8}, {"name": "houlsby", "bottleneck": MAX_INT},
                                     {"name": "lora", "rank_budget": MAX_INT, "rank_strategy": "linear_decay"}],
                          ids=lambda m: f"{m['name']}-{list(m)[1]}")
 def test_a_method_too_large_is_refused_by_validate_train_and_a_study_dry_run(tmp_path, method):

@@ -77,7 +77,7 @@ def test_a_model_of_many_patches_is_probed_small_and_exactly(monkeypatch, method
                                  "method": {"name": method}})
     assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 100 patches: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
-    tuner = preflight.adapted(cfg, cfg.model, 10)
+    tuner = preflight.adapted(cfg, 10)
     assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(tuner.model, (3, 40, 40), "fp32",
                                                                           torch.device("cpu"))
 
@@ -94,7 +94,7 @@ def test_a_model_of_many_prompt_tokens_is_probed_small_and_exactly(monkeypatch, 
     assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 20 prompts: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PROMPTS", 8)
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
-    tuner = preflight.adapted(cfg, cfg.model, 10)
+    tuner = preflight.adapted(cfg, 10)
     assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
         tuner.model, (3, img_size, img_size), "fp32", torch.device("cpu"))
 

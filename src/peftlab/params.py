@@ -79,9 +79,11 @@ def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
     """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
     need, available = 4 * total, psutil.virtual_memory().available
     if need > available:
-        raise ConfigError(f"model {cfg.model.name!r} with these settings (model.*, "
-                          f"{size_settings(cfg.method)}, {num_classes} classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected "
-                          f"a model that fits the {available / 2**30:.1f} GiB of memory available")
+        hf = cfg.model.source == "hf"
+        name, sizes = (cfg.model.path, f"{cfg.model.path}/config.json") if hf else (cfg.model.name, "model.*")
+        raise ConfigError(f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
+                          f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
+                          f"fits the {available / 2**30:.1f} GiB of memory available")
 
 
 def size_settings(method: MethodConfig) -> str:
