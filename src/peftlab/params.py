@@ -13,7 +13,9 @@ from peftlab.backbones import build_backbone, check_weights_file
 from peftlab.config import DATASET_CLASSES, MethodConfig, QuantConfig, RunConfig, fail_field, to_dict
 from peftlab.errors import ConfigError
 from peftlab.tuners import apply_tuner, check_config, planned_ranks
-from peftlab.tuners.base import Tuner, is_head_param
+from peftlab.tuners.base import Tuner, TunerContext, is_head_param
+
+COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 
 
 def _meta_model(cfg: RunConfig, num_classes: int):
@@ -50,9 +52,11 @@ def count_parameters(cfg: RunConfig) -> dict:
 def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
     """``cfg``'s method applied to ``model``, a meta model, on the meta device: shapes only, nothing
     allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
-    cannot quantize a meta tensor."""
+    cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
+    run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
+    ctx = TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
     with torch.device("meta"):
-        return apply_tuner(model, dataclasses.replace(cfg, quant=QuantConfig()))
+        return apply_tuner(model, dataclasses.replace(cfg, quant=ctx.quant), ctx)
 
 
 def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
