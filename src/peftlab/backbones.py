@@ -20,6 +20,7 @@ from peftlab.data.readers import hash_file
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config
+from peftlab.libraries import quiet_transformers
 
 HEAD_PREFIXES = ("head.", "classifier.")
 
@@ -117,6 +118,7 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
     import transformers
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    quiet_transformers()
     path = Path(cfg.path)
     check_hf_config(path)  # its sizes bounded before transformers builds anything
     labels = {"num_labels": num_classes, "id2label": {i: str(i) for i in range(num_classes)},
@@ -142,6 +144,7 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
     if cfg.source == "hf":
         from transformers import AutoConfig
 
+        quiet_transformers()
         check_hf_config(cfg.path)
         try:
             config = AutoConfig.from_pretrained(cfg.path)
