@@ -114,14 +114,16 @@ sys.exit(main(sys.argv[1:]))
 
 def foreign_lines(stderr: str) -> list[str]:
     """Lines on stderr that are not peftlab's own (a progress bar's carriage returns split it too)."""
-    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("peftlab: ")]
+    lines = stderr.replace("\r", "\n").splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("peftlab: ")]
 
 
 @needs_fashion_mnist()
 def test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr(tmp_path, hf_dir):
     """transformers' "Loading weights" progress bar landed on stderr; its export's "Writing model shards" too."""
     config = tmp_path / "hf.yaml"
-    config.write_text(yaml.safe_dump({"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "lora", "r": 2},
+    config.write_text(yaml.safe_dump({"model": {"source": "hf", "path": str(hf_dir)},
+                                      "method": {"name": "lora", "r": 2},
                                       "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,
                                                "test_subset": 32},
                                       "train": {"max_steps": 2, "batch_size": 16}}))
@@ -130,6 +132,7 @@ def test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr(tmp_pat
                           capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
     assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr
     assert "a transformers warning" in (run_dir / "library.log").read_text()
-    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "export", str(run_dir), "--merged", str(tmp_path / "hf")],
-                          capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    export = ["export", str(run_dir), "--merged", str(tmp_path / "hf")]
+    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", *export], capture_output=True, text=True, cwd=REPO,
+                          env=ENV, timeout=600)
     assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr

@@ -52,7 +52,8 @@ def test_every_integer_knob_at_its_maximum_is_refused_in_one_line_or_validates(t
 
 @needs_fashion_mnist()
 @pytest.mark.parametrize("method", [{"name": "vpt", "prompt_tokens": MAX_INT},
-                                    {"name": "vpt", "prompt_tokens": 10 ** 8}, {"name": "houlsby", "bottleneck": MAX_INT},
+                                    {"name": "vpt", "prompt_tokens": 10 ** 8},
+                                    {"name": "houlsby", "bottleneck": MAX_INT},
                                     {"name": "lora", "rank_budget": MAX_INT, "rank_strategy": "linear_decay"}],
                          ids=lambda m: f"{m['name']}-{list(m)[1]}")
 def test_a_method_too_large_is_refused_by_validate_train_and_a_study_dry_run(tmp_path, method):
@@ -91,3 +92,27 @@ def test_a_quantized_base_counts_as_many_parameters_as_its_float_base():
     for mode in ("nf4", "int8"):
         assert count_parameters(dataclasses.replace(lora, quant=dataclasses.replace(lora.quant, mode=mode))) == \
             count_parameters(lora)
+
+
+NASTY_SIZES = [None, True, -1, 0, 1, 3, 64, MAX_INT, MAX_INT + 1, 10**30, 1e309, 0.5, "8", [], {}, {"q": MAX_INT},
+               {"q": -1}]
+
+
+def test_fuzzed_method_knobs_are_one_line_errors_or_valid(tmp_path):
+    """Random methods with one to three of their fields set to hostile values (a fixed seed, a bounded
+    count): each validate is a one-line refusal or valid, in seconds and bounded memory."""
+    import random
+
+    rng = random.Random(37)
+    fields = {name: [f.name for f in dataclasses.fields(spec.config_cls) if f.name != "name"]
+              for name, spec in sorted(TUNERS.items())}
+    outcomes = {"valid": 0, "refused": 0}
+    for i in range(40):
+        name = rng.choice([name for name, own in fields.items() if own])
+        method = {"name": name, **{rng.choice(fields[name]): rng.choice(NASTY_SIZES) for _ in range(rng.randint(1, 3))}}
+        status, stderr, seconds, growth = cli_in_process("validate", str(write_config(tmp_path / f"{i}.yaml", method)))
+        assert status == 0 or status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, \
+            (method, status, stderr[-2000:])
+        assert seconds < SECONDS and growth < RSS_GROWTH, (method, seconds, growth / 2 ** 20)
+        outcomes["valid" if status == 0 else "refused"] += 1
+    assert outcomes["refused"] > 20 and outcomes["valid"] > 0, outcomes
