@@ -145,12 +145,15 @@ def test_the_study_command_reads_its_study_before_torch_so_it_can_pin_the_arithm
 
 
 def test_checking_configs_against_the_model_imports_no_peft():
-    """A study's dry-run checks every method against a meta model; peft brings transformers, seconds
-    of imports that only injecting adapters needs, so the tuners import it where they inject."""
-    code = ("import sys; from peftlab.tuners import TUNERS; from peftlab.study.spec import load_study; "
-            "from peftlab.study.runner import validate_study; "
+    """The checks of every method against a meta model (targets, patterns, ranks) need no peft, which
+    brings transformers, seconds of imports: the tuners import it where they inject. (A study's dry-run
+    also counts each method's size by injecting it on the meta device, peftlab.params: that imports it.)"""
+    code = ("import sys; from peftlab.tuners import TUNERS, check_config, planned_ranks; "
+            "from peftlab.study.spec import load_study; from peftlab.params import meta_model; "
             "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
-            "if getattr(spec, which)]; validate_study(load_study('configs/studies/methods.yaml')); "
+            "if getattr(spec, which)]; "
+            "[(check_config(s.config, meta_model(s.config)), planned_ranks(s.config, meta_model(s.config))) "
+            "for s in load_study('configs/studies/methods.yaml').runs]; "
             "print(sorted(m for m in ('peft', 'transformers', 'bitsandbytes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=SRC.parents[1])

@@ -91,3 +91,48 @@ def test_peftlabs_own_warnings_still_reach_the_user():
               "logging.getLogger('matplotlib').warning('library noise')")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.stderr == "peftlab: warning: a label is shown as written\n", proc.stderr
+
+
+# An HF model's run, with a transformers warning logged once its model is built (transformers
+# gives its logger a stderr handler of its own when it is imported).
+HF_NOISY = """
+import sys
+import peftlab.backbones
+build_hf = peftlab.backbones.build_hf
+
+def noisy_build_hf(*args, **kwargs):
+    model = build_hf(*args, **kwargs)
+    from transformers.utils import logging
+    logging.get_logger("transformers.modeling_utils").warning("a transformers warning")
+    return model
+
+peftlab.backbones.build_hf = noisy_build_hf
+from peftlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def foreign_lines(stderr: str) -> list[str]:
+    """Lines on stderr that are not peftlab's own (a progress bar's carriage returns split it too)."""
+    lines = stderr.replace("\r", "\n").splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("peftlab: ")]
+
+
+@needs_fashion_mnist()
+def test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr(tmp_path, hf_dir):
+    """transformers' "Loading weights" progress bar landed on stderr; its export's "Writing model shards" too."""
+    config = tmp_path / "hf.yaml"
+    config.write_text(yaml.safe_dump({"model": {"source": "hf", "path": str(hf_dir)},
+                                      "method": {"name": "lora", "r": 2},
+                                      "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,
+                                               "test_subset": 32},
+                                      "train": {"max_steps": 2, "batch_size": 16}}))
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", HF_NOISY, "train", str(config), "--run-dir", str(run_dir), "--quiet"],
+                          capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr
+    assert "a transformers warning" in (run_dir / "library.log").read_text()
+    export = ["export", str(run_dir), "--merged", str(tmp_path / "hf")]
+    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", *export], capture_output=True, text=True, cwd=REPO,
+                          env=ENV, timeout=600)
+    assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr

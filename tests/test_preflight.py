@@ -77,20 +77,40 @@ def test_a_model_of_many_patches_is_probed_small_and_exactly(monkeypatch, method
                                  "method": {"name": method}})
     assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 100 patches: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
-    tuner = preflight.adapted(cfg, cfg.model, 10)
+    tuner = preflight.adapted(cfg, 10)
     assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(tuner.model, (3, 40, 40), "fp32",
                                                                           torch.device("cpu"))
 
 
-def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_path):
-    """A 1024 px image of 2 px patches (262,144 tokens): validate --show hung in a full-size forward pass."""
+@pytest.mark.parametrize("deep", [True, False])
+@pytest.mark.parametrize(("img_size", "patch_size"), [(32, 8), (40, 4)], ids=["prompts", "prompts-and-patches"])
+def test_a_model_of_many_prompt_tokens_is_probed_small_and_exactly(monkeypatch, deep, img_size, patch_size):
+    """VPT's prompts are tokens too: a model of many is probed at three small prompt counts (and, of
+    many patches, at three small grids each), which give the full-size probe's bytes exactly."""
+    from peftlab.training import preflight
+
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": img_size, "patch_size": patch_size},
+                                 "method": {"name": "vpt", "prompt_tokens": 20, "deep": deep}})
+    assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 20 prompts: probed at full size
+    monkeypatch.setattr(preflight, "PROBED_PROMPTS", 8)
+    monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
+    tuner = preflight.adapted(cfg, 10)
+    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+        tuner.model, (3, img_size, img_size), "fp32", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("change", [{"model": {**TINY_MODEL, "img_size": 1024, "patch_size": 2}},
+                                    {"method": {"name": "vpt", "prompt_tokens": 10 ** 6}}],
+                         ids=["patches", "prompts"])
+def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_path, change):
+    """A 1024 px image of 2 px patches (262,144 tokens), or a million VPT prompts (whose weights fit):
+    validate --show hung in a full-size forward pass."""
     import time
 
     import yaml
 
     path = tmp_path / "big.yaml"
-    path.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "img_size": 1024, "patch_size": 2},
-                                    "train": {"batch_size": 1}}))
+    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"batch_size": 1}, **change}))
     start = time.perf_counter()
     proc = run_cli("validate", str(path), "--show", timeout=300)
     assert time.perf_counter() - start < 120

@@ -62,3 +62,36 @@ def train_with_hooks(tuner, steps: int, images, labels, lr: float = 1e-2, each_s
             each_step(step + 1, tuner, optimizer)
         optimizer.zero_grad()
     return optimizer
+
+
+def peak_rss_reset() -> None:
+    """Start this process's peak resident memory (VmHWM) over from its current size."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes since the last ``peak_rss_reset``."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
+    """(exit status, stderr, seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
+    import contextlib
+    import io
+    import time
+
+    from peftlab import cli
+
+    stderr = io.StringIO()
+    peak_rss_reset()
+    before, start = peak_rss(), time.perf_counter()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main(list(argv))
+    return status, stderr.getvalue(), time.perf_counter() - start, peak_rss() - before
+
+
+def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:
+    """Exit status 2 and one line on stderr, ``peftlab: error: ...``, holding each of ``needles``."""
+    assert status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, (status, stderr)
+    assert all(needle in stderr for needle in needles), stderr

@@ -19,6 +19,8 @@ from peftlab.config_sections import ModelConfig
 from peftlab.data.readers import hash_file
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
+from peftlab.hf_config import check_hf_config
+from peftlab.libraries import quiet_transformers
 
 HEAD_PREFIXES = ("head.", "classifier.")
 
@@ -80,7 +82,7 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
     """A model with a fresh ``num_classes`` head and the configured pretrained weights (``weights``
     False: the architecture only, as for counting on the meta device)."""
     if cfg.source == "hf":
-        return _build_hf(cfg, num_classes, weights)
+        return build_hf(cfg, num_classes, weights)
     import timm
 
     if not timm.is_model(cfg.name):
@@ -107,26 +109,28 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
     return model
 
 
-def _build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True) -> nn.Module:
+def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: int) -> nn.Module:
     """An HF image classifier with a fresh head: ``from_pretrained``, or ``from_config`` for the
-    architecture alone (``from_pretrained`` refuses the meta device). transformers' load reports
-    (the re-initialised head, ...) go to its logger at error level only: peftlab says what matters."""
+    architecture alone (``from_pretrained`` refuses the meta device), its config's values replaced
+    by ``sizes`` (architecture only: the pre-flight probes a model of many patches at a small ``image_size``).
+    transformers' load reports (the re-initialised head, ...) go to its logger at error level only:
+    peftlab says what matters."""
     import transformers
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    quiet_transformers()
     path = Path(cfg.path)
-    if not (path / "config.json").is_file():
-        raise WeightsError(f"model.path={str(path)!r} is not an HF model directory (no config.json)")
+    check_hf_config(path)  # its sizes bounded before transformers builds anything
     labels = {"num_labels": num_classes, "id2label": {i: str(i) for i in range(num_classes)},
               "label2id": {str(i): i for i in range(num_classes)}}
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        if weights:
+        if weights and not sizes:
             model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True,
                                                                     use_safetensors=None, **labels)
         else:
-            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels))
+            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels, **sizes))
     except Exception as err:  # noqa: BLE001 - a broken config.json or weights file: one line
         raise WeightsError(f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})") \
             from None
@@ -140,6 +144,8 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
     if cfg.source == "hf":
         from transformers import AutoConfig
 
+        quiet_transformers()
+        check_hf_config(cfg.path)
         try:
             config = AutoConfig.from_pretrained(cfg.path)
         except Exception as err:  # noqa: BLE001 - missing or broken config.json: one line

@@ -148,7 +148,7 @@ def shown_path(path: str | Path, limit: int = 300) -> str:
     return shown_file(path, limit)
 
 
-def read_text_file(path: str | Path, what: str = "config file") -> str:
+def read_text_file(path: str | Path, what: str = "config file", expected: str = "a YAML file") -> str:
     """The UTF-8 text of a regular file of at most ``MAX_FILE_BYTES``, or one ConfigError line.
 
     A FIFO would block, /dev/zero would never end, a binary file is no config: all refused
@@ -165,9 +165,9 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     if os.path.realpath(path) == os.devnull:
         return ""
     if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{what} {shown} is a directory: expected a YAML file")
+        raise ConfigError(f"{what} {shown} is a directory: expected {expected}")
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected a YAML file")
+        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected {expected}")
     if info.st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
     try:
@@ -175,13 +175,13 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     except OSError as err:
         raise ConfigError(f"{what} {shown} cannot be read: {err.strerror}") from None
     if raw is None:
-        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected a YAML file")
+        raise ConfigError(f"{what} {shown} is not a regular file (a device, FIFO or socket): expected {expected}")
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(f"{what} {shown} has more than {MAX_FILE_BYTES:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{what} {shown} is not UTF-8 text (byte {err.start}): expected a YAML file") from None
+        raise ConfigError(f"{what} {shown} is not UTF-8 text (byte {err.start}): expected {expected}") from None
 
 
 def read_yaml(path: str | Path) -> dict:

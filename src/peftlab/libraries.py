@@ -10,6 +10,10 @@ peftlab's own warnings (the ``peftlab`` loggers) still print, as ``peftlab: warn
 torch's loggers print on stderr through torch's own handler and do not reach the root logger;
 those peftlab has seen speak out of turn (``torch.utils.cpp_extension``: "No CUDA runtime is
 found" when a library compiles an extension) get the root logger's handlers instead.
+transformers (imported by HF models and by PEFT) gives its logger a stderr handler of its own when
+it is imported: ``quiet_transformers``, called where peftlab imports it, hands its records to the
+root logger's handlers. Progress bars (transformers' "Loading weights", huggingface_hub's) are
+turned off: a bar is no record to keep, and it would land between a user and peftlab's line.
 
 It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it
 for a kernel from the Hugging Face hub at import time, and nothing may be downloaded at run time.
@@ -79,6 +83,22 @@ def quiet_libraries(verbose: bool | None = None) -> None:
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the handlers above
     for name in TORCH_LOGGERS:
         to_root_handlers(name)
+    # read when huggingface_hub is imported (transformers' bars follow it), here and in the workers
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    quiet_transformers()  # a library user may have imported it already
+
+
+def quiet_transformers() -> None:
+    """transformers' log records to the library log (its own stderr handler removed) and its progress
+    bars off, once it is imported; nothing before (importing it takes a second) or when not quieted."""
+    if records() is None or "transformers" not in sys.modules:
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    to_library_log("transformers")
 
 
 def to_root_handlers(name: str) -> None:
@@ -93,7 +113,7 @@ def to_root_handlers(name: str) -> None:
 
 def to_library_log(name: str) -> None:
     """Send the records of library ``name``, which gave its logger handlers of its own on stdout and
-    stderr when it was imported (submitit), to the library log like every other library's."""
+    stderr when it was imported (submitit, transformers), to the library log like every other library's."""
     if records() is None:  # not quieted (a library user): its logging is theirs
         return
     logger = logging.getLogger(name)

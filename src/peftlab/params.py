@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import psutil
@@ -9,10 +10,12 @@ import torch
 from torch import nn
 
 from peftlab.backbones import build_backbone, check_weights_file
-from peftlab.config import DATASET_CLASSES, RunConfig, fail_field
+from peftlab.config import DATASET_CLASSES, MethodConfig, QuantConfig, RunConfig, fail_field, to_dict
 from peftlab.errors import ConfigError
 from peftlab.tuners import apply_tuner, check_config, planned_ranks
-from peftlab.tuners.base import is_head_param
+from peftlab.tuners.base import Tuner, TunerContext, is_head_param
+
+COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 
 
 def _meta_model(cfg: RunConfig, num_classes: int):
@@ -33,9 +36,7 @@ def count_parameters(cfg: RunConfig) -> dict:
     + in_place (the base's own parameters trained where they are: BitFit's biases, DiffFit's biases
     and LayerNorms) + head."""
     num_classes = cfg.model.num_classes or 1000
-    model = _meta_model(cfg, num_classes)
-    with torch.device("meta"):
-        tuner = apply_tuner(model, cfg)
+    tuner = meta_tuner(cfg, _meta_model(cfg, num_classes))
     counts = tuner.parameter_counts()
     head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
     in_place = sum(p.numel() for p in tuner.trained_in_place().values())
@@ -48,24 +49,57 @@ def count_parameters(cfg: RunConfig) -> dict:
     }
 
 
-def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
-    """One ConfigError line when the model's fp32 weights alone exceed the memory available now.
+def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
+    """``cfg``'s method applied to ``model``, a meta model, on the meta device: shapes only, nothing
+    allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
+    cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
+    run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
+    ctx = TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
+    with torch.device("meta"):
+        return apply_tuner(model, dataclasses.replace(cfg, quant=ctx.quant), ctx)
 
-    Counted on the meta device (nothing is allocated), with rank-r adapters on every Linear (an
-    upper bound for LoRA-like methods), before the real model is built: an absurd
-    ``model.embed_dim`` or ``method.r`` fails here instead of in a 16 GB allocation.
+
+def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
+    """One ConfigError line when the model's fp32 weights alone, the method's included, exceed the
+    memory available now, before the real model is built.
+
+    Counted on the meta device (nothing is allocated), in two steps: rank-r adapters on every
+    Linear (an upper bound for LoRA-like methods, so that an absurd ``method.r`` is refused before
+    even its meta adapters and their CPU bookkeeping are built), then the method applied to a copy
+    of the meta model (every method's own parameters: VPT's prompts, the adapters' bottlenecks, the
+    ranks a budget or pattern sets). ``model``: the meta model of ``cfg.model``, left as found.
     """
     model = model if model is not None else _meta_model(cfg, num_classes)
-    total = sum(p.numel() for p in model.parameters())
+    base = sum(p.numel() for p in model.parameters())
     rank = max(getattr(cfg.method, "r", 0) or 0, getattr(cfg.method, "init_r", 0) or 0,
                getattr(cfg.method, "built_rank", 0) or 0)  # adaptive: adapters are built at max_rank
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    total += rank * sum(m.in_features + m.out_features for m in linears)
+    refuse_size(cfg, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
+    tuner = meta_tuner(cfg, copy.deepcopy(model))
+    refuse_size(cfg, num_classes, sum(p.numel() for p in tuner.model.parameters()))
+
+
+def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
+    """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
     need, available = 4 * total, psutil.virtual_memory().available
     if need > available:
-        raise ConfigError(f"model {cfg.model.name!r} with these settings (model.*, method.*, {num_classes} classes) has "
-                          f"{total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that fits the "
-                          f"{available / 2**30:.1f} GiB of memory available")
+        hf = cfg.model.source == "hf"
+        name, sizes = (cfg.model.path, f"{cfg.model.path}/config.json") if hf else (cfg.model.name, "model.*")
+        raise ConfigError(f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
+                          f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
+                          f"fits the {available / 2**30:.1f} GiB of memory available")
+
+
+def size_settings(method: MethodConfig) -> str:
+    """The method's integer settings away from their defaults (the knobs that size it), else ``method.*``."""
+    def sizes(value) -> bool:
+        values = value.values() if isinstance(value, dict) else [value]
+        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    defaults = to_dict(type(method)())
+    changed = [f"method.{key}={value}" for key, value in to_dict(method).items()
+               if value != defaults.get(key) and sizes(value)]
+    return ", ".join(changed) or "method.*"
 
 
 def check_num_classes(cfg: RunConfig) -> None:

@@ -47,14 +47,24 @@ def cmd_train(args) -> int:
 def summarize_result(result: dict, run_dir: Path) -> str:
     if result["status"] != "completed":
         return f"{run_dir}: {result['status']}: {result['error']}"
-    m, p = result["metrics"], result["params"]
-    top5 = f"  top-5 {100 * m['test_top5']:.2f}%" if m.get("test_top5") is not None else ""
-    text = (f"{run_dir}: completed  test top-1 {100 * m['test_top1']:.2f}%{top5}  "
+    p = result["params"]
+    text = (f"{run_dir}: completed  {accuracy(result['metrics'])}  "
             f"trainable {p['trainable']:,} / {p['total']:,} ({100 * p['trainable_ratio']:.2f}%)  "
             f"train {result['timing']['train_seconds']:.1f}s")
     if result.get("merge"):
         text += f"  merge max|diff| {result['merge']['max_abs_diff']:.2e}"
     return text
+
+
+def accuracy(metrics: dict) -> str:
+    """A tested run's test top-1 (and top-5); a tuning trial's validation top-1: a trial runs with
+    train.test=false, its test split unseen (chosen on validation only)."""
+    if metrics["test_top1"] is not None:
+        top5 = f"  top-5 {100 * metrics['test_top5']:.2f}%" if metrics.get("test_top5") is not None else ""
+        return f"test top-1 {100 * metrics['test_top1']:.2f}%{top5}"
+    val = metrics.get("val_top1")
+    return (f"val top-1 {100 * val:.2f}%" if val is not None else "no val split") + \
+        ", not tested (a tuning trial: train.test=false)"
 
 
 def add_summary(sub) -> None:

@@ -81,7 +81,8 @@ def scalars(record: dict) -> dict[str, float]:
 def result_scalars(result: dict) -> dict[str, float]:
     """The final numbers of result.json: test/*, val/best_top1 and the monitors' summary."""
     metrics = result.get("metrics") or {}
-    out = {f"test/{k.removeprefix('test_')}": v for k, v in metrics.items() if k.startswith("test_")}
+    out = {f"test/{k.removeprefix('test_')}": v for k, v in metrics.items()
+           if k.startswith("test_") and isinstance(v, (int, float))}  # None: a tuning trial is not tested
     if metrics.get("best_val_top1") is not None:
         out["val/best_top1"] = metrics["best_val_top1"]
     for section in ("params", "timing", "merge", "convergence"):

@@ -27,7 +27,7 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.backbones import HFLogits, build_backbone, build_hf, input_spec_for
 from peftlab.errors import UserError
 from peftlab.metrics import weights_bytes
 from peftlab.training.runtime import autocast, resolve_precision
@@ -37,6 +37,8 @@ from peftlab.tuners.base import TunerContext
 GIB = 2 ** 30
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
 SMALL_GRIDS = (4, 6, 8)  # patches per side
+PROBED_PROMPTS = 64  # VPT: a model of more prompt tokens is probed at SMALL_PROMPTS
+SMALL_PROMPTS = (1, 2, 3)
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
@@ -125,19 +127,32 @@ def format_estimate(est: dict) -> list[str]:
             f"{est['activations_fixed_bytes'] / mib:,.2f} MiB fixed)"]
 
 
-def adapted(cfg, model_cfg, num_classes: int):
-    """The tuner of ``cfg``'s method on a randomly initialised ``model_cfg`` model, on the CPU."""
+def adapted(cfg, num_classes: int, grid: tuple[int, int] | None = None):
+    """The tuner of ``cfg``'s method on a randomly initialised ``cfg.model`` model, on the CPU; with
+    ``grid`` (patch size, patches per side), the same model at that grid."""
     with torch.random.fork_rng():
-        return apply_tuner(build_backbone(model_cfg, num_classes, weights=False), cfg,
-                           TunerContext(total_steps=10 ** 6, device=torch.device("cpu"), quant=cfg.quant))
+        model = build_backbone(cfg.model, num_classes, weights=False) if grid is None else \
+            backbone_at_grid(cfg.model, num_classes, *grid)
+        return apply_tuner(model, cfg, TunerContext(total_steps=10 ** 6, device=torch.device("cpu"), quant=cfg.quant))
+
+
+def backbone_at_grid(model_cfg, num_classes: int, patch: int, side: int) -> nn.Module:
+    """A randomly initialised ``model_cfg`` model of ``side`` x ``side`` patches of ``patch`` pixels."""
+    if model_cfg.source == "hf":
+        return build_hf(model_cfg, num_classes, weights=False, image_size=side * patch)
+    return build_backbone(dataclasses.replace(model_cfg, img_size=side * patch, patch_size=patch), num_classes,
+                          weights=False)
 
 
 def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
-    """(patch size, patches per side) of a timm model with square patches; None for other models."""
-    if cfg.model.source == "hf":
-        return None
+    """(patch size, patches per side) of a timm or HF model with square patches; None for other models."""
     with torch.device("meta"):
-        embed = getattr(build_backbone(cfg.model, num_classes, weights=False), "patch_embed", None)
+        model = build_backbone(cfg.model, num_classes, weights=False)
+    if isinstance(model, HFLogits):
+        config = model.model.config
+        sizes, image = getattr(config, "patch_size", None), getattr(config, "image_size", None)
+        return (sizes, image // sizes) if isinstance(sizes, int) and isinstance(image, int) else None
+    embed = getattr(model, "patch_embed", None)
     sizes = getattr(embed, "patch_size", None)
     grids = getattr(embed, "grid_size", None)
     if not sizes or not grids or len(set(sizes)) != 1 or len(set(grids)) != 1:
@@ -147,24 +162,39 @@ def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
 
 def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] | None:
     """``probe``'s bytes of the configured model without running it at full size (None: a model of at
-    most ``PROBED_PATCHES`` patches, or not a timm ViT; probe it itself). What a transformer saves
-    for backward grows with its tokens as a polynomial of degree 2 at most (the attention weights),
-    so the model probed at three small patch grids gives it exactly (Lagrange, in fractions)."""
+    most ``PROBED_PATCHES`` patches and ``PROBED_PROMPTS`` prompt tokens, or not a ViT; probe it
+    itself). What a transformer saves for backward grows with its tokens as a polynomial of degree 2
+    at most (the attention weights), in its patches and in its prompts (VPT) alike, so the model
+    probed at three small patch grids, each at three small prompt counts, gives it exactly
+    (Lagrange, in fractions)."""
     grid = patch_grid(cfg, num_classes)
-    if grid is None or grid[1] ** 2 <= PROBED_PATCHES:
+    prompts = getattr(cfg.method, "prompt_tokens", 0)
+    if grid is None or (grid[1] ** 2 <= PROBED_PATCHES and prompts <= PROBED_PROMPTS):
         return None
-    patch, side = grid
-    points = []
-    for small in SMALL_GRIDS:
-        model_cfg = dataclasses.replace(cfg.model, img_size=small * patch, patch_size=patch)
-        points.append((small ** 2, probe(adapted(cfg, model_cfg, num_classes).model,
-                                         (cfg.model.in_chans, small * patch, small * patch), precision,
-                                         torch.device("cpu"))))
-    return tuple(round(lagrange([(x, y[n]) for x, y in points], side ** 2)) for n in (0, 1))
+    (patch, side), in_chans = grid, input_spec_for(cfg.model).in_chans
+    by_grid = []
+    for small in SMALL_GRIDS if side ** 2 > PROBED_PATCHES else (side,):
+        by_prompts = [(n, probe(adapted(with_prompts(cfg, n), num_classes, (patch, small)).model,
+                                (in_chans, small * patch, small * patch), precision, torch.device("cpu")))
+                      for n in (SMALL_PROMPTS if prompts > PROBED_PROMPTS else (prompts,))]
+        by_grid.append((small ** 2, extrapolated(by_prompts, prompts)))
+    return tuple(round(y) for y in extrapolated(by_grid, side ** 2))
 
 
-def lagrange(points: list[tuple[int, int]], x: int) -> Fraction:
-    """The polynomial through ``points`` at ``x``."""
+def with_prompts(cfg, n: int):
+    """``cfg`` with ``n`` prompt tokens (VPT); another method's config as it is."""
+    if not hasattr(cfg.method, "prompt_tokens"):
+        return cfg
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, prompt_tokens=n))
+
+
+def extrapolated(points: list[tuple[int, tuple]], x: int) -> tuple[Fraction, Fraction]:
+    """The bytes at 1 image and at 2 of ``points`` (size, (bytes at 1, bytes at 2)) at size ``x``."""
+    return tuple(lagrange([(xi, y[n]) for xi, y in points], x) for n in (0, 1))
+
+
+def lagrange(points: list[tuple[int, int | Fraction]], x: int) -> Fraction:
+    """The polynomial through ``points`` at ``x`` (one point: a constant)."""
     total = Fraction(0)
     for i, (xi, yi) in enumerate(points):
         term = Fraction(yi)
@@ -183,7 +213,7 @@ def estimate_for_config(cfg) -> dict:
     num_classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
     spec = input_spec_for(cfg.model)
     precision = resolve_precision(cfg.train.precision, cpu)
-    tuner = adapted(cfg, cfg.model, num_classes)
+    tuner = adapted(cfg, num_classes)
     return estimate(tuner.model, list(tuner.trainable_parameters().values()),
                     (spec.in_chans, spec.img_size, spec.img_size), cfg.train.batch_size, precision, cpu,
                     probed_for_config(cfg, num_classes, precision))

@@ -114,6 +114,10 @@ def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
 def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
     from peftlab.tuners.base import TunerContext  # torch stays out of config reading
 
+    from peftlab.libraries import quiet_transformers
+
     ctx = ctx or TunerContext.for_checks(cfg)
     check_config(cfg, model, ctx)
-    return TUNERS[cfg.method.name].load("apply")(model, cfg.method, ctx)
+    tuner = TUNERS[cfg.method.name].load("apply")(model, cfg.method, ctx)
+    quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
+    return tuner

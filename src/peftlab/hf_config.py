@@ -1,0 +1,59 @@
+"""An HF model directory's config.json, read bounded and held to the bounds of a timm model's config.
+
+``model.depth <= 256`` and the other size bounds of ``model.*`` apply to the sizes an HF
+config.json sets as well: a file with ``num_hidden_layers: 100000`` would build its model for
+minutes while memory grows past 3 GB. ``check_hf_config`` refuses it in one line naming the file and the
+key, before transformers reads the file or builds anything; the meta-device size check
+(``peftlab.params``) then sees a model of bounded shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_MLP_DIM, check_field
+from peftlab.config_yaml import read_text_file, shown_path
+from peftlab.errors import WeightsError
+
+# the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
+SIZE_KEYS = {"num_hidden_layers": (MAX_DEPTH, "model.depth"), "hidden_size": (MAX_EMBED_DIM, "model.embed_dim"),
+             "num_attention_heads": (MAX_EMBED_DIM, "model.num_heads"),
+             "intermediate_size": (MAX_MLP_DIM, "4 x model.embed_dim"),
+             "pooler_output_size": (MAX_EMBED_DIM, "model.embed_dim"), "image_size": (MAX_IMG_SIZE, "model.img_size"),
+             "patch_size": (MAX_IMG_SIZE, "model.patch_size")}
+
+
+def read_hf_config(model_dir: str | Path) -> dict:
+    """The JSON object of ``model_dir/config.json``: a regular UTF-8 file of at most 1 MiB, else one line."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise WeightsError(f"model.path={str(model_dir)!r} is not an HF model directory (no config.json)")
+    text = read_text_file(path, "HF config", "a JSON file")
+    unloadable = f"model.path={str(model_dir)!r} is not a loadable HF model directory: {shown_path(path)}"
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, a number of 5,000 digits, deep nesting
+        raise WeightsError(f"{unloadable} is not valid JSON ({str(err)[:200]})") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{unloadable} holds a {type(config).__name__}: expected a JSON object")
+    return config
+
+
+def check_hf_config(model_dir: str | Path) -> dict:
+    """``read_hf_config``, its sizes within the bounds of ``model.*`` and consistent; the config."""
+    config = read_hf_config(model_dir)
+    where = f"{shown_path(Path(model_dir) / 'config.json')}: "
+    for key, (most, bound) in SIZE_KEYS.items():
+        value = config.get(key, 1)
+        check_field(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most, where + key,
+                    value, f"an integer in [1, {most}], as {bound}")
+    if "num_channels" in config:
+        check_field(config["num_channels"] in (1, 3) and not isinstance(config["num_channels"], bool),
+                    where + "num_channels", config["num_channels"], "1 or 3, as model.in_chans")
+    for whole, part in (("hidden_size", "num_attention_heads"), ("image_size", "patch_size")):
+        if whole in config and part in config:
+            check_field(config[whole] % config[part] == 0, where + part, config[part],
+                        f"a divisor of {whole}={config[whole]}")
+    return config
+

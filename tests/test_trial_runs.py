@@ -1,0 +1,65 @@
+"""A tuning trial is a run like any other: it trains with train.test=false (chosen on validation, its
+test split unseen), and every command that reads a run reads it, showing its validation top-1."""
+
+import json
+
+import pytest
+
+from testkit import needs_fashion_mnist, run_cli, write_tiny_run
+
+pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
+NOT_TESTED = "not tested (a tuning trial: train.test=false)"
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    """A finished tiny trial run: its run directory (config.yaml, result.json without test metrics)."""
+    tmp = tmp_path_factory.mktemp("trial")
+    run_dir = tmp / "trial"
+    proc = run_cli("train", str(write_tiny_run(tmp / "tiny.yaml", test=False)), "--run-dir", str(run_dir), "--quiet")
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "completed", proc.stderr
+    (tmp / "first-train.txt").write_text(f"{proc.returncode}\n{proc.stdout}")  # its own test reads it
+    return run_dir
+
+
+def test_train_of_a_finished_trial_in_its_directory_shows_its_validation_accuracy(trial):
+    """It was a TypeError traceback: the summary line multiplied test_top1, which a trial has not (the
+    trial's own training ended in it too, exit 1, after writing its result)."""
+    result = json.loads((trial / "result.json").read_text())
+    assert result["metrics"]["test_top1"] is None and result["metrics"]["val_top1"] is not None
+    line = f"{trial}: completed  val top-1 {100 * result['metrics']['val_top1']:.2f}%, {NOT_TESTED}  trainable "
+    assert (trial.parent / "first-train.txt").read_text().startswith(f"0\n{line}")
+    proc = run_cli("train", str(trial / "config.yaml"), "--run-dir", str(trial), "--quiet")
+    # stderr: at most the result's own warnings (a slow validation, depending on the machine's load)
+    assert proc.returncode == 0 and all(x.startswith("peftlab: warning: ") for x in proc.stderr.splitlines()), \
+        proc.stderr
+    assert proc.stdout.startswith(line), proc.stdout
+    assert json.loads((trial / "result.json").read_text()) == result  # read, not trained again
+
+
+def test_summary_of_a_trial_is_its_line_not_a_corrupt_result(trial, tmp_path):
+    """It called a valid completed trial "incomplete or corrupt" and exited 1."""
+    proc = run_cli("summary", str(trial))
+    assert proc.returncode == 0 and f"{trial}: completed  val top-1 " in proc.stdout and NOT_TESTED in proc.stdout
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    result = json.loads((trial / "result.json").read_text())
+    del result["metrics"]["test_top1"]
+    (damaged / "result.json").write_text(json.dumps(result))
+    proc = run_cli("summary", str(trial), str(damaged))
+    assert proc.returncode == 1 and f"{damaged}: result.json is incomplete or corrupt" in proc.stdout
+
+
+def test_a_trial_exports_merged_and_in_pefts_format(trial, tmp_path):
+    proc = run_cli("export", str(trial), "--merged", str(tmp_path / "merged.safetensors"))
+    assert proc.returncode == 0 and (tmp_path / "merged.safetensors").is_file(), proc.stderr
+    proc = run_cli("export", str(trial), "--peft", str(tmp_path / "peft"))
+    assert proc.returncode == 0 and (tmp_path / "peft" / "adapter_model.safetensors").is_file(), proc.stderr
+
+
+def test_a_trials_final_numbers_for_the_trackers_hold_no_missing_test_metrics(trial):
+    from peftlab.tracking import result_scalars
+
+    scalars = result_scalars(json.loads((trial / "result.json").read_text()))
+    assert scalars["val/best_top1"] is not None and not any(k.startswith("test/") for k in scalars)
+    assert all(isinstance(v, float) for v in scalars.values())
