@@ -204,7 +204,7 @@ def _cached(cache: dict, key: tuple, make: typing.Callable[[], Any], limit: int 
 def from_dict(cls: type, data: dict, prefix: str = ""):
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types. A RunConfig
     naming a ``protocol`` takes that protocol's settings beneath its own (which must then agree)."""
-    if cls is RunConfig and data.get("protocol") in PRESETS:
+    if cls is RunConfig and isinstance(data.get("protocol"), str) and data["protocol"] in PRESETS:  # a list is no key
         dataset = data.get("data", {}).get("name") if isinstance(data.get("data"), dict) else None
         data = deep_merge(nest(preset_values(data["protocol"], dataset)), data)
     hints, names = _hints_and_names(cls)
