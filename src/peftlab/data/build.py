@@ -172,7 +172,7 @@ def read_listed_splits(cfg) -> ReadSplits:
     used = {"train": lists["trainval"] if combined else lists["train"], "test": lists["test"]}
     if listed.val is not None and not combined:  # val's images are read, for validation or for training
         used["val"] = lists["val"]
-    wholes = {"train": listed.trainval if used["train"] == lists.get("trainval") else listed.train,
+    wholes = {"train": listed.trainval if combined else listed.train,
               "val": listed.val, "test": listed.test}
     sha256, notes, manifests = check_manifests(cfg.name, Path(listed.source), used, wholes)
     class_names = listed.class_names or [str(i) for i in range(listed.num_classes)]
