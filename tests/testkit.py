@@ -75,20 +75,53 @@ def peak_rss() -> int:
     return int(line.split()[1]) * 1024
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children that have ended.
+
+    Tests that bound how long something may take bound this, never the wall clock: other
+    processes on a loaded machine stretch the wall clock several times over, not this. A
+    hang that spins (a backtracking regex, a huge allocation) still runs past any budget."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def wait_until(condition, seconds: float = 120, every: float = 0.05) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``seconds`` of wall clock pass (False).
+    The limit is generous: it ends only a test whose condition never comes, never a slow one."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still lives."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
-    """(exit status, stderr, seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
+    """(exit status, stderr, CPU seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
     import contextlib
     import io
-    import time
 
     from peftlab import cli
 
     stderr = io.StringIO()
     peak_rss_reset()
-    before, start = peak_rss(), time.perf_counter()
+    before, start = peak_rss(), cpu_seconds()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         status = cli.main(list(argv))
-    return status, stderr.getvalue(), time.perf_counter() - start, peak_rss() - before
+    return status, stderr.getvalue(), cpu_seconds() - start, peak_rss() - before
 
 
 def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from test_runner import group_alive, write_study
-from testkit import REPO, needs_fashion_mnist
+from test_runner import write_study
+from testkit import REPO, group_alive, needs_fashion_mnist, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -65,10 +65,7 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
     assert proc.poll() is None, proc.stderr.read()
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process of the group
     _, stderr = proc.communicate(timeout=120)
-    deadline = time.time() + 10
-    while group_alive(proc.pid) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not group_alive(proc.pid), "a process of the study outlived it"
+    assert wait_until(lambda: not group_alive(proc.pid), 60), "a process of the study outlived it"
     assert "Traceback" not in stderr, stderr
     assert stderr.splitlines() == ["peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
     assert proc.returncode == 130

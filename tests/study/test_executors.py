@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from test_runner import BASE, results_by_run, write_study
-from testkit import REPO, needs_fashion_mnist, run_cli
+from testkit import REPO, needs_fashion_mnist, run_cli, wait_until
 
 # two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
 STUDY = {"seeds": 1, "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
@@ -287,10 +287,7 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=120)
     assert driver.returncode == 130 and "interrupted (SIGINT)" in stderr, stderr
-    deadline = time.time() + 15
-    while still_trained(run_dir) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not still_trained(run_dir), "a job trains on after the driver's Ctrl-C"
+    assert wait_until(lambda: not still_trained(run_dir), 60, 0.2), "a job trains on after the driver's Ctrl-C"
     assert not (run_dir / "result.json").exists()
 
     listed = study_cli(path, out, "--dry-run")

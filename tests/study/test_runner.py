@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -78,7 +78,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "a" / "out"
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 300
     # kill while a run is part-way: at least two runs done and another one checkpointed
     while time.time() < deadline:
@@ -89,7 +90,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # the worker dies with its parent (PR_SET_PDEATHSIG)
+    # the worker dies with its parent (PR_SET_PDEATHSIG); a result it wrote meanwhile would count as finished
+    assert wait_until(lambda: not group_alive(proc.pid)), "a process of the study outlived its SIGKILL"
     finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert 2 <= len(finished_before) < 6
 
@@ -122,14 +124,6 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     assert proc.returncode == 0 and proc.stdout.count("\n") == 6 + 2
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
 def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM of the
@@ -154,10 +148,8 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
     else:
         proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    deadline = time.time() + 10
-    while group_alive(proc.pid) and time.time() < deadline:  # forkserver and workers go with the study
-        time.sleep(0.1)
-    assert not group_alive(proc.pid), "a worker outlived the study"
+    # forkserver and workers go with the study (the limit is for a loaded machine: they end in a second)
+    assert wait_until(lambda: not group_alive(proc.pid), 60), "a worker outlived the study"
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("runs/*/result.json")}
     assert set(statuses.values()) <= {"completed"}, statuses
     assert list(out.glob("runs/*/checkpoint/last.pt")), "the interrupted run's checkpoint is gone"

@@ -3,7 +3,7 @@ import yaml
 
 from peftlab.errors import ConfigError
 from peftlab.study.spec import ReportOptions, load_study, read_report_options
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, cpu_seconds
 
 BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
 
@@ -142,14 +142,12 @@ def test_method_name_in_an_exclude_rule_still_selects_runs(tmp_path):
 def test_many_exclude_rules_select_the_same_runs_in_seconds(tmp_path):
     """Rules are indexed by their first key: 200 runs x 5,000 rules took minutes when each rule
     flattened each run's config."""
-    import time
-
     rules = [{"method.r": 10_000 + i} for i in range(5000)] + [{"method.r": [3, 5], "seed": 1}, {"seed": [0]}]
     path = write_study(tmp_path, {"seeds": 2, "methods": {"lora": {"axes": {"method.r": list(range(1, 101))}}},
                                   "exclude": rules})
-    start = time.perf_counter()
+    start = cpu_seconds()
     runs = load_study(path).runs
-    assert time.perf_counter() - start < 60
+    assert cpu_seconds() - start < 60
     kept = sorted((s.config.method.r, s.seed) for s in runs)
     assert kept == [(r, 1) for r in range(1, 101) if r not in (3, 5)]
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from peftlab.study.spec import load_study
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -49,7 +49,8 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # one trial done, the next one part-way
         done = list(out.glob("tune/lora/runs/*/result.json"))
@@ -61,7 +62,7 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
     assert proc.poll() is None, proc.stderr.read()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # the worker dies with the study
+    assert wait_until(lambda: not group_alive(proc.pid)), "a process of the study outlived its SIGKILL"
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("tune/*/runs/*/result.json")}
     assert finished and not list(out.glob("runs/*/result.json"))
 

@@ -428,10 +428,15 @@ def head_count(tuner) -> int:
     return sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
 
 
+SLOW_VALIDATION_SECONDS = 30.0
+
+
 def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
     """A warning when validation took longer than training (a small train_subset with the full
-    10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster."""
-    if val_seconds <= train_seconds:
+    10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster.
+    Under ``SLOW_VALIDATION_SECONDS`` of validation it is not worth a line: a short run's two
+    timings are noise, and the line would come and go with the machine's load."""
+    if val_seconds <= max(train_seconds, SLOW_VALIDATION_SECONDS):
         return []
     return [f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
             f"(now {val_images} images) or evaluate less often (train.eval_every)"]
