@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from testkit import run_cli
+from testkit import TINY_MODEL, run_cli
 
 
 @pytest.mark.e2e
 def test_bench_writes_well_formed_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch", "4", "--repeats", "2",
-                   "--study-dir", str(tmp_path / "no-study"), "--json", str(out),
+    proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--depth", "2", "--embed-dim", "64",
+                   "--num-heads", "2", "--patch-size", "8", "--batch", "4", "--repeats", "2", "--study-dir", str(tmp_path / "no-study"), "--json", str(out),
                    "--large-model", "vit_tiny_patch16_224", "--large-steps", "1", "--data-images", "24", "--no-compile",
                    timeout=900)
     assert proc.returncode == 0, proc.stderr
@@ -20,6 +20,8 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert peak["gflops"] > 0 and peak["interleaved_gflops"]["n"] == 2  # measured again between the steps
     assert peak["best_gflops"] == max(peak["gflops"], peak["interleaved_gflops"]["max"]) and peak["valid"]
     assert len(report["load_average_start"]) == 3 and len(report["load_average_end"]) == 3
+    assert report["architecture"] == {"depth": 2, "embed_dim": 64, "num_heads": 2, "patch_size": 8}
+    assert "vit_tiny_patch16_224 (depth=2, embed_dim=64, num_heads=2, patch_size=8) at 32 px" in proc.stdout
     assert "load average" in proc.stdout and "best of 3 measurements" in proc.stdout
     # an MFU outside (0, 1] is flagged, never printed as a result
     from peftlab.bench import format_report
@@ -56,7 +58,7 @@ def test_bench_writes_well_formed_json(tmp_path):
         assert report["adaptive_rank_steps"][name]["n"] == 2 and report["adaptive_rank_steps"][name]["median"] > 0
     assert "controller / LoRA step" in proc.stdout
     ratios = {name: value["ratio"] for name, value in report["P3a_quantized_bytes"].items() if name != "target"}
-    assert ratios["nf4_double_quant"] < ratios["nf4"] == ratios["fp4"] < ratios["int8"] < 1
+    assert set(ratios) == {"nf4_double_quant", "nf4", "fp4", "int8"} and all(0 < r < 1 for r in ratios.values())
     p3b = report["P3b_large_model_memory"]
     assert p3b["qlora_nf4_dq"]["base_weights_bytes"] < p3b["lora_fp32"]["base_weights_bytes"]
     assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
@@ -72,6 +74,18 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert "data path (imagefolder, 24 images) / deit_tiny_patch16_224 step" in proc.stdout
 
 
+def test_quantized_bytes_order_the_formats_as_their_bits_do():
+    """Stored bytes of the block Linears: double quantization saves what nf4 spends on absmax. At
+    width 64 (the e2e bench's model) each layer's 256-entry code books outweigh the saving, so the
+    order is checked at ViT-Ti's width, 192, on two blocks."""
+    from peftlab.bench import make_cfg
+    from peftlab.bench.weights import quantized_bytes
+
+    ratios = {name: value["ratio"] for name, value in quantized_bytes(make_cfg(
+        {"name": "vit_tiny_patch16_224", "depth": 2}, 32, "lora")).items()}
+    assert ratios["nf4_double_quant"] < ratios["nf4"] == ratios["fp4"] < ratios["int8"] < 1
+
+
 @pytest.mark.e2e
 def test_bench_compile_figures_time_compiled_against_eager_steps():
     import torch
@@ -79,7 +93,7 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
     from peftlab.bench import compile_figures
 
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % 10
-    comp = compile_figures("vit_tiny_patch16_224", 32, images, labels, "fp32", 2, torch.device("cpu"))
+    comp = compile_figures(TINY_MODEL, 32, images, labels, "fp32", 2, torch.device("cpu"))  # 2 blocks: compiles fast
     assert set(comp["compiled_vs_eager"]) == {"lora", "full"} and comp["P2_compiled"]["n"] == 2
     assert all(v["median"] > 0 for v in comp["compiled_vs_eager"].values())
     assert all(seconds > 0 for seconds in comp["compile_seconds"].values())

@@ -168,7 +168,9 @@ def format_report(report: dict) -> str:
                 f"{report['load_average_end'][0]:.1f} at the end")
     where = (f"{report['threads']} threads" if report.get("device", "cpu") == "cpu" else
              f"{report['hardware'].get('gpu') or report['device']}")
-    lines = [f"peftlab bench: {report['model']} at {report['img_size']} px, batch {report['batch']}, "
+    sizes = ", ".join(f"{k}={v}" for k, v in report.get("architecture", {}).items())
+    lines = [f"peftlab bench: {report['model']}{f' ({sizes})' if sizes else ''} at {report['img_size']} px, "
+             f"batch {report['batch']}, "
              f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
              f"({report['hardware']['cpu']}{load})", ""]
     only = precision_rows(report) + methods_rows(report)  # a bench of one figure (--only) shows its rows alone

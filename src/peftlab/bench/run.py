@@ -31,6 +31,7 @@ class BenchOptions:
 
     model: str = "deit_small_patch16_224"
     img_size: int | None = None  # None: the model's own
+    architecture: dict = field(default_factory=dict)  # depth, embed_dim, num_heads, patch_size: the model's own if absent
     batch: int = 32
     dtype: str = "fp32"
     repeats: int = 5
@@ -47,6 +48,11 @@ class BenchOptions:
     data_layout: str = "imagefolder"  # or vtab1k: the JPEGs read through VTAB-1k's lists
     data_model: str = DATA_PATH_MODEL  # the model whose training step the data path is measured against
 
+    @property
+    def model_section(self) -> str | dict:
+        """The timm name, or a model section with the architecture overrides (``make_cfg`` takes both)."""
+        return {"name": self.model, **self.architecture} if self.architecture else self.model
+
 
 @dataclass(frozen=True)
 class Bench:
@@ -60,7 +66,7 @@ class Bench:
 
     def cfg(self, method: str, targets="standard", **options) -> RunConfig:
         """The bench model's run config for ``method`` (LoRA: r=8 on ``targets``)."""
-        return make_cfg(self.options.model, self.options.img_size, method, targets, **options)
+        return make_cfg(self.options.model_section, self.options.img_size, method, targets, **options)
 
     def trainer(self, cfg: RunConfig) -> Trainer:
         return Trainer(cfg, self.images, self.labels, self.options.dtype, device=self.device)
@@ -73,7 +79,7 @@ def prepare(options: BenchOptions, progress: Callable[[str], None]) -> Bench:
         raise UserError("peftlab bench --device cuda: no CUDA device is available here")
     device = select_device(options.device)
     set_tf32(True, device)  # train.tf32's default
-    size = input_spec_for(make_cfg(options.model, options.img_size, "lora").model).img_size
+    size = input_spec_for(make_cfg(options.model_section, options.img_size, "lora").model).img_size
     images = torch.randn(options.batch, 3, size, size, device=device)
     labels = (torch.arange(options.batch) % 10).to(device)
     return Bench(options, device, images, labels, progress)
@@ -100,7 +106,7 @@ def measure_methods(b: Bench, report: dict) -> dict:
 
 def measure_precision(b: Bench, report: dict) -> dict:
     o = b.options
-    return {"precision": precision_figure(o.model, o.img_size, b.images, b.labels, o.repeats, b.device)}
+    return {"precision": precision_figure(o.model_section, o.img_size, b.images, b.labels, o.repeats, b.device)}
 
 
 def measure_monitor_cost(b: Bench, report: dict) -> dict:
@@ -109,7 +115,7 @@ def measure_monitor_cost(b: Bench, report: dict) -> dict:
 
 def measure_compile(b: Bench, report: dict) -> dict:
     o = b.options
-    return {"compile": compile_figures(o.model, o.img_size, b.images, b.labels, o.dtype, o.repeats, b.device)}
+    return {"compile": compile_figures(o.model_section, o.img_size, b.images, b.labels, o.dtype, o.repeats, b.device)}
 
 
 def measure_quantized_bytes(b: Bench, report: dict) -> dict:
@@ -185,7 +191,8 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         raise UserError(f"--only {options.only!r}: expected one of {', '.join(f.name for f in FIGURES)}")
     b = prepare(options, progress)
     o, dev = options, b.device
-    report = {"model": o.model, "img_size": b.images.shape[-1], "batch": o.batch, "dtype": o.dtype,
+    report = {"model": o.model, **({"architecture": o.architecture} if o.architecture else {}),
+              "img_size": b.images.shape[-1], "batch": o.batch, "dtype": o.dtype,
               "repeats": o.repeats, "device": str(dev), "threads": torch.get_num_threads(),
               "versions": provenance.package_versions(), "hardware": provenance.hardware(dev),
               "load_average_start": os.getloadavg()}

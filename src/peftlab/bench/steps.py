@@ -90,7 +90,7 @@ def training_flops(trainer: Trainer) -> int:
     return counter.get_total_flops()
 
 
-def precision_figure(model: str, img_size: int | None, images, labels, repeats: int, device: torch.device) -> dict:
+def precision_figure(model: str | dict, img_size: int | None, images, labels, repeats: int, device: torch.device) -> dict:
     """bf16 against fp32 on this machine, interleaved: a LoRA r=8 training step (bf16 autocast) and a
     square matmul; and a 4-bit (nf4) base in evaluation with bitsandbytes' CPU kernel against the
     reference arithmetic (``quant.cpu_kernel``). What they cost depends on the CPU (AVX2 only: bf16
@@ -128,7 +128,7 @@ def monitor_cost(trainer: Trainer, repeats: int) -> dict:
         trainer.model, trainer.images, trainer.labels, trainer.precision, trainer.device), repeats)
 
 
-def compile_figures(model: str, img_size: int | None, images, labels, dtype: str, repeats: int,
+def compile_figures(model: str | dict, img_size: int | None, images, labels, dtype: str, repeats: int,
                     device: torch.device) -> dict:
     """train.compile: compiled / eager step for LoRA (q, v) and full, P2 between the compiled
     steps, and the compile time (the first compiled step less the median eager step)."""

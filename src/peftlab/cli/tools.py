@@ -18,6 +18,9 @@ def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
     p.add_argument("--img-size", type=at_least(1), help="default: the model's own")
+    for flag, what in (("--depth", "blocks"), ("--embed-dim", "embedding width"), ("--num-heads", "attention heads"),
+                       ("--patch-size", "patch size")):
+        p.add_argument(flag, type=at_least(1), help=f"{what} (default: the model's own; a small model for a quick look)")
     p.add_argument("--batch", type=at_least(1), default=32, help="batch size of the timed steps (default 32)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
     p.add_argument("--repeats", type=at_least(1), default=5, help="interleaved timed repetitions (after warm-up)")
@@ -49,7 +52,9 @@ def add_bench(sub) -> None:
 def cmd_bench(args) -> int:
     from peftlab.bench import BenchOptions, format_report, run_bench, write_json
 
-    options = BenchOptions(model=args.model, img_size=args.img_size, batch=args.batch, dtype=args.dtype,
+    architecture = {name: getattr(args, name) for name in ("depth", "embed_dim", "num_heads", "patch_size")
+                    if getattr(args, name) is not None}
+    options = BenchOptions(model=args.model, img_size=args.img_size, architecture=architecture, batch=args.batch, dtype=args.dtype,
                            repeats=args.repeats, device=args.device, default_study_dir=Path(args.study_dir),
                            with_memory=not args.no_memory, large_model=args.large_model or None,
                            large_steps=args.large_steps, with_compile=not args.no_compile, only=args.only,
