@@ -166,3 +166,15 @@ def test_the_check_is_cached_until_a_file_changes(tmp_path, monkeypatch, listed)
     target.write_bytes(bytes(damaged))
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     refused(describe_data, cfg, match="a truncated or corrupt PNG file", naming=target)
+
+
+def test_a_data_cache_that_cannot_be_written_costs_a_new_check_not_the_run(tmp_path, monkeypatch):
+    """ImageFolder needed no writable data cache before its images were checked; it needs none now."""
+    from peftlab.data.sources import ENV_DATA_CACHE
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "afile"))
+    root = image_folder(tmp_path / "data")
+    assert describe_data(folder_cfg(root)).split_sizes["test"] == 4
+    add_bad(root, "cut PNG", listed=False)
+    refused(describe_data, folder_cfg(root), match="a truncated or corrupt PNG file", naming=root)

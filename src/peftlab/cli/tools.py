@@ -71,7 +71,8 @@ def add_data(sub) -> None:
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
     q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
     q.add_argument("--json", action="store_true", help="print JSON")
-    q.add_argument("--check", action="store_true", help="check and decode every image file and list the ones a run refuses")
+    q.add_argument("--check", action="store_true",
+                   help="check and decode every image file and list the ones a run refuses")
     q.set_defaults(func=cmd_data_info)
     add_data_vtab_demo(data_sub)
 

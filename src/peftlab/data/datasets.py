@@ -162,8 +162,8 @@ def load_image(path: str, size: int, in_chans: int, interpolation: str = "biline
     """Decode one image file -> uint8 in_chans x size x size.
 
     The size its header declares is checked against `image_checks.MAX_IMAGE_PIXELS` before any pixel
-    is decoded. PIL's warnings (its DecompressionBombWarning, which this check replaces; palette transparency)
-    are not printed.
+    is decoded. PIL's warnings (its DecompressionBombWarning, which this check replaces; palette
+    transparency) are not printed.
     """
     try:
         with open_data_file(path) as f, warnings.catch_warnings():

@@ -67,19 +67,20 @@ def stored_manifest(path: Path) -> dict | None:
     return stored if stored is not None and stored.get("format") == MANIFEST_FORMAT else None
 
 
-def check_unchanged(path: Path, manifest: dict) -> None:
-    """A DataError naming the first difference between ``manifest`` and the one stored at ``path``, if any."""
+def check_unchanged(path: Path, manifest: dict) -> bool:
+    """A DataError naming the first difference between ``manifest`` and the one stored at ``path``, if any.
+    False when none is stored."""
     stored = stored_manifest(path)
     if stored is not None and (difference := first_difference(stored, manifest)):
         raise DataError(f"{manifest['list']}: {difference} since its manifest {path} was written; restore the "
                         f"file, or delete the manifest to accept the dataset as it is now")
+    return stored is not None
 
 
 def check_or_write(path: Path, manifest: dict) -> bool:
     """Compare ``manifest`` with the one stored at ``path`` (a DataError naming the first difference),
     or store it when there is none. True when it was written now."""
-    if stored_manifest(path) is not None:
-        check_unchanged(path, manifest)
+    if check_unchanged(path, manifest):
         return False
     writable_cache_dir(path.parent)
     try:
