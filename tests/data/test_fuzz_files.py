@@ -16,6 +16,7 @@ import pytest
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from peftlab.data.datasets import load_image
+from peftlab.data.image_checks import image_header
 from peftlab.data.readers import (MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python, read_idx_dataset,
                                   read_mnist_pickle)
 from peftlab.errors import DataError
@@ -52,6 +53,11 @@ def decode_all(directory):
     return [load_image(str(p), 16, 3) for p in sorted(directory.rglob("*")) if p.suffix in (".png", ".JPEG")]
 
 
+def check_all(directory):
+    """The check every image gets before a run's first step (peftlab.data.image_checks)."""
+    return [image_header(p) for p in sorted(directory.rglob("*")) if p.suffix in (".png", ".JPEG")]
+
+
 # layout -> (writer, reader, the file damaged, how)
 CASES = {
     "idx images": (datafiles.write_idx_dataset, lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES),
@@ -65,6 +71,8 @@ CASES = {
                      lambda d: read_mnist_pickle(d / "mnist.pkl.gz"), "mnist.pkl.gz", gz_damaged),
     "png": (lambda d: datafiles.write_image_folder(d), decode_all, "dog/2.png", damaged),
     "jpeg": (datafiles.write_tiny_imagenet, decode_all, "val/images/val_1.JPEG", damaged),
+    "png header": (lambda d: datafiles.write_image_folder(d), check_all, "dog/2.png", damaged),
+    "jpeg header": (datafiles.write_tiny_imagenet, check_all, "val/images/val_1.JPEG", damaged),
 }
 
 

@@ -379,7 +379,7 @@ def test_data_info_check_decodes_every_image_and_lists_the_bad_ones(tmp_path):
     datafiles.write_image_folder(tmp_path)
     (tmp_path / "dog" / "9.png").write_text("not a png")
     (tmp_path / "emu" / "8.jpg").write_bytes((tmp_path / "emu" / "0.png").read_bytes()[:40])
-    assert main(["data", "info", "imagefolder", "--root", str(tmp_path)]) == 0  # listing does not decode
+    assert main(["data", "info", "imagefolder", "--root", str(tmp_path)]) == 2  # refuses the first bad image
     import contextlib
     import io
 

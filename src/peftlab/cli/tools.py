@@ -76,7 +76,8 @@ def add_data(sub) -> None:
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
     q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
     q.add_argument("--json", action="store_true", help="print JSON")
-    q.add_argument("--check", action="store_true", help="decode every image file and list the ones that fail")
+    q.add_argument("--check", action="store_true",
+                   help="check and decode every image file and list the ones a run refuses")
     q.set_defaults(func=cmd_data_info)
     add_data_vtab_demo(data_sub)
 
@@ -87,17 +88,19 @@ def cmd_data_info(args) -> int:
 
     fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}
     cfg = from_dict(DataConfig, fields, prefix="data.")
-    info = describe_data(cfg)
-    print(json.dumps(dataclasses.asdict(info), indent=2) if args.json else format_data_info(info))
-    if args.check:
+    bad = []
+    if args.check:  # first: describe_data refuses the first bad image, --check lists them all
         from peftlab.data.build import check_images
 
         checked, bad = check_images(cfg)
+    if not bad:
+        info = describe_data(cfg)
+        print(json.dumps(dataclasses.asdict(info), indent=2) if args.json else format_data_info(info))
+    if args.check:
         for line in bad:
             print(f"bad image: {line}")
         print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
-        return 1 if bad else 0
-    return 0
+    return 1 if bad else 0
 
 
 def add_data_vtab_demo(data_sub) -> None:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (ArrayDataset, DecodedFiles, FileDataset, crop_padding, load_image, make_transform,
                                    resize_images)
+from peftlab.data.image_checks import checked_headers, headers_file, image_header
 from peftlab.data.loading import default_num_workers
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
@@ -120,9 +121,12 @@ class ReadSplits:
 
 
 def read_stored_splits(cfg) -> ReadSplits:
-    """A dataset stored with its own train and test splits; val carved from train (none with data.trainval)."""
+    """A dataset stored with its own train and test splits; val carved from train (none with data.trainval).
+    The images of a folder dataset are checked here, all of them, before any is decoded for a step."""
     layout, directory = find_data(cfg.name, cfg.root, cfg.download)
     raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
+    if raw.train.is_files:  # TinyImageNet, ImageFolder
+        check_folder_images(raw, cfg.test_dir)
     trainval = getattr(cfg, "trainval", False)
     fraction = 0.0 if trainval else cfg.val_fraction
     train_index, val_index = split_train_val(len(raw.train), fraction, cfg.split_seed)
@@ -132,6 +136,13 @@ def read_stored_splits(cfg) -> ReadSplits:
         sources["train"] = sources["train"].removesuffix(" minus val")
         sources["val"] = "none: data.trainval trains on train + val"
     return ReadSplits(splits, list(raw.class_names), raw.source, dict(raw.sha256), list(raw.notes), sources)
+
+
+def check_folder_images(raw: RawData, test_dir: str | None) -> None:
+    """Every image of the dataset's train and test splits (val is carved from train) passes
+    `image_header`, or one DataError line names the first that does not. Cached per folder."""
+    key = (Path(raw.source).resolve(), Path(test_dir).resolve() if test_dir else None)
+    checked_headers(np.concatenate([raw.train.images, raw.test.images]), headers_file(*key))
 
 
 def is_listed(name: str) -> bool:
@@ -200,8 +211,8 @@ def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[st
 
 
 def check_images(cfg) -> tuple[int, list[str]]:
-    """Decode every image file of a folder dataset (TinyImageNet, ImageFolder): the number of
-    files decoded and one line per file that does not decode. Array datasets hold no files."""
+    """Check and decode every image file of a file dataset (TinyImageNet, ImageFolder, the listed ones): the
+    number of files checked and one line per file that a run refuses. Array datasets hold no files."""
     if is_listed(cfg.name):
         listed = read_listed(cfg)
         splits = [listed.train, listed.test] + [s for s in (listed.val, listed.trainval) if s is not None]
@@ -213,6 +224,7 @@ def check_images(cfg) -> tuple[int, list[str]]:
     bad = []
     for path in paths:
         try:
+            image_header(Path(path))  # what a run checks before its first step
             load_image(path, 8, 3)
         except DataError as err:
             bad.append(str(err))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from peftlab.data.image_checks import bomb_error, check_pixels
 from peftlab.data.opening import open_data_file
 from peftlab.errors import DataError
 from peftlab.files import one_line
@@ -27,8 +28,6 @@ from peftlab.files import one_line
 RESIZE_CHUNK = 4096
 PRERESIZE_LIMIT_BYTES = 2 << 30  # larger splits stay at native size and are resized per batch
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
-# The most pixels one image file may declare (PIL's own limit, 89 Mpx, lets 2.7 GB images through).
-MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def resize_batch(x: torch.Tensor, size: int, in_chans: int, interpolation: str = "bilinear") -> torch.Tensor:
@@ -162,20 +161,19 @@ class ArrayDataset(Dataset):
 def load_image(path: str, size: int, in_chans: int, interpolation: str = "bilinear") -> torch.Tensor:
     """Decode one image file -> uint8 in_chans x size x size.
 
-    The size its header declares is checked against `MAX_IMAGE_PIXELS` before any pixel is decoded.
-    PIL's warnings (its DecompressionBombWarning, which this check replaces; palette transparency)
-    are not printed.
+    The size its header declares is checked against `image_checks.MAX_IMAGE_PIXELS` before any pixel
+    is decoded. PIL's warnings (its DecompressionBombWarning, which this check replaces; palette
+    transparency) are not printed.
     """
     try:
         with open_data_file(path) as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(f) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(f"{path}: {width} x {height} pixels, more than MAX_IMAGE_PIXELS "
-                                    f"({MAX_IMAGE_PIXELS:,}): expected an image of at most 4096 x 4096")
+                check_pixels(path, *image.size)
                 pixels = np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # a bomb: too many pixels
+    except Image.DecompressionBombError:
+        raise bomb_error(path) from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot decode image {path}: {one_line(err)[:300]}") from None
     x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
     return resize_batch(x[None], size, in_chans, interpolation)[0]

@@ -1,23 +1,21 @@
 """A manifest per split of a listed dataset: what its list file held on first use, checked on every later use.
 
-    manifest = split_manifest(list_file, base, samples)     # hashes every image, reads every header
+    manifest = split_manifest(list_file, base, samples)     # hashes every image, checks every header
     check_or_write(manifest_file(list_file), manifest)       # first use: write; later: compare
 
 The manifest records the list file's SHA-256, the image count and classes, every image's SHA-256,
-and the image formats and sizes its headers declare (PIL reads headers only). A later use that
-finds a changed, added or missing file is one DataError line naming it. The manifests live in the
-data cache (``$PEFTLAB_DATA_CACHE/manifests``), keyed by the list file's absolute path, so a
-read-only dataset folder needs no write access.
+and the image formats and sizes its headers declare. A later use that finds a changed, added or
+missing file is one DataError line naming it. Every image is checked by `image_checks.image_header`
+(format, pixel bound, a complete file; cached per list), the check folder datasets get too. The
+manifests live in the data cache (``$PEFTLAB_DATA_CACHE/manifests``), keyed by the list file's
+absolute path, so a read-only dataset folder needs no write access.
 """
 
 import hashlib
-import warnings
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
-
-from peftlab.data.opening import open_data_file
+from peftlab.data.image_checks import checked_headers, headers_file
 from peftlab.data.records import Samples, hash_file
 from peftlab.data.sources import data_cache, writable_cache_dir
 from peftlab.errors import DataError
@@ -33,30 +31,20 @@ def manifest_file(list_file: str) -> Path:
     return data_cache() / "manifests" / f"{key}.json"
 
 
-def image_header(path: Path) -> tuple[str, str]:
-    """(format, "W x H") from the image's header; one DataError line when it is no image PIL knows."""
-    try:
-        with open_data_file(path) as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(f) as image:
-                return str(image.format), f"{image.size[0]}x{image.size[1]}"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path} is not an image PIL can read: {one_line(err)[:200]}") from None
-
-
 def split_manifest(list_file: str, base: Path, samples: Samples) -> dict:
-    """The manifest of one split: ``samples``' files, named relative to ``base``."""
-    files, formats, sizes = {}, Counter(), Counter()
+    """The manifest of one split: ``samples``' files, named relative to ``base``. A file changed since
+    the stored manifest is named as changed before any header is checked."""
+    files = {}
     for path in map(Path, samples.images):
         files[path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)] = hash_file(path)
-        image_format, size = image_header(path)
-        formats[image_format] += 1
-        sizes[size] += 1
     list_sha = hash_file(Path(list_file)) if Path(list_file).is_file() else None
-    return {"format": MANIFEST_FORMAT, "list": list_file, "list_sha256": list_sha, "base": str(base),
-            "count": len(samples), "classes": sorted(set(samples.labels.tolist())),
-            "formats": dict(sorted(formats.items())), "sizes": dict(sizes.most_common(10)),
-            "distinct_sizes": len(sizes), "files": files}
+    manifest = {"format": MANIFEST_FORMAT, "list": list_file, "list_sha256": list_sha, "base": str(base),
+                "count": len(samples), "classes": sorted(set(samples.labels.tolist()))}
+    check_unchanged(manifest_file(list_file), manifest | {"files": files})
+    headers = checked_headers(samples.images, headers_file(Path(list_file).resolve()))
+    formats, sizes = Counter(f for f, _ in headers), Counter(size for _, size in headers)
+    return manifest | {"formats": dict(sorted(formats.items())), "sizes": dict(sizes.most_common(10)),
+                       "distinct_sizes": len(sizes), "files": files}
 
 
 def first_difference(old: dict, new: dict) -> str | None:
@@ -74,21 +62,32 @@ def first_difference(old: dict, new: dict) -> str | None:
     return None
 
 
+def stored_manifest(path: Path) -> dict | None:
+    stored = read_json(path) if path.is_file() else None
+    return stored if stored is not None and stored.get("format") == MANIFEST_FORMAT else None
+
+
+def check_unchanged(path: Path, manifest: dict) -> bool:
+    """A DataError naming the first difference between ``manifest`` and the one stored at ``path``, if any.
+    False when none is stored."""
+    stored = stored_manifest(path)
+    if stored is not None and (difference := first_difference(stored, manifest)):
+        raise DataError(f"{manifest['list']}: {difference} since its manifest {path} was written; restore the "
+                        f"file, or delete the manifest to accept the dataset as it is now")
+    return stored is not None
+
+
 def check_or_write(path: Path, manifest: dict) -> bool:
     """Compare ``manifest`` with the one stored at ``path`` (a DataError naming the first difference),
     or store it when there is none. True when it was written now."""
-    stored = read_json(path) if path.is_file() else None
-    if stored is None or stored.get("format") != MANIFEST_FORMAT:
-        writable_cache_dir(path.parent)
-        try:
-            write_json_atomic(path, manifest)
-        except OSError as err:
-            raise DataError(f"cannot write the split manifest {path}: {one_line(err)}") from None
-        return True
-    if difference := first_difference(stored, manifest):
-        raise DataError(f"{manifest['list']}: {difference} since its manifest {path} was written; restore the "
-                        f"file, or delete the manifest to accept the dataset as it is now")
-    return False
+    if check_unchanged(path, manifest):
+        return False
+    writable_cache_dir(path.parent)
+    try:
+        write_json_atomic(path, manifest)
+    except OSError as err:
+        raise DataError(f"cannot write the split manifest {path}: {one_line(err)}") from None
+    return True
 
 
 def lossy_copy_note(dataset: str, split: str, manifest: dict) -> str | None:
