@@ -130,7 +130,10 @@ def build_from_hub(cfg: ModelConfig, kwargs: dict) -> nn.Module:
     path = hub_weights_file(cfg.name)
     check_hub_keys(shapes, path, cfg.name)
     try:
-        model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        # num_classes 0: the checkpoint read as headless, so that timm drops its classifier and the head is
+        # new, as with a local file (timm keeps the checkpoint's when the task has as many classes)
+        overlay = {"file": str(path), "num_classes": 0}
+        model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as err:  # noqa: BLE001 - a broken file, weights of other shapes: one line
         raise WeightsError(f"model.pretrained='hub': timm could not load {path} into {cfg.name!r} "
                            f"({one_line(err)[:200]})") from None
