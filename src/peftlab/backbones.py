@@ -149,7 +149,7 @@ def check_hub_keys(model: nn.Module, path: Path, name: str) -> None:
     from safetensors import SafetensorError, safe_open
 
     classifier = model.pretrained_cfg.get("classifier") or "head"
-    heads = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
     try:
         with safe_open(str(path), "pt") as f:
             found = {k for k in f.keys() if not k.startswith(heads)}
