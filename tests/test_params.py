@@ -1,6 +1,7 @@
 """Every size a method config can set is counted on the meta device before anything is allocated:
 each integer knob of each method at its maximum is a one-line refusal (exit 2), or a config that
-validates, in seconds and without a memory blow-up; validate, train and a study's dry-run alike."""
+validates, in seconds and without a memory blow-up; validate, train and a study's dry-run alike.
+The counts of ViT-B/16, CLIP-B/16 and DINOv2-B/14 equal PETL_Vision's (docs/backbones.md)."""
 
 import dataclasses
 import typing
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from peftlab.config_checks import MAX_INT
+from peftlab.errors import ConfigError
 from peftlab.tuners import TUNERS
 from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
@@ -116,3 +118,101 @@ def test_fuzzed_method_knobs_are_one_line_errors_or_valid(tmp_path):
         assert seconds < CPU_SECONDS and growth < RSS_GROWTH, (method, seconds, growth / 2 ** 20)
         outcomes["valid" if status == 0 else "refused"] += 1
     assert outcomes["refused"] > 20 and outcomes["valid"] > 0, outcomes
+
+
+# ViT-B: 12 blocks of width 768, MLP 3,072. PETL_Vision's counts are its "Gradient Parameters No Head"
+# (utils/log_utils.py), which its tune_output/*/final_result.json record as inserted_parameters; the
+# sizes below are those of its runs (lora_8, vpt_deep 50, vpt_shallow 5, rand_h_adapter_8, adaptformer 32).
+L, D, H = 12, 768, 3072
+VIT_B_NO_HEAD = 85_798_656
+BIASES = L * (3 * D + D + H + D + 2 * D) + D + D  # qkv, proj, fc1, fc2, norm1, norm2; patch embedding, final norm
+SELECTIVE = {"bitfit": BIASES, "ln": L * 2 * 2 * D + 2 * D,  # gamma and beta of norm1, norm2 and the final norm
+             "ssf": 2 * BIASES,  # a scale and a shift per output channel of everything with a bias
+             "difffit": BIASES + L * 2 * D + D + L * 2 * D}  # biases, LayerNorm gammas, a scale per branch
+
+
+def lora_qv(r: int) -> int:
+    """A (r x d) and B (d x r) on the q and on the v slice of each block's qkv."""
+    return L * 2 * (D * r + r * D)
+
+
+def vpt(p: int, deep: bool = True) -> int:
+    return (L if deep else 1) * p * D
+
+
+def adapters(per_block: int, b: int) -> int:
+    """Bottleneck adapters of width b, down (d b + b) and up (b d + d): Houlsby 2 per block, AdaptFormer 1."""
+    return L * per_block * (D * b + b + b * D + D)
+
+
+VIT_B_COUNTS = [  # (method, options, trainable without the head)
+    ("full", {}, VIT_B_NO_HEAD),
+    ("lora", {"r": 1}, lora_qv(1)),
+    ("lora", {"r": 8}, lora_qv(8)),
+    ("vpt", {"prompt_tokens": 50}, vpt(50)),
+    ("vpt", {"prompt_tokens": 5, "deep": False}, vpt(5, deep=False)),
+    ("houlsby", {"bottleneck": 8}, adapters(2, 8)),
+    ("adaptformer", {"bottleneck": 32}, adapters(1, 32)),
+    *((method, {}, count) for method, count in SELECTIVE.items()),
+]
+
+
+def ids(rows):
+    return [f"{method}-{'-'.join(f'{k}={v}' for k, v in options.items())}" for method, options, _ in rows]
+
+
+def trainable_without_head(model: dict, method: str, options: dict) -> int:
+    from peftlab.config import load_config
+    from peftlab.params import count_parameters
+
+    counts = count_parameters(load_config(overrides={"model": {**model, "num_classes": 1000},
+                                                     "method": {"name": method, **options}}))
+    return counts["trainable"] - counts["head"]
+
+
+def test_the_formulas_give_petl_visions_figures():
+    """As PETL_Vision states them: LoRA q,v 36,864 r; VPT-deep 9,216 p; Houlsby 24 (1,537 b + 768); AdaptFormer
+    12 (1,537 b + 768); BitFit 102,912; LN 38,400; SSF 205,824; DiffFit 140,544."""
+    assert (lora_qv(1), vpt(1), adapters(2, 8), adapters(1, 32)) == \
+        (36_864, 9_216, 24 * (1_537 * 8 + 768), 12 * (1_537 * 32 + 768))
+    assert SELECTIVE == {"bitfit": 102_912, "ln": 38_400, "ssf": 205_824, "difffit": 140_544}
+
+
+@pytest.mark.parametrize("method, options, expected", VIT_B_COUNTS, ids=ids(VIT_B_COUNTS))
+def test_vit_b16_counts_equal_petl_visions(method, options, expected):
+    assert trainable_without_head({"name": "vit_base_patch16_224"}, method, options) == expected
+
+
+# CLIP-B/16 (timm's vit_base_patch16_clip_224): a LayerNorm before the blocks (norm_pre) and no bias on the
+# patch embedding. PETL_Vision's tune_output/clip_fs_imagenet records these figures (no SSF run there).
+CLIP_COUNTS = [
+    ("full", {}, VIT_B_NO_HEAD + 2 * D - D),  # 85,799,424
+    ("lora", {"r": 32}, lora_qv(32)),
+    ("vpt", {"prompt_tokens": 50}, vpt(50)),
+    ("houlsby", {"bottleneck": 32}, adapters(2, 32)),
+    ("adaptformer", {"bottleneck": 32}, adapters(1, 32)),
+    ("bitfit", {}, SELECTIVE["bitfit"]),  # norm_pre's bias in place of the patch embedding's
+    ("ln", {}, SELECTIVE["ln"] + 2 * D),  # 39,936
+    ("difffit", {}, SELECTIVE["difffit"] + D),  # norm_pre's gamma: 141,312
+]
+
+
+@pytest.mark.parametrize("method, options, expected", CLIP_COUNTS, ids=ids(CLIP_COUNTS))
+def test_clip_b16_counts_equal_petl_visions(method, options, expected):
+    assert trainable_without_head({"name": "vit_base_patch16_clip_224"}, method, options) == expected
+
+
+def test_dinov2_b14_at_224_px_differs_from_vit_b16_only_by_its_embeddings_and_layerscale():
+    """PETL_Vision builds DINOv2 at 224 px (vit_base_patch14_dinov2_petl): 16 x 16 patches of 14 px, and
+    LayerScale's two gammas per block, which only full fine-tuning trains."""
+    full = VIT_B_NO_HEAD + (257 - 197) * D - (16 * 16 - 14 * 14) * 3 * D + L * 2 * D
+    dinov2 = {"name": "vit_base_patch14_dinov2", "img_size": 224}
+    assert trainable_without_head(dinov2, "full", {}) == full == 85_724_928
+    assert {method: trainable_without_head(dinov2, method, {}) for method in SELECTIVE} == SELECTIVE
+
+
+def test_ssf_refuses_clip_whose_patch_embedding_has_no_bias():
+    """PETL_Vision's SSF scales and shifts the patch embedding's output all the same (205,824 on CLIP);
+    peftlab's folds each shift into a bias at the merge, so it refuses in one line."""
+    with pytest.raises(ConfigError, match="patch_embed.proj has none"):
+        trainable_without_head({"name": "vit_base_patch16_clip_224"}, "ssf", {})

@@ -1,8 +1,8 @@
 """Vision transformer backbones: timm models by name, HF transformers ViT/DeiT from a directory.
 
-Pretrained weights come from timm's hub (``pretrained: hub``, needs network) or from a local
-``.safetensors`` file in timm's or HF's key layout. The classifier head is always new, sized
-for the task's number of classes.
+Pretrained weights come from timm's Hugging Face hub weights (``pretrained: hub``: downloaded into
+the hub cache, or read from it offline; ``peftlab.hub``) or from a local ``.safetensors`` file in
+timm's or HF's key layout. The classifier head is always new, sized for the task's number of classes.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from peftlab.data.readers import hash_file
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config
+from peftlab.hub import hub_weights_file, snapshot_source
 from peftlab.libraries import quiet_transformers
 
 HEAD_PREFIXES = ("head.", "classifier.")
+HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,24 @@ class InputSpec:
     std: tuple[float, ...]
 
 
-def base_sha256(cfg: ModelConfig) -> str | None:
-    """SHA-256 of the local weights file ``model.pretrained``; None for "none", "hub" and HF models."""
-    if cfg.source != "timm" or cfg.pretrained in ("none", "hub"):
+def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
+    """The weights file ``model`` (built by ``build_backbone`` from ``cfg``) was loaded from: the local
+    file, the hub cache's file timm loaded (its ``pretrained_cfg`` names it), an HF directory's
+    model.safetensors; None for a random base."""
+    if cfg.source == "hf":
+        path = Path(cfg.path) / HF_SAFE_WEIGHTS
+        return path if path.is_file() else None
+    if cfg.pretrained == "none":
         return None
-    return hash_file(Path(cfg.pretrained))
+    return Path(model.pretrained_cfg["file"] if cfg.pretrained == "hub" else cfg.pretrained)
+
+
+def base_provenance(cfg: ModelConfig, model: nn.Module) -> dict:
+    """What a result records of the base's weights: the SHA-256 of the file loaded (``base_sha256``) and,
+    for a file of the hub cache, its repository and commit (``base_hub_repo``, ``base_hub_revision``)."""
+    path = base_weights_file(cfg, model)
+    repo, revision = (snapshot_source(path) if path else None) or (None, None)
+    return {"base_sha256": hash_file(path) if path else None, "base_hub_repo": repo, "base_hub_revision": revision}
 
 
 class HFLogits(nn.Module):
@@ -90,15 +105,7 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
         raise ConfigError(f"model.name={cfg.name!r} is not a timm model; similar: {', '.join(close) or 'none'}")
     kwargs = timm_kwargs(cfg, num_classes)
     if cfg.pretrained == "hub" and weights:
-        # Downloads timm's weights (network needed); the head is re-initialised for num_classes.
-        try:
-            return timm.create_model(cfg.name, pretrained=True, **kwargs)
-        except (TypeError, AssertionError, ValueError) as err:
-            raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
-        except Exception as err:  # noqa: BLE001 - offline, no such weights, a broken download: one line
-            raise WeightsError(f"model.pretrained='hub': timm's weights for {cfg.name!r} could not be loaded "
-                               f"({one_line(err)[:200]}); without network, set model.pretrained to a local "
-                               ".safetensors file") from None
+        return build_from_hub(cfg, kwargs)
     try:
         model = timm.create_model(cfg.name, pretrained=False, **kwargs)
     except (TypeError, AssertionError, ValueError) as err:
@@ -107,6 +114,52 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
     if cfg.pretrained != "none" and weights:
         load_weights(model, cfg.pretrained)
     return model
+
+
+def build_from_hub(cfg: ModelConfig, kwargs: dict) -> nn.Module:
+    """timm's model with its hub weights: the safetensors file in the hub cache (fetched first with
+    network), loaded by timm's own loader (its checkpoint filter, the new head for num_classes)."""
+    import timm
+
+    try:  # the overrides first, on the meta device, before any download: a load error below is the weights' own
+        with torch.device("meta"):
+            shapes = timm.create_model(cfg.name, pretrained=False, **kwargs)
+    except (TypeError, AssertionError, ValueError) as err:
+        raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
+    check_patch_grid(shapes, cfg)
+    path = hub_weights_file(cfg.name)
+    check_hub_keys(shapes, path, cfg.name)
+    try:
+        # num_classes 0: the checkpoint read as headless, so that timm drops its classifier and the head is
+        # new, as with a local file (timm keeps the checkpoint's when the task has as many classes)
+        overlay = {"file": str(path), "num_classes": 0}
+        model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except Exception as err:  # noqa: BLE001 - a broken file, weights of other shapes: one line
+        raise WeightsError(f"model.pretrained='hub': timm could not load {path} into {cfg.name!r} "
+                           f"({one_line(err)[:200]})") from None
+    check_finite({k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}, path)
+    return model
+
+
+def check_hub_keys(model: nn.Module, path: Path, name: str) -> None:
+    """Every tensor of ``model`` but its classifier in the hub file, and nothing else, from the file's
+    header. timm loads pretrained weights non-strictly when it replaces the classifier: a tensor missing
+    from the file would be logged at info level and its layer left random. Shapes are timm's to check:
+    it resamples the position embedding and adapts the patch embedding to ``in_chans`` first."""
+    from safetensors import SafetensorError, safe_open
+
+    classifier = model.pretrained_cfg.get("classifier") or "head"
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    try:
+        with safe_open(str(path), "pt") as f:
+            found = {k for k in f.keys() if not k.startswith(heads)}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
+    own = {k for k in model.state_dict() if not k.startswith(heads)}
+    if own != found:
+        key = min(own ^ found)
+        what = "is missing from the file" if key in own else "is in the file but not in the model"
+        raise WeightsError(f"weights file {path} does not match model.name={name!r} as configured: key {key!r} {what}")
 
 
 def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: int) -> nn.Module:
@@ -127,8 +180,9 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
     transformers.logging.set_verbosity_error()
     try:
         if weights and not sizes:
+            # safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead
             model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True,
-                                                                    use_safetensors=None, **labels)
+                                                                    use_safetensors=True, **labels)
         else:
             model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels, **sizes))
     except Exception as err:  # noqa: BLE001 - a broken config.json or weights file: one line

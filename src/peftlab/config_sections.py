@@ -20,7 +20,8 @@ from peftlab.config_checks import (MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_T
 class ModelConfig:
     name: str = "deit_tiny_patch16_224"
     source: Literal["timm", "hf"] = "timm"
-    # "none" (random init), "hub" (timm's hub weights, needs network) or a .safetensors path
+    # "none" (random init), "hub" (timm's Hugging Face hub weights, safetensors: downloaded into the hub cache,
+    # or read from it with HF_HUB_OFFLINE=1) or a .safetensors path
     pretrained: str = "none"
     path: str | None = None  # HF transformers model directory (source: hf)
     num_classes: int | None = None  # None: the dataset's number of classes

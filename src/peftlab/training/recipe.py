@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import metrics, provenance, tracking
-from peftlab.backbones import InputSpec, base_sha256, build_backbone, enable_grad_checkpointing, input_spec_for
+from peftlab.backbones import InputSpec, base_provenance, build_backbone, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, TrainConfig, to_dict
 from peftlab.cpu import arithmetic_record
 from peftlab.data import DataBundle, build_data
@@ -151,6 +151,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
     seed_everything(s.cfg.seed)
     model = build_backbone(s.cfg.model, data.num_classes)
+    base = base_provenance(s.cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
     if tc.grad_checkpointing:
         enable_grad_checkpointing(model)
     tuner = apply_tuner(model, s.cfg, TunerContext(total_steps=data.total_steps, device=s.device, quant=s.cfg.quant))
@@ -172,11 +173,11 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
     counts = tuner.parameter_counts()
     state.params = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
-    state.provenance = provenance_record(s, data, compiled)
+    state.provenance = provenance_record(s, data, compiled, base)
     return Built(model, tuner, counts, rss, rss_build, estimate)
 
 
-def provenance_record(s: Setting, data: Data, compiled: dict | None) -> dict:
+def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict) -> dict:
     git_sha, git_dirty = provenance.git_state()
     return {
         "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
@@ -186,7 +187,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None) -> dict:
         "tf32": s.tc.tf32 and s.device.type == "cuda", "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device),
         "compile": compiled, "world_size": s.ranks.world_size,
         "seed": s.cfg.seed, "data_sha256": data.splits.info.sha256, "data": asdict(data.splits.info),
-        "base_sha256": base_sha256(s.cfg.model),  # the local weights file the base was loaded from (else None)
+        **base,  # base_sha256 of the weights file the base was loaded from; base_hub_repo, base_hub_revision
     }
 
 
