@@ -132,6 +132,13 @@ def with_holm(table, alpha):
     return table
 
 
+def below_detection(table):
+    """The rows of a comparisons table whose difference is not significant and smaller than its MDE
+    (mde_80): the seeds could not have shown a true difference of that size, so "not significant" does
+    not read as "equal". A boolean Series; False where there is no MDE."""
+    return ~table["significant"].astype(bool) & (table["mean_diff"].abs() < table["mde_80"])
+
+
 def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
                               **options):
     """`paired_comparisons` inside each value of `within` (each dataset), Holm over them all.

@@ -22,8 +22,8 @@ from peftlab.analysis.load import environment, load_curves, load_results, study_
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.comparisons import algorithm_name, scores_over_tasks
 from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MAX_PAIRS, MIN_SEEDS, POWER,
-                                    aggregate_over_tasks, completed_runs, describe_interval, incomplete_runs,
-                                    paired_comparisons_within, pareto_front, summarize)
+                                    aggregate_over_tasks, below_detection, completed_runs, describe_interval,
+                                    incomplete_runs, paired_comparisons_within, pareto_front, summarize)
 from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
 from peftlab.errors import UserError
 from peftlab.study.spec import read_report_options
@@ -205,8 +205,8 @@ def _significance_lines(comparisons: pd.DataFrame | None, df: pd.DataFrame, labe
         mde = "n/a" if pd.isna(row.mde_80) else f"{100 * row.mde_80:.2f}"
         lines.append(f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
                      f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
-                     f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, {row.prob_improvement_high:.2f}] | "
-                     f"{'yes' if row.significant else 'no'} |")
+                     f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
+                     f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |")
     lines += ["", "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
                   "significance is judged by the Holm-corrected t-test. "
                   f"MDE ({power}): the smallest true mean difference the paired t-test at α = {ALPHA:g} (before "
@@ -225,7 +225,7 @@ def _pairs(count: float) -> str:
 def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
     """The sentence on differences that are not significant and smaller than their MDE: the seeds could not
     have shown them, so "not significant" says nothing about whether they are equal."""
-    small = comparisons[~comparisons["significant"] & (comparisons["mean_diff"].abs() < comparisons["mde_80"])]
+    small = comparisons[below_detection(comparisons)]
     if small.empty:
         return []
     items = [f"{display_name(row.variant, methods.get(row.variant), labels)} ({100 * row.mean_diff:+.2f} points; "

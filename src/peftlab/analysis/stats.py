@@ -34,10 +34,10 @@ tasks); this module is their public face.
 """
 
 from peftlab.analysis.comparisons import (MAX_PAIRS, MIN_PAIRS_WILCOXON, NOISE_TOLERANCE, POWER, aggregate_over_tasks,
-                                          algorithm_name, compare_paired, holm, iqm, iqm_ci, minimum_detectable_effect,
-                                          paired_comparisons, paired_comparisons_within, paired_ttest_power,
-                                          pairs_needed, probability_of_improvement, probability_of_improvement_ci,
-                                          win_rate, with_holm)
+                                          algorithm_name, below_detection, compare_paired, holm, iqm, iqm_ci,
+                                          minimum_detectable_effect, paired_comparisons, paired_comparisons_within,
+                                          paired_ttest_power, pairs_needed, probability_of_improvement,
+                                          probability_of_improvement_ci, win_rate, with_holm)
 from peftlab.analysis.intervals import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, COMPLETED, COST_COLUMNS, INTERVALS,
                                         MIN_SEEDS, bootstrap_ci, check_interval, completed_runs, confidence_interval,
                                         describe_interval, incomplete_runs, pareto_front, pareto_mask, summarize,
@@ -45,8 +45,8 @@ from peftlab.analysis.intervals import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, COM
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "COMPLETED", "COST_COLUMNS", "INTERVALS", "MAX_PAIRS",
            "MIN_PAIRS_WILCOXON", "MIN_SEEDS", "NOISE_TOLERANCE", "POWER", "aggregate_over_tasks", "algorithm_name",
-           "bootstrap_ci", "check_interval", "compare_paired", "completed_runs", "confidence_interval",
-           "describe_interval", "holm", "incomplete_runs", "iqm", "iqm_ci", "minimum_detectable_effect",
-           "paired_comparisons", "paired_comparisons_within", "paired_ttest_power", "pairs_needed", "pareto_front",
-           "pareto_mask", "probability_of_improvement", "probability_of_improvement_ci", "summarize", "t_interval", "win_rate",
-           "with_holm"]
+           "below_detection", "bootstrap_ci", "check_interval", "compare_paired", "completed_runs",
+           "confidence_interval", "describe_interval", "holm", "incomplete_runs", "iqm", "iqm_ci",
+           "minimum_detectable_effect", "paired_comparisons", "paired_comparisons_within", "paired_ttest_power",
+           "pairs_needed", "pareto_front", "pareto_mask", "probability_of_improvement", "probability_of_improvement_ci",
+           "summarize", "t_interval", "win_rate", "with_holm"]
