@@ -150,7 +150,8 @@ FIGURE_CAPTIONS = {
     "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
                           "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
                           "(ringed points).",
-    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds.",
+    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
+                     "seed's dot sits at the same place in every box, seeds in order from left to right.",
     "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
                    "interval of the mean over the seeds evaluated at that step.",
     "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "

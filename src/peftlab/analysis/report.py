@@ -341,7 +341,9 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              "a quantized base shows its saving in the weights panel.",
              figures.plot_cost(df, out, labels=labels, palette=palette)),
             ("Test top-1 across seeds", "seed_boxplots",
-             "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs.",
+             "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs, each seed at "
+             "the same place in every box (seeds in order from left to right), so one seed can be followed across "
+             "configurations.",
              figures.plot_seed_boxplots(df, out, labels=labels, palette=palette)),
         ]
         for axis, name in ABLATION_AXES.items():
