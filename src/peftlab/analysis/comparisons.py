@@ -1,7 +1,6 @@
 """Comparisons of configurations: paired tests on matched seeds with Holm's correction and the power of
 the paired t-test (minimum detectable difference), win rate, rliable's probability of improvement and
-IQM, and aggregates over tasks. stats.py is the public
-face and says the decisions behind them."""
+IQM, and aggregates over tasks. stats.py is the public face and says the decisions behind them."""
 
 import numpy as np
 import pandas as pd
