@@ -240,7 +240,7 @@ def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Serie
     """The configurations whose seed-to-seed spread (sd of test top-1 over their seeds) exceeds their mean
     paired difference from the baseline: one seed of them would not say which is better."""
     sd = completed_runs(df).groupby("variant")[METRICS[0]].std()
-    spread = comparisons.assign(sd=comparisons["variant"].map(sd))
+    spread = comparisons.assign(sd=comparisons["variant"].map(sd)).dropna(subset=["sd"])  # one seed: no spread
     wide = spread[spread["sd"] > spread["mean_diff"].abs()]
     if wide.empty:
         return []
