@@ -51,6 +51,22 @@ def test_seed_boxplots(synthetic_study, tmp_path):
     assert_png_and_pdf(figures.plot_seed_boxplots(synthetic_study, tmp_path), tmp_path, "seed_boxplots")
 
 
+def test_seed_boxplots_mark_every_run_at_its_seed_s_place(synthetic_study, drawn, tmp_path):
+    figures.plot_seed_boxplots(synthetic_study, tmp_path)
+    ax = drawn["seed_boxplots"].axes[0]
+    palette = figures.study_palette(synthetic_study)
+    done = synthetic_study[synthetic_study["status"] == "completed"]
+    assert len(ax.collections) == len(palette["variants"])  # one strip of dots per configuration
+    for i, (variant, dots) in enumerate(zip(palette["variants"], ax.collections)):
+        runs = done[done["variant"] == variant].sort_values("seed")
+        points = dots.get_offsets()
+        assert len(points) == len(runs) == 3  # one marker per seed; the diverged run of lora r=16 has none
+        order = np.argsort(points[:, 0])
+        np.testing.assert_allclose(points[order, 0], i + np.array([-0.15, 0.0, 0.15]))  # seeds 0, 1, 2 left to right
+        np.testing.assert_allclose(points[order, 1], 100 * runs["metrics.test_top1"].to_numpy())
+    assert ax.get_title() == "one dot per run;\nseeds 0, 1, 2 from left to right in each box"
+
+
 def one_evaluation_per_run():
     # each run evaluated once, at its last step: no curve (the empty frame, x from 15.25 to 16.75)
     return pd.DataFrame({"run_id": ["a", "b", "c"], "variant": ["full", "lora r=4", "lora r=4"], "method": ["full", "lora", "lora"],

@@ -118,6 +118,36 @@ def test_literature_table_says_which_rows_are_cited_and_which_are_ours(sources):
     assert "comparable" in table  # the caption says the settings differ
 
 
+def test_the_significance_table_gives_each_comparison_its_mde_and_the_seeds_one_point_needs(sources):
+    table = (sources / "tables" / "significance.tex").read_text()
+    assert r"& $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) &" in table and "80\\% power" in table
+    # lora r=8 - full on seeds 0-2: -6.1, -8.8, -3.7 points, sd 2.55; MDE 3.264 (statsmodels' d_z for 3 pairs)
+    # x 2.55 = 8.3 points; 1 point is 0.39 sd: 54 pairs
+    assert r"lora r=8 & 3 & \ensuremath{-6.2} & 0.053 & 8.3 & 54 & n/a &" in table
+    defined = macros((sources / "results.tex").read_text())
+    assert defined["mdeLoraREight"] == "8.3" and defined["pairsOnePointLoraREight"] == "54"
+    assert defined["statPower"] == "80"
+
+
+def test_the_paper_says_which_differences_the_seeds_could_not_have_shown(sources, study_dir):
+    main = (sources / "main.tex").read_text()
+    sentence = next(line for line in main.splitlines() if line.startswith("Not significant, and smaller than"))
+    # lora r=8 (-6.2, p = 0.053, MDE 8.3) only: lora r=4 (-6.9, p = 0.053) is above its MDE of 6.5
+    assert r"\nameLoraREight{} (difference \diffLoraREight{}, MDE \mdeLoraREight{} points)." in sentence
+    assert "LoraRFour" not in sentence and r"\statPower{}" in sentence
+    # against linear every difference is significant and above its MDE: no such sentence
+    assert "Not significant, and smaller than" not in main_tex_against(study_dir, "linear")
+
+
+def main_tex_against(study_dir, baseline):
+    """main.tex of the study with another baseline, without drawing the figures."""
+    study = paper.Study(study_dir, load_results(study_dir), baseline)
+    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    numbers = paper.Numbers()
+    paper.define_numbers(numbers, study, citations)
+    return paper.main_tex(study, citations, numbers, [])
+
+
 def test_report_section_puts_published_numbers_beside_ours(study_dir):
     section = "\n".join(literature_section(load_results(study_dir)))
     assert section.startswith("## Published numbers beside this study")
@@ -235,6 +265,7 @@ def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
     pdf = paper.compile_pdf(tmp_path / "main.tex")
     assert pdf == tmp_path / "main.pdf"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Pairs for 1 pt" in text and "MDE" in text  # the significance table's power columns
     for number in ("74.5", "59.4", "67.6", "68.3",  # this study: main table and text
                    "68.9", "72.25", "53.1", "39.4", "90.76"):  # cited numbers of the literature table
         assert number in text, number

@@ -72,6 +72,11 @@ def test_report_sections_intervals_and_warnings(tmp_path):
     lora8 = next(line for line in report.splitlines() if line.startswith("| lora r=8 | 2 |"))
     # matched seeds 0, 1: 0.684 < 0.745, 0.664 < 0.723 -> win rate 0; all 10 pairs lost too
     assert "| 0.00 | 0.00 [0.00, 0.00] |" in lora8
+    # differences -6.1 and -5.9 points: sd 0.141, MDE 11.55 * 0.141 = 1.63 points; 1 point is 7.1 sd: 3 pairs
+    assert "| p (t, Holm) | MDE (80%, pts) | pairs for 1 pt |" in report
+    assert lora8.startswith("| lora r=8 | 2 | -6.00 | 0.0106 | 1.63 | 3 |")
+    # every difference is significant and larger than its MDE and than the seeds' spread: neither sentence
+    assert "smaller than these seeds could detect" not in report and "Seeds spread more" not in report
     # skipped figures in their own section, none under a figure's heading
     head, skipped = report.split("## Skipped figures")
     assert "skipped:" not in head
@@ -322,3 +327,49 @@ def test_rliables_aggregates_by_hand():
     ranks = aggregates.average_ranks(pd.DataFrame({"a": [0.9, 0.8, 0.8], "b": [0.1, 0.3, 0.2]}, index=["x", "y", "z"]))
     assert ranks.to_dict() == {"x": pytest.approx((1 + 3) / 2), "y": pytest.approx((2.5 + 1) / 2),
                                "z": pytest.approx((2.5 + 2) / 2)}
+
+
+def significance_text(scores):
+    """The report's significance section for {variant: test top-1 per seed 0, 1, ...} against "full"."""
+    import pandas as pd
+
+    from peftlab.analysis.report import _significance_lines
+    from peftlab.analysis.stats import paired_comparisons
+
+    rows = [{"run_id": f"{v}-{seed}", "status": "completed", "variant": v, "method": v.split()[0], "seed": seed,
+             "metrics.test_top1": top1} for v, values in scores.items() for seed, top1 in enumerate(values)]
+    table = pd.DataFrame(rows)
+    return "\n".join(_significance_lines(paired_comparisons(table, "full"), table, {}))
+
+
+FULL = [0.745, 0.723, 0.755, 0.714, 0.759]
+
+
+def test_a_difference_not_significant_and_below_its_mde_is_read_as_not_shown():
+    near = [v + d for v, d in zip(FULL, [0.004, -0.006, 0.009, -0.002, 0.005])]  # +0.2 points, sd 0.59
+    text = significance_text({"full": FULL, "linear": [0.593, 0.591, 0.597, 0.592, 0.594], "lora r=4": near})
+    # MDE: statsmodels' d_z 1.682 for 5 pairs times the sd 0.594 of the differences = 1.00 point;
+    # 1 point is 1.68 sd: statsmodels' nobs 5.02, so 6 pairs
+    assert "| lora r=4 | 5 | +0.20 | 0.495 | 1.00 | 6 |" in text
+    assert ("**Not significant, and smaller than these seeds could detect:** lora r=4 (+0.20 points; MDE 1.00 "
+            "points; 1 point needs 6 seeds). The test would miss a true difference of that size more than 20% of "
+            "the time, so read these as 'no difference shown', not as 'equal to the baseline'.") in text
+    # lora r=4's seeds spread 2.5 points around its mean; linear's 0.2 points, 14.6 points below full
+    assert ("**Seeds spread more than the difference from the baseline:** lora r=4 (sd over seeds 2.52 points, "
+            "mean difference +0.20).") in text
+    assert "linear (" not in text
+
+
+def test_only_a_difference_both_not_significant_and_below_its_mde_is_called_not_shown():
+    # lora r=4: +0.72 points, p = 0.0178, 0.0534 after Holm over three: not significant, yet above its MDE of
+    # 0.70; lora r=8 (+0.20) and linear (-0.06): not significant and below theirs; lora r=16: one pair, no MDE
+    above = [v + d for v, d in zip(FULL, [0.010, 0.002, 0.012, 0.004, 0.008])]
+    near = [v + d for v, d in zip(FULL, [0.004, -0.006, 0.009, -0.002, 0.005])]
+    noise = [v + d for v, d in zip(FULL, [-0.003, 0.005, -0.008, 0.004, -0.001])]
+    text = significance_text({"full": FULL, "lora r=4": above, "lora r=8": near, "linear": noise, "lora r=16": [0.7]})
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| l")}
+    assert rows["lora r=4"][3:5] == ["0.0534", "0.70"] and rows["lora r=4"][-1] == "no |"
+    assert rows["lora r=16"][4:6] == ["n/a", "n/a"]
+    sentence = next(line for line in text.splitlines() if "smaller than these seeds could detect" in line)
+    assert "lora r=8 (+0.20 points" in sentence and "linear (-0.06 points" in sentence
+    assert "lora r=4" not in sentence and "lora r=16" not in sentence

@@ -403,3 +403,79 @@ def test_comparisons_within_datasets_pair_each_dataset_with_its_own_baseline():
     np.testing.assert_allclose(result["p_ttest_holm"], stats.holm(result["p_ttest"]))
     one = stats.paired_comparisons_within(table[table["config.data.name"] == "a"], "full data=a")
     assert one.equals(stats.paired_comparisons(table[table["config.data.name"] == "a"], "full data=a"))
+
+
+# Power of the paired t-test
+
+# statsmodels 0.15.0: TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=0.8,
+# alternative="two-sided"), run once from its wheel (statsmodels is not a dependency of peftlab). Its root
+# finder stops near 1e-7 in power, so the comparison allows 1e-5 relative.
+STATSMODELS_MDE = {(2, 0.05): 11.549889754978167, (3, 0.05): 3.264043552819638, (5, 0.05): 1.6819970833232674,
+                   (10, 0.05): 0.9960019107624178, (5, 0.01): 2.6289740837721873}
+# the same with effect_size=d, nobs=None: the pairs needed are its ceiling
+STATSMODELS_NOBS = {2.0: 4.22071858501904, 1.0: 9.93785094105438, 0.5: 33.36713118431779, 0.1: 786.808940181792}
+
+
+@pytest.mark.parametrize("n, alpha", list(STATSMODELS_MDE))
+def test_minimum_detectable_effect_is_statsmodels_and_has_80_percent_power(n, alpha):
+    d = stats.minimum_detectable_effect(n, alpha)
+    assert d == pytest.approx(STATSMODELS_MDE[n, alpha], rel=1e-5)
+    # independently of peftlab's power function: the noncentral t written out here
+    critical = scipy.stats.t.isf(alpha / 2, n - 1)
+    power = scipy.stats.nct.sf(critical, n - 1, d * np.sqrt(n)) + scipy.stats.nct.sf(critical, n - 1, -d * np.sqrt(n))
+    assert power == pytest.approx(0.8, abs=1e-6)
+
+
+def test_power_at_the_minimum_detectable_effect_by_simulation():
+    # 200,000 simulated studies of 5 normal paired differences with true mean d * sd: the two-sided
+    # t-test at 0.05 rejects in 80% of them (standard error 0.0009)
+    d = stats.minimum_detectable_effect(5)
+    diffs = np.random.default_rng(0).normal(d, 1.0, size=(200_000, 5))
+    t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / np.sqrt(5))
+    assert np.mean(np.abs(t) > scipy.stats.t.isf(0.025, 4)) == pytest.approx(0.8, abs=0.004)
+
+
+def test_power_function_is_statsmodels():
+    # statsmodels 0.15.0: TTestPower().power(effect_size=1.0, nobs=5, alpha=0.05) = 0.4013899173717948
+    assert stats.paired_ttest_power(1.0, 5) == pytest.approx(0.4013899173717948, rel=1e-12)
+    assert stats.paired_ttest_power(0.0, 5) == pytest.approx(0.05, rel=1e-12)  # no difference: the level
+
+
+@pytest.mark.parametrize("d", list(STATSMODELS_NOBS))
+def test_pairs_needed_is_the_ceiling_of_statsmodels_sample_size(d):
+    n = stats.pairs_needed(d)
+    assert n == int(np.ceil(STATSMODELS_NOBS[d]))
+    assert stats.paired_ttest_power(d, n) >= 0.8 > stats.paired_ttest_power(d, n - 1)
+
+
+def test_pairs_needed_past_ten_thousand_is_infinite_and_never_below_two():
+    assert stats.pairs_needed(0.01) == np.inf  # statsmodels: 78,491
+    assert stats.pairs_needed(100.0) == 2
+
+
+def test_statsmodels_itself_when_installed():
+    power = pytest.importorskip("statsmodels.stats.power")
+    for (n, alpha), expected in STATSMODELS_MDE.items():
+        solved = power.TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=0.8)
+        assert solved == pytest.approx(expected, rel=1e-9)
+        assert stats.minimum_detectable_effect(n, alpha) == pytest.approx(solved, rel=1e-5)
+
+
+def test_paired_comparisons_state_the_minimum_detectable_difference_in_the_metric_s_unit():
+    baseline = [0.80, 0.81, 0.79, 0.82, 0.80]
+    variant = [0.804, 0.806, 0.799, 0.818, 0.805]  # differences 0.4, -0.4, 0.9, -0.2, 0.5 points
+    row = stats.paired_comparisons(runs({"full": baseline, "lora": variant}), "full").iloc[0]
+    sd = np.std(np.subtract(variant, baseline), ddof=1)
+    assert row["mde_80"] == pytest.approx(STATSMODELS_MDE[5, 0.05] * sd, rel=1e-5)
+    assert 100 * row["mde_80"] == pytest.approx(0.8948, abs=1e-4)  # points
+    # one point (0.01) is 1.88 sd of the differences; statsmodels' nobs for it: 4.47, so 5 pairs
+    assert row["pairs_for_1pt"] == 5
+    strict = stats.paired_comparisons(runs({"full": baseline, "lora": variant}), "full", alpha=0.01).iloc[0]
+    assert strict["mde_80"] == pytest.approx(STATSMODELS_MDE[5, 0.01] * sd, rel=1e-5)
+
+
+def test_no_minimum_detectable_difference_without_spread_or_with_one_pair():
+    constant = stats.paired_comparisons(runs({"full": [0.80, 0.81, 0.70], "lora": [0.81, 0.82, 0.71]}), "full")
+    single = stats.paired_comparisons(runs({"full": [0.80], "lora": [0.81]}), "full")
+    for row in (constant.iloc[0], single.iloc[0]):
+        assert np.isnan(row["mde_80"]) and np.isnan(row["pairs_for_1pt"])

@@ -1,9 +1,10 @@
-"""Comparisons of configurations: paired tests on matched seeds with Holm's correction, win rate,
-rliable's probability of improvement and IQM, and aggregates over tasks. stats.py is the public
-face and says the decisions behind them."""
+"""Comparisons of configurations: paired tests on matched seeds with Holm's correction and the power of
+the paired t-test (minimum detectable difference), win rate, rliable's probability of improvement and
+IQM, and aggregates over tasks. stats.py is the public face and says the decisions behind them."""
 
 import numpy as np
 import pandas as pd
+import scipy.optimize
 import scipy.stats
 
 from peftlab.analysis.intervals import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, completed_runs
@@ -15,6 +16,12 @@ MIN_PAIRS_WILCOXON = 5
 
 
 NOISE_TOLERANCE = 1e-9
+
+
+# The power at which `mde_80` and `pairs_for_1pt` are stated; past MAX_PAIRS the seeds a difference
+# needs are reported as "more than MAX_PAIRS" (inf): no study runs that many.
+POWER = 0.8
+MAX_PAIRS = 10_000
 
 
 def holm(pvalues):
@@ -43,6 +50,7 @@ def paired_comparisons(
     confidence=0.95,
     n_resamples=BOOTSTRAP_RESAMPLES,
     seed=BOOTSTRAP_SEED,
+    point=0.01,
 ):
     """Every other group of `by` compared with `baseline` on matched `pair_on` values.
 
@@ -53,6 +61,14 @@ def paired_comparisons(
       metric, baseline, <by>, n_pairs, mean_baseline, mean_variant (over the pairs),
       mean_diff, sd_diff (ddof=1),
       cohens_dz: mean_diff / sd_diff; NaN when n_pairs < 2 or sd_diff is 0,
+      mde_80: the minimum detectable difference, in the unit of mean_diff: the smallest true mean
+        difference the two-sided paired t-test at the unadjusted `alpha` finds with 80% power, if the
+        differences' true sd were sd_diff (`minimum_detectable_effect` times sd_diff); NaN when
+        n_pairs < 2 or sd_diff is 0. Holm's correction asks for more: after it the MDE of a table
+        of several comparisons is larger,
+      pairs_for_1pt: the matched pairs (seeds) the same test needs to find a true difference of
+        `point` (one point of accuracy, 0.01, by default) with 80% power at sd_diff (`pairs_needed`);
+        inf above MAX_PAIRS, NaN when n_pairs < 2 or sd_diff is 0,
       p_ttest: scipy.stats.ttest_rel; NaN when n_pairs < 2 or all differences are equal
         (scipy would report p = 0 for a constant non-zero difference),
       p_wilcoxon: scipy.stats.wilcoxon (exact without ties or zeros, else scipy's exact
@@ -91,7 +107,7 @@ def paired_comparisons(
         x = matched["x"].to_numpy(dtype=float)
         y = matched["y"].to_numpy(dtype=float)
         row = {"metric": metric, "baseline": baseline, by: name}
-        row.update(compare_paired(x, y, min_pairs_wilcoxon))
+        row.update(compare_paired(x, y, min_pairs_wilcoxon, alpha, point))
         everything = variant_runs.to_numpy(dtype=float), baseline_runs.to_numpy(dtype=float)
         row["prob_improvement"] = probability_of_improvement(*everything)
         row["prob_improvement_low"], row["prob_improvement_high"] = probability_of_improvement_ci(
@@ -100,8 +116,8 @@ def paired_comparisons(
         rows.append(row)
     columns = [
         "metric", "baseline", by, "n_pairs", "mean_baseline", "mean_variant", "mean_diff", "sd_diff",
-        "cohens_dz", "p_ttest", "p_wilcoxon", "p_ttest_holm", "p_wilcoxon_holm", "significant",
-        "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
+        "cohens_dz", "mde_80", "pairs_for_1pt", "p_ttest", "p_wilcoxon", "p_ttest_holm", "p_wilcoxon_holm",
+        "significant", "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
     ]
     table = pd.DataFrame(rows, columns=columns)
     return with_holm(table, alpha)
@@ -114,6 +130,13 @@ def with_holm(table, alpha):
     table["significant"] = table["p_ttest_holm"] < alpha
     table["significant_wilcoxon"] = table["p_wilcoxon_holm"] < alpha
     return table
+
+
+def below_detection(table):
+    """The rows of a comparisons table whose difference is not significant and smaller than its MDE
+    (mde_80): the seeds could not have shown a true difference of that size, so "not significant" does
+    not read as "equal". A boolean Series; False where there is no MDE."""
+    return ~table["significant"].astype(bool) & (table["mean_diff"].abs() < table["mde_80"])
 
 
 def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
@@ -144,11 +167,12 @@ def paired_comparisons_within(df, baseline, within="config.data.name", metric="m
     return with_holm(table, alpha)
 
 
-def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
+def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, point=0.01):
     """Paired statistics of x against y (same length, matched by position), as a dict.
 
-    Keys: n_pairs, mean_baseline, mean_variant, mean_diff, sd_diff, cohens_dz, p_ttest,
-    p_wilcoxon, win_rate (see `paired_comparisons`; x is the variant, y the baseline).
+    Keys: n_pairs, mean_baseline, mean_variant, mean_diff, sd_diff, cohens_dz, mde_80,
+    pairs_for_1pt, p_ttest, p_wilcoxon, win_rate (see `paired_comparisons`; x is the variant,
+    y the baseline).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -165,6 +189,8 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
         "mean_diff": diffs.mean() if n else np.nan,
         "sd_diff": sd_diff,
         "cohens_dz": np.nan,
+        "mde_80": np.nan,
+        "pairs_for_1pt": np.nan,
         "p_ttest": np.nan,
         "p_wilcoxon": np.nan,
         "win_rate": win_rate(diffs),
@@ -172,9 +198,60 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON):
     if n > 1 and sd_diff > 0:
         result["cohens_dz"] = diffs.mean() / sd_diff
         result["p_ttest"] = float(scipy.stats.ttest_rel(x, y).pvalue)
+        result["mde_80"] = minimum_detectable_effect(n, alpha, POWER) * sd_diff
+        result["pairs_for_1pt"] = pairs_needed(point / sd_diff, alpha, POWER)
     if n >= min_pairs_wilcoxon and np.any(diffs != 0):
         result["p_wilcoxon"] = float(scipy.stats.wilcoxon(diffs, method="auto").pvalue)
     return result
+
+
+def paired_ttest_power(effect_size, n, alpha=0.05):
+    """Power of the two-sided paired t-test at level alpha with n pairs, for a true mean difference of
+    `effect_size` standard deviations of the differences (Cohen's d_z).
+
+    The t statistic follows a noncentral t with n - 1 degrees of freedom and noncentrality
+    effect_size * sqrt(n); power is the mass beyond either critical value, as statsmodels'
+    TTestPower computes it (the far tail included).
+    """
+    df = n - 1
+    critical = scipy.stats.t.isf(alpha / 2, df)
+    noncentrality = effect_size * np.sqrt(n)
+    near = scipy.stats.nct.sf(critical, df, noncentrality)
+    # the far tail P(T < -critical) by symmetry: scipy's nct.cdf there is NaN for some df and noncentrality
+    # (df = 1, noncentrality 8-12), its sf with the noncentrality negated is the same number and finite
+    far = scipy.stats.nct.sf(critical, df, -noncentrality)
+    return float(near + far)
+
+
+def minimum_detectable_effect(n, alpha=0.05, power=POWER):
+    """The standardized difference d_z that the two-sided paired t-test with n pairs finds with
+    `power` at level alpha (statsmodels' TTestPower().solve_power(effect_size=None, ...)); NaN for n < 2.
+
+    Times the sd of the differences it is the minimum detectable difference. It assumes normal
+    differences whose true sd is the one plugged in; with few seeds the observed sd is itself rough.
+    """
+    if n < 2:
+        return np.nan
+    upper = 1.0
+    while paired_ttest_power(upper, n, alpha) < power:  # n = 2 needs d_z near 11.5
+        upper *= 2
+    return scipy.optimize.brentq(lambda d: paired_ttest_power(d, n, alpha) - power, 0.0, upper, xtol=1e-12, rtol=1e-12)
+
+
+def pairs_needed(effect_size, alpha=0.05, power=POWER, most=MAX_PAIRS):
+    """The fewest pairs (at least 2) with which the two-sided paired t-test finds a true standardized
+    difference `effect_size` with `power`; inf when more than `most` are needed."""
+    effect_size = abs(effect_size)
+    if paired_ttest_power(effect_size, most, alpha) < power:
+        return np.inf
+    fails, works = 1, most  # power grows with n: bisect to the first n that reaches it
+    while works - fails > 1:
+        middle = (fails + works) // 2
+        if paired_ttest_power(effect_size, middle, alpha) >= power:
+            works = middle
+        else:
+            fails = middle
+    return works
 
 
 def win_rate(diffs):

@@ -394,7 +394,9 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
                        palette=None):
     """Box plot of the metric across seeds per `by` group, each run drawn as a dot.
 
-    Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR.
+    Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR. A run's dot
+    sits at its seed's place within the box, the same in every box (the study's seeds in order,
+    left to right, as the figure's note says), so one seed can be followed across configurations.
     Skipped when no completed run has the metric.
     """
     palette = _palette_for(df, palette)
@@ -403,17 +405,27 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
         return _skip(name, f"no completed run with {metric}")
     runs = runs[runs[metric].notna()]
     groups = _sorted_variants(palette, runs[by])
+    seeds = sorted(runs["seed"].unique())
+    offset = dict(zip(seeds, np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]))
     fig, ax = _new_figure(1.5 + 0.55 * len(groups), 3.4)
-    values = [100 * runs.loc[runs[by].astype(str) == g, metric].to_numpy(dtype=float) for g in groups]
+    group_runs = [runs[runs[by].astype(str) == g] for g in groups]
+    values = [100 * group[metric].to_numpy(dtype=float) for group in group_runs]
     ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
-    jitter = np.random.default_rng(0)
-    for i, (g, group_values) in enumerate(zip(groups, values)):
-        ax.scatter(i + jitter.uniform(-0.12, 0.12, len(group_values)), group_values, s=12,
-                   color=_variant_color(palette, g), marker=_method_marker(palette, g), zorder=3)
+    for i, (g, group) in enumerate(zip(groups, group_runs)):
+        ax.scatter(i + group["seed"].map(offset).to_numpy(dtype=float), 100 * group[metric].to_numpy(dtype=float),
+                   s=12, color=_variant_color(palette, g), marker=_method_marker(palette, g), zorder=3,
+                   edgecolors="white", linewidths=0.4)  # a white rim keeps neighbouring seeds apart
     ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(_metric_label(metric))
+    ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, out_dir, name)
+
+
+def _seed_list(seeds):
+    """"0, 1, 2" or, for many, "0, 1, ..., 9"."""
+    shown = list(map(str, seeds))
+    return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
 
 
 def _skip(name, reason):

@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
+from peftlab.analysis.stats import MAX_PAIRS, POWER
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
@@ -114,6 +115,13 @@ def pvalue(p: float) -> str:
     return rf"\ensuremath{{{mantissa}\times 10^{{{int(exponent)}}}}}"
 
 
+def pairs_text(count: float) -> str:
+    """The pairs a difference needs: "12", "more than 10{,}000", "n/a"."""
+    if not np.isfinite(count):
+        return "n/a" if np.isnan(count) else f"more than {integer(MAX_PAIRS)}"
+    return integer(count)
+
+
 def words(items: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     items = list(items)
@@ -151,6 +159,7 @@ def define_study(numbers: Numbers, study) -> None:
     add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
+    add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
     for key, name in CONFIG_MACROS.items():
         values = study.config(key)
         text = ", ".join(config_value(v) for v in values) or "n/a"
@@ -207,6 +216,10 @@ def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
         add("diff" + s, signed(100 * c["mean_diff"]), f"{where}: mean paired difference to {study.baseline}, points")
         add("pHolm" + s, pvalue(c["p_ttest_holm"]), f"{where}: Holm-corrected paired t-test p against {study.baseline}")
         add("pairs" + s, str(int(c["n_pairs"])), f"{where}: matched seeds with {study.baseline}")
+        add("mde" + s, pct(c["mde_80"]), f"{where}: minimum detectable difference to {study.baseline} at "
+            f"{100 * POWER:g}% power (paired t-test, alpha {ALPHA:g} before Holm), points")
+        add("pairsOnePoint" + s, pairs_text(c["pairs_for_1pt"]),
+            f"{where}: matched seeds the paired t-test needs for a one-point difference at {100 * POWER:g}% power")
 
 
 def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:

@@ -27,9 +27,10 @@ from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literat
                                          ranked_citations, study_methods, study_rows)
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, citations_of, define_numbers,  # noqa: F401
-                                     macro_suffix, pvalue, signed, variant_suffixes, words)
+                                     macro_suffix, pairs_text, pct, pvalue, signed, variant_suffixes, words)
 from peftlab.analysis.report import choose_baseline
-from peftlab.analysis.stats import completed_runs, incomplete_runs, paired_comparisons, pareto_front, summarize
+from peftlab.analysis.stats import (POWER, below_detection, completed_runs, incomplete_runs, paired_comparisons,
+                                    pareto_front, summarize)
 from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
 from peftlab.study.spec import read_report_options
 from peftlab.errors import UserError
@@ -149,7 +150,8 @@ FIGURE_CAPTIONS = {
     "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
                           "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
                           "(ringed points).",
-    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds.",
+    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
+                     "seed's dot sits at the same place in every box, seeds in order from left to right.",
     "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
                    "interval of the mean over the seeds evaluated at that step.",
     "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
@@ -263,16 +265,23 @@ def significance_table(study: Study) -> str:
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
              r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
-             r"test, each Holm-corrected across the comparisons \citep{holm1979}; $d_z$: mean difference over the "
-             r"standard deviation of the differences; win share: share of matched seeds where the configuration "
-             r"scores higher, ties counted half.}",
+             r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
+             rf"difference, the smallest true mean difference in points that the paired t-test at "
+             rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
+             r"standard deviation of the paired differences as known; pairs for 1 pt: the matched seeds that test "
+             r"needs for a one-point difference; $d_z$: mean difference over the standard deviation of the "
+             r"differences; win share: share of matched seeds where the configuration scores higher, ties counted "
+             r"half.}",
              r"\label{tab:significance}",
-             r"\begin{tabular}{@{}lrrrrrr@{}}", r"\toprule",
-             r"Configuration & Pairs & Difference & $p$ (t) & $p$ (Wilcoxon) & $d_z$ & Win share \\", r"\midrule"]
+             r"\begin{tabular}{@{}lrrrrrrrr@{}}", r"\toprule",
+             r"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) & $d_z$ & "
+             r"Win share \\", r"\midrule"]
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
+        pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
         lines.append(f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
-                     f"{pvalue(row.p_ttest_holm)} & {pvalue(row.p_wilcoxon_holm)} & {dz} & {row.win_rate:.2f} \\\\")
+                     f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
+                     f"{dz} & {row.win_rate:.2f} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -310,10 +319,13 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
     compared = study.comparisons is not None
     differences = words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}"
                          for v in study.comparisons["variant"]]) if compared else ""
+    small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
+    not_shown = words([f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, MDE "
+                       f"{n('mde' + suffixes[v])} points)" for v in small])
     return LATEX.get_template("main.tex.jinja").render(
         n=MacroRefs(numbers), suffixes=suffixes, lowest=study.top1["mean"].idxmin(),
         highest=study.top1["mean"].idxmax(), base=bool(study.base), method_sentences=method_sentences(study.df),
-        compared=compared, means=mean_intervals(study, n, suffixes), differences=differences,
+        compared=compared, means=mean_intervals(study, n, suffixes), differences=differences, not_shown=not_shown,
         rank_trend="rankTrend" in numbers.macros, figures=figure_layout(drawn), captions=FIGURE_CAPTIONS,
         short_captions=SHORT_CAPTIONS, literature=literature_items(citations, study_methods(study.df), n),
         our_order=bool(study_rows(study.df, citations, study.top1)), incomplete=len(study.incomplete) > 0,

@@ -21,9 +21,9 @@ from peftlab.analysis import adaptive, aggregates, figures, health, protocol_car
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.comparisons import algorithm_name, scores_over_tasks
-from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_SEEDS, aggregate_over_tasks,
-                                    completed_runs, describe_interval, incomplete_runs, paired_comparisons_within,
-                                    pareto_front, summarize)
+from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MAX_PAIRS, MIN_SEEDS, POWER,
+                                    aggregate_over_tasks, below_detection, completed_runs, describe_interval,
+                                    incomplete_runs, paired_comparisons_within, pareto_front, summarize)
 from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
 from peftlab.errors import UserError
 from peftlab.study.spec import read_report_options
@@ -32,6 +32,7 @@ METRICS = ("metrics.test_top1", "metrics.test_top5")
 ABLATION_AXES = {"config.method.r": "rank", "config.method.lora_alpha": "alpha",
                  "config.method.target_modules": "target modules", "config.train.lr": "learning rate"}
 TASK = "config.data.name"
+ALPHA = 0.05  # significance level of the paired comparisons, and the level their MDE is stated at
 
 
 def choose_baseline(df: pd.DataFrame) -> str | None:
@@ -82,7 +83,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
                             ignore_index=True)
         comparisons = None
         if baseline is not None and done["variant"].nunique() > 1:
-            comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0])
+            comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0], alpha=ALPHA)
         interval_text = describe_interval(interval)
         tex = latex_table(summary, comparisons, columns=[m for m in METRICS if m in df], labels=labels,
                           interval_text=interval_text,
@@ -145,6 +146,10 @@ def _statistics(interval: str) -> list[str]:
             f"{BOOTSTRAP_SEED}: the same results give the same bounds in every report.",
             "- Comparisons with the baseline: paired t-test and Wilcoxon signed-rank test on matched seeds, "
             "Holm-corrected across comparisons; Cohen's d_z of the paired differences.",
+            f"- Minimum detectable difference (MDE): the smallest true mean difference the two-sided paired t-test "
+            f"at α = {ALPHA:g}, not Holm-corrected, finds with {100 * POWER:.0f}% power, taking the observed sd of "
+            "the paired differences as the true one (normal differences assumed); with few seeds that sd is itself "
+            "rough. Holm's correction raises the bar further.",
             "- Probability of improvement P(X > Y) is rliable's: over all pairs (a run of the configuration, a run "
             "of the baseline), ties counted half, averaged over datasets, with a 95% stratified bootstrap percentile "
             "interval. The win rate is a different number: the share of matched seeds where the configuration "
@@ -184,24 +189,66 @@ def _significance_lines(comparisons: pd.DataFrame | None, df: pd.DataFrame, labe
         return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
     methods = completed_runs(df).groupby("variant")["method"].first()
     baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
+    power = f"{100 * POWER:.0f}%"
     lines = ["## Significance", "",
              f"Each configuration against **{baselines}** (test top-1), on matched seeds for the tests and the "
              "win rate, over all pairs of runs for P(X > Y).", "",
-             "| configuration | pairs | mean diff (pts) | p (t, Holm) | p (Wilcoxon, Holm) | d_z | win rate "
-             "(matched seeds) | P(X > Y) [95% CI] | significant |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| configuration | pairs | mean diff (pts) | p (t, Holm) | MDE ({power}, pts) | pairs for 1 pt | "
+             "p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | P(X > Y) [95% CI] | significant |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def p(value):
         return "n/a" if pd.isna(value) else f"{value:.3g}"
 
     for row in comparisons.itertuples():
         name = display_name(row.variant, methods.get(row.variant), labels)
-        lines.append(f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | "
-                     f"{p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | {row.win_rate:.2f} | "
-                     f"{row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, {row.prob_improvement_high:.2f}] | "
-                     f"{'yes' if row.significant else 'no'} |")
-    return lines + ["", "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
-                        "significance is judged by the Holm-corrected t-test.", ""]
+        mde = "n/a" if pd.isna(row.mde_80) else f"{100 * row.mde_80:.2f}"
+        lines.append(f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
+                     f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
+                     f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
+                     f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |")
+    lines += ["", "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
+                  "significance is judged by the Holm-corrected t-test. "
+                  f"MDE ({power}): the smallest true mean difference the paired t-test at α = {ALPHA:g} (before "
+                  f"Holm's correction) finds with {power} power, given the sd of the paired differences and the "
+                  "number of pairs; pairs for 1 pt: the matched seeds that test needs to find a 1-point difference "
+                  "at that sd.", ""]
+    return lines + _not_shown(comparisons, methods, labels) + _spread_lines(comparisons, df, methods, labels)
+
+
+def _pairs(count: float) -> str:
+    if pd.isna(count):
+        return "n/a"
+    return f"> {MAX_PAIRS:,}" if count == float("inf") else f"{int(count):,}"
+
+
+def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+    """The sentence on differences that are not significant and smaller than their MDE: the seeds could not
+    have shown them, so "not significant" says nothing about whether they are equal."""
+    small = comparisons[below_detection(comparisons)]
+    if small.empty:
+        return []
+    items = [f"{display_name(row.variant, methods.get(row.variant), labels)} ({100 * row.mean_diff:+.2f} points; "
+             f"MDE {100 * row.mde_80:.2f} points; 1 point needs {_pairs(row.pairs_for_1pt)} seeds)"
+             for row in small.itertuples()]
+    return [f"**Not significant, and smaller than these seeds could detect:** {', '.join(items)}. The test would "
+            f"miss a true difference of that size more than {100 * (1 - POWER):.0f}% of the time, so read these as "
+            "'no difference shown', not as 'equal to the baseline'.", ""]
+
+
+def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+    """The configurations whose seed-to-seed spread (sd of test top-1 over their seeds) exceeds their mean
+    paired difference from the baseline: one seed of them would not say which is better."""
+    sd = completed_runs(df).groupby("variant")[METRICS[0]].std()
+    spread = comparisons.assign(sd=comparisons["variant"].map(sd)).dropna(subset=["sd"])  # one seed: no spread
+    wide = spread[spread["sd"] > spread["mean_diff"].abs()]
+    if wide.empty:
+        return []
+    items = [f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {100 * row.sd:.2f} "
+             f"points, mean difference {100 * row.mean_diff:+.2f})" for row in wide.itertuples()]
+    return [f"**Seeds spread more than the difference from the baseline:** {', '.join(items)}. Changing the seed "
+            "moves these configurations' test top-1 more than changing the configuration does, so a comparison of "
+            "single runs could come out either way; the figure 'Test top-1 across seeds' shows every seed.", ""]
 
 
 def _across_datasets(df: pd.DataFrame, baseline: str | None, labels: dict, out: Path) -> list[str]:
@@ -294,7 +341,9 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              "a quantized base shows its saving in the weights panel.",
              figures.plot_cost(df, out, labels=labels, palette=palette)),
             ("Test top-1 across seeds", "seed_boxplots",
-             "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs.",
+             "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs, each seed at "
+             "the same place in every box (seeds in order from left to right), so one seed can be followed across "
+             "configurations.",
              figures.plot_seed_boxplots(df, out, labels=labels, palette=palette)),
         ]
         for axis, name in ABLATION_AXES.items():
