@@ -22,7 +22,7 @@ x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-6
 def test_pinning_before_torch_makes_aten_dispatch_avx2_code():
     script = ("from peftlab.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
               "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["AVX2", "True"]
 

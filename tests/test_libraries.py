@@ -89,7 +89,7 @@ def test_peftlabs_own_warnings_still_reach_the_user():
     script = ("import logging; from peftlab.libraries import quiet_libraries; quiet_libraries(); "
               "logging.getLogger('peftlab.analysis.figures').warning('a label is shown as written'); "
               "logging.getLogger('matplotlib').warning('library noise')")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
     assert proc.stderr == "peftlab: warning: a label is shown as written\n", proc.stderr
 
 

@@ -26,7 +26,7 @@ def test_a_second_pretraining_of_a_held_directory_waits_then_reuses_the_base(tmp
         worker = threading.Thread(target=lambda: results.append(
             pretrain(cfg, out, progress=False, on_wait=lambda text: waiting.set())))
         worker.start()
-        assert waiting.wait(timeout=300), "pretrain did not wait for the held directory"
+        assert waiting.wait(timeout=1200), "pretrain did not wait for the held directory"
         assert not (out / "run").exists()
     worker.join(timeout=600)
     assert results and results[0]["cached"] is False and (out / results[0]["weights"]).is_file()

@@ -87,7 +87,7 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def wait_until(condition, seconds: float = 120, every: float = 0.05) -> bool:
+def wait_until(condition, seconds: float = 300, every: float = 0.05) -> bool:
     """Poll ``condition()`` until it is true (True) or ``seconds`` of wall clock pass (False).
     The limit is generous: it ends only a test whose condition never comes, never a slow one."""
     import time

@@ -99,7 +99,7 @@ def test_main_table_compiles(tmp_path):
     write_report(write_study_dir(tmp_path / "study", report={"labels": {"lora r=4": "LoRA ($r{=}4$)"}}))
     tables = tmp_path / "study" / "report" / "tables"
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_document.tex"], cwd=tables,
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=480)
     text = subprocess.run(["pdftotext", "main_table_document.pdf", "-"], cwd=tables, capture_output=True,
                           text=True).stdout if shutil.which("pdftotext") else ""
     assert "$" not in text and "\\" not in text

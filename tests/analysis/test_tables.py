@@ -116,7 +116,7 @@ def test_latex_document_compiles(results_table, tmp_path):
         cwd=tmp_path,
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=240,
     )
     assert (tmp_path / "table.pdf").stat().st_size > 0
 

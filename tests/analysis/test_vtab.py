@@ -165,7 +165,7 @@ def test_the_latex_table_is_booktabs_and_balanced(small_report):
 def test_the_latex_table_compiles(small_report):
     tables = small_report[0] / "report" / "tables"
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "vtab_document.tex"], cwd=tables,
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=480)
 
 
 def test_the_difference_figure_is_drawn_and_referenced(small_report):

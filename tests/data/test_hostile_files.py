@@ -322,7 +322,7 @@ def test_hostile_data_files_are_one_line_and_exit_2_through_the_cli(tmp_path):
     datafiles.write_cifar10_binary(tmp_path / "cifar")
     (tmp_path / "cifar" / "data_batch_4.bin").unlink()
     os.mkfifo(tmp_path / "cifar" / "data_batch_4.bin")
-    proc = run_cli("data", "info", "cifar10", "--root", str(tmp_path / "cifar"), timeout=120)
+    proc = run_cli("data", "info", "cifar10", "--root", str(tmp_path / "cifar"), timeout=480)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("peftlab: error: "), proc.stderr
     assert f"{tmp_path / 'cifar' / 'data_batch_4.bin'} is a FIFO" in proc.stderr
@@ -345,7 +345,7 @@ def test_a_cache_on_a_full_disk_is_one_line_not_sigbus(tmp_path, small_disk):
     env = dict(os.environ, **{ENV_DATA_CACHE: str(small_disk)},
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "data"),
                                            str(REPO / "tests")]))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert proc.stderr.count("\n") == 1 and "cannot write the decoded-image cache" in proc.stderr
     assert "No space left on device" in proc.stderr

@@ -58,13 +58,13 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir",
                              str(tmp_path / "out"), "--quiet", "--workers", "2"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     while not started(proc.pid, event) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(after)
     assert proc.poll() is None, proc.stderr.read()
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process of the group
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=480)
     assert wait_until(lambda: not group_alive(proc.pid), 60), "a process of the study outlived it"
     assert "Traceback" not in stderr, stderr
     assert stderr.splitlines() == ["peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
@@ -94,6 +94,6 @@ except KeyboardInterrupt:
 def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
     """The forkserver must not take a Ctrl-C (it imports torch meanwhile), so SIGINT is held back
     while it is spawned; one that lands then is not lost: the study takes it once the spawn is done."""
-    proc = subprocess.run([sys.executable, "-c", SPAWN_WITH_CTRL_C], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", SPAWN_WITH_CTRL_C], capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
     assert proc.stdout == "interrupted, forkserver alive\n", proc.stdout + proc.stderr

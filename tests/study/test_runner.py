@@ -80,7 +80,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
                              "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     # kill while a run is part-way: at least two runs done and another one checkpointed
     while time.time() < deadline:
         done = list(out.glob("runs/*/result.json"))
@@ -135,7 +135,7 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
                              "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
         partial = [p for p in out.glob("runs/*/checkpoint/last.pt") if not (p.parent.parent / "result.json").exists()]
         if partial:
@@ -147,7 +147,7 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=480)
     # forkserver and workers go with the study (the limit is for a loaded machine: they end in a second)
     assert wait_until(lambda: not group_alive(proc.pid), 60), "a worker outlived the study"
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("runs/*/result.json")}
@@ -209,7 +209,7 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
                               "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     while time.time() < deadline and not list(out.glob("runs/*/checkpoint/last.pt")):
         time.sleep(0.05)
     assert first.poll() is None, first.stderr.read()
@@ -221,8 +221,8 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert f"study directory {out} is in use by pid {first.pid} on " in second.stderr and "--wait" in second.stderr
 
-    assert first.wait(timeout=300) == 0, first.stderr.read()
-    stdout, stderr = waiting.communicate(timeout=300)
+    assert first.wait(timeout=1200) == 0, first.stderr.read()
+    stdout, stderr = waiting.communicate(timeout=1200)
     assert waiting.returncode == 0, stderr
     assert "waiting for it" in stderr and "(2 were already finished)" in stdout
     for run_id, result in results_by_run(out).items():

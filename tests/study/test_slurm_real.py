@@ -50,22 +50,22 @@ def slurm(tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "PEFTLAB_SLURMCTLD_PORT": str(free_port()), "PEFTLAB_SLURMD_PORT": str(free_port())}
     configure = subprocess.run(["bash", str(INSTALL), str(directory)], capture_output=True, text=True, env=env,
-                               timeout=300)
+                               timeout=1200)
     if configure.returncode != 0:
         pytest.skip(f"the Slurm cluster cannot be configured: {configure.stderr.strip()}")
     try:
         start = subprocess.run(["bash", str(INSTALL), "start", str(directory)], capture_output=True, text=True,
-                               env=env, timeout=120)
+                               env=env, timeout=480)
         if start.returncode != 0:
             pytest.skip(f"the Slurm cluster cannot start: {start.stderr.strip()}")
         yield {"SLURM_CONF": str(directory / "slurm.conf")}
     finally:
         subprocess.run(["bash", str(INSTALL), "stop", str(directory)], capture_output=True, text=True, env=env,
-                       timeout=120)
+                       timeout=480)
 
 
 def slurm_cmd(slurm: dict, *args: str) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30,
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=120,
                           env={**os.environ, **slurm}).stdout
 
 
@@ -121,7 +121,7 @@ def driver(path: Path, out: Path, slurm: dict, minutes: int = 60, args: tuple[st
 def start_requeued_job(slurm: dict, job_id: str) -> None:
     """Once the job is requeued, start it now: Slurm holds a requeued batch job back for about
     two minutes (its BeginTime), which the test need not wait for."""
-    deadline = time.time() + 60
+    deadline = time.time() + 240
     while time.time() < deadline:
         if job_field(slurm, job_id, "Restarts") != "0" and job_field(slurm, job_id, "JobState") == "PENDING":
             slurm_cmd(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
@@ -137,7 +137,7 @@ def tasks(out: Path) -> list[str]:
 
 def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/*/checkpoint/last.pt") -> Path:
     """The run directory, once its job has written a first checkpoint (``pattern`` under ``out``)."""
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None and not list(out.glob(pattern)):
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()
@@ -181,9 +181,9 @@ def test_ctrl_c_of_the_driver_cancels_its_slurm_jobs(tmp_path, slurm):
         run_dir = wait_for_checkpoint(out, proc)
         (task,) = queue(slurm)  # the study's one job (submitit submits a single call as a plain job)
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=480)
     assert proc.returncode == 130 and "interrupted (SIGINT)" in stderr, stderr
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while (queue(slurm) or still_trained(run_dir)) and time.time() < deadline:
         time.sleep(0.2)
     assert not queue(slurm), "the driver's job is still queued or running after its Ctrl-C"
@@ -236,7 +236,7 @@ def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_i
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
     with driver(path, out, slurm, args=("--slurm-lost-after", "3"), PEFTLAB_KILL_AT="step:3") as proc:
-        stdout, stderr = proc.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=960)
     (task,) = [p.name for p in (out / "slurm").iterdir() if p.name.isdigit()]  # the study's one job (not an array)
     assert proc.returncode == 1, stdout + stderr
     (line,) = stderr.splitlines()
@@ -265,7 +265,7 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
         os.kill(controller, signal.SIGSTOP)
         try:
             proc.send_signal(signal.SIGINT)
-            stdout, stderr = proc.communicate(timeout=60)
+            stdout, stderr = proc.communicate(timeout=240)
         finally:
             os.kill(controller, signal.SIGCONT)
     slurm_cmd(slurm, "scancel", task)
@@ -274,7 +274,7 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
         f"peftlab: warning: the cancellation of Slurm jobs {task} could not be confirmed (scancel did not answer in "
         "10 s): see squeue, and scancel those still there",
         "peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while queue(slurm) and time.time() < deadline:
         time.sleep(0.2)
     assert not queue(slurm)

@@ -51,7 +51,7 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
                              "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:  # one trial done, the next one part-way
         done = list(out.glob("tune/lora/runs/*/result.json"))
         partial = [p for p in out.glob("tune/lora/runs/*/checkpoint/last.pt")
