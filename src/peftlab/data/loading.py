@@ -3,12 +3,11 @@
 In-memory splits (`ArrayDataset`) index a whole batch at once in the main process. File splits
 (`FileDataset`) go through a torch DataLoader: `num_workers` processes (0: the main process)
 decode and resize the images, with a deeper prefetch on a GPU (CUDA or Apple's MPS), pinned memory
-on CUDA only (MPS shares the host's memory and has no pinned copies) and workers that persist across
-epochs. Either way the uint8 batch is moved to the device and the main process
-applies the transform there (augmentation, normalisation): every random draw comes from torch's
-global RNG in the main process, so batches depend on the seed and the order only, never on the
-number of workers or on the device. Any other map-style dataset of (image tensor, label) items
-is taken as it is, item by item.
+on CUDA only and workers that persist across epochs. Either way the uint8 batch is moved to the
+device and the main process applies the transform there (augmentation, normalisation): every
+random draw comes from torch's global RNG in the main process, so batches depend on the seed and
+the order only, never on the number of workers or on the device. Any other map-style dataset of
+(image tensor, label) items is taken as it is, item by item.
 
     loader = BatchLoader(data.train, device, num_workers=4, persistent=True)
     for images, labels in loader(index_batches):     # index_batches: a list of index tensors
@@ -90,7 +89,8 @@ class BatchLoader:
             self.index_batches = IndexBatches()
             self.loader = DataLoader(
                 dataset.decoded, batch_sampler=self.index_batches, num_workers=self.num_workers,
-                pin_memory=device.type == "cuda", prefetch_factor=GPU_PREFETCH_FACTOR if gpu and self.num_workers else None,
+                pin_memory=device.type == "cuda",  # MPS shares the host's memory: nothing to pin
+                prefetch_factor=GPU_PREFETCH_FACTOR if gpu and self.num_workers else None,
                 persistent_workers=persistent and self.num_workers > 0,
                 generator=torch.Generator())  # its seed draw leaves torch's global RNG alone
 

@@ -74,7 +74,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 # the autocast dtypes peftlab accepts on each device type: torch 2.14's autocast takes bf16 and fp16 on
-# CUDA and MPS (the GradScaler that fp16 needs works on both); on a CPU fp16 autocast has no fast kernels
+# CUDA and MPS (the GradScaler that fp16 needs handles both); on a CPU bf16 only, as peftlab always took
+# (fp16 there is unmeasured)
 AUTOCAST = {"cuda": ("bf16", "fp16"), "mps": ("bf16", "fp16"), "cpu": ("bf16",)}
 DEVICE_NAMES = {"cuda": "CUDA", "mps": "MPS", "cpu": "CPU"}
 
