@@ -68,10 +68,10 @@ test: install data track slurm ray
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
-# Every lock resolves for macOS arm64 / CPython 3.11, Linux aarch64 and Linux x86_64 (pip's dry run with
-# --platform, markers evaluated for each target: scripts/check_locks.py). Asks the package index and downloads
-# the wheels it resolves, about 7.5 GB: 3 to 4 minutes on the 2-core CI machines (3:09 and 3:48 measured). CI runs
-# it before `make test`.
+# Every lock resolves for macOS arm64 / CPython 3.11 and Linux aarch64, and x86_64 where this is not it (pip's
+# dry run with --platform, markers evaluated for each target: scripts/check_locks.py). Asks the package index and
+# downloads the wheels it resolves, about 4 GB: 2 to 3 minutes on a 2-core x86_64 machine (3:09 with x86_64 too).
+# CI runs it before `make test`.
 check-locks: install
 	$(BIN)/python scripts/check_locks.py
 
