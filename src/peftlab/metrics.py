@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -40,8 +41,10 @@ def weights_bytes(model: nn.Module) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process so far, in bytes: ``ru_maxrss`` is bytes on macOS and
+    KiB on Linux (and the BSDs)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class PeakRSS:
@@ -93,8 +96,11 @@ def cuda_max_allocated_bytes(device: torch.device) -> int | None:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a timing must not end before the GPU does)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def balanced_orders(n: int) -> list[list[int]]:

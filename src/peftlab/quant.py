@@ -122,7 +122,19 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
         layer.register_state_dict_pre_hook(restore_layout_before_saving)  # before bnb's own (lossy) inverse
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-    return layer.to(device)
+    return moved(layer, device, quant.mode)
+
+
+def moved(layer: nn.Module, device: torch.device, mode: str) -> nn.Module:
+    """``layer.to(device)``, which quantizes it; a device where bitsandbytes lacks a kernel for the
+    mode (torch's NotImplementedError "Could not run 'bitsandbytes::...' with arguments from the ...
+    backend") is a one-line ConfigError, not a traceback."""
+    try:
+        return layer.to(device)
+    except NotImplementedError as err:
+        first = " ".join(str(err).split(". ")[0].split())[:160]
+        raise ConfigError(f"quant.mode={mode!r} is not supported by {BNB_PIN} on {device.type} ({first}); "
+                          "use train.device=cpu or quant.mode=none") from None
 
 
 def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) -> list[str]:

@@ -80,8 +80,31 @@ def test_two_workers_give_what_the_main_process_gives(jpegs):
 
 
 def test_workers_are_chosen_by_device():
+    """A GPU (CUDA or Apple's MPS) computes the step while the cores would idle: they decode."""
     assert default_num_workers(CPU) == 0
     assert 0 <= default_num_workers(torch.device("cuda")) <= 8
+    assert default_num_workers(torch.device("mps")) == default_num_workers(torch.device("cuda"))
+
+
+@pytest.mark.parametrize("device, pinned, prefetch", [("cpu", False, 2), ("cuda", True, 4), ("mps", False, 4)])
+def test_memory_is_pinned_for_cuda_only_and_a_gpu_prefetches_deeper(jpegs, device, pinned, prefetch):
+    """MPS shares the host's memory: there is nothing to pin (torch warns and ignores it). Only the
+    DataLoader is made: no device is touched."""
+    bundle = build_data(jpeg_cfg(jpegs), img_size=32)
+    loader = BatchLoader(bundle.train, torch.device(device), num_workers=2).loader
+    assert loader.pin_memory is pinned and loader.prefetch_factor == prefetch
+
+
+@pytest.mark.e2e  # the spawned worker imports torch: about 10 s on a busy 2-core machine
+def test_workers_started_by_spawning_as_on_macos_give_the_same_batches(jpegs):
+    """macOS starts DataLoader workers by spawning a fresh interpreter (Linux forks): the decoded
+    files pickle, decode there, and the batches are those of the main process."""
+    bundle = build_data(jpeg_cfg(jpegs, augment=True), img_size=32)
+    main = load_epochs(bundle.train, epochs=(0,), num_workers=0)
+    loader = BatchLoader(bundle.train, CPU, 1, persistent=True)
+    loader.loader.multiprocessing_context = "spawn"  # what macOS's default start method gives
+    torch.manual_seed(0)
+    assert_same_batches(list(loader(epoch_batches(len(bundle.train), 5, 3, 0))), main)
 
 
 def count_decodes(monkeypatch) -> list:

@@ -2,12 +2,12 @@
 
 In-memory splits (`ArrayDataset`) index a whole batch at once in the main process. File splits
 (`FileDataset`) go through a torch DataLoader: `num_workers` processes (0: the main process)
-decode and resize the images, with pinned memory and a deeper prefetch on CUDA and workers that
-persist across epochs. Either way the uint8 batch is moved to the device and the main process
-applies the transform there (augmentation, normalisation): every random draw comes from torch's
-global RNG in the main process, so batches depend on the seed and the order only, never on the
-number of workers or on the device. Any other map-style dataset of (image tensor, label) items
-is taken as it is, item by item.
+decode and resize the images, with a deeper prefetch on a GPU (CUDA or Apple's MPS), pinned memory
+on CUDA only and workers that persist across epochs. Either way the uint8 batch is moved to the
+device and the main process applies the transform there (augmentation, normalisation): every
+random draw comes from torch's global RNG in the main process, so batches depend on the seed and
+the order only, never on the number of workers or on the device. Any other map-style dataset of
+(image tensor, label) items is taken as it is, item by item.
 
     loader = BatchLoader(data.train, device, num_workers=4, persistent=True)
     for images, labels in loader(index_batches):     # index_batches: a list of index tensors
@@ -25,14 +25,16 @@ from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import FileDataset
 
-CUDA_PREFETCH_FACTOR = 4  # batches each worker keeps ready on CUDA (torch's default is 2)
+GPU_PREFETCH_FACTOR = 4  # batches each worker keeps ready on a GPU (torch's default is 2)
 MAX_AUTO_WORKERS = 8
+GPUS = ("cuda", "mps")  # devices that compute the step while the CPU cores would otherwise idle
 
 
 def default_num_workers(device: torch.device) -> int:
     """Decoding processes when ``data.num_workers`` is null: none on CPU, where the training threads
-    already use every core; on CUDA the usable cores less one for the main process, at most 8."""
-    if device.type != "cuda":
+    already use every core; on a GPU (CUDA or MPS) the usable cores less one for the main process, at
+    most 8. On macOS the workers start by spawning (a fresh interpreter each, once: they persist)."""
+    if device.type not in GPUS:
         return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(MAX_AUTO_WORKERS, usable - 1))
@@ -83,11 +85,12 @@ class BatchLoader:
         self.num_workers = default_num_workers(device) if num_workers is None else num_workers
         self.loader = None
         if isinstance(dataset, FileDataset):
-            cuda = device.type == "cuda"
+            gpu = device.type in GPUS
             self.index_batches = IndexBatches()
             self.loader = DataLoader(
                 dataset.decoded, batch_sampler=self.index_batches, num_workers=self.num_workers,
-                pin_memory=cuda, prefetch_factor=CUDA_PREFETCH_FACTOR if cuda and self.num_workers else None,
+                pin_memory=device.type == "cuda",  # MPS shares the host's memory: nothing to pin
+                prefetch_factor=GPU_PREFETCH_FACTOR if gpu and self.num_workers else None,
                 persistent_workers=persistent and self.num_workers > 0,
                 generator=torch.Generator())  # its seed draw leaves torch's global RNG alone
 

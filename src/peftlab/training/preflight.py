@@ -88,10 +88,14 @@ def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple
 
 
 def available_bytes(device: torch.device) -> int:
-    """Memory a run may still take: free GPU memory on CUDA, the host's available RAM otherwise."""
+    """Memory a run may still take: free GPU memory on CUDA, the host's available RAM otherwise; on MPS
+    (memory shared with the host) also no more than Metal's recommended working set less what it holds."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return psutil.virtual_memory().available
+    host = psutil.virtual_memory().available
+    if device.type == "mps":
+        return min(host, max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()))
+    return host
 
 
 def check_fits(est: dict, available: int, batch_size: int, grad_accum: int, quantizable: bool) -> None:

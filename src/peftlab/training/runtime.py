@@ -38,11 +38,24 @@ def default_threads() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
 
 
+def mps_available() -> bool:
+    """Whether Apple's Metal GPU (MPS) can be used here: Apple Silicon with a torch built for it."""
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
 def select_device(name: str) -> torch.device:
+    """``train.device``: auto picks a CUDA GPU, then Apple's MPS, then the CPU; a device named that
+    this machine lacks is a one-line ConfigError."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} is invalid: no CUDA device is available here; use auto or cpu")
+    if name == "mps" and not mps_available():
+        raise ConfigError("train.device='mps' is invalid: no Apple MPS device is available here (Apple Silicon, "
+                          "macOS 14 or later); use auto or cpu")
     return torch.device(name)
 
 
@@ -53,18 +66,32 @@ def check_runtime(device_name: str, precision: str) -> None:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``train.precision: auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere
-    (a CPU without bf16 matrix units runs bf16 about 20x slower than fp32)."""
+    (a CPU without bf16 matrix units runs bf16 about 20x slower than fp32; on MPS no precision has
+    been measured yet, so fp32)."""
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+# the autocast dtypes peftlab accepts on each device type: torch 2.14's autocast takes bf16 and fp16 on
+# CUDA and MPS (the GradScaler that fp16 needs handles both); on a CPU bf16 only, as peftlab always took
+# (fp16 there is unmeasured)
+AUTOCAST = {"cuda": ("bf16", "fp16"), "mps": ("bf16", "fp16"), "cpu": ("bf16",)}
+DEVICE_NAMES = {"cuda": "CUDA", "mps": "MPS", "cpu": "CPU"}
 
 
 def autocast(precision: str, device: torch.device):
     precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision='fp16' is invalid on CPU: expected fp32 or bf16")
+    allowed = AUTOCAST.get(device.type, ())
+    if precision not in allowed:
+        expected = " or ".join(("fp32",) + allowed)
+        raise ConfigError(f"train.precision={precision!r} is invalid on "
+                          f"{DEVICE_NAMES.get(device.type, device.type)}: expected {expected}")
+    if device.type == "mps" and precision == "bf16" and not torch.backends.mps.is_macos_or_newer(14, 0):
+        raise ConfigError("train.precision='bf16' is invalid on MPS before macOS 14 (Metal has no bf16 there): "
+                          "expected fp32 or fp16")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
