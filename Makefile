@@ -15,6 +15,9 @@ TRACK_STAMP := $(VENV)/.peftlab-track
 SLURM_STAMP := $(VENV)/.peftlab-slurm
 RAY_STAMP := $(VENV)/.peftlab-ray
 PYTEST_ARGS ?=
+# pytest-xdist: test files run side by side in this many processes, each file in one (its module
+# fixtures built once, its real-Slurm or Ray tests one at a time); TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 DEFAULT_STUDY := runs/default
 STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
@@ -65,7 +68,7 @@ vtab-demo: install data
 	$(BIN)/peftlab study configs/studies/vtab_demo.yaml --workers 2 --report
 
 test: install data track slurm ray
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every lock resolves for macOS arm64 / CPython 3.11 and Linux aarch64, and x86_64 where this is not it (pip's

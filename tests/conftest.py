@@ -1,3 +1,4 @@
+import collections
 import os
 import signal
 import subprocess
@@ -7,6 +8,14 @@ import pytest
 from testkit import TINY_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files with the most end-to-end tests first, each file's own order kept: `make test` runs
+    files side by side in two processes (pytest-xdist, one file to a process), so the long files
+    start early and the short ones fill in at the end, instead of one long file running alone last."""
+    e2e = collections.Counter(item.path for item in items if item.get_closest_marker("e2e"))
+    items.sort(key=lambda item: -e2e[item.path])  # a stable sort: files of equal count keep their order
 
 
 @pytest.fixture
