@@ -404,9 +404,10 @@ def check_finite_file(path: Path) -> None:
 
     try:
         with safe_open(str(path), "pt") as f:
-            for key in f.keys():
-                if not key.startswith(HEAD_PREFIXES):
-                    check_finite({key: f.get_tensor(key)}, path)
+            keys = [k for k in f.keys() if not k.startswith(HEAD_PREFIXES)]
+        for key in keys:  # each in its own mapping of the file: an open one keeps every page read resident
+            with safe_open(str(path), "pt") as f:
+                check_finite({key: f.get_tensor(key)}, path)
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
 

@@ -39,6 +39,7 @@ from peftlab.errors import UserError, WeightsError
 from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
 from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
+from peftlab.quant_load import build_base
 from peftlab.training.runtime import seed_everything
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
@@ -85,7 +86,7 @@ def load_trained(run_dir: Path):
     num_classes = num_classes_of(cfg, result, run_dir)
     check_model_size(cfg, num_classes)  # on the meta device: a damaged count is one line, not a huge allocation
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
-    model = build_backbone(cfg.model, num_classes)
+    model = build_base(cfg, num_classes)  # a quantized base is quantized while loading
     tuner = apply_tuner(model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"),
                                                  quant=cfg.quant))
     state = read_safetensors(run_dir / "adapter.safetensors")

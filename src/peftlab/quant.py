@@ -34,6 +34,8 @@ import ctypes
 import logging
 import re
 import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -137,6 +139,59 @@ def moved(layer: nn.Module, device: torch.device, mode: str) -> nn.Module:
                           "use train.device=cpu or quant.mode=none") from None
 
 
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a Linear's weight still lies when the base is quantized while loading (peftlab.quant_load):
+    rows ``start:stop`` of ``keys`` concatenated along dim 0 (HF files hold q, k and v apart) in a
+    safetensors file, read as ``dtype`` when the layer is quantized."""
+
+    path: Path
+    keys: tuple[str, ...]
+    dtype: torch.dtype
+    start: int = 0
+    stop: int | None = None
+
+    def rows(self, start: int, stop: int) -> "WeightSource":
+        """Rows ``start:stop`` of this weight (a q, k or v slice of timm's fused qkv)."""
+        return replace(self, start=self.start + start, stop=self.start + stop)
+
+    def read(self) -> torch.Tensor:
+        """Only these rows leave the file: one layer's weight at a time."""
+        from safetensors import safe_open
+
+        parts, offset = [], 0
+        with safe_open(str(self.path), "pt") as f:
+            for key in self.keys:
+                rows = f.get_slice(key).get_shape()[0]
+                low, high = max(self.start - offset, 0), min(rows if self.stop is None else self.stop - offset, rows)
+                if low < high:
+                    parts.append(f.get_slice(key)[low:high])
+                offset += rows
+        return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
+
+
+def in_file(module: nn.Module) -> bool:
+    """True when ``module``'s weight still lies in its file (peftlab.quant_load)."""
+    return getattr(module, "weight_source", None) is not None and module.weight.is_meta
+
+
+def materialized(linear: nn.Module) -> nn.Module:
+    """``linear`` with its weight read from its file when it still lies there (its weight on the meta
+    device with a ``weight_source``); any other module as it is."""
+    if not in_file(linear):
+        return linear
+    linear.weight = nn.Parameter(linear.weight_source.read(), requires_grad=linear.weight.requires_grad)
+    del linear.weight_source
+    return linear
+
+
+def load_pending(model: nn.Module) -> None:
+    """Read every weight still in its file: a tuner that quantized no Linear leaves them in full precision."""
+    pending = [m for m in model.modules() if getattr(m, "weight_source", None) is not None]
+    for module in pending:
+        materialized(module)
+
+
 def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) -> list[str]:
     """Replace every quantizable Linear by its bitsandbytes copy, one at a time; the names replaced.
 
@@ -150,7 +205,10 @@ def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) ->
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, quantized_linear(getattr(parent, child), quant, device))
+        read = in_file(getattr(parent, child))  # read here, one layer at a time (peftlab.quant_load)
+        setattr(parent, child, quantized_linear(materialized(getattr(parent, child)), quant, device))
+        if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
+            release_freed_memory()
     model.is_loaded_in_8bit = quant.mode == "int8"
     model.is_loaded_in_4bit = quant.mode in ("nf4", "fp4")
     release_freed_memory()

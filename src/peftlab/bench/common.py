@@ -8,8 +8,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from peftlab.backbones import build_backbone, enable_grad_checkpointing
+from peftlab.backbones import enable_grad_checkpointing
 from peftlab.config import RunConfig, load_config
+from peftlab.quant_load import build_base
 from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
 from peftlab.tuners import apply_tuner
@@ -45,7 +46,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False,
                  device: torch.device = torch.device("cpu"), compiled: bool = False):
         torch.manual_seed(0)
-        model = build_backbone(cfg.model, 10)
+        model = build_base(cfg, 10)  # a quantized base from a weights file is quantized while loading
         if cfg.train.grad_checkpointing:
             enable_grad_checkpointing(model)
         self.precision, self.images, self.labels = precision, images.to(device), labels.to(device)

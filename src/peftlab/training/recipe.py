@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import metrics, provenance, tracking
-from peftlab.backbones import InputSpec, base_provenance, build_backbone, enable_grad_checkpointing, input_spec_for
+from peftlab.backbones import InputSpec, base_provenance, enable_grad_checkpointing, input_spec_for
 from peftlab.config import RunConfig, TrainConfig, to_dict
 from peftlab.cpu import arithmetic_record
 from peftlab.data import DataBundle, build_data
@@ -33,6 +33,7 @@ from peftlab.export import write_peft_adapter
 from peftlab.files import kill_point, write_atomic
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
+from peftlab.quant_load import build_base
 from peftlab.progress import TextProgress
 from peftlab.protocol import protocol_card
 from peftlab.training import checkpoint, distributed, preflight
@@ -150,7 +151,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     check_model_size(s.cfg, data.num_classes)  # on the meta device, before anything is allocated
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
     seed_everything(s.cfg.seed)
-    model = build_backbone(s.cfg.model, data.num_classes)
+    model = build_base(s.cfg, data.num_classes)  # a quantized base is quantized while loading
     base = base_provenance(s.cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
     if tc.grad_checkpointing:
         enable_grad_checkpointing(model)

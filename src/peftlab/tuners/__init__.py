@@ -119,5 +119,8 @@ def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = Non
     ctx = ctx or TunerContext.for_checks(cfg)
     check_config(cfg, model, ctx)
     tuner = TUNERS[cfg.method.name].load("apply")(model, cfg.method, ctx)
+    from peftlab.quant import load_pending
+
+    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
     return tuner

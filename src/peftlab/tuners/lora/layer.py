@@ -177,12 +177,18 @@ def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 def split_qkv(qkv: nn.Linear) -> SplitQKV:
     """Copy the rows of a fused (3d, d) Linear into three (d, d) Linears."""
     d = qkv.out_features // 3
+    source = getattr(qkv, "weight_source", None)  # a weight still in its file (peftlab.quant_load)
     parts = []
     for i in range(3):
+        # on the CPU even then: the new Linear's random init draws what it draws in a base loaded in full
         linear = nn.Linear(qkv.in_features, d, bias=qkv.bias is not None,
-                           device=qkv.weight.device, dtype=qkv.weight.dtype)
+                           device="cpu" if source else qkv.weight.device, dtype=qkv.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_(qkv.weight[i * d:(i + 1) * d])
+            if source:
+                linear.weight = nn.Parameter(linear.weight.to("meta"))
+                linear.weight_source = source.rows(i * d, (i + 1) * d)
+            else:
+                linear.weight.copy_(qkv.weight[i * d:(i + 1) * d])
             if qkv.bias is not None:
                 linear.bias.copy_(qkv.bias[i * d:(i + 1) * d])
         linear.weight.requires_grad_(qkv.weight.requires_grad)

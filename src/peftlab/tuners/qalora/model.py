@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.quant import is_skipped, quantizable_linears, release_freed_memory
+from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
 from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
@@ -183,7 +183,8 @@ def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALo
     model.requires_grad_(False)
     errors = {}
     for name in quantized:  # one layer at a time: the base is never held twice in fp32
-        linear = model.get_submodule(name)
+        read = in_file(model.get_submodule(name))  # read here when quantized while loading (peftlab.quant_load)
+        linear = materialized(model.get_submodule(name))
         if linear.weight.is_meta:  # shapes only (parameter counts): nothing to quantize
             layer = GroupQuantLinear(linear.in_features, linear.out_features, linear.bias is not None, cfg.format,
                                      cfg.group_size, device="meta")
@@ -192,6 +193,9 @@ def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALo
             layer = GroupQuantLinear.from_linear(linear, cfg.format, cfg.group_size, keep_float=steps is not None)
             errors[name] = relative_error(linear.weight, layer.dequantized_weight())
         replace_modules(model, [name], lambda _: layer)
+        del linear
+        if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
+            release_freed_memory()
     replace_modules(model, targets, lambda base: QALoraLinear(base, cfg.r, cfg.lora_alpha, cfg.lora_dropout))
     model.get_submodule(head).requires_grad_(True)
     release_freed_memory()
