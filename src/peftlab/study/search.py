@@ -103,7 +103,7 @@ def divergence(result: dict) -> str | None:
     tolerance = max(CHANCE_SE * error, MIN_CHANCE_TOLERANCE)
     if top1 > chance + tolerance:
         return None
-    return (f"validation top-1 {100 * top1:.1f}% is at chance ({classes} classes: {100 * chance:.1f}%, "
+    return (f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
             f"within {100 * tolerance:.1f} points)")
 
 
