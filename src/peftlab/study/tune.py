@@ -356,7 +356,7 @@ def grid_budget(method: str, axes: dict, budget: int | None, follow_edge: bool) 
         raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with follow_edge: its grid has "
                           f"{grid} points: expected at least {grid}")
     if budget > grid and not numeric_axes(axes.values()):
-        raise ConfigError(f"study method '{method}' tune.follow_edge=true is invalid: its grid has no numeric axis of "
+        raise ConfigError(f"study method '{method}' tune.follow_edge=True is invalid: its grid has no numeric axis of "
                           "two or more values to follow past its edge")
     return budget
 
