@@ -196,8 +196,9 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     legend = {}  # every panel's markers, each once: a diverged trial may be in the last panel only
     for ax in axes[:len(searches)]:
         legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 6), fontsize=6,
-               frameon=False)
+    # about two entries fit a panel's width: one column under a lone panel, 3 under two, 5 under three
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 2 * ncols - 1),
+               fontsize=6, frameon=False)
     return save_figure(fig, out_dir, FIGURE)
 
 
@@ -242,15 +243,16 @@ def draw_panel(ax, record: dict, color: str) -> None:
 
 
 def draw_diverged(ax, trials: list[dict], x_of) -> None:
-    """Red crosses: at the score of a trial that fell to chance, at the foot of the panel for one without
-    a score (a non-finite loss)."""
+    """Red crosses: at the score of a trial that fell to chance; on the x-axis itself for one without a
+    score (a non-finite loss or gradient), where no score could be read off."""
     scored = [(x_of(t), 100 * t["value"]) for t in trials if t.get("value") is not None]
     unscored = [x_of(t) for t in trials if t.get("value") is None]
-    style = {"marker": "x", "color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5, "label": "diverged"}
+    style = {"marker": "x", "color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
-        ax.scatter(*zip(*scored), **style)
-    if unscored:  # x in data, y a fixed height in the panel: there is no score to place it at
-        ax.scatter(unscored, [0.04] * len(unscored), transform=ax.get_xaxis_transform(), **style)
+        ax.scatter(*zip(*scored), label="diverged: at chance", **style)
+    if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
+        ax.scatter(unscored, [0] * len(unscored), transform=ax.get_xaxis_transform(), clip_on=False,
+                   label="diverged: non-finite (on the x-axis)", **style)
         ax.update_datalim([(x, 0) for x in unscored], updatey=False)  # autoscaling skips that transform
         ax.autoscale_view()
 
@@ -292,7 +294,8 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
         lines += ["Points added past the grid (`follow_edge`), each from the trials before it:", "",
                   *added_lines(searches), ""]
     if diverged_lines(searches):
-        lines += ["Trials that diverged (a non-finite loss) or fell to chance on validation; none was chosen:", "",
+        lines += ["Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was "
+                  "chosen:", "",
                   *diverged_lines(searches), ""]
     paths = plot_tuning(searches, fig_dir, labels, palette)
     if paths:
@@ -318,8 +321,8 @@ def figure_caption(searches: list[dict]) -> str:
     if any(t.get("added") for s in searches for t in s["trials"]):
         extra.append("diamonds are points added past the grid")
     if any(t.get("diverged") for s in searches for t in s["trials"]):
-        extra.append("red crosses are diverged trials (at their score when they fell to chance, at the foot of the "
-                     "panel when their loss went non-finite)")
+        extra.append("red crosses are diverged trials (at their score when they fell to chance, on the x-axis when "
+                     "their loss or gradients went non-finite)")
     return (f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
             f"per method, {how}" + "".join(f"; {e}" for e in extra) + ".")
 
