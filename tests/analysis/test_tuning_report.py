@@ -125,6 +125,7 @@ def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     draw_panel(ax, record, "#0072B2")
     labels = ax.get_legend_handles_labels()[1]
     # one cross at its chance score, one on the x-axis (no score)
-    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added past the grid", "chosen"} <= set(labels)
+    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added past the grid",
+            "chosen"} <= set(labels)
     low, high = ax.get_xlim()
     assert low <= (1e-4 if one_axis else 0) and high >= (1.0 if one_axis else 4)  # every trial is in view

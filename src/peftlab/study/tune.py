@@ -298,8 +298,8 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
     if not isinstance(final_trainval, bool):
         raise ConfigError(f"study tune.final_trainval={shown(final_trainval)} is invalid: expected true (the final "
                           "runs train on train + val, the tuned protocol of VTAB-1k) or false")
-    return {"final_trainval": final_trainval, "follow_edge": follow_edge, "search": search, "metric": metric, "trials": trials, "seeds": seeds,
-            "axes": axes,
+    return {"final_trainval": final_trainval, "follow_edge": follow_edge, "search": search, "metric": metric,
+            "trials": trials, "seeds": seeds, "axes": axes,
             "sampler_seed": _int(tune.get("sampler_seed", 0), "sampler_seed", 0, MAX_INT),
             "reduction_factor": _int(tune.get("reduction_factor", 3), "reduction_factor", 2, 100)}
 
