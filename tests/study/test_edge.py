@@ -213,3 +213,17 @@ def test_an_axis_with_the_fewest_values_on_the_best_line_goes_first(tmp_path):
     trials.append(trial(4, point.params, score[(0.1, 1e-4)]))
     point, _ = next_point(search, trials)
     assert point.params == {"train.lr": 0.01, "train.weight_decay": 1e-5} and point.kind == "beyond"
+
+
+def test_a_budget_nothing_is_left_to_spend_on_is_left_unspent_and_says_why(tmp_path):
+    """r in {1, 2} with the best at 1: r 0 is refused and no int lies between 1 and 2, so the last two
+    trials of the budget are not spent; selection.json says so and names the refused value."""
+    search = search_of(tmp_path, {"method.r": [1, 2]}, 4)
+    out = tmp_path / "tune"
+    executor = Executor(lambda cfg: 0.7 if cfg.method.r == 1 else 0.6)
+    chosen = run_search(search, out, executor, slots=2)
+    summary = selection(out)["follow_edge"]
+    assert chosen["params"] == {"method.r": 1} and len(executor.trained) == 2
+    assert summary["unspent"] == 2 and summary["stopped"].startswith("no point is left to add")
+    assert len(summary["refused"]) == 1 and summary["refused"][0].startswith(
+        "beyond the bottom of method.r: method.r=0 is refused (")

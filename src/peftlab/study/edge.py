@@ -193,5 +193,6 @@ def edge_summary(search, trials: list[dict]) -> dict:
         summary["at_edge"] = f"the budget ran out with the best still at an edge: next would be {point.why}"
     if summary["unspent"]:
         summary["stopped"] = ("no trial completed without diverging: there is no best to follow"
-                              if best_trial(trials) is None else "every axis is refined as far as it goes")
+                              if best_trial(trials) is None else "no point is left to add: past each end the config "
+                              "refuses, and between the best and its neighbours every value is tried")
     return summary
