@@ -74,3 +74,58 @@ def test_the_section_lists_every_search_and_the_edges(study):
     assert "full: the chosen train.lr=0.001 is the smallest" in edges and "adalora: the chosen" in edges
     assert " lora: the chosen" not in edges  # inside the grid
     assert "in the order they ran" in text  # the two-axis search is drawn in trial order
+
+
+def edge_following(tmp_path):
+    """A follow_edge search as selection.json holds it: a 3-point grid whose top diverged, a point added
+    past the bottom, one between, and a budget that ran out with the best still at the bottom."""
+    record = selection("lora", [{"key": "train.lr", "values": [1e-2, 1e-1, 1.0]}],
+                       [({"train.lr": 1e-2}, 0.6), ({"train.lr": 1e-1}, 0.101), ({"train.lr": 1.0}, None),
+                        ({"train.lr": 1e-3}, 0.7), ({"train.lr": 1e-4}, 0.72)],
+                       {"trial": 4, "value": 0.72, "metric": "val_top1", "params": {"train.lr": 1e-4}})
+    record["search"].update(trials=5, follow_edge=True)
+    trials = record["trials"]
+    trials[1]["diverged"] = "validation top-1 10.1% is at or below chance (10 classes: 10.0%, within 1.3 points)"
+    trials[2].update(state="FAIL", diverged="diverged: non-finite loss at step 3")
+    trials[3]["added"] = "beyond the bottom of train.lr (best at 0.01)"
+    trials[4]["added"] = "beyond the bottom of train.lr (best at 0.001)"
+    record["follow_edge"] = {"grid": 3, "added": 2, "unspent": 0, "refused": [], "stopped": None,
+                             "at_edge": "the budget ran out with the best still at an edge: next would be beyond "
+                                        "the bottom of train.lr (best at 0.0001)"}
+    directory = tmp_path / "tune" / "lora"
+    directory.mkdir(parents=True)
+    (directory / "selection.json").write_text(json.dumps(record))
+    return record
+
+
+def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(tmp_path):
+    record = edge_following(tmp_path)
+    text = "\n".join(report_section(tmp_path, pd.DataFrame(), tmp_path / "figures"))
+    assert "5 of 5 (3 complete, 2 diverged)" in text and "grid search (Optuna) that follows the edge" in text
+    assert ("- lora: the grid's 3 trials, then 2 added: trial 3 train.lr=0.001, beyond the bottom of train.lr (best at "
+            "0.01); trial 4 train.lr=0.0001, beyond the bottom of train.lr (best at 0.001).") in text
+    assert "  - The budget ran out with the best still at an edge: next would be beyond the bottom" in text
+    assert "the chosen train.lr=0.0001 is the smallest value searched; the budget ran out before the search" in text
+    assert "- lora trial 2 (train.lr=1): diverged: non-finite loss at step 3." in text
+    assert "- lora trial 1 (train.lr=0.1): validation top-1 10.1% is at or below chance" in text
+    assert "red crosses are diverged trials" in text and "diamonds are points added past the grid" in text
+    assert edge_choices([dict(record, follow_edge=None)])[0].endswith("its best may lie outside the searched range.")
+
+
+@pytest.mark.parametrize("one_axis", [True, False])
+def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
+    from matplotlib.figure import Figure
+
+    from peftlab.analysis.tuning import draw_panel
+
+    record = edge_following(tmp_path)
+    if not one_axis:  # drawn in trial order
+        record["search"]["axes"].append({"key": "data.augment", "values": [True, False]})
+    ax = Figure().subplots()
+    draw_panel(ax, record, "#0072B2")
+    labels = ax.get_legend_handles_labels()[1]
+    # one cross at its chance score, one on the x-axis (no score)
+    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added past the grid",
+            "chosen"} <= set(labels)
+    low, high = ax.get_xlim()
+    assert low <= (1e-4 if one_axis else 0) and high >= (1.0 if one_axis else 4)  # every trial is in view

@@ -84,6 +84,18 @@ def test_proposals_are_the_same_on_every_call(tmp_path):
     ({**TUNE, "axes": {"train.lr": [1e-3, 1e-2]}}, {"linear": {}}, "study method 'linear' has no axis to tune"),
     (TUNE, {"lora": {"axes": {"method.r": [2, 4]}}}, "study method 'lora' has 2 configurations"),
     ({**TUNE, "window": 3}, None, "study tune: unknown key 'window'"),
+    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 3}, {"full": {}},
+     "tune.trials=3 is invalid with search: grid: expected its number of grid points, 2 (or follow_edge: true"),
+    ({**TUNE, "follow_edge": True}, None, "study tune.follow_edge=True is invalid with search: random and trials: 5: "
+                                          "expected true only with search: grid and trials"),
+    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": True}, {"full": {}},
+     "study tune.follow_edge=True is invalid with search: grid: expected true only with search: grid and trials"),
+    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": "yes", "trials": 4}, {"full": {}},
+     "study tune.follow_edge='yes' is invalid"),
+    ({"axes": {"train.lr": [1e-3, 1e-2, 1e-1]}, "search": "grid", "follow_edge": True, "trials": 2}, {"full": {}},
+     "study method 'full' tune.trials=2 is invalid with follow_edge: its grid has 3 points: expected at least 3"),
+    ({"axes": {"data.augment": [True, False]}, "search": "grid", "follow_edge": True, "trials": 4}, {"full": {}},
+     "study method 'full' tune.follow_edge=True is invalid: its grid has no numeric axis"),
 ])
 def test_invalid_tune_sections_fail_with_one_line(tmp_path, tune, methods, message):
     with pytest.raises(ConfigError) as err:
@@ -160,3 +172,16 @@ def test_final_runs_carry_the_choice_and_new_ids(tmp_path):
     assert [s.run_id for s in final.runs if s.method != "lora"] == [s.run_id for s in study.runs if s.method != "lora"]
     trial = trial_spec(study.tune["lora"], 3, choice["params"], 1000)
     assert trial.run_id not in {s.run_id for s in final.runs} and trial.config.seed == 1000
+
+
+def test_an_edge_following_grid_gives_every_method_the_budget_whatever_its_grid(tmp_path):
+    """trials is every method's budget: lora's grid of 4 points and full's of 2 each get 6 trials, the
+    rest added past the edge. A plain grid's record (and so its journal's name) is what it was."""
+    tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 6, "follow_edge": True}
+    study = tuned(tmp_path, tune=tune, methods={"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}}}})
+    assert {m: (s.trials, len(s.proposals())) for m, s in study.tune.items()} == {"full": (6, 2), "lora": (6, 4)}
+    assert all(s.record()["follow_edge"] is True for s in study.tune.values())
+    plain = tuned(tmp_path, tune={"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}, methods={"full": {}})
+    assert "follow_edge" not in plain.tune["full"].record()
+    again = tuned(tmp_path, tune={**tune, "follow_edge": False, "trials": 2}, methods={"full": {}})
+    assert again.tune["full"].fingerprint() == plain.tune["full"].fingerprint()

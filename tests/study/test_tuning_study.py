@@ -152,3 +152,29 @@ def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
     assert "tune.search: halving (method 'lora') stops pruned trials while they run" in proc.stderr
     assert not list((tmp_path / "halving" / "out").glob("tune/*/runs/*"))
+
+
+def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(tmp_path):
+    """A planted divergence (lr 1e6 without clipping: a non-finite loss) in an edge-following grid: the
+    trial is marked diverged in selection.json and the report, is not chosen, and the budget's last
+    trial is added from the usable trials (between or past them, never next to the diverged one)."""
+    path = write_study(tmp_path, {
+        "seeds": 1, "methods": {"lora": {}}, "set": {"train.clip_grad": None, "train.epochs": 1},
+        "tune": {"axes": {"train.lr": [1e-3, 3e-3, 1e6]}, "search": "grid", "trials": 4, "follow_edge": True},
+    })
+    out = tmp_path / "out"
+    proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--report", "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    selection = json.loads((out / "tune" / "lora" / "selection.json").read_text())
+    trials = selection["trials"]
+    assert [t["params"]["train.lr"] for t in trials[:3]] == [1e-3, 3e-3, 1e6]
+    assert trials[2]["state"] == "FAIL" and trials[2]["diverged"].startswith("diverged: non-finite")
+    assert not any(t.get("diverged") for t in trials[:2] + trials[3:])
+    assert trials[3]["added"] in ("between 0.001 and 0.003 of train.lr (best at 0.003)",
+                                  "between 0.001 and 0.003 of train.lr (best at 0.001)",
+                                  "beyond the bottom of train.lr (best at 0.001)")
+    assert selection["chosen"]["trial"] != 2 and selection["follow_edge"]["added"] == 1
+    report = (out / "report" / "report.md").read_text()
+    assert "4 of 4 (3 complete, 1 diverged)" in report
+    assert "- lora trial 2 (train.lr=1e+06): diverged: non-finite" in report
+    assert "red crosses are diverged trials" in report and (out / "report" / "figures" / "tuning.png").is_file()

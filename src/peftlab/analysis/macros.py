@@ -253,9 +253,10 @@ def define_tuning(numbers: Numbers, study) -> None:
     keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
     add("tuneKeys", words([tuning.latex_key(key) for key in keys]), "the config keys searched (tune/*/selection.json)")
     add("tuneMethods", str(len(searches)), "methods tuned (tune/*/selection.json)")
-    kinds = [latex_escape(kind) for kind in dict.fromkeys(s["search"]["search"] for s in searches)]
+    kinds = [latex_escape(kind) for kind in dict.fromkeys(
+        "grid (then edge-following)" if s["search"].get("follow_edge") else s["search"]["search"] for s in searches)]
     add("tuneSearch", words(kinds).replace(" and ", " or "),
-        "the kind of search (search.search)")
+        "the kind of search (search.search; follow_edge: points added past the grid)")
     budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
     add("tuneTrials", words(budgets).replace(" and ", " or "),
         "the trial budget per method (search.trials)")

@@ -8,8 +8,11 @@ its methods share one set of hyper-parameters.
 - ``plot_tuning``: the validation score of every trial, one panel per method, with the chosen
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
-  trial order with the best so far.
+  trial order with the best so far; points an edge-following grid added are diamonds, diverged
+  trials (a non-finite loss, or a validation score at chance) red crosses.
 - ``edges`` / ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
+- ``added_lines`` / ``diverged_lines``: the points an edge-following grid added and why, a budget that
+  ran out at an edge, and the trials that diverged (never chosen).
 - ``report_section``: the report's "Tuning" section; ``latex_table``: the paper's tuning table
   (the paper's text about tuning is in paper.py and its template).
 """
@@ -62,8 +65,14 @@ def _values(params: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def state(trial: dict) -> str:
+    """A trial's outcome as the report counts it: Optuna's state, or DIVERGED for a trial whose run
+    diverged or scored at chance (selection.json's ``diverged``)."""
+    return "DIVERGED" if trial.get("diverged") else trial["state"]
+
+
 def _counts(trials: list[dict]) -> str:
-    states = pd.Series([t["state"] for t in trials], dtype=object).value_counts().to_dict()
+    states = pd.Series([state(t) for t in trials], dtype=object).value_counts().to_dict()
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
 
 
@@ -88,21 +97,28 @@ def numeric_axis(search: dict) -> dict | None:
     return axes[0]
 
 
-def _bounds(axis: dict) -> tuple[float, float]:
-    values = axis.get("values")
-    return (min(values), max(values)) if values is not None else (axis["low"], axis["high"])
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _log_scaled(axis: dict) -> bool:
-    """A range searched on a log scale, or positive values spanning a factor of 10 or more."""
-    low, high = _bounds(axis)
+def _bounds(axis: dict, trials: list[dict] = ()) -> tuple[float, float]:
+    """The ends of an axis: of its grid or range, widened by the values its trials tried (an
+    edge-following grid's added points)."""
+    values = list(axis["values"]) if axis.get("values") is not None else [axis["low"], axis["high"]]
+    values += [t["params"][axis["key"]] for t in trials if _number((t.get("params") or {}).get(axis["key"]))]
+    return min(values), max(values)
+
+
+def _log_scaled(axis: dict, trials: list[dict] = ()) -> bool:
+    """A range searched on a log scale, or positive values (with those tried) spanning a factor of 10 or more."""
+    low, high = _bounds(axis, trials)
     return bool(axis.get("log")) or (low > 0 and high / low >= 10)
 
 
 def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
     """(method, key, chosen value, "smallest" or "largest") per finished search whose chosen value of a
-    numeric axis with more than two points is its smallest or largest searched value (a range: within
-    5% of an end on its scale)."""
+    numeric axis with more than two points (its grid's and those an edge-following search added) is its
+    smallest or largest searched value (a range: within 5% of an end on its scale)."""
     found = []
     for record in searches:
         chosen = record.get("chosen")
@@ -110,11 +126,10 @@ def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
             continue
         for axis in record["search"]["axes"]:
             value, values = chosen["params"].get(axis["key"]), axis.get("values")
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not numeric or (values is not None and (len(values) < 3 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))):
+            if not _number(value) or (values is not None and (not all(map(_number, values)) or len(
+                    set(values) | {t["params"][axis["key"]] for t in record["trials"] if t.get("params")}) < 3)):
                 continue
-            low, high = _bounds(axis)
+            low, high = _bounds(axis, record["trials"])
             scale = np.log if axis.get("log") or (values is not None and _log_scaled(axis)) else (lambda x: x)
             span = scale(high) - scale(low)
             where = ("smallest" if scale(value) - scale(low) <= 0.05 * span else
@@ -125,9 +140,39 @@ def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
 
 
 def edge_choices(searches: list[dict]) -> list[str]:
-    """A sentence per chosen value at an end of its numeric axis (``edges``), for the report."""
-    return [f"{method}: the chosen {key}={value:g} is the {where} value searched; its best may lie outside the "
-            "searched range." for method, key, value, where in edges(searches)]
+    """A sentence per chosen value at an end of its numeric axis (``edges``), for the report; an
+    edge-following search says that its budget ran out there."""
+    ran_out = {r["search"]["method"] for r in searches if (r.get("follow_edge") or {}).get("at_edge")}
+    return [f"{method}: the chosen {key}={value:g} is the {where} value searched; "
+            + ("the budget ran out before the search could look past it." if method in ran_out else
+               "its best may lie outside the searched range.") for method, key, value, where in edges(searches)]
+
+
+def added_lines(searches: list[dict]) -> list[str]:
+    """The report's lines on edge-following searches: each added point and why, the values the config
+    refused, and a budget that ran out with the best still at an edge or was left unspent."""
+    lines = []
+    for record in searches:
+        summary, method = record.get("follow_edge"), record["search"]["method"]
+        added = [t for t in record["trials"] if t.get("added")]
+        if not added and not summary:
+            continue
+        text = "; ".join(f"trial {t['number']} {_values(t['params'])}, {t['added']}" for t in added) or "none"
+        lines.append(f"- {method}: the grid's {len(record['trials']) - len(added)} trials, then {len(added)} added: "
+                     f"{text}.")
+        for refused in dict.fromkeys(r for t in added for r in t.get("refused", [])):
+            lines.append(f"  - not added, {refused}.")
+        if summary and summary.get("at_edge"):
+            lines.append(f"  - {summary['at_edge'][0].upper()}{summary['at_edge'][1:]}.")
+        if summary and summary.get("unspent"):
+            lines.append(f"  - {summary['unspent']} trials of the budget were not spent: {summary['stopped']}.")
+    return lines
+
+
+def diverged_lines(searches: list[dict]) -> list[str]:
+    """One line per trial that diverged or scored at chance (never chosen)."""
+    return [f"- {r['search']['method']} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
+            for r in searches for t in r["trials"] if t.get("diverged")]
 
 
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
@@ -137,49 +182,79 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         return None
     ncols = min(len(searches), PANELS_PER_ROW)
     nrows = -(-len(searches) // ncols)
-    fig = Figure(figsize=(2.3 * ncols + 0.4, 2.1 * nrows + 0.2), layout="constrained")
+    fig = Figure(figsize=(2.3 * ncols + 0.4, 2.1 * nrows + 0.45), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax in axes[len(searches):]:
         ax.set_visible(False)
     for ax, record in zip(axes, searches):
         method = record["search"]["method"]
-        color = (palette or {}).get("method", {}).get(method, "#0072B2")
-        axis = numeric_axis(record["search"])
-        x_of = (lambda t: t["params"][axis["key"]]) if axis else (lambda t: t["number"])
-        trials = sorted(record["trials"], key=lambda t: t["number"])
-        done = [(x_of(t), 100 * t["value"]) for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
-        pruned = [(x_of(t), 100 * t["value"]) for t in trials if t["state"] == "PRUNED" and t["value"] is not None]
-        if done and axis:  # a curve over the searched values
-            ax.plot(*zip(*sorted(done)), marker="o", ms=4, color=color, lw=1, zorder=3, label="trial")
-        elif done:
-            ax.scatter(*zip(*done), s=16, color=color, zorder=3, label="trial")
-            best, line = -np.inf, []
-            for number, value in done:
-                best = max(best, value)
-                line.append((number, best))
-            ax.step(*zip(*line), where="post", color=color, alpha=0.6, lw=1, label="best so far")
-        if pruned:
-            ax.scatter(*zip(*pruned), s=16, facecolors="none", edgecolors=color, zorder=3, label="pruned")
-        chosen = record.get("chosen")
-        if chosen:
-            chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
-            ax.scatter([chosen_x], [100 * chosen["value"]], s=70, marker="*", color="black", zorder=4,
-                       label="chosen")
+        draw_panel(ax, record, (palette or {}).get("method", {}).get(method, "#0072B2"))
         ax.set_title(figure_name(method, method, labels), fontsize=8)
-        ax.tick_params(labelsize=6)
-        if axis:
-            if _log_scaled(axis):
-                ax.set_xscale("log")
-            ax.set_xlabel(axis["key"], fontsize=7)
-        else:
-            ax.set_xlabel("trial", fontsize=7)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{searches[0]['search']['metric']} (validation, %)", fontsize=7)
-    axes[0].legend(fontsize=6, loc="best")
+    legend = {}  # every panel's markers, each once: a diverged trial may be in the last panel only
+    for ax in axes[:len(searches)]:
+        legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
+    # about two entries fit a panel's width: one column under a lone panel, 3 under two, 5 under three
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 2 * ncols - 1),
+               fontsize=6, frameon=False)
     return save_figure(fig, out_dir, FIGURE)
+
+
+def draw_panel(ax, record: dict, color: str) -> None:
+    """One method's trials: against the searched value (one numeric axis) or in trial order with the best
+    so far; pruned trials hollow, added ones (an edge-following grid) as diamonds, diverged ones as red
+    crosses (at their score, or at the panel's foot without one), the chosen trial a star."""
+    axis = numeric_axis(record["search"])
+    x_of = (lambda t: t["params"][axis["key"]]) if axis else (lambda t: t["number"])
+    trials = sorted(record["trials"], key=lambda t: t["number"])
+    done = [(x_of(t), 100 * t["value"]) for t in trials if state(t) == "COMPLETE" and t["value"] is not None]
+    pruned = [(x_of(t), 100 * t["value"]) for t in trials if state(t) == "PRUNED" and t["value"] is not None]
+    added = [(x_of(t), 100 * t["value"]) for t in trials if t.get("added") and state(t) == "COMPLETE"]
+    if done and axis:  # a curve over the searched values
+        ax.plot(*zip(*sorted(done)), marker="o", ms=4, color=color, lw=1, zorder=3, label="trial")
+    elif done:
+        ax.scatter(*zip(*done), s=16, color=color, zorder=3, label="trial")
+        best, line = -np.inf, []
+        for number, value in done:
+            best = max(best, value)
+            line.append((number, best))
+        ax.step(*zip(*line), where="post", color=color, alpha=0.6, lw=1, label="best so far")
+    if pruned:
+        ax.scatter(*zip(*pruned), s=16, facecolors="none", edgecolors=color, zorder=3, label="pruned")
+    if added:
+        ax.scatter(*zip(*added), s=30, marker="D", facecolors="white", edgecolors=color, linewidths=1.2, zorder=3.5,
+                   label="added past the grid")
+    draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of)
+    chosen = record.get("chosen")
+    if chosen:
+        chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
+        ax.scatter([chosen_x], [100 * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
+    ax.tick_params(labelsize=6)
+    if axis:
+        if _log_scaled(axis, trials):
+            ax.set_xscale("log")
+        ax.set_xlabel(axis["key"], fontsize=7)
+    else:
+        ax.set_xlabel("trial", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, lw=0.5)
+
+
+def draw_diverged(ax, trials: list[dict], x_of) -> None:
+    """Red crosses: at the score of a trial that fell to chance; on the x-axis itself for one without a
+    score (a non-finite loss or gradient), where no score could be read off."""
+    scored = [(x_of(t), 100 * t["value"]) for t in trials if t.get("value") is not None]
+    unscored = [x_of(t) for t in trials if t.get("value") is None]
+    style = {"marker": "x", "color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
+    if scored:
+        ax.scatter(*zip(*scored), label="diverged: at chance", **style)
+    if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
+        ax.scatter(unscored, [0] * len(unscored), transform=ax.get_xaxis_transform(), clip_on=False,
+                   label="diverged: non-finite (on the x-axis)", **style)
+        ax.update_datalim([(x, 0) for x in unscored], updatey=False)  # autoscaling skips that transform
+        ax.autoscale_view()
 
 
 def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, labels: dict | None = None,
@@ -191,8 +266,8 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
     first = searches[0]["search"]
     seeds = ", ".join(map(str, first["seeds"]))
     lines = ["## Tuning", "",
-             f"Each method was tuned on the validation split before its final runs: a {first['search']} search "
-             f"(Optuna), trials selected by {first['metric']} (the mean over the tuning seeds {seeds}, which no final "
+             f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
+             f"trials selected by {first['metric']} (the mean over the tuning seeds {seeds}, which no final "
              "run uses); the test set was evaluated for the final runs only, each at its method's chosen values. "
              "Budgets (trials per method): " + ", ".join(f"{s['search']['method']} {s['search']['trials']}"
                                                        for s in searches) + ".", "",
@@ -203,27 +278,53 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
         search, chosen = record["search"], record.get("chosen")
         method = search["method"]
         final = scores.loc[method] if method in scores.index else None
-        state = "" if record.get("done") else " (search not finished)"
+        unfinished = "" if record.get("done") else " (search not finished)"
         chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
         chosen_val = f"{100 * chosen['value']:.2f}" if chosen else "-"
         final_text = f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})" if final is not None \
             else "- | -"
         lines.append(f"| {figure_name(method, method, labels)} | {_space(search)} | {len(record['trials'])} of "
-                     f"{search['trials']} ({_counts(record['trials'])}){state} | {chosen_text} | {chosen_val} | "
+                     f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
                      f"{final_text} |")
     lines.append("")
     edges = edge_choices(searches)
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
+    if added_lines(searches):
+        lines += ["Points added past the grid (`follow_edge`), each from the trials before it:", "",
+                  *added_lines(searches), ""]
+    if diverged_lines(searches):
+        lines += ["Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was "
+                  "chosen:", "",
+                  *diverged_lines(searches), ""]
     paths = plot_tuning(searches, fig_dir, labels, palette)
     if paths:
-        curve = all(numeric_axis(s["search"]) for s in searches)
-        how = ("against the searched value; the star is the chosen trial" if curve else
-               "in the order they ran; the line is the best so far, the star the chosen trial")
         lines += [f"![validation score over the trials]({Path('figures') / paths[0].name})", "",
-                  f"`figures/{FIGURE}.png`: the {first['metric']} (validation) of every trial, one panel per method, "
-                  f"{how}; hollow markers are pruned trials at their last reported score.", ""]
+                  figure_caption(searches), ""]
     return lines
+
+
+def search_words(search: dict) -> str:
+    if search.get("follow_edge"):
+        return ("grid search (Optuna) that follows the edge: the grid's points, then points added one at a time "
+                "past the best's end of a numeric axis or between the best and its better neighbour;")
+    return f"{search['search']} search (Optuna),"
+
+
+def figure_caption(searches: list[dict]) -> str:
+    curve = all(numeric_axis(s["search"]) for s in searches)
+    how = ("against the searched value; the star is the chosen trial" if curve else
+           "in the order they ran; the line is the best so far, the star the chosen trial")
+    extra = []
+    if any(t["state"] == "PRUNED" for s in searches for t in s["trials"]):
+        extra.append("hollow circles are pruned trials at their last reported score")
+    if any(t.get("added") for s in searches for t in s["trials"]):
+        extra.append("diamonds are points added past the grid")
+    if any(t.get("diverged") for s in searches for t in s["trials"]):
+        extra.append("red crosses are diverged trials (at their score when they fell to chance, on the x-axis when "
+                     "their loss or gradients went non-finite)")
+    return (f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
+            f"per method, {how}" + "".join(f"; {e}" for e in extra) + ".")
 
 
 # --- the paper (LaTeX) ---------------------------------------------------------------------
@@ -258,9 +359,11 @@ def latex_space(search: dict) -> str:
 
 def latex_trials(record: dict) -> str:
     """Complete/pruned trials; failed ones and an unfinished search said after them."""
-    states = pd.Series([t["state"] for t in record["trials"]], dtype=object).value_counts()
+    states = pd.Series([state(t) for t in record["trials"]], dtype=object).value_counts()
     text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
-    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0)
+    if states.get("DIVERGED", 0):
+        text += f" +{states['DIVERGED']} diverged"
+    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0) - states.get("DIVERGED", 0)
     if failed:
         text += f" +{failed} failed"
     return text if record.get("done") else text + " (unfinished)"

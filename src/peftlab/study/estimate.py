@@ -111,8 +111,12 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
     lines, planned, waiting = [], planned_configs(study), []
     if study.tune:
         chosen = read_choices(study, study_dir)
-        lines += [f"tune {m}: {s.search}, {s.trials} trials, " + ("done" if m in chosen else "not done")
-                  for m, s in study.tune.items()]
+        for method, search in study.tune.items():
+            grid = len(search.proposals()) if search.follow_edge else search.trials
+            how = f" ({grid} grid points, then {search.trials - grid} following the edge one at a time)" \
+                if search.follow_edge else ""
+            lines.append(f"tune {method}: {search.search}, {search.trials} trials{how}, "
+                         + ("done" if method in chosen else "not done"))
         known = with_choices(study, chosen)
         ready = [s for s in known.runs if search_key(s.method, s.config, study.tune) in (*chosen, None)]
         waiting = [s for s in known.runs if search_key(s.method, s.config, study.tune) not in (*chosen, None)]

@@ -23,26 +23,38 @@ pruned trial's worker is stopped (SIGTERM: its run stays resumable, and is never
 decisions depend on which trials have reached a rung, so with several workers at once a
 resumed search can prune differently from an uninterrupted one; with one worker it cannot.
 
+An edge-following grid (``follow_edge``) adds its points after the grid's, one at a time, each from
+the trials finished before it (``peftlab.study.edge``): a resumed search checks the journal's added
+trials against that rule and adds what an uninterrupted one would.
+
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
-tuning seeds; the trial with the best value wins (the lower trial number on a tie).
+tuning seeds; the trial with the best value wins (the lower trial number on a tie). A trial one of
+whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``divergence``) is
+marked so in selection.json and is never chosen.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
 from peftlab.errors import UserError
 from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.study.edge import added_points, best_trial, edge_summary, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.tune import METRICS, Search, apply_values, search_key
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
+# a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
+# at least MIN_CHANCE_TOLERANCE above it, is at chance: its model collapsed, it is never chosen
+CHANCE_SE = 1.0
+MIN_CHANCE_TOLERANCE = 0.005
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
@@ -74,11 +86,25 @@ def trial_value(result: dict, metric: str) -> float | None:
     return float(value) if result.get("status") == "completed" and value is not None else None
 
 
-def best_trial(trials: list[dict]) -> dict | None:
-    """The complete trial with the highest validation ``value`` (the lower number on a tie); None
-    when no trial completed. A trial record carries no test score, so none can decide."""
-    complete = [t for t in trials if t["state"] == "COMPLETE" and t.get("value") is not None]
-    return max(complete, key=lambda t: (t["value"], -t["number"])) if complete else None
+def divergence(result: dict) -> str | None:
+    """Why a trial run counts as diverged, or None: a non-finite loss, gradient or weights (the run's
+    status), or a completed run whose last validation top-1 is at chance, 1/classes plus at most
+    ``CHANCE_SE`` binomial standard errors of a chance score on its validation images (a collapsed
+    model predicts one class: its score is that class's share of the images)."""
+    if result.get("status") == "diverged":
+        return f"diverged: {result.get('error')}"
+    top1 = (result.get("metrics") or {}).get("val_top1")
+    data = (result.get("provenance") or {}).get("data") or {}
+    classes, images = data.get("num_classes"), (data.get("split_sizes") or {}).get("val")
+    if result.get("status") != "completed" or top1 is None or not isinstance(classes, int) or classes < 2:
+        return None
+    chance = 1 / classes
+    error = math.sqrt(chance * (1 - chance) / images) if isinstance(images, int) and images > 0 else 0.0
+    tolerance = max(CHANCE_SE * error, MIN_CHANCE_TOLERANCE)
+    if top1 > chance + tolerance:
+        return None
+    return (f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
+            f"within {100 * tolerance:.1f} points)")
 
 
 def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
@@ -126,44 +152,82 @@ def read_choices(study: Study, study_dir: Path) -> dict[str, dict]:
 
 def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
                say: Callable[[str], None] = lambda line: None) -> dict:
-    """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``."""
-    optuna = optuna_module()
-    from optuna.trial import TrialState
-
+    """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``.
+    An edge-following grid then adds its points one at a time, each from the trials finished before it."""
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = search.fingerprint()
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
-    for params in proposals[len(study.trials):]:  # trial k gets proposals[k], however often this starts
+    # the points the journal holds beyond the grid were added by this rule (load_search checked them)
+    planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals):]]
+    for params in planned[len(study.trials):]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
-    distributions = {axis.key: axis.distribution() for axis in search.axes}
+    run_pending(search, directory, study, planned, run_jobs, slots, say)
+    while search.follow_edge and len(planned) < search.trials:
+        point, _ = next_point(search, trial_records(study, directory))
+        if point is None:
+            break
+        say(f"tune {search.name}: trial {len(planned)} added {point.why}")
+        planned.append(point.params)
+        study.enqueue_trial(point.params)
+        run_pending(search, directory, study, planned, run_jobs, slots, say)
+    chosen = write_selection(search, directory, study, done=True)
+    if chosen is None:
+        raise UserError(f"tuning of method '{search.name}': no trial completed without diverging (see "
+                        f"{directory / SELECTION}); its final runs were not started")
+    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
+    say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
+    return chosen
 
-    def write_selection(done: bool) -> dict | None:
-        trials = [trial_record(t) for t in study.get_trials(deepcopy=False)]
-        best = best_trial(trials) if done else None
-        chosen = {"trial": best["number"], "value": best["value"], "metric": search.metric,
-                  "params": best["params"]} if best else None
-        write_json_atomic(directory / SELECTION, {"fingerprint": fingerprint, "search": search.record(),
-                                                  "done": done, "trials": trials, "chosen": chosen})
-        return chosen
+
+def run_pending(search: Search, directory: Path, study, planned: list[dict], run_jobs: RunJobs, slots: int,
+                say: Callable[[str], None]) -> None:
+    """Train the trials that are running (a killed search's) or waiting, ``slots`` at a time."""
+    optuna = optuna_module()
+    from optuna.trial import TrialState
 
     while True:
         stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # a killed search's
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not stale and not waiting:
-            break
+            return
         batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]  # noqa: SLF001 - resumed
         while len(batch) < slots and waiting:
-            waiting.pop(0)
-            batch.append(study.ask(distributions))
-        run_trials(search, directory, study, batch, proposals, run_jobs, say)
-        write_selection(done=False)
-    chosen = write_selection(done=True)
-    if chosen is None:
-        raise UserError(f"tuning of method '{search.name}': no trial completed (see {directory / SELECTION}); "
-                        "its final runs were not started")
-    shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
-    say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
+            batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
+        run_trials(search, directory, study, batch, planned, run_jobs, say)
+        write_selection(search, directory, study, done=False)
+
+
+def trial_distributions(search: Search, params: dict) -> dict:
+    """Optuna's distribution of each axis for the trial with ``params``. An edge-following grid's numeric
+    axes get numeric ones that span the grid and the trial's value: Optuna allows a categorical axis
+    neither a value outside its choices nor other choices in a later trial."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    found = {axis.key: axis.distribution() for axis in search.axes}
+    for axis in numeric_axes(search.axes) if search.follow_edge else ():
+        values = [*axis.values, params[axis.key]]
+        low, high = min(values), max(values)
+        found[axis.key] = IntDistribution(low, high) if all(isinstance(v, int) for v in values) \
+            else FloatDistribution(float(low), float(high))
+    return found
+
+
+def write_selection(search: Search, directory: Path, study, done: bool) -> dict | None:
+    """selection.json: every trial (an added one says why, a diverged one why), and once done the choice
+    and, for an edge-following grid, what it added and whether the budget ran out at an edge."""
+    trials = trial_records(study, directory)
+    for number, point in (added_points(search, trials) if search.follow_edge else {}).items():
+        if point is not None:  # None only for a journal load_search has set aside
+            trials[number]["added"] = point.why
+            trials[number].update({"refused": list(point.refused)} if point.refused else {})
+    best = best_trial(trials) if done else None
+    chosen = {"trial": best["number"], "value": best["value"], "metric": search.metric,
+              "params": best["params"]} if best else None
+    record = {"fingerprint": search.fingerprint(), "search": search.record(), "done": done, "trials": trials,
+              "chosen": chosen}
+    if search.follow_edge and done:
+        record["follow_edge"] = edge_summary(search, trials)
+    write_json_atomic(directory / SELECTION, record)
     return chosen
 
 
@@ -189,18 +253,35 @@ def load_search(search: Search, directory: Path, proposals: list[dict]):
 
 def journal_disagreement(study, search: Search, directory: Path, proposals: list[dict]) -> str | None:
     """Why a journal that replays is not this search's (None when it is): a trial beyond the budget or
-    with values other than its proposal, or an outcome its runs' result.json contradict."""
+    with values other than its proposal (past an edge-following grid: the point the trials before it
+    add), or an outcome its runs' result.json contradict."""
+    records = []
     for trial in study.get_trials(deepcopy=False):
         number = trial.number
-        if number >= len(proposals):
-            return f"trial {number} is beyond the search's {len(proposals)} trials"
-        values = trial.params or trial.system_attrs.get("fixed_params")
-        if values != proposals[number]:
-            return f"trial {number} has values {values!r}, expected {proposals[number]!r}"
+        if number >= search.trials:
+            return f"trial {number} is beyond the search's {search.trials} trials"
+        values = trial_values(trial)
+        expected = proposals[number] if number < len(proposals) else added_after(search, records)
+        if values != expected:
+            return f"trial {number} has values {values!r}, expected {expected!r}"
         why = outcome_disagreement(trial, search, directory)
         if why is not None:
             return f"trial {number} {why}"
+        records.append(trial_record(trial, directory))
     return None
+
+
+def added_after(search: Search, records: list[dict]) -> dict | None:
+    """The values an edge-following grid adds after ``records``, which must all have finished."""
+    if not search.follow_edge or any(r["state"] not in ("COMPLETE", "FAIL", "PRUNED") for r in records):
+        return None
+    point, _ = next_point(search, records)
+    return point.params if point else None
+
+
+def trial_values(trial) -> dict:
+    """A trial's values: asked ones, or a waiting trial's enqueued ones."""
+    return trial.params or trial.system_attrs.get("fixed_params")
 
 
 def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
@@ -316,8 +397,19 @@ class PruneWatch:
         return out
 
 
-def trial_record(trial) -> dict:
-    """What selection.json keeps of a trial: no test score is ever read into it."""
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-            "run_ids": trial.user_attrs.get("run_ids", []),
-            "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())}}
+def trial_records(study, directory: Path) -> list[dict]:
+    return [trial_record(t, directory) for t in study.get_trials(deepcopy=False)]
+
+
+def trial_record(trial, directory: Path | None = None) -> dict:
+    """What selection.json keeps of a trial: no test score is ever read into it. A finished trial one of
+    whose runs diverged (``divergence``, from the runs in ``directory``) says why."""
+    record = {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
+              "run_ids": trial.user_attrs.get("run_ids", []),
+              "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())}}
+    if directory is not None and record["state"] in ("COMPLETE", "FAIL"):
+        why = next(filter(None, (divergence(read_json(directory / "runs" / str(r) / "result.json") or {})
+                                 for r in record["run_ids"])), None)
+        if why is not None:
+            record["diverged"] = why
+    return record

@@ -8,6 +8,7 @@ A study with ``tune:`` tunes every method on validation before its seeds meet th
         train.weight_decay: [0.0, 0.01, 0.1]
       search: random                          # grid | random | halving (random + successive halving)
       trials: 8                               # every method's budget (grid: its number of points)
+      follow_edge: false                      # grid: trials beyond its size go past the best's edge
       metric: val_top1                        # val_top1 | best_val_top1: validation only, never test
       seeds: [1000]                           # the seeds trials train with (default: see below)
       sampler_seed: 0                         # random / halving: the draws
@@ -17,6 +18,11 @@ A study with ``tune:`` tunes every method on validation before its seeds meet th
         tune: {axes: {train.head_lr: [1.0e-3, 1.0e-2]}}   # a method's own axes (over the shared ones)
       lora:
         tune: {axes: {method.r: [4, 8]}, trials: 4}       # its own budget: says the study differs on purpose
+
+With ``search: grid`` and ``follow_edge: true``, ``trials`` is every method's budget and may exceed
+its grid: the grid's points run first, then points added one at a time where the best trial sits
+(beyond an end of a numeric axis, or between the best and its better neighbour: ``peftlab.study.edge``),
+so every method gets the same number of trials whatever the size of its grid.
 
 A shared axis a method does not use is dropped for it (``method.r`` for ``full``; ``train.lr``
 for ``linear`` when ``train.head_lr`` is set, since a probe trains only its head); in a
@@ -42,8 +48,10 @@ from typing import Any
 from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, nest, shown,
                             to_dict)
 from peftlab.errors import ConfigError
+from peftlab.study.edge import numeric_axes
 
-TUNE_KEYS = ("axes", "search", "trials", "metric", "seeds", "sampler_seed", "reduction_factor", "final_trainval")
+TUNE_KEYS = ("axes", "search", "trials", "metric", "seeds", "sampler_seed", "reduction_factor", "final_trainval",
+             "follow_edge")
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
 # the validation metrics of result.json a search may select on: name -> the metrics.jsonl field each
@@ -103,6 +111,8 @@ class Search:
     final_trainval: bool = False
     # the name of the search: the method, or "<method>@<dataset>" where a method runs on several datasets
     key: str = ""
+    # grid: the trials beyond the grid's points follow the best's edge (peftlab.study.edge)
+    follow_edge: bool = False
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
         return apply_values(self.template, {**params, "seed": seed, "train.test": False})  # never meets test
@@ -114,7 +124,9 @@ class Search:
     def proposals(self) -> list[dict[str, Any]]:
         """The values of trial 0, 1, ... N-1, the same on every call: a grid in its product order,
         random draws from Optuna's RandomSampler seeded with ``sampler_seed``. The search enqueues
-        them in this order, so a search resumed after a kill proposes what it would have."""
+        them in this order, so a search resumed after a kill proposes what it would have. With
+        ``follow_edge`` these are the grid's points only; the points added after them depend on
+        the grid's scores (``peftlab.study.edge``)."""
         if self.search == "grid":
             keys = [a.key for a in self.axes]
             return [dict(zip(keys, combo)) for combo in itertools.product(*(a.values for a in self.axes))]
@@ -131,9 +143,11 @@ class Search:
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
 
     def record(self) -> dict:
-        return {"method": self.method, "axes": [a.record() for a in self.axes], "search": self.search,
-                "trials": self.trials, "metric": self.metric, "seeds": list(self.seeds),
-                "sampler_seed": self.sampler_seed, "reduction_factor": self.reduction_factor}
+        record = {"method": self.method, "axes": [a.record() for a in self.axes], "search": self.search,
+                  "trials": self.trials, "metric": self.metric, "seeds": list(self.seeds),
+                  "sampler_seed": self.sampler_seed, "reduction_factor": self.reduction_factor}
+        # only when set: a plain grid's record, and so its journal's fingerprint, stay what they were
+        return {**record, "follow_edge": True} if self.follow_edge else record
 
 
 def apply_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
@@ -275,12 +289,17 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
     axes = tune.get("axes") or {}
     if not isinstance(axes, dict):
         raise ConfigError(f"study tune.axes must be a mapping of dotted config keys, got {type(axes).__name__}")
+    follow_edge = tune.get("follow_edge", False)
+    if not isinstance(follow_edge, bool) or (follow_edge and (search != "grid" or trials is None)):
+        raise ConfigError(f"study tune.follow_edge={shown(follow_edge)} is invalid with search: {search}"
+                          f"{'' if trials is None else f' and trials: {trials}'}: expected true only with search: "
+                          "grid and trials (the budget: the grid's points, then points past the best's edge), or false")
     final_trainval = tune.get("final_trainval", False)
     if not isinstance(final_trainval, bool):
         raise ConfigError(f"study tune.final_trainval={shown(final_trainval)} is invalid: expected true (the final "
                           "runs train on train + val, the tuned protocol of VTAB-1k) or false")
-    return {"final_trainval": final_trainval, "search": search, "metric": metric, "trials": trials, "seeds": seeds,
-            "axes": axes,
+    return {"final_trainval": final_trainval, "follow_edge": follow_edge, "search": search, "metric": metric,
+            "trials": trials, "seeds": seeds, "axes": axes,
             "sampler_seed": _int(tune.get("sampler_seed", 0), "sampler_seed", 0, MAX_INT),
             "reduction_factor": _int(tune.get("reduction_factor", 3), "reduction_factor", 2, 100)}
 
@@ -311,20 +330,35 @@ def method_search(method: str, own: Any, shared: dict[str, Any], configs: list[R
     if own.get("trials") is not None:
         budget = _int(own["trials"], f"trials of method '{method}'", 1, MAX_TRIALS)
     if search == "grid":
-        grid = math.prod(len(axis.values or ()) for axis in axes.values())
-        if budget is not None and budget != grid:
-            raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with search: grid: "
-                              f"expected its number of grid points, {grid}")
-        budget = grid
+        budget = grid_budget(method, axes, budget, shared["follow_edge"])
     seeds = shared["seeds"]
     found = Search(method, tuple(axes.values()), search, budget, shared["metric"], seeds, shared["sampler_seed"],
-                   shared["reduction_factor"], dataclasses.replace(template, seed=seeds[0]), shared["final_trainval"])
+                   shared["reduction_factor"], dataclasses.replace(template, seed=seeds[0]), shared["final_trainval"],
+                   follow_edge=shared["follow_edge"])
     for params in _corners(found):  # every grid point, a range's ends: valid configurations
         try:
             found.trial_config(params, seeds[0])
         except ConfigError as err:
             raise ConfigError(f"study method '{method}' tune values {shown(params)}: {err}") from None
     return found, own.get("trials") is not None
+
+
+def grid_budget(method: str, axes: dict, budget: int | None, follow_edge: bool) -> int:
+    """A grid's number of trials: its points, or with ``follow_edge`` the budget, which its grid must fit
+    and whose trials beyond the grid need a numeric axis to follow."""
+    grid = math.prod(len(axis.values or ()) for axis in axes.values())
+    if not follow_edge:
+        if budget is not None and budget != grid:
+            raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with search: grid: expected "
+                              f"its number of grid points, {grid} (or follow_edge: true to add points past the edge)")
+        return grid
+    if budget < grid:
+        raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with follow_edge: its grid has "
+                          f"{grid} points: expected at least {grid}")
+    if budget > grid and not numeric_axes(axes.values()):
+        raise ConfigError(f"study method '{method}' tune.follow_edge=True is invalid: its grid has no numeric axis of "
+                          "two or more values to follow past its edge")
+    return budget
 
 
 def method_axes(method: str, own: dict, shared_axes: dict, template: RunConfig, check_key, is_foreign) -> dict:
