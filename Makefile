@@ -16,7 +16,8 @@ SLURM_STAMP := $(VENV)/.peftlab-slurm
 RAY_STAMP := $(VENV)/.peftlab-ray
 PYTEST_ARGS ?=
 # pytest-xdist: test files run side by side in this many processes, each file in one (its module
-# fixtures built once, its real-Slurm or Ray tests one at a time); TEST_WORKERS=0 runs in one process
+# fixtures built once, its real-Slurm or Ray tests one at a time), in tests/conftest.py's order (the
+# files with the most end-to-end tests first, not xdist's largest-first); TEST_WORKERS=0: one process
 TEST_WORKERS ?= 2
 DEFAULT_STUDY := runs/default
 STUDY_YAML := configs/studies/default.yaml
@@ -68,7 +69,7 @@ vtab-demo: install data
 	$(BIN)/peftlab study configs/studies/vtab_demo.yaml --workers 2 --report
 
 test: install data track slurm ray
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Every lock resolves for macOS arm64 / CPython 3.11 and Linux aarch64, and x86_64 where this is not it (pip's

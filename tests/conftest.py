@@ -9,6 +9,11 @@ from testkit import TINY_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# A suite started as a background job of a non-interactive shell (`cmd &` without job control)
+# inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need it delivered.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_collection_modifyitems(config, items):
     """The files with the most end-to-end tests first, each file's own order kept: `make test` runs

@@ -1,6 +1,7 @@
 """The bench runs on a tiny model and writes well-formed JSON (no timing thresholds here)."""
 
 import json
+import math
 
 import pytest
 
@@ -96,7 +97,9 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
     comp = compile_figures(TINY_MODEL, 32, images, labels, "fp32", 2, torch.device("cpu"))  # 2 blocks: compiles fast
     assert set(comp["compiled_vs_eager"]) == {"lora", "full"} and comp["P2_compiled"]["n"] == 2
     assert all(v["median"] > 0 for v in comp["compiled_vs_eager"].values())
-    assert all(seconds > 0 for seconds in comp["compile_seconds"].values())
+    # a number, not a positive one: with inductor's cache warm (another test compiled the same graph)
+    # the first compiled step costs what an eager one does, give or take the machine's load
+    assert all(math.isfinite(seconds) for seconds in comp["compile_seconds"].values())
 
 
 def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
