@@ -108,7 +108,8 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
     assert "the chosen train.lr=0.0001 is the smallest value searched; the budget ran out before the search" in text
     assert "- lora trial 2 (train.lr=1): diverged: non-finite loss at step 3." in text
     assert "- lora trial 1 (train.lr=0.1): validation top-1 10.1% is at or below chance" in text
-    assert "red crosses are diverged trials" in text and "diamonds are points added past the grid" in text
+    assert "red crosses are trials that fell to chance" in text and "red triangles on the x-axis" in text
+    assert "diamonds are points the edge-following search added after the grid" in text
     assert edge_choices([dict(record, follow_edge=None)])[0].endswith("its best may lie outside the searched range.")
 
 
@@ -125,7 +126,7 @@ def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     draw_panel(ax, record, "#0072B2")
     labels = ax.get_legend_handles_labels()[1]
     # one cross at its chance score, one on the x-axis (no score)
-    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added past the grid",
+    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added (edge-following)",
             "chosen"} <= set(labels)
     low, high = ax.get_xlim()
     assert low <= (1e-4 if one_axis else 0) and high >= (1.0 if one_axis else 4)  # every trial is in view

@@ -9,7 +9,7 @@ its methods share one set of hyper-parameters.
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
   trial order with the best so far; points an edge-following grid added are diamonds, diverged
-  trials (a non-finite loss, or a validation score at chance) red crosses.
+  trials red crosses (a validation score at chance) or red triangles (a non-finite loss).
 - ``edges`` / ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
 - ``added_lines`` / ``diverged_lines``: the points an edge-following grid added and why, a budget that
   ran out at an edge, and the trials that diverged (never chosen).
@@ -225,7 +225,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
         ax.scatter(*zip(*pruned), s=16, facecolors="none", edgecolors=color, zorder=3, label="pruned")
     if added:
         ax.scatter(*zip(*added), s=30, marker="D", facecolors="white", edgecolors=color, linewidths=1.2, zorder=3.5,
-                   label="added past the grid")
+                   label="added (edge-following)")
     draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of)
     chosen = record.get("chosen")
     if chosen:
@@ -243,16 +243,16 @@ def draw_panel(ax, record: dict, color: str) -> None:
 
 
 def draw_diverged(ax, trials: list[dict], x_of) -> None:
-    """Red crosses: at the score of a trial that fell to chance; on the x-axis itself for one without a
-    score (a non-finite loss or gradient), where no score could be read off."""
+    """Red crosses at the score of a trial that fell to chance; red triangles on the x-axis itself for
+    one without a score (a non-finite loss or gradient), where no score could be read off."""
     scored = [(x_of(t), 100 * t["value"]) for t in trials if t.get("value") is not None]
     unscored = [x_of(t) for t in trials if t.get("value") is None]
-    style = {"marker": "x", "color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
+    style = {"color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
-        ax.scatter(*zip(*scored), label="diverged: at chance", **style)
+        ax.scatter(*zip(*scored), marker="x", label="diverged: at chance", **style)
     if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
         ax.scatter(unscored, [0] * len(unscored), transform=ax.get_xaxis_transform(), clip_on=False,
-                   label="diverged: non-finite (on the x-axis)", **style)
+                   marker="v", label="diverged: non-finite (on the x-axis)", **style)
         ax.update_datalim([(x, 0) for x in unscored], updatey=False)  # autoscaling skips that transform
         ax.autoscale_view()
 
@@ -319,10 +319,10 @@ def figure_caption(searches: list[dict]) -> str:
     if any(t["state"] == "PRUNED" for s in searches for t in s["trials"]):
         extra.append("hollow circles are pruned trials at their last reported score")
     if any(t.get("added") for s in searches for t in s["trials"]):
-        extra.append("diamonds are points added past the grid")
+        extra.append("diamonds are points the edge-following search added after the grid")
     if any(t.get("diverged") for s in searches for t in s["trials"]):
-        extra.append("red crosses are diverged trials (at their score when they fell to chance, on the x-axis when "
-                     "their loss or gradients went non-finite)")
+        extra.append("red crosses are trials that fell to chance (at their score), red triangles on the x-axis "
+                     "trials whose loss or gradients went non-finite; neither is ever chosen")
     return (f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
             f"per method, {how}" + "".join(f"; {e}" for e in extra) + ".")
 
