@@ -162,10 +162,11 @@ class WeightSource:
         parts, offset = [], 0
         with safe_open(str(self.path), "pt") as f:
             for key in self.keys:
-                rows = f.get_slice(key).get_shape()[0]
+                tensor = f.get_slice(key)
+                rows = tensor.get_shape()[0]
                 low, high = max(self.start - offset, 0), min(rows if self.stop is None else self.stop - offset, rows)
                 if low < high:
-                    parts.append(f.get_slice(key)[low:high])
+                    parts.append(tensor[low:high])
                 offset += rows
         return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
 
