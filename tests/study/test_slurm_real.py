@@ -214,6 +214,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
     assert proc.returncode == 0, stdout + stderr + log
     assert f"this job is {case}" in log and f"Requeued job {task}" in log, log
+    assert (out / "slurm" / task / "requeued").exists(), "the job did not mark its folder before its requeue"
     assert int(job_field(slurm, task, "Restarts")) == 1
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert_same_results(out, uninterrupted)

@@ -27,10 +27,13 @@ from peftlab.libraries import to_library_log
 
 POLL_SECONDS = 1.0  # how often finished jobs are looked for (their result files)
 QUEUE_SECONDS = 5.0  # how often squeue is asked what Slurm still holds of the study's jobs
+REQUEUE_SECONDS = 300.0  # a job that marked itself requeued is not lost while Slurm takes this long to queue it again
 UNREACHABLE_SECONDS = 600.0  # squeue failing this long (a controller down): the jobs still out are given up as lost
 COMMAND_SECONDS = 10  # squeue and scancel: Slurm's default MessageTimeout; longer is a controller that does not answer
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
          "TIMEOUT"}  # Slurm's final job states (a requeued job is PENDING again)
+
+REQUEUE_MARK = "requeued"  # a file in a job's folder: the job's own Slurm signal requeued it
 
 log = logging.getLogger(__name__)  # peftlab's own warnings: one "peftlab: warning:" line on stderr
 slurm_log = logging.getLogger("slurm")  # what Slurm's commands print: the library log
@@ -111,6 +114,7 @@ def job_end(job, queue: SlurmQueue | None) -> tuple[bool, str | None]:
     if has_result(job):  # its state when squeue last saw it ended (else a stale RUNNING: left out)
         state = queue.states.get(job.job_id)
         return True, failure(job, state if state in ENDED else None)
+    queue.note_requeue(job.job_id, job.paths.folder / REQUEUE_MARK)
     lost = queue.lost(job.job_id)
     return (True, f"{lost}; log {job.paths.stderr}") if lost is not None else (False, None)
 
@@ -142,6 +146,9 @@ class SlurmQueue:
 
     A job that left the queue, or sits in a final state, without its result file for
     ``lost_after`` seconds (``--slurm-lost-after``) is lost (killed, out of memory, its node lost): its run stays pending.
+    A job that marked itself requeued (Slurm's preemption or pre-timeout signal) gets
+    ``REQUEUE_SECONDS`` from when the driver saw the mark: between its two lives Slurm may show it
+    FAILED for a while on a busy controller.
     When squeue has not answered for ``UNREACHABLE_SECONDS`` every job still out is given up
     as lost too (they may still run: a later study call's jobs wait for theirs to end).
     """
@@ -150,6 +157,7 @@ class SlurmQueue:
         self.lost_after = lost_after
         self.states: dict[str, str] = {}
         self.gone_since: dict[str, float] = {}
+        self.requeues: dict[str, tuple[float, float]] = {}  # job id: (its mark's mtime, when the driver saw it)
         self.asked = float("-inf")
         self.answered = time.time()
         self.error: str | None = None
@@ -172,6 +180,16 @@ class SlurmQueue:
             else:  # queued, running, or requeued after a preemption
                 self.gone_since.pop(job_id, None)
 
+    def note_requeue(self, job_id: str, mark: Path) -> None:
+        """Remember when the driver first saw the job's requeue mark (each new one): the driver's own
+        clock, so a compute node's clock does not matter."""
+        try:
+            mtime = mark.stat().st_mtime
+        except OSError:
+            return
+        if self.requeues.get(job_id, (None, 0.0))[0] != mtime:
+            self.requeues[job_id] = (mtime, time.time())
+
     def lost(self, job_id: str) -> str | None:
         """Why the job counts as lost (one line naming it), None while it may still end with its result."""
         now = time.time()
@@ -180,6 +198,8 @@ class SlurmQueue:
                     f"({self.error}); it may still run")
         since = self.gone_since.get(job_id)
         if since is None or now - since < self.lost_after:
+            return None
+        if job_id in self.requeues and now - self.requeues[job_id][1] < REQUEUE_SECONDS:
             return None
         state = self.states.get(job_id)
         return f"job {job_id}, " + (state if state else "gone from Slurm's queue")

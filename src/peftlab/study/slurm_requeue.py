@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import submitit
 from submitit.helpers import Checkpointable
+
+from peftlab.study.slurm import REQUEUE_MARK
 
 
 class Requeueable(Checkpointable):
@@ -20,3 +23,10 @@ class Requeueable(Checkpointable):
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
+
+    def checkpoint(self, *args: Any) -> Any:
+        """Mark the job's folder before submitit requeues it: while Slurm moves the job back to its
+        queue it may show a final state (FAILED), and the driver must not count it lost then."""
+        mark = submitit.JobEnvironment().paths.folder / REQUEUE_MARK
+        mark.write_text(f"{submitit.JobEnvironment().job_id}\n")
+        return super().checkpoint(*args)
