@@ -128,3 +128,18 @@ def check_regex(field_name: str, pattern: str, form: str = WHOLE_NAME) -> None:
     if repeats > MAX_PATTERN_REPEATS:
         fail_field(field_name, pattern, f"a regular expression with at most {MAX_PATTERN_REPEATS} quantifiers "
                                         f"or alternatives of unequal length (*, +, ?, {{m,n}}, a|bc); it has {repeats}")
+
+
+def check_steps(value: int | float, field_name: str) -> None:
+    """A schedule field (AdaLoRA's tinit, the adaptive method's warmup) is steps or a fraction of the run."""
+    if isinstance(value, float):
+        check_field(0.0 <= value < 1.0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
+    else:
+        check_field(value >= 0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
+
+
+def resolve_steps(value: int | float, total: int, field_name: str) -> int:
+    """An integer is a number of optimizer steps; a number below 1 a fraction of the run's steps."""
+    if isinstance(value, float):
+        return int(round(value * total))
+    return int(value)

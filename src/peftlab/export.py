@@ -43,7 +43,7 @@ from peftlab.quant_load import build_base
 from peftlab.training.runtime import seed_everything
 from peftlab.tuners import apply_tuner
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.layer import replace_modules, split_qkv
+from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 
 

@@ -178,7 +178,7 @@ def test_a_revived_rank_starts_from_zero_update_and_fresh_moments(monkeypatch):
 def test_resized_adapter_loads_into_plain_peft_lora():
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-    from peftlab.tuners.lora.layer import replace_modules, split_qkv
+    from peftlab.tuners.modules import replace_modules, split_qkv
 
     tuner = make("adaptive", total_steps=10, r=4, max_rank=8, importance="fisher", warmup=2, interval=2,
                  final_step=6, lora_alpha=8.0)

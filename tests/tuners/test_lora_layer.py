@@ -7,7 +7,7 @@ from testkit import TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.tuners import apply_tuner
-from peftlab.tuners.lora.layer import SplitQKV, plain_lora
+from peftlab.tuners.modules import SplitQKV, plain_lora
 
 
 def split_qkv_of(targets=("q", "v"), **options) -> SplitQKV:

@@ -5,7 +5,7 @@
     peft_model = inject(model, plan, ctx, config)   # split qkv -> quantize base -> get_peft_model
 
 A tuner builds only its PEFT config (from its own options and the plan) and its ``Tuner``
-subclass; the plan, the split of timm's fused ``qkv`` (layer.py), the quantized base
+subclass; the plan, the split of timm's fused ``qkv`` (modules.py), the quantized base
 (``peftlab.quant``, when ``ctx.quant`` asks for it) and ``get_peft_model`` are the same for all.
 The config is built before the model is changed, so a config error leaves the model as it was.
 
@@ -34,8 +34,9 @@ from peftlab.backbones import HFLogits, head_prefix
 from peftlab.errors import ConfigError
 from peftlab.quant import quantize_base, restore_layout
 from peftlab.tuners.base import Tuner, TunerContext
-from peftlab.tuners.lora.config import LoraMethodConfig, ModulesConfig, check_patterns, match_targets, target_patterns
-from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns
+from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel

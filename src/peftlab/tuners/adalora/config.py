@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig, check_steps
+from peftlab.config_checks import check_field, check_steps
+from peftlab.tuners.targets import TargetsConfig
 
 
 @dataclass(frozen=True)

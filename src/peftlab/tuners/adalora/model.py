@@ -22,10 +22,10 @@ import warnings
 import torch
 from torch import nn
 
+from peftlab.config_checks import resolve_steps
 from peftlab.errors import ConfigError
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.config import resolve_steps
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
 

@@ -19,7 +19,7 @@ from torch import nn
 from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.timm_vit import check_timm_vit
 
 # where each method puts its adapters in a timm Block, whether in parallel, and its nonlinearity

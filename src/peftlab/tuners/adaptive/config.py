@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig, check_steps
+from peftlab.config_checks import check_field, check_steps
+from peftlab.tuners.targets import TargetsConfig
 
 IMPORTANCES = ("magnitude", "grad_norm", "fisher", "sensitivity")
 ALLOCATIONS = ("proportional", "threshold", "top_k")

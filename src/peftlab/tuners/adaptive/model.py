@@ -33,11 +33,11 @@ import zlib
 import torch
 from torch import nn
 
+from peftlab.config_checks import resolve_steps
 from peftlab.errors import ConfigError
 from peftlab.tuners import ranks as allocate
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.config import resolve_steps
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
 

@@ -24,11 +24,10 @@ from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext, head_prefix, is_head_param
-from peftlab.tuners.bitfit.model import SelectiveTuner, is_bias, selected_names, train_only
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
-from peftlab.tuners.ln.model import is_layernorm_affine
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.modules import replace_modules
+from peftlab.tuners.selective import SelectiveTuner, is_bias, is_layernorm_affine, selected_names, train_only
 from peftlab.tuners.timm_vit import check_timm_vit
 
 BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in

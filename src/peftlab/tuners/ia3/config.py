@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field, check_regex
-from peftlab.tuners.lora.config import TIMM_PRESETS, ModulesConfig
+from peftlab.tuners.targets import TIMM_PRESETS, ModulesConfig
 
 # the paper's places: k and v of the split qkv, and fc2 (rescaled on its input, see feedforward_modules)
 IA3_STANDARD = [r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]

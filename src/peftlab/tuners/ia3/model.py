@@ -16,7 +16,7 @@ from torch import nn
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ia3.config import IA3MethodConfig
-from peftlab.tuners.lora.layer import SplitQKV
+from peftlab.tuners.modules import SplitQKV
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
 
 

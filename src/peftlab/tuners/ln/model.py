@@ -5,16 +5,12 @@ from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext, head_prefix
-from peftlab.tuners.bitfit.model import SelectiveTuner, selected_names, train_only
 from peftlab.tuners.ln.config import LayerNormConfig
+from peftlab.tuners.selective import SelectiveTuner, is_layernorm_affine, selected_names, train_only
 
 
 class LayerNormTuner(SelectiveTuner):
     name = "ln"
-
-
-def is_layernorm_affine(module_name: str, module: nn.Module, param_name: str) -> bool:
-    return isinstance(module, nn.LayerNorm) and param_name in ("weight", "bias")
 
 
 def check_ln(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from peftlab.config_checks import check_field
 from peftlab.tuners.loha.config import check_rank_options
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig
+from peftlab.tuners.targets import TargetsConfig
 
 FORMATS = ("int2", "int3", "int4", "int8", "nf4", "fp4")
 SCHEDULES = ("constant", "linear", "cosine")

@@ -1,6 +1,6 @@
 """QA-LoRA on timm and HF vision transformers, peftlab's own (no GPTQ, no CUDA needed).
 
-Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (lora/layer.py),
+Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (tuners/modules.py),
 (2) replace every Linear that ``quant.skip`` does not name (all block Linears; not the head,
 not the patch embedding) by a ``GroupQuantLinear`` in ``method.format`` with groups of
 ``method.group_size`` input columns, recording each layer's quantization error, (3) wrap the
@@ -28,7 +28,7 @@ from torch import nn
 from peftlab.errors import ConfigError
 from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.tuners.qalora.config import QALoraConfig
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear, dequantized_linear

@@ -15,7 +15,7 @@ from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
 from peftlab.tuners.timm_vit import check_timm_vit

@@ -1,4 +1,7 @@
-"""timm's fused ``qkv`` Linear split into three Linears, so that q, k and v can be adapted apart.
+"""Submodules replaced in place, and timm's fused ``qkv`` split into three Linears so q, k and v adapt apart.
+
+``replace_modules(model, names, build)`` is how every method swaps a layer for its own (SSF's and
+DiffFit's wrappers, the adapters, QA-LoRA's layers, the qkv split and fuse, export's dequantized Linears).
 
 timm computes ``qkv = x @ W.T + b`` with ``W`` of shape (3d, d): rows [0:d] are q, [d:2d] k,
 [2d:3d] v. ``SplitQKV`` holds the same rows as ``q``, ``k`` and ``v`` Linears (d -> d), so
