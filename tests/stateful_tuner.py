@@ -11,7 +11,7 @@ import torch
 
 from peftlab.tuners import TunerSpec
 from peftlab.tuners.lora.config import LoraMethodConfig
-from peftlab.tuners.lora.model import LoraTuner, apply_lora, check_lora
+from peftlab.tuners.lora.model import LoraTuner, apply as apply_lora, check as check_lora
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,13 @@ def lora_part(cfg: StatefulConfig) -> LoraMethodConfig:
     return LoraMethodConfig(**{f.name: getattr(cfg, f.name) for f in fields(LoraMethodConfig) if f.name != "name"})
 
 
-def check_stateful(model, cfg, ctx):
+def check(model, cfg, ctx):
     check_lora(model, lora_part(cfg), ctx)
 
 
-def apply_stateful(model, cfg, ctx):
+def apply(model, cfg, ctx):
     tuner = apply_lora(model, lora_part(cfg), ctx)
     return StatefulTuner(tuner.model, tuner.head)
 
 
-SPEC = TunerSpec(StatefulConfig, "stateful_tuner:check_stateful", "stateful_tuner:apply_stateful")
+SPEC = TunerSpec(StatefulConfig, "stateful_tuner")

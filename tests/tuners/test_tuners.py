@@ -241,3 +241,23 @@ def test_the_peft_injection_path_builds_the_config_before_it_changes_the_model(m
     with pytest.raises(ConfigError, match=error):
         TUNERS[method].load("apply")(model, cfg.method, TunerContext.for_checks(cfg))
     assert [name for name, _ in model.named_modules()] == before  # no qkv split, no adapter
+
+
+@pytest.mark.parametrize("method", sorted(TUNERS))
+def test_each_method_module_defines_its_hooks_by_name(method):
+    import inspect
+
+    spec = TUNERS[method]
+    assert list(inspect.signature(spec.check).parameters) == ["model", "cfg", "ctx"]
+    assert list(inspect.signature(spec.apply).parameters) == ["model", "cfg", "ctx"]
+    assert spec.ranks is None or list(inspect.signature(spec.ranks).parameters) == ["model", "cfg"]
+
+
+def test_a_module_without_a_required_hook_is_named():
+    from peftlab.tuners import TunerSpec
+    from peftlab.tuners.full.config import FullConfig
+
+    spec = TunerSpec(FullConfig, "peftlab.tuners.timm_vit")
+    assert spec.ranks is None  # optional
+    with pytest.raises(AttributeError, match=r"^peftlab.tuners.timm_vit has no function 'apply'"):
+        spec.apply

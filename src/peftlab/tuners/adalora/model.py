@@ -175,17 +175,17 @@ class AdaLoraTuner(LoraTuner):
         return {**counts, "trainable": counts["trainable"] - pruned}
 
 
-def check_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
     if ctx.total_steps is not None:
         schedule(cfg, ctx.total_steps)
 
 
-def adalora_ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
     return {t: cfg.init_r for t in plan_targets(model, cfg)[1]}
 
 
-def apply_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
+def apply(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
     from peft import AdaLoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

@@ -38,11 +38,11 @@ class AdapterTuner(Tuner):
         return None  # a nonlinearity inside each adapter: nothing folds into the base weights
 
 
-def check_adapter(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, cfg.name)
 
 
-def apply_adapter(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTuner:
+def apply(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTuner:
     head = head_prefix(model)
     places, parallel, act = PLACEMENTS[cfg.name]
     scale = cfg.scale if isinstance(cfg, AdaptFormerConfig) else 1.0

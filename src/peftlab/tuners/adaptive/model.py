@@ -264,18 +264,18 @@ class AdaptiveTuner(LoraTuner):
         return a.shape[1], b.shape[0]
 
 
-def check_adaptive(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> None:
     _, targets = plan_targets(model, cfg)
     check_budget(cfg, len(targets))
     if ctx.total_steps is not None:
         Schedule(cfg, ctx.total_steps)
 
 
-def adaptive_ranks(model: nn.Module, cfg: AdaptiveConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: AdaptiveConfig) -> dict[str, int]:
     return {t: cfg.built_rank for t in plan_targets(model, cfg)[1]}
 
 
-def apply_adaptive(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> AdaptiveTuner:
+def apply(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> AdaptiveTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

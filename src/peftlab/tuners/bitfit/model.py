@@ -16,12 +16,12 @@ class BitFitTuner(SelectiveTuner):
     name = "bitfit"
 
 
-def check_bitfit(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> None:
     if not selected_names(model, is_bias):
         raise ConfigError(f"method.name='bitfit' needs a model with bias terms; {type(model).__name__} has none "
                           "outside the head")
 
 
-def apply_bitfit(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> BitFitTuner:
+def apply(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> BitFitTuner:
     train_only(model, selected_names(model, is_bias))
     return BitFitTuner(model, head_prefix(model))

@@ -55,7 +55,7 @@ def butterfly_available() -> bool:
     return bool(get_fbd_cuda())
 
 
-def check_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> None:
     """What PEFT refuses with a ValueError naming its own fields (a block size that does not divide
     in_features, PEFT's butterfly rule), in peftlab's words; and a butterfly PEFT would silently drop."""
     factors = cfg.boft_n_butterfly_factor
@@ -78,7 +78,7 @@ def check_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> No
                               f"adapted module ({name}), PEFT's butterfly rule")
 
 
-def apply_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BOFTTuner:
+def apply(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BOFTTuner:
     from peft import BOFTConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

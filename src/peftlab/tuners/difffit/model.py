@@ -54,7 +54,7 @@ def is_difffit_trained(module_name: str, module: nn.Module, param_name: str) -> 
             or is_layernorm_affine(module_name, module, param_name))
 
 
-def check_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "difffit")
     for i, block in enumerate(model.blocks):
         for branch, output in BRANCHES.items():
@@ -63,7 +63,7 @@ def check_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> No
                                   f"not an nn.Linear in {type(getattr(block, branch)).__name__}")
 
 
-def apply_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:
+def apply(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:
     for branch, output in BRANCHES.items():
         replace_modules(model, [f"blocks.{i}.{branch}" for i in range(len(model.blocks))],
                         lambda module, output=output: DiffFitLayer(module, output))

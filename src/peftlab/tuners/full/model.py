@@ -10,10 +10,10 @@ class FullTuner(Tuner):
     name = "full"
 
 
-def check_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> None:
     return None  # a quantized base is refused by the config itself (FullConfig.quantizable)
 
 
-def apply_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> FullTuner:
+def apply(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> FullTuner:
     model.requires_grad_(True)
     return FullTuner(model, head_prefix(model))

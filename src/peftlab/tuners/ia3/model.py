@@ -65,11 +65,11 @@ def feedforward_targets(cfg: IA3MethodConfig, targets: list[str]) -> list[str]:
     return found
 
 
-def check_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
     feedforward_targets(cfg, plan_targets(model, cfg)[1])
 
 
-def apply_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
+def apply(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
     from peft import IA3Config  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

@@ -13,12 +13,12 @@ class LayerNormTuner(SelectiveTuner):
     name = "ln"
 
 
-def check_ln(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:
     if not selected_names(model, is_layernorm_affine):
         raise ConfigError(f"method.name='ln' needs a model with affine LayerNorms; {type(model).__name__} has none "
                           "outside the head")
 
 
-def apply_ln(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> LayerNormTuner:
+def apply(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> LayerNormTuner:
     train_only(model, selected_names(model, is_layernorm_affine))
     return LayerNormTuner(model, head_prefix(model))

@@ -17,15 +17,15 @@ class LoHaTuner(PeftTuner):
     name = "loha"
 
 
-def check_loha(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def loha_ranks(model: nn.Module, cfg: LoHaMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: LoHaMethodConfig) -> dict[str, int]:
     return {t: cfg.r for t in plan_targets(model, cfg)[1]}
 
 
-def apply_loha(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTuner:
+def apply(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTuner:
     from peft import LoHaConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

@@ -20,11 +20,11 @@ class LoKrTuner(PeftTuner):
     name = "lokr"
 
 
-def check_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def apply_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> LoKrTuner:
+def apply(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> LoKrTuner:
     from peft import LoKrConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

@@ -193,17 +193,17 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     return model
 
 
-def check_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
     _, targets = plan_targets(model, cfg)
     module_ranks(cfg, targets)  # a budget the bounds cannot hold, a missing importance file
 
 
-def lora_ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
     return module_ranks(cfg, plan_targets(model, cfg)[1])
 
 
-def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
+def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

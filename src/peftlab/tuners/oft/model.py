@@ -20,7 +20,7 @@ class OFTTuner(PeftTuner):
     name = "oft"
 
 
-def check_oft(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> None:
     """PEFT quietly changes a block size that does not divide in_features; peftlab refuses it."""
     _, targets = plan_targets(model, cfg)
     for name in targets:
@@ -39,7 +39,7 @@ def in_features_of(model: nn.Module, name: str) -> int:
         return model.get_submodule(name.rpartition(".")[0]).in_features
 
 
-def apply_oft(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner:
+def apply(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner:
     from peft import OFTConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

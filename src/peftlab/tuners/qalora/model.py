@@ -169,13 +169,13 @@ def total_schedule_steps(cfg: QALoraConfig, total_steps: int | None) -> int | No
     return steps
 
 
-def check_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> None:
     plan(model, cfg, ctx.quant)
     if cfg.schedule_steps is not None and ctx.total_steps is not None:
         total_schedule_steps(cfg, ctx.total_steps)
 
 
-def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner:
+def apply(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner:
     head = head_prefix(model)
     to_split, targets, quantized = plan(model, cfg, ctx.quant)
     steps = total_schedule_steps(cfg, ctx.total_steps)

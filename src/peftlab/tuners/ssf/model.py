@@ -41,7 +41,7 @@ def ssf_targets(model: nn.Module) -> list[str]:
             and not name.startswith(head)]
 
 
-def check_ssf(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "ssf")
     for name in ssf_targets(model):
         module = model.get_submodule(name)
@@ -50,7 +50,7 @@ def check_ssf(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
                               "(a model with qkv_bias=False or a LayerNorm without affine parameters)")
 
 
-def apply_ssf(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:
+def apply(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:
     head = head_prefix(model)
     targets = ssf_targets(model)
     model.requires_grad_(False)

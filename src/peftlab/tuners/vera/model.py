@@ -18,11 +18,11 @@ class VeraTuner(PeftTuner):
     name = "vera"
 
 
-def check_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def apply_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> VeraTuner:
+def apply(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> VeraTuner:
     from peft import VeraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

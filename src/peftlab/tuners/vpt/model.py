@@ -41,11 +41,11 @@ def prompt_bound(model: nn.Module) -> float:
     return math.sqrt(6.0 / (fan_in + model.embed_dim))
 
 
-def check_vpt(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "vpt")
 
 
-def apply_vpt(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
+def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
     head = head_prefix(model)
     model.requires_grad_(False)
     bound, depth, weight = prompt_bound(model), len(model.blocks), model.patch_embed.proj.weight
