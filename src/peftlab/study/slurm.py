@@ -86,7 +86,7 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
     if on_slurm:  # a preempted or timed-out job is requeued, and resumes its run
         from peftlab.study.slurm_requeue import Requeueable
 
-        fn = Requeueable(fn)
+        fn = Requeueable(fn, REQUEUE_MARK)
     pending = {}
     queue = SlurmQueue(options.slurm_lost_after) if on_slurm else None
     try:

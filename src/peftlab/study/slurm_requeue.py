@@ -10,16 +10,15 @@ from typing import Any, Callable
 import submitit
 from submitit.helpers import Checkpointable
 
-from peftlab.study.slurm import REQUEUE_MARK
-
 
 class Requeueable(Checkpointable):
     """``fn`` made checkpointable for submitit, so that Slurm's pre-timeout or preemption signal
     (USR2, which submitit asks sbatch for) requeues the job with the same call instead of ending
     it. The call carries no state: the requeued job resumes the run from the run's own checkpoint."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, mark: str) -> None:
         self.fn = fn
+        self.mark = mark  # the file it writes in its job's folder when it is requeued
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
@@ -27,6 +26,6 @@ class Requeueable(Checkpointable):
     def checkpoint(self, *args: Any) -> Any:
         """Mark the job's folder before submitit requeues it: while Slurm moves the job back to its
         queue it may show a final state (FAILED), and the driver must not count it lost then."""
-        mark = submitit.JobEnvironment().paths.folder / REQUEUE_MARK
+        mark = submitit.JobEnvironment().paths.folder / self.mark
         mark.write_text(f"{submitit.JobEnvironment().job_id}\n")
         return super().checkpoint(*args)
