@@ -115,7 +115,7 @@ SECTIONS = (("", RunConfig, ("name", "seed", "protocol", "track")), ("model", Mo
             ("quant", QuantConfig, None), ("train", TrainConfig, None))
 
 
-def _comments(cls: type) -> dict[str, str]:
+def field_comments(cls: type) -> dict[str, str]:
     """field -> its comment in ``cls``'s own source: on its line, else the comment lines above it."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
@@ -147,7 +147,7 @@ def describe(cls: type, name: str) -> str:
     for klass in cls.__mro__:
         if name in klass.__dict__.get("__annotations__", {}):
             key = f"{klass.__name__}.{name}"
-            meaning = DESCRIPTIONS.get(key) or _comments(klass).get(name)
+            meaning = DESCRIPTIONS.get(key) or field_comments(klass).get(name)
             if meaning:
                 return re.sub(r"\bNone\b", "null", meaning.replace("``", "`"))
             raise LookupError(f"config field {name!r} of {klass.__name__} has no meaning: give it a comment in its "
@@ -208,12 +208,12 @@ def reference() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def replace_section(text: str, section: str) -> str:
-    """``text`` with what lies between BEGIN and END replaced by ``section``."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the markers {BEGIN!r} and {END!r} are missing")
-    return text[:start + len(BEGIN)] + "\n" + section + text[end:]
+def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with what lies between the markers ``begin`` and ``end`` replaced by ``section``."""
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the markers {begin!r} and {end!r} are missing")
+    return text[:start + len(begin)] + "\n" + section + text[stop:]
 
 
 def main(argv: list[str] | None = None) -> int:

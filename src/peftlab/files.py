@@ -136,14 +136,6 @@ def read_regular_file(path: str | Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def run_status(run_dir: str | Path) -> str:
-    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
-    result = read_json(Path(run_dir) / "result.json")
-    if result is not None:
-        return result.get("status", "failed")
-    return "partial" if (Path(run_dir) / "checkpoint").exists() else "pending"
-
-
 # What peftlab reads and writes in a run directory, by kind: an entry of one of these names that is
 # of another kind (a FIFO would block a reader, a directory fails the atomic rename late in a run)
 # is refused before the run starts.

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab import run_result
 from peftlab.config import PATH_FIELDS, flatten, hashed_path
 from peftlab.errors import DataError
-from peftlab.files import read_json, run_status
+from peftlab.files import read_json
+from peftlab.run_result import RunResult, run_status
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
@@ -31,10 +33,10 @@ def read_spec(run_dir: Path) -> dict:
     return spec
 
 
-def read_result(run_dir: Path) -> dict:
-    """A run's result.json; {} when it is missing or corrupt (the run then shows as pending or partial)."""
-    result = read_json(run_dir / "result.json") or {}
-    return {k: v for k, v in result.items() if k not in SECTIONS or isinstance(v, dict)}
+def read_result(run_dir: Path) -> RunResult:
+    """A run's result.json (peftlab.run_result); {} when it is missing or corrupt (the run then shows as
+    pending or partial). A section that is no JSON object reads as absent."""
+    return run_result.read_result(run_dir) or RunResult()
 
 
 def _flatten(data: dict, prefix: str) -> dict:
@@ -121,7 +123,7 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
 def environment(study_dir: str | Path) -> dict:
     """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
     for run_dir in run_dirs(Path(study_dir)):
-        result = read_json(run_dir / "result.json") or {}
+        result = read_result(run_dir)
         if result.get("status") == "completed":
             return result.get("provenance") or {}
     return {}

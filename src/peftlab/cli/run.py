@@ -74,11 +74,11 @@ def add_summary(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.files import read_json
+    from peftlab.run_result import read_result
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
-        result = read_json(run_dir / "result.json")
+        result = read_result(run_dir)
         if result is None:
             print(f"{run_dir}: no readable result.json")
             status = 1

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from peftlab.config import RunConfig, to_dict
-from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
 from peftlab.study.spec import RunSpec, Study
@@ -97,7 +97,7 @@ def estimate_remaining(study_dir: Path, specs: list[RunSpec],
     for spec in specs:
         if statuses[spec.run_id] != "completed":
             continue
-        result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
+        result = read_result(run_dir_of(study_dir, spec)) or {}
         wall = (result.get("timing") or {}).get("wall_seconds")
         if result.get("status") == "completed" and wall:
             walls.append(wall)

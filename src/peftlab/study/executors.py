@@ -24,7 +24,7 @@ from typing import Callable
 
 from peftlab.config import to_dict
 from peftlab.errors import UserError
-from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.study import ray_tasks, slurm
 from peftlab.study.spec import RunSpec
 
@@ -115,7 +115,7 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
     with contextlib.closing(SUBMIT[options.name](run_job, arglists, options)) as finished:  # closed: cancels the rest
         for index, why in finished:
             spec, run_dir = jobs[index]
-            result = read_json(run_dir / "result.json")
+            result = read_result(run_dir)
             if result is None:
                 result = {"status": "pending", "error": f"its {options.name} job was lost: it ended without a result"
                           + (f" ({why})" if why else "")}

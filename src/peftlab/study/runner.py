@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 from peftlab import locks
 from peftlab.config import load_config, to_dict
 from peftlab.errors import STORAGE_ERRORS, UserError
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.files import read_json, write_json_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
+from peftlab.run_result import failure, read_result, run_status, write_result
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
 from peftlab.study.preflight import check_study, validate_study  # noqa: F401 - validate_study: callers import it here
 from peftlab.study.search import tune_study
@@ -170,7 +171,7 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
                 spec, run_dir, proc, position = running.pop(sentinel)
                 proc.join()
                 free_positions.append(position)
-                result = read_json(run_dir / "result.json")
+                result = read_result(run_dir)
                 if result is None and sentinel in stopping:
                     on_done(spec, {"status": "stopped"})
                     continue
@@ -185,10 +186,10 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
                     on_done(spec, {"status": "pending", "error": why})
                     continue
                 if result is None:
-                    result = {"status": "failed", "config": to_dict(spec.config),
-                              "error": f"worker process ended without a result (exit code {proc.exitcode})"}
+                    result = failure("failed", f"worker process ended without a result (exit code {proc.exitcode})",
+                                     to_dict(spec.config))
                     try:
-                        write_json_atomic(run_dir / "result.json", result)
+                        write_result(run_dir, result)
                     except OSError as err:  # a full disk, where the worker died too: nothing recorded, pending
                         if err.errno not in STORAGE_ERRORS:
                             raise
@@ -311,7 +312,7 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
             status = run_status(run_dir)
         if status in FINISHED:
             summary.skipped += 1
-            record(summary, spec, read_json(run_dir / "result.json") or {})
+            record(summary, spec, read_result(run_dir) or {})
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "spec.json", record_spec)
@@ -356,7 +357,7 @@ def forget_result(run_dir: Path) -> None:
     Its checkpoint stays, so the retry resumes from it (the same run resumed equals the run
     trained at once), unless the failure was that checkpoint itself (``checkpoint_unusable``).
     """
-    result = read_json(run_dir / "result.json") or {}
+    result = read_result(run_dir) or {}
     if result.get("checkpoint_unusable"):
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     for name in ("result.json", "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors"):

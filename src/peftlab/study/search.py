@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftlab.errors import UserError
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.files import read_json, write_json_atomic
+from peftlab.run_result import read_result, run_status
 from peftlab.study.edge import added_points, best_trial, edge_summary, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
@@ -295,7 +296,7 @@ def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     run_ids = trial.user_attrs.get("run_ids")
     if not isinstance(run_ids, list) or len(run_ids) != len(search.seeds):
         return f"has run ids {run_ids!r}, expected one per tuning seed"
-    scores = [trial_value(read_json(directory / "runs" / str(r) / "result.json") or {}, search.metric) for r in run_ids]
+    scores = [trial_value(read_result(directory / "runs" / str(r)) or {}, search.metric) for r in run_ids]
     if state == "COMPLETE" and (None in scores or statistics.fmean(scores) != trial.value):
         return f"has value {trial.value!r}, which is not its runs' {search.metric}"
     if state == "FAIL" and None not in scores:
@@ -322,7 +323,7 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "spec.json", spec.record())
             if run_status(run_dir) in FINISHED:  # trained before a kill: its result is read, not trained again
-                results[spec.run_id] = read_json(run_dir / "result.json") or {}
+                results[spec.run_id] = read_result(run_dir) or {}
             else:
                 jobs.append((spec, run_dir))
     trial_of_run = {s.run_id: trial for trial, specs in runs_of.values() for s in specs}
@@ -408,7 +409,7 @@ def trial_record(trial, directory: Path | None = None) -> dict:
               "run_ids": trial.user_attrs.get("run_ids", []),
               "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())}}
     if directory is not None and record["state"] in ("COMPLETE", "FAIL"):
-        why = next(filter(None, (divergence(read_json(directory / "runs" / str(r) / "result.json") or {})
+        why = next(filter(None, (divergence(read_result(directory / "runs" / str(r)) or {})
                                  for r in record["run_ids"])), None)
         if why is not None:
             record["diverged"] = why

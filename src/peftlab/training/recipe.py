@@ -36,6 +36,7 @@ from peftlab.params import check_model_size
 from peftlab.quant_load import build_base
 from peftlab.progress import TextProgress
 from peftlab.protocol import protocol_card
+from peftlab.run_result import Memory, Metrics, RunResult, Timing
 from peftlab.training import checkpoint, distributed, preflight
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
@@ -102,8 +103,8 @@ class Built:
 
 
 def run(cfg: RunConfig, run_dir: Path, state: RunState, *, progress: bool = True, row: int = 0,
-        ranks: distributed.Group = distributed.SINGLE) -> dict:
-    """One attempt at training ``cfg`` in ``run_dir``; the result dict."""
+        ranks: distributed.Group = distributed.SINGLE) -> RunResult:
+    """One attempt at training ``cfg`` in ``run_dir``; its record."""
     setting = start(cfg, run_dir, state, ranks, progress, row)
     data = load_data(setting)
     built = build(setting, data, state)
@@ -337,7 +338,7 @@ def save(s: Setting, built: Built, opt: Optimization, pos: Position) -> None:
 
 
 def finish(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors,
-           last_val: dict | None, state: RunState) -> dict:
+           last_val: dict | None, state: RunState) -> RunResult:
     """The final weights: checked finite, tested (unmerged and merged), the merge checked, the
     adapter files written; the result."""
     tc, tuner, test_split = s.tc, built.tuner, data.splits.test
@@ -388,42 +389,40 @@ def write_adapter(tuner, run_dir: Path) -> None:
 
 
 def result_record(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors,
-                  state: RunState, evaluations: dict, rss_train: int) -> dict:
-    """result.json of a completed run."""
+                  state: RunState, evaluations: dict, rss_train: int) -> RunResult:
+    """result.json of a completed run (its keys: peftlab.run_result)."""
     tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
     final = tuner.parameter_counts()
-    return {
-        "status": "completed", "error": None, "step": pos.step, "config": to_dict(s.cfg),
-        "metrics": {"test_top1": test["top1"], "test_top5": test["top5"], "val_top1": val["top1"],
-                    "best_val_top1": None if val["top1"] is None else max(pos.best_val, val["top1"]),
-                    "test_loss": test["loss"],
-                    "merged_test_top1": merged_test["top1"] if merged_test else None},
-        "params": {**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
-        "ranks": tuner.ranks(),
-        "memory": {"peak_rss_bytes": metrics.peak_rss_bytes(),
-                   "peak_rss_above_baseline_bytes": max(rss_train, built.rss_build),
-                   "peak_rss_model_build_bytes": built.rss_build, "peak_rss_training_bytes": rss_train,
-                   "rss_baseline_bytes": built.rss.baseline,
-                   "cuda_max_allocated_bytes": metrics.cuda_max_allocated_bytes(s.device),
-                   "weights_bytes": metrics.weights_bytes(built.model),
-                   **tuner.base_weight_bytes(),
-                   "trainable_state_bytes": metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
-                   "estimate": built.memory_estimate},  # peftlab.training.preflight, before the first step
-        "timing": {"train_seconds": pos.train_seconds,
-                   "train_images_per_second": pos.images_seen / pos.train_seconds if pos.train_seconds else None,
-                   "eval_images_per_second": test["images_per_second"],
-                   "val_seconds": pos.val_seconds,
-                   "wall_seconds": time.perf_counter() - state.started},
-        "warnings": merge_warnings(evaluations["merge"]) + slow_validation(pos.val_seconds, pos.train_seconds,
-                                                                           len(data.splits.val)),
-        "auto_batch": state.auto_batch,
-        "merge": evaluations["merge"],
-        "quantization": tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
-        "protocol": protocol_card(s.cfg, data.splits.info.split_sources, data.spec.img_size, data.spec.mean,
-                                  data.spec.std, {**final, "head": head_count(tuner)}),
-        "provenance": state.provenance,
+    return RunResult(
+        status="completed", error=None, step=pos.step, config=to_dict(s.cfg),
+        metrics=Metrics(test_top1=test["top1"], test_top5=test["top5"], val_top1=val["top1"],
+                        best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
+                        test_loss=test["loss"], merged_test_top1=merged_test["top1"] if merged_test else None),
+        params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
+        ranks=tuner.ranks(),
+        memory=Memory(peak_rss_bytes=metrics.peak_rss_bytes(),
+                      peak_rss_above_baseline_bytes=max(rss_train, built.rss_build),
+                      peak_rss_model_build_bytes=built.rss_build, peak_rss_training_bytes=rss_train,
+                      rss_baseline_bytes=built.rss.baseline,
+                      cuda_max_allocated_bytes=metrics.cuda_max_allocated_bytes(s.device),
+                      weights_bytes=metrics.weights_bytes(built.model),
+                      **tuner.base_weight_bytes(),
+                      trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
+                      estimate=built.memory_estimate),  # peftlab.training.preflight, before the first step
+        timing=Timing(train_seconds=pos.train_seconds,
+                      train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
+                      eval_images_per_second=test["images_per_second"], val_seconds=pos.val_seconds,
+                      wall_seconds=time.perf_counter() - state.started),
+        warnings=merge_warnings(evaluations["merge"]) + slow_validation(pos.val_seconds, pos.train_seconds,
+                                                                        len(data.splits.val)),
+        auto_batch=state.auto_batch,
+        merge=evaluations["merge"],
+        quantization=tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
+        protocol=protocol_card(s.cfg, data.splits.info.split_sources, data.spec.img_size, data.spec.mean,
+                               data.spec.std, {**final, "head": head_count(tuner)}),
+        provenance=state.provenance,
         **summarize(monitor, s.log.records(), train_seconds=pos.train_seconds),  # health, monitors, convergence, frozen_base
-    }
+    )
 
 
 def head_count(tuner) -> int:
