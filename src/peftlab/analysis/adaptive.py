@@ -30,6 +30,7 @@ from peftlab.analysis.load import run_dirs
 from peftlab.analysis.stats import compare_paired, completed_runs, holm
 from peftlab.analysis.tables import display_name
 from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.tuners.ranks import block_index, module_type
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
@@ -41,7 +42,7 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
     """The last allocation of every completed run that wrote importance.jsonl."""
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec, result = read_json(run_dir / "spec.json"), read_json(run_dir / "result.json")
+        spec, result = read_json(run_dir / "spec.json"), read_result(run_dir)
         path = run_dir / "importance.jsonl"
         if not spec or not result or result.get("status") != "completed" or not path.is_file():
             continue

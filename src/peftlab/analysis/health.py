@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from peftlab.analysis.figures import MARKERS, OKABE_ITO, figure_name, log_tick_labels, save_figure, study_palette
 from peftlab.analysis.load import read_spec, run_dirs
-from peftlab.files import read_json
+from peftlab.run_result import read_result
 
 HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "exploding", "vanishing",
                   "first_exploding", "first_vanishing", "flagged_groups", "converged", "gain_last_window",
@@ -37,7 +37,7 @@ HEALTH_COLUMNS = ["run_id", "variant", "method", "seed", "status", "verdict", "e
 def _runs(study_dir: Path):
     """(run_dir, spec, result) of every run with a result.json."""
     for run_dir in run_dirs(Path(study_dir)):
-        spec, result = read_spec(run_dir), read_json(run_dir / "result.json")
+        spec, result = read_spec(run_dir), read_result(run_dir)
         if result:
             yield run_dir, spec, result
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.tables import latex_escape
-from peftlab.files import read_json
 from peftlab.protocol import PRESET_DIFFERENCES
+from peftlab.run_result import read_result
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s]+/)*([^/\s]+/[^/\s]+)")
 ROWS = (  # (record key, what the card calls it)
@@ -43,7 +43,7 @@ def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
     """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
     notes: dict[str, None] = {}
     for run_id in run_ids:
-        result = read_json(study_dir / "runs" / run_id / "result.json") or {}
+        result = read_result(study_dir / "runs" / run_id) or {}
         for note in ((result.get("provenance") or {}).get("data") or {}).get("notes") or []:
             if isinstance(note, str) and note.startswith("lossy copy"):
                 notes[note] = None
