@@ -38,7 +38,7 @@ def top_level_imports(tree: ast.Module, lines: list[str]):
             pending += node.body + node.orelse + node.finalbody + [n for h in node.handlers for n in h.body]
 
 
-def all_but_torch_guards(tree: ast.Module, lines: list[str]):
+def all_but_torch_guards(tree: ast.Module, lines: list[str], exempt: str = "# torch stays out"):
     """Every import statement (inside functions too, not under ``if TYPE_CHECKING:``) except those whose
     line says they keep torch out."""
     pending = list(tree.body)
@@ -47,10 +47,24 @@ def all_but_torch_guards(tree: ast.Module, lines: list[str]):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if "# torch stays out" not in lines[node.lineno - 1]:
+            if not exempt or exempt not in lines[node.lineno - 1]:
                 yield node
             continue
         pending += list(ast.iter_child_nodes(node))
+
+
+def every_import(tree: ast.Module, lines: list[str]):
+    """Every import statement, inside functions too, not under ``if TYPE_CHECKING:``."""
+    return all_but_torch_guards(tree, lines, exempt="")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, pending = set(), [start]
+    while pending:
+        for nxt in graph[pending.pop()] - seen:
+            seen.add(nxt)
+            pending.append(nxt)
+    return seen
 
 
 def import_graph(imports=top_level_imports) -> dict[str, set[str]]:
@@ -125,6 +139,19 @@ def test_imports_inside_functions_close_no_circle_unless_they_keep_torch_out():
     assert circles(import_graph(all_but_torch_guards)) == []
 
 
+def test_no_import_circles_even_through_imports_inside_functions():
+    assert circles(import_graph(every_import)) == []
+
+
+def test_the_registry_of_methods_lies_below_the_config_and_the_tuners_code():
+    """peftlab.config reads a method's section through the registry (peftlab.tuners), which imports the
+    method configs and nothing that imports peftlab.config or the tuners' code."""
+    graph = import_graph(every_import)
+    assert "peftlab.tuners" in graph["peftlab.config"]
+    below = reachable(graph, "peftlab.tuners")
+    assert not below & {"peftlab.config", "peftlab.tuners.base", "peftlab.quant", "peftlab.backbones"}
+
+
 def test_reading_a_config_imports_no_torch():
     code = ("import sys; import peftlab.config as c; c.load_config('configs/downstream.yaml'); "
             "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))")
@@ -148,7 +175,7 @@ def test_checking_configs_against_the_model_imports_no_peft():
     """The checks of every method against a meta model (targets, patterns, ranks) need no peft, which
     brings transformers, seconds of imports: the tuners import it where they inject. (A study's dry-run
     also counts each method's size by injecting it on the meta device, peftlab.params: that imports it.)"""
-    code = ("import sys; from peftlab.tuners import TUNERS, check_config, planned_ranks; "
+    code = ("import sys; from peftlab.tuners import TUNERS; from peftlab.tuners.base import check_config, planned_ranks; "
             "from peftlab.study.spec import load_study; from peftlab.params import meta_model; "
             "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
             "if getattr(spec, which)]; "

@@ -8,7 +8,7 @@ from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import UserError
 from peftlab.training.preflight import check_fits, estimate, saved_activation_bytes
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def tuned(method: str, **options):

@@ -18,7 +18,7 @@ from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.quant import is_quantized_linear, weight_only_arithmetic
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 from peftlab.training.evaluate import MERGE_TOLERANCE
 
 bnb = pytest.importorskip("bitsandbytes")

@@ -17,7 +17,7 @@ from testkit import REPO, TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.quant_load import build_base, loads_quantized
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 pytest.importorskip("bitsandbytes")
 
@@ -131,7 +131,7 @@ from safetensors.torch import save_file
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.quant_load import build_base
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 TINY = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
 path, mode = sys.argv[1], sys.argv[2]

@@ -3,7 +3,7 @@
 Every section is a frozen dataclass that validates itself in ``__post_init__``; a bad value
 raises ``ConfigError`` with one line naming the field, the value and what is allowed.
 Checks that need the model (does a rank pattern match a module? does a group size divide
-the layer width?) live next to the code that builds the model: ``peftlab.tuners.check_config``.
+the layer width?) live next to the code that builds the model: ``peftlab.tuners.base.check_config``.
 
 This module is the public face of the configuration; its parts, each importing only those
 before it: ``config_checks`` (the shared field checks and bounds: a leaf that tuners,
@@ -29,8 +29,6 @@ from typing import Any, Literal
 
 import yaml
 
-# the registry, read at call time (tuners.TUNERS): a method config that imports from here loads in either order
-from peftlab import tuners
 # the parts of the config; the names other modules import from here are re-exported
 from peftlab.config_checks import (  # noqa: F401
     DATASET_CLASSES, DATASET_NAMES, MAX_FILE_BYTES, MAX_INT, NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME,
@@ -40,19 +38,20 @@ from peftlab.config_sections import DataConfig, MethodConfig, ModelConfig, Quant
 from peftlab.config_yaml import deep_merge, nest, parse_overrides, parse_yaml, read_text_file, read_yaml  # noqa: F401
 from peftlab.errors import ConfigError
 from peftlab.protocol import PRESETS, preset_values
+from peftlab.tuners import TUNERS
 from peftlab.tuners.ia3.config import IA3_STANDARD
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 def method_names() -> tuple[str, ...]:
-    return tuple(tuners.TUNERS)  # the one list of methods
+    return tuple(TUNERS)  # the one list of methods
 
 
 def method_config_class(name: Any) -> type[MethodConfig]:
-    if not isinstance(name, str) or name not in tuners.TUNERS:
-        fail_field("method.name", name, "one of " + ", ".join(tuners.TUNERS))
-    return tuners.TUNERS[name].config_cls
+    if not isinstance(name, str) or name not in TUNERS:
+        fail_field("method.name", name, "one of " + ", ".join(TUNERS))
+    return TUNERS[name].config_cls
 
 
 def default_method() -> MethodConfig:
@@ -236,7 +235,7 @@ def method_fields(name: str) -> list[str]:
 def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.") -> str:
     """One line for a key the chosen method does not have: whose it is, and what is allowed."""
     names = [f.name for f in dataclasses.fields(cls)]
-    owners = [n for n, spec in tuners.TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
+    owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
     allowed = f"method {cls.name!r} allows: {', '.join(names)}"
     if owners:
         return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {', '.join(owners)}); {allowed}"

@@ -41,8 +41,7 @@ from peftlab.params import check_model_size
 from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
 from peftlab.quant_load import build_base
 from peftlab.training.runtime import seed_everything
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 

@@ -12,8 +12,7 @@ from torch import nn
 from peftlab.backbones import build_backbone, check_weights_file
 from peftlab.config import DATASET_CLASSES, MethodConfig, QuantConfig, RunConfig, fail_field, to_dict
 from peftlab.errors import ConfigError
-from peftlab.tuners import apply_tuner, check_config, planned_ranks
-from peftlab.tuners.base import Tuner, TunerContext, is_head_param
+from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
 
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 

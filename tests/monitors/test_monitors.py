@@ -17,7 +17,7 @@ from peftlab.monitors.frozen import frozen_hash
 from peftlab.monitors.gradients import GradientFlow, group_name
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def make(method="lora", quant=None, **options):

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from testkit import needs_fashion_mnist, TINY_MODEL, train_with_hooks
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5
 

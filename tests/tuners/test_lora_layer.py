@@ -6,7 +6,7 @@ import torch
 from testkit import TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.modules import SplitQKV, plain_lora
 
 

@@ -11,8 +11,7 @@ from testkit import TINY_MODEL, train_with_hooks
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.export import PEFT_CONFIG, PEFT_WEIGHTS, write_peft_adapter
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5
 STEPS = 10

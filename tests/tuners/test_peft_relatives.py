@@ -14,7 +14,7 @@ from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.export import write_peft_adapter
 from peftlab.params import count_parameters
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 RELATIVES = ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"]
@@ -265,7 +265,7 @@ def test_without_its_cuda_extension_peft_builds_one_butterfly_factor_whatever_th
 ])
 def test_boft_checks_peft_butterfly_rule_where_the_extension_loads(monkeypatch, options, message):
     import peftlab.tuners.boft.model as boft
-    from peftlab.tuners import check_config
+    from peftlab.tuners.base import check_config
 
     monkeypatch.setattr(boft, "butterfly_available", lambda: True)
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "boft", **options}})

@@ -18,8 +18,7 @@ from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.training.evaluate import MERGE_TOLERANCE
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.qalora import quantizer
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear
 from peftlab.tuners.qalora.model import schedule_lambda

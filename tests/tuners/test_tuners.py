@@ -11,7 +11,8 @@ from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.params import count_parameters
-from peftlab.tuners import TUNERS, apply_tuner
+from peftlab.tuners import TUNERS
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 

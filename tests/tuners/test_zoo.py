@@ -12,7 +12,7 @@ from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.params import count_parameters
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 ZOO = ["bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"]

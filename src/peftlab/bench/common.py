@@ -13,8 +13,7 @@ from peftlab.config import RunConfig, load_config
 from peftlab.quant_load import build_base
 from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

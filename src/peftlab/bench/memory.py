@@ -17,7 +17,7 @@ from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.bench.common import Trainer, make_cfg, spread
 from peftlab.config import RunConfig, load_config
 from peftlab.training.evaluate import fetch
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:

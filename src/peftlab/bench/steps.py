@@ -16,8 +16,7 @@ from peftlab.bench.peak import peak_within_ceiling
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.training.runtime import resolve_precision
 from peftlab.training.step import compute_loss
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 QKV = [r"blocks\.\d+\.attn\.qkv"]  # timm's whole fused qkv, as a hand-written PEFT loop adapts it
 

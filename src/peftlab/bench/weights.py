@@ -13,8 +13,7 @@ from peftlab.backbones import build_backbone
 from peftlab.bench.common import spread
 from peftlab.config import RunConfig
 from peftlab.training.runtime import autocast
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 
 QUANT_MODES = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "nf4_double_quant": {"mode": "nf4", "double_quant": True},

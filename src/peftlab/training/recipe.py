@@ -44,8 +44,7 @@ from peftlab.training.runtime import (autocast, compile_model, default_threads, 
                                       seed_everything, select_device, set_tf32)
 from peftlab.training.step import (Diverged, NonFinite, Optimization, epoch_batches, micro_pieces, piece_weights,
                                    training_step, warmup_cosine)
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext, is_head_param
+from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
 
 
 @dataclass

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, PfeifferConfig
 from peftlab.tuners.adaptive.config import AdaptiveConfig
@@ -40,13 +38,6 @@ from peftlab.tuners.qalora.config import QALoraConfig
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.vera.config import VeraMethodConfig
 from peftlab.tuners.vpt.config import VPTConfig
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from peftlab.config import RunConfig
-    from peftlab.tuners.base import Tuner, TunerContext
-
 
 HOOKS = {"check": True, "apply": True, "ranks": False}  # a method module's functions: name -> required
 
@@ -103,33 +94,3 @@ TUNERS = {
     "boft": TunerSpec(BOFTMethodConfig, "peftlab.tuners.boft.model"),
 }
 
-
-def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
-    """Checks that need the model (targets and patterns, quantization), without changing it."""
-    from peftlab.quant import check_quant  # torch stays out of config reading (peftlab.config imports TUNERS)
-    from peftlab.tuners.base import TunerContext  # torch stays out of config reading
-
-    ctx = ctx or TunerContext.for_checks(cfg)
-    TUNERS[cfg.method.name].check(model, cfg.method, ctx)
-    check_quant(cfg.quant, model)
-
-
-def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
-    """The rank each module starts with (low-rank methods; None for the others)."""
-    ranks = TUNERS[cfg.method.name].ranks
-    return ranks(model, cfg.method) if ranks else None
-
-
-def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
-    from peftlab.tuners.base import TunerContext  # torch stays out of config reading
-
-    from peftlab.libraries import quiet_transformers
-
-    ctx = ctx or TunerContext.for_checks(cfg)
-    check_config(cfg, model, ctx)
-    tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
-    from peftlab.quant import load_pending
-
-    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
-    quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
-    return tuner

@@ -1,4 +1,5 @@
-"""What every tuner offers the training recipe: the model, its trainable weights and the hooks."""
+"""What every tuner offers the training recipe: the model, its trainable weights and the hooks;
+and ``apply_tuner``, which builds one from the registry (``peftlab.tuners.TUNERS``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftlab.backbones import head_prefix  # noqa: F401 (tuners and tests import it from here too)
 from peftlab.config import QuantConfig, RunConfig
-from peftlab.quant import base_weight_bytes, is_quantized_linear
+from peftlab.libraries import quiet_transformers
+from peftlab.quant import base_weight_bytes, check_quant, is_quantized_linear, load_pending
+from peftlab.tuners import TUNERS
 
 
 @dataclass(frozen=True)
@@ -162,3 +164,25 @@ class Tuner:
     def quantization_report(self) -> dict | None:
         """The method's own quantization (format, groups, error per layer) for result.json, or None."""
         return None
+
+
+def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
+    """Checks that need the model (targets and patterns, quantization), without changing it."""
+    ctx = ctx or TunerContext.for_checks(cfg)
+    TUNERS[cfg.method.name].check(model, cfg.method, ctx)
+    check_quant(cfg.quant, model)
+
+
+def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
+    """The rank each module starts with (low-rank methods; None for the others)."""
+    ranks = TUNERS[cfg.method.name].ranks
+    return ranks(model, cfg.method) if ranks else None
+
+
+def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
+    ctx = ctx or TunerContext.for_checks(cfg)
+    check_config(cfg, model, ctx)
+    tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
+    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
+    quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
+    return tuner

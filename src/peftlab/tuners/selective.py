@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from peftlab.tuners.base import Tuner, head_prefix, is_head_param
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, is_head_param
 
 
 class SelectiveTuner(Tuner):

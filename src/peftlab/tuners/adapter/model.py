@@ -18,7 +18,8 @@ from torch import nn
 
 from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.timm_vit import check_timm_vit
 

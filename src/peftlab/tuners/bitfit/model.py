@@ -7,7 +7,8 @@ The trained model is itself the merged model, as for full fine-tuning: nothing t
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import TunerContext
 from peftlab.tuners.bitfit.config import BitFitConfig
 from peftlab.tuners.selective import SelectiveTuner, is_bias, selected_names, train_only
 

@@ -23,7 +23,8 @@ import copy
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix, is_head_param
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import TunerContext, is_head_param
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
 from peftlab.tuners.modules import replace_modules

@@ -2,7 +2,8 @@
 
 from torch import nn
 
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.full.config import FullConfig
 
 

@@ -3,7 +3,8 @@
 from torch import nn
 
 from peftlab.quant import quantize_base
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.linear.config import LinearConfig
 
 

@@ -4,7 +4,8 @@
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ln.config import LayerNormConfig
 from peftlab.tuners.selective import SelectiveTuner, is_layernorm_affine, selected_names, train_only
 

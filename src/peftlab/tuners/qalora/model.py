@@ -27,7 +27,8 @@ from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.tuners.qalora.config import QALoraConfig

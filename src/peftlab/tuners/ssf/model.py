@@ -14,7 +14,8 @@ import copy
 from torch import nn
 
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer

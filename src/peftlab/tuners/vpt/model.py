@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.timm_vit import check_timm_vit
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
