@@ -9,7 +9,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def test_analysis_never_imports_torch():
     code = (
         "import sys\n"
-        "import peftlab.analysis, peftlab.analysis.stats, peftlab.analysis.tables, peftlab.analysis.figures\n"
+        "import peftlab.analysis, peftlab.analysis.intervals, peftlab.analysis.comparisons, peftlab.analysis.tables, "
+        "peftlab.analysis.figures, peftlab.analysis.aggregates, peftlab.analysis.bootstrap\n"
         "import peftlab.analysis.report, peftlab.analysis.load\n"
         "import peftlab.analysis.health, peftlab.analysis.report, peftlab.monitors.convergence, peftlab.monitors.health\n"
         "import peftlab.analysis.paper, peftlab.analysis.literature, peftlab.analysis.submission\n"

@@ -6,7 +6,7 @@ import scipy.stats
 from PIL import Image
 
 from peftlab.analysis import figures
-from peftlab.analysis.stats import pareto_front
+from peftlab.analysis.intervals import pareto_front
 
 
 def assert_png_and_pdf(paths, out_dir, name):
@@ -197,7 +197,7 @@ def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
 
 def test_legend_and_latex_table_use_the_study_labels(synthetic_study, drawn, tmp_path):
     from peftlab.analysis import tables
-    from peftlab.analysis.stats import summarize
+    from peftlab.analysis.intervals import summarize
 
     labels = {"lora r=4": "LoRA ($r{=}4$), 50% & more", "full": "Full FT_1", "lora": "LoRA"}
     figures.plot_accuracy_vs_params(synthetic_study, tmp_path, labels=labels)

@@ -334,7 +334,7 @@ def significance_text(scores):
     import pandas as pd
 
     from peftlab.analysis.report import _significance_lines
-    from peftlab.analysis.stats import paired_comparisons
+    from peftlab.analysis.comparisons import paired_comparisons
 
     rows = [{"run_id": f"{v}-{seed}", "status": "completed", "variant": v, "method": v.split()[0], "seed": seed,
              "metrics.test_top1": top1} for v, values in scores.items() for seed, top1 in enumerate(values)]

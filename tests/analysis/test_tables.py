@@ -6,15 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.analysis import stats, tables
+from peftlab.analysis import tables
+from peftlab.analysis.comparisons import paired_comparisons
+from peftlab.analysis.intervals import summarize
 
 GOLDEN = Path(__file__).parent / "golden" / "main_table.tex"
 METRICS = ["metrics.test_top1", "metrics.test_top5"]
 
 
 def main_table(results):
-    summary = pd.concat([stats.summarize(results, metric) for metric in METRICS], ignore_index=True)
-    comparisons = pd.concat([stats.paired_comparisons(results, "full", metric) for metric in METRICS])
+    summary = pd.concat([summarize(results, metric) for metric in METRICS], ignore_index=True)
+    comparisons = pd.concat([paired_comparisons(results, "full", metric) for metric in METRICS])
     return tables.latex_table(summary, comparisons, caption="Accuracy on the test split (3 seeds).", label="tab:main")
 
 
@@ -122,8 +124,8 @@ def test_latex_document_compiles(results_table, tmp_path):
 
 
 def test_markdown_table(results_table):
-    summary = stats.summarize(results_table)
-    comparisons = stats.paired_comparisons(results_table, "full")
+    summary = summarize(results_table)
+    comparisons = paired_comparisons(results_table, "full")
     text = tables.markdown_table(summary, comparisons)
     lines = text.splitlines()
     assert lines[0] == "| Method | Trainable params | n | Test top-1 (%) [95% CI] |"

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from peftlab.analysis.comparisons import compare_paired, holm
 from peftlab.analysis.figures import _new_figure, figure_name, save_figure
+from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.load import run_dirs
-from peftlab.analysis.stats import compare_paired, completed_runs, holm
 from peftlab.analysis.tables import display_name
 from peftlab.files import read_json
 from peftlab.run_result import read_result

@@ -1,13 +1,32 @@
 """Comparisons of configurations: paired tests on matched seeds with Holm's correction and the power of
 the paired t-test (minimum detectable difference), win rate, rliable's probability of improvement and
-IQM, and aggregates over tasks. stats.py is the public face and says the decisions behind them."""
+IQM, and aggregates over tasks. Only completed runs enter (intervals.completed_runs).
+
+Decisions a reader of the numbers must know:
+- Paired tests compare a variant with the baseline on matched seeds only.
+- Each paired comparison states its minimum detectable difference (mde_80): the smallest true
+  mean difference the two-sided paired t-test at the table's alpha, unadjusted for the other
+  comparisons, finds with 80% power, taking the observed sd of the paired differences as the
+  true one; and the pairs (seeds) that test needs for one point (pairs_for_1pt). Holm's
+  correction raises the bar, so with several comparisons a difference must be larger still to
+  be called significant. The power is statsmodels' TTestPower, computed with scipy's noncentral t.
+- Probability of improvement is rliable's (Agarwal et al., 2021): P(X > Y) over all pairs
+  of runs, ties counted half, averaged over tasks, with a stratified bootstrap percentile
+  interval (bootstrap.py). The share of matched seeds where the variant wins is the "win rate".
+- IQM is rliable's interquartile mean: the 25% trimmed mean of every run of every task.
+- Paired differences, and their standard deviation, smaller than 1e-9 times the scale of
+  the values (at least 1) are float noise (0.82 - 0.81 differs from 0.81 - 0.80 in the
+  last bits) and are treated as exactly zero.
+"""
 
 import numpy as np
 import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from peftlab.analysis.intervals import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, completed_runs
+from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, per_task, percentile_interval,
+                                       stratified_resamples)
+from peftlab.analysis.intervals import completed_runs
 
 
 # Wilcoxon's exact two-sided p-value cannot go below 2 / 2**n: 0.25 for n = 3,
@@ -263,20 +282,6 @@ def win_rate(diffs):
     return float(np.mean((diffs > 0) + 0.5 * (diffs == 0)))
 
 
-def _per_task(scores):
-    """Scores as a list of 1-D arrays, one per task.
-
-    Accepts one task's runs (1-D), rliable's (runs x tasks) matrix, or a list of per-task
-    arrays (which may differ in length). NaN scores are dropped.
-    """
-    if isinstance(scores, (list, tuple)) and scores and np.ndim(scores[0]) == 1:
-        tasks = [np.asarray(task, dtype=float) for task in scores]
-    else:
-        array = np.asarray(scores, dtype=float)
-        tasks = [array] if array.ndim == 1 else list(array.T)
-    return [task[np.isfinite(task)] for task in tasks]
-
-
 def _probability_of_improvement_resampled(x, y):
     """P(X > Y) + 0.5 P(X == Y) over all pairs, for (R, n) resamples x and (R, m) resamples y: shape (R,)."""
     greater = (x[:, :, None] > y[:, None, :]).mean(axis=(1, 2))
@@ -291,7 +296,7 @@ def probability_of_improvement(x, y):
     several tasks (a runs x tasks matrix, or a list of per-task arrays, the same tasks in the
     same order for x and y) the mean over tasks. NaN when a task has no run of x or of y.
     """
-    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    tasks_x, tasks_y = per_task(x), per_task(y)
     if len(tasks_x) != len(tasks_y):
         raise ValueError(f"x has {len(tasks_x)} tasks and y {len(tasks_y)}")
     if not tasks_x or any(a.size == 0 or b.size == 0 for a, b in zip(tasks_x, tasks_y)):
@@ -306,34 +311,32 @@ def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_R
     with replacement (rliable's StratifiedIndependentBootstrap); the interval is the
     percentile interval of the resampled statistic. NaN when the statistic is.
     """
-    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    tasks_x, tasks_y = per_task(x), per_task(y)
     if not np.isfinite(probability_of_improvement(tasks_x, tasks_y)):
         return np.nan, np.nan
-    rng = np.random.default_rng(seed)
+    # x's and y's runs of each task, task after task: [x_1, y_1, x_2, y_2, ...]
+    draws = stratified_resamples([t for pair in zip(tasks_x, tasks_y) for t in pair], n_resamples, seed)
     resampled = np.zeros(n_resamples)
-    for a, b in zip(tasks_x, tasks_y):
-        a_star = a[rng.integers(0, a.size, (n_resamples, a.size))]
-        b_star = b[rng.integers(0, b.size, (n_resamples, b.size))]
+    for a_star, b_star in zip(draws[::2], draws[1::2]):
         resampled += _probability_of_improvement_resampled(a_star, b_star)
-    return _percentile_interval(resampled / len(tasks_x), confidence)
+    return percentile_interval(resampled / len(tasks_x), confidence)
 
 
 def iqm(scores):
     """rliable's interquartile mean: the 25% trimmed mean of every run of every task pooled
     (scipy.stats.trim_mean with proportiontocut=0.25). Takes what `probability_of_improvement` takes."""
-    pooled = np.concatenate(_per_task(scores)) if _per_task(scores) else np.array([])
+    pooled = np.concatenate(per_task(scores)) if per_task(scores) else np.array([])
     return float(scipy.stats.trim_mean(pooled, 0.25)) if pooled.size else np.nan
 
 
 def iqm_ci(scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """rliable's stratified bootstrap interval of `iqm`: runs resampled with replacement within
     each task; percentile interval. (low, high); NaN when there is no score."""
-    tasks = [task for task in _per_task(scores) if task.size]
+    tasks = [task for task in per_task(scores) if task.size]
     if not tasks:
         return np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    resampled = np.concatenate([task[rng.integers(0, task.size, (n_resamples, task.size))] for task in tasks], axis=1)
-    return _percentile_interval(scipy.stats.trim_mean(resampled, 0.25, axis=1), confidence)
+    resampled = np.concatenate(stratified_resamples(tasks, n_resamples, seed), axis=1)
+    return percentile_interval(scipy.stats.trim_mean(resampled, 0.25, axis=1), confidence)
 
 
 def algorithm_name(variant, task_value):
@@ -393,8 +396,3 @@ def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name"
                "prob_improvement_low", "prob_improvement_high"]
     return pd.DataFrame(rows, columns=columns)
 
-
-def _percentile_interval(resampled, confidence):
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(resampled, [tail, 100 - tail])
-    return float(low), float(high)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.mathtext import MathTextParser
 
-from peftlab.analysis.stats import INTERVALS
+from peftlab.analysis.intervals import INTERVALS
 from peftlab.analysis.tables import METRIC_LABELS, display_name
 
 logger = logging.getLogger(__name__)

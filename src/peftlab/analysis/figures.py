@@ -28,7 +28,7 @@ from peftlab.analysis.figure_style import (  # noqa: F401 (MARKERS, OKABE_ITO, s
     _label_points, _log_scale, _method_marker, _metric_label, _name, _natural_key, _new_figure, _palette_for,
     _pooled_columns, _seconds_unit, _series_text, _set_numeric_axis, _sorted_variants, _variant_color, figure_name,
     interval_label, log_tick_labels, save_figure, study_palette)
-from peftlab.analysis.stats import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from peftlab.analysis.stats import completed_runs, summarize
+from peftlab.analysis.intervals import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
 from peftlab.errors import UserError
 from peftlab.suites import VTAB1K_TASKS

@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 
+from peftlab.analysis.comparisons import MAX_PAIRS, POWER
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
-from peftlab.analysis.stats import MAX_PAIRS, POWER
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis import figures, protocol_card, tuning
+from peftlab.analysis.comparisons import POWER, below_detection, paired_comparisons
+from peftlab.analysis.intervals import completed_runs, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
 from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature,
                                          ranked_citations, study_methods, study_rows)
@@ -29,12 +31,10 @@ from peftlab.analysis.load import environment, load_curves, load_results, study_
 from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, citations_of, define_numbers,  # noqa: F401
                                      macro_suffix, pairs_text, pct, pvalue, signed, variant_suffixes, words)
 from peftlab.analysis.report import choose_baseline
-from peftlab.analysis.stats import (POWER, below_detection, completed_runs, incomplete_runs, paired_comparisons,
-                                    pareto_front, summarize)
 from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
-from peftlab.study.spec import read_report_options
 from peftlab.errors import UserError
 from peftlab.files import read_json
+from peftlab.study.spec import read_report_options
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 REFERENCES = Path(__file__).with_name("references.bib")

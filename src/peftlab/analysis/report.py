@@ -18,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis import adaptive, aggregates, figures, health, protocol_card, tuning, vtab
-from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from peftlab.analysis.comparisons import (MAX_PAIRS, POWER, aggregate_over_tasks, algorithm_name, below_detection,
+                                          paired_comparisons_within, scores_over_tasks)
+from peftlab.analysis.intervals import (MIN_SEEDS, completed_runs, describe_interval, incomplete_runs, pareto_front,
+                                        summarize)
 from peftlab.analysis.literature import literature_section
-from peftlab.analysis.comparisons import algorithm_name, scores_over_tasks
-from peftlab.analysis.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MAX_PAIRS, MIN_SEEDS, POWER,
-                                    aggregate_over_tasks, below_detection, completed_runs, describe_interval,
-                                    incomplete_runs, paired_comparisons_within, pareto_front, summarize)
+from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
 from peftlab.errors import UserError
 from peftlab.study.spec import read_report_options

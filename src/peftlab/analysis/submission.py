@@ -18,9 +18,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.load import environment, load_results
 from peftlab.analysis.paper import LITERATURE, REPO_ROOT, TOP1, pretraining_manifest
-from peftlab.analysis.stats import completed_runs
 from peftlab.errors import UserError
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")

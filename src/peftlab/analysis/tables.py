@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.stats import INTERVALS
+from peftlab.analysis.intervals import INTERVALS
 
 METRIC_LABELS = {
     "metrics.test_top1": "Test top-1 (%)",

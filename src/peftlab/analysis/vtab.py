@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.comparisons import algorithm_name
-from peftlab.analysis.stats import completed_runs, confidence_interval, describe_interval
+from peftlab.analysis.intervals import completed_runs, confidence_interval, describe_interval
 from peftlab.analysis.literature import LITERATURE, VtabCitation, load_vtab_literature
 from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_text
 from peftlab.analysis.vtab_figure import plot_vtab_differences
