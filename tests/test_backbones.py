@@ -5,9 +5,10 @@ import yaml
 from safetensors.torch import save_file
 
 from testkit import TINY_MODEL, run_cli
-from peftlab.backbones import build_backbone, convert_hf_state_dict, input_spec_for, load_weights
-from peftlab.config import ModelConfig
+from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.config_sections import ModelConfig
 from peftlab.errors import ConfigError, WeightsError
+from peftlab.weights import convert_hf_state_dict, load_weights
 
 
 def tiny_timm(**extra):
@@ -68,7 +69,7 @@ def test_hf_layout_gives_the_same_function_as_timm(tmp_path):
 def test_hf_weights_with_a_broken_query_key_value_triple_are_one_line(tmp_path, damage, needle):
     from transformers import ViTConfig, ViTForImageClassification
 
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     hf_cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
                        image_size=32, patch_size=8, num_labels=3)
@@ -139,7 +140,7 @@ def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64, torch.complex64])
 def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_path, dtype):
     """Loading would cast them silently (booleans to 0/1 weights) and train on garbage."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = {k: (v != 0 if dtype == torch.bool else v.round()).to(dtype) for k, v in tiny_timm().state_dict().items()}
     save_file(state, str(tmp_path / "ints.safetensors"))
@@ -152,7 +153,7 @@ def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_pa
 
 def test_float8_weights_are_judged_alike_by_load_and_validate(tmp_path):
     """validate read an F8_E4M3 header as int8 and refused a file that loading accepts (an exact upcast)."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["blocks.0.attn.qkv.weight"] = state["blocks.0.attn.qkv.weight"].to(torch.float8_e4m3fn)
@@ -166,7 +167,7 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
     state = tiny_timm().state_dict()
     state["blocks.1.mlp.fc1.weight"][3, 4] = bad
     save_file(state, str(tmp_path / "nan.safetensors"))
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     for check in (load_weights, check_weights_file):  # validate refuses what loading refuses
         with pytest.raises(WeightsError, match=r"nan.safetensors holds non-finite values \(NaN or inf\) in "
@@ -177,7 +178,7 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
 @pytest.mark.parametrize("shape", [(1, 20, 64), (20, 64), (1, 17, 32), (2, 17, 64)])
 def test_a_position_embedding_timm_cannot_resample_is_refused_by_load_and_validate(tmp_path, shape):
     """Another grid is resampled (square grids only); any other shape crashed inside timm."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["pos_embed"] = torch.zeros(shape)

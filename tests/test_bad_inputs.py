@@ -368,7 +368,7 @@ def test_regex_fields_are_checked_as_they_are_used_and_match_in_bounded_time(tmp
 
 
 def test_regexes_that_module_names_need_stay_valid():
-    from peftlab.config import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
+    from peftlab.config_checks import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
     from peftlab.tuners.targets import HF_PRESETS, TIMM_PRESETS
 
     patterns = [p for presets in (TIMM_PRESETS, HF_PRESETS) for group in presets.values() for p in group]

@@ -5,8 +5,9 @@ import pytest
 import yaml
 
 from testkit import REPO, RUN_CONFIGS, run_cli
-from peftlab.config import (DataConfig, RunConfig, dump_config, load_config, parse_overrides,
-                            to_dict)
+from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.config_sections import DataConfig
+from peftlab.config_yaml import parse_overrides
 from peftlab.errors import ConfigError
 from peftlab.tuners.lora.config import LoraMethodConfig
 

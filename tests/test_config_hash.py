@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftlab.config import (HASHED_AS, LATE_FIELDS, MAX_INT, METHOD_HASHED_AS, PATH_FIELDS, UNHASHED_FIELDS,
-                            _entry_yaml, config_hash, hashed_path, seed_hashes, to_dict)
+from peftlab.config import (HASHED_AS, LATE_FIELDS, METHOD_HASHED_AS, UNHASHED_FIELDS, _entry_yaml, config_hash,
+                            seed_hashes, to_dict)
+from peftlab.config_checks import MAX_INT
+from peftlab.config_paths import PATH_FIELDS, hashed_path
 from peftlab.errors import ConfigError
 from peftlab.study.spec import load_study
 

@@ -6,7 +6,7 @@ import pytest
 
 from peftlab.config import load_config
 from peftlab.params import check_against_model
-from peftlab.study.runner import validate_study
+from peftlab.study.preflight import validate_study
 from peftlab.study.spec import load_study
 from testkit import REPO, RUN_CONFIGS
 

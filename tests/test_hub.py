@@ -10,7 +10,7 @@ import torch
 from hubcache import COMMIT, lay_out_snapshot, timm_hub_files, use_cache
 from testkit import TINY_MODEL, needs_fashion_mnist
 from peftlab.backbones import base_provenance, build_backbone
-from peftlab.config import ModelConfig
+from peftlab.config_sections import ModelConfig
 from peftlab.errors import WeightsError
 
 NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"

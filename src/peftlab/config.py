@@ -5,12 +5,13 @@ raises ``ConfigError`` with one line naming the field, the value and what is all
 Checks that need the model (does a rank pattern match a module? does a group size divide
 the layer width?) live next to the code that builds the model: ``peftlab.tuners.base.check_config``.
 
-This module is the public face of the configuration; its parts, each importing only those
-before it: ``config_checks`` (the shared field checks and bounds: a leaf that tuners,
-backbones and quant import too), ``config_sections`` (model, data, method, quant, train),
-``config_yaml`` (bounded YAML files and dotted overrides), ``config_paths`` (paths and a base's
-manifest). Here: ``RunConfig``, dict <-> dataclass, ``load_config`` and the run id
-(``config_hash``). None of it imports torch, so the study expander and analysis use it cheaply.
+The configuration's parts, each importing only those before it (a name is imported from the module
+that defines it): ``config_checks`` (the shared field checks and bounds: a leaf that tuners, backbones
+and quant import too), ``config_sections`` (model, data, method, quant, train), ``config_yaml``
+(bounded YAML files and dotted overrides), ``config_paths`` (paths, the checkout's REPO_ROOT and a
+base's manifest), the registry of methods ``peftlab.tuners`` (their config classes). Here: ``RunConfig``,
+dict <-> dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the
+study expander and analysis use it cheaply.
 """
 
 from __future__ import annotations
@@ -29,13 +30,10 @@ from typing import Any, Literal
 
 import yaml
 
-# the parts of the config; the names other modules import from here are re-exported
-from peftlab.config_checks import (  # noqa: F401
-    DATASET_CLASSES, DATASET_NAMES, MAX_FILE_BYTES, MAX_INT, NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME,
-    check_dataset_name, check_field, check_regex, fail_field, shown)
-from peftlab.config_paths import PATH_FIELDS, REPO_ROOT, hashed_path, resolve_paths, with_base_architecture  # noqa
+from peftlab.config_checks import MAX_INT, check_field, fail_field, shown
+from peftlab.config_paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config_sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
-from peftlab.config_yaml import deep_merge, nest, parse_overrides, parse_yaml, read_text_file, read_yaml  # noqa: F401
+from peftlab.config_yaml import deep_merge, nest, parse_overrides, read_yaml
 from peftlab.errors import ConfigError
 from peftlab.protocol import PRESETS, preset_values
 from peftlab.tuners import TUNERS
@@ -169,8 +167,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 @functools.cache
 def _hints_and_names(cls: type) -> tuple[dict, list[str]]:
-    """A dataclass's resolved field types and field names: the same for every config built, and
-    resolving them (``typing.get_type_hints``) cost a 10,000-run study a third of its dry-run."""
+    """A dataclass's resolved field types and field names: the same for every config built, so resolved
+    once (``typing.get_type_hints`` is slow, and a study's dry-run builds every one of its configs)."""
     return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
 
 
@@ -291,8 +289,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return from_dict(RunConfig, with_base_architecture(data))
 
 
-# libyaml's emitter writes what PyYAML's does (the representer is the same Python code) about
-# three times faster: a 10,000-run study hashes 10,000 configs before its first run
+# libyaml's emitter writes what PyYAML's does (the representer is the same Python code), faster:
+# a study hashes every one of its configs before its first run
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 

@@ -23,7 +23,9 @@ import textwrap
 import tokenize
 from pathlib import Path
 
-from peftlab.config import PATH_FIELDS, DataConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from peftlab.config import RunConfig
+from peftlab.config_paths import PATH_FIELDS
+from peftlab.config_sections import DataConfig, ModelConfig, QuantConfig, TrainConfig
 from peftlab.tuners import TUNERS
 
 BEGIN = ("<!-- config-reference: begin "

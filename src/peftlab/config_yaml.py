@@ -15,8 +15,7 @@ import yaml
 
 from peftlab.config_checks import MAX_DIGITS, MAX_FILE_BYTES, MAX_NESTING, shown
 from peftlab.errors import ConfigError
-from peftlab.files import read_regular_file
-from peftlab.files import shown as shown_file
+from peftlab.files import read_regular_file, shown_path
 
 
 def nest(dotted: dict[str, Any]) -> dict:
@@ -141,11 +140,6 @@ def parse_yaml(text: str, where: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
-
-
-def shown_path(path: str | Path, limit: int = 300) -> str:
-    """``path`` as an error message shows it: whole up to ``limit`` characters, else its two ends."""
-    return shown_file(path, limit)
 
 
 def read_text_file(path: str | Path, what: str = "config file", expected: str = "a YAML file") -> str:

@@ -33,8 +33,9 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import build_backbone, input_spec, read_safetensors, timm_kwargs
-from peftlab.config import MAX_INT, dump_config, load_config, shown
+from peftlab.backbones import build_backbone, input_spec, timm_kwargs
+from peftlab.config import dump_config, load_config
+from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
 from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
@@ -44,6 +45,7 @@ from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.qalora.layer import GroupQuantLinear
+from peftlab.weights import read_safetensors
 
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for

@@ -162,10 +162,10 @@ def check_kind(path: str | Path, directory: bool, what: str) -> None:
     except FileNotFoundError:
         return
     except OSError as err:  # a dangling link loop, a parent that is a file (ENOTDIR), no permission
-        raise UserError(f"{what} {shown(path)} cannot be inspected: {err.strerror}") from None
+        raise UserError(f"{what} {shown_path(path)} cannot be inspected: {err.strerror}") from None
     if stat.S_ISDIR(mode) != directory or not (directory or stat.S_ISREG(mode)):
         hint = "; move it aside or delete it" if what.endswith("entry") else ""  # never "delete /dev/null"
-        raise UserError(f"{what} {shown(path)} is a {kind_of(mode)}: expected a "
+        raise UserError(f"{what} {shown_path(path)} is a {kind_of(mode)}: expected a "
                         f"{'directory' if directory else 'regular file'}{hint}")
 
 
@@ -208,10 +208,10 @@ def check_output(path: str | Path, directory: bool, what: str) -> None:
     except OSError as err:
         if err.errno in STORAGE_ERRORS:
             raise  # the CLI names the storage problem
-        raise UserError(f"{what} {shown(path)} cannot be written: {err.strerror}") from None
+        raise UserError(f"{what} {shown_path(path)} cannot be written: {err.strerror}") from None
 
 
-def shown(path: str | Path, limit: int = 300) -> str:
+def shown_path(path: str | Path, limit: int = 300) -> str:
     """A path as an error line shows it: control characters escaped, a long one cut in the middle."""
     text = str(path)
     if not text.isprintable():

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 
 from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_MLP_DIM, check_field
-from peftlab.config_yaml import read_text_file, shown_path
+from peftlab.config_yaml import read_text_file
 from peftlab.errors import WeightsError
+from peftlab.files import shown_path
 
 # the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
 SIZE_KEYS = {"num_hidden_layers": (MAX_DEPTH, "model.depth"), "hidden_size": (MAX_EMBED_DIM, "model.embed_dim"),

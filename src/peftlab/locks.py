@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from peftlab.errors import STORAGE_ERRORS, UserError
-from peftlab.files import check_kind, shown
+from peftlab.files import check_kind, shown_path
 
 
 class DirectoryInUse(UserError):
@@ -45,7 +45,7 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
     except OSError as err:  # a directory under /proc, a parent that is a file, a read-only disk
         if err.errno in STORAGE_ERRORS:
             raise  # the CLI names the storage problem
-        raise UserError(f"{what} {shown(directory)} cannot hold peftlab's files: {path.name}: {err.strerror}") from None
+        raise UserError(f"{what} {shown_path(directory)} cannot hold peftlab's files: {path.name}: {err.strerror}") from None
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,10 +9,13 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.backbones import build_backbone, check_weights_file
-from peftlab.config import DATASET_CLASSES, MethodConfig, QuantConfig, RunConfig, fail_field, to_dict
+from peftlab.backbones import build_backbone
+from peftlab.config import RunConfig, to_dict
+from peftlab.config_checks import DATASET_CLASSES, fail_field
+from peftlab.config_sections import MethodConfig, QuantConfig
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
+from peftlab.weights import check_weights_file
 
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 

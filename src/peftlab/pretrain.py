@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from peftlab import locks
-from peftlab.files import read_json, write_atomic, write_json_atomic
 from peftlab.config import RunConfig, config_hash, load_config, to_dict
-from peftlab.data.readers import hash_file
+from peftlab.data.records import hash_file
 from peftlab.errors import ConfigError, UserError
+from peftlab.files import read_json, write_atomic, write_json_atomic
 
 
 def default_out_dir(cfg: RunConfig) -> Path:

@@ -9,7 +9,7 @@ Linear that the run quantizes (``quant.mode``, or QA-LoRA's own base) on the met
 loaded as ``build_backbone`` does. ``quantize_base`` (and QA-LoRA's quantizer) read each weight from
 the file when they quantize its layer, so building peaks near the quantized size plus one layer
 rather than at the fp32 size. Any other run, a random base or timm's hub weights included, is
-built by ``build_backbone`` as before.
+built by ``build_backbone`` alone.
 
 Same bytes as a base loaded in full and then quantized: the backbone is built on the CPU as timm
 builds it, but under ``DeferLinears`` the tensors that will hold the quantized Linears' weights are
@@ -28,11 +28,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from peftlab.backbones import (HEAD_PREFIXES, _adapt_timm_state, build_backbone, check_weights_file, hf_to_timm_key,
-                               is_hf_layout)
+from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
 from peftlab.config_sections import ModelConfig, QuantConfig
 from peftlab.quant import WeightSource, quantizable_linears, release_freed_memory
+from peftlab.weights import HEAD_PREFIXES, check_weights_file, hf_to_timm_key, is_hf_layout, resample_pos_embed
 
 
 def quantizes_base(cfg: RunConfig) -> bool:
@@ -78,7 +78,7 @@ def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
         sources = timm_sources(list(f.keys()))
         state = {key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])
                  for key, keys in sources.items() if key not in deferred and not key.startswith(HEAD_PREFIXES)}
-    model.load_state_dict(_adapt_timm_state(state, model), strict=False)
+    model.load_state_dict(resample_pos_embed(state, model), strict=False)
     for key in deferred:
         module = model.get_submodule(key.removesuffix(".weight"))
         module.weight_source = WeightSource(path, sources[key], module.weight.dtype)

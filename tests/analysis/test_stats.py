@@ -385,7 +385,7 @@ def test_pareto_front_uses_per_variant_means_of_completed_runs():
 
 
 def test_the_intervals_a_study_file_may_name_are_the_ones_stats_computes():
-    from peftlab.study.spec import REPORT_INTERVALS
+    from peftlab.study.report_options import REPORT_INTERVALS
 
     assert tuple(intervals.INTERVALS) == REPORT_INTERVALS
 

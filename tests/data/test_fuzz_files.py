@@ -15,10 +15,10 @@ import pytest
 
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from peftlab.data.binary_readers import (MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python,
+                                         read_idx_dataset, read_mnist_pickle)
 from peftlab.data.datasets import load_image
 from peftlab.data.image_checks import image_header
-from peftlab.data.readers import (MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python, read_idx_dataset,
-                                  read_mnist_pickle)
 from peftlab.errors import DataError
 
 

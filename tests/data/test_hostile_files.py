@@ -16,18 +16,11 @@ from testkit import REPO
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from peftlab.data import build_data, safe_pickle
 from peftlab.data import sources as sources_module
+from peftlab.data.binary_readers import (MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python, read_idx,
+                                         read_idx_dataset, read_mnist_pickle)
 from peftlab.data.datasets import load_image
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
 from peftlab.data.image_checks import MAX_IMAGE_PIXELS
-from peftlab.data.readers import (
-    MNIST_CLASS_NAMES,
-    read_cifar10_binary,
-    read_cifar10_python,
-    read_idx,
-    read_idx_dataset,
-    read_image_folder,
-    read_mnist_pickle,
-    read_tiny_imagenet,
-)
 from peftlab.data.safe_pickle import load_pickle
 from peftlab.data.sources import ENV_DATA_CACHE, find_data
 from peftlab.errors import DataError

@@ -7,18 +7,10 @@ import pytest
 
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data.readers import (
-    FASHION_MNIST_CLASS_NAMES,
-    read_cifar10_binary,
-    read_cifar10_python,
-    read_cifar100_binary,
-    read_cifar100_python,
-    read_idx,
-    read_idx_dataset,
-    read_image_folder,
-    read_mnist_pickle,
-    read_tiny_imagenet,
-)
+from peftlab.data.binary_readers import (FASHION_MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python,
+                                         read_cifar100_binary, read_cifar100_python, read_idx, read_idx_dataset,
+                                         read_mnist_pickle)
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
 from peftlab.errors import DataError
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data.readers import read_cifar10_python
+from peftlab.data.binary_readers import read_cifar10_python
 from peftlab.data.safe_pickle import RestrictedUnpickler, load_pickle
 from peftlab.errors import DataError
 
@@ -178,7 +178,7 @@ def test_numpy_gadgets_are_refused_before_allocating(tmp_path, gadget, needle, w
         if where == "cifar-batch":
             read_cifar10_python(tmp_path)
         else:
-            from peftlab.data.readers import read_mnist_pickle
+            from peftlab.data.binary_readers import read_mnist_pickle
 
             read_mnist_pickle(path)
     assert "\n" not in str(err.value) and path.name in str(err.value)
@@ -204,7 +204,7 @@ def test_codecs_encode_is_allowed_only_for_latin1_text(tmp_path):
 
 
 def test_non_finite_pixels_in_an_mnist_pickle_are_refused(tmp_path):
-    from peftlab.data.readers import read_mnist_pickle
+    from peftlab.data.binary_readers import read_mnist_pickle
 
     path = tmp_path / "mnist.pkl.gz"
     datafiles.write_mnist_pickle(path)

@@ -2,7 +2,8 @@ import pytest
 import yaml
 
 from peftlab.errors import ConfigError
-from peftlab.study.spec import ReportOptions, load_study, read_report_options
+from peftlab.study.report_options import ReportOptions, read_report_options
+from peftlab.study.spec import load_study
 from testkit import TINY_MODEL, cpu_seconds
 
 BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
@@ -154,7 +155,7 @@ def test_many_exclude_rules_select_the_same_runs_in_seconds(tmp_path):
 
 def test_validate_study_builds_one_meta_model_per_architecture(tmp_path, monkeypatch):
     import peftlab.params
-    from peftlab.study.runner import validate_study
+    from peftlab.study.preflight import validate_study
 
     built = []
     real = peftlab.params.meta_model
@@ -174,7 +175,7 @@ def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
     was LoRA's q, v, and IA3's default fc2 feed-forward module matched none of them; and its run id is that
     of the regexes IA3's default was (configs/studies/methods.yaml named them, and keeps its run ids)."""
     from peftlab.params import meta_model
-    from peftlab.study.runner import validate_study
+    from peftlab.study.preflight import validate_study
     from peftlab.tuners.peft_injection import plan_targets
 
     base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16, "target_modules": "standard"}}

@@ -42,7 +42,8 @@ def test_every_method_gets_the_same_budget_and_its_own_space(tmp_path):
 
 def test_linear_keeps_the_shared_weight_decay_only_when_its_head_has_none():
     """train.weight_decay reaches the head unless train.head_weight_decay is set (the recipe's fallback)."""
-    from peftlab.config import RunConfig, TrainConfig
+    from peftlab.config import RunConfig
+    from peftlab.config_sections import TrainConfig
     from peftlab.study.tune import unused_by
 
     assert unused_by("linear", "train.weight_decay", RunConfig()) is None

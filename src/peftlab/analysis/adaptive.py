@@ -26,7 +26,8 @@ import pandas as pd
 import scipy.stats
 
 from peftlab.analysis.comparisons import compare_paired, holm
-from peftlab.analysis.figures import _new_figure, figure_name, save_figure
+from peftlab.analysis.figure_style import _new_figure, figure_name, save_figure
+from peftlab.analysis.figures import skip_figure
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.load import run_dirs
 from peftlab.analysis.tables import display_name
@@ -93,10 +94,8 @@ def plot_importance_heatmap(importance: pd.DataFrame | None, out_dir, name: str 
                             labels: dict | None = None):
     """Blocks (rows) x module types (columns): mean final rank (left) and mean importance share
     (right) over seeds, one row of panels per configuration. Skipped without importance data."""
-    from peftlab.analysis.figures import _skip
-
     if importance is None or importance.empty:
-        return _skip(name, "no run wrote importance.jsonl (only adalora and adaptive runs do)")
+        return skip_figure(name, "no run wrote importance.jsonl (only adalora and adaptive runs do)")
     variants = list(dict.fromkeys(importance["variant"]))
     types = [t for t in TYPE_ORDER if t in set(importance["module_type"])]
     types += sorted(set(importance["module_type"]) - set(types))

@@ -3,15 +3,15 @@ probability of improvement of comparisons.py: the mean and the optimality gap wi
 stratified bootstrap intervals, the performance profile (the run-score distribution) with its
 band, and the average rank.
 
-Scores are per-task arrays of runs (``bootstrap.per_task`` takes every form), accuracies in
+Scores are per-task arrays of runs (``bootstrap.task_arrays`` takes every form), accuracies in
 [0, 1]; the intervals are bootstrap.py's stratified bootstrap.
 """
 
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, per_task, percentile_interval,
-                                       stratified_resamples)
+from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, percentile_interval, stratified_resamples,
+                                       task_arrays)
 
 PROFILE_TAUS = np.linspace(0.0, 1.0, 201)  # thresholds of the performance profile (accuracy)
 
@@ -19,21 +19,21 @@ PROFILE_TAUS = np.linspace(0.0, 1.0, 201)  # thresholds of the performance profi
 def task_mean(scores) -> float:
     """rliable's ``aggregate_mean``: the mean over tasks of each task's mean run (for equal runs
     per task, the mean of the runs x tasks matrix). NaN without scores."""
-    tasks = [t for t in per_task(scores) if t.size]
+    tasks = [t for t in task_arrays(scores) if t.size]
     return float(np.mean([t.mean() for t in tasks])) if tasks else np.nan
 
 
 def optimality_gap(scores, gamma: float = 1.0) -> float:
     """rliable's ``aggregate_optimality_gap``: how far runs fall short of ``gamma`` (1: a perfect
     accuracy), scores above it counting as ``gamma``; lower is better."""
-    tasks = [t for t in per_task(scores) if t.size]
+    tasks = [t for t in task_arrays(scores) if t.size]
     return float(gamma - np.mean([np.minimum(t, gamma).mean() for t in tasks])) if tasks else np.nan
 
 
 def stratified_interval(statistic, scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
                         seed=BOOTSTRAP_SEED) -> tuple[float, float]:
     """The percentile interval of ``statistic(per-task arrays)`` over stratified bootstrap resamples."""
-    tasks = [t for t in per_task(scores) if t.size]
+    tasks = [t for t in task_arrays(scores) if t.size]
     if not tasks:
         return np.nan, np.nan
     draws = stratified_resamples(tasks, n_resamples, seed)
@@ -44,14 +44,14 @@ def stratified_interval(statistic, scores, confidence=0.95, n_resamples=BOOTSTRA
 def performance_profile(scores, taus=PROFILE_TAUS) -> np.ndarray:
     """rliable's run-score distribution: for each threshold tau, the fraction of runs scoring
     above tau, averaged over tasks."""
-    tasks = [t for t in per_task(scores) if t.size]
+    tasks = [t for t in task_arrays(scores) if t.size]
     return np.mean([(t[:, None] > np.asarray(taus)[None, :]).mean(axis=0) for t in tasks], axis=0)
 
 
 def profile_band(scores, taus=PROFILE_TAUS, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
                  seed=BOOTSTRAP_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise percentile band of the performance profile over stratified bootstrap resamples."""
-    tasks = [t for t in per_task(scores) if t.size]
+    tasks = [t for t in task_arrays(scores) if t.size]
     draws = stratified_resamples(tasks, n_resamples, seed)
     profiles = np.stack([performance_profile([d[i] for d in draws], taus) for i in range(n_resamples)])
     return percentile_interval(profiles, confidence)

@@ -15,7 +15,7 @@ BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
 
 
-def per_task(scores):
+def task_arrays(scores):
     """Scores as a list of 1-D arrays, one per task.
 
     Accepts one task's runs (1-D), rliable's (runs x tasks) matrix, or a list of per-task

@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, per_task, percentile_interval,
-                                       stratified_resamples)
+from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, percentile_interval, stratified_resamples,
+                                       task_arrays)
 from peftlab.analysis.intervals import completed_runs
 
 
@@ -106,18 +106,7 @@ def paired_comparisons(
     pair_on = [pair_on] if isinstance(pair_on, str) else list(pair_on)
     runs = completed_runs(df)
     runs = runs[runs[metric].notna()]
-    if baseline not in set(runs[by]):
-        raise ValueError(
-            f"baseline {baseline!r} has no completed run with {metric}; "
-            f"{by} values with runs: {sorted(map(str, runs[by].unique()))}"
-        )
-    repeated = runs.duplicated([by] + pair_on, keep=False)
-    if repeated.any():
-        example = runs.loc[repeated, [by] + pair_on].iloc[0].to_dict()
-        raise ValueError(
-            f"several completed runs share {by} and {pair_on} (e.g. {example}); "
-            "filter the table (e.g. one dataset) or pair on more columns"
-        )
+    check_pairing(runs, baseline, metric, by, pair_on)
     baseline_runs = runs[runs[by] == baseline].set_index(pair_on)[metric]
     rows = []
     for name, group in runs[runs[by] != baseline].groupby(by, sort=False):
@@ -140,6 +129,22 @@ def paired_comparisons(
     ]
     table = pd.DataFrame(rows, columns=columns)
     return with_holm(table, alpha)
+
+
+def check_pairing(runs, baseline, metric, by, pair_on):
+    """ValueError when ``baseline`` has no run in ``runs`` or a (group, pair_on) key repeats."""
+    if baseline not in set(runs[by]):
+        raise ValueError(
+            f"baseline {baseline!r} has no completed run with {metric}; "
+            f"{by} values with runs: {sorted(map(str, runs[by].unique()))}"
+        )
+    repeated = runs.duplicated([by] + pair_on, keep=False)
+    if repeated.any():
+        example = runs.loc[repeated, [by] + pair_on].iloc[0].to_dict()
+        raise ValueError(
+            f"several completed runs share {by} and {pair_on} (e.g. {example}); "
+            "filter the table (e.g. one dataset) or pair on more columns"
+        )
 
 
 def with_holm(table, alpha):
@@ -296,7 +301,7 @@ def probability_of_improvement(x, y):
     several tasks (a runs x tasks matrix, or a list of per-task arrays, the same tasks in the
     same order for x and y) the mean over tasks. NaN when a task has no run of x or of y.
     """
-    tasks_x, tasks_y = per_task(x), per_task(y)
+    tasks_x, tasks_y = task_arrays(x), task_arrays(y)
     if len(tasks_x) != len(tasks_y):
         raise ValueError(f"x has {len(tasks_x)} tasks and y {len(tasks_y)}")
     if not tasks_x or any(a.size == 0 or b.size == 0 for a, b in zip(tasks_x, tasks_y)):
@@ -311,7 +316,7 @@ def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_R
     with replacement (rliable's StratifiedIndependentBootstrap); the interval is the
     percentile interval of the resampled statistic. NaN when the statistic is.
     """
-    tasks_x, tasks_y = per_task(x), per_task(y)
+    tasks_x, tasks_y = task_arrays(x), task_arrays(y)
     if not np.isfinite(probability_of_improvement(tasks_x, tasks_y)):
         return np.nan, np.nan
     # x's and y's runs of each task, task after task: [x_1, y_1, x_2, y_2, ...]
@@ -325,14 +330,14 @@ def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_R
 def iqm(scores):
     """rliable's interquartile mean: the 25% trimmed mean of every run of every task pooled
     (scipy.stats.trim_mean with proportiontocut=0.25). Takes what `probability_of_improvement` takes."""
-    pooled = np.concatenate(per_task(scores)) if per_task(scores) else np.array([])
+    pooled = np.concatenate(task_arrays(scores)) if task_arrays(scores) else np.array([])
     return float(scipy.stats.trim_mean(pooled, 0.25)) if pooled.size else np.nan
 
 
 def iqm_ci(scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """rliable's stratified bootstrap interval of `iqm`: runs resampled with replacement within
     each task; percentile interval. (low, high); NaN when there is no score."""
-    tasks = [task for task in per_task(scores) if task.size]
+    tasks = [task for task in task_arrays(scores) if task.size]
     if not tasks:
         return np.nan, np.nan
     resampled = np.concatenate(stratified_resamples(tasks, n_resamples, seed), axis=1)

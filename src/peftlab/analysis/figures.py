@@ -10,7 +10,7 @@ per method (Okabe-Ito, colour-blind safe; markers differ per method as well) and
 a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16).
 Pass the palette of the whole results table to every figure of a study and a
 configuration has the same colour in all of them. Legends list configurations in that
-sorted order. Intervals are those of `stats.confidence_interval` (`interval`, the
+sorted order. Intervals are those of `intervals.confidence_interval` (`interval`, the
 Student-t interval of the mean by default); every figure says which it shows. The palette,
 labels, axes and saving live in figure_style.py.
 """
@@ -23,8 +23,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.figure_style import (  # noqa: F401 (MARKERS, OKABE_ITO, study_palette: the public face)
-    LINESTYLES, MARKERS, OKABE_ITO, SERIES_COLUMNS, _axis_label, _axis_value, _bytes_unit, _ci_errors, _dodge,
+from peftlab.analysis.figure_style import (  # noqa: F401 (MARKERS, study_palette: tests/analysis/test_figures.py reads them here)
+    LINESTYLES, MARKERS, SERIES_COLUMNS, _axis_label, _axis_value, _bytes_unit, _ci_errors, _dodge,
     _label_points, _log_scale, _method_marker, _metric_label, _name, _natural_key, _new_figure, _palette_for,
     _pooled_columns, _seconds_unit, _series_text, _set_numeric_axis, _sorted_variants, _variant_color, figure_name,
     interval_label, log_tick_labels, save_figure, study_palette)
@@ -43,10 +43,10 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or x not in runs.columns:
-        return _skip(name, f"the table has no {metric} or {x} column")
+        return skip_figure(name, f"the table has no {metric} or {x} column")
     runs = runs[runs[metric].notna() & (runs[x] > 0)]
     if runs.empty:
-        return _skip(name, f"no completed run with {metric} and {x}")
+        return skip_figure(name, f"no completed run with {metric} and {x}")
     summary = summarize(runs, metric, interval=interval).set_index("variant")
     crowded = len(summary) > MAX_POINT_LABELS
     fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
@@ -160,12 +160,12 @@ def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="qu
     runs = completed_runs(df)
     mode = "config.quant.mode"
     if mode not in runs.columns or not (runs[mode].notna() & (runs[mode] != "none")).any():
-        return _skip(name, "no completed run with a quantized base (quant.mode is none everywhere)")
+        return skip_figure(name, "no completed run with a quantized base (quant.mode is none everywhere)")
     if "memory.base_weights_bytes" not in runs.columns or "memory.base_weights_fp32_bytes" not in runs.columns:
-        return _skip(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
+        return skip_figure(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
     points = quantization_points(df, metric, interval)
     if points.empty:
-        return _skip(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
+        return skip_figure(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
     fig, ax = _new_figure(5.8, 3.4)
     dodge = {"unmerged": -0.007, "merged": 0.007}  # side by side, so that the two intervals stay apart
     for variant in _sorted_variants(palette, points["variant"]):
@@ -208,10 +208,10 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
     (one evaluation per run is a point, not a curve).
     """
     if curves is None or curves.empty or metric not in curves.columns or curves[metric].isna().all():
-        return _skip(name, "no learning curves")
+        return skip_figure(name, "no learning curves")
     curves = curves[curves[metric].notna()]
     if curves.groupby(by)["step"].nunique().max() < 2:
-        return _skip(name, "no learning curve: every run was evaluated at a single step")
+        return skip_figure(name, "no learning curve: every run was evaluated at a single step")
     palette = _palette_for(curves, palette)
     fig, ax = _new_figure(5.8, 3.4)
     for group in _sorted_variants(palette, curves[by].unique()):
@@ -257,7 +257,7 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
                 panels.append((column, title))
                 break
     if not panels:
-        return _skip(name, "no training time or memory measurements")
+        return skip_figure(name, "no training time or memory measurements")
     groups = _sorted_variants(palette, runs[by])
     fig, axes = _new_figure(2.6 * len(panels) + 1.2, 1.1 + 0.3 * len(groups), ncols=len(panels))
     axes = np.atleast_1d(axes)
@@ -314,7 +314,7 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if axis not in runs.columns or metric not in runs.columns:
-        return _skip(name, f"the table has no {axis} or {metric} column")
+        return skip_figure(name, f"the table has no {axis} or {metric} column")
     runs = runs[runs[metric].notna()]
     on_axis = runs[axis].notna()
     if "method" in runs.columns:
@@ -322,7 +322,7 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
     references, runs = runs[~on_axis], runs[on_axis]
     runs = runs.assign(**{axis: runs[axis].map(_axis_value)})
     if runs[axis].nunique() < 2:
-        return _skip(name, f"{axis} has fewer than 2 distinct values")
+        return skip_figure(name, f"{axis} has fewer than 2 distinct values")
     if series is None:
         series = [c for c in SERIES_COLUMNS if c in runs.columns and c != axis and runs[c].nunique() > 1]
     series = [series] if isinstance(series, str) else list(series)
@@ -402,7 +402,7 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or runs[metric].isna().all():
-        return _skip(name, f"no completed run with {metric}")
+        return skip_figure(name, f"no completed run with {metric}")
     runs = runs[runs[metric].notna()]
     groups = _sorted_variants(palette, runs[by])
     seeds = sorted(runs["seed"].unique())
@@ -428,33 +428,7 @@ def _seed_list(seeds):
     return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
 
 
-def _skip(name, reason):
+def skip_figure(name, reason):
+    """Log why figure ``name`` is not drawn (the report lists it under "Skipped figures"); None."""
     logger.info("skipped %s: %s", name, reason)
     return None
-
-
-def plot_performance_profile(profiles, out_dir, name="performance_profile", palette=None, names=None):
-    """rliable's performance profile across datasets: for each algorithm, the fraction of its runs
-    (averaged over datasets) whose test top-1 exceeds a threshold, with the 95% stratified bootstrap
-    band. ``profiles``: algorithm -> (thresholds, profile, low, high, a variant of it for its colour)."""
-    if not profiles:
-        return _skip(name, "no configuration ran on every dataset")
-    fig, ax = _new_figure(4.8, 3.2)
-    lows, highs = [], []
-    for algorithm, (taus, profile, low, high, variant) in profiles.items():
-        color = _variant_color(palette, variant)
-        ax.plot(100 * taus, profile, color=color, label=(names or {}).get(algorithm, algorithm), linewidth=1.4,
-                drawstyle="steps-post")  # a fraction of runs: a step function of the threshold
-        ax.fill_between(100 * taus, low, high, color=color, alpha=0.18, linewidth=0, step="post")
-        varying = np.flatnonzero((profile > 0) & (profile < 1))
-        if varying.size:
-            lows.append(taus[max(varying[0] - 2, 0)])
-            highs.append(taus[min(varying[-1] + 2, taus.size - 1)])
-    if lows:
-        ax.set_xlim(100 * min(lows), 100 * max(highs))
-    ax.set_xlabel("Test top-1 threshold τ (%)")
-    ax.set_ylabel("Fraction of runs above τ")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
-    return save_figure(fig, out_dir, name)

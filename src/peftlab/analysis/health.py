@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.figures import MARKERS, OKABE_ITO, figure_name, log_tick_labels, save_figure, study_palette
+from peftlab.analysis.figure_style import MARKERS, OKABE_ITO, figure_name, log_tick_labels, save_figure, study_palette
 from peftlab.analysis.load import read_spec, run_dirs
 from peftlab.run_result import read_result
 

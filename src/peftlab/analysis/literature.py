@@ -24,11 +24,12 @@ import yaml
 
 from peftlab.analysis.intervals import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.suites import VTAB1K_TASKS
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 
-LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
+LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab import run_result
-from peftlab.config import PATH_FIELDS, flatten, hashed_path
+from peftlab.config import flatten
+from peftlab.config_paths import PATH_FIELDS, hashed_path
 from peftlab.errors import DataError
 from peftlab.files import read_json
 from peftlab.run_result import RunResult, run_status
@@ -41,12 +42,12 @@ def read_result(run_dir: Path) -> RunResult:
 
 def _flatten(data: dict, prefix: str) -> dict:
     """Dotted columns; lists shown as "a/b", mappings (rank patterns) as JSON."""
-    def shown(value):
+    def cell(value):
         if isinstance(value, list):
             return "/".join(map(str, value))
         return json.dumps(value) if isinstance(value, dict) else value
 
-    return {key: shown(value) for key, value in flatten(data, prefix).items()}
+    return {key: cell(value) for key, value in flatten(data, prefix).items()}
 
 
 def run_dirs(study_dir: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from peftlab.analysis.tables import format_count, format_percent, latex_escape
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 METHOD_NAMES = {"full": "full fine-tuning", "linear": "a linear probe", "lora": "LoRA"}
 ALPHA = 0.05  # significance level of the paired comparisons
-CONFIDENCE = 0.95  # of every interval: stats.summarize's default, which figures.py uses too
+CONFIDENCE = 0.95  # of every interval: intervals.summarize's default, which figures.py uses too
 
 # config.<key> -> macro holding its value(s) among the completed runs
 CONFIG_MACROS = {"model.name": "cfgModel", "data.name": "cfgData", "model.img_size": "cfgImgSize",

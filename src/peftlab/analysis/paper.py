@@ -23,6 +23,7 @@ import pandas as pd
 
 from peftlab.analysis import figures, protocol_card, tuning
 from peftlab.analysis.comparisons import POWER, below_detection, paired_comparisons
+from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import completed_runs, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
 from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature,
@@ -32,11 +33,11 @@ from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, cit
                                      macro_suffix, pairs_text, pct, pvalue, signed, variant_suffixes, words)
 from peftlab.analysis.report import choose_baseline
 from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.files import read_json
-from peftlab.study.spec import read_report_options
+from peftlab.study.report_options import read_report_options
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 REFERENCES = Path(__file__).with_name("references.bib")
 
 
@@ -102,7 +103,7 @@ class Study:
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
-        self.palette = figures.study_palette(df)
+        self.palette = study_palette(df)
         self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
 
     def name(self, variant) -> str:

@@ -24,7 +24,7 @@ ROWS = (  # (record key, what the card calls it)
 )
 
 
-def shown(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
+def agreed_value(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
     """One value when every configuration agrees, else each configuration's."""
     distinct = list(dict.fromkeys(str(v) for v in values))
     if len(distinct) == 1:
@@ -56,7 +56,7 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     if done.empty or "protocol.resolution" not in done:
         return [], []
     runs = done.drop_duplicates("variant")
-    rows = [(name, short_paths(shown(runs[f"protocol.{key}"], labels, runs["variant"])))
+    rows = [(name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
             for key, name in ROWS if f"protocol.{key}" in runs]
     rows.append(("parameter counts", "the tables count trainable parameters with the head; the published VTAB-1k "
                                      "counts (PETL_Vision) leave it out"))

@@ -7,7 +7,7 @@ absent is skipped with a line in the report's "Skipped figures" section.
 How the report shows the study comes from the ``report:`` section of the study file (the
 copy the runner keeps as ``STUDY_DIR/study.yaml``): the interval (``t`` by default) and
 display names (``labels``). The bootstrap's seed and number of resamples are fixed
-(stats.BOOTSTRAP_SEED, stats.BOOTSTRAP_RESAMPLES) and printed in the report.
+(bootstrap.BOOTSTRAP_SEED, bootstrap.BOOTSTRAP_RESAMPLES) and printed in the report.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import adaptive, aggregates, figures, health, protocol_card, tuning, vtab
+from peftlab.analysis import across_datasets, adaptive, figures, health, protocol_card, tuning, vtab
 from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
-from peftlab.analysis.comparisons import (MAX_PAIRS, POWER, aggregate_over_tasks, algorithm_name, below_detection,
-                                          paired_comparisons_within, scores_over_tasks)
+from peftlab.analysis.figure_style import study_palette
+from peftlab.analysis.comparisons import MAX_PAIRS, POWER, below_detection, paired_comparisons_within
 from peftlab.analysis.intervals import (MIN_SEEDS, completed_runs, describe_interval, incomplete_runs, pareto_front,
                                         summarize)
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
 from peftlab.errors import UserError
-from peftlab.study.spec import read_report_options
+from peftlab.study.report_options import read_report_options
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
 ABLATION_AXES = {"config.method.r": "rank", "config.method.lora_alpha": "alpha",
@@ -71,7 +71,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
     df.to_csv(out / "results.csv", index=False)
     lines = [f"# Study report: {study_dir.name}", ""]
     lines += _what_was_run(df, done)
-    lines += tuning.report_section(study_dir, df, out / "figures", labels, figures.study_palette(df))  # or: untuned
+    lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
         lines += [f"Labels in the study file's report section that name no configuration or method: "
@@ -99,7 +99,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
         lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
         lines += _pareto_lines(df, labels)
         lines += _significance_lines(comparisons, df, labels)
-        lines += _across_datasets(df, baseline, labels, out)
+        lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
         lines += _qalora_lines(df, interval, labels)
         lines += vtab.report_section(df, baseline, interval, labels, out, study_dir.name)  # [] without VTAB-1k runs
     else:
@@ -111,7 +111,7 @@ def write_report(study_dir: str | Path, baseline: str | None = None, interval: s
     lines += ["## Figures", ""] + figure_lines
     lines += adaptive.report_section(study_dir, df, out / "figures", labels)  # rank allocation, equal budget
     lines += health.report_section(study_dir, out / "figures", labels,  # monitors: gradients, convergence, rank use
-                                   figures.study_palette(df))
+                                   study_palette(df))
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
     lines += _environment(environment(study_dir))
@@ -252,54 +252,6 @@ def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Serie
             "single runs could come out either way; the figure 'Test top-1 across seeds' shows every seed.", ""]
 
 
-def _across_datasets(df: pd.DataFrame, baseline: str | None, labels: dict, out: Path) -> list[str]:
-    done = completed_runs(df)
-    if TASK not in done or done[TASK].nunique() < 2:
-        return []
-    table = aggregate_over_tasks(df, METRICS[0], TASK, baseline)
-    tasks, scores = scores_over_tasks(df, METRICS[0], TASK)
-    more = aggregates.task_aggregates(scores).set_index("algorithm")
-    lines = ["## Across datasets", "",
-             f"rliable's aggregates over the {len(tasks)} datasets (test top-1, %): the interquartile mean "
-             "(IQM, the 25% trimmed mean of every run on every dataset), the mean over datasets, the optimality "
-             "gap (how far runs fall short of 100%; lower is better), each with its 95% stratified bootstrap "
-             "interval (runs resampled within each dataset); the average rank over datasets (1 is the best "
-             "mean on a dataset); and the probability of improvement over the baseline averaged over datasets.", "",
-             "| configuration | datasets | runs | IQM [95% CI] | mean [95% CI] | optimality gap [95% CI] | "
-             "average rank | P(X > baseline) [95% CI] |", "|---|---|---|---|---|---|---|---|"]
-
-    def interval(value, low, high, scale=100.0, digits=1) -> str:
-        return "n/a (not on every dataset)" if pd.isna(value) else \
-            f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
-
-    for row in table.itertuples():
-        extra = more.loc[row.algorithm]
-        poi = "–" if pd.isna(row.prob_improvement) else \
-            interval(row.prob_improvement, row.prob_improvement_low, row.prob_improvement_high, 1.0, 2)
-        rank = "–" if pd.isna(extra["rank"]) else f"{extra['rank']:.2f}"
-        lines.append(f"| {display_name(row.algorithm, None, labels)} | {row.n_tasks} | {row.n_runs} | "
-                     f"{interval(row.iqm, row.iqm_low, row.iqm_high)} | "
-                     f"{interval(extra['mean'], extra['mean_low'], extra['mean_high'])} | "
-                     f"{interval(extra['gap'], extra['gap_low'], extra['gap_high'])} | {rank} | {poi} |")
-    return lines + [""] + _performance_profile(df, scores, labels, out)
-
-
-def _performance_profile(df: pd.DataFrame, scores: dict, labels: dict, out: Path) -> list[str]:
-    """The performance-profile figure of the configurations that ran on every dataset."""
-    runs = completed_runs(df)
-    variant_of = {algorithm_name(v, t): v for v, t in zip(runs["variant"], runs[TASK])}
-    profiles = {a: (aggregates.PROFILE_TAUS, aggregates.performance_profile(s), *aggregates.profile_band(s), variant_of[a])
-                for a, s in scores.items() if all(t.size for t in s)}
-    paths = figures.plot_performance_profile(profiles, out / "figures", palette=figures.study_palette(df),
-                                             names={a: display_name(a, None, labels) for a in profiles})
-    if not paths:
-        return []
-    return ["### Performance profile across datasets", "", "![Performance profile](figures/performance_profile.png)", "",
-            "For each threshold τ, the fraction of a configuration's runs whose test top-1 exceeds τ, averaged over "
-            "the datasets (rliable's run-score distribution); band: 95% stratified bootstrap interval. A curve "
-            "above another is better at every threshold.", ""]
-
-
 class _SkipReasons(logging.Handler):
     """Collects the figures module's "skipped <name>: <reason>" records."""
 
@@ -316,7 +268,7 @@ def _figures(df: pd.DataFrame, curves: pd.DataFrame, axes: list[str], out: Path,
              labels: dict, under_training: str = "") -> tuple[list[str], list[str]]:
     """(report.md lines of the drawn figures, one line per skipped figure); ``under_training`` is
     said under the convergence figure."""
-    palette = figures.study_palette(df)
+    palette = study_palette(df)
     style = {"interval": interval, "labels": labels, "palette": palette}
     bars = f"bars: the {describe_interval(interval)}."
     handler, level = _SkipReasons(), figures.logger.level

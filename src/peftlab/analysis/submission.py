@@ -19,8 +19,11 @@ import tempfile
 from pathlib import Path
 
 from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.literature import LITERATURE
 from peftlab.analysis.load import environment, load_results
-from peftlab.analysis.paper import LITERATURE, REPO_ROOT, TOP1, pretraining_manifest
+from peftlab.analysis.macros import TOP1
+from peftlab.analysis.paper import pretraining_manifest
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")

@@ -103,7 +103,7 @@ def latex_table(
       metric in `summary`, headed by METRIC_LABELS. Headers are plain text and are escaped;
       the caption and display names are `latex_text` (math between dollar signs is kept).
     labels: display names (see `display_name`).
-    interval_text: what the intervals are, for the note under the table, e.g. stats.describe_interval(...);
+    interval_text: what the intervals are, for the note under the table, e.g. intervals.describe_interval(...);
       by default named from the summary's ci_method.
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.

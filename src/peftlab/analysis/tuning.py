@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.figures import figure_name, save_figure
+from peftlab.analysis.figure_style import figure_name, save_figure
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.files import read_json

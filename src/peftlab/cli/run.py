@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from peftlab.cli.parsing import method_names
+from peftlab.config_paths import REPO_ROOT
 from peftlab.cpu import pin_arithmetic
 from peftlab.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 
@@ -208,7 +208,8 @@ def cmd_params(args) -> int:
 
 def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
-    from peftlab.config import DATASET_CLASSES, load_config
+    from peftlab.config import load_config
+    from peftlab.config_checks import DATASET_CLASSES
 
     cfg = load_config(args.model, args.overrides)
     classes = args.num_classes if args.num_classes is not None else cfg.model.num_classes or (

@@ -83,7 +83,8 @@ def add_data(sub) -> None:
 
 
 def cmd_data_info(args) -> int:
-    from peftlab.config import DataConfig, from_dict
+    from peftlab.config import from_dict
+    from peftlab.config_sections import DataConfig
     from peftlab.data import describe_data, format_data_info
 
     fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}

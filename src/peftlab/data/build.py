@@ -23,10 +23,10 @@ from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (ArrayDataset, DecodedFiles, FileDataset, crop_padding, load_image, make_transform,
                                    resize_images)
 from peftlab.data.image_checks import checked_headers, headers_file, image_header
-from peftlab.data.loading import default_num_workers
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
+from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
-from peftlab.data.readers import RawData, Samples, concat
+from peftlab.data.records import RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,

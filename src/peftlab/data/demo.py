@@ -32,7 +32,7 @@ from peftlab.data.records import RawData
 from peftlab.data.sources import find_data, read_layout
 from peftlab.data.splits import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, STREAM_VAL_SUBSET, pick_subset
 from peftlab.errors import DataError, UserError
-from peftlab.files import check_output, read_json, shown, write_json_atomic
+from peftlab.files import check_output, read_json, shown_path, write_json_atomic
 from peftlab.progress import TextProgress
 from peftlab.suites import VTAB1K_LISTS
 
@@ -141,7 +141,7 @@ def already_there(folder: Path, manifest: dict) -> bool:
     differs = ", ".join(key for key in manifest if found and found.get(key) != manifest[key])
     what = (f"a vtab-demo task written with seed {found.get('seed')} and test size {found.get('test_size')} "
             f"(its {MANIFEST} differs in {differs})" if found else "something else")
-    raise UserError(f"{shown(folder)} already holds {what}, not this one (seed {manifest['seed']}, test size "
+    raise UserError(f"{shown_path(folder)} already holds {what}, not this one (seed {manifest['seed']}, test size "
                     f"{manifest['test_size']}); choose another output folder or --task name, or delete it")
 
 

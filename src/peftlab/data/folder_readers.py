@@ -1,5 +1,5 @@
 """Readers of image folders: Tiny ImageNet's layout and class folders (ImageFolder), kept as file
-paths and decoded later, per item. readers.py is the public face."""
+paths and decoded later, per item; records.py says what every reader returns."""
 
 import re
 from pathlib import Path

@@ -22,20 +22,12 @@ import os
 import site
 from pathlib import Path
 
-from peftlab.data.readers import (
-    FASHION_MNIST_CLASS_NAMES,
-    MNIST_CLASS_NAMES,
-    RawData,
-    read_cifar10_binary,
-    read_cifar10_python,
-    read_cifar100_binary,
-    read_cifar100_python,
-    read_idx_dataset,
-    read_image_folder,
-    read_mnist_pickle,
-    read_tiny_imagenet,
-)
-from peftlab.config import check_dataset_name
+from peftlab.config_checks import check_dataset_name
+from peftlab.data.binary_readers import (FASHION_MNIST_CLASS_NAMES, MNIST_CLASS_NAMES, read_cifar10_binary,
+                                         read_cifar10_python, read_cifar100_binary, read_cifar100_python,
+                                         read_idx_dataset, read_mnist_pickle)
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
+from peftlab.data.records import RawData
 from peftlab.errors import ConfigError, DataError
 from peftlab.files import one_line
 

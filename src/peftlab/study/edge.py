@@ -75,7 +75,8 @@ def spacing(values) -> str:
     return "log" if uneven_logs < uneven_diffs else "linear"
 
 
-def shown(value) -> str:
+def axis_value_text(value) -> str:
+    """An axis value as a note writes it: a float in its shortest form (%g)."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -139,8 +140,8 @@ def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added
         params = {**best["params"], axis.key: out}
         why = refusal(search, params) if is_number(out) else f"{out} is not a finite number"
         if why is None:
-            return Added(params, f"beyond the {end} of {axis.key} (best at {shown(value)})", "beyond"), []
-        refused.append(f"beyond the {end} of {axis.key}: {axis.key}={shown(out)} is refused ({why})")
+            return Added(params, f"beyond the {end} of {axis.key} (best at {axis_value_text(value)})", "beyond"), []
+        refused.append(f"beyond the {end} of {axis.key}: {axis.key}={axis_value_text(out)} is refused ({why})")
     neighbours = [values[i] for i in (at - 1, at + 1) if 0 <= i < len(values)]
     partner = max(neighbours, key=lambda v: (line[v], -v))  # the better neighbour; the lower value on a tie
     middle = between(value, partner, log, integer)
@@ -149,9 +150,9 @@ def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added
     params = {**best["params"], axis.key: middle}
     why = refusal(search, params)
     if why is not None:
-        return None, refused + [f"between {shown(value)} and {shown(partner)} of {axis.key}: {why}"]
+        return None, refused + [f"between {axis_value_text(value)} and {axis_value_text(partner)} of {axis.key}: {why}"]
     low, high = sorted((value, partner))
-    return Added(params, f"between {shown(low)} and {shown(high)} of {axis.key} (best at {shown(value)})",
+    return Added(params, f"between {axis_value_text(low)} and {axis_value_text(high)} of {axis.key} (best at {axis_value_text(value)})",
                  "between"), refused
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import read_yaml
+from peftlab.config_yaml import read_yaml
 from peftlab.errors import ConfigError
 
 REPORT_KEYS = ("interval", "labels")

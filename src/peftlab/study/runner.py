@@ -38,7 +38,7 @@ from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
 from peftlab.run_result import failure, read_result, run_status, write_result
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.preflight import check_study, validate_study  # noqa: F401 - validate_study: callers import it here
+from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs

@@ -52,12 +52,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
-                            method_fields, method_names, nest, read_yaml, resolve_paths, seed_hashes, shown, to_dict,
-                            with_base_architecture, without_foreign_options)
+from peftlab.config import (RunConfig, config_hash, flatten, from_dict, load_config, method_fields, method_names,
+                            seed_hashes, to_dict, without_foreign_options)
+from peftlab.config_checks import MAX_INT, shown
+from peftlab.config_paths import resolve_paths, with_base_architecture
+from peftlab.config_yaml import deep_merge, nest, read_yaml
 from peftlab.errors import ConfigError
-from peftlab.study.report_options import (REPORT_INTERVALS, REPORT_KEYS, ReportOptions,  # noqa: F401
-                                           read_report_options, report_options)
+from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tune import Search, check_method_keys, tune_searches
 

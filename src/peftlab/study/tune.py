@@ -45,8 +45,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, nest, shown,
-                            to_dict)
+from peftlab.config import RunConfig, config_hash, flatten, from_dict, to_dict
+from peftlab.config_checks import MAX_INT, shown
+from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
 

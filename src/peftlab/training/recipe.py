@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from peftlab import metrics, provenance, tracking
 from peftlab.backbones import InputSpec, base_provenance, enable_grad_checkpointing, input_spec_for
-from peftlab.config import RunConfig, TrainConfig, to_dict
+from peftlab.config import RunConfig, to_dict
+from peftlab.config_sections import TrainConfig
 from peftlab.cpu import arithmetic_record
 from peftlab.data import DataBundle, build_data
 from peftlab.data.loading import BatchLoader

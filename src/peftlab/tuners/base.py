@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftlab.config import QuantConfig, RunConfig
+from peftlab.config import RunConfig
+from peftlab.config_sections import QuantConfig
 from peftlab.libraries import quiet_transformers
 from peftlab.quant import base_weight_bytes, check_quant, is_quantized_linear, load_pending
 from peftlab.tuners import TUNERS
@@ -131,7 +132,9 @@ class Tuner:
 
     def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """(adapter_config.json, adapter_model.safetensors) for ``peft.PeftModel.from_pretrained``
-        on the plain base model; None for a method PEFT cannot load (full, linear, qalora)."""
+        on the plain base model; None for a method PEFT cannot load: full, linear, qalora, bitfit, ln,
+        difffit, ssf, the adapters and vpt never; vera, loha, lokr, oft and boft when they adapt q/k/v
+        slices of timm's fused qkv, ia3 when a feed-forward scale sits on one (docs/run-directory.md)."""
         return None
 
     @property
