@@ -256,7 +256,7 @@ def define_tuning(numbers: Numbers, study) -> None:
     kinds = [latex_escape(kind) for kind in dict.fromkeys(
         "grid (then edge-following)" if s["search"].get("follow_edge") else s["search"]["search"] for s in searches)]
     add("tuneSearch", words(kinds).replace(" and ", " or "),
-        "the kind of search (search.search; follow_edge: points added past the grid)")
+        "the kind of search (search.search; follow_edge: points added after the grid)")
     budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
     add("tuneTrials", words(budgets).replace(" and ", " or "),
         "the trial budget per method (search.trials)")

@@ -291,7 +291,7 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
     if added_lines(searches):
-        lines += ["Points added past the grid (`follow_edge`), each from the trials before it:", "",
+        lines += ["Points the search added after the grid (`follow_edge`), each from the trials before it:", "",
                   *added_lines(searches), ""]
     if diverged_lines(searches):
         lines += ["Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was "
