@@ -61,10 +61,15 @@ def _space(record: dict) -> str:
     return "; ".join(parts) + _added_words(record)
 
 
+def added_count(record: dict) -> int:
+    """How many points an edge-following search added after its grid."""
+    return sum(1 for t in record["trials"] if t.get("added"))
+
+
 def _added_words(record: dict) -> str:
     """", then 2 points added by following the edge" for a search that added points past its grid:
     a chosen value may lie outside the grid the space names."""
-    added = sum(1 for t in record["trials"] if t.get("added"))
+    added = added_count(record)
     return f", then {added} point{'s' if added != 1 else ''} added by following the edge" if added else ""
 
 
@@ -340,8 +345,8 @@ def figure_caption(searches: list[dict]) -> str:
 
 TABLE_CAPTION = ("Hyper-parameter search of each method on the validation split: the search space, the trials run "
                  "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
-                 "over the tuning seeds when there are several), and the mean validation and test top-1 of the final runs at the chosen values over $n$ "
-                 "seeds, in \\%.")
+                 "over the tuning seeds when there are several), and the mean validation and test top-1 of the "
+                 "final runs at the chosen values over $n$ seeds, in \\%.")
 
 
 def latex_key(key: str) -> str:
@@ -365,7 +370,7 @@ def latex_space(record: dict) -> str:
         else:
             log = " (log)" if axis.get("log") else ""
             parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
-    added = sum(1 for t in record["trials"] if t.get("added"))
+    added = added_count(record)
     return "; ".join(parts) + (f" $+${added}" if added else "")
 
 
@@ -414,7 +419,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
                      f"{finals} \\\\")
     lines += [r"\bottomrule", r"\end{tabularx}"]
     notes = []
-    if any(t.get("added") for record in searches for t in record["trials"]):
+    if any(added_count(record) for record in searches):
         notes.append(r"$+k$: $k$ points added after the grid by following the edge (past its end or between the best "
                      r"and its better neighbour), so a chosen value may lie outside the grid shown.")
     if at_edge:
