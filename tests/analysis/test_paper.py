@@ -393,8 +393,18 @@ def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
     assert defined["tuneKeys"] == r"\texttt{train.lr} and \texttt{method.r}"
     assert defined["tuneTrials"] == "3 or 4" and defined["tuneSearch"] == "grid or random"
     assert defined["tuneSeeds"] == "1000" and defined["tuneMethods"] == "3"
+    assert r"on tuning \tuneSeedWord{} \tuneSeeds{}," in main and defined["tuneSeedWord"] == "seed"
     assert defined["tuneEdges"] == r"the \texttt{train.lr} of linear is the largest value searched"
     assert_no_typed_number(tuned_sources)
+
+
+@pytest.mark.parametrize("value,text", [(0.0040536, "0.00405"), (0.1, "0.1"), (3e-4, "0.0003"), (1e-5, "1e-05"),
+                                        (4000.0, "4{,}000"), (1234.5, "1{,}234"), (64, "64")])
+def test_config_values_read_as_prose_writes_them(value, text):
+    """A searched learning rate such as 0.0040536 reads 0.00405 in the paper's setup sentence."""
+    from peftlab.analysis.macros import config_value
+
+    assert config_value(value) == text
 
 
 def test_an_untuned_paper_has_no_tuning_table_nor_figure(sources):

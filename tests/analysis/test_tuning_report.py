@@ -110,7 +110,21 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
     assert "- lora trial 1 (train.lr=0.1): validation top-1 10.1% is at or below chance" in text
     assert "red crosses are trials that fell to chance" in text and "red triangles on the x-axis" in text
     assert "diamonds are points the edge-following search added after the grid" in text
+    # the space column names the added points: the chosen 0.0001 is not one of the grid's values
+    assert "| train.lr in {0.01, 0.1, 1.0}, then 2 points added by following the edge | 5 of 5" in text
     assert edge_choices([dict(record, follow_edge=None)])[0].endswith("its best may lie outside the searched range.")
+
+
+def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
+    """An added point such as 0.0547723 reads 0.0548 in the paper's table, whose space names the added points."""
+    from peftlab.analysis.tuning import latex_space, latex_table
+
+    record = edge_following(tmp_path)
+    record["chosen"]["params"]["train.lr"] = record["trials"][4]["params"]["train.lr"] = 0.0547723
+    assert latex_space(record) == r"\texttt{train.lr} $\in$ \{0.01, 0.1, 1\} $+$2"
+    table = latex_table([record], pd.DataFrame(columns=["method", "metrics.val_top1", "metrics.test_top1"]))
+    assert r"\mbox{\texttt{train.lr}=0.0548" in table and "0.0547723" not in table
+    assert r"$+k$: $k$ points added after the grid by following the edge" in table
 
 
 @pytest.mark.parametrize("one_axis", [True, False])

@@ -162,7 +162,7 @@ def define_study(numbers: Numbers, study) -> None:
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
     for key, name in CONFIG_MACROS.items():
         values = study.config(key)
-        text = ", ".join(config_value(v) for v in values) or "n/a"
+        text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
         add(name, text, f"config.{key} of the completed runs")
     add("cfgMethods", words([METHOD_NAMES.get(m, latex_escape(m)) for m in dict.fromkeys(done["method"])]),
         "methods of the completed runs")
@@ -256,13 +256,14 @@ def define_tuning(numbers: Numbers, study) -> None:
     kinds = [latex_escape(kind) for kind in dict.fromkeys(
         "grid (then edge-following)" if s["search"].get("follow_edge") else s["search"]["search"] for s in searches)]
     add("tuneSearch", words(kinds).replace(" and ", " or "),
-        "the kind of search (search.search; follow_edge: points added past the grid)")
+        "the kind of search (search.search; follow_edge: points added after the grid)")
     budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
     add("tuneTrials", words(budgets).replace(" and ", " or "),
         "the trial budget per method (search.trials)")
     add("tuneMetric", tuning.latex_key(searches[0]["search"]["metric"]), "the score trials were chosen by (search.metric)")
-    add("tuneSeeds", words([str(seed) for seed in sorted({seed for s in searches for seed in s["search"]["seeds"]})]),
-        "the seeds of the tuning trials (search.seeds)")
+    seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
+    add("tuneSeeds", words([str(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
+    add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     at_edge = [f"the {tuning.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
                for method, key, _, where in tuning.edges(searches)]
     if at_edge:
@@ -290,10 +291,12 @@ def citations_of(citations: list[Citation], setting: str) -> list[Citation]:
 
 
 def config_value(value) -> str:
+    """A config value as prose shows it: floats to 3 significant digits (a searched learning rate
+    such as 0.00405360 reads 0.00405)."""
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 4000.0 from a column with NaN
         return integer(value)
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.3g}" if abs(value) < 1000 else integer(round(value))
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return integer(value)
     return latex_escape(value)

@@ -51,14 +51,26 @@ def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> li
     return sorted(searches, key=lambda r: (order.get(r["search"]["method"], len(order)), r["search"]["method"]))
 
 
-def _space(search: dict) -> str:
+def _space(record: dict) -> str:
     parts = []
-    for axis in search["axes"]:
+    for axis in record["search"]["axes"]:
         if "values" in axis:
             parts.append(f"{axis['key']} in {{{', '.join(map(str, axis['values']))}}}")
         else:
             parts.append(f"{axis['key']} in [{axis['low']:g}, {axis['high']:g}]{' (log)' if axis.get('log') else ''}")
-    return "; ".join(parts)
+    return "; ".join(parts) + _added_words(record)
+
+
+def added_count(record: dict) -> int:
+    """How many points an edge-following search added after its grid."""
+    return sum(1 for t in record["trials"] if t.get("added"))
+
+
+def _added_words(record: dict) -> str:
+    """", then 2 points added by following the edge" for a search that added points past its grid:
+    a chosen value may lie outside the grid the space names."""
+    added = added_count(record)
+    return f", then {added} point{'s' if added != 1 else ''} added by following the edge" if added else ""
 
 
 def _values(params: dict) -> str:
@@ -265,9 +277,11 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
         return ["## Hyper-parameters", "", UNTUNED, ""]
     first = searches[0]["search"]
     seeds = ", ".join(map(str, first["seeds"]))
+    scored = (f"the mean over the tuning seeds {seeds}" if len(first["seeds"]) > 1
+              else f"one trial per point, on tuning seed {seeds}")
     lines = ["## Tuning", "",
              f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
-             f"trials selected by {first['metric']} (the mean over the tuning seeds {seeds}, which no final "
+             f"trials selected by {first['metric']} ({scored}, which no final "
              "run uses); the test set was evaluated for the final runs only, each at its method's chosen values. "
              "Budgets (trials per method): " + ", ".join(f"{s['search']['method']} {s['search']['trials']}"
                                                        for s in searches) + ".", "",
@@ -283,7 +297,7 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
         chosen_val = f"{100 * chosen['value']:.2f}" if chosen else "-"
         final_text = f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})" if final is not None \
             else "- | -"
-        lines.append(f"| {figure_name(method, method, labels)} | {_space(search)} | {len(record['trials'])} of "
+        lines.append(f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
                      f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
                      f"{final_text} |")
     lines.append("")
@@ -291,7 +305,7 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
     if added_lines(searches):
-        lines += ["Points added past the grid (`follow_edge`), each from the trials before it:", "",
+        lines += ["Points the search added after the grid (`follow_edge`), each from the trials before it:", "",
                   *added_lines(searches), ""]
     if diverged_lines(searches):
         lines += ["Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was "
@@ -330,9 +344,9 @@ def figure_caption(searches: list[dict]) -> str:
 # --- the paper (LaTeX) ---------------------------------------------------------------------
 
 TABLE_CAPTION = ("Hyper-parameter search of each method on the validation split: the search space, the trials run "
-                 "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (mean over the "
-                 "tuning seeds), and the mean validation and test top-1 of the final runs at the chosen values over $n$ "
-                 "seeds, in \\%.")
+                 "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
+                 "over the tuning seeds when there are several), and the mean validation and test top-1 of the "
+                 "final runs at the chosen values over $n$ seeds, in \\%.")
 
 
 def latex_key(key: str) -> str:
@@ -341,20 +355,23 @@ def latex_key(key: str) -> str:
 
 
 def latex_value(value) -> str:
-    return latex_escape(f"{value:g}" if isinstance(value, float) else value)
+    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548)."""
+    return latex_escape(f"{value:.3g}" if isinstance(value, float) else value)
 
 
-def latex_space(search: dict) -> str:
-    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log)."""
+def latex_space(record: dict) -> str:
+    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log),
+    and "$+$2" for the points an edge-following search added (the table's note says what it means)."""
     parts = []
-    for axis in search["axes"]:
+    for axis in record["search"]["axes"]:
         if "values" in axis:
             values = ", ".join(latex_value(v) for v in axis["values"])
             parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
         else:
             log = " (log)" if axis.get("log") else ""
             parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
-    return "; ".join(parts)
+    added = added_count(record)
+    return "; ".join(parts) + (f" $+${added}" if added else "")
 
 
 def latex_trials(record: dict) -> str:
@@ -398,11 +415,17 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
         final = scores.loc[method] if method in scores.index else None
         finals = (f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None
                   else "-- & -- & --")
-        lines.append(f"{name} & {latex_space(search)} & {latex_trials(record)} & {chosen_text} & "
+        lines.append(f"{name} & {latex_space(record)} & {latex_trials(record)} & {chosen_text} & "
                      f"{finals} \\\\")
     lines += [r"\bottomrule", r"\end{tabularx}"]
+    notes = []
+    if any(added_count(record) for record in searches):
+        notes.append(r"$+k$: $k$ points added after the grid by following the edge (past its end or between the best "
+                     r"and its better neighbour), so a chosen value may lie outside the grid shown.")
     if at_edge:
-        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize $^{\dagger}$: the smallest or largest value "
-                  r"searched; the best value may lie outside the searched range.}"]
+        notes.append(r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
+                     r"searched range.")
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
