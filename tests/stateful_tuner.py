@@ -11,7 +11,9 @@ import torch
 
 from peftlab.tuners import TunerSpec
 from peftlab.tuners.lora.config import LoraMethodConfig
-from peftlab.tuners.lora.model import LoraTuner, apply as apply_lora, check as check_lora
+from peftlab.tuners.lora.model import LoraTuner
+from peftlab.tuners.lora.model import apply as apply_lora
+from peftlab.tuners.lora.model import check as check_lora
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class StatefulTuner(LoraTuner):
         return [p for n, p in self.model.named_parameters() if "lora_" in n]
 
     def regularization(self):
-        return 1e-2 * self.ema * sum((p ** 2).sum() for p in self.lora_params())
+        return 1e-2 * self.ema * sum((p**2).sum() for p in self.lora_params())
 
     def after_backward(self, step: int, skip: bool) -> None:
         norm = torch.nn.utils.get_total_norm([p.grad for p in self.lora_params() if p.grad is not None])

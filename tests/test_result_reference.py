@@ -3,8 +3,8 @@
 import typing
 
 import pytest
-
 from testkit import REPO
+
 from peftlab import result_reference
 from peftlab.run_result import SECTIONS, RunResult
 
@@ -12,13 +12,14 @@ from peftlab.run_result import SECTIONS, RunResult
 def doc_section() -> str:
     text = (REPO / "docs" / "run-directory.md").read_text()
     start, end = text.index(result_reference.BEGIN), text.index(result_reference.END)
-    return text[start + len(result_reference.BEGIN) + 1:end]
+    return text[start + len(result_reference.BEGIN) + 1 : end]
 
 
 def test_the_doc_section_is_current():
     assert doc_section() == result_reference.reference(), (
         "docs/run-directory.md's result.json section is stale: run PYTHONPATH=src python -m "
-        "peftlab.result_reference --write docs/run-directory.md")
+        "peftlab.result_reference --write docs/run-directory.md"
+    )
 
 
 def test_every_key_of_the_record_and_its_sections_is_in_the_section():

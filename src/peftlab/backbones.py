@@ -133,9 +133,10 @@ def build_from_hub(cfg: ModelConfig, kwargs: dict) -> nn.Module:
         # new, as with a local file (timm keeps the checkpoint's when the task has as many classes)
         overlay = {"file": str(path), "num_classes": 0}
         model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    except Exception as err:  # noqa: BLE001 - a broken file, weights of other shapes: one line
-        raise WeightsError(f"model.pretrained='hub': timm could not load {path} into {cfg.name!r} "
-                           f"({one_line(err)[:200]})") from None
+    except Exception as err:
+        raise WeightsError(
+            f"model.pretrained='hub': timm could not load {path} into {cfg.name!r} ({one_line(err)[:200]})"
+        ) from None
     check_finite({k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}, path)
     return model
 
@@ -173,20 +174,25 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
     quiet_transformers()
     path = Path(cfg.path)
     check_hf_config(path)  # its sizes bounded before transformers builds anything
-    labels = {"num_labels": num_classes, "id2label": {i: str(i) for i in range(num_classes)},
-              "label2id": {str(i): i for i in range(num_classes)}}
+    labels = {
+        "num_labels": num_classes,
+        "id2label": {i: str(i) for i in range(num_classes)},
+        "label2id": {str(i): i for i in range(num_classes)},
+    }
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
         if weights and not sizes:
             # safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead
-            model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True,
-                                                                    use_safetensors=True, **labels)
+            model = AutoModelForImageClassification.from_pretrained(
+                path, ignore_mismatched_sizes=True, use_safetensors=True, **labels
+            )
         else:
             model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels, **sizes))
-    except Exception as err:  # noqa: BLE001 - a broken config.json or weights file: one line
-        raise WeightsError(f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})") \
-            from None
+    except Exception as err:
+        raise WeightsError(
+            f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})"
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     return HFLogits(model)
@@ -201,9 +207,10 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
         check_hf_config(cfg.path)
         try:
             config = AutoConfig.from_pretrained(cfg.path)
-        except Exception as err:  # noqa: BLE001 - missing or broken config.json: one line
-            raise WeightsError(f"model.path={cfg.path!r} is not a loadable HF model directory "
-                               f"({one_line(err)[:200]})") from None
+        except Exception as err:
+            raise WeightsError(
+                f"model.path={cfg.path!r} is not a loadable HF model directory ({one_line(err)[:200]})"
+            ) from None
         return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
     import timm
 
@@ -224,8 +231,10 @@ def check_patch_grid(model: nn.Module, cfg: ModelConfig) -> None:
     (height, width), (ph, pw) = embed.img_size, embed.patch_size
     if height % ph or width % pw:
         source = "model.img_size" if cfg.img_size else f"{cfg.name}'s default image size"
-        raise ConfigError(f"model.patch_size={ph} is invalid: expected a divisor of {source} ({height}); "
-                          "timm would drop the border pixels")
+        raise ConfigError(
+            f"model.patch_size={ph} is invalid: expected a divisor of {source} ({height}); "
+            "timm would drop the border pixels"
+        )
 
 
 def input_spec(model: nn.Module) -> InputSpec:

@@ -72,18 +72,34 @@ class RunConfig:
     protocol: Literal["none", "petl_vision", "vpetl_bench"] = "none"
 
     def __post_init__(self):
-        check_field(0 < len(self.name) <= 128 and self.name not in (".", "..") and self.name.isprintable()
-                    and not set(self.name) & set("/\\"), "name", self.name,
-                    "1 to 128 printable characters without / or \\ (it names the run directory)")
+        check_field(
+            0 < len(self.name) <= 128
+            and self.name not in (".", "..")
+            and self.name.isprintable()
+            and not set(self.name) & set("/\\"),
+            "name",
+            self.name,
+            "1 to 128 printable characters without / or \\ (it names the run directory)",
+        )
         check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.quant.mode != "none" and not self.method.quantizable:
-            fail_field("quant.mode", self.quant.mode,
-                       f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}")
+            fail_field(
+                "quant.mode",
+                self.quant.mode,
+                f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}",
+            )
         if self.train.early_stop_patience and self.data.val_fraction == 0:
-            fail_field("train.early_stop_patience", self.train.early_stop_patience,
-                       "null when data.val_fraction is 0 (early stopping needs a validation split)")
-        check_field(len(set(self.track)) == len(self.track), "track", list(self.track),
-                    "a list of distinct names from " + ", ".join(TRACKERS))
+            fail_field(
+                "train.early_stop_patience",
+                self.train.early_stop_patience,
+                "null when data.val_fraction is 0 (early stopping needs a validation split)",
+            )
+        check_field(
+            len(set(self.track)) == len(self.track),
+            "track",
+            list(self.track),
+            "a list of distinct names from " + ", ".join(TRACKERS),
+        )
         if self.protocol != "none":
             check_protocol(self)
 
@@ -102,8 +118,9 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
         return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -159,8 +176,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return number
     if tp is str:
         check_field(isinstance(value, str), where, value, "a string")
-        check_field("\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, "
-                    "without NUL")
+        check_field(
+            "\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, without NUL"
+        )
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
@@ -217,13 +235,16 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def check_protocol(cfg: "RunConfig") -> None:
+def check_protocol(cfg: RunConfig) -> None:
     """Every setting of ``cfg.protocol`` holds: the run is that protocol's, as far as peftlab reproduces it."""
     for dotted, value in preset_values(cfg.protocol, cfg.data.name).items():
         section, _, name = dotted.partition(".")
         if getattr(getattr(cfg, section), name) != value:
-            fail_field(dotted, getattr(getattr(cfg, section), name),
-                       f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)")
+            fail_field(
+                dotted,
+                getattr(getattr(cfg, section), name),
+                f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)",
+            )
 
 
 def method_fields(name: str) -> list[str]:
@@ -236,7 +257,8 @@ def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.
     owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
     allowed = f"method {cls.name!r} allows: {', '.join(names)}"
     if owners:
-        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {', '.join(owners)}); {allowed}"
+        owned = ", ".join(owners)
+        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {owned}); {allowed}"
     close = difflib.get_close_matches(key, names, n=1)
     hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
     return f"unknown config key '{prefix}{key}'{hint}; {allowed}"
@@ -266,8 +288,9 @@ def without_foreign_options(options: dict, name: str) -> dict:
     return {k: v for k, v in options.items() if k in own or k not in every}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
-                base_dir: str | Path | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None, base_dir: str | Path | None = None
+) -> RunConfig:
     """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
 
     Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
@@ -301,14 +324,27 @@ def dump_config(cfg: RunConfig) -> str:
 # Fields added after run ids were first handed out, with their defaults: a field at its default
 # is left out of the hash, so adding one keeps every existing run id (and its finished results).
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
-LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
-                               "data.num_workers": None, "data.cache": False,
-                               "train.auto_batch": False, "data.test_dir": None,
-                               "quant.cpu_kernel": "reference", "train.test": True,
-                               "data.trainval": False, "data.train_list": None, "data.val_list": None,
-                               "data.test_list": None, "data.trainval_list": None,
-                               "data.interpolation": "bilinear", "data.normalize": "model", "train.label_smoothing": 0.0,
-                               "protocol": "none", "data.group": None}
+LATE_FIELDS: dict[str, Any] = {
+    "train.compile": False,
+    "train.tf32": True,
+    "train.fused_adamw": None,
+    "data.num_workers": None,
+    "data.cache": False,
+    "train.auto_batch": False,
+    "data.test_dir": None,
+    "quant.cpu_kernel": "reference",
+    "train.test": True,
+    "data.trainval": False,
+    "data.train_list": None,
+    "data.val_list": None,
+    "data.test_list": None,
+    "data.trainval_list": None,
+    "data.interpolation": "bilinear",
+    "data.normalize": "model",
+    "train.label_smoothing": 0.0,
+    "protocol": "none",
+    "data.group": None,
+}
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).
@@ -371,8 +407,7 @@ def seed_hashes(plain: dict, seeds: list[int], length: int = 12) -> list[str]:
 
 def _entry_yaml(key: str, value: Any) -> str:
     """The lines of ``key: value`` in the YAML of a mapping that holds it, dumped once per distinct entry."""
-    return _cached(_ENTRY_YAML, (key, repr(value)),
-                   lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
+    return _cached(_ENTRY_YAML, (key, repr(value)), lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -76,8 +76,11 @@ def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
 
     with safe_open(str(path), "pt") as f:
         sources = timm_sources(list(f.keys()))
-        state = {key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])
-                 for key, keys in sources.items() if key not in deferred and not key.startswith(HEAD_PREFIXES)}
+        state = {
+            key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])
+            for key, keys in sources.items()
+            if key not in deferred and not key.startswith(HEAD_PREFIXES)
+        }
     model.load_state_dict(resample_pos_embed(state, model), strict=False)
     for key in deferred:
         module = model.get_submodule(key.removesuffix(".weight"))
@@ -104,8 +107,11 @@ def makes_tensor(func, args, kwargs) -> bool:
     """A factory call: a new tensor from no tensor (other calls without tensors, such as torchvision's
     one-off ``_cuda_version`` on first use, are not counted: they need not recur in the second build)."""
     returns = func._schema.returns
-    return (len(returns) == 1 and isinstance(returns[0].type, torch.TensorType)
-            and not any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs))))
+    return (
+        len(returns) == 1
+        and isinstance(returns[0].type, torch.TensorType)
+        and not any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs)))
+    )
 
 
 class TensorOrder(TorchDispatchMode):
@@ -146,8 +152,7 @@ class DeferLinears(TorchDispatchMode):
         size = target.untyped_storage().nbytes()
         if self.scratch.numel() < size:
             self.scratch = torch.empty(size, dtype=torch.uint8)
-        return self.scratch[:size].view(target.dtype).as_strided(target.shape, target.stride(),
-                                                                 target.storage_offset())
+        return self.scratch[:size].view(target.dtype).as_strided(target.shape, target.stride(), target.storage_offset())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -156,8 +161,9 @@ class DeferLinears(TorchDispatchMode):
             if call in self.deferred:
                 out = func(*args, **{**kwargs, "device": torch.device("meta")})
                 if out.shape != self.deferred[call]:  # timm built in another order than on the meta device
-                    raise RuntimeError(f"quantized loading: tensor {call} is {tuple(out.shape)}, expected "
-                                       f"{tuple(self.deferred[call])}")
+                    raise RuntimeError(
+                        f"quantized loading: tensor {call} is {tuple(out.shape)}, expected {tuple(self.deferred[call])}"
+                    )
                 return out
         elif torch.Tag.nondeterministic_seeded in func.tags and args[0].is_meta:
             func(self.scratch_like(args[0]), *args[1:], **kwargs)

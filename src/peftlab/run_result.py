@@ -146,8 +146,15 @@ class RunResult(TypedDict, total=False):
 
 
 FAILURE_KEYS = ("traceback", "checkpoint_unusable")  # the keys only a failure's record has
-SECTIONS = {"metrics": Metrics, "params": Params, "memory": Memory, "timing": Timing, "merge": Merge,
-            "auto_batch": AutoBatch, "provenance": Provenance}
+SECTIONS = {
+    "metrics": Metrics,
+    "params": Params,
+    "memory": Memory,
+    "timing": Timing,
+    "merge": Merge,
+    "auto_batch": AutoBatch,
+    "provenance": Provenance,
+}
 OPEN_SECTIONS = ("merge",)  # keys beyond the record's: a method's own facts (QA-LoRA: codes_unchanged)
 
 

@@ -73,14 +73,18 @@ def convert_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         stem, param = key.rsplit(".attn.q.", 1)
         names = [f"{stem}.attn.{name}.{param}" for name in ("q", "k", "v")]
         if missing := [n for n in names if n not in converted]:
-            raise WeightsError(f"weights of {stem} have a query {param} but no {missing[0].split('.')[-2]} "
-                               f"{param}: expected q, k and v together")
+            raise WeightsError(
+                f"weights of {stem} have a query {param} but no {missing[0].split('.')[-2]} "
+                f"{param}: expected q, k and v together"
+            )
         parts = [converted.pop(n) for n in names]
         if len({p.shape for p in parts}) != 1 or parts[0].dim() != (1 if param == "bias" else 2):
             plural = "biases" if param == "bias" else "weights"
-            raise WeightsError(f"weights of {stem}: the q, k and v {plural} have shapes "
-                               f"{', '.join(str(tuple(p.shape)) for p in parts)}; expected one "
-                               f"{'1-d' if param == 'bias' else '2-d'} shape for all three")
+            raise WeightsError(
+                f"weights of {stem}: the q, k and v {plural} have shapes "
+                f"{', '.join(str(tuple(p.shape)) for p in parts)}; expected one "
+                f"{'1-d' if param == 'bias' else '2-d'} shape for all three"
+            )
         converted[f"{stem}.attn.qkv.{param}"] = torch.cat(parts, dim=0)
     return converted
 
@@ -134,8 +138,9 @@ def check_finite(state: dict[str, torch.Tensor], path) -> None:
         if value.is_floating_point() and value.element_size() == 1:
             value = value.float()  # torch has no isfinite for float8
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise WeightsError(f"weights file {path} holds non-finite values (NaN or inf) in {key!r}: "
-                               "expected finite weights")
+            raise WeightsError(
+                f"weights file {path} holds non-finite values (NaN or inf) in {key!r}: expected finite weights"
+            )
 
 
 def check_weights_file(model: nn.Module, path: str | Path) -> None:
@@ -151,8 +156,12 @@ def check_weights_file(model: nn.Module, path: str | Path) -> None:
         raise WeightsError(f"weights file {path} does not exist")
     try:
         with safe_open(str(path), "pt") as f:
-            state = {k: torch.empty(f.get_slice(k).get_shape(), dtype=header_dtype(f.get_slice(k).get_dtype()),
-                                    device="meta") for k in f.keys()}
+            state = {
+                k: torch.empty(
+                    f.get_slice(k).get_shape(), dtype=header_dtype(f.get_slice(k).get_dtype()), device="meta"
+                )
+                for k in f.keys()
+            }
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
     if is_hf_layout(state):
@@ -183,12 +192,26 @@ def check_finite_file(path: Path) -> None:
 
 # A safetensors header's dtype names as the torch dtypes safetensors loads them as: validate
 # then accepts and refuses the same files as loading does (float8 loads, complex64 is refused).
-HEADER_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                 "F8_E4M3": torch.float8_e4m3fn, "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
-                 "F8_E5M2": torch.float8_e5m2, "F8_E5M2FNUZ": torch.float8_e5m2fnuz, "C64": torch.complex64,
-                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                 "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8,
-                 "BOOL": torch.bool}
+HEADER_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
+    "C64": torch.complex64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def header_dtype(name: str) -> torch.dtype:
@@ -210,9 +233,11 @@ def compare_with_model(own: dict[str, torch.Tensor], state: dict[str, torch.Tens
                 f"{tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model"
             )
         if own[key].is_floating_point() and not state[key].is_floating_point():
-            raise WeightsError(f"weights file {path} does not match the model: key {key!r} is "
-                               f"{str(state[key].dtype).removeprefix('torch.')} in the file, expected a "
-                               "floating-point tensor")
+            raise WeightsError(
+                f"weights file {path} does not match the model: key {key!r} is "
+                f"{str(state[key].dtype).removeprefix('torch.')} in the file, expected a "
+                "floating-point tensor"
+            )
 
 
 def resampleable(shape, model: nn.Module) -> bool:
@@ -220,8 +245,13 @@ def resampleable(shape, model: nn.Module) -> bool:
     as (1, prefix tokens + a square grid, width); anything else crashed inside timm."""
     prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
     grid = shape[1] - prefix if len(shape) == 3 else 0
-    return (len(shape) == 3 and shape[0] == 1 and shape[2] == model.pos_embed.shape[-1] and grid > 0
-            and math.isqrt(grid) ** 2 == grid)
+    return (
+        len(shape) == 3
+        and shape[0] == 1
+        and shape[2] == model.pos_embed.shape[-1]
+        and grid > 0
+        and math.isqrt(grid) ** 2 == grid
+    )
 
 
 def resample_pos_embed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

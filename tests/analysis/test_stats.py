@@ -100,8 +100,9 @@ def test_confidence_interval_dispatches_on_the_interval_name():
     assert intervals.confidence_interval(values) == (*intervals.t_interval(values), "t")
     assert intervals.confidence_interval(values, "bca") == intervals.bootstrap_ci(values)
     low, high, method = intervals.confidence_interval(values, "percentile")
-    expected = scipy.stats.bootstrap((np.array(values),), np.mean, method="percentile", n_resamples=9999,
-                                     rng=np.random.default_rng(0))
+    expected = scipy.stats.bootstrap(
+        (np.array(values),), np.mean, method="percentile", n_resamples=9999, rng=np.random.default_rng(0)
+    )
     assert method == "percentile" and (low, high) == tuple(expected.confidence_interval)
     assert intervals.confidence_interval([0.7], "t")[2] == "none"
     with pytest.raises(ValueError, match="expected one of t, bca, percentile"):
@@ -119,7 +120,10 @@ def test_with_few_seeds_the_t_interval_is_wider_than_the_bootstrap():
 
 def test_captions_name_the_interval_and_the_bootstrap_settings():
     assert intervals.describe_interval() == "95% Student-t interval of the mean over seeds"
-    assert intervals.describe_interval("bca") == "95% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)"
+    assert (
+        intervals.describe_interval("bca")
+        == "95% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)"
+    )
 
 
 # summarize
@@ -166,7 +170,16 @@ def test_summarize_carries_costs_and_constant_config_columns():
     assert summary["config.method.target_modules"].iloc[0] == ["q", "v"]
     assert "config.train.lr" not in summary.columns
     assert list(summary.columns[:10]) == [
-        "variant", "metric", "n", "mean", "std", "ci_low", "ci_high", "ci_method", "t_ci_low", "t_ci_high",
+        "variant",
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "ci_method",
+        "t_ci_low",
+        "t_ci_high",
     ]
 
 
@@ -319,19 +332,24 @@ def test_iqm_is_the_25_percent_trimmed_mean_of_all_runs_and_tasks():
 
 
 def test_aggregate_over_tasks_names_algorithms_without_their_dataset():
-    table = runs({
-        "full data=a": [0.80, 0.82, 0.81], "full data=b": [0.60, 0.61, 0.62],
-        "lora data=a": [0.81, 0.79, 0.80], "lora data=b": [0.63, 0.60, 0.64],
-        "lora r=4 data=a": [0.7, 0.7, 0.7],
-    })
+    table = runs(
+        {
+            "full data=a": [0.80, 0.82, 0.81],
+            "full data=b": [0.60, 0.61, 0.62],
+            "lora data=a": [0.81, 0.79, 0.80],
+            "lora data=b": [0.63, 0.60, 0.64],
+            "lora r=4 data=a": [0.7, 0.7, 0.7],
+        }
+    )
     table["config.data.name"] = [v.rsplit("=", 1)[1] for v in table["variant"]]
     result = comparisons.aggregate_over_tasks(table, baseline="full data=a").set_index("algorithm")
     assert list(result.index) == ["full", "lora", "lora r=4"]
     # 6 scores pooled, 1 cut at each end: mean(0.61, 0.62, 0.80, 0.81)
     assert result.loc["full", "iqm"] == pytest.approx(0.71)
     assert result.loc["lora", "n_tasks"] == 2 and result.loc["lora", "n_runs"] == 6
-    expected = comparisons.probability_of_improvement([[0.81, 0.79, 0.80], [0.63, 0.60, 0.64]],
-                                                [[0.80, 0.82, 0.81], [0.60, 0.61, 0.62]])
+    expected = comparisons.probability_of_improvement(
+        [[0.81, 0.79, 0.80], [0.63, 0.60, 0.64]], [[0.80, 0.82, 0.81], [0.60, 0.61, 0.62]]
+    )
     # task a: 0.81 beats .80, ties .81 -> 1.5; 0.79 none; 0.80 ties .80 -> 0.5: 2 / 9;
     # task b: 0.63 beats 3, 0.60 ties .60 -> 0.5, 0.64 beats 3: 6.5 / 9
     assert expected == pytest.approx((2 / 9 + 6.5 / 9) / 2)
@@ -391,10 +409,14 @@ def test_the_intervals_a_study_file_may_name_are_the_ones_stats_computes():
 
 
 def test_comparisons_within_datasets_pair_each_dataset_with_its_own_baseline():
-    table = runs({
-        "full data=a": BASELINE, "lora data=a": BETTER,
-        "full data=b": [v - 0.2 for v in BASELINE], "lora data=b": [v - 0.2 for v in BASELINE],
-    })
+    table = runs(
+        {
+            "full data=a": BASELINE,
+            "lora data=a": BETTER,
+            "full data=b": [v - 0.2 for v in BASELINE],
+            "lora data=b": [v - 0.2 for v in BASELINE],
+        }
+    )
     table["config.data.name"] = [v.rsplit("=", 1)[1] for v in table["variant"]]
     result = comparisons.paired_comparisons_within(table, "full data=a").set_index("variant")
     assert list(result["baseline"]) == ["full data=a", "full data=b"]
@@ -410,8 +432,13 @@ def test_comparisons_within_datasets_pair_each_dataset_with_its_own_baseline():
 # statsmodels 0.15.0: TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=0.8,
 # alternative="two-sided"), run once from its wheel (statsmodels is not a dependency of peftlab). Its root
 # finder stops near 1e-7 in power, so the comparison allows 1e-5 relative.
-STATSMODELS_MDE = {(2, 0.05): 11.549889754978167, (3, 0.05): 3.264043552819638, (5, 0.05): 1.6819970833232674,
-                   (10, 0.05): 0.9960019107624178, (5, 0.01): 2.6289740837721873}
+STATSMODELS_MDE = {
+    (2, 0.05): 11.549889754978167,
+    (3, 0.05): 3.264043552819638,
+    (5, 0.05): 1.6819970833232674,
+    (10, 0.05): 0.9960019107624178,
+    (5, 0.01): 2.6289740837721873,
+}
 # the same with effect_size=d, nobs=None: the pairs needed are its ceiling
 STATSMODELS_NOBS = {2.0: 4.22071858501904, 1.0: 9.93785094105438, 0.5: 33.36713118431779, 0.1: 786.808940181792}
 

@@ -10,8 +10,13 @@ Scores are per-task arrays of runs (``bootstrap.task_arrays`` takes every form),
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, percentile_interval, stratified_resamples,
-                                       task_arrays)
+from peftlab.analysis.bootstrap import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    percentile_interval,
+    stratified_resamples,
+    task_arrays,
+)
 
 PROFILE_TAUS = np.linspace(0.0, 1.0, 201)  # thresholds of the performance profile (accuracy)
 
@@ -30,8 +35,9 @@ def optimality_gap(scores, gamma: float = 1.0) -> float:
     return float(gamma - np.mean([np.minimum(t, gamma).mean() for t in tasks])) if tasks else np.nan
 
 
-def stratified_interval(statistic, scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-                        seed=BOOTSTRAP_SEED) -> tuple[float, float]:
+def stratified_interval(
+    statistic, scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """The percentile interval of ``statistic(per-task arrays)`` over stratified bootstrap resamples."""
     tasks = [t for t in task_arrays(scores) if t.size]
     if not tasks:
@@ -48,8 +54,9 @@ def performance_profile(scores, taus=PROFILE_TAUS) -> np.ndarray:
     return np.mean([(t[:, None] > np.asarray(taus)[None, :]).mean(axis=0) for t in tasks], axis=0)
 
 
-def profile_band(scores, taus=PROFILE_TAUS, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-                 seed=BOOTSTRAP_SEED) -> tuple[np.ndarray, np.ndarray]:
+def profile_band(
+    scores, taus=PROFILE_TAUS, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise percentile band of the performance profile over stratified bootstrap resamples."""
     tasks = [t for t in task_arrays(scores) if t.size]
     draws = stratified_resamples(tasks, n_resamples, seed)
@@ -64,8 +71,9 @@ def average_ranks(task_means: pd.DataFrame) -> pd.Series:
     return complete.rank(axis=0, ascending=False, method="average").mean(axis=1)
 
 
-def task_aggregates(scores: dict[str, list[np.ndarray]], confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-                    seed=BOOTSTRAP_SEED) -> pd.DataFrame:
+def task_aggregates(
+    scores: dict[str, list[np.ndarray]], confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED
+) -> pd.DataFrame:
     """Per algorithm (``scores``: algorithm -> per-task arrays, the same tasks in the same order;
     an algorithm missing a task gets NaN): mean, mean_low, mean_high, gap, gap_low, gap_high, rank."""
     rows, means = [], {}
@@ -75,7 +83,10 @@ def task_aggregates(scores: dict[str, list[np.ndarray]], confidence=0.95, n_resa
         for name, statistic in (("mean", task_mean), ("gap", optimality_gap)):
             row[name] = statistic(per_task) if complete else np.nan
             row[f"{name}_low"], row[f"{name}_high"] = (
-                stratified_interval(statistic, per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan))
+                stratified_interval(statistic, per_task, confidence, n_resamples, seed)
+                if complete
+                else (np.nan, np.nan)
+            )
         means[algorithm] = [np.mean(t) if np.asarray(t).size else np.nan for t in per_task]
         rows.append(row)
     table = pd.DataFrame(rows, columns=["algorithm", "mean", "mean_low", "mean_high", "gap", "gap_low", "gap_high"])

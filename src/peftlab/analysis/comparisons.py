@@ -24,10 +24,14 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from peftlab.analysis.bootstrap import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, percentile_interval, stratified_resamples,
-                                       task_arrays)
+from peftlab.analysis.bootstrap import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    percentile_interval,
+    stratified_resamples,
+    task_arrays,
+)
 from peftlab.analysis.intervals import completed_runs
-
 
 # Wilcoxon's exact two-sided p-value cannot go below 2 / 2**n: 0.25 for n = 3,
 # 0.125 for n = 4, 0.0625 for n = 5, 0.031 for n = 6.
@@ -123,9 +127,27 @@ def paired_comparisons(
         )
         rows.append(row)
     columns = [
-        "metric", "baseline", by, "n_pairs", "mean_baseline", "mean_variant", "mean_diff", "sd_diff",
-        "cohens_dz", "mde_80", "pairs_for_1pt", "p_ttest", "p_wilcoxon", "p_ttest_holm", "p_wilcoxon_holm",
-        "significant", "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
+        "metric",
+        "baseline",
+        by,
+        "n_pairs",
+        "mean_baseline",
+        "mean_variant",
+        "mean_diff",
+        "sd_diff",
+        "cohens_dz",
+        "mde_80",
+        "pairs_for_1pt",
+        "p_ttest",
+        "p_wilcoxon",
+        "p_ttest_holm",
+        "p_wilcoxon_holm",
+        "significant",
+        "significant_wilcoxon",
+        "win_rate",
+        "prob_improvement",
+        "prob_improvement_low",
+        "prob_improvement_high",
     ]
     table = pd.DataFrame(rows, columns=columns)
     return with_holm(table, alpha)
@@ -163,8 +185,9 @@ def below_detection(table):
     return ~table["significant"].astype(bool) & (table["mean_diff"].abs() < table["mde_80"])
 
 
-def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
-                              **options):
+def paired_comparisons_within(
+    df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05, **options
+):
     """`paired_comparisons` inside each value of `within` (each dataset), Holm over them all.
 
     In each dataset the baseline is the configuration of the same algorithm as `baseline`
@@ -306,7 +329,9 @@ def probability_of_improvement(x, y):
         raise ValueError(f"x has {len(tasks_x)} tasks and y {len(tasks_y)}")
     if not tasks_x or any(a.size == 0 or b.size == 0 for a, b in zip(tasks_x, tasks_y)):
         return np.nan
-    return float(np.mean([_probability_of_improvement_resampled(a[None], b[None])[0] for a, b in zip(tasks_x, tasks_y)]))
+    return float(
+        np.mean([_probability_of_improvement_resampled(a[None], b[None])[0] for a, b in zip(tasks_x, tasks_y)])
+    )
 
 
 def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
@@ -367,8 +392,15 @@ def scores_over_tasks(df, metric="metrics.test_top1", task="config.data.name"):
     return tasks, scores
 
 
-def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name", baseline=None, confidence=0.95,
-                         n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+def aggregate_over_tasks(
+    df,
+    metric="metrics.test_top1",
+    task="config.data.name",
+    baseline=None,
+    confidence=0.95,
+    n_resamples=BOOTSTRAP_RESAMPLES,
+    seed=BOOTSTRAP_SEED,
+):
     """rliable's aggregates of each algorithm over the tasks (datasets) of a study.
 
     An algorithm is a variant without its dataset (`algorithm_name`). Returns one row per
@@ -382,14 +414,21 @@ def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name"
     """
     tasks, scores = scores_over_tasks(df, metric, task)
     if baseline is not None and baseline not in scores:
-        baseline = next((algorithm_name(baseline, t) for t in tasks if algorithm_name(baseline, t) != baseline), baseline)
+        baseline = next(
+            (algorithm_name(baseline, t) for t in tasks if algorithm_name(baseline, t) != baseline), baseline
+        )
     rows = []
     for algorithm, per_task in scores.items():
         complete = all(task_scores.size for task_scores in per_task)
-        row = {"algorithm": algorithm, "n_tasks": sum(task_scores.size > 0 for task_scores in per_task),
-               "n_runs": sum(task_scores.size for task_scores in per_task)}
+        row = {
+            "algorithm": algorithm,
+            "n_tasks": sum(task_scores.size > 0 for task_scores in per_task),
+            "n_runs": sum(task_scores.size for task_scores in per_task),
+        }
         row["iqm"] = iqm(per_task) if complete else np.nan
-        row["iqm_low"], row["iqm_high"] = iqm_ci(per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan)
+        row["iqm_low"], row["iqm_high"] = (
+            iqm_ci(per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan)
+        )
         row["prob_improvement"] = row["prob_improvement_low"] = row["prob_improvement_high"] = np.nan
         if complete and baseline in scores and algorithm != baseline:
             row["prob_improvement"] = probability_of_improvement(per_task, scores[baseline])
@@ -397,7 +436,15 @@ def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name"
                 per_task, scores[baseline], confidence, n_resamples, seed
             )
         rows.append(row)
-    columns = ["algorithm", "n_tasks", "n_runs", "iqm", "iqm_low", "iqm_high", "prob_improvement",
-               "prob_improvement_low", "prob_improvement_high"]
+    columns = [
+        "algorithm",
+        "n_tasks",
+        "n_runs",
+        "iqm",
+        "iqm_low",
+        "iqm_high",
+        "prob_improvement",
+        "prob_improvement_low",
+        "prob_improvement_high",
+    ]
     return pd.DataFrame(rows, columns=columns)
-

@@ -24,17 +24,49 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.figure_style import (  # noqa: F401 (MARKERS, study_palette: tests/analysis/test_figures.py reads them here)
-    LINESTYLES, MARKERS, SERIES_COLUMNS, _axis_label, _axis_value, _bytes_unit, _ci_errors, _dodge,
-    _label_points, _log_scale, _method_marker, _metric_label, _name, _natural_key, _new_figure, _palette_for,
-    _pooled_columns, _seconds_unit, _series_text, _set_numeric_axis, _sorted_variants, _variant_color, figure_name,
-    interval_label, log_tick_labels, save_figure, study_palette)
+    LINESTYLES,
+    MARKERS,
+    SERIES_COLUMNS,
+    _axis_label,
+    _axis_value,
+    _bytes_unit,
+    _ci_errors,
+    _dodge,
+    _label_points,
+    _log_scale,
+    _method_marker,
+    _metric_label,
+    _name,
+    _natural_key,
+    _new_figure,
+    _palette_for,
+    _pooled_columns,
+    _seconds_unit,
+    _series_text,
+    _set_numeric_axis,
+    _sorted_variants,
+    _variant_color,
+    figure_name,
+    interval_label,
+    log_tick_labels,
+    save_figure,
+    study_palette,
+)
 from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
 
 logger = logging.getLogger(__name__)
 
 
-def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.trainable", name="accuracy_vs_params",
-                            interval="t", labels=None, palette=None):
+def plot_accuracy_vs_params(
+    df,
+    out_dir,
+    metric="metrics.test_top1",
+    x="params.trainable",
+    name="accuracy_vs_params",
+    interval="t",
+    labels=None,
+    palette=None,
+):
     """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
     The Pareto front (fewer parameters, higher accuracy) is a dashed staircase through
@@ -82,10 +114,19 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     handles, names = ax.get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
     long_names = max(len(str(n)) for n in names) > 28
-    place = ({"loc": "outside lower center", "ncols": 2} if long_names else
-             {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)})
-    fig.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7, title=interval_label(interval),
-               title_fontsize=7, **place)
+    place = (
+        {"loc": "outside lower center", "ncols": 2}
+        if long_names
+        else {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)}
+    )
+    fig.legend(
+        [handles[i] for i in order],
+        [names[i] for i in order],
+        fontsize=7,
+        title=interval_label(interval),
+        title_fontsize=7,
+        **place,
+    )
     # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
     # of the front keep their names (what a reader looks for first)
     named = front if crowded else summary
@@ -109,7 +150,18 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
     minus fp32, as fractions), reference (the fp32 variant).
     """
     mode, stored, fp32 = "config.quant.mode", "memory.base_weights_bytes", "memory.base_weights_fp32_bytes"
-    columns = ["variant", "method", "mode", "model", "memory_ratio", "n_pairs", "mean_diff", "ci_low", "ci_high", "reference"]
+    columns = [
+        "variant",
+        "method",
+        "mode",
+        "model",
+        "memory_ratio",
+        "n_pairs",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "reference",
+    ]
     runs = completed_runs(df)
     if mode not in runs.columns or metric not in runs.columns:
         return pd.DataFrame(columns=columns)
@@ -117,7 +169,9 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
     quantized = runs[runs[mode].notna() & (runs[mode] != "none")]
     if quantized.empty or stored not in runs.columns or fp32 not in runs.columns:
         return pd.DataFrame(columns=columns)
-    keys = [c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"]
+    keys = [
+        c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"
+    ]
     keys = keys + ["seed"] if "seed" in runs.columns else keys
     key = runs[keys].map(lambda v: repr(_axis_value(v))).agg("|".join, axis=1)
     reference = runs[runs[mode] == "none"].assign(_key=key).drop_duplicates("_key").set_index("_key")
@@ -135,15 +189,26 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
             if diffs.size == 0:
                 continue
             low, high, _ = confidence_interval(diffs, interval, confidence)
-            rows.append({"variant": variant, "method": group["method"].iloc[0] if "method" in group else None,
-                         "mode": group[mode].iloc[0], "model": model, "memory_ratio": ratio, "n_pairs": diffs.size,
-                         "mean_diff": diffs.mean(), "ci_low": low, "ci_high": high,
-                         "reference": baseline["variant"].iloc[0]})
+            rows.append(
+                {
+                    "variant": variant,
+                    "method": group["method"].iloc[0] if "method" in group else None,
+                    "mode": group[mode].iloc[0],
+                    "model": model,
+                    "memory_ratio": ratio,
+                    "n_pairs": diffs.size,
+                    "mean_diff": diffs.mean(),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "reference": baseline["variant"].iloc[0],
+                }
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t",
-                               labels=None, palette=None):
+def plot_quantization_tradeoff(
+    df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t", labels=None, palette=None
+):
     """Accuracy lost against the memory of a quantized base, per quantized configuration.
 
     x: the base weights as stored (quantized data and statistics) over the same weights in
@@ -190,16 +255,25 @@ def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="qu
     ax.set_ylabel(f"{_metric_label(metric).removesuffix(' (%)')} vs fp32 (pp)")
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
-    handles += [matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
-                matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none")]
+    handles += [
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none"),
+    ]
     names += ["adapter on the quantized base", "adapter merged into it"]
-    fig.legend(handles, names, loc="outside right upper", fontsize=7,
-               title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval", title_fontsize=7)
+    fig.legend(
+        handles,
+        names,
+        loc="outside right upper",
+        fontsize=7,
+        title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval",
+        title_fontsize=7,
+    )
     return save_figure(fig, out_dir, name)
 
 
-def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None,
-                     palette=None):
+def plot_convergence(
+    curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None, palette=None
+):
     """Validation top-1 against step: mean over seeds per `by` group, band = the interval.
 
     `curves` is long: run_id, variant, method, step, val_top1. The band is the `interval`
@@ -225,15 +299,19 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)",
-               title_fontsize=7)
+    fig.legend(
+        loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)", title_fontsize=7
+    )
     return save_figure(fig, out_dir, name)
 
 
 # (column, panel title) of the cost figure; of a pair, the first column with values is drawn.
 COST_PANELS = (
     (("timing.train_seconds", "Training time"),),
-    (("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"), ("memory.peak_rss_bytes", "Peak RSS of the run")),
+    (
+        ("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"),
+        ("memory.peak_rss_bytes", "Peak RSS of the run"),
+    ),
     (("memory.base_weights_bytes", "Frozen base weights as stored"), ("memory.weights_bytes", "Model weights")),
 )
 
@@ -266,15 +344,23 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
         values = runs[column].astype(float)
         scale, unit = _seconds_unit(values.max()) if column.startswith("timing") else _bytes_unit(values.max())
         means = values.groupby(runs[by].astype(str)).mean().reindex(groups)
-        ax.barh(range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups],
-                height=0.7)
+        ax.barh(
+            range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups], height=0.7
+        )
         for i, group in enumerate(groups):
             mine = values[runs[by].astype(str) == group].dropna() / scale
             if column == "memory.base_weights_bytes" and len(mine) and not mine.any():  # full fine-tuning
                 ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=6)
                 continue
-            ax.scatter(mine, i + jitter.uniform(-0.18, 0.18, len(mine)), s=10, color="white", edgecolors="black",
-                       linewidths=0.6, zorder=3)
+            ax.scatter(
+                mine,
+                i + jitter.uniform(-0.18, 0.18, len(mine)),
+                s=10,
+                color="white",
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+            )
         ax.set_yticks(range(len(groups)), [_name(palette, g, labels) for g in groups], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(left=0)
@@ -296,8 +382,9 @@ def axis_methods(runs, axis):
     return [m for m, n in counts.items() if n >= 2]
 
 
-def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None,
-                  palette=None):
+def plot_ablation(
+    df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None, palette=None
+):
     """Metric against one config axis (numeric or categorical) with the interval bars.
 
     Methods that do not vary along the axis (see `axis_methods`; e.g. full fine-tuning and
@@ -331,7 +418,9 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
     run_cell = runs[series + [axis]].astype(str).agg("|".join, axis=1)
     point_cell = summary[series + [axis]].astype(str).agg("|".join, axis=1)
     by_cell = runs.assign(method=runs.get("method", runs["variant"].astype(str).str.split().str[0])).groupby(run_cell)
-    summary["variant"] = by_cell["variant"].agg(lambda v: str(v.iloc[0]) if v.nunique() == 1 else None).reindex(point_cell).to_numpy()
+    summary["variant"] = (
+        by_cell["variant"].agg(lambda v: str(v.iloc[0]) if v.nunique() == 1 else None).reindex(point_cell).to_numpy()
+    )
     summary["method"] = by_cell["method"].first().reindex(point_cell).to_numpy()
     numeric = pd.api.types.is_numeric_dtype(runs[axis])
     categories = sorted(runs[axis].unique()) if numeric else list(dict.fromkeys(runs[axis]))
@@ -341,23 +430,52 @@ def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, na
     lines = sorted(lines, key=lambda item: (-len(item[1]), _natural_key(item[0])))
     log_x = numeric and _log_scale(np.array(categories, dtype=float))
     for i, (key, group) in enumerate(lines):
-        group = group.sort_values(axis) if numeric else group.assign(_order=group[axis].map(categories.index)).sort_values("_order")
+        group = (
+            group.sort_values(axis)
+            if numeric
+            else group.assign(_order=group[axis].map(categories.index)).sort_values("_order")
+        )
         positions = (group[axis] if numeric else group[axis].map(categories.index)).to_numpy(dtype=float)
         positions = _dodge(positions, i, len(lines), log_x, categories if numeric else None)
         line_color = palette["method"].get(str(group["method"].iloc[0]), "0.3")
         colors = [_variant_color(palette, v) if v is not None else line_color for v in group["variant"]]
         marker = palette["marker"].get(str(group["method"].iloc[0]), "o")
-        ax.plot(positions, 100 * group["mean"], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)],
-                zorder=2)
+        ax.plot(
+            positions,
+            100 * group["mean"],
+            color=line_color,
+            linewidth=1,
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            zorder=2,
+        )
         for j in range(len(group)):
-            ax.errorbar(positions[j:j + 1], 100 * group["mean"].iloc[j:j + 1], yerr=_ci_errors(group.iloc[[j]]),
-                        capsize=2, zorder=3, fmt=marker, color=colors[j])
+            ax.errorbar(
+                positions[j : j + 1],
+                100 * group["mean"].iloc[j : j + 1],
+                yerr=_ci_errors(group.iloc[[j]]),
+                capsize=2,
+                zorder=3,
+                fmt=marker,
+                color=colors[j],
+            )
         # the legend shows the line and, for a one-point series, its point's colour
-        line_name = " / ".join(_series_text(k, labels) for k in np.atleast_1d(key)) if series else \
-            figure_name(group["method"].iloc[0], None, labels)
+        line_name = (
+            " / ".join(_series_text(k, labels) for k in np.atleast_1d(key))
+            if series
+            else figure_name(group["method"].iloc[0], None, labels)
+        )
         point_color = colors[0] if len(set(colors)) == 1 else line_color
-        ax.plot([], [], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
-                markerfacecolor=point_color, markeredgecolor=point_color, label=line_name)
+        ax.plot(
+            [],
+            [],
+            color=line_color,
+            linewidth=1,
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            marker=marker,
+            markerfacecolor=point_color,
+            markeredgecolor=point_color,
+            label=line_name,
+        )
     _draw_references(ax, references, metric, interval, labels, palette, _axis_label(axis))
     if numeric:
         _set_numeric_axis(ax, np.array(categories, dtype=float))
@@ -384,14 +502,21 @@ def _draw_references(ax, references, metric, interval, labels, palette, axis_lab
     for variant in _sorted_variants(palette, summary.index):
         row = summary.loc[variant]
         color = _variant_color(palette, variant)
-        ax.axhline(100 * row["mean"], color=color, linestyle="--", linewidth=1.2, zorder=1,
-                   label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})")
+        ax.axhline(
+            100 * row["mean"],
+            color=color,
+            linestyle="--",
+            linewidth=1.2,
+            zorder=1,
+            label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})",
+        )
         if np.isfinite(row["ci_low"]):
             ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.12, linewidth=0, zorder=0)
 
 
-def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None,
-                       palette=None):
+def plot_seed_boxplots(
+    df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None, palette=None
+):
     """Box plot of the metric across seeds per `by` group, each run drawn as a dot.
 
     Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR. A run's dot
@@ -412,9 +537,16 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
     values = [100 * group[metric].to_numpy(dtype=float) for group in group_runs]
     ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
     for i, (g, group) in enumerate(zip(groups, group_runs)):
-        ax.scatter(i + group["seed"].map(offset).to_numpy(dtype=float), 100 * group[metric].to_numpy(dtype=float),
-                   s=12, color=_variant_color(palette, g), marker=_method_marker(palette, g), zorder=3,
-                   edgecolors="white", linewidths=0.4)  # a white rim keeps neighbouring seeds apart
+        ax.scatter(
+            i + group["seed"].map(offset).to_numpy(dtype=float),
+            100 * group[metric].to_numpy(dtype=float),
+            s=12,
+            color=_variant_color(palette, g),
+            marker=_method_marker(palette, g),
+            zorder=3,
+            edgecolors="white",
+            linewidths=0.4,
+        )  # a white rim keeps neighbouring seeds apart
     ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(_metric_label(metric))
     ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
@@ -423,7 +555,7 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
 
 
 def _seed_list(seeds):
-    """"0, 1, 2" or, for many, "0, 1, ..., 9"."""
+    """ "0, 1, 2" or, for many, "0, 1, ..., 9"."""
     shown = list(map(str, seeds))
     return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
 

@@ -23,7 +23,6 @@ import scipy.stats
 
 from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
-
 COMPLETED = "completed"
 
 
@@ -109,8 +108,7 @@ def t_interval(values, confidence=0.95):
     return float(values.mean() - half_width), float(values.mean() + half_width)
 
 
-def confidence_interval(values, interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-                        seed=BOOTSTRAP_SEED):
+def confidence_interval(values, interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """The `interval` ("t", "bca" or "percentile") of the mean: (low, high, method_used).
 
     method_used is "t", "BCa", "percentile" or "none" (fewer than 2 values: NaN bounds).
@@ -136,8 +134,15 @@ def describe_interval(interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAM
     return text
 
 
-def summarize(df, metric="metrics.test_top1", by="variant", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-              seed=BOOTSTRAP_SEED, interval="t"):
+def summarize(
+    df,
+    metric="metrics.test_top1",
+    by="variant",
+    confidence=0.95,
+    n_resamples=BOOTSTRAP_RESAMPLES,
+    seed=BOOTSTRAP_SEED,
+    interval="t",
+):
     """Per-group summary of one metric over the completed runs.
 
     `by` is a column name or a list of them. Groups keep the order in which they first

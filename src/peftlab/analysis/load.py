@@ -29,8 +29,10 @@ def read_spec(run_dir: Path) -> dict:
     """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
     spec = read_json(run_dir / "spec.json")
     if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
-        raise DataError(f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
-                        f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it")
+        raise DataError(
+            f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
+            f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it"
+        )
     return spec
 
 
@@ -42,6 +44,7 @@ def read_result(run_dir: Path) -> RunResult:
 
 def _flatten(data: dict, prefix: str) -> dict:
     """Dotted columns; lists shown as "a/b", mappings (rank patterns) as JSON."""
+
     def cell(value):
         if isinstance(value, list):
             return "/".join(map(str, value))
@@ -69,10 +72,16 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        row = {"order": spec.get("order", len(rows)), "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-               "seed": spec["seed"], "groups": ",".join(spec["groups"]),
-               "status": run_status(run_dir),
-               "error": result.get("error")}
+        row = {
+            "order": spec.get("order", len(rows)),
+            "run_id": spec["run_id"],
+            "variant": spec["variant"],
+            "method": spec["method"],
+            "seed": spec["seed"],
+            "groups": ",".join(spec["groups"]),
+            "status": run_status(run_dir),
+            "error": result.get("error"),
+        }
         config = result.get("config") or _config_from_yaml(run_dir)
         row.update(_flatten(config or {}, "config."))
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
@@ -115,9 +124,17 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
             except ValueError:  # a corrupt line: the curve has a gap, the report goes on
                 continue
             if isinstance(record, dict) and "val_top1" in record and "step" in record:
-                rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-                             "seed": spec["seed"], "step": record["step"], "val_top1": record["val_top1"],
-                             "config.method.r": r})
+                rows.append(
+                    {
+                        "run_id": spec["run_id"],
+                        "variant": spec["variant"],
+                        "method": spec["method"],
+                        "seed": spec["seed"],
+                        "step": record["step"],
+                        "val_top1": record["val_top1"],
+                        "config.method.r": r,
+                    }
+                )
     return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "val_top1", "config.method.r"])
 
 

@@ -71,9 +71,15 @@ def study_overhead(default_study_dir: Path) -> dict:
     fork = fork_seconds()
     fixed = statistics.median(times) + fork
     per_run = statistics.mean(walls)
-    return {"fixed_seconds": fixed, "fork_seconds": fork, "setup_seconds": spread(times),
-            "mean_run_wall_seconds": per_run, "runs": len(walls), "ratio": fixed / per_run,
-            "import_seconds_once_per_study": import_seconds()}
+    return {
+        "fixed_seconds": fixed,
+        "fork_seconds": fork,
+        "setup_seconds": spread(times),
+        "mean_run_wall_seconds": per_run,
+        "runs": len(walls),
+        "ratio": fixed / per_run,
+        "import_seconds_once_per_study": import_seconds(),
+    }
 
 
 def _noop() -> None:
@@ -104,14 +110,19 @@ def import_seconds() -> float:
     return time.perf_counter() - start
 
 
-LARGE_METHODS = {"qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True}), "lora_fp32": ("lora", {}),
-                 "full": ("full", {})}
+LARGE_METHODS = {
+    "qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True}),
+    "lora_fp32": ("lora", {}),
+    "full": ("full", {}),
+}
 
 
 def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, queue) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing."""
-    cfg = dataclasses.replace(make_cfg(model, img_size, method, quant=quant), train=load_config(
-        overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train)
+    cfg = dataclasses.replace(
+        make_cfg(model, img_size, method, quant=quant),
+        train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train,
+    )
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
     rss = metrics.PeakRSS()
@@ -121,10 +132,16 @@ def large_model_child(model: str, img_size: int | None, method: str, quant: dict
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    queue.put({"peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
-               "build_peak_rss_bytes": build_peak,
-               "rss_baseline_bytes": rss.baseline, "trainable": sum(p.numel() for p in trainer.params),
-               **trainer.tuner.base_weight_bytes(), "step_seconds": (time.perf_counter() - start) / steps})
+    queue.put(
+        {
+            "peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
+            "build_peak_rss_bytes": build_peak,
+            "rss_baseline_bytes": rss.baseline,
+            "trainable": sum(p.numel() for p in trainer.params),
+            **trainer.tuner.base_weight_bytes(),
+            "step_seconds": (time.perf_counter() - start) / steps,
+        }
+    )
 
 
 def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) -> dict:
@@ -139,7 +156,9 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) 
         out[name] = queue.get(timeout=3600)
         proc.join()
     peak = {name: out[name]["peak_rss_above_baseline_bytes"] for name in LARGE_METHODS}
-    out["ratios"] = {"qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
-                     "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
-                     "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10}}
+    out["ratios"] = {
+        "qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
+        "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
+        "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10},
+    }
     return out

@@ -22,7 +22,6 @@ from peftlab.data.opening import open_data_file, read_data_file
 from peftlab.errors import DataError
 from peftlab.files import one_line
 
-
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -104,8 +103,10 @@ def pickled_labels(labels, num_classes: int, path: Path) -> np.ndarray:
             bad = next(v for v in labels if type(v) is not int)
             raise DataError(f"{path}: expected labels as a list of integers, found a {type(bad).__name__} in it")
         if labels and (min(labels) < 0 or max(labels) >= num_classes):
-            raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}, found "
-                            f"{short_repr(min(labels))}..{short_repr(max(labels))}")
+            raise DataError(
+                f"{path}: labels must lie in 0..{num_classes - 1}, found "
+                f"{short_repr(min(labels))}..{short_repr(max(labels))}"
+            )
         labels = np.array(labels, dtype=np.int64)
     elif not isinstance(labels, np.ndarray):
         raise DataError(f"{path}: expected labels as a list of integers, found {type(labels).__name__}")

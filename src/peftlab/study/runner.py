@@ -24,9 +24,9 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -77,8 +77,9 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
         present = set(os.listdir(study_dir / "runs"))
     except OSError:  # no study directory yet
         present = set()
-    return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
-            for spec in specs}
+    return {
+        spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending" for spec in specs
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,9 +134,13 @@ def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) ->
             proc.join()
 
 
-def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
-              on_done: Callable[[RunSpec, dict], None],
-              stop_when: Callable[[RunSpec, Path], bool] | None = None) -> None:
+def run_local(
+    jobs: list[tuple[RunSpec, Path]],
+    workers: int,
+    progress: bool,
+    on_done: Callable[[RunSpec, dict], None],
+    stop_when: Callable[[RunSpec, Path], bool] | None = None,
+) -> None:
     """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
 
     Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
@@ -157,14 +162,21 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
             while pending and len(running) < workers:
                 spec, run_dir = pending.pop(0)
                 position = free_positions.pop(0)
-                proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
-                                   args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()))
+                proc = ctx.Process(
+                    target=process_main,
+                    name=f"peftlab-{spec.run_id}",
+                    args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()),
+                )
                 proc.start()
                 running[proc.sentinel] = (spec, run_dir, proc, position)
             ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
             for sentinel, (spec, run_dir, proc, _) in running.items():
-                if stop_when is not None and sentinel not in ended and sentinel not in stopping \
-                        and stop_when(spec, run_dir):
+                if (
+                    stop_when is not None
+                    and sentinel not in ended
+                    and sentinel not in stopping
+                    and stop_when(spec, run_dir)
+                ):
                     proc.terminate()  # SIGTERM: the worker stops cleanly (INTERRUPTED), its run resumable
                     stopping.add(sentinel)
             for sentinel in ended:
@@ -178,23 +190,38 @@ def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
                 if result is None and proc.exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
                     raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
                 if result is None and proc.exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
-                    on_done(spec, {"status": "failed", "error": "its run directory is being trained by another "
-                                   "process (see its .lock); run the study again when that ends"})
+                    on_done(
+                        spec,
+                        {
+                            "status": "failed",
+                            "error": "its run directory is being trained by another "
+                            "process (see its .lock); run the study again when that ends",
+                        },
+                    )
                     continue
                 why = outside_cause(proc.exitcode)
                 if result is None and why is not None:  # not the run's failure: it stays pending
                     on_done(spec, {"status": "pending", "error": why})
                     continue
                 if result is None:
-                    result = failure("failed", f"worker process ended without a result (exit code {proc.exitcode})",
-                                     to_dict(spec.config))
+                    result = failure(
+                        "failed",
+                        f"worker process ended without a result (exit code {proc.exitcode})",
+                        to_dict(spec.config),
+                    )
                     try:
                         write_result(run_dir, result)
                     except OSError as err:  # a full disk, where the worker died too: nothing recorded, pending
                         if err.errno not in STORAGE_ERRORS:
                             raise
-                        on_done(spec, {"status": "pending", "error": "its file system or quota is full (it ended "
-                                       f"without a result, and recording its failure met: {err.strerror})"})
+                        on_done(
+                            spec,
+                            {
+                                "status": "pending",
+                                "error": "its file system or quota is full (it ended "
+                                f"without a result, and recording its failure met: {err.strerror})",
+                            },
+                        )
                         continue
                 on_done(spec, result)
     except KeyboardInterrupt:
@@ -211,7 +238,9 @@ def outside_cause(exitcode: int | None) -> str | None:
         return "its file system or quota is full (see its worker.log)"
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
-        return f"its worker was killed by {name}" + (" (the out-of-memory killer?)" if -exitcode == signal.SIGKILL else "")
+        return f"its worker was killed by {name}" + (
+            " (the out-of-memory killer?)" if -exitcode == signal.SIGKILL else ""
+        )
     return None
 
 
@@ -223,8 +252,9 @@ def pretrain_dir(study: Study) -> Path | None:
     return Path(weights.pop()).parent if len(weights) == 1 else None
 
 
-def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(),
-                    out_dir: Path | None = None) -> Path:
+def run_pretraining(
+    config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(), out_dir: Path | None = None
+) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
     executor; returns its directory. A cached base starts neither."""
     from peftlab.pretrain import cached_manifest, default_out_dir
@@ -252,8 +282,9 @@ def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions
         raise KeyboardInterrupt("pretraining was interrupted")
     if proc.exitcode != 0:
         why = outside_cause(proc.exitcode)
-        raise UserError(pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}",
-                                            lost=why is not None))
+        raise UserError(
+            pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}", lost=why is not None)
+        )
     return out_dir
 
 
@@ -266,14 +297,24 @@ def pretraining_stopped(config_path: Path, out_dir: Path, why: str | None, lost:
     if error is not None:
         return f"pretraining with {config_path} failed: {error.get('error', 'see pretrain-error.json')}"
     if lost:
-        return (f"pretraining with {config_path} was lost ({why}): it stays pending; run the same command again "
-                "to resume it from its checkpoint")
+        return (
+            f"pretraining with {config_path} was lost ({why}): it stays pending; run the same command again "
+            "to resume it from its checkpoint"
+        )
     return f"pretraining with {config_path} failed: {why}"
 
 
-def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-              progress: bool = True, wait: bool = False, executor: ExecutorOptions = ExecutorOptions(),
-              report: bool = False) -> StudySummary:
+def run_study(
+    study: Study,
+    study_dir: Path,
+    *,
+    workers: int = 1,
+    retry_failed: bool = False,
+    progress: bool = True,
+    wait: bool = False,
+    executor: ExecutorOptions = ExecutorOptions(),
+    report: bool = False,
+) -> StudySummary:
     """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
     a second study process on the same directory is refused with its holder named, or with
     ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
@@ -281,23 +322,40 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     caller writes the report afterwards (its files are checked with the study's, before any run)."""
     check_study(study, study_dir, executor, report)  # what --dry-run checks too
     study_dir.mkdir(parents=True, exist_ok=True)
-    with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
-                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)), \
-            logged_to(study_dir / LIBRARY_LOG):  # what submitit, Ray and Slurm's commands say to the driver
+    with (
+        locks.hold(
+            study_dir,
+            "study directory",
+            "peftlab study",
+            wait=wait,
+            on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True),
+        ),
+        logged_to(study_dir / LIBRARY_LOG),
+    ):  # what submitit, Ray and Slurm's commands say to the driver
         return _run_study(study, study_dir, workers, retry_failed, progress, executor)
 
 
-def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool,
-               executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
+def _run_study(
+    study: Study,
+    study_dir: Path,
+    workers: int,
+    retry_failed: bool,
+    progress: bool,
+    executor: ExecutorOptions = ExecutorOptions(),
+) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
     executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
     if study.tune:  # each tuned method's search first; its final runs then replace its untuned ones
-        study = tune_study(study, study_dir, jobs_runner(executor, workers),
-                           workers if executor.name == "local" else MAX_REMOTE_TRIALS,
-                           say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None))
+        study = tune_study(
+            study,
+            study_dir,
+            jobs_runner(executor, workers),
+            workers if executor.name == "local" else MAX_REMOTE_TRIALS,
+            say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
+        )
 
     summary = StudySummary(total=len(study.runs))
     jobs = []
@@ -318,23 +376,34 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
         write_json_atomic(run_dir / "spec.json", record_spec)
         jobs.append((spec, run_dir))
 
-    bar = tqdm(total=len(study.runs), initial=summary.skipped, desc=f"study {study.name}", unit="run",
-               position=0, disable=not progress or None)
+    bar = tqdm(
+        total=len(study.runs),
+        initial=summary.skipped,
+        desc=f"study {study.name}",
+        unit="run",
+        position=0,
+        disable=not progress or None,
+    )
     show_counts(bar, summary)
     lines = TextProgress(bar, progress, f"study {study.name}", "run")
 
     def on_done(spec: RunSpec, result: dict) -> None:
         record(summary, spec, result)
         if result.get("status") == "pending":
-            tqdm.write(f"peftlab: run {describe(spec)} stopped: {result.get('error')}; it stays pending: run the "
-                       "same command again to resume it", file=sys.stderr)
+            tqdm.write(
+                f"peftlab: run {describe(spec)} stopped: {result.get('error')}; it stays pending: run the "
+                "same command again to resume it",
+                file=sys.stderr,
+            )
         bar.update(1)
         show_counts(bar, summary)
         finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
         lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
 
     if executor.name == "local":
-        run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step
+        run_local(
+            jobs, workers, progress and not bar.disable, on_done
+        )  # off a terminal: one line per run, not per step
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done)
     bar.close()
@@ -343,11 +412,13 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
 
 def jobs_runner(executor: ExecutorOptions, workers: int):
     """``run_jobs(jobs, on_done, stop_when)`` of a search: the study's executor, without a progress bar."""
+
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
             run_local(jobs, workers, False, on_done, stop_when)
         elif jobs:
             run_remote(jobs, executor, on_done)
+
     return run_jobs
 
 
@@ -378,19 +449,24 @@ def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:
 
 def show_counts(bar, summary: StudySummary) -> None:
     remaining = summary.total - len(summary.completed) - len(summary.failed) - len(summary.diverged)
-    bar.set_postfix(done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged),
-                    remaining=remaining)
+    bar.set_postfix(
+        done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged), remaining=remaining
+    )
 
 
 def format_summary(summary: StudySummary, study_dir: Path) -> str:
-    lines = [f"study {study_dir}: {len(summary.completed)} completed, {len(summary.failed)} failed, "
-             f"{len(summary.diverged)} diverged of {summary.total} runs "
-             f"({summary.skipped} were already finished)"]
+    lines = [
+        f"study {study_dir}: {len(summary.completed)} completed, {len(summary.failed)} failed, "
+        f"{len(summary.diverged)} diverged of {summary.total} runs "
+        f"({summary.skipped} were already finished)"
+    ]
     lines += [f"  failed: {label}: {error}" for label, error in summary.failed]
     lines += [f"  diverged: {line}" for line in summary.diverged]
     if summary.pending:
-        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
-                     "job) and stay pending: run the same command again to resume them")
+        lines.append(
+            f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
+            "job) and stay pending: run the same command again to resume them"
+        )
     if summary.failed:
         lines.append("  rerun with --retry-failed to try the failed runs again")
     return "\n".join(lines)

@@ -39,8 +39,9 @@ import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peftlab.errors import UserError
 from peftlab.files import read_json, write_json_atomic
@@ -104,8 +105,10 @@ def divergence(result: dict) -> str | None:
     tolerance = max(CHANCE_SE * error, MIN_CHANCE_TOLERANCE)
     if top1 > chance + tolerance:
         return None
-    return (f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
-            f"within {100 * tolerance:.1f} points)")
+    return (
+        f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
+        f"within {100 * tolerance:.1f} points)"
+    )
 
 
 def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
@@ -113,8 +116,9 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
     return RunSpec(run_id(cfg), f"{search.name} trial {number}", search.method, seed, ("tune",), params, cfg)
 
 
-def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, slots: int,
-               say: Callable[[str], None] = lambda line: None) -> Study:
+def tune_study(
+    study: Study, study_dir: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
+) -> Study:
     """Search every tuned method, then return the study whose runs of those methods are the final
     runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
     needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
@@ -151,16 +155,17 @@ def read_choices(study: Study, study_dir: Path) -> dict[str, dict]:
     return chosen
 
 
-def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
-               say: Callable[[str], None] = lambda line: None) -> dict:
+def run_search(
+    search: Search, directory: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
+) -> dict:
     """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``.
     An edge-following grid then adds its points one at a time, each from the trials finished before it."""
     directory.mkdir(parents=True, exist_ok=True)
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
     # the points the journal holds beyond the grid were added by this rule (load_search checked them)
-    planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals):]]
-    for params in planned[len(study.trials):]:  # trial k gets proposals[k], however often this starts
+    planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals) :]]
+    for params in planned[len(study.trials) :]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
     run_pending(search, directory, study, planned, run_jobs, slots, say)
     while search.follow_edge and len(planned) < search.trials:
@@ -173,15 +178,24 @@ def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
         run_pending(search, directory, study, planned, run_jobs, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
-        raise UserError(f"tuning of method '{search.name}': no trial completed without diverging (see "
-                        f"{directory / SELECTION}); its final runs were not started")
+        raise UserError(
+            f"tuning of method '{search.name}': no trial completed without diverging (see "
+            f"{directory / SELECTION}); its final runs were not started"
+        )
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
     say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
     return chosen
 
 
-def run_pending(search: Search, directory: Path, study, planned: list[dict], run_jobs: RunJobs, slots: int,
-                say: Callable[[str], None]) -> None:
+def run_pending(
+    search: Search,
+    directory: Path,
+    study,
+    planned: list[dict],
+    run_jobs: RunJobs,
+    slots: int,
+    say: Callable[[str], None],
+) -> None:
     """Train the trials that are running (a killed search's) or waiting, ``slots`` at a time."""
     optuna = optuna_module()
     from optuna.trial import TrialState
@@ -191,7 +205,7 @@ def run_pending(search: Search, directory: Path, study, planned: list[dict], run
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not stale and not waiting:
             return
-        batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]  # noqa: SLF001 - resumed
+        batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]
         while len(batch) < slots and waiting:
             batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
         run_trials(search, directory, study, batch, planned, run_jobs, say)
@@ -208,8 +222,11 @@ def trial_distributions(search: Search, params: dict) -> dict:
     for axis in numeric_axes(search.axes) if search.follow_edge else ():
         values = [*axis.values, params[axis.key]]
         low, high = min(values), max(values)
-        found[axis.key] = IntDistribution(low, high) if all(isinstance(v, int) for v in values) \
+        found[axis.key] = (
+            IntDistribution(low, high)
+            if all(isinstance(v, int) for v in values)
             else FloatDistribution(float(low), float(high))
+        )
     return found
 
 
@@ -222,10 +239,18 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
             trials[number]["added"] = point.why
             trials[number].update({"refused": list(point.refused)} if point.refused else {})
     best = best_trial(trials) if done else None
-    chosen = {"trial": best["number"], "value": best["value"], "metric": search.metric,
-              "params": best["params"]} if best else None
-    record = {"fingerprint": search.fingerprint(), "search": search.record(), "done": done, "trials": trials,
-              "chosen": chosen}
+    chosen = (
+        {"trial": best["number"], "value": best["value"], "metric": search.metric, "params": best["params"]}
+        if best
+        else None
+    )
+    record = {
+        "fingerprint": search.fingerprint(),
+        "search": search.record(),
+        "done": done,
+        "trials": trials,
+        "chosen": chosen,
+    }
     if search.follow_edge and done:
         record["follow_edge"] = edge_summary(search, trials)
     write_json_atomic(directory / SELECTION, record)
@@ -237,12 +262,20 @@ def load_search(search: Search, directory: Path, proposals: list[dict]):
     are not the search's, is set aside and a fresh one started."""
     optuna = optuna_module()
     path = journal_path(directory, search)
-    pruner = optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor) \
-        if search.search == "halving" else optuna.pruners.NopPruner()
+    pruner = (
+        optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor)
+        if search.search == "halving"
+        else optuna.pruners.NopPruner()
+    )
 
     def load():
-        return optuna.create_study(study_name=search.method, storage=open_journal(path), load_if_exists=True,
-                                   direction="maximize", pruner=pruner)
+        return optuna.create_study(
+            study_name=search.method,
+            storage=open_journal(path),
+            load_if_exists=True,
+            direction="maximize",
+            pruner=pruner,
+        )
 
     study = load()
     why = journal_disagreement(study, search, directory, proposals)
@@ -304,8 +337,15 @@ def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     return None
 
 
-def run_trials(search: Search, directory: Path, study, batch: list, proposals: list[dict], run_jobs: RunJobs,
-               say: Callable[[str], None]) -> None:
+def run_trials(
+    search: Search,
+    directory: Path,
+    study,
+    batch: list,
+    proposals: list[dict],
+    run_jobs: RunJobs,
+    say: Callable[[str], None],
+) -> None:
     """Train the runs of a batch of trials at once and tell Optuna each trial's outcome."""
     from optuna.trial import TrialState
 
@@ -313,8 +353,10 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
     for trial in batch:
         params = proposals[trial.number]
         if trial.params and trial.params != params:
-            raise UserError(f"tuning of method '{search.name}': trial {trial.number} of "
-                            f"{directory} has values {trial.params}, expected {params}: delete that journal")
+            raise UserError(
+                f"tuning of method '{search.name}': trial {trial.number} of "
+                f"{directory} has values {trial.params}, expected {params}: delete that journal"
+            )
         specs = [trial_spec(search, trial.number, params, seed) for seed in search.seeds]
         trial.set_user_attr("run_ids", [s.run_id for s in specs])
         runs_of[trial.number] = (trial, specs)
@@ -342,7 +384,8 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
         # a halving trial is pruned when its scores say so, whether it was stopped while it ran or
         # finished before the watch looked again (then its result is kept but takes no part)
         elif any(r.get("status") == "stopped" for r in outcomes) or (
-                stopper is not None and any(stopper(s, directory / "runs" / s.run_id) for s in specs)):
+            stopper is not None and any(stopper(s, directory / "runs" / s.run_id) for s in specs)
+        ):
             study.tell(trial, state=TrialState.PRUNED)
             say(f"tune {search.name}: trial {number} pruned")
         elif all(v is not None for v in values):
@@ -352,8 +395,10 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
             study.tell(trial, state=TrialState.FAIL)
             say(f"tune {search.name}: trial {number} {outcomes[0].get('status', 'failed')}")
     if stopped_from_outside:  # its trial stays running in the journal: the same command resumes its runs
-        raise UserError(f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
-                        f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them")
+        raise UserError(
+            f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
+            f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them"
+        )
 
 
 class PruneWatch:
@@ -405,12 +450,18 @@ def trial_records(study, directory: Path) -> list[dict]:
 def trial_record(trial, directory: Path | None = None) -> dict:
     """What selection.json keeps of a trial: no test score is ever read into it. A finished trial one of
     whose runs diverged (``divergence``, from the runs in ``directory``) says why."""
-    record = {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-              "run_ids": trial.user_attrs.get("run_ids", []),
-              "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())}}
+    record = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "run_ids": trial.user_attrs.get("run_ids", []),
+        "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+    }
     if directory is not None and record["state"] in ("COMPLETE", "FAIL"):
-        why = next(filter(None, (divergence(read_result(directory / "runs" / str(r)) or {})
-                                 for r in record["run_ids"])), None)
+        why = next(
+            filter(None, (divergence(read_result(directory / "runs" / str(r)) or {}) for r in record["run_ids"])), None
+        )
         if why is not None:
             record["diverged"] = why
     return record

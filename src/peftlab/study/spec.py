@@ -29,7 +29,8 @@ A study YAML (paths are relative to the study file)::
 
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
 with that value only. A path value (``data.root``, ``model.pretrained``, ``method.importance_from``,
-...) in ``set`` or ``axes`` is relative to the study file; those in the base config to the base. Order of precedence: base < set < method (name, set) < axis values < seed.
+...) in ``set`` or ``axes`` is relative to the study file; those in the base config to the base.
+Order of precedence: base < set < method (name, set) < axis values < seed.
 The run id is a hash of the resolved run config, so the same study always yields the same ids
 and a run shared by two groups is trained once. Each method's config holds only its own
 options: a ``method.*`` key of another method that comes from the base config, ``set`` or the
@@ -52,8 +53,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (RunConfig, config_hash, flatten, from_dict, load_config, method_fields, method_names,
-                            seed_hashes, to_dict, without_foreign_options)
+from peftlab.config import (
+    RunConfig,
+    config_hash,
+    flatten,
+    from_dict,
+    load_config,
+    method_fields,
+    method_names,
+    seed_hashes,
+    to_dict,
+    without_foreign_options,
+)
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.config_paths import resolve_paths, with_base_architecture
 from peftlab.config_yaml import deep_merge, nest, read_yaml
@@ -62,15 +73,23 @@ from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tune import Search, check_method_keys, tune_searches
 
-STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report",
-              "tune")
+STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
 ABLATION_KEYS = ("methods", "axes")
 MAX_SEEDS = 1000
 MAX_RUNS = 10_000  # a study larger than this is refused before it is expanded
-SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
-               "train.lr": "lr", "quant.mode": "quant", "model.name": "model", "data.name": "data",
-               "method.lora_dropout": "dropout", "method.format": "format", "method.group_size": "group",
-               "method.schedule": "schedule"}
+SHORT_NAMES = {
+    "method.r": "r",
+    "method.lora_alpha": "alpha",
+    "method.target_modules": "targets",
+    "train.lr": "lr",
+    "quant.mode": "quant",
+    "model.name": "model",
+    "data.name": "data",
+    "method.lora_dropout": "dropout",
+    "method.format": "format",
+    "method.group_size": "group",
+    "method.schedule": "schedule",
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +105,14 @@ class RunSpec:
 
     def record(self) -> dict:
         """What ``spec.json`` in the run directory holds."""
-        record = {"run_id": self.run_id, "variant": self.variant, "method": self.method, "seed": self.seed,
-                  "groups": list(self.groups), "axes": self.axes}
+        record = {
+            "run_id": self.run_id,
+            "variant": self.variant,
+            "method": self.method,
+            "seed": self.seed,
+            "groups": list(self.groups),
+            "axes": self.axes,
+        }
         return {**record, "tuned_by": self.tuned_by} if self.tuned_by is not None else record
 
 
@@ -115,8 +140,10 @@ def _axis_values(key: str, values: Any, method: str) -> list[tuple[Any, dict]]:
         if isinstance(value, dict) and "value" in value:
             unknown = set(value) - {"value", "set"}
             if unknown:
-                raise ConfigError(f"study axis '{key}' value {shown(value)} has unknown keys {sorted(map(str, unknown))}; "
-                                  "allowed: value, set")
+                raise ConfigError(
+                    f"study axis '{key}' value {shown(value)} has unknown keys {sorted(map(str, unknown))}; "
+                    "allowed: value, set"
+                )
             extra = _mapping(value.get("set"), f"axis '{key}' set")
             for extra_key in extra:
                 _check_key(extra_key, f"method '{method}' axis '{key}' set key")
@@ -163,14 +190,17 @@ def _check_key(key: Any, where: str, method_name: bool = False) -> None:
     """
     keys = config_keys()
     if key == "method.name" and not method_name:
-        raise ConfigError(f"study {where} method.name is invalid: a run's method is the methods: entry it is listed "
-                          "under; expected no method.name here (list the other method under methods:)")
+        raise ConfigError(
+            f"study {where} method.name is invalid: a run's method is the methods: entry it is listed "
+            "under; expected no method.name here (list the other method under methods:)"
+        )
     if isinstance(key, str) and key in keys:
         return
     close = difflib.get_close_matches(str(key), sorted(keys), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as "
-                      "train.lr or method.r")
+    raise ConfigError(
+        f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as train.lr or method.r"
+    )
 
 
 def _path_value(data: dict, key: str, path: Path, required: bool) -> Path | None:
@@ -179,19 +209,27 @@ def _path_value(data: dict, key: str, path: Path, required: bool) -> Path | None
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value or "\x00" in value:
-        raise ConfigError(f"study {path}: {key}={shown(value)} is invalid: expected the path of a run config "
-                          "(relative to the study file)")
+        raise ConfigError(
+            f"study {path}: {key}={shown(value)} is invalid: expected the path of a run config "
+            "(relative to the study file)"
+        )
     return (path.parent / value).resolve()
 
 
 def _seeds(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SEEDS:
         return list(range(value))
-    if isinstance(value, list) and 0 < len(value) <= MAX_SEEDS and len(set(map(repr, value))) == len(value) \
-            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value):
+    if (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_SEEDS
+        and len(set(map(repr, value))) == len(value)
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value)
+    ):
         return value
-    raise ConfigError(f"study axis 'seeds' value {shown(value)} is invalid: expected a count in [1, {MAX_SEEDS}] "
-                      f"or a list of at most {MAX_SEEDS} distinct integers in [0, {MAX_INT}]")
+    raise ConfigError(
+        f"study axis 'seeds' value {shown(value)} is invalid: expected a count in [1, {MAX_SEEDS}] "
+        f"or a list of at most {MAX_SEEDS} distinct integers in [0, {MAX_INT}]"
+    )
 
 
 def _frozen(value: Any) -> Any:
@@ -244,8 +282,9 @@ def load_study(path: str | Path) -> Study:
     data = read_yaml(path)
     unknown = set(data) - set(STUDY_KEYS)
     if unknown:
-        raise ConfigError(f"study {path}: unknown key '{sorted(map(str, unknown))[0]}'; "
-                          f"allowed: {', '.join(STUDY_KEYS)}")
+        raise ConfigError(
+            f"study {path}: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(STUDY_KEYS)}"
+        )
     header = _header(data, path)
     seeds = _seeds(data.get("seeds", 5))
     methods = _mapping(data.get("methods"), "methods")
@@ -253,11 +292,14 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(method_names())}")
     groups = _groups(data, methods)
     rules = _exclude_rules(data)
-    size = sum(len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values())
-               for _, _, _, axes in groups)
+    size = sum(
+        len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values()) for _, _, _, axes in groups
+    )
     if size > MAX_RUNS:
-        raise ConfigError(f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
-                          "(fewer seeds or axis values, or several studies)")
+        raise ConfigError(
+            f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
+            "(fewer seeds or axis values, or several studies)"
+        )
     specs, configurations = _expand(data, header, groups, methods, seeds, Excluder(rules))
     if not specs:
         raise ConfigError(f"study {path}: the exclude rules drop every run: expected at least one run")
@@ -266,17 +308,22 @@ def load_study(path: str | Path) -> Study:
     names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})
     for key in report.labels:
         if key not in names:
-            raise ConfigError(f"study report.labels key '{key}' names no configuration or method of the study; "
-                              f"expected one of: {', '.join(names)}")
-    tune = tune_searches(data.get("tune"), methods, _templates(runs, methods, configurations), seeds, _check_key,
-                         _foreign)
-    return Study(name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report,
-                 tune=tune)
+            raise ConfigError(
+                f"study report.labels key '{key}' names no configuration or method of the study; "
+                f"expected one of: {', '.join(names)}"
+            )
+    tune = tune_searches(
+        data.get("tune"), methods, _templates(runs, methods, configurations), seeds, _check_key, _foreign
+    )
+    return Study(
+        name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report, tune=tune
+    )
 
 
 @dataclass(frozen=True)
 class Header:
     """What every run of a study starts from."""
+
     name: str
     path: Path  # the study file
     base: Path  # the base run config
@@ -301,8 +348,10 @@ def _header(data: dict, path: Path) -> Header:
     except ConfigError as err:
         raise ConfigError(f"study {path}: pretrain config: {err}") from None
     if pretrain_cfg.method.name != "full":
-        raise ConfigError(f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
-                          "expected 'full' (pretraining trains every weight)")
+        raise ConfigError(
+            f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
+            "expected 'full' (pretraining trains every weight)"
+        )
     # the architecture of the base the runs name: the pretraining config's (known before it has
     # trained, so run ids do not change once the base exists), else its manifest's
     return Header(name, path, base, pretrain, base_dict, (to_dict(pretrain_cfg.model), pretrain))
@@ -317,30 +366,48 @@ def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
     for method, options in methods.items():
         options = _mapping(options, f"method '{method}'")
         if method not in method_names():
-            raise ConfigError(f"study axis 'methods' value '{method}' is invalid: expected one of "
-                              f"{', '.join(method_names())}")
+            raise ConfigError(
+                f"study axis 'methods' value '{method}' is invalid: expected one of {', '.join(method_names())}"
+            )
         extra = set(options) - {"set", "axes", "tune"}
         if extra:
-            raise ConfigError(f"study method '{method}' has unknown keys {sorted(map(str, extra))}; "
-                              "allowed: set, axes, tune")
-        groups.append(("main", method, _mapping(options.get("set"), f"method '{method}' set"),
-                       {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")}))
+            raise ConfigError(
+                f"study method '{method}' has unknown keys {sorted(map(str, extra))}; allowed: set, axes, tune"
+            )
+        groups.append(
+            (
+                "main",
+                method,
+                _mapping(options.get("set"), f"method '{method}' set"),
+                {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")},
+            )
+        )
     for group, options in _mapping(data.get("ablations"), "ablations").items():
         options = _mapping(options, f"ablation '{group}'")
         unknown = set(options) - set(ABLATION_KEYS)
         if unknown:
-            raise ConfigError(f"study ablation '{group}' has unknown keys {sorted(map(str, unknown))}; "
-                              f"allowed: {', '.join(ABLATION_KEYS)}")
+            raise ConfigError(
+                f"study ablation '{group}' has unknown keys {sorted(map(str, unknown))}; "
+                f"allowed: {', '.join(ABLATION_KEYS)}"
+            )
         ablation_methods = options.get("methods") or list(methods)
         if not isinstance(ablation_methods, list) or not all(isinstance(m, str) for m in ablation_methods):
-            raise ConfigError(f"study ablation '{group}' methods={shown(ablation_methods)} is invalid: expected a "
-                              "list of method names")
+            raise ConfigError(
+                f"study ablation '{group}' methods={shown(ablation_methods)} is invalid: expected a "
+                "list of method names"
+            )
         for method in ablation_methods:
             if method not in methods:
                 raise ConfigError(f"study ablation '{group}' names method '{method}', which the study does not list")
             method_set = _mapping(methods[method], f"method '{method}'").get("set") or {}
-            groups.append((group, method, method_set,
-                           {**_own(method, global_axes), **_mapping(options.get("axes"), f"ablation '{group}' axes")}))
+            groups.append(
+                (
+                    group,
+                    method,
+                    method_set,
+                    {**_own(method, global_axes), **_mapping(options.get("axes"), f"ablation '{group}' axes")},
+                )
+            )
     for _, method, method_set, _ in groups:
         for key in method_set:
             _check_key(key, f"method '{method}' set key")
@@ -355,13 +422,16 @@ def _exclude_rules(data: dict) -> list[dict]:
         for key, value in rule.items():
             _check_key(key, "exclude key", method_name=True)
             if isinstance(value, dict):
-                raise ConfigError(f"study exclude rule {shown(rule)}: {key}={shown(value)} is a mapping; expected a "
-                                  "value or a list of values (write nested keys dotted, e.g. method.name: full)")
+                raise ConfigError(
+                    f"study exclude rule {shown(rule)}: {key}={shown(value)} is a mapping; expected a "
+                    "value or a list of values (write nested keys dotted, e.g. method.name: full)"
+                )
     return rules
 
 
-def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list[int],
-            excluder: "Excluder") -> tuple[dict[str, RunSpec], dict[str, str]]:
+def _expand(
+    data: dict, header: Header, groups: list, methods: dict, seeds: list[int], excluder: Excluder
+) -> tuple[dict[str, RunSpec], dict[str, str]]:
     """Every run of every group, by run id (a run in two groups is one run of both), and each run's
     configuration key (``_same_config``, by run id).
 
@@ -373,10 +443,16 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
     for group, method, method_set, axes in groups:
         for key in axes:
             _check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
-        own_keys = {**method_set, **_mapping(_mapping(methods[method], f"method '{method}'").get("axes"),
-                                             f"method '{method}' axes")}
-        base = {**header.base_dict, "method": without_foreign_options(  # without the options of other methods
-            _mapping(header.base_dict.get("method"), f"{header.base} method"), method)}
+        own_keys = {
+            **method_set,
+            **_mapping(_mapping(methods[method], f"method '{method}'").get("axes"), f"method '{method}' axes"),
+        }
+        base = {
+            **header.base_dict,
+            "method": without_foreign_options(  # without the options of other methods
+                _mapping(header.base_dict.get("method"), f"{header.base} method"), method
+            ),
+        }
         choices = [_axis_values(key, values, method) for key, values in axes.items()]
         for combo in itertools.product(*choices):
             axis_values = {key: value for key, (value, _) in zip(axes, combo)}
@@ -401,8 +477,15 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
                     continue
                 if rid in specs:
                     old = specs[rid]
-                    specs[rid] = RunSpec(rid, old.variant, old.method, old.seed,
-                                         tuple(dict.fromkeys(old.groups + (group,))), old.axes, old.config)
+                    specs[rid] = RunSpec(
+                        rid,
+                        old.variant,
+                        old.method,
+                        old.seed,
+                        tuple(dict.fromkeys(old.groups + (group,))),
+                        old.axes,
+                        old.config,
+                    )
                     continue
                 cfg = dataclasses.replace(first, seed=seed)
                 specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)

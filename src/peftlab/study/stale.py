@@ -69,6 +69,8 @@ def refuse_stale_runs(study_dir: Path) -> None:
     if stale:
         weights, runs = next(iter(stale.items()))
         count = sum(map(len, stale.values()))
-        raise UserError(f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
-                        f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
-                        "new base, or delete those runs to train them again")
+        raise UserError(
+            f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
+            f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
+            "new base, or delete those runs to train them again"
+        )

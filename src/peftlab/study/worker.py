@@ -16,9 +16,9 @@ import time
 import traceback
 from pathlib import Path
 
-from peftlab.files import write_json_atomic
 from peftlab.config import RunConfig, from_dict
 from peftlab.errors import ignore_further_stops, stop_on_sigterm
+from peftlab.files import write_json_atomic
 from peftlab.libraries import quiet_libraries
 from peftlab.locks import DirectoryInUse, wait_until_free
 from peftlab.run_result import RunResult, failure, read_result, write_result
@@ -128,14 +128,16 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
         raise SystemExit(IN_USE) from None
     except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: the run resumes, nothing recorded
         raise
-    except BaseException as err:  # noqa: BLE001 - recorded, never lost
+    except BaseException as err:
         why = disk_full(err)
         if why is not None:
             stop_for_full_disk(Path(run_dir), why)
         result = read_result(run_dir)
         if result is None or result.get("status") == "completed":
-            record_failure(Path(run_dir), failure("failed", f"{type(err).__name__}: {err}", config,
-                                                  traceback=traceback.format_exc()))
+            record_failure(
+                Path(run_dir),
+                failure("failed", f"{type(err).__name__}: {err}", config, traceback=traceback.format_exc()),
+            )
 
 
 def record_failure(run_dir: Path, result: RunResult) -> None:
@@ -237,7 +239,7 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
         raise SystemExit(INTERRUPTED) from None
     except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: it resumes, nothing recorded
         raise
-    except BaseException as err:  # noqa: BLE001
+    except BaseException as err:
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
         return False
     return True

@@ -34,17 +34,33 @@ from peftlab.export import write_peft_adapter
 from peftlab.files import kill_point, write_atomic
 from peftlab.monitors.run import Monitors, summarize
 from peftlab.params import check_model_size
-from peftlab.quant_load import build_base
 from peftlab.progress import TextProgress
 from peftlab.protocol import protocol_card
+from peftlab.quant_load import build_base
 from peftlab.run_result import Memory, Metrics, RunResult, Timing
 from peftlab.training import checkpoint, distributed, preflight
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
-from peftlab.training.runtime import (autocast, compile_model, default_threads, fused_adamw, resolve_precision,
-                                      seed_everything, select_device, set_tf32)
-from peftlab.training.step import (Diverged, NonFinite, Optimization, epoch_batches, micro_pieces, piece_weights,
-                                   training_step, warmup_cosine)
+from peftlab.training.runtime import (
+    autocast,
+    compile_model,
+    default_threads,
+    fused_adamw,
+    resolve_precision,
+    seed_everything,
+    select_device,
+    set_tf32,
+)
+from peftlab.training.step import (
+    Diverged,
+    NonFinite,
+    Optimization,
+    epoch_batches,
+    micro_pieces,
+    piece_weights,
+    training_step,
+    warmup_cosine,
+)
 from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
 
 
@@ -102,8 +118,15 @@ class Built:
     memory_estimate: dict  # peftlab.training.preflight, before the first step
 
 
-def run(cfg: RunConfig, run_dir: Path, state: RunState, *, progress: bool = True, row: int = 0,
-        ranks: distributed.Group = distributed.SINGLE) -> RunResult:
+def run(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: RunState,
+    *,
+    progress: bool = True,
+    row: int = 0,
+    ranks: distributed.Group = distributed.SINGLE,
+) -> RunResult:
     """One attempt at training ``cfg`` in ``run_dir``; its record."""
     setting = start(cfg, run_dir, state, ranks, progress, row)
     data = load_data(setting)
@@ -114,8 +137,9 @@ def run(cfg: RunConfig, run_dir: Path, state: RunState, *, progress: bool = True
     return finish(setting, data, built, opt, position, monitor, last_val, state)
 
 
-def start(cfg: RunConfig, run_dir: Path, state: RunState, ranks: distributed.Group, progress: bool,
-          row: int) -> Setting:
+def start(
+    cfg: RunConfig, run_dir: Path, state: RunState, ranks: distributed.Group, progress: bool, row: int
+) -> Setting:
     """Threads, device, precision and TF32; the logs opened; the seed set."""
     tc = cfg.train
     torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
@@ -132,8 +156,9 @@ def load_data(s: Setting) -> Data:
     """The splits as the backbone expects them, their loaders, and the number of steps."""
     cfg, tc = s.cfg, s.tc
     spec = input_spec_for(cfg.model)
-    splits = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
-                        device=s.device)
+    splits = build_data(
+        cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
+    )
     train_loader = BatchLoader(splits.train, s.device, cfg.data.num_workers, persistent=True)
     val_loader = BatchLoader(splits.val, s.device, cfg.data.num_workers, persistent=True)
     num_classes = cfg.model.num_classes or splits.info.num_classes
@@ -162,16 +187,30 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     shape = (data.spec.in_chans, data.spec.img_size, data.spec.img_size)
     micro_batch = math.ceil(tc.batch_size / s.ranks.world_size / state.split)  # computed at once
     # a model of many patches is probed small (a forward pass at full size took minutes before a refusal)
-    probed = preflight.probed_for_config(s.cfg, data.num_classes, tc.precision) \
-        if s.device.type == "cpu" and not tc.grad_checkpointing else None
-    estimate = preflight.estimate(model, list(tuner.trainable_parameters().values()), shape, micro_batch,
-                                  tc.precision, s.device, probed)
-    preflight.check_fits(estimate, preflight.available_bytes(s.device), micro_batch, tc.grad_accum,
-                         s.cfg.method.quantizable and s.cfg.quant.mode == "none")
+    probed = (
+        preflight.probed_for_config(s.cfg, data.num_classes, tc.precision)
+        if s.device.type == "cpu" and not tc.grad_checkpointing
+        else None
+    )
+    estimate = preflight.estimate(
+        model, list(tuner.trainable_parameters().values()), shape, micro_batch, tc.precision, s.device, probed
+    )
+    preflight.check_fits(
+        estimate,
+        preflight.available_bytes(s.device),
+        micro_batch,
+        tc.grad_accum,
+        s.cfg.method.quantizable and s.cfg.quant.mode == "none",
+    )
     compiled = None
     if tc.compile:
-        compiled = compile_model(model, (min(tc.batch_size, len(data.splits.train)), *shape),
-                                 (min(tc.eval_batch_size, len(data.splits.val)), *shape), s.device, tc.precision)
+        compiled = compile_model(
+            model,
+            (min(tc.batch_size, len(data.splits.train)), *shape),
+            (min(tc.eval_batch_size, len(data.splits.val)), *shape),
+            s.device,
+            tc.precision,
+        )
     rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
     counts = tuner.parameter_counts()
     state.params = {**counts, "trainable_ratio": counts["trainable"] / counts["total"]}
@@ -182,13 +221,22 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
 def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict) -> dict:
     git_sha, git_dirty = provenance.git_state()
     return {
-        "git_sha": git_sha, "git_dirty": git_dirty, "versions": provenance.package_versions(),
-        "hardware": provenance.hardware(s.device), "arithmetic": arithmetic_record(
-            s.tc.reproducible, s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None),
-        "threads": torch.get_num_threads(), "dtype": s.tc.precision,
-        "tf32": s.tc.tf32 and s.device.type == "cuda", "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device),
-        "compile": compiled, "world_size": s.ranks.world_size,
-        "seed": s.cfg.seed, "data_sha256": data.splits.info.sha256, "data": asdict(data.splits.info),
+        "git_sha": git_sha,
+        "git_dirty": git_dirty,
+        "versions": provenance.package_versions(),
+        "hardware": provenance.hardware(s.device),
+        "arithmetic": arithmetic_record(
+            s.tc.reproducible, s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None
+        ),
+        "threads": torch.get_num_threads(),
+        "dtype": s.tc.precision,
+        "tf32": s.tc.tf32 and s.device.type == "cuda",
+        "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device),
+        "compile": compiled,
+        "world_size": s.ranks.world_size,
+        "seed": s.cfg.seed,
+        "data_sha256": data.splits.info.sha256,
+        "data": asdict(data.splits.info),
         **base,  # base_sha256 of the weights file the base was loaded from; base_hub_repo, base_hub_revision
     }
 
@@ -199,14 +247,17 @@ def optimization(s: Setting, tuner, total_steps: int) -> Optimization:
     tc = s.tc
     head_lr = tc.head_lr if tc.head_lr is not None else tc.lr
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
-    optimizer = torch.optim.AdamW(tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd),
-                                  fused=fused_adamw(tc.fused_adamw, s.device) or None)
+    optimizer = torch.optim.AdamW(
+        tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd),
+        fused=fused_adamw(tc.fused_adamw, s.device) or None,
+    )
     tuner.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(s.device.type, enabled=tc.precision == "fp16")
     trainable = list(tuner.trainable_parameters().values())
-    return Optimization(optimizer, scheduler, scaler, trainable, tc.precision, tc.clip_grad, s.device,
-                        tc.label_smoothing)
+    return Optimization(
+        optimizer, scheduler, scaler, trainable, tc.precision, tc.clip_grad, s.device, tc.label_smoothing
+    )
 
 
 def restore(s: Setting, built: Built, opt: Optimization, data: Data, state: RunState) -> tuple[Position, Monitors]:
@@ -214,17 +265,32 @@ def restore(s: Setting, built: Built, opt: Optimization, data: Data, state: RunS
     files keep the records the checkpoint covers (none without one); the sinks skip steps they hold."""
     tc = s.tc
     position, lines = checkpoint.restore(
-        state.resume_dir or s.run_dir / "checkpoint", built.tuner, opt, s.device, total_steps=data.total_steps,
-        epochs=tc.epochs, batches_per_epoch=data.batches_per_epoch, grad_accum=tc.grad_accum, batch_size=tc.batch_size)
+        state.resume_dir or s.run_dir / "checkpoint",
+        built.tuner,
+        opt,
+        s.device,
+        total_steps=data.total_steps,
+        epochs=tc.epochs,
+        batches_per_epoch=data.batches_per_epoch,
+        grad_accum=tc.grad_accum,
+        batch_size=tc.batch_size,
+    )
     s.log.truncate(position.step, lines)
-    monitor = Monitors(built.model, built.tuner.trainable_parameters(), log_every=tc.log_every,
-                       eval_every=tc.eval_every, total_steps=data.total_steps, clip_grad=None,
-                       history=s.log.records())  # observes unclipped gradients
+    monitor = Monitors(
+        built.model,
+        built.tuner.trainable_parameters(),
+        log_every=tc.log_every,
+        eval_every=tc.eval_every,
+        total_steps=data.total_steps,
+        clip_grad=None,
+        history=s.log.records(),
+    )  # observes unclipped gradients
     return position, monitor
 
 
-def fit(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors,
-        state: RunState) -> dict | None:
+def fit(
+    s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors, state: RunState
+) -> dict | None:
     """The loop: epochs of steps, logged, evaluated and checkpointed at their points. Returns the
     val metrics of the final weights (None when no epoch ended in this process)."""
     tc, tuner = s.tc, built.tuner
@@ -236,22 +302,31 @@ def fit(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, 
     while epochs_left(pos, tc, data.total_steps):
         batches = epoch_batches(len(data.splits.train), tc.batch_size, s.cfg.seed, pos.epoch)
         pieces = micro_pieces(batches, state.split, s.ranks)  # shards (torchrun), halves (auto_batch)
-        loaded = data.train_loader([p for parts in pieces[pos.next_batch:] for p in parts])  # decoded ahead, in order
+        loaded = data.train_loader([p for parts in pieces[pos.next_batch :] for p in parts])  # decoded ahead, in order
         meter.restart()
         while pos.next_batch < len(batches) and pos.step < data.total_steps:
-            group = batches[pos.next_batch:pos.next_batch + tc.grad_accum]  # this step's micro-batches
-            parts = pieces[pos.next_batch:pos.next_batch + len(group)]
+            group = batches[pos.next_batch : pos.next_batch + tc.grad_accum]  # this step's micro-batches
+            parts = pieces[pos.next_batch : pos.next_batch + len(group)]
             n_pieces = sum(len(p) for p in parts)
-            loss, grad_norm, observed = training_step(stepped, tuner, (next(loaded) for _ in range(n_pieces)), opt,
-                                                      step=pos.step, n_micro=n_pieces, monitor=monitor,
-                                                      nonfinite=nonfinite, weights=piece_weights(group, parts, s.ranks))
+            loss, grad_norm, observed = training_step(
+                stepped,
+                tuner,
+                (next(loaded) for _ in range(n_pieces)),
+                opt,
+                step=pos.step,
+                n_micro=n_pieces,
+                monitor=monitor,
+                nonfinite=nonfinite,
+                weights=piece_weights(group, parts, s.ranks),
+            )
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 s.log(observed)
             pos.step, pos.next_batch, state.step = pos.step + 1, pos.next_batch + len(group), pos.step + 1
             pos.images_seen += sum(len(b) for b in group)
             meter.window_images += sum(len(b) for b in group)
-            log_and_evaluate(s, data, built, opt, pos, meter, nonfinite, loss, grad_norm,
-                             epoch_goes_on=pos.next_batch < len(batches))
+            log_and_evaluate(
+                s, data, built, opt, pos, meter, nonfinite, loss, grad_norm, epoch_goes_on=pos.next_batch < len(batches)
+            )
             kill_point("step", pos.step)
             if pos.step % tc.ckpt_every == 0:
                 save(s, built, opt, pos)
@@ -275,8 +350,14 @@ class Meter:
     second between log points."""
 
     def __init__(self, s: Setting, total_steps: int, step: int):
-        self.bar = tqdm(total=total_steps, initial=step, desc=f"train {s.cfg.name}",
-                        position=s.row, leave=s.row == 0, disable=not s.progress or None)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            desc=f"train {s.cfg.name}",
+            position=s.row,
+            leave=s.row == 0,
+            disable=not s.progress or None,
+        )
         self.lines = TextProgress(self.bar, s.progress, f"train {s.cfg.name}", "step", every=max(1, total_steps // 10))
         self.loss = None  # the last logged loss
         self.restart()
@@ -287,8 +368,18 @@ class Meter:
         self.window_images = 0
 
 
-def log_and_evaluate(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, meter: Meter,
-                     nonfinite: NonFinite, loss: torch.Tensor, grad_norm: torch.Tensor, epoch_goes_on: bool) -> None:
+def log_and_evaluate(
+    s: Setting,
+    data: Data,
+    built: Built,
+    opt: Optimization,
+    pos: Position,
+    meter: Meter,
+    nonfinite: NonFinite,
+    loss: torch.Tensor,
+    grad_norm: torch.Tensor,
+    epoch_goes_on: bool,
+) -> None:
     """After a step: its time, and at its points the step's record and an evaluation on val."""
     tc = s.tc
     log_point = pos.step % tc.log_every == 0 or pos.step == data.total_steps
@@ -302,17 +393,34 @@ def log_and_evaluate(s: Setting, data: Data, built: Built, opt: Optimization, po
     meter.lines.update(pos.step, f"loss {meter.loss:.3f}" if meter.loss is not None else "")
     if log_point:
         meter.loss, norm = distributed.mean_over_ranks(
-            torch.stack([loss.float(), grad_norm.float()]), s.ranks).tolist()  # the norm is the same on all
-        s.log({"kind": "step", "step": pos.step, "epoch": pos.epoch, "loss": meter.loss,
-               "lr": opt.scheduler.get_last_lr()[0], "grad_norm": norm,
-               "images_per_second": meter.window_images / (now - meter.window_start)})
+            torch.stack([loss.float(), grad_norm.float()]), s.ranks
+        ).tolist()  # the norm is the same on all
+        s.log(
+            {
+                "kind": "step",
+                "step": pos.step,
+                "epoch": pos.epoch,
+                "loss": meter.loss,
+                "lr": opt.scheduler.get_last_lr()[0],
+                "grad_norm": norm,
+                "images_per_second": meter.window_images / (now - meter.window_start),
+            }
+        )
         meter.bar.set_postfix(loss=f"{meter.loss:.3f}")
         meter.window_start, meter.window_images = now, 0
     if eval_point:
         val = evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
         pos.val_seconds += val["seconds"]
-        s.log({"kind": "eval", "step": pos.step, "epoch": pos.epoch, "val_loss": val["loss"],
-               "val_top1": val["top1"], "val_top5": val["top5"]})
+        s.log(
+            {
+                "kind": "eval",
+                "step": pos.step,
+                "epoch": pos.epoch,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+            }
+        )
         meter.restart()  # evaluation is not training time
 
 
@@ -323,8 +431,16 @@ def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Posi
     if val["top1"] is not None:  # no validation split: nothing to improve on (early stopping needs one)
         improved = val["top1"] > pos.best_val
         pos.best_val, pos.bad_epochs = max(pos.best_val, val["top1"]), 0 if improved else pos.bad_epochs + 1
-    s.log({"kind": "epoch", "step": pos.step, "epoch": pos.epoch, "val_loss": val["loss"],
-           "val_top1": val["top1"], "val_top5": val["top5"]})
+    s.log(
+        {
+            "kind": "epoch",
+            "step": pos.step,
+            "epoch": pos.epoch,
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+        }
+    )
     kill_point("epoch-record", pos.step)
     pos.epoch, pos.next_batch = pos.epoch + 1, 0
     save(s, built, opt, pos)
@@ -337,22 +453,35 @@ def save(s: Setting, built: Built, opt: Optimization, pos: Position) -> None:
         checkpoint.save(s.run_dir / "checkpoint", pos, built.tuner, opt, s.log.lines)
 
 
-def finish(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors,
-           last_val: dict | None, state: RunState) -> RunResult:
+def finish(
+    s: Setting,
+    data: Data,
+    built: Built,
+    opt: Optimization,
+    pos: Position,
+    monitor: Monitors,
+    last_val: dict | None,
+    state: RunState,
+) -> RunResult:
     """The final weights: checked finite, tested (unmerged and merged), the merge checked, the
     adapter files written; the result."""
     tc, tuner, test_split = s.tc, built.tuner, data.splits.test
     rss_train = built.rss.peak_above_baseline()  # before the merged copies made for testing
     bad = [name for name, p in tuner.trainable_parameters().items() if not bool(torch.isfinite(p).all())]
     if bad:  # the last update made them non-finite: no loss saw it
-        raise Diverged(f"non-finite trainable weights after step {pos.step} ({bad[0]}{' and others' if bad[1:] else ''})")
+        raise Diverged(
+            f"non-finite trainable weights after step {pos.step} ({bad[0]}{' and others' if bad[1:] else ''})"
+        )
     val = last_val or evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
     if tc.test:
-        test = evaluate(built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test",
-                        s.cfg.data.num_workers)
+        test = evaluate(
+            built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
+        )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
-        test_split, test = data.splits.val, {"loss": None, "top1": None, "top5": None, "images_per_second": None,
-                                             "seconds": 0.0}
+        test_split, test = (
+            data.splits.val,
+            {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": 0.0},
+        )
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
@@ -364,8 +493,15 @@ def finish(s: Setting, data: Data, built: Built, opt: Optimization, pos: Positio
         del deployable
         merge = check_merge(tuner, test_split, s.device)
     elif deployable is not None:
-        merged_test = evaluate(deployable.to(s.device), test_split, tc.eval_batch_size, s.device, tc.precision,
-                               "merged test", s.cfg.data.num_workers)
+        merged_test = evaluate(
+            deployable.to(s.device),
+            test_split,
+            tc.eval_batch_size,
+            s.device,
+            tc.precision,
+            "merged test",
+            s.cfg.data.num_workers,
+        )
         del deployable
         merge = check_merge(tuner, test_split, s.device)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
@@ -384,44 +520,77 @@ def write_adapter(tuner, run_dir: Path) -> None:
     write_peft_adapter(tuner, run_dir)  # PEFT loads them
     records = tuner.importance_records()
     if records:
-        write_atomic(run_dir / "importance.jsonl",
-                     lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+        write_atomic(
+            run_dir / "importance.jsonl",
+            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)),
+        )
 
 
-def result_record(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, monitor: Monitors,
-                  state: RunState, evaluations: dict, rss_train: int) -> RunResult:
+def result_record(
+    s: Setting,
+    data: Data,
+    built: Built,
+    opt: Optimization,
+    pos: Position,
+    monitor: Monitors,
+    state: RunState,
+    evaluations: dict,
+    rss_train: int,
+) -> RunResult:
     """result.json of a completed run (its keys: peftlab.run_result)."""
     tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
     final = tuner.parameter_counts()
     return RunResult(
-        status="completed", error=None, step=pos.step, config=to_dict(s.cfg),
-        metrics=Metrics(test_top1=test["top1"], test_top5=test["top5"], val_top1=val["top1"],
-                        best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
-                        test_loss=test["loss"], merged_test_top1=merged_test["top1"] if merged_test else None),
+        status="completed",
+        error=None,
+        step=pos.step,
+        config=to_dict(s.cfg),
+        metrics=Metrics(
+            test_top1=test["top1"],
+            test_top5=test["top5"],
+            val_top1=val["top1"],
+            best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
+            test_loss=test["loss"],
+            merged_test_top1=merged_test["top1"] if merged_test else None,
+        ),
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
         ranks=tuner.ranks(),
-        memory=Memory(peak_rss_bytes=metrics.peak_rss_bytes(),
-                      peak_rss_above_baseline_bytes=max(rss_train, built.rss_build),
-                      peak_rss_model_build_bytes=built.rss_build, peak_rss_training_bytes=rss_train,
-                      rss_baseline_bytes=built.rss.baseline,
-                      cuda_max_allocated_bytes=metrics.cuda_max_allocated_bytes(s.device),
-                      weights_bytes=metrics.weights_bytes(built.model),
-                      **tuner.base_weight_bytes(),
-                      trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
-                      estimate=built.memory_estimate),  # peftlab.training.preflight, before the first step
-        timing=Timing(train_seconds=pos.train_seconds,
-                      train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
-                      eval_images_per_second=test["images_per_second"], val_seconds=pos.val_seconds,
-                      wall_seconds=time.perf_counter() - state.started),
-        warnings=merge_warnings(evaluations["merge"]) + slow_validation(pos.val_seconds, pos.train_seconds,
-                                                                        len(data.splits.val)),
+        memory=Memory(
+            peak_rss_bytes=metrics.peak_rss_bytes(),
+            peak_rss_above_baseline_bytes=max(rss_train, built.rss_build),
+            peak_rss_model_build_bytes=built.rss_build,
+            peak_rss_training_bytes=rss_train,
+            rss_baseline_bytes=built.rss.baseline,
+            cuda_max_allocated_bytes=metrics.cuda_max_allocated_bytes(s.device),
+            weights_bytes=metrics.weights_bytes(built.model),
+            **tuner.base_weight_bytes(),
+            trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
+            estimate=built.memory_estimate,
+        ),  # peftlab.training.preflight, before the first step
+        timing=Timing(
+            train_seconds=pos.train_seconds,
+            train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
+            eval_images_per_second=test["images_per_second"],
+            val_seconds=pos.val_seconds,
+            wall_seconds=time.perf_counter() - state.started,
+        ),
+        warnings=merge_warnings(evaluations["merge"])
+        + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
         auto_batch=state.auto_batch,
         merge=evaluations["merge"],
         quantization=tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
-        protocol=protocol_card(s.cfg, data.splits.info.split_sources, data.spec.img_size, data.spec.mean,
-                               data.spec.std, {**final, "head": head_count(tuner)}),
+        protocol=protocol_card(
+            s.cfg,
+            data.splits.info.split_sources,
+            data.spec.img_size,
+            data.spec.mean,
+            data.spec.std,
+            {**final, "head": head_count(tuner)},
+        ),
         provenance=state.provenance,
-        **summarize(monitor, s.log.records(), train_seconds=pos.train_seconds),  # health, monitors, convergence, frozen_base
+        **summarize(
+            monitor, s.log.records(), train_seconds=pos.train_seconds
+        ),  # health, monitors, convergence, frozen_base
     )
 
 
@@ -439,5 +608,7 @@ def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -
     timings are noise, and the line would come and go with the machine's load."""
     if val_seconds <= max(train_seconds, SLOW_VALIDATION_SECONDS):
         return []
-    return [f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
-            f"(now {val_images} images) or evaluate less often (train.eval_every)"]
+    return [
+        f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
+        f"(now {val_images} images) or evaluate less often (train.eval_every)"
+    ]

@@ -68,8 +68,9 @@ def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> Ru
             tracking.finish_log(state.log, None)
 
 
-def train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
-             ranks: distributed.Group = distributed.SINGLE) -> RunResult:
+def train_in(
+    cfg: RunConfig, run_dir: Path, progress: bool, position: int, ranks: distributed.Group = distributed.SINGLE
+) -> RunResult:
     """The run in its (locked) directory: its result, recorded whatever the recipe ends in."""
     prepare_run_dir(cfg, run_dir)
     for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
@@ -105,8 +106,9 @@ def train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
     return result
 
 
-def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, position: int,
-                ranks: distributed.Group) -> RunResult:
+def run_halving(
+    cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, position: int, ranks: distributed.Group
+) -> RunResult:
     """The recipe; with ``train.auto_batch``, an out-of-memory error halves the micro-batch that is
     computed at once (each configured micro-batch is split in 2, 4, ... pieces whose gradients
     accumulate: the same effective batch and the same steps) and the run goes on from its last
@@ -114,12 +116,14 @@ def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, 
     while True:
         try:
             return recipe.run(cfg, run_dir, state, progress=progress, row=position, ranks=ranks)
-        except Exception as err:  # noqa: BLE001 - only an out-of-memory error is handled here
+        except Exception as err:
             micro = math.ceil(cfg.train.batch_size / state.split)
             if not (cfg.train.auto_batch and out_of_memory(err) and micro > 1 and not ranks.active):
                 if out_of_memory(err) and not cfg.train.auto_batch:
-                    raise type(err)(f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
-                                    "and goes on from the last checkpoint)") from err
+                    raise type(err)(
+                        f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
+                        "and goes on from the last checkpoint)"
+                    ) from err
                 raise
             error = one_line(err)[:200]
         tracking.finish_log(state.log, None)  # reopened, and cut back to the checkpoint
@@ -129,21 +133,39 @@ def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, 
             torch.cuda.empty_cache()
         state.split *= 2
         events = (state.auto_batch or {}).get("events", [])
-        state.auto_batch = {"micro_batch": math.ceil(cfg.train.batch_size / state.split),
-                            "pieces_per_micro_batch": state.split,
-                            "events": events + [{"step": state.step, "micro_batch": micro, "error": error}]}
-        print(f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
-              f"at micro-batch {state.auto_batch['micro_batch']}", file=sys.stderr, flush=True)
+        state.auto_batch = {
+            "micro_batch": math.ceil(cfg.train.batch_size / state.split),
+            "pieces_per_micro_batch": state.split,
+            "events": events + [{"step": state.step, "micro_batch": micro, "error": error}],
+        }
+        print(
+            f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
+            f"at micro-batch {state.auto_batch['micro_batch']}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def failed_result(cfg: RunConfig, status: str, error: str, state: RunState) -> RunResult:
-    return failure(status, error, to_dict(cfg), step=state.step, metrics={}, params=state.params,
-                   provenance=state.provenance)
+    return failure(
+        status, error, to_dict(cfg), step=state.step, metrics={}, params=state.params, provenance=state.provenance
+    )
 
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
-ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
-                 "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "tensorboard", "wandb")
+ATTEMPT_FILES = (
+    "config.yaml",
+    "result.json",
+    "metrics.jsonl",
+    "monitors.jsonl",
+    "importance.jsonl",
+    "checkpoint",
+    "adapter.safetensors",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tensorboard",
+    "wandb",
+)
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -156,8 +178,10 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
         existing = load_config(path, base_dir=Path.cwd())
         if config_hash(existing, 64) != config_hash(cfg, 64):  # the sinks (track) may change between calls
             if (read_result(run_dir) or {}).get("status") not in ("failed", "diverged"):
-                raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
-                                  "or can resume); use another --run-dir")
+                raise ConfigError(
+                    f"run directory {run_dir} holds a different config.yaml (of a run that completed "
+                    "or can resume); use another --run-dir"
+                )
             stamp = time.strftime("failed-%Y%m%d-%H%M%S")
             aside, n = run_dir / stamp, 1
             while aside.exists():

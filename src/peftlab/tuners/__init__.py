@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, PfeifferConfig
 from peftlab.tuners.adaptive.config import AdaptiveConfig
@@ -93,4 +94,3 @@ TUNERS = {
     "oft": TunerSpec(OFTMethodConfig, "peftlab.tuners.oft.model"),
     "boft": TunerSpec(BOFTMethodConfig, "peftlab.tuners.boft.model"),
 }
-

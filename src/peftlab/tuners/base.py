@@ -24,7 +24,7 @@ class TunerContext:
     quant: QuantConfig
 
     @classmethod
-    def for_checks(cls, cfg: RunConfig) -> "TunerContext":
+    def for_checks(cls, cfg: RunConfig) -> TunerContext:
         return cls(total_steps=cfg.train.max_steps, device=torch.device("cpu"), quant=cfg.quant)
 
 
@@ -105,8 +105,14 @@ class Tuner:
         result = []
         for (is_head, decays), params in sorted(groups.items()):
             wd = (head_weight_decay if is_head else weight_decay) if decays else 0.0
-            result.append({"params": params, "lr": head_lr if is_head else lr, "weight_decay": wd,
-                           "name": ("head" if is_head else "body") + ("" if decays else "_no_decay")})
+            result.append(
+                {
+                    "params": params,
+                    "lr": head_lr if is_head else lr,
+                    "weight_decay": wd,
+                    "name": ("head" if is_head else "body") + ("" if decays else "_no_decay"),
+                }
+            )
         return result
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -117,8 +123,9 @@ class Tuner:
         missing = params.keys() - state.keys()
         unexpected = state.keys() - params.keys()
         if missing or unexpected:
-            raise ValueError(f"trainable weights do not match: missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}")
+            raise ValueError(
+                f"trainable weights do not match: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            )
         with torch.no_grad():
             for name, param in params.items():
                 param.copy_(state[name])

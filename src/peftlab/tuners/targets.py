@@ -43,11 +43,16 @@ class ModulesConfig(MethodConfig):
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.target_modules, str):
-            check_field(self.target_modules in self.timm_presets, "method.target_modules", self.target_modules,
-                        f"one of {self.presets_help} or a list of module names/regexes")
+            check_field(
+                self.target_modules in self.timm_presets,
+                "method.target_modules",
+                self.target_modules,
+                f"one of {self.presets_help} or a list of module names/regexes",
+            )
         else:
-            check_field(len(self.target_modules) > 0, "method.target_modules", list(self.target_modules),
-                   "a non-empty list")
+            check_field(
+                len(self.target_modules) > 0, "method.target_modules", list(self.target_modules), "a non-empty list"
+            )
             for pattern in self.target_modules:
                 check_regex("method.target_modules", pattern)
 
@@ -70,8 +75,10 @@ def target_patterns(cfg: ModulesConfig, hf: bool) -> list[str]:
         return list(cfg.target_modules)
     presets = cfg.hf_presets if hf else cfg.timm_presets
     if cfg.target_modules not in presets:
-        raise ConfigError(f"method.target_modules={cfg.target_modules!r} names no modules of an HF model for "
-                          f"{cfg.name}; give a list of module names/regexes")
+        raise ConfigError(
+            f"method.target_modules={cfg.target_modules!r} names no modules of an HF model for "
+            f"{cfg.name}; give a list of module names/regexes"
+        )
     return presets[cfg.target_modules]
 
 
@@ -81,7 +88,9 @@ def match_targets(patterns: list[str], linear_names: list[str]) -> list[str]:
     for pattern in patterns:
         hits = [n for n in linear_names if re.fullmatch(pattern, n)]
         if not hits:
-            raise ConfigError(f"method.target_modules entry {pattern!r} matches no Linear module of the model "
-                              f"(examples: {', '.join(linear_names[:4])})")
+            raise ConfigError(
+                f"method.target_modules entry {pattern!r} matches no Linear module of the model "
+                f"(examples: {', '.join(linear_names[:4])})"
+            )
         matched.extend(h for h in hits if h not in matched)
     return matched

@@ -6,8 +6,8 @@ The trained model is itself the merged model, as for full fine-tuning: nothing t
 
 from torch import nn
 
-from peftlab.errors import ConfigError
 from peftlab.backbones import head_prefix
+from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.bitfit.config import BitFitConfig
 from peftlab.tuners.selective import SelectiveTuner, is_bias, selected_names, train_only
@@ -19,8 +19,9 @@ class BitFitTuner(SelectiveTuner):
 
 def check(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> None:
     if not selected_names(model, is_bias):
-        raise ConfigError(f"method.name='bitfit' needs a model with bias terms; {type(model).__name__} has none "
-                          "outside the head")
+        raise ConfigError(
+            f"method.name='bitfit' needs a model with bias terms; {type(model).__name__} has none outside the head"
+        )
 
 
 def apply(model: nn.Module, cfg: BitFitConfig, ctx: TunerContext) -> BitFitTuner:

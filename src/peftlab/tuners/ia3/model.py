@@ -45,11 +45,15 @@ class IA3Tuner(PeftTuner):
         for parent, parts in slices.items():
             split = inner.get_submodule(parent)
             state[f"base_model.model.{parent}.ia3_l"] = torch.cat(
-                [parts[p] if p in parts else torch.ones(getattr(split, p).out_features, 1) for p in ("q", "k", "v")])
+                [parts[p] if p in parts else torch.ones(getattr(split, p).out_features, 1) for p in ("q", "k", "v")]
+            )
             targets.append(parent)
         config = self.model.peft_config[self.model.active_adapter].to_dict()
-        config.update(target_modules="|".join(re.escape(t) for t in targets),
-                      feedforward_modules="|".join(re.escape(t) for t in feedforward) or [], inference_mode=True)
+        config.update(
+            target_modules="|".join(re.escape(t) for t in targets),
+            feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
+            inference_mode=True,
+        )
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
 
 
@@ -59,8 +63,10 @@ def feedforward_targets(cfg: IA3MethodConfig, targets: list[str]) -> list[str]:
     for pattern in cfg.feedforward_modules:
         hits = [t for t in targets if re.fullmatch(pattern, t)]
         if not hits:
-            raise ConfigError(f"method.feedforward_modules entry {pattern!r} matches no adapted module "
-                              f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})")
+            raise ConfigError(
+                f"method.feedforward_modules entry {pattern!r} matches no adapted module "
+                f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})"
+            )
         found.extend(h for h in hits if h not in found)
     return found
 
@@ -74,7 +80,10 @@ def apply(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner
 
     plan = plan_injection(model, cfg)
     feedforward = feedforward_targets(cfg, plan.targets)
-    config = IA3Config(target_modules=plan.target_modules, init_ia3_weights=True,
-                       feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
-                       modules_to_save=plan.modules_to_save)
+    config = IA3Config(
+        target_modules=plan.target_modules,
+        init_ia3_weights=True,
+        feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
+        modules_to_save=plan.modules_to_save,
+    )
     return IA3Tuner(inject(model, plan, ctx, config), plan.head)

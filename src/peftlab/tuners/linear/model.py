@@ -2,8 +2,8 @@
 
 from torch import nn
 
-from peftlab.quant import quantize_base
 from peftlab.backbones import head_prefix
+from peftlab.quant import quantize_base
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.linear.config import LinearConfig
 

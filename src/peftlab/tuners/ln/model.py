@@ -3,8 +3,8 @@
 
 from torch import nn
 
-from peftlab.errors import ConfigError
 from peftlab.backbones import head_prefix
+from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ln.config import LayerNormConfig
 from peftlab.tuners.selective import SelectiveTuner, is_layernorm_affine, selected_names, train_only
@@ -16,8 +16,9 @@ class LayerNormTuner(SelectiveTuner):
 
 def check(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:
     if not selected_names(model, is_layernorm_affine):
-        raise ConfigError(f"method.name='ln' needs a model with affine LayerNorms; {type(model).__name__} has none "
-                          "outside the head")
+        raise ConfigError(
+            f"method.name='ln' needs a model with affine LayerNorms; {type(model).__name__} has none outside the head"
+        )
 
 
 def apply(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> LayerNormTuner:

@@ -29,6 +29,13 @@ def apply(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTun
     from peft import LoHaConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
-                        init_weights=True, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save)
+    config = LoHaConfig(
+        r=cfg.r,
+        alpha=cfg.alpha,
+        rank_dropout=cfg.rank_dropout,
+        module_dropout=cfg.module_dropout,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+    )
     return LoHaTuner(inject(model, plan, ctx, config), plan.head)

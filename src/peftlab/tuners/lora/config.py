@@ -41,13 +41,24 @@ class LoraMethodConfig(TargetsConfig):
             check_regex("method.alpha_pattern", key, NAME_SUFFIX)
             check_field(alpha > 0, f"method.alpha_pattern[{key!r}]", alpha, "a number > 0")
         check_field(self.min_rank >= 1, "method.min_rank", self.min_rank, "an integer >= 1")
-        check_field(self.max_rank is None or self.max_rank >= self.min_rank, "method.max_rank", self.max_rank,
-                    f"null or an integer >= method.min_rank ({self.min_rank})")
-        check_field(self.rank_budget is None or self.rank_budget >= 1, "method.rank_budget", self.rank_budget,
-                    "null or an integer >= 1")
-        check_field((self.rank_strategy == "empirical") == (self.importance_from is not None),
-                    "method.importance_from", self.importance_from,
-                    "a run directory when rank_strategy is 'empirical', and null otherwise")
+        check_field(
+            self.max_rank is None or self.max_rank >= self.min_rank,
+            "method.max_rank",
+            self.max_rank,
+            f"null or an integer >= method.min_rank ({self.min_rank})",
+        )
+        check_field(
+            self.rank_budget is None or self.rank_budget >= 1,
+            "method.rank_budget",
+            self.rank_budget,
+            "null or an integer >= 1",
+        )
+        check_field(
+            (self.rank_strategy == "empirical") == (self.importance_from is not None),
+            "method.importance_from",
+            self.importance_from,
+            "a run directory when rank_strategy is 'empirical', and null otherwise",
+        )
         if self.rank_pattern and self.static_allocation:
             raise ConfigError("method.rank_pattern and method.rank_strategy/rank_budget both set ranks; use one")
 
@@ -67,8 +78,10 @@ def check_patterns(cfg: LoraMethodConfig, targets: list[str]) -> None:
     for field_name, patterns in (("rank_pattern", cfg.rank_pattern), ("alpha_pattern", cfg.alpha_pattern)):
         for key in patterns:
             if not any(pattern_matches(key, name) for name in targets):
-                raise ConfigError(f"method.{field_name} key {key!r} matches no adapted module "
-                                  f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})")
+                raise ConfigError(
+                    f"method.{field_name} key {key!r} matches no adapted module "
+                    f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})"
+                )
 
 
 def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], head: str) -> dict:

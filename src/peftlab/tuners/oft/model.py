@@ -27,8 +27,10 @@ def check(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> None:
         in_features = in_features_of(model, name)
         field, value = ("method.oft_block_size", cfg.oft_block_size) if cfg.oft_block_size else ("method.r", cfg.r)
         if in_features % value:
-            raise ConfigError(f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
-                              f"of every adapted module ({name})")
+            raise ConfigError(
+                f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
+                f"of every adapted module ({name})"
+            )
 
 
 def in_features_of(model: nn.Module, name: str) -> int:
@@ -43,7 +45,16 @@ def apply(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner
     from peft import OFTConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = OFTConfig(r=cfg.r, oft_block_size=cfg.oft_block_size, module_dropout=cfg.module_dropout, coft=cfg.coft,
-                       eps=cfg.eps, block_share=cfg.block_share, init_weights=True,
-                       target_modules=plan.target_modules, modules_to_save=plan.modules_to_save, bias="none")
+    config = OFTConfig(
+        r=cfg.r,
+        oft_block_size=cfg.oft_block_size,
+        module_dropout=cfg.module_dropout,
+        coft=cfg.coft,
+        eps=cfg.eps,
+        block_share=cfg.block_share,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     return OFTTuner(inject(model, plan, ctx, config), plan.head)

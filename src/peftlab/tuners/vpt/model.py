@@ -53,10 +53,12 @@ def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
     for i in range(depth):
         prompt = None
         if i == 0 or cfg.deep:
-            prompt = nn.Parameter(torch.empty(cfg.prompt_tokens, model.embed_dim, device=weight.device,
-                                              dtype=weight.dtype))
+            prompt = nn.Parameter(
+                torch.empty(cfg.prompt_tokens, model.embed_dim, device=weight.device, dtype=weight.dtype)
+            )
             nn.init.uniform_(prompt, -bound, bound)
-        model.blocks[i] = PromptedBlock(model.blocks[i], prompt, model.num_prefix_tokens, cfg.prompt_tokens,
-                                        insert=i == 0, drop=i == depth - 1)
+        model.blocks[i] = PromptedBlock(
+            model.blocks[i], prompt, model.num_prefix_tokens, cfg.prompt_tokens, insert=i == 0, drop=i == depth - 1
+        )
     model.get_submodule(head).requires_grad_(True)
     return VPTTuner(model, head)
