@@ -41,6 +41,7 @@ from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
 from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
 from peftlab.quant_load import build_base
+from peftlab.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import replace_modules, split_qkv
@@ -103,9 +104,10 @@ def load_trained(run_dir: Path):
     return tuner
 
 
-def completed_result(run_dir: Path) -> dict:
-    """The run's result.json, checked for the fields an export reads before anything is built."""
-    result = read_json(run_dir / "result.json")
+def completed_result(run_dir: Path) -> RunResult:
+    """The run's result.json, checked for the fields an export reads before anything is built. The
+    raw JSON is checked first, so a damaged field is named with the value it holds."""
+    result = read_json(run_dir / RESULT_FILE)
     if result is None or result.get("status") != "completed":
         raise UserError(
             f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)"
@@ -120,7 +122,7 @@ def completed_result(run_dir: Path) -> dict:
             f"{run_dir / 'result.json'} is damaged: its config is {shown(result.get('config'))}, expected "
             "the run's config (a mapping with a method section)"
         )
-    return result
+    return parse_result(result)
 
 
 def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:

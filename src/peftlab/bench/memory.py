@@ -4,7 +4,6 @@ the fixed cost of a study run against the default study's runs (P6)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from peftlab import metrics
 from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.bench.common import Trainer, make_cfg, spread
 from peftlab.config import RunConfig, load_config
+from peftlab.run_result import read_result
 from peftlab.training.evaluate import fetch
 from peftlab.tuners.base import apply_tuner
 
@@ -52,7 +52,7 @@ def study_overhead(default_study_dir: Path) -> dict:
     """Fixed cost of one run against the default study's mean per-run wall time."""
     from peftlab.data import build_data
 
-    results = [json.loads(p.read_text()) for p in default_study_dir.glob("runs/*/result.json")]
+    results = [r for p in sorted(default_study_dir.glob("runs/*")) if (r := read_result(p)) is not None]
     walls = [r["timing"]["wall_seconds"] for r in results if r.get("status") == "completed"]
     lora = [r for r in results if r.get("status") == "completed" and r["config"]["method"]["name"] == "lora"]
     if not walls or not lora:
