@@ -5,7 +5,7 @@ import sys
 import torch
 
 from peftlab import metrics
-from peftlab.bench import Trainer, make_cfg
+from peftlab.bench.common import Trainer, make_cfg
 
 torch.manual_seed(0)
 images = torch.randn(32, 3, 224, 224)

@@ -3,7 +3,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from peftlab.bench import Trainer, make_cfg
+from peftlab.bench.common import Trainer, make_cfg
 
 torch.manual_seed(0)
 images = torch.randn(32, 3, 224, 224)

@@ -51,7 +51,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert "vit_tiny_patch16_224 (depth=2, embed_dim=64, num_heads=2, patch_size=8) at 32 px" in proc.stdout
     assert "load average" in proc.stdout and "best of 3 measurements" in proc.stdout
     # an MFU outside (0, 1] is flagged, never printed as a result
-    from peftlab.bench import format_report
+    from peftlab.bench.report import format_report
 
     mfu = report["P5_mfu"]["peftlab_full"]
     assert mfu["valid"] == (0 < mfu["mfu"] <= 1)
@@ -59,7 +59,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     text = format_report(report)
     assert "INVALID: 1.53 is outside (0, 1]" in text and "1.532 (" not in text
     # so is a peak above the theoretical ceiling; an unknown ceiling says why
-    from peftlab.bench import peak_within_ceiling
+    from peftlab.bench.peak import peak_within_ceiling
 
     assert peak_within_ceiling({**peak, "ceiling": {"gflops": None, "why": "cpufreq is hidden"}})
     assert not peak_within_ceiling({**peak, "ceiling": {"gflops": peak["best_gflops"] / 2}})
@@ -112,7 +112,7 @@ def test_quantized_bytes_order_the_formats_as_their_bits_do():
     """Stored bytes of the block Linears: double quantization saves what nf4 spends on absmax. At
     width 64 (the e2e bench's model) each layer's 256-entry code books outweigh the saving, so the
     order is checked at ViT-Ti's width, 192, on two blocks."""
-    from peftlab.bench import make_cfg
+    from peftlab.bench.common import make_cfg
     from peftlab.bench.weights import quantized_bytes
 
     ratios = {
@@ -126,7 +126,7 @@ def test_quantized_bytes_order_the_formats_as_their_bits_do():
 def test_bench_compile_figures_time_compiled_against_eager_steps():
     import torch
 
-    from peftlab.bench import compile_figures
+    from peftlab.bench.steps import compile_figures
 
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % 10
     comp = compile_figures(TINY_MODEL, 32, images, labels, "fp32", 2, torch.device("cpu"))  # 2 blocks: compiles fast
@@ -138,7 +138,7 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
 
 
 def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
-    from peftlab.bench import gpu_ceiling_gflops
+    from peftlab.bench.peak import gpu_ceiling_gflops
 
     assert gpu_ceiling_gflops("bf16", "NVIDIA H100 80GB HBM3")["gflops"] == 989_400
     assert gpu_ceiling_gflops("fp32", "NVIDIA H100 PCIe")["gflops"] == 378_000
@@ -217,7 +217,7 @@ def tiny_cfg(method, targets="standard", **options):
     """The bench's config for ``method`` on the tests' tiny ViT."""
     from testkit import TINY_MODEL
 
-    from peftlab.bench import make_cfg
+    from peftlab.bench.common import make_cfg
 
     return make_cfg(TINY_MODEL, None, method, targets, **options)
 
@@ -227,7 +227,8 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
 
     import torch
 
-    from peftlab.bench import method_cfg, methods_figure, methods_rows
+    from peftlab.bench.methods import method_cfg, methods_figure
+    from peftlab.bench.report import methods_rows
     from peftlab.params import count_parameters
     from peftlab.tuners import TUNERS
 
@@ -254,7 +255,8 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
 def test_bench_methods_row_says_why_a_method_did_not_run(monkeypatch):
     import torch
 
-    from peftlab.bench import methods, methods_rows
+    from peftlab.bench import methods
+    from peftlab.bench.report import methods_rows
     from peftlab.errors import UserError
 
     # a group size that divides none of the tiny ViT's widths (64, 256): QA-LoRA's check refuses it

@@ -209,7 +209,7 @@ def test_a_non_finite_step_between_log_points_is_reported_at_its_exact_step(tmp_
 def test_an_image_folder_run_is_the_same_with_workers_and_cache(tmp_path, monkeypatch):
     """JPEG files decoded by two DataLoader workers, or cached, train to the same weights, bit for bit,
     as decoding in the main process, augmentation included."""
-    from peftlab.bench import write_jpeg_folder
+    from peftlab.bench.data import write_jpeg_folder
     from peftlab.data.sources import ENV_DATA_CACHE
 
     monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "cache"))  # not ~/.cache
@@ -513,7 +513,7 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
 def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypatch):
     """A tiny train subset with a large validation split (30 times the images of training):
     result.json warns and names val_subset. The floor of 30 s is lowered for this toy run."""
-    monkeypatch.setattr("peftlab.training.recipe.SLOW_VALIDATION_SECONDS", 0.0)
+    monkeypatch.setattr("peftlab.training.outcome.SLOW_VALIDATION_SECONDS", 0.0)
     result = train(
         config(
             method={"name": "linear"},
@@ -530,7 +530,7 @@ def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypa
 
 def test_a_short_validation_is_not_worth_a_warning_whatever_the_load():
     """Below 30 s of validation the two timings are noise: the line must not come and go with the load."""
-    from peftlab.training.recipe import slow_validation
+    from peftlab.training.outcome import slow_validation
 
     assert slow_validation(0.3, 0.1, 32) == [] and slow_validation(29.0, 1.0, 32) == []
     assert slow_validation(31.0, 30.5, 32) != [] and slow_validation(31.0, 40.0, 32) == []

@@ -1,6 +1,6 @@
 """result.json: the typed record of one run (``RunResult``), its one parser and its one reader.
 
-A completed run's record is built by ``peftlab.training.recipe.result_record``; a failure's by
+A completed run's record is built by ``peftlab.training.outcome.result_record``; a failure's by
 ``failure`` (the trainer's, the study worker's and the study runner's records). Analysis, the study
 runner and ``peftlab status`` read result.json through ``read_result`` / ``parse_result``.
 

@@ -5,7 +5,8 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from peftlab.analysis import figures
+from peftlab.analysis import ablation_figure, figures
+from peftlab.analysis.figure_style import MARKERS, study_palette
 from peftlab.analysis.intervals import pareto_front
 
 
@@ -44,7 +45,7 @@ def test_cost(synthetic_study, tmp_path):
 def test_ablation(synthetic_study, tmp_path, axis, name):
     study = synthetic_study.copy()
     study["config.method.target_modules"] = [["q", "v"] if i % 2 else ["qkv"] for i in range(len(study))]
-    assert_png_and_pdf(figures.plot_ablation(study, axis, tmp_path), tmp_path, name)
+    assert_png_and_pdf(ablation_figure.plot_ablation(study, axis, tmp_path), tmp_path, name)
 
 
 def test_seed_boxplots(synthetic_study, tmp_path):
@@ -54,7 +55,7 @@ def test_seed_boxplots(synthetic_study, tmp_path):
 def test_seed_boxplots_mark_every_run_at_its_seed_s_place(synthetic_study, drawn, tmp_path):
     figures.plot_seed_boxplots(synthetic_study, tmp_path)
     ax = drawn["seed_boxplots"].axes[0]
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     done = synthetic_study[synthetic_study["status"] == "completed"]
     assert len(ax.collections) == len(palette["variants"])  # one strip of dots per configuration
     for i, (variant, dots) in enumerate(zip(palette["variants"], ax.collections)):
@@ -103,8 +104,8 @@ def only_failures(study):
         lambda study, out: figures.plot_cost(
             study.drop(columns=[c for c in study if c.startswith(("timing.", "memory."))]), out
         ),
-        lambda study, out: figures.plot_ablation(study, "config.train.lr", out),  # one value only
-        lambda study, out: figures.plot_ablation(study, "config.method.dropout", out),  # no such column
+        lambda study, out: ablation_figure.plot_ablation(study, "config.train.lr", out),  # one value only
+        lambda study, out: ablation_figure.plot_ablation(study, "config.method.dropout", out),  # no such column
         lambda study, out: figures.plot_seed_boxplots(only_failures(study), out),
     ],
     ids=[
@@ -136,6 +137,7 @@ def drawn(monkeypatch):
         return [name]
 
     monkeypatch.setattr(figures, "save_figure", keep)
+    monkeypatch.setattr(ablation_figure, "save_figure", keep)
     return figures_by_name
 
 
@@ -145,14 +147,14 @@ def legend_texts(fig):
 
 def test_no_two_of_many_methods_share_hue_and_marker():
     table = pd.DataFrame({"variant": [f"m{i:02d}" for i in range(40)], "method": [f"m{i:02d}" for i in range(40)]})
-    palette = figures.study_palette(table)
+    palette = study_palette(table)
     pairs = {(palette["method"][m], palette["marker"][m]) for m in palette["methods"]}
     assert len(pairs) == 40
-    assert [palette["marker"][m] for m in palette["methods"][:8]] == figures.MARKERS  # the first eight as before
+    assert [palette["marker"][m] for m in palette["methods"][:8]] == MARKERS  # the first eight as before
 
 
 def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     assert palette["methods"] == ["full", "linear", "lora"]
     assert palette["variants"] == [
         "full",
@@ -172,7 +174,7 @@ def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
 
 
 def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, synthetic_curves, drawn, tmp_path):
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     curves = synthetic_curves.assign(method="lora")
     figures.plot_accuracy_vs_params(synthetic_study, tmp_path, palette=palette)
     figures.plot_convergence(curves, tmp_path, palette=palette)
@@ -209,8 +211,8 @@ def test_rank_ablation_draws_methods_without_a_rank_as_reference_lines(drawn, tm
                 }
             )
     table = pd.DataFrame(rows)
-    assert figures.axis_methods(table, "config.method.r") == ["lora"]
-    figures.plot_ablation(table, "config.method.r", tmp_path)
+    assert ablation_figure.axis_methods(table, "config.method.r") == ["lora"]
+    ablation_figure.plot_ablation(table, "config.method.r", tmp_path)
     ax = drawn["ablation_method_r"].axes[0]
     references = {line.get_label(): line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--"}
     assert references == {"full (no rank r)": pytest.approx(75.0), "linear (no rank r)": pytest.approx(59.0)}

@@ -19,12 +19,14 @@ from studyfiles import write_study_dir
 from testkit import REPO
 
 from peftlab.analysis import paper
-from peftlab.analysis.literature import bib_keys, literature_section, load_literature
+from peftlab.analysis.latex import compile_pdf, missing_latex
+from peftlab.analysis.literature import LITERATURE, bib_keys, literature_section, load_literature
 from peftlab.analysis.load import load_results
+from peftlab.analysis.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
 from peftlab.analysis.submission import write_submission
 from peftlab.errors import UserError
 
-MISSING_LATEX = paper.missing_latex()
+MISSING_LATEX = missing_latex()
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +161,9 @@ def test_the_paper_says_which_differences_the_seeds_could_not_have_shown(sources
 def main_tex_against(study_dir, baseline):
     """main.tex of the study with another baseline, without drawing the figures."""
     study = paper.Study(study_dir, load_results(study_dir), baseline)
-    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
-    numbers = paper.Numbers()
-    paper.define_numbers(numbers, study, citations)
+    citations = load_literature(LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    numbers = Numbers()
+    define_numbers(numbers, study, citations)
     return paper.main_tex(study, citations, numbers, [])
 
 
@@ -176,7 +178,7 @@ def test_report_section_puts_published_numbers_beside_ours(study_dir):
 
 
 def test_literature_file_is_valid_and_cites_only_known_papers():
-    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    citations = load_literature(LITERATURE, bib_keys(paper.REFERENCES.read_text()))
     assert len(citations) >= 10 and {c.peftlab for c in citations} >= {"full", "linear", "lora"}
 
 
@@ -213,9 +215,9 @@ def test_literature_paper_must_be_in_the_bibliography(tmp_path):
 
 
 def test_macro_names_are_letters_and_distinct():
-    assert paper.macro_suffix("lora r=8") == "LoraREight"
-    assert paper.macro_suffix("lora_qv r=256 nf4") == "LoraQvRTwoHundredFiftySixNfFour"
-    assert paper.variant_suffixes(["lora r=8", "lora r8"]) == {"lora r=8": "LoraREight", "lora r8": "LoraREightAlt"}
+    assert macro_suffix("lora r=8") == "LoraREight"
+    assert macro_suffix("lora_qv r=256 nf4") == "LoraQvRTwoHundredFiftySixNfFour"
+    assert variant_suffixes(["lora r=8", "lora r8"]) == {"lora r=8": "LoraREight", "lora r8": "LoraREightAlt"}
 
 
 def test_a_study_of_one_configuration_still_gets_a_paper(tmp_path):
@@ -308,7 +310,7 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
 )
 def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
     shutil.copytree(sources, tmp_path, dirs_exist_ok=True)
-    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    pdf = compile_pdf(tmp_path / "main.tex")
     assert pdf == tmp_path / "main.pdf"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "Pairs for 1 pt" in text and "MDE" in text  # the significance table's power columns
@@ -529,7 +531,7 @@ def test_an_untuned_paper_has_no_tuning_table_nor_figure(sources):
 @pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
 def test_a_tuned_paper_compiles_with_its_table_and_figure(tuned_sources, tmp_path):
     shutil.copytree(tuned_sources, tmp_path, dirs_exist_ok=True)
-    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    pdf = compile_pdf(tmp_path / "main.tex")
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "Hyper-parameter tuning." in text and "Hyper-parameter search of each method" in text
     assert "train.lr=0.003" in text and "76.0" in text and "??" not in text

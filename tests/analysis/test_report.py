@@ -303,9 +303,9 @@ def qalora_table(qalora_scores):
 
 
 def test_the_qalora_section_compares_deployable_models_at_equal_bits():
-    from peftlab.analysis.report import _qalora_lines
+    from peftlab.analysis import equal_bits
 
-    lines = _qalora_lines(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
+    lines = equal_bits.report_section(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
     text = "\n".join(lines)
     assert lines[0] == "## QA-LoRA at equal bits"
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
@@ -316,15 +316,15 @@ def test_the_qalora_section_compares_deployable_models_at_equal_bits():
     assert "lora quant=nf4: merging (re-quantizing) cost +0.00 points of test top-1" in text
     assert "mean relative quantization error of the base's layers 0.0800" in text
 
-    overlapping = _qalora_lines(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})
+    overlapping = equal_bits.report_section(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})
     assert any("the intervals overlap: this study does not separate them" in line for line in overlapping)
 
 
 def test_a_study_without_qalora_has_no_qalora_section():
-    from peftlab.analysis.report import _qalora_lines
+    from peftlab.analysis import equal_bits
 
     table = qalora_table([0.7] * 5)
-    assert _qalora_lines(table[table["method"] != "qalora"], "t", {}) == []
+    assert equal_bits.report_section(table[table["method"] != "qalora"], "t", {}) == []
 
 
 def test_a_metric_no_run_measured_is_left_out_of_the_report(tmp_path):
@@ -423,8 +423,8 @@ def significance_text(scores):
     """The report's significance section for {variant: test top-1 per seed 0, 1, ...} against "full"."""
     import pandas as pd
 
+    from peftlab.analysis import significance
     from peftlab.analysis.comparisons import paired_comparisons
-    from peftlab.analysis.report import _significance_lines
 
     rows = [
         {
@@ -439,7 +439,7 @@ def significance_text(scores):
         for seed, top1 in enumerate(values)
     ]
     table = pd.DataFrame(rows)
-    return "\n".join(_significance_lines(paired_comparisons(table, "full"), table, {}))
+    return "\n".join(significance.report_section(paired_comparisons(table, "full"), table, {}))
 
 
 FULL = [0.745, 0.723, 0.755, 0.714, 0.759]

@@ -4,6 +4,7 @@ import pytest
 import scipy.stats
 
 from peftlab.analysis import comparisons, intervals
+from peftlab.analysis.power import minimum_detectable_effect, paired_ttest_power, pairs_needed
 
 
 def runs(values_by_variant, status_by_variant=None):
@@ -445,7 +446,7 @@ STATSMODELS_NOBS = {2.0: 4.22071858501904, 1.0: 9.93785094105438, 0.5: 33.367131
 
 @pytest.mark.parametrize("n, alpha", list(STATSMODELS_MDE))
 def test_minimum_detectable_effect_is_statsmodels_and_has_80_percent_power(n, alpha):
-    d = comparisons.minimum_detectable_effect(n, alpha)
+    d = minimum_detectable_effect(n, alpha)
     assert d == pytest.approx(STATSMODELS_MDE[n, alpha], rel=1e-5)
     # independently of peftlab's power function: the noncentral t written out here
     critical = scipy.stats.t.isf(alpha / 2, n - 1)
@@ -456,7 +457,7 @@ def test_minimum_detectable_effect_is_statsmodels_and_has_80_percent_power(n, al
 def test_power_at_the_minimum_detectable_effect_by_simulation():
     # 200,000 simulated studies of 5 normal paired differences with true mean d * sd: the two-sided
     # t-test at 0.05 rejects in 80% of them (standard error 0.0009)
-    d = comparisons.minimum_detectable_effect(5)
+    d = minimum_detectable_effect(5)
     diffs = np.random.default_rng(0).normal(d, 1.0, size=(200_000, 5))
     t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / np.sqrt(5))
     assert np.mean(np.abs(t) > scipy.stats.t.isf(0.025, 4)) == pytest.approx(0.8, abs=0.004)
@@ -464,20 +465,20 @@ def test_power_at_the_minimum_detectable_effect_by_simulation():
 
 def test_power_function_is_statsmodels():
     # statsmodels 0.15.0: TTestPower().power(effect_size=1.0, nobs=5, alpha=0.05) = 0.4013899173717948
-    assert comparisons.paired_ttest_power(1.0, 5) == pytest.approx(0.4013899173717948, rel=1e-12)
-    assert comparisons.paired_ttest_power(0.0, 5) == pytest.approx(0.05, rel=1e-12)  # no difference: the level
+    assert paired_ttest_power(1.0, 5) == pytest.approx(0.4013899173717948, rel=1e-12)
+    assert paired_ttest_power(0.0, 5) == pytest.approx(0.05, rel=1e-12)  # no difference: the level
 
 
 @pytest.mark.parametrize("d", list(STATSMODELS_NOBS))
 def test_pairs_needed_is_the_ceiling_of_statsmodels_sample_size(d):
-    n = comparisons.pairs_needed(d)
+    n = pairs_needed(d)
     assert n == int(np.ceil(STATSMODELS_NOBS[d]))
-    assert comparisons.paired_ttest_power(d, n) >= 0.8 > comparisons.paired_ttest_power(d, n - 1)
+    assert paired_ttest_power(d, n) >= 0.8 > paired_ttest_power(d, n - 1)
 
 
 def test_pairs_needed_past_ten_thousand_is_infinite_and_never_below_two():
-    assert comparisons.pairs_needed(0.01) == np.inf  # statsmodels: 78,491
-    assert comparisons.pairs_needed(100.0) == 2
+    assert pairs_needed(0.01) == np.inf  # statsmodels: 78,491
+    assert pairs_needed(100.0) == 2
 
 
 def test_statsmodels_itself_when_installed():
@@ -485,7 +486,7 @@ def test_statsmodels_itself_when_installed():
     for (n, alpha), expected in STATSMODELS_MDE.items():
         solved = power.TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=0.8)
         assert solved == pytest.approx(expected, rel=1e-9)
-        assert comparisons.minimum_detectable_effect(n, alpha) == pytest.approx(solved, rel=1e-5)
+        assert minimum_detectable_effect(n, alpha) == pytest.approx(solved, rel=1e-5)
 
 
 def test_paired_comparisons_state_the_minimum_detectable_difference_in_the_metric_s_unit():

@@ -155,7 +155,7 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
 
 def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
     """An added point such as 0.0547723 reads 0.0548 in the paper's table, whose space names the added points."""
-    from peftlab.analysis.tuning import latex_space, latex_table
+    from peftlab.analysis.tuning_table import latex_space, latex_table
 
     record = edge_following(tmp_path)
     record["chosen"]["params"]["train.lr"] = record["trials"][4]["params"]["train.lr"] = 0.0547723

@@ -14,7 +14,7 @@ from peftlab.analysis import paper
 from peftlab.analysis.intervals import t_interval
 from peftlab.analysis.literature import LITERATURE, bib_keys, load_vtab_literature
 from peftlab.analysis.report import write_report
-from peftlab.analysis.vtab import averages
+from peftlab.analysis.vtab_scores import averages
 from peftlab.errors import UserError
 from peftlab.suites import VTAB1K_TASKS
 

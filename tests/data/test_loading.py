@@ -7,7 +7,7 @@ import pytest
 import torch
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 
-from peftlab.bench import write_jpeg_folder
+from peftlab.bench.data import write_jpeg_folder
 from peftlab.data import ArrayDataset, FileDataset, build_data
 from peftlab.data import datasets as datasets_module
 from peftlab.data.loading import BatchLoader, default_num_workers

@@ -105,7 +105,7 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
 # The study process with a Ctrl-C landing while it spawns its forkserver (sent from inside the spawn)
 SPAWN_WITH_CTRL_C = """
 import os, signal, time, multiprocessing.forkserver as forkserver
-from peftlab.study.runner import start_forkserver
+from peftlab.study.local_executor import start_forkserver
 
 spawn = forkserver.ensure_running
 def ctrl_c_then_spawn():

@@ -13,8 +13,9 @@ from testkit import TINY_MODEL
 
 from peftlab.errors import UserError
 from peftlab.study.edge import best_trial, next_point, spacing
-from peftlab.study.search import divergence, run_search
+from peftlab.study.search import run_search
 from peftlab.study.spec import load_study
+from peftlab.study.trials import divergence
 
 BASE = {
     "model": TINY_MODEL,

@@ -5,8 +5,10 @@ import yaml
 from testkit import REPO, TINY_MODEL
 
 from peftlab.errors import ConfigError
-from peftlab.study.search import best_trial, trial_value, with_choices
+from peftlab.study.edge import best_trial
+from peftlab.study.search import with_choices
 from peftlab.study.spec import load_study
+from peftlab.study.trials import trial_value
 
 BASE = {
     "model": TINY_MODEL,

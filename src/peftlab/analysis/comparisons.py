@@ -9,7 +9,8 @@ Decisions a reader of the numbers must know:
   comparisons, finds with 80% power, taking the observed sd of the paired differences as the
   true one; and the pairs (seeds) that test needs for one point (pairs_for_1pt). Holm's
   correction raises the bar, so with several comparisons a difference must be larger still to
-  be called significant. The power is statsmodels' TTestPower, computed with scipy's noncentral t.
+  be called significant. The power is statsmodels' TTestPower, computed with scipy's noncentral t
+  (power.py).
 - Probability of improvement is rliable's (Agarwal et al., 2021): P(X > Y) over all pairs
   of runs, ties counted half, averaged over tasks, with a stratified bootstrap percentile
   interval (bootstrap.py). The share of matched seeds where the variant wins is the "win rate".
@@ -21,7 +22,6 @@ Decisions a reader of the numbers must know:
 
 import numpy as np
 import pandas as pd
-import scipy.optimize
 import scipy.stats
 
 from peftlab.analysis.bootstrap import (
@@ -32,6 +32,7 @@ from peftlab.analysis.bootstrap import (
     task_arrays,
 )
 from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.power import POWER, minimum_detectable_effect, pairs_needed
 
 # Wilcoxon's exact two-sided p-value cannot go below 2 / 2**n: 0.25 for n = 3,
 # 0.125 for n = 4, 0.0625 for n = 5, 0.031 for n = 6.
@@ -40,11 +41,27 @@ MIN_PAIRS_WILCOXON = 5
 
 NOISE_TOLERANCE = 1e-9
 
-
-# The power at which `mde_80` and `pairs_for_1pt` are stated; past MAX_PAIRS the seeds a difference
-# needs are reported as "more than MAX_PAIRS" (inf): no study runs that many.
-POWER = 0.8
-MAX_PAIRS = 10_000
+# The columns of a `paired_comparisons` table after metric, baseline and the compared group's column.
+PAIRED_COLUMNS = (
+    "n_pairs",
+    "mean_baseline",
+    "mean_variant",
+    "mean_diff",
+    "sd_diff",
+    "cohens_dz",
+    "mde_80",
+    "pairs_for_1pt",
+    "p_ttest",
+    "p_wilcoxon",
+    "p_ttest_holm",
+    "p_wilcoxon_holm",
+    "significant",
+    "significant_wilcoxon",
+    "win_rate",
+    "prob_improvement",
+    "prob_improvement_low",
+    "prob_improvement_high",
+)
 
 
 def holm(pvalues):
@@ -126,30 +143,7 @@ def paired_comparisons(
             *everything, confidence=confidence, n_resamples=n_resamples, seed=seed
         )
         rows.append(row)
-    columns = [
-        "metric",
-        "baseline",
-        by,
-        "n_pairs",
-        "mean_baseline",
-        "mean_variant",
-        "mean_diff",
-        "sd_diff",
-        "cohens_dz",
-        "mde_80",
-        "pairs_for_1pt",
-        "p_ttest",
-        "p_wilcoxon",
-        "p_ttest_holm",
-        "p_wilcoxon_holm",
-        "significant",
-        "significant_wilcoxon",
-        "win_rate",
-        "prob_improvement",
-        "prob_improvement_low",
-        "prob_improvement_high",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=["metric", "baseline", by, *PAIRED_COLUMNS])
     return with_holm(table, alpha)
 
 
@@ -250,55 +244,6 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, poin
     if n >= min_pairs_wilcoxon and np.any(diffs != 0):
         result["p_wilcoxon"] = float(scipy.stats.wilcoxon(diffs, method="auto").pvalue)
     return result
-
-
-def paired_ttest_power(effect_size, n, alpha=0.05):
-    """Power of the two-sided paired t-test at level alpha with n pairs, for a true mean difference of
-    `effect_size` standard deviations of the differences (Cohen's d_z).
-
-    The t statistic follows a noncentral t with n - 1 degrees of freedom and noncentrality
-    effect_size * sqrt(n); power is the mass beyond either critical value, as statsmodels'
-    TTestPower computes it (the far tail included).
-    """
-    df = n - 1
-    critical = scipy.stats.t.isf(alpha / 2, df)
-    noncentrality = effect_size * np.sqrt(n)
-    near = scipy.stats.nct.sf(critical, df, noncentrality)
-    # the far tail P(T < -critical) by symmetry: scipy's nct.cdf there is NaN for some df and noncentrality
-    # (df = 1, noncentrality 8-12), its sf with the noncentrality negated is the same number and finite
-    far = scipy.stats.nct.sf(critical, df, -noncentrality)
-    return float(near + far)
-
-
-def minimum_detectable_effect(n, alpha=0.05, power=POWER):
-    """The standardized difference d_z that the two-sided paired t-test with n pairs finds with
-    `power` at level alpha (statsmodels' TTestPower().solve_power(effect_size=None, ...)); NaN for n < 2.
-
-    Times the sd of the differences it is the minimum detectable difference. It assumes normal
-    differences whose true sd is the one plugged in; with few seeds the observed sd is itself rough.
-    """
-    if n < 2:
-        return np.nan
-    upper = 1.0
-    while paired_ttest_power(upper, n, alpha) < power:  # n = 2 needs d_z near 11.5
-        upper *= 2
-    return scipy.optimize.brentq(lambda d: paired_ttest_power(d, n, alpha) - power, 0.0, upper, xtol=1e-12, rtol=1e-12)
-
-
-def pairs_needed(effect_size, alpha=0.05, power=POWER, most=MAX_PAIRS):
-    """The fewest pairs (at least 2) with which the two-sided paired t-test finds a true standardized
-    difference `effect_size` with `power`; inf when more than `most` are needed."""
-    effect_size = abs(effect_size)
-    if paired_ttest_power(effect_size, most, alpha) < power:
-        return np.inf
-    fails, works = 1, most  # power grows with n: bisect to the first n that reaches it
-    while works - fails > 1:
-        middle = (fails + works) // 2
-        if paired_ttest_power(effect_size, middle, alpha) >= power:
-            works = middle
-        else:
-            fails = middle
-    return works
 
 
 def win_rate(diffs):

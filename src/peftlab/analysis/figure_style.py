@@ -1,7 +1,8 @@
 """How the study figures look: the palette (a hue per method, a shade per configuration), names
 and labels, axes, units, point labels that avoid each other, and saving as PNG and PDF.
 
-The plots themselves are in figures.py; health.py and adaptive.py draw with the same style.
+The plots themselves are in figures.py and ablation_figure.py; health_figures.py and adaptive.py draw
+with the same style.
 """
 
 import functools

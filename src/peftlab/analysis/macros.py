@@ -12,13 +12,12 @@ import re
 
 import numpy as np
 
-from peftlab.analysis.comparisons import MAX_PAIRS, POWER
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
+from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 METHOD_NAMES = {"full": "full fine-tuning", "linear": "a linear probe", "lora": "LoRA"}
-ALPHA = 0.05  # significance level of the paired comparisons
 CONFIDENCE = 0.95  # of every interval: intervals.summarize's default, which figures.py uses too
 
 # config.<key> -> macro holding its value(s) among the completed runs
@@ -301,11 +300,15 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
 def define_tuning(numbers: Numbers, study) -> None:
     """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
     at an end of their searched range (tuning.edges)."""
-    from peftlab.analysis import tuning  # matplotlib: only for a tuned study
+    from peftlab.analysis import tuning, tuning_table  # matplotlib: only for a tuned study
 
     add, searches = numbers.add, study.searches
     keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
-    add("tuneKeys", words([tuning.latex_key(key) for key in keys]), "the config keys searched (tune/*/selection.json)")
+    add(
+        "tuneKeys",
+        words([tuning_table.latex_key(key) for key in keys]),
+        "the config keys searched (tune/*/selection.json)",
+    )
     add("tuneMethods", str(len(searches)), "methods tuned (tune/*/selection.json)")
     kinds = [
         latex_escape(kind)
@@ -322,14 +325,14 @@ def define_tuning(numbers: Numbers, study) -> None:
     add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per method (search.trials)")
     add(
         "tuneMetric",
-        tuning.latex_key(searches[0]["search"]["metric"]),
+        tuning_table.latex_key(searches[0]["search"]["metric"]),
         "the score trials were chosen by (search.metric)",
     )
     seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
     add("tuneSeeds", words([str(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     at_edge = [
-        f"the {tuning.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
+        f"the {tuning_table.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
         for method, key, _, where in tuning.edges(searches)
     ]
     if at_edge:

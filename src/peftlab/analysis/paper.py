@@ -4,9 +4,9 @@ Writes OUT (default STUDY_DIR/paper):
   results.tex      one \\newcommand per reported number or generated word, with its source
   main.tex         Abstract to Conclusion; generated text states only what the numbers show,
                    and boxed "For the author" notes mark where the author writes the rest
-  tables/*.tex     booktabs tables (main, significance, literature; tuning for a tuned study, with a
-                   tuning_document.tex that compiles alone)
-  figures/*.pdf    the study's figures (and .png at 300 dpi; tuning.pdf for a tuned study)
+  tables/*.tex     booktabs tables (paper_tables.py: main, significance, literature; tuning for a tuned
+                   study, with a tuning_document.tex that compiles alone)
+  figures/*.pdf    the study's figures (paper_figures.py; and .png at 300 dpi; tuning.pdf for a tuned study)
   references.bib   the checked bibliography (src/peftlab/analysis/references.bib)
 and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no digit of its own: every
 number reaches it through a macro of results.tex (macros.py). Its prose is the template
@@ -18,19 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
-import numpy as np
 import pandas as pd
 
-from peftlab.analysis import figures, protocol_card, tuning
-from peftlab.analysis.comparisons import POWER, below_detection, paired_comparisons
+from peftlab.analysis import protocol_card, tuning
+from peftlab.analysis.comparisons import below_detection, paired_comparisons
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import completed_runs, incomplete_runs, pareto_front, summarize
-from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
+from peftlab.analysis.latex import compile_pdf
 from peftlab.analysis.literature import (
     LITERATURE,
     Citation,
     bib_keys,
-    literature_table,
     load_literature,
     ranked_citations,
     study_methods,
@@ -46,15 +44,19 @@ from peftlab.analysis.macros import (
     citations_of,
     define_numbers,
     macro_suffix,
-    pairs_text,
-    pct,
-    pvalue,
-    signed,
     variant_suffixes,
     words,
 )
+from peftlab.analysis.paper_figures import (
+    FIGURE_CAPTIONS,
+    SHORT_CAPTIONS,
+    draw_figures,
+    existing_figures,
+    figure_layout,
+)
+from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.report import choose_baseline
-from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
+from peftlab.analysis.tables import display_name, latex_text
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.files import read_json
@@ -178,26 +180,7 @@ def pretraining_manifest(done: pd.DataFrame) -> dict | None:
     return None
 
 
-# --- figures and tables -------------------------------------------------------------------
-
-# name: caption (what the figure shows, as figures.py draws it)
-FIGURE_CAPTIONS = {
-    "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
-    "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
-    "(ringed points).",
-    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
-    "seed's dot sits at the same place in every box, seeds in order from left to right.",
-    "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
-    "interval of the mean over the seeds evaluated at that step.",
-    "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
-    "the runs.",
-    "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
-    "mean over seeds; methods without a rank are dashed reference lines with their interval.",
-    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 from "
-    "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
-    "Student-t interval); filled: adapter, open: merged model.",
-}
-
+# --- the document -------------------------------------------------------------------------
 
 # what each method family beyond full, linear and LoRA is, said only when the study ran it
 METHOD_SENTENCES = {
@@ -252,92 +235,6 @@ def method_sentences(df: pd.DataFrame) -> str:
         methods.add("quant")
     return "".join(text for name, text in METHOD_SENTENCES.items() if name in methods)
 
-
-def draw_figures(study: Study, out: Path) -> list[str]:
-    """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
-    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
-    drawn = [
-        figures.plot_accuracy_vs_params(study.df, out, **style),
-        figures.plot_seed_boxplots(study.df, out, **style),
-        figures.plot_convergence(study.curves, out, **style),
-        figures.plot_cost(study.df, out, **style),
-        figures.plot_quantization_tradeoff(study.df, out, **style),
-    ]
-    if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
-        drawn.append(figures.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out, **style))
-    drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
-    return [Path(paths[0]).stem for paths in drawn if paths]
-
-
-def existing_figures(out: Path) -> list[str]:
-    return [name for name in (*FIGURE_CAPTIONS, tuning.FIGURE) if (out / f"{name}.pdf").is_file()]
-
-
-def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tex = latex_table(
-        study.summary,
-        study.comparisons,
-        columns=[m for m in (TOP1, TOP5) if m in study.df],
-        # plain words only: read the same whether latex_table escapes its caption or not
-        caption="Test accuracy and trainable parameters of each configuration on the test split; "
-        "the note under the table says what each cell shows.",
-        label="tab:main",
-        labels=study.labels,
-    )
-    (out / "main_table.tex").write_text(tex)
-    if study.comparisons is not None:
-        (out / "significance.tex").write_text(significance_table(study))
-    ours = study_rows(study.df, citations, study.summary[study.summary["metric"] == TOP1])
-    setting = latex_escape(
-        f"{', '.join(map(str, study.config('model.name')))}; "
-        f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds"
-    )
-    (out / "literature.tex").write_text(literature_table(citations, ours, setting))
-    card = protocol_card.latex_card(study.dir, study.done, study.labels)
-    if card is not None:
-        (out / "protocol.tex").write_text(card)
-    if study.searches:
-        tex = tuning.latex_table(study.searches, study.df, study.labels)
-        (out / "tuning.tex").write_text(tex)
-        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
-
-
-def significance_table(study: Study) -> str:
-    c = study.comparisons
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
-        r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
-        r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
-        rf"difference, the smallest true mean difference in points that the paired t-test at "
-        rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
-        r"standard deviation of the paired differences as known; pairs for 1 pt: the matched seeds that test "
-        r"needs for a one-point difference; $d_z$: mean difference over the standard deviation of the "
-        r"differences; win share: share of matched seeds where the configuration scores higher, ties counted "
-        r"half.}",
-        r"\label{tab:significance}",
-        r"\begin{tabular}{@{}lrrrrrrrr@{}}",
-        r"\toprule",
-        r"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) & $d_z$ & "
-        r"Win share \\",
-        r"\midrule",
-    ]
-    for row in c.itertuples():
-        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
-        pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
-        lines.append(
-            f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
-            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
-            f"{dz} & {row.win_rate:.2f} \\\\"
-        )
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-# --- the document -------------------------------------------------------------------------
 
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
 # output is LaTeX: nothing is escaped here; the macros of results.tex hold escaped text.
@@ -465,29 +362,3 @@ def literature_items(citations: list[Citation], ran: set[str], n) -> list[dict]:
             }
         )
     return items
-
-
-# figures drawn wide enough to stand alone, with their width in the text; the others go in pairs
-ALONE = {"accuracy_vs_params": "0.8", "cost": "0.9"}
-SHORT_CAPTIONS = {
-    "seed_boxplots": "Spread over seeds.",
-    "convergence": "Learning curves.",
-    "cost": "Cost.",
-    "ablation_method_r": "LoRA rank.",
-    "quantization_tradeoff": "Quantization.",
-}
-
-
-def figure_layout(drawn: list[str]) -> dict:
-    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone);
-    ``order``: the figures in print order."""
-    drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
-    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
-    paired = [name for name in drawn if name not in ALONE]
-    if len(paired) % 2:
-        alone.append((paired.pop(), "0.6"))
-    return {
-        "alone": alone,
-        "pairs": [paired[i : i + 2] for i in range(0, len(paired), 2)],
-        "order": [name for name, _ in alone] + paired,
-    }

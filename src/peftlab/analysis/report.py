@@ -17,9 +17,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis import across_datasets, adaptive, figures, health, protocol_card, tuning, vtab
+from peftlab.analysis import (
+    ablation_figure,
+    across_datasets,
+    adaptive,
+    equal_bits,
+    figures,
+    health,
+    protocol_card,
+    significance,
+    tuning,
+    vtab,
+)
 from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
-from peftlab.analysis.comparisons import MAX_PAIRS, POWER, below_detection, paired_comparisons_within
+from peftlab.analysis.comparisons import paired_comparisons_within
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import (
     MIN_SEEDS,
@@ -31,6 +42,7 @@ from peftlab.analysis.intervals import (
 )
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.power import ALPHA, POWER
 from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
 from peftlab.errors import UserError
 from peftlab.study.report_options import read_report_options
@@ -43,7 +55,6 @@ ABLATION_AXES = {
     "config.train.lr": "learning rate",
 }
 TASK = "config.data.name"
-ALPHA = 0.05  # significance level of the paired comparisons, and the level their MDE is stated at
 
 
 def choose_baseline(df: pd.DataFrame) -> str | None:
@@ -96,39 +107,7 @@ def write_report(
     lines += protocol_card.report_section(study_dir, done, labels)
 
     if not done.empty:
-        summary = pd.concat([summarize(df, metric=m, interval=interval) for m in METRICS if m in df], ignore_index=True)
-        comparisons = None
-        if baseline is not None and done["variant"].nunique() > 1:
-            comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0], alpha=ALPHA)
-        interval_text = describe_interval(interval)
-        tex = latex_table(
-            summary,
-            comparisons,
-            columns=[m for m in METRICS if m in df],
-            labels=labels,
-            interval_text=interval_text,
-            caption=f"{study_dir.name}: test accuracy (mean and {interval_text}) and trainable parameters.",
-        )
-        (out / "tables" / "main_table.tex").write_text(tex)
-        (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
-        lines += [
-            "## Main table",
-            "",
-            markdown_table(
-                summary,
-                comparisons,
-                columns=[m for m in METRICS if m in df],
-                labels=labels,
-                interval_text=interval_text,
-            ),
-        ]
-        lines += _few_seeds(summary[summary["metric"] == METRICS[0]], labels)
-        lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
-        lines += _pareto_lines(df, labels)
-        lines += _significance_lines(comparisons, df, labels)
-        lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
-        lines += _qalora_lines(df, interval, labels)
-        lines += vtab.report_section(df, baseline, interval, labels, out, study_dir.name)  # [] without VTAB-1k runs
+        lines += _results(df, baseline, interval, labels, out, study_dir.name)
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
@@ -155,6 +134,46 @@ def write_report(
     lines += _environment(environment(study_dir))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, name: str) -> list[str]:
+    """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
+    Pareto front, the significance of each configuration against ``baseline``, the aggregates over
+    datasets, QA-LoRA at equal bits and VTAB-1k; ``name``: the study's."""
+    summary = pd.concat([summarize(df, metric=m, interval=interval) for m in METRICS if m in df], ignore_index=True)
+    comparisons = None
+    if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
+        comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0], alpha=ALPHA)
+    interval_text = describe_interval(interval)
+    tex = latex_table(
+        summary,
+        comparisons,
+        columns=[m for m in METRICS if m in df],
+        labels=labels,
+        interval_text=interval_text,
+        caption=f"{name}: test accuracy (mean and {interval_text}) and trainable parameters.",
+    )
+    (out / "tables" / "main_table.tex").write_text(tex)
+    (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
+    lines = [
+        "## Main table",
+        "",
+        markdown_table(
+            summary,
+            comparisons,
+            columns=[m for m in METRICS if m in df],
+            labels=labels,
+            interval_text=interval_text,
+        ),
+    ]
+    lines += _few_seeds(summary[summary["metric"] == METRICS[0]], labels)
+    lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
+    lines += _pareto_lines(df, labels)
+    lines += significance.report_section(comparisons, df, labels)
+    lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
+    lines += equal_bits.report_section(df, interval, labels)
+    lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
+    return lines
 
 
 def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
@@ -236,94 +255,6 @@ def _pareto_lines(df: pd.DataFrame, labels: dict) -> list[str]:
     return ["Pareto front of test top-1 against trainable parameters: " + ", ".join(names) + ".", ""]
 
 
-def _significance_lines(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:
-    if comparisons is None or comparisons.empty:
-        return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
-    methods = completed_runs(df).groupby("variant")["method"].first()
-    baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
-    power = f"{100 * POWER:.0f}%"
-    lines = [
-        "## Significance",
-        "",
-        f"Each configuration against **{baselines}** (test top-1), on matched seeds for the tests and the "
-        "win rate, over all pairs of runs for P(X > Y).",
-        "",
-        f"| configuration | pairs | mean diff (pts) | p (t, Holm) | MDE ({power}, pts) | pairs for 1 pt | "
-        "p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | P(X > Y) [95% CI] | significant |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def p(value):
-        return "n/a" if pd.isna(value) else f"{value:.3g}"
-
-    for row in comparisons.itertuples():
-        name = display_name(row.variant, methods.get(row.variant), labels)
-        mde = "n/a" if pd.isna(row.mde_80) else f"{100 * row.mde_80:.2f}"
-        lines.append(
-            f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
-            f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
-            f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
-            f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |"
-        )
-    lines += [
-        "",
-        "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
-        "significance is judged by the Holm-corrected t-test. "
-        f"MDE ({power}): the smallest true mean difference the paired t-test at α = {ALPHA:g} (before "
-        f"Holm's correction) finds with {power} power, given the sd of the paired differences and the "
-        "number of pairs; pairs for 1 pt: the matched seeds that test needs to find a 1-point difference "
-        "at that sd.",
-        "",
-    ]
-    return lines + _not_shown(comparisons, methods, labels) + _spread_lines(comparisons, df, methods, labels)
-
-
-def _pairs(count: float) -> str:
-    if pd.isna(count):
-        return "n/a"
-    return f"> {MAX_PAIRS:,}" if count == float("inf") else f"{int(count):,}"
-
-
-def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
-    """The sentence on differences that are not significant and smaller than their MDE: the seeds could not
-    have shown them, so "not significant" says nothing about whether they are equal."""
-    small = comparisons[below_detection(comparisons)]
-    if small.empty:
-        return []
-    items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} ({100 * row.mean_diff:+.2f} points; "
-        f"MDE {100 * row.mde_80:.2f} points; 1 point needs {_pairs(row.pairs_for_1pt)} seeds)"
-        for row in small.itertuples()
-    ]
-    return [
-        f"**Not significant, and smaller than these seeds could detect:** {', '.join(items)}. The test would "
-        f"miss a true difference of that size more than {100 * (1 - POWER):.0f}% of the time, so read these as "
-        "'no difference shown', not as 'equal to the baseline'.",
-        "",
-    ]
-
-
-def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
-    """The configurations whose seed-to-seed spread (sd of test top-1 over their seeds) exceeds their mean
-    paired difference from the baseline: one seed of them would not say which is better."""
-    sd = completed_runs(df).groupby("variant")[METRICS[0]].std()
-    spread = comparisons.assign(sd=comparisons["variant"].map(sd)).dropna(subset=["sd"])  # one seed: no spread
-    wide = spread[spread["sd"] > spread["mean_diff"].abs()]
-    if wide.empty:
-        return []
-    items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {100 * row.sd:.2f} "
-        f"points, mean difference {100 * row.mean_diff:+.2f})"
-        for row in wide.itertuples()
-    ]
-    return [
-        f"**Seeds spread more than the difference from the baseline:** {', '.join(items)}. Changing the seed "
-        "moves these configurations' test top-1 more than changing the configuration does, so a comparison of "
-        "single runs could come out either way; the figure 'Test top-1 across seeds' shows every seed.",
-        "",
-    ]
-
-
 class _SkipReasons(logging.Handler):
     """Collects the figures module's "skipped <name>: <reason>" records."""
 
@@ -347,65 +278,11 @@ def _figures(
 ) -> tuple[list[str], list[str]]:
     """(report.md lines of the drawn figures, one line per skipped figure); ``under_training`` is
     said under the convergence figure."""
-    palette = study_palette(df)
-    style = {"interval": interval, "labels": labels, "palette": palette}
-    bars = f"bars: the {describe_interval(interval)}."
     handler, level = _SkipReasons(), figures.logger.level
     figures.logger.addHandler(handler)
     figures.logger.setLevel(logging.INFO)
     try:
-        drawn = [
-            (
-                "Accuracy vs trainable parameters",
-                "accuracy_vs_params",
-                f"Mean test top-1 per configuration against trainable parameters (log scale); {bars} Dashed: the "
-                "Pareto front (ringed points).",
-                figures.plot_accuracy_vs_params(df, out, **style),
-            ),
-            (
-                "Memory reduction vs accuracy loss across quantization settings",
-                "quantization_tradeoff",
-                "Base weights as stored, as a share of their fp32 size, against test top-1 minus that of the fp32 run "
-                f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
-                "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
-                figures.plot_quantization_tradeoff(df, out, **style),
-            ),
-            (
-                "Convergence: validation top-1 vs step",
-                "convergence",
-                f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step. "
-                f"{under_training}".strip(),
-                figures.plot_convergence(curves, out, **style),
-            ),
-            (
-                "Time and memory per configuration",
-                "cost",
-                "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "
-                "data), so methods differ little there; on a GPU the panel shows CUDA allocated memory instead, and "
-                "a quantized base shows its saving in the weights panel.",
-                figures.plot_cost(df, out, labels=labels, palette=palette),
-            ),
-            (
-                "Test top-1 across seeds",
-                "seed_boxplots",
-                "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs, each seed at "
-                "the same place in every box (seeds in order from left to right), so one seed can be followed across "
-                "configurations.",
-                figures.plot_seed_boxplots(df, out, labels=labels, palette=palette),
-            ),
-        ]
-        for axis, name in ABLATION_AXES.items():
-            if axis in axes:
-                figure = "ablation_" + axis.removeprefix("config.").replace(".", "_")
-                drawn.append(
-                    (
-                        f"Ablation: {name}",
-                        figure,
-                        f"Mean test top-1 along the {name}; {bars} Methods without this axis: dashed "
-                        "reference lines with their interval shaded.",
-                        figures.plot_ablation(df, axis, out, **style),
-                    )
-                )
+        drawn = _draw_figures(df, curves, axes, out, interval, labels, under_training)
     finally:
         figures.logger.removeHandler(handler)
         figures.logger.setLevel(level)
@@ -418,6 +295,74 @@ def _figures(
             reason = handler.reasons.get(name, "no data")
             skipped.append(f"{title.split(':')[0].lower()}: {reason}")
     return lines, skipped
+
+
+def _draw_figures(
+    df: pd.DataFrame,
+    curves: pd.DataFrame,
+    axes: list[str],
+    out: Path,
+    interval: str,
+    labels: dict,
+    under_training: str,
+) -> list[tuple[str, str, str, list]]:
+    """Draw the report's figures: (title, name, caption, paths) each, no paths for a figure skipped."""
+    palette = study_palette(df)
+    style = {"interval": interval, "labels": labels, "palette": palette}
+    bars = f"bars: the {describe_interval(interval)}."
+    drawn = [
+        (
+            "Accuracy vs trainable parameters",
+            "accuracy_vs_params",
+            f"Mean test top-1 per configuration against trainable parameters (log scale); {bars} Dashed: the "
+            "Pareto front (ringed points).",
+            figures.plot_accuracy_vs_params(df, out, **style),
+        ),
+        (
+            "Memory reduction vs accuracy loss across quantization settings",
+            "quantization_tradeoff",
+            "Base weights as stored, as a share of their fp32 size, against test top-1 minus that of the fp32 run "
+            f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
+            "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
+            figures.plot_quantization_tradeoff(df, out, **style),
+        ),
+        (
+            "Convergence: validation top-1 vs step",
+            "convergence",
+            f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step. "
+            f"{under_training}".strip(),
+            figures.plot_convergence(curves, out, **style),
+        ),
+        (
+            "Time and memory per configuration",
+            "cost",
+            "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "
+            "data), so methods differ little there; on a GPU the panel shows CUDA allocated memory instead, and "
+            "a quantized base shows its saving in the weights panel.",
+            figures.plot_cost(df, out, labels=labels, palette=palette),
+        ),
+        (
+            "Test top-1 across seeds",
+            "seed_boxplots",
+            "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs, each seed at "
+            "the same place in every box (seeds in order from left to right), so one seed can be followed across "
+            "configurations.",
+            figures.plot_seed_boxplots(df, out, labels=labels, palette=palette),
+        ),
+    ]
+    for axis, name in ABLATION_AXES.items():
+        if axis in axes:
+            figure = "ablation_" + axis.removeprefix("config.").replace(".", "_")
+            drawn.append(
+                (
+                    f"Ablation: {name}",
+                    figure,
+                    f"Mean test top-1 along the {name}; {bars} Methods without this axis: dashed "
+                    "reference lines with their interval shaded.",
+                    ablation_figure.plot_ablation(df, axis, out, **style),
+                )
+            )
+    return drawn
 
 
 def _failures(df: pd.DataFrame) -> list[str]:
@@ -465,92 +410,3 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
         "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
         "for the same seeds"
     ]
-
-
-DEPLOYED = "metrics.merged_test_top1"
-
-
-def _qalora_lines(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> list[str]:
-    """QA-LoRA at equal bits: the deployable merged model of QA-LoRA, QLoRA nf4 (re-quantized) and fp32 LoRA.
-
-    LoRA rows are those with the QA-LoRA runs' rank and targets. Bytes are the frozen base weights as
-    stored (``memory.base_weights_bytes``: the adapters fold into them; the trained head, the same in
-    every row, is not counted).
-    """
-    done = completed_runs(df)
-    if done.empty or "qalora" not in set(done["method"]) or DEPLOYED not in done:
-        return []
-    qa = done[done["method"] == "qalora"]
-    lora = done[
-        (done["method"] == "lora")
-        & done["config.quant.mode"].isin(["nf4", "none"])
-        & done["config.method.r"].isin(set(qa["config.method.r"]))
-        & done["config.method.target_modules"].isin(set(qa["config.method.target_modules"]))
-    ]
-    rows = pd.concat([qa, lora])
-    summary = summarize(rows, metric=DEPLOYED, interval=interval)
-    stored = rows.groupby("variant", sort=False)["memory.base_weights_bytes"].mean()
-    fp32_bytes = rows.groupby("variant", sort=False)["memory.base_weights_fp32_bytes"].mean()
-    interval_text = describe_interval(interval)
-    lines = [
-        "## QA-LoRA at equal bits",
-        "",
-        f"Test top-1 of the model that deploys, merged (mean and {interval_text}), and the bytes "
-        "of its frozen base weights as stored (the adapter folds into them; the head is not counted). "
-        "QA-LoRA merges into its zeros / offsets with the same codes; QLoRA's merge re-quantizes; fp32 LoRA "
-        "merges into fp32 weights.",
-        "",
-        "| configuration | deploys as | merged test top-1 | interval | n | base bytes | / fp32 |",
-        "|---|---|---|---|---|---|---|",
-    ]  # / fp32: stored bytes over the same weights in fp32
-    for _, row in summary.iterrows():
-        run = rows[rows["variant"] == row["variant"]].iloc[0]
-        if run["method"] == "qalora":
-            kind = (
-                f"{run['config.method.format']}, groups of {int(run['config.method.group_size'])}, "
-                "merged into the zeros"
-            )
-        else:
-            kind = "nf4, merged and re-quantized" if run["config.quant.mode"] == "nf4" else "fp32, merged"
-        size = stored[row["variant"]]
-        lines.append(
-            f"| {display_name(row['variant'], run['method'], labels)} | {kind} | {100 * row['mean']:.2f}% | "
-            f"[{100 * row['ci_low']:.2f}, {100 * row['ci_high']:.2f}] | {row['n']} | "
-            f"{size / 1024:.0f} KiB | {size / fp32_bytes[row['variant']]:.3f} |"
-        )
-    lines.append("")
-    by_variant = summary.set_index("variant")
-    qlora = [
-        v
-        for v in by_variant.index
-        if (rows.loc[rows["variant"] == v, "config.quant.mode"] == "nf4").all()
-        and (rows.loc[rows["variant"] == v, "method"] == "lora").all()
-    ]
-    for variant in qa["variant"].unique():
-        for other in qlora:
-            a, b = by_variant.loc[variant], by_variant.loc[other]
-            if a["ci_low"] > b["ci_high"]:
-                verdict = "its interval lies above QLoRA's: this study shows QA-LoRA's claim"
-            elif a["ci_high"] < b["ci_low"]:
-                verdict = "its interval lies below QLoRA's: this study does not show QA-LoRA's claim"
-            else:
-                verdict = "the intervals overlap: this study does not separate them"
-            lines.append(
-                f"- {display_name(variant, 'qalora', labels)} vs {display_name(other, 'lora', labels)}: "
-                f"{100 * (a['mean'] - b['mean']):+.2f} points of merged test top-1; {verdict}."
-            )
-    for other in qlora:  # what QA-LoRA avoids: the change re-quantization makes to QLoRA's model
-        runs = rows[rows["variant"] == other]
-        if "metrics.test_top1" in runs:
-            loss = 100 * (runs["metrics.test_top1"] - runs[DEPLOYED]).mean()
-            lines.append(
-                f"- {display_name(other, 'lora', labels)}: merging (re-quantizing) cost {loss:+.2f} points of "
-                "test top-1 on average (adapter over the quantized base minus merged)."
-            )
-    if "quantization.mean_relative_error" in qa:
-        for variant, errors in qa.groupby("variant", sort=False)["quantization.mean_relative_error"]:
-            lines.append(
-                f"- {display_name(variant, 'qalora', labels)}: mean relative quantization error of the "
-                f"base's layers {errors.mean():.4f} (||W - Q(W)||_F / ||W||_F)."
-            )
-    return lines + [""]

@@ -52,6 +52,46 @@ def write_vtab_lists(directory: Path) -> None:
 DATA_PATH_MODEL = "deit_tiny_patch16_224"
 
 
+def write_images(directory: Path, n_images: int, layout: str) -> dict:
+    """The data path's ``n_images`` JPEGs written to ``directory`` (``write_jpeg_folder``), and the data
+    section that reads them: an ImageFolder with augmentation, or with ``layout`` vtab1k VTAB-1k's lists
+    over the same JPEGs (``write_vtab_lists``: filelist, train800val200.txt, no augmentation, bicubic)."""
+    write_jpeg_folder(directory, n_images)
+    source = {"name": "imagefolder", "val_fraction": 0.0, "augment": True}
+    if layout == "vtab1k":
+        write_vtab_lists(directory)
+        source = {
+            "name": "filelist",
+            "train_list": "train800.txt",
+            "val_list": "val200.txt",
+            "test_list": "test.txt",
+            "trainval_list": "train800val200.txt",
+            "trainval": True,
+            "interpolation": "bicubic",
+        }
+    return source
+
+
+def build_image_data(tmp: str, source: dict, num_workers: int | None, cache: bool, spec, device: torch.device):
+    """(data config, built data) of the JPEGs in ``tmp``/jpegs, read as a run reads them for a model with
+    input ``spec``."""
+    from peftlab.data import build_data
+
+    data_cfg = load_config(
+        overrides={"data": {**source, "root": f"{tmp}/jpegs", "num_workers": num_workers, "cache": cache}}
+    ).data
+    data = build_data(
+        data_cfg,
+        img_size=spec.img_size,
+        in_chans=spec.in_chans,
+        mean=spec.mean,
+        std=spec.std,
+        device=device,
+        cache_dir=Path(tmp) / "cache",
+    )  # the decoded copy goes with the JPEGs
+    return data_cfg, data
+
+
 def data_path(
     batch: int,
     repeats: int,
@@ -75,38 +115,14 @@ def data_path(
     """
     import tempfile
 
-    from peftlab.data import build_data
     from peftlab.data.loading import BatchLoader
 
     cfg = make_cfg(model, None, "lora")
     spec = input_spec_for(cfg.model)
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-data-") as tmp:
         progress(f"data: writing {n_images} JPEGs of 256 px")
-        write_jpeg_folder(Path(tmp) / "jpegs", n_images)
-        source = {"name": "imagefolder", "val_fraction": 0.0, "augment": True}
-        if layout == "vtab1k":
-            write_vtab_lists(Path(tmp) / "jpegs")
-            source = {
-                "name": "filelist",
-                "train_list": "train800.txt",
-                "val_list": "val200.txt",
-                "test_list": "test.txt",
-                "trainval_list": "train800val200.txt",
-                "trainval": True,
-                "interpolation": "bicubic",
-            }
-        data_cfg = load_config(
-            overrides={"data": {**source, "root": f"{tmp}/jpegs", "num_workers": num_workers, "cache": cache}}
-        ).data
-        data = build_data(
-            data_cfg,
-            img_size=spec.img_size,
-            in_chans=spec.in_chans,
-            mean=spec.mean,
-            std=spec.std,
-            device=device,
-            cache_dir=Path(tmp) / "cache",
-        )  # the decoded copy goes with the JPEGs
+        source = write_images(Path(tmp) / "jpegs", n_images, layout)
+        data_cfg, data = build_image_data(tmp, source, num_workers, cache, spec, device)
         loader = BatchLoader(data.train, device, num_workers, persistent=True)
         epochs = iter(range(10**6))
 

@@ -35,7 +35,7 @@ def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, qu
 
 def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int) -> dict:
     from peftlab.config import to_dict
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     out = {}
@@ -87,7 +87,7 @@ def _noop() -> None:
 
 
 def fork_seconds() -> float:
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     ctx.Process(target=_noop).start()  # starts the forkserver (imports once per study)
@@ -145,7 +145,7 @@ def large_model_child(model: str, img_size: int | None, method: str, quant: dict
 
 
 def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) -> dict:
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True}

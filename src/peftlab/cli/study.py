@@ -228,7 +228,8 @@ def add_paper(sub) -> None:
 
 
 def cmd_paper(args) -> int:
-    from peftlab.analysis.paper import LITERATURE, write_paper
+    from peftlab.analysis.literature import LITERATURE
+    from peftlab.analysis.paper import write_paper
 
     path = write_paper(
         args.study_dir,

@@ -75,7 +75,8 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from peftlab.bench import BenchOptions, format_report, run_bench, write_json
+    from peftlab.bench.report import format_report, write_json
+    from peftlab.bench.run import BenchOptions, run_bench
 
     architecture = {
         name: getattr(args, name)

@@ -6,7 +6,7 @@ shared by the driver and the jobs (the study directory, the data, the pretrained
 the Python environment at the same paths). ``SUBMIT`` maps a remote executor to a function
 ``submit(fn, arglists, options)`` that runs ``fn(*args)`` per arglist there and yields
 ``(index, why)`` as each call ends (``why`` is None for a normal end, else one line).
-The local executor is ``runner.run_local``.
+The local executor is ``local_executor.run_local``.
 
 Where runs execute is an option of the command, not of the study file: the same study is
 run on a laptop and on a cluster, and its runs' results do not depend on where.

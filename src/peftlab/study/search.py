@@ -29,7 +29,7 @@ trials against that rule and adds what an uninterrupted one would.
 
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
 tuning seeds; the trial with the best value wins (the lower trial number on a tie). A trial one of
-whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``divergence``) is
+whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``trials.divergence``) is
 marked so in selection.json and is never chosen.
 """
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -49,14 +48,11 @@ from peftlab.run_result import read_result, run_status
 from peftlab.study.edge import added_points, best_trial, edge_summary, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
+from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
 from peftlab.study.tune import METRICS, Search, apply_values, search_key
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
-# a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
-# at least MIN_CHANCE_TOLERANCE above it, is at chance: its model collapsed, it is never chosen
-CHANCE_SE = 1.0
-MIN_CHANCE_TOLERANCE = 0.005
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
@@ -77,38 +73,6 @@ def tune_dir(study_dir: Path, method: str) -> Path:
 
 def journal_path(directory: Path, search: Search) -> Path:
     return directory / f"search-{search.fingerprint()}.journal"
-
-
-def trial_value(result: dict, metric: str) -> float | None:
-    """The validation score of one trial run: ``metrics[metric]`` of a completed result, never a
-    test metric (``tune`` refuses those); None for a run that did not complete."""
-    if metric not in METRICS:
-        raise ValueError(f"{metric!r} is not a validation metric: expected one of {', '.join(METRICS)}")
-    value = (result.get("metrics") or {}).get(metric)
-    return float(value) if result.get("status") == "completed" and value is not None else None
-
-
-def divergence(result: dict) -> str | None:
-    """Why a trial run counts as diverged, or None: a non-finite loss, gradient or weights (the run's
-    status), or a completed run whose last validation top-1 is at chance, 1/classes plus at most
-    ``CHANCE_SE`` binomial standard errors of a chance score on its validation images (a collapsed
-    model predicts one class: its score is that class's share of the images)."""
-    if result.get("status") == "diverged":
-        return f"diverged: {result.get('error')}"
-    top1 = (result.get("metrics") or {}).get("val_top1")
-    data = (result.get("provenance") or {}).get("data") or {}
-    classes, images = data.get("num_classes"), (data.get("split_sizes") or {}).get("val")
-    if result.get("status") != "completed" or top1 is None or not isinstance(classes, int) or classes < 2:
-        return None
-    chance = 1 / classes
-    error = math.sqrt(chance * (1 - chance) / images) if isinstance(images, int) and images > 0 else 0.0
-    tolerance = max(CHANCE_SE * error, MIN_CHANCE_TOLERANCE)
-    if top1 > chance + tolerance:
-        return None
-    return (
-        f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
-        f"within {100 * tolerance:.1f} points)"
-    )
 
 
 def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
@@ -313,11 +277,6 @@ def added_after(search: Search, records: list[dict]) -> dict | None:
     return point.params if point else None
 
 
-def trial_values(trial) -> dict:
-    """A trial's values: asked ones, or a waiting trial's enqueued ones."""
-    return trial.params or trial.system_attrs.get("fixed_params")
-
-
 def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     """What a finished trial's state or value says that its runs do not (as ``run_trials`` tells them):
     complete at the mean of its runs' scores, failed when one has none, pruned only by halving."""
@@ -441,27 +400,3 @@ class PruneWatch:
                 best = max(best, record[self.field]) if self.best else record[self.field]
                 out.append((int(record["step"]), float(best)))
         return out
-
-
-def trial_records(study, directory: Path) -> list[dict]:
-    return [trial_record(t, directory) for t in study.get_trials(deepcopy=False)]
-
-
-def trial_record(trial, directory: Path | None = None) -> dict:
-    """What selection.json keeps of a trial: no test score is ever read into it. A finished trial one of
-    whose runs diverged (``divergence``, from the runs in ``directory``) says why."""
-    record = {
-        "number": trial.number,
-        "state": trial.state.name,
-        "value": trial.value,
-        "params": trial.params,
-        "run_ids": trial.user_attrs.get("run_ids", []),
-        "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
-    }
-    if directory is not None and record["state"] in ("COMPLETE", "FAIL"):
-        why = next(
-            filter(None, (divergence(read_result(directory / "runs" / str(r)) or {}) for r in record["run_ids"])), None
-        )
-        if why is not None:
-            record["diverged"] = why
-    return record

@@ -44,8 +44,6 @@ searches first (``peftlab.study.search``) and trains the final runs at the chose
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 import itertools
 import json
 import math
@@ -59,7 +57,6 @@ from peftlab.config import (
     flatten,
     from_dict,
     load_config,
-    method_fields,
     method_names,
     seed_hashes,
     to_dict,
@@ -69,6 +66,8 @@ from peftlab.config_checks import MAX_INT, shown
 from peftlab.config_paths import resolve_paths, with_base_architecture
 from peftlab.config_yaml import deep_merge, nest, read_yaml
 from peftlab.errors import ConfigError
+from peftlab.study.exclusions import Excluder, exclude_rules
+from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
 from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tune import Search, check_method_keys, tune_searches
@@ -146,7 +145,7 @@ def _axis_values(key: str, values: Any, method: str) -> list[tuple[Any, dict]]:
                 )
             extra = _mapping(value.get("set"), f"axis '{key}' set")
             for extra_key in extra:
-                _check_key(extra_key, f"method '{method}' axis '{key}' set key")
+                check_key(extra_key, f"method '{method}' axis '{key}' set key")
             out.append((value["value"], extra))
         else:
             out.append((value, {}))
@@ -161,46 +160,6 @@ def _label(method: str, axes: dict[str, Any]) -> str:
         text = "/".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         parts.append(f"{SHORT_NAMES.get(key, key.rsplit('.', 1)[-1])}={text}")
     return " ".join(str(p) for p in parts)
-
-
-def _foreign(method: str, key: str) -> bool:
-    """A ``method.*`` key that some other method has and ``method`` has not."""
-    if not key.startswith("method.") or key.count(".") != 1:
-        return False
-    option = key.split(".", 1)[1]
-    return option not in method_fields(method) and any(option in method_fields(m) for m in method_names())
-
-
-def _own(method: str, dotted: dict) -> dict:
-    return {k: v for k, v in dotted.items() if not _foreign(method, k)}
-
-
-@functools.cache
-def config_keys() -> frozenset[str]:
-    """Every dotted key a study may set: the leaves of a run config, ``method.*`` of every method."""
-    keys = {k for k in flatten(to_dict(RunConfig())) if not k.startswith("method.")}
-    return frozenset(keys | {f"method.{option}" for m in method_names() for option in method_fields(m)})
-
-
-def _check_key(key: Any, where: str, method_name: bool = False) -> None:
-    """A dotted key must name one config field (of some method, for ``method.*``), not a section.
-
-    ``method.name`` only where ``method_name`` says so (an exclude rule): in a ``set`` or ``axes``
-    it would train another method under the label of the one it is listed under.
-    """
-    keys = config_keys()
-    if key == "method.name" and not method_name:
-        raise ConfigError(
-            f"study {where} method.name is invalid: a run's method is the methods: entry it is listed "
-            "under; expected no method.name here (list the other method under methods:)"
-        )
-    if isinstance(key, str) and key in keys:
-        return
-    close = difflib.get_close_matches(str(key), sorted(keys), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(
-        f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as train.lr or method.r"
-    )
 
 
 def _path_value(data: dict, key: str, path: Path, required: bool) -> Path | None:
@@ -232,46 +191,6 @@ def _seeds(value: Any) -> list[int]:
     )
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in of a config value that is equal where the value is (lists as tuples)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, dict):
-        return frozenset((k, _frozen(v)) for k, v in value.items())
-    return value
-
-
-class Excluder:
-    """The exclude rules, indexed by each rule's first key and its values: a run is compared with
-    the few rules whose first key it matches, not with all of them (5,000 rules x 2,000 runs)."""
-
-    def __init__(self, rules: list[dict]):
-        self.index: dict[str, dict[Any, list[dict]]] = {}
-        for rule in rules:
-            if not rule:  # matches every run
-                self.index.setdefault("", {}).setdefault(None, []).append(rule)
-                continue
-            key, wanted = next(iter(rule.items()))
-            for option in wanted if isinstance(wanted, list) else [wanted]:
-                self.index.setdefault(key, {}).setdefault(_frozen(option), []).append(rule)
-
-    def excludes(self, flat: dict) -> bool:
-        for key, by_value in self.index.items():
-            candidates = by_value.get(None, []) if key == "" else by_value.get(_frozen(flat.get(key)), [])
-            if any(_matches(rule, flat) for rule in candidates):
-                return True
-        return False
-
-
-def _matches(rule: dict, flat: dict) -> bool:
-    for key, wanted in rule.items():
-        value = flat.get(key)
-        options = wanted if isinstance(wanted, list) else [wanted]
-        if value not in options and not (isinstance(value, list) and value in options):
-            return False
-    return True
-
-
 def load_study(path: str | Path) -> Study:
     """Read, validate and expand a study file; any problem is one ConfigError line.
 
@@ -291,7 +210,7 @@ def load_study(path: str | Path) -> Study:
     if not methods:
         raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(method_names())}")
     groups = _groups(data, methods)
-    rules = _exclude_rules(data)
+    rules = exclude_rules(data)
     size = sum(
         len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values()) for _, _, _, axes in groups
     )
@@ -313,7 +232,7 @@ def load_study(path: str | Path) -> Study:
                 f"expected one of: {', '.join(names)}"
             )
     tune = tune_searches(
-        data.get("tune"), methods, _templates(runs, methods, configurations), seeds, _check_key, _foreign
+        data.get("tune"), methods, _templates(runs, methods, configurations), seeds, check_key, is_foreign
     )
     return Study(
         name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report, tune=tune
@@ -361,7 +280,7 @@ def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
     """(group, method, method set, axes) of each method's main configurations and of each ablation."""
     common, global_axes = _mapping(data.get("set"), "set"), _mapping(data.get("axes"), "axes")
     for key in list(common) + list(global_axes):
-        _check_key(key, "set/axes key")
+        check_key(key, "set/axes key")
     groups: list[tuple[str, str, dict, dict]] = []
     for method, options in methods.items():
         options = _mapping(options, f"method '{method}'")
@@ -379,7 +298,10 @@ def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
                 "main",
                 method,
                 _mapping(options.get("set"), f"method '{method}' set"),
-                {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")},
+                {
+                    **without_foreign_keys(method, global_axes),
+                    **_mapping(options.get("axes"), f"method '{method}' axes"),
+                },
             )
         )
     for group, options in _mapping(data.get("ablations"), "ablations").items():
@@ -405,28 +327,16 @@ def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
                     group,
                     method,
                     method_set,
-                    {**_own(method, global_axes), **_mapping(options.get("axes"), f"ablation '{group}' axes")},
+                    {
+                        **without_foreign_keys(method, global_axes),
+                        **_mapping(options.get("axes"), f"ablation '{group}' axes"),
+                    },
                 )
             )
     for _, method, method_set, _ in groups:
         for key in method_set:
-            _check_key(key, f"method '{method}' set key")
+            check_key(key, f"method '{method}' set key")
     return groups
-
-
-def _exclude_rules(data: dict) -> list[dict]:
-    rules = data.get("exclude") or []
-    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-        raise ConfigError("study 'exclude' must be a list of mappings of dotted config keys to values")
-    for rule in rules:
-        for key, value in rule.items():
-            _check_key(key, "exclude key", method_name=True)
-            if isinstance(value, dict):
-                raise ConfigError(
-                    f"study exclude rule {shown(rule)}: {key}={shown(value)} is a mapping; expected a "
-                    "value or a list of values (write nested keys dotted, e.g. method.name: full)"
-                )
-    return rules
 
 
 def _expand(
@@ -442,7 +352,7 @@ def _expand(
     configurations: dict[str, str] = {}
     for group, method, method_set, axes in groups:
         for key in axes:
-            _check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
+            check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
         own_keys = {
             **method_set,
             **_mapping(_mapping(methods[method], f"method '{method}'").get("axes"), f"method '{method}' axes"),
@@ -456,7 +366,7 @@ def _expand(
         choices = [_axis_values(key, values, method) for key, values in axes.items()]
         for combo in itertools.product(*choices):
             axis_values = {key: value for key, (value, _) in zip(axes, combo)}
-            overrides = {**_own(method, common), "method.name": method, **method_set}
+            overrides = {**without_foreign_keys(method, common), "method.name": method, **method_set}
             for key, (value, extra) in zip(axes, combo):
                 overrides.update(extra)
                 overrides[key] = value

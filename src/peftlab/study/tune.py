@@ -50,6 +50,7 @@ from peftlab.config_checks import MAX_INT, shown
 from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
+from peftlab.study.tune_axes import Axis, read_axis
 
 TUNE_KEYS = (
     "axes",
@@ -67,43 +68,11 @@ SEARCHES = ("grid", "random", "halving")
 # the validation metrics of result.json a search may select on: name -> the metrics.jsonl field each
 # evaluation reports (halving compares trials on it at each rung)
 METRICS = {"val_top1": "val_top1", "best_val_top1": "val_top1"}
-RANGE_KEYS = ("low", "high", "log")
 MAX_TRIALS = 10_000
 FIRST_TUNING_SEED = 1000
 NOT_TUNABLE = ("seed", "name")
 # a linear probe trains only the head: these body settings are unused when the head's own is set
 HEAD_ONLY = {"train.lr": "train.head_lr", "train.weight_decay": "train.head_weight_decay"}
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One searched key: a list of values (grid or categorical) or a range of floats or ints."""
-
-    key: str
-    values: tuple | None = None
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-
-    def distribution(self):
-        """Optuna's distribution of this axis (optuna is imported only when a search runs)."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.values is not None:
-            return CategoricalDistribution(self.values)
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return IntDistribution(self.low, self.high, log=self.log)
-        return FloatDistribution(float(self.low), float(self.high), log=self.log)
-
-    def describe(self) -> str:
-        if self.values is not None:
-            return "{" + ", ".join(map(str, self.values)) + "}"
-        return f"[{self.low}, {self.high}]" + (" log" if self.log else "")
-
-    def record(self) -> dict:
-        if self.values is not None:
-            return {"key": self.key, "values": list(self.values)}
-        return {"key": self.key, "low": self.low, "high": self.high, "log": self.log}
 
 
 @dataclass(frozen=True)
@@ -184,33 +153,6 @@ def unused_by(method: str, key: str, cfg: RunConfig) -> str | None:
             f"{flatten(to_dict(cfg))[head_key]}: set {head_key} instead"
         )
     return None
-
-
-def _axis(key: str, value: Any, where: str) -> Axis:
-    if isinstance(value, list):
-        if (
-            not value
-            or not all(isinstance(v, (bool, int, float, str)) for v in value)
-            or len(set(map(json.dumps, value))) != len(value)
-        ):
-            raise ConfigError(
-                f"study {where} '{key}'={shown(value)} is invalid: expected a non-empty list of "
-                "distinct numbers, strings or booleans, or a range {low, high, log}"
-            )
-        return Axis(key, values=tuple(value))
-    if isinstance(value, dict):
-        unknown = set(value) - set(RANGE_KEYS)
-        low, high, log = value.get("low"), value.get("high"), value.get("log", False)
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-        if unknown or not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
-            raise ConfigError(
-                f"study {where} '{key}'={shown(value)} is invalid: expected a range {{low, high, log}} "
-                "with numbers low < high (low > 0 when log: true)"
-            )
-        return Axis(key, low=low, high=high, log=log)
-    raise ConfigError(
-        f"study {where} '{key}'={shown(value)} is invalid: expected a list of values or a range {{low, high, log}}"
-    )
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
@@ -457,11 +399,11 @@ def method_axes(method: str, own: dict, shared_axes: dict, template: RunConfig, 
     for key, value in shared_axes.items():
         check_key(key, "tune.axes key")
         if not is_foreign(method, key) and unused_by(method, key, template) is None:
-            axes[key] = _axis(key, value, "tune.axes")
+            axes[key] = read_axis(key, value, "tune.axes")
     for key, value in own_axes.items():
         check_key(key, f"method '{method}' tune.axes key")
         check_method_keys(method, {key: value}, template, "tune.axes")
-        axes[key] = _axis(key, value, f"method '{method}' tune.axes")
+        axes[key] = read_axis(key, value, f"method '{method}' tune.axes")
     for key in axes:
         if key in NOT_TUNABLE:
             raise ConfigError(

@@ -178,7 +178,7 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
 
 def take_interrupts() -> None:
     """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored and
-    blocked SIGINT (``runner.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
+    blocked SIGINT (``local_executor.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
     which stops it."""
     stop_on_sigterm()
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -4,7 +4,8 @@
 ``load_data``, ``build`` (the backbone and the tuner, which quantizes the base when ``quant.mode``
 asks; refused before its first step when its training cannot fit), ``optimization``, ``restore``
 (from the checkpoint, when there is one), ``fit`` (the loop: ``training_step``, then log, evaluate,
-checkpoint) and ``finish`` (test, merge check, the adapter files, the result). The host waits for
+checkpoint) and ``finish`` (``peftlab.training.outcome``: test, merge check, the adapter files, the
+result). What the stages hand each other is in ``peftlab.training.recipe_state``. The host waits for
 the device only at log, eval and checkpoint points (``NonFinite`` keeps a diverged step on the
 device until then). ``peftlab.training.run.train`` owns the run directory and calls ``run``.
 """
@@ -12,35 +13,33 @@ device until then). ``peftlab.training.run.train`` owns the run directory and ca
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from peftlab import metrics, provenance, tracking
-from peftlab.backbones import InputSpec, base_provenance, enable_grad_checkpointing, input_spec_for
-from peftlab.config import RunConfig, to_dict
+from peftlab.backbones import base_provenance, enable_grad_checkpointing, input_spec_for
+from peftlab.config import RunConfig
 from peftlab.config_sections import TrainConfig
 from peftlab.cpu import arithmetic_record
-from peftlab.data import DataBundle, build_data
+from peftlab.data import build_data
 from peftlab.data.loading import BatchLoader
 from peftlab.errors import ConfigError
-from peftlab.export import write_peft_adapter
-from peftlab.files import kill_point, write_atomic
-from peftlab.monitors.run import Monitors, summarize
+from peftlab.files import kill_point
+from peftlab.monitors.run import Monitors
 from peftlab.params import check_model_size
 from peftlab.progress import TextProgress
-from peftlab.protocol import protocol_card
 from peftlab.quant_load import build_base
-from peftlab.run_result import Memory, Metrics, RunResult, Timing
+from peftlab.run_result import RunResult
 from peftlab.training import checkpoint, distributed, preflight
 from peftlab.training.checkpoint import Position
-from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
+from peftlab.training.evaluate import evaluate
+from peftlab.training.outcome import finish
+from peftlab.training.recipe_state import Built, Data, RunState, Setting
 from peftlab.training.runtime import (
     autocast,
     compile_model,
@@ -52,7 +51,6 @@ from peftlab.training.runtime import (
     set_tf32,
 )
 from peftlab.training.step import (
-    Diverged,
     NonFinite,
     Optimization,
     epoch_batches,
@@ -61,61 +59,7 @@ from peftlab.training.step import (
     training_step,
     warmup_cosine,
 )
-from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
-
-
-@dataclass
-class RunState:
-    """What ``train`` keeps across the recipe's attempts (``train.auto_batch`` retries), and what a
-    failed run's result reports."""
-
-    started: float = field(default_factory=time.perf_counter)
-    resume_dir: Path | None = None  # a torchrun replica resumes from rank 0's checkpoint
-    split: int = 1  # the pieces each micro-batch is computed in (train.auto_batch)
-    auto_batch: dict | None = None  # train.auto_batch: the halvings after out-of-memory errors
-    log: tracking.RunLog | None = None
-    step: int | None = None  # the last step trained in this process
-    params: dict | None = None
-    provenance: dict | None = None
-
-
-@dataclass
-class Setting:
-    """Where and how the run computes (``start``)."""
-
-    cfg: RunConfig
-    tc: TrainConfig  # cfg.train, its precision made concrete ('auto' resolved)
-    run_dir: Path
-    device: torch.device
-    ranks: distributed.Group
-    log: tracking.RunLog  # metrics.jsonl, monitors.jsonl and cfg.track's sinks
-    progress: bool
-    row: int  # the progress bar's line (a study draws several)
-
-
-@dataclass
-class Data:
-    """The splits, their loaders and the steps they make (``load_data``)."""
-
-    splits: DataBundle  # train, val, test and their info
-    train_loader: BatchLoader
-    val_loader: BatchLoader
-    spec: InputSpec  # the image size, channels and normalization the backbone expects
-    num_classes: int
-    total_steps: int
-    batches_per_epoch: int
-
-
-@dataclass
-class Built:
-    """The model and its tuner (``build``), with what the result reports of their making."""
-
-    model: torch.nn.Module
-    tuner: object
-    counts: dict  # parameter counts before training
-    rss: metrics.PeakRSS
-    rss_build: int  # peak RSS of building the model, above the baseline
-    memory_estimate: dict  # peftlab.training.preflight, before the first step
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 
 def run(
@@ -451,164 +395,3 @@ def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Posi
 def save(s: Setting, built: Built, opt: Optimization, pos: Position) -> None:
     if s.ranks.main:  # rank 0's checkpoint is every rank's
         checkpoint.save(s.run_dir / "checkpoint", pos, built.tuner, opt, s.log.lines)
-
-
-def finish(
-    s: Setting,
-    data: Data,
-    built: Built,
-    opt: Optimization,
-    pos: Position,
-    monitor: Monitors,
-    last_val: dict | None,
-    state: RunState,
-) -> RunResult:
-    """The final weights: checked finite, tested (unmerged and merged), the merge checked, the
-    adapter files written; the result."""
-    tc, tuner, test_split = s.tc, built.tuner, data.splits.test
-    rss_train = built.rss.peak_above_baseline()  # before the merged copies made for testing
-    bad = [name for name, p in tuner.trainable_parameters().items() if not bool(torch.isfinite(p).all())]
-    if bad:  # the last update made them non-finite: no loss saw it
-        raise Diverged(
-            f"non-finite trainable weights after step {pos.step} ({bad[0]}{' and others' if bad[1:] else ''})"
-        )
-    val = last_val or evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
-    if tc.test:
-        test = evaluate(
-            built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
-        )
-    else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
-        test_split, test = (
-            data.splits.val,
-            {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": 0.0},
-        )
-    for split, numbers in (("val", val), ("test", test)):
-        if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
-            raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
-    merged_test = merge = None
-    # the deployable model: merged (re-quantized on a quantized base); None where the method's modules
-    # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check
-    deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
-    if deployable is not None and not tc.test:
-        del deployable
-        merge = check_merge(tuner, test_split, s.device)
-    elif deployable is not None:
-        merged_test = evaluate(
-            deployable.to(s.device),
-            test_split,
-            tc.eval_batch_size,
-            s.device,
-            tc.precision,
-            "merged test",
-            s.cfg.data.num_workers,
-        )
-        del deployable
-        merge = check_merge(tuner, test_split, s.device)
-    if merge is not None and not math.isfinite(merge["max_abs_diff"]):
-        raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
-    write_adapter(tuner, s.run_dir)
-    kill_point("adapter")
-    evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
-    return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
-
-
-def write_adapter(tuner, run_dir: Path) -> None:
-    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors, and the rank
-    reallocations of adaptive-rank methods (importance.jsonl)."""
-    adapter = tuner.adapter_state_dict()
-    write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
-    write_peft_adapter(tuner, run_dir)  # PEFT loads them
-    records = tuner.importance_records()
-    if records:
-        write_atomic(
-            run_dir / "importance.jsonl",
-            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)),
-        )
-
-
-def result_record(
-    s: Setting,
-    data: Data,
-    built: Built,
-    opt: Optimization,
-    pos: Position,
-    monitor: Monitors,
-    state: RunState,
-    evaluations: dict,
-    rss_train: int,
-) -> RunResult:
-    """result.json of a completed run (its keys: peftlab.run_result)."""
-    tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
-    final = tuner.parameter_counts()
-    return RunResult(
-        status="completed",
-        error=None,
-        step=pos.step,
-        config=to_dict(s.cfg),
-        metrics=Metrics(
-            test_top1=test["top1"],
-            test_top5=test["top5"],
-            val_top1=val["top1"],
-            best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
-            test_loss=test["loss"],
-            merged_test_top1=merged_test["top1"] if merged_test else None,
-        ),
-        params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
-        ranks=tuner.ranks(),
-        memory=Memory(
-            peak_rss_bytes=metrics.peak_rss_bytes(),
-            peak_rss_above_baseline_bytes=max(rss_train, built.rss_build),
-            peak_rss_model_build_bytes=built.rss_build,
-            peak_rss_training_bytes=rss_train,
-            rss_baseline_bytes=built.rss.baseline,
-            cuda_max_allocated_bytes=metrics.cuda_max_allocated_bytes(s.device),
-            weights_bytes=metrics.weights_bytes(built.model),
-            **tuner.base_weight_bytes(),
-            trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
-            estimate=built.memory_estimate,
-        ),  # peftlab.training.preflight, before the first step
-        timing=Timing(
-            train_seconds=pos.train_seconds,
-            train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
-            eval_images_per_second=test["images_per_second"],
-            val_seconds=pos.val_seconds,
-            wall_seconds=time.perf_counter() - state.started,
-        ),
-        warnings=merge_warnings(evaluations["merge"])
-        + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
-        auto_batch=state.auto_batch,
-        merge=evaluations["merge"],
-        quantization=tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
-        protocol=protocol_card(
-            s.cfg,
-            data.splits.info.split_sources,
-            data.spec.img_size,
-            data.spec.mean,
-            data.spec.std,
-            {**final, "head": head_count(tuner)},
-        ),
-        provenance=state.provenance,
-        **summarize(
-            monitor, s.log.records(), train_seconds=pos.train_seconds
-        ),  # health, monitors, convergence, frozen_base
-    )
-
-
-def head_count(tuner) -> int:
-    return sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
-
-
-SLOW_VALIDATION_SECONDS = 30.0
-
-
-def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
-    """A warning when validation took longer than training (a small train_subset with the full
-    10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster.
-    Under ``SLOW_VALIDATION_SECONDS`` of validation it is not worth a line: a short run's two
-    timings are noise, and the line would come and go with the machine's load."""
-    if val_seconds <= max(train_seconds, SLOW_VALIDATION_SECONDS):
-        return []
-    return [
-        f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
-        f"(now {val_images} images) or evaluate less often (train.eval_every)"
-    ]

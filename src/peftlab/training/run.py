@@ -29,7 +29,7 @@ from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.monitors.health import health
 from peftlab.run_result import RunResult, failure, read_result, write_result
 from peftlab.training import distributed, recipe
-from peftlab.training.recipe import RunState
+from peftlab.training.recipe_state import RunState
 from peftlab.training.runtime import out_of_memory
 from peftlab.training.step import Diverged
 
