@@ -24,7 +24,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study vtab-demo test check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study vtab-demo lint test check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -68,7 +68,13 @@ vtab-demo: install data
 	$(BIN)/peftlab data vtab-demo cache/vtab-demo --quiet
 	$(BIN)/peftlab study configs/studies/vtab_demo.yaml --workers 2 --report
 
-test: install data track slurm ray
+# ruff (pyproject's [tool.ruff]): the whole tree linted and formatted; `ruff format .` and `ruff check --fix .`
+# repair most of what it finds. `make test` runs it first.
+lint: install
+	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
+
+test: install data track slurm ray lint
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

@@ -55,15 +55,26 @@ def linux(arch: str) -> Target:
 
 
 def environment(sys_platform: str, system: str, machine: str) -> dict:
-    return {"sys_platform": sys_platform, "platform_system": system, "platform_machine": machine,
-            "os_name": "posix", "python_version": PYTHON, "python_full_version": f"{PYTHON}.0",
-            "implementation_name": "cpython", "platform_python_implementation": "CPython",
-            "platform_release": "", "platform_version": ""}
+    return {
+        "sys_platform": sys_platform,
+        "platform_system": system,
+        "platform_machine": machine,
+        "os_name": "posix",
+        "python_version": PYTHON,
+        "python_full_version": f"{PYTHON}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_version": "",
+    }
 
 
 # macOS 14 on Apple Silicon (pip expands a macosx tag to the older macOS versions and universal2 itself).
-TARGETS = (Target("macos-arm64", ("macosx_14_0_arm64",), environment("darwin", "Darwin", "arm64")),
-           linux("aarch64"), linux("x86_64"))
+TARGETS = (
+    Target("macos-arm64", ("macosx_14_0_arm64",), environment("darwin", "Darwin", "arm64")),
+    linux("aarch64"),
+    linux("x86_64"),
+)
 
 
 def this_machine() -> str:
@@ -101,11 +112,32 @@ def pip_command(requirements_file: Path, workdir: Path, target: Target) -> list[
     # --target: pip refuses --platform otherwise (nothing is written there with --dry-run). --retries on the
     # command line, whatever pip's config says, so that an unreachable index is retried and shows in the log.
     platforms = [arg for tag in target.platforms for arg in ("--platform", tag)]
-    return [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--only-binary=:all:",
-            "--ignore-installed", "--target", str(workdir / "target"), "--disable-pip-version-check",
-            "--retries", "3", "--log", str(workdir / "pip.log"),
-            "--python-version", PYTHON, "--implementation", "cp", "--abi", "cp" + PYTHON.replace(".", ""),
-            *platforms, "-r", str(requirements_file)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--ignore-installed",
+        "--target",
+        str(workdir / "target"),
+        "--disable-pip-version-check",
+        "--retries",
+        "3",
+        "--log",
+        str(workdir / "pip.log"),
+        "--python-version",
+        PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + PYTHON.replace(".", ""),
+        *platforms,
+        "-r",
+        str(requirements_file),
+    ]
 
 
 def run_pip(lines: list[str], target: Target) -> tuple[int, str, str]:
@@ -113,8 +145,9 @@ def run_pip(lines: list[str], target: Target) -> tuple[int, str, str]:
     with tempfile.TemporaryDirectory(prefix="check-locks-") as tmp:
         workdir = Path(tmp)
         (workdir / "requirements.txt").write_text("\n".join(lines) + "\n")
-        result = subprocess.run(pip_command(workdir / "requirements.txt", workdir, target), capture_output=True,
-                                text=True)
+        result = subprocess.run(
+            pip_command(workdir / "requirements.txt", workdir, target), capture_output=True, text=True
+        )
         log = (workdir / "pip.log").read_text(errors="replace") if (workdir / "pip.log").exists() else ""
     return result.returncode, result.stdout + result.stderr, log
 
@@ -216,8 +249,11 @@ def main(argv: list[str], pip=run_pip) -> int:
         print(f"check_locks: {path.name} is unknown: {err}; run again when the index answers", file=sys.stderr)
         return 2
     if failures:
-        print(f"check_locks: no wheel for {'; '.join(failures)}; give the line a marker "
-              "(e.g. ; sys_platform == \"linux\") or pin a version with a wheel there", file=sys.stderr)
+        print(
+            f"check_locks: no wheel for {'; '.join(failures)}; give the line a marker "
+            '(e.g. ; sys_platform == "linux") or pin a version with a wheel there',
+            file=sys.stderr,
+        )
         return 1
     return 0
 

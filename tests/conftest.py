@@ -4,7 +4,6 @@ import signal
 import subprocess
 
 import pytest
-
 from testkit import TINY_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_model_cfg():
-    from peftlab.config import ModelConfig
+    from peftlab.config_sections import ModelConfig
 
     return ModelConfig(**TINY_MODEL)
 
@@ -38,9 +37,17 @@ def hf_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("hf") / "vit"
     torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        intermediate_size=128, image_size=32, patch_size=8,
-                                        num_labels=5)).save_pretrained(path)
+    ViTForImageClassification(
+        ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            image_size=32,
+            patch_size=8,
+            num_labels=5,
+        )
+    ).save_pretrained(path)
     return path
 
 
@@ -49,8 +56,13 @@ def small_disk(tmp_path):
     """A 64 KiB tmpfs (root with mount permission only): a file system that fills up."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a small tmpfs needs root with mount permission")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)

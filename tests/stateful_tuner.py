@@ -11,7 +11,9 @@ import torch
 
 from peftlab.tuners import TunerSpec
 from peftlab.tuners.lora.config import LoraMethodConfig
-from peftlab.tuners.lora.model import LoraTuner, apply_lora, check_lora
+from peftlab.tuners.lora.model import LoraTuner
+from peftlab.tuners.lora.model import apply as apply_lora
+from peftlab.tuners.lora.model import check as check_lora
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class StatefulTuner(LoraTuner):
         return [p for n, p in self.model.named_parameters() if "lora_" in n]
 
     def regularization(self):
-        return 1e-2 * self.ema * sum((p ** 2).sum() for p in self.lora_params())
+        return 1e-2 * self.ema * sum((p**2).sum() for p in self.lora_params())
 
     def after_backward(self, step: int, skip: bool) -> None:
         norm = torch.nn.utils.get_total_norm([p.grad for p in self.lora_params() if p.grad is not None])
@@ -51,13 +53,13 @@ def lora_part(cfg: StatefulConfig) -> LoraMethodConfig:
     return LoraMethodConfig(**{f.name: getattr(cfg, f.name) for f in fields(LoraMethodConfig) if f.name != "name"})
 
 
-def check_stateful(model, cfg, ctx):
+def check(model, cfg, ctx):
     check_lora(model, lora_part(cfg), ctx)
 
 
-def apply_stateful(model, cfg, ctx):
+def apply(model, cfg, ctx):
     tuner = apply_lora(model, lora_part(cfg), ctx)
     return StatefulTuner(tuner.model, tuner.head)
 
 
-SPEC = TunerSpec(StatefulConfig, "stateful_tuner:check_stateful", "stateful_tuner:apply_stateful")
+SPEC = TunerSpec(StatefulConfig, "stateful_tuner")

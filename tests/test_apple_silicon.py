@@ -37,8 +37,10 @@ def test_auto_picks_cuda_then_mps_then_cpu(gpus, cuda, mps, chosen):
 def test_mps_where_there_is_none_is_refused_in_one_line(gpus):
     with pytest.raises(ConfigError) as err:
         runtime.select_device("mps")
-    assert str(err.value) == ("train.device='mps' is invalid: no Apple MPS device is available here (Apple Silicon, "
-                              "macOS 14 or later); use auto or cpu")
+    assert str(err.value) == (
+        "train.device='mps' is invalid: no Apple MPS device is available here (Apple Silicon, "
+        "macOS 14 or later); use auto or cpu"
+    )
     gpus["mps"] = True
     assert runtime.select_device("mps") == MPS
 
@@ -72,8 +74,11 @@ def test_mps_autocasts_in_bf16_and_fp16_as_torch_allows_there(autocasts, precisi
 
 def test_bf16_on_mps_before_macos_14_and_fp16_on_cpu_are_refused_in_one_line(autocasts, monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: (major, minor) < (14, 0))
-    with pytest.raises(ConfigError, match=r"^train.precision='bf16' is invalid on MPS before macOS 14 .*: "
-                                          r"expected fp32 or fp16$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^train.precision='bf16' is invalid on MPS before macOS 14 .*: "
+        r"expected fp32 or fp16$",
+    ):
         runtime.autocast("bf16", MPS)
     with pytest.raises(ConfigError, match=r"^train.precision='fp16' is invalid on CPU: expected fp32 or bf16$"):
         runtime.autocast("fp16", torch.device("cpu"))
@@ -87,15 +92,19 @@ def test_a_quantized_layer_bitsandbytes_cannot_move_to_the_device_is_a_one_line_
 
     class NoKernel(torch.nn.Module):
         def to(self, *args, **kwargs):
-            raise NotImplementedError("Could not run 'bitsandbytes::int8_vectorwise_quant' with arguments from the "
-                                      "'MPS' backend. This could be because the operator doesn't exist for this "
-                                      "backend,\nor was omitted during the selective/custom build process.")
+            raise NotImplementedError(
+                "Could not run 'bitsandbytes::int8_vectorwise_quant' with arguments from the "
+                "'MPS' backend. This could be because the operator doesn't exist for this "
+                "backend,\nor was omitted during the selective/custom build process."
+            )
 
     with pytest.raises(ConfigError) as err:
         moved(NoKernel(), MPS, "int8")
-    assert str(err.value) == (f"quant.mode='int8' is not supported by {BNB_PIN} on mps (Could not run "
-                              "'bitsandbytes::int8_vectorwise_quant' with arguments from the 'MPS' backend); use "
-                              "train.device=cpu or quant.mode=none")
+    assert str(err.value) == (
+        f"quant.mode='int8' is not supported by {BNB_PIN} on mps (Could not run "
+        "'bitsandbytes::int8_vectorwise_quant' with arguments from the 'MPS' backend); use "
+        "train.device=cpu or quant.mode=none"
+    )
     layer = torch.nn.Linear(2, 2)
     assert moved(layer, torch.device("cpu"), "int8") is layer
 
@@ -113,8 +122,9 @@ def test_the_peak_above_the_baseline_on_macos_comes_from_ru_maxrss_in_bytes(monk
     monkeypatch.setattr(metrics.PeakRSS, "_status", staticmethod(lambda field: None))
     monkeypatch.setattr(metrics.sys, "platform", "darwin")
     rss = metrics.PeakRSS()
-    monkeypatch.setattr(metrics.resource, "getrusage",
-                        lambda who: types.SimpleNamespace(ru_maxrss=rss.baseline + 7 * 2**20))
+    monkeypatch.setattr(
+        metrics.resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=rss.baseline + 7 * 2**20)
+    )
     assert rss.peak_above_baseline() == 7 * 2**20
 
 

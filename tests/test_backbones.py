@@ -3,16 +3,18 @@ import timm
 import torch
 import yaml
 from safetensors.torch import save_file
-
 from testkit import TINY_MODEL, run_cli
-from peftlab.backbones import build_backbone, convert_hf_state_dict, input_spec_for, load_weights
-from peftlab.config import ModelConfig
+
+from peftlab.backbones import build_backbone, input_spec_for
+from peftlab.config_sections import ModelConfig
 from peftlab.errors import ConfigError, WeightsError
+from peftlab.weights import convert_hf_state_dict, load_weights
 
 
 def tiny_timm(**extra):
-    return timm.create_model(TINY_MODEL["name"], num_classes=3, **{k: v for k, v in TINY_MODEL.items() if k != "name"},
-                             **extra)
+    return timm.create_model(
+        TINY_MODEL["name"], num_classes=3, **{k: v for k, v in TINY_MODEL.items() if k != "name"}, **extra
+    )
 
 
 def test_deit_tiny_parameter_count_with_ten_classes():
@@ -45,8 +47,17 @@ def test_local_timm_weights_load_except_the_head(tmp_path, tiny_model_cfg):
 def test_hf_layout_gives_the_same_function_as_timm(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
-    hf_cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-                       image_size=32, patch_size=8, num_labels=3, layer_norm_eps=1e-6, hidden_act="gelu")
+    hf_cfg = ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+    )
     torch.manual_seed(0)
     hf = ViTForImageClassification(hf_cfg).eval()
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(tmp_path / "hf.safetensors"))
@@ -59,19 +70,29 @@ def test_hf_layout_gives_the_same_function_as_timm(tmp_path):
         torch.testing.assert_close(model(x), hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("drop key", "have a query weight but no k weight: expected q, k and v together"),
-    ("drop value bias", "have a query bias but no v bias"),
-    ("flat key", "the q, k and v weights have shapes (64, 64), (4096,), (64, 64); expected one 2-d shape"),
-    ("2-d bias", "the q, k and v biases have shapes (64,), (64,), (1, 64); expected one 1-d shape"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("drop key", "have a query weight but no k weight: expected q, k and v together"),
+        ("drop value bias", "have a query bias but no v bias"),
+        ("flat key", "the q, k and v weights have shapes (64, 64), (4096,), (64, 64); expected one 2-d shape"),
+        ("2-d bias", "the q, k and v biases have shapes (64,), (64,), (1, 64); expected one 1-d shape"),
+    ],
+)
 def test_hf_weights_with_a_broken_query_key_value_triple_are_one_line(tmp_path, damage, needle):
     from transformers import ViTConfig, ViTForImageClassification
 
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
-    hf_cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-                       image_size=32, patch_size=8, num_labels=3)
+    hf_cfg = ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
     state = {k: v.contiguous() for k, v in ViTForImageClassification(hf_cfg).state_dict().items()}
     stem = "vit.layers.1.attention"  # transformers 5 names (4.x: encoder.layer.N.attention.attention.key)
     if damage == "drop key":
@@ -92,8 +113,15 @@ def test_hf_weights_with_a_broken_query_key_value_triple_are_one_line(tmp_path, 
 def test_hf_model_directory_builds_and_returns_logits(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
-    hf_cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       image_size=16, patch_size=8, num_labels=4)
+    hf_cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=16,
+        patch_size=8,
+        num_labels=4,
+    )
     ViTForImageClassification(hf_cfg).save_pretrained(tmp_path / "hf")
     model = build_backbone(ModelConfig(source="hf", path=str(tmp_path / "hf")), num_classes=6)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 6)
@@ -101,13 +129,15 @@ def test_hf_model_directory_builds_and_returns_logits(tmp_path):
 
 
 def test_mismatched_weights_name_file_and_first_key(tmp_path):
-    other = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=2, embed_dim=96,
-                              num_heads=2)
+    other = timm.create_model(
+        TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=2
+    )
     save_file(other.state_dict(), str(tmp_path / "wide.safetensors"))
     with pytest.raises(WeightsError, match=r"wide.safetensors does not match the model: key 'blocks.0.attn.proj.bias'"):
         load_weights(tiny_timm(), tmp_path / "wide.safetensors")
-    deeper = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64,
-                               num_heads=2)
+    deeper = timm.create_model(
+        TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64, num_heads=2
+    )
     save_file(deeper.state_dict(), str(tmp_path / "deep.safetensors"))
     with pytest.raises(WeightsError, match=r"unexpected key 'blocks.2.attn.proj.bias'"):
         load_weights(tiny_timm(), tmp_path / "deep.safetensors")
@@ -119,19 +149,28 @@ def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path
     the right one is valid, and a pos_embed of another size is resampled at load, not refused."""
     import yaml
 
-    deeper = timm.create_model(TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64,
-                               num_heads=2)
+    deeper = timm.create_model(
+        TINY_MODEL["name"], num_classes=3, img_size=32, patch_size=8, depth=3, embed_dim=64, num_heads=2
+    )
     save_file(deeper.state_dict(), str(tmp_path / "deep.safetensors"))
     save_file(tiny_timm().state_dict(), str(tmp_path / "right.safetensors"))
-    for name, expected in (("deep", "unexpected key 'blocks.2.attn.proj.bias'"), ("right", None), ("gone", "does not exist")):
+    for name, expected in (
+        ("deep", "unexpected key 'blocks.2.attn.proj.bias'"),
+        ("right", None),
+        ("gone", "does not exist"),
+    ):
         config = tmp_path / f"{name}.yaml"
-        config.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": str(tmp_path / f"{name}.safetensors")}}))
+        config.write_text(
+            yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": str(tmp_path / f"{name}.safetensors")}})
+        )
         proc = run_cli("validate", str(config))
         if expected is None:
             assert proc.returncode == 0, proc.stderr
         else:
             assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
-    bigger = yaml.safe_dump({"model": {**TINY_MODEL, "img_size": 48, "pretrained": str(tmp_path / "right.safetensors")}})
+    bigger = yaml.safe_dump(
+        {"model": {**TINY_MODEL, "img_size": 48, "pretrained": str(tmp_path / "right.safetensors")}}
+    )
     (tmp_path / "bigger.yaml").write_text(bigger)
     assert run_cli("validate", str(tmp_path / "bigger.yaml")).returncode == 0
 
@@ -139,20 +178,23 @@ def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64, torch.complex64])
 def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_path, dtype):
     """Loading would cast them silently (booleans to 0/1 weights) and train on garbage."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = {k: (v != 0 if dtype == torch.bool else v.round()).to(dtype) for k, v in tiny_timm().state_dict().items()}
     save_file(state, str(tmp_path / "ints.safetensors"))
     name = str(dtype).removeprefix("torch.")
     for check in (load_weights, check_weights_file):
-        with pytest.raises(WeightsError, match=rf"ints.safetensors does not match the model: key '.*' is {name} in "
-                                               r"the file, expected a floating-point tensor"):
+        with pytest.raises(
+            WeightsError,
+            match=rf"ints.safetensors does not match the model: key '.*' is {name} in "
+            r"the file, expected a floating-point tensor",
+        ):
             check(tiny_timm(), tmp_path / "ints.safetensors")
 
 
 def test_float8_weights_are_judged_alike_by_load_and_validate(tmp_path):
     """validate read an F8_E4M3 header as int8 and refused a file that loading accepts (an exact upcast)."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["blocks.0.attn.qkv.weight"] = state["blocks.0.attn.qkv.weight"].to(torch.float8_e4m3fn)
@@ -166,25 +208,31 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
     state = tiny_timm().state_dict()
     state["blocks.1.mlp.fc1.weight"][3, 4] = bad
     save_file(state, str(tmp_path / "nan.safetensors"))
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     for check in (load_weights, check_weights_file):  # validate refuses what loading refuses
-        with pytest.raises(WeightsError, match=r"nan.safetensors holds non-finite values \(NaN or inf\) in "
-                                               r"'blocks.1.mlp.fc1.weight'"):
+        with pytest.raises(
+            WeightsError,
+            match=r"nan.safetensors holds non-finite values \(NaN or inf\) in "
+            r"'blocks.1.mlp.fc1.weight'",
+        ):
             check(tiny_timm(), tmp_path / "nan.safetensors")
 
 
 @pytest.mark.parametrize("shape", [(1, 20, 64), (20, 64), (1, 17, 32), (2, 17, 64)])
 def test_a_position_embedding_timm_cannot_resample_is_refused_by_load_and_validate(tmp_path, shape):
     """Another grid is resampled (square grids only); any other shape crashed inside timm."""
-    from peftlab.backbones import check_weights_file
+    from peftlab.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["pos_embed"] = torch.zeros(shape)
     save_file(state, str(tmp_path / "pe.safetensors"))
     for check in (load_weights, check_weights_file):
-        with pytest.raises(WeightsError, match=rf"does not match the model: key 'pos_embed' has shape "
-                                               rf"\({', '.join(map(str, shape))},?\) in the file, \(1, 17, 64\) in the model"):
+        with pytest.raises(
+            WeightsError,
+            match=rf"does not match the model: key 'pos_embed' has shape "
+            rf"\({', '.join(map(str, shape))},?\) in the file, \(1, 17, 64\) in the model",
+        ):
             check(tiny_timm(), tmp_path / "pe.safetensors")
     state["pos_embed"] = torch.zeros(1, 1 + 9, 64)  # a 3 x 3 grid resamples to the model's 4 x 4
     save_file(state, str(tmp_path / "pe.safetensors"))
@@ -200,8 +248,19 @@ def test_missing_or_corrupt_weights_file(tmp_path):
 
 
 def test_params_command_reports_documented_counts():
-    proc = run_cli("params", "deit_tiny_patch16_224", "--num-classes", "10", "--method", "lora", "--r", "8",
-                   "--targets", "standard", "--json")
+    proc = run_cli(
+        "params",
+        "deit_tiny_patch16_224",
+        "--num-classes",
+        "10",
+        "--method",
+        "lora",
+        "--r",
+        "8",
+        "--targets",
+        "standard",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -240,8 +299,9 @@ def test_validate_checks_an_hf_model_like_a_timm_one_without_transformers_chatte
     """`peftlab validate` builds an HF ViT's architecture on the meta device (from_config: HF's
     from_pretrained refuses meta), so it validates, shows its ranks and prints no load report."""
     config = tmp_path / "hf.yaml"
-    config.write_text(f"name: hf\nmodel: {{source: hf, path: '{hf_dir}', num_classes: 10}}\n"
-                      "method: {name: lora, r: 4}\n")
+    config.write_text(
+        f"name: hf\nmodel: {{source: hf, path: '{hf_dir}', num_classes: 10}}\nmethod: {{name: lora, r: 4}}\n"
+    )
     proc = run_cli("validate", str(config), "--show")
     assert proc.returncode == 0, proc.stderr
     assert "model.vit.layers.1.attention.v_proj: 4" in proc.stdout and "[transformers]" not in proc.stderr
@@ -257,5 +317,8 @@ def test_base_provenance_is_the_sha256_of_the_local_weights_file(tmp_path):
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"weights" * 1000)
     assert base_provenance(ModelConfig(**{**TINY_MODEL, "pretrained": str(path)}), None) == {
-        "base_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "base_hub_repo": None, "base_hub_revision": None}
+        "base_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "base_hub_repo": None,
+        "base_hub_revision": None,
+    }
     assert base_provenance(ModelConfig(**TINY_MODEL), None)["base_sha256"] is None  # random init

@@ -4,17 +4,43 @@ import json
 import math
 
 import pytest
-
 from testkit import TINY_MODEL, run_cli
 
 
 @pytest.mark.e2e
 def test_bench_writes_well_formed_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--depth", "2", "--embed-dim", "64",
-                   "--num-heads", "2", "--patch-size", "8", "--batch", "4", "--repeats", "2", "--study-dir", str(tmp_path / "no-study"), "--json", str(out),
-                   "--large-model", "vit_tiny_patch16_224", "--large-steps", "1", "--data-images", "24", "--no-compile",
-                   timeout=900)
+    proc = run_cli(
+        "bench",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--img-size",
+        "32",
+        "--depth",
+        "2",
+        "--embed-dim",
+        "64",
+        "--num-heads",
+        "2",
+        "--patch-size",
+        "8",
+        "--batch",
+        "4",
+        "--repeats",
+        "2",
+        "--study-dir",
+        str(tmp_path / "no-study"),
+        "--json",
+        str(out),
+        "--large-model",
+        "vit_tiny_patch16_224",
+        "--large-steps",
+        "1",
+        "--data-images",
+        "24",
+        "--no-compile",
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     peak = report["peak"]
@@ -25,7 +51,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert "vit_tiny_patch16_224 (depth=2, embed_dim=64, num_heads=2, patch_size=8) at 32 px" in proc.stdout
     assert "load average" in proc.stdout and "best of 3 measurements" in proc.stdout
     # an MFU outside (0, 1] is flagged, never printed as a result
-    from peftlab.bench import format_report
+    from peftlab.bench.report import format_report
 
     mfu = report["P5_mfu"]["peftlab_full"]
     assert mfu["valid"] == (0 < mfu["mfu"] <= 1)
@@ -33,7 +59,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     text = format_report(report)
     assert "INVALID: 1.53 is outside (0, 1]" in text and "1.532 (" not in text
     # so is a peak above the theoretical ceiling; an unknown ceiling says why
-    from peftlab.bench import peak_within_ceiling
+    from peftlab.bench.peak import peak_within_ceiling
 
     assert peak_within_ceiling({**peak, "ceiling": {"gflops": None, "why": "cpufreq is hidden"}})
     assert not peak_within_ceiling({**peak, "ceiling": {"gflops": peak["best_gflops"] / 2}})
@@ -67,11 +93,18 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert "compile" not in report and report["device"] == "cpu"
     from peftlab.tuners import TUNERS
 
-    assert list(report["methods"]["rows"]) == list(TUNERS) and report["methods"]["rows"]["lora"]["ratio_to_lora"]["median"] == 1.0
+    assert (
+        list(report["methods"]["rows"]) == list(TUNERS)
+        and report["methods"]["rows"]["lora"]["ratio_to_lora"]["median"] == 1.0
+    )
     assert all(f"{method} / LoRA step" in proc.stdout for method in TUNERS)
     data = report["data_path"]
     assert data["images"] == 24 and data["model"] == "deit_tiny_patch16_224" and data["img_size"] == 224
-    assert data["ratio"]["n"] == 2 and data["ratio"]["median"] > 0 and data["meets_target"] == (data["ratio"]["median"] >= 2)
+    assert (
+        data["ratio"]["n"] == 2
+        and data["ratio"]["median"] > 0
+        and data["meets_target"] == (data["ratio"]["median"] >= 2)
+    )
     assert "data path (imagefolder, 24 images) / deit_tiny_patch16_224 step" in proc.stdout
 
 
@@ -79,11 +112,13 @@ def test_quantized_bytes_order_the_formats_as_their_bits_do():
     """Stored bytes of the block Linears: double quantization saves what nf4 spends on absmax. At
     width 64 (the e2e bench's model) each layer's 256-entry code books outweigh the saving, so the
     order is checked at ViT-Ti's width, 192, on two blocks."""
-    from peftlab.bench import make_cfg
+    from peftlab.bench.common import make_cfg
     from peftlab.bench.weights import quantized_bytes
 
-    ratios = {name: value["ratio"] for name, value in quantized_bytes(make_cfg(
-        {"name": "vit_tiny_patch16_224", "depth": 2}, 32, "lora")).items()}
+    ratios = {
+        name: value["ratio"]
+        for name, value in quantized_bytes(make_cfg({"name": "vit_tiny_patch16_224", "depth": 2}, 32, "lora")).items()
+    }
     assert ratios["nf4_double_quant"] < ratios["nf4"] == ratios["fp4"] < ratios["int8"] < 1
 
 
@@ -91,7 +126,7 @@ def test_quantized_bytes_order_the_formats_as_their_bits_do():
 def test_bench_compile_figures_time_compiled_against_eager_steps():
     import torch
 
-    from peftlab.bench import compile_figures
+    from peftlab.bench.steps import compile_figures
 
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % 10
     comp = compile_figures(TINY_MODEL, 32, images, labels, "fp32", 2, torch.device("cpu"))  # 2 blocks: compiles fast
@@ -103,7 +138,7 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
 
 
 def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
-    from peftlab.bench import gpu_ceiling_gflops
+    from peftlab.bench.peak import gpu_ceiling_gflops
 
     assert gpu_ceiling_gflops("bf16", "NVIDIA H100 80GB HBM3")["gflops"] == 989_400
     assert gpu_ceiling_gflops("fp32", "NVIDIA H100 PCIe")["gflops"] == 378_000
@@ -119,12 +154,27 @@ def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr
 
 
-
 @pytest.mark.e2e
 def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--only", "data", "--batch", "4", "--repeats", "1", "--data-images", "16",
-                   "--num-workers", "2", "--data-cache", "--data-layout", "vtab1k", "--json", str(out))
+    proc = run_cli(
+        "bench",
+        "--only",
+        "data",
+        "--batch",
+        "4",
+        "--repeats",
+        "1",
+        "--data-images",
+        "16",
+        "--num-workers",
+        "2",
+        "--data-cache",
+        "--data-layout",
+        "vtab1k",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert "peak" not in report and "P1_overhead" not in report
@@ -140,8 +190,21 @@ def test_bench_only_data_measures_the_data_path_alone(tmp_path):
 
 def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--only", "precision", "--model", "vit_tiny_patch16_224", "--img-size", "32",
-                   "--batch", "4", "--repeats", "2", "--json", str(out))
+    proc = run_cli(
+        "bench",
+        "--only",
+        "precision",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--img-size",
+        "32",
+        "--batch",
+        "4",
+        "--repeats",
+        "2",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     figure = json.loads(out.read_text())["precision"]
     for key in ("bf16_vs_fp32_step", "bf16_vs_fp32_matmul", "nf4_bnb_kernel_vs_reference_eval"):
@@ -152,8 +215,9 @@ def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp
 
 def tiny_cfg(method, targets="standard", **options):
     """The bench's config for ``method`` on the tests' tiny ViT."""
-    from peftlab.bench import make_cfg
     from testkit import TINY_MODEL
+
+    from peftlab.bench.common import make_cfg
 
     return make_cfg(TINY_MODEL, None, method, targets, **options)
 
@@ -163,7 +227,8 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
 
     import torch
 
-    from peftlab.bench import method_cfg, methods_figure, methods_rows
+    from peftlab.bench.methods import method_cfg, methods_figure
+    from peftlab.bench.report import methods_rows
     from peftlab.params import count_parameters
     from peftlab.tuners import TUNERS
 
@@ -178,7 +243,9 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
             continue
         ratio = row["ratio_to_lora"]["median"]
         assert math.isfinite(ratio) and ratio > 0 and row["step_seconds"]["n"] == 1, method
-        assert row["trainable"] == count_parameters(method_cfg(tiny_cfg, method))["trainable"], method  # `peftlab params`
+        assert row["trainable"] == count_parameters(method_cfg(tiny_cfg, method))["trainable"], (
+            method
+        )  # `peftlab params`
     assert all("reason" not in row for row in rows.values())  # every method runs on the tiny ViT on a CPU
     shown = dict((name, value) for name, value, _ in methods_rows({"methods": figure}))
     assert len(shown) == len(TUNERS) and shown["lora / LoRA step"].startswith("1.000 [1.000-1.000]")
@@ -188,7 +255,8 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
 def test_bench_methods_row_says_why_a_method_did_not_run(monkeypatch):
     import torch
 
-    from peftlab.bench import methods, methods_rows
+    from peftlab.bench import methods
+    from peftlab.bench.report import methods_rows
     from peftlab.errors import UserError
 
     # a group size that divides none of the tiny ViT's widths (64, 256): QA-LoRA's check refuses it

@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
-
-from peftlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
-from peftlab.errors import CheckpointError
 from testkit import TINY_MODEL, needs_fashion_mnist
+
+from peftlab.errors import CheckpointError
+from peftlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
 
 
 class Payload:
@@ -20,9 +20,22 @@ class Payload:
 
 
 def valid_state() -> dict:
-    return {"trainable": {"w": torch.ones(2, 2)}, "tuner": {}, "optimizer": {"state": {}, "param_groups": []},
-            "scheduler": {}, "scaler": {}, "rng": rng_state(), "step": 4, "epoch": 0, "next_batch": 4,
-            "bad_epochs": 0, "images_seen": 128, "best_val": -1.0, "train_seconds": 1.5, "log_lines": {}}
+    return {
+        "trainable": {"w": torch.ones(2, 2)},
+        "tuner": {},
+        "optimizer": {"state": {}, "param_groups": []},
+        "scheduler": {},
+        "scaler": {},
+        "rng": rng_state(),
+        "step": 4,
+        "epoch": 0,
+        "next_batch": 4,
+        "bad_epochs": 0,
+        "images_seen": 128,
+        "best_val": -1.0,
+        "train_seconds": 1.5,
+        "log_lines": {},
+    }
 
 
 def test_a_valid_checkpoint_loads_and_a_missing_one_is_none(tmp_path):
@@ -31,18 +44,21 @@ def test_a_valid_checkpoint_loads_and_a_missing_one_is_none(tmp_path):
     assert load_checkpoint(tmp_path / "none") is None
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("malicious-pickle", "cannot be loaded"),
-    ("malicious-torch-save", "cannot be loaded"),
-    ("empty", "cannot be loaded"),
-    ("truncated", "cannot be loaded"),
-    ("garbage", "cannot be loaded"),
-    ("not-a-mapping", "holds a list"),
-    ("string-step", "'step' is str"),
-    ("missing-optimizer", "'optimizer' is NoneType"),
-    ("negative-epoch", "negative"),
-    ("nan-weights", "'w' is not a finite floating-point tensor"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("malicious-pickle", "cannot be loaded"),
+        ("malicious-torch-save", "cannot be loaded"),
+        ("empty", "cannot be loaded"),
+        ("truncated", "cannot be loaded"),
+        ("garbage", "cannot be loaded"),
+        ("not-a-mapping", "holds a list"),
+        ("string-step", "'step' is str"),
+        ("missing-optimizer", "'optimizer' is NoneType"),
+        ("negative-epoch", "negative"),
+        ("nan-weights", "'w' is not a finite floating-point tensor"),
+    ],
+)
 def test_an_unusable_checkpoint_is_one_line_and_runs_nothing(tmp_path, damage, needle):
     marker = tmp_path / "pwned"
     path = tmp_path / CHECKPOINT_NAME
@@ -82,27 +98,35 @@ def test_a_methods_saved_state_moves_to_the_training_device_whole():
     """Resuming on a GPU: every tensor of a method's nested state goes to the model's device."""
     from peftlab.training.checkpoint import to_device
 
-    state = {"masks": {"q": torch.ones(3, dtype=torch.bool)}, "sens": {"q": [torch.zeros(2), torch.zeros(2)]},
-             "pair": (torch.ones(1), 0.5), "history": [{"step": 3, "rank": 2}], "budget": 8}
+    state = {
+        "masks": {"q": torch.ones(3, dtype=torch.bool)},
+        "sens": {"q": [torch.zeros(2), torch.zeros(2)]},
+        "pair": (torch.ones(1), 0.5),
+        "history": [{"step": 3, "rank": 2}],
+        "budget": 8,
+    }
     moved = to_device(state, torch.device("meta"))
     assert moved["masks"]["q"].is_meta and all(t.is_meta for t in moved["sens"]["q"])
     assert moved["pair"][0].is_meta and moved["pair"][1] == 0.5 and isinstance(moved["pair"], tuple)
     assert moved["history"] == state["history"] and moved["budget"] == 8
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("val_seconds-a-string", "'val_seconds' is str"),
-    ("log_lines-a-list", "'log_lines' is list"),
-    ("log_lines-negative", "'log_lines' is not a mapping of file names to line counts"),
-    ("nan-best_val", "'best_val' is nan"),
-    ("best_val-above-1", "'best_val' is 5.0"),
-    ("negative-seconds", "'train_seconds' is -1.0"),
-    ("inf-seconds", "'train_seconds' is inf"),
-    ("rng-keys-a-list", "'numpy' keys"),
-    ("rng-python-garbage", "'python'"),
-    ("rng-torch-floats", "'torch' or 'cuda'"),
-    ("last.pt-a-directory", "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("val_seconds-a-string", "'val_seconds' is str"),
+        ("log_lines-a-list", "'log_lines' is list"),
+        ("log_lines-negative", "'log_lines' is not a mapping of file names to line counts"),
+        ("nan-best_val", "'best_val' is nan"),
+        ("best_val-above-1", "'best_val' is 5.0"),
+        ("negative-seconds", "'train_seconds' is -1.0"),
+        ("inf-seconds", "'train_seconds' is inf"),
+        ("rng-keys-a-list", "'numpy' keys"),
+        ("rng-python-garbage", "'python'"),
+        ("rng-torch-floats", "'torch' or 'cuda'"),
+        ("last.pt-a-directory", "not a regular file"),
+    ],
+)
 def test_a_checkpoint_field_of_the_wrong_type_or_range_is_one_line(tmp_path, damage, needle):
     path = tmp_path / CHECKPOINT_NAME
     state = valid_state()
@@ -110,15 +134,17 @@ def test_a_checkpoint_field_of_the_wrong_type_or_range_is_one_line(tmp_path, dam
     if damage == "last.pt-a-directory":
         path.mkdir()
     else:
-        state.update({
-            "val_seconds-a-string": {"val_seconds": "2.0"},
-            "log_lines-a-list": {"log_lines": ["metrics.jsonl"]},
-            "log_lines-negative": {"log_lines": {"metrics.jsonl": -3}},
-            "nan-best_val": {"best_val": float("nan")},
-            "best_val-above-1": {"best_val": 5.0},
-            "negative-seconds": {"train_seconds": -1.0},
-            "inf-seconds": {"train_seconds": float("inf")},
-        }.get(damage, {}))
+        state.update(
+            {
+                "val_seconds-a-string": {"val_seconds": "2.0"},
+                "log_lines-a-list": {"log_lines": ["metrics.jsonl"]},
+                "log_lines-negative": {"log_lines": {"metrics.jsonl": -3}},
+                "nan-best_val": {"best_val": float("nan")},
+                "best_val-above-1": {"best_val": 5.0},
+                "negative-seconds": {"train_seconds": -1.0},
+                "inf-seconds": {"train_seconds": float("inf")},
+            }.get(damage, {})
+        )
         if damage == "rng-keys-a-list":
             state["rng"]["numpy"]["keys"] = state["rng"]["numpy"]["keys"].tolist()
         elif damage == "rng-python-garbage":
@@ -152,8 +178,16 @@ def resumable_state(steps: int = 4) -> dict:
             p.grad = torch.ones_like(p)
         optimizer.step()
         scheduler.step()
-    return {**valid_state(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "step": steps, "epoch": 0, "next_batch": steps, "images_seen": 32 * steps}
+    return {
+        **valid_state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": steps,
+        "epoch": 0,
+        "next_batch": steps,
+        "images_seen": 32 * steps,
+    }
 
 
 def fits(state: dict, directory) -> None:
@@ -180,16 +214,27 @@ def lie(state: dict, damage: str) -> dict:
         "step-does-not-follow": {"step": 2, "images_seen": 64},
         "images_seen-too-many": {"images_seen": 10**6},
         "bad_epochs-beyond-epoch": {"bad_epochs": 1},
-        "lr-a-string": {"optimizer": {**optimizer, "param_groups": [{**optimizer["param_groups"][0], "lr": "0.1"},
-                                                                    optimizer["param_groups"][1]]}},
-        "lr-nan": {"optimizer": {**optimizer, "param_groups": [{**optimizer["param_groups"][0], "lr": float("nan")},
-                                                               optimizer["param_groups"][1]]}},
-        "exp_avg-wrong-shape": {"optimizer": {**optimizer, "state": {**optimizer["state"],
-                                                                     0: {**first, "exp_avg": torch.zeros(3, 2)}}}},
-        "exp_avg_sq-negative": {"optimizer": {**optimizer, "state": {
-            **optimizer["state"], 0: {**first, "exp_avg_sq": -torch.ones(2, 3)}}}},
-        "adam-step-ahead": {"optimizer": {**optimizer, "state": {**optimizer["state"],
-                                                                 0: {**first, "step": torch.tensor(1e9)}}}},
+        "lr-a-string": {
+            "optimizer": {
+                **optimizer,
+                "param_groups": [{**optimizer["param_groups"][0], "lr": "0.1"}, optimizer["param_groups"][1]],
+            }
+        },
+        "lr-nan": {
+            "optimizer": {
+                **optimizer,
+                "param_groups": [{**optimizer["param_groups"][0], "lr": float("nan")}, optimizer["param_groups"][1]],
+            }
+        },
+        "exp_avg-wrong-shape": {
+            "optimizer": {**optimizer, "state": {**optimizer["state"], 0: {**first, "exp_avg": torch.zeros(3, 2)}}}
+        },
+        "exp_avg_sq-negative": {
+            "optimizer": {**optimizer, "state": {**optimizer["state"], 0: {**first, "exp_avg_sq": -torch.ones(2, 3)}}}
+        },
+        "adam-step-ahead": {
+            "optimizer": {**optimizer, "state": {**optimizer["state"], 0: {**first, "step": torch.tensor(1e9)}}}
+        },
         "state-of-no-parameter": {"optimizer": {**optimizer, "state": {**optimizer["state"], 7: first}}},
         "one-group": {"optimizer": {**optimizer, "param_groups": optimizer["param_groups"][:1]}},
         "scheduler-foreign-key": {"scheduler": {**scheduler, "lr_lambdas": [None, None], "evil": 1}},
@@ -200,25 +245,28 @@ def lie(state: dict, damage: str) -> dict:
     return {**state, **changes[damage]}
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("step-1e9", "'step' is 1000000000, beyond this run's 12"),
-    ("epoch-out-of-range", "'epoch' is 3, beyond this run's 2"),
-    ("next_batch-out-of-range", "'next_batch' is 7, beyond this run's 6"),
-    ("step-does-not-follow", "'step' 2 does not follow from epoch 0 and next_batch 4"),
-    ("images_seen-too-many", "'images_seen' is 1000000"),
-    ("bad_epochs-beyond-epoch", "'bad_epochs' is 1, beyond this run's 0"),
-    ("lr-a-string", "optimizer group 0.lr is '0.1'"),
-    ("lr-nan", "optimizer group 0.lr is 'nan'"),
-    ("exp_avg-wrong-shape", "has shape (3, 2), the parameter (2, 3)"),
-    ("exp_avg_sq-negative", "negative values"),
-    ("adam-step-ahead", "'step' of parameter 0 is 1000000000.0"),
-    ("state-of-no-parameter", "belongs to no parameter"),
-    ("one-group", "1 parameter groups, this run 2"),
-    ("scheduler-foreign-key", "foreign key 'evil'"),
-    ("scheduler-base_lrs-a-string", "scheduler.base_lrs is not a list of 2"),
-    ("scheduler-behind", "the scheduler is at step 1, the run at 4"),
-    ("scaler-of-another-run", "scaler has the foreign key 'scale'"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("step-1e9", "'step' is 1000000000, beyond this run's 12"),
+        ("epoch-out-of-range", "'epoch' is 3, beyond this run's 2"),
+        ("next_batch-out-of-range", "'next_batch' is 7, beyond this run's 6"),
+        ("step-does-not-follow", "'step' 2 does not follow from epoch 0 and next_batch 4"),
+        ("images_seen-too-many", "'images_seen' is 1000000"),
+        ("bad_epochs-beyond-epoch", "'bad_epochs' is 1, beyond this run's 0"),
+        ("lr-a-string", "optimizer group 0.lr is '0.1'"),
+        ("lr-nan", "optimizer group 0.lr is 'nan'"),
+        ("exp_avg-wrong-shape", "has shape (3, 2), the parameter (2, 3)"),
+        ("exp_avg_sq-negative", "negative values"),
+        ("adam-step-ahead", "'step' of parameter 0 is 1000000000.0"),
+        ("state-of-no-parameter", "belongs to no parameter"),
+        ("one-group", "1 parameter groups, this run 2"),
+        ("scheduler-foreign-key", "foreign key 'evil'"),
+        ("scheduler-base_lrs-a-string", "scheduler.base_lrs is not a list of 2"),
+        ("scheduler-behind", "the scheduler is at step 1, the run at 4"),
+        ("scaler-of-another-run", "scaler has the foreign key 'scale'"),
+    ],
+)
 def test_a_checkpoint_whose_counters_or_states_lie_does_not_fit_its_run(tmp_path, damage, needle):
     save_checkpoint(tmp_path, lie(resumable_state(), damage))
     state = load_checkpoint(tmp_path)  # the types are right: only the run can tell
@@ -234,10 +282,14 @@ def test_a_run_resumed_from_a_checkpoint_whose_counters_lie_fails_with_one_line(
     from peftlab.config import load_config
     from peftlab.training.run import train
 
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4},
-                                 "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,
-                                          "test_subset": 32},
-                                 "train": {"epochs": 1, "batch_size": 32, "ckpt_every": 1, "threads": 1}})
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {"name": "lora", "r": 4},
+            "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+            "train": {"epochs": 1, "batch_size": 32, "ckpt_every": 1, "threads": 1},
+        }
+    )
     run_dir = tmp_path / "run"
     assert train(cfg, run_dir, progress=False)["status"] == "completed"
     (run_dir / "result.json").unlink()

@@ -7,11 +7,10 @@ import sys
 
 import pytest
 import yaml
-
 from testkit import REPO, run_cli
 
 sys.path.insert(0, str(REPO / "tests" / "data"))
-import datafiles  # noqa: E402
+import datafiles
 
 
 def assert_one_line_exit_2(proc, *needles):
@@ -39,8 +38,7 @@ def test_corrupt_idx_file(tmp_path):
     datafiles.write_idx_dataset(tmp_path, gz=False)
     target = tmp_path / "train-images-idx3-ubyte"
     target.write_bytes(target.read_bytes()[:-100])
-    assert_one_line_exit_2(run_cli("data", "info", "fashion_mnist", "--root", str(tmp_path)),
-                           "train-images-idx3-ubyte")
+    assert_one_line_exit_2(run_cli("data", "info", "fashion_mnist", "--root", str(tmp_path)), "train-images-idx3-ubyte")
 
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
@@ -75,6 +73,7 @@ def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, c
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"name": "r"}))
     for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+
         def fail(cfg, run_dir, code=code, text=text):
             raise OSError(code, text, str(run_dir / "config.yaml"))
 
@@ -124,9 +123,27 @@ def test_params_counts_a_run_config_and_the_same_model_given_by_options():
     dataset); the same architecture by name and options (--num-heads included) counts the same."""
     by_config = run_cli("params", "configs/downstream.yaml", "method.name=lora", "method.r=8", "--json")
     assert by_config.returncode == 0, by_config.stderr
-    by_name = run_cli("params", "vit_tiny_patch16_224", "--img-size", "28", "--patch-size", "7", "--depth", "4",
-                      "--embed-dim", "128", "--num-heads", "4", "--num-classes", "10", "--method", "lora", "--r", "8",
-                      "--json")
+    by_name = run_cli(
+        "params",
+        "vit_tiny_patch16_224",
+        "--img-size",
+        "28",
+        "--patch-size",
+        "7",
+        "--depth",
+        "4",
+        "--embed-dim",
+        "128",
+        "--num-heads",
+        "4",
+        "--num-classes",
+        "10",
+        "--method",
+        "lora",
+        "--r",
+        "8",
+        "--json",
+    )
     assert by_name.returncode == 0, by_name.stderr
     counts = json.loads(by_config.stdout)
     assert counts == json.loads(by_name.stdout)
@@ -141,15 +158,18 @@ def test_params_refuses_zero_classes_instead_of_counting_the_default():
     assert_one_line_exit_2(run_cli("params", "configs/downstream.yaml", "--num-classes", "0"), "model.num_classes=0")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--repeats", "0"], "argument --repeats: 0 is invalid: expected an integer >= 1"),
-    (["--batch", "0"], "argument --batch: 0 is invalid"),
-    (["--batch", "-1"], "argument --batch: -1 is invalid"),
-    (["--batch", "x"], "argument --batch: 'x' is not an integer"),
-    (["--large-steps", "0"], "argument --large-steps"),
-    (["--num-workers", "-1"], "expected an integer >= 0"),
-    (["--dtype", "fp8"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--repeats", "0"], "argument --repeats: 0 is invalid: expected an integer >= 1"),
+        (["--batch", "0"], "argument --batch: 0 is invalid"),
+        (["--batch", "-1"], "argument --batch: -1 is invalid"),
+        (["--batch", "x"], "argument --batch: 'x' is not an integer"),
+        (["--large-steps", "0"], "argument --large-steps"),
+        (["--num-workers", "-1"], "expected an integer >= 0"),
+        (["--dtype", "fp8"], "invalid choice"),
+    ],
+)
 def test_bad_bench_arguments_are_one_line_at_parsing(args, needle):
     assert_one_line_exit_2(run_cli("bench", *args, timeout=480), needle, "peftlab bench --help")  # before: a bench ran
 
@@ -157,8 +177,25 @@ def test_bad_bench_arguments_are_one_line_at_parsing(args, needle):
 @pytest.mark.parametrize("method", ["full", "linear", "lora", "adalora", "adaptive", "qalora", "vera", "oft", "boft"])
 def test_params_counts_every_method(method):
     """Counted on the meta device: a method's own bookkeeping (adaptive's rank masks) must not be meta."""
-    proc = run_cli("params", "vit_tiny_patch16_224", "--img-size", "32", "--patch-size", "8", "--depth", "2",
-                   "--embed-dim", "64", "--num-heads", "2", "--num-classes", "10", "--method", method, "--json")
+    proc = run_cli(
+        "params",
+        "vit_tiny_patch16_224",
+        "--img-size",
+        "32",
+        "--patch-size",
+        "8",
+        "--depth",
+        "2",
+        "--embed-dim",
+        "64",
+        "--num-heads",
+        "2",
+        "--num-classes",
+        "10",
+        "--method",
+        method,
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # boft: PEFT compiled its CUDA extension per layer, and torch said so on stderr
     counts = json.loads(proc.stdout)
@@ -167,27 +204,36 @@ def test_params_counts_every_method(method):
 
 def completed_run(tmp_path, **result_changes):
     """A run directory as export reads it (config.yaml, result.json), with ``result_changes`` laid over."""
-    from peftlab.config import dump_config, load_config, to_dict
     from testkit import TINY_MODEL
+
+    from peftlab.config import dump_config, load_config, to_dict
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
-    result = {"status": "completed", "step": 2, "config": to_dict(cfg),
-              "provenance": {"data": {"num_classes": 10}}, **result_changes}
+    result = {
+        "status": "completed",
+        "step": 2,
+        "config": to_dict(cfg),
+        "provenance": {"data": {"num_classes": 10}},
+        **result_changes,
+    }
     (run_dir / "result.json").write_text(json.dumps(result))
     return run_dir
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ({"step": None}, "its step is None"),
-    ({"step": "2"}, "its step is '2'"),
-    ({"config": [1, 2]}, "its config is [1, 2]"),
-    ({"config": {"method": "lora"}}, "a mapping with a method section"),
-    ({"provenance": {"data": {"num_classes": 2**31}}}, "number of classes"),
-    ({"provenance": {"data": {"num_classes": 2**31 - 1}}}, "GiB"),  # refused from the meta count, not allocated
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ({"step": None}, "its step is None"),
+        ({"step": "2"}, "its step is '2'"),
+        ({"config": [1, 2]}, "its config is [1, 2]"),
+        ({"config": {"method": "lora"}}, "a mapping with a method section"),
+        ({"provenance": {"data": {"num_classes": 2**31}}}, "number of classes"),
+        ({"provenance": {"data": {"num_classes": 2**31 - 1}}}, "GiB"),  # refused from the meta count, not allocated
+    ],
+)
 def test_export_of_a_damaged_result_is_one_line_before_anything_is_built(tmp_path, damage, needle):
     run_dir = completed_run(tmp_path, **damage)
     proc = run_cli("export", str(run_dir), "--merged", str(tmp_path / "out.safetensors"))
@@ -195,21 +241,29 @@ def test_export_of_a_damaged_result_is_one_line_before_anything_is_built(tmp_pat
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.parametrize("out, needle", [("/proc/merged.safetensors", "cannot be written"),
-                                         ("/proc/self/merged.safetensors", "cannot be written"),
-                                         ("/dev/null", "is a character device")])
+@pytest.mark.parametrize(
+    "out, needle",
+    [
+        ("/proc/merged.safetensors", "cannot be written"),
+        ("/proc/self/merged.safetensors", "cannot be written"),
+        ("/dev/null", "is a character device"),
+    ],
+)
 def test_export_into_proc_or_over_a_device_is_one_line(tmp_path, out, needle):
     run_dir = completed_run(tmp_path)
     assert_one_line_exit_2(run_cli("export", str(run_dir), "--merged", out), out, needle)
-    assert_one_line_exit_2(run_cli("export", str(run_dir), "--peft", "/proc/adapter"), "/proc/adapter",
-                           "cannot be written")
+    assert_one_line_exit_2(
+        run_cli("export", str(run_dir), "--peft", "/proc/adapter"), "/proc/adapter", "cannot be written"
+    )
 
 
 def test_train_onto_a_full_disk_is_one_line_naming_the_file(tmp_path, small_disk):
     """A real full file system (64 KiB tmpfs): the line names the file that could not be written."""
     from testkit import write_tiny_run
 
-    proc = run_cli("train", str(write_tiny_run(tmp_path / "tiny.yaml")), "--run-dir", str(small_disk / "run"), "--quiet")
+    proc = run_cli(
+        "train", str(write_tiny_run(tmp_path / "tiny.yaml")), "--run-dir", str(small_disk / "run"), "--quiet"
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "No space left on device (ENOSPC)" in proc.stderr, proc.stderr
     assert f"peftlab: error: {small_disk / 'run'}/" in proc.stderr, proc.stderr
@@ -226,10 +280,17 @@ def test_a_stop_while_peftlab_exits_is_no_traceback(tmp_path, signum):
     from testkit import REPO, write_tiny_run
 
     config = write_tiny_run(tmp_path / "tiny.yaml")
-    script = (f"import atexit, os, signal, sys\nfrom peftlab.cli import main\n"
-              f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}))\n"
-              f"sys.exit(main(['validate', {str(config)!r}]))\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200,
-                          env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    script = (
+        f"import atexit, os, signal, sys\nfrom peftlab.cli import main\n"
+        f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}))\n"
+        f"sys.exit(main(['validate', {str(config)!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
     assert proc.stdout == f"{config}: valid\n"

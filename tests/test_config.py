@@ -1,12 +1,14 @@
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-
 from testkit import REPO, RUN_CONFIGS, run_cli
-from peftlab.config import (DataConfig, RunConfig, dump_config, load_config, parse_overrides,
-                            to_dict)
+
+from peftlab.config import RunConfig, dump_config, load_config, to_dict
+from peftlab.config_sections import DataConfig
+from peftlab.config_yaml import parse_overrides
 from peftlab.errors import ConfigError
 from peftlab.tuners.lora.config import LoraMethodConfig
 
@@ -18,8 +20,16 @@ def write(tmp_path, data) -> str:
 
 
 def test_defaults_load_and_round_trip(tmp_path):
-    cfg = load_config(None, ["method.r=16", "method.target_modules=[blocks\\.0\\.attn\\.qkv\\.q]",
-                             "method.rank_pattern={blocks.0: 4}", "data.classes=[0, 1, 2]", "train.lr=3e-4"])
+    cfg = load_config(
+        None,
+        [
+            "method.r=16",
+            "method.target_modules=[blocks\\.0\\.attn\\.qkv\\.q]",
+            "method.rank_pattern={blocks.0: 4}",
+            "data.classes=[0, 1, 2]",
+            "train.lr=3e-4",
+        ],
+    )
     assert cfg.method.r == 16 and cfg.train.lr == 3e-4 and cfg.data.classes == (0, 1, 2)
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
@@ -46,22 +56,28 @@ def test_int_is_accepted_as_float_but_not_the_reverse():
         load_config(None, ["train.epochs=1.5"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("method.rr=4", r"unknown config key 'method.rr' \(did you mean 'method.r'\?\)"),
-    ("trian.lr=1", r"unknown config key 'trian' \(did you mean 'train'\?\)"),
-    ("method.r=0", r"method.r=0 is invalid: expected an integer > 0"),
-    ("method.r=-3", r"method.r=-3 is invalid"),
-    ("method.lora_dropout=1.0", r"method.lora_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
-    ("method.name=lorra", r"method.name='lorra' is invalid: expected one of full, linear, lora"),
-    ("method.target_modules=qv", r"method.target_modules='qv' is invalid"),
-    ("train.lr=fast", r"train.lr='fast' is invalid: expected a number"),
-    ("train.precision=fp8", r"train.precision='fp8' is invalid: expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
-    ("data.name=svhn", r"data.name='svhn' is invalid"),
-    ("data.val_fraction=1", r"data.val_fraction=1.0 is invalid"),
-    ("quant.double_quant=true", r"quant.double_quant=True is invalid"),
-    ("model.patch_size=5", r"model.patch_size=5 is invalid: expected a divisor of model.img_size=32"),
-    ("method.rank_pattern={'blocks.(': 4}", r"method.rank_pattern='blocks.\(' is invalid: expected a valid regular"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method.rr=4", r"unknown config key 'method.rr' \(did you mean 'method.r'\?\)"),
+        ("trian.lr=1", r"unknown config key 'trian' \(did you mean 'train'\?\)"),
+        ("method.r=0", r"method.r=0 is invalid: expected an integer > 0"),
+        ("method.r=-3", r"method.r=-3 is invalid"),
+        ("method.lora_dropout=1.0", r"method.lora_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
+        ("method.name=lorra", r"method.name='lorra' is invalid: expected one of full, linear, lora"),
+        ("method.target_modules=qv", r"method.target_modules='qv' is invalid"),
+        ("train.lr=fast", r"train.lr='fast' is invalid: expected a number"),
+        ("train.precision=fp8", r"train.precision='fp8' is invalid: expected one of 'auto', 'fp32', 'bf16', 'fp16'"),
+        ("data.name=svhn", r"data.name='svhn' is invalid"),
+        ("data.val_fraction=1", r"data.val_fraction=1.0 is invalid"),
+        ("quant.double_quant=true", r"quant.double_quant=True is invalid"),
+        ("model.patch_size=5", r"model.patch_size=5 is invalid: expected a divisor of model.img_size=32"),
+        (
+            "method.rank_pattern={'blocks.(': 4}",
+            r"method.rank_pattern='blocks.\(' is invalid: expected a valid regular",
+        ),
+    ],
+)
 def test_bad_values_name_field_value_and_allowed(override, message):
     extra = ["model.img_size=32"] if override.startswith("model.patch") else []
     with pytest.raises(ConfigError, match=message):
@@ -75,7 +91,7 @@ def test_bad_override_syntax():
 
 def test_sections_are_frozen():
     cfg = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.method.r = 3  # type: ignore[misc]
     assert LoraMethodConfig().r == 8 and DataConfig().name == "fashion_mnist"
 
@@ -158,10 +174,14 @@ def test_run_ids_of_the_shipped_studies_do_not_change_from_any_directory(name, t
 
 def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     (tmp_path / "configs").mkdir()
-    path = write(tmp_path / "configs", {"model": {"pretrained": "../cache/base.safetensors"},
-                                        "data": {"name": "imagefolder", "root": "images"},
-                                        "method": {"name": "lora", "rank_strategy": "empirical",
-                                                   "importance_from": "~/runs/x"}})
+    path = write(
+        tmp_path / "configs",
+        {
+            "model": {"pretrained": "../cache/base.safetensors"},
+            "data": {"name": "imagefolder", "root": "images"},
+            "method": {"name": "lora", "rank_strategy": "empirical", "importance_from": "~/runs/x"},
+        },
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -186,19 +206,31 @@ def test_a_path_inside_the_checkout_hashes_as_before(tmp_path):
 
     cfg = load_config(REPO / "configs" / "downstream.yaml")
     assert cfg.model.pretrained == str(REPO / "cache" / "pretrained" / "mnist-vit" / "model.safetensors")
-    as_before = from_dict(RunConfig, {**to_dict(cfg), "model": {**to_dict(cfg.model),
-                                                                "pretrained": "cache/pretrained/mnist-vit/model.safetensors"}})
+    as_before = from_dict(
+        RunConfig,
+        {**to_dict(cfg), "model": {**to_dict(cfg.model), "pretrained": "cache/pretrained/mnist-vit/model.safetensors"}},
+    )
     assert config_hash(cfg) == config_hash(as_before)
     outside = load_config(overrides={"model": {"pretrained": str(tmp_path / "base.safetensors")}})
-    assert config_hash(outside) != config_hash(load_config(overrides={"model": {"pretrained": "/other/base.safetensors"}}))
+    assert config_hash(outside) != config_hash(
+        load_config(overrides={"model": {"pretrained": "/other/base.safetensors"}})
+    )
 
 
 def write_base(directory: Path, **architecture) -> Path:
     """A peftlab base as ``peftlab pretrain`` leaves it: weights and a manifest naming them."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.safetensors").write_bytes(b"")  # config loading reads the manifest only
-    arch = {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
-            "num_heads": 4, "in_chans": 3, **architecture}
+    arch = {
+        "name": "vit_tiny_patch16_224",
+        "img_size": 28,
+        "patch_size": 7,
+        "depth": 4,
+        "embed_dim": 128,
+        "num_heads": 4,
+        "in_chans": 3,
+        **architecture,
+    }
     (directory / "manifest.json").write_text(json.dumps({"weights": "model.safetensors", "architecture": arch}))
     return directory / "model.safetensors"
 
@@ -209,11 +241,27 @@ def test_the_architecture_of_a_peftlab_base_comes_from_its_manifest(tmp_path):
     weights = write_base(tmp_path / "base")
     cfg = load_config(overrides={"model": {"pretrained": str(weights)}})
     model = cfg.model
-    assert (model.name, model.img_size, model.patch_size, model.depth, model.embed_dim, model.num_heads) == \
-        ("vit_tiny_patch16_224", 28, 7, 4, 128, 4)
-    explicit = load_config(overrides={"model": {"pretrained": str(weights), "name": "vit_tiny_patch16_224",
-                                                "img_size": 28, "patch_size": 7, "depth": 4, "embed_dim": 128,
-                                                "num_heads": 4}})
+    assert (model.name, model.img_size, model.patch_size, model.depth, model.embed_dim, model.num_heads) == (
+        "vit_tiny_patch16_224",
+        28,
+        7,
+        4,
+        128,
+        4,
+    )
+    explicit = load_config(
+        overrides={
+            "model": {
+                "pretrained": str(weights),
+                "name": "vit_tiny_patch16_224",
+                "img_size": 28,
+                "patch_size": 7,
+                "depth": 4,
+                "embed_dim": 128,
+                "num_heads": 4,
+            }
+        }
+    )
     assert explicit == cfg and config_hash(explicit) == config_hash(cfg)  # the same run id
     assert load_config(overrides={"model": {"pretrained": str(weights), "img_size": 56}}).model.img_size == 56
     with pytest.raises(ConfigError, match=r"^model.depth=6 conflicts with the base .*manifest.json says depth: 4"):
@@ -227,14 +275,27 @@ def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
     """Before the base exists (no manifest yet) the run ids are those it will have afterwards."""
     from peftlab.study.spec import load_study
 
-    pretrain = {"name": "base", "model": {"name": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7, "depth": 4,
-                                         "embed_dim": 128, "num_heads": 4}, "method": {"name": "full"}}
+    pretrain = {
+        "name": "base",
+        "model": {
+            "name": "vit_tiny_patch16_224",
+            "img_size": 28,
+            "patch_size": 7,
+            "depth": 4,
+            "embed_dim": 128,
+            "num_heads": 4,
+        },
+        "method": {"name": "full"},
+    }
     (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": {"pretrained": "cache/base/model.safetensors"}}))
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"base": "run.yaml", "pretrain": "pretrain.yaml", "seeds": 1,
-                                                         "methods": {"lora": {}}}))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump({"base": "run.yaml", "pretrain": "pretrain.yaml", "seeds": 1, "methods": {"lora": {}}})
+    )
     before = load_study(tmp_path / "study.yaml").runs
-    assert before[0].config.model.depth == 4 and before[0].config.model.pretrained == str(tmp_path / "cache" / "base" / "model.safetensors")
+    assert before[0].config.model.depth == 4 and before[0].config.model.pretrained == str(
+        tmp_path / "cache" / "base" / "model.safetensors"
+    )
     write_base(tmp_path / "cache" / "base")
     assert [r.run_id for r in load_study(tmp_path / "study.yaml").runs] == [r.run_id for r in before]
 
@@ -242,12 +303,15 @@ def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
 def test_test_dir_is_for_image_folders_and_relative_to_the_config(tmp_path):
     from peftlab.config import config_hash
 
-    with pytest.raises(ConfigError, match=r"^data.test_dir='/.*/x' is invalid: expected null unless data.name is 'imagefolder'"):
+    with pytest.raises(
+        ConfigError, match=r"^data.test_dir='/.*/x' is invalid: expected null unless data.name is 'imagefolder'"
+    ):
         load_config(overrides={"data": {"name": "cifar10", "test_dir": "x"}})
     path = write(tmp_path, {"data": {"name": "imagefolder", "root": "images", "test_dir": "holdout"}})
     cfg = load_config(path)
     assert cfg.data.test_dir == str(tmp_path / "holdout")
     unset = load_config(path, ["data.test_dir=null"])
     assert config_hash(unset) != config_hash(cfg)
-    assert config_hash(unset) == config_hash(load_config(overrides={"data": {"name": "imagefolder",
-                                                                              "root": str(tmp_path / "images")}}))
+    assert config_hash(unset) == config_hash(
+        load_config(overrides={"data": {"name": "imagefolder", "root": str(tmp_path / "images")}})
+    )

@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftlab.config import (HASHED_AS, LATE_FIELDS, MAX_INT, METHOD_HASHED_AS, PATH_FIELDS, UNHASHED_FIELDS,
-                            _entry_yaml, config_hash, hashed_path, seed_hashes, to_dict)
+from peftlab.config import (
+    HASHED_AS,
+    LATE_FIELDS,
+    METHOD_HASHED_AS,
+    UNHASHED_FIELDS,
+    _entry_yaml,
+    config_hash,
+    seed_hashes,
+    to_dict,
+)
+from peftlab.config_checks import MAX_INT
+from peftlab.config_paths import PATH_FIELDS, hashed_path
 from peftlab.errors import ConfigError
 from peftlab.study.spec import load_study
 
@@ -24,12 +34,67 @@ STUDIES = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").g
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # what config_hash dumped with before
 
 # strings YAML must quote, fold or escape: keywords, numbers, indicators, spaces, non-ASCII, long lines
-STRINGS = ["run", "yes", "No", "null", "~", "true", "off", "1e3", "0x1F", "0o17", "1_000", ".inf", "-.5",
-           "2001-12-14", "a: b", "#c", "x #y", "- x", "'q'", '"dq"', "@at", "`b", "%p", "!t", "&a", "*s", "[l]",
-           "{m}", ">", "|", "?", " lead", "trail ", "é ü", "日本語", "x" * 130, "word " * 30 + "end", "a,b", "=",
-           "<<", "", "back\\slash"]
-FLOATS = [1e-3, 0.1, 1e-05, 3e-4, 1.0, 2.5e-10, 1e16, 1e17, 123456789.0, 5e-324, 1.7976931348623157e308, 0.0, -0.0,
-          2.0e-3, 1 / 3]
+STRINGS = [
+    "run",
+    "yes",
+    "No",
+    "null",
+    "~",
+    "true",
+    "off",
+    "1e3",
+    "0x1F",
+    "0o17",
+    "1_000",
+    ".inf",
+    "-.5",
+    "2001-12-14",
+    "a: b",
+    "#c",
+    "x #y",
+    "- x",
+    "'q'",
+    '"dq"',
+    "@at",
+    "`b",
+    "%p",
+    "!t",
+    "&a",
+    "*s",
+    "[l]",
+    "{m}",
+    ">",
+    "|",
+    "?",
+    " lead",
+    "trail ",
+    "é ü",
+    "日本語",
+    "x" * 130,
+    "word " * 30 + "end",
+    "a,b",
+    "=",
+    "<<",
+    "",
+    "back\\slash",
+]
+FLOATS = [
+    1e-3,
+    0.1,
+    1e-05,
+    3e-4,
+    1.0,
+    2.5e-10,
+    1e16,
+    1e17,
+    123456789.0,
+    5e-324,
+    1.7976931348623157e308,
+    0.0,
+    -0.0,
+    2.0e-3,
+    1 / 3,
+]
 
 
 def reference_hash(cfg, length: int = 12) -> str:
@@ -76,24 +141,71 @@ def replaced(section, rng: random.Random, **choices):
 
 def perturbed(cfg, rng: random.Random):
     """``cfg`` with random hostile values in its name, seed, paths, numbers, lists and patterns."""
-    name = rng.choice([s for s in STRINGS if s and s.isprintable() and len(s) <= 128 and "/" not in s
-                       and "\\" not in s and s not in (".", "..")])
-    method = replaced(cfg.method, rng, r=[1, 7, 64, MAX_INT], lora_alpha=FLOATS + [3, 16], lora_dropout=FLOATS[:3],
-                      target_modules=["standard", "qkv", ["q", "v"], ["yes", "no"], ["a: b", "#c"]],
-                      rank_pattern=[{}, {"blocks.0.attn.qkv": 4, "yes": 2}, {"日本": 3, "a b": 1}])
-    train = replaced(cfg.train, rng, lr=FLOATS[:12], head_lr=[None] + FLOATS[:5], weight_decay=FLOATS,
-                     clip_grad=[None] + FLOATS[:5], max_steps=[None, 0, 1, MAX_INT], device=["cpu", "cuda:1"],
-                     precision=["auto", "fp32", "bf16"], compile=[True, False], fused_adamw=[None, True, False])
-    data = replaced(cfg.data, rng, root=[None] + ["/data/" + s for s in STRINGS if s],
-                    classes=[None, (0, 1), (3,)], val_fraction=FLOATS[:3], num_workers=[None, 0, 3],
-                    cache=[True, False], test_dir=[None, "/t/yes", "/t/a: b"])
-    quant = replaced(cfg.quant, rng, skip=[(), ("head",), ("head", "yes", "a b")], double_quant=[True, False],
-                     cpu_kernel=["reference", "bnb"])
-    model = replaced(cfg.model, rng, pretrained=["none", "hub", "/w/日本.safetensors", "/w/a: b #c.bin"],
-                     drop_path_rate=FLOATS[:3], num_classes=[None, 2, 1000])
+    name = rng.choice(
+        [
+            s
+            for s in STRINGS
+            if s and s.isprintable() and len(s) <= 128 and "/" not in s and "\\" not in s and s not in (".", "..")
+        ]
+    )
+    method = replaced(
+        cfg.method,
+        rng,
+        r=[1, 7, 64, MAX_INT],
+        lora_alpha=FLOATS + [3, 16],
+        lora_dropout=FLOATS[:3],
+        target_modules=["standard", "qkv", ["q", "v"], ["yes", "no"], ["a: b", "#c"]],
+        rank_pattern=[{}, {"blocks.0.attn.qkv": 4, "yes": 2}, {"日本": 3, "a b": 1}],
+    )
+    train = replaced(
+        cfg.train,
+        rng,
+        lr=FLOATS[:12],
+        head_lr=[None] + FLOATS[:5],
+        weight_decay=FLOATS,
+        clip_grad=[None] + FLOATS[:5],
+        max_steps=[None, 0, 1, MAX_INT],
+        device=["cpu", "cuda:1"],
+        precision=["auto", "fp32", "bf16"],
+        compile=[True, False],
+        fused_adamw=[None, True, False],
+    )
+    data = replaced(
+        cfg.data,
+        rng,
+        root=[None] + ["/data/" + s for s in STRINGS if s],
+        classes=[None, (0, 1), (3,)],
+        val_fraction=FLOATS[:3],
+        num_workers=[None, 0, 3],
+        cache=[True, False],
+        test_dir=[None, "/t/yes", "/t/a: b"],
+    )
+    quant = replaced(
+        cfg.quant,
+        rng,
+        skip=[(), ("head",), ("head", "yes", "a b")],
+        double_quant=[True, False],
+        cpu_kernel=["reference", "bnb"],
+    )
+    model = replaced(
+        cfg.model,
+        rng,
+        pretrained=["none", "hub", "/w/日本.safetensors", "/w/a: b #c.bin"],
+        drop_path_rate=FLOATS[:3],
+        num_classes=[None, 2, 1000],
+    )
     # protocol none: a preset's keys (drop-path, interpolation, ...) are perturbed above, which it would refuse
-    return dataclasses.replace(cfg, name=name, seed=rng.randint(0, MAX_INT), method=method, train=train, data=data,
-                               quant=quant, model=model, protocol="none")
+    return dataclasses.replace(
+        cfg,
+        name=name,
+        seed=rng.randint(0, MAX_INT),
+        method=method,
+        train=train,
+        data=data,
+        quant=quant,
+        model=model,
+        protocol="none",
+    )
 
 
 def test_the_run_id_of_every_shipped_study_run_is_the_old_encodings():

@@ -3,8 +3,8 @@
 import dataclasses
 
 import pytest
-
 from testkit import REPO, run_cli
+
 from peftlab import config_reference
 from peftlab.tuners import TUNERS
 
@@ -12,21 +12,25 @@ from peftlab.tuners import TUNERS
 def readme_section() -> str:
     text = (REPO / "docs" / "configuration.md").read_text()
     start, end = text.index(config_reference.BEGIN), text.index(config_reference.END)
-    return text[start + len(config_reference.BEGIN) + 1:end]
+    return text[start + len(config_reference.BEGIN) + 1 : end]
 
 
 def test_readme_section_is_current():
     assert readme_section() == config_reference.reference(), (
         "docs/configuration.md's config keys are stale: run PYTHONPATH=src python -m peftlab.config_reference --write "
-        "docs/configuration.md")
+        "docs/configuration.md"
+    )
 
 
 def test_every_key_appears_with_its_default():
     section = config_reference.reference()
     for prefix, cls, names in config_reference.SECTIONS:
         for f in dataclasses.fields(cls):
-            if (names and f.name not in names) or dataclasses.is_dataclass(config_reference._default(f)) \
-                    or f.name == "method":
+            if (
+                (names and f.name not in names)
+                or dataclasses.is_dataclass(config_reference._default(f))
+                or f.name == "method"
+            ):
                 continue
             key = f"{prefix}.{f.name}" if prefix else f.name
             assert f"| `{key}` | `{config_reference.default_text(config_reference._default(f))}` |" in section, key
@@ -34,8 +38,9 @@ def test_every_key_appears_with_its_default():
         assert f"**method.name: {method}**" in section
         for f in dataclasses.fields(spec.config_cls):
             if f.name != "name":
-                assert f"| `method.{f.name}` | `{config_reference.default_text(config_reference._default(f))}`" \
-                    in section, (method, f.name)
+                assert (
+                    f"| `method.{f.name}` | `{config_reference.default_text(config_reference._default(f))}`" in section
+                ), (method, f.name)
 
 
 def test_a_new_field_or_a_changed_default_changes_the_section(monkeypatch):
@@ -46,8 +51,11 @@ def test_a_new_field_or_a_changed_default_changes_the_section(monkeypatch):
         lr: float = 5e-4  # a changed default
         new_knob: int = 3  # a knob added later
 
-    monkeypatch.setattr(config_reference, "SECTIONS", tuple(
-        (p, Train if c is config_reference.TrainConfig else c, n) for p, c, n in config_reference.SECTIONS))
+    monkeypatch.setattr(
+        config_reference,
+        "SECTIONS",
+        tuple((p, Train if c is config_reference.TrainConfig else c, n) for p, c, n in config_reference.SECTIONS),
+    )
     after = config_reference.reference()
     assert after != before
     assert "| `train.lr` | `0.0005` |" in after and "| `train.new_knob` | `3` | a knob added later |" in after

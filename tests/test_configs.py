@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
+from testkit import REPO, RUN_CONFIGS
 
 from peftlab.config import load_config
 from peftlab.params import check_against_model
-from peftlab.study.runner import validate_study
+from peftlab.study.preflight import validate_study
 from peftlab.study.spec import load_study
-from testkit import REPO, RUN_CONFIGS
 
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
 
@@ -33,8 +33,16 @@ def test_study_validates(path: Path):
 
 def test_default_study_shape():
     study = load_study(REPO / "configs" / "studies" / "default.yaml")
-    assert sorted({s.variant for s in study.runs}) == ["adalora", "adaptive", "full", "linear", "lora",
-                                                       "lora quant=int8", "lora quant=nf4", "qalora"]
+    assert sorted({s.variant for s in study.runs}) == [
+        "adalora",
+        "adaptive",
+        "full",
+        "linear",
+        "lora",
+        "lora quant=int8",
+        "lora quant=nf4",
+        "qalora",
+    ]
     assert len(study.runs) == 40 and study.pretrain is not None
     assert all(s.config.train.threads == 1 for s in study.runs)  # make study runs two at a time
     shared = [s for s in study.runs if s.variant == "lora"]  # the fp32 point of the quant ablation, trained once
@@ -44,18 +52,25 @@ def test_default_study_shape():
 def test_matrix_dry_run(tmp_path):
     from testkit import run_cli
 
-    proc = run_cli("study", str(REPO / "configs" / "studies" / "vit_peft_matrix.yaml"), "--dry-run",
-                   "--study-dir", str(tmp_path / "m"))
+    proc = run_cli(
+        "study",
+        str(REPO / "configs" / "studies" / "vit_peft_matrix.yaml"),
+        "--dry-run",
+        "--study-dir",
+        str(tmp_path / "m"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pending; remaining time: unknown until a run finishes" in proc.stdout
 
 
 def test_vtab1k_study_dry_run_lists_19_tasks_by_method_by_seed_offline(tmp_path):
     from testkit import run_cli
+
     from peftlab.suites import VTAB1K_TASKS
 
-    proc = run_cli("study", str(REPO / "configs" / "studies" / "vtab1k.yaml"), "--dry-run",
-                   "--study-dir", str(tmp_path / "v"))
+    proc = run_cli(
+        "study", str(REPO / "configs" / "studies" / "vtab1k.yaml"), "--dry-run", "--study-dir", str(tmp_path / "v")
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # offline: no download attempted, nothing retried
     waiting = [line.split() for line in proc.stdout.splitlines() if line.startswith("(tuning)")]

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from testkit import REPO, needs_fashion_mnist, write_tiny_run
+
 from peftlab import cpu
 from peftlab.config import config_hash, load_config
 from peftlab.errors import ConfigError
@@ -20,8 +20,10 @@ x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-6
 
 @x86
 def test_pinning_before_torch_makes_aten_dispatch_avx2_code():
-    script = ("from peftlab.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
-              "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())")
+    script = (
+        "from peftlab.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
+        "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["AVX2", "True"]
@@ -46,11 +48,21 @@ def test_reproducible_is_not_part_of_the_run_id():
 @needs_fashion_mnist()
 def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
     config = write_tiny_run(tmp_path / "run.yaml", reproducible=True)
-    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(tmp_path / "run"),
-                           "--quiet"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     provenance = result["provenance"]
-    assert provenance["arithmetic"] == {"reproducible": True, "pinned": True, "switches": cpu.PINNED,
-                                        "quant_cpu_kernel": None}
+    assert provenance["arithmetic"] == {
+        "reproducible": True,
+        "pinned": True,
+        "switches": cpu.PINNED,
+        "quant_cpu_kernel": None,
+    }
     assert provenance["hardware"]["cpu_capability"] == "AVX2"

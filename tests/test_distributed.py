@@ -10,19 +10,26 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 from peftlab.config import dump_config, load_config
 from peftlab.training.distributed import Group
 from peftlab.training.step import micro_pieces, piece_weights
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 # 195 training images in batches of 32: the last batch (3 images) splits 2 / 1 over two ranks
 CONFIG = {
     "model": TINY_MODEL,
     "data": {"name": "fashion_mnist", "train_subset": 195, "val_subset": 64, "test_subset": 64},
     "method": {"name": "lora", "r": 4},
-    "train": {"epochs": 1, "batch_size": 32, "eval_batch_size": 64, "lr": 3e-3, "log_every": 1, "ckpt_every": 2,
-              "threads": 1},
+    "train": {
+        "epochs": 1,
+        "batch_size": 32,
+        "eval_batch_size": 64,
+        "lr": 3e-3,
+        "log_every": 1,
+        "ckpt_every": 2,
+        "threads": 1,
+    },
 }
 
 
@@ -47,10 +54,29 @@ def test_pieces_cover_the_batches_and_weights_restore_their_mean(world_size, spl
 
 
 def torchrun(config: Path, run_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "peftlab.cli", "train", str(config), "--run-dir", str(run_dir), "--quiet"]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "peftlab.cli",
+        "train",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})},
+    )
 
 
 @pytest.mark.e2e
@@ -69,12 +95,20 @@ def test_two_processes_train_the_one_process_run_and_resume(tmp_path):
     assert a.keys() == b.keys()
     for key in a:  # the same steps up to the order of reductions
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
-               if json.loads(line)["kind"] == "step"] for d in ("single", "ddp")]
+    losses = [
+        [
+            json.loads(line)["loss"]
+            for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "step"
+        ]
+        for d in ("single", "ddp")
+    ]
     assert len(losses[0]) == len(losses[1]) == 7
     assert all(abs(x - y) < 1e-4 for x, y in zip(*losses))
     # rank 0 alone wrote: one copy of every record, no file of another rank
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single").iterdir()
+    )
 
     # every rank killed after the checkpoint of step 4; the same command resumes from it
     killed = torchrun(config, tmp_path / "resumed", {"PEFTLAB_KILL_AT": "checkpoint:4"})

@@ -15,8 +15,8 @@ import signal
 
 import pytest
 import torch
-
 from testkit import TINY_MODEL, needs_fashion_mnist
+
 from peftlab.config import load_config
 from peftlab.errors import CheckpointError
 from peftlab.training.checkpoint import CHECKPOINT_NAME
@@ -24,9 +24,12 @@ from peftlab.training.run import train
 
 pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
 
-CFG = {"model": TINY_MODEL, "method": {"name": "lora", "r": 2},
-       "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 16, "test_subset": 16},
-       "train": {"max_steps": 6, "batch_size": 16, "ckpt_every": 2, "log_every": 1}}
+CFG = {
+    "model": TINY_MODEL,
+    "method": {"name": "lora", "r": 2},
+    "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 16, "test_subset": 16},
+    "train": {"max_steps": 6, "batch_size": 16, "ckpt_every": 2, "log_every": 1},
+}
 
 
 class Stop(Exception):
@@ -96,19 +99,26 @@ def replaced(state, path, value):
 
 def hostile(rng: random.Random, value):
     """A value a damaged or hand-edited checkpoint could hold instead of ``value``."""
-    choices = [None, "x", -1, 10 ** 12, math.nan, -math.inf, [], {}, True, ...]
+    choices = [None, "x", -1, 10**12, math.nan, -math.inf, [], {}, True, ...]
     if isinstance(value, torch.Tensor):
-        choices += [value.double(), value.to(torch.int64) if value.is_floating_point() else value.float(),
-                    torch.full_like(value, math.nan, dtype=torch.float32), value.flatten()[:1].clone(),
-                    torch.zeros(3, 5), -value.float().abs() - 1, value.bool()]
+        choices += [
+            value.double(),
+            value.to(torch.int64) if value.is_floating_point() else value.float(),
+            torch.full_like(value, math.nan, dtype=torch.float32),
+            value.flatten()[:1].clone(),
+            torch.zeros(3, 5),
+            -value.float().abs() - 1,
+            value.bool(),
+        ]
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        choices += [value + 10 ** 6, -value - 1, float(value) * 1e300]
+        choices += [value + 10**6, -value - 1, float(value) * 1e300]
     return rng.choice(choices)
 
 
 def resume(run_dir) -> dict:
     """The resumed run's result; a refused checkpoint raises CheckpointError (the CLI's one line)
     after the run is recorded failed, so its result.json is returned then."""
+
     def alarm(signum, frame):
         raise Hang()
 
@@ -164,7 +174,7 @@ def test_checkpoint_files_with_flipped_bytes_are_refused_in_one_line_or_resume(i
         for _ in range(rng.choice([1, 8, 64])):
             data[rng.randrange(len(data))] = rng.randrange(256)
         if rng.random() < 0.3:
-            data = data[:rng.randrange(len(data))]
+            data = data[: rng.randrange(len(data))]
         run_dir = tmp_path / f"case{case}"
         shutil.copytree(interrupted, run_dir)
         (run_dir / "checkpoint" / CHECKPOINT_NAME).write_bytes(bytes(data))

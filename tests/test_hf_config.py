@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 import yaml
-
-from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE
 from testkit import assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
+from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE
+
 CPU_SECONDS = 60  # each refusal takes about a CPU second in process; a spin or a hang runs past it
-RSS_GROWTH = 2 ** 30
+RSS_GROWTH = 2**30
 
 
 def hf_copy(hf_dir, tmp_path, **changes):
@@ -26,10 +26,15 @@ def hf_copy(hf_dir, tmp_path, **changes):
 
 def run_config(tmp_path, model_dir) -> str:
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": {"source": "hf", "path": str(model_dir)},
-                                    "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,
-                                             "test_subset": 32},
-                                    "train": {"max_steps": 2, "batch_size": 16}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"source": "hf", "path": str(model_dir)},
+                "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+                "train": {"max_steps": 2, "batch_size": 16},
+            }
+        )
+    )
     return str(path)
 
 
@@ -50,8 +55,11 @@ OUT_OF_BOUNDS = [
 ]
 
 
-@pytest.mark.parametrize(("changes", "needle"), OUT_OF_BOUNDS,
-                         ids=[",".join(f"{k}={v}" for k, v in changes.items()) for changes, _ in OUT_OF_BOUNDS])
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    OUT_OF_BOUNDS,
+    ids=[",".join(f"{k}={v}" for k, v in changes.items()) for changes, _ in OUT_OF_BOUNDS],
+)
 def test_an_hf_config_out_of_bounds_is_one_line_naming_the_file_and_key(hf_dir, tmp_path, changes, needle):
     """num_hidden_layers: 100000 hung validate while its memory grew past 3 GB."""
     model_dir = hf_copy(hf_dir, tmp_path, **changes)
@@ -60,13 +68,17 @@ def test_an_hf_config_out_of_bounds_is_one_line_naming_the_file_and_key(hf_dir, 
     assert seconds < CPU_SECONDS and growth < RSS_GROWTH, (seconds, growth / 2**20)
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "1" * 5000, "[" * 100000, " " * (2 << 20)],
-                         ids=["broken", "a list", "5000 digits", "deep", "over 1 MiB"])
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", "[1, 2]", "1" * 5000, "[" * 100000, " " * (2 << 20)],
+    ids=["broken", "a list", "5000 digits", "deep", "over 1 MiB"],
+)
 def test_an_hf_config_that_is_no_json_object_is_one_line(hf_dir, tmp_path, content):
     model_dir = hf_copy(hf_dir, tmp_path)
     (model_dir / "config.json").write_text(content)
-    assert_one_line_refusal(*cli_in_process("validate", run_config(tmp_path, model_dir))[:2],
-                            str(model_dir / "config.json"))
+    assert_one_line_refusal(
+        *cli_in_process("validate", run_config(tmp_path, model_dir))[:2], str(model_dir / "config.json")
+    )
 
 
 @needs_fashion_mnist()
@@ -76,10 +88,13 @@ def test_train_and_a_study_dry_run_refuse_an_hf_config_out_of_bounds_before_buil
     status, stderr, seconds, growth = cli_in_process("train", path, "--run-dir", str(tmp_path / "run"))
     assert_one_line_refusal(status, stderr, "num_hidden_layers=100000 is invalid")
     assert seconds < CPU_SECONDS and growth < RSS_GROWTH, (seconds, growth / 2**20)
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"name": "s", "base": "run.yaml", "seeds": 1,
-                                                        "methods": {"lora": {}}}))
-    assert_one_line_refusal(*cli_in_process("study", str(tmp_path / "study.yaml"), "--dry-run", "--study-dir",
-                                            str(tmp_path / "out"))[:2], "num_hidden_layers=100000 is invalid")
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump({"name": "s", "base": "run.yaml", "seeds": 1, "methods": {"lora": {}}})
+    )
+    assert_one_line_refusal(
+        *cli_in_process("study", str(tmp_path / "study.yaml"), "--dry-run", "--study-dir", str(tmp_path / "out"))[:2],
+        "num_hidden_layers=100000 is invalid",
+    )
 
 
 def test_an_hf_model_of_many_patches_is_probed_small_and_exactly(hf_dir, tmp_path, monkeypatch):
@@ -93,8 +108,9 @@ def test_an_hf_model_of_many_patches_is_probed_small_and_exactly(hf_dir, tmp_pat
     assert preflight.patch_grid(cfg, 10) == (8, 4) and preflight.probed_for_config(cfg, 10, "fp32") is None
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 8)
     tuner = preflight.adapted(cfg, 10)
-    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(tuner.model, (3, 32, 32), "fp32",
-                                                                          torch.device("cpu"))
+    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+        tuner.model, (3, 32, 32), "fp32", torch.device("cpu")
+    )
     model_dir = hf_copy(hf_dir, tmp_path, image_size=MAX_IMG_SIZE)
     status, stderr, seconds, _ = cli_in_process("validate", run_config(tmp_path, model_dir))
     assert status == 0 or status == 2 and "GiB are available" in stderr, stderr

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-
 from hubcache import COMMIT, lay_out_snapshot, timm_hub_files, use_cache
 from testkit import TINY_MODEL, needs_fashion_mnist
+
 from peftlab.backbones import base_provenance, build_backbone
-from peftlab.config import ModelConfig
+from peftlab.config_sections import ModelConfig
 from peftlab.errors import WeightsError
 
 NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
@@ -48,8 +48,11 @@ def test_hub_weights_load_offline_through_timm_and_huggingface_hub(vit_tiny_hub,
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("head."))
     assert not torch.equal(loaded["head.weight"], state["head.weight"])  # new, though the classes agree
     weights = cache / f"models--timm--{NAME}" / "snapshots" / COMMIT / "model.safetensors"
-    assert base_provenance(cfg, model) == {"base_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-                                           "base_hub_repo": REPO, "base_hub_revision": COMMIT}
+    assert base_provenance(cfg, model) == {
+        "base_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "base_hub_repo": REPO,
+        "base_hub_revision": COMMIT,
+    }
 
 
 def test_a_missing_cache_entry_offline_is_one_line_saying_how_to_fetch_it(tmp_path, monkeypatch):
@@ -71,11 +74,21 @@ def test_a_cache_holding_only_a_pickle_is_refused_not_unpickled(tmp_path, monkey
         build_backbone(ModelConfig(name=NAME, pretrained="hub"), 10)
 
 
-@pytest.mark.parametrize("shapes, needle", [
-    ({"depth": 1}, r"does not match model.name='.*' as configured: "
-                   r"key 'blocks.1.attn.proj.bias' is missing from the file"),
-    ({"embed_dim": 96, "num_heads": 3}, r"timm could not load .*/snapshots/.*/model.safetensors into .*size mismatch"),
-], ids=["missing-key", "other-shape"])
+@pytest.mark.parametrize(
+    "shapes, needle",
+    [
+        (
+            {"depth": 1},
+            r"does not match model.name='.*' as configured: "
+            r"key 'blocks.1.attn.proj.bias' is missing from the file",
+        ),
+        (
+            {"embed_dim": 96, "num_heads": 3},
+            r"timm could not load .*/snapshots/.*/model.safetensors into .*size mismatch",
+        ),
+    ],
+    ids=["missing-key", "other-shape"],
+)
 def test_hub_weights_of_another_architecture_are_one_line_naming_the_file(tmp_path, monkeypatch, shapes, needle):
     """timm loads non-strictly when it replaces the head: a file without blocks 1 to 11 left them random."""
     files, _ = timm_hub_files(NAME, img_size=32, **shapes)
@@ -95,11 +108,15 @@ def test_an_hf_model_directory_laid_out_as_a_hub_snapshot_loads_offline(hf_dir, 
     cfg = ModelConfig(source="hf", path=str(snapshot))
     model = build_backbone(cfg, 5)
     reference = build_backbone(ModelConfig(source="hf", path=str(hf_dir)), 5)
-    assert torch.equal(model.state_dict()["model.vit.layers.0.mlp.fc1.weight"],
-                       reference.state_dict()["model.vit.layers.0.mlp.fc1.weight"])
+    assert torch.equal(
+        model.state_dict()["model.vit.layers.0.mlp.fc1.weight"],
+        reference.state_dict()["model.vit.layers.0.mlp.fc1.weight"],
+    )
     assert base_provenance(cfg, model) == {
         "base_sha256": hashlib.sha256(files["model.safetensors"]).hexdigest(),
-        "base_hub_repo": "someone/vit-tiny-test", "base_hub_revision": COMMIT}
+        "base_hub_repo": "someone/vit-tiny-test",
+        "base_hub_revision": COMMIT,
+    }
 
 
 @needs_fashion_mnist()
@@ -111,10 +128,14 @@ def test_a_run_on_hub_weights_records_their_repository_revision_and_sha256(tmp_p
     files, _ = timm_hub_files(TINY_MODEL["name"], **shapes)
     lay_out_snapshot(tmp_path / "hub", REPO, files)
     use_cache(monkeypatch, tmp_path / "hub")
-    cfg = load_config(overrides={
-        "model": {**TINY_MODEL, "pretrained": "hub"}, "method": {"name": "lora", "r": 2},
-        "data": {"name": "fashion_mnist", "train_subset": 16, "val_subset": 16, "test_subset": 16},
-        "train": {"max_steps": 1, "batch_size": 16}})
+    cfg = load_config(
+        overrides={
+            "model": {**TINY_MODEL, "pretrained": "hub"},
+            "method": {"name": "lora", "r": 2},
+            "data": {"name": "fashion_mnist", "train_subset": 16, "val_subset": 16, "test_subset": 16},
+            "train": {"max_steps": 1, "batch_size": 16},
+        }
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]
     provenance = json.loads((tmp_path / "run" / "result.json").read_text())["provenance"]

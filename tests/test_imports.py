@@ -38,7 +38,7 @@ def top_level_imports(tree: ast.Module, lines: list[str]):
             pending += node.body + node.orelse + node.finalbody + [n for h in node.handlers for n in h.body]
 
 
-def all_but_torch_guards(tree: ast.Module, lines: list[str]):
+def all_but_torch_guards(tree: ast.Module, lines: list[str], exempt: str = "# torch stays out"):
     """Every import statement (inside functions too, not under ``if TYPE_CHECKING:``) except those whose
     line says they keep torch out."""
     pending = list(tree.body)
@@ -47,10 +47,24 @@ def all_but_torch_guards(tree: ast.Module, lines: list[str]):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if "# torch stays out" not in lines[node.lineno - 1]:
+            if not exempt or exempt not in lines[node.lineno - 1]:
                 yield node
             continue
         pending += list(ast.iter_child_nodes(node))
+
+
+def every_import(tree: ast.Module, lines: list[str]):
+    """Every import statement, inside functions too, not under ``if TYPE_CHECKING:``."""
+    return all_but_torch_guards(tree, lines, exempt="")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, pending = set(), [start]
+    while pending:
+        for nxt in graph[pending.pop()] - seen:
+            seen.add(nxt)
+            pending.append(nxt)
+    return seen
 
 
 def import_graph(imports=top_level_imports) -> dict[str, set[str]]:
@@ -66,7 +80,7 @@ def import_graph(imports=top_level_imports) -> dict[str, set[str]]:
             else:
                 base = node.module or ""
                 if node.level:
-                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
             edges |= {t for t in targets if t in files and t != name}
@@ -125,22 +139,37 @@ def test_imports_inside_functions_close_no_circle_unless_they_keep_torch_out():
     assert circles(import_graph(all_but_torch_guards)) == []
 
 
+def test_no_import_circles_even_through_imports_inside_functions():
+    assert circles(import_graph(every_import)) == []
+
+
+def test_the_registry_of_methods_lies_below_the_config_and_the_tuners_code():
+    """peftlab.config reads a method's section through the registry (peftlab.tuners), which imports the
+    method configs and nothing that imports peftlab.config or the tuners' code."""
+    graph = import_graph(every_import)
+    assert "peftlab.tuners" in graph["peftlab.config"]
+    below = reachable(graph, "peftlab.tuners")
+    assert not below & {"peftlab.config", "peftlab.tuners.base", "peftlab.quant", "peftlab.backbones"}
+
+
 def test_reading_a_config_imports_no_torch():
-    code = ("import sys; import peftlab.config as c; c.load_config('configs/downstream.yaml'); "
-            "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=SRC.parents[1])
+    code = (
+        "import sys; import peftlab.config as c; c.load_config('configs/downstream.yaml'); "
+        "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"
 
 
 def test_the_study_command_reads_its_study_before_torch_so_it_can_pin_the_arithmetic():
     """`peftlab study` pins the CPU arithmetic (train.reproducible) after reading the study file and
     before its workers start: the modules it imports up to then must not bring torch in."""
-    code = ("import sys; import peftlab.study.runner, peftlab.study.spec as s; "
-            "s.load_study('configs/studies/default.yaml'); "
-            "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=SRC.parents[1])
+    code = (
+        "import sys; import peftlab.study.runner, peftlab.study.spec as s; "
+        "s.load_study('configs/studies/default.yaml'); "
+        "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"
 
 
@@ -148,13 +177,14 @@ def test_checking_configs_against_the_model_imports_no_peft():
     """The checks of every method against a meta model (targets, patterns, ranks) need no peft, which
     brings transformers, seconds of imports: the tuners import it where they inject. (A study's dry-run
     also counts each method's size by injecting it on the meta device, peftlab.params: that imports it.)"""
-    code = ("import sys; from peftlab.tuners import TUNERS, check_config, planned_ranks; "
-            "from peftlab.study.spec import load_study; from peftlab.params import meta_model; "
-            "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
-            "if getattr(spec, which)]; "
-            "[(check_config(s.config, meta_model(s.config)), planned_ranks(s.config, meta_model(s.config))) "
-            "for s in load_study('configs/studies/methods.yaml').runs]; "
-            "print(sorted(m for m in ('peft', 'transformers', 'bitsandbytes') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=SRC.parents[1])
+    code = (
+        "import sys; from peftlab.tuners import TUNERS; from peftlab.tuners.base import check_config, planned_ranks; "
+        "from peftlab.study.spec import load_study; from peftlab.params import meta_model; "
+        "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
+        "if getattr(spec, which)]; "
+        "[(check_config(s.config, meta_model(s.config)), planned_ranks(s.config, meta_model(s.config))) "
+        "for s in load_study('configs/studies/methods.yaml').runs]; "
+        "print(sorted(m for m in ('peft', 'transformers', 'bitsandbytes') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"

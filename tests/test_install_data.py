@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from testkit import REPO
 
 SCRIPT = REPO / "scripts" / "install-data.sh"
@@ -29,13 +28,21 @@ def run_script(tmp_path, uid: int, apt: bool, fashion: bool, python: str | None 
     fake(venv_bin / "python", python or f'echo "$*" >> {tmp_path}/python.log')
     if fashion:
         (debian / "train-images-idx3-ubyte.gz").write_bytes(b"")
-    env = {"PATH": str(bin_dir), "PEFTLAB_FASHION_MNIST_DIR": str(debian), "HOME": str(tmp_path),
-           "PEFTLAB_DATA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO / "src")}
-    result = subprocess.run(["/bin/bash", str(SCRIPT), str(tmp_path / "venv")], capture_output=True, text=True,
-                            env=env, timeout=120)
+    env = {
+        "PATH": str(bin_dir),
+        "PEFTLAB_FASHION_MNIST_DIR": str(debian),
+        "HOME": str(tmp_path),
+        "PEFTLAB_DATA_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    result = subprocess.run(
+        ["/bin/bash", str(SCRIPT), str(tmp_path / "venv")], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    calls = [(tmp_path / name).read_text().splitlines() if (tmp_path / name).exists() else []
-             for name in ("apt.log", "python.log")]
+    calls = [
+        (tmp_path / name).read_text().splitlines() if (tmp_path / name).exists() else []
+        for name in ("apt.log", "python.log")
+    ]
     return result.stdout, result.stderr, *calls
 
 
@@ -49,13 +56,16 @@ def test_debian_with_apt_installs_the_package_and_downloads_nothing(tmp_path):
     assert apt == ["install -y -q dataset-fashion-mnist"] and not downloads(python)
 
 
-@pytest.mark.parametrize("uid, apt, why", [(0, False, "apt-get is not available here"),
-                                           (1000, True, "apt-get is not permitted here")])
+@pytest.mark.parametrize(
+    "uid, apt, why", [(0, False, "apt-get is not available here"), (1000, True, "apt-get is not permitted here")]
+)
 def test_without_apt_fashion_mnist_comes_from_torchvision_saying_so_in_one_line(tmp_path, uid, apt, why):
     out, _, apt_calls, python = run_script(tmp_path, uid=uid, apt=apt, fashion=False)
     said = [line for line in out.splitlines() if "FashionMNIST" in line]
-    assert said == [f"install-data: {why}: Fashion-MNIST from torchvision's FashionMNIST download, into peftlab's "
-                    "data cache (unless it is there already)"]
+    assert said == [
+        f"install-data: {why}: Fashion-MNIST from torchvision's FashionMNIST download, into peftlab's "
+        "data cache (unless it is there already)"
+    ]
     assert apt_calls == [] and downloads(python)
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import yaml
-
 from testkit import REPO, needs_fashion_mnist, write_tiny_run
 
 # Library chatter of every kind, emitted while the command runs: log records of the libraries
@@ -39,8 +38,9 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "PEFTLAB_VERBOSE"}, "PYTHO
 
 
 def run_noisy(*args):
-    return subprocess.run([sys.executable, "-c", NOISY, *args], capture_output=True, text=True, cwd=REPO, env=ENV,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", NOISY, *args], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600
+    )
 
 
 def test_a_user_error_is_one_line_whatever_the_libraries_say(tmp_path):
@@ -78,17 +78,21 @@ def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
 
 
 def test_bitsandbytes_never_asks_the_hub_for_kernels():
-    script = ("import sys; from peftlab.libraries import quiet_libraries; quiet_libraries(); import bitsandbytes; "
-              "print(sys.modules['kernels'])")
+    script = (
+        "import sys; from peftlab.libraries import quiet_libraries; quiet_libraries(); import bitsandbytes; "
+        "print(sys.modules['kernels'])"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr
     assert proc.stderr == "", proc.stderr  # the hub-kernel warning of AVX512-BF16 CPUs is kept, not printed
 
 
 def test_peftlabs_own_warnings_still_reach_the_user():
-    script = ("import logging; from peftlab.libraries import quiet_libraries; quiet_libraries(); "
-              "logging.getLogger('peftlab.analysis.figures').warning('a label is shown as written'); "
-              "logging.getLogger('matplotlib').warning('library noise')")
+    script = (
+        "import logging; from peftlab.libraries import quiet_libraries; quiet_libraries(); "
+        "logging.getLogger('peftlab.analysis.figures').warning('a label is shown as written'); "
+        "logging.getLogger('matplotlib').warning('library noise')"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
     assert proc.stderr == "peftlab: warning: a label is shown as written\n", proc.stderr
 
@@ -122,17 +126,29 @@ def foreign_lines(stderr: str) -> list[str]:
 def test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr(tmp_path, hf_dir):
     """transformers' "Loading weights" progress bar landed on stderr; its export's "Writing model shards" too."""
     config = tmp_path / "hf.yaml"
-    config.write_text(yaml.safe_dump({"model": {"source": "hf", "path": str(hf_dir)},
-                                      "method": {"name": "lora", "r": 2},
-                                      "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32,
-                                               "test_subset": 32},
-                                      "train": {"max_steps": 2, "batch_size": 16}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"source": "hf", "path": str(hf_dir)},
+                "method": {"name": "lora", "r": 2},
+                "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+                "train": {"max_steps": 2, "batch_size": 16},
+            }
+        )
+    )
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", HF_NOISY, "train", str(config), "--run-dir", str(run_dir), "--quiet"],
-                          capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", HF_NOISY, "train", str(config), "--run-dir", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=600,
+    )
     assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr
     assert "a transformers warning" in (run_dir / "library.log").read_text()
     export = ["export", str(run_dir), "--merged", str(tmp_path / "hf")]
-    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", *export], capture_output=True, text=True, cwd=REPO,
-                          env=ENV, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *export], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600
+    )
     assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr

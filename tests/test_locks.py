@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
+from testkit import REPO
 
 from peftlab.locks import DirectoryInUse, hold
-from testkit import REPO
 
 HOLDER = """
 import sys, time
@@ -21,8 +21,12 @@ with hold(sys.argv[1], "study directory", "peftlab study"):
 
 
 def start_holder(directory, seconds):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory), str(seconds)], stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 

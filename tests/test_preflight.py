@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
 from testkit import TINY_MODEL, cpu_seconds, run_cli
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import UserError
 from peftlab.training.preflight import check_fits, estimate, saved_activation_bytes
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def tuned(method: str, **options):
@@ -25,8 +25,9 @@ def test_estimate_adds_exact_parts_and_a_linear_activation_cost(method):
     n = sum(p.numel() for p in trainable)
     assert est["gradients_bytes"] == 4 * n and est["optimizer_state_bytes"] == 8 * n
     assert est["activations_per_image_bytes"] > 0
-    assert est["total_bytes"] == sum(est[k] for k in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes",
-                                                      "activations_bytes"))
+    assert est["total_bytes"] == sum(
+        est[k] for k in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes")
+    )
     # the saved activations grow linearly with the batch: 4 images cost what the two probes predict
     measured = saved_activation_bytes(tuner.model, torch.randn(4, 3, 32, 32), "fp32")
     predicted = est["activations_fixed_bytes"] + 4 * est["activations_per_image_bytes"]
@@ -47,21 +48,28 @@ def test_lora_saves_less_than_full_fine_tuning_and_leaves_the_model_as_found():
 
 
 def test_a_run_that_cannot_fit_is_refused_with_a_batch_that_fits():
-    est = {"training_bytes": 10 * 2 ** 30, "gradients_bytes": 2 ** 20, "optimizer_state_bytes": 2 ** 21,
-           "activations_fixed_bytes": 0, "activations_per_image_bytes": 2 ** 27, "activations_bytes": 64 * 2 ** 27}
+    est = {
+        "training_bytes": 10 * 2**30,
+        "gradients_bytes": 2**20,
+        "optimizer_state_bytes": 2**21,
+        "activations_fixed_bytes": 0,
+        "activations_per_image_bytes": 2**27,
+        "activations_bytes": 64 * 2**27,
+    }
     with pytest.raises(UserError) as err:
-        check_fits(est, 2 * 2 ** 30, 64, 1, quantizable=True)
+        check_fits(est, 2 * 2**30, 64, 1, quantizable=True)
     text = str(err.value)
     assert "\n" not in text and "train.batch_size=8 with train.grad_accum=8" in text and "quant.mode=nf4" in text
-    check_fits(est, 11 * 2 ** 30, 64, 1, quantizable=True)  # fits: nothing raised
+    check_fits(est, 11 * 2**30, 64, 1, quantizable=True)  # fits: nothing raised
 
 
 def test_validate_show_prints_the_estimate(tmp_path):
     import yaml
 
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "method": {"name": "lora", "r": 4},
-                                    "train": {"batch_size": 16}}))
+    path.write_text(
+        yaml.safe_dump({"model": TINY_MODEL, "method": {"name": "lora", "r": 4}, "train": {"batch_size": 16}})
+    )
     proc = run_cli("validate", str(path), "--show")
     assert proc.returncode == 0, proc.stderr
     assert "# memory estimate for training at micro-batch 16" in proc.stdout and "per image" in proc.stdout
@@ -73,13 +81,13 @@ def test_a_model_of_many_patches_is_probed_small_and_exactly(monkeypatch, method
     the full-size probe's bytes exactly (here a 10 x 10 grid, probed both ways)."""
     from peftlab.training import preflight
 
-    cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": 40, "patch_size": 4},
-                                 "method": {"name": method}})
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": 40, "patch_size": 4}, "method": {"name": method}})
     assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 100 patches: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
     tuner = preflight.adapted(cfg, 10)
-    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(tuner.model, (3, 40, 40), "fp32",
-                                                                          torch.device("cpu"))
+    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+        tuner.model, (3, 40, 40), "fp32", torch.device("cpu")
+    )
 
 
 @pytest.mark.parametrize("deep", [True, False])
@@ -89,19 +97,26 @@ def test_a_model_of_many_prompt_tokens_is_probed_small_and_exactly(monkeypatch, 
     many patches, at three small grids each), which give the full-size probe's bytes exactly."""
     from peftlab.training import preflight
 
-    cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": img_size, "patch_size": patch_size},
-                                 "method": {"name": "vpt", "prompt_tokens": 20, "deep": deep}})
+    cfg = load_config(
+        overrides={
+            "model": {**TINY_MODEL, "img_size": img_size, "patch_size": patch_size},
+            "method": {"name": "vpt", "prompt_tokens": 20, "deep": deep},
+        }
+    )
     assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 20 prompts: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PROMPTS", 8)
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
     tuner = preflight.adapted(cfg, 10)
     assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
-        tuner.model, (3, img_size, img_size), "fp32", torch.device("cpu"))
+        tuner.model, (3, img_size, img_size), "fp32", torch.device("cpu")
+    )
 
 
-@pytest.mark.parametrize("change", [{"model": {**TINY_MODEL, "img_size": 1024, "patch_size": 2}},
-                                    {"method": {"name": "vpt", "prompt_tokens": 10 ** 6}}],
-                         ids=["patches", "prompts"])
+@pytest.mark.parametrize(
+    "change",
+    [{"model": {**TINY_MODEL, "img_size": 1024, "patch_size": 2}}, {"method": {"name": "vpt", "prompt_tokens": 10**6}}],
+    ids=["patches", "prompts"],
+)
 def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_path, change):
     """A 1024 px image of 2 px patches (262,144 tokens), or a million VPT prompts (whose weights fit):
     validate --show hung in a full-size forward pass."""
@@ -112,5 +127,9 @@ def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_p
     start = cpu_seconds()
     proc = run_cli("validate", str(path), "--show", timeout=600)
     assert cpu_seconds() - start < 120  # the child's CPU seconds; the full-size forward took many minutes
-    assert proc.returncode == 0 and "# memory estimate" in proc.stdout or \
-        proc.returncode == 2 and "GiB are available" in proc.stderr, proc.stderr
+    assert (
+        proc.returncode == 0
+        and "# memory estimate" in proc.stdout
+        or proc.returncode == 2
+        and "GiB are available" in proc.stderr
+    ), proc.stderr

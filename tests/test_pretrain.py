@@ -3,10 +3,10 @@
 import threading
 
 import pytest
+from testkit import TINY_MODEL, needs_fashion_mnist
 
 from peftlab import locks
 from peftlab.config import load_config
-from testkit import TINY_MODEL, needs_fashion_mnist
 
 
 @pytest.mark.e2e
@@ -16,15 +16,21 @@ def test_a_second_pretraining_of_a_held_directory_waits_then_reuses_the_base(tmp
     directory appears); once it is free, it trains once, and a second call reuses the weights."""
     from peftlab.pretrain import pretrain
 
-    cfg = load_config(overrides={"name": "pre", "model": TINY_MODEL, "method": {"name": "full"},
-                                 "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16,
-                                          "test_subset": 16},
-                                 "train": {"max_steps": 2, "batch_size": 16}})
+    cfg = load_config(
+        overrides={
+            "name": "pre",
+            "model": TINY_MODEL,
+            "method": {"name": "full"},
+            "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
+            "train": {"max_steps": 2, "batch_size": 16},
+        }
+    )
     out, waiting, results = tmp_path / "base", threading.Event(), []
     out.mkdir()
     with locks.hold(out, "pretraining directory", "another peftlab pretrain"):
-        worker = threading.Thread(target=lambda: results.append(
-            pretrain(cfg, out, progress=False, on_wait=lambda text: waiting.set())))
+        worker = threading.Thread(
+            target=lambda: results.append(pretrain(cfg, out, progress=False, on_wait=lambda text: waiting.set()))
+        )
         worker.start()
         assert waiting.wait(timeout=1200), "pretrain did not wait for the held directory"
         assert not (out / "run").exists()

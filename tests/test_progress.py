@@ -17,8 +17,10 @@ def test_without_a_terminal_progress_prints_lines_with_the_time_left(capsys):
 
 
 def test_no_lines_when_a_bar_is_drawn_or_progress_is_off(capsys):
-    for bar, wanted in ((tqdm(total=3, disable=False, file=open("/dev/null", "w")), True),
-                        (tqdm(total=3, disable=True), False)):
+    for bar, wanted in (
+        (tqdm(total=3, disable=False, file=open("/dev/null", "w")), True),
+        (tqdm(total=3, disable=True), False),
+    ):
         lines = TextProgress(bar, wanted, "study s", "run")
         for n in (1, 2, 3):
             lines.update(n)

@@ -1,11 +1,11 @@
 """Protocol presets (the top-level config key ``protocol``) and the protocol record of a run."""
 
 import pytest
+from testkit import REPO
 
 from peftlab.config import config_hash, load_config
 from peftlab.errors import ConfigError
 from peftlab.protocol import PRESETS, protocol_card
-from testkit import REPO
 
 
 def test_a_preset_sets_its_values_and_refuses_a_config_that_sets_one_otherwise():
@@ -16,15 +16,18 @@ def test_a_preset_sets_its_values_and_refuses_a_config_that_sets_one_otherwise()
     assert cfg.data.interpolation == "bicubic" and cfg.data.normalize == "none" and cfg.train.epochs == 100
     with pytest.raises(ConfigError) as err:
         load_config(None, ["protocol=petl_vision", "data.name=vtab1k/dtd", "data.normalize=model"])
-    assert str(err.value) == ("data.normalize='model' is invalid: expected 'none', the value of protocol petl_vision "
-                              "(or protocol: none)")
+    assert str(err.value) == (
+        "data.normalize='model' is invalid: expected 'none', the value of protocol petl_vision (or protocol: none)"
+    )
     # a key the preset leaves alone is the config's own
     assert load_config(None, ["protocol=petl_vision", "train.lr=0.01"]).train.lr == 0.01
 
 
 def test_vpetl_bench_smooths_labels_on_its_augmented_tasks_only():
-    smoothing = {task: load_config(None, ["protocol=vpetl_bench", f"data.name=vtab1k/{task}"]).train.label_smoothing
-                 for task in ("dtd", "svhn", "cifar", "dsprites_loc")}
+    smoothing = {
+        task: load_config(None, ["protocol=vpetl_bench", f"data.name=vtab1k/{task}"]).train.label_smoothing
+        for task in ("dtd", "svhn", "cifar", "dsprites_loc")
+    }
     assert smoothing == {"dtd": 0.1, "svhn": 0.1, "cifar": 0.0, "dsprites_loc": 0.0}
     assert load_config(None, ["protocol=vpetl_bench"]).data.normalize == "imagenet"
 
@@ -32,7 +35,9 @@ def test_vpetl_bench_smooths_labels_on_its_augmented_tasks_only():
 def test_the_new_keys_at_their_defaults_keep_run_ids():
     cfg = load_config(REPO / "configs" / "downstream.yaml")
     assert config_hash(cfg) == "817ef5e4015b"  # as before the protocol keys existed
-    assert config_hash(load_config(REPO / "configs" / "downstream.yaml", ["data.interpolation=bicubic"])) != "817ef5e4015b"
+    assert (
+        config_hash(load_config(REPO / "configs" / "downstream.yaml", ["data.interpolation=bicubic"])) != "817ef5e4015b"
+    )
 
 
 def test_the_protocol_record_names_the_splits_and_counts_the_head_apart():

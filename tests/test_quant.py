@@ -6,34 +6,38 @@ stored quantized base stays byte-identical; the fp32 merge equals the adapter; t
 file round-trips; training resumed from a saved state is bit-identical.
 """
 
-import copy
 import io
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.quant import is_quantized_linear, weight_only_arithmetic
-from peftlab.tuners import apply_tuner
 from peftlab.training.evaluate import MERGE_TOLERANCE
+from peftlab.tuners.base import apply_tuner
 
 bnb = pytest.importorskip("bitsandbytes")
 
 NUM_CLASSES = 5
-MODES = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "fp4": {"mode": "fp4"},
-         "nf4-dq": {"mode": "nf4", "double_quant": True}}
+MODES = {
+    "int8": {"mode": "int8"},
+    "nf4": {"mode": "nf4"},
+    "fp4": {"mode": "fp4"},
+    "nf4-dq": {"mode": "nf4", "double_quant": True},
+}
 TARGETS = ["timm-qv-slices", "timm-whole-qkv", "hf-vit"]
 
 
 def make(target: str, quant: dict, hf_dir, method: str = "lora"):
     model = {"source": "hf", "path": str(hf_dir)} if target == "hf-vit" else TINY_MODEL
     options = {"r": 4, "target_modules": [r"blocks\.\d+\.attn\.qkv"] if target == "timm-whole-qkv" else "standard"}
-    cfg = load_config(overrides={"model": model, "method": {"name": method, **(options if method == "lora" else {})},
-                                 "quant": quant})
+    cfg = load_config(
+        overrides={"model": model, "method": {"name": method, **(options if method == "lora" else {})}, "quant": quant}
+    )
     torch.manual_seed(0)
     return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
 
@@ -69,8 +73,9 @@ def test_quantized_lora_trains_only_adapters_and_merges_exactly(mode, target, hf
     adapted = [m for m in tuner.model.modules() if hasattr(m, "lora_A")]
     wrapper = lora_bnb.Linear8bitLt if mode == "int8" else lora_bnb.Linear4bit
     assert adapted and all(type(m) is wrapper for m in adapted)  # PEFT's bnb LoRA layers, not plain Linear ones
-    assert tuner.quantized and not any(is_quantized_linear(m) for n, m in tuner.model.named_modules()
-                                       if n.endswith(("head", "classifier")))
+    assert tuner.quantized and not any(
+        is_quantized_linear(m) for n, m in tuner.model.named_modules() if n.endswith(("head", "classifier"))
+    )
     before = {k: v.clone() for k, v in tuner.model.state_dict().items()}
     train_steps(tuner, optimizer_of(tuner), 3)
     after = tuner.model.state_dict()
@@ -167,8 +172,9 @@ def test_stored_bytes_are_what_bitsandbytes_keeps(mode, hf_dir):
         else:
             blocks = n // 64
             absmax = blocks + 4 * (-(-blocks // 256)) + 4 * 256 if mode == "nf4-dq" else 4 * blocks
-            expected += n // 2 + absmax + 4 * 16 + sum(t.numel() for k, t in layer.state_dict().items()
-                                                          if "quant_state" in k)
+            expected += (
+                n // 2 + absmax + 4 * 16 + sum(t.numel() for k, t in layer.state_dict().items() if "quant_state" in k)
+            )
         expected += 4 * rows  # fp32 bias
     counted = sum(t.numel() * t.element_size() for layer in layers for t in layer.state_dict().values())
     assert counted == expected
@@ -193,8 +199,9 @@ def repack_by_hand(model) -> int:
 
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     for layer in layers:
-        layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data,
-                                                                                     layer.weight.quant_state)
+        layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(
+            layer.weight.data, layer.weight.quant_state
+        )
     return len(layers)
 
 
@@ -222,16 +229,17 @@ def test_the_reference_kernel_never_repacks_in_evaluation(hf_dir):
     tuner.model.eval()
     with torch.no_grad():
         tuner.model(images())
-    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
-                   for m in tuner.model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    assert not any(
+        getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+        for m in tuner.model.modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    )
 
 
 @pytest.mark.parametrize("mode", FOUR_BIT)
 def test_restore_layout_gives_back_the_codes_and_the_bf16_statistics(mode):
     """bitsandbytes' own inverse leaves a non-nested absmax transposed (5.6% weight error); ours does not."""
-    from peftlab.quant import dequantized_weight, is_repacked, restore_layout
-
-    from peftlab.quant import quantized_linear
+    from peftlab.quant import dequantized_weight, is_repacked, quantized_linear, restore_layout
 
     torch.manual_seed(0)
     quant = load_config(overrides={"quant": MODES[mode]}).quant
@@ -244,7 +252,7 @@ def test_restore_layout_gives_back_the_codes_and_the_bf16_statistics(mode):
     assert torch.equal(layer.weight.data, codes)
     after = dequantized_weight(layer)
     scale = before.abs().amax()
-    assert (after - before).abs().max() <= 2 ** -7 * scale  # only the absmax's bf16 rounding
+    assert (after - before).abs().max() <= 2**-7 * scale  # only the absmax's bf16 rounding
     assert {k: v.numel() * v.element_size() for k, v in layer.state_dict().items()} == bytes_before
 
     repack_by_hand(layer)  # state_dict() itself restores it first (bitsandbytes' own inverse would not, exactly)
@@ -277,6 +285,12 @@ def test_a_repacked_base_still_merges_exactly_counts_its_bytes_and_trains(mode, 
     repack_by_hand(tuner.model)  # as after an evaluation with quant.cpu_kernel bnb: the recipe's evaluate restores
     from peftlab.training.evaluate import evaluate
 
-    evaluate(tuner.model, torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.long)), 4,
-             torch.device("cpu"), "fp32", "val")
+    evaluate(
+        tuner.model,
+        torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.long)),
+        4,
+        torch.device("cpu"),
+        "fp32",
+        "val",
+    )
     train_steps(tuner, optimizer, 1, first=2)  # bitsandbytes' packed path would fail here ("a view of a leaf")

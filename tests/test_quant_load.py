@@ -12,28 +12,41 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from testkit import REPO, TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.quant_load import build_base, loads_quantized
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 pytest.importorskip("bitsandbytes")
 
 NUM_CLASSES = 5
-QUANTS = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "fp4": {"mode": "fp4"},
-          "nf4-dq": {"mode": "nf4", "double_quant": True}}
-HF_NAMES = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
-            "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+QUANTS = {
+    "int8": {"mode": "int8"},
+    "nf4": {"mode": "nf4"},
+    "fp4": {"mode": "fp4"},
+    "nf4-dq": {"mode": "nf4", "double_quant": True},
+}
+HF_NAMES = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
 
 
 def hf_layout(state: dict) -> dict:
     """The tiny timm ViT's tensors under HF ViT names (q, k and v apart), as an HF checkpoint holds them."""
-    fixed = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
-             "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-             "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-             "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+    fixed = {
+        "cls_token": "embeddings.cls_token",
+        "pos_embed": "embeddings.position_embeddings",
+        "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+        "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+        "norm.weight": "layernorm.weight",
+        "norm.bias": "layernorm.bias",
+    }
     out = {}
     for key, value in state.items():
         if key in fixed:
@@ -54,8 +67,11 @@ def hf_layout(state: dict) -> dict:
 def weights(tmp_path_factory):
     """The tiny ViT's pretrained weights (head excepted) in timm's and HF's key layouts."""
     torch.manual_seed(3)
-    state = {k: v.contiguous() for k, v in build_backbone(load_config(overrides={"model": TINY_MODEL}).model,
-                                                          NUM_CLASSES).state_dict().items() if not k.startswith("head")}
+    state = {
+        k: v.contiguous()
+        for k, v in build_backbone(load_config(overrides={"model": TINY_MODEL}).model, NUM_CLASSES).state_dict().items()
+        if not k.startswith("head")
+    }
     folder = tmp_path_factory.mktemp("weights")
     save_file(state, folder / "timm.safetensors")
     save_file(hf_layout(state), folder / "hf.safetensors")
@@ -87,16 +103,18 @@ def assert_same(old, new) -> None:
             assert torch.equal(old.merged_model()(x), new.merged_model()(x))
 
 
-CASES = [("timm", name, quant, {"name": "lora", "r": 4, "target_modules": targets}) for name, quant in QUANTS.items()
-         for targets in ("standard", [r"blocks\.\d+\.attn\.qkv"])]
+CASES = [
+    ("timm", name, quant, {"name": "lora", "r": 4, "target_modules": targets})
+    for name, quant in QUANTS.items()
+    for targets in ("standard", [r"blocks\.\d+\.attn\.qkv"])
+]
 CASES += [("hf", name, QUANTS[name], {"name": "lora", "r": 4}) for name in ("int8", "nf4-dq")]
 CASES += [(layout, "qalora", {}, {"name": "qalora", "r": 4, "group_size": 32}) for layout in ("timm", "hf")]
 CASES += [("timm", "linear-nf4", QUANTS["nf4"], {"name": "linear"})]
 
 
 @pytest.mark.parametrize("layout,name,quant,method", CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
-def test_a_base_quantized_while_loading_is_byte_identical_to_one_quantized_after(layout, name, quant, method,
-                                                                                 weights):
+def test_a_base_quantized_while_loading_is_byte_identical_to_one_quantized_after(layout, name, quant, method, weights):
     cfg = config(weights / f"{layout}.safetensors", quant, method)
     assert loads_quantized(cfg)
     old, old_rng = built(cfg, lambda c: build_backbone(c.model, NUM_CLASSES))
@@ -131,7 +149,7 @@ from safetensors.torch import save_file
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.quant_load import build_base
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 TINY = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
 path, mode = sys.argv[1], sys.argv[2]
@@ -157,8 +175,9 @@ print(json.dumps({"peak": peak - baseline, "stored": sum(t.numel() * t.element_s
 
 def run_child(*args: str) -> dict:
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, "-c", BUILD_PEAK, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_PEAK, *args], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
 

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 from packaging.utils import canonicalize_name
-
 from testkit import REPO
 
 spec = importlib.util.spec_from_file_location("check_locks", REPO / "scripts" / "check_locks.py")
@@ -22,8 +21,12 @@ LINUX_ONLY = ("cuda-", "nvidia-", "triton")  # no macOS wheels: torch requires t
 
 
 def test_every_lock_is_found_and_requirements_lock_comes_first():
-    assert [p.name for p in LOCKS] == ["requirements.lock", "requirements-ray.lock", "requirements-slurm.lock",
-                                       "requirements-track.lock"]
+    assert [p.name for p in LOCKS] == [
+        "requirements.lock",
+        "requirements-ray.lock",
+        "requirements-slurm.lock",
+        "requirements-track.lock",
+    ]
 
 
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
@@ -54,8 +57,14 @@ def test_this_machine_installs_every_line():
     assert all(r.marker is None or r.marker.evaluate() for r in requirements)
 
 
-@pytest.mark.parametrize("line, why", [("torch>=2.0", "is not pinned"), ("torch==2.1,<3", "is not pinned"),
-                                       ("torch==2.1 ; sys_platform ==", "expected name==version [; marker]")])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("torch>=2.0", "is not pinned"),
+        ("torch==2.1,<3", "is not pinned"),
+        ("torch==2.1 ; sys_platform ==", "expected name==version [; marker]"),
+    ],
+)
 def test_a_line_that_is_not_a_pin_is_refused_naming_the_lock_and_line(tmp_path, line, why):
     lock = tmp_path / "requirements-x.lock"
     lock.write_text("# a comment\nnumpy==2.4.6\n" + line + "\n")
@@ -66,22 +75,39 @@ def test_a_line_that_is_not_a_pin_is_refused_naming_the_lock_and_line(tmp_path, 
 def test_linux_targets_pass_every_manylinux_tag_up_to_2_28():
     """pip's --platform matches only the tags given: bitsandbytes' aarch64 wheel is manylinux_2_24 only."""
     aarch64 = TARGETS["linux-aarch64"].platforms
-    assert {"manylinux_2_17_aarch64", "manylinux_2_24_aarch64", "manylinux_2_28_aarch64",
-            "manylinux2014_aarch64"} <= set(aarch64)
+    assert {
+        "manylinux_2_17_aarch64",
+        "manylinux_2_24_aarch64",
+        "manylinux_2_28_aarch64",
+        "manylinux2014_aarch64",
+    } <= set(aarch64)
     assert "manylinux_2_29_aarch64" not in aarch64 and "manylinux_2_16_aarch64" not in aarch64
-    assert {"manylinux_2_5_x86_64", "manylinux1_x86_64", "manylinux_2_28_x86_64"} <= set(TARGETS["linux-x86_64"].platforms)
+    assert {"manylinux_2_5_x86_64", "manylinux1_x86_64", "manylinux_2_28_x86_64"} <= set(
+        TARGETS["linux-x86_64"].platforms
+    )
 
 
 def test_the_pip_command_resolves_wheels_only_without_dependencies_for_the_target(tmp_path):
     command = check_locks.pip_command(tmp_path / "r.txt", tmp_path, TARGETS["macos-arm64"])
     joined = " ".join(command)
-    for flag in ("--dry-run", "--no-deps", "--only-binary=:all:", "--ignore-installed", "--platform macosx_14_0_arm64",
-                 "--python-version 3.11", "--implementation cp", "--abi cp311", f"-r {tmp_path / 'r.txt'}"):
+    for flag in (
+        "--dry-run",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--ignore-installed",
+        "--platform macosx_14_0_arm64",
+        "--python-version 3.11",
+        "--implementation cp",
+        "--abi cp311",
+        f"-r {tmp_path / 'r.txt'}",
+    ):
         assert flag in joined
 
 
-NO_WHEEL = ("ERROR: Could not find a version that satisfies the requirement {0} (from versions: none)\n"
-            "ERROR: No matching distribution found for {0}\n")
+NO_WHEEL = (
+    "ERROR: Could not find a version that satisfies the requirement {0} (from versions: none)\n"
+    "ERROR: No matching distribution found for {0}\n"
+)
 
 
 def fake_pip(no_wheel: set[str], log: str = ""):
@@ -100,8 +126,9 @@ def fake_pip(no_wheel: set[str], log: str = ""):
 
 def test_every_line_without_a_wheel_is_found_and_lines_left_out_by_markers_never_reach_pip(tmp_path):
     lock = tmp_path / "requirements.lock"
-    lock.write_text('numpy==2.4.6\ncuda-bindings==13.5.0 ; sys_platform == "linux"\ntriton==3.8.0\nPyYAML==6.0.3\n'
-                    "appnope==0.1.4\n")
+    lock.write_text(
+        'numpy==2.4.6\ncuda-bindings==13.5.0 ; sys_platform == "linux"\ntriton==3.8.0\nPyYAML==6.0.3\nappnope==0.1.4\n'
+    )
     pip, calls = fake_pip({"triton", "appnope"})
     line, missing = check_locks.check_lock(lock, TARGETS["macos-arm64"], pip)
     assert missing == ["triton==3.8.0", "appnope==0.1.4"]
@@ -118,14 +145,18 @@ def test_main_fails_in_one_line_naming_lock_target_and_package(tmp_path, capsys)
     assert check_locks.main([str(lock)], pip) == 1
     out, err = capsys.readouterr()
     assert out.count("\n") == 3 and "requirements-x.lock linux-aarch64: FAILED, no wheel for triton==3.8.0" in out
-    assert err.count("\n") == 1 and err.startswith("check_locks: no wheel for requirements-x.lock on macos-arm64: "
-                                                   "triton==3.8.0; requirements-x.lock on linux-aarch64")
+    assert err.count("\n") == 1 and err.startswith(
+        "check_locks: no wheel for requirements-x.lock on macos-arm64: "
+        "triton==3.8.0; requirements-x.lock on linux-aarch64"
+    )
 
 
-UNREACHABLE_LOG = ("Could not fetch URL https://pypi.org/simple/triton/: connection error: HTTPSConnectionPool("
-                   "host='pypi.org', port=443): Max retries exceeded with url: /simple/triton/ (Caused by "
-                   "NewConnectionError('<HTTPSConnection object>: Failed to establish a new connection: [Errno 111] "
-                   "Connection refused')) - skipping\n")
+UNREACHABLE_LOG = (
+    "Could not fetch URL https://pypi.org/simple/triton/: connection error: HTTPSConnectionPool("
+    "host='pypi.org', port=443): Max retries exceeded with url: /simple/triton/ (Caused by "
+    "NewConnectionError('<HTTPSConnection object>: Failed to establish a new connection: [Errno 111] "
+    "Connection refused')) - skipping\n"
+)
 
 
 def test_an_index_that_does_not_answer_makes_the_lock_unknown_not_unresolvable(tmp_path, capsys):

@@ -21,10 +21,13 @@ def test_the_run_id_of_the_downstream_config_is_pinned():
     assert config_hash(load_config(CONFIGS / "downstream.yaml")) == "817ef5e4015b"
 
 
-@pytest.mark.parametrize("study, count, first, digest", [
-    ("default", 40, "2c5e71513fdb", "e87d3593b318"),  # tuned: the head trains at train.lr (issue 25)
-    ("adaptive", 55, "c9fb5e720aec", "8205b2ad5959"),
-])
+@pytest.mark.parametrize(
+    "study, count, first, digest",
+    [
+        ("default", 40, "2c5e71513fdb", "e87d3593b318"),  # tuned: the head trains at train.lr (issue 25)
+        ("adaptive", 55, "c9fb5e720aec", "8205b2ad5959"),
+    ],
+)
 def test_the_run_ids_of_a_study_are_pinned(study, count, first, digest):
     runs = load_study(CONFIGS / "studies" / f"{study}.yaml").runs
     ids = sorted(run.run_id for run in runs)

@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
+from testkit import TINY_MODEL, needs_fashion_mnist, run_cli
 
-from testkit import needs_fashion_mnist, TINY_MODEL, run_cli
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.training.run import train
@@ -55,7 +55,15 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
     assert saved["merge"]["max_abs_diff"] < 1e-4
     assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
     hardware = saved["provenance"]["hardware"]  # the CPU features that pick the kernels, so the numbers
-    assert set(hardware["cpu_flags"]) <= {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"}
+    assert set(hardware["cpu_flags"]) <= {
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_tile",
+        "amx_bf16",
+    }
     assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert 0.0 <= saved["metrics"]["test_top1"] <= 1.0
     assert all("lora_" in k or ".head." in k for k in load_file(str(tmp_path / "run" / "adapter.safetensors")))
@@ -89,20 +97,45 @@ class Interrupt(BaseException):
     """Stands for a kill: not an Exception, so nothing records it."""
 
 
-@pytest.mark.parametrize("method", ["lora", "full", "stateful", "adalora", "adaptive", "qalora",
-                                    "bitfit", "ssf", "difffit", "houlsby", "vpt", "dora", "vera", "loha"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "lora",
+        "full",
+        "stateful",
+        "adalora",
+        "adaptive",
+        "qalora",
+        "bitfit",
+        "ssf",
+        "difffit",
+        "houlsby",
+        "vpt",
+        "dora",
+        "vera",
+        "loha",
+    ],
+)
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
-    import peftlab.training.recipe
     import stateful_tuner
+
+    import peftlab.training.recipe
     from peftlab.tuners import TUNERS
 
     monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
-    options = {"full": {}, "bitfit": {}, "ssf": {}, "difffit": {}, "houlsby": {"bottleneck": 4},
-               "vpt": {"prompt_tokens": 3}, "adalora": {"init_r": 6, "target_r": 3, "lora_dropout": 0.1},
-               "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1},
-               "qalora": {"r": 4, "lora_dropout": 0.1, "schedule": "cosine"},
-               "vera": {"r": 16, "vera_dropout": 0.1}, "loha": {"r": 4, "rank_dropout": 0.1, "module_dropout": 0.1},
-               }.get(method, {"r": 4, "lora_dropout": 0.1})
+    options = {
+        "full": {},
+        "bitfit": {},
+        "ssf": {},
+        "difffit": {},
+        "houlsby": {"bottleneck": 4},
+        "vpt": {"prompt_tokens": 3},
+        "adalora": {"init_r": 6, "target_r": 3, "lora_dropout": 0.1},
+        "adaptive": {"r": 4, "importance": "sensitivity", "allocation": "threshold", "interval": 1},
+        "qalora": {"r": 4, "lora_dropout": 0.1, "schedule": "cosine"},
+        "vera": {"r": 16, "vera_dropout": 0.1},
+        "loha": {"r": 4, "rank_dropout": 0.1, "module_dropout": 0.1},
+    }.get(method, {"r": 4, "lora_dropout": 0.1})
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)
 
@@ -176,18 +209,30 @@ def test_a_non_finite_step_between_log_points_is_reported_at_its_exact_step(tmp_
 def test_an_image_folder_run_is_the_same_with_workers_and_cache(tmp_path, monkeypatch):
     """JPEG files decoded by two DataLoader workers, or cached, train to the same weights, bit for bit,
     as decoding in the main process, augmentation included."""
-    from peftlab.bench import write_jpeg_folder
+    from peftlab.bench.data import write_jpeg_folder
     from peftlab.data.sources import ENV_DATA_CACHE
 
     monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "cache"))  # not ~/.cache
     write_jpeg_folder(tmp_path / "jpegs", n_train=48, size=40, classes=3, n_test=9)
     runs = {}
-    for name, data in (("main", {"num_workers": 0}), ("workers", {"num_workers": 2}),
-                       ("cached", {"num_workers": 2, "cache": True})):
-        cfg = config(method={"name": "lora", "r": 4}, data={"name": "imagefolder", "root": str(tmp_path / "jpegs"),
-                                                            "augment": True, "train_subset": None, "val_subset": None,
-                                                            "test_subset": None, **data},
-                     train={"epochs": 2, "batch_size": 16, "log_every": 2, "ckpt_every": 3})
+    for name, data in (
+        ("main", {"num_workers": 0}),
+        ("workers", {"num_workers": 2}),
+        ("cached", {"num_workers": 2, "cache": True}),
+    ):
+        cfg = config(
+            method={"name": "lora", "r": 4},
+            data={
+                "name": "imagefolder",
+                "root": str(tmp_path / "jpegs"),
+                "augment": True,
+                "train_subset": None,
+                "val_subset": None,
+                "test_subset": None,
+                **data,
+            },
+            train={"epochs": 2, "batch_size": 16, "log_every": 2, "ckpt_every": 3},
+        )
         runs[name] = train(cfg, tmp_path / name, progress=False)
         assert runs[name]["status"] == "completed", runs[name]["error"]
     a = load_file(str(tmp_path / "main" / "adapter.safetensors"))
@@ -208,7 +253,9 @@ def test_merged_export_of_a_hand_written_method_is_a_plain_timm_model(tmp_path, 
     from peftlab.export import load_trained
 
     run_dir, out = tmp_path / "run", tmp_path / "merged.safetensors"
-    assert train(config(method={"name": method}, train={"max_steps": 2}), run_dir, progress=False)["status"] == "completed"
+    assert (
+        train(config(method={"name": method}, train={"max_steps": 2}), run_dir, progress=False)["status"] == "completed"
+    )
     assert main(["export", str(run_dir), "--merged", str(out)]) == 0
     with safe_open(str(out), "pt") as f:
         header = f.metadata()
@@ -249,8 +296,9 @@ def test_cli_train_then_export_loads_in_plain_timm(tmp_path):
     assert "completed" in proc.stdout
     proc = run_cli("export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors"))
     assert proc.returncode == 0, proc.stderr
-    model = timm.create_model(TINY_MODEL["name"], num_classes=10,
-                              **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model = timm.create_model(
+        TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"}
+    )
     model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
     # the header alone says how to build it: timm model name and arguments, input size, normalisation
     from safetensors import safe_open
@@ -281,15 +329,17 @@ def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
 
 
 def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
-    proc = run_cli("train", "/dev/null", "data.name=cifar10", f"data.root={tmp_path}", "--run-dir",
-                   str(tmp_path / "run"))
+    proc = run_cli(
+        "train", "/dev/null", "data.name=cifar10", f"data.root={tmp_path}", "--run-dir", str(tmp_path / "run")
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "cifar10" in proc.stderr
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"},
-                                   {"mode": "nf4", "cpu_kernel": "bnb"}])  # bnb's bf16 kernel on AVX512-BF16 CPUs
+@pytest.mark.parametrize(
+    "quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"}, {"mode": "nf4", "cpu_kernel": "bnb"}]
+)  # bnb's bf16 kernel on AVX512-BF16 CPUs
 def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant):
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
@@ -310,7 +360,9 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
 
     # --merged: dequant(W) + ΔW as a plain timm state dict
     export_merged(tmp_path / "run", tmp_path / "merged.safetensors")
-    model = timm.create_model(TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model = timm.create_model(
+        TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"}
+    )
     model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
     # --merged --quantized: the deployable quantized model; loaded back it scores the run's merged test top-1
     export_merged(tmp_path / "run", tmp_path / "merged-q.safetensors", quantized=True)
@@ -321,14 +373,18 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     assert test["top1"] == result["metrics"]["merged_test_top1"]
 
 
-@pytest.mark.parametrize("method, train_cfg", [
-    ("lora", {"lr": 1e30}),  # finite loss at its one step, non-finite weights or outputs after it
-    ("full", {"weight_decay": 1e30}),
-])
+@pytest.mark.parametrize(
+    "method, train_cfg",
+    [
+        ("lora", {"lr": 1e30}),  # finite loss at its one step, non-finite weights or outputs after it
+        ("full", {"weight_decay": 1e30}),
+    ],
+)
 def test_a_run_whose_last_update_is_non_finite_ends_diverged(tmp_path, method, train_cfg):
     options = {"r": 4} if method == "lora" else {}
-    cfg = config(method={"name": method, **options},
-                 train={"max_steps": 1, "clip_grad": None, "warmup_ratio": 0.0, **train_cfg})
+    cfg = config(
+        method={"name": method, **options}, train={"max_steps": 1, "clip_grad": None, "warmup_ratio": 0.0, **train_cfg}
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "diverged", result
     assert "non-finite" in result["error"] and "\n" not in result["error"]
@@ -353,8 +409,9 @@ def test_a_checkpoint_of_another_method_is_one_line_and_marked_unusable(tmp_path
 
 def test_threads_come_from_the_config_and_are_recorded(tmp_path):
     torch.set_num_threads(2)
-    result = train(config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a",
-                   progress=False)
+    result = train(
+        config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a", progress=False
+    )
     assert result["provenance"]["threads"] == 1
     from peftlab.training.runtime import default_threads
 
@@ -369,8 +426,10 @@ def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
     from peftlab.cli import main
 
     run_dir = tmp_path / "run"
-    assert train(config(method={"name": "lora", "r": 4}, train={"max_steps": 1}), run_dir,
-                 progress=False)["status"] == "completed"
+    assert (
+        train(config(method={"name": "lora", "r": 4}, train={"max_steps": 1}), run_dir, progress=False)["status"]
+        == "completed"
+    )
     adapter = load_file(str(run_dir / "adapter.safetensors"))
     out = tmp_path / "merged.safetensors"
 
@@ -384,16 +443,20 @@ def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
     assert "is a directory" in export_error()
     out.rmdir()
     key = next(k for k in adapter if "lora_A" in k)
-    for broken in ({k: v for k, v in adapter.items() if k != key},  # a missing key
-                   {**adapter, "extra.weight": torch.zeros(1)},  # an extra key
-                   {**adapter, key: torch.zeros(3, 3)}):  # a wrong shape
+    for broken in (
+        {k: v for k, v in adapter.items() if k != key},  # a missing key
+        {**adapter, "extra.weight": torch.zeros(1)},  # an extra key
+        {**adapter, key: torch.zeros(3, 3)},
+    ):  # a wrong shape
         save_file(broken, str(run_dir / "adapter.safetensors"))
         assert "adapter.safetensors does not match the run's config" in export_error()
     save_file({**adapter, key: torch.full_like(adapter[key], float("nan"))}, str(run_dir / "adapter.safetensors"))
     assert "holds non-finite values (NaN or inf)" in export_error("--force") and not out.exists()
     save_file(adapter, str(run_dir / "adapter.safetensors"))
     result = json.loads((run_dir / "result.json").read_text())
-    (run_dir / "result.json").write_text(json.dumps({**result, "config": {**result["config"], "method": {"name": "full"}}}))
+    (run_dir / "result.json").write_text(
+        json.dumps({**result, "config": {**result["config"], "method": {"name": "full"}}})
+    )
     assert "its method is not 'lora'" in export_error()
     (run_dir / "result.json").write_text(json.dumps({**result, "provenance": None}))
     assert "number of classes" in export_error()
@@ -413,8 +476,9 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
     from peftlab.export import load_quantized
     from peftlab.training.evaluate import evaluate
 
-    cfg = config(method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"},
-                 train={"epochs": 1})
+    cfg = config(
+        method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"}, train={"epochs": 1}
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]
     merge = result["merge"]
@@ -449,9 +513,16 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
 def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypatch):
     """A tiny train subset with a large validation split (30 times the images of training):
     result.json warns and names val_subset. The floor of 30 s is lowered for this toy run."""
-    monkeypatch.setattr("peftlab.training.recipe.SLOW_VALIDATION_SECONDS", 0.0)
-    result = train(config(method={"name": "linear"}, data={"train_subset": 32, "val_subset": 1000},
-                          train={"epochs": 2, "eval_every": 1}), tmp_path / "run", progress=False)
+    monkeypatch.setattr("peftlab.training.outcome.SLOW_VALIDATION_SECONDS", 0.0)
+    result = train(
+        config(
+            method={"name": "linear"},
+            data={"train_subset": 32, "val_subset": 1000},
+            train={"epochs": 2, "eval_every": 1},
+        ),
+        tmp_path / "run",
+        progress=False,
+    )
     assert result["status"] == "completed", result["error"]
     assert result["timing"]["val_seconds"] > result["timing"]["train_seconds"]
     assert len(result["warnings"]) == 1 and "data.val_subset (now 1000 images)" in result["warnings"][0]
@@ -459,7 +530,7 @@ def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypa
 
 def test_a_short_validation_is_not_worth_a_warning_whatever_the_load():
     """Below 30 s of validation the two timings are noise: the line must not come and go with the load."""
-    from peftlab.training.recipe import slow_validation
+    from peftlab.training.outcome import slow_validation
 
     assert slow_validation(0.3, 0.1, 32) == [] and slow_validation(29.0, 1.0, 32) == []
     assert slow_validation(31.0, 30.5, 32) != [] and slow_validation(31.0, 40.0, 32) == []
@@ -468,15 +539,21 @@ def test_a_short_validation_is_not_worth_a_warning_whatever_the_load():
 def test_a_run_without_a_validation_split_reports_no_val_accuracy_and_refuses_early_stopping(tmp_path):
     """data.val_fraction 0: val_top1 and best_val_top1 are null (not 0%), every epoch runs, and
     early stopping, which would stop for "no improvement", is a one-line config error."""
-    result = train(config(method={"name": "linear"}, data={"val_fraction": 0.0, "val_subset": None},
-                          train={"epochs": 3}), tmp_path / "run", progress=False)
+    result = train(
+        config(method={"name": "linear"}, data={"val_fraction": 0.0, "val_subset": None}, train={"epochs": 3}),
+        tmp_path / "run",
+        progress=False,
+    )
     assert result["status"] == "completed", result["error"]
     assert result["metrics"]["val_top1"] is None and result["metrics"]["best_val_top1"] is None
     epochs = [r for r in training_records(tmp_path / "run") if r["kind"] == "epoch"]
     assert [r["val_top1"] for r in epochs] == [None, None, None]
     assert result["metrics"]["test_top1"] > 0
-    with pytest.raises(ConfigError, match=r"train.early_stop_patience=1 is invalid: expected null when "
-                                          r"data.val_fraction is 0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train.early_stop_patience=1 is invalid: expected null when "
+        r"data.val_fraction is 0",
+    ):
         config(data={"val_fraction": 0.0, "val_subset": None}, train={"early_stop_patience": 1})
 
 
@@ -501,14 +578,22 @@ def test_a_failed_runs_directory_takes_a_corrected_config_and_keeps_the_failure_
 
 def test_device_switches_resolve_on_cpu_and_are_recorded(tmp_path):
     """precision auto is fp32 on a CPU, TF32 applies to CUDA only, AdamW is the foreach one unless asked."""
-    result = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2}), tmp_path / "a",
-                   progress=False)
+    result = train(
+        config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2}), tmp_path / "a", progress=False
+    )
     assert result["config"]["train"]["precision"] == "auto"
     provenance = result["provenance"]
-    assert (provenance["dtype"], provenance["tf32"], provenance["fused_adamw"], provenance["compile"]) == \
-        ("fp32", False, False, None)
-    fused = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2, "fused_adamw": True}),
-                  tmp_path / "b", progress=False)
+    assert (provenance["dtype"], provenance["tf32"], provenance["fused_adamw"], provenance["compile"]) == (
+        "fp32",
+        False,
+        False,
+        None,
+    )
+    fused = train(
+        config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 2, "fused_adamw": True}),
+        tmp_path / "b",
+        progress=False,
+    )
     assert fused["status"] == "completed" and fused["provenance"]["fused_adamw"] is True
 
 
@@ -516,6 +601,7 @@ def test_a_model_that_cannot_compile_trains_eagerly_after_one_line(tmp_path, mon
     def broken_compile(self, *args, **kwargs):
         def fail(*a, **k):
             raise RuntimeError("inductor: no C++ compiler")  # what a machine without gcc reports
+
         self._compiled_call_impl = fail
 
     monkeypatch.setattr(torch.nn.Module, "compile", broken_compile)
@@ -532,9 +618,12 @@ def test_a_model_that_cannot_compile_trains_eagerly_after_one_line(tmp_path, mon
 def test_a_compiled_run_trains_like_the_eager_one(tmp_path):
     """torch.compile (inductor on CPU) changes the order of some float operations, not the run."""
     train_cfg = {"epochs": 1, "max_steps": 3}
-    eager = train(config(method={"name": "lora", "r": 4}, train=train_cfg), tmp_path / "eager", progress=False)
-    compiled = train(config(method={"name": "lora", "r": 4}, train={**train_cfg, "compile": True}),
-                     tmp_path / "compiled", progress=False)
+    train(config(method={"name": "lora", "r": 4}, train=train_cfg), tmp_path / "eager", progress=False)
+    compiled = train(
+        config(method={"name": "lora", "r": 4}, train={**train_cfg, "compile": True}),
+        tmp_path / "compiled",
+        progress=False,
+    )
     assert compiled["status"] == "completed", compiled["error"]
     assert compiled["provenance"]["compile"]["used"] is True and compiled["provenance"]["compile"]["seconds"] > 0
     a, b = (load_file(str(tmp_path / name / "adapter.safetensors")) for name in ("eager", "compiled"))
@@ -553,8 +642,9 @@ def test_a_run_whose_training_cannot_fit_is_refused_before_its_first_step(tmp_pa
     assert result["status"] == "failed" and "train.batch_size" in result["error"] and result["step"] is None
     assert not (tmp_path / "run" / "checkpoint").exists()
     monkeypatch.undo()  # the same run on the real machine fits, and records its estimate
-    done = train(config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 1}), tmp_path / "ok",
-                 progress=False)
+    done = train(
+        config(method={"name": "lora", "r": 4}, train={"epochs": 1, "max_steps": 1}), tmp_path / "ok", progress=False
+    )
     estimate = done["memory"]["estimate"]
     assert estimate["activations_per_image_bytes"] > 0 and estimate["batch_size"] == 32
 
@@ -579,8 +669,11 @@ def test_auto_batch_halves_the_micro_batch_and_trains_the_same_steps(tmp_path, m
     train_cfg = {"epochs": 1, "ckpt_every": 2}
     plain = train(config(method={"name": "lora", "r": 4}, train=train_cfg), tmp_path / "plain", progress=False)
     out_of_memory_above(monkeypatch, 8, after_calls=3)  # fits until step 4, then only 8 images at once
-    auto = train(config(method={"name": "lora", "r": 4}, train={**train_cfg, "auto_batch": True}),
-                 tmp_path / "auto", progress=False)
+    auto = train(
+        config(method={"name": "lora", "r": 4}, train={**train_cfg, "auto_batch": True}),
+        tmp_path / "auto",
+        progress=False,
+    )
     assert auto["status"] == "completed", auto["error"]
     record = auto["auto_batch"]
     assert record["micro_batch"] == 8 and record["pieces_per_micro_batch"] == 4
@@ -589,8 +682,11 @@ def test_auto_batch_halves_the_micro_batch_and_trains_the_same_steps(tmp_path, m
     a, b = (load_file(str(tmp_path / name / "adapter.safetensors")) for name in ("plain", "auto"))
     for key in a:  # the same steps from the checkpoint on, the gradients summed over quarters
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["kind"] == "step"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "step"
+    ]
     assert steps == list(range(1, 7))  # the records after the checkpoint were written once
 
 

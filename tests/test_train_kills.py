@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 from peftlab.config import dump_config, load_config
 from peftlab.files import KILL_AT, KILL_ONCE, kill_point, remove_temporaries, write_atomic
 from peftlab.training.run import train
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 needs_data = needs_fashion_mnist()
 
@@ -31,8 +31,16 @@ SMALL = {
     "model": TINY_MODEL,
     "method": {"name": "lora", "r": 4},
     "data": {"name": "fashion_mnist", "train_subset": 192, "val_subset": 64, "test_subset": 96},
-    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 96, "lr": 3e-3, "log_every": 2, "ckpt_every": 2,
-              "eval_every": 3, "threads": 1},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "eval_batch_size": 96,
+        "lr": 3e-3,
+        "log_every": 2,
+        "ckpt_every": 2,
+        "eval_every": 3,
+        "threads": 1,
+    },
 }
 TIMINGS = {"images_per_second", "seconds"}  # wall-clock fields differ between any two runs
 
@@ -76,8 +84,10 @@ def test_with_a_marker_file_only_the_first_process_is_killed(tmp_path):
     """``PEFTLAB_KILL_ONCE``: the process that creates the marker dies; the next one (a retry) goes on."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: "step:3", KILL_ONCE: str(tmp_path / "killed")})
     code = "from peftlab.files import kill_point; kill_point('step', 3); print('alive')"
-    first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
-                     for _ in range(2))
+    first, second = (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+        for _ in range(2)
+    )
     assert first.returncode == -signal.SIGKILL and (tmp_path / "killed").exists(), first.stderr
     assert second.returncode == 0 and second.stdout == "alive\n", second.stderr
 
@@ -95,22 +105,30 @@ def test_temporaries_of_interrupted_writes_are_recognised_and_nothing_else(tmp_p
 
 @needs_data
 @pytest.mark.e2e
-@pytest.mark.parametrize("point", [
-    "step:7",  # records of step 7 written, its checkpoint (step 8) not yet
-    "checkpoint:4",  # right after a checkpoint
-    "epoch-record:6",  # after epoch 0's record, before its checkpoint: the record must not appear twice
-    "checkpoint:12",  # the last step checkpointed, the last epoch's record not yet written: it must not be lost
-    "write:last.pt",  # inside the first checkpoint's atomic write: its temporary file stays behind
-    "write:adapter.safetensors",  # inside the adapter's atomic write, after training
-    "adapter",  # the adapter written, result.json not yet
-])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "step:7",  # records of step 7 written, its checkpoint (step 8) not yet
+        "checkpoint:4",  # right after a checkpoint
+        "epoch-record:6",  # after epoch 0's record, before its checkpoint: the record must not appear twice
+        "checkpoint:12",  # the last step checkpointed, the last epoch's record not yet written: it must not be lost
+        "write:last.pt",  # inside the first checkpoint's atomic write: its temporary file stays behind
+        "write:adapter.safetensors",  # inside the adapter's atomic write, after training
+        "adapter",  # the adapter written, result.json not yet
+    ],
+)
 def test_sigkill_at_a_point_then_resume_equals_an_uninterrupted_run(tmp_path, reference, point):
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(dump_config(load_config(overrides=SMALL)))
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: point})
-    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir),
-                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
     assert not (run_dir / "result.json").exists()
     if point.startswith("write:"):
@@ -126,8 +144,13 @@ def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, refe
     cfg_path.write_text(dump_config(load_config(overrides=SMALL)))
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir),
-                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 1200
     while not (run_dir / "checkpoint" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -146,9 +169,17 @@ def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, refe
 
 @needs_data
 @pytest.mark.e2e
-@pytest.mark.parametrize("method", [{"name": "bitfit"}, {"name": "ssf"}, {"name": "difffit"},
-                                    {"name": "houlsby", "bottleneck": 4},
-                                    {"name": "vpt", "prompt_tokens": 3}], ids=lambda method: method["name"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "bitfit"},
+        {"name": "ssf"},
+        {"name": "difffit"},
+        {"name": "houlsby", "bottleneck": 4},
+        {"name": "vpt", "prompt_tokens": 3},
+    ],
+    ids=lambda method: method["name"],
+)
 def test_sigkill_then_resume_equals_an_uninterrupted_run_for_the_hand_written_methods(tmp_path, method):
     cfg = load_config(overrides={**SMALL, "method": method})
     reference = tmp_path / "straight"
@@ -157,7 +188,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_for_the_hand_written_me
     cfg_path, run_dir = tmp_path / "run.yaml", tmp_path / "run"
     cfg_path.write_text(dump_config(cfg))
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: "step:7"})
-    proc = subprocess.run([sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir),
-                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
     assert_equals_reference(run_dir, train(load_config(cfg_path), run_dir, progress=False), (reference, result))

@@ -4,7 +4,6 @@ test split unseen), and every command that reads a run reads it, showing its val
 import json
 
 import pytest
-
 from testkit import needs_fashion_mnist, run_cli, write_tiny_run
 
 pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
@@ -31,8 +30,9 @@ def test_train_of_a_finished_trial_in_its_directory_shows_its_validation_accurac
     assert (trial.parent / "first-train.txt").read_text().startswith(f"0\n{line}")
     proc = run_cli("train", str(trial / "config.yaml"), "--run-dir", str(trial), "--quiet")
     # stderr: at most the result's own warnings (a slow validation, depending on the machine's load)
-    assert proc.returncode == 0 and all(x.startswith("peftlab: warning: ") for x in proc.stderr.splitlines()), \
+    assert proc.returncode == 0 and all(x.startswith("peftlab: warning: ") for x in proc.stderr.splitlines()), (
         proc.stderr
+    )
     assert proc.stdout.startswith(line), proc.stdout
     assert json.loads((trial / "result.json").read_text()) == result  # read, not trained again
 

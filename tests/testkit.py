@@ -4,33 +4,47 @@ import os
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 # The run configs under configs/ (configs/literature.yaml holds published numbers for the paper).
 RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "literature.yaml")
 
 # A 2-block ViT at 32 px: every invariant test runs on it in well under a second.
-TINY_MODEL = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64,
-              "num_heads": 2}
+TINY_MODEL = {
+    "name": "vit_tiny_patch16_224",
+    "img_size": 32,
+    "patch_size": 8,
+    "depth": 2,
+    "embed_dim": 64,
+    "num_heads": 2,
+}
 
 
 def needs_fashion_mnist():
     """Skip a test that trains on real Fashion-MNIST where it is not installed (``make data`` installs it)."""
     import pytest
+
     from peftlab.data.sources import fashion_mnist_dir
 
-    return pytest.mark.skipif(not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
-                              reason="Fashion-MNIST is not installed (make data installs it)")
+    return pytest.mark.skipif(
+        not (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists(),
+        reason="Fashion-MNIST is not installed (make data installs it)",
+    )
 
 
 def write_tiny_run(path: Path, **train) -> Path:
     """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
     import yaml
 
-    path.write_text(yaml.safe_dump({
-        "model": TINY_MODEL, "method": {"name": "lora", "r": 2},
-        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-        "train": {"max_steps": 2, "batch_size": 16, **train}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "method": {"name": "lora", "r": 2},
+                "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+                "train": {"max_steps": 2, "batch_size": 16, **train},
+            }
+        )
+    )
     return path
 
 
@@ -39,8 +53,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     import subprocess
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def train_with_hooks(tuner, steps: int, images, labels, lr: float = 1e-2, each_step=None):

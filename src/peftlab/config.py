@@ -3,14 +3,15 @@
 Every section is a frozen dataclass that validates itself in ``__post_init__``; a bad value
 raises ``ConfigError`` with one line naming the field, the value and what is allowed.
 Checks that need the model (does a rank pattern match a module? does a group size divide
-the layer width?) live next to the code that builds the model: ``peftlab.tuners.check_config``.
+the layer width?) live next to the code that builds the model: ``peftlab.tuners.base.check_config``.
 
-This module is the public face of the configuration; its parts, each importing only those
-before it: ``config_checks`` (the shared field checks and bounds: a leaf that tuners,
-backbones and quant import too), ``config_sections`` (model, data, method, quant, train),
-``config_yaml`` (bounded YAML files and dotted overrides), ``config_paths`` (paths and a base's
-manifest). Here: ``RunConfig``, dict <-> dataclass, ``load_config`` and the run id
-(``config_hash``). None of it imports torch, so the study expander and analysis use it cheaply.
+The configuration's parts, each importing only those before it (a name is imported from the module
+that defines it): ``config_checks`` (the shared field checks and bounds: a leaf that tuners, backbones
+and quant import too), ``config_sections`` (model, data, method, quant, train), ``config_yaml``
+(bounded YAML files and dotted overrides), ``config_paths`` (paths, the checkout's REPO_ROOT and a
+base's manifest), the registry of methods ``peftlab.tuners`` (their config classes). Here: ``RunConfig``,
+dict <-> dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the
+study expander and analysis use it cheaply.
 """
 
 from __future__ import annotations
@@ -29,30 +30,26 @@ from typing import Any, Literal
 
 import yaml
 
-# the registry, read at call time (tuners.TUNERS): a method config that imports from here loads in either order
-from peftlab import tuners
-# the parts of the config; the names other modules import from here are re-exported
-from peftlab.config_checks import (  # noqa: F401
-    DATASET_CLASSES, DATASET_NAMES, MAX_FILE_BYTES, MAX_INT, NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME,
-    check_dataset_name, check_field, check_regex, fail_field, shown)
-from peftlab.config_paths import PATH_FIELDS, REPO_ROOT, hashed_path, resolve_paths, with_base_architecture  # noqa
+from peftlab.config_checks import MAX_INT, check_field, fail_field, shown
+from peftlab.config_paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config_sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
-from peftlab.config_yaml import deep_merge, nest, parse_overrides, parse_yaml, read_text_file, read_yaml  # noqa: F401
+from peftlab.config_yaml import deep_merge, nest, parse_overrides, read_yaml
 from peftlab.errors import ConfigError
 from peftlab.protocol import PRESETS, preset_values
+from peftlab.tuners import TUNERS
 from peftlab.tuners.ia3.config import IA3_STANDARD
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 def method_names() -> tuple[str, ...]:
-    return tuple(tuners.TUNERS)  # the one list of methods
+    return tuple(TUNERS)  # the one list of methods
 
 
 def method_config_class(name: Any) -> type[MethodConfig]:
-    if not isinstance(name, str) or name not in tuners.TUNERS:
-        fail_field("method.name", name, "one of " + ", ".join(tuners.TUNERS))
-    return tuners.TUNERS[name].config_cls
+    if not isinstance(name, str) or name not in TUNERS:
+        fail_field("method.name", name, "one of " + ", ".join(TUNERS))
+    return TUNERS[name].config_cls
 
 
 def default_method() -> MethodConfig:
@@ -75,18 +72,34 @@ class RunConfig:
     protocol: Literal["none", "petl_vision", "vpetl_bench"] = "none"
 
     def __post_init__(self):
-        check_field(0 < len(self.name) <= 128 and self.name not in (".", "..") and self.name.isprintable()
-                    and not set(self.name) & set("/\\"), "name", self.name,
-                    "1 to 128 printable characters without / or \\ (it names the run directory)")
+        check_field(
+            0 < len(self.name) <= 128
+            and self.name not in (".", "..")
+            and self.name.isprintable()
+            and not set(self.name) & set("/\\"),
+            "name",
+            self.name,
+            "1 to 128 printable characters without / or \\ (it names the run directory)",
+        )
         check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.quant.mode != "none" and not self.method.quantizable:
-            fail_field("quant.mode", self.quant.mode,
-                       f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}")
+            fail_field(
+                "quant.mode",
+                self.quant.mode,
+                f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}",
+            )
         if self.train.early_stop_patience and self.data.val_fraction == 0:
-            fail_field("train.early_stop_patience", self.train.early_stop_patience,
-                       "null when data.val_fraction is 0 (early stopping needs a validation split)")
-        check_field(len(set(self.track)) == len(self.track), "track", list(self.track),
-                    "a list of distinct names from " + ", ".join(TRACKERS))
+            fail_field(
+                "train.early_stop_patience",
+                self.train.early_stop_patience,
+                "null when data.val_fraction is 0 (early stopping needs a validation split)",
+            )
+        check_field(
+            len(set(self.track)) == len(self.track),
+            "track",
+            list(self.track),
+            "a list of distinct names from " + ", ".join(TRACKERS),
+        )
         if self.protocol != "none":
             check_protocol(self)
 
@@ -105,8 +118,9 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
         return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -162,16 +176,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return number
     if tp is str:
         check_field(isinstance(value, str), where, value, "a string")
-        check_field("\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, "
-                    "without NUL")
+        check_field(
+            "\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, without NUL"
+        )
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
 @functools.cache
 def _hints_and_names(cls: type) -> tuple[dict, list[str]]:
-    """A dataclass's resolved field types and field names: the same for every config built, and
-    resolving them (``typing.get_type_hints``) cost a 10,000-run study a third of its dry-run."""
+    """A dataclass's resolved field types and field names: the same for every config built, so resolved
+    once (``typing.get_type_hints`` is slow, and a study's dry-run builds every one of its configs)."""
     return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
 
 
@@ -220,13 +235,16 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def check_protocol(cfg: "RunConfig") -> None:
+def check_protocol(cfg: RunConfig) -> None:
     """Every setting of ``cfg.protocol`` holds: the run is that protocol's, as far as peftlab reproduces it."""
     for dotted, value in preset_values(cfg.protocol, cfg.data.name).items():
         section, _, name = dotted.partition(".")
         if getattr(getattr(cfg, section), name) != value:
-            fail_field(dotted, getattr(getattr(cfg, section), name),
-                       f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)")
+            fail_field(
+                dotted,
+                getattr(getattr(cfg, section), name),
+                f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)",
+            )
 
 
 def method_fields(name: str) -> list[str]:
@@ -236,10 +254,11 @@ def method_fields(name: str) -> list[str]:
 def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.") -> str:
     """One line for a key the chosen method does not have: whose it is, and what is allowed."""
     names = [f.name for f in dataclasses.fields(cls)]
-    owners = [n for n, spec in tuners.TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
+    owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
     allowed = f"method {cls.name!r} allows: {', '.join(names)}"
     if owners:
-        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {', '.join(owners)}); {allowed}"
+        owned = ", ".join(owners)
+        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {owned}); {allowed}"
     close = difflib.get_close_matches(key, names, n=1)
     hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
     return f"unknown config key '{prefix}{key}'{hint}; {allowed}"
@@ -269,8 +288,9 @@ def without_foreign_options(options: dict, name: str) -> dict:
     return {k: v for k, v in options.items() if k in own or k not in every}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
-                base_dir: str | Path | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None, base_dir: str | Path | None = None
+) -> RunConfig:
     """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
 
     Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
@@ -292,8 +312,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return from_dict(RunConfig, with_base_architecture(data))
 
 
-# libyaml's emitter writes what PyYAML's does (the representer is the same Python code) about
-# three times faster: a 10,000-run study hashes 10,000 configs before its first run
+# libyaml's emitter writes what PyYAML's does (the representer is the same Python code), faster:
+# a study hashes every one of its configs before its first run
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -304,14 +324,27 @@ def dump_config(cfg: RunConfig) -> str:
 # Fields added after run ids were first handed out, with their defaults: a field at its default
 # is left out of the hash, so adding one keeps every existing run id (and its finished results).
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
-LATE_FIELDS: dict[str, Any] = {"train.compile": False, "train.tf32": True, "train.fused_adamw": None,
-                               "data.num_workers": None, "data.cache": False,
-                               "train.auto_batch": False, "data.test_dir": None,
-                               "quant.cpu_kernel": "reference", "train.test": True,
-                               "data.trainval": False, "data.train_list": None, "data.val_list": None,
-                               "data.test_list": None, "data.trainval_list": None,
-                               "data.interpolation": "bilinear", "data.normalize": "model", "train.label_smoothing": 0.0,
-                               "protocol": "none", "data.group": None}
+LATE_FIELDS: dict[str, Any] = {
+    "train.compile": False,
+    "train.tf32": True,
+    "train.fused_adamw": None,
+    "data.num_workers": None,
+    "data.cache": False,
+    "train.auto_batch": False,
+    "data.test_dir": None,
+    "quant.cpu_kernel": "reference",
+    "train.test": True,
+    "data.trainval": False,
+    "data.train_list": None,
+    "data.val_list": None,
+    "data.test_list": None,
+    "data.trainval_list": None,
+    "data.interpolation": "bilinear",
+    "data.normalize": "model",
+    "train.label_smoothing": 0.0,
+    "protocol": "none",
+    "data.group": None,
+}
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).
@@ -374,8 +407,7 @@ def seed_hashes(plain: dict, seeds: list[int], length: int = 12) -> list[str]:
 
 def _entry_yaml(key: str, value: Any) -> str:
     """The lines of ``key: value`` in the YAML of a mapping that holds it, dumped once per distinct entry."""
-    return _cached(_ENTRY_YAML, (key, repr(value)),
-                   lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
+    return _cached(_ENTRY_YAML, (key, repr(value)), lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

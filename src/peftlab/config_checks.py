@@ -17,11 +17,24 @@ from peftlab.errors import ConfigError
 from peftlab.suites import SUITES, suite_dataset_names
 
 # filelist: explicit list files; vtab1k/<task> and fgvc/<name>: the suites of peftlab.suites
-DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "filelist",
-                 *suite_dataset_names())
-DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200,
-                   **{f"{suite}/{task.name}": task.num_classes for suite, tasks in SUITES.items()
-                      for task in tasks.values()}}
+DATASET_NAMES = (
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "tiny_imagenet",
+    "imagefolder",
+    "filelist",
+    *suite_dataset_names(),
+)
+DATASET_CLASSES = {
+    "mnist": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "tiny_imagenet": 200,
+    **{f"{suite}/{task.name}": task.num_classes for suite, tasks in SUITES.items() for task in tasks.values()},
+}
 
 # What a config or study file may be: beyond these it is refused with one line, before it
 # can exhaust memory or the stack (a file of /dev/zero, a YAML alias bomb, 5,000-deep lists).
@@ -39,7 +52,7 @@ MAX_MLP_DIM = 4 * MAX_EMBED_DIM  # an HF config's intermediate_size (timm's ViTs
 def shown(value: Any, limit: int = 80) -> str:
     """``repr(value)``, shortened: an error line stays one readable line whatever the input."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
+    return text if len(text) <= limit else f"{text[: limit - 20]}...{text[-12:]} ({len(text)} characters)"
 
 
 def fail_field(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
@@ -53,8 +66,12 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 def check_dataset_name(name: str) -> None:
     suites = ", ".join(f"{suite}/<{'|'.join(tasks)}>" for suite, tasks in SUITES.items())
-    check_field(name in DATASET_NAMES, "data.name", name,
-                "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + ", " + suites)
+    check_field(
+        name in DATASET_NAMES,
+        "data.name",
+        name,
+        "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + ", " + suites,
+    )
 
 
 # How the regex fields are matched against module names: each pattern is checked in that form.
@@ -85,8 +102,9 @@ def _repeats(parsed, nested: bool = False) -> int:
             loops = arg[1] > 1
             varies = loops or arg[0] != arg[1] or _varies(arg[2])
             if varies and nested:
-                raise ValueError("a quantifier inside a quantified group (nested quantifiers can take exponential "
-                                 "time)")
+                raise ValueError(
+                    "a quantifier inside a quantified group (nested quantifiers can take exponential time)"
+                )
             count += varies + _repeats(arg[2], nested or loops)
         elif name == "BRANCH":
             if nested:
@@ -119,12 +137,35 @@ def check_regex(field_name: str, pattern: str, form: str = WHOLE_NAME) -> None:
     try:
         re.compile(used)
     except (re.error, RecursionError, OverflowError) as err:
-        fail_field(field_name, pattern, f"a regular expression that still compiles inside {form} ({err}); a flag "
-                                        "goes in a group, (?i:...), not at the start")
+        fail_field(
+            field_name,
+            pattern,
+            f"a regular expression that still compiles inside {form} ({err}); a flag "
+            "goes in a group, (?i:...), not at the start",
+        )
     try:
         repeats = _repeats(re._parser.parse(pattern))
     except ValueError as err:
         fail_field(field_name, pattern, f"a regular expression without {err}")
     if repeats > MAX_PATTERN_REPEATS:
-        fail_field(field_name, pattern, f"a regular expression with at most {MAX_PATTERN_REPEATS} quantifiers "
-                                        f"or alternatives of unequal length (*, +, ?, {{m,n}}, a|bc); it has {repeats}")
+        fail_field(
+            field_name,
+            pattern,
+            f"a regular expression with at most {MAX_PATTERN_REPEATS} quantifiers "
+            f"or alternatives of unequal length (*, +, ?, {{m,n}}, a|bc); it has {repeats}",
+        )
+
+
+def check_steps(value: int | float, field_name: str) -> None:
+    """A schedule field (AdaLoRA's tinit, the adaptive method's warmup) is steps or a fraction of the run."""
+    if isinstance(value, float):
+        check_field(0.0 <= value < 1.0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
+    else:
+        check_field(value >= 0, field_name, value, "an integer number of steps >= 0 or a fraction in [0, 1)")
+
+
+def resolve_steps(value: int | float, total: int, field_name: str) -> int:
+    """An integer is a number of optimizer steps; a number below 1 a fraction of the run's steps."""
+    if isinstance(value, float):
+        return int(round(value * total))
+    return int(value)

@@ -11,7 +11,6 @@ from peftlab.config_checks import MAX_FILE_BYTES, shown
 from peftlab.errors import ConfigError
 from peftlab.files import read_json
 
-
 # Config fields that hold file or directory paths (``model.pretrained`` also takes "none" / "hub").
 PATH_FIELDS = ("model.pretrained", "model.path", "data.root", "data.test_dir", "method.importance_from")
 PATH_WORDS = {"model.pretrained": ("none", "hub")}
@@ -65,7 +64,11 @@ def base_manifest(weights: str) -> tuple[Path, dict] | None:
     file that names it (``peftlab pretrain`` writes one); None for any other weights file."""
     path = Path(weights).parent / "manifest.json"
     manifest = read_json(path) if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES else None
-    if not manifest or manifest.get("weights") != Path(weights).name or not isinstance(manifest.get("architecture"), dict):
+    if (
+        not manifest
+        or manifest.get("weights") != Path(weights).name
+        or not isinstance(manifest.get("architecture"), dict)
+    ):
         return None
     return path, manifest["architecture"]
 
@@ -93,7 +96,9 @@ def with_base_architecture(data: dict, architecture: dict | None = None, source:
         if model.get(key) is None:
             filled[key] = architecture[key]
         elif key in BASE_FIXED and model[key] != architecture[key]:
-            raise ConfigError(f"model.{key}={shown(model[key])} conflicts with the base model.pretrained={pretrained} "
-                              f"({source} says {key}: {architecture[key]!r}): leave model.{key} out to take the "
-                              "base's, or name another base")
+            raise ConfigError(
+                f"model.{key}={shown(model[key])} conflicts with the base model.pretrained={pretrained} "
+                f"({source} says {key}: {architecture[key]!r}): leave model.{key} out to take the "
+                "base's, or name another base"
+            )
     return {**data, "model": filled}

@@ -12,8 +12,16 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from peftlab.config_checks import (MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_THREADS, NAME_COMPONENTS,
-                                   check_dataset_name, check_field, check_regex)
+from peftlab.config_checks import (
+    MAX_DEPTH,
+    MAX_EMBED_DIM,
+    MAX_IMG_SIZE,
+    MAX_THREADS,
+    NAME_COMPONENTS,
+    check_dataset_name,
+    check_field,
+    check_regex,
+)
 
 
 @dataclass(frozen=True)
@@ -38,20 +46,37 @@ class ModelConfig:
         for name in ("num_classes", "img_size", "patch_size", "depth", "embed_dim", "num_heads"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"model.{name}", value, "a positive integer or null")
-        for name, most in (("img_size", MAX_IMG_SIZE), ("patch_size", MAX_IMG_SIZE), ("depth", MAX_DEPTH),
-                           ("embed_dim", MAX_EMBED_DIM), ("num_heads", MAX_EMBED_DIM)):
+        for name, most in (
+            ("img_size", MAX_IMG_SIZE),
+            ("patch_size", MAX_IMG_SIZE),
+            ("depth", MAX_DEPTH),
+            ("embed_dim", MAX_EMBED_DIM),
+            ("num_heads", MAX_EMBED_DIM),
+        ):
             value = getattr(self, name)
             check_field(value is None or value <= most, f"model.{name}", value, f"an integer in [1, {most}] or null")
         check_field(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
         check_field(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
         if self.img_size and self.patch_size:
-            check_field(self.img_size % self.patch_size == 0, "model.patch_size", self.patch_size,
-                   f"a divisor of model.img_size={self.img_size}")
+            check_field(
+                self.img_size % self.patch_size == 0,
+                "model.patch_size",
+                self.patch_size,
+                f"a divisor of model.img_size={self.img_size}",
+            )
         if self.embed_dim and self.num_heads:
-            check_field(self.embed_dim % self.num_heads == 0, "model.num_heads", self.num_heads,
-                   f"a divisor of model.embed_dim={self.embed_dim}")
-        check_field(self.source != "hf" or bool(self.path), "model.path", self.path,
-               "a local HF transformers model directory when model.source is 'hf'")
+            check_field(
+                self.embed_dim % self.num_heads == 0,
+                "model.num_heads",
+                self.num_heads,
+                f"a divisor of model.embed_dim={self.embed_dim}",
+            )
+        check_field(
+            self.source != "hf" or bool(self.path),
+            "model.path",
+            self.path,
+            "a local HF transformers model directory when model.source is 'hf'",
+        )
 
 
 @dataclass(frozen=True)
@@ -92,32 +117,60 @@ class DataConfig:
         check_dataset_name(self.name)
         for name in ("train_list", "val_list", "test_list", "trainval_list"):
             value = getattr(self, name)
-            check_field(value is None or self.name == "filelist", f"data.{name}", value,
-                        "null unless data.name is 'filelist'")
-            check_field(value is None or (bool(value) and "\0" not in value), f"data.{name}", value,
-                        "a list file's path relative to data.root")
-        check_field(self.group is None or self.name == "filelist", "data.group", self.group,
-                    "null unless data.name is 'filelist' (a suite task's group is its own)")
+            check_field(
+                value is None or self.name == "filelist", f"data.{name}", value, "null unless data.name is 'filelist'"
+            )
+            check_field(
+                value is None or (bool(value) and "\0" not in value),
+                f"data.{name}",
+                value,
+                "a list file's path relative to data.root",
+            )
+        check_field(
+            self.group is None or self.name == "filelist",
+            "data.group",
+            self.group,
+            "null unless data.name is 'filelist' (a suite task's group is its own)",
+        )
         if self.name == "filelist":
             check_field(bool(self.root), "data.root", self.root, "a directory when data.name is 'filelist'")
             for name in ("train_list", "test_list"):
-                check_field(getattr(self, name) is not None, f"data.{name}", None,
-                            "a list file (relative to data.root) when data.name is 'filelist'")
-        check_field(self.name != "imagefolder" or bool(self.root), "data.root", self.root,
-               "a directory when data.name is 'imagefolder'")
-        check_field(self.test_dir is None or self.name == "imagefolder", "data.test_dir", self.test_dir,
-                    "null unless data.name is 'imagefolder'")
+                check_field(
+                    getattr(self, name) is not None,
+                    f"data.{name}",
+                    None,
+                    "a list file (relative to data.root) when data.name is 'filelist'",
+                )
+        check_field(
+            self.name != "imagefolder" or bool(self.root),
+            "data.root",
+            self.root,
+            "a directory when data.name is 'imagefolder'",
+        )
+        check_field(
+            self.test_dir is None or self.name == "imagefolder",
+            "data.test_dir",
+            self.test_dir,
+            "null unless data.name is 'imagefolder'",
+        )
         check_field(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a value in [0, 1)")
         check_field(self.split_seed >= 0, "data.split_seed", self.split_seed, "an integer >= 0")
         for name in ("train_subset", "val_subset", "test_subset"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"data.{name}", value, "a positive integer or null")
         if self.classes is not None:
-            check_field(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
-                   and min(self.classes) >= 0, "data.classes", list(self.classes),
-                   "at least two distinct non-negative labels")
-        check_field(self.num_workers is None or self.num_workers >= 0, "data.num_workers", self.num_workers,
-                    "an integer >= 0 (0: decode in the main process) or null (by device)")
+            check_field(
+                len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes) and min(self.classes) >= 0,
+                "data.classes",
+                list(self.classes),
+                "at least two distinct non-negative labels",
+            )
+        check_field(
+            self.num_workers is None or self.num_workers >= 0,
+            "data.num_workers",
+            self.num_workers,
+            "an integer >= 0 (0: decode in the main process) or null (by device)",
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +184,9 @@ class MethodConfig:
     name: str = "lora"
     # class-level facts the recipe and validation read (not config fields)
     quantizable: typing.ClassVar[bool] = True  # may train on a quantized (bitsandbytes) base
-    unquantizable_reason: typing.ClassVar[str] = ("which trains every base weight (a quantized base cannot be "
-                                                  "trained; use lora or linear on a quantized base)")
+    unquantizable_reason: typing.ClassVar[str] = (
+        "which trains every base weight (a quantized base cannot be trained; use lora or linear on a quantized base)"
+    )
 
     def __post_init__(self):
         # each method's class declares its own name, the key of its TUNERS entry (a test checks they agree)
@@ -159,14 +213,26 @@ class QuantConfig:
     cpu_kernel: Literal["reference", "bnb"] = "reference"
 
     def __post_init__(self):
-        check_field(not self.double_quant or self.mode in ("nf4", "fp4"), "quant.double_quant",
-               self.double_quant, "false unless quant.mode is nf4 or fp4")
-        check_field(self.group_size is None, "quant.group_size", self.group_size,
-                    "null (QA-LoRA's group size is method.group_size, with method.name: qalora)")
+        check_field(
+            not self.double_quant or self.mode in ("nf4", "fp4"),
+            "quant.double_quant",
+            self.double_quant,
+            "false unless quant.mode is nf4 or fp4",
+        )
+        check_field(
+            self.group_size is None,
+            "quant.group_size",
+            self.group_size,
+            "null (QA-LoRA's group size is method.group_size, with method.name: qalora)",
+        )
         for pattern in self.skip:
             check_regex("quant.skip", pattern, NAME_COMPONENTS)
-        check_field(self.cpu_kernel == "reference" or self.mode in ("nf4", "fp4"), "quant.cpu_kernel",
-                    self.cpu_kernel, "'reference' unless quant.mode is nf4 or fp4 (the bnb kernel is 4-bit only)")
+        check_field(
+            self.cpu_kernel == "reference" or self.mode in ("nf4", "fp4"),
+            "quant.cpu_kernel",
+            self.cpu_kernel,
+            "'reference' unless quant.mode is nf4 or fp4 (the bnb kernel is 4-bit only)",
+        )
 
 
 @dataclass(frozen=True)
@@ -183,7 +249,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # of the training loss (PETL benchmarks differ here); evaluation is plain
     grad_accum: int = 1
     clip_grad: float | None = 1.0
-    # auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is ~20x slower here; MPS is unmeasured)
+    # auto: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is ~20x slower here;
+    # MPS is unmeasured)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps
     threads: int | None = None  # torch intra-op threads; None: the machine's physical cores (never --workers)
@@ -212,17 +279,31 @@ class TrainConfig:
         for name in ("max_steps", "threads", "eval_every", "early_stop_patience"):
             value = getattr(self, name)
             check_field(value is None or value > 0, f"train.{name}", value, "a positive integer or null")
-        check_field(self.threads is None or self.threads <= MAX_THREADS, "train.threads", self.threads,
-                    f"an integer in [1, {MAX_THREADS}] or null")
+        check_field(
+            self.threads is None or self.threads <= MAX_THREADS,
+            "train.threads",
+            self.threads,
+            f"an integer in [1, {MAX_THREADS}] or null",
+        )
         check_field(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check_field(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")
         check_field(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        check_field(self.head_weight_decay is None or self.head_weight_decay >= 0, "train.head_weight_decay",
-               self.head_weight_decay, "a number >= 0 or null")
+        check_field(
+            self.head_weight_decay is None or self.head_weight_decay >= 0,
+            "train.head_weight_decay",
+            self.head_weight_decay,
+            "a number >= 0 or null",
+        )
         check_field(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a value in [0, 1)")
-        check_field(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing,
-                    "a value in [0, 1)")
-        check_field(self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad,
-               "a number > 0 or null")
-        check_field(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "train.device", self.device,
-               "auto, cpu, cuda, cuda:N or mps")
+        check_field(
+            0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a value in [0, 1)"
+        )
+        check_field(
+            self.clip_grad is None or self.clip_grad > 0, "train.clip_grad", self.clip_grad, "a number > 0 or null"
+        )
+        check_field(
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+            "train.device",
+            self.device,
+            "auto, cpu, cuda, cuda:N or mps",
+        )

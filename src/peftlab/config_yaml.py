@@ -15,8 +15,7 @@ import yaml
 
 from peftlab.config_checks import MAX_DIGITS, MAX_FILE_BYTES, MAX_NESTING, shown
 from peftlab.errors import ConfigError
-from peftlab.files import read_regular_file
-from peftlab.files import shown as shown_file
+from peftlab.files import read_regular_file, shown_path
 
 
 def nest(dotted: dict[str, Any]) -> dict:
@@ -49,8 +48,9 @@ def parse_overrides(overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
         if parts[-1] in node:  # as a duplicate YAML key: the last one would win silently
-            raise ConfigError(f"override {item!r} sets '{key}' again (an earlier override set it): expected each "
-                              "key once")
+            raise ConfigError(
+                f"override {item!r} sets '{key}' again (an earlier override set it): expected each key once"
+            )
         node[parts[-1]] = value
     return nested
 
@@ -75,13 +75,16 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise ConfigError(f"{self.where} uses a YAML alias (*{self.peek_event().anchor}) at line "
-                              f"{mark.line + 1}; peftlab does not expand aliases: write the values out")
+            raise ConfigError(
+                f"{self.where} uses a YAML alias (*{self.peek_event().anchor}) at line "
+                f"{mark.line + 1}; peftlab does not expand aliases: write the values out"
+            )
         self.nesting = getattr(self, "nesting", 0) + 1
         if self.nesting > MAX_NESTING:
             mark = self.peek_event().start_mark
-            raise ConfigError(f"{self.where} nests mappings or lists more than {MAX_NESTING} deep "
-                              f"(line {mark.line + 1})")
+            raise ConfigError(
+                f"{self.where} nests mappings or lists more than {MAX_NESTING} deep (line {mark.line + 1})"
+            )
         try:
             return super().compose_node(parent, index)
         finally:
@@ -94,16 +97,20 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
-                    raise ConfigError(f"{self.where} repeats the key {shown(key_node.value)} at line "
-                                      f"{key_node.start_mark.line + 1}; expected each key once: merge the two")
+                    raise ConfigError(
+                        f"{self.where} repeats the key {shown(key_node.value)} at line "
+                        f"{key_node.start_mark.line + 1}; expected each key once: merge the two"
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
         digits = sum(c.isdigit() for c in node.value)
         if digits > MAX_DIGITS:
-            raise ConfigError(f"{self.where} has a number of {digits} digits at line {node.start_mark.line + 1}; "
-                              f"expected at most {MAX_DIGITS}")
+            raise ConfigError(
+                f"{self.where} has a number of {digits} digits at line {node.start_mark.line + 1}; "
+                f"expected at most {MAX_DIGITS}"
+            )
         return super().construct_yaml_int(node)
 
     def construct_yaml_float(self, node):
@@ -121,8 +128,10 @@ def parse_yaml(text: str, where: str) -> Any:
     loader = None
     if "\x85" in text:  # NEL: YAML reads it as a line break, so a value holding one silently became two words
         line = text.count("\n", 0, text.index("\x85")) + 1
-        raise ConfigError(f"{where}: line {line} holds the control character U+0085 (NEL), which YAML reads as a "
-                          "line break: expected plain line breaks (\\n)")
+        raise ConfigError(
+            f"{where}: line {line} holds the control character U+0085 (NEL), which YAML reads as a "
+            "line break: expected plain line breaks (\\n)"
+        )
     try:
         loader = _Loader(text)  # the reader refuses control characters here, before parsing
         loader.where = where
@@ -130,8 +139,10 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.reader.ReaderError as err:
         line = text.count("\n", 0, err.position) + 1
         code = err.character if isinstance(err.character, int) else ord(err.character or "\0")
-        raise ConfigError(f"{where} is not valid YAML: line {line} holds the control character U+{code:04X}, which "
-                          "YAML does not allow") from None
+        raise ConfigError(
+            f"{where} is not valid YAML: line {line} holds the control character U+{code:04X}, which "
+            "YAML does not allow"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -141,11 +152,6 @@ def parse_yaml(text: str, where: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
-
-
-def shown_path(path: str | Path, limit: int = 300) -> str:
-    """``path`` as an error message shows it: whole up to ``limit`` characters, else its two ends."""
-    return shown_file(path, limit)
 
 
 def read_text_file(path: str | Path, what: str = "config file", expected: str = "a YAML file") -> str:

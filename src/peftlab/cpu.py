@@ -37,14 +37,21 @@ def pin_arithmetic() -> None:
     if arithmetic_pinned():
         return
     if "torch" in sys.modules:
-        raise ConfigError("train.reproducible=true needs the CPU arithmetic pinned before torch is imported: run it "
-                          "with the peftlab command, or set " + " ".join(f"{k}={v}" for k, v in PINNED.items())
-                          + " in the environment")
+        raise ConfigError(
+            "train.reproducible=true needs the CPU arithmetic pinned before torch is imported: run it "
+            "with the peftlab command, or set "
+            + " ".join(f"{k}={v}" for k, v in PINNED.items())
+            + " in the environment"
+        )
     os.environ.update(PINNED)
 
 
 def arithmetic_record(reproducible: bool, quant_cpu_kernel: str | None = None) -> dict:
     """What provenance says about the arithmetic: pinning asked for, pinned, the switches as set, and
     the 4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base)."""
-    return {"reproducible": reproducible, "pinned": applies() and arithmetic_pinned(),
-            "switches": {name: os.environ.get(name) for name in PINNED}, "quant_cpu_kernel": quant_cpu_kernel}
+    return {
+        "reproducible": reproducible,
+        "pinned": applies() and arithmetic_pinned(),
+        "switches": {name: os.environ.get(name) for name in PINNED},
+        "quant_cpu_kernel": quant_cpu_kernel,
+    }

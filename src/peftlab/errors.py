@@ -117,6 +117,8 @@ class CheckpointError(UserError):
     """A run's checkpoint that cannot be resumed from: corrupt, malicious, from another run."""
 
     def __init__(self, path, reason: str):
-        super().__init__(f"checkpoint {path} is unusable: {reason}; to start the run over, move it aside "
-                         f"(mv {path} {path}.bad) or delete it")
+        super().__init__(
+            f"checkpoint {path} is unusable: {reason}; to start the run over, move it aside "
+            f"(mv {path} {path}.bad) or delete it"
+        )
         self.path = path

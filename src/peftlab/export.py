@@ -33,19 +33,20 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import build_backbone, input_spec, read_safetensors, timm_kwargs
-from peftlab.config import MAX_INT, dump_config, load_config, shown
+from peftlab.backbones import build_backbone, input_spec, timm_kwargs
+from peftlab.config import dump_config, load_config
+from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
 from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
 from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
 from peftlab.quant_load import build_base
+from peftlab.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.training.runtime import seed_everything
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.layer import replace_modules, split_qkv
+from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.qalora.layer import GroupQuantLinear
-
+from peftlab.weights import read_safetensors
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
 
@@ -70,9 +71,11 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
     if not write_peft_adapter(tuner, Path(out_dir)):
-        raise UserError(f"run {run_dir} used method {tuner.name!r}, whose adapter PEFT cannot load on the plain base "
-                        "(the PEFT-backed methods export; vera, loha, lokr and oft only when they adapt whole modules, "
-                        "not q/k/v slices of timm's fused qkv)")
+        raise UserError(
+            f"run {run_dir} used method {tuner.name!r}, whose adapter PEFT cannot load on the plain base "
+            "(the PEFT-backed methods export; vera, loha, lokr and oft only when they adapt whole modules, "
+            "not q/k/v slices of timm's fused qkv)"
+        )
     return Path(out_dir)
 
 
@@ -81,36 +84,45 @@ def load_trained(run_dir: Path):
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if result["config"]["method"].get("name") != cfg.method.name:
-        raise WeightsError(f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not "
-                           f"{cfg.method.name!r}")
+        raise WeightsError(
+            f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not {cfg.method.name!r}"
+        )
     num_classes = num_classes_of(cfg, result, run_dir)
     check_model_size(cfg, num_classes)  # on the meta device: a damaged count is one line, not a huge allocation
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
     model = build_base(cfg, num_classes)  # a quantized base is quantized while loading
-    tuner = apply_tuner(model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"),
-                                                 quant=cfg.quant))
+    tuner = apply_tuner(
+        model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"), quant=cfg.quant)
+    )
     state = read_safetensors(run_dir / "adapter.safetensors")
     try:
         tuner.load_adapter_state_dict(state)
     except (KeyError, ValueError, RuntimeError, TypeError) as err:  # missing or extra keys, wrong shapes
-        raise WeightsError(f"{run_dir / 'adapter.safetensors'} does not match the run's config "
-                           f"({one_line(err)[:300]})") from None
+        raise WeightsError(
+            f"{run_dir / 'adapter.safetensors'} does not match the run's config ({one_line(err)[:300]})"
+        ) from None
     return tuner
 
 
-def completed_result(run_dir: Path) -> dict:
-    """The run's result.json, checked for the fields an export reads before anything is built."""
-    result = read_json(run_dir / "result.json")
+def completed_result(run_dir: Path) -> RunResult:
+    """The run's result.json, checked for the fields an export reads before anything is built. The
+    raw JSON is checked first, so a damaged field is named with the value it holds."""
+    result = read_json(run_dir / RESULT_FILE)
     if result is None or result.get("status") != "completed":
-        raise UserError(f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)")
+        raise UserError(
+            f"run directory {run_dir} holds no completed run (result.json missing, corrupt or not completed)"
+        )
     step = result.get("step")
     if type(step) is not int or not 0 <= step <= MAX_INT:
-        raise UserError(f"{run_dir / 'result.json'} is damaged: its step is {shown(step)}, expected an integer in "
-                        f"[0, {MAX_INT}]")
+        raise UserError(
+            f"{run_dir / 'result.json'} is damaged: its step is {shown(step)}, expected an integer in [0, {MAX_INT}]"
+        )
     if not isinstance(result.get("config"), dict) or not isinstance(result["config"].get("method"), dict):
-        raise UserError(f"{run_dir / 'result.json'} is damaged: its config is {shown(result.get('config'))}, expected "
-                        "the run's config (a mapping with a method section)")
-    return result
+        raise UserError(
+            f"{run_dir / 'result.json'} is damaged: its config is {shown(result.get('config'))}, expected "
+            "the run's config (a mapping with a method section)"
+        )
+    return parse_result(result)
 
 
 def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
@@ -130,9 +142,11 @@ def check_merge_passed(run_dir: Path, result: dict | None, quantized: bool) -> N
         return
     key, diff = ("requantized_ok", "requantized_max_abs_diff") if quantized else ("ok", "max_abs_diff")
     if merge.get(key) is False:
-        raise UserError(f"{run_dir}/result.json says the run's merge check failed (max |diff| {merge.get(diff)} > "
-                        f"tolerance {merge.get('tolerance')}): the merged model would not be the model that was "
-                        "evaluated; give --force to export it anyway")
+        raise UserError(
+            f"{run_dir}/result.json says the run's merge check failed (max |diff| {merge.get(diff)} > "
+            f"tolerance {merge.get('tolerance')}): the merged model would not be the model that was "
+            "evaluated; give --force to export it anyway"
+        )
 
 
 def check_finite_weights(model: torch.nn.Module, run_dir: Path) -> None:
@@ -140,8 +154,10 @@ def check_finite_weights(model: torch.nn.Module, run_dir: Path) -> None:
     into one without a word)."""
     for name, value in model.state_dict().items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise UserError(f"the model exported from {run_dir} holds non-finite values (NaN or inf) in {name!r}; "
-                            "check the run's adapter.safetensors")
+            raise UserError(
+                f"the model exported from {run_dir} holds non-finite values (NaN or inf) in {name!r}; "
+                "check the run's adapter.safetensors"
+            )
 
 
 def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
@@ -161,8 +177,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     merged = tuner.merged_model(quantized=quantized) if tuner.is_adapter else None
     unmerged = tuner.is_adapter and merged is None
     if unmerged:  # adapters, prompts: modules the base's weights cannot absorb, written with the base
-        print(f"peftlab: note: method {tuner.name!r} does not merge into the base weights: {out} holds the base with "
-              "the method's modules (load with peftlab.export.load_unmerged)", file=sys.stderr)
+        print(
+            f"peftlab: note: method {tuner.name!r} does not merge into the base weights: {out} holds the base with "
+            "the method's modules (load with peftlab.export.load_unmerged)",
+            file=sys.stderr,
+        )
         model = tuner.model
     elif merged is not None:
         model = merged
@@ -176,10 +195,16 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         model.model.save_pretrained(out)
         return out
     spec = input_spec(model)
-    metadata = {"format": "timm", "peftlab_config": dump_config(cfg), "num_classes": str(num_classes),
-                "timm_model": cfg.model.name, "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
-                "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
-                "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std))}
+    metadata = {
+        "format": "timm",
+        "peftlab_config": dump_config(cfg),
+        "num_classes": str(num_classes),
+        "timm_model": cfg.model.name,
+        "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
+        "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+    }
     if unmerged:
         metadata["format"] = "peftlab-unmerged"
     if quantized:
@@ -195,9 +220,13 @@ def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:
     if not layers:
         return None
     first = next(iter(layers.values()))
-    return {"format": "peftlab-groupwise", "quant_format": first.format, "group_size": str(first.group_size),
-            "architecture": type(model).__name__,
-            "layers": json.dumps({n: [m.out_features, m.in_features] for n, m in layers.items()})}
+    return {
+        "format": "peftlab-groupwise",
+        "quant_format": first.format,
+        "group_size": str(first.group_size),
+        "architecture": type(model).__name__,
+        "layers": json.dumps({n: [m.out_features, m.in_features] for n, m in layers.items()}),
+    }
 
 
 def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.nn.Module:
@@ -211,14 +240,18 @@ def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.n
     for name, (out_features, in_features) in json.loads(metadata["layers"]).items():
         linear = model.get_submodule(name)
         if (linear.out_features, linear.in_features) != (out_features, in_features):
-            raise WeightsError(f"{path}: layer {name} is {out_features} x {in_features} in the file but "
-                               f"{linear.out_features} x {linear.in_features} in the model")
+            raise WeightsError(
+                f"{path}: layer {name} is {out_features} x {in_features} in the file but "
+                f"{linear.out_features} x {linear.in_features} in the model"
+            )
         layer = GroupQuantLinear(in_features, out_features, linear.bias is not None, fmt, group_size)
-        replace_modules(model, [name], lambda _: layer)
+        replace_modules(model, [name], lambda _, layer=layer: layer)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(f"quantized weights do not match the model: missing {result.missing_keys[:3]}, "
-                           f"unexpected {result.unexpected_keys[:3]}")
+        raise WeightsError(
+            f"quantized weights do not match the model: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
     return model.to(device)
 
 
@@ -229,15 +262,19 @@ def load_unmerged(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}
     if metadata.get("format") != "peftlab-unmerged":
-        raise WeightsError(f"{path} is not an unmerged peftlab export (written by `peftlab export RUN_DIR --merged OUT` "
-                           "for a method that does not merge, such as an adapter or VPT)")
+        raise WeightsError(
+            f"{path} is not an unmerged peftlab export (written by `peftlab export RUN_DIR --merged OUT` "
+            "for a method that does not merge, such as an adapter or VPT)"
+        )
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
     model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
     tuner = apply_tuner(model, cfg)
     result = tuner.model.load_state_dict(read_safetensors(path), strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(f"{path} does not match its config's model: missing {result.missing_keys[:3]}, "
-                           f"unexpected {result.unexpected_keys[:3]}")
+        raise WeightsError(
+            f"{path} does not match its config's model: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
     return tuner.model.to(device)
 
 
@@ -249,8 +286,9 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     if metadata.get("format") == "peftlab-groupwise":
         return load_groupwise(path, metadata, device)
     if metadata.get("format") != "peftlab-bitsandbytes":
-        raise WeightsError(f"{path} is not a quantized peftlab export (written by `peftlab export RUN_DIR "
-                           "--quantized OUT`)")
+        raise WeightsError(
+            f"{path} is not a quantized peftlab export (written by `peftlab export RUN_DIR --quantized OUT`)"
+        )
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
     model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))

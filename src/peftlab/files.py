@@ -13,8 +13,8 @@ import re
 import secrets
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from peftlab.errors import STORAGE_ERRORS, UserError
 
@@ -136,27 +136,36 @@ def read_regular_file(path: str | Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def run_status(run_dir: str | Path) -> str:
-    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
-    result = read_json(Path(run_dir) / "result.json")
-    if result is not None:
-        return result.get("status", "failed")
-    return "partial" if (Path(run_dir) / "checkpoint").exists() else "pending"
-
-
 # What peftlab reads and writes in a run directory, by kind: an entry of one of these names that is
 # of another kind (a FIFO would block a reader, a directory fails the atomic rename late in a run)
 # is refused before the run starts.
-RUN_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "spec.json",
-             "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "library.log", ".lock",
-             "checkpoint/last.pt")
+RUN_FILES = (
+    "config.yaml",
+    "result.json",
+    "metrics.jsonl",
+    "monitors.jsonl",
+    "importance.jsonl",
+    "spec.json",
+    "adapter.safetensors",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "library.log",
+    ".lock",
+    "checkpoint/last.pt",
+)
 RUN_DIRECTORIES = ("checkpoint", "tensorboard", "wandb")
 RUN_KINDS = {**dict.fromkeys(RUN_DIRECTORIES, True), **dict.fromkeys(RUN_FILES, False)}  # name: a directory?
 
 
 def kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISREG, "regular file"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -170,11 +179,13 @@ def check_kind(path: str | Path, directory: bool, what: str) -> None:
     except FileNotFoundError:
         return
     except OSError as err:  # a dangling link loop, a parent that is a file (ENOTDIR), no permission
-        raise UserError(f"{what} {shown(path)} cannot be inspected: {err.strerror}") from None
+        raise UserError(f"{what} {shown_path(path)} cannot be inspected: {err.strerror}") from None
     if stat.S_ISDIR(mode) != directory or not (directory or stat.S_ISREG(mode)):
         hint = "; move it aside or delete it" if what.endswith("entry") else ""  # never "delete /dev/null"
-        raise UserError(f"{what} {shown(path)} is a {kind_of(mode)}: expected a "
-                        f"{'directory' if directory else 'regular file'}{hint}")
+        raise UserError(
+            f"{what} {shown_path(path)} is a {kind_of(mode)}: expected a "
+            f"{'directory' if directory else 'regular file'}{hint}"
+        )
 
 
 def check_run_dir(run_dir: str | Path) -> None:
@@ -216,15 +227,15 @@ def check_output(path: str | Path, directory: bool, what: str) -> None:
     except OSError as err:
         if err.errno in STORAGE_ERRORS:
             raise  # the CLI names the storage problem
-        raise UserError(f"{what} {shown(path)} cannot be written: {err.strerror}") from None
+        raise UserError(f"{what} {shown_path(path)} cannot be written: {err.strerror}") from None
 
 
-def shown(path: str | Path, limit: int = 300) -> str:
+def shown_path(path: str | Path, limit: int = 300) -> str:
     """A path as an error line shows it: control characters escaped, a long one cut in the middle."""
     text = str(path)
     if not text.isprintable():
         text = repr(text)[1:-1]
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]} ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 3 :]} ({len(text):,} characters)"
 
 
 def one_line(err: BaseException) -> str:

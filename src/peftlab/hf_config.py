@@ -13,15 +13,20 @@ import json
 from pathlib import Path
 
 from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_MLP_DIM, check_field
-from peftlab.config_yaml import read_text_file, shown_path
+from peftlab.config_yaml import read_text_file
 from peftlab.errors import WeightsError
+from peftlab.files import shown_path
 
 # the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
-SIZE_KEYS = {"num_hidden_layers": (MAX_DEPTH, "model.depth"), "hidden_size": (MAX_EMBED_DIM, "model.embed_dim"),
-             "num_attention_heads": (MAX_EMBED_DIM, "model.num_heads"),
-             "intermediate_size": (MAX_MLP_DIM, "4 x model.embed_dim"),
-             "pooler_output_size": (MAX_EMBED_DIM, "model.embed_dim"), "image_size": (MAX_IMG_SIZE, "model.img_size"),
-             "patch_size": (MAX_IMG_SIZE, "model.patch_size")}
+SIZE_KEYS = {
+    "num_hidden_layers": (MAX_DEPTH, "model.depth"),
+    "hidden_size": (MAX_EMBED_DIM, "model.embed_dim"),
+    "num_attention_heads": (MAX_EMBED_DIM, "model.num_heads"),
+    "intermediate_size": (MAX_MLP_DIM, "4 x model.embed_dim"),
+    "pooler_output_size": (MAX_EMBED_DIM, "model.embed_dim"),
+    "image_size": (MAX_IMG_SIZE, "model.img_size"),
+    "patch_size": (MAX_IMG_SIZE, "model.patch_size"),
+}
 
 
 def read_hf_config(model_dir: str | Path) -> dict:
@@ -46,14 +51,22 @@ def check_hf_config(model_dir: str | Path) -> dict:
     where = f"{shown_path(Path(model_dir) / 'config.json')}: "
     for key, (most, bound) in SIZE_KEYS.items():
         value = config.get(key, 1)
-        check_field(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most, where + key,
-                    value, f"an integer in [1, {most}], as {bound}")
+        check_field(
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most,
+            where + key,
+            value,
+            f"an integer in [1, {most}], as {bound}",
+        )
     if "num_channels" in config:
-        check_field(config["num_channels"] in (1, 3) and not isinstance(config["num_channels"], bool),
-                    where + "num_channels", config["num_channels"], "1 or 3, as model.in_chans")
+        check_field(
+            config["num_channels"] in (1, 3) and not isinstance(config["num_channels"], bool),
+            where + "num_channels",
+            config["num_channels"],
+            "1 or 3, as model.in_chans",
+        )
     for whole, part in (("hidden_size", "num_attention_heads"), ("image_size", "patch_size")):
         if whole in config and part in config:
-            check_field(config[whole] % config[part] == 0, where + part, config[part],
-                        f"a divisor of {whole}={config[whole]}")
+            check_field(
+                config[whole] % config[part] == 0, where + part, config[part], f"a divisor of {whole}={config[whole]}"
+            )
     return config
-

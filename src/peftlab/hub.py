@@ -25,12 +25,16 @@ def hub_source(name: str) -> tuple[str, str | None, str]:
 
     cfg = get_pretrained_cfg(name)
     if cfg is None or not cfg.hf_hub_id:
-        raise WeightsError(f"model.pretrained='hub': timm has no Hugging Face hub weights for {name!r}; "
-                           "set model.pretrained to a local .safetensors file")
+        raise WeightsError(
+            f"model.pretrained='hub': timm has no Hugging Face hub weights for {name!r}; "
+            "set model.pretrained to a local .safetensors file"
+        )
     filename = cfg.hf_hub_filename or SAFE_WEIGHTS
     if not filename.endswith(".safetensors"):
-        raise WeightsError(f"model.pretrained='hub': timm's hub weights for {name!r} are {filename!r}, not a "
-                           ".safetensors file: peftlab never loads pickled weights")
+        raise WeightsError(
+            f"model.pretrained='hub': timm's hub weights for {name!r} are {filename!r}, not a "
+            ".safetensors file: peftlab never loads pickled weights"
+        )
     repo_id, _, revision = cfg.hf_hub_id.partition("@")  # timm's "org/name@revision"
     return repo_id, revision or None, filename
 
@@ -53,15 +57,21 @@ def hub_weights_file(name: str) -> Path:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise WeightsError(f"model.pretrained='hub': {filename} of {repo_id} is not in the hub cache {cache} and "
-                           f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), "
-                           "or set model.pretrained to a local .safetensors file") from None
+        raise WeightsError(
+            f"model.pretrained='hub': {filename} of {repo_id} is not in the hub cache {cache} and "
+            f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), "
+            "or set model.pretrained to a local .safetensors file"
+        ) from None
     except EntryNotFoundError:  # the repository exists, the file does not
-        raise WeightsError(f"model.pretrained='hub': {repo_id} on the hub has no {filename}; peftlab loads "
-                           "safetensors weights only: set model.pretrained to a local .safetensors file") from None
-    except Exception as err:  # noqa: BLE001 - no such repository, a gated one, a broken download: one line
-        raise WeightsError(f"model.pretrained='hub': {filename} of {repo_id} could not be fetched "
-                           f"({one_line(err)[:200]}); set model.pretrained to a local .safetensors file") from None
+        raise WeightsError(
+            f"model.pretrained='hub': {repo_id} on the hub has no {filename}; peftlab loads "
+            "safetensors weights only: set model.pretrained to a local .safetensors file"
+        ) from None
+    except Exception as err:
+        raise WeightsError(
+            f"model.pretrained='hub': {filename} of {repo_id} could not be fetched "
+            f"({one_line(err)[:200]}); set model.pretrained to a local .safetensors file"
+        ) from None
 
 
 def snapshot_source(path: str | Path) -> tuple[str, str] | None:

@@ -51,10 +51,10 @@ class LibraryRecords(logging.Handler):
             else:
                 self.stream.write(line)
                 self.stream.flush()
-        except Exception:  # noqa: BLE001 - a log line must never stop a run (logging's own rule)
+        except Exception:
             self.handleError(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         pass  # logging would print a traceback on stderr: the one thing this handler exists to prevent
 
 
@@ -130,7 +130,7 @@ def logged_to(path: Path):
         yield
         return
     try:
-        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+        stream = open(path, "a", encoding="utf-8")
     except OSError:  # a read-only run directory fails later with its own one-line error
         yield
         return

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from peftlab.errors import STORAGE_ERRORS, UserError
-from peftlab.files import check_kind, shown
+from peftlab.files import check_kind, shown_path
 
 
 class DirectoryInUse(UserError):
@@ -45,7 +45,9 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
     except OSError as err:  # a directory under /proc, a parent that is a file, a read-only disk
         if err.errno in STORAGE_ERRORS:
             raise  # the CLI names the storage problem
-        raise UserError(f"{what} {shown(directory)} cannot hold peftlab's files: {path.name}: {err.strerror}") from None
+        raise UserError(
+            f"{what} {shown_path(directory)} cannot hold peftlab's files: {path.name}: {err.strerror}"
+        ) from None
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,15 +58,16 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
             except ValueError:
                 holder = "another process"
             if not wait:
-                raise DirectoryInUse(f"{what} {directory} is in use by {holder}; wait for it to finish, or add "
-                                     "--wait to start when it does") from None
+                raise DirectoryInUse(
+                    f"{what} {directory} is in use by {holder}; wait for it to finish, or add "
+                    "--wait to start when it does"
+                ) from None
             if on_wait:
                 on_wait(f"{what} {directory} is in use by {holder}; waiting for it")
             fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                            "command": role}))
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": role}))
         f.flush()
         try:
             yield

@@ -6,11 +6,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
-
 import torch
 from torch import nn
 
@@ -86,8 +85,12 @@ class PeakRSS:
 def trainable_state_bytes(trainable: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> int:
     """Trainable weights + their gradients (same size) + the optimizer's state tensors."""
     weights = sum(p.numel() * p.element_size() for p in trainable)
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                if isinstance(t, torch.Tensor))
+    state = sum(
+        t.numel() * t.element_size()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor)
+    )
     return 2 * weights + state
 
 
@@ -114,8 +117,9 @@ def balanced_orders(n: int) -> list[list[int]]:
     return rows + [row[::-1] for row in rows] if n % 2 else rows
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                     warmup: int = 1) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, list[float]]:
     """Seconds per call for each function, measured in alternation so machine drift cancels.
 
     Repetition k runs the functions in ``balanced_orders(len(fns))[k % len(orders)]``: no

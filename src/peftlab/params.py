@@ -9,11 +9,13 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.backbones import build_backbone, check_weights_file
-from peftlab.config import DATASET_CLASSES, MethodConfig, QuantConfig, RunConfig, fail_field, to_dict
+from peftlab.backbones import build_backbone
+from peftlab.config import RunConfig, to_dict
+from peftlab.config_checks import DATASET_CLASSES, fail_field
+from peftlab.config_sections import MethodConfig, QuantConfig
 from peftlab.errors import ConfigError
-from peftlab.tuners import apply_tuner, check_config, planned_ranks
-from peftlab.tuners.base import Tuner, TunerContext, is_head_param
+from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
+from peftlab.weights import check_weights_file
 
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 
@@ -41,7 +43,10 @@ def count_parameters(cfg: RunConfig) -> dict:
     head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
     in_place = sum(p.numel() for p in tuner.trained_in_place().values())
     return {
-        "model": cfg.model.name, "method": cfg.method.name, "num_classes": num_classes, **counts,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "num_classes": num_classes,
+        **counts,
         "trainable_ratio": counts["trainable"] / counts["total"],
         "adapter": counts["trainable"] - head - in_place if tuner.is_adapter else None,
         "in_place": in_place,
@@ -71,8 +76,11 @@ def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None =
     """
     model = model if model is not None else _meta_model(cfg, num_classes)
     base = sum(p.numel() for p in model.parameters())
-    rank = max(getattr(cfg.method, "r", 0) or 0, getattr(cfg.method, "init_r", 0) or 0,
-               getattr(cfg.method, "built_rank", 0) or 0)  # adaptive: adapters are built at max_rank
+    rank = max(
+        getattr(cfg.method, "r", 0) or 0,
+        getattr(cfg.method, "init_r", 0) or 0,
+        getattr(cfg.method, "built_rank", 0) or 0,
+    )  # adaptive: adapters are built at max_rank
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     refuse_size(cfg, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
     tuner = meta_tuner(cfg, copy.deepcopy(model))
@@ -85,20 +93,24 @@ def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
     if need > available:
         hf = cfg.model.source == "hf"
         name, sizes = (cfg.model.path, f"{cfg.model.path}/config.json") if hf else (cfg.model.name, "model.*")
-        raise ConfigError(f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
-                          f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
-                          f"fits the {available / 2**30:.1f} GiB of memory available")
+        raise ConfigError(
+            f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
+            f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
+            f"fits the {available / 2**30:.1f} GiB of memory available"
+        )
 
 
 def size_settings(method: MethodConfig) -> str:
     """The method's integer settings away from their defaults (the knobs that size it), else ``method.*``."""
+
     def sizes(value) -> bool:
         values = value.values() if isinstance(value, dict) else [value]
         return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
     defaults = to_dict(type(method)())
-    changed = [f"method.{key}={value}" for key, value in to_dict(method).items()
-               if value != defaults.get(key) and sizes(value)]
+    changed = [
+        f"method.{key}={value}" for key, value in to_dict(method).items() if value != defaults.get(key) and sizes(value)
+    ]
     return ", ".join(changed) or "method.*"
 
 
@@ -107,15 +119,19 @@ def check_num_classes(cfg: RunConfig) -> None:
     ``data.classes`` labels the dataset does not have."""
     labels = DATASET_CLASSES.get(cfg.data.name)
     if cfg.data.classes and labels is not None and max(cfg.data.classes) >= labels:
-        fail_field("data.classes", list(cfg.data.classes),
-                   f"labels of {cfg.data.name}, which has {labels} classes (0 to {labels - 1})")
+        fail_field(
+            "data.classes",
+            list(cfg.data.classes),
+            f"labels of {cfg.data.name}, which has {labels} classes (0 to {labels - 1})",
+        )
     classes = len(cfg.data.classes) if cfg.data.classes else labels
     if cfg.model.num_classes is not None and classes is not None and cfg.model.num_classes < classes:
         fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
 
 
-def check_against_model(cfg: RunConfig, weights: bool = False, here: bool = False,
-                        model: nn.Module | None = None) -> dict[str, int] | None:
+def check_against_model(
+    cfg: RunConfig, weights: bool = False, here: bool = False, model: nn.Module | None = None
+) -> dict[str, int] | None:
     """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes;
     with ``weights``, also a local weights file whose tensors do not fit the model (read from its header).
 

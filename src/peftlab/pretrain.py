@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from peftlab import locks
-from peftlab.files import read_json, write_atomic, write_json_atomic
 from peftlab.config import RunConfig, config_hash, load_config, to_dict
-from peftlab.data.readers import hash_file
+from peftlab.data.records import hash_file
 from peftlab.errors import ConfigError, UserError
+from peftlab.files import read_json, write_atomic, write_json_atomic
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -33,7 +33,12 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
     if not (manifest_path.is_file() and weights.is_file()):
         return None
     manifest = read_json(manifest_path)  # a corrupt manifest is no cache: the base is trained again
-    if manifest is None or not isinstance(manifest.get("weights"), str) or manifest.get("config_hash") != config_hash(cfg, 16) or manifest.get("sha256") != hash_file(weights):
+    if (
+        manifest is None
+        or not isinstance(manifest.get("weights"), str)
+        or manifest.get("config_hash") != config_hash(cfg, 16)
+        or manifest.get("sha256") != hash_file(weights)
+    ):
         return None
     return manifest
 
@@ -75,10 +80,16 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     weights = out_dir / "model.safetensors"
     write_atomic(weights, lambda tmp: shutil.copyfile(run_dir / "adapter.safetensors", tmp))
     manifest = {
-        "architecture": to_dict(cfg.model), "data": to_dict(cfg.data), "seed": cfg.seed,
-        "test_top1": result["metrics"]["test_top1"], "test_top5": result["metrics"]["test_top5"],
-        "train_seconds": result["timing"]["train_seconds"], "params": result["params"],
-        "sha256": hash_file(weights), "config_hash": config_hash(cfg, 16), "weights": weights.name,
+        "architecture": to_dict(cfg.model),
+        "data": to_dict(cfg.data),
+        "seed": cfg.seed,
+        "test_top1": result["metrics"]["test_top1"],
+        "test_top5": result["metrics"]["test_top5"],
+        "train_seconds": result["timing"]["train_seconds"],
+        "params": result["params"],
+        "sha256": hash_file(weights),
+        "config_hash": config_hash(cfg, 16),
+        "weights": weights.name,
         "data_sha256": result["provenance"]["data_sha256"],
     }
     write_json_atomic(out_dir / "manifest.json", manifest)

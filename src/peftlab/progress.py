@@ -32,7 +32,15 @@ class TextProgress:
         if not self.on or not (force or n % self.every == 0 or n == self.total):
             return
         elapsed, done = time.perf_counter() - self.start, n - self.start_n
-        left = f", {duration(elapsed / done * (self.total - n))} left" if done > 0 and self.total and n < self.total else ""
+        left = (
+            f", {duration(elapsed / done * (self.total - n))} left"
+            if done > 0 and self.total and n < self.total
+            else ""
+        )
         share = f" ({100 * n / self.total:.0f}%)" if self.total else ""
-        print(f"{self.label}: {self.unit} {n}/{self.total}{share}{', ' + detail if detail else ''}, "
-              f"{duration(elapsed)} elapsed{left}", file=sys.stderr, flush=True)
+        print(
+            f"{self.label}: {self.unit} {n}/{self.total}{share}{', ' + detail if detail else ''}, "
+            f"{duration(elapsed)} elapsed{left}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -14,9 +14,11 @@ def protocol_card(cfg, split_sources: dict[str, str], img_size: int, mean, std, 
     """The record of one run: ``cfg`` its RunConfig, ``split_sources`` the data info's, ``counts`` its
     final parameter counts (trainable with and without the head)."""
     data, train = cfg.data, cfg.train
-    normalization = {"model": f"the model's: mean {format_values(mean)}, std {format_values(std)}",
-                     "imagenet": "ImageNet's: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)",
-                     "none": "none: pixels in [0, 1]"}[data.normalize]
+    normalization = {
+        "model": f"the model's: mean {format_values(mean)}, std {format_values(std)}",
+        "imagenet": "ImageNet's: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)",
+        "none": "none: pixels in [0, 1]",
+    }[data.normalize]
     head = counts.get("head")
     return {
         "resolution": img_size,
@@ -49,15 +51,34 @@ def format_values(values) -> str:
 # presets: the settings of published VTAB-1k protocols, chosen by the config key ``protocol``
 
 # V-PETL Bench turns on RandAugment, flips and label smoothing 0.1 for these tasks (configs/model_*/vtab/*.yaml)
-VPETL_AUGMENTED = ("clevr_count", "diabetic_retinopathy", "dmlab", "dtd", "eurosat", "kitti", "oxford_flowers102",
-                   "oxford_iiit_pet", "patch_camelyon", "resisc45", "sun397", "svhn")
-SHARED = {"model.drop_path_rate": 0.1, "data.augment": False, "train.epochs": 100, "train.warmup_ratio": 0.1,
-          "train.batch_size": 64, "train.grad_accum": 1, "train.clip_grad": None, "train.head_lr": None,
-          "train.head_weight_decay": None}
+VPETL_AUGMENTED = (
+    "clevr_count",
+    "diabetic_retinopathy",
+    "dmlab",
+    "dtd",
+    "eurosat",
+    "kitti",
+    "oxford_flowers102",
+    "oxford_iiit_pet",
+    "patch_camelyon",
+    "resisc45",
+    "sun397",
+    "svhn",
+)
+SHARED = {
+    "model.drop_path_rate": 0.1,
+    "data.augment": False,
+    "train.epochs": 100,
+    "train.warmup_ratio": 0.1,
+    "train.batch_size": 64,
+    "train.grad_accum": 1,
+    "train.clip_grad": None,
+    "train.head_lr": None,
+    "train.head_weight_decay": None,
+}
 PRESETS = {
     # OSU-MLB/PETL_Vision at 245d2628: experiment/config/default_vtab_processed.yml, vtab_processed.py
-    "petl_vision": {**SHARED, "data.interpolation": "bicubic", "data.normalize": "none",
-                    "train.label_smoothing": 0.0},
+    "petl_vision": {**SHARED, "data.interpolation": "bicubic", "data.normalize": "none", "train.label_smoothing": 0.0},
     # synbol/Parameter-Efficient-Transfer-Learning-Benchmark at c188fad: ImageClassification/dataloader/vtab.py
     "vpetl_bench": {**SHARED, "data.interpolation": "bilinear", "data.normalize": "imagenet"},
 }

@@ -8,8 +8,19 @@ import platform
 import subprocess
 from pathlib import Path
 
-PACKAGES = ("peftlab", "torch", "torchvision", "timm", "peft", "safetensors", "numpy", "pandas", "scipy",
-            "transformers", "bitsandbytes")
+PACKAGES = (
+    "peftlab",
+    "torch",
+    "torchvision",
+    "timm",
+    "peft",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "scipy",
+    "transformers",
+    "bitsandbytes",
+)
 
 
 def _git(*args: str) -> str | None:
@@ -70,9 +81,15 @@ def cpu_flags() -> list[str]:
 def hardware(device) -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
-            "cpu_flags": cpu_flags(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_count": os.cpu_count(), "device": str(device)}
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+    }
     if getattr(device, "type", None) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

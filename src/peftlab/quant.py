@@ -38,8 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from peftlab.backbones import head_prefix
 from peftlab.config_sections import QuantConfig
@@ -55,9 +55,11 @@ def require_bitsandbytes(mode: str):
     try:
         import bitsandbytes
     except Exception as err:  # ImportError, or a native library that fails to load
-        raise ConfigError(f"quant.mode={mode!r} needs bitsandbytes, which cannot be loaded here "
-                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); install it with "
-                          f"`pip install {BNB_PIN}` or use quant.mode=none") from None
+        raise ConfigError(
+            f"quant.mode={mode!r} needs bitsandbytes, which cannot be loaded here "
+            f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); install it with "
+            f"`pip install {BNB_PIN}` or use quant.mode=none"
+        ) from None
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     return bitsandbytes
 
@@ -80,8 +82,10 @@ def check_quant(quant: QuantConfig, model: nn.Module) -> None:
         raise ConfigError(f"quant.skip={list(quant.skip)!r} leaves no Linear module to quantize")
     head = head_prefix(model)
     if not is_skipped(head, quant.skip):
-        raise ConfigError(f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
-                          "and cannot be quantized")
+        raise ConfigError(
+            f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
+            "and cannot be quantized"
+        )
 
 
 def is_quantized_linear(module: nn.Module) -> bool:
@@ -108,15 +112,32 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
     bnb = require_bitsandbytes(quant.mode)
     weight = linear.weight.detach()
     if quant.mode == "int8":
-        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                    has_fp16_weights=False, threshold=INT8_THRESHOLD, device="meta")
+        layer = bnb.nn.Linear8bitLt(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            has_fp16_weights=False,
+            threshold=INT8_THRESHOLD,
+            device="meta",
+        )
         layer.weight = bnb.nn.Int8Params(weight.to("cpu", copy=True), requires_grad=False, has_fp16_weights=False)
     else:
-        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                  compute_dtype=DTYPES[quant.compute_dtype], compress_statistics=quant.double_quant,
-                                  quant_type=quant.mode, device="meta")
-        layer.weight = bnb.nn.Params4bit(weight.to("cpu", copy=True), requires_grad=False, quant_type=quant.mode,
-                                         compress_statistics=quant.double_quant, module=layer)
+        layer = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=DTYPES[quant.compute_dtype],
+            compress_statistics=quant.double_quant,
+            quant_type=quant.mode,
+            device="meta",
+        )
+        layer.weight = bnb.nn.Params4bit(
+            weight.to("cpu", copy=True),
+            requires_grad=False,
+            quant_type=quant.mode,
+            compress_statistics=quant.double_quant,
+            module=layer,
+        )
         # read by Linear4bit.forward; bitsandbytes' bf16 kernel exists only on AVX512-BF16 CPUs (its own default
         # asks the CPU): forced on an AVX2-only CPU it repacks the weight for a kernel the CPU lacks, and the
         # merged model's accuracy then differed from its exported copy's. There "bnb" is the reference path.
@@ -135,8 +156,10 @@ def moved(layer: nn.Module, device: torch.device, mode: str) -> nn.Module:
         return layer.to(device)
     except NotImplementedError as err:
         first = " ".join(str(err).split(". ")[0].split())[:160]
-        raise ConfigError(f"quant.mode={mode!r} is not supported by {BNB_PIN} on {device.type} ({first}); "
-                          "use train.device=cpu or quant.mode=none") from None
+        raise ConfigError(
+            f"quant.mode={mode!r} is not supported by {BNB_PIN} on {device.type} ({first}); "
+            "use train.device=cpu or quant.mode=none"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -151,7 +174,7 @@ class WeightSource:
     start: int = 0
     stop: int | None = None
 
-    def rows(self, start: int, stop: int) -> "WeightSource":
+    def rows(self, start: int, stop: int) -> WeightSource:
         """Rows ``start:stop`` of this weight (a q, k or v slice of timm's fused qkv)."""
         return replace(self, start=self.start + start, stop=self.start + stop)
 
@@ -278,6 +301,7 @@ def weight_only_arithmetic(model: nn.Module):
         def forward(x):
             bias = None if layer.bias is None else layer.bias.to(x.dtype)
             return F.linear(x, dequantized_weight(layer).to(x.dtype), bias)
+
         return forward
 
     for module in layers:
@@ -315,16 +339,18 @@ def base_weight_bytes(model: nn.Module, trainable: set[int]) -> dict[str, int]:
 
     A bitsandbytes layer counts its state dict (quantized data, absmax, nested statistics,
     code book, bias), a group-wise layer its packed codes, scales, zeros / offsets, code book and
-    bias (not the fp32 copy a quantization schedule keeps while training); other modules their frozen parameters and buffers. ``trainable`` holds
-    the ``id`` of every trainable parameter (not counted: they are the method's own).
+    bias (not the fp32 copy a quantization schedule keeps while training); other modules their frozen
+    parameters and buffers. ``trainable`` holds the ``id`` of every trainable parameter (not counted:
+    they are the method's own).
     """
     stored = fp32 = 0
     restore_layout(model)  # count the standard layout, not the bf16 kernel's
     for module in model.modules():
         if is_quantized_linear(module):
             stored += sum(t.numel() * t.element_size() for t in module.state_dict().values())
-            fp32 += 4 * (module.in_features * module.out_features + (module.out_features if module.bias is not None
-                                                                     else 0))
+            fp32 += 4 * (
+                module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)
+            )
             continue
         for param in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
             if id(param) in trainable:
@@ -346,12 +372,15 @@ def load_quantized_state(model: nn.Module, state: dict[str, torch.Tensor], devic
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit) and f"{name}.weight" in rest:
             prefix = f"{name}.weight."
-            stats = {k[len(prefix):]: rest.pop(k) for k in list(rest) if k.startswith(prefix)}
-            module.weight = bnb.nn.Params4bit.from_prequantized(rest.pop(f"{name}.weight"), stats, device=device,
-                                                                module=module)
+            stats = {k[len(prefix) :]: rest.pop(k) for k in list(rest) if k.startswith(prefix)}
+            module.weight = bnb.nn.Params4bit.from_prequantized(
+                rest.pop(f"{name}.weight"), stats, device=device, module=module
+            )
             loaded.append(f"{name}.weight")
     result = model.load_state_dict(rest, strict=False)
     missing = [k for k in result.missing_keys if k not in loaded]
     if missing or result.unexpected_keys:
-        raise WeightsError(f"quantized weights do not match the model: missing {missing[:3]}, "
-                           f"unexpected {list(result.unexpected_keys)[:3]}")
+        raise WeightsError(
+            f"quantized weights do not match the model: missing {missing[:3]}, "
+            f"unexpected {list(result.unexpected_keys)[:3]}"
+        )

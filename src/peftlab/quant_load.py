@@ -9,7 +9,7 @@ Linear that the run quantizes (``quant.mode``, or QA-LoRA's own base) on the met
 loaded as ``build_backbone`` does. ``quantize_base`` (and QA-LoRA's quantizer) read each weight from
 the file when they quantize its layer, so building peaks near the quantized size plus one layer
 rather than at the fp32 size. Any other run, a random base or timm's hub weights included, is
-built by ``build_backbone`` as before.
+built by ``build_backbone`` alone.
 
 Same bytes as a base loaded in full and then quantized: the backbone is built on the CPU as timm
 builds it, but under ``DeferLinears`` the tensors that will hold the quantized Linears' weights are
@@ -28,11 +28,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from peftlab.backbones import (HEAD_PREFIXES, _adapt_timm_state, build_backbone, check_weights_file, hf_to_timm_key,
-                               is_hf_layout)
+from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
 from peftlab.config_sections import ModelConfig, QuantConfig
 from peftlab.quant import WeightSource, quantizable_linears, release_freed_memory
+from peftlab.weights import HEAD_PREFIXES, check_weights_file, hf_to_timm_key, is_hf_layout, resample_pos_embed
 
 
 def quantizes_base(cfg: RunConfig) -> bool:
@@ -76,9 +76,12 @@ def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
 
     with safe_open(str(path), "pt") as f:
         sources = timm_sources(list(f.keys()))
-        state = {key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])
-                 for key, keys in sources.items() if key not in deferred and not key.startswith(HEAD_PREFIXES)}
-    model.load_state_dict(_adapt_timm_state(state, model), strict=False)
+        state = {
+            key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])
+            for key, keys in sources.items()
+            if key not in deferred and not key.startswith(HEAD_PREFIXES)
+        }
+    model.load_state_dict(resample_pos_embed(state, model), strict=False)
     for key in deferred:
         module = model.get_submodule(key.removesuffix(".weight"))
         module.weight_source = WeightSource(path, sources[key], module.weight.dtype)
@@ -104,8 +107,11 @@ def makes_tensor(func, args, kwargs) -> bool:
     """A factory call: a new tensor from no tensor (other calls without tensors, such as torchvision's
     one-off ``_cuda_version`` on first use, are not counted: they need not recur in the second build)."""
     returns = func._schema.returns
-    return (len(returns) == 1 and isinstance(returns[0].type, torch.TensorType)
-            and not any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs))))
+    return (
+        len(returns) == 1
+        and isinstance(returns[0].type, torch.TensorType)
+        and not any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs)))
+    )
 
 
 class TensorOrder(TorchDispatchMode):
@@ -146,8 +152,7 @@ class DeferLinears(TorchDispatchMode):
         size = target.untyped_storage().nbytes()
         if self.scratch.numel() < size:
             self.scratch = torch.empty(size, dtype=torch.uint8)
-        return self.scratch[:size].view(target.dtype).as_strided(target.shape, target.stride(),
-                                                                 target.storage_offset())
+        return self.scratch[:size].view(target.dtype).as_strided(target.shape, target.stride(), target.storage_offset())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -156,8 +161,9 @@ class DeferLinears(TorchDispatchMode):
             if call in self.deferred:
                 out = func(*args, **{**kwargs, "device": torch.device("meta")})
                 if out.shape != self.deferred[call]:  # timm built in another order than on the meta device
-                    raise RuntimeError(f"quantized loading: tensor {call} is {tuple(out.shape)}, expected "
-                                       f"{tuple(self.deferred[call])}")
+                    raise RuntimeError(
+                        f"quantized loading: tensor {call} is {tuple(out.shape)}, expected {tuple(self.deferred[call])}"
+                    )
                 return out
         elif torch.Tag.nondeterministic_seeded in func.tags and args[0].is_meta:
             func(self.scratch_like(args[0]), *args[1:], **kwargs)

@@ -26,39 +26,45 @@ class Task:
     lossless_source: bool = False
 
 
-VTAB1K_TASKS = {t.name: t for t in (
-    Task("cifar", 100, NATURAL, lossless_source=True),
-    Task("caltech101", 102, NATURAL),
-    Task("dtd", 47, NATURAL),
-    Task("oxford_flowers102", 102, NATURAL),
-    Task("oxford_iiit_pet", 37, NATURAL),
-    Task("svhn", 10, NATURAL, lossless_source=True),
-    Task("sun397", 397, NATURAL),
-    Task("patch_camelyon", 2, SPECIALIZED, lossless_source=True),
-    Task("eurosat", 10, SPECIALIZED, lossless_source=True),
-    Task("resisc45", 45, SPECIALIZED),
-    Task("diabetic_retinopathy", 5, SPECIALIZED),
-    Task("clevr_count", 8, STRUCTURED, lossless_source=True),
-    Task("clevr_dist", 6, STRUCTURED, lossless_source=True),
-    Task("dmlab", 6, STRUCTURED),
-    Task("kitti", 4, STRUCTURED),
-    Task("dsprites_loc", 16, STRUCTURED, lossless_source=True),
-    Task("dsprites_ori", 16, STRUCTURED, lossless_source=True),
-    Task("smallnorb_azi", 18, STRUCTURED, lossless_source=True),
-    Task("smallnorb_ele", 9, STRUCTURED, lossless_source=True),
-)}
+VTAB1K_TASKS = {
+    t.name: t
+    for t in (
+        Task("cifar", 100, NATURAL, lossless_source=True),
+        Task("caltech101", 102, NATURAL),
+        Task("dtd", 47, NATURAL),
+        Task("oxford_flowers102", 102, NATURAL),
+        Task("oxford_iiit_pet", 37, NATURAL),
+        Task("svhn", 10, NATURAL, lossless_source=True),
+        Task("sun397", 397, NATURAL),
+        Task("patch_camelyon", 2, SPECIALIZED, lossless_source=True),
+        Task("eurosat", 10, SPECIALIZED, lossless_source=True),
+        Task("resisc45", 45, SPECIALIZED),
+        Task("diabetic_retinopathy", 5, SPECIALIZED),
+        Task("clevr_count", 8, STRUCTURED, lossless_source=True),
+        Task("clevr_dist", 6, STRUCTURED, lossless_source=True),
+        Task("dmlab", 6, STRUCTURED),
+        Task("kitti", 4, STRUCTURED),
+        Task("dsprites_loc", 16, STRUCTURED, lossless_source=True),
+        Task("dsprites_ori", 16, STRUCTURED, lossless_source=True),
+        Task("smallnorb_azi", 18, STRUCTURED, lossless_source=True),
+        Task("smallnorb_ele", 9, STRUCTURED, lossless_source=True),
+    )
+}
 
 # VTAB-1k's split files: the tuning protocol trains on train800 and selects on val200; the final
 # runs train on train800val200 (all 1,000 images) and meet test once
 VTAB1K_LISTS = {"train": "train800.txt", "val": "val200.txt", "trainval": "train800val200.txt", "test": "test.txt"}
 
-FGVC_TASKS = {t.name: t for t in (
-    Task("cub", 200, "FGVC"),
-    Task("nabirds", 555, "FGVC"),
-    Task("flowers", 102, "FGVC"),
-    Task("dogs", 120, "FGVC"),
-    Task("cars", 196, "FGVC"),
-)}
+FGVC_TASKS = {
+    t.name: t
+    for t in (
+        Task("cub", 200, "FGVC"),
+        Task("nabirds", 555, "FGVC"),
+        Task("flowers", 102, "FGVC"),
+        Task("dogs", 120, "FGVC"),
+        Task("cars", 196, "FGVC"),
+    )
+}
 # VPT's release: one json per split, {image path relative to the dataset folder: class id}
 FGVC_LISTS = {"train": "train.json", "val": "val.json", "test": "test.json"}
 

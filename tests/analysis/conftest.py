@@ -106,7 +106,9 @@ def synthetic_study():
                     "timing.train_seconds": 300 * (1 + trainable / TOTAL) + rng.normal(0, 10),
                 }
             )
-    rows.append({"run_id": "lora r=16-3", "status": "diverged", "error": "loss is NaN", "variant": "lora r=16", "seed": 3})
+    rows.append(
+        {"run_id": "lora r=16-3", "status": "diverged", "error": "loss is NaN", "variant": "lora r=16", "seed": 3}
+    )
     return pd.DataFrame(rows)
 
 
@@ -120,6 +122,12 @@ def synthetic_curves():
             for step in range(0, 1001, 100):
                 accuracy = 0.8 * (1 - np.exp(-step / (150 + 10 * r))) + rng.normal(0, 0.01)
                 rows.append(
-                    {"run_id": f"r{r}-{seed}", "variant": f"lora r={r}", "config.method.r": r, "step": step, "val_top1": accuracy}
+                    {
+                        "run_id": f"r{r}-{seed}",
+                        "variant": f"lora r={r}",
+                        "config.method.r": r,
+                        "step": step,
+                        "val_top1": accuracy,
+                    }
                 )
     return pd.DataFrame(rows)

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import yaml
+from testkit import REPO
 
 from peftlab.config import load_config, to_dict
-from testkit import REPO
 
 TOTAL = 800_394
 # variant, method, overrides, trainable, wall seconds, test top-1 per seed
@@ -37,8 +37,9 @@ def write_study_dir(study_dir: Path, with_failure: bool = True, variants=None) -
     base model whose pretraining manifest is study_dir/base/manifest.json."""
     base = study_dir / "base" / "model.safetensors"
     base.parent.mkdir(parents=True)
-    (base.parent / "manifest.json").write_text(json.dumps({"data": {"name": "mnist"}, "test_top1": 0.9576,
-                                                           "train_seconds": 110.4, "weights": base.name}))
+    (base.parent / "manifest.json").write_text(
+        json.dumps({"data": {"name": "mnist"}, "test_top1": 0.9576, "train_seconds": 110.4, "weights": base.name})
+    )
     order = 0
     for variant, method, overrides, trainable, wall, scores in RUNS + (ZOO_RUNS if variants is not None else []):
         if variants is not None and variant not in variants:
@@ -47,14 +48,39 @@ def write_study_dir(study_dir: Path, with_failure: bool = True, variants=None) -
             cfg = config({**overrides, "model.pretrained": base}, seed)
             run_id = f"{variant.replace(' ', '').replace('=', '')}-s{seed}"
             axes = {"method.r": overrides["method.r"]} if "method.r" in overrides else {}
-            write_run(study_dir / "runs" / run_id, cfg, run_id, variant, method, seed, axes, order,
-                      result=completed_result(cfg, top1, trainable, wall))
+            write_run(
+                study_dir / "runs" / run_id,
+                cfg,
+                run_id,
+                variant,
+                method,
+                seed,
+                axes,
+                order,
+                result=completed_result(cfg, top1, trainable, wall),
+            )
             order += 1
     if with_failure:
         cfg = config({"method.name": "lora", "method.r": 8, "model.pretrained": base}, seed=3)
-        write_run(study_dir / "runs" / "lorar8-s3", cfg, "lorar8-s3", "lora r=8", "lora", 3, {"method.r": 8}, order,
-                  result={"status": "failed", "error": "RuntimeError: out of memory", "step": 12,
-                          "config": to_dict(cfg), "metrics": {}, "params": None, "provenance": None})
+        write_run(
+            study_dir / "runs" / "lorar8-s3",
+            cfg,
+            "lorar8-s3",
+            "lora r=8",
+            "lora",
+            3,
+            {"method.r": 8},
+            order,
+            result={
+                "status": "failed",
+                "error": "RuntimeError: out of memory",
+                "step": 12,
+                "config": to_dict(cfg),
+                "metrics": {},
+                "params": None,
+                "provenance": None,
+            },
+        )
     return study_dir
 
 
@@ -65,29 +91,59 @@ def config(overrides, seed):
 
 def write_run(run_dir, cfg, run_id, variant, method, seed, axes, order, result):
     run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps({"run_id": run_id, "variant": variant, "method": method,
-                                                   "seed": seed, "groups": [], "axes": axes, "order": order}))
+    (run_dir / "spec.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "variant": variant,
+                "method": method,
+                "seed": seed,
+                "groups": [],
+                "axes": axes,
+                "order": order,
+            }
+        )
+    )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     if result["status"] == "completed":
         top1 = result["metrics"]["test_top1"]
-        lines = [{"kind": "eval", "step": step, "epoch": 0, "val_loss": 1.0, "val_top1": top1 * fraction,
-                  "val_top5": 0.9} for step, fraction in ((25, 0.7), (50, 0.85), (75, 0.95), (125, 1.0))]
+        lines = [
+            {"kind": "eval", "step": step, "epoch": 0, "val_loss": 1.0, "val_top1": top1 * fraction, "val_top5": 0.9}
+            for step, fraction in ((25, 0.7), (50, 0.85), (75, 0.95), (125, 1.0))
+        ]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def completed_result(cfg, top1, trainable, wall):
     return {
-        "status": "completed", "error": None, "step": 125, "config": to_dict(cfg),
-        "metrics": {"test_top1": top1, "test_top5": min(0.99, top1 + 0.25), "val_top1": top1,
-                    "best_val_top1": top1, "test_loss": 0.8},
+        "status": "completed",
+        "error": None,
+        "step": 125,
+        "config": to_dict(cfg),
+        "metrics": {
+            "test_top1": top1,
+            "test_top5": min(0.99, top1 + 0.25),
+            "val_top1": top1,
+            "best_val_top1": top1,
+            "test_loss": 0.8,
+        },
         "params": {"total": TOTAL, "trainable": trainable, "trainable_ratio": trainable / TOTAL},
         "memory": {"peak_rss_bytes": 900_000_000, "cuda_max_allocated_bytes": None, "weights_bytes": 3_201_576},
-        "timing": {"train_seconds": wall - 5, "train_images_per_second": 300.0, "eval_images_per_second": 2000.0,
-                   "wall_seconds": wall},
+        "timing": {
+            "train_seconds": wall - 5,
+            "train_images_per_second": 300.0,
+            "eval_images_per_second": 2000.0,
+            "wall_seconds": wall,
+        },
         "merge": None,
-        "provenance": {"git_sha": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False,
-                       "versions": {"torch": "2.14.1", "timm": "1.0.31", "peft": "0.21.2"},
-                       "hardware": {"cpu": "AMD EPYC test CPU", "cpu_count": 2, "device": "cpu", "gpu": None},
-                       "threads": 2, "dtype": "fp32", "seed": cfg.seed},
+        "provenance": {
+            "git_sha": "0123456789abcdef0123456789abcdef01234567",
+            "git_dirty": False,
+            "versions": {"torch": "2.14.1", "timm": "1.0.31", "peft": "0.21.2"},
+            "hardware": {"cpu": "AMD EPYC test CPU", "cpu_count": 2, "device": "cpu", "gpu": None},
+            "threads": 2,
+            "dtype": "fp32",
+            "seed": cfg.seed,
+        },
     }

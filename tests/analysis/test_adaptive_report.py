@@ -3,13 +3,13 @@ strategy and uniform LoRA at the same total rank, 2 seeds)."""
 
 import pytest
 import yaml
+from testkit import TINY_MODEL, needs_fashion_mnist
 
 from peftlab.analysis.adaptive import equal_budget_comparisons, load_importance, seed_agreement
 from peftlab.analysis.load import load_results
 from peftlab.analysis.report import write_report
 from peftlab.study.runner import run_study
 from peftlab.study.spec import load_study
-from testkit import needs_fashion_mnist, TINY_MODEL
 
 pytestmark = [
     pytest.mark.e2e,
@@ -20,15 +20,29 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("adaptive-study")
-    (root / "base.yaml").write_text(yaml.safe_dump({
-        "model": TINY_MODEL,
-        "data": {"name": "fashion_mnist", "train_subset": 256, "val_subset": 64, "test_subset": 128},
-        "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "lr": 3e-3, "log_every": 4}}))
-    (root / "study.yaml").write_text(yaml.safe_dump({
-        "name": "adaptive-mini", "base": "base.yaml", "seeds": 2,
-        "methods": {"lora": {"set": {"method.r": 4}, "axes": {"method.rank_strategy": ["uniform", "linear_decay"]}},
+    (root / "base.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "data": {"name": "fashion_mnist", "train_subset": 256, "val_subset": 64, "test_subset": 128},
+                "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "lr": 3e-3, "log_every": 4},
+            }
+        )
+    )
+    (root / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "adaptive-mini",
+                "base": "base.yaml",
+                "seeds": 2,
+                "methods": {
+                    "lora": {"set": {"method.r": 4}, "axes": {"method.rank_strategy": ["uniform", "linear_decay"]}},
                     "adalora": {"set": {"method.init_r": 6, "method.target_r": 4}},
-                    "adaptive": {"set": {"method.r": 4, "method.importance": "fisher", "method.interval": 2}}}}))
+                    "adaptive": {"set": {"method.r": 4, "method.importance": "fisher", "method.interval": 2}},
+                },
+            }
+        )
+    )
     out = root / "out"
     summary = run_study(load_study(root / "study.yaml"), out, workers=1, progress=False)
     assert summary.ok and not summary.diverged, summary.failed

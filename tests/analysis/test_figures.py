@@ -5,8 +5,9 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from peftlab.analysis import figures
-from peftlab.analysis.stats import pareto_front
+from peftlab.analysis import ablation_figure, figures
+from peftlab.analysis.figure_style import MARKERS, study_palette
+from peftlab.analysis.intervals import pareto_front
 
 
 def assert_png_and_pdf(paths, out_dir, name):
@@ -44,7 +45,7 @@ def test_cost(synthetic_study, tmp_path):
 def test_ablation(synthetic_study, tmp_path, axis, name):
     study = synthetic_study.copy()
     study["config.method.target_modules"] = [["q", "v"] if i % 2 else ["qkv"] for i in range(len(study))]
-    assert_png_and_pdf(figures.plot_ablation(study, axis, tmp_path), tmp_path, name)
+    assert_png_and_pdf(ablation_figure.plot_ablation(study, axis, tmp_path), tmp_path, name)
 
 
 def test_seed_boxplots(synthetic_study, tmp_path):
@@ -54,7 +55,7 @@ def test_seed_boxplots(synthetic_study, tmp_path):
 def test_seed_boxplots_mark_every_run_at_its_seed_s_place(synthetic_study, drawn, tmp_path):
     figures.plot_seed_boxplots(synthetic_study, tmp_path)
     ax = drawn["seed_boxplots"].axes[0]
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     done = synthetic_study[synthetic_study["status"] == "completed"]
     assert len(ax.collections) == len(palette["variants"])  # one strip of dots per configuration
     for i, (variant, dots) in enumerate(zip(palette["variants"], ax.collections)):
@@ -69,8 +70,16 @@ def test_seed_boxplots_mark_every_run_at_its_seed_s_place(synthetic_study, drawn
 
 def one_evaluation_per_run():
     # each run evaluated once, at its last step: no curve (the issue's empty frame, x from 15.25 to 16.75)
-    return pd.DataFrame({"run_id": ["a", "b", "c"], "variant": ["full", "lora r=4", "lora r=4"], "method": ["full", "lora", "lora"],
-                         "seed": [0, 0, 1], "step": [16, 16, 16], "val_top1": [0.7, 0.6, 0.62]})
+    return pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "variant": ["full", "lora r=4", "lora r=4"],
+            "method": ["full", "lora", "lora"],
+            "seed": [0, 0, 1],
+            "step": [16, 16, 16],
+            "val_top1": [0.7, 0.6, 0.62],
+        }
+    )
 
 
 def only_unquantized(study):
@@ -88,11 +97,15 @@ def only_failures(study):
         lambda study, out: figures.plot_quantization_tradeoff(only_unquantized(study), out),
         lambda study, out: figures.plot_quantization_tradeoff(study[study["config.quant.mode"] != "none"], out),
         lambda study, out: figures.plot_convergence(None, out),
-        lambda study, out: figures.plot_convergence(pd.DataFrame(columns=["run_id", "variant", "step", "val_top1"]), out),
+        lambda study, out: figures.plot_convergence(
+            pd.DataFrame(columns=["run_id", "variant", "step", "val_top1"]), out
+        ),
         lambda study, out: figures.plot_convergence(one_evaluation_per_run(), out),
-        lambda study, out: figures.plot_cost(study.drop(columns=[c for c in study if c.startswith(("timing.", "memory."))]), out),
-        lambda study, out: figures.plot_ablation(study, "config.train.lr", out),  # one value only
-        lambda study, out: figures.plot_ablation(study, "config.method.dropout", out),  # no such column
+        lambda study, out: figures.plot_cost(
+            study.drop(columns=[c for c in study if c.startswith(("timing.", "memory."))]), out
+        ),
+        lambda study, out: ablation_figure.plot_ablation(study, "config.train.lr", out),  # one value only
+        lambda study, out: ablation_figure.plot_ablation(study, "config.method.dropout", out),  # no such column
         lambda study, out: figures.plot_seed_boxplots(only_failures(study), out),
     ],
     ids=[
@@ -124,6 +137,7 @@ def drawn(monkeypatch):
         return [name]
 
     monkeypatch.setattr(figures, "save_figure", keep)
+    monkeypatch.setattr(ablation_figure, "save_figure", keep)
     return figures_by_name
 
 
@@ -133,16 +147,24 @@ def legend_texts(fig):
 
 def test_no_two_of_many_methods_share_hue_and_marker():
     table = pd.DataFrame({"variant": [f"m{i:02d}" for i in range(40)], "method": [f"m{i:02d}" for i in range(40)]})
-    palette = figures.study_palette(table)
+    palette = study_palette(table)
     pairs = {(palette["method"][m], palette["marker"][m]) for m in palette["methods"]}
     assert len(pairs) == 40
-    assert [palette["marker"][m] for m in palette["methods"][:8]] == figures.MARKERS  # the first eight as before
+    assert [palette["marker"][m] for m in palette["methods"][:8]] == MARKERS  # the first eight as before
 
 
 def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     assert palette["methods"] == ["full", "linear", "lora"]
-    assert palette["variants"] == ["full", "linear", "lora r=4", "lora r=8", "lora r=8 int8", "lora r=8 nf4", "lora r=16"]
+    assert palette["variants"] == [
+        "full",
+        "linear",
+        "lora r=4",
+        "lora r=8",
+        "lora r=8 int8",
+        "lora r=8 nf4",
+        "lora r=16",
+    ]
     lora = [palette["variant"][v] for v in palette["variants"][2:]]
     assert len(set(lora)) == 5
     # shades of one hue: light to dark in sorted order
@@ -152,7 +174,7 @@ def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
 
 
 def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, synthetic_curves, drawn, tmp_path):
-    palette = figures.study_palette(synthetic_study)
+    palette = study_palette(synthetic_study)
     curves = synthetic_curves.assign(method="lora")
     figures.plot_accuracy_vs_params(synthetic_study, tmp_path, palette=palette)
     figures.plot_convergence(curves, tmp_path, palette=palette)
@@ -171,14 +193,26 @@ def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, sy
 def test_rank_ablation_draws_methods_without_a_rank_as_reference_lines(drawn, tmp_path):
     # full and linear carry the base config's r = 8 they never use (the issue's complaint)
     rows = []
-    for variant, method, r, scores in [("full", "full", 8, [0.74, 0.75, 0.76]), ("linear", "linear", 8, [0.59, 0.60, 0.58]),
-                                       ("lora r=4", "lora", 4, [0.67, 0.68, 0.66]), ("lora r=8", "lora", 8, [0.68, 0.69, 0.70])]:
+    for variant, method, r, scores in [
+        ("full", "full", 8, [0.74, 0.75, 0.76]),
+        ("linear", "linear", 8, [0.59, 0.60, 0.58]),
+        ("lora r=4", "lora", 4, [0.67, 0.68, 0.66]),
+        ("lora r=8", "lora", 8, [0.68, 0.69, 0.70]),
+    ]:
         for seed, score in enumerate(scores):
-            rows.append({"variant": variant, "method": method, "seed": seed, "status": "completed",
-                         "config.method.r": r, "metrics.test_top1": score})
+            rows.append(
+                {
+                    "variant": variant,
+                    "method": method,
+                    "seed": seed,
+                    "status": "completed",
+                    "config.method.r": r,
+                    "metrics.test_top1": score,
+                }
+            )
     table = pd.DataFrame(rows)
-    assert figures.axis_methods(table, "config.method.r") == ["lora"]
-    figures.plot_ablation(table, "config.method.r", tmp_path)
+    assert ablation_figure.axis_methods(table, "config.method.r") == ["lora"]
+    ablation_figure.plot_ablation(table, "config.method.r", tmp_path)
     ax = drawn["ablation_method_r"].axes[0]
     references = {line.get_label(): line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--"}
     assert references == {"full (no rank r)": pytest.approx(75.0), "linear (no rank r)": pytest.approx(59.0)}
@@ -197,7 +231,7 @@ def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
 
 def test_legend_and_latex_table_use_the_study_labels(synthetic_study, drawn, tmp_path):
     from peftlab.analysis import tables
-    from peftlab.analysis.stats import summarize
+    from peftlab.analysis.intervals import summarize
 
     labels = {"lora r=4": "LoRA ($r{=}4$), 50% & more", "full": "Full FT_1", "lora": "LoRA"}
     figures.plot_accuracy_vs_params(synthetic_study, tmp_path, labels=labels)
@@ -223,8 +257,11 @@ def test_cost_bars_are_means_with_each_run_as_a_dot_from_zero(synthetic_study, d
     study.loc[study["variant"] == "linear", "timing.train_seconds"] = [5.0, 6.0, 300.0]
     figures.plot_cost(study, tmp_path)
     fig = drawn["cost"]
-    assert [ax.get_title() for ax in fig.axes] == ["Training time", "Peak RSS of the run",
-                                                   "Frozen base weights as stored"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "Training time",
+        "Peak RSS of the run",
+        "Frozen base weights as stored",
+    ]
     time_axis = fig.axes[0]
     assert time_axis.get_xlim()[0] == 0
     assert not time_axis.lines  # no error bars
@@ -252,15 +289,41 @@ def quantized_table():
         ("lora r=8 quant=int8", "int8", 257_000, [0.80, 0.82, 0.80], [0.80, 0.81, 0.80]),
     ]:
         for seed in range(3):
-            rows.append({"run_id": f"{variant}-{seed}", "variant": variant, "method": "lora", "seed": seed,
-                         "status": "completed", "config.seed": seed, "config.method.r": 8, "config.quant.mode": mode,
-                         "config.quant.double_quant": mode == "nf4", "config.train.lr": 1e-3,
-                         "metrics.test_top1": top1[seed], "metrics.merged_test_top1": merged[seed],
-                         "memory.base_weights_bytes": stored, "memory.base_weights_fp32_bytes": fp32_bytes})
-    rows.append({"run_id": "full-0", "variant": "full", "method": "full", "seed": 0, "status": "completed",
-                 "config.seed": 0, "config.method.r": 8, "config.quant.mode": "none", "config.quant.double_quant": False,
-                 "config.train.lr": 1e-4, "metrics.test_top1": 0.9, "memory.base_weights_bytes": fp32_bytes,
-                 "memory.base_weights_fp32_bytes": fp32_bytes})
+            rows.append(
+                {
+                    "run_id": f"{variant}-{seed}",
+                    "variant": variant,
+                    "method": "lora",
+                    "seed": seed,
+                    "status": "completed",
+                    "config.seed": seed,
+                    "config.method.r": 8,
+                    "config.quant.mode": mode,
+                    "config.quant.double_quant": mode == "nf4",
+                    "config.train.lr": 1e-3,
+                    "metrics.test_top1": top1[seed],
+                    "metrics.merged_test_top1": merged[seed],
+                    "memory.base_weights_bytes": stored,
+                    "memory.base_weights_fp32_bytes": fp32_bytes,
+                }
+            )
+    rows.append(
+        {
+            "run_id": "full-0",
+            "variant": "full",
+            "method": "full",
+            "seed": 0,
+            "status": "completed",
+            "config.seed": 0,
+            "config.method.r": 8,
+            "config.quant.mode": "none",
+            "config.quant.double_quant": False,
+            "config.train.lr": 1e-4,
+            "metrics.test_top1": 0.9,
+            "memory.base_weights_bytes": fp32_bytes,
+            "memory.base_weights_fp32_bytes": fp32_bytes,
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -281,7 +344,9 @@ def test_quantization_points_by_hand():
 
 
 def test_quantization_figure_from_a_table_with_the_quantized_base_columns(tmp_path):
-    assert_png_and_pdf(figures.plot_quantization_tradeoff(quantized_table(), tmp_path), tmp_path, "quantization_tradeoff")
+    assert_png_and_pdf(
+        figures.plot_quantization_tradeoff(quantized_table(), tmp_path), tmp_path, "quantization_tradeoff"
+    )
 
 
 def test_quantization_points_need_the_same_config_and_seed():
@@ -293,12 +358,15 @@ def test_quantization_points_need_the_same_config_and_seed():
     assert set(figures.quantization_points(table)["n_pairs"]) == {2}
 
 
-def test_accuracy_vs_params_with_many_configurations_names_the_front_beside_its_points(synthetic_study, tmp_path,
-                                                                                       drawn):
+def test_accuracy_vs_params_with_many_configurations_names_the_front_beside_its_points(
+    synthetic_study, tmp_path, drawn
+):
     """Beyond 8 configurations, names beside every point would cover them: the legend names them,
     only the Pareto front's points keep their names, and the log axis reads 10K, 1M rather than 10^4."""
-    many = pd.concat([synthetic_study.assign(variant=synthetic_study["variant"] + suffix)
-                      for suffix in ("", " b")], ignore_index=True)
+    many = pd.concat(
+        [synthetic_study.assign(variant=synthetic_study["variant"] + suffix) for suffix in ("", " b")],
+        ignore_index=True,
+    )
     assert many["variant"].nunique() > figures.MAX_POINT_LABELS
     figures.plot_accuracy_vs_params(many, tmp_path)
     fig = drawn["accuracy_vs_params"]

@@ -5,37 +5,77 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.analysis.health import (load_gradient_flow, load_health, load_rank_use, plot_gradient_flow,
-                                     plot_rank_utilisation, report_section, short_layer)
+from peftlab.analysis.health import load_gradient_flow, load_health, load_rank_use, report_section
+from peftlab.analysis.health_figures import plot_gradient_flow, plot_rank_utilisation, short_layer
 
 LAYERS = ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v", "blocks.1.attn.qkv.q", "blocks.1.attn.qkv.v"]
 
 
-def write_run(study: Path, run_id: str, variant: str, method: str, seed: int, *, r=None, verdict="stable",
-              converged=False, frozen_equal=True, status="completed", exploding=0, merge_diff=None):
+def write_run(
+    study: Path,
+    run_id: str,
+    variant: str,
+    method: str,
+    seed: int,
+    *,
+    r=None,
+    verdict="stable",
+    converged=False,
+    frozen_equal=True,
+    status="completed",
+    exploding=0,
+    merge_diff=None,
+):
     run_dir = study / "runs" / run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps({"run_id": run_id, "variant": variant, "method": method,
-                                                   "seed": seed, "groups": ["main"], "axes": {}}))
-    adapters = {layer: {"r": r, "effective_rank": r * (0.3 + 0.1 * i), "rank90": 2, "stable_rank": 1.5,
-                        "norm_update": 0.1, "norm_A": 1.0, "norm_B": 0.1, "singular_values": [0.1] * r}
-                for i, layer in enumerate(LAYERS)} if r else {}
+    (run_dir / "spec.json").write_text(
+        json.dumps(
+            {"run_id": run_id, "variant": variant, "method": method, "seed": seed, "groups": ["main"], "axes": {}}
+        )
+    )
+    adapters = (
+        {
+            layer: {
+                "r": r,
+                "effective_rank": r * (0.3 + 0.1 * i),
+                "rank90": 2,
+                "stable_rank": 1.5,
+                "norm_update": 0.1,
+                "norm_A": 1.0,
+                "norm_B": 0.1,
+                "singular_values": [0.1] * r,
+            }
+            for i, layer in enumerate(LAYERS)
+        }
+        if r
+        else {}
+    )
     result = {
-        "status": status, "step": 100, "config": {"method": {"name": method, "r": r}},
-        "health": {"verdict": verdict, "counts": {"exploding": exploding, "vanishing": 0},
-                   "first_step": {"exploding": 40 if exploding else None, "vanishing": None},
-                   "groups": {"exploding": {"blocks.1.attn.qkv.v.lora_B": exploding} if exploding else {},
-                              "vanishing": {}}},
-        "convergence": {"converged": converged, "gain_last_window": 0.002 if converged else 0.03,
-                        "reason": "val top-1 rose +3.00 pts in the last 25% of training (>= 0.5 pts)",
-                        "steps_to": {"90": 25, "95": 50, "99": 75}},
+        "status": status,
+        "step": 100,
+        "config": {"method": {"name": method, "r": r}},
+        "health": {
+            "verdict": verdict,
+            "counts": {"exploding": exploding, "vanishing": 0},
+            "first_step": {"exploding": 40 if exploding else None, "vanishing": None},
+            "groups": {"exploding": {"blocks.1.attn.qkv.v.lora_B": exploding} if exploding else {}, "vanishing": {}},
+        },
+        "convergence": {
+            "converged": converged,
+            "gain_last_window": 0.002 if converged else 0.03,
+            "reason": "val top-1 rose +3.00 pts in the last 25% of training (>= 0.5 pts)",
+            "steps_to": {"90": 25, "95": 50, "99": 75},
+        },
         "frozen_base": {"equal": frozen_equal, "rebuilt_equal": True},
         "monitors": {"adapters": adapters, "share_of_train_seconds": 0.004},
-        "merge": None if r is None else {"max_abs_diff": merge_diff or 1e-6, "tolerance": 1e-4,
-                                         "ok": (merge_diff or 1e-6) <= 1e-4},
+        "merge": None
+        if r is None
+        else {"max_abs_diff": merge_diff or 1e-6, "tolerance": 1e-4, "ok": (merge_diff or 1e-6) <= 1e-4},
     }
     (run_dir / "result.json").write_text(json.dumps(result))
-    groups = [f"{layer}.lora_{ab}" for layer in LAYERS for ab in "AB"] if r else ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+    groups = (
+        [f"{layer}.lora_{ab}" for layer in LAYERS for ab in "AB"] if r else ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+    )
     with open(run_dir / "monitors.jsonl", "w") as f:
         for step in (10, 20, 30):
             grads = {g: 0.01 * step for g in groups} | {"head": 0.5}
@@ -80,9 +120,13 @@ def test_report_section_says_what_failed_the_checks(study, tmp_path):
     text = "\n".join(report_section(study, tmp_path / "figures"))
     assert "| lora r=4 | 2 | 1 / 1 / 0 | 2 | 0 | 0 of 2 | +3.00 | 2 of 2 |" in text
     assert "| full | 2 | 2 / 0 / 0 | 0 | 0 | 2 of 2 | +0.20 | 2 of 2 |" in text
-    assert "- lora r=4 seed 1 [b1]: warnings; exploding 2 (first at step 40); layers: blocks.1.attn.qkv.v.lora_B" in text
-    assert "**3 of 5 runs did not converge** (val top-1 still rose >= 0.5 pts in their last 25%): the study is " \
-           "under-trained" in text
+    assert (
+        "- lora r=4 seed 1 [b1]: warnings; exploding 2 (first at step 40); layers: blocks.1.attn.qkv.v.lora_B" in text
+    )
+    assert (
+        "**3 of 5 runs did not converge** (val top-1 still rose >= 0.5 pts in their last 25%): the study is "
+        "under-trained" in text
+    )
     assert "in 4 of 5 runs; **changed in c0**" in text
     assert "**Merge check failed in 1 of 3 adapter runs**" in text
     assert "- lora r=8 seed 0 [c0]: max |diff| 5.91 (tolerance 0.0001)" in text
@@ -92,10 +136,12 @@ def test_report_section_says_what_failed_the_checks(study, tmp_path):
 def test_runs_without_monitor_results_are_said_so(tmp_path):
     run_dir = tmp_path / "runs" / "x"
     run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps({"run_id": "x", "variant": "v", "method": "full", "seed": 0,
-                                                   "groups": ["main"], "axes": {}}))
-    (run_dir / "result.json").write_text(json.dumps({"status": "completed",
-                                                     "merge": {"ok": True, "max_abs_diff": 0.0, "tolerance": 1e-4}}))
+    (run_dir / "spec.json").write_text(
+        json.dumps({"run_id": "x", "variant": "v", "method": "full", "seed": 0, "groups": ["main"], "axes": {}})
+    )
+    (run_dir / "result.json").write_text(
+        json.dumps({"status": "completed", "merge": {"ok": True, "max_abs_diff": 0.0, "tolerance": 1e-4}})
+    )
     text = "\n".join(report_section(tmp_path, tmp_path / "figures"))
     assert "No run recorded monitor results" in text
     assert "within tolerance in all 1 adapter runs" in text
@@ -106,14 +152,30 @@ def test_rank_use_of_many_configurations_is_a_grid_in_forward_order(tmp_path):
     layers in depth then forward order (q, k, v, proj, fc1, fc2)."""
     import pandas as pd
 
-    from peftlab.analysis.health import _layer_key, plot_rank_utilisation
+    from peftlab.analysis.health_figures import _layer_key, plot_rank_utilisation
 
-    layers = ["blocks.0.mlp.fc2", "blocks.0.attn.proj", "blocks.0.attn.qkv.q", "blocks.1.attn.qkv.v",
-              "blocks.0.mlp.fc1", "blocks.0.attn.qkv.k"]
-    assert [layer.rsplit(".", 1)[-1] for layer in sorted(layers, key=_layer_key)] == ["q", "k", "proj", "fc1",
-                                                                                      "fc2", "v"]
-    rows = [{"variant": f"config {v}", "seed": s, "layer": layer, "rank_ratio": 0.1 * v}
-            for v in range(8) for s in range(2) for layer in layers]
+    layers = [
+        "blocks.0.mlp.fc2",
+        "blocks.0.attn.proj",
+        "blocks.0.attn.qkv.q",
+        "blocks.1.attn.qkv.v",
+        "blocks.0.mlp.fc1",
+        "blocks.0.attn.qkv.k",
+    ]
+    assert [layer.rsplit(".", 1)[-1] for layer in sorted(layers, key=_layer_key)] == [
+        "q",
+        "k",
+        "proj",
+        "fc1",
+        "fc2",
+        "v",
+    ]
+    rows = [
+        {"variant": f"config {v}", "seed": s, "layer": layer, "rank_ratio": 0.1 * v}
+        for v in range(8)
+        for s in range(2)
+        for layer in layers
+    ]
     paths = plot_rank_utilisation(pd.DataFrame(rows), tmp_path)
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
 
@@ -123,15 +185,15 @@ def test_health_figures_take_the_study_palette_and_display_names(study, tmp_path
     report's palette (keyed by method, so a figure without full fine-tuning keeps LoRA's colour)."""
     import matplotlib.colors
 
-    import peftlab.analysis.health as health
-    from peftlab.analysis.figures import study_palette
+    import peftlab.analysis.health_figures as health_figures
+    from peftlab.analysis.figure_style import study_palette
 
     drawn = []
-    monkeypatch.setattr(health, "save_figure", lambda fig, out_dir, name: drawn.append(fig) or [])
+    monkeypatch.setattr(health_figures, "save_figure", lambda fig, out_dir, name: drawn.append(fig) or [])
     palette = study_palette(load_health(study))  # full and LoRA, as the report's table has them
     labels = {"lora r=4": "LoRA ($r{=}4$)"}
-    health.plot_rank_utilisation(load_rank_use(study), tmp_path, labels=labels, palette=palette)
-    health.plot_gradient_flow(load_gradient_flow(study), tmp_path, labels=labels, palette=palette)
+    health_figures.plot_rank_utilisation(load_rank_use(study), tmp_path, labels=labels, palette=palette)
+    health_figures.plot_gradient_flow(load_gradient_flow(study), tmp_path, labels=labels, palette=palette)
     legend = drawn[0].legends[0]
     names = [text.get_text() for text in legend.get_texts()]
     assert names == ["LoRA ($r{=}4$)", "lora r=8"]

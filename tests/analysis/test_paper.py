@@ -8,23 +8,25 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
 import shutil
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
-
-from peftlab.analysis import paper
-from peftlab.analysis.literature import bib_keys, literature_section, load_literature
-from peftlab.analysis.load import load_results
-from peftlab.analysis.submission import write_submission
-from peftlab.errors import UserError
 from studyfiles import write_study_dir
 from testkit import REPO
 
-MISSING_LATEX = paper.missing_latex()
+from peftlab.analysis import paper
+from peftlab.analysis.latex import compile_pdf, missing_latex
+from peftlab.analysis.literature import LITERATURE, bib_keys, literature_section, load_literature
+from peftlab.analysis.load import load_results
+from peftlab.analysis.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
+from peftlab.analysis.submission import write_submission
+from peftlab.errors import UserError
+
+MISSING_LATEX = missing_latex()
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,18 @@ def macros(results_tex: str) -> dict[str, str]:
 
 
 def test_writes_every_part_of_the_paper(sources):
-    for name in ("main.tex", "results.tex", "references.bib", "tables/main_table.tex", "tables/significance.tex",
-                 "tables/literature.tex", "figures/accuracy_vs_params.pdf", "figures/seed_boxplots.pdf",
-                 "figures/convergence.pdf", "figures/ablation_method_r.pdf"):
+    for name in (
+        "main.tex",
+        "results.tex",
+        "references.bib",
+        "tables/main_table.tex",
+        "tables/significance.tex",
+        "tables/literature.tex",
+        "figures/accuracy_vs_params.pdf",
+        "figures/seed_boxplots.pdf",
+        "figures/convergence.pdf",
+        "figures/ablation_method_r.pdf",
+    ):
         assert (sources / name).stat().st_size > 0, name
 
 
@@ -73,7 +84,7 @@ def test_main_tex_types_no_number_and_uses_only_defined_macros(sources):
 def assert_no_typed_number(sources):
     main = (sources / "main.tex").read_text()
     defined = macros((sources / "results.tex").read_text())
-    body = main[main.index(r"\begin{document}"):]
+    body = main[main.index(r"\begin{document}") :]
     # what may hold a digit: citation keys, labels, file names, widths and the terms top-1 and SHA-256
     prose = re.sub(r"\\(cite\w*|ref|label|input|includegraphics|bibliography\w*)(\[[^\]]*\])*\{[^}]*\}", "", body)
     prose = re.sub(r"\d*\.?\d+\\linewidth|top-1|SHA-256", "", prose)
@@ -84,8 +95,15 @@ def assert_no_typed_number(sources):
 
 def test_sections_and_places_for_the_author(sources):
     main = (sources / "main.tex").read_text()
-    for section in ("Introduction", "Related work", "Setup", "Results", "Comparison with published results",
-                    "Limitations", "Conclusion"):
+    for section in (
+        "Introduction",
+        "Related work",
+        "Setup",
+        "Results",
+        "Comparison with published results",
+        "Limitations",
+        "Conclusion",
+    ):
         assert rf"\section{{{section}}}" in main
     assert r"\begin{abstract}" in main and r"\begin{algorithm}" in main and r"\begin{subfigure}" in main
     assert main.count(r"\authornote{") >= 7
@@ -95,8 +113,9 @@ def test_sections_and_places_for_the_author(sources):
 def test_every_citation_is_in_the_bibliography(sources):
     keys = bib_keys((sources / "references.bib").read_text())
     text = (sources / "main.tex").read_text() + (sources / "tables" / "literature.tex").read_text()
-    cited = {key.strip() for group in re.findall(r"\\cite[pt]?(?:\[[^\]]*\])*\{([^}]*)\}", text)
-             for key in group.split(",")}
+    cited = {
+        key.strip() for group in re.findall(r"\\cite[pt]?(?:\[[^\]]*\])*\{([^}]*)\}", text) for key in group.split(",")
+    }
     assert cited and cited <= keys, cited - keys
 
 
@@ -142,9 +161,9 @@ def test_the_paper_says_which_differences_the_seeds_could_not_have_shown(sources
 def main_tex_against(study_dir, baseline):
     """main.tex of the study with another baseline, without drawing the figures."""
     study = paper.Study(study_dir, load_results(study_dir), baseline)
-    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
-    numbers = paper.Numbers()
-    paper.define_numbers(numbers, study, citations)
+    citations = load_literature(LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    numbers = Numbers()
+    define_numbers(numbers, study, citations)
     return paper.main_tex(study, citations, numbers, [])
 
 
@@ -152,26 +171,35 @@ def test_report_section_puts_published_numbers_beside_ours(study_dir):
     section = "\n".join(literature_section(load_results(study_dir)))
     assert section.startswith("## Published numbers beside this study")
     assert "| cited: xin2024vpetl, repository README, VTAB results |" in section
-    assert "- xin2024vpetl, CIFAR-100 (VTAB-1k): Full fine-tuning (68.9) > LoRA (67.1) > Linear probing (63.4)" in section
+    assert (
+        "- xin2024vpetl, CIFAR-100 (VTAB-1k): Full fine-tuning (68.9) > LoRA (67.1) > Linear probing (63.4)" in section
+    )
     assert "- this study: full (74.5) > lora r=8 (68.3) > lora r=4 (67.6) > linear (59.4)" in section
 
 
 def test_literature_file_is_valid_and_cites_only_known_papers():
-    citations = load_literature(paper.LITERATURE, bib_keys(paper.REFERENCES.read_text()))
+    citations = load_literature(LITERATURE, bib_keys(paper.REFERENCES.read_text()))
     assert len(citations) >= 10 and {c.peftlab for c in citations} >= {"full", "linear", "lora"}
 
 
-@pytest.mark.parametrize("entry, needle", [
-    ('{id: A, setting: s, method: m, peftlab: null, trainable: null, value: 89.9}', "entries[0].value=89.9"),
-    ('{id: a, setting: s, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].id='a'"),
-    ('{id: A, setting: t, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].setting='t'"),
-    ('{id: A, setting: s, method: m, peftlab: vpt_deep, trainable: null, value: "1"}',
-     "entries[0].peftlab='vpt_deep': expected null or a method of peftlab (full, linear, lora"),
-])
+@pytest.mark.parametrize(
+    "entry, needle",
+    [
+        ("{id: A, setting: s, method: m, peftlab: null, trainable: null, value: 89.9}", "entries[0].value=89.9"),
+        ('{id: a, setting: s, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].id='a'"),
+        ('{id: A, setting: t, method: m, peftlab: null, trainable: null, value: "1"}', "entries[0].setting='t'"),
+        (
+            '{id: A, setting: s, method: m, peftlab: vpt_deep, trainable: null, value: "1"}',
+            "entries[0].peftlab='vpt_deep': expected null or a method of peftlab (full, linear, lora",
+        ),
+    ],
+)
 def test_bad_literature_entries_are_one_line_user_errors(tmp_path, entry, needle):
     path = tmp_path / "literature.yaml"
-    path.write_text("settings:\n  s: {paper: hu2022lora, table: T, model: M, dataset: D, metric: '%', checked: C}\n"
-                    f"entries:\n  - {entry}\n")
+    path.write_text(
+        "settings:\n  s: {paper: hu2022lora, table: T, model: M, dataset: D, metric: '%', checked: C}\n"
+        f"entries:\n  - {entry}\n"
+    )
     with pytest.raises(UserError) as err:
         load_literature(path, {"hu2022lora"})
     assert needle in str(err.value) and "\n" not in str(err.value)
@@ -179,16 +207,17 @@ def test_bad_literature_entries_are_one_line_user_errors(tmp_path, entry, needle
 
 def test_literature_paper_must_be_in_the_bibliography(tmp_path):
     path = tmp_path / "literature.yaml"
-    path.write_text("settings:\n  s: {paper: nobody2099, table: T, model: M, dataset: D, metric: '%', checked: C}\n"
-                    "entries: []\n")
+    path.write_text(
+        "settings:\n  s: {paper: nobody2099, table: T, model: M, dataset: D, metric: '%', checked: C}\nentries: []\n"
+    )
     with pytest.raises(UserError, match="nobody2099"):
         load_literature(path, {"hu2022lora"})
 
 
 def test_macro_names_are_letters_and_distinct():
-    assert paper.macro_suffix("lora r=8") == "LoraREight"
-    assert paper.macro_suffix("lora_qv r=256 nf4") == "LoraQvRTwoHundredFiftySixNfFour"
-    assert paper.variant_suffixes(["lora r=8", "lora r8"]) == {"lora r=8": "LoraREight", "lora r8": "LoraREightAlt"}
+    assert macro_suffix("lora r=8") == "LoraREight"
+    assert macro_suffix("lora_qv r=256 nf4") == "LoraQvRTwoHundredFiftySixNfFour"
+    assert variant_suffixes(["lora r=8", "lora r8"]) == {"lora r=8": "LoraREight", "lora r8": "LoraREightAlt"}
 
 
 def test_a_study_of_one_configuration_still_gets_a_paper(tmp_path):
@@ -208,8 +237,9 @@ def run_peftlab(*args, path=None):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True, env=env, timeout=1200
+    )
 
 
 def assert_one_line_exit_2(proc, *needles):
@@ -242,46 +272,79 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
     archive = write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
     with tarfile.open(archive) as tar:
         files = {m.name.removeprefix("default-submission/"): tar.extractfile(m).read() for m in tar if m.isfile()}
-    for name in ("paper/main.tex", "paper/main.pdf", "paper/results.tex", "paper/references.bib",
-                 "paper/tables/literature.tex", "paper/figures/accuracy_vs_params.pdf",
-                 "paper/figures/accuracy_vs_params.png", "results/results.csv", "results/results.parquet",
-                 "configs/default.yaml", "configs/downstream.yaml", "configs/pretrain.yaml",
-                 "configs/literature.yaml", "requirements.lock", "REPRODUCE.md", "SHA256SUMS"):
+    for name in (
+        "paper/main.tex",
+        "paper/main.pdf",
+        "paper/results.tex",
+        "paper/references.bib",
+        "paper/tables/literature.tex",
+        "paper/figures/accuracy_vs_params.pdf",
+        "paper/figures/accuracy_vs_params.png",
+        "results/results.csv",
+        "results/results.parquet",
+        "configs/default.yaml",
+        "configs/downstream.yaml",
+        "configs/pretrain.yaml",
+        "configs/literature.yaml",
+        "requirements.lock",
+        "REPRODUCE.md",
+        "SHA256SUMS",
+    ):
         assert name in files, name
     sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
     assert set(sums) == set(files) - {"SHA256SUMS"}
     assert all(hashlib.sha256(files[name]).hexdigest() == digest for name, digest in sums.items())
     reproduce = files["REPRODUCE.md"].decode()
     assert "git checkout 0123456789abcdef0123456789abcdef01234567" in reproduce
-    assert "make paper" in reproduce and "peftlab study" in reproduce and "| full | 3 | 74.5 | 73.9 | 75.2 |" in reproduce
+    assert (
+        "make paper" in reproduce and "peftlab study" in reproduce and "| full | 3 | 74.5 | 73.9 | 75.2 |" in reproduce
+    )
     assert "Pretraining the base model (cached after the first time): 110 s" in reproduce
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(bool(MISSING_LATEX), reason=f"LaTeX is not installed (missing Debian packages: "
-                    f"{' '.join(MISSING_LATEX)}; scripts/install-latex.sh installs them)")
+@pytest.mark.skipif(
+    bool(MISSING_LATEX),
+    reason=f"LaTeX is not installed (missing Debian packages: "
+    f"{' '.join(MISSING_LATEX)}; scripts/install-latex.sh installs them)",
+)
 def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
     shutil.copytree(sources, tmp_path, dirs_exist_ok=True)
-    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    pdf = compile_pdf(tmp_path / "main.tex")
     assert pdf == tmp_path / "main.pdf"
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "Pairs for 1 pt" in text and "MDE" in text  # the significance table's power columns
-    for number in ("74.5", "59.4", "67.6", "68.3",  # this study: main table and text
-                   "68.9", "72.25", "53.1", "39.4", "90.76"):  # cited numbers of the literature table
+    for number in (
+        "74.5",
+        "59.4",
+        "67.6",
+        "68.3",  # this study: main table and text
+        "68.9",
+        "72.25",
+        "53.1",
+        "39.4",
+        "90.76",
+    ):  # cited numbers of the literature table
         assert number in text, number
     assert "??" not in text and "\\" not in text  # no unresolved reference, no LaTeX escape shown literally
     assert "For the author:" in text and "This study (measured)" in text
-    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+        check=True,
+        capture_output=True,
+    )
     page = next(tmp_path.glob("page-*1.png"))
     assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page.stat().st_size > 5_000
 
 
-@pytest.mark.skipif(bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
-                    reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+@pytest.mark.skipif(
+    bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
+    reason="LaTeX is not installed: scripts/install-latex.sh would install it",
+)
 def test_install_latex_script_does_nothing_when_everything_is_installed():
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-latex.sh")], capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-latex.sh")], capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
 
 
@@ -290,8 +353,9 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
 
     plain = pd.DataFrame({"method": ["full", "lora"], "config.quant.mode": ["none", "none"]})
     assert paper.method_sentences(plain) == ""
-    mixed = pd.DataFrame({"method": ["lora", "lora", "adalora", "qalora"],
-                          "config.quant.mode": ["none", "nf4", "none", "none"]})
+    mixed = pd.DataFrame(
+        {"method": ["lora", "lora", "adalora", "qalora"], "config.quant.mode": ["none", "nf4", "none", "none"]}
+    )
     text = paper.method_sentences(mixed)
     assert text.index("QLoRA-style") < text.index("AdaLoRA") < text.index("QA-LoRA")
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
@@ -301,7 +365,9 @@ def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
     """report.labels in the study file name the configurations in the paper's tables and text, as
     in report.md: plain text escaped, math kept."""
     study_dir = write_study_dir(tmp_path / "labelled")
-    (study_dir / "study.yaml").write_text('report:\n  labels:\n    full: "Full FT & more"\n    lora: "LoRA ($\\\\alpha$)"\n')
+    (study_dir / "study.yaml").write_text(
+        'report:\n  labels:\n    full: "Full FT & more"\n    lora: "LoRA ($\\\\alpha$)"\n'
+    )
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main_table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()
     assert r"Full FT \& more" in main_table and r"LoRA ($\alpha$)" in main_table
@@ -313,32 +379,68 @@ def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
 
 # --- a tuned study: tune/<method>/selection.json as peftlab.study.search writes them ---------------
 
+
 def selection(method, axes, trials, chosen_trial, search="grid", done=True):
     """A selection.json record (search.py: write_selection; tune.py: Search.record): trials are
     (state, value, params, reported) and the chosen one is the search's best."""
-    records = [{"number": i, "state": state, "value": value, "params": params, "run_ids": [f"{method}t{i}"],
-                "reported": reported} for i, (state, value, params, reported) in enumerate(trials)]
+    records = [
+        {
+            "number": i,
+            "state": state,
+            "value": value,
+            "params": params,
+            "run_ids": [f"{method}t{i}"],
+            "reported": reported,
+        }
+        for i, (state, value, params, reported) in enumerate(trials)
+    ]
     best = records[chosen_trial]
-    return {"fingerprint": "0123456789", "done": done,
-            "search": {"method": method, "axes": axes, "search": search, "trials": len(trials), "metric": "val_top1",
-                       "seeds": [1000], "sampler_seed": 0, "reduction_factor": 3},
-            "trials": records,
-            "chosen": {"trial": best["number"], "value": best["value"], "metric": "val_top1", "params": best["params"]}}
+    return {
+        "fingerprint": "0123456789",
+        "done": done,
+        "search": {
+            "method": method,
+            "axes": axes,
+            "search": search,
+            "trials": len(trials),
+            "metric": "val_top1",
+            "seeds": [1000],
+            "sampler_seed": 0,
+            "reduction_factor": 3,
+        },
+        "trials": records,
+        "chosen": {"trial": best["number"], "value": best["value"], "metric": "val_top1", "params": best["params"]},
+    }
 
 
 GRID = [0.001, 0.003, 0.01, 0.03]
 SELECTIONS = [
     # chosen inside the grid
-    selection("full", [{"key": "train.lr", "values": GRID}],
-              [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.70, 0.76, 0.72, 0.60])], 1),
+    selection(
+        "full",
+        [{"key": "train.lr", "values": GRID}],
+        [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.70, 0.76, 0.72, 0.60])],
+        1,
+    ),
     # chosen at the largest value of the grid: marked, and said in the text
-    selection("linear", [{"key": "train.lr", "values": GRID}],
-              [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.50, 0.55, 0.58, 0.60])], 3),
+    selection(
+        "linear",
+        [{"key": "train.lr", "values": GRID}],
+        [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [0.50, 0.55, 0.58, 0.60])],
+        3,
+    ),
     # two axes, a range and a pruned trial
-    selection("lora", [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}, {"key": "method.r", "values": [4, 8]}],
-              [("COMPLETE", 0.66, {"train.lr": 0.002, "method.r": 8}, {"25": 0.6}),
-               ("PRUNED", None, {"train.lr": 0.05, "method.r": 4}, {"25": 0.41}),
-               ("COMPLETE", 0.69, {"train.lr": 0.004, "method.r": 4}, {"25": 0.62})], 2, search="random"),
+    selection(
+        "lora",
+        [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}, {"key": "method.r", "values": [4, 8]}],
+        [
+            ("COMPLETE", 0.66, {"train.lr": 0.002, "method.r": 8}, {"25": 0.6}),
+            ("PRUNED", None, {"train.lr": 0.05, "method.r": 4}, {"25": 0.41}),
+            ("COMPLETE", 0.69, {"train.lr": 0.004, "method.r": 4}, {"25": 0.62}),
+        ],
+        2,
+        search="random",
+    ),
 ]
 
 
@@ -398,8 +500,18 @@ def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
     assert_no_typed_number(tuned_sources)
 
 
-@pytest.mark.parametrize("value,text", [(0.0040536, "0.00405"), (0.1, "0.1"), (3e-4, "0.0003"), (1e-5, "1e-05"),
-                                        (4000.0, "4{,}000"), (1234.5, "1{,}234"), (64, "64")])
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (0.0040536, "0.00405"),
+        (0.1, "0.1"),
+        (3e-4, "0.0003"),
+        (1e-5, "1e-05"),
+        (4000.0, "4{,}000"),
+        (1234.5, "1{,}234"),
+        (64, "64"),
+    ],
+)
 def test_config_values_read_as_prose_writes_them(value, text):
     """A searched learning rate such as 0.0040536 reads 0.00405 in the paper's setup sentence."""
     from peftlab.analysis.macros import config_value
@@ -419,11 +531,15 @@ def test_an_untuned_paper_has_no_tuning_table_nor_figure(sources):
 @pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
 def test_a_tuned_paper_compiles_with_its_table_and_figure(tuned_sources, tmp_path):
     shutil.copytree(tuned_sources, tmp_path, dirs_exist_ok=True)
-    pdf = paper.compile_pdf(tmp_path / "main.tex")
+    pdf = compile_pdf(tmp_path / "main.tex")
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "Hyper-parameter tuning." in text and "Hyper-parameter search of each method" in text
     assert "train.lr=0.003" in text and "76.0" in text and "??" not in text
     assert "train.lr of linear is the largest value searched" in " ".join(text.split())  # across a line break
-    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tuning_document.tex"],
-                   cwd=tmp_path / "tables", check=True, capture_output=True)
+    subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tuning_document.tex"],
+        cwd=tmp_path / "tables",
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "tables" / "tuning_document.pdf").stat().st_size > 0

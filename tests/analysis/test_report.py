@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit import run_cli
 
 from peftlab.analysis.report import write_report
 from peftlab.errors import UserError
-from testkit import run_cli
 
 # variant, method, r, {seed: test top-1}
 DEFAULT_LIKE = [
@@ -21,8 +21,9 @@ DEFAULT_LIKE = [
 ]
 
 
-def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25, 50, 75), data="fashion_mnist",
-                    quant=None) -> Path:
+def write_study_dir(
+    root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25, 50, 75), data="fashion_mnist", quant=None
+) -> Path:
     """A study directory as the runner leaves it: study.yaml, runs/<id>/{spec,result}.json, metrics.jsonl.
 
     quant: {variant: (mode, base weight bytes, merged top-1 offset)} for runs on a quantized base.
@@ -39,23 +40,50 @@ def write_study_dir(root: Path, runs=DEFAULT_LIKE, report=None, curve_steps=(25,
             run_id = f"{variant}-{seed}-{data}".replace(" ", "_").replace("=", "")
             run_dir = root / "runs" / run_id
             run_dir.mkdir(parents=True)
-            (run_dir / "spec.json").write_text(json.dumps({
-                "run_id": run_id, "variant": variant, "method": method, "seed": seed, "groups": ["main"],
-                "axes": {"method.r": r} if method == "lora" else {}, "order": order}))
+            (run_dir / "spec.json").write_text(
+                json.dumps(
+                    {
+                        "run_id": run_id,
+                        "variant": variant,
+                        "method": method,
+                        "seed": seed,
+                        "groups": ["main"],
+                        "axes": {"method.r": r} if method == "lora" else {},
+                        "order": order,
+                    }
+                )
+            )
             order += 1
             trainable = {"full": 800_000, "linear": 1_300}.get(method, 2_000 * r)
             mode, base_bytes, merged_offset = quant.get(variant, ("none", 3_200_000, 0.0))
-            (run_dir / "result.json").write_text(json.dumps({
-                "status": "completed", "error": None,
-                "config": {"seed": seed, "method": {"name": method, "r": r}, "data": {"name": data},
-                           "quant": {"mode": mode}},
-                "metrics": {"test_top1": top1, "test_top5": min(1.0, top1 + 0.2),
-                            "merged_test_top1": top1 + merged_offset},
-                "params": {"total": 800_000, "trainable": trainable, "trainable_ratio": trainable / 800_000},
-                "memory": {"peak_rss_bytes": 600_000_000 + seed, "weights_bytes": 3_200_000,
-                           "base_weights_bytes": base_bytes, "base_weights_fp32_bytes": 3_200_000},
-                "timing": {"train_seconds": 10.0 + seed, "wall_seconds": 12.0 + seed},
-                "provenance": {"git_sha": "abc", "threads": 2}}))
+            (run_dir / "result.json").write_text(
+                json.dumps(
+                    {
+                        "status": "completed",
+                        "error": None,
+                        "config": {
+                            "seed": seed,
+                            "method": {"name": method, "r": r},
+                            "data": {"name": data},
+                            "quant": {"mode": mode},
+                        },
+                        "metrics": {
+                            "test_top1": top1,
+                            "test_top5": min(1.0, top1 + 0.2),
+                            "merged_test_top1": top1 + merged_offset,
+                        },
+                        "params": {"total": 800_000, "trainable": trainable, "trainable_ratio": trainable / 800_000},
+                        "memory": {
+                            "peak_rss_bytes": 600_000_000 + seed,
+                            "weights_bytes": 3_200_000,
+                            "base_weights_bytes": base_bytes,
+                            "base_weights_fp32_bytes": 3_200_000,
+                        },
+                        "timing": {"train_seconds": 10.0 + seed, "wall_seconds": 12.0 + seed},
+                        "provenance": {"git_sha": "abc", "threads": 2},
+                    }
+                )
+            )
             lines = [{"kind": "eval", "step": step, "val_top1": top1 * step / max(curve_steps)} for step in curve_steps]
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root
@@ -80,8 +108,10 @@ def test_report_sections_intervals_and_warnings(tmp_path):
     # skipped figures in their own section, none under a figure's heading
     head, skipped = report.split("## Skipped figures")
     assert "skipped:" not in head
-    assert "- skipped: memory reduction vs accuracy loss across quantization settings: no completed run with a " \
-           "quantized base" in skipped
+    assert (
+        "- skipped: memory reduction vs accuracy loss across quantization settings: no completed run with a "
+        "quantized base" in skipped
+    )
     assert "## Figures" in head and "### Convergence" in head and "band: the 95% Student-t interval" in head
 
 
@@ -89,8 +119,10 @@ def test_main_table_caption_is_escaped_once(tmp_path):
     write_report(write_study_dir(tmp_path / "study"))
     tex = (tmp_path / "study" / "report" / "tables" / "main_table.tex").read_text()
     caption = next(line for line in tex.splitlines() if line.startswith(r"\caption"))
-    assert caption == (r"\caption{study: test accuracy (mean and 95\% Student-t interval of the mean over seeds) "
-                       r"and trainable parameters.}")
+    assert caption == (
+        r"\caption{study: test accuracy (mean and 95\% Student-t interval of the mean over seeds) "
+        r"and trainable parameters.}"
+    )
     assert r"\textbackslash" not in tex and r"\$" not in tex
 
 
@@ -98,16 +130,25 @@ def test_main_table_caption_is_escaped_once(tmp_path):
 def test_main_table_compiles(tmp_path):
     write_report(write_study_dir(tmp_path / "study", report={"labels": {"lora r=4": "LoRA ($r{=}4$)"}}))
     tables = tmp_path / "study" / "report" / "tables"
-    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_document.tex"], cwd=tables,
-                   check=True, capture_output=True, timeout=480)
-    text = subprocess.run(["pdftotext", "main_table_document.pdf", "-"], cwd=tables, capture_output=True,
-                          text=True).stdout if shutil.which("pdftotext") else ""
+    subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_document.tex"],
+        cwd=tables,
+        check=True,
+        capture_output=True,
+        timeout=480,
+    )
+    text = (
+        subprocess.run(["pdftotext", "main_table_document.pdf", "-"], cwd=tables, capture_output=True, text=True).stdout
+        if shutil.which("pdftotext")
+        else ""
+    )
     assert "$" not in text and "\\" not in text
 
 
 def test_report_section_of_the_study_file_sets_interval_and_labels(tmp_path):
-    study = write_study_dir(tmp_path / "study",
-                            report={"interval": "bca", "labels": {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT"}})
+    study = write_study_dir(
+        tmp_path / "study", report={"interval": "bca", "labels": {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT"}}
+    )
     report = write_report(study).read_text()
     tex = (study / "report" / "tables" / "main_table.tex").read_text()
     assert "BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)" in report
@@ -121,8 +162,11 @@ def test_report_section_of_the_study_file_sets_interval_and_labels(tmp_path):
 
 def test_a_baseline_that_is_not_a_configuration_is_a_one_line_error(tmp_path):
     study = write_study_dir(tmp_path / "study")
-    with pytest.raises(UserError, match="baseline 'no such variant' is not a configuration with completed runs; "
-                                        "configurations: 'full', 'linear', 'lora r=4', 'lora r=8'"):
+    with pytest.raises(
+        UserError,
+        match="baseline 'no such variant' is not a configuration with completed runs; "
+        "configurations: 'full', 'linear', 'lora r=4', 'lora r=8'",
+    ):
         write_report(study, baseline="no such variant")
     proc = run_cli("report", str(study), "--baseline", "no such variant")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -137,8 +181,14 @@ def test_one_evaluation_per_run_skips_the_convergence_figure(tmp_path):
 
 def test_several_datasets_get_rliables_aggregates_and_comparisons_within_a_dataset(tmp_path):
     root = tmp_path / "study"
-    runs_a = [("full data=a", "full", 8, {0: 0.80, 1: 0.82, 2: 0.81}), ("lora data=a", "lora", 8, {0: 0.81, 1: 0.79, 2: 0.80})]
-    runs_b = [("full data=b", "full", 8, {0: 0.60, 1: 0.61, 2: 0.62}), ("lora data=b", "lora", 8, {0: 0.63, 1: 0.60, 2: 0.64})]
+    runs_a = [
+        ("full data=a", "full", 8, {0: 0.80, 1: 0.82, 2: 0.81}),
+        ("lora data=a", "lora", 8, {0: 0.81, 1: 0.79, 2: 0.80}),
+    ]
+    runs_b = [
+        ("full data=b", "full", 8, {0: 0.60, 1: 0.61, 2: 0.62}),
+        ("lora data=b", "lora", 8, {0: 0.63, 1: 0.60, 2: 0.64}),
+    ]
     write_study_dir(root, runs_a, data="a")
     shutil.copytree(write_study_dir(tmp_path / "b", runs_b, data="b") / "runs", root / "runs", dirs_exist_ok=True)
     report = write_report(root).read_text()
@@ -156,10 +206,15 @@ def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_pa
     proc = run_cli("results", str(study), "--format", "markdown")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == ("| run_id | variant | seed | status | metrics.test_top1 | metrics.test_top5 | params.trainable | "
-                        "timing.train_seconds | error |")
+    assert lines[0] == (
+        "| run_id | variant | seed | status | metrics.test_top1 | metrics.test_top5 | params.trainable | "
+        "timing.train_seconds | error |"
+    )
     assert "| full-0-fashion_mnist | full | 0 | completed | 0.745 | 0.945 | 800000 | 10 |  |" in lines
-    assert "| lora_r8-1-fashion_mnist | lora r=8 | 1 | failed |  |  |  |  | RuntimeError: out of \\| memory at step 3 |" in lines
+    assert (
+        "| lora_r8-1-fashion_mnist | lora r=8 | 1 | failed |  |  |  |  | RuntimeError: out of \\| memory at step 3 |"
+        in lines
+    )
     assert "nan" not in proc.stdout
     proc = run_cli("results", str(study), "--format", "markdown", "--columns", "variant,config.method.r")
     assert proc.stdout.splitlines()[:3] == ["| variant | config.method.r |", "|:---|---:|", "| full | 8 |"]
@@ -179,9 +234,15 @@ def test_quantized_runs_get_the_memory_accuracy_figure(tmp_path):
     assert "quantization" not in report.split("## Skipped figures")[1]
 
 
-@pytest.mark.parametrize("name, content", [
-    ("spec.json", "{not json"), ("spec.json", "[1, 2]"), ("spec.json", '{"run_id": 5}'), ("spec.json", b"\xff\xfe"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("spec.json", "{not json"),
+        ("spec.json", "[1, 2]"),
+        ("spec.json", '{"run_id": 5}'),
+        ("spec.json", b"\xff\xfe"),
+    ],
+)
 def test_a_corrupt_spec_json_is_one_line_for_results_and_report(tmp_path, name, content):
     study = write_study_dir(tmp_path / "study")
     target = sorted((study / "runs").glob("*/spec.json"))[0]
@@ -210,27 +271,41 @@ def qalora_table(qalora_scores):
     """Hand-written results of QA-LoRA int4, QLoRA nf4 and fp32 LoRA (r=8 and an r=4 that is not compared)."""
     import pandas as pd
 
-    variants = [("qalora", "qalora", 8, "none", 150_000, qalora_scores),
-                ("lora quant=nf4", "lora", 8, "nf4", 120_000, [0.660, 0.664, 0.658, 0.662, 0.661]),
-                ("lora r=8", "lora", 8, "none", 800_000, [0.710, 0.712, 0.708, 0.711, 0.709]),
-                ("lora r=4", "lora", 4, "none", 800_000, [0.690, 0.691, 0.689, 0.690, 0.692])]
+    variants = [
+        ("qalora", "qalora", 8, "none", 150_000, qalora_scores),
+        ("lora quant=nf4", "lora", 8, "nf4", 120_000, [0.660, 0.664, 0.658, 0.662, 0.661]),
+        ("lora r=8", "lora", 8, "none", 800_000, [0.710, 0.712, 0.708, 0.711, 0.709]),
+        ("lora r=4", "lora", 4, "none", 800_000, [0.690, 0.691, 0.689, 0.690, 0.692]),
+    ]
     rows = []
     for variant, method, r, quant, stored, scores in variants:
         for seed, top1 in enumerate(scores):
-            rows.append({"run_id": f"{variant}-{seed}", "status": "completed", "variant": variant, "method": method,
-                         "seed": seed, "config.method.r": r, "config.method.target_modules": "standard",
-                         "config.quant.mode": quant, "config.method.format": "int4" if method == "qalora" else None,
-                         "config.method.group_size": 32 if method == "qalora" else None,
-                         "metrics.test_top1": top1, "metrics.merged_test_top1": top1,
-                         "memory.base_weights_bytes": stored, "memory.base_weights_fp32_bytes": 800_000,
-                         "quantization.mean_relative_error": 0.08 if method == "qalora" else None})
+            rows.append(
+                {
+                    "run_id": f"{variant}-{seed}",
+                    "status": "completed",
+                    "variant": variant,
+                    "method": method,
+                    "seed": seed,
+                    "config.method.r": r,
+                    "config.method.target_modules": "standard",
+                    "config.quant.mode": quant,
+                    "config.method.format": "int4" if method == "qalora" else None,
+                    "config.method.group_size": 32 if method == "qalora" else None,
+                    "metrics.test_top1": top1,
+                    "metrics.merged_test_top1": top1,
+                    "memory.base_weights_bytes": stored,
+                    "memory.base_weights_fp32_bytes": 800_000,
+                    "quantization.mean_relative_error": 0.08 if method == "qalora" else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_the_qalora_section_compares_deployable_models_at_equal_bits():
-    from peftlab.analysis.report import _qalora_lines
+    from peftlab.analysis import equal_bits
 
-    lines = _qalora_lines(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
+    lines = equal_bits.report_section(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
     text = "\n".join(lines)
     assert lines[0] == "## QA-LoRA at equal bits"
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
@@ -241,15 +316,15 @@ def test_the_qalora_section_compares_deployable_models_at_equal_bits():
     assert "lora quant=nf4: merging (re-quantizing) cost +0.00 points of test top-1" in text
     assert "mean relative quantization error of the base's layers 0.0800" in text
 
-    overlapping = _qalora_lines(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})
+    overlapping = equal_bits.report_section(qalora_table([0.640, 0.690, 0.650, 0.680, 0.660]), "t", {})
     assert any("the intervals overlap: this study does not separate them" in line for line in overlapping)
 
 
 def test_a_study_without_qalora_has_no_qalora_section():
-    from peftlab.analysis.report import _qalora_lines
+    from peftlab.analysis import equal_bits
 
     table = qalora_table([0.7] * 5)
-    assert _qalora_lines(table[table["method"] != "qalora"], "t", {}) == []
+    assert equal_bits.report_section(table[table["method"] != "qalora"], "t", {}) == []
 
 
 def test_a_metric_no_run_measured_is_left_out_of_the_report(tmp_path):
@@ -267,8 +342,9 @@ def test_a_metric_no_run_measured_is_left_out_of_the_report(tmp_path):
 def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
     """Older runs recorded model.pretrained relative to the repository root, newer ones absolute:
     the results table shows both as the run id sees them, so the column does not vary."""
-    from peftlab.analysis.load import load_results
     from testkit import REPO
+
+    from peftlab.analysis.load import load_results
 
     study = write_study_dir(tmp_path / "study")
     for i, path in enumerate(sorted((study / "runs").glob("*/result.json"))):
@@ -282,8 +358,10 @@ def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
 def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
     from peftlab.analysis.report import _environment
 
-    pinned = {"hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "device": "cpu", "cpu_flags": ["avx2", "avx512f"]},
-              "arithmetic": {"reproducible": True, "pinned": True}}
+    pinned = {
+        "hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "device": "cpu", "cpu_flags": ["avx2", "avx512f"]},
+        "arithmetic": {"reproducible": True, "pinned": True},
+    }
     text = "\n".join(_environment(pinned))
     assert "CPU flags avx2 avx512f" in text and "pinned to AVX2 code (train.reproducible)" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": False, "pinned": False}}))
@@ -296,13 +374,22 @@ def test_several_datasets_get_the_mean_optimality_gap_average_rank_and_a_perform
     0.60-0.64: mean over datasets (0.81 + 0.61) / 2 = 71.0 and (0.80 + 0.6233) / 2 = 71.2; the
     optimality gap 100 minus the mean; ranks 1.5 each (full wins a, lora wins b)."""
     root = tmp_path / "study"
-    runs_a = [("full data=a", "full", 8, {0: 0.80, 1: 0.82, 2: 0.81}), ("lora data=a", "lora", 8, {0: 0.81, 1: 0.79, 2: 0.80})]
-    runs_b = [("full data=b", "full", 8, {0: 0.60, 1: 0.61, 2: 0.62}), ("lora data=b", "lora", 8, {0: 0.63, 1: 0.60, 2: 0.64})]
+    runs_a = [
+        ("full data=a", "full", 8, {0: 0.80, 1: 0.82, 2: 0.81}),
+        ("lora data=a", "lora", 8, {0: 0.81, 1: 0.79, 2: 0.80}),
+    ]
+    runs_b = [
+        ("full data=b", "full", 8, {0: 0.60, 1: 0.61, 2: 0.62}),
+        ("lora data=b", "lora", 8, {0: 0.63, 1: 0.60, 2: 0.64}),
+    ]
     write_study_dir(root, runs_a, data="a")
     shutil.copytree(write_study_dir(tmp_path / "b", runs_b, data="b") / "runs", root / "runs", dirs_exist_ok=True)
     report = write_report(root).read_text()
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in report.splitlines()
-            if line.startswith(("| full |", "| lora |"))}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in report.splitlines()
+        if line.startswith(("| full |", "| lora |"))
+    }
     assert rows["full"][4].startswith("71.0 [") and rows["lora"][4].startswith("71.2 [")
     assert rows["full"][5].startswith("29.0 [") and rows["lora"][5].startswith("28.8 [")
     assert rows["full"][6] == rows["lora"][6] == "1.50"
@@ -325,21 +412,34 @@ def test_rliables_aggregates_by_hand():
     low, high = aggregates.stratified_interval(aggregates.task_mean, tasks, n_resamples=500)
     assert low <= aggregates.task_mean(tasks) <= high and low >= (0.2 + 0.9) / 2 and high <= (0.6 + 1.0) / 2
     ranks = aggregates.average_ranks(pd.DataFrame({"a": [0.9, 0.8, 0.8], "b": [0.1, 0.3, 0.2]}, index=["x", "y", "z"]))
-    assert ranks.to_dict() == {"x": pytest.approx((1 + 3) / 2), "y": pytest.approx((2.5 + 1) / 2),
-                               "z": pytest.approx((2.5 + 2) / 2)}
+    assert ranks.to_dict() == {
+        "x": pytest.approx((1 + 3) / 2),
+        "y": pytest.approx((2.5 + 1) / 2),
+        "z": pytest.approx((2.5 + 2) / 2),
+    }
 
 
 def significance_text(scores):
     """The report's significance section for {variant: test top-1 per seed 0, 1, ...} against "full"."""
     import pandas as pd
 
-    from peftlab.analysis.report import _significance_lines
-    from peftlab.analysis.stats import paired_comparisons
+    from peftlab.analysis import significance
+    from peftlab.analysis.comparisons import paired_comparisons
 
-    rows = [{"run_id": f"{v}-{seed}", "status": "completed", "variant": v, "method": v.split()[0], "seed": seed,
-             "metrics.test_top1": top1} for v, values in scores.items() for seed, top1 in enumerate(values)]
+    rows = [
+        {
+            "run_id": f"{v}-{seed}",
+            "status": "completed",
+            "variant": v,
+            "method": v.split()[0],
+            "seed": seed,
+            "metrics.test_top1": top1,
+        }
+        for v, values in scores.items()
+        for seed, top1 in enumerate(values)
+    ]
     table = pd.DataFrame(rows)
-    return "\n".join(_significance_lines(paired_comparisons(table, "full"), table, {}))
+    return "\n".join(significance.report_section(paired_comparisons(table, "full"), table, {}))
 
 
 FULL = [0.745, 0.723, 0.755, 0.714, 0.759]
@@ -351,12 +451,16 @@ def test_a_difference_not_significant_and_below_its_mde_is_read_as_not_shown():
     # MDE: statsmodels' d_z 1.682 for 5 pairs times the sd 0.594 of the differences = 1.00 point;
     # 1 point is 1.68 sd: statsmodels' nobs 5.02, so 6 pairs
     assert "| lora r=4 | 5 | +0.20 | 0.495 | 1.00 | 6 |" in text
-    assert ("**Not significant, and smaller than these seeds could detect:** lora r=4 (+0.20 points; MDE 1.00 "
-            "points; 1 point needs 6 seeds). The test would miss a true difference of that size more than 20% of "
-            "the time, so read these as 'no difference shown', not as 'equal to the baseline'.") in text
+    assert (
+        "**Not significant, and smaller than these seeds could detect:** lora r=4 (+0.20 points; MDE 1.00 "
+        "points; 1 point needs 6 seeds). The test would miss a true difference of that size more than 20% of "
+        "the time, so read these as 'no difference shown', not as 'equal to the baseline'."
+    ) in text
     # lora r=4's seeds spread 2.5 points around its mean; linear's 0.2 points, 14.6 points below full
-    assert ("**Seeds spread more than the difference from the baseline:** lora r=4 (sd over seeds 2.52 points, "
-            "mean difference +0.20).") in text
+    assert (
+        "**Seeds spread more than the difference from the baseline:** lora r=4 (sd over seeds 2.52 points, "
+        "mean difference +0.20)."
+    ) in text
     assert "linear (" not in text
 
 

@@ -6,15 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.analysis import stats, tables
+from peftlab.analysis import tables
+from peftlab.analysis.comparisons import paired_comparisons
+from peftlab.analysis.intervals import summarize
 
 GOLDEN = Path(__file__).parent / "golden" / "main_table.tex"
 METRICS = ["metrics.test_top1", "metrics.test_top5"]
 
 
 def main_table(results):
-    summary = pd.concat([stats.summarize(results, metric) for metric in METRICS], ignore_index=True)
-    comparisons = pd.concat([stats.paired_comparisons(results, "full", metric) for metric in METRICS])
+    summary = pd.concat([summarize(results, metric) for metric in METRICS], ignore_index=True)
+    comparisons = pd.concat([paired_comparisons(results, "full", metric) for metric in METRICS])
     return tables.latex_table(summary, comparisons, caption="Accuracy on the test split (3 seeds).", label="tab:main")
 
 
@@ -32,8 +34,16 @@ def test_latex_escape_escapes_every_special_character():
 
 
 def summary_row(variant, mean, low, high, n=3, metric="metrics.test_top1", ci_method="t", **extra):
-    return {"variant": variant, "metric": metric, "n": n, "mean": mean, "ci_low": low, "ci_high": high,
-            "ci_method": ci_method, **extra}
+    return {
+        "variant": variant,
+        "metric": metric,
+        "n": n,
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "ci_method": ci_method,
+        **extra,
+    }
 
 
 def test_table_escapes_names_and_has_booktabs_structure():
@@ -74,7 +84,9 @@ def test_single_run_shows_the_mean_alone_and_the_note_says_so():
 
 
 def test_markers_follow_holm_corrected_p_values():
-    summary = pd.DataFrame([summary_row("full", 0.8, 0.79, 0.81), summary_row("a", 0.7, 0.69, 0.71), summary_row("b", 0.75, 0.74, 0.76)])
+    summary = pd.DataFrame(
+        [summary_row("full", 0.8, 0.79, 0.81), summary_row("a", 0.7, 0.69, 0.71), summary_row("b", 0.75, 0.74, 0.76)]
+    )
     comparisons = pd.DataFrame(
         {
             "metric": ["metrics.test_top1"] * 2,
@@ -122,8 +134,8 @@ def test_latex_document_compiles(results_table, tmp_path):
 
 
 def test_markdown_table(results_table):
-    summary = stats.summarize(results_table)
-    comparisons = stats.paired_comparisons(results_table, "full")
+    summary = summarize(results_table)
+    comparisons = paired_comparisons(results_table, "full")
     text = tables.markdown_table(summary, comparisons)
     lines = text.splitlines()
     assert lines[0] == "| Method | Trainable params | n | Test top-1 (%) [95% CI] |"
@@ -158,8 +170,9 @@ def test_display_names_rename_configurations_and_methods():
 
 
 def test_tables_show_display_names():
-    summary = pd.DataFrame([summary_row("lora r=4", 0.8, 0.79, 0.81, method="lora"),
-                            summary_row("full", 0.7, 0.69, 0.71, method="full")])
+    summary = pd.DataFrame(
+        [summary_row("lora r=4", 0.8, 0.79, 0.81, method="lora"), summary_row("full", 0.7, 0.69, 0.71, method="full")]
+    )
     labels = {"lora r=4": "LoRA ($r{=}4$)", "full": "Full & co"}
     tex = tables.latex_table(summary, labels=labels)
     assert r"LoRA ($r{=}4$) & 3 &" in tex and r"Full \& co & 3 &" in tex
@@ -169,10 +182,13 @@ def test_tables_show_display_names():
 def test_bootstrap_intervals_are_written_low_high_never_plus_minus():
     # asymmetric: mean 74.5, interval [72.3, 75.5]; "74.5 ± 1.6" would claim 76.1 as a bound
     summary = pd.DataFrame([summary_row("full", 0.745, 0.723, 0.755, ci_method="BCa")])
-    tex = tables.latex_table(summary, interval_text="95% BCa bootstrap interval of the mean over seeds "
-                                                    "(9999 resamples, seed 0)")
+    tex = tables.latex_table(
+        summary, interval_text="95% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)"
+    )
     assert r"$\mathbf{74.5}$ [72.3, 75.5]" in tex and r"\pm" not in tex.split(r"\midrule")[1]
-    assert r"Mean over $n$ seeds [the 95\% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)]" in tex
+    assert (
+        r"Mean over $n$ seeds [the 95\% BCa bootstrap interval of the mean over seeds (9999 resamples, seed 0)]" in tex
+    )
     assert "**74.5** [72.3, 75.5]" in tables.markdown_table(summary)
     assert "[95% bootstrap interval of the mean over seeds (BCa)]" in tables.markdown_table(summary)
 

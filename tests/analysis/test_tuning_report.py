@@ -10,11 +10,25 @@ from peftlab.analysis.tuning import edge_choices, numeric_axis, plot_tuning, rep
 
 
 def selection(method, axes, trials, chosen, search="grid", done=True):
-    return {"fingerprint": "0", "done": done, "chosen": chosen,
-            "search": {"method": method, "axes": axes, "search": search, "trials": len(trials), "metric": "val_top1",
-                       "seeds": [1000], "sampler_seed": 0, "reduction_factor": 3},
-            "trials": [{"number": i, "state": "COMPLETE", "value": v, "params": p, "run_ids": [f"r{method}{i}"],
-                        "reported": {}} for i, (p, v) in enumerate(trials)]}
+    return {
+        "fingerprint": "0",
+        "done": done,
+        "chosen": chosen,
+        "search": {
+            "method": method,
+            "axes": axes,
+            "search": search,
+            "trials": len(trials),
+            "metric": "val_top1",
+            "seeds": [1000],
+            "sampler_seed": 0,
+            "reduction_factor": 3,
+        },
+        "trials": [
+            {"number": i, "state": "COMPLETE", "value": v, "params": p, "run_ids": [f"r{method}{i}"], "reported": {}}
+            for i, (p, v) in enumerate(trials)
+        ],
+    }
 
 
 LRS = [1e-3, 3e-3, 1e-2, 3e-2]
@@ -23,20 +37,28 @@ LRS = [1e-3, 3e-3, 1e-2, 3e-2]
 def grid(method, scores):
     trials = [({"train.lr": lr}, v) for lr, v in zip(LRS, scores)]
     best = max(range(len(trials)), key=lambda i: (trials[i][1], -i))
-    return selection(method, [{"key": "train.lr", "values": LRS}], trials,
-                     {"trial": best, "value": trials[best][1], "metric": "val_top1", "params": trials[best][0]})
+    return selection(
+        method,
+        [{"key": "train.lr", "values": LRS}],
+        trials,
+        {"trial": best, "value": trials[best][1], "metric": "val_top1", "params": trials[best][0]},
+    )
 
 
 @pytest.fixture
 def study(tmp_path):
-    records = [grid("full", [0.80, 0.77, 0.52, 0.31]),          # best at the smallest rate
-               grid("lora", [0.60, 0.66, 0.70, 0.68]),          # best inside the grid
-               grid("adalora", [0.40, 0.50, 0.60, 0.65]),       # best at the largest rate
-               selection("ssf", [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True},
-                                 {"key": "method.r", "values": [4, 8]}],
-                         [({"train.lr": 1e-4, "method.r": 4}, 0.5), ({"train.lr": 2e-3, "method.r": 8}, 0.6)],
-                         {"trial": 0, "value": 0.5, "metric": "val_top1", "params": {"train.lr": 1e-4, "method.r": 4}},
-                         search="random")]
+    records = [
+        grid("full", [0.80, 0.77, 0.52, 0.31]),  # best at the smallest rate
+        grid("lora", [0.60, 0.66, 0.70, 0.68]),  # best inside the grid
+        grid("adalora", [0.40, 0.50, 0.60, 0.65]),  # best at the largest rate
+        selection(
+            "ssf",
+            [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}, {"key": "method.r", "values": [4, 8]}],
+            [({"train.lr": 1e-4, "method.r": 4}, 0.5), ({"train.lr": 2e-3, "method.r": 8}, 0.6)],
+            {"trial": 0, "value": 0.5, "metric": "val_top1", "params": {"train.lr": 1e-4, "method.r": 4}},
+            search="random",
+        ),
+    ]
     for record in records:
         directory = tmp_path / "tune" / record["search"]["method"]
         directory.mkdir(parents=True)
@@ -79,19 +101,33 @@ def test_the_section_lists_every_search_and_the_edges(study):
 def edge_following(tmp_path):
     """A follow_edge search as selection.json holds it: a 3-point grid whose top diverged, a point added
     past the bottom, one between, and a budget that ran out with the best still at the bottom."""
-    record = selection("lora", [{"key": "train.lr", "values": [1e-2, 1e-1, 1.0]}],
-                       [({"train.lr": 1e-2}, 0.6), ({"train.lr": 1e-1}, 0.101), ({"train.lr": 1.0}, None),
-                        ({"train.lr": 1e-3}, 0.7), ({"train.lr": 1e-4}, 0.72)],
-                       {"trial": 4, "value": 0.72, "metric": "val_top1", "params": {"train.lr": 1e-4}})
+    record = selection(
+        "lora",
+        [{"key": "train.lr", "values": [1e-2, 1e-1, 1.0]}],
+        [
+            ({"train.lr": 1e-2}, 0.6),
+            ({"train.lr": 1e-1}, 0.101),
+            ({"train.lr": 1.0}, None),
+            ({"train.lr": 1e-3}, 0.7),
+            ({"train.lr": 1e-4}, 0.72),
+        ],
+        {"trial": 4, "value": 0.72, "metric": "val_top1", "params": {"train.lr": 1e-4}},
+    )
     record["search"].update(trials=5, follow_edge=True)
     trials = record["trials"]
     trials[1]["diverged"] = "validation top-1 10.1% is at or below chance (10 classes: 10.0%, within 1.3 points)"
     trials[2].update(state="FAIL", diverged="diverged: non-finite loss at step 3")
     trials[3]["added"] = "beyond the bottom of train.lr (best at 0.01)"
     trials[4]["added"] = "beyond the bottom of train.lr (best at 0.001)"
-    record["follow_edge"] = {"grid": 3, "added": 2, "unspent": 0, "refused": [], "stopped": None,
-                             "at_edge": "the budget ran out with the best still at an edge: next would be beyond "
-                                        "the bottom of train.lr (best at 0.0001)"}
+    record["follow_edge"] = {
+        "grid": 3,
+        "added": 2,
+        "unspent": 0,
+        "refused": [],
+        "stopped": None,
+        "at_edge": "the budget ran out with the best still at an edge: next would be beyond "
+        "the bottom of train.lr (best at 0.0001)",
+    }
     directory = tmp_path / "tune" / "lora"
     directory.mkdir(parents=True)
     (directory / "selection.json").write_text(json.dumps(record))
@@ -102,8 +138,10 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
     record = edge_following(tmp_path)
     text = "\n".join(report_section(tmp_path, pd.DataFrame(), tmp_path / "figures"))
     assert "5 of 5 (3 complete, 2 diverged)" in text and "grid search (Optuna) that follows the edge" in text
-    assert ("- lora: the grid's 3 trials, then 2 added: trial 3 train.lr=0.001, beyond the bottom of train.lr (best at "
-            "0.01); trial 4 train.lr=0.0001, beyond the bottom of train.lr (best at 0.001).") in text
+    assert (
+        "- lora: the grid's 3 trials, then 2 added: trial 3 train.lr=0.001, beyond the bottom of train.lr (best at "
+        "0.01); trial 4 train.lr=0.0001, beyond the bottom of train.lr (best at 0.001)."
+    ) in text
     assert "  - The budget ran out with the best still at an edge: next would be beyond the bottom" in text
     assert "the chosen train.lr=0.0001 is the smallest value searched; the budget ran out before the search" in text
     assert "- lora trial 2 (train.lr=1): diverged: non-finite loss at step 3." in text
@@ -117,7 +155,7 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
 
 def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
     """An added point such as 0.0547723 reads 0.0548 in the paper's table, whose space names the added points."""
-    from peftlab.analysis.tuning import latex_space, latex_table
+    from peftlab.analysis.tuning_table import latex_space, latex_table
 
     record = edge_following(tmp_path)
     record["chosen"]["params"]["train.lr"] = record["trials"][4]["params"]["train.lr"] = 0.0547723
@@ -140,7 +178,8 @@ def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     draw_panel(ax, record, "#0072B2")
     labels = ax.get_legend_handles_labels()[1]
     # one cross at its chance score, one on the x-axis (no score)
-    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added (edge-following)",
-            "chosen"} <= set(labels)
+    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added (edge-following)", "chosen"} <= set(
+        labels
+    )
     low, high = ax.get_xlim()
     assert low <= (1e-4 if one_axis else 0) and high >= (1.0 if one_axis else 4)  # every trial is in view

@@ -152,7 +152,9 @@ def write_cifar100_binary(directory: Path, n_train: int = 200, n_test: int = 100
     for split, n, seed in (("train", n_train, 9), ("test", n_test, 10)):
         data, fine = make_images(n, (3072,), seed=seed), make_labels(n, 100)
         coarse = (fine // 5).astype(np.uint8)
-        (directory / f"{split}.bin").write_bytes(np.concatenate([coarse[:, None], fine[:, None], data], axis=1).tobytes())
+        (directory / f"{split}.bin").write_bytes(
+            np.concatenate([coarse[:, None], fine[:, None], data], axis=1).tobytes()
+        )
         arrays[f"{split}_data"], arrays[f"{split}_labels"] = data, fine
     (directory / "fine_label_names.txt").write_text("\n".join(cifar100_names()) + "\n")
     return arrays

@@ -78,8 +78,9 @@ class ImageWriter:
         if fmt not in FORMATS:
             raise ValueError(f"fmt={fmt!r}: expected one of {sorted(FORMATS)}")
         self.fmt, self.count = fmt, 0
-        self.patterns = np.random.default_rng(seed).integers(0, 256, (num_classes, IMAGE_SIZE, IMAGE_SIZE, 3),
-                                                             dtype=np.uint8)
+        self.patterns = np.random.default_rng(seed).integers(
+            0, 256, (num_classes, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8
+        )
 
     def write(self, path: Path, label: int) -> None:
         pixels = self.patterns[label].copy()
@@ -105,8 +106,14 @@ def val_labels(num_classes: int) -> list[int]:
 # ---------------------------------------------------------------------------- VTAB-1k
 
 
-def write_vtab1k(root: Path, tasks: list[str] | None = None, fmt: str = "jpg", per_class: int = 1,
-                 seed: int = 0, spaced_names: bool = False) -> dict[str, SuiteFiles]:
+def write_vtab1k(
+    root: Path,
+    tasks: list[str] | None = None,
+    fmt: str = "jpg",
+    per_class: int = 1,
+    seed: int = 0,
+    spaced_names: bool = False,
+) -> dict[str, SuiteFiles]:
     """The image-folder release of the given VTAB-1k tasks (default: all 19) under ``root``.
 
     Every class has ``per_class`` images in train800 and in test; val200 has one image of every class
@@ -119,9 +126,11 @@ def write_vtab1k(root: Path, tasks: list[str] | None = None, fmt: str = "jpg", p
         folder = Path(root) / task
         rng = np.random.default_rng([seed, number])
         images = ImageWriter(num_classes, fmt, seed=int(rng.integers(2**32)))
-        labels = {"train": labels_dealt(num_classes, per_class, rng),
-                  "val": [int(label) for label in rng.permutation(val_labels(num_classes))],
-                  "test": labels_dealt(num_classes, per_class, rng)}
+        labels = {
+            "train": labels_dealt(num_classes, per_class, rng),
+            "val": [int(label) for label in rng.permutation(val_labels(num_classes))],
+            "test": labels_dealt(num_classes, per_class, rng),
+        }
         files = SuiteFiles(folder, folder, num_classes)
         for split, split_labels in labels.items():
             files.splits[split] = []
@@ -149,8 +158,9 @@ def fgvc_class_ids(name: str, num_classes: int) -> list[int]:
     return list(range(1, num_classes + 1))
 
 
-def write_fgvc(root: Path, names: list[str] | None = None, fmt: str = "jpg", per_class: int = 1,
-               seed: int = 0) -> dict[str, SuiteFiles]:
+def write_fgvc(
+    root: Path, names: list[str] | None = None, fmt: str = "jpg", per_class: int = 1, seed: int = 0
+) -> dict[str, SuiteFiles]:
     """VPT's release of the given FGVC datasets (default: all five) under ``root``.
 
     Every class has ``per_class`` images in train and in test; val (carved from the training images
@@ -165,9 +175,11 @@ def write_fgvc(root: Path, names: list[str] | None = None, fmt: str = "jpg", per
         rng = np.random.default_rng([seed, 100 + number])
         images = ImageWriter(num_classes, fmt, seed=int(rng.integers(2**32)))
         class_ids = fgvc_class_ids(name, num_classes)
-        labels = {"train": labels_dealt(num_classes, per_class, rng),
-                  "val": [int(label) for label in rng.permutation(val_labels(num_classes))],
-                  "test": labels_dealt(num_classes, per_class, rng)}
+        labels = {
+            "train": labels_dealt(num_classes, per_class, rng),
+            "val": [int(label) for label in rng.permutation(val_labels(num_classes))],
+            "test": labels_dealt(num_classes, per_class, rng),
+        }
         files = SuiteFiles(folder, folder / image_folder, num_classes, class_ids=class_ids)
         for split, split_labels in labels.items():
             files.splits[split] = []

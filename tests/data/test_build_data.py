@@ -3,15 +3,23 @@
 import dataclasses
 import json
 
+import datafiles
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from torch.utils.data import DataLoader
 
-import datafiles
-from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data import DATASET_NAMES, ArrayDataset, FileDataset, build_data, describe_data, format_data_info, load_splits
+from peftlab.data import (
+    DATASET_NAMES,
+    ArrayDataset,
+    FileDataset,
+    build_data,
+    describe_data,
+    format_data_info,
+    load_splits,
+)
 from peftlab.errors import DataError
 
 MEAN, STD = (0.2, 0.5, 0.7), (0.25, 0.5, 1.0)
@@ -62,7 +70,9 @@ def test_resize_is_bilinear_antialiased_and_done_once(idx_dir, idx_cfg):
 
 def test_in_chans_1_turns_rgb_into_luma(tmp_path):
     arrays = datafiles.write_cifar10_binary(tmp_path)
-    bundle = build_data(datafiles.make_cfg(name="cifar10", root=str(tmp_path)), img_size=32, in_chans=1, mean=(0.5,), std=(0.5,))
+    bundle = build_data(
+        datafiles.make_cfg(name="cifar10", root=str(tmp_path)), img_size=32, in_chans=1, mean=(0.5,), std=(0.5,)
+    )
     x, _ = bundle.test[0]
     assert x.shape == (1, 32, 32)
     rgb = torch.from_numpy(arrays["test_data"][0].reshape(3, 32, 32)).float()
@@ -230,7 +240,8 @@ def test_dataset_names_cover_every_layout_and_suite_task():
     stored = tuple(name for name in DATASET_NAMES if name != "filelist" and "/" not in name)
     assert stored == tuple(LAYOUTS)
     assert {name for name in DATASET_NAMES if "/" in name} == (
-        {f"vtab1k/{t}" for t in VTAB1K_TASKS} | {f"fgvc/{t}" for t in FGVC_TASKS})
+        {f"vtab1k/{t}" for t in VTAB1K_TASKS} | {f"fgvc/{t}" for t in FGVC_TASKS}
+    )
     assert len(VTAB1K_TASKS) == 19 and len(FGVC_TASKS) == 5
 
 
@@ -239,7 +250,10 @@ def test_format_data_info_is_a_readable_summary(idx_cfg):
     text = format_data_info(info)
     assert text.splitlines()[0] == "dataset   fashion_mnist"
     assert "classes   3: T-shirt/top, Trouser, Pullover" in text
-    assert f"splits    train {info.split_sizes['train']}  val {info.split_sizes['val']}  test {info.split_sizes['test']}" in text
+    assert (
+        f"splits    train {info.split_sizes['train']}  val {info.split_sizes['val']}  test {info.split_sizes['test']}"
+        in text
+    )
     assert "train-images-idx3-ubyte.gz" in text and info.sha256["train-images-idx3-ubyte.gz"] in text
     assert "relabelled" in text
 
@@ -271,8 +285,11 @@ def test_data_info_says_which_split_is_which(tmp_path):
     datafiles.write_image_folder(tmp_path, split=True)
     (tmp_path / "test").rename(tmp_path / "val")
     info = describe_data(datafiles.make_cfg(name="imagefolder", root=str(tmp_path), val_fraction=0.2))
-    assert info.split_sources == {"train": f"{tmp_path / 'train'} minus val", "val": f"20% of {tmp_path / 'train'} (seed 0)",
-                                  "test": str(tmp_path / "val")}
+    assert info.split_sources == {
+        "train": f"{tmp_path / 'train'} minus val",
+        "val": f"20% of {tmp_path / 'train'} (seed 0)",
+        "test": str(tmp_path / "val"),
+    }
     text = format_data_info(info)
     assert f"test      {tmp_path / 'val'}" in text and "is used as the TEST split" in text
     (tmp_path / "val").rename(tmp_path / "holdout")

@@ -4,12 +4,12 @@ for a seed, written whole or not at all, and never over another task."""
 import hashlib
 from pathlib import Path
 
+import datafiles
 import numpy as np
 import pytest
+from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from PIL import Image
 
-import datafiles
-from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from peftlab.cli import main
 from peftlab.data import demo
 from peftlab.data.demo import demo_splits, write_vtab_demo
@@ -37,8 +37,11 @@ def read_lists(folder: Path) -> dict[str, list[tuple[str, int]]]:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_lists_images_and_labels_are_fashion_mnists(tmp_path, source):
@@ -68,8 +71,10 @@ def test_lists_images_and_labels_are_fashion_mnists(tmp_path, source):
 
 def test_a_seed_gives_the_same_bytes_and_another_seed_other_draws(tmp_path, source):
     root, _ = source
-    first, again, other = (write_vtab_demo(tmp_path / out, test_size=50, seed=seed, root=str(root))
-                           for out, seed in (("a", 3), ("b", 3), ("c", 4)))
+    first, again, other = (
+        write_vtab_demo(tmp_path / out, test_size=50, seed=seed, root=str(root))
+        for out, seed in (("a", 3), ("b", 3), ("c", 4))
+    )
     assert digests(first.folder) == digests(again.folder)
     assert (first.folder / "train800.txt").read_text() != (other.folder / "train800.txt").read_text()
 
@@ -146,15 +151,21 @@ def test_what_a_killed_writer_left_is_named_not_taken_for_the_task(tmp_path, sou
     assert main(args) == 0
     shown = capsys.readouterr()
     assert f"note: {leftover} is what an interrupted vtab-demo left" in shown.err
-    assert shown.out.strip() == (f"wrote {tmp_path / 'out' / 'fashion_mnist'}: train800.txt 800, val200.txt 200, "
-                                 "train800val200.txt 1,000, test.txt 20")
+    assert shown.out.strip() == (
+        f"wrote {tmp_path / 'out' / 'fashion_mnist'}: train800.txt 800, val200.txt 200, "
+        "train800val200.txt 1,000, test.txt 20"
+    )
     assert len(read_lists(tmp_path / "out" / "fashion_mnist")["train"]) == 800
 
 
 def test_bad_arguments_and_too_few_images_are_one_line(tmp_path, source, capsys):
     root, _ = source
-    for arguments, needle in (({"task": "../x"}, "task name"), ({"task": ".hidden"}, "task name"),
-                              ({"seed": -1}, "seed -1"), ({"test_size": -5}, "test size -5")):
+    for arguments, needle in (
+        ({"task": "../x"}, "task name"),
+        ({"task": ".hidden"}, "task name"),
+        ({"seed": -1}, "seed -1"),
+        ({"test_size": -5}, "test size -5"),
+    ):
         with pytest.raises(UserError, match=needle):
             write_vtab_demo(tmp_path / "out", root=str(root), **arguments)
     datafiles.write_idx_dataset(tmp_path / "tiny", n_train=60, n_test=20)
@@ -167,8 +178,10 @@ def test_bad_arguments_and_too_few_images_are_one_line(tmp_path, source, capsys)
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not Path(DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_from_the_installed_fashion_mnist(tmp_path):
     task = write_vtab_demo(tmp_path / "out", test_size=100)
     lists = read_lists(task.folder)

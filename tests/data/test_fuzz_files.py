@@ -11,14 +11,19 @@ import random
 import resource
 import signal
 
-import pytest
-
 import datafiles
+import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+
+from peftlab.data.binary_readers import (
+    MNIST_CLASS_NAMES,
+    read_cifar10_binary,
+    read_cifar10_python,
+    read_idx_dataset,
+    read_mnist_pickle,
+)
 from peftlab.data.datasets import load_image
 from peftlab.data.image_checks import image_header
-from peftlab.data.readers import (MNIST_CLASS_NAMES, read_cifar10_binary, read_cifar10_python, read_idx_dataset,
-                                  read_mnist_pickle)
 from peftlab.errors import DataError
 
 
@@ -38,9 +43,9 @@ def damaged(rng: random.Random, data: bytes) -> bytes:
         elif kind < 0.8:
             data[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
         else:
-            del data[where:where + rng.randrange(1, 64)]
+            del data[where : where + rng.randrange(1, 64)]
     if rng.random() < 0.15 and len(data) > 1:
-        data = data[:rng.randrange(1, len(data))]
+        data = data[: rng.randrange(1, len(data))]
     return bytes(data)
 
 
@@ -60,15 +65,27 @@ def check_all(directory):
 
 # layout -> (writer, reader, the file damaged, how)
 CASES = {
-    "idx images": (datafiles.write_idx_dataset, lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES),
-                   "train-images-idx3-ubyte.gz", gz_damaged),
-    "idx labels": (lambda d: datafiles.write_idx_dataset(d, gz=False), lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES),
-                   "t10k-labels-idx1-ubyte", damaged),
+    "idx images": (
+        datafiles.write_idx_dataset,
+        lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES),
+        "train-images-idx3-ubyte.gz",
+        gz_damaged,
+    ),
+    "idx labels": (
+        lambda d: datafiles.write_idx_dataset(d, gz=False),
+        lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES),
+        "t10k-labels-idx1-ubyte",
+        damaged,
+    ),
     "cifar binary": (datafiles.write_cifar10_binary, read_cifar10_binary, "data_batch_3.bin", damaged),
     "cifar pickle": (datafiles.write_cifar10_python, read_cifar10_python, "data_batch_2", damaged),
     "cifar meta pickle": (datafiles.write_cifar10_python, read_cifar10_python, "batches.meta", damaged),
-    "mnist pickle": (lambda d: datafiles.write_mnist_pickle(d / "mnist.pkl.gz"),
-                     lambda d: read_mnist_pickle(d / "mnist.pkl.gz"), "mnist.pkl.gz", gz_damaged),
+    "mnist pickle": (
+        lambda d: datafiles.write_mnist_pickle(d / "mnist.pkl.gz"),
+        lambda d: read_mnist_pickle(d / "mnist.pkl.gz"),
+        "mnist.pkl.gz",
+        gz_damaged,
+    ),
     "png": (lambda d: datafiles.write_image_folder(d), decode_all, "dog/2.png", damaged),
     "jpeg": (datafiles.write_tiny_imagenet, decode_all, "val/images/val_1.JPEG", damaged),
     "png header": (lambda d: datafiles.write_image_folder(d), check_all, "dog/2.png", damaged),
@@ -90,7 +107,7 @@ def test_damaged_dataset_files_are_one_line_or_read(tmp_path, case):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     outcomes = {"read": 0, "refused": 0}
     try:
-        for attempt in range(25):
+        for _ in range(25):
             (tmp_path / name).write_bytes(damage(rng, original))
             signal.alarm(30)
             try:

@@ -8,26 +8,25 @@ import struct
 import warnings
 import zlib
 
+import datafiles
 import numpy as np
 import pytest
-
-import datafiles
-from testkit import REPO
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from testkit import REPO
+
 from peftlab.data import build_data, safe_pickle
 from peftlab.data import sources as sources_module
-from peftlab.data.datasets import load_image
-from peftlab.data.image_checks import MAX_IMAGE_PIXELS
-from peftlab.data.readers import (
+from peftlab.data.binary_readers import (
     MNIST_CLASS_NAMES,
     read_cifar10_binary,
     read_cifar10_python,
     read_idx,
     read_idx_dataset,
-    read_image_folder,
     read_mnist_pickle,
-    read_tiny_imagenet,
 )
+from peftlab.data.datasets import load_image
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
+from peftlab.data.image_checks import MAX_IMAGE_PIXELS
 from peftlab.data.safe_pickle import load_pickle
 from peftlab.data.sources import ENV_DATA_CACHE, find_data
 from peftlab.errors import DataError
@@ -50,8 +49,11 @@ LAYOUTS = {
     "cifar_binary_names": (datafiles.write_cifar10_binary, read_cifar10_binary, "batches.meta.txt"),
     "cifar_python": (datafiles.write_cifar10_python, read_cifar10_python, "data_batch_2"),
     "idx": (datafiles.write_idx_dataset, lambda d: read_idx_dataset(d, MNIST_CLASS_NAMES), "t10k-labels-idx1-ubyte.gz"),
-    "mnist_pickle": (lambda d: datafiles.write_mnist_pickle(d / "mnist.pkl.gz"),
-                     lambda d: read_mnist_pickle(d / "mnist.pkl.gz"), "mnist.pkl.gz"),
+    "mnist_pickle": (
+        lambda d: datafiles.write_mnist_pickle(d / "mnist.pkl.gz"),
+        lambda d: read_mnist_pickle(d / "mnist.pkl.gz"),
+        "mnist.pkl.gz",
+    ),
     "image_folder": (datafiles.write_image_folder, lambda d: read_image_folder(d, split_seed=0), "cat/3.png"),
     "tiny_imagenet_wnids": (datafiles.write_tiny_imagenet, read_tiny_imagenet, "wnids.txt"),
     "tiny_imagenet_val": (datafiles.write_tiny_imagenet, read_tiny_imagenet, "val/images/val_2.JPEG"),
@@ -130,15 +132,18 @@ def test_short_gz_idx_is_refused(tmp_path):
 # ---------------------------------------------------------------------------- CIFAR python labels
 
 
-@pytest.mark.parametrize("labels, match", [
-    ([[0, 1], 0, 0, 0, 0, 0], "expected labels as a list of integers, found a list"),  # ragged: numpy raised
-    ([0, 0, 0, 0, 0, True], "found a bool"),
-    ([0, 0, 0, 0, 0, 1.0], "found a float"),
-    ([0, 0, 0, 0, 0, 2**70], r"labels must lie in 0..9, found 0..1180591620717411303424"),  # beyond int64
-    ([0, 0, 0, 0, 0], "6 images but 5 labels"),
-    ({0: 1}, "expected labels as a list of integers, found dict"),
-    ([0, 0, 0, 0, 0, 10**5000], r"labels must lie in 0..9, found 0..<int>"),  # too long for repr()
-])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ([[0, 1], 0, 0, 0, 0, 0], "expected labels as a list of integers, found a list"),  # ragged: numpy raised
+        ([0, 0, 0, 0, 0, True], "found a bool"),
+        ([0, 0, 0, 0, 0, 1.0], "found a float"),
+        ([0, 0, 0, 0, 0, 2**70], r"labels must lie in 0..9, found 0..1180591620717411303424"),  # beyond int64
+        ([0, 0, 0, 0, 0], "6 images but 5 labels"),
+        ({0: 1}, "expected labels as a list of integers, found dict"),
+        ([0, 0, 0, 0, 0, 10**5000], r"labels must lie in 0..9, found 0..<int>"),  # too long for repr()
+    ],
+)
 def test_cifar_python_batch_with_bad_labels_is_refused(tmp_path, labels, match):
     datafiles.write_cifar10_python(tmp_path)
     batch = {b"data": np.zeros((6, 3072), np.uint8), b"labels": labels}
@@ -168,8 +173,9 @@ def test_tiny_imagenet_wnid_that_is_a_path_is_refused(tmp_path, wnid):
     datafiles.write_tiny_imagenet(tmp_path / "tin")
     wnid = wnid.replace("OUTSIDE", str(outside))
     (tmp_path / "tin" / "wnids.txt").write_text(f"n01\nn02\nn03\n{wnid}\n")
-    message = refused(read_tiny_imagenet, tmp_path / "tin", match="is not a plain folder name",
-                      naming=tmp_path / "tin" / "wnids.txt")
+    message = refused(
+        read_tiny_imagenet, tmp_path / "tin", match="is not a plain folder name", naming=tmp_path / "tin" / "wnids.txt"
+    )
     assert repr(wnid) in message
 
 
@@ -180,8 +186,12 @@ def test_tiny_imagenet_wnid_that_is_a_path_is_refused(tmp_path, wnid):
 def test_an_unusable_data_cache_is_one_line_naming_the_variable(tmp_path, monkeypatch, where):
     datafiles.write_image_folder(tmp_path / "images")
     (tmp_path / "afile").write_text("not a folder")
-    cache = {"a file": tmp_path / "afile", "under a file": tmp_path / "afile" / "cache", "/proc": "/proc",
-             "read-only": tmp_path / "ro"}[where]
+    cache = {
+        "a file": tmp_path / "afile",
+        "under a file": tmp_path / "afile" / "cache",
+        "/proc": "/proc",
+        "read-only": tmp_path / "ro",
+    }[where]
     if where == "read-only":
         if os.geteuid() == 0:
             pytest.skip("root writes into a read-only folder")
@@ -213,8 +223,12 @@ def png_bytes(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = bytes(1 + (width + 7) // 8) * height
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows, 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_an_image_above_the_pixel_budget_is_refused_before_decoding(tmp_path):
@@ -254,10 +268,14 @@ def nested(depth: int, make=list):
     return value
 
 
-@pytest.mark.parametrize("batch", [
-    {b"data": np.zeros((6, 3072), np.uint8), b"labels": [nested(20)] * 6},  # numpy walked 6 x 2**20 items
-    {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6, nested(22, tuple): 0},  # hashed 2**22 items
-], ids=["labels", "dict-key"])
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {b"data": np.zeros((6, 3072), np.uint8), b"labels": [nested(20)] * 6},  # numpy walked 6 x 2**20 items
+        {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 6, nested(22, tuple): 0},  # hashed 2**22 items
+    ],
+    ids=["labels", "dict-key"],
+)
 def test_memo_references_that_multiply_an_object_are_refused(tmp_path, batch):
     datafiles.write_cifar10_python(tmp_path)
     path = datafiles.write_pickle(tmp_path / "data_batch_1", batch)
@@ -274,8 +292,14 @@ def test_a_huge_memo_index_is_refused_before_loading(tmp_path):
 def test_copies_parked_in_the_memo_are_refused(tmp_path):
     """_codecs.encode copies a 100 KB string 64 times, each copy kept in the memo, never on the stack."""
     text = "x" * 100_000
-    data = (b"\x80\x02c_codecs\nencode\nq\x000" + b"X" + struct.pack("<I", len(text)) + text.encode() + b"q\x010"
-            + b"X\x06\x00\x00\x00latin1q\x020")
+    data = (
+        b"\x80\x02c_codecs\nencode\nq\x000"
+        + b"X"
+        + struct.pack("<I", len(text))
+        + text.encode()
+        + b"q\x010"
+        + b"X\x06\x00\x00\x00latin1q\x020"
+    )
     for i in range(64):
         data += b"h\x00h\x01h\x02\x86R" + b"r" + struct.pack("<I", 3 + i) + b"0"
     path = tmp_path / "batch"
@@ -283,10 +307,13 @@ def test_copies_parked_in_the_memo_are_refused(tmp_path):
     refused(load_pickle, path, match="its objects would weigh", naming=path)
 
 
-@pytest.mark.parametrize("source, match", [
-    (b"cnumpy\ndtype\n(S'f4'\nI2\nI1\ntR.", "numpy.dtype is allowed only with a type string and two flags"),
-    (b"cnumpy\ndtype\n(S'a4'\nI0\nI1\ntR.", "not a valid pickle .*DeprecationWarning"),
-])
+@pytest.mark.parametrize(
+    "source, match",
+    [
+        (b"cnumpy\ndtype\n(S'f4'\nI2\nI1\ntR.", "numpy.dtype is allowed only with a type string and two flags"),
+        (b"cnumpy\ndtype\n(S'a4'\nI0\nI1\ntR.", "not a valid pickle .*DeprecationWarning"),
+    ],
+)
 def test_numpy_warnings_about_a_pickle_are_a_refusal_not_stderr(tmp_path, source, match):
     path = tmp_path / "batch"
     path.write_bytes(source)
@@ -304,8 +331,12 @@ def test_dtype_flags_as_python_2_wrote_them_load(tmp_path):
 
 def test_the_datasets_own_pickles_pass_the_scan(tmp_path):
     """A CIFAR batch pickled at every protocol numpy and Python 2 used, with 1000 file names."""
-    batch = {b"data": datafiles.make_images(1000, (3072,), 0), b"labels": list(range(10)) * 100,
-             b"filenames": [f"img_{i}.png".encode() for i in range(1000)], b"batch_label": b"training batch 1 of 5"}
+    batch = {
+        b"data": datafiles.make_images(1000, (3072,), 0),
+        b"labels": list(range(10)) * 100,
+        b"filenames": [f"img_{i}.png".encode() for i in range(1000)],
+        b"batch_label": b"training batch 1 of 5",
+    }
     for protocol in (0, 2, 4, 5):
         path = datafiles.write_pickle(tmp_path / f"p{protocol}", batch, protocol=protocol)
         with open(path, "rb") as f:
@@ -336,15 +367,19 @@ def test_a_cache_on_a_full_disk_is_one_line_not_sigbus(tmp_path, small_disk):
     import sys
 
     datafiles.write_image_folder(tmp_path / "images", per_class=30)  # 90 images x 3 x 32 x 32: 270 KiB decoded
-    script = ("import sys\nfrom peftlab.data import build_data\nfrom peftlab.errors import DataError\n"
-              "import datafiles\n"
-              f"cfg = datafiles.make_cfg(name='imagefolder', root={str(tmp_path / 'images')!r}, cache=True, "
-              "num_workers=0, val_fraction=0.0)\n"
-              "try:\n    build_data(cfg, img_size=32)\nexcept DataError as err:\n"
-              "    print(err, file=sys.stderr)\n    sys.exit(2)\n")
-    env = dict(os.environ, **{ENV_DATA_CACHE: str(small_disk)},
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "data"),
-                                           str(REPO / "tests")]))
+    script = (
+        "import sys\nfrom peftlab.data import build_data\nfrom peftlab.errors import DataError\n"
+        "import datafiles\n"
+        f"cfg = datafiles.make_cfg(name='imagefolder', root={str(tmp_path / 'images')!r}, cache=True, "
+        "num_workers=0, val_fraction=0.0)\n"
+        "try:\n    build_data(cfg, img_size=32)\nexcept DataError as err:\n"
+        "    print(err, file=sys.stderr)\n    sys.exit(2)\n"
+    )
+    env = dict(
+        os.environ,
+        **{ENV_DATA_CACHE: str(small_disk)},
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests" / "data"), str(REPO / "tests")]),
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert proc.stderr.count("\n") == 1 and "cannot write the decoded-image cache" in proc.stderr

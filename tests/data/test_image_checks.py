@@ -8,14 +8,14 @@ import os
 import struct
 import zlib
 
+import datafiles
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
-import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from PIL import Image
 from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, peak_rss, peak_rss_reset
+
 from peftlab.config import load_config
 from peftlab.data import image_checks
 from peftlab.data.build import describe_data
@@ -35,8 +35,12 @@ def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
 # case -> (file name, its bytes, what the one line says)
@@ -81,8 +85,9 @@ def folder_cfg(root):
 
 
 def list_cfg(root):
-    return load_config(None, ["data.name=filelist", f"data.root={root}", "data.train_list=train.txt",
-                              "data.test_list=test.txt"]).data
+    return load_config(
+        None, ["data.name=filelist", f"data.root={root}", "data.train_list=train.txt", "data.test_list=test.txt"]
+    ).data
 
 
 def add_bad(root, case, listed: bool):
@@ -108,8 +113,12 @@ def test_each_bad_image_is_one_line_naming_it(tmp_path, case):
 
 
 def test_good_images_pass_with_their_format_and_size(tmp_path):
-    for name, data in (("a.png", encoded("PNG")), ("b.jpg", encoded("JPEG")), ("c.gif", encoded("GIF")),
-                       ("d.jpg", encoded("JPEG") + b"\0" * 7)):  # bytes after the end marker: it decodes
+    for name, data in (
+        ("a.png", encoded("PNG")),
+        ("b.jpg", encoded("JPEG")),
+        ("c.gif", encoded("GIF")),
+        ("d.jpg", encoded("JPEG") + b"\0" * 7),
+    ):  # bytes after the end marker: it decodes
         (tmp_path / name).write_bytes(data)
         assert image_header(tmp_path / name)[1] == "8x8", name
     (tmp_path / "e.png").write_bytes(png_header(4096, 4096))  # at the bound itself (its IDAT is not inflated)
@@ -130,10 +139,16 @@ def test_peftlab_train_refuses_a_bad_image_before_the_first_step(tmp_path, case)
     root = image_folder(tmp_path / "data")
     path = add_bad(root, case, listed=False)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": TINY_MODEL, "method": {"name": "lora", "r": 2},
-                                      "data": {"name": "imagefolder", "root": str(root), "num_workers": 0},
-                                      "train": {"max_steps": 2, "batch_size": 4, "log_every": 1,
-                                                "ckpt_every": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "method": {"name": "lora", "r": 2},
+                "data": {"name": "imagefolder", "root": str(root), "num_workers": 0},
+                "train": {"max_steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 1},
+            }
+        )
+    )
     run_dir = tmp_path / "run"
     status, stderr, _, _ = cli_in_process("train", str(config), "--run-dir", str(run_dir), "--quiet")
     assert_one_line_refusal(status, stderr, str(path))

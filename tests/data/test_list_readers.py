@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from PIL import Image
 
-from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from peftlab.config import load_config
 from peftlab.data.build import describe_data, load_splits
 from peftlab.errors import ConfigError, DataError
@@ -62,21 +62,33 @@ def corrupt_list(folder, name, line, text):
     (folder / name).write_text("\n".join(lines))
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda f: corrupt_list(f, "test.txt", 3, "images/test/nope.png 1"), "test.txt line 3: missing file"),
-    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png 10"), "test.txt line 2: label 10 is out of range"),
-    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00030.png 0"), "test.txt line 2: 'images/test/00030.png' "
-                                                                          "is listed twice (first on line 1)"),
-    (lambda f: corrupt_list(f, "test.txt", 2, "../../etc/passwd 0"), "test.txt line 2: '../../etc/passwd' leaves"),
-    (lambda f: corrupt_list(f, "test.txt", 2, "/etc/passwd 0"), "test.txt line 2: '/etc/passwd' is not a path "
-                                                                "relative to"),
-    (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png one"), "test.txt line 2: label 'one' is not"),
-    (lambda f: corrupt_list(f, "val200.txt", 1, "images/test/00030.png 0"), "is in both"),
-    (lambda f: (f / "test.txt").write_bytes((f / "test.txt").read_bytes().replace(b"\n", b"\r\n")),
-     "test.txt line 1: a carriage return (Windows line endings)"),
-    (lambda f: corrupt_list(f, "train800val200.txt", 1, ""), "train800val200.txt: expected exactly the images"),
-    (lambda f: (f / "val200.txt").unlink(), "val200.txt"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f: corrupt_list(f, "test.txt", 3, "images/test/nope.png 1"), "test.txt line 3: missing file"),
+        (
+            lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png 10"),
+            "test.txt line 2: label 10 is out of range",
+        ),
+        (
+            lambda f: corrupt_list(f, "test.txt", 2, "images/test/00030.png 0"),
+            "test.txt line 2: 'images/test/00030.png' is listed twice (first on line 1)",
+        ),
+        (lambda f: corrupt_list(f, "test.txt", 2, "../../etc/passwd 0"), "test.txt line 2: '../../etc/passwd' leaves"),
+        (
+            lambda f: corrupt_list(f, "test.txt", 2, "/etc/passwd 0"),
+            "test.txt line 2: '/etc/passwd' is not a path relative to",
+        ),
+        (lambda f: corrupt_list(f, "test.txt", 2, "images/test/00031.png one"), "test.txt line 2: label 'one' is not"),
+        (lambda f: corrupt_list(f, "val200.txt", 1, "images/test/00030.png 0"), "is in both"),
+        (
+            lambda f: (f / "test.txt").write_bytes((f / "test.txt").read_bytes().replace(b"\n", b"\r\n")),
+            "test.txt line 1: a carriage return (Windows line endings)",
+        ),
+        (lambda f: corrupt_list(f, "train800val200.txt", 1, ""), "train800val200.txt: expected exactly the images"),
+        (lambda f: (f / "val200.txt").unlink(), "val200.txt"),
+    ],
+)
 def test_a_bad_list_is_one_line_naming_the_file_and_line(tmp_path, damage, expected):
     folder = vtab_task(tmp_path)
     damage(folder)
@@ -114,8 +126,11 @@ def test_a_jpeg_copy_of_a_lossless_task_is_flagged(tmp_path):
     assert [n for n in svhn.notes if n.startswith("lossy copy: 20 of the 20 test images of vtab1k/svhn are JPEG")]
     dtd = describe_data(data_cfg("data.name=vtab1k/dtd", f"data.root={tmp_path}"))  # DTD is JPEG at its source
     assert not [n for n in dtd.notes if n.startswith("lossy copy")]
-    png = describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path / 'png'}")) \
-        if vtab_task(tmp_path / "png") else None
+    png = (
+        describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path / 'png'}"))
+        if vtab_task(tmp_path / "png")
+        else None
+    )
     assert not [n for n in png.notes if n.startswith("lossy copy")]
 
 
@@ -171,8 +186,13 @@ def test_cub_without_jsons_reads_its_official_split(tmp_path):
 
 def test_filelist_with_explicit_lists_and_a_carved_val(tmp_path):
     folder = vtab_task(tmp_path, "mine", classes=3)
-    cfg = data_cfg("data.name=filelist", f"data.root={folder}", "data.train_list=train800.txt",
-                   "data.test_list=test.txt", "data.val_fraction=0.5")
+    cfg = data_cfg(
+        "data.name=filelist",
+        f"data.root={folder}",
+        "data.train_list=train800.txt",
+        "data.test_list=test.txt",
+        "data.val_fraction=0.5",
+    )
     info = describe_data(cfg)
     assert info.split_sizes == {"train": 3, "val": 3, "test": 6} and info.num_classes == 3
     assert "50% of" in info.split_sources["val"]
@@ -184,6 +204,7 @@ def test_filelist_with_explicit_lists_and_a_carved_val(tmp_path):
 
 def test_every_vtab1k_task_of_the_release_layout_loads_with_its_class_count(tmp_path):
     from suitefiles import write_vtab1k
+
     from peftlab.suites import VTAB1K_TASKS
 
     written = write_vtab1k(tmp_path, spaced_names=True)  # names with a space: lines split on the last one
@@ -199,6 +220,7 @@ def test_every_vtab1k_task_of_the_release_layout_loads_with_its_class_count(tmp_
 
 def test_every_fgvc_dataset_of_vpts_release_loads_with_its_class_count(tmp_path):
     from suitefiles import write_fgvc
+
     from peftlab.suites import FGVC_TASKS
 
     written = write_fgvc(tmp_path)

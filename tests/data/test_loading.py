@@ -1,13 +1,13 @@
 """The data path: file splits through a DataLoader (any number of workers, same batches) and the
 decoded-image cache (`data.cache`), on small JPEG folders."""
 
+import datafiles
 import numpy as np
 import pytest
 import torch
-
-import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.bench import write_jpeg_folder
+
+from peftlab.bench.data import write_jpeg_folder
 from peftlab.data import ArrayDataset, FileDataset, build_data
 from peftlab.data import datasets as datasets_module
 from peftlab.data.loading import BatchLoader, default_num_workers

@@ -2,12 +2,12 @@
 
 import gzip
 
+import datafiles
 import numpy as np
 import pytest
-
-import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data.readers import (
+
+from peftlab.data.binary_readers import (
     FASHION_MNIST_CLASS_NAMES,
     read_cifar10_binary,
     read_cifar10_python,
@@ -15,10 +15,9 @@ from peftlab.data.readers import (
     read_cifar100_python,
     read_idx,
     read_idx_dataset,
-    read_image_folder,
     read_mnist_pickle,
-    read_tiny_imagenet,
 )
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
 from peftlab.errors import DataError
 
 
@@ -43,8 +42,8 @@ def test_idx_dataset_reads_shapes_labels_and_pixels(tmp_path, gz):
     assert raw.train.labels.dtype == np.int64
     assert raw.class_names == FASHION_MNIST_CLASS_NAMES
     suffix = ".gz" if gz else ""
-    assert sorted(raw.sha256) == sorted(f"{s}{suffix}" for s in (
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))  # fmt: skip
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    assert sorted(raw.sha256) == sorted(f"{s}{suffix}" for s in names)
     assert all(len(d) == 64 for d in raw.sha256.values())
 
 
@@ -366,8 +365,12 @@ def test_a_decompression_bomb_is_one_line(tmp_path):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     path = tmp_path / "bomb.png"  # a header claiming 20,000 x 20,000 pixels (over twice PIL's limit), no data
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(DataError, match="bomb.png") as err:
         load_image(str(path), 8, 3)
     assert "\n" not in str(err.value)
@@ -404,12 +407,14 @@ def test_image_folder_refuses_a_link_that_leaves_its_root(tmp_path):
     """As TinyImageNet's reader does: an image that links outside data.root is refused by name."""
     datafiles.write_image_folder(tmp_path / "data")
     outside = tmp_path / "elsewhere.png"
-    outside.write_bytes((tmp_path / "data" / "cat" / sorted(p.name for p in (tmp_path / "data" / "cat").iterdir())[0])
-                        .read_bytes())
+    outside.write_bytes(
+        (tmp_path / "data" / "cat" / sorted(p.name for p in (tmp_path / "data" / "cat").iterdir())[0]).read_bytes()
+    )
     (tmp_path / "data" / "cat" / "link.png").symlink_to(outside)
     with pytest.raises(DataError, match=r"link.png links to .*elsewhere.png, outside .*data: expected the images"):
         read_image_folder(tmp_path / "data", split_seed=0)
     (tmp_path / "data" / "cat" / "link.png").unlink()
-    (tmp_path / "data" / "cat" / "inside.png").symlink_to(tmp_path / "data" / "dog" / sorted(
-        p.name for p in (tmp_path / "data" / "dog").iterdir())[0])  # a link within the root is fine
+    (tmp_path / "data" / "cat" / "inside.png").symlink_to(
+        tmp_path / "data" / "dog" / sorted(p.name for p in (tmp_path / "data" / "dog").iterdir())[0]
+    )  # a link within the root is fine
     assert len(read_image_folder(tmp_path / "data", split_seed=0).train) > 0

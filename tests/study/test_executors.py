@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_runner import BASE, results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist, run_cli, wait_until
 
 # two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
-STUDY = {"seeds": 1, "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
-         "set": {"train.epochs": 1, "data.train_subset": 128}}
+STUDY = {
+    "seeds": 1,
+    "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
+    "set": {"train.epochs": 1, "data.train_subset": 128},
+}
 ONE_RUN = {**STUDY, "methods": {"lora": {"set": {"method.r": 2}}}}
 
 
@@ -32,9 +34,14 @@ def executor_args(executor: str, request) -> list[str]:
 def study_cli(path: Path, out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     if env is None:
         return run_cli("study", str(path), "--study-dir", str(out), *args, cwd=path.parent)
-    return subprocess.run([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
-                          capture_output=True, text=True, cwd=path.parent, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env},
+    )
 
 
 def mtimes(out: Path) -> dict[str, int]:
@@ -77,8 +84,11 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
     base and every run (submits nothing)."""
     args = executor_args(executor, request) + (["--slurm-time", "0:10:00"] if executor == "submitit" else [])
     path = write_study(tmp_path, {**STUDY, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
-                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    (tmp_path / "pre.yaml").write_text(
+        yaml.safe_dump(
+            {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
+        )
+    )
     out = tmp_path / "out"
     proc = study_cli(path, out, *args)
     assert proc.returncode == 0, proc.stderr
@@ -134,15 +144,23 @@ def test_a_ray_task_whose_worker_died_is_retried_in_the_same_call(tmp_path, refe
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
     marker = tmp_path / "killed"
-    proc = study_cli(path, out, "--quiet", "--executor", "ray",
-                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    proc = study_cli(
+        path,
+        out,
+        "--quiet",
+        "--executor",
+        "ray",
+        env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     assert marker.exists(), "the worker was not killed"
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
     assert "lost" not in proc.stderr, proc.stderr
     run_id = next(out.glob("runs/*/result.json")).parent.name
-    assert proc.stderr.splitlines() == [f"peftlab: warning: Ray ran {run_id} again after its worker died (2 attempts); "
-                                        "it went on from its last checkpoint"], proc.stderr  # Ray's own lines: library.log
+    assert proc.stderr.splitlines() == [
+        f"peftlab: warning: Ray ran {run_id} again after its worker died (2 attempts); "
+        "it went on from its last checkpoint"
+    ], proc.stderr  # Ray's own lines: library.log
     assert "Started a local Ray instance" in (out / "library.log").read_text()
     assert_same_results(out, reference)
 
@@ -154,11 +172,20 @@ def test_a_ray_pretraining_whose_worker_died_is_retried_in_the_same_call(tmp_pat
     again by Ray, it resumes; the base is written and the study's run completes in the same call."""
     pytest.importorskip("ray")
     path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
-                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    (tmp_path / "pre.yaml").write_text(
+        yaml.safe_dump(
+            {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
+        )
+    )
     marker = tmp_path / "killed"
-    proc = study_cli(path, tmp_path / "out", "--quiet", "--executor", "ray",
-                     env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""})
+    proc = study_cli(
+        path,
+        tmp_path / "out",
+        "--quiet",
+        "--executor",
+        "ray",
+        env={"PEFTLAB_KILL_AT": "checkpoint:3", "PEFTLAB_KILL_ONCE": str(marker), "RAY_ADDRESS": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     assert marker.exists(), "the worker was not killed"
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
@@ -199,8 +226,11 @@ def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, r
     model or an error: the study stops with one line saying it was lost, not failed, and the next
     call resumes it and runs the study."""
     path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({**BASE, "name": "pre", "method": {"name": "full"},
-                                                       "data": {**BASE["data"], "train_subset": 64}}))
+    (tmp_path / "pre.yaml").write_text(
+        yaml.safe_dump(
+            {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
+        )
+    )
     out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
     args = ["--quiet", *executor_args("submitit", request)]
     proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "checkpoint:3"})
@@ -231,9 +261,24 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, reque
     run_dir = out / "runs" / run_id
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     with hold(run_dir, "run directory", "peftlab train"):
-        driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                                   "--quiet", *executor_args("submitit", request)],
-                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "peftlab.cli",
+                "study",
+                str(path),
+                "--study-dir",
+                str(out),
+                "--quiet",
+                *executor_args("submitit", request),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.time() + 480
         while time.time() < deadline and not list((out / "slurm").glob("*/*_0_log.err")):
             time.sleep(0.2)
@@ -276,9 +321,15 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
     path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 250}})
     out = tmp_path / "out"
     args = ["--quiet", *executor_args(executor, request)]
-    driver = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
-                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 1200
     while time.time() < deadline and driver.poll() is None and not list(out.glob("runs/*/checkpoint/last.pt")):
         time.sleep(0.05)
@@ -310,24 +361,34 @@ def ray_cluster():
 # options and errors (fast)
 
 
-@pytest.mark.parametrize("text,minutes", [("90", 90), ("30:30", 31), ("4:00:00", 240), ("1-0", 1440),
-                                          ("1-02:30", 1590), ("2-1:0:1", 2941)])
+@pytest.mark.parametrize(
+    "text,minutes", [("90", 90), ("30:30", 31), ("4:00:00", 240), ("1-0", 1440), ("1-02:30", 1590), ("2-1:0:1", 2941)]
+)
 def test_slurm_time_formats(text, minutes):
     from peftlab.study.executors import parse_minutes
 
     assert parse_minutes(text) == minutes
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--executor", "submitit", "--slurm-time", "4h"], "--slurm-time='4h' is invalid"),
-    (["--executor", "submitit", "--slurm-time", "0"], "--slurm-time='0' is invalid: expected at least one minute"),
-    (["--executor", "submitit", "--slurm-cpus", "0"], "--slurm-cpus=0 is invalid: expected a number >= 1"),
-    (["--executor", "submitit", "--slurm-lost-after", "0.5"], "--slurm-lost-after=0.5 is invalid: expected a number >= 1"),
-    (["--executor", "ray", "--slurm-lost-after", "60"], "--slurm-lost-after goes with --executor submitit, not ray"),
-    (["--executor", "ray", "--slurm-partition", "gpu"], "--slurm-partition goes with --executor submitit, not ray"),
-    (["--ray-address", "10.0.0.1:6379"], "--ray-address goes with --executor ray, not local"),
-    (["--executor", "ray", "--workers", "2"], "--workers goes with --executor local"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--executor", "submitit", "--slurm-time", "4h"], "--slurm-time='4h' is invalid"),
+        (["--executor", "submitit", "--slurm-time", "0"], "--slurm-time='0' is invalid: expected at least one minute"),
+        (["--executor", "submitit", "--slurm-cpus", "0"], "--slurm-cpus=0 is invalid: expected a number >= 1"),
+        (
+            ["--executor", "submitit", "--slurm-lost-after", "0.5"],
+            "--slurm-lost-after=0.5 is invalid: expected a number >= 1",
+        ),
+        (
+            ["--executor", "ray", "--slurm-lost-after", "60"],
+            "--slurm-lost-after goes with --executor submitit, not ray",
+        ),
+        (["--executor", "ray", "--slurm-partition", "gpu"], "--slurm-partition goes with --executor submitit, not ray"),
+        (["--ray-address", "10.0.0.1:6379"], "--ray-address goes with --executor ray, not local"),
+        (["--executor", "ray", "--workers", "2"], "--workers goes with --executor local"),
+    ],
+)
 def test_bad_executor_options_are_one_line_errors(tmp_path, args, message):
     path = write_study(tmp_path, STUDY)
     proc = study_cli(path, tmp_path / "out", *args)
@@ -354,22 +415,46 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
     from peftlab.study.executors import ExecutorOptions
     from peftlab.study.slurm import slurm_parameters
 
-    options = ExecutorOptions(name="submitit", slurm_partition="gpu", slurm_time=90, slurm_cpus=8, slurm_gpus=1,
-                              slurm_mem=32, slurm_array_parallelism=3)
+    options = ExecutorOptions(
+        name="submitit",
+        slurm_partition="gpu",
+        slurm_time=90,
+        slurm_cpus=8,
+        slurm_gpus=1,
+        slurm_mem=32,
+        slurm_array_parallelism=3,
+    )
     text = _make_sbatch_string(command="python -m x", folder=tmp_path, map_count=10, **slurm_parameters(options))
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --cpus-per-task=8",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=32GB", "#SBATCH --array=0-9%3"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --array=0-9%3",
+    ):
         assert line in text, text
 
 
-@pytest.mark.parametrize("error,why,lost,line", [
-    ({"error": "ValueError: no data"}, "job 7, FAILED: ...; log x", True,
-     "pretraining with pre.yaml failed: ValueError: no data"),
-    (None, "job 7, OUT_OF_MEMORY; log x", True,
-     "pretraining with pre.yaml was lost (job 7, OUT_OF_MEMORY; log x): it stays pending; run the same command "
-     "again to resume it from its checkpoint"),
-    (None, "exit code 1", False, "pretraining with pre.yaml failed: exit code 1"),
-])
+@pytest.mark.parametrize(
+    "error,why,lost,line",
+    [
+        (
+            {"error": "ValueError: no data"},
+            "job 7, FAILED: ...; log x",
+            True,
+            "pretraining with pre.yaml failed: ValueError: no data",
+        ),
+        (
+            None,
+            "job 7, OUT_OF_MEMORY; log x",
+            True,
+            "pretraining with pre.yaml was lost (job 7, OUT_OF_MEMORY; log x): it stays pending; run the same command "
+            "again to resume it from its checkpoint",
+        ),
+        (None, "exit code 1", False, "pretraining with pre.yaml failed: exit code 1"),
+    ],
+)
 def test_a_lost_pretraining_is_told_apart_from_a_failed_one(tmp_path, error, why, lost, line):
     """A pretraining that raised recorded its error (pretrain-error.json): it failed, and would fail
     again. One whose job ended without its base model or an error was lost (killed, out of memory

@@ -7,9 +7,9 @@ import random
 
 import pytest
 import yaml
+from testkit import TINY_MODEL, needs_fashion_mnist, run_cli
 
 from peftlab.study.journal import journal_damage, open_journal
-from testkit import TINY_MODEL, needs_fashion_mnist, run_cli
 
 # Each damage: the bytes it leaves, from the journal's bytes
 DAMAGES = {
@@ -26,14 +26,25 @@ DAMAGES = {
 
 
 # A search of two trials on a tiny run, its final run on one seed: the study the damage is done to
-BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-        "method": {"name": "lora", "r": 2}, "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "threads": 1}}
-STUDY = {"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}},
-         "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}}
+BASE = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+    "method": {"name": "lora", "r": 2},
+    "train": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "threads": 1},
+}
+STUDY = {
+    "name": "s",
+    "base": "base.yaml",
+    "seeds": 1,
+    "methods": {"lora": {}},
+    "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
+}
 # Journals that replay but are not the search's (trial 1, at lr 1e-2, is the best: its run scores 0.75)
 DISAGREEMENTS = {
     "a score that is not its runs'": lambda raw: raw.replace(b'"values":[0.75]', b'"values":[0.05]'),
-    "values that are not the proposal": lambda raw: raw.replace(b'"param_value_internal":1', b'"param_value_internal":0'),
+    "values that are not the proposal": lambda raw: raw.replace(
+        b'"param_value_internal":1', b'"param_value_internal":0'
+    ),
     "a completed trial failed": lambda raw: raw.replace(b'"state":1,"values":[0.75]', b'"state":3,"values":null'),
     "a grid trial pruned": lambda raw: raw.replace(b'"state":1,"values":[0.75]', b'"state":2,"values":null'),
     "a trial beyond the budget": lambda raw: raw + raw.splitlines(keepends=True)[2],
@@ -46,8 +57,9 @@ def make_journal(path, trials: int = 2):
     from peftlab.study.search import optuna_module
 
     optuna = optuna_module()
-    study = optuna.create_study(study_name="lora", storage=open_journal(path), direction="maximize",
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name="lora", storage=open_journal(path), direction="maximize", load_if_exists=True
+    )
     for number in range(trials):
         study.enqueue_trial({"train.lr": 10.0 ** -(number + 2)})
         trial = study.ask({"train.lr": optuna.distributions.CategoricalDistribution([1e-2, 1e-3, 1e-4])})
@@ -111,6 +123,7 @@ def fake_jobs(trained: list):
             write_json_atomic(run_dir / "result.json", result)
             trained.append(spec.run_id)
             on_done(spec, result)
+
     return run_jobs
 
 
@@ -154,12 +167,12 @@ def test_fuzzed_journals_never_stop_a_search_nor_change_its_choice(tmp_path, cap
             for _ in range(rng.randint(1, 4)):
                 raw[rng.randrange(len(raw))] = rng.randrange(256)
         elif case % 4 == 1:
-            raw = raw[:rng.randrange(len(raw))]
+            raw = raw[: rng.randrange(len(raw))]
         elif case % 4 == 2:
-            lines.insert(rng.randrange(len(lines)), rng.choice(lines)[:rng.randrange(1, 80)])
+            lines.insert(rng.randrange(len(lines)), rng.choice(lines)[: rng.randrange(1, 80)])
             raw = b"".join(lines)
         else:  # whole lines lost (a search killed between two writes): no damage, the search resumes
-            raw = b"".join(lines[:rng.randrange(len(lines))])
+            raw = b"".join(lines[: rng.randrange(len(lines))])
         journal.write_bytes(bytes(raw))
         caplog.clear()
         assert run_search(search, directory, fake_jobs(trained), slots=1) == chosen, (case, bytes(raw))
@@ -203,6 +216,7 @@ def test_a_study_with_a_cut_journal_goes_on_without_training_again(tmp_path):
         assert results(out) == before  # no trial or final run trained again, nor its result rewritten
         again = json.loads((out / "tune" / "lora" / "selection.json").read_text())
         assert again["chosen"] == selection["chosen"] and again["done"]
-        assert [(t["number"], t["state"], t["value"], t["run_ids"]) for t in again["trials"]] == \
-            [(t["number"], t["state"], t["value"], t["run_ids"]) for t in selection["trials"]]
+        assert [(t["number"], t["state"], t["value"], t["run_ids"]) for t in again["trials"]] == [
+            (t["number"], t["state"], t["value"], t["run_ids"]) for t in selection["trials"]
+        ]
     assert journal.with_name(journal.name + ".damaged-1").is_file() and journal_damage(journal) is None

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from test_runner import results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist
 
@@ -19,8 +18,14 @@ pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
 def study_cli(path: Path, out: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     environment = dict(os.environ, PYTHONPATH=str(REPO / "src"), **env)
-    return subprocess.run([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
-                          capture_output=True, text=True, cwd=cwd, env=environment, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -28,8 +33,9 @@ def tiny_tmpfs(tmp_path):
     """A 64 KiB tmpfs (too small for a checkpoint) and a function that grows it to 64 MiB."""
     directory = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     directory.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)], capture_output=True,
-                           text=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)], capture_output=True, text=True
+    )
     if mount.returncode != 0:
         pytest.skip(f"a tmpfs cannot be mounted here (not root, or no permission): {mount.stderr.strip()}")
 
@@ -59,7 +65,7 @@ def test_a_worker_killed_by_sigkill_stays_pending_and_the_same_command_resumes_i
     rerun = study_cli(path, out, tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
-    (run_id, result), = results_by_run(out).items()
+    ((run_id, result),) = results_by_run(out).items()
     records = [json.loads(x) for x in (out / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]
     steps = [(r["kind"], r["step"]) for r in records]
     assert len(steps) == len(set(steps)), "a step was trained twice: the run did not resume"
@@ -91,7 +97,7 @@ def test_disk_full_sees_through_library_wrappers_and_nothing_else():
         try:
             raise OSError(28, "No space left on device")
         except OSError:
-            raise RuntimeError("[enforce fail] unexpected pos 704 vs 598")  # torch.save's wrapping
+            raise RuntimeError("[enforce fail] unexpected pos 704 vs 598")  # noqa: B904 - torch.save's implicit chaining
     except RuntimeError as err:
         assert disk_full(err) == "No space left on device (ENOSPC)"
     assert disk_full(ValueError("class 99 is out of range")) is None

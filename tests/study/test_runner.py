@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
-
 from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 pytestmark = [
@@ -44,13 +43,19 @@ def results_by_run(study_dir: Path) -> dict[str, dict]:
 
 
 def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
-    path = write_study(tmp_path, {
-        "seeds": 1,
-        "methods": {"lora": {"axes": {"data.classes": [[0, 1], [0, 99]]}},
-                    "full": {"set": {"train.lr": 1.0e6, "train.clip_grad": None}}},
-    })
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", "--workers", "2",
-                   cwd=tmp_path)
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 1,
+            "methods": {
+                "lora": {"axes": {"data.classes": [[0, 1], [0, 99]]}},
+                "full": {"set": {"train.lr": 1.0e6, "train.clip_grad": None}},
+            },
+        },
+    )
+    proc = run_cli(
+        "study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", "--workers", "2", cwd=tmp_path
+    )
     assert proc.returncode == 1, proc.stderr
     assert "1 completed, 1 failed, 1 diverged of 3 runs" in proc.stdout
     assert "failed: lora classes=0/99 seed=0" in proc.stdout and "99" in proc.stdout
@@ -61,8 +66,7 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
     # rerunning skips everything; --retry-failed runs the failed and diverged ones again
     proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", cwd=tmp_path)
     assert "(3 were already finished)" in proc.stdout
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--retry-failed",
-                   cwd=tmp_path)
+    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--retry-failed", cwd=tmp_path)
     assert "(1 were already finished)" in proc.stdout and proc.returncode == 1
 
 
@@ -71,15 +75,21 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     path = write_study(tmp_path / "a", study)
     write_study(tmp_path / "b", study)
 
-    reference = run_cli("study", str(tmp_path / "b" / "study.yaml"), "--study-dir", str(tmp_path / "b" / "out"),
-                        "--quiet", cwd=tmp_path)
+    reference = run_cli(
+        "study", str(tmp_path / "b" / "study.yaml"), "--study-dir", str(tmp_path / "b" / "out"), "--quiet", cwd=tmp_path
+    )
     assert reference.returncode == 0, reference.stderr
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "a" / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 1200
     # kill while a run is part-way: at least two runs done and another one checkpointed
     while time.time() < deadline:
@@ -132,9 +142,15 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
     path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})  # one run, stopped part-way
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
         partial = [p for p in out.glob("runs/*/checkpoint/last.pt") if not (p.parent.parent / "result.json").exists()]
@@ -172,8 +188,9 @@ def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
     (run_dir / "result.json").write_text(json.dumps({"status": "failed", "error": "OSError: [Errno 28]"}))
     forget_result(run_dir)
     assert not (run_dir / "result.json").exists() and (run_dir / "checkpoint" / "last.pt").exists()
-    (run_dir / "result.json").write_text(json.dumps({"status": "failed", "checkpoint_unusable": True,
-                                                     "error": "checkpoint is unusable"}))
+    (run_dir / "result.json").write_text(
+        json.dumps({"status": "failed", "checkpoint_unusable": True, "error": "checkpoint is unusable"})
+    )
     forget_result(run_dir)
     assert not (run_dir / "result.json").exists() and not (run_dir / "checkpoint").exists()
 
@@ -185,16 +202,18 @@ def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
     for workers in (1, 2):
         path = write_study(tmp_path / f"w{workers}", study)
         outs[workers] = tmp_path / f"w{workers}" / "out"
-        proc = run_cli("study", str(path), "--study-dir", str(outs[workers]), "--quiet", "--workers", str(workers),
-                       cwd=tmp_path)
+        proc = run_cli(
+            "study", str(path), "--study-dir", str(outs[workers]), "--quiet", "--workers", str(workers), cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
     a, b = results_by_run(outs[1]), results_by_run(outs[2])
     assert a.keys() == b.keys() and len(a) == 2
     for run_id in a:
         assert a[run_id]["provenance"]["threads"] == b[run_id]["provenance"]["threads"]
         assert a[run_id]["metrics"] == b[run_id]["metrics"], run_id
-        assert (outs[1] / "runs" / run_id / "adapter.safetensors").read_bytes() == \
-            (outs[2] / "runs" / run_id / "adapter.safetensors").read_bytes()
+        assert (outs[1] / "runs" / run_id / "adapter.safetensors").read_bytes() == (
+            outs[2] / "runs" / run_id / "adapter.safetensors"
+        ).read_bytes()
 
 
 def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
@@ -206,17 +225,27 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 24}, "methods": {"lora": {}}})
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    first = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                              "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 1200
     while time.time() < deadline and not list(out.glob("runs/*/checkpoint/last.pt")):
         time.sleep(0.05)
     assert first.poll() is None, first.stderr.read()
 
-    waiting = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                                "--quiet", "--wait"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet", "--wait"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     second = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert f"study directory {out} is in use by pid {first.pid} on " in second.stderr and "--wait" in second.stderr

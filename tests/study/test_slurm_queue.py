@@ -29,12 +29,13 @@ def cluster(monkeypatch, tmp_path):
     clock = Clock()
     states: dict[str, str] = {}
     monkeypatch.setattr(slurm.time, "time", clock)
-    monkeypatch.setattr(slurm, "slurm_command",
-                        lambda *args: ("".join(f"{j} {s}\n" for j, s in states.items()), None))
+    monkeypatch.setattr(slurm, "slurm_command", lambda *args: ("".join(f"{j} {s}\n" for j, s in states.items()), None))
     folder = tmp_path / "7"
     folder.mkdir()
-    job = SimpleNamespace(job_id="7", paths=SimpleNamespace(folder=folder, result_pickle=folder / "7_result.pkl",
-                                                            stderr=folder / "7_0_log.err"))
+    job = SimpleNamespace(
+        job_id="7",
+        paths=SimpleNamespace(folder=folder, result_pickle=folder / "7_result.pkl", stderr=folder / "7_0_log.err"),
+    )
     return SimpleNamespace(clock=clock, states=states, job=job, queue=slurm.SlurmQueue(lost_after=15.0))
 
 

@@ -17,14 +17,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
-from test_executors import (ONE_RUN, STUDY, assert_progress_lines, assert_same_results, reference,  # noqa: F401
-                            still_trained, study_cli)
+from test_executors import (
+    ONE_RUN,
+    STUDY,
+    assert_progress_lines,
+    assert_same_results,
+    reference,  # noqa: F401 - a module fixture, used by name
+    still_trained,
+    study_cli,
+)
 from test_runner import BASE, results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist
 
@@ -49,24 +55,28 @@ def slurm(tmp_path_factory) -> dict:
         pytest.skip(f"Slurm is not installed ({', '.join(missing)} not on PATH; scripts/install-slurm.sh installs it)")
     directory = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "PEFTLAB_SLURMCTLD_PORT": str(free_port()), "PEFTLAB_SLURMD_PORT": str(free_port())}
-    configure = subprocess.run(["bash", str(INSTALL), str(directory)], capture_output=True, text=True, env=env,
-                               timeout=1200)
+    configure = subprocess.run(
+        ["bash", str(INSTALL), str(directory)], capture_output=True, text=True, env=env, timeout=1200
+    )
     if configure.returncode != 0:
         pytest.skip(f"the Slurm cluster cannot be configured: {configure.stderr.strip()}")
     try:
-        start = subprocess.run(["bash", str(INSTALL), "start", str(directory)], capture_output=True, text=True,
-                               env=env, timeout=480)
+        start = subprocess.run(
+            ["bash", str(INSTALL), "start", str(directory)], capture_output=True, text=True, env=env, timeout=480
+        )
         if start.returncode != 0:
             pytest.skip(f"the Slurm cluster cannot start: {start.stderr.strip()}")
         yield {"SLURM_CONF": str(directory / "slurm.conf")}
     finally:
-        subprocess.run(["bash", str(INSTALL), "stop", str(directory)], capture_output=True, text=True, env=env,
-                       timeout=480)
+        subprocess.run(
+            ["bash", str(INSTALL), "stop", str(directory)], capture_output=True, text=True, env=env, timeout=480
+        )
 
 
 def slurm_cmd(slurm: dict, *args: str) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=120,
-                          env={**os.environ, **slurm}).stdout
+    return subprocess.run(
+        args, capture_output=True, text=True, check=True, timeout=120, env={**os.environ, **slurm}
+    ).stdout
 
 
 def queue(slurm: dict) -> list[str]:
@@ -102,14 +112,31 @@ def slurm_args(minutes: int = 60) -> list[str]:
 
 
 @contextlib.contextmanager
-def driver(path: Path, out: Path, slurm: dict, minutes: int = 60, args: tuple[str, ...] = (),
-           **env: str) -> Iterator[subprocess.Popen]:
+def driver(
+    path: Path, out: Path, slurm: dict, minutes: int = 60, args: tuple[str, ...] = (), **env: str
+) -> Iterator[subprocess.Popen]:
     """`peftlab study` on Slurm in the background (``env`` added to its environment, which its jobs
     inherit); killed if a failed test leaves it running (the module's cluster then cancels its jobs)."""
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet", *slurm_args(minutes), *args], cwd=path.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm, **env})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peftlab.cli",
+            "study",
+            str(path),
+            "--study-dir",
+            str(out),
+            "--quiet",
+            *slurm_args(minutes),
+            *args,
+        ],
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm, **env},
+    )
     try:
         yield proc
     finally:
@@ -144,7 +171,7 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/
     return next(out.glob(pattern)).parent.parent
 
 
-def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):  # noqa: F811
+def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):  # noqa: F811 - the fixture imported above
     """Both runs are the two tasks of one real job array, completed, with the local executor's
     numbers; a second call submits nothing."""
     path = write_study(tmp_path, STUDY)
@@ -232,8 +259,8 @@ def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
 def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it(tmp_path, slurm):
     """A job killed part-way (SIGKILL at step 3: the out-of-memory killer, a node lost) on a cluster
     whose sacct answers nothing: the driver does not wait for it forever. Soon after the job left
-    Slurm's queue (3 s: --slurm-lost-after) it says in one line that the run's job, named, was lost; it records nothing, and
-    the same command resumes the run from its checkpoint."""
+    Slurm's queue (3 s: --slurm-lost-after) it says in one line that the run's job, named, was lost;
+    it records nothing, and the same command resumes the run from its checkpoint."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
     with driver(path, out, slurm, args=("--slurm-lost-after", "3"), PEFTLAB_KILL_AT="step:3") as proc:
@@ -274,7 +301,8 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
     assert stderr.splitlines() == [
         f"peftlab: warning: the cancellation of Slurm jobs {task} could not be confirmed (scancel did not answer in "
         "10 s): see squeue, and scancel those still there",
-        "peftlab: interrupted (SIGINT); run the same command again to resume"], stderr
+        "peftlab: interrupted (SIGINT); run the same command again to resume",
+    ], stderr
     deadline = time.time() + 120
     while queue(slurm) and time.time() < deadline:
         time.sleep(0.2)
@@ -286,9 +314,17 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
     requeued job resumes the pretraining from its checkpoint, and the study ends with its base
     trained and its run completed (not a failed pretraining)."""
     path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump({
-        **BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 128},
-        "train": {**BASE["train"], "epochs": 12}}))
+    (tmp_path / "pre.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **BASE,
+                "name": "pre",
+                "method": {"name": "full"},
+                "data": {**BASE["data"], "train_subset": 128},
+                "train": {**BASE["train"], "epochs": 12},
+            }
+        )
+    )
     out = tmp_path / "out"
     pretrained = tmp_path / "cache" / "pretrained" / "pre"
     with driver(path, out, slurm) as proc:

@@ -1,9 +1,10 @@
 import pytest
 import yaml
+from testkit import TINY_MODEL, cpu_seconds
 
 from peftlab.errors import ConfigError
-from peftlab.study.spec import ReportOptions, load_study, read_report_options
-from testkit import TINY_MODEL, cpu_seconds
+from peftlab.study.report_options import ReportOptions, read_report_options
+from peftlab.study.spec import load_study
 
 BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
 
@@ -16,11 +17,14 @@ def write_study(tmp_path, study: dict, base: dict = BASE):
 
 
 def test_expansion_counts_labels_and_stable_ids(tmp_path):
-    path = write_study(tmp_path, {
-        "seeds": 3,
-        "methods": {"full": {}, "linear": {"set": {"train.lr": 0.01}}, "lora": {"axes": {"method.r": [4, 8]}}},
-        "ablations": {"alpha": {"methods": ["lora"], "axes": {"method.lora_alpha": [8, 16]}}},
-    })
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 3,
+            "methods": {"full": {}, "linear": {"set": {"train.lr": 0.01}}, "lora": {"axes": {"method.r": [4, 8]}}},
+            "ablations": {"alpha": {"methods": ["lora"], "axes": {"method.lora_alpha": [8, 16]}}},
+        },
+    )
     study = load_study(path)
     variants = [s.variant for s in study.runs]
     # lora r=8 alpha=16 is both a main run and an alpha-ablation run: trained once, in both groups
@@ -35,35 +39,55 @@ def test_expansion_counts_labels_and_stable_ids(tmp_path):
 
 
 def test_per_value_overrides_and_exclude(tmp_path):
-    path = write_study(tmp_path, {
-        "seeds": [7],
-        "axes": {"data.name": [{"value": "fashion_mnist", "set": {"train.epochs": 2}}, "mnist"]},
-        "methods": {"full": {}, "lora": {}},
-        "exclude": [{"method.name": "full", "data.name": "mnist"}],
-    })
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": [7],
+            "axes": {"data.name": [{"value": "fashion_mnist", "set": {"train.epochs": 2}}, "mnist"]},
+            "methods": {"full": {}, "lora": {}},
+            "exclude": [{"method.name": "full", "data.name": "mnist"}],
+        },
+    )
     runs = load_study(path).runs
     assert sorted(s.variant for s in runs) == ["full data=fashion_mnist", "lora data=fashion_mnist", "lora data=mnist"]
     assert {s.config.data.name: s.config.train.epochs for s in runs} == {"fashion_mnist": 2, "mnist": 1}
     assert all(s.seed == 7 for s in runs)
 
 
-@pytest.mark.parametrize("study, message", [
-    ({"methods": {"lora": {"axes": {"method.r": [4, 0]}}}}, r"study method 'lora' \(method.r=0\): method.r=0 is invalid"),
-    ({"methods": {"lorra": {}}}, r"study axis 'methods' value 'lorra' is invalid"),  # dora is a method now
-    ({"methods": {"lora": {"axes": {"method.rank": [4]}}}}, r"study method 'lora' axis 'method.rank' is not a config field"),
-    ({"methods": {"lora": {"axes": {"method.r": 4}}}}, r"study axis 'method.r' must be a non-empty list"),
-    ({"methods": {"full": {}}, "seeds": 0}, r"study axis 'seeds' value 0 is invalid"),
-    ({"methods": {"full": {}}, "sedes": 3}, r"unknown key 'sedes'"),
-    ({"methods": {"full": {}}, "ablations": {"r": {"methods": ["lora"], "axes": {}}}}, r"names method 'lora'"),
-    ({"methods": {"full": {}}, "report": {"interval": "wald"}},
-     r"study report.interval='wald' is invalid: expected one of t, bca, percentile"),
-    ({"methods": {"full": {}}, "report": {"colours": {}}}, r"study report: unknown key 'colours'; allowed: interval, labels"),
-    ({"methods": {"full": {}}, "report": {"labels": ["full"]}}, r"study report.labels must be a mapping"),
-    ({"methods": {"full": {}}, "report": {"labels": {"full": ""}}}, r"report.labels\['full'\]='' is invalid"),
-    ({"methods": {"full": {}}, "report": {"labels": {"full": "$r=4"}}}, r"a \$ opens LaTeX math that no \$ closes"),
-    ({"methods": {"lora": {"axes": {"method.r": [4, 8]}}}, "report": {"labels": {"lora r=3": "x"}}},
-     r"report.labels key 'lora r=3' names no configuration or method of the study; expected one of: lora, lora r=4"),
-])
+@pytest.mark.parametrize(
+    "study, message",
+    [
+        (
+            {"methods": {"lora": {"axes": {"method.r": [4, 0]}}}},
+            r"study method 'lora' \(method.r=0\): method.r=0 is invalid",
+        ),
+        ({"methods": {"lorra": {}}}, r"study axis 'methods' value 'lorra' is invalid"),  # dora is a method now
+        (
+            {"methods": {"lora": {"axes": {"method.rank": [4]}}}},
+            r"study method 'lora' axis 'method.rank' is not a config field",
+        ),
+        ({"methods": {"lora": {"axes": {"method.r": 4}}}}, r"study axis 'method.r' must be a non-empty list"),
+        ({"methods": {"full": {}}, "seeds": 0}, r"study axis 'seeds' value 0 is invalid"),
+        ({"methods": {"full": {}}, "sedes": 3}, r"unknown key 'sedes'"),
+        ({"methods": {"full": {}}, "ablations": {"r": {"methods": ["lora"], "axes": {}}}}, r"names method 'lora'"),
+        (
+            {"methods": {"full": {}}, "report": {"interval": "wald"}},
+            r"study report.interval='wald' is invalid: expected one of t, bca, percentile",
+        ),
+        (
+            {"methods": {"full": {}}, "report": {"colours": {}}},
+            r"study report: unknown key 'colours'; allowed: interval, labels",
+        ),
+        ({"methods": {"full": {}}, "report": {"labels": ["full"]}}, r"study report.labels must be a mapping"),
+        ({"methods": {"full": {}}, "report": {"labels": {"full": ""}}}, r"report.labels\['full'\]='' is invalid"),
+        ({"methods": {"full": {}}, "report": {"labels": {"full": "$r=4"}}}, r"a \$ opens LaTeX math that no \$ closes"),
+        (
+            {"methods": {"lora": {"axes": {"method.r": [4, 8]}}}, "report": {"labels": {"lora r=3": "x"}}},
+            r"report.labels key 'lora r=3' names no configuration or method of the study; "
+            r"expected one of: lora, lora r=4",
+        ),
+    ],
+)
 def test_invalid_studies_fail_with_one_line(tmp_path, study, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_study(write_study(tmp_path, study))
@@ -72,8 +96,16 @@ def test_invalid_studies_fail_with_one_line(tmp_path, study, message):
 
 def test_a_rank_axis_crossed_with_full_gives_one_full_run_per_seed(tmp_path):
     base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16}}
-    path = write_study(tmp_path, {"seeds": 2, "axes": {"method.r": [4, 8]}, "set": {"method.lora_alpha": 8},
-                                  "methods": {"full": {}, "lora": {}, "linear": {}}}, base=base)
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 2,
+            "axes": {"method.r": [4, 8]},
+            "set": {"method.lora_alpha": 8},
+            "methods": {"full": {}, "lora": {}, "linear": {}},
+        },
+        base=base,
+    )
     study = load_study(path)
     by_variant = {}
     for spec in study.runs:
@@ -86,8 +118,11 @@ def test_a_rank_axis_crossed_with_full_gives_one_full_run_per_seed(tmp_path):
 
 def test_a_foreign_option_in_a_methods_own_set_is_an_error(tmp_path):
     path = write_study(tmp_path, {"methods": {"full": {"set": {"method.r": 4}}}})
-    with pytest.raises(ConfigError, match=r"method.r' is not an option of method 'full' \(it belongs to lora, adaptive, qalora, dora, vera, loha, "
-                                          r"lokr, oft\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"method.r' is not an option of method 'full' \(it belongs to lora, adaptive, qalora, dora, vera, loha, "
+        r"lokr, oft\)",
+    ):
         load_study(path)
 
 
@@ -111,21 +146,36 @@ def test_report_section_defaults_to_the_t_interval(tmp_path):
     assert load_study(write_study(tmp_path, {"methods": {"full": {}}})).report == ReportOptions(interval="t", labels={})
 
 
-@pytest.mark.parametrize("study, needle", [
-    ({"methods": {"lora": {"set": {"method.name": "full"}}}}, "study method 'lora' set key method.name is invalid"),
-    ({"methods": {"lora": {"axes": {"method.name": ["full", "lora"]}}}},
-     "study method 'lora' axis method.name is invalid"),
-    ({"methods": {"lora": {"axes": {"method.r": [{"value": 4, "set": {"method.name": "full"}}, 8]}}}},
-     "study method 'lora' axis 'method.r' set key method.name is invalid"),
-    ({"axes": {"method.name": ["full"]}, "methods": {"lora": {}}}, "study set/axes key method.name is invalid"),
-    ({"methods": {"lora": {}}, "ablations": {"a": {"axes": {"method.name": ["full"]}}}},
-     "study ablation 'a' axis method.name is invalid"),
-    ({"methods": {"lora": {"tune": {"axes": {"method.name": ["full", "lora"]}}}},
-      "tune": {"search": "grid", "axes": {"train.lr": [0.1]}}},
-     "study method 'lora' tune.axes key method.name is invalid"),
-    ({"methods": {"lora": {}}, "tune": {"search": "grid", "axes": {"method.name": ["full"]}}},
-     "study tune.axes key method.name is invalid"),
-])
+@pytest.mark.parametrize(
+    "study, needle",
+    [
+        ({"methods": {"lora": {"set": {"method.name": "full"}}}}, "study method 'lora' set key method.name is invalid"),
+        (
+            {"methods": {"lora": {"axes": {"method.name": ["full", "lora"]}}}},
+            "study method 'lora' axis method.name is invalid",
+        ),
+        (
+            {"methods": {"lora": {"axes": {"method.r": [{"value": 4, "set": {"method.name": "full"}}, 8]}}}},
+            "study method 'lora' axis 'method.r' set key method.name is invalid",
+        ),
+        ({"axes": {"method.name": ["full"]}, "methods": {"lora": {}}}, "study set/axes key method.name is invalid"),
+        (
+            {"methods": {"lora": {}}, "ablations": {"a": {"axes": {"method.name": ["full"]}}}},
+            "study ablation 'a' axis method.name is invalid",
+        ),
+        (
+            {
+                "methods": {"lora": {"tune": {"axes": {"method.name": ["full", "lora"]}}}},
+                "tune": {"search": "grid", "axes": {"train.lr": [0.1]}},
+            },
+            "study method 'lora' tune.axes key method.name is invalid",
+        ),
+        (
+            {"methods": {"lora": {}}, "tune": {"search": "grid", "axes": {"method.name": ["full"]}}},
+            "study tune.axes key method.name is invalid",
+        ),
+    ],
+)
 def test_a_method_name_in_set_or_axes_is_an_error_not_another_method_under_this_label(tmp_path, study, needle):
     """Else `lora: {set: {method.name: full}}` trains full fine-tuning that a report calls lora."""
     with pytest.raises(ConfigError) as err:
@@ -134,8 +184,9 @@ def test_a_method_name_in_set_or_axes_is_an_error_not_another_method_under_this_
 
 
 def test_method_name_in_an_exclude_rule_still_selects_runs(tmp_path):
-    runs = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"full": {}, "lora": {}},
-                                             "exclude": [{"method.name": "full"}]})).runs
+    runs = load_study(
+        write_study(tmp_path, {"seeds": 1, "methods": {"full": {}, "lora": {}}, "exclude": [{"method.name": "full"}]})
+    ).runs
     assert [s.method for s in runs] == ["lora"] and runs[0].config.method.name == "lora"
 
 
@@ -143,8 +194,9 @@ def test_many_exclude_rules_select_the_same_runs_in_seconds(tmp_path):
     """Rules are indexed by their first key: 200 runs x 5,000 rules took minutes when each rule
     flattened each run's config."""
     rules = [{"method.r": 10_000 + i} for i in range(5000)] + [{"method.r": [3, 5], "seed": 1}, {"seed": [0]}]
-    path = write_study(tmp_path, {"seeds": 2, "methods": {"lora": {"axes": {"method.r": list(range(1, 101))}}},
-                                  "exclude": rules})
+    path = write_study(
+        tmp_path, {"seeds": 2, "methods": {"lora": {"axes": {"method.r": list(range(1, 101))}}}, "exclude": rules}
+    )
     start = cpu_seconds()
     runs = load_study(path).runs
     assert cpu_seconds() - start < 60
@@ -154,17 +206,27 @@ def test_many_exclude_rules_select_the_same_runs_in_seconds(tmp_path):
 
 def test_validate_study_builds_one_meta_model_per_architecture(tmp_path, monkeypatch):
     import peftlab.params
-    from peftlab.study.runner import validate_study
+    from peftlab.study.preflight import validate_study
 
     built = []
     real = peftlab.params.meta_model
     monkeypatch.setattr(peftlab.params, "meta_model", lambda cfg: built.append(cfg.model.depth) or real(cfg))
-    path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {"axes": {"method.r": list(range(1, 41)),
-                                                                              "model.depth": [1, 2]}}}})
+    path = write_study(
+        tmp_path, {"seeds": 1, "methods": {"lora": {"axes": {"method.r": list(range(1, 41)), "model.depth": [1, 2]}}}}
+    )
     validate_study(load_study(path))
     assert sorted(built) == [1, 2]
-    bad = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {"axes": {
-        "method.r": [4, 8], "method.target_modules": [["blocks.0.attn.qkv"], ["nothing_matches"]]}}}})
+    bad = write_study(
+        tmp_path,
+        {
+            "seeds": 1,
+            "methods": {
+                "lora": {
+                    "axes": {"method.r": [4, 8], "method.target_modules": [["blocks.0.attn.qkv"], ["nothing_matches"]]}
+                }
+            },
+        },
+    )
     with pytest.raises(ConfigError, match="nothing_matches"):
         validate_study(load_study(bad))
 
@@ -174,7 +236,7 @@ def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
     was LoRA's q, v, and IA3's default fc2 feed-forward module matched none of them; and its run id is that
     of the regexes IA3's default was (configs/studies/methods.yaml named them, and keeps its run ids)."""
     from peftlab.params import meta_model
-    from peftlab.study.runner import validate_study
+    from peftlab.study.preflight import validate_study
     from peftlab.tuners.peft_injection import plan_targets
 
     base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16, "target_modules": "standard"}}
@@ -183,10 +245,22 @@ def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
     ia3 = next(s for s in study.runs if s.config.method.name == "ia3")
     assert ia3.config.method.target_modules == "standard"
     targets = plan_targets(meta_model(ia3.config), ia3.config.method)[1]
-    assert sorted(targets) == sorted(f"blocks.{i}.{m}" for i in range(TINY_MODEL["depth"])
-                                     for m in ("attn.qkv.k", "attn.qkv.v", "mlp.fc2"))
-    explicit = load_study(write_study(tmp_path, {"methods": {"ia3": {"set": {"method.target_modules": [
-        r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]}}}}, base=base))
+    assert sorted(targets) == sorted(
+        f"blocks.{i}.{m}" for i in range(TINY_MODEL["depth"]) for m in ("attn.qkv.k", "attn.qkv.v", "mlp.fc2")
+    )
+    explicit = load_study(
+        write_study(
+            tmp_path,
+            {
+                "methods": {
+                    "ia3": {
+                        "set": {"method.target_modules": [r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]}
+                    }
+                }
+            },
+            base=base,
+        )
+    )
     assert [s.run_id for s in explicit.runs] == [s.run_id for s in study.runs if s.config.method.name == "ia3"]
 
 
@@ -199,15 +273,19 @@ def test_the_dry_run_table_reads_the_runs_that_have_a_directory(tmp_path):
     study = load_study(write_study(tmp_path, {"seeds": 4, "methods": {"lora": {}}}))
     runs = tmp_path / "out" / "runs"
     done, failed, partial, pending = (runs / spec.run_id for spec in study.runs)
-    for run_dir, result in ((done, {"status": "completed", "timing": {"wall_seconds": 120}}),
-                            (failed, {"status": "failed", "error": "x"})):
+    for run_dir, result in (
+        (done, {"status": "completed", "timing": {"wall_seconds": 120}}),
+        (failed, {"status": "failed", "error": "x"}),
+    ):
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(result))
     (partial / "checkpoint").mkdir(parents=True)
     table = dry_run_table(study, tmp_path / "out").splitlines()
     assert [line.split()[1] for line in table[1:5]] == ["completed", "failed", "partial", "pending"]
-    assert table[-1] == ("4 runs: 1 done, 1 failed, 0 diverged, 1 partial, 1 pending; remaining time: about 4.0 min "
-                         "(mean of 1 finished runs)")
+    assert table[-1] == (
+        "4 runs: 1 done, 1 failed, 0 diverged, 1 partial, 1 pending; remaining time: about 4.0 min "
+        "(mean of 1 finished runs)"
+    )
     lines = dry_run_table(study, tmp_path / "none").splitlines()
     assert lines[-2].endswith("4 pending; remaining time: unknown until a run finishes")
     assert lines[-1].startswith("compute: ")

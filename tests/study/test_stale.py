@@ -12,9 +12,15 @@ from peftlab.study.stale import refuse_stale_runs, stale_runs
 def finished(study_dir, where, weights, sha):
     run = study_dir / where
     run.mkdir(parents=True)
-    (run / "result.json").write_text(json.dumps({
-        "status": "completed", "config": {"model": {"pretrained": str(weights)}},
-        "provenance": {"base_sha256": sha}}))
+    (run / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "config": {"model": {"pretrained": str(weights)}},
+                "provenance": {"base_sha256": sha},
+            }
+        )
+    )
 
 
 def test_runs_of_a_base_retrained_in_place_are_named_and_refused(tmp_path):

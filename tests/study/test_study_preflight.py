@@ -14,12 +14,16 @@ import sys
 
 import pytest
 import yaml
-
-from peftlab import cli
 from testkit import TINY_MODEL
 
-BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32},
-        "method": {"name": "lora", "r": 2}, "train": {"epochs": 1, "batch_size": 16}}
+from peftlab import cli
+
+BASE = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32},
+    "method": {"name": "lora", "r": 2},
+    "train": {"epochs": 1, "batch_size": 16},
+}
 GRID = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
 HALVING = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "halving", "trials": 2}
 
@@ -27,8 +31,9 @@ HALVING = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "halving", "trials": 2}
 def write_study(tmp_path, tune: dict = GRID, base: dict = BASE):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}},
-                                    "tune": tune}))
+    path.write_text(
+        yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}}, "tune": tune})
+    )
     return path
 
 
@@ -57,14 +62,22 @@ def assert_refused_alike(path, out, *args: str, needle: str) -> str:
 
 def test_halving_through_submitit_is_refused_by_the_dry_run_as_by_the_run(tmp_path):
     path = write_study(tmp_path, HALVING)
-    line = assert_refused_alike(path, tmp_path / "out", "--executor", "submitit", "--slurm-cluster", "local",
-                                needle="tune.search: halving (method 'lora') stops pruned trials while they run")
+    line = assert_refused_alike(
+        path,
+        tmp_path / "out",
+        "--executor",
+        "submitit",
+        "--slurm-cluster",
+        "local",
+        needle="tune.search: halving (method 'lora') stops pruned trials while they run",
+    )
     assert line.startswith("peftlab: error: ")
 
 
 def no_package(name):
     def arrange(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, None)  # an import or find_spec finds nothing, as if not installed
+
     return arrange
 
 
@@ -75,14 +88,30 @@ def no_slurm(monkeypatch, tmp_path):
 
 # Every refusal of an executor before it runs anything: (executor options, tune section, arrange, line)
 EXECUTOR_REFUSALS = {
-    "halving on submitit": (["--executor", "submitit", "--slurm-cluster", "local"], HALVING, None,
-                            "tune.search: halving (method 'lora') stops pruned trials while they run"),
-    "halving on ray": (["--executor", "ray"], HALVING, None,
-                       "tune.search: halving (method 'lora') stops pruned trials while they run"),
-    "no submitit": (["--executor", "submitit", "--slurm-cluster", "local"], GRID, no_package("submitit"),
-                    "--executor submitit needs the submitit package: pip install -e .[slurm]"),
-    "no slurm": (["--executor", "submitit"], GRID, no_slurm,
-                 "--executor submitit: no Slurm here (sbatch or srun is not on PATH)"),
+    "halving on submitit": (
+        ["--executor", "submitit", "--slurm-cluster", "local"],
+        HALVING,
+        None,
+        "tune.search: halving (method 'lora') stops pruned trials while they run",
+    ),
+    "halving on ray": (
+        ["--executor", "ray"],
+        HALVING,
+        None,
+        "tune.search: halving (method 'lora') stops pruned trials while they run",
+    ),
+    "no submitit": (
+        ["--executor", "submitit", "--slurm-cluster", "local"],
+        GRID,
+        no_package("submitit"),
+        "--executor submitit needs the submitit package: pip install -e .[slurm]",
+    ),
+    "no slurm": (
+        ["--executor", "submitit"],
+        GRID,
+        no_slurm,
+        "--executor submitit: no Slurm here (sbatch or srun is not on PATH)",
+    ),
     "no ray": (["--executor", "ray"], GRID, no_package("ray"), "--executor ray needs the ray package"),
 }
 
@@ -124,7 +153,10 @@ def tune_journals(out):
     from peftlab.study.spec import load_study
 
     search = load_study(out.parent / "study.yaml").tune["lora"]
-    return [journal_path(out / "tune" / "lora", search).name, journal_path(out / "tune" / "lora", search).name + ".lock"]
+    return [
+        journal_path(out / "tune" / "lora", search).name,
+        journal_path(out / "tune" / "lora", search).name + ".lock",
+    ]
 
 
 def in_report(out, name):
@@ -151,8 +183,10 @@ WRONG_KINDS = {
     "report.md": (lambda out: in_report(out, "report.md"), ["--report"]),
     "a figure": (lambda out: in_report(out, "figures/tuning.png"), ["--report"]),
     "a table": (lambda out: in_report(out, "tables/main_table.tex"), ["--report"]),
-    "executor folder": (lambda out: file_where_dir(out, "slurm", base="."),
-                        ["--executor", "submitit", "--slurm-cluster", "local"]),
+    "executor folder": (
+        lambda out: file_where_dir(out, "slurm", base="."),
+        ["--executor", "submitit", "--slurm-cluster", "local"],
+    ),
 }
 
 
@@ -184,7 +218,13 @@ def test_the_dry_run_refuses_runs_of_a_changed_base_as_the_run_does(tmp_path):
     save_file(model.state_dict(), str(weights))
     path = write_study(tmp_path, base={**BASE, "model": {**TINY_MODEL, "pretrained": str(weights)}})
     out = tmp_path / "out"
-    (run_dir(out) / "result.json").write_text(json.dumps({
-        "status": "completed", "config": {"model": {"pretrained": str(weights)}},
-        "provenance": {"base_sha256": hashlib.sha256(b"the weights it was trained on").hexdigest()}}))
+    (run_dir(out) / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "config": {"model": {"pretrained": str(weights)}},
+                "provenance": {"base_sha256": hashlib.sha256(b"the weights it was trained on").hexdigest()},
+            }
+        )
+    )
     assert_refused_alike(path, out, needle=f"{weights} changed after 1 finished run(s)")

@@ -2,16 +2,24 @@
 
 import pytest
 import yaml
-
-from peftlab.errors import ConfigError
-from peftlab.study.search import best_trial, trial_value, with_choices
-from peftlab.study.spec import load_study
 from testkit import REPO, TINY_MODEL
 
-BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64},
-        "train": {"lr": 1.0e-3, "head_lr": 1.0e-3}}
-TUNE = {"axes": {"train.lr": {"low": 1.0e-4, "high": 1.0e-1, "log": True}, "train.weight_decay": [0.0, 0.1]},
-        "search": "random", "trials": 5}
+from peftlab.errors import ConfigError
+from peftlab.study.edge import best_trial
+from peftlab.study.search import with_choices
+from peftlab.study.spec import load_study
+from peftlab.study.trials import trial_value
+
+BASE = {
+    "model": TINY_MODEL,
+    "data": {"name": "fashion_mnist", "train_subset": 64},
+    "train": {"lr": 1.0e-3, "head_lr": 1.0e-3},
+}
+TUNE = {
+    "axes": {"train.lr": {"low": 1.0e-4, "high": 1.0e-1, "log": True}, "train.weight_decay": [0.0, 0.1]},
+    "search": "random",
+    "trials": 5,
+}
 
 
 def write_study(tmp_path, study: dict, base: dict = BASE):
@@ -22,8 +30,11 @@ def write_study(tmp_path, study: dict, base: dict = BASE):
 
 
 def tuned(tmp_path, tune=TUNE, methods=None, **study):
-    methods = methods or {"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}}},
-                          "linear": {"tune": {"axes": {"train.head_lr": [1.0e-3, 1.0e-2]}}}}
+    methods = methods or {
+        "full": {},
+        "lora": {"tune": {"axes": {"method.r": [2, 4]}}},
+        "linear": {"tune": {"axes": {"train.head_lr": [1.0e-3, 1.0e-2]}}},
+    }
     return load_study(write_study(tmp_path, {"seeds": 2, "methods": methods, "tune": tune, **study}))
 
 
@@ -34,7 +45,10 @@ def test_every_method_gets_the_same_budget_and_its_own_space(tmp_path):
     assert keys["full"] == ["train.lr", "train.weight_decay"]
     assert keys["lora"] == ["train.lr", "train.weight_decay", "method.r"]
     # a probe trains only its head at train.head_lr: the shared train.lr and weight decay do nothing there
-    assert keys["linear"] == ["train.weight_decay", "train.head_lr"]  # weight decay reaches the head (no head_weight_decay)
+    assert keys["linear"] == [
+        "train.weight_decay",
+        "train.head_lr",
+    ]  # weight decay reaches the head (no head_weight_decay)
     for search in study.tune.values():
         assert search.seeds == (1000,)  # one seed that no final run uses
         assert len(search.proposals()) == 5
@@ -42,7 +56,8 @@ def test_every_method_gets_the_same_budget_and_its_own_space(tmp_path):
 
 def test_linear_keeps_the_shared_weight_decay_only_when_its_head_has_none():
     """train.weight_decay reaches the head unless train.head_weight_decay is set (the recipe's fallback)."""
-    from peftlab.config import RunConfig, TrainConfig
+    from peftlab.config import RunConfig
+    from peftlab.config_sections import TrainConfig
     from peftlab.study.tune import unused_by
 
     assert unused_by("linear", "train.weight_decay", RunConfig()) is None
@@ -57,46 +72,84 @@ def test_proposals_are_the_same_on_every_call(tmp_path):
     first, again = study.tune["lora"].proposals(), tuned(tmp_path).tune["lora"].proposals()
     assert first == again and len({repr(p) for p in first}) == 5
     assert all(1e-4 <= p["train.lr"] <= 1e-1 and p["method.r"] in (2, 4) for p in first)
-    grid = tuned(tmp_path, tune={"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
-                 methods={"full": {}, "lora": {}})
+    grid = tuned(
+        tmp_path, tune={"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}, methods={"full": {}, "lora": {}}
+    )
     assert grid.tune["lora"].proposals() == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
     assert grid.tune["full"].trials == 2
 
 
-@pytest.mark.parametrize("tune, methods, message", [
-    ({**TUNE, "axes": {"train.lrr": [1e-3]}}, None, "study tune.axes key 'train.lrr' is not a config field (did you "
-                                                   "mean 'train.lr'?)"),
-    ({**TUNE, "metric": "test_top1"}, None, "tune.metric='test_top1' is invalid (tuning selects on validation only"),
-    ({**TUNE, "trials": 0}, None, "study tune.trials=0 is invalid: expected an integer in [1, 10000]"),
-    ({**TUNE, "search": "bayes"}, None, "tune.search='bayes' is invalid: expected one of grid, random, halving"),
-    ({**TUNE, "search": "grid", "trials": None}, None, "tune axis 'train.lr' is a range: search grid needs a list"),
-    ({**TUNE, "seeds": [1, 1000]}, None, "seed 1 is also a seed of the final runs"),
-    ({**TUNE, "search": "halving", "seeds": [5, 6]}, None, "expected one seed"),
-    ({**TUNE, "axes": {"train.lr": {"low": 0.0, "high": 1.0, "log": True}}}, None, "low > 0 when log: true"),
-    ({**TUNE, "axes": {"seed": [1, 2]}}, None, "seeds and names are not hyper-parameters"),
-    ({**TUNE, "axes": {"train.lr": [0.01, -1.0]}, "search": "grid", "trials": None}, {"full": {}},
-     "train.lr=-1.0 is invalid"),
-    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
-     {"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}}}},
-     "the methods get different budgets (full 2, lora 4 trials)"),
-    (TUNE, {"linear": {"tune": {"axes": {"train.lr": [1e-3]}}}}, "study method 'linear' tune.axes train.lr: a linear "
-                                                                  "probe trains only its head"),
-    ({**TUNE, "axes": {"train.lr": [1e-3, 1e-2]}}, {"linear": {}}, "study method 'linear' has no axis to tune"),
-    (TUNE, {"lora": {"axes": {"method.r": [2, 4]}}}, "study method 'lora' has 2 configurations"),
-    ({**TUNE, "window": 3}, None, "study tune: unknown key 'window'"),
-    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 3}, {"full": {}},
-     "tune.trials=3 is invalid with search: grid: expected its number of grid points, 2 (or follow_edge: true"),
-    ({**TUNE, "follow_edge": True}, None, "study tune.follow_edge=True is invalid with search: random and trials: 5: "
-                                          "expected true only with search: grid and trials"),
-    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": True}, {"full": {}},
-     "study tune.follow_edge=True is invalid with search: grid: expected true only with search: grid and trials"),
-    ({"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": "yes", "trials": 4}, {"full": {}},
-     "study tune.follow_edge='yes' is invalid"),
-    ({"axes": {"train.lr": [1e-3, 1e-2, 1e-1]}, "search": "grid", "follow_edge": True, "trials": 2}, {"full": {}},
-     "study method 'full' tune.trials=2 is invalid with follow_edge: its grid has 3 points: expected at least 3"),
-    ({"axes": {"data.augment": [True, False]}, "search": "grid", "follow_edge": True, "trials": 4}, {"full": {}},
-     "study method 'full' tune.follow_edge=True is invalid: its grid has no numeric axis"),
-])
+@pytest.mark.parametrize(
+    "tune, methods, message",
+    [
+        (
+            {**TUNE, "axes": {"train.lrr": [1e-3]}},
+            None,
+            "study tune.axes key 'train.lrr' is not a config field (did you mean 'train.lr'?)",
+        ),
+        (
+            {**TUNE, "metric": "test_top1"},
+            None,
+            "tune.metric='test_top1' is invalid (tuning selects on validation only",
+        ),
+        ({**TUNE, "trials": 0}, None, "study tune.trials=0 is invalid: expected an integer in [1, 10000]"),
+        ({**TUNE, "search": "bayes"}, None, "tune.search='bayes' is invalid: expected one of grid, random, halving"),
+        ({**TUNE, "search": "grid", "trials": None}, None, "tune axis 'train.lr' is a range: search grid needs a list"),
+        ({**TUNE, "seeds": [1, 1000]}, None, "seed 1 is also a seed of the final runs"),
+        ({**TUNE, "search": "halving", "seeds": [5, 6]}, None, "expected one seed"),
+        ({**TUNE, "axes": {"train.lr": {"low": 0.0, "high": 1.0, "log": True}}}, None, "low > 0 when log: true"),
+        ({**TUNE, "axes": {"seed": [1, 2]}}, None, "seeds and names are not hyper-parameters"),
+        (
+            {**TUNE, "axes": {"train.lr": [0.01, -1.0]}, "search": "grid", "trials": None},
+            {"full": {}},
+            "train.lr=-1.0 is invalid",
+        ),
+        (
+            {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
+            {"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}}}},
+            "the methods get different budgets (full 2, lora 4 trials)",
+        ),
+        (
+            TUNE,
+            {"linear": {"tune": {"axes": {"train.lr": [1e-3]}}}},
+            "study method 'linear' tune.axes train.lr: a linear probe trains only its head",
+        ),
+        ({**TUNE, "axes": {"train.lr": [1e-3, 1e-2]}}, {"linear": {}}, "study method 'linear' has no axis to tune"),
+        (TUNE, {"lora": {"axes": {"method.r": [2, 4]}}}, "study method 'lora' has 2 configurations"),
+        ({**TUNE, "window": 3}, None, "study tune: unknown key 'window'"),
+        (
+            {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 3},
+            {"full": {}},
+            "tune.trials=3 is invalid with search: grid: expected its number of grid points, 2 (or follow_edge: true",
+        ),
+        (
+            {**TUNE, "follow_edge": True},
+            None,
+            "study tune.follow_edge=True is invalid with search: random and trials: 5: "
+            "expected true only with search: grid and trials",
+        ),
+        (
+            {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": True},
+            {"full": {}},
+            "study tune.follow_edge=True is invalid with search: grid: expected true only with search: grid and trials",
+        ),
+        (
+            {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "follow_edge": "yes", "trials": 4},
+            {"full": {}},
+            "study tune.follow_edge='yes' is invalid",
+        ),
+        (
+            {"axes": {"train.lr": [1e-3, 1e-2, 1e-1]}, "search": "grid", "follow_edge": True, "trials": 2},
+            {"full": {}},
+            "study method 'full' tune.trials=2 is invalid with follow_edge: its grid has 3 points: expected at least 3",
+        ),
+        (
+            {"axes": {"data.augment": [True, False]}, "search": "grid", "follow_edge": True, "trials": 4},
+            {"full": {}},
+            "study method 'full' tune.follow_edge=True is invalid: its grid has no numeric axis",
+        ),
+    ],
+)
 def test_invalid_tune_sections_fail_with_one_line(tmp_path, tune, methods, message):
     with pytest.raises(ConfigError) as err:
         tuned(tmp_path, tune=tune, methods=methods)
@@ -104,8 +157,11 @@ def test_invalid_tune_sections_fail_with_one_line(tmp_path, tune, methods, messa
 
 
 def test_a_methods_own_budget_may_differ_on_purpose(tmp_path):
-    study = tuned(tmp_path, tune={"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
-                  methods={"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}, "trials": 4}}})
+    study = tuned(
+        tmp_path,
+        tune={"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"},
+        methods={"full": {}, "lora": {"tune": {"axes": {"method.r": [2, 4]}, "trials": 4}}},
+    )
     assert study.tune["full"].trials == 2 and study.tune["lora"].trials == 4
 
 
@@ -118,8 +174,11 @@ def test_a_validation_split_is_required(tmp_path):
 def test_a_no_op_learning_rate_of_a_linear_probe_is_an_error(tmp_path):
     """A probe trains only its head: its own train.lr is refused when train.head_lr is set."""
     path = write_study(tmp_path, {"seeds": 1, "methods": {"linear": {"set": {"train.lr": 1e-2}}}})
-    with pytest.raises(ConfigError, match=r"^study method 'linear' set/axes key train.lr: a linear probe trains only "
-                                          r"its head, whose rate is train.head_lr=0.001: set train.head_lr instead$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^study method 'linear' set/axes key train.lr: a linear probe trains only "
+        r"its head, whose rate is train.head_lr=0.001: set train.head_lr instead$",
+    ):
         load_study(path)
     path = write_study(tmp_path, {"seeds": 1, "methods": {"linear": {"set": {"train.head_lr": 1e-2}}}})
     assert load_study(path).runs[0].config.train.head_lr == 1e-2
@@ -148,10 +207,21 @@ def test_trial_value_reads_validation_only():
 
 def test_selection_follows_validation_where_test_disagrees():
     """Trial 1 has the best test score and trial 2 the best validation score: trial 2 is chosen."""
-    results = [{"val_top1": 0.60, "test_top1": 0.70}, {"val_top1": 0.55, "test_top1": 0.80},
-               {"val_top1": 0.65, "test_top1": 0.60}, {"val_top1": 0.65, "test_top1": 0.90}]
-    trials = [{"number": n, "state": "COMPLETE", "params": {"train.lr": n},
-               "value": trial_value({"status": "completed", "metrics": r}, "val_top1")} for n, r in enumerate(results)]
+    results = [
+        {"val_top1": 0.60, "test_top1": 0.70},
+        {"val_top1": 0.55, "test_top1": 0.80},
+        {"val_top1": 0.65, "test_top1": 0.60},
+        {"val_top1": 0.65, "test_top1": 0.90},
+    ]
+    trials = [
+        {
+            "number": n,
+            "state": "COMPLETE",
+            "params": {"train.lr": n},
+            "value": trial_value({"status": "completed", "metrics": r}, "val_top1"),
+        }
+        for n, r in enumerate(results)
+    ]
     trials.append({"number": 4, "state": "PRUNED", "params": {}, "value": 0.99})  # a pruned trial never wins
     trials.append({"number": 5, "state": "FAIL", "params": {}, "value": None})
     assert best_trial(trials)["number"] == 2  # the tie with trial 3 goes to the lower number
@@ -167,8 +237,7 @@ def test_final_runs_carry_the_choice_and_new_ids(tmp_path):
     before = {s.run_id for s in study.runs if s.method == "lora"}
     after = [s for s in final.runs if s.method == "lora"]
     assert len(after) == 2 and not before & {s.run_id for s in after}
-    assert all(s.config.train.lr == 0.02 and s.config.method.r == 4 and s.record()["tuned_by"] == choice
-               for s in after)
+    assert all(s.config.train.lr == 0.02 and s.config.method.r == 4 and s.record()["tuned_by"] == choice for s in after)
     assert [s.run_id for s in final.runs if s.method != "lora"] == [s.run_id for s in study.runs if s.method != "lora"]
     trial = trial_spec(study.tune["lora"], 3, choice["params"], 1000)
     assert trial.run_id not in {s.run_id for s in final.runs} and trial.config.seed == 1000

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 from peftlab.study.spec import load_study
-from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -22,8 +22,17 @@ BASE = {
     "model": TINY_MODEL,
     "data": {"name": "fashion_mnist", "train_subset": 320, "val_subset": 64, "test_subset": 128},
     "method": {"name": "lora", "r": 2},
-    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "lr": 3e-3, "head_lr": 3e-3, "log_every": 2,
-              "ckpt_every": 3, "eval_every": 4, "threads": 1},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "eval_batch_size": 128,
+        "lr": 3e-3,
+        "head_lr": 3e-3,
+        "log_every": 2,
+        "ckpt_every": 3,
+        "eval_every": 4,
+        "threads": 1,
+    },
 }
 
 
@@ -40,22 +49,33 @@ def trial_results(out: Path, method: str) -> dict[str, dict]:
 
 
 def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_path):
-    path = write_study(tmp_path, {
-        "seeds": 1,
-        "methods": {"lora": {}, "linear": {"tune": {"axes": {"train.head_lr": {"low": 1e-3, "high": 1e-1,
-                                                                                    "log": True}}}}},
-        "tune": {"axes": {"train.lr": {"low": 1e-4, "high": 3e-2, "log": True}}, "search": "random", "trials": 3},
-    })
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 1,
+            "methods": {
+                "lora": {},
+                "linear": {"tune": {"axes": {"train.head_lr": {"low": 1e-3, "high": 1e-1, "log": True}}}},
+            },
+            "tune": {"axes": {"train.lr": {"low": 1e-4, "high": 3e-2, "log": True}}, "search": "random", "trials": 3},
+        },
+    )
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out),
-                             "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:  # one trial done, the next one part-way
         done = list(out.glob("tune/lora/runs/*/result.json"))
-        partial = [p for p in out.glob("tune/lora/runs/*/checkpoint/last.pt")
-                   if not (p.parent.parent / "result.json").exists()]
+        partial = [
+            p for p in out.glob("tune/lora/runs/*/checkpoint/last.pt") if not (p.parent.parent / "result.json").exists()
+        ]
         if done and partial:
             break
         time.sleep(0.02)
@@ -85,8 +105,12 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
             result = results[trial["run_ids"][0]]
             assert result["status"] == "completed" and trial["value"] == result["metrics"]["val_top1"]
             assert result["metrics"]["test_top1"] is None and result["config"]["train"]["test"] is False  # unseen
-            lines = [json.loads(x) for x in
-                     (out / "tune" / method / "runs" / trial["run_ids"][0] / "metrics.jsonl").read_text().splitlines()]
+            lines = [
+                json.loads(x)
+                for x in (out / "tune" / method / "runs" / trial["run_ids"][0] / "metrics.jsonl")
+                .read_text()
+                .splitlines()
+            ]
             steps = [(x["kind"], x["step"]) for x in lines]
             assert len(steps) == len(set(steps)), "a resumed trial repeated records"
         # selection by validation: the trial whose run has the best val_top1 (the lower number on a tie)
@@ -109,10 +133,14 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
 
 
 def test_halving_stops_pruned_trials_and_keeps_their_runs_unfinished(tmp_path):
-    path = write_study(tmp_path, {
-        "seeds": 1, "methods": {"lora": {}},
-        "tune": {"axes": {"train.lr": {"low": 1e-5, "high": 3e-1, "log": True}}, "search": "halving", "trials": 6},
-    })
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 1,
+            "methods": {"lora": {}},
+            "tune": {"axes": {"train.lr": {"low": 1e-5, "high": 3e-1, "log": True}}, "search": "halving", "trials": 6},
+        },
+    )
     out = tmp_path / "out"
     proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -138,17 +166,34 @@ def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
     slurm = write_study(tmp_path / "slurm", {"seeds": 1, "methods": {"lora": {}}, "tune": tune})
     for path in (local, slurm):
         executor = ["--executor", "submitit", "--slurm-cluster", "local"] if path == slurm else []
-        proc = run_cli("study", str(path), "--study-dir", str(path.parent / "out"), "--quiet", *executor,
-                       cwd=path.parent)
+        proc = run_cli(
+            "study", str(path), "--study-dir", str(path.parent / "out"), "--quiet", *executor, cwd=path.parent
+        )
         assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((p.parent / "out" / "tune" / "lora" / "selection.json").read_text()) for p in (local, slurm))
     assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"]
     assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
 
-    halving = write_study(tmp_path / "halving", {"seeds": 1, "methods": {"lora": {}}, "tune": {
-        "axes": {"train.lr": [1e-3, 1e-2]}, "search": "halving", "trials": 2}})
-    proc = run_cli("study", str(halving), "--study-dir", str(tmp_path / "halving" / "out"), "--quiet",
-                   "--executor", "submitit", "--slurm-cluster", "local", cwd=tmp_path)
+    halving = write_study(
+        tmp_path / "halving",
+        {
+            "seeds": 1,
+            "methods": {"lora": {}},
+            "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "halving", "trials": 2},
+        },
+    )
+    proc = run_cli(
+        "study",
+        str(halving),
+        "--study-dir",
+        str(tmp_path / "halving" / "out"),
+        "--quiet",
+        "--executor",
+        "submitit",
+        "--slurm-cluster",
+        "local",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
     assert "tune.search: halving (method 'lora') stops pruned trials while they run" in proc.stderr
     assert not list((tmp_path / "halving" / "out").glob("tune/*/runs/*"))
@@ -158,10 +203,15 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     """A planted divergence (lr 1e6 without clipping: a non-finite loss) in an edge-following grid: the
     trial is marked diverged in selection.json and the report, is not chosen, and the budget's last
     trial is added from the usable trials (between or past them, never next to the diverged one)."""
-    path = write_study(tmp_path, {
-        "seeds": 1, "methods": {"lora": {}}, "set": {"train.clip_grad": None, "train.epochs": 1},
-        "tune": {"axes": {"train.lr": [1e-3, 3e-3, 1e6]}, "search": "grid", "trials": 4, "follow_edge": True},
-    })
+    path = write_study(
+        tmp_path,
+        {
+            "seeds": 1,
+            "methods": {"lora": {}},
+            "set": {"train.clip_grad": None, "train.epochs": 1},
+            "tune": {"axes": {"train.lr": [1e-3, 3e-3, 1e6]}, "search": "grid", "trials": 4, "follow_edge": True},
+        },
+    )
     out = tmp_path / "out"
     proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--report", "--workers", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -170,9 +220,11 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     assert [t["params"]["train.lr"] for t in trials[:3]] == [1e-3, 3e-3, 1e6]
     assert trials[2]["state"] == "FAIL" and trials[2]["diverged"].startswith("diverged: non-finite")
     assert not any(t.get("diverged") for t in trials[:2] + trials[3:])
-    assert trials[3]["added"] in ("between 0.001 and 0.003 of train.lr (best at 0.003)",
-                                  "between 0.001 and 0.003 of train.lr (best at 0.001)",
-                                  "beyond the bottom of train.lr (best at 0.001)")
+    assert trials[3]["added"] in (
+        "between 0.001 and 0.003 of train.lr (best at 0.003)",
+        "between 0.001 and 0.003 of train.lr (best at 0.001)",
+        "beyond the bottom of train.lr (best at 0.001)",
+    )
     assert selection["chosen"]["trial"] != 2 and selection["follow_edge"]["added"] == 1
     report = (out / "report" / "report.md").read_text()
     assert "4 of 4 (3 complete, 1 diverged)" in report

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import yaml
+from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 from peftlab.data.demo import write_vtab_demo
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -27,8 +27,17 @@ def test_a_tuned_study_on_the_demo_task_follows_the_vtab_protocol(tmp_path, monk
     study["tune"]["axes"] = {"train.lr": [3.0e-3, 1.0e-2]}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     out = tmp_path / "out"
-    proc = run_cli("study", str(tmp_path / "study.yaml"), "--study-dir", str(out), "--workers", "2", "--quiet",
-                   "--report", cwd=tmp_path)
+    proc = run_cli(
+        "study",
+        str(tmp_path / "study.yaml"),
+        "--study-dir",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+        "--report",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     trials = [json.loads(p.read_text()) for p in out.glob("tune/*/runs/*/result.json")]

@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from testkit import REPO, TINY_MODEL
+
 from peftlab.config import config_hash, dump_config, load_config
 from peftlab.data.sources import fashion_mnist_dir
 from peftlab.errors import ConfigError
@@ -43,11 +43,24 @@ train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
 
 
 def small_config(**extra):
-    return load_config(overrides={
-        "name": "track-study", "model": TINY_MODEL, "method": {"name": "lora", "r": 4},
-        "data": {"name": "fashion_mnist", "train_subset": 192, "val_subset": 64, "test_subset": 96},
-        "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 96, "lr": 3e-3, "log_every": 1,
-                  "ckpt_every": 4, "eval_every": 3}, **extra})
+    return load_config(
+        overrides={
+            "name": "track-study",
+            "model": TINY_MODEL,
+            "method": {"name": "lora", "r": 4},
+            "data": {"name": "fashion_mnist", "train_subset": 192, "val_subset": 64, "test_subset": 96},
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "eval_batch_size": 96,
+                "lr": 3e-3,
+                "log_every": 1,
+                "ckpt_every": 4,
+                "eval_every": 3,
+            },
+            **extra,
+        }
+    )
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -74,13 +87,28 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     study_dir = tmp_path / "study"
     run_dir = study_dir / "runs" / config_hash(cfg)
     run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps({"run_id": config_hash(cfg), "variant": "lora r=4", "method": "lora",
-                                                   "seed": 0, "groups": ["main"], "axes": {}}))
+    (run_dir / "spec.json").write_text(
+        json.dumps(
+            {
+                "run_id": config_hash(cfg),
+                "variant": "lora r=4",
+                "method": "lora",
+                "seed": 0,
+                "groups": ["main"],
+                "axes": {},
+            }
+        )
+    )
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(dump_config(cfg))
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI="")
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP_8, str(cfg_path), str(run_dir)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT_STEP_8, str(cfg_path), str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (run_dir / "result.json").exists()
     assert max(r["step"] for r in jsonl(run_dir / "metrics.jsonl")) == 7
@@ -111,8 +139,11 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     assert len(parent) == 1 and len(child) == 1 and len(runs) == 2
     child = child[0]
     assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
-    assert {k: child.data.tags[k] for k in ("study", "variant", "seed")} == {"study": "track-study",
-                                                                             "variant": "lora r=4", "seed": "0"}
+    assert {k: child.data.tags[k] for k in ("study", "variant", "seed")} == {
+        "study": "track-study",
+        "variant": "lora r=4",
+        "seed": "0",
+    }
     assert child.info.status == "FINISHED" and child.data.tags["status"] == "completed"
     assert child.data.params["method.r"] == "4" and child.data.params["track"] == '["tensorboard", "mlflow", "wandb"]'
     history = {key: [m.step for m in client.get_metric_history(child.info.run_id, key)] for key in child.data.metrics}
@@ -147,12 +178,17 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     (report / "figures").mkdir(parents=True)
     (report / "report.md").write_text("# Study report\n")
     (report / "figures" / "convergence.png").write_bytes(b"\x89PNG\r\n")
-    assert attach_report(study_dir, [report / "report.md", report / "figures" / "convergence.png"],
-                         report) == parent[0].info.run_id
-    assert {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")} == {"report/report.md",
-                                                                                        "report/figures"}
+    assert (
+        attach_report(study_dir, [report / "report.md", report / "figures" / "convergence.png"], report)
+        == parent[0].info.run_id
+    )
+    assert {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")} == {
+        "report/report.md",
+        "report/figures",
+    }
     assert [a.path for a in client.list_artifacts(parent[0].info.run_id, "report/figures")] == [
-        "report/figures/convergence.png"]
+        "report/figures/convergence.png"
+    ]
     assert attach_report(tmp_path, [report / "report.md"], report) is None  # a study without MLflow: nothing
 
 

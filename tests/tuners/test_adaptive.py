@@ -5,12 +5,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from testkit import TINY_MODEL, needs_fashion_mnist, train_with_hooks
 
-from testkit import needs_fashion_mnist, TINY_MODEL, train_with_hooks
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5
 
@@ -50,28 +49,35 @@ def test_adalora_orthogonal_regulariser_changes_the_loss_and_the_gradients():
         loss = F.cross_entropy(tuner.model(x), y) + tuner.regularization()
         loss.backward()
         losses[weight] = loss.item()
-        grads[weight] = {n: p.grad.clone() for n, p in tuner.model.named_parameters()
-                         if ("lora_A" in n or "lora_B" in n) and p.grad is not None}
+        grads[weight] = {
+            n: p.grad.clone()
+            for n, p in tuner.model.named_parameters()
+            if ("lora_A" in n or "lora_B" in n) and p.grad is not None
+        }
     assert losses[0.5] > losses[0.0]
     assert grads[0.0].keys() == grads[0.5].keys() and grads[0.0]
     for name in grads[0.0]:
         assert not torch.allclose(grads[0.0][name], grads[0.5][name]), name
 
 
-@pytest.mark.parametrize("targets,model", [("standard", TINY_MODEL), ([r"blocks\.\d+\.attn\.qkv"], TINY_MODEL),
-                                           ("standard", "hf")],
-                         ids=["timm-qv-slices", "timm-whole-qkv", "hf-vit"])
+@pytest.mark.parametrize(
+    "targets,model",
+    [("standard", TINY_MODEL), ([r"blocks\.\d+\.attn\.qkv"], TINY_MODEL), ("standard", "hf")],
+    ids=["timm-qv-slices", "timm-whole-qkv", "hf-vit"],
+)
 def test_adalora_reaches_its_target_budget_and_keeps_the_mask(targets, model, hf_dir):
     model = {"source": "hf", "path": str(hf_dir)} if model == "hf" else model
-    tuner = make("adalora", total_steps=20, model=model, target_modules=targets, init_r=6, target_r=3,
-                 tinit=2, tfinal=5)
+    tuner = make(
+        "adalora", total_steps=20, model=model, target_modules=targets, init_r=6, target_r=3, tinit=2, tfinal=5
+    )
     modules = len(tuner.targets)
     pruned_after_final = []
 
     def check(step, tuner, optimizer):
         if step > 15:  # after the final allocation (20 - 5): masked entries must stay at zero
-            pruned_after_final.append(sum(int((p == 0).sum()) for n, p in tuner.model.named_parameters()
-                                          if "lora_E" in n))
+            pruned_after_final.append(
+                sum(int((p == 0).sum()) for n, p in tuner.model.named_parameters() if "lora_E" in n)
+            )
 
     run(tuner, 20, each_step=check)
     final = tuner.ranks()
@@ -87,8 +93,9 @@ def test_adalora_reaches_its_target_budget_and_keeps_the_mask(targets, model, hf
     assert sum(e_sizes.values()) == 3 * modules
     counts = tuner.parameter_counts()
     assert counts["trainable"] == sum(v.numel() for v in state.values())
-    fresh = make("adalora", total_steps=20, model=model, target_modules=targets, init_r=6, target_r=3, tinit=2,
-                 tfinal=5)
+    fresh = make(
+        "adalora", total_steps=20, model=model, target_modules=targets, init_r=6, target_r=3, tinit=2, tfinal=5
+    )
     fresh.load_adapter_state_dict(state)
     fresh.model.eval()
     tuner.model.eval()
@@ -103,8 +110,13 @@ def test_adalora_refuses_a_quantized_base_and_a_schedule_without_room():
 
     with pytest.raises(ConfigError, match="quant"):
         load_config(overrides={"model": TINY_MODEL, "method": {"name": "adalora"}, "quant": {"mode": "nf4"}})
-    cfg = load_config(overrides={"model": {**TINY_MODEL, "num_classes": 5}, "train": {"max_steps": 10},
-                                 "method": {"name": "adalora", "tinit": 5, "tfinal": 5}})
+    cfg = load_config(
+        overrides={
+            "model": {**TINY_MODEL, "num_classes": 5},
+            "train": {"max_steps": 10},
+            "method": {"name": "adalora", "tinit": 5, "tfinal": 5},
+        }
+    )
     with pytest.raises(ConfigError, match="leaves no step to prune"):
         check_against_model(cfg)
 
@@ -115,8 +127,19 @@ def test_adalora_refuses_a_quantized_base_and_a_schedule_without_room():
 @pytest.mark.parametrize("importance", ["magnitude", "grad_norm", "fisher", "sensitivity"])
 @pytest.mark.parametrize("allocation", ["proportional", "threshold", "top_k"])
 def test_controller_keeps_the_budget_and_the_bounds(importance, allocation):
-    tuner = make("adaptive", total_steps=12, r=4, max_rank=8, min_rank=2, importance=importance,
-                 allocation=allocation, warmup=2, interval=2, final_step=10, target_modules="all-linear")
+    tuner = make(
+        "adaptive",
+        total_steps=12,
+        r=4,
+        max_rank=8,
+        min_rank=2,
+        importance=importance,
+        allocation=allocation,
+        warmup=2,
+        interval=2,
+        final_step=10,
+        target_modules="all-linear",
+    )
     budget = 4 * len(tuner.targets)
     sums = []
 
@@ -178,10 +201,19 @@ def test_a_revived_rank_starts_from_zero_update_and_fresh_moments(monkeypatch):
 def test_resized_adapter_loads_into_plain_peft_lora():
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-    from peftlab.tuners.lora.layer import replace_modules, split_qkv
+    from peftlab.tuners.modules import replace_modules, split_qkv
 
-    tuner = make("adaptive", total_steps=10, r=4, max_rank=8, importance="fisher", warmup=2, interval=2,
-                 final_step=6, lora_alpha=8.0)
+    tuner = make(
+        "adaptive",
+        total_steps=10,
+        r=4,
+        max_rank=8,
+        importance="fisher",
+        warmup=2,
+        interval=2,
+        final_step=6,
+        lora_alpha=8.0,
+    )
     run(tuner, 10)
     final = tuner.ranks()
     assert len(set(final["final"].values())) > 1  # the controller moved ranks
@@ -191,9 +223,17 @@ def test_resized_adapter_loads_into_plain_peft_lora():
     torch.manual_seed(0)
     plain = build_backbone(load_config(overrides={"model": TINY_MODEL}).model, NUM_CLASSES)
     replace_modules(plain, [f"blocks.{i}.attn.qkv" for i in range(2)], split_qkv)
-    plain = get_peft_model(plain, LoraConfig(
-        r=4, lora_alpha=8.0, target_modules=list(final["final"]), modules_to_save=["head"],
-        rank_pattern=final["peft_rank_pattern"], alpha_pattern=final["peft_alpha_pattern"]))
+    plain = get_peft_model(
+        plain,
+        LoraConfig(
+            r=4,
+            lora_alpha=8.0,
+            target_modules=list(final["final"]),
+            modules_to_save=["head"],
+            rank_pattern=final["peft_rank_pattern"],
+            alpha_pattern=final["peft_alpha_pattern"],
+        ),
+    )
     result = set_peft_model_state_dict(plain, state)
     assert not result.unexpected_keys
     plain.eval()
@@ -212,8 +252,10 @@ def test_resized_adapter_loads_into_plain_peft_lora():
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-@pytest.mark.parametrize("method,options", [("adalora", {"init_r": 6, "target_r": 3}),
-                                            ("adaptive", {"r": 4, "importance": "magnitude", "interval": 1})])
+@pytest.mark.parametrize(
+    "method,options",
+    [("adalora", {"init_r": 6, "target_r": 3}), ("adaptive", {"r": 4, "importance": "magnitude", "interval": 1})],
+)
 def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, method, options):
     import timm
     from safetensors.torch import load_file
@@ -221,19 +263,25 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
     from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
     from peftlab.export import export_merged
-    from peftlab.training.run import train
     from peftlab.training.evaluate import evaluate
+    from peftlab.training.run import train
 
-    cfg = load_config(overrides={
-        "model": TINY_MODEL, "method": {"name": method, **options},
-        "data": {"name": "fashion_mnist", "train_subset": 128, "val_subset": 32, "test_subset": 64},
-        "train": {"epochs": 2, "batch_size": 16, "log_every": 2}})
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {"name": method, **options},
+            "data": {"name": "fashion_mnist", "train_subset": 128, "val_subset": 32, "test_subset": 64},
+            "train": {"epochs": 2, "batch_size": 16, "log_every": 2},
+        }
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]
     assert result["ranks"]["sum"] <= result["ranks"]["budget"] and result["merge"]["ok"]
     assert (tmp_path / "run" / "importance.jsonl").stat().st_size > 0
     export_merged(tmp_path / "run", tmp_path / "merged.safetensors")
-    model = timm.create_model(TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"})
+    model = timm.create_model(
+        TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"}
+    )
     model.load_state_dict(load_file(str(tmp_path / "merged.safetensors")), strict=True)
     spec = input_spec_for(cfg.model)
     data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
@@ -246,5 +294,7 @@ def test_adalora_that_would_prune_nothing_is_a_one_line_config_error():
     from peftlab.config import load_config
     from peftlab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"method.target_r=8 is invalid.*\[1, method.init_r - 1 = 7\].*method.name=lora"):
+    with pytest.raises(
+        ConfigError, match=r"method.target_r=8 is invalid.*\[1, method.init_r - 1 = 7\].*method.name=lora"
+    ):
         load_config(overrides={"method": {"name": "adalora", "init_r": 8, "target_r": 8}})

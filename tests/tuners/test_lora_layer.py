@@ -2,17 +2,26 @@
 
 import pytest
 import torch
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.lora.layer import SplitQKV, plain_lora
+from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.modules import SplitQKV, plain_lora
 
 
 def split_qkv_of(targets=("q", "v"), **options) -> SplitQKV:
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {
-        "name": "lora", "r": 4, "target_modules": [rf"blocks\.\d+\.attn\.qkv\.{t}" for t in targets], **options}})
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {
+                "name": "lora",
+                "r": 4,
+                "target_modules": [rf"blocks\.\d+\.attn\.qkv\.{t}" for t in targets],
+                **options,
+            },
+        }
+    )
     torch.manual_seed(0)
     model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
     with torch.no_grad():

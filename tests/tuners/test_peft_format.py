@@ -6,13 +6,12 @@ import json
 import pytest
 import timm
 import torch
-
 from testkit import TINY_MODEL, train_with_hooks
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
-from peftlab.export import PEFT_CONFIG, PEFT_WEIGHTS, write_peft_adapter
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.export import PEFT_CONFIG, write_peft_adapter
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5
 STEPS = 10
@@ -40,13 +39,33 @@ def train(tuner, steps=STEPS):
 
 CASES = {
     "lora q,v": ("lora", {"r": 4}),
-    "lora extended, rank and alpha patterns": ("lora", {"r": 4, "target_modules": "extended", "lora_alpha": 8.0,
-                                                         "rank_pattern": {"qkv.v": 2}, "alpha_pattern": {"proj": 3.0}}),
-    "lora all-linear, static strategy": ("lora", {"r": 4, "target_modules": "all-linear",
-                                                   "rank_strategy": "linear_decay"}),
+    "lora extended, rank and alpha patterns": (
+        "lora",
+        {
+            "r": 4,
+            "target_modules": "extended",
+            "lora_alpha": 8.0,
+            "rank_pattern": {"qkv.v": 2},
+            "alpha_pattern": {"proj": 3.0},
+        },
+    ),
+    "lora all-linear, static strategy": (
+        "lora",
+        {"r": 4, "target_modules": "all-linear", "rank_strategy": "linear_decay"},
+    ),
     "adalora": ("adalora", {"init_r": 6, "target_r": 2, "tinit": 2, "tfinal": 2}),
-    "adaptive": ("adaptive", {"r": 4, "max_rank": 8, "importance": "fisher", "warmup": 2, "interval": 2,
-                              "final_step": 6, "target_modules": "extended"}),
+    "adaptive": (
+        "adaptive",
+        {
+            "r": 4,
+            "max_rank": 8,
+            "importance": "fisher",
+            "warmup": 2,
+            "interval": 2,
+            "final_step": 6,
+            "target_modules": "extended",
+        },
+    ),
 }
 
 

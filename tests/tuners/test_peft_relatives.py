@@ -7,26 +7,29 @@ import copy
 import pytest
 import timm
 import torch
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.export import write_peft_adapter
 from peftlab.params import count_parameters
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 RELATIVES = ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"]
 # module -> (in_features, out_features) for embedding width d; the preset's modules per block
 SHAPES = {"q": (1, 1), "k": (1, 1), "v": (1, 1), "proj": (1, 1), "fc1": (1, 4), "fc2": (4, 1)}
-PRESETS = {"standard": ["q", "v"], "extended": ["q", "k", "v", "proj"],
-           "all-linear": ["q", "k", "v", "proj", "fc1", "fc2"]}
+PRESETS = {
+    "standard": ["q", "v"],
+    "extended": ["q", "k", "v", "proj"],
+    "all-linear": ["q", "k", "v", "proj", "fc1", "fc2"],
+}
 
 
 def closest_factors(n: int) -> tuple[int, int]:
     """The divisor pair (m, n/m) of n closest to its square root, smaller first (LoKr's default split)."""
-    m = max(f for f in range(1, int(n ** 0.5) + 1) if n % f == 0)
+    m = max(f for f in range(1, int(n**0.5) + 1) if n % f == 0)
     return m, n // m
 
 
@@ -60,17 +63,23 @@ def body_formula(method: str, depth: int, d: int, options: dict) -> int:
     else:
         ff = set(options.get("feedforward_modules", []))
         per_block = [(m, m in ff) for m in PRESETS[options.get("target_modules", "standard")]]
-    return depth * sum(module_formula(method, SHAPES[m][0] * d, SHAPES[m][1] * d, options, feedforward)
-                       for m, feedforward in per_block)
+    return depth * sum(
+        module_formula(method, SHAPES[m][0] * d, SHAPES[m][1] * d, options, feedforward) for m, feedforward in per_block
+    )
 
 
 COUNT_ROWS = [(m, {}) for m in RELATIVES] + [
-    ("dora", {"r": 4, "target_modules": "all-linear"}), ("vera", {"r": 16, "target_modules": "extended"}),
-    ("ia3", {"target_modules": "all-linear", "feedforward_modules": []}), ("loha", {"r": 2, "target_modules": "extended"}),
-    ("lokr", {"r": 2, "target_modules": "all-linear"}), ("lokr", {"r": 16}),
-    ("oft", {"oft_block_size": 16, "target_modules": "all-linear"}), ("oft", {"r": 4, "oft_block_size": 0}),
+    ("dora", {"r": 4, "target_modules": "all-linear"}),
+    ("vera", {"r": 16, "target_modules": "extended"}),
+    ("ia3", {"target_modules": "all-linear", "feedforward_modules": []}),
+    ("loha", {"r": 2, "target_modules": "extended"}),
+    ("lokr", {"r": 2, "target_modules": "all-linear"}),
+    ("lokr", {"r": 16}),
+    ("oft", {"oft_block_size": 16, "target_modules": "all-linear"}),
+    ("oft", {"r": 4, "oft_block_size": 0}),
     ("boft", {"boft_block_size": 8, "target_modules": "all-linear"}),
-    ("boft", {"boft_block_num": 4, "boft_block_size": 0})]
+    ("boft", {"boft_block_num": 4, "boft_block_size": 0}),
+]
 
 
 def count_options(options: dict) -> dict:
@@ -81,14 +90,18 @@ def count_options(options: dict) -> dict:
 
 
 @pytest.mark.parametrize("method, options", COUNT_ROWS)
-@pytest.mark.parametrize("model, depth, d, classes", [
-    ("tiny", TINY_MODEL["depth"], TINY_MODEL["embed_dim"], 10),
-    ("deit_tiny_patch16_224", 12, 192, 10),
-])
+@pytest.mark.parametrize(
+    "model, depth, d, classes",
+    [
+        ("tiny", TINY_MODEL["depth"], TINY_MODEL["embed_dim"], 10),
+        ("deit_tiny_patch16_224", 12, 192, 10),
+    ],
+)
 def test_trainable_parameters_match_the_hand_formula(method, options, model, depth, d, classes):
     model_cfg = dict(TINY_MODEL) if model == "tiny" else {"name": model}
-    cfg = load_config(overrides={"model": {**model_cfg, "num_classes": classes},
-                                 "method": {"name": method, **count_options(options)}})
+    cfg = load_config(
+        overrides={"model": {**model_cfg, "num_classes": classes}, "method": {"name": method, **count_options(options)}}
+    )
     counts = count_parameters(cfg)
     head = d * classes + classes
     assert counts["head"] == head
@@ -98,8 +111,9 @@ def test_trainable_parameters_match_the_hand_formula(method, options, model, dep
 
 
 def make(method: str, quant: dict | None = None, **options):
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options},
-                                 "quant": quant or {"mode": "none"}})
+    cfg = load_config(
+        overrides={"model": TINY_MODEL, "method": {"name": method, **options}, "quant": quant or {"mode": "none"}}
+    )
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
@@ -137,22 +151,32 @@ def test_q_and_v_slices_merge_into_a_plain_timm_model_changing_only_their_rows(m
     assert before.keys() == after.keys()
     for key in before:
         if key.endswith("attn.qkv.weight"):
-            assert torch.equal(before[key][d:2 * d], after[key][d:2 * d]), f"k rows of {key} changed"
-            assert not torch.equal(before[key][:d], after[key][:d]) and not torch.equal(before[key][2 * d:],
-                                                                                     after[key][2 * d:])
+            assert torch.equal(before[key][d : 2 * d], after[key][d : 2 * d]), f"k rows of {key} changed"
+            assert not torch.equal(before[key][:d], after[key][:d]) and not torch.equal(
+                before[key][2 * d :], after[key][2 * d :]
+            )
         elif not key.endswith("attn.qkv.bias"):
             assert torch.equal(before[key], after[key]), f"{key} changed"
 
 
 # whole modules of timm's model: PEFT's own config and weights load on the plain base
-WHOLE = {"dora": {"r": 4}, "vera": {"r": 16}, "loha": {"r": 4}, "lokr": {"r": 4}, "oft": {"oft_block_size": 16},
-         "boft": {"boft_block_size": 8},
-         "ia3": {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc2"]}}
+WHOLE = {
+    "dora": {"r": 4},
+    "vera": {"r": 16},
+    "loha": {"r": 4},
+    "lokr": {"r": 4},
+    "oft": {"oft_block_size": 16},
+    "boft": {"boft_block_size": 8},
+    "ia3": {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc2"]},
+}
 WHOLE_TARGETS = [r"blocks\.\d+\.attn\.qkv", r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.fc2"]
 
 
-@pytest.mark.parametrize("method, options", [(m, {**o, "target_modules": WHOLE_TARGETS}) for m, o in WHOLE.items()]
-                         + [("dora", {"r": 4}), ("dora", {"r": 4, "target_modules": "extended"}), ("ia3", {})])
+@pytest.mark.parametrize(
+    "method, options",
+    [(m, {**o, "target_modules": WHOLE_TARGETS}) for m, o in WHOLE.items()]
+    + [("dora", {"r": 4}), ("dora", {"r": 4, "target_modules": "extended"}), ("ia3", {})],
+)
 def test_peft_from_pretrained_on_plain_timm_gives_peftlabs_outputs(tmp_path, method, options):
     from peft import PeftModel
 
@@ -211,22 +235,41 @@ def test_dora_on_an_nf4_base_starts_as_it_and_merges():
         torch.testing.assert_close(tuner.merged_model().eval()(images()), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("method, options, message", [
-    ("oft", {"oft_block_size": 24}, r"method.oft_block_size=24 is invalid: expected a divisor of the input width 64"),
-    ("oft", {"r": 4}, r"method.oft_block_size=32 is invalid: expected 0 when method.r is set \(4\)"),
-    ("boft", {"boft_block_size": 24}, r"method.boft_block_size=24 is invalid: expected a divisor of the input "
-                                      r"width 64"),
-    ("boft", {"boft_block_num": 4}, r"method.boft_block_size=4 is invalid: expected 0 when "
-                                    r"method.boft_block_num is set"),
-    ("boft", {"boft_dropout": 1.0}, r"method.boft_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
-    ("ia3", {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc1"]}, r"method.feedforward_modules entry .* matches no"),
-    ("ia3", {"target_modules": "extended"}, r"method.target_modules='extended' is invalid: expected one of standard "
-                                            r"\(k, v and fc2, the paper's places\), all-linear or a list"),
-    ("vera", {"r": 0}, r"method.r=0 is invalid: expected an integer > 0"),
-    ("loha", {"alpha": -1}, r"method.alpha=-1.0 is invalid: expected a number > 0"),
-    ("lokr", {"decompose_factor": 0}, r"method.decompose_factor=0 is invalid"),
-    ("dora", {"target_modules": [r"blocks\.\d+\.attn\.nothing"]}, r"matches no Linear module"),
-])
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        (
+            "oft",
+            {"oft_block_size": 24},
+            r"method.oft_block_size=24 is invalid: expected a divisor of the input width 64",
+        ),
+        ("oft", {"r": 4}, r"method.oft_block_size=32 is invalid: expected 0 when method.r is set \(4\)"),
+        (
+            "boft",
+            {"boft_block_size": 24},
+            r"method.boft_block_size=24 is invalid: expected a divisor of the input "
+            r"width 64",
+        ),
+        (
+            "boft",
+            {"boft_block_num": 4},
+            r"method.boft_block_size=4 is invalid: expected 0 when "
+            r"method.boft_block_num is set",
+        ),
+        ("boft", {"boft_dropout": 1.0}, r"method.boft_dropout=1.0 is invalid: expected a value in \[0, 1\)"),
+        ("ia3", {"feedforward_modules": [r"blocks\.\d+\.mlp\.fc1"]}, r"method.feedforward_modules entry .* matches no"),
+        (
+            "ia3",
+            {"target_modules": "extended"},
+            r"method.target_modules='extended' is invalid: expected one of standard "
+            r"\(k, v and fc2, the paper's places\), all-linear or a list",
+        ),
+        ("vera", {"r": 0}, r"method.r=0 is invalid: expected an integer > 0"),
+        ("loha", {"alpha": -1}, r"method.alpha=-1.0 is invalid: expected a number > 0"),
+        ("lokr", {"decompose_factor": 0}, r"method.decompose_factor=0 is invalid"),
+        ("dora", {"target_modules": [r"blocks\.\d+\.attn\.nothing"]}, r"matches no Linear module"),
+    ],
+)
 def test_bad_options_are_one_line_config_errors(method, options, message):
     with pytest.raises(ConfigError, match=message) as err:
         make(method, **options)
@@ -237,8 +280,11 @@ def test_boft_refuses_a_butterfly_peft_would_silently_drop(monkeypatch):
     import peftlab.tuners.boft.model as boft
 
     monkeypatch.setattr(boft, "butterfly_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"method.boft_n_butterfly_factor=2 is invalid: expected 1 on this machine: "
-                                          r"PEFT builds more butterfly factors only with its CUDA extension fbd_cuda"):
+    with pytest.raises(
+        ConfigError,
+        match=r"method.boft_n_butterfly_factor=2 is invalid: expected 1 on this machine: "
+        r"PEFT builds more butterfly factors only with its CUDA extension fbd_cuda",
+    ):
         make("boft", boft_n_butterfly_factor=2)
 
 
@@ -256,16 +302,22 @@ def test_without_its_cuda_extension_peft_builds_one_butterfly_factor_whatever_th
     assert layer.boft_R["default"].shape == (1, 8, 8, 8)  # one factor of 8 blocks, not 3
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"boft_block_size": 8, "boft_n_butterfly_factor": 4}, None),  # 8 x 2^3 = 64, the input width
-    ({"boft_block_size": 16, "boft_n_butterfly_factor": 4}, r"expected an even block size \(16\) that times 2\^3 "
-                                                             r"divides the input width 64"),
-    ({"boft_block_num": 16, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, None),  # blocks of 4
-    ({"boft_block_num": 64, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, r"an even block size \(1\)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"boft_block_size": 8, "boft_n_butterfly_factor": 4}, None),  # 8 x 2^3 = 64, the input width
+        (
+            {"boft_block_size": 16, "boft_n_butterfly_factor": 4},
+            r"expected an even block size \(16\) that times 2\^3 "
+            r"divides the input width 64",
+        ),
+        ({"boft_block_num": 16, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, None),  # blocks of 4
+        ({"boft_block_num": 64, "boft_block_size": 0, "boft_n_butterfly_factor": 2}, r"an even block size \(1\)"),
+    ],
+)
 def test_boft_checks_peft_butterfly_rule_where_the_extension_loads(monkeypatch, options, message):
     import peftlab.tuners.boft.model as boft
-    from peftlab.tuners import check_config
+    from peftlab.tuners.base import check_config
 
     monkeypatch.setattr(boft, "butterfly_available", lambda: True)
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "boft", **options}})
@@ -294,6 +346,9 @@ def test_boft_on_a_machine_without_cuda_never_compiles_pefts_extension(tmp_path,
 
 def test_ia3_presets_name_timms_modules_and_on_an_hf_model_ask_for_a_list(hf_dir):
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "ia3"}})
-    with pytest.raises(ConfigError, match=r"method.target_modules='standard' names no modules of an HF model for "
-                                          r"ia3; give a list of module names/regexes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"method.target_modules='standard' names no modules of an HF model for "
+        r"ia3; give a list of module names/regexes",
+    ):
         apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)

@@ -11,30 +11,37 @@ import math
 
 import pytest
 import torch
+from testkit import TINY_MODEL
 from torch import nn
 
-from testkit import TINY_MODEL
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.training.evaluate import MERGE_TOLERANCE
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.qalora import quantizer
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear
 from peftlab.tuners.qalora.model import schedule_lambda
 
 NUM_CLASSES = 5
 FORMATS = ["int2", "int3", "int4", "int8", "nf4", "fp4"]
-TARGETS = {"timm-qv-slices": "standard", "timm-whole-qkv": [r"blocks\.\d+\.attn\.qkv"],
-           "timm-proj-mlp": [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"], "hf-vit": "all-linear"}
+TARGETS = {
+    "timm-qv-slices": "standard",
+    "timm-whole-qkv": [r"blocks\.\d+\.attn\.qkv"],
+    "timm-proj-mlp": [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"],
+    "hf-vit": "all-linear",
+}
 
 
 def make(target="timm-qv-slices", hf_dir=None, total_steps=None, **options):
     """(fp32 base model, QA-LoRA tuner on a copy of it)."""
     model_cfg = {"source": "hf", "path": str(hf_dir)} if target == "hf-vit" else TINY_MODEL
-    cfg = load_config(overrides={"model": model_cfg,
-                                 "method": {"name": "qalora", "r": 4, "target_modules": TARGETS[target], **options}})
+    cfg = load_config(
+        overrides={
+            "model": model_cfg,
+            "method": {"name": "qalora", "r": 4, "target_modules": TARGETS[target], **options},
+        }
+    )
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
@@ -96,21 +103,26 @@ def test_dequantization_error_is_at_most_half_a_step(fmt):
     assert ((weight - approx).abs() <= bound * (1 + 1e-5) + 1e-6).all()
     # the bound is not vacuous: on N(0, 1) groups of 32 the range is about 4 standard deviations
     assert quantizer.relative_error(weight, approx) <= float(bound.square().mean().sqrt())
-    assert quantizer.relative_error(weight, approx) < {"int2": 0.5, "int3": 0.2, "int4": 0.1, "int8": 0.006,
-                                                       "nf4": 0.12, "fp4": 0.15}[fmt]
+    assert (
+        quantizer.relative_error(weight, approx)
+        < {"int2": 0.5, "int3": 0.2, "int4": 0.1, "int8": 0.006, "nf4": 0.12, "fp4": 0.15}[fmt]
+    )
 
 
 def test_more_bits_give_smaller_errors():
     weight = torch.randn(32, 128, generator=torch.Generator().manual_seed(0))
-    errors = [quantizer.relative_error(weight, quantizer.dequantize_groups(*quantizer.quantize_groups(weight, f, 32), f))
-              for f in ("int2", "int3", "int4", "int8")]
+    errors = [
+        quantizer.relative_error(weight, quantizer.dequantize_groups(*quantizer.quantize_groups(weight, f, 32), f))
+        for f in ("int2", "int3", "int4", "int8")
+    ]
     assert errors == sorted(errors, reverse=True) and len(set(errors)) == 4
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_codes_pack_and_unpack(fmt):
-    codes = torch.randint(0, 2 ** quantizer.BITS[fmt], (7, 9), generator=torch.Generator().manual_seed(0),
-                          dtype=torch.uint8)
+    codes = torch.randint(
+        0, 2 ** quantizer.BITS[fmt], (7, 9), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     packed = quantizer.pack_codes(codes, fmt)
     assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(63 * quantizer.slot_bits(fmt) / 8)
     assert torch.equal(quantizer.unpack_codes(packed, fmt, (7, 9)), codes)
@@ -178,8 +190,9 @@ def test_merge_keeps_the_codes_and_equals_the_adapter(target, fmt, hf_dir):
         assert not any(isinstance(m, GroupQuantLinear) for m in merged.modules())
         assert (merged(x) - reference).abs().max() <= tolerance(reference)
     if target != "hf-vit":  # a plain timm model again: the q/k/v slices fused back into qkv
-        assert set(merged.state_dict()) == set(build_backbone(load_config(overrides={"model": TINY_MODEL}).model,
-                                                              NUM_CLASSES).state_dict())
+        assert set(merged.state_dict()) == set(
+            build_backbone(load_config(overrides={"model": TINY_MODEL}).model, NUM_CLASSES).state_dict()
+        )
 
 
 def test_merged_weight_is_quantized_weight_plus_the_pooled_update():
@@ -203,8 +216,15 @@ def test_training_resumes_bit_identically(target, hf_dir):
     optimizer = optimizer_of(first)
     train_steps(first, optimizer, 2)
     saved = io.BytesIO()
-    torch.save({"trainable": first.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                "tuner": first.state_dict(), "rng": torch.get_rng_state()}, saved)
+    torch.save(
+        {
+            "trainable": first.trainable_state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "tuner": first.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        saved,
+    )
     saved.seek(0)
     state = torch.load(saved, weights_only=True)
     _, resumed = make(target, hf_dir, total_steps=4, **options)
@@ -225,8 +245,9 @@ def test_training_resumes_bit_identically(target, hf_dir):
 # --- the schedule ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule, start, middle, end", [
-    ("constant", 1.0, 1.0, 1.0), ("linear", 0.0, 0.5, 1.0), ("cosine", 0.0, 0.5, 1.0)])
+@pytest.mark.parametrize(
+    "schedule, start, middle, end", [("constant", 1.0, 1.0, 1.0), ("linear", 0.0, 0.5, 1.0), ("cosine", 0.0, 0.5, 1.0)]
+)
 def test_schedule_lambda_at_start_middle_and_end(schedule, start, middle, end):
     assert schedule_lambda(schedule, 0, 10) == start
     assert schedule_lambda(schedule, 5, 10) == pytest.approx(middle, abs=1e-12)
@@ -260,8 +281,9 @@ def test_a_schedule_longer_than_the_run_is_a_config_error():
 # --- checks ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target, group_size", [("timm-qv-slices", 48), ("timm-whole-qkv", 48), ("hf-vit", 48),
-                                                ("timm-proj-mlp", 128)])
+@pytest.mark.parametrize(
+    "target, group_size", [("timm-qv-slices", 48), ("timm-whole-qkv", 48), ("hf-vit", 48), ("timm-proj-mlp", 128)]
+)
 def test_a_group_size_that_does_not_divide_a_layer_is_a_one_line_error(target, group_size, hf_dir):
     with pytest.raises(ConfigError) as err:
         make(target, hf_dir, group_size=group_size)
@@ -272,11 +294,17 @@ def test_a_group_size_that_does_not_divide_a_layer_is_a_one_line_error(target, g
 
 
 def test_qalora_refuses_a_bitsandbytes_base_and_quant_group_size_points_to_the_method():
-    with pytest.raises(ConfigError, match=r"quant.mode='nf4' is invalid: expected 'none' for method 'qalora', "
-                                          r"which quantizes its own base group-wise"):
+    with pytest.raises(
+        ConfigError,
+        match=r"quant.mode='nf4' is invalid: expected 'none' for method 'qalora', "
+        r"which quantizes its own base group-wise",
+    ):
         load_config(overrides={"method": {"name": "qalora"}, "quant": {"mode": "nf4"}})
-    with pytest.raises(ConfigError, match=r"quant.group_size=32 is invalid: expected null \(QA-LoRA's group size "
-                                          r"is method.group_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"quant.group_size=32 is invalid: expected null \(QA-LoRA's group size "
+        r"is method.group_size",
+    ):
         load_config(overrides={"quant": {"group_size": 32}})
     with pytest.raises(ConfigError, match=r"method.format='int5' is invalid: expected one of"):
         load_config(overrides={"method": {"name": "qalora", "format": "int5"}})
@@ -296,9 +324,12 @@ def test_parameter_counts_and_stored_bytes():
     stored = 0
     for in_features, out_features in layers * depth:
         groups = out_features * in_features // 16
-        stored += out_features * in_features // 2 + 2 * 4 * groups + 4 * out_features + 4 * 16  # codes, scales, offsets, bias, codebook
-    quantized = sum(t.numel() * t.element_size() for m in tuner.quantized_layers().values()
-                    for t in m.state_dict().values())
+        stored += (
+            out_features * in_features // 2 + 2 * 4 * groups + 4 * out_features + 4 * 16
+        )  # codes, scales, offsets, bias, codebook
+    quantized = sum(
+        t.numel() * t.element_size() for m in tuner.quantized_layers().values() for t in m.state_dict().values()
+    )
     assert quantized == stored
     sizes = tuner.base_weight_bytes()
     fp32_linears = sum(4 * (i * o + o) for i, o in layers * depth)
@@ -308,8 +339,12 @@ def test_parameter_counts_and_stored_bytes():
 def test_parameter_counts_of_deit_tiny_on_the_meta_device():
     from peftlab.params import count_parameters
 
-    cfg = load_config(overrides={"model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
-                                 "method": {"name": "qalora", "r": 8, "group_size": 32}})
+    cfg = load_config(
+        overrides={
+            "model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
+            "method": {"name": "qalora", "r": 8, "group_size": 32},
+        }
+    )
     counts = count_parameters(cfg)
     assert counts["adapter"] == 12 * 2 * (8 * 192 // 32 + 192 * 8)  # q and v in 12 blocks
     assert counts["head"] == 1_930 and counts["total"] == 5_526_346 + counts["adapter"]
@@ -328,8 +363,9 @@ def test_on_cuda_the_codes_match_cpu_and_the_merge_is_exact(fmt):
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "qalora", "r": 4, "format": fmt}})
     torch.manual_seed(0)
-    tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(None, torch.device("cuda"),
-                                                                                  cfg.quant))
+    tuner = apply_tuner(
+        build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(None, torch.device("cuda"), cfg.quant)
+    )
     tuner.model.cuda()
     optimizer = optimizer_of(tuner)
     x = images(8).cuda()

@@ -4,8 +4,8 @@ import json
 import random
 
 import pytest
-
 from testkit import TINY_MODEL
+
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.params import check_against_model, count_parameters
@@ -34,9 +34,11 @@ def test_proportional_follows_the_weights():
 @pytest.mark.parametrize("allocation", ["proportional", "threshold", "top_k"])
 def test_equal_importance_gives_uniform_ranks(allocation):
     importance = [0.37] * 8
-    result = {"proportional": lambda: ranks.proportional(importance, 32, 1, 16),
-              "threshold": lambda: ranks.threshold(importance, 32, 1, 16, 0.25),
-              "top_k": lambda: ranks.top_k(importance, 32, 1, 16)}[allocation]()
+    result = {
+        "proportional": lambda: ranks.proportional(importance, 32, 1, 16),
+        "threshold": lambda: ranks.threshold(importance, 32, 1, 16, 0.25),
+        "top_k": lambda: ranks.top_k(importance, 32, 1, 16),
+    }[allocation]()
     assert result == [4] * 8
 
 
@@ -63,7 +65,7 @@ def test_static_strategies_shape_the_ranks_at_the_same_budget():
     assert set(uniform.values()) == {8}
     for allocation in (decay, increase, uniform):
         assert sum(allocation.values()) == 64
-    by_block = lambda a: [a[f"blocks.{b}.attn.qkv.q"] for b in range(4)]  # noqa: E731
+    by_block = lambda a: [a[f"blocks.{b}.attn.qkv.q"] for b in range(4)]
     assert by_block(decay) == sorted(by_block(decay), reverse=True) and by_block(decay)[0] > by_block(decay)[-1]
     assert by_block(increase) == sorted(by_block(increase)) and by_block(increase)[0] < by_block(increase)[-1]
     heavy = ranks.static_ranks("attention_heavy", ALL, 80, 1, 80)
@@ -75,8 +77,9 @@ def test_static_strategies_shape_the_ranks_at_the_same_budget():
 def test_empirical_reads_the_last_allocation_of_an_importance_file(tmp_path):
     lines = [{"kind": "budget", "step": 5, "budget": 16, "rank_sum": 16}]
     lines += [{"kind": "rank", "step": 5, "module": m, "importance": 1.0, "rank": 2} for m in STANDARD]
-    lines += [{"kind": "rank", "step": 9, "module": m, "importance": float(i + 1), "rank": 2}
-              for i, m in enumerate(STANDARD)]
+    lines += [
+        {"kind": "rank", "step": 9, "module": m, "importance": float(i + 1), "rank": 2} for i, m in enumerate(STANDARD)
+    ]
     (tmp_path / "importance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     importance = ranks.read_importance(tmp_path)
     assert importance[STANDARD[-1]] == 8.0
@@ -90,8 +93,9 @@ def test_empirical_reads_the_last_allocation_of_an_importance_file(tmp_path):
 
 
 def lora(**method):
-    return load_config(overrides={"model": {**TINY_MODEL, "num_classes": 5},
-                                  "method": {"name": "lora", "r": 4, **method}})
+    return load_config(
+        overrides={"model": {**TINY_MODEL, "num_classes": 5}, "method": {"name": "lora", "r": 4, **method}}
+    )
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "linear_decay", "linear_increase", "attention_heavy"])
@@ -107,15 +111,23 @@ def test_strategies_compare_at_an_equal_number_of_trainable_parameters(strategy)
 def test_static_ranks_reach_peft_and_the_result(tmp_path):
     from peftlab.training.run import train
 
-    cfg = load_config(overrides={
-        "model": TINY_MODEL, "method": {"name": "lora", "r": 4, "rank_strategy": "linear_decay"},
-        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-        "train": {"epochs": 1, "batch_size": 32, "log_every": 1}})
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {"name": "lora", "r": 4, "rank_strategy": "linear_decay"},
+            "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+            "train": {"epochs": 1, "batch_size": 32, "log_every": 1},
+        }
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]
     final = result["ranks"]["final"]
-    assert final == {"blocks.0.attn.qkv.q": 5, "blocks.0.attn.qkv.v": 5, "blocks.1.attn.qkv.q": 3,
-                     "blocks.1.attn.qkv.v": 3}
+    assert final == {
+        "blocks.0.attn.qkv.q": 5,
+        "blocks.0.attn.qkv.v": 5,
+        "blocks.1.attn.qkv.q": 3,
+        "blocks.1.attn.qkv.v": 3,
+    }
     from safetensors.torch import load_file
 
     adapter = load_file(str(tmp_path / "run" / "adapter.safetensors"))

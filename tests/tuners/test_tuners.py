@@ -5,13 +5,14 @@ import copy
 import pytest
 import timm
 import torch
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.params import count_parameters
-from peftlab.tuners import TUNERS, apply_tuner
+from peftlab.tuners import TUNERS
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 
@@ -87,9 +88,9 @@ def test_qv_lora_trains_only_q_and_v_slices_and_the_head():
         if key.startswith("head."):
             assert not torch.equal(before[key], after[key])
         elif key.endswith("attn.qkv.weight"):
-            assert torch.equal(before[key][d:2 * d], after[key][d:2 * d]), f"k rows of {key} changed"
+            assert torch.equal(before[key][d : 2 * d], after[key][d : 2 * d]), f"k rows of {key} changed"
             assert not torch.equal(before[key][:d], after[key][:d]), f"q rows of {key} unchanged"
-            assert not torch.equal(before[key][2 * d:], after[key][2 * d:]), f"v rows of {key} unchanged"
+            assert not torch.equal(before[key][2 * d :], after[key][2 * d :]), f"v rows of {key} unchanged"
         else:
             assert torch.equal(before[key], after[key]), f"frozen {key} changed"
     # the frozen base inside the PEFT model is bit-identical too
@@ -106,27 +107,46 @@ def test_linear_probe_changes_only_the_head():
 
 
 def lora_formula(depth, d, hidden, r, targets, num_classes):
-    per_module = {"q": 2 * d * r, "k": 2 * d * r, "v": 2 * d * r, "proj": 2 * d * r,
-                  "fc1": r * (d + hidden), "fc2": r * (hidden + d)}
-    names = {"standard": ["q", "v"], "extended": ["q", "k", "v", "proj"],
-             "all-linear": ["q", "k", "v", "proj", "fc1", "fc2"]}[targets]
+    per_module = {
+        "q": 2 * d * r,
+        "k": 2 * d * r,
+        "v": 2 * d * r,
+        "proj": 2 * d * r,
+        "fc1": r * (d + hidden),
+        "fc2": r * (hidden + d),
+    }
+    names = {
+        "standard": ["q", "v"],
+        "extended": ["q", "k", "v", "proj"],
+        "all-linear": ["q", "k", "v", "proj", "fc1", "fc2"],
+    }[targets]
     return depth * sum(per_module[n] for n in names), d * num_classes + num_classes
 
 
-@pytest.mark.parametrize("model, depth, d, classes", [
-    ("deit_tiny_patch16_224", 12, 192, 10),
-    ("deit_small_patch16_224", 12, 384, 100),
-    ("vit_small_patch16_224", 12, 384, 10),
-])
+@pytest.mark.parametrize(
+    "model, depth, d, classes",
+    [
+        ("deit_tiny_patch16_224", 12, 192, 10),
+        ("deit_small_patch16_224", 12, 384, 100),
+        ("vit_small_patch16_224", 12, 384, 10),
+    ],
+)
 @pytest.mark.parametrize("r", [2, 8, 32])
 @pytest.mark.parametrize("targets", ["standard", "extended", "all-linear"])
 def test_lora_parameter_counts_match_the_formula(model, depth, d, classes, r, targets):
-    cfg = load_config(overrides={"model": {"name": model, "num_classes": classes},
-                                 "method": {"name": "lora", "r": r, "target_modules": targets}})
+    cfg = load_config(
+        overrides={
+            "model": {"name": model, "num_classes": classes},
+            "method": {"name": "lora", "r": r, "target_modules": targets},
+        }
+    )
     counts = count_parameters(cfg)
     adapter, head = lora_formula(depth, d, 4 * d, r, targets, classes)
-    base_total = sum(p.numel() for p in timm.create_model(model, num_classes=classes, pretrained=False).parameters()) \
-        if model == "deit_tiny_patch16_224" and r == 2 and targets == "standard" else None
+    base_total = (
+        sum(p.numel() for p in timm.create_model(model, num_classes=classes, pretrained=False).parameters())
+        if model == "deit_tiny_patch16_224" and r == 2 and targets == "standard"
+        else None
+    )
     assert counts["adapter"] == adapter
     assert counts["head"] == head
     assert counts["trainable"] == adapter + head
@@ -135,18 +155,24 @@ def test_lora_parameter_counts_match_the_formula(model, depth, d, classes, r, ta
 
 
 def test_documented_counts():
-    tiny = load_config(overrides={"model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
-                                  "method": {"name": "full"}})
+    tiny = load_config(
+        overrides={"model": {"name": "deit_tiny_patch16_224", "num_classes": 10}, "method": {"name": "full"}}
+    )
     assert count_parameters(tiny)["total"] == 5_526_346
-    lora = load_config(overrides={"model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
-                                  "method": {"name": "lora", "r": 8, "target_modules": "standard"}})
+    lora = load_config(
+        overrides={
+            "model": {"name": "deit_tiny_patch16_224", "num_classes": 10},
+            "method": {"name": "lora", "r": 8, "target_modules": "standard"},
+        }
+    )
     counts = count_parameters(lora)
     assert (counts["adapter"], counts["head"]) == (73_728, 1_930)
 
 
 def test_rank_and_alpha_patterns_apply_per_layer():
-    _, _, tuner = make("lora", r=4, rank_pattern={r"blocks\.1\.attn\.qkv\.v": 8},
-                       alpha_pattern={r"blocks\.1\.attn\.qkv\.v": 32.0})
+    _, _, tuner = make(
+        "lora", r=4, rank_pattern={r"blocks\.1\.attn\.qkv\.v": 8}, alpha_pattern={r"blocks\.1\.attn\.qkv\.v": 32.0}
+    )
     shapes = {n: tuple(p.shape) for n, p in tuner.model.named_parameters() if "lora_A" in n}
     assert shapes["base_model.model.blocks.1.attn.qkv.v.lora_A.default.weight"] == (8, 64)
     assert shapes["base_model.model.blocks.0.attn.qkv.v.lora_A.default.weight"] == (4, 64)
@@ -154,11 +180,14 @@ def test_rank_and_alpha_patterns_apply_per_layer():
     assert layer.scaling["default"] == 32.0 / 8
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"rank_pattern": {r"blocks\.9\.attn": 4}}, "method.rank_pattern key"),
-    ({"alpha_pattern": {"fc3": 4.0}}, "method.alpha_pattern key 'fc3' matches no adapted module"),
-    ({"target_modules": [r"blocks\.\d+\.attn\.qkv\.z"]}, "method.target_modules entry"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"rank_pattern": {r"blocks\.9\.attn": 4}}, "method.rank_pattern key"),
+        ({"alpha_pattern": {"fc3": 4.0}}, "method.alpha_pattern key 'fc3' matches no adapted module"),
+        ({"target_modules": [r"blocks\.\d+\.attn\.qkv\.z"]}, "method.target_modules entry"),
+    ],
+)
 def test_patterns_that_match_nothing_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         make("lora", **options)
@@ -208,8 +237,11 @@ def test_each_method_takes_its_own_keys_and_names_them_for_a_foreign_one(method)
     assert type(cfg.method) is TUNERS[method].config_cls and set(vars(cfg.method)) == own
     foreign = sorted({f.name for spec in TUNERS.values() for f in dataclasses.fields(spec.config_cls)} - own)
     for key in foreign:
-        with pytest.raises(ConfigError, match=rf"'method.{key}' is not an option of method '{method}' "
-                                              rf"\(it belongs to .*\); method '{method}' allows: name"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"'method.{key}' is not an option of method '{method}' "
+            rf"\(it belongs to .*\); method '{method}' allows: name",
+        ):
             load_config(overrides={"method": {"name": method, key: 1}})
 
 
@@ -228,10 +260,13 @@ def test_each_method_config_declares_its_registry_name():
         TUNERS["full"].config_cls(name="lora")
 
 
-@pytest.mark.parametrize("method, options, error", [
-    ("adalora", {"tinit": 4, "tfinal": 4}, "leaves no step to prune ranks"),
-    ("adaptive", {"budget": 1000}, "exceeds max_rank x adapted modules"),
-])
+@pytest.mark.parametrize(
+    "method, options, error",
+    [
+        ("adalora", {"tinit": 4, "tfinal": 4}, "leaves no step to prune ranks"),
+        ("adaptive", {"budget": 1000}, "exceeds max_rank x adapted modules"),
+    ],
+)
 def test_the_peft_injection_path_builds_the_config_before_it_changes_the_model(method, options, error):
     from peftlab.tuners.base import TunerContext
 
@@ -241,3 +276,23 @@ def test_the_peft_injection_path_builds_the_config_before_it_changes_the_model(m
     with pytest.raises(ConfigError, match=error):
         TUNERS[method].load("apply")(model, cfg.method, TunerContext.for_checks(cfg))
     assert [name for name, _ in model.named_modules()] == before  # no qkv split, no adapter
+
+
+@pytest.mark.parametrize("method", sorted(TUNERS))
+def test_each_method_module_defines_its_hooks_by_name(method):
+    import inspect
+
+    spec = TUNERS[method]
+    assert list(inspect.signature(spec.check).parameters) == ["model", "cfg", "ctx"]
+    assert list(inspect.signature(spec.apply).parameters) == ["model", "cfg", "ctx"]
+    assert spec.ranks is None or list(inspect.signature(spec.ranks).parameters) == ["model", "cfg"]
+
+
+def test_a_module_without_a_required_hook_is_named():
+    from peftlab.tuners import TunerSpec
+    from peftlab.tuners.full.config import FullConfig
+
+    spec = TunerSpec(FullConfig, "peftlab.tuners.timm_vit")
+    assert spec.ranks is None  # optional
+    with pytest.raises(AttributeError, match=r"^peftlab.tuners.timm_vit has no function 'apply'"):
+        _ = spec.apply

@@ -6,13 +6,13 @@ import copy
 import pytest
 import timm
 import torch
-
 from testkit import TINY_MODEL
+
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
 from peftlab.params import count_parameters
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 NUM_CLASSES = 5
 ZOO = ["bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"]
@@ -62,17 +62,31 @@ def body_formula(method: str, depth: int, d: int, hidden: int, options: dict) ->
 
 
 # (method, options) rows; the formula takes the same options
-COUNT_ROWS = [("bitfit", {}), ("ln", {}), ("ssf", {}), ("difffit", {}),
-              ("houlsby", {}), ("houlsby", {"bottleneck": 3}),
-              ("pfeiffer", {}), ("pfeiffer", {"bottleneck": 16}), ("adaptformer", {}), ("adaptformer", {"bottleneck": 8}),
-              ("vpt", {}), ("vpt", {"deep": False}), ("vpt", {"prompt_tokens": 3, "deep": True})]
+COUNT_ROWS = [
+    ("bitfit", {}),
+    ("ln", {}),
+    ("ssf", {}),
+    ("difffit", {}),
+    ("houlsby", {}),
+    ("houlsby", {"bottleneck": 3}),
+    ("pfeiffer", {}),
+    ("pfeiffer", {"bottleneck": 16}),
+    ("adaptformer", {}),
+    ("adaptformer", {"bottleneck": 8}),
+    ("vpt", {}),
+    ("vpt", {"deep": False}),
+    ("vpt", {"prompt_tokens": 3, "deep": True}),
+]
 
 
 @pytest.mark.parametrize("method, options", COUNT_ROWS)
-@pytest.mark.parametrize("model, depth, d, classes", [
-    ("tiny", TINY_MODEL["depth"], TINY_MODEL["embed_dim"], NUM_CLASSES),
-    ("deit_tiny_patch16_224", 12, 192, 10),
-])
+@pytest.mark.parametrize(
+    "model, depth, d, classes",
+    [
+        ("tiny", TINY_MODEL["depth"], TINY_MODEL["embed_dim"], NUM_CLASSES),
+        ("deit_tiny_patch16_224", 12, 192, 10),
+    ],
+)
 def test_trainable_parameters_match_the_hand_formula(method, options, model, depth, d, classes):
     model_cfg = dict(TINY_MODEL) if model == "tiny" else {"name": model}
     cfg = load_config(overrides={"model": {**model_cfg, "num_classes": classes}, "method": {"name": method, **options}})
@@ -87,16 +101,22 @@ def test_trainable_parameters_match_the_hand_formula(method, options, model, dep
     # the base's own parameters it trains are counted in place (BitFit's biases, DiffFit's biases and LayerNorms)
     assert counts["adapter"] == (None if method in ("bitfit", "ln") else added)
     biases = body_formula("bitfit", depth, d, 4 * d, options)
-    in_place = {"bitfit": biases, "ln": body_formula("ln", depth, d, 4 * d, options),
-                "difffit": biases + depth * 2 * d + d}.get(method, 0)  # difffit: and the LayerNorms' weights
+    in_place = {
+        "bitfit": biases,
+        "ln": body_formula("ln", depth, d, 4 * d, options),
+        "difffit": biases + depth * 2 * d + d,
+    }.get(method, 0)  # difffit: and the LayerNorms' weights
     assert counts["in_place"] == in_place
     assert counts["trainable"] == (counts["adapter"] or 0) + counts["in_place"] + head
 
 
-@pytest.mark.parametrize("method, kept", [
-    ("bitfit", lambda name: name.endswith(".bias")),
-    ("ln", lambda name: ".norm" in "." + name and name.endswith((".weight", ".bias"))),
-])
+@pytest.mark.parametrize(
+    "method, kept",
+    [
+        ("bitfit", lambda name: name.endswith(".bias")),
+        ("ln", lambda name: ".norm" in "." + name and name.endswith((".weight", ".bias"))),
+    ],
+)
 def test_selective_methods_change_only_their_parameters_and_the_head(method, kept):
     base, tuner = make(method)
     train_steps(tuner)
@@ -139,10 +159,13 @@ def test_ssf_wraps_the_layers_of_the_paper():
     _, tuner = make("ssf")
     wrapped = {n.removesuffix(".ssf_scale") for n, _ in tuner.model.named_parameters() if n.endswith(".ssf_scale")}
     per_block = {"norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"}
-    assert wrapped == {"patch_embed.proj", "norm"} | {f"blocks.{i}.{m}" for i in range(TINY_MODEL["depth"])
-                                                      for m in per_block}
-    assert set(tuner.trainable_parameters()) == {f"{n}.ssf_{p}" for n in wrapped for p in ("scale", "shift")} \
-        | {"head.weight", "head.bias"}
+    assert wrapped == {"patch_embed.proj", "norm"} | {
+        f"blocks.{i}.{m}" for i in range(TINY_MODEL["depth"]) for m in per_block
+    }
+    assert set(tuner.trainable_parameters()) == {f"{n}.ssf_{p}" for n in wrapped for p in ("scale", "shift")} | {
+        "head.weight",
+        "head.bias",
+    }
 
 
 def test_difffit_scales_each_residual_branch_and_trains_biases_norms_scales_and_head():
@@ -151,8 +174,11 @@ def test_difffit_scales_each_residual_branch_and_trains_biases_norms_scales_and_
     gammas = {f"blocks.{i}.{b}.difffit_gamma" for i in range(depth) for b in ("attn", "mlp")}
     plain = {n.replace(".base_layer", "") for n in tuner.trainable_parameters()} - gammas
     assert gammas <= set(tuner.trainable_parameters())
-    assert plain == {k for k in base.state_dict() if k.endswith(".bias") or k.startswith("head.")
-                     or (".norm" in "." + k and k.endswith(".weight"))}
+    assert plain == {
+        k
+        for k in base.state_dict()
+        if k.endswith(".bias") or k.startswith("head.") or (".norm" in "." + k and k.endswith(".weight"))
+    }
     perturb(tuner, "difffit_gamma")
     block, z = tuner.model.blocks[1], torch.randn(2, 5, TINY_MODEL["embed_dim"])
     with torch.no_grad():  # the scale multiplies the branch's output, before the residual addition
@@ -170,12 +196,15 @@ def hf_tuner(hf_dir, method):
     return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
 
 
-@pytest.mark.parametrize("method, kept", [("bitfit", (".bias",)), ("ln", ("layernorm_before.", "layernorm_after.",
-                                                                           "layernorm."))])
+@pytest.mark.parametrize(
+    "method, kept", [("bitfit", (".bias",)), ("ln", ("layernorm_before.", "layernorm_after.", "layernorm."))]
+)
 def test_selective_methods_take_an_hf_vit(hf_dir, method, kept):
     names = set(hf_tuner(hf_dir, method).trainable_parameters())
-    assert names and all(n.startswith("model.classifier.") or (n.endswith(kept) if method == "bitfit"
-                                                             else any(k in n for k in kept)) for n in names)
+    assert names and all(
+        n.startswith("model.classifier.") or (n.endswith(kept) if method == "bitfit" else any(k in n for k in kept))
+        for n in names
+    )
     assert {"model.classifier.weight", "model.classifier.bias"} <= names
 
 
@@ -185,8 +214,9 @@ def test_hand_written_methods_refuse_an_hf_model_in_one_line(hf_dir, method):
         hf_tuner(hf_dir, method)
 
 
-@pytest.mark.parametrize("method, places", [("houlsby", {"attn", "mlp"}), ("pfeiffer", {"mlp"}),
-                                            ("adaptformer", {"mlp"})])
+@pytest.mark.parametrize(
+    "method, places", [("houlsby", {"attn", "mlp"}), ("pfeiffer", {"mlp"}), ("adaptformer", {"mlp"})]
+)
 def test_adapters_sit_where_their_paper_puts_them_and_only_they_train(method, places):
     base, tuner = make(method, bottleneck=4)
     assert {n.split(".")[2] for n in tuner.trainable_parameters() if n.startswith("blocks.")} == places
@@ -194,7 +224,7 @@ def test_adapters_sit_where_their_paper_puts_them_and_only_they_train(method, pl
     train_steps(tuner)
     after = tuner.model.state_dict()
     for key, value in base.state_dict().items():  # the base under the adapters is bit-identical
-        wrapped = next((k for k in after if k.replace(".base_layer", "") == key))
+        wrapped = next(k for k in after if k.replace(".base_layer", "") == key)
         assert torch.equal(value, after[wrapped]) != key.startswith("head."), key
     tuner.model.eval()
     with torch.no_grad():  # the adapters are on the path: the features moved
@@ -226,8 +256,10 @@ def test_houlsby_adapts_the_sublayer_outputs_in_sequence():
 def block_inputs(model) -> list[torch.Tensor]:
     """The tokens each timm block (inside its prompt wrapper) receives, for ``images()``."""
     seen = []
-    hooks = [block.base_layer.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
-             for block in model.blocks]
+    hooks = [
+        block.base_layer.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+        for block in model.blocks
+    ]
     with torch.no_grad():
         out = model.forward_features(images())
     for hook in hooks:
@@ -308,6 +340,7 @@ def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(met
     from peftlab.analysis.literature import bib_keys
 
     keys = bib_keys((Path(paper.__file__).parent / "references.bib").read_text())
-    cited = [key for group in re.findall(r"\\citep\{([^}]*)\}", paper.METHOD_SENTENCES[method])
-             for key in group.split(",")]
+    cited = [
+        key for group in re.findall(r"\\citep\{([^}]*)\}", paper.METHOD_SENTENCES[method]) for key in group.split(",")
+    ]
     assert cited and set(cited) <= keys

@@ -25,23 +25,37 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from peftlab.analysis.figures import _new_figure, figure_name, save_figure
+from peftlab.analysis.comparisons import compare_paired, holm
+from peftlab.analysis.figure_style import _new_figure, figure_name, save_figure
+from peftlab.analysis.figures import skip_figure
+from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.load import run_dirs
-from peftlab.analysis.stats import compare_paired, completed_runs, holm
 from peftlab.analysis.tables import display_name
 from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.tuners.ranks import block_index, module_type
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
-IMPORTANCE_COLUMNS = ["run_id", "variant", "method", "seed", "module", "block", "module_type", "step", "rank",
-                      "importance", "share"]
+IMPORTANCE_COLUMNS = [
+    "run_id",
+    "variant",
+    "method",
+    "seed",
+    "module",
+    "block",
+    "module_type",
+    "step",
+    "rank",
+    "importance",
+    "share",
+]
 
 
 def load_importance(study_dir: str | Path) -> pd.DataFrame:
     """The last allocation of every completed run that wrote importance.jsonl."""
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec, result = read_json(run_dir / "spec.json"), read_json(run_dir / "result.json")
+        spec, result = read_json(run_dir / "spec.json"), read_result(run_dir)
         path = run_dir / "importance.jsonl"
         if not spec or not result or result.get("status") != "completed" or not path.is_file():
             continue
@@ -62,11 +76,21 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
         for record in final:
             score = record.get("importance")
             finite = isinstance(score, (int, float)) and math.isfinite(score)
-            rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-                         "seed": spec["seed"], "module": record["module"], "block": block_index(record["module"]),
-                         "module_type": module_type(record["module"]), "step": last, "rank": record["rank"],
-                         "importance": score if finite else np.nan,
-                         "share": score / total if finite and total > 0 else np.nan})
+            rows.append(
+                {
+                    "run_id": spec["run_id"],
+                    "variant": spec["variant"],
+                    "method": spec["method"],
+                    "seed": spec["seed"],
+                    "module": record["module"],
+                    "block": block_index(record["module"]),
+                    "module_type": module_type(record["module"]),
+                    "step": last,
+                    "rank": record["rank"],
+                    "importance": score if finite else np.nan,
+                    "share": score / total if finite and total > 0 else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
 
 
@@ -80,21 +104,26 @@ def seed_agreement(importance: pd.DataFrame) -> pd.DataFrame:
             tau = scipy.stats.kendalltau(table[a], table[b]).statistic
             if math.isfinite(tau):
                 taus.append(tau)
-        rows.append({"variant": variant, "seeds": table.shape[1], "modules": table.shape[0],
-                     "tau_mean": float(np.mean(taus)) if taus else np.nan,
-                     "tau_min": float(np.min(taus)) if taus else np.nan,
-                     "tau_max": float(np.max(taus)) if taus else np.nan})
+        rows.append(
+            {
+                "variant": variant,
+                "seeds": table.shape[1],
+                "modules": table.shape[0],
+                "tau_mean": float(np.mean(taus)) if taus else np.nan,
+                "tau_min": float(np.min(taus)) if taus else np.nan,
+                "tau_max": float(np.max(taus)) if taus else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["variant", "seeds", "modules", "tau_mean", "tau_min", "tau_max"])
 
 
-def plot_importance_heatmap(importance: pd.DataFrame | None, out_dir, name: str = "importance_heatmap",
-                            labels: dict | None = None):
+def plot_importance_heatmap(
+    importance: pd.DataFrame | None, out_dir, name: str = "importance_heatmap", labels: dict | None = None
+):
     """Blocks (rows) x module types (columns): mean final rank (left) and mean importance share
     (right) over seeds, one row of panels per configuration. Skipped without importance data."""
-    from peftlab.analysis.figures import _skip
-
     if importance is None or importance.empty:
-        return _skip(name, "no run wrote importance.jsonl (only adalora and adaptive runs do)")
+        return skip_figure(name, "no run wrote importance.jsonl (only adalora and adaptive runs do)")
     variants = list(dict.fromkeys(importance["variant"]))
     types = [t for t in TYPE_ORDER if t in set(importance["module_type"])]
     types += sorted(set(importance["module_type"]) - set(types))
@@ -106,8 +135,9 @@ def plot_importance_heatmap(importance: pd.DataFrame | None, out_dir, name: str 
     for row, variant in enumerate(variants):
         group = importance[importance["variant"] == variant]
         seeds = group["seed"].nunique()
-        for col, (value, title, cmap) in enumerate((("rank", "final rank", "Blues"),
-                                                    ("share", "importance share (%)", "Oranges"))):
+        for col, (value, title, cmap) in enumerate(
+            (("rank", "final rank", "Blues"), ("share", "importance share (%)", "Oranges"))
+        ):
             grid = group.pivot_table(index="block", columns="module_type", values=value, aggfunc="mean")
             grid = grid.reindex(index=blocks, columns=types)
             data = grid.to_numpy(dtype=float) * (100 if value == "share" else 1)
@@ -116,14 +146,18 @@ def plot_importance_heatmap(importance: pd.DataFrame | None, out_dir, name: str 
             for (i, j), cell in np.ndenumerate(data):
                 if math.isfinite(cell):
                     dark = cell > np.nanmin(data) + 0.6 * (np.nanmax(data) - np.nanmin(data))
-                    ax.text(j, i, f"{cell:.1f}", ha="center", va="center", fontsize=6,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j, i, f"{cell:.1f}", ha="center", va="center", fontsize=6, color="white" if dark else "black"
+                    )
             ax.set_xticks(range(len(types)), types, fontsize=7)
             ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
             ax.set_ylabel("block", fontsize=7)
             label = figure_name(variant, group["method"].iloc[0], labels)
-            ax.set_title(f"{label} ({seeds} seed{'s' if seeds != 1 else ''}): {title}" if col == 0 else title,
-                         fontsize=7, loc="left")
+            ax.set_title(
+                f"{label} ({seeds} seed{'s' if seeds != 1 else ''}): {title}" if col == 0 else title,
+                fontsize=7,
+                loc="left",
+            )
             fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=6)
     return save_figure(fig, out_dir, name)
 
@@ -144,16 +178,34 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
     LoRA run's rank sum (r x modules). Holm over all rows.
     """
     runs = completed_runs(df)
-    columns = ["variant", "baseline", "budget", "params_variant", "params_baseline", "n_pairs", "mean_variant",
-               "mean_baseline", "mean_diff", "p_ttest", "p_ttest_holm", "significant", "win_rate"]
+    columns = [
+        "variant",
+        "baseline",
+        "budget",
+        "params_variant",
+        "params_baseline",
+        "n_pairs",
+        "mean_variant",
+        "mean_baseline",
+        "mean_diff",
+        "p_ttest",
+        "p_ttest_holm",
+        "significant",
+        "win_rate",
+    ]
     if runs.empty or "ranks.strategy" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["ranks.strategy"].notna() & runs[metric].notna()].copy()
     if runs.empty:
         return pd.DataFrame(columns=columns)
     runs["budget"] = [_budget(row) for _, row in runs.iterrows()]
-    shared = [c for c in runs.columns if c.startswith("config.") and not c.startswith("config.method.")
-              and c not in ("config.seed", "config.name", "config.track")]
+    shared = [
+        c
+        for c in runs.columns
+        if c.startswith("config.")
+        and not c.startswith("config.method.")
+        and c not in ("config.seed", "config.name", "config.track")
+    ]
     shared += [c for c in ("config.method.target_modules",) if c in runs.columns]
     runs["setting"] = [("|".join(map(str, row))) for row in runs[shared].itertuples(index=False)]
     uniform = runs[(runs["method"] == "lora") & (runs["ranks.strategy"] == "uniform")]
@@ -168,19 +220,30 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
         base = match[match["variant"] == baseline].set_index("seed")
         paired = group[["seed", metric]].merge(base.reset_index()[["seed", metric]], on="seed", suffixes=("", "_base"))
         stats = compare_paired(paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float))
-        rows.append({"variant": variant, "baseline": baseline, "budget": key[1],
-                     "params_variant": group["params.trainable"].mean(),
-                     "params_baseline": base["params.trainable"].mean(), "n_pairs": stats["n_pairs"],
-                     "mean_variant": stats["mean_variant"], "mean_baseline": stats["mean_baseline"],
-                     "mean_diff": stats["mean_diff"], "p_ttest": stats["p_ttest"], "win_rate": stats["win_rate"]})
+        rows.append(
+            {
+                "variant": variant,
+                "baseline": baseline,
+                "budget": key[1],
+                "params_variant": group["params.trainable"].mean(),
+                "params_baseline": base["params.trainable"].mean(),
+                "n_pairs": stats["n_pairs"],
+                "mean_variant": stats["mean_variant"],
+                "mean_baseline": stats["mean_baseline"],
+                "mean_diff": stats["mean_diff"],
+                "p_ttest": stats["p_ttest"],
+                "win_rate": stats["win_rate"],
+            }
+        )
     table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_ttest_holm", "significant")])
     table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float)) if len(table) else []
     table["significant"] = table["p_ttest_holm"] < alpha
     return table[columns]
 
 
-def report_section(study_dir: str | Path, df: pd.DataFrame, figures_dir: Path, labels: dict | None = None,
-                   alpha: float = 0.05) -> list[str]:
+def report_section(
+    study_dir: str | Path, df: pd.DataFrame, figures_dir: Path, labels: dict | None = None, alpha: float = 0.05
+) -> list[str]:
     """The report's "Adaptive ranks" section (empty when the study has no rank-adaptive run)."""
     importance = load_importance(study_dir)
     table = equal_budget_comparisons(df, alpha=alpha)
@@ -188,9 +251,13 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, figures_dir: Path, l
         return []
     lines = ["## Adaptive ranks", ""]
     if not table.empty:
-        lines += ["### Adaptive vs fixed rank at equal budget", "",
-                  "| Configuration | Uniform LoRA | Total rank | Trainable params | Test top-1 (%) | LoRA (%) | "
-                  "Diff (pp) | p (Holm) | Wins |", "|:---|:---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "### Adaptive vs fixed rank at equal budget",
+            "",
+            "| Configuration | Uniform LoRA | Total rank | Trainable params | Test top-1 (%) | LoRA (%) | "
+            "Diff (pp) | p (Holm) | Wins |",
+            "|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for row in table.itertuples():
             p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
             mark = " *" if row.significant else ""
@@ -198,26 +265,44 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, figures_dir: Path, l
                 f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
                 f"{row.budget:.0f} | {row.params_variant:,.0f} vs {row.params_baseline:,.0f} | "
                 f"{100 * row.mean_variant:.1f} | {100 * row.mean_baseline:.1f} | {100 * row.mean_diff:+.1f}{mark} | "
-                f"{p} | {row.win_rate:.2f} |")
-        lines += ["", f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
-                  f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
-                  "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
-                  "configuration scores higher.", ""]
+                f"{p} | {row.win_rate:.2f} |"
+            )
+        lines += [
+            "",
+            f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
+            f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
+            "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
+            "configuration scores higher.",
+            "",
+        ]
     if not importance.empty:
         paths = plot_importance_heatmap(importance, figures_dir, labels=labels)
         if paths:
             png = next(p for p in paths if str(p).endswith(".png"))
-            lines += ["### Layer importance", "", f"![Layer importance](figures/{Path(png).name})", "",
-                      "Final allocation of each run (blocks x module types), averaged over seeds: rank (left) and "
-                      "share of the run's total importance (right).", ""]
+            lines += [
+                "### Layer importance",
+                "",
+                f"![Layer importance](figures/{Path(png).name})",
+                "",
+                "Final allocation of each run (blocks x module types), averaged over seeds: rank (left) and "
+                "share of the run's total importance (right).",
+                "",
+            ]
         agreement = seed_agreement(importance)
-        lines += ["Agreement between seeds on which modules matter (Kendall's tau of the module importances, "
-                  "over pairs of seeds):", ""]
+        lines += [
+            "Agreement between seeds on which modules matter (Kendall's tau of the module importances, "
+            "over pairs of seeds):",
+            "",
+        ]
         for row in agreement.itertuples():
             if math.isfinite(row.tau_mean):
-                lines.append(f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
-                             f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)")
+                lines.append(
+                    f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
+                    f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)"
+                )
             else:
-                lines.append(f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure")
+                lines.append(
+                    f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure"
+                )
         lines.append("")
     return lines

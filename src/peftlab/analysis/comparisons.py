@@ -1,14 +1,38 @@
 """Comparisons of configurations: paired tests on matched seeds with Holm's correction and the power of
 the paired t-test (minimum detectable difference), win rate, rliable's probability of improvement and
-IQM, and aggregates over tasks. stats.py is the public face and says the decisions behind them."""
+IQM, and aggregates over tasks. Only completed runs enter (intervals.completed_runs).
+
+Decisions a reader of the numbers must know:
+- Paired tests compare a variant with the baseline on matched seeds only.
+- Each paired comparison states its minimum detectable difference (mde_80): the smallest true
+  mean difference the two-sided paired t-test at the table's alpha, unadjusted for the other
+  comparisons, finds with 80% power, taking the observed sd of the paired differences as the
+  true one; and the pairs (seeds) that test needs for one point (pairs_for_1pt). Holm's
+  correction raises the bar, so with several comparisons a difference must be larger still to
+  be called significant. The power is statsmodels' TTestPower, computed with scipy's noncentral t
+  (power.py).
+- Probability of improvement is rliable's (Agarwal et al., 2021): P(X > Y) over all pairs
+  of runs, ties counted half, averaged over tasks, with a stratified bootstrap percentile
+  interval (bootstrap.py). The share of matched seeds where the variant wins is the "win rate".
+- IQM is rliable's interquartile mean: the 25% trimmed mean of every run of every task.
+- Paired differences, and their standard deviation, smaller than 1e-9 times the scale of
+  the values (at least 1) are float noise (0.82 - 0.81 differs from 0.81 - 0.80 in the
+  last bits) and are treated as exactly zero.
+"""
 
 import numpy as np
 import pandas as pd
-import scipy.optimize
 import scipy.stats
 
-from peftlab.analysis.intervals import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, completed_runs
-
+from peftlab.analysis.bootstrap import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    percentile_interval,
+    stratified_resamples,
+    task_arrays,
+)
+from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.power import POWER, minimum_detectable_effect, pairs_needed
 
 # Wilcoxon's exact two-sided p-value cannot go below 2 / 2**n: 0.25 for n = 3,
 # 0.125 for n = 4, 0.0625 for n = 5, 0.031 for n = 6.
@@ -17,11 +41,27 @@ MIN_PAIRS_WILCOXON = 5
 
 NOISE_TOLERANCE = 1e-9
 
-
-# The power at which `mde_80` and `pairs_for_1pt` are stated; past MAX_PAIRS the seeds a difference
-# needs are reported as "more than MAX_PAIRS" (inf): no study runs that many.
-POWER = 0.8
-MAX_PAIRS = 10_000
+# The columns of a `paired_comparisons` table after metric, baseline and the compared group's column.
+PAIRED_COLUMNS = (
+    "n_pairs",
+    "mean_baseline",
+    "mean_variant",
+    "mean_diff",
+    "sd_diff",
+    "cohens_dz",
+    "mde_80",
+    "pairs_for_1pt",
+    "p_ttest",
+    "p_wilcoxon",
+    "p_ttest_holm",
+    "p_wilcoxon_holm",
+    "significant",
+    "significant_wilcoxon",
+    "win_rate",
+    "prob_improvement",
+    "prob_improvement_low",
+    "prob_improvement_high",
+)
 
 
 def holm(pvalues):
@@ -87,18 +127,7 @@ def paired_comparisons(
     pair_on = [pair_on] if isinstance(pair_on, str) else list(pair_on)
     runs = completed_runs(df)
     runs = runs[runs[metric].notna()]
-    if baseline not in set(runs[by]):
-        raise ValueError(
-            f"baseline {baseline!r} has no completed run with {metric}; "
-            f"{by} values with runs: {sorted(map(str, runs[by].unique()))}"
-        )
-    repeated = runs.duplicated([by] + pair_on, keep=False)
-    if repeated.any():
-        example = runs.loc[repeated, [by] + pair_on].iloc[0].to_dict()
-        raise ValueError(
-            f"several completed runs share {by} and {pair_on} (e.g. {example}); "
-            "filter the table (e.g. one dataset) or pair on more columns"
-        )
+    check_pairing(runs, baseline, metric, by, pair_on)
     baseline_runs = runs[runs[by] == baseline].set_index(pair_on)[metric]
     rows = []
     for name, group in runs[runs[by] != baseline].groupby(by, sort=False):
@@ -114,13 +143,24 @@ def paired_comparisons(
             *everything, confidence=confidence, n_resamples=n_resamples, seed=seed
         )
         rows.append(row)
-    columns = [
-        "metric", "baseline", by, "n_pairs", "mean_baseline", "mean_variant", "mean_diff", "sd_diff",
-        "cohens_dz", "mde_80", "pairs_for_1pt", "p_ttest", "p_wilcoxon", "p_ttest_holm", "p_wilcoxon_holm",
-        "significant", "significant_wilcoxon", "win_rate", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=["metric", "baseline", by, *PAIRED_COLUMNS])
     return with_holm(table, alpha)
+
+
+def check_pairing(runs, baseline, metric, by, pair_on):
+    """ValueError when ``baseline`` has no run in ``runs`` or a (group, pair_on) key repeats."""
+    if baseline not in set(runs[by]):
+        raise ValueError(
+            f"baseline {baseline!r} has no completed run with {metric}; "
+            f"{by} values with runs: {sorted(map(str, runs[by].unique()))}"
+        )
+    repeated = runs.duplicated([by] + pair_on, keep=False)
+    if repeated.any():
+        example = runs.loc[repeated, [by] + pair_on].iloc[0].to_dict()
+        raise ValueError(
+            f"several completed runs share {by} and {pair_on} (e.g. {example}); "
+            "filter the table (e.g. one dataset) or pair on more columns"
+        )
 
 
 def with_holm(table, alpha):
@@ -139,8 +179,9 @@ def below_detection(table):
     return ~table["significant"].astype(bool) & (table["mean_diff"].abs() < table["mde_80"])
 
 
-def paired_comparisons_within(df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05,
-                              **options):
+def paired_comparisons_within(
+    df, baseline, within="config.data.name", metric="metrics.test_top1", alpha=0.05, **options
+):
     """`paired_comparisons` inside each value of `within` (each dataset), Holm over them all.
 
     In each dataset the baseline is the configuration of the same algorithm as `baseline`
@@ -205,55 +246,6 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, poin
     return result
 
 
-def paired_ttest_power(effect_size, n, alpha=0.05):
-    """Power of the two-sided paired t-test at level alpha with n pairs, for a true mean difference of
-    `effect_size` standard deviations of the differences (Cohen's d_z).
-
-    The t statistic follows a noncentral t with n - 1 degrees of freedom and noncentrality
-    effect_size * sqrt(n); power is the mass beyond either critical value, as statsmodels'
-    TTestPower computes it (the far tail included).
-    """
-    df = n - 1
-    critical = scipy.stats.t.isf(alpha / 2, df)
-    noncentrality = effect_size * np.sqrt(n)
-    near = scipy.stats.nct.sf(critical, df, noncentrality)
-    # the far tail P(T < -critical) by symmetry: scipy's nct.cdf there is NaN for some df and noncentrality
-    # (df = 1, noncentrality 8-12), its sf with the noncentrality negated is the same number and finite
-    far = scipy.stats.nct.sf(critical, df, -noncentrality)
-    return float(near + far)
-
-
-def minimum_detectable_effect(n, alpha=0.05, power=POWER):
-    """The standardized difference d_z that the two-sided paired t-test with n pairs finds with
-    `power` at level alpha (statsmodels' TTestPower().solve_power(effect_size=None, ...)); NaN for n < 2.
-
-    Times the sd of the differences it is the minimum detectable difference. It assumes normal
-    differences whose true sd is the one plugged in; with few seeds the observed sd is itself rough.
-    """
-    if n < 2:
-        return np.nan
-    upper = 1.0
-    while paired_ttest_power(upper, n, alpha) < power:  # n = 2 needs d_z near 11.5
-        upper *= 2
-    return scipy.optimize.brentq(lambda d: paired_ttest_power(d, n, alpha) - power, 0.0, upper, xtol=1e-12, rtol=1e-12)
-
-
-def pairs_needed(effect_size, alpha=0.05, power=POWER, most=MAX_PAIRS):
-    """The fewest pairs (at least 2) with which the two-sided paired t-test finds a true standardized
-    difference `effect_size` with `power`; inf when more than `most` are needed."""
-    effect_size = abs(effect_size)
-    if paired_ttest_power(effect_size, most, alpha) < power:
-        return np.inf
-    fails, works = 1, most  # power grows with n: bisect to the first n that reaches it
-    while works - fails > 1:
-        middle = (fails + works) // 2
-        if paired_ttest_power(effect_size, middle, alpha) >= power:
-            works = middle
-        else:
-            fails = middle
-    return works
-
-
 def win_rate(diffs):
     """The share of matched pairs the variant wins, ties counted half: mean of 1[d > 0] + 0.5 * 1[d == 0]
     for the paired differences d = x - y; NaN if there is none."""
@@ -261,20 +253,6 @@ def win_rate(diffs):
     if diffs.size == 0:
         return np.nan
     return float(np.mean((diffs > 0) + 0.5 * (diffs == 0)))
-
-
-def _per_task(scores):
-    """Scores as a list of 1-D arrays, one per task.
-
-    Accepts one task's runs (1-D), rliable's (runs x tasks) matrix, or a list of per-task
-    arrays (which may differ in length). NaN scores are dropped.
-    """
-    if isinstance(scores, (list, tuple)) and scores and np.ndim(scores[0]) == 1:
-        tasks = [np.asarray(task, dtype=float) for task in scores]
-    else:
-        array = np.asarray(scores, dtype=float)
-        tasks = [array] if array.ndim == 1 else list(array.T)
-    return [task[np.isfinite(task)] for task in tasks]
 
 
 def _probability_of_improvement_resampled(x, y):
@@ -291,12 +269,14 @@ def probability_of_improvement(x, y):
     several tasks (a runs x tasks matrix, or a list of per-task arrays, the same tasks in the
     same order for x and y) the mean over tasks. NaN when a task has no run of x or of y.
     """
-    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    tasks_x, tasks_y = task_arrays(x), task_arrays(y)
     if len(tasks_x) != len(tasks_y):
         raise ValueError(f"x has {len(tasks_x)} tasks and y {len(tasks_y)}")
     if not tasks_x or any(a.size == 0 or b.size == 0 for a, b in zip(tasks_x, tasks_y)):
         return np.nan
-    return float(np.mean([_probability_of_improvement_resampled(a[None], b[None])[0] for a, b in zip(tasks_x, tasks_y)]))
+    return float(
+        np.mean([_probability_of_improvement_resampled(a[None], b[None])[0] for a, b in zip(tasks_x, tasks_y)])
+    )
 
 
 def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
@@ -306,34 +286,32 @@ def probability_of_improvement_ci(x, y, confidence=0.95, n_resamples=BOOTSTRAP_R
     with replacement (rliable's StratifiedIndependentBootstrap); the interval is the
     percentile interval of the resampled statistic. NaN when the statistic is.
     """
-    tasks_x, tasks_y = _per_task(x), _per_task(y)
+    tasks_x, tasks_y = task_arrays(x), task_arrays(y)
     if not np.isfinite(probability_of_improvement(tasks_x, tasks_y)):
         return np.nan, np.nan
-    rng = np.random.default_rng(seed)
+    # x's and y's runs of each task, task after task: [x_1, y_1, x_2, y_2, ...]
+    draws = stratified_resamples([t for pair in zip(tasks_x, tasks_y) for t in pair], n_resamples, seed)
     resampled = np.zeros(n_resamples)
-    for a, b in zip(tasks_x, tasks_y):
-        a_star = a[rng.integers(0, a.size, (n_resamples, a.size))]
-        b_star = b[rng.integers(0, b.size, (n_resamples, b.size))]
+    for a_star, b_star in zip(draws[::2], draws[1::2]):
         resampled += _probability_of_improvement_resampled(a_star, b_star)
-    return _percentile_interval(resampled / len(tasks_x), confidence)
+    return percentile_interval(resampled / len(tasks_x), confidence)
 
 
 def iqm(scores):
     """rliable's interquartile mean: the 25% trimmed mean of every run of every task pooled
     (scipy.stats.trim_mean with proportiontocut=0.25). Takes what `probability_of_improvement` takes."""
-    pooled = np.concatenate(_per_task(scores)) if _per_task(scores) else np.array([])
+    pooled = np.concatenate(task_arrays(scores)) if task_arrays(scores) else np.array([])
     return float(scipy.stats.trim_mean(pooled, 0.25)) if pooled.size else np.nan
 
 
 def iqm_ci(scores, confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """rliable's stratified bootstrap interval of `iqm`: runs resampled with replacement within
     each task; percentile interval. (low, high); NaN when there is no score."""
-    tasks = [task for task in _per_task(scores) if task.size]
+    tasks = [task for task in task_arrays(scores) if task.size]
     if not tasks:
         return np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    resampled = np.concatenate([task[rng.integers(0, task.size, (n_resamples, task.size))] for task in tasks], axis=1)
-    return _percentile_interval(scipy.stats.trim_mean(resampled, 0.25, axis=1), confidence)
+    resampled = np.concatenate(stratified_resamples(tasks, n_resamples, seed), axis=1)
+    return percentile_interval(scipy.stats.trim_mean(resampled, 0.25, axis=1), confidence)
 
 
 def algorithm_name(variant, task_value):
@@ -359,8 +337,15 @@ def scores_over_tasks(df, metric="metrics.test_top1", task="config.data.name"):
     return tasks, scores
 
 
-def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name", baseline=None, confidence=0.95,
-                         n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+def aggregate_over_tasks(
+    df,
+    metric="metrics.test_top1",
+    task="config.data.name",
+    baseline=None,
+    confidence=0.95,
+    n_resamples=BOOTSTRAP_RESAMPLES,
+    seed=BOOTSTRAP_SEED,
+):
     """rliable's aggregates of each algorithm over the tasks (datasets) of a study.
 
     An algorithm is a variant without its dataset (`algorithm_name`). Returns one row per
@@ -374,14 +359,21 @@ def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name"
     """
     tasks, scores = scores_over_tasks(df, metric, task)
     if baseline is not None and baseline not in scores:
-        baseline = next((algorithm_name(baseline, t) for t in tasks if algorithm_name(baseline, t) != baseline), baseline)
+        baseline = next(
+            (algorithm_name(baseline, t) for t in tasks if algorithm_name(baseline, t) != baseline), baseline
+        )
     rows = []
     for algorithm, per_task in scores.items():
         complete = all(task_scores.size for task_scores in per_task)
-        row = {"algorithm": algorithm, "n_tasks": sum(task_scores.size > 0 for task_scores in per_task),
-               "n_runs": sum(task_scores.size for task_scores in per_task)}
+        row = {
+            "algorithm": algorithm,
+            "n_tasks": sum(task_scores.size > 0 for task_scores in per_task),
+            "n_runs": sum(task_scores.size for task_scores in per_task),
+        }
         row["iqm"] = iqm(per_task) if complete else np.nan
-        row["iqm_low"], row["iqm_high"] = iqm_ci(per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan)
+        row["iqm_low"], row["iqm_high"] = (
+            iqm_ci(per_task, confidence, n_resamples, seed) if complete else (np.nan, np.nan)
+        )
         row["prob_improvement"] = row["prob_improvement_low"] = row["prob_improvement_high"] = np.nan
         if complete and baseline in scores and algorithm != baseline:
             row["prob_improvement"] = probability_of_improvement(per_task, scores[baseline])
@@ -389,12 +381,15 @@ def aggregate_over_tasks(df, metric="metrics.test_top1", task="config.data.name"
                 per_task, scores[baseline], confidence, n_resamples, seed
             )
         rows.append(row)
-    columns = ["algorithm", "n_tasks", "n_runs", "iqm", "iqm_low", "iqm_high", "prob_improvement",
-               "prob_improvement_low", "prob_improvement_high"]
+    columns = [
+        "algorithm",
+        "n_tasks",
+        "n_runs",
+        "iqm",
+        "iqm_low",
+        "iqm_high",
+        "prob_improvement",
+        "prob_improvement_low",
+        "prob_improvement_high",
+    ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _percentile_interval(resampled, confidence):
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(resampled, [tail, 100 - tail])
-    return float(low), float(high)

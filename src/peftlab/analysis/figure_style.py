@@ -1,7 +1,8 @@
 """How the study figures look: the palette (a hue per method, a shade per configuration), names
 and labels, axes, units, point labels that avoid each other, and saving as PNG and PDF.
 
-The plots themselves are in figures.py; health.py and adaptive.py draw with the same style.
+The plots themselves are in figures.py and ablation_figure.py; health_figures.py and adaptive.py draw
+with the same style.
 """
 
 import functools
@@ -13,11 +14,11 @@ import matplotlib
 import matplotlib.colors
 import matplotlib.ticker
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
-from peftlab.analysis.stats import INTERVALS
+from peftlab.analysis.intervals import INTERVALS
 from peftlab.analysis.tables import METRIC_LABELS, display_name
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,22 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 # Methods get their hue in this order (then any other method, alphabetically).
-METHOD_ORDER = ("full", "linear", "bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt", "lora",
-                "lora_qv", "adalora", "qalora")
+METHOD_ORDER = (
+    "full",
+    "linear",
+    "bitfit",
+    "ln",
+    "ssf",
+    "difffit",
+    "houlsby",
+    "pfeiffer",
+    "adaptformer",
+    "vpt",
+    "lora",
+    "lora_qv",
+    "adalora",
+    "qalora",
+)
 
 
 AXIS_LABELS = {
@@ -75,8 +90,14 @@ def study_palette(df):
         mine = [v for v in variants if method_of[v] == method]
         for variant, t in zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0]):
             shade[variant] = _shade(hue[method], t)
-    return {"methods": methods, "variants": variants, "method": hue, "variant": shade,
-            "marker": {m: method_marker(i) for i, m in enumerate(methods)}, "method_of": method_of}
+    return {
+        "methods": methods,
+        "variants": variants,
+        "method": hue,
+        "variant": shade,
+        "marker": {m: method_marker(i) for i, m in enumerate(methods)},
+        "method_of": method_of,
+    }
 
 
 def method_marker(i: int) -> str:
@@ -99,7 +120,7 @@ def _methods_of_variants(df):
 
 
 def _natural_key(text):
-    """"lora r=16" after "lora r=4": numbers in a name compare as numbers."""
+    """ "lora r=16" after "lora r=4": numbers in a name compare as numbers."""
     parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
     return tuple(float(part) if i % 2 else part for i, part in enumerate(parts))
 
@@ -214,8 +235,9 @@ def _label_points(ax, xs, ys, labels, fontsize=6):
     inside = (frame.x0 * to_points, frame.y0 * to_points, frame.x1 * to_points, frame.y1 * to_points)
     clusters: list[list] = []  # [(x, y), (px, py), [names]]
     for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
-        near = next((c for c in clusters if abs(c[1][0] - px) < CLUSTER_POINTS and abs(c[1][1] - py) < CLUSTER_POINTS),
-                    None)
+        near = next(
+            (c for c in clusters if abs(c[1][0] - px) < CLUSTER_POINTS and abs(c[1][1] - py) < CLUSTER_POINTS), None
+        )
         if near is None:
             clusters.append([(x, y), (px, py), [str(label)]])
         else:
@@ -295,7 +317,6 @@ def _dodge(positions, i, n, log_x, categories):
 
 
 def _set_numeric_axis(ax, values):
-    low, high = values.min(), values.max()
     if _log_scale(values):
         integers = np.all(values == np.round(values))
         ax.set_xscale("log", base=2 if integers else 10)
@@ -306,9 +327,7 @@ def _set_numeric_axis(ax, values):
 
 def _pooled_columns(runs, cell_columns):
     candidates = [
-        c
-        for c in runs.columns
-        if c.startswith("config.") and c not in cell_columns and not c.endswith("seed")
+        c for c in runs.columns if c.startswith("config.") and c not in cell_columns and not c.endswith("seed")
     ]
     counts = runs[candidates].map(_axis_value).groupby([runs[c] for c in cell_columns], dropna=False).nunique()
     return [c for c in candidates if (counts[c] > 1).any()]

@@ -10,9 +10,10 @@ per method (Okabe-Ito, colour-blind safe; markers differ per method as well) and
 a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16).
 Pass the palette of the whole results table to every figure of a study and a
 configuration has the same colour in all of them. Legends list configurations in that
-sorted order. Intervals are those of `stats.confidence_interval` (`interval`, the
+sorted order. Intervals are those of `intervals.confidence_interval` (`interval`, the
 Student-t interval of the mean by default); every figure says which it shows. The palette,
-labels, axes and saving live in figure_style.py.
+labels, axes and saving live in figure_style.py; the ablation figure (a metric against one
+config axis) in ablation_figure.py.
 """
 
 import logging
@@ -23,18 +24,39 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.figure_style import (  # noqa: F401 (MARKERS, OKABE_ITO, study_palette: the public face)
-    LINESTYLES, MARKERS, OKABE_ITO, SERIES_COLUMNS, _axis_label, _axis_value, _bytes_unit, _ci_errors, _dodge,
-    _label_points, _log_scale, _method_marker, _metric_label, _name, _natural_key, _new_figure, _palette_for,
-    _pooled_columns, _seconds_unit, _series_text, _set_numeric_axis, _sorted_variants, _variant_color, figure_name,
-    interval_label, log_tick_labels, save_figure, study_palette)
-from peftlab.analysis.stats import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.figure_style import (
+    _axis_label,
+    _axis_value,
+    _bytes_unit,
+    _ci_errors,
+    _label_points,
+    _method_marker,
+    _metric_label,
+    _name,
+    _new_figure,
+    _palette_for,
+    _seconds_unit,
+    _sorted_variants,
+    _variant_color,
+    interval_label,
+    log_tick_labels,
+    save_figure,
+)
+from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
 
 logger = logging.getLogger(__name__)
 
 
-def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.trainable", name="accuracy_vs_params",
-                            interval="t", labels=None, palette=None):
+def plot_accuracy_vs_params(
+    df,
+    out_dir,
+    metric="metrics.test_top1",
+    x="params.trainable",
+    name="accuracy_vs_params",
+    interval="t",
+    labels=None,
+    palette=None,
+):
     """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
     The Pareto front (fewer parameters, higher accuracy) is a dashed staircase through
@@ -43,10 +65,10 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or x not in runs.columns:
-        return _skip(name, f"the table has no {metric} or {x} column")
+        return skip_figure(name, f"the table has no {metric} or {x} column")
     runs = runs[runs[metric].notna() & (runs[x] > 0)]
     if runs.empty:
-        return _skip(name, f"no completed run with {metric} and {x}")
+        return skip_figure(name, f"no completed run with {metric} and {x}")
     summary = summarize(runs, metric, interval=interval).set_index("variant")
     crowded = len(summary) > MAX_POINT_LABELS
     fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
@@ -82,10 +104,19 @@ def plot_accuracy_vs_params(df, out_dir, metric="metrics.test_top1", x="params.t
     handles, names = ax.get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
     long_names = max(len(str(n)) for n in names) > 28
-    place = ({"loc": "outside lower center", "ncols": 2} if long_names else
-             {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)})
-    fig.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7, title=interval_label(interval),
-               title_fontsize=7, **place)
+    place = (
+        {"loc": "outside lower center", "ncols": 2}
+        if long_names
+        else {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)}
+    )
+    fig.legend(
+        [handles[i] for i in order],
+        [names[i] for i in order],
+        fontsize=7,
+        title=interval_label(interval),
+        title_fontsize=7,
+        **place,
+    )
     # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
     # of the front keep their names (what a reader looks for first)
     named = front if crowded else summary
@@ -109,7 +140,18 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
     minus fp32, as fractions), reference (the fp32 variant).
     """
     mode, stored, fp32 = "config.quant.mode", "memory.base_weights_bytes", "memory.base_weights_fp32_bytes"
-    columns = ["variant", "method", "mode", "model", "memory_ratio", "n_pairs", "mean_diff", "ci_low", "ci_high", "reference"]
+    columns = [
+        "variant",
+        "method",
+        "mode",
+        "model",
+        "memory_ratio",
+        "n_pairs",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "reference",
+    ]
     runs = completed_runs(df)
     if mode not in runs.columns or metric not in runs.columns:
         return pd.DataFrame(columns=columns)
@@ -117,7 +159,9 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
     quantized = runs[runs[mode].notna() & (runs[mode] != "none")]
     if quantized.empty or stored not in runs.columns or fp32 not in runs.columns:
         return pd.DataFrame(columns=columns)
-    keys = [c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"]
+    keys = [
+        c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"
+    ]
     keys = keys + ["seed"] if "seed" in runs.columns else keys
     key = runs[keys].map(lambda v: repr(_axis_value(v))).agg("|".join, axis=1)
     reference = runs[runs[mode] == "none"].assign(_key=key).drop_duplicates("_key").set_index("_key")
@@ -135,15 +179,26 @@ def quantization_points(df, metric="metrics.test_top1", interval="t", confidence
             if diffs.size == 0:
                 continue
             low, high, _ = confidence_interval(diffs, interval, confidence)
-            rows.append({"variant": variant, "method": group["method"].iloc[0] if "method" in group else None,
-                         "mode": group[mode].iloc[0], "model": model, "memory_ratio": ratio, "n_pairs": diffs.size,
-                         "mean_diff": diffs.mean(), "ci_low": low, "ci_high": high,
-                         "reference": baseline["variant"].iloc[0]})
+            rows.append(
+                {
+                    "variant": variant,
+                    "method": group["method"].iloc[0] if "method" in group else None,
+                    "mode": group[mode].iloc[0],
+                    "model": model,
+                    "memory_ratio": ratio,
+                    "n_pairs": diffs.size,
+                    "mean_diff": diffs.mean(),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "reference": baseline["variant"].iloc[0],
+                }
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t",
-                               labels=None, palette=None):
+def plot_quantization_tradeoff(
+    df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t", labels=None, palette=None
+):
     """Accuracy lost against the memory of a quantized base, per quantized configuration.
 
     x: the base weights as stored (quantized data and statistics) over the same weights in
@@ -160,12 +215,12 @@ def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="qu
     runs = completed_runs(df)
     mode = "config.quant.mode"
     if mode not in runs.columns or not (runs[mode].notna() & (runs[mode] != "none")).any():
-        return _skip(name, "no completed run with a quantized base (quant.mode is none everywhere)")
+        return skip_figure(name, "no completed run with a quantized base (quant.mode is none everywhere)")
     if "memory.base_weights_bytes" not in runs.columns or "memory.base_weights_fp32_bytes" not in runs.columns:
-        return _skip(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
+        return skip_figure(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
     points = quantization_points(df, metric, interval)
     if points.empty:
-        return _skip(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
+        return skip_figure(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
     fig, ax = _new_figure(5.8, 3.4)
     dodge = {"unmerged": -0.007, "merged": 0.007}  # side by side, so that the two intervals stay apart
     for variant in _sorted_variants(palette, points["variant"]):
@@ -190,16 +245,25 @@ def plot_quantization_tradeoff(df, out_dir, metric="metrics.test_top1", name="qu
     ax.set_ylabel(f"{_metric_label(metric).removesuffix(' (%)')} vs fp32 (pp)")
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
-    handles += [matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
-                matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none")]
+    handles += [
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none"),
+    ]
     names += ["adapter on the quantized base", "adapter merged into it"]
-    fig.legend(handles, names, loc="outside right upper", fontsize=7,
-               title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval", title_fontsize=7)
+    fig.legend(
+        handles,
+        names,
+        loc="outside right upper",
+        fontsize=7,
+        title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval",
+        title_fontsize=7,
+    )
     return save_figure(fig, out_dir, name)
 
 
-def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None,
-                     palette=None):
+def plot_convergence(
+    curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None, palette=None
+):
     """Validation top-1 against step: mean over seeds per `by` group, band = the interval.
 
     `curves` is long: run_id, variant, method, step, val_top1. The band is the `interval`
@@ -208,10 +272,10 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
     (one evaluation per run is a point, not a curve).
     """
     if curves is None or curves.empty or metric not in curves.columns or curves[metric].isna().all():
-        return _skip(name, "no learning curves")
+        return skip_figure(name, "no learning curves")
     curves = curves[curves[metric].notna()]
     if curves.groupby(by)["step"].nunique().max() < 2:
-        return _skip(name, "no learning curve: every run was evaluated at a single step")
+        return skip_figure(name, "no learning curve: every run was evaluated at a single step")
     palette = _palette_for(curves, palette)
     fig, ax = _new_figure(5.8, 3.4)
     for group in _sorted_variants(palette, curves[by].unique()):
@@ -225,15 +289,19 @@ def plot_convergence(curves, out_dir, metric="val_top1", by="variant", name="con
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)",
-               title_fontsize=7)
+    fig.legend(
+        loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)", title_fontsize=7
+    )
     return save_figure(fig, out_dir, name)
 
 
 # (column, panel title) of the cost figure; of a pair, the first column with values is drawn.
 COST_PANELS = (
     (("timing.train_seconds", "Training time"),),
-    (("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"), ("memory.peak_rss_bytes", "Peak RSS of the run")),
+    (
+        ("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"),
+        ("memory.peak_rss_bytes", "Peak RSS of the run"),
+    ),
     (("memory.base_weights_bytes", "Frozen base weights as stored"), ("memory.weights_bytes", "Model weights")),
 )
 
@@ -257,7 +325,7 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
                 panels.append((column, title))
                 break
     if not panels:
-        return _skip(name, "no training time or memory measurements")
+        return skip_figure(name, "no training time or memory measurements")
     groups = _sorted_variants(palette, runs[by])
     fig, axes = _new_figure(2.6 * len(panels) + 1.2, 1.1 + 0.3 * len(groups), ncols=len(panels))
     axes = np.atleast_1d(axes)
@@ -266,15 +334,23 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
         values = runs[column].astype(float)
         scale, unit = _seconds_unit(values.max()) if column.startswith("timing") else _bytes_unit(values.max())
         means = values.groupby(runs[by].astype(str)).mean().reindex(groups)
-        ax.barh(range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups],
-                height=0.7)
+        ax.barh(
+            range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups], height=0.7
+        )
         for i, group in enumerate(groups):
             mine = values[runs[by].astype(str) == group].dropna() / scale
             if column == "memory.base_weights_bytes" and len(mine) and not mine.any():  # full fine-tuning
                 ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=6)
                 continue
-            ax.scatter(mine, i + jitter.uniform(-0.18, 0.18, len(mine)), s=10, color="white", edgecolors="black",
-                       linewidths=0.6, zorder=3)
+            ax.scatter(
+                mine,
+                i + jitter.uniform(-0.18, 0.18, len(mine)),
+                s=10,
+                color="white",
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+            )
         ax.set_yticks(range(len(groups)), [_name(palette, g, labels) for g in groups], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(left=0)
@@ -287,111 +363,9 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
     return save_figure(fig, out_dir, name)
 
 
-def axis_methods(runs, axis):
-    """The methods a config axis applies to: those whose completed runs take 2 or more values
-    of it. The others (full fine-tuning on a rank axis: its method.r is the base config's,
-    unused) are drawn as reference lines."""
-    values = runs[axis].map(_axis_value)
-    counts = values.groupby(runs["method"]).nunique() if "method" in runs.columns else pd.Series(dtype=int)
-    return [m for m, n in counts.items() if n >= 2]
-
-
-def plot_ablation(df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None,
-                  palette=None):
-    """Metric against one config axis (numeric or categorical) with the interval bars.
-
-    Methods that do not vary along the axis (see `axis_methods`; e.g. full fine-tuning and
-    the linear probe on a rank axis) are horizontal reference lines at their mean, with a
-    band for their interval, named in the legend. Runs where the axis is NaN are such
-    references too. One line per combination of `series` columns (by default those of
-    SERIES_COLUMNS that vary, so nf4 and unquantized runs are not pooled); points take
-    their configuration's colour. Other config columns that vary within a plotted point are
-    named in the title ("pooled over: ..."). A numeric axis spanning a factor of 8 or more
-    is drawn on a log scale (base 2 for integers). Skipped when the axis has fewer than 2
-    distinct values among the completed runs of the methods it applies to.
-    """
-    name = name or "ablation_" + axis.removeprefix("config.").replace(".", "_")
-    palette = _palette_for(df, palette)
-    runs = completed_runs(df)
-    if axis not in runs.columns or metric not in runs.columns:
-        return _skip(name, f"the table has no {axis} or {metric} column")
-    runs = runs[runs[metric].notna()]
-    on_axis = runs[axis].notna()
-    if "method" in runs.columns:
-        on_axis &= runs["method"].isin(axis_methods(runs[runs[axis].notna()], axis))
-    references, runs = runs[~on_axis], runs[on_axis]
-    runs = runs.assign(**{axis: runs[axis].map(_axis_value)})
-    if runs[axis].nunique() < 2:
-        return _skip(name, f"{axis} has fewer than 2 distinct values")
-    if series is None:
-        series = [c for c in SERIES_COLUMNS if c in runs.columns and c != axis and runs[c].nunique() > 1]
-    series = [series] if isinstance(series, str) else list(series)
-    summary = summarize(runs, metric, by=series + [axis], interval=interval)
-    # a point takes its configuration's colour (the line's hue where it pools several)
-    run_cell = runs[series + [axis]].astype(str).agg("|".join, axis=1)
-    point_cell = summary[series + [axis]].astype(str).agg("|".join, axis=1)
-    by_cell = runs.assign(method=runs.get("method", runs["variant"].astype(str).str.split().str[0])).groupby(run_cell)
-    summary["variant"] = by_cell["variant"].agg(lambda v: str(v.iloc[0]) if v.nunique() == 1 else None).reindex(point_cell).to_numpy()
-    summary["method"] = by_cell["method"].first().reindex(point_cell).to_numpy()
-    numeric = pd.api.types.is_numeric_dtype(runs[axis])
-    categories = sorted(runs[axis].unique()) if numeric else list(dict.fromkeys(runs[axis]))
-    fig, ax = _new_figure(5.8, 3.4)
-    lines = summary.groupby(series, sort=False, dropna=False) if series else [((), summary)]
-    # the series with most points first: it gets the solid line
-    lines = sorted(lines, key=lambda item: (-len(item[1]), _natural_key(item[0])))
-    log_x = numeric and _log_scale(np.array(categories, dtype=float))
-    for i, (key, group) in enumerate(lines):
-        group = group.sort_values(axis) if numeric else group.assign(_order=group[axis].map(categories.index)).sort_values("_order")
-        positions = (group[axis] if numeric else group[axis].map(categories.index)).to_numpy(dtype=float)
-        positions = _dodge(positions, i, len(lines), log_x, categories if numeric else None)
-        line_color = palette["method"].get(str(group["method"].iloc[0]), "0.3")
-        colors = [_variant_color(palette, v) if v is not None else line_color for v in group["variant"]]
-        marker = palette["marker"].get(str(group["method"].iloc[0]), "o")
-        ax.plot(positions, 100 * group["mean"], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)],
-                zorder=2)
-        for j in range(len(group)):
-            ax.errorbar(positions[j:j + 1], 100 * group["mean"].iloc[j:j + 1], yerr=_ci_errors(group.iloc[[j]]),
-                        capsize=2, zorder=3, fmt=marker, color=colors[j])
-        # the legend shows the line and, for a one-point series, its point's colour
-        line_name = " / ".join(_series_text(k, labels) for k in np.atleast_1d(key)) if series else \
-            figure_name(group["method"].iloc[0], None, labels)
-        point_color = colors[0] if len(set(colors)) == 1 else line_color
-        ax.plot([], [], color=line_color, linewidth=1, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=marker,
-                markerfacecolor=point_color, markeredgecolor=point_color, label=line_name)
-    _draw_references(ax, references, metric, interval, labels, palette, _axis_label(axis))
-    if numeric:
-        _set_numeric_axis(ax, np.array(categories, dtype=float))
-    else:
-        ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=20, ha="right", fontsize=7)
-    pooled = _pooled_columns(runs, series + [axis])
-    if pooled:
-        ax.set_title("pooled over: " + ", ".join(c.removeprefix("config.") for c in pooled), fontsize=7)
-    ax.set_xlabel(_axis_label(axis))
-    ax.set_ylabel(_metric_label(metric))
-    ax.grid(True, alpha=0.3)
-    title = interval_label(interval)
-    if series:
-        title += "\nlines: " + " / ".join(c.removeprefix("config.") for c in series)
-    fig.legend(loc="outside right upper", fontsize=7, title=title, title_fontsize=7)
-    return save_figure(fig, out_dir, name)
-
-
-def _draw_references(ax, references, metric, interval, labels, palette, axis_label):
-    """A dashed horizontal line at each reference configuration's mean, its interval shaded."""
-    if references.empty:
-        return
-    summary = summarize(references, metric, interval=interval).set_index("variant")
-    for variant in _sorted_variants(palette, summary.index):
-        row = summary.loc[variant]
-        color = _variant_color(palette, variant)
-        ax.axhline(100 * row["mean"], color=color, linestyle="--", linewidth=1.2, zorder=1,
-                   label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})")
-        if np.isfinite(row["ci_low"]):
-            ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.12, linewidth=0, zorder=0)
-
-
-def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None,
-                       palette=None):
+def plot_seed_boxplots(
+    df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None, palette=None
+):
     """Box plot of the metric across seeds per `by` group, each run drawn as a dot.
 
     Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR. A run's dot
@@ -402,7 +376,7 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
     if metric not in runs.columns or runs[metric].isna().all():
-        return _skip(name, f"no completed run with {metric}")
+        return skip_figure(name, f"no completed run with {metric}")
     runs = runs[runs[metric].notna()]
     groups = _sorted_variants(palette, runs[by])
     seeds = sorted(runs["seed"].unique())
@@ -412,9 +386,16 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
     values = [100 * group[metric].to_numpy(dtype=float) for group in group_runs]
     ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
     for i, (g, group) in enumerate(zip(groups, group_runs)):
-        ax.scatter(i + group["seed"].map(offset).to_numpy(dtype=float), 100 * group[metric].to_numpy(dtype=float),
-                   s=12, color=_variant_color(palette, g), marker=_method_marker(palette, g), zorder=3,
-                   edgecolors="white", linewidths=0.4)  # a white rim keeps neighbouring seeds apart
+        ax.scatter(
+            i + group["seed"].map(offset).to_numpy(dtype=float),
+            100 * group[metric].to_numpy(dtype=float),
+            s=12,
+            color=_variant_color(palette, g),
+            marker=_method_marker(palette, g),
+            zorder=3,
+            edgecolors="white",
+            linewidths=0.4,
+        )  # a white rim keeps neighbouring seeds apart
     ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(_metric_label(metric))
     ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
@@ -423,38 +404,12 @@ def plot_seed_boxplots(df, out_dir, metric="metrics.test_top1", by="variant", na
 
 
 def _seed_list(seeds):
-    """"0, 1, 2" or, for many, "0, 1, ..., 9"."""
+    """ "0, 1, 2" or, for many, "0, 1, ..., 9"."""
     shown = list(map(str, seeds))
     return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
 
 
-def _skip(name, reason):
+def skip_figure(name, reason):
+    """Log why figure ``name`` is not drawn (the report lists it under "Skipped figures"); None."""
     logger.info("skipped %s: %s", name, reason)
     return None
-
-
-def plot_performance_profile(profiles, out_dir, name="performance_profile", palette=None, names=None):
-    """rliable's performance profile across datasets: for each algorithm, the fraction of its runs
-    (averaged over datasets) whose test top-1 exceeds a threshold, with the 95% stratified bootstrap
-    band. ``profiles``: algorithm -> (thresholds, profile, low, high, a variant of it for its colour)."""
-    if not profiles:
-        return _skip(name, "no configuration ran on every dataset")
-    fig, ax = _new_figure(4.8, 3.2)
-    lows, highs = [], []
-    for algorithm, (taus, profile, low, high, variant) in profiles.items():
-        color = _variant_color(palette, variant)
-        ax.plot(100 * taus, profile, color=color, label=(names or {}).get(algorithm, algorithm), linewidth=1.4,
-                drawstyle="steps-post")  # a fraction of runs: a step function of the threshold
-        ax.fill_between(100 * taus, low, high, color=color, alpha=0.18, linewidth=0, step="post")
-        varying = np.flatnonzero((profile > 0) & (profile < 1))
-        if varying.size:
-            lows.append(taus[max(varying[0] - 2, 0)])
-            highs.append(taus[min(varying[-1] + 2, taus.size - 1)])
-    if lows:
-        ax.set_xlim(100 * min(lows), 100 * max(highs))
-    ax.set_xlabel("Test top-1 threshold τ (%)")
-    ax.set_ylabel("Fraction of runs above τ")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
-    return save_figure(fig, out_dir, name)

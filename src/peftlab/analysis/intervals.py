@@ -1,10 +1,27 @@
-"""Completed runs, intervals of the mean over seeds (Student-t or bootstrap), per-configuration
-summaries and the Pareto front. stats.py is the public face and says the decisions behind them."""
+"""Statistics of each configuration over its seeds: completed runs, intervals of the mean
+(Student-t or bootstrap), per-configuration summaries and the Pareto front.
+
+Every function takes the results DataFrame (one row per run, columns as written by
+`peftlab results`) or plain arrays, and returns numbers or a DataFrame. Only rows with
+status "completed" enter the statistics; `incomplete_runs` lists the others for the report.
+
+Decisions a reader of the numbers must know:
+- Confidence intervals are 95% intervals of the mean over seeds: the Student-t interval by
+  default (`interval="t"`), or a bootstrap interval ("bca", "percentile"). With 3 to 5 seeds
+  a bootstrap interval of the mean is too narrow (at n = 2 it is just the two values).
+  BCa is undefined when all values are identical (scipy returns NaN): the percentile
+  interval is used instead, which is then [v, v]. With fewer than 2 values there is no
+  interval: ci_low = ci_high = NaN and ci_method = "none".
+- The bootstrap's resamples and seed are bootstrap.py's BOOTSTRAP_RESAMPLES and BOOTSTRAP_SEED.
+
+comparisons.py compares configurations with one another.
+"""
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
+from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
 COMPLETED = "completed"
 
@@ -21,12 +38,6 @@ COST_COLUMNS = (
     "timing.train_images_per_second",
     "timing.eval_images_per_second",
 )
-
-
-BOOTSTRAP_RESAMPLES = 9999
-
-
-BOOTSTRAP_SEED = 0
 
 
 # report.interval in a study file -> what a caption calls it.
@@ -97,8 +108,7 @@ def t_interval(values, confidence=0.95):
     return float(values.mean() - half_width), float(values.mean() + half_width)
 
 
-def confidence_interval(values, interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-                        seed=BOOTSTRAP_SEED):
+def confidence_interval(values, interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """The `interval` ("t", "bca" or "percentile") of the mean: (low, high, method_used).
 
     method_used is "t", "BCa", "percentile" or "none" (fewer than 2 values: NaN bounds).
@@ -124,8 +134,15 @@ def describe_interval(interval="t", confidence=0.95, n_resamples=BOOTSTRAP_RESAM
     return text
 
 
-def summarize(df, metric="metrics.test_top1", by="variant", confidence=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
-              seed=BOOTSTRAP_SEED, interval="t"):
+def summarize(
+    df,
+    metric="metrics.test_top1",
+    by="variant",
+    confidence=0.95,
+    n_resamples=BOOTSTRAP_RESAMPLES,
+    seed=BOOTSTRAP_SEED,
+    interval="t",
+):
     """Per-group summary of one metric over the completed runs.
 
     `by` is a column name or a list of them. Groups keep the order in which they first

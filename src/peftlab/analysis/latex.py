@@ -11,8 +11,12 @@ from peftlab.errors import UserError
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
 LATEX_TOOLS = {"latexmk": "latexmk", "pdflatex": "texlive-latex-base", "bibtex": "texlive-latex-base"}
-LATEX_STYLES = {"booktabs.sty": "texlive-latex-recommended", "subcaption.sty": "texlive-latex-recommended",
-                "algorithm.sty": "texlive-science", "algpseudocode.sty": "texlive-science"}
+LATEX_STYLES = {
+    "booktabs.sty": "texlive-latex-recommended",
+    "subcaption.sty": "texlive-latex-recommended",
+    "algorithm.sty": "texlive-science",
+    "algpseudocode.sty": "texlive-science",
+}
 
 
 def missing_latex() -> list[str]:
@@ -30,10 +34,16 @@ def compile_pdf(main: Path) -> Path:
     """latexmk -pdf in main's directory; UserError naming missing packages or the first LaTeX error."""
     missing = missing_latex()
     if missing:
-        raise UserError(f"cannot compile {main}: missing LaTeX packages {' '.join(missing)} "
-                        "(Debian: run scripts/install-latex.sh, or apt-get install them); the sources are written")
-    proc = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-                           main.name], cwd=main.parent, capture_output=True, text=True)
+        raise UserError(
+            f"cannot compile {main}: missing LaTeX packages {' '.join(missing)} "
+            "(Debian: run scripts/install-latex.sh, or apt-get install them); the sources are written"
+        )
+    proc = subprocess.run(
+        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", main.name],
+        cwd=main.parent,
+        capture_output=True,
+        text=True,
+    )
     log = main.with_suffix(".log")
     if proc.returncode != 0:
         raise UserError(f"latexmk failed on {main}: {first_latex_error(log, proc.stdout + proc.stderr)} (log: {log})")

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from peftlab.analysis.stats import completed_runs, summarize
+from peftlab.analysis.intervals import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.suites import VTAB1K_TASKS
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 
-LITERATURE = Path(__file__).resolve().parents[3] / "configs" / "literature.yaml"
+LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
@@ -61,7 +62,11 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
     """The entries of a literature YAML, in file order; UserError naming the bad field."""
     path = Path(path)
     data = _read_yaml(path)
-    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not isinstance(data.get("entries"), list):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("settings"), dict)
+        or not isinstance(data.get("entries"), list)
+    ):
         raise UserError(f"{path}: expected a mapping with 'settings' (a mapping) and 'entries' (a list)")
     settings = data["settings"]
     for name, setting in settings.items():
@@ -76,18 +81,21 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         if not isinstance(entry, dict) or set(entry) != set(ENTRY_FIELDS):
             raise UserError(f"{where} must have exactly the fields {', '.join(ENTRY_FIELDS)}")
         if not isinstance(entry["id"], str) or not re.fullmatch(r"[A-Z][A-Za-z]*", entry["id"]):
-            raise UserError(f"{where}.id={entry['id']!r}: expected letters only, starting upper-case (a LaTeX macro name)")
+            raise UserError(
+                f"{where}.id={entry['id']!r}: expected letters only, starting upper-case (a LaTeX macro name)"
+            )
         if entry["id"] in seen:
             raise UserError(f"{where}.id={entry['id']!r} appears twice")
         seen.add(entry["id"])
         if entry["setting"] not in settings:
             raise UserError(f"{where}.setting={entry['setting']!r}: expected one of {', '.join(settings)}")
         if entry["peftlab"] is not None and entry["peftlab"] not in TUNERS:
-            raise UserError(f"{where}.peftlab={entry['peftlab']!r}: expected null or a method of peftlab "
-                            f"({', '.join(TUNERS)})")
+            raise UserError(
+                f"{where}.peftlab={entry['peftlab']!r}: expected null or a method of peftlab ({', '.join(TUNERS)})"
+            )
         value = entry["value"]
         if not isinstance(value, str) or not PRINTED_NUMBER.fullmatch(value):
-            raise UserError(f"{where}.value={value!r}: expected the number as printed, quoted (e.g. \"89.90\")")
+            raise UserError(f'{where}.value={value!r}: expected the number as printed, quoted (e.g. "89.90")')
         citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **settings[entry["setting"]]))
     return citations
 
@@ -104,6 +112,7 @@ def _read_yaml(path: Path):
 @dataclass(frozen=True)
 class VtabCitation:
     """One method's row of a source's VTAB-1k table: the task columns and the mean of 19 as printed."""
+
     source: str  # the block's name in the file's vtab1k mapping
     paper: str
     table: str
@@ -137,9 +146,14 @@ def load_vtab_literature(path: str | Path, bib_keys: set[str] | None = None) -> 
             raise UserError(f"{where}.rows must be a non-empty list")
         for i, row in enumerate(block["rows"]):
             _vtab_row(f"{where}.rows[{i}]", row, len(tasks))
-            rows.append(VtabCitation(source=name, **{f: block[f] for f in VTAB_FIELDS},
-                                     **{f: row[f] for f in VTAB_ROW_FIELDS if f != "values"},
-                                     values=dict(zip(tasks, row["values"]))))
+            rows.append(
+                VtabCitation(
+                    source=name,
+                    **{f: block[f] for f in VTAB_FIELDS},
+                    **{f: row[f] for f in VTAB_ROW_FIELDS if f != "values"},
+                    values=dict(zip(tasks, row["values"])),
+                )
+            )
     return rows
 
 
@@ -162,18 +176,20 @@ def _vtab_row(where: str, row, n_tasks: int) -> None:
     if not isinstance(row["method"], str) or not isinstance(row["trainable"], (str, type(None))):
         raise UserError(f"{where}: method must be text and trainable text or null")
     if row["peftlab"] is not None and row["peftlab"] not in TUNERS:
-        raise UserError(f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab "
-                        f"({', '.join(TUNERS)})")
+        raise UserError(
+            f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab ({', '.join(TUNERS)})"
+        )
     values = row["values"]
     if not isinstance(values, list) or len(values) != n_tasks:
         raise UserError(f"{where}.values: expected a list of {n_tasks} numbers, one per task")
     bad = next((v for v in [row["mean"], *values] if not isinstance(v, str) or not PRINTED_NUMBER.fullmatch(v)), None)
     if bad is not None:
-        raise UserError(f"{where}: {bad!r} is not a number as printed, quoted (e.g. \"72.25\")")
+        raise UserError(f'{where}: {bad!r} is not a number as printed, quoted (e.g. "72.25")')
     computed = sum(map(float, values)) / n_tasks
     if abs(computed - float(row["mean"])) > 0.05 + 1e-9:  # values printed to 0.1, the mean from unrounded ones
-        raise UserError(f"{where}.mean={row['mean']} is not the mean of its values ({computed:.2f}): "
-                        "one of them is mistyped")
+        raise UserError(
+            f"{where}.mean={row['mean']} is not the mean of its values ({computed:.2f}): one of them is mistyped"
+        )
 
 
 def bib_keys(bib_text: str) -> set[str]:
@@ -215,9 +231,16 @@ def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
     done = completed_runs(df)
     rows = []
     for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: -item[1]):
-        trainable = done.loc[done["variant"] == variant, "params.trainable"].mean() if "params.trainable" in done else None
-        rows.append({"method": str(variant), "trainable": format_count(trainable) if trainable else "--",
-                     "value": f"{100 * mean:.1f}"})
+        trainable = (
+            done.loc[done["variant"] == variant, "params.trainable"].mean() if "params.trainable" in done else None
+        )
+        rows.append(
+            {
+                "method": str(variant),
+                "trainable": format_count(trainable) if trainable else "--",
+                "value": f"{100 * mean:.1f}",
+            }
+        )
     return rows
 
 
@@ -231,10 +254,13 @@ def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
     ours = study_rows(df, citations)
-    lines += ["Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
-              "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
-              "larger than this study's, so only the order of methods is compared, never a number.", "",
-              literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds")]
+    lines += [
+        "Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
+        "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
+        "larger than this study's, so only the order of methods is compared, never a number.",
+        "",
+        literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds"),
+    ]
     ran = study_methods(df)
     for setting in dict.fromkeys(c.setting for c in citations):
         rows = ranked_citations(citations, setting, ran)
@@ -253,8 +279,9 @@ def cited_name(c: Citation) -> str:
     return f"{c.method} ({c.peftlab})" if c.peftlab else c.method
 
 
-def literature_table(citations: list[Citation], ours: list[dict], ours_setting: str,
-                     label: str = "tab:literature") -> str:
+def literature_table(
+    citations: list[Citation], ours: list[dict], ours_setting: str, label: str = "tab:literature"
+) -> str:
     """The booktabs table: one block per cited setting, then this study's block.
 
     ours: rows {"method": name, "trainable": text, "value": text} in the table's order;
@@ -275,14 +302,18 @@ def literature_table(citations: list[Citation], ours: list[dict], ours_setting: 
     for setting in dict.fromkeys(c.setting for c in citations):
         rows = [c for c in citations if c.setting == setting]
         first = rows[0]
-        lines += [r"\midrule",
-                  rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{Cited}} \citep{{{first.paper}}}, "
-                  rf"{latex_escape(first.table)}. {latex_escape(first.model)}; {latex_escape(first.dataset)}; "
-                  rf"{latex_escape(first.metric)}}} \\"]
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{Cited}} \citep{{{first.paper}}}, "
+            rf"{latex_escape(first.table)}. {latex_escape(first.model)}; {latex_escape(first.dataset)}; "
+            rf"{latex_escape(first.metric)}}} \\",
+        ]
         for c in rows:
             lines.append(rf"{latex_escape(cited_name(c))} & {latex_escape(c.trainable or '--')} & {c.value} \\")
-    lines += [r"\midrule",
-              rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{This study (measured)}}. {ours_setting}}} \\"]
+    lines += [
+        r"\midrule",
+        rf"\multicolumn{{3}}{{@{{}}p{{\linewidth}}@{{}}}}{{\emph{{This study (measured)}}. {ours_setting}}} \\",
+    ]
     for row in ours:
         lines.append(rf"{latex_escape(row['method'])} & {latex_escape(row['trainable'])} & {row['value']} \\")
     if not ours:
@@ -295,8 +326,12 @@ def literature_markdown(citations: list[Citation], ours: list[dict], ours_settin
     """The same table for report.md: cited rows with their source, then this study's rows."""
     lines = ["| source | setting | method | trainable | value |", "|---|---|---|---:|---:|"]
     for c in citations:
-        lines.append(f"| cited: {c.paper}, {c.table} | {c.model}; {c.dataset}; {c.metric} | {cited_name(c)} | "
-                     f"{c.trainable or '–'} | {c.value} |")
+        lines.append(
+            f"| cited: {c.paper}, {c.table} | {c.model}; {c.dataset}; {c.metric} | {cited_name(c)} | "
+            f"{c.trainable or '–'} | {c.value} |"
+        )
     for row in ours:
-        lines.append(f"| this study (measured) | {ours_setting} | {row['method']} | {row['trainable']} | {row['value']} |")
+        lines.append(
+            f"| this study (measured) | {ours_setting} | {row['method']} | {row['trainable']} | {row['value']} |"
+        )
     return "\n".join(lines) + "\n"

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.config import PATH_FIELDS, flatten, hashed_path
+from peftlab import run_result
+from peftlab.config import flatten
+from peftlab.config_paths import PATH_FIELDS, hashed_path
 from peftlab.errors import DataError
-from peftlab.files import read_json, run_status
+from peftlab.files import read_json
+from peftlab.run_result import RunResult, run_status
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
@@ -26,25 +29,28 @@ def read_spec(run_dir: Path) -> dict:
     """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
     spec = read_json(run_dir / "spec.json")
     if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
-        raise DataError(f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
-                        f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it")
+        raise DataError(
+            f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
+            f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it"
+        )
     return spec
 
 
-def read_result(run_dir: Path) -> dict:
-    """A run's result.json; {} when it is missing or corrupt (the run then shows as pending or partial)."""
-    result = read_json(run_dir / "result.json") or {}
-    return {k: v for k, v in result.items() if k not in SECTIONS or isinstance(v, dict)}
+def read_result(run_dir: Path) -> RunResult:
+    """A run's result.json (peftlab.run_result); {} when it is missing or corrupt (the run then shows as
+    pending or partial). A section that is no JSON object reads as absent."""
+    return run_result.read_result(run_dir) or RunResult()
 
 
 def _flatten(data: dict, prefix: str) -> dict:
     """Dotted columns; lists shown as "a/b", mappings (rank patterns) as JSON."""
-    def shown(value):
+
+    def cell(value):
         if isinstance(value, list):
             return "/".join(map(str, value))
         return json.dumps(value) if isinstance(value, dict) else value
 
-    return {key: shown(value) for key, value in flatten(data, prefix).items()}
+    return {key: cell(value) for key, value in flatten(data, prefix).items()}
 
 
 def run_dirs(study_dir: Path) -> list[Path]:
@@ -66,10 +72,16 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        row = {"order": spec.get("order", len(rows)), "run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-               "seed": spec["seed"], "groups": ",".join(spec["groups"]),
-               "status": run_status(run_dir),
-               "error": result.get("error")}
+        row = {
+            "order": spec.get("order", len(rows)),
+            "run_id": spec["run_id"],
+            "variant": spec["variant"],
+            "method": spec["method"],
+            "seed": spec["seed"],
+            "groups": ",".join(spec["groups"]),
+            "status": run_status(run_dir),
+            "error": result.get("error"),
+        }
         config = result.get("config") or _config_from_yaml(run_dir)
         row.update(_flatten(config or {}, "config."))
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
@@ -112,16 +124,24 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
             except ValueError:  # a corrupt line: the curve has a gap, the report goes on
                 continue
             if isinstance(record, dict) and "val_top1" in record and "step" in record:
-                rows.append({"run_id": spec["run_id"], "variant": spec["variant"], "method": spec["method"],
-                             "seed": spec["seed"], "step": record["step"], "val_top1": record["val_top1"],
-                             "config.method.r": r})
+                rows.append(
+                    {
+                        "run_id": spec["run_id"],
+                        "variant": spec["variant"],
+                        "method": spec["method"],
+                        "seed": spec["seed"],
+                        "step": record["step"],
+                        "val_top1": record["val_top1"],
+                        "config.method.r": r,
+                    }
+                )
     return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "val_top1", "config.method.r"])
 
 
 def environment(study_dir: str | Path) -> dict:
     """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
     for run_dir in run_dirs(Path(study_dir)):
-        result = read_json(run_dir / "result.json") or {}
+        result = read_result(run_dir)
         if result.get("status") == "completed":
             return result.get("provenance") or {}
     return {}

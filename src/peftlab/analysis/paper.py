@@ -4,9 +4,9 @@ Writes OUT (default STUDY_DIR/paper):
   results.tex      one \\newcommand per reported number or generated word, with its source
   main.tex         Abstract to Conclusion; generated text states only what the numbers show,
                    and boxed "For the author" notes mark where the author writes the rest
-  tables/*.tex     booktabs tables (main, significance, literature; tuning for a tuned study, with a
-                   tuning_document.tex that compiles alone)
-  figures/*.pdf    the study's figures (and .png at 300 dpi; tuning.pdf for a tuned study)
+  tables/*.tex     booktabs tables (paper_tables.py: main, significance, literature; tuning for a tuned
+                   study, with a tuning_document.tex that compiles alone)
+  figures/*.pdf    the study's figures (paper_figures.py; and .png at 300 dpi; tuning.pdf for a tuned study)
   references.bib   the checked bibliography (src/peftlab/analysis/references.bib)
 and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no digit of its own: every
 number reaches it through a macro of results.tex (macros.py). Its prose is the template
@@ -18,30 +18,62 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
-import numpy as np
 import pandas as pd
 
-from peftlab.analysis import figures, protocol_card, tuning
-from peftlab.analysis.latex import compile_pdf, missing_latex  # noqa: F401 (peftlab.analysis.paper's public face)
-from peftlab.analysis.literature import (LITERATURE, Citation, bib_keys, literature_table, load_literature,
-                                         ranked_citations, study_methods, study_rows)
+from peftlab.analysis import protocol_card, tuning
+from peftlab.analysis.comparisons import below_detection, paired_comparisons
+from peftlab.analysis.figure_style import study_palette
+from peftlab.analysis.intervals import completed_runs, incomplete_runs, pareto_front, summarize
+from peftlab.analysis.latex import compile_pdf
+from peftlab.analysis.literature import (
+    LITERATURE,
+    Citation,
+    bib_keys,
+    load_literature,
+    ranked_citations,
+    study_methods,
+    study_rows,
+)
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
-from peftlab.analysis.macros import (ALPHA, CONFIDENCE, TOP1, TOP5, Numbers, citations_of, define_numbers,  # noqa: F401
-                                     macro_suffix, pairs_text, pct, pvalue, signed, variant_suffixes, words)
+from peftlab.analysis.macros import (
+    ALPHA,
+    CONFIDENCE,
+    TOP1,
+    TOP5,
+    Numbers,
+    citations_of,
+    define_numbers,
+    macro_suffix,
+    variant_suffixes,
+    words,
+)
+from peftlab.analysis.paper_figures import (
+    FIGURE_CAPTIONS,
+    SHORT_CAPTIONS,
+    draw_figures,
+    existing_figures,
+    figure_layout,
+)
+from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.report import choose_baseline
-from peftlab.analysis.stats import (POWER, below_detection, completed_runs, incomplete_runs, paired_comparisons,
-                                    pareto_front, summarize)
-from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table, latex_text
-from peftlab.study.spec import read_report_options
+from peftlab.analysis.tables import display_name, latex_text
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.files import read_json
+from peftlab.study.report_options import read_report_options
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 REFERENCES = Path(__file__).with_name("references.bib")
 
 
-def write_paper(study_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None,
-                literature: str | Path = LITERATURE, only: str | None = None, compile: bool = True) -> Path:
+def write_paper(
+    study_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+    literature: str | Path = LITERATURE,
+    only: str | None = None,
+    compile: bool = True,
+) -> Path:
     """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf.
 
     Returns the path of main.pdf, of main.tex when compile is False, or of the figures /
@@ -59,8 +91,10 @@ def write_paper(study_dir: str | Path, out_dir: str | Path | None = None, *, bas
     citations = load_literature(literature, bib_keys(bib))
     baseline = baseline or choose_baseline(df)
     if baseline not in set(completed_runs(df)["variant"]):
-        raise UserError(f"--baseline {baseline!r} has no completed run; variants: "
-                        f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}")
+        raise UserError(
+            f"--baseline {baseline!r} has no completed run; variants: "
+            f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}"
+        )
     study = Study(study_dir, df, baseline)
 
     if only in (None, "figures"):
@@ -89,20 +123,23 @@ class Study:
         self.dir, self.df, self.baseline = study_dir, df, baseline
         self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
         self.done = completed_runs(df)
-        self.summary = pd.concat([summarize(df, metric=m, confidence=CONFIDENCE) for m in (TOP1, TOP5) if m in df],
-                                 ignore_index=True)
+        self.summary = pd.concat(
+            [summarize(df, metric=m, confidence=CONFIDENCE) for m in (TOP1, TOP5) if m in df], ignore_index=True
+        )
         self.top1 = self.summary[self.summary["metric"] == TOP1].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.top1["variant"]]
-        self.comparisons = (paired_comparisons(df, baseline=baseline, metric=TOP1, alpha=ALPHA)
-                            .set_index("variant", drop=False)
-                            if len(self.variants) > 1 else None)
+        self.comparisons = (
+            paired_comparisons(df, baseline=baseline, metric=TOP1, alpha=ALPHA).set_index("variant", drop=False)
+            if len(self.variants) > 1
+            else None
+        )
         self.front = pareto_front(df)
         self.curves = load_curves(study_dir)
         self.axes = study_axes(study_dir)
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
-        self.palette = figures.study_palette(df)
+        self.palette = study_palette(df)
         self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
 
     def name(self, variant) -> str:
@@ -143,69 +180,51 @@ def pretraining_manifest(done: pd.DataFrame) -> dict | None:
     return None
 
 
-# --- figures and tables -------------------------------------------------------------------
-
-# name: caption (what the figure shows, as figures.py draws it)
-FIGURE_CAPTIONS = {
-    "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
-                          "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
-                          "(ringed points).",
-    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
-                     "seed's dot sits at the same place in every box, seeds in order from left to right.",
-    "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
-                   "interval of the mean over the seeds evaluated at that step.",
-    "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
-            "the runs.",
-    "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
-                         "mean over seeds; methods without a rank are dashed reference lines with their interval.",
-    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 from "
-                             "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
-                             "Student-t interval); filled: adapter, open: merged model.",
-}
-
+# --- the document -------------------------------------------------------------------------
 
 # what each method family beyond full, linear and LoRA is, said only when the study ran it
 METHOD_SENTENCES = {
     "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
-             "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
-             "forward pass. ",
+    "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
+    "forward pass. ",
     "adalora": "AdaLoRA writes the update as $P \\Lambda Q$ and prunes singular values by an importance score "
-               "during training, from a larger initial rank to a smaller total budget \\citep{zhang2023adalora}. ",
+    "during training, from a larger initial rank to a smaller total budget \\citep{zhang2023adalora}. ",
     "adaptive": "The rank controller (peftlab's own) builds LoRA at a larger rank, scores each module's importance "
-                "while training and moves ranks between modules within a fixed total, masking the ranks it takes "
-                "away. ",
+    "while training and moves ranks between modules within a fixed total, masking the ranks it takes "
+    "away. ",
     "qalora": "QA-LoRA quantizes the base group-wise and average-pools the adapter's input over each group, so that "
-              "the update folds into the groups' zero points and the merged model keeps the same integer codes "
-              "\\citep{xu2024qalora}. ",
+    "the update folds into the groups' zero points and the merged model keeps the same integer codes "
+    "\\citep{xu2024qalora}. ",
     "bitfit": "BitFit trains only the bias terms of the backbone and the head \\citep{benzaken2022bitfit}. ",
     "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm and the head "
-          "\\citep{basu2024strong}. ",
-    "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding channel by channel, "
-           "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
+    "\\citep{basu2024strong}. ",
+    "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding "
+    "channel by channel, "
+    "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
     "difffit": "DiffFit trains the bias terms, the LayerNorms, the head and a per-channel scale on the attention and "
-               "the MLP branch of every block, starting at one and folded into each branch's output projection at "
-               "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
+    "the MLP branch of every block, starting at one and folded into each branch's output projection at "
+    "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
     "houlsby": "Houlsby adapters add a zero-initialised bottleneck MLP with a residual connection after the attention "
-               "and after the MLP of every block \\citep{houlsby2019adapters}. ",
+    "and after the MLP of every block \\citep{houlsby2019adapters}. ",
     "pfeiffer": "Pfeiffer adapters add one zero-initialised bottleneck MLP with a residual connection after the MLP "
-                "of every block only \\citep{pfeiffer2021adapterfusion}. ",
+    "of every block only \\citep{pfeiffer2021adapterfusion}. ",
     "adaptformer": "AdaptFormer adds a scaled bottleneck branch in parallel to the MLP of every block "
-                   "\\citep{chen2022adaptformer}. ",
+    "\\citep{chen2022adaptformer}. ",
     "vpt": "Visual prompt tuning inserts learned tokens after the class token, at the input (shallow) or anew before "
-           "every block (deep), with the backbone frozen \\citep{jia2022vpt}. ",
+    "every block (deep), with the backbone frozen \\citep{jia2022vpt}. ",
     "dora": "DoRA splits each adapted weight into a magnitude per output row and a direction, and trains the "
-            "magnitude and a LoRA update of the direction \\citep{liu2024dora}. ",
+    "magnitude and a LoRA update of the direction \\citep{liu2024dora}. ",
     "vera": "VeRA shares one pair of frozen random low-rank projections across all adapted layers and trains only "
-            "two scaling vectors per layer \\citep{kopiczko2024vera}. ",
+    "two scaling vectors per layer \\citep{kopiczko2024vera}. ",
     "ia3": "IA3 rescales the keys, the values and the MLP's inner activations by learned vectors that start at one "
-           "\\citep{liu2022ia3}. ",
+    "\\citep{liu2022ia3}. ",
     "loha": "LoHa writes the update as the Hadamard product of two low-rank products \\citep{hyeonwoo2022fedpara}. ",
     "lokr": "LoKr writes the update as a Kronecker product of a small matrix and a low-rank one "
-            "\\citep{edalati2022krona,yeh2024lycoris}. ",
+    "\\citep{edalati2022krona,yeh2024lycoris}. ",
     "oft": "OFT rotates the input of each adapted layer by a learned block-diagonal orthogonal matrix, which keeps the "
-           "angles between the layer's neurons \\citep{qiu2023oft}. ",
+    "angles between the layer's neurons \\citep{qiu2023oft}. ",
     "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
-            "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
+    "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
 }
 
 
@@ -217,84 +236,22 @@ def method_sentences(df: pd.DataFrame) -> str:
     return "".join(text for name, text in METHOD_SENTENCES.items() if name in methods)
 
 
-def draw_figures(study: Study, out: Path) -> list[str]:
-    """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
-    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
-    drawn = [
-        figures.plot_accuracy_vs_params(study.df, out, **style),
-        figures.plot_seed_boxplots(study.df, out, **style),
-        figures.plot_convergence(study.curves, out, **style),
-        figures.plot_cost(study.df, out, **style),
-        figures.plot_quantization_tradeoff(study.df, out, **style),
-    ]
-    if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
-        drawn.append(figures.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out, **style))
-    drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
-    return [Path(paths[0]).stem for paths in drawn if paths]
-
-
-def existing_figures(out: Path) -> list[str]:
-    return [name for name in (*FIGURE_CAPTIONS, tuning.FIGURE) if (out / f"{name}.pdf").is_file()]
-
-
-def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tex = latex_table(study.summary, study.comparisons, columns=[m for m in (TOP1, TOP5) if m in study.df],
-                      # plain words only: read the same whether latex_table escapes its caption or not
-                      caption="Test accuracy and trainable parameters of each configuration on the test split; "
-                              "the note under the table says what each cell shows.",
-                      label="tab:main", labels=study.labels)
-    (out / "main_table.tex").write_text(tex)
-    if study.comparisons is not None:
-        (out / "significance.tex").write_text(significance_table(study))
-    ours = study_rows(study.df, citations, study.summary[study.summary["metric"] == TOP1])
-    setting = latex_escape(f"{', '.join(map(str, study.config('model.name')))}; "
-                           f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds")
-    (out / "literature.tex").write_text(literature_table(citations, ours, setting))
-    card = protocol_card.latex_card(study.dir, study.done, study.labels)
-    if card is not None:
-        (out / "protocol.tex").write_text(card)
-    if study.searches:
-        tex = tuning.latex_table(study.searches, study.df, study.labels)
-        (out / "tuning.tex").write_text(tex)
-        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
-
-
-def significance_table(study: Study) -> str:
-    c = study.comparisons
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
-             r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
-             r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
-             rf"difference, the smallest true mean difference in points that the paired t-test at "
-             rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
-             r"standard deviation of the paired differences as known; pairs for 1 pt: the matched seeds that test "
-             r"needs for a one-point difference; $d_z$: mean difference over the standard deviation of the "
-             r"differences; win share: share of matched seeds where the configuration scores higher, ties counted "
-             r"half.}",
-             r"\label{tab:significance}",
-             r"\begin{tabular}{@{}lrrrrrrrr@{}}", r"\toprule",
-             r"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) & $d_z$ & "
-             r"Win share \\", r"\midrule"]
-    for row in c.itertuples():
-        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
-        pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
-        lines.append(f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
-                     f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
-                     f"{dz} & {row.win_rate:.2f} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-# --- the document -------------------------------------------------------------------------
-
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
 # output is LaTeX: nothing is escaped here; the macros of results.tex hold escaped text.
 LATEX = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=False,
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-    block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{", variable_end_string="}",
-    comment_start_string=r"\#{", comment_end_string="}")
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=False,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    block_start_string=r"\BLOCK{",
+    block_end_string="}",
+    variable_start_string=r"\VAR{",
+    variable_end_string="}",
+    comment_start_string=r"\#{",
+    comment_end_string="}",
+)
 
 
 class MacroRefs:
@@ -317,20 +274,39 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
     n = numbers.ref
     suffixes = variant_suffixes(study.variants)
     compared = study.comparisons is not None
-    differences = words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}"
-                         for v in study.comparisons["variant"]]) if compared else ""
+    differences = (
+        words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}" for v in study.comparisons["variant"]])
+        if compared
+        else ""
+    )
     small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
-    not_shown = words([f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, MDE "
-                       f"{n('mde' + suffixes[v])} points)" for v in small])
+    not_shown = words(
+        [
+            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, MDE {n('mde' + suffixes[v])} points)"
+            for v in small
+        ]
+    )
     return LATEX.get_template("main.tex.jinja").render(
-        n=MacroRefs(numbers), suffixes=suffixes, lowest=study.top1["mean"].idxmin(),
-        highest=study.top1["mean"].idxmax(), base=bool(study.base), method_sentences=method_sentences(study.df),
-        compared=compared, means=mean_intervals(study, n, suffixes), differences=differences, not_shown=not_shown,
-        rank_trend="rankTrend" in numbers.macros, figures=figure_layout(drawn), captions=FIGURE_CAPTIONS,
-        short_captions=SHORT_CAPTIONS, literature=literature_items(citations, study_methods(study.df), n),
-        our_order=bool(study_rows(study.df, citations, study.top1)), incomplete=len(study.incomplete) > 0,
+        n=MacroRefs(numbers),
+        suffixes=suffixes,
+        lowest=study.top1["mean"].idxmin(),
+        highest=study.top1["mean"].idxmax(),
+        base=bool(study.base),
+        method_sentences=method_sentences(study.df),
+        compared=compared,
+        means=mean_intervals(study, n, suffixes),
+        differences=differences,
+        not_shown=not_shown,
+        rank_trend="rankTrend" in numbers.macros,
+        figures=figure_layout(drawn),
+        captions=FIGURE_CAPTIONS,
+        short_captions=SHORT_CAPTIONS,
+        literature=literature_items(citations, study_methods(study.df), n),
+        our_order=bool(study_rows(study.df, citations, study.top1)),
+        incomplete=len(study.incomplete) > 0,
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
-        protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]))  # runs with a protocol record
+        protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
+    )  # runs with a protocol record
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
@@ -341,20 +317,34 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         return None
     keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
     curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
-    how = ("against the searched value; the star is the chosen trial" if curve else
-           "in the order they ran; the line is the best so far, the star the chosen trial")
-    caption = (f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
-               f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
-               "are pruned trials at their last reported score.")
-    return {"shared": all(k == keys[0] for k in keys), "verb": "was" if len(keys[0]) == 1 else "were", "figure": tuning.FIGURE in drawn, "caption": caption,
-            "edges": "tuneEdges" in numbers.macros}
+    how = (
+        "against the searched value; the star is the chosen trial"
+        if curve
+        else "in the order they ran; the line is the best so far, the star the chosen trial"
+    )
+    caption = (
+        f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
+        f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
+        "are pruned trials at their last reported score."
+    )
+    return {
+        "shared": all(k == keys[0] for k in keys),
+        "verb": "was" if len(keys[0]) == 1 else "were",
+        "figure": tuning.FIGURE in drawn,
+        "caption": caption,
+        "edges": "tuneEdges" in numbers.macros,
+    }
 
 
 def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:
     """Each configuration's name and mean test top-1, with its interval where it has several seeds."""
-    return words([f"{n('name' + s)} {n('topOneMean' + s)}\\%"
-                  + (f" [{n('topOneLow' + s)}, {n('topOneHigh' + s)}]" if study.top1.loc[v, "n"] > 1 else "")
-                  for v, s in suffixes.items()])
+    return words(
+        [
+            f"{n('name' + s)} {n('topOneMean' + s)}\\%"
+            + (f" [{n('topOneLow' + s)}, {n('topOneHigh' + s)}]" if study.top1.loc[v, "n"] > 1 else "")
+            for v, s in suffixes.items()
+        ]
+    )
 
 
 def literature_items(citations: list[Citation], ran: set[str], n) -> list[dict]:
@@ -363,25 +353,12 @@ def literature_items(citations: list[Citation], ran: set[str], n) -> list[dict]:
     items = []
     for setting in dict.fromkeys(c.setting for c in citations):
         rows = citations_of(citations, setting)
-        items.append({"paper": rows[0].paper, "suffix": macro_suffix(setting),
-                      "methods": words([f"{n('litMethod' + c.id)} {n('lit' + c.id)}" for c in rows]),
-                      "ranked": len(ranked_citations(citations, setting, ran)) > 1})
+        items.append(
+            {
+                "paper": rows[0].paper,
+                "suffix": macro_suffix(setting),
+                "methods": words([f"{n('litMethod' + c.id)} {n('lit' + c.id)}" for c in rows]),
+                "ranked": len(ranked_citations(citations, setting, ran)) > 1,
+            }
+        )
     return items
-
-
-# figures drawn wide enough to stand alone, with their width in the text; the others go in pairs
-ALONE = {"accuracy_vs_params": "0.8", "cost": "0.9"}
-SHORT_CAPTIONS = {"seed_boxplots": "Spread over seeds.", "convergence": "Learning curves.", "cost": "Cost.",
-                  "ablation_method_r": "LoRA rank.", "quantization_tradeoff": "Quantization."}
-
-
-def figure_layout(drawn: list[str]) -> dict:
-    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone);
-    ``order``: the figures in print order."""
-    drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
-    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
-    paired = [name for name in drawn if name not in ALONE]
-    if len(paired) % 2:
-        alone.append((paired.pop(), "0.6"))
-    return {"alone": alone, "pairs": [paired[i:i + 2] for i in range(0, len(paired), 2)],
-            "order": [name for name, _ in alone] + paired}

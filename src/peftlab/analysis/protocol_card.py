@@ -10,21 +10,30 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.tables import latex_escape
-from peftlab.files import read_json
 from peftlab.protocol import PRESET_DIFFERENCES
+from peftlab.run_result import read_result
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s]+/)*([^/\s]+/[^/\s]+)")
 ROWS = (  # (record key, what the card calls it)
-    ("resolution", "resolution (px)"), ("interpolation", "interpolation"), ("normalization", "normalization"),
-    ("augmentation", "augmentation"), ("epochs", "epochs"), ("warmup", "warm-up"), ("schedule", "schedule"),
-    ("batch_size", "batch size"), ("optimizer", "optimizer"), ("drop_path", "drop-path rate"),
-    ("label_smoothing", "label smoothing"), ("clip_grad", "gradient clipping (norm)"),
-    ("train_split", "final runs trained on"), ("selection_split", "final runs validated on"),
+    ("resolution", "resolution (px)"),
+    ("interpolation", "interpolation"),
+    ("normalization", "normalization"),
+    ("augmentation", "augmentation"),
+    ("epochs", "epochs"),
+    ("warmup", "warm-up"),
+    ("schedule", "schedule"),
+    ("batch_size", "batch size"),
+    ("optimizer", "optimizer"),
+    ("drop_path", "drop-path rate"),
+    ("label_smoothing", "label smoothing"),
+    ("clip_grad", "gradient clipping (norm)"),
+    ("train_split", "final runs trained on"),
+    ("selection_split", "final runs validated on"),
     ("test_split", "tested on (once)"),
 )
 
 
-def shown(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
+def agreed_value(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
     """One value when every configuration agrees, else each configuration's."""
     distinct = list(dict.fromkeys(str(v) for v in values))
     if len(distinct) == 1:
@@ -43,7 +52,7 @@ def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
     """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
     notes: dict[str, None] = {}
     for run_id in run_ids:
-        result = read_json(study_dir / "runs" / run_id / "result.json") or {}
+        result = read_result(study_dir / "runs" / run_id) or {}
         for note in ((result.get("provenance") or {}).get("data") or {}).get("notes") or []:
             if isinstance(note, str) and note.startswith("lossy copy"):
                 notes[note] = None
@@ -56,17 +65,27 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     if done.empty or "protocol.resolution" not in done:
         return [], []
     runs = done.drop_duplicates("variant")
-    rows = [(name, short_paths(shown(runs[f"protocol.{key}"], labels, runs["variant"])))
-            for key, name in ROWS if f"protocol.{key}" in runs]
-    rows.append(("parameter counts", "the tables count trainable parameters with the head; the published VTAB-1k "
-                                     "counts (PETL_Vision) leave it out"))
+    rows = [
+        (name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
+        for key, name in ROWS
+        if f"protocol.{key}" in runs
+    ]
+    rows.append(
+        (
+            "parameter counts",
+            "the tables count trainable parameters with the head; the published VTAB-1k "
+            "counts (PETL_Vision) leave it out",
+        )
+    )
     seeds = sorted(set(int(s) for s in done["seed"]))
     rows.append(("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"))
     rows.append(("hyper-parameters selected on", "validation only (tune: trials never meet the test set)"))
     notes = []
     for preset in sorted(set(runs.get("config.protocol", pd.Series(dtype=str)).dropna()) - {"none"}):
-        notes += [f"Protocol preset {preset}: the settings above are its own; peftlab does not reproduce that "
-                  f"{difference}." for difference in PRESET_DIFFERENCES.get(preset, [])]
+        notes += [
+            f"Protocol preset {preset}: the settings above are its own; peftlab does not reproduce that {difference}."
+            for difference in PRESET_DIFFERENCES.get(preset, [])
+        ]
     notes += [f"Warning: {note}." for note in data_notes(study_dir, list(done["run_id"]))]
     return rows, notes
 
@@ -86,10 +105,17 @@ def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> s
     rows, notes = card(study_dir, done, labels)
     if not rows:
         return None
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\caption{Protocol card: how the final runs were made.}", r"\label{tab:protocol}",
-             r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash}X@{}}", r"\toprule",
-             r"Setting & Value \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{Protocol card: how the final runs were made.}",
+        r"\label{tab:protocol}",
+        r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash}X@{}}",
+        r"\toprule",
+        r"Setting & Value \\",
+        r"\midrule",
+    ]
     lines += [f"{latex_escape(name)} & {latex_escape(value)} \\\\" for name, value in rows]
     lines += [r"\bottomrule", r"\end{tabularx}"]
     if notes:

@@ -18,16 +18,20 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.literature import LITERATURE
 from peftlab.analysis.load import environment, load_results
-from peftlab.analysis.paper import LITERATURE, REPO_ROOT, TOP1, pretraining_manifest
-from peftlab.analysis.stats import completed_runs
+from peftlab.analysis.macros import TOP1
+from peftlab.analysis.paper import pretraining_manifest
+from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
 
 
-def write_submission(study_dir: str | Path, study_yaml: str | Path, paper_dir: str | Path | None = None,
-                     out: str | Path | None = None) -> Path:
+def write_submission(
+    study_dir: str | Path, study_yaml: str | Path, paper_dir: str | Path | None = None, out: str | Path | None = None
+) -> Path:
     from peftlab.study.spec import load_study
 
     study_dir, study_yaml = Path(study_dir), Path(study_yaml)
@@ -101,40 +105,67 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
     sha = env.get("git_sha") or "unknown"
     wall = done.get("timing.wall_seconds")
-    lines = [f"# Reproducing {study_dir.name}", "",
-             f"- Runs trained at git commit `{sha}` (uncommitted changes: {env.get('git_dirty')}); "
-             f"this archive was packed at commit `{git_head()}`.",
-             f"- Machine of the runs: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device "
-             f"{hardware.get('device')}{', GPU ' + str(hardware['gpu']) if hardware.get('gpu') else ''}; "
-             f"{env.get('threads')} threads per run; precision {env.get('dtype')}.",
-             "- Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " (all: requirements.lock).",
-             "", "## Commands", "",
-             "From a clone of the repository at that commit, on Debian with Python 3.11:", "", "```bash",
-             f"git checkout {sha}"]
+    lines = [
+        f"# Reproducing {study_dir.name}",
+        "",
+        f"- Runs trained at git commit `{sha}` (uncommitted changes: {env.get('git_dirty')}); "
+        f"this archive was packed at commit `{git_head()}`.",
+        f"- Machine of the runs: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device "
+        f"{hardware.get('device')}{', GPU ' + str(hardware['gpu']) if hardware.get('gpu') else ''}; "
+        f"{env.get('threads')} threads per run; precision {env.get('dtype')}.",
+        "- Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " (all: requirements.lock).",
+        "",
+        "## Commands",
+        "",
+        "From a clone of the repository at that commit, on Debian with Python 3.11:",
+        "",
+        "```bash",
+        f"git checkout {sha}",
+    ]
     if study_yaml.as_posix().endswith("configs/studies/default.yaml"):
-        lines += ["make study        # trains the runs (reuses finished ones, resumes an interrupted one)",
-                  "make paper        # figures, tables, results.tex, main.tex, main.pdf",
-                  "make submission   # this archive", "```", "",
-                  "`make` creates `.venv` with requirements.lock, installs the offline data and, when apt may "
-                  "be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:", "",
-                  "```bash"]
-    lines += [f".venv/bin/peftlab study {study_yaml.as_posix()} --study-dir {study_dir.as_posix()} --report",
-              f".venv/bin/peftlab paper {study_dir.as_posix()} --out {paper_dir.as_posix()}",
-              f".venv/bin/peftlab submission {study_dir.as_posix()} --study {study_yaml.as_posix()} "
-              f"--paper {paper_dir.as_posix()} --out {out.as_posix()}", "```", "",
-              "## Expected runtime", ""]
+        lines += [
+            "make study        # trains the runs (reuses finished ones, resumes an interrupted one)",
+            "make paper        # figures, tables, results.tex, main.tex, main.pdf",
+            "make submission   # this archive",
+            "```",
+            "",
+            "`make` creates `.venv` with requirements.lock, installs the offline data and, when apt may "
+            "be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:",
+            "",
+            "```bash",
+        ]
+    lines += [
+        f".venv/bin/peftlab study {study_yaml.as_posix()} --study-dir {study_dir.as_posix()} --report",
+        f".venv/bin/peftlab paper {study_dir.as_posix()} --out {paper_dir.as_posix()}",
+        f".venv/bin/peftlab submission {study_dir.as_posix()} --study {study_yaml.as_posix()} "
+        f"--paper {paper_dir.as_posix()} --out {out.as_posix()}",
+        "```",
+        "",
+        "## Expected runtime",
+        "",
+    ]
     if wall is not None and wall.notna().any():
-        lines += [f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
-                  f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed, which is the study's time "
-                  "with one worker on the machine above, pretraining excluded."]
+        lines += [
+            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
+            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed, which is the study's time "
+            "with one worker on the machine above, pretraining excluded."
+        ]
     manifest = pretraining_manifest(done)
     if manifest:
-        lines.append(f"- Pretraining the base model (cached after the first time): "
-                     f"{manifest.get('train_seconds', float('nan')):.0f} s of training.")
-    lines += ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes.", "",
-              "## Expected results", "",
-              "Test top-1 (%) per configuration over seeds; the same seeds on the same machine give the same "
-              "numbers.", "", "| configuration | runs | mean | min | max |", "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"- Pretraining the base model (cached after the first time): "
+            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
+        )
+    lines += [
+        "- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes.",
+        "",
+        "## Expected results",
+        "",
+        "Test top-1 (%) per configuration over seeds; the same seeds on the same machine give the same numbers.",
+        "",
+        "| configuration | runs | mean | min | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for variant, runs in done.groupby("variant", sort=False):
         top1 = 100 * runs[TOP1]
         lines.append(f"| {variant} | {len(runs)} | {top1.mean():.1f} | {top1.min():.1f} | {top1.max():.1f} |")

@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.stats import INTERVALS
+from peftlab.analysis.intervals import INTERVALS
 
 METRIC_LABELS = {
     "metrics.test_top1": "Test top-1 (%)",
@@ -62,9 +62,7 @@ def latex_text(text):
     parts = MATH_DELIMITER.split(str(text))
     if len(parts) % 2 == 0:
         return latex_escape(str(text).replace("\\$", "$"))
-    return "".join(
-        f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts)
-    )
+    return "".join(f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts))
 
 
 def display_name(name, method=None, labels=None):
@@ -79,7 +77,7 @@ def display_name(name, method=None, labels=None):
         return labels[name]
     method = name.split(" ", 1)[0] if method is None else str(method)
     if method in labels and (name == method or name.startswith(method + " ")):
-        return labels[method] + name[len(method):]
+        return labels[method] + name[len(method) :]
     return name
 
 
@@ -103,7 +101,7 @@ def latex_table(
       metric in `summary`, headed by METRIC_LABELS. Headers are plain text and are escaped;
       the caption and display names are `latex_text` (math between dollar signs is kept).
     labels: display names (see `display_name`).
-    interval_text: what the intervals are, for the note under the table, e.g. stats.describe_interval(...);
+    interval_text: what the intervals are, for the note under the table, e.g. intervals.describe_interval(...);
       by default named from the summary's ci_method.
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
@@ -146,8 +144,7 @@ def latex_document(table_tex, packages=("booktabs",)):
     )
 
 
-def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None,
-                   interval_text=None):
+def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None, interval_text=None):
     """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
 
     Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha. A one-line
@@ -171,8 +168,17 @@ def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha
 
 
 # `peftlab results --format markdown` shows these columns (those the table has) by default.
-RESULT_COLUMNS = ("run_id", "variant", "seed", "status", "metrics.test_top1", "metrics.test_top5",
-                  "params.trainable", "timing.train_seconds", "error")
+RESULT_COLUMNS = (
+    "run_id",
+    "variant",
+    "seed",
+    "status",
+    "metrics.test_top1",
+    "metrics.test_top5",
+    "params.trainable",
+    "timing.train_seconds",
+    "error",
+)
 
 
 def select_columns(df, columns=None):
@@ -193,8 +199,10 @@ def results_markdown(df, columns=None):
     Numbers read as written: whole numbers without ".0", others with 4 significant digits.
     """
     df = select_columns(df, columns or [c for c in RESULT_COLUMNS if c in df.columns])
-    lines = ["| " + " | ".join(_markdown_escape(c) for c in df.columns) + " |",
-             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|"]
+    lines = [
+        "| " + " | ".join(_markdown_escape(c) for c in df.columns) + " |",
+        "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|",
+    ]
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_markdown_escape(_result_cell(v)) for v in row) + " |")
     return "\n".join(lines)
@@ -227,7 +235,7 @@ def format_percent(ratio):
 
 
 def format_params(trainable, ratio):
-    """"73.7K (1.3%)"; without a ratio just "73.7K"; None when trainable is NaN."""
+    """ "73.7K (1.3%)"; without a ratio just "73.7K"; None when trainable is NaN."""
     if not np.isfinite(trainable):
         return None
     if not np.isfinite(ratio):
@@ -277,16 +285,16 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
             }
         )
     baselines = list(dict.fromkeys(comparisons["baseline"])) if comparisons is not None else []
-    intervals = {cell["method"] for r in rows for cell in r["cells"] if cell is not None and cell["half_width"] is not None}
+    intervals = {
+        cell["method"] for r in rows for cell in r["cells"] if cell is not None and cell["half_width"] is not None
+    }
     return {
         "headers": list(columns.values()),
         "rows": rows,
         "baselines": [display_name(b, None, labels) for b in baselines],
         "symmetric": intervals <= {"t"},
         "interval_text": interval_text or _interval_text(intervals),
-        "any_single_run": any(
-            cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]
-        ),
+        "any_single_run": any(cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]),
     }
 
 
@@ -397,4 +405,3 @@ def _markdown_note(table, alpha):
 
 def _markdown_escape(text):
     return str(text).replace("|", r"\|")
-

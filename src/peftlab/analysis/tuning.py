@@ -13,8 +13,8 @@ its methods share one set of hyper-parameters.
 - ``edges`` / ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
 - ``added_lines`` / ``diverged_lines``: the points an edge-following grid added and why, a budget that
   ran out at an edge, and the trials that diverged (never chosen).
-- ``report_section``: the report's "Tuning" section; ``latex_table``: the paper's tuning table
-  (the paper's text about tuning is in paper.py and its template).
+- ``report_section``: the report's "Tuning" section. The paper's tuning table is in tuning_table.py,
+  its text about tuning in paper.py and its template.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from peftlab.analysis.figures import figure_name, save_figure
-from peftlab.analysis.stats import completed_runs
-from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.figure_style import figure_name, save_figure
+from peftlab.analysis.intervals import completed_runs
 from peftlab.files import read_json
 
-UNTUNED = ("The methods share one set of hyper-parameters (not tuned per method on validation): rankings may "
-           "change when each method is tuned (a `tune:` section in the study file).")
+UNTUNED = (
+    "The methods share one set of hyper-parameters (not tuned per method on validation): rankings may "
+    "change when each method is tuned (a `tune:` section in the study file)."
+)
 FIGURE = "tuning"
 PANELS_PER_ROW = 3
 
@@ -45,7 +45,11 @@ def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> li
     searches = []
     for path in sorted(Path(study_dir).glob("tune/*/selection.json")):
         record = read_json(path)
-        if isinstance(record, dict) and isinstance(record.get("search"), dict) and isinstance(record.get("trials"), list):
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("search"), dict)
+            and isinstance(record.get("trials"), list)
+        ):
             searches.append(record)
     order = {m: i for i, m in enumerate(methods or [])}
     return sorted(searches, key=lambda r: (order.get(r["search"]["method"], len(order)), r["search"]["method"]))
@@ -67,7 +71,7 @@ def added_count(record: dict) -> int:
 
 
 def _added_words(record: dict) -> str:
-    """", then 2 points added by following the edge" for a search that added points past its grid:
+    """ ", then 2 points added by following the edge" for a search that added points past its grid:
     a chosen value may lie outside the grid the space names."""
     added = added_count(record)
     return f", then {added} point{'s' if added != 1 else ''} added by following the edge" if added else ""
@@ -94,8 +98,9 @@ def final_scores(df: pd.DataFrame) -> pd.DataFrame:
     if done.empty or "metrics.val_top1" not in done:
         return pd.DataFrame(columns=["val", "test", "n"])
     main = done[done["groups"].str.split(",").apply(lambda g: "main" in g)]
-    return main.groupby("method").agg(val=("metrics.val_top1", "mean"), test=("metrics.test_top1", "mean"),
-                                      n=("seed", "nunique")) * [100, 100, 1]
+    return main.groupby("method").agg(
+        val=("metrics.val_top1", "mean"), test=("metrics.test_top1", "mean"), n=("seed", "nunique")
+    ) * [100, 100, 1]
 
 
 def numeric_axis(search: dict) -> dict | None:
@@ -138,14 +143,24 @@ def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
             continue
         for axis in record["search"]["axes"]:
             value, values = chosen["params"].get(axis["key"]), axis.get("values")
-            if not _number(value) or (values is not None and (not all(map(_number, values)) or len(
-                    set(values) | {t["params"][axis["key"]] for t in record["trials"] if t.get("params")}) < 3)):
+            if not _number(value) or (
+                values is not None
+                and (
+                    not all(map(_number, values))
+                    or len(set(values) | {t["params"][axis["key"]] for t in record["trials"] if t.get("params")}) < 3
+                )
+            ):
                 continue
             low, high = _bounds(axis, record["trials"])
             scale = np.log if axis.get("log") or (values is not None and _log_scaled(axis)) else (lambda x: x)
             span = scale(high) - scale(low)
-            where = ("smallest" if scale(value) - scale(low) <= 0.05 * span else
-                     "largest" if scale(high) - scale(value) <= 0.05 * span else None)
+            where = (
+                "smallest"
+                if scale(value) - scale(low) <= 0.05 * span
+                else "largest"
+                if scale(high) - scale(value) <= 0.05 * span
+                else None
+            )
             if where:
                 found.append((record["search"]["method"], axis["key"], value, where))
     return found
@@ -155,9 +170,15 @@ def edge_choices(searches: list[dict]) -> list[str]:
     """A sentence per chosen value at an end of its numeric axis (``edges``), for the report; an
     edge-following search says that its budget ran out there."""
     ran_out = {r["search"]["method"] for r in searches if (r.get("follow_edge") or {}).get("at_edge")}
-    return [f"{method}: the chosen {key}={value:g} is the {where} value searched; "
-            + ("the budget ran out before the search could look past it." if method in ran_out else
-               "its best may lie outside the searched range.") for method, key, value, where in edges(searches)]
+    return [
+        f"{method}: the chosen {key}={value:g} is the {where} value searched; "
+        + (
+            "the budget ran out before the search could look past it."
+            if method in ran_out
+            else "its best may lie outside the searched range."
+        )
+        for method, key, value, where in edges(searches)
+    ]
 
 
 def added_lines(searches: list[dict]) -> list[str]:
@@ -170,8 +191,9 @@ def added_lines(searches: list[dict]) -> list[str]:
         if not added and not summary:
             continue
         text = "; ".join(f"trial {t['number']} {_values(t['params'])}, {t['added']}" for t in added) or "none"
-        lines.append(f"- {method}: the grid's {len(record['trials']) - len(added)} trials, then {len(added)} added: "
-                     f"{text}.")
+        lines.append(
+            f"- {method}: the grid's {len(record['trials']) - len(added)} trials, then {len(added)} added: {text}."
+        )
         for refused in dict.fromkeys(r for t in added for r in t.get("refused", [])):
             lines.append(f"  - not added, {refused}.")
         if summary and summary.get("at_edge"):
@@ -183,8 +205,12 @@ def added_lines(searches: list[dict]) -> list[str]:
 
 def diverged_lines(searches: list[dict]) -> list[str]:
     """One line per trial that diverged or scored at chance (never chosen)."""
-    return [f"- {r['search']['method']} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
-            for r in searches for t in r["trials"] if t.get("diverged")]
+    return [
+        f"- {r['search']['method']} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
+        for r in searches
+        for t in r["trials"]
+        if t.get("diverged")
+    ]
 
 
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
@@ -197,7 +223,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     fig = Figure(figsize=(2.3 * ncols + 0.4, 2.1 * nrows + 0.45), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
-    for ax in axes[len(searches):]:
+    for ax in axes[len(searches) :]:
         ax.set_visible(False)
     for ax, record in zip(axes, searches):
         method = record["search"]["method"]
@@ -206,11 +232,17 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{searches[0]['search']['metric']} (validation, %)", fontsize=7)
     legend = {}  # every panel's markers, each once: a diverged trial may be in the last panel only
-    for ax in axes[:len(searches)]:
+    for ax in axes[: len(searches)]:
         legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
     # about two entries fit a panel's width: one column under a lone panel, 3 under two, 5 under three
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 2 * ncols - 1),
-               fontsize=6, frameon=False)
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        loc="outside lower center",
+        ncols=min(len(legend), 2 * ncols - 1),
+        fontsize=6,
+        frameon=False,
+    )
     return save_figure(fig, out_dir, FIGURE)
 
 
@@ -236,8 +268,16 @@ def draw_panel(ax, record: dict, color: str) -> None:
     if pruned:
         ax.scatter(*zip(*pruned), s=16, facecolors="none", edgecolors=color, zorder=3, label="pruned")
     if added:
-        ax.scatter(*zip(*added), s=30, marker="D", facecolors="white", edgecolors=color, linewidths=1.2, zorder=3.5,
-                   label="added (edge-following)")
+        ax.scatter(
+            *zip(*added),
+            s=30,
+            marker="D",
+            facecolors="white",
+            edgecolors=color,
+            linewidths=1.2,
+            zorder=3.5,
+            label="added (edge-following)",
+        )
     draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of)
     chosen = record.get("chosen")
     if chosen:
@@ -263,30 +303,47 @@ def draw_diverged(ax, trials: list[dict], x_of) -> None:
     if scored:
         ax.scatter(*zip(*scored), marker="x", label="diverged: at chance", **style)
     if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
-        ax.scatter(unscored, [0] * len(unscored), transform=ax.get_xaxis_transform(), clip_on=False,
-                   marker="v", label="diverged: non-finite (on the x-axis)", **style)
+        ax.scatter(
+            unscored,
+            [0] * len(unscored),
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            marker="v",
+            label="diverged: non-finite (on the x-axis)",
+            **style,
+        )
         ax.update_datalim([(x, 0) for x in unscored], updatey=False)  # autoscaling skips that transform
         ax.autoscale_view()
 
 
-def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, labels: dict | None = None,
-                   palette: dict | None = None) -> list[str]:
+def report_section(
+    study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, labels: dict | None = None, palette: dict | None = None
+) -> list[str]:
     """The report's "Tuning" section; the one sentence of an untuned study."""
     searches = load_searches(study_dir, (palette or {}).get("methods"))
     if not searches:
         return ["## Hyper-parameters", "", UNTUNED, ""]
     first = searches[0]["search"]
     seeds = ", ".join(map(str, first["seeds"]))
-    scored = (f"the mean over the tuning seeds {seeds}" if len(first["seeds"]) > 1
-              else f"one trial per point, on tuning seed {seeds}")
-    lines = ["## Tuning", "",
-             f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
-             f"trials selected by {first['metric']} ({scored}, which no final "
-             "run uses); the test set was evaluated for the final runs only, each at its method's chosen values. "
-             "Budgets (trials per method): " + ", ".join(f"{s['search']['method']} {s['search']['trials']}"
-                                                       for s in searches) + ".", "",
-             "| method | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
-             "test (final runs) |", "|---|---|---|---|---:|---:|---:|"]
+    scored = (
+        f"the mean over the tuning seeds {seeds}"
+        if len(first["seeds"]) > 1
+        else f"one trial per point, on tuning seed {seeds}"
+    )
+    lines = [
+        "## Tuning",
+        "",
+        f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
+        f"trials selected by {first['metric']} ({scored}, which no final "
+        "run uses); the test set was evaluated for the final runs only, each at its method's chosen values. "
+        "Budgets (trials per method): "
+        + ", ".join(f"{s['search']['method']} {s['search']['trials']}" for s in searches)
+        + ".",
+        "",
+        "| method | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
+        "test (final runs) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
     scores = final_scores(df)
     for record in searches:
         search, chosen = record["search"], record.get("chosen")
@@ -295,137 +352,72 @@ def report_section(study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, label
         unfinished = "" if record.get("done") else " (search not finished)"
         chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
         chosen_val = f"{100 * chosen['value']:.2f}" if chosen else "-"
-        final_text = f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})" if final is not None \
+        final_text = (
+            f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})"
+            if final is not None
             else "- | -"
-        lines.append(f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
-                     f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
-                     f"{final_text} |")
+        )
+        lines.append(
+            f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
+            f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
+            f"{final_text} |"
+        )
     lines.append("")
     edges = edge_choices(searches)
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
     if added_lines(searches):
-        lines += ["Points the search added after the grid (`follow_edge`), each from the trials before it:", "",
-                  *added_lines(searches), ""]
+        lines += [
+            "Points the search added after the grid (`follow_edge`), each from the trials before it:",
+            "",
+            *added_lines(searches),
+            "",
+        ]
     if diverged_lines(searches):
-        lines += ["Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was "
-                  "chosen:", "",
-                  *diverged_lines(searches), ""]
+        lines += [
+            "Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was chosen:",
+            "",
+            *diverged_lines(searches),
+            "",
+        ]
     paths = plot_tuning(searches, fig_dir, labels, palette)
     if paths:
-        lines += [f"![validation score over the trials]({Path('figures') / paths[0].name})", "",
-                  figure_caption(searches), ""]
+        lines += [
+            f"![validation score over the trials]({Path('figures') / paths[0].name})",
+            "",
+            figure_caption(searches),
+            "",
+        ]
     return lines
 
 
 def search_words(search: dict) -> str:
     if search.get("follow_edge"):
-        return ("grid search (Optuna) that follows the edge: the grid's points, then points added one at a time "
-                "past the best's end of a numeric axis or between the best and its better neighbour;")
+        return (
+            "grid search (Optuna) that follows the edge: the grid's points, then points added one at a time "
+            "past the best's end of a numeric axis or between the best and its better neighbour;"
+        )
     return f"{search['search']} search (Optuna),"
 
 
 def figure_caption(searches: list[dict]) -> str:
     curve = all(numeric_axis(s["search"]) for s in searches)
-    how = ("against the searched value; the star is the chosen trial" if curve else
-           "in the order they ran; the line is the best so far, the star the chosen trial")
+    how = (
+        "against the searched value; the star is the chosen trial"
+        if curve
+        else "in the order they ran; the line is the best so far, the star the chosen trial"
+    )
     extra = []
     if any(t["state"] == "PRUNED" for s in searches for t in s["trials"]):
         extra.append("hollow circles are pruned trials at their last reported score")
     if any(t.get("added") for s in searches for t in s["trials"]):
         extra.append("diamonds are points the edge-following search added after the grid")
     if any(t.get("diverged") for s in searches for t in s["trials"]):
-        extra.append("red crosses are trials that fell to chance (at their score), red triangles on the x-axis "
-                     "trials whose loss or gradients went non-finite; neither is ever chosen")
-    return (f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
-            f"per method, {how}" + "".join(f"; {e}" for e in extra) + ".")
-
-
-# --- the paper (LaTeX) ---------------------------------------------------------------------
-
-TABLE_CAPTION = ("Hyper-parameter search of each method on the validation split: the search space, the trials run "
-                 "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
-                 "over the tuning seeds when there are several), and the mean validation and test top-1 of the "
-                 "final runs at the chosen values over $n$ seeds, in \\%.")
-
-
-def latex_key(key: str) -> str:
-    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}."""
-    return "\\texttt{" + latex_escape(key) + "}"
-
-
-def latex_value(value) -> str:
-    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548)."""
-    return latex_escape(f"{value:.3g}" if isinstance(value, float) else value)
-
-
-def latex_space(record: dict) -> str:
-    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log),
-    and "$+$2" for the points an edge-following search added (the table's note says what it means)."""
-    parts = []
-    for axis in record["search"]["axes"]:
-        if "values" in axis:
-            values = ", ".join(latex_value(v) for v in axis["values"])
-            parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
-        else:
-            log = " (log)" if axis.get("log") else ""
-            parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
-    added = added_count(record)
-    return "; ".join(parts) + (f" $+${added}" if added else "")
-
-
-def latex_trials(record: dict) -> str:
-    """Complete/pruned trials; failed ones and an unfinished search said after them."""
-    states = pd.Series([state(t) for t in record["trials"]], dtype=object).value_counts()
-    text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
-    if states.get("DIVERGED", 0):
-        text += f" +{states['DIVERGED']} diverged"
-    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0) - states.get("DIVERGED", 0)
-    if failed:
-        text += f" +{failed} failed"
-    return text if record.get("done") else text + " (unfinished)"
-
-
-def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
-    """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
-    of its axis (``edges``) is marked $^{\\dagger}$."""
-    scores = final_scores(df)
-    at_edge = {(method, key) for method, key, _, _ in edges(searches)}
-    metric = latex_key(searches[0]["search"]["metric"])
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{TABLE_CAPTION.format(metric=metric)}}}", r"\label{tab:tuning}",
-             # the search space gets more of the width than the chosen values (X columns share it)
-             r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash\hsize=1.25\hsize}Xc"
-             r">{\raggedright\arraybackslash\hsize=0.75\hsize}Xrrrrr@{}}",
-             r"\toprule",
-             r" & & & \multicolumn{3}{c}{Chosen} & \multicolumn{3}{c}{Final runs} \\",
-             r"\cmidrule(lr){4-6}\cmidrule(l){7-9}",
-             r"Method & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\", r"\midrule"]
-    for record in searches:
-        search, chosen = record["search"], record.get("chosen")
-        method = search["method"]
-        name = latex_text(display_name(method, method, labels))
-        if chosen:
-            values = ", ".join(f"\\mbox{{{latex_key(k)}={latex_value(v)}"
-                               + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
-                               for k, v in chosen["params"].items())
-            chosen_text = f"{values} & {chosen['trial']} & {100 * chosen['value']:.1f}"
-        else:
-            chosen_text = "-- & -- & --"
-        final = scores.loc[method] if method in scores.index else None
-        finals = (f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None
-                  else "-- & -- & --")
-        lines.append(f"{name} & {latex_space(record)} & {latex_trials(record)} & {chosen_text} & "
-                     f"{finals} \\\\")
-    lines += [r"\bottomrule", r"\end{tabularx}"]
-    notes = []
-    if any(added_count(record) for record in searches):
-        notes.append(r"$+k$: $k$ points added after the grid by following the edge (past its end or between the best "
-                     r"and its better neighbour), so a chosen value may lie outside the grid shown.")
-    if at_edge:
-        notes.append(r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
-                     r"searched range.")
-    if notes:
-        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+        extra.append(
+            "red crosses are trials that fell to chance (at their score), red triangles on the x-axis "
+            "trials whose loss or gradients went non-finite; neither is ever chosen"
+        )
+    return (
+        f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
+        f"per method, {how}" + "".join(f"; {e}" for e in extra) + "."
+    )

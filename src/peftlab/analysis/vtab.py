@@ -2,8 +2,8 @@
 
 A study whose runs include ``vtab1k/<task>`` datasets gets a "VTAB-1k" section in report.md, the
 booktabs table ``tables/vtab.tex`` and the figure ``figures/vtab_differences.{png,pdf}``
-(vtab_figure.py). Papers report one of two averages, and they differ, so both are printed, each
-under its own name:
+(vtab_figure.py; the numbers: vtab_scores.py). Papers report one of two averages, and they
+differ, so both are printed, each under its own name:
 
     mean of 19 tasks          every task weighs 1/19 (the eight Structured tasks 8/19)
     mean of 3 group means     every group weighs 1/3 (a Natural task 1/21, a Specialized task
@@ -26,127 +26,58 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.comparisons import algorithm_name
-from peftlab.analysis.stats import completed_runs, confidence_interval, describe_interval
+from peftlab.analysis.intervals import describe_interval
 from peftlab.analysis.literature import LITERATURE, VtabCitation, load_vtab_literature
 from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_text
 from peftlab.analysis.vtab_figure import plot_vtab_differences
+from peftlab.analysis.vtab_scores import (
+    OFFICIAL_GROUPS,
+    averages,
+    baseline_algorithm,
+    groups_label,
+    study_tasks,
+    summary_table,
+    task_groups,
+    task_means,
+    tasks_label,
+    vtab_runs,
+)
 from peftlab.errors import UserError
-from peftlab.suites import VTAB1K_TASKS, VTAB_GROUPS, vtab_group
+from peftlab.suites import VTAB1K_TASKS, VTAB_GROUPS
 
-TOP1 = "metrics.test_top1"
-DATASET = "config.data.name"
 # the names VTAB-1k tables print (VPT, NOAH, SSF), for peftlab's task folders
 TASK_LABELS = {
-    "cifar": "CIFAR-100", "caltech101": "Caltech101", "dtd": "DTD", "oxford_flowers102": "Flowers102",
-    "oxford_iiit_pet": "Pets", "svhn": "SVHN", "sun397": "Sun397", "patch_camelyon": "Camelyon",
-    "eurosat": "EuroSAT", "resisc45": "Resisc45", "diabetic_retinopathy": "Retinopathy",
-    "clevr_count": "Clevr-Count", "clevr_dist": "Clevr-Dist", "dmlab": "DMLab", "kitti": "KITTI-Dist",
-    "dsprites_loc": "dSpr-Loc", "dsprites_ori": "dSpr-Ori", "smallnorb_azi": "sNORB-Azim",
+    "cifar": "CIFAR-100",
+    "caltech101": "Caltech101",
+    "dtd": "DTD",
+    "oxford_flowers102": "Flowers102",
+    "oxford_iiit_pet": "Pets",
+    "svhn": "SVHN",
+    "sun397": "Sun397",
+    "patch_camelyon": "Camelyon",
+    "eurosat": "EuroSAT",
+    "resisc45": "Resisc45",
+    "diabetic_retinopathy": "Retinopathy",
+    "clevr_count": "Clevr-Count",
+    "clevr_dist": "Clevr-Dist",
+    "dmlab": "DMLab",
+    "kitti": "KITTI-Dist",
+    "dsprites_loc": "dSpr-Loc",
+    "dsprites_ori": "dSpr-Ori",
+    "smallnorb_azi": "sNORB-Azim",
     "smallnorb_ele": "sNORB-Elev",
 }
 
 
-OFFICIAL_GROUPS = {name: task.group for name, task in VTAB1K_TASKS.items()}
-DECLARED_GROUP = "config.data.group"  # a task of one's own (data.name filelist) in a VTAB group
-DATA_ROOT = "config.data.root"
-
-
-def task_name(dataset: str, root) -> str:
-    """A VTAB-1k task's folder name; for a task of one's own, its folder's name, marked as such."""
-    if dataset.startswith("vtab1k/"):
-        return dataset.partition("/")[2]
-    return f"{Path(str(root)).name} (own)"
-
-
-def vtab_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The completed runs on VTAB-1k tasks (or on tasks of one's own that declare a VTAB group) with a
-    test top-1, with ``algorithm`` (the configuration), ``task`` and ``group`` columns."""
-    runs = completed_runs(df)
-    if runs.empty or DATASET not in runs or TOP1 not in runs:
-        return runs.iloc[0:0]
-    declared = runs[DECLARED_GROUP] if DECLARED_GROUP in runs else pd.Series(None, index=runs.index, dtype=object)
-    group = [vtab_group(str(name), g if isinstance(g, str) else None) for name, g in zip(runs[DATASET], declared)]
-    runs = runs.assign(group=group)
-    runs = runs[runs["group"].notna() & runs[TOP1].notna()]
-    roots = runs[DATA_ROOT] if DATA_ROOT in runs else pd.Series("", index=runs.index)
-    return runs.assign(algorithm=[algorithm_name(v, d) for v, d in zip(runs["variant"], runs[DATASET])],
-                       task=[task_name(str(name), root) for name, root in zip(runs[DATASET], roots)])
-
-
-def task_groups(runs: pd.DataFrame) -> dict[str, str]:
-    """Each task's group: VTAB-1k's own, and those the study's tasks of their own declare."""
-    return {**OFFICIAL_GROUPS, **dict(zip(runs["task"], runs["group"]))}
-
-
-def study_tasks(runs: pd.DataFrame) -> list[str]:
-    """The tasks the study ran, in VTAB's order (Natural, then Specialized, then Structured), each group's
-    tasks of one's own after its VTAB-1k tasks."""
-    ran, groups = set(runs["task"]), task_groups(runs)
-    own = sorted(ran - set(VTAB1K_TASKS))
-    return [t for g in VTAB_GROUPS for t in [*VTAB1K_TASKS, *own] if t in ran and groups[t] == g]
-
-
-def averages(values, tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> dict[str, float]:
-    """The group means and both averages of per-task ``values`` (a mapping) over ``tasks``:
-    {group: mean of its tasks (NaN for a group without one), "tasks": mean of the tasks, "groups":
-    mean of the group means}; all NaN when a task has no value."""
-    if not tasks or any(not np.isfinite(values.get(task, np.nan)) for task in tasks):
-        return {**{group: np.nan for group in VTAB_GROUPS}, "tasks": np.nan, "groups": np.nan}
-    means = {group: [values[t] for t in tasks if groups[t] == group] for group in VTAB_GROUPS}
-    means = {group: float(np.mean(v)) if v else np.nan for group, v in means.items()}
-    return {**means, "tasks": float(np.mean([values[t] for t in tasks])),
-            "groups": float(np.mean([m for m in means.values() if np.isfinite(m)]))}
-
-
-def task_means(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(means, seeds): configurations (in order of first appearance) x the study's tasks, the mean
-    test top-1 over seeds in percent and the number of runs."""
-    grouped = runs.groupby(["algorithm", "task"], sort=False)[TOP1]
-    index, tasks = list(dict.fromkeys(runs["algorithm"])), study_tasks(runs)
-    means = (100 * grouped.mean()).unstack("task").reindex(index=index, columns=tasks)
-    return means, grouped.size().unstack("task").reindex(index=index, columns=tasks)
-
-
-def summary_table(runs: pd.DataFrame, interval: str = "t") -> pd.DataFrame:
-    """One row per configuration: algorithm, the group means and both averages of its task means
-    (``averages``, percent), n_seeds (seeds that completed every task of the study) and tasks_low,
-    tasks_high, groups_low, groups_high: the ``interval`` of those seeds' averages."""
-    tasks, groups = study_tasks(runs), task_groups(runs)
-    means, _ = task_means(runs)
-    rows = []
-    for algorithm in means.index:
-        row = {"algorithm": algorithm, **averages(means.loc[algorithm], tasks, groups)}
-        mine = runs[runs["algorithm"] == algorithm]
-        per_seed = 100 * mine.pivot_table(index="seed", columns="task", values=TOP1, aggfunc="mean")
-        complete = per_seed.reindex(columns=tasks).dropna()
-        seeds = [averages(values, tasks, groups) for _, values in complete.iterrows()]
-        for key in ("tasks", "groups"):
-            row[f"{key}_low"], row[f"{key}_high"], _ = confidence_interval([s[key] for s in seeds], interval)
-        rows.append({**row, "n_seeds": len(complete)})
-    return pd.DataFrame(rows)
-
-
-def tasks_label(n_tasks: int) -> str:
-    return f"mean of {n_tasks} task{'s' if n_tasks != 1 else ''}"
-
-
-def groups_label(tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
-    n_groups = len({groups[t] for t in tasks})
-    return f"mean of {n_groups} group mean{'s' if n_groups != 1 else ''}"
-
-
-def baseline_algorithm(df: pd.DataFrame, baseline: str | None) -> str | None:
-    """The configuration of the report's baseline variant ("full data=vtab1k/dtd" -> "full")."""
-    done = completed_runs(df)
-    if baseline is None or DATASET not in done:
-        return baseline
-    rows = done[done["variant"] == baseline]
-    return algorithm_name(baseline, rows[DATASET].iloc[0]) if len(rows) else baseline
-
-
-def report_section(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path,
-                   caption_name: str = "", literature: str | Path = LITERATURE) -> list[str]:
+def report_section(
+    df: pd.DataFrame,
+    baseline: str | None,
+    interval: str,
+    labels: dict,
+    out: Path,
+    caption_name: str = "",
+    literature: str | Path = LITERATURE,
+) -> list[str]:
     """report.md's "VTAB-1k" section, with tables/vtab.tex and the difference figure written under
     ``out``; [] for a study without VTAB-1k runs."""
     runs = vtab_runs(df)
@@ -175,8 +106,9 @@ def report_section(df: pd.DataFrame, baseline: str | None, interval: str, labels
 def coverage(tasks: list[str], groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
     """Which of the 19 tasks the study ran, and the missing ones by group; tasks of one's own are named."""
     own = [t for t in tasks if t not in VTAB1K_TASKS]
-    mine = f" It also ran {len(own)} task(s) of its own: {', '.join(f'{t} in {groups[t]}' for t in own)}." \
-        if own else ""
+    mine = (
+        f" It also ran {len(own)} task(s) of its own: {', '.join(f'{t} in {groups[t]}' for t in own)}." if own else ""
+    )
     return _coverage([t for t in tasks if t in VTAB1K_TASKS], tasks, groups) + mine
 
 
@@ -186,11 +118,16 @@ def _coverage(official: list[str], tasks: list[str], groups: dict[str, str]) -> 
     if len(official) == len(VTAB1K_TASKS):
         return f"The study ran all 19 VTAB-1k tasks ({counts}). Test top-1 (%), mean over seeds."
     missing = [t for t in VTAB1K_TASKS if t not in official]
-    by_group = "; ".join(f"{g}: {', '.join(t for t in missing if groups[t] == g)}" for g in VTAB_GROUPS
-                         if any(groups[t] == g for t in missing))
-    return (f"The study ran {len(official)} of VTAB-1k's 19 tasks ({counts}); {len(missing)} are missing ({by_group}). "
-            f"Its averages are over the tasks it ran (\"{tasks_label(len(tasks))}\"), so they compare with no "
-            "published mean of 19 tasks. Test top-1 (%), mean over seeds.")
+    by_group = "; ".join(
+        f"{g}: {', '.join(t for t in missing if groups[t] == g)}"
+        for g in VTAB_GROUPS
+        if any(groups[t] == g for t in missing)
+    )
+    return (
+        f"The study ran {len(official)} of VTAB-1k's 19 tasks ({counts}); {len(missing)} are missing ({by_group}). "
+        f'Its averages are over the tasks it ran ("{tasks_label(len(tasks))}"), so they compare with no '
+        "published mean of 19 tasks. Test top-1 (%), mean over seeds."
+    )
 
 
 def _number(value: float, digits: int) -> str:
@@ -217,41 +154,62 @@ def task_table(means, seeds, summary, tasks, names, groups: dict[str, str] = OFF
         cells[algorithm] += [_number(by_algorithm.loc[algorithm, key], 2) for key in ("tasks", "groups")]
     lines = ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in cells.values()]
-    return lines + ["", "Bold columns: the group means, each the mean of the group's tasks in this study. "
-                        "A configuration without a run on every task has no group means or averages (–).", ""]
+    return lines + [
+        "",
+        "Bold columns: the group means, each the mean of the group's tasks in this study. "
+        "A configuration without a run on every task has no group means or averages (–).",
+        "",
+    ]
 
 
 def averages_table(summary, tasks, names, interval, groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
     """Both averages with their seed intervals and the gap between them."""
     label_tasks, label_groups = tasks_label(len(tasks)), groups_label(tasks, groups)
-    lines = [f"| configuration | seeds on every task | {label_tasks} [95% CI] | {label_groups} [95% CI] | "
-             "groups minus tasks |", "|:---|---:|---:|---:|---:|"]
+    lines = [
+        f"| configuration | seeds on every task | {label_tasks} [95% CI] | {label_groups} [95% CI] | "
+        "groups minus tasks |",
+        "|:---|---:|---:|---:|---:|",
+    ]
     for row in summary.itertuples():
-        shown = [f"{_number(getattr(row, key), 2)}{_bounds(getattr(row, key + '_low'), getattr(row, key + '_high'))}"
-                 for key in ("tasks", "groups")]
+        shown = [
+            f"{_number(getattr(row, key), 2)}{_bounds(getattr(row, key + '_low'), getattr(row, key + '_high'))}"
+            for key in ("tasks", "groups")
+        ]
         gap = row.groups - row.tasks
-        lines.append(f"| {names[row.algorithm]} | {row.n_seeds} | {shown[0]} | {shown[1]} | "
-                     f"{'–' if not np.isfinite(gap) else f'{gap:+.2f}'} |")
-    return lines + ["", f"Intervals: the {describe_interval(interval)}, of the per-seed averages over the seeds that "
-                        "completed every task of the study; none with fewer than two such seeds.", ""]
+        lines.append(
+            f"| {names[row.algorithm]} | {row.n_seeds} | {shown[0]} | {shown[1]} | "
+            f"{'–' if not np.isfinite(gap) else f'{gap:+.2f}'} |"
+        )
+    return lines + [
+        "",
+        f"Intervals: the {describe_interval(interval)}, of the per-seed averages over the seeds that "
+        "completed every task of the study; none with fewer than two such seeds.",
+        "",
+    ]
 
 
 def _bounds(low: float, high: float) -> str:
     return f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else ""
 
 
-def two_averages(tasks: list[str], published: list[VtabCitation],
-                 groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
+def two_averages(
+    tasks: list[str], published: list[VtabCitation], groups: dict[str, str] = OFFICIAL_GROUPS
+) -> list[str]:
     """The sentence saying the two averages differ, with the study's weights and the published gap."""
     ran = [g for g in VTAB_GROUPS if any(groups[t] == g for t in tasks)]
     if len(ran) == 1:
-        return [f"The study's tasks lie in one group ({ran[0]}), so here its two averages coincide; over VTAB-1k's "
-                "three groups they differ (in published tables the mean of 3 group means runs 2-3 points above the "
-                "mean of 19 tasks). Compare a number only with one of the same kind.", ""]
+        return [
+            f"The study's tasks lie in one group ({ran[0]}), so here its two averages coincide; over VTAB-1k's "
+            "three groups they differ (in published tables the mean of 3 group means runs 2-3 points above the "
+            "mean of 19 tasks). Compare a number only with one of the same kind.",
+            "",
+        ]
     weights = ", ".join(f"a {g} task 1/{len(ran) * sum(groups[t] == g for t in tasks)}" for g in ran)
-    text = (f"**The two averages differ.** The {tasks_label(len(tasks))} weighs every task 1/{len(tasks)}; the "
-            f"{groups_label(tasks, groups)} weighs every group 1/{len(ran)} ({weights}). Papers report either; in "
-            "published VTAB-1k tables the mean of 3 group means runs 2-3 points above the mean of 19 tasks")
+    text = (
+        f"**The two averages differ.** The {tasks_label(len(tasks))} weighs every task 1/{len(tasks)}; the "
+        f"{groups_label(tasks, groups)} weighs every group 1/{len(ran)} ({weights}). Papers report either; in "
+        "published VTAB-1k tables the mean of 3 group means runs 2-3 points above the mean of 19 tasks"
+    )
     if published:
         gaps = [averages(c.numbers(), list(VTAB1K_TASKS))["groups"] - float(c.mean) for c in published]
         text += f" (the published rows below: {min(gaps):+.2f} to {max(gaps):+.2f} points)"
@@ -262,29 +220,45 @@ def published_block(published: list[VtabCitation]) -> list[str]:
     """The published rows, one table per source, apart from the study's and labelled as such."""
     if not published:
         return []
-    lines = ["### Published (not run here)", "",
-             "Numbers from papers and benchmarks, shown beside the study's and never mixed into its tables or "
-             "averages. Each source's protocol differs from peftlab's, which tunes on val200, trains on "
-             "train800val200 and evaluates test once per run, over several seeds.", ""]
+    lines = [
+        "### Published (not run here)",
+        "",
+        "Numbers from papers and benchmarks, shown beside the study's and never mixed into its tables or "
+        "averages. Each source's protocol differs from peftlab's, which tunes on val200, trains on "
+        "train800val200 and evaluates test once per run, over several seeds.",
+        "",
+    ]
     for source in dict.fromkeys(c.source for c in published):
         rows = [c for c in published if c.source == source]
         first = rows[0]
-        lines += [f"**{first.paper}**, {first.table}; {first.model}; {first.metric}. Protocol: {first.protocol}. "
-                  f"Checked: {first.checked}.", "",
-                  "| method (peftlab method) | trainable | Natural * | Specialized * | Structured * | "
-                  "mean of 19 tasks (printed) | mean of 3 group means * |", "|:---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"**{first.paper}**, {first.table}; {first.model}; {first.metric}. Protocol: {first.protocol}. "
+            f"Checked: {first.checked}.",
+            "",
+            "| method (peftlab method) | trainable | Natural * | Specialized * | Structured * | "
+            "mean of 19 tasks (printed) | mean of 3 group means * |",
+            "|:---|---:|---:|---:|---:|---:|---:|",
+        ]
         for c in rows:
             values = averages(c.numbers(), list(VTAB1K_TASKS))
-            lines.append(f"| published (not run here): {c.method} ({c.peftlab or 'none in peftlab'}) | "
-                         f"{c.trainable or '–'} | " + " | ".join(f"{values[g]:.2f}" for g in VTAB_GROUPS) +
-                         f" | {c.mean} | {values['groups']:.2f} |")
-        lines += ["", "\\* computed by peftlab from the source's printed task columns (one decimal each); the source "
-                      "prints no group means.", ""]
+            lines.append(
+                f"| published (not run here): {c.method} ({c.peftlab or 'none in peftlab'}) | "
+                f"{c.trainable or '–'} | "
+                + " | ".join(f"{values[g]:.2f}" for g in VTAB_GROUPS)
+                + f" | {c.mean} | {values['groups']:.2f} |"
+            )
+        lines += [
+            "",
+            "\\* computed by peftlab from the source's printed task columns (one decimal each); the source "
+            "prints no group means.",
+            "",
+        ]
     return lines
 
 
-def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str = "",
-                     task_group: dict[str, str] = OFFICIAL_GROUPS) -> str:
+def latex_vtab_table(
+    means, summary, tasks, labels, interval, caption_name: str = "", task_group: dict[str, str] = OFFICIAL_GROUPS
+) -> str:
     """The booktabs table: a rotated column per task under its group's heading, the group means, then
     both averages with half the width of their (Student-t) interval or [low, high] (bootstrap)."""
     groups = [(g, [t for t in tasks if task_group[t] == g]) for g in VTAB_GROUPS]
@@ -297,22 +271,39 @@ def latex_vtab_table(means, summary, tasks, labels, interval, caption_name: str 
         start += len(mine) + 1
     heading.append(r"\multicolumn{2}{c}{Average}")
     rules.append(rf"\cmidrule(l){{{start}-{start + 1}}}")
-    names = ["Method"] + [rf"\rotatebox{{90}}{{{latex_escape(TASK_LABELS.get(t, t))}}}"
-                          for _, mine in groups for t in mine]
-    names = _with_group_columns(names, groups) + [latex_escape(tasks_label(len(tasks)).capitalize()),
-                                                   latex_escape(groups_label(tasks, task_group).capitalize())]
-    lines = [r"\begin{table*}[t]", r"\centering",
-             rf"\caption{{{latex_text(caption_name + ': ' if caption_name else '')}VTAB-1k test top-1 (\%) per task, "
-             r"mean over seeds; group means; the two averages.}", r"\label{tab:vtab}", r"\resizebox{\linewidth}{!}{%",
-             r"\begin{tabular}{l" + "r" * (n_columns - 1) + "}", r"\toprule", " & ".join(heading) + r" \\",
-             " ".join(rules), " & ".join(names) + r" \\", r"\midrule"]
+    names = ["Method"] + [
+        rf"\rotatebox{{90}}{{{latex_escape(TASK_LABELS.get(t, t))}}}" for _, mine in groups for t in mine
+    ]
+    names = _with_group_columns(names, groups) + [
+        latex_escape(tasks_label(len(tasks)).capitalize()),
+        latex_escape(groups_label(tasks, task_group).capitalize()),
+    ]
+    lines = [
+        r"\begin{table*}[t]",
+        r"\centering",
+        rf"\caption{{{latex_text(caption_name + ': ' if caption_name else '')}VTAB-1k test top-1 (\%) per task, "
+        r"mean over seeds; group means; the two averages.}",
+        r"\label{tab:vtab}",
+        r"\resizebox{\linewidth}{!}{%",
+        r"\begin{tabular}{l" + "r" * (n_columns - 1) + "}",
+        r"\toprule",
+        " & ".join(heading) + r" \\",
+        " ".join(rules),
+        " & ".join(names) + r" \\",
+        r"\midrule",
+    ]
     by_algorithm = summary.set_index("algorithm")
     for algorithm in means.index:
-        lines.append(" & ".join(_latex_row(algorithm, means, by_algorithm.loc[algorithm], groups, labels, interval))
-                     + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip",
-              r"\parbox{\linewidth}{\footnotesize " + _latex_note(tasks, interval, task_group) + "}",
-              r"\end{table*}"]
+        lines.append(
+            " & ".join(_latex_row(algorithm, means, by_algorithm.loc[algorithm], groups, labels, interval)) + r" \\"
+        )
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}}",
+        r"\par\smallskip",
+        r"\parbox{\linewidth}{\footnotesize " + _latex_note(tasks, interval, task_group) + "}",
+        r"\end{table*}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +311,7 @@ def _with_group_columns(names: list[str], groups) -> list[str]:
     """The column names with each group's mean column ("mean", italic) after its tasks."""
     out, i = names[:1], 1
     for _, mine in groups:
-        out += names[i:i + len(mine)] + [r"\rotatebox{90}{\emph{mean}}"]
+        out += names[i : i + len(mine)] + [r"\rotatebox{90}{\emph{mean}}"]
         i += len(mine)
     return out
 
@@ -345,20 +336,23 @@ def _latex_row(algorithm, means, summary_row, groups, labels, interval) -> list[
 
 def _latex_note(tasks: list[str], interval: str, groups: dict[str, str] = OFFICIAL_GROUPS) -> str:
     n_groups = len({groups[t] for t in tasks})
-    note = (r"Group columns (\emph{mean}): the mean of the group's tasks. The mean of "
-            f"{len(tasks)} tasks weighs every task equally, the mean of {n_groups} group means every group: "
-            "the two differ and compare only with their own kind. Averages: mean "
-            + (r"$\pm$ half the width of" if interval == "t" else "[bounds] of")
-            + f" the {latex_escape(describe_interval(interval))}, of the per-seed averages of the seeds that "
-              "completed every task; -- where a configuration lacks a task.")
+    note = (
+        r"Group columns (\emph{mean}): the mean of the group's tasks. The mean of "
+        f"{len(tasks)} tasks weighs every task equally, the mean of {n_groups} group means every group: "
+        "the two differ and compare only with their own kind. Averages: mean "
+        + (r"$\pm$ half the width of" if interval == "t" else "[bounds] of")
+        + f" the {latex_escape(describe_interval(interval))}, of the per-seed averages of the seeds that "
+        "completed every task; -- where a configuration lacks a task."
+    )
     missing = [TASK_LABELS[t] for t in VTAB1K_TASKS if t not in tasks]
     if missing:
         note += " Not run: " + latex_escape(", ".join(missing)) + "."
     return note
 
 
-def difference_figure(means: pd.DataFrame, baseline: str | None, labels: dict, out: Path,
-                      groups: dict[str, str] = OFFICIAL_GROUPS) -> list[str]:
+def difference_figure(
+    means: pd.DataFrame, baseline: str | None, labels: dict, out: Path, groups: dict[str, str] = OFFICIAL_GROUPS
+) -> list[str]:
     """The report lines of the per-task difference figure, or the reason it is not drawn."""
     if baseline not in means.index:
         return [f"No per-task difference figure: the baseline ({baseline}) has no VTAB-1k run.", ""]
@@ -366,8 +360,13 @@ def difference_figure(means: pd.DataFrame, baseline: str | None, labels: dict, o
         return ["No per-task difference figure: the study ran one configuration on VTAB-1k.", ""]
     plot_vtab_differences(means, baseline, out, labels, TASK_LABELS, groups=groups)
     base = display_name(baseline, None, labels)
-    return ["### Per-task difference against the baseline", "",
-            "![Per-task difference against the baseline](figures/vtab_differences.png)", "",
-            f"Mean test top-1 of each configuration minus that of the baseline ({base}) on each task, in points, "
-            "tasks in VTAB's order and coloured by group; dashed: the difference of the group means. A configuration "
-            "without a run on a task has no bar there.", ""]
+    return [
+        "### Per-task difference against the baseline",
+        "",
+        "![Per-task difference against the baseline](figures/vtab_differences.png)",
+        "",
+        f"Mean test top-1 of each configuration minus that of the baseline ({base}) on each task, in points, "
+        "tasks in VTAB's order and coloured by group; dashed: the difference of the group means. A configuration "
+        "without a run on a task has no bar there.",
+        "",
+    ]

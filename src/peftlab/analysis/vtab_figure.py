@@ -20,8 +20,15 @@ from peftlab.suites import VTAB1K_TASKS, VTAB_GROUPS
 GROUP_COLORS = dict(zip(VTAB_GROUPS, (OKABE_ITO[0], OKABE_ITO[3], OKABE_ITO[2])))  # blue, orange, bluish green
 
 
-def plot_vtab_differences(means: pd.DataFrame, baseline: str, out_dir, labels=None, task_labels=None,
-                          name: str = "vtab_differences", groups: dict[str, str] | None = None):
+def plot_vtab_differences(
+    means: pd.DataFrame,
+    baseline: str,
+    out_dir,
+    labels=None,
+    task_labels=None,
+    name: str = "vtab_differences",
+    groups: dict[str, str] | None = None,
+):
     """Bars of ``means.loc[c] - means.loc[baseline]`` (points) per task for every other configuration c,
     one panel each, tasks in the columns' order (VTAB's), coloured by group, with a zero line and each
     group's mean difference dashed. ``means``: configurations x task names, mean test top-1 in percent.
@@ -63,5 +70,11 @@ def _group_marks(ax, tasks: list[str], difference: np.ndarray, groups: dict[str,
         if i:
             ax.axvline(mine[0] - 0.5, color="0.75", linewidth=0.8)
         if np.isfinite(difference[mine]).all():
-            ax.hlines(difference[mine].mean(), mine[0] - 0.4, mine[-1] + 0.4, colors=GROUP_COLORS[group],
-                      linestyles="--", linewidth=1.1)
+            ax.hlines(
+                difference[mine].mean(),
+                mine[0] - 0.4,
+                mine[-1] + 0.4,
+                colors=GROUP_COLORS[group],
+                linestyles="--",
+                linewidth=1.1,
+            )

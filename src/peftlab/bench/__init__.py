@@ -5,8 +5,9 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 (min-max) beside it. Peak RSS is measured in separate worker processes, one per method.
 
 - peak: the best measured matmul throughput for the dtype (square matmuls, several sizes).
-- P1: peftlab's training step (the recipe's own ``training.step.training_step``) over a minimal hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole
-  ``qkv``), and the cost of adapting exactly the q and v slices (split qkv) over that.
+- P1: peftlab's training step (the recipe's own ``training.step.training_step``) over a minimal
+  hand-written PEFT + timm step on the same PEFT model (LoRA on timm's whole ``qkv``), and the cost
+  of adapting exactly the q and v slices (split qkv) over that.
 - P2: LoRA r=8 (q, v) step / full fine-tuning step.
 - P3a: stored bytes of the quantized block Linears / their fp32 bytes (int8, nf4, nf4 + double
   quant, fp4), counted from the bitsandbytes layers' state dicts.
@@ -42,20 +43,3 @@ the bench returning its part of the report; ``run_bench`` loops over it), ``comm
 (``Trainer``, configs, spreads), ``peak.py``, ``steps.py``, ``methods.py``, ``weights.py``, ``memory.py``,
 ``data.py`` (the figures' measurements) and ``report.py`` (the text and JSON report).
 """
-
-from peftlab.bench.common import DTYPES, Trainer, make_cfg, ratios, spread
-from peftlab.bench.data import DATA_PATH_MODEL, data_path, write_jpeg_folder
-from peftlab.bench.memory import LARGE_METHODS, large_model_memory, memory, study_overhead
-from peftlab.bench.methods import METHOD_OPTIONS, method_cfg, methods_figure
-from peftlab.bench.peak import GPU_PEAKS, cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak, peak_within_ceiling
-from peftlab.bench.report import figure_rows, format_report, methods_rows, precision_rows, write_json
-from peftlab.bench.run import FIGURES, Bench, BenchOptions, Figure, run_bench
-from peftlab.bench.steps import compile_figures, precision_figure, training_flops
-from peftlab.bench.weights import QUANT_MODES, inference_latency, qalora_latency, quantized_bytes
-
-__all__ = ["DATA_PATH_MODEL", "DTYPES", "FIGURES", "GPU_PEAKS", "LARGE_METHODS", "METHOD_OPTIONS", "QUANT_MODES",
-           "Bench", "BenchOptions", "Figure", "Trainer", "compile_figures", "cpu_ceiling_gflops", "data_path",
-           "figure_rows", "format_report", "gpu_ceiling_gflops", "inference_latency", "large_model_memory", "make_cfg",
-           "matmul_peak", "memory", "method_cfg", "methods_figure", "methods_rows", "peak_within_ceiling",
-           "precision_figure", "precision_rows", "qalora_latency", "quantized_bytes", "ratios", "run_bench", "spread",
-           "study_overhead", "training_flops", "write_jpeg_folder", "write_json"]

@@ -13,8 +13,7 @@ from peftlab.config import RunConfig, load_config
 from peftlab.quant_load import build_base
 from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -28,10 +27,19 @@ def ratios(times: dict[str, list[float]], a: str, b: str) -> dict:
     return spread([x / y for x, y in zip(times[a], times[b])])
 
 
-def make_cfg(model: str | dict, img_size: int | None, method: str, targets="standard", r: int = 8,
-             quant: dict | None = None, **options) -> RunConfig:
+def make_cfg(
+    model: str | dict,
+    img_size: int | None,
+    method: str,
+    targets="standard",
+    r: int = 8,
+    quant: dict | None = None,
+    **options,
+) -> RunConfig:
     """A 10-class run config of ``model`` (a timm name, or a model section such as the tests' tiny ViT)."""
-    method_cfg = {"name": method, "r": r, "target_modules": targets} if method in ("lora", "qalora") else {"name": method}
+    method_cfg = (
+        {"name": method, "r": r, "target_modules": targets} if method in ("lora", "qalora") else {"name": method}
+    )
     method_cfg.update(options)
     model_section = {"name": model} if isinstance(model, str) else dict(model)
     overrides = {"model": {**model_section, "num_classes": 10}, "method": method_cfg, "quant": quant or {}}
@@ -43,8 +51,16 @@ def make_cfg(model: str | dict, img_size: int | None, method: str, targets="stan
 class Trainer:
     """One model, its optimizer and schedule, and a fixed batch: ``step()`` is one training step."""
 
-    def __init__(self, cfg: RunConfig, images, labels, precision: str, hand_written: bool = False,
-                 device: torch.device = torch.device("cpu"), compiled: bool = False):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        images,
+        labels,
+        precision: str,
+        hand_written: bool = False,
+        device: torch.device = torch.device("cpu"),
+        compiled: bool = False,
+    ):
         torch.manual_seed(0)
         model = build_base(cfg, 10)  # a quantized base from a weights file is quantized while loading
         if cfg.train.grad_checkpointing:
@@ -57,24 +73,38 @@ class Trainer:
             # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW, backward, step
             from peft import LoraConfig, get_peft_model
 
-            self.model = get_peft_model(model.to(device), LoraConfig(r=cfg.method.r, lora_alpha=cfg.method.lora_alpha,
-                                                          target_modules=r"blocks\.\d+\.attn\.qkv",
-                                                          modules_to_save=["head"]))
+            self.model = get_peft_model(
+                model.to(device),
+                LoraConfig(
+                    r=cfg.method.r,
+                    lora_alpha=cfg.method.lora_alpha,
+                    target_modules=r"blocks\.\d+\.attn\.qkv",
+                    modules_to_save=["head"],
+                ),
+            )
             self.params = [p for p in self.model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
             self.step = self.hand_step
         else:
-            self.tuner = apply_tuner(model, cfg, TunerContext(10 ** 6, device, cfg.quant))
+            self.tuner = apply_tuner(model, cfg, TunerContext(10**6, device, cfg.quant))
             self.model = self.tuner.model.to(device)
             self.params = list(self.tuner.trainable_parameters().values())
-            self.optimizer = torch.optim.AdamW(self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01),
-                                               fused=fused_adamw(None, device) or None)
+            self.optimizer = torch.optim.AdamW(
+                self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01), fused=fused_adamw(None, device) or None
+            )
             self.tuner.attach_optimizer(self.optimizer)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10 ** 6, 0.0))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10**6, 0.0))
             self.scaler = torch.amp.GradScaler(device.type, enabled=False)
             self.nonfinite = NonFinite(device, precision)
-            self.optimization = Optimization(self.optimizer, self.scheduler, self.scaler, self.params,
-                                             self.cfg.train.precision, self.cfg.train.clip_grad, device)
+            self.optimization = Optimization(
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                self.params,
+                self.cfg.train.precision,
+                self.cfg.train.clip_grad,
+                device,
+            )
             self.step = self.recipe_step
         self.model.train()
         if compiled:  # what train.compile does; the first step compiles
@@ -83,8 +113,15 @@ class Trainer:
     def recipe_step(self) -> None:
         """The recipe's own training step (training.step.training_step); the step count advances, so
         rank controllers reallocate as they would in a run."""
-        training_step(self.model, self.tuner, [(self.images, self.labels)], self.optimization, step=self.steps_taken,
-                      n_micro=1, nonfinite=self.nonfinite)
+        training_step(
+            self.model,
+            self.tuner,
+            [(self.images, self.labels)],
+            self.optimization,
+            step=self.steps_taken,
+            n_micro=1,
+            nonfinite=self.nonfinite,
+        )
         self.steps_taken += 1
 
     def hand_step(self) -> None:

@@ -13,8 +13,9 @@ from peftlab.config import load_config
 from peftlab.training.step import epoch_batches
 
 
-def write_jpeg_folder(directory: Path, n_train: int, size: int = 256, classes: int = 8, n_test: int = 16,
-                      seed: int = 0) -> None:
+def write_jpeg_folder(
+    directory: Path, n_train: int, size: int = 256, classes: int = 8, n_test: int = 16, seed: int = 0
+) -> None:
     """An ImageFolder (train/<class>/, test/<class>/) of size x size RGB JPEGs (quality 90): smooth
     random colour fields with pixel noise, which compress and decode like photographs do."""
     import numpy as np
@@ -37,8 +38,9 @@ def write_vtab_lists(directory: Path) -> None:
     test = sorted((directory / "test").glob("*/*.jpg"))
 
     def lines(paths) -> str:
-        return "".join(f"{p.relative_to(directory).as_posix()} {int(p.parent.name.removeprefix('class'))}\n"
-                       for p in paths)
+        return "".join(
+            f"{p.relative_to(directory).as_posix()} {int(p.parent.name.removeprefix('class'))}\n" for p in paths
+        )
 
     cut = int(0.8 * len(train))
     (directory / "train800.txt").write_text(lines(train[:cut]))
@@ -50,8 +52,57 @@ def write_vtab_lists(directory: Path) -> None:
 DATA_PATH_MODEL = "deit_tiny_patch16_224"
 
 
-def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.device, n_images: int = 512,
-              model: str = DATA_PATH_MODEL, cache: bool = False, progress=print, layout: str = "imagefolder") -> dict:
+def write_images(directory: Path, n_images: int, layout: str) -> dict:
+    """The data path's ``n_images`` JPEGs written to ``directory`` (``write_jpeg_folder``), and the data
+    section that reads them: an ImageFolder with augmentation, or with ``layout`` vtab1k VTAB-1k's lists
+    over the same JPEGs (``write_vtab_lists``: filelist, train800val200.txt, no augmentation, bicubic)."""
+    write_jpeg_folder(directory, n_images)
+    source = {"name": "imagefolder", "val_fraction": 0.0, "augment": True}
+    if layout == "vtab1k":
+        write_vtab_lists(directory)
+        source = {
+            "name": "filelist",
+            "train_list": "train800.txt",
+            "val_list": "val200.txt",
+            "test_list": "test.txt",
+            "trainval_list": "train800val200.txt",
+            "trainval": True,
+            "interpolation": "bicubic",
+        }
+    return source
+
+
+def build_image_data(tmp: str, source: dict, num_workers: int | None, cache: bool, spec, device: torch.device):
+    """(data config, built data) of the JPEGs in ``tmp``/jpegs, read as a run reads them for a model with
+    input ``spec``."""
+    from peftlab.data import build_data
+
+    data_cfg = load_config(
+        overrides={"data": {**source, "root": f"{tmp}/jpegs", "num_workers": num_workers, "cache": cache}}
+    ).data
+    data = build_data(
+        data_cfg,
+        img_size=spec.img_size,
+        in_chans=spec.in_chans,
+        mean=spec.mean,
+        std=spec.std,
+        device=device,
+        cache_dir=Path(tmp) / "cache",
+    )  # the decoded copy goes with the JPEGs
+    return data_cfg, data
+
+
+def data_path(
+    batch: int,
+    repeats: int,
+    num_workers: int | None,
+    device: torch.device,
+    n_images: int = 512,
+    model: str = DATA_PATH_MODEL,
+    cache: bool = False,
+    progress=print,
+    layout: str = "imagefolder",
+) -> dict:
     """Images/s of the data path alone / images/s of a training step of ``model`` (LoRA r=8), interleaved.
 
     The data path: an ImageFolder of ``n_images`` 256 px JPEGs written to a temporary folder, read
@@ -64,27 +115,18 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
     """
     import tempfile
 
-    from peftlab.data import build_data
     from peftlab.data.loading import BatchLoader
 
     cfg = make_cfg(model, None, "lora")
     spec = input_spec_for(cfg.model)
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-data-") as tmp:
         progress(f"data: writing {n_images} JPEGs of 256 px")
-        write_jpeg_folder(Path(tmp) / "jpegs", n_images)
-        source = {"name": "imagefolder", "val_fraction": 0.0, "augment": True}
-        if layout == "vtab1k":
-            write_vtab_lists(Path(tmp) / "jpegs")
-            source = {"name": "filelist", "train_list": "train800.txt", "val_list": "val200.txt", "test_list": "test.txt",
-                      "trainval_list": "train800val200.txt", "trainval": True, "interpolation": "bicubic"}
-        data_cfg = load_config(overrides={"data": {**source, "root": f"{tmp}/jpegs", "num_workers": num_workers,
-                                                   "cache": cache}}).data
-        data = build_data(data_cfg, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
-                          device=device, cache_dir=Path(tmp) / "cache")  # the decoded copy goes with the JPEGs
+        source = write_images(Path(tmp) / "jpegs", n_images, layout)
+        data_cfg, data = build_image_data(tmp, source, num_workers, cache, spec, device)
         loader = BatchLoader(data.train, device, num_workers, persistent=True)
-        epochs = iter(range(10 ** 6))
+        epochs = iter(range(10**6))
 
-        def data_epoch() -> None:
+        def data_epoch(loader: BatchLoader = loader) -> None:
             for _ in loader(epoch_batches(len(data.train), batch, 0, next(epochs))):
                 pass
 
@@ -93,12 +135,25 @@ def data_path(batch: int, repeats: int, num_workers: int | None, device: torch.d
         progress(f"data: {len(data.train)} images per epoch / {model} steps (interleaved)")
         times = metrics.time_interleaved({"data_epoch": data_epoch, "step": trainer.step}, repeats, device)
         workers = loader.num_workers
-        del loader  # its workers end here
+        del data_epoch, loader  # the loader's workers end here
     data_ips = [len(data.train) / t for t in times["data_epoch"]]
     step_ips = [batch / t for t in times["step"]]
     ratio = spread([d / s for d, s in zip(data_ips, step_ips)])
-    return {"model": model, "img_size": spec.img_size, "batch": batch, "images": len(data.train),
-            "jpeg_size": 256, "augment": data_cfg.augment, "layout": layout, "cache": cache, "device": str(device),
-            "num_workers": workers, "num_workers_config": num_workers,
-            "data_images_per_second": spread(data_ips), "step_images_per_second": spread(step_ips),
-            "ratio": ratio, "target": 2.0, "meets_target": ratio["median"] >= 2.0}
+    return {
+        "model": model,
+        "img_size": spec.img_size,
+        "batch": batch,
+        "images": len(data.train),
+        "jpeg_size": 256,
+        "augment": data_cfg.augment,
+        "layout": layout,
+        "cache": cache,
+        "device": str(device),
+        "num_workers": workers,
+        "num_workers_config": num_workers,
+        "data_images_per_second": spread(data_ips),
+        "step_images_per_second": spread(step_ips),
+        "ratio": ratio,
+        "target": 2.0,
+        "meets_target": ratio["median"] >= 2.0,
+    }

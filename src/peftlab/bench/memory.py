@@ -4,7 +4,6 @@ the fixed cost of a study run against the default study's runs (P6)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -16,8 +15,9 @@ from peftlab import metrics
 from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.bench.common import Trainer, make_cfg, spread
 from peftlab.config import RunConfig, load_config
+from peftlab.run_result import read_result
 from peftlab.training.evaluate import fetch
-from peftlab.tuners import apply_tuner
+from peftlab.tuners.base import apply_tuner
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
@@ -35,7 +35,7 @@ def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, qu
 
 def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int) -> dict:
     from peftlab.config import to_dict
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     out = {}
@@ -52,7 +52,7 @@ def study_overhead(default_study_dir: Path) -> dict:
     """Fixed cost of one run against the default study's mean per-run wall time."""
     from peftlab.data import build_data
 
-    results = [json.loads(p.read_text()) for p in default_study_dir.glob("runs/*/result.json")]
+    results = [r for p in sorted(default_study_dir.glob("runs/*")) if (r := read_result(p)) is not None]
     walls = [r["timing"]["wall_seconds"] for r in results if r.get("status") == "completed"]
     lora = [r for r in results if r.get("status") == "completed" and r["config"]["method"]["name"] == "lora"]
     if not walls or not lora:
@@ -71,9 +71,15 @@ def study_overhead(default_study_dir: Path) -> dict:
     fork = fork_seconds()
     fixed = statistics.median(times) + fork
     per_run = statistics.mean(walls)
-    return {"fixed_seconds": fixed, "fork_seconds": fork, "setup_seconds": spread(times),
-            "mean_run_wall_seconds": per_run, "runs": len(walls), "ratio": fixed / per_run,
-            "import_seconds_once_per_study": import_seconds()}
+    return {
+        "fixed_seconds": fixed,
+        "fork_seconds": fork,
+        "setup_seconds": spread(times),
+        "mean_run_wall_seconds": per_run,
+        "runs": len(walls),
+        "ratio": fixed / per_run,
+        "import_seconds_once_per_study": import_seconds(),
+    }
 
 
 def _noop() -> None:
@@ -81,7 +87,7 @@ def _noop() -> None:
 
 
 def fork_seconds() -> float:
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     ctx.Process(target=_noop).start()  # starts the forkserver (imports once per study)
@@ -104,14 +110,19 @@ def import_seconds() -> float:
     return time.perf_counter() - start
 
 
-LARGE_METHODS = {"qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True}), "lora_fp32": ("lora", {}),
-                 "full": ("full", {})}
+LARGE_METHODS = {
+    "qlora_nf4_dq": ("lora", {"mode": "nf4", "double_quant": True}),
+    "lora_fp32": ("lora", {}),
+    "full": ("full", {}),
+}
 
 
 def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, queue) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing."""
-    cfg = dataclasses.replace(make_cfg(model, img_size, method, quant=quant), train=load_config(
-        overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train)
+    cfg = dataclasses.replace(
+        make_cfg(model, img_size, method, quant=quant),
+        train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train,
+    )
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
     rss = metrics.PeakRSS()
@@ -121,14 +132,20 @@ def large_model_child(model: str, img_size: int | None, method: str, quant: dict
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    queue.put({"peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
-               "build_peak_rss_bytes": build_peak,
-               "rss_baseline_bytes": rss.baseline, "trainable": sum(p.numel() for p in trainer.params),
-               **trainer.tuner.base_weight_bytes(), "step_seconds": (time.perf_counter() - start) / steps})
+    queue.put(
+        {
+            "peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
+            "build_peak_rss_bytes": build_peak,
+            "rss_baseline_bytes": rss.baseline,
+            "trainable": sum(p.numel() for p in trainer.params),
+            **trainer.tuner.base_weight_bytes(),
+            "step_seconds": (time.perf_counter() - start) / steps,
+        }
+    )
 
 
 def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) -> dict:
-    from peftlab.study.runner import worker_context
+    from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
     out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True}
@@ -139,7 +156,9 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) 
         out[name] = queue.get(timeout=3600)
         proc.join()
     peak = {name: out[name]["peak_rss_above_baseline_bytes"] for name in LARGE_METHODS}
-    out["ratios"] = {"qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
-                     "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
-                     "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10}}
+    out["ratios"] = {
+        "qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
+        "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
+        "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10},
+    }
     return out

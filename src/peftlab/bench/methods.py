@@ -8,7 +8,7 @@ error as its reason, never a number.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -48,8 +48,15 @@ def warmed_trainer(cfg: RunConfig, images, labels, dtype: str, device: torch.dev
     return trainer, row
 
 
-def methods_figure(cfg: Callable[..., RunConfig], images, labels, dtype: str, repeats: int,
-                   device: torch.device, progress: Callable[[str], None] = lambda text: None) -> dict:
+def methods_figure(
+    cfg: Callable[..., RunConfig],
+    images,
+    labels,
+    dtype: str,
+    repeats: int,
+    device: torch.device,
+    progress: Callable[[str], None] = lambda text: None,
+) -> dict:
     """Per method of TUNERS: median step seconds, step time / LoRA's (repetition by repetition) and
     trainable parameters. Each trainer takes one warm-up step; then ``repeats`` rounds time every
     method once, in a balanced order (``metrics.time_interleaved``)."""
@@ -65,6 +72,9 @@ def methods_figure(cfg: Callable[..., RunConfig], images, labels, dtype: str, re
     times = metrics.time_interleaved({name: t.step for name, t in trainers.items()}, repeats, device, warmup=0)
     for name in trainers:
         rows[name].update(step_seconds=spread(times[name]), ratio_to_lora=ratios(times, name, REFERENCE))
-    return {"reference": "lora r=8 on q, v", "rows": rows,
-            "setting": "one warm-up step each, then every method once per repetition in a balanced order; "
-                       "the ratio is the median of the per-repetition ratios to LoRA's step"}
+    return {
+        "reference": "lora r=8 on q, v",
+        "rows": rows,
+        "setting": "one warm-up step each, then every method once per repetition in a balanced order; "
+        "the ratio is the median of the per-repetition ratios to LoRA's step",
+    }

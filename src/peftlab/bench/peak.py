@@ -34,15 +34,25 @@ def cpu_ceiling_gflops(dtype: str) -> dict:
     except (OSError, ValueError):
         return {"gflops": None, "why": f"the boost clock cannot be read ({freq} is missing: cpufreq is hidden)"}
     cores = torch.get_num_threads()
-    return {"gflops": cores * lanes * 2 * 2 * ghz, "cores": cores, "fp32_lanes": lanes, "fma_units": 2,
-            "ghz": ghz, "assumed": "2 FMA units per core"}
+    return {
+        "gflops": cores * lanes * 2 * 2 * ghz,
+        "cores": cores,
+        "fp32_lanes": lanes,
+        "fma_units": 2,
+        "ghz": ghz,
+        "assumed": "2 FMA units per core",
+    }
 
 
 # dense (no sparsity) spec-sheet peaks in GFLOP/s, by a name torch.cuda.get_device_name() contains;
 # TF32 is the fp32 matmul figure when train.tf32 allows it (the bench's own setting)
-GPU_PEAKS = {"H200": {"fp32": 494_700, "bf16": 989_400}, "H100 PCIe": {"fp32": 378_000, "bf16": 756_000},
-             "H100": {"fp32": 494_700, "bf16": 989_400}, "A100": {"fp32": 156_000, "bf16": 312_000},
-             "L4": {"fp32": 60_000, "bf16": 121_000}}
+GPU_PEAKS = {
+    "H200": {"fp32": 494_700, "bf16": 989_400},
+    "H100 PCIe": {"fp32": 378_000, "bf16": 756_000},
+    "H100": {"fp32": 494_700, "bf16": 989_400},
+    "A100": {"fp32": 156_000, "bf16": 312_000},
+    "L4": {"fp32": 60_000, "bf16": 121_000},
+}
 
 
 def gpu_ceiling_gflops(dtype: str, name: str) -> dict:
@@ -61,8 +71,7 @@ def peak_within_ceiling(peak: dict) -> bool:
     return ceiling is None or peak["best_gflops"] <= ceiling
 
 
-def matmul_peak(dtype: str, repeats: int, device: torch.device = torch.device("cpu"),
-                sizes=(512, 1024, 2048)) -> dict:
+def matmul_peak(dtype: str, repeats: int, device: torch.device = torch.device("cpu"), sizes=(512, 1024, 2048)) -> dict:
     """Best median GFLOP/s of ``a @ b`` over a few square sizes."""
     best = None
     if device.type == "cuda":
@@ -70,8 +79,8 @@ def matmul_peak(dtype: str, repeats: int, device: torch.device = torch.device("c
     for n in sizes:
         a = torch.randn(n, n, dtype=DTYPES[dtype], device=device)
         b = torch.randn(n, n, dtype=DTYPES[dtype], device=device)
-        times = metrics.time_interleaved({"mm": lambda: a @ b}, repeats, device, warmup=2)["mm"]
-        gflops = 2 * n ** 3 / statistics.median(times) / 1e9
+        times = metrics.time_interleaved({"mm": lambda a=a, b=b: a @ b}, repeats, device, warmup=2)["mm"]
+        gflops = 2 * n**3 / statistics.median(times) / 1e9
         if best is None or gflops > best["gflops"]:
             best = {"gflops": gflops, "size": n, "seconds": spread(times)}
     return best

@@ -20,30 +20,46 @@ def med(d: dict) -> float:
 
 
 def spread_text(value: dict, digits: int = 3) -> str:
-    """"median [min-max]"."""
+    """ "median [min-max]"."""
     return f"{value['median']:.{digits}f} [{value['min']:.{digits}f}-{value['max']:.{digits}f}]"
 
 
 def peak_rows(report: dict) -> list[Row]:
     peak = report["peak"]
     ceiling = peak.get("ceiling") or {}
-    shown_ceiling = (f"; ceiling {ceiling['gflops']:.0f}" if ceiling.get("gflops") else
-                     f"; no ceiling: {ceiling['why']}" if ceiling.get("why") else "")
-    return [("peak matmul", f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
-             f"{1 + peak.get('interleaved_gflops', {}).get('n', 0)} measurements){shown_ceiling}"
-             + ("" if peak.get("valid", True) else " INVALID: above the ceiling"), "")]
+    shown_ceiling = (
+        f"; ceiling {ceiling['gflops']:.0f}"
+        if ceiling.get("gflops")
+        else f"; no ceiling: {ceiling['why']}"
+        if ceiling.get("why")
+        else ""
+    )
+    return [
+        (
+            "peak matmul",
+            f"{peak.get('best_gflops', peak['gflops']):.1f} GFLOP/s (n={peak['size']}, best of "
+            f"{1 + peak.get('interleaved_gflops', {}).get('n', 0)} measurements){shown_ceiling}"
+            + ("" if peak.get("valid", True) else " INVALID: above the ceiling"),
+            "",
+        )
+    ]
 
 
 def step_rows(report: dict) -> list[Row]:
     """P1, P2, P3c and the rank controllers."""
     p1 = report["P1_overhead"]
-    rows = [("P1 recipe / hand-written step", spread_text(p1["recipe_vs_hand_written"]), "<= 1.03"),
-            ("   q,v slices / hand-written", f"{med(p1['qv_slices_vs_hand_written']):.3f}", ""),
-            ("P2 LoRA r=8 / full step", spread_text(report["P2_lora_vs_full"]), "<= 0.75"),
-            ("P3c QLoRA nf4 / LoRA step", spread_text(report["P3c_qlora_vs_lora_step"]), "<= 1.15")]
+    rows = [
+        ("P1 recipe / hand-written step", spread_text(p1["recipe_vs_hand_written"]), "<= 1.03"),
+        ("   q,v slices / hand-written", f"{med(p1['qv_slices_vs_hand_written']):.3f}", ""),
+        ("P2 LoRA r=8 / full step", spread_text(report["P2_lora_vs_full"]), "<= 0.75"),
+        ("P3c QLoRA nf4 / LoRA step", spread_text(report["P3c_qlora_vs_lora_step"]), "<= 1.15"),
+    ]
     adaptive = report.get("adaptive_rank_steps")
     if adaptive:
-        for name, label in (("adalora_vs_lora", "AdaLoRA / LoRA step"), ("controller_vs_lora", "controller / LoRA step")):
+        for name, label in (
+            ("adalora_vs_lora", "AdaLoRA / LoRA step"),
+            ("controller_vs_lora", "controller / LoRA step"),
+        ):
             rows.append((label, f"{spread_text(adaptive[name])} (reallocating every step)", "<= 1.10"))
     return rows
 
@@ -55,21 +71,33 @@ def methods_rows(report: dict) -> list[Row]:
         return []
     rows = []
     for method, row in figure["rows"].items():
-        shown = (f"{spread_text(row['ratio_to_lora'])} ({med(row['step_seconds']):.3f} s, "
-                 f"{row['trainable']:,} trainable)" if "ratio_to_lora" in row else f"not run: {row['reason']}")
+        shown = (
+            f"{spread_text(row['ratio_to_lora'])} ({med(row['step_seconds']):.3f} s, {row['trainable']:,} trainable)"
+            if "ratio_to_lora" in row
+            else f"not run: {row['reason']}"
+        )
         rows.append((f"{method} / LoRA step", shown, ""))
     return rows
 
 
 def memory_figure_rows(report: dict) -> list[Row]:
     """P3a (stored bytes of a quantized base) and P3b (peak RSS training a large model)."""
-    rows = [(f"P3a stored bytes {name} / fp32", f"{value['ratio']:.3f}", "<= 0.15" if name == "nf4_double_quant" else "")
-            for name, value in report["P3a_quantized_bytes"].items() if name != "target"]
+    rows = [
+        (f"P3a stored bytes {name} / fp32", f"{value['ratio']:.3f}", "<= 0.15" if name == "nf4_double_quant" else "")
+        for name, value in report["P3a_quantized_bytes"].items()
+        if name != "target"
+    ]
     p3b = report.get("P3b_large_model_memory")
     if p3b:
         for name in LARGE_METHODS:
-            rows.append((f"P3b {p3b['model']} {name}", f"train peak {p3b[name]['peak_rss_above_baseline_bytes'] / 2**20:.0f}"
-                         f" MiB, build peak {p3b[name]['build_peak_rss_bytes'] / 2**20:.0f} MiB", ""))
+            rows.append(
+                (
+                    f"P3b {p3b['model']} {name}",
+                    f"train peak {p3b[name]['peak_rss_above_baseline_bytes'] / 2**20:.0f}"
+                    f" MiB, build peak {p3b[name]['build_peak_rss_bytes'] / 2**20:.0f} MiB",
+                    "",
+                )
+            )
         rows.append(("P3b QLoRA / LoRA peak RSS", f"{p3b['ratios']['qlora_vs_lora']:.3f}", "<= 0.35"))
         rows.append(("P3b QLoRA / full peak RSS", f"{p3b['ratios']['qlora_vs_full']:.3f}", "<= 0.10"))
     return rows
@@ -78,12 +106,19 @@ def memory_figure_rows(report: dict) -> list[Row]:
 def inference_rows(report: dict) -> list[Row]:
     """P4 (merged and unmerged adapter latency) and P4q (QA-LoRA kept quantized)."""
     p4 = report["P4_merged_inference"]["ratios"]
-    rows = [("P4 merged / base latency", f"{med(p4['merged_vs_base']):.3f}", "<= 1.01"),
-            ("   adapter / base latency", f"{med(p4['adapter_vs_base']):.3f}", "")]
+    rows = [
+        ("P4 merged / base latency", f"{med(p4['merged_vs_base']):.3f}", "<= 1.01"),
+        ("   adapter / base latency", f"{med(p4['adapter_vs_base']):.3f}", ""),
+    ]
     p4q = report.get("P4q_qalora_inference")
     if p4q:
-        rows.append((f"P4q QA-LoRA {p4q['format']} merged / quantized base",
-                     f"{med(p4q['ratios']['merged_vs_quantized_base']):.3f}", "<= 1.01"))
+        rows.append(
+            (
+                f"P4q QA-LoRA {p4q['format']} merged / quantized base",
+                f"{med(p4q['ratios']['merged_vs_quantized_base']):.3f}",
+                "<= 1.01",
+            )
+        )
         rows.append(("    quantized / fp32 merged latency", f"{med(p4q['ratios']['quantized_vs_fp32']):.3f}", ""))
     return rows
 
@@ -92,8 +127,11 @@ def mfu_rows(report: dict) -> list[Row]:
     rows = []
     for name, value in report["P5_mfu"].items():
         if isinstance(value, dict):
-            shown = (f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)" if value.get("valid", True) else
-                     f"INVALID: {value['mfu']:.2f} is outside (0, 1]; the machine was loaded, run it again quietly")
+            shown = (
+                f"{value['mfu']:.3f} ({value['achieved_gflops']:.1f} GFLOP/s)"
+                if value.get("valid", True)
+                else f"INVALID: {value['mfu']:.2f} is outside (0, 1]; the machine was loaded, run it again quietly"
+            )
             rows.append((f"P5 MFU {name}", shown, ">= 0.5"))
     return rows
 
@@ -104,8 +142,11 @@ def precision_rows(report: dict) -> list[Row]:
         return []
     flags = " ".join(figure["cpu_flags"]) or "flags unknown"
     rows = []
-    for key, label in (("bf16_vs_fp32_step", "bf16 / fp32 LoRA step"), ("bf16_vs_fp32_matmul", "bf16 / fp32 matmul"),
-                       ("nf4_bnb_kernel_vs_reference_eval", "nf4 eval, bnb CPU kernel / reference")):
+    for key, label in (
+        ("bf16_vs_fp32_step", "bf16 / fp32 LoRA step"),
+        ("bf16_vs_fp32_matmul", "bf16 / fp32 matmul"),
+        ("nf4_bnb_kernel_vs_reference_eval", "nf4 eval, bnb CPU kernel / reference"),
+    ):
         if key in figure:
             rows.append((label, f"{spread_text(figure[key])} ({flags})", ""))
     rows.append(("   train.precision auto on this device", figure["auto_resolves_to"], ""))
@@ -116,8 +157,14 @@ def compile_rows(report: dict) -> list[Row]:
     comp = report.get("compile")
     if not comp:
         return []
-    rows = [(f"compiled / eager step {method}", f"{spread_text(comp['compiled_vs_eager'][method])}"
-             f" (compile {comp['compile_seconds'][method]:.0f} s)", "") for method in ("lora", "full")]
+    rows = [
+        (
+            f"compiled / eager step {method}",
+            f"{spread_text(comp['compiled_vs_eager'][method])} (compile {comp['compile_seconds'][method]:.0f} s)",
+            "",
+        )
+        for method in ("lora", "full")
+    ]
     rows.append(("P2 compiled LoRA / compiled full", spread_text(comp["P2_compiled"]), "<= 0.75"))
     return rows
 
@@ -126,17 +173,31 @@ def monitor_rows(report: dict) -> list[Row]:
     if "monitor_cost" not in report:
         return []
     mc = report["monitor_cost"]
-    return [("monitors at log points / none", f"{spread_text(mc['ratio'], 4)} (log_every {mc['log_every']})", "<= 1.03")]
+    return [
+        ("monitors at log points / none", f"{spread_text(mc['ratio'], 4)} (log_every {mc['log_every']})", "<= 1.03")
+    ]
 
 
 def host_rows(report: dict) -> list[Row]:
     """P6 (a study run's fixed cost) and peak RSS per method: CPU figures."""
     p6 = report.get("P6_study_overhead", {"skipped": "CPU only"})
-    rows = [("P6 run fixed cost / run time", f"{p6['ratio']:.3f} ({p6['fixed_seconds']:.2f}s of "
-             f"{p6['mean_run_wall_seconds']:.1f}s)" if "ratio" in p6 else p6["skipped"], "<= 0.05")]
+    rows = [
+        (
+            "P6 run fixed cost / run time",
+            f"{p6['ratio']:.3f} ({p6['fixed_seconds']:.2f}s of {p6['mean_run_wall_seconds']:.1f}s)"
+            if "ratio" in p6
+            else p6["skipped"],
+            "<= 0.05",
+        )
+    ]
     for name, mem in (report.get("memory") or {}).items():
-        rows.append((f"peak RSS {name}", f"{mem['peak_rss_bytes'] / 2**20:.0f} MiB "
-                     f"(weights {mem['weights_bytes'] / 2**20:.1f} MiB)", ""))
+        rows.append(
+            (
+                f"peak RSS {name}",
+                f"{mem['peak_rss_bytes'] / 2**20:.0f} MiB (weights {mem['weights_bytes'] / 2**20:.1f} MiB)",
+                "",
+            )
+        )
     return rows
 
 
@@ -145,15 +206,31 @@ def data_rows(report: dict) -> list[Row]:
     if not data:
         return []
     name = f"data path ({data.get('layout', 'imagefolder')}, {data['images']} images) / {data['model']} step"
-    return [(name, f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
-             f"{data['ratio']['max']:.2f}] ({med(data['data_images_per_second']):.0f} / "
-             f"{med(data['step_images_per_second']):.1f} images/s, {data['num_workers']} workers, "
-             f"{'cached, ' if data.get('cache') else ''}{data['device']})", ">= 2")]
+    return [
+        (
+            name,
+            f"{med(data['ratio']):.2f} [{data['ratio']['min']:.2f}-"
+            f"{data['ratio']['max']:.2f}] ({med(data['data_images_per_second']):.0f} / "
+            f"{med(data['step_images_per_second']):.1f} images/s, {data['num_workers']} workers, "
+            f"{'cached, ' if data.get('cache') else ''}{data['device']})",
+            ">= 2",
+        )
+    ]
 
 
 # the full bench's rows in print order; a bench of one figure (--only) prints its rows alone
-ROWS = [peak_rows, step_rows, methods_rows, memory_figure_rows, inference_rows, mfu_rows, precision_rows, compile_rows,
-        monitor_rows, host_rows]
+ROWS = [
+    peak_rows,
+    step_rows,
+    methods_rows,
+    memory_figure_rows,
+    inference_rows,
+    mfu_rows,
+    precision_rows,
+    compile_rows,
+    monitor_rows,
+    host_rows,
+]
 
 
 def figure_rows(report: dict) -> list[Row]:
@@ -164,15 +241,23 @@ def figure_rows(report: dict) -> list[Row]:
 def format_report(report: dict) -> str:
     load = ""
     if report.get("load_average_start") and report.get("load_average_end"):
-        load = (f"; load average {report['load_average_start'][0]:.1f} at the start, "
-                f"{report['load_average_end'][0]:.1f} at the end")
-    where = (f"{report['threads']} threads" if report.get("device", "cpu") == "cpu" else
-             f"{report['hardware'].get('gpu') or report['device']}")
+        load = (
+            f"; load average {report['load_average_start'][0]:.1f} at the start, "
+            f"{report['load_average_end'][0]:.1f} at the end"
+        )
+    where = (
+        f"{report['threads']} threads"
+        if report.get("device", "cpu") == "cpu"
+        else f"{report['hardware'].get('gpu') or report['device']}"
+    )
     sizes = ", ".join(f"{k}={v}" for k, v in report.get("architecture", {}).items())
-    lines = [f"peftlab bench: {report['model']}{f' ({sizes})' if sizes else ''} at {report['img_size']} px, "
-             f"batch {report['batch']}, "
-             f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
-             f"({report['hardware']['cpu']}{load})", ""]
+    lines = [
+        f"peftlab bench: {report['model']}{f' ({sizes})' if sizes else ''} at {report['img_size']} px, "
+        f"batch {report['batch']}, "
+        f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
+        f"({report['hardware']['cpu']}{load})",
+        "",
+    ]
     only = precision_rows(report) + methods_rows(report)  # a bench of one figure (--only) shows its rows alone
     rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)
     width = max(len(r[0]) for r in rows)
@@ -182,5 +267,7 @@ def format_report(report: dict) -> str:
 
 def write_json(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=lambda v: None if isinstance(v, float) and
-                               math.isnan(v) else str(v)) + "\n")
+    path.write_text(
+        json.dumps(report, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v))
+        + "\n"
+    )

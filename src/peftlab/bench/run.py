@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -31,7 +32,9 @@ class BenchOptions:
 
     model: str = "deit_small_patch16_224"
     img_size: int | None = None  # None: the model's own
-    architecture: dict = field(default_factory=dict)  # depth, embed_dim, num_heads, patch_size: the model's own if absent
+    architecture: dict = field(
+        default_factory=dict
+    )  # depth, embed_dim, num_heads, patch_size: the model's own if absent
     batch: int = 32
     dtype: str = "fp32"
     repeats: int = 5
@@ -87,10 +90,14 @@ def prepare(options: BenchOptions, progress: Callable[[str], None]) -> Bench:
 
 # --- the figures, in the order they are measured ------------------------------------------
 
+
 def measure_peak(b: Bench, report: dict) -> dict:
     o, dev = b.options, b.device
-    ceiling = cpu_ceiling_gflops(o.dtype) if dev.type == "cpu" else gpu_ceiling_gflops(o.dtype,
-                                                                                        torch.cuda.get_device_name(dev))
+    ceiling = (
+        cpu_ceiling_gflops(o.dtype)
+        if dev.type == "cpu"
+        else gpu_ceiling_gflops(o.dtype, torch.cuda.get_device_name(dev))
+    )
     return {"peak": {**matmul_peak(o.dtype, o.repeats, dev), "ceiling": ceiling}}
 
 
@@ -148,8 +155,17 @@ def measure_large_model(b: Bench, report: dict) -> dict:
 
 def measure_data(b: Bench, report: dict) -> dict:
     o = b.options
-    figure = data_path(o.batch, o.repeats, o.num_workers, b.device, o.data_images, model=o.data_model,
-                       cache=o.data_cache, progress=b.progress, layout=o.data_layout)
+    figure = data_path(
+        o.batch,
+        o.repeats,
+        o.num_workers,
+        b.device,
+        o.data_images,
+        model=o.data_model,
+        cache=o.data_cache,
+        progress=b.progress,
+        layout=o.data_layout,
+    )
     if o.only == "data":
         return {"model": o.data_model, "data_path": figure}  # the header names the model the figure trains
     return {"data_path": figure}
@@ -167,21 +183,42 @@ FIGURES = [
     Figure("peak", measure_peak, "peak: matmul throughput"),
     Figure("steps", measure_steps, "P1/P2/P5: training steps (interleaved)"),
     Figure("methods", measure_methods, "methods: every method's training step / LoRA r=8 q,v (interleaved)"),
-    Figure("precision", measure_precision,
-           "precision: bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference (interleaved)"),
+    Figure(
+        "precision",
+        measure_precision,
+        "precision: bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference (interleaved)",
+    ),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),
-    Figure("compile", measure_compile, "compile: compiled / eager steps (interleaved), compile time apart",
-           lambda o: o.with_compile),
+    Figure(
+        "compile",
+        measure_compile,
+        "compile: compiled / eager steps (interleaved), compile time apart",
+        lambda o: o.with_compile,
+    ),
     Figure("P3a", measure_quantized_bytes, "P3a: stored bytes of quantized block Linears"),
     Figure("P4", measure_merged_inference, "P4: inference latency (interleaved)"),
     Figure("P4q", measure_qalora_inference, "P4q: QA-LoRA inference latency (interleaved)"),
     Figure("P6", measure_study_overhead, "P6: study overhead", cpu_only=True),
-    Figure("memory", measure_memory, "memory: peak RSS per method (separate processes)", lambda o: o.with_memory,
-           cpu_only=True),
-    Figure("P3b", measure_large_model, "P3b: peak RSS training {large_model} (separate processes)",
-           lambda o: bool(o.large_model), cpu_only=True),
-    Figure("data", measure_data, "data: the data path ({data_layout}) / a {data_model} training step (interleaved)",
-           cpu_only=True),
+    Figure(
+        "memory",
+        measure_memory,
+        "memory: peak RSS per method (separate processes)",
+        lambda o: o.with_memory,
+        cpu_only=True,
+    ),
+    Figure(
+        "P3b",
+        measure_large_model,
+        "P3b: peak RSS training {large_model} (separate processes)",
+        lambda o: bool(o.large_model),
+        cpu_only=True,
+    ),
+    Figure(
+        "data",
+        measure_data,
+        "data: the data path ({data_layout}) / a {data_model} training step (interleaved)",
+        cpu_only=True,
+    ),
 ]
 
 
@@ -191,11 +228,19 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         raise UserError(f"--only {options.only!r}: expected one of {', '.join(f.name for f in FIGURES)}")
     b = prepare(options, progress)
     o, dev = options, b.device
-    report = {"model": o.model, **({"architecture": o.architecture} if o.architecture else {}),
-              "img_size": b.images.shape[-1], "batch": o.batch, "dtype": o.dtype,
-              "repeats": o.repeats, "device": str(dev), "threads": torch.get_num_threads(),
-              "versions": provenance.package_versions(), "hardware": provenance.hardware(dev),
-              "load_average_start": os.getloadavg()}
+    report = {
+        "model": o.model,
+        **({"architecture": o.architecture} if o.architecture else {}),
+        "img_size": b.images.shape[-1],
+        "batch": o.batch,
+        "dtype": o.dtype,
+        "repeats": o.repeats,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "versions": provenance.package_versions(),
+        "hardware": provenance.hardware(dev),
+        "load_average_start": os.getloadavg(),
+    }
     for figure in FIGURES:
         if o.only is not None:
             if figure.name == o.only:

@@ -16,8 +16,7 @@ from peftlab.bench.peak import peak_within_ceiling
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.training.runtime import resolve_precision
 from peftlab.training.step import compute_loss
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 QKV = [r"blocks\.\d+\.attn\.qkv"]  # timm's whole fused qkv, as a hand-written PEFT loop adapts it
 
@@ -31,10 +30,16 @@ def step_trainers(cfg, images, labels, dtype: str, device: torch.device) -> dict
         "peftlab_full": Trainer(cfg("full"), images, labels, dtype, device=device),
         "peftlab_qlora_nf4": Trainer(cfg("lora", quant={"mode": "nf4"}), images, labels, dtype, device=device),
         # rank controllers at the same built rank as LoRA r=8, reallocating on every step (their worst case)
-        "peftlab_adalora": Trainer(cfg("adalora", init_r=8, target_r=4, tinit=0, deltaT=1), images, labels, dtype,
-                                   device=device),
-        "peftlab_adaptive": Trainer(cfg("adaptive", r=4, max_rank=8, warmup=0, interval=1, final_step=0.99,
-                                        importance="sensitivity"), images, labels, dtype, device=device),
+        "peftlab_adalora": Trainer(
+            cfg("adalora", init_r=8, target_r=4, tinit=0, deltaT=1), images, labels, dtype, device=device
+        ),
+        "peftlab_adaptive": Trainer(
+            cfg("adaptive", r=4, max_rank=8, warmup=0, interval=1, final_step=0.99, importance="sensitivity"),
+            images,
+            labels,
+            dtype,
+            device=device,
+        ),
     }
 
 
@@ -43,26 +48,30 @@ def step_figures(trainers: dict[str, Trainer], peak: dict, dtype: str, repeats: 
     the peak updated, the steps' seconds, and P1, P2, P3c, the rank controllers and P5."""
     n = peak["size"]
     a, b = (torch.randn(n, n, dtype=DTYPES[dtype], device=device) for _ in range(2))
-    times = metrics.time_interleaved({**{k: t.step for k, t in trainers.items()}, "peak_matmul": lambda: a @ b},
-                                     repeats, device, warmup=2)
-    interleaved = [2 * n ** 3 / s / 1e9 for s in times.pop("peak_matmul")]
+    times = metrics.time_interleaved(
+        {**{k: t.step for k, t in trainers.items()}, "peak_matmul": lambda: a @ b}, repeats, device, warmup=2
+    )
+    interleaved = [2 * n**3 / s / 1e9 for s in times.pop("peak_matmul")]
     peak = {**peak, "interleaved_gflops": spread(interleaved), "best_gflops": max(peak["gflops"], *interleaved)}
     peak["valid"] = peak_within_ceiling(peak)
     return {
         "peak": peak,
         "step_seconds": {k: spread(v) for k, v in times.items()},
-        "P1_overhead": {"recipe_vs_hand_written": ratios(times, "peftlab_lora_qkv", "hand_written_peft_qkv"),
-                        "qv_slices_vs_hand_written": ratios(times, "peftlab_lora_qv", "hand_written_peft_qkv"),
-                        "target": 1.03},
+        "P1_overhead": {
+            "recipe_vs_hand_written": ratios(times, "peftlab_lora_qkv", "hand_written_peft_qkv"),
+            "qv_slices_vs_hand_written": ratios(times, "peftlab_lora_qv", "hand_written_peft_qkv"),
+            "target": 1.03,
+        },
         "P2_lora_vs_full": {**ratios(times, "peftlab_lora_qv", "peftlab_full"), "target": 0.75},
         "P3c_qlora_vs_lora_step": {**ratios(times, "peftlab_qlora_nf4", "peftlab_lora_qv"), "target": 1.15},
         "adaptive_rank_steps": {
             "adalora_vs_lora": ratios(times, "peftlab_adalora", "peftlab_lora_qv"),
             "controller_vs_lora": ratios(times, "peftlab_adaptive", "peftlab_lora_qv"),
             "setting": "built rank 8 on q,v like LoRA r=8; AdaLoRA tinit=0, deltaT=1; controller "
-                       "sensitivity/proportional, warmup 0, interval 1: every step updates the importance and "
-                       "reallocates (the worst case)",
-            "target": 1.10},
+            "sensitivity/proportional, warmup 0, interval 1: every step updates the importance and "
+            "reallocates (the worst case)",
+            "target": 1.10,
+        },
         "P5_mfu": model_flops_utilization(trainers, times, peak),
     }
 
@@ -74,11 +83,18 @@ def model_flops_utilization(trainers: dict[str, Trainer], times: dict[str, list[
         flops = training_flops(trainers[name])
         achieved = flops / statistics.median(times[name]) / 1e9
         value = achieved / peak["best_gflops"]
-        mfu[name] = {"step_gflop": flops / 1e9, "achieved_gflops": achieved, "mfu": value,
-                     "valid": peak["valid"] and 0 < value <= 1}  # above 1: a peak measured under load
-    return {**mfu, "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
-            "peak": "the best matmul throughput of the peak measurement and of its repetitions "
-                    "interleaved with the steps", "target": 0.5}
+        mfu[name] = {
+            "step_gflop": flops / 1e9,
+            "achieved_gflops": achieved,
+            "mfu": value,
+            "valid": peak["valid"] and 0 < value <= 1,
+        }  # above 1: a peak measured under load
+    return {
+        **mfu,
+        "flops_counted_with": "torch.utils.flop_counter.FlopCounterMode (one training step)",
+        "peak": "the best matmul throughput of the peak measurement and of its repetitions interleaved with the steps",
+        "target": 0.5,
+    }
 
 
 def training_flops(trainer: Trainer) -> int:
@@ -90,7 +106,9 @@ def training_flops(trainer: Trainer) -> int:
     return counter.get_total_flops()
 
 
-def precision_figure(model: str | dict, img_size: int | None, images, labels, repeats: int, device: torch.device) -> dict:
+def precision_figure(
+    model: str | dict, img_size: int | None, images, labels, repeats: int, device: torch.device
+) -> dict:
     """bf16 against fp32 on this machine, interleaved: a LoRA r=8 training step (bf16 autocast) and a
     square matmul; and a 4-bit (nf4) base in evaluation with bitsandbytes' CPU kernel against the
     reference arithmetic (``quant.cpu_kernel``). What they cost depends on the CPU (AVX2 only: bf16
@@ -99,24 +117,31 @@ def precision_figure(model: str | dict, img_size: int | None, images, labels, re
     lora = make_cfg(model, img_size, "lora")
     steps = {precision: Trainer(lora, images, labels, precision, device=device) for precision in ("fp32", "bf16")}
     n = 1024
-    mats = {precision: [torch.randn(n, n, dtype=DTYPES[precision], device=device) for _ in range(2)]
-            for precision in DTYPES}
-    calls = {"fp32_step": steps["fp32"].step, "bf16_step": steps["bf16"].step,
-             "fp32_matmul": lambda: mats["fp32"][0] @ mats["fp32"][1],
-             "bf16_matmul": lambda: mats["bf16"][0] @ mats["bf16"][1]}
+    mats = {
+        precision: [torch.randn(n, n, dtype=DTYPES[precision], device=device) for _ in range(2)] for precision in DTYPES
+    }
+    calls = {
+        "fp32_step": steps["fp32"].step,
+        "bf16_step": steps["bf16"].step,
+        "fp32_matmul": lambda: mats["fp32"][0] @ mats["fp32"][1],
+        "bf16_matmul": lambda: mats["bf16"][0] @ mats["bf16"][1],
+    }
     if device.type == "cpu":
         for kernel in ("reference", "bnb"):
             torch.manual_seed(0)
             cfg = make_cfg(model, img_size, "lora", quant={"mode": "nf4", "cpu_kernel": kernel})
-            tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(10 ** 6, device, cfg.quant))
+            tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(10**6, device, cfg.quant))
             evaluated = tuner.model.eval()
             calls[f"nf4_{kernel}_eval"] = lambda m=evaluated: torch.no_grad()(m)(images)
     times = metrics.time_interleaved(calls, repeats, device, warmup=2)
-    figure = {"bf16_vs_fp32_step": ratios(times, "bf16_step", "fp32_step"),
-              "bf16_vs_fp32_matmul": ratios(times, "bf16_matmul", "fp32_matmul"),
-              "auto_resolves_to": resolve_precision("auto", device),
-              "cpu_flags": provenance.cpu_flags(), "step": "LoRA r=8 on q,v, bf16 autocast vs fp32",
-              "matmul_size": n}
+    figure = {
+        "bf16_vs_fp32_step": ratios(times, "bf16_step", "fp32_step"),
+        "bf16_vs_fp32_matmul": ratios(times, "bf16_matmul", "fp32_matmul"),
+        "auto_resolves_to": resolve_precision("auto", device),
+        "cpu_flags": provenance.cpu_flags(),
+        "step": "LoRA r=8 on q,v, bf16 autocast vs fp32",
+        "matmul_size": n,
+    }
     if "nf4_bnb_eval" in times:
         figure["nf4_bnb_kernel_vs_reference_eval"] = ratios(times, "nf4_bnb_eval", "nf4_reference_eval")
     return figure
@@ -124,12 +149,18 @@ def precision_figure(model: str | dict, img_size: int | None, images, labels, re
 
 def monitor_cost(trainer: Trainer, repeats: int) -> dict:
     """A LoRA step with the recipe's monitors at log points / the same step without them."""
-    return model_monitor_cost(trainer.model, trainer.tuner.trainable_parameters(), trainer.step, lambda: compute_loss(
-        trainer.model, trainer.images, trainer.labels, trainer.precision, trainer.device), repeats)
+    return model_monitor_cost(
+        trainer.model,
+        trainer.tuner.trainable_parameters(),
+        trainer.step,
+        lambda: compute_loss(trainer.model, trainer.images, trainer.labels, trainer.precision, trainer.device),
+        repeats,
+    )
 
 
-def compile_figures(model: str | dict, img_size: int | None, images, labels, dtype: str, repeats: int,
-                    device: torch.device) -> dict:
+def compile_figures(
+    model: str | dict, img_size: int | None, images, labels, dtype: str, repeats: int, device: torch.device
+) -> dict:
     """train.compile: compiled / eager step for LoRA (q, v) and full, P2 between the compiled
     steps, and the compile time (the first compiled step less the median eager step)."""
     trainers, compile_seconds = {}, {}
@@ -143,9 +174,13 @@ def compile_figures(model: str | dict, img_size: int | None, images, labels, dty
         metrics.synchronize(device)
         compile_seconds[method] = time.perf_counter() - start
     times = metrics.time_interleaved({k: t.step for k, t in trainers.items()}, repeats, device, warmup=1)
-    return {"step_seconds": {k: spread(v) for k, v in times.items()},
-            "compiled_vs_eager": {"lora": ratios(times, "lora_compiled", "lora_eager"),
-                                  "full": ratios(times, "full_compiled", "full_eager")},
-            "P2_compiled": {**ratios(times, "lora_compiled", "full_compiled"), "target": 0.75},
-            "compile_seconds": {k: v - statistics.median(times[f"{k}_eager"]) for k, v in compile_seconds.items()},
-            "backend": "inductor (torch.compile defaults), nn.Module.compile as train.compile does"}
+    return {
+        "step_seconds": {k: spread(v) for k, v in times.items()},
+        "compiled_vs_eager": {
+            "lora": ratios(times, "lora_compiled", "lora_eager"),
+            "full": ratios(times, "full_compiled", "full_eager"),
+        },
+        "P2_compiled": {**ratios(times, "lora_compiled", "full_compiled"), "target": 0.75},
+        "compile_seconds": {k: v - statistics.median(times[f"{k}_eager"]) for k, v in compile_seconds.items()},
+        "backend": "inductor (torch.compile defaults), nn.Module.compile as train.compile does",
+    }

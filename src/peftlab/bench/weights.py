@@ -13,21 +13,25 @@ from peftlab.backbones import build_backbone
 from peftlab.bench.common import spread
 from peftlab.config import RunConfig
 from peftlab.training.runtime import autocast
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
-
-QUANT_MODES = {"int8": {"mode": "int8"}, "nf4": {"mode": "nf4"}, "nf4_double_quant": {"mode": "nf4", "double_quant": True},
-               "fp4": {"mode": "fp4"}}
-
+QUANT_MODES = {
+    "int8": {"mode": "int8"},
+    "nf4": {"mode": "nf4"},
+    "nf4_double_quant": {"mode": "nf4", "double_quant": True},
+    "fp4": {"mode": "fp4"},
+}
 
 
 def inference(model, images, precision: str, device):
     """A call that runs ``model`` on ``images`` without gradients, as a timed step."""
+
     def call():
         with torch.no_grad(), autocast(precision, device):
             model(images)
+
     return call
+
 
 def quantized_bytes(cfg: RunConfig) -> dict:
     """Stored bytes of the quantized block Linears relative to the same Linears in fp32, per mode."""
@@ -46,8 +50,9 @@ def quantized_bytes(cfg: RunConfig) -> dict:
     return out
 
 
-def inference_latency(cfg: RunConfig, images, precision: str, repeats: int,
-                      device: torch.device = torch.device("cpu")) -> dict:
+def inference_latency(
+    cfg: RunConfig, images, precision: str, repeats: int, device: torch.device = torch.device("cpu")
+) -> dict:
     torch.manual_seed(0)
     base = build_backbone(cfg.model, 10).to(device).eval()
     tuner = apply_tuner(copy.deepcopy(base), cfg)
@@ -58,9 +63,15 @@ def inference_latency(cfg: RunConfig, images, precision: str, repeats: int,
     adapter = tuner.model.eval()
     merged = tuner.merged_model().eval()
 
-    times = metrics.time_interleaved({name: inference(model, images, precision, device)
-                                      for name, model in (("base", base), ("merged", merged), ("adapter", adapter))},
-                                     repeats, device, warmup=2)
+    times = metrics.time_interleaved(
+        {
+            name: inference(model, images, precision, device)
+            for name, model in (("base", base), ("merged", merged), ("adapter", adapter))
+        },
+        repeats,
+        device,
+        warmup=2,
+    )
     ratios = {
         "merged_vs_base": [m / b for m, b in zip(times["merged"], times["base"])],
         "adapter_vs_base": [a / b for a, b in zip(times["adapter"], times["base"])],
@@ -68,8 +79,9 @@ def inference_latency(cfg: RunConfig, images, precision: str, repeats: int,
     return {"seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
 
 
-def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int,
-                   device: torch.device = torch.device("cpu")) -> dict:
+def qalora_latency(
+    cfg: RunConfig, images, precision: str, repeats: int, device: torch.device = torch.device("cpu")
+) -> dict:
     """QA-LoRA: merged (quantized) / quantized base without adapters, and quantized / fp32 merged."""
     torch.manual_seed(0)
     tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(None, device, cfg.quant))
@@ -83,11 +95,22 @@ def qalora_latency(cfg: RunConfig, images, precision: str, repeats: int,
     fp32 = tuner.merged_model().eval()
     images = images.to(device)
 
-    times = metrics.time_interleaved({name: inference(model, images, precision, device)
-                                      for name, model in (("quantized_base", plain), ("merged", merged),
-                                                          ("fp32_merged", fp32))},
-                                     repeats, device, warmup=2)
-    ratios = {"merged_vs_quantized_base": [m / b for m, b in zip(times["merged"], times["quantized_base"])],
-              "quantized_vs_fp32": [m / f for m, f in zip(times["merged"], times["fp32_merged"])]}
-    return {"format": cfg.method.format, "group_size": cfg.method.group_size,
-            "seconds": {k: spread(v) for k, v in times.items()}, "ratios": {k: spread(v) for k, v in ratios.items()}}
+    times = metrics.time_interleaved(
+        {
+            name: inference(model, images, precision, device)
+            for name, model in (("quantized_base", plain), ("merged", merged), ("fp32_merged", fp32))
+        },
+        repeats,
+        device,
+        warmup=2,
+    )
+    ratios = {
+        "merged_vs_quantized_base": [m / b for m, b in zip(times["merged"], times["quantized_base"])],
+        "quantized_vs_fp32": [m / f for m, f in zip(times["merged"], times["fp32_merged"])],
+    }
+    return {
+        "format": cfg.method.format,
+        "group_size": cfg.method.group_size,
+        "seconds": {k: spread(v) for k, v in times.items()},
+        "ratios": {k: spread(v) for k, v in ratios.items()},
+    }

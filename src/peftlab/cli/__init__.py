@@ -20,21 +20,40 @@ from peftlab.cli.parsing import Parser
 from peftlab.errors import STORAGE_ERRORS, Interrupted, UserError, exit_at_once_on_stops, stop_on_sigterm
 from peftlab.libraries import quiet_libraries
 
-COMMANDS = [run.add_train, study.add_study, study.add_results, study.add_report, study.add_paper,
-            study.add_submission, tools.add_bench, run.add_summary, run.add_pretrain, run.add_export, run.add_params,
-            tools.add_data, run.add_validate, tools.add_config_reference]
+COMMANDS = [
+    run.add_train,
+    study.add_study,
+    study.add_results,
+    study.add_report,
+    study.add_paper,
+    study.add_submission,
+    tools.add_bench,
+    run.add_summary,
+    run.add_pretrain,
+    run.add_export,
+    run.add_params,
+    tools.add_data,
+    run.add_validate,
+    tools.add_config_reference,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from peftlab import __version__
 
     parser = Parser(
-        prog="peftlab", description="Parameter-efficient fine-tuning studies of vision transformers: train runs and "
+        prog="peftlab",
+        description="Parameter-efficient fine-tuning studies of vision transformers: train runs and "
         "whole studies (resumable), then compare them with statistics, figures, LaTeX tables and a paper.",
-        epilog="Each command has its own --help, e.g. peftlab study --help.")
+        epilog="Each command has its own --help, e.g. peftlab study --help.",
+    )
     parser.add_argument("--version", action="version", version=f"peftlab {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show the libraries' warnings and log records on stderr too (always in a run's library.log)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the libraries' warnings and log records on stderr too (always in a run's library.log)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(sub)
@@ -60,17 +79,24 @@ def run_command(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"peftlab: error: {printable(str(err).splitlines()[0]) if str(err) else type(err).__name__}",
-              file=sys.stderr)
+        print(
+            f"peftlab: error: {printable(str(err).splitlines()[0]) if str(err) else type(err).__name__}",
+            file=sys.stderr,
+        )
         return 2
     except OSError as err:  # a full disk, a read-only or forbidden directory: the user's to fix
         if err.errno not in STORAGE_ERRORS:
             raise
-        print(f"peftlab: error: {printable(str(err.filename or 'a file'))}: {err.strerror} "
-              f"({errno.errorcode[err.errno]})", file=sys.stderr)
+        print(
+            f"peftlab: error: {printable(str(err.filename or 'a file'))}: {err.strerror} "
+            f"({errno.errorcode[err.errno]})",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-        print(f"peftlab: interrupted ({signal.Signals(signum).name}); run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"peftlab: interrupted ({signal.Signals(signum).name}); run the same command again to resume",
+            file=sys.stderr,
+        )
         return 128 + signum

@@ -16,6 +16,7 @@ class Parser(argparse.ArgumentParser):
 
 def at_least(least: int):
     """An argparse type: an integer >= ``least``; anything else is argparse's one-line usage error."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -29,6 +30,6 @@ def at_least(least: int):
 
 
 def method_names() -> str:
-    """"full, linear, lora, ... or qalora": every method of the TUNERS registry, for help texts."""
+    """ "full, linear, lora, ... or qalora": every method of the TUNERS registry, for help texts."""
     names = list(TUNERS)
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)

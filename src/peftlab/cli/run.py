@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from peftlab.cli.parsing import method_names
+from peftlab.config_paths import REPO_ROOT
 from peftlab.cpu import pin_arithmetic
 from peftlab.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
 
@@ -48,9 +48,11 @@ def summarize_result(result: dict, run_dir: Path) -> str:
     if result["status"] != "completed":
         return f"{run_dir}: {result['status']}: {result['error']}"
     p = result["params"]
-    text = (f"{run_dir}: completed  {accuracy(result['metrics'])}  "
-            f"trainable {p['trainable']:,} / {p['total']:,} ({100 * p['trainable_ratio']:.2f}%)  "
-            f"train {result['timing']['train_seconds']:.1f}s")
+    text = (
+        f"{run_dir}: completed  {accuracy(result['metrics'])}  "
+        f"trainable {p['trainable']:,} / {p['total']:,} ({100 * p['trainable_ratio']:.2f}%)  "
+        f"train {result['timing']['train_seconds']:.1f}s"
+    )
     if result.get("merge"):
         text += f"  merge max|diff| {result['merge']['max_abs_diff']:.2e}"
     return text
@@ -63,8 +65,9 @@ def accuracy(metrics: dict) -> str:
         top5 = f"  top-5 {100 * metrics['test_top5']:.2f}%" if metrics.get("test_top5") is not None else ""
         return f"test top-1 {100 * metrics['test_top1']:.2f}%{top5}"
     val = metrics.get("val_top1")
-    return (f"val top-1 {100 * val:.2f}%" if val is not None else "no val split") + \
-        ", not tested (a tuning trial: train.test=false)"
+    return (
+        f"val top-1 {100 * val:.2f}%" if val is not None else "no val split"
+    ) + ", not tested (a tuning trial: train.test=false)"
 
 
 def add_summary(sub) -> None:
@@ -74,11 +77,11 @@ def add_summary(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.files import read_json
+    from peftlab.run_result import read_result
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
-        result = read_json(run_dir / "result.json")
+        result = read_result(run_dir)
         if result is None:
             print(f"{run_dir}: no readable result.json")
             status = 1
@@ -113,9 +116,11 @@ def cmd_pretrain(args) -> int:
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
     state = "reused cached" if manifest["cached"] else "trained"
-    print(f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "
-          f"on {manifest['data']['name']}, pretraining took {manifest['train_seconds']:.0f}s of training, "
-          f"sha256 {manifest['sha256'][:12]}")
+    print(
+        f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "
+        f"on {manifest['data']['name']}, pretraining took {manifest['train_seconds']:.0f}s of training, "
+        f"sha256 {manifest['sha256'][:12]}"
+    )
     return 0
 
 
@@ -123,11 +128,20 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's merged model as a plain timm state dict")
     p.add_argument("run_dir", help="a completed run directory")
     p.add_argument("--merged", metavar="OUT.safetensors", help="the merged model with float weights (timm keys)")
-    p.add_argument("--quantized", nargs="?", const=True, metavar="OUT.safetensors",
-                   help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
-                        "QLoRA: re-quantized); `--merged OUT --quantized` says the same")
-    p.add_argument("--peft", metavar="DIR", help="the adapter in PEFT's format (adapter_config.json, "
-                   "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model")
+    p.add_argument(
+        "--quantized",
+        nargs="?",
+        const=True,
+        metavar="OUT.safetensors",
+        help="on a quantized base: the merged model kept quantized (QA-LoRA: same codes, folded zeros; "
+        "QLoRA: re-quantized); `--merged OUT --quantized` says the same",
+    )
+    p.add_argument(
+        "--peft",
+        metavar="DIR",
+        help="the adapter in PEFT's format (adapter_config.json, "
+        "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model",
+    )
     p.add_argument("--force", action="store_true", help="export even a run whose merge check failed")
     p.set_defaults(func=cmd_export)
 
@@ -146,14 +160,18 @@ def cmd_export(args) -> int:
     if args.peft is not None:
         if args.merged is not None or args.quantized is not None:
             raise UserError("export --peft DIR writes the adapter alone: give it without --merged and --quantized")
-        print(f"wrote the adapter in PEFT's format to {export_peft(Path(args.run_dir), Path(args.peft))} "
-              "(load with peft.PeftModel.from_pretrained(base, DIR))")
+        print(
+            f"wrote the adapter in PEFT's format to {export_peft(Path(args.run_dir), Path(args.peft))} "
+            "(load with peft.PeftModel.from_pretrained(base, DIR))"
+        )
         return 0
     quantized = args.quantized is not None
     out = args.merged if args.quantized in (None, True) else args.quantized
     if out is None or (args.merged is not None and args.quantized not in (None, True)):
-        raise UserError("export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
-                        "or --merged OUT.safetensors --quantized")
+        raise UserError(
+            "export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
+            "or --merged OUT.safetensors --quantized"
+        )
     path = export_merged(Path(args.run_dir), Path(out), quantized=quantized, force=args.force)
     if quantized:
         what = "quantized model (load with peftlab.export.load_quantized)"
@@ -208,14 +226,21 @@ def cmd_params(args) -> int:
 
 def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
-    from peftlab.config import DATASET_CLASSES, load_config
+    from peftlab.config import load_config
+    from peftlab.config_checks import DATASET_CLASSES
 
     cfg = load_config(args.model, args.overrides)
-    classes = args.num_classes if args.num_classes is not None else cfg.model.num_classes or (
-        len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
+    classes = (
+        args.num_classes
+        if args.num_classes is not None
+        else cfg.model.num_classes
+        or (len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
+    )
     if classes is None:
-        raise UserError(f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
-                        "the data is read; give --num-classes")
+        raise UserError(
+            f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
+            "the data is read; give --num-classes"
+        )
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
 
 
@@ -224,11 +249,19 @@ def params_config_of_name(args):
     from peftlab.config import load_config, method_fields
 
     if args.overrides:
-        raise UserError(f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
-                        "[overrides]; with a model name use the options (--depth, --r, ...)")
-    model = {"name": args.model, "num_classes": 1000 if args.num_classes is None else args.num_classes,
-             "img_size": args.img_size, "patch_size": args.patch_size, "depth": args.depth,
-             "embed_dim": args.embed_dim, "num_heads": args.num_heads}  # 0 is refused, not taken for the default
+        raise UserError(
+            f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
+            "[overrides]; with a model name use the options (--depth, --r, ...)"
+        )
+    model = {
+        "name": args.model,
+        "num_classes": 1000 if args.num_classes is None else args.num_classes,
+        "img_size": args.img_size,
+        "patch_size": args.patch_size,
+        "depth": args.depth,
+        "embed_dim": args.embed_dim,
+        "num_heads": args.num_heads,
+    }  # 0 is refused, not taken for the default
     method = {"name": args.method, "r": args.r, "target_modules": args.targets}
     method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
@@ -245,7 +278,6 @@ def add_validate(sub) -> None:
 def cmd_validate(args) -> int:
     from peftlab.config import dump_config, load_config
     from peftlab.params import check_against_model
-
     from peftlab.training.preflight import check_config_fits, format_estimate
 
     cfg = load_config(args.config, args.overrides)

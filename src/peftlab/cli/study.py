@@ -19,32 +19,55 @@ def add_study(sub) -> None:
     p.add_argument("study", help="study YAML")
     p.add_argument("--study-dir", help="default runs/<study name>")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--executor", choices=("local", "submitit", "ray"), default="local",
-                   help="where runs execute: local worker processes (default), Slurm jobs through submitit, or Ray "
-                        "tasks; submitit and ray need a file system shared with the driver (see docs/studies.md)")
-    p.add_argument("--slurm-cluster", choices=("slurm", "local"),
-                   help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "submitit", "ray"),
+        default="local",
+        help="where runs execute: local worker processes (default), Slurm jobs through submitit, or Ray "
+        "tasks; submitit and ray need a file system shared with the driver (see docs/studies.md)",
+    )
+    p.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local"),
+        help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)",
+    )
     p.add_argument("--slurm-partition", help="submitit: Slurm partition (default: the cluster's)")
-    p.add_argument("--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)")
+    p.add_argument(
+        "--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)"
+    )
     p.add_argument("--slurm-cpus", type=int, help="submitit: CPUs per run (default 4)")
     p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 0)")
     p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
-    p.add_argument("--slurm-array-parallelism", type=int,
-                   help="submitit: at most this many runs at once (default: submitit's, 256)")
-    p.add_argument("--slurm-lost-after", type=float,
-                   help="submitit: seconds a job may be out of Slurm's queue before its result file appears, after "
-                        "which it counts as lost and its run stays pending (default 15; longer for a slow shared "
-                        "file system)")
-    p.add_argument("--ray-address", help="ray: address of a running Ray cluster, e.g. 10.0.0.1:6379 (default "
-                                         "$RAY_ADDRESS, else a local Ray started for the study)")
+    p.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        help="submitit: at most this many runs at once (default: submitit's, 256)",
+    )
+    p.add_argument(
+        "--slurm-lost-after",
+        type=float,
+        help="submitit: seconds a job may be out of Slurm's queue before its result file appears, after "
+        "which it counts as lost and its run stays pending (default 15; longer for a slow shared "
+        "file system)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="ray: address of a running Ray cluster, e.g. 10.0.0.1:6379 (default "
+        "$RAY_ADDRESS, else a local Ray started for the study)",
+    )
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
     p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 0)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
-    p.add_argument("--wait", action="store_true",
-                   help="if another peftlab study holds the study directory, wait for it instead of exiting")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the study as a run would before it trains, then list the runs, their status and "
-                        "the time left")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another peftlab study holds the study directory, wait for it instead of exiting",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the study as a run would before it trains, then list the runs, their status and the time left",
+    )
     p.add_argument("--report", action="store_true", help="write the report when the runs are done")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_study)
@@ -68,8 +91,16 @@ def cmd_study(args) -> int:
         check_study(study, study_dir, executor, report=args.report)
         print(dry_run_table(study, study_dir))
         return 0
-    summary = run_study(study, study_dir, workers=args.workers, retry_failed=args.retry_failed,
-                        progress=not args.quiet, wait=args.wait, executor=executor, report=args.report)
+    summary = run_study(
+        study,
+        study_dir,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        progress=not args.quiet,
+        wait=args.wait,
+        executor=executor,
+        report=args.report,
+    )
     print(format_summary(summary, study_dir))
     if args.report:
         from peftlab.analysis.report import write_report
@@ -78,9 +109,19 @@ def cmd_study(args) -> int:
     return 0 if summary.ok else 1
 
 
-EXECUTOR_FLAGS = {"submitit": ("slurm_cluster", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus", "slurm_mem",
-                                "slurm_array_parallelism", "slurm_lost_after"),
-                  "ray": ("ray_address", "ray_cpus", "ray_gpus")}
+EXECUTOR_FLAGS = {
+    "submitit": (
+        "slurm_cluster",
+        "slurm_partition",
+        "slurm_time",
+        "slurm_cpus",
+        "slurm_gpus",
+        "slurm_mem",
+        "slurm_array_parallelism",
+        "slurm_lost_after",
+    ),
+    "ray": ("ray_address", "ray_cpus", "ray_gpus"),
+}
 
 
 def executor_options(args):
@@ -88,8 +129,10 @@ def executor_options(args):
     from peftlab.study.executors import ExecutorOptions, parse_minutes
 
     if args.workers > 1 and args.executor != "local":
-        raise UserError(f"--workers goes with --executor local; with {args.executor} the jobs run as the "
-                        + ("--slurm-array-parallelism allows" if args.executor == "submitit" else "Ray cluster allows"))
+        raise UserError(
+            f"--workers goes with --executor local; with {args.executor} the jobs run as the "
+            + ("--slurm-array-parallelism allows" if args.executor == "submitit" else "Ray cluster allows")
+        )
     given = {}
     for name, flags in EXECUTOR_FLAGS.items():
         for flag in flags:
@@ -105,10 +148,15 @@ def executor_options(args):
 def add_results(sub) -> None:
     p = sub.add_parser("results", help="one row per run of a study: config axes, metrics, status")
     p.add_argument("study_dir", help="a study directory (runs/<study name>)")
-    p.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv", help="output format (default csv)")
-    p.add_argument("--columns", help="comma-separated columns to keep, in that order (default: all; markdown: "
-                                     "run_id, variant, seed, status, test top-1/top-5, trainable params, "
-                                     "train seconds, error)")
+    p.add_argument(
+        "--format", choices=("csv", "parquet", "markdown"), default="csv", help="output format (default csv)"
+    )
+    p.add_argument(
+        "--columns",
+        help="comma-separated columns to keep, in that order (default: all; markdown: "
+        "run_id, variant, seed, status, test top-1/top-5, trainable params, "
+        "train seconds, error)",
+    )
     p.add_argument("--out", help="output file (default stdout; parquet: STUDY_DIR/results.parquet)")
     p.set_defaults(func=cmd_results)
 
@@ -180,10 +228,17 @@ def add_paper(sub) -> None:
 
 
 def cmd_paper(args) -> int:
-    from peftlab.analysis.paper import LITERATURE, write_paper
+    from peftlab.analysis.literature import LITERATURE
+    from peftlab.analysis.paper import write_paper
 
-    path = write_paper(args.study_dir, args.out, baseline=args.baseline, literature=args.literature or LITERATURE,
-                       only=args.only, compile=not args.no_compile)
+    path = write_paper(
+        args.study_dir,
+        args.out,
+        baseline=args.baseline,
+        literature=args.literature or LITERATURE,
+        only=args.only,
+        compile=not args.no_compile,
+    )
     print(f"paper: {path}")
     return 0
 

@@ -18,48 +18,91 @@ def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
     p.add_argument("--img-size", type=at_least(1), help="default: the model's own")
-    for flag, what in (("--depth", "blocks"), ("--embed-dim", "embedding width"), ("--num-heads", "attention heads"),
-                       ("--patch-size", "patch size")):
-        p.add_argument(flag, type=at_least(1), help=f"{what} (default: the model's own; a small model for a quick look)")
+    for flag, what in (
+        ("--depth", "blocks"),
+        ("--embed-dim", "embedding width"),
+        ("--num-heads", "attention heads"),
+        ("--patch-size", "patch size"),
+    ):
+        p.add_argument(
+            flag, type=at_least(1), help=f"{what} (default: the model's own; a small model for a quick look)"
+        )
     p.add_argument("--batch", type=at_least(1), default=32, help="batch size of the timed steps (default 32)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
     p.add_argument("--repeats", type=at_least(1), default=5, help="interleaved timed repetitions (after warm-up)")
     p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
     p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
-    p.add_argument("--large-model", default="vit_large_patch16_224",
-                   help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)")
+    p.add_argument(
+        "--large-model",
+        default="vit_large_patch16_224",
+        help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)",
+    )
     p.add_argument("--large-steps", type=at_least(1), default=2, help="P3b: training steps per method")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
-                   help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "auto"),
+        help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6",
+    )
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
-    p.add_argument("--only", choices=("data", "precision", "methods"),
-                   help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
-                   "and matmuls, nf4 with bitsandbytes' CPU kernel / reference) or methods (every method's "
-                   "training step / LoRA's, with its trainable parameters)")
-    p.add_argument("--num-workers", type=at_least(0),
-                   help="data figure: decoding processes (default: chosen for the device)")
-    p.add_argument("--data-images", type=at_least(1), default=512,
-                   help="data figure: JPEGs (256 px) per epoch (default 512)")
+    p.add_argument(
+        "--only",
+        choices=("data", "precision", "methods"),
+        help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
+        "and matmuls, nf4 with bitsandbytes' CPU kernel / reference) or methods (every method's "
+        "training step / LoRA's, with its trainable parameters)",
+    )
+    p.add_argument(
+        "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"
+    )
+    p.add_argument(
+        "--data-images", type=at_least(1), default=512, help="data figure: JPEGs (256 px) per epoch (default 512)"
+    )
     p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
-    p.add_argument("--data-layout", choices=("imagefolder", "vtab1k"), default="imagefolder",
-                   help="data figure: class folders (default), or the same JPEGs read through VTAB-1k's lists")
-    p.add_argument("--data-model", default="deit_tiny_patch16_224",
-                   help="data figure: the model whose LoRA step the data path is measured against")
+    p.add_argument(
+        "--data-layout",
+        choices=("imagefolder", "vtab1k"),
+        default="imagefolder",
+        help="data figure: class folders (default), or the same JPEGs read through VTAB-1k's lists",
+    )
+    p.add_argument(
+        "--data-model",
+        default="deit_tiny_patch16_224",
+        help="data figure: the model whose LoRA step the data path is measured against",
+    )
     p.add_argument("--json", help="also write the full report as JSON")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    from peftlab.bench import BenchOptions, format_report, run_bench, write_json
+    from peftlab.bench.report import format_report, write_json
+    from peftlab.bench.run import BenchOptions, run_bench
 
-    architecture = {name: getattr(args, name) for name in ("depth", "embed_dim", "num_heads", "patch_size")
-                    if getattr(args, name) is not None}
-    options = BenchOptions(model=args.model, img_size=args.img_size, architecture=architecture, batch=args.batch, dtype=args.dtype,
-                           repeats=args.repeats, device=args.device, default_study_dir=Path(args.study_dir),
-                           with_memory=not args.no_memory, large_model=args.large_model or None,
-                           large_steps=args.large_steps, with_compile=not args.no_compile, only=args.only,
-                           num_workers=args.num_workers, data_images=args.data_images, data_cache=args.data_cache,
-                           data_layout=args.data_layout, data_model=args.data_model)
+    architecture = {
+        name: getattr(args, name)
+        for name in ("depth", "embed_dim", "num_heads", "patch_size")
+        if getattr(args, name) is not None
+    }
+    options = BenchOptions(
+        model=args.model,
+        img_size=args.img_size,
+        architecture=architecture,
+        batch=args.batch,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        device=args.device,
+        default_study_dir=Path(args.study_dir),
+        with_memory=not args.no_memory,
+        large_model=args.large_model or None,
+        large_steps=args.large_steps,
+        with_compile=not args.no_compile,
+        only=args.only,
+        num_workers=args.num_workers,
+        data_images=args.data_images,
+        data_cache=args.data_cache,
+        data_layout=args.data_layout,
+        data_model=args.data_model,
+    )
     report = run_bench(options, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
@@ -76,14 +119,16 @@ def add_data(sub) -> None:
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
     q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
     q.add_argument("--json", action="store_true", help="print JSON")
-    q.add_argument("--check", action="store_true",
-                   help="check and decode every image file and list the ones a run refuses")
+    q.add_argument(
+        "--check", action="store_true", help="check and decode every image file and list the ones a run refuses"
+    )
     q.set_defaults(func=cmd_data_info)
     add_data_vtab_demo(data_sub)
 
 
 def cmd_data_info(args) -> int:
-    from peftlab.config import DataConfig, from_dict
+    from peftlab.config import from_dict
+    from peftlab.config_sections import DataConfig
     from peftlab.data import describe_data, format_data_info
 
     fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}
@@ -104,12 +149,19 @@ def cmd_data_info(args) -> int:
 
 
 def add_data_vtab_demo(data_sub) -> None:
-    q = data_sub.add_parser("vtab-demo", help="write Fashion-MNIST as a task in VTAB-1k's layout (PNG files and "
-                            "list files), offline: the data of the end-to-end check configs/studies/vtab_demo.yaml")
+    q = data_sub.add_parser(
+        "vtab-demo",
+        help="write Fashion-MNIST as a task in VTAB-1k's layout (PNG files and "
+        "list files), offline: the data of the end-to-end check configs/studies/vtab_demo.yaml",
+    )
     q.add_argument("out", metavar="OUT", help="the folder that gets OUT/<task>/ (a VTAB-1k root)")
     q.add_argument("--task", default="fashion_mnist", help="the task's folder name (default fashion_mnist)")
-    q.add_argument("--test-size", type=at_least(0), default=2000,
-                   help="test images, class-stratified (default 2000; 0: all 10,000)")
+    q.add_argument(
+        "--test-size",
+        type=at_least(0),
+        default=2000,
+        help="test images, class-stratified (default 2000; 0: all 10,000)",
+    )
     q.add_argument("--seed", type=at_least(0), default=0, help="seed of the train800 / val200 / test draws (default 0)")
     q.add_argument("--root", help="where Fashion-MNIST lies (default: the places peftlab looks, never a download)")
     q.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
@@ -128,8 +180,9 @@ def cmd_data_vtab_demo(args) -> int:
 
 
 def add_config_reference(sub) -> None:
-    p = sub.add_parser("config-reference",
-                       help="every config key with its default and meaning (docs/configuration.md's table)")
+    p = sub.add_parser(
+        "config-reference", help="every config key with its default and meaning (docs/configuration.md's table)"
+    )
     p.set_defaults(func=cmd_config_reference)
 
 

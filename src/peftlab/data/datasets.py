@@ -126,8 +126,15 @@ class ArrayDataset(Dataset):
     the fly with the same function.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int, in_chans: int, transform: ImageTransform,
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        size: int,
+        in_chans: int,
+        transform: ImageTransform,
+        interpolation: str = "bilinear",
+    ):
         self.images = images  # uint8 N x C x H x W, C in {1, 3}
         self.labels = labels  # int64 N
         self.size = size
@@ -139,7 +146,9 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = resize_batch(self.images[index][None], self.size, self.in_chans, self.interpolation)[0]  # no-op when resized
+        x = resize_batch(self.images[index][None], self.size, self.in_chans, self.interpolation)[
+            0
+        ]  # no-op when resized
         return self.transform(x), int(self.labels[index])
 
     def load_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,8 +195,9 @@ class DecodedFiles(Dataset):
     batches in the main process.
     """
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int,
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int, interpolation: str = "bilinear"
+    ):
         self.paths = paths  # str N
         self.labels = labels  # int64 N
         self.size = size
@@ -204,8 +214,15 @@ class DecodedFiles(Dataset):
 class FileDataset(Dataset):
     """A folder split: items are decoded from their files on demand."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, size: int, in_chans: int, transform: ImageTransform,
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        paths: np.ndarray,
+        labels: np.ndarray,
+        size: int,
+        in_chans: int,
+        transform: ImageTransform,
+        interpolation: str = "bilinear",
+    ):
         self.paths = paths  # str N
         self.labels = labels  # int64 N
         self.size = size
@@ -224,7 +241,9 @@ class FileDataset(Dataset):
         """(uint8 B x C x size x size, int64 B), decoded one file after another in this process."""
         indices = torch.as_tensor(indices, dtype=torch.long).tolist()
         images = [self.decoded[i][0] for i in indices]
-        images = torch.stack(images) if images else torch.empty((0, self.in_chans, self.size, self.size), dtype=torch.uint8)
+        images = (
+            torch.stack(images) if images else torch.empty((0, self.in_chans, self.size, self.size), dtype=torch.uint8)
+        )
         return images, torch.as_tensor(self.labels[indices], dtype=torch.long).reshape(-1)
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:

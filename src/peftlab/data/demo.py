@@ -32,7 +32,7 @@ from peftlab.data.records import RawData
 from peftlab.data.sources import find_data, read_layout
 from peftlab.data.splits import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, STREAM_VAL_SUBSET, pick_subset
 from peftlab.errors import DataError, UserError
-from peftlab.files import check_output, read_json, shown, write_json_atomic
+from peftlab.files import check_output, read_json, shown_path, write_json_atomic
 from peftlab.progress import TextProgress
 from peftlab.suites import VTAB1K_LISTS
 
@@ -54,8 +54,9 @@ class DemoTask:
     leftovers: list[Path] = field(default_factory=list)  # temporary folders of killed writers, for the user
 
 
-def demo_splits(train_labels: np.ndarray, test_labels: np.ndarray, test_size: int | None,
-                seed: int) -> dict[str, tuple[str, np.ndarray]]:
+def demo_splits(
+    train_labels: np.ndarray, test_labels: np.ndarray, test_size: int | None, seed: int
+) -> dict[str, tuple[str, np.ndarray]]:
     """split -> (Fashion-MNIST's split it comes from, sorted indices into it).
 
     train800 first, then val200 from the training images it left (disjoint, both stratified); test
@@ -95,13 +96,20 @@ def read_fashion_mnist(root: str | None) -> RawData:
         raise DataError(f"{err} (for vtab-demo: --root DIR is data.root; it never downloads)") from None
     raw = read_layout(layout, directory, split_seed=0)
     if len(raw.train) < TRAIN_SIZE + VAL_SIZE:
-        raise DataError(f"{raw.source} holds {len(raw.train):,} training images: train800 and val200 need "
-                        f"{TRAIN_SIZE + VAL_SIZE:,}")
+        raise DataError(
+            f"{raw.source} holds {len(raw.train):,} training images: train800 and val200 need {TRAIN_SIZE + VAL_SIZE:,}"
+        )
     return raw
 
 
-def write_vtab_demo(out: str | Path, task: str = DEFAULT_TASK, test_size: int | None = DEFAULT_TEST_SIZE,
-                    seed: int = 0, root: str | None = None, progress: bool = False) -> DemoTask:
+def write_vtab_demo(
+    out: str | Path,
+    task: str = DEFAULT_TASK,
+    test_size: int | None = DEFAULT_TEST_SIZE,
+    seed: int = 0,
+    root: str | None = None,
+    progress: bool = False,
+) -> DemoTask:
     """Write ``out/task`` (see the module's docstring); the same task already there is left as it is,
     another task there is a UserError line. ``test_size`` 0 or None: every test image."""
     check_arguments(task, test_size, seed)
@@ -111,8 +119,16 @@ def write_vtab_demo(out: str | Path, task: str = DEFAULT_TASK, test_size: int | 
     splits = demo_splits(raw.train.labels, raw.test.labels, test_size, seed)
     lines = list_lines(splits, raw)
     sizes = {VTAB1K_LISTS[split]: len(split_lines) for split, split_lines in lines.items()}
-    manifest = {"format": MANIFEST_FORMAT, "task": task, "source": "fashion_mnist", "source_sha256": raw.sha256,
-                "seed": seed, "test_size": len(splits["test"][1]), "sizes": sizes, "class_names": raw.class_names}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "task": task,
+        "source": "fashion_mnist",
+        "source_sha256": raw.sha256,
+        "seed": seed,
+        "test_size": len(splits["test"][1]),
+        "sizes": sizes,
+        "class_names": raw.class_names,
+    }
     folder = out / task
     leftovers = sorted(out.glob(f".{task}.*.tmp"))
     if already_there(folder, manifest):
@@ -139,14 +155,26 @@ def already_there(folder: Path, manifest: dict) -> bool:
     if found == manifest:
         return True
     differs = ", ".join(key for key in manifest if found and found.get(key) != manifest[key])
-    what = (f"a vtab-demo task written with seed {found.get('seed')} and test size {found.get('test_size')} "
-            f"(its {MANIFEST} differs in {differs})" if found else "something else")
-    raise UserError(f"{shown(folder)} already holds {what}, not this one (seed {manifest['seed']}, test size "
-                    f"{manifest['test_size']}); choose another output folder or --task name, or delete it")
+    what = (
+        f"a vtab-demo task written with seed {found.get('seed')} and test size {found.get('test_size')} "
+        f"(its {MANIFEST} differs in {differs})"
+        if found
+        else "something else"
+    )
+    raise UserError(
+        f"{shown_path(folder)} already holds {what}, not this one (seed {manifest['seed']}, test size "
+        f"{manifest['test_size']}); choose another output folder or --task name, or delete it"
+    )
 
 
-def write_task_files(folder: Path, raw: RawData, splits: dict[str, tuple[str, np.ndarray]],
-                     lines: dict[str, list[str]], manifest: dict, progress: bool) -> None:
+def write_task_files(
+    folder: Path,
+    raw: RawData,
+    splits: dict[str, tuple[str, np.ndarray]],
+    lines: dict[str, list[str]],
+    manifest: dict,
+    progress: bool,
+) -> None:
     """The images, the list files and the manifest (last) into ``folder``, which must not exist."""
     total = sum(len(index) for _, index in splits.values())
     bar = tqdm(total=total, desc=f"vtab-demo {manifest['task']}", unit="image", disable=not progress or None)

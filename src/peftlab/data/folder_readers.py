@@ -1,5 +1,5 @@
 """Readers of image folders: Tiny ImageNet's layout and class folders (ImageFolder), kept as file
-paths and decoded later, per item. readers.py is the public face."""
+paths and decoded later, per item; records.py says what every reader returns."""
 
 import re
 from pathlib import Path
@@ -39,8 +39,10 @@ def read_tiny_imagenet(directory: Path) -> RawData:
     if not wnids:
         raise DataError(f"{wnids_path}: expected one wnid a line, found none")
     if bad := next((w for w in wnids if not PLAIN_NAME.fullmatch(w) or w in (".", "..")), None):
-        raise DataError(f"{wnids_path}: wnid {bad[:80]!r} is not a plain folder name (no '/', '\\', '..' or "
-                        "absolute path): expected names such as n01443537")
+        raise DataError(
+            f"{wnids_path}: wnid {bad[:80]!r} is not a plain folder name (no '/', '\\', '..' or "
+            "absolute path): expected names such as n01443537"
+        )
     class_index = {wnid: i for i, wnid in enumerate(wnids)}
 
     train_paths, train_labels = [], []
@@ -68,8 +70,10 @@ def read_tiny_imagenet(directory: Path) -> RawData:
             )
         image_path = directory / "val" / "images" / fields[0]
         if "\0" in fields[0] or not image_path.resolve().is_relative_to(val_images):
-            raise DataError(f"{annotations_path} line {line_number}: {fields[0]!r} is outside {val_images}: expected "
-                            "a file name in val/images")
+            raise DataError(
+                f"{annotations_path} line {line_number}: {fields[0]!r} is outside {val_images}: expected "
+                "a file name in val/images"
+            )
         if not image_path.exists():
             raise DataError(f"missing file {image_path} (listed in {annotations_path.name} line {line_number})")
         check_data_file(image_path)
@@ -123,12 +127,16 @@ def check_separate_splits(train_paths: list[Path], test_paths: list[Path], roots
     for path in train_paths + test_paths:
         real[path] = path.resolve()
         if not any(real[path].is_relative_to(root) for root in inside):
-            raise DataError(f"{path} links to {real[path]}, outside {roots[0]}"
-                            f"{' and data.test_dir' if len(roots) > 1 else ''}: expected the images inside it")
+            raise DataError(
+                f"{path} links to {real[path]}, outside {roots[0]}"
+                f"{' and data.test_dir' if len(roots) > 1 else ''}: expected the images inside it"
+            )
     shared = {real[p] for p in train_paths} & {real[p] for p in test_paths}
     if shared:
-        raise DataError(f"{len(shared)} images are both training and test images (e.g. {min(shared)}): expected "
-                        "data.test_dir to be a folder apart from the training images")
+        raise DataError(
+            f"{len(shared)} images are both training and test images (e.g. {min(shared)}): expected "
+            "data.test_dir to be a folder apart from the training images"
+        )
 
 
 def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = None) -> RawData:
@@ -152,8 +160,10 @@ def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = 
         test_paths, test_labels, _ = read_class_folders(default_test, class_names)
         notes.append(f"train split from {directory / 'train'}, test split from {default_test}")
         if default_test.name == "val":
-            notes.append(f"{default_test} is used as the TEST split (there is no test/ folder); peftlab's "
-                         "validation split is carved from train/ (data.val_fraction); set data.test_dir to choose")
+            notes.append(
+                f"{default_test} is used as the TEST split (there is no test/ folder); peftlab's "
+                "validation split is carved from train/ (data.val_fraction); set data.test_dir to choose"
+            )
     elif (directory / "train").is_dir():
         raise DataError(
             f"{directory}: found train/ but no test/ or val/ folder next to it; "
@@ -173,7 +183,9 @@ def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = 
     if test_dir is None:
         sha256 = {f"images:{len(all_images)}": hash_files(all_images, directory)}
     else:  # the test folder may lie outside data.root
-        sha256 = {f"images:{len(train_paths)}": hash_files(train_paths, train_dir),
-                  f"test images:{len(test_paths)}": hash_files(test_paths, test_dir)}
+        sha256 = {
+            f"images:{len(train_paths)}": hash_files(train_paths, train_dir),
+            f"test images:{len(test_paths)}": hash_files(test_paths, test_dir),
+        }
     train, test = file_samples(train_paths, train_labels), file_samples(test_paths, test_labels)
     return RawData(train, test, class_names, str(directory), sha256, notes)

@@ -36,14 +36,18 @@ UNREADABLE = (OSError, SyntaxError, ValueError)
 def check_pixels(path, width: int, height: int) -> None:
     """A DataError when ``width`` x ``height`` is more than `MAX_IMAGE_PIXELS`."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise DataError(f"{path}: {width} x {height} pixels, more than MAX_IMAGE_PIXELS ({MAX_IMAGE_PIXELS:,}; "
-                        "a decompression bomb?): expected an image of at most 4096 x 4096")
+        raise DataError(
+            f"{path}: {width} x {height} pixels, more than MAX_IMAGE_PIXELS ({MAX_IMAGE_PIXELS:,}; "
+            "a decompression bomb?): expected an image of at most 4096 x 4096"
+        )
 
 
 def bomb_error(path) -> DataError:
     """What PIL's DecompressionBombError means, which it raises (without the size) above twice its bound."""
-    return DataError(f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, PIL refuses to open it (a "
-                     f"decompression bomb?): expected an image of at most 4096 x 4096")
+    return DataError(
+        f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, PIL refuses to open it (a "
+        f"decompression bomb?): expected an image of at most 4096 x 4096"
+    )
 
 
 def image_header(path: Path) -> tuple[str, str]:
@@ -84,8 +88,9 @@ def check_complete(path: Path, image: Image.Image, f) -> None:
                 return
         image.load()
     except UNREADABLE as err:
-        raise DataError(f"{path}: a truncated or corrupt {image.format} file ({one_line(err)[:200]}): expected "
-                        "a complete image") from None
+        raise DataError(
+            f"{path}: a truncated or corrupt {image.format} file ({one_line(err)[:200]}): expected a complete image"
+        ) from None
 
 
 def headers_file(*key: object) -> Path:

@@ -55,8 +55,10 @@ def read_list_bytes(path: Path) -> str:
             raise DataError(f"cannot read {path}: {one_line(err)}") from None
     if b"\r" in raw:
         line = raw[: raw.index(b"\r")].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: a carriage return (Windows line endings): expected Unix line "
-                        "endings (convert with dos2unix or `sed -i 's/\\r$//'`)")
+        raise DataError(
+            f"{path} line {line}: a carriage return (Windows line endings): expected Unix line "
+            "endings (convert with dos2unix or `sed -i 's/\\r$//'`)"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -81,8 +83,9 @@ def parse_label(list_path: Path, where: str, text: str, num_classes: int | None)
         raise DataError(f"{list_path} {where}: label {text[:40]!r} is not an integer in 0..{MAX_LABEL:,}")
     label = int(text)
     if num_classes is not None and label >= num_classes:
-        raise DataError(f"{list_path} {where}: label {label} is out of range: expected 0..{num_classes - 1} "
-                        f"({num_classes} classes)")
+        raise DataError(
+            f"{list_path} {where}: label {label} is out of range: expected 0..{num_classes - 1} ({num_classes} classes)"
+        )
     return label
 
 
@@ -102,8 +105,10 @@ def read_file_list(list_path: Path, base: Path, num_classes: int | None = None) 
         if not space:
             raise DataError(f"{list_path} {where}: expected 'relative/path label', found {line[:200]!r}")
         if relative in first_line:
-            raise DataError(f"{list_path} {where}: {relative[:200]!r} is listed twice (first on line "
-                            f"{first_line[relative]}): expected each image once")
+            raise DataError(
+                f"{list_path} {where}: {relative[:200]!r} is listed twice (first on line "
+                f"{first_line[relative]}): expected each image once"
+            )
         first_line[relative] = number
         labels.append(parse_label(list_path, where, label, num_classes))
         paths.append(checked_image(list_path, where, base, relative))
@@ -118,20 +123,25 @@ def check_disjoint(named: dict[str, Samples], lists: dict[str, str]) -> None:
     for split, samples in named.items():
         for path in map(str, samples.images):
             if path in seen:
-                raise DataError(f"{path} is in both {lists[seen[path]]} and {lists[split]}: expected the "
-                                f"{seen[path]} and {split} splits to share no image")
+                raise DataError(
+                    f"{path} is in both {lists[seen[path]]} and {lists[split]}: expected the "
+                    f"{seen[path]} and {split} splits to share no image"
+                )
         seen.update(dict.fromkeys(map(str, samples.images), split))
 
 
 def check_trainval(trainval: Samples, train: Samples, val: Samples, lists: dict[str, str]) -> None:
     """The combined list holds exactly the train and val images with their labels."""
     combined = dict(zip(map(str, trainval.images), trainval.labels.tolist()))
-    parts = dict(zip(map(str, train.images), train.labels.tolist())) | dict(zip(map(str, val.images),
-                                                                               val.labels.tolist()))
+    parts = dict(zip(map(str, train.images), train.labels.tolist())) | dict(
+        zip(map(str, val.images), val.labels.tolist())
+    )
     if combined != parts:
         odd = sorted(set(combined.items()) ^ set(parts.items()))[0]
-        raise DataError(f"{lists['trainval']}: expected exactly the images and labels of {lists['train']} and "
-                        f"{lists['val']}; {odd[0]} (label {odd[1]}) differs")
+        raise DataError(
+            f"{lists['trainval']}: expected exactly the images and labels of {lists['train']} and "
+            f"{lists['val']}; {odd[0]} (label {odd[1]}) differs"
+        )
 
 
 def read_vtab1k(task: str, directory: Path) -> ListedSplits:
@@ -142,25 +152,30 @@ def read_vtab1k(task: str, directory: Path) -> ListedSplits:
     read = {split: read_file_list(Path(path), directory, num_classes) for split, path in lists.items()}
     check_disjoint({"train": read["train"], "val": read["val"], "test": read["test"]}, lists)
     check_trainval(read["trainval"], read["train"], read["val"], lists)
-    return ListedSplits(read["train"], read["val"], read["test"], read["trainval"], num_classes, str(directory),
-                        lists)
+    return ListedSplits(read["train"], read["val"], read["test"], read["trainval"], num_classes, str(directory), lists)
 
 
 def read_filelist(directory: Path, train: str, val: str | None, test: str, trainval: str | None) -> ListedSplits:
     """Lists named by the config (relative to ``directory``, or absolute); image paths relative to
     ``directory``. The classes are 0..(largest label); without a val list val is carved from train."""
-    lists = {split: str(directory / name) for split, name in
-             (("train", train), ("val", val), ("test", test), ("trainval", trainval)) if name is not None}
+    lists = {
+        split: str(directory / name)
+        for split, name in (("train", train), ("val", val), ("test", test), ("trainval", trainval))
+        if name is not None
+    }
     read = {split: read_file_list(Path(path), directory) for split, path in lists.items()}
     check_disjoint({split: read[split] for split in ("train", "val", "test") if split in read}, lists)
     if "trainval" in read:
         if "val" not in read:
-            raise DataError(f"data.trainval_list={trainval}: expected data.val_list as well (the combined list "
-                            "must hold the train and val lists' images)")
+            raise DataError(
+                f"data.trainval_list={trainval}: expected data.val_list as well (the combined list "
+                "must hold the train and val lists' images)"
+            )
         check_trainval(read["trainval"], read["train"], read["val"], lists)
     num_classes = 1 + max(int(samples.labels.max()) for samples in read.values())
-    return ListedSplits(read["train"], read.get("val"), read["test"], read.get("trainval"), num_classes,
-                        str(directory), lists)
+    return ListedSplits(
+        read["train"], read.get("val"), read["test"], read.get("trainval"), num_classes, str(directory), lists
+    )
 
 
 def read_json_split(path: Path, base: Path) -> tuple[list[Path], list[int]]:
@@ -217,8 +232,10 @@ def read_id_file(path: Path, kind: type) -> dict[int, object]:
             continue
         image_id, space, value = line.partition(" ")
         if not space or not image_id.isdigit() or (kind is int and not value.isdigit()):
-            raise DataError(f"{path} line {number}: expected '<image id> <{'integer' if kind is int else 'path'}>', "
-                            f"found {line[:200]!r}")
+            raise DataError(
+                f"{path} line {number}: expected '<image id> <{'integer' if kind is int else 'path'}>', "
+                f"found {line[:200]!r}"
+            )
         if int(image_id) in values:
             raise DataError(f"{path} line {number}: image id {image_id} is listed twice")
         values[int(image_id)] = kind(value)
@@ -229,19 +246,32 @@ def read_cub_official(directory: Path) -> ListedSplits:
     """CUB-200-2011 as released: images.txt, image_class_labels.txt (ids 1..200), train_test_split.txt."""
     missing = [name for name in CUB_OFFICIAL if not (directory / name).is_file()]
     if missing:
-        raise DataError(f"{directory}: found neither VPT's train.json / val.json / test.json nor CUB-200-2011's "
-                        f"{', '.join(missing)}: expected one of the two")
-    images, classes, is_train = (read_id_file(directory / name, kind)
-                                 for name, kind in zip(CUB_OFFICIAL, (str, int, int)))
+        raise DataError(
+            f"{directory}: found neither VPT's train.json / val.json / test.json nor CUB-200-2011's "
+            f"{', '.join(missing)}: expected one of the two"
+        )
+    images, classes, is_train = (
+        read_id_file(directory / name, kind) for name, kind in zip(CUB_OFFICIAL, (str, int, int))
+    )
     if set(images) != set(classes) or set(images) != set(is_train):
         raise DataError(f"{directory}: {', '.join(CUB_OFFICIAL)} do not name the same image ids")
-    lists = {"train": f"{directory / 'train_test_split.txt'} (is_training_image 1)",
-             "test": f"{directory / 'train_test_split.txt'} (is_training_image 0)"}
-    ids = {split: [classes[i] for i in sorted(images) if is_train[i] == flag]
-           for split, flag in (("train", 1), ("test", 0))}
+    lists = {
+        "train": f"{directory / 'train_test_split.txt'} (is_training_image 1)",
+        "test": f"{directory / 'train_test_split.txt'} (is_training_image 0)",
+    }
+    ids = {
+        split: [classes[i] for i in sorted(images) if is_train[i] == flag]
+        for split, flag in (("train", 1), ("test", 0))
+    }
     labels = contiguous_labels(ids, lists, FGVC_TASKS["cub"].num_classes)
-    listed = {split: [checked_image(directory / "images.txt", f"image id {i}", directory / "images", images[i])
-                      for i in sorted(images) if is_train[i] == flag] for split, flag in (("train", 1), ("test", 0))}
+    listed = {
+        split: [
+            checked_image(directory / "images.txt", f"image id {i}", directory / "images", images[i])
+            for i in sorted(images)
+            if is_train[i] == flag
+        ]
+        for split, flag in (("train", 1), ("test", 0))
+    }
     train, test = to_samples(listed["train"], labels["train"]), to_samples(listed["test"], labels["test"])
     check_disjoint({"train": train, "test": test}, lists)
     return ListedSplits(train, None, test, None, FGVC_TASKS["cub"].num_classes, str(directory), lists)

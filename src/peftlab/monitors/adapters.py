@@ -35,8 +35,11 @@ def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
         if isinstance(lora_a, nn.Linear) and isinstance(getattr(module, "lora_B", None), nn.Linear):
             out.append((group_name(name), module, ""))
         elif isinstance(lora_a, (nn.ModuleDict, nn.ParameterDict)):
-            out += [(group_name(name) + ("" if adapter == "default" else f"[{adapter}]"), module, adapter)
-                    for adapter in getattr(module, "active_adapters", ["default"]) if adapter in lora_a]
+            out += [
+                (group_name(name) + ("" if adapter == "default" else f"[{adapter}]"), module, adapter)
+                for adapter in getattr(module, "active_adapters", ["default"])
+                if adapter in lora_a
+            ]
     return out
 
 
@@ -115,7 +118,13 @@ def adapter_statistics(factors: dict[str, tuple[torch.Tensor, torch.Tensor, floa
     stats = {}
     for i, name in enumerate(names):
         s = values[name]
-        stats[name] = {"r": factors[name][0].shape[0], "r_allocated": allocated[name],
-                       "norm_A": norms[2 * i], "norm_B": norms[2 * i + 1],
-                       "norm_update": math.sqrt(sum(v * v for v in s)), **rank_use(s), "singular_values": s}
+        stats[name] = {
+            "r": factors[name][0].shape[0],
+            "r_allocated": allocated[name],
+            "norm_A": norms[2 * i],
+            "norm_B": norms[2 * i + 1],
+            "norm_update": math.sqrt(sum(v * v for v in s)),
+            **rank_use(s),
+            "singular_values": s,
+        }
     return stats

@@ -36,9 +36,18 @@ def train_losses(records: list[dict]) -> list[tuple[int, float]]:
 
 def convergence(records: list[dict], window: float = 0.25, tolerance: float = 0.005) -> dict:
     curve = val_curve(records)
-    out = {"evaluations": len(curve), "window": window, "tolerance": tolerance, "final_val_top1": None,
-           "steps_to": {f"{int(100 * f)}": None for f in FRACTIONS}, "plateau_step": None,
-           "gain_last_window": None, "train_loss_change_last_window": None, "converged": False, "reason": None}
+    out = {
+        "evaluations": len(curve),
+        "window": window,
+        "tolerance": tolerance,
+        "final_val_top1": None,
+        "steps_to": {f"{int(100 * f)}": None for f in FRACTIONS},
+        "plateau_step": None,
+        "gain_last_window": None,
+        "train_loss_change_last_window": None,
+        "converged": False,
+        "reason": None,
+    }
     if not curve:
         out["reason"] = "no evaluation on the validation split"
         return out
@@ -47,7 +56,7 @@ def convergence(records: list[dict], window: float = 0.25, tolerance: float = 0.
     for fraction in FRACTIONS:
         out["steps_to"][f"{int(100 * fraction)}"] = next(s for s, v in curve if v >= fraction * final - 1e-12)
     for i, (step, value) in enumerate(curve):
-        if all(later < value + tolerance for _, later in curve[i + 1:]):
+        if all(later < value + tolerance for _, later in curve[i + 1 :]):
             out["plateau_step"] = step
             break
     edge = final_step - math.ceil(window * final_step)
@@ -58,11 +67,15 @@ def convergence(records: list[dict], window: float = 0.25, tolerance: float = 0.
     if inside and previous and sum(previous) > 0:
         out["train_loss_change_last_window"] = (sum(inside) / len(inside)) / (sum(previous) / len(previous)) - 1.0
     if len(curve) < 2 or not before:
-        out["reason"] = (f"only {len(curve)} evaluation(s), none before the last {int(100 * window)}% of training; "
-                         "set train.eval_every for a curve")
+        out["reason"] = (
+            f"only {len(curve)} evaluation(s), none before the last {int(100 * window)}% of training; "
+            "set train.eval_every for a curve"
+        )
         return out
     out["gain_last_window"] = final - max(before)
     out["converged"] = out["gain_last_window"] < tolerance
-    out["reason"] = (f"val top-1 rose {100 * out['gain_last_window']:+.2f} pts in the last {int(100 * window)}% "
-                     f"of training ({'<' if out['converged'] else '>='} {100 * tolerance:.1f} pts)")
+    out["reason"] = (
+        f"val top-1 rose {100 * out['gain_last_window']:+.2f} pts in the last {int(100 * window)}% "
+        f"of training ({'<' if out['converged'] else '>='} {100 * tolerance:.1f} pts)"
+    )
     return out

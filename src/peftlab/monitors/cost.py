@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -22,8 +22,15 @@ from peftlab.config_sections import TrainConfig
 from peftlab.monitors.run import Monitors
 
 
-def monitor_cost(step: Callable[[], None], observe: Callable[[], object], loss: Callable[[], torch.Tensor],
-                 params: list[torch.nn.Parameter], log_every: int, repeats: int = 5, warmup: int = 1) -> dict:
+def monitor_cost(
+    step: Callable[[], None],
+    observe: Callable[[], object],
+    loss: Callable[[], torch.Tensor],
+    params: list[torch.nn.Parameter],
+    log_every: int,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict:
     """``step()``: one full training step; ``observe()``: the monitor call; ``loss()``: a loss
     whose backward fills ``params``' gradients (cleared again after each ``observe``)."""
     step_times, observe_times = [], []
@@ -42,16 +49,27 @@ def monitor_cost(step: Callable[[], None], observe: Callable[[], object], loss: 
             step_times.append(t_step)
             observe_times.append(t_observe)
     ratios = [(log_every * s + o) / (log_every * s) for s, o in zip(step_times, observe_times)]
-    return {"ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "n": len(ratios)},
-            "step_seconds": statistics.median(step_times), "observe_seconds": statistics.median(observe_times),
-            "log_every": log_every, "target": 1.03}
+    return {
+        "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "n": len(ratios)},
+        "step_seconds": statistics.median(step_times),
+        "observe_seconds": statistics.median(observe_times),
+        "log_every": log_every,
+        "target": 1.03,
+    }
 
 
-def model_monitor_cost(model: torch.nn.Module, trainable: dict[str, torch.nn.Parameter], step: Callable[[], None],
-                       loss: Callable[[], torch.Tensor], repeats: int = 5, log_every: int | None = None) -> dict:
+def model_monitor_cost(
+    model: torch.nn.Module,
+    trainable: dict[str, torch.nn.Parameter],
+    step: Callable[[], None],
+    loss: Callable[[], torch.Tensor],
+    repeats: int = 5,
+    log_every: int | None = None,
+) -> dict:
     """``monitor_cost`` of the recipe's monitors on ``model`` at ``log_every`` (default: the
     config's default), observing unclipped gradients as the recipe does."""
     log_every = log_every or TrainConfig().log_every
-    monitor = Monitors(model, trainable, log_every=log_every, eval_every=None, total_steps=10 ** 9, clip_grad=None)
-    return monitor_cost(step, lambda: monitor.observe(log_every, 1.0), loss, list(trainable.values()), log_every,
-                        repeats)
+    monitor = Monitors(model, trainable, log_every=log_every, eval_every=None, total_steps=10**9, clip_grad=None)
+    return monitor_cost(
+        step, lambda: monitor.observe(log_every, 1.0), loss, list(trainable.values()), log_every, repeats
+    )

@@ -30,8 +30,12 @@ def frozen_hash(model: nn.Module) -> dict:
         digest.update(f"{name}:{data.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(data.view(torch.uint8).numpy())
         tensors, elements = tensors + 1, elements + data.numel()
-    return {"sha256": digest.hexdigest(), "tensors": tensors, "elements": elements,
-            "seconds": time.perf_counter() - start}
+    return {
+        "sha256": digest.hexdigest(),
+        "tensors": tensors,
+        "elements": elements,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def frozen_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

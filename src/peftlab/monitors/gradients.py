@@ -96,8 +96,7 @@ class GradientFlow:
             if len(past) >= self.min_history:
                 median = statistics.median(past)
                 if median > 0 and grad > self.factor * median:
-                    flags.append({"flag": "exploding", "group": group, "step": step, "value": grad,
-                                  "median": median})
+                    flags.append({"flag": "exploding", "group": group, "step": step, "value": grad, "median": median})
             expected_zero = group.endswith("lora_A") and norms.get(group[:-1] + "B", {}).get("weight", 1.0) == 0.0
             if not expected_zero and (grad == 0.0 or (weight > 0 and grad < self.ratio * weight)):
                 flags.append({"flag": "vanishing", "group": group, "step": step, "value": grad, "weight": weight})

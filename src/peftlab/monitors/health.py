@@ -30,6 +30,12 @@ def health(records: list[dict], diverged: bool = False, unstable_after: int = 3)
         verdict = "warnings"
     else:
         verdict = "stable"
-    return {"verdict": verdict, "diverged": diverged, "log_points": len(monitors), "counts": counts,
-            "log_points_flagged": {k: len(v) for k, v in points.items()}, "first_step": first_step,
-            "groups": {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:5]) for k, v in groups.items()}}
+    return {
+        "verdict": verdict,
+        "diverged": diverged,
+        "log_points": len(monitors),
+        "counts": counts,
+        "log_points_flagged": {k: len(v) for k, v in points.items()},
+        "first_step": first_step,
+        "groups": {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:5]) for k, v in groups.items()},
+    }

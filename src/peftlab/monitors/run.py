@@ -23,9 +23,19 @@ class Monitors:
     running medians and keeps the hash taken when the run first started).
     """
 
-    def __init__(self, model: nn.Module, trainable: dict[str, nn.Parameter], *, log_every: int,
-                 eval_every: int | None, total_steps: int, clip_grad: float | None, history: list[dict] = (),
-                 exploding_factor: float = 10.0, vanishing_ratio: float = 1e-8):
+    def __init__(
+        self,
+        model: nn.Module,
+        trainable: dict[str, nn.Parameter],
+        *,
+        log_every: int,
+        eval_every: int | None,
+        total_steps: int,
+        clip_grad: float | None,
+        history: list[dict] = (),
+        exploding_factor: float = 10.0,
+        vanishing_ratio: float = 1e-8,
+    ):
         self.model, self.clip_grad = model, clip_grad
         self.log_every, self.eval_every, self.total_steps = log_every, eval_every, total_steps
         self.groups = group_parameters(trainable)
@@ -39,25 +49,34 @@ class Monitors:
 
     def due(self, step: int) -> bool:
         """A log or eval point: ``step`` counts finished optimizer steps, as in metrics.jsonl."""
-        return (step % self.log_every == 0 or step == self.total_steps
-                or bool(self.eval_every and step % self.eval_every == 0))
+        return (
+            step % self.log_every == 0
+            or step == self.total_steps
+            or bool(self.eval_every and step % self.eval_every == 0)
+        )
 
     def observe(self, step: int, grad_norm: float) -> dict:
         """One ``monitors`` record; call it while the step's gradients are still there."""
         start = time.perf_counter()
         norms = group_norms(self.groups, clip_scale(grad_norm, self.clip_grad))
         flags = self.flow.update(step, norms)
-        record = {"kind": "monitors", "step": step, "grad": {g: n["grad"] for g, n in norms.items()},
-                  "weight": {g: n["weight"] for g, n in norms.items()}, "flags": flags,
-                  "adapters": adapter_statistics(lora_factors(self.layers))}
+        record = {
+            "kind": "monitors",
+            "step": step,
+            "grad": {g: n["grad"] for g, n in norms.items()},
+            "weight": {g: n["weight"] for g, n in norms.items()},
+            "flags": flags,
+            "adapters": adapter_statistics(lora_factors(self.layers)),
+        }
         if self.first_start is None:
             self.first_start = record["frozen_base"] = self.frozen_start["sha256"]
         record["seconds"] = time.perf_counter() - start
         return record
 
 
-def summarize(monitor: Monitors, records: list[dict], *, diverged: bool = False,
-              train_seconds: float | None = None) -> dict:
+def summarize(
+    monitor: Monitors, records: list[dict], *, diverged: bool = False, train_seconds: float | None = None
+) -> dict:
     """result.json's ``health``, ``monitors``, ``convergence`` and ``frozen_base`` sections."""
     observed = [r for r in records if r.get("kind") == "monitors"]
     end = frozen_hash(monitor.model)
@@ -75,15 +94,23 @@ def summarize(monitor: Monitors, records: list[dict], *, diverged: bool = False,
         "share_of_train_seconds": seconds / train_seconds if train_seconds else None,
         "grad_median": {g: statistics.median(v) for g, v in grads.items()},
         "adapters": adapters,
-        "adapters_mean": ({k: statistics.mean(a[k] for a in adapters.values()) for k in ADAPTER_MEANS}
-                          | {"effective_rank_ratio": statistics.mean(rank_ratio(a) for a in adapters.values())}
-                          if adapters else None),
+        "adapters_mean": (
+            {k: statistics.mean(a[k] for a in adapters.values()) for k in ADAPTER_MEANS}
+            | {"effective_rank_ratio": statistics.mean(rank_ratio(a) for a in adapters.values())}
+            if adapters
+            else None
+        ),
     }
     return {
         "health": health(records, diverged=diverged),
         "monitors": summary,
         "convergence": convergence(records),
-        "frozen_base": {"sha256_start": start, "sha256_end": end["sha256"], "equal": start == end["sha256"],
-                        "rebuilt_equal": monitor.frozen_start["sha256"] == start, "tensors": end["tensors"],
-                        "elements": end["elements"]},
+        "frozen_base": {
+            "sha256_start": start,
+            "sha256_end": end["sha256"],
+            "equal": start == end["sha256"],
+            "rebuilt_equal": monitor.frozen_start["sha256"] == start,
+            "tensors": end["tensors"],
+            "elements": end["elements"],
+        },
     }

@@ -33,6 +33,7 @@ DIGITS = 12  # added float values are rounded to 12 significant digits: 0.1 * (0
 @dataclass(frozen=True)
 class Added:
     """A point the search adds: its values, why, and the points the config refused on the way."""
+
     params: dict
     why: str
     kind: str  # "beyond" an end of a line, or "between" the best and its better neighbour
@@ -57,12 +58,11 @@ def is_number(value) -> bool:
 
 def numeric_axes(axes) -> list:
     """The grid's axes that can be extended: two or more values, all numbers."""
-    return [a for a in axes
-            if a.values is not None and all(map(is_number, a.values)) and len(set(a.values)) >= 2]
+    return [a for a in axes if a.values is not None and all(map(is_number, a.values)) and len(set(a.values)) >= 2]
 
 
 def spacing(values) -> str:
-    """"log" when the values are positive and their ratios are at least as even as their differences
+    """ "log" when the values are positive and their ratios are at least as even as their differences
     (a tie, as with two values, goes to log when they span a factor of 10 or more), else "linear"."""
     ordered = sorted(set(values))
     if len(ordered) < 2 or ordered[0] <= 0:
@@ -75,7 +75,8 @@ def spacing(values) -> str:
     return "log" if uneven_logs < uneven_diffs else "linear"
 
 
-def shown(value) -> str:
+def axis_value_text(value) -> str:
+    """An axis value as a note writes it: a float in its shortest form (%g)."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -139,8 +140,8 @@ def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added
         params = {**best["params"], axis.key: out}
         why = refusal(search, params) if is_number(out) else f"{out} is not a finite number"
         if why is None:
-            return Added(params, f"beyond the {end} of {axis.key} (best at {shown(value)})", "beyond"), []
-        refused.append(f"beyond the {end} of {axis.key}: {axis.key}={shown(out)} is refused ({why})")
+            return Added(params, f"beyond the {end} of {axis.key} (best at {axis_value_text(value)})", "beyond"), []
+        refused.append(f"beyond the {end} of {axis.key}: {axis.key}={axis_value_text(out)} is refused ({why})")
     neighbours = [values[i] for i in (at - 1, at + 1) if 0 <= i < len(values)]
     partner = max(neighbours, key=lambda v: (line[v], -v))  # the better neighbour; the lower value on a tie
     middle = between(value, partner, log, integer)
@@ -149,10 +150,13 @@ def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added
     params = {**best["params"], axis.key: middle}
     why = refusal(search, params)
     if why is not None:
-        return None, refused + [f"between {shown(value)} and {shown(partner)} of {axis.key}: {why}"]
+        return None, refused + [f"between {axis_value_text(value)} and {axis_value_text(partner)} of {axis.key}: {why}"]
     low, high = sorted((value, partner))
-    return Added(params, f"between {shown(low)} and {shown(high)} of {axis.key} (best at {shown(value)})",
-                 "between"), refused
+    return Added(
+        params,
+        f"between {axis_value_text(low)} and {axis_value_text(high)} of {axis.key} (best at {axis_value_text(value)})",
+        "between",
+    ), refused
 
 
 def next_point(search, trials: list[dict]) -> tuple[Added | None, list[str]]:
@@ -179,7 +183,7 @@ def added_points(search, trials: list[dict]) -> dict[int, Added]:
     """trial number -> the point it was added as, replayed from the trials before it (the grid's are not)."""
     grid = len(search.proposals())
     ordered = sorted(trials, key=lambda t: t["number"])
-    return {t["number"]: next_point(search, ordered[:t["number"]])[0] for t in ordered[grid:]}
+    return {t["number"]: next_point(search, ordered[: t["number"]])[0] for t in ordered[grid:]}
 
 
 def edge_summary(search, trials: list[dict]) -> dict:
@@ -187,12 +191,21 @@ def edge_summary(search, trials: list[dict]) -> dict:
     the budget left unspent and why, and whether the best still sits at an edge."""
     grid = len(search.proposals())
     point, refused = next_point(search, trials)
-    summary = {"grid": grid, "added": max(0, len(trials) - grid), "unspent": max(0, search.trials - len(trials)),
-               "refused": refused, "at_edge": None, "stopped": None}
+    summary = {
+        "grid": grid,
+        "added": max(0, len(trials) - grid),
+        "unspent": max(0, search.trials - len(trials)),
+        "refused": refused,
+        "at_edge": None,
+        "stopped": None,
+    }
     if point is not None and point.kind == "beyond" and summary["unspent"] == 0:
         summary["at_edge"] = f"the budget ran out with the best still at an edge: next would be {point.why}"
     if summary["unspent"]:
-        summary["stopped"] = ("no trial completed without diverging: there is no best to follow"
-                              if best_trial(trials) is None else "no point is left to add: past each end the config "
-                              "refuses, and between the best and its neighbours every value is tried")
+        summary["stopped"] = (
+            "no trial completed without diverging: there is no best to follow"
+            if best_trial(trials) is None
+            else "no point is left to add: past each end the config "
+            "refuses, and between the best and its neighbours every value is tried"
+        )
     return summary

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from peftlab.config import RunConfig, to_dict
-from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
 from peftlab.study.spec import RunSpec, Study
@@ -85,19 +85,20 @@ def training_estimate(configs: list[RunConfig]) -> str:
     amount = f"{total / 1e15:,.1f} PFLOP" if total >= 1e15 else f"{total / 1e12:,.2f} TFLOP"
     time = f"{hours:,.1f} GPU-hours" if hours >= 1 else f"{hours * 60:,.1f} GPU-minutes"
     left_out = f"; {unknown} runs of unknown size not counted" if unknown else ""
-    return (f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x images x epochs, "
-            f"counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s (an H100 at "
-            f"about 30% of its bf16 peak){left_out}")
+    return (
+        f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x images x epochs, "
+        f"counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s (an H100 at "
+        f"about 30% of its bf16 peak){left_out}"
+    )
 
 
-def estimate_remaining(study_dir: Path, specs: list[RunSpec],
-                       statuses: dict[str, str]) -> tuple[float | None, int]:
+def estimate_remaining(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> tuple[float | None, int]:
     """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
     walls = []
     for spec in specs:
         if statuses[spec.run_id] != "completed":
             continue
-        result = read_json(run_dir_of(study_dir, spec) / "result.json") or {}
+        result = read_result(run_dir_of(study_dir, spec)) or {}
         wall = (result.get("timing") or {}).get("wall_seconds")
         if result.get("status") == "completed" and wall:
             walls.append(wall)
@@ -113,10 +114,15 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         chosen = read_choices(study, study_dir)
         for method, search in study.tune.items():
             grid = len(search.proposals()) if search.follow_edge else search.trials
-            how = f" ({grid} grid points, then {search.trials - grid} following the edge one at a time)" \
-                if search.follow_edge else ""
-            lines.append(f"tune {method}: {search.search}, {search.trials} trials{how}, "
-                         + ("done" if method in chosen else "not done"))
+            how = (
+                f" ({grid} grid points, then {search.trials - grid} following the edge one at a time)"
+                if search.follow_edge
+                else ""
+            )
+            lines.append(
+                f"tune {method}: {search.search}, {search.trials} trials{how}, "
+                + ("done" if method in chosen else "not done")
+            )
         known = with_choices(study, chosen)
         ready = [s for s in known.runs if search_key(s.method, s.config, study.tune) in (*chosen, None)]
         waiting = [s for s in known.runs if search_key(s.method, s.config, study.tune) not in (*chosen, None)]
@@ -132,12 +138,17 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         lines.append(f"{'(tuning)':<12}  {'pending':<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
     seconds, n = estimate_remaining(study_dir, study.runs, statuses)
     done = counts.get("completed", 0)
-    eta = f"about {seconds / 60:.1f} min (mean of {n} finished runs)" if seconds is not None else \
-        "unknown until a run finishes"
+    eta = (
+        f"about {seconds / 60:.1f} min (mean of {n} finished runs)"
+        if seconds is not None
+        else "unknown until a run finishes"
+    )
     tuning = f" ({len(waiting)} wait for their search to choose)" if waiting else ""
-    lines.append(f"{len(study.runs) + len(waiting)} runs: {done} done, {counts.get('failed', 0)} failed, "
-                 f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
-                 f"{counts.get('pending', 0) + len(waiting)} pending{tuning}; remaining time: {eta}")
+    lines.append(
+        f"{len(study.runs) + len(waiting)} runs: {done} done, {counts.get('failed', 0)} failed, "
+        f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
+        f"{counts.get('pending', 0) + len(waiting)} pending{tuning}; remaining time: {eta}"
+    )
     if seconds is None:
         lines.append(training_estimate(planned))
     return "\n".join(lines)
@@ -149,8 +160,11 @@ def planned_configs(study: Study) -> list:
     for spec in study.runs:
         key = search_key(spec.method, spec.config, study.tune)
         final = key is not None and study.tune[key].final_trainval
-        configs.append(dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, trainval=True))
-                       if final else spec.config)
+        configs.append(
+            dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, trainval=True))
+            if final
+            else spec.config
+        )
     for search in study.tune.values():
         configs += [search.template] * (search.trials * len(search.seeds))
     return configs

@@ -6,7 +6,7 @@ shared by the driver and the jobs (the study directory, the data, the pretrained
 the Python environment at the same paths). ``SUBMIT`` maps a remote executor to a function
 ``submit(fn, arglists, options)`` that runs ``fn(*args)`` per arglist there and yields
 ``(index, why)`` as each call ends (``why`` is None for a normal end, else one line).
-The local executor is ``runner.run_local``.
+The local executor is ``local_executor.run_local``.
 
 Where runs execute is an option of the command, not of the study file: the same study is
 run on a laptop and on a cluster, and its runs' results do not depend on where.
@@ -18,13 +18,13 @@ import contextlib
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from peftlab.config import to_dict
 from peftlab.errors import UserError
-from peftlab.files import read_json
+from peftlab.run_result import read_result
 from peftlab.study import ray_tasks, slurm
 from peftlab.study.spec import RunSpec
 
@@ -76,11 +76,16 @@ class ExecutorOptions:
             raise UserError(f"--executor={self.name!r} is invalid: expected one of {', '.join(EXECUTORS)}")
         if self.slurm_cluster not in SLURM_CLUSTERS:
             raise UserError(f"--slurm-cluster={self.slurm_cluster!r} is invalid: expected slurm or local")
-        for flag, value, least in (("--slurm-time", self.slurm_time, 1), ("--slurm-cpus", self.slurm_cpus, 1),
-                                   ("--slurm-gpus", self.slurm_gpus, 0), ("--slurm-mem", self.slurm_mem, 1),
-                                   ("--slurm-array-parallelism", self.slurm_array_parallelism, 1),
-                                   ("--slurm-lost-after", self.slurm_lost_after, 1),
-                                   ("--ray-cpus", self.ray_cpus, 0), ("--ray-gpus", self.ray_gpus, 0)):
+        for flag, value, least in (
+            ("--slurm-time", self.slurm_time, 1),
+            ("--slurm-cpus", self.slurm_cpus, 1),
+            ("--slurm-gpus", self.slurm_gpus, 0),
+            ("--slurm-mem", self.slurm_mem, 1),
+            ("--slurm-array-parallelism", self.slurm_array_parallelism, 1),
+            ("--slurm-lost-after", self.slurm_lost_after, 1),
+            ("--ray-cpus", self.ray_cpus, 0),
+            ("--ray-gpus", self.ray_gpus, 0),
+        ):
             if value is not None and not value >= least:  # NaN too
                 raise UserError(f"{flag}={value} is invalid: expected a number >= {least}")
 
@@ -96,12 +101,14 @@ def with_folder(options: ExecutorOptions, study_dir: Path) -> ExecutorOptions:
     study directory, ``slurm/`` or ``ray/``, unless one is given."""
     if options.name == "local" or options.folder is not None:
         return options
-    return dataclasses.replace(options, folder=str((study_dir / {"submitit": "slurm"}.get(options.name,
-                                                                                         options.name)).resolve()))
+    return dataclasses.replace(
+        options, folder=str((study_dir / {"submitit": "slurm"}.get(options.name, options.name)).resolve())
+    )
 
 
-def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
-               on_done: Callable[[RunSpec, dict], None]) -> None:
+def run_remote(
+    jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions, on_done: Callable[[RunSpec, dict], None]
+) -> None:
     """Run each job as a job or task of ``options.name``; ``on_done`` as each ends, with its result.json.
 
     A job that ended without a result (killed, out of memory or time, its node lost) is lost, not
@@ -115,10 +122,13 @@ def run_remote(jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions,
     with contextlib.closing(SUBMIT[options.name](run_job, arglists, options)) as finished:  # closed: cancels the rest
         for index, why in finished:
             spec, run_dir = jobs[index]
-            result = read_json(run_dir / "result.json")
+            result = read_result(run_dir)
             if result is None:
-                result = {"status": "pending", "error": f"its {options.name} job was lost: it ended without a result"
-                          + (f" ({why})" if why else "")}
+                result = {
+                    "status": "pending",
+                    "error": f"its {options.name} job was lost: it ended without a result"
+                    + (f" ({why})" if why else ""),
+                }
             on_done(spec, result)
 
 
@@ -128,7 +138,8 @@ def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> st
     ``out_dir/pretrain-error.json``."""
     from peftlab.study.worker import pretrain_job
 
-    with contextlib.closing(SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())],
-                                                 options)) as finished:
+    with contextlib.closing(
+        SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())], options)
+    ) as finished:
         _, why = next(finished)
     return why

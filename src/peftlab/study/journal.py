@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from peftlab.files import one_line, shown
+from peftlab.files import one_line, shown_path
 
 log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # what replaying a line of the wrong shape raises in Optuna's JournalStorage: a missing key, a value of
@@ -44,8 +44,10 @@ def open_journal(path: Path):
 def set_aside_damaged(path: Path, why: str) -> None:
     """Move the damaged journal at ``path`` to a new name, saying so in one warning line."""
     aside = set_aside(path)
-    log.warning(f"the tuning journal {shown(path)} is damaged ({why}): moved to {aside.name}; the search "
-                "starts a new journal and reads its finished trials from their run directories")
+    log.warning(
+        f"the tuning journal {shown_path(path)} is damaged ({why}): moved to {aside.name}; the search "
+        "starts a new journal and reads its finished trials from their run directories"
+    )
 
 
 def journal_damage(path: Path) -> str | None:

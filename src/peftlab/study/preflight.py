@@ -34,8 +34,9 @@ REPORT_DIRECTORIES = ("figures", "tables")
 REPORT_SUFFIXES = (".png", ".pdf", ".tex")
 
 
-def check_study(study: Study, study_dir: Path, executor: ExecutorOptions = ExecutorOptions(),
-                report: bool = False) -> None:
+def check_study(
+    study: Study, study_dir: Path, executor: ExecutorOptions = ExecutorOptions(), report: bool = False
+) -> None:
     """A UserError line for the first thing that would stop ``study`` in ``study_dir`` before it
     trains (``report``: the study writes its report too); nothing is written."""
     validate_study(study)
@@ -50,8 +51,10 @@ def check_executor(study: Study, executor: ExecutorOptions) -> None:
     if executor.name != "local":
         halving = [m for m, s in study.tune.items() if s.search == "halving"]
         if halving:
-            raise UserError(f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
-                            "which only --executor local does: use search random or the local executor")
+            raise UserError(
+                f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
+                "which only --executor local does: use search random or the local executor"
+            )
     check_available(executor)
 
 
@@ -134,13 +137,17 @@ def validate_study(study: Study) -> None:
         if key in seen:
             continue
         seen.add(key)
-        architecture = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True,
-                                  default=str)
+        architecture = json.dumps(
+            to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True, default=str
+        )
         pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:
                 models[architecture] = meta_model(cfg)
-            check_against_model(cfg, weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
-                                model=models[architecture])
+            check_against_model(
+                cfg,
+                weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
+                model=models[architecture],
+            )
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None

@@ -21,9 +21,9 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable, Iterator
 
 from peftlab.errors import UserError
 from peftlab.libraries import to_library_log
@@ -48,8 +48,9 @@ def announce_retries(attempts: str | None, args: tuple) -> None:
         return
     if count > 1:
         what = Path(args[1]).name if len(args) > 1 else "a task"  # run_job and pretrain_job: (config, directory, cwd)
-        log.warning(f"Ray ran {what} again after its worker died ({count} attempts); it went on from its last "
-                    "checkpoint")
+        log.warning(
+            f"Ray ran {what} again after its worker died ({count} attempts); it went on from its last checkpoint"
+        )
 
 
 def check_available(options) -> None:
@@ -77,8 +78,12 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
         except (ConnectionError, ValueError) as err:
             raise UserError(f"--ray-address={address}: {str(err).splitlines()[0]}") from None
     try:
-        task = ray.remote(num_cpus=options.ray_cpus, num_gpus=options.ray_gpus, max_retries=WORKER_DEATH_RETRIES,
-                          retry_exceptions=False)(counted)
+        task = ray.remote(
+            num_cpus=options.ray_cpus,
+            num_gpus=options.ray_gpus,
+            max_retries=WORKER_DEATH_RETRIES,
+            retry_exceptions=False,
+        )(counted)
         folder = attempts_folder(options.folder)
         attempts = [str(Path(folder) / f"{index}.attempts") if folder else None for index in range(len(arglists))]
         index_of = {task.remote(fn, attempts[index], *args): index for index, args in enumerate(arglists)}
@@ -90,7 +95,7 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
                     try:
                         ray.get(ref)
                         why = None
-                    except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                    except Exception as err:
                         lines = [line for line in str(err).splitlines() if line.strip()]
                         why = f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
                     if why is None:  # an end without a result is said by the caller (lost)

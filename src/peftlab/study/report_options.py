@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import read_yaml
+from peftlab.config_yaml import read_yaml
 from peftlab.errors import ConfigError
 
 REPORT_KEYS = ("interval", "labels")
@@ -18,6 +18,7 @@ REPORT_INTERVALS = ("t", "bca", "percentile")
 @dataclass(frozen=True)
 class ReportOptions:
     """The ``report:`` section of a study file."""
+
     interval: str = "t"
     labels: dict[str, str] = field(default_factory=dict)  # configuration or method -> display name
 
@@ -35,16 +36,22 @@ def report_options(value: Any) -> ReportOptions:
     report = section(value, "report")
     unknown = set(report) - set(REPORT_KEYS)
     if unknown:
-        raise ConfigError(f"study report: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(REPORT_KEYS)}")
+        raise ConfigError(
+            f"study report: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(REPORT_KEYS)}"
+        )
     interval = report.get("interval", "t")
     if interval not in REPORT_INTERVALS:
-        raise ConfigError(f"study report.interval={interval!r} is invalid: expected one of {', '.join(REPORT_INTERVALS)}")
+        raise ConfigError(
+            f"study report.interval={interval!r} is invalid: expected one of {', '.join(REPORT_INTERVALS)}"
+        )
     labels = section(report.get("labels"), "report.labels")
     for key, label in labels.items():
         if not isinstance(label, str) or not label.strip():
             raise ConfigError(f"study report.labels['{key}']={label!r} is invalid: expected a non-empty string")
         if label.replace("\\$", "").count("$") % 2:
-            raise ConfigError(f"study report.labels['{key}']={label!r} is invalid: a $ opens LaTeX math that no $ closes")
+            raise ConfigError(
+                f"study report.labels['{key}']={label!r} is invalid: a $ opens LaTeX math that no $ closes"
+            )
     return ReportOptions(interval=interval, labels={str(k): v for k, v in labels.items()})
 
 

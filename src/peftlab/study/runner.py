@@ -4,12 +4,13 @@
 Rerunning skips completed runs, resumes interrupted ones from their checkpoint and retries
 failed ones only when asked. A failing or diverging run never stops the study.
 
-Runs execute in worker processes started from a forkserver that has imported torch, timm
-and PEFT once, so a run pays no import cost, a crash cannot take the study down, and each
-run's peak memory is its own. Workers die with the study (``worker.die_with_study``), so
-after a ``kill -9`` the same command finds only complete results and resumable checkpoints.
-Ctrl-C or SIGTERM stops the workers cleanly (``INTERRUPTED``): no result is recorded and the
-same command resumes each run from its checkpoint.
+Runs execute in worker processes (``local_executor``) started from a forkserver that has
+imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot take the
+study down, and each run's peak memory is its own. Workers die with the study
+(``worker.die_with_study``), so after a ``kill -9`` the same command finds only complete
+results and resumable checkpoints. Ctrl-C or SIGTERM stops the workers cleanly
+(``INTERRUPTED``): no result is recorded and the same command resumes each run from its
+checkpoint.
 ``--executor submitit`` or ``ray`` runs each run as a Slurm job or a Ray task instead (see
 ``executors``); results come back through the run directories either way.
 A study with ``tune:`` first runs each method's search (``search``: trials in
@@ -18,32 +19,29 @@ A study with ``tune:`` first runs each method's search (``search``: trials in
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import os
 import shutil
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tqdm.auto import tqdm
 
 from peftlab import locks
 from peftlab.config import load_config, to_dict
-from peftlab.errors import STORAGE_ERRORS, UserError
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.errors import UserError
+from peftlab.files import read_json, write_json_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
+from peftlab.run_result import read_result, run_status
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.preflight import check_study, validate_study  # noqa: F401 - validate_study: callers import it here
+from peftlab.study.local_executor import outside_cause, run_local, stop_processes, worker_context
+from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
 
 FINISHED = ("completed", "failed", "diverged")
-POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
 MAX_REMOTE_TRIALS = 16  # trials of one search submitted at once to Slurm or Ray
 
 
@@ -76,142 +74,9 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
         present = set(os.listdir(study_dir / "runs"))
     except OSError:  # no study directory yet
         present = set()
-    return {spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending"
-            for spec in specs}
-
-
-# ---------------------------------------------------------------------------------------
-# the local executor
-
-
-# A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
-# tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
-QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
-
-
-def worker_context():
-    if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker and forkserver processes
-        sys.warnoptions.append(QUIET_TRACKER)
-    ctx = multiprocessing.get_context("forkserver")
-    # imported once in the forkserver, so no run pays for them (peft brings transformers)
-    ctx.set_forkserver_preload(["peftlab.study.worker", "peftlab.training.run", "peftlab.data", "timm", "peft"])
-    start_forkserver()
-    return ctx
-
-
-def start_forkserver() -> None:
-    """Start the forkserver with SIGINT held back (blocked), which it inherits.
-
-    A Ctrl-C reaches every process of the terminal's group: without this, one that lands while
-    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line
-    (the forkserver ignores SIGINT once its imports are done, and drops one held back). The study
-    process takes a Ctrl-C that landed during the spawn when it unblocks SIGINT, and stops the
-    workers; each worker unblocks SIGINT once it can stop cleanly (``worker.take_interrupts``).
-    (Blocked, not ignored: an ignored signal is discarded, and the Ctrl-C would be lost.)
-    """
-    import multiprocessing.forkserver
-    import multiprocessing.resource_tracker
-
-    multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
-
-
-def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:
-    """SIGTERM each process (a clean stop, see ``worker.INTERRUPTED``), SIGKILL what outlives ``grace``."""
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(grace)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-
-
-def run_local(jobs: list[tuple[RunSpec, Path]], workers: int, progress: bool,
-              on_done: Callable[[RunSpec, dict], None],
-              stop_when: Callable[[RunSpec, Path], bool] | None = None) -> None:
-    """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
-
-    Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
-    raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
-    asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
-    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``.
-    """
-    from peftlab.study.worker import IN_USE, INTERRUPTED, process_main
-
-    if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
-        return
-    ctx = worker_context()
-    pending = list(jobs)
-    running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
-    free_positions = list(range(1, workers + 1))
-    stopping: set[int] = set()
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                spec, run_dir = pending.pop(0)
-                position = free_positions.pop(0)
-                proc = ctx.Process(target=process_main, name=f"peftlab-{spec.run_id}",
-                                   args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()))
-                proc.start()
-                running[proc.sentinel] = (spec, run_dir, proc, position)
-            ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
-            for sentinel, (spec, run_dir, proc, _) in running.items():
-                if stop_when is not None and sentinel not in ended and sentinel not in stopping \
-                        and stop_when(spec, run_dir):
-                    proc.terminate()  # SIGTERM: the worker stops cleanly (INTERRUPTED), its run resumable
-                    stopping.add(sentinel)
-            for sentinel in ended:
-                spec, run_dir, proc, position = running.pop(sentinel)
-                proc.join()
-                free_positions.append(position)
-                result = read_json(run_dir / "result.json")
-                if result is None and sentinel in stopping:
-                    on_done(spec, {"status": "stopped"})
-                    continue
-                if result is None and proc.exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
-                    raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
-                if result is None and proc.exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
-                    on_done(spec, {"status": "failed", "error": "its run directory is being trained by another "
-                                   "process (see its .lock); run the study again when that ends"})
-                    continue
-                why = outside_cause(proc.exitcode)
-                if result is None and why is not None:  # not the run's failure: it stays pending
-                    on_done(spec, {"status": "pending", "error": why})
-                    continue
-                if result is None:
-                    result = {"status": "failed", "config": to_dict(spec.config),
-                              "error": f"worker process ended without a result (exit code {proc.exitcode})"}
-                    try:
-                        write_json_atomic(run_dir / "result.json", result)
-                    except OSError as err:  # a full disk, where the worker died too: nothing recorded, pending
-                        if err.errno not in STORAGE_ERRORS:
-                            raise
-                        on_done(spec, {"status": "pending", "error": "its file system or quota is full (it ended "
-                                       f"without a result, and recording its failure met: {err.strerror})"})
-                        continue
-                on_done(spec, result)
-    except KeyboardInterrupt:
-        stop_processes([proc for _, _, proc, _ in running.values()])
-        raise
-
-
-def outside_cause(exitcode: int | None) -> str | None:
-    """Why a worker that ended without a result was stopped from outside (a signal: the
-    out-of-memory killer's SIGKILL, or a full disk); None for an end of the run's own making."""
-    from peftlab.study.worker import FULL_DISK
-
-    if exitcode == FULL_DISK:
-        return "its file system or quota is full (see its worker.log)"
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
-        return f"its worker was killed by {name}" + (" (the out-of-memory killer?)" if -exitcode == signal.SIGKILL else "")
-    return None
+    return {
+        spec.run_id: run_status(run_dir_of(study_dir, spec)) if spec.run_id in present else "pending" for spec in specs
+    }
 
 
 def pretrain_dir(study: Study) -> Path | None:
@@ -222,8 +87,9 @@ def pretrain_dir(study: Study) -> Path | None:
     return Path(weights.pop()).parent if len(weights) == 1 else None
 
 
-def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(),
-                    out_dir: Path | None = None) -> Path:
+def run_pretraining(
+    config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(), out_dir: Path | None = None
+) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
     executor; returns its directory. A cached base starts neither."""
     from peftlab.pretrain import cached_manifest, default_out_dir
@@ -251,8 +117,9 @@ def run_pretraining(config_path: Path, progress: bool, executor: ExecutorOptions
         raise KeyboardInterrupt("pretraining was interrupted")
     if proc.exitcode != 0:
         why = outside_cause(proc.exitcode)
-        raise UserError(pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}",
-                                            lost=why is not None))
+        raise UserError(
+            pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}", lost=why is not None)
+        )
     return out_dir
 
 
@@ -265,14 +132,24 @@ def pretraining_stopped(config_path: Path, out_dir: Path, why: str | None, lost:
     if error is not None:
         return f"pretraining with {config_path} failed: {error.get('error', 'see pretrain-error.json')}"
     if lost:
-        return (f"pretraining with {config_path} was lost ({why}): it stays pending; run the same command again "
-                "to resume it from its checkpoint")
+        return (
+            f"pretraining with {config_path} was lost ({why}): it stays pending; run the same command again "
+            "to resume it from its checkpoint"
+        )
     return f"pretraining with {config_path} failed: {why}"
 
 
-def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-              progress: bool = True, wait: bool = False, executor: ExecutorOptions = ExecutorOptions(),
-              report: bool = False) -> StudySummary:
+def run_study(
+    study: Study,
+    study_dir: Path,
+    *,
+    workers: int = 1,
+    retry_failed: bool = False,
+    progress: bool = True,
+    wait: bool = False,
+    executor: ExecutorOptions = ExecutorOptions(),
+    report: bool = False,
+) -> StudySummary:
     """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
     a second study process on the same directory is refused with its holder named, or with
     ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
@@ -280,23 +157,40 @@ def run_study(study: Study, study_dir: Path, *, workers: int = 1, retry_failed: 
     caller writes the report afterwards (its files are checked with the study's, before any run)."""
     check_study(study, study_dir, executor, report)  # what --dry-run checks too
     study_dir.mkdir(parents=True, exist_ok=True)
-    with locks.hold(study_dir, "study directory", "peftlab study", wait=wait,
-                    on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True)), \
-            logged_to(study_dir / LIBRARY_LOG):  # what submitit, Ray and Slurm's commands say to the driver
+    with (
+        locks.hold(
+            study_dir,
+            "study directory",
+            "peftlab study",
+            wait=wait,
+            on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True),
+        ),
+        logged_to(study_dir / LIBRARY_LOG),
+    ):  # what submitit, Ray and Slurm's commands say to the driver
         return _run_study(study, study_dir, workers, retry_failed, progress, executor)
 
 
-def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, progress: bool,
-               executor: ExecutorOptions = ExecutorOptions()) -> StudySummary:
+def _run_study(
+    study: Study,
+    study_dir: Path,
+    workers: int,
+    retry_failed: bool,
+    progress: bool,
+    executor: ExecutorOptions = ExecutorOptions(),
+) -> StudySummary:
     shutil.copyfile(study.path, study_dir / "study.yaml")
     executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
     if study.tune:  # each tuned method's search first; its final runs then replace its untuned ones
-        study = tune_study(study, study_dir, jobs_runner(executor, workers),
-                           workers if executor.name == "local" else MAX_REMOTE_TRIALS,
-                           say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None))
+        study = tune_study(
+            study,
+            study_dir,
+            jobs_runner(executor, workers),
+            workers if executor.name == "local" else MAX_REMOTE_TRIALS,
+            say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
+        )
 
     summary = StudySummary(total=len(study.runs))
     jobs = []
@@ -311,29 +205,40 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
             status = run_status(run_dir)
         if status in FINISHED:
             summary.skipped += 1
-            record(summary, spec, read_json(run_dir / "result.json") or {})
+            record(summary, spec, read_result(run_dir) or {})
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "spec.json", record_spec)
         jobs.append((spec, run_dir))
 
-    bar = tqdm(total=len(study.runs), initial=summary.skipped, desc=f"study {study.name}", unit="run",
-               position=0, disable=not progress or None)
+    bar = tqdm(
+        total=len(study.runs),
+        initial=summary.skipped,
+        desc=f"study {study.name}",
+        unit="run",
+        position=0,
+        disable=not progress or None,
+    )
     show_counts(bar, summary)
     lines = TextProgress(bar, progress, f"study {study.name}", "run")
 
     def on_done(spec: RunSpec, result: dict) -> None:
         record(summary, spec, result)
         if result.get("status") == "pending":
-            tqdm.write(f"peftlab: run {describe(spec)} stopped: {result.get('error')}; it stays pending: run the "
-                       "same command again to resume it", file=sys.stderr)
+            tqdm.write(
+                f"peftlab: run {describe(spec)} stopped: {result.get('error')}; it stays pending: run the "
+                "same command again to resume it",
+                file=sys.stderr,
+            )
         bar.update(1)
         show_counts(bar, summary)
         finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
         lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
 
     if executor.name == "local":
-        run_local(jobs, workers, progress and not bar.disable, on_done)  # off a terminal: one line per run, not per step
+        run_local(
+            jobs, workers, progress and not bar.disable, on_done
+        )  # off a terminal: one line per run, not per step
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done)
     bar.close()
@@ -342,11 +247,13 @@ def _run_study(study: Study, study_dir: Path, workers: int, retry_failed: bool, 
 
 def jobs_runner(executor: ExecutorOptions, workers: int):
     """``run_jobs(jobs, on_done, stop_when)`` of a search: the study's executor, without a progress bar."""
+
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
             run_local(jobs, workers, False, on_done, stop_when)
         elif jobs:
             run_remote(jobs, executor, on_done)
+
     return run_jobs
 
 
@@ -356,7 +263,7 @@ def forget_result(run_dir: Path) -> None:
     Its checkpoint stays, so the retry resumes from it (the same run resumed equals the run
     trained at once), unless the failure was that checkpoint itself (``checkpoint_unusable``).
     """
-    result = read_json(run_dir / "result.json") or {}
+    result = read_result(run_dir) or {}
     if result.get("checkpoint_unusable"):
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     for name in ("result.json", "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors"):
@@ -377,19 +284,24 @@ def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:
 
 def show_counts(bar, summary: StudySummary) -> None:
     remaining = summary.total - len(summary.completed) - len(summary.failed) - len(summary.diverged)
-    bar.set_postfix(done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged),
-                    remaining=remaining)
+    bar.set_postfix(
+        done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged), remaining=remaining
+    )
 
 
 def format_summary(summary: StudySummary, study_dir: Path) -> str:
-    lines = [f"study {study_dir}: {len(summary.completed)} completed, {len(summary.failed)} failed, "
-             f"{len(summary.diverged)} diverged of {summary.total} runs "
-             f"({summary.skipped} were already finished)"]
+    lines = [
+        f"study {study_dir}: {len(summary.completed)} completed, {len(summary.failed)} failed, "
+        f"{len(summary.diverged)} diverged of {summary.total} runs "
+        f"({summary.skipped} were already finished)"
+    ]
     lines += [f"  failed: {label}: {error}" for label, error in summary.failed]
     lines += [f"  diverged: {line}" for line in summary.diverged]
     if summary.pending:
-        lines.append(f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
-                     "job) and stay pending: run the same command again to resume them")
+        lines.append(
+            f"  {len(summary.pending)} runs were stopped by an outside cause (a signal, a full disk, a lost "
+            "job) and stay pending: run the same command again to resume them"
+        )
     if summary.failed:
         lines.append("  rerun with --retry-failed to try the failed runs again")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ trials against that rule and adds what an uninterrupted one would.
 
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
 tuning seeds; the trial with the best value wins (the lower trial number on a tie). A trial one of
-whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``divergence``) is
+whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``trials.divergence``) is
 marked so in selection.json and is never chosen.
 """
 
@@ -37,24 +37,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peftlab.errors import UserError
-from peftlab.files import read_json, run_status, write_json_atomic
+from peftlab.files import read_json, write_json_atomic
+from peftlab.run_result import read_result, run_status
 from peftlab.study.edge import added_points, best_trial, edge_summary, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
+from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
 from peftlab.study.tune import METRICS, Search, apply_values, search_key
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
-# a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
-# at least MIN_CHANCE_TOLERANCE above it, is at chance: its model collapsed, it is never chosen
-CHANCE_SE = 1.0
-MIN_CHANCE_TOLERANCE = 0.005
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
@@ -77,43 +75,14 @@ def journal_path(directory: Path, search: Search) -> Path:
     return directory / f"search-{search.fingerprint()}.journal"
 
 
-def trial_value(result: dict, metric: str) -> float | None:
-    """The validation score of one trial run: ``metrics[metric]`` of a completed result, never a
-    test metric (``tune`` refuses those); None for a run that did not complete."""
-    if metric not in METRICS:
-        raise ValueError(f"{metric!r} is not a validation metric: expected one of {', '.join(METRICS)}")
-    value = (result.get("metrics") or {}).get(metric)
-    return float(value) if result.get("status") == "completed" and value is not None else None
-
-
-def divergence(result: dict) -> str | None:
-    """Why a trial run counts as diverged, or None: a non-finite loss, gradient or weights (the run's
-    status), or a completed run whose last validation top-1 is at chance, 1/classes plus at most
-    ``CHANCE_SE`` binomial standard errors of a chance score on its validation images (a collapsed
-    model predicts one class: its score is that class's share of the images)."""
-    if result.get("status") == "diverged":
-        return f"diverged: {result.get('error')}"
-    top1 = (result.get("metrics") or {}).get("val_top1")
-    data = (result.get("provenance") or {}).get("data") or {}
-    classes, images = data.get("num_classes"), (data.get("split_sizes") or {}).get("val")
-    if result.get("status") != "completed" or top1 is None or not isinstance(classes, int) or classes < 2:
-        return None
-    chance = 1 / classes
-    error = math.sqrt(chance * (1 - chance) / images) if isinstance(images, int) and images > 0 else 0.0
-    tolerance = max(CHANCE_SE * error, MIN_CHANCE_TOLERANCE)
-    if top1 > chance + tolerance:
-        return None
-    return (f"validation top-1 {100 * top1:.1f}% is at or below chance ({classes} classes: {100 * chance:.1f}%, "
-            f"within {100 * tolerance:.1f} points)")
-
-
 def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
     cfg = search.trial_config(params, seed)
     return RunSpec(run_id(cfg), f"{search.name} trial {number}", search.method, seed, ("tune",), params, cfg)
 
 
-def tune_study(study: Study, study_dir: Path, run_jobs: RunJobs, slots: int,
-               say: Callable[[str], None] = lambda line: None) -> Study:
+def tune_study(
+    study: Study, study_dir: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
+) -> Study:
     """Search every tuned method, then return the study whose runs of those methods are the final
     runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
     needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
@@ -150,16 +119,17 @@ def read_choices(study: Study, study_dir: Path) -> dict[str, dict]:
     return chosen
 
 
-def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
-               say: Callable[[str], None] = lambda line: None) -> dict:
+def run_search(
+    search: Search, directory: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
+) -> dict:
     """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``.
     An edge-following grid then adds its points one at a time, each from the trials finished before it."""
     directory.mkdir(parents=True, exist_ok=True)
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
     # the points the journal holds beyond the grid were added by this rule (load_search checked them)
-    planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals):]]
-    for params in planned[len(study.trials):]:  # trial k gets proposals[k], however often this starts
+    planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals) :]]
+    for params in planned[len(study.trials) :]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
     run_pending(search, directory, study, planned, run_jobs, slots, say)
     while search.follow_edge and len(planned) < search.trials:
@@ -172,15 +142,24 @@ def run_search(search: Search, directory: Path, run_jobs: RunJobs, slots: int,
         run_pending(search, directory, study, planned, run_jobs, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
-        raise UserError(f"tuning of method '{search.name}': no trial completed without diverging (see "
-                        f"{directory / SELECTION}); its final runs were not started")
+        raise UserError(
+            f"tuning of method '{search.name}': no trial completed without diverging (see "
+            f"{directory / SELECTION}); its final runs were not started"
+        )
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
     say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")
     return chosen
 
 
-def run_pending(search: Search, directory: Path, study, planned: list[dict], run_jobs: RunJobs, slots: int,
-                say: Callable[[str], None]) -> None:
+def run_pending(
+    search: Search,
+    directory: Path,
+    study,
+    planned: list[dict],
+    run_jobs: RunJobs,
+    slots: int,
+    say: Callable[[str], None],
+) -> None:
     """Train the trials that are running (a killed search's) or waiting, ``slots`` at a time."""
     optuna = optuna_module()
     from optuna.trial import TrialState
@@ -190,7 +169,7 @@ def run_pending(search: Search, directory: Path, study, planned: list[dict], run
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not stale and not waiting:
             return
-        batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]  # noqa: SLF001 - resumed
+        batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]
         while len(batch) < slots and waiting:
             batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
         run_trials(search, directory, study, batch, planned, run_jobs, say)
@@ -207,8 +186,11 @@ def trial_distributions(search: Search, params: dict) -> dict:
     for axis in numeric_axes(search.axes) if search.follow_edge else ():
         values = [*axis.values, params[axis.key]]
         low, high = min(values), max(values)
-        found[axis.key] = IntDistribution(low, high) if all(isinstance(v, int) for v in values) \
+        found[axis.key] = (
+            IntDistribution(low, high)
+            if all(isinstance(v, int) for v in values)
             else FloatDistribution(float(low), float(high))
+        )
     return found
 
 
@@ -221,10 +203,18 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
             trials[number]["added"] = point.why
             trials[number].update({"refused": list(point.refused)} if point.refused else {})
     best = best_trial(trials) if done else None
-    chosen = {"trial": best["number"], "value": best["value"], "metric": search.metric,
-              "params": best["params"]} if best else None
-    record = {"fingerprint": search.fingerprint(), "search": search.record(), "done": done, "trials": trials,
-              "chosen": chosen}
+    chosen = (
+        {"trial": best["number"], "value": best["value"], "metric": search.metric, "params": best["params"]}
+        if best
+        else None
+    )
+    record = {
+        "fingerprint": search.fingerprint(),
+        "search": search.record(),
+        "done": done,
+        "trials": trials,
+        "chosen": chosen,
+    }
     if search.follow_edge and done:
         record["follow_edge"] = edge_summary(search, trials)
     write_json_atomic(directory / SELECTION, record)
@@ -236,12 +226,20 @@ def load_search(search: Search, directory: Path, proposals: list[dict]):
     are not the search's, is set aside and a fresh one started."""
     optuna = optuna_module()
     path = journal_path(directory, search)
-    pruner = optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor) \
-        if search.search == "halving" else optuna.pruners.NopPruner()
+    pruner = (
+        optuna.pruners.SuccessiveHalvingPruner(reduction_factor=search.reduction_factor)
+        if search.search == "halving"
+        else optuna.pruners.NopPruner()
+    )
 
     def load():
-        return optuna.create_study(study_name=search.method, storage=open_journal(path), load_if_exists=True,
-                                   direction="maximize", pruner=pruner)
+        return optuna.create_study(
+            study_name=search.method,
+            storage=open_journal(path),
+            load_if_exists=True,
+            direction="maximize",
+            pruner=pruner,
+        )
 
     study = load()
     why = journal_disagreement(study, search, directory, proposals)
@@ -279,11 +277,6 @@ def added_after(search: Search, records: list[dict]) -> dict | None:
     return point.params if point else None
 
 
-def trial_values(trial) -> dict:
-    """A trial's values: asked ones, or a waiting trial's enqueued ones."""
-    return trial.params or trial.system_attrs.get("fixed_params")
-
-
 def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     """What a finished trial's state or value says that its runs do not (as ``run_trials`` tells them):
     complete at the mean of its runs' scores, failed when one has none, pruned only by halving."""
@@ -295,7 +288,7 @@ def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     run_ids = trial.user_attrs.get("run_ids")
     if not isinstance(run_ids, list) or len(run_ids) != len(search.seeds):
         return f"has run ids {run_ids!r}, expected one per tuning seed"
-    scores = [trial_value(read_json(directory / "runs" / str(r) / "result.json") or {}, search.metric) for r in run_ids]
+    scores = [trial_value(read_result(directory / "runs" / str(r)) or {}, search.metric) for r in run_ids]
     if state == "COMPLETE" and (None in scores or statistics.fmean(scores) != trial.value):
         return f"has value {trial.value!r}, which is not its runs' {search.metric}"
     if state == "FAIL" and None not in scores:
@@ -303,8 +296,15 @@ def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     return None
 
 
-def run_trials(search: Search, directory: Path, study, batch: list, proposals: list[dict], run_jobs: RunJobs,
-               say: Callable[[str], None]) -> None:
+def run_trials(
+    search: Search,
+    directory: Path,
+    study,
+    batch: list,
+    proposals: list[dict],
+    run_jobs: RunJobs,
+    say: Callable[[str], None],
+) -> None:
     """Train the runs of a batch of trials at once and tell Optuna each trial's outcome."""
     from optuna.trial import TrialState
 
@@ -312,8 +312,10 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
     for trial in batch:
         params = proposals[trial.number]
         if trial.params and trial.params != params:
-            raise UserError(f"tuning of method '{search.name}': trial {trial.number} of "
-                            f"{directory} has values {trial.params}, expected {params}: delete that journal")
+            raise UserError(
+                f"tuning of method '{search.name}': trial {trial.number} of "
+                f"{directory} has values {trial.params}, expected {params}: delete that journal"
+            )
         specs = [trial_spec(search, trial.number, params, seed) for seed in search.seeds]
         trial.set_user_attr("run_ids", [s.run_id for s in specs])
         runs_of[trial.number] = (trial, specs)
@@ -322,7 +324,7 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "spec.json", spec.record())
             if run_status(run_dir) in FINISHED:  # trained before a kill: its result is read, not trained again
-                results[spec.run_id] = read_json(run_dir / "result.json") or {}
+                results[spec.run_id] = read_result(run_dir) or {}
             else:
                 jobs.append((spec, run_dir))
     trial_of_run = {s.run_id: trial for trial, specs in runs_of.values() for s in specs}
@@ -341,7 +343,8 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
         # a halving trial is pruned when its scores say so, whether it was stopped while it ran or
         # finished before the watch looked again (then its result is kept but takes no part)
         elif any(r.get("status") == "stopped" for r in outcomes) or (
-                stopper is not None and any(stopper(s, directory / "runs" / s.run_id) for s in specs)):
+            stopper is not None and any(stopper(s, directory / "runs" / s.run_id) for s in specs)
+        ):
             study.tell(trial, state=TrialState.PRUNED)
             say(f"tune {search.name}: trial {number} pruned")
         elif all(v is not None for v in values):
@@ -351,8 +354,10 @@ def run_trials(search: Search, directory: Path, study, batch: list, proposals: l
             study.tell(trial, state=TrialState.FAIL)
             say(f"tune {search.name}: trial {number} {outcomes[0].get('status', 'failed')}")
     if stopped_from_outside:  # its trial stays running in the journal: the same command resumes its runs
-        raise UserError(f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
-                        f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them")
+        raise UserError(
+            f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
+            f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them"
+        )
 
 
 class PruneWatch:
@@ -395,21 +400,3 @@ class PruneWatch:
                 best = max(best, record[self.field]) if self.best else record[self.field]
                 out.append((int(record["step"]), float(best)))
         return out
-
-
-def trial_records(study, directory: Path) -> list[dict]:
-    return [trial_record(t, directory) for t in study.get_trials(deepcopy=False)]
-
-
-def trial_record(trial, directory: Path | None = None) -> dict:
-    """What selection.json keeps of a trial: no test score is ever read into it. A finished trial one of
-    whose runs diverged (``divergence``, from the runs in ``directory``) says why."""
-    record = {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-              "run_ids": trial.user_attrs.get("run_ids", []),
-              "reported": {str(k): v for k, v in sorted(trial.intermediate_values.items())}}
-    if directory is not None and record["state"] in ("COMPLETE", "FAIL"):
-        why = next(filter(None, (divergence(read_json(directory / "runs" / str(r) / "result.json") or {})
-                                 for r in record["run_ids"])), None)
-        if why is not None:
-            record["diverged"] = why
-    return record

@@ -18,9 +18,9 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable, Iterator
 
 from peftlab.errors import UserError, deferred_stops
 from peftlab.libraries import to_library_log
@@ -30,8 +30,17 @@ QUEUE_SECONDS = 5.0  # how often squeue is asked what Slurm still holds of the s
 REQUEUE_SECONDS = 300.0  # a job that marked itself requeued is not lost while Slurm takes this long to queue it again
 UNREACHABLE_SECONDS = 600.0  # squeue failing this long (a controller down): the jobs still out are given up as lost
 COMMAND_SECONDS = 10  # squeue and scancel: Slurm's default MessageTimeout; longer is a controller that does not answer
-ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-         "TIMEOUT"}  # Slurm's final job states (a requeued job is PENDING again)
+ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+}  # Slurm's final job states (a requeued job is PENDING again)
 
 REQUEUE_MARK = "requeued"  # a file in a job's folder: the job's own Slurm signal requeued it
 
@@ -41,8 +50,14 @@ slurm_log = logging.getLogger("slurm")  # what Slurm's commands print: the libra
 
 def slurm_parameters(options) -> dict:
     """SlurmExecutor's parameters (its names for sbatch's options) for the ``--slurm-*`` options."""
-    params = {"job_name": "peftlab", "time": options.slurm_time, "cpus_per_task": options.slurm_cpus,
-              "gpus_per_node": options.slurm_gpus, "nodes": 1, "ntasks_per_node": 1}
+    params = {
+        "job_name": "peftlab",
+        "time": options.slurm_time,
+        "cpus_per_task": options.slurm_cpus,
+        "gpus_per_node": options.slurm_gpus,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+    }
     if options.slurm_mem is not None:
         params["mem"] = f"{options.slurm_mem}GB"
     if options.slurm_partition is not None:
@@ -57,8 +72,10 @@ def check_available(options) -> None:
     if find_spec("submitit") is None:
         raise UserError("--executor submitit needs the submitit package: pip install -e .[slurm]")
     if options.slurm_cluster != "local" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
-        raise UserError("--executor submitit: no Slurm here (sbatch or srun is not on PATH); --slurm-cluster local "
-                        "runs the jobs as local processes")
+        raise UserError(
+            "--executor submitit: no Slurm here (sbatch or srun is not on PATH); --slurm-cluster local "
+            "runs the jobs as local processes"
+        )
 
 
 def make_executor(options):
@@ -135,7 +152,7 @@ def failure(job, state: str | None) -> str | None:
     try:
         job.result()
         return None
-    except Exception as err:  # noqa: BLE001 - submitit's errors carry the job's traceback; its log has it all
+    except Exception as err:
         last = [line for line in str(err).splitlines() if line.strip()]
         why = last[-1].strip() if last else type(err).__name__
         return f"job {job.job_id}{f', {state}' if state else ''}: {why}; log {job.paths.stderr}"
@@ -145,7 +162,8 @@ class SlurmQueue:
     """What squeue last said of the study's jobs (asked at most every ``QUEUE_SECONDS``).
 
     A job that left the queue, or sits in a final state, without its result file for
-    ``lost_after`` seconds (``--slurm-lost-after``) is lost (killed, out of memory, its node lost): its run stays pending.
+    ``lost_after`` seconds (``--slurm-lost-after``) is lost (killed, out of memory, its node lost): its
+    run stays pending.
     A job that marked itself requeued (Slurm's preemption or pre-timeout signal) gets
     ``REQUEUE_SECONDS`` from when the driver saw the mark: between its two lives Slurm may show it
     FAILED for a while on a busy controller.
@@ -168,8 +186,9 @@ class SlurmQueue:
             return
         self.asked = now
         arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-        out, self.error = slurm_command("squeue", "--noheader", "--array", "--states=all", "--format=%i %T",
-                                        f"--jobs={','.join(arrays)}")
+        out, self.error = slurm_command(
+            "squeue", "--noheader", "--array", "--states=all", "--format=%i %T", f"--jobs={','.join(arrays)}"
+        )
         if out is None:
             return
         self.answered = now
@@ -194,8 +213,10 @@ class SlurmQueue:
         """Why the job counts as lost (one line naming it), None while it may still end with its result."""
         now = time.time()
         if now - self.answered > UNREACHABLE_SECONDS:
-            return (f"job {job_id}: Slurm did not answer squeue for {UNREACHABLE_SECONDS / 60:.0f} minutes "
-                    f"({self.error}); it may still run")
+            return (
+                f"job {job_id}: Slurm did not answer squeue for {UNREACHABLE_SECONDS / 60:.0f} minutes "
+                f"({self.error}); it may still run"
+            )
         since = self.gone_since.get(job_id)
         if since is None or now - since < self.lost_after:
             return None
@@ -217,8 +238,10 @@ def cancel(jobs: list, on_slurm: bool) -> None:
     job_ids = [job.job_id for job in jobs]
     _, error = slurm_command("scancel", *job_ids)
     if error is not None:
-        log.warning(f"the cancellation of Slurm jobs {' '.join(job_ids)} could not be confirmed ({error}): "
-                    "see squeue, and scancel those still there")
+        log.warning(
+            f"the cancellation of Slurm jobs {' '.join(job_ids)} could not be confirmed ({error}): "
+            "see squeue, and scancel those still there"
+        )
 
 
 def slurm_command(*args: str) -> tuple[str | None, str | None]:

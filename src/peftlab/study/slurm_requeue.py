@@ -5,7 +5,8 @@ Imported only where submitit is installed (``peftlab.study.slurm`` imports it af
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import submitit
 from submitit.helpers import Checkpointable

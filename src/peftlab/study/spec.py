@@ -29,7 +29,8 @@ A study YAML (paths are relative to the study file)::
 
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
 with that value only. A path value (``data.root``, ``model.pretrained``, ``method.importance_from``,
-...) in ``set`` or ``axes`` is relative to the study file; those in the base config to the base. Order of precedence: base < set < method (name, set) < axis values < seed.
+...) in ``set`` or ``axes`` is relative to the study file; those in the base config to the base.
+Order of precedence: base < set < method (name, set) < axis values < seed.
 The run id is a hash of the resolved run config, so the same study always yields the same ids
 and a run shared by two groups is trained once. Each method's config holds only its own
 options: a ``method.*`` key of another method that comes from the base config, ``set`` or the
@@ -43,8 +44,6 @@ searches first (``peftlab.study.search``) and trains the final runs at the chose
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 import itertools
 import json
 import math
@@ -52,24 +51,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, load_config,
-                            method_fields, method_names, nest, read_yaml, resolve_paths, seed_hashes, shown, to_dict,
-                            with_base_architecture, without_foreign_options)
+from peftlab.config import (
+    RunConfig,
+    config_hash,
+    flatten,
+    from_dict,
+    load_config,
+    method_names,
+    seed_hashes,
+    to_dict,
+    without_foreign_options,
+)
+from peftlab.config_checks import MAX_INT, shown
+from peftlab.config_paths import resolve_paths, with_base_architecture
+from peftlab.config_yaml import deep_merge, nest, read_yaml
 from peftlab.errors import ConfigError
-from peftlab.study.report_options import (REPORT_INTERVALS, REPORT_KEYS, ReportOptions,  # noqa: F401
-                                           read_report_options, report_options)
+from peftlab.study.exclusions import Excluder, exclude_rules
+from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
+from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tune import Search, check_method_keys, tune_searches
 
-STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report",
-              "tune")
+STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
 ABLATION_KEYS = ("methods", "axes")
 MAX_SEEDS = 1000
 MAX_RUNS = 10_000  # a study larger than this is refused before it is expanded
-SHORT_NAMES = {"method.r": "r", "method.lora_alpha": "alpha", "method.target_modules": "targets",
-               "train.lr": "lr", "quant.mode": "quant", "model.name": "model", "data.name": "data",
-               "method.lora_dropout": "dropout", "method.format": "format", "method.group_size": "group",
-               "method.schedule": "schedule"}
+SHORT_NAMES = {
+    "method.r": "r",
+    "method.lora_alpha": "alpha",
+    "method.target_modules": "targets",
+    "train.lr": "lr",
+    "quant.mode": "quant",
+    "model.name": "model",
+    "data.name": "data",
+    "method.lora_dropout": "dropout",
+    "method.format": "format",
+    "method.group_size": "group",
+    "method.schedule": "schedule",
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +104,14 @@ class RunSpec:
 
     def record(self) -> dict:
         """What ``spec.json`` in the run directory holds."""
-        record = {"run_id": self.run_id, "variant": self.variant, "method": self.method, "seed": self.seed,
-                  "groups": list(self.groups), "axes": self.axes}
+        record = {
+            "run_id": self.run_id,
+            "variant": self.variant,
+            "method": self.method,
+            "seed": self.seed,
+            "groups": list(self.groups),
+            "axes": self.axes,
+        }
         return {**record, "tuned_by": self.tuned_by} if self.tuned_by is not None else record
 
 
@@ -114,11 +139,13 @@ def _axis_values(key: str, values: Any, method: str) -> list[tuple[Any, dict]]:
         if isinstance(value, dict) and "value" in value:
             unknown = set(value) - {"value", "set"}
             if unknown:
-                raise ConfigError(f"study axis '{key}' value {shown(value)} has unknown keys {sorted(map(str, unknown))}; "
-                                  "allowed: value, set")
+                raise ConfigError(
+                    f"study axis '{key}' value {shown(value)} has unknown keys {sorted(map(str, unknown))}; "
+                    "allowed: value, set"
+                )
             extra = _mapping(value.get("set"), f"axis '{key}' set")
             for extra_key in extra:
-                _check_key(extra_key, f"method '{method}' axis '{key}' set key")
+                check_key(extra_key, f"method '{method}' axis '{key}' set key")
             out.append((value["value"], extra))
         else:
             out.append((value, {}))
@@ -135,102 +162,33 @@ def _label(method: str, axes: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def _foreign(method: str, key: str) -> bool:
-    """A ``method.*`` key that some other method has and ``method`` has not."""
-    if not key.startswith("method.") or key.count(".") != 1:
-        return False
-    option = key.split(".", 1)[1]
-    return option not in method_fields(method) and any(option in method_fields(m) for m in method_names())
-
-
-def _own(method: str, dotted: dict) -> dict:
-    return {k: v for k, v in dotted.items() if not _foreign(method, k)}
-
-
-@functools.cache
-def config_keys() -> frozenset[str]:
-    """Every dotted key a study may set: the leaves of a run config, ``method.*`` of every method."""
-    keys = {k for k in flatten(to_dict(RunConfig())) if not k.startswith("method.")}
-    return frozenset(keys | {f"method.{option}" for m in method_names() for option in method_fields(m)})
-
-
-def _check_key(key: Any, where: str, method_name: bool = False) -> None:
-    """A dotted key must name one config field (of some method, for ``method.*``), not a section.
-
-    ``method.name`` only where ``method_name`` says so (an exclude rule): in a ``set`` or ``axes``
-    it would train another method under the label of the one it is listed under.
-    """
-    keys = config_keys()
-    if key == "method.name" and not method_name:
-        raise ConfigError(f"study {where} method.name is invalid: a run's method is the methods: entry it is listed "
-                          "under; expected no method.name here (list the other method under methods:)")
-    if isinstance(key, str) and key in keys:
-        return
-    close = difflib.get_close_matches(str(key), sorted(keys), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as "
-                      "train.lr or method.r")
-
-
 def _path_value(data: dict, key: str, path: Path, required: bool) -> Path | None:
     """``base`` / ``pretrain``: a file name relative to the study file."""
     value = data.get(key)
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value or "\x00" in value:
-        raise ConfigError(f"study {path}: {key}={shown(value)} is invalid: expected the path of a run config "
-                          "(relative to the study file)")
+        raise ConfigError(
+            f"study {path}: {key}={shown(value)} is invalid: expected the path of a run config "
+            "(relative to the study file)"
+        )
     return (path.parent / value).resolve()
 
 
 def _seeds(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SEEDS:
         return list(range(value))
-    if isinstance(value, list) and 0 < len(value) <= MAX_SEEDS and len(set(map(repr, value))) == len(value) \
-            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value):
+    if (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_SEEDS
+        and len(set(map(repr, value))) == len(value)
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value)
+    ):
         return value
-    raise ConfigError(f"study axis 'seeds' value {shown(value)} is invalid: expected a count in [1, {MAX_SEEDS}] "
-                      f"or a list of at most {MAX_SEEDS} distinct integers in [0, {MAX_INT}]")
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in of a config value that is equal where the value is (lists as tuples)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, dict):
-        return frozenset((k, _frozen(v)) for k, v in value.items())
-    return value
-
-
-class Excluder:
-    """The exclude rules, indexed by each rule's first key and its values: a run is compared with
-    the few rules whose first key it matches, not with all of them (5,000 rules x 2,000 runs)."""
-
-    def __init__(self, rules: list[dict]):
-        self.index: dict[str, dict[Any, list[dict]]] = {}
-        for rule in rules:
-            if not rule:  # matches every run
-                self.index.setdefault("", {}).setdefault(None, []).append(rule)
-                continue
-            key, wanted = next(iter(rule.items()))
-            for option in wanted if isinstance(wanted, list) else [wanted]:
-                self.index.setdefault(key, {}).setdefault(_frozen(option), []).append(rule)
-
-    def excludes(self, flat: dict) -> bool:
-        for key, by_value in self.index.items():
-            candidates = by_value.get(None, []) if key == "" else by_value.get(_frozen(flat.get(key)), [])
-            if any(_matches(rule, flat) for rule in candidates):
-                return True
-        return False
-
-
-def _matches(rule: dict, flat: dict) -> bool:
-    for key, wanted in rule.items():
-        value = flat.get(key)
-        options = wanted if isinstance(wanted, list) else [wanted]
-        if value not in options and not (isinstance(value, list) and value in options):
-            return False
-    return True
+    raise ConfigError(
+        f"study axis 'seeds' value {shown(value)} is invalid: expected a count in [1, {MAX_SEEDS}] "
+        f"or a list of at most {MAX_SEEDS} distinct integers in [0, {MAX_INT}]"
+    )
 
 
 def load_study(path: str | Path) -> Study:
@@ -243,20 +201,24 @@ def load_study(path: str | Path) -> Study:
     data = read_yaml(path)
     unknown = set(data) - set(STUDY_KEYS)
     if unknown:
-        raise ConfigError(f"study {path}: unknown key '{sorted(map(str, unknown))[0]}'; "
-                          f"allowed: {', '.join(STUDY_KEYS)}")
+        raise ConfigError(
+            f"study {path}: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(STUDY_KEYS)}"
+        )
     header = _header(data, path)
     seeds = _seeds(data.get("seeds", 5))
     methods = _mapping(data.get("methods"), "methods")
     if not methods:
         raise ConfigError(f"study {path}: 'methods' must name at least one of {', '.join(method_names())}")
     groups = _groups(data, methods)
-    rules = _exclude_rules(data)
-    size = sum(len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values())
-               for _, _, _, axes in groups)
+    rules = exclude_rules(data)
+    size = sum(
+        len(seeds) * math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values()) for _, _, _, axes in groups
+    )
     if size > MAX_RUNS:
-        raise ConfigError(f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
-                          "(fewer seeds or axis values, or several studies)")
+        raise ConfigError(
+            f"study {path} expands to {size:,} runs before exclusions: expected at most {MAX_RUNS:,} "
+            "(fewer seeds or axis values, or several studies)"
+        )
     specs, configurations = _expand(data, header, groups, methods, seeds, Excluder(rules))
     if not specs:
         raise ConfigError(f"study {path}: the exclude rules drop every run: expected at least one run")
@@ -265,17 +227,22 @@ def load_study(path: str | Path) -> Study:
     names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})
     for key in report.labels:
         if key not in names:
-            raise ConfigError(f"study report.labels key '{key}' names no configuration or method of the study; "
-                              f"expected one of: {', '.join(names)}")
-    tune = tune_searches(data.get("tune"), methods, _templates(runs, methods, configurations), seeds, _check_key,
-                         _foreign)
-    return Study(name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report,
-                 tune=tune)
+            raise ConfigError(
+                f"study report.labels key '{key}' names no configuration or method of the study; "
+                f"expected one of: {', '.join(names)}"
+            )
+    tune = tune_searches(
+        data.get("tune"), methods, _templates(runs, methods, configurations), seeds, check_key, is_foreign
+    )
+    return Study(
+        name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report, tune=tune
+    )
 
 
 @dataclass(frozen=True)
 class Header:
     """What every run of a study starts from."""
+
     name: str
     path: Path  # the study file
     base: Path  # the base run config
@@ -300,8 +267,10 @@ def _header(data: dict, path: Path) -> Header:
     except ConfigError as err:
         raise ConfigError(f"study {path}: pretrain config: {err}") from None
     if pretrain_cfg.method.name != "full":
-        raise ConfigError(f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
-                          "expected 'full' (pretraining trains every weight)")
+        raise ConfigError(
+            f"study {path}: pretrain config {pretrain} has method.name={pretrain_cfg.method.name!r}: "
+            "expected 'full' (pretraining trains every weight)"
+        )
     # the architecture of the base the runs name: the pretraining config's (known before it has
     # trained, so run ids do not change once the base exists), else its manifest's
     return Header(name, path, base, pretrain, base_dict, (to_dict(pretrain_cfg.model), pretrain))
@@ -311,56 +280,68 @@ def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
     """(group, method, method set, axes) of each method's main configurations and of each ablation."""
     common, global_axes = _mapping(data.get("set"), "set"), _mapping(data.get("axes"), "axes")
     for key in list(common) + list(global_axes):
-        _check_key(key, "set/axes key")
+        check_key(key, "set/axes key")
     groups: list[tuple[str, str, dict, dict]] = []
     for method, options in methods.items():
         options = _mapping(options, f"method '{method}'")
         if method not in method_names():
-            raise ConfigError(f"study axis 'methods' value '{method}' is invalid: expected one of "
-                              f"{', '.join(method_names())}")
+            raise ConfigError(
+                f"study axis 'methods' value '{method}' is invalid: expected one of {', '.join(method_names())}"
+            )
         extra = set(options) - {"set", "axes", "tune"}
         if extra:
-            raise ConfigError(f"study method '{method}' has unknown keys {sorted(map(str, extra))}; "
-                              "allowed: set, axes, tune")
-        groups.append(("main", method, _mapping(options.get("set"), f"method '{method}' set"),
-                       {**_own(method, global_axes), **_mapping(options.get("axes"), f"method '{method}' axes")}))
+            raise ConfigError(
+                f"study method '{method}' has unknown keys {sorted(map(str, extra))}; allowed: set, axes, tune"
+            )
+        groups.append(
+            (
+                "main",
+                method,
+                _mapping(options.get("set"), f"method '{method}' set"),
+                {
+                    **without_foreign_keys(method, global_axes),
+                    **_mapping(options.get("axes"), f"method '{method}' axes"),
+                },
+            )
+        )
     for group, options in _mapping(data.get("ablations"), "ablations").items():
         options = _mapping(options, f"ablation '{group}'")
         unknown = set(options) - set(ABLATION_KEYS)
         if unknown:
-            raise ConfigError(f"study ablation '{group}' has unknown keys {sorted(map(str, unknown))}; "
-                              f"allowed: {', '.join(ABLATION_KEYS)}")
+            raise ConfigError(
+                f"study ablation '{group}' has unknown keys {sorted(map(str, unknown))}; "
+                f"allowed: {', '.join(ABLATION_KEYS)}"
+            )
         ablation_methods = options.get("methods") or list(methods)
         if not isinstance(ablation_methods, list) or not all(isinstance(m, str) for m in ablation_methods):
-            raise ConfigError(f"study ablation '{group}' methods={shown(ablation_methods)} is invalid: expected a "
-                              "list of method names")
+            raise ConfigError(
+                f"study ablation '{group}' methods={shown(ablation_methods)} is invalid: expected a "
+                "list of method names"
+            )
         for method in ablation_methods:
             if method not in methods:
                 raise ConfigError(f"study ablation '{group}' names method '{method}', which the study does not list")
             method_set = _mapping(methods[method], f"method '{method}'").get("set") or {}
-            groups.append((group, method, method_set,
-                           {**_own(method, global_axes), **_mapping(options.get("axes"), f"ablation '{group}' axes")}))
+            groups.append(
+                (
+                    group,
+                    method,
+                    method_set,
+                    {
+                        **without_foreign_keys(method, global_axes),
+                        **_mapping(options.get("axes"), f"ablation '{group}' axes"),
+                    },
+                )
+            )
     for _, method, method_set, _ in groups:
         for key in method_set:
-            _check_key(key, f"method '{method}' set key")
+            check_key(key, f"method '{method}' set key")
     return groups
 
 
-def _exclude_rules(data: dict) -> list[dict]:
-    rules = data.get("exclude") or []
-    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-        raise ConfigError("study 'exclude' must be a list of mappings of dotted config keys to values")
-    for rule in rules:
-        for key, value in rule.items():
-            _check_key(key, "exclude key", method_name=True)
-            if isinstance(value, dict):
-                raise ConfigError(f"study exclude rule {shown(rule)}: {key}={shown(value)} is a mapping; expected a "
-                                  "value or a list of values (write nested keys dotted, e.g. method.name: full)")
-    return rules
-
-
-def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list[int],
-            excluder: "Excluder") -> tuple[dict[str, RunSpec], dict[str, str]]:
+def _expand(
+    data: dict, header: Header, groups: list, methods: dict, seeds: list[int], excluder: Excluder
+) -> tuple[dict[str, RunSpec], dict[str, str]]:
     """Every run of every group, by run id (a run in two groups is one run of both), and each run's
     configuration key (``_same_config``, by run id).
 
@@ -371,15 +352,21 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
     configurations: dict[str, str] = {}
     for group, method, method_set, axes in groups:
         for key in axes:
-            _check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
-        own_keys = {**method_set, **_mapping(_mapping(methods[method], f"method '{method}'").get("axes"),
-                                             f"method '{method}' axes")}
-        base = {**header.base_dict, "method": without_foreign_options(  # without the options of other methods
-            _mapping(header.base_dict.get("method"), f"{header.base} method"), method)}
+            check_key(key, f"method '{method}' axis" if group == "main" else f"ablation '{group}' axis")
+        own_keys = {
+            **method_set,
+            **_mapping(_mapping(methods[method], f"method '{method}'").get("axes"), f"method '{method}' axes"),
+        }
+        base = {
+            **header.base_dict,
+            "method": without_foreign_options(  # without the options of other methods
+                _mapping(header.base_dict.get("method"), f"{header.base} method"), method
+            ),
+        }
         choices = [_axis_values(key, values, method) for key, values in axes.items()]
         for combo in itertools.product(*choices):
             axis_values = {key: value for key, (value, _) in zip(axes, combo)}
-            overrides = {**_own(method, common), "method.name": method, **method_set}
+            overrides = {**without_foreign_keys(method, common), "method.name": method, **method_set}
             for key, (value, extra) in zip(axes, combo):
                 overrides.update(extra)
                 overrides[key] = value
@@ -400,8 +387,15 @@ def _expand(data: dict, header: Header, groups: list, methods: dict, seeds: list
                     continue
                 if rid in specs:
                     old = specs[rid]
-                    specs[rid] = RunSpec(rid, old.variant, old.method, old.seed,
-                                         tuple(dict.fromkeys(old.groups + (group,))), old.axes, old.config)
+                    specs[rid] = RunSpec(
+                        rid,
+                        old.variant,
+                        old.method,
+                        old.seed,
+                        tuple(dict.fromkeys(old.groups + (group,))),
+                        old.axes,
+                        old.config,
+                    )
                     continue
                 cfg = dataclasses.replace(first, seed=seed)
                 specs[rid] = RunSpec(rid, _label(method, label_axes), method, seed, (group,), axis_values, cfg)

@@ -14,9 +14,9 @@ import hashlib
 from pathlib import Path
 
 from peftlab.errors import UserError
-from peftlab.files import read_json
+from peftlab.run_result import RunResult, read_result
 
-RESULT_GLOBS = ("runs/*/result.json", "tune/*/runs/*/result.json")
+RUN_GLOBS = ("runs/*", "tune/*/runs/*")
 
 
 def file_sha256(path: Path) -> str | None:
@@ -32,7 +32,7 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def recorded_base(result: dict) -> tuple[str, str] | None:
+def recorded_base(result: RunResult) -> tuple[str, str] | None:
     """(weights path, SHA-256) of the local base a finished run loaded; None when it loaded none."""
     provenance, config = result.get("provenance"), result.get("config")
     if not isinstance(provenance, dict) or not isinstance(config, dict):
@@ -49,17 +49,17 @@ def stale_runs(study_dir: Path) -> dict[str, list[str]]:
     differs from the file's now. A missing base file is left to the runs that need it."""
     current: dict[str, str | None] = {}
     stale: dict[str, list[str]] = {}
-    for pattern in RESULT_GLOBS:
-        for path in sorted(study_dir.glob(pattern)):
-            result = read_json(path)
-            base = recorded_base(result) if isinstance(result, dict) else None
+    for pattern in RUN_GLOBS:
+        for run_dir in sorted(study_dir.glob(pattern)):
+            result = read_result(run_dir)
+            base = recorded_base(result) if result is not None else None
             if base is None:
                 continue
             weights, sha = base
             if weights not in current:
                 current[weights] = file_sha256(Path(weights))
             if current[weights] is not None and current[weights] != sha:
-                stale.setdefault(weights, []).append(str(path.parent.relative_to(study_dir)))
+                stale.setdefault(weights, []).append(str(run_dir.relative_to(study_dir)))
     return stale
 
 
@@ -69,6 +69,8 @@ def refuse_stale_runs(study_dir: Path) -> None:
     if stale:
         weights, runs = next(iter(stale.items()))
         count = sum(map(len, stale.values()))
-        raise UserError(f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
-                        f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
-                        "new base, or delete those runs to train them again")
+        raise UserError(
+            f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
+            f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
+            "new base, or delete those runs to train them again"
+        )

@@ -45,19 +45,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.config import (MAX_INT, RunConfig, config_hash, deep_merge, flatten, from_dict, nest, shown,
-                            to_dict)
+from peftlab.config import RunConfig, config_hash, flatten, from_dict, to_dict
+from peftlab.config_checks import MAX_INT, shown
+from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
+from peftlab.study.tune_axes import Axis, read_axis
 
-TUNE_KEYS = ("axes", "search", "trials", "metric", "seeds", "sampler_seed", "reduction_factor", "final_trainval",
-             "follow_edge")
+TUNE_KEYS = (
+    "axes",
+    "search",
+    "trials",
+    "metric",
+    "seeds",
+    "sampler_seed",
+    "reduction_factor",
+    "final_trainval",
+    "follow_edge",
+)
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
 # the validation metrics of result.json a search may select on: name -> the metrics.jsonl field each
 # evaluation reports (halving compares trials on it at each rung)
 METRICS = {"val_top1": "val_top1", "best_val_top1": "val_top1"}
-RANGE_KEYS = ("low", "high", "log")
 MAX_TRIALS = 10_000
 FIRST_TUNING_SEED = 1000
 NOT_TUNABLE = ("seed", "name")
@@ -66,38 +76,9 @@ HEAD_ONLY = {"train.lr": "train.head_lr", "train.weight_decay": "train.head_weig
 
 
 @dataclass(frozen=True)
-class Axis:
-    """One searched key: a list of values (grid or categorical) or a range of floats or ints."""
-    key: str
-    values: tuple | None = None
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-
-    def distribution(self):
-        """Optuna's distribution of this axis (optuna is imported only when a search runs)."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.values is not None:
-            return CategoricalDistribution(self.values)
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return IntDistribution(self.low, self.high, log=self.log)
-        return FloatDistribution(float(self.low), float(self.high), log=self.log)
-
-    def describe(self) -> str:
-        if self.values is not None:
-            return "{" + ", ".join(map(str, self.values)) + "}"
-        return f"[{self.low}, {self.high}]" + (" log" if self.log else "")
-
-    def record(self) -> dict:
-        if self.values is not None:
-            return {"key": self.key, "values": list(self.values)}
-        return {"key": self.key, "low": self.low, "high": self.high, "log": self.log}
-
-
-@dataclass(frozen=True)
 class Search:
     """One method's search: its space, budget, selection metric and the configuration trials start from."""
+
     method: str
     axes: tuple[Axis, ...]
     search: str
@@ -143,9 +124,16 @@ class Search:
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
 
     def record(self) -> dict:
-        record = {"method": self.method, "axes": [a.record() for a in self.axes], "search": self.search,
-                  "trials": self.trials, "metric": self.metric, "seeds": list(self.seeds),
-                  "sampler_seed": self.sampler_seed, "reduction_factor": self.reduction_factor}
+        record = {
+            "method": self.method,
+            "axes": [a.record() for a in self.axes],
+            "search": self.search,
+            "trials": self.trials,
+            "metric": self.metric,
+            "seeds": list(self.seeds),
+            "sampler_seed": self.sampler_seed,
+            "reduction_factor": self.reduction_factor,
+        }
         # only when set: a plain grid's record, and so its journal's fingerprint, stay what they were
         return {**record, "follow_edge": True} if self.follow_edge else record
 
@@ -160,28 +148,11 @@ def unused_by(method: str, key: str, cfg: RunConfig) -> str | None:
     head, so the body's lr or weight decay is unused once the head's own is set."""
     head_key = HEAD_ONLY.get(key)
     if method == "linear" and head_key is not None and flatten(to_dict(cfg)).get(head_key) is not None:
-        return (f"a linear probe trains only its head, whose rate is {head_key}="
-                f"{flatten(to_dict(cfg))[head_key]}: set {head_key} instead")
+        return (
+            f"a linear probe trains only its head, whose rate is {head_key}="
+            f"{flatten(to_dict(cfg))[head_key]}: set {head_key} instead"
+        )
     return None
-
-
-def _axis(key: str, value: Any, where: str) -> Axis:
-    if isinstance(value, list):
-        if not value or not all(isinstance(v, (bool, int, float, str)) for v in value) \
-                or len(set(map(json.dumps, value))) != len(value):
-            raise ConfigError(f"study {where} '{key}'={shown(value)} is invalid: expected a non-empty list of "
-                              "distinct numbers, strings or booleans, or a range {low, high, log}")
-        return Axis(key, values=tuple(value))
-    if isinstance(value, dict):
-        unknown = set(value) - set(RANGE_KEYS)
-        low, high, log = value.get("low"), value.get("high"), value.get("log", False)
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-        if unknown or not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
-            raise ConfigError(f"study {where} '{key}'={shown(value)} is invalid: expected a range {{low, high, log}} "
-                              "with numbers low < high (low > 0 when log: true)")
-        return Axis(key, low=low, high=high, log=log)
-    raise ConfigError(f"study {where} '{key}'={shown(value)} is invalid: expected a list of values or a range "
-                      "{low, high, log}")
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
@@ -195,14 +166,21 @@ def _tuning_seeds(value: Any, study_seeds: list[int]) -> tuple[int, ...]:
         return (next(s for s in itertools.count(FIRST_TUNING_SEED) if s not in study_seeds),)
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, list) or not value or len(set(map(repr, value))) != len(value) \
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value):
-        raise ConfigError(f"study tune.seeds={shown(value)} is invalid: expected a list of distinct integers in "
-                          f"[0, {MAX_INT}]")
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(set(map(repr, value))) != len(value)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_INT for s in value)
+    ):
+        raise ConfigError(
+            f"study tune.seeds={shown(value)} is invalid: expected a list of distinct integers in [0, {MAX_INT}]"
+        )
     shared = sorted(set(value) & set(study_seeds))
     if shared:
-        raise ConfigError(f"study tune.seeds={shown(value)} is invalid: seed {shared[0]} is also a seed of the final "
-                          "runs; tuning trains on seeds the test set never judges")
+        raise ConfigError(
+            f"study tune.seeds={shown(value)} is invalid: seed {shared[0]} is also a seed of the final "
+            "runs; tuning trains on seeds the test set never judges"
+        )
     return tuple(value)
 
 
@@ -214,8 +192,14 @@ def check_method_keys(method: str, keys: dict[str, Any], cfg: RunConfig, where: 
             raise ConfigError(f"study method '{method}' {where} {key}: {reason}")
 
 
-def tune_searches(tune: Any, methods: dict[str, dict], templates: dict[str, list[RunConfig]],
-                  study_seeds: list[int], check_key, is_foreign) -> dict[str, Search]:
+def tune_searches(
+    tune: Any,
+    methods: dict[str, dict],
+    templates: dict[str, list[RunConfig]],
+    study_seeds: list[int],
+    check_key,
+    is_foreign,
+) -> dict[str, Search]:
     """Every method's search from the ``tune:`` section and the methods' own ``tune:``; {} without one.
 
     ``templates``: each method's main configurations (seed aside), ``check_key`` the study's
@@ -224,23 +208,27 @@ def tune_searches(tune: Any, methods: dict[str, dict], templates: dict[str, list
     if tune is None:
         own = [m for m, options in methods.items() if "tune" in (options or {})]
         if own:
-            raise ConfigError(f"study method '{own[0]}' has tune: but the study has no tune: section (search, "
-                              "trials, metric)")
+            raise ConfigError(
+                f"study method '{own[0]}' has tune: but the study has no tune: section (search, trials, metric)"
+            )
         return {}
     shared = shared_settings(tune, study_seeds)
     searches, explicit = {}, set()
     for method, options in methods.items():
         for key, configs in per_dataset(method, templates[method]).items():
-            found, own_budget = method_search(method, (options or {}).get("tune") or {}, shared, configs,
-                                              check_key, is_foreign)
+            found, own_budget = method_search(
+                method, (options or {}).get("tune") or {}, shared, configs, check_key, is_foreign
+            )
             searches[key] = dataclasses.replace(found, key=key)
             if own_budget:
                 explicit.add(key)
     budgets = {m: s.trials for m, s in searches.items() if m not in explicit}
     if len(set(budgets.values())) > 1:
         listed = ", ".join(f"{m} {n}" for m, n in budgets.items())
-        raise ConfigError(f"study tune: the methods get different budgets ({listed} trials): expected the same "
-                          "number for every method (set trials in a method's own tune: to differ on purpose)")
+        raise ConfigError(
+            f"study tune: the methods get different budgets ({listed} trials): expected the same "
+            "number for every method (set trials in a method's own tune: to differ on purpose)"
+        )
     return searches
 
 
@@ -276,44 +264,65 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
         raise ConfigError(f"study tune.search={shown(search)} is invalid: expected one of {', '.join(SEARCHES)}")
     metric = tune.get("metric", "val_top1")
     if metric not in METRICS:
-        why = " (tuning selects on validation only: the test set judges the final runs, once)" \
-            if isinstance(metric, str) and "test" in metric else ""
+        why = (
+            " (tuning selects on validation only: the test set judges the final runs, once)"
+            if isinstance(metric, str) and "test" in metric
+            else ""
+        )
         raise ConfigError(f"study tune.metric={shown(metric)} is invalid{why}: expected one of {', '.join(METRICS)}")
     trials = None if tune.get("trials") is None else _int(tune["trials"], "trials", 1, MAX_TRIALS)
     if search != "grid" and trials is None:
         raise ConfigError(f"study tune.trials is required with search: {search} (the budget of every method)")
     seeds = _tuning_seeds(tune.get("seeds"), study_seeds)
     if search == "halving" and len(seeds) > 1:
-        raise ConfigError(f"study tune.seeds={shown(list(seeds))} is invalid with search: halving: expected one "
-                          "seed (the pruner compares one run per trial)")
+        raise ConfigError(
+            f"study tune.seeds={shown(list(seeds))} is invalid with search: halving: expected one "
+            "seed (the pruner compares one run per trial)"
+        )
     axes = tune.get("axes") or {}
     if not isinstance(axes, dict):
         raise ConfigError(f"study tune.axes must be a mapping of dotted config keys, got {type(axes).__name__}")
     follow_edge = tune.get("follow_edge", False)
     if not isinstance(follow_edge, bool) or (follow_edge and (search != "grid" or trials is None)):
-        raise ConfigError(f"study tune.follow_edge={shown(follow_edge)} is invalid with search: {search}"
-                          f"{'' if trials is None else f' and trials: {trials}'}: expected true only with search: "
-                          "grid and trials (the budget: the grid's points, then points past the best's edge), or false")
+        raise ConfigError(
+            f"study tune.follow_edge={shown(follow_edge)} is invalid with search: {search}"
+            f"{'' if trials is None else f' and trials: {trials}'}: expected true only with search: "
+            "grid and trials (the budget: the grid's points, then points past the best's edge), or false"
+        )
     final_trainval = tune.get("final_trainval", False)
     if not isinstance(final_trainval, bool):
-        raise ConfigError(f"study tune.final_trainval={shown(final_trainval)} is invalid: expected true (the final "
-                          "runs train on train + val, the tuned protocol of VTAB-1k) or false")
-    return {"final_trainval": final_trainval, "follow_edge": follow_edge, "search": search, "metric": metric,
-            "trials": trials, "seeds": seeds, "axes": axes,
-            "sampler_seed": _int(tune.get("sampler_seed", 0), "sampler_seed", 0, MAX_INT),
-            "reduction_factor": _int(tune.get("reduction_factor", 3), "reduction_factor", 2, 100)}
+        raise ConfigError(
+            f"study tune.final_trainval={shown(final_trainval)} is invalid: expected true (the final "
+            "runs train on train + val, the tuned protocol of VTAB-1k) or false"
+        )
+    return {
+        "final_trainval": final_trainval,
+        "follow_edge": follow_edge,
+        "search": search,
+        "metric": metric,
+        "trials": trials,
+        "seeds": seeds,
+        "axes": axes,
+        "sampler_seed": _int(tune.get("sampler_seed", 0), "sampler_seed", 0, MAX_INT),
+        "reduction_factor": _int(tune.get("reduction_factor", 3), "reduction_factor", 2, 100),
+    }
 
 
-def method_search(method: str, own: Any, shared: dict[str, Any], configs: list[RunConfig], check_key,
-                  is_foreign) -> tuple[Search, bool]:
+def method_search(
+    method: str, own: Any, shared: dict[str, Any], configs: list[RunConfig], check_key, is_foreign
+) -> tuple[Search, bool]:
     """One method's search (the shared axes it uses and its own), and whether it sets its own budget."""
     if not isinstance(own, dict) or set(own) - set(METHOD_TUNE_KEYS):
-        raise ConfigError(f"study method '{method}' tune: {shown(own)} is invalid: expected a mapping with "
-                          f"{', '.join(METHOD_TUNE_KEYS)}")
+        raise ConfigError(
+            f"study method '{method}' tune: {shown(own)} is invalid: expected a mapping with "
+            f"{', '.join(METHOD_TUNE_KEYS)}"
+        )
     if len(configs) != 1:
-        raise ConfigError(f"study method '{method}' has {len(configs)} configurations (its axes) on "
-                          f"{configs[0].data.name}: expected one per dataset to tune; tune the others in a study "
-                          "of their own")
+        raise ConfigError(
+            f"study method '{method}' has {len(configs)} configurations (its axes) on "
+            f"{configs[0].data.name}: expected one per dataset to tune; tune the others in a study "
+            "of their own"
+        )
     template, search = configs[0], shared["search"]
     axes = method_axes(method, own, shared["axes"], template, check_key, is_foreign)
     if search == "grid" and any(a.values is None for a in axes.values()):
@@ -321,20 +330,34 @@ def method_search(method: str, own: Any, shared: dict[str, Any], configs: list[R
         raise ConfigError(f"study tune axis '{key}' is a range: search grid needs a list of values")
     explicit_val = template.data.name.startswith(("vtab1k/", "fgvc/")) or template.data.val_list is not None
     if template.data.val_fraction <= 0 and not explicit_val:
-        raise ConfigError(f"study method '{method}': data.val_fraction={template.data.val_fraction} leaves no "
-                          "validation split to tune on: expected a value in (0, 1)")
+        raise ConfigError(
+            f"study method '{method}': data.val_fraction={template.data.val_fraction} leaves no "
+            "validation split to tune on: expected a value in (0, 1)"
+        )
     if template.data.trainval:
-        raise ConfigError(f"study method '{method}': data.trainval=true leaves no validation split to tune on: "
-                          "expected false (tune.final_trainval: true trains the final runs on train + val)")
+        raise ConfigError(
+            f"study method '{method}': data.trainval=true leaves no validation split to tune on: "
+            "expected false (tune.final_trainval: true trains the final runs on train + val)"
+        )
     budget = shared["trials"]
     if own.get("trials") is not None:
         budget = _int(own["trials"], f"trials of method '{method}'", 1, MAX_TRIALS)
     if search == "grid":
         budget = grid_budget(method, axes, budget, shared["follow_edge"])
     seeds = shared["seeds"]
-    found = Search(method, tuple(axes.values()), search, budget, shared["metric"], seeds, shared["sampler_seed"],
-                   shared["reduction_factor"], dataclasses.replace(template, seed=seeds[0]), shared["final_trainval"],
-                   follow_edge=shared["follow_edge"])
+    found = Search(
+        method,
+        tuple(axes.values()),
+        search,
+        budget,
+        shared["metric"],
+        seeds,
+        shared["sampler_seed"],
+        shared["reduction_factor"],
+        dataclasses.replace(template, seed=seeds[0]),
+        shared["final_trainval"],
+        follow_edge=shared["follow_edge"],
+    )
     for params in _corners(found):  # every grid point, a range's ends: valid configurations
         try:
             found.trial_config(params, seeds[0])
@@ -349,15 +372,21 @@ def grid_budget(method: str, axes: dict, budget: int | None, follow_edge: bool) 
     grid = math.prod(len(axis.values or ()) for axis in axes.values())
     if not follow_edge:
         if budget is not None and budget != grid:
-            raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with search: grid: expected "
-                              f"its number of grid points, {grid} (or follow_edge: true to add points past the edge)")
+            raise ConfigError(
+                f"study method '{method}' tune.trials={budget} is invalid with search: grid: expected "
+                f"its number of grid points, {grid} (or follow_edge: true to add points past the edge)"
+            )
         return grid
     if budget < grid:
-        raise ConfigError(f"study method '{method}' tune.trials={budget} is invalid with follow_edge: its grid has "
-                          f"{grid} points: expected at least {grid}")
+        raise ConfigError(
+            f"study method '{method}' tune.trials={budget} is invalid with follow_edge: its grid has "
+            f"{grid} points: expected at least {grid}"
+        )
     if budget > grid and not numeric_axes(axes.values()):
-        raise ConfigError(f"study method '{method}' tune.follow_edge=True is invalid: its grid has no numeric axis of "
-                          "two or more values to follow past its edge")
+        raise ConfigError(
+            f"study method '{method}' tune.follow_edge=True is invalid: its grid has no numeric axis of "
+            "two or more values to follow past its edge"
+        )
     return budget
 
 
@@ -370,15 +399,17 @@ def method_axes(method: str, own: dict, shared_axes: dict, template: RunConfig, 
     for key, value in shared_axes.items():
         check_key(key, "tune.axes key")
         if not is_foreign(method, key) and unused_by(method, key, template) is None:
-            axes[key] = _axis(key, value, "tune.axes")
+            axes[key] = read_axis(key, value, "tune.axes")
     for key, value in own_axes.items():
         check_key(key, f"method '{method}' tune.axes key")
         check_method_keys(method, {key: value}, template, "tune.axes")
-        axes[key] = _axis(key, value, f"method '{method}' tune.axes")
+        axes[key] = read_axis(key, value, f"method '{method}' tune.axes")
     for key in axes:
         if key in NOT_TUNABLE:
-            raise ConfigError(f"study tune axis '{key}' is invalid: seeds and names are not hyper-parameters "
-                              "(tune.seeds sets the seeds of the trials)")
+            raise ConfigError(
+                f"study tune axis '{key}' is invalid: seeds and names are not hyper-parameters "
+                "(tune.seeds sets the seeds of the trials)"
+            )
     if not axes:
         raise ConfigError(f"study method '{method}' has no axis to tune: give it its own tune: {{axes: ...}}")
     return axes

@@ -16,11 +16,12 @@ import time
 import traceback
 from pathlib import Path
 
-from peftlab.files import read_json, write_json_atomic
 from peftlab.config import RunConfig, from_dict
 from peftlab.errors import ignore_further_stops, stop_on_sigterm
+from peftlab.files import write_json_atomic
 from peftlab.libraries import quiet_libraries
 from peftlab.locks import DirectoryInUse, wait_until_free
+from peftlab.run_result import RunResult, failure, read_result, write_result
 
 # The forkserver imports this module first (the runner's preload), then peft, whose bitsandbytes
 # import would log on stderr: every process that runs runs is quieted before that.
@@ -90,7 +91,7 @@ def stop_for_full_disk(run_dir: Path, why: str) -> None:
     kept. A failed result this attempt managed to write is removed (the run was pending when it
     started: the runner starts no finished run)."""
     try:
-        if (read_json(run_dir / "result.json") or {}).get("status") == "failed":
+        if (read_result(run_dir) or {}).get("status") == "failed":
             (run_dir / "result.json").unlink()
     except OSError:
         pass
@@ -127,19 +128,21 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
         raise SystemExit(IN_USE) from None
     except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: the run resumes, nothing recorded
         raise
-    except BaseException as err:  # noqa: BLE001 - recorded, never lost
+    except BaseException as err:
         why = disk_full(err)
         if why is not None:
             stop_for_full_disk(Path(run_dir), why)
-        result = read_json(Path(run_dir) / "result.json")
+        result = read_result(run_dir)
         if result is None or result.get("status") == "completed":
-            record_failure(Path(run_dir), {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                           "config": config, "traceback": traceback.format_exc()})
+            record_failure(
+                Path(run_dir),
+                failure("failed", f"{type(err).__name__}: {err}", config, traceback=traceback.format_exc()),
+            )
 
 
-def record_failure(run_dir: Path, result: dict) -> None:
+def record_failure(run_dir: Path, result: RunResult) -> None:
     try:
-        write_json_atomic(run_dir / "result.json", result)
+        write_result(run_dir, result)
     except OSError as err:  # the failure's record itself meets a full disk
         why = disk_full(err)
         if why is None:
@@ -175,7 +178,7 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
 
 def take_interrupts() -> None:
     """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored and
-    blocked SIGINT (``runner.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
+    blocked SIGINT (``local_executor.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
     which stops it."""
     stop_on_sigterm()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -236,7 +239,7 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
         raise SystemExit(INTERRUPTED) from None
     except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: it resumes, nothing recorded
         raise
-    except BaseException as err:  # noqa: BLE001
+    except BaseException as err:
         write_json_atomic(Path(out_dir) / "pretrain-error.json", {"error": f"{type(err).__name__}: {err}"})
         return False
     return True

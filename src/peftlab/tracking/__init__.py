@@ -45,18 +45,26 @@ def check_trackers(track: tuple[str, ...]) -> None:
     for name in track:
         for package in SINKS[name][2]:
             if find_spec(package) is None:
-                raise ConfigError(f"track={list(track)!r} is invalid: the {name} sink needs the '{package}' package, "
-                                  "which is not installed; install the extra (pip install -e '.[track]') "
-                                  f"or remove {name} from track")
+                raise ConfigError(
+                    f"track={list(track)!r} is invalid: the {name} sink needs the '{package}' package, "
+                    "which is not installed; install the extra (pip install -e '.[track]') "
+                    f"or remove {name} from track"
+                )
 
 
 def run_info(cfg: RunConfig, run_dir: Path) -> dict:
     """study, variant, seed and run id: from spec.json in a study, else from the config."""
     spec = read_json(run_dir / "spec.json") or {}
     in_study = bool(spec)
-    return {"study": cfg.name, "variant": spec.get("variant", cfg.name), "seed": cfg.seed,
-            "run_id": spec.get("run_id", config_hash(cfg)), "method": cfg.method.name,
-            "store_dir": str(run_dir.parent.parent if in_study else run_dir), "in_study": in_study}
+    return {
+        "study": cfg.name,
+        "variant": spec.get("variant", cfg.name),
+        "seed": cfg.seed,
+        "run_id": spec.get("run_id", config_hash(cfg)),
+        "method": cfg.method.name,
+        "store_dir": str(run_dir.parent.parent if in_study else run_dir),
+        "in_study": in_study,
+    }
 
 
 def scalars(record: dict) -> dict[str, float]:
@@ -71,8 +79,12 @@ def scalars(record: dict) -> dict[str, float]:
     prefix = "train" if kind == "step" else "val" if kind in ("eval", "epoch") else kind
     out = {}
     for key, value in record.items():
-        if key in ("kind", "step") or (key == "epoch" and prefix == "val") or isinstance(value, bool) \
-                or not isinstance(value, (int, float)):
+        if (
+            key in ("kind", "step")
+            or (key == "epoch" and prefix == "val")
+            or isinstance(value, bool)
+            or not isinstance(value, (int, float))
+        ):
             continue
         out[f"{prefix}/{key.removeprefix('val_')}"] = float(value)
     return out
@@ -81,8 +93,11 @@ def scalars(record: dict) -> dict[str, float]:
 def result_scalars(result: dict) -> dict[str, float]:
     """The final numbers of result.json: test/*, val/best_top1 and the monitors' summary."""
     metrics = result.get("metrics") or {}
-    out = {f"test/{k.removeprefix('test_')}": v for k, v in metrics.items()
-           if k.startswith("test_") and isinstance(v, (int, float))}  # None: a tuning trial is not tested
+    out = {
+        f"test/{k.removeprefix('test_')}": v
+        for k, v in metrics.items()
+        if k.startswith("test_") and isinstance(v, (int, float))
+    }  # None: a tuning trial is not tested
     if metrics.get("best_val_top1") is not None:
         out["val/best_top1"] = metrics["best_val_top1"]
     for section in ("params", "timing", "merge", "convergence"):
@@ -127,7 +142,8 @@ class RunLog:
                             kept.append(record)
                     except (json.JSONDecodeError, KeyError, TypeError):
                         continue
-                write_atomic(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
+                text = "".join(json.dumps(r) + "\n" for r in kept)
+                write_atomic(path, lambda tmp, text=text: Path(tmp).write_text(text))
             self._records += kept
             self.lines[name] = len(kept)
         for record in self.records():

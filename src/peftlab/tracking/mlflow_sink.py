@@ -58,12 +58,16 @@ class MLflowSink(Sink):
         self.client = client = MlflowClient(tracking_uri=store_uri(info))
         with locked(store_dir / "mlflow.lock"):
             experiment = client.get_experiment_by_name(info["study"])
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-                info["study"], artifact_location=(store_dir / "mlartifacts").as_uri())
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(info["study"], artifact_location=(store_dir / "mlartifacts").as_uri())
+            )
             parent = find_run(client, experiment_id, role="study")
             if parent is None:
-                parent = client.create_run(experiment_id, run_name=info["study"],
-                                           tags={"role": "study", "study": info["study"]}).info.run_id
+                parent = client.create_run(
+                    experiment_id, run_name=info["study"], tags={"role": "study", "study": info["study"]}
+                ).info.run_id
                 client.set_terminated(parent, "FINISHED")
             run_id = find_run(client, experiment_id, run_id=info["run_id"])
             if run_id is not None and not info["resuming"]:  # an earlier attempt from step 0
@@ -72,13 +76,16 @@ class MLflowSink(Sink):
             fresh = run_id is None
             if fresh:
                 tags = {k: str(info[k]) for k in ("study", "variant", "seed", "run_id", "method")}
-                run_id = client.create_run(experiment_id, run_name=f"{info['variant']} seed={info['seed']}",
-                                           tags={**tags, "mlflow.parentRunId": parent}).info.run_id
+                run_id = client.create_run(
+                    experiment_id,
+                    run_name=f"{info['variant']} seed={info['seed']}",
+                    tags={**tags, "mlflow.parentRunId": parent},
+                ).info.run_id
         self.run_id = run_id
         if fresh:
             items = [Param(k, str(v)[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
-                client.log_batch(run_id, params=items[i:i + 100])
+                client.log_batch(run_id, params=items[i : i + 100])
             logged = {}
         else:
             client.update_run(run_id, status="RUNNING")
@@ -92,7 +99,7 @@ class MLflowSink(Sink):
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in numbers.items()]
         for i in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, metrics=items[i:i + BATCH])
+            self.client.log_batch(self.run_id, metrics=items[i : i + BATCH])
 
     def finish(self, result, numbers, artifacts) -> None:
         from mlflow.entities import RunTag
@@ -101,8 +108,11 @@ class MLflowSink(Sink):
             self.client.set_terminated(self.run_id, "KILLED")
             return
         self.send(result.get("step") or 0, numbers)
-        tags = {"status": result["status"], "health": (result.get("health") or {}).get("verdict"),
-                "converged": (result.get("convergence") or {}).get("converged")}
+        tags = {
+            "status": result["status"],
+            "health": (result.get("health") or {}).get("verdict"),
+            "converged": (result.get("convergence") or {}).get("converged"),
+        }
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
         for path in artifacts:
             self.client.log_artifact(self.run_id, str(path))

@@ -57,6 +57,10 @@ class TensorBoardSink(Sink):
             step = result.get("step") or 0
             self.send(step, numbers)
             verdict = (result.get("health") or {}).get("verdict")
-            self.writer.add_text("result", f"status: {result['status']}; health: {verdict}; "
-                                 f"converged: {(result.get('convergence') or {}).get('converged')}", step)
+            self.writer.add_text(
+                "result",
+                f"status: {result['status']}; health: {verdict}; "
+                f"converged: {(result.get('convergence') or {}).get('converged')}",
+                step,
+            )
         self.writer.close()

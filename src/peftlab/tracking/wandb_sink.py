@@ -20,8 +20,12 @@ def read_history(run_dir: str | Path) -> list[dict]:
     read by W&B's own reader (``wandb leet inspect --json``), in file order."""
     rows = []
     for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
-        proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         for line in proc.stdout.splitlines():
             record = json.loads(line)
             if record.get("type") == "history":
@@ -46,11 +50,26 @@ class WandbSink(Sink):
         super().__init__(logged)
         self.wandb = wandb
         self.run = wandb.init(
-            mode="offline", dir=str(run_dir), project=info["study"], group=info["variant"],
-            name=f"{info['variant']} seed={info['seed']}", id=info["run_id"], resume="allow", job_type="train",
-            tags=[info["method"]], config=params, reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True,
-                                    save_code=False, x_save_requirements=False))
+            mode="offline",
+            dir=str(run_dir),
+            project=info["study"],
+            group=info["variant"],
+            name=f"{info['variant']} seed={info['seed']}",
+            id=info["run_id"],
+            resume="allow",
+            job_type="train",
+            tags=[info["method"]],
+            config=params,
+            reinit="create_new",
+            settings=wandb.Settings(
+                silent=True,
+                console="off",
+                x_disable_stats=True,
+                disable_git=True,
+                save_code=False,
+                x_save_requirements=False,
+            ),
+        )
 
     def log(self, step: int, numbers: dict[str, float]) -> None:
         self.run.log(numbers, step=step)
@@ -60,8 +79,9 @@ class WandbSink(Sink):
             self.run.finish(exit_code=1)
             return
         self.send(result.get("step") or 0, numbers)
-        self.run.summary.update({"status": result["status"], **numbers,
-                                 "health": (result.get("health") or {}).get("verdict")})
+        self.run.summary.update(
+            {"status": result["status"], **numbers, "health": (result.get("health") or {}).get("verdict")}
+        )
         if artifacts:
             artifact = self.wandb.Artifact(f"run-{self.run.id}", type="peftlab-run")
             for path in artifacts:

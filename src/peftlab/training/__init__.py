@@ -1,7 +1,9 @@
 """Training one run: ``run.train`` (the run directory, its lock, attempts) calls ``recipe.run``,
 the recipe every method uses, which reads top to bottom in one screen. The rest are its parts:
-``runtime`` (seed, threads, device, precision), ``step`` (one optimizer step), ``evaluate``,
-``checkpoint`` (the run's position on disk), ``preflight`` (memory) and ``distributed`` (torchrun).
+``recipe_state`` (what its stages hand each other), ``runtime`` (seed, threads, device, precision),
+``step`` (one optimizer step), ``evaluate``, ``outcome`` (the run's end: tests, merge check, adapter
+files, result.json's record), ``checkpoint`` (the run's position on disk), ``preflight`` (memory)
+and ``distributed`` (torchrun).
 
 Nothing is imported here: ``peftlab.training.runtime`` stays importable without the recipe.
 """

@@ -35,10 +35,24 @@ class Position:
     images_seen: int = 0
     train_seconds: float = 0.0
     val_seconds: float = 0.0  # absent in checkpoints from before it was kept: 0.0
+
+
 # what a resume reads, and its type
-FIELDS = {"trainable": dict, "tuner": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
-          "step": int, "epoch": int, "next_batch": int, "bad_epochs": int, "images_seen": int,
-          "best_val": (int, float), "train_seconds": (int, float)}
+FIELDS = {
+    "trainable": dict,
+    "tuner": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "rng": dict,
+    "step": int,
+    "epoch": int,
+    "next_batch": int,
+    "bad_epochs": int,
+    "images_seen": int,
+    "best_val": (int, float),
+    "train_seconds": (int, float),
+}
 OPTIONAL_FIELDS = {"val_seconds": (int, float), "log_lines": dict}
 
 
@@ -47,8 +61,12 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -59,8 +77,15 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -83,18 +108,21 @@ def load_checkpoint(directory: str | Path) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - an unpickling error, EOF, a bad zip: all one line
+    except Exception as err:
         raise CheckpointError(path, f"it cannot be loaded ({one_line(err)[:300]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(path, f"it holds a {type(state).__name__}, expected a mapping")
     for key, kind in FIELDS.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise CheckpointError(path, f"its {key!r} is {type(state.get(key)).__name__}, expected "
-                                        f"{getattr(kind, '__name__', 'a number')}")
+            raise CheckpointError(
+                path,
+                f"its {key!r} is {type(state.get(key)).__name__}, expected {getattr(kind, '__name__', 'a number')}",
+            )
     for key, kind in OPTIONAL_FIELDS.items():  # absent in checkpoints from before they were kept
         if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
-            raise CheckpointError(path, f"its {key!r} is {type(state[key]).__name__}, expected "
-                                        f"{getattr(kind, '__name__', 'a number')}")
+            raise CheckpointError(
+                path, f"its {key!r} is {type(state[key]).__name__}, expected {getattr(kind, '__name__', 'a number')}"
+            )
     if min(state[k] for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen")) < 0:
         raise CheckpointError(path, "it holds a negative step, epoch or position")
     for key in ("train_seconds", "val_seconds"):
@@ -103,11 +131,16 @@ def load_checkpoint(directory: str | Path) -> dict | None:
     if not (state["best_val"] == -1 or 0 <= state["best_val"] <= 1):  # -1: no evaluation yet; else top-1
         raise CheckpointError(path, f"its 'best_val' is {state['best_val']!r}, expected -1 or an accuracy in [0, 1]")
     lines = state.get("log_lines", {})
-    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-               for k, v in lines.items()):
+    if not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in lines.items()
+    ):
         raise CheckpointError(path, "its 'log_lines' is not a mapping of file names to line counts >= 0")
     for name, tensor in state["trainable"].items():
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+        if (
+            not isinstance(tensor, torch.Tensor)
+            or not tensor.is_floating_point()
+            or not bool(torch.isfinite(tensor).all())
+        ):
             raise CheckpointError(path, f"its trainable weight {name!r} is not a finite floating-point tensor")
     problem = rng_problem(state["rng"])
     if problem:
@@ -118,8 +151,13 @@ def load_checkpoint(directory: str | Path) -> dict | None:
 def rng_problem(state: dict) -> str | None:
     """What is wrong with an ``rng_state()`` read back (None: nothing): ``set_rng_state`` would crash on it."""
     python = state.get("python")
-    if not (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
-            and len(python[1]) == 625 and all(type(x) is int for x in python[1])):
+    if not (
+        isinstance(python, tuple)
+        and len(python) == 3
+        and isinstance(python[1], tuple)
+        and len(python[1]) == 625
+        and all(type(x) is int for x in python[1])
+    ):
         return "'python' is not Python's random state"
     numpy = state.get("numpy")
     if not isinstance(numpy, dict):
@@ -127,8 +165,13 @@ def rng_problem(state: dict) -> str | None:
     keys = numpy.get("keys")
     if not (isinstance(keys, torch.Tensor) and keys.dtype == torch.int64 and tuple(keys.shape) == (624,)):
         return "'numpy' keys are not 624 int64 values"
-    if not (type(numpy.get("pos")) is int and 0 <= numpy["pos"] <= 624 and numpy.get("has_gauss") in (0, 1)
-            and type(numpy.get("cached_gaussian")) is float and math.isfinite(numpy["cached_gaussian"])):
+    if not (
+        type(numpy.get("pos")) is int
+        and 0 <= numpy["pos"] <= 624
+        and numpy.get("has_gauss") in (0, 1)
+        and type(numpy.get("cached_gaussian")) is float
+        and math.isfinite(numpy["cached_gaussian"])
+    ):
         return "'numpy' pos, has_gauss or cached_gaussian is out of range"
     cuda = state.get("cuda", [])
     generators = [state.get("torch"), *(cuda if isinstance(cuda, (list, tuple)) else [cuda])]
@@ -137,8 +180,19 @@ def rng_problem(state: dict) -> str | None:
     return None
 
 
-def check_fits(state: dict, directory: str | Path, *, total_steps: int, epochs: int, batches_per_epoch: int,
-               grad_accum: int, batch_size: int, optimizer: torch.optim.Optimizer, scheduler, scaler) -> None:
+def check_fits(
+    state: dict,
+    directory: str | Path,
+    *,
+    total_steps: int,
+    epochs: int,
+    batches_per_epoch: int,
+    grad_accum: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler,
+) -> None:
     """A CheckpointError unless a loaded checkpoint (``load_checkpoint``) fits the run that resumes from
     it: counters in range and consistent with each other (a checkpoint whose counters lie would
     train the wrong steps and end "completed" with wrong results), and optimizer, schedule and
@@ -147,20 +201,27 @@ def check_fits(state: dict, directory: str | Path, *, total_steps: int, epochs: 
     path = Path(directory) / CHECKPOINT_NAME
     step, epoch, next_batch = state["step"], state["epoch"], state["next_batch"]
     steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
-    for key, value, most in (("step", step, total_steps), ("epoch", epoch, epochs),
-                             ("next_batch", next_batch, batches_per_epoch if epoch < epochs else 0),
-                             ("bad_epochs", state["bad_epochs"], epoch),
-                             ("images_seen", state["images_seen"], step * grad_accum * batch_size)):
+    for key, value, most in (
+        ("step", step, total_steps),
+        ("epoch", epoch, epochs),
+        ("next_batch", next_batch, batches_per_epoch if epoch < epochs else 0),
+        ("bad_epochs", state["bad_epochs"], epoch),
+        ("images_seen", state["images_seen"], step * grad_accum * batch_size),
+    ):
         if value > most:
             raise CheckpointError(path, f"its {key!r} is {value}, beyond this run's {most}")
     # each step takes grad_accum batches of an epoch; the run stops after total_steps
     expected = min(epoch * steps_per_epoch + math.ceil(next_batch / grad_accum), total_steps)
     if step != expected:
-        raise CheckpointError(path, f"its 'step' {step} does not follow from epoch {epoch} and next_batch "
-                                    f"{next_batch} (expected {expected})")
-    problem = (optimizer_problem(state["optimizer"], optimizer, step)
-               or like_problem(state["scheduler"], scheduler.state_dict(), "scheduler")
-               or like_problem(state["scaler"], scaler.state_dict(), "scaler"))
+        raise CheckpointError(
+            path,
+            f"its 'step' {step} does not follow from epoch {epoch} and next_batch {next_batch} (expected {expected})",
+        )
+    problem = (
+        optimizer_problem(state["optimizer"], optimizer, step)
+        or like_problem(state["scheduler"], scheduler.state_dict(), "scheduler")
+        or like_problem(state["scaler"], scaler.state_dict(), "scaler")
+    )
     if problem is None and state["scheduler"].get("last_epoch", step) != step:
         problem = f"the scheduler is at step {state['scheduler']['last_epoch']}, the run at {step}"
     if problem is None:
@@ -177,9 +238,10 @@ def schedule_problem(saved: dict, scheduler, step: int) -> str | None:
     rates = [base * rate(step) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
     groups = saved["optimizer"]["param_groups"]
     for where, values, expected in (
-            ("the scheduler's base_lrs", saved["scheduler"].get("base_lrs"), scheduler.base_lrs),
-            ("the scheduler's _last_lr", saved["scheduler"].get("_last_lr"), rates),
-            ("the optimizer groups' lr", [g.get("lr") for g in groups], rates)):
+        ("the scheduler's base_lrs", saved["scheduler"].get("base_lrs"), scheduler.base_lrs),
+        ("the scheduler's _last_lr", saved["scheduler"].get("_last_lr"), rates),
+        ("the optimizer groups' lr", [g.get("lr") for g in groups], rates),
+    ):
         if values is not None and list(values) != list(expected):
             return f"{where} is {str(list(values))[:60]}, this run's schedule at step {step} has {expected}"
     return None
@@ -198,8 +260,9 @@ def like_problem(saved, live, where: str) -> str | None:
     if isinstance(live, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(live):
             return f"{where} is not a list of {len(live)}"
-        return next((p for i, (s, v) in enumerate(zip(saved, live)) if (p := like_problem(s, v, f"{where}[{i}]"))),
-                    None)
+        return next(
+            (p for i, (s, v) in enumerate(zip(saved, live)) if (p := like_problem(s, v, f"{where}[{i}]"))), None
+        )
     if live is None or isinstance(live, bool):  # flags (AdamW's fused, foreach) may differ between devices
         return None if saved is None or isinstance(saved, bool) else f"{where} is {saved!r}, expected a flag"
     if isinstance(live, (int, float)):
@@ -237,8 +300,12 @@ def optimizer_problem(saved: dict, optimizer: torch.optim.Optimizer, step: int) 
         if changed:
             return f"optimizer group {i}'s {changed} is {str(settings[changed])[:40]}, this run's {own[changed]}"
         ids = group.get("params")
-        if not isinstance(ids, list) or len(ids) != len(params_now["params"]) \
-                or not all(isinstance(k, int) and not isinstance(k, bool) for k in ids) or len(set(ids)) != len(ids):
+        if (
+            not isinstance(ids, list)
+            or len(ids) != len(params_now["params"])
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in ids)
+            or len(set(ids)) != len(ids)
+        ):
             return f"optimizer group {i} does not hold {len(params_now['params'])} distinct parameter numbers"
         params.update(zip(ids, params_now["params"]))
     for key, values in saved["state"].items():
@@ -252,10 +319,13 @@ def optimizer_problem(saved: dict, optimizer: torch.optim.Optimizer, step: int) 
                 if not 0 <= float(value) <= step:
                     return f"the optimizer's {name!r} of parameter {key} is {float(value)}, the run's step {step}"
             elif not value.is_floating_point():
-                return f"the optimizer's {name!r} of parameter {key} is a {str(value.dtype)[6:]} tensor, expected floating point"
+                dtype = str(value.dtype).removeprefix("torch.")
+                return f"the optimizer's {name!r} of parameter {key} is a {dtype} tensor, expected floating point"
             elif value.shape != param.shape:
-                return (f"the optimizer's {name!r} of parameter {key} has shape {tuple(value.shape)}, the parameter "
-                        f"{tuple(param.shape)}")
+                return (
+                    f"the optimizer's {name!r} of parameter {key} has shape {tuple(value.shape)}, the parameter "
+                    f"{tuple(param.shape)}"
+                )
             elif name.endswith("_sq") and bool((value < 0).any()):
                 return f"the optimizer's {name!r} of parameter {key} has negative values"
     return None
@@ -279,10 +349,19 @@ def to_device(state, device: torch.device):
 def save(directory: Path, position: Position, tuner, opt, log_lines: dict[str, int]) -> None:
     """The checkpoint of a run at ``position``: ``opt`` is the recipe's ``Optimization``,
     ``log_lines`` the lines of each log file it covers (a resume cuts the files back to them)."""
-    save_checkpoint(directory, {
-        "trainable": tuner.trainable_state_dict(), "tuner": tuner.state_dict(), "optimizer": opt.optimizer.state_dict(),
-        "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(), **asdict(position),
-        "rng": rng_state(), "log_lines": dict(log_lines)})
+    save_checkpoint(
+        directory,
+        {
+            "trainable": tuner.trainable_state_dict(),
+            "tuner": tuner.state_dict(),
+            "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(),
+            "scaler": opt.scaler.state_dict(),
+            **asdict(position),
+            "rng": rng_state(),
+            "log_lines": dict(log_lines),
+        },
+    )
 
 
 def restore(directory: Path, tuner, opt, device: torch.device, **bounds: int) -> tuple[Position, dict[str, int] | None]:
@@ -293,8 +372,9 @@ def restore(directory: Path, tuner, opt, device: torch.device, **bounds: int) ->
     saved = load_checkpoint(directory)  # checked: one line if unusable
     if saved is None:
         return Position(), {}
-    check_fits(saved, directory, **bounds, optimizer=opt.optimizer, scheduler=opt.scheduler,
-               scaler=opt.scaler)  # counters that lie: one line
+    check_fits(
+        saved, directory, **bounds, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler
+    )  # counters that lie: one line
     try:
         tuner.load_trainable_state_dict(saved["trainable"])
         tuner.load_state_dict(to_device(saved["tuner"], device))
@@ -303,7 +383,8 @@ def restore(directory: Path, tuner, opt, device: torch.device, **bounds: int) ->
         opt.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:  # another run's, or damaged
-        raise CheckpointError(Path(directory) / CHECKPOINT_NAME, f"it does not fit this run ({one_line(err)[:300]})") \
-            from None
+        raise CheckpointError(
+            Path(directory) / CHECKPOINT_NAME, f"it does not fit this run ({one_line(err)[:300]})"
+        ) from None
     position = Position(**{f.name: saved[f.name] for f in fields(Position) if f.name in saved})
     return position, saved.get("log_lines")

@@ -53,8 +53,9 @@ def start(group: Group, device: torch.device) -> torch.device:
         device = torch.device("cuda", group.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=group.rank,
-                                world_size=group.world_size)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", rank=group.rank, world_size=group.world_size
+        )
     return device
 
 
@@ -94,5 +95,3 @@ def mean_over_ranks(value: torch.Tensor, group: Group) -> torch.Tensor:
         dist.all_reduce(value)
         value /= group.world_size
     return value
-
-

@@ -22,8 +22,9 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 
 @torch.no_grad()
-def evaluate(model, dataset, batch_size: int, device: torch.device, precision: str, desc: str,
-             num_workers: int | None = 0) -> dict:
+def evaluate(
+    model, dataset, batch_size: int, device: torch.device, precision: str, desc: str, num_workers: int | None = 0
+) -> dict:
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
     where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end."""
@@ -38,18 +39,26 @@ def evaluate(model, dataset, batch_size: int, device: torch.device, precision: s
         with autocast(precision, device):
             logits = model(images).float()
         hits = metrics.topk_hits(logits, labels)
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(),
-                             hits[5].double()])
+        sums += torch.stack(
+            [F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(), hits[5].double()]
+        )
         classes = logits.shape[-1]
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
-    restore_layout(model)  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
+    restore_layout(
+        model
+    )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
     if n == 0:  # data.val_fraction 0: no validation split, so no accuracy (never 0%)
         return {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": seconds}
     top5 = top5 / n if classes is None or classes > 5 else None
-    return {"loss": loss_sum / n, "top1": top1 / n, "top5": top5,
-            "images_per_second": n / seconds if seconds > 0 else None, "seconds": seconds}
+    return {
+        "loss": loss_sum / n,
+        "top1": top1 / n,
+        "top5": top5,
+        "images_per_second": n / seconds if seconds > 0 else None,
+        "seconds": seconds,
+    }
 
 
 def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
@@ -72,12 +81,16 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
         with weight_only_arithmetic(model):
             reference = model(images)
         diff = float((merged(images) - reference).abs().max())
-        times = metrics.time_interleaved({"merged": lambda: merged(images), "adapter": lambda: model(images)},
-                                         repeats, device)
+        times = metrics.time_interleaved(
+            {"merged": lambda: merged(images), "adapter": lambda: model(images)}, repeats, device
+        )
         scale = float(reference.abs().max())
-        check = {"max_abs_diff": diff, "tolerance": MERGE_TOLERANCE * max(scale, 1.0),
-                 "ok": diff <= MERGE_TOLERANCE * max(scale, 1.0),
-                 "merged_vs_adapter_latency_ratio": metrics.median(times["merged"]) / metrics.median(times["adapter"])}
+        check = {
+            "max_abs_diff": diff,
+            "tolerance": MERGE_TOLERANCE * max(scale, 1.0),
+            "ok": diff <= MERGE_TOLERANCE * max(scale, 1.0),
+            "merged_vs_adapter_latency_ratio": metrics.median(times["merged"]) / metrics.median(times["adapter"]),
+        }
         if tuner.quantized:
             requantized = tuner.merged_model(quantized=True).to(device).eval()
             check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
@@ -94,10 +107,14 @@ def merge_warnings(merge: dict | None) -> list[str]:
         return []
     found = []
     if not merge["ok"]:
-        found.append(f"merge check failed: the merged model's logits differ from the adapter's by "
-                     f"{merge['max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g}); `peftlab export --merged` "
-                     "refuses this run unless given --force")
+        found.append(
+            f"merge check failed: the merged model's logits differ from the adapter's by "
+            f"{merge['max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g}); `peftlab export --merged` "
+            "refuses this run unless given --force"
+        )
     if merge.get("requantized_ok") is False:
-        found.append(f"quantized merge check failed: the merged quantized model differs from the adapter by "
-                     f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})")
+        found.append(
+            f"quantized merge check failed: the merged quantized model differs from the adapter by "
+            f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})"
+        )
     return found

@@ -31,10 +31,9 @@ from peftlab.backbones import HFLogits, build_backbone, build_hf, input_spec_for
 from peftlab.errors import UserError
 from peftlab.metrics import weights_bytes
 from peftlab.training.runtime import autocast, resolve_precision
-from peftlab.tuners import apply_tuner
-from peftlab.tuners.base import TunerContext
+from peftlab.tuners.base import TunerContext, apply_tuner
 
-GIB = 2 ** 30
+GIB = 2**30
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
 SMALL_GRIDS = (4, 6, 8)  # patches per side
 PROBED_PROMPTS = 64  # VPT: a model of more prompt tokens is probed at SMALL_PROMPTS
@@ -63,14 +62,22 @@ def probe(model: nn.Module, image_shape: tuple[int, int, int], precision: str, d
     was_training = model.training
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's random state untouched
-        one, two = (saved_activation_bytes(model, torch.randn(n, *image_shape, device=device), precision)
-                    for n in (1, 2))
+        one, two = (
+            saved_activation_bytes(model, torch.randn(n, *image_shape, device=device), precision) for n in (1, 2)
+        )
     model.train(was_training)
     return one, two
 
 
-def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple[int, int, int],
-             batch_size: int, precision: str, device: torch.device, probed: tuple[int, int] | None = None) -> dict:
+def estimate(
+    model: nn.Module,
+    trainable: list[torch.Tensor],
+    image_shape: tuple[int, int, int],
+    batch_size: int,
+    precision: str,
+    device: torch.device,
+    probed: tuple[int, int] | None = None,
+) -> dict:
     """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``;
     ``probed``: ``probe``'s bytes when they are known without a forward pass of this model."""
     one, two = probed or probe(model, image_shape, precision, device)
@@ -82,9 +89,14 @@ def estimate(model: nn.Module, trainable: list[torch.Tensor], image_shape: tuple
         "optimizer_state_bytes": 2 * sum(p.numel() * 4 for p in trainable),  # AdamW: exp_avg, exp_avg_sq in fp32
         "activations_bytes": (one - per_image) + per_image * batch_size,
     }
-    return {**parts, "total_bytes": sum(parts.values()), "activations_per_image_bytes": per_image,
-            "activations_fixed_bytes": one - per_image, "batch_size": batch_size,
-            "training_bytes": parts["gradients_bytes"] + parts["optimizer_state_bytes"] + parts["activations_bytes"]}
+    return {
+        **parts,
+        "total_bytes": sum(parts.values()),
+        "activations_per_image_bytes": per_image,
+        "activations_fixed_bytes": one - per_image,
+        "batch_size": batch_size,
+        "training_bytes": parts["gradients_bytes"] + parts["optimizer_state_bytes"] + parts["activations_bytes"],
+    }
 
 
 def available_bytes(device: torch.device) -> int:
@@ -105,47 +117,59 @@ def check_fits(est: dict, available: int, batch_size: int, grad_accum: int, quan
         return
     fixed = est["gradients_bytes"] + est["optimizer_state_bytes"] + est["activations_fixed_bytes"]
     room = int(0.9 * available) - fixed
-    fits = 2 ** int(math.log2(room // est["activations_per_image_bytes"])) if est["activations_per_image_bytes"] \
-        and room >= est["activations_per_image_bytes"] else 0
+    fits = (
+        2 ** int(math.log2(room // est["activations_per_image_bytes"]))
+        if est["activations_per_image_bytes"] and room >= est["activations_per_image_bytes"]
+        else 0
+    )
     fits = min(fits, batch_size)
     advice = []
     if fits >= 1:
-        advice.append(f"train.batch_size={fits} with train.grad_accum={math.ceil(batch_size * grad_accum / fits)} "
-                      "(the same effective batch)")
+        advice.append(
+            f"train.batch_size={fits} with train.grad_accum={math.ceil(batch_size * grad_accum / fits)} "
+            "(the same effective batch)"
+        )
     advice.append("train.grad_checkpointing=true")
     if quantizable:
         advice.append("a quantized base (quant.mode=nf4)")
-    raise UserError(f"this run needs about {est['training_bytes'] / GIB:.2f} GiB for training beyond its weights "
-                    f"(activations {est['activations_bytes'] / GIB:.2f} GiB at train.batch_size={batch_size}) but "
-                    f"{available / GIB:.2f} GiB are available: try " + ", or ".join(advice))
+    raise UserError(
+        f"this run needs about {est['training_bytes'] / GIB:.2f} GiB for training beyond its weights "
+        f"(activations {est['activations_bytes'] / GIB:.2f} GiB at train.batch_size={batch_size}) but "
+        f"{available / GIB:.2f} GiB are available: try " + ", or ".join(advice)
+    )
 
 
 def format_estimate(est: dict) -> list[str]:
-    mib = 2 ** 20
-    return [f"# memory estimate for training at micro-batch {est['batch_size']}: "
-            f"{est['total_bytes'] / mib:,.0f} MiB",
-            f"#   weights {est['weights_bytes'] / mib:,.1f} MiB, gradients {est['gradients_bytes'] / mib:,.1f} MiB, "
-            f"AdamW state {est['optimizer_state_bytes'] / mib:,.1f} MiB",
-            f"#   activations {est['activations_bytes'] / mib:,.1f} MiB "
-            f"({est['activations_per_image_bytes'] / mib:,.2f} MiB per image + "
-            f"{est['activations_fixed_bytes'] / mib:,.2f} MiB fixed)"]
+    mib = 2**20
+    return [
+        f"# memory estimate for training at micro-batch {est['batch_size']}: {est['total_bytes'] / mib:,.0f} MiB",
+        f"#   weights {est['weights_bytes'] / mib:,.1f} MiB, gradients {est['gradients_bytes'] / mib:,.1f} MiB, "
+        f"AdamW state {est['optimizer_state_bytes'] / mib:,.1f} MiB",
+        f"#   activations {est['activations_bytes'] / mib:,.1f} MiB "
+        f"({est['activations_per_image_bytes'] / mib:,.2f} MiB per image + "
+        f"{est['activations_fixed_bytes'] / mib:,.2f} MiB fixed)",
+    ]
 
 
 def adapted(cfg, num_classes: int, grid: tuple[int, int] | None = None):
     """The tuner of ``cfg``'s method on a randomly initialised ``cfg.model`` model, on the CPU; with
     ``grid`` (patch size, patches per side), the same model at that grid."""
     with torch.random.fork_rng():
-        model = build_backbone(cfg.model, num_classes, weights=False) if grid is None else \
-            backbone_at_grid(cfg.model, num_classes, *grid)
-        return apply_tuner(model, cfg, TunerContext(total_steps=10 ** 6, device=torch.device("cpu"), quant=cfg.quant))
+        model = (
+            build_backbone(cfg.model, num_classes, weights=False)
+            if grid is None
+            else backbone_at_grid(cfg.model, num_classes, *grid)
+        )
+        return apply_tuner(model, cfg, TunerContext(total_steps=10**6, device=torch.device("cpu"), quant=cfg.quant))
 
 
 def backbone_at_grid(model_cfg, num_classes: int, patch: int, side: int) -> nn.Module:
     """A randomly initialised ``model_cfg`` model of ``side`` x ``side`` patches of ``patch`` pixels."""
     if model_cfg.source == "hf":
         return build_hf(model_cfg, num_classes, weights=False, image_size=side * patch)
-    return build_backbone(dataclasses.replace(model_cfg, img_size=side * patch, patch_size=patch), num_classes,
-                          weights=False)
+    return build_backbone(
+        dataclasses.replace(model_cfg, img_size=side * patch, patch_size=patch), num_classes, weights=False
+    )
 
 
 def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
@@ -177,12 +201,21 @@ def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] 
         return None
     (patch, side), in_chans = grid, input_spec_for(cfg.model).in_chans
     by_grid = []
-    for small in SMALL_GRIDS if side ** 2 > PROBED_PATCHES else (side,):
-        by_prompts = [(n, probe(adapted(with_prompts(cfg, n), num_classes, (patch, small)).model,
-                                (in_chans, small * patch, small * patch), precision, torch.device("cpu")))
-                      for n in (SMALL_PROMPTS if prompts > PROBED_PROMPTS else (prompts,))]
-        by_grid.append((small ** 2, extrapolated(by_prompts, prompts)))
-    return tuple(round(y) for y in extrapolated(by_grid, side ** 2))
+    for small in SMALL_GRIDS if side**2 > PROBED_PATCHES else (side,):
+        by_prompts = [
+            (
+                n,
+                probe(
+                    adapted(with_prompts(cfg, n), num_classes, (patch, small)).model,
+                    (in_chans, small * patch, small * patch),
+                    precision,
+                    torch.device("cpu"),
+                ),
+            )
+            for n in (SMALL_PROMPTS if prompts > PROBED_PROMPTS else (prompts,))
+        ]
+        by_grid.append((small**2, extrapolated(by_prompts, prompts)))
+    return tuple(round(y) for y in extrapolated(by_grid, side**2))
 
 
 def with_prompts(cfg, n: int):
@@ -218,14 +251,25 @@ def estimate_for_config(cfg) -> dict:
     spec = input_spec_for(cfg.model)
     precision = resolve_precision(cfg.train.precision, cpu)
     tuner = adapted(cfg, num_classes)
-    return estimate(tuner.model, list(tuner.trainable_parameters().values()),
-                    (spec.in_chans, spec.img_size, spec.img_size), cfg.train.batch_size, precision, cpu,
-                    probed_for_config(cfg, num_classes, precision))
+    return estimate(
+        tuner.model,
+        list(tuner.trainable_parameters().values()),
+        (spec.in_chans, spec.img_size, spec.img_size),
+        cfg.train.batch_size,
+        precision,
+        cpu,
+        probed_for_config(cfg, num_classes, precision),
+    )
 
 
 def check_config_fits(cfg) -> dict:
     """``check_fits`` of ``estimate_for_config`` on this machine, as train checks its run; the estimate."""
     est = estimate_for_config(cfg)
-    check_fits(est, available_bytes(torch.device("cpu")), cfg.train.batch_size, cfg.train.grad_accum,
-               cfg.method.quantizable and cfg.quant.mode == "none")
+    check_fits(
+        est,
+        available_bytes(torch.device("cpu")),
+        cfg.train.batch_size,
+        cfg.train.grad_accum,
+        cfg.method.quantizable and cfg.quant.mode == "none",
+    )
     return est

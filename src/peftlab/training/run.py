@@ -24,17 +24,18 @@ from peftlab import locks, tracking
 from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
 from peftlab.cpu import pin_arithmetic
 from peftlab.errors import CheckpointError, ConfigError, UserError
-from peftlab.files import check_run_dir, one_line, read_json, remove_temporaries, write_atomic, write_json_atomic
+from peftlab.files import check_run_dir, one_line, remove_temporaries, write_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.monitors.health import health
+from peftlab.run_result import RunResult, failure, read_result, write_result
 from peftlab.training import distributed, recipe
-from peftlab.training.recipe import RunState
+from peftlab.training.recipe_state import RunState
 from peftlab.training.runtime import out_of_memory
 from peftlab.training.step import Diverged
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> dict:
-    """Train one run in ``run_dir``; returns the result dict (also written to result.json).
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> RunResult:
+    """Train one run in ``run_dir``; returns its record (also written to result.json).
 
     The run directory is locked while it trains: a second trainer of the same directory gets a
     one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
@@ -53,10 +54,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         distributed.stop(ranks)
 
 
-def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> dict:
+def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> RunResult:
     """A rank other than 0: the same training on its shard of every batch, resumed from rank 0's
     checkpoint, its own logs and checkpoints thrown away."""
-    done = read_json(run_dir / "result.json")
+    done = read_result(run_dir)
     if done is not None and done.get("status") == "completed":
         return done
     with tempfile.TemporaryDirectory(prefix=f"peftlab-rank{ranks.rank}-") as scratch:
@@ -67,13 +68,14 @@ def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> di
             tracking.finish_log(state.log, None)
 
 
-def train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
-             ranks: distributed.Group = distributed.SINGLE) -> dict:
+def train_in(
+    cfg: RunConfig, run_dir: Path, progress: bool, position: int, ranks: distributed.Group = distributed.SINGLE
+) -> RunResult:
     """The run in its (locked) directory: its result, recorded whatever the recipe ends in."""
     prepare_run_dir(cfg, run_dir)
     for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
         remove_temporaries(directory)
-    done = read_json(run_dir / "result.json")
+    done = read_result(run_dir)
     if done is not None and done.get("status") == "completed":
         return done
     state = RunState()
@@ -87,25 +89,26 @@ def train_in(cfg: RunConfig, run_dir: Path, progress: bool, position: int,
     except UserError as err:
         result = failed_result(cfg, "failed", str(err), state)
         result["checkpoint_unusable"] = isinstance(err, CheckpointError)  # --retry-failed then starts over
-        write_json_atomic(run_dir / "result.json", result)
+        write_result(run_dir, result)
         tracking.finish_log(state.log, result)
         raise
     except Exception as err:  # record any crash, then let it propagate
         result = failed_result(cfg, "failed", f"{type(err).__name__}: {err}", state)
         result["traceback"] = traceback.format_exc()
-        write_json_atomic(run_dir / "result.json", result)
+        write_result(run_dir, result)
         tracking.finish_log(state.log, result)
         raise
     except BaseException:  # killed or interrupted: the sinks keep what they hold; the next call resumes
         tracking.finish_log(state.log, None)
         raise
-    write_json_atomic(run_dir / "result.json", result)
+    write_result(run_dir, result)
     tracking.finish_log(state.log, result)
     return result
 
 
-def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, position: int,
-                ranks: distributed.Group) -> dict:
+def run_halving(
+    cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, position: int, ranks: distributed.Group
+) -> RunResult:
     """The recipe; with ``train.auto_batch``, an out-of-memory error halves the micro-batch that is
     computed at once (each configured micro-batch is split in 2, 4, ... pieces whose gradients
     accumulate: the same effective batch and the same steps) and the run goes on from its last
@@ -113,12 +116,14 @@ def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, 
     while True:
         try:
             return recipe.run(cfg, run_dir, state, progress=progress, row=position, ranks=ranks)
-        except Exception as err:  # noqa: BLE001 - only an out-of-memory error is handled here
+        except Exception as err:
             micro = math.ceil(cfg.train.batch_size / state.split)
             if not (cfg.train.auto_batch and out_of_memory(err) and micro > 1 and not ranks.active):
                 if out_of_memory(err) and not cfg.train.auto_batch:
-                    raise type(err)(f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
-                                    "and goes on from the last checkpoint)") from err
+                    raise type(err)(
+                        f"{one_line(err)[:200]} (train.auto_batch=true halves the micro-batch "
+                        "and goes on from the last checkpoint)"
+                    ) from err
                 raise
             error = one_line(err)[:200]
         tracking.finish_log(state.log, None)  # reopened, and cut back to the checkpoint
@@ -128,21 +133,39 @@ def run_halving(cfg: RunConfig, run_dir: Path, state: RunState, progress: bool, 
             torch.cuda.empty_cache()
         state.split *= 2
         events = (state.auto_batch or {}).get("events", [])
-        state.auto_batch = {"micro_batch": math.ceil(cfg.train.batch_size / state.split),
-                            "pieces_per_micro_batch": state.split,
-                            "events": events + [{"step": state.step, "micro_batch": micro, "error": error}]}
-        print(f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
-              f"at micro-batch {state.auto_batch['micro_batch']}", file=sys.stderr, flush=True)
+        state.auto_batch = {
+            "micro_batch": math.ceil(cfg.train.batch_size / state.split),
+            "pieces_per_micro_batch": state.split,
+            "events": events + [{"step": state.step, "micro_batch": micro, "error": error}],
+        }
+        print(
+            f"peftlab: out of memory at micro-batch {micro}; train.auto_batch goes on from the last checkpoint "
+            f"at micro-batch {state.auto_batch['micro_batch']}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def failed_result(cfg: RunConfig, status: str, error: str, state: RunState) -> dict:
-    return {"status": status, "error": error, "step": state.step, "config": to_dict(cfg),
-            "metrics": {}, "params": state.params, "provenance": state.provenance}
+def failed_result(cfg: RunConfig, status: str, error: str, state: RunState) -> RunResult:
+    return failure(
+        status, error, to_dict(cfg), step=state.step, metrics={}, params=state.params, provenance=state.provenance
+    )
 
 
 # what one attempt of a run writes in its directory (a failed attempt's move aside together)
-ATTEMPT_FILES = ("config.yaml", "result.json", "metrics.jsonl", "monitors.jsonl", "importance.jsonl", "checkpoint",
-                 "adapter.safetensors", "adapter_config.json", "adapter_model.safetensors", "tensorboard", "wandb")
+ATTEMPT_FILES = (
+    "config.yaml",
+    "result.json",
+    "metrics.jsonl",
+    "monitors.jsonl",
+    "importance.jsonl",
+    "checkpoint",
+    "adapter.safetensors",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tensorboard",
+    "wandb",
+)
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
@@ -154,9 +177,11 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
         # paths are absolute in config.yaml; those of earlier versions were relative to the current directory
         existing = load_config(path, base_dir=Path.cwd())
         if config_hash(existing, 64) != config_hash(cfg, 64):  # the sinks (track) may change between calls
-            if (read_json(run_dir / "result.json") or {}).get("status") not in ("failed", "diverged"):
-                raise ConfigError(f"run directory {run_dir} holds a different config.yaml (of a run that completed "
-                                  "or can resume); use another --run-dir")
+            if (read_result(run_dir) or {}).get("status") not in ("failed", "diverged"):
+                raise ConfigError(
+                    f"run directory {run_dir} holds a different config.yaml (of a run that completed "
+                    "or can resume); use another --run-dir"
+                )
             stamp = time.strftime("failed-%Y%m%d-%H%M%S")
             aside, n = run_dir / stamp, 1
             while aside.exists():

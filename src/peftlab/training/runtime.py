@@ -54,8 +54,10 @@ def select_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} is invalid: no CUDA device is available here; use auto or cpu")
     if name == "mps" and not mps_available():
-        raise ConfigError("train.device='mps' is invalid: no Apple MPS device is available here (Apple Silicon, "
-                          "macOS 14 or later); use auto or cpu")
+        raise ConfigError(
+            "train.device='mps' is invalid: no Apple MPS device is available here (Apple Silicon, "
+            "macOS 14 or later); use auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -87,11 +89,14 @@ def autocast(precision: str, device: torch.device):
     allowed = AUTOCAST.get(device.type, ())
     if precision not in allowed:
         expected = " or ".join(("fp32",) + allowed)
-        raise ConfigError(f"train.precision={precision!r} is invalid on "
-                          f"{DEVICE_NAMES.get(device.type, device.type)}: expected {expected}")
+        raise ConfigError(
+            f"train.precision={precision!r} is invalid on "
+            f"{DEVICE_NAMES.get(device.type, device.type)}: expected {expected}"
+        )
     if device.type == "mps" and precision == "bf16" and not torch.backends.mps.is_macos_or_newer(14, 0):
-        raise ConfigError("train.precision='bf16' is invalid on MPS before macOS 14 (Metal has no bf16 there): "
-                          "expected fp32 or fp16")
+        raise ConfigError(
+            "train.precision='bf16' is invalid on MPS before macOS 14 (Metal has no bf16 there): expected fp32 or fp16"
+        )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
@@ -108,8 +113,9 @@ def fused_adamw(setting: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
-def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device,
-                  precision: str) -> dict:
+def compile_model(
+    model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device, precision: str
+) -> dict:
     """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor) and compile it
     now, on random batches in train mode (forward and backward) and in eval mode, so the compile
     time is reported apart and a model that cannot compile trains eagerly after one logged line
@@ -125,11 +131,14 @@ def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, devic
             with torch.no_grad(), autocast(precision, device):
                 model(torch.randn(eval_shape, device=device))
         record = {"used": True, "error": None}
-    except Exception as err:  # noqa: BLE001 - any compiler failure: eager, said once
+    except Exception as err:
         model._compiled_call_impl = None  # what nn.Module.compile set: the module is eager again
         record = {"used": False, "error": one_line(err)[:300]}
-        print(f"peftlab: train.compile: the model did not compile, training eagerly ({record['error']})",
-              file=sys.stderr, flush=True)
+        print(
+            f"peftlab: train.compile: the model did not compile, training eagerly ({record['error']})",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         model.train()
         for param in model.parameters():
@@ -140,4 +149,5 @@ def compile_model(model: nn.Module, train_shape: tuple, eval_shape: tuple, devic
 def out_of_memory(err: BaseException) -> bool:
     """CUDA's out-of-memory error, or the CPU allocator failing to allocate."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    )

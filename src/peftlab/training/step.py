@@ -100,9 +100,18 @@ def unscaled_grad_norm(opt: Optimization) -> tuple[torch.Tensor, bool]:
     return norm, skip
 
 
-def training_step(model, tuner, micro_batches, opt: Optimization, *, step: int, n_micro: int, monitor=None,
-                  nonfinite: NonFinite | None = None,
-                  weights: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+def training_step(
+    model,
+    tuner,
+    micro_batches,
+    opt: Optimization,
+    *,
+    step: int,
+    n_micro: int,
+    monitor=None,
+    nonfinite: NonFinite | None = None,
+    weights: list[float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
     """One optimizer step over ``n_micro`` micro-batches of (images, labels).
 
     Returns (mean loss, gradient norm before clipping, the monitors' record or None); loss and
@@ -164,5 +173,8 @@ def piece_weights(group: list[torch.Tensor], pieces: list[list[torch.Tensor]], r
     count = sum(len(p) for p in pieces)
     if count == len(group) and not ranks.active:
         return None
-    return [ranks.world_size * count * len(piece) / (len(group) * len(indices))
-            for indices, parts in zip(group, pieces) for piece in parts]
+    return [
+        ranks.world_size * count * len(piece) / (len(group) * len(indices))
+        for indices, parts in zip(group, pieces)
+        for piece in parts
+    ]

@@ -1,4 +1,5 @@
-"""What every tuner offers the training recipe: the model, its trainable weights and the hooks."""
+"""What every tuner offers the training recipe: the model, its trainable weights and the hooks;
+and ``apply_tuner``, which builds one from the registry (``peftlab.tuners.TUNERS``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftlab.backbones import head_prefix  # noqa: F401 (tuners and tests import it from here too)
-from peftlab.config import QuantConfig, RunConfig
-from peftlab.quant import base_weight_bytes, is_quantized_linear
+from peftlab.config import RunConfig
+from peftlab.config_sections import QuantConfig
+from peftlab.libraries import quiet_transformers
+from peftlab.quant import base_weight_bytes, check_quant, is_quantized_linear, load_pending
+from peftlab.tuners import TUNERS
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class TunerContext:
     quant: QuantConfig
 
     @classmethod
-    def for_checks(cls, cfg: RunConfig) -> "TunerContext":
+    def for_checks(cls, cfg: RunConfig) -> TunerContext:
         return cls(total_steps=cfg.train.max_steps, device=torch.device("cpu"), quant=cfg.quant)
 
 
@@ -102,8 +105,14 @@ class Tuner:
         result = []
         for (is_head, decays), params in sorted(groups.items()):
             wd = (head_weight_decay if is_head else weight_decay) if decays else 0.0
-            result.append({"params": params, "lr": head_lr if is_head else lr, "weight_decay": wd,
-                           "name": ("head" if is_head else "body") + ("" if decays else "_no_decay")})
+            result.append(
+                {
+                    "params": params,
+                    "lr": head_lr if is_head else lr,
+                    "weight_decay": wd,
+                    "name": ("head" if is_head else "body") + ("" if decays else "_no_decay"),
+                }
+            )
         return result
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -114,8 +123,9 @@ class Tuner:
         missing = params.keys() - state.keys()
         unexpected = state.keys() - params.keys()
         if missing or unexpected:
-            raise ValueError(f"trainable weights do not match: missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}")
+            raise ValueError(
+                f"trainable weights do not match: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            )
         with torch.no_grad():
             for name, param in params.items():
                 param.copy_(state[name])
@@ -129,7 +139,9 @@ class Tuner:
 
     def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """(adapter_config.json, adapter_model.safetensors) for ``peft.PeftModel.from_pretrained``
-        on the plain base model; None for a method PEFT cannot load (full, linear, qalora)."""
+        on the plain base model; None for a method PEFT cannot load: full, linear, qalora, bitfit, ln,
+        difffit, ssf, the adapters and vpt never; vera, loha, lokr, oft and boft when they adapt q/k/v
+        slices of timm's fused qkv, ia3 when a feed-forward scale sits on one (docs/run-directory.md)."""
         return None
 
     @property
@@ -162,3 +174,25 @@ class Tuner:
     def quantization_report(self) -> dict | None:
         """The method's own quantization (format, groups, error per layer) for result.json, or None."""
         return None
+
+
+def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
+    """Checks that need the model (targets and patterns, quantization), without changing it."""
+    ctx = ctx or TunerContext.for_checks(cfg)
+    TUNERS[cfg.method.name].check(model, cfg.method, ctx)
+    check_quant(cfg.quant, model)
+
+
+def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
+    """The rank each module starts with (low-rank methods; None for the others)."""
+    ranks = TUNERS[cfg.method.name].ranks
+    return ranks(model, cfg.method) if ranks else None
+
+
+def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
+    ctx = ctx or TunerContext.for_checks(cfg)
+    check_config(cfg, model, ctx)
+    tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
+    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
+    quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
+    return tuner

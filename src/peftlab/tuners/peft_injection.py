@@ -5,7 +5,7 @@
     peft_model = inject(model, plan, ctx, config)   # split qkv -> quantize base -> get_peft_model
 
 A tuner builds only its PEFT config (from its own options and the plan) and its ``Tuner``
-subclass; the plan, the split of timm's fused ``qkv`` (layer.py), the quantized base
+subclass; the plan, the split of timm's fused ``qkv`` (modules.py), the quantized base
 (``peftlab.quant``, when ``ctx.quant`` asks for it) and ``get_peft_model`` are the same for all.
 The config is built before the model is changed, so a config error leaves the model as it was.
 
@@ -34,8 +34,9 @@ from peftlab.backbones import HFLogits, head_prefix
 from peftlab.errors import ConfigError
 from peftlab.quant import quantize_base, restore_layout
 from peftlab.tuners.base import Tuner, TunerContext
-from peftlab.tuners.lora.config import LoraMethodConfig, ModulesConfig, check_patterns, match_targets, target_patterns
-from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns
+from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
@@ -79,8 +80,9 @@ def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[
     to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
     both = [n for n in to_split if n in targets]
     if both:
-        raise ConfigError(f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; "
-                          "choose one")
+        raise ConfigError(
+            f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; choose one"
+        )
     if isinstance(cfg, LoraMethodConfig):
         check_patterns(cfg, targets)
     return to_split, targets
@@ -122,8 +124,10 @@ class PeftTuner(Tuner):
         result = set_peft_model_state_dict(self.model, state)
         missing = [k for k in result.missing_keys if self.adapter_prefix in k or "modules_to_save" in k]
         if missing or result.unexpected_keys:
-            raise ValueError(f"adapter weights do not match the model: missing {missing[:3]}, "
-                             f"unexpected {list(result.unexpected_keys)[:3]}")
+            raise ValueError(
+                f"adapter weights do not match the model: missing {missing[:3]}, "
+                f"unexpected {list(result.unexpected_keys)[:3]}"
+            )
 
     def adapts_slices(self) -> bool:
         """True when some adapter sits on a q/k/v slice of timm's fused ``qkv`` (not a module PEFT finds in timm)."""
@@ -149,8 +153,11 @@ class PeftTuner(Tuner):
         """PEFT's ``merge_and_unload`` on a copy, the q/k/v Linears fused back into timm's ``qkv``."""
         restore_layout(self.model)  # PEFT's bnb merge reads the standard 4-bit layout
         merged = self.merge(copy.deepcopy(self.model), quantized)
-        split = [n for n, m in merged.named_modules()
-                 if isinstance(m, SplitQKV) and all(type(p) is nn.Linear for p in (m.q, m.k, m.v))]
+        split = [
+            n
+            for n, m in merged.named_modules()
+            if isinstance(m, SplitQKV) and all(type(p) is nn.Linear for p in (m.q, m.k, m.v))
+        ]
         replace_modules(merged, split, fuse_qkv)
         return merged
 

@@ -33,8 +33,9 @@ def block_index(name: str) -> int:
 def module_type(name: str) -> str:
     """The module's role within its block: q, k, v, qkv, proj, fc1, fc2 (or the last name part)."""
     last = name.rpartition(".")[2]
-    return {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "proj", "query": "q", "key": "k",
-            "value": "v"}.get(last, last)
+    return {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "proj", "query": "q", "key": "k", "value": "v"}.get(
+        last, last
+    )
 
 
 def check_budget(budget: int, n: int, min_rank: int, max_rank: int, field: str) -> None:
@@ -149,14 +150,22 @@ def static_weights(strategy: str, modules: list[str], importance: dict[str, floa
     if strategy == "empirical":
         missing = [m for m in modules if importance is None or m not in importance]
         if missing:
-            raise ConfigError(f"method.importance_from has no importance for adapted module {missing[0]!r} "
-                              f"({len(missing)} of {len(modules)} missing); it must come from a run with the same targets")
+            raise ConfigError(
+                f"method.importance_from has no importance for adapted module {missing[0]!r} "
+                f"({len(missing)} of {len(modules)} missing); it must come from a run with the same targets"
+            )
         return [max(0.0, float(importance[m])) for m in modules]
     raise ConfigError(f"method.rank_strategy={strategy!r} is invalid; expected one of {', '.join(STATIC_STRATEGIES)}")
 
 
-def static_ranks(strategy: str, modules: list[str], budget: int, min_rank: int, max_rank: int,
-                 importance: dict[str, float] | None = None) -> dict[str, int]:
+def static_ranks(
+    strategy: str,
+    modules: list[str],
+    budget: int,
+    min_rank: int,
+    max_rank: int,
+    importance: dict[str, float] | None = None,
+) -> dict[str, int]:
     """The rank of every adapted module under a static strategy: ``{module: rank}``."""
     check_budget(budget, len(modules), min_rank, max_rank, "method.rank_budget")
     ranks = proportional(static_weights(strategy, modules, importance), budget, min_rank, max_rank)
@@ -172,8 +181,10 @@ def read_importance(path: str | Path) -> dict[str, float]:
     if path.is_dir():
         path = path / "importance.jsonl"
     if not path.is_file():
-        raise ConfigError(f"method.importance_from: {path} does not exist; point it at a run directory of an "
-                          "adaptive or adalora run (it writes importance.jsonl) or at the file itself")
+        raise ConfigError(
+            f"method.importance_from: {path} does not exist; point it at a run directory of an "
+            "adaptive or adalora run (it writes importance.jsonl) or at the file itself"
+        )
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():

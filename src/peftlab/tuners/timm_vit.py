@@ -17,9 +17,13 @@ def check_timm_vit(model: nn.Module, method: str) -> None:
     from timm.models.vision_transformer import Block, VisionTransformer
 
     if not isinstance(model, VisionTransformer):
-        raise ConfigError(f"method.name={method!r} supports timm ViTs only (model.source: timm with a "
-                          f"VisionTransformer such as deit_tiny_patch16_224), not {type(model).__name__}")
+        raise ConfigError(
+            f"method.name={method!r} supports timm ViTs only (model.source: timm with a "
+            f"VisionTransformer such as deit_tiny_patch16_224), not {type(model).__name__}"
+        )
     if not all(type(block) is Block for block in model.blocks):
         kinds = sorted({type(block).__name__ for block in model.blocks})
-        raise ConfigError(f"method.name={method!r} supports timm ViTs built of timm's Block; this model's blocks "
-                          f"are {', '.join(kinds)}")
+        raise ConfigError(
+            f"method.name={method!r} supports timm ViTs built of timm's Block; this model's blocks "
+            f"are {', '.join(kinds)}"
+        )

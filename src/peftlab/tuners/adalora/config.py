@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig, check_steps
+from peftlab.config_checks import check_field, check_steps
+from peftlab.tuners.targets import TargetsConfig
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,21 @@ class AdaLoraMethodConfig(TargetsConfig):
     def __post_init__(self):
         super().__post_init__()
         check_field(self.init_r >= 1, "method.init_r", self.init_r, "an integer >= 1")
-        check_field(1 <= self.target_r < self.init_r, "method.target_r", self.target_r,
-                    f"an integer in [1, method.init_r - 1 = {self.init_r - 1}] (AdaLoRA prunes from init_r to "
-                    "target_r; to keep every rank, use method.name=lora)")
+        check_field(
+            1 <= self.target_r < self.init_r,
+            "method.target_r",
+            self.target_r,
+            f"an integer in [1, method.init_r - 1 = {self.init_r - 1}] (AdaLoRA prunes from init_r to "
+            "target_r; to keep every rank, use method.name=lora)",
+        )
         check_steps(self.tinit, "method.tinit")
         check_steps(self.tfinal, "method.tfinal")
         check_field(self.deltaT >= 1, "method.deltaT", self.deltaT, "an integer >= 1")
         check_field(0.0 < self.beta1 < 1.0, "method.beta1", self.beta1, "a number in (0, 1)")
         check_field(0.0 < self.beta2 < 1.0, "method.beta2", self.beta2, "a number in (0, 1)")
-        check_field(0.0 <= self.orth_reg_weight < float("inf"), "method.orth_reg_weight", self.orth_reg_weight,
-                    "a finite number >= 0")
+        check_field(
+            0.0 <= self.orth_reg_weight < float("inf"),
+            "method.orth_reg_weight",
+            self.orth_reg_weight,
+            "a finite number >= 0",
+        )

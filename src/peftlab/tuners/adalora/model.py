@@ -22,10 +22,10 @@ import warnings
 import torch
 from torch import nn
 
+from peftlab.config_checks import resolve_steps
 from peftlab.errors import ConfigError
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.config import resolve_steps
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
 
@@ -38,8 +38,10 @@ def schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> tuple[int, int]:
     tinit = resolve_steps(cfg.tinit, total_steps, "method.tinit")
     tfinal = resolve_steps(cfg.tfinal, total_steps, "method.tfinal")
     if tinit + tfinal >= total_steps:
-        raise ConfigError(f"method.tinit + method.tfinal = {tinit} + {tfinal} steps leaves no step to prune ranks "
-                          f"in a run of {total_steps} optimizer steps; lower them or train longer")
+        raise ConfigError(
+            f"method.tinit + method.tfinal = {tinit} + {tfinal} steps leaves no step to prune ranks "
+            f"in a run of {total_steps} optimizer steps; lower them or train longer"
+        )
     return tinit, tfinal
 
 
@@ -76,8 +78,9 @@ class AdaLoraTuner(LoraTuner):
         for name, param in self.adalora.model.named_parameters():
             if ("lora_A" in name or "lora_B" in name) and ADAPTER in name:
                 cov = param @ param.T if "lora_A" in name else param.T @ param
-                total = total + torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], dtype=cov.dtype,
-                                                                          device=cov.device))
+                total = total + torch.linalg.matrix_norm(
+                    cov - torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+                )
                 count += 1
         return self.cfg.orth_reg_weight * total / max(count, 1)
 
@@ -113,30 +116,48 @@ class AdaLoraTuner(LoraTuner):
         last = {r["module"]: r["rank"] for r in self.history if r["kind"] == "rank"}
         changed = [m for m in self.targets if last.get(m) != ranks[m]]
         if budget != self.budget or not self.history:
-            self.history.append({"kind": "budget", "step": step, "budget": int(budget),
-                                 "rank_sum": sum(ranks.values())})
+            self.history.append(
+                {"kind": "budget", "step": step, "budget": int(budget), "rank_sum": sum(ranks.values())}
+            )
             self.budget = int(budget)
         if changed or step == self.total_steps - self.config.tfinal:
             for module in self.targets:
-                self.history.append({"kind": "rank", "step": step, "module": module,
-                                     "importance": self._importance.get(module), "rank": ranks[module]})
+                self.history.append(
+                    {
+                        "kind": "rank",
+                        "step": step,
+                        "module": module,
+                        "importance": self._importance.get(module),
+                        "rank": ranks[module],
+                    }
+                )
 
     def importance_records(self) -> list[dict]:
         return list(self.history)
 
     def ranks(self) -> dict:
         final = self.current_ranks()
-        return {"strategy": "adalora", "sum": sum(final.values()), "modules": len(final),
-                "budget": self.cfg.target_r * len(self.targets), "initial": {t: self.cfg.init_r for t in self.targets},
-                "final": final}
+        return {
+            "strategy": "adalora",
+            "sum": sum(final.values()),
+            "modules": len(final),
+            "budget": self.cfg.target_r * len(self.targets),
+            "initial": {t: self.cfg.init_r for t in self.targets},
+            "final": final,
+        }
 
     def state_dict(self) -> dict:
         allocator = self.adalora.rankallocator
         pattern = self.config.rank_pattern
-        return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
-                "exp_avg_unc": dict(allocator.exp_avg_unc),
-                "rank_pattern": {k: [bool(x) for x in v] for k, v in pattern.items()} if pattern else None,
-                "budget": self.budget, "history": list(self.history), "importance": dict(self._importance)}
+        return {
+            "ipt": dict(allocator.ipt),
+            "exp_avg_ipt": dict(allocator.exp_avg_ipt),
+            "exp_avg_unc": dict(allocator.exp_avg_unc),
+            "rank_pattern": {k: [bool(x) for x in v] for k, v in pattern.items()} if pattern else None,
+            "budget": self.budget,
+            "history": list(self.history),
+            "importance": dict(self._importance),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         allocator = self.adalora.rankallocator
@@ -175,25 +196,36 @@ class AdaLoraTuner(LoraTuner):
         return {**counts, "trainable": counts["trainable"] - pruned}
 
 
-def check_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
     if ctx.total_steps is not None:
         schedule(cfg, ctx.total_steps)
 
 
-def adalora_ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
     return {t: cfg.init_r for t in plan_targets(model, cfg)[1]}
 
 
-def apply_adalora(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
+def apply(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaLoraTuner:
     from peft import AdaLoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
     total = ctx.total_steps or NOMINAL_STEPS
     tinit, tfinal = schedule(cfg, total)
     config = AdaLoraConfig(
-        init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT, beta1=cfg.beta1,
-        beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=total, lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save,
-        bias="none")
+        init_r=cfg.init_r,
+        target_r=cfg.target_r,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=cfg.deltaT,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        orth_reg_weight=cfg.orth_reg_weight,
+        total_step=total,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     return AdaLoraTuner(inject(model, plan, ctx, config), plan.head, cfg, plan.targets, total)

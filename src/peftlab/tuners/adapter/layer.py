@@ -33,8 +33,9 @@ class Bottleneck(nn.Module):
 
 
 class AdapterLayer(nn.Module):
-    def __init__(self, base_layer: nn.Module, dim: int, bottleneck: int, act: type[nn.Module], parallel: bool,
-                 scale: float = 1.0):
+    def __init__(
+        self, base_layer: nn.Module, dim: int, bottleneck: int, act: type[nn.Module], parallel: bool, scale: float = 1.0
+    ):
         super().__init__()
         weight = next(base_layer.parameters())
         self.base_layer = base_layer

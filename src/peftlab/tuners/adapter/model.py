@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.base import Tuner, TunerContext
+from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.timm_vit import check_timm_vit
 
 # where each method puts its adapters in a timm Block, whether in parallel, and its nonlinearity
-PLACEMENTS = {"houlsby": (("attn", "mlp"), False, nn.GELU), "pfeiffer": (("mlp",), False, nn.ReLU),
-              "adaptformer": (("mlp",), True, nn.ReLU)}
+PLACEMENTS = {
+    "houlsby": (("attn", "mlp"), False, nn.GELU),
+    "pfeiffer": (("mlp",), False, nn.ReLU),
+    "adaptformer": (("mlp",), True, nn.ReLU),
+}
 
 
 class AdapterTuner(Tuner):
@@ -38,17 +42,18 @@ class AdapterTuner(Tuner):
         return None  # a nonlinearity inside each adapter: nothing folds into the base weights
 
 
-def check_adapter(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, cfg.name)
 
 
-def apply_adapter(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTuner:
+def apply(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTuner:
     head = head_prefix(model)
     places, parallel, act = PLACEMENTS[cfg.name]
     scale = cfg.scale if isinstance(cfg, AdaptFormerConfig) else 1.0
     model.requires_grad_(False)
     names = [f"blocks.{i}.{place}" for i in range(len(model.blocks)) for place in places]
-    replace_modules(model, names, lambda module: AdapterLayer(module, model.embed_dim, cfg.bottleneck, act,
-                                                              parallel, scale))
+    replace_modules(
+        model, names, lambda module: AdapterLayer(module, model.embed_dim, cfg.bottleneck, act, parallel, scale)
+    )
     model.get_submodule(head).requires_grad_(True)
     return AdapterTuner(model, head, cfg.name)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig, check_steps
+from peftlab.config_checks import check_field, check_steps
+from peftlab.tuners.targets import TargetsConfig
 
 IMPORTANCES = ("magnitude", "grad_norm", "fisher", "sensitivity")
 ALLOCATIONS = ("proportional", "threshold", "top_k")
@@ -40,8 +40,12 @@ class AdaptiveConfig(TargetsConfig):
         super().__post_init__()
         check_field(self.r >= 1, "method.r", self.r, "an integer >= 1")
         check_field(self.min_rank >= 1, "method.min_rank", self.min_rank, "an integer >= 1")
-        check_field(self.max_rank is None or self.max_rank >= max(self.min_rank, self.r), "method.max_rank",
-                    self.max_rank, f"null or an integer >= method.r ({self.r}) and >= method.min_rank ({self.min_rank})")
+        check_field(
+            self.max_rank is None or self.max_rank >= max(self.min_rank, self.r),
+            "method.max_rank",
+            self.max_rank,
+            f"null or an integer >= method.r ({self.r}) and >= method.min_rank ({self.min_rank})",
+        )
         check_field(self.budget is None or self.budget >= 1, "method.budget", self.budget, "null or an integer >= 1")
         check_field(0.0 < self.quantile < 1.0, "method.quantile", self.quantile, "a number in (0, 1)")
         check_field(self.top_k is None or self.top_k >= 1, "method.top_k", self.top_k, "null or an integer >= 1")

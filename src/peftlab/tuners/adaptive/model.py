@@ -33,11 +33,11 @@ import zlib
 import torch
 from torch import nn
 
+from peftlab.config_checks import resolve_steps
 from peftlab.errors import ConfigError
 from peftlab.tuners import ranks as allocate
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.lora.config import resolve_steps
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
 
@@ -52,8 +52,10 @@ def check_budget(cfg: AdaptiveConfig, n_modules: int) -> None:
     budget = budget_of(cfg, n_modules)
     allocate.check_budget(budget, n_modules, cfg.min_rank, cfg.built_rank, "method.budget")
     if budget > n_modules * cfg.built_rank:
-        raise ConfigError(f"method.budget={budget} exceeds max_rank x adapted modules = "
-                          f"{cfg.built_rank} x {n_modules}; raise method.max_rank or lower the budget")
+        raise ConfigError(
+            f"method.budget={budget} exceeds max_rank x adapted modules = "
+            f"{cfg.built_rank} x {n_modules}; raise method.max_rank or lower the budget"
+        )
 
 
 class Schedule:
@@ -64,8 +66,10 @@ class Schedule:
         self.interval = max(1, resolve_steps(cfg.interval, total_steps, "method.interval"))
         self.final = resolve_steps(cfg.final_step, total_steps, "method.final_step")
         if not self.warmup <= self.final <= total_steps:
-            raise ConfigError(f"method.warmup ({self.warmup} steps) <= method.final_step ({self.final}) <= the run's "
-                              f"{total_steps} steps is required")
+            raise ConfigError(
+                f"method.warmup ({self.warmup} steps) <= method.final_step ({self.final}) <= the run's "
+                f"{total_steps} steps is required"
+            )
 
     def due(self, step: int) -> bool:
         return self.warmup <= step <= self.final and (step - self.warmup) % self.interval == 0
@@ -74,8 +78,7 @@ class Schedule:
 class AdaptiveTuner(LoraTuner):
     name = "adaptive"
 
-    def __init__(self, model: nn.Module, head: str, cfg: AdaptiveConfig, targets: list[str],
-                 total_steps: int | None):
+    def __init__(self, model: nn.Module, head: str, cfg: AdaptiveConfig, targets: list[str], total_steps: int | None):
         super().__init__(model, head, {t: cfg.built_rank for t in targets}, "adaptive")
         self.cfg = cfg
         self.targets = targets
@@ -164,8 +167,15 @@ class AdaptiveTuner(LoraTuner):
         for module, rank in zip(self.targets, new):
             self._set_rank(module, rank, step)
         for module, value in zip(self.targets, values):
-            self.history.append({"kind": "rank", "step": step, "module": module, "importance": value,
-                                 "rank": int(self.masks[module].sum())})
+            self.history.append(
+                {
+                    "kind": "rank",
+                    "step": step,
+                    "module": module,
+                    "importance": value,
+                    "rank": int(self.masks[module].sum()),
+                }
+            )
 
     def _set_rank(self, module: str, rank: int, step: int) -> None:
         mask = self.masks[module]
@@ -175,14 +185,14 @@ class AdaptiveTuner(LoraTuner):
             if rank < active:  # prune the weakest active ranks
                 strength = b.norm(dim=0) * a.norm(dim=1)
                 strength[~mask] = math.inf
-                drop = torch.argsort(strength, stable=True)[:active - rank]
+                drop = torch.argsort(strength, stable=True)[: active - rank]
                 mask[drop] = False
                 a[drop] = 0
                 b[:, drop] = 0
                 self._zero_moments(a, drop, dim=0)
                 self._zero_moments(b, drop, dim=1)
             elif rank > active:  # revive masked ranks: fresh A rows, zero B columns
-                back = torch.nonzero(~mask).flatten()[:rank - active]
+                back = torch.nonzero(~mask).flatten()[: rank - active]
                 mask[back] = True
                 seed = zlib.crc32(f"{module}:{step}".encode())
                 generator = torch.Generator().manual_seed(seed)
@@ -209,15 +219,24 @@ class AdaptiveTuner(LoraTuner):
 
     def ranks(self) -> dict:
         final = self.current_ranks()
-        return {"strategy": f"adaptive:{self.cfg.importance}/{self.cfg.allocation}", "sum": sum(final.values()),
-                "modules": len(final), "budget": self.budget,
-                "initial": {t: self.cfg.built_rank for t in self.targets}, "final": final,
-                "peft_rank_pattern": {re.escape(m): r for m, r in final.items()},
-                "peft_alpha_pattern": {re.escape(m): self.cfg.lora_alpha * r / self.cfg.r for m, r in final.items()}}
+        return {
+            "strategy": f"adaptive:{self.cfg.importance}/{self.cfg.allocation}",
+            "sum": sum(final.values()),
+            "modules": len(final),
+            "budget": self.budget,
+            "initial": {t: self.cfg.built_rank for t in self.targets},
+            "final": final,
+            "peft_rank_pattern": {re.escape(m): r for m, r in final.items()},
+            "peft_alpha_pattern": {re.escape(m): self.cfg.lora_alpha * r / self.cfg.r for m, r in final.items()},
+        }
 
     def state_dict(self) -> dict:
-        return {"masks": {m: mask.clone() for m, mask in self.masks.items()}, "scores": dict(self.scores),
-                "sens": {m: [t.clone() for t in v] for m, v in self.sens.items()}, "history": list(self.history)}
+        return {
+            "masks": {m: mask.clone() for m, mask in self.masks.items()},
+            "scores": dict(self.scores),
+            "sens": {m: [t.clone() for t in v] for m, v in self.sens.items()},
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for module, mask in state["masks"].items():
@@ -255,8 +274,9 @@ class AdaptiveTuner(LoraTuner):
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters that the kept ranks hold (plus the head)."""
         counts = super().parameter_counts()
-        pruned = sum((self.cfg.built_rank - int(self.masks[m].sum())) * sum(s for s in self._sizes(m))
-                     for m in self.targets)
+        pruned = sum(
+            (self.cfg.built_rank - int(self.masks[m].sum())) * sum(s for s in self._sizes(m)) for m in self.targets
+        )
         return {**counts, "trainable": counts["trainable"] - pruned}
 
     def _sizes(self, module: str) -> tuple[int, int]:
@@ -264,24 +284,30 @@ class AdaptiveTuner(LoraTuner):
         return a.shape[1], b.shape[0]
 
 
-def check_adaptive(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> None:
     _, targets = plan_targets(model, cfg)
     check_budget(cfg, len(targets))
     if ctx.total_steps is not None:
         Schedule(cfg, ctx.total_steps)
 
 
-def adaptive_ranks(model: nn.Module, cfg: AdaptiveConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: AdaptiveConfig) -> dict[str, int]:
     return {t: cfg.built_rank for t in plan_targets(model, cfg)[1]}
 
 
-def apply_adaptive(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> AdaptiveTuner:
+def apply(model: nn.Module, cfg: AdaptiveConfig, ctx: TunerContext) -> AdaptiveTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
     check_budget(cfg, len(plan.targets))
     built = cfg.built_rank
-    config = LoraConfig(r=built, lora_alpha=cfg.lora_alpha * built / cfg.r,  # scaling lora_alpha / r at any rank
-                        lora_dropout=cfg.lora_dropout, init_lora_weights=True if cfg.init == "default" else cfg.init,
-                        target_modules=plan.target_modules, modules_to_save=plan.modules_to_save, bias="none")
+    config = LoraConfig(
+        r=built,
+        lora_alpha=cfg.lora_alpha * built / cfg.r,  # scaling lora_alpha / r at any rank
+        lora_dropout=cfg.lora_dropout,
+        init_lora_weights=True if cfg.init == "default" else cfg.init,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     return AdaptiveTuner(inject(model, plan, ctx, config), plan.head, cfg, plan.targets, ctx.total_steps)

@@ -10,5 +10,6 @@ from peftlab.config_sections import MethodConfig
 class BitFitConfig(MethodConfig):
     name: str = "bitfit"
     quantizable: ClassVar[bool] = False
-    unquantizable_reason: ClassVar[str] = ("which trains the base's own biases in place (not supported on a "
-                                           "quantized base)")
+    unquantizable_reason: ClassVar[str] = (
+        "which trains the base's own biases in place (not supported on a quantized base)"
+    )

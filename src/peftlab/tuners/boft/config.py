@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,17 @@ class BOFTMethodConfig(ModulesConfig):
         super().__post_init__()
         check_field(self.boft_block_size >= 0, "method.boft_block_size", self.boft_block_size, "an integer >= 0")
         check_field(self.boft_block_num >= 0, "method.boft_block_num", self.boft_block_num, "an integer >= 0")
-        check_field((self.boft_block_num == 0) != (self.boft_block_size == 0), "method.boft_block_size",
-                    self.boft_block_size, f"0 when method.boft_block_num is set ({self.boft_block_num}), and > 0 "
-                                          "when it is 0 (blocks x block size = in_features)")
-        check_field(self.boft_n_butterfly_factor >= 1, "method.boft_n_butterfly_factor", self.boft_n_butterfly_factor,
-                    "an integer >= 1")
+        check_field(
+            (self.boft_block_num == 0) != (self.boft_block_size == 0),
+            "method.boft_block_size",
+            self.boft_block_size,
+            f"0 when method.boft_block_num is set ({self.boft_block_num}), and > 0 "
+            "when it is 0 (blocks x block size = in_features)",
+        )
+        check_field(
+            self.boft_n_butterfly_factor >= 1,
+            "method.boft_n_butterfly_factor",
+            self.boft_n_butterfly_factor,
+            "an integer >= 1",
+        )
         check_field(0.0 <= self.boft_dropout < 1.0, "method.boft_dropout", self.boft_dropout, "a value in [0, 1)")

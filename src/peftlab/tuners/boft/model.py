@@ -55,37 +55,52 @@ def butterfly_available() -> bool:
     return bool(get_fbd_cuda())
 
 
-def check_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> None:
     """What PEFT refuses with a ValueError naming its own fields (a block size that does not divide
     in_features, PEFT's butterfly rule), in peftlab's words; and a butterfly PEFT would silently drop."""
     factors = cfg.boft_n_butterfly_factor
     if factors > 1 and not butterfly_available():
-        raise ConfigError(f"method.boft_n_butterfly_factor={factors} is invalid: expected 1 on this machine: PEFT "
-                          "builds more butterfly factors only with its CUDA extension fbd_cuda, which does not load "
-                          "here (PEFT would silently use 1)")
-    field, value = (("method.boft_block_size", cfg.boft_block_size) if cfg.boft_block_size
-                    else ("method.boft_block_num", cfg.boft_block_num))
+        raise ConfigError(
+            f"method.boft_n_butterfly_factor={factors} is invalid: expected 1 on this machine: PEFT "
+            "builds more butterfly factors only with its CUDA extension fbd_cuda, which does not load "
+            "here (PEFT would silently use 1)"
+        )
+    field, value = (
+        ("method.boft_block_size", cfg.boft_block_size)
+        if cfg.boft_block_size
+        else ("method.boft_block_num", cfg.boft_block_num)
+    )
     _, targets = plan_targets(model, cfg)
     for name in targets:
         in_features = in_features_of(model, name)
         if in_features % value:
-            raise ConfigError(f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
-                              f"of every adapted module ({name})")
+            raise ConfigError(
+                f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
+                f"of every adapted module ({name})"
+            )
         size = cfg.boft_block_size or in_features // cfg.boft_block_num
         if factors > 1 and (size % 2 or in_features % (size * 2 ** (factors - 1))):
-            raise ConfigError(f"method.boft_n_butterfly_factor={factors} is invalid: expected an even block size "
-                              f"({size}) that times 2^{factors - 1} divides the input width {in_features} of every "
-                              f"adapted module ({name}), PEFT's butterfly rule")
+            raise ConfigError(
+                f"method.boft_n_butterfly_factor={factors} is invalid: expected an even block size "
+                f"({size}) that times 2^{factors - 1} divides the input width {in_features} of every "
+                f"adapted module ({name}), PEFT's butterfly rule"
+            )
 
 
-def apply_boft(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BOFTTuner:
+def apply(model: nn.Module, cfg: BOFTMethodConfig, ctx: TunerContext) -> BOFTTuner:
     from peft import BOFTConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = BOFTConfig(boft_block_size=cfg.boft_block_size, boft_block_num=cfg.boft_block_num,
-                        boft_n_butterfly_factor=cfg.boft_n_butterfly_factor, boft_dropout=cfg.boft_dropout,
-                        init_weights=True, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save,
-                        bias="none")
+    config = BOFTConfig(
+        boft_block_size=cfg.boft_block_size,
+        boft_block_num=cfg.boft_block_num,
+        boft_n_butterfly_factor=cfg.boft_n_butterfly_factor,
+        boft_dropout=cfg.boft_dropout,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     no_fbd_cuda_without_cuda()
     with torch.device("cpu"):  # not meta: PEFT indexes with tensors it makes on the default device (see above)
         return BOFTTuner(inject(model, plan, ctx, config), plan.head)

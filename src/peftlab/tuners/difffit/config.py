@@ -10,5 +10,7 @@ from peftlab.config_sections import MethodConfig
 class DiffFitConfig(MethodConfig):
     name: str = "difffit"
     quantizable: ClassVar[bool] = False
-    unquantizable_reason: ClassVar[str] = ("which trains the base's own biases and LayerNorms in place and folds its "
-                                           "scales into base weights (not supported on a quantized base)")
+    unquantizable_reason: ClassVar[str] = (
+        "which trains the base's own biases and LayerNorms in place and folds its "
+        "scales into base weights (not supported on a quantized base)"
+    )

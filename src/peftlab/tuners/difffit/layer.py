@@ -23,8 +23,9 @@ class DiffFitLayer(nn.Module):
         self.base_layer = base_layer
         self.output = output  # the branch's last Linear, where gamma folds: "proj" (attn) or "fc2" (mlp)
         linear = getattr(base_layer, output)
-        self.difffit_gamma = nn.Parameter(torch.ones(linear.out_features, device=linear.weight.device,
-                                                     dtype=linear.weight.dtype))
+        self.difffit_gamma = nn.Parameter(
+            torch.ones(linear.out_features, device=linear.weight.device, dtype=linear.weight.dtype)
+        )
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return self.base_layer(x, *args, **kwargs) * self.difffit_gamma

@@ -22,13 +22,13 @@ import copy
 
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix, is_head_param
-from peftlab.tuners.bitfit.model import SelectiveTuner, is_bias, selected_names, train_only
+from peftlab.tuners.base import TunerContext, is_head_param
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
-from peftlab.tuners.ln.model import is_layernorm_affine
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.modules import replace_modules
+from peftlab.tuners.selective import SelectiveTuner, is_bias, is_layernorm_affine, selected_names, train_only
 from peftlab.tuners.timm_vit import check_timm_vit
 
 BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in
@@ -40,8 +40,11 @@ class DiffFitTuner(SelectiveTuner):
 
     def trained_in_place(self) -> dict[str, nn.Parameter]:
         """The biases and LayerNorms, trained where they are (as BitFit's and LN's): the adapter is the gammas."""
-        return {n: p for n, p in self.trainable_parameters().items()
-                if not is_head_param(n, self.head) and not n.endswith(".difffit_gamma")}
+        return {
+            n: p
+            for n, p in self.trainable_parameters().items()
+            if not is_head_param(n, self.head) and not n.endswith(".difffit_gamma")
+        }
 
     def merged_model(self, quantized: bool = False) -> nn.Module:
         model = copy.deepcopy(self.model)
@@ -51,22 +54,30 @@ class DiffFitTuner(SelectiveTuner):
 
 
 def is_difffit_trained(module_name: str, module: nn.Module, param_name: str) -> bool:
-    return (param_name == "difffit_gamma" or is_bias(module_name, module, param_name)
-            or is_layernorm_affine(module_name, module, param_name))
+    return (
+        param_name == "difffit_gamma"
+        or is_bias(module_name, module, param_name)
+        or is_layernorm_affine(module_name, module, param_name)
+    )
 
 
-def check_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "difffit")
     for i, block in enumerate(model.blocks):
         for branch, output in BRANCHES.items():
             if not isinstance(getattr(getattr(block, branch), output, None), nn.Linear):
-                raise ConfigError(f"method.name='difffit' folds its scale into blocks.{i}.{branch}.{output}, which is "
-                                  f"not an nn.Linear in {type(getattr(block, branch)).__name__}")
+                raise ConfigError(
+                    f"method.name='difffit' folds its scale into blocks.{i}.{branch}.{output}, which is "
+                    f"not an nn.Linear in {type(getattr(block, branch)).__name__}"
+                )
 
 
-def apply_difffit(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:
+def apply(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:
     for branch, output in BRANCHES.items():
-        replace_modules(model, [f"blocks.{i}.{branch}" for i in range(len(model.blocks))],
-                        lambda module, output=output: DiffFitLayer(module, output))
+        replace_modules(
+            model,
+            [f"blocks.{i}.{branch}" for i in range(len(model.blocks))],
+            lambda module, output=output: DiffFitLayer(module, output),
+        )
     train_only(model, selected_names(model, is_difffit_trained))
     return DiffFitTuner(model, head_prefix(model))

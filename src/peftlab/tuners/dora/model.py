@@ -14,7 +14,7 @@ from torch import nn
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.dora.config import DoraConfig
 from peftlab.tuners.lora.config import lora_config_kwargs, module_ranks
-from peftlab.tuners.lora.model import LoraTuner, check_lora, lora_ranks
+from peftlab.tuners.lora.model import LoraTuner, check, ranks  # noqa: F401 (checked and planned as LoRA: the registry finds them here)
 from peftlab.tuners.peft_injection import inject, plan_injection
 
 
@@ -22,15 +22,7 @@ class DoraTuner(LoraTuner):
     name = "dora"
 
 
-def check_dora(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> None:
-    check_lora(model, cfg, ctx)
-
-
-def dora_ranks(model: nn.Module, cfg: DoraConfig) -> dict[str, int]:
-    return lora_ranks(model, cfg)
-
-
-def apply_dora(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:
+def apply(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

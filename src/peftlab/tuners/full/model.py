@@ -2,7 +2,8 @@
 
 from torch import nn
 
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.full.config import FullConfig
 
 
@@ -10,10 +11,10 @@ class FullTuner(Tuner):
     name = "full"
 
 
-def check_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> None:
     return None  # a quantized base is refused by the config itself (FullConfig.quantizable)
 
 
-def apply_full(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> FullTuner:
+def apply(model: nn.Module, cfg: FullConfig, ctx: TunerContext) -> FullTuner:
     model.requires_grad_(True)
     return FullTuner(model, head_prefix(model))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field, check_regex
-from peftlab.tuners.lora.config import TIMM_PRESETS, ModulesConfig
+from peftlab.tuners.targets import TIMM_PRESETS, ModulesConfig
 
 # the paper's places: k and v of the split qkv, and fc2 (rescaled on its input, see feedforward_modules)
 IA3_STANDARD = [r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]
@@ -20,8 +20,7 @@ class IA3MethodConfig(ModulesConfig):
     name: str = "ia3"
     quantizable: ClassVar[bool] = False
     unquantizable_reason: ClassVar[str] = "which peftlab has not tested on a bitsandbytes base (use lora or dora)"
-    timm_presets: ClassVar[dict[str, list[str]]] = {"standard": IA3_STANDARD,
-                                                    "all-linear": TIMM_PRESETS["all-linear"]}
+    timm_presets: ClassVar[dict[str, list[str]]] = {"standard": IA3_STANDARD, "all-linear": TIMM_PRESETS["all-linear"]}
     hf_presets: ClassVar[dict[str, list[str]]] = {}
     presets_help: ClassVar[str] = "standard (k, v and fc2, the paper's places), all-linear"
     # a preset (standard = k, v, fc2, the paper's places; all-linear) or a list of module names / anchored regexes
@@ -31,7 +30,11 @@ class IA3MethodConfig(ModulesConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_field(isinstance(self.feedforward_modules, tuple), "method.feedforward_modules",
-                    self.feedforward_modules, "a list of module names/regexes (may be empty)")
+        check_field(
+            isinstance(self.feedforward_modules, tuple),
+            "method.feedforward_modules",
+            self.feedforward_modules,
+            "a list of module names/regexes (may be empty)",
+        )
         for pattern in self.feedforward_modules:
             check_regex("method.feedforward_modules", pattern)

@@ -16,7 +16,7 @@ from torch import nn
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ia3.config import IA3MethodConfig
-from peftlab.tuners.lora.layer import SplitQKV
+from peftlab.tuners.modules import SplitQKV
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
 
 
@@ -45,11 +45,15 @@ class IA3Tuner(PeftTuner):
         for parent, parts in slices.items():
             split = inner.get_submodule(parent)
             state[f"base_model.model.{parent}.ia3_l"] = torch.cat(
-                [parts[p] if p in parts else torch.ones(getattr(split, p).out_features, 1) for p in ("q", "k", "v")])
+                [parts[p] if p in parts else torch.ones(getattr(split, p).out_features, 1) for p in ("q", "k", "v")]
+            )
             targets.append(parent)
         config = self.model.peft_config[self.model.active_adapter].to_dict()
-        config.update(target_modules="|".join(re.escape(t) for t in targets),
-                      feedforward_modules="|".join(re.escape(t) for t in feedforward) or [], inference_mode=True)
+        config.update(
+            target_modules="|".join(re.escape(t) for t in targets),
+            feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
+            inference_mode=True,
+        )
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
 
 
@@ -59,22 +63,27 @@ def feedforward_targets(cfg: IA3MethodConfig, targets: list[str]) -> list[str]:
     for pattern in cfg.feedforward_modules:
         hits = [t for t in targets if re.fullmatch(pattern, t)]
         if not hits:
-            raise ConfigError(f"method.feedforward_modules entry {pattern!r} matches no adapted module "
-                              f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})")
+            raise ConfigError(
+                f"method.feedforward_modules entry {pattern!r} matches no adapted module "
+                f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})"
+            )
         found.extend(h for h in hits if h not in found)
     return found
 
 
-def check_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
     feedforward_targets(cfg, plan_targets(model, cfg)[1])
 
 
-def apply_ia3(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
+def apply(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
     from peft import IA3Config  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
     feedforward = feedforward_targets(cfg, plan.targets)
-    config = IA3Config(target_modules=plan.target_modules, init_ia3_weights=True,
-                       feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
-                       modules_to_save=plan.modules_to_save)
+    config = IA3Config(
+        target_modules=plan.target_modules,
+        init_ia3_weights=True,
+        feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
+        modules_to_save=plan.modules_to_save,
+    )
     return IA3Tuner(inject(model, plan, ctx, config), plan.head)

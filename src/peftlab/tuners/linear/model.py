@@ -2,8 +2,9 @@
 
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.quant import quantize_base
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.linear.config import LinearConfig
 
 
@@ -11,11 +12,11 @@ class LinearTuner(Tuner):
     name = "linear"
 
 
-def check_linear(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> None:
     return None
 
 
-def apply_linear(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> LinearTuner:
+def apply(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> LinearTuner:
     head = head_prefix(model)
     quantize_base(model, ctx.quant, ctx.device)
     model.requires_grad_(False)

@@ -10,5 +10,6 @@ from peftlab.config_sections import MethodConfig
 class LayerNormConfig(MethodConfig):
     name: str = "ln"
     quantizable: ClassVar[bool] = False
-    unquantizable_reason: ClassVar[str] = ("which trains the base's own LayerNorms in place (not supported on a "
-                                           "quantized base)")
+    unquantizable_reason: ClassVar[str] = (
+        "which trains the base's own LayerNorms in place (not supported on a quantized base)"
+    )

@@ -3,26 +3,24 @@
 
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import TunerContext, head_prefix
-from peftlab.tuners.bitfit.model import SelectiveTuner, selected_names, train_only
+from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ln.config import LayerNormConfig
+from peftlab.tuners.selective import SelectiveTuner, is_layernorm_affine, selected_names, train_only
 
 
 class LayerNormTuner(SelectiveTuner):
     name = "ln"
 
 
-def is_layernorm_affine(module_name: str, module: nn.Module, param_name: str) -> bool:
-    return isinstance(module, nn.LayerNorm) and param_name in ("weight", "bias")
-
-
-def check_ln(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> None:
     if not selected_names(model, is_layernorm_affine):
-        raise ConfigError(f"method.name='ln' needs a model with affine LayerNorms; {type(model).__name__} has none "
-                          "outside the head")
+        raise ConfigError(
+            f"method.name='ln' needs a model with affine LayerNorms; {type(model).__name__} has none outside the head"
+        )
 
 
-def apply_ln(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> LayerNormTuner:
+def apply(model: nn.Module, cfg: LayerNormConfig, ctx: TunerContext) -> LayerNormTuner:
     train_only(model, selected_names(model, is_layernorm_affine))
     return LayerNormTuner(model, head_prefix(model))

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,25 @@ class LoHaTuner(PeftTuner):
     name = "loha"
 
 
-def check_loha(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def loha_ranks(model: nn.Module, cfg: LoHaMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: LoHaMethodConfig) -> dict[str, int]:
     return {t: cfg.r for t in plan_targets(model, cfg)[1]}
 
 
-def apply_loha(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTuner:
+def apply(model: nn.Module, cfg: LoHaMethodConfig, ctx: TunerContext) -> LoHaTuner:
     from peft import LoHaConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
-                        init_weights=True, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save)
+    config = LoHaConfig(
+        r=cfg.r,
+        alpha=cfg.alpha,
+        rank_dropout=cfg.rank_dropout,
+        module_dropout=cfg.module_dropout,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+    )
     return LoHaTuner(inject(model, plan, ctx, config), plan.head)

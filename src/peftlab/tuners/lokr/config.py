@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from peftlab.config_checks import check_field
 from peftlab.tuners.loha.config import check_rank_options
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)
@@ -24,5 +24,9 @@ class LoKrMethodConfig(ModulesConfig):
     def __post_init__(self):
         super().__post_init__()
         check_rank_options(self)
-        check_field(self.decompose_factor == -1 or self.decompose_factor > 0, "method.decompose_factor",
-                    self.decompose_factor, "-1 or an integer > 0")
+        check_field(
+            self.decompose_factor == -1 or self.decompose_factor > 0,
+            "method.decompose_factor",
+            self.decompose_factor,
+            "-1 or an integer > 0",
+        )

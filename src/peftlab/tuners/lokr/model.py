@@ -20,15 +20,23 @@ class LoKrTuner(PeftTuner):
     name = "lokr"
 
 
-def check_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def apply_lokr(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> LoKrTuner:
+def apply(model: nn.Module, cfg: LoKrMethodConfig, ctx: TunerContext) -> LoKrTuner:
     from peft import LoKrConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = LoKrConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,
-                        decompose_both=cfg.decompose_both, decompose_factor=cfg.decompose_factor, init_weights=True,
-                        target_modules=plan.target_modules, modules_to_save=plan.modules_to_save)
+    config = LoKrConfig(
+        r=cfg.r,
+        alpha=cfg.alpha,
+        rank_dropout=cfg.rank_dropout,
+        module_dropout=cfg.module_dropout,
+        decompose_both=cfg.decompose_both,
+        decompose_factor=cfg.decompose_factor,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+    )
     return LoKrTuner(inject(model, plan, ctx, config), plan.head)

@@ -1,7 +1,7 @@
 """LoRA via PEFT on timm and HF vision transformers.
 
 Injection: PEFT's ``LoraConfig`` through the one path of the PEFT-backed tuners
-(peft_injection.py): split timm's fused ``qkv`` where a q/k/v slice is targeted (layer.py),
+(peft_injection.py): split timm's fused ``qkv`` where a q/k/v slice is targeted (tuners/modules.py),
 quantize the base when ``quant.mode`` asks for it (peftlab.quant), ``peft.get_peft_model``
 with an exact list of target modules, the head in ``modules_to_save``. Merge: PEFT's
 ``merge_and_unload`` on a copy, then fuse the q/k/v Linears back into one ``qkv`` so the result
@@ -27,7 +27,7 @@ from peftlab.backbones import HFLogits
 from peftlab.quant import dequantized_linear, dequantized_weight, is_quantized_linear
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, lora_config_kwargs, module_ranks
-from peftlab.tuners.lora.layer import SplitQKV, replace_modules
+from peftlab.tuners.modules import SplitQKV, replace_modules
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
 
 
@@ -40,8 +40,12 @@ class LoraTuner(PeftTuner):
         self.strategy = strategy
 
     def ranks(self) -> dict | None:
-        return {"strategy": self.strategy, "sum": sum(self._ranks.values()), "modules": len(self._ranks),
-                "final": dict(self._ranks)}
+        return {
+            "strategy": self.strategy,
+            "sum": sum(self._ranks.values()),
+            "modules": len(self._ranks),
+            "final": dict(self._ranks),
+        }
 
     def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """The adapter as plain PEFT LoRA on the unmodified base: (adapter_config.json, weights).
@@ -92,21 +96,30 @@ class LoraTuner(PeftTuner):
             b_all = a_all.new_zeros(out_features, a_all.shape[0])
             column = 0
             for a, b, offset in kept:
-                b_all[offset:offset + b.shape[0], column:column + a.shape[0]] = b
+                b_all[offset : offset + b.shape[0], column : column + a.shape[0]] = b
                 column += a.shape[0]
             key = f"base_model.model.{name.removeprefix(strip)}"
             state[f"{key}.lora_A.weight"] = a_all.contiguous()
             state[f"{key}.lora_B.weight"] = b_all.contiguous()
             if name in magnitudes:
-                state[f"{key}.lora_magnitude_vector"] = fused_magnitude(inner.get_submodule(name), a_all, b_all,
-                                                                         magnitudes[name])
+                state[f"{key}.lora_magnitude_vector"] = fused_magnitude(
+                    inner.get_submodule(name), a_all, b_all, magnitudes[name]
+                )
             ranks[name.removeprefix(strip)] = a_all.shape[0]
         r = max(ranks.values(), default=1)
         escaped = {re.escape(n): rank for n, rank in ranks.items()}
-        config = LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, target_modules="|".join(escaped) or None,
-                            rank_pattern=escaped, alpha_pattern={k: float(v) for k, v in escaped.items()},
-                            modules_to_save=[h.rpartition(".")[2] for h in heads] or None, bias="none",
-                            use_dora=bool(magnitudes), inference_mode=True)
+        config = LoraConfig(
+            r=r,
+            lora_alpha=r,
+            lora_dropout=0.0,
+            target_modules="|".join(escaped) or None,
+            rank_pattern=escaped,
+            alpha_pattern={k: float(v) for k, v in escaped.items()},
+            modules_to_save=[h.rpartition(".")[2] for h in heads] or None,
+            bias="none",
+            use_dora=bool(magnitudes),
+            inference_mode=True,
+        )
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}, state
 
     def merge(self, peft_model: nn.Module, quantized: bool) -> nn.Module:
@@ -157,16 +170,20 @@ def base_weight(module: nn.Module) -> torch.Tensor:
     return dequantized_weight(layer) if is_quantized_linear(layer) else layer.weight.detach().float()
 
 
-def fused_magnitude(module: nn.Module, a: torch.Tensor, b: torch.Tensor,
-                    parts: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+def fused_magnitude(
+    module: nn.Module, a: torch.Tensor, b: torch.Tensor, parts: list[tuple[torch.Tensor, int]]
+) -> torch.Tensor:
     """DoRA's magnitude for ``module`` (a SplitQKV: the fused qkv) under update B @ A: each adapted
     part's own rows; elsewhere the row norm of W + B @ A, so the factor is 1 there."""
-    weight = torch.cat([base_weight(p) for p in (module.q, module.k, module.v)]) if isinstance(module, SplitQKV) \
+    weight = (
+        torch.cat([base_weight(p) for p in (module.q, module.k, module.v)])
+        if isinstance(module, SplitQKV)
         else base_weight(module)
+    )
     with torch.no_grad():
         magnitude = torch.linalg.norm(weight + b @ a, dim=1)
         for part, offset in parts:
-            magnitude[offset:offset + part.shape[0]] = part
+            magnitude[offset : offset + part.shape[0]] = part
     return magnitude.contiguous()
 
 
@@ -181,8 +198,10 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
                 delta = module.get_delta_weight(adapter).float()
                 if module.use_dora.get(adapter, False):  # DoRA: m / ||W + ΔW|| (W + ΔW), row by row
                     norm = torch.linalg.norm(weight + delta, dim=1, keepdim=True)
-                    delta = module.lora_magnitude_vector[adapter].weight.detach().float()[:, None] / norm \
-                        * (weight + delta) - weight
+                    delta = (
+                        module.lora_magnitude_vector[adapter].weight.detach().float()[:, None] / norm * (weight + delta)
+                        - weight
+                    )
                 weight = weight + delta
             module.base_layer = dequantized_linear(module.get_base_layer(), weight - base)
     model = peft_model.unload()
@@ -193,17 +212,17 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
     return model
 
 
-def check_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
     _, targets = plan_targets(model, cfg)
     module_ranks(cfg, targets)  # a budget the bounds cannot hold, a missing importance file
 
 
-def lora_ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
+def ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
     return module_ranks(cfg, plan_targets(model, cfg)[1])
 
 
-def apply_lora(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
+def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)

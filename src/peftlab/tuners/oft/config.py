@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,11 @@ class OFTMethodConfig(ModulesConfig):
         super().__post_init__()
         check_field(self.oft_block_size >= 0, "method.oft_block_size", self.oft_block_size, "an integer >= 0")
         check_field(self.r >= 0, "method.r", self.r, "an integer >= 0")
-        check_field((self.r == 0) != (self.oft_block_size == 0), "method.oft_block_size", self.oft_block_size,
-                    f"0 when method.r is set ({self.r}), and > 0 when it is 0 (r x block size = in_features)")
-        check_field(0.0 <= self.module_dropout < 1.0, "method.module_dropout", self.module_dropout,
-                    "a value in [0, 1)")
+        check_field(
+            (self.r == 0) != (self.oft_block_size == 0),
+            "method.oft_block_size",
+            self.oft_block_size,
+            f"0 when method.r is set ({self.r}), and > 0 when it is 0 (r x block size = in_features)",
+        )
+        check_field(0.0 <= self.module_dropout < 1.0, "method.module_dropout", self.module_dropout, "a value in [0, 1)")
         check_field(self.eps > 0, "method.eps", self.eps, "a number > 0")

@@ -20,15 +20,17 @@ class OFTTuner(PeftTuner):
     name = "oft"
 
 
-def check_oft(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> None:
     """PEFT quietly changes a block size that does not divide in_features; peftlab refuses it."""
     _, targets = plan_targets(model, cfg)
     for name in targets:
         in_features = in_features_of(model, name)
         field, value = ("method.oft_block_size", cfg.oft_block_size) if cfg.oft_block_size else ("method.r", cfg.r)
         if in_features % value:
-            raise ConfigError(f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
-                              f"of every adapted module ({name})")
+            raise ConfigError(
+                f"{field}={value} is invalid: expected a divisor of the input width {in_features} "
+                f"of every adapted module ({name})"
+            )
 
 
 def in_features_of(model: nn.Module, name: str) -> int:
@@ -39,11 +41,20 @@ def in_features_of(model: nn.Module, name: str) -> int:
         return model.get_submodule(name.rpartition(".")[0]).in_features
 
 
-def apply_oft(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner:
+def apply(model: nn.Module, cfg: OFTMethodConfig, ctx: TunerContext) -> OFTTuner:
     from peft import OFTConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = OFTConfig(r=cfg.r, oft_block_size=cfg.oft_block_size, module_dropout=cfg.module_dropout, coft=cfg.coft,
-                       eps=cfg.eps, block_share=cfg.block_share, init_weights=True,
-                       target_modules=plan.target_modules, modules_to_save=plan.modules_to_save, bias="none")
+    config = OFTConfig(
+        r=cfg.r,
+        oft_block_size=cfg.oft_block_size,
+        module_dropout=cfg.module_dropout,
+        coft=cfg.coft,
+        eps=cfg.eps,
+        block_share=cfg.block_share,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     return OFTTuner(inject(model, plan, ctx, config), plan.head)

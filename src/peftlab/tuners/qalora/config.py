@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import TargetsConfig
+from peftlab.tuners.targets import TargetsConfig
 
 FORMATS = ("int2", "int3", "int4", "int8", "nf4", "fp4")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -30,8 +30,10 @@ class QALoraConfig(TargetsConfig):  # target_modules, lora_alpha, lora_dropout a
     schedule_steps: int | None = None  # None: the whole run (λ reaches 1 at the last step)
 
     quantizable: ClassVar[bool] = False
-    unquantizable_reason: ClassVar[str] = ("which quantizes its own base group-wise (method.format, "
-                                           "method.group_size); bitsandbytes layers cannot absorb the merge")
+    unquantizable_reason: ClassVar[str] = (
+        "which quantizes its own base group-wise (method.format, "
+        "method.group_size); bitsandbytes layers cannot absorb the merge"
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -39,7 +41,15 @@ class QALoraConfig(TargetsConfig):  # target_modules, lora_alpha, lora_dropout a
         check_field(self.format in FORMATS, "method.format", self.format, "one of " + ", ".join(FORMATS))
         check_field(self.group_size > 0, "method.group_size", self.group_size, "an integer > 0")
         check_field(self.schedule in SCHEDULES, "method.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
-        check_field(self.schedule_steps is None or self.schedule_steps > 0, "method.schedule_steps",
-                    self.schedule_steps, "a positive integer or null")
-        check_field(self.schedule_steps is None or self.schedule != "constant", "method.schedule_steps",
-                    self.schedule_steps, "null when method.schedule is constant (λ = 1 throughout)")
+        check_field(
+            self.schedule_steps is None or self.schedule_steps > 0,
+            "method.schedule_steps",
+            self.schedule_steps,
+            "a positive integer or null",
+        )
+        check_field(
+            self.schedule_steps is None or self.schedule != "constant",
+            "method.schedule_steps",
+            self.schedule_steps,
+            "null when method.schedule is constant (λ = 1 throughout)",
+        )

@@ -24,15 +24,23 @@ from peftlab.tuners.qalora import quantizer
 class GroupQuantLinear(nn.Module):
     quantized_base = True  # peftlab.quant.is_quantized_linear: a frozen quantized base layer
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, fmt: str, group_size: int,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        fmt: str,
+        group_size: int,
+        device: torch.device | str | None = None,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.format, self.group_size = fmt, group_size
         groups = in_features // group_size
         per_byte = 8 // quantizer.slot_bits(fmt)
-        self.register_buffer("codes", torch.zeros(-(-in_features * out_features // per_byte), dtype=torch.uint8,
-                                                  device=device))
+        self.register_buffer(
+            "codes", torch.zeros(-(-in_features * out_features // per_byte), dtype=torch.uint8, device=device)
+        )
         self.register_buffer("scales", torch.ones(out_features, groups, device=device))
         self.register_buffer(self.shift_name, torch.zeros(out_features, groups, device=device))
         if not quantizer.is_integer_format(fmt):
@@ -50,8 +58,7 @@ class GroupQuantLinear(nn.Module):
         return getattr(self, self.shift_name)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, fmt: str, group_size: int, keep_float: bool = False
-                    ) -> "GroupQuantLinear":
+    def from_linear(cls, linear: nn.Linear, fmt: str, group_size: int, keep_float: bool = False) -> GroupQuantLinear:
         weight = linear.weight.detach()
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, fmt, group_size, weight.device)
         codes, scales, shifts = quantizer.quantize_groups(weight, fmt, group_size)
@@ -70,8 +77,9 @@ class GroupQuantLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """Q(W), fp32 (out x in)."""
-        return quantizer.dequantize_groups(self.unpacked_codes(), self.scales, self.shifts, self.format,
-                                           getattr(self, "codebook", None))
+        return quantizer.dequantize_groups(
+            self.unpacked_codes(), self.scales, self.shifts, self.format, getattr(self, "codebook", None)
+        )
 
     def weight_in_use(self) -> torch.Tensor:
         quantized = self.dequantized_weight()
@@ -94,8 +102,10 @@ class GroupQuantLinear(nn.Module):
             self.offsets.add_(delta.float())  # s·c[q] + (o + Δ)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"format={self.format}, group_size={self.group_size}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"format={self.format}, group_size={self.group_size}"
+        )
 
 
 class QALoraLinear(nn.Module):
@@ -128,8 +138,14 @@ class QALoraLinear(nn.Module):
     def merged_base(self) -> GroupQuantLinear:
         """The base layer with the update folded into its zeros / offsets (the codes are shared, not copied)."""
         base = self.base_layer
-        merged = GroupQuantLinear(base.in_features, base.out_features, base.bias is not None, base.format,
-                                  base.group_size, device=base.scales.device)
+        merged = GroupQuantLinear(
+            base.in_features,
+            base.out_features,
+            base.bias is not None,
+            base.format,
+            base.group_size,
+            device=base.scales.device,
+        )
         merged.codes = base.codes
         merged.scales = base.scales.clone()
         setattr(merged, merged.shift_name, base.shifts.detach().clone())

@@ -1,6 +1,6 @@
 """QA-LoRA on timm and HF vision transformers, peftlab's own (no GPTQ, no CUDA needed).
 
-Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (lora/layer.py),
+Injection: (1) split timm's fused ``qkv`` where a q/k/v slice is targeted (tuners/modules.py),
 (2) replace every Linear that ``quant.skip`` does not name (all block Linears; not the head,
 not the patch embedding) by a ``GroupQuantLinear`` in ``method.format`` with groups of
 ``method.group_size`` input columns, recording each layer's quantization error, (3) wrap the
@@ -25,10 +25,11 @@ import re
 import torch
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.errors import ConfigError
 from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import SplitQKV, fuse_qkv, replace_modules, split_qkv
+from peftlab.tuners.base import Tuner, TunerContext
+from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.tuners.qalora.config import QALoraConfig
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear, dequantized_linear
@@ -48,17 +49,21 @@ def plan(model: nn.Module, cfg: QALoraConfig, quant) -> tuple[list[str], list[st
     head = head_prefix(model)
     to_split, targets = plan_targets(model, cfg)  # LoRA's targets and q/k/v split, the same rules
     if not is_skipped(head, quant.skip):
-        raise ConfigError(f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
-                          "and cannot be quantized")
+        raise ConfigError(
+            f"quant.skip={list(quant.skip)!r} must name the classifier head {head!r}: the head trains "
+            "and cannot be quantized"
+        )
     quantized = {}
     for name in quantizable_linears(model, quant):
         width = model.get_submodule(name).in_features
-        for part in ([f"{name}.{p}" for p in ("q", "k", "v")] if name in to_split else [name]):
+        for part in [f"{name}.{p}" for p in ("q", "k", "v")] if name in to_split else [name]:
             quantized[part] = width
     skipped = [t for t in targets if t not in quantized]
     if skipped:
-        raise ConfigError(f"method.target_modules adapts {skipped[0]!r}, which quant.skip={list(quant.skip)!r} "
-                          "leaves unquantized; QA-LoRA adapts quantized layers only")
+        raise ConfigError(
+            f"method.target_modules adapts {skipped[0]!r}, which quant.skip={list(quant.skip)!r} "
+            "leaves unquantized; QA-LoRA adapts quantized layers only"
+        )
     check_group_size(cfg.group_size, quantized)
     return to_split, targets, quantized
 
@@ -69,8 +74,10 @@ def check_group_size(group_size: int, widths: dict[str, int]) -> None:
         if width % group_size:
             common = math.gcd(*widths.values())
             sizes = [d for d in range(1, common + 1) if common % d == 0]
-            raise ConfigError(f"method.group_size={group_size} is invalid: {name} has in_features={width}; "
-                              f"group sizes that divide every quantized layer: {', '.join(map(str, sizes))}")
+            raise ConfigError(
+                f"method.group_size={group_size} is invalid: {name} has in_features={width}; "
+                f"group sizes that divide every quantized layer: {', '.join(map(str, sizes))}"
+            )
 
 
 class QALoraTuner(Tuner):
@@ -127,10 +134,16 @@ class QALoraTuner(Tuner):
 
     def quantization_report(self) -> dict:
         errors = list(self.errors.values())
-        return {"format": self.format, "group_size": self.group_size, "schedule": self.schedule,
-                "schedule_steps": self.steps, "lambda": self.lam,
-                "mean_relative_error": sum(errors) / len(errors) if errors else None,
-                "max_relative_error": max(errors, default=None), "layer_relative_error": dict(self.errors)}
+        return {
+            "format": self.format,
+            "group_size": self.group_size,
+            "schedule": self.schedule,
+            "schedule_steps": self.steps,
+            "lambda": self.lam,
+            "mean_relative_error": sum(errors) / len(errors) if errors else None,
+            "max_relative_error": max(errors, default=None),
+            "layer_relative_error": dict(self.errors),
+        }
 
     def merged_model(self, quantized: bool = False) -> nn.Module:
         """The adapters folded into the zeros / offsets (same codes); float weights unless ``quantized``."""
@@ -152,7 +165,9 @@ class QALoraTuner(Tuner):
         names = {re.sub(r"\.base_layer$", "", n) for n in before}
         same = names == set(after) and all(
             torch.equal(before[n].codes, after[re.sub(r"\.base_layer$", "", n)].codes)
-            and torch.equal(before[n].scales, after[re.sub(r"\.base_layer$", "", n)].scales) for n in before)
+            and torch.equal(before[n].scales, after[re.sub(r"\.base_layer$", "", n)].scales)
+            for n in before
+        )
         return {"codes_unchanged": same}
 
 
@@ -161,21 +176,25 @@ def total_schedule_steps(cfg: QALoraConfig, total_steps: int | None) -> int | No
         return None
     steps = cfg.schedule_steps or total_steps
     if steps is None:
-        raise ConfigError(f"method.schedule_steps=None is invalid for method.schedule={cfg.schedule!r} when the run's "
-                          "length is unknown: expected a positive integer")
+        raise ConfigError(
+            f"method.schedule_steps=None is invalid for method.schedule={cfg.schedule!r} when the run's "
+            "length is unknown: expected a positive integer"
+        )
     if total_steps is not None and steps > total_steps:
-        raise ConfigError(f"method.schedule_steps={steps} is invalid: expected at most the run's {total_steps} "
-                          "optimizer steps, so that λ reaches 1 and the final model is fully quantized")
+        raise ConfigError(
+            f"method.schedule_steps={steps} is invalid: expected at most the run's {total_steps} "
+            "optimizer steps, so that λ reaches 1 and the final model is fully quantized"
+        )
     return steps
 
 
-def check_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> None:
     plan(model, cfg, ctx.quant)
     if cfg.schedule_steps is not None and ctx.total_steps is not None:
         total_schedule_steps(cfg, ctx.total_steps)
 
 
-def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner:
+def apply(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner:
     head = head_prefix(model)
     to_split, targets, quantized = plan(model, cfg, ctx.quant)
     steps = total_schedule_steps(cfg, ctx.total_steps)
@@ -186,13 +205,19 @@ def apply_qalora(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALo
         read = in_file(model.get_submodule(name))  # read here when quantized while loading (peftlab.quant_load)
         linear = materialized(model.get_submodule(name))
         if linear.weight.is_meta:  # shapes only (parameter counts): nothing to quantize
-            layer = GroupQuantLinear(linear.in_features, linear.out_features, linear.bias is not None, cfg.format,
-                                     cfg.group_size, device="meta")
+            layer = GroupQuantLinear(
+                linear.in_features,
+                linear.out_features,
+                linear.bias is not None,
+                cfg.format,
+                cfg.group_size,
+                device="meta",
+            )
         else:
             linear = linear.to(ctx.device)
             layer = GroupQuantLinear.from_linear(linear, cfg.format, cfg.group_size, keep_float=steps is not None)
             errors[name] = relative_error(linear.weight, layer.dequantized_weight())
-        replace_modules(model, [name], lambda _: layer)
+        replace_modules(model, [name], lambda _, layer=layer: layer)
         del linear
         if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
             release_freed_memory()

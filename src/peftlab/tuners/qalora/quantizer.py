@@ -23,9 +23,24 @@ import torch
 BITS = {"int2": 2, "int3": 3, "int4": 4, "int8": 8, "nf4": 4, "fp4": 4}
 
 # NF4 (Dettmers et al., QLoRA, 2023, appendix E): quantiles of N(0, 1) scaled to [-1, 1], with an exact 0.
-NF4 = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-       -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-       0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
+NF4 = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
 # FP4 as bitsandbytes defines it (e2m1, sign-magnitude, so +0 and -0 both occur): {0, 0.0625, 2, 3, 4, 6, 8, 12} / 12
 _FP4_MAGNITUDES = (0.0, 0.0625, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 FP4 = tuple(sorted([-m / 12 for m in _FP4_MAGNITUDES] + [m / 12 for m in _FP4_MAGNITUDES]))
@@ -47,8 +62,7 @@ def slot_bits(fmt: str) -> int:
     return 2 if bits == 2 else 4 if bits <= 4 else 8
 
 
-def quantize_groups(weight: torch.Tensor, fmt: str, group_size: int
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_groups(weight: torch.Tensor, fmt: str, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes uint8 out x in, scales fp32 out x G, zeros or offsets fp32 out x G) with G = in / group_size."""
     out_features, in_features = weight.shape
     if in_features % group_size:
@@ -71,8 +85,9 @@ def quantize_groups(weight: torch.Tensor, fmt: str, group_size: int
     return codes.to(torch.uint8).reshape(out_features, in_features), scales, shifts
 
 
-def dequantize_groups(codes: torch.Tensor, scales: torch.Tensor, shifts: torch.Tensor, fmt: str,
-                      book: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize_groups(
+    codes: torch.Tensor, scales: torch.Tensor, shifts: torch.Tensor, fmt: str, book: torch.Tensor | None = None
+) -> torch.Tensor:
     """The fp32 weight (out x in) the codes stand for: s·(q - z) or s·c[q] + o, group by group."""
     out_features, in_features = codes.shape
     groups = scales.shape[1]
@@ -111,10 +126,9 @@ def pack_codes(codes: torch.Tensor, fmt: str) -> torch.Tensor:
 def unpack_codes(packed: torch.Tensor, fmt: str, shape: tuple[int, int]) -> torch.Tensor:
     """The inverse of ``pack_codes``: uint8 codes of ``shape``."""
     bits = slot_bits(fmt)
-    per_byte = 8 // bits
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
-    codes = (packed[:, None] >> shifts) & (2 ** bits - 1)  # (bytes, per_byte)
-    return codes.reshape(-1)[:shape[0] * shape[1]].reshape(shape)
+    codes = (packed[:, None] >> shifts) & (2**bits - 1)  # (bytes, per_byte)
+    return codes.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
 
 
 def relative_error(weight: torch.Tensor, approx: torch.Tensor) -> float:

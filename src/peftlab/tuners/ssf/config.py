@@ -10,5 +10,6 @@ from peftlab.config_sections import MethodConfig
 class SSFConfig(MethodConfig):
     name: str = "ssf"
     quantizable: ClassVar[bool] = False
-    unquantizable_reason: ClassVar[str] = ("whose merge folds the scale into each base weight (not supported on a "
-                                           "quantized base)")
+    unquantizable_reason: ClassVar[str] = (
+        "whose merge folds the scale into each base weight (not supported on a quantized base)"
+    )

@@ -13,9 +13,10 @@ import copy
 
 from torch import nn
 
+from peftlab.backbones import head_prefix
 from peftlab.errors import ConfigError
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
-from peftlab.tuners.lora.layer import replace_modules
+from peftlab.tuners.base import Tuner, TunerContext
+from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
 from peftlab.tuners.timm_vit import check_timm_vit
@@ -36,21 +37,25 @@ def ssf_targets(model: nn.Module) -> list[str]:
     """Every Linear and LayerNorm outside the head (and a distilled model's ``head_dist``), and the
     patch embedding's convolution."""
     head = head_prefix(model)
-    return [name for name, module in model.named_modules()
-            if (isinstance(module, (nn.Linear, nn.LayerNorm)) or name == "patch_embed.proj")
-            and not name.startswith(head)]
+    return [
+        name
+        for name, module in model.named_modules()
+        if (isinstance(module, (nn.Linear, nn.LayerNorm)) or name == "patch_embed.proj") and not name.startswith(head)
+    ]
 
 
-def check_ssf(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "ssf")
     for name in ssf_targets(model):
         module = model.get_submodule(name)
         if getattr(module, "bias", None) is None:
-            raise ConfigError(f"method.name='ssf' folds its shift into each layer's bias, but {name} has none "
-                              "(a model with qkv_bias=False or a LayerNorm without affine parameters)")
+            raise ConfigError(
+                f"method.name='ssf' folds its shift into each layer's bias, but {name} has none "
+                "(a model with qkv_bias=False or a LayerNorm without affine parameters)"
+            )
 
 
-def apply_ssf(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:
+def apply(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:
     head = head_prefix(model)
     targets = ssf_targets(model)
     model.requires_grad_(False)

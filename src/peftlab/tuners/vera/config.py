@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field
-from peftlab.tuners.lora.config import ModulesConfig
+from peftlab.tuners.targets import ModulesConfig
 
 
 @dataclass(frozen=True)
@@ -23,5 +23,6 @@ class VeraMethodConfig(ModulesConfig):
         check_field(self.r > 0, "method.r", self.r, "an integer > 0")
         check_field(0.0 <= self.vera_dropout < 1.0, "method.vera_dropout", self.vera_dropout, "a value in [0, 1)")
         check_field(self.d_initial > 0, "method.d_initial", self.d_initial, "a number > 0")
-        check_field(self.projection_prng_key >= 0, "method.projection_prng_key", self.projection_prng_key,
-                    "an integer >= 0")
+        check_field(
+            self.projection_prng_key >= 0, "method.projection_prng_key", self.projection_prng_key, "an integer >= 0"
+        )

@@ -18,15 +18,23 @@ class VeraTuner(PeftTuner):
     name = "vera"
 
 
-def check_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
-def apply_vera(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> VeraTuner:
+def apply(model: nn.Module, cfg: VeraMethodConfig, ctx: TunerContext) -> VeraTuner:
     from peft import VeraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = VeraConfig(r=cfg.r, vera_dropout=cfg.vera_dropout, d_initial=cfg.d_initial,
-                        projection_prng_key=cfg.projection_prng_key, save_projection=True, init_weights=True,
-                        target_modules=plan.target_modules, modules_to_save=plan.modules_to_save, bias="none")
+    config = VeraConfig(
+        r=cfg.r,
+        vera_dropout=cfg.vera_dropout,
+        d_initial=cfg.d_initial,
+        projection_prng_key=cfg.projection_prng_key,
+        save_projection=True,
+        init_weights=True,
+        target_modules=plan.target_modules,
+        modules_to_save=plan.modules_to_save,
+        bias="none",
+    )
     return VeraTuner(inject(model, plan, ctx, config), plan.head)

@@ -14,8 +14,15 @@ from torch import nn
 
 
 class PromptedBlock(nn.Module):
-    def __init__(self, base_layer: nn.Module, prompt: nn.Parameter | None, num_prefix: int, num_prompts: int,
-                 insert: bool, drop: bool):
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        prompt: nn.Parameter | None,
+        num_prefix: int,
+        num_prompts: int,
+        insert: bool,
+        drop: bool,
+    ):
         super().__init__()
         self.base_layer = base_layer
         self.prompt = prompt  # (num_prompts, d), or None: a shallow block that passes the prompts' outputs on
@@ -27,9 +34,9 @@ class PromptedBlock(nn.Module):
         p, n = self.num_prefix, self.num_prompts
         if self.prompt is not None:
             prompt = self.prompt.expand(x.shape[0], -1, -1).to(x.dtype)
-            rest = x[:, p:] if self.insert else x[:, p + n:]
+            rest = x[:, p:] if self.insert else x[:, p + n :]
             x = torch.cat([x[:, :p], prompt, rest], dim=1)
         x = self.base_layer(x, *args, **kwargs)
         if self.drop:
-            x = torch.cat([x[:, :p], x[:, p + n:]], dim=1)
+            x = torch.cat([x[:, :p], x[:, p + n :]], dim=1)
         return x

@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from peftlab.tuners.base import Tuner, TunerContext, head_prefix
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.timm_vit import check_timm_vit
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
@@ -41,21 +42,23 @@ def prompt_bound(model: nn.Module) -> float:
     return math.sqrt(6.0 / (fan_in + model.embed_dim))
 
 
-def check_vpt(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
+def check(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
     check_timm_vit(model, "vpt")
 
 
-def apply_vpt(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
+def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
     head = head_prefix(model)
     model.requires_grad_(False)
     bound, depth, weight = prompt_bound(model), len(model.blocks), model.patch_embed.proj.weight
     for i in range(depth):
         prompt = None
         if i == 0 or cfg.deep:
-            prompt = nn.Parameter(torch.empty(cfg.prompt_tokens, model.embed_dim, device=weight.device,
-                                              dtype=weight.dtype))
+            prompt = nn.Parameter(
+                torch.empty(cfg.prompt_tokens, model.embed_dim, device=weight.device, dtype=weight.dtype)
+            )
             nn.init.uniform_(prompt, -bound, bound)
-        model.blocks[i] = PromptedBlock(model.blocks[i], prompt, model.num_prefix_tokens, cfg.prompt_tokens,
-                                        insert=i == 0, drop=i == depth - 1)
+        model.blocks[i] = PromptedBlock(
+            model.blocks[i], prompt, model.num_prefix_tokens, cfg.prompt_tokens, insert=i == 0, drop=i == depth - 1
+        )
     model.get_submodule(head).requires_grad_(True)
     return VPTTuner(model, head)

@@ -1,4 +1,7 @@
-"""timm's fused ``qkv`` Linear split into three Linears, so that q, k and v can be adapted apart.
+"""Submodules replaced in place, and timm's fused ``qkv`` split into three Linears so q, k and v adapt apart.
+
+``replace_modules(model, names, build)`` is how every method swaps a layer for its own (SSF's and
+DiffFit's wrappers, the adapters, QA-LoRA's layers, the qkv split and fuse, export's dequantized Linears).
 
 timm computes ``qkv = x @ W.T + b`` with ``W`` of shape (3d, d): rows [0:d] are q, [d:2d] k,
 [2d:3d] v. ``SplitQKV`` holds the same rows as ``q``, ``k`` and ``v`` Linears (d -> d), so
@@ -69,7 +72,6 @@ class SplitQKV(nn.Module):
             start += base.out_features
         return out
 
-
     def frozen_fused(self, bases: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (3d, d) weight and (3d,) bias of frozen q, k, v, concatenated again only when one of
         them changed (another tensor, or written in place: ``_version`` counts in-place writes)."""
@@ -106,7 +108,7 @@ class FusedLoraQKV(torch.autograd.Function):
             for (start, size, scaling), lora_A, lora_B in zip(slices, factors[0::2], factors[1::2]):
                 a, b = lora_A.to(dtype), lora_B.to(dtype)
                 h = (x2 @ a.t()).mul_(scaling)  # (N, r)
-                out[:, start:start + size].addmm_(h, b.t())
+                out[:, start : start + size].addmm_(h, b.t())
                 saved += [a, b, h]
         ctx.slices, ctx.x_shape, ctx.x_dtype = slices, x.shape, x.dtype
         ctx.factor_dtypes = [f.dtype for f in factors]
@@ -120,7 +122,7 @@ class FusedLoraQKV(torch.autograd.Function):
         grad_x = g @ w if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
         grads = []
         for (start, size, scaling), a, b, h in zip(ctx.slices, saved[0::3], saved[1::3], saved[2::3]):
-            g_slice = g[:, start:start + size]  # (N, size), a strided view
+            g_slice = g[:, start : start + size]  # (N, size), a strided view
             gh = (g_slice @ b).mul_(scaling)  # (N, r)
             grads.append(gh.t() @ x2)  # A: (r, d)
             grads.append((h.t() @ g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
@@ -153,8 +155,12 @@ def is_plain_float(layer: nn.Module) -> bool:
 
     if type(layer) is nn.Linear:
         return True
-    return (type(layer) is LoraLinear and type(layer.base_layer) is nn.Linear and not layer.lora_variant
-            and not any(layer.lora_bias.values()))
+    return (
+        type(layer) is LoraLinear
+        and type(layer.base_layer) is nn.Linear
+        and not layer.lora_variant
+        and not any(layer.lora_bias.values())
+    )
 
 
 def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -181,16 +187,21 @@ def split_qkv(qkv: nn.Linear) -> SplitQKV:
     parts = []
     for i in range(3):
         # on the CPU even then: the new Linear's random init draws what it draws in a base loaded in full
-        linear = nn.Linear(qkv.in_features, d, bias=qkv.bias is not None,
-                           device="cpu" if source else qkv.weight.device, dtype=qkv.weight.dtype)
+        linear = nn.Linear(
+            qkv.in_features,
+            d,
+            bias=qkv.bias is not None,
+            device="cpu" if source else qkv.weight.device,
+            dtype=qkv.weight.dtype,
+        )
         with torch.no_grad():
             if source:
                 linear.weight = nn.Parameter(linear.weight.to("meta"))
                 linear.weight_source = source.rows(i * d, (i + 1) * d)
             else:
-                linear.weight.copy_(qkv.weight[i * d:(i + 1) * d])
+                linear.weight.copy_(qkv.weight[i * d : (i + 1) * d])
             if qkv.bias is not None:
-                linear.bias.copy_(qkv.bias[i * d:(i + 1) * d])
+                linear.bias.copy_(qkv.bias[i * d : (i + 1) * d])
         linear.weight.requires_grad_(qkv.weight.requires_grad)
         if qkv.bias is not None:
             linear.bias.requires_grad_(qkv.bias.requires_grad)
@@ -201,8 +212,9 @@ def split_qkv(qkv: nn.Linear) -> SplitQKV:
 def fuse_qkv(split: SplitQKV) -> nn.Linear:
     """One (3d, d) Linear with the q, k, v rows in timm's order."""
     q, k, v = split.q, split.k, split.v
-    fused = nn.Linear(q.in_features, split.out_features, bias=q.bias is not None,
-                      device=q.weight.device, dtype=q.weight.dtype)
+    fused = nn.Linear(
+        q.in_features, split.out_features, bias=q.bias is not None, device=q.weight.device, dtype=q.weight.dtype
+    )
     with torch.no_grad():
         fused.weight.copy_(torch.cat([q.weight, k.weight, v.weight], dim=0))
         if q.bias is not None:

@@ -1,0 +1,82 @@
+"""The paper's tables under OUT/tables: the main table, the significance of each configuration against
+the baseline, the literature, the protocol card and, for a tuned study, the tuning table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from peftlab.analysis import protocol_card, tuning_table
+from peftlab.analysis.literature import Citation, literature_table, study_rows
+from peftlab.analysis.macros import TOP1, TOP5, pairs_text, pct, pvalue, signed
+from peftlab.analysis.power import ALPHA, POWER
+from peftlab.analysis.tables import latex_document, latex_escape, latex_table
+
+if TYPE_CHECKING:
+    from peftlab.analysis.paper import Study
+
+
+def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tex = latex_table(
+        study.summary,
+        study.comparisons,
+        columns=[m for m in (TOP1, TOP5) if m in study.df],
+        # plain words only: read the same whether latex_table escapes its caption or not
+        caption="Test accuracy and trainable parameters of each configuration on the test split; "
+        "the note under the table says what each cell shows.",
+        label="tab:main",
+        labels=study.labels,
+    )
+    (out / "main_table.tex").write_text(tex)
+    if study.comparisons is not None:
+        (out / "significance.tex").write_text(significance_table(study))
+    ours = study_rows(study.df, citations, study.summary[study.summary["metric"] == TOP1])
+    setting = latex_escape(
+        f"{', '.join(map(str, study.config('model.name')))}; "
+        f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds"
+    )
+    (out / "literature.tex").write_text(literature_table(citations, ours, setting))
+    card = protocol_card.latex_card(study.dir, study.done, study.labels)
+    if card is not None:
+        (out / "protocol.tex").write_text(card)
+    if study.searches:
+        tex = tuning_table.latex_table(study.searches, study.df, study.labels)
+        (out / "tuning.tex").write_text(tex)
+        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
+
+
+def significance_table(study: Study) -> str:
+    c = study.comparisons
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
+        r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
+        r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
+        rf"difference, the smallest true mean difference in points that the paired t-test at "
+        rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
+        r"standard deviation of the paired differences as known; pairs for 1 pt: the matched seeds that test "
+        r"needs for a one-point difference; $d_z$: mean difference over the standard deviation of the "
+        r"differences; win share: share of matched seeds where the configuration scores higher, ties counted "
+        r"half.}",
+        r"\label{tab:significance}",
+        r"\begin{tabular}{@{}lrrrrrrrr@{}}",
+        r"\toprule",
+        r"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) & $d_z$ & "
+        r"Win share \\",
+        r"\midrule",
+    ]
+    for row in c.itertuples():
+        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
+        pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
+        lines.append(
+            f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
+            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
+            f"{dz} & {row.win_rate:.2f} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,106 @@
+"""The report's "Significance" section: each configuration against the baseline on matched seeds.
+
+The table (comparisons.paired_comparisons_within) with its paired tests, minimum detectable difference
+(power.py), win rate and probability of improvement; then the differences too small for these seeds to
+show, and the configurations whose seeds spread more than their difference from the baseline.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from peftlab.analysis.comparisons import below_detection
+from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
+from peftlab.analysis.tables import display_name
+
+
+def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:
+    """The section's lines: the table of ``comparisons`` (a line saying there is none when fewer than two
+    configurations completed), its notes, the differences not shown and the seeds' spread."""
+    if comparisons is None or comparisons.empty:
+        return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
+    methods = completed_runs(df).groupby("variant")["method"].first()
+    baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
+    power = f"{100 * POWER:.0f}%"
+    lines = [
+        "## Significance",
+        "",
+        f"Each configuration against **{baselines}** (test top-1), on matched seeds for the tests and the "
+        "win rate, over all pairs of runs for P(X > Y).",
+        "",
+        f"| configuration | pairs | mean diff (pts) | p (t, Holm) | MDE ({power}, pts) | pairs for 1 pt | "
+        "p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | P(X > Y) [95% CI] | significant |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def p(value):
+        return "n/a" if pd.isna(value) else f"{value:.3g}"
+
+    for row in comparisons.itertuples():
+        name = display_name(row.variant, methods.get(row.variant), labels)
+        mde = "n/a" if pd.isna(row.mde_80) else f"{100 * row.mde_80:.2f}"
+        lines.append(
+            f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
+            f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
+            f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
+            f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |"
+        )
+    lines += [
+        "",
+        "Wilcoxon needs at least 5 pairs; with 5 its smallest two-sided p is 0.0625, so "
+        "significance is judged by the Holm-corrected t-test. "
+        f"MDE ({power}): the smallest true mean difference the paired t-test at α = {ALPHA:g} (before "
+        f"Holm's correction) finds with {power} power, given the sd of the paired differences and the "
+        "number of pairs; pairs for 1 pt: the matched seeds that test needs to find a 1-point difference "
+        "at that sd.",
+        "",
+    ]
+    return lines + _not_shown(comparisons, methods, labels) + _spread_lines(comparisons, df, methods, labels)
+
+
+def _pairs(count: float) -> str:
+    if pd.isna(count):
+        return "n/a"
+    return f"> {MAX_PAIRS:,}" if count == float("inf") else f"{int(count):,}"
+
+
+def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+    """The sentence on differences that are not significant and smaller than their MDE: the seeds could not
+    have shown them, so "not significant" says nothing about whether they are equal."""
+    small = comparisons[below_detection(comparisons)]
+    if small.empty:
+        return []
+    items = [
+        f"{display_name(row.variant, methods.get(row.variant), labels)} ({100 * row.mean_diff:+.2f} points; "
+        f"MDE {100 * row.mde_80:.2f} points; 1 point needs {_pairs(row.pairs_for_1pt)} seeds)"
+        for row in small.itertuples()
+    ]
+    return [
+        f"**Not significant, and smaller than these seeds could detect:** {', '.join(items)}. The test would "
+        f"miss a true difference of that size more than {100 * (1 - POWER):.0f}% of the time, so read these as "
+        "'no difference shown', not as 'equal to the baseline'.",
+        "",
+    ]
+
+
+def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+    """The configurations whose seed-to-seed spread (sd of test top-1 over their seeds) exceeds their mean
+    paired difference from the baseline: one seed of them would not say which is better."""
+    metric = comparisons["metric"].iloc[0]  # the comparisons' metric: test top-1
+    sd = completed_runs(df).groupby("variant")[metric].std()
+    spread = comparisons.assign(sd=comparisons["variant"].map(sd)).dropna(subset=["sd"])  # one seed: no spread
+    wide = spread[spread["sd"] > spread["mean_diff"].abs()]
+    if wide.empty:
+        return []
+    items = [
+        f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {100 * row.sd:.2f} "
+        f"points, mean difference {100 * row.mean_diff:+.2f})"
+        for row in wide.itertuples()
+    ]
+    return [
+        f"**Seeds spread more than the difference from the baseline:** {', '.join(items)}. Changing the seed "
+        "moves these configurations' test top-1 more than changing the configuration does, so a comparison of "
+        "single runs could come out either way; the figure 'Test top-1 across seeds' shows every seed.",
+        "",
+    ]

@@ -1,0 +1,110 @@
+"""The paper's tuning table (LaTeX): per tuned method its search space, trials, chosen values and the
+final runs' scores, from the selection.json records that tuning.py reads (``load_searches``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.tuning import added_count, edges, final_scores, state
+
+TABLE_CAPTION = (
+    "Hyper-parameter search of each method on the validation split: the search space, the trials run "
+    "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
+    "over the tuning seeds when there are several), and the mean validation and test top-1 of the "
+    "final runs at the chosen values over $n$ seeds, in \\%."
+)
+
+
+def latex_key(key: str) -> str:
+    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}."""
+    return "\\texttt{" + latex_escape(key) + "}"
+
+
+def latex_value(value) -> str:
+    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548)."""
+    return latex_escape(f"{value:.3g}" if isinstance(value, float) else value)
+
+
+def latex_space(record: dict) -> str:
+    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log),
+    and "$+$2" for the points an edge-following search added (the table's note says what it means)."""
+    parts = []
+    for axis in record["search"]["axes"]:
+        if "values" in axis:
+            values = ", ".join(latex_value(v) for v in axis["values"])
+            parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
+        else:
+            log = " (log)" if axis.get("log") else ""
+            parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
+    added = added_count(record)
+    return "; ".join(parts) + (f" $+${added}" if added else "")
+
+
+def latex_trials(record: dict) -> str:
+    """Complete/pruned trials; failed ones and an unfinished search said after them."""
+    states = pd.Series([state(t) for t in record["trials"]], dtype=object).value_counts()
+    text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
+    if states.get("DIVERGED", 0):
+        text += f" +{states['DIVERGED']} diverged"
+    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0) - states.get("DIVERGED", 0)
+    if failed:
+        text += f" +{failed} failed"
+    return text if record.get("done") else text + " (unfinished)"
+
+
+def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
+    """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
+    of its axis (``edges``) is marked $^{\\dagger}$."""
+    scores = final_scores(df)
+    at_edge = {(method, key) for method, key, _, _ in edges(searches)}
+    metric = latex_key(searches[0]["search"]["metric"])
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{TABLE_CAPTION.format(metric=metric)}}}",
+        r"\label{tab:tuning}",
+        # the search space gets more of the width than the chosen values (X columns share it)
+        r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash\hsize=1.25\hsize}Xc"
+        r">{\raggedright\arraybackslash\hsize=0.75\hsize}Xrrrrr@{}}",
+        r"\toprule",
+        r" & & & \multicolumn{3}{c}{Chosen} & \multicolumn{3}{c}{Final runs} \\",
+        r"\cmidrule(lr){4-6}\cmidrule(l){7-9}",
+        r"Method & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\",
+        r"\midrule",
+    ]
+    for record in searches:
+        search, chosen = record["search"], record.get("chosen")
+        method = search["method"]
+        name = latex_text(display_name(method, method, labels))
+        if chosen:
+            values = ", ".join(
+                f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
+                for k, v in chosen["params"].items()
+            )
+            chosen_text = f"{values} & {chosen['trial']} & {100 * chosen['value']:.1f}"
+        else:
+            chosen_text = "-- & -- & --"
+        final = scores.loc[method] if method in scores.index else None
+        finals = (
+            f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None else "-- & -- & --"
+        )
+        lines.append(f"{name} & {latex_space(record)} & {latex_trials(record)} & {chosen_text} & {finals} \\\\")
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    notes = []
+    if any(added_count(record) for record in searches):
+        notes.append(
+            r"$+k$: $k$ points added after the grid by following the edge (past its end or between the best "
+            r"and its better neighbour), so a chosen value may lie outside the grid shown."
+        )
+    if at_edge:
+        notes.append(
+            r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
+            r"searched range."
+        )
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""The end of a run (the recipe's ``finish``): the final weights checked finite, tested (unmerged
+and merged), the merge checked; the adapter files written (``write_adapter``); result.json's
+record of the completed run (``result_record``, its keys: ``peftlab.run_result``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from peftlab import metrics
+from peftlab.config import to_dict
+from peftlab.export import write_peft_adapter
+from peftlab.files import kill_point, write_atomic
+from peftlab.monitors.run import Monitors, summarize
+from peftlab.protocol import protocol_card
+from peftlab.run_result import Memory, Metrics, RunResult, Timing
+from peftlab.training.checkpoint import Position
+from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
+from peftlab.training.recipe_state import Built, Data, RunState, Setting
+from peftlab.training.step import Diverged, Optimization
+from peftlab.tuners.base import is_head_param
+
+
+def finish(
+    s: Setting,
+    data: Data,
+    built: Built,
+    opt: Optimization,
+    pos: Position,
+    monitor: Monitors,
+    last_val: dict | None,
+    state: RunState,
+) -> RunResult:
+    """The final weights: checked finite, tested (unmerged and merged), the merge checked, the
+    adapter files written; the result."""
+    tc, tuner, test_split = s.tc, built.tuner, data.splits.test
+    rss_train = built.rss.peak_above_baseline()  # before the merged copies made for testing
+    bad = [name for name, p in tuner.trainable_parameters().items() if not bool(torch.isfinite(p).all())]
+    if bad:  # the last update made them non-finite: no loss saw it
+        raise Diverged(
+            f"non-finite trainable weights after step {pos.step} ({bad[0]}{' and others' if bad[1:] else ''})"
+        )
+    val = last_val or evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
+    if tc.test:
+        test = evaluate(
+            built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
+        )
+    else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
+        test_split, test = (
+            data.splits.val,
+            {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": 0.0},
+        )
+    for split, numbers in (("val", val), ("test", test)):
+        if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
+            raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
+    merged_test = merge = None
+    # the deployable model: merged (re-quantized on a quantized base); None where the method's modules
+    # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check
+    deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
+    if deployable is not None and not tc.test:
+        del deployable
+        merge = check_merge(tuner, test_split, s.device)
+    elif deployable is not None:
+        merged_test = evaluate(
+            deployable.to(s.device),
+            test_split,
+            tc.eval_batch_size,
+            s.device,
+            tc.precision,
+            "merged test",
+            s.cfg.data.num_workers,
+        )
+        del deployable
+        merge = check_merge(tuner, test_split, s.device)
+    if merge is not None and not math.isfinite(merge["max_abs_diff"]):
+        raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
+    write_adapter(tuner, s.run_dir)
+    kill_point("adapter")
+    evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
+    return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
+
+
+def write_adapter(tuner, run_dir: Path) -> None:
+    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors, and the rank
+    reallocations of adaptive-rank methods (importance.jsonl)."""
+    adapter = tuner.adapter_state_dict()
+    write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    write_peft_adapter(tuner, run_dir)  # PEFT loads them
+    records = tuner.importance_records()
+    if records:
+        write_atomic(
+            run_dir / "importance.jsonl",
+            lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)),
+        )
+
+
+def result_record(
+    s: Setting,
+    data: Data,
+    built: Built,
+    opt: Optimization,
+    pos: Position,
+    monitor: Monitors,
+    state: RunState,
+    evaluations: dict,
+    rss_train: int,
+) -> RunResult:
+    """result.json of a completed run (its keys: peftlab.run_result)."""
+    tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
+    final = tuner.parameter_counts()
+    return RunResult(
+        status="completed",
+        error=None,
+        step=pos.step,
+        config=to_dict(s.cfg),
+        metrics=Metrics(
+            test_top1=test["top1"],
+            test_top5=test["top5"],
+            val_top1=val["top1"],
+            best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
+            test_loss=test["loss"],
+            merged_test_top1=merged_test["top1"] if merged_test else None,
+        ),
+        params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
+        ranks=tuner.ranks(),
+        memory=Memory(
+            peak_rss_bytes=metrics.peak_rss_bytes(),
+            peak_rss_above_baseline_bytes=max(rss_train, built.rss_build),
+            peak_rss_model_build_bytes=built.rss_build,
+            peak_rss_training_bytes=rss_train,
+            rss_baseline_bytes=built.rss.baseline,
+            cuda_max_allocated_bytes=metrics.cuda_max_allocated_bytes(s.device),
+            weights_bytes=metrics.weights_bytes(built.model),
+            **tuner.base_weight_bytes(),
+            trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
+            estimate=built.memory_estimate,
+        ),  # peftlab.training.preflight, before the first step
+        timing=Timing(
+            train_seconds=pos.train_seconds,
+            train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
+            eval_images_per_second=test["images_per_second"],
+            val_seconds=pos.val_seconds,
+            wall_seconds=time.perf_counter() - state.started,
+        ),
+        warnings=merge_warnings(evaluations["merge"])
+        + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
+        auto_batch=state.auto_batch,
+        merge=evaluations["merge"],
+        quantization=tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
+        protocol=protocol_card(
+            s.cfg,
+            data.splits.info.split_sources,
+            data.spec.img_size,
+            data.spec.mean,
+            data.spec.std,
+            {**final, "head": head_count(tuner)},
+        ),
+        provenance=state.provenance,
+        **summarize(
+            monitor, s.log.records(), train_seconds=pos.train_seconds
+        ),  # health, monitors, convergence, frozen_base
+    )
+
+
+def head_count(tuner) -> int:
+    return sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
+
+
+SLOW_VALIDATION_SECONDS = 30.0
+
+
+def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
+    """A warning when validation took longer than training (a small train_subset with the full
+    10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster.
+    Under ``SLOW_VALIDATION_SECONDS`` of validation it is not worth a line: a short run's two
+    timings are noise, and the line would come and go with the machine's load."""
+    if val_seconds <= max(train_seconds, SLOW_VALIDATION_SECONDS):
+        return []
+    return [
+        f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
+        f"(now {val_images} images) or evaluate less often (train.eval_every)"
+    ]

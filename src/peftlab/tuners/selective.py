@@ -1,0 +1,48 @@
+"""Selective tuning: a method that trains a chosen subset of the base's own parameters, and the head.
+
+BitFit selects the biases, LN tuning the LayerNorms' affine parameters, DiffFit both (beside its own
+scales). Each is a predicate ``select(module_name, module, param_name)``; ``selected_names`` lists
+what it keeps outside the head and ``train_only`` freezes everything else.
+"""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from peftlab.backbones import head_prefix
+from peftlab.tuners.base import Tuner, is_head_param
+
+
+class SelectiveTuner(Tuner):
+    """A tuner that trains a chosen subset of the base's own parameters (and the head)."""
+
+    name = "selective"
+
+
+def selected_names(model: nn.Module, select: Callable[[str, nn.Module, str], bool]) -> list[str]:
+    """Names of the parameters outside the head that ``select(module_name, module, param_name)`` keeps."""
+    head = head_prefix(model)
+    names = []
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            if not is_head_param(name, head) and select(module_name, module, param_name):
+                names.append(name)
+    return names
+
+
+def train_only(model: nn.Module, names: list[str]) -> None:
+    """Freeze everything, then let ``names`` and the head train."""
+    model.requires_grad_(False)
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(True)
+    model.get_submodule(head_prefix(model)).requires_grad_(True)
+
+
+def is_bias(module_name: str, module: nn.Module, param_name: str) -> bool:
+    return param_name == "bias"
+
+
+def is_layernorm_affine(module_name: str, module: nn.Module, param_name: str) -> bool:
+    return isinstance(module, nn.LayerNorm) and param_name in ("weight", "bias")
