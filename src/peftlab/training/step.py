@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from peftlab.errors import ConfigError
 from peftlab.training import distributed
 from peftlab.training.runtime import autocast
 
@@ -130,6 +131,8 @@ def training_step(
         opt.scaler.scale(loss / n_micro).backward()
         loss_sum = loss_sum + loss.detach()
     loss = loss_sum / n_micro
+    if step == 0:
+        check_reached(tuner)
     grad_norm, skip = unscaled_grad_norm(opt)
     if nonfinite is not None:
         nonfinite.record(step, loss, grad_norm)
@@ -147,6 +150,21 @@ def training_step(
     opt.scheduler.step()
     opt.optimizer.zero_grad(set_to_none=True)
     return loss, grad_norm, observed
+
+
+def check_reached(tuner) -> None:
+    """A ConfigError when the first backward left a trainable parameter without a gradient: the
+    model's forward never used it (an adapter on a module the model does not call), so the run
+    would report it trained and change nothing. Full fine-tuning is exempt: a base parameter its
+    forward does not use (HF DINOv2's mask token) simply does not train."""
+    if tuner.name == "full":
+        return
+    unreached = [name for name, param in tuner.trainable_parameters().items() if param.grad is None]
+    if unreached:
+        raise ConfigError(
+            f"method.name={tuner.name!r}: the model's forward never uses {len(unreached)} of its trainable "
+            f"tensors (first: {unreached[0]}); the module it adapts is not called by this model"
+        )
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ from torch import nn
 
 from peftlab.config import RunConfig
 from peftlab.config_sections import QuantConfig
+from peftlab.families import check_family, prepare
 from peftlab.libraries import quiet_transformers
 from peftlab.quant import base_weight_bytes, check_quant, is_quantized_linear, load_pending
 from peftlab.tuners import TUNERS
@@ -179,6 +180,7 @@ class Tuner:
 def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
     """Checks that need the model (targets and patterns, quantization), without changing it."""
     ctx = ctx or TunerContext.for_checks(cfg)
+    check_family(model, cfg.method.name)
     TUNERS[cfg.method.name].check(model, cfg.method, ctx)
     check_quant(cfg.quant, model)
 
@@ -192,6 +194,7 @@ def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
 def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
     ctx = ctx or TunerContext.for_checks(cfg)
     check_config(cfg, model, ctx)
+    prepare(model)  # a fused-bias qkv (BEiT, EVA) called as a module, so an adapter on it is reached
     tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
     load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own

@@ -103,17 +103,24 @@ class FusedLoraQKV(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             x2 = x.reshape(-1, x.shape[-1]).to(dtype)  # (N, d)
             w = weight.to(dtype)
-            out = x2 @ w.t() if bias is None else torch.addmm(bias.to(dtype), x2, w.t())  # (N, 3d)
+            # (..., 3d), written through its (N, 3d) view: the output is no view, so a caller may add
+            # to it in place (BEiT's attention adds its q and v biases so)
+            out = torch.empty(*x.shape[:-1], w.shape[0], dtype=dtype, device=x.device)
+            flat = out.view(-1, w.shape[0])
+            if bias is None:
+                torch.mm(x2, w.t(), out=flat)
+            else:
+                torch.addmm(bias.to(dtype), x2, w.t(), out=flat)
             saved = []
             for (start, size, scaling), lora_A, lora_B in zip(slices, factors[0::2], factors[1::2]):
                 a, b = lora_A.to(dtype), lora_B.to(dtype)
                 h = (x2 @ a.t()).mul_(scaling)  # (N, r)
-                out[:, start : start + size].addmm_(h, b.t())
+                flat[:, start : start + size].addmm_(h, b.t())
                 saved += [a, b, h]
         ctx.slices, ctx.x_shape, ctx.x_dtype = slices, x.shape, x.dtype
         ctx.factor_dtypes = [f.dtype for f in factors]
         ctx.save_for_backward(x2, w, *saved)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        return out
 
     @staticmethod
     def backward(ctx, grad):

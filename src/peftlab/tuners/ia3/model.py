@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from peftlab.errors import ConfigError
+from peftlab.families import canonical_names, family_of
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ia3.config import IA3MethodConfig
 from peftlab.tuners.modules import SplitQKV
@@ -57,11 +58,13 @@ class IA3Tuner(PeftTuner):
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
 
 
-def feedforward_targets(cfg: IA3MethodConfig, targets: list[str]) -> list[str]:
-    """The targets whose input is rescaled; each feedforward pattern must match one."""
+def feedforward_targets(cfg: IA3MethodConfig, targets: list[str], model: nn.Module) -> list[str]:
+    """The targets whose input is rescaled; each feedforward pattern must match one, by its name or
+    the name the presets know it by (Swin's ``layers.1.blocks.0.mlp.fc2`` is ``blocks.1.mlp.fc2``)."""
+    known_as = {n: key for key, names in canonical_names(targets, family_of(model)).items() for n in names}
     found = []
     for pattern in cfg.feedforward_modules:
-        hits = [t for t in targets if re.fullmatch(pattern, t)]
+        hits = [t for t in targets if re.fullmatch(pattern, t) or re.fullmatch(pattern, known_as[t])]
         if not hits:
             raise ConfigError(
                 f"method.feedforward_modules entry {pattern!r} matches no adapted module "
@@ -72,14 +75,14 @@ def feedforward_targets(cfg: IA3MethodConfig, targets: list[str]) -> list[str]:
 
 
 def check(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
-    feedforward_targets(cfg, plan_targets(model, cfg)[1])
+    feedforward_targets(cfg, plan_targets(model, cfg)[1], model)
 
 
 def apply(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
     from peft import IA3Config  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    feedforward = feedforward_targets(cfg, plan.targets)
+    feedforward = feedforward_targets(cfg, plan.targets, model)
     config = IA3Config(
         target_modules=plan.target_modules,
         init_ia3_weights=True,

@@ -1,0 +1,106 @@
+"""The backbone families peftlab adapts, and what the methods need to know of each.
+
+timm's ViT relatives differ exactly where PEFT methods touch them. ``VisionTransformer`` (ViT, DeiT,
+DeiT-III, DINOv2 with or without registers, CLIP and SigLIP towers) calls one fused ``attn.qkv``
+Linear. ``Eva`` (EVA-02) has separate ``q_proj`` / ``k_proj`` / ``v_proj`` Linears and a SwiGLU MLP
+(``mlp.fc1_g``, ``mlp.fc1_x``), or a fused qkv. ``Beit`` and a fused ``Eva`` keep the q and v biases
+outside the Linear and call ``F.linear(x, qkv.weight, bias)``: a module that wraps ``qkv`` is never
+called, so an adapter on it would train nothing. ``SwinTransformer`` nests its blocks in stages
+(``layers.N.blocks.M``). A distilled DeiT has two heads (``head``, ``head_dist``).
+
+``canonical_names`` maps a model's Linears to the names the target presets are written in
+(``blocks.N.attn.qkv.{q,k,v}``, ``blocks.N.attn.proj``, ``blocks.N.mlp.{fc1,fc2}``), so ``standard``
+means q and v on every family. ``prepare`` makes a fused-bias qkv call its Linear as a module (timm's
+own ``qkv_bias_separate`` switch: the same sum, the bias added after the product).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from peftlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    # fused: one qkv Linear called as a module; fused-bias: q/v biases outside it (prepare() makes
+    # the Linear a called module); separate: q_proj, k_proj, v_proj
+    attention: str
+    supported: str = ""  # why peftlab cannot adapt the family ("" when it can)
+
+
+VIT = Family("vit", "fused")
+EVA = Family("eva", "separate")
+EVA_FUSED = Family("eva", "fused-bias")
+BEIT = Family("beit", "fused-bias")
+SWIN = Family("swin", "fused")
+OTHER = Family("other", "fused")
+DISTILLED = Family(
+    "deit-distilled",
+    "fused",
+    "a distilled DeiT has two heads (head, head_dist) averaged at inference; peftlab trains one head: "
+    "use the same model without distillation (deit_*_patch16_224), or a distilled one's weights in it",
+)
+
+# (separate projection, canonical name); fc1_g and fc1_x (SwiGLU) are both the MLP's first layer
+ALIASES = {"q_proj": "qkv.q", "k_proj": "qkv.k", "v_proj": "qkv.v", "fc1_g": "fc1", "fc1_x": "fc1"}
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family of a timm model (``OTHER`` for an HF model or a class peftlab does not know)."""
+    kind = type(model).__name__
+    if kind == "VisionTransformerDistilled":
+        return DISTILLED
+    if kind == "Eva":
+        fused = any(getattr(block.attn, "qkv", None) is not None for block in model.blocks)
+        return EVA_FUSED if fused else EVA
+    return {"VisionTransformer": VIT, "Beit": BEIT, "SwinTransformer": SWIN}.get(kind, OTHER)
+
+
+def check_family(model: nn.Module, method: str) -> None:
+    """A ConfigError naming the family and why, when peftlab cannot adapt it."""
+    family = family_of(model)
+    if family.supported:
+        raise ConfigError(f"method.name={method!r} on {type(model).__name__} ({family.name}): {family.supported}")
+
+
+def prepare(model: nn.Module) -> None:
+    """Make every fused-bias qkv (BEiT, fused EVA) a Linear its attention calls as a module."""
+    if family_of(model).attention != "fused-bias":
+        return
+    for module in model.modules():
+        if hasattr(module, "qkv_bias_separate") and getattr(module, "q_bias", None) is not None:
+            module.qkv_bias_separate = True
+
+
+def canonical_name(name: str) -> str:
+    """``blocks.0.attn.v_proj`` -> ``blocks.0.attn.qkv.v``: the name a preset matches."""
+    head, _, last = name.rpartition(".")
+    return f"{head}.{ALIASES[last]}" if last in ALIASES and head else name
+
+
+def canonical_names(names: list[str], family: Family) -> dict[str, list[str]]:
+    """Canonical name -> the model's module names it stands for. Swin's blocks are numbered across
+    stages (stage 1's first block is ``blocks.<depth of stage 0>``), so ``blocks.\\d+`` reaches all."""
+    if family is SWIN:
+        numbered, stages = {}, {}
+        for name in names:
+            match = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.", name)
+            if match:
+                stages.setdefault(int(match[1]), set()).add(int(match[2]))
+        offsets, total = {}, 0
+        for stage in sorted(stages):
+            offsets[stage], total = total, total + max(stages[stage]) + 1
+        for name in names:
+            match = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.(.*)$", name)
+            key = f"blocks.{offsets[int(match[1])] + int(match[2])}.{match[3]}" if match else name
+            numbered.setdefault(key, []).append(name)
+        return numbered
+    canonical: dict[str, list[str]] = {}
+    for name in names:
+        canonical.setdefault(canonical_name(name), []).append(name)
+    return canonical

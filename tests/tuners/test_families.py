@@ -1,0 +1,147 @@
+"""Every method on every timm backbone family, built small and random offline: it applies or it is a
+one-line refusal, never a crash; applied, it starts as the base model, every tensor it trains gets a
+gradient (an adapter on a module the family never calls is an error, not a silent no-op), and its
+merged model computes what the adapted one does. The table of cells is docs/methods/families.md."""
+
+import copy
+
+import pytest
+import timm
+import torch
+from testkit import TINY_MODEL
+
+from peftlab.config import load_config
+from peftlab.errors import ConfigError
+from peftlab.families import canonical_names, family_of
+from peftlab.training.step import check_reached
+from peftlab.tuners import TUNERS
+from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.peft_injection import plan_targets
+
+SMALL = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+# family -> (timm model, architecture overrides): 2 blocks, width 32 (Swin: 2 stages of one block)
+FAMILIES = {
+    "vit": ("vit_base_patch16_224", {**SMALL, "img_size": 32, "patch_size": 16}),
+    "deit3": ("deit3_base_patch16_224", {**SMALL, "img_size": 32, "patch_size": 16}),
+    "dinov2": ("vit_base_patch14_dinov2", {**SMALL, "img_size": 28, "patch_size": 14}),
+    "dinov2-reg4": ("vit_base_patch14_reg4_dinov2", {**SMALL, "img_size": 28, "patch_size": 14}),
+    "clip": ("vit_base_patch16_clip_224", {**SMALL, "img_size": 32, "patch_size": 16}),
+    "siglip": ("vit_base_patch16_siglip_224", {**SMALL, "img_size": 32, "patch_size": 16}),
+    "eva02": ("eva02_base_patch14_224", {**SMALL, "img_size": 28, "patch_size": 14}),
+    "beit": ("beit_base_patch16_224", {**SMALL, "img_size": 32, "patch_size": 16}),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        {"depths": (1, 1), "embed_dim": 32, "num_heads": (1, 2), "img_size": 32, "patch_size": 4, "window_size": 4},
+    ),
+}
+NUM_CLASSES = 5
+# the hand-written methods that read timm's VisionTransformer blocks (tuners/timm_vit.py)
+VIT_ONLY = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
+VIT_CLASS = {"vit", "deit3", "dinov2", "dinov2-reg4", "clip", "siglip"}
+# refused for a reason of the tiny model's size or layout, named in the message
+REFUSED = {
+    ("eva02", "qalora"): "group sizes that divide every quantized layer",  # SwiGLU's 2/3 width: 85
+    ("clip", "ssf"): "patch_embed.proj has none",  # CLIP's patch embedding has no bias to fold a shift into
+}
+# VPT's prompts change every token's attention by design (tests/tuners/test_zoo.py); QA-LoRA starts as
+# its group-quantized base (tests/tuners/test_qalora.py), which its merge reproduces exactly
+NO_IDENTITY = {"vpt", "qalora"}
+
+
+def expected_refusal(family: str, method: str) -> str | None:
+    if (family, method) in REFUSED:
+        return REFUSED[(family, method)]
+    if method in VIT_ONLY and family not in VIT_CLASS:
+        return "supports timm ViTs only"
+    return None
+
+
+_BASES: dict[str, torch.nn.Module] = {}
+
+
+def base_model(family: str) -> torch.nn.Module:
+    """The family's small random model, built once (each cell adapts a copy)."""
+    if family not in _BASES:
+        name, kwargs = FAMILIES[family]
+        torch.manual_seed(0)
+        _BASES[family] = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, **kwargs).eval()
+    return _BASES[family]
+
+
+def images(family: str) -> torch.Tensor:
+    size = FAMILIES[family][1]["img_size"]
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def adapt(family: str, method: str):
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "name": FAMILIES[family][0]}, "method": {"name": method}})
+    torch.manual_seed(0)
+    return apply_tuner(copy.deepcopy(base_model(family)), cfg)
+
+
+@pytest.mark.parametrize("method", list(TUNERS))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, method):
+    refusal = expected_refusal(family, method)
+    if refusal:
+        with pytest.raises(ConfigError, match=refusal) as caught:
+            adapt(family, method)
+        assert "\n" not in str(caught.value)
+        return
+    tuner = adapt(family, method)
+    x = images(family)
+    if method not in NO_IDENTITY:
+        tuner.model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(tuner.model(x), base_model(family)(x), rtol=0, atol=1e-6)
+    tuner.model.train()
+    tuner.model(x).sum().backward()
+    check_reached(tuner)
+    with torch.no_grad():  # adapters away from their start, so merged == unmerged is not trivial
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    merged = tuner.merged_model()
+    if merged is not None:
+        tuner.model.eval()
+        merged.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["vit", "eva02", "beit", "swin"])
+def test_the_standard_preset_means_q_and_v_of_every_block_on_every_family(family):
+    cfg = load_config(overrides={"method": {"name": "lora", "target_modules": "standard"}})
+    _, targets = plan_targets(base_model(family), cfg.method)
+    blocks = {"swin": 2}.get(family, 2)
+    assert len(targets) == 2 * blocks
+    assert {t.rpartition(".")[2] for t in targets} <= {"q", "v", "q_proj", "v_proj"}
+    assert len({t.rpartition(".")[2][0] for t in targets}) == 2
+
+
+def test_swin_blocks_are_numbered_across_stages_for_the_presets():
+    names = ["layers.0.blocks.0.attn.qkv.q", "layers.0.blocks.1.attn.qkv.q", "layers.1.blocks.0.attn.qkv.q"]
+    canonical = canonical_names(names, family_of(base_model("swin")))
+    assert list(canonical) == ["blocks.0.attn.qkv.q", "blocks.1.attn.qkv.q", "blocks.2.attn.qkv.q"]
+
+
+def test_a_distilled_deit_is_refused_in_one_line_naming_its_two_heads():
+    model = timm.create_model("deit_base_distilled_patch16_224", pretrained=False, num_classes=5, **SMALL, img_size=32)
+    cfg = load_config(overrides={"method": {"name": "lora"}})
+    with pytest.raises(ConfigError, match=r"VisionTransformerDistilled \(deit-distilled\): .*two heads"):
+        apply_tuner(model, cfg)
+
+
+def test_beit_without_its_qkv_called_as_a_module_would_train_nothing_and_is_caught():
+    """BEiT computes qkv with F.linear on the Linear's weight: without ``prepare`` an adapter on it is
+    never called. ``check_reached`` is what turns such a layout into an error instead of a no-op."""
+    cfg = load_config(
+        overrides={"method": {"name": "ia3", "target_modules": ["blocks.0.mlp.fc2", "blocks.1.attn.qkv"]}}
+    )
+    tuner = apply_tuner(copy.deepcopy(base_model("beit")), cfg)
+    for module in tuner.model.modules():
+        if hasattr(module, "qkv_bias_separate"):
+            module.qkv_bias_separate = False  # timm's default: the Linear bypassed
+    tuner.model.train()
+    tuner.model(images("beit")).sum().backward()
+    with pytest.raises(ConfigError, match=r"never uses 1 of its trainable tensors \(first: .*blocks\.1\.attn\.qkv"):
+        check_reached(tuner)
