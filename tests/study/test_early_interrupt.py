@@ -45,9 +45,17 @@ def forkserver_of(study_pid: int) -> int | None:
     )
 
 
+def python_catches_sigint(pid: int) -> bool:
+    try:
+        caught = Path(f"/proc/{pid}/status").read_text().split("SigCgt:")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return bool(int(caught, 16) & (1 << (signal.SIGINT - 1)))
+
+
 def started(study_pid: int, event: str) -> bool:
-    if event == "start":
-        return True
+    if event == "start":  # Python's own SIGINT handler installed: before it, the kernel kills the process
+        return python_catches_sigint(study_pid)
     forkserver = forkserver_of(study_pid)
     if event == "forkserver":
         return forkserver is not None
