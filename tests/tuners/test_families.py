@@ -35,13 +35,16 @@ FAMILIES = {
     ),
 }
 NUM_CLASSES = 5
-# the hand-written methods that read timm's VisionTransformer blocks (tuners/timm_vit.py)
-VIT_ONLY = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
-VIT_CLASS = {"vit", "deit3", "dinov2", "dinov2-reg4", "clip", "siglip"}
-# refused for a reason of the tiny model's size or layout, named in the message
+# refused for a reason of the family, its layout or the tiny model's size, named in the message
 REFUSED = {
     ("eva02", "qalora"): "group sizes that divide every quantized layer",  # SwiGLU's 2/3 width: 85
-    ("clip", "ssf"): "patch_embed.proj has none",  # CLIP's patch embedding has no bias to fold a shift into
+    # SSF folds each shift into the bias of the layer it follows; these layers have none
+    ("clip", "ssf"): "patch_embed.proj has none",
+    ("eva02", "ssf"): "blocks.0.attn.k_proj has none",
+    ("beit", "ssf"): "blocks.0.attn.qkv has none",  # its q and v biases sit outside the Linear
+    ("swin", "ssf"): "layers.1.downsample.reduction has none",
+    ("beit", "vpt"): "relative position bias covers the class token and the patches only",
+    ("swin", "vpt"): "attention runs inside windows",
 }
 # VPT's prompts change every token's attention by design (tests/tuners/test_zoo.py); QA-LoRA starts as
 # its group-quantized base (tests/tuners/test_qalora.py), which its merge reproduces exactly
@@ -49,11 +52,7 @@ NO_IDENTITY = {"vpt", "qalora"}
 
 
 def expected_refusal(family: str, method: str) -> str | None:
-    if (family, method) in REFUSED:
-        return REFUSED[(family, method)]
-    if method in VIT_ONLY and family not in VIT_CLASS:
-        return "supports timm ViTs only"
-    return None
+    return REFUSED.get((family, method))
 
 
 _BASES: dict[str, torch.nn.Module] = {}
@@ -145,3 +144,24 @@ def test_beit_without_its_qkv_called_as_a_module_would_train_nothing_and_is_caug
     tuner.model(images("beit")).sum().backward()
     with pytest.raises(ConfigError, match=r"never uses 1 of its trainable tensors \(first: .*blocks\.1\.attn\.qkv"):
         check_reached(tuner)
+
+
+@pytest.mark.parametrize("method", ["bitfit", "difffit"])
+def test_beit_query_and_value_biases_train_as_biases(method):
+    """BEiT's q_bias and v_bias sit beside its bias-less qkv: BitFit and DiffFit train them (PETL_Vision
+    trains every parameter named bias), its relative position tables stay frozen."""
+    tuner = adapt("beit", method)
+    trained = {name.replace(".base_layer", "") for name in tuner.trainable_parameters()}  # DiffFit wraps attn
+    assert {"blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "blocks.1.attn.v_bias"} <= trained
+    assert not any("relative_position" in name for name in trained)
+
+
+def test_vpt_on_eva_keeps_the_rotary_embedding_off_its_prompts():
+    """EVA rotates every token after its prefix; VPT's prompts join the prefix (no position, as on a ViT),
+    so each patch keeps the rotary position it has without prompts."""
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "name": FAMILIES["eva02"][0]}, "method": {"name": "vpt"}})
+    tuner = apply_tuner(copy.deepcopy(base_model("eva02")), cfg)
+    prefix = base_model("eva02").num_prefix_tokens
+    assert {block.base_layer.attn.num_prefix_tokens for block in tuner.model.blocks} == {
+        prefix + cfg.method.prompt_tokens
+    }

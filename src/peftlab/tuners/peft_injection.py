@@ -77,11 +77,11 @@ def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[
     split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
     # the whole fused qkv (one adapter over q, k and v) or its slices, never both
     candidates = linear_names(model, head) + split_names
-    if isinstance(cfg.target_modules, str) and not hf:  # a preset: the same layers on every family
+    if isinstance(cfg.target_modules, str):  # a preset: the same layers on every family
         aliases = canonical_names(candidates, family_of(model))
-        targets = [n for key in match_targets(target_patterns(cfg, hf), list(aliases)) for n in aliases[key]]
+        targets = [n for key in match_targets(target_patterns(cfg), list(aliases)) for n in aliases[key]]
     else:
-        targets = match_targets(target_patterns(cfg, hf), candidates)
+        targets = match_targets(target_patterns(cfg), candidates)
     to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
     both = [n for n in to_split if n in targets]
     if both:

@@ -19,7 +19,7 @@ from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
-from peftlab.tuners.timm_vit import check_timm_vit
+from peftlab.tuners.timm_blocks import check_timm_blocks
 
 
 class SSFTuner(Tuner):
@@ -45,7 +45,7 @@ def ssf_targets(model: nn.Module) -> list[str]:
 
 
 def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
-    check_timm_vit(model, "ssf")
+    check_timm_blocks(model, "ssf")
     for name in ssf_targets(model):
         module = model.get_submodule(name)
         if getattr(module, "bias", None) is None:
