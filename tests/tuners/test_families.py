@@ -105,6 +105,10 @@ def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, metho
         merged.eval()
         with torch.no_grad():
             torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
+        reloaded = copy.deepcopy(base_model(family))  # the merged weights in the plain architecture, strictly
+        reloaded.load_state_dict(merged.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", ["vit", "eva02", "beit", "swin"])

@@ -10,7 +10,8 @@ timm ViT these are the parameters named ``norm``), and the head, ``L (11d + h) +
 (BitFit's ``L (7d + h) + 2d``, the LayerNorm weights ``2Ld + d``, the gammas ``2Ld``). The gammas
 sit on ``attn`` and ``mlp`` (``DiffFitLayer``), which is the same product (LayerScale and drop path
 act per channel). The diffusion paper also scales only some of DiT's blocks and trains the class
-embedding; PETL_Vision's ViT version scales every block, and so does peftlab.
+embedding; PETL_Vision's ViT version scales every block, and so does peftlab, on EVA's, BEiT's
+and Swin's blocks too (BEiT's ``q_bias`` and ``v_bias`` train as biases).
 
 Merge: each gamma folds into the Linear that ends its branch (``attn.proj``, ``mlp.fc2``); the
 biases and LayerNorms were trained in place, so ``merged_model`` is a plain timm model with timm's keys.

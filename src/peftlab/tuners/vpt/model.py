@@ -5,6 +5,7 @@
 - VPT-deep (``deep: true``): every block gets its own prompts; before each block after the first
   the previous block's outputs at the prompt positions are replaced by the new prompts.
 After the last block the prompt positions are dropped; the head reads timm's usual tokens.
+On EVA the prompts join the prefix its rotary embedding skips; BEiT and Swin are refused (why: ``REFUSED``).
 
 Initialization as the paper's code: uniform in ``±sqrt(6 / (in_chans * patch^2 + d))`` (Xavier
 with the patch embedding's fan-in). Trainable: the prompts (``n d``, or ``depth n d`` deep) and the
