@@ -1,8 +1,9 @@
-"""Bottleneck adapters on timm's ViT, EVA, BEiT and Swin blocks: Houlsby, Pfeiffer and AdaptFormer (one registry row each).
+"""Bottleneck adapters on timm's ViT, EVA, BEiT and Swin blocks: Houlsby, Pfeiffer and AdaptFormer
+(one registry row each).
 
 - houlsby (Houlsby et al., ICML 2019): sequential adapters after each block's attention (on
-  ``attn``'s output, after its projection) and after its MLP; GELU, the ViT's own nonlinearity. An adapter is as wide as its
-  block's tokens (Swin's widen stage by stage).
+  ``attn``'s output, after its projection) and after its MLP; GELU, the ViT's own nonlinearity.
+  An adapter is as wide as its block's tokens (Swin's widen stage by stage).
 - pfeiffer (Pfeiffer et al., EACL 2021): one sequential adapter after each block's MLP; ReLU.
 - adaptformer (Chen et al., NeurIPS 2022): an adapter parallel to each block's MLP on the MLP's
   input, its output times ``scale`` (0.1); ReLU.
