@@ -31,6 +31,27 @@ def needs_fashion_mnist():
     )
 
 
+def hf_vision_model(family: str, num_classes: int = 5):
+    """A small random transformers classifier of a vision family (vit, deit, dinov2, clip): 2 layers,
+    width 32, at 32 px (DINOv2: 28 px, patch 14), to ``save_pretrained`` as an HF model directory."""
+    import transformers as tf
+
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if family == "clip":
+        config = tf.CLIPConfig(
+            vision_config={**sizes, "intermediate_size": 64, "image_size": 32, "patch_size": 16},
+            text_config={**sizes, "intermediate_size": 64},
+            num_labels=num_classes,
+        )
+        return tf.CLIPForImageClassification(config)
+    if family == "dinov2":
+        config = tf.Dinov2Config(**sizes, mlp_ratio=2, image_size=28, patch_size=14, num_labels=num_classes)
+        return tf.Dinov2ForImageClassification(config)
+    kind = {"vit": (tf.ViTConfig, tf.ViTForImageClassification), "deit": (tf.DeiTConfig, tf.DeiTForImageClassification)}
+    config_cls, model_cls = kind[family]
+    return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
+
+
 def write_tiny_run(path: Path, **train) -> Path:
     """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
     import yaml

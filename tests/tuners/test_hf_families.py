@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from testkit import hf_vision_model
 
 from peftlab.backbones import build_hf
 from peftlab.config import load_config
@@ -17,33 +18,6 @@ from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
 
 NUM_CLASSES = 5
-SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-
-
-def hf_models():
-    """Each family's classifier, as transformers builds it from a config (random weights)."""
-    import transformers as tf
-
-    labels = {"num_labels": NUM_CLASSES}
-    return {
-        "vit": tf.ViTForImageClassification(
-            tf.ViTConfig(**SIZES, **labels, intermediate_size=64, image_size=32, patch_size=16)
-        ),
-        "deit": tf.DeiTForImageClassification(
-            tf.DeiTConfig(**SIZES, **labels, intermediate_size=64, image_size=32, patch_size=16)
-        ),
-        "dinov2": tf.Dinov2ForImageClassification(
-            tf.Dinov2Config(**SIZES, **labels, mlp_ratio=2, image_size=28, patch_size=14)
-        ),
-        "clip": tf.CLIPForImageClassification(
-            tf.CLIPConfig(
-                vision_config={**SIZES, "intermediate_size": 64, "image_size": 32, "patch_size": 16},
-                text_config={**SIZES, "intermediate_size": 64},
-                **labels,
-            )
-        ),
-    }
-
 
 FAMILIES = ["vit", "deit", "dinov2", "clip"]
 HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
@@ -55,9 +29,9 @@ def hf_dirs(tmp_path_factory):
     """Each family saved once as transformers saves a model (config.json, model.safetensors)."""
     dirs = {}
     torch.manual_seed(0)
-    for family, model in hf_models().items():
+    for family in FAMILIES:
         dirs[family] = tmp_path_factory.mktemp("hf") / family
-        model.save_pretrained(dirs[family])
+        hf_vision_model(family, NUM_CLASSES).save_pretrained(dirs[family])
     return dirs
 
 
