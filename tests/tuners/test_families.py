@@ -169,3 +169,34 @@ def test_vpt_on_eva_keeps_the_rotary_embedding_off_its_prompts():
     assert {block.base_layer.attn.num_prefix_tokens for block in tuner.model.blocks} == {
         prefix + cfg.method.prompt_tokens
     }
+
+
+# trainable parameters besides the head, from each block's width d (Swin's grows by stage): LoRA and DoRA
+# on q and v (A r x d, B d x r; DoRA adds a magnitude per output), an adapter of width m 2dm + m + d
+# (Houlsby two per block, Pfeiffer and AdaptFormer one), VPT-deep n prompts of width d per block
+R, M, N = 4, 3, 2
+FORMULAS = {
+    "lora": ({"r": R}, lambda widths: sum(2 * 2 * R * d for d in widths)),
+    "dora": ({"r": R}, lambda widths: sum(2 * (2 * R * d + d) for d in widths)),
+    "houlsby": ({"bottleneck": M}, lambda widths: sum(2 * (2 * d * M + M + d) for d in widths)),
+    "pfeiffer": ({"bottleneck": M}, lambda widths: sum(2 * d * M + M + d for d in widths)),
+    "adaptformer": ({"bottleneck": M}, lambda widths: sum(2 * d * M + M + d for d in widths)),
+    "vpt": ({"prompt_tokens": N, "deep": True}, lambda widths: sum(N * d for d in widths)),
+    "linear": ({}, lambda widths: 0),
+}
+
+
+@pytest.mark.parametrize("family, method", [(f, m) for f in FAMILIES for m in FORMULAS if not expected_refusal(f, m)])
+def test_trainable_counts_follow_the_methods_formula_on_every_family(family, method):
+    from peftlab.tuners.base import is_head_param
+    from peftlab.tuners.timm_blocks import block_dim, block_names
+
+    options, formula = FORMULAS[method]
+    base = base_model(family)
+    widths = [block_dim(base.get_submodule(name)) for name in block_names(base)]
+    cfg = load_config(
+        overrides={"model": {**TINY_MODEL, "name": FAMILIES[family][0]}, "method": {"name": method, **options}}
+    )
+    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert counted == formula(widths)
