@@ -52,6 +52,30 @@ def hf_vision_model(family: str, num_classes: int = 5):
     return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
 
 
+def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
+    """PEFT's from_pretrained on the plain timm (or transformers) base, with the run directory as the
+    adapter, gives the outputs of peftlab's own model rebuilt from the run."""
+    import torch
+    from peft import PeftModel
+
+    from peftlab.backbones import HFLogits, build_backbone, input_spec_for
+    from peftlab.config import load_config
+    from peftlab.export import load_trained
+    from peftlab.training.runtime import seed_everything
+
+    cfg = load_config(run_dir / "config.yaml")
+    seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)
+    base = build_backbone(cfg.model, 10)
+    hf = isinstance(base, HFLogits)  # PEFT wraps the transformers model itself
+    loaded = PeftModel.from_pretrained(base.model if hf else base, adapter_dir or run_dir).eval()
+    ours = load_trained(run_dir).model.eval()
+    size = input_spec_for(cfg.model).img_size
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = loaded(pixel_values=x).logits if hf else loaded(x)
+        torch.testing.assert_close(theirs, ours(x), rtol=1e-5, atol=1e-5)
+
+
 def write_tiny_run(path: Path, **train) -> Path:
     """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
     import yaml
