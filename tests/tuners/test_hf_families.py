@@ -132,3 +132,17 @@ def test_an_hf_directory_is_normalised_as_its_image_processor_says(hf_dirs, tmp_
     (path / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5]}')
     with pytest.raises(WeightsError, match=r"preprocessor_config.json: image_mean=\[0.5, 0.5\] is invalid: expected 3"):
         input_spec_for(cfg.model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method, extra", [("lora", 0), ("dora", 2)])
+def test_lora_counts_follow_the_formula_on_every_hf_family(hf_dirs, family, method, extra):
+    """q and v of each of the 2 layers of width 32: A r x d and B d x r each, DoRA a magnitude per output."""
+    from peftlab.tuners.base import is_head_param
+
+    cfg = load_config(
+        overrides={"model": {"source": "hf", "path": str(hf_dirs[family])}, "method": {"name": method, "r": 4}}
+    )
+    tuner = apply_tuner(copy.deepcopy(load(hf_dirs, family)[1]), cfg)
+    counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert counted == 2 * 2 * (2 * 4 * 32 + extra * 32 // 2)
