@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -46,8 +47,6 @@ def worker_context(start_method: str = "forkserver"):
     if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
         sys.warnoptions.append(QUIET_TRACKER)
     if start_method == "spawn":
-        import multiprocessing.resource_tracker
-
         multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
