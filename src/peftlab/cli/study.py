@@ -86,7 +86,7 @@ def cmd_study(args) -> int:
 
     study = load_study(args.study)
     if any(spec.config.train.reproducible for spec in study.runs):
-        pin_arithmetic()  # before the workers' forkserver imports torch: they inherit it
+        pin_arithmetic()  # before the workers (forkserver or spawned) import torch: they inherit it
     study_dir = Path(args.study_dir or Path("runs") / study.name)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")

@@ -4,9 +4,10 @@
 Rerunning skips completed runs, resumes interrupted ones from their checkpoint and retries
 failed ones only when asked. A failing or diverging run never stops the study.
 
-Runs execute in worker processes (``local_executor``) started from a forkserver that has
-imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot take the
-study down, and each run's peak memory is its own. Workers die with the study
+Runs execute in worker processes (``local_executor``) that import torch, timm and PEFT once:
+forked per run from a forkserver, or long-lived spawned workers (``--start-method spawn``,
+``spawn_workers``), so a run pays no import cost and a crash cannot take the study down.
+Workers die with the study
 (``worker.die_with_study``), so after a ``kill -9`` the same command finds only complete
 results and resumable checkpoints. Ctrl-C or SIGTERM stops the workers cleanly
 (``INTERRUPTED``): no result is recorded and the same command resumes each run from its
