@@ -105,7 +105,6 @@ def run_local(
     progress: bool,
     on_done: Callable[[RunSpec, dict], None],
     stop_when: Callable[[RunSpec, Path], bool] | None = None,
-    start_method: str = "forkserver",
 ) -> None:
     """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
 
@@ -113,16 +112,13 @@ def run_local(
     raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
     asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
     the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``.
-    ``start_method``: ``forkserver``, a process per run, or ``spawn``, long-lived workers.
+    Each run in a process forked from the forkserver (``spawn_workers.run_spawned``: long-lived
+    spawned workers, the same outcomes).
     """
     from peftlab.study.worker import process_main
 
-    if not jobs:  # every run done: no worker is started (it imports torch, timm and PEFT)
+    if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
         return
-    if start_method == "spawn":
-        from peftlab.study.spawn_workers import run_spawned
-
-        return run_spawned(jobs, workers, progress, on_done, stop_when, POLL_SECONDS)
     ctx = worker_context()
     pending = list(jobs)
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}

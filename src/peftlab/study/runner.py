@@ -39,7 +39,7 @@ from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote
 from peftlab.study.local_executor import outside_cause, run_local, start_held, stop_processes, worker_context
 from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
-from peftlab.study.spawn_workers import stop_idle_workers
+from peftlab.study.spawn_workers import run_spawned, stop_idle_workers
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
 
@@ -243,11 +243,18 @@ def _run_study(
 
     if executor.name == "local":
         # off a terminal: one line per run, not per step
-        run_local(jobs, workers, progress and not bar.disable, on_done, start_method=executor.start_method)
+        run_locally(jobs, workers, progress and not bar.disable, on_done, start_method=executor.start_method)
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done)
     bar.close()
     return summary
+
+
+def run_locally(jobs, workers, progress, on_done, stop_when=None, start_method="forkserver") -> None:
+    """The local executor: a process per run forked from a forkserver (``local_executor.run_local``),
+    or long-lived spawned workers (``spawn_workers.run_spawned``)."""
+    run = run_spawned if start_method == "spawn" else run_local
+    run(jobs, workers, progress, on_done, stop_when)
 
 
 def jobs_runner(executor: ExecutorOptions, workers: int):
@@ -255,7 +262,7 @@ def jobs_runner(executor: ExecutorOptions, workers: int):
 
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
-            run_local(jobs, workers, False, on_done, stop_when, executor.start_method)
+            run_locally(jobs, workers, False, on_done, stop_when, executor.start_method)
         elif jobs:
             run_remote(jobs, executor, on_done)
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftlab.config import to_dict
-from peftlab.study.local_executor import PRELOAD, start_held, stop_processes, worker_context, worker_outcome
+from peftlab.study.local_executor import (
+    POLL_SECONDS,
+    PRELOAD,
+    start_held,
+    stop_processes,
+    worker_context,
+    worker_outcome,
+)
 from peftlab.study.spec import RunSpec
 
 
@@ -75,10 +82,11 @@ def run_spawned(
     workers: int,
     progress: bool,
     on_done: Callable[[RunSpec, dict], None],
-    stop_when: Callable[[RunSpec, Path], bool] | None,
-    poll_seconds: float,
+    stop_when: Callable[[RunSpec, Path], bool] | None = None,
 ) -> None:
     """``local_executor.run_local`` with long-lived spawned workers (same arguments, same outcomes)."""
+    if not jobs:  # every run done: no worker is spawned
+        return
     ctx = worker_context("spawn")
     pending = list(jobs)
     busy: dict[Worker, tuple[RunSpec, Path, int]] = {}
@@ -93,7 +101,7 @@ def run_spawned(
                 send_run(worker, spec, run_dir, progress, position)
                 busy[worker] = (spec, run_dir, position)
             waited = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
-            ready = set(multiprocessing.connection.wait(waited, timeout=poll_seconds if stop_when else None))
+            ready = set(multiprocessing.connection.wait(waited, timeout=POLL_SECONDS if stop_when else None))
             ended = [w for w in busy if w.conn in ready or w.proc.sentinel in ready]
             if stop_when is not None:
                 for worker, (spec, run_dir, _) in busy.items():
