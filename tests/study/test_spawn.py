@@ -111,3 +111,26 @@ def study_cli(path: Path, out: Path, cwd: Path, **env: str):
         env=dict(os.environ, PYTHONPATH=str(REPO / "src"), **env),
         timeout=900,
     )
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_path):
+    """What a halving search's pruner does to a spawned worker: SIGTERM stops its run cleanly (no
+    result, the checkpoint kept), the worker is not reused, and the next call resumes the run."""
+    from peftlab.study.spawn_workers import IDLE, run_spawned, stop_idle_workers
+    from peftlab.study.spec import load_study
+
+    (spec,) = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})).runs
+    run_dir = tmp_path / "run"
+    outcomes = []
+    checkpointed = lambda spec, run_dir: (run_dir / "checkpoint" / "last.pt").exists()
+    run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result), checkpointed)
+    assert outcomes == [{"status": "stopped"}] and not IDLE
+    assert (run_dir / "checkpoint" / "last.pt").exists() and not (run_dir / "result.json").exists()
+    run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result))
+    assert outcomes[1]["status"] == "completed" and len(IDLE) == 1
+    stop_idle_workers()
+    assert not IDLE
+    steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    assert len(steps) == len(set(steps)), "the stopped run did not resume from its checkpoint"
