@@ -1,6 +1,6 @@
 """Ctrl-C of `peftlab study` in its first seconds (while the forkserver imports torch, timm and
-PEFT, while workers start) prints peftlab's one line and exits 130: no process of the study
-prints a traceback, and none outlives it.
+PEFT, while workers start; under --start-method spawn, while a spawned worker imports them) prints
+peftlab's one line and exits 130: no process of the study prints a traceback, and none outlives it.
 
 The moments are taken from what the study has started (the forkserver, its first worker), not
 from the clock, so that a slow or busy machine moves them with it."""
@@ -56,6 +56,8 @@ def python_catches_sigint(pid: int) -> bool:
 def started(study_pid: int, event: str) -> bool:
     if event == "start":  # Python's own SIGINT handler installed: before it, the kernel kills the process
         return python_catches_sigint(study_pid)
+    if event == "spawned":  # a worker of --start-method spawn, importing torch
+        return any(parent == study_pid and "spawn_main" in cmd for parent, cmd in processes().values())
     forkserver = forkserver_of(study_pid)
     if event == "forkserver":
         return forkserver is not None
@@ -72,6 +74,8 @@ def started(study_pid: int, event: str) -> bool:
         ("forkserver", 3.0),
         ("worker", 0.0),
         ("worker", 0.3),
+        ("spawned", 0.0),
+        ("spawned", 1.5),
     ],
 )
 def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
@@ -89,6 +93,8 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
             "--quiet",
             "--workers",
             "2",
+            "--start-method",
+            "spawn" if event == "spawned" else "forkserver",
         ],
         cwd=tmp_path,
         env=env,

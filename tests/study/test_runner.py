@@ -134,16 +134,21 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     assert proc.returncode == 0 and proc.stdout.count("\n") == 6 + 2
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
-def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
+@pytest.mark.parametrize(
+    "how, start_method",
+    [("ctrl-c", "forkserver"), ("sigterm", "forkserver"), ("sigkill", "forkserver"), ("ctrl-c", "spawn")],
+)
+def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how, start_method):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM of the
     study process stop it cleanly: no run is recorded failed, the checkpoints stay and the same
-    command finishes the study. After any of them, SIGKILL included, no worker lives on."""
+    command finishes the study. After any of them, SIGKILL included, no worker lives on. The same
+    under the start method spawn (long-lived workers)."""
     path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})  # one run, stopped part-way
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"],
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"]
+        + ["--start-method", start_method],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -174,7 +179,9 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how):
         return
     assert proc.returncode == 128 + sig, stderr
     assert stderr.count("\n") == 1 and f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr, stderr
-    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
+    rerun = run_cli(
+        "study", str(path), "--study-dir", str(out), "--quiet", "--start-method", start_method, cwd=tmp_path
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
 

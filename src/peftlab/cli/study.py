@@ -27,6 +27,12 @@ def add_study(sub) -> None:
         "tasks; submitit and ray need a file system shared with the driver (see docs/studies.md)",
     )
     p.add_argument(
+        "--start-method",
+        help="local: how worker processes start: forkserver (default on Linux: a process per run, forked from "
+        "a server that imported torch once) or spawn (default on macOS: long-lived workers, each importing "
+        "torch once and taking runs one after another)",
+    )
+    p.add_argument(
         "--slurm-cluster",
         choices=("slurm", "local"),
         help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)",
@@ -80,7 +86,7 @@ def cmd_study(args) -> int:
 
     study = load_study(args.study)
     if any(spec.config.train.reproducible for spec in study.runs):
-        pin_arithmetic()  # before the workers' forkserver imports torch: they inherit it
+        pin_arithmetic()  # before the workers (forkserver or spawned) import torch: they inherit it
     study_dir = Path(args.study_dir or Path("runs") / study.name)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
@@ -110,6 +116,7 @@ def cmd_study(args) -> int:
 
 
 EXECUTOR_FLAGS = {
+    "local": ("start_method",),
     "submitit": (
         "slurm_cluster",
         "slurm_partition",

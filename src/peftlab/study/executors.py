@@ -19,13 +19,14 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.config import to_dict
-from peftlab.errors import UserError
+from peftlab.errors import ConfigError, UserError
 from peftlab.run_result import read_result
 from peftlab.study import ray_tasks, slurm
+from peftlab.study.local_executor import START_METHODS, default_start_method
 from peftlab.study.spec import RunSpec
 
 SUBMIT = {"submitit": slurm.submit, "ray": ray_tasks.submit}
@@ -58,6 +59,7 @@ class ExecutorOptions:
     """``peftlab study --executor`` and its options (``folder``: submitit's job files)."""
 
     name: str = "local"
+    start_method: str = field(default_factory=default_start_method)  # local workers: spawn or forkserver
     folder: str | None = None
     slurm_cluster: str = "slurm"
     slurm_partition: str | None = None
@@ -76,6 +78,8 @@ class ExecutorOptions:
             raise UserError(f"--executor={self.name!r} is invalid: expected one of {', '.join(EXECUTORS)}")
         if self.slurm_cluster not in SLURM_CLUSTERS:
             raise UserError(f"--slurm-cluster={self.slurm_cluster!r} is invalid: expected slurm or local")
+        if self.start_method not in START_METHODS:
+            raise ConfigError(f"--start-method={self.start_method!r} is invalid: expected {' or '.join(START_METHODS)}")
         for flag, value, least in (
             ("--slurm-time", self.slurm_time, 1),
             ("--slurm-cpus", self.slurm_cpus, 1),

@@ -1,7 +1,10 @@
 """The local executor: a study's runs in worker processes on this machine.
 
-Workers start from a forkserver that has imported torch, timm and PEFT once, so a run pays no
-import cost, a crash cannot take the study down, and each run's peak memory is its own. Workers
+With the start method ``forkserver`` (the default on Linux), each run's worker is forked from a
+server that has imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot
+take the study down, and each run's peak memory is its own. With ``spawn`` (the default on macOS,
+where forking a threaded process is unsafe), long-lived workers import them once each and take
+runs one after another (``spawn_workers``), with the same outcomes. Workers
 die with the study (``worker.die_with_study``); Ctrl-C or SIGTERM stops them cleanly
 (``worker.INTERRUPTED``) and their runs stay resumable. A worker that ends without a result is
 told apart here: stopped from outside (its run stays pending), or failed (its failure recorded).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -23,18 +27,30 @@ from peftlab.run_result import failure, read_result, write_result
 from peftlab.study.spec import RunSpec
 
 POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
+START_METHODS = ("spawn", "forkserver")  # how local workers start (``peftlab study --start-method``)
+# imported once per forkserver or spawned worker, so no run pays for them (peft brings transformers)
+PRELOAD = ("peftlab.study.worker", "peftlab.training.run", "peftlab.data", "timm", "peft")
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
 QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
-def worker_context():
-    if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker and forkserver processes
+def default_start_method() -> str:
+    """``spawn`` where fork-based starts of a threaded process are unsafe (macOS, whose Python
+    defaults to it), else ``forkserver``."""
+    return "spawn" if sys.platform == "darwin" else "forkserver"
+
+
+def worker_context(start_method: str = "forkserver"):
+    """The multiprocessing context of local workers; ``forkserver``'s server started, preloaded."""
+    if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
         sys.warnoptions.append(QUIET_TRACKER)
+    if start_method == "spawn":
+        multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    # imported once in the forkserver, so no run pays for them (peft brings transformers)
-    ctx.set_forkserver_preload(["peftlab.study.worker", "peftlab.training.run", "peftlab.data", "timm", "peft"])
+    ctx.set_forkserver_preload(list(PRELOAD))
     start_forkserver()
     return ctx
 
@@ -56,6 +72,17 @@ def start_forkserver() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
+
+
+def start_held(proc: multiprocessing.Process) -> None:
+    """Start ``proc`` with SIGINT blocked, which a spawned process inherits (a forkserver's children
+    inherit the server's): a Ctrl-C while it imports torch is taken once it can stop cleanly
+    (``worker.take_interrupts``), not printed as a traceback under the study's line."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
 
@@ -85,6 +112,8 @@ def run_local(
     raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
     asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
     the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``.
+    Each run in a process forked from the forkserver (``spawn_workers.run_spawned``: long-lived
+    spawned workers, the same outcomes).
     """
     from peftlab.study.worker import process_main
 

@@ -4,9 +4,10 @@
 Rerunning skips completed runs, resumes interrupted ones from their checkpoint and retries
 failed ones only when asked. A failing or diverging run never stops the study.
 
-Runs execute in worker processes (``local_executor``) started from a forkserver that has
-imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot take the
-study down, and each run's peak memory is its own. Workers die with the study
+Runs execute in worker processes (``local_executor``) that import torch, timm and PEFT once:
+forked per run from a forkserver, or long-lived spawned workers (``--start-method spawn``,
+``spawn_workers``), so a run pays no import cost and a crash cannot take the study down.
+Workers die with the study
 (``worker.die_with_study``), so after a ``kill -9`` the same command finds only complete
 results and resumable checkpoints. Ctrl-C or SIGTERM stops the workers cleanly
 (``INTERRUPTED``): no result is recorded and the same command resumes each run from its
@@ -35,9 +36,10 @@ from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.progress import TextProgress
 from peftlab.run_result import read_result, run_status
 from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.local_executor import outside_cause, run_local, stop_processes, worker_context
+from peftlab.study.local_executor import outside_cause, run_local, start_held, stop_processes, worker_context
 from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
+from peftlab.study.spawn_workers import run_spawned, stop_idle_workers
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
 
@@ -106,8 +108,9 @@ def run_pretraining(
         if why is not None or (out_dir / "pretrain-error.json").exists():
             raise UserError(pretraining_stopped(config_path, out_dir, why, lost=True))
         return out_dir
-    proc = worker_context().Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
-    proc.start()
+    ctx = worker_context(executor.start_method)
+    proc = ctx.Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
+    start_held(proc)
     try:
         proc.join()
     except KeyboardInterrupt:
@@ -167,7 +170,10 @@ def run_study(
         ),
         logged_to(study_dir / LIBRARY_LOG),
     ):  # what submitit, Ray and Slurm's commands say to the driver
-        return _run_study(study, study_dir, workers, retry_failed, progress, executor)
+        try:
+            return _run_study(study, study_dir, workers, retry_failed, progress, executor)
+        finally:
+            stop_idle_workers()  # spawned workers wait between a tuned study's searches and its final runs
 
 
 def _run_study(
@@ -236,13 +242,19 @@ def _run_study(
         lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
 
     if executor.name == "local":
-        run_local(
-            jobs, workers, progress and not bar.disable, on_done
-        )  # off a terminal: one line per run, not per step
+        # off a terminal: one line per run, not per step
+        run_locally(jobs, workers, progress and not bar.disable, on_done, start_method=executor.start_method)
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done)
     bar.close()
     return summary
+
+
+def run_locally(jobs, workers, progress, on_done, stop_when=None, start_method="forkserver") -> None:
+    """The local executor: a process per run forked from a forkserver (``local_executor.run_local``),
+    or long-lived spawned workers (``spawn_workers.run_spawned``)."""
+    run = run_spawned if start_method == "spawn" else run_local
+    run(jobs, workers, progress, on_done, stop_when)
 
 
 def jobs_runner(executor: ExecutorOptions, workers: int):
@@ -250,7 +262,7 @@ def jobs_runner(executor: ExecutorOptions, workers: int):
 
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
-            run_local(jobs, workers, False, on_done, stop_when)
+            run_locally(jobs, workers, False, on_done, stop_when, executor.start_method)
         elif jobs:
             run_remote(jobs, executor, on_done)
 

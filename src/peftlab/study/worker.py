@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import os
 import signal
 import sys
@@ -176,10 +177,42 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
         raise SystemExit(INTERRUPTED) from None
 
 
+def serve_runs(conn, study_pid: int, preload: tuple[str, ...]) -> None:
+    """Entry point of a long-lived local worker (start method ``spawn``, ``study.spawn_workers``):
+    import ``preload`` once, then train each run the study sends, one after another, and answer
+    each with the exit code a one-run worker would have had (0: the run's result.json says how it
+    ended). It returns when the study closes the pipe; a stop (Ctrl-C, SIGTERM) ends it after its run."""
+    die_with_study(study_pid)
+    terminal = os.dup(2)  # stderr between runs, and of a run with progress bars
+    try:
+        for module in preload:
+            importlib.import_module(module)
+        take_interrupts()
+        while True:
+            try:
+                config, run_dir, progress, position = conn.recv()
+            except EOFError:  # the study has no run left for it
+                return
+            os.dup2(terminal, 2)
+            if not progress:
+                log_stderr_to(run_dir)
+            try:
+                execute_run(config, run_dir, progress, position)
+                code = 0
+            except SystemExit as stop:
+                code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+            conn.send(code)
+            if code == INTERRUPTED:
+                raise SystemExit(INTERRUPTED)
+    except KeyboardInterrupt:  # while it started, or waited for a run: nothing to record
+        ignore_further_stops()
+        raise SystemExit(INTERRUPTED) from None
+
+
 def take_interrupts() -> None:
     """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored and
-    blocked SIGINT (``local_executor.start_forkserver``); a Ctrl-C of a worker's start-up reaches the study,
-    which stops it."""
+    blocked SIGINT (``local_executor.start_forkserver``), a spawned worker its parent's blocked one
+    (``spawn_workers.start_worker``); a Ctrl-C of a worker's start-up reaches the study, which stops it."""
     stop_on_sigterm()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

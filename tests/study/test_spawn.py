@@ -1,0 +1,136 @@
+"""The local runner with the start method ``spawn`` (macOS's default), run here with real processes:
+long-lived workers take several runs each, a worker killed by SIGKILL loses its run to pending and
+nothing else, and the study resumed gives what an uninterrupted study gives under ``forkserver``."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from test_tuning_study import write_study
+from testkit import REPO, needs_fashion_mnist, run_cli
+
+from peftlab.errors import ConfigError, UserError
+from peftlab.study import local_executor
+from peftlab.study.executors import ExecutorOptions
+
+
+def test_the_start_method_defaults_per_platform_and_a_bad_one_is_one_line(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert ExecutorOptions().start_method == "spawn"
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert ExecutorOptions().start_method == "forkserver"
+    assert ExecutorOptions(start_method="spawn").start_method == "spawn"  # selectable everywhere
+    with pytest.raises(ConfigError) as err:
+        ExecutorOptions(start_method="fork")
+    assert str(err.value) == "--start-method='fork' is invalid: expected spawn or forkserver"
+
+
+def test_the_start_method_goes_with_the_local_executor_only():
+    from peftlab.cli.study import EXECUTOR_FLAGS, executor_options
+
+    flags = {flag: None for flags in EXECUTOR_FLAGS.values() for flag in flags}
+    args = argparse.Namespace(workers=1, executor="local", **{**flags, "start_method": "spawn"})
+    assert executor_options(args).start_method == "spawn"
+    with pytest.raises(UserError, match="--start-method goes with --executor local, not ray"):
+        executor_options(argparse.Namespace(**{**vars(args), "executor": "ray"}))
+    assert local_executor.START_METHODS == ("spawn", "forkserver")
+
+
+def lock_pid(run_dir: Path) -> int:
+    """The pid of the last process that trained ``run_dir`` (its ``.lock`` keeps the holder's)."""
+    return json.loads((run_dir / ".lock").read_text())["pid"]
+
+
+def trained(out: Path) -> dict[str, Path]:
+    """Every trial and final run directory with a result, by run id."""
+    return {p.parent.name: p.parent for p in [*out.glob("tune/*/runs/*/result.json"), *out.glob("runs/*/result.json")]}
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_study(tmp_path):
+    """A 2-trial grid, trained at once, and its final run. The worker of the first trial to reach
+    step 7 (after the checkpoint of step 6) SIGKILLs itself: its run stays pending, the other trial
+    completes, and the search stops with one line. The same command resumes the killed trial and
+    trains the final run in one worker, which outlives the search. Every run equals the
+    uninterrupted study's under forkserver."""
+    study = {
+        "seeds": 1,
+        "set": {"train.epochs": 1, "train.eval_every": 5},
+        "methods": {"lora": {}},
+        "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 2},
+    }
+    reference = write_study(tmp_path / "forkserver", study)
+    ref_out = tmp_path / "forkserver" / "out"
+    proc = run_cli("study", str(reference), "--study-dir", str(ref_out), "--quiet", "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    path = write_study(tmp_path / "spawn", study)
+    out = tmp_path / "spawn" / "out"
+    env = {"PEFTLAB_KILL_AT": "step:7", "PEFTLAB_KILL_ONCE": str(tmp_path / "killed")}
+    killed = study_cli(path, out, tmp_path, **env)
+    assert killed.returncode == 2 and killed.stderr.count("\n") == 1, killed.stderr
+    assert "1 trial runs were stopped by an outside cause (its worker was killed by SIGKILL" in killed.stderr
+    (survivor,) = trained(out).values()
+    (victim,) = [d for d in out.glob("tune/lora/runs/*") if d != survivor]
+    assert (victim / "checkpoint" / "last.pt").exists() and not (victim / "result.json").exists()
+    before = {lock_pid(victim), lock_pid(survivor)}
+    assert len(before) == 2 and os.getpid() not in before
+
+    rerun = study_cli(path, out, tmp_path, **env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
+    resumed = {lock_pid(d) for d in trained(out).values() if d != survivor}
+    assert len(resumed) == 1 and not resumed & before, "the final run did not reuse the search's worker"
+
+    ours, theirs = trained(out), trained(ref_out)
+    assert ours.keys() == theirs.keys() and len(ours) == 3
+    for run_id, run_dir in ours.items():
+        a, b = (json.loads((d / "result.json").read_text()) for d in (run_dir, theirs[run_id]))
+        assert a["status"] == b["status"] == "completed" and a["metrics"] == b["metrics"], run_id
+        steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+        assert len(steps) == len(set(steps)), f"a step of {run_id} was trained twice"
+    (final,) = [p.parent for p in out.glob("runs/*/result.json")]
+    assert (final / "adapter.safetensors").read_bytes() == (theirs[final.name] / "adapter.safetensors").read_bytes()
+    chosen = [json.loads((o / "tune" / "lora" / "selection.json").read_text())["chosen"] for o in (out, ref_out)]
+    assert chosen[0] == chosen[1]
+
+
+def study_cli(path: Path, out: Path, cwd: Path, **env: str):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet"]
+        + ["--start-method", "spawn", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src"), **env),
+        timeout=900,
+    )
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_path):
+    """What a halving search's pruner does to a spawned worker: SIGTERM stops its run cleanly (no
+    result, the checkpoint kept), the worker is not reused, and the next call resumes the run."""
+    from peftlab.study.spawn_workers import IDLE, run_spawned, stop_idle_workers
+    from peftlab.study.spec import load_study
+
+    (spec,) = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})).runs
+    run_dir = tmp_path / "run"
+    outcomes = []
+    checkpointed = lambda spec, run_dir: (run_dir / "checkpoint" / "last.pt").exists()
+    run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result), checkpointed)
+    assert outcomes == [{"status": "stopped"}] and not IDLE
+    assert (run_dir / "checkpoint" / "last.pt").exists() and not (run_dir / "result.json").exists()
+    run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result))
+    assert outcomes[1]["status"] == "completed" and len(IDLE) == 1
+    stop_idle_workers()
+    assert not IDLE
+    steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    assert len(steps) == len(set(steps)), "the stopped run did not resume from its checkpoint"
