@@ -76,6 +76,29 @@ def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
         torch.testing.assert_close(theirs, ours(x), rtol=1e-5, atol=1e-5)
 
 
+def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
+    """Where peftlab writes a tuner's adapter in PEFT's format, PEFT's own ``from_pretrained`` on a copy
+    of the plain ``base`` (a transformers model inside peftlab's wrapper: that model) computes what the
+    tuner's model does."""
+    import copy
+
+    import torch
+    from peft import PeftModel
+
+    from peftlab.backbones import HFLogits
+    from peftlab.export import write_peft_adapter
+
+    if not write_peft_adapter(tuner, out_dir):
+        return
+    plain = copy.deepcopy(base)
+    hf = isinstance(plain, HFLogits)
+    loaded = PeftModel.from_pretrained(plain.model if hf else plain, out_dir).eval()
+    tuner.model.eval()
+    with torch.no_grad():
+        theirs = loaded(pixel_values=images).logits if hf else loaded(images)
+        torch.testing.assert_close(theirs, tuner.model(images), rtol=1e-5, atol=1e-5)
+
+
 def write_tiny_run(path: Path, **train) -> Path:
     """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
     import yaml

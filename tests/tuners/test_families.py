@@ -8,7 +8,7 @@ import copy
 import pytest
 import timm
 import torch
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, assert_peft_format_loads
 
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
@@ -80,7 +80,7 @@ def adapt(family: str, method: str):
 
 @pytest.mark.parametrize("method", list(TUNERS))
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, method):
+def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, method, tmp_path):
     refusal = expected_refusal(family, method)
     if refusal:
         with pytest.raises(ConfigError, match=refusal) as caught:
@@ -109,6 +109,7 @@ def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, metho
         reloaded.load_state_dict(merged.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
+    assert_peft_format_loads(tuner, base_model(family), x, tmp_path)
 
 
 @pytest.mark.parametrize("family", ["vit", "eva02", "beit", "swin"])
@@ -200,3 +201,29 @@ def test_trainable_counts_follow_the_methods_formula_on_every_family(family, met
     tuner = apply_tuner(copy.deepcopy(base), cfg)
     counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
     assert counted == formula(widths)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_no_peft_format_files_for_an_adapter_on_beits_qkv(method, tmp_path):
+    """Plain timm's BEiT adds q_bias and v_bias in F.linear on qkv's weight, never calling the module PEFT
+    would wrap: PEFT would load such an adapter and silently do nothing, so none is written."""
+    from peftlab.export import write_peft_adapter
+
+    tuner = adapt("beit", method)
+    with torch.no_grad():  # away from the start, where LoRA's update is zero and nothing would be written
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    assert any(".attn.qkv." in key for key in tuner.peft_adapter()[1])
+    assert write_peft_adapter(tuner, tmp_path / "peft") is False
+    assert not (tmp_path / "peft").exists()
+    mlp_only = load_config(
+        overrides={
+            "model": {**TINY_MODEL, "name": "beit_base_patch16_224"},
+            "method": {"name": "lora", "target_modules": ["blocks.0.mlp.fc1"]},
+        }
+    )
+    tuner = apply_tuner(copy.deepcopy(base_model("beit")), mlp_only)
+    with torch.no_grad():
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    assert write_peft_adapter(tuner, tmp_path / "mlp")  # an adapter on a Linear that BEiT calls is written

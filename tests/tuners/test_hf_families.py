@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from testkit import hf_vision_model
+from testkit import assert_peft_format_loads, hf_vision_model
 
 from peftlab.backbones import build_hf
 from peftlab.config import load_config
@@ -52,7 +52,7 @@ def images(family: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("method", list(TUNERS))
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, family, method):
+def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, family, method, tmp_path):
     cfg, base = load(hf_dirs, family, method)
     torch.manual_seed(0)
     if method in HAND_WRITTEN:
@@ -82,6 +82,7 @@ def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, f
         reloaded.load_state_dict(merged.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
+    assert_peft_format_loads(tuner, base, x, tmp_path)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
