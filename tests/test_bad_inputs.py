@@ -438,9 +438,9 @@ def test_regex_fields_are_checked_as_they_are_used_and_match_in_bounded_time(tmp
 
 def test_regexes_that_module_names_need_stay_valid():
     from peftlab.config_checks import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
-    from peftlab.tuners.targets import HF_PRESETS, TIMM_PRESETS
+    from peftlab.tuners.targets import PRESETS
 
-    patterns = [p for presets in (TIMM_PRESETS, HF_PRESETS) for group in presets.values() for p in group]
+    patterns = [p for group in PRESETS.values() for p in group]
     patterns += ["head", "patch_embed.*", r"blocks\.(0|1)\.attn\..*", "(?i:Q)", r"blocks\.[0-5]\.mlp\.fc\d"]
     for pattern in patterns:
         for form in (WHOLE_NAME, NAME_SUFFIX, NAME_COMPONENTS):

@@ -300,3 +300,18 @@ def test_time_interleaved_runs_each_function_once_per_repeat_in_the_balanced_ord
     orders = balanced_orders(4)
     expected = list("abcd") + ["abcd"[i] for k in range(5) for i in orders[k % 4]]
     assert calls == expected
+
+
+def test_bench_only_steps_measures_p1_p2_and_mfu_on_a_swin(tmp_path):
+    """The step figures alone, on a family whose fused qkv sits in stages (layers.S.blocks.M.attn.qkv):
+    the hand-written PEFT loop adapts it as peftlab's whole-qkv LoRA does."""
+    out = tmp_path / "bench.json"
+    proc = run_cli(
+        *("bench", "--only", "steps", "--model", "swin_tiny_patch4_window7_224", "--embed-dim", "24"),
+        *("--img-size", "32", "--batch", "2", "--repeats", "1", "--json", str(out)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["only"] == "steps" and "methods" not in report and "precision" not in report
+    assert report["P1_overhead"]["recipe_vs_hand_written"]["median"] > 0 and report["P2_lora_vs_full"]["median"] > 0
+    assert "P1 recipe / hand-written step" in proc.stdout and "P5 MFU peftlab_lora_qv" in proc.stdout

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from testkit import TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import TINY_MODEL, assert_peft_loads, needs_fashion_mnist, run_cli
 
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
@@ -72,25 +72,6 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
     assert kinds.count("epoch") == 2 and kinds.count("step") == 2 * 6
     # a second call finds the finished run and does not train again
     assert train(config(method={"name": "lora", "r": 4}), tmp_path / "run", progress=False) == saved
-
-
-def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
-    """PEFT's from_pretrained on the plain timm base, with the run directory as the adapter, gives
-    the outputs of peftlab's own model rebuilt from the run."""
-    from peft import PeftModel
-
-    from peftlab.backbones import build_backbone
-    from peftlab.export import load_trained
-    from peftlab.training.runtime import seed_everything
-
-    cfg = load_config(run_dir / "config.yaml")
-    seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)
-    base = build_backbone(cfg.model, 10)
-    loaded = PeftModel.from_pretrained(base, adapter_dir or run_dir).eval()
-    ours = load_trained(run_dir).model.eval()
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), ours(x), rtol=1e-5, atol=1e-5)
 
 
 class Interrupt(BaseException):

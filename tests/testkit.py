@@ -31,6 +31,74 @@ def needs_fashion_mnist():
     )
 
 
+def hf_vision_model(family: str, num_classes: int = 5):
+    """A small random transformers classifier of a vision family (vit, deit, dinov2, clip): 2 layers,
+    width 32, at 32 px (DINOv2: 28 px, patch 14), to ``save_pretrained`` as an HF model directory."""
+    import transformers as tf
+
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if family == "clip":
+        config = tf.CLIPConfig(
+            vision_config={**sizes, "intermediate_size": 64, "image_size": 32, "patch_size": 16},
+            text_config={**sizes, "intermediate_size": 64},
+            num_labels=num_classes,
+        )
+        return tf.CLIPForImageClassification(config)
+    if family == "dinov2":
+        config = tf.Dinov2Config(**sizes, mlp_ratio=2, image_size=28, patch_size=14, num_labels=num_classes)
+        return tf.Dinov2ForImageClassification(config)
+    kind = {"vit": (tf.ViTConfig, tf.ViTForImageClassification), "deit": (tf.DeiTConfig, tf.DeiTForImageClassification)}
+    config_cls, model_cls = kind[family]
+    return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
+
+
+def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
+    """PEFT's from_pretrained on the plain timm (or transformers) base, with the run directory as the
+    adapter, gives the outputs of peftlab's own model rebuilt from the run."""
+    import torch
+    from peft import PeftModel
+
+    from peftlab.backbones import HFLogits, build_backbone, input_spec_for
+    from peftlab.config import load_config
+    from peftlab.export import load_trained
+    from peftlab.training.runtime import seed_everything
+
+    cfg = load_config(run_dir / "config.yaml")
+    seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)
+    base = build_backbone(cfg.model, 10)
+    hf = isinstance(base, HFLogits)  # PEFT wraps the transformers model itself
+    loaded = PeftModel.from_pretrained(base.model if hf else base, adapter_dir or run_dir).eval()
+    ours = load_trained(run_dir).model.eval()
+    size = input_spec_for(cfg.model).img_size
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = loaded(pixel_values=x).logits if hf else loaded(x)
+        torch.testing.assert_close(theirs, ours(x), rtol=1e-5, atol=1e-5)
+
+
+def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
+    """Where peftlab writes a tuner's adapter in PEFT's format, PEFT's own ``from_pretrained`` on a copy
+    of the plain ``base`` (a transformers model inside peftlab's wrapper: that model) computes what the
+    tuner's model does."""
+    import copy
+
+    import torch
+    from peft import PeftModel
+
+    from peftlab.backbones import HFLogits
+    from peftlab.export import write_peft_adapter
+
+    if not write_peft_adapter(tuner, out_dir):
+        return
+    plain = copy.deepcopy(base)
+    hf = isinstance(plain, HFLogits)
+    loaded = PeftModel.from_pretrained(plain.model if hf else plain, out_dir).eval()
+    tuner.model.eval()
+    with torch.no_grad():
+        theirs = loaded(pixel_values=images).logits if hf else loaded(images)
+        torch.testing.assert_close(theirs, tuner.model(images), rtol=1e-5, atol=1e-5)
+
+
 def write_tiny_run(path: Path, **train) -> Path:
     """A two-step LoRA run of the tiny ViT on a Fashion-MNIST subset, as a config file at ``path``."""
     import yaml

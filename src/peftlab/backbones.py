@@ -211,7 +211,7 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
             raise WeightsError(
                 f"model.path={cfg.path!r} is not a loadable HF model directory ({one_line(err)[:200]})"
             ) from None
-        return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
+        return hf_input_spec(config, cfg.path)
     import timm
 
     if not timm.is_model(cfg.name):
@@ -220,6 +220,39 @@ def input_spec_for(cfg: ModelConfig) -> InputSpec:
         model = timm.create_model(cfg.name, pretrained=False, **timm_kwargs(cfg, num_classes=2))
     check_patch_grid(model, cfg)
     return input_spec(model)
+
+
+def hf_input_spec(config, path: str | None = None) -> InputSpec:
+    """An HF config's input (a CLIP config's is its vision tower's), normalised as the directory's
+    preprocessor_config.json says (CLIP's and DINOv2's means are not ViT's 0.5), else to [-1, 1]."""
+    vision = getattr(config, "vision_config", None) or config
+    channels = getattr(vision, "num_channels", 3)
+    mean, std = hf_normalisation(Path(path) / "preprocessor_config.json", channels) if path else (None, None)
+    return InputSpec(vision.image_size, channels, mean or (0.5,) * channels, std or (0.5,) * channels)
+
+
+def hf_normalisation(path: Path, channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The image processor's ``image_mean`` and ``image_std`` (None without the file); a malformed
+    value is one line naming the file and the key."""
+    if not path.is_file():
+        return None, None
+    import json
+
+    from peftlab.config_yaml import read_text_file
+
+    try:
+        processor = json.loads(read_text_file(path, "HF image processor config", "a JSON file"))
+    except ValueError as err:
+        raise WeightsError(f"{path} is not valid JSON ({str(err)[:200]})") from None
+    values = []
+    for key in ("image_mean", "image_std"):
+        value = processor.get(key) if isinstance(processor, dict) else None
+        good = isinstance(value, list) and len(value) == channels
+        good = good and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 10 for v in value)
+        if value is not None and not good:
+            raise WeightsError(f"{path}: {key}={value!r} is invalid: expected {channels} numbers in (0, 10)")
+        values.append(tuple(float(v) for v in value) if value is not None else None)
+    return values[0], values[1]
 
 
 def check_patch_grid(model: nn.Module, cfg: ModelConfig) -> None:
@@ -240,8 +273,7 @@ def check_patch_grid(model: nn.Module, cfg: ModelConfig) -> None:
 def input_spec(model: nn.Module) -> InputSpec:
     """Image size, channels and normalisation the model expects."""
     if isinstance(model, HFLogits):
-        config = model.model.config
-        return InputSpec(config.image_size, config.num_channels, (0.5,) * 3, (0.5,) * 3)
+        return hf_input_spec(model.model.config)
     import timm.data
 
     data_cfg = timm.data.resolve_data_config({}, model=model)

@@ -37,6 +37,7 @@ from peftlab.backbones import build_backbone, input_spec, timm_kwargs
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
+from peftlab.families import family_of
 from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
 from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
@@ -54,11 +55,16 @@ PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  
 def write_peft_adapter(tuner, out_dir: Path) -> bool:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``out_dir`` so that
     ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the adapter on the plain base model
-    (timm's fused qkv, no peftlab code); False, writing nothing, for a method PEFT cannot load."""
+    (timm's fused qkv, no peftlab code); False, writing nothing, for a method PEFT cannot load, and for
+    an adapter on the qkv of BEiT (or a fused EVA): plain timm computes it with ``F.linear`` on the
+    weight, never calling the module PEFT wraps, so the loaded adapter would silently do nothing."""
     peft = tuner.peft_adapter()
     if peft is None:
         return False
     config, state = peft
+    inner = getattr(getattr(tuner.model, "base_model", None), "model", tuner.model)
+    if family_of(inner).attention == "fused-bias" and any(".attn.qkv." in key for key in state):
+        return False
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -74,7 +80,7 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
         raise UserError(
             f"run {run_dir} used method {tuner.name!r}, whose adapter PEFT cannot load on the plain base "
             "(the PEFT-backed methods export; vera, loha, lokr and oft only when they adapt whole modules, "
-            "not q/k/v slices of timm's fused qkv)"
+            "not q/k/v slices of timm's fused qkv; none on BEiT's qkv, which plain timm never calls as a module)"
         )
     return Path(out_dir)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from peftlab.errors import ConfigError
+from peftlab.tuners.ranks import block_indices
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ EVA_FUSED = Family("eva", "fused-bias")
 BEIT = Family("beit", "fused-bias")
 SWIN = Family("swin", "fused")
 OTHER = Family("other", "fused")
+# transformers' ViT, DeiT, DINOv2 and CLIP vision towers: separate q, k and v Linears in each layer
+HF = Family("hf", "separate")
 DISTILLED = Family(
     "deit-distilled",
     "fused",
@@ -48,17 +51,43 @@ DISTILLED = Family(
 
 # (separate projection, canonical name); fc1_g and fc1_x (SwiGLU) are both the MLP's first layer
 ALIASES = {"q_proj": "qkv.q", "k_proj": "qkv.k", "v_proj": "qkv.v", "fc1_g": "fc1", "fc1_x": "fc1"}
+# an HF layer's Linears (after ``layer.N.`` or ``layers.N.``) by canonical name: transformers 5 names them
+# as Llama does (``attention.q_proj``; CLIP ``self_attn.q_proj``, ``out_proj``), transformers 4 as BERT
+# does (``attention.attention.query``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``)
+HF_ALIASES = {
+    **dict.fromkeys(("attention.q_proj", "self_attn.q_proj", "attention.attention.query"), "attn.qkv.q"),
+    **dict.fromkeys(("attention.k_proj", "self_attn.k_proj", "attention.attention.key"), "attn.qkv.k"),
+    **dict.fromkeys(("attention.v_proj", "self_attn.v_proj", "attention.attention.value"), "attn.qkv.v"),
+    **dict.fromkeys(("attention.o_proj", "self_attn.out_proj", "attention.output.dense"), "attn.proj"),
+    **dict.fromkeys(("mlp.fc1", "intermediate.dense"), "mlp.fc1"),
+    **dict.fromkeys(("mlp.fc2", "output.dense"), "mlp.fc2"),
+}
+HF_LAYER = re.compile(r"^.*\.layers?\.(\d+)\.(.+)$")
 
 
 def family_of(model: nn.Module) -> Family:
-    """The family of a timm model (``OTHER`` for an HF model or a class peftlab does not know)."""
+    """The family of a timm model, ``HF`` for a transformers one (``OTHER`` for a class peftlab does not know)."""
     kind = type(model).__name__
+    if kind == "HFLogits":
+        return HF
     if kind == "VisionTransformerDistilled":
         return DISTILLED
     if kind == "Eva":
         fused = any(getattr(block.attn, "qkv", None) is not None for block in model.blocks)
         return EVA_FUSED if fused else EVA
     return {"VisionTransformer": VIT, "Beit": BEIT, "SwinTransformer": SWIN}.get(kind, OTHER)
+
+
+# modules a family's classifier holds but its forward never calls: transformers' CLIP classifier
+# mean-pools the last hidden states, and post_layernorm normalizes only the pooled output it drops
+UNUSED = {"CLIPForImageClassification": ("model.vision_model.post_layernorm",)}
+
+
+def unused_modules(model: nn.Module) -> tuple[str, ...]:
+    """Names of the modules ``model``'s forward never calls (a method that selects the base's own
+    parameters leaves theirs frozen: they would count as trained and never change)."""
+    inner = getattr(model, "model", None) if family_of(model) is HF else None
+    return UNUSED.get(type(inner).__name__, ())
 
 
 def check_family(model: nn.Module, method: str) -> None:
@@ -85,20 +114,20 @@ def canonical_name(name: str) -> str:
 
 def canonical_names(names: list[str], family: Family) -> dict[str, list[str]]:
     """Canonical name -> the model's module names it stands for. Swin's blocks are numbered across
-    stages (stage 1's first block is ``blocks.<depth of stage 0>``), so ``blocks.\\d+`` reaches all."""
+    stages (stage 1's first block is ``blocks.<depth of stage 0>``), so ``blocks.\\d+`` reaches all; an HF
+    model's ``layer.N.attention.q_proj`` (or ``attention.attention.query``) is ``blocks.N.attn.qkv.q``."""
+    if family is HF:
+        aliases: dict[str, list[str]] = {}
+        for name in names:
+            match = HF_LAYER.match(name)
+            key = f"blocks.{match[1]}.{HF_ALIASES[match[2]]}" if match and match[2] in HF_ALIASES else name
+            aliases.setdefault(key, []).append(name)
+        return aliases
     if family is SWIN:
-        numbered, stages = {}, {}
-        for name in names:
-            match = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.", name)
-            if match:
-                stages.setdefault(int(match[1]), set()).add(int(match[2]))
-        offsets, total = {}, 0
-        for stage in sorted(stages):
-            offsets[stage], total = total, total + max(stages[stage]) + 1
-        for name in names:
-            match = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.(.*)$", name)
-            key = f"blocks.{offsets[int(match[1])] + int(match[2])}.{match[3]}" if match else name
-            numbered.setdefault(key, []).append(name)
+        numbered: dict[str, list[str]] = {}
+        for name, block in zip(names, block_indices(names), strict=True):
+            match = re.match(r"^layers\.\d+\.blocks\.\d+\.(.*)$", name)
+            numbered.setdefault(f"blocks.{block}.{match[1]}" if match else name, []).append(name)
         return numbered
     canonical: dict[str, list[str]] = {}
     for name in names:

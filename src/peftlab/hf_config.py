@@ -46,9 +46,20 @@ def read_hf_config(model_dir: str | Path) -> dict:
 
 
 def check_hf_config(model_dir: str | Path) -> dict:
-    """``read_hf_config``, its sizes within the bounds of ``model.*`` and consistent; the config."""
+    """``read_hf_config``, its sizes within the bounds of ``model.*`` and consistent, those of a CLIP
+    config's ``vision_config`` (and ``text_config``) too; the config."""
     config = read_hf_config(model_dir)
     where = f"{shown_path(Path(model_dir) / 'config.json')}: "
+    check_sizes(config, where)
+    for nested in ("vision_config", "text_config"):
+        part = config.get(nested)
+        if part is not None:
+            check_field(isinstance(part, dict), where + nested, type(part).__name__, "a JSON object")
+            check_sizes(part, f"{where}{nested}.")
+    return config
+
+
+def check_sizes(config: dict, where: str) -> None:
     for key, (most, bound) in SIZE_KEYS.items():
         value = config.get(key, 1)
         check_field(
@@ -69,4 +80,3 @@ def check_hf_config(model_dir: str | Path) -> dict:
             check_field(
                 config[whole] % config[part] == 0, where + part, config[part], f"a divisor of {whole}={config[whole]}"
             )
-    return config

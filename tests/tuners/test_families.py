@@ -8,7 +8,7 @@ import copy
 import pytest
 import timm
 import torch
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, assert_peft_format_loads
 
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
@@ -35,13 +35,16 @@ FAMILIES = {
     ),
 }
 NUM_CLASSES = 5
-# the hand-written methods that read timm's VisionTransformer blocks (tuners/timm_vit.py)
-VIT_ONLY = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
-VIT_CLASS = {"vit", "deit3", "dinov2", "dinov2-reg4", "clip", "siglip"}
-# refused for a reason of the tiny model's size or layout, named in the message
+# refused for a reason of the family, its layout or the tiny model's size, named in the message
 REFUSED = {
     ("eva02", "qalora"): "group sizes that divide every quantized layer",  # SwiGLU's 2/3 width: 85
-    ("clip", "ssf"): "patch_embed.proj has none",  # CLIP's patch embedding has no bias to fold a shift into
+    # SSF folds each shift into the bias of the layer it follows; these layers have none
+    ("clip", "ssf"): "patch_embed.proj has none",
+    ("eva02", "ssf"): "blocks.0.attn.k_proj has none",
+    ("beit", "ssf"): "blocks.0.attn.qkv has none",  # its q and v biases sit outside the Linear
+    ("swin", "ssf"): "layers.1.downsample.reduction has none",
+    ("beit", "vpt"): "relative position bias covers the class token and the patches only",
+    ("swin", "vpt"): "attention runs inside windows",
 }
 # VPT's prompts change every token's attention by design (tests/tuners/test_zoo.py); QA-LoRA starts as
 # its group-quantized base (tests/tuners/test_qalora.py), which its merge reproduces exactly
@@ -49,11 +52,7 @@ NO_IDENTITY = {"vpt", "qalora"}
 
 
 def expected_refusal(family: str, method: str) -> str | None:
-    if (family, method) in REFUSED:
-        return REFUSED[(family, method)]
-    if method in VIT_ONLY and family not in VIT_CLASS:
-        return "supports timm ViTs only"
-    return None
+    return REFUSED.get((family, method))
 
 
 _BASES: dict[str, torch.nn.Module] = {}
@@ -81,7 +80,7 @@ def adapt(family: str, method: str):
 
 @pytest.mark.parametrize("method", list(TUNERS))
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, method):
+def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, method, tmp_path):
     refusal = expected_refusal(family, method)
     if refusal:
         with pytest.raises(ConfigError, match=refusal) as caught:
@@ -106,6 +105,11 @@ def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, metho
         merged.eval()
         with torch.no_grad():
             torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
+        reloaded = copy.deepcopy(base_model(family))  # the merged weights in the plain architecture, strictly
+        reloaded.load_state_dict(merged.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
+    assert_peft_format_loads(tuner, base_model(family), x, tmp_path)
 
 
 @pytest.mark.parametrize("family", ["vit", "eva02", "beit", "swin"])
@@ -145,3 +149,81 @@ def test_beit_without_its_qkv_called_as_a_module_would_train_nothing_and_is_caug
     tuner.model(images("beit")).sum().backward()
     with pytest.raises(ConfigError, match=r"never uses 1 of its trainable tensors \(first: .*blocks\.1\.attn\.qkv"):
         check_reached(tuner)
+
+
+@pytest.mark.parametrize("method", ["bitfit", "difffit"])
+def test_beit_query_and_value_biases_train_as_biases(method):
+    """BEiT's q_bias and v_bias sit beside its bias-less qkv: BitFit and DiffFit train them (PETL_Vision
+    trains every parameter named bias), its relative position tables stay frozen."""
+    tuner = adapt("beit", method)
+    trained = {name.replace(".base_layer", "") for name in tuner.trainable_parameters()}  # DiffFit wraps attn
+    assert {"blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "blocks.1.attn.v_bias"} <= trained
+    assert not any("relative_position" in name for name in trained)
+
+
+def test_vpt_on_eva_keeps_the_rotary_embedding_off_its_prompts():
+    """EVA rotates every token after its prefix; VPT's prompts join the prefix (no position, as on a ViT),
+    so each patch keeps the rotary position it has without prompts."""
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "name": FAMILIES["eva02"][0]}, "method": {"name": "vpt"}})
+    tuner = apply_tuner(copy.deepcopy(base_model("eva02")), cfg)
+    prefix = base_model("eva02").num_prefix_tokens
+    assert {block.base_layer.attn.num_prefix_tokens for block in tuner.model.blocks} == {
+        prefix + cfg.method.prompt_tokens
+    }
+
+
+# trainable parameters besides the head, from each block's width d (Swin's grows by stage): LoRA and DoRA
+# on q and v (A r x d, B d x r; DoRA adds a magnitude per output), an adapter of width m 2dm + m + d
+# (Houlsby two per block, Pfeiffer and AdaptFormer one), VPT-deep n prompts of width d per block
+R, M, N = 4, 3, 2
+FORMULAS = {
+    "lora": ({"r": R}, lambda widths: sum(2 * 2 * R * d for d in widths)),
+    "dora": ({"r": R}, lambda widths: sum(2 * (2 * R * d + d) for d in widths)),
+    "houlsby": ({"bottleneck": M}, lambda widths: sum(2 * (2 * d * M + M + d) for d in widths)),
+    "pfeiffer": ({"bottleneck": M}, lambda widths: sum(2 * d * M + M + d for d in widths)),
+    "adaptformer": ({"bottleneck": M}, lambda widths: sum(2 * d * M + M + d for d in widths)),
+    "vpt": ({"prompt_tokens": N, "deep": True}, lambda widths: sum(N * d for d in widths)),
+    "linear": ({}, lambda widths: 0),
+}
+
+
+@pytest.mark.parametrize("family, method", [(f, m) for f in FAMILIES for m in FORMULAS if not expected_refusal(f, m)])
+def test_trainable_counts_follow_the_methods_formula_on_every_family(family, method):
+    from peftlab.tuners.base import is_head_param
+    from peftlab.tuners.timm_blocks import block_dim, block_names
+
+    options, formula = FORMULAS[method]
+    base = base_model(family)
+    widths = [block_dim(base.get_submodule(name)) for name in block_names(base)]
+    cfg = load_config(
+        overrides={"model": {**TINY_MODEL, "name": FAMILIES[family][0]}, "method": {"name": method, **options}}
+    )
+    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert counted == formula(widths)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_no_peft_format_files_for_an_adapter_on_beits_qkv(method, tmp_path):
+    """Plain timm's BEiT adds q_bias and v_bias in F.linear on qkv's weight, never calling the module PEFT
+    would wrap: PEFT would load such an adapter and silently do nothing, so none is written."""
+    from peftlab.export import write_peft_adapter
+
+    tuner = adapt("beit", method)
+    with torch.no_grad():  # away from the start, where LoRA's update is zero and nothing would be written
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    assert any(".attn.qkv." in key for key in tuner.peft_adapter()[1])
+    assert write_peft_adapter(tuner, tmp_path / "peft") is False
+    assert not (tmp_path / "peft").exists()
+    mlp_only = load_config(
+        overrides={
+            "model": {**TINY_MODEL, "name": "beit_base_patch16_224"},
+            "method": {"name": "lora", "target_modules": ["blocks.0.mlp.fc1"]},
+        }
+    )
+    tuner = apply_tuner(copy.deepcopy(base_model("beit")), mlp_only)
+    with torch.no_grad():
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    assert write_peft_adapter(tuner, tmp_path / "mlp")  # an adapter on a Linear that BEiT calls is written

@@ -344,11 +344,15 @@ def test_boft_on_a_machine_without_cuda_never_compiles_pefts_extension(tmp_path,
     assert layers and not any(layer.fbd_cuda_available for layer in layers)
 
 
-def test_ia3_presets_name_timms_modules_and_on_an_hf_model_ask_for_a_list(hf_dir):
+def test_ia3_presets_mean_the_papers_places_on_an_hf_model_too(hf_dir):
+    """k, v and the MLP's second Linear (rescaled on its input) of every layer, by the names the
+    presets know them by (peftlab.families: an HF layer's k_proj is blocks.N.attn.qkv.k)."""
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "ia3"}})
-    with pytest.raises(
-        ConfigError,
-        match=r"method.target_modules='standard' names no modules of an HF model for "
-        r"ia3; give a list of module names/regexes",
-    ):
-        apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    from peft.tuners.ia3 import IA3Layer
+
+    layers = {n.rpartition("layers.")[2]: m for n, m in tuner.model.named_modules() if isinstance(m, IA3Layer)}
+    assert set(layers) == {
+        f"{i}.{part}" for i in range(2) for part in ("attention.k_proj", "attention.v_proj", "mlp.fc2")
+    }
+    assert {name for name, layer in layers.items() if layer.is_feedforward} == {"0.mlp.fc2", "1.mlp.fc2"}

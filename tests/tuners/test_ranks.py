@@ -144,3 +144,13 @@ def test_rank_options_are_checked_in_one_line():
         check_against_model(lora(rank_budget=3, min_rank=1))
     with pytest.raises(ConfigError, match="method.max_rank"):
         lora(min_rank=4, max_rank=2)
+
+
+def test_swin_blocks_are_counted_across_stages_so_linear_decay_decays_over_depth():
+    """Swin's layers.S.blocks.M: stage 1's first block follows stage 0's last, not block 1 of the model."""
+    from peftlab.tuners.ranks import block_indices, static_weights
+
+    names = [f"layers.{s}.blocks.{m}.attn.qkv.q" for s, depth in enumerate((2, 2, 3)) for m in range(depth)]
+    assert block_indices(names) == list(range(7))
+    assert static_weights("linear_decay", names) == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    assert block_indices(["blocks.3.attn.qkv.v", "model.vit.layers.5.attention.q_proj"]) == [3, 5]

@@ -292,7 +292,7 @@ def test_a_module_without_a_required_hook_is_named():
     from peftlab.tuners import TunerSpec
     from peftlab.tuners.full.config import FullConfig
 
-    spec = TunerSpec(FullConfig, "peftlab.tuners.timm_vit")
+    spec = TunerSpec(FullConfig, "peftlab.tuners.timm_blocks")
     assert spec.ranks is None  # optional
-    with pytest.raises(AttributeError, match=r"^peftlab.tuners.timm_vit has no function 'apply'"):
+    with pytest.raises(AttributeError, match=r"^peftlab.tuners.timm_blocks has no function 'apply'"):
         _ = spec.apply

@@ -210,7 +210,7 @@ def test_selective_methods_take_an_hf_vit(hf_dir, method, kept):
 
 @pytest.mark.parametrize("method", ["ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"])
 def test_hand_written_methods_refuse_an_hf_model_in_one_line(hf_dir, method):
-    with pytest.raises(ConfigError, match=rf"method.name='{method}' supports timm ViTs only"):
+    with pytest.raises(ConfigError, match=rf"method.name='{method}' supports timm ViT, EVA, BEiT and Swin models"):
         hf_tuner(hf_dir, method)
 
 

@@ -33,7 +33,7 @@ from peftlab.analysis.load import run_dirs
 from peftlab.analysis.tables import display_name
 from peftlab.files import read_json
 from peftlab.run_result import read_result
-from peftlab.tuners.ranks import block_index, module_type
+from peftlab.tuners.ranks import block_indices, module_type
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
 IMPORTANCE_COLUMNS = [
@@ -73,7 +73,8 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
         final = [r for r in records if r["step"] == last]
         scores = [r.get("importance") for r in final]
         total = sum(s for s in scores if isinstance(s, (int, float)) and math.isfinite(s))
-        for record in final:
+        blocks = block_indices([r["module"] for r in final])
+        for record, block in zip(final, blocks, strict=True):
             score = record.get("importance")
             finite = isinstance(score, (int, float)) and math.isfinite(score)
             rows.append(
@@ -83,7 +84,7 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
                     "method": spec["method"],
                     "seed": spec["seed"],
                     "module": record["module"],
-                    "block": block_index(record["module"]),
+                    "block": block,
                     "module_type": module_type(record["module"]),
                     "step": last,
                     "rank": record["rank"],

@@ -15,6 +15,9 @@ from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
 from peftlab.tuners.base import TunerContext, apply_tuner
 
+# timm's whole fused qkv (Swin's in its stages), as a hand-written PEFT loop adapts it
+QKV = r"(?:layers\.\d+\.)?blocks\.\d+\.attn\.qkv"
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -78,7 +81,7 @@ class Trainer:
                 LoraConfig(
                     r=cfg.method.r,
                     lora_alpha=cfg.method.lora_alpha,
-                    target_modules=r"blocks\.\d+\.attn\.qkv",
+                    target_modules=QKV,
                     modules_to_save=["head"],
                 ),
             )

@@ -258,8 +258,12 @@ def format_report(report: dict) -> str:
         f"({report['hardware']['cpu']}{load})",
         "",
     ]
-    only = precision_rows(report) + methods_rows(report)  # a bench of one figure (--only) shows its rows alone
-    rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)
+    # a bench of one figure (--only) shows its rows alone
+    if report.get("only") == "steps":
+        rows = peak_rows(report) + step_rows(report) + mfu_rows(report)
+    else:
+        only = precision_rows(report) + methods_rows(report)
+        rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)
     width = max(len(r[0]) for r in rows)
     lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]
     return "\n".join(lines)

@@ -44,7 +44,7 @@ class BenchOptions:
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
     with_compile: bool = True
-    only: str | None = None  # one figure by name ("data", "precision", "methods"); None: every figure
+    only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
     data_cache: bool = False
@@ -240,10 +240,12 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
         "load_average_start": os.getloadavg(),
+        **({"only": o.only} if o.only else {}),
     }
     for figure in FIGURES:
         if o.only is not None:
-            if figure.name == o.only:
+            # the steps' MFU is against the peak matmul: measured first
+            if figure.name == o.only or (o.only == "steps" and figure.name == "peak"):
                 report.update(figure.measure(b, report))
             continue
         if not figure.wanted(o) or (figure.cpu_only and dev.type == "cuda"):

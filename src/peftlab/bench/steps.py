@@ -11,21 +11,19 @@ import torch
 
 from peftlab import metrics, provenance
 from peftlab.backbones import build_backbone
-from peftlab.bench.common import DTYPES, Trainer, make_cfg, ratios, spread
+from peftlab.bench.common import DTYPES, QKV, Trainer, make_cfg, ratios, spread
 from peftlab.bench.peak import peak_within_ceiling
 from peftlab.monitors.cost import model_monitor_cost
 from peftlab.training.runtime import resolve_precision
 from peftlab.training.step import compute_loss
 from peftlab.tuners.base import TunerContext, apply_tuner
 
-QKV = [r"blocks\.\d+\.attn\.qkv"]  # timm's whole fused qkv, as a hand-written PEFT loop adapts it
-
 
 def step_trainers(cfg, images, labels, dtype: str, device: torch.device) -> dict[str, Trainer]:
     """The steps timed together; ``cfg(method, ...)`` makes the bench model's config for a method."""
     return {
-        "hand_written_peft_qkv": Trainer(cfg("lora", QKV), images, labels, dtype, hand_written=True, device=device),
-        "peftlab_lora_qkv": Trainer(cfg("lora", QKV), images, labels, dtype, device=device),
+        "hand_written_peft_qkv": Trainer(cfg("lora", [QKV]), images, labels, dtype, hand_written=True, device=device),
+        "peftlab_lora_qkv": Trainer(cfg("lora", [QKV]), images, labels, dtype, device=device),
         "peftlab_lora_qv": Trainer(cfg("lora"), images, labels, dtype, device=device),
         "peftlab_full": Trainer(cfg("full"), images, labels, dtype, device=device),
         "peftlab_qlora_nf4": Trainer(cfg("lora", quant={"mode": "nf4"}), images, labels, dtype, device=device),

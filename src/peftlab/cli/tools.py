@@ -47,10 +47,11 @@ def add_bench(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods"),
+        choices=("data", "precision", "methods", "steps"),
         help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
-        "and matmuls, nf4 with bitsandbytes' CPU kernel / reference) or methods (every method's "
-        "training step / LoRA's, with its trainable parameters)",
+        "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
+        "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
+        "hand-written PEFT loop, LoRA / full, MFU against the peak matmul)",
     )
     p.add_argument(
         "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"

@@ -77,11 +77,11 @@ def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[
     split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
     # the whole fused qkv (one adapter over q, k and v) or its slices, never both
     candidates = linear_names(model, head) + split_names
-    if isinstance(cfg.target_modules, str) and not hf:  # a preset: the same layers on every family
+    if isinstance(cfg.target_modules, str):  # a preset: the same layers on every family
         aliases = canonical_names(candidates, family_of(model))
-        targets = [n for key in match_targets(target_patterns(cfg, hf), list(aliases)) for n in aliases[key]]
+        targets = [n for key in match_targets(target_patterns(cfg), list(aliases)) for n in aliases[key]]
     else:
-        targets = match_targets(target_patterns(cfg, hf), candidates)
+        targets = match_targets(target_patterns(cfg), candidates)
     to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
     both = [n for n in to_split if n in targets]
     if both:
@@ -106,6 +106,32 @@ def inject(model: nn.Module, plan: InjectionPlan, ctx: TunerContext, config: Pef
     replace_modules(model, plan.to_split, split_qkv)
     quantize_base(model, ctx.quant, ctx.device)
     return get_peft_model(model, config)
+
+
+def for_transformers_model(config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """An adapter PEFT wrapped around peftlab's ``HFLogits``, renamed for the transformers model inside
+    it, which is what a user wraps: ``model.`` off every target (peftlab's patterns are escaped names
+    joined by ``|``), rank and alpha pattern, and ``base_model.model.model.`` keys one level up."""
+
+    def unwrapped(pattern: str) -> str:
+        return "|".join(part.removeprefix(r"model\.") for part in pattern.split("|"))
+
+    config = dict(config)
+    for key in ("target_modules", "feedforward_modules", "modules_to_save"):
+        value = config.get(key)
+        if isinstance(value, str):
+            config[key] = unwrapped(value)
+        elif isinstance(value, list):
+            config[key] = [name.removeprefix("model.") for name in value]
+    for key in ("rank_pattern", "alpha_pattern"):
+        if isinstance(config.get(key), dict):
+            config[key] = {unwrapped(pattern): value for pattern, value in config[key].items()}
+    prefix = "base_model.model."
+    state = {
+        prefix + k.removeprefix(prefix + "model.") if k.startswith(prefix + "model.") else k: v
+        for k, v in state.items()
+    }
+    return config, state
 
 
 class PeftTuner(Tuner):
@@ -148,7 +174,10 @@ class PeftTuner(Tuner):
         config = self.model.peft_config[self.model.active_adapter].to_dict()
         config["inference_mode"] = True
         state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
-        return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
+        config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+        if isinstance(self.model.base_model.model, HFLogits):
+            return for_transformers_model(config, state)
+        return config, state
 
     def fused_peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """The adapter rewritten onto timm's fused ``qkv``, for methods where that is exact."""

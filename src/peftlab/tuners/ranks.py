@@ -7,7 +7,8 @@ static strategies of LoRA (``method.rank_strategy``) and the importance controll
 
 Module names are those of the adapted modules (``blocks.3.attn.qkv.v``, HF's
 ``vit.encoder.layer.3.attention.attention.value`` style names also work): the block index is
-the number after ``blocks.`` / ``layer.`` / ``layers.``, the module type the last name part.
+the number after ``blocks.`` / ``layer.`` / ``layers.`` (Swin's ``layers.S.blocks.M`` counted across its
+stages), the module type the last name part.
 """
 
 from __future__ import annotations
@@ -22,12 +23,27 @@ from peftlab.errors import ConfigError
 STATIC_STRATEGIES = ("uniform", "linear_decay", "linear_increase", "attention_heavy", "empirical")
 ATTENTION_PARTS = {"q", "k", "v", "qkv", "proj", "q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value"}
 _BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\.")
+_STAGE_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.blocks\.(\d+)\.")
 
 
 def block_index(name: str) -> int:
-    """The transformer block a module belongs to (0 when the name has none)."""
+    """The transformer block a module belongs to (0 when the name has none); see ``block_indices``
+    for Swin's stages."""
     match = _BLOCK.search(name)
     return int(match.group(1)) if match else 0
+
+
+def block_indices(names: list[str]) -> list[int]:
+    """The block of each module, Swin's counted across its stages: ``layers.1.blocks.0`` follows the
+    last block of stage 0 that ``names`` holds (a stage's depth read from the names, not the model)."""
+    staged = [_STAGE_BLOCK.search(name) for name in names]
+    depths: dict[int, int] = {}
+    for match in filter(None, staged):
+        depths[int(match[1])] = max(depths.get(int(match[1]), 0), int(match[2]) + 1)
+    offsets, total = {}, 0
+    for stage in sorted(depths):
+        offsets[stage], total = total, total + depths[stage]
+    return [offsets[int(m[1])] + int(m[2]) if m else block_index(n) for m, n in zip(staged, names, strict=True)]
 
 
 def module_type(name: str) -> str:
@@ -137,7 +153,7 @@ def top_k(importance: list[float], budget: int, min_rank: int, max_rank: int, k:
 
 def static_weights(strategy: str, modules: list[str], importance: dict[str, float] | None = None) -> list[float]:
     """Per-module weights of a static strategy (``proportional`` turns them into ranks)."""
-    blocks = [block_index(m) for m in modules]
+    blocks = block_indices(modules)
     depth = max(blocks) + 1 if blocks else 1
     if strategy == "uniform":
         return [1.0] * len(modules)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from torch import nn
 
 from peftlab.backbones import head_prefix
+from peftlab.families import unused_modules
 from peftlab.tuners.base import Tuner, is_head_param
 
 
@@ -20,10 +21,14 @@ class SelectiveTuner(Tuner):
 
 
 def selected_names(model: nn.Module, select: Callable[[str, nn.Module, str], bool]) -> list[str]:
-    """Names of the parameters outside the head that ``select(module_name, module, param_name)`` keeps."""
+    """Names of the parameters outside the head that ``select(module_name, module, param_name)`` keeps,
+    but none of a module the model never calls (``families.unused_modules``)."""
     head = head_prefix(model)
+    unused = tuple(f"{name}." for name in unused_modules(model))
     names = []
     for module_name, module in model.named_modules():
+        if f"{module_name}.".startswith(unused):
+            continue
         for param_name, _ in module.named_parameters(recurse=False):
             name = f"{module_name}.{param_name}" if module_name else param_name
             if not is_head_param(name, head) and select(module_name, module, param_name):
@@ -40,8 +45,14 @@ def train_only(model: nn.Module, names: list[str]) -> None:
     model.get_submodule(head_prefix(model)).requires_grad_(True)
 
 
+# BEiT's and a fused EVA's query and value biases, kept outside their bias-less qkv Linear
+SEPARATE_BIASES = ("q_bias", "v_bias")
+
+
 def is_bias(module_name: str, module: nn.Module, param_name: str) -> bool:
-    return param_name == "bias"
+    """A layer's bias, or the q and v biases BEiT and EVA keep beside their qkv (not BEiT's relative
+    position bias tables, which are position embeddings)."""
+    return param_name == "bias" or param_name in SEPARATE_BIASES
 
 
 def is_layernorm_affine(module_name: str, module: nn.Module, param_name: str) -> bool:

@@ -1,9 +1,11 @@
 """Which modules a method adapts: the target presets, the configs that hold them and their matching.
 
-Module names are those of the model after timm's fused ``qkv`` is split (tuners/modules.py):
-``blocks.N.attn.qkv.{q,k,v}``, ``blocks.N.attn.proj``, ``blocks.N.mlp.{fc1,fc2}``. Every
-pattern is a regular expression that must match a whole module name, so the patch
-embedding (``patch_embed.proj``) and the head are never caught by accident.
+A preset is written in the names of timm's ViT after its fused ``qkv`` is split (tuners/modules.py):
+``blocks.N.attn.qkv.{q,k,v}``, ``blocks.N.attn.proj``, ``blocks.N.mlp.{fc1,fc2}``, and matched against
+each layer's canonical name (``peftlab.families``: EVA's ``q_proj``, Swin's stages, an HF model's
+``layer.N.attention.q_proj``), so it means the same layers on every family. A list of names is matched
+against the model's own names. Every pattern is a regular expression that must match a whole module
+name, so the patch embedding (``patch_embed.proj``) and the head are never caught by accident.
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ from peftlab.config_checks import check_field, check_regex
 from peftlab.config_sections import MethodConfig
 from peftlab.errors import ConfigError
 
-TIMM_PRESETS = {
+PRESETS = {
     "standard": [r"blocks\.\d+\.attn\.qkv\.(q|v)"],
     "extended": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj"],
     "all-linear": [r"blocks\.\d+\.attn\.qkv\.(q|k|v)", r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.(fc1|fc2)"],
-}
-HF_PRESETS = {
-    "standard": [r".*\.layers\.\d+\.attention\.(q_proj|v_proj)"],
-    "extended": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)"],
-    "all-linear": [r".*\.layers\.\d+\.attention\.(q_proj|k_proj|v_proj|o_proj)", r".*\.layers\.\d+\.mlp\.(fc1|fc2)"],
 }
 
 
@@ -33,8 +30,7 @@ class ModulesConfig(MethodConfig):
     """What every PEFT-backed method has: which modules it adapts. A method whose presets mean
     other places (IA3's paper adapts k, v and fc2) names its own in the class variables."""
 
-    timm_presets: ClassVar[dict[str, list[str]]] = TIMM_PRESETS
-    hf_presets: ClassVar[dict[str, list[str]]] = HF_PRESETS
+    presets: ClassVar[dict[str, list[str]]] = PRESETS
     presets_help: ClassVar[str] = "standard (q, v), extended (q, k, v, proj), all-linear"
     # a preset (standard = q,v; extended = q,k,v,proj; all-linear) or a list of module
     # names / anchored regexes
@@ -44,7 +40,7 @@ class ModulesConfig(MethodConfig):
         super().__post_init__()
         if isinstance(self.target_modules, str):
             check_field(
-                self.target_modules in self.timm_presets,
+                self.target_modules in self.presets,
                 "method.target_modules",
                 self.target_modules,
                 f"one of {self.presets_help} or a list of module names/regexes",
@@ -70,16 +66,9 @@ class TargetsConfig(ModulesConfig):
         check_field(0.0 <= self.lora_dropout < 1.0, "method.lora_dropout", self.lora_dropout, "a value in [0, 1)")
 
 
-def target_patterns(cfg: ModulesConfig, hf: bool) -> list[str]:
-    if not isinstance(cfg.target_modules, str):
-        return list(cfg.target_modules)
-    presets = cfg.hf_presets if hf else cfg.timm_presets
-    if cfg.target_modules not in presets:
-        raise ConfigError(
-            f"method.target_modules={cfg.target_modules!r} names no modules of an HF model for "
-            f"{cfg.name}; give a list of module names/regexes"
-        )
-    return presets[cfg.target_modules]
+def target_patterns(cfg: ModulesConfig) -> list[str]:
+    """The patterns of a preset (to match canonical names) or the configured list (the model's own names)."""
+    return cfg.presets[cfg.target_modules] if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
 
 
 def match_targets(patterns: list[str], linear_names: list[str]) -> list[str]:

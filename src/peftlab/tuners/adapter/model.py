@@ -1,7 +1,9 @@
-"""Bottleneck adapters on timm ViTs: Houlsby, Pfeiffer and AdaptFormer (one registry row each).
+"""Bottleneck adapters on timm's ViT, EVA, BEiT and Swin blocks: Houlsby, Pfeiffer and AdaptFormer
+(one registry row each).
 
 - houlsby (Houlsby et al., ICML 2019): sequential adapters after each block's attention (on
   ``attn``'s output, after its projection) and after its MLP; GELU, the ViT's own nonlinearity.
+  An adapter is as wide as its block's tokens (Swin's widen stage by stage).
 - pfeiffer (Pfeiffer et al., EACL 2021): one sequential adapter after each block's MLP; ReLU.
 - adaptformer (Chen et al., NeurIPS 2022): an adapter parallel to each block's MLP on the MLP's
   input, its output times ``scale`` (0.1); ReLU.
@@ -21,7 +23,7 @@ from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
-from peftlab.tuners.timm_vit import check_timm_vit
+from peftlab.tuners.timm_blocks import block_dim, block_names, check_timm_blocks
 
 # where each method puts its adapters in a timm Block, whether in parallel, and its nonlinearity
 PLACEMENTS = {
@@ -43,7 +45,7 @@ class AdapterTuner(Tuner):
 
 
 def check(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> None:
-    check_timm_vit(model, cfg.name)
+    check_timm_blocks(model, cfg.name)
 
 
 def apply(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTuner:
@@ -51,9 +53,12 @@ def apply(model: nn.Module, cfg: AdapterConfig, ctx: TunerContext) -> AdapterTun
     places, parallel, act = PLACEMENTS[cfg.name]
     scale = cfg.scale if isinstance(cfg, AdaptFormerConfig) else 1.0
     model.requires_grad_(False)
-    names = [f"blocks.{i}.{place}" for i in range(len(model.blocks)) for place in places]
-    replace_modules(
-        model, names, lambda module: AdapterLayer(module, model.embed_dim, cfg.bottleneck, act, parallel, scale)
-    )
+    for block in block_names(model):
+        dim = block_dim(model.get_submodule(block))
+        replace_modules(
+            model,
+            [f"{block}.{place}" for place in places],
+            lambda module, dim=dim: AdapterLayer(module, dim, cfg.bottleneck, act, parallel, scale),
+        )
     model.get_submodule(head).requires_grad_(True)
     return AdapterTuner(model, head, cfg.name)

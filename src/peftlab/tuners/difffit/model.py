@@ -10,7 +10,8 @@ timm ViT these are the parameters named ``norm``), and the head, ``L (11d + h) +
 (BitFit's ``L (7d + h) + 2d``, the LayerNorm weights ``2Ld + d``, the gammas ``2Ld``). The gammas
 sit on ``attn`` and ``mlp`` (``DiffFitLayer``), which is the same product (LayerScale and drop path
 act per channel). The diffusion paper also scales only some of DiT's blocks and trains the class
-embedding; PETL_Vision's ViT version scales every block, and so does peftlab.
+embedding; PETL_Vision's ViT version scales every block, and so does peftlab, on EVA's, BEiT's
+and Swin's blocks too (BEiT's ``q_bias`` and ``v_bias`` train as biases).
 
 Merge: each gamma folds into the Linear that ends its branch (``attn.proj``, ``mlp.fc2``); the
 biases and LayerNorms were trained in place, so ``merged_model`` is a plain timm model with timm's keys.
@@ -29,7 +30,7 @@ from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.selective import SelectiveTuner, is_bias, is_layernorm_affine, selected_names, train_only
-from peftlab.tuners.timm_vit import check_timm_vit
+from peftlab.tuners.timm_blocks import block_names, check_timm_blocks
 
 BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in
 
@@ -62,12 +63,12 @@ def is_difffit_trained(module_name: str, module: nn.Module, param_name: str) -> 
 
 
 def check(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
-    check_timm_vit(model, "difffit")
-    for i, block in enumerate(model.blocks):
+    for name in check_timm_blocks(model, "difffit"):
+        block = model.get_submodule(name)
         for branch, output in BRANCHES.items():
             if not isinstance(getattr(getattr(block, branch), output, None), nn.Linear):
                 raise ConfigError(
-                    f"method.name='difffit' folds its scale into blocks.{i}.{branch}.{output}, which is "
+                    f"method.name='difffit' folds its scale into {name}.{branch}.{output}, which is "
                     f"not an nn.Linear in {type(getattr(block, branch)).__name__}"
                 )
 
@@ -76,7 +77,7 @@ def apply(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTun
     for branch, output in BRANCHES.items():
         replace_modules(
             model,
-            [f"blocks.{i}.{branch}" for i in range(len(model.blocks))],
+            [f"{name}.{branch}" for name in block_names(model)],
             lambda module, output=output: DiffFitLayer(module, output),
         )
     train_only(model, selected_names(model, is_difffit_trained))

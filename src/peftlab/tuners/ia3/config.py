@@ -2,14 +2,13 @@
 for a feed-forward module, its input. Its presets are its own: ``standard`` is the paper's keys,
 values and the MLP's inner activations (the input of ``fc2``), so a study whose base config is
 LoRA's (``target_modules: standard``) runs IA3 where its paper puts it; ``all-linear`` every
-Linear of the blocks; LoRA's ``extended`` (q, k, v, proj) has no IA3 meaning. On an HF model
-name the modules."""
+Linear of the blocks; LoRA's ``extended`` (q, k, v, proj) has no IA3 meaning."""
 
 from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config_checks import check_field, check_regex
-from peftlab.tuners.targets import TIMM_PRESETS, ModulesConfig
+from peftlab.tuners.targets import PRESETS, ModulesConfig
 
 # the paper's places: k and v of the split qkv, and fc2 (rescaled on its input, see feedforward_modules)
 IA3_STANDARD = [r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]
@@ -20,8 +19,7 @@ class IA3MethodConfig(ModulesConfig):
     name: str = "ia3"
     quantizable: ClassVar[bool] = False
     unquantizable_reason: ClassVar[str] = "which peftlab has not tested on a bitsandbytes base (use lora or dora)"
-    timm_presets: ClassVar[dict[str, list[str]]] = {"standard": IA3_STANDARD, "all-linear": TIMM_PRESETS["all-linear"]}
-    hf_presets: ClassVar[dict[str, list[str]]] = {}
+    presets: ClassVar[dict[str, list[str]]] = {"standard": IA3_STANDARD, "all-linear": PRESETS["all-linear"]}
     presets_help: ClassVar[str] = "standard (k, v and fc2, the paper's places), all-linear"
     # a preset (standard = k, v, fc2, the paper's places; all-linear) or a list of module names / anchored regexes
     target_modules: str | tuple[str, ...] = "standard"

@@ -4,7 +4,9 @@ Wrapped (as the paper's ViT code does): the patch embedding's Conv2d, in each bl
 ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``, and the final norm; in general
 every Linear, LayerNorm and the patch embedding outside the head. Trainable: the scales, the
 shifts and the head, ``2 x (7d + hidden)`` per block plus ``4d``. The merge folds each scale and
-shift into the layer before it, so ``merged_model`` is a plain timm model with timm's keys.
+shift into the layer before it, so ``merged_model`` is a plain timm model with timm's keys. The
+same on EVA, BEiT and Swin where every such layer has a bias to fold the shift into; one without
+(EVA's ``k_proj``, BEiT's ``qkv``, Swin's patch merging) is refused, named.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
-from peftlab.tuners.timm_vit import check_timm_vit
+from peftlab.tuners.timm_blocks import check_timm_blocks
 
 
 class SSFTuner(Tuner):
@@ -45,7 +47,7 @@ def ssf_targets(model: nn.Module) -> list[str]:
 
 
 def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
-    check_timm_vit(model, "ssf")
+    check_timm_blocks(model, "ssf")
     for name in ssf_targets(model):
         module = model.get_submodule(name)
         if getattr(module, "bias", None) is None:

@@ -5,6 +5,7 @@
 - VPT-deep (``deep: true``): every block gets its own prompts; before each block after the first
   the previous block's outputs at the prompt positions are replaced by the new prompts.
 After the last block the prompt positions are dropped; the head reads timm's usual tokens.
+On EVA the prompts join the prefix its rotary embedding skips; BEiT and Swin are refused (why: ``REFUSED``).
 
 Initialization as the paper's code: uniform in ``±sqrt(6 / (in_chans * patch^2 + d))`` (Xavier
 with the patch embedding's fan-in). Trainable: the prompts (``n d``, or ``depth n d`` deep) and the
@@ -21,10 +22,19 @@ import torch
 from torch import nn
 
 from peftlab.backbones import head_prefix
+from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner, TunerContext
-from peftlab.tuners.timm_vit import check_timm_vit
+from peftlab.tuners.timm_blocks import check_timm_blocks
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
+
+# where a prompt token has no place, as the families compute attention
+REFUSED = {
+    "Beit": "its relative position bias covers the class token and the patches only; a prompt has no "
+    "entry in it (VPT's papers prompt ViTs with absolute position embeddings)",
+    "SwinTransformer": "its attention runs inside windows of patches, where a prompt token has no place; "
+    "the Swin variant of VPT (prompts per window) is not implemented",
+}
 
 
 class VPTTuner(Tuner):
@@ -43,7 +53,10 @@ def prompt_bound(model: nn.Module) -> float:
 
 
 def check(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
-    check_timm_vit(model, "vpt")
+    check_timm_blocks(model, "vpt")
+    kind = type(model).__name__
+    if kind in REFUSED:
+        raise ConfigError(f"method.name='vpt' on {kind}: {REFUSED[kind]}")
 
 
 def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
@@ -57,6 +70,9 @@ def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
                 torch.empty(cfg.prompt_tokens, model.embed_dim, device=weight.device, dtype=weight.dtype)
             )
             nn.init.uniform_(prompt, -bound, bound)
+        attn = model.blocks[i].attn
+        if hasattr(attn, "num_prefix_tokens"):  # EVA: rotary embeddings skip the prefix, and now the prompts
+            attn.num_prefix_tokens += cfg.prompt_tokens
         model.blocks[i] = PromptedBlock(
             model.blocks[i], prompt, model.num_prefix_tokens, cfg.prompt_tokens, insert=i == 0, drop=i == depth - 1
         )

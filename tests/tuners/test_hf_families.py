@@ -1,0 +1,149 @@
+"""Every method on every transformers vision family (ViT, DeiT, DINOv2, CLIP's vision tower), each a
+small random model saved with ``save_pretrained`` and loaded through peftlab's own HF path: it applies
+or refuses in one line, starts as the base model, trains every tensor it adds, merges exactly, and
+the presets mean q and v (and so on) of every layer, as on timm's families (tests/tuners/test_families.py)."""
+
+import copy
+
+import pytest
+import torch
+from testkit import assert_peft_format_loads, hf_vision_model
+
+from peftlab.backbones import build_hf
+from peftlab.config import load_config
+from peftlab.errors import ConfigError
+from peftlab.training.step import check_reached
+from peftlab.tuners import TUNERS
+from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.peft_injection import plan_targets
+
+NUM_CLASSES = 5
+
+FAMILIES = ["vit", "deit", "dinov2", "clip"]
+HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
+NO_IDENTITY = {"qalora"}  # starts as its group-quantized base (tests/tuners/test_qalora.py)
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    """Each family saved once as transformers saves a model (config.json, model.safetensors)."""
+    dirs = {}
+    torch.manual_seed(0)
+    for family in FAMILIES:
+        dirs[family] = tmp_path_factory.mktemp("hf") / family
+        hf_vision_model(family, NUM_CLASSES).save_pretrained(dirs[family])
+    return dirs
+
+
+_BASES: dict[str, torch.nn.Module] = {}
+
+
+def load(hf_dirs, family: str, method: str = "lora"):
+    cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dirs[family])}, "method": {"name": method}})
+    if family not in _BASES:
+        _BASES[family] = build_hf(cfg.model, NUM_CLASSES).eval()
+    return cfg, _BASES[family]
+
+
+def images(family: str) -> torch.Tensor:
+    size = 28 if family == "dinov2" else 32
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("method", list(TUNERS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, family, method, tmp_path):
+    cfg, base = load(hf_dirs, family, method)
+    torch.manual_seed(0)
+    if method in HAND_WRITTEN:
+        with pytest.raises(ConfigError, match="supports timm ViT, EVA, BEiT and Swin models") as caught:
+            apply_tuner(copy.deepcopy(base), cfg)
+        assert "\n" not in str(caught.value)
+        return
+    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    x = images(family)
+    if method not in NO_IDENTITY:
+        tuner.model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(tuner.model(x), base(x), rtol=0, atol=1e-6)
+    tuner.model.train()
+    tuner.model(x).sum().backward()
+    check_reached(tuner)
+    with torch.no_grad():  # adapters away from their start, so merged == unmerged is not trivial
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    merged = tuner.merged_model()
+    if merged is not None:
+        tuner.model.eval()
+        merged.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
+        reloaded = copy.deepcopy(base)  # the merged weights in the plain architecture, strictly
+        reloaded.load_state_dict(merged.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
+    assert_peft_format_loads(tuner, base, x, tmp_path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "preset, parts",
+    [
+        ("standard", {"q", "v"}),
+        ("extended", {"q", "k", "v", "proj"}),
+        ("all-linear", {"q", "k", "v", "proj", "fc1", "fc2"}),
+    ],
+)
+def test_the_presets_mean_the_same_layers_of_every_hf_family(hf_dirs, family, preset, parts):
+    from peftlab.families import HF, canonical_names
+
+    cfg, base = load(hf_dirs, family)
+    cfg = load_config(
+        overrides={
+            "model": {"source": "hf", "path": str(hf_dirs[family])},
+            "method": {"name": "lora", "target_modules": preset},
+        }
+    )
+    _, targets = plan_targets(base, cfg.method)
+    canonical = list(canonical_names(targets, HF))
+    assert len(canonical) == len(targets) == 2 * len(parts)  # 2 layers
+    assert {name.rpartition(".")[2] for name in canonical} == parts
+
+
+def test_an_hf_directory_is_normalised_as_its_image_processor_says(hf_dirs, tmp_path):
+    """CLIP's mean is not ViT's 0.5: the input follows preprocessor_config.json, the vision tower's size."""
+    import shutil
+
+    from transformers import CLIPImageProcessor
+
+    from peftlab.backbones import input_spec_for
+    from peftlab.errors import WeightsError
+
+    path = tmp_path / "clip"
+    shutil.copytree(hf_dirs["clip"], path)
+    cfg = load_config(overrides={"model": {"source": "hf", "path": str(path)}})
+    assert input_spec_for(cfg.model).mean == (0.5, 0.5, 0.5)
+    CLIPImageProcessor().save_pretrained(path)
+    spec = input_spec_for(cfg.model)
+    assert (spec.img_size, spec.mean, spec.std) == (
+        32,
+        tuple(CLIPImageProcessor().image_mean),
+        tuple(CLIPImageProcessor().image_std),
+    )
+    (path / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5]}')
+    with pytest.raises(WeightsError, match=r"preprocessor_config.json: image_mean=\[0.5, 0.5\] is invalid: expected 3"):
+        input_spec_for(cfg.model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method, extra", [("lora", 0), ("dora", 2)])
+def test_lora_counts_follow_the_formula_on_every_hf_family(hf_dirs, family, method, extra):
+    """q and v of each of the 2 layers of width 32: A r x d and B d x r each, DoRA a magnitude per output."""
+    from peftlab.tuners.base import is_head_param
+
+    cfg = load_config(
+        overrides={"model": {"source": "hf", "path": str(hf_dirs[family])}, "method": {"name": method, "r": 4}}
+    )
+    tuner = apply_tuner(copy.deepcopy(load(hf_dirs, family)[1]), cfg)
+    counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert counted == 2 * 2 * (2 * 4 * 32 + extra * 32 // 2)
