@@ -76,6 +76,40 @@ def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
         torch.testing.assert_close(theirs, ours(x), rtol=1e-5, atol=1e-5)
 
 
+def check_cell(tuner, base, images, out_dir: Path, identity: bool = True) -> None:
+    """A cell of the family x method matrix: the adapted model starts as ``base`` (where the method
+    defines a start), every tensor it trains gets a gradient from the first backward, and, with the
+    adapters moved from their start, its merged model computes what it does and loads strictly into
+    the plain architecture, and its PEFT-format files (where peftlab writes them) load with PEFT."""
+    import copy
+
+    import torch
+
+    from peftlab.training.step import check_reached
+
+    if identity:
+        tuner.model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(tuner.model(images), base(images), rtol=0, atol=1e-6)
+    tuner.model.train()
+    tuner.model(images).sum().backward()
+    check_reached(tuner)
+    with torch.no_grad():  # adapters away from their start, so merged == unmerged is not trivial
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.05)
+    merged = tuner.merged_model()
+    if merged is not None:
+        tuner.model.eval()
+        merged.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(merged(images), tuner.model(images), rtol=1e-4, atol=1e-4)
+        reloaded = copy.deepcopy(base)  # the merged weights in the plain architecture, strictly
+        reloaded.load_state_dict(merged.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(images), merged(images), rtol=0, atol=0)
+    assert_peft_format_loads(tuner, base, images, out_dir)
+
+
 def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
     """Where peftlab writes a tuner's adapter in PEFT's format, PEFT's own ``from_pretrained`` on a copy
     of the plain ``base`` (a transformers model inside peftlab's wrapper: that model) computes what the

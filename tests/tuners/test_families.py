@@ -8,7 +8,7 @@ import copy
 import pytest
 import timm
 import torch
-from testkit import TINY_MODEL, assert_peft_format_loads
+from testkit import TINY_MODEL, check_cell
 
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
@@ -88,28 +88,7 @@ def test_each_method_applies_to_each_family_or_refuses_in_one_line(family, metho
         assert "\n" not in str(caught.value)
         return
     tuner = adapt(family, method)
-    x = images(family)
-    if method not in NO_IDENTITY:
-        tuner.model.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(tuner.model(x), base_model(family)(x), rtol=0, atol=1e-6)
-    tuner.model.train()
-    tuner.model(x).sum().backward()
-    check_reached(tuner)
-    with torch.no_grad():  # adapters away from their start, so merged == unmerged is not trivial
-        for param in tuner.trainable_parameters().values():
-            param.add_(torch.randn_like(param), alpha=0.05)
-    merged = tuner.merged_model()
-    if merged is not None:
-        tuner.model.eval()
-        merged.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
-        reloaded = copy.deepcopy(base_model(family))  # the merged weights in the plain architecture, strictly
-        reloaded.load_state_dict(merged.state_dict())
-        with torch.no_grad():
-            torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
-    assert_peft_format_loads(tuner, base_model(family), x, tmp_path)
+    check_cell(tuner, base_model(family), images(family), tmp_path, identity=method not in NO_IDENTITY)
 
 
 @pytest.mark.parametrize("family", ["vit", "eva02", "beit", "swin"])

@@ -7,12 +7,11 @@ import copy
 
 import pytest
 import torch
-from testkit import assert_peft_format_loads, hf_vision_model
+from testkit import check_cell, hf_vision_model
 
 from peftlab.backbones import build_hf
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
-from peftlab.training.step import check_reached
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
@@ -61,28 +60,7 @@ def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, f
         assert "\n" not in str(caught.value)
         return
     tuner = apply_tuner(copy.deepcopy(base), cfg)
-    x = images(family)
-    if method not in NO_IDENTITY:
-        tuner.model.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(tuner.model(x), base(x), rtol=0, atol=1e-6)
-    tuner.model.train()
-    tuner.model(x).sum().backward()
-    check_reached(tuner)
-    with torch.no_grad():  # adapters away from their start, so merged == unmerged is not trivial
-        for param in tuner.trainable_parameters().values():
-            param.add_(torch.randn_like(param), alpha=0.05)
-    merged = tuner.merged_model()
-    if merged is not None:
-        tuner.model.eval()
-        merged.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(merged(x), tuner.model(x), rtol=1e-4, atol=1e-4)
-        reloaded = copy.deepcopy(base)  # the merged weights in the plain architecture, strictly
-        reloaded.load_state_dict(merged.state_dict())
-        with torch.no_grad():
-            torch.testing.assert_close(reloaded(x), merged(x), rtol=0, atol=0)
-    assert_peft_format_loads(tuner, base, x, tmp_path)
+    check_cell(tuner, base, images(family), tmp_path, identity=method not in NO_IDENTITY)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
