@@ -81,6 +81,7 @@ test: install data track slurm ray lint
 # Every lock resolves for macOS arm64 / CPython 3.11 and Linux aarch64, and x86_64 where this is not it (pip's
 # dry run with --platform, markers evaluated for each target: scripts/check_locks.py). Asks the package index and
 # downloads the wheels it resolves, about 4 GB: 2 to 3 minutes on a 2-core x86_64 machine (3:09 with x86_64 too).
+# First, offline, every package pyproject.toml names must be locked inside its range (docs/install.md).
 # CI runs it before `make test`.
 check-locks: install
 	$(BIN)/python scripts/check_locks.py

@@ -15,6 +15,10 @@ pip's dry run downloads every wheel it resolves (pip 23 does, and the index serv
 metadata): about 0.4 GB for macOS and 3.5 GB for each Linux target, most of it torch and the CUDA
 wheels; the measured time is in the Makefile (``check-locks``). The target this script runs on is
 left out: ``make install`` installs it for real, with dependencies.
+
+Before pip runs, the locks are checked against pyproject.toml (``check_ranges``): pyproject states the
+ranges peftlab supports (a user installs it into an environment of their own), the locks the one set
+CI tests, so every package pyproject names must be locked at a version inside its range.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,10 +231,36 @@ def default_locks() -> list[Path]:
     return sorted(REPO.glob("requirements*.lock"), key=lambda p: (p.name != "requirements.lock", p.name))
 
 
+def pyproject_requirements(pyproject: Path) -> list[Requirement]:
+    """pyproject's dependencies, then each extra's, in order."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lines = project["dependencies"] + [
+        line for extra in project.get("optional-dependencies", {}).values() for line in extra
+    ]
+    return [Requirement(line) for line in lines]
+
+
+def check_ranges(pyproject: Path, locks: list[Path]) -> list[str]:
+    """The pyproject requirements the locks leave out or pin outside their range, one phrase each."""
+    locked = {canonicalize_name(r.name): r for lock in locks for r in read_lock(lock)}
+    outside = []
+    for requirement in pyproject_requirements(pyproject):
+        pin = locked.get(canonicalize_name(requirement.name))
+        if pin is None:
+            outside.append(f"{requirement} is in no lock")
+        elif not requirement.specifier.contains(next(iter(pin.specifier)).version, prereleases=True):
+            outside.append(f"{pin} is outside pyproject's {requirement}")
+    return outside
+
+
 def main(argv: list[str], pip=run_pip) -> int:
     locks = [Path(a) for a in argv] or default_locks()
     failures = []
     try:
+        outside = [] if argv else check_ranges(REPO / "pyproject.toml", locks)
+        if outside:
+            print(f"check_locks: {'; '.join(outside)}: lock a version inside the range, or widen it", file=sys.stderr)
+            return 1
         for path in locks:
             read_lock(path)  # a malformed line fails before pip runs
             # one target after another: checked at once, the three took longer here (pip unpacks and

@@ -175,3 +175,24 @@ def test_a_404_is_an_answer_and_a_pip_failure_naming_no_package_is_unknown():
     assert check_locks.unresolvable(0, "Would install triton-3.8.0", "") is None
     with pytest.raises(check_locks.RegistryError, match="pip failed without naming a package: .*Read timed out"):
         check_locks.unresolvable(2, "ERROR: HTTPSConnectionPool(host='files.pythonhosted.org'): Read timed out.", "")
+
+
+def test_every_package_pyproject_names_is_locked_inside_its_range():
+    """pyproject states the supported ranges, the locks the tested set: each pin lies inside its range."""
+    assert check_locks.check_ranges(REPO / "pyproject.toml", LOCKS) == []
+    names = {canonicalize_name(r.name) for r in check_locks.pyproject_requirements(REPO / "pyproject.toml")}
+    assert {"torch", "timm", "peft", "transformers", "bitsandbytes", "optuna", "submitit"} <= names
+
+
+def test_a_pin_outside_its_range_or_missing_from_the_locks_is_named(tmp_path, capsys):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\ndependencies = ["torch>=2.14,<3", "timm>=1.0.21,<2"]\n'
+        '[project.optional-dependencies]\nslurm = ["submitit>=1.5,<2"]\n'
+    )
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("torch==2.13.0\ntimm==1.0.31\n")
+    assert check_locks.check_ranges(pyproject, [lock]) == [
+        "torch==2.13.0 is outside pyproject's torch<3,>=2.14",
+        "submitit<2,>=1.5 is in no lock",
+    ]

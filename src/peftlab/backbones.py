@@ -130,8 +130,9 @@ def build_from_hub(cfg: ModelConfig, kwargs: dict) -> nn.Module:
     check_hub_keys(shapes, path, cfg.name)
     try:
         # num_classes 0: the checkpoint read as headless, so that timm drops its classifier and the head is
-        # new, as with a local file (timm keeps the checkpoint's when the task has as many classes)
-        overlay = {"file": str(path), "num_classes": 0}
+        # new, as with a local file (timm keeps the checkpoint's when the task has as many classes); custom_load
+        # False: the file is a state dict, not the original .npz (timm >= 1.0.31 resets it for a file itself)
+        overlay = {"file": str(path), "custom_load": False, "num_classes": 0}
         model = timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as err:
         raise WeightsError(
