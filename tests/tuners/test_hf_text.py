@@ -233,3 +233,20 @@ def test_training_a_text_model_is_refused_in_one_line(text_dirs, tmp_path):
     status, stderr, _, _ = cli_in_process("train", str(path), *override, "--run-dir", str(tmp_path / "out"))
     assert_one_line_refusal(status, stderr, "model.source='hf-text'", "training text models is not built yet")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_study_of_a_text_model_is_refused_before_any_run(text_dirs, tmp_path):
+    import yaml
+
+    from peftlab.errors import UserError
+    from peftlab.study.preflight import validate_study
+    from peftlab.study.spec import load_study
+
+    run = yaml.safe_load(write_tiny_run(tmp_path / "run.yaml").read_text())
+    run["model"] = {"source": "hf-text", "path": str(text_dirs["bert"])}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "text", "base": "run.yaml", "methods": {"lora": {}}, "seeds": [0]}))
+    with pytest.raises(UserError, match="model.source='hf-text'.*training text models is not built yet") as caught:
+        validate_study(load_study(study))
+    assert "\n" not in str(caught.value)
