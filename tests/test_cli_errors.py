@@ -294,3 +294,56 @@ def test_a_stop_while_peftlab_exits_is_no_traceback(tmp_path, signum):
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
     assert proc.stdout == f"{config}: valid\n"
+
+
+def interrupted_validate(monkeypatch, command) -> None:
+    """``peftlab validate`` made to run ``command`` instead."""
+    import peftlab.cli.run
+
+    monkeypatch.setattr(peftlab.cli.run, "cmd_validate", command)
+
+
+def test_a_ctrl_c_that_a_library_turned_into_an_import_error_is_one_line(monkeypatch, capsys):
+    """transformers' lazy import meets the KeyboardInterrupt of its import and raises a
+    ModuleNotFoundError from it: the command says it was interrupted, as for the Ctrl-C itself."""
+    from peftlab.cli import run_command
+
+    def command(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ModuleNotFoundError("Could not import module 'GenerationMixin'") from err
+
+    interrupted_validate(monkeypatch, command)
+    assert run_command(["validate", "x.yaml"]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "peftlab: interrupted (SIGINT); run the same command again to resume\n"
+
+
+def test_a_ctrl_c_that_c_code_swallowed_is_still_the_commands_end(monkeypatch, capsys):
+    """C code can clear the KeyboardInterrupt (a hasattr on a module whose import it cut short),
+    and the half-imported module fails later with an unrelated error: the command remembers the
+    Ctrl-C it took and ends as interrupted; the next command starts with none remembered."""
+    import time
+
+    from peftlab.cli import run_command
+
+    def command(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # swallowed
+        raise ImportError("cannot load module more than once per process")
+
+    interrupted_validate(monkeypatch, command)
+    sigint = signal.getsignal(signal.SIGINT)
+    assert run_command(["validate", "x.yaml"]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "peftlab: interrupted (SIGINT); run the same command again to resume\n"
+    assert signal.getsignal(signal.SIGINT) is sigint  # the caller's handler is back
+
+    def failing(args):
+        raise ImportError("cannot load module more than once per process")
+
+    interrupted_validate(monkeypatch, failing)
+    with pytest.raises(ImportError):  # an error of its own: no Ctrl-C from the earlier command
+        run_command(["validate", "x.yaml"])

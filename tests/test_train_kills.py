@@ -138,6 +138,31 @@ def test_sigkill_at_a_point_then_resume_equals_an_uninterrupted_run(tmp_path, re
 
 
 @needs_data
+def test_an_exit_that_a_writer_turned_into_its_own_error_is_an_exit_not_a_failure(tmp_path, monkeypatch, reference):
+    """submitit's exit after it requeued a preempted job (a SystemExit raised by its signal handler)
+    can land in the checkpoint writer, whose clean-up then raises an error of its own: that error is
+    the exit's. The run records no failure, and the requeued job resumes it to the uninterrupted result."""
+    real_save, saves = torch.save, []
+
+    def save_cut_short(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            try:
+                raise SystemExit(-1)
+            except SystemExit:
+                raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from None
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_cut_short)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        train(load_config(overrides=SMALL), run_dir, progress=False)
+    assert not (run_dir / "result.json").exists()  # not a failed run: it stays resumable
+    monkeypatch.undo()
+    assert_equals_reference(run_dir, train(load_config(overrides=SMALL), run_dir, progress=False), reference)
+
+
+@needs_data
 @pytest.mark.e2e
 def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, reference):
     cfg_path = tmp_path / "run.yaml"

@@ -38,13 +38,60 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM (what Slurm sends before it kills) stop this process as Ctrl-C does."""
+STOPS = (KeyboardInterrupt, SystemExit)
 
-    def handler(signum, frame):
-        raise Interrupted(signum)
 
-    signal.signal(signal.SIGTERM, handler)
+def stop_behind(err: BaseException) -> BaseException | None:
+    """The stop that ``err`` stands for: ``err`` itself when it is a Ctrl-C, SIGTERM (``Interrupted``)
+    or exit, else the one it was raised while handling; None for an error of its own.
+
+    Python raises a signal handler's exception wherever the main thread is. A library that meets
+    it in its own clean-up raises an error of its own instead: transformers' lazy import turns a
+    Ctrl-C into a ModuleNotFoundError, numpy's second import attempt into an ImportError, and
+    submitit's exit after it requeued a preempted job can land in a file writer's clean-up. Such an
+    error is the stop's: it must not be recorded as the run's failure.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, STOPS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ if err.__cause__ is not None else err.__context__
+    return None
+
+
+@contextlib.contextmanager
+def stops_unwrapped():
+    """Re-raise, as itself, a stop that a library turned into an error of its own (``stop_behind``),
+    or that C code swallowed before the error (``RECEIVED``)."""
+    try:
+        yield
+    except Exception as err:
+        stop = stop_behind(err)
+        if stop is None and RECEIVED:  # one that C code swallowed before this error
+            stop = Interrupted(RECEIVED[-1])
+        if stop is None:
+            raise
+        raise stop from None
+
+
+def take_stops() -> None:
+    """Stop on Ctrl-C, and on SIGTERM (what Slurm sends before it kills) as on Ctrl-C; each is
+    remembered in ``RECEIVED`` (``on_stop``)."""
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+
+
+RECEIVED: list[int] = []  # the Ctrl-C and SIGTERM signals this process took
+
+
+def on_stop(signum, frame):
+    """Raise ``Interrupted`` (a KeyboardInterrupt), and remember the signal: C code can swallow the
+    exception (a ``hasattr`` that runs a half-imported module's ``__getattr__`` clears any error),
+    and the half-imported module then fails with an error of its own, which is the stop's
+    (``stops_unwrapped``)."""
+    RECEIVED.append(signum)
+    raise Interrupted(signum)
 
 
 def ignore_further_stops() -> None:

@@ -147,3 +147,43 @@ def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
         env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
     )
     assert proc.stdout == "interrupted, forkserver alive\n", proc.stdout + proc.stderr
+
+
+# A study process with another thread (torch starts some), and a Ctrl-C that lands while a spawned
+# worker is started: between the child's start and the call written to its pipe
+START_WITH_CTRL_C_IN_A_THREADED_PROCESS = """
+import multiprocessing, multiprocessing.resource_tracker, multiprocessing.util as util, os, signal, threading, time
+from peftlab.study.local_executor import start_held
+
+multiprocessing.resource_tracker.ensure_running()  # its own spawn is not the one this Ctrl-C lands in
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # SIGINT unblocked here
+spawnv = util.spawnv_passfds
+def spawn_then_ctrl_c(*args):
+    pid = spawnv(*args)
+    os.kill(os.getpid(), signal.SIGINT)  # the kernel hands it to the thread that does not block it
+    time.sleep(0.5)  # where Python would raise the KeyboardInterrupt if nothing held it back
+    return pid
+util.spawnv_passfds = spawn_then_ctrl_c
+proc = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+try:
+    start_held(proc)
+    print("lost", flush=True)
+except KeyboardInterrupt:
+    proc.join(120)
+    print("interrupted, worker exit code", proc.exitcode, flush=True)
+"""
+
+
+def test_a_ctrl_c_while_a_worker_is_spawned_waits_for_the_start():
+    """Blocking SIGINT in the main thread does not hold a Ctrl-C back in a process with other
+    threads: the KeyboardInterrupt is held until the start is done, so the child reads its call
+    (no EOFError traceback from spawn_main), and the study then takes it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", START_WITH_CTRL_C_IN_A_THREADED_PROCESS],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
+    assert proc.stdout == "interrupted, worker exit code 0\n", proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -239,7 +239,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp
         start_requeued_job(slurm, task)
         stdout, stderr = proc.communicate(timeout=600)
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, stdout + stderr + log
+    assert proc.returncode == 0, log + stdout + stderr  # the study's own line last, where a cut report keeps it
     assert f"this job is {case}" in log and f"Requeued job {task}" in log, log
     assert (out / "slurm" / task / "requeued").exists(), "the job did not mark its folder before its requeue"
     assert int(job_field(slurm, task, "Restarts")) == 1
@@ -334,7 +334,7 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
         start_requeued_job(slurm, task)
         stdout, stderr = proc.communicate(timeout=600)
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, stdout + stderr + log
+    assert proc.returncode == 0, log + stdout + stderr  # the study's own line last, where a cut report keeps it
     assert "this job is preempted" in log and f"Requeued job {task}" in log, log
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert (pretrained / "manifest.json").is_file() and not (pretrained / "pretrain-error.json").exists()

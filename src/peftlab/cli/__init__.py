@@ -5,41 +5,55 @@ exits with status 2; a run that fails or diverges exits with status 1.
 
 Each command is an ``add_<command>(subparsers)`` beside its ``cmd_<command>(args)``: the run
 commands in ``cli/run.py``, the study commands in ``cli/study.py``, the others in ``cli/tools.py``.
-``COMMANDS`` lists them in the order ``peftlab --help`` shows them.
+``commands()`` lists them in the order ``peftlab --help`` shows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import signal
 import sys
 
-from peftlab.cli import run, study, tools
-from peftlab.cli.parsing import Parser
-from peftlab.errors import STORAGE_ERRORS, Interrupted, UserError, exit_at_once_on_stops, stop_on_sigterm
-from peftlab.libraries import quiet_libraries
+from peftlab.errors import (
+    RECEIVED,
+    STORAGE_ERRORS,
+    Interrupted,
+    UserError,
+    exit_at_once_on_stops,
+    ignore_further_stops,
+    stops_unwrapped,
+    take_stops,
+)
 
-COMMANDS = [
-    run.add_train,
-    study.add_study,
-    study.add_results,
-    study.add_report,
-    study.add_paper,
-    study.add_submission,
-    tools.add_bench,
-    run.add_summary,
-    run.add_pretrain,
-    run.add_export,
-    run.add_params,
-    tools.add_data,
-    run.add_validate,
-    tools.add_config_reference,
-]
+
+def commands() -> list:
+    """The ``add_<command>`` functions, in ``peftlab --help``'s order. Imported when called, inside
+    ``run_command``'s handling: a Ctrl-C while they import is one line too."""
+    from peftlab.cli import run, study, tools
+
+    return [
+        run.add_train,
+        study.add_study,
+        study.add_results,
+        study.add_report,
+        study.add_paper,
+        study.add_submission,
+        tools.add_bench,
+        run.add_summary,
+        run.add_pretrain,
+        run.add_export,
+        run.add_params,
+        tools.add_data,
+        run.add_validate,
+        tools.add_config_reference,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from peftlab import __version__
+    from peftlab.cli.parsing import Parser
 
     parser = Parser(
         prog="peftlab",
@@ -55,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the libraries' warnings and log records on stderr too (always in a run's library.log)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in COMMANDS:
+    for add_command in commands():
         add_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The first exit handler registered runs last: past it Python tears down its modules and gives
+    # SIGINT and SIGTERM their default actions back, under which a late Ctrl-C would kill the
+    # process (exit status -2, the command's own lost); from then on they are ignored.
+    atexit.register(ignore_further_stops)
     status = run_command(argv)
     exit_at_once_on_stops(status)  # a Ctrl-C while the interpreter exits: no traceback, this status
     return status
@@ -73,11 +91,26 @@ def printable(line: str) -> str:
 
 
 def run_command(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
-    stop_on_sigterm()  # SIGTERM (Slurm's warning) stops as cleanly as Ctrl-C
+    """The command's exit status; SIGTERM (Slurm's warning) stops it as cleanly as Ctrl-C, and either
+    one is a Ctrl-C however a library turned it into an error of its own (``errors.stops_unwrapped``)."""
+    sigint = signal.getsignal(signal.SIGINT)
+    RECEIVED.clear()
+    take_stops()
     try:
-        return args.func(args)
+        return command_status(argv)
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # the caller's (a test's process): SIGTERM's stays a stop
+        RECEIVED.clear()
+
+
+def command_status(argv: list[str] | None) -> int:
+    try:
+        with stops_unwrapped():
+            args = build_parser().parse_args(argv)
+            from peftlab.libraries import quiet_libraries
+
+            quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
+            return args.func(args)
     except UserError as err:
         print(
             f"peftlab: error: {printable(str(err).splitlines()[0]) if str(err) else type(err).__name__}",

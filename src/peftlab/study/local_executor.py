@@ -12,6 +12,7 @@ told apart here: stopped from outside (its run stays pending), or failed (its fa
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peftlab.config import to_dict
-from peftlab.errors import STORAGE_ERRORS
+from peftlab.errors import STORAGE_ERRORS, deferred_stops
 from peftlab.run_result import failure, read_result, write_result
 from peftlab.study.spec import RunSpec
 
@@ -69,22 +70,34 @@ def start_forkserver() -> None:
     import multiprocessing.resource_tracker
 
     multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with sigint_held():
         multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
 
 
 def start_held(proc: multiprocessing.Process) -> None:
     """Start ``proc`` with SIGINT blocked, which a spawned process inherits (a forkserver's children
     inherit the server's): a Ctrl-C while it imports torch is taken once it can stop cleanly
     (``worker.take_interrupts``), not printed as a traceback under the study's line."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with sigint_held():
         proc.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile: KeyboardInterrupt now
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """SIGINT blocked in this thread, which a process started meanwhile inherits, and a Ctrl-C or
+    SIGTERM taken only once the block ends (``errors.deferred_stops``), as a KeyboardInterrupt then.
+
+    The mask alone does not hold a Ctrl-C back: the study process has other threads (torch's),
+    the kernel hands the process's SIGINT to one of them, and Python raises its KeyboardInterrupt
+    in the main thread wherever it is, e.g. between a spawned child's start and the call written
+    to its pipe; the child then reads nothing and prints an EOFError traceback.
+    """
+    with deferred_stops():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:

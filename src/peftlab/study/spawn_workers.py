@@ -98,8 +98,8 @@ def run_spawned(
                 spec, run_dir = pending.pop(0)
                 worker = take_worker(ctx)
                 position = free_positions.pop(0)
+                busy[worker] = (spec, run_dir, position)  # first: a Ctrl-C from here on stops it
                 send_run(worker, spec, run_dir, progress, position)
-                busy[worker] = (spec, run_dir, position)
             waited = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
             ready = set(multiprocessing.connection.wait(waited, timeout=POLL_SECONDS if stop_when else None))
             ended = [w for w in busy if w.conn in ready or w.proc.sentinel in ready]

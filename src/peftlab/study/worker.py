@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from peftlab.config import RunConfig, from_dict
-from peftlab.errors import ignore_further_stops, stop_on_sigterm
+from peftlab.errors import ignore_further_stops, stops_unwrapped, take_stops
 from peftlab.files import write_json_atomic
 from peftlab.libraries import quiet_libraries
 from peftlab.locks import DirectoryInUse, wait_until_free
@@ -120,7 +120,8 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
 
     cfg = from_dict(RunConfig, config)
     try:
-        train(cfg, Path(run_dir), progress=progress, position=position)
+        with stops_unwrapped():
+            train(cfg, Path(run_dir), progress=progress, position=position)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
@@ -213,8 +214,7 @@ def take_interrupts() -> None:
     """Stop on SIGTERM, and on Ctrl-C again: the forkserver's children inherit its ignored and
     blocked SIGINT (``local_executor.start_forkserver``), a spawned worker its parent's blocked one
     (``spawn_workers.start_worker``); a Ctrl-C of a worker's start-up reaches the study, which stops it."""
-    stop_on_sigterm()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    take_stops()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
@@ -266,7 +266,8 @@ def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
 
     (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
     try:
-        pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
+        with stops_unwrapped():
+            pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None

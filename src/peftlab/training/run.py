@@ -23,7 +23,7 @@ import torch
 from peftlab import locks, tracking
 from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
 from peftlab.cpu import pin_arithmetic
-from peftlab.errors import CheckpointError, ConfigError, UserError
+from peftlab.errors import CheckpointError, ConfigError, UserError, stops_unwrapped
 from peftlab.files import check_run_dir, one_line, remove_temporaries, write_atomic
 from peftlab.libraries import LIBRARY_LOG, logged_to
 from peftlab.monitors.health import health
@@ -80,7 +80,8 @@ def train_in(
         return done
     state = RunState()
     try:
-        result = run_halving(cfg, run_dir, state, progress, position, ranks)
+        with stops_unwrapped():  # a Ctrl-C or requeue exit that a library turned into its own error stays a stop
+            result = run_halving(cfg, run_dir, state, progress, position, ranks)
     except Diverged as err:
         if err.step is not None:  # found at a later check point: the step it happened at
             state.step = err.step
