@@ -185,6 +185,27 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     )
 
 
+# each target preset and the canonical layers it adapts on every family (the HF matrices' parametrization)
+PRESET_PARTS = [
+    ("standard", {"q", "v"}),
+    ("extended", {"q", "k", "v", "proj"}),
+    ("all-linear", {"q", "k", "v", "proj", "fc1", "fc2"}),
+]
+
+
+def run_python(script: str, *args: str, timeout: int = 600):
+    """Run ``python -c SCRIPT ARGS`` with peftlab's source importable; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        timeout=timeout,
+    )
+
+
 def train_with_hooks(tuner, steps: int, images, labels, lr: float = 1e-2, each_step=None):
     """The recipe's order of a tuner's hooks (regularization, after_backward, step, after_step) on
     one fixed batch; ``each_step(step, tuner, optimizer)`` after each step. Returns the optimizer."""

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from testkit import check_cell, cli_in_process, hf_text_model, write_tiny_run
+from testkit import PRESET_PARTS, check_cell, cli_in_process, hf_text_model, write_tiny_run
 
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
@@ -116,14 +116,7 @@ def test_each_method_applies_to_each_text_family_or_refuses_in_one_line(text_dir
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize(
-    "preset, parts",
-    [
-        ("standard", {"q", "v"}),
-        ("extended", {"q", "k", "v", "proj"}),
-        ("all-linear", {"q", "k", "v", "proj", "fc1", "fc2"}),
-    ],
-)
+@pytest.mark.parametrize("preset, parts", PRESET_PARTS)
 def test_the_presets_mean_the_same_layers_of_every_text_family(text_dirs, family, preset, parts):
     cfg = config(text_dirs[family], target_modules=preset)
     _, targets = plan_targets(base(text_dirs, family), cfg.method)
