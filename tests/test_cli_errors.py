@@ -272,12 +272,10 @@ def test_train_onto_a_full_disk_is_one_line_naming_the_file(tmp_path, small_disk
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_peftlab_exits_is_no_traceback(tmp_path, signum):
     """A Ctrl-C or SIGTERM that lands in the interpreter's exit finalizers (after the command's
-    work) used to print a KeyboardInterrupt traceback and exit 0; now it ends the process at once
-    with the command's status. The signal is sent by an atexit function, so it lands there exactly."""
-    import subprocess
-    import sys
-
-    from testkit import REPO, write_tiny_run
+    work) used to print a KeyboardInterrupt traceback and exit 0; now the process ends with the
+    command's status. The signal is sent by an atexit function registered before ``main``'s own, so
+    it lands exactly where ``main``'s last hook has made further stops ignored."""
+    from testkit import run_python, write_tiny_run
 
     config = write_tiny_run(tmp_path / "tiny.yaml")
     script = (
@@ -285,13 +283,7 @@ def test_a_stop_while_peftlab_exits_is_no_traceback(tmp_path, signum):
         f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}))\n"
         f"sys.exit(main(['validate', {str(config)!r}]))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-    )
+    proc = run_python(script, timeout=1200)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
     assert proc.stdout == f"{config}: valid\n"
 

@@ -52,6 +52,25 @@ def hf_vision_model(family: str, num_classes: int = 5):
     return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
 
 
+def hf_text_model(family: str, num_classes: int = 3):
+    """A small random transformers sequence classifier of a text family (llama, gpt2, bert, roberta): 2 layers,
+    width 32, 2 heads, a vocabulary of 64 tokens, to ``save_pretrained`` as an HF model directory."""
+    import transformers as tf
+
+    sizes = {"vocab_size": 64, "num_labels": num_classes, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    if family == "gpt2":
+        return tf.GPT2ForSequenceClassification(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **sizes))
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if family == "llama":
+        return tf.LlamaForSequenceClassification(tf.LlamaConfig(**layers, num_key_value_heads=2, **sizes))
+    kind = {
+        "bert": (tf.BertConfig, tf.BertForSequenceClassification),
+        "roberta": (tf.RobertaConfig, tf.RobertaForSequenceClassification),
+    }
+    config_cls, model_cls = kind[family]
+    return model_cls(config_cls(**layers, max_position_embeddings=66, **sizes))
+
+
 def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
     """PEFT's from_pretrained on the plain timm (or transformers) base, with the run directory as the
     adapter, gives the outputs of peftlab's own model rebuilt from the run."""
@@ -119,7 +138,7 @@ def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
     import torch
     from peft import PeftModel
 
-    from peftlab.backbones import HFLogits
+    from peftlab.backbones import HFLogits, HFTextLogits
     from peftlab.export import write_peft_adapter
 
     if not write_peft_adapter(tuner, out_dir):
@@ -129,7 +148,8 @@ def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
     loaded = PeftModel.from_pretrained(plain.model if hf else plain, out_dir).eval()
     tuner.model.eval()
     with torch.no_grad():
-        theirs = loaded(pixel_values=images).logits if hf else loaded(images)
+        inputs = {"input_ids" if isinstance(plain, HFTextLogits) else "pixel_values": images}
+        theirs = loaded(**inputs).logits if hf else loaded(images)
         torch.testing.assert_close(theirs, tuner.model(images), rtol=1e-5, atol=1e-5)
 
 
@@ -161,6 +181,27 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
         text=True,
         cwd=cwd or REPO,
         env=env,
+        timeout=timeout,
+    )
+
+
+# each target preset and the canonical layers it adapts on every family (the HF matrices' parametrization)
+PRESET_PARTS = [
+    ("standard", {"q", "v"}),
+    ("extended", {"q", "k", "v", "proj"}),
+    ("all-linear", {"q", "k", "v", "proj", "fc1", "fc2"}),
+]
+
+
+def run_python(script: str, *args: str, timeout: int = 600):
+    """Run ``python -c SCRIPT ARGS`` with peftlab's source importable; returns CompletedProcess."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
         timeout=timeout,
     )
 

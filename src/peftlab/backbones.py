@@ -1,4 +1,5 @@
-"""Vision transformer backbones: timm models by name, HF transformers ViT/DeiT from a directory.
+"""Transformer backbones: timm models by name, HF transformers ViT/DeiT (``source: hf``) and text
+classifiers (``source: hf-text``: Llama, GPT-2, BERT, RoBERTa) from a directory.
 
 Pretrained weights come from timm's Hugging Face hub weights (``pretrained: hub``: downloaded into
 the hub cache, or read from it offline; ``peftlab.hub``) or from a local ``.safetensors`` file in
@@ -24,6 +25,7 @@ from peftlab.libraries import quiet_transformers
 from peftlab.weights import HEAD_PREFIXES, check_finite, load_weights
 
 HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
+HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (model.path)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
     """The weights file ``model`` (built by ``build_backbone`` from ``cfg``) was loaded from: the local
     file, the hub cache's file timm loaded (its ``pretrained_cfg`` names it), an HF directory's
     model.safetensors; None for a random base."""
-    if cfg.source == "hf":
+    if cfg.source in HF_SOURCES:
         path = Path(cfg.path) / HF_SAFE_WEIGHTS
         return path if path.is_file() else None
     if cfg.pretrained == "none":
@@ -67,10 +69,19 @@ class HFLogits(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+class HFTextLogits(HFLogits):
+    """An HF sequence classifier whose forward takes token ids and returns plain logits."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # input_ids: (batch, tokens) -> (batch, classes)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 def head_prefix(model: nn.Module) -> str:
-    """Name of the classifier module: ``head`` for timm, ``model.classifier`` for HF."""
+    """Name of the classifier module: ``head`` for timm, ``model.classifier`` for HF (``model.score``
+    for the decoders, Llama's and GPT-2's sequence classifiers)."""
     if isinstance(model, HFLogits):
-        return "model.classifier"
+        return "model.score" if hasattr(model.model, "score") else "model.classifier"
     return model.pretrained_cfg.get("classifier", "head") if hasattr(model, "pretrained_cfg") else "head"
 
 
@@ -97,6 +108,8 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
     False: the architecture only, as for counting on the meta device)."""
     if cfg.source == "hf":
         return build_hf(cfg, num_classes, weights)
+    if cfg.source == "hf-text":
+        return build_hf_text(cfg, num_classes, weights)
     import timm
 
     if not timm.is_model(cfg.name):
@@ -166,15 +179,91 @@ def check_hub_keys(model: nn.Module, path: Path, name: str) -> None:
 def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: int) -> nn.Module:
     """An HF image classifier with a fresh head: ``from_pretrained``, or ``from_config`` for the
     architecture alone (``from_pretrained`` refuses the meta device), its config's values replaced
-    by ``sizes`` (architecture only: the pre-flight probes a model of many patches at a small ``image_size``).
+    by ``sizes`` (architecture only: the pre-flight probes a model of many patches at a small ``image_size``)."""
+    from transformers import AutoModelForImageClassification
+
+    check_hf_config(cfg.path)  # its sizes bounded before transformers builds anything
+    return HFLogits(load_hf(AutoModelForImageClassification, cfg.path, num_classes, weights and not sizes, **sizes))
+
+
+def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> nn.Module:
+    """An HF sequence classifier with a fresh head, from the directory's model.safetensors, or from its
+    config.json alone (random init) when it holds no weights: a saved config is a model to count and test.
+
+    The decoders (Llama, GPT-2) classify at the last token that is not padding, so a config without a
+    ``pad_token_id`` gets its ``eos_token_id`` (0 without one). GPT-2's Conv1D layers become nn.Linear
+    (``linear_from_conv1d``): the same product, so that its fused ``c_attn`` splits into q, k and v as
+    timm's ``qkv`` does and every method sees the Linears it knows."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.pytorch_utils import Conv1D
+
+    config = check_hf_config(cfg.path)
+    path = Path(cfg.path)
+    has_weights = (path / HF_SAFE_WEIGHTS).is_file() or (path / f"{HF_SAFE_WEIGHTS}.index.json").is_file()
+    if weights and not has_weights and any(path.glob("pytorch_model*.bin")):
+        raise WeightsError(
+            f"model.path={str(path)!r} holds only pickled weights (pytorch_model.bin): expected {HF_SAFE_WEIGHTS}"
+        )
+    model = load_hf(
+        AutoModelForSequenceClassification,
+        path,
+        num_classes,
+        weights and has_weights,
+        pad_token_id=pad_token(config),
+    )
+    conv1d = [name for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    for name in conv1d:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, linear_from_conv1d(getattr(owner, child)))
+    return HFTextLogits(model)
+
+
+def hf_source_of(path: str | Path) -> tuple[str, int]:
+    """(``hf`` or ``hf-text``, its number of labels) of an HF model directory: an image classifier's
+    ``model_type`` is one transformers' image classifiers know; every other is read as text."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    config = check_hf_config(path)
+    labels = config.get("id2label")
+    count = len(labels) if isinstance(labels, dict) and len(labels) >= 2 else 2
+    return ("hf" if config.get("model_type") in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES else "hf-text"), count
+
+
+def pad_token(config: dict) -> int:
+    """The padding token id of an HF text config: its own, else its (first) end-of-sequence token, else 0."""
+    for key in ("pad_token_id", "eos_token_id"):
+        value = config.get(key)
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
+
+
+def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
+    """An nn.Linear computing what transformers' ``Conv1D`` (GPT-2) computes: ``x @ W + b`` with W stored
+    (in, out), so the Linear's (out, in) weight is its transpose."""
+    in_features, out_features = conv.weight.shape
+    weight = conv.weight
+    linear = nn.Linear(in_features, out_features, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        if weight.device.type != "meta":
+            linear.weight.copy_(weight.t())
+            linear.bias.copy_(conv.bias)
+    linear.requires_grad_(weight.requires_grad)
+    return linear
+
+
+def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overrides) -> nn.Module:
+    """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head: ``from_pretrained``
+    (safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead), or
+    ``from_config`` without ``weights``; ``overrides`` replace values of its config.
     transformers' load reports (the re-initialised head, ...) go to its logger at error level only:
     peftlab says what matters."""
     import transformers
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoConfig
 
     quiet_transformers()
-    path = Path(cfg.path)
-    check_hf_config(path)  # its sizes bounded before transformers builds anything
     labels = {
         "num_labels": num_classes,
         "id2label": {i: str(i) for i in range(num_classes)},
@@ -183,24 +272,32 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        if weights and not sizes:
-            # safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead
-            model = AutoModelForImageClassification.from_pretrained(
-                path, ignore_mismatched_sizes=True, use_safetensors=True, **labels
+        if weights:
+            return auto_cls.from_pretrained(
+                path, ignore_mismatched_sizes=True, use_safetensors=True, **labels, **overrides
             )
-        else:
-            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(path, **labels, **sizes))
+        return auto_cls.from_config(AutoConfig.from_pretrained(path, **labels, **overrides))
     except Exception as err:
         raise WeightsError(
             f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})"
         ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
-    return HFLogits(model)
+
+
+def refuse_text_training(cfg: ModelConfig) -> None:
+    """One ConfigError line for a text model where a run would train it: text data, tokenization and
+    the text recipe are not built yet (issue 35), and the image recipe would fail deep inside."""
+    if cfg.source == "hf-text":
+        raise ConfigError(
+            f"model.source='hf-text' ({cfg.path}): training text models is not built yet; "
+            "peftlab params counts them (expected model.source timm or hf for train and study)"
+        )
 
 
 def input_spec_for(cfg: ModelConfig) -> InputSpec:
     """The input a configured model expects, without building its weights (meta device)."""
+    refuse_text_training(cfg)  # a text model takes token ids, not images
     if cfg.source == "hf":
         from transformers import AutoConfig
 

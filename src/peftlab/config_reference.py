@@ -43,7 +43,10 @@ DESCRIPTIONS = {
     "label smoothing 0.1 on 12 tasks); see docs/benchmarks-vtab.md",
     "ModelConfig.name": "timm model name (or a label of the HF model with source: hf); a peftlab base's "
     "manifest gives it when left out",
-    "ModelConfig.source": "timm or hf (HF transformers, from model.path)",
+    "ModelConfig.source": (
+        "timm, hf (HF transformers image classifier, from model.path) or hf-text (HF sequence "
+        "classifier from model.path: Llama, GPT-2, BERT, RoBERTa; counted and adapted, not yet trained)"
+    ),
     "ModelConfig.num_classes": "classes of the head (None: the dataset's number of classes)",
     "ModelConfig.img_size": "input size in pixels (None: a peftlab base's manifest, else the timm model's)",
     "ModelConfig.patch_size": "ViT patch size (None: a peftlab base's manifest, else the timm model's)",

@@ -27,11 +27,11 @@ from peftlab.config_checks import (
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "deit_tiny_patch16_224"
-    source: Literal["timm", "hf"] = "timm"
+    source: Literal["timm", "hf", "hf-text"] = "timm"
     # "none" (random init), "hub" (timm's Hugging Face hub weights, safetensors: downloaded into the hub cache,
     # or read from it with HF_HUB_OFFLINE=1) or a .safetensors path
     pretrained: str = "none"
-    path: str | None = None  # HF transformers model directory (source: hf)
+    path: str | None = None  # HF transformers model directory (source: hf or hf-text)
     num_classes: int | None = None  # None: the dataset's number of classes
     img_size: int | None = None
     patch_size: int | None = None
@@ -72,10 +72,10 @@ class ModelConfig:
                 f"a divisor of model.embed_dim={self.embed_dim}",
             )
         check_field(
-            self.source != "hf" or bool(self.path),
+            self.source == "timm" or bool(self.path),
             "model.path",
             self.path,
-            "a local HF transformers model directory when model.source is 'hf'",
+            f"a local HF transformers model directory when model.source is {self.source!r}",
         )
 
 

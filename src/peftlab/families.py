@@ -51,24 +51,39 @@ DISTILLED = Family(
 
 # (separate projection, canonical name); fc1_g and fc1_x (SwiGLU) are both the MLP's first layer
 ALIASES = {"q_proj": "qkv.q", "k_proj": "qkv.k", "v_proj": "qkv.v", "fc1_g": "fc1", "fc1_x": "fc1"}
-# an HF layer's Linears (after ``layer.N.`` or ``layers.N.``) by canonical name: transformers 5 names them
-# as Llama does (``attention.q_proj``; CLIP ``self_attn.q_proj``, ``out_proj``), transformers 4 as BERT
-# does (``attention.attention.query``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``)
+# an HF layer's Linears (after ``layer.N.``, ``layers.N.`` or GPT-2's ``h.N.``) by canonical name: transformers 5
+# names the vision models' as Llama does (``attention.q_proj``; CLIP ``self_attn.q_proj``, ``out_proj``),
+# transformers 4 as BERT does (``attention.attention.query``, ``attention.output.dense``, ``intermediate.dense``,
+# ``output.dense``). Text: Llama ``self_attn.{q,k,v,o}_proj`` and a gated MLP (``gate_proj`` and ``up_proj``
+# both its first layer, ``down_proj``), BERT and RoBERTa ``attention.self.{query,key,value}``, GPT-2 its
+# fused ``attn.c_attn`` split into q, k, v (peftlab.tuners.modules), ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``
 HF_ALIASES = {
-    **dict.fromkeys(("attention.q_proj", "self_attn.q_proj", "attention.attention.query"), "attn.qkv.q"),
-    **dict.fromkeys(("attention.k_proj", "self_attn.k_proj", "attention.attention.key"), "attn.qkv.k"),
-    **dict.fromkeys(("attention.v_proj", "self_attn.v_proj", "attention.attention.value"), "attn.qkv.v"),
-    **dict.fromkeys(("attention.o_proj", "self_attn.out_proj", "attention.output.dense"), "attn.proj"),
-    **dict.fromkeys(("mlp.fc1", "intermediate.dense"), "mlp.fc1"),
-    **dict.fromkeys(("mlp.fc2", "output.dense"), "mlp.fc2"),
+    **dict.fromkeys(
+        ("attention.q_proj", "self_attn.q_proj", "attention.attention.query", "attention.self.query", "attn.c_attn.q"),
+        "attn.qkv.q",
+    ),
+    **dict.fromkeys(
+        ("attention.k_proj", "self_attn.k_proj", "attention.attention.key", "attention.self.key", "attn.c_attn.k"),
+        "attn.qkv.k",
+    ),
+    **dict.fromkeys(
+        ("attention.v_proj", "self_attn.v_proj", "attention.attention.value", "attention.self.value", "attn.c_attn.v"),
+        "attn.qkv.v",
+    ),
+    **dict.fromkeys(
+        ("attention.o_proj", "self_attn.out_proj", "self_attn.o_proj", "attention.output.dense", "attn.c_proj"),
+        "attn.proj",
+    ),
+    **dict.fromkeys(("mlp.fc1", "intermediate.dense", "mlp.gate_proj", "mlp.up_proj", "mlp.c_fc"), "mlp.fc1"),
+    **dict.fromkeys(("mlp.fc2", "output.dense", "mlp.down_proj", "mlp.c_proj"), "mlp.fc2"),
 }
-HF_LAYER = re.compile(r"^.*\.layers?\.(\d+)\.(.+)$")
+HF_LAYER = re.compile(r"^.*\.(?:layers?|h)\.(\d+)\.(.+)$")
 
 
 def family_of(model: nn.Module) -> Family:
     """The family of a timm model, ``HF`` for a transformers one (``OTHER`` for a class peftlab does not know)."""
     kind = type(model).__name__
-    if kind == "HFLogits":
+    if kind in ("HFLogits", "HFTextLogits"):
         return HF
     if kind == "VisionTransformerDistilled":
         return DISTILLED

@@ -17,6 +17,7 @@ from peftlab.config_yaml import read_text_file
 from peftlab.errors import WeightsError
 from peftlab.files import shown_path
 
+MAX_TOKENS = 2**20  # Llama 3's vocabulary is 128,256 tokens, Gemma's 256,000
 # the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
 SIZE_KEYS = {
     "num_hidden_layers": (MAX_DEPTH, "model.depth"),
@@ -26,6 +27,13 @@ SIZE_KEYS = {
     "pooler_output_size": (MAX_EMBED_DIM, "model.embed_dim"),
     "image_size": (MAX_IMG_SIZE, "model.img_size"),
     "patch_size": (MAX_IMG_SIZE, "model.patch_size"),
+    # GPT-2 names its sizes apart; a text model's embeddings grow with its vocabulary and positions
+    "n_layer": (MAX_DEPTH, "model.depth"),
+    "n_embd": (MAX_EMBED_DIM, "model.embed_dim"),
+    "n_head": (MAX_EMBED_DIM, "model.num_heads"),
+    "vocab_size": (MAX_TOKENS, "a vocabulary of 2^20 tokens"),
+    "max_position_embeddings": (MAX_TOKENS, "2^20 positions"),
+    "n_positions": (MAX_TOKENS, "2^20 positions"),
 }
 
 
@@ -75,7 +83,7 @@ def check_sizes(config: dict, where: str) -> None:
             config["num_channels"],
             "1 or 3, as model.in_chans",
         )
-    for whole, part in (("hidden_size", "num_attention_heads"), ("image_size", "patch_size")):
+    for whole, part in (("hidden_size", "num_attention_heads"), ("n_embd", "n_head"), ("image_size", "patch_size")):
         if whole in config and part in config:
             check_field(
                 config[whole] % config[part] == 0, where + part, config[part], f"a divisor of {whole}={config[whole]}"

@@ -91,7 +91,7 @@ def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
     """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
     need, available = 4 * total, psutil.virtual_memory().available
     if need > available:
-        hf = cfg.model.source == "hf"
+        hf = cfg.model.source != "timm"
         name, sizes = (cfg.model.path, f"{cfg.model.path}/config.json") if hf else (cfg.model.name, "model.*")
         raise ConfigError(
             f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
@@ -149,7 +149,7 @@ def check_against_model(
         check_num_classes(cfg)
     num_classes = cfg.model.num_classes or 10
     model = model if model is not None else meta_model(cfg)
-    if weights and cfg.model.source != "hf" and cfg.model.pretrained not in ("none", "hub"):  # a local file
+    if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):  # a local file
         check_weights_file(model, cfg.model.pretrained)
     check_model_size(cfg, num_classes, model)
     check_config(cfg, model)

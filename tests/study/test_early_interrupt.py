@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_runner import write_study
-from testkit import REPO, group_alive, needs_fashion_mnist, wait_until
+from testkit import REPO, group_alive, needs_fashion_mnist, run_python, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -139,13 +139,7 @@ except KeyboardInterrupt:
 def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
     """The forkserver must not take a Ctrl-C (it imports torch meanwhile), so SIGINT is held back
     while it is spawned; one that lands then is not lost: the study takes it once the spawn is done."""
-    proc = subprocess.run(
-        [sys.executable, "-c", SPAWN_WITH_CTRL_C],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-    )
+    proc = run_python(SPAWN_WITH_CTRL_C, timeout=240)
     assert proc.stdout == "interrupted, forkserver alive\n", proc.stdout + proc.stderr
 
 
@@ -178,12 +172,6 @@ def test_a_ctrl_c_while_a_worker_is_spawned_waits_for_the_start():
     """Blocking SIGINT in the main thread does not hold a Ctrl-C back in a process with other
     threads: the KeyboardInterrupt is held until the start is done, so the child reads its call
     (no EOFError traceback from spawn_main), and the study then takes it."""
-    proc = subprocess.run(
-        [sys.executable, "-c", START_WITH_CTRL_C_IN_A_THREADED_PROCESS],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-    )
+    proc = run_python(START_WITH_CTRL_C_IN_A_THREADED_PROCESS, timeout=240)
     assert proc.stdout == "interrupted, worker exit code 0\n", proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr

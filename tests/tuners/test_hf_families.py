@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from testkit import check_cell, hf_vision_model
+from testkit import PRESET_PARTS, check_cell, hf_vision_model
 
 from peftlab.backbones import build_hf
 from peftlab.config import load_config
@@ -64,14 +64,7 @@ def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, f
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize(
-    "preset, parts",
-    [
-        ("standard", {"q", "v"}),
-        ("extended", {"q", "k", "v", "proj"}),
-        ("all-linear", {"q", "k", "v", "proj", "fc1", "fc2"}),
-    ],
-)
+@pytest.mark.parametrize("preset, parts", PRESET_PARTS)
 def test_the_presets_mean_the_same_layers_of_every_hf_family(hf_dirs, family, preset, parts):
     from peftlab.families import HF, canonical_names
 

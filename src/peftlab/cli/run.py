@@ -32,6 +32,9 @@ def cmd_train(args) -> int:
     from peftlab.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    from peftlab.backbones import refuse_text_training
+
+    refuse_text_training(cfg.model)
     if cfg.train.reproducible:
         pin_arithmetic()
     from peftlab.training.run import train  # torch: after the arithmetic is pinned
@@ -188,9 +191,13 @@ def cmd_export(args) -> int:
 
 def add_params(sub) -> None:
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
-    p.add_argument("model", help="a timm model name, or a run config YAML (then its model and method)")
+    p.add_argument(
+        "model",
+        help="a timm model name, an HF model directory (config.json: image or text classifier), "
+        "or a run config YAML (then its model and method)",
+    )
     p.add_argument("overrides", nargs="*", help="with a run config: dotted overrides, e.g. method.r=16")
-    p.add_argument("--num-classes", type=int, help="classes of the head (default 1000)")
+    p.add_argument("--num-classes", type=int, help="classes of the head (default 1000; an HF directory: its own)")
     p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
     p.add_argument("--patch-size", type=int, help="patch size (default: the model's own)")
     p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
@@ -211,7 +218,7 @@ def cmd_params(args) -> int:
     if args.json:
         print(json.dumps(counts, indent=2))
         return 0
-    name = cfg.model.path if cfg.model.source == "hf" else cfg.model.name
+    name = cfg.model.name if cfg.model.source == "timm" else cfg.model.path
     print(f"model      {name} ({counts['num_classes']} classes), method {cfg.method.name}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
@@ -245,7 +252,7 @@ def params_config_of_file(args):
 
 
 def params_config_of_name(args):
-    """A timm model name and the options (--depth, --r, ...): no dotted overrides here."""
+    """A timm model name or an HF model directory, and the options (--depth, --r, ...): no dotted overrides here."""
     from peftlab.config import load_config, method_fields
 
     if args.overrides:
@@ -253,7 +260,32 @@ def params_config_of_name(args):
             f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
-    model = {
+    model = params_model_of_dir(args) if Path(args.model).is_dir() else params_model_of_name(args)
+    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
+    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
+    return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
+
+
+def params_model_of_dir(args) -> dict:
+    """The model section of an HF model directory: an image classifier (``source: hf``) or a text one
+    (``hf-text``) as its config.json's ``model_type`` says; its sizes are the file's, not options."""
+    from peftlab.backbones import hf_source_of
+
+    given = [f"--{name.replace('_', '-')}" for name in SIZE_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise UserError(
+            f"{given[0]} sizes a timm model: {args.model} is an HF model directory, sized by its config.json"
+        )
+    source, labels = hf_source_of(args.model)
+    return {"source": source, "path": args.model, "num_classes": args.num_classes or labels}
+
+
+SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")
+
+
+def params_model_of_name(args) -> dict:
+    """The model section of a timm model name and its size options."""
+    return {
         "name": args.model,
         "num_classes": 1000 if args.num_classes is None else args.num_classes,
         "img_size": args.img_size,
@@ -262,9 +294,6 @@ def params_config_of_name(args):
         "embed_dim": args.embed_dim,
         "num_heads": args.num_heads,
     }  # 0 is refused, not taken for the default
-    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
-    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
-    return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 
 
 def add_validate(sub) -> None:

@@ -66,14 +66,14 @@ def linear_names(model: nn.Module, head: str) -> list[str]:
 
 
 def qkv_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if n.endswith("attn.qkv") and isinstance(m, nn.Linear)]
+    """The fused (3d, d) q, k, v Linears: timm's ``attn.qkv``, GPT-2's ``attn.c_attn`` (a Linear once built)."""
+    return [n for n, m in model.named_modules() if n.endswith(("attn.qkv", "attn.c_attn")) and isinstance(m, nn.Linear)]
 
 
 def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[str]]:
     """(fused qkv modules to split, module names to adapt), without touching the model."""
     head = head_prefix(model)
-    hf = isinstance(model, HFLogits)
-    fused = [] if hf else qkv_names(model)
+    fused = qkv_names(model)  # an HF vision model has none
     split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
     # the whole fused qkv (one adapter over q, k and v) or its slices, never both
     candidates = linear_names(model, head) + split_names

@@ -44,9 +44,10 @@ def check_timm_blocks(model: nn.Module, method: str) -> list[str]:
     """The model's block names; a ConfigError unless every block is one of timm's known blocks."""
     names = block_names(model) if type(model).__module__.startswith("timm.") else []
     if not names:
+        inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: name that model
+        shown = type(inner if isinstance(inner, nn.Module) else model).__name__
         raise ConfigError(
-            f"method.name={method!r} supports timm ViT, EVA, BEiT and Swin models (model.source: timm), "
-            f"not {type(model).__name__}"
+            f"method.name={method!r} supports timm ViT, EVA, BEiT and Swin models (model.source: timm), not {shown}"
         )
     kinds = {type(model.get_submodule(name)) for name in names}
     unknown = sorted(k.__name__ for k in kinds if BLOCKS.get(k.__module__) != k.__name__)
