@@ -32,12 +32,12 @@ def cmd_train(args) -> int:
     from peftlab.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from peftlab.backbones import refuse_text_training
-
-    refuse_text_training(cfg.model)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.training.run import train  # torch: after the arithmetic is pinned
+    from peftlab.backbones import refuse_text_training  # torch: after the arithmetic is pinned
+    from peftlab.training.run import train
+
+    refuse_text_training(cfg.model)
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)
