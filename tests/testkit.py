@@ -71,6 +71,59 @@ def hf_text_model(family: str, num_classes: int = 3):
     return model_cls(config_cls(**layers, max_position_embeddings=66, **sizes))
 
 
+TEXT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3: bos, pad, eos as hf_text_model's configs say
+TEXT_WORDS = tuple(f"w{i}" for i in range(60))  # ids 4..63: hf_text_model's vocabulary of 64
+
+
+def text_tokenizer():
+    """A word-level tokenizer over ``TEXT_WORDS`` (whitespace split), built offline with the tokenizers
+    library and wrapped as transformers wraps a tokenizer.json: ``save_pretrained`` writes it into a model
+    directory, where AutoTokenizer finds it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(TEXT_SPECIALS + TEXT_WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bos, pad, eos, unk = TEXT_SPECIALS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, pad_token=pad, eos_token=eos, unk_token=unk, model_max_length=64
+    )
+
+
+def hf_text_dir(path: Path, family: str, num_classes: int = 3) -> Path:
+    """``hf_text_model(family)`` saved with ``text_tokenizer()`` at ``path``: an HF text model directory."""
+    hf_text_model(family, num_classes).save_pretrained(path)
+    text_tokenizer().save_pretrained(path)
+    return path
+
+
+def write_text_task(root: Path, train: int = 48, test: int = 24, num_classes: int = 3, seed: int = 0) -> Path:
+    """A learnable text task in ``data.name: text``'s layout (train.jsonl, test.jsonl under ``root``):
+    each class has its own 20 words of ``TEXT_WORDS``; an example is 4 to 12 words, three in four of its
+    class, the rest of any class."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    per_class = len(TEXT_WORDS) // num_classes
+    for split, n in (("train", train), ("test", test)):
+        lines = []
+        for i in range(n):
+            label = i % num_classes
+            words = [
+                TEXT_WORDS[label * per_class + rng.integers(per_class)]
+                if rng.random() < 0.75
+                else TEXT_WORDS[rng.integers(len(TEXT_WORDS))]
+                for _ in range(rng.integers(4, 13))
+            ]
+            lines.append(json.dumps({"text": " ".join(words), "label": label}))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
     """PEFT's from_pretrained on the plain timm (or transformers) base, with the run directory as the
     adapter, gives the outputs of peftlab's own model rebuilt from the run."""

@@ -30,12 +30,31 @@ HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model dire
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the data pipeline must produce for a model."""
+    """What the data pipeline must produce for an image model."""
 
     img_size: int
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape: C x S x S."""
+        return (self.in_chans, self.img_size, self.img_size)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """What the data pipeline must produce for a text model (``peftlab.data.tokens``): token ids and
+    their attention mask, stacked."""
+
+    config: dict  # the model's config.json: vocabulary, padding id, positions
+    max_length: int  # data.max_length
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape: 2 x max_length (ids, mask)."""
+        return (2, self.max_length)
 
 
 def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
@@ -73,7 +92,10 @@ class HFTextLogits(HFLogits):
     """An HF sequence classifier whose forward takes token ids and returns plain logits."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # input_ids: (batch, tokens) -> (batch, classes)
+        # input_ids: (batch, tokens), or (batch, 2, tokens) with the mask stacked (peftlab.data.tokens)
+        # -> (batch, classes)
+        if input_ids.dim() == 3:
+            input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
@@ -285,19 +307,28 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
         transformers.logging.set_verbosity(verbosity)
 
 
-def refuse_text_training(cfg: ModelConfig) -> None:
-    """One ConfigError line for a text model where a run would train it: text data, tokenization and
-    the text recipe are not built yet (issue 35), and the image recipe would fail deep inside."""
-    if cfg.source == "hf-text":
+def check_modality(model: ModelConfig, data) -> None:
+    """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
+    glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
+    text_data = data.name == "text" or data.name.startswith("glue/")
+    if model.source == "hf-text" and not text_data:
         raise ConfigError(
-            f"model.source='hf-text' ({cfg.path}): training text models is not built yet; "
-            "peftlab params counts them (expected model.source timm or hf for train and study)"
+            f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "
+            "expected data.name text or glue/<task>"
         )
+    if model.source != "hf-text" and text_data:
+        raise ConfigError(
+            f"data.name={data.name!r} is text data and model.source={model.source!r} reads images: "
+            "expected model.source hf-text"
+        )
+    if text_data and data.augment:
+        raise ConfigError("data.augment=true crops and flips images: expected false for text data")
 
 
-def input_spec_for(cfg: ModelConfig) -> InputSpec:
+def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:
     """The input a configured model expects, without building its weights (meta device)."""
-    refuse_text_training(cfg)  # a text model takes token ids, not images
+    if cfg.source == "hf-text":
+        return TextSpec(check_hf_config(cfg.path), max_length)  # max_length: data.max_length
     if cfg.source == "hf":
         from transformers import AutoConfig
 

@@ -46,6 +46,7 @@ MAX_THREADS = 1024
 MAX_IMG_SIZE = 8192
 MAX_DEPTH = 256  # transformer blocks (timm's deepest ViTs have 48)
 MAX_EMBED_DIM = 65536
+MAX_TEXT_TOKENS = 1 << 17  # data.max_length: tokens per text example
 MAX_MLP_DIM = 4 * MAX_EMBED_DIM  # an HF config's intermediate_size (timm's ViTs: 4 x embed_dim)
 
 

@@ -75,6 +75,9 @@ DESCRIPTIONS = {
     "DataConfig.train_subset": "keep N training images, class-stratified (None: all)",
     "DataConfig.val_subset": "keep N validation images (None: all)",
     "DataConfig.test_subset": "keep N test images (None: all)",
+    "DataConfig.max_length": "text: tokens per example, with the model's own tokenizer",
+    "DataConfig.padding": "text: pad each batch to its longest example (longest) or to data.max_length",
+    "DataConfig.truncation": "text: cut examples to data.max_length (false: a longer example is an error)",
     "DataConfig.augment": "random crops and flips on the training images",
     "QuantConfig.group_size": "must be null (QA-LoRA's group size is method.group_size; the key stays so that "
     "run ids stay)",

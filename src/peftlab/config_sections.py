@@ -16,6 +16,7 @@ from peftlab.config_checks import (
     MAX_DEPTH,
     MAX_EMBED_DIM,
     MAX_IMG_SIZE,
+    MAX_TEXT_TOKENS,
     MAX_THREADS,
     NAME_COMPONENTS,
     check_dataset_name,
@@ -112,6 +113,11 @@ class DataConfig:
     # filelist: the VTAB-1k group the task is reported under (the report's VTAB tables), e.g. a VTAB-style
     # task of one's own such as `peftlab data vtab-demo`'s
     group: Literal["Natural", "Specialized", "Structured"] | None = None
+    # text data (model.source hf-text): tokens per example, with the model's own tokenizer
+    max_length: int = 128
+    # longest: each batch padded to its longest example; max_length: every batch to data.max_length
+    padding: Literal["longest", "max_length"] = "longest"
+    truncation: bool = True  # false: an example longer than data.max_length is an error, not cut
 
     def __post_init__(self):
         check_dataset_name(self.name)
@@ -165,6 +171,12 @@ class DataConfig:
                 list(self.classes),
                 "at least two distinct non-negative labels",
             )
+        check_field(
+            1 <= self.max_length <= MAX_TEXT_TOKENS,
+            "data.max_length",
+            self.max_length,
+            f"an integer in [1, {MAX_TEXT_TOKENS}]",
+        )
         check_field(
             self.num_workers is None or self.num_workers >= 0,
             "data.num_workers",

@@ -34,10 +34,10 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.backbones import refuse_text_training  # torch: after the arithmetic is pinned
+    from peftlab.backbones import check_modality  # torch: after the arithmetic is pinned
     from peftlab.training.run import train
 
-    refuse_text_training(cfg.model)
+    check_modality(cfg.model, cfg.data)
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)

@@ -120,7 +120,7 @@ def validate_study(study: Study) -> None:
     against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
     Runs share section objects (a configuration's seeds; equal sections, built once by
     ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
-    from peftlab.backbones import refuse_text_training
+    from peftlab.backbones import check_modality
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 
@@ -132,7 +132,7 @@ def validate_study(study: Study) -> None:
             check_trackers(cfg.track)  # a missing tracker package fails before any run starts
         sections = (cfg.model, cfg.method, cfg.quant)
         try:
-            refuse_text_training(cfg.model)
+            check_modality(cfg.model, cfg.data)
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None
         if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs

@@ -156,9 +156,9 @@ def result_record(
         protocol=protocol_card(
             s.cfg,
             data.splits.info.split_sources,
-            data.spec.img_size,
-            data.spec.mean,
-            data.spec.std,
+            getattr(data.spec, "img_size", None),  # a text model's spec has tokens, not pixels
+            getattr(data.spec, "mean", None),
+            getattr(data.spec, "std", None),
             {**final, "head": head_count(tuner)},
         ),
         provenance=state.provenance,

@@ -1,0 +1,155 @@
+"""Training HF text models (model.source hf-text) on text data (data.name text): the recipe end to end on
+a small random model of each family with its own tokenizer (testkit.hf_text_dir), resume, reload, errors."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from testkit import cli_in_process, hf_text_dir, text_tokenizer, write_text_task
+
+from peftlab.config import load_config
+from peftlab.errors import UserError
+from peftlab.training.run import train
+
+FAMILIES = ("gpt2", "llama", "bert", "roberta")
+
+
+@pytest.fixture(scope="module")
+def text_dirs(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("text-models")
+    return {family: hf_text_dir(root / family, family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return write_text_task(tmp_path_factory.mktemp("text-task"))
+
+
+def text_config(model_dir, task, method=None, data=None, **train):
+    return load_config(
+        overrides={
+            "name": "text",
+            "model": {"source": "hf-text", "path": str(model_dir)},
+            "method": method or {"name": "lora", "r": 4},
+            "data": {"name": "text", "root": str(task), "val_fraction": 0.25, "max_length": 16, **(data or {})},
+            "train": {"max_steps": 6, "batch_size": 8, "eval_every": 3, "lr": 3e-3, **train},
+        }
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, family, tmp_path):
+    from peftlab.export import load_trained
+
+    run_dir = tmp_path / "run"
+    result = train(text_config(text_dirs[family], task), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert 0.0 <= result["metrics"]["test_top1"] <= 1.0
+    assert result["provenance"]["data"]["split_sizes"] == {"train": 36, "val": 12, "test": 24}
+    assert result["protocol"]["resolution"] is None
+    assert "at most 16 per example" in result["protocol"]["tokens"]
+    assert result["params"]["trainable"] < result["params"]["total"]
+    assert result["merge"]["ok"], result["merge"]
+    # the run directory's adapter rebuilds the trained model: its test accuracy again
+    tuner = load_trained(run_dir)
+    tokens = torch.tensor([[[4, 5, 6, 7], [1, 1, 1, 1]]])  # ids, mask
+    assert tuner.model.eval()(tokens).shape == (1, 3)
+
+
+def test_padding_a_batch_to_its_longest_example_gives_the_logits_of_padding_to_max_length(text_dirs, task):
+    from peftlab.backbones import build_backbone, pad_token
+    from peftlab.data.tokens import build_text_data, load_tokenizer
+    from peftlab.hf_config import check_hf_config
+
+    for family in FAMILIES:
+        cfg = text_config(text_dirs[family], task, data={"max_length": 32})
+        config = check_hf_config(cfg.model.path)
+        bundle = build_text_data(cfg.data, load_tokenizer(cfg.model.path, pad_token(config)), config)
+        model = build_backbone(cfg.model, 3).eval()
+        trimmed, labels = bundle.test.load_batch(torch.arange(8))
+        full = bundle.test.tokens[:8]
+        assert trimmed.shape[-1] == int(full[:, 1].sum(1).max()) < 32
+        with torch.no_grad():
+            torch.testing.assert_close(model(trimmed), model(full), rtol=1e-5, atol=1e-5, msg=family)
+        assert torch.equal(labels, torch.as_tensor([i % 3 for i in range(8)]))
+
+
+def test_a_text_run_resumed_after_a_crash_is_bit_identical(text_dirs, task, tmp_path, monkeypatch):
+    import peftlab.training.recipe
+
+    cfg = text_config(text_dirs["gpt2"], task, method={"name": "lora", "r": 4, "lora_dropout": 0.1})
+    reference = train(cfg, tmp_path / "straight", progress=False)
+    original = peftlab.training.recipe.training_step
+
+    class Crash(BaseException):
+        pass
+
+    def crash_at_step_4(*args, step, **kwargs):
+        if step == 4:
+            raise Crash()
+        return original(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_4)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def test_peftlab_train_runs_a_tiny_text_run_from_the_command_line(text_dirs, task, tmp_path):
+    import yaml
+
+    path = tmp_path / "text.yaml"
+    cfg = text_config(text_dirs["bert"], task)
+    path.write_text(
+        yaml.safe_dump({"model": {"source": "hf-text", "path": cfg.model.path}, "data": {"name": "text"}})
+    )
+    argv = ["train", str(path), f"data.root={task}", "train.max_steps=2", "train.batch_size=8"]
+    status, stderr, _, _ = cli_in_process(*argv, "--run-dir", str(tmp_path / "out"), "--quiet")
+    assert status == 0, stderr
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "completed"
+
+
+def test_a_model_directory_without_a_tokenizer_is_one_line(text_dirs, task, tmp_path):
+    from testkit import hf_text_model
+
+    hf_text_model("bert").save_pretrained(tmp_path / "bare")
+    with pytest.raises(UserError, match="holds no tokenizer") as caught:
+        train(text_config(tmp_path / "bare", task), tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_more_tokens_than_the_model_has_positions_is_one_line(text_dirs, task, tmp_path):
+    with pytest.raises(UserError, match=r"data.max_length=100 is more than the model's 64 positions") as caught:
+        train(text_config(text_dirs["gpt2"], task, data={"max_length": 100}), tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_example_longer_than_max_length_without_truncation_is_one_line(text_dirs, task, tmp_path):
+    cfg = text_config(text_dirs["bert"], task, data={"max_length": 6, "truncation": False})
+    with pytest.raises(UserError, match=r"data.truncation=false: train example \d+ has \d+ tokens") as caught:
+        train(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_cut_examples_are_counted_in_the_data_notes(text_dirs, task, tmp_path):
+    result = train(text_config(text_dirs["bert"], task, data={"max_length": 6}, max_steps=1), tmp_path / "run", progress=False)
+    notes = result["provenance"]["data"]["notes"]
+    assert any(note.startswith("train: ") and "cut to data.max_length=6 tokens" in note for note in notes), notes
+
+
+def test_a_tokenizer_that_pads_with_another_id_than_the_model_is_one_line(task, tmp_path):
+    from testkit import hf_text_model
+
+    model = hf_text_model("gpt2")
+    model.config.pad_token_id = 2  # the model pads with </s>, its tokenizer with <pad> (1)
+    model.save_pretrained(tmp_path / "model")
+    text_tokenizer().save_pretrained(tmp_path / "model")
+    with pytest.raises(UserError, match="the tokenizer pads with token 1 and the model with 2"):
+        train(text_config(tmp_path / "model", task), tmp_path / "run", progress=False)
