@@ -344,6 +344,12 @@ LATE_FIELDS: dict[str, Any] = {
     "train.label_smoothing": 0.0,
     "protocol": "none",
     "data.group": None,
+    "data.text_column": "text",
+    "data.max_length": 128,
+    "data.padding": "longest",
+    "data.truncation": True,
+    "data.text_pair_column": None,
+    "data.label_column": "label",
 }
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model

@@ -27,6 +27,10 @@ DATASET_NAMES = (
     "filelist",
     *suite_dataset_names(),
 )
+# text classification (peftlab.data.text): a folder of train/test files, or a GLUE task as GLUE's
+# download script writes it
+GLUE_TASKS = ("sst2", "mrpc", "rte", "cola", "qnli")
+TEXT_DATASET_NAMES = ("text", *(f"glue/{task}" for task in GLUE_TASKS))
 DATASET_CLASSES = {
     "mnist": 10,
     "fashion_mnist": 10,
@@ -34,6 +38,7 @@ DATASET_CLASSES = {
     "cifar100": 100,
     "tiny_imagenet": 200,
     **{f"{suite}/{task.name}": task.num_classes for suite, tasks in SUITES.items() for task in tasks.values()},
+    **{f"glue/{task}": 2 for task in GLUE_TASKS},
 }
 
 # What a config or study file may be: beyond these it is refused with one line, before it
@@ -67,11 +72,12 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 def check_dataset_name(name: str) -> None:
     suites = ", ".join(f"{suite}/<{'|'.join(tasks)}>" for suite, tasks in SUITES.items())
+    text = f"text, glue/<{'|'.join(GLUE_TASKS)}>"
     check_field(
-        name in DATASET_NAMES,
+        name in DATASET_NAMES or name in TEXT_DATASET_NAMES,
         "data.name",
         name,
-        "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + ", " + suites,
+        "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + f", {suites}, {text}",
     )
 
 

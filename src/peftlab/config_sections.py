@@ -19,6 +19,7 @@ from peftlab.config_checks import (
     MAX_TEXT_TOKENS,
     MAX_THREADS,
     NAME_COMPONENTS,
+    TEXT_DATASET_NAMES,
     check_dataset_name,
     check_field,
     check_regex,
@@ -113,6 +114,9 @@ class DataConfig:
     # filelist: the VTAB-1k group the task is reported under (the report's VTAB tables), e.g. a VTAB-style
     # task of one's own such as `peftlab data vtab-demo`'s
     group: Literal["Natural", "Specialized", "Structured"] | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
     # text data (model.source hf-text): tokens per example, with the model's own tokenizer
     max_length: int = 128
     # longest: each batch padded to its longest example; max_length: every batch to data.max_length
@@ -121,6 +125,25 @@ class DataConfig:
 
     def __post_init__(self):
         check_dataset_name(self.name)
+        for name, default in (("text_column", "text"), ("text_pair_column", None), ("label_column", "label")):
+            value = getattr(self, name)
+            check_field(
+                value == default or self.name == "text",
+                f"data.{name}",
+                value,
+                f"{'null' if default is None else repr(default)} unless data.name is 'text' "
+                "(a GLUE task's columns are its own)",
+            )
+            named = isinstance(value, str) and value != ""
+            check_field(named or (value is None and default is None), f"data.{name}", value, "a column name")
+        check_field(
+            self.text_pair_column != self.text_column,
+            "data.text_pair_column",
+            self.text_pair_column,
+            "null or a column other than data.text_column",
+        )
+        if self.name in TEXT_DATASET_NAMES:
+            check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}")
         for name in ("train_list", "val_list", "test_list", "trainval_list"):
             value = getattr(self, name)
             check_field(

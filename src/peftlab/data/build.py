@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (
     ArrayDataset,
@@ -219,6 +220,8 @@ def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[st
 def check_images(cfg) -> tuple[int, list[str]]:
     """Check and decode every image file of a file dataset (TinyImageNet, ImageFolder, the listed ones): the
     number of files checked and one line per file that a run refuses. Array datasets hold no files."""
+    if cfg.name in TEXT_DATASET_NAMES:  # no images: describe_data checks every line of a text dataset
+        return 0, []
     if is_listed(cfg.name):
         listed = read_listed(cfg)
         splits = [listed.train, listed.test] + [s for s in (listed.val, listed.trainval) if s is not None]
@@ -256,6 +259,10 @@ def split_sources(raw: RawData, cfg) -> dict[str, str]:
 
 def describe_data(cfg) -> DataInfo:
     """Read and check the dataset's files and split them; no transforms, no tensors."""
+    if cfg.name in TEXT_DATASET_NAMES:  # peftlab.data.text imports this module (DataInfo)
+        from peftlab.data.text import load_text_splits
+
+        return load_text_splits(cfg)[1]
     return load_splits(cfg)[1]
 
 
