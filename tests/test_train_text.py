@@ -41,6 +41,9 @@ def text_config(model_dir, task, method=None, data=None, **train):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, family, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
     from peftlab.export import load_trained
 
     run_dir = tmp_path / "run"
@@ -52,10 +55,16 @@ def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, f
     assert "at most 16 per example" in result["protocol"]["tokens"]
     assert result["params"]["trainable"] < result["params"]["total"]
     assert result["merge"]["ok"], result["merge"]
-    # the run directory's adapter rebuilds the trained model: its test accuracy again
-    tuner = load_trained(run_dir)
-    tokens = torch.tensor([[[4, 5, 6, 7], [1, 1, 1, 1]]])  # ids, mask
-    assert tuner.model.eval()(tokens).shape == (1, 3)
+    # the run directory's adapter rebuilds the trained model, and PEFT loads it on the plain transformers
+    # model (GPT-2's c_attn a Conv1D there): the same logits
+    ours = load_trained(run_dir).model.eval()
+    base = AutoModelForSequenceClassification.from_pretrained(text_dirs[family], num_labels=3, use_safetensors=True)
+    theirs = PeftModel.from_pretrained(base, run_dir).eval()
+    ids = torch.tensor([[4, 5, 6, 7, 8, 1, 1], [9, 10, 11, 12, 13, 14, 15]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(ours(torch.stack([ids, mask], dim=1)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_padding_a_batch_to_its_longest_example_gives_the_logits_of_padding_to_max_length(text_dirs, task):
@@ -110,7 +119,7 @@ def test_peftlab_train_runs_a_tiny_text_run_from_the_command_line(text_dirs, tas
     path.write_text(
         yaml.safe_dump({"model": {"source": "hf-text", "path": cfg.model.path}, "data": {"name": "text"}})
     )
-    argv = ["train", str(path), f"data.root={task}", "train.max_steps=2", "train.batch_size=8"]
+    argv = ["train", str(path), f"data.root={task}", "data.max_length=16", "train.max_steps=2", "train.batch_size=8"]
     status, stderr, _, _ = cli_in_process(*argv, "--run-dir", str(tmp_path / "out"), "--quiet")
     assert status == 0, stderr
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "completed"
@@ -153,3 +162,62 @@ def test_a_tokenizer_that_pads_with_another_id_than_the_model_is_one_line(task, 
     text_tokenizer().save_pretrained(tmp_path / "model")
     with pytest.raises(UserError, match="the tokenizer pads with token 1 and the model with 2"):
         train(text_config(tmp_path / "model", task), tmp_path / "run", progress=False)
+
+
+def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(text_dirs, tmp_path):
+    """GLUE's RTE as its download script writes it (RTE/train.tsv, dev.tsv; sentence pairs, string labels):
+    dev.tsv is the test split (GLUE's test labels are hidden), validation is carved from train."""
+    import numpy as np
+
+    from testkit import TEXT_WORDS
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    for split, n in (("train", 40), ("dev", 16)):
+        rows = ["index\tsentence1\tsentence2\tlabel"]
+        for i in range(n):
+            first, second = (" ".join(rng.choice(TEXT_WORDS, 5)) for _ in range(2))
+            rows.append(f"{i}\t{first}\t{second}\t{('entailment', 'not_entailment')[i % 2]}")
+        (tmp_path / "glue" / "RTE" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    cfg = load_config(
+        overrides={
+            "name": "rte",
+            "model": {"source": "hf-text", "path": str(text_dirs["roberta"])},
+            "method": {"name": "lora", "r": 4},
+            "data": {"name": "glue/rte", "root": str(tmp_path / "glue"), "max_length": 16},
+            "train": {"max_steps": 2, "batch_size": 8},
+        }
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    data = result["provenance"]["data"]
+    assert data["split_sizes"] == {"train": 36, "val": 4, "test": 16}
+    assert data["class_names"] == ["entailment", "not_entailment"]
+    assert "dev.tsv" in data["split_sources"]["test"]
+
+
+@pytest.mark.parametrize("method", ["dora", "adalora"])
+def test_gpt2_adapters_of_the_lora_family_load_in_peft_on_the_plain_conv1d_model(text_dirs, task, method, tmp_path):
+    import warnings
+
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from peftlab.export import load_trained
+
+    options = {"dora": {"r": 4}, "adalora": {"init_r": 6, "target_r": 3}}[method]
+    run_dir = tmp_path / "run"
+    result = train(text_config(text_dirs["gpt2"], task, method={"name": method, **options}), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    config = json.loads((run_dir / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True  # transformers' GPT-2 keeps (in, out) weights in Conv1D
+    base = AutoModelForSequenceClassification.from_pretrained(text_dirs["gpt2"], num_labels=3, use_safetensors=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="fan_in_fan_out")
+        theirs = PeftModel.from_pretrained(base, run_dir).eval()
+    ids = torch.tensor([[4, 5, 6, 7, 8, 1, 1], [9, 10, 11, 12, 13, 14, 15]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits
+        got = load_trained(run_dir).model.eval()(torch.stack([ids, mask], dim=1))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

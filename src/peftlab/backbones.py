@@ -17,6 +17,7 @@ from torch import nn
 
 from peftlab.config_sections import ModelConfig
 from peftlab.data.records import hash_file
+from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config
@@ -291,8 +292,9 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
         "id2label": {i: str(i) for i in range(num_classes)},
         "label2id": {str(i): i for i in range(num_classes)},
     }
-    verbosity = transformers.logging.get_verbosity()
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # its "Loading weights" bar: one local file, a blink
     try:
         if weights:
             return auto_cls.from_pretrained(
@@ -305,12 +307,14 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
         ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def check_modality(model: ModelConfig, data) -> None:
     """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
     glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
-    text_data = data.name == "text" or data.name.startswith("glue/")
+    text_data = data.name in TEXT_DATASET_NAMES
     if model.source == "hf-text" and not text_data:
         raise ConfigError(
             f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "
