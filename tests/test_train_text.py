@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file
 from testkit import cli_in_process, hf_text_dir, text_tokenizer, write_text_task
 
-from peftlab.config import load_config
+from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
 from peftlab.training.run import train
+from peftlab.tuners import TUNERS
 
 FAMILIES = ("gpt2", "llama", "bert", "roberta")
 
@@ -221,3 +222,24 @@ def test_gpt2_adapters_of_the_lora_family_load_in_peft_on_the_plain_conv1d_model
         expected = theirs(input_ids=ids, attention_mask=mask).logits
         got = load_trained(run_dir).model.eval()(torch.stack([ids, mask], dim=1))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}  # timm ViTs only (test_hf_text)
+OPTIONS = {"adalora": {"init_r": 6, "target_r": 3}, "vera": {"r": 16}, "qalora": {"r": 4}}
+
+
+@pytest.mark.parametrize("method", [m for m in TUNERS if m not in HAND_WRITTEN] + ["qlora-nf4"])
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_every_method_that_applies_to_text_trains_through_the_recipe(text_dirs, task, family, method, tmp_path):
+    quant = {"mode": "nf4"} if method == "qlora-nf4" else {}
+    name = "lora" if method == "qlora-nf4" else method
+    sized = "r" in TUNERS[name].config_cls.__dataclass_fields__ and name != "oft"  # OFT: r x block size = width
+    overrides = {"name": name, **({"r": 4} if sized else {})}
+    cfg = text_config(text_dirs[family], task, method={**overrides, **OPTIONS.get(name, {})}, max_steps=2)
+    if quant:
+        cfg = load_config(overrides={**to_dict(cfg), "quant": quant})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["metrics"]["test_top1"] is not None
+    merge = result["merge"]
+    assert merge is None or merge["ok"], merge

@@ -237,8 +237,9 @@ class QuantConfig:
     double_quant: bool = False  # 4-bit only: quantize the absmax statistics too (bnb compress_statistics)
     compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # 4-bit matmul dtype; fp32 on CPU
     # Linear modules left in full precision: regexes matched against whole name components
-    # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d
-    skip: tuple[str, ...] = ("head", "classifier", "patch_embed.*")
+    # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d; ``score``
+    # is the decoders' (Llama's, GPT-2's) sequence-classification head
+    skip: tuple[str, ...] = ("head", "classifier", "score", "patch_embed.*")
     # kept so that run ids (hashes of the whole config) stay what they were; QA-LoRA's group size is
     # method.group_size (method.name: qalora), which also sets the adapter's input pooling
     group_size: int | None = None
