@@ -117,9 +117,7 @@ def test_peftlab_train_runs_a_tiny_text_run_from_the_command_line(text_dirs, tas
 
     path = tmp_path / "text.yaml"
     cfg = text_config(text_dirs["bert"], task)
-    path.write_text(
-        yaml.safe_dump({"model": {"source": "hf-text", "path": cfg.model.path}, "data": {"name": "text"}})
-    )
+    path.write_text(yaml.safe_dump({"model": {"source": "hf-text", "path": cfg.model.path}, "data": {"name": "text"}}))
     argv = ["train", str(path), f"data.root={task}", "data.max_length=16", "train.max_steps=2", "train.batch_size=8"]
     status, stderr, _, _ = cli_in_process(*argv, "--run-dir", str(tmp_path / "out"), "--quiet")
     assert status == 0, stderr
@@ -149,7 +147,8 @@ def test_an_example_longer_than_max_length_without_truncation_is_one_line(text_d
 
 
 def test_cut_examples_are_counted_in_the_data_notes(text_dirs, task, tmp_path):
-    result = train(text_config(text_dirs["bert"], task, data={"max_length": 6}, max_steps=1), tmp_path / "run", progress=False)
+    cfg = text_config(text_dirs["bert"], task, data={"max_length": 6}, max_steps=1)
+    result = train(cfg, tmp_path / "run", progress=False)
     notes = result["provenance"]["data"]["notes"]
     assert any(note.startswith("train: ") and "cut to data.max_length=6 tokens" in note for note in notes), notes
 
@@ -169,7 +168,6 @@ def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(tex
     """GLUE's RTE as its download script writes it (RTE/train.tsv, dev.tsv; sentence pairs, string labels):
     dev.tsv is the test split (GLUE's test labels are hidden), validation is carved from train."""
     import numpy as np
-
     from testkit import TEXT_WORDS
 
     rng = np.random.default_rng(0)

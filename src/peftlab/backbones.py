@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.config_sections import ModelConfig
 from peftlab.data.records import hash_file
-from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config

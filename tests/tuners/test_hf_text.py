@@ -237,6 +237,7 @@ def test_a_study_of_a_text_model_on_image_data_is_refused_before_any_run(text_di
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({"name": "text", "base": "run.yaml", "methods": {"lora": {}}, "seeds": [0]}))
-    with pytest.raises(UserError, match="study run 'lora'.*image data and model.source='hf-text' reads text: expected data.name text or glue") as caught:
+    expected = "study run 'lora'.*image data and model.source='hf-text' reads text: expected data.name text or glue"
+    with pytest.raises(UserError, match=expected) as caught:
         validate_study(load_study(study))
     assert "\n" not in str(caught.value)

@@ -130,7 +130,9 @@ def build_text_data(cfg, tokenizer, config: dict):
 
     limit = min(x for x in (position_limit(config), tokenizer.model_max_length) if x is not None)
     if cfg.max_length > limit:
-        raise ConfigError(f"data.max_length={cfg.max_length} is more than the model's {limit} positions: expected <= {limit}")
+        raise ConfigError(
+            f"data.max_length={cfg.max_length} is more than the model's {limit} positions: expected <= {limit}"
+        )
     splits, info = load_text_splits(cfg)
     datasets, notes = {}, []
     for split, samples in splits.items():

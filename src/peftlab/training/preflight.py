@@ -62,9 +62,7 @@ def probe(model: nn.Module, image_shape: tuple[int, int, int], precision: str, d
     was_training = model.training
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's random state untouched
-        one, two = (
-            saved_activation_bytes(model, example_inputs(image_shape, n, device), precision) for n in (1, 2)
-        )
+        one, two = (saved_activation_bytes(model, example_inputs(image_shape, n, device), precision) for n in (1, 2))
     model.train(was_training)
     return one, two
 

@@ -27,8 +27,8 @@ from peftlab.config import RunConfig
 from peftlab.config_sections import TrainConfig
 from peftlab.cpu import arithmetic_record
 from peftlab.data import build_data
-from peftlab.data.tokens import build_text_data, load_tokenizer
 from peftlab.data.loading import BatchLoader
+from peftlab.data.tokens import build_text_data, load_tokenizer
 from peftlab.errors import ConfigError
 from peftlab.files import kill_point
 from peftlab.monitors.run import Monitors
