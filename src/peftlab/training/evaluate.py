@@ -33,6 +33,7 @@ def evaluate(
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
     sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
+    confusion = None  # labels x predictions, counts
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
     for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
@@ -43,6 +44,9 @@ def evaluate(
             [F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(), hits[5].double()]
         )
         classes = logits.shape[-1]
+        if confusion is None:
+            confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
+        confusion += torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes)
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
     restore_layout(
@@ -50,12 +54,22 @@ def evaluate(
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
     if n == 0:  # data.val_fraction 0: no validation split, so no accuracy (never 0%)
-        return {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": seconds}
+        return {
+            "loss": None,
+            "top1": None,
+            "top5": None,
+            "f1": None,
+            "matthews": None,
+            "images_per_second": None,
+            "seconds": seconds,
+        }
     top5 = top5 / n if classes is None or classes > 5 else None
+    confusion = confusion.view(classes, classes).cpu()
     return {
         "loss": loss_sum / n,
         "top1": top1 / n,
         "top5": top5,
+        **metrics.confusion_scores(confusion),
         "images_per_second": n / seconds if seconds > 0 else None,
         "seconds": seconds,
     }

@@ -54,7 +54,15 @@ def finish(
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
         test_split, test = (
             data.splits.val,
-            {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": 0.0},
+            {
+                "loss": None,
+                "top1": None,
+                "top5": None,
+                "f1": None,
+                "matthews": None,
+                "images_per_second": None,
+                "seconds": 0.0,
+            },
         )
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
@@ -126,6 +134,8 @@ def result_record(
             best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
             test_loss=test["loss"],
             merged_test_top1=merged_test["top1"] if merged_test else None,
+            test_f1=test.get("f1"),
+            test_matthews=test.get("matthews"),
         ),
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
         ranks=tuner.ranks(),
