@@ -52,12 +52,18 @@ def hf_vision_model(family: str, num_classes: int = 5):
     return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
 
 
-def hf_text_model(family: str, num_classes: int = 3):
+def hf_text_model(family: str, num_classes: int = 3, causal: bool = False):
     """A small random transformers sequence classifier of a text family (llama, gpt2, bert, roberta): 2 layers,
-    width 32, 2 heads, a vocabulary of 64 tokens, to ``save_pretrained`` as an HF model directory."""
+    width 32, 2 heads, a vocabulary of 64 tokens, to ``save_pretrained`` as an HF model directory; with
+    ``causal`` the decoder's causal LM (llama, gpt2)."""
     import transformers as tf
 
     sizes = {"vocab_size": 64, "num_labels": num_classes, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    if causal:
+        layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        if family == "gpt2":
+            return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **sizes))
+        return tf.LlamaForCausalLM(tf.LlamaConfig(**layers, num_key_value_heads=2, **sizes))
     if family == "gpt2":
         return tf.GPT2ForSequenceClassification(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **sizes))
     layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -91,9 +97,9 @@ def text_tokenizer():
     )
 
 
-def hf_text_dir(path: Path, family: str, num_classes: int = 3) -> Path:
+def hf_text_dir(path: Path, family: str, num_classes: int = 3, causal: bool = False) -> Path:
     """``hf_text_model(family)`` saved with ``text_tokenizer()`` at ``path``: an HF text model directory."""
-    hf_text_model(family, num_classes).save_pretrained(path)
+    hf_text_model(family, num_classes, causal).save_pretrained(path)
     text_tokenizer().save_pretrained(path)
     return path
 
@@ -120,6 +126,26 @@ def write_text_task(root: Path, train: int = 48, test: int = 24, num_classes: in
                 for _ in range(rng.integers(4, 13))
             ]
             lines.append(json.dumps({"text": " ".join(words), "label": label}))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_instruction_task(root: Path, train: int = 48, test: int = 16, seed: int = 0) -> Path:
+    """An instruction task in Alpaca's JSONL format (``data.name: instructions``): the instruction ``w0``
+    asks for the input's words again, ``w1`` for them reversed; inputs of 2 to 6 of ``TEXT_WORDS``."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", test)):
+        lines = []
+        for i in range(n):
+            words = [TEXT_WORDS[4 + rng.integers(len(TEXT_WORDS) - 4)] for _ in range(rng.integers(2, 7))]
+            output = words if i % 2 == 0 else words[::-1]
+            row = {"instruction": TEXT_WORDS[i % 2], "input": " ".join(words), "output": " ".join(output)}
+            lines.append(json.dumps(row))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root
 

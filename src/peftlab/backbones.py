@@ -100,9 +100,33 @@ class HFTextLogits(HFLogits):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+class HFCausalLM(HFLogits):
+    """An HF causal LM whose forward takes stacked token ids and mask (``peftlab.data.tokens``) and
+    returns the next-token logits laid out as ``F.cross_entropy`` reads them: (batch, vocabulary,
+    tokens - 1), position t predicting token t + 1; the targets come shifted alike, padding and prompt
+    tokens -100. Its head is the LM head, which does not train under a PEFT method (GPT-2 ties it to
+    the token embeddings): ``trains_head`` False."""
+
+    trains_head = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if input_ids.dim() == 3:
+            input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[:, :-1].transpose(1, 2)
+
+
+def trains_head(model: nn.Module) -> bool:
+    """Whether a method trains the model's head beside its own parameters: a classifier's, yes; a causal
+    LM's vocabulary projection, no (``HFCausalLM``)."""
+    return getattr(model, "trains_head", True)
+
+
 def head_prefix(model: nn.Module) -> str:
     """Name of the classifier module: ``head`` for timm, ``model.classifier`` for HF (``model.score``
-    for the decoders, Llama's and GPT-2's sequence classifiers)."""
+    for the decoders, Llama's and GPT-2's sequence classifiers; ``model.lm_head`` for a causal LM)."""
+    if isinstance(model, HFCausalLM):
+        return "model.lm_head"
     if isinstance(model, HFLogits):
         return "model.score" if hasattr(model.model, "score") else "model.classifier"
     return model.pretrained_cfg.get("classifier", "head") if hasattr(model, "pretrained_cfg") else "head"
@@ -217,10 +241,11 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     ``pad_token_id`` gets its ``eos_token_id`` (0 without one). GPT-2's Conv1D layers become nn.Linear
     (``linear_from_conv1d``): the same product, so that its fused ``c_attn`` splits into q, k and v as
     timm's ``qkv`` does and every method sees the Linears it knows."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.pytorch_utils import Conv1D
 
     config = check_hf_config(cfg.path)
+    causal = cfg.task == "causal-lm"
     path = Path(cfg.path)
     has_weights = (path / HF_SAFE_WEIGHTS).is_file() or (path / f"{HF_SAFE_WEIGHTS}.index.json").is_file()
     if weights and not has_weights and any(path.glob("pytorch_model*.bin")):
@@ -228,9 +253,9 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
             f"model.path={str(path)!r} holds only pickled weights (pytorch_model.bin): expected {HF_SAFE_WEIGHTS}"
         )
     model = load_hf(
-        AutoModelForSequenceClassification,
+        AutoModelForCausalLM if causal else AutoModelForSequenceClassification,
         path,
-        num_classes,
+        None if causal else num_classes,
         weights and has_weights,
         pad_token_id=pad_token(config),
     )
@@ -239,7 +264,7 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, child, linear_from_conv1d(getattr(owner, child)))
-    return HFTextLogits(model)
+    return HFCausalLM(model) if causal else HFTextLogits(model)
 
 
 def hf_source_of(path: str | Path) -> tuple[str, int]:
@@ -277,8 +302,9 @@ def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
     return linear
 
 
-def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overrides) -> nn.Module:
-    """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head: ``from_pretrained``
+def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, **overrides) -> nn.Module:
+    """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head (None: its own head, a
+    causal LM's): ``from_pretrained``
     (safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead), or
     ``from_config`` without ``weights``; ``overrides`` replace values of its config.
     transformers' load reports (the re-initialised head, ...) go to its logger at error level only:
@@ -287,18 +313,20 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
     from transformers import AutoConfig
 
     quiet_transformers()
-    labels = {
-        "num_labels": num_classes,
-        "id2label": {i: str(i) for i in range(num_classes)},
-        "label2id": {str(i): i for i in range(num_classes)},
-    }
+    labels = {}
+    if num_classes is not None:
+        labels = {
+            "num_labels": num_classes,
+            "id2label": {i: str(i) for i in range(num_classes)},
+            "label2id": {str(i): i for i in range(num_classes)},
+        }
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # its "Loading weights" bar: one local file, a blink
     try:
         if weights:
             return auto_cls.from_pretrained(
-                path, ignore_mismatched_sizes=True, use_safetensors=True, **labels, **overrides
+                path, ignore_mismatched_sizes=num_classes is not None, use_safetensors=True, **labels, **overrides
             )
         return auto_cls.from_config(AutoConfig.from_pretrained(path, **labels, **overrides))
     except Exception as err:
@@ -315,6 +343,11 @@ def check_modality(model: ModelConfig, data) -> None:
     """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
     glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
     text_data = data.name in TEXT_DATASET_NAMES
+    if model.task == "causal-lm" and data.name not in ("text", "instructions"):
+        raise ConfigError(
+            f"data.name={data.name!r} is not language-model data: expected instructions or text for "
+            "model.task='causal-lm'"
+        )
     if model.source == "hf-text" and not text_data:
         raise ConfigError(
             f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "

@@ -345,6 +345,7 @@ LATE_FIELDS: dict[str, Any] = {
     "protocol": "none",
     "data.group": None,
     "data.text_column": "text",
+    "model.task": "classification",
     "data.max_length": 128,
     "data.padding": "longest",
     "data.truncation": True,
@@ -360,7 +361,11 @@ UNHASHED_FIELDS = ("track", "train.reproducible")
 # where every earlier run trained.
 HASHED_AS: dict[tuple[str, Any], Any] = {
     ("train.precision", "auto"): "fp32",
-    ("quant.skip", ("head", "classifier", "score", "patch_embed.*")): ["head", "classifier", "patch_embed.*"],
+    ("quant.skip", ("head", "classifier", "score", "lm_head", "patch_embed.*")): [
+        "head",
+        "classifier",
+        "patch_embed.*",
+    ],
 }
 # The same for one method's field, as (method, field, new default) -> the old default: IA3's
 # target_modules was the list of its paper's places, which its preset 'standard' now names.

@@ -27,10 +27,10 @@ DATASET_NAMES = (
     "filelist",
     *suite_dataset_names(),
 )
-# text classification (peftlab.data.text): a folder of train/test files, or a GLUE task as GLUE's
-# download script writes it
+# text (peftlab.data.text): a folder of train/test files (labelled texts; instructions in Alpaca's
+# format for a causal LM), or a GLUE task as GLUE's download script writes it
 GLUE_TASKS = ("sst2", "mrpc", "rte", "cola", "qnli")
-TEXT_DATASET_NAMES = ("text", *(f"glue/{task}" for task in GLUE_TASKS))
+TEXT_DATASET_NAMES = ("text", "instructions", *(f"glue/{task}" for task in GLUE_TASKS))
 DATASET_CLASSES = {
     "mnist": 10,
     "fashion_mnist": 10,
@@ -72,7 +72,7 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 def check_dataset_name(name: str) -> None:
     suites = ", ".join(f"{suite}/<{'|'.join(tasks)}>" for suite, tasks in SUITES.items())
-    text = f"text, glue/<{'|'.join(GLUE_TASKS)}>"
+    text = f"text, instructions, glue/<{'|'.join(GLUE_TASKS)}>"
     check_field(
         name in DATASET_NAMES or name in TEXT_DATASET_NAMES,
         "data.name",

@@ -79,6 +79,7 @@ DESCRIPTIONS = {
     "DataConfig.train_subset": "keep N training images, class-stratified (None: all)",
     "DataConfig.val_subset": "keep N validation images (None: all)",
     "DataConfig.test_subset": "keep N test images (None: all)",
+    "ModelConfig.task": "hf-text: classification (a sequence classifier) or causal-lm (loss on the response tokens)",
     "DataConfig.max_length": "text: tokens per example, with the model's own tokenizer",
     "DataConfig.padding": "text: pad each batch to its longest example (longest) or to data.max_length",
     "DataConfig.truncation": "text: cut examples to data.max_length (false: a longer example is an error)",

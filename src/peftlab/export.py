@@ -132,6 +132,9 @@ def completed_result(run_dir: Path) -> RunResult:
 
 
 def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
+    """The classes of the run's head, from its result; 0 for a causal LM, whose head is its vocabulary's."""
+    if cfg.model.task == "causal-lm":
+        return 0
     try:
         number = cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
     except (KeyError, TypeError):

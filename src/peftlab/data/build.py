@@ -33,7 +33,7 @@ from peftlab.data.image_checks import checked_headers, headers_file, image_heade
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
-from peftlab.data.records import RawData, Samples, concat
+from peftlab.data.records import DataInfo, RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,
@@ -43,28 +43,11 @@ from peftlab.data.splits import (
     select_classes,
     split_train_val,
 )
+from peftlab.data.text import load_text_splits
 from peftlab.errors import DataError
 from peftlab.suites import suite_task
 
 DIGIT_DATASETS = ("mnist",)  # no horizontal flips
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What was read and how it was split; JSON-able with dataclasses.asdict."""
-
-    name: str
-    source: str  # folder the files were read from
-    num_classes: int
-    class_names: list[str]
-    split_sizes: dict[str, int]  # {"train": .., "val": .., "test": ..}
-    sha256: dict[str, str]  # file name (or "images:<n files>") -> hex digest
-    notes: list[str]
-    # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
-    # "test": "<root>/val"}
-    split_sources: dict[str, str] = field(default_factory=dict)
-    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
-    manifests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,9 +242,7 @@ def split_sources(raw: RawData, cfg) -> dict[str, str]:
 
 def describe_data(cfg) -> DataInfo:
     """Read and check the dataset's files and split them; no transforms, no tensors."""
-    if cfg.name in TEXT_DATASET_NAMES:  # peftlab.data.text imports this module (DataInfo)
-        from peftlab.data.text import load_text_splits
-
+    if cfg.name in TEXT_DATASET_NAMES:
         return load_text_splits(cfg)[1]
     return load_splits(cfg)[1]
 

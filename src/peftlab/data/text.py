@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from peftlab.config_checks import TEXT_DATASET_NAMES
-from peftlab.data.build import DataInfo
 from peftlab.data.glue import read_glue
+from peftlab.data.records import DataInfo
 from peftlab.data.splits import (
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
@@ -41,6 +41,7 @@ from peftlab.errors import DataError
 __all__ = ["TextSamples", "is_text_dataset", "load_text_splits"]
 
 EXTENSIONS = ("jsonl", "csv", "tsv")
+INSTRUCTION_COLUMNS = ("instruction", "input", "output")  # Alpaca's rows (data.name: instructions)
 SPLIT_FILES = {"train": ("train",), "val": ("validation", "val"), "test": ("test",)}
 MAX_CLASSES = 100_000
 DIGITS = re.compile("[0-9]+")
@@ -50,14 +51,21 @@ def is_text_dataset(name: str) -> bool:
     return name in TEXT_DATASET_NAMES
 
 
-def load_text_splits(cfg) -> tuple[dict[str, TextSamples], DataInfo]:
-    """Read and check the files of `cfg.name` (text or glue/<task>); the train/val/test samples and their info."""
+def load_text_splits(cfg, language_model: bool = False) -> tuple[dict[str, TextSamples], DataInfo]:
+    """Read and check the files of `cfg.name` (text, instructions or glue/<task>); the train/val/test samples
+    and their info. ``language_model`` (a causal LM's data; always for instructions): no labels (all 0, no
+    classes); a text item is (text,), an instruction item (instruction, input, output)."""
+    language_model = language_model or cfg.name == "instructions"
     if cfg.name.startswith("glue/"):
+        if language_model:
+            raise DataError(f"data.name={cfg.name!r} is a classification task: expected text or instructions")
         read = read_glue(cfg.name.removeprefix("glue/"), cfg.root, cfg.val_fraction, cfg.split_seed, cfg.trainval)
     else:
-        read = read_text_folder(cfg)
+        read = read_text_folder(cfg, language_model)
     splits, class_names, notes = read.splits, read.class_names, list(read.notes)
 
+    if cfg.classes is not None and language_model:
+        raise DataError(f"data.classes={list(cfg.classes)}: a language model's data has no classes: expected null")
     if cfg.classes is not None:
         for split, samples in splits.items():
             index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
@@ -112,14 +120,20 @@ def find_text_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def read_text_folder(cfg) -> TextSplits:
+def read_text_folder(cfg, language_model: bool = False) -> TextSplits:
     root = Path(cfg.root).expanduser()
     files = find_text_files(root)
     columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    if cfg.name == "instructions":
+        columns = list(INSTRUCTION_COLUMNS)
+    label_column = None if language_model else cfg.label_column
     sha256, texts, raw_labels = {}, {}, {}
     for split, path in files.items():
-        texts[split], raw_labels[split], sha256[path.name] = read_text_file(path, columns, cfg.label_column)
-    labels, class_names = encode_labels(files, raw_labels)
+        texts[split], raw_labels[split], sha256[path.name] = read_text_file(path, columns, label_column)
+    if language_model:
+        labels, class_names = {split: np.zeros(len(texts[split]), dtype=np.int64) for split in files}, []
+    else:
+        labels, class_names = encode_labels(files, raw_labels)
     read = {split: TextSamples(texts[split], labels[split]) for split in files}
 
     train, test = read["train"], read["test"]
@@ -141,14 +155,17 @@ def read_text_folder(cfg) -> TextSplits:
     return TextSplits(splits, class_names, str(root), sha256, [], {s: sources[s] for s in ("train", "val", "test")})
 
 
-def read_text_file(path: Path, columns: list[str], label_column: str) -> tuple[list, list, str]:
-    """(texts, labels as written, sha256) of a JSONL, CSV or TSV file; labels are (line, value) pairs."""
+def read_text_file(path: Path, columns: list[str], label_column: str | None) -> tuple[list, list, str]:
+    """(texts, labels as written, sha256) of a JSONL, CSV or TSV file; labels are (line, value) pairs, none
+    without a ``label_column``. An instruction's ``input`` may be missing (Alpaca's rows without one)."""
     text, sha256 = read_text(path)
+    wanted = [*columns, *([label_column] if label_column else [])]
+    optional = {"input"} if columns == list(INSTRUCTION_COLUMNS) else set()
     if path.suffix == ".jsonl":
         rows = jsonl_rows(path, text)
     else:
         number, header = (rows := table_rows(path, text, "\t" if path.suffix == ".tsv" else ","))[0]
-        for column in [*columns, label_column]:
+        for column in [c for c in wanted if c not in optional]:
             if column not in header:
                 raise DataError(f"{path} line {number}: no column {column!r}: the header has {', '.join(header)[:200]}")
         if len(rows) == 1:
@@ -158,13 +175,16 @@ def read_text_file(path: Path, columns: list[str], label_column: str) -> tuple[l
         rows = [(number, dict(zip(header, fields, strict=True))) for number, fields in rows[1:]]
     texts, labels = [], []
     for number, row in rows:
-        for column in [*columns, label_column]:
+        for column in [c for c in wanted if c not in optional]:
             if column not in row:
                 raise DataError(f"{path} line {number}: no key {column!r}: the object has {', '.join(row)[:200]}")
-        item = tuple(row[c] for c in columns)
+        item = tuple(row.get(c, "") for c in columns)
         if not all(isinstance(t, str) for t in item):
             bad = next(c for c in columns if not isinstance(row[c], str))
             raise DataError(f"{path} line {number}: {bad!r} is a {type(row[bad]).__name__}: expected a string")
+        if label_column is None:
+            texts.append(item)
+            continue
         label = row[label_column]
         if type(label) is not int and not isinstance(label, str):  # no bool, no float
             raise DataError(f"{path} line {number}: label {type(label).__name__}: expected an integer or a string")

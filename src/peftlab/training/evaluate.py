@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -10,9 +11,11 @@ from tqdm.auto import tqdm
 
 from peftlab import metrics
 from peftlab.data.loading import BatchLoader
+from peftlab.data.tokens import IGNORED
 from peftlab.quant import restore_layout, weight_only_arithmetic
 from peftlab.training.runtime import autocast
 
+MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
 
 
@@ -36,14 +39,22 @@ def evaluate(
     confusion = None  # labels x predictions, counts
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
+    tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
     for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
         with autocast(precision, device):
             logits = model(images).float()
+        if logits.dim() == 3:  # a causal LM's (B, vocabulary, L - 1) against (B, L - 1) targets: per token
+            logits, labels = logits.transpose(1, 2).flatten(0, 1), labels.flatten()
+            scored = labels != IGNORED
+            logits, labels = logits[scored], labels[scored]
+            tokens += len(labels)
         hits = metrics.topk_hits(logits, labels)
         sums += torch.stack(
             [F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(), hits[5].double()]
         )
         classes = logits.shape[-1]
+        if tokens:
+            continue  # F1 and Matthews are a classifier's
         if confusion is None:
             confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
         confusion += torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes)
@@ -60,16 +71,22 @@ def evaluate(
             "top5": None,
             "f1": None,
             "matthews": None,
+            "perplexity": None,
             "images_per_second": None,
             "seconds": seconds,
         }
-    top5 = top5 / n if classes is None or classes > 5 else None
-    confusion = confusion.view(classes, classes).cpu()
+    scores = {"f1": None, "matthews": None, "perplexity": None}
+    if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
+        scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
+    else:
+        scores.update(metrics.confusion_scores(confusion.view(classes, classes).cpu()))
+    count = tokens or n
+    top5 = top5 / count if classes is None or classes > 5 else None
     return {
-        "loss": loss_sum / n,
-        "top1": top1 / n,
+        "loss": loss_sum / count,
+        "top1": top1 / count,
         "top5": top5,
-        **metrics.confusion_scores(confusion),
+        **scores,
         "images_per_second": n / seconds if seconds > 0 else None,
         "seconds": seconds,
     }

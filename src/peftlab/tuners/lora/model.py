@@ -229,5 +229,5 @@ def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTun
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    peft_model = inject(model, plan, ctx, LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.head)))
+    peft_model = inject(model, plan, ctx, LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.modules_to_save)))
     return LoraTuner(peft_model, plan.head, module_ranks(cfg, plan.targets), cfg.rank_strategy)
