@@ -241,3 +241,24 @@ def test_every_method_that_applies_to_text_trains_through_the_recipe(text_dirs, 
     assert result["metrics"]["test_top1"] is not None
     merge = result["merge"]
     assert merge is None or merge["ok"], merge
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_peftlab_export_merged_writes_a_directory_transformers_loads_as_itself(text_dirs, task, family, tmp_path):
+    """GPT-2's merged c_attn, c_proj and c_fc go back to transformers' Conv1D layout ((in, out) weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from peftlab.export import export_merged, load_trained
+
+    run_dir = tmp_path / "run"
+    cfg = text_config(text_dirs[family], task, method={"name": "lora", "r": 4, "target_modules": "all-linear"})
+    assert train(cfg, run_dir, progress=False)["status"] == "completed"
+    out = export_merged(run_dir, tmp_path / "merged")
+    plain = AutoModelForSequenceClassification.from_pretrained(out, use_safetensors=True).eval()
+    if family == "gpt2":
+        assert type(plain.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    ids = torch.tensor([[4, 5, 6, 7, 8, 1, 1], [9, 10, 11, 12, 13, 14, 15]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        expected = load_trained(run_dir).model.eval()(torch.stack([ids, mask], dim=1))
+        torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-4, atol=1e-5)

@@ -264,7 +264,9 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, child, linear_from_conv1d(getattr(owner, child)))
-    return HFCausalLM(model) if causal else HFTextLogits(model)
+    wrapped = HFCausalLM(model) if causal else HFTextLogits(model)
+    wrapped.conv1d_names = conv1d  # written back as Conv1D by save_hf_model
+    return wrapped
 
 
 def hf_source_of(path: str | Path) -> tuple[str, int]:
@@ -300,6 +302,32 @@ def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
             linear.bias.copy_(conv.bias)
     linear.requires_grad_(weight.requires_grad)
     return linear
+
+
+def conv1d_from_linear(linear: nn.Linear) -> nn.Module:
+    """transformers' ``Conv1D`` computing what ``linear`` computes (``linear_from_conv1d`` undone)."""
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(linear.out_features, linear.in_features)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.t())
+        conv.bias.copy_(linear.bias)
+    return conv
+
+
+def save_hf_model(model: HFLogits, out: str | Path) -> None:
+    """``model``'s transformers model as ``save_pretrained`` writes it, in the layout transformers builds:
+    GPT-2's Linears (``build_hf_text``) written back as its Conv1D modules, (in, out) weights."""
+    import copy
+
+    inner, names = model.model, getattr(model, "conv1d_names", [])
+    if names:
+        inner = copy.deepcopy(inner)
+        for name in names:
+            parent, _, child = name.rpartition(".")
+            owner = inner.get_submodule(parent) if parent else inner
+            setattr(owner, child, conv1d_from_linear(getattr(owner, child)))
+    inner.save_pretrained(out)
 
 
 def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, **overrides) -> nn.Module:

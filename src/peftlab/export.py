@@ -33,7 +33,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import build_backbone, input_spec, timm_kwargs
+from peftlab.backbones import HF_SOURCES, build_backbone, input_spec, save_hf_model, timm_kwargs
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
@@ -171,7 +171,7 @@ def check_finite_weights(model: torch.nn.Module, run_dir: Path) -> None:
 
 def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
     cfg = load_config(run_dir / "config.yaml")
-    hf = cfg.model.source == "hf" and not quantized
+    hf = cfg.model.source in HF_SOURCES and not quantized
     if out.is_dir() and not hf:
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     if hf and out.exists() and not out.is_dir():
@@ -200,8 +200,8 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
     check_finite_weights(model, run_dir)
     num_classes = num_classes_of(cfg, result, run_dir)
-    if hf:  # a directory that transformers' AutoModelForImageClassification.from_pretrained loads
-        model.model.save_pretrained(out)
+    if hf:  # a directory that transformers' AutoModelFor...Classification (or CausalLM).from_pretrained loads
+        save_hf_model(model, out)
         return out
     spec = input_spec(model)
     metadata = {

@@ -11,7 +11,8 @@ are never listed or read. The folder: an argument, else ``$PEFTLAB_FORTUNES_DIR`
 
 ``peftlab data fortunes-task`` writes a ``data.name: text`` folder (train.jsonl, test.jsonl,
 manifest.json): which of a few English categories a quote comes from. ``peftlab data
-fortunes-corpus`` writes every other English quote, one a line (corpus.txt, manifest.json), for
+fortunes-corpus`` writes every other English quote, one a line (corpus.txt, manifest.json), and the same
+quotes as a ``data.name: text`` folder (train.jsonl, and test.jsonl: 500 held out, seeded), for
 pretraining a small LM that never sees the task's quotes. Both are written in a hidden folder beside
 the output and renamed when complete; the same arguments again write nothing, other arguments into
 the same folder are a one-line error, as ``peftlab data vtab-demo`` does.
@@ -60,6 +61,8 @@ MIN_PER_CLASS = 5  # test needs at least one quote of each class
 TEST_FRACTION = 0.2
 # ascii-art's quotes are drawings: with their whitespace folded they are noise, not text
 NOT_IN_CORPUS = ("ascii-art",)
+CORPUS_TEST_QUOTES = 500  # held out of the corpus's train.jsonl: a language model's test perplexity
+CORPUS_SPLIT_SEED = 0
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1  # raise when the same arguments would write other bytes
 
@@ -280,6 +283,13 @@ def write_fortunes_corpus(
                 lines.append(quote + "\n")
                 per_category[name] += 1
     text = "".join(lines).encode()
+    # the same quotes as a language model's data (data.name: text): a seeded few held out to measure perplexity
+    held_out = np.zeros(len(lines), dtype=bool)
+    held_out[np.random.default_rng(CORPUS_SPLIT_SEED).permutation(len(lines))[:CORPUS_TEST_QUOTES]] = True
+    splits = {
+        split: "".join(json.dumps({"text": line[:-1]}) + "\n" for line, out in zip(lines, held_out) if out == test)
+        for split, test in (("train", False), ("test", True))
+    }
     manifest = {
         "format": MANIFEST_FORMAT,
         "what": "fortunes-corpus",
@@ -291,8 +301,10 @@ def write_fortunes_corpus(
         "dropped": dropped,
         "sha256": hashlib.sha256(text).hexdigest(),
         "sources": {name: category.sha256 for name, category in {**read, **task}.items()},
+        "split": {"seed": CORPUS_SPLIT_SEED, "train": int((~held_out).sum()), "test": int(held_out.sum())},
     }
-    return write_folder(folder, {"corpus.txt": text}, manifest, f"excluding {','.join(excluded)}")
+    files = {"corpus.txt": text, "train.jsonl": splits["train"].encode(), "test.jsonl": splits["test"].encode()}
+    return write_folder(folder, files, manifest, f"excluding {','.join(excluded)}")
 
 
 def write_folder(folder: Path, files: dict[str, bytes], manifest: dict, arguments: str) -> FortunesOutput:
