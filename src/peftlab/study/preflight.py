@@ -114,6 +114,17 @@ def check_report_files(report: Path) -> None:
                 check_kind(report / name / entry, False, what)
 
 
+def unwritten_text_base(study: Study, cfg):
+    """``cfg``, or for a text run whose base model the study's pretraining has yet to write, ``cfg`` with
+    the pretraining's architecture (its config.json: the same sizes, the vocabulary its tokenizer fills)."""
+    if cfg.model.source != "hf-text" or study.pretrain is None or (Path(cfg.model.path) / "config.json").is_file():
+        return cfg
+    from peftlab.config import load_config
+
+    base = load_config(study.pretrain)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=base.model.path))
+
+
 def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
     model per architecture (its shapes, no weights), each distinct method and quant checked
@@ -148,7 +159,7 @@ def validate_study(study: Study) -> None:
         pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:
-                models[architecture] = meta_model(cfg)
+                models[architecture] = meta_model(unwritten_text_base(study, cfg))
             check_against_model(
                 cfg,
                 weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
