@@ -262,3 +262,72 @@ def test_peftlab_export_merged_writes_a_directory_transformers_loads_as_itself(t
     with torch.no_grad():
         expected = load_trained(run_dir).model.eval()(torch.stack([ids, mask], dim=1))
         torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_learning_runs_export_what_peft_loads_on_the_plain_model(text_dirs, task, family, method, tmp_path):
+    """The run directory's PEFT files on the plain transformers model give peftlab's logits: on an unpadded
+    batch always; on a padded one too, but for prompt tuning on a decoder, where PEFT's model classifies at
+    the last position, a padding token (peftlab's at the last real token: tuners/prompt_learning.py)."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from peftlab.export import load_trained
+
+    run_dir = tmp_path / "run"
+    options = {"name": method, "num_virtual_tokens": 4}
+    result = train(text_config(text_dirs[family], task, method=options, max_steps=2), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["merge"] is None
+    assert result["params"]["trainable"] < result["params"]["total"]
+    ours = load_trained(run_dir).model.eval()
+    base = AutoModelForSequenceClassification.from_pretrained(text_dirs[family], num_labels=3, use_safetensors=True)
+    theirs = PeftModel.from_pretrained(base, run_dir).eval()
+    ids = torch.tensor([[4, 5, 6, 7, 8, 1, 1], [9, 10, 11, 12, 13, 14, 15]])
+    mask = (ids != 1).long()
+    rows = [1] if method == "prompt_tuning" and family in ("gpt2", "llama") else [0, 1]
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits
+        got = ours(torch.stack([ids, mask], dim=1))
+        torch.testing.assert_close(got[rows], expected[rows], rtol=1e-5, atol=1e-5)
+        unpadded = ids[1:]
+        torch.testing.assert_close(ours(unpadded), theirs(input_ids=unpadded).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+def test_a_prompt_learning_run_resumed_after_a_crash_is_bit_identical(text_dirs, task, tmp_path, monkeypatch, method):
+    import peftlab.training.recipe
+
+    cfg = text_config(text_dirs["llama"], task, method={"name": method, "num_virtual_tokens": 4})
+    reference = train(cfg, tmp_path / "straight", progress=False)
+    original = peftlab.training.recipe.training_step
+
+    class Crash(BaseException):
+        pass
+
+    def crash_at_step_4(*args, step, **kwargs):
+        if step == 4:
+            raise Crash()
+        return original(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_4)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def test_virtual_tokens_and_text_beyond_the_model_positions_are_one_line(text_dirs, task, tmp_path):
+    """GPT-2's 64 positions: 50 virtual tokens leave 14 for data.max_length=16."""
+    cfg = text_config(text_dirs["gpt2"], task, method={"name": "prompt_tuning", "num_virtual_tokens": 50})
+    expected = (
+        r"data.max_length=16 is more than the model's 64 positions, less method.num_virtual_tokens=50: expected <= 14"
+    )
+    with pytest.raises(UserError, match=expected) as caught:
+        train(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)

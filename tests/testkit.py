@@ -264,6 +264,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     )
 
 
+# methods of HF text models only (PEFT's prompt learning), and the start of their one-line refusal elsewhere
+TEXT_ONLY = {"prompt_tuning", "prefix_tuning"}
+TEXT_ONLY_REFUSAL = r"supports HF text models \(model.source: hf-text"
+
+
 # each target preset and the canonical layers it adapts on every family (the HF matrices' parametrization)
 PRESET_PARTS = [
     ("standard", {"q", "v"}),

@@ -62,7 +62,8 @@ def test_every_glue_task_is_a_dataset_name_with_a_format_and_a_metric():
     assert all(is_text_dataset(f"glue/{t}") for t in GLUE) and is_text_dataset("text")
     assert not is_text_dataset("cifar10") and not is_text_dataset("glue/wnli")
     with pytest.raises(
-        ConfigError, match=r"^data.name='glue/wnli' is invalid: .*text, instructions, glue/<sst2\|mrpc\|rte\|cola\|qnli>"
+        ConfigError,
+        match=r"^data.name='glue/wnli' is invalid: .*text, instructions, glue/<sst2\|mrpc\|rte\|cola\|qnli>",
     ):
         data_cfg("data.name=glue/wnli", "data.root=/x")
 

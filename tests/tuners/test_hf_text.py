@@ -22,7 +22,11 @@ from peftlab.tuners.peft_injection import plan_targets
 NUM_CLASSES = 3
 FAMILIES = ["llama", "gpt2", "bert", "roberta"]
 HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
-NO_IDENTITY = {"qalora"}  # starts as its group-quantized base (tests/tuners/test_qalora.py)
+NO_IDENTITY = {
+    "qalora",  # starts as its group-quantized base (tests/tuners/test_qalora.py)
+    "prompt_tuning",  # virtual tokens (embeddings, or every layer's keys and values) change the output by design
+    "prefix_tuning",
+}
 WIDTH, LAYERS = 32, 2
 # one-line refusals that name what is missing: Llama has no biases and RMSNorms, not LayerNorms
 REFUSED = {

@@ -206,6 +206,7 @@ def add_params(sub) -> None:
     p.add_argument("--method", default="full", help=method_names())
     p.add_argument("--r", type=int, help="rank: method.r (default: the method's own, 8 for LoRA)")
     p.add_argument("--targets", help="standard, extended or all-linear")
+    p.add_argument("--num-virtual-tokens", type=int, help="prompt_tuning, prefix_tuning: method.num_virtual_tokens")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_params)
 
@@ -261,7 +262,12 @@ def params_config_of_name(args):
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
     model = params_model_of_dir(args) if Path(args.model).is_dir() else params_model_of_name(args)
-    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
+    method = {
+        "name": args.method,
+        "r": args.r,
+        "target_modules": args.targets,
+        "num_virtual_tokens": args.num_virtual_tokens,
+    }
     method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 

@@ -194,16 +194,20 @@ def position_limit(config: dict) -> int | None:
     return None
 
 
-def build_text_data(cfg, tokenizer, config: dict, language_model: bool = False):
+def build_text_data(cfg, tokenizer, config: dict, language_model: bool = False, virtual_tokens: int = 0):
     """The DataBundle of a text dataset: its splits read (``peftlab.data.text``) and tokenized for the
-    model of HF config ``config`` (config.json's values); for a causal LM with ``language_model``."""
+    model of HF config ``config`` (config.json's values); for a causal LM with ``language_model``;
+    ``virtual_tokens``: positions a prompt-learning method (``method.num_virtual_tokens``) takes before
+    the text."""
     from peftlab.data.build import DataBundle
     from peftlab.data.text import load_text_splits
 
     limit = min(x for x in (position_limit(config), tokenizer.model_max_length) if x is not None)
-    if cfg.max_length > limit:
+    if cfg.max_length > limit - virtual_tokens:
+        shared = f", less method.num_virtual_tokens={virtual_tokens}" if virtual_tokens else ""
         raise ConfigError(
-            f"data.max_length={cfg.max_length} is more than the model's {limit} positions: expected <= {limit}"
+            f"data.max_length={cfg.max_length} is more than the model's {limit} positions{shared}: "
+            f"expected <= {limit - virtual_tokens}"
         )
     splits, info = load_text_splits(cfg, language_model)
     datasets, notes = {}, []

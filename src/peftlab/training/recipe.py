@@ -103,7 +103,10 @@ def load_data(s: Setting) -> Data:
     spec = input_spec_for(cfg.model, cfg.data.max_length)
     if isinstance(spec, TextSpec):  # token ids with the model's own tokenizer
         tokenizer = load_tokenizer(cfg.model.path, pad_token(spec.config))
-        splits = build_text_data(cfg.data, tokenizer, spec.config, language_model=cfg.model.task == "causal-lm")
+        # prompt and prefix tuning's virtual tokens take positions before the text
+        virtual = getattr(cfg.method, "num_virtual_tokens", 0)
+        language_model = cfg.model.task == "causal-lm"
+        splits = build_text_data(cfg.data, tokenizer, spec.config, language_model, virtual)
     else:
         splits = build_data(
             cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
