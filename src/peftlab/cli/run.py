@@ -119,10 +119,14 @@ def cmd_pretrain(args) -> int:
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
     state = "reused cached" if manifest["cached"] else "trained"
+    score = (
+        f"test perplexity {manifest['test_perplexity']:.1f}"
+        if manifest.get("test_perplexity") is not None  # a text base: a causal LM
+        else f"test top-1 {100 * manifest['test_top1']:.2f}%"
+    )
     print(
-        f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "
-        f"on {manifest['data']['name']}, pretraining took {manifest['train_seconds']:.0f}s of training, "
-        f"sha256 {manifest['sha256'][:12]}"
+        f"{state} base {out_dir / manifest['weights']}: {score} on {manifest['data']['name']}, "
+        f"pretraining took {manifest['train_seconds']:.0f}s of training, sha256 {manifest['sha256'][:12]}"
     )
     return 0
 
