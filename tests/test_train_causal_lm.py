@@ -15,6 +15,7 @@ from peftlab.training.run import train
 from peftlab.tuners import TUNERS
 
 FAMILIES = ("gpt2", "llama")
+PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}  # a classifier's only: refused on a causal LM
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,10 @@ def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
     "change, message",
     [
         ({"method": {"name": "linear"}}, "method.name='linear' trains a classifier head alone"),
+        *(
+            ({"method": {"name": name}, "data": {"max_length": 44}}, f"method.name='{name}' adapts a text classifier")
+            for name in sorted(PROMPT_LEARNING)
+        ),
         ({"data": {"name": "glue/rte"}}, "data.name='glue/rte' is not language-model data"),
         ({"data": {"max_length": 8}}, "no train or test example keeps a response token within data.max_length"),
     ],
@@ -165,7 +170,7 @@ def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
 def test_what_a_causal_lm_cannot_do_is_one_line(lm_dirs, instructions, tmp_path, change, message):
     cfg = lm_config(lm_dirs["gpt2"], instructions, method=change.get("method"), data=change.get("data"))
     with pytest.raises(UserError, match=message) as caught:
-        from peftlab.backbones import check_modality
+        from peftlab.config_checks import check_modality
 
         check_modality(cfg.model, cfg.data)
         train(cfg, tmp_path / "run", progress=False)
@@ -176,7 +181,9 @@ HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}  
 OPTIONS = {"adalora": {"init_r": 6, "target_r": 3}, "vera": {"r": 16}, "oft": {}}
 
 
-@pytest.mark.parametrize("method", [m for m in TUNERS if m not in HAND_WRITTEN | {"linear"}] + ["qlora-nf4"])
+@pytest.mark.parametrize(
+    "method", [m for m in TUNERS if m not in HAND_WRITTEN | PROMPT_LEARNING | {"linear"}] + ["qlora-nf4"]
+)
 def test_every_method_that_applies_to_a_causal_lm_trains_with_the_lm_head_frozen(
     lm_dirs, instructions, method, tmp_path
 ):

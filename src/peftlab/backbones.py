@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.config_sections import ModelConfig
 from peftlab.data.records import hash_file
 from peftlab.errors import ConfigError, WeightsError
@@ -304,32 +303,6 @@ def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
     return linear
 
 
-def conv1d_from_linear(linear: nn.Linear) -> nn.Module:
-    """transformers' ``Conv1D`` computing what ``linear`` computes (``linear_from_conv1d`` undone)."""
-    from transformers.pytorch_utils import Conv1D
-
-    conv = Conv1D(linear.out_features, linear.in_features)
-    with torch.no_grad():
-        conv.weight.copy_(linear.weight.t())
-        conv.bias.copy_(linear.bias)
-    return conv
-
-
-def save_hf_model(model: HFLogits, out: str | Path) -> None:
-    """``model``'s transformers model as ``save_pretrained`` writes it, in the layout transformers builds:
-    GPT-2's Linears (``build_hf_text``) written back as its Conv1D modules, (in, out) weights."""
-    import copy
-
-    inner, names = model.model, getattr(model, "conv1d_names", [])
-    if names:
-        inner = copy.deepcopy(inner)
-        for name in names:
-            parent, _, child = name.rpartition(".")
-            owner = inner.get_submodule(parent) if parent else inner
-            setattr(owner, child, conv1d_from_linear(getattr(owner, child)))
-    inner.save_pretrained(out)
-
-
 def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, **overrides) -> nn.Module:
     """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head (None: its own head, a
     causal LM's): ``from_pretrained``
@@ -365,29 +338,6 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
-
-
-def check_modality(model: ModelConfig, data) -> None:
-    """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
-    glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
-    text_data = data.name in TEXT_DATASET_NAMES
-    if model.task == "causal-lm" and data.name not in ("text", "instructions"):
-        raise ConfigError(
-            f"data.name={data.name!r} is not language-model data: expected instructions or text for "
-            "model.task='causal-lm'"
-        )
-    if model.source == "hf-text" and not text_data:
-        raise ConfigError(
-            f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "
-            "expected data.name text or glue/<task>"
-        )
-    if model.source != "hf-text" and text_data:
-        raise ConfigError(
-            f"data.name={data.name!r} is text data and model.source={model.source!r} reads images: "
-            "expected model.source hf-text"
-        )
-    if text_data and data.augment:
-        raise ConfigError("data.augment=true crops and flips images: expected false for text data")
 
 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:

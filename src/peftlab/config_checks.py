@@ -176,3 +176,26 @@ def resolve_steps(value: int | float, total: int, field_name: str) -> int:
     if isinstance(value, float):
         return int(round(value * total))
     return int(value)
+
+
+def check_modality(model, data) -> None:
+    """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
+    glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
+    text_data = data.name in TEXT_DATASET_NAMES
+    if model.task == "causal-lm" and data.name not in ("text", "instructions"):
+        raise ConfigError(
+            f"data.name={data.name!r} is not language-model data: expected instructions or text for "
+            "model.task='causal-lm'"
+        )
+    if model.source == "hf-text" and not text_data:
+        raise ConfigError(
+            f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "
+            "expected data.name text or glue/<task>"
+        )
+    if model.source != "hf-text" and text_data:
+        raise ConfigError(
+            f"data.name={data.name!r} is text data and model.source={model.source!r} reads images: "
+            "expected model.source hf-text"
+        )
+    if text_data and data.augment:
+        raise ConfigError("data.augment=true crops and flips images: expected false for text data")

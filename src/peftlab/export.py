@@ -33,7 +33,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import HF_SOURCES, build_backbone, input_spec, save_hf_model, timm_kwargs
+from peftlab.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
@@ -50,6 +50,32 @@ from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.weights import read_safetensors
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
+
+
+def conv1d_from_linear(linear: torch.nn.Linear) -> torch.nn.Module:
+    """transformers' ``Conv1D`` computing what ``linear`` computes (``linear_from_conv1d`` undone)."""
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(linear.out_features, linear.in_features)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.t())
+        conv.bias.copy_(linear.bias)
+    return conv
+
+
+def save_hf_model(model: HFLogits, out: str | Path) -> None:
+    """``model``'s transformers model as ``save_pretrained`` writes it, in the layout transformers builds:
+    GPT-2's Linears (``build_hf_text``) written back as its Conv1D modules, (in, out) weights."""
+    import copy
+
+    inner, names = model.model, getattr(model, "conv1d_names", [])
+    if names:
+        inner = copy.deepcopy(inner)
+        for name in names:
+            parent, _, child = name.rpartition(".")
+            owner = inner.get_submodule(parent) if parent else inner
+            setattr(owner, child, conv1d_from_linear(getattr(owner, child)))
+    inner.save_pretrained(out)
 
 
 def write_peft_adapter(tuner, out_dir: Path) -> bool:

@@ -72,9 +72,8 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_length: int):
 
 def pretrain_text(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     """Train the text base of ``cfg`` into ``out_dir`` (locked by the caller); its manifest's fields."""
-    from peftlab.backbones import save_hf_model
     from peftlab.data.text import load_text_splits
-    from peftlab.export import load_trained
+    from peftlab.export import load_trained, save_hf_model
     from peftlab.training.run import train
 
     config = check_text_base(cfg)

@@ -34,7 +34,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.backbones import check_modality  # torch: after the arithmetic is pinned
+    from peftlab.config_checks import check_modality
     from peftlab.training.run import train
 
     check_modality(cfg.model, cfg.data)

@@ -131,7 +131,7 @@ def validate_study(study: Study) -> None:
     against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
     Runs share section objects (a configuration's seeds; equal sections, built once by
     ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
-    from peftlab.backbones import check_modality
+    from peftlab.config_checks import check_modality
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 

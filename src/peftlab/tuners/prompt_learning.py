@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from peftlab.backbones import HFTextLogits, head_prefix
+from peftlab.backbones import HFTextLogits, head_prefix, trains_head
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner
 
@@ -52,6 +52,11 @@ class PromptedTextLogits(HFTextLogits):
 
 def check_text_model(model: nn.Module, method: str) -> None:
     """One ConfigError line unless ``model`` is an HF text classifier (``model.source: hf-text``)."""
+    if not trains_head(model):  # PEFT's causal-LM prompt learning (CAUSAL_LM) is not wired in
+        raise ConfigError(
+            f"method.name={method!r} adapts a text classifier: expected model.task classification (prompt "
+            "learning on a causal LM is not built)"
+        )
     if not isinstance(model, HFTextLogits):
         inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: name that model
         shown = type(inner if isinstance(inner, nn.Module) else model).__name__
