@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import hf_text_dir, write_instruction_task, write_text_task
+from testkit import assert_resumes_bit_identically, hf_text_dir, write_instruction_task, write_text_task
 
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
@@ -122,29 +122,8 @@ def test_training_lowers_the_perplexity_of_the_responses(lm_dirs, instructions, 
 
 
 def test_a_causal_lm_run_resumed_after_a_crash_is_bit_identical(lm_dirs, instructions, tmp_path, monkeypatch):
-    import peftlab.training.recipe
-
     cfg = lm_config(lm_dirs["llama"], instructions, method={"name": "lora", "r": 4, "lora_dropout": 0.1})
-    reference = train(cfg, tmp_path / "straight", progress=False)
-    original = peftlab.training.recipe.training_step
-
-    class Crash(BaseException):
-        pass
-
-    def crash_at_step_4(*args, step, **kwargs):
-        if step == 4:
-            raise Crash()
-        return original(*args, step=step, **kwargs)
-
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_4)
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
-    resumed = train(cfg, tmp_path / "resumed", progress=False)
-    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["metrics"] == reference["metrics"]
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)
 
 
 def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):

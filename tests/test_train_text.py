@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from testkit import cli_in_process, hf_text_dir, text_tokenizer, write_text_task
+from testkit import assert_resumes_bit_identically, cli_in_process, hf_text_dir, text_tokenizer, write_text_task
 
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
@@ -87,29 +86,8 @@ def test_padding_a_batch_to_its_longest_example_gives_the_logits_of_padding_to_m
 
 
 def test_a_text_run_resumed_after_a_crash_is_bit_identical(text_dirs, task, tmp_path, monkeypatch):
-    import peftlab.training.recipe
-
     cfg = text_config(text_dirs["gpt2"], task, method={"name": "lora", "r": 4, "lora_dropout": 0.1})
-    reference = train(cfg, tmp_path / "straight", progress=False)
-    original = peftlab.training.recipe.training_step
-
-    class Crash(BaseException):
-        pass
-
-    def crash_at_step_4(*args, step, **kwargs):
-        if step == 4:
-            raise Crash()
-        return original(*args, step=step, **kwargs)
-
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_4)
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
-    resumed = train(cfg, tmp_path / "resumed", progress=False)
-    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["metrics"] == reference["metrics"]
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)
 
 
 def test_peftlab_train_runs_a_tiny_text_run_from_the_command_line(text_dirs, task, tmp_path):
@@ -297,29 +275,8 @@ def test_prompt_learning_runs_export_what_peft_loads_on_the_plain_model(text_dir
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
 def test_a_prompt_learning_run_resumed_after_a_crash_is_bit_identical(text_dirs, task, tmp_path, monkeypatch, method):
-    import peftlab.training.recipe
-
     cfg = text_config(text_dirs["llama"], task, method={"name": method, "num_virtual_tokens": 4})
-    reference = train(cfg, tmp_path / "straight", progress=False)
-    original = peftlab.training.recipe.training_step
-
-    class Crash(BaseException):
-        pass
-
-    def crash_at_step_4(*args, step, **kwargs):
-        if step == 4:
-            raise Crash()
-        return original(*args, step=step, **kwargs)
-
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at_step_4)
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
-    resumed = train(cfg, tmp_path / "resumed", progress=False)
-    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["metrics"] == reference["metrics"]
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)
 
 
 def test_virtual_tokens_and_text_beyond_the_model_positions_are_one_line(text_dirs, task, tmp_path):

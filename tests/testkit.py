@@ -130,6 +130,38 @@ def write_text_task(root: Path, train: int = 48, test: int = 24, num_classes: in
     return root
 
 
+def assert_resumes_bit_identically(cfg, tmp_path: Path, monkeypatch, crash_step: int = 4) -> None:
+    """``cfg`` trained straight through, and trained again with a crash at ``crash_step`` then resumed by the
+    same call: the same adapter bytes and the same metrics."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    import peftlab.training.recipe
+    from peftlab.training.run import train
+
+    reference = train(cfg, tmp_path / "straight", progress=False)
+    original = peftlab.training.recipe.training_step
+
+    class Crash(BaseException):
+        pass
+
+    def crash_at(*args, step, **kwargs):
+        if step == crash_step:
+            raise Crash()
+        return original(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == reference["metrics"]
+
+
 def write_instruction_task(root: Path, train: int = 48, test: int = 16, seed: int = 0) -> Path:
     """An instruction task in Alpaca's JSONL format (``data.name: instructions``): the instruction ``w0``
     asks for the input's words again, ``w1`` for them reversed; inputs of 2 to 6 of ``TEXT_WORDS``."""

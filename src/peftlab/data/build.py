@@ -35,14 +35,7 @@ from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
 from peftlab.data.records import DataInfo, RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
-from peftlab.data.splits import (
-    STREAM_TEST_SUBSET,
-    STREAM_TRAIN_SUBSET,
-    STREAM_VAL_SUBSET,
-    pick_subset,
-    select_classes,
-    split_train_val,
-)
+from peftlab.data.splits import select_and_subset, split_train_val
 from peftlab.data.text import load_text_splits
 from peftlab.errors import DataError
 from peftlab.suites import suite_task
@@ -66,19 +59,7 @@ def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
         read = read_stored_splits(cfg)
     splits, class_names, notes = read.splits, read.class_names, list(read.notes)
 
-    if cfg.classes is not None:
-        for split, samples in splits.items():
-            index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
-            splits[split] = Samples(samples.images[index], labels)
-        class_names = [class_names[c] for c in cfg.classes]
-        notes.append(f"label set: original labels {list(cfg.classes)} relabelled 0..{len(class_names) - 1}")
-
-    streams = {"train": STREAM_TRAIN_SUBSET, "val": STREAM_VAL_SUBSET, "test": STREAM_TEST_SUBSET}
-    for split, subset in (("train", cfg.train_subset), ("val", cfg.val_subset), ("test", cfg.test_subset)):
-        samples = splits[split]
-        if subset is not None and subset < len(samples):
-            notes.append(f"{split}_subset: kept {subset} of {len(samples)} (class-stratified, seed {cfg.split_seed})")
-            splits[split] = samples.take(pick_subset(samples.labels, subset, cfg.split_seed, streams[split]))
+    class_names = select_and_subset(splits, class_names, cfg, notes)
 
     for split in ("train", "test"):
         if len(splits[split]) == 0:

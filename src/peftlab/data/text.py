@@ -20,13 +20,7 @@ import numpy as np
 from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.data.glue import read_glue
 from peftlab.data.records import DataInfo
-from peftlab.data.splits import (
-    STREAM_TEST_SUBSET,
-    STREAM_TRAIN_SUBSET,
-    STREAM_VAL_SUBSET,
-    pick_subset,
-    select_classes,
-)
+from peftlab.data.splits import select_and_subset
 from peftlab.data.text_files import (
     TextSamples,
     TextSplits,
@@ -66,19 +60,7 @@ def load_text_splits(cfg, language_model: bool = False) -> tuple[dict[str, TextS
 
     if cfg.classes is not None and language_model:
         raise DataError(f"data.classes={list(cfg.classes)}: a language model's data has no classes: expected null")
-    if cfg.classes is not None:
-        for split, samples in splits.items():
-            index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
-            splits[split] = TextSamples([samples.texts[i] for i in index], labels)
-        class_names = [class_names[c] for c in cfg.classes]
-        notes.append(f"label set: original labels {list(cfg.classes)} relabelled 0..{len(class_names) - 1}")
-
-    streams = {"train": STREAM_TRAIN_SUBSET, "val": STREAM_VAL_SUBSET, "test": STREAM_TEST_SUBSET}
-    for split, subset in (("train", cfg.train_subset), ("val", cfg.val_subset), ("test", cfg.test_subset)):
-        samples = splits[split]
-        if subset is not None and subset < len(samples):
-            notes.append(f"{split}_subset: kept {subset} of {len(samples)} (class-stratified, seed {cfg.split_seed})")
-            splits[split] = samples.take(pick_subset(samples.labels, subset, cfg.split_seed, streams[split]))
+    class_names = select_and_subset(splits, class_names, cfg, notes)
 
     for split in ("train", "test"):
         if len(splits[split]) == 0:

@@ -24,6 +24,12 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
     return next(iter(BatchLoader(dataset, device)([indices])))
 
 
+def not_evaluated(seconds: float = 0.0) -> dict:
+    """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second")
+    return {**dict.fromkeys(scores), "seconds": seconds}
+
+
 @torch.no_grad()
 def evaluate(
     model, dataset, batch_size: int, device: torch.device, precision: str, desc: str, num_workers: int | None = 0
@@ -65,16 +71,7 @@ def evaluate(
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
     if n == 0:  # data.val_fraction 0: no validation split, so no accuracy (never 0%)
-        return {
-            "loss": None,
-            "top1": None,
-            "top5": None,
-            "f1": None,
-            "matthews": None,
-            "perplexity": None,
-            "images_per_second": None,
-            "seconds": seconds,
-        }
+        return not_evaluated(seconds)
     scores = {"f1": None, "matthews": None, "perplexity": None}
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))

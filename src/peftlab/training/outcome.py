@@ -21,7 +21,7 @@ from peftlab.monitors.run import Monitors, summarize
 from peftlab.protocol import protocol_card
 from peftlab.run_result import Memory, Metrics, RunResult, Timing
 from peftlab.training.checkpoint import Position
-from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
+from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
@@ -52,19 +52,7 @@ def finish(
             built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
         )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
-        test_split, test = (
-            data.splits.val,
-            {
-                "loss": None,
-                "top1": None,
-                "top5": None,
-                "f1": None,
-                "matthews": None,
-                "perplexity": None,
-                "images_per_second": None,
-                "seconds": 0.0,
-            },
-        )
+        test_split, test = data.splits.val, not_evaluated()
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
