@@ -24,7 +24,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study vtab-demo lint test check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study study-text vtab-demo lint test check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -67,6 +67,13 @@ study: install data
 vtab-demo: install data
 	$(BIN)/peftlab data vtab-demo cache/vtab-demo --quiet
 	$(BIN)/peftlab study configs/studies/vtab_demo.yaml --workers 2 --report
+
+# the offline text study: Debian's fortunes as a pretraining corpus and a four-category task, a small GPT-2
+# pretrained on the corpus, then adapted with full fine-tuning, LoRA, AdaLoRA, the controller and prompt tuning
+study-text: install data
+	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
+	$(BIN)/peftlab data fortunes-task --out cache/data/fortunes-task
+	$(BIN)/peftlab study configs/studies/text.yaml --workers 2 --report
 
 # ruff (pyproject's [tool.ruff]): the whole tree linted and formatted; `ruff format .` and `ruff check --fix .`
 # repair most of what it finds. `make test` runs it first.

@@ -2,9 +2,10 @@
 
 import json
 import math
+import re
 
 import pytest
-from testkit import TINY_MODEL, run_cli
+from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, run_cli
 
 
 @pytest.mark.e2e
@@ -246,7 +247,9 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
         assert row["trainable"] == count_parameters(method_cfg(tiny_cfg, method))["trainable"], (
             method
         )  # `peftlab params`
-    assert all("reason" not in row for row in rows.values())  # every method runs on the tiny ViT on a CPU
+    # every method runs on the tiny ViT on a CPU, but those of text models, whose row says why not
+    assert all(("reason" in row) == (method in TEXT_ONLY) for method, row in rows.items())
+    assert all(re.search(TEXT_ONLY_REFUSAL, rows[method]["reason"]) for method in TEXT_ONLY)
     shown = dict((name, value) for name, value, _ in methods_rows({"methods": figure}))
     assert len(shown) == len(TUNERS) and shown["lora / LoRA step"].startswith("1.000 [1.000-1.000]")
     assert f"{rows['full']['trainable']:,} trainable" in shown["full / LoRA step"]

@@ -115,7 +115,7 @@ def reference_hash(cfg, length: int = 12) -> str:
     for (dotted, value), old in HASHED_AS.items():
         section, _, name = dotted.rpartition(".")
         fields = data.get(section) if section else data
-        if isinstance(fields, dict) and fields.get(name) == value:
+        if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
             fields[name] = old
     for (method, name, value), old in METHOD_HASHED_AS.items():
         if data["method"]["name"] == method and data["method"].get(name) == value:

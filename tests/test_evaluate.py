@@ -19,3 +19,33 @@ def test_top5_is_reported_only_with_more_than_five_classes(classes, reported):
         assert result["top1"] <= result["top5"] <= 1.0
     else:
         assert result["top5"] is None
+
+
+def test_f1_and_matthews_from_a_confusion_matrix_are_glues_scores():
+    from peftlab.metrics import confusion_scores
+
+    # labels x predictions: TN 5, FP 1, FN 2, TP 4
+    scores = confusion_scores(torch.tensor([[5, 1], [2, 4]]))
+    assert scores["f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))
+    assert scores["matthews"] == pytest.approx((4 * 5 - 1 * 2) / (5 * 6 * 6 * 7) ** 0.5)
+    # sklearn's documented example: y_true [1, 1, 1, 0], y_pred [1, 0, 1, 1] -> -0.33
+    assert confusion_scores(torch.tensor([[0, 1], [1, 2]]))["matthews"] == pytest.approx(-1 / 3)
+    three = confusion_scores(torch.tensor([[3, 0, 0], [0, 2, 0], [0, 0, 4]]))
+    assert three == {"f1": None, "matthews": pytest.approx(1.0)}
+    assert confusion_scores(torch.tensor([[3, 0], [4, 0]])) == {"f1": 0.0, "matthews": 0.0}  # one class predicted
+
+
+def test_evaluate_reports_f1_and_matthews_of_the_predictions():
+    from peftlab.training.evaluate import evaluate
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x  # the inputs are the logits
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 1, 0, 1, 1])  # predictions 0, 1, 1, 0, 1: TN 1, FP 1, FN 1, TP 2
+    dataset = torch.utils.data.TensorDataset(logits, labels)
+    got = evaluate(Fixed(), dataset, 2, torch.device("cpu"), "fp32", "test")
+    assert got["top1"] == pytest.approx(3 / 5)
+    assert got["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert got["matthews"] == pytest.approx((2 * 1 - 1 * 1) / (3 * 3 * 2 * 2) ** 0.5)

@@ -52,12 +52,18 @@ def hf_vision_model(family: str, num_classes: int = 5):
     return model_cls(config_cls(**sizes, intermediate_size=64, image_size=32, patch_size=16, num_labels=num_classes))
 
 
-def hf_text_model(family: str, num_classes: int = 3):
+def hf_text_model(family: str, num_classes: int = 3, causal: bool = False):
     """A small random transformers sequence classifier of a text family (llama, gpt2, bert, roberta): 2 layers,
-    width 32, 2 heads, a vocabulary of 64 tokens, to ``save_pretrained`` as an HF model directory."""
+    width 32, 2 heads, a vocabulary of 64 tokens, to ``save_pretrained`` as an HF model directory; with
+    ``causal`` the decoder's causal LM (llama, gpt2)."""
     import transformers as tf
 
     sizes = {"vocab_size": 64, "num_labels": num_classes, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    if causal:
+        layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        if family == "gpt2":
+            return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **sizes))
+        return tf.LlamaForCausalLM(tf.LlamaConfig(**layers, num_key_value_heads=2, **sizes))
     if family == "gpt2":
         return tf.GPT2ForSequenceClassification(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **sizes))
     layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -69,6 +75,111 @@ def hf_text_model(family: str, num_classes: int = 3):
     }
     config_cls, model_cls = kind[family]
     return model_cls(config_cls(**layers, max_position_embeddings=66, **sizes))
+
+
+TEXT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3: bos, pad, eos as hf_text_model's configs say
+TEXT_WORDS = tuple(f"w{i}" for i in range(60))  # ids 4..63: hf_text_model's vocabulary of 64
+
+
+def text_tokenizer():
+    """A word-level tokenizer over ``TEXT_WORDS`` (whitespace split), built offline with the tokenizers
+    library and wrapped as transformers wraps a tokenizer.json: ``save_pretrained`` writes it into a model
+    directory, where AutoTokenizer finds it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(TEXT_SPECIALS + TEXT_WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bos, pad, eos, unk = TEXT_SPECIALS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, pad_token=pad, eos_token=eos, unk_token=unk, model_max_length=64
+    )
+
+
+def hf_text_dir(path: Path, family: str, num_classes: int = 3, causal: bool = False) -> Path:
+    """``hf_text_model(family)`` saved with ``text_tokenizer()`` at ``path``: an HF text model directory."""
+    hf_text_model(family, num_classes, causal).save_pretrained(path)
+    text_tokenizer().save_pretrained(path)
+    return path
+
+
+def write_text_task(root: Path, train: int = 48, test: int = 24, num_classes: int = 3, seed: int = 0) -> Path:
+    """A learnable text task in ``data.name: text``'s layout (train.jsonl, test.jsonl under ``root``):
+    each class has its own 20 words of ``TEXT_WORDS``; an example is 4 to 12 words, three in four of its
+    class, the rest of any class."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    per_class = len(TEXT_WORDS) // num_classes
+    for split, n in (("train", train), ("test", test)):
+        lines = []
+        for i in range(n):
+            label = i % num_classes
+            words = [
+                TEXT_WORDS[label * per_class + rng.integers(per_class)]
+                if rng.random() < 0.75
+                else TEXT_WORDS[rng.integers(len(TEXT_WORDS))]
+                for _ in range(rng.integers(4, 13))
+            ]
+            lines.append(json.dumps({"text": " ".join(words), "label": label}))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def assert_resumes_bit_identically(cfg, tmp_path: Path, monkeypatch, crash_step: int = 4) -> None:
+    """``cfg`` trained straight through, and trained again with a crash at ``crash_step`` then resumed by the
+    same call: the same adapter bytes and the same metrics."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    import peftlab.training.recipe
+    from peftlab.training.run import train
+
+    reference = train(cfg, tmp_path / "straight", progress=False)
+    original = peftlab.training.recipe.training_step
+
+    class Crash(BaseException):
+        pass
+
+    def crash_at(*args, step, **kwargs):
+        if step == crash_step:
+            raise Crash()
+        return original(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", crash_at)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(peftlab.training.recipe, "training_step", original)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def write_instruction_task(root: Path, train: int = 48, test: int = 16, seed: int = 0) -> Path:
+    """An instruction task in Alpaca's JSONL format (``data.name: instructions``): the instruction ``w0``
+    asks for the input's words again, ``w1`` for them reversed; inputs of 2 to 6 of ``TEXT_WORDS``."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", test)):
+        lines = []
+        for i in range(n):
+            words = [TEXT_WORDS[4 + rng.integers(len(TEXT_WORDS) - 4)] for _ in range(rng.integers(2, 7))]
+            output = words if i % 2 == 0 else words[::-1]
+            row = {"instruction": TEXT_WORDS[i % 2], "input": " ".join(words), "output": " ".join(output)}
+            lines.append(json.dumps(row))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
@@ -183,6 +294,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
         env=env,
         timeout=timeout,
     )
+
+
+# methods of HF text models only (PEFT's prompt learning), and the start of their one-line refusal elsewhere
+TEXT_ONLY = {"prompt_tuning", "prefix_tuning"}
+TEXT_ONLY_REFUSAL = r"supports HF text models \(model.source: hf-text"
 
 
 # each target preset and the canonical layers it adapts on every family (the HF matrices' parametrization)

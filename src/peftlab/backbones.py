@@ -30,12 +30,31 @@ HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model dire
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the data pipeline must produce for a model."""
+    """What the data pipeline must produce for an image model."""
 
     img_size: int
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape: C x S x S."""
+        return (self.in_chans, self.img_size, self.img_size)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """What the data pipeline must produce for a text model (``peftlab.data.tokens``): token ids and
+    their attention mask, stacked."""
+
+    config: dict  # the model's config.json: vocabulary, padding id, positions
+    max_length: int  # data.max_length
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape: 2 x max_length (ids, mask)."""
+        return (2, self.max_length)
 
 
 def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
@@ -73,13 +92,40 @@ class HFTextLogits(HFLogits):
     """An HF sequence classifier whose forward takes token ids and returns plain logits."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # input_ids: (batch, tokens) -> (batch, classes)
+        # input_ids: (batch, tokens), or (batch, 2, tokens) with the mask stacked (peftlab.data.tokens)
+        # -> (batch, classes)
+        if input_ids.dim() == 3:
+            input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class HFCausalLM(HFLogits):
+    """An HF causal LM whose forward takes stacked token ids and mask (``peftlab.data.tokens``) and
+    returns the next-token logits laid out as ``F.cross_entropy`` reads them: (batch, vocabulary,
+    tokens - 1), position t predicting token t + 1; the targets come shifted alike, padding and prompt
+    tokens -100. Its head is the LM head, which does not train under a PEFT method (GPT-2 ties it to
+    the token embeddings): ``trains_head`` False."""
+
+    trains_head = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if input_ids.dim() == 3:
+            input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[:, :-1].transpose(1, 2)
+
+
+def trains_head(model: nn.Module) -> bool:
+    """Whether a method trains the model's head beside its own parameters: a classifier's, yes; a causal
+    LM's vocabulary projection, no (``HFCausalLM``)."""
+    return getattr(model, "trains_head", True)
 
 
 def head_prefix(model: nn.Module) -> str:
     """Name of the classifier module: ``head`` for timm, ``model.classifier`` for HF (``model.score``
-    for the decoders, Llama's and GPT-2's sequence classifiers)."""
+    for the decoders, Llama's and GPT-2's sequence classifiers; ``model.lm_head`` for a causal LM)."""
+    if isinstance(model, HFCausalLM):
+        return "model.lm_head"
     if isinstance(model, HFLogits):
         return "model.score" if hasattr(model.model, "score") else "model.classifier"
     return model.pretrained_cfg.get("classifier", "head") if hasattr(model, "pretrained_cfg") else "head"
@@ -194,10 +240,11 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     ``pad_token_id`` gets its ``eos_token_id`` (0 without one). GPT-2's Conv1D layers become nn.Linear
     (``linear_from_conv1d``): the same product, so that its fused ``c_attn`` splits into q, k and v as
     timm's ``qkv`` does and every method sees the Linears it knows."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.pytorch_utils import Conv1D
 
     config = check_hf_config(cfg.path)
+    causal = cfg.task == "causal-lm"
     path = Path(cfg.path)
     has_weights = (path / HF_SAFE_WEIGHTS).is_file() or (path / f"{HF_SAFE_WEIGHTS}.index.json").is_file()
     if weights and not has_weights and any(path.glob("pytorch_model*.bin")):
@@ -205,9 +252,9 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
             f"model.path={str(path)!r} holds only pickled weights (pytorch_model.bin): expected {HF_SAFE_WEIGHTS}"
         )
     model = load_hf(
-        AutoModelForSequenceClassification,
+        AutoModelForCausalLM if causal else AutoModelForSequenceClassification,
         path,
-        num_classes,
+        None if causal else num_classes,
         weights and has_weights,
         pad_token_id=pad_token(config),
     )
@@ -216,7 +263,9 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, child, linear_from_conv1d(getattr(owner, child)))
-    return HFTextLogits(model)
+    wrapped = HFCausalLM(model) if causal else HFTextLogits(model)
+    wrapped.conv1d_names = conv1d  # written back as Conv1D by save_hf_model
+    return wrapped
 
 
 def hf_source_of(path: str | Path) -> tuple[str, int]:
@@ -254,8 +303,9 @@ def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
     return linear
 
 
-def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overrides) -> nn.Module:
-    """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head: ``from_pretrained``
+def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, **overrides) -> nn.Module:
+    """``auto_cls`` (an ``AutoModelFor...`` class) with a fresh ``num_classes`` head (None: its own head, a
+    causal LM's): ``from_pretrained``
     (safetensors only: a directory from the hub may hold a pickled pytorch_model.bin instead), or
     ``from_config`` without ``weights``; ``overrides`` replace values of its config.
     transformers' load reports (the re-initialised head, ...) go to its logger at error level only:
@@ -264,17 +314,20 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
     from transformers import AutoConfig
 
     quiet_transformers()
-    labels = {
-        "num_labels": num_classes,
-        "id2label": {i: str(i) for i in range(num_classes)},
-        "label2id": {str(i): i for i in range(num_classes)},
-    }
-    verbosity = transformers.logging.get_verbosity()
+    labels = {}
+    if num_classes is not None:
+        labels = {
+            "num_labels": num_classes,
+            "id2label": {i: str(i) for i in range(num_classes)},
+            "label2id": {str(i): i for i in range(num_classes)},
+        }
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # its "Loading weights" bar: one local file, a blink
     try:
         if weights:
             return auto_cls.from_pretrained(
-                path, ignore_mismatched_sizes=True, use_safetensors=True, **labels, **overrides
+                path, ignore_mismatched_sizes=num_classes is not None, use_safetensors=True, **labels, **overrides
             )
         return auto_cls.from_config(AutoConfig.from_pretrained(path, **labels, **overrides))
     except Exception as err:
@@ -283,21 +336,14 @@ def load_hf(auto_cls, path: str | Path, num_classes: int, weights: bool, **overr
         ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
-def refuse_text_training(cfg: ModelConfig) -> None:
-    """One ConfigError line for a text model where a run would train it: text data, tokenization and
-    the text recipe are not built yet (issue 35), and the image recipe would fail deep inside."""
-    if cfg.source == "hf-text":
-        raise ConfigError(
-            f"model.source='hf-text' ({cfg.path}): training text models is not built yet; "
-            "peftlab params counts them (expected model.source timm or hf for train and study)"
-        )
-
-
-def input_spec_for(cfg: ModelConfig) -> InputSpec:
+def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:
     """The input a configured model expects, without building its weights (meta device)."""
-    refuse_text_training(cfg)  # a text model takes token ids, not images
+    if cfg.source == "hf-text":
+        return TextSpec(check_hf_config(cfg.path), max_length)  # max_length: data.max_length
     if cfg.source == "hf":
         from transformers import AutoConfig
 

@@ -344,6 +344,13 @@ LATE_FIELDS: dict[str, Any] = {
     "train.label_smoothing": 0.0,
     "protocol": "none",
     "data.group": None,
+    "data.text_column": "text",
+    "model.task": "classification",
+    "data.max_length": 128,
+    "data.padding": "longest",
+    "data.truncation": True,
+    "data.text_pair_column": None,
+    "data.label_column": "label",
 }
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
@@ -352,7 +359,14 @@ UNHASHED_FIELDS = ("track", "train.reproducible")
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.
-HASHED_AS: dict[tuple[str, Any], Any] = {("train.precision", "auto"): "fp32"}
+HASHED_AS: dict[tuple[str, Any], Any] = {
+    ("train.precision", "auto"): "fp32",
+    ("quant.skip", ("head", "classifier", "score", "lm_head", "patch_embed.*")): [
+        "head",
+        "classifier",
+        "patch_embed.*",
+    ],
+}
 # The same for one method's field, as (method, field, new default) -> the old default: IA3's
 # target_modules was the list of its paper's places, which its preset 'standard' now names.
 METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
@@ -378,7 +392,7 @@ def hashed_dict(plain: dict) -> dict:
     for (dotted, value), old in HASHED_AS.items():
         section, _, name = dotted.rpartition(".")
         fields = data.get(section) if section else data
-        if isinstance(fields, dict) and fields.get(name) == value:
+        if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
             fields[name] = old
     for (method, name, value), old in METHOD_HASHED_AS.items():
         if data["method"]["name"] == method and data["method"].get(name) == value:

@@ -27,6 +27,10 @@ DATASET_NAMES = (
     "filelist",
     *suite_dataset_names(),
 )
+# text (peftlab.data.text): a folder of train/test files (labelled texts; instructions in Alpaca's
+# format for a causal LM), or a GLUE task as GLUE's download script writes it
+GLUE_TASKS = ("sst2", "mrpc", "rte", "cola", "qnli")
+TEXT_DATASET_NAMES = ("text", "instructions", *(f"glue/{task}" for task in GLUE_TASKS))
 DATASET_CLASSES = {
     "mnist": 10,
     "fashion_mnist": 10,
@@ -34,6 +38,7 @@ DATASET_CLASSES = {
     "cifar100": 100,
     "tiny_imagenet": 200,
     **{f"{suite}/{task.name}": task.num_classes for suite, tasks in SUITES.items() for task in tasks.values()},
+    **{f"glue/{task}": 2 for task in GLUE_TASKS},
 }
 
 # What a config or study file may be: beyond these it is refused with one line, before it
@@ -46,6 +51,7 @@ MAX_THREADS = 1024
 MAX_IMG_SIZE = 8192
 MAX_DEPTH = 256  # transformer blocks (timm's deepest ViTs have 48)
 MAX_EMBED_DIM = 65536
+MAX_TEXT_TOKENS = 1 << 17  # data.max_length: tokens per text example
 MAX_MLP_DIM = 4 * MAX_EMBED_DIM  # an HF config's intermediate_size (timm's ViTs: 4 x embed_dim)
 
 
@@ -66,11 +72,12 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 def check_dataset_name(name: str) -> None:
     suites = ", ".join(f"{suite}/<{'|'.join(tasks)}>" for suite, tasks in SUITES.items())
+    text = f"text, instructions, glue/<{'|'.join(GLUE_TASKS)}>"
     check_field(
-        name in DATASET_NAMES,
+        name in DATASET_NAMES or name in TEXT_DATASET_NAMES,
         "data.name",
         name,
-        "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + ", " + suites,
+        "one of " + ", ".join(n for n in DATASET_NAMES if "/" not in n) + f", {suites}, {text}",
     )
 
 
@@ -169,3 +176,26 @@ def resolve_steps(value: int | float, total: int, field_name: str) -> int:
     if isinstance(value, float):
         return int(round(value * total))
     return int(value)
+
+
+def check_modality(model, data) -> None:
+    """One ConfigError line when the data is not what the model reads: text data (``data.name`` text or
+    glue/<task>) for a text model (``model.source: hf-text``), images for every other."""
+    text_data = data.name in TEXT_DATASET_NAMES
+    if model.task == "causal-lm" and data.name not in ("text", "instructions"):
+        raise ConfigError(
+            f"data.name={data.name!r} is not language-model data: expected instructions or text for "
+            "model.task='causal-lm'"
+        )
+    if model.source == "hf-text" and not text_data:
+        raise ConfigError(
+            f"data.name={data.name!r} is image data and model.source='hf-text' reads text: "
+            "expected data.name text or glue/<task>"
+        )
+    if model.source != "hf-text" and text_data:
+        raise ConfigError(
+            f"data.name={data.name!r} is text data and model.source={model.source!r} reads images: "
+            "expected model.source hf-text"
+        )
+    if text_data and data.augment:
+        raise ConfigError("data.augment=true crops and flips images: expected false for text data")

@@ -56,7 +56,8 @@ DESCRIPTIONS = {
     "ModelConfig.in_chans": "input channels, 1 or 3 (grey images are repeated to 3)",
     "ModelConfig.drop_path_rate": "stochastic depth rate",
     "DataConfig.name": "mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet, imagefolder, filelist, "
-    "vtab1k/<task> (19 tasks) or fgvc/<cub|nabirds|flowers|dogs|cars>",
+    "vtab1k/<task> (19 tasks), fgvc/<cub|nabirds|flowers|dogs|cars>, text (a folder of train/test .jsonl, "
+    ".csv or .tsv files) or glue/<sst2|mrpc|rte|cola|qnli> (GLUE's download layout)",
     "DataConfig.trainval": "train on train + val (VTAB-1k: train800val200.txt) with no validation split: "
     "the final runs of the tuned protocol",
     "DataConfig.train_list": "filelist: the training list ('relative/path label' lines), relative to data.root",
@@ -64,6 +65,9 @@ DESCRIPTIONS = {
     "DataConfig.test_list": "filelist: the test list",
     "DataConfig.group": "filelist: the VTAB-1k group (Natural, Specialized, Structured) its task is reported under",
     "DataConfig.trainval_list": "filelist: train and val as one list, used with data.trainval (None: both lists)",
+    "DataConfig.text_column": "text: the column (JSON key) holding the text",
+    "DataConfig.text_pair_column": "text: the column of a sentence pair's second text (None: single sentences)",
+    "DataConfig.label_column": "text: the column of the label: all integers 0..k-1, or all strings (classes sorted)",
     "DataConfig.interpolation": "resizing to model.img_size, antialiased: bilinear or bicubic (VTAB-1k's protocols)",
     "DataConfig.normalize": "inputs normalized with the model's mean/std (model), ImageNet's (imagenet) or not "
     "at all (none: pixels in [0, 1])",
@@ -75,6 +79,10 @@ DESCRIPTIONS = {
     "DataConfig.train_subset": "keep N training images, class-stratified (None: all)",
     "DataConfig.val_subset": "keep N validation images (None: all)",
     "DataConfig.test_subset": "keep N test images (None: all)",
+    "ModelConfig.task": "hf-text: classification (a sequence classifier) or causal-lm (loss on the response tokens)",
+    "DataConfig.max_length": "text: tokens per example, with the model's own tokenizer",
+    "DataConfig.padding": "text: pad each batch to its longest example (longest) or to data.max_length",
+    "DataConfig.truncation": "text: cut examples to data.max_length (false: a longer example is an error)",
     "DataConfig.augment": "random crops and flips on the training images",
     "QuantConfig.group_size": "must be null (QA-LoRA's group size is method.group_size; the key stays so that "
     "run ids stay)",

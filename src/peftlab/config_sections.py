@@ -16,8 +16,10 @@ from peftlab.config_checks import (
     MAX_DEPTH,
     MAX_EMBED_DIM,
     MAX_IMG_SIZE,
+    MAX_TEXT_TOKENS,
     MAX_THREADS,
     NAME_COMPONENTS,
+    TEXT_DATASET_NAMES,
     check_dataset_name,
     check_field,
     check_regex,
@@ -28,6 +30,9 @@ from peftlab.config_checks import (
 class ModelConfig:
     name: str = "deit_tiny_patch16_224"
     source: Literal["timm", "hf", "hf-text"] = "timm"
+    # hf-text: a sequence classifier (AutoModelForSequenceClassification) or a causal LM
+    # (AutoModelForCausalLM, its loss on the response tokens, perplexity reported)
+    task: Literal["classification", "causal-lm"] = "classification"
     # "none" (random init), "hub" (timm's Hugging Face hub weights, safetensors: downloaded into the hub cache,
     # or read from it with HF_HUB_OFFLINE=1) or a .safetensors path
     pretrained: str = "none"
@@ -56,6 +61,12 @@ class ModelConfig:
             value = getattr(self, name)
             check_field(value is None or value <= most, f"model.{name}", value, f"an integer in [1, {most}] or null")
         check_field(self.in_chans in (1, 3), "model.in_chans", self.in_chans, "1 or 3")
+        check_field(
+            self.task == "classification" or self.source == "hf-text",
+            "model.task",
+            self.task,
+            "classification unless model.source is hf-text",
+        )
         check_field(0.0 <= self.drop_path_rate < 1.0, "model.drop_path_rate", self.drop_path_rate, "a value in [0, 1)")
         if self.img_size and self.patch_size:
             check_field(
@@ -112,9 +123,18 @@ class DataConfig:
     # filelist: the VTAB-1k group the task is reported under (the report's VTAB tables), e.g. a VTAB-style
     # task of one's own such as `peftlab data vtab-demo`'s
     group: Literal["Natural", "Specialized", "Structured"] | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    # text data (model.source hf-text): tokens per example, with the model's own tokenizer
+    max_length: int = 128
+    # longest: each batch padded to its longest example; max_length: every batch to data.max_length
+    padding: Literal["longest", "max_length"] = "longest"
+    truncation: bool = True  # false: an example longer than data.max_length is an error, not cut
 
     def __post_init__(self):
         check_dataset_name(self.name)
+        self.check_text_fields()
         for name in ("train_list", "val_list", "test_list", "trainval_list"):
             value = getattr(self, name)
             check_field(
@@ -172,6 +192,34 @@ class DataConfig:
             "an integer >= 0 (0: decode in the main process) or null (by device)",
         )
 
+    def check_text_fields(self) -> None:
+        """The text keys: columns only for data.name text, a folder for every text dataset, max_length."""
+        for name, default in (("text_column", "text"), ("text_pair_column", None), ("label_column", "label")):
+            value = getattr(self, name)
+            check_field(
+                value == default or self.name == "text",
+                f"data.{name}",
+                value,
+                f"{'null' if default is None else repr(default)} unless data.name is 'text' "
+                "(a GLUE task's columns are its own)",
+            )
+            named = isinstance(value, str) and value != ""
+            check_field(named or (value is None and default is None), f"data.{name}", value, "a column name")
+        check_field(
+            self.text_pair_column != self.text_column,
+            "data.text_pair_column",
+            self.text_pair_column,
+            "null or a column other than data.text_column",
+        )
+        if self.name in TEXT_DATASET_NAMES:
+            check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}")
+        check_field(
+            1 <= self.max_length <= MAX_TEXT_TOKENS,
+            "data.max_length",
+            self.max_length,
+            f"an integer in [1, {MAX_TEXT_TOKENS}]",
+        )
+
 
 @dataclass(frozen=True)
 class MethodConfig:
@@ -202,8 +250,9 @@ class QuantConfig:
     double_quant: bool = False  # 4-bit only: quantize the absmax statistics too (bnb compress_statistics)
     compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # 4-bit matmul dtype; fp32 on CPU
     # Linear modules left in full precision: regexes matched against whole name components
-    # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d
-    skip: tuple[str, ...] = ("head", "classifier", "patch_embed.*")
+    # (``head`` skips ``head`` and ``base_model.model.head``); the patch embedding is a Conv2d; ``score``
+    # is the decoders' (Llama's, GPT-2's) sequence-classification head, ``lm_head`` a causal LM's
+    skip: tuple[str, ...] = ("head", "classifier", "score", "lm_head", "patch_embed.*")
     # kept so that run ids (hashes of the whole config) stay what they were; QA-LoRA's group size is
     # method.group_size (method.name: qalora), which also sets the adapter's input pooling
     group_size: int | None = None

@@ -33,7 +33,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from peftlab.backbones import build_backbone, input_spec, timm_kwargs
+from peftlab.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.errors import UserError, WeightsError
@@ -50,6 +50,32 @@ from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.weights import read_safetensors
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
+
+
+def conv1d_from_linear(linear: torch.nn.Linear) -> torch.nn.Module:
+    """transformers' ``Conv1D`` computing what ``linear`` computes (``linear_from_conv1d`` undone)."""
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(linear.out_features, linear.in_features)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.t())
+        conv.bias.copy_(linear.bias)
+    return conv
+
+
+def save_hf_model(model: HFLogits, out: str | Path) -> None:
+    """``model``'s transformers model as ``save_pretrained`` writes it, in the layout transformers builds:
+    GPT-2's Linears (``build_hf_text``) written back as its Conv1D modules, (in, out) weights."""
+    import copy
+
+    inner, names = model.model, getattr(model, "conv1d_names", [])
+    if names:
+        inner = copy.deepcopy(inner)
+        for name in names:
+            parent, _, child = name.rpartition(".")
+            owner = inner.get_submodule(parent) if parent else inner
+            setattr(owner, child, conv1d_from_linear(getattr(owner, child)))
+    inner.save_pretrained(out)
 
 
 def write_peft_adapter(tuner, out_dir: Path) -> bool:
@@ -132,6 +158,9 @@ def completed_result(run_dir: Path) -> RunResult:
 
 
 def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
+    """The classes of the run's head, from its result; 0 for a causal LM, whose head is its vocabulary's."""
+    if cfg.model.task == "causal-lm":
+        return 0
     try:
         number = cfg.model.num_classes or result["provenance"]["data"]["num_classes"]
     except (KeyError, TypeError):
@@ -168,7 +197,7 @@ def check_finite_weights(model: torch.nn.Module, run_dir: Path) -> None:
 
 def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
     cfg = load_config(run_dir / "config.yaml")
-    hf = cfg.model.source == "hf" and not quantized
+    hf = cfg.model.source in HF_SOURCES and not quantized
     if out.is_dir() and not hf:
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     if hf and out.exists() and not out.is_dir():
@@ -197,8 +226,8 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
     check_finite_weights(model, run_dir)
     num_classes = num_classes_of(cfg, result, run_dir)
-    if hf:  # a directory that transformers' AutoModelForImageClassification.from_pretrained loads
-        model.model.save_pretrained(out)
+    if hf:  # a directory that transformers' AutoModelFor...Classification (or CausalLM).from_pretrained loads
+        save_hf_model(model, out)
         return out
     spec = input_spec(model)
     metadata = {

@@ -83,7 +83,7 @@ HF_LAYER = re.compile(r"^.*\.(?:layers?|h)\.(\d+)\.(.+)$")
 def family_of(model: nn.Module) -> Family:
     """The family of a timm model, ``HF`` for a transformers one (``OTHER`` for a class peftlab does not know)."""
     kind = type(model).__name__
-    if kind in ("HFLogits", "HFTextLogits"):
+    if any(cls.__name__ == "HFLogits" for cls in type(model).__mro__):  # its text and prompt-learning subclasses
         return HF
     if kind == "VisionTransformerDistilled":
         return DISTILLED

@@ -28,6 +28,23 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return {k: int(v) for k, v in topk_hits(logits, labels, ks).items()}
 
 
+def confusion_scores(confusion: torch.Tensor) -> dict[str, float | None]:
+    """GLUE's other two scores from a labels x predictions count matrix: ``f1``, the F1 of class 1 on a
+    two-class task (MRPC's and QQP's; None with more classes), and ``matthews``, the Matthews correlation
+    coefficient (CoLA's; the multi-class form, Gorodkin's R_K, which sklearn computes too; 0 when every
+    label or every prediction is one class)."""
+    c = confusion.double()
+    f1 = None
+    if c.shape[0] == 2:
+        true_pos, predicted, actual = c[1, 1], c[:, 1].sum(), c[1].sum()
+        f1 = float(2 * true_pos / (predicted + actual)) if predicted + actual > 0 else 0.0
+    n, correct = c.sum(), c.trace()
+    t, p = c.sum(1), c.sum(0)  # per class: labelled, predicted
+    denominator = ((n * n - (p * p).sum()) * (n * n - (t * t).sum())).sqrt()
+    matthews = float((correct * n - (t * p).sum()) / denominator) if denominator > 0 else 0.0
+    return {"f1": f1, "matthews": matthews}
+
+
 def weights_bytes(model: nn.Module) -> int:
     """Bytes held by the model's parameters and buffers (each storage once)."""
     seen, total = set(), 0

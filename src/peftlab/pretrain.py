@@ -74,17 +74,25 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     run_dir = out_dir / "run"
     if (run_dir / "config.yaml").exists() and not same_config(run_dir / "config.yaml", cfg):
         shutil.rmtree(run_dir)  # an older pretraining config: start afresh
-    result = train(cfg, run_dir, progress=progress)
+    if cfg.model.source == "hf-text":  # a causal LM and its tokenizer, saved as an HF model directory
+        from peftlab.text_base import pretrain_text
+
+        trained = pretrain_text(cfg, out_dir, progress)
+        result, weights = trained["result"], out_dir / "model.safetensors"
+    else:
+        result = train(cfg, run_dir, progress=progress)
+        weights = out_dir / "model.safetensors"
     if result["status"] != "completed":
         raise UserError(f"pretraining in {run_dir} {result['status']}: {result['error']}")
-    weights = out_dir / "model.safetensors"
-    write_atomic(weights, lambda tmp: shutil.copyfile(run_dir / "adapter.safetensors", tmp))
+    if cfg.model.source != "hf-text":
+        write_atomic(weights, lambda tmp: shutil.copyfile(run_dir / "adapter.safetensors", tmp))
     manifest = {
         "architecture": to_dict(cfg.model),
         "data": to_dict(cfg.data),
         "seed": cfg.seed,
         "test_top1": result["metrics"]["test_top1"],
         "test_top5": result["metrics"]["test_top5"],
+        "test_perplexity": result["metrics"].get("test_perplexity"),
         "train_seconds": result["timing"]["train_seconds"],
         "params": result["params"],
         "sha256": hash_file(weights),

@@ -10,21 +10,35 @@ analysis reads the record, the recipe writes it.
 from __future__ import annotations
 
 
-def protocol_card(cfg, split_sources: dict[str, str], img_size: int, mean, std, counts: dict) -> dict:
+def protocol_card(cfg, split_sources: dict[str, str], img_size: int | None, mean, std, counts: dict) -> dict:
     """The record of one run: ``cfg`` its RunConfig, ``split_sources`` the data info's, ``counts`` its
-    final parameter counts (trainable with and without the head)."""
+    final parameter counts (trainable with and without the head); ``img_size`` None for a text model,
+    whose inputs are its tokens (``tokens``)."""
     data, train = cfg.data, cfg.train
-    normalization = {
-        "model": f"the model's: mean {format_values(mean)}, std {format_values(std)}",
-        "imagenet": "ImageNet's: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)",
-        "none": "none: pixels in [0, 1]",
-    }[data.normalize]
     head = counts.get("head")
+    text = img_size is None
+    if text:
+        inputs = {
+            "resolution": None,
+            "interpolation": None,
+            "normalization": None,
+            "tokens": f"at most {data.max_length} per example, the model's tokenizer; padding {data.padding}; "
+            + ("longer examples cut" if data.truncation else "no example cut"),
+        }
+    else:
+        inputs = {
+            "resolution": img_size,
+            "interpolation": f"{data.interpolation}, antialiased",
+            "normalization": {
+                "model": f"the model's: mean {format_values(mean)}, std {format_values(std)}",
+                "imagenet": "ImageNet's: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)",
+                "none": "none: pixels in [0, 1]",
+            }[data.normalize],
+            "tokens": None,
+        }
     return {
-        "resolution": img_size,
-        "interpolation": f"{data.interpolation}, antialiased",
-        "normalization": normalization,
-        "augmentation": "random crop and horizontal flip" if data.augment else "none",
+        **inputs,
+        "augmentation": "random crop and horizontal flip" if data.augment and not text else "none",
         "epochs": train.epochs,
         "warmup": f"{train.warmup_ratio:g} of the steps, linear",
         "schedule": "cosine decay to 0",

@@ -33,6 +33,10 @@ class Metrics(TypedDict):
     best_val_top1: float | None  # the best validation top-1 of any evaluation, the final one included
     test_loss: float | None  # mean test cross-entropy (no label smoothing); null for a tuning trial
     merged_test_top1: float | None  # test top-1 of the merged model; null where nothing merges, or for a tuning trial
+    test_f1: float | None  # test F1 of class 1 on a two-class task (GLUE MRPC's score); null with more classes
+    test_matthews: float | None  # test Matthews correlation, multi-class form (GLUE CoLA's score); null for an LM
+    test_perplexity: float | None  # a causal LM's test perplexity (exp of the mean loss per response token)
+    val_perplexity: float | None  # a causal LM's validation perplexity of the final weights
 
 
 class Params(TypedDict, total=False):

@@ -8,7 +8,7 @@ import copy
 import pytest
 import timm
 import torch
-from testkit import TINY_MODEL, check_cell
+from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, check_cell
 
 from peftlab.config import load_config
 from peftlab.errors import ConfigError
@@ -52,6 +52,8 @@ NO_IDENTITY = {"vpt", "qalora"}
 
 
 def expected_refusal(family: str, method: str) -> str | None:
+    if method in TEXT_ONLY:
+        return f"method.name='{method}' {TEXT_ONLY_REFUSAL}.*not {type(base_model(family)).__name__}"
     return REFUSED.get((family, method))
 
 

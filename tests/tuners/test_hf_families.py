@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from testkit import PRESET_PARTS, check_cell, hf_vision_model
+from testkit import PRESET_PARTS, TEXT_ONLY, TEXT_ONLY_REFUSAL, check_cell, hf_vision_model
 
 from peftlab.backbones import build_hf
 from peftlab.config import load_config
@@ -54,6 +54,11 @@ def images(family: str) -> torch.Tensor:
 def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, family, method, tmp_path):
     cfg, base = load(hf_dirs, family, method)
     torch.manual_seed(0)
+    if method in TEXT_ONLY:
+        with pytest.raises(ConfigError, match=f"{TEXT_ONLY_REFUSAL}.*not {type(base.model).__name__}") as caught:
+            apply_tuner(copy.deepcopy(base), cfg)
+        assert "\n" not in str(caught.value)
+        return
     if method in HAND_WRITTEN:
         with pytest.raises(ConfigError, match="supports timm ViT, EVA, BEiT and Swin models") as caught:
             apply_tuner(copy.deepcopy(base), cfg)

@@ -331,7 +331,9 @@ def test_vpt_prompts_follow_register_tokens():
     assert torch.equal(seen[0][:, 3:5], tuner.model.blocks[0].prompt.expand(4, -1, -1))
 
 
-@pytest.mark.parametrize("method", ZOO + ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"])
+@pytest.mark.parametrize(
+    "method", ZOO + ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft", "prompt_tuning", "prefix_tuning"]
+)
 def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(method):
     import re
     from pathlib import Path

@@ -225,6 +225,10 @@ METHOD_SENTENCES = {
     "angles between the layer's neurons \\citep{qiu2023oft}. ",
     "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
     "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
+    "prompt_tuning": "Prompt tuning puts learned embeddings of virtual tokens before the text of a frozen language "
+    "model \\citep{lester2021prompt}. ",
+    "prefix_tuning": "Prefix tuning gives every attention layer learned keys and values of virtual tokens before the "
+    "text, with the language model frozen \\citep{li2021prefix}. ",
 }
 
 

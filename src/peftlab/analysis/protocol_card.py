@@ -18,6 +18,7 @@ ROWS = (  # (record key, what the card calls it)
     ("resolution", "resolution (px)"),
     ("interpolation", "interpolation"),
     ("normalization", "normalization"),
+    ("tokens", "tokens"),
     ("augmentation", "augmentation"),
     ("epochs", "epochs"),
     ("warmup", "warm-up"),
@@ -68,7 +69,7 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     rows = [
         (name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
         for key, name in ROWS
-        if f"protocol.{key}" in runs
+        if f"protocol.{key}" in runs and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
     ]
     rows.append(
         (

@@ -176,6 +176,19 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     return lines
 
 
+def model_names(df: pd.DataFrame) -> pd.Series:
+    """Each run's model: timm's model name, or the name of an HF model directory (model.source hf, hf-text),
+    whose model.name is left at its default."""
+    source = df.get("config.model.source", pd.Series("timm", index=df.index)).fillna("timm")
+    paths = df.get("config.model.path", pd.Series(None, index=df.index, dtype=object))
+    folders = paths.map(lambda path: Path(path).name if isinstance(path, str) else None)
+    return df.get("config.model.name", pd.Series(None, index=df.index)).where(source == "timm", folders)
+
+
+def is_text(df: pd.DataFrame) -> bool:
+    return bool((df.get("config.model.source", pd.Series(dtype=object)) == "hf-text").any())
+
+
 def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     wall = done.get("timing.wall_seconds", pd.Series(dtype=float)).sum()
@@ -187,14 +200,15 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
         f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))})",
         f"- methods: {', '.join(sorted(df['method'].unique()))}",
     ]
-    for column, name in (("config.model.name", "models"), (TASK, "datasets"), ("config.quant.mode", "quantization")):
+    lines.append(f"- models: {', '.join(sorted(set(model_names(df).dropna())))}")
+    for column, name in ((TASK, "datasets"), ("config.quant.mode", "quantization")):
         if column in df:
             lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
     if "config.data.train_subset" in df:
         subsets = sorted(df["config.data.train_subset"].dropna().unique())
         images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
         lines.append(
-            f"- training images per run: {images}"
+            f"- training {'examples' if is_text(df) else 'images'} per run: {images}"
             f"; epochs: {', '.join(map(str, sorted(df['config.train.epochs'].dropna().unique())))}"
         )
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")

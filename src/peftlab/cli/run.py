@@ -34,10 +34,10 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.backbones import refuse_text_training  # torch: after the arithmetic is pinned
+    from peftlab.config_checks import check_modality
     from peftlab.training.run import train
 
-    refuse_text_training(cfg.model)
+    check_modality(cfg.model, cfg.data)
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir, progress=not args.quiet)
@@ -119,10 +119,14 @@ def cmd_pretrain(args) -> int:
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
     state = "reused cached" if manifest["cached"] else "trained"
+    score = (
+        f"test perplexity {manifest['test_perplexity']:.1f}"
+        if manifest.get("test_perplexity") is not None  # a text base: a causal LM
+        else f"test top-1 {100 * manifest['test_top1']:.2f}%"
+    )
     print(
-        f"{state} base {out_dir / manifest['weights']}: test top-1 {100 * manifest['test_top1']:.2f}% "
-        f"on {manifest['data']['name']}, pretraining took {manifest['train_seconds']:.0f}s of training, "
-        f"sha256 {manifest['sha256'][:12]}"
+        f"{state} base {out_dir / manifest['weights']}: {score} on {manifest['data']['name']}, "
+        f"pretraining took {manifest['train_seconds']:.0f}s of training, sha256 {manifest['sha256'][:12]}"
     )
     return 0
 
@@ -206,6 +210,7 @@ def add_params(sub) -> None:
     p.add_argument("--method", default="full", help=method_names())
     p.add_argument("--r", type=int, help="rank: method.r (default: the method's own, 8 for LoRA)")
     p.add_argument("--targets", help="standard, extended or all-linear")
+    p.add_argument("--num-virtual-tokens", type=int, help="prompt_tuning, prefix_tuning: method.num_virtual_tokens")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_params)
 
@@ -261,7 +266,12 @@ def params_config_of_name(args):
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
     model = params_model_of_dir(args) if Path(args.model).is_dir() else params_model_of_name(args)
-    method = {"name": args.method, "r": args.r, "target_modules": args.targets}
+    method = {
+        "name": args.method,
+        "r": args.r,
+        "target_modules": args.targets,
+        "num_virtual_tokens": args.num_virtual_tokens,
+    }
     method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 

@@ -1,4 +1,5 @@
-"""The commands beside runs and studies: bench, data info, data vtab-demo, config-reference.
+"""The commands beside runs and studies: bench, data info, data vtab-demo, data fortunes-task, data
+fortunes-corpus, config-reference.
 
 Each ``add_<command>(subparsers)`` declares the command's arguments beside ``cmd_<command>(args)``,
 which runs it and returns the exit status.
@@ -114,7 +115,9 @@ def cmd_bench(args) -> int:
 
 def add_data(sub) -> None:
     p = sub.add_parser("data", help="dataset commands")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info, vtab-demo")
+    data_sub = p.add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND", help="info, vtab-demo, fortunes-task, fortunes-corpus"
+    )
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
@@ -125,6 +128,7 @@ def add_data(sub) -> None:
     )
     q.set_defaults(func=cmd_data_info)
     add_data_vtab_demo(data_sub)
+    add_data_fortunes(data_sub)
 
 
 def cmd_data_info(args) -> int:
@@ -177,6 +181,60 @@ def cmd_data_vtab_demo(args) -> int:
         print(f"note: {leftover} is what an interrupted vtab-demo left; delete it", file=sys.stderr)
     sizes = ", ".join(f"{name} {size:,}" for name, size in task.sizes.items())
     print(f"{'wrote' if task.written else 'already there, nothing written:'} {task.folder}: {sizes}")
+    return 0
+
+
+def add_data_fortunes(data_sub) -> None:
+    q = data_sub.add_parser(
+        "fortunes-task",
+        help="write a text-classification task (data.name: text) from Debian's fortunes, offline: "
+        "which category a quote comes from",
+    )
+    q.add_argument("--out", help="the task folder, data.root of a run (default: <data cache>/fortunes/task)")
+    q.add_argument("--seed", type=at_least(0), default=0, help="seed of the per-class and test draws (default 0)")
+    q.add_argument(
+        "--categories",
+        help="the classes: English fortune categories, comma-separated (default computers,men-women,politics,science)",
+    )
+    q.add_argument(
+        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
+    )
+    q.set_defaults(func=cmd_data_fortunes_task)
+    q = data_sub.add_parser(
+        "fortunes-corpus",
+        help="write the English fortunes outside the task's categories, one quote a line: an offline LM corpus",
+    )
+    q.add_argument("--out", help="the corpus folder (default: <data cache>/fortunes/corpus)")
+    q.add_argument(
+        "--categories",
+        help="the task's categories, left out of the corpus: the same --categories as fortunes-task's (default "
+        "computers,men-women,politics,science)",
+    )
+    q.add_argument(
+        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
+    )
+    q.set_defaults(func=cmd_data_fortunes_corpus)
+
+
+def cmd_data_fortunes_task(args) -> int:
+    from peftlab.data.fortunes import parse_categories, write_fortunes_task
+
+    task = write_fortunes_task(args.out, parse_categories(args.categories), args.seed, args.fortunes_dir)
+    return report_fortunes(task, "fortunes-task")
+
+
+def cmd_data_fortunes_corpus(args) -> int:
+    from peftlab.data.fortunes import parse_categories, write_fortunes_corpus
+
+    corpus = write_fortunes_corpus(args.out, parse_categories(args.categories), args.fortunes_dir)
+    return report_fortunes(corpus, "fortunes-corpus")
+
+
+def report_fortunes(output, command: str) -> int:
+    for leftover in output.leftovers:
+        print(f"note: {leftover} is what an interrupted {command} left; delete it", file=sys.stderr)
+    sizes = ", ".join(f"{name} {size:,} lines" for name, size in output.sizes.items())
+    print(f"{'wrote' if output.written else 'already there, nothing written:'} {output.folder}: {sizes}")
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from peftlab.config_checks import TEXT_DATASET_NAMES
 from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (
     ArrayDataset,
@@ -32,38 +33,14 @@ from peftlab.data.image_checks import checked_headers, headers_file, image_heade
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
-from peftlab.data.records import RawData, Samples, concat
+from peftlab.data.records import DataInfo, RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
-from peftlab.data.splits import (
-    STREAM_TEST_SUBSET,
-    STREAM_TRAIN_SUBSET,
-    STREAM_VAL_SUBSET,
-    pick_subset,
-    select_classes,
-    split_train_val,
-)
+from peftlab.data.splits import select_and_subset, split_train_val
+from peftlab.data.text import load_text_splits
 from peftlab.errors import DataError
 from peftlab.suites import suite_task
 
 DIGIT_DATASETS = ("mnist",)  # no horizontal flips
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What was read and how it was split; JSON-able with dataclasses.asdict."""
-
-    name: str
-    source: str  # folder the files were read from
-    num_classes: int
-    class_names: list[str]
-    split_sizes: dict[str, int]  # {"train": .., "val": .., "test": ..}
-    sha256: dict[str, str]  # file name (or "images:<n files>") -> hex digest
-    notes: list[str]
-    # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
-    # "test": "<root>/val"}
-    split_sources: dict[str, str] = field(default_factory=dict)
-    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
-    manifests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,19 +59,7 @@ def load_splits(cfg) -> tuple[dict[str, Samples], DataInfo]:
         read = read_stored_splits(cfg)
     splits, class_names, notes = read.splits, read.class_names, list(read.notes)
 
-    if cfg.classes is not None:
-        for split, samples in splits.items():
-            index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
-            splits[split] = Samples(samples.images[index], labels)
-        class_names = [class_names[c] for c in cfg.classes]
-        notes.append(f"label set: original labels {list(cfg.classes)} relabelled 0..{len(class_names) - 1}")
-
-    streams = {"train": STREAM_TRAIN_SUBSET, "val": STREAM_VAL_SUBSET, "test": STREAM_TEST_SUBSET}
-    for split, subset in (("train", cfg.train_subset), ("val", cfg.val_subset), ("test", cfg.test_subset)):
-        samples = splits[split]
-        if subset is not None and subset < len(samples):
-            notes.append(f"{split}_subset: kept {subset} of {len(samples)} (class-stratified, seed {cfg.split_seed})")
-            splits[split] = samples.take(pick_subset(samples.labels, subset, cfg.split_seed, streams[split]))
+    class_names = select_and_subset(splits, class_names, cfg, notes)
 
     for split in ("train", "test"):
         if len(splits[split]) == 0:
@@ -219,6 +184,8 @@ def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[st
 def check_images(cfg) -> tuple[int, list[str]]:
     """Check and decode every image file of a file dataset (TinyImageNet, ImageFolder, the listed ones): the
     number of files checked and one line per file that a run refuses. Array datasets hold no files."""
+    if cfg.name in TEXT_DATASET_NAMES:  # no images: describe_data checks every line of a text dataset
+        return 0, []
     if is_listed(cfg.name):
         listed = read_listed(cfg)
         splits = [listed.train, listed.test] + [s for s in (listed.val, listed.trainval) if s is not None]
@@ -256,6 +223,8 @@ def split_sources(raw: RawData, cfg) -> dict[str, str]:
 
 def describe_data(cfg) -> DataInfo:
     """Read and check the dataset's files and split them; no transforms, no tensors."""
+    if cfg.name in TEXT_DATASET_NAMES:
+        return load_text_splits(cfg)[1]
     return load_splits(cfg)[1]
 
 

@@ -139,3 +139,21 @@ def read_lines(path: Path) -> list[str]:
         return read_data_file(path).decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start})") from None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What was read and how it was split; JSON-able with dataclasses.asdict."""
+
+    name: str
+    source: str  # folder the files were read from
+    num_classes: int
+    class_names: list[str]
+    split_sizes: dict[str, int]  # {"train": .., "val": .., "test": ..}
+    sha256: dict[str, str]  # file name (or "images:<n files>") -> hex digest
+    notes: list[str]
+    # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
+    # "test": "<root>/val"}
+    split_sources: dict[str, str] = field(default_factory=dict)
+    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
+    manifests: dict[str, str] = field(default_factory=dict)

@@ -5,6 +5,8 @@ independent stream per purpose, so changing e.g. `train_subset` never moves the
 train/val boundary. Returned index arrays are sorted (original order is kept).
 """
 
+import dataclasses
+
 import numpy as np
 
 from peftlab.errors import ConfigError
@@ -71,3 +73,22 @@ def select_classes(labels: np.ndarray, classes: list[int] | None, num_classes: i
     new_label[classes] = np.arange(len(classes))
     index = np.flatnonzero(new_label[labels] >= 0)
     return index, new_label[labels[index]]
+
+
+def select_and_subset(splits: dict, class_names: list[str], cfg, notes: list[str]) -> list[str]:
+    """``data.classes`` (relabelled 0..k-1) and the class-stratified subsets applied to ``splits`` in place
+    (a split: any dataclass with ``labels`` and ``take``, images or texts), a note for each; the class names
+    kept."""
+    if cfg.classes is not None:
+        for split, samples in splits.items():
+            index, labels = select_classes(samples.labels, cfg.classes, len(class_names))
+            splits[split] = dataclasses.replace(samples.take(index), labels=labels)
+        class_names = [class_names[c] for c in cfg.classes]
+        notes.append(f"label set: original labels {list(cfg.classes)} relabelled 0..{len(class_names) - 1}")
+    streams = {"train": STREAM_TRAIN_SUBSET, "val": STREAM_VAL_SUBSET, "test": STREAM_TEST_SUBSET}
+    for split, subset in (("train", cfg.train_subset), ("val", cfg.val_subset), ("test", cfg.test_subset)):
+        samples = splits[split]
+        if subset is not None and subset < len(samples):
+            notes.append(f"{split}_subset: kept {subset} of {len(samples)} (class-stratified, seed {cfg.split_seed})")
+            splits[split] = samples.take(pick_subset(samples.labels, subset, cfg.split_seed, streams[split]))
+    return class_names

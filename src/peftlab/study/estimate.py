@@ -45,6 +45,8 @@ def images_per_epoch(cfg: RunConfig) -> tuple[int, int] | None:
 
 def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
     """The backbone's forward FLOPs for one image at the config's input size (None if it cannot be counted)."""
+    if cfg.model.source == "hf-text":  # its tokens per example are known once the data is tokenized
+        return None
     key = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True, default=str)
     if key not in cache:
         import torch

@@ -114,13 +114,24 @@ def check_report_files(report: Path) -> None:
                 check_kind(report / name / entry, False, what)
 
 
+def unwritten_text_base(study: Study, cfg):
+    """``cfg``, or for a text run whose base model the study's pretraining has yet to write, ``cfg`` with
+    the pretraining's architecture (its config.json: the same sizes, the vocabulary its tokenizer fills)."""
+    if cfg.model.source != "hf-text" or study.pretrain is None or (Path(cfg.model.path) / "config.json").is_file():
+        return cfg
+    from peftlab.config import load_config
+
+    base = load_config(study.pretrain)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=base.model.path))
+
+
 def validate_study(study: Study) -> None:
     """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
     model per architecture (its shapes, no weights), each distinct method and quant checked
     against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
     Runs share section objects (a configuration's seeds; equal sections, built once by
     ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
-    from peftlab.backbones import refuse_text_training
+    from peftlab.config_checks import check_modality
     from peftlab.params import check_against_model, meta_model
     from peftlab.tracking import check_trackers
 
@@ -132,7 +143,7 @@ def validate_study(study: Study) -> None:
             check_trackers(cfg.track)  # a missing tracker package fails before any run starts
         sections = (cfg.model, cfg.method, cfg.quant)
         try:
-            refuse_text_training(cfg.model)
+            check_modality(cfg.model, cfg.data)
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None
         if tuple(map(id, sections)) in checked:  # the study's runs keep these objects alive: ids stay theirs
@@ -148,7 +159,7 @@ def validate_study(study: Study) -> None:
         pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:
-                models[architecture] = meta_model(cfg)
+                models[architecture] = meta_model(unwritten_text_base(study, cfg))
             check_against_model(
                 cfg,
                 weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),

@@ -83,10 +83,14 @@ def run_statuses(study_dir: Path, specs: list[RunSpec]) -> dict[str, str]:
 
 def pretrain_dir(study: Study) -> Path | None:
     """Where the study's pretraining writes: the directory of the weights file its runs name
-    (``model.pretrained``, one for every run), whatever the current directory; None when the
-    runs name none or several (then ``cache/pretrained/<name>``)."""
+    (``model.pretrained``, one for every run), or the HF model directory of its text runs
+    (``model.path``), whatever the current directory; None when the runs name none or several (then
+    ``cache/pretrained/<name>``)."""
     weights = {spec.config.model.pretrained for spec in study.runs} - {"none", "hub"}
-    return Path(weights.pop()).parent if len(weights) == 1 else None
+    if weights:
+        return Path(weights.pop()).parent if len(weights) == 1 else None
+    texts = {spec.config.model.path for spec in study.runs if spec.config.model.source == "hf-text"}
+    return Path(texts.pop()) if len(texts) == 1 else None
 
 
 def run_pretraining(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -10,15 +11,23 @@ from tqdm.auto import tqdm
 
 from peftlab import metrics
 from peftlab.data.loading import BatchLoader
+from peftlab.data.tokens import IGNORED
 from peftlab.quant import restore_layout, weight_only_arithmetic
 from peftlab.training.runtime import autocast
 
+MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
 
 
 def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch on the device: (float B x C x H x W, int64 B)."""
     return next(iter(BatchLoader(dataset, device)([indices])))
+
+
+def not_evaluated(seconds: float = 0.0) -> dict:
+    """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second")
+    return {**dict.fromkeys(scores), "seconds": seconds}
 
 
 @torch.no_grad()
@@ -33,16 +42,28 @@ def evaluate(
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
     sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
+    confusion = None  # labels x predictions, counts
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
+    tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
     for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
         with autocast(precision, device):
             logits = model(images).float()
+        if logits.dim() == 3:  # a causal LM's (B, vocabulary, L - 1) against (B, L - 1) targets: per token
+            logits, labels = logits.transpose(1, 2).flatten(0, 1), labels.flatten()
+            scored = labels != IGNORED
+            logits, labels = logits[scored], labels[scored]
+            tokens += len(labels)
         hits = metrics.topk_hits(logits, labels)
         sums += torch.stack(
             [F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(), hits[5].double()]
         )
         classes = logits.shape[-1]
+        if tokens:
+            continue  # F1 and Matthews are a classifier's
+        if confusion is None:
+            confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
+        confusion += torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes)
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
     restore_layout(
@@ -50,12 +71,19 @@ def evaluate(
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
     if n == 0:  # data.val_fraction 0: no validation split, so no accuracy (never 0%)
-        return {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": seconds}
-    top5 = top5 / n if classes is None or classes > 5 else None
+        return not_evaluated(seconds)
+    scores = {"f1": None, "matthews": None, "perplexity": None}
+    if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
+        scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
+    else:
+        scores.update(metrics.confusion_scores(confusion.view(classes, classes).cpu()))
+    count = tokens or n
+    top5 = top5 / count if classes is None or classes > 5 else None
     return {
-        "loss": loss_sum / n,
-        "top1": top1 / n,
+        "loss": loss_sum / count,
+        "top1": top1 / count,
         "top5": top5,
+        **scores,
         "images_per_second": n / seconds if seconds > 0 else None,
         "seconds": seconds,
     }

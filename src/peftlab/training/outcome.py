@@ -21,7 +21,7 @@ from peftlab.monitors.run import Monitors, summarize
 from peftlab.protocol import protocol_card
 from peftlab.run_result import Memory, Metrics, RunResult, Timing
 from peftlab.training.checkpoint import Position
-from peftlab.training.evaluate import check_merge, evaluate, merge_warnings
+from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
@@ -52,10 +52,7 @@ def finish(
             built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
         )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
-        test_split, test = (
-            data.splits.val,
-            {"loss": None, "top1": None, "top5": None, "images_per_second": None, "seconds": 0.0},
-        )
+        test_split, test = data.splits.val, not_evaluated()
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
@@ -126,6 +123,10 @@ def result_record(
             best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
             test_loss=test["loss"],
             merged_test_top1=merged_test["top1"] if merged_test else None,
+            test_f1=test.get("f1"),
+            test_matthews=test.get("matthews"),
+            test_perplexity=test.get("perplexity"),
+            val_perplexity=val.get("perplexity"),
         ),
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
         ranks=tuner.ranks(),
@@ -156,9 +157,9 @@ def result_record(
         protocol=protocol_card(
             s.cfg,
             data.splits.info.split_sources,
-            data.spec.img_size,
-            data.spec.mean,
-            data.spec.std,
+            getattr(data.spec, "img_size", None),  # a text model's spec has tokens, not pixels
+            getattr(data.spec, "mean", None),
+            getattr(data.spec, "std", None),
             {**final, "head": head_count(tuner)},
         ),
         provenance=state.provenance,

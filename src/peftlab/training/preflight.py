@@ -30,7 +30,7 @@ from torch import nn
 from peftlab.backbones import HFLogits, build_backbone, build_hf, input_spec_for
 from peftlab.errors import UserError
 from peftlab.metrics import weights_bytes
-from peftlab.training.runtime import autocast, resolve_precision
+from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner
 
 GIB = 2**30
@@ -62,9 +62,7 @@ def probe(model: nn.Module, image_shape: tuple[int, int, int], precision: str, d
     was_training = model.training
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's random state untouched
-        one, two = (
-            saved_activation_bytes(model, torch.randn(n, *image_shape, device=device), precision) for n in (1, 2)
-        )
+        one, two = (saved_activation_bytes(model, example_inputs(image_shape, n, device), precision) for n in (1, 2))
     model.train(was_training)
     return one, two
 
@@ -248,13 +246,13 @@ def estimate_for_config(cfg) -> dict:
     many patches at three small grids: ``probed_for_config``)."""
     cpu = torch.device("cpu")
     num_classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
-    spec = input_spec_for(cfg.model)
+    spec = input_spec_for(cfg.model, cfg.data.max_length)
     precision = resolve_precision(cfg.train.precision, cpu)
     tuner = adapted(cfg, num_classes)
     return estimate(
         tuner.model,
         list(tuner.trainable_parameters().values()),
-        (spec.in_chans, spec.img_size, spec.img_size),
+        spec.shape,
         cfg.train.batch_size,
         precision,
         cpu,

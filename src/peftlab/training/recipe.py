@@ -22,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from peftlab import metrics, provenance, tracking
-from peftlab.backbones import base_provenance, enable_grad_checkpointing, input_spec_for
+from peftlab.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
 from peftlab.config import RunConfig
 from peftlab.config_sections import TrainConfig
 from peftlab.cpu import arithmetic_record
 from peftlab.data import build_data
 from peftlab.data.loading import BatchLoader
+from peftlab.data.tokens import build_text_data, load_tokenizer
 from peftlab.errors import ConfigError
 from peftlab.files import kill_point
 from peftlab.monitors.run import Monitors
@@ -99,10 +100,17 @@ def start(
 def load_data(s: Setting) -> Data:
     """The splits as the backbone expects them, their loaders, and the number of steps."""
     cfg, tc = s.cfg, s.tc
-    spec = input_spec_for(cfg.model)
-    splits = build_data(
-        cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
-    )
+    spec = input_spec_for(cfg.model, cfg.data.max_length)
+    if isinstance(spec, TextSpec):  # token ids with the model's own tokenizer
+        tokenizer = load_tokenizer(cfg.model.path, pad_token(spec.config))
+        # prompt and prefix tuning's virtual tokens take positions before the text
+        virtual = getattr(cfg.method, "num_virtual_tokens", 0)
+        language_model = cfg.model.task == "causal-lm"
+        splits = build_text_data(cfg.data, tokenizer, spec.config, language_model, virtual)
+    else:
+        splits = build_data(
+            cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
+        )
     train_loader = BatchLoader(splits.train, s.device, cfg.data.num_workers, persistent=True)
     val_loader = BatchLoader(splits.val, s.device, cfg.data.num_workers, persistent=True)
     num_classes = cfg.model.num_classes or splits.info.num_classes
@@ -128,7 +136,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     tuner = apply_tuner(model, s.cfg, TunerContext(total_steps=data.total_steps, device=s.device, quant=s.cfg.quant))
     model = tuner.model.to(s.device).train()
     rss_build = rss.peak_above_baseline()
-    shape = (data.spec.in_chans, data.spec.img_size, data.spec.img_size)
+    shape = data.spec.shape
     micro_batch = math.ceil(tc.batch_size / s.ranks.world_size / state.split)  # computed at once
     # a model of many patches is probed small (a forward pass at full size took minutes before a refusal)
     probed = (

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from peftlab import metrics, tracking
-from peftlab.backbones import InputSpec
+from peftlab.backbones import InputSpec, TextSpec
 from peftlab.config import RunConfig
 from peftlab.config_sections import TrainConfig
 from peftlab.data import DataBundle
@@ -56,7 +56,7 @@ class Data:
     splits: DataBundle  # train, val, test and their info
     train_loader: BatchLoader
     val_loader: BatchLoader
-    spec: InputSpec  # the image size, channels and normalization the backbone expects
+    spec: InputSpec | TextSpec  # what the backbone reads: image size, channels, normalization; or tokens
     num_classes: int
     total_steps: int
     batches_per_epoch: int

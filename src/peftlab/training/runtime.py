@@ -113,6 +113,16 @@ def fused_adamw(setting: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if setting is None else setting
 
 
+def example_inputs(shape: tuple[int, ...], n: int, device: torch.device) -> torch.Tensor:
+    """``n`` inputs of one input's ``shape`` for a probe: images (C x S x S) drawn from a normal, text
+    (2 x L: ids, mask; ``peftlab.data.tokens``) token 0 at every position, every position attended."""
+    if len(shape) == 2:
+        x = torch.zeros(n, *shape, dtype=torch.long, device=device)
+        x[:, 1] = 1
+        return x
+    return torch.randn(n, *shape, device=device)
+
+
 def compile_model(
     model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device, precision: str
 ) -> dict:
@@ -125,11 +135,11 @@ def compile_model(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             with autocast(precision, device):
-                out = model(torch.randn(train_shape, device=device))
+                out = model(example_inputs(train_shape[1:], train_shape[0], device))
             out.float().sum().backward()
             model.eval()
             with torch.no_grad(), autocast(precision, device):
-                model(torch.randn(eval_shape, device=device))
+                model(example_inputs(eval_shape[1:], eval_shape[0], device))
         record = {"used": True, "error": None}
     except Exception as err:
         model._compiled_call_impl = None  # what nn.Module.compile set: the module is eager again

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from peftlab.backbones import HFLogits, head_prefix
+from peftlab.backbones import HFLogits, head_prefix, trains_head
 from peftlab.errors import ConfigError
 from peftlab.families import canonical_names, family_of
 from peftlab.quant import quantize_base, restore_layout
@@ -50,6 +50,7 @@ class InjectionPlan:
     head: str  # the classifier module, trained in full (PEFT's modules_to_save)
     targets: list[str]  # module names to adapt, after the split (``blocks.0.attn.qkv.q``)
     to_split: list[str]  # timm's fused qkv modules split into q, k, v Linears first
+    head_trains: bool = True  # False: a causal LM's LM head, frozen as the base
 
     @property
     def target_modules(self) -> str:
@@ -57,8 +58,8 @@ class InjectionPlan:
         return "|".join(re.escape(t) for t in self.targets)
 
     @property
-    def modules_to_save(self) -> list[str]:
-        return [self.head.rpartition(".")[2]]
+    def modules_to_save(self) -> list[str] | None:
+        return [self.head.rpartition(".")[2]] if self.head_trains else None
 
 
 def linear_names(model: nn.Module, head: str) -> list[str]:
@@ -95,7 +96,7 @@ def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[
 
 def plan_injection(model: nn.Module, cfg: ModulesConfig) -> InjectionPlan:
     to_split, targets = plan_targets(model, cfg)
-    return InjectionPlan(head=head_prefix(model), targets=targets, to_split=to_split)
+    return InjectionPlan(head=head_prefix(model), targets=targets, to_split=to_split, head_trains=trains_head(model))
 
 
 def inject(model: nn.Module, plan: InjectionPlan, ctx: TunerContext, config: PeftConfig) -> PeftModel:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
+from peftlab.backbones import head_prefix, trains_head
 from peftlab.families import unused_modules
 from peftlab.tuners.base import Tuner, is_head_param
 
@@ -42,7 +42,8 @@ def train_only(model: nn.Module, names: list[str]) -> None:
     params = dict(model.named_parameters())
     for name in names:
         params[name].requires_grad_(True)
-    model.get_submodule(head_prefix(model)).requires_grad_(True)
+    if trains_head(model):  # a causal LM's LM head stays frozen
+        model.get_submodule(head_prefix(model)).requires_grad_(True)
 
 
 # BEiT's and a fused EVA's query and value biases, kept outside their bias-less qkv Linear

@@ -26,5 +26,5 @@ def apply(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    config = LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.head), use_dora=True)
+    config = LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.modules_to_save), use_dora=True)
     return DoraTuner(inject(model, plan, ctx, config), plan.head, module_ranks(cfg, plan.targets), cfg.rank_strategy)

@@ -2,7 +2,8 @@
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
+from peftlab.backbones import head_prefix, trains_head
+from peftlab.errors import ConfigError
 from peftlab.quant import quantize_base
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.linear.config import LinearConfig
@@ -13,7 +14,11 @@ class LinearTuner(Tuner):
 
 
 def check(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> None:
-    return None
+    if not trains_head(model):
+        raise ConfigError(
+            "method.name='linear' trains a classifier head alone: a causal LM has none to train "
+            "(expected model.task classification)"
+        )
 
 
 def apply(model: nn.Module, cfg: LinearConfig, ctx: TunerContext) -> LinearTuner:

@@ -84,8 +84,9 @@ def check_patterns(cfg: LoraMethodConfig, targets: list[str]) -> None:
                 )
 
 
-def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], head: str) -> dict:
-    """Keyword arguments for ``peft.LoraConfig``; a static strategy's ranks become an exact rank_pattern."""
+def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], modules_to_save: list[str] | None) -> dict:
+    """Keyword arguments for ``peft.LoraConfig``; a static strategy's ranks become an exact rank_pattern;
+    ``modules_to_save`` the head (InjectionPlan's: none for a causal LM)."""
     rank_pattern = dict(cfg.rank_pattern)
     if cfg.static_allocation:
         rank_pattern = {re.escape(name): rank for name, rank in module_ranks(cfg, targets).items()}
@@ -98,7 +99,7 @@ def lora_config_kwargs(cfg: LoraMethodConfig, targets: list[str], head: str) -> 
         "target_modules": "|".join(re.escape(t) for t in targets),
         "rank_pattern": rank_pattern,
         "alpha_pattern": dict(cfg.alpha_pattern),
-        "modules_to_save": [head.rpartition(".")[2]],
+        "modules_to_save": modules_to_save,
         "bias": "none",
     }
 

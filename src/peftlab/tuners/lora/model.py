@@ -118,6 +118,9 @@ class LoraTuner(PeftTuner):
             modules_to_save=[h.rpartition(".")[2] for h in heads] or None,
             bias="none",
             use_dora=bool(magnitudes),
+            # GPT-2's Linears are transformers' Conv1D in the plain model (peftlab builds them as nn.Linear):
+            # the same factors, which PEFT applies to a Conv1D's transposed weight when told so
+            fan_in_fan_out=isinstance(inner, HFLogits) and inner.model.config.model_type == "gpt2",
             inference_mode=True,
         )
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}, state
@@ -226,5 +229,5 @@ def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTun
     from peft import LoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    peft_model = inject(model, plan, ctx, LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.head)))
+    peft_model = inject(model, plan, ctx, LoraConfig(**lora_config_kwargs(cfg, plan.targets, plan.modules_to_save)))
     return LoraTuner(peft_model, plan.head, module_ranks(cfg, plan.targets), cfg.rank_strategy)

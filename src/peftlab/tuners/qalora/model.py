@@ -25,7 +25,7 @@ import re
 import torch
 from torch import nn
 
-from peftlab.backbones import head_prefix
+from peftlab.backbones import head_prefix, trains_head
 from peftlab.errors import ConfigError
 from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
 from peftlab.tuners.base import Tuner, TunerContext
@@ -222,6 +222,7 @@ def apply(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner
         if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
             release_freed_memory()
     replace_modules(model, targets, lambda base: QALoraLinear(base, cfg.r, cfg.lora_alpha, cfg.lora_dropout))
-    model.get_submodule(head).requires_grad_(True)
+    if trains_head(model):  # a causal LM's LM head stays frozen
+        model.get_submodule(head).requires_grad_(True)
     release_freed_memory()
     return QALoraTuner(model, head, cfg, steps, errors)

@@ -1,0 +1,183 @@
+"""Causal LMs (model.source hf-text, model.task causal-lm) on instruction data in Alpaca's format: the loss on
+the response tokens only, perplexity, frozen LM head, PEFT export, resume; small random Llama and GPT-2."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from testkit import assert_resumes_bit_identically, hf_text_dir, write_instruction_task, write_text_task
+
+from peftlab.config import load_config, to_dict
+from peftlab.errors import UserError
+from peftlab.training.run import train
+from peftlab.tuners import TUNERS
+
+FAMILIES = ("gpt2", "llama")
+PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}  # a classifier's only: refused on a causal LM
+
+
+@pytest.fixture(scope="module")
+def lm_dirs(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("lm-models")
+    return {family: hf_text_dir(root / family, family, causal=True) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory):
+    return write_instruction_task(tmp_path_factory.mktemp("instructions"))
+
+
+def lm_config(model_dir, root, method=None, data=None, **train):
+    return load_config(
+        overrides={
+            "name": "lm",
+            "model": {"source": "hf-text", "path": str(model_dir), "task": "causal-lm"},
+            "method": method or {"name": "lora", "r": 4},
+            "data": {"name": "instructions", "root": str(root), "val_fraction": 0.25, "max_length": 64, **(data or {})},
+            "train": {"max_steps": 6, "batch_size": 8, "eval_every": 3, "lr": 3e-3, **train},
+        }
+    )
+
+
+def lm_splits(cfg):
+    from peftlab.backbones import pad_token
+    from peftlab.data.tokens import build_text_data, load_tokenizer
+    from peftlab.hf_config import check_hf_config
+
+    config = check_hf_config(cfg.model.path)
+    tokenizer = load_tokenizer(cfg.model.path, pad_token(config))
+    return tokenizer, build_text_data(cfg.data, tokenizer, config, language_model=True)
+
+
+def test_the_targets_are_the_response_and_its_end_and_nothing_of_the_prompt(lm_dirs, instructions):
+    from peftlab.data.tokens import ALPACA_PROMPT, IGNORED
+
+    tokenizer, bundle = lm_splits(lm_config(lm_dirs["gpt2"], instructions))
+    row = json.loads((instructions / "test.jsonl").read_text().splitlines()[0])
+    prompt = ALPACA_PROMPT.format(instruction=row["instruction"], input=row["input"])
+    prompt_ids = [0] + tokenizer(prompt, add_special_tokens=False)["input_ids"]  # <s> first
+    response_ids = tokenizer(row["output"], add_special_tokens=False)["input_ids"] + [2]  # </s> last
+    tokens, targets = bundle.test.tokens[0], bundle.test.labels[0]
+    length = len(prompt_ids) + len(response_ids)
+    assert tokens[0, :length].tolist() == prompt_ids + response_ids
+    assert tokens[1].tolist() == [1] * length + [0] * (64 - length)
+    assert (targets[: len(prompt_ids) - 1] == IGNORED).all()  # no loss on the prompt
+    assert targets[len(prompt_ids) - 1 : length - 1].tolist() == response_ids  # position t predicts t + 1
+    assert (targets[length - 1 :] == IGNORED).all()  # nor on the padding
+
+
+def test_perplexity_is_the_exponential_of_transformers_own_loss_per_response_token(lm_dirs, instructions):
+    from peftlab.backbones import build_backbone
+    from peftlab.data.tokens import IGNORED
+    from peftlab.training.evaluate import evaluate
+
+    cfg = lm_config(lm_dirs["llama"], instructions)
+    _, bundle = lm_splits(cfg)
+    model = build_backbone(cfg.model, 0).eval()
+    got = evaluate(model, bundle.test, 5, torch.device("cpu"), "fp32", "test")  # batches of 5: per-token sums
+    tokens, targets = bundle.test.tokens, bundle.test.labels
+    labels = torch.cat([torch.full((len(targets), 1), IGNORED), targets], dim=1)  # transformers shifts itself
+    with torch.no_grad():
+        out = model.model(input_ids=tokens[:, 0], attention_mask=tokens[:, 1], labels=labels)
+    assert got["perplexity"] == pytest.approx(math.exp(float(out.loss)), rel=1e-5)
+    assert got["f1"] is None and got["matthews"] is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_peft(
+    lm_dirs, instructions, family, tmp_path
+):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.export import load_trained
+
+    run_dir = tmp_path / "run"
+    result = train(lm_config(lm_dirs[family], instructions, max_steps=12), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    metrics = result["metrics"]
+    assert 1.0 < metrics["test_perplexity"] < 64 * 4 and 1.0 < metrics["val_perplexity"]
+    # LoRA r=4 on q and v of 2 layers of width 32, nothing else: the LM head stays frozen
+    assert result["params"]["trainable"] == 2 * 2 * 4 * (32 + 32)
+    assert result["merge"]["ok"], result["merge"]
+    base = AutoModelForCausalLM.from_pretrained(lm_dirs[family], use_safetensors=True)
+    theirs = PeftModel.from_pretrained(base, run_dir).eval()
+    ids = torch.tensor([[0, 4, 5, 6, 7, 8, 2, 1], [0, 9, 10, 11, 12, 13, 14, 15]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).logits[:, :-1].transpose(1, 2)
+        got = load_trained(run_dir).model.eval()(torch.stack([ids, mask], dim=1))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_lowers_the_perplexity_of_the_responses(lm_dirs, instructions, tmp_path):
+    cfg = lm_config(lm_dirs["gpt2"], instructions, method={"name": "full"}, max_steps=40, lr=3e-3, eval_every=40)
+    before = lm_config(lm_dirs["gpt2"], instructions, method={"name": "full"}, max_steps=1, lr=1e-9)
+    untrained = train(before, tmp_path / "before", progress=False)["metrics"]["test_perplexity"]
+    trained = train(cfg, tmp_path / "after", progress=False)["metrics"]["test_perplexity"]
+    assert trained < 0.9 * untrained, (trained, untrained)
+
+
+def test_a_causal_lm_run_resumed_after_a_crash_is_bit_identical(lm_dirs, instructions, tmp_path, monkeypatch):
+    cfg = lm_config(lm_dirs["llama"], instructions, method={"name": "lora", "r": 4, "lora_dropout": 0.1})
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)
+
+
+def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
+    task = write_text_task(tmp_path / "corpus")  # its labels are not read
+    cfg = lm_config(lm_dirs["gpt2"], task, data={"name": "text"}, max_steps=2)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["provenance"]["data"]["class_names"] == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"method": {"name": "linear"}}, "method.name='linear' trains a classifier head alone"),
+        *(
+            ({"method": {"name": name}, "data": {"max_length": 44}}, f"method.name='{name}' adapts a text classifier")
+            for name in sorted(PROMPT_LEARNING)
+        ),
+        ({"data": {"name": "glue/rte"}}, "data.name='glue/rte' is not language-model data"),
+        ({"data": {"max_length": 8}}, "no train or test example keeps a response token within data.max_length"),
+    ],
+)
+def test_what_a_causal_lm_cannot_do_is_one_line(lm_dirs, instructions, tmp_path, change, message):
+    cfg = lm_config(lm_dirs["gpt2"], instructions, method=change.get("method"), data=change.get("data"))
+    with pytest.raises(UserError, match=message) as caught:
+        from peftlab.config_checks import check_modality
+
+        check_modality(cfg.model, cfg.data)
+        train(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)
+
+
+HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}  # timm ViTs only (test_hf_text)
+OPTIONS = {"adalora": {"init_r": 6, "target_r": 3}, "vera": {"r": 16}, "oft": {}}
+
+
+@pytest.mark.parametrize(
+    "method", [m for m in TUNERS if m not in HAND_WRITTEN | PROMPT_LEARNING | {"linear"}] + ["qlora-nf4"]
+)
+def test_every_method_that_applies_to_a_causal_lm_trains_with_the_lm_head_frozen(
+    lm_dirs, instructions, method, tmp_path
+):
+    name = "lora" if method == "qlora-nf4" else method
+    sized = "r" in TUNERS[name].config_cls.__dataclass_fields__
+    options = OPTIONS.get(name, {"r": 4} if sized else {})
+    cfg = lm_config(lm_dirs["gpt2"], instructions, method={"name": name, **options}, max_steps=2)
+    if method == "qlora-nf4":
+        cfg = load_config(overrides={**to_dict(cfg), "quant": {"mode": "nf4"}})
+    run_dir = tmp_path / "run"
+    result = train(cfg, run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert math.isfinite(result["metrics"]["test_perplexity"])
+    merge = result["merge"]
+    assert merge is None or merge["ok"], merge
+    if name != "full":  # the LM head (tied to the token embeddings in GPT-2) is not among the trained tensors
+        trained = load_file(str(run_dir / "adapter.safetensors"))
+        assert not [key for key in trained if "lm_head" in key or "wte" in key]

@@ -1,0 +1,200 @@
+"""Prompt tuning and prefix tuning (PEFT's prompt learning) on the four HF text families: the counts
+follow the formula (``peftlab params`` included), the head trains at the head's rate, a padded batch gives
+each example the logits it gets alone, the virtual tokens must leave positions for the text, and the
+configs refuse bad values in one line. The family x method matrix (tests/tuners/test_hf_text.py) checks
+that they train, and that PEFT loads their export; tests/test_train_text.py trains and resumes them."""
+
+import copy
+import json
+
+import pytest
+import torch
+from testkit import hf_text_model
+
+from peftlab.backbones import build_backbone
+from peftlab.config import load_config
+from peftlab.errors import ConfigError
+from peftlab.tuners.base import apply_tuner, is_head_param
+
+NUM_CLASSES = 3
+FAMILIES = ["llama", "gpt2", "bert", "roberta"]
+METHODS = ["prompt_tuning", "prefix_tuning"]
+WIDTH, LAYERS, TOKENS = 32, 2, 5
+
+
+@pytest.fixture(scope="module")
+def text_dirs(tmp_path_factory):
+    """Each family saved with its weights, and once as its config alone (what ``peftlab params`` reads)."""
+    dirs = {}
+    torch.manual_seed(0)
+    for family in FAMILIES:
+        model = hf_text_model(family, NUM_CLASSES)
+        dirs[family] = tmp_path_factory.mktemp("text") / family
+        model.save_pretrained(dirs[family])
+        dirs[f"{family}-config"] = tmp_path_factory.mktemp("text") / f"{family}-config"
+        model.config.save_pretrained(dirs[f"{family}-config"])
+    return dirs
+
+
+def config(path, method: str, **options):
+    return load_config(
+        overrides={
+            "model": {"source": "hf-text", "path": str(path), "num_classes": NUM_CLASSES},
+            "method": {"name": method, **options},
+        }
+    )
+
+
+def adapt(path, method: str, **options):
+    cfg = config(path, method, **options)
+    torch.manual_seed(0)
+    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+
+
+def head_size(family: str) -> int:
+    """The decoders' ``score`` has no bias; RoBERTa's classifier is dense + out_proj."""
+    return {
+        "llama": WIDTH * NUM_CLASSES,
+        "gpt2": WIDTH * NUM_CLASSES,
+        "bert": WIDTH * NUM_CLASSES + NUM_CLASSES,
+        "roberta": WIDTH * WIDTH + WIDTH + WIDTH * NUM_CLASSES + NUM_CLASSES,
+    }[family]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_peftlab_params_counts_the_formula(text_dirs, family, method, capsys):
+    """Prompt tuning: n x d; prefix tuning without projection: n x 2 x L x d (a key and a value per layer);
+    plus the head, from config.json alone."""
+    from peftlab import cli
+
+    argv = ["params", str(text_dirs[f"{family}-config"]), "--method", method, "--num-virtual-tokens", str(TOKENS)]
+    assert cli.main([*argv, "--num-classes", str(NUM_CLASSES), "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    adapter = TOKENS * WIDTH if method == "prompt_tuning" else TOKENS * 2 * LAYERS * WIDTH
+    assert counts["adapter"] == adapter and counts["in_place"] == 0
+    assert counts["head"] == head_size(family)
+    assert counts["trainable"] == adapter + head_size(family)
+    base = sum(p.numel() for p in hf_text_model(family, NUM_CLASSES).parameters())
+    assert counts["total"] == base + adapter  # PEFT's frozen original head is not counted twice
+
+
+def test_prefix_tuning_on_grouped_query_attention_learns_keys_and_values_of_the_kv_heads_width(tmp_path):
+    """Llama with 1 key/value head of 2 (head size 16): each layer's prefix keys and values are 16 wide."""
+    import transformers as tf
+
+    sizes = {"vocab_size": 64, "num_labels": NUM_CLASSES, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    layers = {"hidden_size": WIDTH, "intermediate_size": 64, "num_hidden_layers": LAYERS, "num_attention_heads": 2}
+    tf.LlamaForSequenceClassification(tf.LlamaConfig(**layers, num_key_value_heads=1, **sizes)).save_pretrained(
+        tmp_path
+    )
+    tuner = adapt(tmp_path, "prefix_tuning", num_virtual_tokens=TOKENS)
+    adapter = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert adapter == TOKENS * 2 * LAYERS * (WIDTH // 2)
+    ids = torch.randint(3, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    assert tuner.model(ids).shape == (2, NUM_CLASSES)
+
+
+def test_prefix_projection_counts_its_embeddings_and_mlp(text_dirs):
+    """n x d embeddings, then d -> h -> 2 x L x d, with biases."""
+    hidden = 8
+    tuner = adapt(
+        text_dirs["bert"],
+        "prefix_tuning",
+        num_virtual_tokens=TOKENS,
+        prefix_projection=True,
+        encoder_hidden_size=hidden,
+    )
+    adapter = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
+    assert adapter == TOKENS * WIDTH + (WIDTH * hidden + hidden) + (hidden * 2 * LAYERS * WIDTH + 2 * LAYERS * WIDTH)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_head_and_only_the_head_is_in_the_head_group(text_dirs, family, method):
+    """PEFT's trained copy of the head (modules_to_save) gets the head's learning rate; the virtual tokens
+    the method's; the frozen original head and the base do not train."""
+    tuner = adapt(text_dirs[family], method, num_virtual_tokens=TOKENS)
+    names = {id(p): n for n, p in tuner.trainable_parameters().items()}
+    groups = tuner.param_groups(lr=1.0, weight_decay=0.0, head_lr=2.0, head_weight_decay=0.0)
+    head = {names[id(p)] for g in groups if g["lr"] == 2.0 for p in g["params"]}
+    body = {names[id(p)] for g in groups if g["lr"] == 1.0 for p in g["params"]}
+    assert head and all(".modules_to_save.default." in n for n in head)
+    assert sum(tuner.trainable_parameters()[n].numel() for n in head) == head_size(family)
+    assert body == {"model.prompt_encoder.default.embedding.weight"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_padded_batch_gives_each_example_the_logits_it_gets_alone(text_dirs, family, method):
+    """Ids and mask stacked, padded on the right to the longest example: PEFT extends the mask over the
+    virtual tokens, and a decoder under prompt tuning is classified at its last real token (PEFT's model
+    would classify it at the last position, a padding token)."""
+    tuner = adapt(text_dirs[family], method, num_virtual_tokens=TOKENS)
+    with torch.no_grad():  # the prompts away from their start, so a wrong position would show
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.5)
+    model = tuner.model.eval()
+    lengths = [3, 7, 5]
+    ids = torch.full((3, 7), 1)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(3, 64, (n,), generator=torch.Generator().manual_seed(i))
+    mask = (torch.arange(7) < torch.tensor(lengths)[:, None]).long()
+    with torch.no_grad():
+        batch = model(torch.stack([ids, mask], dim=1))
+        for i, n in enumerate(lengths):
+            alone = model(torch.stack([ids[i : i + 1, :n], mask[i : i + 1, :n]], dim=1))
+            torch.testing.assert_close(batch[i : i + 1], alone, rtol=1e-5, atol=1e-5, msg=f"example {i}")
+
+
+def test_sample_vocab_starts_the_prompts_at_embeddings_of_the_vocabulary(text_dirs):
+    tuner = adapt(text_dirs["bert"], "prompt_tuning", num_virtual_tokens=TOKENS, prompt_tuning_init="sample_vocab")
+    prompts = tuner.model.model.prompt_encoder.default.embedding.weight
+    vocabulary = tuner.model.model.word_embeddings.weight
+    assert all(any(torch.equal(row, word) for word in vocabulary) for row in prompts)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_virtual_tokens_that_leave_the_text_no_position_are_one_line(text_dirs, method):
+    """GPT-2's 64 learned positions: 64 virtual tokens leave none; Llama's rotary positions have no table."""
+    with pytest.raises(
+        ConfigError, match=r"method.num_virtual_tokens=64 is invalid: expected fewer than the model's 64"
+    ) as caught:
+        adapt(text_dirs["gpt2"], method, num_virtual_tokens=64)
+    assert "\n" not in str(caught.value)
+    assert adapt(text_dirs["llama"], method, num_virtual_tokens=64).model is not None
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        (
+            "prompt_tuning",
+            {"num_virtual_tokens": 0},
+            r"method.num_virtual_tokens=0 is invalid: expected an integer in \[1, 4096\]",
+        ),
+        ("prefix_tuning", {"num_virtual_tokens": 10**6}, r"method.num_virtual_tokens=1000000 is invalid"),
+        ("prompt_tuning", {"prompt_tuning_init": "text"}, r"method.prompt_tuning_init='text' is invalid"),
+        ("prefix_tuning", {"encoder_hidden_size": 8}, r"method.encoder_hidden_size=8 is invalid: expected null unless"),
+        ("prefix_tuning", {"prefix_projection": True, "encoder_hidden_size": 0}, r"method.encoder_hidden_size=0"),
+    ],
+)
+def test_bad_values_are_one_line(text_dirs, method, options, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        config(text_dirs["bert"], method, **options)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_tuned_model_copies_and_reloads_its_adapter(text_dirs, method):
+    """adapter.safetensors' round trip: the trained tensors into a fresh tuner give the same logits."""
+    tuner = adapt(text_dirs["roberta"], method, num_virtual_tokens=TOKENS)
+    with torch.no_grad():
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.5)
+    fresh = adapt(text_dirs["roberta"], method, num_virtual_tokens=TOKENS)
+    fresh.load_adapter_state_dict(copy.deepcopy(tuner.adapter_state_dict()))
+    ids = torch.randint(3, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.model.eval()(ids), tuner.model.eval()(ids), rtol=0, atol=0)
+    assert tuner.merged_model() is None
