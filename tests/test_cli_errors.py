@@ -339,3 +339,36 @@ def test_a_ctrl_c_that_c_code_swallowed_is_still_the_commands_end(monkeypatch, c
     interrupted_validate(monkeypatch, failing)
     with pytest.raises(ImportError):  # an error of its own: no Ctrl-C from the earlier command
         run_command(["validate", "x.yaml"])
+
+
+def test_a_sigterm_while_a_stopping_process_replaces_its_handlers_is_remembered_not_raised(monkeypatch):
+    """CI: a worker took the terminal's SIGINT and began to stop; the study's SIGTERM arrived while
+    ``ignore_further_stops`` was replacing the handlers, and its Interrupted escaped as a traceback."""
+    import signal
+
+    from peftlab import errors
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    real, calls = signal.signal, []
+
+    def with_a_sigterm_inside(signum, handler):
+        if not calls:  # Python runs the pending handler here, as in CI's traceback
+            calls.append(signum)
+            errors.on_stop(signal.SIGTERM, None)
+        return real(signum, handler)
+
+    try:
+        errors.take_stops()
+        monkeypatch.setattr(signal, "signal", with_a_sigterm_inside)
+        errors.ignore_further_stops()
+        monkeypatch.setattr(signal, "signal", real)
+        assert calls and errors.RECEIVED[-1] == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        errors.take_stops()  # a command that takes stops again raises them again
+        with pytest.raises(KeyboardInterrupt):
+            errors.on_stop(signal.SIGINT, None)
+    finally:
+        errors.STOPPING.clear()
+        errors.RECEIVED.clear()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -78,6 +78,7 @@ def stops_unwrapped():
 def take_stops() -> None:
     """Stop on Ctrl-C, and on SIGTERM (what Slurm sends before it kills) as on Ctrl-C; each is
     remembered in ``RECEIVED`` (``on_stop``)."""
+    STOPPING.clear()  # a command taking stops again is not stopping
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
 
@@ -91,15 +92,23 @@ def on_stop(signum, frame):
     and the half-imported module then fails with an error of its own, which is the stop's
     (``stops_unwrapped``)."""
     RECEIVED.append(signum)
+    if STOPPING:  # the process is already stopping (ignore_further_stops): remembered, not raised again
+        return
     raise Interrupted(signum)
+
+
+STOPPING: list[bool] = []  # non-empty once ignore_further_stops has begun
 
 
 def ignore_further_stops() -> None:
     """Once a process is stopping, let a second Ctrl-C or SIGTERM not interrupt its clean-up.
 
     A study stops its workers with SIGTERM right after the terminal's SIGINT reached them; without
-    this, the second signal lands in multiprocessing's exit finalizers and prints a traceback.
+    this, the second signal lands in multiprocessing's exit finalizers and prints a traceback. The
+    mark comes first: a stop whose handler runs while the handlers are being replaced (CI caught a
+    SIGTERM inside ``signal.signal`` here) is remembered, not raised.
     """
+    STOPPING.append(True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
