@@ -1,5 +1,6 @@
-"""Text classification data for language models: ``data.name: text`` (a folder of files) and
-``glue/<task>`` (peftlab.data.glue), as `TextSamples` splits and a `DataInfo`.
+"""Text data: ``data.name: text`` (a folder of files), ``instructions`` (Alpaca's rows, a causal LM's) and
+``glue/<task>`` (peftlab.data.glue), as `TextSamples` splits and a `DataInfo`. A causal LM's data
+(``language_model``) has no labels: every label 0, no classes.
 
 ``data.name: text``: ``data.root`` holds ``train.<ext>`` and ``test.<ext>``, and optionally
 ``validation.<ext>`` or ``val.<ext>``, ext one of jsonl, csv, tsv (one format per folder). A JSONL
