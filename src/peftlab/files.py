@@ -20,6 +20,7 @@ from peftlab.errors import STORAGE_ERRORS, UserError
 
 KILL_AT = "PEFTLAB_KILL_AT"  # test hook: SIGKILL this process at a named point (see kill_point)
 KILL_ONCE = "PEFTLAB_KILL_ONCE"  # with KILL_AT: a marker file; only the process that creates it is killed
+HOLD_AT = "PEFTLAB_HOLD_AT"  # test hook: wait at a named point until a Ctrl-C or SIGTERM stops this process
 TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # the names write_atomic writes to first
 
 
@@ -31,10 +32,16 @@ def kill_point(name: str, step: int | None = None) -> None:
     and check that the resumed run equals an uninterrupted one. With ``$PEFTLAB_KILL_ONCE`` naming
     a file, only the first process to reach the point dies (it creates the file first), so a
     retried or resumed run goes on in the same environment.
+
+    ``$PEFTLAB_HOLD_AT`` names a point where the process waits instead, until a stop's handler
+    raises: a test that stops a run from outside (a pruner's SIGTERM) then never races its end.
     """
-    wanted = os.environ.get(KILL_AT)
-    if wanted and wanted in (name, f"{name}:{step}") and first_to_die():
+    here = (name, f"{name}:{step}")
+    if os.environ.get(KILL_AT) in here and first_to_die():
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(HOLD_AT) in here:
+        while True:
+            signal.pause()
 
 
 def first_to_die() -> bool:

@@ -115,9 +115,11 @@ def study_cli(path: Path, out: Path, cwd: Path, **env: str):
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_path):
+def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_path, monkeypatch):
     """What a halving search's pruner does to a spawned worker: SIGTERM stops its run cleanly (no
-    result, the checkpoint kept), the worker is not reused, and the next call resumes the run."""
+    result, the checkpoint kept), the worker is not reused, and the next call resumes the run.
+    The first worker waits after its first checkpoint (``PEFTLAB_HOLD_AT``), so the run cannot end
+    before the stop reaches it however fast it trains."""
     from peftlab.study.spawn_workers import IDLE, run_spawned, stop_idle_workers
     from peftlab.study.spec import load_study
 
@@ -125,8 +127,11 @@ def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_pat
     run_dir = tmp_path / "run"
     outcomes = []
     checkpointed = lambda spec, run_dir: (run_dir / "checkpoint" / "last.pt").exists()
+    stop_idle_workers()  # a worker another test left would not have the hold in its environment
+    monkeypatch.setenv("PEFTLAB_HOLD_AT", "checkpoint:3")
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result), checkpointed)
     assert outcomes == [{"status": "stopped"}] and not IDLE
+    monkeypatch.delenv("PEFTLAB_HOLD_AT")  # the next call's new worker trains on
     assert (run_dir / "checkpoint" / "last.pt").exists() and not (run_dir / "result.json").exists()
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result))
     assert outcomes[1]["status"] == "completed" and len(IDLE) == 1
