@@ -1,10 +1,11 @@
 """Transformer backbones: timm models by name, HF transformers ViT/DeiT (``source: hf``) and text
-classifiers (``source: hf-text``: Llama, GPT-2, BERT, RoBERTa) from a directory.
+classifiers (``source: hf-text``: Llama, GPT-2, BERT, RoBERTa) from a directory (``model.path``, or the
+hub snapshot of ``model.name`` with ``pretrained: hub``: ``peftlab.hub.hf_model_dir``).
 
-Pretrained weights come from timm's Hugging Face hub weights (``pretrained: hub``: downloaded into
-the hub cache, or read from it offline; ``peftlab.hub``) or from a local ``.safetensors`` file in
-timm's or HF's key layout (``peftlab.weights``). The classifier head is always new, sized for the task's
-number of classes.
+Pretrained weights come from the Hugging Face hub (``pretrained: hub``: downloaded into the hub cache,
+or read from it offline; ``peftlab.hub``), from a local ``.safetensors`` file in timm's or HF's key layout
+(``peftlab.weights``), or from an HF model directory's model.safetensors. The classifier head is always
+new, sized for the task's number of classes.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from peftlab.data.records import hash_file
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config
-from peftlab.hub import hub_weights_file, snapshot_source
+from peftlab.hub import hf_model_dir, hub_weights_file, snapshot_source
 from peftlab.libraries import quiet_transformers
 from peftlab.weights import HEAD_PREFIXES, check_finite, load_weights
 
 HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
-HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (model.path)
+HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (hf_model_dir)
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,9 @@ class TextSpec:
 def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
     """The weights file ``model`` (built by ``build_backbone`` from ``cfg``) was loaded from: the local
     file, the hub cache's file timm loaded (its ``pretrained_cfg`` names it), an HF directory's
-    model.safetensors; None for a random base."""
+    model.safetensors; None for a random base (or a sharded HF one)."""
     if cfg.source in HF_SOURCES:
-        path = Path(cfg.path) / HF_SAFE_WEIGHTS
+        path = hf_model_dir(cfg) / HF_SAFE_WEIGHTS
         return path if path.is_file() else None
     if cfg.pretrained == "none":
         return None
@@ -71,9 +72,11 @@ def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
 
 def base_provenance(cfg: ModelConfig, model: nn.Module) -> dict:
     """What a result records of the base's weights: the SHA-256 of the file loaded (``base_sha256``) and,
-    for a file of the hub cache, its repository and commit (``base_hub_repo``, ``base_hub_revision``)."""
+    for a file or an HF model directory of the hub cache, its repository and commit (``base_hub_repo``,
+    ``base_hub_revision``)."""
     path = base_weights_file(cfg, model)
-    repo, revision = (snapshot_source(path) if path else None) or (None, None)
+    where = hf_model_dir(cfg) if cfg.source in HF_SOURCES else path
+    repo, revision = (snapshot_source(where) if where else None) or (None, None)
     return {"base_sha256": hash_file(path) if path else None, "base_hub_repo": repo, "base_hub_revision": revision}
 
 
@@ -228,8 +231,9 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
     by ``sizes`` (architecture only: the pre-flight probes a model of many patches at a small ``image_size``)."""
     from transformers import AutoModelForImageClassification
 
-    check_hf_config(cfg.path)  # its sizes bounded before transformers builds anything
-    return HFLogits(load_hf(AutoModelForImageClassification, cfg.path, num_classes, weights and not sizes, **sizes))
+    path = hf_model_dir(cfg, weights and not sizes)
+    check_hf_config(path)  # its sizes bounded before transformers builds anything
+    return HFLogits(load_hf(AutoModelForImageClassification, path, num_classes, weights and not sizes, **sizes))
 
 
 def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> nn.Module:
@@ -243,9 +247,9 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.pytorch_utils import Conv1D
 
-    config = check_hf_config(cfg.path)
+    path = hf_model_dir(cfg, weights)
+    config = check_hf_config(path)
     causal = cfg.task == "causal-lm"
-    path = Path(cfg.path)
     has_weights = (path / HF_SAFE_WEIGHTS).is_file() or (path / f"{HF_SAFE_WEIGHTS}.index.json").is_file()
     if weights and not has_weights and any(path.glob("pytorch_model*.bin")):
         raise WeightsError(
@@ -343,19 +347,20 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:
     """The input a configured model expects, without building its weights (meta device)."""
     if cfg.source == "hf-text":
-        return TextSpec(check_hf_config(cfg.path), max_length)  # max_length: data.max_length
+        return TextSpec(check_hf_config(hf_model_dir(cfg, weights=False)), max_length)  # data.max_length
     if cfg.source == "hf":
         from transformers import AutoConfig
 
         quiet_transformers()
-        check_hf_config(cfg.path)
+        path = str(hf_model_dir(cfg, weights=False))
+        check_hf_config(path)
         try:
-            config = AutoConfig.from_pretrained(cfg.path)
+            config = AutoConfig.from_pretrained(path)
         except Exception as err:
             raise WeightsError(
-                f"model.path={cfg.path!r} is not a loadable HF model directory ({one_line(err)[:200]})"
+                f"model.path={path!r} is not a loadable HF model directory ({one_line(err)[:200]})"
             ) from None
-        return hf_input_spec(config, cfg.path)
+        return hf_input_spec(config, path)
     import timm
 
     if not timm.is_model(cfg.name):

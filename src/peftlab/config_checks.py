@@ -55,6 +55,13 @@ MAX_TEXT_TOKENS = 1 << 17  # data.max_length: tokens per text example
 MAX_MLP_DIM = 4 * MAX_EMBED_DIM  # an HF config's intermediate_size (timm's ViTs: 4 x embed_dim)
 
 
+# A Hugging Face hub model repository as model.name names it for an HF model of pretrained: hub: org/name,
+# optionally @revision (a branch, a tag or a commit; pin a commit for a run id that means one set of weights),
+# of the characters huggingface_hub allows (no "--" or "..", not ending in .git)
+_HUB_PART = r"\w(?:[\w.-]{0,94}\w)?"
+HUB_REPO_ID = re.compile(rf"(?!.*(?:--|\.\.)){_HUB_PART}/{_HUB_PART}(?<!\.git)(?:@\w[\w./-]{{0,199}})?", re.ASCII)
+
+
 def shown(value: Any, limit: int = 80) -> str:
     """``repr(value)``, shortened: an error line stays one readable line whatever the input."""
     text = repr(value)

@@ -41,11 +41,13 @@ DESCRIPTIONS = {
     "RunConfig.protocol": "a published VTAB-1k protocol whose settings the run takes and keeps: none, petl_vision "
     "(bicubic, unnormalized, no augmentation) or vpetl_bench (bilinear, ImageNet mean/std, "
     "label smoothing 0.1 on 12 tasks); see docs/benchmarks-vtab.md",
-    "ModelConfig.name": "timm model name (or a label of the HF model with source: hf); a peftlab base's "
-    "manifest gives it when left out",
+    "ModelConfig.name": "timm model name; a peftlab base's manifest gives it when left out. With source hf or "
+    "hf-text and pretrained: hub, the Hugging Face hub repository org/name or org/name@revision (a branch, "
+    "a tag or a commit); otherwise unused by hf and hf-text",
     "ModelConfig.source": (
-        "timm, hf (HF transformers image classifier, from model.path) or hf-text (HF sequence "
-        "classifier from model.path: Llama, GPT-2, BERT, RoBERTa; counted and adapted, not yet trained)"
+        "timm, hf (HF transformers image classifier) or hf-text (HF sequence classifier or causal LM: Llama, "
+        "GPT-2, BERT, RoBERTa), both read from model.path or, with pretrained: hub, from the hub snapshot of "
+        "model.name"
     ),
     "ModelConfig.num_classes": "classes of the head (None: the dataset's number of classes)",
     "ModelConfig.img_size": "input size in pixels (None: a peftlab base's manifest, else the timm model's)",

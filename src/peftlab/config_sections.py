@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from peftlab.config_checks import (
+    HUB_REPO_ID,
     MAX_DEPTH,
     MAX_EMBED_DIM,
     MAX_IMG_SIZE,
@@ -33,10 +34,12 @@ class ModelConfig:
     # hf-text: a sequence classifier (AutoModelForSequenceClassification) or a causal LM
     # (AutoModelForCausalLM, its loss on the response tokens, perplexity reported)
     task: Literal["classification", "causal-lm"] = "classification"
-    # "none" (random init), "hub" (timm's Hugging Face hub weights, safetensors: downloaded into the hub cache,
-    # or read from it with HF_HUB_OFFLINE=1) or a .safetensors path
+    # "none" (random init; source hf, hf-text: model.path's own weights), "hub" (the Hugging Face hub's
+    # safetensors weights, downloaded into the hub cache or read from it with HF_HUB_OFFLINE=1: timm's for a
+    # timm model, the repository model.name names for hf and hf-text) or a .safetensors path (timm)
     pretrained: str = "none"
-    path: str | None = None  # HF transformers model directory (source: hf or hf-text)
+    # HF transformers model directory (source: hf or hf-text; null with pretrained: hub)
+    path: str | None = None
     num_classes: int | None = None  # None: the dataset's number of classes
     img_size: int | None = None
     patch_size: int | None = None
@@ -82,12 +85,50 @@ class ModelConfig:
                 self.num_heads,
                 f"a divisor of model.embed_dim={self.embed_dim}",
             )
+        self.check_hf_fields()
+
+    def check_hf_fields(self) -> None:
+        """An HF model (source hf or hf-text) is read from a directory: model.path, or with pretrained: hub
+        the hub snapshot of the repository model.name names (``peftlab.hub.hf_model_dir``)."""
+        if self.source == "timm":
+            return
+        hub = self.pretrained == "hub"
         check_field(
-            self.source == "timm" or bool(self.path),
+            hub or self.pretrained == "none",
+            "model.pretrained",
+            self.pretrained,
+            f"'none' (the weights in model.path) or 'hub' (model.name's hub repository) when model.source is "
+            f"{self.source!r}",
+        )
+        if not hub:
+            check_field(
+                bool(self.path),
+                "model.path",
+                self.path,
+                f"a local HF transformers model directory when model.source is {self.source!r} "
+                "(or model.pretrained: hub and model.name a hub repository)",
+            )
+            return
+        check_field(
+            self.path is None,
             "model.path",
             self.path,
-            f"a local HF transformers model directory when model.source is {self.source!r}",
+            "null when model.pretrained is 'hub' (the model directory is the hub snapshot of model.name)",
         )
+        check_field(
+            bool(HUB_REPO_ID.fullmatch(self.name)),
+            "model.name",
+            self.name,
+            f"a Hugging Face hub model repository, org/name or org/name@revision, when model.source is "
+            f"{self.source!r} and model.pretrained is 'hub'",
+        )
+
+
+def architecture_only(model: ModelConfig) -> ModelConfig:
+    """``model`` as what builds its architecture without its pretrained weights (counting, the checks, a
+    rebuild before a state dict is loaded): a timm model's ``pretrained`` set to 'none'; an HF model's
+    left as it is, its directory (model.path, or the hub snapshot of model.name) holding the architecture."""
+    return model if model.source != "timm" else replace(model, pretrained="none")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ stderr saying so; ``load_unmerged(path)`` rebuilds the model from the header's c
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 import sys
@@ -36,6 +35,7 @@ from safetensors.torch import save_file
 from peftlab.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
+from peftlab.config_sections import architecture_only
 from peftlab.errors import UserError, WeightsError
 from peftlab.families import family_of
 from peftlab.files import check_output, one_line, read_json, write_atomic
@@ -268,7 +268,7 @@ def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.n
     """A QA-LoRA export rebuilt: the backbone, q/k/v split where the file has slices, group-wise layers."""
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
-    model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
+    model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
     split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.codes$", k))})
     replace_modules(model, split, split_qkv)
     fmt, group_size = metadata["quant_format"], int(metadata["group_size"])
@@ -302,7 +302,7 @@ def load_unmerged(path: str | Path, device: str = "cpu") -> torch.nn.Module:
             "for a method that does not merge, such as an adapter or VPT)"
         )
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
-    model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
+    model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
     tuner = apply_tuner(model, cfg)
     result = tuner.model.load_state_dict(read_safetensors(path), strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -326,7 +326,7 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
         )
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
-    model = build_backbone(dataclasses.replace(cfg.model, pretrained="none"), int(metadata["num_classes"]))
+    model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
     split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.", k))})  # split fused qkv
     replace_modules(model, split, split_qkv)
     quantize_base(model, cfg.quant, torch.device(device))

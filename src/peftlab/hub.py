@@ -1,22 +1,41 @@
-"""timm's pretrained weights from the Hugging Face hub (``model.pretrained: hub``), safetensors only.
+"""Pretrained weights from the Hugging Face hub (``model.pretrained: hub``), safetensors only.
 
-huggingface_hub finds the file: with network it downloads it into its cache (``HF_HUB_CACHE``,
+huggingface_hub finds the files: with network it downloads them into its cache (``HF_HUB_CACHE``,
 else ``HF_HOME/hub``); with ``HF_HUB_OFFLINE=1`` it reads that cache alone, as
-``models--<org>--<name>/snapshots/<commit>/model.safetensors`` with ``refs/main`` naming the
-commit. peftlab asks for the safetensors file itself and hands timm that exact file: timm's own
-hub loader, when ``model.safetensors`` is missing (offline: not cached), falls back to
-``pytorch_model.bin``, a pickle. The file loaded is the one hashed into provenance, with the
-repository and the commit it came from.
+``models--<org>--<name>/snapshots/<commit>/<file>`` with ``refs/main`` naming the commit.
+
+- timm (``hub_weights_file``): peftlab asks for the safetensors file itself and hands timm that exact
+  file: timm's own hub loader, when ``model.safetensors`` is missing (offline: not cached), falls back
+  to ``pytorch_model.bin``, a pickle.
+- HF transformers (``model.source: hf`` or ``hf-text``, ``model.name: org/name[@revision]``;
+  ``hf_model_dir``): the repository's snapshot folder, holding what transformers reads of it (config,
+  tokenizer and image processor files, ``model*.safetensors``; never a pickle), is the model directory
+  that ``model.path`` names otherwise.
+
+The file loaded is the one hashed into provenance, with the repository and the commit it came from.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peftlab.errors import WeightsError
 from peftlab.files import one_line
 
+if TYPE_CHECKING:
+    from peftlab.config_sections import ModelConfig
+
 SAFE_WEIGHTS = "model.safetensors"
+# What peftlab fetches of an HF model repository, at its top level only (a subfolder holds other formats:
+# onnx/, a pipeline's parts): config.json, the tokenizer's and image processor's files (*.json, vocab.txt,
+# merges.txt, spiece.model, ...), the weights model.safetensors or its shards with their index; never a pickle
+HF_FILES = ("*.json", "*.txt", "*.model")
+HF_WEIGHTS = ("model*.safetensors",)
+HF_SKIPPED = ("*/*",)
+# (hub cache, repository, revision asked) -> the commit it resolved to first in this process: later calls
+# read that commit, so the weights, the tokenizer and provenance of one run come from one commit
+_PINNED: dict[tuple[str, str, str], str] = {}
 
 
 def hub_source(name: str) -> tuple[str, str | None, str]:
@@ -83,3 +102,77 @@ def snapshot_source(path: str | Path) -> tuple[str, str] | None:
         if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
             return parts[i - 1].removeprefix("models--").replace("--", "/"), parts[i + 1]
     return None
+
+
+def hf_model_dir(cfg: ModelConfig, weights: bool = True) -> Path:
+    """The HF model directory of an ``hf`` or ``hf-text`` model: ``model.path``, or with ``pretrained: hub``
+    the hub snapshot of ``model.name`` (``org/name`` or ``org/name@revision``; ``weights`` False: its
+    config and tokenizer, what counting and tokenizing read)."""
+    if cfg.pretrained != "hub":
+        return Path(cfg.path)
+    repo_id, _, revision = cfg.name.partition("@")
+    return hub_model_dir(repo_id, revision or None, weights)
+
+
+def hf_fetch_command(repo_id: str, revision: str | None) -> str:
+    """The huggingface_hub CLI line that puts what ``hub_model_dir`` reads into the hub cache."""
+    patterns = " ".join(f"--include '{p}'" for p in HF_FILES + HF_WEIGHTS)
+    revision = f" --revision {revision}" if revision else ""
+    return f"hf download {repo_id} {patterns} --exclude '{HF_SKIPPED[0]}'{revision}"
+
+
+def hub_model_dir(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
+    """The snapshot folder of HF model repository ``repo_id`` in the hub cache
+    (``models--<org>--<name>/snapshots/<commit>``), its files (``HF_FILES``, and ``HF_WEIGHTS`` with
+    ``weights``) downloaded first when there is network; every failure is one WeightsError line naming
+    ``model.name``, a repository missing from the cache offline saying how to fetch it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    name = repo_id + (f"@{revision}" if revision else "")
+    where, fetch = f"model.name={name!r} (model.pretrained: hub)", hf_fetch_command(repo_id, revision)
+    key = (str(constants.HF_HUB_CACHE), repo_id, revision or constants.DEFAULT_REVISION)
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=_PINNED.get(key, revision),
+                allow_patterns=list(HF_FILES + HF_WEIGHTS if weights else HF_FILES),
+                ignore_patterns=list(HF_SKIPPED),
+            )
+        )
+    except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise WeightsError(
+            f"{where}: {name} is not in the hub cache {constants.HF_HUB_CACHE}, or only in part, and {why}; "
+            f"fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), or set "
+            "model.path to a local HF model directory"
+        ) from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"{where}: {repo_id} on the hub has no revision {revision!r}") from None
+    except RepositoryNotFoundError:  # gated and private repositories included
+        raise WeightsError(
+            f"{where}: the hub has no model repository {repo_id} that this login may read "
+            "(a private or gated one needs `hf auth login`)"
+        ) from None
+    except Exception as err:
+        raise WeightsError(f"{where}: {name} could not be fetched ({one_line(err)[:200]})") from None
+    _PINNED.setdefault(key, folder.name)
+    check_hub_snapshot(folder, where, fetch, weights)
+    return folder
+
+
+def check_hub_snapshot(folder: Path, where: str, fetch: str, weights: bool) -> None:
+    """A snapshot folder holds a transformers model: config.json, and with ``weights`` its safetensors
+    weights (a repository of pickled pytorch_model.bin weights alone is refused)."""
+    if not (folder / "config.json").is_file():
+        raise WeightsError(
+            f"{where}: the hub snapshot {folder} holds no config.json (not a transformers model, or not "
+            f"fetched: `{fetch}`)"
+        )
+    if weights and not any(folder.glob("model*.safetensors")):
+        raise WeightsError(
+            f"{where}: the hub snapshot {folder} holds no safetensors weights (model.safetensors) and peftlab "
+            f"never loads pickled ones (pytorch_model.bin): fetch them with `{fetch}` if the repository has "
+            "them, else convert the weights to safetensors and set model.path to that directory"
+        )

@@ -12,7 +12,7 @@ from torch import nn
 from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig, to_dict
 from peftlab.config_checks import DATASET_CLASSES, fail_field
-from peftlab.config_sections import MethodConfig, QuantConfig
+from peftlab.config_sections import MethodConfig, QuantConfig, architecture_only
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
 from peftlab.weights import check_weights_file
@@ -21,7 +21,7 @@ COUNTED_STEPS = 10**6  # the run length methods are applied for when they are co
 
 
 def _meta_model(cfg: RunConfig, num_classes: int):
-    model_cfg = dataclasses.replace(cfg.model, pretrained="none")  # shapes only: weights are not read
+    model_cfg = architecture_only(cfg.model)  # shapes only: weights are not read
     with torch.device("meta"):
         return build_backbone(model_cfg, num_classes, weights=False)
 
@@ -92,7 +92,8 @@ def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
     need, available = 4 * total, psutil.virtual_memory().available
     if need > available:
         hf = cfg.model.source != "timm"
-        name, sizes = (cfg.model.path, f"{cfg.model.path}/config.json") if hf else (cfg.model.name, "model.*")
+        name = (cfg.model.path or cfg.model.name) if hf else cfg.model.name
+        sizes = f"{name}/config.json" if hf else "model.*"
         raise ConfigError(
             f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
             f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "

@@ -36,6 +36,11 @@ def check_text_base(cfg: RunConfig) -> dict:
 
     if cfg.model.task != "causal-lm":
         raise ConfigError(f"model.task={cfg.model.task!r}: a text base is pretrained as a causal-lm")
+    if cfg.model.pretrained != "none":
+        raise ConfigError(
+            f"model.pretrained={cfg.model.pretrained!r}: a text base is trained from scratch from the config.json "
+            "of model.path: expected 'none'"
+        )
     config = check_hf_config(cfg.model.path)
     for key in ("bos_token_id", "eos_token_id"):
         if config.get(key) != 0:

@@ -178,11 +178,12 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
 
 def model_names(df: pd.DataFrame) -> pd.Series:
     """Each run's model: timm's model name, or the name of an HF model directory (model.source hf, hf-text),
-    whose model.name is left at its default."""
+    whose model.name is left at its default; an HF model from the hub (no model.path): model.name, its repository."""
     source = df.get("config.model.source", pd.Series("timm", index=df.index)).fillna("timm")
     paths = df.get("config.model.path", pd.Series(None, index=df.index, dtype=object))
     folders = paths.map(lambda path: Path(path).name if isinstance(path, str) else None)
-    return df.get("config.model.name", pd.Series(None, index=df.index)).where(source == "timm", folders)
+    names = df.get("config.model.name", pd.Series(None, index=df.index))
+    return names.where((source == "timm") | folders.isna(), folders)
 
 
 def is_text(df: pd.DataFrame) -> bool:

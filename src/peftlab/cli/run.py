@@ -197,7 +197,8 @@ def add_params(sub) -> None:
     p = sub.add_parser("params", help="total and trainable parameter counts of a model and method")
     p.add_argument(
         "model",
-        help="a timm model name, an HF model directory (config.json: image or text classifier), "
+        help="a timm model name, an HF model directory (config.json: image or text classifier), an HF hub "
+        "repository org/name[@revision] (its config from the hub cache, fetched with network), "
         "or a run config YAML (then its model and method)",
     )
     p.add_argument("overrides", nargs="*", help="with a run config: dotted overrides, e.g. method.r=16")
@@ -223,7 +224,7 @@ def cmd_params(args) -> int:
     if args.json:
         print(json.dumps(counts, indent=2))
         return 0
-    name = cfg.model.name if cfg.model.source == "timm" else cfg.model.path
+    name = cfg.model.path if cfg.model.source != "timm" and cfg.model.path else cfg.model.name
     print(f"model      {name} ({counts['num_classes']} classes), method {cfg.method.name}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
@@ -265,7 +266,14 @@ def params_config_of_name(args):
             f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
-    model = params_model_of_dir(args) if Path(args.model).is_dir() else params_model_of_name(args)
+    from peftlab.config_checks import HUB_REPO_ID
+
+    if Path(args.model).is_dir():
+        model = params_model_of_dir(args)
+    elif HUB_REPO_ID.fullmatch(args.model):
+        model = params_model_of_dir(args, hub=True)
+    else:
+        model = params_model_of_name(args)
     method = {
         "name": args.method,
         "r": args.r,
@@ -276,18 +284,24 @@ def params_config_of_name(args):
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 
 
-def params_model_of_dir(args) -> dict:
-    """The model section of an HF model directory: an image classifier (``source: hf``) or a text one
-    (``hf-text``) as its config.json's ``model_type`` says; its sizes are the file's, not options."""
+def params_model_of_dir(args, hub: bool = False) -> dict:
+    """The model section of an HF model directory, or with ``hub`` of an HF hub repository ``org/name[@revision]``
+    (``pretrained: hub``: its snapshot in the hub cache, fetched first with network, weights left out): an image
+    classifier (``source: hf``) or a text one (``hf-text``) as its config.json's ``model_type`` says; its sizes
+    are the file's, not options."""
     from peftlab.backbones import hf_source_of
+    from peftlab.hub import hub_model_dir
 
     given = [f"--{name.replace('_', '-')}" for name in SIZE_OPTIONS if getattr(args, name) is not None]
     if given:
-        raise UserError(
-            f"{given[0]} sizes a timm model: {args.model} is an HF model directory, sized by its config.json"
-        )
-    source, labels = hf_source_of(args.model)
-    return {"source": source, "path": args.model, "num_classes": args.num_classes or labels}
+        what = "an HF hub repository" if hub else "an HF model directory"
+        raise UserError(f"{given[0]} sizes a timm model: {args.model} is {what}, sized by its config.json")
+    if not hub:
+        source, labels = hf_source_of(args.model)
+        return {"source": source, "path": args.model, "num_classes": args.num_classes or labels}
+    repo_id, _, revision = args.model.partition("@")
+    source, labels = hf_source_of(hub_model_dir(repo_id, revision or None, weights=False))
+    return {"source": source, "name": args.model, "pretrained": "hub", "num_classes": args.num_classes or labels}
 
 
 SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")

@@ -1,6 +1,6 @@
 """Text splits as token tensors, made once with the model's own tokenizer.
 
-    tokenizer = load_tokenizer(cfg.model.path, pad_id)      # the directory's tokenizer, padding as the model pads
+    tokenizer = load_tokenizer(hf_model_dir(cfg.model), pad_id)  # the directory's tokenizer, padding as the model pads
     bundle = build_text_data(cfg.data, tokenizer, vocab_size)  # items: (int64 2 x L: ids and mask, label)
 
 An item stacks the token ids and the attention mask, right-padded to ``data.max_length``, so that

@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from peftlab.config import RunConfig, to_dict
+from peftlab.config_sections import architecture_only
 from peftlab.run_result import read_result
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
@@ -47,7 +48,7 @@ def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
     """The backbone's forward FLOPs for one image at the config's input size (None if it cannot be counted)."""
     if cfg.model.source == "hf-text":  # its tokens per example are known once the data is tokenized
         return None
-    key = json.dumps(to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True, default=str)
+    key = json.dumps(to_dict(architecture_only(cfg.model)), sort_keys=True, default=str)
     if key not in cache:
         import torch
         from torch.utils.flop_counter import FlopCounterMode

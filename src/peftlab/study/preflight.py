@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from peftlab.config import to_dict
+from peftlab.config_sections import architecture_only
 from peftlab.errors import UserError
 from peftlab.files import RUN_KINDS, check_entries, check_kind, check_run_dir
 from peftlab.libraries import LIBRARY_LOG
@@ -117,7 +118,9 @@ def check_report_files(report: Path) -> None:
 def unwritten_text_base(study: Study, cfg):
     """``cfg``, or for a text run whose base model the study's pretraining has yet to write, ``cfg`` with
     the pretraining's architecture (its config.json: the same sizes, the vocabulary its tokenizer fills)."""
-    if cfg.model.source != "hf-text" or study.pretrain is None or (Path(cfg.model.path) / "config.json").is_file():
+    if cfg.model.source != "hf-text" or study.pretrain is None or cfg.model.pretrained == "hub":
+        return cfg
+    if (Path(cfg.model.path) / "config.json").is_file():
         return cfg
     from peftlab.config import load_config
 
@@ -153,9 +156,7 @@ def validate_study(study: Study) -> None:
         if key in seen:
             continue
         seen.add(key)
-        architecture = json.dumps(
-            to_dict(dataclasses.replace(cfg.model, pretrained="none")), sort_keys=True, default=str
-        )
+        architecture = json.dumps(to_dict(architecture_only(cfg.model)), sort_keys=True, default=str)
         pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
             if architecture not in models:

@@ -89,7 +89,7 @@ def pretrain_dir(study: Study) -> Path | None:
     weights = {spec.config.model.pretrained for spec in study.runs} - {"none", "hub"}
     if weights:
         return Path(weights.pop()).parent if len(weights) == 1 else None
-    texts = {spec.config.model.path for spec in study.runs if spec.config.model.source == "hf-text"}
+    texts = {spec.config.model.path for spec in study.runs if spec.config.model.source == "hf-text"} - {None}
     return Path(texts.pop()) if len(texts) == 1 else None
 
 

@@ -31,6 +31,7 @@ from peftlab.data.loading import BatchLoader
 from peftlab.data.tokens import build_text_data, load_tokenizer
 from peftlab.errors import ConfigError
 from peftlab.files import kill_point
+from peftlab.hub import hf_model_dir
 from peftlab.monitors.run import Monitors
 from peftlab.params import check_model_size
 from peftlab.progress import TextProgress
@@ -102,7 +103,7 @@ def load_data(s: Setting) -> Data:
     cfg, tc = s.cfg, s.tc
     spec = input_spec_for(cfg.model, cfg.data.max_length)
     if isinstance(spec, TextSpec):  # token ids with the model's own tokenizer
-        tokenizer = load_tokenizer(cfg.model.path, pad_token(spec.config))
+        tokenizer = load_tokenizer(hf_model_dir(cfg.model, weights=False), pad_token(spec.config))
         # prompt and prefix tuning's virtual tokens take positions before the text
         virtual = getattr(cfg.method, "num_virtual_tokens", 0)
         language_model = cfg.model.task == "causal-lm"
