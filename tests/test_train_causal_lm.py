@@ -100,6 +100,12 @@ def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_pef
     assert result["status"] == "completed", result["error"]
     metrics = result["metrics"]
     assert 1.0 < metrics["test_perplexity"] < 64 * 4 and 1.0 < metrics["val_perplexity"]
+    assert metrics["val_f1"] is None and metrics["val_matthews"] is None  # a classifier's
+    # each evaluation on val logs its perplexity, which a halving search's pruner compares (tune.metric)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] in ("eval", "epoch")]
+    assert evals and all(r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"])) for r in evals)
+    assert all("val_f1" not in r and "val_matthews" not in r for r in evals)
     # LoRA r=4 on q and v of 2 layers of width 32, nothing else: the LM head stays frozen
     assert result["params"]["trainable"] == 2 * 2 * 4 * (32 + 32)
     assert result["merge"]["ok"], result["merge"]

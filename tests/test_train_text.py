@@ -55,6 +55,13 @@ def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, f
     assert "at most 16 per example" in result["protocol"]["tokens"]
     assert result["params"]["trainable"] < result["params"]["total"]
     assert result["merge"]["ok"], result["merge"]
+    # three classes: each evaluation on val logs the Matthews correlation, no F1 (a two-class score), and
+    # result.json holds the final weights' (a study tunes on them: tune.metric)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] in ("eval", "epoch")]
+    assert evals and all(-1 <= r["val_matthews"] <= 1 for r in evals)
+    assert not any("val_f1" in r or "val_perplexity" in r for r in evals)
+    assert result["metrics"]["val_f1"] is None and -1 <= result["metrics"]["val_matthews"] <= 1
     # the run directory's adapter rebuilds the trained model, and PEFT loads it on the plain transformers
     # model (GPT-2's c_attn a Conv1D there): the same logits
     ours = load_trained(run_dir).model.eval()
@@ -169,6 +176,7 @@ def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(tex
     assert result["status"] == "completed", result["error"]
     data = result["provenance"]["data"]
     assert data["split_sizes"] == {"train": 36, "val": 4, "test": 16}
+    assert 0 <= result["metrics"]["val_f1"] <= 1 and 0 <= result["metrics"]["test_f1"] <= 1  # two classes: MRPC's F1
     assert data["class_names"] == ["entailment", "not_entailment"]
     assert "dev.tsv" in data["split_sources"]["test"]
 

@@ -25,7 +25,8 @@ RESULT_FILE = "result.json"
 
 
 class Metrics(TypedDict):
-    """Accuracies are fractions in [0, 1]; a failed run's record has {}."""
+    """Accuracies and F1 are fractions in [0, 1], a Matthews correlation lies in [-1, 1], a perplexity is at least 1;
+    a failed run's record has {}."""
 
     test_top1: float | None  # test top-1 of the adapter (unmerged); null for a tuning trial (train.test false)
     test_top5: float | None  # test top-5; null with five classes or fewer, and for a tuning trial
@@ -36,6 +37,8 @@ class Metrics(TypedDict):
     test_f1: float | None  # test F1 of class 1 on a two-class task (GLUE MRPC's score); null with more classes
     test_matthews: float | None  # test Matthews correlation, multi-class form (GLUE CoLA's score); null for an LM
     test_perplexity: float | None  # a causal LM's test perplexity (exp of the mean loss per response token)
+    val_f1: float | None  # validation F1 of class 1 of the final weights on a two-class task; null with more classes
+    val_matthews: float | None  # validation Matthews correlation of the final weights; null for an LM
     val_perplexity: float | None  # a causal LM's validation perplexity of the final weights
 
 
@@ -147,6 +150,16 @@ class RunResult(TypedDict, total=False):
     frozen_base: dict  # SHA-256 of the frozen base weights at the start and the end, and whether they are equal
     traceback: str  # failed runs that crashed: the Python traceback
     checkpoint_unusable: bool  # failed runs: the checkpoint was the failure, so --retry-failed starts over
+
+
+# the Metrics fields of which a smaller value is better (a loss, a perplexity); of every other, a larger one
+LOWER_IS_BETTER = ("test_loss", "test_perplexity", "val_perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value is better of a Metrics field, named as result.json (``val_perplexity``) or
+    a results table (``metrics.val_perplexity``) names it."""
+    return metric.removeprefix("metrics.") in LOWER_IS_BETTER
 
 
 FAILURE_KEYS = ("traceback", "checkpoint_unusable")  # the keys only a failure's record has

@@ -477,3 +477,96 @@ def test_only_a_difference_both_not_significant_and_below_its_mde_is_called_not_
     sentence = next(line for line in text.splitlines() if "smaller than these seeds could detect" in line)
     assert "lora r=8 (+0.20 points" in sentence and "linear (-0.06 points" in sentence
     assert "lora r=4" not in sentence and "lora r=16" not in sentence
+
+
+TEXT_RUNS = [("full", "full", 8, {0: 0.80, 1: 0.82, 2: 0.79}), ("lora r=8", "lora", 8, {0: 0.78, 1: 0.81, 2: 0.80})]
+
+
+def text_study(root: Path, task: str) -> Path:
+    """A GLUE MRPC study (F1 and Matthews beside top-1; no top-5 with two classes) or a causal LM's (per-token
+    top-1 and top-5, perplexity), from the hand-written results of ``write_study_dir``."""
+    study = write_study_dir(root, runs=TEXT_RUNS, data="text")
+    for path in study.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        top1, seed = result["metrics"]["test_top1"], result["config"]["seed"]
+        result["config"]["model"] = {"source": "hf-text", "path": "/models/tiny", "task": task}
+        if task == "classification":
+            result["config"]["data"]["name"] = "glue/mrpc"
+            result["metrics"].update(test_top5=None, test_f1=top1 + 0.05, test_matthews=2 * top1 - 1.1)
+        else:
+            result["config"]["data"]["name"] = "instructions"
+            result["metrics"].update(test_perplexity=30 - 20 * top1 + seed, test_f1=None, test_matthews=None)
+        path.write_text(json.dumps(result))
+    return study
+
+
+def main_table(report: str) -> list[str]:
+    start = report.index("## Main table")
+    return report[start : report.index("LaTeX: `tables/main_table.tex`", start)].strip().splitlines()
+
+
+def test_a_glue_study_shows_f1_and_matthews_times_100(tmp_path):
+    study = text_study(tmp_path / "mrpc", "classification")
+    table = main_table(write_report(study).read_text())
+    assert table[2] == (
+        "| Method | Trainable params | n | Test top-1 (%) [95% CI] | Test F1 (×100) [95% CI] | "
+        "Test Matthews corr. (×100) [95% CI] |"
+    )
+    # F1 0.85, 0.87, 0.84 -> 85.3; Matthews 0.50, 0.54, 0.48 -> 50.7
+    assert table[4] == (
+        "| full | 800.0K (100.0%) | 3 | **80.3** [76.5, 84.1] | **85.3** [81.5, 89.1] | **50.7** [43.1, 58.3] |"
+    )
+    assert table[7].startswith(
+        "Mean over n seeds [95% Student-t interval of the mean over seeds], accuracies in %, F1 and Matthews "
+        "correlation ×100. Bold: best mean per column. "
+    )
+    tex = (study / "report" / "tables" / "main_table.tex").read_text()
+    assert (
+        r"\caption{mrpc: test accuracy, F1 and Matthews correlation (mean and 95\% Student-t interval of the mean "
+        r"over seeds) and trainable parameters.}"
+    ) in tex
+    assert r"Test top-1 (\%) & Test F1 ($\times$100) & Test Matthews corr. ($\times$100) \\" in tex
+    full = r"full & 800.0K (100.0\%) & 3 & $\mathbf{80.3} \pm 3.8$ & $\mathbf{85.3} \pm 3.8$ & $\mathbf{50.7} \pm 7.6$"
+    assert full in tex
+
+
+def test_a_causal_lm_study_shows_its_perplexity_lowest_best_and_its_accuracies_per_token(tmp_path):
+    study = text_study(tmp_path / "lm", "causal-lm")
+    table = main_table(write_report(study).read_text())
+    assert table[2] == (
+        "| Method | Trainable params | n | Test top-1 per token (%) [95% CI] | Test top-5 per token (%) [95% CI] | "
+        "Test perplexity (lower is better) [95% CI] |"
+    )
+    # perplexity 14.0, 14.6, 16.2 (full) and 14.4, 14.8, 16.0 (lora): the lower mean, full's 14.9, is bold
+    assert table[4].endswith("| **14.9** [12.1, 17.8] |") and table[5].endswith("| 15.1 [13.0, 17.1] |")
+    assert "accuracies in %, perplexity as it is. Bold: best mean per column (the lowest perplexity)." in table[7]
+    tex = (study / "report" / "tables" / "main_table.tex").read_text()
+    assert r"\caption{lm: test accuracy and perplexity (mean and" in tex
+    assert r"& Test perplexity (lower is better) \\" in tex and r"$\mathbf{14.9} \pm 2.8$ \\" in tex
+
+
+def test_an_image_studys_report_leaves_out_the_matthews_and_f1_its_runs_report(tmp_path):
+    """Image classifiers report Matthews (and F1 with two classes) too: their report is what it was without."""
+    plain, scored = (write_study_dir(tmp_path / name / "study") for name in ("plain", "scored"))
+    for path in scored.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        result["metrics"].update(test_f1=0.5, test_matthews=0.4, test_perplexity=None, val_matthews=0.4)
+        path.write_text(json.dumps(result))
+    write_report(plain), write_report(scored)
+    for name in ("report.md", "tables/main_table.tex"):
+        assert (plain / "report" / name).read_bytes() == (scored / "report" / name).read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed on this machine")
+def test_a_text_studys_main_table_compiles(tmp_path):
+    study = text_study(tmp_path / "mrpc", "classification")
+    write_report(study)
+    tables = study / "report" / "tables"
+    subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_document.tex"],
+        cwd=tables,
+        check=True,
+        capture_output=True,
+        timeout=480,
+    )
+    assert (tables / "main_table_document.pdf").is_file()

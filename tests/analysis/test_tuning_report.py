@@ -183,3 +183,52 @@ def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     )
     low, high = ax.get_xlim()
     assert low <= (1e-4 if one_axis else 0) and high >= (1.0 if one_axis else 4)  # every trial is in view
+
+
+def test_a_perplexity_search_is_reported_lower_better_and_unscaled(tmp_path):
+    """val_perplexity: the section says the lowest wins and prints perplexities as they are (not x100), the
+    final runs' columns are their val and test perplexity, the best-so-far line falls, the paper's caption
+    says lower is better."""
+    from matplotlib.figure import Figure
+
+    from peftlab.analysis.tuning import draw_panel
+    from peftlab.analysis.tuning_table import latex_table
+
+    record = selection(
+        "lora",
+        [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}, {"key": "method.r", "values": [4, 8]}],
+        [({"train.lr": 1e-3, "method.r": 4}, 14.2), ({"train.lr": 1e-2, "method.r": 8}, 9.87)],
+        {"trial": 1, "value": 9.87, "metric": "val_perplexity", "params": {"train.lr": 1e-2, "method.r": 8}},
+        search="random",
+    )
+    record["search"]["metric"] = "val_perplexity"
+    (tmp_path / "tune" / "lora").mkdir(parents=True)
+    (tmp_path / "tune" / "lora" / "selection.json").write_text(json.dumps(record))
+    finals = pd.DataFrame(
+        {
+            "method": ["lora", "lora"],
+            "seed": [0, 1],
+            "status": ["completed", "completed"],
+            "groups": ["main", "main"],
+            "metrics.val_top1": [0.41, 0.43],
+            "metrics.test_top1": [0.40, 0.42],
+            "metrics.val_perplexity": [10.25, 10.75],
+            "metrics.test_perplexity": [11.0, 12.0],
+        }
+    )
+    lines = report_section(tmp_path, finals, tmp_path / "figures")
+    text = "\n".join(lines)
+    assert "trials selected by val_perplexity, the lowest winning (one trial per point" in text
+    row = next(line for line in lines if line.startswith("| lora |"))
+    assert row.endswith("| train.lr=0.01, method.r=8 (trial 1) | 9.87 | 10.50 | 11.50 (2 seeds) |"), row
+    assert "Scores in the val and test columns: perplexity as it is." in text
+    assert "`figures/tuning.png`: the val_perplexity (validation) of every trial" in text
+    ax = Figure().subplots()
+    draw_panel(ax, record, "#0072B2")
+    best_so_far = next(line for line in ax.lines if line.get_label() == "best so far")
+    assert list(best_so_far.get_ydata()) == [14.2, 9.87]
+    assert ax.collections[-1].get_offsets()[0][1] == 9.87  # the chosen trial's star, unscaled
+    table = latex_table([record], finals)
+    assert r"the \texttt{val\_perplexity} (lower is better) of the chosen trial" in table
+    assert "validation and test perplexity of the final runs at the chosen values over $n$ seeds, perplexity" in table
+    assert r"& 1 & 9.9 & 10.5 & 11.5 & 2 \\" in table

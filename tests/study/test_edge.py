@@ -26,9 +26,9 @@ BASE = {
 DATA = {"num_classes": 10, "split_sizes": {"val": 500}}
 
 
-def search_of(tmp_path, axes, trials, method="lora"):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
-    tune = {"axes": axes, "search": "grid", "trials": trials, "follow_edge": True}
+def search_of(tmp_path, axes, trials, method="lora", base=BASE, metric="val_top1"):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    tune = {"axes": axes, "search": "grid", "trials": trials, "follow_edge": True, "metric": metric}
     (tmp_path / "study.yaml").write_text(
         yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {method: {}}, "tune": tune})
     )
@@ -97,6 +97,31 @@ def test_the_grid_runs_first_then_points_past_the_edge_and_between(tmp_path):
         "at_edge": None,
         "stopped": None,
     }
+
+
+def test_a_perplexity_grid_follows_the_lowest_value_past_the_edge_and_chooses_it(tmp_path):
+    """val_perplexity is lower-better: the valley at lr 0.3 is followed as the peak above is, and chosen,
+    though the runs' val_top1 is highest at the other end."""
+    lm = {
+        "model": {"source": "hf-text", "path": "lm", "task": "causal-lm"},
+        "data": {"name": "instructions", "root": "data"},
+        "method": {"name": "lora", "r": 4},
+        "train": {"lr": 1.0e-3},
+    }
+    search = search_of(tmp_path, {"train.lr": [1e-3, 1e-2, 1e-1]}, 6, base=lm, metric="val_perplexity")
+    assert search.direction == "minimize"
+
+    def valley(cfg):
+        perplexity = 5 + (math.log10(cfg.train.lr) - math.log10(0.3)) ** 2
+        top1 = 0.8 - 0.05 * math.log10(cfg.train.lr / 1e-3)  # highest at the smallest rate
+        return {"status": "completed", "metrics": {"val_top1": top1, "val_perplexity": perplexity}}
+
+    out = tmp_path / "tune"
+    chosen = run_search(search, out, Executor(valley), slots=2)
+    trials = selection(out)["trials"]
+    assert [t["params"]["train.lr"] for t in trials] == [1e-3, 1e-2, 1e-1, 1.0, 0.316227766017, 0.177827941004]
+    assert chosen["trial"] == 4 and chosen["metric"] == "val_perplexity"
+    assert chosen["value"] == min(t["value"] for t in trials) and chosen["value"] > 1
 
 
 def test_a_budget_that_runs_out_at_the_edge_says_so(tmp_path):

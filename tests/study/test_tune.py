@@ -1,5 +1,8 @@
 """The tune: section of a study: its validation, the equal budget, the proposals and the selection rule."""
 
+import dataclasses
+import json
+
 import pytest
 import yaml
 from testkit import REPO, TINY_MODEL
@@ -254,3 +257,139 @@ def test_an_edge_following_grid_gives_every_method_the_budget_whatever_its_grid(
     assert "follow_edge" not in plain.tune["full"].record()
     again = tuned(tmp_path, tune={**tune, "follow_edge": False, "trials": 2}, methods={"full": {}})
     assert again.tune["full"].fingerprint() == plain.tune["full"].fingerprint()
+
+
+LM = {
+    "model": {"source": "hf-text", "path": "lm", "task": "causal-lm"},
+    "data": {"name": "instructions", "root": "data"},
+    "method": {"name": "lora", "r": 4},
+}
+MRPC = {"model": {"source": "hf-text", "path": "bert"}, "data": {"name": "glue/mrpc", "root": "glue"}}
+FOLDER = {"model": {"source": "hf-text", "path": "bert"}, "data": {"name": "text", "root": "task"}}  # classes unknown
+TWO_CLASSES = {**BASE, "data": {**BASE["data"], "classes": [0, 6]}}
+LR_GRID = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
+
+
+def search_on(tmp_path, base: dict, metric: str):
+    study = {"seeds": 1, "methods": {"lora": {}}, "tune": {**LR_GRID, "metric": metric}}
+    return load_study(write_study(tmp_path, study, base)).tune["lora"]
+
+
+@pytest.mark.parametrize(
+    "base, metric, direction",
+    [
+        (MRPC, "val_f1", "maximize"),
+        (MRPC, "val_matthews", "maximize"),
+        (FOLDER, "val_f1", "maximize"),  # its classes are known once read: a trial reporting none stops the search
+        (TWO_CLASSES, "val_f1", "maximize"),
+        (BASE, "val_matthews", "maximize"),
+        (LM, "val_perplexity", "minimize"),
+        (LM, "val_top1", "maximize"),
+        (LM, "best_val_top1", "maximize"),
+    ],
+)
+def test_the_text_metrics_are_tuning_metrics_where_the_runs_report_them(tmp_path, base, metric, direction):
+    search = search_on(tmp_path, base, metric)
+    assert search.metric == metric and search.direction == direction and search.record()["metric"] == metric
+
+
+@pytest.mark.parametrize(
+    "base, metric, message",
+    [
+        (
+            BASE,
+            "val_perplexity",
+            "study tune.metric='val_perplexity' is invalid for method 'lora': a classifier "
+            "(model.task=classification) reports val_top1, best_val_top1 and val_matthews; "
+            "perplexity is a causal LM's",
+        ),
+        (
+            BASE,
+            "val_f1",
+            "study tune.metric='val_f1' is invalid for method 'lora': a 10-class classifier (fashion_mnist) "
+            "reports val_top1, best_val_top1 and val_matthews; F1 is a two-class score",
+        ),
+        (
+            LM,
+            "val_f1",
+            "study tune.metric='val_f1' is invalid for method 'lora': a causal LM (model.task=causal-lm) "
+            "reports val_top1, best_val_top1 and val_perplexity; F1 and Matthews are a classifier's",
+        ),
+        (LM, "val_matthews", "a causal LM (model.task=causal-lm) reports val_top1, best_val_top1 and val_perplexity"),
+        (MRPC, "val_perplexity", "perplexity is a causal LM's"),
+        (LM, "test_perplexity", "tune.metric='test_perplexity' is invalid (tuning selects on validation only"),
+        (MRPC, "best_val_f1", "tune.metric='best_val_f1' is invalid: expected one of val_top1, best_val_top1, val_f1"),
+    ],
+)
+def test_a_metric_the_runs_do_not_report_is_one_line(tmp_path, base, metric, message):
+    with pytest.raises(ConfigError) as err:
+        search_on(tmp_path, base, metric)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_selection_takes_the_lowest_perplexity():
+    """val_perplexity is lower-better: the lowest value wins, the lower number on a tie; a pruned or failed
+    trial never does."""
+    values = [12.0, 9.5, 30.0, 9.5]
+    trials = [{"number": n, "state": "COMPLETE", "params": {}, "value": v} for n, v in enumerate(values)]
+    trials += [
+        {"number": 4, "state": "PRUNED", "params": {}, "value": 1.5},
+        {"number": 5, "state": "FAIL", "params": {}, "value": None},
+        {"number": 6, "state": "COMPLETE", "params": {}, "value": 2.0, "diverged": "at chance"},
+    ]
+    assert best_trial(trials, minimize=True)["number"] == 1
+    assert best_trial(trials)["number"] == 2  # the highest, as for top-1
+    result = {"status": "completed", "metrics": {"val_top1": 0.3, "val_perplexity": 9.5, "test_perplexity": 8.0}}
+    assert trial_value(result, "val_perplexity") == 9.5
+    with pytest.raises(ValueError, match="not a validation metric"):
+        trial_value(result, "test_perplexity")
+
+
+def test_halving_prunes_a_high_perplexity_and_promotes_a_low_one(tmp_path):
+    """The Optuna study of a val_perplexity search minimizes: at the first rung the pruner keeps the lowest
+    half (of 10, 20, 30 and the new trial's), read from the val_perplexity of the runs' eval records."""
+    from types import SimpleNamespace
+
+    from peftlab.study.search import PruneWatch, load_search
+
+    search = dataclasses.replace(search_on(tmp_path, LM, "val_perplexity"), search="halving", reduction_factor=2)
+    study = load_search(search, tmp_path, search.proposals())
+    assert study.direction.name == "MINIMIZE"
+    for value in (10.0, 20.0, 30.0):  # finished trials that reported at step 1
+        trial = study.ask()
+        trial.report(value, 1)
+        trial.should_prune()  # records its value at the rung
+        study.tell(trial, value)
+    watched = {"high": study.ask(), "low": study.ask()}
+    watch = PruneWatch(search, study, watched)
+    for name, value in (("high", 50.0), ("low", 5.0)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        records = [{"kind": "step", "step": 1, "loss": 3.0}, {"kind": "eval", "step": 1, "val_perplexity": value}]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert watch(SimpleNamespace(run_id="high"), tmp_path / "high") is True
+    assert watch(SimpleNamespace(run_id="low"), tmp_path / "low") is False
+    assert study.trials[watched["low"].number].intermediate_values == {1: 5.0}
+
+
+def test_a_trial_run_that_reports_no_f1_stops_the_search_in_one_line(tmp_path):
+    """A folder of text files: its classes are known once read. Three classes give no F1: the search stops
+    before any selection, naming the metric, instead of failing every trial."""
+    from peftlab.errors import UserError
+    from peftlab.study.search import run_search
+
+    search = search_on(tmp_path, FOLDER, "val_f1")
+    done = {"status": "completed", "metrics": {"val_top1": 0.5, "val_f1": None, "val_matthews": 0.2}}
+    done["provenance"] = {"data": {"num_classes": 3, "split_sizes": {"val": 40}}}
+
+    def executor(jobs, on_done, stop_when):
+        for spec, run_dir in jobs:
+            (run_dir / "result.json").write_text(json.dumps(done))
+            on_done(spec, done)
+
+    with pytest.raises(UserError) as err:
+        run_search(search, tmp_path / "tune", executor, slots=2)
+    assert str(err.value) == (
+        "tuning of method 'lora': tune.metric=val_f1 is null in a completed trial run (its data has 3 classes "
+        "and F1 is a two-class score): expected val_top1, best_val_top1 or val_matthews"
+    )

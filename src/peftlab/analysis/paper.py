@@ -39,7 +39,6 @@ from peftlab.analysis.macros import (
     ALPHA,
     CONFIDENCE,
     TOP1,
-    TOP5,
     Numbers,
     citations_of,
     define_numbers,
@@ -55,7 +54,7 @@ from peftlab.analysis.paper_figures import (
     figure_layout,
 )
 from peftlab.analysis.paper_tables import write_tables
-from peftlab.analysis.report import choose_baseline
+from peftlab.analysis.report import choose_baseline, main_columns
 from peftlab.analysis.tables import display_name, latex_text
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
@@ -123,8 +122,9 @@ class Study:
         self.dir, self.df, self.baseline = study_dir, df, baseline
         self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
         self.done = completed_runs(df)
+        self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
         self.summary = pd.concat(
-            [summarize(df, metric=m, confidence=CONFIDENCE) for m in (TOP1, TOP5) if m in df], ignore_index=True
+            [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
         )
         self.top1 = self.summary[self.summary["metric"] == TOP1].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.top1["variant"]]

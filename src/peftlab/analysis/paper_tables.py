@@ -10,9 +10,10 @@ import numpy as np
 
 from peftlab.analysis import protocol_card, tuning_table
 from peftlab.analysis.literature import Citation, literature_table, study_rows
-from peftlab.analysis.macros import TOP1, TOP5, pairs_text, pct, pvalue, signed
+from peftlab.analysis.macros import TOP1, pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
 from peftlab.analysis.tables import latex_document, latex_escape, latex_table
+from peftlab.analysis.units import metric_words
 
 if TYPE_CHECKING:
     from peftlab.analysis.paper import Study
@@ -20,13 +21,14 @@ if TYPE_CHECKING:
 
 def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    words = metric_words(study.metrics)  # "test accuracy", "test accuracy and perplexity"
     tex = latex_table(
         study.summary,
         study.comparisons,
-        columns=[m for m in (TOP1, TOP5) if m in study.df],
+        columns=study.metrics,
         # plain words only: read the same whether latex_table escapes its caption or not
-        caption="Test accuracy and trainable parameters of each configuration on the test split; "
-        "the note under the table says what each cell shows.",
+        caption=f"{words[0].upper()}{words[1:]} and trainable parameters of each configuration on the test "
+        "split; the note under the table says what each cell shows.",
         label="tab:main",
         labels=study.labels,
     )

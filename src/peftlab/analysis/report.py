@@ -43,11 +43,17 @@ from peftlab.analysis.intervals import (
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
 from peftlab.analysis.power import ALPHA, POWER
-from peftlab.analysis.tables import display_name, latex_document, latex_table, markdown_table
+from peftlab.analysis.tables import METRIC_LABELS, display_name, latex_document, latex_table, markdown_table
+from peftlab.analysis.units import metric_words
 from peftlab.errors import UserError
 from peftlab.study.report_options import read_report_options
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
+# a text study's main table shows those its runs report too: F1 of a two-class task (GLUE MRPC's), the
+# Matthews correlation (CoLA's), a causal LM's perplexity
+TEXT_METRICS = ("metrics.test_f1", "metrics.test_matthews", "metrics.test_perplexity")
+# a causal LM's top-1 and top-5 are its next-token predictions' accuracy, per token
+TOKEN_LABELS = {"metrics.test_top1": "Test top-1 per token (%)", "metrics.test_top5": "Test top-5 per token (%)"}
 ABLATION_AXES = {
     "config.method.r": "rank",
     "config.method.lora_alpha": "alpha",
@@ -140,7 +146,8 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
     Pareto front, the significance of each configuration against ``baseline``, the aggregates over
     datasets, QA-LoRA at equal bits and VTAB-1k; ``name``: the study's."""
-    summary = pd.concat([summarize(df, metric=m, interval=interval) for m in METRICS if m in df], ignore_index=True)
+    columns = main_columns(df)
+    summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
         comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0], alpha=ALPHA)
@@ -148,10 +155,10 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     tex = latex_table(
         summary,
         comparisons,
-        columns=[m for m in METRICS if m in df],
+        columns=columns,
         labels=labels,
         interval_text=interval_text,
-        caption=f"{name}: test accuracy (mean and {interval_text}) and trainable parameters.",
+        caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
     )
     (out / "tables" / "main_table.tex").write_text(tex)
     (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
@@ -161,7 +168,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
         markdown_table(
             summary,
             comparisons,
-            columns=[m for m in METRICS if m in df],
+            columns=columns,
             labels=labels,
             interval_text=interval_text,
         ),
@@ -174,6 +181,21 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     lines += equal_bits.report_section(df, interval, labels)
     lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
     return lines
+
+
+def main_metrics(df: pd.DataFrame) -> list[str]:
+    """The main table's metrics: test top-1 and top-5 (those some run measured), then in a text study the
+    text scores some run reports (``TEXT_METRICS``). An image classifier's runs report the Matthews
+    correlation too (and F1 with two classes), which its table leaves out."""
+    return [m for m in METRICS + (TEXT_METRICS if is_text(df) else ()) if m in df]
+
+
+def main_columns(df: pd.DataFrame) -> dict[str, str]:
+    """The main table's metrics (``main_metrics``) and their headers: a study of causal LMs says its
+    accuracies are per token."""
+    tasks = completed_runs(df).get("config.model.task", pd.Series(dtype=object))
+    lm = is_text(df) and not tasks.empty and bool((tasks == "causal-lm").all())
+    return {m: (TOKEN_LABELS if lm else METRIC_LABELS).get(m, METRIC_LABELS[m]) for m in main_metrics(df)}
 
 
 def model_names(df: pd.DataFrame) -> pd.Series:

@@ -1,12 +1,13 @@
 """LaTeX (booktabs) and Markdown tables from `summarize` and `paired_comparisons` outputs.
 
-A table has one row per variant and one column per metric. Metrics are fractions in
-[0, 1] and are printed in percent with one decimal. A LaTeX cell reads "mean ± h" when
-every interval of the table is a Student-t interval (symmetric about the mean: h is its
-half-width) and "mean [low, high]" otherwise (a bootstrap interval need not be symmetric);
-a Markdown cell always reads "mean [low, high]". The note under the table names the
-interval. With n = 1 a cell shows the mean alone. The best mean of each column, compared
-as printed, is in bold.
+A table has one row per variant and one column per metric. Accuracies are fractions in
+[0, 1] and are printed in percent with one decimal; F1 and the Matthews correlation times
+100, a perplexity as it is, with one decimal, its lowest mean the best (``analysis.units``).
+A LaTeX cell reads "mean ± h" when every interval of the table is a Student-t interval
+(symmetric about the mean: h is its half-width) and "mean [low, high]" otherwise (a
+bootstrap interval need not be symmetric); a Markdown cell always reads "mean [low, high]".
+The note under the table names the interval and the units. With n = 1 a cell shows the
+mean alone. The best mean of each column, compared as printed, is in bold.
 
 Names shown in a table or figure go through `display_name`: a study's `report.labels`
 rename configurations and methods. A label is text with optional LaTeX math between
@@ -18,13 +19,18 @@ import re
 import numpy as np
 import pandas as pd
 
+from peftlab.analysis import units
 from peftlab.analysis.intervals import INTERVALS
+from peftlab.run_result import lower_is_better
 
 METRIC_LABELS = {
     "metrics.test_top1": "Test top-1 (%)",
     "metrics.test_top5": "Test top-5 (%)",
     "metrics.val_top1": "Val top-1 (%)",
     "metrics.best_val_top1": "Best val top-1 (%)",
+    "metrics.test_f1": "Test F1 (×100)",
+    "metrics.test_matthews": "Test Matthews corr. (×100)",
+    "metrics.test_perplexity": "Test perplexity (lower is better)",
 }
 
 LATEX_SPECIAL = {
@@ -41,6 +47,7 @@ LATEX_SPECIAL = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
+    "×": r"$\times$",
 }
 
 
@@ -252,7 +259,7 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
         columns = {metric: METRIC_LABELS.get(metric, metric) for metric in columns}
     significant = _significant_cells(comparisons, row, alpha)
     names = list(dict.fromkeys(summary[row]))
-    best = {metric: _best_printed_mean(summary[summary["metric"] == metric]) for metric in columns}
+    best = {metric: _best_printed_mean(summary[summary["metric"] == metric], metric) for metric in columns}
     rows = []
     for name in names:
         variant_rows = summary[summary[row] == name]
@@ -262,16 +269,16 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
             if found.empty:
                 cells.append(None)
                 continue
-            s = found.iloc[0]
+            s, times = found.iloc[0], units.scale(metric)
             counts.append(int(s["n"]))
             cells.append(
                 {
-                    "mean": f"{100 * s['mean']:.1f}",
-                    "half_width": _half_width(s["ci_low"], s["ci_high"]),
-                    "low": f"{100 * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
-                    "high": f"{100 * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
+                    "mean": f"{times * s['mean']:.1f}",
+                    "half_width": _half_width(s["ci_low"], s["ci_high"], times),
+                    "low": f"{times * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
+                    "high": f"{times * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
                     "method": s.get("ci_method"),
-                    "bold": f"{100 * s['mean']:.1f}" == best[metric],
+                    "bold": f"{times * s['mean']:.1f}" == best[metric],
                     "marker": (name, metric) in significant,
                 }
             )
@@ -290,6 +297,8 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
     }
     return {
         "headers": list(columns.values()),
+        "units": units.units(columns),
+        "best": units.best_words(columns),
         "rows": rows,
         "baselines": [display_name(b, None, labels) for b in baselines],
         "symmetric": intervals <= {"t"},
@@ -314,16 +323,18 @@ def _significant_cells(comparisons, row, alpha):
     return set(zip(chosen[row], chosen["metric"]))
 
 
-def _best_printed_mean(rows):
+def _best_printed_mean(rows, metric):
+    """The best mean as printed: the highest, or for a perplexity the lowest."""
     if rows.empty:
         return None
-    return f"{100 * rows['mean'].max():.1f}"
+    best = rows["mean"].min() if lower_is_better(metric) else rows["mean"].max()
+    return f"{units.scale(metric) * best:.1f}"
 
 
-def _half_width(low, high):
+def _half_width(low, high, times=100.0):
     if not (np.isfinite(low) and np.isfinite(high)):
         return None
-    return f"{100 * (high - low) / 2:.1f}"
+    return f"{times * (high - low) / 2:.1f}"
 
 
 def _count_range(counts):
@@ -361,10 +372,10 @@ def _latex_cell(cell, symmetric):
 def _latex_note(table, alpha):
     interval = latex_escape(table["interval_text"])
     if table["symmetric"]:
-        cells = rf"Mean over $n$ seeds $\pm$ half the width of the {interval}, in \%."
+        cells = rf"Mean over $n$ seeds $\pm$ half the width of the {interval}, {latex_escape(table['units'])}."
     else:
-        cells = rf"Mean over $n$ seeds [the {interval}], in \%."
-    sentences = [cells, "Bold: best mean per column."]
+        cells = rf"Mean over $n$ seeds [the {interval}], {latex_escape(table['units'])}."
+    sentences = [cells, f"Bold: best mean per column{latex_escape(table['best'])}."]
     if table["any_single_run"]:
         sentences.append("No interval where $n = 1$.")
     if table["baselines"]:
@@ -392,7 +403,7 @@ def _markdown_cell(cell):
 
 
 def _markdown_note(table, alpha):
-    note = f"Mean over n seeds [{table['interval_text']}], in %. Bold: best mean per column."
+    note = f"Mean over n seeds [{table['interval_text']}], {table['units']}. Bold: best mean per column{table['best']}."
     if table["any_single_run"]:
         note += " No interval where n = 1."
     if table["baselines"]:

@@ -29,7 +29,9 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figure_style import figure_name, save_figure
 from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.units import scale, unit, units
 from peftlab.files import read_json
+from peftlab.run_result import lower_is_better
 
 UNTUNED = (
     "The methods share one set of hyper-parameters (not tuned per method on validation): rankings may "
@@ -92,15 +94,21 @@ def _counts(trials: list[dict]) -> str:
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
 
 
-def final_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean validation and test top-1 (%) of its completed main-table runs, and their count."""
-    done = completed_runs(df)
-    if done.empty or "metrics.val_top1" not in done:
+def final_metrics(metric: str) -> tuple[str, str]:
+    """The validation and test columns of the final runs of a search on ``metric`` (a best-over-training
+    metric's are the last evaluation's): val_f1 -> metrics.val_f1, metrics.test_f1."""
+    name = metric.removeprefix("best_").removeprefix("val_")
+    return f"metrics.val_{name}", f"metrics.test_{name}"
+
+
+def final_scores(df: pd.DataFrame, metric: str = "val_top1") -> pd.DataFrame:
+    """Per method: mean validation and test score of the search's ``metric`` (top-1 in %, F1 and Matthews
+    times 100, a perplexity as it is) of its completed main-table runs, and their count."""
+    done, (val, test) = completed_runs(df), final_metrics(metric)
+    if done.empty or val not in done or test not in done:
         return pd.DataFrame(columns=["val", "test", "n"])
-    main = done[done["groups"].str.split(",").apply(lambda g: "main" in g)]
-    return main.groupby("method").agg(
-        val=("metrics.val_top1", "mean"), test=("metrics.test_top1", "mean"), n=("seed", "nunique")
-    ) * [100, 100, 1]
+    main, times = done[done["groups"].str.split(",").apply(lambda g: "main" in g)], scale(metric)
+    return main.groupby("method").agg(val=(val, "mean"), test=(test, "mean"), n=("seed", "nunique")) * [times, times, 1]
 
 
 def numeric_axis(search: dict) -> dict | None:
@@ -229,8 +237,9 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         method = record["search"]["method"]
         draw_panel(ax, record, (palette or {}).get("method", {}).get(method, "#0072B2"))
         ax.set_title(figure_name(method, method, labels), fontsize=8)
+    metric = searches[0]["search"]["metric"]
     for ax in axes[::ncols]:
-        ax.set_ylabel(f"{searches[0]['search']['metric']} (validation, %)", fontsize=7)
+        ax.set_ylabel(f"{metric} (validation{', ' + unit(metric) if unit(metric) else ''})", fontsize=7)
     legend = {}  # every panel's markers, each once: a diverged trial may be in the last panel only
     for ax in axes[: len(searches)]:
         legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
@@ -250,19 +259,20 @@ def draw_panel(ax, record: dict, color: str) -> None:
     """One method's trials: against the searched value (one numeric axis) or in trial order with the best
     so far; pruned trials hollow, added ones (an edge-following grid) as diamonds, diverged ones as red
     crosses (at their score, or at the panel's foot without one), the chosen trial a star."""
-    axis = numeric_axis(record["search"])
+    metric = record["search"]["metric"]
+    axis, times, lower = numeric_axis(record["search"]), scale(metric), lower_is_better(metric)
     x_of = (lambda t: t["params"][axis["key"]]) if axis else (lambda t: t["number"])
     trials = sorted(record["trials"], key=lambda t: t["number"])
-    done = [(x_of(t), 100 * t["value"]) for t in trials if state(t) == "COMPLETE" and t["value"] is not None]
-    pruned = [(x_of(t), 100 * t["value"]) for t in trials if state(t) == "PRUNED" and t["value"] is not None]
-    added = [(x_of(t), 100 * t["value"]) for t in trials if t.get("added") and state(t) == "COMPLETE"]
+    done = [(x_of(t), times * t["value"]) for t in trials if state(t) == "COMPLETE" and t["value"] is not None]
+    pruned = [(x_of(t), times * t["value"]) for t in trials if state(t) == "PRUNED" and t["value"] is not None]
+    added = [(x_of(t), times * t["value"]) for t in trials if t.get("added") and state(t) == "COMPLETE"]
     if done and axis:  # a curve over the searched values
         ax.plot(*zip(*sorted(done)), marker="o", ms=4, color=color, lw=1, zorder=3, label="trial")
     elif done:
         ax.scatter(*zip(*done), s=16, color=color, zorder=3, label="trial")
-        best, line = -np.inf, []
+        best, line = np.inf if lower else -np.inf, []
         for number, value in done:
-            best = max(best, value)
+            best = min(best, value) if lower else max(best, value)
             line.append((number, best))
         ax.step(*zip(*line), where="post", color=color, alpha=0.6, lw=1, label="best so far")
     if pruned:
@@ -278,11 +288,11 @@ def draw_panel(ax, record: dict, color: str) -> None:
             zorder=3.5,
             label="added (edge-following)",
         )
-    draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of)
+    draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of, times)
     chosen = record.get("chosen")
     if chosen:
         chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
-        ax.scatter([chosen_x], [100 * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
+        ax.scatter([chosen_x], [times * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
     ax.tick_params(labelsize=6)
     if axis:
         if _log_scaled(axis, trials):
@@ -294,10 +304,10 @@ def draw_panel(ax, record: dict, color: str) -> None:
     ax.grid(alpha=0.3, lw=0.5)
 
 
-def draw_diverged(ax, trials: list[dict], x_of) -> None:
+def draw_diverged(ax, trials: list[dict], x_of, times: float = 100.0) -> None:
     """Red crosses at the score of a trial that fell to chance; red triangles on the x-axis itself for
     one without a score (a non-finite loss or gradient), where no score could be read off."""
-    scored = [(x_of(t), 100 * t["value"]) for t in trials if t.get("value") is not None]
+    scored = [(x_of(t), times * t["value"]) for t in trials if t.get("value") is not None]
     unscored = [x_of(t) for t in trials if t.get("value") is None]
     style = {"color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
@@ -330,38 +340,24 @@ def report_section(
         if len(first["seeds"]) > 1
         else f"one trial per point, on tuning seed {seeds}"
     )
+    metric = first["metric"]
     lines = [
         "## Tuning",
         "",
         f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
-        f"trials selected by {first['metric']} ({scored}, which no final "
-        "run uses); the test set was evaluated for the final runs only, each at its method's chosen values. "
-        "Budgets (trials per method): "
+        f"trials selected by {metric}{', the lowest winning' if lower_is_better(metric) else ''} ({scored}, which "
+        "no final run uses); the test set was evaluated for the final runs only, each at its method's chosen "
+        "values. Budgets (trials per method): "
         + ", ".join(f"{s['search']['method']} {s['search']['trials']}" for s in searches)
         + ".",
         "",
         "| method | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
         "test (final runs) |",
         "|---|---|---|---|---:|---:|---:|",
+        *search_rows(searches, final_scores(df, metric), labels),
     ]
-    scores = final_scores(df)
-    for record in searches:
-        search, chosen = record["search"], record.get("chosen")
-        method = search["method"]
-        final = scores.loc[method] if method in scores.index else None
-        unfinished = "" if record.get("done") else " (search not finished)"
-        chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
-        chosen_val = f"{100 * chosen['value']:.2f}" if chosen else "-"
-        final_text = (
-            f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})"
-            if final is not None
-            else "- | -"
-        )
-        lines.append(
-            f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
-            f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
-            f"{final_text} |"
-        )
+    if unit(metric) != "%":  # top-1 reads as a percentage without saying so
+        lines += ["", f"Scores in the val and test columns: {units([metric])}."]
     lines.append("")
     edges = edge_choices(searches)
     if edges:
@@ -389,6 +385,29 @@ def report_section(
             "",
         ]
     return lines
+
+
+def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None) -> list[str]:
+    """The Tuning table's row of each search: its space, trials, choice and the final runs' ``scores``."""
+    rows = []
+    for record in searches:
+        search, chosen = record["search"], record.get("chosen")
+        method = search["method"]
+        final = scores.loc[method] if method in scores.index else None
+        unfinished = "" if record.get("done") else " (search not finished)"
+        chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
+        chosen_val = f"{scale(search['metric']) * chosen['value']:.2f}" if chosen else "-"
+        final_text = (
+            f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})"
+            if final is not None
+            else "- | -"
+        )
+        rows.append(
+            f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
+            f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
+            f"{final_text} |"
+        )
+    return rows
 
 
 def search_words(search: dict) -> str:

@@ -8,13 +8,17 @@ import pandas as pd
 
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.analysis.tuning import added_count, edges, final_scores, state
+from peftlab.analysis.units import scale, score_name, units
+from peftlab.run_result import lower_is_better
 
 TABLE_CAPTION = (
     "Hyper-parameter search of each method on the validation split: the search space, the trials run "
     "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
-    "over the tuning seeds when there are several), and the mean validation and test top-1 of the "
-    "final runs at the chosen values over $n$ seeds, in \\%."
+    "over the tuning seeds when there are several), and the mean validation and test {score} of the "
+    "final runs at the chosen values over $n$ seeds, {units}."
 )
+# the caption's name of a search metric's score (best_val_top1's final runs: their last evaluation's top-1)
+SCORE_WORDS = {"top1": "top-1", "f1": "F1", "matthews": "Matthews correlation", "perplexity": "perplexity"}
 
 
 def latex_key(key: str) -> str:
@@ -57,14 +61,19 @@ def latex_trials(record: dict) -> str:
 def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
     """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
     of its axis (``edges``) is marked $^{\\dagger}$."""
-    scores = final_scores(df)
+    metric = searches[0]["search"]["metric"]
+    scores, times = final_scores(df, metric), scale(metric)
     at_edge = {(method, key) for method, key, _, _ in edges(searches)}
-    metric = latex_key(searches[0]["search"]["metric"])
+    caption = TABLE_CAPTION.format(
+        metric=latex_key(metric) + (" (lower is better)" if lower_is_better(metric) else ""),
+        score=SCORE_WORDS.get(score_name(metric), score_name(metric)),
+        units=latex_escape(units([metric])),
+    )
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        rf"\caption{{{TABLE_CAPTION.format(metric=metric)}}}",
+        rf"\caption{{{caption}}}",
         r"\label{tab:tuning}",
         # the search space gets more of the width than the chosen values (X columns share it)
         r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash\hsize=1.25\hsize}Xc"
@@ -84,7 +93,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
                 f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
                 for k, v in chosen["params"].items()
             )
-            chosen_text = f"{values} & {chosen['trial']} & {100 * chosen['value']:.1f}"
+            chosen_text = f"{values} & {chosen['trial']} & {times * chosen['value']:.1f}"
         else:
             chosen_text = "-- & -- & --"
         final = scores.loc[method] if method in scores.index else None

@@ -4,7 +4,8 @@ The grid's points are the first trials; the rest of the budget, N minus the grid
 points added one at a time, each a function of the finished trials' validation scores alone (so a
 search killed and started again adds the same points):
 
-- the best trial (``best_trial``: diverged trials never count) is looked at along each numeric axis
+- the best trial (``best_trial``: diverged trials never count; the lowest value where the metric is
+  lower-better, a perplexity) is looked at along each numeric axis
   of the grid, on the line through it (the other values fixed at the best's);
 - where it sits at an end of that line, the next point lies beyond that end by the grid's own step
   at that end: the ratio of the last two values on a log-spaced axis (lr 1e-3, 1e-2, 1e-1 -> 1),
@@ -45,11 +46,17 @@ def usable(trial: dict) -> bool:
     return trial["state"] == "COMPLETE" and trial.get("value") is not None and not trial.get("diverged")
 
 
-def best_trial(trials: list[dict]) -> dict | None:
-    """The usable trial with the highest validation ``value`` (the lower number on a tie); None when no
-    trial is usable. A trial record carries no test score, so none can decide."""
+def best_trial(trials: list[dict], minimize: bool = False) -> dict | None:
+    """The usable trial with the best validation ``value``, the highest, or the lowest with ``minimize``
+    (a perplexity), the lower number on a tie; None when no trial is usable. A trial record carries no
+    test score, so none can decide."""
     complete = [t for t in trials if usable(t)]
-    return max(complete, key=lambda t: (t["value"], -t["number"])) if complete else None
+    return max(complete, key=lambda t: (score(t, minimize), -t["number"])) if complete else None
+
+
+def minimizes(search) -> bool:
+    """Whether the search's metric is lower-better (a perplexity): its best trial has the lowest value."""
+    return search.direction == "minimize"
 
 
 def is_number(value) -> bool:
@@ -84,18 +91,21 @@ def tidy(value: float, integer: bool):
     return int(value) if integer else float(f"{value:.{DIGITS}g}")
 
 
-def score(trial: dict) -> float:
-    return trial["value"] if usable(trial) else -math.inf
+def score(trial: dict, minimize: bool = False) -> float:
+    """A trial's value signed so that higher is better (negated with ``minimize``); -inf when it is not usable."""
+    if not usable(trial):
+        return -math.inf
+    return -trial["value"] if minimize else trial["value"]
 
 
-def line_of(trials: list[dict], best: dict, key: str) -> dict:
-    """{value of ``key``: the best score there} over the trials that share the best's other values."""
+def line_of(trials: list[dict], best: dict, key: str, minimize: bool = False) -> dict:
+    """{value of ``key``: the best score there (``score``)} over the trials that share the best's other values."""
     others = {k: v for k, v in best["params"].items() if k != key}
     line: dict = {}
     for trial in trials:
         params = trial["params"] or {}
         if key in params and all(params.get(k) == v for k, v in others.items()):
-            line[params[key]] = max(line.get(params[key], -math.inf), score(trial))
+            line[params[key]] = max(line.get(params[key], -math.inf), score(trial, minimize))
     return line
 
 
@@ -127,7 +137,7 @@ def refusal(search, params: dict) -> str | None:
 
 def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added | None, list[str]]:
     """The point this axis proposes from the best (beyond an end, else between) and the refusals met."""
-    line = line_of(trials, best, axis.key)
+    line = line_of(trials, best, axis.key, minimizes(search))
     values = sorted(line)
     if len(values) < 2:
         return None, []
@@ -162,7 +172,7 @@ def axis_candidates(search, axis, trials: list[dict], best: dict) -> tuple[Added
 def next_point(search, trials: list[dict]) -> tuple[Added | None, list[str]]:
     """The point to add after ``trials`` (all finished), and the refusals met; (None, refusals) when
     nothing can be added (no usable trial, every axis refined as far as it goes)."""
-    best = best_trial(trials)
+    best = best_trial(trials, minimizes(search))
     if best is None:
         return None, []
     tried = [t["params"] for t in trials]
@@ -172,7 +182,7 @@ def next_point(search, trials: list[dict]) -> tuple[Added | None, list[str]]:
         refused += met
         if point is not None and point.params not in tried:
             kind_rank = 0 if point.kind == "beyond" else 1
-            found.append(((kind_rank, len(line_of(trials, best, axis.key)), order), point))
+            found.append(((kind_rank, len(line_of(trials, best, axis.key, minimizes(search))), order), point))
     if not found:
         return None, refused
     point = min(found, key=lambda pair: pair[0])[1]
@@ -204,7 +214,7 @@ def edge_summary(search, trials: list[dict]) -> dict:
     if summary["unspent"]:
         summary["stopped"] = (
             "no trial completed without diverging: there is no best to follow"
-            if best_trial(trials) is None
+            if best_trial(trials, minimizes(search)) is None
             else "no point is left to add: past each end the config "
             "refuses, and between the best and its neighbours every value is tried"
         )

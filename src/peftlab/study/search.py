@@ -28,7 +28,8 @@ the trials finished before it (``peftlab.study.edge``): a resumed search checks 
 trials against that rule and adds what an uninterrupted one would.
 
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
-tuning seeds; the trial with the best value wins (the lower trial number on a tie). A trial one of
+tuning seeds; the trial with the best value wins, the highest or, for a perplexity, the lowest (the
+Optuna study's direction, which halving's pruner follows too), the lower trial number on a tie. A trial one of
 whose runs diverged (a non-finite loss, or a last validation top-1 at chance: ``trials.divergence``) is
 marked so in selection.json and is never chosen.
 """
@@ -45,11 +46,12 @@ from typing import Any
 from peftlab.errors import UserError
 from peftlab.files import read_json, write_json_atomic
 from peftlab.run_result import read_result, run_status
-from peftlab.study.edge import added_points, best_trial, edge_summary, next_point, numeric_axes
+from peftlab.study.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
-from peftlab.study.tune import METRICS, Search, apply_values, search_key
+from peftlab.study.tune import Search, apply_values, search_key
+from peftlab.study.tune_metric import METRICS, missing_metric
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
@@ -202,7 +204,7 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
         if point is not None:  # None only for a journal load_search has set aside
             trials[number]["added"] = point.why
             trials[number].update({"refused": list(point.refused)} if point.refused else {})
-    best = best_trial(trials) if done else None
+    best = best_trial(trials, minimizes(search)) if done else None
     chosen = (
         {"trial": best["number"], "value": best["value"], "metric": search.metric, "params": best["params"]}
         if best
@@ -237,7 +239,7 @@ def load_search(search: Search, directory: Path, proposals: list[dict]):
             study_name=search.method,
             storage=open_journal(path),
             load_if_exists=True,
-            direction="maximize",
+            direction=search.direction,
             pruner=pruner,
         )
 
@@ -334,6 +336,9 @@ def run_trials(
         results[spec.run_id] = result
 
     run_jobs(jobs, on_done, stopper)
+    unreported = next(filter(None, (missing_metric(r, search.metric) for r in results.values())), None)
+    if unreported:  # a metric its classes do not give, known only once the data was read: never a silent failure
+        raise UserError(f"tuning of method '{search.name}': {unreported}")
     stopped_from_outside = []
     for number, (trial, specs) in runs_of.items():
         outcomes = [results.get(s.run_id, {"status": "failed"}) for s in specs]
@@ -367,6 +372,7 @@ class PruneWatch:
     def __init__(self, search: Search, study, trial_of_run: dict):
         self.field = METRICS[search.metric]
         self.best = search.metric.startswith("best_")
+        self.minimize = minimizes(search)
         self.trial_of_run = trial_of_run
         before = {t.number: t.intermediate_values for t in study.get_trials(deepcopy=False)}  # a resumed trial's
         self.reported = {rid: set(before.get(trial.number, {})) for rid, trial in trial_of_run.items()}
@@ -385,8 +391,8 @@ class PruneWatch:
         return False
 
     def scores(self, path: Path) -> list[tuple[int, float]]:
-        """(step, score) of each evaluation on val so far; a running max for best_* metrics."""
-        out, best = [], float("-inf")
+        """(step, score) of each evaluation on val so far; a running best for best_* metrics."""
+        out, best = [], None
         try:
             lines = path.read_text().splitlines()
         except OSError:
@@ -397,6 +403,9 @@ class PruneWatch:
             except ValueError:
                 continue  # a line being written
             if record.get("kind") in ("eval", "epoch") and record.get(self.field) is not None:
-                best = max(best, record[self.field]) if self.best else record[self.field]
-                out.append((int(record["step"]), float(best)))
+                value = record[self.field]
+                if self.best and best is not None:
+                    value = min(best, value) if self.minimize else max(best, value)
+                best = value
+                out.append((int(record["step"]), float(value)))
         return out

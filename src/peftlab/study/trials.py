@@ -1,7 +1,7 @@
 """A search's trials as their runs' result.json tell them: each run's validation score (``trial_value``),
 whether it diverged (``divergence``), and what selection.json keeps of a trial (``trial_record``).
 
-Only validation metrics are read (``tune.METRICS``): no test score ever enters a search.
+Only validation metrics are read (``tune_metric.METRICS``): no test score ever enters a search.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from peftlab.run_result import read_result
-from peftlab.study.tune import METRICS
+from peftlab.study.tune_metric import METRICS
 
 # a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
 # at least MIN_CHANCE_TOLERANCE above it, is at chance: its model collapsed, it is never chosen

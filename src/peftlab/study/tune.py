@@ -9,7 +9,7 @@ A study with ``tune:`` tunes every method on validation before its seeds meet th
       search: random                          # grid | random | halving (random + successive halving)
       trials: 8                               # every method's budget (grid: its number of points)
       follow_edge: false                      # grid: trials beyond its size go past the best's edge
-      metric: val_top1                        # val_top1 | best_val_top1: validation only, never test
+      metric: val_top1                        # val_top1 | best_val_top1 | val_f1 | val_matthews | val_perplexity
       seeds: [1000]                           # the seeds trials train with (default: see below)
       sampler_seed: 0                         # random / halving: the draws
       reduction_factor: 3                     # halving: a third of the trials go on at each rung
@@ -29,6 +29,14 @@ for ``linear`` when ``train.head_lr`` is set, since a probe trains only its head
 method's own ``tune:`` it is an error. Every method gets the same number of trials unless a
 method's own ``tune:`` sets ``trials``. The default tuning seed is one seed, the first integer
 from 1000 up that is not one of the study's seeds: trials never train a run the test set judges.
+
+``metric`` is a validation metric of result.json, never a test one (``peftlab.study.tune_metric``):
+top-1 of the final weights or its best over training (``best_val_top1``), or one of the text scores of
+the final weights, GLUE's F1 of class 1 on a two-class task (MRPC's), the Matthews correlation (CoLA's) or
+a causal LM's perplexity, the one where lower is better (the search minimizes it). The text scores have no
+best-over-training form: result.json keeps the best of top-1 alone. A metric the method's runs do not
+report (perplexity of a classifier, F1 of a ten-class one, F1 of a language model) is refused when the
+study is read.
 
 Each trial is an ordinary peftlab run of the method's configuration with the trial's values
 (``tune/<method>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
@@ -51,6 +59,7 @@ from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
 from peftlab.study.tune_axes import Axis, read_axis
+from peftlab.study.tune_metric import check_reported, read_metric, search_direction
 
 TUNE_KEYS = (
     "axes",
@@ -65,9 +74,6 @@ TUNE_KEYS = (
 )
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
-# the validation metrics of result.json a search may select on: name -> the metrics.jsonl field each
-# evaluation reports (halving compares trials on it at each rung)
-METRICS = {"val_top1": "val_top1", "best_val_top1": "val_top1"}
 MAX_TRIALS = 10_000
 FIRST_TUNING_SEED = 1000
 NOT_TUNABLE = ("seed", "name")
@@ -101,6 +107,11 @@ class Search:
     @property
     def name(self) -> str:
         return self.key or self.method
+
+    @property
+    def direction(self) -> str:
+        """Optuna's: "minimize" for a metric where lower is better (perplexity), else "maximize"."""
+        return search_direction(self.metric)
 
     def proposals(self) -> list[dict[str, Any]]:
         """The values of trial 0, 1, ... N-1, the same on every call: a grid in its product order,
@@ -262,14 +273,7 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
     search = tune.get("search", "random")
     if search not in SEARCHES:
         raise ConfigError(f"study tune.search={shown(search)} is invalid: expected one of {', '.join(SEARCHES)}")
-    metric = tune.get("metric", "val_top1")
-    if metric not in METRICS:
-        why = (
-            " (tuning selects on validation only: the test set judges the final runs, once)"
-            if isinstance(metric, str) and "test" in metric
-            else ""
-        )
-        raise ConfigError(f"study tune.metric={shown(metric)} is invalid{why}: expected one of {', '.join(METRICS)}")
+    metric = read_metric(tune.get("metric", "val_top1"))
     trials = None if tune.get("trials") is None else _int(tune["trials"], "trials", 1, MAX_TRIALS)
     if search != "grid" and trials is None:
         raise ConfigError(f"study tune.trials is required with search: {search} (the budget of every method)")
@@ -324,6 +328,7 @@ def method_search(
             "of their own"
         )
     template, search = configs[0], shared["search"]
+    check_reported(shared["metric"], template, method)
     axes = method_axes(method, own, shared["axes"], template, check_key, is_foreign)
     if search == "grid" and any(a.values is None for a in axes.values()):
         key = next(k for k, a in axes.items() if a.values is None)

@@ -126,6 +126,8 @@ def result_record(
             test_f1=test.get("f1"),
             test_matthews=test.get("matthews"),
             test_perplexity=test.get("perplexity"),
+            val_f1=val.get("f1"),
+            val_matthews=val.get("matthews"),
             val_perplexity=val.get("perplexity"),
         ),
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},

@@ -364,16 +364,7 @@ def log_and_evaluate(
     if eval_point:
         val = evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
         pos.val_seconds += val["seconds"]
-        s.log(
-            {
-                "kind": "eval",
-                "step": pos.step,
-                "epoch": pos.epoch,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-            }
-        )
+        s.log(val_record("eval", pos, val))
         meter.restart()  # evaluation is not training time
 
 
@@ -384,21 +375,22 @@ def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Posi
     if val["top1"] is not None:  # no validation split: nothing to improve on (early stopping needs one)
         improved = val["top1"] > pos.best_val
         pos.best_val, pos.bad_epochs = max(pos.best_val, val["top1"]), 0 if improved else pos.bad_epochs + 1
-    s.log(
-        {
-            "kind": "epoch",
-            "step": pos.step,
-            "epoch": pos.epoch,
-            "val_loss": val["loss"],
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
-        }
-    )
+    s.log(val_record("epoch", pos, val))
     kill_point("epoch-record", pos.step)
     pos.epoch, pos.next_batch = pos.epoch + 1, 0
     save(s, built, opt, pos)
     kill_point("epoch-checkpoint", pos.step)
     return val
+
+
+def val_record(kind: str, pos: Position, val: dict) -> dict:
+    """metrics.jsonl's record of an evaluation on val: loss, top-1, top-5, and the text scores the model
+    produces (F1 of a two-class classifier, Matthews of a classifier, a causal LM's perplexity), which a
+    halving search's pruner compares (``tune.metric``)."""
+    record = {"kind": kind, "step": pos.step, "epoch": pos.epoch}
+    record.update({f"val_{name}": val[name] for name in ("loss", "top1", "top5")})
+    record.update({f"val_{name}": val[name] for name in ("f1", "matthews", "perplexity") if val[name] is not None})
+    return record
 
 
 def save(s: Setting, built: Built, opt: Optimization, pos: Position) -> None:
