@@ -24,7 +24,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study study-text vtab-demo lint test check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study study-text study-lora-ablations vtab-demo lint test check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -74,6 +74,12 @@ study-text: install data
 	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
 	$(BIN)/peftlab data fortunes-task --out cache/data/fortunes-task
 	$(BIN)/peftlab study configs/studies/text.yaml --workers 2 --report
+
+# the LoRA fine-tuning document's rank, alpha and target ablations on the same offline task
+study-lora-ablations: install data
+	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
+	$(BIN)/peftlab data fortunes-task --out cache/data/fortunes-task
+	$(BIN)/peftlab study configs/studies/lora_ablations.yaml --workers 2 --report
 
 # ruff (pyproject's [tool.ruff]): the whole tree linted and formatted; `ruff format .` and `ruff check --fix .`
 # repair most of what it finds. `make test` runs it first.

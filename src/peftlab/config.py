@@ -67,6 +67,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # tracking sinks besides metrics.jsonl (peftlab.tracking); not part of the run id
     track: tuple[Literal[TRACKERS], ...] = ()
+    # the names the sinks get (peftlab.tracking.TRACK_NAMES): peftlab's (train/*, adapter/<layer>/*,
+    # params/*, merge/*, ...) or lora, the LoRA fine-tuning document's dashboard (lora_adapters/*,
+    # lora_rank/*, efficiency/*, verification/*); not part of the run id
+    track_names: Literal["peftlab", "lora"] = "peftlab"
     # a published protocol whose settings the run takes and keeps (peftlab.protocol.PRESETS): none,
     # petl_vision or vpetl_bench; a key the config sets otherwise is an error
     protocol: Literal["none", "petl_vision", "vpetl_bench"] = "none"
@@ -355,7 +359,7 @@ LATE_FIELDS: dict[str, Any] = {
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).
-UNHASHED_FIELDS = ("track", "train.reproducible")
+UNHASHED_FIELDS = ("track", "track_names", "train.reproducible")
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.

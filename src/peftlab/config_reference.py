@@ -128,7 +128,7 @@ DESCRIPTIONS = {
 }
 
 SECTIONS = (
-    ("", RunConfig, ("name", "seed", "protocol", "track")),
+    ("", RunConfig, ("name", "seed", "protocol", "track", "track_names")),
     ("model", ModelConfig, None),
     ("data", DataConfig, None),
     ("quant", QuantConfig, None),

@@ -221,6 +221,40 @@ def test_rank_ablation_draws_methods_without_a_rank_as_reference_lines(drawn, tm
     assert legend_texts(drawn["ablation_method_r"]) == ["lora", "full (no rank r)", "linear (no rank r)"]
 
 
+def test_an_ablation_figure_takes_the_study_groups_that_vary_its_axis():
+    """lora_ablations.yaml's shape: the main configuration in every group, a rank group and an alpha
+    group whose alpha = 2r is set beside r. Neither figure pools the other group's configurations."""
+    table = pd.DataFrame(
+        [
+            {
+                "variant": "lora",
+                "groups": "main,rank,alpha",
+                "axes": "",
+                "config.method.r": 8,
+                "config.method.lora_alpha": 16,
+            },
+            {
+                "variant": "lora r=4",
+                "groups": "rank",
+                "axes": "method.r",
+                "config.method.r": 4,
+                "config.method.lora_alpha": 8,
+            },
+            {
+                "variant": "lora alpha=32",
+                "groups": "alpha",
+                "axes": "method.lora_alpha",
+                "config.method.r": 8,
+                "config.method.lora_alpha": 32,
+            },
+        ]
+    )
+    assert list(ablation_figure.runs_of_axis(table, "config.method.r")["variant"]) == ["lora", "lora r=4"]
+    assert list(ablation_figure.runs_of_axis(table, "config.method.lora_alpha")["variant"]) == ["lora", "lora alpha=32"]
+    unsaid = table.drop(columns="axes")
+    assert len(ablation_figure.runs_of_axis(unsaid, "config.method.r")) == 3  # no axes column: every run
+
+
 def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
     labels = {"lora r=4": "LoRA ($r{=}4$)", "full": "Full FT"}
     figures.plot_seed_boxplots(synthetic_study, tmp_path, labels=labels)

@@ -76,9 +76,17 @@ def test_per_value_overrides_and_exclude(tmp_path):
         ),
         (
             {"methods": {"full": {}}, "report": {"colours": {}}},
-            r"study report: unknown key 'colours'; allowed: interval, labels",
+            r"study report: unknown key 'colours'; allowed: interval, labels, trainable_share_at_most",
         ),
         ({"methods": {"full": {}}, "report": {"labels": ["full"]}}, r"study report.labels must be a mapping"),
+        (
+            {"methods": {"lora": {}}, "report": {"trainable_share_at_most": {"lora": 30}}},
+            r"report.trainable_share_at_most\['lora'\]=30 is invalid: expected a share in \(0, 1\] \(0.003 is 0.3%\)",
+        ),
+        (
+            {"methods": {"lora": {}}, "report": {"trainable_share_at_most": {"dora": 0.003}}},
+            r"study report.trainable_share_at_most key 'dora' names no configuration or method of the study",
+        ),
         ({"methods": {"full": {}}, "report": {"labels": {"full": ""}}}, r"report.labels\['full'\]='' is invalid"),
         ({"methods": {"full": {}}, "report": {"labels": {"full": "$r=4"}}}, r"a \$ opens LaTeX math that no \$ closes"),
         (

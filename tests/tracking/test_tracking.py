@@ -218,3 +218,50 @@ def test_tracking_changes_neither_the_run_id_nor_the_run_directory(tmp_path):
     assert load_config(tmp_path / "config.yaml").track == ("mlflow",)
     with pytest.raises(ConfigError, match="different config.yaml"):
         prepare_run_dir(small_config(seed=1), tmp_path)
+
+
+def test_lora_names_rename_what_the_sinks_get_and_nothing_else():
+    from peftlab.tracking import renamed
+
+    numbers = {
+        "train/loss": 1.0,
+        "adapter/blocks.0.attn.qkv.q/norm_A": 2.0,
+        "adapter/blocks.0.attn.qkv.q/stable_rank": 3.0,
+        "params/trainable": 4.0,
+        "timing/images_per_s": 5.0,
+        "memory/estimate/total_bytes": 6.0,
+        "merge/ok": 1.0,
+        "frozen_base/equal": 1.0,
+        "test/top1": 0.5,
+    }
+    assert renamed(numbers, "peftlab") == numbers
+    assert renamed(numbers, "lora") == {
+        "train/loss": 1.0,
+        "lora_adapters/blocks.0.attn.qkv.q/norm_A": 2.0,
+        "lora_rank/blocks.0.attn.qkv.q/stable_rank": 3.0,
+        "efficiency/params_trainable": 4.0,
+        "efficiency/timing_images_per_s": 5.0,
+        "efficiency/memory_estimate_total_bytes": 6.0,
+        "verification/merge_ok": 1.0,
+        "verification/frozen_base_equal": 1.0,
+        "test/top1": 0.5,
+    }
+
+
+@pytest.mark.skipif(not HAS_DATA, reason="Fashion-MNIST is not installed (make data installs it)")
+def test_a_run_with_lora_names_sends_the_lora_documents_namespaces_to_tensorboard(tmp_path):
+    from peftlab.tracking.tensorboard_sink import read_scalars
+    from peftlab.training.run import train
+
+    cfg = small_config(track=["tensorboard"], track_names="lora")
+    assert config_hash(cfg) == config_hash(small_config())  # where numbers go is not the run's identity
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result.get("error")
+    scalars = read_scalars(tmp_path / "run" / "tensorboard")
+    namespaces = {tag.partition("/")[0] for tag in scalars}
+    assert {"lora_adapters", "lora_rank", "efficiency", "verification", "train", "val", "test"} <= namespaces
+    assert not namespaces & {"adapter", "params", "timing", "memory", "merge", "frozen_base"}
+    assert [s for s, _ in scalars["lora_adapters/blocks.0.attn.qkv.q/norm_B"]] == list(range(1, STEPS + 1))
+    assert scalars["verification/merge_ok"] == [(STEPS, 1.0)] and scalars["verification/frozen_base_equal"][0][1] == 1
+    trainable = scalars["efficiency/params_trainable"][0][1]
+    assert trainable == result["params"]["trainable"]

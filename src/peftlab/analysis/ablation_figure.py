@@ -43,6 +43,19 @@ def axis_methods(runs, axis):
     return [m for m, n in counts.items() if n >= 2]
 
 
+def runs_of_axis(runs, axis):
+    """The runs of the study groups (``groups`` of spec.json: main and each of ``ablations:``) that
+    vary ``axis`` among their own axes, so a rank ablation (r with alpha = 2r set beside it) is not
+    pooled with an alpha ablation at r = 8; all runs when the table does not say which group varies it."""
+    if "groups" not in runs.columns or "axes" not in runs.columns:
+        return runs
+    split = lambda cell: cell.split(",") if isinstance(cell, str) and cell else []  # load.py joins them
+    groups, axes = runs["groups"].map(split), runs["axes"].map(split)
+    key = axis.removeprefix("config.")
+    varying = {g for gs, keys in zip(groups, axes) if key in keys for g in gs}
+    return runs[groups.map(lambda gs: bool(varying & set(gs)))] if varying else runs
+
+
 def plot_ablation(
     df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None, palette=None
 ):
@@ -63,6 +76,7 @@ def plot_ablation(
     runs = completed_runs(df)
     if axis not in runs.columns or metric not in runs.columns:
         return skip_figure(name, f"the table has no {axis} or {metric} column")
+    runs = runs_of_axis(runs, axis)
     references, runs = split_references(runs[runs[metric].notna()], axis)
     if runs[axis].nunique() < 2:
         return skip_figure(name, f"{axis} has fewer than 2 distinct values")

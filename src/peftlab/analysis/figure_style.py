@@ -60,7 +60,7 @@ METHOD_ORDER = (
 
 AXIS_LABELS = {
     "config.method.r": "Rank r",
-    "config.method.lora_alpha": "lora_alpha",
+    "config.method.lora_alpha": "LoRA alpha",
     "config.method.target_modules": "Target modules",
     "config.train.lr": "Learning rate",
     "config.quant.mode": "Quantization",

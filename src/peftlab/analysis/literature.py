@@ -256,7 +256,7 @@ def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
     ours = study_rows(df, citations)
     lines += [
         "Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
-        "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, DeBERTaV3 on GLUE) are far "
+        "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, RoBERTa and DeBERTaV3 on GLUE) are far "
         "larger than this study's, so only the order of methods is compared, never a number.",
         "",
         literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds"),
@@ -282,22 +282,27 @@ def cited_name(c: Citation) -> str:
 def literature_table(
     citations: list[Citation], ours: list[dict], ours_setting: str, label: str = "tab:literature"
 ) -> str:
-    """The booktabs table: one block per cited setting, then this study's block.
+    """The booktabs table: one block per cited setting, then this study's block. A longtable (the
+    paper sets it small): as configs/literature.yaml grows it breaks across pages, where a float would not fit.
 
     ours: rows {"method": name, "trainable": text, "value": text} in the table's order;
     ours_setting: one line saying model, dataset and metric of this study.
     """
     lines = [
-        r"\begin{table}[tbp]",
-        r"\centering",
-        r"\small",
+        r"\begin{longtable}{@{}p{0.74\linewidth}rr@{}}",
         r"\caption{Published numbers (cited, upper blocks) beside this study's measurements (last block). "
         r"The published settings use far larger models and datasets than this study, so no number is "
         r"comparable across blocks; only the order of the methods within a block is.}",
-        rf"\label{{{label}}}",
-        r"\begin{tabularx}{\linewidth}{@{}Xrr@{}}",
+        rf"\label{{{label}}} \\",
         r"\toprule",
         r"Method & Trainable & Value \\",
+        r"\endfirsthead",
+        r"\multicolumn{3}{@{}l@{}}{\emph{Table~\ref*{" + label + r"} (continued)}} \\",
+        r"\toprule",
+        r"Method & Trainable & Value \\",
+        r"\endhead",
+        r"\bottomrule",
+        r"\endlastfoot",
     ]
     for setting in dict.fromkeys(c.setting for c in citations):
         rows = [c for c in citations if c.setting == setting]
@@ -318,7 +323,7 @@ def literature_table(
         lines.append(rf"{latex_escape(row['method'])} & {latex_escape(row['trainable'])} & {row['value']} \\")
     if not ours:
         lines.append(r"\multicolumn{3}{@{}l@{}}{No method of this study is named by a cited row.} \\")
-    lines += [r"\bottomrule", r"\end{tabularx}", r"\end{table}"]
+    lines += [r"\end{longtable}"]
     return "\n".join(lines) + "\n"
 
 

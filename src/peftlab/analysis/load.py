@@ -79,6 +79,7 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
             "method": spec["method"],
             "seed": spec["seed"],
             "groups": ",".join(spec["groups"]),
+            "axes": ",".join(spec.get("axes") or {}),  # the config keys this run's group varies
             "status": run_status(run_dir),
             "error": result.get("error"),
         }

@@ -21,6 +21,7 @@ from peftlab.analysis import (
     ablation_figure,
     across_datasets,
     adaptive,
+    claims,
     equal_bits,
     figures,
     health,
@@ -111,6 +112,7 @@ def write_report(
         ]
     lines += _statistics(interval)
     lines += protocol_card.report_section(study_dir, done, labels)
+    lines += claims.report_section(df, options.share_limits, labels)
 
     if not done.empty:
         lines += _results(df, baseline, interval, labels, out, study_dir.name)

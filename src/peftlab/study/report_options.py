@@ -1,6 +1,6 @@
-"""The ``report:`` section of a study file: the interval of the report's means and the display
-names of configurations and methods. Read without expanding the study (analysis reads it from
-the copy a study directory keeps)."""
+"""The ``report:`` section of a study file: the interval of the report's means, the display
+names of configurations and methods, and the trainable shares that configurations claim. Read
+without expanding the study (analysis reads it from the copy a study directory keeps)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from peftlab.config_yaml import read_yaml
 from peftlab.errors import ConfigError
 
-REPORT_KEYS = ("interval", "labels")
+REPORT_KEYS = ("interval", "labels", "trainable_share_at_most")
 REPORT_INTERVALS = ("t", "bca", "percentile")
 
 
@@ -21,6 +21,9 @@ class ReportOptions:
 
     interval: str = "t"
     labels: dict[str, str] = field(default_factory=dict)  # configuration or method -> display name
+    # configuration or method -> the largest share of trainable parameters it claims (0.003: 0.3%),
+    # checked in the report against every completed run's count
+    share_limits: dict[str, float] = field(default_factory=dict)
 
 
 def section(value: Any, where: str) -> dict:
@@ -52,7 +55,18 @@ def report_options(value: Any) -> ReportOptions:
             raise ConfigError(
                 f"study report.labels['{key}']={label!r} is invalid: a $ opens LaTeX math that no $ closes"
             )
-    return ReportOptions(interval=interval, labels={str(k): v for k, v in labels.items()})
+    limits = section(report.get("trainable_share_at_most"), "report.trainable_share_at_most")
+    for key, limit in limits.items():
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= 1:
+            raise ConfigError(
+                f"study report.trainable_share_at_most['{key}']={limit!r} is invalid: "
+                "expected a share in (0, 1] (0.003 is 0.3%)"
+            )
+    return ReportOptions(
+        interval=interval,
+        labels={str(k): v for k, v in labels.items()},
+        share_limits={str(k): float(v) for k, v in limits.items()},
+    )
 
 
 def read_report_options(path: str | Path) -> ReportOptions:

@@ -225,12 +225,13 @@ def load_study(path: str | Path) -> Study:
     runs = _unique_variants(list(specs.values()), configurations)
     report = report_options(data.get("report"))
     names = sorted({spec.variant for spec in runs} | {spec.method for spec in runs})
-    for key in report.labels:
-        if key not in names:
-            raise ConfigError(
-                f"study report.labels key '{key}' names no configuration or method of the study; "
-                f"expected one of: {', '.join(names)}"
-            )
+    for option, keys in (("labels", report.labels), ("trainable_share_at_most", report.share_limits)):
+        for key in keys:
+            if key not in names:
+                raise ConfigError(
+                    f"study report.{option} key '{key}' names no configuration or method of the study; "
+                    f"expected one of: {', '.join(names)}"
+                )
     tune = tune_searches(
         data.get("tune"), methods, _templates(runs, methods, configurations), seeds, check_key, is_foreign
     )

@@ -15,6 +15,9 @@ in from the files. A run that starts from step 0 again (no checkpoint) starts it
 afresh too: its earlier event files and offline W&B runs are removed, its earlier MLflow
 run is tagged superseded.
 
+``track_names: lora`` renames what the sinks get to the LoRA fine-tuning document's dashboard
+(``TRACK_NAMES``): the JSONL files keep peftlab's records either way.
+
 SINKS is a plain registry; a sink's package is imported only when a run asks for it, and a
 missing one is a one-line ConfigError naming the field and the fix.
 """
@@ -38,6 +41,11 @@ SINKS = {
 }
 FILES = {"monitors": "monitors.jsonl"}  # any other kind: metrics.jsonl
 ADAPTER_STATS = ("effective_rank", "rank90", "stable_rank", "norm_update", "norm_A", "norm_B")
+RANK_STATS = ("effective_rank", "rank90", "stable_rank")  # how much of its rank an adapter uses
+# track_names: lora. The LoRA fine-tuning document's namespaces: an adapter's norms under lora_adapters/,
+# its rank use under lora_rank/, parameter counts, time and memory under efficiency/, and the
+# merge and frozen-base checks under verification/; every other name is peftlab's.
+TRACK_NAMES = {"peftlab": {}, "lora": {"params": "efficiency", "timing": "efficiency", "memory": "efficiency"}}
 
 
 def check_trackers(track: tuple[str, ...]) -> None:
@@ -100,21 +108,44 @@ def result_scalars(result: dict) -> dict[str, float]:
     }  # None: a tuning trial is not tested
     if metrics.get("best_val_top1") is not None:
         out["val/best_top1"] = metrics["best_val_top1"]
-    for section in ("params", "timing", "merge", "convergence"):
+    for section in ("params", "timing", "memory", "merge", "convergence"):
         for key, value in flatten(result.get(section) or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[f"{section}/{key}"] = float(value)
+    merge, frozen = result.get("merge"), result.get("frozen_base") or {}
+    if isinstance(merge, dict) and isinstance(merge.get("ok"), bool):
+        out["merge/ok"] = float(merge["ok"])
+    if isinstance(frozen.get("equal"), bool):
+        out["frozen_base/equal"] = float(frozen["equal"])
     health = result.get("health") or {}
     for flag, count in (health.get("counts") or {}).items():
         out[f"health/{flag}"] = float(count)
     return {k: v for k, v in out.items() if v == v}  # no NaN
 
 
+def renamed(numbers: dict[str, float], names: str) -> dict[str, float]:
+    """``numbers`` under the names ``track_names`` chooses (``TRACK_NAMES``)."""
+    if names == "peftlab":
+        return numbers
+    out = {}
+    for key, value in numbers.items():
+        section, _, rest = key.partition("/")
+        if section == "adapter":
+            stat = rest.rpartition("/")[2]
+            key = f"{'lora_rank' if stat in RANK_STATS else 'lora_adapters'}/{rest}"
+        elif section in ("merge", "frozen_base"):
+            key = f"verification/{section}_{rest.replace('/', '_')}"
+        elif section in TRACK_NAMES[names]:
+            key = f"{TRACK_NAMES[names][section]}/{section}_{rest.replace('/', '_')}"
+        out[key] = value
+    return out
+
+
 class RunLog:
     """``log(record)``: the JSONL files and every sink; ``records()``: everything logged so far."""
 
-    def __init__(self, run_dir: Path, sinks: list):
-        self.run_dir, self.sinks = Path(run_dir), sinks
+    def __init__(self, run_dir: Path, sinks: list, names: str = "peftlab"):
+        self.run_dir, self.sinks, self.names = Path(run_dir), sinks, names
         self._records: list[dict] = []
         self.lines: dict[str, int] = {}  # file name -> records written to it; a checkpoint keeps these
 
@@ -147,7 +178,7 @@ class RunLog:
             self._records += kept
             self.lines[name] = len(kept)
         for record in self.records():
-            numbers = scalars(record)
+            numbers = renamed(scalars(record), self.names)
             for sink in self.sinks:
                 sink.send(record["step"], numbers)
 
@@ -157,7 +188,7 @@ class RunLog:
             f.write(json.dumps(record) + "\n")
         self.lines[name] = self.lines.get(name, 0) + 1
         self._records.append(record)
-        numbers = scalars(record)
+        numbers = renamed(scalars(record), self.names)
         for sink in self.sinks:
             sink.send(record["step"], numbers)
 
@@ -168,7 +199,7 @@ class RunLog:
         """Send the final result (None: the run was interrupted) and close every sink."""
         artifacts = [p for p in (self.run_dir / "adapter.safetensors", self.run_dir / "result.json") if p.is_file()]
         for sink in self.sinks:
-            sink.finish(result, result_scalars(result) if result else {}, artifacts)
+            sink.finish(result, renamed(result_scalars(result), self.names) if result else {}, artifacts)
         self.sinks = []
 
 
@@ -206,7 +237,7 @@ def open_log(cfg: RunConfig, run_dir: str | Path) -> RunLog:
         for sink in sinks:
             sink.finish(None, {}, [])
         raise
-    return RunLog(run_dir, sinks)
+    return RunLog(run_dir, sinks, cfg.track_names)
 
 
 def finish_log(log: RunLog | None, result: dict | None) -> None:
