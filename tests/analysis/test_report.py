@@ -356,7 +356,7 @@ def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
 
 
 def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
-    from peftlab.analysis.report import _environment
+    from peftlab.analysis.protocol_card import environment_section as _environment
 
     pinned = {
         "hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "device": "cpu", "cpu_flags": ["avx2", "avx512f"]},

@@ -122,3 +122,35 @@ def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> s
     if notes:
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + latex_escape(" ".join(notes)) + "}"]
     return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def environment_section(provenance: dict) -> list[str]:
+    """The report's "Environment" section: git, versions, hardware, threads, precision and CPU arithmetic."""
+    if not provenance:
+        return ["## Environment", "", "No completed run recorded its environment.", ""]
+    versions = provenance.get("versions") or {}
+    hardware = provenance.get("hardware") or {}
+    return [
+        "## Environment",
+        "",
+        f"- git: {provenance.get('git_sha')} (dirty: {provenance.get('git_dirty')})",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+        f"- hardware: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
+        + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
+        + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
+        f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
+        *arithmetic_line(provenance.get("arithmetic")),
+        "",
+    ]
+
+
+def arithmetic_line(arithmetic: dict | None) -> list[str]:
+    """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
+    if not arithmetic:
+        return []
+    if arithmetic.get("pinned"):
+        return ["- CPU arithmetic: pinned to AVX2 code (train.reproducible), the same on AVX2 and AVX-512 CPUs"]
+    return [
+        "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
+        "for the same seeds"
+    ]

@@ -139,7 +139,7 @@ def write_report(
     )
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
-    lines += _environment(environment(study_dir))
+    lines += protocol_card.environment_section(environment(study_dir))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
 
@@ -418,34 +418,3 @@ def _failures(df: pd.DataFrame) -> list[str]:
         error = str(row.error).replace("|", "\\|").replace("\n", " ")[:200]
         lines.append(f"| {row.run_id} | {row.variant} | {row.seed} | {row.status} | {error} |")
     return lines + [""]
-
-
-def _environment(provenance: dict) -> list[str]:
-    if not provenance:
-        return ["## Environment", "", "No completed run recorded its environment.", ""]
-    versions = provenance.get("versions") or {}
-    hardware = provenance.get("hardware") or {}
-    return [
-        "## Environment",
-        "",
-        f"- git: {provenance.get('git_sha')} (dirty: {provenance.get('git_dirty')})",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
-        f"- hardware: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
-        + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
-        + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
-        f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
-        *arithmetic_line(provenance.get("arithmetic")),
-        "",
-    ]
-
-
-def arithmetic_line(arithmetic: dict | None) -> list[str]:
-    """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
-    if not arithmetic:
-        return []
-    if arithmetic.get("pinned"):
-        return ["- CPU arithmetic: pinned to AVX2 code (train.reproducible), the same on AVX2 and AVX-512 CPUs"]
-    return [
-        "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
-        "for the same seeds"
-    ]
