@@ -19,22 +19,26 @@ COMMIT = hashlib.sha1(b"peftlab test snapshot").hexdigest()
 
 def etag(name: str, data: bytes) -> str:
     """The blob name huggingface_hub gives a downloaded file: SHA-256 for LFS files, git's blob SHA-1 otherwise."""
-    if name.endswith((".safetensors", ".bin")):
+    if name.endswith((".safetensors", ".bin", ".parquet")):
         return hashlib.sha256(data).hexdigest()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def lay_out_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT) -> Path:
-    """Write ``files`` into ``cache`` as the hub client stores a download of ``repo_id`` at ``commit``
-    (``main`` pointing at it); returns the snapshot folder."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
+def lay_out_snapshot(
+    cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT, repo_type: str = "model"
+) -> Path:
+    """Write ``files`` (names relative to the repository, folders included) into ``cache`` as the hub
+    client stores a download of ``repo_id`` at ``commit`` (``main`` pointing at it); returns the
+    snapshot folder. A dataset repository (``repo_type="dataset"``) is ``datasets--<org>--<name>``."""
+    repo = cache / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / "blobs").mkdir(exist_ok=True)
     for name, data in files.items():
         blob = repo / "blobs" / etag(name, data)
         blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).symlink_to(os.path.relpath(blob, (snapshot / name).parent))
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot

@@ -75,7 +75,8 @@ DESCRIPTIONS = {
     "at all (none: pixels in [0, 1])",
     "TrainConfig.label_smoothing": "label smoothing of the training loss (0: none); evaluation loss is plain",
     "DataConfig.root": "dataset directory (None: the standard offline places)",
-    "DataConfig.download": "let torchvision download the dataset when it is not found",
+    "DataConfig.download": "let torchvision download the dataset when it is not found; glue/<task> without "
+    "data.root: read it from the HF hub's GLUE (nyu-mll/glue), into the hub cache or from it offline",
     "DataConfig.val_fraction": "share of the training set held out for validation",
     "DataConfig.split_seed": "seed of the validation split and of the subsets",
     "DataConfig.train_subset": "keep N training images, class-stratified (None: all)",

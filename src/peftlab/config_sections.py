@@ -252,8 +252,9 @@ class DataConfig:
             self.text_pair_column,
             "null or a column other than data.text_column",
         )
-        if self.name in TEXT_DATASET_NAMES:
-            check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}")
+        if self.name in TEXT_DATASET_NAMES and not (self.name.startswith("glue/") and self.download):
+            hub = " (or data.download: true: the task from the HF hub's GLUE)" if "glue/" in self.name else ""
+            check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}{hub}")
         check_field(
             1 <= self.max_length <= MAX_TEXT_TOKENS,
             "data.max_length",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peftlab.errors import WeightsError
+from peftlab.errors import DataError, WeightsError
 from peftlab.files import one_line
 
 if TYPE_CHECKING:
@@ -176,3 +176,24 @@ def check_hub_snapshot(folder: Path, where: str, fetch: str, weights: bool) -> N
             f"never loads pickled ones (pytorch_model.bin): fetch them with `{fetch}` if the repository has "
             "them, else convert the weights to safetensors and set model.path to that directory"
         )
+
+
+def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
+    """The snapshot folder of HF dataset repository ``repo_id`` in the hub cache
+    (``datasets--<org>--<name>/snapshots/<commit>``) holding the files ``patterns`` match, downloaded
+    first when there is network; a failure is one DataError line that starts with ``where`` and, for a
+    dataset missing from the cache offline, says how to fetch it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    fetch = f"hf download {repo_id} --repo-type dataset " + " ".join(f"--include '{p}'" for p in patterns)
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise DataError(
+            f"{where}: {repo_id} is not in the hub cache {constants.HF_HUB_CACHE} and {why}; fetch it where "
+            f"there is network with `{fetch}` into that cache (HF_HUB_CACHE), or set data.root to the files"
+        ) from None
+    except Exception as err:
+        raise DataError(f"{where}: {repo_id} could not be fetched from the hub ({one_line(err)[:200]})") from None

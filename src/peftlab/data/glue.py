@@ -5,6 +5,11 @@ no quoting: ``csv.reader(f, delimiter="\\t", quotechar=None)``).
 GLUE's test labels are hidden, so dev.tsv is the test split, validation is carved from train.tsv
 (data.val_fraction, data.split_seed) and test.tsv is never read. Class names and their order are
 those of HF's ``glue`` dataset (RTE and QNLI: entailment = 0, not_entailment = 1).
+
+Without data.root and with ``data.download: true`` the task comes from the HF hub's GLUE dataset
+(``nyu-mll/glue``: ``<task>/{train,validation,test}-*.parquet``), downloaded into the hub cache or,
+with ``HF_HUB_OFFLINE=1``, read from it: its validation split is the test split, as dev.tsv is.
+Parquet files hold data, never code (pyarrow reads them).
 """
 
 from dataclasses import dataclass
@@ -14,6 +19,7 @@ import numpy as np
 
 from peftlab.data.text_files import TextSamples, TextSplits, carve_val, check_fields, read_text, table_rows
 from peftlab.errors import DataError
+from peftlab.files import one_line
 
 
 @dataclass(frozen=True)
@@ -68,30 +74,92 @@ GLUE = {
         ENTAILMENT,
     ),
 }
+HUB_REPO = "nyu-mll/glue"  # HF's GLUE dataset repository: <task>/<split>-NNNNN-of-NNNNN.parquet
+# the text columns of each task in the hub's files (its label column is "label", 0/1 in class order)
+HUB_TEXT = {
+    "sst2": ("sentence",),
+    "cola": ("sentence",),
+    "mrpc": ("sentence1", "sentence2"),
+    "rte": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+}
 # the metric each task is reported by on GLUE's leaderboard (MRPC: F1 of the positive class, and accuracy)
 GLUE_METRIC = {"sst2": "accuracy", "mrpc": "f1", "rte": "accuracy", "cola": "matthews", "qnli": "accuracy"}
 
 
-def read_glue(task_name: str, root: str, val_fraction: float, split_seed: int, trainval: bool) -> TextSplits:
-    """A GLUE task's train.tsv (minus val) and dev.tsv (as the test split)."""
+def read_glue(task_name: str, root: str | None, val_fraction: float, split_seed: int, trainval: bool) -> TextSplits:
+    """A GLUE task's train.tsv (minus val) and dev.tsv (as the test split); without ``root``, the hub's
+    train and validation parquet files (``read_hub_glue``)."""
     task = GLUE[task_name]
-    directory = glue_folder(task, Path(root).expanduser())
     sha256 = {}
-    train, sha256[f"{task.folder}/train.tsv"] = read_glue_tsv(task, directory / "train.tsv")
-    test, sha256[f"{task.folder}/dev.tsv"] = read_glue_tsv(task, directory / "dev.tsv")
+    if root is None:
+        directory, (train, test), names = read_hub_glue(task_name, sha256)
+    else:
+        directory = glue_folder(task, Path(root).expanduser())
+        train, sha256[f"{task.folder}/train.tsv"] = read_glue_tsv(task, directory / "train.tsv")
+        test, sha256[f"{task.folder}/dev.tsv"] = read_glue_tsv(task, directory / "dev.tsv")
+        names = ("train.tsv", "dev.tsv", "test.tsv")
     train, val = carve_val(train, 0.0 if trainval else val_fraction, split_seed)
     name = f"GLUE {task.folder}"
     sources = {
-        "train": f"{name} train.tsv minus val",
-        "val": f"{val_fraction:.0%} of {name} train.tsv (seed {split_seed})",
-        "test": f"{name} dev.tsv (the test labels are hidden)",
+        "train": f"{name} {names[0]} minus val",
+        "val": f"{val_fraction:.0%} of {name} {names[0]} (seed {split_seed})",
+        "test": f"{name} {names[1]} (the test labels are hidden)",
     }
     if trainval:
-        sources["train"], sources["val"] = f"{name} train.tsv", "none: data.trainval trains on train + val"
-    note = "GLUE's test labels are hidden: dev.tsv is the test split, val is carved from train.tsv, test.tsv is unread"
+        sources["train"], sources["val"] = f"{name} {names[0]}", "none: data.trainval trains on train + val"
+    note = (
+        f"GLUE's test labels are hidden: {names[1]} is the test split, val is carved from {names[0]}, "
+        f"{names[2]} is unread"
+    )
     return TextSplits(
         {"train": train, "val": val, "test": test}, list(task.class_names), str(directory), sha256, [note], sources
     )
+
+
+def read_hub_glue(task_name: str, sha256: dict) -> tuple[Path, tuple[TextSamples, TextSamples], tuple[str, ...]]:
+    """(snapshot folder, (train, validation) samples, their names) of a task of the hub's GLUE dataset;
+    each file's SHA-256 goes into ``sha256``."""
+    from peftlab.hub import hub_dataset_dir
+
+    where = f"data.name='glue/{task_name}' (data.download: true, no data.root)"
+    folder = hub_dataset_dir(HUB_REPO, [f"{task_name}/*.parquet"], where)
+    commit = folder.name
+    samples = []
+    for split in ("train", "validation"):
+        files = sorted((folder / task_name).glob(f"{split}-*.parquet"))
+        if not files:
+            raise DataError(
+                f"{where}: the hub snapshot {folder} of {HUB_REPO} holds no {task_name}/{split}-*.parquet: "
+                f"expected the layout of {HUB_REPO}"
+            )
+        samples.append(read_glue_parquet(task_name, files, sha256))
+    names = tuple(f"{task_name}/{split} of {HUB_REPO}@{commit[:12]}" for split in ("train", "validation", "test"))
+    return folder, (samples[0], samples[1]), names
+
+
+def read_glue_parquet(task_name: str, files: list[Path], sha256: dict) -> TextSamples:
+    """The samples of one split's parquet files; a missing column or a label other than 0 or 1 is one DataError."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    columns = [*HUB_TEXT[task_name], "label"]
+    texts, labels = [], []
+    for path in files:
+        sha256[f"{task_name}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            table = pq.read_table(path, columns=columns).to_pydict()
+        except Exception as err:  # a missing column, a file that is not parquet
+            raise DataError(
+                f"{path}: not {HUB_REPO}'s {task_name} parquet with columns {columns} ({one_line(err)[:200]})"
+            ) from None
+        for i, label in enumerate(table["label"]):
+            if label not in (0, 1) or any(not isinstance(table[c][i], str) for c in HUB_TEXT[task_name]):
+                raise DataError(f"{path} row {i}: label {label!r} or a text that is not a string: expected 0 or 1")
+            texts.append(tuple(table[c][i] for c in HUB_TEXT[task_name]))
+            labels.append(label)
+    return TextSamples(texts, np.array(labels, dtype=np.int64))
 
 
 def glue_folder(task: GlueTask, root: Path) -> Path:
