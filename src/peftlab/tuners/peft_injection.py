@@ -197,4 +197,18 @@ class PeftTuner(Tuner):
         return merged
 
     def merge(self, peft_model: PeftModel, quantized: bool) -> nn.Module:
+        unwrap_trained_copies(peft_model)
         return peft_model.merge_and_unload()
+
+
+def unwrap_trained_copies(peft_model: nn.Module) -> None:
+    """Put each ``modules_to_save`` module's trained copy in its wrapper's place. PEFT's own unloading
+    of VeRA, IA3, LoHa, LoKr, OFT and BOFT copies a wrapper's ``weight`` into the module it unloads to,
+    which fails on a head without one of its own (RoBERTa's two-layer classification head)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    wrapped = [(n, m) for n, m in peft_model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
+    for name, wrapper in wrapped:
+        parent_name, _, child = name.rpartition(".")
+        parent = peft_model.get_submodule(parent_name) if parent_name else peft_model
+        setattr(parent, child, wrapper.modules_to_save[wrapper.active_adapters[0]])
