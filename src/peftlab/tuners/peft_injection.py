@@ -170,15 +170,15 @@ class PeftTuner(Tuner):
         module of it; with q/k/v slices, ``fused_peft_adapter`` (None: no exact rewrite exists)."""
         from peft import get_peft_model_state_dict
 
+        hf = isinstance(self.model.base_model.model, HFLogits)
         if self.adapts_slices():
-            return self.fused_peft_adapter()
+            fused = self.fused_peft_adapter()
+            return for_transformers_model(*fused) if fused and hf else fused
         config = self.model.peft_config[self.model.active_adapter].to_dict()
         config["inference_mode"] = True
         state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
         config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
-        if isinstance(self.model.base_model.model, HFLogits):
-            return for_transformers_model(config, state)
-        return config, state
+        return for_transformers_model(config, state) if hf else (config, state)
 
     def fused_peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """The adapter rewritten onto timm's fused ``qkv``, for methods where that is exact."""
