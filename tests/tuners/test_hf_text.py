@@ -34,14 +34,7 @@ REFUSED = {
     ("llama", "ln"): "needs a model with affine LayerNorms",
 }
 # what this first slice of issue 35 does not do yet (strict: a cell that starts passing says so)
-GAPS = {
-    ("gpt2", "ia3"): "the PEFT-format file of IA3 on GPT-2's c_attn slices does not load (export: a later slice)",
-    **{
-        ("roberta", method): "PEFT's merge_and_unload fails on RoBERTa's two-layer classifier head in "
-        "modules_to_save ('RobertaClassificationHead' has no 'weight'); LoRA and DoRA merge"
-        for method in ("vera", "ia3", "loha", "lokr", "oft", "boft")
-    },
-}
+GAPS: dict[tuple[str, str], str] = {}  # (family, method) -> why it cannot pass yet: none left
 
 
 @pytest.fixture(scope="module")

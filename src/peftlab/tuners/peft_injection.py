@@ -170,15 +170,15 @@ class PeftTuner(Tuner):
         module of it; with q/k/v slices, ``fused_peft_adapter`` (None: no exact rewrite exists)."""
         from peft import get_peft_model_state_dict
 
+        hf = isinstance(self.model.base_model.model, HFLogits)
         if self.adapts_slices():
-            return self.fused_peft_adapter()
+            fused = self.fused_peft_adapter()
+            return for_transformers_model(*fused) if fused and hf else fused
         config = self.model.peft_config[self.model.active_adapter].to_dict()
         config["inference_mode"] = True
         state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
         config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
-        if isinstance(self.model.base_model.model, HFLogits):
-            return for_transformers_model(config, state)
-        return config, state
+        return for_transformers_model(config, state) if hf else (config, state)
 
     def fused_peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """The adapter rewritten onto timm's fused ``qkv``, for methods where that is exact."""
@@ -197,4 +197,18 @@ class PeftTuner(Tuner):
         return merged
 
     def merge(self, peft_model: PeftModel, quantized: bool) -> nn.Module:
+        unwrap_trained_copies(peft_model)
         return peft_model.merge_and_unload()
+
+
+def unwrap_trained_copies(peft_model: nn.Module) -> None:
+    """Put each ``modules_to_save`` module's trained copy in its wrapper's place. PEFT's own unloading
+    of VeRA, IA3, LoHa, LoKr, OFT and BOFT copies a wrapper's ``weight`` into the module it unloads to,
+    which fails on a head without one of its own (RoBERTa's two-layer classification head)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    wrapped = [(n, m) for n, m in peft_model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
+    for name, wrapper in wrapped:
+        parent_name, _, child = name.rpartition(".")
+        parent = peft_model.get_submodule(parent_name) if parent_name else peft_model
+        setattr(parent, child, wrapper.modules_to_save[wrapper.active_adapters[0]])

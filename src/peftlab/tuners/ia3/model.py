@@ -13,6 +13,7 @@ import re
 import torch
 from torch import nn
 
+from peftlab.backbones import HFLogits
 from peftlab.errors import ConfigError
 from peftlab.families import canonical_names, family_of
 from peftlab.tuners.base import TunerContext
@@ -54,6 +55,8 @@ class IA3Tuner(PeftTuner):
             target_modules="|".join(re.escape(t) for t in targets),
             feedforward_modules="|".join(re.escape(t) for t in feedforward) or [],
             inference_mode=True,
+            # GPT-2's fused c_attn is a Conv1D, its weight (in, out)
+            fan_in_fan_out=isinstance(inner, HFLogits) and inner.model.config.model_type == "gpt2",
         )
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
 
