@@ -58,6 +58,18 @@ def hub_source(name: str) -> tuple[str, str | None, str]:
     return repo_id, revision or None, filename
 
 
+def not_in_cache(what: str, fetch: str, instead: str, partly: bool = False) -> str:
+    """The line for ``what`` missing from the hub cache (offline, or the hub unreachable): the cache, why
+    the hub was not asked, the command that fetches it and what to do ``instead``."""
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    return (
+        f"{what} is not in the hub cache {constants.HF_HUB_CACHE}{', or only in part,' if partly else ''} and "
+        f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), or {instead}"
+    )
+
+
 def fetch_command(repo_id: str, revision: str | None, filename: str) -> str:
     """The huggingface_hub CLI line that puts the file into the hub cache (``hf``, huggingface_hub >= 1.0)."""
     return f"hf download {repo_id} {filename}" + (f" --revision {revision}" if revision else "")
@@ -67,20 +79,16 @@ def hub_weights_file(name: str) -> Path:
     """The safetensors weights of timm model ``name`` in the hub cache (``snapshots/<commit>/<file>``, a
     link into ``blobs/``), downloaded first when there is network; every failure is one WeightsError
     line, the missing cache entry offline saying how to fetch it."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo_id, revision, filename = hub_source(name)
-    cache, fetch = constants.HF_HUB_CACHE, fetch_command(repo_id, revision, filename)
+    fetch = fetch_command(repo_id, revision, filename)
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise WeightsError(
-            f"model.pretrained='hub': {filename} of {repo_id} is not in the hub cache {cache} and "
-            f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), "
-            "or set model.pretrained to a local .safetensors file"
-        ) from None
+        what = f"model.pretrained='hub': {filename} of {repo_id}"
+        raise WeightsError(not_in_cache(what, fetch, "set model.pretrained to a local .safetensors file")) from None
     except EntryNotFoundError:  # the repository exists, the file does not
         raise WeightsError(
             f"model.pretrained='hub': {repo_id} on the hub has no {filename}; peftlab loads "
@@ -142,12 +150,8 @@ def hub_model_dir(repo_id: str, revision: str | None = None, weights: bool = Tru
             )
         )
     except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise WeightsError(
-            f"{where}: {name} is not in the hub cache {constants.HF_HUB_CACHE}, or only in part, and {why}; "
-            f"fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), or set "
-            "model.path to a local HF model directory"
-        ) from None
+        instead = "set model.path to a local HF model directory"
+        raise WeightsError(not_in_cache(f"{where}: {name}", fetch, instead, partly=True)) from None
     except RevisionNotFoundError:
         raise WeightsError(f"{where}: {repo_id} on the hub has no revision {revision!r}") from None
     except RepositoryNotFoundError:  # gated and private repositories included
@@ -183,17 +187,13 @@ def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
     (``datasets--<org>--<name>/snapshots/<commit>``) holding the files ``patterns`` match, downloaded
     first when there is network; a failure is one DataError line that starts with ``where`` and, for a
     dataset missing from the cache offline, says how to fetch it."""
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     fetch = f"hf download {repo_id} --repo-type dataset " + " ".join(f"--include '{p}'" for p in patterns)
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
     except LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
-        raise DataError(
-            f"{where}: {repo_id} is not in the hub cache {constants.HF_HUB_CACHE} and {why}; fetch it where "
-            f"there is network with `{fetch}` into that cache (HF_HUB_CACHE), or set data.root to the files"
-        ) from None
+        raise DataError(not_in_cache(f"{where}: {repo_id}", fetch, "set data.root to the files")) from None
     except Exception as err:
         raise DataError(f"{where}: {repo_id} could not be fetched from the hub ({one_line(err)[:200]})") from None
