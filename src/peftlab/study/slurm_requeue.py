@@ -5,11 +5,14 @@ Imported only where submitit is installed (``peftlab.study.slurm`` imports it af
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import submitit
 from submitit.helpers import Checkpointable
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 
 class Requeueable(Checkpointable):
@@ -27,6 +30,19 @@ class Requeueable(Checkpointable):
     def checkpoint(self, *args: Any) -> Any:
         """Mark the job's folder before submitit requeues it: while Slurm moves the job back to its
         queue it may show a final state (FAILED), and the driver must not count it lost then."""
-        mark = submitit.JobEnvironment().paths.folder / self.mark
-        mark.write_text(f"{submitit.JobEnvironment().job_id}\n")
+        environment = submitit.JobEnvironment()
+        mark = environment.paths.folder / self.mark
+        mark.write_text(f"{environment.job_id}\n")
+        if isinstance(environment, SlurmJobEnvironment):
+            type(environment)._requeue = requeue  # submitit calls it once this returns
         return super().checkpoint(*args)
+
+
+def requeue(environment: SlurmJobEnvironment, countdown: int) -> None:
+    """submitit's ``SlurmJobEnvironment._requeue`` (``scontrol requeue <job>``), except that an scontrol
+    stopped by SIGTERM has requeued the job: Slurm ends a requeued job's processes with SIGTERM, and
+    the scontrol this job started is one of them whenever it has not exited first. submitit's own
+    ``check_call`` raised then, and the run was recorded as failed instead of resuming."""
+    done = subprocess.run(["scontrol", "requeue", str(environment.job_id)], timeout=60)
+    if done.returncode not in (0, -signal.SIGTERM):
+        raise subprocess.CalledProcessError(done.returncode, done.args)
