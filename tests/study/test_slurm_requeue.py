@@ -13,7 +13,7 @@ from peftlab.study.slurm_requeue import requeue
 
 
 class Environment:
-    job_id = "17"
+    job_id = "17"  # what SlurmJobEnvironment reads from SLURM_JOB_ID
 
 
 @pytest.mark.parametrize(

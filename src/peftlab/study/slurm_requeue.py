@@ -43,6 +43,9 @@ def requeue(environment: SlurmJobEnvironment, countdown: int) -> None:
     stopped by SIGTERM has requeued the job: Slurm ends a requeued job's processes with SIGTERM, and
     the scontrol this job started is one of them whenever it has not exited first. submitit's own
     ``check_call`` raised then, and the run was recorded as failed instead of resuming."""
+    from submitit.core import logger
+
     done = subprocess.run(["scontrol", "requeue", str(environment.job_id)], timeout=60)
     if done.returncode not in (0, -signal.SIGTERM):
         raise subprocess.CalledProcessError(done.returncode, done.args)
+    logger.get_logger().info(f"Requeued job {environment.job_id} ({countdown} remaining timeouts)")  # as submitit
