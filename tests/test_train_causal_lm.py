@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import assert_resumes_bit_identically, hf_text_dir, write_instruction_task, write_text_task
+from testkit import (
+    assert_one_line_refusal,
+    assert_resumes_bit_identically,
+    cli_in_process,
+    hf_text_dir,
+    write_instruction_task,
+    write_text_task,
+)
 
 from peftlab.config import load_config, to_dict
 from peftlab.errors import UserError
@@ -15,7 +22,7 @@ from peftlab.training.run import train
 from peftlab.tuners import TUNERS
 
 FAMILIES = ("gpt2", "llama")
-PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}  # a classifier's only: refused on a causal LM
+PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}  # their virtual tokens take positions: tested on their own
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,11 @@ def lm_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def instructions(tmp_path_factory):
     return write_instruction_task(tmp_path_factory.mktemp("instructions"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_text_task(tmp_path_factory.mktemp("corpus"))  # its labels are not read
 
 
 def lm_config(model_dir, root, method=None, data=None, **train):
@@ -144,8 +156,12 @@ def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
     "change, message",
     [
         ({"method": {"name": "linear"}}, "method.name='linear' trains a classifier head alone"),
-        *(
-            ({"method": {"name": name}, "data": {"max_length": 44}}, f"method.name='{name}' adapts a text classifier")
+        *(  # GPT-2's 64 learned positions hold the virtual tokens and the text
+            (
+                {"method": {"name": name, "num_virtual_tokens": 4}},
+                "data.max_length=64 is more than the model's 64 positions, less method.num_virtual_tokens=4: "
+                "expected <= 60",
+            )
             for name in sorted(PROMPT_LEARNING)
         ),
         ({"data": {"name": "glue/rte"}}, "data.name='glue/rte' is not language-model data"),
@@ -187,3 +203,56 @@ def test_every_method_that_applies_to_a_causal_lm_trains_with_the_lm_head_frozen
     if name != "full":  # the LM head (tied to the token embeddings in GPT-2) is not among the trained tensors
         trained = load_file(str(run_dir / "adapter.safetensors"))
         assert not [key for key in trained if "lm_head" in key or "wte" in key]
+
+
+VIRTUAL = 4  # the prompt-learning runs' virtual tokens: with data.max_length 56, within GPT-2's 64 positions
+
+
+@pytest.mark.parametrize("data", ["instructions", "text"])
+@pytest.mark.parametrize("method", sorted(PROMPT_LEARNING))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_prompt_learning_run_on_a_causal_lm_trains_the_prompts_alone_and_exports_for_peft(
+    lm_dirs, instructions, corpus, family, method, data, tmp_path
+):
+    """The run completes; its test perplexity is the exponential of PEFT's own loss (PEFT's model loaded
+    from ``export --peft``, the labels -100 where it puts the virtual tokens) and the logits agree;
+    ``export --merged`` is one line naming the method and ``--peft DIR``, and writes nothing."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.data.tokens import IGNORED
+    from peftlab.export import load_trained
+
+    run_dir, peft_dir = tmp_path / "run", tmp_path / "peft"
+    options = {"name": method, "num_virtual_tokens": VIRTUAL}
+    root = instructions if data == "instructions" else corpus
+    cfg = lm_config(lm_dirs[family], root, method=options, data={"name": data, "max_length": 56}, max_steps=3)
+    result = train(cfg, run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert result["merge"] is None and math.isfinite(result["metrics"]["test_perplexity"])
+    # the prompts alone, no head: n x d (prompt tuning) or n x 2 x L x d (prefix tuning), d = 32, L = 2
+    assert result["params"]["trainable"] == VIRTUAL * 32 * (1 if method == "prompt_tuning" else 2 * 2)
+    status, stderr, _, _ = cli_in_process("export", str(run_dir), "--merged", str(tmp_path / "merged"))
+    assert_one_line_refusal(status, stderr, f"method {method!r}", "virtual tokens", "use --peft DIR instead")
+    assert not (tmp_path / "merged").exists()
+    assert cli_in_process("export", str(run_dir), "--peft", str(peft_dir))[0] == 0
+    base = AutoModelForCausalLM.from_pretrained(lm_dirs[family], use_safetensors=True)
+    theirs = PeftModel.from_pretrained(base, peft_dir).eval()
+    _, bundle = lm_splits(cfg)
+    tokens, targets = bundle.test.tokens, bundle.test.labels
+    labels = torch.cat([torch.full((len(targets), 1), IGNORED), targets], dim=1)  # transformers shifts itself
+    skip = VIRTUAL if method == "prompt_tuning" else 0  # prompt tuning's logits: the virtual positions first
+    with torch.no_grad():
+        out = theirs(input_ids=tokens[:, 0], attention_mask=tokens[:, 1], labels=labels)
+        got = load_trained(run_dir).model.eval()(tokens)
+    assert result["metrics"]["test_perplexity"] == pytest.approx(math.exp(float(out.loss)), rel=1e-5)
+    torch.testing.assert_close(got, out.logits[:, skip:-1].transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family, method", [("gpt2", "prompt_tuning"), ("llama", "prefix_tuning")])
+def test_a_prompt_learning_run_on_a_causal_lm_resumed_after_a_crash_is_bit_identical(
+    lm_dirs, instructions, family, method, tmp_path, monkeypatch
+):
+    options = {"name": method, "num_virtual_tokens": VIRTUAL}
+    cfg = lm_config(lm_dirs[family], instructions, method=options, data={"max_length": 56})
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)

@@ -282,6 +282,32 @@ def test_prompt_learning_runs_export_what_peft_loads_on_the_plain_model(text_dir
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
+def test_a_prompt_learning_run_exports_with_peft_and_refuses_to_merge_in_one_line(text_dirs, task, method, tmp_path):
+    """``export --merged DIR`` names the method and ``--peft DIR`` and writes nothing (virtual tokens fold
+    into no weight); ``export --peft DIR`` writes what ``PeftModel.from_pretrained`` loads on the plain
+    model (GPT-2's Conv1D) to peftlab's logits."""
+    from peft import PeftModel
+    from testkit import assert_one_line_refusal
+    from transformers import AutoModelForSequenceClassification
+
+    from peftlab.export import load_trained
+
+    run_dir, peft_dir = tmp_path / "run", tmp_path / "peft"
+    options = {"name": method, "num_virtual_tokens": 4}
+    result = train(text_config(text_dirs["gpt2"], task, method=options, max_steps=2), run_dir, progress=False)
+    assert result["status"] == "completed", result["error"]
+    status, stderr, _, _ = cli_in_process("export", str(run_dir), "--merged", str(tmp_path / "merged"))
+    assert_one_line_refusal(status, stderr, f"method {method!r}", "virtual tokens", "use --peft DIR instead")
+    assert not (tmp_path / "merged").exists()
+    assert cli_in_process("export", str(run_dir), "--peft", str(peft_dir))[0] == 0
+    base = AutoModelForSequenceClassification.from_pretrained(text_dirs["gpt2"], num_labels=3, use_safetensors=True)
+    theirs = PeftModel.from_pretrained(base, peft_dir).eval()
+    ids = torch.tensor([[9, 10, 11, 12, 13, 14, 15], [4, 5, 6, 7, 8, 20, 30]])  # no padding: see the test above
+    with torch.no_grad():
+        torch.testing.assert_close(load_trained(run_dir).model.eval()(ids), theirs(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning"])
 def test_a_prompt_learning_run_resumed_after_a_crash_is_bit_identical(text_dirs, task, tmp_path, monkeypatch, method):
     cfg = text_config(text_dirs["llama"], task, method={"name": method, "num_virtual_tokens": 4})
     assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)

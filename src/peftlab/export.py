@@ -17,6 +17,8 @@ Load and run either with ``load_quantized(path)``::
 A method that does not merge (the adapters, VPT) is written unmerged: the base's weights with the
 method's modules, under the trained model's own keys (format ``peftlab-unmerged``), one note on
 stderr saying so; ``load_unmerged(path)`` rebuilds the model from the header's config and loads it.
+Prompt and prefix tuning are refused in one line: their virtual tokens are inputs, not weights, so
+their export is the adapter in PEFT's format (``export_peft``, ``peftlab export RUN --peft DIR``).
 """
 
 from __future__ import annotations
@@ -195,8 +197,21 @@ def check_finite_weights(model: torch.nn.Module, run_dir: Path) -> None:
             )
 
 
+def check_mergeable(cfg, run_dir: Path) -> None:
+    """One UserError line for a prompt-learning run (prompt or prefix tuning): its virtual tokens are
+    inputs of every forward, which no weight of the model can hold, so nothing merges."""
+    virtual = getattr(cfg.method, "num_virtual_tokens", None)
+    if virtual is not None:
+        raise UserError(
+            f"run {run_dir} used method {cfg.method.name!r}, whose {virtual} virtual tokens fold into no weight "
+            "of the model: nothing to merge; use --peft DIR instead (PEFT's adapter format, which "
+            "peft.PeftModel.from_pretrained loads on the plain transformers model)"
+        )
+
+
 def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
     cfg = load_config(run_dir / "config.yaml")
+    check_mergeable(cfg, run_dir)  # before anything is built or created at ``out``
     hf = cfg.model.source in HF_SOURCES and not quantized
     if out.is_dir() and not hf:
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
@@ -211,7 +226,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
     merged = tuner.merged_model(quantized=quantized) if tuner.is_adapter else None
     unmerged = tuner.is_adapter and merged is None
-    if unmerged:  # adapters, prompts: modules the base's weights cannot absorb, written with the base
+    if unmerged:  # adapters, VPT's prompts: modules the base's weights cannot absorb, written with the base
         print(
             f"peftlab: note: method {tuner.name!r} does not merge into the base weights: {out} holds the base with "
             "the method's modules (load with peftlab.export.load_unmerged)",
@@ -291,7 +306,7 @@ def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.n
 
 
 def load_unmerged(path: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """The model written by ``export --merged`` for a method that does not merge (adapters, prompts):
+    """The model written by ``export --merged`` for a method that does not merge (adapters, VPT):
     the backbone rebuilt from the header's config, the method applied, the file's weights loaded."""
     path = Path(path)
     with safe_open(str(path), "pt") as f:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from testkit import hf_text_model
+from testkit import hf_text_dir, hf_text_model
 
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
@@ -198,3 +198,136 @@ def test_the_tuned_model_copies_and_reloads_its_adapter(text_dirs, method):
     with torch.no_grad():
         torch.testing.assert_close(fresh.model.eval()(ids), tuner.model.eval()(ids), rtol=0, atol=0)
     assert tuner.merged_model() is None
+
+
+# A causal LM (model.task causal-lm): PEFT's CAUSAL_LM, the LM head frozen, the prompts alone train.
+
+VIRTUAL = 3  # virtual tokens of the causal-LM tests
+
+
+@pytest.fixture(scope="module")
+def lm_dirs(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("lm")
+    return {family: hf_text_dir(root / family, family, causal=True) for family in ("gpt2", "llama")}
+
+
+def adapt_lm(path, method: str, virtual: int = VIRTUAL):
+    """The tuned causal LM, its prompts moved away from their start (so that a misplaced one would show)."""
+    cfg = load_config(
+        overrides={
+            "model": {"source": "hf-text", "path": str(path), "task": "causal-lm"},
+            "method": {"name": method, "num_virtual_tokens": virtual},
+        }
+    )
+    torch.manual_seed(0)
+    tuner = apply_tuner(build_backbone(cfg.model, 0), cfg)
+    with torch.no_grad():
+        for param in tuner.trainable_parameters().values():
+            param.add_(torch.randn_like(param), alpha=0.5)
+    return tuner
+
+
+def lm_batch():
+    """Ids and mask right-padded (B x 2 x L) and targets as peftlab.data.tokens builds them (B x L - 1):
+    position t predicts token t + 1, -100 on the first (prompt) positions and on the padding."""
+    lengths, width = [4, 7, 6], 7
+    ids = torch.full((3, width), 1)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(3, 64, (n,), generator=torch.Generator().manual_seed(i))
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    targets[:, :2] = -100  # a prompt of two tokens: no loss there
+    return torch.stack([ids, mask], dim=1), targets
+
+
+def prefix_cache(tuner, config, batch_size: int):
+    """Prefix tuning's keys and values as transformers' own cache of earlier tokens: per layer
+    (batch, kv heads, virtual, head size), read off the learned (virtual, 2 x layers x kv) table."""
+    from transformers import DynamicCache
+
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    table = tuner.model.model.prompt_encoder.default.embedding.weight.detach()
+    table = table.view(VIRTUAL, 2 * config.num_hidden_layers, heads, -1).permute(1, 2, 0, 3)
+    pairs = [(table[2 * i], table[2 * i + 1]) for i in range(config.num_hidden_layers)]
+    return DynamicCache(
+        ddp_cache_data=[(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in pairs]
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_causal_lm_loss_is_transformers_own_with_the_virtual_tokens_given_by_hand(lm_dirs, family, method):
+    """peftlab's logits (B, vocabulary, L - 1) against the targets give the loss transformers' own model
+    computes (its plain Conv1D GPT-2 included) with the virtual tokens handed to it: prompt tuning's
+    embeddings before the text's (inputs_embeds), prefix tuning's keys and values as its cache; the mask
+    extended over them, the labels -100 there."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    tuner = adapt_lm(lm_dirs[family], method)
+    tokens, targets = lm_batch()
+    ids, mask = tokens[:, 0], tokens[:, 1]
+    plain = AutoModelForCausalLM.from_pretrained(lm_dirs[family], use_safetensors=True).eval()
+    mask_v = torch.cat([torch.ones(len(ids), VIRTUAL, dtype=torch.long), mask], dim=1)
+    with torch.no_grad():
+        logits = tuner.model.eval()(tokens)
+        assert logits.shape == (3, 64, ids.shape[1] - 1)
+        ours = F.cross_entropy(logits, targets)
+        if method == "prompt_tuning":
+            prompts = tuner.model.model.prompt_encoder.default.embedding.weight.expand(len(ids), -1, -1)
+            embeds = torch.cat([prompts, plain.get_input_embeddings()(ids)], dim=1)
+            labels = torch.cat([torch.full((len(ids), VIRTUAL + 1), -100), targets], dim=1)  # it shifts them itself
+            theirs = plain(inputs_embeds=embeds, attention_mask=mask_v, labels=labels).loss
+        else:
+            labels = torch.cat([torch.full((len(ids), 1), -100), targets], dim=1)
+            cache = prefix_cache(tuner, plain.config, len(ids))
+            theirs = plain(input_ids=ids, attention_mask=mask_v, past_key_values=cache, labels=labels).loss
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_on_a_causal_lm_the_prompts_alone_train_as_peftlab_params_counts_them(lm_dirs, method, capsys):
+    """n x d (prompt tuning), n x 2 x L x d (prefix tuning), no head: the gradient reaches the prompt
+    table and nothing else, and ``peftlab params DIR --task causal-lm`` prints the same counts."""
+    import torch.nn.functional as F
+
+    from peftlab import cli
+
+    tuner = adapt_lm(lm_dirs["gpt2"], method)
+    adapter = VIRTUAL * WIDTH if method == "prompt_tuning" else VIRTUAL * 2 * LAYERS * WIDTH
+    assert {n: p.numel() for n, p in tuner.trainable_parameters().items()} == {
+        "model.prompt_encoder.default.embedding.weight": adapter
+    }
+    assert [g["name"] for g in tuner.param_groups(lr=1.0, weight_decay=0.0, head_lr=2.0, head_weight_decay=0.0)] == [
+        "body"
+    ]
+    tokens, targets = lm_batch()
+    F.cross_entropy(tuner.model.train()(tokens), targets).backward()
+    grads = [n for n, p in tuner.model.named_parameters() if p.grad is not None]
+    assert grads == ["model.prompt_encoder.default.embedding.weight"]
+    argv = ["params", str(lm_dirs["gpt2"]), "--task", "causal-lm", "--method", method]
+    assert cli.main([*argv, "--num-virtual-tokens", str(VIRTUAL), "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["adapter"] == counts["trainable"] == adapter and counts["head"] == 0
+    base = sum(p.numel() for p in hf_text_model("gpt2", causal=True).parameters())  # the LM head tied: once
+    assert counts["total"] == base + adapter
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_padded_causal_lm_batch_gives_each_example_the_logits_it_gets_alone(lm_dirs, method):
+    tuner = adapt_lm(lm_dirs["gpt2"], method)
+    tokens, _ = lm_batch()
+    with torch.no_grad():
+        batch = tuner.model.eval()(tokens)
+        for i, n in enumerate(tokens[:, 1].sum(1).tolist()):
+            alone = tuner.model(tokens[i : i + 1, :, :n])
+            torch.testing.assert_close(batch[i : i + 1, :, : n - 1], alone, rtol=1e-5, atol=1e-5, msg=f"example {i}")
+
+
+def test_virtual_tokens_leave_a_causal_gpt2_positions_for_the_text(lm_dirs):
+    """GPT-2's 64 learned positions, as for its classifier (tests/test_train_causal_lm.py checks data.max_length)."""
+    with pytest.raises(
+        ConfigError, match=r"method.num_virtual_tokens=64 is invalid: expected fewer than the model's 64"
+    ):
+        adapt_lm(lm_dirs["gpt2"], "prefix_tuning", virtual=64)

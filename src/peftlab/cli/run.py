@@ -186,7 +186,7 @@ def cmd_export(args) -> int:
         print(f"wrote the base with the method's unmerged modules to {path}")
         return 0
     elif path.is_dir():
-        what = "HF model (load with transformers' AutoModelForImageClassification.from_pretrained)"
+        what = "HF model (load with from_pretrained of the run's transformers class: AutoModelFor...)"
     else:
         what = "timm state dict (timm.create_model with the header's timm_model and timm_kwargs)"
     print(f"wrote merged {what} to {path}")
@@ -203,6 +203,9 @@ def add_params(sub) -> None:
     )
     p.add_argument("overrides", nargs="*", help="with a run config: dotted overrides, e.g. method.r=16")
     p.add_argument("--num-classes", type=int, help="classes of the head (default 1000; an HF directory: its own)")
+    p.add_argument(
+        "--task", choices=["classification", "causal-lm"], help="an HF text model: model.task (default classification)"
+    )
     p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
     p.add_argument("--patch-size", type=int, help="patch size (default: the model's own)")
     p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
@@ -225,7 +228,8 @@ def cmd_params(args) -> int:
         print(json.dumps(counts, indent=2))
         return 0
     name = cfg.model.path if cfg.model.source != "timm" and cfg.model.path else cfg.model.name
-    print(f"model      {name} ({counts['num_classes']} classes), method {cfg.method.name}")
+    head = "causal LM" if cfg.model.task == "causal-lm" else f"{counts['num_classes']} classes"
+    print(f"model      {name} ({head}), method {cfg.method.name}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
     if counts["adapter"] is not None or counts["in_place"]:
@@ -298,10 +302,16 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
         raise UserError(f"{given[0]} sizes a timm model: {args.model} is {what}, sized by its config.json")
     if not hub:
         source, labels = hf_source_of(args.model)
-        return {"source": source, "path": args.model, "num_classes": args.num_classes or labels}
+        return {"source": source, "path": args.model, "num_classes": args.num_classes or labels, "task": args.task}
     repo_id, _, revision = args.model.partition("@")
     source, labels = hf_source_of(hub_model_dir(repo_id, revision or None, weights=False))
-    return {"source": source, "name": args.model, "pretrained": "hub", "num_classes": args.num_classes or labels}
+    return {
+        "source": source,
+        "name": args.model,
+        "pretrained": "hub",
+        "num_classes": args.num_classes or labels,
+        "task": args.task,
+    }
 
 
 SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")
@@ -317,6 +327,7 @@ def params_model_of_name(args) -> dict:
         "depth": args.depth,
         "embed_dim": args.embed_dim,
         "num_heads": args.num_heads,
+        "task": args.task,  # refused: model.task is an HF text model's
     }  # 0 is refused, not taken for the default
 
 

@@ -1,18 +1,23 @@
 """What PEFT's prompt-learning methods (prompt tuning, prefix tuning) share on an HF text model.
 
-PEFT wraps the transformers sequence classifier inside peftlab's ``HFTextLogits`` (not the wrapper:
-PEFT's forward calls the transformers model with ``inputs_embeds`` or ``past_key_values``), with
-``task_type`` SEQ_CLS, so PEFT trains its copy of the head (``score`` or ``classifier``, its
-``modules_to_save``) and extends the attention mask over the virtual tokens itself. Trainable: the
-method's parameters and the head. Virtual tokens change the output from the start (no identity) and
-fold into no base weight (``merged_model`` is None). PEFT's own config and state dict load with
-``PeftModel.from_pretrained`` on the plain transformers model.
+PEFT wraps the transformers model inside peftlab's ``HFTextLogits`` or ``HFCausalLM`` (not the wrapper:
+PEFT's forward calls the transformers model with ``inputs_embeds`` or ``past_key_values``) and extends
+the attention mask over the virtual tokens itself. Virtual tokens change the output from the start (no
+identity) and fold into no base weight (``merged_model`` is None). PEFT's own config and state dict load
+with ``PeftModel.from_pretrained`` on the plain transformers model.
 
-Prompt tuning hands the decoders (Llama, GPT-2) ``inputs_embeds``, without which transformers cannot
-find the last token that is not padding: it classifies at the last position, a padding token in a
-right-padded batch. ``PromptedTextLogits`` classifies at the last real token instead (the mask says
-which), so each example gets the logits it gets alone; PEFT's model, loaded from the export, agrees
-with it on a batch without padding.
+A sequence classifier (``task_type`` SEQ_CLS): PEFT trains its copy of the head (``score`` or
+``classifier``, its ``modules_to_save``). Prompt tuning hands the decoders (Llama, GPT-2)
+``inputs_embeds``, without which transformers cannot find the last token that is not padding: it
+classifies at the last position, a padding token in a right-padded batch. ``PromptedTextLogits``
+classifies at the last real token instead (the mask says which), so each example gets the logits it gets
+alone; PEFT's model, loaded from the export, agrees with it on a batch without padding.
+
+A causal LM (CAUSAL_LM): the LM head stays frozen, the prompts alone train. Prompt tuning's logits come
+back with ``num_virtual_tokens`` more positions, in front (the virtual tokens' own predictions); prefix
+tuning's do not (its keys and values are the cache of earlier tokens). ``PromptedCausalLM`` drops those
+positions, so that its logits line up with the targets ``peftlab.data.tokens`` builds, as ``HFCausalLM``'s
+do: the loss, top-1 and perplexity per response token mean what they mean for LoRA.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from peftlab.backbones import HFTextLogits, head_prefix, trains_head
+from peftlab.backbones import HFCausalLM, HFTextLogits, head_prefix
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import Tuner
 
 if TYPE_CHECKING:
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig, PeftModel, TaskType
 
 
 class PromptedTextLogits(HFTextLogits):
@@ -50,20 +55,40 @@ class PromptedTextLogits(HFTextLogits):
         return self.model.base_model.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
 
 
+class PromptedCausalLM(HFCausalLM):
+    """``HFCausalLM`` around PEFT's ``PeftModelForCausalLM``: the next-token logits of the text's own
+    positions, (batch, vocabulary, tokens - 1), as ``HFCausalLM`` gives them; ``virtual_positions``: the
+    positions PEFT's logits have in front of the text's (prompt tuning's virtual tokens; 0 for prefix
+    tuning)."""
+
+    def __init__(self, model: PeftModel, virtual_positions: int):
+        super().__init__(model)
+        self.virtual_positions = virtual_positions
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if input_ids.dim() == 3:  # (batch, 2, tokens): ids and mask stacked (peftlab.data.tokens)
+            input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, virtual + L, V)
+        return logits[:, self.virtual_positions : -1].transpose(1, 2)
+
+
 def check_text_model(model: nn.Module, method: str) -> None:
-    """One ConfigError line unless ``model`` is an HF text classifier (``model.source: hf-text``)."""
-    if not trains_head(model):  # PEFT's causal-LM prompt learning (CAUSAL_LM) is not wired in
-        raise ConfigError(
-            f"method.name={method!r} adapts a text classifier: expected model.task classification (prompt "
-            "learning on a causal LM is not built)"
-        )
-    if not isinstance(model, HFTextLogits):
+    """One ConfigError line unless ``model`` is an HF text model (``model.source: hf-text``): a sequence
+    classifier or a causal LM."""
+    if not isinstance(model, HFTextLogits | HFCausalLM):
         inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: name that model
         shown = type(inner if isinstance(inner, nn.Module) else model).__name__
         raise ConfigError(
             f"method.name={method!r} supports HF text models (model.source: hf-text: Llama, GPT-2, BERT, "
             f"RoBERTa), not {shown}"
         )
+
+
+def task_type(model: HFTextLogits | HFCausalLM) -> TaskType:
+    """PEFT's task of the model: CAUSAL_LM (no head to train) or SEQ_CLS (the head in modules_to_save)."""
+    from peft import TaskType
+
+    return TaskType.CAUSAL_LM if isinstance(model, HFCausalLM) else TaskType.SEQ_CLS
 
 
 def check_positions(model: nn.Module, num_virtual_tokens: int) -> None:
@@ -80,7 +105,8 @@ def check_positions(model: nn.Module, num_virtual_tokens: int) -> None:
 
 
 class PromptLearningTuner(Tuner):
-    """A transformers model wrapped by PEFT's prompt tuning or prefix tuning, inside ``PromptedTextLogits``."""
+    """A transformers model wrapped by PEFT's prompt tuning or prefix tuning, inside ``PromptedTextLogits``
+    (a classifier) or ``PromptedCausalLM``."""
 
     is_adapter = True  # trains added tokens, counted as the adapter; nothing merges (merged_model: None)
 
@@ -102,12 +128,17 @@ class PromptLearningTuner(Tuner):
         return None  # virtual tokens: nothing folds into the base weights
 
 
-def inject_prompts(model: HFTextLogits, config: PeftConfig, pool_last_real: bool) -> tuple[PromptedTextLogits, str]:
+def inject_prompts(
+    model: HFTextLogits | HFCausalLM, config: PeftConfig, pool_last_real: bool
+) -> tuple[PromptedTextLogits | PromptedCausalLM, str]:
     """(``get_peft_model`` on the transformers model inside ``model``, wrapped; the name of the head PEFT
-    trains: its ``modules_to_save`` copy under ``model.base_model``)."""
-    from peft import get_peft_model  # peft (and transformers): not for checks
+    trains: a classifier's ``modules_to_save`` copy under ``model.base_model``, a causal LM's frozen
+    ``lm_head``, which names no trainable parameter)."""
+    from peft import PeftType, get_peft_model  # peft (and transformers): not for checks
 
-    head = head_prefix(model).removeprefix("model.")  # score (decoders) or classifier
-    decoder = head == "score"
-    wrapped = PromptedTextLogits(get_peft_model(model.model, config), pool_last_real and decoder)
-    return wrapped, f"model.base_model.{head}"
+    head = head_prefix(model).removeprefix("model.")  # score (decoders), classifier or lm_head
+    peft_model = get_peft_model(model.model, config)
+    if isinstance(model, HFCausalLM):
+        virtual = config.num_virtual_tokens if config.peft_type == PeftType.PROMPT_TUNING else 0
+        return PromptedCausalLM(peft_model, virtual), f"model.base_model.{head}"
+    return PromptedTextLogits(peft_model, pool_last_real and head == "score"), f"model.base_model.{head}"
