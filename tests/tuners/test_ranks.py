@@ -154,3 +154,20 @@ def test_swin_blocks_are_counted_across_stages_so_linear_decay_decays_over_depth
     assert block_indices(names) == list(range(7))
     assert static_weights("linear_decay", names) == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
     assert block_indices(["blocks.3.attn.qkv.v", "model.vit.layers.5.attention.q_proj"]) == [3, 5]
+
+
+def test_gpt2_blocks_and_roles_are_read_from_its_names():
+    """GPT-2's transformer.h.N and Conv1D names: linear_decay decays over its blocks, attention_heavy counts
+    the attention output (attn.c_proj) as attention and the MLP's c_proj as the MLP's."""
+    from peftlab.tuners.ranks import block_indices, module_type, static_weights
+
+    names = [
+        f"model.transformer.h.{b}.{part}"
+        for b in range(2)
+        for part in ("attn.c_attn.q", "attn.c_attn.v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
+    assert block_indices(names) == [0] * 5 + [1] * 5
+    assert [module_type(n) for n in names[:5]] == ["q", "v", "proj", "fc1", "fc2"]
+    assert module_type("transformer.h.0.attn.c_attn") == "qkv"
+    assert static_weights("linear_decay", names) == [2.0] * 5 + [1.0] * 5
+    assert static_weights("attention_heavy", names) == [2.0, 2.0, 2.0, 1.0, 1.0] * 2

@@ -32,6 +32,7 @@ from peftlab.analysis.figure_style import (
 )
 from peftlab.analysis.figures import skip_figure
 from peftlab.analysis.intervals import completed_runs, summarize
+from peftlab.analysis.units import scale
 
 
 def axis_methods(runs, axis):
@@ -104,7 +105,7 @@ def plot_ablation(
             if series
             else figure_name(group["method"].iloc[0], None, labels)
         )
-        _draw_series(ax, positions, group, LINESTYLES[i % len(LINESTYLES)], line_name, palette)
+        _draw_series(ax, positions, group, LINESTYLES[i % len(LINESTYLES)], line_name, palette, scale(metric))
     _draw_references(ax, references, metric, interval, labels, palette, _axis_label(axis))
     if numeric:
         _set_numeric_axis(ax, np.array(categories, dtype=float))
@@ -149,15 +150,15 @@ def _point_summary(runs, axis, metric, series, interval):
     return summary
 
 
-def _draw_series(ax, positions, group, linestyle, line_name, palette):
+def _draw_series(ax, positions, group, linestyle, line_name, palette, times=100.0):
     """One series: a line in its method's hue through points in their configuration's colour, each with
-    its interval bar, and its legend entry."""
+    its interval bar, and its legend entry; values printed as ``times`` x the metric (100: percent)."""
     line_color = palette["method"].get(str(group["method"].iloc[0]), "0.3")
     colors = [_variant_color(palette, v) if v is not None else line_color for v in group["variant"]]
     marker = palette["marker"].get(str(group["method"].iloc[0]), "o")
     ax.plot(
         positions,
-        100 * group["mean"],
+        times * group["mean"],
         color=line_color,
         linewidth=1,
         linestyle=linestyle,
@@ -166,8 +167,8 @@ def _draw_series(ax, positions, group, linestyle, line_name, palette):
     for j in range(len(group)):
         ax.errorbar(
             positions[j : j + 1],
-            100 * group["mean"].iloc[j : j + 1],
-            yerr=_ci_errors(group.iloc[[j]]),
+            times * group["mean"].iloc[j : j + 1],
+            yerr=_ci_errors(group.iloc[[j]], times),
             capsize=2,
             zorder=3,
             fmt=marker,
@@ -193,11 +194,12 @@ def _draw_references(ax, references, metric, interval, labels, palette, axis_lab
     if references.empty:
         return
     summary = summarize(references, metric, interval=interval).set_index("variant")
+    times = scale(metric)
     for variant in _sorted_variants(palette, summary.index):
         row = summary.loc[variant]
         color = _variant_color(palette, variant)
         ax.axhline(
-            100 * row["mean"],
+            times * row["mean"],
             color=color,
             linestyle="--",
             linewidth=1.2,
@@ -205,4 +207,4 @@ def _draw_references(ax, references, metric, interval, labels, palette, axis_lab
             label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})",
         )
         if np.isfinite(row["ci_low"]):
-            ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.12, linewidth=0, zorder=0)
+            ax.axhspan(times * row["ci_low"], times * row["ci_high"], color=color, alpha=0.12, linewidth=0, zorder=0)

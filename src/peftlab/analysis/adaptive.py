@@ -31,8 +31,9 @@ from peftlab.analysis.figures import skip_figure
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.load import run_dirs
 from peftlab.analysis.tables import display_name
+from peftlab.analysis.units import scale
 from peftlab.files import read_json
-from peftlab.run_result import read_result
+from peftlab.run_result import lower_is_better, read_result
 from peftlab.tuners.ranks import block_indices, module_type
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
@@ -176,7 +177,8 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
 
     The uniform LoRA configuration must adapt the same modules with every other setting equal
     (model, data, training, quantization); the total rank is the adaptive run's budget and the
-    LoRA run's rank sum (r x modules). Holm over all rows.
+    LoRA run's rank sum (r x modules). Holm over all rows. A metric where lower is better (a perplexity)
+    counts a lower value as the win (win_rate).
     """
     runs = completed_runs(df)
     columns = [
@@ -220,7 +222,9 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
         baseline = match["variant"].iloc[0]
         base = match[match["variant"] == baseline].set_index("seed")
         paired = group[["seed", metric]].merge(base.reset_index()[["seed", metric]], on="seed", suffixes=("", "_base"))
-        stats = compare_paired(paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float))
+        stats = compare_paired(
+            paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float), lower=lower_is_better(metric)
+        )
         rows.append(
             {
                 "variant": variant,
@@ -243,67 +247,84 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
 
 
 def report_section(
-    study_dir: str | Path, df: pd.DataFrame, figures_dir: Path, labels: dict | None = None, alpha: float = 0.05
+    study_dir: str | Path,
+    df: pd.DataFrame,
+    figures_dir: Path,
+    labels: dict | None = None,
+    alpha: float = 0.05,
+    metric: str = "metrics.test_top1",
 ) -> list[str]:
-    """The report's "Adaptive ranks" section (empty when the study has no rank-adaptive run)."""
+    """The report's "Adaptive ranks" section (empty when the study has no rank-adaptive run); the equal-budget
+    table compares ``metric`` (test top-1, or a study of causal LMs' test perplexity)."""
     importance = load_importance(study_dir)
-    table = equal_budget_comparisons(df, alpha=alpha)
+    table = equal_budget_comparisons(df, metric=metric, alpha=alpha)
     if importance.empty and table.empty:
         return []
     lines = ["## Adaptive ranks", ""]
     if not table.empty:
-        lines += [
-            "### Adaptive vs fixed rank at equal budget",
-            "",
-            "| Configuration | Uniform LoRA | Total rank | Trainable params | Test top-1 (%) | LoRA (%) | "
-            "Diff (pp) | p (Holm) | Wins |",
-            "|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in table.itertuples():
-            p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
-            mark = " *" if row.significant else ""
-            lines.append(
-                f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
-                f"{row.budget:.0f} | {row.params_variant:,.0f} vs {row.params_baseline:,.0f} | "
-                f"{100 * row.mean_variant:.1f} | {100 * row.mean_baseline:.1f} | {100 * row.mean_diff:+.1f}{mark} | "
-                f"{p} | {row.win_rate:.2f} |"
-            )
-        lines += [
-            "",
-            f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
-            f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
-            "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
-            "configuration scores higher.",
-            "",
-        ]
+        lines += _equal_budget_lines(table, labels, alpha, metric)
     if not importance.empty:
-        paths = plot_importance_heatmap(importance, figures_dir, labels=labels)
-        if paths:
-            png = next(p for p in paths if str(p).endswith(".png"))
-            lines += [
-                "### Layer importance",
-                "",
-                f"![Layer importance](figures/{Path(png).name})",
-                "",
-                "Final allocation of each run (blocks x module types), averaged over seeds: rank (left) and "
-                "share of the run's total importance (right).",
-                "",
-            ]
-        agreement = seed_agreement(importance)
+        lines += _importance_lines(importance, figures_dir, labels)
+    return lines
+
+
+def _equal_budget_lines(table: pd.DataFrame, labels: dict | None, alpha: float, metric: str) -> list[str]:
+    """The equal-budget table and its note: test top-1 in %, or a perplexity as it is."""
+    lower, times = lower_is_better(metric), scale(metric)
+    values = "Test perplexity (lower is better) | LoRA | Diff" if lower else "Test top-1 (%) | LoRA (%) | Diff (pp)"
+    wins = "has the lower perplexity" if lower else "scores higher"
+    lines = [
+        "### Adaptive vs fixed rank at equal budget",
+        "",
+        f"| Configuration | Uniform LoRA | Total rank | Trainable params | {values} | p (Holm) | Wins |",
+        "|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table.itertuples():
+        p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
+        mark = " *" if row.significant else ""
+        lines.append(
+            f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
+            f"{row.budget:.0f} | {row.params_variant:,.0f} vs {row.params_baseline:,.0f} | "
+            f"{times * row.mean_variant:.1f} | {times * row.mean_baseline:.1f} | {times * row.mean_diff:+.1f}{mark} | "
+            f"{p} | {row.win_rate:.2f} |"
+        )
+    return lines + [
+        "",
+        f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
+        f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
+        "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
+        f"configuration {wins}.",
+        "",
+    ]
+
+
+def _importance_lines(importance: pd.DataFrame, figures_dir: Path, labels: dict | None) -> list[str]:
+    """The layer-importance heatmap and the seeds' agreement on which modules matter."""
+    lines = []
+    paths = plot_importance_heatmap(importance, figures_dir, labels=labels)
+    if paths:
+        png = next(p for p in paths if str(p).endswith(".png"))
         lines += [
-            "Agreement between seeds on which modules matter (Kendall's tau of the module importances, "
-            "over pairs of seeds):",
+            "### Layer importance",
+            "",
+            f"![Layer importance](figures/{Path(png).name})",
+            "",
+            "Final allocation of each run (blocks x module types), averaged over seeds: rank (left) and "
+            "share of the run's total importance (right).",
             "",
         ]
-        for row in agreement.itertuples():
-            if math.isfinite(row.tau_mean):
-                lines.append(
-                    f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
-                    f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)"
-                )
-            else:
-                lines.append(
-                    f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure"
-                )
-        lines.append("")
-    return lines
+    agreement = seed_agreement(importance)
+    lines += [
+        "Agreement between seeds on which modules matter (Kendall's tau of the module importances, "
+        "over pairs of seeds):",
+        "",
+    ]
+    for row in agreement.itertuples():
+        if math.isfinite(row.tau_mean):
+            lines.append(
+                f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
+                f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)"
+            )
+        else:
+            lines.append(f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure")
+    return lines + [""]

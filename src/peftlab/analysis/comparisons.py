@@ -14,6 +14,9 @@ Decisions a reader of the numbers must know:
 - Probability of improvement is rliable's (Agarwal et al., 2021): P(X > Y) over all pairs
   of runs, ties counted half, averaged over tasks, with a stratified bootstrap percentile
   interval (bootstrap.py). The share of matched seeds where the variant wins is the "win rate".
+- For a metric where lower is better (a perplexity: ``peftlab.run_result.lower_is_better``) the
+  differences stay variant minus baseline, so a negative mean_diff is the better one; the win rate
+  counts the seeds where the variant is lower, and the probability of improvement is P(X < Y).
 - IQM is rliable's interquartile mean: the 25% trimmed mean of every run of every task.
 - Paired differences, and their standard deviation, smaller than 1e-9 times the scale of
   the values (at least 1) are float noise (0.82 - 0.81 differs from 0.81 - 0.80 in the
@@ -33,6 +36,7 @@ from peftlab.analysis.bootstrap import (
 )
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.power import POWER, minimum_detectable_effect, pairs_needed
+from peftlab.run_result import lower_is_better
 
 # Wilcoxon's exact two-sided p-value cannot go below 2 / 2**n: 0.25 for n = 3,
 # 0.125 for n = 4, 0.0625 for n = 5, 0.031 for n = 6.
@@ -96,7 +100,9 @@ def paired_comparisons(
 
     Completed runs only; a run pairs with the baseline run that has the same `pair_on`
     value(s) (a column name or a list, e.g. ["config.data.name", "seed"]). Differences are
-    variant minus baseline, so a positive mean_diff means the variant scores higher.
+    variant minus baseline, so a positive mean_diff means the variant scores higher. A metric where
+    lower is better (`lower_is_better`: a perplexity) is compared the other way round: the win rate and
+    the probability of improvement count the variant's lower values as its wins.
     Returns one row per compared group with the columns:
       metric, baseline, <by>, n_pairs, mean_baseline, mean_variant (over the pairs),
       mean_diff, sd_diff (ddof=1),
@@ -117,9 +123,9 @@ def paired_comparisons(
       p_ttest_holm, p_wilcoxon_holm: Holm-adjusted across the comparisons in this table,
         each test separately,
       significant: p_ttest_holm < alpha; significant_wilcoxon: p_wilcoxon_holm < alpha,
-      win_rate: over matched pairs, mean of 1[x > y] + 0.5 * 1[x == y],
+      win_rate: over matched pairs, mean of 1[x > y] + 0.5 * 1[x == y] (lower is better: x < y),
       prob_improvement, prob_improvement_low, prob_improvement_high: rliable's probability
-        of improvement over all (variant run, baseline run) pairs of completed runs,
+        of improvement (lower is better: P(X < Y)) over all (variant run, baseline run) pairs of completed runs,
         matched or not, with its stratified bootstrap interval (see
         `probability_of_improvement` and `probability_of_improvement_ci`).
     Raises ValueError when the baseline is absent or a (group, pair_on) key repeats.
@@ -129,6 +135,7 @@ def paired_comparisons(
     runs = runs[runs[metric].notna()]
     check_pairing(runs, baseline, metric, by, pair_on)
     baseline_runs = runs[runs[by] == baseline].set_index(pair_on)[metric]
+    sign = -1.0 if lower_is_better(metric) else 1.0  # a lower value is an improvement: P(-X > -Y)
     rows = []
     for name, group in runs[runs[by] != baseline].groupby(by, sort=False):
         variant_runs = group.set_index(pair_on)[metric]
@@ -136,8 +143,8 @@ def paired_comparisons(
         x = matched["x"].to_numpy(dtype=float)
         y = matched["y"].to_numpy(dtype=float)
         row = {"metric": metric, "baseline": baseline, by: name}
-        row.update(compare_paired(x, y, min_pairs_wilcoxon, alpha, point))
-        everything = variant_runs.to_numpy(dtype=float), baseline_runs.to_numpy(dtype=float)
+        row.update(compare_paired(x, y, min_pairs_wilcoxon, alpha, point, lower=sign < 0))
+        everything = sign * variant_runs.to_numpy(dtype=float), sign * baseline_runs.to_numpy(dtype=float)
         row["prob_improvement"] = probability_of_improvement(*everything)
         row["prob_improvement_low"], row["prob_improvement_high"] = probability_of_improvement_ci(
             *everything, confidence=confidence, n_resamples=n_resamples, seed=seed
@@ -208,12 +215,12 @@ def paired_comparisons_within(
     return with_holm(table, alpha)
 
 
-def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, point=0.01):
+def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, point=0.01, lower=False):
     """Paired statistics of x against y (same length, matched by position), as a dict.
 
     Keys: n_pairs, mean_baseline, mean_variant, mean_diff, sd_diff, cohens_dz, mde_80,
     pairs_for_1pt, p_ttest, p_wilcoxon, win_rate (see `paired_comparisons`; x is the variant,
-    y the baseline).
+    y the baseline; ``lower``: a lower value wins).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -234,7 +241,7 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, poin
         "pairs_for_1pt": np.nan,
         "p_ttest": np.nan,
         "p_wilcoxon": np.nan,
-        "win_rate": win_rate(diffs),
+        "win_rate": win_rate(-diffs if lower else diffs),
     }
     if n > 1 and sd_diff > 0:
         result["cohens_dz"] = diffs.mean() / sd_diff

@@ -277,11 +277,12 @@ def _new_figure(width, height, ncols=1):
     return fig, fig.subplots(1, ncols)
 
 
-def _ci_errors(summary):
-    """Error bar lengths (percent) below and above each mean; 0 where there is no interval."""
+def _ci_errors(summary, scale=100.0):
+    """Error bar lengths (as printed: percent, or ``scale`` times the value) below and above each mean; 0 where
+    there is no interval."""
     below = (summary["mean"] - summary["ci_low"]).fillna(0).clip(lower=0)
     above = (summary["ci_high"] - summary["mean"]).fillna(0).clip(lower=0)
-    return 100 * np.vstack([below.to_numpy(dtype=float), above.to_numpy(dtype=float)])
+    return scale * np.vstack([below.to_numpy(dtype=float), above.to_numpy(dtype=float)])
 
 
 def _metric_label(metric):

@@ -43,6 +43,8 @@ from peftlab.analysis.figure_style import (
     save_figure,
 )
 from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.units import scale
+from peftlab.run_result import lower_is_better
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ def plot_accuracy_vs_params(
 ):
     """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
-    The Pareto front (fewer parameters, higher accuracy) is a dashed staircase through
-    ringed points. Skipped when no completed run has both values (x > 0).
+    The Pareto front (fewer parameters, higher accuracy; for a perplexity, lower) is a dashed staircase
+    through ringed points. Skipped when no completed run has both values (x > 0).
     """
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
@@ -70,23 +72,24 @@ def plot_accuracy_vs_params(
     if runs.empty:
         return skip_figure(name, f"no completed run with {metric} and {x}")
     summary = summarize(runs, metric, interval=interval).set_index("variant")
+    times, sign = scale(metric), -1.0 if lower_is_better(metric) else 1.0
     crowded = len(summary) > MAX_POINT_LABELS
     fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
     for variant in _sorted_variants(palette, summary.index):
         row = summary.loc[[variant]]
         ax.errorbar(
             row[x],
-            100 * row["mean"],
-            yerr=_ci_errors(row),
+            times * row["mean"],
+            yerr=_ci_errors(row, times),
             fmt=_method_marker(palette, variant),
             color=_variant_color(palette, variant),
             capsize=2,
             label=_name(palette, variant, labels),
         )
-    front = summary[pareto_mask(summary[x], summary["mean"])].sort_values(x)
+    front = summary[pareto_mask(summary[x], sign * summary["mean"])].sort_values(x)
     ax.plot(
         front[x],
-        100 * front["mean"],
+        times * front["mean"],
         drawstyle="steps-post",
         linestyle="--",
         color="0.4",
@@ -120,7 +123,7 @@ def plot_accuracy_vs_params(
     # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
     # of the front keep their names (what a reader looks for first)
     named = front if crowded else summary
-    _label_points(ax, named[x], 100 * named["mean"], [_name(palette, v, labels) for v in named.index])
+    _label_points(ax, named[x], times * named["mean"], [_name(palette, v, labels) for v in named.index])
     return save_figure(fig, out_dir, name)
 
 
@@ -264,9 +267,10 @@ def plot_quantization_tradeoff(
 def plot_convergence(
     curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None, palette=None
 ):
-    """Validation top-1 against step: mean over seeds per `by` group, band = the interval.
+    """Validation top-1 (or `metric`: val_perplexity) against step: mean over seeds per `by` group, band =
+    the interval.
 
-    `curves` is long: run_id, variant, method, step, val_top1. The band is the `interval`
+    `curves` is long: run_id, variant, method, step, val_top1 (and val_perplexity). The band is the `interval`
     of the mean over the seeds evaluated at that step (none where one seed was). Skipped
     when `curves` is None, has no finite value, or no group was evaluated at two steps
     (one evaluation per run is a point, not a curve).
@@ -278,11 +282,12 @@ def plot_convergence(
         return skip_figure(name, "no learning curve: every run was evaluated at a single step")
     palette = _palette_for(curves, palette)
     fig, ax = _new_figure(5.8, 3.4)
+    times = scale(metric)
     for group in _sorted_variants(palette, curves[by].unique()):
         values = curves[curves[by].astype(str) == group].groupby("step")[metric]
         steps = np.array(sorted(values.groups))
-        mean = 100 * values.mean().reindex(steps).to_numpy()
-        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * 100
+        mean = times * values.mean().reindex(steps).to_numpy()
+        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * times
         color = _variant_color(palette, group)
         ax.plot(steps, mean, color=color, label=_name(palette, group, labels), zorder=3)  # lines above every band
         ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
@@ -383,12 +388,13 @@ def plot_seed_boxplots(
     offset = dict(zip(seeds, np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]))
     fig, ax = _new_figure(1.5 + 0.55 * len(groups), 3.4)
     group_runs = [runs[runs[by].astype(str) == g] for g in groups]
-    values = [100 * group[metric].to_numpy(dtype=float) for group in group_runs]
+    times = scale(metric)
+    values = [times * group[metric].to_numpy(dtype=float) for group in group_runs]
     ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
     for i, (g, group) in enumerate(zip(groups, group_runs)):
         ax.scatter(
             i + group["seed"].map(offset).to_numpy(dtype=float),
-            100 * group[metric].to_numpy(dtype=float),
+            times * group[metric].to_numpy(dtype=float),
             s=12,
             color=_variant_color(palette, g),
             marker=_method_marker(palette, g),

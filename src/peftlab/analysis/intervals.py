@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.stats
 
 from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from peftlab.run_result import lower_is_better
 
 COMPLETED = "completed"
 
@@ -215,9 +216,10 @@ def pareto_mask(x, y):
 def pareto_front(df, x="params.trainable", y="metrics.test_top1", by="variant"):
     """Per-group means of x and y over completed runs, with an `on_front` column.
 
-    Returns columns <by>, x, y, on_front (see `pareto_mask`), sorted by x.
+    Returns columns <by>, x, y, on_front (see `pareto_mask`; where a lower y is better, a perplexity
+    (`lower_is_better`), the front holds the lowest y), sorted by x.
     """
     runs = completed_runs(df)
     means = runs.groupby(by, sort=False)[[x, y]].mean().reset_index()
-    means["on_front"] = pareto_mask(means[x], means[y])
+    means["on_front"] = pareto_mask(means[x], -means[y] if lower_is_better(y) else means[y])
     return means.sort_values(x, kind="stable").reset_index(drop=True)

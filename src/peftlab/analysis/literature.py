@@ -24,8 +24,10 @@ import yaml
 
 from peftlab.analysis.intervals import completed_runs, summarize
 from peftlab.analysis.tables import format_count, latex_escape
+from peftlab.analysis.units import scale
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
+from peftlab.run_result import lower_is_better
 from peftlab.suites import VTAB1K_TASKS
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 
@@ -220,17 +222,19 @@ def ranked_citations(citations: list[Citation], setting: str, methods: set[str])
 
 def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
     """This study's rows for the table: its variants of the methods the cited rows name, by mean test
-    top-1, highest first (a method no cited row names has no published order to stand beside).
+    top-1, highest first, or by a perplexity (summary of metrics.test_perplexity), lowest first (a method no
+    cited row names has no published order to stand beside).
 
-    Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal).
-    summary: `summarize(df)` of metrics.test_top1 when already computed.
+    Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal; a
+    perplexity as it is). summary: `summarize(df)` of metrics.test_top1 when already computed.
     """
     summary = summarize(df) if summary is None else summary
+    metric = summary["metric"].iloc[0] if len(summary) else "metrics.test_top1"
     if "method" in summary:
         summary = summary[summary["method"].isin(cited_methods(citations))]
     done = completed_runs(df)
-    rows = []
-    for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: -item[1]):
+    rows, sign, times = [], 1 if lower_is_better(metric) else -1, scale(metric)
+    for variant, mean in sorted(zip(summary["variant"], summary["mean"]), key=lambda item: sign * item[1]):
         trainable = (
             done.loc[done["variant"] == variant, "params.trainable"].mean() if "params.trainable" in done else None
         )
@@ -238,14 +242,15 @@ def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
             {
                 "method": str(variant),
                 "trainable": format_count(trainable) if trainable else "--",
-                "value": f"{100 * mean:.1f}",
+                "value": f"{times * mean:.1f}",
             }
         )
     return rows
 
 
-def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
-    """report.md's section: the published numbers beside this study's and the order of the methods."""
+def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics.test_top1") -> list[str]:
+    """report.md's section: the published numbers beside this study's (``metric``: test top-1, or a study of
+    causal LMs' test perplexity) and the order of the methods."""
     lines = ["## Published numbers beside this study", ""]
     try:
         citations = load_literature(path)
@@ -253,13 +258,15 @@ def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
         return lines + [f"Skipped: {err}", ""]
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
-    ours = study_rows(df, citations)
+    ours = study_rows(df, citations, summarize(df, metric))
+    lower = lower_is_better(metric)
+    measured = "test perplexity (lower is better)" if lower else "test top-1 (%)"
     lines += [
         "Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
         "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, RoBERTa and DeBERTaV3 on GLUE) are far "
         "larger than this study's, so only the order of methods is compared, never a number.",
         "",
-        literature_markdown(citations, ours, "this study; test top-1 (%), mean over seeds"),
+        literature_markdown(citations, ours, f"this study; {measured}, mean over seeds"),
     ]
     ran = study_methods(df)
     for setting in dict.fromkeys(c.setting for c in citations):
@@ -268,7 +275,9 @@ def literature_section(df, path: str | Path = LITERATURE) -> list[str]:
             order = " > ".join(f"{c.method} ({c.value})" for c in rows)
             lines.append(f"- {rows[0].paper}, {rows[0].dataset}: {order}")
     if ours:
-        lines.append("- this study: " + " > ".join(f"{row['method']} ({row['value']})" for row in ours))
+        order = " < ".join if lower else " > ".join  # best first: the lowest perplexity, the highest top-1
+        which = " (test perplexity, lower is better)" if lower else ""
+        lines.append(f"- this study{which}: " + order(f"{row['method']} ({row['value']})" for row in ours))
     else:
         lines.append("- this study: none of its methods (" + ", ".join(sorted(ran)) + ") is named by a cited row")
     return lines + [""]

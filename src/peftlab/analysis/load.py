@@ -133,10 +133,12 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
                         "seed": spec["seed"],
                         "step": record["step"],
                         "val_top1": record["val_top1"],
+                        "val_perplexity": record.get("val_perplexity"),  # a causal LM's
                         "config.method.r": r,
                     }
                 )
-    return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "val_top1", "config.method.r"])
+    columns = ["run_id", "variant", "method", "seed", "step", "val_top1", "val_perplexity", "config.method.r"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def environment(study_dir: str | Path) -> dict:

@@ -12,39 +12,36 @@ display names (``labels``). The bootstrap's seed and number of resamples are fix
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
 
 from peftlab.analysis import (
-    ablation_figure,
     across_datasets,
     adaptive,
     claims,
     equal_bits,
-    figures,
     health,
     protocol_card,
     significance,
     tuning,
     vtab,
 )
-from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.comparisons import paired_comparisons_within
 from peftlab.analysis.figure_style import study_palette
-from peftlab.analysis.intervals import (
-    MIN_SEEDS,
-    completed_runs,
-    describe_interval,
-    incomplete_runs,
-    pareto_front,
-    summarize,
-)
+from peftlab.analysis.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.literature import literature_section
 from peftlab.analysis.load import environment, load_curves, load_results, study_axes
-from peftlab.analysis.power import ALPHA, POWER
-from peftlab.analysis.tables import METRIC_LABELS, display_name, latex_document, latex_table, markdown_table
+from peftlab.analysis.power import ALPHA
+from peftlab.analysis.primary import (
+    few_seeds_lines,
+    judgement_lines,
+    pareto_lines,
+    primary_score,
+    statistics_section,
+)
+from peftlab.analysis.report_figures import figure_lines
+from peftlab.analysis.tables import METRIC_LABELS, latex_document, latex_table, markdown_table
 from peftlab.analysis.units import metric_words
 from peftlab.errors import UserError
 from peftlab.study.report_options import read_report_options
@@ -55,12 +52,6 @@ METRICS = ("metrics.test_top1", "metrics.test_top5")
 TEXT_METRICS = ("metrics.test_f1", "metrics.test_matthews", "metrics.test_perplexity")
 # a causal LM's top-1 and top-5 are its next-token predictions' accuracy, per token
 TOKEN_LABELS = {"metrics.test_top1": "Test top-1 per token (%)", "metrics.test_top5": "Test top-5 per token (%)"}
-ABLATION_AXES = {
-    "config.method.r": "rank",
-    "config.method.lora_alpha": "alpha",
-    "config.method.target_modules": "target modules",
-    "config.train.lr": "learning rate",
-}
 TASK = "config.data.name"
 
 
@@ -110,7 +101,8 @@ def write_report(
             f"Labels in the study file's report section that name no configuration or method: {', '.join(unused)}.",
             "",
         ]
-    lines += _statistics(interval)
+    score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity
+    lines += statistics_section(interval, score, judgement_lines(df))
     lines += protocol_card.report_section(study_dir, done, labels)
     lines += claims.report_section(df, options.share_limits, labels)
 
@@ -119,18 +111,19 @@ def write_report(
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
-    figure_lines, skipped = _figures(
+    drawn, skipped = figure_lines(
         df,
         load_curves(study_dir),
         study_axes(study_dir),
         out / "figures",
         interval,
         labels,
+        score,
         health.convergence_caption(study_dir),
     )
-    lines += literature_section(df)
-    lines += ["## Figures", ""] + figure_lines
-    lines += adaptive.report_section(study_dir, df, out / "figures", labels)  # rank allocation, equal budget
+    lines += literature_section(df, metric=score.metric)
+    lines += ["## Figures", ""] + drawn
+    lines += adaptive.report_section(study_dir, df, out / "figures", labels, metric=score.metric)  # equal budget
     lines += health.report_section(
         study_dir,
         out / "figures",
@@ -148,11 +141,11 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
     Pareto front, the significance of each configuration against ``baseline``, the aggregates over
     datasets, QA-LoRA at equal bits and VTAB-1k; ``name``: the study's."""
-    columns = main_columns(df)
+    columns, score = main_columns(df), primary_score(df)
     summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
-        comparisons = paired_comparisons_within(df, baseline, TASK, metric=METRICS[0], alpha=ALPHA)
+        comparisons = paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point)
     interval_text = describe_interval(interval)
     tex = latex_table(
         summary,
@@ -175,9 +168,9 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
             interval_text=interval_text,
         ),
     ]
-    lines += _few_seeds(summary[summary["metric"] == METRICS[0]], labels)
+    lines += few_seeds_lines(summary[summary["metric"] == score.metric], labels)
     lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
-    lines += _pareto_lines(df, labels)
+    lines += pareto_lines(pareto_front(df, y=score.metric), score, labels)
     lines += significance.report_section(comparisons, df, labels)
     lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
     lines += equal_bits.report_section(df, interval, labels)
@@ -238,170 +231,6 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
         )
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     return lines + [""]
-
-
-def _statistics(interval: str) -> list[str]:
-    return [
-        "## How the numbers were computed",
-        "",
-        f"- Intervals in tables and figures: the {describe_interval(interval)} "
-        "(`report.interval` in the study file: t, bca or percentile).",
-        f"- Every bootstrap draws {BOOTSTRAP_RESAMPLES} resamples with numpy's default_rng seeded "
-        f"{BOOTSTRAP_SEED}: the same results give the same bounds in every report.",
-        "- Comparisons with the baseline: paired t-test and Wilcoxon signed-rank test on matched seeds, "
-        "Holm-corrected across comparisons; Cohen's d_z of the paired differences.",
-        f"- Minimum detectable difference (MDE): the smallest true mean difference the two-sided paired t-test "
-        f"at α = {ALPHA:g}, not Holm-corrected, finds with {100 * POWER:.0f}% power, taking the observed sd of "
-        "the paired differences as the true one (normal differences assumed); with few seeds that sd is itself "
-        "rough. Holm's correction raises the bar further.",
-        "- Probability of improvement P(X > Y) is rliable's: over all pairs (a run of the configuration, a run "
-        "of the baseline), ties counted half, averaged over datasets, with a 95% stratified bootstrap percentile "
-        "interval. The win rate is a different number: the share of matched seeds where the configuration "
-        "scores higher (ties half).",
-        "",
-    ]
-
-
-def _few_seeds(summary: pd.DataFrame, labels: dict) -> list[str]:
-    few = summary[summary["n"] < MIN_SEEDS]
-    if few.empty:
-        return []
-    if len(few) == len(summary) and few["n"].nunique() == 1:
-        names = f"every configuration (n = {few['n'].iloc[0]})"
-    else:
-        names = ", ".join(f"{_name(row, labels)} (n = {row['n']})" for _, row in few.iterrows())
-    text = (
-        f"**Warning: fewer than {MIN_SEEDS} seeds** for {names}. With so few seeds the intervals are rough, "
-        "and the Wilcoxon test cannot reach p < 0.05."
-    )
-    if (few["n"] == 2).any():
-        text += (
-            " At n = 2 no interval is meaningful: a bootstrap interval is just the two values, and the "
-            "t-interval spans 12.7 standard errors on either side."
-        )
-    if (few["n"] == 1).any():
-        text += " At n = 1 there is no interval."
-    return [text, ""]
-
-
-def _name(row, labels: dict) -> str:
-    return display_name(row["variant"], row.get("method"), labels)
-
-
-def _pareto_lines(df: pd.DataFrame, labels: dict) -> list[str]:
-    front = pareto_front(df)
-    names = [_name(row, labels) for _, row in front[front["on_front"]].iterrows()]
-    return ["Pareto front of test top-1 against trainable parameters: " + ", ".join(names) + ".", ""]
-
-
-class _SkipReasons(logging.Handler):
-    """Collects the figures module's "skipped <name>: <reason>" records."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.reasons: dict[str, str] = {}
-
-    def emit(self, record):
-        if record.msg == "skipped %s: %s":
-            self.reasons[record.args[0]] = record.args[1]
-
-
-def _figures(
-    df: pd.DataFrame,
-    curves: pd.DataFrame,
-    axes: list[str],
-    out: Path,
-    interval: str,
-    labels: dict,
-    under_training: str = "",
-) -> tuple[list[str], list[str]]:
-    """(report.md lines of the drawn figures, one line per skipped figure); ``under_training`` is
-    said under the convergence figure."""
-    handler, level = _SkipReasons(), figures.logger.level
-    figures.logger.addHandler(handler)
-    figures.logger.setLevel(logging.INFO)
-    try:
-        drawn = _draw_figures(df, curves, axes, out, interval, labels, under_training)
-    finally:
-        figures.logger.removeHandler(handler)
-        figures.logger.setLevel(level)
-    lines, skipped = [], []
-    for title, name, caption, paths in drawn:
-        if paths:
-            png = next(p for p in paths if str(p).endswith(".png"))
-            lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", "", caption, ""]
-        else:
-            reason = handler.reasons.get(name, "no data")
-            skipped.append(f"{title.split(':')[0].lower()}: {reason}")
-    return lines, skipped
-
-
-def _draw_figures(
-    df: pd.DataFrame,
-    curves: pd.DataFrame,
-    axes: list[str],
-    out: Path,
-    interval: str,
-    labels: dict,
-    under_training: str,
-) -> list[tuple[str, str, str, list]]:
-    """Draw the report's figures: (title, name, caption, paths) each, no paths for a figure skipped."""
-    palette = study_palette(df)
-    style = {"interval": interval, "labels": labels, "palette": palette}
-    bars = f"bars: the {describe_interval(interval)}."
-    drawn = [
-        (
-            "Accuracy vs trainable parameters",
-            "accuracy_vs_params",
-            f"Mean test top-1 per configuration against trainable parameters (log scale); {bars} Dashed: the "
-            "Pareto front (ringed points).",
-            figures.plot_accuracy_vs_params(df, out, **style),
-        ),
-        (
-            "Memory reduction vs accuracy loss across quantization settings",
-            "quantization_tradeoff",
-            "Base weights as stored, as a share of their fp32 size, against test top-1 minus that of the fp32 run "
-            f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
-            "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
-            figures.plot_quantization_tradeoff(df, out, **style),
-        ),
-        (
-            "Convergence: validation top-1 vs step",
-            "convergence",
-            f"Mean over seeds; band: the {describe_interval(interval)} at each evaluated step. "
-            f"{under_training}".strip(),
-            figures.plot_convergence(curves, out, **style),
-        ),
-        (
-            "Time and memory per configuration",
-            "cost",
-            "Bars: mean over seeds; dots: the individual runs. Peak RSS is the whole process (Python, libraries, "
-            "data), so methods differ little there; on a GPU the panel shows CUDA allocated memory instead, and "
-            "a quantized base shows its saving in the weights panel.",
-            figures.plot_cost(df, out, labels=labels, palette=palette),
-        ),
-        (
-            "Test top-1 across seeds",
-            "seed_boxplots",
-            "Boxes: quartiles and median over seeds; whiskers: runs within 1.5 IQR; dots: the runs, each seed at "
-            "the same place in every box (seeds in order from left to right), so one seed can be followed across "
-            "configurations.",
-            figures.plot_seed_boxplots(df, out, labels=labels, palette=palette),
-        ),
-    ]
-    for axis, name in ABLATION_AXES.items():
-        if axis in axes:
-            figure = "ablation_" + axis.removeprefix("config.").replace(".", "_")
-            drawn.append(
-                (
-                    f"Ablation: {name}",
-                    figure,
-                    f"Mean test top-1 along the {name}; {bars} Methods without this axis: dashed "
-                    "reference lines with their interval shaded.",
-                    ablation_figure.plot_ablation(df, axis, out, **style),
-                )
-            )
-    return drawn
 
 
 def _failures(df: pd.DataFrame) -> list[str]:

@@ -2,7 +2,8 @@
 
 The table (comparisons.paired_comparisons_within) with its paired tests, minimum detectable difference
 (power.py), win rate and probability of improvement; then the differences too small for these seeds to
-show, and the configurations whose seeds spread more than their difference from the baseline.
+show, and the configurations whose seeds spread more than their difference from the baseline. The metric
+is the comparisons' (primary.py: test top-1, or a causal LM's test perplexity, where lower is better).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 from peftlab.analysis.comparisons import below_detection
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
+from peftlab.analysis.primary import SCORES, Score
 from peftlab.analysis.tables import display_name
 
 
@@ -22,15 +24,17 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
     methods = completed_runs(df).groupby("variant")["method"].first()
     baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
-    power = f"{100 * POWER:.0f}%"
+    score = SCORES[comparisons["metric"].iloc[0]]
+    power, unit = f"{100 * POWER:.0f}%", score.unit
     lines = [
         "## Significance",
         "",
-        f"Each configuration against **{baselines}** (test top-1), on matched seeds for the tests and the "
-        "win rate, over all pairs of runs for P(X > Y).",
+        f"Each configuration against **{baselines}** ({score.named}), on matched seeds for the tests and the "
+        f"win rate, over all pairs of runs for {score.improvement}.",
         "",
-        f"| configuration | pairs | mean diff (pts) | p (t, Holm) | MDE ({power}, pts) | pairs for 1 pt | "
-        "p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | P(X > Y) [95% CI] | significant |",
+        f"| configuration | pairs | mean diff ({unit}) | p (t, Holm) | MDE ({power}, {unit}) | pairs for "
+        f"{score.one_short} | p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | {score.improvement} [95% CI] | "
+        "significant |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -39,9 +43,9 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
 
     for row in comparisons.itertuples():
         name = display_name(row.variant, methods.get(row.variant), labels)
-        mde = "n/a" if pd.isna(row.mde_80) else f"{100 * row.mde_80:.2f}"
+        mde = "n/a" if pd.isna(row.mde_80) else f"{score.scale * row.mde_80:.2f}"
         lines.append(
-            f"| {name} | {row.n_pairs} | {100 * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
+            f"| {name} | {row.n_pairs} | {score.scale * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
             f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
             f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
             f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |"
@@ -52,11 +56,31 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         "significance is judged by the Holm-corrected t-test. "
         f"MDE ({power}): the smallest true mean difference the paired t-test at α = {ALPHA:g} (before "
         f"Holm's correction) finds with {power} power, given the sd of the paired differences and the "
-        "number of pairs; pairs for 1 pt: the matched seeds that test needs to find a 1-point difference "
-        "at that sd.",
+        f"number of pairs; pairs for {score.one_short}: the matched seeds that test needs to find "
+        f"{_one_difference(score)} at that sd.",
         "",
     ]
-    return lines + _not_shown(comparisons, methods, labels) + _spread_lines(comparisons, df, methods, labels)
+    lines += _direction(score)
+    return (
+        lines + _not_shown(comparisons, methods, labels, score) + _spread_lines(comparisons, df, methods, labels, score)
+    )
+
+
+def _one_difference(score: Score) -> str:
+    return "a difference of 1 in perplexity" if score.lower else "a 1-point difference"
+
+
+def _direction(score: Score) -> list[str]:
+    """What the signs mean where lower is better (nothing to add where higher is)."""
+    if not score.lower:
+        return []
+    return [
+        f"Lower is better: a mean difference (the configuration's {score.name} minus the baseline's) below zero "
+        "is an improvement; the win rate is the share of matched seeds where the configuration has the lower "
+        f"perplexity, and {score.improvement} the probability that a run of it has a lower perplexity than a run "
+        "of the baseline (rliable's probability of improvement, for a score where lower is better).",
+        "",
+    ]
 
 
 def _pairs(count: float) -> str:
@@ -65,15 +89,16 @@ def _pairs(count: float) -> str:
     return f"> {MAX_PAIRS:,}" if count == float("inf") else f"{int(count):,}"
 
 
-def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict, score: Score) -> list[str]:
     """The sentence on differences that are not significant and smaller than their MDE: the seeds could not
     have shown them, so "not significant" says nothing about whether they are equal."""
     small = comparisons[below_detection(comparisons)]
     if small.empty:
         return []
     items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} ({100 * row.mean_diff:+.2f} points; "
-        f"MDE {100 * row.mde_80:.2f} points; 1 point needs {_pairs(row.pairs_for_1pt)} seeds)"
+        f"{display_name(row.variant, methods.get(row.variant), labels)} ({score.scale * row.mean_diff:+.2f}"
+        f"{score.points}; MDE {score.scale * row.mde_80:.2f}{score.points}; {score.one} needs "
+        f"{_pairs(row.pairs_for_1pt)} seeds)"
         for row in small.itertuples()
     ]
     return [
@@ -84,23 +109,25 @@ def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict) -> l
     ]
 
 
-def _spread_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
-    """The configurations whose seed-to-seed spread (sd of test top-1 over their seeds) exceeds their mean
-    paired difference from the baseline: one seed of them would not say which is better."""
-    metric = comparisons["metric"].iloc[0]  # the comparisons' metric: test top-1
+def _spread_lines(
+    comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict, score: Score
+) -> list[str]:
+    """The configurations whose seed-to-seed spread (sd of the comparisons' metric over their seeds) exceeds
+    their mean paired difference from the baseline: one seed of them would not say which is better."""
+    metric = comparisons["metric"].iloc[0]
     sd = completed_runs(df).groupby("variant")[metric].std()
     spread = comparisons.assign(sd=comparisons["variant"].map(sd)).dropna(subset=["sd"])  # one seed: no spread
     wide = spread[spread["sd"] > spread["mean_diff"].abs()]
     if wide.empty:
         return []
     items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {100 * row.sd:.2f} "
-        f"points, mean difference {100 * row.mean_diff:+.2f})"
+        f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {score.scale * row.sd:.2f}"
+        f"{score.points}, mean difference {score.scale * row.mean_diff:+.2f})"
         for row in wide.itertuples()
     ]
     return [
         f"**Seeds spread more than the difference from the baseline:** {', '.join(items)}. Changing the seed "
-        "moves these configurations' test top-1 more than changing the configuration does, so a comparison of "
-        "single runs could come out either way; the figure 'Test top-1 across seeds' shows every seed.",
+        f"moves these configurations' {score.name} more than changing the configuration does, so a comparison of "
+        f"single runs could come out either way; the figure '{score.title} across seeds' shows every seed.",
         "",
     ]

@@ -31,6 +31,7 @@ METRIC_LABELS = {
     "metrics.test_f1": "Test F1 (×100)",
     "metrics.test_matthews": "Test Matthews corr. (×100)",
     "metrics.test_perplexity": "Test perplexity (lower is better)",
+    "metrics.val_perplexity": "Val perplexity (lower is better)",
 }
 
 LATEX_SPECIAL = {

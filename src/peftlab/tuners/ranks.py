@@ -6,9 +6,10 @@ static strategies of LoRA (``method.rank_strategy``) and the importance controll
 ``adaptive`` method share these functions, so "equal budget" means the same thing in both.
 
 Module names are those of the adapted modules (``blocks.3.attn.qkv.v``, HF's
-``vit.encoder.layer.3.attention.attention.value`` style names also work): the block index is
-the number after ``blocks.`` / ``layer.`` / ``layers.`` (Swin's ``layers.S.blocks.M`` counted across its
-stages), the module type the last name part.
+``vit.encoder.layer.3.attention.attention.value`` style names and GPT-2's ``transformer.h.3.attn.c_attn.q``
+also work): the block index is the number after ``blocks.`` / ``layer.`` / ``layers.`` / ``h.`` (Swin's
+``layers.S.blocks.M`` counted across its stages), the module type the last name part (GPT-2's Conv1D
+names read as their roles: c_attn qkv, attn.c_proj proj, mlp.c_fc fc1, mlp.c_proj fc2).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from peftlab.errors import ConfigError
 
 STATIC_STRATEGIES = ("uniform", "linear_decay", "linear_increase", "attention_heavy", "empirical")
 ATTENTION_PARTS = {"q", "k", "v", "qkv", "proj", "q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value"}
-_BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\.")
+_BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|layer|h)\.(\d+)\.")  # h: GPT-2's transformer.h.N
 _STAGE_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.blocks\.(\d+)\.")
 
 
@@ -46,12 +47,16 @@ def block_indices(names: list[str]) -> list[int]:
     return [offsets[int(m[1])] + int(m[2]) if m else block_index(n) for m, n in zip(staged, names, strict=True)]
 
 
+ROLES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "proj", "query": "q", "key": "k", "value": "v"}
+# GPT-2's Conv1D layers: c_proj is the attention output in attn and the second MLP layer in mlp
+GPT2_ROLES = {"attn.c_attn": "qkv", "attn.c_proj": "proj", "mlp.c_fc": "fc1", "mlp.c_proj": "fc2"}
+
+
 def module_type(name: str) -> str:
     """The module's role within its block: q, k, v, qkv, proj, fc1, fc2 (or the last name part)."""
-    last = name.rpartition(".")[2]
-    return {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "proj", "query": "q", "key": "k", "value": "v"}.get(
-        last, last
-    )
+    parent, _, last = name.rpartition(".")
+    gpt2 = GPT2_ROLES.get(parent.rpartition(".")[2] + "." + last)
+    return gpt2 or ROLES.get(last, last)
 
 
 def check_budget(budget: int, n: int, min_rank: int, max_rank: int, field: str) -> None:
