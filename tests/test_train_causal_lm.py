@@ -187,3 +187,14 @@ def test_every_method_that_applies_to_a_causal_lm_trains_with_the_lm_head_frozen
     if name != "full":  # the LM head (tied to the token embeddings in GPT-2) is not among the trained tensors
         trained = load_file(str(run_dir / "adapter.safetensors"))
         assert not [key for key in trained if "lm_head" in key or "wte" in key]
+
+
+def test_the_summary_line_of_a_causal_lm_names_its_perplexity():
+    """The number its study is judged by (a classifier's line reads as it did: no perplexity)."""
+    from peftlab.cli.run import accuracy
+
+    lm = {"test_top1": 0.114, "test_top5": 0.255, "test_perplexity": 264.22, "val_top1": 0.12, "val_perplexity": 262.9}
+    assert accuracy(lm) == "test top-1 11.40%  top-5 25.50%  perplexity 264.2"
+    trial = {**lm, "test_top1": None, "test_top5": None, "test_perplexity": None}
+    assert accuracy(trial) == "val top-1 12.00%  perplexity 262.9, not tested (a tuning trial: train.test=false)"
+    assert accuracy({"test_top1": 0.5, "test_top5": None, "test_perplexity": None}) == "test top-1 50.00%"
