@@ -256,3 +256,14 @@ def test_a_prompt_learning_run_on_a_causal_lm_resumed_after_a_crash_is_bit_ident
     options = {"name": method, "num_virtual_tokens": VIRTUAL}
     cfg = lm_config(lm_dirs[family], instructions, method=options, data={"max_length": 56})
     assert_resumes_bit_identically(cfg, tmp_path, monkeypatch)
+
+
+def test_the_summary_line_of_a_causal_lm_names_its_perplexity():
+    """The number its study is judged by (a classifier's line reads as it did: no perplexity)."""
+    from peftlab.cli.run import accuracy
+
+    lm = {"test_top1": 0.114, "test_top5": 0.255, "test_perplexity": 264.22, "val_top1": 0.12, "val_perplexity": 262.9}
+    assert accuracy(lm) == "test top-1 11.40%  top-5 25.50%  perplexity 264.2"
+    trial = {**lm, "test_top1": None, "test_top5": None, "test_perplexity": None}
+    assert accuracy(trial) == "val top-1 12.00%  perplexity 262.9, not tested (a tuning trial: train.test=false)"
+    assert accuracy({"test_top1": 0.5, "test_top5": None, "test_perplexity": None}) == "test top-1 50.00%"

@@ -136,3 +136,21 @@ def test_the_pareto_front_of_a_perplexity_keeps_the_lowest():
     runs = perplexity_runs({"small": [50.0], "mid": [30.0], "big": [40.0]})  # 1, 2, 3 parameters
     front = pareto_front(runs, y=PERPLEXITY).set_index("variant")["on_front"]
     assert front.to_dict() == {"small": True, "mid": True, "big": False}
+
+
+def test_the_equal_budget_table_pairs_methods_each_at_its_own_tuned_rate():
+    """AdaLoRA tuned to another train.lr than uniform LoRA is still its equal-budget comparison; a lower
+    perplexity wins."""
+    from peftlab.analysis.adaptive import equal_budget_comparisons
+
+    rows = [
+        {"variant": v, "method": m, "seed": s, "config.train.lr": lr, "ranks.strategy": strategy}
+        | {"ranks.budget": 192, "ranks.sum": 192, "params.trainable": 1000, PERPLEXITY: x + s, "status": "completed"}
+        for v, m, lr, strategy, x in (("lora", "lora", 3e-3, "uniform", 20.0), ("adalora", "adalora", 3e-2, None, 19.0))
+        for s in range(3)
+    ]
+    runs = pd.DataFrame(rows)
+    runs.loc[runs["variant"] == "adalora", "ranks.strategy"] = "adalora"
+    assert equal_budget_comparisons(runs, PERPLEXITY).empty  # another rate: not "every other setting equal"
+    table = equal_budget_comparisons(runs, PERPLEXITY, tuned=("train.lr",))
+    assert table[["variant", "baseline", "mean_diff", "win_rate"]].values.tolist() == [["adalora", "lora", -1.0, 1.0]]

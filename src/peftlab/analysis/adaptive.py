@@ -172,13 +172,16 @@ def _budget(row: pd.Series) -> float:
     return float("nan")
 
 
-def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1", alpha: float = 0.05) -> pd.DataFrame:
+def equal_budget_comparisons(
+    df: pd.DataFrame, metric: str = "metrics.test_top1", alpha: float = 0.05, tuned: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Each adaptive configuration against uniform LoRA at the same total rank, paired over seeds.
 
     The uniform LoRA configuration must adapt the same modules with every other setting equal
-    (model, data, training, quantization); the total rank is the adaptive run's budget and the
-    LoRA run's rank sum (r x modules). Holm over all rows. A metric where lower is better (a perplexity)
-    counts a lower value as the win (win_rate).
+    (model, data, training, quantization) but the keys each method's search ``tuned`` (``train.lr``: each
+    at its own chosen value); the total rank is the adaptive run's budget and the LoRA run's rank sum
+    (r x modules). Holm over all rows. A metric where lower is better (a perplexity) counts a lower value
+    as the win (win_rate).
     """
     runs = completed_runs(df)
     columns = [
@@ -208,6 +211,7 @@ def equal_budget_comparisons(df: pd.DataFrame, metric: str = "metrics.test_top1"
         if c.startswith("config.")
         and not c.startswith("config.method.")
         and c not in ("config.seed", "config.name", "config.track")
+        and c.removeprefix("config.") not in tuned
     ]
     shared += [c for c in ("config.method.target_modules",) if c in runs.columns]
     runs["setting"] = [("|".join(map(str, row))) for row in runs[shared].itertuples(index=False)]
@@ -256,19 +260,30 @@ def report_section(
 ) -> list[str]:
     """The report's "Adaptive ranks" section (empty when the study has no rank-adaptive run); the equal-budget
     table compares ``metric`` (test top-1, or a study of causal LMs' test perplexity)."""
-    importance = load_importance(study_dir)
-    table = equal_budget_comparisons(df, metric=metric, alpha=alpha)
+    importance, tuned = load_importance(study_dir), tuned_keys(study_dir)
+    table = equal_budget_comparisons(df, metric=metric, alpha=alpha, tuned=tuned)
     if importance.empty and table.empty:
         return []
     lines = ["## Adaptive ranks", ""]
     if not table.empty:
-        lines += _equal_budget_lines(table, labels, alpha, metric)
+        lines += _equal_budget_lines(table, labels, alpha, metric, tuned)
     if not importance.empty:
         lines += _importance_lines(importance, figures_dir, labels)
     return lines
 
 
-def _equal_budget_lines(table: pd.DataFrame, labels: dict | None, alpha: float, metric: str) -> list[str]:
+def tuned_keys(study_dir: str | Path) -> tuple[str, ...]:
+    """The config keys a search chose for some final run of the study (spec.json's ``tuned_by``)."""
+    keys = {}
+    for run_dir in run_dirs(Path(study_dir)):
+        tuned_by = (read_json(run_dir / "spec.json") or {}).get("tuned_by") or {}
+        keys.update(dict.fromkeys(tuned_by.get("params") or {}))
+    return tuple(keys)
+
+
+def _equal_budget_lines(
+    table: pd.DataFrame, labels: dict | None, alpha: float, metric: str, tuned: tuple[str, ...] = ()
+) -> list[str]:
     """The equal-budget table and its note: test top-1 in %, or a perplexity as it is."""
     lower, times = lower_is_better(metric), scale(metric)
     values = "Test perplexity (lower is better) | LoRA | Diff" if lower else "Test top-1 (%) | LoRA (%) | Diff (pp)"
@@ -293,7 +308,8 @@ def _equal_budget_lines(table: pd.DataFrame, labels: dict | None, alpha: float, 
         f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
         f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
         "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
-        f"configuration {wins}.",
+        f"configuration {wins}."
+        + (f" Each configuration at its own method's tuned {', '.join(tuned)}." if tuned else ""),
         "",
     ]
 

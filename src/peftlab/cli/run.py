@@ -62,15 +62,20 @@ def summarize_result(result: dict, run_dir: Path) -> str:
 
 
 def accuracy(metrics: dict) -> str:
-    """A tested run's test top-1 (and top-5); a tuning trial's validation top-1: a trial runs with
-    train.test=false, its test split unseen (chosen on validation only)."""
+    """A tested run's test top-1 (and top-5, and a causal LM's perplexity); a tuning trial's validation
+    top-1 (and perplexity): a trial runs with train.test=false, its test split unseen (chosen on validation only)."""
     if metrics["test_top1"] is not None:
         top5 = f"  top-5 {100 * metrics['test_top5']:.2f}%" if metrics.get("test_top5") is not None else ""
-        return f"test top-1 {100 * metrics['test_top1']:.2f}%{top5}"
+        return f"test top-1 {100 * metrics['test_top1']:.2f}%{top5}{_perplexity(metrics, 'test')}"
     val = metrics.get("val_top1")
     return (
-        f"val top-1 {100 * val:.2f}%" if val is not None else "no val split"
+        f"val top-1 {100 * val:.2f}%{_perplexity(metrics, 'val')}" if val is not None else "no val split"
     ) + ", not tested (a tuning trial: train.test=false)"
+
+
+def _perplexity(metrics: dict, split: str) -> str:
+    value = metrics.get(f"{split}_perplexity")  # a causal LM's, by which its study is judged
+    return f"  perplexity {value:.1f}" if value is not None else ""
 
 
 def add_summary(sub) -> None:
