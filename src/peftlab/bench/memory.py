@@ -169,7 +169,8 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None, 
     from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
-    out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True, "weights": weights}
+    size = input_spec_for(make_cfg(model, img_size, "full").model).img_size
+    out = {"model": model, "img_size": size, "batch": 4, "steps": steps, "grad_checkpointing": True, "weights": weights}
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as tmp:
         path = Path(tmp) / "base.safetensors" if weights == "file" else None
         if path:
