@@ -90,7 +90,11 @@ def test_bench_writes_well_formed_json(tmp_path):
     p3b = report["P3b_large_model_memory"]
     assert p3b["qlora_nf4_dq"]["base_weights_bytes"] < p3b["lora_fp32"]["base_weights_bytes"]
     assert p3b["full"]["trainable"] > p3b["lora_fp32"]["trainable"]
-    assert p3b["ratios"]["qlora_vs_lora"] > 0
+    assert p3b["ratios"]["qlora_vs_lora"] > 0 and p3b["ratios"]["build_qlora_vs_full"] > 0
+    # the bases are read from one weights file, as a pretrained base is: QLoRA's quantized while loading
+    assert p3b["weights"] == "file" and p3b["weights_file_bytes"] > 0
+    assert p3b["qlora_nf4_dq"]["quantized_while_loading"] and not p3b["lora_fp32"]["quantized_while_loading"]
+    assert "QLoRA / full build peak RSS" in proc.stdout and "quantized while loading" in proc.stdout
     assert "compile" not in report and report["device"] == "cpu"
     from peftlab.tuners import TUNERS
 

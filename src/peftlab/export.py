@@ -42,8 +42,14 @@ from peftlab.errors import UserError, WeightsError
 from peftlab.families import family_of
 from peftlab.files import check_output, one_line, read_json, write_atomic
 from peftlab.params import check_model_size
-from peftlab.quant import dequantized_linear, is_quantized_linear, load_quantized_state, quantize_base
-from peftlab.quant_load import build_base
+from peftlab.quant import (
+    dequantized_linear,
+    is_quantized_linear,
+    load_pending,
+    load_quantized_state,
+    quantize_base,
+)
+from peftlab.quant_load import build_base, build_for_saved_state
 from peftlab.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
@@ -341,9 +347,14 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
         )
     state = read_safetensors(path)
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
-    model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
+    num_classes = int(metadata["num_classes"])
+    if cfg.model.source == "timm":  # its Linears quantized one at a time: never the fp32 model whole
+        model = build_for_saved_state(cfg.model, num_classes, cfg.quant)
+    else:
+        model = build_backbone(architecture_only(cfg.model), num_classes)
     split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.", k))})  # split fused qkv
     replace_modules(model, split, split_qkv)
     quantize_base(model, cfg.quant, torch.device(device))
+    load_pending(model)  # a Linear the saved state keeps in full precision (quant.skip)
     load_quantized_state(model, state, torch.device(device))
     return model

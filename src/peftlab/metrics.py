@@ -94,6 +94,11 @@ class PeakRSS:
             return None
         return None
 
+    def now_above_baseline(self) -> int:
+        """Resident memory now, above the baseline: what the process holds, freed-but-kept heap included."""
+        now = self._status("VmRSS") or psutil.Process().memory_info().rss
+        return max(0, now - self.baseline)
+
     def peak_above_baseline(self) -> int:
         peak = (self._status("VmHWM") if self.resettable else None) or peak_rss_bytes()
         return max(0, peak - self.baseline)

@@ -194,6 +194,22 @@ class WeightSource:
         return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.dtype)
 
 
+@dataclass(frozen=True)
+class Placeholder:
+    """A Linear's weight that a saved quantized state will replace (``export.load_quantized``): read as
+    random values of its shape, one layer at a time, so that the layer can be quantized and then
+    overwritten as a base built in full would be (what it held was random too)."""
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+
+    def rows(self, start: int, stop: int) -> Placeholder:
+        return replace(self, shape=(stop - start, self.shape[1]))
+
+    def read(self) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=self.dtype).normal_(std=0.02, generator=torch.Generator().manual_seed(0))
+
+
 def in_file(module: nn.Module) -> bool:
     """True when ``module``'s weight still lies in its file (peftlab.quant_load)."""
     return getattr(module, "weight_source", None) is not None and module.weight.is_meta

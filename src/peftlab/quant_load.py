@@ -31,8 +31,8 @@ from torch.utils._pytree import tree_leaves
 from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
 from peftlab.config_sections import ModelConfig, QuantConfig
-from peftlab.quant import WeightSource, quantizable_linears, release_freed_memory
-from peftlab.weights import HEAD_PREFIXES, check_weights_file, hf_to_timm_key, is_hf_layout, resample_pos_embed
+from peftlab.quant import Placeholder, WeightSource, quantizable_linears, release_freed_memory
+from peftlab.weights import HEAD_PREFIXES, check_weights_file, resample_pos_embed, timm_sources
 
 
 def quantizes_base(cfg: RunConfig) -> bool:
@@ -56,17 +56,37 @@ def build_base(cfg: RunConfig, num_classes: int) -> nn.Module:
 def build_deferred(cfg: ModelConfig, num_classes: int, quant: QuantConfig) -> nn.Module:
     """A timm backbone loaded from ``cfg.pretrained`` but for the weights of the Linears ``quant``
     quantizes, which stay in the file (each with its ``weight_source``)."""
+    check = lambda shapes: check_weights_file(shapes, cfg.pretrained)  # before anything is read: one line if not
+    model, names = build_without_linears(cfg, num_classes, quant, check)
+    load_rest(model, cfg.pretrained, {f"{n}.weight" for n in names})
+    release_freed_memory()
+    return model
+
+
+def build_for_saved_state(cfg: ModelConfig, num_classes: int, quant: QuantConfig) -> nn.Module:
+    """A timm backbone whose quantizable Linears hold a ``Placeholder`` instead of an fp32 weight: for a
+    saved quantized state that replaces every value (``export.load_quantized``), so the base is
+    quantized one layer at a time and the fp32 model is never held whole."""
+    model, names = build_without_linears(cfg, num_classes, quant)
+    for name in names:
+        module = model.get_submodule(name)
+        module.weight_source = Placeholder(tuple(module.weight.shape), module.weight.dtype)
+    return model
+
+
+def build_without_linears(cfg: ModelConfig, num_classes: int, quant: QuantConfig, check=None):
+    """``cfg``'s architecture built as timm builds it, the weights of the Linears ``quant`` quantizes on
+    the meta device; the model and those Linears' names. ``check(meta_model)`` runs before the build."""
     random = dataclasses.replace(cfg, pretrained="none")
     with torch.device("meta"), TensorOrder() as order:
         shapes = build_backbone(random, num_classes)
-    check_weights_file(shapes, cfg.pretrained)  # the file matches before anything is read: one line if not
+    if check:
+        check(shapes)
     names = quantizable_linears(shapes, quant)
     deferred = {order.index(shapes.get_submodule(n).weight): shapes.get_submodule(n).weight.shape for n in names}
     with DeferLinears(deferred):
         model = build_backbone(random, num_classes)
-    load_rest(model, cfg.pretrained, {f"{n}.weight" for n in names})
-    release_freed_memory()
-    return model
+    return model, names
 
 
 def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
@@ -85,22 +105,6 @@ def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
     for key in deferred:
         module = model.get_submodule(key.removesuffix(".weight"))
         module.weight_source = WeightSource(path, sources[key], module.weight.dtype)
-
-
-def timm_sources(keys: list[str]) -> dict[str, tuple[str, ...]]:
-    """The file's keys behind each timm key: itself, or an HF file's q, k and v for timm's fused qkv."""
-    if not is_hf_layout(keys):
-        return {k: (k,) for k in keys}
-    named = {hf_to_timm_key(k): k for k in keys}  # check_weights_file refused keys without a timm name
-    sources = {}
-    for key, file_key in named.items():
-        stem, dot, rest = key.rpartition(".attn.")
-        part, _, param = rest.partition(".")
-        if not dot or part not in ("q", "k", "v"):
-            sources[key] = (file_key,)
-        elif part == "q":
-            sources[f"{stem}.attn.qkv.{param}"] = tuple(named[f"{stem}.attn.{p}.{param}"] for p in "qkv")
-    return sources
 
 
 def makes_tensor(func, args, kwargs) -> bool:

@@ -119,17 +119,41 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local safetensors file (timm or HF layout) into a timm model, head excepted.
 
     Every non-head tensor of the model must be in the file with the same shape, and the file
-    may hold nothing else; otherwise a WeightsError names the file and the first mismatch.
+    may hold nothing else; otherwise a WeightsError names the file and the first mismatch. The
+    shapes are checked from the header, then each tensor is read and copied into the model in
+    turn, so loading holds the model and one tensor, never a second copy of the model.
     """
-    state = read_safetensors(path)
-    if is_hf_layout(state):
-        state = converted_from_hf(state, path)
-    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
-    state = resample_pos_embed(state, model)
-    compare_with_model(own, state, path)
-    check_finite(state, path)
-    model.load_state_dict(state, strict=False)
+    from safetensors import safe_open
+
+    check_weights_file(model, path, finite=False)
+    with safe_open(str(path), "pt") as f:
+        sources = timm_sources(list(f.keys()))
+    own = model.state_dict()
+    for key, keys in sources.items():
+        if key.startswith(HEAD_PREFIXES):
+            continue
+        with safe_open(str(path), "pt") as f:  # its own mapping: an open one keeps every page read resident
+            parts = [f.get_tensor(k) for k in keys]
+        value = resample_pos_embed({key: torch.cat(parts) if len(parts) > 1 else parts[0]}, model)[key]
+        check_finite({key: value}, path)
+        with torch.no_grad():
+            own[key].copy_(value)
+
+
+def timm_sources(keys: list[str]) -> dict[str, tuple[str, ...]]:
+    """The file's keys behind each timm key: itself, or an HF file's q, k and v for timm's fused qkv."""
+    if not is_hf_layout(keys):
+        return {k: (k,) for k in keys}
+    named = {hf_to_timm_key(k): k for k in keys}  # check_weights_file refused keys without a timm name
+    sources = {}
+    for key, file_key in named.items():
+        stem, dot, rest = key.rpartition(".attn.")
+        part, _, param = rest.partition(".")
+        if not dot or part not in ("q", "k", "v"):
+            sources[key] = (file_key,)
+        elif part == "q":
+            sources[f"{stem}.attn.qkv.{param}"] = tuple(named[f"{stem}.attn.{p}.{param}"] for p in "qkv")
+    return sources
 
 
 def check_finite(state: dict[str, torch.Tensor], path) -> None:
@@ -143,8 +167,9 @@ def check_finite(state: dict[str, torch.Tensor], path) -> None:
             )
 
 
-def check_weights_file(model: nn.Module, path: str | Path) -> None:
-    """What ``load_weights`` checks, from the file's header alone (for ``peftlab validate``).
+def check_weights_file(model: nn.Module, path: str | Path, finite: bool = True) -> None:
+    """What ``load_weights`` checks, from the file's header alone (for ``peftlab validate``), and with
+    ``finite`` the values too, read one tensor at a time.
 
     The shapes become meta tensors, so HF layouts convert as at load time; a position embedding
     of another size is resampled at load, so its shape is not compared.
@@ -172,7 +197,8 @@ def check_weights_file(model: nn.Module, path: str | Path) -> None:
         if resampleable(state["pos_embed"].shape, model):  # otherwise compared (and refused) below
             state["pos_embed"] = own["pos_embed"]
     compare_with_model(own, state, path)
-    check_finite_file(path)
+    if finite:
+        check_finite_file(path)
 
 
 def check_finite_file(path: Path) -> None:

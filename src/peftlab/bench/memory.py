@@ -117,17 +117,22 @@ LARGE_METHODS = {
 }
 
 
-def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, queue) -> None:
-    """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing."""
+def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, weights, queue) -> None:
+    """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing.
+    ``weights``: a safetensors file the base is read from (a quantized base is then quantized while
+    loading), or None for timm's random initialisation."""
+    from peftlab.quant_load import loads_quantized
+
+    section = {"name": model, "pretrained": str(weights)} if weights else model
     cfg = dataclasses.replace(
-        make_cfg(model, img_size, method, quant=quant),
+        make_cfg(section, img_size, method, quant=quant),
         train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train,
     )
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
     rss = metrics.PeakRSS()
     trainer = Trainer(cfg, images, labels, "fp32")
-    build_peak = rss.peak_above_baseline()
+    build_peak, after_build = rss.peak_above_baseline(), rss.now_above_baseline()
     rss.reset_peak()
     start = time.perf_counter()
     for _ in range(steps):
@@ -136,7 +141,9 @@ def large_model_child(model: str, img_size: int | None, method: str, quant: dict
         {
             "peak_rss_above_baseline_bytes": rss.peak_above_baseline(),  # training only, build apart
             "build_peak_rss_bytes": build_peak,
+            "rss_after_build_bytes": after_build,  # held once built: live tensors and the heap glibc kept
             "rss_baseline_bytes": rss.baseline,
+            "quantized_while_loading": loads_quantized(cfg),
             "trainable": sum(p.numel() for p in trainer.params),
             **trainer.tuner.base_weight_bytes(),
             "step_seconds": (time.perf_counter() - start) / steps,
@@ -144,21 +151,46 @@ def large_model_child(model: str, img_size: int | None, method: str, quant: dict
     )
 
 
-def large_model_memory(model: str, steps: int = 2, img_size: int | None = None) -> dict:
+def write_random_weights(model: str, img_size: int | None, path: str) -> None:
+    """In a fresh process: ``model``'s random base (timm's initialisation, seed 0) as a safetensors file."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = build_backbone(make_cfg(model, img_size, "full").model, 10)
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, path)
+
+
+def large_model_memory(model: str, steps: int = 2, img_size: int | None = None, weights: str = "file") -> dict:
+    """P3b: each method in its own process. ``weights='file'`` reads every base from one safetensors
+    file of random weights, as a user's pretrained base is read (QLoRA's quantized while loading);
+    ``'random'`` builds each from timm's initialisation (QLoRA's built in fp32, then quantized)."""
+    import tempfile
+
     from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
-    out = {"model": model, "batch": 4, "steps": steps, "grad_checkpointing": True}
-    for name, (method, quant) in LARGE_METHODS.items():
-        queue = ctx.Queue()
-        proc = ctx.Process(target=large_model_child, args=(model, img_size, method, quant, steps, queue))
-        proc.start()
-        out[name] = queue.get(timeout=3600)
-        proc.join()
-    peak = {name: out[name]["peak_rss_above_baseline_bytes"] for name in LARGE_METHODS}
-    out["ratios"] = {
-        "qlora_vs_lora": peak["qlora_nf4_dq"] / peak["lora_fp32"],
-        "qlora_vs_full": peak["qlora_nf4_dq"] / peak["full"],
-        "target": {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10},
-    }
+    size = input_spec_for(make_cfg(model, img_size, "full").model).img_size
+    out = {"model": model, "img_size": size, "batch": 4, "steps": steps, "grad_checkpointing": True, "weights": weights}
+    with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as tmp:
+        path = Path(tmp) / "base.safetensors" if weights == "file" else None
+        if path:
+            proc = ctx.Process(target=write_random_weights, args=(model, img_size, str(path)))
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0:
+                raise RuntimeError(f"P3b: writing {model}'s random weights failed (exit {proc.exitcode})")
+            out["weights_file_bytes"] = path.stat().st_size
+        for name, (method, quant) in LARGE_METHODS.items():
+            queue = ctx.Queue()
+            args = (model, img_size, method, quant, steps, path, queue)
+            proc = ctx.Process(target=large_model_child, args=args)
+            proc.start()
+            out[name] = queue.get(timeout=3600)
+            proc.join()
+    out["ratios"] = {}
+    for figure, key in (("", "peak_rss_above_baseline_bytes"), ("build_", "build_peak_rss_bytes")):
+        peak = {name: out[name][key] for name in LARGE_METHODS}
+        out["ratios"][f"{figure}qlora_vs_lora"] = peak["qlora_nf4_dq"] / peak["lora_fp32"]
+        out["ratios"][f"{figure}qlora_vs_full"] = peak["qlora_nf4_dq"] / peak["full"]
+    out["ratios"]["target"] = {"qlora_vs_lora": 0.35, "qlora_vs_full": 0.10}
     return out

@@ -40,6 +40,13 @@ def add_bench(sub) -> None:
     )
     p.add_argument("--large-steps", type=at_least(1), default=2, help="P3b: training steps per method")
     p.add_argument(
+        "--large-weights",
+        choices=("file", "random"),
+        default="file",
+        help="P3b: read each base from a safetensors file of random weights, as a pretrained base is read "
+        "(QLoRA's quantized while loading; default), or build it from timm's initialisation",
+    )
+    p.add_argument(
         "--device",
         default="cpu",
         choices=("cpu", "cuda", "auto"),
@@ -48,11 +55,12 @@ def add_bench(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods", "steps"),
+        choices=("data", "precision", "methods", "steps", "P3b"),
         help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
         "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
         "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
-        "hand-written PEFT loop, LoRA / full, MFU against the peak matmul)",
+        "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or P3b (peak RSS building and "
+        "training --large-model: QLoRA / LoRA and / full)",
     )
     p.add_argument(
         "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"
@@ -97,6 +105,7 @@ def cmd_bench(args) -> int:
         with_memory=not args.no_memory,
         large_model=args.large_model or None,
         large_steps=args.large_steps,
+        large_weights=args.large_weights,
         with_compile=not args.no_compile,
         only=args.only,
         num_workers=args.num_workers,
