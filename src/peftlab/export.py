@@ -355,6 +355,6 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.", k))})  # split fused qkv
     replace_modules(model, split, split_qkv)
     quantize_base(model, cfg.quant, torch.device(device))
-    load_pending(model)  # a Linear the saved state keeps in full precision (quant.skip)
+    load_pending(model)  # a placeholder quantize_base did not replace (none expected): the state must hold it
     load_quantized_state(model, state, torch.device(device))
     return model
