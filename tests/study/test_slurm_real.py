@@ -146,15 +146,41 @@ def driver(
 
 
 def start_requeued_job(slurm: dict, job_id: str) -> None:
-    """Once the job is requeued, start it now: Slurm holds a requeued batch job back for about
-    two minutes (its BeginTime), which the test need not wait for."""
+    """Once the job is requeued and its first life has left the node, start it without Slurm's hold.
+
+    Slurm holds a requeued batch job back for about two minutes (its BeginTime), which the test need
+    not wait for. That hold also guards a race the test must then avoid itself: slurmd refuses to launch
+    a job whose credential is not newer, in whole seconds, than the revocation of the job's previous
+    life ("Job N already killed, do not launch batch job"), and the job ends FAILED without running. So
+    the job is started only once the node is idle again and a new second has begun since then."""
     deadline = time.time() + 240
     while time.time() < deadline:
-        if job_field(slurm, job_id, "Restarts") != "0" and job_field(slurm, job_id, "JobState") == "PENDING":
+        requeued = job_field(slurm, job_id, "Restarts") != "0" and job_field(slurm, job_id, "JobState") == "PENDING"
+        if requeued and node_state(slurm) == "idle":
+            time.sleep(2.0)  # past the second in which the previous life's credential was revoked
             slurm_cmd(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
             return
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} was not requeued: {slurm_cmd(slurm, 'scontrol', 'show', 'job', job_id)}")
+
+
+def node_state(slurm: dict) -> str:
+    """The single node's state as sinfo names it (idle, mixed, allocated, completing, ...)."""
+    return slurm_cmd(slurm, "sinfo", "-h", "-N", "-o", "%T").split()[0]
+
+
+def daemon_log(slurm: dict, job_id: str) -> str:
+    """What slurmctld and slurmd logged about the job: why Slurm ended it when a test fails."""
+    folder = Path(slurm["SLURM_CONF"]).parent / "log"
+    pattern = re.compile(rf"(JobId={job_id}\b|[Jj]ob {job_id}\b|\[{job_id}\.)")
+    lines = []
+    for name in ("slurmctld.log", "slurmd.log"):
+        path = folder / name
+        if path.is_file():
+            lines += [
+                f"{name}: {line}" for line in path.read_text(errors="replace").splitlines() if pattern.search(line)
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def tasks(out: Path) -> list[str]:
@@ -239,7 +265,9 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp
         start_requeued_job(slurm, task)
         stdout, stderr = proc.communicate(timeout=600)
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, log + stdout + stderr  # the study's own line last, where a cut report keeps it
+    assert proc.returncode == 0, (
+        daemon_log(slurm, task) + log + stdout + stderr
+    )  # the study's own line last, where a cut report keeps it
     assert f"this job is {case}" in log and f"Requeued job {task}" in log, log
     assert (out / "slurm" / task / "requeued").exists(), "the job did not mark its folder before its requeue"
     assert int(job_field(slurm, task, "Restarts")) == 1
@@ -334,7 +362,9 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
         start_requeued_job(slurm, task)
         stdout, stderr = proc.communicate(timeout=600)
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, log + stdout + stderr  # the study's own line last, where a cut report keeps it
+    assert proc.returncode == 0, (
+        daemon_log(slurm, task) + log + stdout + stderr
+    )  # the study's own line last, where a cut report keeps it
     assert "this job is preempted" in log and f"Requeued job {task}" in log, log
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert (pretrained / "manifest.json").is_file() and not (pretrained / "pretrain-error.json").exists()
