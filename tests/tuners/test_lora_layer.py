@@ -31,6 +31,8 @@ def split_qkv_of(targets=("q", "v"), method="lora", **options) -> SplitQKV:
         for name, param in model.named_parameters():
             if "lora_B" in name or "lora_E" in name:  # both start at zero, and so would the update
                 param.normal_(0, 0.2)
+            if "ranknum" in name:  # not r: a module resized to its kept ranks keeps its former ranknum
+                param.fill_(7.0)
     return next(m for m in model.modules() if isinstance(m, SplitQKV))
 
 

@@ -144,9 +144,8 @@ class FusedLoraQKV(torch.autograd.Function):
 def plain_lora(layer: nn.Module):
     """``(A, B, scaling)`` of the one active plain LoRA adapter of ``layer`` (no dropout), None for a
     slice without an active adapter, False for anything else (several adapters, dropout): the
-    hand-written path then does not apply. For AdaLoRA's SVD layer, ``A`` is its ``lora_A * lora_E``
-    (the singular values on A's rows) and ``scaling`` its ``scaling / (rank + 1e-5)``: the update
-    ``(x (A E)^T B^T) * scaling / ranknum`` PEFT's ``SVDLinear`` adds, in LoRA's form."""
+    hand-written path then does not apply. For AdaLoRA's SVD layer, the update PEFT's ``SVDLinear``
+    adds, ``(x (A E)^T B^T) * scaling / ranknum``, in LoRA's form (``low_rank_factors``)."""
     if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
         return None
     active = [name for name in layer.active_adapters if name in layer.lora_A]
@@ -158,9 +157,12 @@ def plain_lora(layer: nn.Module):
 
 
 def low_rank_factors(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Adapter ``name``'s update of ``layer`` as ``scaling * (x A^T) B^T``: LoRA's weights, or AdaLoRA's."""
-    if hasattr(layer, "lora_E"):  # PEFT's ranknum is float(r) whenever it sets r (peft 0.21, adalora/layer.py)
-        return layer.lora_A[name] * layer.lora_E[name], layer.lora_B[name], layer.scaling[name] / (layer.r[name] + 1e-5)
+    """Adapter ``name``'s update of ``layer`` as ``scaling * (x A^T) B^T``: LoRA's weights, or AdaLoRA's
+    with ``A`` its ``lora_A * lora_E / (ranknum + 1e-5)`` (ranknum: a tensor, read without a device sync;
+    a module resized to its kept ranks keeps its former ranknum)."""
+    if hasattr(layer, "lora_E"):
+        values = layer.lora_E[name] / (layer.ranknum[name] + 1e-5)  # (r, 1)
+        return layer.lora_A[name] * values, layer.lora_B[name], layer.scaling[name]
     return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
 
 
