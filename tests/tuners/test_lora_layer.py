@@ -1,4 +1,5 @@
-"""The hand-written fused q/k/v LoRA step (``FusedLoraQKV``) against PEFT's own layers."""
+"""The hand-written fused q/k/v LoRA step (``FusedLoraQKV``) against PEFT's own layers (LoRA's and
+AdaLoRA's SVD layers)."""
 
 import pytest
 import torch
@@ -9,14 +10,16 @@ from peftlab.config import load_config
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.modules import SplitQKV, plain_lora
 
+RANKS = {"lora": {"r": 4}, "adalora": {"init_r": 4, "target_r": 2}}
 
-def split_qkv_of(targets=("q", "v"), **options) -> SplitQKV:
+
+def split_qkv_of(targets=("q", "v"), method="lora", **options) -> SplitQKV:
     cfg = load_config(
         overrides={
             "model": TINY_MODEL,
             "method": {
-                "name": "lora",
-                "r": 4,
+                "name": method,
+                **RANKS[method],
                 "target_modules": [rf"blocks\.\d+\.attn\.qkv\.{t}" for t in targets],
                 **options,
             },
@@ -26,8 +29,10 @@ def split_qkv_of(targets=("q", "v"), **options) -> SplitQKV:
     model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "lora_E" in name:  # both start at zero, and so would the update
                 param.normal_(0, 0.2)
+            if "ranknum" in name:  # not r: a module resized to its kept ranks keeps its former ranknum
+                param.fill_(7.0)
     return next(m for m in model.modules() if isinstance(m, SplitQKV))
 
 
@@ -48,17 +53,25 @@ def outputs_and_grads(forward, split: SplitQKV, x: torch.Tensor, dtype=None):
     return out.detach(), grads
 
 
+@pytest.mark.parametrize("method", ["lora", "adalora"])
 @pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k",)])
-def test_fused_forward_and_backward_equal_peft(targets):
-    split = split_qkv_of(targets)
+def test_fused_forward_and_backward_equal_peft(targets, method):
+    """The hand-written step and, with a base weight trained, the fused matmul plus each slice's update
+    (``lora_delta``) equal PEFT's layers: outputs and the gradients of x and every adapter tensor
+    (AdaLoRA's A, E and B)."""
+    split = split_qkv_of(targets, method)
     assert all(plain_lora(part) is not False for part in (split.q, split.k, split.v))
     x = torch.randn(3, 7, split.in_features, generator=torch.Generator().manual_seed(1))
-    fused, fused_grads = outputs_and_grads(split, split, x)
-    ref, ref_grads = outputs_and_grads(lambda t: reference(split, t), split, x)
-    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
-    assert len(fused_grads) == len(ref_grads) == 1 + 2 * len(targets)
-    for got, want in zip(fused_grads, ref_grads):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    per_factor = {"lora": 2, "adalora": 3}[method]
+    for trained_base in (False, True):
+        split.k.weight.requires_grad_(trained_base)  # trained: the autograd path through lora_delta
+        split._frozen = None
+        fused, fused_grads = outputs_and_grads(split, split, x)
+        ref, ref_grads = outputs_and_grads(lambda t: reference(split, t), split, x)
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+        assert len(fused_grads) == len(ref_grads) == 1 + per_factor * len(targets) + trained_base
+        for got, want in zip(fused_grads, ref_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_path_under_bf16_autocast_matches_peft_and_keeps_parameter_dtypes():

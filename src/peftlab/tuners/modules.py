@@ -8,7 +8,7 @@ timm computes ``qkv = x @ W.T + b`` with ``W`` of shape (3d, d): rows [0:d] are 
 PEFT can target ``attn.qkv.q`` and ``attn.qkv.v`` like any Linear; an un-targeted slice stays
 frozen and bit-identical. ``fuse_qkv`` turns it back into one Linear (after a merge, for export).
 
-When every slice is a plain float Linear or PEFT's plain LoRA Linear over one, the forward
+When every slice is a plain float Linear or PEFT's plain LoRA (or AdaLoRA) Linear over one, the forward
 still does timm's single fused matmul: the three base weights are concatenated (a small
 copy) and the adapters' low-rank updates are added to their slices of the output. Three
 separate matmuls and a ``cat`` of their outputs give the same numbers but cost about a fifth
@@ -16,8 +16,8 @@ more per training step (measured, see benchmarks/README.md). Any other slice (a 
 base, a LoRA variant such as DoRA, another PEFT method) runs its own forward: peftlab does not
 re-implement layer math it does not know.
 
-When the base weights are frozen and each adapter is PEFT's plain LoRA without dropout (a LoRA
-run's usual case), ``FusedLoraQKV`` does that forward and its backward by hand: the frozen
+When the base weights are frozen and each adapter is PEFT's plain LoRA or AdaLoRA without dropout
+(a LoRA run's usual case), ``FusedLoraQKV`` does that forward and its backward by hand: the frozen
 fused weight is concatenated once and kept while the three weights are unchanged, the
 adapters' updates are added in place, and the backward takes every product in the
 orientation that is fast for a rank-r factor (``(h^T g)^T`` for B, never ``g^T h``) and
@@ -142,9 +142,10 @@ class FusedLoraQKV(torch.autograd.Function):
 
 
 def plain_lora(layer: nn.Module):
-    """``(lora_A, lora_B, scaling)`` of the one active plain LoRA adapter of ``layer`` (no dropout),
-    None for a slice without an active adapter, False for anything else (several adapters,
-    dropout): the hand-written path then does not apply."""
+    """``(A, B, scaling)`` of the one active plain LoRA adapter of ``layer`` (no dropout), None for a
+    slice without an active adapter, False for anything else (several adapters, dropout): the
+    hand-written path then does not apply. For AdaLoRA's SVD layer, the update PEFT's ``SVDLinear``
+    adds, ``(x (A E)^T B^T) * scaling / ranknum``, in LoRA's form (``low_rank_factors``)."""
     if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
         return None
     active = [name for name in layer.active_adapters if name in layer.lora_A]
@@ -152,16 +153,29 @@ def plain_lora(layer: nn.Module):
         return None
     if len(active) > 1 or not isinstance(layer.lora_dropout[active[0]], nn.Identity):
         return False
-    name = active[0]
+    return low_rank_factors(layer, active[0])
+
+
+def low_rank_factors(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Adapter ``name``'s update of ``layer`` as ``scaling * (x A^T) B^T``: LoRA's weights, or AdaLoRA's
+    with ``A`` its ``lora_A * lora_E / (ranknum + 1e-5)`` (ranknum: a tensor, read without a device sync;
+    a module resized to its kept ranks keeps its former ranknum)."""
+    if hasattr(layer, "lora_E"):
+        values = layer.lora_E[name] / (layer.ranknum[name] + 1e-5)  # (r, 1)
+        return layer.lora_A[name] * values, layer.lora_B[name], layer.scaling[name]
     return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
 
 
 def is_plain_float(layer: nn.Module) -> bool:
-    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) over one."""
-    from peft.tuners.lora.layer import Linear as LoraLinear  # peft (and transformers): not for checks
+    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) or AdaLoRA's SVD
+    Linear over one."""
+    from peft.tuners.adalora.layer import SVDLinear  # peft (and transformers): not for checks
+    from peft.tuners.lora.layer import Linear as LoraLinear
 
     if type(layer) is nn.Linear:
         return True
+    if type(layer) is SVDLinear:
+        return type(layer.base_layer) is nn.Linear and not layer.fan_in_fan_out
     return (
         type(layer) is LoraLinear
         and type(layer.base_layer) is nn.Linear
@@ -171,10 +185,11 @@ def is_plain_float(layer: nn.Module) -> bool:
 
 
 def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The low-rank update PEFT's LoRA ``layer`` adds to its base output, or None.
+    """The low-rank update PEFT's LoRA (or AdaLoRA) ``layer`` adds to its base output, or None.
 
     The same sum PEFT's ``lora.Linear.forward`` computes: over the active adapters,
-    ``lora_B(lora_A(dropout(x))) * scaling``; nothing once merged or disabled.
+    ``lora_B(lora_A(dropout(x))) * scaling``; ``SVDLinear``'s ``(dropout(x) (A E)^T B^T) * scaling /
+    ranknum``; nothing once merged or disabled.
     """
     if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
         return None
@@ -182,7 +197,12 @@ def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     for name in layer.active_adapters:
         if name not in layer.lora_A:
             continue
-        update = layer.lora_B[name](layer.lora_A[name](layer.lora_dropout[name](x))) * layer.scaling[name]
+        x_in = layer.lora_dropout[name](x)
+        if hasattr(layer, "lora_E"):
+            factors = layer.lora_A[name] * layer.lora_E[name]
+            update = (x_in @ factors.T @ layer.lora_B[name].T) * layer.scaling[name] / (layer.ranknum[name] + 1e-5)
+        else:
+            update = layer.lora_B[name](layer.lora_A[name](x_in)) * layer.scaling[name]
         delta = update if delta is None else delta + update
     return delta
 
