@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from studyfiles import write_study_dir
+from test_report import TEXT_RUNS
+from test_report_direction import lm_study
 from testkit import REPO
 
 from peftlab.analysis import paper
@@ -545,3 +547,95 @@ def test_a_tuned_paper_compiles_with_its_table_and_figure(tuned_sources, tmp_pat
         capture_output=True,
     )
     assert (tmp_path / "tables" / "tuning_document.pdf").stat().st_size > 0
+
+
+# --- a study of causal LMs: judged by test perplexity, lower is better, as the report judges it ---------
+
+
+@pytest.fixture(scope="module")
+def lm_sources(tmp_path_factory):
+    """The paper of test_report_direction's causal-LM study: full fine-tuning has the highest per-token top-1
+    (40.4%), LoRA r=8 the lowest perplexity (30.4; full 40.2, LoRA r=4 50.6)."""
+    study = lm_study(tmp_path_factory.mktemp("lm") / "study")
+    out = tmp_path_factory.mktemp("lm_paper")
+    paper.write_paper(study, out, compile=False)
+    return out
+
+
+def test_a_causal_lm_paper_names_the_lowest_perplexity_best(lm_sources):
+    defined = macros((lm_sources / "results.tex").read_text())
+    assert defined["bestName"] == "lora r=8" and defined["worstName"] == "lora r=4"  # by top-1: full, lora r=4
+    assert defined["perplexityMeanLoraREight"] == "30.4" and defined["perplexityMeanFull"] == "40.2"
+    assert not any(name.startswith("topOne") for name in defined)
+    assert defined["paretoNames"] == "lora r=4 and lora r=8"  # full: more parameters and a higher perplexity
+    assert defined["rankTrend"] == "decreases" and defined["ourOrder"] == "lora r=8, full and lora r=4"
+    main = (lm_sources / "main.tex").read_text()
+    assert (
+        r"Mean test perplexity (lower is better) ranges from \perplexityMeanLoraREight{} (\bestName{}) to "
+        r"\perplexityMeanLoraRFour{} (\worstName{})."
+    ) in main
+    assert r"The lowest mean, the best, is that of \bestName{}" in main
+    assert "the study is judged by test perplexity, lower is better" in main
+    assert_no_typed_number(lm_sources)
+
+
+def test_a_causal_lm_paper_compares_configurations_by_perplexity(lm_sources):
+    table = (lm_sources / "tables" / "significance.tex").read_text()
+    assert "against full on matched seeds (test perplexity, lower is better)." in table
+    assert "where the configuration has the lower perplexity" in table and "test top-1" not in table
+    # lora r=8 about 9.8 below full on every seed: it wins them all; lora r=4 about 10.4 above loses them all
+    assert r"lora r=8 & 5 & \ensuremath{-9.8} & \ensuremath{3.3\times 10^{-8}} & 0.3 & 3 & 0.125 & " in table
+    assert r"\ensuremath{-61.98} & 1.00 \\" in table and r"\ensuremath{32.89} & 0.00 \\" in table
+    assert r"lora r=4 & 5 & \ensuremath{+10.4} & " in table
+    literature = (lm_sources / "tables" / "literature.tex").read_text()
+    assert "test perplexity (lower is better), mean over seeds" in literature
+    assert literature.index("lora r=8 & 16.0K & 30.4") < literature.index("full & 800.0K & 40.2")
+
+
+def test_a_causal_lm_paper_says_perplexity_without_percent_or_top1(lm_sources):
+    main = (lm_sources / "main.tex").read_text()
+    assert not re.search(r"\\perplexity\w+\{\}\\%", main) and "topOne" not in main
+    assert "in points" not in main and "{} points" not in main and "highest mean" not in main
+    for line in main.splitlines():
+        if "top-1" in line:  # the sentence saying what a causal LM's top-1 is; the figure drawn on it
+            assert "per token" in line, line
+    for name in ("accuracy_vs_params", "seed_boxplots", "ablation_method_r", "convergence"):
+        caption = main.split(f"{{figures/{name}.pdf}}")[1].split("\n")[1]
+        assert "perplexity (lower is better)" in caption, caption
+
+
+def test_a_study_mixing_causal_lms_and_classifiers_is_judged_by_top1(tmp_path):
+    study = lm_study(tmp_path / "mixed", runs=TEXT_RUNS, causal=lambda variant: variant == "full")
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    assert r"Mean test top-1 ranges from \topOneMeanLoraREight{}\% (\worstName{})" in main
+    assert "judged by test perplexity" not in main
+    assert "(test top-1)." in (tmp_path / "paper" / "tables" / "significance.tex").read_text()
+
+
+def test_a_causal_lm_paper_tuned_by_perplexity_says_lower_is_better(tmp_path):
+    study = lm_study(tmp_path / "study")
+    for path in study.glob("runs/*/spec.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "groups": ["main"]}))
+    record = selection(
+        "lora",
+        [{"key": "train.lr", "values": GRID}],
+        [("COMPLETE", v, {"train.lr": lr}, {}) for lr, v in zip(GRID, [40, 30, 35, 50])],
+        1,
+    )
+    record["search"]["metric"] = record["chosen"]["metric"] = "val_perplexity"
+    (study / "tune" / "lora").mkdir(parents=True)
+    (study / "tune" / "lora" / "selection.json").write_text(json.dumps(record))
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    assert "the mean validation and test perplexity (lower is better) of the final runs" in main
+    assert r"Validation score (\tuneMetric{}, lower is better, mean over the tuning seeds)" in main
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_a_causal_lm_paper_compiles(lm_sources, tmp_path):
+    shutil.copytree(lm_sources, tmp_path, dirs_exist_ok=True)
+    pdf = compile_pdf(tmp_path / "main.tex")
+    text = " ".join(
+        subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout.split()
+    )
+    assert "ranges from 30.4 (lora r=8) to 50.6 (lora r=4)" in text and "Pairs for 1 " in text and "??" not in text

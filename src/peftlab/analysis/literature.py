@@ -260,13 +260,12 @@ def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
     ours = study_rows(df, citations, summarize(df, metric))
     lower = lower_is_better(metric)
-    measured = "test perplexity (lower is better)" if lower else "test top-1 (%)"
     lines += [
         "Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
         "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, RoBERTa and DeBERTaV3 on GLUE) are far "
         "larger than this study's, so only the order of methods is compared, never a number.",
         "",
-        literature_markdown(citations, ours, f"this study; {measured}, mean over seeds"),
+        literature_markdown(citations, ours, f"this study; {measured_words(metric)}, mean over seeds"),
     ]
     ran = study_methods(df)
     for setting in dict.fromkeys(c.setting for c in citations):
@@ -281,6 +280,12 @@ def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics
     else:
         lines.append("- this study: none of its methods (" + ", ".join(sorted(ran)) + ") is named by a cited row")
     return lines + [""]
+
+
+def measured_words(metric: str) -> str:
+    """This study's score in the table: "test top-1 (%)", or a study of causal LMs' "test perplexity (lower is
+    better)"."""
+    return "test perplexity (lower is better)" if lower_is_better(metric) else "test top-1 (%)"
 
 
 def cited_name(c: Citation) -> str:

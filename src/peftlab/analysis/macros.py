@@ -14,9 +14,13 @@ import numpy as np
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
+from peftlab.analysis.primary import PERPLEXITY, Score
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
+from peftlab.analysis.units import unit
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
+# the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
+SCORE_MACROS = {TOP1: "topOne", PERPLEXITY: "perplexity"}
 METHOD_NAMES = {"full": "full fine-tuning", "linear": "a linear probe", "lora": "LoRA"}
 CONFIDENCE = 0.95  # of every interval: intervals.summarize's default, which figures.py uses too
 
@@ -124,8 +128,9 @@ def variant_suffixes(variants: list[str]) -> dict[str, str]:
 # --- numbers ------------------------------------------------------------------------------
 
 
-def pct(x: float) -> str:
-    return "--" if not np.isfinite(x) else f"{100 * x:.1f}"
+def pct(x: float, scale: float = 100.0) -> str:
+    """A fraction in % to one decimal; with a Score's ``scale`` (1 for a perplexity), its value as printed."""
+    return "--" if not np.isfinite(x) else f"{scale * x:.1f}"
 
 
 def signed(x: float) -> str:
@@ -231,18 +236,21 @@ def define_base(numbers: Numbers, base: dict) -> None:
 
 
 def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
-    """One configuration: its name, accuracy over seeds, cost, and its comparison with the baseline."""
-    add, row = numbers.add, study.top1.loc[variant]
+    """One configuration: its name, primary score over seeds (``study.score``), cost, and its comparison with
+    the baseline."""
+    add, row, score = numbers.add, study.primary.loc[variant], study.score
     runs = study.done[study.done["variant"] == variant]
+    metric, name, times = score.metric, SCORE_MACROS[score.metric], score.scale
+    percent, points = _unit_words(score)
     where = f'variant "{variant}"'
     add("name" + s, study.name(variant), f"{where}: its name")
-    add("runs" + s, str(int(row["n"])), f"{where}: completed runs with {TOP1}")
-    add("topOneMean" + s, pct(row["mean"]), f"{where}: mean {TOP1} over seeds, %")
-    add("topOneStd" + s, pct(row["std"]), f"{where}: standard deviation of {TOP1} over seeds, points")
-    add("topOneLow" + s, pct(row["t_ci_low"]), f"{where}: lower end of the t-interval of the mean, %")
-    add("topOneHigh" + s, pct(row["t_ci_high"]), f"{where}: upper end of the t-interval of the mean, %")
-    add("topOneMin" + s, pct(runs[TOP1].min()), f"{where}: lowest {TOP1} of a run, %")
-    add("topOneMax" + s, pct(runs[TOP1].max()), f"{where}: highest {TOP1} of a run, %")
+    add("runs" + s, str(int(row["n"])), f"{where}: completed runs with {metric}")
+    add(name + "Mean" + s, pct(row["mean"], times), f"{where}: mean {metric} over seeds{percent}")
+    add(name + "Std" + s, pct(row["std"], times), f"{where}: standard deviation of {metric} over seeds{points}")
+    add(name + "Low" + s, pct(row["t_ci_low"], times), f"{where}: lower end of the t-interval of the mean{percent}")
+    add(name + "High" + s, pct(row["t_ci_high"], times), f"{where}: upper end of the t-interval of the mean{percent}")
+    add(name + "Min" + s, pct(runs[metric].min(), times), f"{where}: lowest {metric} of a run{percent}")
+    add(name + "Max" + s, pct(runs[metric].max(), times), f"{where}: highest {metric} of a run{percent}")
     if "params.trainable" in runs:
         trainable = runs["params.trainable"].astype(float).mean()
         add("trainable" + s, format_count(trainable), f"{where}: params.trainable")
@@ -253,32 +261,43 @@ def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
         add("trainSeconds" + s, f"{runs['timing.train_seconds'].mean():.0f}", f"{where}: mean timing.train_seconds")
     if study.comparisons is not None and variant in study.comparisons.index:
         c = study.comparisons.loc[variant]
-        add("diff" + s, signed(100 * c["mean_diff"]), f"{where}: mean paired difference to {study.baseline}, points")
+        add(
+            "diff" + s,
+            signed(times * c["mean_diff"]),
+            f"{where}: mean paired difference to {study.baseline}{points}",
+        )
         add("pHolm" + s, pvalue(c["p_ttest_holm"]), f"{where}: Holm-corrected paired t-test p against {study.baseline}")
         add("pairs" + s, str(int(c["n_pairs"])), f"{where}: matched seeds with {study.baseline}")
         add(
             "mde" + s,
-            pct(c["mde_80"]),
+            pct(c["mde_80"], times),
             f"{where}: minimum detectable difference to {study.baseline} at "
-            f"{100 * POWER:g}% power (paired t-test, alpha {ALPHA:g} before Holm), points",
+            f"{100 * POWER:g}% power (paired t-test, alpha {ALPHA:g} before Holm){points}",
         )
+        one = "a difference of 1" if score.lower else "a one-point difference"
         add(
             "pairsOnePoint" + s,
             pairs_text(c["pairs_for_1pt"]),
-            f"{where}: matched seeds the paired t-test needs for a one-point difference at {100 * POWER:g}% power",
+            f"{where}: matched seeds the paired t-test needs for {one} at {100 * POWER:g}% power",
         )
 
 
+def _unit_words(score: Score) -> tuple[str, str]:
+    """What a source comment says a value and a difference are in: (", %", ", points") for a top-1, nothing
+    for a perplexity (printed as it is)."""
+    return (", " + unit(score.metric) if unit(score.metric) else ""), ("," + score.points if score.points else "")
+
+
 def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
-    """The baseline, best and worst configurations, the Pareto front, significance and the rank trend."""
-    add = numbers.add
+    """The baseline, best and worst configurations, the Pareto front, significance and the rank trend, by the
+    study's primary score (``study.score``: lower is better for a perplexity)."""
+    add, score = numbers.add, study.score
     add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
-    best = study.top1["mean"].idxmax()
-    worst = study.top1["mean"].idxmin()
-    add("bestName", study.name(best), f"variant with the highest mean {TOP1}")
-    add("worstName", study.name(worst), f"variant with the lowest mean {TOP1}")
+    best, worst = ("lowest", "highest") if score.lower else ("highest", "lowest")
+    add("bestName", study.name(study.best), f"variant with the {best} mean {score.metric}")
+    add("worstName", study.name(study.worst), f"variant with the {worst} mean {score.metric}")
     on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
-    add("paretoNames", words(on_front), "variants on the Pareto front of test top-1 against trainable parameters")
+    add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
     if study.comparisons is not None:
         significant = study.comparisons[study.comparisons["significant"]]
         add("significantCount", str(len(significant)), "comparisons with Holm-corrected p < alpha")
@@ -289,11 +308,11 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             "variants that differ from the baseline with Holm-corrected p < alpha",
         )
     if rank_trend(study):
-        add("rankTrend", rank_trend(study), "how mean test top-1 of the LoRA variants changes with r")
+        add("rankTrend", rank_trend(study), f"how mean {score.name} of the LoRA variants changes with r")
     add(
         "ourOrder",
-        words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.top1)]) or "n/a",
-        "variants of the methods the literature table cites, by mean test top-1, highest first",
+        words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
+        f"variants of the methods the literature table cites, by mean {score.name}, {best} first",
     )
 
 
@@ -378,12 +397,12 @@ def config_value(value) -> str:
 
 
 def rank_trend(study) -> str | None:
-    """ "increases", "decreases" or "is not monotonic" (mean test top-1 of LoRA against r);
-    None with fewer than two LoRA ranks."""
+    """ "increases", "decreases" or "is not monotonic" (mean primary score of LoRA against r: test top-1, or a
+    study of causal LMs' test perplexity); None with fewer than two LoRA ranks."""
     if "config.method.r" not in study.done:
         return None
     lora = study.done[(study.done["method"] == "lora") & study.done["config.method.r"].notna()]
-    means = lora.groupby("config.method.r")[TOP1].mean().sort_index()
+    means = lora.groupby("config.method.r")[study.score.metric].mean().sort_index()
     if len(means) < 2:
         return None
     steps = np.diff(means.to_numpy())

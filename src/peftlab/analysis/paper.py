@@ -10,7 +10,9 @@ Writes OUT (default STUDY_DIR/paper):
   references.bib   the checked bibliography (src/peftlab/analysis/references.bib)
 and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no digit of its own: every
 number reaches it through a macro of results.tex (macros.py). Its prose is the template
-templates/main.tex.jinja; this module decides what the template says about the study.
+templates/main.tex.jinja; this module decides what the template says about the study. The study is judged
+as the report judges it (primary.py): by test top-1, or where every completed run is a causal LM by test
+perplexity, lower is better.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from peftlab.analysis.load import environment, load_curves, load_results, study_
 from peftlab.analysis.macros import (
     ALPHA,
     CONFIDENCE,
-    TOP1,
+    SCORE_MACROS,
     Numbers,
     citations_of,
     define_numbers,
@@ -47,18 +49,21 @@ from peftlab.analysis.macros import (
     words,
 )
 from peftlab.analysis.paper_figures import (
-    FIGURE_CAPTIONS,
     SHORT_CAPTIONS,
     draw_figures,
     existing_figures,
+    figure_captions,
     figure_layout,
 )
 from peftlab.analysis.paper_tables import write_tables
+from peftlab.analysis.primary import primary_score
 from peftlab.analysis.report import choose_baseline, main_columns
-from peftlab.analysis.tables import display_name, latex_text
+from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.units import unit
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError
 from peftlab.files import read_json
+from peftlab.run_result import lower_is_better
 from peftlab.study.report_options import read_report_options
 
 REFERENCES = Path(__file__).with_name("references.bib")
@@ -126,14 +131,21 @@ class Study:
         self.summary = pd.concat(
             [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
         )
-        self.top1 = self.summary[self.summary["metric"] == TOP1].set_index("variant", drop=False)
-        self.variants = [str(v) for v in self.top1["variant"]]
+        self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
+        self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
+        self.variants = [str(v) for v in self.primary["variant"]]
+        means = self.primary["mean"]
+        self.best, self.worst = (
+            (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
+        )
         self.comparisons = (
-            paired_comparisons(df, baseline=baseline, metric=TOP1, alpha=ALPHA).set_index("variant", drop=False)
+            paired_comparisons(
+                df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
+            ).set_index("variant", drop=False)
             if len(self.variants) > 1
             else None
         )
-        self.front = pareto_front(df)
+        self.front = pareto_front(df, y=self.score.metric)
         self.curves = load_curves(study_dir)
         self.axes = study_axes(study_dir)
         self.environment = environment(study_dir)
@@ -275,7 +287,7 @@ class MacroRefs:
 
 def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: list[str]) -> str:
     """main.tex from templates/main.tex.jinja: the sections, and what they say about this study."""
-    n = numbers.ref
+    n, score = numbers.ref, study.score
     suffixes = variant_suffixes(study.variants)
     compared = study.comparisons is not None
     differences = (
@@ -286,15 +298,19 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
     small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
     not_shown = words(
         [
-            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, MDE {n('mde' + suffixes[v])} points)"
+            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
+            f"MDE {n('mde' + suffixes[v])}{score.points})"
             for v in small
         ]
     )
     return LATEX.get_template("main.tex.jinja").render(
         n=MacroRefs(numbers),
         suffixes=suffixes,
-        lowest=study.top1["mean"].idxmin(),
-        highest=study.top1["mean"].idxmax(),
+        lower=score.lower,  # judged by test perplexity: the lowest mean is the best
+        judged=score.name + (" (lower is better)" if score.lower else ""),
+        mean=SCORE_MACROS[score.metric] + "Mean",
+        best=study.best,
+        worst=study.worst,
         base=bool(study.base),
         method_sentences=method_sentences(study.df),
         compared=compared,
@@ -303,10 +319,10 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         not_shown=not_shown,
         rank_trend="rankTrend" in numbers.macros,
         figures=figure_layout(drawn),
-        captions=FIGURE_CAPTIONS,
+        captions=figure_captions(study),
         short_captions=SHORT_CAPTIONS,
         literature=literature_items(citations, study_methods(study.df), n),
-        our_order=bool(study_rows(study.df, citations, study.top1)),
+        our_order=bool(study_rows(study.df, citations, study.primary)),
         incomplete=len(study.incomplete) > 0,
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
@@ -315,10 +331,11 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
     """What the template says about tuning (None for an untuned study): whether every method searched the
-    same keys, and the verb for them; whether the figure was drawn and its caption; whether a chosen value
-    lies at an end of its range."""
+    same keys, and the verb for them; the score the tuning table gives of the final runs; whether the figure
+    was drawn and its caption; whether a chosen value lies at an end of its range."""
     if not study.searches:
         return None
+    lower = lower_is_better(study.searches[0]["search"]["metric"])  # val_perplexity
     keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
     curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
     how = (
@@ -326,14 +343,16 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         if curve
         else "in the order they ran; the line is the best so far, the star the chosen trial"
     )
+    which = "lower is better" if lower else "\\%"
     caption = (
-        f"Validation score ({numbers.ref('tuneMetric')}, \\%, mean over the "
+        f"Validation score ({numbers.ref('tuneMetric')}, {which}, mean over the "
         f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
         "are pruned trials at their last reported score."
     )
     return {
         "shared": all(k == keys[0] for k in keys),
         "verb": "was" if len(keys[0]) == 1 else "were",
+        "score": "perplexity (lower is better)" if lower else "top-1",
         "figure": tuning.FIGURE in drawn,
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
@@ -341,11 +360,13 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
 
 
 def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:
-    """Each configuration's name and mean test top-1, with its interval where it has several seeds."""
+    """Each configuration's name and mean primary score (test top-1 in %, or a perplexity as it is), with its
+    interval where it has several seeds."""
+    name, percent = SCORE_MACROS[study.score.metric], latex_escape(unit(study.score.metric))
     return words(
         [
-            f"{n('name' + s)} {n('topOneMean' + s)}\\%"
-            + (f" [{n('topOneLow' + s)}, {n('topOneHigh' + s)}]" if study.top1.loc[v, "n"] > 1 else "")
+            f"{n('name' + s)} {n(name + 'Mean' + s)}{percent}"
+            + (f" [{n(name + 'Low' + s)}, {n(name + 'High' + s)}]" if study.primary.loc[v, "n"] > 1 else "")
             for v, s in suffixes.items()
         ]
     )

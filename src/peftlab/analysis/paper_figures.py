@@ -1,5 +1,6 @@
-"""The paper's figures: drawing those that have data (as the report draws them), their captions, and
-their layout in main.tex (alone or in pairs of subfigures). paper.py writes them under OUT/figures."""
+"""The paper's figures: drawing those that have data (as the report draws them, of the study's primary
+score: test top-1, or a study of causal LMs' test perplexity), their captions, and their layout in main.tex
+(alone or in pairs of subfigures). paper.py writes them under OUT/figures."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.analysis import ablation_figure, figures, tuning
+from peftlab.analysis.report_figures import validation_metric
 
 if TYPE_CHECKING:
     from peftlab.analysis.paper import Study
 
+# the convergence figure's caption after the name of its metric
+BAND = (
+    ": mean over seeds, band: \\statConfidence\\% Student-t interval of the mean over the seeds evaluated at that step."
+)
 # name: caption (what the figure shows, as figures.py draws it)
 FIGURE_CAPTIONS = {
     "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
@@ -18,8 +24,7 @@ FIGURE_CAPTIONS = {
     "(ringed points).",
     "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
     "seed's dot sits at the same place in every box, seeds in order from left to right.",
-    "convergence": "Validation top-1 against training step: mean over seeds, band: \\statConfidence\\% Student-t "
-    "interval of the mean over the seeds evaluated at that step.",
+    "convergence": "Validation top-1 against training step" + BAND,
     "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
     "the runs.",
     "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
@@ -28,22 +33,53 @@ FIGURE_CAPTIONS = {
     "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
     "Student-t interval); filled: adapter, open: merged model.",
 }
+# the captions that name the primary score, in a study judged by test perplexity (primary.py)
+PERPLEXITY_CAPTIONS = {
+    "accuracy_vs_params": "Mean test perplexity (lower is better) against trainable parameters (log scale), one "
+    "point per configuration; bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto "
+    "front (ringed points: lower perplexity, fewer parameters).",
+    "seed_boxplots": "Test perplexity (lower is better) of every run (dots) per configuration; boxes span the "
+    "quartiles over seeds; a seed's dot sits at the same place in every box, seeds in order from left to right.",
+    "ablation_method_r": "Test perplexity (lower is better) against the LoRA rank $r$; bars: \\statConfidence\\% "
+    "Student-t interval of the mean over seeds; methods without a rank are dashed reference lines with their "
+    "interval.",
+    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 per "
+    "token (next-token accuracy, not the perplexity the study is judged by) from the fp32 run of the same "
+    "configuration on matched seeds (\\statConfidence\\% Student-t interval); filled: adapter, open: merged model.",
+}
+# the convergence figure's caption by its metric (report_figures.validation_metric); a causal LM's
+# val_top1 is per token
+CONVERGENCE_CAPTIONS = {
+    "val_perplexity": "Validation perplexity (lower is better) against training step",
+    "val_top1": "Validation top-1 per token against training step",
+}
+
+
+def figure_captions(study: Study) -> dict[str, str]:
+    """The captions of the figures, naming the score they plot (``study.score``)."""
+    if not study.score.lower:
+        return FIGURE_CAPTIONS
+    return {
+        **FIGURE_CAPTIONS,
+        **PERPLEXITY_CAPTIONS,
+        "convergence": CONVERGENCE_CAPTIONS[validation_metric(study.curves, study.score)] + BAND,
+    }
 
 
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
     style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
+    metric = {"metric": study.score.metric}
     drawn = [
-        figures.plot_accuracy_vs_params(study.df, out, **style),
-        figures.plot_seed_boxplots(study.df, out, **style),
-        figures.plot_convergence(study.curves, out, **style),
+        figures.plot_accuracy_vs_params(study.df, out, **metric, **style),
+        figures.plot_seed_boxplots(study.df, out, **metric, **style),
+        figures.plot_convergence(study.curves, out, metric=validation_metric(study.curves, study.score), **style),
         figures.plot_cost(study.df, out, **style),
         figures.plot_quantization_tradeoff(study.df, out, **style),
     ]
     if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
-        drawn.append(
-            ablation_figure.plot_ablation(study.df[study.df["method"] == "lora"], "config.method.r", out, **style)
-        )
+        lora = study.df[study.df["method"] == "lora"]
+        drawn.append(ablation_figure.plot_ablation(lora, "config.method.r", out, **metric, **style))
     drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
     return [Path(paths[0]).stem for paths in drawn if paths]
 

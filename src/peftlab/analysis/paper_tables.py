@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from peftlab.analysis import protocol_card, tuning_table
-from peftlab.analysis.literature import Citation, literature_table, study_rows
-from peftlab.analysis.macros import TOP1, pairs_text, pct, pvalue, signed
+from peftlab.analysis.literature import Citation, literature_table, measured_words, study_rows
+from peftlab.analysis.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
 from peftlab.analysis.tables import latex_document, latex_escape, latex_table
 from peftlab.analysis.units import metric_words
@@ -35,10 +35,10 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
-    ours = study_rows(study.df, citations, study.summary[study.summary["metric"] == TOP1])
+    ours = study_rows(study.df, citations, study.primary)
     setting = latex_escape(
         f"{', '.join(map(str, study.config('model.name')))}; "
-        f"{', '.join(map(str, study.config('data.name')))}; test top-1 (%), mean over seeds"
+        f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
     )
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))
     card = protocol_card.latex_card(study.dir, study.done, study.labels)
@@ -51,33 +51,42 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
 
 
 def significance_table(study: Study) -> str:
-    c = study.comparisons
+    """The paired comparisons with the baseline, on the study's primary score (``study.score``: test top-1 in
+    points, or a perplexity, where a difference below zero is the improvement)."""
+    c, score = study.comparisons, study.score
+    # "Pairs for 1 (perplexity)", the report's header, would run the table past the margin
+    unit, one, pairs_for = (
+        ("perplexity", "a difference of 1 in perplexity", "1")
+        if score.lower
+        else ("points", "a one-point difference", "1 pt")
+    )
+    sign = " (the configuration's minus the baseline's; below zero is better)" if score.lower else ""
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds (test top-1). "
-        r"Difference: mean of the paired differences in points; $p$: paired t-test and Wilcoxon signed-rank "
+        rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds ({score.named}). "
+        rf"Difference: mean of the paired differences in {unit}{sign}; $p$: paired t-test and Wilcoxon signed-rank "
         r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
-        rf"difference, the smallest true mean difference in points that the paired t-test at "
+        rf"difference, the smallest true mean difference in {unit} that the paired t-test at "
         rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
-        r"standard deviation of the paired differences as known; pairs for 1 pt: the matched seeds that test "
-        r"needs for a one-point difference; $d_z$: mean difference over the standard deviation of the "
-        r"differences; win share: share of matched seeds where the configuration scores higher, ties counted "
+        rf"standard deviation of the paired differences as known; pairs for {pairs_for}: the matched seeds "
+        rf"that test needs for {one}; $d_z$: mean difference over the standard deviation of the "
+        rf"differences; win share: share of matched seeds where the configuration {score.wins}, ties counted "
         r"half.}",
         r"\label{tab:significance}",
         r"\begin{tabular}{@{}lrrrrrrrr@{}}",
         r"\toprule",
-        r"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for 1 pt & $p$ (Wilcoxon) & $d_z$ & "
-        r"Win share \\",
+        rf"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for {pairs_for} & $p$ (Wilcoxon) & "
+        r"$d_z$ & Win share \\",
         r"\midrule",
     ]
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
         pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
         lines.append(
-            f"{study.name(row.variant)} & {row.n_pairs} & {signed(100 * row.mean_diff)} & "
-            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
+            f"{study.name(row.variant)} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
+            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80, score.scale)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
             f"{dz} & {row.win_rate:.2f} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

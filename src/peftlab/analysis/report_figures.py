@@ -81,7 +81,7 @@ def _draw_figures(
     style = {"interval": interval, "labels": labels, "palette": palette}
     bars = f"bars: the {describe_interval(interval)}."
     metric = {"metric": score.metric}
-    validation = _validation_metric(curves, score)
+    validation = validation_metric(curves, score)
     drawn = [
         (
             "Perplexity vs trainable parameters" if score.lower else "Accuracy vs trainable parameters",
@@ -137,7 +137,7 @@ def _draw_figures(
     return drawn
 
 
-def _validation_metric(curves: pd.DataFrame | None, score: Score) -> str:
+def validation_metric(curves: pd.DataFrame | None, score: Score) -> str:
     """The convergence figure's metric: val_perplexity for a study judged by perplexity whose runs logged it
     (runs from before the eval records held it: val_top1, per token), else val_top1."""
     logged = curves is not None and "val_perplexity" in curves and curves["val_perplexity"].notna().any()
