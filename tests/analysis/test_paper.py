@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from studyfiles import write_study_dir
-from test_report import TEXT_RUNS
+from test_report import TEXT_RUNS, text_study
 from test_report_direction import lm_study
 from testkit import REPO
 
@@ -639,3 +639,72 @@ def test_a_causal_lm_paper_compiles(lm_sources, tmp_path):
         subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout.split()
     )
     assert "ranges from 30.4 (lora r=8) to 50.6 (lora r=4)" in text and "Pairs for 1 " in text and "??" not in text
+
+
+# --- what a text study's paper says it adapted: a text classifier or a causal LM, not a vision transformer ---
+
+# phrases true of a timm ViT on images only
+VISION_ONLY = ("vision transformer", "timm", "pixel", "image", "patches", "fashionmnist", "MNIST", "backbone is")
+
+
+def text_paper(study: Path, out: Path, **data) -> tuple[str, dict[str, str]]:
+    """main.tex and the macros of the paper of ``study``, its runs' config.data updated with ``data``."""
+    for path in study.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        result["config"]["data"].update(data)
+        path.write_text(json.dumps(result))
+    paper.write_paper(study, out, compile=False)
+    return (out / "main.tex").read_text(), macros((out / "results.tex").read_text())
+
+
+def test_a_causal_lm_paper_describes_next_token_prediction_on_instructions(tmp_path):
+    main, defined = text_paper(
+        lm_study(tmp_path / "study"), tmp_path / "paper", name="instructions", max_length=64, train_subset=400
+    )
+    for phrase in VISION_ONLY + ("classifier", "linear probe", "the head train", "trains the head"):
+        assert phrase not in main, phrase
+    assert r"a controlled study of \cfgMethods{} on a causal language model." in main
+    assert (
+        r"The model is \texttt{\cfgModel{}}, a causal language model of Hugging Face transformers, fine-tuned to "
+        r"predict the next token; the model's own tokenizer turns each example into at most \cfgMaxLength{} tokens. "
+        r"It is adapted to \texttt{\cfgData{}} with \cfgTrainImages{} training examples for"
+    ) in main
+    assert "the output after it is the response." in main and "taken on the response tokens only." in main
+    assert "Full fine-tuning trains every parameter, the language-model head included" in main
+    assert r"$\mathcal{L} \gets$ next-token cross-entropy on the batch's response tokens" in main
+    assert r"one model, one dataset, \cfgTrainImages{} training examples and" in main
+    assert r"torch \envTorch, transformers \envTransformers, peft" in main
+    # the model is named by its directory, not by model.name's timm default
+    assert defined["cfgModel"] == "tiny" and defined["cfgData"] == "instructions"
+    assert defined["cfgMaxLength"] == "64" and defined["cfgTrainImages"] == "400"
+    assert_no_typed_number(tmp_path / "paper")
+
+
+def test_a_text_classification_paper_describes_a_sequence_classifier(tmp_path):
+    main, defined = text_paper(text_study(tmp_path / "mrpc", "classification"), tmp_path / "paper", max_length=128)
+    for phrase in VISION_ONLY + ("training images", "LM head", "next token"):
+        assert phrase not in main, phrase
+    assert r"a controlled study of \cfgMethods{} on a text classifier." in main
+    assert (
+        r"The model is \texttt{\cfgModel{}}, a sequence classifier of Hugging Face transformers with a newly "
+        r"initialised classification head; the model's own tokenizer turns each example into at most "
+        r"\cfgMaxLength{} tokens. It is adapted to \texttt{\cfgData{}} with its training split for"
+    ) in main
+    assert "and tested on its test split." in main and "The study uses one model, one dataset and " in main
+    assert "the linear probe trains only the classifier head" in main
+    assert r"PEFT \citep{mangrulkar2022peft} and Hugging Face transformers." in main
+    assert defined["cfgModel"] == "tiny" and defined["cfgData"] == "glue/mrpc" and defined["cfgMaxLength"] == "128"
+    assert_no_typed_number(tmp_path / "paper")
+    # three score columns: shrunk to the line width where they would overrun it
+    table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{\begin{tabular}" in table
+
+
+def test_a_vision_paper_describes_the_timm_backbone_on_images(sources):
+    main = (sources / "main.tex").read_text()
+    assert r"on a vision transformer \citep{dosovitskiy2021vit,touvron2021deit}." in main
+    assert r"The backbone is timm's \texttt{\cfgModel{}} at \cfgImgSize{}-pixel input" in main
+    assert r"\cfgTrainImages{} training images" in main and "timm \\envTimm, peft" in main
+    defined = macros((sources / "results.tex").read_text())
+    assert "cfgMaxLength" not in defined and "envTransformers" not in defined
+    assert "resizebox" not in (sources / "tables" / "main_table.tex").read_text()

@@ -38,6 +38,8 @@ CONFIG_MACROS = {
     "train.batch_size": "cfgBatchSize",
     "train.lr": "cfgLr",
 }
+# and in a text study (paper.modality: text or causal-lm)
+TEXT_CONFIG_MACROS = {"data.max_length": "cfgMaxLength"}
 
 
 class Numbers:
@@ -196,10 +198,14 @@ def define_study(numbers: Numbers, study) -> None:
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
-    for key, name in CONFIG_MACROS.items():
-        values = study.config(key)
+    text_study = study.modality != "vision"
+    for key, name in (CONFIG_MACROS | (TEXT_CONFIG_MACROS if text_study else {})).items():
+        values = study.models() if key == "model.name" else study.config(key)
         text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
-        add(name, text, f"config.{key} of the completed runs")
+        source = f"config.{key} of the completed runs"
+        if key == "model.name" and values != study.config(key):
+            source = "the completed runs' models: an HF model's directory (config.model.path), as the report names it"
+        add(name, text, source)
     add(
         "cfgMethods",
         words([METHOD_NAMES.get(m, latex_escape(m)) for m in dict.fromkeys(done["method"])]),
@@ -211,7 +217,8 @@ def define_environment(numbers: Numbers, study) -> None:
     """Package versions, hardware, threads, precision and commit, from the runs' provenance."""
     env, add = study.environment, numbers.add
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
-    for package in ("torch", "timm", "peft"):
+    text_study = study.modality != "vision"  # its models are transformers', not timm's
+    for package in ("torch", "timm", "peft") + (("transformers",) if text_study else ()):
         add(
             "env" + package.capitalize(), latex_escape(versions.get(package) or "n/a"), f"provenance.versions.{package}"
         )

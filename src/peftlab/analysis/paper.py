@@ -12,7 +12,8 @@ and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no di
 number reaches it through a macro of results.tex (macros.py). Its prose is the template
 templates/main.tex.jinja; this module decides what the template says about the study. The study is judged
 as the report judges it (primary.py): by test top-1, or where every completed run is a causal LM by test
-perplexity, lower is better.
+perplexity, lower is better. What it says the study adapts follows the runs' modality (``modality``): a vision
+model, a text classifier or a causal LM.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from peftlab.analysis.paper_figures import (
 )
 from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.primary import primary_score
-from peftlab.analysis.report import choose_baseline, main_columns
+from peftlab.analysis.report import choose_baseline, is_text, main_columns, model_names
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.analysis.units import unit
 from peftlab.config_paths import REPO_ROOT
@@ -132,6 +133,7 @@ class Study:
             [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
         )
         self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
+        self.modality = modality(df)
         self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.primary["variant"]]
         means = self.primary["mean"]
@@ -163,6 +165,11 @@ class Study:
         """A method's display name as LaTeX (``report.labels``), as the tuning table shows it."""
         return latex_text(display_name(method, method, self.labels))
 
+    def models(self) -> list[str]:
+        """The distinct models of the completed runs, sorted: timm's model.name, an HF model's directory name
+        (``report.model_names``, as the report lists them)."""
+        return sorted(set(model_names(self.done).dropna()))
+
     def config(self, key: str) -> list:
         """The distinct values of config.<key> among completed runs (sorted)."""
         column = "config." + key
@@ -173,6 +180,14 @@ class Study:
             return sorted(values)
         except TypeError:  # mixed types
             return sorted(values, key=str)
+
+
+def modality(df: pd.DataFrame) -> str:
+    """What the study adapts, as the paper describes it: "vision" (timm or HF image models), "causal-lm" (every
+    completed run a causal LM, the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
+    if not is_text(df):
+        return "vision"
+    return "causal-lm" if primary_score(df).lower else "text"
 
 
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
@@ -244,12 +259,22 @@ METHOD_SENTENCES = {
 }
 
 
-def method_sentences(df: pd.DataFrame) -> str:
+# a causal LM's LM head stays frozen under every method but full fine-tuning (backbones.trains_head)
+LM_METHOD_SENTENCES = {
+    "bitfit": "BitFit trains only the bias terms of the model \\citep{benzaken2022bitfit}. ",
+    "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm \\citep{basu2024strong}. ",
+}
+
+
+def method_sentences(df: pd.DataFrame, causal: bool = False) -> str:
+    """The sentences of METHOD_SENTENCES on the method families the study ran (``causal``: a study of causal
+    LMs, whose head no method but full fine-tuning trains)."""
     methods = set(df["method"]) if "method" in df else set()
     quant = df.get("config.quant.mode")
     if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
         methods.add("quant")
-    return "".join(text for name, text in METHOD_SENTENCES.items() if name in methods)
+    sentences = METHOD_SENTENCES | (LM_METHOD_SENTENCES if causal else {})
+    return "".join(text for name, text in sentences.items() if name in methods)
 
 
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
@@ -312,7 +337,10 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
-        method_sentences=method_sentences(study.df),
+        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm"),
+        modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
+        subsets={split: bool(study.config(f"data.{split}_subset")) for split in ("train", "test")},
+        lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         compared=compared,
         means=mean_intervals(study, n, suffixes),
         differences=differences,

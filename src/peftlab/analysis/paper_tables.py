@@ -32,12 +32,14 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         label="tab:main",
         labels=study.labels,
     )
+    if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
+        tex = fit_width(tex)
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
     ours = study_rows(study.df, citations, study.primary)
     setting = latex_escape(
-        f"{', '.join(map(str, study.config('model.name')))}; "
+        f"{', '.join(study.models())}; "
         f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
     )
     (out / "literature.tex").write_text(literature_table(citations, ours, setting))
@@ -48,6 +50,14 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         tex = tuning_table.latex_table(study.searches, study.df, study.labels)
         (out / "tuning.tex").write_text(tex)
         (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
+
+
+def fit_width(table: str) -> str:
+    """``table`` (a latex_table) with its tabular shrunk to the line width where it is wider, never enlarged
+    (graphicx's \\resizebox, which main.tex loads)."""
+    shrink = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{"
+    table = table.replace(r"\begin{tabular}", shrink + r"\begin{tabular}", 1)
+    return table.replace(r"\end{tabular}", r"\end{tabular}}", 1)
 
 
 def significance_table(study: Study) -> str:
