@@ -350,6 +350,20 @@ def test_install_latex_script_does_nothing_when_everything_is_installed():
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc
 
 
+@pytest.mark.parametrize(
+    "names,keys",
+    [
+        (["fashion_mnist"], "xiao2017fashionmnist"),
+        (["vtab1k/caltech101", "vtab1k/dtd"], "zhai2019vtab"),
+        (["mnist", "fashion_mnist"], "lecun1998mnist,xiao2017fashionmnist"),
+        (["cifar100"], ""),  # no checked entry: no citation rather than Fashion-MNIST's
+    ],
+)
+def test_the_setup_cites_the_study_s_own_datasets(names, keys):
+    assert paper.data_citations(names) == keys
+    assert set(filter(None, keys.split(","))) <= bib_keys(paper.REFERENCES.read_text())
+
+
 def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran():
     import pandas as pd
 

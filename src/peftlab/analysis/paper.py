@@ -182,6 +182,16 @@ class Study:
             return sorted(values, key=str)
 
 
+DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}
+
+
+def data_citations(names: list[str]) -> str:
+    """The bibliography keys of the study's datasets that references.bib holds (a VTAB-1k task by its suite),
+    comma-separated; "" when it holds none of them."""
+    keys = (DATA_CITATIONS.get(str(name).split("/")[0]) for name in names)
+    return ",".join(dict.fromkeys(key for key in keys if key))
+
+
 def modality(df: pd.DataFrame) -> str:
     """What the study adapts, as the paper describes it: "vision" (timm or HF image models), "causal-lm" (every
     completed run a causal LM, the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
@@ -341,6 +351,7 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         subsets={split: bool(study.config(f"data.{split}_subset")) for split in ("train", "test")},
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
+        data_citations=data_citations(study.config("data.name")),
         compared=compared,
         means=mean_intervals(study, n, suffixes),
         differences=differences,
