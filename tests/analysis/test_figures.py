@@ -413,3 +413,94 @@ def test_accuracy_vs_params_with_many_configurations_names_the_front_beside_its_
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert labels and all(t[-1] in "KMG" or t.replace(".", "").isdigit() for t in labels), labels
+
+
+# the adaptive-rank study of a review: four LoRA rank strategies (uniform and linear_decay at one budget, so one
+# trainable count) and AdaLoRA, judged by test perplexity
+RANK_STRATEGIES = [
+    ("lora uniform", "lora", 73_728, 30.0),
+    ("lora linear_decay", "lora", 73_728, 30.6),
+    ("lora attention_heavy", "lora", 61_440, 30.3),
+    ("lora empirical", "lora", 86_016, 29.8),
+    ("adalora", "adalora", 92_160, 32.0),
+]
+
+
+def rank_strategy_study():
+    rows = [
+        {
+            "run_id": f"{variant}-{seed}",
+            "status": "completed",
+            "variant": variant,
+            "method": method,
+            "seed": seed,
+            "metrics.test_perplexity": perplexity + 0.6 * seed,
+            "params.trainable": trainable,
+        }
+        for variant, method, trainable, perplexity in RANK_STRATEGIES
+        for seed in range(3)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_configurations_with_one_trainable_count_are_drawn_side_by_side(drawn, tmp_path):
+    """Else one marker and interval hide the other's: each is drawn apart from the other, left to right in the
+    legend's order, near their count; the ticks and the Pareto front stay those of the true counts."""
+    study = rank_strategy_study()
+    figures.plot_accuracy_vs_params(study, tmp_path, metric="metrics.test_perplexity")
+    ax = drawn["accuracy_vs_params"].axes[0]
+    points = {c.get_label(): c.lines[0].get_xdata()[0] for c in ax.containers}
+    bars = {c.get_label(): c.lines[2][0].get_segments()[0][0][0] for c in ax.containers}  # the interval's x
+    assert points["lora linear_decay"] < 73_728 < points["lora uniform"]  # linear_decay first in the legend
+    assert points["lora uniform"] / points["lora linear_decay"] == pytest.approx(np.exp(0.03 * np.log(92_160 / 61_440)))
+    assert bars == points
+    assert [points[v] for v in ("lora attention_heavy", "lora empirical", "adalora")] == [61_440, 86_016, 92_160]
+    assert "side by side" in ax.get_xlabel()
+    assert figures.shared_counts(study, "metrics.test_perplexity") == [(73_728, ["lora linear_decay", "lora uniform"])]
+    # the front on the true counts: attention_heavy (fewest), uniform (lower than linear_decay), empirical
+    front = next(line for line in ax.lines if line.get_label() == "Pareto front")
+    assert list(front.get_ydata()) == pytest.approx([30.9, 30.6, 30.4])
+    assert list(front.get_xdata()) == [61_440, points["lora uniform"], 86_016]
+
+
+def test_configurations_with_distinct_counts_stay_at_their_counts(synthetic_study, drawn, tmp_path):
+    distinct = synthetic_study[~synthetic_study["variant"].isin(["lora r=8 int8", "lora r=8 nf4"])]
+    figures.plot_accuracy_vs_params(distinct, tmp_path)
+    ax = drawn["accuracy_vs_params"].axes[0]
+    trainable = distinct.groupby("variant")["params.trainable"].first()
+    assert {c.get_label(): c.lines[0].get_xdata()[0] for c in ax.containers} == trainable.to_dict()
+    assert ax.get_xlabel() == "Trainable parameters" and figures.shared_counts(distinct) == []
+
+
+def rank_strategy_curves():
+    rows = [
+        {"run_id": f"{variant}-{seed}", "variant": variant, "method": method, "seed": seed, "step": step}
+        | {"val_perplexity": perplexity * 100 / step + 3 * seed}
+        for variant, method, _, perplexity in RANK_STRATEGIES
+        for seed in range(3)
+        for step in (25, 50, 75, 100)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_configurations_of_one_method_get_distinct_line_styles(drawn, tmp_path):
+    """Shades of one hue whose bands overlap cannot be told apart: each LoRA configuration has its own line
+    style (solid, dashed, dotted, dash-dot in the palette's order), the legend shows it, the hue stays."""
+    curves = rank_strategy_curves()
+    palette = study_palette(curves)
+    figures.plot_convergence(curves, tmp_path, metric="val_perplexity")
+    fig = drawn["convergence"]
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    lora = ["lora attention_heavy", "lora empirical", "lora linear_decay", "lora uniform"]
+    assert [lines[v].get_linestyle() for v in lora] == ["-", "--", ":", "-."]
+    assert lines["adalora"].get_linestyle() == "-"  # a method's first configuration: solid
+    assert {lines[v].get_color() for v in lora} == {palette["variant"][v] for v in lora}  # shades of one hue
+    legend = {text.get_text(): handle for handle, text in zip(fig.legends[0].legend_handles, fig.legends[0].texts)}
+    assert [legend[v].get_linestyle() for v in lora] == ["-", "--", ":", "-."]
+
+
+def test_the_palette_gives_each_configuration_of_a_method_its_own_line_style(synthetic_study):
+    palette = study_palette(synthetic_study)
+    lora = [v for v in palette["variants"] if palette["method_of"][v] == "lora"]
+    assert len({str(palette["linestyle"][v]) for v in lora}) == len(lora) == 5
+    assert palette["linestyle"]["full"] == palette["linestyle"]["lora r=4"] == "-"

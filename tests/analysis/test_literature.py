@@ -5,6 +5,7 @@ import re
 
 import pytest
 from studyfiles import write_study_dir
+from test_report import write_study_dir as report_study_dir
 
 from peftlab.analysis import paper
 from peftlab.analysis.literature import (
@@ -86,7 +87,62 @@ def test_report_section_of_a_study_without_cited_methods_says_so(tmp_path):
     text = section(write_study_dir(tmp_path / "none", with_failure=False, variants=["houlsby", "difffit"]))
     assert "- this study: none of its methods (difffit, houlsby) is named by a cited row" in text
     assert "- xin2024vpetl" not in text  # no cited order without two of the study's methods
-    assert "| cited: xin2024vpetl, repository README, VTAB results |" in text  # the cited rows are still listed
+    assert "| cited: " not in text  # no row of the file is of its methods: none is listed, and it says so
+    assert "No row of configs/literature.yaml is of a method this study ran (difffit, houlsby)." in text
+    total = len(load_literature(LITERATURE))
+    assert f"- not shown: {total} further rows of configs/literature.yaml (" in text
+
+
+LORA_AND_ADALORA = [
+    ("lora r=8", "lora", 8, {0: 0.70, 1: 0.72, 2: 0.71}),
+    ("adalora", "adalora", 8, {0: 0.69, 1: 0.73, 2: 0.70}),
+]
+# a literature file of four settings: LoRA's and AdaLoRA's rows, and others of methods the study did not run
+LITERATURE_FILE = """
+settings:
+  glue_mrpc: {paper: hu2022lora, table: T1, model: RoBERTa-base, dataset: MRPC, metric: accuracy, checked: here}
+  mnli: {paper: zhang2023adalora, table: T1, model: DeBERTaV3-base, dataset: MNLI, metric: accuracy, checked: here}
+  cifar: {paper: xin2024vpetl, table: README, model: ViT-B/16, dataset: CIFAR-100, metric: top-1, checked: here}
+  mmlu: {paper: dettmers2023qlora, table: T4, model: LLaMA, dataset: MMLU, metric: accuracy, checked: here}
+entries:
+  - {id: MrpcFull, setting: glue_mrpc, method: "Fine-tune", peftlab: full, trainable: "125M", value: "90.2"}
+  - {id: MrpcLora, setting: glue_mrpc, method: "LoRA", peftlab: lora, trainable: "0.8M", value: "89.7"}
+  - {id: MnliFull, setting: mnli, method: "Full FT", peftlab: full, trainable: "184M", value: "89.90"}
+  - {id: MnliAdalora, setting: mnli, method: "AdaLoRA", peftlab: adalora, trainable: "1.27M", value: "90.76"}
+  - {id: MnliLora, setting: mnli, method: "LoRA", peftlab: lora, trainable: "1.33M", value: "90.65"}
+  - {id: CifarVpt, setting: cifar, method: "VPT-Deep", peftlab: vpt, trainable: "0.56M", value: "78.8"}
+  - {id: CifarLora, setting: cifar, method: "LoRA", peftlab: lora, trainable: "0.29M", value: "67.1"}
+  - {id: MmluNf, setting: mmlu, method: "QLoRA", peftlab: null, trainable: null, value: "53.1"}
+"""
+
+
+def test_report_section_lists_only_the_rows_of_the_methods_the_study_ran(tmp_path):
+    """A LoRA and AdaLoRA study: their published rows, the order of the two in the setting that has both,
+    and one line on the file's other rows (of full fine-tuning, VPT and QLoRA) rather than all of them."""
+    path = tmp_path / "literature.yaml"
+    path.write_text(LITERATURE_FILE)
+    study = report_study_dir(tmp_path / "adaptive", runs=LORA_AND_ADALORA)
+    text = "\n".join(literature_section(load_results(study), path))
+    cited = re.findall(r"^\| cited: [^|]+\| [^|]+\| ([^|]+) \|", text, flags=re.MULTILINE)
+    assert cited == ["LoRA (lora)", "AdaLoRA (adalora)", "LoRA (lora)", "LoRA (lora)"]
+    assert "- zhang2023adalora, MNLI: AdaLoRA (90.76) > LoRA (90.65)" in text
+    assert (
+        f"- not shown: 4 further rows of {path} (3 of methods this study did not run, 1 naming no peftlab method); "
+        "`peftlab paper`'s literature table lists every row"
+    ) in text
+    assert "Full FT" not in text and "VPT-Deep" not in text and "QLoRA" not in text
+    ours = "| this study (measured) | this study; test top-1 (%), mean over seeds |"
+    assert f"{ours} lora r=8 | 16.0K | 71.0 |" in text and f"{ours} adalora | 16.0K | 70.7 |" in text
+
+
+def test_report_section_of_the_literature_file_counts_the_rows_it_leaves_out(tmp_path):
+    citations = load_literature(LITERATURE)
+    study = report_study_dir(tmp_path / "adaptive", runs=LORA_AND_ADALORA)
+    text = section(study)
+    shown = [c for c in citations if c.peftlab in {"lora", "adalora"}]
+    assert len(re.findall(r"^\| cited: ", text, flags=re.MULTILINE)) == len(shown) < len(citations)
+    assert {c.peftlab for c in shown} <= {"lora", "adalora"}
+    assert f"- not shown: {len(citations) - len(shown)} further rows of configs/literature.yaml (" in text
 
 
 def macros(out) -> dict[str, str]:

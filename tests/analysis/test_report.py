@@ -179,6 +179,21 @@ def test_one_evaluation_per_run_skips_the_convergence_figure(tmp_path):
     assert not (tmp_path / "study" / "report" / "figures" / "convergence.png").exists()
 
 
+def test_the_caption_names_the_configurations_drawn_side_by_side(tmp_path):
+    """Two rank strategies at one budget have one trainable count: the figure draws them apart, and the caption
+    says which are moved off their count (the image study's report, with none, reads as before: golden file)."""
+    runs = [
+        ("full", "full", 8, {0: 0.74, 1: 0.75, 2: 0.73}),
+        ("lora linear_decay", "lora", 8, {0: 0.68, 1: 0.66, 2: 0.67}),
+        ("lora uniform", "lora", 8, {0: 0.67, 1: 0.69, 2: 0.68}),
+    ]
+    report = write_report(write_study_dir(tmp_path / "study", runs=runs)).read_text()
+    assert (
+        "Configurations with the same trainable parameters (lora linear_decay and lora uniform, 16.0K) are drawn "
+        "side by side around their count, left to right in the legend's order; the ticks are the true counts."
+    ) in report
+
+
 def test_several_datasets_get_rliables_aggregates_and_comparisons_within_a_dataset(tmp_path):
     root = tmp_path / "study"
     runs_a = [

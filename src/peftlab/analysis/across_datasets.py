@@ -11,7 +11,7 @@ import pandas as pd
 
 from peftlab.analysis.aggregates import PROFILE_TAUS, performance_profile, profile_band, task_aggregates
 from peftlab.analysis.comparisons import aggregate_over_tasks, algorithm_name, scores_over_tasks
-from peftlab.analysis.figure_style import _new_figure, _variant_color, save_figure, study_palette
+from peftlab.analysis.figure_style import _new_figure, _variant_color, _variant_linestyle, save_figure, study_palette
 from peftlab.analysis.figures import skip_figure
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.tables import display_name
@@ -110,6 +110,7 @@ def plot_performance_profile(profiles, out_dir, name="performance_profile", pale
             100 * taus,
             profile,
             color=color,
+            linestyle=_variant_linestyle(palette, variant),
             label=(names or {}).get(algorithm, algorithm),
             linewidth=1.4,
             drawstyle="steps-post",
@@ -125,5 +126,5 @@ def plot_performance_profile(profiles, out_dir, name="performance_profile", pale
     ax.set_ylabel("Fraction of runs above τ")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, handlelength=3.5)
     return save_figure(fig, out_dir, name)

@@ -1,5 +1,6 @@
-"""How the study figures look: the palette (a hue per method, a shade per configuration), names
-and labels, axes, units, point labels that avoid each other, and saving as PNG and PDF.
+"""How the study figures look: the palette (a hue per method, a shade and a line style per
+configuration), names and labels, axes, units, points at one x drawn side by side, point labels
+that avoid each other, and saving as PNG and PDF.
 
 The plots themselves are in figures.py and ablation_figure.py; health_figures.py and adaptive.py draw
 with the same style.
@@ -37,6 +38,11 @@ OKABE_ITO = [
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+# A configuration's line style among its method's configurations, in the palette's order: shades of one
+# hue are close, and their bands overlap where the curves do; the style tells them apart (in grey too).
+VARIANT_LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]
 
 
 # Methods get their hue in this order (then any other method, alphabetically).
@@ -85,16 +91,18 @@ def study_palette(df):
     methods = known + sorted(set(method_of.values()) - set(known))
     variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), _natural_key(v)))
     hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
-    shade = {}
+    shade, style = {}, {}
     for method in methods:
         mine = [v for v in variants if method_of[v] == method]
-        for variant, t in zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0]):
+        for i, (variant, t) in enumerate(zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0])):
             shade[variant] = _shade(hue[method], t)
+            style[variant] = VARIANT_LINESTYLES[i % len(VARIANT_LINESTYLES)]
     return {
         "methods": methods,
         "variants": variants,
         "method": hue,
         "variant": shade,
+        "linestyle": style,
         "marker": {m: method_marker(i) for i, m in enumerate(methods)},
         "method_of": method_of,
     }
@@ -138,6 +146,10 @@ def _palette_for(df, palette):
 
 def _variant_color(palette, variant):
     return palette["variant"].get(str(variant), "0.5")
+
+
+def _variant_linestyle(palette, variant):
+    return palette["linestyle"].get(str(variant), "-")
 
 
 def _method_marker(palette, variant):
@@ -206,6 +218,38 @@ def log_tick_labels(axis, compact: bool = False) -> None:
 LINESTYLES = ["-", "--", ":", "-."]
 
 
+# points drawn at one x: a step of SIDE_BY_SIDE apart, all within SIDE_BY_SIDE_WIDTH, as shares of the log span
+SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH = 0.03, 0.1
+
+
+def side_by_side(values) -> np.ndarray:
+    """Where points on a log x axis are drawn: points of equal x side by side around it, in the order given,
+    SIDE_BY_SIDE of the points' log span apart (of a decade when they all share one x; closer where many share
+    one, so that they spread over at most SIDE_BY_SIDE_WIDTH of it); the others at their x.
+
+    Else one point's marker and interval hide another's. The ticks stay those of the true values: a figure
+    that spreads points says so.
+    """
+    x = np.asarray(values, dtype=float)
+    logs = np.log(x)
+    span = np.ptp(logs) if x.size and np.ptp(logs) > 0 else np.log(10)
+    for value in np.unique(x):
+        at = np.flatnonzero(x == value)
+        step = min(SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH / max(1, at.size - 1)) * span
+        logs[at] += step * (np.arange(at.size) - (at.size - 1) / 2)
+    return np.where(np.isin(x, _shared(x)), np.exp(logs), x)  # exp(log(x)) need not give back x
+
+
+def shared_values(values) -> list[list]:
+    """The labels of a Series whose values are equal, in groups of two or more (in order)."""
+    return [list(values.index[values == value]) for value in _shared(values.to_numpy(dtype=float))]
+
+
+def _shared(x):
+    unique, counts = np.unique(x, return_counts=True)
+    return unique[counts > 1]
+
+
 def _series_text(value, labels):
     return figure_name(value, None, labels) if isinstance(value, str) else str(value)
 
@@ -218,8 +262,9 @@ LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -
 CLUSTER_POINTS = 9  # points (1/72 in) within which markers count as one place and share one label
 
 
-def _label_points(ax, xs, ys, labels, fontsize=6):
-    """Name each point beside it, at the first offset where the name overlaps no other name or point.
+def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
+    """Name each point beside it, at the first offset where the name overlaps no other name, point or bar
+    (``bars``: (x, low, high) of each vertical interval drawn, in data coordinates).
 
     Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
     per line, rather than piling names over the markers. Call it last: it lays the figure out to
@@ -231,6 +276,9 @@ def _label_points(ax, xs, ys, labels, fontsize=6):
     to_points = 72 / ax.figure.dpi
     points = [ax.transData.transform((x, y)) * to_points for x, y in zip(xs, ys)]
     taken = [(px - 6, py - 6, px + 6, py + 6) for px, py in points]  # the markers
+    for x, low, high in bars:
+        (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)]) * to_points
+        taken.append((bx - 2, by0, bx + 2, by1))  # a bar and its caps
     frame = ax.get_window_extent()
     inside = (frame.x0 * to_points, frame.y0 * to_points, frame.x1 * to_points, frame.y1 * to_points)
     clusters: list[list] = []  # [(x, y), (px, py), [names]]
@@ -245,16 +293,15 @@ def _label_points(ax, xs, ys, labels, fontsize=6):
     for (x, y), (px, py), names in clusters:
         label = "\n".join(names)
         width, height = 0.6 * fontsize * max(len(n) for n in names), fontsize * 1.2 * len(names)
+        places = []  # (outside the frame, overlaps, dx, dy, box): where no place is free, the least crowded
         for dx, dy in LABEL_OFFSETS:
             left = px + dx if dx > 0 else px + dx - width
             box = (left, py + dy, left + width, py + dy + height)
             within = inside[0] <= box[0] and box[2] <= inside[2] and inside[1] <= box[1] and box[3] <= inside[3]
-            if within and not any(_overlaps(box, other) for other in taken):
+            places.append((not within, sum(_overlaps(box, other) for other in taken), dx, dy, box))
+            if places[-1][:2] == (False, 0):
                 break
-        else:
-            dx, dy = LABEL_OFFSETS[0]
-            left = px + dx
-            box = (left, py + dy, left + width, py + dy + height)
+        *_, dx, dy, box = min(places, key=lambda place: place[:2])
         taken.append(box)
         ax.annotate(
             str(label),
@@ -265,6 +312,21 @@ def _label_points(ax, xs, ys, labels, fontsize=6):
             va="bottom",
             fontsize=fontsize,
         )
+
+
+def _legend_beside(fig, ax, title):
+    """The configurations' legend (then the Pareto front's), right of the axes or, for long names, below."""
+    handles, names = ax.get_legend_handles_labels()
+    order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
+    long_names = max(len(str(n)) for n in names) > 28
+    place = (
+        {"loc": "outside lower center", "ncols": 2}
+        if long_names
+        else {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)}
+    )
+    fig.legend(
+        [handles[i] for i in order], [names[i] for i in order], fontsize=7, title=title, title_fontsize=7, **place
+    )
 
 
 def _overlaps(a, b):

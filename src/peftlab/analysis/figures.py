@@ -7,7 +7,8 @@ function's docstring, for the report to say "skipped: <reason>".
 
 Only completed runs are plotted. Colours come from one palette (`study_palette`): a hue
 per method (Okabe-Ito, colour-blind safe; markers differ per method as well) and, within
-a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16).
+a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16), and where lines
+are drawn per configuration a line style per configuration of a method (solid, dashed, dotted, ...).
 Pass the palette of the whole results table to every figure of a study and a
 configuration has the same colour in all of them. Legends list configurations in that
 sorted order. Intervals are those of `intervals.confidence_interval` (`interval`, the
@@ -30,6 +31,7 @@ from peftlab.analysis.figure_style import (
     _bytes_unit,
     _ci_errors,
     _label_points,
+    _legend_beside,
     _method_marker,
     _metric_label,
     _name,
@@ -38,9 +40,13 @@ from peftlab.analysis.figure_style import (
     _seconds_unit,
     _sorted_variants,
     _variant_color,
+    _variant_linestyle,
     interval_label,
     log_tick_labels,
     save_figure,
+    shared_values,
+    side_by_side,
+    study_palette,
 )
 from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
 from peftlab.analysis.units import scale
@@ -62,7 +68,9 @@ def plot_accuracy_vs_params(
     """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
     The Pareto front (fewer parameters, higher accuracy; for a perplexity, lower) is a dashed staircase
-    through ringed points. Skipped when no completed run has both values (x > 0).
+    through ringed points. Configurations with the same x (`shared_counts`) are drawn side by side around it
+    (`side_by_side`), as the axis label says; the ticks and the front are those of the true values. Skipped
+    when no completed run has both values (x > 0).
     """
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
@@ -72,13 +80,15 @@ def plot_accuracy_vs_params(
     if runs.empty:
         return skip_figure(name, f"no completed run with {metric} and {x}")
     summary = summarize(runs, metric, interval=interval).set_index("variant")
+    summary = summary.loc[_sorted_variants(palette, summary.index)]
+    drawn = pd.Series(side_by_side(summary[x]), index=summary.index)  # x where each point is drawn
     times, sign = scale(metric), -1.0 if lower_is_better(metric) else 1.0
     crowded = len(summary) > MAX_POINT_LABELS
     fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
-    for variant in _sorted_variants(palette, summary.index):
+    for variant in summary.index:
         row = summary.loc[[variant]]
         ax.errorbar(
-            row[x],
+            drawn[[variant]],
             times * row["mean"],
             yerr=_ci_errors(row, times),
             fmt=_method_marker(palette, variant),
@@ -88,7 +98,7 @@ def plot_accuracy_vs_params(
         )
     front = summary[pareto_mask(summary[x], sign * summary["mean"])].sort_values(x)
     ax.plot(
-        front[x],
+        drawn[front.index],
         times * front["mean"],
         drawstyle="steps-post",
         linestyle="--",
@@ -101,30 +111,29 @@ def plot_accuracy_vs_params(
     )
     ax.set_xscale("log")
     log_tick_labels(ax.xaxis, compact=True)
-    ax.set_xlabel(_axis_label(x))
+    side = "\n(equal counts drawn side by side; ticks at the true counts)" if shared_values(summary[x]) else ""
+    ax.set_xlabel(_axis_label(x) + side)
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
-    handles, names = ax.get_legend_handles_labels()
-    order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
-    long_names = max(len(str(n)) for n in names) > 28
-    place = (
-        {"loc": "outside lower center", "ncols": 2}
-        if long_names
-        else {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)}
-    )
-    fig.legend(
-        [handles[i] for i in order],
-        [names[i] for i in order],
-        fontsize=7,
-        title=interval_label(interval),
-        title_fontsize=7,
-        **place,
-    )
+    _legend_beside(fig, ax, interval_label(interval))
     # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
     # of the front keep their names (what a reader looks for first)
     named = front if crowded else summary
-    _label_points(ax, named[x], times * named["mean"], [_name(palette, v, labels) for v in named.index])
+    low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
+    names = [_name(palette, v, labels) for v in named.index]
+    _label_points(ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high))
     return save_figure(fig, out_dir, name)
+
+
+def shared_counts(df, metric="metrics.test_top1", x="params.trainable") -> list[tuple[float, list[str]]]:
+    """The configurations `plot_accuracy_vs_params` draws side by side: (their mean `x`, their names in the
+    palette's order) of each group of two or more with the same mean `x`."""
+    runs = completed_runs(df)
+    if metric not in runs.columns or x not in runs.columns:
+        return []
+    runs = runs[runs[metric].notna() & (runs[x] > 0)]
+    means = runs.groupby(runs["variant"].astype(str), sort=False)[x].mean()
+    return [(means[group[0]], _sorted_variants(study_palette(df), group)) for group in shared_values(means)]
 
 
 MAX_POINT_LABELS = 8  # configurations named beside their points; more are named by the legend alone
@@ -288,14 +297,19 @@ def plot_convergence(
         steps = np.array(sorted(values.groups))
         mean = times * values.mean().reindex(steps).to_numpy()
         bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * times
-        color = _variant_color(palette, group)
-        ax.plot(steps, mean, color=color, label=_name(palette, group, labels), zorder=3)  # lines above every band
+        color, style = _variant_color(palette, group), _variant_linestyle(palette, group)
+        label = _name(palette, group, labels)
+        ax.plot(steps, mean, color=color, linestyle=style, linewidth=1.6, label=label, zorder=3)  # above every band
         ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
     fig.legend(
-        loc="outside right upper", fontsize=7, title=f"{interval_label(interval)}\nover seeds (band)", title_fontsize=7
+        loc="outside right upper",
+        fontsize=7,
+        handlelength=3.5,  # long enough to show a dash-dot line's pattern
+        title=f"{interval_label(interval)}\nover seeds (band)",
+        title_fontsize=7,
     )
     return save_figure(fig, out_dir, name)
 

@@ -249,8 +249,9 @@ def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
 
 
 def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics.test_top1") -> list[str]:
-    """report.md's section: the published numbers beside this study's (``metric``: test top-1, or a study of
-    causal LMs' test perplexity) and the order of the methods."""
+    """report.md's section: the published numbers of the methods this study ran beside this study's (``metric``:
+    test top-1, or a study of causal LMs' test perplexity), the order of the methods, and how many rows of the
+    file are of other methods (the paper's literature table lists them all)."""
     lines = ["## Published numbers beside this study", ""]
     try:
         citations = load_literature(path)
@@ -258,17 +259,21 @@ def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics
         return lines + [f"Skipped: {err}", ""]
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
-    ours = study_rows(df, citations, summarize(df, metric))
+    ran, where = study_methods(df), _shown_path(path)
+    shown = [c for c in citations if c.peftlab in ran]
+    ours = study_rows(df, shown, summarize(df, metric))
     lower = lower_is_better(metric)
-    lines += [
-        "Cited rows come from configs/literature.yaml (each with its paper, table and the source it was "
-        "checked against). Their settings (ViT-B/16 on VTAB-1k, LLaMA on MMLU, RoBERTa and DeBERTaV3 on GLUE) are far "
-        "larger than this study's, so only the order of methods is compared, never a number.",
-        "",
-        literature_markdown(citations, ours, f"this study; {measured_words(metric)}, mean over seeds"),
-    ]
-    ran = study_methods(df)
-    for setting in dict.fromkeys(c.setting for c in citations):
+    if shown:
+        lines += [
+            f"Cited rows of the methods this study ran, from {where} (each with its paper, table and the source it "
+            "was checked against). Their settings (model and dataset in each row) are far larger than this study's, "
+            "so only the order of methods is compared, never a number.",
+            "",
+            literature_markdown(shown, ours, f"this study; {measured_words(metric)}, mean over seeds"),
+        ]
+    else:
+        lines += [f"No row of {where} is of a method this study ran ({', '.join(sorted(ran))}).", ""]
+    for setting in dict.fromkeys(c.setting for c in shown):
         rows = ranked_citations(citations, setting, ran)
         if len(rows) > 1:
             order = " > ".join(f"{c.method} ({c.value})" for c in rows)
@@ -279,7 +284,18 @@ def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics
         lines.append(f"- this study{which}: " + order(f"{row['method']} ({row['value']})" for row in ours))
     else:
         lines.append("- this study: none of its methods (" + ", ".join(sorted(ran)) + ") is named by a cited row")
-    return lines + [""]
+    others, unnamed = len(citations) - len(shown), sum(c.peftlab is None for c in citations)
+    return lines + [
+        f"- not shown: {others} further row{'s' * (others != 1)} of {where} ({others - unnamed} of methods this "
+        f"study did not run, {unnamed} naming no peftlab method); `peftlab paper`'s literature table lists every row",
+        "",
+    ]
+
+
+def _shown_path(path: str | Path) -> str:
+    """The literature file as the report names it: relative to the repository when it is there."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def measured_words(metric: str) -> str:

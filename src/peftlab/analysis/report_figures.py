@@ -14,6 +14,7 @@ from peftlab.analysis import ablation_figure, figures
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import describe_interval
 from peftlab.analysis.primary import Score
+from peftlab.analysis.tables import format_count
 
 ABLATION_AXES = {
     "config.method.r": "rank",
@@ -87,7 +88,8 @@ def _draw_figures(
             "Perplexity vs trainable parameters" if score.lower else "Accuracy vs trainable parameters",
             "accuracy_vs_params",
             f"Mean {score.name} per configuration against trainable parameters (log scale); {bars} Dashed: the "
-            f"Pareto front (ringed points{'; lower is better' if score.lower else ''}).",
+            f"Pareto front (ringed points{'; lower is better' if score.lower else ''})."
+            + side_by_side_sentence(df, score),
             figures.plot_accuracy_vs_params(df, out, **metric, **style),
         ),
         (
@@ -135,6 +137,18 @@ def _draw_figures(
                 )
             )
     return drawn
+
+
+def side_by_side_sentence(df: pd.DataFrame, score: Score) -> str:
+    """The caption's sentence on configurations drawn side by side (the same trainable parameters); "" for none."""
+    groups = figures.shared_counts(df, score.metric)
+    if not groups:
+        return ""
+    each = "; ".join(f"{', '.join(names[:-1])} and {names[-1]}, {format_count(count)}" for count, names in groups)
+    return (
+        f" Configurations with the same trainable parameters ({each}) are drawn side by side around their count, "
+        "left to right in the legend's order; the ticks are the true counts."
+    )
 
 
 def validation_metric(curves: pd.DataFrame | None, score: Score) -> str:
