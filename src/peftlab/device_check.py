@@ -53,14 +53,6 @@ def base_config(device: str, data_root: Path) -> dict:
     }
 
 
-def merged(config: dict, changes: dict) -> dict:
-    """``config`` with the sections of ``changes`` updated key by key."""
-    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
-    for section, values in changes.items():
-        out[section] = {**out.get(section, {}), **values}
-    return out
-
-
 def command(name: str, config: Path, run_dir: Path) -> list[str]:
     """``peftlab train`` for the check, under torchrun for ``lora-torchrun``."""
     train = ["-m", "peftlab.cli", "train", str(config), "--run-dir", str(run_dir), "--quiet"]
@@ -114,9 +106,10 @@ def facts(result: dict) -> dict:
 def run_check(name: str, device: str, data_root: Path, work: Path) -> dict:
     """One check: its config written, its run trained in a subprocess, its result judged."""
     from peftlab.config import dump_config, load_config
+    from peftlab.config_yaml import deep_merge
 
     config = work / f"{name}.yaml"
-    config.write_text(dump_config(load_config(overrides=merged(base_config(device, data_root), CHECKS[name]))))
+    config.write_text(dump_config(load_config(overrides=deep_merge(base_config(device, data_root), CHECKS[name]))))
     run_dir = work / name
     env = {
         **os.environ,
