@@ -97,6 +97,26 @@ def test_the_cached_frozen_weight_follows_in_place_writes_and_moves():
         torch.testing.assert_close(split(x.double()), reference(split, x.double()))
 
 
+def test_the_fused_frozen_weight_is_no_second_copy():
+    """After a forward, q, k and v hold row views of the one fused weight and bias: the fused step
+    keeps no copy of the frozen base beside them (a quarter of a ViT's weights)."""
+    split = split_qkv_of()
+    x = torch.randn(2, 4, split.in_features)
+    before = [p.detach().clone() for p in (split.q.weight, split.k.weight, split.v.weight)]
+    with torch.no_grad():
+        split(x)
+    weight, bias = split._frozen[1], split._frozen[2]
+    for i, part in enumerate((split.q, split.k, split.v)):
+        base = getattr(part, "base_layer", part)
+        assert base.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+        assert base.bias.untyped_storage().data_ptr() == bias.untyped_storage().data_ptr()
+        assert torch.equal(base.weight, before[i])
+    with torch.no_grad():
+        first = split(x)
+        assert split._frozen[1] is weight  # not concatenated again
+        torch.testing.assert_close(first, reference(split, x))
+
+
 def test_dropout_disabled_and_merged_adapters_take_peft_s_own_path():
     split = split_qkv_of(lora_dropout=0.1)
     assert plain_lora(split.q) is False  # dropout: PEFT's forward, not the hand-written one
