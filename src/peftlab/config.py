@@ -359,7 +359,7 @@ LATE_FIELDS: dict[str, Any] = {
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
 # itself does, which no run id ever named; the run records it in provenance.arithmetic).
-UNHASHED_FIELDS = ("track", "track_names", "train.reproducible")
+UNHASHED_FIELDS = ("track", "track_names", "train.reproducible", "train.malloc")
 # Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
 # config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
 # where every earlier run trained.

@@ -30,7 +30,6 @@ Facts this module relies on (bitsandbytes 0.50.2, probed on AVX2 and AVX512-BF16
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import re
 import sys
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftlab.allocator import release_freed_memory
 from peftlab.backbones import head_prefix
 from peftlab.config_sections import QuantConfig
 from peftlab.errors import ConfigError, WeightsError
@@ -253,19 +253,6 @@ def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) ->
     model.is_loaded_in_4bit = quant.mode in ("nf4", "fp4")
     release_freed_memory()
     return names
-
-
-def release_freed_memory() -> None:
-    """Give the freed fp32 weights back to the OS (glibc keeps freed heap memory otherwise).
-
-    Measured here: without it a ViT-Large quantized to nf4 kept its whole fp32 copy (1.1 GiB)
-    in the process's resident memory through training.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 def is_repacked(layer: nn.Module) -> bool:

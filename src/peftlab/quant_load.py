@@ -28,10 +28,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from peftlab.allocator import release_freed_memory
 from peftlab.backbones import build_backbone
 from peftlab.config import RunConfig
 from peftlab.config_sections import ModelConfig, QuantConfig
-from peftlab.quant import Placeholder, WeightSource, quantizable_linears, release_freed_memory
+from peftlab.quant import Placeholder, WeightSource, quantizable_linears
 from peftlab.weights import HEAD_PREFIXES, check_weights_file, resample_pos_embed, timm_sources
 
 

@@ -117,16 +117,21 @@ LARGE_METHODS = {
 }
 
 
-def large_model_child(model: str, img_size: int | None, method: str, quant: dict, steps: int, weights, queue) -> None:
+def large_model_child(
+    model: str, img_size: int | None, method: str, quant: dict, steps: int, weights, malloc: str, queue
+) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing.
     ``weights``: a safetensors file the base is read from (a quantized base is then quantized while
-    loading), or None for timm's random initialisation."""
+    loading), or None for timm's random initialisation; ``malloc``: train.malloc."""
+    from peftlab import allocator
     from peftlab.quant_load import loads_quantized
+
+    allocator.configure(malloc)  # before the baseline, as a run does before it builds
 
     section = {"name": model, "pretrained": str(weights)} if weights else model
     cfg = dataclasses.replace(
         make_cfg(section, img_size, method, quant=quant),
-        train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0}}).train,
+        train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0, "malloc": malloc}}).train,
     )
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
@@ -160,7 +165,9 @@ def write_random_weights(model: str, img_size: int | None, path: str) -> None:
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, path)
 
 
-def large_model_memory(model: str, steps: int = 2, img_size: int | None = None, weights: str = "file") -> dict:
+def large_model_memory(
+    model: str, steps: int = 2, img_size: int | None = None, weights: str = "file", malloc: str = "lean"
+) -> dict:
     """P3b: each method in its own process. ``weights='file'`` reads every base from one safetensors
     file of random weights, as a user's pretrained base is read (QLoRA's quantized while loading);
     ``'random'`` builds each from timm's initialisation (QLoRA's built in fp32, then quantized)."""
@@ -171,6 +178,7 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None, 
     ctx = worker_context()
     size = input_spec_for(make_cfg(model, img_size, "full").model).img_size
     out = {"model": model, "img_size": size, "batch": 4, "steps": steps, "grad_checkpointing": True, "weights": weights}
+    out["malloc"] = malloc
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as tmp:
         path = Path(tmp) / "base.safetensors" if weights == "file" else None
         if path:
@@ -182,7 +190,7 @@ def large_model_memory(model: str, steps: int = 2, img_size: int | None = None, 
             out["weights_file_bytes"] = path.stat().st_size
         for name, (method, quant) in LARGE_METHODS.items():
             queue = ctx.Queue()
-            args = (model, img_size, method, quant, steps, path, queue)
+            args = (model, img_size, method, quant, steps, path, malloc, queue)
             proc = ctx.Process(target=large_model_child, args=args)
             proc.start()
             out[name] = queue.get(timeout=3600)

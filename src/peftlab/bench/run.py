@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from peftlab import provenance
+from peftlab import allocator, provenance
 from peftlab.backbones import input_spec_for
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.bench.data import DATA_PATH_MODEL, data_path
@@ -44,6 +44,7 @@ class BenchOptions:
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
     large_weights: str = "file"  # P3b: bases read from a safetensors file, or "random" (timm's initialisation)
+    malloc: str = "lean"  # train.malloc for every figure (peftlab.allocator); P3b's processes too
     with_compile: bool = True
     only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device
@@ -151,7 +152,9 @@ def measure_memory(b: Bench, report: dict) -> dict:
 
 def measure_large_model(b: Bench, report: dict) -> dict:
     o = b.options
-    figure = large_model_memory(o.large_model, steps=o.large_steps, img_size=o.img_size, weights=o.large_weights)
+    figure = large_model_memory(
+        o.large_model, steps=o.large_steps, img_size=o.img_size, weights=o.large_weights, malloc=o.malloc
+    )
     if o.only == "P3b":  # the header names the model the figure trains
         return {"model": o.large_model, "img_size": figure["img_size"], "batch": 4, "P3b_large_model_memory": figure}
     return {"P3b_large_model_memory": figure}
@@ -230,6 +233,7 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
     """Every figure of ``FIGURES`` (``options.only`` None), or the one it names, on ``options.device``."""
     if options.only is not None and options.only not in {figure.name for figure in FIGURES}:
         raise UserError(f"--only {options.only!r}: expected one of {', '.join(f.name for f in FIGURES)}")
+    malloc = allocator.configure(options.malloc)  # before anything is built, as a run does
     b = prepare(options, progress)
     o, dev = options, b.device
     report = {
@@ -241,6 +245,7 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "repeats": o.repeats,
         "device": str(dev),
         "threads": torch.get_num_threads(),
+        "malloc": malloc,
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
         "load_average_start": os.getloadavg(),

@@ -47,6 +47,13 @@ def add_bench(sub) -> None:
         "(QLoRA's quantized while loading; default), or build it from timm's initialisation",
     )
     p.add_argument(
+        "--malloc",
+        choices=("lean", "system"),
+        default="lean",
+        help="train.malloc for every figure: lean returns freed tensor memory to the system (default), "
+        "system keeps glibc's own rule (peftlab.allocator)",
+    )
+    p.add_argument(
         "--device",
         default="cpu",
         choices=("cpu", "cuda", "auto"),
@@ -106,6 +113,7 @@ def cmd_bench(args) -> int:
         large_model=args.large_model or None,
         large_steps=args.large_steps,
         large_weights=args.large_weights,
+        malloc=args.malloc,
         with_compile=not args.no_compile,
         only=args.only,
         num_workers=args.num_workers,

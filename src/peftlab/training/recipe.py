@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from peftlab import metrics, provenance, tracking
+from peftlab import allocator, metrics, provenance, tracking
 from peftlab.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
 from peftlab.config import RunConfig
 from peftlab.config_sections import TrainConfig
@@ -89,6 +89,7 @@ def start(
     """Threads, device, precision and TF32; the logs opened; the seed set."""
     tc = cfg.train
     torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
+    allocator.configure(tc.malloc)  # before the model is built; recorded in provenance.malloc
     device = distributed.start(ranks, select_device(tc.device))  # under torchrun: joins the process group
     tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))  # 'auto' made concrete
     autocast(tc.precision, device)  # validates precision for the device
@@ -181,6 +182,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "arithmetic": arithmetic_record(
             s.tc.reproducible, s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None
         ),
+        "malloc": allocator.record(s.tc.malloc),
         "threads": torch.get_num_threads(),
         "dtype": s.tc.precision,
         "tf32": s.tc.tf32 and s.device.type == "cuda",

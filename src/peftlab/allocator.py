@@ -1,0 +1,71 @@
+"""Where a freed tensor's memory goes: back to the system, or into glibc's heap (``train.malloc``).
+
+On Linux, torch's CPU tensors come from glibc's ``malloc``. By default glibc raises its mmap
+threshold to the size of the largest block it has freed (up to 32 MiB), so after a step's first
+large free every activation, gradient and dequantized weight below that size is carved from a heap
+that keeps what is freed and reuses it badly. Measured on ViT-L/16 at batch 4 with gradient
+checkpointing (issue 38, benchmarks/README.md): a QLoRA step whose live tensors peak at 177 MiB
+above the built model grew the process by 770-800 MiB, LoRA's (448 MiB live) by 700-740 MiB.
+
+``lean`` (the default) fixes the threshold at 1 MiB: a block of 1 MiB or more is its own mapping and
+goes back to the system when freed, so the step's peak is about its live tensors (QLoRA's 175-184
+MiB, LoRA's 436-443 MiB above the built model in the same measure). A 4 MiB threshold left
+the QLoRA step at 664-739 MiB: its 3 MiB activations were the heap's. The price is a page fault per
+4 KiB the first time a new block is written: a deit_small LoRA step at batch 32 took 1.02x as long,
+ViT-L QLoRA at batch 4 0.99x (``benchmarks/mmap_threshold_step.py``, interleaved in one process).
+``system`` leaves glibc's own rule. Elsewhere (macOS, musl) both name the system's allocator.
+
+glibc cannot go back to its own rule in a process once the threshold is fixed: a ``system`` run after
+a ``lean`` one in the same process (tests do this) records the threshold it still has.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import sys
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+LEAN_MMAP_THRESHOLD = 1 << 20
+
+_fixed: int | None = None  # the threshold this process fixed, None while glibc's own rule holds
+
+
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """glibc, or None off Linux and where ``mallopt`` is not glibc's."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        libc.gnu_get_libc_version()
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def configure(mode: str) -> dict:
+    """Apply ``train.malloc`` to this process; returns ``record(mode)``."""
+    global _fixed
+    libc = glibc()
+    if libc is not None and mode == "lean" and _fixed != LEAN_MMAP_THRESHOLD:
+        if libc.mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) == 1:
+            _fixed = LEAN_MMAP_THRESHOLD
+    return record(mode)
+
+
+def record(mode: str) -> dict:
+    """What the run's provenance says of ``train.malloc``: the mode, the allocator, and the mmap
+    threshold this process fixed (None: the allocator's own rule)."""
+    libc = glibc()
+    allocator = f"glibc {libc.gnu_get_libc_version().decode()}" if libc is not None else "system"
+    return {"mode": mode, "allocator": allocator, "mmap_threshold": _fixed}
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the system (``malloc_trim``): after a quantized base is
+    built, glibc otherwise keeps the freed fp32 weights (a ViT-L nf4 base kept 1.1 GiB through training)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
