@@ -95,6 +95,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert p3b["weights"] == "file" and p3b["weights_file_bytes"] > 0
     assert p3b["qlora_nf4_dq"]["quantized_while_loading"] and not p3b["lora_fp32"]["quantized_while_loading"]
     assert "QLoRA / full build peak RSS" in proc.stdout and "quantized while loading" in proc.stdout
+    assert report["malloc"]["mode"] == p3b["malloc"] == "lean"  # train.malloc's default, in every process
     assert "compile" not in report and report["device"] == "cpu"
     from peftlab.tuners import TUNERS
 
@@ -322,3 +323,16 @@ def test_bench_only_steps_measures_p1_p2_and_mfu_on_a_swin(tmp_path):
     assert report["only"] == "steps" and "methods" not in report and "precision" not in report
     assert report["P1_overhead"]["recipe_vs_hand_written"]["median"] > 0 and report["P2_lora_vs_full"]["median"] > 0
     assert "P1 recipe / hand-written step" in proc.stdout and "P5 MFU peftlab_lora_qv" in proc.stdout
+
+
+def test_p3b_reads_an_hf_vit_of_the_model_s_sizes_through_transformers():
+    """``--large-weights hf``: each method's process builds transformers' ViT from a saved directory
+    (``model.source: hf``), sized as the timm model; QLoRA's base is quantized after it is built."""
+    from peftlab.bench.memory import large_model_memory
+
+    p3b = large_model_memory("vit_tiny_patch16_224", steps=1, weights="hf")
+    assert p3b["weights"] == "hf" and p3b["img_size"] == 224 and p3b["weights_file_bytes"] > 20 * 2**20
+    qlora, lora, full = (p3b[name] for name in ("qlora_nf4_dq", "lora_fp32", "full"))
+    assert not qlora["quantized_while_loading"]  # the timm path only, so far
+    assert qlora["base_weights_bytes"] < lora["base_weights_bytes"] == qlora["base_weights_fp32_bytes"]
+    assert full["trainable"] > lora["trainable"] > 0 and all(v["step_seconds"] > 0 for v in (qlora, lora, full))

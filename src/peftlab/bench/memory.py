@@ -117,18 +117,13 @@ LARGE_METHODS = {
 }
 
 
-def large_model_child(
-    model: str, img_size: int | None, method: str, quant: dict, steps: int, weights, malloc: str, queue
-) -> None:
+def large_model_child(section, img_size: int | None, method: str, quant: dict, steps: int, malloc: str, queue) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing.
-    ``weights``: a safetensors file the base is read from (a quantized base is then quantized while
-    loading), or None for timm's random initialisation; ``malloc``: train.malloc."""
+    ``section``: the model section (``large_model_section``); ``malloc``: train.malloc."""
     from peftlab import allocator
     from peftlab.quant_load import loads_quantized
 
     allocator.configure(malloc)  # before the baseline, as a run does before it builds
-
-    section = {"name": model, "pretrained": str(weights)} if weights else model
     cfg = dataclasses.replace(
         make_cfg(section, img_size, method, quant=quant),
         train=load_config(overrides={"train": {"grad_checkpointing": True, "clip_grad": 1.0, "malloc": malloc}}).train,
@@ -165,33 +160,69 @@ def write_random_weights(model: str, img_size: int | None, path: str) -> None:
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, path)
 
 
+def write_random_hf_vit(model: str, img_size: int | None, path: str) -> None:
+    """In a fresh process: transformers' ViT for image classification with ``model``'s sizes (read
+    from timm's architecture on the meta device), random weights (seed 0), saved by ``save_pretrained``."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    with torch.device("meta"):
+        timm_model = build_backbone(make_cfg(model, img_size, "full").model, 10)
+    block = timm_model.blocks[0]
+    config = ViTConfig(
+        hidden_size=timm_model.embed_dim,
+        num_hidden_layers=len(timm_model.blocks),
+        num_attention_heads=block.attn.num_heads,
+        intermediate_size=block.mlp.fc1.out_features,
+        image_size=timm_model.patch_embed.img_size[0],
+        patch_size=timm_model.patch_embed.patch_size[0],
+        num_labels=10,
+    )
+    torch.manual_seed(0)
+    ViTForImageClassification(config).save_pretrained(path)
+
+
+def large_model_section(model: str, weights: str, tmp: Path, ctx) -> tuple[str | dict, Path | None]:
+    """P3b's model section and the file or directory it reads (written here in a fresh process):
+    ``file``, a safetensors file of timm's random weights; ``random``, timm's initialisation in each
+    process; ``hf``, an HF ViT of the model's sizes (``model.source: hf``)."""
+    if weights == "random":
+        return model, None
+    path, write = (
+        (tmp / "hf-vit", write_random_hf_vit) if weights == "hf" else (tmp / "base.safetensors", write_random_weights)
+    )
+    proc = ctx.Process(target=write, args=(model, None, str(path)))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"P3b: writing {model}'s random weights failed (exit {proc.exitcode})")
+    return ({"source": "hf", "path": str(path)} if weights == "hf" else {"name": model, "pretrained": str(path)}), path
+
+
 def large_model_memory(
     model: str, steps: int = 2, img_size: int | None = None, weights: str = "file", malloc: str = "lean"
 ) -> dict:
     """P3b: each method in its own process. ``weights='file'`` reads every base from one safetensors
     file of random weights, as a user's pretrained base is read (QLoRA's quantized while loading);
-    ``'random'`` builds each from timm's initialisation (QLoRA's built in fp32, then quantized)."""
+    ``'random'`` builds each from timm's initialisation (QLoRA's built in fp32, then quantized);
+    ``'hf'`` reads an HF ViT of the model's sizes through transformers (``large_model_section``)."""
     import tempfile
 
     from peftlab.study.local_executor import worker_context
 
     ctx = worker_context()
+    if weights == "hf":
+        img_size = None  # the HF model's config holds its size
     size = input_spec_for(make_cfg(model, img_size, "full").model).img_size
     out = {"model": model, "img_size": size, "batch": 4, "steps": steps, "grad_checkpointing": True, "weights": weights}
     out["malloc"] = malloc
     with tempfile.TemporaryDirectory(prefix="peftlab-bench-") as tmp:
-        path = Path(tmp) / "base.safetensors" if weights == "file" else None
+        section, path = large_model_section(model, weights, Path(tmp), ctx)
         if path:
-            proc = ctx.Process(target=write_random_weights, args=(model, img_size, str(path)))
-            proc.start()
-            proc.join()
-            if proc.exitcode != 0:
-                raise RuntimeError(f"P3b: writing {model}'s random weights failed (exit {proc.exitcode})")
-            out["weights_file_bytes"] = path.stat().st_size
+            files = [path] if path.is_file() else list(path.glob("*.safetensors"))
+            out["weights_file_bytes"] = sum(f.stat().st_size for f in files)
         for name, (method, quant) in LARGE_METHODS.items():
             queue = ctx.Queue()
-            args = (model, img_size, method, quant, steps, path, malloc, queue)
-            proc = ctx.Process(target=large_model_child, args=args)
+            proc = ctx.Process(target=large_model_child, args=(section, img_size, method, quant, steps, malloc, queue))
             proc.start()
             out[name] = queue.get(timeout=3600)
             proc.join()

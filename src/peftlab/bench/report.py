@@ -95,7 +95,9 @@ def p3b_rows(report: dict) -> list[Row]:
     rows = []
     p3b = report.get("P3b_large_model_memory")
     if p3b:
-        weights = "from a weights file" if p3b.get("weights") == "file" else "random init"
+        weights = {"file": "from a weights file", "hf": "HF ViT via transformers"}.get(p3b.get("weights"), "random init")
+        if p3b.get("malloc"):
+            weights += f", malloc {p3b['malloc']}"
         for name in LARGE_METHODS:
             value = p3b[name]
             loading = ", quantized while loading" if value.get("quantized_while_loading") else ""

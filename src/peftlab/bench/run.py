@@ -43,7 +43,7 @@ class BenchOptions:
     with_memory: bool = True
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
-    large_weights: str = "file"  # P3b: bases read from a safetensors file, or "random" (timm's initialisation)
+    large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
     malloc: str = "lean"  # train.malloc for every figure (peftlab.allocator); P3b's processes too
     with_compile: bool = True
     only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure

@@ -41,10 +41,11 @@ def add_bench(sub) -> None:
     p.add_argument("--large-steps", type=at_least(1), default=2, help="P3b: training steps per method")
     p.add_argument(
         "--large-weights",
-        choices=("file", "random"),
+        choices=("file", "random", "hf"),
         default="file",
         help="P3b: read each base from a safetensors file of random weights, as a pretrained base is read "
-        "(QLoRA's quantized while loading; default), or build it from timm's initialisation",
+        "(QLoRA's quantized while loading; default), build it from timm's initialisation, or read an HF "
+        "ViT of the model's sizes through transformers (hf)",
     )
     p.add_argument(
         "--malloc",
