@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
+from pathlib import Path
+
+import torch
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+MADV_DONTNEED = 4  # madvise's advice (sys/mman.h, Linux)
 LEAN_MMAP_THRESHOLD = 1 << 20
 
 _fixed: int | None = None  # the threshold this process fixed, None while glibc's own rule holds
@@ -69,3 +74,36 @@ def release_freed_memory() -> None:
     libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def drop_file_pages(tensor: torch.Tensor) -> int:
+    """Take the pages of ``tensor``'s bytes out of this process's resident memory when they lie in a
+    private mapping of a file, as transformers maps a safetensors file (its tensors point into it); the
+    bytes dropped. Used on a weight once its quantized copy is made: the file's pages it touched
+    otherwise stay resident (an HF ViT-B's 330 MiB after its nf4 base was made). A clean page is read
+    from the file again if touched. Only whole pages inside the tensor are dropped; anonymous memory,
+    where ``madvise`` would zero the bytes, never is."""
+    libc = glibc()
+    if libc is None or tensor.device.type != "cpu" or tensor.numel() == 0:
+        return 0
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    if not in_private_file_mapping(start, end):
+        return 0
+    page = mmap.PAGESIZE
+    low, high = -(-start // page) * page, end // page * page
+    if high <= low:
+        return 0
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return high - low if libc.madvise(low, high - low, MADV_DONTNEED) == 0 else 0
+
+
+def in_private_file_mapping(start: int, end: int) -> bool:
+    """[start, end) lies in one private mapping of a regular file (/proc/self/maps)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if low <= start < high:
+            path = fields[5].strip() if len(fields) == 6 else ""
+            return end <= high and fields[1].endswith("p") and fields[4] != "0" and path.startswith("/")
+    return False

@@ -95,7 +95,9 @@ def p3b_rows(report: dict) -> list[Row]:
     rows = []
     p3b = report.get("P3b_large_model_memory")
     if p3b:
-        weights = {"file": "from a weights file", "hf": "HF ViT via transformers"}.get(p3b.get("weights"), "random init")
+        weights = {"file": "from a weights file", "hf": "HF ViT via transformers"}.get(
+            p3b.get("weights"), "random init"
+        )
         if p3b.get("malloc"):
             weights += f", malloc {p3b['malloc']}"
         for name in LARGE_METHODS:
