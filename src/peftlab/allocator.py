@@ -7,16 +7,17 @@ that keeps what is freed and reuses it badly. Measured on ViT-L/16 at batch 4 wi
 checkpointing (issue 38, benchmarks/README.md): a QLoRA step whose live tensors peak at 177 MiB
 above the built model grew the process by 770-800 MiB, LoRA's (448 MiB live) by 700-740 MiB.
 
-``lean`` (the default) fixes the threshold at 1 MiB: a block of 1 MiB or more is its own mapping and
-goes back to the system when freed, so the step's peak is about its live tensors (QLoRA's 175-184
-MiB, LoRA's 436-443 MiB above the built model in the same measure). A 4 MiB threshold left
-the QLoRA step at 664-739 MiB: its 3 MiB activations were the heap's. The price is a page fault per
-4 KiB the first time a new block is written: a deit_small LoRA step at batch 32 took 1.02x as long,
-ViT-L QLoRA at batch 4 0.99x (``benchmarks/mmap_threshold_step.py``, interleaved in one process).
-``system`` leaves glibc's own rule. Elsewhere (macOS, musl) both name the system's allocator.
+``lean`` fixes the threshold at 1 MiB: a block of 1 MiB or more is its own mapping and goes back to
+the system when freed, so a step's peak is about its live tensors (QLoRA's 175-184 MiB, LoRA's
+436-443 MiB above the built model in the same measure; a 4 MiB threshold left QLoRA's at 664-739
+MiB: its 3 MiB activations were the heap's). Every such block is then new memory, zeroed by the
+kernel page by page when first written, and that costs time: in fresh processes
+(``benchmarks/malloc_step.py``) the ViT-L QLoRA step took 1.35-1.40x as long, ViT-L LoRA 1.14-1.18x,
+a deit_small LoRA step at batch 32 1.19-1.29x. So ``system`` (glibc's own rule) is the default, and
+``lean`` is for a run that must fit. Elsewhere (macOS, musl) both name the system's allocator.
 
 glibc cannot go back to its own rule in a process once the threshold is fixed: a ``system`` run after
-a ``lean`` one in the same process (tests do this) records the threshold it still has.
+a ``lean`` one in the same process records the threshold it still has.
 """
 
 from __future__ import annotations

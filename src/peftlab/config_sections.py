@@ -350,10 +350,11 @@ class TrainConfig:
     eval_every: int | None = None  # also evaluate on val every N steps (convergence curves)
     early_stop_patience: int | None = None  # epochs without val improvement
     grad_checkpointing: bool = False  # recompute block activations in backward (timm / HF switch)
-    # Linux (glibc): lean fixes malloc's mmap threshold at 1 MiB, so a freed tensor's memory goes back to
-    # the system and a step's peak is what it holds (glibc's own rule kept 0.3-0.6 GiB more at ViT-L);
-    # system keeps glibc's rule. peftlab.allocator
-    malloc: Literal["lean", "system"] = "lean"
+    # Linux (glibc): lean fixes malloc's mmap threshold at 1 MiB, so a freed tensor's memory goes back to the
+    # system and a step's peak is about what it holds (ViT-L QLoRA at batch 4: 380 MiB against 1,124), for
+    # slower steps (that QLoRA step 1.35-1.40x, a deit_small LoRA step at batch 32 1.19-1.29x); system keeps
+    # glibc's own rule. peftlab.allocator
+    malloc: Literal["system", "lean"] = "system"
     compile: bool = False  # torch.compile the model (inductor); one logged line and eager if it cannot compile
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions on Ampere and later
     fused_adamw: bool | None = None  # None: fused AdamW on CUDA, the foreach one on CPU

@@ -199,7 +199,7 @@ def large_model_section(model: str, weights: str, tmp: Path, ctx) -> tuple[str |
 
 
 def large_model_memory(
-    model: str, steps: int = 2, img_size: int | None = None, weights: str = "file", malloc: str = "lean"
+    model: str, steps: int = 2, img_size: int | None = None, weights: str = "file", malloc: str = "system"
 ) -> dict:
     """P3b: each method in its own process. ``weights='file'`` reads every base from one safetensors
     file of random weights, as a user's pretrained base is read (QLoRA's quantized while loading);

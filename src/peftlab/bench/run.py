@@ -44,7 +44,7 @@ class BenchOptions:
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
     large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
-    malloc: str = "lean"  # train.malloc for every figure (peftlab.allocator); P3b's processes too
+    malloc: str = "system"  # train.malloc for every figure (peftlab.allocator); P3b's processes too
     with_compile: bool = True
     only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device

@@ -49,10 +49,10 @@ def add_bench(sub) -> None:
     )
     p.add_argument(
         "--malloc",
-        choices=("lean", "system"),
-        default="lean",
-        help="train.malloc for every figure: lean returns freed tensor memory to the system (default), "
-        "system keeps glibc's own rule (peftlab.allocator)",
+        choices=("system", "lean"),
+        default="system",
+        help="train.malloc for every figure: system keeps glibc's own rule (default), lean returns freed "
+        "tensor memory to the system, for slower steps (peftlab.allocator)",
     )
     p.add_argument(
         "--device",
