@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, run_cli
@@ -336,3 +337,13 @@ def test_p3b_reads_an_hf_vit_of_the_model_s_sizes_through_transformers():
     assert not qlora["quantized_while_loading"]  # the timm path only, so far
     assert qlora["base_weights_bytes"] < lora["base_weights_bytes"] == qlora["base_weights_fp32_bytes"]
     assert full["trainable"] > lora["trainable"] > 0 and all(v["step_seconds"] > 0 for v in (qlora, lora, full))
+
+
+def test_a_p3b_report_of_an_hf_base_compares_no_build_peaks_and_counts_no_repeats():
+    """The committed HF ViT-B figure: its fp32 bases are mapped, so a build ratio would mislead."""
+    from peftlab.bench.report import format_report
+
+    path = Path(__file__).parent.parent / "benchmarks" / "p3b_hf_vit_base_lean.json"
+    text = format_report(json.loads(path.read_text()))
+    assert "not compared: fp32 HF bases are mapped" in text and "QLoRA / LoRA build peak" not in text
+    assert "HF ViT via transformers, malloc lean" in text and "interleaved repeats" not in text.splitlines()[0]

@@ -270,10 +270,12 @@ def format_report(report: dict) -> str:
         else f"{report['hardware'].get('gpu') or report['device']}"
     )
     sizes = ", ".join(f"{k}={v}" for k, v in report.get("architecture", {}).items())
+    # P3b alone times nothing in alternation: its processes each train once
+    repeats = "" if report.get("only") == "P3b" else f", {report['repeats']} interleaved repeats"
     lines = [
         f"peftlab bench: {report['model']}{f' ({sizes})' if sizes else ''} at {report['img_size']} px, "
         f"batch {report['batch']}, "
-        f"{report['dtype']}, {where}, {report['repeats']} interleaved repeats "
+        f"{report['dtype']}, {where}{repeats} "
         f"({report['hardware']['cpu']}{load})",
         "",
     ]
