@@ -1,6 +1,7 @@
 """train.malloc: lean hands a freed tensor's memory back to the system, where glibc's own rule keeps it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,6 +52,25 @@ def test_lean_gives_freed_tensors_back_where_glibc_s_rule_keeps_them():
     assert system["kept"] > 100 * mib  # the premise: glibc's own rule keeps them in its heap
     assert lean["record"]["mmap_threshold"] == mib and lean["record"]["allocator"].startswith("glibc ")
     assert system["record"] == {**lean["record"], "mode": "system", "mmap_threshold": None}
+
+
+@pytest.mark.skipif(allocator.glibc() is None, reason="Linux only")
+def test_a_preloaded_allocator_is_named_and_left_alone(tmp_path):
+    """An allocator preloaded in glibc's place is what the record names, and lean fixes no threshold
+    (glibc's mallopt would not reach it). zlib, copied under jemalloc's file name, stands in for it:
+    the record reads the mapped file's name, and preloading zlib changes nothing else."""
+    import shutil
+    import zlib  # noqa: F401  (its library is mapped: its path is read from /proc/self/maps)
+
+    zlib_path = next((line.split()[-1] for line in open("/proc/self/maps") if "/libz.so" in line), None)
+    if zlib_path is None:
+        pytest.skip("zlib is linked into Python statically here")
+    fake = tmp_path / "libjemalloc.so.2"
+    shutil.copy(zlib_path, fake)
+    env = {**os.environ, "LD_PRELOAD": str(fake)}
+    out = subprocess.run([sys.executable, "-c", PROGRAM, "lean"], capture_output=True, text=True, check=True, env=env)
+    record = json.loads(out.stdout)["record"]
+    assert record == {"mode": "lean", "allocator": "libjemalloc.so.2", "mmap_threshold": None}
 
 
 def test_train_malloc_is_checked_and_leaves_the_run_id_alone():

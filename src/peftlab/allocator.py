@@ -17,7 +17,8 @@ a deit_small LoRA step at batch 32 1.19-1.29x. So ``system`` (glibc's own rule) 
 ``lean`` is for a run that must fit. Elsewhere (macOS, musl) both name the system's allocator.
 
 glibc cannot go back to its own rule in a process once the threshold is fixed: a ``system`` run after
-a ``lean`` one in the same process records the threshold it still has.
+a ``lean`` one in the same process records the threshold it still has. An allocator preloaded in
+glibc's place (``LD_PRELOAD=.../libjemalloc.so.2``) is named in the record and left alone.
 """
 
 from __future__ import annotations
@@ -52,21 +53,43 @@ def glibc() -> ctypes.CDLL | None:
 
 
 def configure(mode: str) -> dict:
-    """Apply ``train.malloc`` to this process; returns ``record(mode)``."""
+    """Apply ``train.malloc`` to this process; returns ``record(mode)``. Nothing is changed where another
+    allocator was preloaded (``LD_PRELOAD``): glibc's ``mallopt`` would not reach it."""
     global _fixed
     libc = glibc()
-    if libc is not None and mode == "lean" and _fixed != LEAN_MMAP_THRESHOLD:
+    if libc is not None and preloaded() is None and mode == "lean" and _fixed != LEAN_MMAP_THRESHOLD:
         if libc.mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) == 1:
             _fixed = LEAN_MMAP_THRESHOLD
     return record(mode)
 
 
 def record(mode: str) -> dict:
-    """What the run's provenance says of ``train.malloc``: the mode, the allocator, and the mmap
-    threshold this process fixed (None: the allocator's own rule)."""
+    """What the run's provenance says of ``train.malloc``: the mode, the allocator that serves ``malloc``
+    (glibc and its version, a preloaded one by its file name, or the system's), and the mmap threshold
+    this process fixed (None: the allocator's own rule)."""
     libc = glibc()
-    allocator = f"glibc {libc.gnu_get_libc_version().decode()}" if libc is not None else "system"
+    if preloaded() is not None:
+        allocator = preloaded()
+    else:
+        allocator = f"glibc {libc.gnu_get_libc_version().decode()}" if libc is not None else "system"
     return {"mode": mode, "allocator": allocator, "mmap_threshold": _fixed}
+
+
+@functools.cache
+def preloaded() -> str | None:
+    """The file name of an allocator mapped into this process in glibc's place (jemalloc, tcmalloc,
+    mimalloc: preloaded with ``LD_PRELOAD``), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name = line.rsplit("/", 1)[-1] if "/" in line else ""
+        if name.startswith(("libjemalloc", "libtcmalloc", "libmimalloc")):
+            return name
+    return None
 
 
 def release_freed_memory() -> None:
