@@ -41,20 +41,24 @@ SMALL_PROMPTS = (1, 2, 3)
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, precision: str) -> int:
-    """Bytes of the tensors one forward pass saves for backward (each storage once, weights excluded)."""
-    weights = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    """Bytes of the tensors one forward pass saves for backward (each storage once, weights excluded).
+
+    The weights are read after the forward: a forward may move them (the fused q/k/v step makes q, k
+    and v views of one concatenated weight the first time it runs)."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights and storage.device.type != "meta":
+        if storage.device.type != "meta":
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast(precision, images.device):
         out = model(images)
+        weights = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+        saved = sum(nbytes for pointer, nbytes in storages.items() if pointer not in weights)
     del out  # the graph and what it saved are freed here
-    return sum(storages.values())
+    return saved
 
 
 def probe(model: nn.Module, image_shape: tuple[int, int, int], precision: str, device: torch.device) -> tuple[int, int]:
