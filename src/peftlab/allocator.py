@@ -47,6 +47,7 @@ def glibc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL("libc.so.6")
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
         libc.gnu_get_libc_version()
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
         return libc
     except (OSError, AttributeError):
         return None
@@ -68,10 +69,7 @@ def record(mode: str) -> dict:
     (glibc and its version, a preloaded one by its file name, or the system's), and the mmap threshold
     this process fixed (None: the allocator's own rule)."""
     libc = glibc()
-    if preloaded() is not None:
-        allocator = preloaded()
-    else:
-        allocator = f"glibc {libc.gnu_get_libc_version().decode()}" if libc is not None else "system"
+    allocator = preloaded() or (f"glibc {libc.gnu_get_libc_version().decode()}" if libc is not None else "system")
     return {"mode": mode, "allocator": allocator, "mmap_threshold": _fixed}
 
 
@@ -100,6 +98,17 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def let_go(mapped: torch.Tensor | None) -> None:
+    """After a Linear is quantized, its fp32 weight out of resident memory. ``mapped``: the weight when
+    transformers left it in its mapped file, whose pages quantizing read are dropped; None when peftlab
+    read it from its file (``peftlab.quant_load``) and the caller has let go of it, so the heap is
+    trimmed (freed copies between kept layers fragment it)."""
+    if mapped is None:
+        release_freed_memory()
+    else:
+        drop_file_pages(mapped)
+
+
 def drop_file_pages(tensor: torch.Tensor) -> int:
     """Take the pages of ``tensor``'s bytes out of this process's resident memory when they lie in a
     private mapping of a file, as transformers maps a safetensors file (its tensors point into it); the
@@ -118,7 +127,6 @@ def drop_file_pages(tensor: torch.Tensor) -> int:
     low, high = -(-start // page) * page, end // page * page
     if high <= low:
         return 0
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     return high - low if libc.madvise(low, high - low, MADV_DONTNEED) == 0 else 0
 
 

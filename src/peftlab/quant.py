@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peftlab.allocator import drop_file_pages, release_freed_memory
+from peftlab.allocator import let_go, release_freed_memory
 from peftlab.backbones import head_prefix
 from peftlab.config_sections import QuantConfig
 from peftlab.errors import ConfigError, WeightsError
@@ -248,10 +248,9 @@ def quantize_base(model: nn.Module, quant: QuantConfig, device: torch.device) ->
         read = in_file(getattr(parent, child))  # read here, one layer at a time (peftlab.quant_load)
         linear = materialized(getattr(parent, child))
         setattr(parent, child, quantized_linear(linear, quant, device))
-        if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
-            release_freed_memory()
-        else:  # a weight transformers left in its mapped file: the pages read to quantize it
-            drop_file_pages(linear.weight)
+        mapped = None if read else linear.weight
+        del linear
+        let_go(mapped)
     model.is_loaded_in_8bit = quant.mode == "int8"
     model.is_loaded_in_4bit = quant.mode in ("nf4", "fp4")
     release_freed_memory()

@@ -25,9 +25,10 @@ import re
 import torch
 from torch import nn
 
+from peftlab.allocator import let_go, release_freed_memory
 from peftlab.backbones import head_prefix, trains_head
 from peftlab.errors import ConfigError
-from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears, release_freed_memory
+from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
@@ -218,9 +219,9 @@ def apply(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner
             layer = GroupQuantLinear.from_linear(linear, cfg.format, cfg.group_size, keep_float=steps is not None)
             errors[name] = relative_error(linear.weight, layer.dequantized_weight())
         replace_modules(model, [name], lambda _, layer=layer: layer)
+        mapped = None if read else linear.weight
         del linear
-        if read:  # its fp32 copy back to the OS now: freed copies between kept layers fragment the heap
-            release_freed_memory()
+        let_go(mapped)
     replace_modules(model, targets, lambda base: QALoraLinear(base, cfg.r, cfg.lora_alpha, cfg.lora_dropout))
     if trains_head(model):  # a causal LM's LM head stays frozen
         model.get_submodule(head).requires_grad_(True)
