@@ -10,7 +10,9 @@ never held twice in fp32.
 Facts this module relies on (bitsandbytes 0.50.2, probed on AVX2 and AVX512-BF16 CPUs):
 - Quantization happens when a layer is moved with ``.to(device)``. ``Linear4bit`` defaults
   to fp4, so ``quant_type`` is always set; ``compress_statistics`` is double quantization.
-- 4-bit layers dequantize the whole weight per forward and multiply in ``compute_dtype``.
+- 4-bit layers dequantize the whole weight per forward and multiply in ``compute_dtype``
+  (peftlab's ``BufferedLinear4bit`` writes an fp32 CPU dequantization into one reused buffer:
+  peftlab.quant_step).
 - ``Linear8bitLt`` computes with the dequantized weight in training mode but quantizes the
   activations to int8 in eval mode (LLM.int8: fp16 for outlier columns above
   ``INT8_THRESHOLD``); its eval warning on every call is silenced here.
@@ -122,7 +124,9 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
         )
         layer.weight = bnb.nn.Int8Params(weight.to("cpu", copy=True), requires_grad=False, has_fp16_weights=False)
     else:
-        layer = bnb.nn.Linear4bit(
+        from peftlab.quant_step import BufferedLinear4bit  # imports bitsandbytes
+
+        layer = BufferedLinear4bit(
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
