@@ -7,6 +7,11 @@ Each mode runs in its own process (alternating, ``ROUNDS`` of each): glibc serve
 free heap memory before it looks at the mmap threshold, so switching the threshold inside one
 process (the interleaved script this replaces) times lean steps on the heap that system steps
 left, and showed lean at 1.02x where fresh processes show 1.19-1.29x.
+
+For qlora each mode also runs with bitsandbytes' own 4-bit matmul in place of peftlab's
+``BufferedLinear4bit`` (a new dequantized weight per forward and backward), side by side in the
+same rounds. Each child prints the median of 3 steps after a warm-up and its peak RSS above the
+built model (``/proc/self/clear_refs`` resets the peak after the build and a ``malloc_trim``).
 """
 
 import statistics
@@ -15,40 +20,56 @@ import sys
 
 ROUNDS = 2
 CHILD = """
-import dataclasses, statistics, sys, time
+import ctypes, dataclasses, statistics, sys, time
 import torch
 from peftlab import allocator
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.config import load_config
-model, batch, method, mode, ckpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+model, batch, method, mode, ckpt, matmul = sys.argv[1:7]
 allocator.configure(mode)
+if matmul == "bnb":
+    import bitsandbytes
+    from peftlab.quant_step import BufferedLinear4bit
+    BufferedLinear4bit.forward = bitsandbytes.nn.Linear4bit.forward
 quant = {"mode": "nf4", "double_quant": True} if method == "qlora" else {}
 cfg = make_cfg(model, None, "lora" if method == "qlora" else method, quant=quant)
-train = load_config(overrides={"train": {"grad_checkpointing": ckpt, "clip_grad": 1.0, "malloc": mode}}).train
-t = Trainer(dataclasses.replace(cfg, train=train), torch.randn(batch, 3, 224, 224), torch.arange(batch) % 10, "fp32")
+train = load_config(overrides={"train": {"grad_checkpointing": ckpt == "1", "clip_grad": 1.0, "malloc": mode}}).train
+t = Trainer(dataclasses.replace(cfg, train=train), torch.randn(int(batch), 3, 224, 224), torch.arange(int(batch)) % 10, "fp32")
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+def status(key):
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(key))
+built = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")
 t.step()
 times = []
 for _ in range(3):
     start = time.perf_counter()
     t.step()
     times.append(time.perf_counter() - start)
-print(statistics.median(times))
+print(statistics.median(times), status("VmHWM") - built)
 """
 
 
-def step_seconds(mode: str) -> float:
+def step(mode: str, matmul: str) -> tuple[float, float]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, *sys.argv[1:4], mode, sys.argv[4]], capture_output=True, text=True
+        [sys.executable, "-c", CHILD, *sys.argv[1:4], mode, sys.argv[4], matmul], capture_output=True, text=True
     )
     if out.returncode:
         sys.exit(out.stderr)
-    return float(out.stdout.split()[-1])
+    seconds, peak = out.stdout.split()[-2:]
+    return float(seconds), float(peak)
 
 
-times = {"lean": [], "system": []}
+variants = [(m, k) for k in (["buffered", "bnb"] if sys.argv[3] == "qlora" else ["buffered"]) for m in ("lean", "system")]
+results = {v: [] for v in variants}
 for _ in range(ROUNDS):
-    for mode in times:
-        times[mode].append(step_seconds(mode))
-lean, system = (statistics.median(times[m]) for m in ("lean", "system"))
+    for variant in variants:
+        results[variant].append(step(*variant))
+        print(variant, results[variant][-1], flush=True)
 name = " ".join(sys.argv[1:4])
-print(f"{name}: lean / system step {lean / system:.3f} (lean {times['lean']}, system {times['system']})")
+median = {v: statistics.median(s for s, _ in r) for v, r in results.items()}
+for (mode, matmul), runs in results.items():
+    steps = ", ".join(f"{s:.2f}" for s, _ in runs)
+    peaks = ", ".join(f"{p:.0f}" for _, p in runs)
+    ratio = median[(mode, matmul)] / median[("system", matmul)]
+    print(f"{name} {matmul:8} {mode:6}: step {steps} s ({ratio:.3f}x system), train peak above the built model {peaks} MiB")
