@@ -34,7 +34,8 @@ if matmul == "bnb":
 quant = {"mode": "nf4", "double_quant": True} if method == "qlora" else {}
 cfg = make_cfg(model, None, "lora" if method == "qlora" else method, quant=quant)
 train = load_config(overrides={"train": {"grad_checkpointing": ckpt == "1", "clip_grad": 1.0, "malloc": mode}}).train
-t = Trainer(dataclasses.replace(cfg, train=train), torch.randn(int(batch), 3, 224, 224), torch.arange(int(batch)) % 10, "fp32")
+n = int(batch)
+t = Trainer(dataclasses.replace(cfg, train=train), torch.randn(n, 3, 224, 224), torch.arange(n) % 10, "fp32")
 ctypes.CDLL("libc.so.6").malloc_trim(0)
 def status(key):
     return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(key))
@@ -60,7 +61,8 @@ def step(mode: str, matmul: str) -> tuple[float, float]:
     return float(seconds), float(peak)
 
 
-variants = [(m, k) for k in (["buffered", "bnb"] if sys.argv[3] == "qlora" else ["buffered"]) for m in ("lean", "system")]
+matmuls = ["buffered", "bnb"] if sys.argv[3] == "qlora" else ["buffered"]
+variants = [(mode, matmul) for matmul in matmuls for mode in ("lean", "system")]
 results = {v: [] for v in variants}
 for _ in range(ROUNDS):
     for variant in variants:
@@ -72,4 +74,4 @@ for (mode, matmul), runs in results.items():
     steps = ", ".join(f"{s:.2f}" for s, _ in runs)
     peaks = ", ".join(f"{p:.0f}" for _, p in runs)
     ratio = median[(mode, matmul)] / median[("system", matmul)]
-    print(f"{name} {matmul:8} {mode:6}: step {steps} s ({ratio:.3f}x system), train peak above the built model {peaks} MiB")
+    print(f"{name} {matmul:8} {mode:6}: step {steps} s ({ratio:.3f}x system), train peak {peaks} MiB above the build")
