@@ -78,3 +78,40 @@ def test_a_bf16_compute_dtype_is_left_to_bitsandbytes(monkeypatch):
     x = torch.randn(3, 64)
     assert torch.equal(model[0](x), bnb.nn.Linear4bit.forward(model[0], x))
     assert not calls
+
+
+@pytest.mark.parametrize("quant", [{"mode": "nf4", "double_quant": True}, {"mode": "fp4"}])
+def test_a_qlora_base_takes_the_fused_qkv_step_with_the_numbers_of_its_own_layers(quant, monkeypatch):
+    from testkit import TINY_MODEL
+
+    from peftlab.backbones import build_backbone
+    from peftlab.config import load_config
+    from peftlab.tuners import modules
+    from peftlab.tuners.base import apply_tuner
+
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}, "quant": quant})
+    torch.manual_seed(0)
+    model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: give the adapters an update to get wrong
+            param.data.normal_(0, 0.1)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def outputs():
+        model.zero_grad()
+        y = model(x)
+        y.square().sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return y.detach(), grads
+
+    stacks = []
+    stacked = modules.quantized_stack
+    monkeypatch.setattr(modules, "quantized_stack", lambda *a: stacks.append(stacked(*a)) or stacks[-1])
+    fused, fused_grads = outputs()
+    assert stacks and all(isinstance(s, quant_step.StackedWeights) for s in stacks)
+    monkeypatch.setattr(modules, "quantized_stack", lambda *a: None)
+    separate, separate_grads = outputs()
+    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
+    assert fused_grads.keys() == separate_grads.keys() and any("lora_A" in n for n in fused_grads)
+    for name in fused_grads:
+        torch.testing.assert_close(fused_grads[name], separate_grads[name], rtol=1e-4, atol=1e-5)

@@ -8,7 +8,9 @@ or, with ``train.malloc: lean``, maps and unmaps each one, paying a page fault p
 ``BufferedLinear4bit`` dequantizes with the same bitsandbytes CPU kernel into one buffer per
 thread and dtype, as large as the largest 4-bit weight, and saves only the packed weight for the
 backward, which dequantizes it again. The numbers are bitsandbytes' own, bit for bit (a test);
-only where they are written changes.
+only where they are written changes. ``StackedWeights`` dequantizes q, k and v into one (3d, d)
+buffer so that a QLoRA base takes the fused q/k/v step (``tuners.modules.FusedLoraQKV``) that fp32
+LoRA takes, instead of PEFT's three bnb LoRA layers and a ``cat``.
 
 The buffer path runs for an fp32 matmul on a CPU outside ``torch.compile``. A bf16 / fp16
 ``quant.compute_dtype``, another device, and bitsandbytes' repacked bf16 kernel
@@ -47,7 +49,12 @@ def buffer_bytes() -> int:
 
 
 def dequantize_into_buffer(packed: torch.Tensor, state) -> torch.Tensor:
-    """The fp32 weight (out x in) of a 4-bit layer, written into this thread's buffer.
+    """The fp32 weight (out x in) of a 4-bit layer, written into this thread's buffer."""
+    return dequantize_into(packed, state, weight_buffer(tuple(state.shape)))
+
+
+def dequantize_into(packed: torch.Tensor, state, out: torch.Tensor) -> torch.Tensor:
+    """Write the fp32 weight (out x in) of a 4-bit layer into ``out`` (contiguous, that shape).
 
     The same statistics and kernel as bitsandbytes' CPU ``dequantize_4bit``: the nested absmax is
     dequantized as ``bitsandbytes.functional.dequantize_4bit`` does it; where bitsandbytes' CPU
@@ -55,7 +62,6 @@ def dequantize_into_buffer(packed: torch.Tensor, state) -> torch.Tensor:
     or is missing, the result of bitsandbytes' own op is copied in.
     """
     shape = tuple(state.shape)
-    out = weight_buffer(shape)
     absmax = state.absmax
     if state.nested:
         absmax = BF.dequantize_blockwise(state.absmax, state.state2) + state.offset
@@ -75,6 +81,34 @@ def dequantize_into_buffer(packed: torch.Tensor, state) -> torch.Tensor:
         ctypes.c_longlong(shape[1]),
     )
     return out
+
+
+class StackedWeights:
+    """The 4-bit weights of ``layers`` (same in_features) dequantized one under another into this
+    thread's buffer, each time it is called: the fused q/k/v step's frozen (3d, d) weight on a
+    4-bit base (``tuners.modules.SplitQKV``), recomputed for the backward instead of saved."""
+
+    def __init__(self, layers: list[BufferedLinear4bit]):
+        self.parts = [(layer.weight, layer.weight.quant_state) for layer in layers]
+        self.rows = sum(state.shape[0] for _, state in self.parts)
+
+    def __call__(self) -> torch.Tensor:
+        out = weight_buffer((self.rows, self.parts[0][1].shape[1]))
+        start = 0
+        for packed, state in self.parts:
+            dequantize_into(packed, state, out[start : start + state.shape[0]])
+            start += state.shape[0]
+        return out
+
+
+def stacked_weights(layers: list, x: torch.Tensor) -> StackedWeights | None:
+    """``StackedWeights`` of ``layers`` when each is a ``BufferedLinear4bit`` taking the buffer path
+    for ``x`` (and no autocast is on); None otherwise."""
+    if torch.is_autocast_enabled(x.device.type):
+        return None
+    if all(type(layer) is BufferedLinear4bit and layer.buffers_for(x) for layer in layers):
+        return StackedWeights(layers)
+    return None
 
 
 class BufferedMatmul4bit(torch.autograd.Function):
@@ -100,20 +134,24 @@ class BufferedLinear4bit(bnb.nn.Linear4bit):
     CPU matmul dequantizes into the thread's buffer instead of a new tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.buffers_for(x):
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.float()
+        return BufferedMatmul4bit.apply(x, self.weight, bias, self.weight.quant_state)
+
+    def buffers_for(self, x: torch.Tensor) -> bool:
+        """Whether this layer's matmul with ``x`` takes the buffer path (fp32 on a CPU, eager, no
+        repacked bf16 kernel); sets the compute dtype on a first call as bitsandbytes' forward does."""
         fix_4bit_weight_quant_state_from_module(self)
-        state = self.weight.quant_state
         if not self.compute_type_is_set:
             self.set_compute_type(x)
             self.compute_type_is_set = True
         repacks = self.support_avx512bf16_for_cpu and not self.training and not x.requires_grad
-        if (
+        return not (
             x.device.type != "cpu"
             or repacks
-            or getattr(state, "packing_format_for_cpu", False)
+            or getattr(self.weight.quant_state, "packing_format_for_cpu", False)
             or self.compute_dtype not in (None, torch.float32)
             or x.dtype != torch.float32
             or torch.compiler.is_compiling()
-        ):
-            return super().forward(x)
-        bias = None if self.bias is None else self.bias.float()
-        return BufferedMatmul4bit.apply(x, self.weight, bias, state)
+        )

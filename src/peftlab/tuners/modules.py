@@ -12,9 +12,11 @@ When every slice is a plain float Linear or PEFT's plain LoRA (or AdaLoRA) Linea
 still does timm's single fused matmul: the three base weights are concatenated (a small
 copy) and the adapters' low-rank updates are added to their slices of the output. Three
 separate matmuls and a ``cat`` of their outputs give the same numbers but cost about a fifth
-more per training step (measured, see benchmarks/README.md). Any other slice (a quantized
-base, a LoRA variant such as DoRA, another PEFT method) runs its own forward: peftlab does not
-re-implement layer math it does not know.
+more per training step (measured, see benchmarks/README.md). On a 4-bit base (QLoRA) whose q, k
+and v are peftlab's ``BufferedLinear4bit`` under PEFT's plain bnb LoRA Linear or bare, the fused step
+runs too, on the three weights dequantized into one buffer (``quant_step.StackedWeights``). Any
+other slice (an int8 base, a LoRA variant such as DoRA, another PEFT method) runs its own forward:
+peftlab does not re-implement layer math it does not know.
 
 When the base weights are frozen and each adapter is PEFT's plain LoRA or AdaLoRA without dropout
 (a LoRA run's usual case), ``FusedLoraQKV`` does that forward and its backward by hand: the frozen
@@ -28,6 +30,8 @@ PEFT's own layers.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -46,21 +50,22 @@ class SplitQKV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
         parts = (self.q, self.k, self.v)
-        if not all(is_plain_float(part) for part in parts):
-            return torch.cat([part(x) for part in parts], dim=-1)
         bases = [getattr(part, "base_layer", part) for part in parts]
+        float_parts = all(is_plain_float(part) for part in parts)
+        stacked = None if float_parts else quantized_stack(parts, bases, x)
+        if not float_parts and stacked is None:
+            return torch.cat([part(x) for part in parts], dim=-1)
         adapters = [plain_lora(part) for part in parts]
         frozen = not any(p.requires_grad for base in bases for p in base.parameters())
         if frozen and all(a is not False for a in adapters):
-            weight, bias = self.frozen_fused(bases)
-            slices, factors, start = [], [], 0
-            for base, adapter in zip(bases, adapters):
-                if adapter is not None:
-                    lora_A, lora_B, scaling = adapter
-                    slices.append((start, base.out_features, scaling))
-                    factors += [lora_A, lora_B]
-                start += base.out_features
-            return FusedLoraQKV.apply(x, weight, bias, tuple(slices), *factors)
+            if stacked is None:
+                weight, bias = self.frozen_fused(bases)
+            else:
+                weight = stacked
+                bias = torch.cat([base.bias for base in bases]).float() if bases[0].bias is not None else None
+            return fused_lora_qkv(x, weight, bias, bases, adapters)
+        if stacked is not None:
+            return torch.cat([part(x) for part in parts], dim=-1)
         weight = torch.cat([base.weight for base in bases])  # (3d, d)
         bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
         out = F.linear(x, weight, bias)
@@ -104,12 +109,45 @@ class SplitQKV(nn.Module):
         return super()._apply(fn, recurse)
 
 
+def fused_lora_qkv(x, weight, bias, bases: list[nn.Module], adapters: list) -> torch.Tensor:
+    """``FusedLoraQKV`` over q, k and v with their adapters (``plain_lora`` of each slice)."""
+    slices, factors, start = [], [], 0
+    for base, adapter in zip(bases, adapters):
+        if adapter is not None:
+            lora_A, lora_B, scaling = adapter
+            slices.append((start, base.out_features, scaling))
+            factors += [lora_A, lora_B]
+        start += base.out_features
+    return FusedLoraQKV.apply(x, weight, bias, tuple(slices), *factors)
+
+
+def quantized_stack(parts, bases: list[nn.Module], x: torch.Tensor):
+    """For 4-bit q, k, v (peftlab's ``BufferedLinear4bit``, bare or under PEFT's plain bnb LoRA Linear):
+    a callable that dequantizes the three into one (3d, d) buffer (``quant_step.StackedWeights``), so
+    the fused step runs on a QLoRA base too; None for anything else (bitsandbytes is never imported
+    to answer)."""
+    if sys.modules.get("bitsandbytes") is None:
+        return None
+    from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
+
+    from peftlab.quant_step import stacked_weights
+
+    for part in parts:
+        if part is not getattr(part, "base_layer", part) and not (
+            type(part) is LoraLinear4bit and not part.lora_variant and not any(part.lora_bias.values())
+        ):
+            return None
+    return stacked_weights(bases, x)
+
+
 class FusedLoraQKV(torch.autograd.Function):
     """``out = x W^T + b`` plus, on each adapted slice [start, start + size) of the output,
     ``scaling * (x A^T) B^T``; W and b frozen, gradients for x, A and B.
 
     x: (..., d); W: (3d, d); A: (r, d); B: (size, r). Under autocast every product runs in the
-    autocast dtype, as ``F.linear`` would; gradients come back in each input's own dtype.
+    autocast dtype, as ``F.linear`` would; gradients come back in each input's own dtype. W may be
+    a callable that returns it (a 4-bit base dequantized into a buffer, only without autocast):
+    it is called again for the backward instead of being saved.
     """
 
     @staticmethod
@@ -117,7 +155,7 @@ class FusedLoraQKV(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         with torch.autocast(x.device.type, enabled=False):
             x2 = x.reshape(-1, x.shape[-1]).to(dtype)  # (N, d)
-            w = weight.to(dtype)
+            w = weight() if callable(weight) else weight.to(dtype)
             # (..., 3d), written through its (N, 3d) view: the output is no view, so a caller may add
             # to it in place (BEiT's attention adds its q and v biases so)
             out = torch.empty(*x.shape[:-1], w.shape[0], dtype=dtype, device=x.device)
@@ -134,12 +172,14 @@ class FusedLoraQKV(torch.autograd.Function):
                 saved += [a, b, h]
         ctx.slices, ctx.x_shape, ctx.x_dtype = slices, x.shape, x.dtype
         ctx.factor_dtypes = [f.dtype for f in factors]
-        ctx.save_for_backward(x2, w, *saved)
+        ctx.weight = weight if callable(weight) else None
+        ctx.save_for_backward(x2, None if callable(weight) else w, *saved)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x2, w, *saved = ctx.saved_tensors
+        w = ctx.weight() if ctx.weight is not None else w
         g = grad.reshape(-1, grad.shape[-1]).to(w.dtype)  # (N, 3d)
         grad_x = g @ w if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
         grads = []
