@@ -9,9 +9,10 @@ process (the interleaved script this replaces) times lean steps on the heap that
 left, and showed lean at 1.02x where fresh processes show 1.19-1.29x.
 
 For qlora each mode also runs with bitsandbytes' own 4-bit matmul in place of peftlab's
-``BufferedLinear4bit`` (a new dequantized weight per forward and backward), side by side in the
-same rounds. Each child prints the median of 3 steps after a warm-up and its peak RSS above the
-built model (``/proc/self/clear_refs`` resets the peak after the build and a ``malloc_trim``).
+``BufferedLinear4bit`` (a new dequantized weight per forward and backward) and PEFT's three bnb
+LoRA layers in place of the fused q/k/v step on a stacked buffer, side by side in the same
+rounds. Each child prints the median of 3 steps after a warm-up and its peak RSS above the built
+model (``/proc/self/clear_refs`` resets the peak after the build and a ``malloc_trim``).
 """
 
 import statistics
@@ -27,10 +28,12 @@ from peftlab.bench.common import Trainer, make_cfg
 from peftlab.config import load_config
 model, batch, method, mode, ckpt, matmul = sys.argv[1:7]
 allocator.configure(mode)
-if matmul == "bnb":
+if matmul == "bnb":  # the code before quant_step: bitsandbytes' matmul, PEFT's three bnb LoRA layers
     import bitsandbytes
     from peftlab.quant_step import BufferedLinear4bit
+    from peftlab.tuners import modules
     BufferedLinear4bit.forward = bitsandbytes.nn.Linear4bit.forward
+    modules.quantized_stack = lambda *args: None
 quant = {"mode": "nf4", "double_quant": True} if method == "qlora" else {}
 cfg = make_cfg(model, None, "lora" if method == "qlora" else method, quant=quant)
 train = load_config(overrides={"train": {"grad_checkpointing": ckpt == "1", "clip_grad": 1.0, "malloc": mode}}).train

@@ -12,7 +12,7 @@ the system when freed, so a step's peak is about its live tensors (QLoRA's 175-1
 436-443 MiB above the built model in the same measure; a 4 MiB threshold left QLoRA's at 664-739
 MiB: its 3 MiB activations were the heap's). Every such block is then new memory, zeroed by the
 kernel page by page when first written, and that costs time: in fresh processes
-(``benchmarks/malloc_step.py``) the ViT-L QLoRA step took 1.20x as long (1.35-1.40x before 4-bit layers
+(``benchmarks/malloc_step.py``) the ViT-L QLoRA step took 1.12x as long (1.35-1.40x before 4-bit layers
 dequantized into a reused buffer, peftlab.quant_step), ViT-L LoRA 1.14-1.18x, a deit_small LoRA step at
 batch 32 1.19-1.29x. So ``system`` (glibc's own rule) is the default, and
 ``lean`` is for a run that must fit. Elsewhere (macOS, musl) both name the system's allocator.
