@@ -56,6 +56,15 @@ def test_an_odd_row_length_takes_bitsandbytes_generic_dequantization_into_the_bu
         assert torch.equal(a, b)
 
 
+def test_without_bitsandbytes_native_library_its_op_fills_the_buffer(monkeypatch):
+    model = stack({"mode": "nf4", "double_quant": True}, sizes=(64, 40))
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    theirs = run(model, x, bnb.nn.Linear4bit.forward)
+    monkeypatch.setattr(quant_step, "lib", quant_step.ErrorHandlerMockBNBNativeLibrary("not loaded here"))
+    for a, b in zip(run(model, x, lambda layer, y: layer(y)), theirs, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_one_buffer_per_thread_as_large_as_the_largest_weight():
     model = stack({"mode": "nf4"})
     model(torch.randn(2, 64))

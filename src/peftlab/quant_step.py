@@ -26,7 +26,7 @@ import bitsandbytes as bnb
 import bitsandbytes.functional as BF
 import torch
 import torch.nn.functional as F
-from bitsandbytes.cextension import lib
+from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 
 _BUFFERS = threading.local()
@@ -67,7 +67,8 @@ def dequantize_into(packed: torch.Tensor, state, out: torch.Tensor) -> torch.Ten
         absmax = BF.dequantize_blockwise(state.absmax, state.state2) + state.offset
     absmax = absmax.float()
     data = packed.view(torch.uint8)
-    kernel = getattr(lib, _KERNELS[state.quant_type], None)
+    native = not isinstance(lib, ErrorHandlerMockBNBNativeLibrary)  # bitsandbytes' CPU library loaded
+    kernel = getattr(lib, _KERNELS[state.quant_type], None) if native else None
     generic = shape[1] % 2 or (state.blocksize >= 2048 and torch.backends.cpu.get_cpu_capability() == "AVX512")
     if kernel is None or generic:
         op = torch.ops.bitsandbytes.dequantize_4bit.default
