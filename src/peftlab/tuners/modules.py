@@ -133,7 +133,7 @@ def quantized_stack(parts, bases: list[nn.Module], x: torch.Tensor):
     from peftlab.quant_step import stacked_weights
 
     for part in parts:
-        if part is not getattr(part, "base_layer", part) and not (
+        if hasattr(part, "base_layer") and not (
             type(part) is LoraLinear4bit and not part.lora_variant and not any(part.lora_bias.values())
         ):
             return None
