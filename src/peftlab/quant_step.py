@@ -5,8 +5,8 @@ forward, and again for the backward (three times per step with gradient checkpoi
 ViT-L/16 step allocates and frees about 3.5 GB of fp32 weights that way. glibc either keeps
 those blocks in its heap (the train peak measured in issue 38 was three quarters freed memory)
 or, with ``train.malloc: lean``, maps and unmaps each one, paying a page fault per 4 KiB.
-``BufferedLinear4bit`` dequantizes with the same bitsandbytes CPU kernel into one buffer per
-thread and dtype, as large as the largest 4-bit weight, and saves only the packed weight for the
+``BufferedLinear4bit`` dequantizes with the same bitsandbytes CPU kernel into one fp32 buffer
+per thread, as large as the largest 4-bit weight, and saves only the packed weight for the
 backward, which dequantizes it again. The numbers are bitsandbytes' own, bit for bit (a test);
 only where they are written changes. ``StackedWeights`` dequantizes q, k and v into one (3d, d)
 buffer so that a QLoRA base takes the fused q/k/v step (``tuners.modules.FusedLoraQKV``) that fp32
