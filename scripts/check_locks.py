@@ -2,39 +2,47 @@
 """Checks that every lock installs where researchers run: macOS arm64, Linux aarch64 and Linux x86_64.
 
 For each lock and target, each line's environment marker is evaluated for that target with
-packaging.markers, because pip's ``--platform`` evaluates markers for the machine pip runs on, not for
-the target. The lines that apply are resolved by pip with ``--dry-run --no-deps --only-binary=:all:``
-and the target's tags. No lock pins an sdist-only package, so every line must have a wheel.
+packaging.markers (pip's ``--platform`` would evaluate markers for the machine it runs on, not for the
+target). Each line that applies must have a wheel of its pinned version that pip would install there: a
+tag the target supports for CPython 3.11 (packaging.tags, as pip derives them from ``--platform``), a
+Requires-Python that admits 3.11, not yanked. No lock pins an sdist-only package, so every line must
+have a wheel.
 
     python scripts/check_locks.py [LOCK ...]     (default: every requirements*.lock beside scripts/)
 
 One line per lock and target on stdout. Exit status 0: every line resolves for every target; 1: a line
 has no wheel for a target, or a lock line is not ``name==version [; marker]``; 2: the index did not
 answer, so the locks are unknown, and CI fails on that too (``make test`` could not install either).
-pip's dry run downloads every wheel it resolves (pip 23 does, and the index serves no separate
-metadata): about 0.4 GB for macOS and 3.5 GB for each Linux target, most of it torch and the CUDA
-wheels; the measured time is in the Makefile (``check-locks``). The target this script runs on is
-left out: ``make install`` installs it for real, with dependencies.
+The answer comes from the index's file lists (PEP 691 JSON, one page per package, ``PEFTLAB_INDEX_URL``
+or PyPI), never from a wheel: the check reads a few MB where pip's dry run downloaded every wheel it
+resolved (about 4 GB, 706 s in CI). The target this script runs on is left out: ``make install``
+installs it for real, with dependencies.
 
-Before pip runs, the locks are checked against pyproject.toml (``check_ranges``): pyproject states the
-ranges peftlab supports (a user installs it into an environment of their own), the locks the one set
-CI tests, so every package pyproject names must be locked at a version inside its range.
+Before the index is asked, the locks are checked against pyproject.toml (``check_ranges``): pyproject
+states the ranges peftlab supports (a user installs it into an environment of their own), the locks the
+one set CI tests, so every package pyproject names must be locked at a version inside its range.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import platform
 import re
-import subprocess
 import sys
-import tempfile
 import time
 import tomllib
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.specifiers import SpecifierSet
+from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = "3.11"  # the version the locks were verified with (pyproject's requires-python >= 3.11)
@@ -113,109 +121,80 @@ def applies(requirement: Requirement, target: Target) -> bool:
     return requirement.marker is None or requirement.marker.evaluate(target.environment)
 
 
-def pip_command(requirements_file: Path, workdir: Path, target: Target) -> list[str]:
-    # --target: pip refuses --platform otherwise (nothing is written there with --dry-run). --retries on the
-    # command line, whatever pip's config says, so that an unreachable index is retried and shows in the log.
-    platforms = [arg for tag in target.platforms for arg in ("--platform", tag)]
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--dry-run",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--ignore-installed",
-        "--target",
-        str(workdir / "target"),
-        "--disable-pip-version-check",
-        "--retries",
-        "3",
-        "--log",
-        str(workdir / "pip.log"),
-        "--python-version",
-        PYTHON,
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp" + PYTHON.replace(".", ""),
-        *platforms,
-        "-r",
-        str(requirements_file),
-    ]
-
-
-def run_pip(lines: list[str], target: Target) -> tuple[int, str, str]:
-    """pip's exit status, its output and its debug log for a dry run of ``lines`` on ``target``."""
-    with tempfile.TemporaryDirectory(prefix="check-locks-") as tmp:
-        workdir = Path(tmp)
-        (workdir / "requirements.txt").write_text("\n".join(lines) + "\n")
-        result = subprocess.run(
-            pip_command(workdir / "requirements.txt", workdir, target), capture_output=True, text=True
-        )
-        log = (workdir / "pip.log").read_text(errors="replace") if (workdir / "pip.log").exists() else ""
-    return result.returncode, result.stdout + result.stderr, log
-
-
-NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
-
-
 class RegistryError(Exception):
-    """pip could not ask the registry: the lock's state for this target is unknown."""
+    """The index did not answer: the lock's state for this target is unknown."""
 
 
-def unreachable(name: str, log: str) -> str | None:
-    """Why pip could not read ``name``'s index page (from its debug log), or None when it could (a 404
-    means the project does not exist there: an answer, not an outage)."""
-    page = re.compile(rf"Could not fetch URL \S*/{re.escape(canonicalize_name(name))}/: (?!404 )(.*?) - skipping")
-    found = page.search(log)
-    if not found:
-        return None
-    reason = " ".join(found.group(1).split())
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]*", reason)  # urllib3 nests the cause deep inside
-    return f"{reason.split(':')[0]}: {errno.group(0)}" if errno else reason[:160]
+INDEX = os.environ.get("PEFTLAB_INDEX_URL", "https://pypi.org/simple/")
+ACCEPT = "application/vnd.pypi.simple.v1+json"  # PEP 691: the index's file list as JSON, with Requires-Python
 
 
-def unresolvable(returncode: int, output: str, log: str) -> str | None:
-    """The lock line pip found no wheel for; None when pip succeeded; RegistryError when the index
-    did not answer, or pip failed without naming a package (a download that broke off)."""
-    if returncode == 0:
-        return None
-    found = NOT_FOUND.search(output)
-    if not found:
-        tail = output.strip().splitlines()[-1] if output.strip() else f"exit status {returncode}"
-        raise RegistryError(f"pip failed without naming a package: {tail[:200]}")
-    line = found.group(1)
-    why = unreachable(Requirement(line).name, log)
-    if why:
-        raise RegistryError(f"the index did not answer for {line} ({why})")
-    return line
+def supported_tags(target: Target) -> set[Tag]:
+    """The wheel tags pip accepts on ``target`` for CPython 3.11, as pip derives them from ``--platform``,
+    ``--python-version``, ``--implementation cp`` and ``--abi cp311`` (a macOS tag expanded to the older
+    macOS versions and universal2, as pip does)."""
+    version = tuple(int(part) for part in PYTHON.split("."))
+    platforms = list(target.platforms)
+    if target.name.startswith("macos"):
+        major, minor, arch = re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", platforms[0]).groups()
+        platforms = list(mac_platforms((int(major), int(minor)), arch))
+    abi = "cp" + PYTHON.replace(".", "")
+    return set(cpython_tags(version, [abi], platforms)) | set(compatible_tags(version, abi, platforms))
 
 
-def check(requirements: list[Requirement], target: Target, pip=run_pip) -> list[str]:
-    """The lines of ``requirements`` that have no wheel for ``target``. pip stops at the first, so each
-    one found is left out and pip runs again."""
-    remaining = [str(r) for r in requirements if applies(r, target)]
-    missing = []
-    while remaining:
-        line = unresolvable(*pip(remaining, target))
-        if line is None:
-            break
-        name = canonicalize_name(Requirement(line).name)
-        same = [r for r in remaining if canonicalize_name(Requirement(r).name) == name]
-        if not same:
-            raise RegistryError(f"pip named {line}, which is not a line it was given")
-        missing.append(same[0])
-        remaining.remove(same[0])
-    return missing
+def index_files(name: str) -> list[dict] | None:
+    """The files the index lists for ``name`` (PEP 691 JSON: filename, requires-python, yanked); None when the
+    index says the project does not exist (404: an answer, not an outage). Only the index's pages are read,
+    never a wheel. An index that does not answer after retries is a RegistryError."""
+    url = f"{INDEX.rstrip('/')}/{canonicalize_name(name)}/"
+    last = None
+    for attempt in range(4):
+        if attempt:
+            time.sleep(2**attempt)
+        try:
+            request = urllib.request.Request(url, headers={"Accept": ACCEPT})
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return json.load(answer)["files"]
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            last = f"HTTP {err.code} {err.reason}"
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+            last = " ".join(str(getattr(err, "reason", err)).split())[:160]
+    raise RegistryError(f"the index did not answer for {name} at {url} ({last})")
 
 
-def check_lock(path: Path, target: Target, pip=run_pip) -> tuple[str, list[str]]:
+def has_wheel(requirement: Requirement, files: list[dict] | None, tags: set[Tag]) -> bool:
+    """Whether ``files`` hold a wheel of the pinned version that pip would install with ``tags``: a tag it
+    supports, a Requires-Python that admits 3.11, not yanked (pip takes a yanked pin only with a warning)."""
+    version = Version(next(iter(requirement.specifier)).version)
+    for file in files or []:
+        if not file["filename"].endswith(".whl") or file.get("yanked"):
+            continue
+        try:
+            name, wheel_version, _, wheel_tags = parse_wheel_filename(file["filename"])
+        except InvalidWheelFilename:
+            continue
+        if name != canonicalize_name(requirement.name) or wheel_version != version or not wheel_tags & tags:
+            continue
+        needs = file.get("requires-python")
+        if not needs or SpecifierSet(needs).contains(PYTHON, prereleases=True):
+            return True
+    return False
+
+
+def check(requirements: list[Requirement], target: Target, fetch=index_files) -> list[str]:
+    """The lines of ``requirements`` that apply on ``target`` and have no wheel there."""
+    tags = supported_tags(target)
+    return [str(r) for r in requirements if applies(r, target) and not has_wheel(r, fetch(r.name), tags)]
+
+
+def check_lock(path: Path, target: Target, fetch=index_files) -> tuple[str, list[str]]:
     """One report line for ``path`` on ``target`` and the lines without a wheel there."""
     requirements = read_lock(path)
     start = time.perf_counter()
     try:
-        missing = check(requirements, target, pip)
+        missing = check(requirements, target, fetch)
     except RegistryError as err:
         raise RegistryError(f"{target.name}: {err}") from None
     seconds = time.perf_counter() - start
@@ -253,8 +232,9 @@ def check_ranges(pyproject: Path, locks: list[Path]) -> list[str]:
     return outside
 
 
-def main(argv: list[str], pip=run_pip) -> int:
+def main(argv: list[str], fetch=index_files) -> int:
     locks = [Path(a) for a in argv] or default_locks()
+    fetch = functools.cache(fetch)  # one page of a package serves every target and every lock
     failures = []
     try:
         outside = [] if argv else check_ranges(REPO / "pyproject.toml", locks)
@@ -262,14 +242,12 @@ def main(argv: list[str], pip=run_pip) -> int:
             print(f"check_locks: {'; '.join(outside)}: lock a version inside the range, or widen it", file=sys.stderr)
             return 1
         for path in locks:
-            read_lock(path)  # a malformed line fails before pip runs
-            # one target after another: checked at once, the three took longer here (pip unpacks and
-            # hashes each wheel, and these machines have 2 cores)
+            read_lock(path)  # a malformed line fails before the index is asked
             for target in TARGETS:
                 if target.name == this_machine():  # `make install` installs this one for real
                     print(f"{path.name} {target.name}: this machine; make install installs it", flush=True)
                     continue
-                line, missing = check_lock(path, target, pip)
+                line, missing = check_lock(path, target, fetch)
                 print(line, flush=True)
                 if missing:
                     failures.append(f"{path.name} on {target.name}: {', '.join(missing)}")

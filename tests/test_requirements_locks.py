@@ -1,6 +1,6 @@
 """The locks install where researchers run: markers parse, the CUDA wheels are Linux-only, and
-scripts/check_locks.py (which asks the registry, in CI) evaluates markers per target and reads pip's
-answers right. Nothing here uses the network: pip is faked at the seam that runs it."""
+scripts/check_locks.py (which asks the registry, in CI) evaluates markers per target and reads the
+index's file lists right. Nothing here uses the network: the index is faked at the seam that reads it."""
 
 import importlib.util
 import re
@@ -87,62 +87,72 @@ def test_linux_targets_pass_every_manylinux_tag_up_to_2_28():
     )
 
 
-def test_the_pip_command_resolves_wheels_only_without_dependencies_for_the_target(tmp_path):
-    command = check_locks.pip_command(tmp_path / "r.txt", tmp_path, TARGETS["macos-arm64"])
-    joined = " ".join(command)
-    for flag in (
-        "--dry-run",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--ignore-installed",
-        "--platform macosx_14_0_arm64",
-        "--python-version 3.11",
-        "--implementation cp",
-        "--abi cp311",
-        f"-r {tmp_path / 'r.txt'}",
-    ):
-        assert flag in joined
+def wheel(filename, requires_python=None, yanked=False):
+    return {"filename": filename, "requires-python": requires_python, "yanked": yanked}
 
 
-NO_WHEEL = (
-    "ERROR: Could not find a version that satisfies the requirement {0} (from versions: none)\n"
-    "ERROR: No matching distribution found for {0}\n"
-)
+# the index's file lists as PyPI gives them (PEP 691), trimmed to what the check reads
+INDEX = {
+    "numpy": [
+        wheel("numpy-2.4.6-cp311-cp311-macosx_14_0_arm64.whl", ">=3.11"),
+        wheel("numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl", ">=3.11"),
+        wheel("numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl", ">=3.11"),
+        wheel("numpy-2.4.6.tar.gz", ">=3.11"),
+    ],
+    "triton": [wheel("triton-3.8.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl")],
+    "pyyaml": [wheel("PyYAML-6.0.3-cp311-cp311-macosx_11_0_arm64.whl"), wheel("pyyaml-6.0.3.tar.gz")],
+    "appnope": [wheel("appnope-0.1.4-py2.py3-none-any.whl", ">=3.6")],
+    "cuda-bindings": [wheel("cuda_bindings-13.5.0-cp311-cp311-manylinux_2_24_x86_64.whl")],
+}
 
 
-def fake_pip(no_wheel: set[str], log: str = ""):
-    """pip as it answers: it stops at the first line it finds no wheel for."""
-    calls = []
+def fake_index(index=INDEX):
+    asked = []
 
-    def pip(lines, target):
-        calls.append(list(lines))
-        for line in lines:
-            if line.split("==")[0] in no_wheel:
-                return 1, NO_WHEEL.format(line), log
-        return 0, "Would install " + " ".join(lines), log
+    def fetch(name):
+        asked.append(name)
+        return index.get(canonicalize_name(name))
 
-    return pip, calls
+    return fetch, asked
 
 
-def test_every_line_without_a_wheel_is_found_and_lines_left_out_by_markers_never_reach_pip(tmp_path):
+def test_a_wheel_counts_only_for_a_tag_python_and_version_the_target_takes():
+    tags = check_locks.supported_tags(TARGETS["macos-arm64"])
+    req = check_locks.Requirement
+    assert check_locks.has_wheel(req("PyYAML==6.0.3"), INDEX["pyyaml"], tags)  # macOS 11 wheel on macOS 14
+    assert check_locks.has_wheel(req("appnope==0.1.4"), INDEX["appnope"], tags)  # pure Python
+    assert not check_locks.has_wheel(req("numpy==2.4.5"), INDEX["numpy"], tags)  # another version
+    assert not check_locks.has_wheel(req("triton==3.8.0"), INDEX["triton"], tags)  # Linux only
+    assert not check_locks.has_wheel(req("x==1.0"), [wheel("x-1.0-py3-none-any.whl", ">=3.12")], tags)
+    assert not check_locks.has_wheel(req("x==1.0"), [wheel("x-1.0-py3-none-any.whl", yanked="broken")], tags)
+    assert not check_locks.has_wheel(req("x==1.0"), [wheel("x-1.0.tar.gz")], tags)  # sdists never count
+    assert not check_locks.has_wheel(req("x==1.0"), None, tags)  # a project the index does not know
+    aarch64 = check_locks.supported_tags(TARGETS["linux-aarch64"])
+    assert check_locks.has_wheel(req("numpy==2.4.6"), INDEX["numpy"], aarch64)
+    assert not check_locks.has_wheel(req("cuda-bindings==13.5.0"), INDEX["cuda-bindings"], aarch64)
+    assert not check_locks.has_wheel(req("x==1.0"), [wheel("x-1.0-cp312-cp312-manylinux_2_17_aarch64.whl")], aarch64)
+
+
+def test_every_line_without_a_wheel_is_found_and_lines_left_out_by_markers_are_never_asked(tmp_path):
     lock = tmp_path / "requirements.lock"
     lock.write_text(
         'numpy==2.4.6\ncuda-bindings==13.5.0 ; sys_platform == "linux"\ntriton==3.8.0\nPyYAML==6.0.3\nappnope==0.1.4\n'
     )
-    pip, calls = fake_pip({"triton", "appnope"})
-    line, missing = check_locks.check_lock(lock, TARGETS["macos-arm64"], pip)
-    assert missing == ["triton==3.8.0", "appnope==0.1.4"]
-    assert line.startswith("requirements.lock macos-arm64: FAILED, no wheel for triton==3.8.0, appnope==0.1.4")
-    assert all("cuda-bindings==13.5.0" not in c for c in calls) and calls[-1] == ["numpy==2.4.6", "PyYAML==6.0.3"]
-    line, missing = check_locks.check_lock(lock, TARGETS["linux-x86_64"], fake_pip(set())[0])
-    assert missing == [] and line.startswith("requirements.lock linux-x86_64: ok, 5 lines resolve (")
+    fetch, asked = fake_index()
+    line, missing = check_locks.check_lock(lock, TARGETS["macos-arm64"], fetch)
+    assert missing == ["triton==3.8.0"]
+    assert line.startswith("requirements.lock macos-arm64: FAILED, no wheel for triton==3.8.0 (")
+    assert "cuda-bindings" not in asked and asked == ["numpy", "triton", "PyYAML", "appnope"]
+    line, missing = check_locks.check_lock(lock, TARGETS["linux-aarch64"], fake_index()[0])
+    assert missing == ['cuda-bindings==13.5.0; sys_platform == "linux"', "triton==3.8.0", "PyYAML==6.0.3"]
 
 
-def test_main_fails_in_one_line_naming_lock_target_and_package(tmp_path, capsys):
+def test_main_fails_in_one_line_naming_lock_target_and_package_and_asks_each_package_once(tmp_path, capsys):
     lock = tmp_path / "requirements-x.lock"
     lock.write_text("numpy==2.4.6\ntriton==3.8.0\n")
-    pip, _ = fake_pip({"triton"})
-    assert check_locks.main([str(lock)], pip) == 1
+    fetch, asked = fake_index()
+    assert check_locks.main([str(lock)], fetch) == 1
+    assert sorted(asked) == ["numpy", "triton"]  # once each, whatever the number of targets
     out, err = capsys.readouterr()
     assert out.count("\n") == 3 and "requirements-x.lock linux-aarch64: FAILED, no wheel for triton==3.8.0" in out
     assert err.count("\n") == 1 and err.startswith(
@@ -151,30 +161,23 @@ def test_main_fails_in_one_line_naming_lock_target_and_package(tmp_path, capsys)
     )
 
 
-UNREACHABLE_LOG = (
-    "Could not fetch URL https://pypi.org/simple/triton/: connection error: HTTPSConnectionPool("
-    "host='pypi.org', port=443): Max retries exceeded with url: /simple/triton/ (Caused by "
-    "NewConnectionError('<HTTPSConnection object>: Failed to establish a new connection: [Errno 111] "
-    "Connection refused')) - skipping\n"
-)
-
-
-def test_an_index_that_does_not_answer_makes_the_lock_unknown_not_unresolvable(tmp_path, capsys):
+def test_an_index_that_does_not_answer_makes_the_lock_unknown_not_unresolvable(tmp_path, capsys, monkeypatch):
     lock = tmp_path / "requirements-x.lock"
-    lock.write_text("numpy==2.4.6\ntriton==3.8.0\n")
-    pip, _ = fake_pip({"triton"}, UNREACHABLE_LOG)
-    assert check_locks.main([str(lock)], pip) == 2
+    lock.write_text("numpy==2.4.6\n")
+    monkeypatch.setattr(check_locks, "INDEX", "http://127.0.0.1:9/simple/")  # the discard port: refused
+    monkeypatch.setattr(check_locks.time, "sleep", lambda seconds: None)
+    assert check_locks.main([str(lock)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "requirements-x.lock is unknown: " in err
-    assert "the index did not answer for triton==3.8.0 (connection error: [Errno 111] Connection refused)" in err
+    assert "the index did not answer for numpy at http://127.0.0.1:9/simple/numpy/ (" in err and "refused" in err
 
 
-def test_a_404_is_an_answer_and_a_pip_failure_naming_no_package_is_unknown():
-    log_404 = "Could not fetch URL https://pypi.org/simple/triton/: 404 Client Error: Not Found for url - skipping\n"
-    assert check_locks.unresolvable(1, NO_WHEEL.format("triton==3.8.0"), log_404) == "triton==3.8.0"
-    assert check_locks.unresolvable(0, "Would install triton-3.8.0", "") is None
-    with pytest.raises(check_locks.RegistryError, match="pip failed without naming a package: .*Read timed out"):
-        check_locks.unresolvable(2, "ERROR: HTTPSConnectionPool(host='files.pythonhosted.org'): Read timed out.", "")
+def test_a_404_is_an_answer_that_the_project_does_not_exist(monkeypatch):
+    def not_found(request, timeout):
+        raise check_locks.urllib.error.HTTPError(request.full_url, 404, "Not Found", {}, None)
+
+    monkeypatch.setattr(check_locks.urllib.request, "urlopen", not_found)
+    assert check_locks.index_files("no-such-project") is None
 
 
 def test_every_package_pyproject_names_is_locked_inside_its_range():
