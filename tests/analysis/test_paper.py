@@ -339,6 +339,32 @@ def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
     assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page.stat().st_size > 5_000
 
 
+@pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_latexmk_reads_no_rc_file_from_the_paper_folder_its_parent_or_home(tmp_path, monkeypatch):
+    """latexmk's rc files are Perl: a study folder from someone else's archive must not run code when its
+    paper is built, and neither may rc files in $HOME, XDG_CONFIG_HOME or LATEXMKRCSYS."""
+    out, home, markers = tmp_path / "study" / "paper", tmp_path / "home", tmp_path / "markers"
+    for folder in (out, home / ".config" / "latexmk", markers):
+        folder.mkdir(parents=True)
+    rc_files = {
+        "paper-latexmkrc": out / "latexmkrc",
+        "paper-dot": out / ".latexmkrc",
+        "parent-latexmkrc": out.parent / "latexmkrc",
+        "parent-dot": out.parent / ".latexmkrc",
+        "home": home / ".latexmkrc",
+        "xdg": home / ".config" / "latexmk" / "latexmkrc",
+        "system": tmp_path / "system-latexmkrc",
+    }
+    for name, rc in rc_files.items():
+        rc.write_text(f'system("touch {markers / name}");\n$pdflatex = "touch {markers / name}-pdflatex; %O %S";\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("LATEXMKRCSYS", str(rc_files["system"]))
+    (out / "main.tex").write_text("\\documentclass{article}\n\\begin{document}\nNo rc file.\n\\end{document}\n")
+    assert compile_pdf(out / "main.tex").is_file()
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
 @pytest.mark.skipif(
     bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
     reason="LaTeX is not installed: scripts/install-latex.sh would install it",
