@@ -427,7 +427,7 @@ HOSTILE = {
 }
 HOSTILE_METHOD = {"linear": r"linear\catcode`\@=11"}
 HOSTILE_LABELS = {"lora r=8": r"LoRA ($\input{/etc/hostname}$)", "linear": r"Lin ($^^5cinput{x}$)"}
-FROM_DATA = (r"\input{/etc", r"\write18", r"^^5c", r"\catcode", r"\input{x}", "input{/etc/hostname}$")
+FROM_DATA = (r"\input{/etc", r"\write18", r"^^5c", r"\catcode", r"\input{x}")
 
 
 def hostile_study(tmp_path):
