@@ -14,6 +14,7 @@ The result section of docs/run-directory.md is generated from the comments on th
 so a field's comment is its documentation.
 """
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -161,6 +162,34 @@ def lower_is_better(metric: str) -> bool:
     """Whether a smaller value is better of a Metrics field, named as result.json (``val_perplexity``) or
     a results table (``metrics.val_perplexity``) names it."""
     return metric.removeprefix("metrics.") in LOWER_IS_BETTER
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """The values a Metrics field can take (Metrics' docstring); (-inf, inf) for a field Metrics does not know."""
+    if name not in Metrics.__annotations__:
+        return -math.inf, math.inf
+    if name.endswith("perplexity"):
+        return 1.0, math.inf
+    if name.endswith("loss"):
+        return 0.0, math.inf
+    return (-1.0, 1.0) if name.endswith("matthews") else (0.0, 1.0)
+
+
+def metric_problem(name: str, value: object) -> str | None:
+    """What is wrong with ``value`` as metric ``name`` of a result.json, in words ("metrics.test_top1 is 'abc':
+    expected a finite number in [0, 1]"); None for null or a finite real number in its range. A value outside
+    that (a string, a list, true, inf, 1e308 as an accuracy) is damage, never a result."""
+    low, high = metric_range(name)
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None or (real and math.isfinite(value) and low <= value <= high):
+        return None
+    expected = "a finite number"
+    if math.isfinite(high):
+        expected += f" in [{low:g}, {high:g}]"
+    elif math.isfinite(low):
+        expected += f" of at least {low:g}"
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"metrics.{name} is {shown}: expected {expected}"
 
 
 FAILURE_KEYS = ("traceback", "checkpoint_unusable")  # the keys only a failure's record has

@@ -27,6 +27,7 @@ from peftlab.analysis.load import load_results
 from peftlab.analysis.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
 from peftlab.analysis.submission import write_submission
 from peftlab.errors import UserError
+from peftlab.files import read_json
 
 MISSING_LATEX = missing_latex()
 
@@ -339,6 +340,32 @@ def test_paper_compiles_and_the_pdf_shows_the_numbers(sources, tmp_path):
     assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page.stat().st_size > 5_000
 
 
+@pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_latexmk_reads_no_rc_file_from_the_paper_folder_its_parent_or_home(tmp_path, monkeypatch):
+    """latexmk's rc files are Perl: a study folder from someone else's archive must not run code when its
+    paper is built, and neither may rc files in $HOME, XDG_CONFIG_HOME or LATEXMKRCSYS."""
+    out, home, markers = tmp_path / "study" / "paper", tmp_path / "home", tmp_path / "markers"
+    for folder in (out, home / ".config" / "latexmk", markers):
+        folder.mkdir(parents=True)
+    rc_files = {
+        "paper-latexmkrc": out / "latexmkrc",
+        "paper-dot": out / ".latexmkrc",
+        "parent-latexmkrc": out.parent / "latexmkrc",
+        "parent-dot": out.parent / ".latexmkrc",
+        "home": home / ".latexmkrc",
+        "xdg": home / ".config" / "latexmk" / "latexmkrc",
+        "system": tmp_path / "system-latexmkrc",
+    }
+    for name, rc in rc_files.items():
+        rc.write_text(f'system("touch {markers / name}");\n$pdflatex = "touch {markers / name}-pdflatex; %O %S";\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("LATEXMKRCSYS", str(rc_files["system"]))
+    (out / "main.tex").write_text("\\documentclass{article}\n\\begin{document}\nNo rc file.\n\\end{document}\n")
+    assert compile_pdf(out / "main.tex").is_file()
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
 @pytest.mark.skipif(
     bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
     reason="LaTeX is not installed: scripts/install-latex.sh would install it",
@@ -391,6 +418,73 @@ def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
     assert r"against Full FT \& more" in significance
     results = macros((tmp_path / "paper" / "results.tex").read_text())
     assert results["baselineName"] == r"Full FT \& more"
+
+
+# every string a run folder or study file can hold that TeX would run or read were it not escaped
+HOSTILE = {
+    "full": r"full \input{/etc/hostname} & 50% #_~^^5cinput{x}",
+    "lora r=4": "lora \\write18{touch pwned}\n\\input{/etc/hostname} r=4",  # a line break ends a comment
+}
+HOSTILE_METHOD = {"linear": r"linear\catcode`\@=11"}
+HOSTILE_LABELS = {"lora r=8": r"LoRA ($\input{/etc/hostname}$)", "linear": r"Lin ($^^5cinput{x}$)"}
+FROM_DATA = (r"\input{/etc", r"\write18", r"^^5c", r"\catcode", r"\input{x}")
+
+
+def hostile_study(tmp_path):
+    """write_study_dir's study with LaTeX commands in its variant, method, dataset, model and CPU names, its
+    labels and its tuning record: what a study folder from someone else's archive may hold."""
+    study_dir = write_study_dir(tmp_path / "hostile")
+    for run in (study_dir / "runs").iterdir():
+        spec, result = read_json(run / "spec.json"), read_json(run / "result.json")
+        spec["variant"] = HOSTILE.get(spec["variant"], spec["variant"])
+        spec["method"] = HOSTILE_METHOD.get(spec["method"], spec["method"])
+        result["config"]["data"]["name"] = r"mnist\input{/etc/hostname}"
+        result["config"]["model"]["name"] = r"vit\write18{id}"
+        if result["provenance"]:
+            result["provenance"]["hardware"]["cpu"] = r"EPYC \catcode`\%=12"
+        (run / "spec.json").write_text(json.dumps(spec))
+        (run / "result.json").write_text(json.dumps(result))
+    labels = "".join(f"    {json.dumps(k)}: {json.dumps(v)}\n" for k, v in HOSTILE_LABELS.items())
+    (study_dir / "study.yaml").write_text("report:\n  labels:\n" + labels)
+    key, value = r"train.lr\input{/etc/hostname}", r"\input{/etc/hostname}"
+    search = selection("lora", [{"key": key, "values": [0.01, value]}], [("COMPLETE", 0.7, {key: value}, {})], 0)
+    search["chosen"]["trial"], search["search"]["seeds"] = value, [r"\write18{id}"]
+    (study_dir / "tune" / "lora").mkdir(parents=True)
+    (study_dir / "tune" / "lora" / "selection.json").write_text(json.dumps(search))
+    return study_dir
+
+
+@pytest.fixture(scope="module")
+def hostile_sources(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "paper"
+    paper.write_paper(hostile_study(out.parent), out, compile=False)
+    return out
+
+
+def test_every_string_from_the_study_reaches_latex_escaped(hostile_sources):
+    """Names from spec.json, result.json and the study file print literally: no command in them reaches TeX,
+    in any table, caption, macro or paragraph (math in a label keeps only harmless symbols)."""
+    out = hostile_sources
+    for tex in sorted(out.rglob("*.tex")):
+        text = re.sub(r"(?<!\\)%.*", "", tex.read_text())  # TeX skips a comment to the end of its line
+        for command in FROM_DATA:
+            assert command not in text, f"{tex.relative_to(out)}: {command}"
+    main_table = (out / "tables" / "main_table.tex").read_text()
+    assert r"full \textbackslash{}input\{/etc/hostname\} \& 50\% \#\_" in main_table
+    assert r"LoRA (\$\textbackslash{}input\{/etc/hostname\}\$)" in main_table
+    assert r"\textbackslash{}input\{/etc/hostname\}" in (out / "tables" / "tuning.tex").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    bool(MISSING_LATEX) or shutil.which("pdftotext") is None,
+    reason="LaTeX is not installed: scripts/install-latex.sh would install it",
+)
+def test_a_paper_prints_the_commands_in_its_names_literally(hostile_sources, tmp_path):
+    shutil.copytree(hostile_sources, tmp_path, dirs_exist_ok=True)
+    pdf = compile_pdf(tmp_path / "main.tex")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert r"\input{/etc/hostname}" in text and os.uname().nodename not in text.split()
 
 
 # --- a tuned study: tune/<method>/selection.json as peftlab.study.search writes them ---------------

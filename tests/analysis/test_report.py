@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from testkit import run_cli
@@ -585,3 +586,50 @@ def test_a_text_studys_main_table_compiles(tmp_path):
         timeout=480,
     )
     assert (tables / "main_table_document.pdf").is_file()
+
+
+# what a damaged or hand-edited result.json may hold as a test top-1: none of it is a result
+BAD_TOP1 = ["0.9", [0.9], True, float("inf"), 1e308, {"mean": 0.9}, -0.5]
+
+
+def damaged_study(root: Path) -> Path:
+    """DEFAULT_LIKE with every seed of the linear probe (the worst configuration) given a test top-1 that would
+    make it the best if it were read as a number."""
+    study = write_study_dir(root)
+    linear = sorted((study / "runs").glob("linear-*"))
+    for run_dir, value in zip(linear, BAD_TOP1[:5], strict=True):
+        result = json.loads((run_dir / "result.json").read_text())
+        result["metrics"]["test_top1"] = value
+        (run_dir / "result.json").write_text(json.dumps(result))
+    return study
+
+
+@pytest.mark.parametrize("value", BAD_TOP1)
+def test_a_test_metric_that_is_no_finite_number_in_range_makes_the_run_damaged(tmp_path, value):
+    from peftlab.analysis.load import load_results
+
+    study = write_study_dir(tmp_path / "study", runs=DEFAULT_LIKE[:2])
+    run_dir = study / "runs" / "linear-0-fashion_mnist"
+    result = json.loads((run_dir / "result.json").read_text())
+    result["metrics"]["test_top1"] = value
+    (run_dir / "result.json").write_text(json.dumps(result))
+    row = load_results(study).set_index("run_id").loc["linear-0-fashion_mnist"]
+    assert row["status"] == "damaged" and row["error"].startswith("result.json: metrics.test_top1 is ")
+    assert "expected a finite number in [0, 1]" in row["error"] and pd.isna(row["metrics.test_top1"])
+
+
+def test_the_report_names_damaged_runs_and_never_reports_their_metrics(tmp_path):
+    report = write_report(damaged_study(tmp_path / "study")).read_text()
+    damaged = [line for line in report.splitlines() if "| damaged |" in line]
+    assert len(damaged) == 5 and all("metrics.test_top1 is " in line for line in damaged)
+    table = main_table(report)
+    assert not any(line.startswith("| linear") for line in table)
+    assert next(line for line in table if line.startswith("| full")).count("**") == 4  # full: the best, in bold
+
+
+def test_a_paper_of_a_study_with_damaged_runs_leaves_them_out(tmp_path):
+    from peftlab.analysis import paper
+
+    paper.write_paper(damaged_study(tmp_path / "study"), tmp_path / "paper", compile=False)
+    main_table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()
+    assert "linear" not in main_table and r"full & 800.0K (100.0\%) & 5 & $\mathbf{73.9}" in main_table

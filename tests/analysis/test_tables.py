@@ -159,6 +159,25 @@ def test_latex_text_escapes_text_and_keeps_math():
     assert tables.latex_text("lora_qv r=8") == r"lora\_qv r=8"
 
 
+@pytest.mark.parametrize(
+    "label",
+    [
+        r"LoRA ($\input{/etc/hostname}$)",  # a command that reads a file
+        r"x ($\alpha \write18{id}$)",  # an allowed command beside one that is not
+        r"x ($^^5cinput{x}$)",  # ^^5c is a backslash to TeX
+        r"x ($r}{=4$)",  # braces that close what the label did not open
+        r"x ($a % b$)",  # a comment that would swallow the rest of the line
+    ],
+)
+def test_latex_text_prints_math_that_is_not_only_symbols_as_text(label):
+    assert tables.latex_text(label) == tables.latex_escape(label)
+
+
+def test_latex_text_keeps_math_of_symbols_and_typesetting_commands():
+    label = r"LoRA ($\alpha{=}2r$, $W_0 + \Delta W$, $\times 10^{-3}$)"
+    assert tables.latex_text(label) == label
+
+
 def test_display_names_rename_configurations_and_methods():
     labels = {"lora r=4": "LoRA ($r{=}4$)", "lora": "LoRA", "full": "Full FT"}
     assert tables.display_name("lora r=4", "lora", labels) == "LoRA ($r{=}4$)"

@@ -193,3 +193,23 @@ def test_a_data_cache_that_cannot_be_written_costs_a_new_check_not_the_run(tmp_p
     assert describe_data(folder_cfg(root)).split_sizes["test"] == 4
     add_bad(root, "cut PNG", listed=False)
     refused(describe_data, folder_cfg(root), match="a truncated or corrupt PNG file", naming=root)
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["sound", "bad-image"])
+def test_data_info_check_json_prints_one_json_document(tmp_path, damaged):
+    """`data info --check --json` is read by scripts: its output parses as JSON whether or not an image is bad."""
+    import contextlib
+
+    from peftlab.cli import main
+
+    datafiles.write_image_folder(tmp_path)
+    if damaged:
+        (tmp_path / "dog" / "9.png").write_text("not a png")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["data", "info", "imagefolder", "--root", str(tmp_path), "--check", "--json"])
+    record = json.loads(out.getvalue())
+    assert status == (1 if damaged else 0) and record["check"]["checked"] == 15 + damaged
+    assert len(record["check"]["bad"]) == damaged and ("split_sizes" in record) != damaged
+    if damaged:
+        assert "9.png" in record["check"]["bad"][0]

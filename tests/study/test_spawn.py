@@ -1,6 +1,7 @@
 """The local runner with the start method ``spawn`` (macOS's default), run here with real processes:
 long-lived workers take several runs each, a worker killed by SIGKILL loses its run to pending and
-nothing else, and the study resumed gives what an uninterrupted study gives under ``forkserver``."""
+nothing else, a new worker resumes it, and the study gives what an uninterrupted study gives under
+``forkserver``."""
 
 import argparse
 import json
@@ -53,9 +54,9 @@ def trained(out: Path) -> dict[str, Path]:
 @needs_fashion_mnist()
 def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_study(tmp_path):
     """A 2-trial grid, trained at once, and its final run. The worker of the first trial to reach
-    step 7 (after the checkpoint of step 6) SIGKILLs itself: its run stays pending, the other trial
-    completes, and the search stops with one line. The same command resumes the killed trial and
-    trains the final run in one worker, which outlives the search. Every run equals the
+    step 7 (after the checkpoint of step 6) SIGKILLs itself: its run stays pending, the slot gets a new
+    worker that resumes it from its checkpoint, and the study goes on (docs/studies.md) to its final run,
+    trained in one of the search's workers, which outlive the search. Every run equals the
     uninterrupted study's under forkserver."""
     study = {
         "seeds": 1,
@@ -72,19 +73,14 @@ def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_s
     out = tmp_path / "spawn" / "out"
     env = {"PEFTLAB_KILL_AT": "step:7", "PEFTLAB_KILL_ONCE": str(tmp_path / "killed")}
     killed = study_cli(path, out, tmp_path, **env)
-    assert killed.returncode == 2 and killed.stderr.count("\n") == 1, killed.stderr
-    assert "1 trial runs were stopped by an outside cause (its worker was killed by SIGKILL" in killed.stderr
-    (survivor,) = trained(out).values()
-    (victim,) = [d for d in out.glob("tune/lora/runs/*") if d != survivor]
-    assert (victim / "checkpoint" / "last.pt").exists() and not (victim / "result.json").exists()
-    before = {lock_pid(victim), lock_pid(survivor)}
-    assert len(before) == 2 and os.getpid() not in before
-
-    rerun = study_cli(path, out, tmp_path, **env)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
-    resumed = {lock_pid(d) for d in trained(out).values() if d != survivor}
-    assert len(resumed) == 1 and not resumed & before, "the final run did not reuse the search's worker"
+    assert killed.returncode == 0 and (tmp_path / "killed").exists(), killed.stderr
+    (line,) = killed.stderr.splitlines()
+    assert "was stopped by an outside cause (its worker was killed by SIGKILL" in line and "resuming it" in line
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in killed.stdout
+    workers = {lock_pid(d) for d in out.glob("tune/lora/runs/*")}  # the resumed run's: a new or an idle worker
+    assert os.getpid() not in workers
+    (final,) = [p.parent for p in out.glob("runs/*/result.json")]
+    assert lock_pid(final) in workers, "the final run did not reuse the search's worker"
 
     ours, theirs = trained(out), trained(ref_out)
     assert ours.keys() == theirs.keys() and len(ours) == 3
@@ -93,7 +89,6 @@ def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_s
         assert a["status"] == b["status"] == "completed" and a["metrics"] == b["metrics"], run_id
         steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
         assert len(steps) == len(set(steps)), f"a step of {run_id} was trained twice"
-    (final,) = [p.parent for p in out.glob("runs/*/result.json")]
     assert (final / "adapter.safetensors").read_bytes() == (theirs[final.name] / "adapter.safetensors").read_bytes()
     chosen = [json.loads((o / "tune" / "lora" / "selection.json").read_text())["chosen"] for o in (out, ref_out)]
     assert chosen[0] == chosen[1]

@@ -206,6 +206,8 @@ def test_trial_value_reads_validation_only():
     with pytest.raises(ValueError, match="not a validation metric"):
         trial_value(result, "test_top1")
     assert trial_value({**result, "status": "diverged"}, "val_top1") is None
+    for damaged in (float("inf"), 1e308, True, "0.9", [0.9], -0.1):  # never a score, never the best
+        assert trial_value({**result, "metrics": {"val_top1": damaged}}, "val_top1") is None
 
 
 def test_selection_follows_validation_where_test_disagrees():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,29 @@ LATEX_STYLES = {
     "algorithm.sty": "texlive-science",
     "algpseudocode.sty": "texlive-science",
 }
+
+
+# latexmk reads rc files (Perl it runs) from the working directory, $HOME, XDG_CONFIG_HOME and LATEXMKRCSYS:
+# the paper's folder may come from someone else's archive, so -norc reads none of them and every setting the
+# build needs is on this line. -no-shell-escape turns pdflatex's \write18 off altogether (Debian allows a
+# restricted list of commands by default).
+LATEXMK = [
+    "latexmk",
+    "-norc",
+    "-pdf",
+    "-no-shell-escape",
+    "-interaction=nonstopmode",
+    "-halt-on-error",
+    "-file-line-error",
+]
+
+
+def latex_env() -> dict[str, str]:
+    """The environment latexmk runs in: TeX may read and write only below the paper's folder (no absolute
+    paths, no "..", no dot files: kpathsea's paranoid mode) and runs no shell command."""
+    env = {key: value for key, value in os.environ.items() if key != "LATEXMKRCSYS"}
+    env.update(openin_any="p", openout_any="p", shell_escape="f")
+    return env
 
 
 def missing_latex() -> list[str]:
@@ -38,12 +62,7 @@ def compile_pdf(main: Path) -> Path:
             f"cannot compile {main}: missing LaTeX packages {' '.join(missing)} "
             "(Debian: run scripts/install-latex.sh, or apt-get install them); the sources are written"
         )
-    proc = subprocess.run(
-        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", main.name],
-        cwd=main.parent,
-        capture_output=True,
-        text=True,
-    )
+    proc = subprocess.run(LATEXMK + [main.name], cwd=main.parent, env=latex_env(), capture_output=True, text=True)
     log = main.with_suffix(".log")
     if proc.returncode != 0:
         raise UserError(f"latexmk failed on {main}: {first_latex_error(log, proc.stdout + proc.stderr)} (log: {log})")

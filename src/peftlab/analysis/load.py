@@ -1,10 +1,11 @@
 """Study results as tables, read from the run directories' JSON files (no torch).
 
 ``load_results(study_dir)``: one row per run (pending runs included, with status
-"pending"): run_id, variant, method, seed, groups, status, error, every config field as
-``config.<section>.<field>``, and the result's metrics, params, memory, timing and merge
-values. ``load_curves(study_dir)``: validation accuracy against step, one row per
-evaluation.
+"pending"; a completed run whose metrics are no finite numbers in their range with status
+"damaged" and the first problem as its error): run_id, variant, method, seed, groups, status,
+error, every config field as ``config.<section>.<field>``, and the result's metrics (sound
+values only), params, memory, timing and merge values. ``load_curves(study_dir)``:
+validation accuracy against step, one row per evaluation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from peftlab.config import flatten
 from peftlab.config_paths import PATH_FIELDS, hashed_path
 from peftlab.errors import DataError
 from peftlab.files import read_json
-from peftlab.run_result import RunResult, run_status
+from peftlab.run_result import RunResult, metric_problem, run_status
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
@@ -40,6 +41,17 @@ def read_result(run_dir: Path) -> RunResult:
     """A run's result.json (peftlab.run_result); {} when it is missing or corrupt (the run then shows as
     pending or partial). A section that is no JSON object reads as absent."""
     return run_result.read_result(run_dir) or RunResult()
+
+
+def metric_damage(result: RunResult) -> list[str]:
+    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
+    number in its range (``run_result.metric_problem``); [] for sound metrics."""
+    if result.get("status") != "completed":
+        return []
+    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
+        return ["no metrics object"]
+    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
+    return [problem for problem in problems if problem]
 
 
 def _flatten(data: dict, prefix: str) -> dict:
@@ -88,8 +100,14 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
             if isinstance(row.get(f"config.{key}"), str):
                 row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
+        damage = metric_damage(result)
+        if damage and row["status"] == "completed":  # never a number, never the best: a damaged run, named
+            row["status"], row["error"] = "damaged", f"result.json: {damage[0]}"
         for section in SECTIONS:
-            row.update(_flatten(result.get(section) or {}, f"{section}."))
+            values = result.get(section) or {}
+            if section == "metrics":
+                values = {k: v for k, v in values.items() if metric_problem(k, v) is None}
+            row.update(_flatten(values, f"{section}."))
         ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget
         for key in ("strategy", "sum", "budget"):
             row[f"ranks.{key}"] = ranks.get(key)
@@ -124,7 +142,12 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
                 record = json.loads(line)
             except ValueError:  # a corrupt line: the curve has a gap, the report goes on
                 continue
-            if isinstance(record, dict) and "val_top1" in record and "step" in record:
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("step"), int)
+                and metric_problem("val_top1", record.get("val_top1", "absent")) is None
+                and metric_problem("val_perplexity", record.get("val_perplexity")) is None
+            ):  # a point of the wrong type or out of range: a gap in the curve, as a corrupt line
                 rows.append(
                     {
                         "run_id": spec["run_id"],

@@ -68,7 +68,8 @@ class Numbers:
             "",
         ]
         for name, (text, source) in self.macros.items():
-            lines.append(f"\\newcommand{{\\{name}}}{{{text}}}  % {source}")
+            # a line break in a name from a file would end the comment: what follows it would be TeX
+            lines.append(f"\\newcommand{{\\{name}}}{{{text}}}  % {' '.join(source.split())}")
         return "\n".join(lines) + "\n"
 
 
@@ -347,7 +348,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         words(kinds).replace(" and ", " or "),
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
-    budgets = [str(t) for t in sorted({s["search"]["trials"] for s in searches})]
+    budgets = [latex_escape(t) for t in sorted({s["search"]["trials"] for s in searches})]
     add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per method (search.trials)")
     add(
         "tuneMetric",
@@ -355,7 +356,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         "the score trials were chosen by (search.metric)",
     )
     seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
-    add("tuneSeeds", words([str(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
+    add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     at_edge = [
         f"the {tuning_table.latex_key(key)} of {study.method_name(method)} is the {where} value searched"

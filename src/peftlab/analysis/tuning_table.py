@@ -41,7 +41,10 @@ def latex_space(record: dict) -> str:
             parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
         else:
             log = " (log)" if axis.get("log") else ""
-            parts.append(f"{latex_key(axis['key'])} $\\in$ [{axis['low']:g}, {axis['high']:g}]{log}")
+            low, high = (
+                f"{v:g}" if isinstance(v, (int, float)) else latex_escape(v) for v in (axis["low"], axis["high"])
+            )
+            parts.append(f"{latex_key(axis['key'])} $\\in$ [{low}, {high}]{log}")
     added = added_count(record)
     return "; ".join(parts) + (f" $+${added}" if added else "")
 
@@ -93,7 +96,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
                 f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
                 for k, v in chosen["params"].items()
             )
-            chosen_text = f"{values} & {chosen['trial']} & {times * chosen['value']:.1f}"
+            chosen_text = f"{values} & {latex_escape(chosen['trial'])} & {times * chosen['value']:.1f}"
         else:
             chosen_text = "-- & -- & --"
         final = scores.loc[method] if method in scores.index else None

@@ -140,7 +140,7 @@ def add_data(sub) -> None:
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
     q.add_argument("--root", help="where the dataset lies (default: the places peftlab looks)")
     q.add_argument("--test-dir", help="imagefolder: the folder of class folders that is the test split")
-    q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--json", action="store_true", help='print JSON (with --check: its result under "check")')
     q.add_argument(
         "--check", action="store_true", help="check and decode every image file and list the ones a run refuses"
     )
@@ -161,9 +161,15 @@ def cmd_data_info(args) -> int:
         from peftlab.data.build import check_images
 
         checked, bad = check_images(cfg)
-    if not bad:
-        info = describe_data(cfg)
-        print(json.dumps(dataclasses.asdict(info), indent=2) if args.json else format_data_info(info))
+    info = None if bad else describe_data(cfg)
+    if args.json:  # one JSON document, with or without bad images: a script parses it either way
+        record = dataclasses.asdict(info) if info else {"name": cfg.name}
+        if args.check:
+            record["check"] = {"checked": checked, "bad": bad}
+        print(json.dumps(record, indent=2))
+        return 1 if bad else 0
+    if info:
+        print(format_data_info(info))
     if args.check:
         for line in bad:
             print(f"bad image: {line}")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -166,15 +167,16 @@ def run_pending(
     optuna = optuna_module()
     from optuna.trial import TrialState
 
+    stopped_once: set[str] = set()  # runs stopped by an outside cause in this call: resumed once, by a new worker
     while True:
-        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # a killed search's
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # a killed search's, or a killed run's
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not stale and not waiting:
             return
         batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]
         while len(batch) < slots and waiting:
             batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
-        run_trials(search, directory, study, batch, planned, run_jobs, say)
+        run_trials(search, directory, study, batch, planned, run_jobs, say, stopped_once)
         write_selection(search, directory, study, done=False)
 
 
@@ -306,8 +308,13 @@ def run_trials(
     proposals: list[dict],
     run_jobs: RunJobs,
     say: Callable[[str], None],
+    stopped_once: set[str],
 ) -> None:
-    """Train the runs of a batch of trials at once and tell Optuna each trial's outcome."""
+    """Train the runs of a batch of trials at once and tell Optuna each trial's outcome. A trial whose run
+    was stopped by an outside cause (its worker killed, a full disk) is told nothing: it stays running, and
+    ``run_pending`` resumes the run from its checkpoint with the next batch, as a study goes on after a
+    killed worker. A run stopped a second time (``stopped_once``: the out-of-memory killer again, a disk
+    still full) stops the search in one line; the same command resumes it."""
     from optuna.trial import TrialState
 
     jobs, results, runs_of = [], {}, {}
@@ -339,12 +346,14 @@ def run_trials(
     unreported = next(filter(None, (missing_metric(r, search.metric) for r in results.values())), None)
     if unreported:  # a metric its classes do not give, known only once the data was read: never a silent failure
         raise UserError(f"tuning of method '{search.name}': {unreported}")
-    stopped_from_outside = []
+    stopped_from_outside = {}
     for number, (trial, specs) in runs_of.items():
         outcomes = [results.get(s.run_id, {"status": "failed"}) for s in specs]
         values = [trial_value(r, search.metric) for r in outcomes]
-        if any(r.get("status") == "pending" for r in outcomes):  # a signal or a full disk: resumed next time
-            stopped_from_outside += [r["error"] for r in outcomes if r.get("status") == "pending"]
+        if any(r.get("status") == "pending" for r in outcomes):  # a signal or a full disk: resumed
+            stopped_from_outside |= {
+                s.run_id: r["error"] for s, r in zip(specs, outcomes) if r.get("status") == "pending"
+            }
         # a halving trial is pruned when its scores say so, whether it was stopped while it ran or
         # finished before the watch looked again (then its result is kept but takes no part)
         elif any(r.get("status") == "stopped" for r in outcomes) or (
@@ -358,11 +367,19 @@ def run_trials(
         else:
             study.tell(trial, state=TrialState.FAIL)
             say(f"tune {search.name}: trial {number} {outcomes[0].get('status', 'failed')}")
-    if stopped_from_outside:  # its trial stays running in the journal: the same command resumes its runs
+    again = [why for run, why in stopped_from_outside.items() if run in stopped_once]
+    if again:  # its trial stays running in the journal: the same command resumes its runs
         raise UserError(
-            f"tuning of method '{search.name}': {len(stopped_from_outside)} trial runs were stopped "
-            f"by an outside cause ({stopped_from_outside[0]}); run the same command again to resume them"
+            f"tuning of method '{search.name}': {len(again)} trial runs were stopped by an outside cause "
+            f"twice ({again[0]}); run the same command again to resume them"
         )
+    for run, why in stopped_from_outside.items():  # on stderr, --quiet or not, as the runner says a killed run
+        print(
+            f"peftlab: tune {search.name}: run {run} was stopped by an outside cause ({why}); resuming it",
+            file=sys.stderr,
+            flush=True,
+        )
+        stopped_once.add(run)
 
 
 class PruneWatch:

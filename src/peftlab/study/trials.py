@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from peftlab.run_result import read_result
+from peftlab.run_result import metric_problem, read_result
 from peftlab.study.tune_metric import METRICS
 
 # a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
@@ -20,11 +20,13 @@ MIN_CHANCE_TOLERANCE = 0.005
 
 def trial_value(result: dict, metric: str) -> float | None:
     """The validation score of one trial run: ``metrics[metric]`` of a completed result, never a
-    test metric (``tune`` refuses those); None for a run that did not complete."""
+    test metric (``tune`` refuses those); None for a run that did not complete, or whose score is no
+    finite number in its range (a damaged result.json: an inf or 1e308 would be chosen as the best)."""
     if metric not in METRICS:
         raise ValueError(f"{metric!r} is not a validation metric: expected one of {', '.join(METRICS)}")
     value = (result.get("metrics") or {}).get(metric)
-    return float(value) if result.get("status") == "completed" and value is not None else None
+    sound = value is not None and metric_problem(metric, value) is None
+    return float(value) if result.get("status") == "completed" and sound else None
 
 
 def divergence(result: dict) -> str | None:
@@ -37,7 +39,9 @@ def divergence(result: dict) -> str | None:
     top1 = (result.get("metrics") or {}).get("val_top1")
     data = (result.get("provenance") or {}).get("data") or {}
     classes, images = data.get("num_classes"), (data.get("split_sizes") or {}).get("val")
-    if result.get("status") != "completed" or top1 is None or not isinstance(classes, int) or classes < 2:
+    if result.get("status") != "completed" or top1 is None or metric_problem("val_top1", top1):  # no score
+        return None
+    if not isinstance(classes, int) or classes < 2:
         return None
     chance = 1 / classes
     error = math.sqrt(chance * (1 - chance) / images) if isinstance(images, int) and images > 0 else 0.0
