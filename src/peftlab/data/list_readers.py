@@ -353,7 +353,7 @@ def read_fgvc(name: str, directory: Path) -> ListedSplits:
     """One FGVC dataset: VPT's train.json / val.json / test.json in ``directory`` when present,
     else (CUB only) CUB-200-2011's official train/test split with val carved from train."""
     num_classes = FGVC_TASKS[name].num_classes
-    if not (directory / FGVC_LISTS["train"]).is_file() and name == "cub":
+    if not os.path.lexists(directory / FGVC_LISTS["train"]) and name == "cub":
         return read_cub_official(directory)
     base = directory / FGVC_IMAGE_DIRS[name]
     lists = {split: str(directory / file) for split, file in FGVC_LISTS.items()}
@@ -389,7 +389,7 @@ def is_small_integer(text: str) -> bool:
 
 def read_cub_official(directory: Path) -> ListedSplits:
     """CUB-200-2011 as released: images.txt, image_class_labels.txt (ids 1..200), train_test_split.txt."""
-    missing = [name for name in CUB_OFFICIAL if not (directory / name).is_file()]
+    missing = [name for name in CUB_OFFICIAL if not os.path.lexists(directory / name)]  # a FIFO is named below
     if missing:
         raise DataError(
             f"{directory}: found neither VPT's train.json / val.json / test.json nor CUB-200-2011's "
