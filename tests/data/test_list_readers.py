@@ -390,3 +390,29 @@ def test_a_large_list_or_json_split_costs_memory_in_proportion_to_its_valid_entr
         finally:
             tracemalloc.stop()
         assert peak < 3 * size, f"{name}: {peak / 2**20:.0f} MiB at the peak for {size / 2**20:.0f} MiB"
+
+
+def test_an_earlier_peftlabs_manifest_of_a_list_is_still_checked(tmp_path):
+    """One manifest per list (format 1): its digests hold until the dataset's manifest records the list."""
+    import hashlib
+
+    from peftlab.data.manifest import legacy_manifest_file
+
+    folder = vtab_task(tmp_path)
+    train = folder / "train800.txt"
+    image_sha = hashlib.sha256(b"the bytes it had").hexdigest()
+    legacy = legacy_manifest_file(str(train))
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "list": str(train),
+                "list_sha256": hashlib.sha256(train.read_bytes()).hexdigest(),
+                "base": str(folder),
+                "files": {"images/train800/00000.png": image_sha},
+            }
+        )
+    )
+    message = vtab_refusal(tmp_path)
+    assert "train800.txt: " in message and "images/train800/00000.png changed" in message, message

@@ -1,7 +1,8 @@
 """A manifest per listed dataset: what its lists and image files held on first use, checked on every later use.
 
-    listed = list_manifest(list_file, base, samples)      # hashes every image, checks every header
-    check_or_record(base, {list_file: listed, ...})       # compare with the dataset's manifest; add what is new
+    stored = stored_manifest(base, list_files)                 # the dataset's manifest, or an empty one
+    listed = list_manifest(list_file, base, samples, stored)  # hashes every image, checks every header
+    check_or_record(base, {list_file: listed, ...}, stored)   # compare with it; add what is new, locked
 
 One manifest holds a dataset folder's images, whichever list named them: every image's SHA-256 as first
 seen, and per list its SHA-256, image count, classes and the formats and sizes its image headers declare.
@@ -20,6 +21,7 @@ import hashlib
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,9 +58,9 @@ def file_names(base: Path, samples: Samples) -> dict[str, str]:
     }
 
 
-def list_manifest(list_file: str, base: Path, samples: Samples) -> dict:
+def list_manifest(list_file: str, base: Path, samples: Samples, stored: dict) -> dict:
     """The record of one list: ``samples``' files, named relative to ``base``. A file changed since the
-    dataset's stored manifest is named as changed before any header is checked."""
+    dataset's manifest ``stored`` (`stored_manifest`) was written is named before any header is checked."""
     files = file_names(base, samples)
     listed = {
         "list_sha256": hash_file(Path(list_file)) if Path(list_file).is_file() else None,
@@ -66,7 +68,7 @@ def list_manifest(list_file: str, base: Path, samples: Samples) -> dict:
         "classes": sorted(set(samples.labels.tolist())),
         "files_sha256": files_digest(files),
     }
-    check_against(manifest_file(base), stored_manifest(base, {list_file: listed}), base, {list_file: (listed, files)})
+    check_against(manifest_file(base), stored, base, {list_file: (listed, files)})
     headers = checked_headers(samples.images, headers_file(Path(list_file).resolve()))
     formats, sizes = Counter(f for f, _ in headers), Counter(size for _, size in headers)
     return listed | {
@@ -116,11 +118,11 @@ def read_manifest(path: Path, base: Path, expected_format: int) -> dict | None:
     return stored
 
 
-def stored_manifest(base: Path, used: dict[str, dict]) -> dict:
+def stored_manifest(base: Path, list_files: Iterable[str]) -> dict:
     """The dataset's manifest (empty when there is none yet), with what an earlier peftlab's manifests
-    of the ``used`` lists recorded merged in."""
+    of ``list_files`` recorded merged in."""
     stored = read_manifest(manifest_file(base), base, MANIFEST_FORMAT) or {"files": {}, "lists": {}}
-    for list_file in used:
+    for list_file in list_files:
         if list_file in stored["lists"]:
             continue
         legacy = read_manifest(legacy_manifest_file(list_file), base, LEGACY_FORMAT)
@@ -174,12 +176,12 @@ def locked(path: Path):
         os.close(fd)
 
 
-def check_or_record(base: Path, used: dict[str, dict]) -> bool:
-    """Compare the ``used`` lists' records (list file -> `list_manifest`) with the dataset's manifest (a
-    DataError naming the first difference), and record the lists and files it lacks. True when written now."""
+def check_or_record(base: Path, used: dict[str, dict], stored: dict) -> bool:
+    """Compare the ``used`` lists' records (list file -> `list_manifest`) with the dataset's manifest
+    ``stored`` (a DataError naming the first difference), and record the lists and files it lacks. True
+    when written now."""
     path = manifest_file(base)
     pairs = {list_file: (listed, listed["files"]) for list_file, listed in used.items()}
-    stored = stored_manifest(base, used)
     check_against(path, stored, base, pairs)
     if all(list_file in stored["lists"] and not stored["lists"][list_file].get("legacy") for list_file in used):
         return False
