@@ -391,3 +391,22 @@ def test_a_text_is_cut_to_a_bound_of_characters_before_it_is_tokenized(monkeypat
     assert cut == 1 and max(seen) <= 16 * tokens_module.CHARS_PER_TOKEN and len(lm) == 1
     with pytest.raises(DataError, match=r"data.truncation=false: train example 0 has 1,533,329 characters"):
         tokens_module.tokenize(samples, Spy(), data_cfg("data.max_length=16", "data.truncation=false"), "train", 64)
+
+
+@pytest.mark.parametrize("fmt, row", [("jsonl", "{}\n"), ("csv", "a\n")])
+def test_a_file_of_millions_of_bad_rows_is_refused_at_the_first_without_holding_them(tmp_path, fmt, row):
+    """Rows are parsed and checked one at a time: every row of a 24 MB file held at once cost gigabytes."""
+    import tracemalloc
+
+    folder = text_folder(tmp_path, fmt)
+    header = "text,label\n" if fmt == "csv" else ""
+    (folder / f"train.{fmt}").write_text(header + row * (8 << 20))
+    size = (folder / f"train.{fmt}").stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"train.{fmt} line {2 if fmt == 'csv' else 1}: "):
+            load_text_splits(text_cfg(folder))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size, f"{peak / 2**20:.0f} MiB at the peak for a file of {size / 2**20:.0f} MiB"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import check_data_file, open_data_file
+from peftlab.data.opening import check_data_file, check_size_held, open_data_file
 from peftlab.data.records import Samples
 from peftlab.errors import DataError
 from peftlab.files import one_line
@@ -63,11 +63,10 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
         if size > limit:
             raise DataError(f"{path}: {size:,} bytes, more than {what} may hold ({limit:,})")
         try:
-            raw = f.read(limit + 1)
+            raw = f.read(size + 1)  # not limit + 1: read(n) allocates n bytes first
         except OSError as err:
             raise DataError(f"cannot read {path}: {one_line(err)}") from None
-    if len(raw) > limit:  # grown since its size was read
-        raise DataError(f"{path}: more than {limit:,} bytes, more than {what} may hold")
+    check_size_held(path, size, len(raw))
     return raw
 
 

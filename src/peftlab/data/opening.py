@@ -73,9 +73,14 @@ def read_data_file(path: Path, limit: int = MAX_DATA_FILE_BYTES) -> bytes:
         if size > limit:
             raise DataError(f"{path}: {size:,} bytes, more than a file of this kind may hold ({limit:,})")
         try:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # not limit + 1: read(n) allocates n bytes first
         except OSError as err:
             raise DataError(f"cannot read {path}: {one_line(err)}") from None
-    if len(data) > limit:  # grown since its size was read
-        raise DataError(f"{path}: more than {limit:,} bytes, more than a file of this kind may hold")
+    check_size_held(path, size, len(data))
     return data
+
+
+def check_size_held(path: Path, size: int, read: int) -> None:
+    """A DataError when a file read ``read`` bytes against the ``size`` its stat declared: it grew meanwhile."""
+    if read > size:
+        raise DataError(f"{path} grew while it was read (from {size:,} bytes): expected a file nothing writes to")

@@ -155,5 +155,5 @@ class DataInfo:
     # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
     # "test": "<root>/val"}
     split_sources: dict[str, str] = field(default_factory=dict)
-    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
+    # listed datasets: split -> the dataset manifest its list was checked against (peftlab.data.manifest)
     manifests: dict[str, str] = field(default_factory=dict)

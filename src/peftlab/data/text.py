@@ -14,6 +14,7 @@ Then, as `build.load_splits` does for images: data.classes, and the class-strati
 """
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,18 +146,7 @@ def read_text_file(path: Path, columns: list[str], label_column: str | None) -> 
     text, sha256 = read_text(path)
     wanted = [*columns, *([label_column] if label_column else [])]
     optional = {"input"} if columns == list(INSTRUCTION_COLUMNS) else set()
-    if path.suffix == ".jsonl":
-        rows = jsonl_rows(path, text)
-    else:
-        number, header = (rows := table_rows(path, text, "\t" if path.suffix == ".tsv" else ","))[0]
-        for column in [c for c in wanted if c not in optional]:
-            if column not in header:
-                raise DataError(f"{path} line {number}: no column {column!r}: the header has {', '.join(header)[:200]}")
-        if len(rows) == 1:
-            raise DataError(f"{path} line {number + 1}: no rows after the header")
-        for number, fields in rows[1:]:
-            check_fields(path, number, fields, header)
-        rows = [(number, dict(zip(header, fields, strict=True))) for number, fields in rows[1:]]
+    rows = jsonl_rows(path, text) if path.suffix == ".jsonl" else table_dicts(path, text, wanted, optional)
     texts, labels = [], []
     for number, row in rows:
         for column in [c for c in wanted if c not in optional]:
@@ -175,6 +165,22 @@ def read_text_file(path: Path, columns: list[str], label_column: str | None) -> 
         texts.append(item)
         labels.append((number, label))
     return texts, labels, sha256
+
+
+def table_dicts(path: Path, text: str, wanted: list[str], optional: set[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: field}) of each row after a CSV or TSV file's header, checked as it is reached."""
+    rows = table_rows(path, text, "\t" if path.suffix == ".tsv" else ",")
+    number, header = next(rows)
+    for column in [c for c in wanted if c not in optional]:
+        if column not in header:
+            raise DataError(f"{path} line {number}: no column {column!r}: the header has {', '.join(header)[:200]}")
+    empty = True
+    for number, fields in rows:
+        check_fields(path, number, fields, header)
+        empty = False
+        yield number, dict(zip(header, fields, strict=True))
+    if empty:
+        raise DataError(f"{path} line {number + 1}: no rows after the header")
 
 
 def encode_labels(files: dict[str, Path], raw: dict[str, list]) -> tuple[dict[str, np.ndarray], list[str]]:
