@@ -99,9 +99,10 @@ def list_lines(path: Path, limit: int = MAX_LIST_BYTES) -> Iterator[tuple[int, s
                     "endings (convert with dos2unix or `sed -i 's/\\r$//'`)"
                 )
             try:
-                yield number, raw.decode("utf-8").removesuffix("\n")
+                line = raw.decode("utf-8").removesuffix("\n")
             except UnicodeDecodeError as err:
                 raise DataError(f"{path} line {number} is not UTF-8 text (byte {err.start} of the line)") from None
+            yield number, line
 
 
 def checked_image(list_path: Path, where: str, base: Path, relative: str) -> tuple[Path, str]:
@@ -124,7 +125,7 @@ def checked_image(list_path: Path, where: str, base: Path, relative: str) -> tup
 
 
 def parse_label(list_path: Path, where: str, text: str, num_classes: int | None) -> int:
-    """A label written in ASCII digits (never '٣', never thousands of digits: int() would take both)."""
+    """A label written in ASCII digits: not '٣' (which int() reads as 3), nor thousands of digits (which it refuses)."""
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_LABEL)) or int(text) > MAX_LABEL:
         raise DataError(f"{list_path} {where}: label {text[:40]!r} is not an integer in 0..{MAX_LABEL:,}")
     label = int(text)
