@@ -278,9 +278,7 @@ def json_entries(path: Path, text: str) -> Iterator[tuple[str, str]]:
 
     def fail(at: int, expected: str):
         line = text.count("\n", 0, at) + 1
-        raise DataError(
-            f"{path} is not valid JSON: line {line}: expected {expected} (a {{image path: class id}} object)"
-        )
+        raise DataError(f"{path} line {line}: expected {expected}: a json split is one {{image path: class id}} object")
 
     def skip(at: int) -> int:
         return JSON_SPACE.match(text, at).end()
@@ -302,10 +300,10 @@ def json_entries(path: Path, text: str) -> Iterator[tuple[str, str]]:
         if text[at : at + 1] != ":":
             fail(at, "':'")
         at = skip(at + 1)
-        number = JSON_NUMBER.match(text, at)
-        value = number.group() if number else text[at : at + 40]
-        yield key, value
-        at = skip(number.end() if number else at)
+        if not (number := JSON_NUMBER.match(text, at)):
+            fail(at, f"a class id (a number) for {key[:200]!r}")
+        yield key, number.group()
+        at = skip(number.end())
         if text[at : at + 1] == "}":
             break
         if text[at : at + 1] != ",":
