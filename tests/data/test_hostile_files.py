@@ -445,3 +445,14 @@ def test_a_cache_on_a_full_disk_is_one_line_not_sigbus(tmp_path, small_disk):
     assert "No space left on device" in proc.stderr
     left = [p for p in small_disk.rglob("*") if p.is_file() and p.parent.name != "image-headers"]  # checked before
     assert not left, left
+
+
+@pytest.mark.parametrize("name", ["loop/x.JPEG", "n" * 300 + ".JPEG"], ids=["symlink loop", "300-character name"])
+def test_a_tiny_imagenet_annotation_the_system_refuses_is_one_line(tmp_path, name):
+    datafiles.write_tiny_imagenet(tmp_path)
+    (tmp_path / "val" / "images" / "loop").symlink_to("loop")
+    annotations = tmp_path / "val" / "val_annotations.txt"
+    lines = annotations.read_text().split("\n")
+    lines[1] = name + lines[1][lines[1].index("\t") :]
+    annotations.write_text("\n".join(lines))
+    refused(read_tiny_imagenet, tmp_path, match="val_annotations.txt line 2: ", naming=annotations)
