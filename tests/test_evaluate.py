@@ -49,3 +49,20 @@ def test_evaluate_reports_f1_and_matthews_of_the_predictions():
     assert got["top1"] == pytest.approx(3 / 5)
     assert got["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert got["matthews"] == pytest.approx((2 * 1 - 1 * 1) / (3 * 3 * 2 * 2) ** 0.5)
+
+
+def test_f1_and_matthews_cost_memory_in_proportion_to_the_classes_not_their_square():
+    """A head of a million classes (one label of 999,999 in a file list, say): a classes x classes
+    confusion matrix would ask for 8 TB; the scores need only per-class counts."""
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    logits = torch.zeros(4, 1_000_000)
+    logits[torch.arange(4), torch.tensor([0, 1, 999_999, 1])] = 1.0
+    dataset = torch.utils.data.TensorDataset(logits, torch.tensor([0, 1, 999_999, 0]))
+    got = evaluate(Fixed(), dataset, 2, torch.device("cpu"), "fp32", "test")
+    assert got["top1"] == pytest.approx(3 / 4) and got["f1"] is None
+    # per class (0, 1, 999,999): labelled (2, 1, 1), predicted (1, 2, 1), hits (1, 1, 1)
+    assert got["matthews"] == pytest.approx((3 * 4 - (2 + 2 + 1)) / ((16 - 6) * (16 - 6)) ** 0.5)

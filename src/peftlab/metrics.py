@@ -33,13 +33,17 @@ def confusion_scores(confusion: torch.Tensor) -> dict[str, float | None]:
     two-class task (MRPC's and QQP's; None with more classes), and ``matthews``, the Matthews correlation
     coefficient (CoLA's; the multi-class form, Gorodkin's R_K, which sklearn computes too; 0 when every
     label or every prediction is one class)."""
-    c = confusion.double()
+    return class_count_scores(confusion.sum(1), confusion.sum(0), confusion.diagonal())
+
+
+def class_count_scores(labelled: torch.Tensor, predicted: torch.Tensor, hits: torch.Tensor) -> dict[str, float | None]:
+    """`confusion_scores` from what they need of the matrix, per class: the items labelled with it, those
+    predicted as it, and those both (the diagonal); memory in proportion to the classes, not their square."""
+    t, p, diagonal = labelled.double(), predicted.double(), hits.double()
     f1 = None
-    if c.shape[0] == 2:
-        true_pos, predicted, actual = c[1, 1], c[:, 1].sum(), c[1].sum()
-        f1 = float(2 * true_pos / (predicted + actual)) if predicted + actual > 0 else 0.0
-    n, correct = c.sum(), c.trace()
-    t, p = c.sum(1), c.sum(0)  # per class: labelled, predicted
+    if len(t) == 2:
+        f1 = float(2 * diagonal[1] / (p[1] + t[1])) if p[1] + t[1] > 0 else 0.0
+    n, correct = t.sum(), diagonal.sum()
     denominator = ((n * n - (p * p).sum()) * (n * n - (t * t).sum())).sqrt()
     matthews = float((correct * n - (t * p).sum()) / denominator) if denominator > 0 else 0.0
     return {"f1": f1, "matthews": matthews}

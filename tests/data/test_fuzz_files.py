@@ -2,11 +2,13 @@
 never a memory blow-up.
 
 Fuzzed with fixed seeds and a bounded count: bytes of a valid file of each layout (IDX, CIFAR
-binary and pickled batches, the MNIST pickle inside its gzip, PNG and JPEG images) are replaced,
-inserted or cut, and the layout is read (images decoded) under an alarm.
+binary and pickled batches, the MNIST pickle inside its gzip, PNG and JPEG images, a VTAB-1k list,
+an FGVC json split, CUB's images.txt, JSONL and CSV text files, a GLUE TSV) are replaced, inserted
+or cut, and the layout is read (images decoded) under an alarm.
 """
 
 import gzip
+import json
 import random
 import resource
 import signal
@@ -14,7 +16,9 @@ import signal
 import datafiles
 import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from suitefiles import write_cub_official, write_fgvc, write_vtab1k
 
+from peftlab.config import load_config
 from peftlab.data.binary_readers import (
     MNIST_CLASS_NAMES,
     read_cifar10_binary,
@@ -24,6 +28,8 @@ from peftlab.data.binary_readers import (
 )
 from peftlab.data.datasets import load_image
 from peftlab.data.image_checks import image_header
+from peftlab.data.list_readers import read_cub_official, read_fgvc, read_vtab1k
+from peftlab.data.text import load_text_splits
 from peftlab.errors import DataError
 
 
@@ -63,6 +69,33 @@ def check_all(directory):
     return [image_header(p) for p in sorted(directory.rglob("*")) if p.suffix in (".png", ".JPEG")]
 
 
+def write_text_folder(directory, fmt):
+    rows = [{"text": f"a text, number {i}", "second": f"and its pair {i}", "label": i % 3} for i in range(12)]
+    for split, part in (("train", rows[:9]), ("test", rows[9:])):
+        if fmt == "jsonl":
+            text = "".join(json.dumps(row) + "\n" for row in part)
+        else:
+            text = "text,second,label\n" + "".join(f"{r['text']},{r['second']},{r['label']}\n" for r in part)
+        (directory / f"{split}.{fmt}").write_text(text)
+
+
+def read_text_folder(directory):
+    cfg = load_config(None, ["data.name=text", f"data.root={directory}", "data.text_pair_column=second"]).data
+    return load_text_splits(cfg)
+
+
+def write_glue_task(directory):
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    rows = "".join(f"{i % 2}\t{100 + i}\t{200 + i}\tFirst {i}.\tSecond {i}.\n" for i in range(12))
+    (directory / "MRPC").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (directory / "MRPC" / name).write_text(header + rows)
+
+
+def read_glue_task(directory):
+    return load_text_splits(load_config(None, ["data.name=glue/mrpc", f"data.root={directory}"]).data)
+
+
 # layout -> (writer, reader, the file damaged, how)
 CASES = {
     "idx images": (
@@ -90,6 +123,27 @@ CASES = {
     "jpeg": (datafiles.write_tiny_imagenet, decode_all, "val/images/val_1.JPEG", damaged),
     "png header": (lambda d: datafiles.write_image_folder(d), check_all, "dog/2.png", damaged),
     "jpeg header": (datafiles.write_tiny_imagenet, check_all, "val/images/val_1.JPEG", damaged),
+    "vtab list": (
+        lambda d: write_vtab1k(d, ["svhn"]),
+        lambda d: read_vtab1k("svhn", d / "svhn"),
+        "svhn/test.txt",
+        damaged,
+    ),
+    "fgvc json": (
+        lambda d: write_fgvc(d, ["flowers"]),
+        lambda d: read_fgvc("flowers", d / "flowers"),
+        "flowers/val.json",
+        damaged,
+    ),
+    "cub images.txt": (
+        lambda d: write_cub_official(d / "cub", per_class=2),
+        lambda d: read_cub_official(d / "cub"),
+        "cub/images.txt",
+        damaged,
+    ),
+    "text jsonl": (lambda d: write_text_folder(d, "jsonl"), lambda d: read_text_folder(d), "train.jsonl", damaged),
+    "text csv": (lambda d: write_text_folder(d, "csv"), lambda d: read_text_folder(d), "test.csv", damaged),
+    "glue tsv": (write_glue_task, read_glue_task, "MRPC/train.tsv", damaged),
 }
 
 

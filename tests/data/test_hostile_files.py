@@ -2,6 +2,7 @@
 it can block, run code, or cost more memory or time than what the file's size declares."""
 
 import gzip
+import json
 import os
 import pickle
 import struct
@@ -12,8 +13,10 @@ import datafiles
 import numpy as np
 import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
+from suitefiles import write_cub_official, write_fgvc, write_vtab1k
 from testkit import REPO
 
+from peftlab.config import load_config
 from peftlab.data import build_data, safe_pickle
 from peftlab.data import sources as sources_module
 from peftlab.data.binary_readers import (
@@ -27,9 +30,22 @@ from peftlab.data.binary_readers import (
 from peftlab.data.datasets import load_image
 from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
 from peftlab.data.image_checks import MAX_IMAGE_PIXELS
+from peftlab.data.list_readers import read_cub_official, read_fgvc, read_vtab1k
 from peftlab.data.safe_pickle import load_pickle
 from peftlab.data.sources import ENV_DATA_CACHE, find_data
+from peftlab.data.text import load_text_splits
 from peftlab.errors import DataError
+
+
+def write_text_folder(root):
+    (root / "texts").mkdir()
+    for split, n in (("train", 6), ("test", 3)):
+        rows = "".join(json.dumps({"text": f"{split} {i}", "label": i % 2}) + "\n" for i in range(n))
+        (root / "texts" / f"{split}.jsonl").write_text(rows)
+
+
+def read_text_folder(root):
+    return load_text_splits(load_config(None, ["data.name=text", f"data.root={root / 'texts'}"]).data)
 
 
 def refused(read, *args, match: str, naming) -> str:
@@ -57,6 +73,18 @@ LAYOUTS = {
     "image_folder": (datafiles.write_image_folder, lambda d: read_image_folder(d, split_seed=0), "cat/3.png"),
     "tiny_imagenet_wnids": (datafiles.write_tiny_imagenet, read_tiny_imagenet, "wnids.txt"),
     "tiny_imagenet_val": (datafiles.write_tiny_imagenet, read_tiny_imagenet, "val/images/val_2.JPEG"),
+    "vtab_list": (lambda d: write_vtab1k(d, ["svhn"]), lambda d: read_vtab1k("svhn", d / "svhn"), "svhn/test.txt"),
+    "fgvc_json": (
+        lambda d: write_fgvc(d, ["flowers"]),
+        lambda d: read_fgvc("flowers", d / "flowers"),
+        "flowers/val.json",
+    ),
+    "cub_ids": (
+        lambda d: write_cub_official(d / "cub", per_class=2),
+        lambda d: read_cub_official(d / "cub"),
+        "cub/image_class_labels.txt",
+    ),
+    "text_file": (write_text_folder, read_text_folder, "texts/test.jsonl"),
 }
 
 
@@ -77,6 +105,37 @@ def test_a_proc_file_that_passes_for_regular_is_refused(tmp_path, layout):
     (tmp_path / name).unlink()
     (tmp_path / name).symlink_to("/proc/self/status")
     refused(read, tmp_path, match=r"is empty \(0 bytes", naming=tmp_path / name)
+
+
+@pytest.mark.parametrize("layout", ["vtab_list", "fgvc_json", "cub_ids", "text_file"])
+@pytest.mark.parametrize("kind", ["a folder", "a character device"])
+def test_a_list_json_split_or_text_file_that_is_no_regular_file_is_one_line(tmp_path, layout, kind):
+    write, read, name = LAYOUTS[layout]
+    write(tmp_path)
+    (tmp_path / name).unlink()
+    if kind == "a folder":
+        (tmp_path / name).mkdir()
+    else:
+        (tmp_path / name).symlink_to("/dev/zero")
+    refused(read, tmp_path, match=f"is {kind}", naming=tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "layout, size, match",
+    [
+        ("vtab_list", (256 << 20) + 1, "more than a list file may hold"),
+        ("fgvc_json", (64 << 20) + 1, "more than a json split file may hold"),
+        ("cub_ids", (16 << 20) + 1, "more than a list file may hold"),
+        ("tiny_imagenet_wnids", (64 << 20) + 1, "more than a file of this kind may hold"),
+        ("cifar_binary", (256 << 20) + 1, "more than a file of this kind may hold"),
+    ],
+)
+def test_a_file_larger_than_its_kind_holds_is_refused_before_it_is_read(tmp_path, layout, size, match):
+    """Sparse files: their size costs no disk, and a reader that read them whole would hold it in memory."""
+    write, read, name = LAYOUTS[layout]
+    write(tmp_path)
+    os.truncate(tmp_path / name, size)
+    refused(read, tmp_path, match=match, naming=tmp_path / name)
 
 
 def test_a_device_is_refused(tmp_path):
@@ -386,3 +445,14 @@ def test_a_cache_on_a_full_disk_is_one_line_not_sigbus(tmp_path, small_disk):
     assert "No space left on device" in proc.stderr
     left = [p for p in small_disk.rglob("*") if p.is_file() and p.parent.name != "image-headers"]  # checked before
     assert not left, left
+
+
+@pytest.mark.parametrize("name", ["loop/x.JPEG", "n" * 300 + ".JPEG"], ids=["symlink loop", "300-character name"])
+def test_a_tiny_imagenet_annotation_the_system_refuses_is_one_line(tmp_path, name):
+    datafiles.write_tiny_imagenet(tmp_path)
+    (tmp_path / "val" / "images" / "loop").symlink_to("loop")
+    annotations = tmp_path / "val" / "val_annotations.txt"
+    lines = annotations.read_text().split("\n")
+    lines[1] = name + lines[1][lines[1].index("\t") :]
+    annotations.write_text("\n".join(lines))
+    refused(read_tiny_imagenet, tmp_path, match="val_annotations.txt line 2: ", naming=annotations)

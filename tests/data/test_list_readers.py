@@ -115,8 +115,10 @@ def test_the_manifest_catches_a_changed_byte_and_a_missing_file(tmp_path):
     target.write_bytes(original)
     describe_data(cfg)
     manifest = json.loads(open(info.manifests["test"]).read())
-    assert manifest["count"] == 20 and manifest["formats"] == {"PNG": 20} and manifest["sizes"] == {"6x6": 20}
-    assert manifest["classes"] == list(range(10)) and len(manifest["files"]) == 20
+    assert len(set(info.manifests.values())) == 1  # one manifest for the dataset's lists
+    test = manifest["lists"][str(folder / "test.txt")]
+    assert test["count"] == 20 and test["formats"] == {"PNG": 20} and test["sizes"] == {"6x6": 20}
+    assert test["classes"] == list(range(10)) and len(manifest["files"]) == 50  # train, val and test images
 
 
 def test_a_jpeg_copy_of_a_lossless_task_is_flagged(tmp_path):
@@ -247,3 +249,170 @@ def test_training_on_train_and_val_without_a_combined_list_checks_both_lists(tmp
     assert info.split_sizes == {"train": 240, "val": 0, "test": 120}
     assert sorted(info.manifests) == ["test", "train", "val"]  # val's images train: its list is checked too
     assert info.split_sources["train"].endswith("train.json + " + str(tmp_path / "dogs" / "val.json"))
+
+
+# ---------------------------------------------------------------------------- issue 52: hostile lists
+
+
+def vtab_refusal(tmp_path, *overrides) -> str:
+    """The one DataError line describe_data gives on the svhn task under ``tmp_path``."""
+    with pytest.raises(DataError) as err:
+        describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}", *overrides))
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 1000, message
+    return message
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "300-character name"])
+def test_a_path_the_system_refuses_is_one_line_naming_the_list_and_line(tmp_path, kind):
+    folder = vtab_task(tmp_path)
+    if kind == "symlink loop":
+        (folder / "images" / "a").symlink_to("b")
+        (folder / "images" / "b").symlink_to("a")
+        relative = "images/a/x.png"
+    else:
+        relative = "images/" + "n" * 300 + ".png"
+    corrupt_list(folder, "test.txt", 2, f"{relative} 1")
+    message = vtab_refusal(tmp_path)
+    assert "test.txt line 2:" in message, message
+    fgvc = fgvc_dataset(tmp_path, classes=2)
+    (fgvc / "test.json").write_text(json.dumps({f"../{relative}": 1}).replace("../", "../../svhn/"))
+    with pytest.raises(DataError) as err:
+        describe_data(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}"))
+    assert "\n" not in str(err.value) and "test.json entry 1" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("label", ["9" * 5000, "\u0663", "1" + "0" * 7])
+def test_a_label_of_thousands_of_digits_or_non_ascii_digits_is_one_line(tmp_path, label):
+    folder = vtab_task(tmp_path)
+    corrupt_list(folder, "test.txt", 2, f"images/test/00031.png {label}")
+    assert "test.txt line 2: label" in vtab_refusal(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["id", "class"])
+@pytest.mark.parametrize("value", ["9" * 5000, "\u0663"])
+def test_cub_ids_of_thousands_of_digits_or_non_ascii_digits_are_one_line(tmp_path, where, value):
+    from suitefiles import write_cub_official
+
+    files = write_cub_official(tmp_path / "cub", per_class=2)
+    name = "images.txt" if where == "id" else "image_class_labels.txt"
+    lines = (files.folder / name).read_text().split("\n")
+    image_id, _, rest = lines[2].partition(" ")
+    lines[2] = f"{value} {rest}" if where == "id" else f"{image_id} {value}"
+    (files.folder / name).write_text("\n".join(lines))
+    with pytest.raises(DataError) as err:
+        describe_data(data_cfg("data.name=fgvc/cub", f"data.root={tmp_path}"))
+    assert "\n" not in str(err.value) and f"{name} line 3" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda f: corrupt_list(f, "test.txt", 1, "images/test/../train800/00000.png 0"),  # `..` into train
+        lambda f: (
+            (f / "images" / "test" / "00030.png").unlink()
+            or (f / "images" / "test" / "00030.png").symlink_to(f / "images" / "train800" / "00000.png")
+        ),
+        lambda f: corrupt_list(f, "test.txt", 2, "images/test/./00030.png 0"),  # one image twice in a list
+        lambda f: corrupt_list(f, "test.txt", 2, "images/train800/../test/00030.png 0"),
+    ],
+    ids=["dotdot into train", "symlink into train", "twice as ./", "twice through .."],
+)
+def test_an_image_in_two_splits_or_twice_in_a_list_by_its_real_path_is_refused(tmp_path, damage):
+    damage(vtab_task(tmp_path))
+    message = vtab_refusal(tmp_path)
+    assert "is in both" in message or "is listed twice" in message, message
+
+
+def test_fgvc_json_with_a_key_written_twice_is_refused(tmp_path):
+    folder = fgvc_dataset(tmp_path, classes=2)
+    text = (folder / "test.json").read_text()
+    first = next(iter(json.loads(text)))
+    (folder / "test.json").write_text(text[:-1] + f', "{first}": 2}}')  # json.loads keeps the last label
+    with pytest.raises(DataError, match=r"test.json entry 3 .* is written twice \(first as entry 1\)"):
+        describe_data(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}"))
+    (folder / "test.json").write_text('{"c1/test4.jpg": 1, "./c1/test4.jpg": 2}')
+    with pytest.raises(DataError, match=r"test.json entry 2 .* is listed twice"):
+        describe_data(data_cfg("data.name=fgvc/dogs", f"data.root={tmp_path}"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"format": 2, "files": [], "lists": {}}', '{"format": 2, "files": {}, "lists": {"x": 3}}', "[1]", "{"],
+    ids=["files a list", "lists of numbers", "not an object", "cut"],
+)
+def test_a_manifest_that_cannot_be_read_is_refused_not_rewritten(tmp_path, text):
+    vtab_task(tmp_path)
+    info = describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}"))
+    manifest = info.manifests["train"]
+    with open(manifest, "w") as f:
+        f.write(text)
+    message = vtab_refusal(tmp_path)
+    assert f"the data manifest {manifest}" in message and "delete the manifest" in message, message
+    assert open(manifest).read() == text
+
+
+def test_a_changed_image_is_refused_whichever_list_reads_it_first(tmp_path):
+    """Issue 48: train800's manifest recorded an image; train800val200.txt, read for the first time after
+    the image changed, must not record the changed bytes as the truth."""
+    folder = vtab_task(tmp_path)
+    describe_data(data_cfg("data.name=vtab1k/svhn", f"data.root={tmp_path}"))  # train800, val200, test
+    image(folder / "images" / "train800" / "00003.png", 200)
+    message = vtab_refusal(tmp_path, "data.trainval=true")  # train800val200.txt's first use
+    assert "train800val200.txt: " in message and "images/train800/00003.png changed" in message, message
+
+
+def test_an_out_of_range_label_in_a_file_list_is_refused_before_anything_is_sized_by_it(tmp_path):
+    folder = vtab_task(tmp_path, "mine", classes=3)
+    corrupt_list(folder, "test.txt", 2, "images/test/00010.png 15000")
+    cfg = data_cfg(
+        "data.name=filelist", f"data.root={folder}", "data.train_list=train800.txt", "data.test_list=test.txt"
+    )
+    with pytest.raises(DataError, match=r"test.txt line 2: label 15000 makes 15,001 classes, but class 3 has no"):
+        describe_data(cfg)
+
+
+def test_a_large_list_or_json_split_costs_memory_in_proportion_to_its_valid_entries(tmp_path):
+    """A list of millions of short lines, or a json split of millions of tiny entries, is refused at its
+    first bad entry without holding the lines or entries (they peaked at 5 GB for 250 MB)."""
+    import tracemalloc
+
+    folder = vtab_task(tmp_path)
+    (folder / "test.txt").write_bytes(b"a 0\n" * (4 << 20))  # 16 MiB, 4 M lines
+    fgvc = fgvc_dataset(tmp_path, classes=2)
+    (fgvc / "test.json").write_text("{" + ",".join(f'"{i}":1' for i in range(2 << 20)) + "}")  # 2 M entries
+    for name, size in (("vtab1k/svhn", 16 << 20), ("fgvc/dogs", (fgvc / "test.json").stat().st_size)):
+        tracemalloc.start()
+        try:
+            with pytest.raises(DataError, match="missing file"):
+                describe_data(data_cfg(f"data.name={name}", f"data.root={tmp_path}"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 * size, f"{name}: {peak / 2**20:.0f} MiB at the peak for {size / 2**20:.0f} MiB"
+
+
+def test_an_earlier_peftlabs_manifest_of_a_list_is_still_checked(tmp_path):
+    """One manifest per list (format 1): its digests hold until the dataset's manifest records the list."""
+    import hashlib
+
+    from peftlab.data.manifest import legacy_manifest_file
+
+    folder = vtab_task(tmp_path)
+    train = folder / "train800.txt"
+    image_sha = hashlib.sha256(b"the bytes it had").hexdigest()
+    legacy = legacy_manifest_file(str(train))
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "list": str(train),
+                "list_sha256": hashlib.sha256(train.read_bytes()).hexdigest(),
+                "base": str(folder),
+                "files": {"images/train800/00000.png": image_sha},
+            }
+        )
+    )
+    message = vtab_refusal(tmp_path)
+    assert "train800.txt: " in message and "images/train800/00000.png changed" in message, message

@@ -125,7 +125,8 @@ def test_a_cached_split_equals_the_decoded_one_and_a_second_build_decodes_nothin
     cached = build_data(jpeg_cfg(jpegs, augment=True, cache=True), img_size=32)
     assert len(calls) == 30  # every train and test image once
     assert isinstance(cached.train, ArrayDataset) and cached.train.images.dtype == torch.uint8
-    assert sorted(p.suffix for p in decoded_cache_dir().iterdir()) == [".npy", ".npy"]  # train, test; no temporaries
+    names = sorted(p.name.split(".", 1)[1] for p in decoded_cache_dir().iterdir())
+    assert names == ["npy", "npy", "sha256.json", "sha256.json"]  # train, test and their digests; no temporaries
     calls.clear()
     again = build_data(jpeg_cfg(jpegs, augment=True, cache=True), img_size=32)
     assert calls == []
@@ -137,9 +138,9 @@ def test_a_cached_split_equals_the_decoded_one_and_a_second_build_decodes_nothin
 
 def test_a_new_size_or_a_changed_file_makes_a_new_cache_key(jpegs):
     build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
-    first = set(decoded_cache_dir().iterdir())
+    first = set(decoded_cache_dir().glob("*.npy"))
     build_data(jpeg_cfg(jpegs, cache=True), img_size=24)
-    second = set(decoded_cache_dir().iterdir())
+    second = set(decoded_cache_dir().glob("*.npy"))
     assert len(first) == 2 and len(second) == 4 and first < second
     changed = sorted((jpegs / "train" / "class1").glob("*.jpg"))[0]
     write_jpeg_folder(jpegs / "other", n_train=1, size=40, classes=1, n_test=0, seed=9)
@@ -148,7 +149,7 @@ def test_a_new_size_or_a_changed_file_makes_a_new_cache_key(jpegs):
 
     shutil.rmtree(jpegs / "other")
     bundle = build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
-    assert len(set(decoded_cache_dir().iterdir()) - second) == 2
+    assert len(set(decoded_cache_dir().glob("*.npy")) - second) == 2
     plain = build_data(jpeg_cfg(jpegs), img_size=32)
     assert_same_batches(load_epochs(plain.train, epochs=(0,)), load_epochs(bundle.train, epochs=(0,)))
 
@@ -156,7 +157,7 @@ def test_a_new_size_or_a_changed_file_makes_a_new_cache_key(jpegs):
 def test_a_damaged_cache_is_rebuilt_with_a_warning_and_a_crash_leaves_none(jpegs, monkeypatch, capsys):
     plain = build_data(jpeg_cfg(jpegs), img_size=32)
     build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
-    files = sorted(decoded_cache_dir().iterdir(), key=lambda p: p.stat().st_size)
+    files = sorted(decoded_cache_dir().glob("*.npy"), key=lambda p: p.stat().st_size)
     files[-1].write_bytes(files[-1].read_bytes()[:1000])  # the train split's file, truncated
     bundle = build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
     err = capsys.readouterr().err
@@ -179,8 +180,26 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning_and_a_crash_leaves_none(jpegs
     assert list(decoded_cache_dir().iterdir()) == []  # no half-written cache, no temporary
 
 
+def test_overwritten_pixels_in_the_cache_are_found_and_rebuilt(jpegs, capsys):
+    """The cache is checked against the digest recorded when it was written: pixels overwritten in place
+    (same size, same header) are not trained on."""
+    from peftlab.data import cache as cache_module
+
+    plain = build_data(jpeg_cfg(jpegs), img_size=32)
+    build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
+    train = max(decoded_cache_dir().glob("*.npy"), key=lambda p: p.stat().st_size)
+    data = bytearray(train.read_bytes())
+    data[-3 * 32 * 32 :] = bytes(3 * 32 * 32)  # the last image black
+    train.write_bytes(bytes(data))
+    cache_module.VERIFIED.clear()  # as a new process finds it
+    bundle = build_data(jpeg_cfg(jpegs, cache=True), img_size=32)
+    err = capsys.readouterr().err
+    assert "rebuilding the decoded-image cache" in err and "SHA-256" in err and train.name in err, err
+    assert_same_batches(load_epochs(plain.train, epochs=(0,)), load_epochs(bundle.train, epochs=(0,)))
+
+
 def test_the_cache_file_is_plain_numpy(jpegs):
     build_data(jpeg_cfg(jpegs, cache=True), img_size=16)
-    for path in decoded_cache_dir().iterdir():
+    for path in decoded_cache_dir().glob("*.npy"):
         array = np.load(path, allow_pickle=False)
         assert array.dtype == np.uint8 and array.shape[1:] == (3, 16, 16)

@@ -343,3 +343,70 @@ def test_take_keeps_texts_and_labels_together():
     samples = TextSamples([("a",), ("b",), ("c",)], np.array([0, 1, 0], dtype=np.int64))
     taken = samples.take(np.array([2, 0]))
     assert taken.texts == [("c",), ("a",)] and taken.labels.tolist() == [0, 0] and len(taken) == 2
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_out_of_range_integer_label_is_refused_before_anything_is_sized_by_it(tmp_path, fmt):
+    folder = text_folder(tmp_path, fmt)
+    rows = [{"text": f"t{i}", "label": i % 3} for i in range(8)] + [{"text": "typo", "label": 15000}]
+    write_rows(folder / f"train.{fmt}", rows, fmt)
+    line = 10 if fmt == "csv" else 17  # a header first in CSV; a blank line after each JSONL row
+    with pytest.raises(DataError, match=rf"train.{fmt} line {line}: label 15000 makes 15,001 classes, but class 3"):
+        load_text_splits(text_cfg(folder))
+
+
+def test_a_label_of_thousands_of_digits_is_one_line(tmp_path):
+    folder = text_folder(tmp_path, "csv")
+    write_rows(folder / "test.csv", [{"text": "a", "label": 0}, {"text": "b", "label": "9" * 5000}], "csv")
+    with pytest.raises(DataError, match=r"test.csv line 3: a label of more than 9 digits"):
+        load_text_splits(text_cfg(folder))
+
+
+def test_a_text_is_cut_to_a_bound_of_characters_before_it_is_tokenized(monkeypatch):
+    """A 10 MB line was tokenized whole (0.9 GB) and then cut to data.max_length tokens: now the tokenizer
+    sees at most data.max_length x CHARS_PER_TOKEN characters of it, and the tokens kept are the same."""
+    from testkit import text_tokenizer
+
+    from peftlab.data import tokens as tokens_module
+
+    tokenizer, seen = text_tokenizer(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, *args, **kwargs):
+            seen.extend(len(t) for t in ([texts] if isinstance(texts, str) else texts + (args[0] or [])))
+            return tokenizer(texts, *args, **kwargs)
+
+    long = " ".join(f"w{i % 60}" for i in range(400_000))  # 1.5 MB of words
+    cfg = data_cfg("data.max_length=16")
+    samples = TextSamples([(long,), ("w1 w2",)], np.array([0, 1]))
+    dataset, cut = tokens_module.tokenize(samples, Spy(), cfg, "train", 64)
+    assert cut == 1 and max(seen) <= 16 * tokens_module.CHARS_PER_TOKEN
+    whole = tokenizer([long], truncation=True, max_length=16, padding="max_length")["input_ids"][0]
+    assert dataset.tokens[0, 0].tolist() == whole
+    seen.clear()
+    lm, cut, _ = tokens_module.tokenize_for_lm(TextSamples([(long,)], np.array([0])), Spy(), cfg, "train", 64)
+    assert cut == 1 and max(seen) <= 16 * tokens_module.CHARS_PER_TOKEN and len(lm) == 1
+    with pytest.raises(DataError, match=r"data.truncation=false: train example 0 has 1,533,329 characters"):
+        tokens_module.tokenize(samples, Spy(), data_cfg("data.max_length=16", "data.truncation=false"), "train", 64)
+
+
+@pytest.mark.parametrize("fmt, row", [("jsonl", "{}\n"), ("csv", "a\n")])
+def test_a_file_of_millions_of_bad_rows_is_refused_at_the_first_without_holding_them(tmp_path, fmt, row):
+    """Rows are parsed and checked one at a time: every row of a 24 MB file held at once cost gigabytes."""
+    import tracemalloc
+
+    folder = text_folder(tmp_path, fmt)
+    header = "text,label\n" if fmt == "csv" else ""
+    (folder / f"train.{fmt}").write_text(header + row * (8 << 20))
+    size = (folder / f"train.{fmt}").stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"train.{fmt} line {2 if fmt == 'csv' else 1}: "):
+            load_text_splits(text_cfg(folder))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size, f"{peak / 2**20:.0f} MiB at the peak for a file of {size / 2**20:.0f} MiB"

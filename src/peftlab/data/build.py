@@ -10,7 +10,6 @@ Order of operations: read the dataset's own train and test splits; keep the labe
 then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from peftlab.data.datasets import (
 from peftlab.data.image_checks import checked_headers, headers_file, image_header
 from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.loading import default_num_workers
-from peftlab.data.manifest import check_or_write, lossy_copy_note, manifest_file, split_manifest
+from peftlab.data.manifest import check_or_record, list_manifest, lossy_copy_note, manifest_file, stored_manifest
 from peftlab.data.records import DataInfo, RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import select_and_subset, split_train_val
@@ -163,21 +162,20 @@ def read_listed_splits(cfg) -> ReadSplits:
 
 
 def check_manifests(name: str, base: Path, used: dict[str, str], wholes: dict[str, Samples]):
-    """(sha256, notes, manifest paths) of the lists used: each list's manifest is written on its
-    first use and checked on every later one; a lossy copy of a lossless source is noted."""
+    """(sha256, notes, manifest paths) of the lists used: checked against the dataset's manifest, which
+    records each list and image on first use; a lossy copy of a lossless source is noted."""
     task = suite_task(name)
-    sha256, notes, manifests = {}, [], {}
+    sha256, notes, manifests, records = {}, [], {}, {}
+    stored = stored_manifest(base, list(used.values()))
     for split, list_file in used.items():
-        manifest = split_manifest(list_file, base, wholes[split])
-        path = manifest_file(list_file)
-        if check_or_write(path, manifest):
-            notes.append(f"{split} manifest written: {path}")
-        manifests[split] = str(path)
-        lines = sorted(f"{file}\t{digest}\n" for file, digest in manifest["files"].items())
+        manifest = records[list_file] = list_manifest(list_file, base, wholes[split], stored)
+        manifests[split] = str(manifest_file(base))
         sha256[f"{split} list {Path(list_file).name}"] = manifest["list_sha256"] or "-"
-        sha256[f"{split} images:{manifest['count']}"] = hashlib.sha256("".join(lines).encode()).hexdigest()
+        sha256[f"{split} images:{manifest['count']}"] = manifest["files_sha256"]
         if task is not None and task[1].lossless_source and (note := lossy_copy_note(name, split, manifest)):
             notes.append(note)
+    if check_or_record(base, records, stored):
+        notes.append(f"manifest written: {manifest_file(base)} ({', '.join(used)} recorded)")
     return sha256, notes, manifests
 
 

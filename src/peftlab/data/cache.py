@@ -6,8 +6,10 @@ normalisation), lies in ``<data cache>/decoded/<key>.npy`` (``$PEFTLAB_DATA_CACH
 everything the pixels depend on: the dataset's checksums (every image file's SHA-256), the split's
 file list in order, the image size and channels, and the Pillow and torch versions that decode
 and resize. It is written atomically (a temporary file renamed over the key), so a crash never
-leaves half a cache; a file that does not read back as the expected array is rebuilt, with a
-one-line warning.
+leaves half a cache. The SHA-256 of the file as written is kept beside it (``<key>.sha256.json``)
+and checked on every read (once per process while the file's stat stays the same): a file whose
+pixels were overwritten, one without its digest, or one that does not read back as the expected
+array is rebuilt, with a one-line warning, never trusted.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import DecodedFiles
 from peftlab.data.loading import decoded_in_this_process
+from peftlab.data.records import hash_file
 from peftlab.data.sources import decoded_cache_dir, writable_cache_dir
 from peftlab.errors import DataError
-from peftlab.files import one_line, write_atomic
+from peftlab.files import one_line, read_json, write_atomic, write_json_atomic
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 BUILD_BATCH = 64
+# cache files whose digest this process checked: path -> the stat it had then (a rewrite changes its ctime)
+VERIFIED: dict[str, tuple[int, int, int, int]] = {}
 
 
 def cache_key(
@@ -52,16 +57,41 @@ def cache_key(
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def digest_file(path: Path) -> Path:
+    """Where the SHA-256 of cache file ``path``, as it was written, is kept."""
+    return path.with_name(f"{path.stem}.sha256.json")
+
+
+def file_stat(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def verify(path: Path) -> None:
+    """A ValueError unless ``path`` holds the bytes whose SHA-256 was recorded when it was written."""
+    stamp = file_stat(path)
+    if VERIFIED.get(str(path)) == stamp:
+        return
+    recorded = (read_json(digest_file(path)) or {}).get("sha256")
+    if not isinstance(recorded, str):
+        raise ValueError(f"no digest recorded in {digest_file(path).name}")
+    if hash_file(path) != recorded:
+        raise ValueError("its SHA-256 is not the one recorded when it was written (pixels overwritten?)")
+    VERIFIED[str(path)] = stamp
+
+
 def read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The cached array, memory-mapped (copy on write: never written back), or None when absent or
-    not a uint8 array of ``shape`` (a warning says so; the caller rebuilds it)."""
+    """The cached array, memory-mapped (copy on write: never written back), or None when absent, not the
+    bytes written (`verify`) or not a uint8 array of ``shape`` (a warning says so; the caller rebuilds it)."""
     if not path.is_file():
         return None
     try:
+        verify(path)
         images = np.load(path, mmap_mode="c", allow_pickle=False)
         if images.dtype != np.uint8 or images.shape != shape:
             raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {shape}")
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, DataError) as err:
+        VERIFIED.pop(str(path), None)
         print(
             f"peftlab: warning: rebuilding the decoded-image cache {path}: {one_line(err)[:200]}",
             file=sys.stderr,
@@ -97,8 +127,12 @@ def build_cache(path: Path, decoded: DecodedFiles, num_workers: int) -> None:
             start += len(images)
         out.flush()
         del out
+        digest["sha256"] = hash_file(Path(tmp))
 
+    digest = {}
     write_atomic(path, write)
+    write_json_atomic(digest_file(path), {"format": CACHE_FORMAT, "sha256": digest["sha256"]})
+    VERIFIED[str(path)] = file_stat(path)  # hashed as it was written
 
 
 def cached_images(

@@ -1,6 +1,7 @@
 """Readers of image folders: Tiny ImageNet's layout and class folders (ImageFolder), kept as file
 paths and decoded later, per item; records.py says what every reader returns."""
 
+import os
 import re
 from pathlib import Path
 
@@ -69,13 +70,22 @@ def read_tiny_imagenet(directory: Path) -> RawData:
                 f"with a wnid from {wnids_path.name}"
             )
         image_path = directory / "val" / "images" / fields[0]
-        if "\0" in fields[0] or not image_path.resolve().is_relative_to(val_images):
+        # realpath, not resolve(): a symlink loop is left in place here and refused by stat below
+        if "\0" in fields[0] or not Path(os.path.realpath(image_path)).is_relative_to(val_images):
             raise DataError(
-                f"{annotations_path} line {line_number}: {fields[0]!r} is outside {val_images}: expected "
+                f"{annotations_path} line {line_number}: {fields[0][:200]!r} is outside {val_images}: expected "
                 "a file name in val/images"
             )
-        if not image_path.exists():
-            raise DataError(f"missing file {image_path} (listed in {annotations_path.name} line {line_number})")
+        try:
+            os.stat(image_path)
+        except FileNotFoundError:
+            raise DataError(
+                f"missing file {str(image_path)[:300]} (listed in {annotations_path.name} line {line_number})"
+            ) from None
+        except OSError as err:  # a symlink loop, a name longer than the system allows
+            raise DataError(
+                f"{annotations_path} line {line_number}: {fields[0][:200]!r}: {err.strerror or err}"
+            ) from None
         check_data_file(image_path)
         test_paths.append(image_path)
         test_labels.append(class_index[fields[1]])

@@ -179,14 +179,12 @@ def read_glue_tsv(task: GlueTask, path: Path) -> tuple[TextSamples, str]:
     text, sha256 = read_text(path)
     rows = table_rows(path, text, "\t", quoting=False)
     if task.has_header:
-        number, header = rows.pop(0)
+        number, header = next(rows)
         if tuple(header) != task.columns:
             raise DataError(
                 f"{path} line {number}: header {'|'.join(header)[:200]!r}: expected GLUE's {task.folder} header "
                 f"{'|'.join(task.columns)!r}"
             )
-        if not rows:
-            raise DataError(f"{path} line 2: no rows after the header")
     text_at = [task.columns.index(c) for c in task.text]
     label_at = task.columns.index(task.label)
     texts, labels = [], []
@@ -198,4 +196,6 @@ def read_glue_tsv(task: GlueTask, path: Path) -> tuple[TextSamples, str]:
             )
         texts.append(tuple(fields[i] for i in text_at))
         labels.append(task.values.index(fields[label_at]))
+    if not texts:
+        raise DataError(f"{path} line 2: no rows after the header")
     return TextSamples(texts, np.array(labels, dtype=np.int64)), sha256

@@ -17,6 +17,8 @@ from peftlab.errors import DataError
 from peftlab.files import one_line
 
 GZIP_MAX_RATIO = 1032  # deflate expands a byte to at most about 1032 bytes
+MAX_DATA_FILE_BYTES = 256 << 20  # CIFAR-100's train.bin, the largest file read whole, is 154 MB
+MAX_TEXT_LINES_BYTES = 64 << 20  # a names or annotations file (TinyImageNet's val_annotations.txt: 2 MB)
 
 NOT_REGULAR = {
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -64,10 +66,21 @@ def open_data_file(path: Path, allow_empty: bool = False) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_data_file(path: Path) -> bytes:
-    """The whole content of a regular file (never a FIFO, a device or a /proc file)."""
+def read_data_file(path: Path, limit: int = MAX_DATA_FILE_BYTES) -> bytes:
+    """The whole content of a regular file (never a FIFO, a device or a /proc file) of at most ``limit`` bytes."""
     with open_data_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise DataError(f"{path}: {size:,} bytes, more than a file of this kind may hold ({limit:,})")
         try:
-            return f.read()
+            data = f.read(size + 1)  # not limit + 1: read(n) allocates n bytes first
         except OSError as err:
             raise DataError(f"cannot read {path}: {one_line(err)}") from None
+    check_size_held(path, size, len(data))
+    return data
+
+
+def check_size_held(path: Path, size: int, read: int) -> None:
+    """A DataError when a file read ``read`` bytes against the ``size`` its stat declared: it grew meanwhile."""
+    if read > size:
+        raise DataError(f"{path} grew while it was read (from {size:,} bytes): expected a file nothing writes to")

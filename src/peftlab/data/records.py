@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import open_data_file, read_data_file
+from peftlab.data.opening import MAX_TEXT_LINES_BYTES, open_data_file, read_data_file
 from peftlab.errors import DataError
 from peftlab.files import one_line
 
@@ -136,7 +136,7 @@ def key_names(mapping: dict) -> str:
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file of the dataset, or one DataError line."""
     try:
-        return read_data_file(path).decode("utf-8").splitlines()
+        return read_data_file(path, MAX_TEXT_LINES_BYTES).decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start})") from None
 
@@ -155,5 +155,5 @@ class DataInfo:
     # where each split comes from, e.g. {"train": "<root>/train minus val", "val": "10% of train (seed 0)",
     # "test": "<root>/val"}
     split_sources: dict[str, str] = field(default_factory=dict)
-    # listed datasets: split -> the manifest its list was checked against (peftlab.data.manifest)
+    # listed datasets: split -> the dataset manifest its list was checked against (peftlab.data.manifest)
     manifests: dict[str, str] = field(default_factory=dict)

@@ -119,7 +119,10 @@ def find_listed(name: str, root: str | None) -> Path:
         [Path(root).expanduser() / task, Path(root).expanduser()] if root is not None else [cache_dir(suite) / task]
     )
     for directory in candidates:
-        if (directory / marker).is_file() or (task == "cub" and (directory / "train_test_split.txt").is_file()):
+        # lexists: a marker that is a FIFO or a folder is then refused by name when it is read
+        if os.path.lexists(directory / marker) or (
+            task == "cub" and os.path.lexists(directory / "train_test_split.txt")
+        ):
             return directory.resolve()
     where = f"data.root={candidates[1]}" if root is not None else f"the data cache ({candidates[0].parent})"
     raise DataError(f"no {name} data in {where}: expected {candidates[0] / marker}; {SUITE_HOW_TO_GET[suite]}")

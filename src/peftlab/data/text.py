@@ -14,6 +14,7 @@ Then, as `build.load_splits` does for images: data.classes, and the class-strati
 """
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ INSTRUCTION_COLUMNS = ("instruction", "input", "output")  # Alpaca's rows (data.
 SPLIT_FILES = {"train": ("train",), "val": ("validation", "val"), "test": ("test",)}
 MAX_CLASSES = 100_000
 DIGITS = re.compile("[0-9]+")
+LONG_NUMBER = re.compile("[0-9]{10,}")
 
 
 def is_text_dataset(name: str) -> bool:
@@ -144,18 +146,7 @@ def read_text_file(path: Path, columns: list[str], label_column: str | None) -> 
     text, sha256 = read_text(path)
     wanted = [*columns, *([label_column] if label_column else [])]
     optional = {"input"} if columns == list(INSTRUCTION_COLUMNS) else set()
-    if path.suffix == ".jsonl":
-        rows = jsonl_rows(path, text)
-    else:
-        number, header = (rows := table_rows(path, text, "\t" if path.suffix == ".tsv" else ","))[0]
-        for column in [c for c in wanted if c not in optional]:
-            if column not in header:
-                raise DataError(f"{path} line {number}: no column {column!r}: the header has {', '.join(header)[:200]}")
-        if len(rows) == 1:
-            raise DataError(f"{path} line {number + 1}: no rows after the header")
-        for number, fields in rows[1:]:
-            check_fields(path, number, fields, header)
-        rows = [(number, dict(zip(header, fields, strict=True))) for number, fields in rows[1:]]
+    rows = jsonl_rows(path, text) if path.suffix == ".jsonl" else table_dicts(path, text, wanted, optional)
     texts, labels = [], []
     for number, row in rows:
         for column in [c for c in wanted if c not in optional]:
@@ -176,6 +167,22 @@ def read_text_file(path: Path, columns: list[str], label_column: str | None) -> 
     return texts, labels, sha256
 
 
+def table_dicts(path: Path, text: str, wanted: list[str], optional: set[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: field}) of each row after a CSV or TSV file's header, checked as it is reached."""
+    rows = table_rows(path, text, "\t" if path.suffix == ".tsv" else ",")
+    number, header = next(rows)
+    for column in [c for c in wanted if c not in optional]:
+        if column not in header:
+            raise DataError(f"{path} line {number}: no column {column!r}: the header has {', '.join(header)[:200]}")
+    empty = True
+    for number, fields in rows:
+        check_fields(path, number, fields, header)
+        empty = False
+        yield number, dict(zip(header, fields, strict=True))
+    if empty:
+        raise DataError(f"{path} line {number + 1}: no rows after the header")
+
+
 def encode_labels(files: dict[str, Path], raw: dict[str, list]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Labels as 0..k-1 and the class names: integers as they are, strings by their sorted order in train.
     A JSON label is an integer when it is a JSON number, a CSV or TSV label when it is written in digits."""
@@ -186,14 +193,22 @@ def encode_labels(files: dict[str, Path], raw: dict[str, list]) -> tuple[dict[st
             return value if type(value) is int else None
         return int(value) if DIGITS.fullmatch(value) else None
 
+    for split, pairs in raw.items():  # thousands of digits: no class, and more than int() parses
+        if line := next((line for line, v in pairs if isinstance(v, str) and LONG_NUMBER.fullmatch(v)), None):
+            raise DataError(
+                f"{files[split]} line {line}: a label of more than 9 digits: expected one in 0..{MAX_CLASSES - 1}"
+            )
     train = [value for _, value in raw["train"]]
     if all(integer(v) is not None for v in train):
         kind, key = "integers", integer
         for line, value in raw["train"]:
             if not 0 <= integer(value) < MAX_CLASSES:
-                raise DataError(f"{files['train']} line {line}: label {value}: expected one in 0..{MAX_CLASSES - 1}")
+                raise DataError(
+                    f"{files['train']} line {line}: label {str(value)[:40]}: expected one in 0..{MAX_CLASSES - 1}"
+                )
         class_names = [str(i) for i in range(max(integer(v) for v in train) + 1)]
         index = {i: i for i in range(len(class_names))}
+        check_classes_trained(files["train"], raw["train"], integer, len(class_names))
     else:
         kind, key = "strings", lambda value: value if isinstance(value, str) else None
         class_names = sorted({v for v in train if isinstance(v, str)})
@@ -211,3 +226,15 @@ def encode_labels(files: dict[str, Path], raw: dict[str, list]) -> tuple[dict[st
             encoded.append(class_index)
         labels[split] = np.array(encoded, dtype=np.int64)
     return labels, class_names
+
+
+def check_classes_trained(path: Path, pairs: list, integer, num_classes: int) -> None:
+    """Every class 0..K-1 of integer labels (K: one more than train's largest) has a training example: a label
+    such as 15000 among labels 0..9 would size the head and every per-class count by it."""
+    seen = {integer(value) for _, value in pairs}
+    if (missing := next((label for label in range(num_classes) if label not in seen), None)) is not None:
+        line = next(line for line, value in pairs if integer(value) == num_classes - 1)
+        raise DataError(
+            f"{path} line {line}: label {num_classes - 1} makes {num_classes:,} classes, but class {missing} has "
+            "no example in it: expected labels 0..K-1, each class with a training example"
+        )

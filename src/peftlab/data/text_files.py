@@ -10,19 +10,21 @@ file can run code.
 
 import csv
 import hashlib
-import io
 import json
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import open_data_file
+from peftlab.data.opening import check_size_held, open_data_file
 from peftlab.data.splits import split_train_val
 from peftlab.errors import DataError
 from peftlab.files import one_line
 
+CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")  # a line as csv reads it, with its ending
 MAX_TEXT_BYTES = 512 << 20  # GLUE's largest train.tsv (MNLI) is about 80 MB
 
 
@@ -65,9 +67,10 @@ def read_text(path: Path) -> tuple[str, str]:
         if size > MAX_TEXT_BYTES:
             raise DataError(f"{path}: {size:,} bytes, more than a text file may hold ({MAX_TEXT_BYTES:,})")
         try:
-            raw = f.read(MAX_TEXT_BYTES + 1)
+            raw = f.read(size + 1)  # not MAX_TEXT_BYTES + 1: read(n) allocates n bytes first
         except OSError as err:
             raise DataError(f"cannot read {path}: {one_line(err)}") from None
+    check_size_held(path, size, len(raw))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -75,10 +78,21 @@ def read_text(path: Path) -> tuple[str, str]:
     return text, hashlib.sha256(raw).hexdigest()
 
 
-def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
-    """(line number, object) of each non-blank line; every line must be one JSON object."""
-    rows = []
-    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
+def text_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of ``text`` split on "\n" only (JSON strings may hold U+2028), one at a time:
+    a list of every line of a 512 MB file of short lines would hold gigabytes."""
+    start, number = 0, 1
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield number, text[start:end]
+        start, number = end + 1, number + 1
+
+
+def jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line, parsed as it is reached; every line must be one JSON object."""
+    found = False
+    for number, line in text_lines(text):
         if not line.strip():
             continue
         try:
@@ -87,28 +101,29 @@ def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
             raise DataError(f"{path} line {number}: not a JSON line ({one_line(err)[:120]})") from None
         if not isinstance(value, dict):
             raise DataError(f"{path} line {number}: a JSON {type(value).__name__}: expected one object per line")
-        rows.append((number, value))
-    if not rows:
+        found = True
+        yield number, value
+    if not found:
         raise DataError(f"{path} line 1: no JSON lines: expected one object per line")
-    return rows
 
 
-def table_rows(path: Path, text: str, delimiter: str, quoting: bool = True) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank row of a CSV / TSV file, the header row included.
-    ``quoting=False`` reads as GLUE's TSVs are read: a quote character is text like any other."""
+def table_rows(path: Path, text: str, delimiter: str, quoting: bool = True) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank row of a CSV / TSV file, the header row included, parsed as it
+    is reached. ``quoting=False`` reads as GLUE's TSVs are read: a quote character is text like any other."""
     options = {} if quoting else {"quoting": csv.QUOTE_NONE, "quotechar": None}
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True, **options)
-    rows, number = [], 1
+    lines = (match.group() for match in CSV_LINE.finditer(text))  # one at a time: io.StringIO holds 4 bytes a character
+    reader = csv.reader(lines, delimiter=delimiter, strict=True, **options)
+    number, found = 1, False
     try:
         for fields in reader:
             if fields:
-                rows.append((number, fields))
+                found = True
+                yield number, fields
             number = reader.line_num + 1  # a quoted field may span lines: a row starts after the last one
     except csv.Error as err:
         raise DataError(f"{path} line {reader.line_num}: not a {delimiter_name(delimiter)} row ({err})") from None
-    if not rows:
+    if not found:
         raise DataError(f"{path} line 1: no rows: expected a {delimiter_name(delimiter)} table")
-    return rows
 
 
 def delimiter_name(delimiter: str) -> str:

@@ -22,6 +22,10 @@ from torch.utils.data import Dataset
 from peftlab.errors import ConfigError, DataError, WeightsError
 from peftlab.files import one_line
 
+# a text is cut to data.max_length x this many characters before it is tokenized: more than any token of
+# a BPE, WordPiece or SentencePiece vocabulary holds (a word a WordPiece tokenizer cannot split, and maps
+# to its unknown token, may hold more)
+CHARS_PER_TOKEN = 64
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
@@ -87,12 +91,35 @@ def load_tokenizer(path: str | Path, pad_id: int):
     return tokenizer
 
 
+def max_chars(cfg) -> int:
+    """The characters of a text kept before it is tokenized: a text is cut to data.max_length tokens anyway,
+    and tokenizing a 10 MB line whole cost 0.9 GB."""
+    return cfg.max_length * CHARS_PER_TOKEN
+
+
+def cut_texts(texts: list[str], cfg, split: str, first_index: int = 0) -> tuple[list[str], set[int]]:
+    """``texts`` cut to `max_chars` characters, and the indices of those cut; with data.truncation=false a
+    text that long is an error naming its example."""
+    limit, cut = max_chars(cfg), set()
+    for i, text in enumerate(texts):
+        if len(text) > limit:
+            if not cfg.truncation:
+                raise DataError(
+                    f"data.truncation=false: {split} example {first_index + i} has {len(text):,} characters, more "
+                    f"than data.max_length={cfg.max_length} x {CHARS_PER_TOKEN} (texts are cut to that many "
+                    "characters before they are tokenized)"
+                )
+            cut.add(i)
+    return [text[:limit] for text in texts] if cut else texts, cut
+
+
 def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[TokenDataset, int]:
     """``samples`` (TextSamples: texts as 1- or 2-tuples, labels) as a TokenDataset; how many were cut."""
     columns = list(zip(*samples.texts)) if len(samples) else [[]]
-    first, second = list(columns[0]), (list(columns[1]) if len(columns) > 1 else None)
+    first, cut_first = cut_texts(list(columns[0]), cfg, split)
+    second, cut_second = cut_texts(list(columns[1]), cfg, split) if len(columns) > 1 else (None, set())
     lengths = [len(ids) for ids in tokenizer(first, second, truncation=False, padding=False)["input_ids"]]
-    cut = [i for i, n in enumerate(lengths) if n > cfg.max_length]
+    cut = sorted({i for i, n in enumerate(lengths) if n > cfg.max_length} | cut_first | cut_second)
     if cut and not cfg.truncation:
         raise DataError(
             f"data.truncation=false: {split} example {cut[0]} has {lengths[cut[0]]} tokens, more than "
@@ -147,12 +174,12 @@ def tokenize_for_lm(samples, tokenizer, cfg, split: str, vocab_size: int) -> tup
     eos = tokenizer.eos_token_id
     rows, cut, dropped = [], 0, 0
     for index, item in enumerate(samples.texts):
-        prompt, response = prompt_and_response(item)
+        (prompt, response), cut_chars = cut_texts(list(prompt_and_response(item)), cfg, split, index)
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos else []
         prompt_ids = bos + (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
         ids = prompt_ids + response_ids
-        if len(ids) > cfg.max_length:
+        if len(ids) > cfg.max_length or cut_chars:
             if not cfg.truncation:
                 raise DataError(
                     f"data.truncation=false: {split} example {index} has {len(ids)} tokens, more than "

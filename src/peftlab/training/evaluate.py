@@ -42,7 +42,8 @@ def evaluate(
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
     sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
-    confusion = None  # labels x predictions, counts
+    counts = None  # per class: labelled, predicted, labelled and predicted (the confusion matrix's margins and
+    # diagonal, all F1 and Matthews need: classes x classes counts would be 8 TB at a million classes)
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
     tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
@@ -61,9 +62,12 @@ def evaluate(
         classes = logits.shape[-1]
         if tokens:
             continue  # F1 and Matthews are a classifier's
-        if confusion is None:
-            confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
-        confusion += torch.bincount(labels * classes + logits.argmax(-1), minlength=classes * classes)
+        predicted = logits.argmax(-1)
+        if counts is None:
+            counts = torch.zeros(3, classes, dtype=torch.long, device=device)
+        counts[0] += torch.bincount(labels, minlength=classes)[:classes]
+        counts[1] += torch.bincount(predicted, minlength=classes)
+        counts[2] += torch.bincount(labels[labels == predicted], minlength=classes)[:classes]
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
     restore_layout(
@@ -76,7 +80,7 @@ def evaluate(
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
     else:
-        scores.update(metrics.confusion_scores(confusion.view(classes, classes).cpu()))
+        scores.update(metrics.class_count_scores(*counts.cpu()))
     count = tokens or n
     top5 = top5 / count if classes is None or classes > 5 else None
     return {
