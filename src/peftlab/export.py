@@ -231,6 +231,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
     merged = tuner.merged_model(quantized=quantized) if tuner.is_adapter else None
+    if merged is None and tuner.merge_refusal():
+        raise UserError(
+            f"--merged: run {run_dir} does not merge: {tuner.merge_refusal()}; its adapter.safetensors holds "
+            "the trained model unmerged (peftlab.export.load_trained rebuilds it)"
+        )
     unmerged = tuner.is_adapter and merged is None
     if unmerged:  # adapters, VPT's prompts: modules the base's weights cannot absorb, written with the base
         print(
