@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from testkit import TINY_MODEL, check_cell, hf_text_model
+from testkit import TINY_MODEL, assert_peft_loads, check_cell, hf_text_model, needs_fashion_mnist
 
 from peftlab.backbones import build_backbone
 from peftlab.config import load_config
@@ -145,3 +145,22 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
 def test_a_quantized_base_is_one_line():
     with pytest.raises(ConfigError, match=r"quant.mode='nf4' is invalid: expected 'none' for method 'peft'"):
         load_config(overrides={"method": {"name": "peft", "peft_type": "HRA"}, "quant": {"mode": "nf4"}})
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_run_by_name_merges_checks_and_writes_files_peft_loads(tmp_path):
+    from peftlab.training.run import train
+
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {"name": "peft", "peft_type": "HRA", "options": {"r": 4}, "target_modules": WHOLE},
+            "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
+            "train": {"max_steps": 2, "batch_size": 16},
+        }
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result.get("error")
+    assert result["merge"]["ok"] and result["params"]["trainable"] < result["params"]["total"]
+    assert_peft_loads(tmp_path / "run")
