@@ -25,7 +25,6 @@ TINY_OPTIONS = {
     "C3A": {"block_size": 16},
     "MISS": {"r": 8},
     "ROAD": {"group_size": 16},
-    "SHIRA": {"r": 4},
     "WAVEFT": {"n_frequency": 100},
 }
 # whole modules of timm's ViT, so PEFT's own from_pretrained loads the PEFT-format files on the plain model
@@ -140,6 +139,15 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
     with pytest.raises(ConfigError, match=message) as caught:
         apply_tuner(copy.deepcopy(base), cfg)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("peft_type", applicable())
+def test_each_type_counts_on_the_meta_device_as_the_size_check_before_every_run_does(peft_type):
+    from peftlab.params import count_parameters
+
+    method = {"name": "peft", "peft_type": peft_type, "options": TINY_OPTIONS.get(peft_type, {})}
+    counts = count_parameters(load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method}))
+    assert 0 < counts["adapter"] < counts["total"]
 
 
 def test_a_quantized_base_is_one_line():

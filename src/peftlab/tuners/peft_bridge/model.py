@@ -9,10 +9,12 @@ otherwise), its adapter file and PEFT-format export (``PeftTuner``'s).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
+from peftlab.tuners.boft.model import no_fbd_cuda_without_cuda
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.peft_bridge.types import NO_MERGE
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
@@ -49,8 +51,11 @@ def apply(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> PeftBri
         )
     except (ValueError, TypeError) as err:
         raise ConfigError(f"method.options: PEFT's {config_cls.__name__} refuses them: {one_line(err)}") from None
+    if cfg.peft_type == "BOFT":
+        no_fbd_cuda_without_cuda()
     try:
-        peft_model = inject(model, plan, ctx, config)
+        with torch.device("cpu"):  # not meta: PEFT's inits index and count with tensors on the default device
+            peft_model = inject(model, plan, ctx, config)
     except (ValueError, TypeError, NotImplementedError) as err:
         raise ConfigError(
             f"method.peft_type={cfg.peft_type!r}: PEFT's {config_cls.__name__} does not apply to this model's "

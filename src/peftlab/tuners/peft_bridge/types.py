@@ -42,6 +42,10 @@ REFUSED = {
     "method.name: adalora, which calls both",
     "ADAMSS": "it clusters each weight's subspaces with scikit-learn, which peftlab's lock does not install (and its "
     "subspace allocation, ASA, needs update_and_allocate after every step, a hook peftlab calls only for adalora)",
+    "FROD": "its init decomposes the base weights of every layer (SVD), which peftlab's size check before every run "
+    "cannot read: it applies the method on the meta device, where no weight has values",
+    "SHIRA": "its init picks the trained entries of each weight with torch.nonzero, which peftlab's size check before "
+    "every run cannot run: it applies the method on the meta device, where nonzero has no result",
     "SHADOW": "it trains a second transformers model beside the base (shadow_model), with an auxiliary loss peftlab "
     "does not add",
 }
@@ -58,8 +62,8 @@ NO_IDENTITY = {
     "C3A": "PEFT draws its circular kernels xavier-uniform (init_weights: true starts at zero)",
 }
 # options the bridge gives a type unless method.options sets them: IA3 rescales the outputs of every target
-# (no feed-forward module among them); FRoD's progress bar would write to stderr on every run
-DEFAULT_OPTIONS = {"IA3": {"feedforward_modules": []}, "FROD": {"progressbar": False}}
+# (no feed-forward module among them)
+DEFAULT_OPTIONS = {"IA3": {"feedforward_modules": []}}
 # fields of PeftConfig itself or set by peftlab from method.target_modules, never options
 RESERVED = {
     "peft_type": "the bridge sets it from method.peft_type",
