@@ -157,18 +157,26 @@ def test_a_quantized_base_is_one_line():
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_run_by_name_merges_checks_and_writes_files_peft_loads(tmp_path):
+@pytest.mark.parametrize("peft_type", ["HRA", "LILY"])
+def test_a_run_by_name_merges_or_exports_unmerged_and_writes_files_peft_loads(tmp_path, peft_type):
+    from peftlab.export import export_merged, load_unmerged
     from peftlab.training.run import train
 
     cfg = load_config(
         overrides={
             "model": TINY_MODEL,
-            "method": {"name": "peft", "peft_type": "HRA", "options": {"r": 4}, "target_modules": WHOLE},
+            "method": {"name": "peft", "peft_type": peft_type, "target_modules": WHOLE},
             "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
             "train": {"max_steps": 2, "batch_size": 16},
         }
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result.get("error")
-    assert result["merge"]["ok"] and result["params"]["trainable"] < result["params"]["total"]
+    assert result["params"]["trainable"] < result["params"]["total"]
     assert_peft_loads(tmp_path / "run")
+    exported = export_merged(tmp_path / "run", tmp_path / "model.safetensors")
+    if peft_type in NO_MERGE:  # the base with the method's modules, as for adapters and VPT
+        assert result["merge"] is None
+        assert load_unmerged(exported) is not None
+    else:
+        assert result["merge"]["ok"]
