@@ -127,7 +127,11 @@ def test_bad_types_and_options_are_one_line_config_errors(method, message):
 @pytest.mark.parametrize(
     "peft_type, options, message",
     [
-        ("C3A", {"block_size": 24}, r"PEFT's C3AConfig does not apply to this model's targets: The block size"),
+        (
+            "C3A",
+            {"block_size": 24},
+            r"PEFT's C3AConfig does not apply to this model's targets: ValueError: The block size",
+        ),
         ("HRA", {"r": 0}, r"method.options: PEFT's HRAConfig refuses them|does not apply"),
     ],
 )

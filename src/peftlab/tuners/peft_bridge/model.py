@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from peftlab.errors import ConfigError
+from peftlab.files import one_line
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.boft.model import no_fbd_cuda_without_cuda
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
@@ -33,10 +34,6 @@ class PeftBridgeTuner(PeftTuner):
 
 def check(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
-
-
-def one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
 
 
 def apply(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> PeftBridgeTuner:
