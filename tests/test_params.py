@@ -12,7 +12,6 @@ import yaml
 from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
 from peftlab.config_checks import MAX_INT
-from peftlab.errors import ConfigError
 from peftlab.tuners import TUNERS
 
 # a knob that counts only once another is set: oft's r (blocks) replaces oft_block_size, and so on
@@ -264,8 +263,7 @@ def test_dinov2_b14_at_224_px_differs_from_vit_b16_only_by_its_embeddings_and_la
     assert {method: trainable_without_head(dinov2, method, {}) for method in SELECTIVE} == SELECTIVE
 
 
-def test_ssf_refuses_clip_whose_patch_embedding_has_no_bias():
-    """PETL_Vision's SSF scales and shifts the patch embedding's output all the same (205,824 on CLIP);
-    peftlab's folds each shift into a bias at the merge, so it refuses in one line."""
-    with pytest.raises(ConfigError, match="patch_embed.proj has none"):
-        trainable_without_head({"name": "vit_base_patch16_clip_224"}, "ssf", {})
+def test_ssf_on_clip_shifts_the_bias_less_patch_embedding_and_scales_norm_pre():
+    """SSF scales and shifts the patch embedding's output, which has no bias, as PETL_Vision's code does
+    (205,824 there); peftlab's also wraps norm_pre, as LN tunes it: 2 x 768 more. Only the merge refuses."""
+    assert trainable_without_head({"name": "vit_base_patch16_clip_224"}, "ssf", {}) == 205_824 + 2 * 768

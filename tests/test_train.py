@@ -97,6 +97,7 @@ class Interrupt(BaseException):
         "dora",
         "vera",
         "loha",
+        "peft",
     ],
 )
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, method):
@@ -118,6 +119,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
         "qalora": {"r": 4, "lora_dropout": 0.1, "schedule": "cosine"},
         "vera": {"r": 16, "vera_dropout": 0.1},
         "loha": {"r": 4, "rank_dropout": 0.1, "module_dropout": 0.1},
+        # by name through the bridge: matrices shared by every layer, and dropout
+        "peft": {"peft_type": "RANDLORA", "options": {"r": 4, "randlora_dropout": 0.1}},
     }.get(method, {"r": 4, "lora_dropout": 0.1})
     cfg = config(method={"name": method, **options}, data={"augment": True})
     reference = train(cfg, tmp_path / "straight", progress=False)

@@ -54,6 +54,7 @@ from peftlab.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import replace_modules, split_qkv
+from peftlab.tuners.peft_injection import unshared
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.weights import read_safetensors
 
@@ -231,6 +232,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     if quantized and not tuner.quantized:
         raise UserError(f"--quantized needs a run on a quantized base; {run_dir} has quant.mode=none")
     merged = tuner.merged_model(quantized=quantized) if tuner.is_adapter else None
+    if merged is None and tuner.merge_refusal():
+        raise UserError(
+            f"--merged: run {run_dir} does not merge: {tuner.merge_refusal()}; its adapter.safetensors holds "
+            "the trained model unmerged (peftlab.export.load_trained rebuilds it)"
+        )
     unmerged = tuner.is_adapter and merged is None
     if unmerged:  # adapters, VPT's prompts: modules the base's weights cannot absorb, written with the base
         print(
@@ -265,7 +271,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         metadata["format"] = "peftlab-unmerged"
     if quantized:
         metadata.update(groupwise_metadata(model) or {"format": "peftlab-bitsandbytes"})
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = unshared(model.state_dict())  # a module shared by several layers (Lily's) is written once each
     write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return out
 

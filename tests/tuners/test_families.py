@@ -38,11 +38,6 @@ NUM_CLASSES = 5
 # refused for a reason of the family, its layout or the tiny model's size, named in the message
 REFUSED = {
     ("eva02", "qalora"): "group sizes that divide every quantized layer",  # SwiGLU's 2/3 width: 85
-    # SSF folds each shift into the bias of the layer it follows; these layers have none
-    ("clip", "ssf"): "patch_embed.proj has none",
-    ("eva02", "ssf"): "blocks.0.attn.k_proj has none",
-    ("beit", "ssf"): "blocks.0.attn.qkv has none",  # its q and v biases sit outside the Linear
-    ("swin", "ssf"): "layers.1.downsample.reduction has none",
     ("beit", "vpt"): "relative position bias covers the class token and the patches only",
     ("swin", "vpt"): "attention runs inside windows",
 }
@@ -208,3 +203,30 @@ def test_no_peft_format_files_for_an_adapter_on_beits_qkv(method, tmp_path):
         for param in tuner.trainable_parameters().values():
             param.add_(torch.randn_like(param), alpha=0.05)
     assert write_peft_adapter(tuner, tmp_path / "mlp")  # an adapter on a Linear that BEiT calls is written
+
+
+# a layer without a bias of each family: SSF shifts it in the adapted model, and the merge has no bias to fold into
+UNBIASED = {
+    "clip": "patch_embed.proj",
+    "eva02": "blocks.0.attn.k_proj",
+    "beit": "blocks.0.attn.qkv",  # its q and v biases sit outside the Linear
+    "swin": "layers.1.downsample.reduction",
+}
+
+
+@pytest.mark.parametrize("family", list(UNBIASED))
+def test_ssf_trains_the_shift_of_a_layer_without_a_bias_and_only_the_merge_refuses(family):
+    tuner = adapt(family, "ssf")
+    shift = tuner.model.get_submodule(UNBIASED[family]).ssf_shift
+    optimizer = torch.optim.SGD(tuner.trainable_parameters().values(), lr=0.1)
+    tuner.model.train()
+    for _ in range(2):
+        tuner.model(images(family)).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert shift.abs().sum() > 0  # the shift trained, where no bias of the base could have held it
+    with torch.no_grad():
+        assert not torch.allclose(tuner.model.eval()(images(family)), base_model(family)(images(family)))
+    assert tuner.merged_model() is None
+    refusal = tuner.merge_refusal()
+    assert UNBIASED[family] in refusal and "\n" not in refusal

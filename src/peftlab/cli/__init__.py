@@ -48,6 +48,7 @@ def commands() -> list:
         tools.add_data,
         run.add_validate,
         tools.add_config_reference,
+        tools.add_methods,
     ]
 
 

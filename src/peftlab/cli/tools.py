@@ -1,5 +1,5 @@
 """The commands beside runs and studies: bench, data info, data vtab-demo, data fortunes-task, data
-fortunes-corpus, config-reference.
+fortunes-corpus, config-reference, methods.
 
 Each ``add_<command>(subparsers)`` declares the command's arguments beside ``cmd_<command>(args)``,
 which runs it and returns the exit status.
@@ -273,4 +273,22 @@ def cmd_config_reference(args) -> int:
     from peftlab.config_reference import reference
 
     print(reference(), end="")
+    return 0
+
+
+def add_methods(sub) -> None:
+    p = sub.add_parser(
+        "methods",
+        help="every method: built-in and PEFT's types by name (peft:<type>), what each adapts, whether it merges "
+        "and whether it takes a quantized base",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON list of rows instead of the table")
+    p.set_defaults(func=cmd_methods)
+
+
+def cmd_methods(args) -> int:
+    from peftlab.tuners.catalog import method_rows, table_text
+
+    rows = method_rows()
+    print(json.dumps(rows, indent=1) if args.json else table_text(rows), end="\n" if args.json else "")
     return 0

@@ -35,6 +35,7 @@ from peftlab.tuners.loha.config import LoHaMethodConfig
 from peftlab.tuners.lokr.config import LoKrMethodConfig
 from peftlab.tuners.lora.config import LoraMethodConfig
 from peftlab.tuners.oft.config import OFTMethodConfig
+from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.prefix_tuning.config import PrefixTuningMethodConfig
 from peftlab.tuners.prompt_tuning.config import PromptTuningMethodConfig
 from peftlab.tuners.qalora.config import QALoraConfig
@@ -95,6 +96,7 @@ TUNERS = {
     "lokr": TunerSpec(LoKrMethodConfig, "peftlab.tuners.lokr.model"),
     "oft": TunerSpec(OFTMethodConfig, "peftlab.tuners.oft.model"),
     "boft": TunerSpec(BOFTMethodConfig, "peftlab.tuners.boft.model"),
+    "peft": TunerSpec(PeftBridgeConfig, "peftlab.tuners.peft_bridge.model"),
     "prompt_tuning": TunerSpec(PromptTuningMethodConfig, "peftlab.tuners.prompt_tuning.model"),
     "prefix_tuning": TunerSpec(PrefixTuningMethodConfig, "peftlab.tuners.prefix_tuning.model"),
 }

@@ -168,6 +168,11 @@ class Tuner:
         """
         return None
 
+    def merge_refusal(self) -> str | None:
+        """Why an adapter that trained does not merge into the plain architecture (``merged_model`` is None
+        and ``peftlab export --merged`` refuses), where the reason lies in the model; None otherwise."""
+        return None
+
     def quantized_merge_facts(self, merged: nn.Module) -> dict:
         """What the method checks about its quantized merge ``merged``, for the merge check in result.json."""
         return {}

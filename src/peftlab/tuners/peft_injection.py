@@ -1,4 +1,4 @@
-"""The one injection path of the PEFT-backed tuners (lora, adalora, adaptive).
+"""The one injection path of the PEFT-backed tuners (lora, adalora, adaptive, and any PEFT type by name: peft).
 
     plan = plan_injection(model, cfg)        # head, modules to adapt, fused qkv to split: model untouched
     config = LoraConfig(r=cfg.r, target_modules=plan.target_modules, modules_to_save=plan.modules_to_save, ...)
@@ -135,6 +135,20 @@ def for_transformers_model(config: dict, state: dict[str, torch.Tensor]) -> tupl
     return config, state
 
 
+def unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict safetensors can write: each tensor detached and contiguous, and a copy of each one
+    whose memory an earlier key's tensor shares (RandLoRA's and Lily's matrices shared by every layer appear under
+    every layer's key, and safetensors refuses to write shared memory twice)."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        value = value.detach().contiguous()
+        storage = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if storage in seen else value
+        seen.add(storage)
+    return out
+
+
 class PeftTuner(Tuner):
     """A model wrapped by PEFT (``get_peft_model``): what every PEFT-backed method shares."""
 
@@ -148,7 +162,7 @@ class PeftTuner(Tuner):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        return unshared(get_peft_model_state_dict(self.model))
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
@@ -176,7 +190,7 @@ class PeftTuner(Tuner):
             return for_transformers_model(*fused) if fused and hf else fused
         config = self.model.peft_config[self.model.active_adapter].to_dict()
         config["inference_mode"] = True
-        state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        state = unshared(get_peft_model_state_dict(self.model))
         config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
         return for_transformers_model(config, state) if hf else (config, state)
 

@@ -5,7 +5,9 @@ Linear or LayerNorm, dimension 1 of the patch embedding's Conv2d). The scale sta
 the shift at 0, so the wrapped model starts as the base model (the paper draws them from
 N(1, 0.02) and N(0, 0.02); peftlab starts exactly at the base, as the other methods do).
 Since the output is an affine function of the base layer's output, it folds into the base:
-``W' = diag(scale) W``, ``b' = scale * b + shift`` (LayerNorm: its gamma and beta the same way).
+``W' = diag(scale) W``, ``b' = scale * b + shift`` (LayerNorm: its gamma and beta the same way). A layer
+without a bias (CLIP's patch embedding, EVA-02's ``k_proj``) trains its shift all the same; only the
+fold has no bias to put it in (``folds``).
 
 In training a LayerNorm's scale and shift are folded into its affine parameters on every step
 (weight-sized work, and LayerNorm's own backward gives their gradients), and a Linear's or the
@@ -41,13 +43,17 @@ class SSFLayer(nn.Module):
         base = self.base_layer
         if isinstance(base, nn.LayerNorm):  # folded into its affine: no pass over the output of its own
             weight = base.weight * self.ssf_scale
-            return F.layer_norm(
-                x, base.normalized_shape, weight, torch.addcmul(self.ssf_shift, base.bias, self.ssf_scale), base.eps
-            )
+            bias = self.ssf_shift if base.bias is None else torch.addcmul(self.ssf_shift, base.bias, self.ssf_scale)
+            return F.layer_norm(x, base.normalized_shape, weight, bias, base.eps)
         out = base(x)
         if isinstance(base, nn.Conv2d):  # (B, C, H, W): channels on dimension 1
             return torch.addcmul(self.ssf_shift[:, None, None], out, self.ssf_scale[:, None, None])
         return torch.addcmul(self.ssf_shift, out, self.ssf_scale)  # one pass over the output, not two
+
+    @property
+    def folds(self) -> bool:
+        """True when the base layer has a bias to hold the shift, so the fold keeps its architecture."""
+        return getattr(self.base_layer, "bias", None) is not None
 
     @torch.no_grad()
     def folded(self) -> nn.Module:

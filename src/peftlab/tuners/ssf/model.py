@@ -5,8 +5,11 @@ Wrapped (as the paper's ViT code does): the patch embedding's Conv2d, in each bl
 every Linear, LayerNorm and the patch embedding outside the head. Trainable: the scales, the
 shifts and the head, ``2 x (7d + hidden)`` per block plus ``4d``. The merge folds each scale and
 shift into the layer before it, so ``merged_model`` is a plain timm model with timm's keys. The
-same on EVA, BEiT and Swin where every such layer has a bias to fold the shift into; one without
-(EVA's ``k_proj``, BEiT's ``qkv``, Swin's patch merging) is refused, named.
+same on CLIP, EVA, BEiT and Swin, whose layers without a bias (CLIP's patch embedding, EVA's
+``k_proj``, BEiT's ``qkv``, Swin's patch merging) train a shift too. Plain timm has no bias there to
+hold it, so such a model does not merge: ``merged_model`` is None (no merge check), ``merge_refusal``
+says why and ``peftlab export --merged`` refuses in one line; the adapter file and the unmerged
+model hold every shift.
 """
 
 from __future__ import annotations
@@ -28,7 +31,18 @@ class SSFTuner(Tuner):
     name = "ssf"
     is_adapter = True
 
-    def merged_model(self, quantized: bool = False) -> nn.Module:
+    def merge_refusal(self) -> str | None:
+        unfolded = [n for n, m in self.model.named_modules() if isinstance(m, SSFLayer) and not m.folds]
+        if not unfolded:
+            return None
+        return (
+            f"method 'ssf' shifts {len(unfolded)} layer(s) without a bias (first: {unfolded[0]}), where plain "
+            "timm has no bias to hold the shift"
+        )
+
+    def merged_model(self, quantized: bool = False) -> nn.Module | None:
+        if self.merge_refusal():
+            return None
         model = copy.deepcopy(self.model)
         names = [n for n, m in model.named_modules() if isinstance(m, SSFLayer)]
         replace_modules(model, names, SSFLayer.folded)
@@ -50,10 +64,10 @@ def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
     check_timm_blocks(model, "ssf")
     for name in ssf_targets(model):
         module = model.get_submodule(name)
-        if getattr(module, "bias", None) is None:
+        if isinstance(module, nn.LayerNorm) and module.weight is None:
             raise ConfigError(
-                f"method.name='ssf' folds its shift into each layer's bias, but {name} has none "
-                "(a model with qkv_bias=False or a LayerNorm without affine parameters)"
+                f"method.name='ssf' scales each LayerNorm's affine weight, but {name} has none "
+                "(elementwise_affine=False)"
             )
 
 

@@ -1,0 +1,60 @@
+"""The PEFT bridge's method config: any PEFT type that adapts ``nn.Linear``, by its PeftType name, with
+its own config class's fields as ``options`` (tuners/peft_bridge/types.py says which types and fields)."""
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from peftlab.config_checks import check_field
+from peftlab.errors import ConfigError
+from peftlab.tuners.peft_bridge.types import (
+    DEFAULT_OPTIONS,
+    REFUSED,
+    RESERVED,
+    applicable,
+    option_names,
+    peft_types,
+)
+from peftlab.tuners.targets import ModulesConfig
+
+Scalar = int | float | str | bool | None
+# what YAML gives an option of a PEFT config: a value, a list of values, or a mapping of names to values
+OptionValue = Scalar | tuple[Scalar, ...] | dict[str, Scalar]
+
+
+@dataclass(frozen=True)
+class PeftBridgeConfig(ModulesConfig):
+    name: str = "peft"
+    quantizable: ClassVar[bool] = False
+    unquantizable_reason: ClassVar[str] = (
+        "whose types peftlab has not tested on a bitsandbytes base (use lora, dora or qalora)"
+    )
+    # PEFT's method type by its PeftType name (LORA, FOURIERFT, HRA, ...: docs/methods/peft-types.md)
+    peft_type: str = "LORA"
+    # fields of that type's own PEFT config class (FourierFTConfig's n_frequency, ...), passed as they are
+    options: dict[str, OptionValue] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        types = peft_types()
+        check_field(
+            self.peft_type in types, "method.peft_type", self.peft_type, "a PEFT type name: " + ", ".join(applicable())
+        )
+        if self.peft_type in REFUSED:
+            raise ConfigError(
+                f"method.peft_type={self.peft_type!r} cannot run through method.name: peft: {REFUSED[self.peft_type]}"
+            )
+        allowed = option_names(self.peft_type)
+        for key in self.options:
+            if key in RESERVED:
+                raise ConfigError(f"method.options.{key} is set by peftlab, not an option: {RESERVED[key]}")
+            check_field(
+                key in allowed,
+                "method.options",
+                key,
+                f"a field of PEFT's {types[self.peft_type]['config']}: {', '.join(allowed)}",
+            )
+
+    def peft_options(self) -> dict:
+        """The options as PEFT's config takes them (lists where YAML's lists were read as tuples)."""
+        options = {**DEFAULT_OPTIONS.get(self.peft_type, {}), **self.options}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}

@@ -1,0 +1,171 @@
+"""PEFT's method types as the bridge (``method.name: peft``) sees them: each type's config class and
+its own fields, whether peftlab runs it, and why not where it does not. No torch, no PEFT here: a
+config is checked against ``types.json``, which is generated from the installed PEFT and checked
+against it by ``tests/tuners/test_peft_bridge.py``. Regenerate it, and docs/methods/peft-types.md, with::
+
+    PYTHONPATH=src python -m peftlab.tuners.peft_bridge.types --write
+
+A type applies when its layers adapt ``nn.Linear`` through ``target_modules`` as LoRA does; the
+others are in ``REFUSED`` with the reason, each decided from PEFT's sources (``peft/tuners/<name>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+TABLE = Path(__file__).with_name("types.json")
+DOCS = "docs/methods/peft-types.md"
+
+PROMPT_LEARNING = (
+    "prompt learning: virtual tokens fed to a transformers model's embeddings or attention, which peftlab runs "
+    "by its own path (method.name: prompt_tuning or prefix_tuning), not through target_modules"
+)
+# type -> why the bridge cannot run it (one line, said when a config names it)
+REFUSED = {
+    "PROMPT_TUNING": PROMPT_LEARNING,
+    "MULTITASK_PROMPT_TUNING": PROMPT_LEARNING + "; it also needs a task id with every batch",
+    "P_TUNING": PROMPT_LEARNING,
+    "PREFIX_TUNING": PROMPT_LEARNING,
+    "CPT": PROMPT_LEARNING + "; its loss needs the token type masks of in-context examples",
+    "CARTRIDGE": PROMPT_LEARNING + " (a trained KV cache prefix)",
+    "ADAPTION_PROMPT": "it adapts the attention modules of Llama-like decoders (LLaMA-Adapter), not nn.Linear layers",
+    "XLORA": "it mixes LoRA adapters trained before (a gating network over several adapters), not a method that "
+    "trains on its own",
+    "POLY": "it routes several LoRA skills per task and needs a task id with every batch",
+    "TRAINABLE_TOKENS": "it trains rows of an embedding matrix (new tokens), not nn.Linear layers",
+    "LN_TUNING": "it tunes LayerNorms, not nn.Linear layers: use method.name: ln",
+    "ADALORA": "its rank allocation needs update_and_allocate after every step and a total step count: use "
+    "method.name: adalora, which calls both",
+    "ADAMSS": "it clusters each weight's subspaces with scikit-learn, which peftlab's lock does not install (and its "
+    "subspace allocation, ASA, needs update_and_allocate after every step, a hook peftlab calls only for adalora)",
+    "FROD": "its init decomposes the base weights of every layer (SVD), which peftlab's size check before every run "
+    "cannot read: it applies the method on the meta device, where no weight has values",
+    "SHIRA": "its init picks the trained entries of each weight with torch.nonzero, which peftlab's size check before "
+    "every run cannot run: it applies the method on the meta device, where nonzero has no result",
+    "SHADOW": "it trains a second transformers model beside the base (shadow_model), with an auxiliary loss peftlab "
+    "does not add",
+}
+# type -> why PEFT's tuner has no merge into the base weights (the run has no merge check, export --merged
+# writes the base with the adapter modules)
+NO_MERGE = {
+    "LILY": "a router mixes its shared up-projections by each input's hidden states, so the update is no fixed weight",
+}
+# type -> why, with PEFT's default init, the adapted model does not start as its base (as VPT's prompts)
+NO_IDENTITY = {
+    "FOURIERFT": "PEFT draws its spectral coefficients from a normal distribution (init_weights: true starts at zero)",
+    "VBLORA": "both factors are mixtures of the one random vector bank, chosen by random logits",
+    "UNILORA": "both factors index the one vector bank, drawn uniform in +-init_theta_d_bound (never zero)",
+    "C3A": "PEFT draws its circular kernels xavier-uniform (init_weights: true starts at zero)",
+}
+# options the bridge gives a type unless method.options sets them: IA3 rescales the outputs of every target
+# (no feed-forward module among them)
+DEFAULT_OPTIONS = {"IA3": {"feedforward_modules": []}}
+# fields of PeftConfig itself or set by peftlab from method.target_modules, never options
+RESERVED = {
+    "peft_type": "the bridge sets it from method.peft_type",
+    "task_type": "peftlab builds the model and its head",
+    "inference_mode": "peftlab trains the adapter",
+    "base_model_name_or_path": "peftlab builds the model",
+    "revision": "peftlab builds the model",
+    "auto_mapping": "peftlab builds the model",
+    "peft_version": "PEFT writes it",
+    "target_modules": "use method.target_modules (a preset or a list of module names)",
+    "exclude_modules": "use method.target_modules",
+    "layers_to_transform": "use method.target_modules",
+    "layers_pattern": "use method.target_modules",
+    "modules_to_save": "peftlab trains the head in full",
+    "fan_in_fan_out": "peftlab's targets are nn.Linear layers (out x in weights)",
+}
+
+
+@functools.cache
+def peft_types() -> dict[str, dict]:
+    """``{type: {"config": class name, "fields": [its dataclass fields]}}`` for every PEFT type, as the
+    installed PEFT had them when ``types.json`` was written."""
+    return json.loads(TABLE.read_text())
+
+
+def applicable() -> list[str]:
+    """The types the bridge runs, in PEFT's order."""
+    return [t for t in peft_types() if t not in REFUSED]
+
+
+def option_names(peft_type: str) -> list[str]:
+    """The fields of the type's config class that ``method.options`` may set."""
+    return [f for f in peft_types()[peft_type]["fields"] if f not in RESERVED]
+
+
+def read_installed() -> dict[str, dict]:
+    """The table from the installed PEFT (imports it)."""
+    import dataclasses
+
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils.peft_types import PeftType
+
+    table = {}
+    for peft_type in PeftType:
+        cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+        table[peft_type.value] = {"config": cls.__name__, "fields": [f.name for f in dataclasses.fields(cls)]}
+    return table
+
+
+def table_text(table: dict[str, dict]) -> str:
+    return json.dumps(table, indent=1) + "\n"
+
+
+def docs_text(table: dict[str, dict], version: str) -> str:
+    """docs/methods/peft-types.md: every type with ✓ or ✗ and the reason for each ✗."""
+    rows = []
+    for peft_type, entry in table.items():
+        if peft_type in REFUSED:
+            rows.append(f"| `{peft_type}` | `{entry['config']}` | ✗ {REFUSED[peft_type]} | | |")
+            continue
+        start = "no: " + NO_IDENTITY[peft_type] if peft_type in NO_IDENTITY else "yes"
+        merge = "no: " + NO_MERGE[peft_type] if peft_type in NO_MERGE else "yes"
+        rows.append(f"| `{peft_type}` | `{entry['config']}` | ✓ | {start} | {merge} |")
+    ok = sum(t not in REFUSED for t in table)
+    return (
+        "# PEFT's methods through the bridge\n\n"
+        f"<!-- generated by PYTHONPATH=src python -m peftlab.tuners.peft_bridge.types --write -->\n\n"
+        f"PEFT {version} has {len(table)} method types (`peft.utils.peft_types.PeftType`). `method.name: peft` "
+        f"runs {ok} of them by name (✓), each through the injection path every PEFT-backed method takes "
+        "(`tuners/peft_injection.py`: the presets, the q/v slices of timm's fused qkv, HF vision and text models, "
+        "merge where PEFT's tuner merges, the adapter files and exports):\n\n"
+        "```yaml\nmethod:\n  name: peft\n  peft_type: FOURIERFT          # a PeftType name\n"
+        "  target_modules: standard     # peftlab's presets or module names, as for lora\n"
+        "  options: {n_frequency: 100}  # fields of the type's own config class (FourierFTConfig)\n```\n\n"
+        "`method.options` takes the fields of the type's config class, except those peftlab sets: "
+        + ", ".join(f"`{f}`" for f in RESERVED)
+        + ". An unknown option is one line naming the allowed ones; a value PEFT's config refuses is one line "
+        "with PEFT's reason. `peftlab methods` lists the ✓ types as `peft:<type>` rows.\n\n"
+        "`tests/tuners/test_peft_bridge.py` runs every ✓ type on a tiny timm ViT (q and v slices of the fused "
+        "qkv; whole `attn.proj` and `mlp.fc2`, whose PEFT-format files PEFT loads) and a tiny GPT-2 through the "
+        "checks every family cell passes (`testkit.check_cell`): the adapted model starts as its base (with PEFT's "
+        "default init, where the table says so), every tensor it trains gets a gradient, its merged model "
+        "computes what it does and loads into the plain architecture, and PEFT loads its PEFT-format files.\n\n"
+        "| type | config class | runs through `method.name: peft` | starts as the base | merges |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help=f"write types.json and {DOCS} from the installed PEFT")
+    args = parser.parse_args(argv)
+    from importlib.metadata import version
+
+    table = read_installed()
+    if not args.write:
+        sys.stdout.write(docs_text(table, version("peft")))
+        return 0
+    TABLE.write_text(table_text(table))
+    Path(DOCS).write_text(docs_text(table, version("peft")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
