@@ -69,8 +69,9 @@ def optuna_module():
     return optuna
 
 
-def tune_dir(study_dir: Path, method: str) -> Path:
-    return study_dir / "tune" / method.replace("/", "-")  # a per-dataset search: "lora@vtab1k-dtd"
+def tune_dir(study_dir: Path, key: str) -> Path:
+    # a per-dataset search: "lora@vtab1k-dtd"; a configuration's: "lora_r=16"
+    return study_dir / "tune" / key.replace("/", "-").replace(" ", "_")
 
 
 def journal_path(directory: Path, search: Search) -> Path:
@@ -95,11 +96,14 @@ def tune_study(
 
 
 def with_choices(study: Study, chosen: dict[str, dict]) -> Study:
-    """The study's runs with each tuned method's chosen values set (new run ids) and recorded."""
+    """The study's runs with each search's chosen values set (new run ids) and recorded; a configuration
+    that borrows another's choice (``tune.share``) records whose in ``tuned_by.borrowed_from``."""
     runs: dict[str, RunSpec] = {}
     for spec in study.runs:
-        key = search_key(spec.method, spec.config, study.tune)
+        key = search_key(spec, study.tune)
         choice = chosen.get(key) if key is not None else None
+        if choice is not None and spec.variant in study.tune[key].borrowers:  # tune.share: said in spec.json
+            choice = {**choice, "borrowed_from": study.tune[key].label}
         if choice is not None:
             final = {"data.trainval": True} if study.tune[key].final_trainval else {}
             cfg = apply_values(spec.config, {**choice["params"], **final})
@@ -212,6 +216,8 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
     )
     record = {
         "fingerprint": search.fingerprint(),
+        # which final runs take the choice: the configuration searched, then those borrowing it (tune.share)
+        "configurations": {"searched": search.label, "borrowed_by": list(search.borrowers)},
         "search": search.record(),
         "done": done,
         "trials": trials,

@@ -38,9 +38,18 @@ best-over-training form: result.json keeps the best of top-1 alone. A metric the
 report (perplexity of a classifier, F1 of a ten-class one, F1 of a language model) is refused when the
 study is read.
 
-Each trial is an ordinary peftlab run of the method's configuration with the trial's values
-(``tune/<method>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
-(every seed at the chosen values, ``runs/<run_id>/``) start when each method's search is done.
+Every configuration is tuned: a method with several configurations (its axes, an ablation's values, on
+each dataset) gets one search per configuration, each under the same budget, named by the configuration's
+label (``lora r=16``); a method with one configuration per dataset keeps the method's name (``lora``, or
+``lora@<dataset>`` where it runs on several datasets). ``share`` makes borrowing explicit::
+
+    tune:
+      share: {from: [lora r=8]}     # only lora r=8 is searched; lora's other configurations on its
+                                    # dataset run at its choice, and the report marks them borrowed
+
+Each trial is an ordinary peftlab run of the configuration with the trial's values
+(``tune/<search>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
+(every seed at the chosen values, ``runs/<run_id>/``) start when each search is done.
 """
 
 from __future__ import annotations
@@ -71,7 +80,9 @@ TUNE_KEYS = (
     "reduction_factor",
     "final_trainval",
     "follow_edge",
+    "share",
 )
+SHARE_KEYS = ("from",)
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
 MAX_TRIALS = 10_000
@@ -100,6 +111,19 @@ class Search:
     key: str = ""
     # grid: the trials beyond the grid's points follow the best's edge (peftlab.study.edge)
     follow_edge: bool = False
+    # the configurations (RunSpec.variant) whose final runs take this search's choice: the one it was
+    # searched on first, then those borrowing it (tune.share); not part of the record or fingerprint
+    configurations: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The configuration the search ran on."""
+        return self.configurations[0] if self.configurations else self.name
+
+    @property
+    def borrowers(self) -> tuple[str, ...]:
+        """The configurations that run at this search's choice without a search of their own."""
+        return self.configurations[1:]
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
         return apply_values(self.template, {**params, "seed": seed, "train.test": False})  # never meets test
@@ -203,17 +227,27 @@ def check_method_keys(method: str, keys: dict[str, Any], cfg: RunConfig, where: 
             raise ConfigError(f"study method '{method}' {where} {key}: {reason}")
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration of a tuned method, seed aside: its label (``RunSpec.variant``), its config and
+    whether it is one of the method's main configurations (else only an ablation's)."""
+
+    label: str
+    config: RunConfig
+    main: bool
+
+
 def tune_searches(
     tune: Any,
     methods: dict[str, dict],
-    templates: dict[str, list[RunConfig]],
+    templates: dict[str, list[Configuration]],
     study_seeds: list[int],
     check_key,
     is_foreign,
 ) -> dict[str, Search]:
-    """Every method's search from the ``tune:`` section and the methods' own ``tune:``; {} without one.
+    """Every configuration's search from the ``tune:`` section and the methods' own ``tune:``; {} without one.
 
-    ``templates``: each method's main configurations (seed aside), ``check_key`` the study's
+    ``templates``: each method's configurations (seed aside), main ones first; ``check_key`` the study's
     dotted-key check, ``is_foreign(method, key)`` whether a ``method.*`` key belongs to other methods.
     """
     if tune is None:
@@ -224,13 +258,17 @@ def tune_searches(
             )
         return {}
     shared = shared_settings(tune, study_seeds)
+    lenders = lending(shared["share"], templates)
     searches, explicit = {}, set()
     for method, options in methods.items():
-        for key, configs in per_dataset(method, templates[method]).items():
+        for key, configuration in search_keys(method, templates[method]).items():
+            if lenders.get(configuration.label, configuration.label) != configuration.label:
+                continue  # runs at another configuration's choice (tune.share)
             found, own_budget = method_search(
-                method, (options or {}).get("tune") or {}, shared, configs, check_key, is_foreign
+                method, (options or {}).get("tune") or {}, shared, configuration.config, check_key, is_foreign
             )
-            searches[key] = dataclasses.replace(found, key=key)
+            borrowers = tuple(b for b, lender in lenders.items() if lender == configuration.label != b)
+            searches[key] = dataclasses.replace(found, key=key, configurations=(configuration.label, *borrowers))
             if own_budget:
                 explicit.add(key)
     budgets = {m: s.trials for m, s in searches.items() if m not in explicit}
@@ -243,23 +281,68 @@ def tune_searches(
     return searches
 
 
-def search_key(method: str, cfg: RunConfig, searches: dict[str, Search]) -> str | None:
-    """The search a run of ``method`` on ``cfg``'s dataset belongs to (None: the method is not tuned)."""
-    for key in (method, f"{method}@{cfg.data.name}"):
-        if key in searches:
+def search_keys(method: str, configurations: list[Configuration]) -> dict[str, Configuration]:
+    """A method's configurations by the name of their search. A method whose main configurations are one per
+    dataset keeps the names it always had for them, the method or "<method>@<data.name>" (a VTAB study), so
+    their searches, and the run ids they choose, stay what they were; every other configuration (a second
+    one on a dataset, an ablation's) is named by its label, which the study keeps unique."""
+    main = [c for c in configurations if c.main]
+    datasets = {c.config.data.name for c in main}
+    keys = {}
+    if len(datasets) == len(main):
+        keys = {(method if len(datasets) == 1 else f"{method}@{c.config.data.name}"): c for c in main}
+    kept = {id(c) for c in keys.values()}
+    named = {c.label: c for c in configurations if id(c) not in kept}
+    if set(named) & set(keys):  # an ablation's label that is a main configuration's search name: labels for all
+        return {c.label: c for c in configurations}
+    return {**keys, **named}
+
+
+def lending(share: tuple[str, ...], templates: dict[str, list[Configuration]]) -> dict[str, str]:
+    """``tune.share``: each borrowing configuration's label -> the label of the one whose choice it takes
+    (the configurations of a ``from`` configuration's method on its dataset); a lender maps to itself."""
+    found = {}
+    labels = {c.label: (method, c) for method, configurations in templates.items() for c in configurations}
+    for label in share:
+        if label not in labels:
+            raise ConfigError(
+                f"study tune.share.from value '{label}' names no configuration of the study: expected one of "
+                f"{', '.join(sorted(labels))}"
+            )
+        method, lender = labels[label]
+        for other in templates[method]:
+            if other.config.data.name != lender.config.data.name:
+                continue
+            if other.label in found:
+                raise ConfigError(
+                    f"study tune.share.from names both '{found[other.label]}' and '{label}', configurations of "
+                    f"'{method}' on {lender.config.data.name}: expected one per method and dataset"
+                )
+            found[other.label] = label
+    return found
+
+
+def search_key(spec, searches: dict[str, Search]) -> str | None:
+    """The search whose choice a run (a ``RunSpec``) takes (None: its method is not tuned)."""
+    for key, search in searches.items():
+        if spec.variant in search.configurations:
             return key
     return None
 
 
-def per_dataset(method: str, configs: list[RunConfig]) -> dict[str, list[RunConfig]]:
-    """A method's main configurations by the search they belong to: one search for the method, or one per
-    dataset ("<method>@<data.name>") when its configurations differ in the dataset alone (a VTAB study)."""
-    datasets = {}
-    for cfg in configs:
-        datasets.setdefault(cfg.data.name, []).append(cfg)
-    if len(datasets) == 1:
-        return {method: configs}
-    return {f"{method}@{name}": found for name, found in datasets.items()}
+def read_share(value: Any) -> tuple[str, ...]:
+    """``tune.share``: ``{from: <label or list of labels>}``, the configurations whose choice the other
+    configurations of their method (on their dataset) borrow; () without it."""
+    if value is None:
+        return ()
+    labels = value.get("from") if isinstance(value, dict) and set(value) == set(SHARE_KEYS) else None
+    labels = [labels] if isinstance(labels, str) else labels
+    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) and v for v in labels):
+        raise ConfigError(
+            f"study tune.share={shown(value)} is invalid: expected {{from: <a configuration's label, or a list of "
+            "them>}}: the configurations whose choice the others of their method borrow"
+        )
+    return tuple(dict.fromkeys(labels))
 
 
 def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
@@ -300,6 +383,7 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
             "runs train on train + val, the tuned protocol of VTAB-1k) or false"
         )
     return {
+        "share": read_share(tune.get("share")),
         "final_trainval": final_trainval,
         "follow_edge": follow_edge,
         "search": search,
@@ -313,21 +397,16 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
 
 
 def method_search(
-    method: str, own: Any, shared: dict[str, Any], configs: list[RunConfig], check_key, is_foreign
+    method: str, own: Any, shared: dict[str, Any], template: RunConfig, check_key, is_foreign
 ) -> tuple[Search, bool]:
-    """One method's search (the shared axes it uses and its own), and whether it sets its own budget."""
+    """The search of one configuration of a method (the shared axes it uses and the method's own), and
+    whether the method sets its own budget."""
     if not isinstance(own, dict) or set(own) - set(METHOD_TUNE_KEYS):
         raise ConfigError(
             f"study method '{method}' tune: {shown(own)} is invalid: expected a mapping with "
             f"{', '.join(METHOD_TUNE_KEYS)}"
         )
-    if len(configs) != 1:
-        raise ConfigError(
-            f"study method '{method}' has {len(configs)} configurations (its axes) on "
-            f"{configs[0].data.name}: expected one per dataset to tune; tune the others in a study "
-            "of their own"
-        )
-    template, search = configs[0], shared["search"]
+    search = shared["search"]
     check_reported(shared["metric"], template, method)
     axes = method_axes(method, own, shared["axes"], template, check_key, is_foreign)
     if search == "grid" and any(a.values is None for a in axes.values()):
