@@ -1,6 +1,7 @@
 """A tuned study's searches: Optuna proposes and prunes, peftlab runs the trials, validation decides.
 
-For each method (``study.tune``, see ``peftlab.study.tune``), in ``<study dir>/tune/<method>/``:
+For each search (``study.tune``, one per configuration, see ``peftlab.study.tune``), in
+``<study dir>/tune/<search>/``:
 
 - ``search-<fingerprint>.journal``: the Optuna study (JournalStorage on a JournalFileBackend, an
   append-only log that a kill cannot corrupt). The fingerprint hashes the search and the method's
@@ -9,8 +10,10 @@ For each method (``study.tune``, see ``peftlab.study.tune``), in ``<study dir>/t
 - ``runs/<run_id>/``: each trial's runs (one per tuning seed), ordinary peftlab runs with ids,
   locks, resume and the study's executor. The final runs live in ``runs/`` of the study, on
   other seeds: a trial's run id never equals a final run's.
-- ``selection.json``: the search, every trial (number, state, values, validation score, its
-  run ids, the scores each evaluation reported) and the chosen trial; rewritten after each trial.
+- ``selection.json``: the search, the configurations whose final runs take its choice (the one
+  searched, and those ``tune.share`` lent it to), every trial (number, state, values, validation
+  score, its run ids, the scores each evaluation reported) and the chosen trial; rewritten after
+  each trial.
 
 Kill-safety: the search enqueues trial k's values (``Search.proposals()[k]``, a grid in product
 order or seeded random draws) before asking, so trial k always gets the same values. A search
@@ -86,9 +89,9 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
 def tune_study(
     study: Study, study_dir: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
 ) -> Study:
-    """Search every tuned method, then return the study whose runs of those methods are the final
-    runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
-    needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
+    """Run every search, then return the study whose tuned runs are the final runs: each at its
+    configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
+    halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
     chosen = {}
     for method, search in study.tune.items():
         chosen[method] = run_search(search, tune_dir(study_dir, method), run_jobs, slots, say)
