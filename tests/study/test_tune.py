@@ -9,7 +9,7 @@ from testkit import REPO, TINY_MODEL
 
 from peftlab.errors import ConfigError
 from peftlab.study.edge import best_trial
-from peftlab.study.search import with_choices
+from peftlab.study.search import tune_dir, with_choices
 from peftlab.study.spec import load_study
 from peftlab.study.trials import trial_value
 
@@ -210,6 +210,26 @@ def test_the_default_study_tunes_the_one_rate_every_method_uses():
     assert set(study.tune) == {s.method for s in study.runs}
     assert {tuple(a.key for a in search.axes) for search in study.tune.values()} == {("train.lr",)}
     assert len({search.trials for search in study.tune.values()}) == 1
+    # its quant ablation runs at LoRA's chosen rate, as its header says: explicitly, and so marked in the report
+    assert study.tune["lora"].configurations == ("lora", "lora quant=int8", "lora quant=nf4")
+
+
+def test_selection_json_says_which_configurations_take_the_choice(tmp_path):
+    """Each configuration's search writes its own selection.json, in a folder named for its label, with the
+    configuration searched and those that borrow its choice."""
+    import optuna
+
+    from peftlab.study.search import write_selection
+
+    study = tuned(tmp_path, tune={**TUNE, "share": {"from": "lora r=2"}}, methods=RANKS, ablations=ABLATION)
+    search = study.tune["lora r=2"]
+    directory = tune_dir(tmp_path / "out", "lora r=2")
+    assert directory.name == "lora_r=2" and tune_dir(tmp_path, "lora@vtab1k/dtd").name == "lora@vtab1k-dtd"
+    directory.mkdir(parents=True)
+    write_selection(search, directory, optuna.create_study(), done=False)
+    record = json.loads((directory / "selection.json").read_text())
+    assert record["configurations"] == {"searched": "lora r=2", "borrowed_by": ["lora r=4", "lora alpha=1 r=2"]}
+    assert record["search"] == search.record() and "configurations" not in search.record()  # the journal's name
 
 
 def test_the_rank_study_tunes_every_rank_and_its_dry_run_counts_them(tmp_path):
