@@ -92,9 +92,14 @@ def borrowed_note(lenders: dict[str, str], show=str, mark: str = BORROWED_MARK) 
     for variant, lender in lenders.items():
         pairs.setdefault(lender, []).append(show(variant))
     said = "; ".join(f"{', '.join(names)} at those of {show(lender)}" for lender, names in pairs.items())
+    if len(lenders) == 1:
+        return (
+            f"{mark}: not tuned itself; ran at the hyper-parameters tuned for another configuration (tune.share): "
+            f"{said}. Its comparisons are of an untuned configuration."
+        )
     return (
-        f"{mark}: not tuned itself; ran at the hyper-parameters tuned for another configuration (tune.share): "
-        f"{said}. Its comparisons are of an untuned configuration."
+        f"{mark}: not tuned themselves; ran at the hyper-parameters tuned for another configuration (tune.share): "
+        f"{said}. Their comparisons are of untuned configurations."
     )
 
 

@@ -5,7 +5,7 @@ and the final runs' results; never torch. A study without ``tune:`` gets one sen
 its methods share one set of hyper-parameters.
 
 - ``load_searches``: one record per tuned method (its search, trials and choice).
-- ``plot_tuning``: the validation score of every trial, one panel per method, with the chosen
+- ``plot_tuning``: the validation score of every trial, one panel per search, with the chosen
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
   trial order with the best so far; points an edge-following grid added are diamonds, diverged
@@ -506,5 +506,5 @@ def figure_caption(searches: list[dict]) -> str:
         )
     return (
         f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
-        f"per method, {how}" + "".join(f"; {e}" for e in extra) + "."
+        f"per search, {how}" + "".join(f"; {e}" for e in extra) + "."
     )
