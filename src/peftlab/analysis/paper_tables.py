@@ -12,7 +12,8 @@ from peftlab.analysis import protocol_card, tuning_table
 from peftlab.analysis.literature import Citation, literature_table, measured_words, study_rows
 from peftlab.analysis.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
-from peftlab.analysis.tables import borrowed_configurations, borrowed_note, latex_document, latex_escape, latex_table
+from peftlab.analysis.tables import latex_document, latex_escape, latex_table
+from peftlab.analysis.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.units import metric_words
 
 if TYPE_CHECKING:

@@ -41,7 +41,8 @@ from peftlab.analysis.primary import (
     statistics_section,
 )
 from peftlab.analysis.report_figures import figure_lines
-from peftlab.analysis.tables import METRIC_LABELS, borrowed_configurations, latex_document, latex_table, markdown_table
+from peftlab.analysis.tables import METRIC_LABELS, latex_document, latex_table, markdown_table
+from peftlab.analysis.tuning_choices import borrowed_configurations
 from peftlab.analysis.units import metric_words
 from peftlab.errors import UserError
 from peftlab.study.report_options import read_report_options

@@ -14,7 +14,8 @@ from peftlab.analysis.comparisons import below_detection
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import SCORES, Score
-from peftlab.analysis.tables import BORROWED_MARK, borrowed_configurations, borrowed_note, display_name
+from peftlab.analysis.tables import display_name
+from peftlab.analysis.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
 
 
 def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from peftlab.analysis import units
 from peftlab.analysis.intervals import INTERVALS
+from peftlab.analysis.tuning_choices import borrowed_note
 from peftlab.run_result import lower_is_better
 
 METRIC_LABELS = {
@@ -71,36 +72,6 @@ def latex_text(text):
     if len(parts) % 2 == 0:
         return latex_escape(str(text).replace("\\$", "$"))
     return "".join(f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts))
-
-
-BORROWED_MARK = "‡"
-
-
-def borrowed_configurations(df: pd.DataFrame) -> dict[str, str]:
-    """Configuration -> the configuration whose tuned values it ran at (``tune.share``), from the final runs'
-    spec.json; {} where every configuration was tuned itself."""
-    if df.empty or "borrowed_from" not in df:
-        return {}
-    rows = df.dropna(subset=["borrowed_from"])
-    return dict(zip(rows["variant"].astype(str), rows["borrowed_from"].astype(str)))
-
-
-def borrowed_note(lenders: dict[str, str], show=str, mark: str = BORROWED_MARK) -> str:
-    """The note every table with a borrowed configuration carries (and with it any significance mark on it):
-    which configurations were not tuned themselves, and whose values they ran at."""
-    pairs = {}
-    for variant, lender in lenders.items():
-        pairs.setdefault(lender, []).append(show(variant))
-    said = "; ".join(f"{', '.join(names)} at those of {show(lender)}" for lender, names in pairs.items())
-    if len(lenders) == 1:
-        return (
-            f"{mark}: not tuned itself; ran at the hyper-parameters tuned for another configuration (tune.share): "
-            f"{said}. Its comparisons are of an untuned configuration."
-        )
-    return (
-        f"{mark}: not tuned themselves; ran at the hyper-parameters tuned for another configuration (tune.share): "
-        f"{said}. Their comparisons are of untuned configurations."
-    )
 
 
 def display_name(name, method=None, labels=None):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.tables import borrowed_note, display_name, latex_escape, latex_text
-from peftlab.analysis.tuning import added_count, borrowers, edges, final_scores, scores_of, search_name, state
+from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.tuning import added_count, final_scores, scores_of, state
+from peftlab.analysis.tuning_choices import borrowed_note, borrowers, edges, search_name
 from peftlab.analysis.units import scale, score_name, units
 from peftlab.run_result import lower_is_better
 

@@ -27,7 +27,7 @@ from peftlab.run_result import read_result
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
 from peftlab.study.spec import RunSpec, Study
-from peftlab.study.tune import search_key
+from peftlab.study.tune_configurations import search_key
 
 ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
 

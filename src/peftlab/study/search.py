@@ -53,7 +53,8 @@ from peftlab.study.edge import added_points, best_trial, edge_summary, minimizes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
-from peftlab.study.tune import Search, apply_values, search_key
+from peftlab.study.tune import Search, apply_values
+from peftlab.study.tune_configurations import search_key
 from peftlab.study.tune_metric import METRICS, missing_metric
 
 FINISHED = ("completed", "failed", "diverged")

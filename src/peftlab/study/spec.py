@@ -70,7 +70,8 @@ from peftlab.study.exclusions import Excluder, exclude_rules
 from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
 from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
-from peftlab.study.tune import Configuration, Search, check_method_keys, tune_searches
+from peftlab.study.tune import Search, check_method_keys, tune_searches
+from peftlab.study.tune_configurations import Configuration
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
 ABLATION_KEYS = ("methods", "axes")

@@ -68,6 +68,7 @@ from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
 from peftlab.study.tune_axes import Axis, read_axis
+from peftlab.study.tune_configurations import Configuration, lending, read_share, search_keys
 from peftlab.study.tune_metric import check_reported, read_metric, search_direction
 
 TUNE_KEYS = (
@@ -82,7 +83,6 @@ TUNE_KEYS = (
     "follow_edge",
     "share",
 )
-SHARE_KEYS = ("from",)
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
 MAX_TRIALS = 10_000
@@ -227,16 +227,6 @@ def check_method_keys(method: str, keys: dict[str, Any], cfg: RunConfig, where: 
             raise ConfigError(f"study method '{method}' {where} {key}: {reason}")
 
 
-@dataclass(frozen=True)
-class Configuration:
-    """One configuration of a tuned method, seed aside: its label (``RunSpec.variant``), its config and
-    whether it is one of the method's main configurations (else only an ablation's)."""
-
-    label: str
-    config: RunConfig
-    main: bool
-
-
 def tune_searches(
     tune: Any,
     methods: dict[str, dict],
@@ -279,70 +269,6 @@ def tune_searches(
             "number for every method (set trials in a method's own tune: to differ on purpose)"
         )
     return searches
-
-
-def search_keys(method: str, configurations: list[Configuration]) -> dict[str, Configuration]:
-    """A method's configurations by the name of their search. A method whose main configurations are one per
-    dataset keeps the names it always had for them, the method or "<method>@<data.name>" (a VTAB study), so
-    their searches, and the run ids they choose, stay what they were; every other configuration (a second
-    one on a dataset, an ablation's) is named by its label, which the study keeps unique."""
-    main = [c for c in configurations if c.main]
-    datasets = {c.config.data.name for c in main}
-    keys = {}
-    if len(datasets) == len(main):
-        keys = {(method if len(datasets) == 1 else f"{method}@{c.config.data.name}"): c for c in main}
-    kept = {id(c) for c in keys.values()}
-    named = {c.label: c for c in configurations if id(c) not in kept}
-    if set(named) & set(keys):  # an ablation's label that is a main configuration's search name: labels for all
-        return {c.label: c for c in configurations}
-    return {**keys, **named}
-
-
-def lending(share: tuple[str, ...], templates: dict[str, list[Configuration]]) -> dict[str, str]:
-    """``tune.share``: each borrowing configuration's label -> the label of the one whose choice it takes
-    (the configurations of a ``from`` configuration's method on its dataset); a lender maps to itself."""
-    found = {}
-    labels = {c.label: (method, c) for method, configurations in templates.items() for c in configurations}
-    for label in share:
-        if label not in labels:
-            raise ConfigError(
-                f"study tune.share.from value '{label}' names no configuration of the study: expected one of "
-                f"{', '.join(sorted(labels))}"
-            )
-        method, lender = labels[label]
-        for other in templates[method]:
-            if other.config.data.name != lender.config.data.name:
-                continue
-            if other.label in found:
-                raise ConfigError(
-                    f"study tune.share.from names both '{found[other.label]}' and '{label}', configurations of "
-                    f"'{method}' on {lender.config.data.name}: expected one per method and dataset"
-                )
-            found[other.label] = label
-    return found
-
-
-def search_key(spec, searches: dict[str, Search]) -> str | None:
-    """The search whose choice a run (a ``RunSpec``) takes (None: its method is not tuned)."""
-    for key, search in searches.items():
-        if spec.variant in search.configurations:
-            return key
-    return None
-
-
-def read_share(value: Any) -> tuple[str, ...]:
-    """``tune.share``: ``{from: <label or list of labels>}``, the configurations whose choice the other
-    configurations of their method (on their dataset) borrow; () without it."""
-    if value is None:
-        return ()
-    labels = value.get("from") if isinstance(value, dict) and set(value) == set(SHARE_KEYS) else None
-    labels = [labels] if isinstance(labels, str) else labels
-    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) and v for v in labels):
-        raise ConfigError(
-            f"study tune.share={shown(value)} is invalid: expected {{from: <a configuration's label, or a list of "
-            "them>}}: the configurations whose choice the others of their method borrow"
-        )
-    return tuple(dict.fromkeys(labels))
 
 
 def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
