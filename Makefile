@@ -24,7 +24,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study study-text study-lora-ablations study-text-ranks vtab-demo lint test check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -80,6 +80,11 @@ study-lora-ablations: install data
 	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
 	$(BIN)/peftlab data fortunes-task --out cache/data/fortunes-task
 	$(BIN)/peftlab study configs/studies/lora_ablations.yaml --workers 2 --report
+
+# the design document's rank study: LoRA r = 2, 4, 8, 16, 32 beside full fine-tuning, each tuned, on the default
+# study's data and base
+study-lora-ranks: install data
+	$(BIN)/peftlab study configs/studies/lora_ranks.yaml --workers 2 --report
 
 # the adaptive-rank document's per-layer rank study on the same base as a causal LM: uniform LoRA, three
 # static rank strategies and AdaLoRA at one rank budget, judged by test perplexity

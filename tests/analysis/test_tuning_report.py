@@ -69,10 +69,11 @@ def study(tmp_path):
 def test_a_choice_at_either_end_of_a_numeric_axis_is_named(study):
     _, records = study
     notes = edge_choices(records)
-    assert [n.split(":")[0] for n in notes] == ["full", "adalora", "ssf"]
+    assert [n.split(":")[0] for n in notes] == ["full", "adalora", "ssf", "ssf"]
     assert "train.lr=0.001 is the smallest value searched" in notes[0]
     assert "train.lr=0.03 is the largest value searched" in notes[1]
-    assert "train.lr=0.0001 is the smallest" in notes[2] and "method.r" not in notes[2]  # two points: no edge
+    assert "train.lr=0.0001 is the smallest" in notes[2]
+    assert "method.r=4 is the smallest" in notes[3]  # on a two-point axis every choice is at an edge
     unfinished = dict(records[0], done=False)
     assert edge_choices([unfinished]) == []
 
@@ -232,3 +233,65 @@ def test_a_perplexity_search_is_reported_lower_better_and_unscaled(tmp_path):
     assert r"the \texttt{val\_perplexity} (lower is better) of the chosen trial" in table
     assert "validation and test perplexity of the final runs at the chosen values over $n$ seeds, perplexity" in table
     assert r"& 1 & 9.9 & 10.5 & 11.5 & 2 \\" in table
+
+
+def test_a_range_searchs_choice_at_the_extreme_of_its_trials_is_named():
+    """A random search whose best is the largest rate it tried, well inside its range, is at the edge of what
+    was searched: the report says so, and that the range beyond it was not reached."""
+    trials = [({"train.lr": lr}, v) for lr, v in [(2e-4, 0.4), (1e-3, 0.5), (4e-3, 0.6), (8e-3, 0.7)]]
+    record = selection(
+        "lora",
+        [{"key": "train.lr", "low": 1e-4, "high": 1e-1, "log": True}],
+        trials,
+        {"trial": 3, "value": 0.7, "metric": "val_top1", "params": {"train.lr": 8e-3}},
+        search="random",
+    )
+    assert edge_choices([record]) == [
+        "lora: the chosen train.lr=0.008 is the largest value searched; its best may lie beyond it, in the range "
+        "no trial reached (to 0.1)."
+    ]
+
+
+def test_borrowed_configurations_are_marked_wherever_they_are_compared(tmp_path):
+    """tune.share: lora r=8 ran at the values tuned for lora r=4. The Tuning section names it, and the main
+    table, the significance table and the paper's tables mark it with the note, so a significance mark never
+    stands on it without saying that it was not tuned itself."""
+    from studyfiles import write_study_dir
+
+    from peftlab.analysis import paper
+    from peftlab.analysis.load import load_results
+    from peftlab.analysis.paper_tables import write_tables
+    from peftlab.analysis.report import write_report
+
+    study_dir = write_study_dir(tmp_path / "study", with_failure=False)
+    choice = {"trial": 2, "value": 0.66, "metric": "val_top1", "params": {"train.lr": 1e-2}}
+    for spec_path in (study_dir / "runs").glob("*/spec.json"):
+        spec = json.loads(spec_path.read_text())
+        if spec["method"] != "lora":
+            continue
+        borrowed = {"borrowed_from": "lora r=4"} if spec["variant"] == "lora r=8" else {}
+        spec_path.write_text(json.dumps({**spec, "tuned_by": {**choice, **borrowed}}))
+    record = grid("lora", [0.60, 0.62, 0.66, 0.64])
+    record["configurations"] = {"searched": "lora r=4", "borrowed_by": ["lora r=8"]}
+    (study_dir / "tune" / "lora_r=4").mkdir(parents=True)
+    (study_dir / "tune" / "lora_r=4" / "selection.json").write_text(json.dumps(record))
+
+    text = write_report(study_dir, baseline="linear").read_text()
+    note = "‡: not tuned itself; ran at the hyper-parameters tuned for another configuration (tune.share): lora r=8"
+    assert "| lora r=4 | train.lr in {0.001, 0.003, 0.01, 0.03} | 4 of 4" in text  # the searched configuration
+    assert "- lora r=8: at the values chosen for lora r=4 (train.lr=0.01)." in text
+    main = text.split("## Main table")[1].split("\n## ")[0]
+    row = next(line for line in main.splitlines() if line.startswith("| lora r=8"))
+    assert row.startswith("| lora r=8 ‡ |") and "] * |" in row and note in main  # significant, and marked
+    significance = text.split("## Significance")[1].split("\n## ")[0]
+    assert "| lora r=8 ‡ |" in significance and note in significance
+    assert "| lora r=4 |" in significance  # tuned itself: no mark
+
+    study = paper.Study(study_dir, load_results(study_dir), "linear")
+    write_tables(study, [], tmp_path / "tables")
+    for name in ("main_table.tex", "significance.tex"):
+        table = (tmp_path / "tables" / name).read_text()
+        assert r"lora r=8$^{\ddagger}$" in table and r"$^{\ddagger}$: not tuned itself" in table, name
+    tuning = (tmp_path / "tables" / "tuning.tex").read_text()
+    assert r"$^{\ddagger}$ (in the other tables): not tuned itself" in tuning
+    assert "lora r=8 at those of lora r=4" in tuning

@@ -9,7 +9,7 @@ from testkit import REPO, TINY_MODEL
 
 from peftlab.errors import ConfigError
 from peftlab.study.edge import best_trial
-from peftlab.study.search import with_choices
+from peftlab.study.search import tune_dir, with_choices
 from peftlab.study.spec import load_study
 from peftlab.study.trials import trial_value
 
@@ -118,7 +118,19 @@ def test_proposals_are_the_same_on_every_call(tmp_path):
             "study method 'linear' tune.axes train.lr: a linear probe trains only its head",
         ),
         ({**TUNE, "axes": {"train.lr": [1e-3, 1e-2]}}, {"linear": {}}, "study method 'linear' has no axis to tune"),
-        (TUNE, {"lora": {"axes": {"method.r": [2, 4]}}}, "study method 'lora' has 2 configurations"),
+        (
+            {**TUNE, "share": {"from": ["lora r=3"]}},
+            {"lora": {"axes": {"method.r": [2, 4]}}},
+            "study tune.share.from value 'lora r=3' names no configuration of the study: expected one of lora r=2, "
+            "lora r=4",
+        ),
+        (
+            {**TUNE, "share": {"from": ["lora r=2", "lora r=4"]}},
+            {"lora": {"axes": {"method.r": [2, 4]}}},
+            "study tune.share.from names both 'lora r=2' and 'lora r=4', configurations of 'lora' on fashion_mnist",
+        ),
+        ({**TUNE, "share": {"to": "lora"}}, None, "study tune.share={'to': 'lora'} is invalid: expected {from: "),
+        ({**TUNE, "share": {"from": []}}, None, "study tune.share={'from': []} is invalid"),
         ({**TUNE, "window": 3}, None, "study tune: unknown key 'window'"),
         (
             {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 3},
@@ -198,6 +210,38 @@ def test_the_default_study_tunes_the_one_rate_every_method_uses():
     assert set(study.tune) == {s.method for s in study.runs}
     assert {tuple(a.key for a in search.axes) for search in study.tune.values()} == {("train.lr",)}
     assert len({search.trials for search in study.tune.values()}) == 1
+    # its quant ablation runs at LoRA's chosen rate, as its header says: explicitly, and so marked in the report
+    assert study.tune["lora"].configurations == ("lora", "lora quant=int8", "lora quant=nf4")
+
+
+def test_selection_json_says_which_configurations_take_the_choice(tmp_path):
+    """Each configuration's search writes its own selection.json, in a folder named for its label, with the
+    configuration searched and those that borrow its choice."""
+    import optuna
+
+    from peftlab.study.search import write_selection
+
+    study = tuned(tmp_path, tune={**TUNE, "share": {"from": "lora r=2"}}, methods=RANKS, ablations=ABLATION)
+    search = study.tune["lora r=2"]
+    directory = tune_dir(tmp_path / "out", "lora r=2")
+    assert directory.name == "lora_r=2" and tune_dir(tmp_path, "lora@vtab1k/dtd").name == "lora@vtab1k-dtd"
+    directory.mkdir(parents=True)
+    write_selection(search, directory, optuna.create_study(), done=False)
+    record = json.loads((directory / "selection.json").read_text())
+    assert record["configurations"] == {"searched": "lora r=2", "borrowed_by": ["lora r=4", "lora alpha=1 r=2"]}
+    assert record["search"] == search.record() and "configurations" not in search.record()  # the journal's name
+
+
+def test_the_rank_study_tunes_every_rank_and_its_dry_run_counts_them(tmp_path):
+    """configs/studies/lora_ranks.yaml: five LoRA ranks beside full fine-tuning, each searched on its own."""
+    from peftlab.study.estimate import dry_run_table
+
+    study = load_study(REPO / "configs" / "studies" / "lora_ranks.yaml")
+    assert list(study.tune) == ["full", "lora r=2", "lora r=4", "lora r=8", "lora r=16", "lora r=32"]
+    assert {s.trials for s in study.tune.values()} == {4} and not any(s.borrowers for s in study.tune.values())
+    table = dry_run_table(study, tmp_path)
+    assert "6 searches, 24 trials (24 trial runs) before the final runs" in table
+    assert "18 runs: 0 done" in table and "18 wait for their search to choose" in table
 
 
 def test_trial_value_reads_validation_only():
@@ -246,6 +290,55 @@ def test_final_runs_carry_the_choice_and_new_ids(tmp_path):
     assert [s.run_id for s in final.runs if s.method != "lora"] == [s.run_id for s in study.runs if s.method != "lora"]
     trial = trial_spec(study.tune["lora"], 3, choice["params"], 1000)
     assert trial.run_id not in {s.run_id for s in final.runs} and trial.config.seed == 1000
+
+
+RANKS = {
+    "full": {},
+    "lora": {"axes": {"method.r": [2, 4]}},
+}
+# alpha 16 is lora r=2 itself (one configuration, in both groups)
+ABLATION = {"alpha": {"methods": ["lora"], "axes": {"method.r": [2], "method.lora_alpha": [1, 16]}}}
+
+
+def test_every_configuration_gets_its_own_search_under_the_same_budget(tmp_path):
+    """Two ranks of LoRA (and an ablation's alphas) are each searched; a method with one configuration keeps
+    its name, so the searches and run ids of such a study are what they were."""
+    study = tuned(tmp_path, methods=RANKS, ablations=ABLATION)
+    assert {k: s.configurations for k, s in study.tune.items()} == {
+        "full": ("full",),
+        "lora r=2": ("lora r=2",),
+        "lora r=4": ("lora r=4",),
+        "lora alpha=1 r=2": ("lora alpha=1 r=2",),
+    }
+    assert {s.trials for s in study.tune.values()} == {5}
+    assert study.tune["lora r=4"].template.method.r == 4
+    assert study.tune["lora alpha=1 r=2"].template.method.lora_alpha == 1
+    choices = {
+        key: {"trial": n, "value": 0.5, "metric": "val_top1", "params": {"train.lr": 0.01 * (n + 1)}}
+        for n, key in enumerate(study.tune)
+    }
+    final = with_choices(study, choices)
+    for spec in final.runs:  # each configuration's runs at its own configuration's choice
+        choice = choices[spec.variant]
+        assert spec.tuned_by == choice and spec.config.train.lr == choice["params"]["train.lr"]
+        assert "borrowed_from" not in spec.record()["tuned_by"]
+
+
+def test_sharing_a_choice_is_explicit_and_recorded(tmp_path):
+    """tune.share: only lora r=2 is searched; lora's other configurations run at its choice, and their
+    spec.json says whose it was."""
+    study = tuned(tmp_path, tune={**TUNE, "share": {"from": "lora r=2"}}, methods=RANKS, ablations=ABLATION)
+    assert {k: s.configurations for k, s in study.tune.items()} == {
+        "full": ("full",),
+        "lora r=2": ("lora r=2", "lora r=4", "lora alpha=1 r=2"),
+    }
+    assert study.tune["lora r=2"].borrowers == ("lora r=4", "lora alpha=1 r=2")
+    choice = {"trial": 1, "value": 0.5, "metric": "val_top1", "params": {"train.lr": 0.02}}
+    final = with_choices(study, {"lora r=2": choice, "full": choice})
+    for spec in final.runs:
+        borrowed = spec.method == "lora" and spec.variant != "lora r=2"
+        assert spec.config.train.lr == 0.02
+        assert spec.record()["tuned_by"] == ({**choice, "borrowed_from": "lora r=2"} if borrowed else choice)
 
 
 def test_an_edge_following_grid_gives_every_method_the_budget_whatever_its_grid(tmp_path):

@@ -37,6 +37,14 @@ def read_spec(run_dir: Path) -> dict:
     return spec
 
 
+def borrowed_from(spec: dict) -> str | None:
+    """The configuration whose search chose a final run's values where that was not the run's own
+    (``tune.share``: spec.json's ``tuned_by.borrowed_from``); None for a run tuned itself or untuned."""
+    tuned_by = spec.get("tuned_by")
+    found = tuned_by.get("borrowed_from") if isinstance(tuned_by, dict) else None
+    return found if isinstance(found, str) else None
+
+
 def read_result(run_dir: Path) -> RunResult:
     """A run's result.json (peftlab.run_result); {} when it is missing or corrupt (the run then shows as
     pending or partial). A section that is no JSON object reads as absent."""
@@ -94,6 +102,7 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
             "axes": ",".join(spec.get("axes") or {}),  # the config keys this run's group varies
             "status": run_status(run_dir),
             "error": result.get("error"),
+            "borrowed_from": borrowed_from(spec),
         }
         config = result.get("config") or _config_from_yaml(run_dir)
         row.update(_flatten(config or {}, "config."))

@@ -327,7 +327,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
 def define_tuning(numbers: Numbers, study) -> None:
     """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
     at an end of their searched range (tuning.edges)."""
-    from peftlab.analysis import tuning, tuning_table  # matplotlib: only for a tuned study
+    from peftlab.analysis import tuning_choices, tuning_table  # matplotlib: only for a tuned study
 
     add, searches = numbers.add, study.searches
     keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
@@ -360,7 +360,7 @@ def define_tuning(numbers: Numbers, study) -> None:
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     at_edge = [
         f"the {tuning_table.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
-        for method, key, _, where in tuning.edges(searches)
+        for method, key, _, where in tuning_choices.edges(searches)
     ]
     if at_edge:
         add("tuneEdges", words(at_edge), "chosen values at an end of their searched range (tuning.edges)")

@@ -13,6 +13,7 @@ from peftlab.analysis.literature import Citation, literature_table, measured_wor
 from peftlab.analysis.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
 from peftlab.analysis.tables import latex_document, latex_escape, latex_table
+from peftlab.analysis.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.units import metric_words
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         "split; the note under the table says what each cell shows.",
         label="tab:main",
         labels=study.labels,
+        borrowed=borrowed_configurations(study.df),
     )
     if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
         tex = fit_width(tex)
@@ -91,13 +93,19 @@ def significance_table(study: Study) -> str:
         r"$d_z$ & Win share \\",
         r"\midrule",
     ]
+    borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
         pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
+        mark = r"$^{\ddagger}$" if row.variant in borrowed else ""
         lines.append(
-            f"{study.name(row.variant)} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
+            f"{study.name(row.variant)}{mark} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
             f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80, score.scale)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
             f"{dz} & {row.win_rate:.2f} \\\\"
         )
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if borrowed:  # an untuned configuration's comparison never stands without saying so
+        note = borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$")
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

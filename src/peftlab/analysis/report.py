@@ -42,6 +42,7 @@ from peftlab.analysis.primary import (
 )
 from peftlab.analysis.report_figures import figure_lines
 from peftlab.analysis.tables import METRIC_LABELS, latex_document, latex_table, markdown_table
+from peftlab.analysis.tuning_choices import borrowed_configurations
 from peftlab.analysis.units import metric_words
 from peftlab.errors import UserError
 from peftlab.study.report_options import read_report_options
@@ -146,13 +147,14 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
         comparisons = paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point)
-    interval_text = describe_interval(interval)
+    interval_text, borrowed = describe_interval(interval), borrowed_configurations(df)
     tex = latex_table(
         summary,
         comparisons,
         columns=columns,
         labels=labels,
         interval_text=interval_text,
+        borrowed=borrowed,
         caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
     )
     (out / "tables" / "main_table.tex").write_text(tex)
@@ -166,6 +168,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
             columns=columns,
             labels=labels,
             interval_text=interval_text,
+            borrowed=borrowed,
         ),
     ]
     lines += few_seeds_lines(summary[summary["metric"] == score.metric], labels)

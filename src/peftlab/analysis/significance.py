@@ -15,6 +15,7 @@ from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import SCORES, Score
 from peftlab.analysis.tables import display_name
+from peftlab.analysis.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
 
 
 def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:
@@ -41,8 +42,10 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
     def p(value):
         return "n/a" if pd.isna(value) else f"{value:.3g}"
 
+    borrowed = {v: b for v, b in borrowed_configurations(df).items() if v in set(comparisons["variant"])}
     for row in comparisons.itertuples():
         name = display_name(row.variant, methods.get(row.variant), labels)
+        name += f" {BORROWED_MARK}" if row.variant in borrowed else ""
         mde = "n/a" if pd.isna(row.mde_80) else f"{score.scale * row.mde_80:.2f}"
         lines.append(
             f"| {name} | {row.n_pairs} | {score.scale * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
@@ -60,6 +63,9 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         f"{_one_difference(score)} at that sd.",
         "",
     ]
+    if borrowed:  # an untuned configuration's significance never stands without saying so
+        shown = {display_name(v, methods.get(v), labels): display_name(b, None, labels) for v, b in borrowed.items()}
+        lines += [borrowed_note(shown), ""]
     lines += _direction(score)
     return (
         lines + _not_shown(comparisons, methods, labels, score) + _spread_lines(comparisons, df, methods, labels, score)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from peftlab.analysis import units
 from peftlab.analysis.intervals import INTERVALS
+from peftlab.analysis.tuning_choices import borrowed_note
 from peftlab.run_result import lower_is_better
 
 METRIC_LABELS = {
@@ -124,6 +125,7 @@ def latex_table(
     alpha=0.05,
     labels=None,
     interval_text=None,
+    borrowed=None,
 ):
     """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
 
@@ -136,10 +138,12 @@ def latex_table(
     labels: display names (see `display_name`).
     interval_text: what the intervals are, for the note under the table, e.g. intervals.describe_interval(...);
       by default named from the summary's ci_method.
+    borrowed: {configuration: the configuration whose tuned values it ran at} (tuning.borrowed): each is
+      marked $^{\\ddagger}$ and the note says so, so no significance mark stands on one without it.
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
     header += [latex_escape(text) for text in table["headers"]]
@@ -154,7 +158,7 @@ def latex_table(
         r"\midrule",
     ]
     for table_row in table["rows"]:
-        cells = [latex_text(table_row["name"])]
+        cells = [latex_text(table_row["name"]) + (r"$^{\ddagger}$" if table_row["borrowed"] else "")]
         if has_params:
             cells.append(latex_escape(table_row["params"] or "--"))
         cells.append(table_row["n"])
@@ -177,20 +181,22 @@ def latex_document(table_tex, packages=("booktabs",)):
     )
 
 
-def markdown_table(summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None, interval_text=None):
+def markdown_table(
+    summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None, interval_text=None, borrowed=None
+):
     """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
 
-    Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha. A one-line
-    note explaining the cells follows the table.
+    Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha, a borrowed configuration's
+    name "‡". A one-line note explaining the cells follows the table.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
     header += [f"{text} [95% CI]" for text in table["headers"]]
     lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     for table_row in table["rows"]:
-        cells = [table_row["name"]]
+        cells = [table_row["name"] + (" ‡" if table_row["borrowed"] else "")]
         if has_params:
             cells.append(table_row["params"] or "–")
         cells.append(table_row["n"])
@@ -276,7 +282,7 @@ def format_params(trainable, ratio):
     return f"{format_count(trainable)} ({format_percent(ratio)})"
 
 
-def _table_content(summary, comparisons, columns, row, alpha, labels=None, interval_text=None):
+def _table_content(summary, comparisons, columns, row, alpha, labels=None, interval_text=None, borrowed=None):
     """What both table formats print: headers and, per row, name, n, params and cells."""
     summary = summary if "metric" in summary.columns else summary.assign(metric="value")
     if columns is None:
@@ -315,6 +321,7 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
                 "n": _count_range(counts),
                 "params": _params_text(variant_rows),
                 "cells": cells,
+                "borrowed": (borrowed or {}).get(name),
             }
         )
     baselines = list(dict.fromkeys(comparisons["baseline"])) if comparisons is not None else []
@@ -330,6 +337,8 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
         "symmetric": intervals <= {"t"},
         "interval_text": interval_text or _interval_text(intervals),
         "any_single_run": any(cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]),
+        # configuration -> the one whose tuned values it ran at, as the table names both
+        "borrowed": {r["name"]: display_name(r["borrowed"], None, labels) for r in rows if r["borrowed"] is not None},
     }
 
 
@@ -409,6 +418,8 @@ def _latex_note(table, alpha):
             rf"$^{{*}}$: differs from {_baseline_text(table, latex_text)} with $p < {alpha:g}$ "
             "(paired t-test on matched seeds, Holm-corrected)."
         )
+    if table["borrowed"]:
+        sentences.append(borrowed_note(table["borrowed"], latex_text, r"$^{\ddagger}$"))
     return " ".join(sentences)
 
 
@@ -437,6 +448,8 @@ def _markdown_note(table, alpha):
             f" *: differs from {_baseline_text(table, str)} with p < {alpha:g} "
             "(paired t-test on matched seeds, Holm-corrected)."
         )
+    if table["borrowed"]:
+        note += " " + borrowed_note(table["borrowed"])
     return note
 
 

@@ -5,7 +5,7 @@ and the final runs' results; never torch. A study without ``tune:`` gets one sen
 its methods share one set of hyper-parameters.
 
 - ``load_searches``: one record per tuned method (its search, trials and choice).
-- ``plot_tuning``: the validation score of every trial, one panel per method, with the chosen
+- ``plot_tuning``: the validation score of every trial, one panel per search, with the chosen
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
   trial order with the best so far; points an edge-following grid added are diamonds, diverged
@@ -29,6 +29,8 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figure_style import figure_name, save_figure
 from peftlab.analysis.intervals import completed_runs
+from peftlab.analysis.tables import display_name
+from peftlab.analysis.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.units import scale, unit, units
 from peftlab.files import read_json
 from peftlab.run_result import lower_is_better
@@ -54,7 +56,9 @@ def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> li
         ):
             searches.append(record)
     order = {m: i for i, m in enumerate(methods or [])}
-    return sorted(searches, key=lambda r: (order.get(r["search"]["method"], len(order)), r["search"]["method"]))
+    return sorted(
+        searches, key=lambda r: (order.get(r["search"]["method"], len(order)), r["search"]["method"], search_name(r))
+    )
 
 
 def _space(record: dict) -> str:
@@ -102,13 +106,28 @@ def final_metrics(metric: str) -> tuple[str, str]:
 
 
 def final_scores(df: pd.DataFrame, metric: str = "val_top1") -> pd.DataFrame:
-    """Per method: mean validation and test score of the search's ``metric`` (top-1 in %, F1 and Matthews
-    times 100, a perplexity as it is) of its completed main-table runs, and their count."""
+    """Per configuration and, for selection.json files that do not name theirs, per method: mean validation
+    and test score of the search's ``metric`` (top-1 in %, F1 and Matthews times 100, a perplexity as it is)
+    of its completed runs (a method's: its main-table runs), and their count."""
     done, (val, test) = completed_runs(df), final_metrics(metric)
     if done.empty or val not in done or test not in done:
         return pd.DataFrame(columns=["val", "test", "n"])
     main, times = done[done["groups"].str.split(",").apply(lambda g: "main" in g)], scale(metric)
-    return main.groupby("method").agg(val=(val, "mean"), test=(test, "mean"), n=("seed", "nunique")) * [times, times, 1]
+    per_method = main.groupby("method").agg(val=(val, "mean"), test=(test, "mean"), n=("seed", "nunique"))
+    if "variant" not in done:  # a table of methods only
+        return per_method * [times, times, 1]
+    per_config = done.groupby("variant").agg(val=(val, "mean"), test=(test, "mean"), n=("seed", "nunique"))
+    per_config = per_config[~per_config.index.isin(per_method.index)]
+    return pd.concat([per_method, per_config]) * [times, times, 1]
+
+
+def scores_of(record: dict, scores: pd.DataFrame):
+    """The final runs' scores of the configuration a search ran on (``final_scores``), or None."""
+    name = search_name(record)
+    if (record.get("configurations") or {}).get("searched") and name in scores.index:
+        return scores.loc[name]
+    method = record["search"]["method"]
+    return scores.loc[method] if name == method and method in scores.index else None
 
 
 def numeric_axis(search: dict) -> dict | None:
@@ -122,79 +141,12 @@ def numeric_axis(search: dict) -> dict | None:
     return axes[0]
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _bounds(axis: dict, trials: list[dict] = ()) -> tuple[float, float]:
-    """The ends of an axis: of its grid or range, widened by the values its trials tried (an
-    edge-following grid's added points)."""
-    values = list(axis["values"]) if axis.get("values") is not None else [axis["low"], axis["high"]]
-    values += [t["params"][axis["key"]] for t in trials if _number((t.get("params") or {}).get(axis["key"]))]
-    return min(values), max(values)
-
-
-def _log_scaled(axis: dict, trials: list[dict] = ()) -> bool:
-    """A range searched on a log scale, or positive values (with those tried) spanning a factor of 10 or more."""
-    low, high = _bounds(axis, trials)
-    return bool(axis.get("log")) or (low > 0 and high / low >= 10)
-
-
-def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
-    """(method, key, chosen value, "smallest" or "largest") per finished search whose chosen value of a
-    numeric axis with more than two points (its grid's and those an edge-following search added) is its
-    smallest or largest searched value (a range: within 5% of an end on its scale)."""
-    found = []
-    for record in searches:
-        chosen = record.get("chosen")
-        if not chosen or not record.get("done"):
-            continue
-        for axis in record["search"]["axes"]:
-            value, values = chosen["params"].get(axis["key"]), axis.get("values")
-            if not _number(value) or (
-                values is not None
-                and (
-                    not all(map(_number, values))
-                    or len(set(values) | {t["params"][axis["key"]] for t in record["trials"] if t.get("params")}) < 3
-                )
-            ):
-                continue
-            low, high = _bounds(axis, record["trials"])
-            scale = np.log if axis.get("log") or (values is not None and _log_scaled(axis)) else (lambda x: x)
-            span = scale(high) - scale(low)
-            where = (
-                "smallest"
-                if scale(value) - scale(low) <= 0.05 * span
-                else "largest"
-                if scale(high) - scale(value) <= 0.05 * span
-                else None
-            )
-            if where:
-                found.append((record["search"]["method"], axis["key"], value, where))
-    return found
-
-
-def edge_choices(searches: list[dict]) -> list[str]:
-    """A sentence per chosen value at an end of its numeric axis (``edges``), for the report; an
-    edge-following search says that its budget ran out there."""
-    ran_out = {r["search"]["method"] for r in searches if (r.get("follow_edge") or {}).get("at_edge")}
-    return [
-        f"{method}: the chosen {key}={value:g} is the {where} value searched; "
-        + (
-            "the budget ran out before the search could look past it."
-            if method in ran_out
-            else "its best may lie outside the searched range."
-        )
-        for method, key, value, where in edges(searches)
-    ]
-
-
 def added_lines(searches: list[dict]) -> list[str]:
     """The report's lines on edge-following searches: each added point and why, the values the config
     refused, and a budget that ran out with the best still at an edge or was left unspent."""
     lines = []
     for record in searches:
-        summary, method = record.get("follow_edge"), record["search"]["method"]
+        summary, method = record.get("follow_edge"), search_name(record)
         added = [t for t in record["trials"] if t.get("added")]
         if not added and not summary:
             continue
@@ -214,7 +166,7 @@ def added_lines(searches: list[dict]) -> list[str]:
 def diverged_lines(searches: list[dict]) -> list[str]:
     """One line per trial that diverged or scored at chance (never chosen)."""
     return [
-        f"- {r['search']['method']} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
+        f"- {search_name(r)} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
         for r in searches
         for t in r["trials"]
         if t.get("diverged")
@@ -236,7 +188,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     for ax, record in zip(axes, searches):
         method = record["search"]["method"]
         draw_panel(ax, record, (palette or {}).get("method", {}).get(method, "#0072B2"))
-        ax.set_title(figure_name(method, method, labels), fontsize=8)
+        ax.set_title(figure_name(search_name(record), method, labels), fontsize=8)
     metric = searches[0]["search"]["metric"]
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{metric} (validation{', ' + unit(metric) if unit(metric) else ''})", fontsize=7)
@@ -295,7 +247,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
         ax.scatter([chosen_x], [times * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
     ax.tick_params(labelsize=6)
     if axis:
-        if _log_scaled(axis, trials):
+        if log_scaled(axis, trials):
             ax.set_xscale("log")
         ax.set_xlabel(axis["key"], fontsize=7)
     else:
@@ -340,18 +292,20 @@ def report_section(
         if len(first["seeds"]) > 1
         else f"one trial per point, on tuning seed {seeds}"
     )
-    metric = first["metric"]
+    metric, lent = first["metric"], any(borrowers(r) for r in searches)
     lines = [
         "## Tuning",
         "",
-        f"Each method was tuned on the validation split before its final runs: a {search_words(first)} "
+        "Each configuration was tuned on the validation split before its final runs"
+        + (", except those below that the study file's `tune.share` lent another's choice" if lent else "")
+        + f": a {search_words(first)} "
         f"trials selected by {metric}{', the lowest winning' if lower_is_better(metric) else ''} ({scored}, which "
-        "no final run uses); the test set was evaluated for the final runs only, each at its method's chosen "
-        "values. Budgets (trials per method): "
-        + ", ".join(f"{s['search']['method']} {s['search']['trials']}" for s in searches)
+        "no final run uses); the test set was evaluated for the final runs only, each at its chosen "
+        "values. Budgets (trials per search): "
+        + ", ".join(f"{search_name(s)} {s['search']['trials']}" for s in searches)
         + ".",
         "",
-        "| method | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
+        "| configuration | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
         "test (final runs) |",
         "|---|---|---|---|---:|---:|---:|",
         *search_rows(searches, final_scores(df, metric), labels),
@@ -359,6 +313,7 @@ def report_section(
     if unit(metric) != "%":  # top-1 reads as a percentage without saying so
         lines += ["", f"Scores in the val and test columns: {units([metric])}."]
     lines.append("")
+    lines += borrowed_lines(searches, labels)
     edges = edge_choices(searches)
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
@@ -393,7 +348,7 @@ def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None)
     for record in searches:
         search, chosen = record["search"], record.get("chosen")
         method = search["method"]
-        final = scores.loc[method] if method in scores.index else None
+        final = scores_of(record, scores)
         unfinished = "" if record.get("done") else " (search not finished)"
         chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
         chosen_val = f"{scale(search['metric']) * chosen['value']:.2f}" if chosen else "-"
@@ -403,11 +358,33 @@ def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None)
             else "- | -"
         )
         rows.append(
-            f"| {figure_name(method, method, labels)} | {_space(record)} | {len(record['trials'])} of "
+            f"| {figure_name(search_name(record), method, labels)} | {_space(record)} | {len(record['trials'])} of "
             f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
             f"{final_text} |"
         )
     return rows
+
+
+def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
+    """The configurations that ran at another's choice (``tune.share``), each said with whose: the tables
+    mark them ``BORROWED_MARK``."""
+    lines = [
+        f"- {', '.join(display_name(b, None, labels) for b in borrowers(r))}: at the values chosen for "
+        f"{display_name(search_name(r), r['search']['method'], labels)}"
+        + (f" ({_values(r['chosen']['params'])})" if r.get("chosen") else "")
+        + "."
+        for r in searches
+        if borrowers(r)
+    ]
+    if not lines:
+        return []
+    return [
+        f"Not tuned themselves ({BORROWED_MARK} in the tables; the study file's `tune.share`): these configurations "
+        "ran at the hyper-parameters another configuration's search chose, so they are compared untuned:",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def search_words(search: dict) -> str:
@@ -438,5 +415,5 @@ def figure_caption(searches: list[dict]) -> str:
         )
     return (
         f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "
-        f"per method, {how}" + "".join(f"; {e}" for e in extra) + "."
+        f"per search, {how}" + "".join(f"; {e}" for e in extra) + "."
     )

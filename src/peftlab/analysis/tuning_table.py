@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
-from peftlab.analysis.tuning import added_count, edges, final_scores, state
+from peftlab.analysis.tuning import added_count, final_scores, scores_of, state
+from peftlab.analysis.tuning_choices import borrowed_note, borrowers, edges, search_name
 from peftlab.analysis.units import scale, score_name, units
 from peftlab.run_result import lower_is_better
 
@@ -89,8 +90,8 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
     ]
     for record in searches:
         search, chosen = record["search"], record.get("chosen")
-        method = search["method"]
-        name = latex_text(display_name(method, method, labels))
+        method = search_name(record)
+        name = latex_text(display_name(method, search["method"], labels))
         if chosen:
             values = ", ".join(
                 f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
@@ -99,7 +100,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
             chosen_text = f"{values} & {latex_escape(chosen['trial'])} & {times * chosen['value']:.1f}"
         else:
             chosen_text = "-- & -- & --"
-        final = scores.loc[method] if method in scores.index else None
+        final = scores_of(record, scores)
         finals = (
             f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None else "-- & -- & --"
         )
@@ -116,6 +117,13 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
             r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
             r"searched range."
         )
+    lent = {
+        latex_text(display_name(b, None, labels)): latex_text(display_name(search_name(r), None, labels))
+        for r in searches
+        for b in borrowers(r)
+    }
+    if lent:  # they have no row: the note names them and whose values they ran at
+        notes.append(borrowed_note(lent, str, r"$^{\ddagger}$ (in the other tables)"))
     if notes:
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
     lines.append(r"\end{table}")

@@ -27,7 +27,7 @@ from peftlab.run_result import read_result
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
 from peftlab.study.spec import RunSpec, Study
-from peftlab.study.tune import search_key
+from peftlab.study.tune_configurations import search_key
 
 ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
 
@@ -122,13 +122,21 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
                 if search.follow_edge
                 else ""
             )
+            lent = f", its choice lent to {', '.join(search.borrowers)} (tune.share)" if search.borrowers else ""
             lines.append(
                 f"tune {method}: {search.search}, {search.trials} trials{how}, "
                 + ("done" if method in chosen else "not done")
+                + lent
             )
+        trials = sum(search.trials for search in study.tune.values())
+        runs = sum(search.trials * len(search.seeds) for search in study.tune.values())
+        lines.append(
+            f"{len(study.tune)} searches, {trials} trials ({runs} trial runs) before the final runs, which "
+            "the last line counts"
+        )
         known = with_choices(study, chosen)
-        ready = [s for s in known.runs if search_key(s.method, s.config, study.tune) in (*chosen, None)]
-        waiting = [s for s in known.runs if search_key(s.method, s.config, study.tune) not in (*chosen, None)]
+        ready = [s for s in known.runs if search_key(s, study.tune) in (*chosen, None)]
+        waiting = [s for s in known.runs if search_key(s, study.tune) not in (*chosen, None)]
         study = dataclasses.replace(known, runs=ready)
     lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
     statuses = run_statuses(study_dir, study.runs)
@@ -161,7 +169,7 @@ def planned_configs(study: Study) -> list:
     """Every run's and trial's configuration a study will train (final runs as configured, untuned)."""
     configs = []
     for spec in study.runs:
-        key = search_key(spec.method, spec.config, study.tune)
+        key = search_key(spec, study.tune)
         final = key is not None and study.tune[key].final_trainval
         configs.append(
             dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, trainval=True))

@@ -14,8 +14,8 @@ results and resumable checkpoints. Ctrl-C or SIGTERM stops the workers cleanly
 checkpoint.
 ``--executor submitit`` or ``ray`` runs each run as a Slurm job or a Ray task instead (see
 ``executors``); results come back through the run directories either way.
-A study with ``tune:`` first runs each method's search (``search``: trials in
-``tune/<method>/runs/``, with the same executor), then its final runs at the chosen values.
+A study with ``tune:`` first runs each configuration's search (``search``: trials in
+``tune/<search>/runs/``, with the same executor), then its final runs at the chosen values.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _run_study(
     if study.pretrain is not None:
         run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
-    if study.tune:  # each tuned method's search first; its final runs then replace its untuned ones
+    if study.tune:  # every search first; the final runs then replace the untuned ones
         study = tune_study(
             study,
             study_dir,

@@ -1,6 +1,7 @@
 """A tuned study's searches: Optuna proposes and prunes, peftlab runs the trials, validation decides.
 
-For each method (``study.tune``, see ``peftlab.study.tune``), in ``<study dir>/tune/<method>/``:
+For each search (``study.tune``, one per configuration, see ``peftlab.study.tune``), in
+``<study dir>/tune/<search>/``:
 
 - ``search-<fingerprint>.journal``: the Optuna study (JournalStorage on a JournalFileBackend, an
   append-only log that a kill cannot corrupt). The fingerprint hashes the search and the method's
@@ -9,8 +10,10 @@ For each method (``study.tune``, see ``peftlab.study.tune``), in ``<study dir>/t
 - ``runs/<run_id>/``: each trial's runs (one per tuning seed), ordinary peftlab runs with ids,
   locks, resume and the study's executor. The final runs live in ``runs/`` of the study, on
   other seeds: a trial's run id never equals a final run's.
-- ``selection.json``: the search, every trial (number, state, values, validation score, its
-  run ids, the scores each evaluation reported) and the chosen trial; rewritten after each trial.
+- ``selection.json``: the search, the configurations whose final runs take its choice (the one
+  searched, and those ``tune.share`` lent it to), every trial (number, state, values, validation
+  score, its run ids, the scores each evaluation reported) and the chosen trial; rewritten after
+  each trial.
 
 Kill-safety: the search enqueues trial k's values (``Search.proposals()[k]``, a grid in product
 order or seeded random draws) before asking, so trial k always gets the same values. A search
@@ -51,7 +54,8 @@ from peftlab.study.edge import added_points, best_trial, edge_summary, minimizes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
-from peftlab.study.tune import Search, apply_values, search_key
+from peftlab.study.tune import Search, apply_values
+from peftlab.study.tune_configurations import search_key
 from peftlab.study.tune_metric import METRICS, missing_metric
 
 FINISHED = ("completed", "failed", "diverged")
@@ -70,8 +74,9 @@ def optuna_module():
     return optuna
 
 
-def tune_dir(study_dir: Path, method: str) -> Path:
-    return study_dir / "tune" / method.replace("/", "-")  # a per-dataset search: "lora@vtab1k-dtd"
+def tune_dir(study_dir: Path, key: str) -> Path:
+    # a per-dataset search: "lora@vtab1k-dtd"; a configuration's: "lora_r=16"
+    return study_dir / "tune" / key.replace("/", "-").replace(" ", "_")
 
 
 def journal_path(directory: Path, search: Search) -> Path:
@@ -86,9 +91,9 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
 def tune_study(
     study: Study, study_dir: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
 ) -> Study:
-    """Search every tuned method, then return the study whose runs of those methods are the final
-    runs: each at its method's chosen values, with ``tuned_by`` naming the trial. A halving search
-    needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
+    """Run every search, then return the study whose tuned runs are the final runs: each at its
+    configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
+    halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
     chosen = {}
     for method, search in study.tune.items():
         chosen[method] = run_search(search, tune_dir(study_dir, method), run_jobs, slots, say)
@@ -96,11 +101,14 @@ def tune_study(
 
 
 def with_choices(study: Study, chosen: dict[str, dict]) -> Study:
-    """The study's runs with each tuned method's chosen values set (new run ids) and recorded."""
+    """The study's runs with each search's chosen values set (new run ids) and recorded; a configuration
+    that borrows another's choice (``tune.share``) records whose in ``tuned_by.borrowed_from``."""
     runs: dict[str, RunSpec] = {}
     for spec in study.runs:
-        key = search_key(spec.method, spec.config, study.tune)
+        key = search_key(spec, study.tune)
         choice = chosen.get(key) if key is not None else None
+        if choice is not None and spec.variant in study.tune[key].borrowers:  # tune.share: said in spec.json
+            choice = {**choice, "borrowed_from": study.tune[key].label}
         if choice is not None:
             final = {"data.trainval": True} if study.tune[key].final_trainval else {}
             cfg = apply_values(spec.config, {**choice["params"], **final})
@@ -214,6 +222,8 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
     )
     record = {
         "fingerprint": search.fingerprint(),
+        # which final runs take the choice: the configuration searched, then those borrowing it (tune.share)
+        "configurations": {"searched": search.label, "borrowed_by": list(search.borrowers)},
         "search": search.record(),
         "done": done,
         "trials": trials,

@@ -71,6 +71,7 @@ from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
 from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tune import Search, check_method_keys, tune_searches
+from peftlab.study.tune_configurations import Configuration
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
 ABLATION_KEYS = ("methods", "axes")
@@ -100,7 +101,9 @@ class RunSpec:
     groups: tuple[str, ...]  # "main" and/or ablation names
     axes: dict[str, Any]  # the axis values that made this run
     config: RunConfig = field(repr=False)
-    tuned_by: dict | None = None  # a final run of a tuned study: {trial, value, metric, params} of its search
+    # a final run of a tuned study: {trial, value, metric, params} of its search, and borrowed_from (the
+    # configuration whose search it was) where it runs at another configuration's choice (tune.share)
+    tuned_by: dict | None = None
 
     def record(self) -> dict:
         """What ``spec.json`` in the run directory holds."""
@@ -123,7 +126,7 @@ class Study:
     pretrain: Path | None
     runs: list[RunSpec]
     report: ReportOptions = ReportOptions()
-    tune: dict[str, Search] = field(default_factory=dict)  # method -> its search; {} when untuned
+    tune: dict[str, Search] = field(default_factory=dict)  # search name -> its search; {} when untuned
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -404,12 +407,15 @@ def _expand(
     return specs, configurations
 
 
-def _templates(runs: list[RunSpec], methods: dict, configurations: dict[str, str]) -> dict[str, list[RunConfig]]:
-    """Each method's main configurations, seed aside (what its tuning starts from)."""
-    templates: dict[str, dict[str, RunConfig]] = {m: {} for m in methods}
-    for spec in runs:
-        if "main" in spec.groups and configurations[spec.run_id] not in templates[spec.method]:
-            templates[spec.method][configurations[spec.run_id]] = dataclasses.replace(spec.config, seed=0)
+def _templates(runs: list[RunSpec], methods: dict, configurations: dict[str, str]) -> dict[str, list[Configuration]]:
+    """Each method's configurations, seed aside (what its searches start from): its main ones first, then
+    those only an ablation runs."""
+    templates: dict[str, dict[str, Configuration]] = {m: {} for m in methods}
+    for main in (True, False):
+        for spec in runs:
+            if ("main" in spec.groups) == main and configurations[spec.run_id] not in templates[spec.method]:
+                config = dataclasses.replace(spec.config, seed=0)
+                templates[spec.method][configurations[spec.run_id]] = Configuration(spec.variant, config, main)
     return {m: list(c.values()) for m, c in templates.items()}
 
 

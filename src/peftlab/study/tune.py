@@ -38,9 +38,18 @@ best-over-training form: result.json keeps the best of top-1 alone. A metric the
 report (perplexity of a classifier, F1 of a ten-class one, F1 of a language model) is refused when the
 study is read.
 
-Each trial is an ordinary peftlab run of the method's configuration with the trial's values
-(``tune/<method>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
-(every seed at the chosen values, ``runs/<run_id>/``) start when each method's search is done.
+Every configuration is tuned: a method with several configurations (its axes, an ablation's values, on
+each dataset) gets one search per configuration, each under the same budget, named by the configuration's
+label (``lora r=16``); a method with one configuration per dataset keeps the method's name (``lora``, or
+``lora@<dataset>`` where it runs on several datasets). ``share`` makes borrowing explicit::
+
+    tune:
+      share: {from: [lora r=8]}     # only lora r=8 is searched; lora's other configurations on its
+                                    # dataset run at its choice, and the report marks them borrowed
+
+Each trial is an ordinary peftlab run of the configuration with the trial's values
+(``tune/<search>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
+(every seed at the chosen values, ``runs/<run_id>/``) start when each search is done.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from peftlab.config_yaml import deep_merge, nest
 from peftlab.errors import ConfigError
 from peftlab.study.edge import numeric_axes
 from peftlab.study.tune_axes import Axis, read_axis
+from peftlab.study.tune_configurations import Configuration, lending, read_share, search_keys
 from peftlab.study.tune_metric import check_reported, read_metric, search_direction
 
 TUNE_KEYS = (
@@ -71,6 +81,7 @@ TUNE_KEYS = (
     "reduction_factor",
     "final_trainval",
     "follow_edge",
+    "share",
 )
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
@@ -100,6 +111,19 @@ class Search:
     key: str = ""
     # grid: the trials beyond the grid's points follow the best's edge (peftlab.study.edge)
     follow_edge: bool = False
+    # the configurations (RunSpec.variant) whose final runs take this search's choice: the one it was
+    # searched on first, then those borrowing it (tune.share); not part of the record or fingerprint
+    configurations: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The configuration the search ran on."""
+        return self.configurations[0] if self.configurations else self.name
+
+    @property
+    def borrowers(self) -> tuple[str, ...]:
+        """The configurations that run at this search's choice without a search of their own."""
+        return self.configurations[1:]
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
         return apply_values(self.template, {**params, "seed": seed, "train.test": False})  # never meets test
@@ -206,14 +230,14 @@ def check_method_keys(method: str, keys: dict[str, Any], cfg: RunConfig, where: 
 def tune_searches(
     tune: Any,
     methods: dict[str, dict],
-    templates: dict[str, list[RunConfig]],
+    templates: dict[str, list[Configuration]],
     study_seeds: list[int],
     check_key,
     is_foreign,
 ) -> dict[str, Search]:
-    """Every method's search from the ``tune:`` section and the methods' own ``tune:``; {} without one.
+    """Every configuration's search from the ``tune:`` section and the methods' own ``tune:``; {} without one.
 
-    ``templates``: each method's main configurations (seed aside), ``check_key`` the study's
+    ``templates``: each method's configurations (seed aside), main ones first; ``check_key`` the study's
     dotted-key check, ``is_foreign(method, key)`` whether a ``method.*`` key belongs to other methods.
     """
     if tune is None:
@@ -224,13 +248,17 @@ def tune_searches(
             )
         return {}
     shared = shared_settings(tune, study_seeds)
+    lenders = lending(shared["share"], templates)
     searches, explicit = {}, set()
     for method, options in methods.items():
-        for key, configs in per_dataset(method, templates[method]).items():
+        for key, configuration in search_keys(method, templates[method]).items():
+            if lenders.get(configuration.label, configuration.label) != configuration.label:
+                continue  # runs at another configuration's choice (tune.share)
             found, own_budget = method_search(
-                method, (options or {}).get("tune") or {}, shared, configs, check_key, is_foreign
+                method, (options or {}).get("tune") or {}, shared, configuration.config, check_key, is_foreign
             )
-            searches[key] = dataclasses.replace(found, key=key)
+            borrowers = tuple(b for b, lender in lenders.items() if lender == configuration.label != b)
+            searches[key] = dataclasses.replace(found, key=key, configurations=(configuration.label, *borrowers))
             if own_budget:
                 explicit.add(key)
     budgets = {m: s.trials for m, s in searches.items() if m not in explicit}
@@ -241,25 +269,6 @@ def tune_searches(
             "number for every method (set trials in a method's own tune: to differ on purpose)"
         )
     return searches
-
-
-def search_key(method: str, cfg: RunConfig, searches: dict[str, Search]) -> str | None:
-    """The search a run of ``method`` on ``cfg``'s dataset belongs to (None: the method is not tuned)."""
-    for key in (method, f"{method}@{cfg.data.name}"):
-        if key in searches:
-            return key
-    return None
-
-
-def per_dataset(method: str, configs: list[RunConfig]) -> dict[str, list[RunConfig]]:
-    """A method's main configurations by the search they belong to: one search for the method, or one per
-    dataset ("<method>@<data.name>") when its configurations differ in the dataset alone (a VTAB study)."""
-    datasets = {}
-    for cfg in configs:
-        datasets.setdefault(cfg.data.name, []).append(cfg)
-    if len(datasets) == 1:
-        return {method: configs}
-    return {f"{method}@{name}": found for name, found in datasets.items()}
 
 
 def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
@@ -300,6 +309,7 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
             "runs train on train + val, the tuned protocol of VTAB-1k) or false"
         )
     return {
+        "share": read_share(tune.get("share")),
         "final_trainval": final_trainval,
         "follow_edge": follow_edge,
         "search": search,
@@ -313,21 +323,16 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
 
 
 def method_search(
-    method: str, own: Any, shared: dict[str, Any], configs: list[RunConfig], check_key, is_foreign
+    method: str, own: Any, shared: dict[str, Any], template: RunConfig, check_key, is_foreign
 ) -> tuple[Search, bool]:
-    """One method's search (the shared axes it uses and its own), and whether it sets its own budget."""
+    """The search of one configuration of a method (the shared axes it uses and the method's own), and
+    whether the method sets its own budget."""
     if not isinstance(own, dict) or set(own) - set(METHOD_TUNE_KEYS):
         raise ConfigError(
             f"study method '{method}' tune: {shown(own)} is invalid: expected a mapping with "
             f"{', '.join(METHOD_TUNE_KEYS)}"
         )
-    if len(configs) != 1:
-        raise ConfigError(
-            f"study method '{method}' has {len(configs)} configurations (its axes) on "
-            f"{configs[0].data.name}: expected one per dataset to tune; tune the others in a study "
-            "of their own"
-        )
-    template, search = configs[0], shared["search"]
+    search = shared["search"]
     check_reported(shared["metric"], template, method)
     axes = method_axes(method, own, shared["axes"], template, check_key, is_foreign)
     if search == "grid" and any(a.values is None for a in axes.values()):
