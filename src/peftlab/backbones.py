@@ -331,9 +331,15 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
     try:
         if weights:
             return auto_cls.from_pretrained(
-                path, ignore_mismatched_sizes=num_classes is not None, use_safetensors=True, **labels, **overrides
+                path,
+                ignore_mismatched_sizes=num_classes is not None,
+                use_safetensors=True,
+                trust_remote_code=False,
+                **labels,
+                **overrides,
             )
-        return auto_cls.from_config(AutoConfig.from_pretrained(path, **labels, **overrides))
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, **labels, **overrides)
+        return auto_cls.from_config(config, trust_remote_code=False)
     except Exception as err:
         raise WeightsError(
             f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})"
@@ -355,7 +361,7 @@ def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextS
         path = str(hf_model_dir(cfg, weights=False))
         check_hf_config(path)
         try:
-            config = AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         except Exception as err:
             raise WeightsError(
                 f"model.path={path!r} is not a loadable HF model directory ({one_line(err)[:200]})"

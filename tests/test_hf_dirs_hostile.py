@@ -1,0 +1,127 @@
+"""Hostile HF model directories and hub caches: code a directory ships is never run (with or without a
+terminal, whatever stdin answers), a weights file that is no regular file or does not fit the model is one
+line, and every file read from a hub cache is a regular file read with a bound."""
+
+import io
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import yaml
+from hubcache import lay_out_snapshot
+from testkit import REPO, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
+
+# a module that leaves a marker behind when imported: transformers imports it to run auto_map's classes
+EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def with_remote_code(source, path, marker, where: str = "config.json"):
+    """A copy of the HF directory ``source`` at ``path`` whose ``where`` maps its classes to evil.py, as
+    a model of its own architecture does."""
+    shutil.copytree(source, path)
+    config = json.loads((path / where).read_text()) if (path / where).exists() else {}
+    config["auto_map"] = {
+        "AutoConfig": "evil.EvilConfig",
+        "AutoModelForImageClassification": "evil.EvilModel",
+        "AutoModelForSequenceClassification": "evil.EvilModel",
+        "AutoTokenizer": ["evil.EvilTokenizer", None],
+    }
+    # a model or tokenizer class transformers does not know: else it would use its own and ask nothing
+    config["model_type" if where == "config.json" else "tokenizer_class"] = "EvilModel"
+    (path / where).write_text(json.dumps(config))
+    (path / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    return path
+
+
+@pytest.fixture
+def answers_yes(monkeypatch):
+    """stdin answers "y" to every question, as `yes | peftlab ...` would."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 20))
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    return hf_text_dir(tmp_path_factory.mktemp("hf-text") / "roberta", "roberta")
+
+
+def run_yaml(tmp_path, model: dict, data: dict) -> str:
+    config = {
+        "model": model,
+        "method": {"name": "lora", "r": 2},
+        "data": data,
+        "train": {"max_steps": 1, "batch_size": 8, "eval_batch_size": 8},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    return str(tmp_path / "run.yaml")
+
+
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json", "evil.py alone"])
+@pytest.mark.parametrize("command", ["train", "validate", "params"])
+def test_a_text_model_directory_with_its_own_code_is_refused_in_one_line_even_after_a_yes(
+    text_dir, tmp_path, answers_yes, command, where
+):
+    marker = tmp_path / "marker"
+    model = with_remote_code(text_dir, tmp_path / "model", marker, where.split()[0].replace("evil.py", "config.json"))
+    if where == "evil.py alone":
+        config = json.loads((model / "config.json").read_text())
+        del config["auto_map"]
+        (model / "config.json").write_text(json.dumps(config))
+    data = {"name": "text", "root": str(write_text_task(tmp_path / "data", train=8, test=8)), "max_length": 16}
+    config = run_yaml(tmp_path, {"source": "hf-text", "path": str(model)}, data)
+    argv = {
+        "train": ["train", config, "--run-dir", str(tmp_path / "run"), "--quiet"],
+        "validate": ["validate", config],
+        "params": ["params", str(model), "--method", "lora", "--r", "2"],
+    }[command]
+    status, stderr, _, _ = cli_in_process(*argv)
+    assert_one_line_refusal(status, stderr, "ships its own Python code", "never runs a model's code")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "validate", "params"])
+def test_an_image_model_directory_with_its_own_code_is_refused_in_one_line_even_after_a_yes(
+    hf_dir, tmp_path, answers_yes, command
+):
+    marker = tmp_path / "marker"
+    model = with_remote_code(hf_dir, tmp_path / "model", marker)
+    config = run_yaml(tmp_path, {"source": "hf", "path": str(model)}, {"name": "fashion_mnist", "train_subset": 8})
+    argv = {
+        "train": ["train", config, "--run-dir", str(tmp_path / "run"), "--quiet"],
+        "validate": ["validate", config],
+        "params": ["params", str(model), "--method", "lora", "--r", "2"],
+    }[command]
+    status, stderr, _, _ = cli_in_process(*argv)
+    assert_one_line_refusal(status, stderr, "ships its own Python code", "auto_map names 'evil.")
+    assert not marker.exists()
+
+
+def test_a_hub_snapshot_with_its_own_code_is_refused_with_a_terminal_on_stdin_answering_yes(hf_dir, tmp_path):
+    """`peftlab params` with a pseudo-terminal as stdin (where transformers would ask and wait) and "y"
+    typed into it: one line, no question, no code run."""
+    import pty
+    import subprocess
+
+    marker = tmp_path / "marker"
+    source = with_remote_code(hf_dir, tmp_path / "model", marker)
+    cache = tmp_path / "hub"
+    lay_out_snapshot(cache, "someorg/evil-vit", {p.name: p.read_bytes() for p in source.iterdir()})
+    main, terminal = pty.openpty()
+    os.write(main, b"y\ny\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "peftlab.cli", "params", "someorg/evil-vit", "--method", "lora", "--r", "2"],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert_one_line_refusal(done.returncode, done.stderr, "ships its own Python code")
+    assert "Do you wish" not in done.stdout + done.stderr
+    assert not marker.exists()
