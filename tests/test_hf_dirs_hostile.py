@@ -13,6 +13,10 @@ import yaml
 from hubcache import lay_out_snapshot
 from testkit import REPO, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
 
+from peftlab.backbones import build_backbone
+from peftlab.config_sections import ModelConfig
+from peftlab.errors import UserError
+
 # a module that leaves a marker behind when imported: transformers imports it to run auto_map's classes
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
@@ -125,3 +129,58 @@ def test_a_hub_snapshot_with_its_own_code_is_refused_with_a_terminal_on_stdin_an
     assert_one_line_refusal(done.returncode, done.stderr, "ships its own Python code")
     assert "Do you wish" not in done.stdout + done.stderr
     assert not marker.exists()
+
+
+def replace_weights(path, kind: str) -> None:
+    """``path``/model.safetensors replaced by ``kind``: a FIFO, a folder, a broken link, a link to a device."""
+    weights = path / "model.safetensors"
+    weights.unlink()
+    if kind == "fifo":
+        os.mkfifo(weights)
+    elif kind == "folder":
+        weights.mkdir()
+    else:
+        weights.symlink_to({"broken link": path / "gone.safetensors", "device link": "/dev/zero"}[kind])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "broken link", "device link"])
+@pytest.mark.parametrize("source", ["hf", "hf-text"])
+def test_hf_weights_that_are_no_regular_file_are_one_line_not_a_random_base(hf_dir, text_dir, tmp_path, source, kind):
+    model = tmp_path / "model"
+    shutil.copytree(hf_dir if source == "hf" else text_dir, model)
+    replace_weights(model, kind)
+    with pytest.raises(UserError, match="model.safetensors (is|cannot)") as err:
+        build_backbone(ModelConfig(source=source, path=str(model)), 3)
+    assert "\n" not in str(err.value)
+
+
+def damage_weights(path, damage: str) -> str:
+    """One tensor of ``path``/model.safetensors renamed, dropped or transposed; its key."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path / "model.safetensors")
+    key = next(k for k in state if k.endswith(("fc1.weight", "intermediate.dense.weight")))
+    if damage == "renamed":
+        state[key.replace("weight", "weights")] = state.pop(key)
+    elif damage == "missing":
+        del state[key]
+    else:
+        state[key] = state[key].t().contiguous()
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    return key.rpartition(".")[0]
+
+
+@pytest.mark.parametrize("damage", ["renamed", "missing", "transposed"])
+@pytest.mark.parametrize("source", ["hf", "hf-text"])
+def test_hf_weights_that_load_only_in_part_are_one_line_naming_the_keys(hf_dir, text_dir, tmp_path, source, damage):
+    """Only the classifier head may be new (here it is: 3 classes for a head of 5 or 3 saved)."""
+    model = tmp_path / "model"
+    shutil.copytree(hf_dir if source == "hf" else text_dir, model)
+    module = damage_weights(model, damage)
+    with pytest.raises(UserError, match="the weights do not fit the model of its config.json") as err:
+        build_backbone(ModelConfig(source=source, path=str(model)), 3)
+    assert "\n" not in str(err.value)
+    assert {"renamed": "missing from the file", "missing": "missing from the file"}.get(damage, "another shape") in str(
+        err.value
+    )
+    assert any(name in str(err.value) for name in (module.split(".")[-1], "fc1"))  # transformers 5 renames ViT's
