@@ -2,15 +2,19 @@
 terminal, whatever stdin answers), a weights file that is no regular file or does not fit the model is one
 line, and every file read from a hub cache is a regular file read with a bound."""
 
+import contextlib
 import io
 import json
 import os
+import random
+import resource
 import shutil
+import signal
 import sys
 
 import pytest
 import yaml
-from hubcache import lay_out_snapshot
+from hubcache import COMMIT, lay_out_snapshot, use_cache
 from testkit import REPO, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
 
 from peftlab.backbones import build_backbone
@@ -184,3 +188,163 @@ def test_hf_weights_that_load_only_in_part_are_one_line_naming_the_keys(hf_dir, 
         err.value
     )
     assert any(name in str(err.value) for name in (module.split(".")[-1], "fc1"))  # transformers 5 renames ViT's
+
+
+class Hang(BaseException):  # past the library code that catches every Exception
+    pass
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 60):
+    """Raise Hang where a read blocks (a FIFO) for ``seconds``: the test fails instead of waiting forever."""
+
+    def alarm(signum, frame):
+        raise Hang()
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+HOSTILE = ["fifo", "folder", "device link", "broken link"]
+
+
+def make_hostile(path, kind: str) -> None:
+    """``path`` replaced by ``kind`` (a link to /dev/zero would be read until memory ran out)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to({"device link": "/dev/zero", "broken link": str(path) + ".gone"}[kind])
+
+
+def parquet(rows: int, labels=None) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    columns = {
+        "sentence1": [f"premise {i}" for i in range(rows)],
+        "sentence2": [f"hypothesis {i}" for i in range(rows)],
+        "label": pa.array(labels or [i % 2 for i in range(rows)], type=pa.int64()),
+    }
+    pq.write_table(pa.table(columns), out)
+    return out.getvalue()
+
+
+GLUE_FILES = {"rte/train-00000-of-00001.parquet": parquet(20), "rte/validation-00000-of-00001.parquet": parquet(6)}
+
+
+def read_hub_rte():
+    from peftlab.data.glue import read_glue
+
+    return read_glue("rte", None, 0.2, 0, False)
+
+
+@pytest.fixture(scope="module")
+def text_files(text_dir):
+    return {p.name: p.read_bytes() for p in text_dir.iterdir()}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "refs/main",
+        "trees/COMMIT.json",
+        "snapshot tokenizer.json",
+        "snapshot model.safetensors",
+        "glue refs/main",
+        "glue parquet",
+    ],
+)
+def test_a_hub_cache_entry_that_is_no_regular_file_is_one_line_not_a_hang(
+    text_files, tmp_path, monkeypatch, entry, kind
+):
+    """What huggingface_hub and peftlab read of a hub cache: the ref, the tree listing, a snapshot's files,
+    the hub's GLUE parquet; each of them a FIFO, a folder, a link to /dev/zero, a broken link."""
+    cache = tmp_path / "hub"
+    glue = entry.startswith("glue")
+    if glue:
+        from peftlab.data.glue import HUB_REPO
+
+        snapshot = lay_out_snapshot(cache, HUB_REPO, GLUE_FILES, repo_type="dataset")
+    else:
+        snapshot = lay_out_snapshot(cache, "someorg/tiny", text_files)
+    use_cache(monkeypatch, cache)
+    name = entry.removeprefix("glue ")
+    target = {
+        "refs/main": snapshot.parents[1] / "refs" / "main",
+        "trees/COMMIT.json": snapshot.parents[1] / "trees" / f"{COMMIT}.json",
+        "snapshot tokenizer.json": snapshot / "tokenizer.json",
+        "snapshot model.safetensors": snapshot / "model.safetensors",
+        "parquet": snapshot / "rte" / "train-00000-of-00001.parquet",
+    }[name]
+    make_hostile(target, kind)
+    with no_hang(), pytest.raises(UserError) as err:
+        if glue:
+            read_hub_rte()
+        else:
+            build_backbone(ModelConfig(source="hf-text", name="someorg/tiny", pretrained="hub"), 3)
+    assert "\n" not in str(err.value) and target.name in str(err.value), str(err.value)
+
+
+def damaged(rng: random.Random, data: bytes) -> bytes:
+    """``data`` with bytes replaced, inserted or cut (as tests/data/test_fuzz_files.py damages files)."""
+    data = bytearray(data)
+    for _ in range(rng.choice([1, 4, 32])):
+        if not data:
+            break
+        where = rng.randrange(len(data))
+        if rng.random() < 0.7:
+            data[where] = rng.randrange(256)
+        else:
+            del data[where : where + rng.randrange(1, 16)]
+    return bytes(data)
+
+
+@pytest.mark.parametrize("entry", ["refs/main", "config.json", "tokenizer_config.json", "glue parquet"])
+def test_damaged_hub_cache_files_are_one_line_or_read(text_files, tmp_path, monkeypatch, entry):
+    """Fuzzed with a fixed seed and a bounded count: each outcome is a result or one UserError line, never
+    another exception, a hang or a memory blow-up."""
+    glue = entry == "glue parquet"
+    cache = tmp_path / "hub"
+    if glue:
+        from peftlab.data.glue import HUB_REPO
+
+        snapshot = lay_out_snapshot(cache, HUB_REPO, GLUE_FILES, repo_type="dataset")
+        target = snapshot / "rte" / "train-00000-of-00001.parquet"
+    else:
+        snapshot = lay_out_snapshot(cache, "someorg/tiny", text_files)
+        target = snapshot.parents[1] / entry if entry == "refs/main" else snapshot / entry
+    use_cache(monkeypatch, cache)
+    original = target.read_bytes()
+    rng = random.Random(f"2026-11-25 {entry}")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(12):
+        target.unlink()  # the snapshot's link to its blob: the damaged bytes go in its place
+        target.write_bytes(damaged(rng, original))
+        with no_hang(30):
+            try:
+                if glue:
+                    read_hub_rte()
+                else:
+                    build_backbone(
+                        ModelConfig(source="hf-text", name="someorg/tiny", pretrained="hub"), 3, weights=False
+                    )
+                outcomes["read"] += 1
+            except UserError as err:
+                assert "\n" not in str(err) and len(str(err)) < 1500, str(err)
+                outcomes["refused"] += 1
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 512 * 1024, f"peak memory grew by {grown_kib / 1024:.0f} MiB"
+    assert outcomes["refused"] >= 1, outcomes

@@ -10,6 +10,8 @@ key, before transformers reads the file or builds anything; the meta-device size
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_MLP_DIM, check_field
@@ -18,6 +20,7 @@ from peftlab.errors import WeightsError
 from peftlab.files import one_line, read_regular_file, shown_path
 
 MAX_JSON_BYTES = 64 << 20  # a tokenizer.json of 256,000 tokens is about 35 MB
+MAX_HF_FILE_BYTES = 1 << 30  # a tokenizer's or processor's file; the weights are as large as they are
 MAX_TOKENS = 2**20  # Llama 3's vocabulary is 128,256 tokens, Gemma's 256,000
 # the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
 SIZE_KEYS = {
@@ -56,7 +59,36 @@ def read_hf_config(model_dir: str | Path) -> dict:
     if not isinstance(config, dict):
         raise WeightsError(f"{unloadable} holds a {type(config).__name__}: expected a JSON object")
     check_no_code(Path(model_dir), config)
+    check_hf_files(Path(model_dir))
     return config
+
+
+def check_hf_files(model_dir: Path) -> None:
+    """What transformers reads of an HF model directory (its top-level ``*.json``, ``*.txt``, ``*.model``
+    files and ``model*.safetensors`` weights) are regular files (links followed), the others at most
+    ``MAX_HF_FILE_BYTES``: transformers and tokenizers open them plainly, so that a FIFO would block and a
+    link to /dev/zero read until memory ran out. One WeightsError line otherwise."""
+    from peftlab.weights import check_regular_weights
+
+    try:
+        names = sorted(p.name for p in model_dir.iterdir())
+    except OSError:  # a directory that cannot be listed: transformers' own load says so
+        return
+    for name in names:
+        path = model_dir / name
+        if name.startswith("model") and name.endswith(".safetensors"):
+            check_regular_weights(path)
+        elif name.endswith((".json", ".txt", ".model")):
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError) as err:
+                raise WeightsError(f"{shown_path(path)} cannot be read ({one_line(err)[:200]})") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise WeightsError(f"{shown_path(path)} is not a regular file (a FIFO, device or folder)")
+            if st.st_size > MAX_HF_FILE_BYTES:
+                raise WeightsError(
+                    f"{shown_path(path)} has {st.st_size:,} bytes: expected at most {MAX_HF_FILE_BYTES:,}"
+                )
 
 
 def check_no_code(model_dir: Path, config: dict | None = None) -> None:
