@@ -14,8 +14,8 @@ import sys
 
 import pytest
 import yaml
-from hubcache import COMMIT, lay_out_snapshot, use_cache
-from testkit import REPO, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
+from hubcache import COMMIT, lay_out_snapshot, timm_hub_files, use_cache
+from testkit import REPO, TINY_MODEL, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
 
 from peftlab.backbones import build_backbone
 from peftlab.config_sections import ModelConfig
@@ -348,3 +348,23 @@ def test_damaged_hub_cache_files_are_one_line_or_read(text_files, tmp_path, monk
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 512 * 1024, f"peak memory grew by {grown_kib / 1024:.0f} MiB"
     assert outcomes["refused"] >= 1, outcomes
+
+
+@pytest.fixture(scope="module")
+def timm_files():
+    """TINY_MODEL's files as timm publishes them on the hub (its repository: timm's hf_hub_id for its name)."""
+    return timm_hub_files(TINY_MODEL["name"], **{k: v for k, v in TINY_MODEL.items() if k != "name"})[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device link"])
+@pytest.mark.parametrize("entry", ["refs/main", "model.safetensors"])
+def test_timm_hub_weights_whose_cache_entry_is_no_regular_file_are_one_line(
+    timm_files, tmp_path, monkeypatch, entry, kind
+):
+    snapshot = lay_out_snapshot(tmp_path / "hub", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", timm_files)
+    use_cache(monkeypatch, tmp_path / "hub")
+    target = snapshot.parents[1] / "refs" / "main" if entry == "refs/main" else snapshot / entry
+    make_hostile(target, kind)
+    with no_hang(), pytest.raises(UserError) as err:
+        build_backbone(ModelConfig(**TINY_MODEL, pretrained="hub"), 10)
+    assert "\n" not in str(err.value) and target.name in str(err.value), str(err.value)
