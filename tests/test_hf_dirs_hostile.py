@@ -368,3 +368,21 @@ def test_timm_hub_weights_whose_cache_entry_is_no_regular_file_are_one_line(
     with no_hang(), pytest.raises(UserError) as err:
         build_backbone(ModelConfig(**TINY_MODEL, pretrained="hub"), 10)
     assert "\n" not in str(err.value) and target.name in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("saved", ["ViTModel", "DeiTForImageClassificationWithTeacher"])
+def test_a_checkpoint_of_another_head_loads_every_tensor_of_the_model(tmp_path, saved):
+    """A headless ViT with its pooler (left out), a distilled DeiT with its two heads (new, as the one head of
+    a classifier is): every other tensor of the model is loaded."""
+    import torch
+    import transformers as tf
+
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = (tf.ViTConfig if saved == "ViTModel" else tf.DeiTConfig)(**sizes, image_size=32, patch_size=16)
+    torch.manual_seed(0)
+    getattr(tf, saved)(config).save_pretrained(tmp_path / "model")
+    model = build_backbone(ModelConfig(source="hf", path=str(tmp_path / "model")), 3)
+    own = {k: v for k, v in model.model.state_dict().items() if not k.split(".")[0].endswith("classifier")}
+    saved_state = getattr(tf, saved).from_pretrained(tmp_path / "model").state_dict()
+    saved_state = {k.removeprefix("vit.").removeprefix("deit."): v for k, v in saved_state.items()}
+    assert own and all(torch.equal(v, saved_state[k.split(".", 1)[1]]) for k, v in own.items())

@@ -375,9 +375,10 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
             transformers.logging.enable_progress_bar()
 
 
-# an HF classifier's head, new and sized for the task; what a checkpoint may hold beside the model's own
-# tensors that a classifier does not use: another task's head, BERT's pretraining heads, ViT's pooler
-NEW_HEADS = ("classifier", "score")
+# an HF classifier's head (a distilled DeiT's two), new and sized for the task; what a checkpoint may hold
+# beside the model's own tensors that a classifier does not use: another task's head, BERT's pretraining
+# heads, ViT's pooler
+NEW_HEADS = ("classifier", "score", "cls_classifier", "distillation_classifier")
 UNUSED_HEADS = (*NEW_HEADS, "lm_head", "cls", "pooler")
 
 
