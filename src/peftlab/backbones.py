@@ -10,6 +10,7 @@ new, sized for the task's number of classes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from peftlab.files import one_line
 from peftlab.hf_config import check_hf_config
 from peftlab.hub import hf_model_dir, hub_weights_file, snapshot_source
 from peftlab.libraries import quiet_transformers
-from peftlab.weights import HEAD_PREFIXES, check_finite, load_weights
+from peftlab.weights import HEAD_PREFIXES, check_finite, check_regular_weights, load_weights
 
 HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
 HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (hf_model_dir)
@@ -233,6 +234,8 @@ def build_hf(cfg: ModelConfig, num_classes: int, weights: bool = True, **sizes: 
 
     path = hf_model_dir(cfg, weights and not sizes)
     check_hf_config(path)  # its sizes bounded before transformers builds anything
+    if weights and not sizes:
+        hf_has_weights(path)
     return HFLogits(load_hf(AutoModelForImageClassification, path, num_classes, weights and not sizes, **sizes))
 
 
@@ -250,7 +253,7 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     path = hf_model_dir(cfg, weights)
     config = check_hf_config(path)
     causal = cfg.task == "causal-lm"
-    has_weights = (path / HF_SAFE_WEIGHTS).is_file() or (path / f"{HF_SAFE_WEIGHTS}.index.json").is_file()
+    has_weights = hf_has_weights(path)
     if weights and not has_weights and any(path.glob("pytorch_model*.bin")):
         raise WeightsError(
             f"model.path={str(path)!r} holds only pickled weights (pytorch_model.bin): expected {HF_SAFE_WEIGHTS}"
@@ -270,6 +273,23 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     wrapped = HFCausalLM(model) if causal else HFTextLogits(model)
     wrapped.conv1d_names = conv1d  # written back as Conv1D by save_hf_model
     return wrapped
+
+
+def hf_has_weights(path: Path) -> bool:
+    """Whether the HF model directory ``path`` holds safetensors weights (model.safetensors, or shards and
+    their index), each a non-empty regular file: a FIFO, a folder, a broken link or a link to a device
+    named model.safetensors would be passed over and the model built from random weights."""
+    names = [HF_SAFE_WEIGHTS, f"{HF_SAFE_WEIGHTS}.index.json"]
+    try:
+        names += sorted(p.name for p in path.glob("model-*.safetensors"))
+    except OSError:
+        pass
+    found = False
+    for name in names:
+        if os.path.lexists(path / name):
+            check_regular_weights(path / name)
+            found = True
+    return found
 
 
 def hf_source_of(path: str | Path) -> tuple[str, int]:
@@ -330,11 +350,22 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
     transformers.logging.disable_progress_bar()  # its "Loading weights" bar: one local file, a blink
     try:
         if weights:
-            return auto_cls.from_pretrained(
-                path, ignore_mismatched_sizes=num_classes is not None, use_safetensors=True, **labels, **overrides
+            model, info = auto_cls.from_pretrained(
+                path,
+                ignore_mismatched_sizes=num_classes is not None,  # the head's, checked below to be the head's only
+                use_safetensors=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+                **labels,
+                **overrides,
             )
-        return auto_cls.from_config(AutoConfig.from_pretrained(path, **labels, **overrides))
+            check_loading_info(info, path, new_head=num_classes is not None)
+            return model
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, **labels, **overrides)
+        return auto_cls.from_config(config, trust_remote_code=False)
     except Exception as err:
+        if isinstance(err, WeightsError):
+            raise
         raise WeightsError(
             f"model.path={str(path)!r} is not a loadable HF model directory ({one_line(err)[:200]})"
         ) from None
@@ -342,6 +373,42 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
+
+
+# an HF classifier's head (a distilled DeiT's two), new and sized for the task; what a checkpoint may hold
+# beside the model's own tensors that a classifier does not use: another task's head, BERT's pretraining
+# heads, ViT's pooler
+NEW_HEADS = ("classifier", "score", "cls_classifier", "distillation_classifier")
+UNUSED_HEADS = (*NEW_HEADS, "lm_head", "cls", "pooler")
+
+
+def check_loading_info(info: dict, path: str | Path, new_head: bool) -> None:
+    """Every tensor of the model but its new head (``new_head``) loaded from the weights, with its shape:
+    transformers loads the rest and leaves a tensor missing from the file (a renamed key) random, and with
+    ``ignore_mismatched_sizes`` one of another shape (a transposed one) too, saying so at warning level
+    only. One WeightsError line naming a few of the keys otherwise."""
+
+    def head(key: str, names: tuple[str, ...]) -> bool:
+        return any(part in names for part in key.split(".")[:2])
+
+    heads = NEW_HEADS if new_head else ()
+    problems = {
+        "missing from the file": sorted(k for k in info["missing_keys"] if not head(k, heads)),
+        "in the file but not in the model": sorted(k for k in info["unexpected_keys"] if not head(k, UNUSED_HEADS)),
+        "of another shape in the file": sorted(
+            f"{k} {tuple(saved)} for {tuple(own)}" for k, saved, own in info["mismatched_keys"] if not head(k, heads)
+        ),
+    }
+    said = [
+        f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for what, keys in problems.items()
+        if keys
+    ]
+    if said:
+        raise WeightsError(
+            f"model.path={str(path)!r}: the weights do not fit the model of its config.json: tensors "
+            f"{'; '.join(said)}; expected every tensor but the classifier head"
+        )
 
 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:
@@ -355,7 +422,7 @@ def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextS
         path = str(hf_model_dir(cfg, weights=False))
         check_hf_config(path)
         try:
-            config = AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         except Exception as err:
             raise WeightsError(
                 f"model.path={path!r} is not a loadable HF model directory ({one_line(err)[:200]})"

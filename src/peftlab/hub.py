@@ -13,15 +13,23 @@ else ``HF_HOME/hub``); with ``HF_HUB_OFFLINE=1`` it reads that cache alone, as
   that ``model.path`` names otherwise.
 
 The file loaded is the one hashed into provenance, with the repository and the commit it came from.
+
+huggingface_hub reads the cache's ``refs/<revision>`` and ``trees/<commit>.json`` with a plain ``open()``
+and ``read()``: a FIFO there would block it, a link to /dev/zero read until memory ran out.
+``check_cache_refs`` holds them to regular files of bounded size before huggingface_hub is asked, and
+what peftlab then reads of a snapshot is checked alike (``check_snapshot_file``).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peftlab.errors import DataError, WeightsError
-from peftlab.files import one_line
+from peftlab.errors import DataError, UserError, WeightsError
+from peftlab.files import one_line, read_regular_file
 
 if TYPE_CHECKING:
     from peftlab.config_sections import ModelConfig
@@ -33,6 +41,9 @@ SAFE_WEIGHTS = "model.safetensors"
 HF_FILES = ("*.json", "*.txt", "*.model")
 HF_WEIGHTS = ("model*.safetensors",)
 HF_SKIPPED = ("*/*",)
+MAX_REF_BYTES = 1024  # a ref file holds one 40-character commit hash
+MAX_TREE_BYTES = 256 << 20  # a tree listing: some hundred bytes a file of the repository
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 # (hub cache, repository, revision asked) -> the commit it resolved to first in this process: later calls
 # read that commit, so the weights, the tokenizer and provenance of one run come from one commit
 _PINNED: dict[tuple[str, str, str], str] = {}
@@ -84,8 +95,9 @@ def hub_weights_file(name: str) -> Path:
 
     repo_id, revision, filename = hub_source(name)
     fetch = fetch_command(repo_id, revision, filename)
+    check_cache_refs("model", repo_id, revision, "model.pretrained='hub'", WeightsError)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        path = Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
         what = f"model.pretrained='hub': {filename} of {repo_id}"
         raise WeightsError(not_in_cache(what, fetch, "set model.pretrained to a local .safetensors file")) from None
@@ -99,6 +111,10 @@ def hub_weights_file(name: str) -> Path:
             f"model.pretrained='hub': {filename} of {repo_id} could not be fetched "
             f"({one_line(err)[:200]}); set model.pretrained to a local .safetensors file"
         ) from None
+    from peftlab.weights import check_regular_weights
+
+    check_regular_weights(path)
+    return path
 
 
 def snapshot_source(path: str | Path) -> tuple[str, str] | None:
@@ -140,6 +156,7 @@ def hub_model_dir(repo_id: str, revision: str | None = None, weights: bool = Tru
     name = repo_id + (f"@{revision}" if revision else "")
     where, fetch = f"model.name={name!r} (model.pretrained: hub)", hf_fetch_command(repo_id, revision)
     key = (str(constants.HF_HUB_CACHE), repo_id, revision or constants.DEFAULT_REVISION)
+    check_cache_refs("model", repo_id, _PINNED.get(key, revision), where, WeightsError)
     try:
         folder = Path(
             snapshot_download(
@@ -191,9 +208,54 @@ def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     fetch = f"hf download {repo_id} --repo-type dataset " + " ".join(f"--include '{p}'" for p in patterns)
+    check_cache_refs("dataset", repo_id, None, where, DataError)
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
     except LocalEntryNotFoundError:
         raise DataError(not_in_cache(f"{where}: {repo_id}", fetch, "set data.root to the files")) from None
     except Exception as err:
         raise DataError(f"{where}: {repo_id} could not be fetched from the hub ({one_line(err)[:200]})") from None
+
+
+def check_cache_refs(repo_type: str, repo_id: str, revision: str | None, where: str, error: type[UserError]) -> None:
+    """The hub cache's entries for ``revision`` (None: main) of ``repo_id`` that huggingface_hub reads
+    whole, ``refs/<revision>`` and the tree listing ``trees/<commit>.json``, are regular files of bounded
+    size (the ref one commit hash), else one ``error`` line starting with ``where``; absent ones are
+    huggingface_hub's to report."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = revision if revision and COMMIT_HASH.fullmatch(revision) else None
+    ref = folder / "refs" / (revision or constants.DEFAULT_REVISION)
+    if commit is None and os.path.lexists(ref):
+        raw = read_cache_file(ref, MAX_REF_BYTES, where, error)
+        commit = raw.decode("ascii", "replace").strip()
+        if not COMMIT_HASH.fullmatch(commit):
+            raise error(f"{where}: the hub cache's {ref} holds {commit[:60]!r}: expected a 40-digit commit hash")
+    if commit is not None and os.path.lexists(tree := folder / "trees" / f"{commit}.json"):
+        check_cache_file(tree, MAX_TREE_BYTES, where, error)
+
+
+def check_cache_file(path: Path, limit: int, where: str, error: type[UserError]) -> os.stat_result:
+    """``path`` (links followed) is a regular file of at most ``limit`` bytes, else one ``error`` line."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as err:  # a broken link, a loop
+        raise error(f"{where}: the hub cache's {path} cannot be read ({one_line(err)[:200]})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{where}: the hub cache's {path} is not a regular file (a FIFO, device or folder)")
+    if st.st_size > limit:
+        raise error(f"{where}: the hub cache's {path} has {st.st_size:,} bytes: expected at most {limit:,}")
+    return st
+
+
+def read_cache_file(path: Path, limit: int, where: str, error: type[UserError]) -> bytes:
+    """The bytes of ``check_cache_file``'s ``path``, read without blocking and no more than ``limit``."""
+    check_cache_file(path, limit, where, error)
+    try:
+        raw = read_regular_file(path, limit + 1)
+    except OSError as err:
+        raise error(f"{where}: the hub cache's {path} cannot be read ({one_line(err)[:200]})") from None
+    if raw is None or len(raw) > limit:  # swapped for another kind of file, or grown, since the stat
+        raise error(f"{where}: the hub cache's {path} is not a regular file of at most {limit:,} bytes")
+    return raw

@@ -6,12 +6,15 @@ loaded; the same checks from the file's header alone for ``peftlab validate``.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from peftlab.data.opening import NOT_REGULAR
 from peftlab.errors import WeightsError
 
 HEAD_PREFIXES = ("head.", "classifier.")  # a classifier's keys, timm's and HF's: the head is always new
@@ -101,14 +104,30 @@ def is_hf_layout(keys) -> bool:
     return any(k.startswith(("vit.", "deit.", "embeddings.")) for k in keys)
 
 
+def check_regular_weights(path: Path) -> None:
+    """``path`` (links followed) is a non-empty regular file, else one WeightsError line: a FIFO blocks the
+    reader, a device never ends, a folder or a broken link holds no weights."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        broken = os.path.islink(path)
+        raise WeightsError(f"weights file {path} {'is a broken link' if broken else 'does not exist'}") from None
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} cannot be read ({err})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise WeightsError(f"weights file {path} is {kind}: expected a regular .safetensors file")
+    if st.st_size == 0:
+        raise WeightsError(f"weights file {path} is empty: expected a .safetensors file")
+
+
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file; a missing or unreadable file is a one-line WeightsError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    check_regular_weights(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

@@ -67,17 +67,19 @@ def load_tokenizer(path: str | Path, pad_id: int):
     would make it read a padding token)."""
     from transformers import AutoTokenizer
 
+    from peftlab.hf_config import check_no_code
     from peftlab.libraries import quiet_transformers
 
     quiet_transformers()
     path = Path(path)
+    check_no_code(path)  # tokenizer_config.json's auto_map: transformers would ask to run its code
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise WeightsError(
             f"model.path={str(path)!r} holds no tokenizer (expected tokenizer.json or the vocabulary files "
             "of transformers' save_pretrained): text data is tokenized with the model's own tokenizer"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except Exception as err:
         raise WeightsError(f"model.path={str(path)!r}: its tokenizer does not load ({one_line(err)[:200]})") from None
     if tokenizer.pad_token_id is None:  # GPT-2's and Llama's tokenizers have none: pad with the model's id
