@@ -232,3 +232,19 @@ def test_a_perplexity_search_is_reported_lower_better_and_unscaled(tmp_path):
     assert r"the \texttt{val\_perplexity} (lower is better) of the chosen trial" in table
     assert "validation and test perplexity of the final runs at the chosen values over $n$ seeds, perplexity" in table
     assert r"& 1 & 9.9 & 10.5 & 11.5 & 2 \\" in table
+
+
+@pytest.mark.parametrize("val_column", ["absent", "null"])
+def test_final_runs_on_train_and_val_fill_the_test_column(study, val_column):
+    """Final runs on train800val200 (data.trainval) have no validation score; their test score is there."""
+    from peftlab.analysis.tuning_table import latex_table
+
+    directory, records = study
+    runs = pd.DataFrame(
+        {"status": "completed", "groups": "main", "method": "lora", "seed": [0, 1], "metrics.test_top1": [0.7, 0.8]}
+    )
+    if val_column == "null":
+        runs["metrics.val_top1"] = None
+    row = next(line for line in report_section(directory, runs, directory / "figures") if line.startswith("| lora"))
+    assert row.endswith("| - | 75.00 (2 seeds) |"), row
+    assert "-- & 75.0 & 2" in latex_table(records, runs)
