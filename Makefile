@@ -24,7 +24,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test test-joins-full check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -102,6 +102,11 @@ lint: install
 test: install data track slurm ray lint
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# The join matrix's whole product (tests/test_joins.py: every compatible family x data x protocol x cache x method
+# x export; `make test` runs its all-pairs design): docs/testing.md, "The join matrix".
+test-joins-full: install data
+	PEFTLAB_JOINS=full $(BIN)/python -m pytest -n $(TEST_WORKERS) -q tests/test_joins.py $(PYTEST_ARGS)
 
 # Every lock resolves for macOS arm64 / CPython 3.11 and Linux aarch64, and x86_64 where this is not it (a wheel
 # with a tag pip takes there, markers evaluated for each target: scripts/check_locks.py). Reads the package index's

@@ -47,3 +47,25 @@ def test_the_protocol_record_names_the_splits_and_counts_the_head_apart():
     assert card["normalization"] == "none: pixels in [0, 1]" and card["interpolation"] == "bicubic, antialiased"
     assert card["trainable_without_head"] == 960 and card["selection_split"].endswith("val200.txt")
     assert card["test_split"].endswith("test.txt") and card["drop_path"] == 0.1 and card["label_smoothing"] == 0.0
+
+
+def test_the_protocol_record_holds_the_length_that_ran():
+    """Epochs only where they bounded the run; where train.max_steps stopped it first, the steps and that bound."""
+    cfg = load_config(None, ["protocol=petl_vision", "data.name=vtab1k/dtd", "train.max_steps=40"])
+    sources = {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}
+    cut = protocol_card(cfg, sources, 224, (0.5,) * 3, (0.5,) * 3, {"trainable": 1000}, steps=40, epochs_bound=False)
+    assert (cut["epochs"], cut["max_steps"], cut["steps"]) == (None, 40, 40)
+    full = protocol_card(cfg, sources, 224, (0.5,) * 3, (0.5,) * 3, {"trainable": 1000}, steps=1600)
+    assert (full["epochs"], full["max_steps"], full["steps"]) == (100, None, 1600)
+
+
+def test_epochs_bound_a_run_unless_max_steps_comes_first():
+    from types import SimpleNamespace
+
+    from peftlab.training.outcome import epochs_bound
+
+    train = SimpleNamespace(epochs=100, grad_accum=1, max_steps=None)
+    assert epochs_bound(train, batches_per_epoch=16)
+    assert not epochs_bound(SimpleNamespace(**{**vars(train), "max_steps": 40}), batches_per_epoch=16)
+    assert epochs_bound(SimpleNamespace(**{**vars(train), "max_steps": 1600}), batches_per_epoch=16)
+    assert epochs_bound(SimpleNamespace(epochs=2, grad_accum=2, max_steps=8), batches_per_epoch=8)  # 4 steps an epoch

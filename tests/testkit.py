@@ -407,3 +407,48 @@ def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:
     """Exit status 2 and one line on stderr, ``peftlab: error: ...``, holding each of ``needles``."""
     assert status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, (status, stderr)
     assert all(needle in stderr for needle in needles), stderr
+
+
+def header_images(paths, preprocessing: dict):
+    """Image files made into a float batch by an export's ``preprocessing`` record alone (its header's,
+    or an HF export's peftlab_preprocessing.json), with PIL and torch and no peftlab code: decode, convert
+    to its channels, resize (its interpolation, antialiased), round to uint8, scale, subtract the mean and
+    divide by the std."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    assert preprocessing["crop"] is None, preprocessing  # the oracle knows no crop
+    batch = []
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert(preprocessing["channels"]), dtype=np.uint8)
+        x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
+        x = F.interpolate(
+            x[None].float(),
+            size=tuple(preprocessing["resize"]),
+            mode=preprocessing["interpolation"],
+            antialias=preprocessing["antialias"],
+            align_corners=False,
+        )[0]
+        if preprocessing["rounded_to_uint8"]:
+            x = x.round().clamp(0, 255)
+        batch.append(x)
+    mean, std = (torch.tensor(preprocessing[k], dtype=torch.float32).view(-1, 1, 1) for k in ("mean", "std"))
+    return (torch.stack(batch) * preprocessing["scale"] - mean) / std
+
+
+def header_accuracy(model, paths, labels, preprocessing: dict, batch_size: int = 64) -> float:
+    """Top-1 of ``model`` (a plain timm model, or a transformers classifier) on image files, preprocessed by
+    ``header_images``."""
+    import torch
+
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(paths), batch_size):
+            x = header_images(paths[start : start + batch_size], preprocessing)
+            out = model(x) if not hasattr(model, "config") else model(pixel_values=x).logits
+            hits += int((out.argmax(-1) == torch.as_tensor(labels[start : start + batch_size])).sum())
+    return hits / len(paths)

@@ -7,7 +7,10 @@ quantized: for QLoRA re-quantized, in bitsandbytes' own serialization (packed co
 nested statistics, code book); for QA-LoRA with the update folded into the zeros / offsets and
 the trained codes unchanged (``{layer}.codes`` packed uint8, ``.scales``, ``.zeros`` or
 ``.offsets``, ``.codebook`` for nf4 / fp4, ``.bias``; the header also records the format, the
-group size and every quantized layer's shape). The safetensors header records the run config.
+group size and every quantized layer's shape). The safetensors header records the run config and
+how the run made its test images (``preprocessing``: channels, resize, interpolation, no crop, and
+data.normalize's mean and std, also under ``mean``, ``std``, ``interpolation``); an HF image model's
+directory holds the same record in peftlab_preprocessing.json.
 Load and run either with ``load_quantized(path)``::
 
     from peftlab.export import load_quantized
@@ -38,6 +41,7 @@ from peftlab.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, 
 from peftlab.config import dump_config, load_config
 from peftlab.config_checks import MAX_INT, shown
 from peftlab.config_sections import architecture_only
+from peftlab.data.build import eval_preprocessing
 from peftlab.errors import UserError, WeightsError
 from peftlab.families import family_of
 from peftlab.files import check_output, one_line, read_json, write_atomic
@@ -59,6 +63,7 @@ from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.weights import read_safetensors
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
+PREPROCESSING_FILE = "peftlab_preprocessing.json"  # an HF image model's export: how its test images were made
 
 
 def conv1d_from_linear(linear: torch.nn.Linear) -> torch.nn.Module:
@@ -255,8 +260,12 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     num_classes = num_classes_of(cfg, result, run_dir)
     if hf:  # a directory that transformers' AutoModelFor...Classification (or CausalLM).from_pretrained loads
         save_hf_model(model, out)
+        if cfg.model.source != "hf-text":  # a text model's inputs are its tokenizer's, which it names itself
+            preprocessing = json.dumps(run_preprocessing(cfg, model), indent=2)
+            write_atomic(out / PREPROCESSING_FILE, lambda tmp: Path(tmp).write_text(preprocessing + "\n"))
         return out
     spec = input_spec(model)
+    preprocessing = run_preprocessing(cfg, model)
     metadata = {
         "format": "timm",
         "peftlab_config": dump_config(cfg),
@@ -264,8 +273,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         "timm_model": cfg.model.name,
         "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
         "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
-        "mean": json.dumps(list(spec.mean)),
-        "std": json.dumps(list(spec.std)),
+        # what the run fed the model (data.normalize, data.interpolation), not the model's defaults
+        "mean": json.dumps(preprocessing["mean"]),
+        "std": json.dumps(preprocessing["std"]),
+        "interpolation": preprocessing["interpolation"],
+        "preprocessing": json.dumps(preprocessing),
     }
     if unmerged:
         metadata["format"] = "peftlab-unmerged"
@@ -274,6 +286,12 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     state = unshared(model.state_dict())  # a module shared by several layers (Lily's) is written once each
     write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return out
+
+
+def run_preprocessing(cfg, model: torch.nn.Module) -> dict:
+    """How the run made its evaluation images (``peftlab.data.build.eval_preprocessing``) for ``model``."""
+    spec = input_spec(model)
+    return eval_preprocessing(cfg.data, spec.img_size, spec.in_chans, spec.mean, spec.std)
 
 
 def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:

@@ -10,10 +10,21 @@ analysis reads the record, the recipe writes it.
 from __future__ import annotations
 
 
-def protocol_card(cfg, split_sources: dict[str, str], img_size: int | None, mean, std, counts: dict) -> dict:
+def protocol_card(
+    cfg,
+    split_sources: dict[str, str],
+    img_size: int | None,
+    mean,
+    std,
+    counts: dict,
+    steps: int | None = None,
+    epochs_bound: bool = True,
+) -> dict:
     """The record of one run: ``cfg`` its RunConfig, ``split_sources`` the data info's, ``counts`` its
     final parameter counts (trainable with and without the head); ``img_size`` None for a text model,
-    whose inputs are its tokens (``tokens``)."""
+    whose inputs are its tokens (``tokens``). Its length is what ran: ``steps`` the optimizer steps taken,
+    ``epochs`` only where train.epochs bounded the run; where train.max_steps stopped it first, ``epochs``
+    is None and ``max_steps`` names the bound (a preset's 100 epochs that never ran are not recorded)."""
     data, train = cfg.data, cfg.train
     head = counts.get("head")
     text = img_size is None
@@ -39,7 +50,9 @@ def protocol_card(cfg, split_sources: dict[str, str], img_size: int | None, mean
     return {
         **inputs,
         "augmentation": "random crop and horizontal flip" if data.augment and not text else "none",
-        "epochs": train.epochs,
+        "epochs": train.epochs if epochs_bound else None,
+        "max_steps": None if epochs_bound else train.max_steps,
+        "steps": steps,
         "warmup": f"{train.warmup_ratio:g} of the steps, linear",
         "schedule": "cosine decay to 0",
         "batch_size": train.batch_size * train.grad_accum,

@@ -201,3 +201,24 @@ def test_health_figures_take_the_study_palette_and_display_names(study, tmp_path
     assert colors == [palette["variant"]["lora r=4"], palette["variant"]["lora r=8"]]
     titles = [ax.get_title() for ax in drawn[1].axes if ax.get_visible()]
     assert titles == ["full (seed 0)", "LoRA ($r{=}4$) (seed 0)", "lora r=8 (seed 0)"]
+
+
+@pytest.mark.parametrize("recorded", [None, False])  # False: as result files recorded it before the verdict was None
+def test_runs_without_validation_get_no_convergence_verdict(tmp_path, recorded):
+    """Final runs on train + val (data.trainval) have no validation curve: no "did not converge", and the
+    section says why there is no verdict."""
+    for seed in range(4):
+        write_run(tmp_path, f"t{seed}", "lora", "lora", seed, r=4)
+        path = tmp_path / "runs" / f"t{seed}" / "result.json"
+        result = json.loads(path.read_text())
+        result["convergence"] = {
+            "converged": recorded,
+            "gain_last_window": None,
+            "reason": "no evaluation on the validation split",
+            "steps_to": {"90": None, "95": None, "99": None},
+        }
+        path.write_text(json.dumps(result))
+    text = "\n".join(report_section(tmp_path, tmp_path / "figures"))
+    assert "did not converge" not in text and "runs converged" not in text
+    assert "| lora | 4 | 4 / 0 / 0 | 0 | 0 | no verdict | n/a | 4 of 4 |" in text
+    assert "Convergence: no verdict for any run: no evaluation on the validation split (4 runs)." in text

@@ -295,3 +295,19 @@ def test_borrowed_configurations_are_marked_wherever_they_are_compared(tmp_path)
     tuning = (tmp_path / "tables" / "tuning.tex").read_text()
     assert r"$^{\ddagger}$ (in the other tables): not tuned itself" in tuning
     assert "lora r=8 at those of lora r=4" in tuning
+
+
+@pytest.mark.parametrize("val_column", ["absent", "null"])
+def test_final_runs_on_train_and_val_fill_the_test_column(study, val_column):
+    """Final runs on train800val200 (data.trainval) have no validation score; their test score is there."""
+    from peftlab.analysis.tuning_table import latex_table
+
+    directory, records = study
+    runs = pd.DataFrame(
+        {"status": "completed", "groups": "main", "method": "lora", "seed": [0, 1], "metrics.test_top1": [0.7, 0.8]}
+    )
+    if val_column == "null":
+        runs["metrics.val_top1"] = None
+    row = next(line for line in report_section(directory, runs, directory / "figures") if line.startswith("| lora"))
+    assert row.endswith("| - | 75.00 (2 seeds) |"), row
+    assert "-- & 75.0 & 2" in latex_table(records, runs)

@@ -238,8 +238,10 @@ def test_convergence_of_a_rising_and_a_flat_curve():
     flat = convergence(evals((25, 0.50), (50, 0.697), (75, 0.698), (100, 0.70)))
     assert flat["converged"] and flat["plateau_step"] == 50 and flat["steps_to"]["95"] == 50
     single = convergence(evals((100, 0.7)))
-    assert not single["converged"] and "eval_every" in single["reason"]
-    assert convergence([])["reason"] == "no evaluation on the validation split"
+    assert rising["converged"] is False and flat["converged"] is True
+    assert single["converged"] is None and "eval_every" in single["reason"]  # no curve, no verdict
+    none = convergence([])  # no validation split (data.trainval)
+    assert none["converged"] is None and none["reason"] == "no evaluation on the validation split"
 
 
 def test_health_verdicts():

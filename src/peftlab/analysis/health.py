@@ -80,7 +80,9 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
                 "first_exploding": first.get("exploding"),
                 "first_vanishing": first.get("vanishing"),
                 "flagged_groups": ", ".join(sorted({g for flag in groups.values() for g in flag})),
-                "converged": conv.get("converged"),
+                # no verdict without a validation curve: result files written before the monitor said None
+                # there recorded false beside a reason that says there was nothing to judge
+                "converged": conv.get("converged") if conv.get("gain_last_window") is not None else None,
                 "gain_last_window": conv.get("gain_last_window"),
                 "convergence_reason": conv.get("reason"),
                 "steps_to_95": (conv.get("steps_to") or {}).get("95"),
@@ -251,11 +253,13 @@ def report_section(study_dir: str | Path, figures_dir: Path, labels=None, palett
         verdicts = group["verdict"].value_counts()
         gain = group["gain_last_window"].dropna()
         gain_text = f"{100 * gain.mean():+.2f}" if len(gain) else "n/a"
+        judged = int(group["converged"].notna().sum())  # runs without a validation curve have no verdict
+        converged = f"{int((group['converged'] == True).sum())} of {judged}" if judged else "no verdict"  # noqa: E712
         lines.append(
             f"| {variant} | {len(group)} | {verdicts.get('stable', 0)} / {verdicts.get('warnings', 0)} / "
             f"{verdicts.get('unstable', 0)} | {int(group['exploding'].fillna(0).sum())} | "
-            f"{int(group['vanishing'].fillna(0).sum())} | {int((group['converged'] == True).sum())} of "  # noqa: E712 - element-wise
-            f"{len(group)} | {gain_text} | {int((group['frozen_equal'] == True).sum())} of {len(group)} |"  # noqa: E712 - element-wise
+            f"{int(group['vanishing'].fillna(0).sum())} | {converged} | "
+            f"{gain_text} | {int((group['frozen_equal'] == True).sum())} of {len(group)} |"  # noqa: E712 - element-wise
         )
     lines.append("")
 
@@ -310,8 +314,13 @@ def convergence_lines(table) -> list[str]:
     """Markdown lines: whether every run converged, else the ones that did not."""
     lines = []
     not_converged = table[table["converged"] == False]  # noqa: E712 - None (unknown) is not False
+    unjudged = table[table["converged"].isna()]
+    known = len(table) - len(unjudged)
+    if not known:
+        lines += ["Convergence: no verdict for any run: " + unjudged_reasons(unjudged), ""]
+        return lines
     if not_converged.empty:
-        lines += [f"Convergence: all {len(table)} runs converged by that rule.", ""]
+        lines += [f"Convergence: all {known} runs with a validation curve converged by that rule.", ""]
     else:
         lines += [f"Convergence: {under_training_note(table)}", ""]
         if len(not_converged) <= MAX_LISTED:
@@ -323,7 +332,16 @@ def convergence_lines(table) -> list[str]:
             for row in not_converged.sort_values("gain_last_window", ascending=False).head(MAX_LISTED).itertuples():
                 lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
         lines.append("")
+    if len(unjudged):
+        lines += [f"No convergence verdict for {len(unjudged)} of {len(table)} runs: " + unjudged_reasons(unjudged), ""]
     return lines
+
+
+def unjudged_reasons(unjudged: pd.DataFrame) -> str:
+    """Why runs have no convergence verdict, each reason once with its count (no validation split, too few
+    evaluations)."""
+    reasons = unjudged["convergence_reason"].fillna("not recorded").value_counts()
+    return "; ".join(f"{reason} ({count} runs)" for reason, count in reasons.items()) + "."
 
 
 def health_figure_lines(study_dir: str | Path, figures_dir: Path, labels=None, palette=None) -> list[str]:

@@ -4,6 +4,7 @@ does not reproduce. A setting that differs between configurations is listed per 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -20,7 +21,9 @@ ROWS = (  # (record key, what the card calls it)
     ("normalization", "normalization"),
     ("tokens", "tokens"),
     ("augmentation", "augmentation"),
-    ("epochs", "epochs"),
+    ("epochs", "epochs"),  # only where they bounded the run
+    ("max_steps", "stopped by train.max_steps at"),
+    ("steps", "optimizer steps run"),
     ("warmup", "warm-up"),
     ("schedule", "schedule"),
     ("batch_size", "batch size"),
@@ -34,12 +37,22 @@ ROWS = (  # (record key, what the card calls it)
 )
 
 
+def shown_value(value) -> str:
+    """A card value as text: a count that pandas turned into a float (a column with nulls) as an integer; a
+    setting a configuration does not have (its epochs when train.max_steps stopped it) as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def agreed_value(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
     """One value when every configuration agrees, else each configuration's."""
-    distinct = list(dict.fromkeys(str(v) for v in values))
+    distinct = list(dict.fromkeys(shown_value(v) for v in values))
     if len(distinct) == 1:
         return distinct[0]
-    per = {labels.get(v, v): str(x) for v, x in zip(variants, values)}
+    per = {labels.get(v, v): shown_value(x) for v, x in zip(variants, values)}
     return "; ".join(f"{name}: {value}" for name, value in per.items())
 
 
@@ -87,6 +100,13 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
             f"Protocol preset {preset}: the settings above are its own; peftlab does not reproduce that {difference}."
             for difference in PRESET_DIFFERENCES.get(preset, [])
         ]
+        cut = runs[(runs["config.protocol"] == preset) & runs.get("protocol.max_steps", pd.Series(dtype=float)).notna()]
+        if not cut.empty:
+            steps, epochs = shown_value(cut["protocol.steps"].max()), shown_value(cut["config.train.epochs"].iloc[0])
+            notes.append(
+                f"Protocol preset {preset}: train.max_steps stopped its runs ({steps} optimizer steps at most) "
+                f"before the preset's {epochs} epochs."
+            )
     notes += [f"Warning: {note}." for note in data_notes(study_dir, list(done["run_id"]))]
     return rows, notes
 

@@ -230,10 +230,29 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
         images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
         lines.append(
             f"- training {'examples' if is_text(df) else 'images'} per run: {images}"
-            f"; epochs: {', '.join(map(str, sorted(df['config.train.epochs'].dropna().unique())))}"
+            f"; {run_length(done if not done.empty else df)}"
         )
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     return lines + [""]
+
+
+def run_length(df: pd.DataFrame) -> str:
+    """How long the runs trained, as they ran (result.json's protocol record): epochs where they bounded a
+    run, the optimizer steps where train.max_steps stopped it first; from the configs for runs without
+    the record."""
+    if "protocol.steps" in df and df["protocol.steps"].notna().any():
+        epochs = df["protocol.epochs"].dropna() if "protocol.epochs" in df else pd.Series(dtype=float)
+        cut = df[df["protocol.max_steps"].notna()] if "protocol.max_steps" in df else df.iloc[:0]
+        parts = [f"epochs: {', '.join(str(int(e)) for e in sorted(epochs.unique()))}"] if not epochs.empty else []
+        if not cut.empty:
+            steps = ", ".join(str(int(s)) for s in sorted(cut["protocol.steps"].dropna().unique()))
+            parts.append(f"optimizer steps (train.max_steps stopped the runs first): {steps}")
+        return "; ".join(parts)
+    epochs = sorted(df["config.train.epochs"].dropna().unique()) if "config.train.epochs" in df else []
+    max_steps = sorted(df["config.train.max_steps"].dropna().unique()) if "config.train.max_steps" in df else []
+    if max_steps:  # which bound stopped a run is in its protocol record only
+        return f"epochs: {', '.join(map(str, epochs))}, at most {', '.join(str(int(s)) for s in max_steps)} steps"
+    return f"epochs: {', '.join(map(str, epochs))}"
 
 
 def _failures(df: pd.DataFrame) -> list[str]:

@@ -108,10 +108,12 @@ def final_metrics(metric: str) -> tuple[str, str]:
 def final_scores(df: pd.DataFrame, metric: str = "val_top1") -> pd.DataFrame:
     """Per configuration and, for selection.json files that do not name theirs, per method: mean validation
     and test score of the search's ``metric`` (top-1 in %, F1 and Matthews times 100, a perplexity as it is)
-    of its completed runs (a method's: its main-table runs), and their count."""
+    of its completed runs (a method's: its main-table runs), and their count. Final runs on train + val
+    (data.trainval) have no validation score: their val is NaN, their test is there."""
     done, (val, test) = completed_runs(df), final_metrics(metric)
-    if done.empty or val not in done or test not in done:
+    if done.empty or test not in done:
         return pd.DataFrame(columns=["val", "test", "n"])
+    done = done.assign(**{column: pd.to_numeric(done.get(column), errors="coerce") for column in (val, test)})
     main, times = done[done["groups"].str.split(",").apply(lambda g: "main" in g)], scale(metric)
     per_method = main.groupby("method").agg(val=(val, "mean"), test=(test, "mean"), n=("seed", "nunique"))
     if "variant" not in done:  # a table of methods only
@@ -353,7 +355,8 @@ def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None)
         chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
         chosen_val = f"{scale(search['metric']) * chosen['value']:.2f}" if chosen else "-"
         final_text = (
-            f"{final['val']:.2f} | {final['test']:.2f} ({int(final['n'])} seed{'s' if final['n'] != 1 else ''})"
+            f"{shown_score(final['val'], 2, '-')} | {shown_score(final['test'], 2, '-')} "
+            f"({int(final['n'])} seed{'s' if final['n'] != 1 else ''})"
             if final is not None
             else "- | -"
         )
@@ -385,6 +388,11 @@ def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
         *lines,
         "",
     ]
+
+
+def shown_score(value: float, digits: int, missing: str) -> str:
+    """A final-runs score with ``digits`` decimals, or ``missing`` where there is none (no validation split)."""
+    return missing if pd.isna(value) else f"{value:.{digits}f}"
 
 
 def search_words(search: dict) -> str:

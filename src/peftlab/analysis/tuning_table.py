@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
-from peftlab.analysis.tuning import added_count, final_scores, scores_of, state
+from peftlab.analysis.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.tuning_choices import borrowed_note, borrowers, edges, search_name
 from peftlab.analysis.units import scale, score_name, units
 from peftlab.run_result import lower_is_better
@@ -102,7 +102,9 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
             chosen_text = "-- & -- & --"
         final = scores_of(record, scores)
         finals = (
-            f"{final['val']:.1f} & {final['test']:.1f} & {int(final['n'])}" if final is not None else "-- & -- & --"
+            f"{shown_score(final['val'], 1, '--')} & {shown_score(final['test'], 1, '--')} & {int(final['n'])}"
+            if final is not None
+            else "-- & -- & --"
         )
         lines.append(f"{name} & {latex_space(record)} & {latex_trials(record)} & {chosen_text} & {finals} \\\\")
     lines += [r"\bottomrule", r"\end{tabularx}"]

@@ -23,6 +23,7 @@ from peftlab.data.datasets import (
     ArrayDataset,
     DecodedFiles,
     FileDataset,
+    channel_stats,
     crop_padding,
     load_image,
     make_transform,
@@ -285,6 +286,27 @@ def normalization(normalize: str, mean, std) -> tuple[tuple, tuple]:
     if normalize == "none":
         return (0.0,) * len(mean), (1.0,) * len(std)
     return tuple(mean), tuple(std)
+
+
+def eval_preprocessing(cfg, img_size: int, in_chans: int, mean, std) -> dict:
+    """How an evaluation image is made from its file, as ``build_data`` makes it for the model of
+    ``img_size``, ``in_chans`` and default ``mean`` / ``std``: what an export's header states, so that
+    code without peftlab feeds the exported model what it was tested on. No crop at evaluation (the random
+    crop is a training augmentation): the whole image is resized to img_size x img_size."""
+    normalize = getattr(cfg, "normalize", "model")
+    mean, std = channel_stats(*normalization(normalize, mean, std), in_chans)
+    return {
+        "channels": "L" if in_chans == 1 else "RGB",  # PIL's convert()
+        "resize": [img_size, img_size],
+        "interpolation": getattr(cfg, "interpolation", "bilinear"),
+        "antialias": True,
+        "rounded_to_uint8": True,  # the resized pixels are rounded to 0..255 before they are scaled
+        "crop": None,
+        "scale": 1 / 255,
+        "normalize": normalize,
+        "mean": [round(float(v), 7) for v in mean],  # float32 values: 7 digits
+        "std": [round(float(v), 7) for v in std],
+    }
 
 
 def format_data_info(info: DataInfo) -> str:

@@ -105,8 +105,9 @@ class ImageTransform:
         return self.normalise(x)
 
 
-def make_transform(mean, std, in_chans: int, crop_pad: int = 0, flip: bool = False) -> ImageTransform:
-    """mean/std of length in_chans or 1; for in_chans == 1, RGB statistics are averaged."""
+def channel_stats(mean, std, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean/std of length in_chans or 1 as float32 in_chans-vectors; for in_chans == 1, RGB statistics are
+    averaged."""
     mean, std = torch.tensor(mean, dtype=torch.float32).flatten(), torch.tensor(std, dtype=torch.float32).flatten()
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans={in_chans}: expected 1 or 3")
@@ -114,7 +115,12 @@ def make_transform(mean, std, in_chans: int, crop_pad: int = 0, flip: bool = Fal
         mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
     if len(mean) not in (1, in_chans) or len(std) != len(mean) or (std <= 0).any():
         raise ValueError(f"mean={mean.tolist()} std={std.tolist()}: expected {in_chans} values each, std > 0")
-    mean, std = mean.expand(in_chans).reshape(-1, 1, 1), std.expand(in_chans).reshape(-1, 1, 1)
+    return mean.expand(in_chans), std.expand(in_chans)
+
+
+def make_transform(mean, std, in_chans: int, crop_pad: int = 0, flip: bool = False) -> ImageTransform:
+    """mean/std as ``channel_stats`` takes them."""
+    mean, std = (v.reshape(-1, 1, 1) for v in channel_stats(mean, std, in_chans))
     return ImageTransform(scale=1 / (255 * std), shift=-mean / std, crop_pad=crop_pad, flip=flip)
 
 

@@ -117,7 +117,10 @@ def cut_texts(texts: list[str], cfg, split: str, first_index: int = 0) -> tuple[
 
 def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[TokenDataset, int]:
     """``samples`` (TextSamples: texts as 1- or 2-tuples, labels) as a TokenDataset; how many were cut."""
-    columns = list(zip(*samples.texts)) if len(samples) else [[]]
+    if not len(samples):  # no val split (data.trainval): transformers' fast tokenizer fails on an empty list
+        empty = torch.zeros(0, 2, cfg.max_length, dtype=torch.long)
+        return TokenDataset(empty, torch.zeros(0, dtype=torch.long), trim=cfg.padding == "longest"), 0
+    columns = list(zip(*samples.texts))
     first, cut_first = cut_texts(list(columns[0]), cfg, split)
     second, cut_second = cut_texts(list(columns[1]), cfg, split) if len(columns) > 1 else (None, set())
     lengths = [len(ids) for ids in tokenizer(first, second, truncation=False, padding=False)["input_ids"]]
@@ -136,12 +139,12 @@ def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[Toke
         return_tensors="pt",
     )
     ids, mask = encoded["input_ids"].long(), encoded["attention_mask"].long()
-    if len(samples) and int(ids.max()) >= vocab_size:
+    if int(ids.max()) >= vocab_size:
         raise DataError(
             f"{split}: the tokenizer gave token id {int(ids.max())}, outside the model's vocabulary of "
             f"{vocab_size}: expected the tokenizer saved with the model"
         )
-    tokens = torch.stack([ids, mask], dim=1) if len(samples) else torch.zeros(0, 2, cfg.max_length, dtype=torch.long)
+    tokens = torch.stack([ids, mask], dim=1)
     labels = torch.as_tensor(samples.labels, dtype=torch.long)
     return TokenDataset(tokens, labels, trim=cfg.padding == "longest"), len(cut)
 

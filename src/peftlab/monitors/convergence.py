@@ -6,8 +6,9 @@ From the evaluations (step, val top-1) in metrics.jsonl, the last one being the 
 - ``plateau_step``: the first evaluation after which val top-1 never rose by ``tolerance`` or more.
 - ``gain_last_window``: final val top-1 minus the best value before the last ``window`` of
   training (a fraction of the steps).
-- ``converged``: that gain is below ``tolerance``. With fewer than two evaluations, or none
-  before the window, it is false and ``reason`` says why (set ``train.eval_every``).
+- ``converged``: that gain is below ``tolerance``. Without a validation curve to judge (no
+  validation split, as with data.trainval; fewer than two evaluations, or none before the window)
+  there is no verdict: it is None and ``reason`` says why (set ``train.eval_every``).
 
 A decaying learning rate also flattens the curve, so a run can plateau without having
 converged in the sense of "more steps would not help"; ``converged: false`` is the strong
@@ -45,7 +46,7 @@ def convergence(records: list[dict], window: float = 0.25, tolerance: float = 0.
         "plateau_step": None,
         "gain_last_window": None,
         "train_loss_change_last_window": None,
-        "converged": False,
+        "converged": None,  # no verdict until a curve supports one
         "reason": None,
     }
     if not curve:

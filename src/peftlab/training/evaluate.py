@@ -37,10 +37,12 @@ def evaluate(
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
     where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end."""
-    was_training = model.training
-    model.eval()
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
+    if n == 0:  # no validation split (data.trainval, data.val_fraction 0): no batch at all, so no accuracy (never 0%)
+        return not_evaluated()  # torch.arange(0).split(b) is one empty batch, which no model or collate takes
+    was_training = model.training
+    model.eval()
     sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
     counts = None  # per class: labelled, predicted, labelled and predicted (the confusion matrix's margins and
     # diagonal, all F1 and Matthews need: classes x classes counts would be 8 TB at a million classes)
@@ -74,8 +76,6 @@ def evaluate(
         model
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
-    if n == 0:  # data.val_fraction 0: no validation split, so no accuracy (never 0%)
-        return not_evaluated(seconds)
     scores = {"f1": None, "matthews": None, "perplexity": None}
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))

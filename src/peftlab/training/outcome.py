@@ -163,12 +163,19 @@ def result_record(
             getattr(data.spec, "mean", None),
             getattr(data.spec, "std", None),
             {**final, "head": head_count(tuner)},
+            steps=pos.step,
+            epochs_bound=epochs_bound(s.tc, data.batches_per_epoch),
         ),
         provenance=state.provenance,
         **summarize(
             monitor, s.log.records(), train_seconds=pos.train_seconds
         ),  # health, monitors, convergence, frozen_base
     )
+
+
+def epochs_bound(tc, batches_per_epoch: int) -> bool:
+    """Whether train.epochs bounded the run (``recipe.load_data``'s total steps), not train.max_steps."""
+    return tc.max_steps is None or math.ceil(batches_per_epoch / tc.grad_accum) * tc.epochs <= tc.max_steps
 
 
 def head_count(tuner) -> int:

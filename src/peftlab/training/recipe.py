@@ -161,7 +161,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
         compiled = compile_model(
             model,
             (min(tc.batch_size, len(data.splits.train)), *shape),
-            (min(tc.eval_batch_size, len(data.splits.val)), *shape),
+            (min(tc.eval_batch_size, len(data.splits.val) or len(data.splits.test)), *shape),  # no val: data.trainval
             s.device,
             tc.precision,
         )
