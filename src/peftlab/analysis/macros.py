@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
@@ -32,14 +33,14 @@ CONFIG_MACROS = {
     "model.patch_size": "cfgPatchSize",
     "model.depth": "cfgDepth",
     "model.embed_dim": "cfgEmbedDim",
-    "data.train_subset": "cfgTrainImages",
-    "data.test_subset": "cfgTestImages",
     "train.epochs": "cfgEpochs",
     "train.batch_size": "cfgBatchSize",
     "train.lr": "cfgLr",
 }
 # and in a text study (paper.modality: text or causal-lm)
 TEXT_CONFIG_MACROS = {"data.max_length": "cfgMaxLength"}
+# the examples a split held, as result.json's provenance.data.split_sizes records them (load.py: data.<split>_size)
+SIZE_MACROS = {"train": "cfgTrainImages", "test": "cfgTestImages"}
 
 
 class Numbers:
@@ -206,11 +207,33 @@ def define_study(numbers: Numbers, study) -> None:
         if key == "model.name" and values != study.config(key):
             source = "the completed runs' models: an HF model's directory (config.model.path), as the report names it"
         add(name, text, source)
+    for split, name in SIZE_MACROS.items():  # left out where no run recorded its split sizes: no "n/a" in prose
+        sizes = split_sizes(done, split)
+        if sizes:
+            add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
+    epochs = study.config("train.epochs")
+    add("cfgEpochsNoun", "epoch" if epochs == [1] else "epochs", "cfgEpochs' noun")
     add(
         "cfgMethods",
-        words([METHOD_NAMES.get(m, latex_escape(m)) for m in dict.fromkeys(done["method"])]),
-        "methods of the completed runs",
+        words([method_words(study, m) for m in dict.fromkeys(done["method"])]),
+        "methods of the completed runs, by the study's labels (report.labels)",
     )
+
+
+def split_sizes(done, split: str) -> list[int]:
+    """The distinct sizes of a split among the completed runs, sorted; [] where no run recorded it."""
+    column = f"data.{split}_size"
+    if column not in done:
+        return []
+    return sorted({int(size) for size in done[column].dropna()})
+
+
+def method_words(study, method: str) -> str:
+    """A method as prose names it: the study's label (report.labels), else "full fine-tuning", "a linear
+    probe", "LoRA", else its registry name."""
+    if method in study.labels:
+        return study.method_name(method)
+    return METHOD_NAMES.get(method, latex_escape(method))
 
 
 def define_environment(numbers: Numbers, study) -> None:
@@ -224,6 +247,7 @@ def define_environment(numbers: Numbers, study) -> None:
         )
     add("envDevice", latex_escape(str(hardware.get("cpu") or hardware.get("device") or "n/a")), "provenance.hardware")
     add("envThreads", latex_escape(str(env.get("threads", "n/a"))), "provenance.threads")
+    add("envThreadsNoun", "thread" if env.get("threads") == 1 else "threads", "envThreads' noun")
     add("envPrecision", latex_escape(str(env.get("dtype", "n/a"))), "provenance.dtype")
     sha = str(env.get("git_sha") or "unknown")
     add("envGitSha", latex_escape(sha[:12] + (" (dirty)" if env.get("git_dirty") else "")), "provenance.git_sha")
@@ -314,8 +338,9 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             words([study.name(v) for v in significant["variant"]]) or "none",
             "variants that differ from the baseline with Holm-corrected p < alpha",
         )
-    if rank_trend(study):
-        add("rankTrend", rank_trend(study), f"how mean {score.name} of the LoRA variants changes with r")
+    trend = rank_trend(study)
+    if trend:
+        add("rankTrend", trend, f"how mean {score.name} of the LoRA variants changes with r, as tested")
     add(
         "ourOrder",
         words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
@@ -403,18 +428,47 @@ def config_value(value) -> str:
     return latex_escape(value)
 
 
+def rank_variants(done) -> dict:
+    """r -> the LoRA configuration (variant) run at that rank, for the LoRA configurations that differ only
+    by r: a group of the study whose LoRA runs vary r (a rank ablation), else every LoRA configuration when
+    each rank is one configuration; {} where ranks cannot be told apart from other axes."""
+    if "config.method.r" not in done:
+        return {}
+    lora = done[(done["method"] == "lora") & done["config.method.r"].notna()]
+    in_group = lora["groups"].fillna("").str.split(",") if "groups" in lora else pd.Series([[]] * len(lora))
+    groups = list(dict.fromkeys(g for names in in_group for g in names if g))
+    candidates = [lora[in_group.map(lambda names, g=g: g in names)] for g in groups] + [lora]
+    for runs in candidates:
+        per_rank = runs.groupby("config.method.r")["variant"].unique()
+        if len(per_rank) >= 2 and all(len(v) == 1 for v in per_rank):
+            return {int(r): str(v[0]) for r, v in per_rank.sort_index().items()}
+    return {}
+
+
 def rank_trend(study) -> str | None:
-    """ "increases", "decreases" or "is not monotonic" (mean primary score of LoRA against r: test top-1, or a
-    study of causal LMs' test perplexity); None with fewer than two LoRA ranks."""
-    if "config.method.r" not in study.done:
+    """How the mean primary score of LoRA changes with r (test top-1, or a study of causal LMs' test
+    perplexity), as far as a test supports it: "increases" or "decreases" only where every step from one rank
+    to the next differs in that direction by a paired t-test on matched seeds (Holm-corrected across the steps,
+    p < ALPHA); otherwise the sentence says that no trend is supported and gives the p-values. None with fewer
+    than two ranks."""
+    from peftlab.analysis.comparisons import compare_paired, holm
+
+    variants = rank_variants(study.done)
+    if len(variants) < 2:
         return None
-    lora = study.done[(study.done["method"] == "lora") & study.done["config.method.r"].notna()]
-    means = lora.groupby("config.method.r")[study.score.metric].mean().sort_index()
-    if len(means) < 2:
-        return None
-    steps = np.diff(means.to_numpy())
-    if (steps > 0).all():
-        return "increases"
-    if (steps < 0).all():
-        return "decreases"
-    return "is not monotonic"
+    metric, done = study.score.metric, study.done
+    ranks = list(variants)
+    steps = []
+    for low, high in zip(ranks, ranks[1:]):
+        a = done[done["variant"] == variants[high]].set_index("seed")[metric].dropna()
+        b = done[done["variant"] == variants[low]].set_index("seed")[metric].dropna()
+        seeds = a.index.intersection(b.index)
+        steps.append(compare_paired(a[seeds].to_numpy(), b[seeds].to_numpy()))
+    adjusted = holm([step["p_ttest"] for step in steps])
+    diffs = np.array([step["mean_diff"] for step in steps])
+    tests = "paired t-test between neighbouring ranks on matched seeds, Holm-corrected"
+    if np.all(adjusted < ALPHA) and (np.all(diffs > 0) or np.all(diffs < 0)):
+        direction = "increases" if np.all(diffs > 0) else "decreases"
+        return f"{direction} with $r$ (each step: {tests} $p < {ALPHA:g}$)"
+    ps = words([pvalue(p) for p in adjusted])
+    return f"shows no trend with $r$ that a test supports ({tests}: $p$ = {ps})"

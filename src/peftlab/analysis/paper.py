@@ -42,6 +42,7 @@ from peftlab.analysis.macros import (
     ALPHA,
     CONFIDENCE,
     SCORE_MACROS,
+    SIZE_MACROS,
     Numbers,
     citations_of,
     define_numbers,
@@ -219,8 +220,12 @@ def pretraining_manifest(done: pd.DataFrame) -> dict | None:
 
 # --- the document -------------------------------------------------------------------------
 
-# what each method family beyond full, linear and LoRA is, said only when the study ran it
+# what each method family is, said only when the study ran it
 METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter. ",
+    "linear": "The linear probe trains only the classifier head. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block, and trains the head \\citep{hu2022lora}. ",
     "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
     "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
     "forward pass. ",
@@ -271,20 +276,34 @@ METHOD_SENTENCES = {
 
 # a causal LM's LM head stays frozen under every method but full fine-tuning (backbones.trains_head)
 LM_METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter, the language-model head included; every other method leaves "
+    "that head frozen. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block \\citep{hu2022lora}. ",
     "bitfit": "BitFit trains only the bias terms of the model \\citep{benzaken2022bitfit}. ",
     "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm \\citep{basu2024strong}. ",
 }
 
 
-def method_sentences(df: pd.DataFrame, causal: bool = False) -> str:
-    """The sentences of METHOD_SENTENCES on the method families the study ran (``causal``: a study of causal
-    LMs, whose head no method but full fine-tuning trains)."""
-    methods = set(df["method"]) if "method" in df else set()
-    quant = df.get("config.quant.mode")
+def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None = None) -> str:
+    """The sentences of METHOD_SENTENCES on the method families the study's completed runs ran (``causal``: a
+    study of causal LMs, whose head no method but full fine-tuning trains), each naming the label the tables
+    give its method (``labels``: report.labels) where the sentence does not already say it."""
+    done = completed_runs(df)
+    methods = set(done["method"]) if "method" in done else set()
+    quant = done.get("config.quant.mode")
     if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
         methods.add("quant")
     sentences = METHOD_SENTENCES | (LM_METHOD_SENTENCES if causal else {})
-    return "".join(text for name, text in sentences.items() if name in methods)
+    text = []
+    for name, sentence in sentences.items():
+        if name not in methods:
+            continue
+        label = latex_text(str((labels or {}).get(name, "")))
+        if label and label not in sentence:
+            sentence = sentence.rstrip()[:-1] + f" ({label} in the tables). "
+        text.append(sentence)
+    return "".join(text)
 
 
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
@@ -347,9 +366,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
-        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm"),
+        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm", labels=study.labels),
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
-        subsets={split: bool(study.config(f"data.{split}_subset")) for split in ("train", "test")},
+        sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,
