@@ -24,7 +24,9 @@ from peftlab.analysis import paper
 from peftlab.analysis.latex import compile_pdf, missing_latex
 from peftlab.analysis.literature import LITERATURE, bib_keys, literature_section, load_literature
 from peftlab.analysis.load import load_results
+from peftlab.analysis.load import results_sha256 as load_results_sha256
 from peftlab.analysis.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
+from peftlab.analysis.report import write_report
 from peftlab.analysis.submission import write_submission
 from peftlab.errors import UserError
 
@@ -306,6 +308,45 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
         "make paper" in reproduce and "peftlab study" in reproduce and "| full | 3 | 74.5 | 73.9 | 75.2 |" in reproduce
     )
     assert "Pretraining the base model (cached after the first time): 110 s" in reproduce
+
+
+def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
+    """A paper records the SHA-256 of the results it was built from (\\resultsSha, as the report does); a run
+    added since (a third seed beside the paper's two) makes the submission refuse in one line, not pack both."""
+    study_dir = write_study_dir(tmp_path / "default", with_failure=False, variants=["full", "linear"])
+    extra = study_dir / "runs" / "linear-s2"
+    shutil.move(extra, tmp_path / "later")  # the paper sees two seeds of linear
+    paper_dir = tmp_path / "paper"
+    paper.write_paper(study_dir, paper_dir, compile=False)
+    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 placeholder\n")
+    recorded = macros((paper_dir / "results.tex").read_text())["resultsSha"]
+    assert recorded == load_results_sha256(study_dir)
+    shutil.move(tmp_path / "later", extra)  # then the third seed's run arrives
+    study_yaml = REPO / "configs" / "studies" / "default.yaml"
+    with pytest.raises(UserError, match=r"was built from other results than .* holds now .*run `peftlab paper"):
+        write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
+    (study_dir / "study.yaml").write_text("name: default\nseeds: 2\n")
+    results = paper_dir / "results.tex"  # as a paper built from the three seeds records them
+    results.write_text(results.read_text().replace(recorded, load_results_sha256(study_dir)))
+    with pytest.raises(UserError, match="differs from .*study.yaml, the study file the runs were made from"):
+        write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
+    report = write_report(study_dir)
+    assert f"Built from the results with SHA-256 `{load_results_sha256(study_dir)}`" in report.read_text()
+
+
+def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sources, tmp_path):
+    main = (sources / "main.tex").read_text()
+    assert "make study" not in main and "studyCommand" not in main  # no record: no command is made up
+    study_dir = write_study_dir(tmp_path / "mine", with_failure=False, variants=["full", "linear"])
+    (study_dir / "command.json").write_text(
+        json.dumps({"argv": ["peftlab", "study", "my_study.yaml", "--workers", "2"], "cwd": "/x"})
+    )
+    paper.write_paper(study_dir, tmp_path / "paper", compile=False)
+    main = (tmp_path / "paper" / "main.tex").read_text()
+    assert r"\texttt{\studyCommand} trained the runs." in main and "make study" not in main
+    assert macros((tmp_path / "paper" / "results.tex").read_text())["studyCommand"] == (
+        r"peftlab study my\_study.yaml --workers 2"
+    )
 
 
 @pytest.mark.e2e

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
+from peftlab.analysis.load import results_sha256
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import PERPLEXITY, Score
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 from peftlab.analysis.units import unit
+from peftlab.files import read_json
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -196,6 +198,10 @@ def define_study(numbers: Numbers, study) -> None:
     add("studySeeds", str(done["seed"].nunique()), "distinct seeds among completed runs")
     wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
     add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
+    add("resultsSha", results_sha256(study.dir), "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
+    command = study_command(study.dir)
+    if command:
+        add("studyCommand", latex_escape(command), "the command that ran the study (command.json, peftlab study)")
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
@@ -218,6 +224,18 @@ def define_study(numbers: Numbers, study) -> None:
         words([method_words(study, m) for m in dict.fromkeys(done["method"])]),
         "methods of the completed runs, by the study's labels (report.labels)",
     )
+
+
+def study_command(study_dir) -> str | None:
+    """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
+    shell would read it; None without a readable record."""
+    import shlex
+
+    record = read_json(study_dir / "command.json") or {}
+    argv = record.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+        return None
+    return shlex.join(argv)
 
 
 def split_sizes(done, split: str) -> list[int]:

@@ -384,6 +384,7 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         incomplete=len(study.incomplete) > 0,
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
+        command="studyCommand" in numbers.macros,  # the recorded command that ran the study
     )  # runs with a protocol record
 
 

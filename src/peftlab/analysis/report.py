@@ -31,7 +31,7 @@ from peftlab.analysis.comparisons import paired_comparisons_within
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.literature import literature_section
-from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.load import environment, load_curves, load_results, results_sha256, study_axes
 from peftlab.analysis.power import ALPHA
 from peftlab.analysis.primary import (
     few_seeds_lines,
@@ -79,6 +79,7 @@ def write_report(
     options = read_report_options(study_dir / "study.yaml")
     interval = interval or options.interval
     labels = options.labels if labels is None else labels
+    built_from = results_sha256(study_dir)  # before the files are read: a run that changes later changes the hash
     df = load_results(study_dir)
     if df.empty:
         raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
@@ -92,7 +93,12 @@ def write_report(
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
-    lines = [f"# Study report: {study_dir.name}", ""]
+    lines = [
+        f"# Study report: {study_dir.name}",
+        "",
+        f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
+        "",
+    ]
     lines += _what_was_run(df, done)
     lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]

@@ -108,11 +108,22 @@ def cmd_study(args) -> int:
         report=args.report,
     )
     print(format_summary(summary, study_dir))
+    record_command(study_dir)
     if args.report:
         from peftlab.analysis.report import write_report
 
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
+
+
+COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
+
+
+def record_command(study_dir: Path) -> None:
+    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in."""
+    from peftlab.files import write_json_atomic
+
+    write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
 
 
 EXECUTOR_FLAGS = {
