@@ -18,7 +18,8 @@ from peftlab.analysis.load import results_sha256
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import PERPLEXITY, Score
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
-from peftlab.analysis.units import unit
+from peftlab.analysis.units import range_words, unit
+from peftlab.analysis.units import signed as signed_text
 from peftlab.files import read_json
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
@@ -140,7 +141,7 @@ def pct(x: float, scale: float = 100.0) -> str:
 
 def signed(x: float) -> str:
     """A difference with its sign, in math mode so the minus is a minus: $-6.2$, $+1.0$."""
-    return "--" if not np.isfinite(x) else rf"\ensuremath{{{x:+.1f}}}"
+    return "--" if not np.isfinite(x) else rf"\ensuremath{{{signed_text(x)}}}"
 
 
 def integer(x) -> str:
@@ -198,13 +199,22 @@ def define_study(numbers: Numbers, study) -> None:
     add("studySeeds", str(done["seed"].nunique()), "distinct seeds among completed runs")
     wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
     add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
-    add("resultsSha", results_sha256(study.dir), "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
+    sha = results_sha256(study.dir)
+    add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
+    add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
     command = study_command(study.dir)
     if command:
         add("studyCommand", latex_escape(command), "the command that ran the study (command.json, peftlab study)")
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
+    if "ci_clipped" in study.primary and study.primary["ci_clipped"].any():
+        metric = study.score.metric
+        add(
+            "statCutAt",
+            latex_escape(range_words([metric]) + ("%" if unit(metric) == "%" else "")),
+            "the ends of the primary score's range, where an interval was cut (intervals.clip_to_range)",
+        )
     text_study = study.modality != "vision"
     for key, name in (CONFIG_MACROS | (TEXT_CONFIG_MACROS if text_study else {})).items():
         values = study.models() if key == "model.name" else study.config(key)
@@ -219,6 +229,7 @@ def define_study(numbers: Numbers, study) -> None:
             add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
     epochs = study.config("train.epochs")
     add("cfgEpochsNoun", "epoch" if epochs == [1] else "epochs", "cfgEpochs' noun")
+    add("cfgLrNoun", "learning rate" if len(study.config("train.lr")) == 1 else "learning rates", "cfgLr's noun")
     add(
         "cfgMethods",
         words([method_words(study, m) for m in dict.fromkeys(done["method"])]),
@@ -361,7 +372,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         add("rankTrend", trend, f"how mean {score.name} of the LoRA variants changes with r, as tested")
     add(
         "ourOrder",
-        words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
+        words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
         f"variants of the methods the literature table cites, by mean {score.name}, {best} first",
     )
 

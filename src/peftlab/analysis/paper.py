@@ -34,6 +34,7 @@ from peftlab.analysis.literature import (
     bib_keys,
     load_literature,
     ranked_citations,
+    study_citations,
     study_methods,
     study_rows,
 )
@@ -59,7 +60,7 @@ from peftlab.analysis.paper_figures import (
 )
 from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.primary import primary_score
-from peftlab.analysis.report import choose_baseline, is_text, main_columns, model_names
+from peftlab.analysis.report import choose_baseline, main_columns, model_names, study_modality
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.analysis.units import unit
 from peftlab.config_paths import REPO_ROOT
@@ -79,8 +80,10 @@ def write_paper(
     literature: str | Path = LITERATURE,
     only: str | None = None,
     compile: bool = True,
+    all_literature: bool = False,
 ) -> Path:
-    """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf.
+    """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf. The literature
+    table holds the cited rows of the study's modality and tasks (``all_literature``: every row of the file).
 
     Returns the path of main.pdf, of main.tex when compile is False, or of the figures /
     tables directory. UserError for a study without completed runs, a bad literature file,
@@ -102,6 +105,8 @@ def write_paper(
             f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}"
         )
     study = Study(study_dir, df, baseline)
+    if not all_literature:
+        citations = study_citations(citations, study.modality, {str(name) for name in study.config("data.name")})
 
     if only in (None, "figures"):
         drawn = draw_figures(study, out / "figures")
@@ -194,11 +199,8 @@ def data_citations(names: list[str]) -> str:
 
 
 def modality(df: pd.DataFrame) -> str:
-    """What the study adapts, as the paper describes it: "vision" (timm or HF image models), "causal-lm" (every
-    completed run a causal LM, the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
-    if not is_text(df):
-        return "vision"
-    return "causal-lm" if primary_score(df).lower else "text"
+    """What the study adapts, as the paper describes it: report.study_modality."""
+    return study_modality(df)
 
 
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
@@ -385,7 +387,17 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
         command="studyCommand" in numbers.macros,  # the recorded command that ran the study
+        cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
+        weights=loads_weights(study),  # a random base loads none
     )  # runs with a protocol record
+
+
+def loads_weights(study: Study) -> bool:
+    """Whether some completed run started from pretrained weights: a weights file or timm's hub weights
+    (config.model.pretrained), or an HF model directory (config.model.path)."""
+    return any(value not in (None, False, "", "none") for value in study.config("model.pretrained")) or bool(
+        study.config("model.path")
+    )
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:

@@ -127,7 +127,7 @@ def write_report(
         score,
         health.convergence_caption(study_dir),
     )
-    lines += literature_section(df, metric=score.metric)
+    lines += literature_section(df, metric=score.metric, modality=study_modality(df))
     lines += ["## Figures", ""] + drawn
     lines += adaptive.report_section(study_dir, df, out / "figures", labels, metric=score.metric)  # equal budget
     lines += health.report_section(
@@ -211,6 +211,14 @@ def model_names(df: pd.DataFrame) -> pd.Series:
 
 def is_text(df: pd.DataFrame) -> bool:
     return bool((df.get("config.model.source", pd.Series(dtype=object)) == "hf-text").any())
+
+
+def study_modality(df: pd.DataFrame) -> str:
+    """What the study adapts: "vision" (timm or HF image models), "causal-lm" (every completed run a causal LM,
+    the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
+    if not is_text(df):
+        return "vision"
+    return "causal-lm" if primary_score(df).lower else "text"
 
 
 def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:

@@ -242,6 +242,11 @@ def add_paper(sub) -> None:
     p.add_argument("--only", choices=("figures", "tables"), help="write only the figures or only the tables")
     p.add_argument("--no-compile", action="store_true", help="write the LaTeX sources without compiling them")
     p.add_argument("--literature", help="published numbers for the literature table (default configs/literature.yaml)")
+    p.add_argument(
+        "--all-literature",
+        action="store_true",
+        help="every row of the literature file (default: the rows of the study's modality and tasks)",
+    )
     p.set_defaults(func=cmd_paper)
 
 
@@ -256,6 +261,7 @@ def cmd_paper(args) -> int:
         literature=args.literature or LITERATURE,
         only=args.only,
         compile=not args.no_compile,
+        all_literature=args.all_literature,
     )
     print(f"paper: {path}")
     return 0
