@@ -173,7 +173,7 @@ def test_paper_of_a_zoo_study_ranks_its_cited_methods_and_lists_its_own(tmp_path
     assert defined["litOrderVpetlCifar"] == "VPT-Deep, VPT-Shallow, Adapter, SSF and Full fine-tuning"
     assert defined["ourOrder"] == "full, ssf, vpt and pfeiffer"
     assert main.count("Of the methods this study ran, the order is") == 2  # both V-PETL settings
-    assert r"In this study the order is \ourOrder{}." in main
+    assert r"In this study the order by mean is \ourOrder{}." in main
 
 
 def test_paper_of_a_study_without_cited_methods_says_so(tmp_path):

@@ -130,7 +130,8 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         f"this archive was packed at commit `{git_head()}`.",
         f"- Machine of the runs: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device "
         f"{hardware.get('device')}{', GPU ' + str(hardware['gpu']) if hardware.get('gpu') else ''}; "
-        f"{env.get('threads')} threads per run; precision {env.get('dtype')}.",
+        f"{env.get('threads')} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
+        f"precision {env.get('dtype')}.",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " (all: requirements.lock).",
         "",
         "## Commands",
