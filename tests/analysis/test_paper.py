@@ -787,12 +787,13 @@ def test_the_setup_gives_the_split_sizes_the_runs_recorded_and_leaves_out_what_t
     study_dir = write_study_dir(tmp_path / "folder", with_failure=False, variants=["full", "lora r=8"])
     for path in study_dir.glob("runs/*/result.json"):
         result = json.loads(path.read_text())
-        result["config"]["data"].update(name="imagefolder", train_subset=None, test_subset=None)
+        result["config"]["data"].update(name="imagefolder", root="/data/fashion", train_subset=None, test_subset=None)
         result["provenance"]["data"]["split_sizes"] = {"train": 540, "val": 60, "test": 300}
         path.write_text(json.dumps(result))
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     defined = macros((tmp_path / "paper" / "results.tex").read_text())
     assert defined["cfgTrainImages"] == "540" and defined["cfgTestImages"] == "300"
+    assert defined["cfgData"] == "fashion (imagefolder)"  # the format alone does not say which images
     main = (tmp_path / "paper" / "main.tex").read_text()
     assert "and load the base weights" in main and "random weights" not in main
     for path in study_dir.glob("runs/*/result.json"):

@@ -9,6 +9,7 @@ are letters only ("lora r=8" -> ``LoraREight``), as LaTeX requires.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,9 +218,13 @@ def define_study(numbers: Numbers, study) -> None:
         )
     text_study = study.modality != "vision"
     for key, name in (CONFIG_MACROS | (TEXT_CONFIG_MACROS if text_study else {})).items():
-        values = study.models() if key == "model.name" else study.config(key)
+        values = (
+            study.models() if key == "model.name" else data_names(study) if key == "data.name" else study.config(key)
+        )
         text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
         source = f"config.{key} of the completed runs"
+        if key == "data.name":
+            source += ", a folder of the user's before its format (config.data.root's name)"
         if key == "model.name" and values != study.config(key):
             source = "the completed runs' models: an HF model's directory (config.model.path), as the report names it"
         add(name, text, source)
@@ -247,6 +252,25 @@ def study_command(study_dir) -> str | None:
     if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
         return None
     return shlex.join(argv)
+
+
+FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: the folder says which data
+
+
+def data_names(study) -> list[str]:
+    """The datasets of the completed runs as prose names them: data.name, and for a folder of the user's own
+    (imagefolder, filelist, text) the folder's name before it: "fashion (imagefolder)"."""
+    done = study.done
+    if "config.data.name" not in done:
+        return []
+    roots = done.get("config.data.root", pd.Series([None] * len(done), index=done.index))
+    names = []
+    for name, root in zip(done["config.data.name"], roots):
+        if pd.isna(name):
+            continue
+        folder = Path(str(root)).name if name in FOLDER_DATA and isinstance(root, str) and root else ""
+        names.append(f"{folder} ({name})" if folder else str(name))
+    return sorted(set(names))
 
 
 def split_sizes(done, split: str) -> list[int]:
