@@ -335,13 +335,14 @@ def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
     assert f"Built from the results with SHA-256 `{load_results_sha256(study_dir)}`" in report.read_text()
 
 
-def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sources, tmp_path):
+def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sources, tmp_path, monkeypatch):
     main = (sources / "main.tex").read_text()
     assert "make study" not in main and "studyCommand" not in main  # no record: no command is made up
     study_dir = write_study_dir(tmp_path / "mine", with_failure=False, variants=["full", "linear"])
-    (study_dir / "command.json").write_text(
-        json.dumps({"argv": ["peftlab", "study", "my_study.yaml", "--workers", "2"], "cwd": "/x"})
-    )
+    from peftlab.cli.study import record_command
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/peftlab", "study", "my_study.yaml", "--workers", "2"])
+    record_command(study_dir)  # as peftlab study does once its runs are done
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main = (tmp_path / "paper" / "main.tex").read_text()
     assert r"\texttt{\studyCommand} trained the runs." in main and "make study" not in main

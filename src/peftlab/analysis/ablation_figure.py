@@ -26,11 +26,12 @@ from peftlab.analysis.figure_style import (
     _set_numeric_axis,
     _sorted_variants,
     _variant_color,
+    clip_axis,
     figure_name,
     interval_label,
     save_figure,
 )
-from peftlab.analysis.figures import clip_axis, skip_figure
+from peftlab.analysis.figures import skip_figure
 from peftlab.analysis.intervals import completed_runs, summarize
 from peftlab.analysis.units import scale
 

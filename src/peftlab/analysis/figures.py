@@ -41,6 +41,7 @@ from peftlab.analysis.figure_style import (
     _sorted_variants,
     _variant_color,
     _variant_linestyle,
+    clip_axis,
     interval_label,
     log_tick_labels,
     save_figure,
@@ -49,7 +50,7 @@ from peftlab.analysis.figure_style import (
     study_palette,
 )
 from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
-from peftlab.analysis.units import bounds as metric_bounds
+from peftlab.analysis.units import bounds as units_bounds
 from peftlab.analysis.units import scale
 from peftlab.run_result import lower_is_better
 
@@ -275,16 +276,6 @@ def plot_quantization_tradeoff(
     return save_figure(fig, out_dir, name)
 
 
-def clip_axis(ax, metric) -> None:
-    """Keep the y axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
-    limits = metric_bounds(metric)
-    if limits is None:
-        return
-    low, high = ax.get_ylim()
-    times = scale(metric)
-    ax.set_ylim(max(low, times * limits[0]), min(high, times * limits[1]))
-
-
 def plot_convergence(
     curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None, palette=None
 ):
@@ -309,8 +300,8 @@ def plot_convergence(
         steps = np.array(sorted(values.groups))
         mean = times * values.mean().reindex(steps).to_numpy()
         bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values])
-        if metric_bounds(metric) is not None:  # an accuracy's band stops at 0 and 100%
-            bounds = np.clip(bounds, *metric_bounds(metric))
+        if units_bounds(metric) is not None:  # an accuracy's band stops at 0 and 100%
+            bounds = np.clip(bounds, *units_bounds(metric))
         bounds = bounds * times
         color, style = _variant_color(palette, group), _variant_linestyle(palette, group)
         label = _name(palette, group, labels)

@@ -9,19 +9,18 @@ are letters only ("lora r=8" -> ``LoraREight``), as LaTeX requires.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.load import results_sha256
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import PERPLEXITY, Score
+from peftlab.analysis.rank_trend import rank_trend
+from peftlab.analysis.record import data_names, split_sizes, study_command
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
 from peftlab.analysis.units import range_words, unit
 from peftlab.analysis.units import signed as signed_text
-from peftlab.files import read_json
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -242,45 +241,6 @@ def define_study(numbers: Numbers, study) -> None:
     )
 
 
-def study_command(study_dir) -> str | None:
-    """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
-    shell would read it; None without a readable record."""
-    import shlex
-
-    record = read_json(study_dir / "command.json") or {}
-    argv = record.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-        return None
-    return shlex.join(argv)
-
-
-FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: the folder says which data
-
-
-def data_names(study) -> list[str]:
-    """The datasets of the completed runs as prose names them: data.name, and for a folder of the user's own
-    (imagefolder, filelist, text) the folder's name before it: "fashion (imagefolder)"."""
-    done = study.done
-    if "config.data.name" not in done:
-        return []
-    roots = done.get("config.data.root", pd.Series([None] * len(done), index=done.index))
-    names = []
-    for name, root in zip(done["config.data.name"], roots):
-        if pd.isna(name):
-            continue
-        folder = Path(str(root)).name if name in FOLDER_DATA and isinstance(root, str) and root else ""
-        names.append(f"{folder} ({name})" if folder else str(name))
-    return sorted(set(names))
-
-
-def split_sizes(done, split: str) -> list[int]:
-    """The distinct sizes of a split among the completed runs, sorted; [] where no run recorded it."""
-    column = f"data.{split}_size"
-    if column not in done:
-        return []
-    return sorted({int(size) for size in done[column].dropna()})
-
-
 def method_words(study, method: str) -> str:
     """A method as prose names it: the study's label (report.labels), else "full fine-tuning", "a linear
     probe", "LoRA", else its registry name."""
@@ -479,49 +439,3 @@ def config_value(value) -> str:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return integer(value)
     return latex_escape(value)
-
-
-def rank_variants(done) -> dict:
-    """r -> the LoRA configuration (variant) run at that rank, for the LoRA configurations that differ only
-    by r: a group of the study whose LoRA runs vary r (a rank ablation), else every LoRA configuration when
-    each rank is one configuration; {} where ranks cannot be told apart from other axes."""
-    if "config.method.r" not in done:
-        return {}
-    lora = done[(done["method"] == "lora") & done["config.method.r"].notna()]
-    in_group = lora["groups"].fillna("").str.split(",") if "groups" in lora else pd.Series([[]] * len(lora))
-    groups = list(dict.fromkeys(g for names in in_group for g in names if g))
-    candidates = [lora[in_group.map(lambda names, g=g: g in names)] for g in groups] + [lora]
-    for runs in candidates:
-        per_rank = runs.groupby("config.method.r")["variant"].unique()
-        if len(per_rank) >= 2 and all(len(v) == 1 for v in per_rank):
-            return {int(r): str(v[0]) for r, v in per_rank.sort_index().items()}
-    return {}
-
-
-def rank_trend(study) -> str | None:
-    """How the mean primary score of LoRA changes with r (test top-1, or a study of causal LMs' test
-    perplexity), as far as a test supports it: "increases" or "decreases" only where every step from one rank
-    to the next differs in that direction by a paired t-test on matched seeds (Holm-corrected across the steps,
-    p < ALPHA); otherwise the sentence says that no trend is supported and gives the p-values. None with fewer
-    than two ranks."""
-    from peftlab.analysis.comparisons import compare_paired, holm
-
-    variants = rank_variants(study.done)
-    if len(variants) < 2:
-        return None
-    metric, done = study.score.metric, study.done
-    ranks = list(variants)
-    steps = []
-    for low, high in zip(ranks, ranks[1:]):
-        a = done[done["variant"] == variants[high]].set_index("seed")[metric].dropna()
-        b = done[done["variant"] == variants[low]].set_index("seed")[metric].dropna()
-        seeds = a.index.intersection(b.index)
-        steps.append(compare_paired(a[seeds].to_numpy(), b[seeds].to_numpy()))
-    adjusted = holm([step["p_ttest"] for step in steps])
-    diffs = np.array([step["mean_diff"] for step in steps])
-    tests = "paired t-test between neighbouring ranks on matched seeds, Holm-corrected"
-    if np.all(adjusted < ALPHA) and (np.all(diffs > 0) or np.all(diffs < 0)):
-        direction = "increases" if np.all(diffs > 0) else "decreases"
-        return f"{direction} with $r$ (each step: {tests} $p < {ALPHA:g}$)"
-    ps = words([pvalue(p) for p in adjusted])
-    return f"shows no trend with $r$ that a test supports ({tests}: $p$ = {ps})"

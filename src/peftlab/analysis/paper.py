@@ -60,6 +60,7 @@ from peftlab.analysis.paper_figures import (
 )
 from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.primary import primary_score
+from peftlab.analysis.record import loads_weights
 from peftlab.analysis.report import choose_baseline, main_columns, model_names, study_modality
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.analysis.units import unit
@@ -139,7 +140,7 @@ class Study:
             [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
         )
         self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
-        self.modality = modality(df)
+        self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
         self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.primary["variant"]]
         means = self.primary["mean"]
@@ -196,11 +197,6 @@ def data_citations(names: list[str]) -> str:
     comma-separated; "" when it holds none of them."""
     keys = (DATA_CITATIONS.get(str(name).split("/")[0]) for name in names)
     return ",".join(dict.fromkeys(key for key in keys if key))
-
-
-def modality(df: pd.DataFrame) -> str:
-    """What the study adapts, as the paper describes it: report.study_modality."""
-    return study_modality(df)
 
 
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
@@ -388,16 +384,8 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
         command="studyCommand" in numbers.macros,  # the recorded command that ran the study
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
-        weights=loads_weights(study),  # a random base loads none
+        weights=loads_weights(study.done),  # a random base loads none
     )  # runs with a protocol record
-
-
-def loads_weights(study: Study) -> bool:
-    """Whether some completed run started from pretrained weights: a weights file or timm's hub weights
-    (config.model.pretrained), or an HF model directory (config.model.path)."""
-    return any(value not in (None, False, "", "none") for value in study.config("model.pretrained")) or bool(
-        study.config("model.path")
-    )
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
