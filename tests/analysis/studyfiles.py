@@ -145,5 +145,6 @@ def completed_result(cfg, top1, trainable, wall):
             "threads": 2,
             "dtype": "fp32",
             "seed": cfg.seed,
+            "data": {"name": cfg.data.name, "split_sizes": {"train": 4000, "val": 500, "test": 2000}},
         },
     }

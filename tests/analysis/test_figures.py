@@ -504,3 +504,36 @@ def test_the_palette_gives_each_configuration_of_a_method_its_own_line_style(syn
     lora = [v for v in palette["variants"] if palette["method_of"][v] == "lora"]
     assert len({str(palette["linestyle"][v]) for v in lora}) == len(lora) == 5
     assert palette["linestyle"]["full"] == palette["linestyle"]["lora r=4"] == "-"
+
+
+def test_a_convergence_band_of_accuracies_stays_within_0_and_100_percent(drawn, tmp_path):
+    """Two seeds far apart near the top: the t-band of their mean reaches past 130%; the band and the y axis
+    stop at 100%, and at 0% below."""
+    rows = [
+        {"run_id": f"s{seed}", "variant": "bitfit", "step": step, "val_top1": top1}
+        for seed, values in enumerate(((0.80, 0.99), (0.70, 0.90)))
+        for step, top1 in zip((10, 20), values)
+    ]
+    figures.plot_convergence(pd.DataFrame(rows), tmp_path)
+    ax = drawn["convergence"].axes[0]
+    low, high = ax.get_ylim()
+    assert 0 <= low and high <= 100
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() <= 100 and band.min() >= 0
+
+
+def test_an_ablation_caption_promises_reference_lines_only_where_they_are_drawn():
+    """A rank group of LoRA runs only (the other methods in groups that do not vary r) draws no reference lines."""
+    rows = [
+        {"variant": v, "method": m, "groups": g, "axes": a, "seed": s, "status": "completed"}
+        | {"config.method.r": r, "metrics.test_top1": 0.5 + 0.01 * s}
+        for v, m, g, a, r in [
+            ("lora", "lora", "main,rank", "", 8),
+            ("lora r=16", "lora", "rank", "method.r", 16),
+            ("bitfit", "bitfit", "main", "", 8),
+        ]
+        for s in (0, 1)
+    ]
+    table = pd.DataFrame(rows)
+    assert not ablation_figure.draws_references(table, "config.method.r")
+    assert ablation_figure.draws_references(table.drop(columns="axes"), "config.method.r")  # bitfit pooled in

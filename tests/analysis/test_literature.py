@@ -17,6 +17,7 @@ from peftlab.analysis.literature import (
     ranked_citations,
 )
 from peftlab.analysis.load import load_results
+from peftlab.errors import UserError
 from peftlab.tuners import TUNERS
 
 VPETL = ("vpetl_cifar", "vpetl_vtab_mean")
@@ -158,13 +159,21 @@ def test_paper_of_a_zoo_study_ranks_its_cited_methods_and_lists_its_own(tmp_path
     ).read_text()
     table = (out / "tables" / "literature.tex").read_text()
     ours = table[table.index(r"\emph{This study (measured)}") :]
-    assert re.findall(r"^(\w+) & ", ours, flags=re.MULTILINE) == ["full", "ssf", "vpt", "pfeiffer"]
+    # every configuration run, cited or not (houlsby and difffit have no cited row), by mean test top-1
+    assert re.findall(r"^(\w+) & ", ours, flags=re.MULTILINE) == [
+        "full",
+        "houlsby",
+        "ssf",
+        "difffit",
+        "vpt",
+        "pfeiffer",
+    ]
     assert "VPT-Shallow (vpt) & 0.08M & 77.7" in table and "AdaptFormer (adaptformer) & 0.16M & 72.32" in table
     defined = macros(out)
     assert defined["litOrderVpetlCifar"] == "VPT-Deep, VPT-Shallow, Adapter, SSF and Full fine-tuning"
     assert defined["ourOrder"] == "full, ssf, vpt and pfeiffer"
     assert main.count("Of the methods this study ran, the order is") == 2  # both V-PETL settings
-    assert r"In this study the order is \ourOrder{}." in main
+    assert r"In this study the order by mean is \ourOrder{}." in main
 
 
 def test_paper_of_a_study_without_cited_methods_says_so(tmp_path):
@@ -173,7 +182,8 @@ def test_paper_of_a_study_without_cited_methods_says_so(tmp_path):
         write_study_dir(tmp_path / "none", with_failure=False, variants=["houlsby", "difffit"]), out, compile=False
     ).read_text()
     table = (out / "tables" / "literature.tex").read_text()
-    assert "No method of this study is named by a cited row." in table
+    ours = table[table.index(r"\emph{This study (measured)}") :]
+    assert "houlsby & 9.8K & 73.4" in ours and "difffit & 7.1K & 71.5" in ours
     assert "Of the methods this study ran" not in main and "No method of this study is among the cited ones." in main
     assert macros(out)["litOrderVpetlCifar"] == "n/a"
 
@@ -181,3 +191,28 @@ def test_paper_of_a_study_without_cited_methods_says_so(tmp_path):
 def test_cited_methods_are_the_peftlab_names_of_the_cited_rows(citations):
     assert cited_methods(citations) >= set(VPETL_METHODS.values())
     assert not {"houlsby", "difffit", "ln"} & cited_methods(citations)
+
+
+def test_an_image_study_s_paper_cites_rows_of_its_modality_and_lists_every_method_it_ran(tmp_path):
+    """No MMLU, MNLI or GLUE rows in an image study's literature table (the file's text and LLM settings), unless
+    asked for all; its "This study" block holds every configuration, those no cited row names included."""
+    study = write_study_dir(tmp_path / "image", with_failure=False, variants=["full", "lora r=8", "houlsby"])
+    out = tmp_path / "paper"
+    paper.write_paper(study, out, only="tables")
+    table = (out / "tables" / "literature.tex").read_text()
+    for text_row in ("MMLU", "MNLI", "GLUE", "RoBERTa", "LLaMA"):
+        assert text_row not in table, text_row
+    assert "CIFAR-100 (VTAB-1k)" in table and "VTAB-1k, mean of 19 tasks" in table
+    ours = table[table.index(r"\emph{This study (measured)}") :]
+    assert re.findall(r"^(.+?) & ", ours, flags=re.MULTILINE) == ["full", "houlsby", "lora r=8"]
+    paper.write_paper(study, tmp_path / "all", only="tables", all_literature=True)
+    assert "MMLU" in (tmp_path / "all" / "tables" / "literature.tex").read_text()
+    report = "\n".join(literature_section(load_results(study), metric="metrics.test_top1", modality="vision"))
+    assert "GLUE" not in report and "CIFAR-100" in report
+
+
+def test_a_literature_setting_names_its_modality_from_a_known_list(tmp_path):
+    path = tmp_path / "literature.yaml"
+    path.write_text(LITERATURE_FILE.replace("checked: here}", "checked: here, modality: audio}", 1))
+    with pytest.raises(UserError, match=r"settings.glue_mrpc.modality='audio': expected one of vision, text"):
+        load_literature(path)

@@ -507,3 +507,33 @@ def test_no_minimum_detectable_difference_without_spread_or_with_one_pair():
     single = comparisons.paired_comparisons(runs({"full": [0.80], "lora": [0.81]}), "full")
     for row in (constant.iloc[0], single.iloc[0]):
         assert np.isnan(row["mde_80"]) and np.isnan(row["pairs_for_1pt"])
+
+
+def test_an_accuracy_interval_is_cut_at_0_and_100_percent_and_says_so():
+    """Two runs 3.7 points apart near 86%: the t-interval of their mean is [62.2, 109.9]%; an accuracy cannot
+    pass 100%, so the interval stops there and ci_clipped says it was cut. A perplexity's is not cut."""
+    df = pd.DataFrame(
+        {
+            "variant": ["bitfit", "bitfit"],
+            "status": ["completed"] * 2,
+            "metrics.test_top1": [0.84125, 0.87875],
+            "metrics.test_perplexity": [3.0, 90.0],
+        }
+    )
+    row = intervals.summarize(df).iloc[0]
+    assert row["t_ci_low"] == pytest.approx(0.6218, abs=1e-4) and row["t_ci_high"] == 1.0 and row["ci_high"] == 1.0
+    assert row["ci_clipped"]
+    perplexity = intervals.summarize(df, metric="metrics.test_perplexity").iloc[0]
+    assert perplexity["t_ci_low"] < 0 and not perplexity["ci_clipped"]  # unbounded above: left as computed
+
+
+def test_an_exactly_zero_difference_is_zero_and_prints_without_a_sign():
+    """The same three scores in another order: their paired differences sum to -9.25e-18 in floating point; the
+    difference is zero, d_z is zero, and zero prints as 0.0, never -0.00."""
+    from peftlab.analysis.macros import signed as macro_signed
+    from peftlab.analysis.units import signed
+
+    result = comparisons.compare_paired([0.637, 0.27, 0.041], [0.041, 0.637, 0.27])
+    assert result["mean_diff"] == 0.0 and result["cohens_dz"] == 0.0
+    assert signed(-9.25e-18, 2) == "0.00" and signed(-0.04) == "0.0" and signed(-0.06) == "-0.1"
+    assert macro_signed(-1e-17) == r"\ensuremath{0.0}" and macro_signed(1.2) == r"\ensuremath{+1.2}"

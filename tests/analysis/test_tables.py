@@ -217,3 +217,18 @@ def test_t_intervals_are_written_plus_minus_and_the_note_says_which():
     tex = tables.latex_table(summary)
     assert r"$\mathbf{74.5} \pm 1.0$" in tex
     assert r"Mean over $n$ seeds $\pm$ half the width of the 95\% Student-t interval of the mean over seeds" in tex
+
+
+def test_a_cut_interval_is_written_low_high_and_the_note_says_where_it_was_cut():
+    """BitFit at n = 2 near 86%: not 86.0 ± 23.8 (which reads as up to 109.9%) but 86.0 [62.2, 100.0], and the
+    note says the interval was cut at 0 and 100."""
+    df = pd.DataFrame(
+        {"variant": ["bitfit"] * 2 + ["lora"] * 2, "status": ["completed"] * 4, "seed": [0, 1, 0, 1]}
+        | {"metrics.test_top1": [0.84125, 0.87875, 0.70, 0.71]}
+    )
+    summary = summarize(df)
+    latex = tables.latex_table(summary, caption="c", label="tab:t")
+    assert r"$\mathbf{86.0}$ [62.2, 100.0]" in latex and r"\pm" not in latex
+    assert "cut at 0 and 100 where it passed them" in latex
+    markdown = tables.markdown_table(summary)
+    assert "**86.0** [62.2, 100.0]" in markdown and "cut at 0 and 100 where it passed them" in markdown

@@ -26,6 +26,7 @@ from peftlab.analysis.figure_style import (
     _set_numeric_axis,
     _sorted_variants,
     _variant_color,
+    clip_axis,
     figure_name,
     interval_label,
     save_figure,
@@ -55,6 +56,16 @@ def runs_of_axis(runs, axis):
     key = axis.removeprefix("config.")
     varying = {g for gs, keys in zip(groups, axes) if key in keys for g in gs}
     return runs[groups.map(lambda gs: bool(varying & set(gs)))] if varying else runs
+
+
+def draws_references(df, axis, metric="metrics.test_top1") -> bool:
+    """Whether ``plot_ablation`` draws reference lines for this axis: some completed run of the groups that vary
+    it belongs to a method the axis does not apply to (a caption promises dashed lines only then)."""
+    runs = completed_runs(df)
+    if axis not in runs.columns or metric not in runs.columns:
+        return False
+    runs = runs_of_axis(runs, axis)
+    return not split_references(runs[runs[metric].notna()], axis)[0].empty
 
 
 def plot_ablation(
@@ -115,6 +126,7 @@ def plot_ablation(
     if pooled:
         ax.set_title("pooled over: " + ", ".join(c.removeprefix("config.") for c in pooled), fontsize=7)
     ax.set_xlabel(_axis_label(axis))
+    clip_axis(ax, metric)
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
     title = interval_label(interval)

@@ -230,11 +230,14 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, poin
     sd_diff = diffs.std(ddof=1) if n > 1 else np.nan
     if sd_diff <= tolerance:
         sd_diff = 0.0
+    mean_diff = diffs.mean() if n else np.nan
+    if abs(mean_diff) <= tolerance:  # +d and -d summed in floating point: a zero difference is zero, not -1e-17
+        mean_diff = 0.0
     result = {
         "n_pairs": n,
         "mean_baseline": y.mean() if n else np.nan,
         "mean_variant": x.mean() if n else np.nan,
-        "mean_diff": diffs.mean() if n else np.nan,
+        "mean_diff": mean_diff,
         "sd_diff": sd_diff,
         "cohens_dz": np.nan,
         "mde_80": np.nan,
@@ -244,7 +247,7 @@ def compare_paired(x, y, min_pairs_wilcoxon=MIN_PAIRS_WILCOXON, alpha=0.05, poin
         "win_rate": win_rate(-diffs if lower else diffs),
     }
     if n > 1 and sd_diff > 0:
-        result["cohens_dz"] = diffs.mean() / sd_diff
+        result["cohens_dz"] = mean_diff / sd_diff
         result["p_ttest"] = float(scipy.stats.ttest_rel(x, y).pvalue)
         result["mde_80"] = minimum_detectable_effect(n, alpha, POWER) * sd_diff
         result["pairs_for_1pt"] = pairs_needed(point / sd_diff, alpha, POWER)

@@ -21,6 +21,8 @@ from matplotlib.mathtext import MathTextParser
 
 from peftlab.analysis.intervals import INTERVALS
 from peftlab.analysis.tables import METRIC_LABELS, display_name
+from peftlab.analysis.units import bounds as metric_bounds
+from peftlab.analysis.units import scale
 
 logger = logging.getLogger(__name__)
 
@@ -406,3 +408,13 @@ def _seconds_unit(largest):
 
 def _bytes_unit(largest):
     return (2.0**30, "GiB") if largest >= 2**30 else (2.0**20, "MiB")
+
+
+def clip_axis(ax, metric) -> None:
+    """Keep the y axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
+    limits = metric_bounds(metric)
+    if limits is None:
+        return
+    low, high = ax.get_ylim()
+    times = scale(metric)
+    ax.set_ylim(max(low, times * limits[0]), min(high, times * limits[1]))

@@ -41,6 +41,7 @@ from peftlab.analysis.figure_style import (
     _sorted_variants,
     _variant_color,
     _variant_linestyle,
+    clip_axis,
     interval_label,
     log_tick_labels,
     save_figure,
@@ -49,6 +50,7 @@ from peftlab.analysis.figure_style import (
     study_palette,
 )
 from peftlab.analysis.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.units import bounds as units_bounds
 from peftlab.analysis.units import scale
 from peftlab.run_result import lower_is_better
 
@@ -113,6 +115,7 @@ def plot_accuracy_vs_params(
     log_tick_labels(ax.xaxis, compact=True)
     side = "\n(equal counts drawn side by side; ticks at the true counts)" if shared_values(summary[x]) else ""
     ax.set_xlabel(_axis_label(x) + side)
+    clip_axis(ax, metric)
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
     _legend_beside(fig, ax, interval_label(interval))
@@ -296,11 +299,15 @@ def plot_convergence(
         values = curves[curves[by].astype(str) == group].groupby("step")[metric]
         steps = np.array(sorted(values.groups))
         mean = times * values.mean().reindex(steps).to_numpy()
-        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values]) * times
+        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values])
+        if units_bounds(metric) is not None:  # an accuracy's band stops at 0 and 100%
+            bounds = np.clip(bounds, *units_bounds(metric))
+        bounds = bounds * times
         color, style = _variant_color(palette, group), _variant_linestyle(palette, group)
         label = _name(palette, group, labels)
         ax.plot(steps, mean, color=color, linestyle=style, linewidth=1.6, label=label, zorder=3)  # above every band
         ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
+    clip_axis(ax, metric)
     ax.set_xlabel("Step")
     ax.set_ylabel(_metric_label("metrics." + metric))
     ax.grid(True, alpha=0.3)
@@ -417,6 +424,7 @@ def plot_seed_boxplots(
             linewidths=0.4,
         )  # a white rim keeps neighbouring seeds apart
     ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
+    clip_axis(ax, metric)
     ax.set_ylabel(_metric_label(metric))
     ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)

@@ -12,6 +12,9 @@ Decisions a reader of the numbers must know:
   BCa is undefined when all values are identical (scipy returns NaN): the percentile
   interval is used instead, which is then [v, v]. With fewer than 2 values there is no
   interval: ci_low = ci_high = NaN and ci_method = "none".
+- An interval of a bounded metric (an accuracy, F1, Matthews: units.bounds) is cut at the ends of its
+  range (a t-interval of two accuracies far apart runs past 100%); ci_clipped says where, and every
+  table note and caption that shows such an interval says it was cut.
 - The bootstrap's resamples and seed are bootstrap.py's BOOTSTRAP_RESAMPLES and BOOTSTRAP_SEED.
 
 comparisons.py compares configurations with one another.
@@ -22,6 +25,7 @@ import pandas as pd
 import scipy.stats
 
 from peftlab.analysis.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from peftlab.analysis.units import bounds
 from peftlab.run_result import lower_is_better
 
 COMPLETED = "completed"
@@ -175,13 +179,30 @@ def summarize(
             ci_method=ci_method,
         )
         row["t_ci_low"], row["t_ci_high"] = t_interval(values, confidence)
+        row["ci_clipped"] = clip_to_range(row, metric)
         for column in cost_columns:
             row[column] = group[column].astype(float).mean()
         for column in constant_columns:
             row[column] = group[column].iloc[0]
         rows.append(row)
     columns = by + ["metric", "n", "mean", "std", "ci_low", "ci_high", "ci_method", "t_ci_low", "t_ci_high"]
+    columns += ["ci_clipped"]
     return pd.DataFrame(rows, columns=columns + cost_columns + constant_columns)
+
+
+def clip_to_range(row: dict, metric: str) -> bool:
+    """Cut the row's intervals (ci_low/ci_high, t_ci_low/t_ci_high) to the metric's range (``units.bounds``:
+    an accuracy's 0 to 1): a mean of two runs far apart has a t-interval past 100%. Returns whether an end
+    was cut."""
+    limits = bounds(metric)
+    if limits is None:
+        return False
+    clipped = False
+    for key in ("ci_low", "ci_high", "t_ci_low", "t_ci_high"):
+        value = row[key]
+        if np.isfinite(value) and not limits[0] <= value <= limits[1]:
+            row[key], clipped = float(np.clip(value, *limits)), True
+    return clipped
 
 
 def _columns_constant_within_groups(runs, by):

@@ -34,6 +34,9 @@ from peftlab.tuners import TUNERS  # the registry's names only: it imports no to
 LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
+# a setting's optional fields: what it adapts (a study of another modality leaves it out) and the peftlab
+# data.name of its task (a study that did not run that task leaves it out)
+MODALITIES = ("vision", "text", "causal-lm")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
 VTAB_FIELDS = ("paper", "table", "model", "metric", "checked", "protocol")  # text fields of a vtab1k block
 VTAB_ROW_FIELDS = ("method", "peftlab", "trainable", "mean", "values")
@@ -54,6 +57,8 @@ class Citation:
     peftlab: str | None
     trainable: str | None
     value: str  # as printed in the source
+    modality: str | None = None  # vision, text or causal-lm; None: shown to a study of any
+    task: str | None = None  # the peftlab data.name of the setting's task; None: shown to a study of any task
 
     @property
     def number(self) -> float:
@@ -77,6 +82,12 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
             raise UserError(f"{path}: settings.{name} needs text fields {', '.join(missing)}")
         if bib_keys is not None and setting["paper"] not in bib_keys:
             raise UserError(f"{path}: settings.{name}.paper={setting['paper']!r} is not a key of the bibliography")
+        if setting.get("modality") is not None and setting["modality"] not in MODALITIES:
+            raise UserError(
+                f"{path}: settings.{name}.modality={setting['modality']!r}: expected one of {', '.join(MODALITIES)}"
+            )
+        if setting.get("task") is not None and not isinstance(setting["task"], str):
+            raise UserError(f"{path}: settings.{name}.task={setting['task']!r}: expected a data.name, as text")
     citations, seen = [], set()
     for i, entry in enumerate(data["entries"]):
         where = f"{path}: entries[{i}]"
@@ -98,7 +109,9 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         value = entry["value"]
         if not isinstance(value, str) or not PRINTED_NUMBER.fullmatch(value):
             raise UserError(f'{where}.value={value!r}: expected the number as printed, quoted (e.g. "89.90")')
-        citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **settings[entry["setting"]]))
+        setting = settings[entry["setting"]]
+        fields = {k: setting[k] for k in SETTING_FIELDS} | {k: setting.get(k) for k in ("modality", "task")}
+        citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **fields))
     return citations
 
 
@@ -194,6 +207,12 @@ def _vtab_row(where: str, row, n_tasks: int) -> None:
         )
 
 
+def study_citations(citations: list[Citation], modality: str, tasks: set[str]) -> list[Citation]:
+    """The cited rows a study's paper shows: those of its modality ("vision", "text" or "causal-lm") whose
+    task, where the setting names one, is among the study's ``tasks`` (its data.name values)."""
+    return [c for c in citations if c.modality in (None, modality) and (c.task is None or c.task in tasks)]
+
+
 def bib_keys(bib_text: str) -> set[str]:
     return set(re.findall(r"^@\w+\{([^,\s]+),", bib_text, flags=re.MULTILINE))
 
@@ -220,17 +239,18 @@ def ranked_citations(citations: list[Citation], setting: str, methods: set[str])
     return [c for c, _ in ranking([(c, c.number) for c in rows])]
 
 
-def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
-    """This study's rows for the table: its variants of the methods the cited rows name, by mean test
-    top-1, highest first, or by a perplexity (summary of metrics.test_perplexity), lowest first (a method no
-    cited row names has no published order to stand beside).
+def study_rows(df, citations: list[Citation], summary=None, every: bool = False) -> list[dict]:
+    """This study's rows for the table: its variants of the methods the cited rows name (``every``: all its
+    variants, as the paper's table lists them), by mean test top-1, highest first, or by a perplexity (summary
+    of metrics.test_perplexity), lowest first (a method no cited row names has no published order to stand
+    beside: the orders compared leave it out).
 
     Each row: {"method": variant, "trainable": "73.7K", "value": "68.4"} (percent, one decimal; a
     perplexity as it is). summary: `summarize(df)` of metrics.test_top1 when already computed.
     """
     summary = summarize(df) if summary is None else summary
     metric = summary["metric"].iloc[0] if len(summary) else "metrics.test_top1"
-    if "method" in summary:
+    if "method" in summary and not every:
         summary = summary[summary["method"].isin(cited_methods(citations))]
     done = completed_runs(df)
     rows, sign, times = [], 1 if lower_is_better(metric) else -1, scale(metric)
@@ -248,15 +268,22 @@ def study_rows(df, citations: list[Citation], summary=None) -> list[dict]:
     return rows
 
 
-def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics.test_top1") -> list[str]:
+def literature_section(
+    df, path: str | Path = LITERATURE, metric: str = "metrics.test_top1", modality: str | None = None
+) -> list[str]:
     """report.md's section: the published numbers of the methods this study ran beside this study's (``metric``:
     test top-1, or a study of causal LMs' test perplexity), the order of the methods, and how many rows of the
-    file are of other methods (the paper's literature table lists them all)."""
+    file are of other methods; with ``modality`` ("vision", "text" or "causal-lm"), of the rows of that modality
+    and of the study's tasks (study_citations) only, as the paper's literature table lists them."""
     lines = ["## Published numbers beside this study", ""]
     try:
         citations = load_literature(path)
     except UserError as err:
         return lines + [f"Skipped: {err}", ""]
+    if modality is not None:
+        names = completed_runs(df).get("config.data.name")
+        tasks = set() if names is None else {str(name) for name in names.dropna()}
+        citations = study_citations(citations, modality, tasks)
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
     ran, where = study_methods(df), _shown_path(path)
@@ -287,7 +314,9 @@ def literature_section(df, path: str | Path = LITERATURE, metric: str = "metrics
     others, unnamed = len(citations) - len(shown), sum(c.peftlab is None for c in citations)
     return lines + [
         f"- not shown: {others} further row{'s' * (others != 1)} of {where} ({others - unnamed} of methods this "
-        f"study did not run, {unnamed} naming no peftlab method); `peftlab paper`'s literature table lists every row",
+        f"study did not run, {unnamed} naming no peftlab method)"
+        + ("" if modality is None else " of this study's modality and tasks")
+        + "; `peftlab paper`'s literature table lists every row",
         "",
     ]
 
@@ -352,7 +381,7 @@ def literature_table(
     for row in ours:
         lines.append(rf"{latex_escape(row['method'])} & {latex_escape(row['trainable'])} & {row['value']} \\")
     if not ours:
-        lines.append(r"\multicolumn{3}{@{}l@{}}{No method of this study is named by a cited row.} \\")
+        lines.append(r"\multicolumn{3}{@{}l@{}}{No configuration of this study completed.} \\")
     lines += [r"\end{longtable}"]
     return "\n".join(lines) + "\n"
 

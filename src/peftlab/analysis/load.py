@@ -4,12 +4,15 @@
 "pending"; a completed run whose metrics are no finite numbers in their range with status
 "damaged" and the first problem as its error): run_id, variant, method, seed, groups, status,
 error, every config field as ``config.<section>.<field>``, and the result's metrics (sound
-values only), params, memory, timing and merge values. ``load_curves(study_dir)``:
-validation accuracy against step, one row per evaluation.
+values only), params, memory, timing and merge values, and the sizes of the splits the run read
+(``data.<split>_size``). ``load_curves(study_dir)``: validation accuracy against step, one row per
+evaluation. ``results_sha256(study_dir)``: one hash of the run files every table is read from, which
+the report and the paper record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,6 +80,23 @@ def run_dirs(study_dir: Path) -> list[Path]:
     return sorted(p for p in (Path(study_dir) / "runs").glob("*") if (p / "spec.json").is_file())
 
 
+RESULT_FILES = ("spec.json", "result.json")  # what load_results reads of a run directory
+
+
+def results_sha256(study_dir: str | Path) -> str:
+    """SHA-256 of the study's results: each run directory's name with the SHA-256 of its spec.json and
+    result.json ("-" for a missing one), one line per run in run_dirs' order. A report or paper built from
+    other results (a run added, retried or changed) carries another hash."""
+    lines = []
+    for run_dir in run_dirs(Path(study_dir)):
+        digests = []
+        for name in RESULT_FILES:
+            path = run_dir / name
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-")
+        lines.append(f"{run_dir.name} {' '.join(digests)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def study_axes(study_dir: str | Path) -> list[str]:
     """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
     keys: dict[str, None] = {}
@@ -123,6 +143,10 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         provenance = result.get("provenance") or {}
         row["provenance.git_sha"] = provenance.get("git_sha")
         row["provenance.threads"] = provenance.get("threads")
+        sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
+        if isinstance(sizes, dict):
+            for split in ("train", "val", "test"):
+                row[f"data.{split}_size"] = sizes.get(split)
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

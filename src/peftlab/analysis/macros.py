@@ -13,10 +13,14 @@ import re
 import numpy as np
 
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
+from peftlab.analysis.load import results_sha256
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import PERPLEXITY, Score
+from peftlab.analysis.rank_trend import rank_trend
+from peftlab.analysis.record import data_names, split_sizes, study_command
 from peftlab.analysis.tables import format_count, format_percent, latex_escape
-from peftlab.analysis.units import unit
+from peftlab.analysis.units import range_words, unit
+from peftlab.analysis.units import signed as signed_text
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -32,14 +36,14 @@ CONFIG_MACROS = {
     "model.patch_size": "cfgPatchSize",
     "model.depth": "cfgDepth",
     "model.embed_dim": "cfgEmbedDim",
-    "data.train_subset": "cfgTrainImages",
-    "data.test_subset": "cfgTestImages",
     "train.epochs": "cfgEpochs",
     "train.batch_size": "cfgBatchSize",
     "train.lr": "cfgLr",
 }
 # and in a text study (paper.modality: text or causal-lm)
 TEXT_CONFIG_MACROS = {"data.max_length": "cfgMaxLength"}
+# the examples a split held, as result.json's provenance.data.split_sizes records them (load.py: data.<split>_size)
+SIZE_MACROS = {"train": "cfgTrainImages", "test": "cfgTestImages"}
 
 
 class Numbers:
@@ -138,7 +142,7 @@ def pct(x: float, scale: float = 100.0) -> str:
 
 def signed(x: float) -> str:
     """A difference with its sign, in math mode so the minus is a minus: $-6.2$, $+1.0$."""
-    return "--" if not np.isfinite(x) else rf"\ensuremath{{{x:+.1f}}}"
+    return "--" if not np.isfinite(x) else rf"\ensuremath{{{signed_text(x)}}}"
 
 
 def integer(x) -> str:
@@ -196,22 +200,54 @@ def define_study(numbers: Numbers, study) -> None:
     add("studySeeds", str(done["seed"].nunique()), "distinct seeds among completed runs")
     wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
     add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
+    sha = results_sha256(study.dir)
+    add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
+    add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
+    command = study_command(study.dir)
+    if command:
+        add("studyCommand", latex_escape(command), "the command that ran the study (command.json, peftlab study)")
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
+    if "ci_clipped" in study.primary and study.primary["ci_clipped"].any():
+        metric = study.score.metric
+        add(
+            "statCutAt",
+            latex_escape(range_words([metric]) + ("%" if unit(metric) == "%" else "")),
+            "the ends of the primary score's range, where an interval was cut (intervals.clip_to_range)",
+        )
     text_study = study.modality != "vision"
     for key, name in (CONFIG_MACROS | (TEXT_CONFIG_MACROS if text_study else {})).items():
-        values = study.models() if key == "model.name" else study.config(key)
+        values = (
+            study.models() if key == "model.name" else data_names(study) if key == "data.name" else study.config(key)
+        )
         text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
         source = f"config.{key} of the completed runs"
+        if key == "data.name":
+            source += ", a folder of the user's before its format (config.data.root's name)"
         if key == "model.name" and values != study.config(key):
             source = "the completed runs' models: an HF model's directory (config.model.path), as the report names it"
         add(name, text, source)
+    for split, name in SIZE_MACROS.items():  # left out where no run recorded its split sizes: no "n/a" in prose
+        sizes = split_sizes(done, split)
+        if sizes:
+            add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
+    epochs = study.config("train.epochs")
+    add("cfgEpochsNoun", "epoch" if epochs == [1] else "epochs", "cfgEpochs' noun")
+    add("cfgLrNoun", "learning rate" if len(study.config("train.lr")) == 1 else "learning rates", "cfgLr's noun")
     add(
         "cfgMethods",
-        words([METHOD_NAMES.get(m, latex_escape(m)) for m in dict.fromkeys(done["method"])]),
-        "methods of the completed runs",
+        words([method_words(study, m) for m in dict.fromkeys(done["method"])]),
+        "methods of the completed runs, by the study's labels (report.labels)",
     )
+
+
+def method_words(study, method: str) -> str:
+    """A method as prose names it: the study's label (report.labels), else "full fine-tuning", "a linear
+    probe", "LoRA", else its registry name."""
+    if method in study.labels:
+        return study.method_name(method)
+    return METHOD_NAMES.get(method, latex_escape(method))
 
 
 def define_environment(numbers: Numbers, study) -> None:
@@ -225,6 +261,7 @@ def define_environment(numbers: Numbers, study) -> None:
         )
     add("envDevice", latex_escape(str(hardware.get("cpu") or hardware.get("device") or "n/a")), "provenance.hardware")
     add("envThreads", latex_escape(str(env.get("threads", "n/a"))), "provenance.threads")
+    add("envThreadsNoun", "thread" if env.get("threads") == 1 else "threads", "envThreads' noun")
     add("envPrecision", latex_escape(str(env.get("dtype", "n/a"))), "provenance.dtype")
     sha = str(env.get("git_sha") or "unknown")
     add("envGitSha", latex_escape(sha[:12] + (" (dirty)" if env.get("git_dirty") else "")), "provenance.git_sha")
@@ -315,11 +352,12 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             words([study.name(v) for v in significant["variant"]]) or "none",
             "variants that differ from the baseline with Holm-corrected p < alpha",
         )
-    if rank_trend(study):
-        add("rankTrend", rank_trend(study), f"how mean {score.name} of the LoRA variants changes with r")
+    trend = rank_trend(study)
+    if trend:
+        add("rankTrend", trend, f"how mean {score.name} of the LoRA variants changes with r, as tested")
     add(
         "ourOrder",
-        words([latex_escape(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
+        words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
         f"variants of the methods the literature table cites, by mean {score.name}, {best} first",
     )
 
@@ -402,20 +440,3 @@ def config_value(value) -> str:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return integer(value)
     return latex_escape(value)
-
-
-def rank_trend(study) -> str | None:
-    """ "increases", "decreases" or "is not monotonic" (mean primary score of LoRA against r: test top-1, or a
-    study of causal LMs' test perplexity); None with fewer than two LoRA ranks."""
-    if "config.method.r" not in study.done:
-        return None
-    lora = study.done[(study.done["method"] == "lora") & study.done["config.method.r"].notna()]
-    means = lora.groupby("config.method.r")[study.score.metric].mean().sort_index()
-    if len(means) < 2:
-        return None
-    steps = np.diff(means.to_numpy())
-    if (steps > 0).all():
-        return "increases"
-    if (steps < 0).all():
-        return "decreases"
-    return "is not monotonic"

@@ -34,6 +34,7 @@ from peftlab.analysis.literature import (
     bib_keys,
     load_literature,
     ranked_citations,
+    study_citations,
     study_methods,
     study_rows,
 )
@@ -42,6 +43,7 @@ from peftlab.analysis.macros import (
     ALPHA,
     CONFIDENCE,
     SCORE_MACROS,
+    SIZE_MACROS,
     Numbers,
     citations_of,
     define_numbers,
@@ -58,7 +60,8 @@ from peftlab.analysis.paper_figures import (
 )
 from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.primary import primary_score
-from peftlab.analysis.report import choose_baseline, is_text, main_columns, model_names
+from peftlab.analysis.record import loads_weights
+from peftlab.analysis.report import choose_baseline, main_columns, model_names, study_modality
 from peftlab.analysis.tables import display_name, latex_escape, latex_text
 from peftlab.analysis.units import unit
 from peftlab.config_paths import REPO_ROOT
@@ -78,8 +81,10 @@ def write_paper(
     literature: str | Path = LITERATURE,
     only: str | None = None,
     compile: bool = True,
+    all_literature: bool = False,
 ) -> Path:
-    """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf.
+    """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf. The literature
+    table holds the cited rows of the study's modality and tasks (``all_literature``: every row of the file).
 
     Returns the path of main.pdf, of main.tex when compile is False, or of the figures /
     tables directory. UserError for a study without completed runs, a bad literature file,
@@ -101,6 +106,8 @@ def write_paper(
             f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}"
         )
     study = Study(study_dir, df, baseline)
+    if not all_literature:
+        citations = study_citations(citations, study.modality, {str(name) for name in study.config("data.name")})
 
     if only in (None, "figures"):
         drawn = draw_figures(study, out / "figures")
@@ -133,7 +140,7 @@ class Study:
             [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
         )
         self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
-        self.modality = modality(df)
+        self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
         self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.primary["variant"]]
         means = self.primary["mean"]
@@ -192,14 +199,6 @@ def data_citations(names: list[str]) -> str:
     return ",".join(dict.fromkeys(key for key in keys if key))
 
 
-def modality(df: pd.DataFrame) -> str:
-    """What the study adapts, as the paper describes it: "vision" (timm or HF image models), "causal-lm" (every
-    completed run a causal LM, the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
-    if not is_text(df):
-        return "vision"
-    return "causal-lm" if primary_score(df).lower else "text"
-
-
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
     """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
 
@@ -219,8 +218,12 @@ def pretraining_manifest(done: pd.DataFrame) -> dict | None:
 
 # --- the document -------------------------------------------------------------------------
 
-# what each method family beyond full, linear and LoRA is, said only when the study ran it
+# what each method family is, said only when the study ran it
 METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter. ",
+    "linear": "The linear probe trains only the classifier head. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block, and trains the head \\citep{hu2022lora}. ",
     "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
     "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
     "forward pass. ",
@@ -271,20 +274,34 @@ METHOD_SENTENCES = {
 
 # a causal LM's LM head stays frozen under every method but full fine-tuning (backbones.trains_head)
 LM_METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter, the language-model head included; every other method leaves "
+    "that head frozen. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block \\citep{hu2022lora}. ",
     "bitfit": "BitFit trains only the bias terms of the model \\citep{benzaken2022bitfit}. ",
     "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm \\citep{basu2024strong}. ",
 }
 
 
-def method_sentences(df: pd.DataFrame, causal: bool = False) -> str:
-    """The sentences of METHOD_SENTENCES on the method families the study ran (``causal``: a study of causal
-    LMs, whose head no method but full fine-tuning trains)."""
-    methods = set(df["method"]) if "method" in df else set()
-    quant = df.get("config.quant.mode")
+def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None = None) -> str:
+    """The sentences of METHOD_SENTENCES on the method families the study's completed runs ran (``causal``: a
+    study of causal LMs, whose head no method but full fine-tuning trains), each naming the label the tables
+    give its method (``labels``: report.labels) where the sentence does not already say it."""
+    done = completed_runs(df)
+    methods = set(done["method"]) if "method" in done else set()
+    quant = done.get("config.quant.mode")
     if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
         methods.add("quant")
     sentences = METHOD_SENTENCES | (LM_METHOD_SENTENCES if causal else {})
-    return "".join(text for name, text in sentences.items() if name in methods)
+    text = []
+    for name, sentence in sentences.items():
+        if name not in methods:
+            continue
+        label = latex_text(str((labels or {}).get(name, "")))
+        if label and label not in sentence:
+            sentence = sentence.rstrip()[:-1] + f" ({label} in the tables). "
+        text.append(sentence)
+    return "".join(text)
 
 
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
@@ -347,9 +364,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
-        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm"),
+        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm", labels=study.labels),
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
-        subsets={split: bool(study.config(f"data.{split}_subset")) for split in ("train", "test")},
+        sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,
@@ -365,6 +382,9 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         incomplete=len(study.incomplete) > 0,
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
+        command="studyCommand" in numbers.macros,  # the recorded command that ran the study
+        cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
+        weights=loads_weights(study.done),  # a random base loads none
     )  # runs with a protocol record
 
 

@@ -55,15 +55,19 @@ CONVERGENCE_CAPTIONS = {
 }
 
 
+# the ablation caption's clause on reference lines, said only where the figure draws them
+REFERENCES = "; methods without a rank are dashed reference lines with their interval."
+
+
 def figure_captions(study: Study) -> dict[str, str]:
     """The captions of the figures, naming the score they plot (``study.score``)."""
-    if not study.score.lower:
-        return FIGURE_CAPTIONS
-    return {
-        **FIGURE_CAPTIONS,
-        **PERPLEXITY_CAPTIONS,
-        "convergence": CONVERGENCE_CAPTIONS[validation_metric(study.curves, study.score)] + BAND,
-    }
+    captions = dict(FIGURE_CAPTIONS)
+    if study.score.lower:
+        captions |= PERPLEXITY_CAPTIONS
+        captions["convergence"] = CONVERGENCE_CAPTIONS[validation_metric(study.curves, study.score)] + BAND
+    if not ablation_figure.draws_references(study.df, "config.method.r", study.score.metric):
+        captions["ablation_method_r"] = captions["ablation_method_r"].replace(REFERENCES, ".")
+    return captions
 
 
 def draw_figures(study: Study, out: Path) -> list[str]:
@@ -77,9 +81,8 @@ def draw_figures(study: Study, out: Path) -> list[str]:
         figures.plot_cost(study.df, out, **style),
         figures.plot_quantization_tradeoff(study.df, out, **style),
     ]
-    if "config.method.r" in study.axes:  # LoRA runs only: full and linear configs carry a default r too
-        lora = study.df[study.df["method"] == "lora"]
-        drawn.append(ablation_figure.plot_ablation(lora, "config.method.r", out, **metric, **style))
+    if "config.method.r" in study.axes:  # methods run at one r (full's is the unused default) are reference lines
+        drawn.append(ablation_figure.plot_ablation(study.df, "config.method.r", out, **metric, **style))
     drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
     return [Path(paths[0]).stem for paths in drawn if paths]
 

@@ -12,9 +12,10 @@ from peftlab.analysis import protocol_card, tuning_table
 from peftlab.analysis.literature import Citation, literature_table, measured_words, study_rows
 from peftlab.analysis.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
-from peftlab.analysis.tables import latex_document, latex_escape, latex_table
+from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table
 from peftlab.analysis.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.units import metric_words
+from peftlab.analysis.units import signed as signed_text
 
 if TYPE_CHECKING:
     from peftlab.analysis.paper import Study
@@ -39,7 +40,10 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     (out / "main_table.tex").write_text(tex)
     if study.comparisons is not None:
         (out / "significance.tex").write_text(significance_table(study))
-    ours = study_rows(study.df, citations, study.primary)
+    ours = [  # every configuration run, cited or not, by the study's labels
+        {**row, "method": display_name(row["method"], None, study.labels)}
+        for row in study_rows(study.df, citations, study.primary, every=True)
+    ]
     setting = latex_escape(
         f"{', '.join(study.models())}; "
         f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
@@ -95,7 +99,7 @@ def significance_table(study: Study) -> str:
     ]
     borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
     for row in c.itertuples():
-        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{row.cohens_dz:.2f}}}"
+        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{signed_text(row.cohens_dz, 2).lstrip('+')}}}"
         pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
         mark = r"$^{\ddagger}$" if row.variant in borrowed else ""
         lines.append(

@@ -31,7 +31,7 @@ from peftlab.analysis.comparisons import paired_comparisons_within
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.literature import literature_section
-from peftlab.analysis.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.load import environment, load_curves, load_results, results_sha256, study_axes
 from peftlab.analysis.power import ALPHA
 from peftlab.analysis.primary import (
     few_seeds_lines,
@@ -80,6 +80,7 @@ def write_report(
     options = read_report_options(study_dir / "study.yaml")
     interval = interval or options.interval
     labels = options.labels if labels is None else labels
+    built_from = results_sha256(study_dir)  # before the files are read: a run that changes later changes the hash
     df = load_results(study_dir)
     if df.empty:
         raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
@@ -93,7 +94,12 @@ def write_report(
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
-    lines = [f"# Study report: {study_dir.name}", ""]
+    lines = [
+        f"# Study report: {study_dir.name}",
+        "",
+        f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
+        "",
+    ]
     lines += _what_was_run(df, done)
     lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
@@ -122,7 +128,7 @@ def write_report(
         score,
         health.convergence_caption(study_dir),
     )
-    lines += literature_section(df, metric=score.metric)
+    lines += literature_section(df, metric=score.metric, modality=study_modality(df))
     lines += ["## Figures", ""] + drawn
     lines += adaptive.report_section(study_dir, df, out / "figures", labels, metric=score.metric)  # equal budget
     lines += health.report_section(
@@ -208,6 +214,14 @@ def model_names(df: pd.DataFrame) -> pd.Series:
 
 def is_text(df: pd.DataFrame) -> bool:
     return bool((df.get("config.model.source", pd.Series(dtype=object)) == "hf-text").any())
+
+
+def study_modality(df: pd.DataFrame) -> str:
+    """What the study adapts: "vision" (timm or HF image models), "causal-lm" (every completed run a causal LM,
+    the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
+    if not is_text(df):
+        return "vision"
+    return "causal-lm" if primary_score(df).lower else "text"
 
 
 def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:

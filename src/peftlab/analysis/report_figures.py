@@ -131,8 +131,12 @@ def _draw_figures(
                 (
                     f"Ablation: {name}",
                     figure,
-                    f"Mean {score.name} along the {name}; {bars} Methods without this axis: dashed "
-                    "reference lines with their interval shaded.",
+                    f"Mean {score.name} along the {name}; {bars}"
+                    + (
+                        " Methods without this axis: dashed reference lines with their interval shaded."
+                        if ablation_figure.draws_references(df, axis, score.metric)
+                        else ""
+                    ),
                     ablation_figure.plot_ablation(df, axis, out, **metric, **style),
                 )
             )

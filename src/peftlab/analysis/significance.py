@@ -16,6 +16,7 @@ from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import SCORES, Score
 from peftlab.analysis.tables import display_name
 from peftlab.analysis.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
+from peftlab.analysis.units import signed
 
 
 def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: dict) -> list[str]:
@@ -48,7 +49,7 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         name += f" {BORROWED_MARK}" if row.variant in borrowed else ""
         mde = "n/a" if pd.isna(row.mde_80) else f"{score.scale * row.mde_80:.2f}"
         lines.append(
-            f"| {name} | {row.n_pairs} | {score.scale * row.mean_diff:+.2f} | {p(row.p_ttest_holm)} | {mde} | "
+            f"| {name} | {row.n_pairs} | {signed(score.scale * row.mean_diff, 2)} | {p(row.p_ttest_holm)} | {mde} | "
             f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
             f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
             f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |"
@@ -102,7 +103,7 @@ def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict, scor
     if small.empty:
         return []
     items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} ({score.scale * row.mean_diff:+.2f}"
+        f"{display_name(row.variant, methods.get(row.variant), labels)} ({signed(score.scale * row.mean_diff, 2)}"
         f"{score.points}; MDE {score.scale * row.mde_80:.2f}{score.points}; {score.one} needs "
         f"{_pairs(row.pairs_for_1pt)} seeds)"
         for row in small.itertuples()
@@ -128,7 +129,7 @@ def _spread_lines(
         return []
     items = [
         f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {score.scale * row.sd:.2f}"
-        f"{score.points}, mean difference {score.scale * row.mean_diff:+.2f})"
+        f"{score.points}, mean difference {signed(score.scale * row.mean_diff, 2)})"
         for row in wide.itertuples()
     ]
     return [

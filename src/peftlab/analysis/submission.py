@@ -12,6 +12,7 @@ OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submissio
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from peftlab.analysis.intervals import completed_runs
 from peftlab.analysis.literature import LITERATURE
-from peftlab.analysis.load import environment, load_results
+from peftlab.analysis.load import environment, load_results, results_sha256
 from peftlab.analysis.macros import TOP1
 from peftlab.analysis.paper import pretraining_manifest
 from peftlab.config_paths import REPO_ROOT
@@ -38,9 +39,18 @@ def write_submission(
     paper_dir = Path(paper_dir) if paper_dir else study_dir / "paper"
     if not (paper_dir / "main.pdf").is_file():
         raise UserError(f"{paper_dir} has no main.pdf: run `peftlab paper {study_dir}` first")
+    built_from, now = paper_results_sha256(paper_dir), results_sha256(study_dir)
     df = load_results(study_dir)
     if df.empty:
         raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
+    if built_from != now:
+        raise UserError(
+            f"{paper_dir} was built from other results than {study_dir} holds now (results SHA-256 "
+            f"{(built_from or 'not recorded')[:12]}, the runs' {now[:12]}): run `peftlab paper {study_dir}` again"
+        )
+    ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
+    if ran.is_file() and study_yaml.is_file() and ran.read_bytes() != study_yaml.read_bytes():
+        raise UserError(f"--study {study_yaml} differs from {ran}, the study file the runs were made from")
     study = load_study(study_yaml)
     name = f"{study_dir.name}-submission"
     out = Path(out) if out else study_dir / f"{name}.tar.gz"
@@ -68,6 +78,14 @@ def write_submission(
             tar.add(root, arcname=name, filter=lambda info: _normalized(info))
         partial.replace(out)
     return out
+
+
+def paper_results_sha256(paper_dir: Path) -> str | None:
+    """The results SHA-256 a paper's results.tex records (\\resultsSha, load.results_sha256); None without it."""
+    path = paper_dir / "results.tex"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    found = re.search(r"^\\newcommand\{\\resultsSha\}\{([0-9a-f]{64})\}", text, flags=re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def copy(src: Path, dst: Path) -> None:
@@ -112,7 +130,8 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         f"this archive was packed at commit `{git_head()}`.",
         f"- Machine of the runs: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device "
         f"{hardware.get('device')}{', GPU ' + str(hardware['gpu']) if hardware.get('gpu') else ''}; "
-        f"{env.get('threads')} threads per run; precision {env.get('dtype')}.",
+        f"{env.get('threads')} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
+        f"precision {env.get('dtype')}.",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " (all: requirements.lock).",
         "",
         "## Commands",

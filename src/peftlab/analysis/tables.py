@@ -310,6 +310,7 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
                     "low": f"{times * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
                     "high": f"{times * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
                     "method": s.get("ci_method"),
+                    "clipped": bool(s.get("ci_clipped", False)),  # cut at the metric's range: no longer symmetric
                     "bold": f"{times * s['mean']:.1f}" == best[metric],
                     "marker": (name, metric) in significant,
                 }
@@ -328,14 +329,18 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
     intervals = {
         cell["method"] for r in rows for cell in r["cells"] if cell is not None and cell["half_width"] is not None
     }
+    clipped = any(cell is not None and cell["clipped"] for r in rows for cell in r["cells"])
+    interval_text = interval_text or _interval_text(intervals)
+    if clipped:
+        interval_text += f", cut at {units.range_words(columns)} where it passed them"
     return {
         "headers": list(columns.values()),
         "units": units.units(columns),
         "best": units.best_words(columns),
         "rows": rows,
         "baselines": [display_name(b, None, labels) for b in baselines],
-        "symmetric": intervals <= {"t"},
-        "interval_text": interval_text or _interval_text(intervals),
+        "symmetric": intervals <= {"t"} and not clipped,
+        "interval_text": interval_text,
         "any_single_run": any(cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]),
         # configuration -> the one whose tuned values it ran at, as the table names both
         "borrowed": {r["name"]: display_name(r["borrowed"], None, labels) for r in rows if r["borrowed"] is not None},

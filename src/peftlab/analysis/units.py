@@ -14,6 +14,33 @@ UNSCALED = ("perplexity", "loss")
 TIMES_100 = {"f1": "F1", "matthews": "Matthews correlation"}
 
 
+# the range of a bounded score as result.json stores it (a fraction); intervals and axes are cut to it
+BOUNDS = {"top1": (0.0, 1.0), "top5": (0.0, 1.0), "f1": (0.0, 1.0), "matthews": (-1.0, 1.0)}
+
+
+def bounds(metric) -> tuple[float, float] | None:
+    """The range a metric's values lie in, as stored (top-1: 0 to 1); None for an unbounded one (a perplexity)."""
+    return BOUNDS.get(score_name(str(metric)))
+
+
+def range_words(metrics) -> str:
+    """The printed ends of the bounded metrics' ranges, for a note on cut intervals: "0 and 100" (accuracies),
+    "-100 and 100" (Matthews), or both."""
+    ends = dict.fromkeys(
+        f"{scale(m) * BOUNDS[score_name(m)][0]:g} and {scale(m) * BOUNDS[score_name(m)][1]:g}"
+        for m in metrics
+        if score_name(str(m)) in BOUNDS
+    )
+    return " or ".join(ends) or "the ends of the metric's range"
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """A difference with its sign as printed to ``digits`` decimals: "+1.2", "-0.4"; one that prints as zero
+    is "0.0", never "-0.0"."""
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
 def score_name(metric: str) -> str:
     """The score a metric is of: metrics.test_f1 -> f1, best_val_top1 -> top1, val_perplexity -> perplexity."""
     return metric.removeprefix("metrics.").rsplit("_", 1)[-1]

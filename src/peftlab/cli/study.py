@@ -108,11 +108,22 @@ def cmd_study(args) -> int:
         report=args.report,
     )
     print(format_summary(summary, study_dir))
+    record_command(study_dir)
     if args.report:
         from peftlab.analysis.report import write_report
 
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
+
+
+COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
+
+
+def record_command(study_dir: Path) -> None:
+    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in."""
+    from peftlab.files import write_json_atomic
+
+    write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
 
 
 EXECUTOR_FLAGS = {
@@ -231,6 +242,11 @@ def add_paper(sub) -> None:
     p.add_argument("--only", choices=("figures", "tables"), help="write only the figures or only the tables")
     p.add_argument("--no-compile", action="store_true", help="write the LaTeX sources without compiling them")
     p.add_argument("--literature", help="published numbers for the literature table (default configs/literature.yaml)")
+    p.add_argument(
+        "--all-literature",
+        action="store_true",
+        help="every row of the literature file (default: the rows of the study's modality and tasks)",
+    )
     p.set_defaults(func=cmd_paper)
 
 
@@ -245,6 +261,7 @@ def cmd_paper(args) -> int:
         literature=args.literature or LITERATURE,
         only=args.only,
         compile=not args.no_compile,
+        all_literature=args.all_literature,
     )
     print(f"paper: {path}")
     return 0
