@@ -10,7 +10,6 @@ new, sized for the task's number of classes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +20,18 @@ from peftlab.config_sections import ModelConfig
 from peftlab.data.records import hash_file
 from peftlab.errors import ConfigError, WeightsError
 from peftlab.files import one_line
-from peftlab.hf_config import check_hf_config
+from peftlab.hf_config import check_hf_config, pad_token
 from peftlab.hub import hf_model_dir, hub_weights_file, snapshot_source
 from peftlab.libraries import quiet_transformers
-from peftlab.weights import HEAD_PREFIXES, check_finite, check_regular_weights, load_weights
+from peftlab.weights import (
+    HEAD_PREFIXES,
+    HF_SAFE_WEIGHTS,
+    check_finite,
+    check_loading_info,
+    hf_has_weights,
+    load_weights,
+)
 
-HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
 HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (hf_model_dir)
 
 
@@ -275,23 +280,6 @@ def build_hf_text(cfg: ModelConfig, num_classes: int, weights: bool = True) -> n
     return wrapped
 
 
-def hf_has_weights(path: Path) -> bool:
-    """Whether the HF model directory ``path`` holds safetensors weights (model.safetensors, or shards and
-    their index), each a non-empty regular file: a FIFO, a folder, a broken link or a link to a device
-    named model.safetensors would be passed over and the model built from random weights."""
-    names = [HF_SAFE_WEIGHTS, f"{HF_SAFE_WEIGHTS}.index.json"]
-    try:
-        names += sorted(p.name for p in path.glob("model-*.safetensors"))
-    except OSError:
-        pass
-    found = False
-    for name in names:
-        if os.path.lexists(path / name):
-            check_regular_weights(path / name)
-            found = True
-    return found
-
-
 def hf_source_of(path: str | Path) -> tuple[str, int]:
     """(``hf`` or ``hf-text``, its number of labels) of an HF model directory: an image classifier's
     ``model_type`` is one transformers' image classifiers know; every other is read as text."""
@@ -301,16 +289,6 @@ def hf_source_of(path: str | Path) -> tuple[str, int]:
     labels = config.get("id2label")
     count = len(labels) if isinstance(labels, dict) and len(labels) >= 2 else 2
     return ("hf" if config.get("model_type") in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES else "hf-text"), count
-
-
-def pad_token(config: dict) -> int:
-    """The padding token id of an HF text config: its own, else its (first) end-of-sequence token, else 0."""
-    for key in ("pad_token_id", "eos_token_id"):
-        value = config.get(key)
-        value = value[0] if isinstance(value, list) and value else value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return 0
 
 
 def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
@@ -373,42 +351,6 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
-
-
-# an HF classifier's head (a distilled DeiT's two), new and sized for the task; what a checkpoint may hold
-# beside the model's own tensors that a classifier does not use: another task's head, BERT's pretraining
-# heads, ViT's pooler
-NEW_HEADS = ("classifier", "score", "cls_classifier", "distillation_classifier")
-UNUSED_HEADS = (*NEW_HEADS, "lm_head", "cls", "pooler")
-
-
-def check_loading_info(info: dict, path: str | Path, new_head: bool) -> None:
-    """Every tensor of the model but its new head (``new_head``) loaded from the weights, with its shape:
-    transformers loads the rest and leaves a tensor missing from the file (a renamed key) random, and with
-    ``ignore_mismatched_sizes`` one of another shape (a transposed one) too, saying so at warning level
-    only. One WeightsError line naming a few of the keys otherwise."""
-
-    def head(key: str, names: tuple[str, ...]) -> bool:
-        return any(part in names for part in key.split(".")[:2])
-
-    heads = NEW_HEADS if new_head else ()
-    problems = {
-        "missing from the file": sorted(k for k in info["missing_keys"] if not head(k, heads)),
-        "in the file but not in the model": sorted(k for k in info["unexpected_keys"] if not head(k, UNUSED_HEADS)),
-        "of another shape in the file": sorted(
-            f"{k} {tuple(saved)} for {tuple(own)}" for k, saved, own in info["mismatched_keys"] if not head(k, heads)
-        ),
-    }
-    said = [
-        f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-        for what, keys in problems.items()
-        if keys
-    ]
-    if said:
-        raise WeightsError(
-            f"model.path={str(path)!r}: the weights do not fit the model of its config.json: tensors "
-            f"{'; '.join(said)}; expected every tensor but the classifier head"
-        )
 
 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:

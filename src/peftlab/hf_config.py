@@ -170,3 +170,13 @@ def check_sizes(config: dict, where: str) -> None:
             check_field(
                 config[whole] % config[part] == 0, where + part, config[part], f"a divisor of {whole}={config[whole]}"
             )
+
+
+def pad_token(config: dict) -> int:
+    """The padding token id of an HF text config: its own, else its (first) end-of-sequence token, else 0."""
+    for key in ("pad_token_id", "eos_token_id"):
+        value = config.get(key)
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0

@@ -309,3 +309,59 @@ def resample_pos_embed(state: dict[str, torch.Tensor], model: nn.Module) -> dict
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     return checkpoint_filter_fn(state, model)
+
+
+HF_SAFE_WEIGHTS = "model.safetensors"  # an HF model directory's weights; never its pytorch_model.bin
+
+
+def hf_has_weights(path: Path) -> bool:
+    """Whether the HF model directory ``path`` holds safetensors weights (model.safetensors, or shards and
+    their index), each a non-empty regular file: a FIFO, a folder, a broken link or a link to a device
+    named model.safetensors would be passed over and the model built from random weights."""
+    names = [HF_SAFE_WEIGHTS, f"{HF_SAFE_WEIGHTS}.index.json"]
+    try:
+        names += sorted(p.name for p in path.glob("model-*.safetensors"))
+    except OSError:
+        pass
+    found = False
+    for name in names:
+        if os.path.lexists(path / name):
+            check_regular_weights(path / name)
+            found = True
+    return found
+
+
+# an HF classifier's head (a distilled DeiT's two), new and sized for the task; what a checkpoint may hold
+# beside the model's own tensors that a classifier does not use: another task's head, BERT's pretraining
+# heads, ViT's pooler
+NEW_HEADS = ("classifier", "score", "cls_classifier", "distillation_classifier")
+UNUSED_HEADS = (*NEW_HEADS, "lm_head", "cls", "pooler")
+
+
+def check_loading_info(info: dict, path: str | Path, new_head: bool) -> None:
+    """Every tensor of the model but its new head (``new_head``) loaded from the weights, with its shape:
+    transformers loads the rest and leaves a tensor missing from the file (a renamed key) random, and with
+    ``ignore_mismatched_sizes`` one of another shape (a transposed one) too, saying so at warning level
+    only. One WeightsError line naming a few of the keys otherwise."""
+
+    def head(key: str, names: tuple[str, ...]) -> bool:
+        return any(part in names for part in key.split(".")[:2])
+
+    heads = NEW_HEADS if new_head else ()
+    problems = {
+        "missing from the file": sorted(k for k in info["missing_keys"] if not head(k, heads)),
+        "in the file but not in the model": sorted(k for k in info["unexpected_keys"] if not head(k, UNUSED_HEADS)),
+        "of another shape in the file": sorted(
+            f"{k} {tuple(saved)} for {tuple(own)}" for k, saved, own in info["mismatched_keys"] if not head(k, heads)
+        ),
+    }
+    said = [
+        f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for what, keys in problems.items()
+        if keys
+    ]
+    if said:
+        raise WeightsError(
+            f"model.path={str(path)!r}: the weights do not fit the model of its config.json: tensors "
+            f"{'; '.join(said)}; expected every tensor but the classifier head"
+        )

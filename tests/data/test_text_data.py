@@ -351,7 +351,9 @@ def test_an_out_of_range_integer_label_is_refused_before_anything_is_sized_by_it
     rows = [{"text": f"t{i}", "label": i % 3} for i in range(8)] + [{"text": "typo", "label": 15000}]
     write_rows(folder / f"train.{fmt}", rows, fmt)
     line = 10 if fmt == "csv" else 17  # a header first in CSV; a blank line after each JSONL row
-    with pytest.raises(DataError, match=rf"train.{fmt} line {line}: label 15000 makes 15,001 classes, but class 3"):
+    with pytest.raises(
+        DataError, match=rf"train.{fmt} line {line}: label 15000 makes 15,001 classes, but it holds 4 labels"
+    ):
         load_text_splits(text_cfg(folder))
 
 

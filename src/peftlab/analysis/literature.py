@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from peftlab.analysis.escape import latex_escape
 from peftlab.analysis.intervals import completed_runs, summarize
-from peftlab.analysis.tables import format_count, latex_escape
+from peftlab.analysis.tables import format_count
 from peftlab.analysis.units import scale
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError

@@ -12,13 +12,14 @@ import re
 
 import numpy as np
 
+from peftlab.analysis.escape import latex_escape
 from peftlab.analysis.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.load import results_sha256
 from peftlab.analysis.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.primary import PERPLEXITY, Score
-from peftlab.analysis.rank_trend import rank_trend
+from peftlab.analysis.rank_trend import TESTS, rank_trend
 from peftlab.analysis.record import data_names, split_sizes, study_command
-from peftlab.analysis.tables import format_count, format_percent, latex_escape
+from peftlab.analysis.tables import format_count, format_percent
 from peftlab.analysis.units import range_words, unit
 from peftlab.analysis.units import signed as signed_text
 
@@ -352,9 +353,15 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             words([study.name(v) for v in significant["variant"]]) or "none",
             "variants that differ from the baseline with Holm-corrected p < alpha",
         )
-    trend = rank_trend(study)
-    if trend:
-        add("rankTrend", trend, f"how mean {score.name} of the LoRA variants changes with r, as tested")
+    if trend := rank_trend(study):
+        direction, adjusted = trend
+        if direction:
+            sentence = f"{direction} with $r$ (each step: {TESTS} $p < {ALPHA:g}$)"
+        else:
+            sentence = (
+                f"shows no trend with $r$ that a test supports ({TESTS}: $p$ = {words([pvalue(p) for p in adjusted])})"
+            )
+        add("rankTrend", sentence, f"how mean {score.name} of the LoRA variants changes with r, as tested")
     add(
         "ourOrder",
         words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",

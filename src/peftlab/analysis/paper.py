@@ -25,6 +25,7 @@ import pandas as pd
 
 from peftlab.analysis import protocol_card, tuning
 from peftlab.analysis.comparisons import below_detection, paired_comparisons
+from peftlab.analysis.escape import latex_escape, latex_text
 from peftlab.analysis.figure_style import study_palette
 from peftlab.analysis.intervals import completed_runs, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.latex import compile_pdf
@@ -62,7 +63,7 @@ from peftlab.analysis.paper_tables import write_tables
 from peftlab.analysis.primary import primary_score
 from peftlab.analysis.record import loads_weights
 from peftlab.analysis.report import choose_baseline, main_columns, model_names, study_modality
-from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.tables import display_name
 from peftlab.analysis.units import unit
 from peftlab.config_paths import REPO_ROOT
 from peftlab.errors import UserError

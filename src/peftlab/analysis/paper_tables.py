@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from peftlab.analysis import protocol_card, tuning_table
+from peftlab.analysis.escape import latex_escape
 from peftlab.analysis.literature import Citation, literature_table, measured_words, study_rows
 from peftlab.analysis.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.power import ALPHA, POWER
-from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_table
+from peftlab.analysis.tables import display_name, latex_document, latex_table
 from peftlab.analysis.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.units import metric_words
 from peftlab.analysis.units import signed as signed_text

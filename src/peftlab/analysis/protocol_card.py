@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis.tables import latex_escape
+from peftlab.analysis.escape import latex_escape
 from peftlab.protocol import PRESET_DIFFERENCES
 from peftlab.run_result import read_result
 

@@ -31,12 +31,15 @@ def rank_variants(done) -> dict:
     return {}
 
 
-def rank_trend(study) -> str | None:
+TESTS = "paired t-test between neighbouring ranks on matched seeds, Holm-corrected"
+
+
+def rank_trend(study) -> tuple[str | None, list[float]] | None:
     """How the mean primary score of LoRA changes with r (test top-1, or a study of causal LMs' test
-    perplexity), as far as a test supports it: "increases" or "decreases" only where every step from one rank
-    to the next differs in that direction by a paired t-test on matched seeds (Holm-corrected across the steps,
-    p < ALPHA); otherwise the sentence says that no trend is supported and gives the p-values. None with fewer
-    than two ranks."""
+    perplexity), as far as a test supports it, and the steps' Holm-corrected p-values: "increases" or
+    "decreases" only where every step from one rank to the next differs in that direction by a paired t-test
+    on matched seeds (``TESTS``, p < ALPHA), else None (the paper then says no trend is supported and gives the
+    p-values). None with fewer than two ranks."""
     variants = rank_variants(study.done)
     if len(variants) < 2:
         return None
@@ -50,11 +53,6 @@ def rank_trend(study) -> str | None:
         steps.append(compare_paired(a[seeds].to_numpy(), b[seeds].to_numpy()))
     adjusted = holm([step["p_ttest"] for step in steps])
     diffs = np.array([step["mean_diff"] for step in steps])
-    tests = "paired t-test between neighbouring ranks on matched seeds, Holm-corrected"
     if np.all(adjusted < ALPHA) and (np.all(diffs > 0) or np.all(diffs < 0)):
-        direction = "increases" if np.all(diffs > 0) else "decreases"
-        return f"{direction} with $r$ (each step: {tests} $p < {ALPHA:g}$)"
-    from peftlab.analysis.macros import pvalue, words  # the paper's number formats
-
-    ps = words([pvalue(p) for p in adjusted])
-    return f"shows no trend with $r$ that a test supports ({tests}: $p$ = {ps})"
+        return ("increases" if np.all(diffs > 0) else "decreases"), list(adjusted)
+    return None, list(adjusted)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.tables import display_name, latex_escape, latex_text
+from peftlab.analysis.escape import latex_escape, latex_text
+from peftlab.analysis.tables import display_name
 from peftlab.analysis.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.tuning_choices import borrowed_note, borrowers, edges, search_name
 from peftlab.analysis.units import scale, score_name, units

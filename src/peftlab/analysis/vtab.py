@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftlab.analysis.escape import latex_escape, latex_text
 from peftlab.analysis.intervals import describe_interval
 from peftlab.analysis.literature import LITERATURE, VtabCitation, load_vtab_literature
-from peftlab.analysis.tables import display_name, latex_document, latex_escape, latex_text
+from peftlab.analysis.tables import display_name, latex_document
 from peftlab.analysis.vtab_figure import plot_vtab_differences
 from peftlab.analysis.vtab_scores import (
     OFFICIAL_GROUPS,

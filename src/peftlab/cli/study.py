@@ -108,7 +108,7 @@ def cmd_study(args) -> int:
         report=args.report,
     )
     print(format_summary(summary, study_dir))
-    record_command(study_dir)
+    record_command(study_dir, warn=summary.ok)
     if args.report:
         from peftlab.analysis.report import write_report
 
@@ -119,11 +119,21 @@ def cmd_study(args) -> int:
 COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
 
 
-def record_command(study_dir: Path) -> None:
-    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in."""
-    from peftlab.files import write_json_atomic
+def record_command(study_dir: Path, warn: bool = True) -> None:
+    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in.
+    A file system that refuses it (full, read-only) costs the paper its command, not the study its results:
+    one warning line, none after a study whose runs already said why they stay pending (the next command
+    that finishes them records itself)."""
+    from peftlab.files import one_line, write_json_atomic
 
-    write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
+    try:
+        write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
+    except OSError as err:
+        if warn:
+            print(
+                f"peftlab: warning: the command was not recorded in {study_dir / COMMAND_FILE}: {one_line(err)}",
+                file=sys.stderr,
+            )
 
 
 EXECUTOR_FLAGS = {

@@ -229,12 +229,13 @@ def encode_labels(files: dict[str, Path], raw: dict[str, list]) -> tuple[dict[st
 
 
 def check_classes_trained(path: Path, pairs: list, integer, num_classes: int) -> None:
-    """Every class 0..K-1 of integer labels (K: one more than train's largest) has a training example: a label
-    such as 15000 among labels 0..9 would size the head and every per-class count by it."""
+    """Integer labels' class count K (one more than train's largest) is no more than twice the labels train
+    holds: a label such as 15000 among labels 0..9 would size the head and every per-class count by it, while a
+    class or two without an example is a real dataset's."""
     seen = {integer(value) for _, value in pairs}
-    if (missing := next((label for label in range(num_classes) if label not in seen), None)) is not None:
+    if num_classes > 2 * len(seen):
         line = next(line for line, value in pairs if integer(value) == num_classes - 1)
         raise DataError(
-            f"{path} line {line}: label {num_classes - 1} makes {num_classes:,} classes, but class {missing} has "
-            "no example in it: expected labels 0..K-1, each class with a training example"
+            f"{path} line {line}: label {num_classes - 1} makes {num_classes:,} classes, but it holds {len(seen):,} "
+            "labels: expected labels 0..K-1, at least half of the classes with a training example"
         )
