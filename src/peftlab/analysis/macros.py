@@ -381,7 +381,13 @@ def define_tuning(numbers: Numbers, study) -> None:
         words([tuning_table.latex_key(key) for key in keys]),
         "the config keys searched (tune/*/selection.json)",
     )
-    add("tuneMethods", str(len(searches)), "methods tuned (tune/*/selection.json)")
+    add("tuneMethods", str(len(searches)), "searches run, one per method or configuration (tune/*/selection.json)")
+    per_configuration = any(tuning_choices.search_name(s) != s["search"]["method"] for s in searches)
+    add(
+        "tuneUnit",
+        "configuration" if per_configuration else "method",
+        "what one search tuned: a method, or a configuration (a method with its axis values)",
+    )
     kinds = [
         latex_escape(kind)
         for kind in dict.fromkeys(
