@@ -654,7 +654,8 @@ def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
     tuning_figure = r"\includegraphics[width=\linewidth,height=0.8\textheight,keepaspectratio]{figures/tuning.pdf}"
     assert tuning_figure in main and r"Figure~\ref{fig:tuning}" in main
     assert "not tuned per method" not in main
-    assert r"hyper-parameters (\tuneKeys{}; per method in Table~\ref{tab:tuning}) were chosen" in main  # lora's r only
+    assert r"hyper-parameters (\tuneKeys{}; per \tuneUnit{} in Table~\ref{tab:tuning}) were chosen" in main
+    assert defined["tuneUnit"] == "method"  # one search per method: lora's r is searched, not an axis
     assert r"\tuneEdges{}" in main
     assert defined["tuneKeys"] == r"\texttt{train.lr} and \texttt{method.r}"
     assert defined["tuneTrials"] == "3 or 4" and defined["tuneSearch"] == "grid or random"
