@@ -355,12 +355,9 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         )
     if trend := rank_trend(study):
         direction, adjusted = trend
-        if direction:
-            sentence = f"{direction} with $r$ (each step: {TESTS} $p < {ALPHA:g}$)"
-        else:
-            sentence = (
-                f"shows no trend with $r$ that a test supports ({TESTS}: $p$ = {words([pvalue(p) for p in adjusted])})"
-            )
+        supported = f"{direction} with $r$ (each step: {TESTS} $p < {ALPHA:g}$)"
+        none = f"shows no trend with $r$ that a test supports ({TESTS}: $p$ = {words([pvalue(p) for p in adjusted])})"
+        sentence = supported if direction else none
         add("rankTrend", sentence, f"how mean {score.name} of the LoRA variants changes with r, as tested")
     add(
         "ourOrder",
@@ -381,13 +378,10 @@ def define_tuning(numbers: Numbers, study) -> None:
         words([tuning_table.latex_key(key) for key in keys]),
         "the config keys searched (tune/*/selection.json)",
     )
-    add("tuneMethods", str(len(searches)), "searches run, one per method or configuration (tune/*/selection.json)")
-    per_configuration = any(tuning_choices.search_name(s) != s["search"]["method"] for s in searches)
-    add(
-        "tuneUnit",
-        "configuration" if per_configuration else "method",
-        "what one search tuned: a method, or a configuration (a method with its axis values)",
-    )
+    add("tuneMethods", str(len(searches)), "searches run (tune/*/selection.json)")
+    per_config = any(tuning_choices.search_name(s) != s["search"]["method"] for s in searches)
+    unit = "configuration" if per_config else "method"
+    add("tuneUnit", unit, "what one search tuned: a method, or a configuration (a method with its axis values)")
     kinds = [
         latex_escape(kind)
         for kind in dict.fromkeys(
