@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import open_data_file
+from peftlab.data.opening import read_data_file
 from peftlab.data.sources import cache_dir, writable_cache_dir
 from peftlab.data.splits import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, pick_subset
 from peftlab.errors import DataError, UserError
-from peftlab.files import check_output, one_line, read_json, shown_path, write_json_atomic
+from peftlab.files import check_output, read_json, shown_path, write_json_atomic
 
 DEBIAN_FORTUNES_DIR = "/usr/share/games/fortunes"
 ENV_FORTUNES_DIR = "PEFTLAB_FORTUNES_DIR"
@@ -128,14 +128,7 @@ def read_quotes(path: Path) -> tuple[list[str], str]:
     only "%" (trailing spaces and a CR allowed), each normalised, empty ones dropped. The file must be
     UTF-8 (every file of Debian's packages is): another encoding is a DataError naming the line, not
     text guessed at."""
-    with open_data_file(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_CATEGORY_BYTES:
-            raise DataError(f"{path}: {size:,} bytes, more than a fortune file may hold ({MAX_CATEGORY_BYTES:,})")
-        try:
-            raw = f.read(MAX_CATEGORY_BYTES + 1)
-        except OSError as err:
-            raise DataError(f"cannot read {path}: {one_line(err)}") from None
+    raw = read_data_file(path, MAX_CATEGORY_BYTES, "a fortune file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

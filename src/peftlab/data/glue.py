@@ -12,13 +12,12 @@ with ``HF_HUB_OFFLINE=1``, read from it: its validation split is the test split,
 Parquet files hold data, never code (pyarrow reads them).
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import open_data_file
+from peftlab.data.opening import read_data_file
 from peftlab.data.text_files import TextSamples, TextSplits, carve_val, check_fields, read_text, table_rows
 from peftlab.errors import DataError
 from peftlab.files import one_line
@@ -151,7 +150,7 @@ def read_glue_parquet(task_name: str, files: list[Path], sha256: dict) -> TextSa
     columns = [*HUB_TEXT[task_name], "label"]
     texts, labels = [], []
     for path in files:
-        data = read_bounded(path, MAX_PARQUET_BYTES)
+        data = read_data_file(path, MAX_PARQUET_BYTES, "a GLUE parquet file")
         sha256[f"{task_name}/{path.name}"] = hashlib.sha256(data).hexdigest()
         try:
             table = pq.read_table(pa.BufferReader(data), columns=columns).to_pydict()
@@ -165,21 +164,6 @@ def read_glue_parquet(task_name: str, files: list[Path], sha256: dict) -> TextSa
             texts.append(tuple(table[c][i] for c in HUB_TEXT[task_name]))
             labels.append(label)
     return TextSamples(texts, np.array(labels, dtype=np.int64))
-
-
-def read_bounded(path: Path, limit: int) -> bytes:
-    """The bytes of the regular file ``path`` (a FIFO, a device or a link to one refused), at most ``limit``."""
-    with open_data_file(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise DataError(f"{path} has {size:,} bytes: expected at most {limit:,}")
-        try:
-            data = f.read(limit + 1)
-        except OSError as err:
-            raise DataError(f"cannot read {path}: {one_line(err)}") from None
-    if len(data) > limit:
-        raise DataError(f"{path} has more than {limit:,} bytes")
-    return data
 
 
 def glue_folder(task: GlueTask, root: Path) -> Path:

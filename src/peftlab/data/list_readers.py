@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import check_data_file, check_size_held, open_data_file
+from peftlab.data.opening import check_data_file, open_data_file, read_data_file
 from peftlab.data.records import Samples
 from peftlab.errors import DataError
 from peftlab.files import one_line
@@ -54,20 +54,6 @@ class ListedSplits:
     source: str
     lists: dict[str, str] = field(default_factory=dict)  # split -> list file (or what it was carved from)
     class_names: list[str] | None = None
-
-
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (``what`` names the kind of file)."""
-    with open_data_file(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise DataError(f"{path}: {size:,} bytes, more than {what} may hold ({limit:,})")
-        try:
-            raw = f.read(size + 1)  # not limit + 1: read(n) allocates n bytes first
-        except OSError as err:
-            raise DataError(f"cannot read {path}: {one_line(err)}") from None
-    check_size_held(path, size, len(raw))
-    return raw
 
 
 def list_lines(path: Path, limit: int = MAX_LIST_BYTES) -> Iterator[tuple[int, str]]:
@@ -318,7 +304,7 @@ def read_json_split(path: Path, base: Path) -> tuple[list[Path], list[int]]:
     """VPT's ``{image path: class id}`` json, its paths relative to ``base``; ids stay as written. A key
     written twice (json would keep the last label) or two keys naming one file are refused."""
     try:
-        text = read_bounded(path, MAX_JSON_SPLIT_BYTES, "a json split file").decode("utf-8")
+        text = read_data_file(path, MAX_JSON_SPLIT_BYTES, "a json split file").decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start})") from None
     listed, keys = ListedFiles(path, base), {}

@@ -66,12 +66,13 @@ def open_data_file(path: Path, allow_empty: bool = False) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_data_file(path: Path, limit: int = MAX_DATA_FILE_BYTES) -> bytes:
-    """The whole content of a regular file (never a FIFO, a device or a /proc file) of at most ``limit`` bytes."""
+def read_data_file(path: Path, limit: int = MAX_DATA_FILE_BYTES, what: str = "a file of this kind") -> bytes:
+    """The whole content of a regular file (never a FIFO, a device or a /proc file) of at most ``limit`` bytes
+    (``what`` names the kind of file in the error)."""
     with open_data_file(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise DataError(f"{path}: {size:,} bytes, more than a file of this kind may hold ({limit:,})")
+            raise DataError(f"{path}: {size:,} bytes, more than {what} may hold ({limit:,})")
         try:
             data = f.read(size + 1)  # not limit + 1: read(n) allocates n bytes first
         except OSError as err:
