@@ -23,14 +23,14 @@ ROUNDS = 2
 CHILD = """
 import ctypes, dataclasses, statistics, sys, time
 import torch
-from peftlab import allocator
+from peftlab.quant import allocator
 from peftlab.bench.common import Trainer, make_cfg
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 model, batch, method, mode, ckpt, matmul = sys.argv[1:7]
 allocator.configure(mode)
 if matmul == "bnb":  # the code before quant_step: bitsandbytes' matmul, PEFT's three bnb LoRA layers
     import bitsandbytes
-    from peftlab.quant_step import BufferedLinear4bit
+    from peftlab.quant.step import BufferedLinear4bit
     from peftlab.tuners import modules
     BufferedLinear4bit.forward = bitsandbytes.nn.Linear4bit.forward
     modules.quantized_stack = lambda *args: None

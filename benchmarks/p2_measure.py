@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from peftlab import metrics
+from peftlab.training import metrics
 from peftlab.bench.common import Trainer, make_cfg
 
 torch.manual_seed(0)

@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from peftlab import metrics
+from peftlab.training import metrics
 from peftlab.bench.common import Trainer, make_cfg
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 
 ckpt = sys.argv[1] == "1"
 method = sys.argv[2]

@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
 
 base = {

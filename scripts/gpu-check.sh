@@ -8,7 +8,7 @@
 #   bash scripts/gpu-check.sh [OUT]        OUT: default $OUT, else ./gpu-check
 #
 # It writes into OUT:
-#   device-check.json  python -m peftlab.device_check --device cuda: real runs of LoRA in fp32, under
+#   device-check.json  python -m peftlab.training.device_check --device cuda: real runs of LoRA in fp32, under
 #                      bf16 autocast, compiled and under torchrun, and of QLoRA on nf4 + double quant,
 #                      fp4 and int8 bases, each with its merge check (bitsandbytes' CUDA kernels)
 #   pytest-cuda.txt    the suite's CUDA cases: QA-LoRA's codes and exact merge on CUDA
@@ -44,7 +44,7 @@ fi
 mkdir -p "$out"
 failed=0
 echo "gpu-check: the device checks"
-"$py" -m peftlab.device_check --device cuda "$out" || failed=1
+"$py" -m peftlab.training.device_check --device cuda "$out" || failed=1
 echo "gpu-check: the suite's CUDA cases"
 "$py" -m pytest -q -p no:cacheprovider -rs tests/tuners/test_qalora.py -k cuda 2>&1 | tee "$out/pytest-cuda.txt" || failed=1
 echo "gpu-check: peftlab bench --device cuda"

@@ -36,7 +36,7 @@ download_fashion_mnist() {
   "$venv/bin/python" -c '
 import sys
 from peftlab.data.sources import find_data
-from peftlab.errors import DataError
+from peftlab.utils.errors import DataError
 try:
     find_data("fashion_mnist", None, True)
 except DataError as err:

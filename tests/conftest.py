@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_model_cfg():
-    from peftlab.config_sections import ModelConfig
+    from peftlab.config.sections import ModelConfig
 
     return ModelConfig(**TINY_MODEL)
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from peftlab import allocator
-from peftlab.config import config_hash, load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import config_hash, load_config
+from peftlab.quant import allocator
+from peftlab.utils.errors import ConfigError
 
 # In a fresh process: one 16 MiB tensor freed (glibc's rule then raises its mmap threshold to 16 MiB),
 # then 40 tensors of 3 MiB (a ViT-L activation at batch 4), all freed but the last: the heap
@@ -19,7 +19,7 @@ PROGRAM = """
 import json, sys
 from pathlib import Path
 import torch
-from peftlab import allocator
+from peftlab.quant import allocator
 record = allocator.configure(sys.argv[1])
 
 def rss():
@@ -127,8 +127,8 @@ def test_a_weight_left_in_its_mapped_file_drops_its_pages_and_keeps_its_values(w
 def test_an_hf_base_quantized_keeps_none_of_its_fp32_file_pages(wide_hf_dir):
     """transformers leaves an HF base's tensors in the mapped safetensors file; quantizing a Linear reads
     its pages, which then leave the process's resident memory (an HF ViT-B kept 330 MiB of them)."""
-    from peftlab.backbones import build_backbone
-    from peftlab.quant import is_quantized_linear
+    from peftlab.models.backbones import build_backbone
+    from peftlab.quant.bases import is_quantized_linear
     from peftlab.tuners.base import apply_tuner
 
     cfg = load_config(

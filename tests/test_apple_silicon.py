@@ -11,10 +11,9 @@ import types
 import pytest
 import torch
 
-from peftlab import metrics
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.training import preflight, runtime
+from peftlab.config.schema import load_config
+from peftlab.training import metrics, preflight, runtime
+from peftlab.utils.errors import ConfigError
 
 MPS = torch.device("mps")
 
@@ -88,7 +87,7 @@ def test_bf16_on_mps_before_macos_14_and_fp16_on_cpu_are_refused_in_one_line(aut
 def test_a_quantized_layer_bitsandbytes_cannot_move_to_the_device_is_a_one_line_refusal():
     """bitsandbytes 0.50 lists int8, nf4 and fp4 as supported on MPS (pure-PyTorch kernels); should
     a kernel be missing after all, torch raises NotImplementedError, and peftlab says so in one line."""
-    from peftlab.quant import BNB_PIN, moved
+    from peftlab.quant.bases import BNB_PIN, moved
 
     class NoKernel(torch.nn.Module):
         def to(self, *args, **kwargs):

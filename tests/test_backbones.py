@@ -5,10 +5,10 @@ import yaml
 from safetensors.torch import save_file
 from testkit import TINY_MODEL, run_cli
 
-from peftlab.backbones import build_backbone, input_spec_for
-from peftlab.config_sections import ModelConfig
-from peftlab.errors import ConfigError, WeightsError
-from peftlab.weights import convert_hf_state_dict, load_weights
+from peftlab.config.sections import ModelConfig
+from peftlab.models.backbones import build_backbone, input_spec_for
+from peftlab.models.weights import convert_hf_state_dict, load_weights
+from peftlab.utils.errors import ConfigError, WeightsError
 
 
 def tiny_timm(**extra):
@@ -82,7 +82,7 @@ def test_hf_layout_gives_the_same_function_as_timm(tmp_path):
 def test_hf_weights_with_a_broken_query_key_value_triple_are_one_line(tmp_path, damage, needle):
     from transformers import ViTConfig, ViTForImageClassification
 
-    from peftlab.weights import check_weights_file
+    from peftlab.models.weights import check_weights_file
 
     hf_cfg = ViTConfig(
         hidden_size=64,
@@ -178,7 +178,7 @@ def test_validate_reads_the_weights_header_and_refuses_what_train_would(tmp_path
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.uint8, torch.int64, torch.complex64])
 def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_path, dtype):
     """Loading would cast them silently (booleans to 0/1 weights) and train on garbage."""
-    from peftlab.weights import check_weights_file
+    from peftlab.models.weights import check_weights_file
 
     state = {k: (v != 0 if dtype == torch.bool else v.round()).to(dtype) for k, v in tiny_timm().state_dict().items()}
     save_file(state, str(tmp_path / "ints.safetensors"))
@@ -194,7 +194,7 @@ def test_weights_of_a_non_floating_dtype_are_refused_by_load_and_validate(tmp_pa
 
 def test_float8_weights_are_judged_alike_by_load_and_validate(tmp_path):
     """validate read an F8_E4M3 header as int8 and refused a file that loading accepts (an exact upcast)."""
-    from peftlab.weights import check_weights_file
+    from peftlab.models.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["blocks.0.attn.qkv.weight"] = state["blocks.0.attn.qkv.weight"].to(torch.float8_e4m3fn)
@@ -208,7 +208,7 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
     state = tiny_timm().state_dict()
     state["blocks.1.mlp.fc1.weight"][3, 4] = bad
     save_file(state, str(tmp_path / "nan.safetensors"))
-    from peftlab.weights import check_weights_file
+    from peftlab.models.weights import check_weights_file
 
     for check in (load_weights, check_weights_file):  # validate refuses what loading refuses
         with pytest.raises(
@@ -222,7 +222,7 @@ def test_non_finite_base_weights_are_refused_naming_the_file_and_key(tmp_path, b
 @pytest.mark.parametrize("shape", [(1, 20, 64), (20, 64), (1, 17, 32), (2, 17, 64)])
 def test_a_position_embedding_timm_cannot_resample_is_refused_by_load_and_validate(tmp_path, shape):
     """Another grid is resampled (square grids only); any other shape crashed inside timm."""
-    from peftlab.weights import check_weights_file
+    from peftlab.models.weights import check_weights_file
 
     state = tiny_timm().state_dict()
     state["pos_embed"] = torch.zeros(shape)
@@ -284,8 +284,8 @@ def test_the_architecture_of_a_hub_model_is_built_without_its_weights(tmp_path):
 
 @pytest.mark.parametrize("content", ["{broken", '{"model_type": "no-such-model"}', "[]"])
 def test_a_broken_hf_model_directory_is_one_line(tmp_path, content):
-    from peftlab.backbones import input_spec_for
-    from peftlab.errors import WeightsError
+    from peftlab.models.backbones import input_spec_for
+    from peftlab.utils.errors import WeightsError
 
     (tmp_path / "config.json").write_text(content)
     cfg = ModelConfig(source="hf", path=str(tmp_path))
@@ -312,7 +312,7 @@ def test_base_provenance_is_the_sha256_of_the_local_weights_file(tmp_path):
     """(Hub weights: tests/test_hub.py.)"""
     import hashlib
 
-    from peftlab.backbones import base_provenance
+    from peftlab.models.backbones import base_provenance
 
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"weights" * 1000)

@@ -19,7 +19,7 @@ import yaml
 from testkit import TINY_MODEL, cpu_seconds
 
 from peftlab import cli
-from peftlab.config import RunConfig, flatten, method_fields, to_dict
+from peftlab.config.schema import RunConfig, flatten, method_fields, to_dict
 
 BASE = {
     "name": "fuzz",
@@ -437,7 +437,7 @@ def test_regex_fields_are_checked_as_they_are_used_and_match_in_bounded_time(tmp
 
 
 def test_regexes_that_module_names_need_stay_valid():
-    from peftlab.config_checks import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
+    from peftlab.config.checks import NAME_COMPONENTS, NAME_SUFFIX, WHOLE_NAME, check_regex
     from peftlab.tuners.targets import PRESETS
 
     patterns = [p for group in PRESETS.values() for p in group]

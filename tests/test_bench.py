@@ -236,8 +236,8 @@ def test_bench_methods_gives_every_tuner_a_ratio_to_lora_and_its_parameter_count
 
     from peftlab.bench.methods import method_cfg, methods_figure
     from peftlab.bench.report import methods_rows
-    from peftlab.params import count_parameters
     from peftlab.tuners import TUNERS
+    from peftlab.tuners.params import count_parameters
 
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % 10
     figure = methods_figure(tiny_cfg, images, labels, "fp32", 1, torch.device("cpu"))
@@ -266,7 +266,7 @@ def test_bench_methods_row_says_why_a_method_did_not_run(monkeypatch):
 
     from peftlab.bench import methods
     from peftlab.bench.report import methods_rows
-    from peftlab.errors import UserError
+    from peftlab.utils.errors import UserError
 
     # a group size that divides none of the tiny ViT's widths (64, 256): QA-LoRA's check refuses it
     monkeypatch.setattr(methods, "TUNERS", {name: methods.TUNERS[name] for name in ("lora", "qalora")})
@@ -287,7 +287,7 @@ def test_bench_methods_row_says_why_a_method_did_not_run(monkeypatch):
 def test_interleaved_order_puts_every_step_after_every_other_equally_often(n):
     from collections import Counter
 
-    from peftlab.metrics import balanced_orders
+    from peftlab.training.metrics import balanced_orders
 
     orders = balanced_orders(n)
     assert all(sorted(order) == list(range(n)) for order in orders)
@@ -300,7 +300,7 @@ def test_interleaved_order_puts_every_step_after_every_other_equally_often(n):
 def test_time_interleaved_runs_each_function_once_per_repeat_in_the_balanced_order():
     import torch
 
-    from peftlab.metrics import balanced_orders, time_interleaved
+    from peftlab.training.metrics import balanced_orders, time_interleaved
 
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abcd"}

@@ -7,8 +7,8 @@ import pytest
 import torch
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab.errors import CheckpointError
 from peftlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint
+from peftlab.utils.errors import CheckpointError
 
 
 class Payload:
@@ -279,7 +279,7 @@ def test_a_checkpoint_whose_counters_or_states_lie_does_not_fit_its_run(tmp_path
 @needs_fashion_mnist()
 def test_a_run_resumed_from_a_checkpoint_whose_counters_lie_fails_with_one_line(tmp_path):
     """Before, `step: 10**9` ended the run "completed" with untrained weights and wrong results."""
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
     from peftlab.training.run import train
 
     cfg = load_config(

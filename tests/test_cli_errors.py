@@ -44,7 +44,7 @@ def test_corrupt_idx_file(tmp_path):
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     datafiles.write_cifar10_python(tmp_path)
     marker = tmp_path / "pwned"
-    from peftlab.data.safe_pickle import load_pickle
+    from peftlab.data.readers.safe_pickle import load_pickle
 
     batch = load_pickle(tmp_path / "data_batch_2")
     batch[b"data"] = Payload(str(marker))
@@ -84,8 +84,8 @@ def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, c
 
 
 def test_a_corrupt_pretraining_manifest_is_no_cache(tmp_path):
-    from peftlab.config import load_config
-    from peftlab.pretrain import cached_manifest
+    from peftlab.config.schema import load_config
+    from peftlab.models.pretrain import cached_manifest
 
     cfg = load_config(overrides={"method": {"name": "full"}})
     (tmp_path / "model.safetensors").write_bytes(b"weights")
@@ -206,7 +206,7 @@ def completed_run(tmp_path, **result_changes):
     """A run directory as export reads it (config.yaml, result.json), with ``result_changes`` laid over."""
     from testkit import TINY_MODEL
 
-    from peftlab.config import dump_config, load_config, to_dict
+    from peftlab.config.schema import dump_config, load_config, to_dict
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
     run_dir = tmp_path / "run"
@@ -346,7 +346,7 @@ def test_a_sigterm_while_a_stopping_process_replaces_its_handlers_is_remembered_
     ``ignore_further_stops`` was replacing the handlers, and its Interrupted escaped as a traceback."""
     import signal
 
-    from peftlab import errors
+    from peftlab.utils import errors
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     real, calls = signal.signal, []

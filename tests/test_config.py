@@ -6,11 +6,11 @@ import pytest
 import yaml
 from testkit import REPO, RUN_CONFIGS, run_cli
 
-from peftlab.config import RunConfig, dump_config, load_config, to_dict
-from peftlab.config_sections import DataConfig
-from peftlab.config_yaml import parse_overrides
-from peftlab.errors import ConfigError
+from peftlab.config.reading import parse_overrides
+from peftlab.config.schema import RunConfig, dump_config, load_config, to_dict
+from peftlab.config.sections import DataConfig
 from peftlab.tuners.lora.config import LoraMethodConfig
+from peftlab.utils.errors import ConfigError
 
 
 def write(tmp_path, data) -> str:
@@ -146,7 +146,7 @@ def test_switching_method_on_the_command_line_drops_the_files_options_of_the_old
 def test_run_ids_of_existing_configs_do_not_change():
     """Finished studies find their results by run id: the default config's id is fixed, and a field
     added later (``LATE_FIELDS``) changes an id only when it is set away from its default."""
-    from peftlab.config import LATE_FIELDS, RunConfig, config_hash, flatten, to_dict
+    from peftlab.config.schema import LATE_FIELDS, RunConfig, config_hash, flatten, to_dict
 
     assert config_hash(RunConfig()) == "4eb51a5f992e"
     defaults = flatten(to_dict(RunConfig()))
@@ -202,7 +202,7 @@ def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
 def test_a_path_inside_the_checkout_hashes_as_before(tmp_path):
     """Run ids hash a path inside the checkout relative to it: the ids of configs that named it
     relative to the repository root (before paths were relative to the config file) stay."""
-    from peftlab.config import config_hash, from_dict
+    from peftlab.config.schema import config_hash, from_dict
 
     cfg = load_config(REPO / "configs" / "downstream.yaml")
     assert cfg.model.pretrained == str(REPO / "cache" / "pretrained" / "mnist-vit" / "model.safetensors")
@@ -236,7 +236,7 @@ def write_base(directory: Path, **architecture) -> Path:
 
 
 def test_the_architecture_of_a_peftlab_base_comes_from_its_manifest(tmp_path):
-    from peftlab.config import config_hash
+    from peftlab.config.schema import config_hash
 
     weights = write_base(tmp_path / "base")
     cfg = load_config(overrides={"model": {"pretrained": str(weights)}})
@@ -301,7 +301,7 @@ def test_a_study_takes_the_architecture_from_its_pretraining_config(tmp_path):
 
 
 def test_test_dir_is_for_image_folders_and_relative_to_the_config(tmp_path):
-    from peftlab.config import config_hash
+    from peftlab.config.schema import config_hash
 
     with pytest.raises(
         ConfigError, match=r"^data.test_dir='/.*/x' is invalid: expected null unless data.name is 'imagefolder'"

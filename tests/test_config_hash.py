@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftlab.config import (
+from peftlab.config.checks import MAX_INT
+from peftlab.config.paths import PATH_FIELDS, hashed_path
+from peftlab.config.schema import (
     HASHED_AS,
     LATE_FIELDS,
     METHOD_HASHED_AS,
@@ -25,10 +27,8 @@ from peftlab.config import (
     seed_hashes,
     to_dict,
 )
-from peftlab.config_checks import MAX_INT
-from peftlab.config_paths import PATH_FIELDS, hashed_path
-from peftlab.errors import ConfigError
 from peftlab.study.spec import load_study
+from peftlab.utils.errors import ConfigError
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml"))
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # what config_hash dumped with before

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from testkit import REPO, run_cli
 
-from peftlab import config_reference
+from peftlab.config import reference as config_reference
 from peftlab.tuners import TUNERS
 
 
@@ -17,7 +17,7 @@ def readme_section() -> str:
 
 def test_readme_section_is_current():
     assert readme_section() == config_reference.reference(), (
-        "docs/configuration.md's config keys are stale: run PYTHONPATH=src python -m peftlab.config_reference --write "
+        "docs/configuration.md's config keys are stale: run PYTHONPATH=src python -m peftlab.config.reference --write "
         "docs/configuration.md"
     )
 

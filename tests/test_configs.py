@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from testkit import REPO, RUN_CONFIGS
 
-from peftlab.config import load_config
-from peftlab.params import check_against_model
+from peftlab.config.schema import load_config
 from peftlab.study.preflight import validate_study
 from peftlab.study.spec import load_study
+from peftlab.tuners.params import check_against_model
 
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
 
@@ -74,7 +74,7 @@ def test_matrix_dry_run(tmp_path):
 def test_vtab1k_study_dry_run_lists_19_tasks_by_method_by_seed_offline(tmp_path):
     from testkit import run_cli
 
-    from peftlab.suites import VTAB1K_TASKS
+    from peftlab.config.suites import VTAB1K_TASKS
 
     proc = run_cli(
         "study", str(REPO / "configs" / "studies" / "vtab1k.yaml"), "--dry-run", "--study-dir", str(tmp_path / "v")

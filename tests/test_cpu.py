@@ -10,9 +10,9 @@ import sys
 import pytest
 from testkit import REPO, needs_fashion_mnist, write_tiny_run
 
-from peftlab import cpu
-from peftlab.config import config_hash, load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import config_hash, load_config
+from peftlab.utils import cpu
+from peftlab.utils.errors import ConfigError
 
 ENV = {**{k: v for k, v in os.environ.items() if k not in cpu.PINNED}, "PYTHONPATH": str(REPO / "src")}
 x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
@@ -21,7 +21,7 @@ x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-6
 @x86
 def test_pinning_before_torch_makes_aten_dispatch_avx2_code():
     script = (
-        "from peftlab.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
+        "from peftlab.utils.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
         "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)

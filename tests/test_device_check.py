@@ -1,4 +1,4 @@
-"""The device checks (``peftlab.device_check``, what scripts/gpu-check.sh runs on a GPU machine), run here
+"""The device checks (``peftlab.training.device_check``, what scripts/gpu-check.sh runs on a GPU machine), run here
 on the CPU: two of its real runs pass, and its judgement catches a record that is not what the check
 asked for. The CUDA kernels themselves are exercised only where a GPU is."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from testkit import REPO
 
-from peftlab import device_check
+from peftlab.training import device_check
 
 pytestmark = pytest.mark.e2e
 

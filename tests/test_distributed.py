@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
-from peftlab.config import dump_config, load_config
+from peftlab.config.schema import dump_config, load_config
 from peftlab.training.distributed import Group
 from peftlab.training.step import micro_pieces, piece_weights
 

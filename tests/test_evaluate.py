@@ -22,7 +22,7 @@ def test_top5_is_reported_only_with_more_than_five_classes(classes, reported):
 
 
 def test_f1_and_matthews_from_a_confusion_matrix_are_glues_scores():
-    from peftlab.metrics import confusion_scores
+    from peftlab.training.metrics import confusion_scores
 
     # labels x predictions: TN 5, FP 1, FN 2, TP 4
     scores = confusion_scores(torch.tensor([[5, 1], [2, 4]]))

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from testkit import REPO, TINY_MODEL, header_accuracy
 
 from peftlab.cli import main
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
 
 sys.path.insert(0, str(REPO / "tests" / "data"))

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from peftlab.files import read_json, write_atomic, write_json_atomic
+from peftlab.utils.files import read_json, write_atomic, write_json_atomic
 
 
 @pytest.fixture

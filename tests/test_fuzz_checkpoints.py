@@ -17,10 +17,10 @@ import pytest
 import torch
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab.config import load_config
-from peftlab.errors import CheckpointError
+from peftlab.config.schema import load_config
 from peftlab.training.checkpoint import CHECKPOINT_NAME
 from peftlab.training.run import train
+from peftlab.utils.errors import CheckpointError
 
 pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from testkit import assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
-from peftlab.config_checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE
+from peftlab.config.checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE
 
 CPU_SECONDS = 60  # each refusal takes about a CPU second in process; a spin or a hang runs past it
 RSS_GROWTH = 2**30
@@ -101,7 +101,7 @@ def test_an_hf_model_of_many_patches_is_probed_small_and_exactly(hf_dir, tmp_pat
     """As a timm model's: an HF config of image_size 8192 (1M patches) hung validate in a full-size probe."""
     import torch
 
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
     from peftlab.training import preflight
 
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "lora"}})

@@ -17,9 +17,9 @@ import yaml
 from hubcache import COMMIT, lay_out_snapshot, timm_hub_files, use_cache
 from testkit import REPO, TINY_MODEL, assert_one_line_refusal, cli_in_process, hf_text_dir, write_text_task
 
-from peftlab.backbones import build_backbone
-from peftlab.config_sections import ModelConfig
-from peftlab.errors import UserError
+from peftlab.config.sections import ModelConfig
+from peftlab.models.backbones import build_backbone
+from peftlab.utils.errors import UserError
 
 # a module that leaves a marker behind when imported: transformers imports it to run auto_map's classes
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
@@ -244,7 +244,7 @@ GLUE_FILES = {"rte/train-00000-of-00001.parquet": parquet(20), "rte/validation-0
 
 
 def read_hub_rte():
-    from peftlab.data.glue import read_glue
+    from peftlab.data.text.glue import read_glue
 
     return read_glue("rte", None, 0.2, 0, False)
 
@@ -274,7 +274,7 @@ def test_a_hub_cache_entry_that_is_no_regular_file_is_one_line_not_a_hang(
     cache = tmp_path / "hub"
     glue = entry.startswith("glue")
     if glue:
-        from peftlab.data.glue import HUB_REPO
+        from peftlab.data.text.glue import HUB_REPO
 
         snapshot = lay_out_snapshot(cache, HUB_REPO, GLUE_FILES, repo_type="dataset")
     else:
@@ -318,7 +318,7 @@ def test_damaged_hub_cache_files_are_one_line_or_read(text_files, tmp_path, monk
     glue = entry == "glue parquet"
     cache = tmp_path / "hub"
     if glue:
-        from peftlab.data.glue import HUB_REPO
+        from peftlab.data.text.glue import HUB_REPO
 
         snapshot = lay_out_snapshot(cache, HUB_REPO, GLUE_FILES, repo_type="dataset")
         target = snapshot / "rte" / "train-00000-of-00001.parquet"

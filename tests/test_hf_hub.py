@@ -18,11 +18,11 @@ from testkit import (
     write_text_task,
 )
 
-from peftlab.backbones import base_provenance, build_backbone
-from peftlab.config import load_config
-from peftlab.config_sections import ModelConfig
-from peftlab.errors import ConfigError, WeightsError
-from peftlab.hub import hf_model_dir, hub_model_dir
+from peftlab.config.schema import load_config
+from peftlab.config.sections import ModelConfig
+from peftlab.models.backbones import base_provenance, build_backbone
+from peftlab.models.hub import hf_model_dir, hub_model_dir
+from peftlab.utils.errors import ConfigError, WeightsError
 
 TEXT, LM, VISION = "someorg/tiny-roberta", "someorg/tiny-llama-lm", "someorg/tiny-vit"
 CONFIG_ONLY, PICKLED = "someorg/config-only", "someorg/pickled"
@@ -182,7 +182,7 @@ def test_a_bad_hub_model_config_is_one_line(model, needle):
 
 
 def test_a_text_base_is_not_pretrained_from_hub_weights():
-    from peftlab.text_base import check_text_base
+    from peftlab.models.text_base import check_text_base
 
     cfg = load_config(overrides={"model": {"source": "hf-text", "task": "causal-lm", "name": LM, "pretrained": "hub"}})
     with pytest.raises(ConfigError, match="^model.pretrained='hub': a text base is trained from scratch"):
@@ -192,7 +192,7 @@ def test_a_text_base_is_not_pretrained_from_hub_weights():
 def test_a_report_names_a_hub_model_by_its_repository():
     import pandas as pd
 
-    from peftlab.analysis.report import model_names
+    from peftlab.analysis.report.build import model_names
 
     df = pd.DataFrame(
         {

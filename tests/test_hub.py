@@ -9,9 +9,9 @@ import torch
 from hubcache import COMMIT, lay_out_snapshot, timm_hub_files, use_cache
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab.backbones import base_provenance, build_backbone
-from peftlab.config_sections import ModelConfig
-from peftlab.errors import WeightsError
+from peftlab.config.sections import ModelConfig
+from peftlab.models.backbones import base_provenance, build_backbone
+from peftlab.utils.errors import WeightsError
 
 NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 REPO = f"timm/{NAME}"  # timm's pretrained_cfg.hf_hub_id for it; also that of TINY_MODEL's name (its default tag)
@@ -121,7 +121,7 @@ def test_an_hf_model_directory_laid_out_as_a_hub_snapshot_loads_offline(hf_dir, 
 
 @needs_fashion_mnist()
 def test_a_run_on_hub_weights_records_their_repository_revision_and_sha256(tmp_path, monkeypatch):
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
     from peftlab.training.run import train
 
     shapes = {k: v for k, v in TINY_MODEL.items() if k != "name"}

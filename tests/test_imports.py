@@ -121,7 +121,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_the_imports_it_should():
     graph = import_graph()
-    assert "peftlab.errors" in graph["peftlab.files"]
+    assert "peftlab.utils.errors" in graph["peftlab.utils.files"]
     assert "peftlab.tuners.lora.config" in graph["peftlab.tuners"]  # an import in a package's __init__
     assert "peftlab.tuners.ranks" in graph["peftlab.tuners.adaptive.model"]  # from peftlab.tuners import ranks
 
@@ -144,17 +144,22 @@ def test_no_import_circles_even_through_imports_inside_functions():
 
 
 def test_the_registry_of_methods_lies_below_the_config_and_the_tuners_code():
-    """peftlab.config reads a method's section through the registry (peftlab.tuners), which imports the
-    method configs and nothing that imports peftlab.config or the tuners' code."""
+    """peftlab.config.schema reads a method's section through the registry (peftlab.tuners), which imports the
+    method configs and nothing that imports peftlab.config.schema or the tuners' code."""
     graph = import_graph(every_import)
-    assert "peftlab.tuners" in graph["peftlab.config"]
+    assert "peftlab.tuners" in graph["peftlab.config.schema"]
     below = reachable(graph, "peftlab.tuners")
-    assert not below & {"peftlab.config", "peftlab.tuners.base", "peftlab.quant", "peftlab.backbones"}
+    assert not below & {
+        "peftlab.config.schema",
+        "peftlab.tuners.base",
+        "peftlab.quant.bases",
+        "peftlab.models.backbones",
+    }
 
 
 def test_reading_a_config_imports_no_torch():
     code = (
-        "import sys; import peftlab.config as c; c.load_config('configs/downstream.yaml'); "
+        "import sys; import peftlab.config.schema as c; c.load_config('configs/downstream.yaml'); "
         "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1])
@@ -176,10 +181,10 @@ def test_the_study_command_reads_its_study_before_torch_so_it_can_pin_the_arithm
 def test_checking_configs_against_the_model_imports_no_peft():
     """The checks of every method against a meta model (targets, patterns, ranks) need no peft, which
     brings transformers, seconds of imports: the tuners import it where they inject. (A study's dry-run
-    also counts each method's size by injecting it on the meta device, peftlab.params: that imports it.)"""
+    also counts each method's size by injecting it on the meta device, peftlab.tuners.params: that imports it.)"""
     code = (
         "import sys; from peftlab.tuners import TUNERS; from peftlab.tuners.base import check_config, planned_ranks; "
-        "from peftlab.study.spec import load_study; from peftlab.params import meta_model; "
+        "from peftlab.study.spec import load_study; from peftlab.tuners.params import meta_model; "
         "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
         "if getattr(spec, which)]; "
         "[(check_config(s.config, meta_model(s.config)), planned_ranks(s.config, meta_model(s.config))) "

@@ -279,8 +279,8 @@ def exported_accuracy(case: dict, cfg: dict, run_dir, out_dir, files, num_classe
     # PEFT's own loader on the plain base, rebuilt as the run built it (its seed: no weights file)
     from peft import PeftModel
 
-    from peftlab.backbones import HFLogits, build_backbone
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
+    from peftlab.models.backbones import HFLogits, build_backbone
     from peftlab.training.runtime import seed_everything
 
     run_cfg = load_config(run_dir / "config.yaml")
@@ -320,7 +320,7 @@ def test_a_join_runs_exports_and_reports_what_it_measured(case, files, tmp_path,
 
     spec = load_study(tmp_path / "study.yaml").runs[0]
     run_dir = tmp_path / "out" / "runs" / spec.run_id
-    from peftlab.config import dump_config
+    from peftlab.config.schema import dump_config
 
     (tmp_path / "run.yaml").write_text(dump_config(spec.config))
     status, stderr, _, _ = cli_in_process("train", str(tmp_path / "run.yaml"), "--run-dir", str(run_dir), "--quiet")

@@ -15,8 +15,8 @@ from testkit import REPO, needs_fashion_mnist, write_tiny_run
 # peftlab uses (the bitsandbytes line is the one AVX512-BF16 CPUs print) and Python warnings.
 NOISY = """
 import logging, sys, warnings
-import peftlab.config
-load = peftlab.config.load_config
+import peftlab.config.schema
+load = peftlab.config.schema.load_config
 
 def noisy_load(*args, **kwargs):
     import torch  # noqa: F401 - torch's loggers print through torch's own stderr handler
@@ -28,7 +28,7 @@ def noisy_load(*args, **kwargs):
     warnings.warn("a torch-style warning", UserWarning)
     return load(*args, **kwargs)
 
-peftlab.config.load_config = noisy_load
+peftlab.config.schema.load_config = noisy_load
 from peftlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -79,7 +79,7 @@ def test_a_run_keeps_the_libraries_chatter_in_its_library_log(tmp_path):
 
 def test_bitsandbytes_never_asks_the_hub_for_kernels():
     script = (
-        "import sys; from peftlab.libraries import quiet_libraries; quiet_libraries(); import bitsandbytes; "
+        "import sys; from peftlab.utils.libraries import quiet_libraries; quiet_libraries(); import bitsandbytes; "
         "print(sys.modules['kernels'])"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=600)
@@ -89,8 +89,8 @@ def test_bitsandbytes_never_asks_the_hub_for_kernels():
 
 def test_peftlabs_own_warnings_still_reach_the_user():
     script = (
-        "import logging; from peftlab.libraries import quiet_libraries; quiet_libraries(); "
-        "logging.getLogger('peftlab.analysis.figures').warning('a label is shown as written'); "
+        "import logging; from peftlab.utils.libraries import quiet_libraries; quiet_libraries(); "
+        "logging.getLogger('peftlab.analysis.figures.study').warning('a label is shown as written'); "
         "logging.getLogger('matplotlib').warning('library noise')"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
@@ -101,8 +101,8 @@ def test_peftlabs_own_warnings_still_reach_the_user():
 # gives its logger a stderr handler of its own when it is imported).
 HF_NOISY = """
 import sys
-import peftlab.backbones
-build_hf = peftlab.backbones.build_hf
+import peftlab.models.backbones
+build_hf = peftlab.models.backbones.build_hf
 
 def noisy_build_hf(*args, **kwargs):
     model = build_hf(*args, **kwargs)
@@ -110,7 +110,7 @@ def noisy_build_hf(*args, **kwargs):
     logging.get_logger("transformers.modeling_utils").warning("a transformers warning")
     return model
 
-peftlab.backbones.build_hf = noisy_build_hf
+peftlab.models.backbones.build_hf = noisy_build_hf
 from peftlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -9,11 +9,11 @@ import time
 import pytest
 from testkit import REPO
 
-from peftlab.locks import DirectoryInUse, hold
+from peftlab.utils.locks import DirectoryInUse, hold
 
 HOLDER = """
 import sys, time
-from peftlab.locks import hold
+from peftlab.utils.locks import hold
 with hold(sys.argv[1], "study directory", "peftlab study"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, needs_fashion_mnist
 
-from peftlab.config_checks import MAX_INT
+from peftlab.config.checks import MAX_INT
 from peftlab.tuners import TUNERS
 
 # a knob that counts only once another is set: oft's r (blocks) replaces oft_block_size, and so on
@@ -96,8 +96,8 @@ def test_a_method_too_large_is_refused_by_validate_train_and_a_study_dry_run(tmp
 
 
 def test_the_size_check_leaves_the_meta_model_a_study_shares_as_found():
-    from peftlab.config import load_config
-    from peftlab.params import check_against_model, meta_model
+    from peftlab.config.schema import load_config
+    from peftlab.tuners.params import check_against_model, meta_model
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "houlsby"}})
     model = meta_model(cfg)
@@ -108,8 +108,8 @@ def test_the_size_check_leaves_the_meta_model_a_study_shares_as_found():
 
 def test_a_quantized_base_counts_as_many_parameters_as_its_float_base():
     """``peftlab params`` of a QLoRA config was a traceback: bitsandbytes cannot quantize a meta tensor."""
-    from peftlab.config import load_config
-    from peftlab.params import count_parameters
+    from peftlab.config.schema import load_config
+    from peftlab.tuners.params import count_parameters
 
     lora = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
     for mode in ("nf4", "int8"):
@@ -209,8 +209,8 @@ def ids(rows):
 
 
 def trainable_without_head(model: dict, method: str, options: dict) -> int:
-    from peftlab.config import load_config
-    from peftlab.params import count_parameters
+    from peftlab.config.schema import load_config
+    from peftlab.tuners.params import count_parameters
 
     counts = count_parameters(
         load_config(overrides={"model": {**model, "num_classes": 1000}, "method": {"name": method, **options}})

@@ -4,11 +4,11 @@ import pytest
 import torch
 from testkit import TINY_MODEL, cpu_seconds, run_cli
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import UserError
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.training.preflight import check_fits, estimate, saved_activation_bytes
 from peftlab.tuners.base import apply_tuner
+from peftlab.utils.errors import UserError
 
 
 def tuned(method: str, **options):

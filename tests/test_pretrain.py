@@ -5,8 +5,8 @@ import threading
 import pytest
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab import locks
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
+from peftlab.utils import locks
 
 
 @pytest.mark.e2e
@@ -14,7 +14,7 @@ from peftlab.config import load_config
 def test_a_second_pretraining_of_a_held_directory_waits_then_reuses_the_base(tmp_path):
     """While another process holds the output directory, pretrain trains nothing there (no run
     directory appears); once it is free, it trains once, and a second call reuses the weights."""
-    from peftlab.pretrain import pretrain
+    from peftlab.models.pretrain import pretrain
 
     cfg = load_config(
         overrides={

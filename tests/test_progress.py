@@ -2,7 +2,7 @@
 
 from tqdm import tqdm
 
-from peftlab.progress import TextProgress, duration
+from peftlab.utils.progress import TextProgress, duration
 
 
 def test_without_a_terminal_progress_prints_lines_with_the_time_left(capsys):

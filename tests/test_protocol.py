@@ -3,9 +3,9 @@
 import pytest
 from testkit import REPO
 
-from peftlab.config import config_hash, load_config
-from peftlab.errors import ConfigError
-from peftlab.protocol import PRESETS, protocol_card
+from peftlab.config.protocol import PRESETS, protocol_card
+from peftlab.config.schema import config_hash, load_config
+from peftlab.utils.errors import ConfigError
 
 
 def test_a_preset_sets_its_values_and_refuses_a_config_that_sets_one_otherwise():

@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from testkit import TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.quant import is_quantized_linear, weight_only_arithmetic
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.quant.bases import is_quantized_linear, weight_only_arithmetic
 from peftlab.training.evaluate import MERGE_TOLERANCE
 from peftlab.tuners.base import apply_tuner
+from peftlab.utils.errors import ConfigError
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -207,7 +207,7 @@ def repack_by_hand(model) -> int:
 
 @pytest.mark.parametrize("kernel", ["reference", "bnb"])
 def test_every_4bit_layer_peftlab_builds_takes_the_kernel_its_config_names(kernel, hf_dir, tmp_path):
-    from peftlab.quant import load_quantized_state, quantize_base
+    from peftlab.quant.bases import load_quantized_state, quantize_base
 
     tuner = make("timm-qv-slices", {"mode": "nf4", "cpu_kernel": kernel}, hf_dir)
     requantized = tuner.merged_model(quantized=True)
@@ -215,8 +215,10 @@ def test_every_4bit_layer_peftlab_builds_takes_the_kernel_its_config_names(kerne
     saved, fresh = (build_backbone(cfg.model, NUM_CLASSES) for _ in range(2))
     for model in (saved, fresh):
         quantize_base(model, cfg.quant, torch.device("cpu"))
-    load_quantized_state(fresh, saved.state_dict(), torch.device("cpu"))  # as peftlab.export.load_quantized does
-    from peftlab.quant import cpu_has_bnb_kernel
+    load_quantized_state(
+        fresh, saved.state_dict(), torch.device("cpu")
+    )  # as peftlab.training.export.load_quantized does
+    from peftlab.quant.bases import cpu_has_bnb_kernel
 
     expected = kernel == "bnb" and cpu_has_bnb_kernel()  # bnb's kernel only where the CPU has AVX512-BF16
     for model in (tuner.model, requantized, fresh):
@@ -239,7 +241,7 @@ def test_the_reference_kernel_never_repacks_in_evaluation(hf_dir):
 @pytest.mark.parametrize("mode", FOUR_BIT)
 def test_restore_layout_gives_back_the_codes_and_the_bf16_statistics(mode):
     """bitsandbytes' own inverse leaves a non-nested absmax transposed (5.6% weight error); ours does not."""
-    from peftlab.quant import dequantized_weight, is_repacked, quantized_linear, restore_layout
+    from peftlab.quant.bases import dequantized_weight, is_repacked, quantized_linear, restore_layout
 
     torch.manual_seed(0)
     quant = load_config(overrides={"quant": MODES[mode]}).quant

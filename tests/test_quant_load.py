@@ -1,4 +1,4 @@
-"""A base quantized while loading (peftlab.quant_load) is the base loaded in full and then quantized.
+"""A base quantized while loading (peftlab.quant.load) is the base loaded in full and then quantized.
 
 Same stored bytes (quantized codes and statistics, the head, the adapters' initialisation), same
 random generator state afterwards, same outputs and merges, for every bitsandbytes mode and QA-LoRA,
@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save_file
 from testkit import REPO, TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.quant_load import build_base, loads_quantized
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.quant.load import build_base, loads_quantized
 from peftlab.tuners.base import apply_tuner
 
 pytest.importorskip("bitsandbytes")
@@ -126,7 +126,7 @@ def test_a_base_quantized_while_loading_is_byte_identical_to_one_quantized_after
 
 def test_weights_a_tuner_does_not_quantize_are_read_in_full(weights):
     """A Linear left in its file and never quantized (here: no tuner at all) is read by ``load_pending``."""
-    from peftlab.quant import load_pending
+    from peftlab.quant.bases import load_pending
 
     cfg = config(weights / "timm.safetensors", QUANTS["nf4"], {"name": "lora"})
     model = build_base(cfg, NUM_CLASSES)
@@ -146,9 +146,9 @@ def test_unquantized_runs_and_random_bases_build_as_before(weights):
 BUILD_PEAK = """
 import json, resource, sys, torch
 from safetensors.torch import save_file
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.quant_load import build_base
+from peftlab.models.backbones import build_backbone
+from peftlab.config.schema import load_config
+from peftlab.quant.load import build_base
 from peftlab.tuners.base import apply_tuner
 
 TINY = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
@@ -168,8 +168,8 @@ baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if mode == "in-full":  # an fp32 base read from its file, not quantized
     built = build_backbone(cfg.model, 10)
 elif mode == "for-saved-state":  # what export.load_quantized builds before it loads the saved state
-    from peftlab.quant import quantize_base
-    from peftlab.quant_load import build_for_saved_state
+    from peftlab.quant.bases import quantize_base
+    from peftlab.quant.load import build_for_saved_state
     built = build_for_saved_state(cfg.model, 10, cfg.quant)
     quantize_base(built, cfg.quant, torch.device("cpu"))
 else:

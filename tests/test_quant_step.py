@@ -1,4 +1,4 @@
-"""peftlab.quant_step: a 4-bit layer's CPU matmul through one reused buffer computes bitsandbytes'
+"""peftlab.quant.step: a 4-bit layer's CPU matmul through one reused buffer computes bitsandbytes'
 numbers bit for bit (outputs, input and bias gradients, through stacked layers that overwrite the
 buffer before the first one's backward), keeps one buffer per thread, and leaves every other
 case to bitsandbytes."""
@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from peftlab.config_sections import QuantConfig
-from peftlab.quant import quantized_linear
+from peftlab.config.sections import QuantConfig
+from peftlab.quant.bases import quantized_linear
 
 bnb = pytest.importorskip("bitsandbytes")
-quant_step = pytest.importorskip("peftlab.quant_step")
+quant_step = pytest.importorskip("peftlab.quant.step")
 
 CPU = torch.device("cpu")
 
@@ -93,8 +93,8 @@ def test_a_bf16_compute_dtype_is_left_to_bitsandbytes(monkeypatch):
 def test_a_qlora_base_takes_the_fused_qkv_step_with_the_numbers_of_its_own_layers(quant, monkeypatch):
     from testkit import TINY_MODEL
 
-    from peftlab.backbones import build_backbone
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
+    from peftlab.models.backbones import build_backbone
     from peftlab.tuners import modules
     from peftlab.tuners.base import apply_tuner
 

@@ -1,12 +1,12 @@
-"""The result section of docs/run-directory.md is generated from peftlab.run_result and must be current."""
+"""The result section of docs/run-directory.md is generated from peftlab.training.run_result and must be current."""
 
 import typing
 
 import pytest
 from testkit import REPO
 
-from peftlab import result_reference
-from peftlab.run_result import SECTIONS, RunResult
+from peftlab.training import result_reference
+from peftlab.training.run_result import SECTIONS, RunResult
 
 
 def doc_section() -> str:
@@ -18,7 +18,7 @@ def doc_section() -> str:
 def test_the_doc_section_is_current():
     assert doc_section() == result_reference.reference(), (
         "docs/run-directory.md's result.json section is stale: run PYTHONPATH=src python -m "
-        "peftlab.result_reference --write docs/run-directory.md"
+        "peftlab.training.result_reference --write docs/run-directory.md"
     )
 
 

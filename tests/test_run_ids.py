@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import config_hash, load_config
+from peftlab.config.schema import config_hash, load_config
 from peftlab.study.spec import load_study
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -1,12 +1,12 @@
-"""result.json's record (peftlab.run_result): what a real run writes is the record exactly, and the
+"""result.json's record (peftlab.training.run_result): what a real run writes is the record exactly, and the
 one parser reads every shape a result.json has had (failures, older files, damaged sections)."""
 
 import json
 
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab.config import load_config
-from peftlab.run_result import (
+from peftlab.config.schema import load_config
+from peftlab.training.run_result import (
     RESULT_FILE,
     RunResult,
     failure,

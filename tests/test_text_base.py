@@ -1,4 +1,4 @@
-"""The offline text base (peftlab.text_base): a byte-level BPE tokenizer trained on a corpus, a small GPT-2
+"""The offline text base (peftlab.models.text_base): a byte-level BPE tokenizer trained on a corpus, a small GPT-2
 trained from its config.json as a causal LM by the one recipe, saved as an HF model directory that
 transformers loads and a downstream classification run adapts."""
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from peftlab.config import load_config
-from peftlab.errors import UserError
-from peftlab.pretrain import pretrain
+from peftlab.config.schema import load_config
+from peftlab.models.pretrain import pretrain
+from peftlab.utils.errors import UserError
 
 WORDS = "the a cat dog sat ran on under mat log fast slow red blue small big home park".split()
 
@@ -53,7 +53,7 @@ def base_config(architecture, corpus, **model):
 def test_the_base_is_an_hf_directory_transformers_loads_and_a_second_call_reuses(architecture, corpus, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     out = tmp_path / "base"
     manifest = pretrain(base_config(architecture, corpus), out, progress=False)
@@ -72,7 +72,7 @@ def test_the_base_is_an_hf_directory_transformers_loads_and_a_second_call_reuses
 
 
 def test_the_tokenizer_is_trained_the_same_way_on_the_same_texts(corpus):
-    from peftlab.text_base import train_tokenizer
+    from peftlab.models.text_base import train_tokenizer
 
     texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
     first, second = train_tokenizer(texts, 300, 32), train_tokenizer(texts, 300, 32)

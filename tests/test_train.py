@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from testkit import TINY_MODEL, assert_peft_loads, needs_fashion_mnist, run_cli
 
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
+from peftlab.utils.errors import ConfigError
 
 pytestmark = needs_fashion_mnist()
 
@@ -236,7 +236,7 @@ def test_merged_export_of_a_hand_written_method_is_a_plain_timm_model(tmp_path, 
     from safetensors import safe_open
 
     from peftlab.cli import main
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     run_dir, out = tmp_path / "run", tmp_path / "merged.safetensors"
     assert (
@@ -255,7 +255,7 @@ def test_merged_export_of_a_hand_written_method_is_a_plain_timm_model(tmp_path, 
 @pytest.mark.parametrize("method, options", [("houlsby", {"bottleneck": 4}), ("vpt", {"prompt_tokens": 3})])
 def test_a_method_that_does_not_merge_skips_the_merge_check_and_exports_unmerged(tmp_path, capsys, method, options):
     from peftlab.cli import main
-    from peftlab.export import load_trained, load_unmerged
+    from peftlab.training.export import load_trained, load_unmerged
 
     run_dir, out = tmp_path / "run", tmp_path / "unmerged.safetensors"
     result = train(config(method={"name": method, **options}, train={"max_steps": 2}), run_dir, progress=False)
@@ -274,7 +274,7 @@ def test_a_method_that_does_not_merge_skips_the_merge_check_and_exports_unmerged
 @pytest.mark.e2e
 def test_cli_train_then_export_loads_in_plain_timm(tmp_path):
     cfg_path = tmp_path / "run.yaml"
-    from peftlab.config import dump_config
+    from peftlab.config.schema import dump_config
 
     cfg_path.write_text(dump_config(config(method={"name": "lora", "r": 4}, train={"epochs": 1})))
     proc = run_cli("train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--quiet")
@@ -301,7 +301,7 @@ def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
     loads it and gives the trained (adapter) model's logits."""
     from transformers import AutoModelForImageClassification
 
-    from peftlab.export import export_merged, load_trained
+    from peftlab.training.export import export_merged, load_trained
 
     cfg = config(model={"source": "hf", "path": str(hf_dir)}, method={"name": "lora", "r": 4}, train={"epochs": 1})
     result = train(cfg, tmp_path / "run", progress=False)
@@ -327,10 +327,10 @@ def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
     "quant", [{"mode": "nf4", "double_quant": True}, {"mode": "int8"}, {"mode": "nf4", "cpu_kernel": "bnb"}]
 )  # bnb's bf16 kernel on AVX512-BF16 CPUs
 def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant):
-    from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
-    from peftlab.export import export_merged, load_quantized
+    from peftlab.models.backbones import input_spec_for
     from peftlab.training.evaluate import evaluate
+    from peftlab.training.export import export_merged, load_quantized
 
     cfg = config(method={"name": "lora", "r": 4}, quant=quant, train={"epochs": 1})
     result = train(cfg, tmp_path / "run", progress=False)
@@ -380,7 +380,7 @@ def test_a_run_whose_last_update_is_non_finite_ends_diverged(tmp_path, method, t
 def test_a_checkpoint_of_another_method_is_one_line_and_marked_unusable(tmp_path):
     import shutil
 
-    from peftlab.errors import CheckpointError
+    from peftlab.utils.errors import CheckpointError
 
     lora = config(method={"name": "lora", "r": 4}, train={"max_steps": 2})
     assert train(lora, tmp_path / "lora", progress=False)["status"] == "completed"
@@ -457,10 +457,10 @@ def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):
 def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_path, fmt):
     from safetensors import safe_open
 
-    from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
-    from peftlab.export import load_quantized
+    from peftlab.models.backbones import input_spec_for
     from peftlab.training.evaluate import evaluate
+    from peftlab.training.export import load_quantized
 
     cfg = config(
         method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"}, train={"epochs": 1}
@@ -694,9 +694,9 @@ def test_out_of_memory_without_auto_batch_fails_the_run_and_names_the_switch(tmp
 def test_a_failed_merge_check_is_a_warning_and_export_refuses_it(tmp_path, monkeypatch):
     """A merge that is not the evaluated model never passes silently (issue 22: a repacked 4-bit base
     once merged to 13.7% against 60.5% and the run said nothing)."""
-    from peftlab.errors import UserError
-    from peftlab.export import export_merged
+    from peftlab.training.export import export_merged
     from peftlab.tuners.lora.model import LoraTuner
+    from peftlab.utils.errors import UserError
 
     merged_model = LoraTuner.merged_model
 

@@ -16,10 +16,10 @@ from testkit import (
     write_text_task,
 )
 
-from peftlab.config import load_config, to_dict
-from peftlab.errors import UserError
+from peftlab.config.schema import load_config, to_dict
 from peftlab.training.run import train
 from peftlab.tuners import TUNERS
+from peftlab.utils.errors import UserError
 
 FAMILIES = ("gpt2", "llama")
 PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}  # their virtual tokens take positions: tested on their own
@@ -55,9 +55,9 @@ def lm_config(model_dir, root, method=None, data=None, **train):
 
 
 def lm_splits(cfg):
-    from peftlab.backbones import pad_token
-    from peftlab.data.tokens import build_text_data, load_tokenizer
-    from peftlab.hf_config import check_hf_config
+    from peftlab.data.text.tokens import build_text_data, load_tokenizer
+    from peftlab.models.backbones import pad_token
+    from peftlab.models.hf_config import check_hf_config
 
     config = check_hf_config(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, pad_token(config))
@@ -65,7 +65,7 @@ def lm_splits(cfg):
 
 
 def test_the_targets_are_the_response_and_its_end_and_nothing_of_the_prompt(lm_dirs, instructions):
-    from peftlab.data.tokens import ALPACA_PROMPT, IGNORED
+    from peftlab.data.text.tokens import ALPACA_PROMPT, IGNORED
 
     tokenizer, bundle = lm_splits(lm_config(lm_dirs["gpt2"], instructions))
     row = json.loads((instructions / "test.jsonl").read_text().splitlines()[0])
@@ -82,8 +82,8 @@ def test_the_targets_are_the_response_and_its_end_and_nothing_of_the_prompt(lm_d
 
 
 def test_perplexity_is_the_exponential_of_transformers_own_loss_per_response_token(lm_dirs, instructions):
-    from peftlab.backbones import build_backbone
-    from peftlab.data.tokens import IGNORED
+    from peftlab.data.text.tokens import IGNORED
+    from peftlab.models.backbones import build_backbone
     from peftlab.training.evaluate import evaluate
 
     cfg = lm_config(lm_dirs["llama"], instructions)
@@ -105,7 +105,7 @@ def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_pef
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     run_dir = tmp_path / "run"
     result = train(lm_config(lm_dirs[family], instructions, max_steps=12), run_dir, progress=False)
@@ -171,7 +171,7 @@ def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
 def test_what_a_causal_lm_cannot_do_is_one_line(lm_dirs, instructions, tmp_path, change, message):
     cfg = lm_config(lm_dirs["gpt2"], instructions, method=change.get("method"), data=change.get("data"))
     with pytest.raises(UserError, match=message) as caught:
-        from peftlab.config_checks import check_modality
+        from peftlab.config.checks import check_modality
 
         check_modality(cfg.model, cfg.data)
         train(cfg, tmp_path / "run", progress=False)
@@ -220,8 +220,8 @@ def test_a_prompt_learning_run_on_a_causal_lm_trains_the_prompts_alone_and_expor
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from peftlab.data.tokens import IGNORED
-    from peftlab.export import load_trained
+    from peftlab.data.text.tokens import IGNORED
+    from peftlab.training.export import load_trained
 
     run_dir, peft_dir = tmp_path / "run", tmp_path / "peft"
     options = {"name": method, "num_virtual_tokens": VIRTUAL}

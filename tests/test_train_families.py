@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from testkit import assert_peft_loads, hf_vision_model, needs_fashion_mnist
 
-from peftlab.config import load_config
-from peftlab.errors import UserError
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
+from peftlab.utils.errors import UserError
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
@@ -62,7 +62,7 @@ def run_config(family: str, method: str, hf_dirs, **train_options):
 
 @pytest.mark.parametrize("family, method", CELLS)
 def test_a_short_run_of_each_method_on_each_family_completes_and_rebuilds(tmp_path, hf_dirs, family, method):
-    from peftlab.export import export_merged, load_trained
+    from peftlab.training.export import export_merged, load_trained
 
     run_dir = tmp_path / "run"
     result = train(run_config(family, method, hf_dirs), run_dir, progress=False)

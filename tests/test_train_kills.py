@@ -1,7 +1,7 @@
 """kill -9 loses nothing and repeats nothing; Ctrl-C and SIGTERM stop a run cleanly.
 
 A real ``peftlab train`` process SIGKILLs itself at a named point (``PEFTLAB_KILL_AT``, see
-``peftlab.files.kill_point``); the same command then resumes the run. Its metrics.jsonl and
+``peftlab.utils.files.kill_point``); the same command then resumes the run. Its metrics.jsonl and
 monitors.jsonl must equal an uninterrupted run's line for line (timings aside), its adapter
 bit for bit, and no temporary file of an interrupted atomic write may remain.
 """
@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
 
-from peftlab.config import dump_config, load_config
-from peftlab.files import KILL_AT, KILL_ONCE, kill_point, remove_temporaries, write_atomic
+from peftlab.config.schema import dump_config, load_config
 from peftlab.training.run import train
+from peftlab.utils.files import KILL_AT, KILL_ONCE, kill_point, remove_temporaries, write_atomic
 
 needs_data = needs_fashion_mnist()
 
@@ -83,7 +83,7 @@ def test_kill_point_kills_only_at_the_named_point(monkeypatch):
 def test_with_a_marker_file_only_the_first_process_is_killed(tmp_path):
     """``PEFTLAB_KILL_ONCE``: the process that creates the marker dies; the next one (a retry) goes on."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: "step:3", KILL_ONCE: str(tmp_path / "killed")})
-    code = "from peftlab.files import kill_point; kill_point('step', 3); print('alive')"
+    code = "from peftlab.utils.files import kill_point; kill_point('step', 3); print('alive')"
     first, second = (
         subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
         for _ in range(2)

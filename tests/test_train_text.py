@@ -7,10 +7,10 @@ import pytest
 import torch
 from testkit import assert_resumes_bit_identically, cli_in_process, hf_text_dir, text_tokenizer, write_text_task
 
-from peftlab.config import load_config, to_dict
-from peftlab.errors import UserError
+from peftlab.config.schema import load_config, to_dict
 from peftlab.training.run import train
 from peftlab.tuners import TUNERS
+from peftlab.utils.errors import UserError
 
 FAMILIES = ("gpt2", "llama", "bert", "roberta")
 
@@ -44,7 +44,7 @@ def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, f
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     run_dir = tmp_path / "run"
     result = train(text_config(text_dirs[family], task), run_dir, progress=False)
@@ -75,9 +75,9 @@ def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, f
 
 
 def test_padding_a_batch_to_its_longest_example_gives_the_logits_of_padding_to_max_length(text_dirs, task):
-    from peftlab.backbones import build_backbone, pad_token
-    from peftlab.data.tokens import build_text_data, load_tokenizer
-    from peftlab.hf_config import check_hf_config
+    from peftlab.data.text.tokens import build_text_data, load_tokenizer
+    from peftlab.models.backbones import build_backbone, pad_token
+    from peftlab.models.hf_config import check_hf_config
 
     for family in FAMILIES:
         cfg = text_config(text_dirs[family], task, data={"max_length": 32})
@@ -188,7 +188,7 @@ def test_gpt2_adapters_of_the_lora_family_load_in_peft_on_the_plain_conv1d_model
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     options = {"dora": {"r": 4}, "adalora": {"init_r": 6, "target_r": 3}}[method]
     run_dir = tmp_path / "run"
@@ -234,7 +234,7 @@ def test_peftlab_export_merged_writes_a_directory_transformers_loads_as_itself(t
     """GPT-2's merged c_attn, c_proj and c_fc go back to transformers' Conv1D layout ((in, out) weights)."""
     from transformers import AutoModelForSequenceClassification
 
-    from peftlab.export import export_merged, load_trained
+    from peftlab.training.export import export_merged, load_trained
 
     run_dir = tmp_path / "run"
     cfg = text_config(text_dirs[family], task, method={"name": "lora", "r": 4, "target_modules": "all-linear"})
@@ -259,7 +259,7 @@ def test_prompt_learning_runs_export_what_peft_loads_on_the_plain_model(text_dir
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     run_dir = tmp_path / "run"
     options = {"name": method, "num_virtual_tokens": 4}
@@ -290,7 +290,7 @@ def test_a_prompt_learning_run_exports_with_peft_and_refuses_to_merge_in_one_lin
     from testkit import assert_one_line_refusal
     from transformers import AutoModelForSequenceClassification
 
-    from peftlab.export import load_trained
+    from peftlab.training.export import load_trained
 
     run_dir, peft_dir = tmp_path / "run", tmp_path / "peft"
     options = {"name": method, "num_virtual_tokens": 4}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from testkit import REPO, TINY_MODEL, hf_text_dir, write_instruction_task, write_text_task
 
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
 
 sys.path.insert(0, str(REPO / "tests" / "data"))

@@ -58,7 +58,7 @@ def test_a_trial_exports_merged_and_in_pefts_format(trial, tmp_path):
 
 
 def test_a_trials_final_numbers_for_the_trackers_hold_no_missing_test_metrics(trial):
-    from peftlab.tracking import result_scalars
+    from peftlab.training.tracking import result_scalars
 
     scalars = result_scalars(json.loads((trial / "result.json").read_text()))
     assert scalars["val/best_top1"] is not None and not any(k.startswith("test/") for k in scalars)

@@ -188,9 +188,9 @@ def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
     import torch
     from peft import PeftModel
 
-    from peftlab.backbones import HFLogits, build_backbone, input_spec_for
-    from peftlab.config import load_config
-    from peftlab.export import load_trained
+    from peftlab.config.schema import load_config
+    from peftlab.models.backbones import HFLogits, build_backbone, input_spec_for
+    from peftlab.training.export import load_trained
     from peftlab.training.runtime import seed_everything
 
     cfg = load_config(run_dir / "config.yaml")
@@ -249,8 +249,8 @@ def assert_peft_format_loads(tuner, base, images, out_dir: Path) -> None:
     import torch
     from peft import PeftModel
 
-    from peftlab.backbones import HFLogits, HFTextLogits
-    from peftlab.export import write_peft_adapter
+    from peftlab.models.backbones import HFLogits, HFTextLogits
+    from peftlab.training.export import write_peft_adapter
 
     if not write_peft_adapter(tuner, out_dir):
         return

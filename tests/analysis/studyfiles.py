@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from testkit import REPO
 
-from peftlab.config import load_config, to_dict
+from peftlab.config.schema import load_config, to_dict
 
 TOTAL = 800_394
 # variant, method, overrides, trainable, wall seconds, test top-1 per seed

@@ -5,9 +5,9 @@ import pytest
 import yaml
 from testkit import TINY_MODEL, needs_fashion_mnist
 
-from peftlab.analysis.adaptive import equal_budget_comparisons, load_importance, seed_agreement
-from peftlab.analysis.load import load_results
-from peftlab.analysis.report import write_report
+from peftlab.analysis.report.adaptive import equal_budget_comparisons, load_importance, seed_agreement
+from peftlab.analysis.report.build import write_report
+from peftlab.analysis.results.load import load_results
 from peftlab.study.runner import run_study
 from peftlab.study.spec import load_study
 

@@ -5,9 +5,10 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from peftlab.analysis import ablation_figure, figures
-from peftlab.analysis.figure_style import MARKERS, study_palette
-from peftlab.analysis.intervals import pareto_front
+from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.figures import study as figures
+from peftlab.analysis.figures.style import MARKERS, study_palette
+from peftlab.analysis.stats.intervals import pareto_front
 
 
 def assert_png_and_pdf(paths, out_dir, name):
@@ -264,8 +265,8 @@ def test_figures_use_display_names(synthetic_study, drawn, tmp_path):
 
 
 def test_legend_and_latex_table_use_the_study_labels(synthetic_study, drawn, tmp_path):
-    from peftlab.analysis import tables
-    from peftlab.analysis.intervals import summarize
+    from peftlab.analysis.report import tables
+    from peftlab.analysis.stats.intervals import summarize
 
     labels = {"lora r=4": "LoRA ($r{=}4$), 50% & more", "full": "Full FT_1", "lora": "LoRA"}
     figures.plot_accuracy_vs_params(synthetic_study, tmp_path, labels=labels)

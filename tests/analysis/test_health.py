@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.analysis.health import load_gradient_flow, load_health, load_rank_use, report_section
-from peftlab.analysis.health_figures import plot_gradient_flow, plot_rank_utilisation, short_layer
+from peftlab.analysis.figures.health import plot_gradient_flow, plot_rank_utilisation, short_layer
+from peftlab.analysis.report.health import load_gradient_flow, load_health, load_rank_use, report_section
 
 LAYERS = ["blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v", "blocks.1.attn.qkv.q", "blocks.1.attn.qkv.v"]
 
@@ -152,7 +152,7 @@ def test_rank_use_of_many_configurations_is_a_grid_in_forward_order(tmp_path):
     layers in depth then forward order (q, k, v, proj, fc1, fc2)."""
     import pandas as pd
 
-    from peftlab.analysis.health_figures import _layer_key, plot_rank_utilisation
+    from peftlab.analysis.figures.health import _layer_key, plot_rank_utilisation
 
     layers = [
         "blocks.0.mlp.fc2",
@@ -185,8 +185,8 @@ def test_health_figures_take_the_study_palette_and_display_names(study, tmp_path
     report's palette (keyed by method, so a figure without full fine-tuning keeps LoRA's colour)."""
     import matplotlib.colors
 
-    import peftlab.analysis.health_figures as health_figures
-    from peftlab.analysis.figure_style import study_palette
+    import peftlab.analysis.figures.health as health_figures
+    from peftlab.analysis.figures.style import study_palette
 
     drawn = []
     monkeypatch.setattr(health_figures, "save_figure", lambda fig, out_dir, name: drawn.append(fig) or [])

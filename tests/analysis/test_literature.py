@@ -7,8 +7,8 @@ import pytest
 from studyfiles import write_study_dir
 from test_report import write_study_dir as report_study_dir
 
-from peftlab.analysis import paper
-from peftlab.analysis.literature import (
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.report.literature import (
     LITERATURE,
     bib_keys,
     cited_methods,
@@ -16,9 +16,9 @@ from peftlab.analysis.literature import (
     load_literature,
     ranked_citations,
 )
-from peftlab.analysis.load import load_results
-from peftlab.errors import UserError
+from peftlab.analysis.results.load import load_results
 from peftlab.tuners import TUNERS
+from peftlab.utils.errors import UserError
 
 VPETL = ("vpetl_cifar", "vpetl_vtab_mean")
 # V-PETL Bench's VTAB table rows that peftlab has, and the method each stands for

@@ -20,16 +20,16 @@ from test_report import TEXT_RUNS, text_study
 from test_report_direction import lm_study
 from testkit import REPO
 
-from peftlab.analysis import paper
-from peftlab.analysis.latex import compile_pdf, missing_latex
-from peftlab.analysis.literature import LITERATURE, bib_keys, literature_section, load_literature
-from peftlab.analysis.load import load_results
-from peftlab.analysis.load import results_sha256 as load_results_sha256
-from peftlab.analysis.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
-from peftlab.analysis.report import write_report
-from peftlab.analysis.submission import write_submission
-from peftlab.errors import UserError
-from peftlab.files import read_json
+from peftlab.analysis.archive.submission import write_submission
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex
+from peftlab.analysis.paper.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
+from peftlab.analysis.report.build import write_report
+from peftlab.analysis.report.literature import LITERATURE, bib_keys, literature_section, load_literature
+from peftlab.analysis.results.load import load_results
+from peftlab.analysis.results.load import results_sha256 as load_results_sha256
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json
 
 MISSING_LATEX = missing_latex()
 
@@ -130,7 +130,7 @@ def test_every_citation_is_in_the_bibliography(sources):
 
 def test_each_bibliography_key_is_written_once():
     """BibTeX skips a repeated entry with an error, and latexmk then fails the whole paper."""
-    from peftlab.analysis import paper
+    from peftlab.analysis.paper import build as paper
 
     text = (Path(paper.__file__).parent / "references.bib").read_text()
     keys = re.findall(r"^@\w+\{([^,]+),", text, flags=re.MULTILINE)
@@ -682,7 +682,7 @@ def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
 )
 def test_config_values_read_as_prose_writes_them(value, text):
     """A searched learning rate such as 0.0040536 reads 0.00405 in the paper's setup sentence."""
-    from peftlab.analysis.macros import config_value
+    from peftlab.analysis.paper.macros import config_value
 
     assert config_value(value) == text
 

@@ -3,8 +3,8 @@ they bounded a run, the optimizer steps where train.max_steps stopped it first (
 
 import pandas as pd
 
-from peftlab.analysis.protocol_card import card
-from peftlab.analysis.report import run_length
+from peftlab.analysis.report.build import run_length
+from peftlab.analysis.report.protocol_card import card
 
 
 def runs(**protocol) -> pd.DataFrame:

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from testkit import run_cli
 
-from peftlab.analysis.report import write_report
-from peftlab.errors import UserError
+from peftlab.analysis.report.build import write_report
+from peftlab.utils.errors import UserError
 
 # variant, method, r, {seed: test top-1}
 DEFAULT_LIKE = [
@@ -273,7 +273,7 @@ def test_a_corrupt_spec_json_is_one_line_for_results_and_report(tmp_path, name, 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"status": 5}', '{"status": "completed"}'])
 def test_a_corrupt_result_json_reads_as_no_result(tmp_path, content):
-    from peftlab.analysis.load import load_results
+    from peftlab.analysis.results.load import load_results
 
     study = write_study_dir(tmp_path / "study")
     run_dir = sorted((study / "runs").glob("*/result.json"))[0].parent
@@ -320,7 +320,7 @@ def qalora_table(qalora_scores):
 
 
 def test_the_qalora_section_compares_deployable_models_at_equal_bits():
-    from peftlab.analysis import equal_bits
+    from peftlab.analysis.report import equal_bits
 
     lines = equal_bits.report_section(qalora_table([0.700, 0.705, 0.695, 0.702, 0.698]), "t", {"qalora": "QA-LoRA"})
     text = "\n".join(lines)
@@ -338,7 +338,7 @@ def test_the_qalora_section_compares_deployable_models_at_equal_bits():
 
 
 def test_a_study_without_qalora_has_no_qalora_section():
-    from peftlab.analysis import equal_bits
+    from peftlab.analysis.report import equal_bits
 
     table = qalora_table([0.7] * 5)
     assert equal_bits.report_section(table[table["method"] != "qalora"], "t", {}) == []
@@ -361,7 +361,7 @@ def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
     the results table shows both as the run id sees them, so the column does not vary."""
     from testkit import REPO
 
-    from peftlab.analysis.load import load_results
+    from peftlab.analysis.results.load import load_results
 
     study = write_study_dir(tmp_path / "study")
     for i, path in enumerate(sorted((study / "runs").glob("*/result.json"))):
@@ -373,7 +373,7 @@ def test_a_path_reads_the_same_from_older_and_newer_runs(tmp_path):
 
 
 def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
-    from peftlab.analysis.protocol_card import environment_section as _environment
+    from peftlab.analysis.report.protocol_card import environment_section as _environment
 
     pinned = {
         "hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "device": "cpu", "cpu_flags": ["avx2", "avx512f"]},
@@ -418,7 +418,7 @@ def test_rliables_aggregates_by_hand():
     import numpy as np
     import pandas as pd
 
-    from peftlab.analysis import aggregates
+    from peftlab.analysis.stats import aggregates
 
     tasks = [np.array([0.2, 0.4, 0.6]), np.array([0.9, 1.0])]
     assert aggregates.task_mean(tasks) == pytest.approx((0.4 + 0.95) / 2)
@@ -440,8 +440,8 @@ def significance_text(scores):
     """The report's significance section for {variant: test top-1 per seed 0, 1, ...} against "full"."""
     import pandas as pd
 
-    from peftlab.analysis import significance
-    from peftlab.analysis.comparisons import paired_comparisons
+    from peftlab.analysis.report import significance
+    from peftlab.analysis.stats.comparisons import paired_comparisons
 
     rows = [
         {
@@ -612,7 +612,7 @@ def damaged_study(root: Path) -> Path:
 
 @pytest.mark.parametrize("value", BAD_TOP1)
 def test_a_test_metric_that_is_no_finite_number_in_range_makes_the_run_damaged(tmp_path, value):
-    from peftlab.analysis.load import load_results
+    from peftlab.analysis.results.load import load_results
 
     study = write_study_dir(tmp_path / "study", runs=DEFAULT_LIKE[:2])
     run_dir = study / "runs" / "linear-0-fashion_mnist"
@@ -634,7 +634,7 @@ def test_the_report_names_damaged_runs_and_never_reports_their_metrics(tmp_path)
 
 
 def test_a_paper_of_a_study_with_damaged_runs_leaves_them_out(tmp_path):
-    from peftlab.analysis import paper
+    from peftlab.analysis.paper import build as paper
 
     paper.write_paper(damaged_study(tmp_path / "study"), tmp_path / "paper", compile=False)
     main_table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()

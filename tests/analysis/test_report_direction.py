@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from test_report import TEXT_RUNS, text_study, write_study_dir
 
-from peftlab.analysis.comparisons import paired_comparisons
-from peftlab.analysis.intervals import pareto_front
-from peftlab.analysis.literature import literature_section
-from peftlab.analysis.load import load_results
-from peftlab.analysis.primary import PERPLEXITY, TOP1, primary_score
-from peftlab.analysis.report import write_report
+from peftlab.analysis.report.build import write_report
+from peftlab.analysis.report.literature import literature_section
+from peftlab.analysis.report.primary import PERPLEXITY, TOP1, primary_score
+from peftlab.analysis.results.load import load_results
+from peftlab.analysis.stats.comparisons import paired_comparisons
+from peftlab.analysis.stats.intervals import pareto_front
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -149,7 +149,7 @@ def test_the_pareto_front_of_a_perplexity_keeps_the_lowest():
 def test_the_equal_budget_table_pairs_methods_each_at_its_own_tuned_rate():
     """AdaLoRA tuned to another train.lr than uniform LoRA is still its equal-budget comparison; a lower
     perplexity wins."""
-    from peftlab.analysis.adaptive import equal_budget_comparisons
+    from peftlab.analysis.report.adaptive import equal_budget_comparisons
 
     rows = [
         {"variant": v, "method": m, "seed": s, "config.train.lr": lr, "ranks.strategy": strategy}

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from peftlab.analysis import comparisons, intervals
-from peftlab.analysis.power import minimum_detectable_effect, paired_ttest_power, pairs_needed
+from peftlab.analysis.stats import comparisons, intervals
+from peftlab.analysis.stats.power import minimum_detectable_effect, paired_ttest_power, pairs_needed
 
 
 def runs(values_by_variant, status_by_variant=None):
@@ -530,8 +530,8 @@ def test_an_accuracy_interval_is_cut_at_0_and_100_percent_and_says_so():
 def test_an_exactly_zero_difference_is_zero_and_prints_without_a_sign():
     """The same three scores in another order: their paired differences sum to -9.25e-18 in floating point; the
     difference is zero, d_z is zero, and zero prints as 0.0, never -0.00."""
-    from peftlab.analysis.macros import signed as macro_signed
-    from peftlab.analysis.units import signed
+    from peftlab.analysis.paper.macros import signed as macro_signed
+    from peftlab.analysis.results.units import signed
 
     result = comparisons.compare_paired([0.637, 0.27, 0.041], [0.041, 0.637, 0.27])
     assert result["mean_diff"] == 0.0 and result["cohens_dz"] == 0.0

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.analysis import tables
-from peftlab.analysis.comparisons import paired_comparisons
-from peftlab.analysis.intervals import summarize
+from peftlab.analysis.report import tables
+from peftlab.analysis.stats.comparisons import paired_comparisons
+from peftlab.analysis.stats.intervals import summarize
 
 GOLDEN = Path(__file__).parent / "golden" / "main_table.tex"
 METRICS = ["metrics.test_top1", "metrics.test_top5"]

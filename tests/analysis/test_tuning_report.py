@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from peftlab.analysis.tuning import edge_choices, numeric_axis, plot_tuning, report_section
+from peftlab.analysis.report.tuning import edge_choices, numeric_axis, plot_tuning, report_section
 
 
 def selection(method, axes, trials, chosen, search="grid", done=True):
@@ -156,7 +156,7 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
 
 def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
     """An added point such as 0.0547723 reads 0.0548 in the paper's table, whose space names the added points."""
-    from peftlab.analysis.tuning_table import latex_space, latex_table
+    from peftlab.analysis.paper.tuning_table import latex_space, latex_table
 
     record = edge_following(tmp_path)
     record["chosen"]["params"]["train.lr"] = record["trials"][4]["params"]["train.lr"] = 0.0547723
@@ -170,7 +170,7 @@ def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
 def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     from matplotlib.figure import Figure
 
-    from peftlab.analysis.tuning import draw_panel
+    from peftlab.analysis.report.tuning import draw_panel
 
     record = edge_following(tmp_path)
     if not one_axis:  # drawn in trial order
@@ -192,8 +192,8 @@ def test_a_perplexity_search_is_reported_lower_better_and_unscaled(tmp_path):
     says lower is better."""
     from matplotlib.figure import Figure
 
-    from peftlab.analysis.tuning import draw_panel
-    from peftlab.analysis.tuning_table import latex_table
+    from peftlab.analysis.paper.tuning_table import latex_table
+    from peftlab.analysis.report.tuning import draw_panel
 
     record = selection(
         "lora",
@@ -258,10 +258,10 @@ def test_borrowed_configurations_are_marked_wherever_they_are_compared(tmp_path)
     stands on it without saying that it was not tuned itself."""
     from studyfiles import write_study_dir
 
-    from peftlab.analysis import paper
-    from peftlab.analysis.load import load_results
-    from peftlab.analysis.paper_tables import write_tables
-    from peftlab.analysis.report import write_report
+    from peftlab.analysis.paper import build as paper
+    from peftlab.analysis.paper.tables import write_tables
+    from peftlab.analysis.report.build import write_report
+    from peftlab.analysis.results.load import load_results
 
     study_dir = write_study_dir(tmp_path / "study", with_failure=False)
     choice = {"trial": 2, "value": 0.66, "metric": "val_top1", "params": {"train.lr": 1e-2}}
@@ -300,7 +300,7 @@ def test_borrowed_configurations_are_marked_wherever_they_are_compared(tmp_path)
 @pytest.mark.parametrize("val_column", ["absent", "null"])
 def test_final_runs_on_train_and_val_fill_the_test_column(study, val_column):
     """Final runs on train800val200 (data.trainval) have no validation score; their test score is there."""
-    from peftlab.analysis.tuning_table import latex_table
+    from peftlab.analysis.paper.tuning_table import latex_table
 
     directory, records = study
     runs = pd.DataFrame(

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftlab.analysis import paper
-from peftlab.analysis.intervals import t_interval
-from peftlab.analysis.literature import LITERATURE, bib_keys, load_vtab_literature
-from peftlab.analysis.report import write_report
-from peftlab.analysis.vtab_scores import averages
-from peftlab.errors import UserError
-from peftlab.suites import VTAB1K_TASKS
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.report.build import write_report
+from peftlab.analysis.report.literature import LITERATURE, bib_keys, load_vtab_literature
+from peftlab.analysis.stats.intervals import t_interval
+from peftlab.analysis.stats.vtab_scores import averages
+from peftlab.config.suites import VTAB1K_TASKS
+from peftlab.utils.errors import UserError
 
 # configuration, method: {task: {seed: test top-1}}; 2 of 7 Natural, 1 of 4 Specialized, 1 of 8 Structured
 SMALL = {

@@ -9,7 +9,7 @@
 
 Plain functions that a test calls with its tmp_path (no fixtures here); each returns `SuiteFiles`
 per task: where the files are, and every split as (listed path, label) pairs to check a reader
-against. Class counts are those of peftlab.suites. Images are 8 x 8 RGB, seeded, and no two files
+against. Class counts are those of peftlab.config.suites. Images are 8 x 8 RGB, seeded, and no two files
 of a task are alike: a file's top two rows hold its index in the task (`index_rows`, read back with
 `image_index`), so a test can tell which one went where.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from peftlab.suites import FGVC_LISTS, FGVC_TASKS, VTAB1K_LISTS, VTAB1K_TASKS
+from peftlab.config.suites import FGVC_LISTS, FGVC_TASKS, VTAB1K_LISTS, VTAB1K_TASKS
 
 IMAGE_SIZE = 8
 INDEX_BITS = 2 * IMAGE_SIZE  # the top two rows

@@ -20,7 +20,7 @@ from peftlab.data import (
     format_data_info,
     load_splits,
 )
-from peftlab.errors import DataError
+from peftlab.utils.errors import DataError
 
 MEAN, STD = (0.2, 0.5, 0.7), (0.25, 0.5, 1.0)
 
@@ -234,8 +234,8 @@ def test_every_dataset_describes_and_builds(tmp_path, name, write, sizes):
 
 
 def test_dataset_names_cover_every_layout_and_suite_task():
+    from peftlab.config.suites import FGVC_TASKS, VTAB1K_TASKS
     from peftlab.data.sources import LAYOUTS
-    from peftlab.suites import FGVC_TASKS, VTAB1K_TASKS
 
     stored = tuple(name for name in DATASET_NAMES if name != "filelist" and "/" not in name)
     assert stored == tuple(LAYOUTS)

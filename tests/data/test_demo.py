@@ -11,11 +11,11 @@ from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/
 from PIL import Image
 
 from peftlab.cli import main
+from peftlab.config.suites import VTAB1K_LISTS
 from peftlab.data import demo
 from peftlab.data.demo import demo_splits, write_vtab_demo
 from peftlab.data.sources import DEBIAN_FASHION_MNIST_DIR
-from peftlab.errors import DataError, UserError
-from peftlab.suites import VTAB1K_LISTS
+from peftlab.utils.errors import DataError, UserError
 
 N_TRAIN, N_TEST = 1100, 300  # datafiles' labels: every class 110 and 30 times
 

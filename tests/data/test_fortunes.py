@@ -12,9 +12,9 @@ import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 
 from peftlab.cli import main
-from peftlab.config import load_config
-from peftlab.data import fortunes
-from peftlab.data.fortunes import (
+from peftlab.config.schema import load_config
+from peftlab.data.text import fortunes
+from peftlab.data.text.fortunes import (
     DEBIAN_FORTUNES_DIR,
     DEFAULT_CATEGORIES,
     ENV_FORTUNES_DIR,
@@ -26,8 +26,8 @@ from peftlab.data.fortunes import (
     write_fortunes_corpus,
     write_fortunes_task,
 )
-from peftlab.data.text import load_text_splits
-from peftlab.errors import DataError, UserError
+from peftlab.data.text.tasks import load_text_splits
+from peftlab.utils.errors import DataError, UserError
 
 CLASSES = ("alpha", "beta", "gamma")
 PER_CLASS = 20  # the fixture's smallest class: the task takes 20 of each, 4 of them test

@@ -18,19 +18,19 @@ import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from suitefiles import write_cub_official, write_fgvc, write_vtab1k
 
-from peftlab.config import load_config
-from peftlab.data.binary_readers import (
+from peftlab.config.schema import load_config
+from peftlab.data.datasets import load_image
+from peftlab.data.image_checks import image_header
+from peftlab.data.readers.binary import (
     MNIST_CLASS_NAMES,
     read_cifar10_binary,
     read_cifar10_python,
     read_idx_dataset,
     read_mnist_pickle,
 )
-from peftlab.data.datasets import load_image
-from peftlab.data.image_checks import image_header
-from peftlab.data.list_readers import read_cub_official, read_fgvc, read_vtab1k
-from peftlab.data.text import load_text_splits
-from peftlab.errors import DataError
+from peftlab.data.readers.lists import read_cub_official, read_fgvc, read_vtab1k
+from peftlab.data.text.tasks import load_text_splits
+from peftlab.utils.errors import DataError
 
 
 class Hang(Exception):

@@ -12,10 +12,10 @@ import yaml
 from hubcache import COMMIT, lay_out_snapshot, use_cache
 from testkit import cli_in_process, hf_text_dir
 
-from peftlab.config import load_config
-from peftlab.data.glue import HUB_REPO
-from peftlab.data.text import load_text_splits
-from peftlab.errors import ConfigError, DataError
+from peftlab.config.schema import load_config
+from peftlab.data.text.glue import HUB_REPO
+from peftlab.data.text.tasks import load_text_splits
+from peftlab.utils.errors import ConfigError, DataError
 
 PAIRS = [(f"premise {i} about topic {i % 5}", f"hypothesis {i}", i % 2) for i in range(40)]
 

@@ -16,10 +16,13 @@ from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/
 from suitefiles import write_cub_official, write_fgvc, write_vtab1k
 from testkit import REPO
 
-from peftlab.config import load_config
-from peftlab.data import build_data, safe_pickle
+from peftlab.config.schema import load_config
+from peftlab.data import build_data
 from peftlab.data import sources as sources_module
-from peftlab.data.binary_readers import (
+from peftlab.data.datasets import load_image
+from peftlab.data.image_checks import MAX_IMAGE_PIXELS
+from peftlab.data.readers import safe_pickle
+from peftlab.data.readers.binary import (
     MNIST_CLASS_NAMES,
     read_cifar10_binary,
     read_cifar10_python,
@@ -27,14 +30,12 @@ from peftlab.data.binary_readers import (
     read_idx_dataset,
     read_mnist_pickle,
 )
-from peftlab.data.datasets import load_image
-from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
-from peftlab.data.image_checks import MAX_IMAGE_PIXELS
-from peftlab.data.list_readers import read_cub_official, read_fgvc, read_vtab1k
-from peftlab.data.safe_pickle import load_pickle
+from peftlab.data.readers.folders import read_image_folder, read_tiny_imagenet
+from peftlab.data.readers.lists import read_cub_official, read_fgvc, read_vtab1k
+from peftlab.data.readers.safe_pickle import load_pickle
 from peftlab.data.sources import ENV_DATA_CACHE, find_data
-from peftlab.data.text import load_text_splits
-from peftlab.errors import DataError
+from peftlab.data.text.tasks import load_text_splits
+from peftlab.utils.errors import DataError
 
 
 def write_text_folder(root):
@@ -427,7 +428,7 @@ def test_a_cache_on_a_full_disk_is_one_line_not_sigbus(tmp_path, small_disk):
 
     datafiles.write_image_folder(tmp_path / "images", per_class=30)  # 90 images x 3 x 32 x 32: 270 KiB decoded
     script = (
-        "import sys\nfrom peftlab.data import build_data\nfrom peftlab.errors import DataError\n"
+        "import sys\nfrom peftlab.data import build_data\nfrom peftlab.utils.errors import DataError\n"
         "import datafiles\n"
         f"cfg = datafiles.make_cfg(name='imagefolder', root={str(tmp_path / 'images')!r}, cache=True, "
         "num_workers=0, val_fraction=0.0)\n"

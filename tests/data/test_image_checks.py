@@ -16,11 +16,11 @@ from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/
 from PIL import Image
 from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, peak_rss, peak_rss_reset
 
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.data import image_checks
 from peftlab.data.build import describe_data
 from peftlab.data.image_checks import MAX_IMAGE_PIXELS, image_header
-from peftlab.errors import DataError
+from peftlab.utils.errors import DataError
 
 
 def encoded(fmt: str, size: int = 8) -> bytes:

@@ -10,9 +10,9 @@ import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 from PIL import Image
 
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.data.build import describe_data, load_splits
-from peftlab.errors import ConfigError, DataError
+from peftlab.utils.errors import ConfigError, DataError
 
 
 def image(path, value, fmt="PNG"):
@@ -207,7 +207,7 @@ def test_filelist_with_explicit_lists_and_a_carved_val(tmp_path):
 def test_every_vtab1k_task_of_the_release_layout_loads_with_its_class_count(tmp_path):
     from suitefiles import write_vtab1k
 
-    from peftlab.suites import VTAB1K_TASKS
+    from peftlab.config.suites import VTAB1K_TASKS
 
     written = write_vtab1k(tmp_path, spaced_names=True)  # names with a space: lines split on the last one
     assert sorted(written) == sorted(VTAB1K_TASKS)
@@ -223,7 +223,7 @@ def test_every_vtab1k_task_of_the_release_layout_loads_with_its_class_count(tmp_
 def test_every_fgvc_dataset_of_vpts_release_loads_with_its_class_count(tmp_path):
     from suitefiles import write_fgvc
 
-    from peftlab.suites import FGVC_TASKS
+    from peftlab.config.suites import FGVC_TASKS
 
     written = write_fgvc(tmp_path)
     assert sorted(written) == sorted(FGVC_TASKS)

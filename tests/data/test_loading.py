@@ -12,8 +12,8 @@ from peftlab.data import ArrayDataset, FileDataset, build_data
 from peftlab.data import datasets as datasets_module
 from peftlab.data.loading import BatchLoader, default_num_workers
 from peftlab.data.sources import decoded_cache_dir
-from peftlab.errors import DataError
 from peftlab.training.step import epoch_batches
+from peftlab.utils.errors import DataError
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.2, 0.5, 0.7), (0.25, 0.5, 1.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 
-from peftlab.data.binary_readers import (
+from peftlab.data.readers.binary import (
     FASHION_MNIST_CLASS_NAMES,
     read_cifar10_binary,
     read_cifar10_python,
@@ -17,8 +17,8 @@ from peftlab.data.binary_readers import (
     read_idx_dataset,
     read_mnist_pickle,
 )
-from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
-from peftlab.errors import DataError
+from peftlab.data.readers.folders import read_image_folder, read_tiny_imagenet
+from peftlab.utils.errors import DataError
 
 
 def assert_one_line_naming(err: pytest.ExceptionInfo, path) -> None:

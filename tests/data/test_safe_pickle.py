@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/.cache)
 
-from peftlab.data.binary_readers import read_cifar10_python
-from peftlab.data.safe_pickle import RestrictedUnpickler, load_pickle
-from peftlab.errors import DataError
+from peftlab.data.readers.binary import read_cifar10_python
+from peftlab.data.readers.safe_pickle import RestrictedUnpickler, load_pickle
+from peftlab.utils.errors import DataError
 
 
 class RunsShell:
@@ -137,7 +137,7 @@ class HugeReconstruct:
     """numpy's own array rebuild asked for 8 TiB before any data is read."""
 
     def __reduce__(self):
-        from peftlab.data.safe_pickle import _reconstruct
+        from peftlab.data.readers.safe_pickle import _reconstruct
 
         return _reconstruct, (np.ndarray, (2**20, 2**20), b"d")
 
@@ -181,7 +181,7 @@ def test_numpy_gadgets_are_refused_before_allocating(tmp_path, gadget, needle, w
         if where == "cifar-batch":
             read_cifar10_python(tmp_path)
         else:
-            from peftlab.data.binary_readers import read_mnist_pickle
+            from peftlab.data.readers.binary import read_mnist_pickle
 
             read_mnist_pickle(path)
     assert "\n" not in str(err.value) and path.name in str(err.value)
@@ -207,7 +207,7 @@ def test_codecs_encode_is_allowed_only_for_latin1_text(tmp_path):
 
 
 def test_non_finite_pixels_in_an_mnist_pickle_are_refused(tmp_path):
-    from peftlab.data.binary_readers import read_mnist_pickle
+    from peftlab.data.readers.binary import read_mnist_pickle
 
     path = tmp_path / "mnist.pkl.gz"
     datafiles.write_mnist_pickle(path)

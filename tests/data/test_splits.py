@@ -11,7 +11,7 @@ from peftlab.data.splits import (
     select_classes,
     split_train_val,
 )
-from peftlab.errors import ConfigError
+from peftlab.utils.errors import ConfigError
 
 
 @pytest.mark.parametrize("n, fraction", [(100, 0.1), (101, 0.25), (7, 0.5), (50, 0.0)])

@@ -10,7 +10,7 @@ import pytest
 import suitefiles
 from PIL import Image
 
-from peftlab.suites import FGVC_LISTS, FGVC_TASKS, VTAB1K_LISTS, VTAB1K_TASKS
+from peftlab.config.suites import FGVC_LISTS, FGVC_TASKS, VTAB1K_LISTS, VTAB1K_TASKS
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import os
 import numpy as np
 import pytest
 
-from peftlab.config import load_config
-from peftlab.config_checks import GLUE_TASKS
+from peftlab.config.checks import GLUE_TASKS
+from peftlab.config.schema import load_config
 from peftlab.data.build import check_images, describe_data
-from peftlab.data.glue import GLUE, GLUE_METRIC
-from peftlab.data.text import TextSamples, is_text_dataset, load_text_splits
-from peftlab.errors import ConfigError, DataError
+from peftlab.data.text.glue import GLUE, GLUE_METRIC
+from peftlab.data.text.tasks import TextSamples, is_text_dataset, load_text_splits
+from peftlab.utils.errors import ConfigError, DataError
 
 # GLUE's release formats: a header where the task has one (CoLA has none), tab-separated, no quoting
 SST2 = "sentence\tlabel\n" + "".join(f'a "quoted" film number {i} \t{i % 2}\n' for i in range(20))
@@ -369,7 +369,7 @@ def test_a_text_is_cut_to_a_bound_of_characters_before_it_is_tokenized(monkeypat
     sees at most data.max_length x CHARS_PER_TOKEN characters of it, and the tokens kept are the same."""
     from testkit import text_tokenizer
 
-    from peftlab.data import tokens as tokens_module
+    from peftlab.data.text import tokens as tokens_module
 
     tokenizer, seen = text_tokenizer(), []
 

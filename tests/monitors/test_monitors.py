@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 from testkit import TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.monitors.adapters import adapter_statistics, lora_factors, lora_layers, rank_use
-from peftlab.monitors.convergence import convergence
-from peftlab.monitors.cost import model_monitor_cost
-from peftlab.monitors.frozen import frozen_hash
-from peftlab.monitors.gradients import GradientFlow, group_name
-from peftlab.monitors.health import health
-from peftlab.monitors.run import Monitors, summarize
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.training.monitors.adapters import adapter_statistics, lora_factors, lora_layers, rank_use
+from peftlab.training.monitors.convergence import convergence
+from peftlab.training.monitors.cost import model_monitor_cost
+from peftlab.training.monitors.frozen import frozen_hash
+from peftlab.training.monitors.gradients import GradientFlow, group_name
+from peftlab.training.monitors.health import health
+from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.tuners.base import apply_tuner
 
 
@@ -80,7 +80,7 @@ def test_rank_use_matches_a_direct_svd_of_the_scaled_update(targets, r):
 def test_rank_use_counts_the_ranks_a_controller_left_and_finds_qalora_layers():
     """Rank use divides by the ranks in use: a controller's pruned rows of A are not counted, and
     QA-LoRA's own layers (a plain lora_A over the group-pooled input) are monitored too."""
-    from peftlab.monitors.adapters import rank_ratio
+    from peftlab.training.monitors.adapters import rank_ratio
 
     tuner = make("adaptive", r=4, max_rank=8)
     perturb_lora_b(tuner.model)

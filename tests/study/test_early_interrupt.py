@@ -119,7 +119,7 @@ def test_ctrl_c_in_the_first_seconds_is_one_line(tmp_path, event, after):
 # The study process with a Ctrl-C landing while it spawns its forkserver (sent from inside the spawn)
 SPAWN_WITH_CTRL_C = """
 import os, signal, time, multiprocessing.forkserver as forkserver
-from peftlab.study.local_executor import start_forkserver
+from peftlab.study.executors.local import start_forkserver
 
 spawn = forkserver.ensure_running
 def ctrl_c_then_spawn():
@@ -147,7 +147,7 @@ def test_a_ctrl_c_while_the_forkserver_is_spawned_reaches_the_study():
 # worker is started: between the child's start and the call written to its pipe
 START_WITH_CTRL_C_IN_A_THREADED_PROCESS = """
 import multiprocessing, multiprocessing.resource_tracker, multiprocessing.util as util, os, signal, threading, time
-from peftlab.study.local_executor import start_held
+from peftlab.study.executors.local import start_held
 
 multiprocessing.resource_tracker.ensure_running()  # its own spawn is not the one this Ctrl-C lands in
 threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # SIGINT unblocked here

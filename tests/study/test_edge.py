@@ -11,11 +11,11 @@ import pytest
 import yaml
 from testkit import TINY_MODEL
 
-from peftlab.errors import UserError
-from peftlab.study.edge import best_trial, next_point, spacing
 from peftlab.study.search import run_search
 from peftlab.study.spec import load_study
 from peftlab.study.trials import divergence
+from peftlab.study.tuning.edge import best_trial, next_point, spacing
+from peftlab.utils.errors import UserError
 
 BASE = {
     "model": TINY_MODEL,

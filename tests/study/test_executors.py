@@ -198,8 +198,8 @@ def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, re
     time runs 1 + WORKER_DEATH_RETRIES times and then ends with why; one that raises runs once."""
     import signal
 
-    from peftlab.study import ray_tasks
-    from peftlab.study.executors import ExecutorOptions
+    from peftlab.study.executors import ray_tasks
+    from peftlab.study.executors.executors import ExecutorOptions
 
     request.getfixturevalue("ray_cluster")
 
@@ -252,7 +252,7 @@ def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, r
 def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, request):
     """A run directory held by another trainer (the job of an earlier driver, still running) is
     not trained a second time at once: the new job waits for it, then does what is left."""
-    from peftlab.locks import hold
+    from peftlab.utils.locks import hold
 
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
@@ -296,7 +296,7 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, reque
 
 def still_trained(run_dir: Path) -> bool:
     """Whether a process still holds the run directory's lock (trains it)."""
-    from peftlab.locks import DirectoryInUse, hold
+    from peftlab.utils.locks import DirectoryInUse, hold
 
     try:
         with hold(run_dir, "run directory", "test"):
@@ -365,7 +365,7 @@ def ray_cluster():
     "text,minutes", [("90", 90), ("30:30", 31), ("4:00:00", 240), ("1-0", 1440), ("1-02:30", 1590), ("2-1:0:1", 2941)]
 )
 def test_slurm_time_formats(text, minutes):
-    from peftlab.study.executors import parse_minutes
+    from peftlab.study.executors.executors import parse_minutes
 
     assert parse_minutes(text) == minutes
 
@@ -398,8 +398,8 @@ def test_bad_executor_options_are_one_line_errors(tmp_path, args, message):
 
 @pytest.mark.parametrize("module,extra", [("submitit", "slurm"), ("ray", "ray")])
 def test_a_missing_extra_names_what_to_install(monkeypatch, module, extra):
-    from peftlab.errors import UserError
-    from peftlab.study.executors import SUBMIT, ExecutorOptions
+    from peftlab.study.executors.executors import SUBMIT, ExecutorOptions
+    from peftlab.utils.errors import UserError
 
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     name = {"slurm": "submitit"}.get(extra, extra)
@@ -412,8 +412,8 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
     pytest.importorskip("submitit")
     from submitit.slurm.slurm import _make_sbatch_string
 
-    from peftlab.study.executors import ExecutorOptions
-    from peftlab.study.slurm import slurm_parameters
+    from peftlab.study.executors.executors import ExecutorOptions
+    from peftlab.study.executors.slurm import slurm_parameters
 
     options = ExecutorOptions(
         name="submitit",
@@ -469,7 +469,7 @@ def test_a_lost_pretraining_is_told_apart_from_a_failed_one(tmp_path, error, why
 def test_a_failed_pretraining_job_returns_with_its_error_recorded(tmp_path, monkeypatch):
     """A pretraining that raised ends its job normally, its error in pretrain-error.json: an exit
     status would make Ray retry the task as one whose worker died, to fail again."""
-    from peftlab.study.worker import pretrain_job
+    from peftlab.study.executors.worker import pretrain_job
 
     monkeypatch.chdir(tmp_path)  # pretrain_job changes to the driver's directory; this one is restored after
     pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path))
@@ -483,8 +483,8 @@ def test_a_ctrl_c_while_sbatch_submits_cancels_the_jobs_it_submitted(tmp_path, m
     import signal
 
     submitit = pytest.importorskip("submitit")
-    from peftlab.study import slurm
-    from peftlab.study.executors import ExecutorOptions
+    from peftlab.study.executors import slurm
+    from peftlab.study.executors.executors import ExecutorOptions
 
     submitted, cancelled = [], []
     map_array = submitit.LocalExecutor.map_array
@@ -512,7 +512,7 @@ def test_a_ctrl_c_while_sbatch_submits_cancels_the_jobs_it_submitted(tmp_path, m
 def test_deferred_stops_deliver_the_first_at_the_end_and_a_second_at_once():
     import signal
 
-    from peftlab.errors import deferred_stops
+    from peftlab.utils.errors import deferred_stops
 
     reached = []
     with pytest.raises(KeyboardInterrupt):

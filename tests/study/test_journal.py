@@ -115,7 +115,7 @@ def tiny_search(tmp_path):
 
 def fake_jobs(trained: list):
     """``run_jobs`` of a search whose runs complete at once with ``SCORES`` (``trained`` lists them)."""
-    from peftlab.files import write_json_atomic
+    from peftlab.utils.files import write_json_atomic
 
     def run_jobs(jobs, on_done, stop_when=None):
         for spec, run_dir in jobs:

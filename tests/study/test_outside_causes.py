@@ -91,7 +91,7 @@ def test_a_full_disk_leaves_runs_pending_with_one_line_each_and_they_resume(tmp_
 
 def test_disk_full_sees_through_library_wrappers_and_nothing_else():
     """(A real failure, such as a class out of range, stays failed: test_runner.py checks it.)"""
-    from peftlab.study.worker import disk_full
+    from peftlab.study.executors.worker import disk_full
 
     try:
         try:

@@ -267,7 +267,7 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
         steps = [(r["kind"], r["step"]) for r in records]
         assert len(steps) == len(set(steps)), f"a step of {run_id} was trained twice"
 
-    from peftlab.locks import hold
+    from peftlab.utils.locks import hold
 
     run_dir = next(iter((out / "runs").glob("*/result.json"))).parent
     before = (run_dir / "result.json").read_bytes()

@@ -6,8 +6,8 @@ version is tests/study/test_spawn.py."""
 import pytest
 from test_journal import SCORES, tiny_search
 
-from peftlab.errors import UserError
-from peftlab.files import write_json_atomic
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import write_json_atomic
 
 KILLED = {"status": "pending", "error": "its worker was killed by SIGKILL (the out-of-memory killer?)"}
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from peftlab.study import slurm
+from peftlab.study.executors import slurm
 
 
 class Clock:

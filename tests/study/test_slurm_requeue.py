@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from peftlab.study.slurm_requeue import requeue
+from peftlab.study.executors.slurm_requeue import requeue
 
 
 class Environment:

@@ -13,9 +13,9 @@ import pytest
 from test_tuning_study import write_study
 from testkit import REPO, needs_fashion_mnist, run_cli
 
-from peftlab.errors import ConfigError, UserError
-from peftlab.study import local_executor
-from peftlab.study.executors import ExecutorOptions
+from peftlab.study.executors import local as local_executor
+from peftlab.study.executors.executors import ExecutorOptions
+from peftlab.utils.errors import ConfigError, UserError
 
 
 def test_the_start_method_defaults_per_platform_and_a_bad_one_is_one_line(monkeypatch):
@@ -115,7 +115,7 @@ def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_pat
     result, the checkpoint kept), the worker is not reused, and the next call resumes the run.
     The first worker waits after its first checkpoint (``PEFTLAB_HOLD_AT``), so the run cannot end
     before the stop reaches it however fast it trains."""
-    from peftlab.study.spawn_workers import IDLE, run_spawned, stop_idle_workers
+    from peftlab.study.executors.spawn import IDLE, run_spawned, stop_idle_workers
     from peftlab.study.spec import load_study
 
     (spec,) = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})).runs

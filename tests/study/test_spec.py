@@ -2,9 +2,9 @@ import pytest
 import yaml
 from testkit import TINY_MODEL, cpu_seconds
 
-from peftlab.errors import ConfigError
 from peftlab.study.report_options import ReportOptions, read_report_options
 from peftlab.study.spec import load_study
+from peftlab.utils.errors import ConfigError
 
 BASE = {"model": TINY_MODEL, "data": {"name": "fashion_mnist", "train_subset": 64}}
 
@@ -213,12 +213,12 @@ def test_many_exclude_rules_select_the_same_runs_in_seconds(tmp_path):
 
 
 def test_validate_study_builds_one_meta_model_per_architecture(tmp_path, monkeypatch):
-    import peftlab.params
+    import peftlab.tuners.params
     from peftlab.study.preflight import validate_study
 
     built = []
-    real = peftlab.params.meta_model
-    monkeypatch.setattr(peftlab.params, "meta_model", lambda cfg: built.append(cfg.model.depth) or real(cfg))
+    real = peftlab.tuners.params.meta_model
+    monkeypatch.setattr(peftlab.tuners.params, "meta_model", lambda cfg: built.append(cfg.model.depth) or real(cfg))
     path = write_study(
         tmp_path, {"seeds": 1, "methods": {"lora": {"axes": {"method.r": list(range(1, 41)), "model.depth": [1, 2]}}}}
     )
@@ -243,8 +243,8 @@ def test_ia3_in_a_study_whose_base_is_loras_adapts_its_papers_places(tmp_path):
     """The base's target_modules 'standard' (LoRA's q, v) is IA3's own preset: k, v and fc2's input. It
     was LoRA's q, v, and IA3's default fc2 feed-forward module matched none of them; and its run id is that
     of the regexes IA3's default was (configs/studies/methods.yaml named them, and keeps its run ids)."""
-    from peftlab.params import meta_model
     from peftlab.study.preflight import validate_study
+    from peftlab.tuners.params import meta_model
     from peftlab.tuners.peft_injection import plan_targets
 
     base = {**BASE, "method": {"name": "lora", "r": 8, "lora_alpha": 16, "target_modules": "standard"}}

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from peftlab.errors import UserError
 from peftlab.study.stale import refuse_stale_runs, stale_runs
+from peftlab.utils.errors import UserError
 
 
 def finished(study_dir, where, weights, sha):

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from testkit import REPO, TINY_MODEL
 
-from peftlab.errors import ConfigError
-from peftlab.study.edge import best_trial
 from peftlab.study.search import tune_dir, with_choices
 from peftlab.study.spec import load_study
 from peftlab.study.trials import trial_value
+from peftlab.study.tuning.edge import best_trial
+from peftlab.utils.errors import ConfigError
 
 BASE = {
     "model": TINY_MODEL,
@@ -59,9 +59,9 @@ def test_every_method_gets_the_same_budget_and_its_own_space(tmp_path):
 
 def test_linear_keeps_the_shared_weight_decay_only_when_its_head_has_none():
     """train.weight_decay reaches the head unless train.head_weight_decay is set (the recipe's fallback)."""
-    from peftlab.config import RunConfig
-    from peftlab.config_sections import TrainConfig
-    from peftlab.study.tune import unused_by
+    from peftlab.config.schema import RunConfig
+    from peftlab.config.sections import TrainConfig
+    from peftlab.study.tuning.tune import unused_by
 
     assert unused_by("linear", "train.weight_decay", RunConfig()) is None
     cfg = RunConfig(train=TrainConfig(head_weight_decay=0.0, head_lr=1e-3))
@@ -470,8 +470,8 @@ def test_halving_prunes_a_high_perplexity_and_promotes_a_low_one(tmp_path):
 def test_a_trial_run_that_reports_no_f1_stops_the_search_in_one_line(tmp_path):
     """A folder of text files: its classes are known once read. Three classes give no F1: the search stops
     before any selection, naming the metric, instead of failing every trial."""
-    from peftlab.errors import UserError
     from peftlab.study.search import run_search
+    from peftlab.utils.errors import UserError
 
     search = search_on(tmp_path, FOLDER, "val_f1")
     done = {"status": "completed", "metrics": {"val_top1": 0.5, "val_f1": None, "val_matthews": 0.2}}

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from testkit import REPO, TINY_MODEL
 
-from peftlab.config import config_hash, dump_config, load_config
+from peftlab.config.schema import config_hash, dump_config, load_config
 from peftlab.data.sources import fashion_mnist_dir
-from peftlab.errors import ConfigError
+from peftlab.utils.errors import ConfigError
 
 HAS_DATA = (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists()
 STEPS = 12  # 192 images, batch 32, 2 epochs
@@ -26,7 +26,7 @@ STEPS = 12  # 192 images, batch 32, 2 epochs
 KILL_AT_STEP_8 = """
 import os, signal, sys
 from pathlib import Path
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
 from peftlab.tuners.base import Tuner
 
@@ -79,9 +79,9 @@ def assert_each_step_once(name: str, steps_by_key: dict[str, list[int]]) -> None
 def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from peftlab.tracking.tensorboard_sink import read_scalars
-    from peftlab.tracking.wandb_sink import read_history
     from peftlab.training.run import train
+    from peftlab.training.tracking.tensorboard_sink import read_scalars
+    from peftlab.training.tracking.wandb_sink import read_history
 
     cfg = small_config(track=["tensorboard", "mlflow", "wandb"])
     study_dir = tmp_path / "study"
@@ -172,7 +172,7 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
     assert set(result["convergence"]["steps_to"]) == {"90", "95", "99"}
 
     # the study's report files go to the study's parent MLflow run, below report/
-    from peftlab.tracking.mlflow_sink import attach_report
+    from peftlab.training.tracking.mlflow_sink import attach_report
 
     report = study_dir / "report"
     (report / "figures").mkdir(parents=True)
@@ -193,7 +193,7 @@ def test_a_killed_and_resumed_run_logs_every_step_once_in_every_sink(tmp_path):
 
 
 def test_a_tracker_without_its_package_is_one_config_error_line(tmp_path, monkeypatch):
-    import peftlab.tracking as tracking
+    import peftlab.training.tracking as tracking
     from peftlab.training.run import train
 
     real = tracking.find_spec
@@ -221,7 +221,7 @@ def test_tracking_changes_neither_the_run_id_nor_the_run_directory(tmp_path):
 
 
 def test_lora_names_rename_what_the_sinks_get_and_nothing_else():
-    from peftlab.tracking import renamed
+    from peftlab.training.tracking import renamed
 
     numbers = {
         "train/loss": 1.0,
@@ -250,8 +250,8 @@ def test_lora_names_rename_what_the_sinks_get_and_nothing_else():
 
 @pytest.mark.skipif(not HAS_DATA, reason="Fashion-MNIST is not installed (make data installs it)")
 def test_a_run_with_lora_names_sends_the_lora_documents_namespaces_to_tensorboard(tmp_path):
-    from peftlab.tracking.tensorboard_sink import read_scalars
     from peftlab.training.run import train
+    from peftlab.training.tracking.tensorboard_sink import read_scalars
 
     cfg = small_config(track=["tensorboard"], track_names="lora")
     assert config_hash(cfg) == config_hash(small_config())  # where numbers go is not the run's identity

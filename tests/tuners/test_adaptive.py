@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from testkit import TINY_MODEL, needs_fashion_mnist, train_with_hooks
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5
@@ -105,8 +105,8 @@ def test_adalora_reaches_its_target_budget_and_keeps_the_mask(targets, model, hf
 
 
 def test_adalora_refuses_a_quantized_base_and_a_schedule_without_room():
-    from peftlab.errors import ConfigError
-    from peftlab.params import check_against_model
+    from peftlab.tuners.params import check_against_model
+    from peftlab.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="quant"):
         load_config(overrides={"model": TINY_MODEL, "method": {"name": "adalora"}, "quant": {"mode": "nf4"}})
@@ -260,10 +260,10 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
     import timm
     from safetensors.torch import load_file
 
-    from peftlab.backbones import input_spec_for
     from peftlab.data import build_data
-    from peftlab.export import export_merged
+    from peftlab.models.backbones import input_spec_for
     from peftlab.training.evaluate import evaluate
+    from peftlab.training.export import export_merged
     from peftlab.training.run import train
 
     cfg = load_config(
@@ -291,8 +291,8 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
 
 def test_adalora_that_would_prune_nothing_is_a_one_line_config_error():
     """init_r == target_r crashed in PEFT's budget (kthvalue k out of range) at the first reallocation."""
-    from peftlab.config import load_config
-    from peftlab.errors import ConfigError
+    from peftlab.config.schema import load_config
+    from peftlab.utils.errors import ConfigError
 
     with pytest.raises(
         ConfigError, match=r"method.target_r=8 is invalid.*\[1, method.init_r - 1 = 7\].*method.name=lora"

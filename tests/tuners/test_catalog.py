@@ -10,8 +10,8 @@ import pytest
 import torch
 from testkit import REPO, TEXT_ONLY, TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.catalog import BUILT_IN, method_rows

@@ -10,13 +10,13 @@ import timm
 import torch
 from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, check_cell
 
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.families import canonical_names, family_of
+from peftlab.config.schema import load_config
+from peftlab.models.families import canonical_names, family_of
 from peftlab.training.step import check_reached
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
+from peftlab.utils.errors import ConfigError
 
 SMALL = {"depth": 2, "embed_dim": 32, "num_heads": 2}
 # family -> (timm model, architecture overrides): 2 blocks, width 32 (Swin: 2 stages of one block)
@@ -183,7 +183,7 @@ def test_trainable_counts_follow_the_methods_formula_on_every_family(family, met
 def test_no_peft_format_files_for_an_adapter_on_beits_qkv(method, tmp_path):
     """Plain timm's BEiT adds q_bias and v_bias in F.linear on qkv's weight, never calling the module PEFT
     would wrap: PEFT would load such an adapter and silently do nothing, so none is written."""
-    from peftlab.export import write_peft_adapter
+    from peftlab.training.export import write_peft_adapter
 
     tuner = adapt("beit", method)
     with torch.no_grad():  # away from the start, where LoRA's update is zero and nothing would be written

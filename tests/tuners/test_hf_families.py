@@ -9,12 +9,12 @@ import pytest
 import torch
 from testkit import PRESET_PARTS, TEXT_ONLY, TEXT_ONLY_REFUSAL, check_cell, hf_vision_model
 
-from peftlab.backbones import build_hf
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_hf
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 5
 
@@ -71,7 +71,7 @@ def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, f
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("preset, parts", PRESET_PARTS)
 def test_the_presets_mean_the_same_layers_of_every_hf_family(hf_dirs, family, preset, parts):
-    from peftlab.families import HF, canonical_names
+    from peftlab.models.families import HF, canonical_names
 
     cfg, base = load(hf_dirs, family)
     cfg = load_config(
@@ -92,8 +92,8 @@ def test_an_hf_directory_is_normalised_as_its_image_processor_says(hf_dirs, tmp_
 
     from transformers import CLIPImageProcessor
 
-    from peftlab.backbones import input_spec_for
-    from peftlab.errors import WeightsError
+    from peftlab.models.backbones import input_spec_for
+    from peftlab.utils.errors import WeightsError
 
     path = tmp_path / "clip"
     shutil.copytree(hf_dirs["clip"], path)

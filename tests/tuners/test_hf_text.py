@@ -11,13 +11,13 @@ import pytest
 import torch
 from testkit import PRESET_PARTS, check_cell, cli_in_process, hf_text_model, write_tiny_run
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.families import HF, canonical_names
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.models.families import HF, canonical_names
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner, is_head_param
 from peftlab.tuners.peft_injection import plan_targets
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 3
 FAMILIES = ["llama", "gpt2", "bert", "roberta"]
@@ -225,9 +225,9 @@ def test_a_text_model_on_image_data_is_refused_in_one_line(text_dirs, tmp_path):
 def test_a_study_of_a_text_model_on_image_data_is_refused_before_any_run(text_dirs, tmp_path):
     import yaml
 
-    from peftlab.errors import UserError
     from peftlab.study.preflight import validate_study
     from peftlab.study.spec import load_study
+    from peftlab.utils.errors import UserError
 
     run = yaml.safe_load(write_tiny_run(tmp_path / "run.yaml").read_text())
     run["model"] = {"source": "hf-text", "path": str(text_dirs["bert"])}

@@ -5,8 +5,8 @@ import pytest
 import torch
 from testkit import TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.modules import SplitQKV, plain_lora
 

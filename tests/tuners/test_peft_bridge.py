@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from testkit import TINY_MODEL, assert_peft_loads, check_cell, hf_text_model, needs_fashion_mnist
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners.base import apply_tuner
 from peftlab.tuners.peft_bridge import types
 from peftlab.tuners.peft_bridge.types import NO_IDENTITY, NO_MERGE, REFUSED, applicable
+from peftlab.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 3
@@ -147,7 +147,7 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
 
 @pytest.mark.parametrize("peft_type", applicable())
 def test_each_type_counts_on_the_meta_device_as_the_size_check_before_every_run_does(peft_type):
-    from peftlab.params import count_parameters
+    from peftlab.tuners.params import count_parameters
 
     method = {"name": "peft", "peft_type": peft_type, "options": TINY_OPTIONS.get(peft_type, {})}
     counts = count_parameters(load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method}))
@@ -163,7 +163,7 @@ def test_a_quantized_base_is_one_line():
 @needs_fashion_mnist()
 @pytest.mark.parametrize("peft_type", ["HRA", "LILY"])
 def test_a_run_by_name_merges_or_exports_unmerged_and_writes_files_peft_loads(tmp_path, peft_type):
-    from peftlab.export import export_merged, load_unmerged
+    from peftlab.training.export import export_merged, load_unmerged
     from peftlab.training.run import train
 
     cfg = load_config(

@@ -8,9 +8,9 @@ import timm
 import torch
 from testkit import TINY_MODEL, train_with_hooks
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.export import PEFT_CONFIG, write_peft_adapter
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.training.export import PEFT_CONFIG, write_peft_adapter
 from peftlab.tuners.base import TunerContext, apply_tuner
 
 NUM_CLASSES = 5

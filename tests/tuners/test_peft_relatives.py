@@ -9,12 +9,12 @@ import timm
 import torch
 from testkit import TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.export import write_peft_adapter
-from peftlab.params import count_parameters
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
+from peftlab.training.export import write_peft_adapter
 from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.params import count_parameters
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 5
 RELATIVES = ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft"]
@@ -346,7 +346,7 @@ def test_boft_on_a_machine_without_cuda_never_compiles_pefts_extension(tmp_path,
 
 def test_ia3_presets_mean_the_papers_places_on_an_hf_model_too(hf_dir):
     """k, v and the MLP's second Linear (rescaled on its input) of every layer, by the names the
-    presets know them by (peftlab.families: an HF layer's k_proj is blocks.N.attn.qkv.k)."""
+    presets know them by (peftlab.models.families: an HF layer's k_proj is blocks.N.attn.qkv.k)."""
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "ia3"}})
     tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
     from peft.tuners.ia3 import IA3Layer

@@ -11,10 +11,10 @@ import pytest
 import torch
 from testkit import hf_text_dir, hf_text_model
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners.base import apply_tuner, is_head_param
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 3
 FAMILIES = ["llama", "gpt2", "bert", "roberta"]
@@ -229,7 +229,7 @@ def adapt_lm(path, method: str, virtual: int = VIRTUAL):
 
 
 def lm_batch():
-    """Ids and mask right-padded (B x 2 x L) and targets as peftlab.data.tokens builds them (B x L - 1):
+    """Ids and mask right-padded (B x 2 x L) and targets as peftlab.data.text.tokens builds them (B x L - 1):
     position t predicts token t + 1, -100 on the first (prompt) positions and on the padding."""
     lengths, width = [4, 7, 6], 7
     ids = torch.full((3, width), 1)

@@ -14,14 +14,14 @@ import torch
 from testkit import TINY_MODEL
 from torch import nn
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.training.evaluate import MERGE_TOLERANCE
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.qalora import quantizer
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear
 from peftlab.tuners.qalora.model import schedule_lambda
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 5
 FORMATS = ["int2", "int3", "int4", "int8", "nf4", "fp4"]
@@ -337,7 +337,7 @@ def test_parameter_counts_and_stored_bytes():
 
 
 def test_parameter_counts_of_deit_tiny_on_the_meta_device():
-    from peftlab.params import count_parameters
+    from peftlab.tuners.params import count_parameters
 
     cfg = load_config(
         overrides={

@@ -6,10 +6,10 @@ import random
 import pytest
 from testkit import TINY_MODEL
 
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.params import check_against_model, count_parameters
+from peftlab.config.schema import load_config
 from peftlab.tuners import ranks
+from peftlab.tuners.params import check_against_model, count_parameters
+from peftlab.utils.errors import ConfigError
 
 
 def test_proportional_sums_to_the_budget_within_bounds():

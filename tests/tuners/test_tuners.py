@@ -7,12 +7,12 @@ import timm
 import torch
 from testkit import TEXT_ONLY, TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.params import count_parameters
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners import TUNERS
 from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.params import count_parameters
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 5
 
@@ -248,7 +248,7 @@ def test_each_method_takes_its_own_keys_and_names_them_for_a_foreign_one(method)
 
 
 def test_the_registry_is_the_only_list_of_methods():
-    from peftlab.config import method_names
+    from peftlab.config.schema import method_names
 
     assert method_names() == tuple(TUNERS)
     with pytest.raises(ConfigError, match=r"method.name='lorra' is invalid: expected one of " + ", ".join(TUNERS)):

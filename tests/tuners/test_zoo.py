@@ -8,11 +8,11 @@ import timm
 import torch
 from testkit import TINY_MODEL
 
-from peftlab.backbones import build_backbone
-from peftlab.config import load_config
-from peftlab.errors import ConfigError
-from peftlab.params import count_parameters
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import build_backbone
 from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.params import count_parameters
+from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 5
 ZOO = ["bitfit", "ln", "ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"]
@@ -338,8 +338,8 @@ def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(met
     import re
     from pathlib import Path
 
-    from peftlab.analysis import paper
-    from peftlab.analysis.literature import bib_keys
+    from peftlab.analysis.paper import build as paper
+    from peftlab.analysis.report.literature import bib_keys
 
     keys = bib_keys((Path(paper.__file__).parent / "references.bib").read_text())
     cited = [

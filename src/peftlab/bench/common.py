@@ -8,9 +8,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from peftlab.backbones import enable_grad_checkpointing
-from peftlab.config import RunConfig, load_config
-from peftlab.quant_load import build_base
+from peftlab.config.schema import RunConfig, load_config
+from peftlab.models.backbones import enable_grad_checkpointing
+from peftlab.quant.load import build_base
 from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
 from peftlab.tuners.base import TunerContext, apply_tuner

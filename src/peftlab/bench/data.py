@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from peftlab import metrics
-from peftlab.backbones import input_spec_for
 from peftlab.bench.common import Trainer, make_cfg, spread
-from peftlab.config import load_config
+from peftlab.config.schema import load_config
+from peftlab.models.backbones import input_spec_for
+from peftlab.training import metrics
 from peftlab.training.step import epoch_batches
 
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from peftlab import metrics
-from peftlab.backbones import build_backbone, input_spec_for
 from peftlab.bench.common import Trainer, make_cfg, spread
-from peftlab.config import RunConfig, load_config
-from peftlab.run_result import read_result
+from peftlab.config.schema import RunConfig, load_config
+from peftlab.models.backbones import build_backbone, input_spec_for
+from peftlab.training import metrics
 from peftlab.training.evaluate import fetch
+from peftlab.training.run_result import read_result
 from peftlab.tuners.base import apply_tuner
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
     """In a fresh worker: build, train 3 steps, report peak RSS and weight bytes."""
-    from peftlab.config import RunConfig, from_dict
+    from peftlab.config.schema import RunConfig, from_dict
 
     cfg = from_dict(RunConfig, cfg_dict)
     images = torch.randn(batch, 3, img_size, img_size)
@@ -34,8 +34,8 @@ def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, qu
 
 
 def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int) -> dict:
-    from peftlab.config import to_dict
-    from peftlab.study.local_executor import worker_context
+    from peftlab.config.schema import to_dict
+    from peftlab.study.executors.local import worker_context
 
     ctx = worker_context()
     out = {}
@@ -87,7 +87,7 @@ def _noop() -> None:
 
 
 def fork_seconds() -> float:
-    from peftlab.study.local_executor import worker_context
+    from peftlab.study.executors.local import worker_context
 
     ctx = worker_context()
     ctx.Process(target=_noop).start()  # starts the forkserver (imports once per study)
@@ -120,8 +120,8 @@ LARGE_METHODS = {
 def large_model_child(section, img_size: int | None, method: str, quant: dict, steps: int, malloc: str, queue) -> None:
     """In a fresh process: build (peak apart), train ``steps`` steps at batch 4 with gradient checkpointing.
     ``section``: the model section (``large_model_section``); ``malloc``: train.malloc."""
-    from peftlab import allocator
-    from peftlab.quant_load import loads_quantized
+    from peftlab.quant import allocator
+    from peftlab.quant.load import loads_quantized
 
     allocator.configure(malloc)  # before the baseline, as a run does before it builds
     cfg = dataclasses.replace(
@@ -207,7 +207,7 @@ def large_model_memory(
     ``'hf'`` reads an HF ViT of the model's sizes through transformers (``large_model_section``)."""
     import tempfile
 
-    from peftlab.study.local_executor import worker_context
+    from peftlab.study.executors.local import worker_context
 
     ctx = worker_context()
     if weights == "hf":

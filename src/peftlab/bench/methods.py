@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import torch
 
-from peftlab import metrics
 from peftlab.bench.common import Trainer, ratios, spread
-from peftlab.config import RunConfig
-from peftlab.errors import UserError
+from peftlab.config.schema import RunConfig
+from peftlab.training import metrics
 from peftlab.tuners import TUNERS
+from peftlab.utils.errors import UserError
 
 REFERENCE = "lora"  # r=8 on q, v: what make_cfg builds for "lora"
 # What a method needs beyond its defaults to be timed against LoRA r=8 on q, v. The rank controllers

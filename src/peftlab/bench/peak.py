@@ -6,8 +6,8 @@ import statistics
 
 import torch
 
-from peftlab import metrics
 from peftlab.bench.common import DTYPES, spread
+from peftlab.training import metrics
 
 
 def cpu_ceiling_gflops(dtype: str) -> dict:

@@ -12,8 +12,6 @@ from typing import NamedTuple
 
 import torch
 
-from peftlab import allocator, provenance
-from peftlab.backbones import input_spec_for
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.bench.data import DATA_PATH_MODEL, data_path
 from peftlab.bench.memory import large_model_memory, memory, study_overhead
@@ -21,9 +19,12 @@ from peftlab.bench.methods import methods_figure
 from peftlab.bench.peak import cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak
 from peftlab.bench.steps import compile_figures, monitor_cost, precision_figure, step_figures, step_trainers
 from peftlab.bench.weights import inference_latency, qalora_latency, quantized_bytes
-from peftlab.config import RunConfig
-from peftlab.errors import UserError
+from peftlab.config.schema import RunConfig
+from peftlab.models.backbones import input_spec_for
+from peftlab.quant import allocator
 from peftlab.training.runtime import select_device, set_tf32
+from peftlab.utils import provenance
+from peftlab.utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class BenchOptions:
     large_model: str | None = "vit_large_patch16_224"  # P3b; None skips it
     large_steps: int = 2
     large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
-    malloc: str = "system"  # train.malloc for every figure (peftlab.allocator); P3b's processes too
+    malloc: str = "system"  # train.malloc for every figure (peftlab.quant.allocator); P3b's processes too
     with_compile: bool = True
     only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device

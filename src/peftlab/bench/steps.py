@@ -9,14 +9,15 @@ import time
 
 import torch
 
-from peftlab import metrics, provenance
-from peftlab.backbones import build_backbone
 from peftlab.bench.common import DTYPES, QKV, Trainer, make_cfg, ratios, spread
 from peftlab.bench.peak import peak_within_ceiling
-from peftlab.monitors.cost import model_monitor_cost
+from peftlab.models.backbones import build_backbone
+from peftlab.training import metrics
+from peftlab.training.monitors.cost import model_monitor_cost
 from peftlab.training.runtime import resolve_precision
 from peftlab.training.step import compute_loss
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.utils import provenance
 
 
 def step_trainers(cfg, images, labels, dtype: str, device: torch.device) -> dict[str, Trainer]:

@@ -8,10 +8,10 @@ import dataclasses
 
 import torch
 
-from peftlab import metrics
-from peftlab.backbones import build_backbone
 from peftlab.bench.common import spread
-from peftlab.config import RunConfig
+from peftlab.config.schema import RunConfig
+from peftlab.models.backbones import build_backbone
+from peftlab.training import metrics
 from peftlab.training.runtime import autocast
 from peftlab.tuners.base import TunerContext, apply_tuner
 
@@ -35,7 +35,7 @@ def inference(model, images, precision: str, device):
 
 def quantized_bytes(cfg: RunConfig) -> dict:
     """Stored bytes of the quantized block Linears relative to the same Linears in fp32, per mode."""
-    from peftlab.quant import is_quantized_linear, quantize_base
+    from peftlab.quant.bases import is_quantized_linear, quantize_base
 
     torch.manual_seed(0)
     base = build_backbone(cfg.model, 10)

@@ -16,7 +16,7 @@ import errno
 import signal
 import sys
 
-from peftlab.errors import (
+from peftlab.utils.errors import (
     RECEIVED,
     STORAGE_ERRORS,
     Interrupted,
@@ -108,7 +108,7 @@ def command_status(argv: list[str] | None) -> int:
     try:
         with stops_unwrapped():
             args = build_parser().parse_args(argv)
-            from peftlab.libraries import quiet_libraries
+            from peftlab.utils.libraries import quiet_libraries
 
             quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
             return args.func(args)

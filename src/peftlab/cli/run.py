@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from peftlab.cli.parsing import method_names
-from peftlab.config_paths import REPO_ROOT
-from peftlab.cpu import pin_arithmetic
-from peftlab.errors import UserError
+from peftlab.config.paths import REPO_ROOT
+from peftlab.utils.cpu import pin_arithmetic
+from peftlab.utils.errors import UserError
 
 DEFAULT_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "pretrain.yaml"
 
@@ -29,12 +29,12 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
 
     cfg = load_config(args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.config_checks import check_modality
+    from peftlab.config.checks import check_modality
     from peftlab.training.run import train
 
     check_modality(cfg.model, cfg.data)
@@ -85,7 +85,7 @@ def add_summary(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.run_result import read_result
+    from peftlab.training.run_result import read_result
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
@@ -114,12 +114,12 @@ def add_pretrain(sub) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
 
     cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
+    from peftlab.models.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
 
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
@@ -167,7 +167,7 @@ def export_format(path: Path) -> str | None:
 
 
 def cmd_export(args) -> int:
-    from peftlab.export import export_merged, export_peft
+    from peftlab.training.export import export_merged, export_peft
 
     if args.peft is not None:
         if args.merged is not None or args.quantized is not None:
@@ -186,7 +186,7 @@ def cmd_export(args) -> int:
         )
     path = export_merged(Path(args.run_dir), Path(out), quantized=quantized, force=args.force)
     if quantized:
-        what = "quantized model (load with peftlab.export.load_quantized)"
+        what = "quantized model (load with peftlab.training.export.load_quantized)"
     elif not path.is_dir() and export_format(path) == "peftlab-unmerged":
         print(f"wrote the base with the method's unmerged modules to {path}")
         return 0
@@ -225,7 +225,7 @@ def add_params(sub) -> None:
 
 
 def cmd_params(args) -> int:
-    from peftlab.params import count_parameters
+    from peftlab.tuners.params import count_parameters
 
     cfg = params_config_of_file(args) if args.model.endswith((".yaml", ".yml")) else params_config_of_name(args)
     counts = count_parameters(cfg)
@@ -248,8 +248,8 @@ def cmd_params(args) -> int:
 
 def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
-    from peftlab.config import load_config
-    from peftlab.config_checks import DATASET_CLASSES
+    from peftlab.config.checks import DATASET_CLASSES
+    from peftlab.config.schema import load_config
 
     cfg = load_config(args.model, args.overrides)
     classes = (
@@ -268,14 +268,14 @@ def params_config_of_file(args):
 
 def params_config_of_name(args):
     """A timm model name or an HF model directory, and the options (--depth, --r, ...): no dotted overrides here."""
-    from peftlab.config import load_config, method_fields
+    from peftlab.config.schema import load_config, method_fields
 
     if args.overrides:
         raise UserError(
             f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
-    from peftlab.config_checks import HUB_REPO_ID
+    from peftlab.config.checks import HUB_REPO_ID
 
     if Path(args.model).is_dir():
         model = params_model_of_dir(args)
@@ -298,8 +298,8 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
     (``pretrained: hub``: its snapshot in the hub cache, fetched first with network, weights left out): an image
     classifier (``source: hf``) or a text one (``hf-text``) as its config.json's ``model_type`` says; its sizes
     are the file's, not options."""
-    from peftlab.backbones import hf_source_of
-    from peftlab.hub import hub_model_dir
+    from peftlab.models.backbones import hf_source_of
+    from peftlab.models.hub import hub_model_dir
 
     given = [f"--{name.replace('_', '-')}" for name in SIZE_OPTIONS if getattr(args, name) is not None]
     if given:
@@ -345,9 +345,9 @@ def add_validate(sub) -> None:
 
 
 def cmd_validate(args) -> int:
-    from peftlab.config import dump_config, load_config
-    from peftlab.params import check_against_model
+    from peftlab.config.schema import dump_config, load_config
     from peftlab.training.preflight import check_config_fits, format_estimate
+    from peftlab.tuners.params import check_against_model
 
     cfg = load_config(args.config, args.overrides)
     ranks = check_against_model(cfg, weights=True, here=True)

@@ -10,8 +10,8 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from peftlab.cpu import pin_arithmetic
-from peftlab.errors import UserError
+from peftlab.utils.cpu import pin_arithmetic
+from peftlab.utils.errors import UserError
 
 
 def add_study(sub) -> None:
@@ -110,7 +110,7 @@ def cmd_study(args) -> int:
     print(format_summary(summary, study_dir))
     record_command(study_dir, warn=summary.ok)
     if args.report:
-        from peftlab.analysis.report import write_report
+        from peftlab.analysis.report.build import write_report
 
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
@@ -124,7 +124,7 @@ def record_command(study_dir: Path, warn: bool = True) -> None:
     A file system that refuses it (full, read-only) costs the paper its command, not the study its results:
     one warning line, none after a study whose runs already said why they stay pending (the next command
     that finishes them records itself)."""
-    from peftlab.files import one_line, write_json_atomic
+    from peftlab.utils.files import one_line, write_json_atomic
 
     try:
         write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
@@ -154,7 +154,7 @@ EXECUTOR_FLAGS = {
 
 def executor_options(args):
     """``--executor`` and its options; an option of another executor is an error, not ignored."""
-    from peftlab.study.executors import ExecutorOptions, parse_minutes
+    from peftlab.study.executors.executors import ExecutorOptions, parse_minutes
 
     if args.workers > 1 and args.executor != "local":
         raise UserError(
@@ -190,8 +190,8 @@ def add_results(sub) -> None:
 
 
 def cmd_results(args) -> int:
-    from peftlab.analysis.load import load_results
-    from peftlab.analysis.tables import results_markdown, select_columns
+    from peftlab.analysis.report.tables import results_markdown, select_columns
+    from peftlab.analysis.results.load import load_results
 
     df = load_results(args.study_dir)
     if df.empty:
@@ -223,7 +223,7 @@ def add_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from peftlab.analysis.report import write_report
+    from peftlab.analysis.report.build import write_report
 
     if not (Path(args.study_dir) / "runs").is_dir():
         raise UserError(f"{args.study_dir} is not a study directory (no runs/ inside)")
@@ -236,7 +236,7 @@ def announce_report(study_dir: Path, report: Path) -> None:
     print(f"report: {report}")
     if find_spec("mlflow") is None:
         return
-    from peftlab.tracking.mlflow_sink import attach_report
+    from peftlab.training.tracking.mlflow_sink import attach_report
 
     files = [report] + sorted(p for p in (report.parent / "figures").glob("*") if p.suffix in (".png", ".pdf"))
     parent = attach_report(study_dir, files, report.parent)
@@ -261,8 +261,8 @@ def add_paper(sub) -> None:
 
 
 def cmd_paper(args) -> int:
-    from peftlab.analysis.literature import LITERATURE
-    from peftlab.analysis.paper import write_paper
+    from peftlab.analysis.paper.build import write_paper
+    from peftlab.analysis.report.literature import LITERATURE
 
     path = write_paper(
         args.study_dir,
@@ -287,7 +287,7 @@ def add_submission(sub) -> None:
 
 
 def cmd_submission(args) -> int:
-    from peftlab.analysis.submission import write_submission
+    from peftlab.analysis.archive.submission import write_submission
 
     print(f"submission: {write_submission(args.study_dir, args.study, paper_dir=args.paper, out=args.out)}")
     return 0

@@ -52,7 +52,7 @@ def add_bench(sub) -> None:
         choices=("system", "lean"),
         default="system",
         help="train.malloc for every figure: system keeps glibc's own rule (default), lean returns freed "
-        "tensor memory to the system, for slower steps (peftlab.allocator)",
+        "tensor memory to the system, for slower steps (peftlab.quant.allocator)",
     )
     p.add_argument(
         "--device",
@@ -150,8 +150,8 @@ def add_data(sub) -> None:
 
 
 def cmd_data_info(args) -> int:
-    from peftlab.config import from_dict
-    from peftlab.config_sections import DataConfig
+    from peftlab.config.schema import from_dict
+    from peftlab.config.sections import DataConfig
     from peftlab.data import describe_data, format_data_info
 
     fields = {"name": args.name, "root": args.root, "test_dir": args.test_dir}
@@ -241,14 +241,14 @@ def add_data_fortunes(data_sub) -> None:
 
 
 def cmd_data_fortunes_task(args) -> int:
-    from peftlab.data.fortunes import parse_categories, write_fortunes_task
+    from peftlab.data.text.fortunes import parse_categories, write_fortunes_task
 
     task = write_fortunes_task(args.out, parse_categories(args.categories), args.seed, args.fortunes_dir)
     return report_fortunes(task, "fortunes-task")
 
 
 def cmd_data_fortunes_corpus(args) -> int:
-    from peftlab.data.fortunes import parse_categories, write_fortunes_corpus
+    from peftlab.data.text.fortunes import parse_categories, write_fortunes_corpus
 
     corpus = write_fortunes_corpus(args.out, parse_categories(args.categories), args.fortunes_dir)
     return report_fortunes(corpus, "fortunes-corpus")
@@ -270,7 +270,7 @@ def add_config_reference(sub) -> None:
 
 
 def cmd_config_reference(args) -> int:
-    from peftlab.config_reference import reference
+    from peftlab.config.reference import reference
 
     print(reference(), end="")
     return 0

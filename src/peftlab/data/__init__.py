@@ -11,7 +11,7 @@ torch datasets), build (the functions above), loading (batches on the device: Da
 workers for folder splits), cache (`data.cache`: decoded folder splits as uint8 .npy files).
 """
 
-from peftlab.config_checks import DATASET_NAMES
+from peftlab.config.checks import DATASET_NAMES
 from peftlab.data.build import DataBundle, DataInfo, build_data, describe_data, format_data_info, load_splits
 from peftlab.data.datasets import ArrayDataset, FileDataset
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from peftlab.config_checks import TEXT_DATASET_NAMES
+from peftlab.config.checks import TEXT_DATASET_NAMES
+from peftlab.config.suites import suite_task
 from peftlab.data.cache import cached_images
 from peftlab.data.datasets import (
     ArrayDataset,
@@ -30,15 +31,14 @@ from peftlab.data.datasets import (
     resize_images,
 )
 from peftlab.data.image_checks import checked_headers, headers_file, image_header
-from peftlab.data.list_readers import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_record, list_manifest, lossy_copy_note, manifest_file, stored_manifest
-from peftlab.data.records import DataInfo, RawData, Samples, concat
+from peftlab.data.readers.lists import ListedSplits, read_fgvc, read_filelist, read_vtab1k
+from peftlab.data.readers.records import DataInfo, RawData, Samples, concat
 from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import select_and_subset, split_train_val
-from peftlab.data.text import load_text_splits
-from peftlab.errors import DataError
-from peftlab.suites import suite_task
+from peftlab.data.text.tasks import load_text_splits
+from peftlab.utils.errors import DataError
 
 DIGIT_DATASETS = ("mnist",)  # no horizontal flips
 

@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import DecodedFiles
 from peftlab.data.loading import decoded_in_this_process
-from peftlab.data.records import hash_file
+from peftlab.data.readers.records import hash_file
 from peftlab.data.sources import decoded_cache_dir, writable_cache_dir
-from peftlab.errors import DataError
-from peftlab.files import one_line, read_json, write_atomic, write_json_atomic
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line, read_json, write_atomic, write_json_atomic
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 BUILD_BATCH = 64

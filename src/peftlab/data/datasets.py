@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 from peftlab.data.image_checks import bomb_error, check_pixels
 from peftlab.data.opening import open_data_file
-from peftlab.errors import DataError
-from peftlab.files import one_line
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line
 
 RESIZE_CHUNK = 4096
 PRERESIZE_LIMIT_BYTES = 2 << 30  # larger splits stay at native size and are resized per batch

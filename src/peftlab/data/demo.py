@@ -28,13 +28,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from peftlab.data.records import RawData
+from peftlab.config.suites import VTAB1K_LISTS
+from peftlab.data.readers.records import RawData
 from peftlab.data.sources import find_data, read_layout
 from peftlab.data.splits import STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, STREAM_VAL_SUBSET, pick_subset
-from peftlab.errors import DataError, UserError
-from peftlab.files import check_output, read_json, shown_path, write_json_atomic
-from peftlab.progress import TextProgress
-from peftlab.suites import VTAB1K_LISTS
+from peftlab.utils.errors import DataError, UserError
+from peftlab.utils.files import check_output, read_json, shown_path, write_json_atomic
+from peftlab.utils.progress import TextProgress
 
 TRAIN_SIZE, VAL_SIZE = 800, 200
 DEFAULT_TEST_SIZE = 2000

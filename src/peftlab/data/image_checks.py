@@ -21,8 +21,8 @@ from PIL import Image
 
 from peftlab.data.opening import check_data_file, open_data_file
 from peftlab.data.sources import data_cache
-from peftlab.errors import DataError
-from peftlab.files import one_line, read_json, write_json_atomic
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line, read_json, write_json_atomic
 
 # The most pixels one image file may declare. PIL's own bound (Image.MAX_IMAGE_PIXELS, 89 Mpx) only
 # warns, and refuses at twice that: images that take 2.7 GB to decode and resize would get through.

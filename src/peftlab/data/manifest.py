@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from peftlab.data.image_checks import checked_headers, headers_file
-from peftlab.data.records import Samples, hash_file
+from peftlab.data.readers.records import Samples, hash_file
 from peftlab.data.sources import data_cache, writable_cache_dir
-from peftlab.errors import DataError
-from peftlab.files import one_line, read_json, write_json_atomic
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line, read_json, write_json_atomic
 
 MANIFEST_FORMAT = 2  # 1: one manifest per list (still read, see legacy_files)
 LEGACY_FORMAT = 1

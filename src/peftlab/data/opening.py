@@ -13,8 +13,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from peftlab.errors import DataError
-from peftlab.files import one_line
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line
 
 GZIP_MAX_RATIO = 1032  # deflate expands a byte to at most about 1032 bytes
 MAX_DATA_FILE_BYTES = 256 << 20  # CIFAR-100's train.bin, the largest file read whole, is 154 MB

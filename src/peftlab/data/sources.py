@@ -22,8 +22,8 @@ import os
 import site
 from pathlib import Path
 
-from peftlab.config_checks import check_dataset_name
-from peftlab.data.binary_readers import (
+from peftlab.config.checks import check_dataset_name
+from peftlab.data.readers.binary import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
     read_cifar10_binary,
@@ -33,10 +33,10 @@ from peftlab.data.binary_readers import (
     read_idx_dataset,
     read_mnist_pickle,
 )
-from peftlab.data.folder_readers import read_image_folder, read_tiny_imagenet
-from peftlab.data.records import RawData
-from peftlab.errors import DataError
-from peftlab.files import one_line
+from peftlab.data.readers.folders import read_image_folder, read_tiny_imagenet
+from peftlab.data.readers.records import RawData
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DEFAULT_DATA_CACHE = "~/.cache/peftlab/data"
@@ -90,7 +90,7 @@ HOW_TO_GET = {
     "imagefolder": "set data.root=DIR with DIR/<class>/*.png|jpg, or DIR/train/<class>/ and DIR/test/<class>/",
 }
 DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-# the suites' folders (peftlab.suites): where a task's files are, and how to get them
+# the suites' folders (peftlab.config.suites): where a task's files are, and how to get them
 SUITE_HOW_TO_GET = {
     "vtab1k": "get the VTAB-1k image-folder release (NOAH / SSF / PETL_Vision: vtab-1k.zip, one folder per task "
     "holding train800.txt, val200.txt, train800val200.txt and test.txt) and set data.root to the folder "

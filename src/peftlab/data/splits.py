@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from peftlab.errors import ConfigError
+from peftlab.utils.errors import ConfigError
 
 # One random stream per purpose.
 STREAM_TEST = 0  # test carved from an ImageFolder without a test folder

@@ -21,13 +21,13 @@ import json
 import statistics
 from pathlib import Path
 
-from peftlab.config import RunConfig, to_dict
-from peftlab.config_sections import architecture_only
-from peftlab.run_result import read_result
+from peftlab.config.schema import RunConfig, to_dict
+from peftlab.config.sections import architecture_only
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, with_choices
 from peftlab.study.spec import RunSpec, Study
-from peftlab.study.tune_configurations import search_key
+from peftlab.study.tuning.configurations import search_key
+from peftlab.training.run_result import read_result
 
 ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
 
@@ -53,8 +53,8 @@ def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
         import torch
         from torch.utils.flop_counter import FlopCounterMode
 
-        from peftlab.backbones import input_spec_for
-        from peftlab.params import meta_model
+        from peftlab.models.backbones import input_spec_for
+        from peftlab.tuners.params import meta_model
 
         try:
             model, spec = meta_model(cfg), input_spec_for(cfg.model)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftlab.config_checks import shown
-from peftlab.errors import ConfigError
+from peftlab.config.checks import shown
 from peftlab.study.keys import check_key
+from peftlab.utils.errors import ConfigError
 
 
 def exclude_rules(data: dict) -> list[dict]:

@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from peftlab.files import one_line, shown_path
+from peftlab.utils.files import one_line, shown_path
 
 log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # what replaying a line of the wrong shape raises in Optuna's JournalStorage: a missing key, a value of

@@ -11,9 +11,9 @@ import difflib
 import functools
 from typing import Any
 
-from peftlab.config import RunConfig, flatten, method_fields, method_names, to_dict
-from peftlab.config_checks import shown
-from peftlab.errors import ConfigError
+from peftlab.config.checks import shown
+from peftlab.config.schema import RunConfig, flatten, method_fields, method_names, to_dict
+from peftlab.utils.errors import ConfigError
 
 
 def is_foreign(method: str, key: str) -> bool:

@@ -19,15 +19,15 @@ import json
 import os
 from pathlib import Path
 
-from peftlab.config import to_dict
-from peftlab.config_sections import architecture_only
-from peftlab.errors import UserError
-from peftlab.files import RUN_KINDS, check_entries, check_kind, check_run_dir
-from peftlab.libraries import LIBRARY_LOG
-from peftlab.study.executors import ExecutorOptions, check_available, with_folder
+from peftlab.config.schema import to_dict
+from peftlab.config.sections import architecture_only
+from peftlab.study.executors.executors import ExecutorOptions, check_available, with_folder
 from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
 from peftlab.study.stale import refuse_stale_runs
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir
+from peftlab.utils.libraries import LIBRARY_LOG
 
 # what --report writes in <study dir>/report/: two files, and figures and tables in their folders
 REPORT_FILES = ("report.md", "results.csv")
@@ -122,7 +122,7 @@ def unwritten_text_base(study: Study, cfg):
         return cfg
     if (Path(cfg.model.path) / "config.json").is_file():
         return cfg
-    from peftlab.config import load_config
+    from peftlab.config.schema import load_config
 
     base = load_config(study.pretrain)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=base.model.path))
@@ -134,9 +134,9 @@ def validate_study(study: Study) -> None:
     against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
     Runs share section objects (a configuration's seeds; equal sections, built once by
     ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
-    from peftlab.config_checks import check_modality
-    from peftlab.params import check_against_model, meta_model
-    from peftlab.tracking import check_trackers
+    from peftlab.config.checks import check_modality
+    from peftlab.training.tracking import check_trackers
+    from peftlab.tuners.params import check_against_model, meta_model
 
     checked, seen, models, trackers = set(), set(), {}, set()
     for spec in study.runs:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config_yaml import read_yaml
-from peftlab.errors import ConfigError
+from peftlab.config.reading import read_yaml
+from peftlab.utils.errors import ConfigError
 
 REPORT_KEYS = ("interval", "labels", "trainable_share_at_most")
 REPORT_INTERVALS = ("t", "bca", "percentile")

@@ -28,20 +28,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from peftlab import locks
-from peftlab.config import load_config, to_dict
-from peftlab.errors import UserError
-from peftlab.files import read_json, write_json_atomic
-from peftlab.libraries import LIBRARY_LOG, logged_to
-from peftlab.progress import TextProgress
-from peftlab.run_result import read_result, run_status
-from peftlab.study.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.local_executor import outside_cause, run_local, start_held, stop_processes, worker_context
+from peftlab.config.schema import load_config, to_dict
+from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
+from peftlab.study.executors.local import outside_cause, run_local, start_held, stop_processes, worker_context
+from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
 from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
-from peftlab.study.spawn_workers import run_spawned, stop_idle_workers
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
+from peftlab.training.run_result import read_result, run_status
+from peftlab.utils import locks
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json, write_json_atomic
+from peftlab.utils.libraries import LIBRARY_LOG, logged_to
+from peftlab.utils.progress import TextProgress
 
 FINISHED = ("completed", "failed", "diverged")
 MAX_REMOTE_TRIALS = 16  # trials of one search submitted at once to Slurm or Ray
@@ -98,8 +98,8 @@ def run_pretraining(
 ) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
     executor; returns its directory. A cached base starts neither."""
-    from peftlab.pretrain import cached_manifest, default_out_dir
-    from peftlab.study.worker import INTERRUPTED, pretrain_main
+    from peftlab.models.pretrain import cached_manifest, default_out_dir
+    from peftlab.study.executors.worker import INTERRUPTED, pretrain_main
 
     cfg = load_config(config_path)
     out_dir = out_dir or default_out_dir(cfg)

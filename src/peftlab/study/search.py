@@ -1,6 +1,6 @@
 """A tuned study's searches: Optuna proposes and prunes, peftlab runs the trials, validation decides.
 
-For each search (``study.tune``, one per configuration, see ``peftlab.study.tune``), in
+For each search (``study.tune``, one per configuration, see ``peftlab.study.tuning.tune``), in
 ``<study dir>/tune/<search>/``:
 
 - ``search-<fingerprint>.journal``: the Optuna study (JournalStorage on a JournalFileBackend, an
@@ -27,7 +27,7 @@ decisions depend on which trials have reached a rung, so with several workers at
 resumed search can prune differently from an uninterrupted one; with one worker it cannot.
 
 An edge-following grid (``follow_edge``) adds its points after the grid's, one at a time, each from
-the trials finished before it (``peftlab.study.edge``): a resumed search checks the journal's added
+the trials finished before it (``peftlab.study.tuning.edge``): a resumed search checks the journal's added
 trials against that rule and adds what an uninterrupted one would.
 
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
@@ -47,16 +47,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from peftlab.errors import UserError
-from peftlab.files import read_json, write_json_atomic
-from peftlab.run_result import read_result, run_status
-from peftlab.study.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
-from peftlab.study.tune import Search, apply_values
-from peftlab.study.tune_configurations import search_key
-from peftlab.study.tune_metric import METRICS, missing_metric
+from peftlab.study.tuning.configurations import search_key
+from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
+from peftlab.study.tuning.metric import METRICS, missing_metric
+from peftlab.study.tuning.tune import Search, apply_values
+from peftlab.training.run_result import read_result, run_status
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json, write_json_atomic
 
 FINISHED = ("completed", "failed", "diverged")
 SELECTION = "selection.json"
@@ -66,7 +66,7 @@ RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None],
 
 
 def optuna_module():
-    """Optuna with its log records sent to the root logger (peftlab.libraries), not to stderr."""
+    """Optuna with its log records sent to the root logger (peftlab.utils.libraries), not to stderr."""
     import optuna
 
     optuna.logging.disable_default_handler()

@@ -51,7 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import (
+from peftlab.config.checks import MAX_INT, shown
+from peftlab.config.paths import resolve_paths, with_base_architecture
+from peftlab.config.reading import deep_merge, nest, read_yaml
+from peftlab.config.schema import (
     RunConfig,
     config_hash,
     flatten,
@@ -62,16 +65,13 @@ from peftlab.config import (
     to_dict,
     without_foreign_options,
 )
-from peftlab.config_checks import MAX_INT, shown
-from peftlab.config_paths import resolve_paths, with_base_architecture
-from peftlab.config_yaml import deep_merge, nest, read_yaml
-from peftlab.errors import ConfigError
 from peftlab.study.exclusions import Excluder, exclude_rules
 from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
 from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
-from peftlab.study.tune import Search, check_method_keys, tune_searches
-from peftlab.study.tune_configurations import Configuration
+from peftlab.study.tuning.configurations import Configuration
+from peftlab.study.tuning.tune import Search, check_method_keys, tune_searches
+from peftlab.utils.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
 ABLATION_KEYS = ("methods", "axes")

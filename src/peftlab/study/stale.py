@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from peftlab.errors import UserError
-from peftlab.run_result import RunResult, read_result
+from peftlab.training.run_result import RunResult, read_result
+from peftlab.utils.errors import UserError
 
 RUN_GLOBS = ("runs/*", "tune/*/runs/*")
 

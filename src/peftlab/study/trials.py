@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from peftlab.run_result import metric_problem, read_result
-from peftlab.study.tune_metric import METRICS
+from peftlab.study.tuning.metric import METRICS
+from peftlab.training.run_result import metric_problem, read_result
 
 # a trial scoring at most chance + CHANCE_SE binomial standard errors (on its validation images), and
 # at least MIN_CHANCE_TOLERANCE above it, is at chance: its model collapsed, it is never chosen

@@ -1,4 +1,4 @@
-"""Resumable training state, written atomically (``peftlab.files``): the run's ``Position`` (its
+"""Resumable training state, written atomically (``peftlab.utils.files``): the run's ``Position`` (its
 fields are the checkpoint's keys) and the state of the weights, tuner, optimizer and RNGs, saved
 by ``save`` and put back by ``restore``, the one place that knows the format. Checkpoints
 are loaded with ``torch.load(weights_only=True)``: nothing in them can run code. A checkpoint
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftlab.errors import CheckpointError
-from peftlab.files import one_line, write_atomic
+from peftlab.utils.errors import CheckpointError
+from peftlab.utils.files import one_line, write_atomic
 
 CHECKPOINT_NAME = "last.pt"
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from peftlab import metrics
 from peftlab.data.loading import BatchLoader
-from peftlab.data.tokens import IGNORED
-from peftlab.quant import restore_layout, weight_only_arithmetic
+from peftlab.data.text.tokens import IGNORED
+from peftlab.quant.bases import restore_layout, weight_only_arithmetic
+from peftlab.training import metrics
 from peftlab.training.runtime import autocast
 
 MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)

@@ -1,6 +1,6 @@
 """The end of a run (the recipe's ``finish``): the final weights checked finite, tested (unmerged
 and merged), the merge checked; the adapter files written (``write_adapter``); result.json's
-record of the completed run (``result_record``, its keys: ``peftlab.run_result``).
+record of the completed run (``result_record``, its keys: ``peftlab.training.run_result``).
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from peftlab import metrics
-from peftlab.config import to_dict
-from peftlab.export import write_peft_adapter
-from peftlab.files import kill_point, write_atomic
-from peftlab.monitors.run import Monitors, summarize
-from peftlab.protocol import protocol_card
-from peftlab.run_result import Memory, Metrics, RunResult, Timing
+from peftlab.config.protocol import protocol_card
+from peftlab.config.schema import to_dict
+from peftlab.training import metrics
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
+from peftlab.training.export import write_peft_adapter
+from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
+from peftlab.training.run_result import Memory, Metrics, RunResult, Timing
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
+from peftlab.utils.files import kill_point, write_atomic
 
 
 def finish(
@@ -108,7 +108,7 @@ def result_record(
     evaluations: dict,
     rss_train: int,
 ) -> RunResult:
-    """result.json of a completed run (its keys: peftlab.run_result)."""
+    """result.json of a completed run (its keys: peftlab.training.run_result)."""
     tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
     final = tuner.parameter_counts()
     return RunResult(

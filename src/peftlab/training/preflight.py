@@ -27,11 +27,11 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.backbones import HFLogits, build_backbone, build_hf, input_spec_for
-from peftlab.errors import UserError
-from peftlab.metrics import weights_bytes
+from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
+from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.utils.errors import UserError
 
 GIB = 2**30
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)

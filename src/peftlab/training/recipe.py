@@ -21,27 +21,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from peftlab import allocator, metrics, provenance, tracking
-from peftlab.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
-from peftlab.config import RunConfig
-from peftlab.config_sections import TrainConfig
-from peftlab.cpu import arithmetic_record
+from peftlab.config.schema import RunConfig
+from peftlab.config.sections import TrainConfig
 from peftlab.data import build_data
 from peftlab.data.loading import BatchLoader
-from peftlab.data.tokens import build_text_data, load_tokenizer
-from peftlab.errors import ConfigError
-from peftlab.files import kill_point
-from peftlab.hub import hf_model_dir
-from peftlab.monitors.run import Monitors
-from peftlab.params import check_model_size
-from peftlab.progress import TextProgress
-from peftlab.quant_load import build_base
-from peftlab.run_result import RunResult
-from peftlab.training import checkpoint, distributed, preflight
+from peftlab.data.text.tokens import build_text_data, load_tokenizer
+from peftlab.models.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
+from peftlab.models.hub import hf_model_dir
+from peftlab.quant import allocator
+from peftlab.quant.load import build_base
+from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import evaluate
+from peftlab.training.monitors.run import Monitors
 from peftlab.training.outcome import finish
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
+from peftlab.training.run_result import RunResult
 from peftlab.training.runtime import (
     autocast,
     compile_model,
@@ -62,6 +57,12 @@ from peftlab.training.step import (
     warmup_cosine,
 )
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.tuners.params import check_model_size
+from peftlab.utils import provenance
+from peftlab.utils.cpu import arithmetic_record
+from peftlab.utils.errors import ConfigError
+from peftlab.utils.files import kill_point
+from peftlab.utils.progress import TextProgress
 
 
 def run(

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import torch
 
-from peftlab import metrics, tracking
-from peftlab.backbones import InputSpec, TextSpec
-from peftlab.config import RunConfig
-from peftlab.config_sections import TrainConfig
+from peftlab.config.schema import RunConfig
+from peftlab.config.sections import TrainConfig
 from peftlab.data import DataBundle
 from peftlab.data.loading import BatchLoader
-from peftlab.training import distributed
+from peftlab.models.backbones import InputSpec, TextSpec
+from peftlab.training import distributed, metrics, tracking
 
 
 @dataclass

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import torch
 
-from peftlab import locks, tracking
-from peftlab.config import RunConfig, config_hash, dump_config, load_config, to_dict
-from peftlab.cpu import pin_arithmetic
-from peftlab.errors import CheckpointError, ConfigError, UserError, stops_unwrapped
-from peftlab.files import check_run_dir, one_line, remove_temporaries, write_atomic
-from peftlab.libraries import LIBRARY_LOG, logged_to
-from peftlab.monitors.health import health
-from peftlab.run_result import RunResult, failure, read_result, write_result
-from peftlab.training import distributed, recipe
+from peftlab.config.schema import RunConfig, config_hash, dump_config, load_config, to_dict
+from peftlab.training import distributed, recipe, tracking
+from peftlab.training.monitors.health import health
 from peftlab.training.recipe_state import RunState
+from peftlab.training.run_result import RunResult, failure, read_result, write_result
 from peftlab.training.runtime import out_of_memory
 from peftlab.training.step import Diverged
+from peftlab.utils import locks
+from peftlab.utils.cpu import pin_arithmetic
+from peftlab.utils.errors import CheckpointError, ConfigError, UserError, stops_unwrapped
+from peftlab.utils.files import check_run_dir, one_line, remove_temporaries, write_atomic
+from peftlab.utils.libraries import LIBRARY_LOG, logged_to
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> RunResult:

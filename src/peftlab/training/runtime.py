@@ -17,8 +17,8 @@ import psutil
 import torch
 from torch import nn
 
-from peftlab.errors import ConfigError
-from peftlab.files import one_line
+from peftlab.utils.errors import ConfigError
+from peftlab.utils.files import one_line
 
 
 def seed_everything(seed: int) -> None:
@@ -115,7 +115,7 @@ def fused_adamw(setting: bool | None, device: torch.device) -> bool:
 
 def example_inputs(shape: tuple[int, ...], n: int, device: torch.device) -> torch.Tensor:
     """``n`` inputs of one input's ``shape`` for a probe: images (C x S x S) drawn from a normal, text
-    (2 x L: ids, mask; ``peftlab.data.tokens``) token 0 at every position, every position attended."""
+    (2 x L: ids, mask; ``peftlab.data.text.tokens``) token 0 at every position, every position attended."""
     if len(shape) == 2:
         x = torch.zeros(n, *shape, dtype=torch.long, device=device)
         x[:, 1] = 1

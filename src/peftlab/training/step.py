@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from peftlab.errors import ConfigError
 from peftlab.training import distributed
 from peftlab.training.runtime import autocast
+from peftlab.utils.errors import ConfigError
 
 
 class Diverged(Exception):

@@ -7,7 +7,7 @@ there by name, and imports the module when a hook is first used, so reading and 
 
 - ``check(model, method_cfg, ctx)`` raises ConfigError for what only the model can tell;
 - ``apply(model, method_cfg, ctx) -> Tuner`` prepares the model (split layers, quantize the base
-  through ``peftlab.quant`` when ``ctx.quant`` asks for it, inject adapters);
+  through ``peftlab.quant.bases`` when ``ctx.quant`` asks for it, inject adapters);
 - ``ranks(model, method_cfg) -> {module: rank}``, optional: the rank each module starts with
   (low-rank methods).
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftlab.config import RunConfig
-from peftlab.config_sections import QuantConfig
-from peftlab.families import check_family, prepare
-from peftlab.libraries import quiet_transformers
-from peftlab.quant import base_weight_bytes, check_quant, is_quantized_linear, load_pending
+from peftlab.config.schema import RunConfig
+from peftlab.config.sections import QuantConfig
+from peftlab.models.families import check_family, prepare
+from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_linear, load_pending
 from peftlab.tuners import TUNERS
+from peftlab.utils.libraries import quiet_transformers
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,6 @@ def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = Non
     check_config(cfg, model, ctx)
     prepare(model)  # a fused-bias qkv (BEiT, EVA) called as a module, so an adapter on it is reached
     tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
-    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant_load)
+    load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant.load)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
     return tuner

@@ -130,7 +130,7 @@ def quantized_stack(parts, bases: list[nn.Module], x: torch.Tensor):
         return None
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
-    from peftlab.quant_step import stacked_weights
+    from peftlab.quant.step import stacked_weights
 
     for part in parts:
         if hasattr(part, "base_layer") and not (
@@ -265,7 +265,7 @@ def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 def split_qkv(qkv: nn.Linear) -> SplitQKV:
     """Copy the rows of a fused (3d, d) Linear into three (d, d) Linears."""
     d = qkv.out_features // 3
-    source = getattr(qkv, "weight_source", None)  # a weight still in its file (peftlab.quant_load)
+    source = getattr(qkv, "weight_source", None)  # a weight still in its file (peftlab.quant.load)
     parts = []
     for i in range(3):
         # on the CPU even then: the new Linear's random init draws what it draws in a base loaded in full

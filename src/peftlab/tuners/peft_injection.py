@@ -6,7 +6,7 @@
 
 A tuner builds only its PEFT config (from its own options and the plan) and its ``Tuner``
 subclass; the plan, the split of timm's fused ``qkv`` (modules.py), the quantized base
-(``peftlab.quant``, when ``ctx.quant`` asks for it) and ``get_peft_model`` are the same for all.
+(``peftlab.quant.bases``, when ``ctx.quant`` asks for it) and ``get_peft_model`` are the same for all.
 The config is built before the model is changed, so a config error leaves the model as it was.
 
 PEFT's LoRA relatives come in the same way, each with its own config class and the plan's
@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from peftlab.backbones import HFLogits, head_prefix, trains_head
-from peftlab.errors import ConfigError
-from peftlab.families import canonical_names, family_of
-from peftlab.quant import quantize_base, restore_layout
+from peftlab.models.backbones import HFLogits, head_prefix, trains_head
+from peftlab.models.families import canonical_names, family_of
+from peftlab.quant.bases import quantize_base, restore_layout
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns
 from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
+from peftlab.utils.errors import ConfigError
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel

@@ -16,7 +16,7 @@ alone; PEFT's model, loaded from the export, agrees with it on a batch without p
 A causal LM (CAUSAL_LM): the LM head stays frozen, the prompts alone train. Prompt tuning's logits come
 back with ``num_virtual_tokens`` more positions, in front (the virtual tokens' own predictions); prefix
 tuning's do not (its keys and values are the cache of earlier tokens). ``PromptedCausalLM`` drops those
-positions, so that its logits line up with the targets ``peftlab.data.tokens`` builds, as ``HFCausalLM``'s
+positions, so that its logits line up with the targets ``peftlab.data.text.tokens`` builds, as ``HFCausalLM``'s
 do: the loss, top-1 and perplexity per response token mean what they mean for LoRA.
 """
 
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from peftlab.backbones import HFCausalLM, HFTextLogits, head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import HFCausalLM, HFTextLogits, head_prefix
 from peftlab.tuners.base import Tuner
+from peftlab.utils.errors import ConfigError
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel, TaskType
@@ -44,7 +44,7 @@ class PromptedTextLogits(HFTextLogits):
         self.pool_last_real = pool_last_real
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if input_ids.dim() == 3:  # (batch, 2, tokens): ids and mask stacked (peftlab.data.tokens)
+        if input_ids.dim() == 3:  # (batch, 2, tokens): ids and mask stacked (peftlab.data.text.tokens)
             input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
         if not self.pool_last_real or attention_mask is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -66,7 +66,7 @@ class PromptedCausalLM(HFCausalLM):
         self.virtual_positions = virtual_positions
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if input_ids.dim() == 3:  # (batch, 2, tokens): ids and mask stacked (peftlab.data.tokens)
+        if input_ids.dim() == 3:  # (batch, 2, tokens): ids and mask stacked (peftlab.data.text.tokens)
             input_ids, attention_mask = input_ids[:, 0], input_ids[:, 1]
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, virtual + L, V)
         return logits[:, self.virtual_positions : -1].transpose(1, 2)
@@ -94,7 +94,7 @@ def task_type(model: HFTextLogits | HFCausalLM) -> TaskType:
 def check_positions(model: nn.Module, num_virtual_tokens: int) -> None:
     """The virtual tokens take positions of a model with learned ones (GPT-2, BERT, RoBERTa): some must be
     left for the text (build_text_data checks data.max_length against the rest)."""
-    from peftlab.data.tokens import position_limit
+    from peftlab.data.text.tokens import position_limit
 
     limit = position_limit(model.model.config.to_dict())
     if limit is not None and num_virtual_tokens >= limit:

@@ -19,7 +19,7 @@ import math
 import re
 from pathlib import Path
 
-from peftlab.errors import ConfigError
+from peftlab.utils.errors import ConfigError
 
 STATIC_STRATEGIES = ("uniform", "linear_decay", "linear_increase", "attention_heavy", "empirical")
 ATTENTION_PARTS = {"q", "k", "v", "qkv", "proj", "q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value"}

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from peftlab.backbones import head_prefix, trains_head
-from peftlab.families import unused_modules
+from peftlab.models.backbones import head_prefix, trains_head
+from peftlab.models.families import unused_modules
 from peftlab.tuners.base import Tuner, is_head_param
 
 

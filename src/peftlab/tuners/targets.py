@@ -2,7 +2,7 @@
 
 A preset is written in the names of timm's ViT after its fused ``qkv`` is split (tuners/modules.py):
 ``blocks.N.attn.qkv.{q,k,v}``, ``blocks.N.attn.proj``, ``blocks.N.mlp.{fc1,fc2}``, and matched against
-each layer's canonical name (``peftlab.families``: EVA's ``q_proj``, Swin's stages, an HF model's
+each layer's canonical name (``peftlab.models.families``: EVA's ``q_proj``, Swin's stages, an HF model's
 ``layer.N.attention.q_proj``), so it means the same layers on every family. A list of names is matched
 against the model's own names. Every pattern is a regular expression that must match a whole module
 name, so the patch embedding (``patch_embed.proj``) and the head are never caught by accident.
@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field, check_regex
-from peftlab.config_sections import MethodConfig
-from peftlab.errors import ConfigError
+from peftlab.config.checks import check_field, check_regex
+from peftlab.config.sections import MethodConfig
+from peftlab.utils.errors import ConfigError
 
 PRESETS = {
     "standard": [r"blocks\.\d+\.attn\.qkv\.(q|v)"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.errors import ConfigError
+from peftlab.utils.errors import ConfigError
 
 # timm's module and class names of the blocks these methods know
 BLOCKS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field, check_steps
+from peftlab.config.checks import check_field, check_steps
 from peftlab.tuners.targets import TargetsConfig
 
 

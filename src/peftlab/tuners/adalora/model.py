@@ -22,12 +22,12 @@ import warnings
 import torch
 from torch import nn
 
-from peftlab.config_checks import resolve_steps
-from peftlab.errors import ConfigError
+from peftlab.config.checks import resolve_steps
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
 
 ADAPTER = "default"
 NOMINAL_STEPS = 1000  # total_step when the model is built only to be checked or to load weights

@@ -11,14 +11,14 @@
 Only the adapters and the head train: ``(2 d m + m + d)`` parameters per adapter of width ``m``.
 Adapters add computation the base weights cannot absorb (a nonlinearity sits between down and
 up): ``merged_model`` is None, the recipe skips the merge check, and ``export --merged`` writes
-the base with the adapters (``peftlab.export.load_unmerged`` loads it).
+the base with the adapters (``peftlab.training.export.load_unmerged`` loads it).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
 from peftlab.tuners.base import Tuner, TunerContext

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from peftlab.config_checks import check_field, check_steps
+from peftlab.config.checks import check_field, check_steps
 from peftlab.tuners.targets import TargetsConfig
 
 IMPORTANCES = ("magnitude", "grad_norm", "fisher", "sensitivity")

@@ -33,13 +33,13 @@ import zlib
 import torch
 from torch import nn
 
-from peftlab.config_checks import resolve_steps
-from peftlab.errors import ConfigError
+from peftlab.config.checks import resolve_steps
 from peftlab.tuners import ranks as allocate
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
 
 ADAPTER = "default"
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_sections import MethodConfig
+from peftlab.config.sections import MethodConfig
 
 
 @dataclass(frozen=True)

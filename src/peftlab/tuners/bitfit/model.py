@@ -6,11 +6,11 @@ The trained model is itself the merged model, as for full fine-tuning: nothing t
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.bitfit.config import BitFitConfig
 from peftlab.tuners.selective import SelectiveTuner, is_bias, selected_names, train_only
+from peftlab.utils.errors import ConfigError
 
 
 class BitFitTuner(SelectiveTuner):

@@ -5,7 +5,7 @@ block size or the number of blocks, not both."""
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.targets import ModulesConfig
 
 

@@ -9,7 +9,7 @@ the blocks at zero and the scale at one: the identity. Merge and export: ``PeftT
 Two facts about PEFT 0.21.2 (``peft/tuners/boft/layer.py``) shape this file:
 - ``BOFTLayer.update_layer`` builds its permutation with ``torch.arange`` on the default device
   and indexes a matrix with those tensors; peftlab counts parameters on the meta device (inside
-  ``with torch.device("meta")``, ``peftlab.params``), where that index calls ``.item()`` on a meta
+  ``with torch.device("meta")``, ``peftlab.tuners.params``), where that index calls ``.item()`` on a meta
   tensor ("Tensor.item() cannot be called on meta tensors"). The injection therefore runs with the
   CPU as the default device; PEFT moves the adapter to its base layer's device afterwards.
 - More than one butterfly factor runs only with PEFT's CUDA extension ``fbd_cuda``, which PEFT
@@ -28,11 +28,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.boft.config import BOFTMethodConfig
 from peftlab.tuners.oft.model import in_features_of
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
 
 
 class BOFTTuner(PeftTuner):

@@ -23,14 +23,14 @@ import copy
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import TunerContext, is_head_param
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.selective import SelectiveTuner, is_bias, is_layernorm_affine, selected_names, train_only
 from peftlab.tuners.timm_blocks import block_names, check_timm_blocks
+from peftlab.utils.errors import ConfigError
 
 BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in
 

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.full.config import FullConfig
 

@@ -7,7 +7,7 @@ Linear of the blocks; LoRA's ``extended`` (q, k, v, proj) has no IA3 meaning."""
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field, check_regex
+from peftlab.config.checks import check_field, check_regex
 from peftlab.tuners.targets import PRESETS, ModulesConfig
 
 # the paper's places: k and v of the split qkv, and fc2 (rescaled on its input, see feedforward_modules)

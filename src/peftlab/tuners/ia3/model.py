@@ -13,13 +13,13 @@ import re
 import torch
 from torch import nn
 
-from peftlab.backbones import HFLogits
-from peftlab.errors import ConfigError
-from peftlab.families import canonical_names, family_of
+from peftlab.models.backbones import HFLogits
+from peftlab.models.families import canonical_names, family_of
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ia3.config import IA3MethodConfig
 from peftlab.tuners.modules import SplitQKV
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
 
 
 class IA3Tuner(PeftTuner):

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from peftlab.config_sections import MethodConfig
+from peftlab.config.sections import MethodConfig
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from torch import nn
 
-from peftlab.backbones import head_prefix, trains_head
-from peftlab.errors import ConfigError
-from peftlab.quant import quantize_base
+from peftlab.models.backbones import head_prefix, trains_head
+from peftlab.quant.bases import quantize_base
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.linear.config import LinearConfig
+from peftlab.utils.errors import ConfigError
 
 
 class LinearTuner(Tuner):

@@ -3,11 +3,11 @@
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.ln.config import LayerNormConfig
 from peftlab.tuners.selective import SelectiveTuner, is_layernorm_affine, selected_names, train_only
+from peftlab.utils.errors import ConfigError
 
 
 class LayerNormTuner(SelectiveTuner):

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.targets import ModulesConfig
 
 

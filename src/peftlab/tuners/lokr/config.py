@@ -4,7 +4,7 @@ larger factor w2 itself of rank r when r is below half its size."""
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.loha.config import check_rank_options
 from peftlab.tuners.targets import ModulesConfig
 

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from peftlab.config_checks import NAME_SUFFIX, check_field, check_regex
-from peftlab.errors import ConfigError
+from peftlab.config.checks import NAME_SUFFIX, check_field, check_regex
 from peftlab.tuners.ranks import read_importance, static_ranks
 from peftlab.tuners.targets import TargetsConfig
+from peftlab.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Injection: PEFT's ``LoraConfig`` through the one path of the PEFT-backed tuners
 (peft_injection.py): split timm's fused ``qkv`` where a q/k/v slice is targeted (tuners/modules.py),
-quantize the base when ``quant.mode`` asks for it (peftlab.quant), ``peft.get_peft_model``
+quantize the base when ``quant.mode`` asks for it (peftlab.quant.bases), ``peft.get_peft_model``
 with an exact list of target modules, the head in ``modules_to_save``. Merge: PEFT's
 ``merge_and_unload`` on a copy, then fuse the q/k/v Linears back into one ``qkv`` so the result
 is a plain timm model with timm's state-dict keys.
@@ -23,8 +23,8 @@ import warnings
 import torch
 from torch import nn
 
-from peftlab.backbones import HFLogits
-from peftlab.quant import dequantized_linear, dequantized_weight, is_quantized_linear
+from peftlab.models.backbones import HFLogits
+from peftlab.quant.bases import dequantized_linear, dequantized_weight, is_quantized_linear
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, lora_config_kwargs, module_ranks
 from peftlab.tuners.modules import SplitQKV, replace_modules

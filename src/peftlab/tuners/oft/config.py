@@ -4,7 +4,7 @@ target's input; give either the block size or the number of blocks r, not both."
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.targets import ModulesConfig
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.errors import ConfigError
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.oft.config import OFTMethodConfig
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
 
 
 class OFTTuner(PeftTuner):

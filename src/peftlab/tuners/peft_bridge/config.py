@@ -4,8 +4,7 @@ its own config class's fields as ``options`` (tuners/peft_bridge/types.py says w
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
-from peftlab.errors import ConfigError
+from peftlab.config.checks import check_field
 from peftlab.tuners.peft_bridge.types import (
     DEFAULT_OPTIONS,
     REFUSED,
@@ -15,6 +14,7 @@ from peftlab.tuners.peft_bridge.types import (
     peft_types,
 )
 from peftlab.tuners.targets import ModulesConfig
+from peftlab.utils.errors import ConfigError
 
 Scalar = int | float | str | bool | None
 # what YAML gives an option of a PEFT config: a value, a list of values, or a mapping of names to values

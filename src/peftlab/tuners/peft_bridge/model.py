@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftlab.errors import ConfigError
-from peftlab.files import one_line
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.boft.model import no_fbd_cuda_without_cuda
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.peft_bridge.types import NO_MERGE
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
+from peftlab.utils.errors import ConfigError
+from peftlab.utils.files import one_line
 
 
 class PeftBridgeTuner(PeftTuner):

@@ -5,8 +5,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
-from peftlab.config_sections import MethodConfig
+from peftlab.config.checks import check_field
+from peftlab.config.sections import MethodConfig
 from peftlab.tuners.prompt_tuning.config import check_virtual_tokens
 
 MAX_ENCODER_HIDDEN_SIZE = 65536  # the projection's hidden width; PEFT's default is the model's width

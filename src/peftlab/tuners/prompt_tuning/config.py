@@ -4,8 +4,8 @@
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from peftlab.config_checks import check_field
-from peftlab.config_sections import MethodConfig
+from peftlab.config.checks import check_field
+from peftlab.config.sections import MethodConfig
 
 # virtual tokens take positions of the model as the text does (data.max_length plus these must fit, which
 # only the model tells); this bound refuses a typo before a table of its size is built

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.targets import TargetsConfig
 
 FORMATS = ("int2", "int3", "int4", "int8", "nf4", "fp4")

@@ -22,7 +22,7 @@ from peftlab.tuners.qalora import quantizer
 
 
 class GroupQuantLinear(nn.Module):
-    quantized_base = True  # peftlab.quant.is_quantized_linear: a frozen quantized base layer
+    quantized_base = True  # peftlab.quant.bases.is_quantized_linear: a frozen quantized base layer
 
     def __init__(
         self,

@@ -25,16 +25,16 @@ import re
 import torch
 from torch import nn
 
-from peftlab.allocator import let_go, release_freed_memory
-from peftlab.backbones import head_prefix, trains_head
-from peftlab.errors import ConfigError
-from peftlab.quant import in_file, is_skipped, materialized, quantizable_linears
+from peftlab.models.backbones import head_prefix, trains_head
+from peftlab.quant.allocator import let_go, release_freed_memory
+from peftlab.quant.bases import in_file, is_skipped, materialized, quantizable_linears
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.tuners.qalora.config import QALoraConfig
 from peftlab.tuners.qalora.layer import GroupQuantLinear, QALoraLinear, dequantized_linear
 from peftlab.tuners.qalora.quantizer import relative_error
+from peftlab.utils.errors import ConfigError
 
 
 def schedule_lambda(schedule: str, step: int, steps: int | None) -> float:
@@ -203,7 +203,7 @@ def apply(model: nn.Module, cfg: QALoraConfig, ctx: TunerContext) -> QALoraTuner
     model.requires_grad_(False)
     errors = {}
     for name in quantized:  # one layer at a time: the base is never held twice in fp32
-        read = in_file(model.get_submodule(name))  # read here when quantized while loading (peftlab.quant_load)
+        read = in_file(model.get_submodule(name))  # read here when quantized while loading (peftlab.quant.load)
         linear = materialized(model.get_submodule(name))
         if linear.weight.is_meta:  # shapes only (parameter counts): nothing to quantize
             layer = GroupQuantLinear(

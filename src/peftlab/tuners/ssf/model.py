@@ -18,13 +18,13 @@ import copy
 
 from torch import nn
 
-from peftlab.backbones import head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
 from peftlab.tuners.timm_blocks import check_timm_blocks
+from peftlab.utils.errors import ConfigError
 
 
 class SSFTuner(Tuner):

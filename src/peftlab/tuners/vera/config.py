@@ -4,7 +4,7 @@ every adapted layer, and two trainable scaling vectors per layer."""
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
+from peftlab.config.checks import check_field
 from peftlab.tuners.targets import ModulesConfig
 
 

@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.config_checks import check_field
-from peftlab.config_sections import MethodConfig
+from peftlab.config.checks import check_field
+from peftlab.config.sections import MethodConfig
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Initialization as the paper's code: uniform in ``±sqrt(6 / (in_chans * patch^2 
 with the patch embedding's fan-in). Trainable: the prompts (``n d``, or ``depth n d`` deep) and the
 head. No identity at initialization: prompts change every token by design. Prompts add tokens
 the base's weights cannot absorb, so ``merged_model`` is None (no merge check; ``export --merged``
-writes the base with the prompts, see ``peftlab.export.load_unmerged``).
+writes the base with the prompts, see ``peftlab.training.export.load_unmerged``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import math
 import torch
 from torch import nn
 
-from peftlab.backbones import head_prefix
-from peftlab.errors import ConfigError
+from peftlab.models.backbones import head_prefix
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.timm_blocks import check_timm_blocks
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
+from peftlab.utils.errors import ConfigError
 
 # where a prompt token has no place, as the families compute attention
 REFUSED = {

@@ -1,0 +1,1 @@
+"""analysis.archive: TODO docstring."""

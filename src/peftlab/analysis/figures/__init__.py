@@ -1,0 +1,1 @@
+"""analysis.figures: TODO docstring."""

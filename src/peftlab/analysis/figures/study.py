@@ -1,0 +1,443 @@
+"""Figures for a study report and a paper, drawn with matplotlib's Agg canvas (no pyplot).
+
+Each `plot_*` function saves one figure as <name>.png (300 dpi) and <name>.pdf (TrueType
+fonts embedded) in `out_dir` and returns the two paths, or returns None without drawing
+anything when its data is absent; the reason is logged at INFO level and listed in the
+function's docstring, for the report to say "skipped: <reason>".
+
+Only completed runs are plotted. Colours come from one palette (`study_palette`): a hue
+per method (Okabe-Ito, colour-blind safe; markers differ per method as well) and, within
+a method, a shade per configuration (light to dark in sorted order, e.g. r = 4, 8, 16), and where lines
+are drawn per configuration a line style per configuration of a method (solid, dashed, dotted, ...).
+Pass the palette of the whole results table to every figure of a study and a
+configuration has the same colour in all of them. Legends list configurations in that
+sorted order. Intervals are those of `intervals.confidence_interval` (`interval`, the
+Student-t interval of the mean by default); every figure says which it shows. The palette,
+labels, axes and saving live in figure_style.py; the ablation figure (a metric against one
+config axis) in ablation_figure.py.
+"""
+
+import logging
+
+import matplotlib
+import matplotlib.lines
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from peftlab.analysis.figures.style import (
+    _axis_label,
+    _axis_value,
+    _bytes_unit,
+    _ci_errors,
+    _label_points,
+    _legend_beside,
+    _method_marker,
+    _metric_label,
+    _name,
+    _new_figure,
+    _palette_for,
+    _seconds_unit,
+    _sorted_variants,
+    _variant_color,
+    _variant_linestyle,
+    clip_axis,
+    interval_label,
+    log_tick_labels,
+    save_figure,
+    shared_values,
+    side_by_side,
+    study_palette,
+)
+from peftlab.analysis.results.units import bounds as units_bounds
+from peftlab.analysis.results.units import scale
+from peftlab.analysis.stats.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.training.run_result import lower_is_better
+
+logger = logging.getLogger(__name__)
+
+
+def plot_accuracy_vs_params(
+    df,
+    out_dir,
+    metric="metrics.test_top1",
+    x="params.trainable",
+    name="accuracy_vs_params",
+    interval="t",
+    labels=None,
+    palette=None,
+):
+    """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
+
+    The Pareto front (fewer parameters, higher accuracy; for a perplexity, lower) is a dashed staircase
+    through ringed points. Configurations with the same x (`shared_counts`) are drawn side by side around it
+    (`side_by_side`), as the axis label says; the ticks and the front are those of the true values. Skipped
+    when no completed run has both values (x > 0).
+    """
+    palette = _palette_for(df, palette)
+    runs = completed_runs(df)
+    if metric not in runs.columns or x not in runs.columns:
+        return skip_figure(name, f"the table has no {metric} or {x} column")
+    runs = runs[runs[metric].notna() & (runs[x] > 0)]
+    if runs.empty:
+        return skip_figure(name, f"no completed run with {metric} and {x}")
+    summary = summarize(runs, metric, interval=interval).set_index("variant")
+    summary = summary.loc[_sorted_variants(palette, summary.index)]
+    drawn = pd.Series(side_by_side(summary[x]), index=summary.index)  # x where each point is drawn
+    times, sign = scale(metric), -1.0 if lower_is_better(metric) else 1.0
+    crowded = len(summary) > MAX_POINT_LABELS
+    fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
+    for variant in summary.index:
+        row = summary.loc[[variant]]
+        ax.errorbar(
+            drawn[[variant]],
+            times * row["mean"],
+            yerr=_ci_errors(row, times),
+            fmt=_method_marker(palette, variant),
+            color=_variant_color(palette, variant),
+            capsize=2,
+            label=_name(palette, variant, labels),
+        )
+    front = summary[pareto_mask(summary[x], sign * summary["mean"])].sort_values(x)
+    ax.plot(
+        drawn[front.index],
+        times * front["mean"],
+        drawstyle="steps-post",
+        linestyle="--",
+        color="0.4",
+        marker="o",
+        markersize=11,
+        markerfacecolor="none",
+        zorder=0,
+        label="Pareto front",
+    )
+    ax.set_xscale("log")
+    log_tick_labels(ax.xaxis, compact=True)
+    side = "\n(equal counts drawn side by side; ticks at the true counts)" if shared_values(summary[x]) else ""
+    ax.set_xlabel(_axis_label(x) + side)
+    clip_axis(ax, metric)
+    ax.set_ylabel(_metric_label(metric))
+    ax.grid(True, alpha=0.3)
+    _legend_beside(fig, ax, interval_label(interval))
+    # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
+    # of the front keep their names (what a reader looks for first)
+    named = front if crowded else summary
+    low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
+    names = [_name(palette, v, labels) for v in named.index]
+    _label_points(ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high))
+    return save_figure(fig, out_dir, name)
+
+
+def shared_counts(df, metric="metrics.test_top1", x="params.trainable") -> list[tuple[float, list[str]]]:
+    """The configurations `plot_accuracy_vs_params` draws side by side: (their mean `x`, their names in the
+    palette's order) of each group of two or more with the same mean `x`."""
+    runs = completed_runs(df)
+    if metric not in runs.columns or x not in runs.columns:
+        return []
+    runs = runs[runs[metric].notna() & (runs[x] > 0)]
+    means = runs.groupby(runs["variant"].astype(str), sort=False)[x].mean()
+    return [(means[group[0]], _sorted_variants(study_palette(df), group)) for group in shared_values(means)]
+
+
+MAX_POINT_LABELS = 8  # configurations named beside their points; more are named by the legend alone
+
+
+def quantization_points(df, metric="metrics.test_top1", interval="t", confidence=0.95):
+    """What `plot_quantization_tradeoff` draws: each quantized configuration against its fp32 run.
+
+    The reference of a quantized run is the completed run with quant.mode "none", the same
+    seed and the same config otherwise (every config column but config.quant.* and
+    config.seed). Returns one row per quantized variant and model ("unmerged": `metric`,
+    the adapter on the quantized base; "merged": metrics.merged_<metric name>, the adapter
+    merged into it) with the columns variant, method, mode, model, memory_ratio (mean of
+    memory.base_weights_bytes / memory.base_weights_fp32_bytes), n_pairs (matched seeds),
+    mean_diff, ci_low, ci_high (the `interval` of the mean paired difference, quantized
+    minus fp32, as fractions), reference (the fp32 variant).
+    """
+    mode, stored, fp32 = "config.quant.mode", "memory.base_weights_bytes", "memory.base_weights_fp32_bytes"
+    columns = [
+        "variant",
+        "method",
+        "mode",
+        "model",
+        "memory_ratio",
+        "n_pairs",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "reference",
+    ]
+    runs = completed_runs(df)
+    if mode not in runs.columns or metric not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    runs = runs[runs[metric].notna()]
+    quantized = runs[runs[mode].notna() & (runs[mode] != "none")]
+    if quantized.empty or stored not in runs.columns or fp32 not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    keys = [
+        c for c in runs.columns if c.startswith("config.") and not c.startswith("config.quant.") and c != "config.seed"
+    ]
+    keys = keys + ["seed"] if "seed" in runs.columns else keys
+    key = runs[keys].map(lambda v: repr(_axis_value(v))).agg("|".join, axis=1)
+    reference = runs[runs[mode] == "none"].assign(_key=key).drop_duplicates("_key").set_index("_key")
+    merged_metric = "metrics.merged_" + metric.removeprefix("metrics.")
+    rows = []
+    for variant, group in quantized.assign(_key=key).groupby("variant", sort=False):
+        matched = group[group["_key"].isin(reference.index)]
+        baseline = reference.loc[matched["_key"]]
+        ratio = (group[stored].astype(float) / group[fp32].astype(float)).mean()
+        for model, column in (("unmerged", metric), ("merged", merged_metric)):
+            if column not in matched.columns or matched[column].isna().all():
+                continue
+            diffs = matched[column].to_numpy(dtype=float) - baseline[metric].to_numpy(dtype=float)
+            diffs = diffs[np.isfinite(diffs)]
+            if diffs.size == 0:
+                continue
+            low, high, _ = confidence_interval(diffs, interval, confidence)
+            rows.append(
+                {
+                    "variant": variant,
+                    "method": group["method"].iloc[0] if "method" in group else None,
+                    "mode": group[mode].iloc[0],
+                    "model": model,
+                    "memory_ratio": ratio,
+                    "n_pairs": diffs.size,
+                    "mean_diff": diffs.mean(),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "reference": baseline["variant"].iloc[0],
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_quantization_tradeoff(
+    df, out_dir, metric="metrics.test_top1", name="quantization_tradeoff", interval="t", labels=None, palette=None
+):
+    """Accuracy lost against the memory of a quantized base, per quantized configuration.
+
+    x: the base weights as stored (quantized data and statistics) over the same weights in
+    fp32 (memory.base_weights_bytes / memory.base_weights_fp32_bytes); y: test top-1 minus
+    that of the fp32 run of the same config on matched seeds (`quantization_points`), in
+    percentage points, with the interval of the mean difference. Filled markers: the adapter
+    on the quantized base; open markers: the adapter merged into it (merging re-quantizes).
+    The two are drawn 0.7 percentage points of x left and right of their x, so that both
+    intervals stay readable.
+    Skipped when the study has no completed quantized run, the runs record no base weight
+    bytes, or no quantized run has an fp32 run to compare with.
+    """
+    palette = _palette_for(df, palette)
+    runs = completed_runs(df)
+    mode = "config.quant.mode"
+    if mode not in runs.columns or not (runs[mode].notna() & (runs[mode] != "none")).any():
+        return skip_figure(name, "no completed run with a quantized base (quant.mode is none everywhere)")
+    if "memory.base_weights_bytes" not in runs.columns or "memory.base_weights_fp32_bytes" not in runs.columns:
+        return skip_figure(name, "the runs record no memory.base_weights_bytes and memory.base_weights_fp32_bytes")
+    points = quantization_points(df, metric, interval)
+    if points.empty:
+        return skip_figure(name, "no quantized run has an fp32 run (quant.mode none) with the same config and seed")
+    fig, ax = _new_figure(5.8, 3.4)
+    dodge = {"unmerged": -0.007, "merged": 0.007}  # side by side, so that the two intervals stay apart
+    for variant in _sorted_variants(palette, points["variant"]):
+        for model, group in points[points["variant"] == variant].groupby("model", sort=False):
+            color = _variant_color(palette, variant)
+            ax.errorbar(
+                group["memory_ratio"] + dodge[model],
+                100 * group["mean_diff"],
+                yerr=_ci_errors(group.rename(columns={"mean_diff": "mean"})),
+                fmt=_method_marker(palette, variant),
+                color=color,
+                markerfacecolor=color if model == "unmerged" else "white",
+                capsize=2,
+                label=_name(palette, variant, labels) if model == "unmerged" else None,
+                zorder=3,
+            )
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.plot([1.0], [0.0], marker="*", markersize=9, color="0.3", linestyle="none", label="fp32 base (reference)")
+    ax.set_xlim(0, 1.08)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("Base weights stored, share of their fp32 size")
+    ax.set_ylabel(f"{_metric_label(metric).removesuffix(' (%)')} vs fp32 (pp)")
+    ax.grid(True, alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    handles += [
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", linestyle="none"),
+        matplotlib.lines.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none"),
+    ]
+    names += ["adapter on the quantized base", "adapter merged into it"]
+    fig.legend(
+        handles,
+        names,
+        loc="outside right upper",
+        fontsize=7,
+        title=f"mean difference on matched seeds,\n{100 * 0.95:g}% {INTERVALS[interval]} interval",
+        title_fontsize=7,
+    )
+    return save_figure(fig, out_dir, name)
+
+
+def plot_convergence(
+    curves, out_dir, metric="val_top1", by="variant", name="convergence", interval="t", labels=None, palette=None
+):
+    """Validation top-1 (or `metric`: val_perplexity) against step: mean over seeds per `by` group, band =
+    the interval.
+
+    `curves` is long: run_id, variant, method, step, val_top1 (and val_perplexity). The band is the `interval`
+    of the mean over the seeds evaluated at that step (none where one seed was). Skipped
+    when `curves` is None, has no finite value, or no group was evaluated at two steps
+    (one evaluation per run is a point, not a curve).
+    """
+    if curves is None or curves.empty or metric not in curves.columns or curves[metric].isna().all():
+        return skip_figure(name, "no learning curves")
+    curves = curves[curves[metric].notna()]
+    if curves.groupby(by)["step"].nunique().max() < 2:
+        return skip_figure(name, "no learning curve: every run was evaluated at a single step")
+    palette = _palette_for(curves, palette)
+    fig, ax = _new_figure(5.8, 3.4)
+    times = scale(metric)
+    for group in _sorted_variants(palette, curves[by].unique()):
+        values = curves[curves[by].astype(str) == group].groupby("step")[metric]
+        steps = np.array(sorted(values.groups))
+        mean = times * values.mean().reindex(steps).to_numpy()
+        bounds = np.array([confidence_interval(v.to_numpy(), interval)[:2] for _, v in values])
+        if units_bounds(metric) is not None:  # an accuracy's band stops at 0 and 100%
+            bounds = np.clip(bounds, *units_bounds(metric))
+        bounds = bounds * times
+        color, style = _variant_color(palette, group), _variant_linestyle(palette, group)
+        label = _name(palette, group, labels)
+        ax.plot(steps, mean, color=color, linestyle=style, linewidth=1.6, label=label, zorder=3)  # above every band
+        ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
+    clip_axis(ax, metric)
+    ax.set_xlabel("Step")
+    ax.set_ylabel(_metric_label("metrics." + metric))
+    ax.grid(True, alpha=0.3)
+    fig.legend(
+        loc="outside right upper",
+        fontsize=7,
+        handlelength=3.5,  # long enough to show a dash-dot line's pattern
+        title=f"{interval_label(interval)}\nover seeds (band)",
+        title_fontsize=7,
+    )
+    return save_figure(fig, out_dir, name)
+
+
+# (column, panel title) of the cost figure; of a pair, the first column with values is drawn.
+COST_PANELS = (
+    (("timing.train_seconds", "Training time"),),
+    (
+        ("memory.cuda_max_allocated_bytes", "Peak GPU memory (allocated)"),
+        ("memory.peak_rss_bytes", "Peak RSS of the run"),
+    ),
+    (("memory.base_weights_bytes", "Frozen base weights as stored"), ("memory.weights_bytes", "Model weights")),
+)
+
+
+def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None):
+    """Training time and memory per `by` group: bars = mean over seeds, dots = the runs.
+
+    Panels: training time; peak memory (CUDA allocated when measured, else the run's peak
+    RSS); the weights' bytes (the base weights as stored when recorded, so quantized bases
+    show their saving, else the whole model's weights). By variant rather than method: a
+    method's ranks and quantization modes differ in cost. Every quantity is positive and
+    each run is drawn, so nothing suggests values below zero. A panel is left out when its
+    columns are absent or empty; skipped when all are.
+    """
+    palette = _palette_for(df, palette)
+    runs = completed_runs(df)
+    panels = []
+    for choices in COST_PANELS:
+        for column, title in choices:
+            if column in runs.columns and (runs[column].astype(float) > 0).any():
+                panels.append((column, title))
+                break
+    if not panels:
+        return skip_figure(name, "no training time or memory measurements")
+    groups = _sorted_variants(palette, runs[by])
+    fig, axes = _new_figure(2.6 * len(panels) + 1.2, 1.1 + 0.3 * len(groups), ncols=len(panels))
+    axes = np.atleast_1d(axes)
+    jitter = np.random.default_rng(0)
+    for ax, (column, title) in zip(axes, panels):
+        values = runs[column].astype(float)
+        scale, unit = _seconds_unit(values.max()) if column.startswith("timing") else _bytes_unit(values.max())
+        means = values.groupby(runs[by].astype(str)).mean().reindex(groups)
+        ax.barh(
+            range(len(groups)), means.fillna(0) / scale, color=[_variant_color(palette, g) for g in groups], height=0.7
+        )
+        for i, group in enumerate(groups):
+            mine = values[runs[by].astype(str) == group].dropna() / scale
+            if column == "memory.base_weights_bytes" and len(mine) and not mine.any():  # full fine-tuning
+                ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=6)
+                continue
+            ax.scatter(
+                mine,
+                i + jitter.uniform(-0.18, 0.18, len(mine)),
+                s=10,
+                color="white",
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+            )
+        ax.set_yticks(range(len(groups)), [_name(palette, g, labels) for g in groups], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(left=0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(unit)
+        ax.grid(True, axis="x", alpha=0.3)
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+    fig.suptitle("bars: mean over seeds; dots: individual runs", fontsize=7)
+    return save_figure(fig, out_dir, name)
+
+
+def plot_seed_boxplots(
+    df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None, palette=None
+):
+    """Box plot of the metric across seeds per `by` group, each run drawn as a dot.
+
+    Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR. A run's dot
+    sits at its seed's place within the box, the same in every box (the study's seeds in order,
+    left to right, as the figure's note says), so one seed can be followed across configurations.
+    Skipped when no completed run has the metric.
+    """
+    palette = _palette_for(df, palette)
+    runs = completed_runs(df)
+    if metric not in runs.columns or runs[metric].isna().all():
+        return skip_figure(name, f"no completed run with {metric}")
+    runs = runs[runs[metric].notna()]
+    groups = _sorted_variants(palette, runs[by])
+    seeds = sorted(runs["seed"].unique())
+    offset = dict(zip(seeds, np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]))
+    fig, ax = _new_figure(1.5 + 0.55 * len(groups), 3.4)
+    group_runs = [runs[runs[by].astype(str) == g] for g in groups]
+    times = scale(metric)
+    values = [times * group[metric].to_numpy(dtype=float) for group in group_runs]
+    ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
+    for i, (g, group) in enumerate(zip(groups, group_runs)):
+        ax.scatter(
+            i + group["seed"].map(offset).to_numpy(dtype=float),
+            times * group[metric].to_numpy(dtype=float),
+            s=12,
+            color=_variant_color(palette, g),
+            marker=_method_marker(palette, g),
+            zorder=3,
+            edgecolors="white",
+            linewidths=0.4,
+        )  # a white rim keeps neighbouring seeds apart
+    ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
+    clip_axis(ax, metric)
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    return save_figure(fig, out_dir, name)
+
+
+def _seed_list(seeds):
+    """ "0, 1, 2" or, for many, "0, 1, ..., 9"."""
+    shown = list(map(str, seeds))
+    return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
+
+
+def skip_figure(name, reason):
+    """Log why figure ``name`` is not drawn (the report lists it under "Skipped figures"); None."""
+    logger.info("skipped %s: %s", name, reason)
+    return None

@@ -1,0 +1,420 @@
+"""How the study figures look: the palette (a hue per method, a shade and a line style per
+configuration), names and labels, axes, units, points at one x drawn side by side, point labels
+that avoid each other, and saving as PNG and PDF.
+
+The plots themselves are in figures.py and ablation_figure.py; health_figures.py and adaptive.py draw
+with the same style.
+"""
+
+import functools
+import logging
+import re
+from pathlib import Path
+
+import matplotlib
+import matplotlib.colors
+import matplotlib.ticker
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.mathtext import MathTextParser
+
+from peftlab.analysis.report.tables import METRIC_LABELS, display_name
+from peftlab.analysis.results.units import bounds as metric_bounds
+from peftlab.analysis.results.units import scale
+from peftlab.analysis.stats.intervals import INTERVALS
+
+logger = logging.getLogger(__name__)
+
+
+OKABE_ITO = [
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#E69F00",  # orange
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow, last: faint on white
+]
+
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+# A configuration's line style among its method's configurations, in the palette's order: shades of one
+# hue are close, and their bands overlap where the curves do; the style tells them apart (in grey too).
+VARIANT_LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]
+
+
+# Methods get their hue in this order (then any other method, alphabetically).
+METHOD_ORDER = (
+    "full",
+    "linear",
+    "bitfit",
+    "ln",
+    "ssf",
+    "difffit",
+    "houlsby",
+    "pfeiffer",
+    "adaptformer",
+    "vpt",
+    "lora",
+    "lora_qv",
+    "adalora",
+    "qalora",
+)
+
+
+AXIS_LABELS = {
+    "config.method.r": "Rank r",
+    "config.method.lora_alpha": "LoRA alpha",
+    "config.method.target_modules": "Target modules",
+    "config.train.lr": "Learning rate",
+    "config.quant.mode": "Quantization",
+    "params.trainable": "Trainable parameters",
+}
+
+
+# Columns that separate the lines of an ablation plot when they vary in the study.
+SERIES_COLUMNS = ("method", "config.quant.mode", "config.model.name", "config.data.name")
+
+
+def study_palette(df):
+    """Colours and markers of every method and configuration (variant) in `df`, all rows.
+
+    Returns a dict: "methods" and "variants" (sorted: methods in METHOD_ORDER, then a
+    method's configurations in natural order of their names, so r=4 < r=8 < r=16),
+    "method" {method: hue}, "variant" {variant: shade of its method's hue}, "marker"
+    {method: marker}, "method_of" {variant: method}.
+    """
+    method_of = _methods_of_variants(df)
+    known = [m for m in METHOD_ORDER if m in method_of.values()]
+    methods = known + sorted(set(method_of.values()) - set(known))
+    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), _natural_key(v)))
+    hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
+    shade, style = {}, {}
+    for method in methods:
+        mine = [v for v in variants if method_of[v] == method]
+        for i, (variant, t) in enumerate(zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0])):
+            shade[variant] = _shade(hue[method], t)
+            style[variant] = VARIANT_LINESTYLES[i % len(VARIANT_LINESTYLES)]
+    return {
+        "methods": methods,
+        "variants": variants,
+        "method": hue,
+        "variant": shade,
+        "linestyle": style,
+        "marker": {m: method_marker(i) for i, m in enumerate(methods)},
+        "method_of": method_of,
+    }
+
+
+def method_marker(i: int) -> str:
+    """The marker of the i-th method: the first len(MARKERS) methods as their hue's index, then
+    shifted one place per round of hues, so no two of the first 64 methods share hue and marker."""
+    return MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)]
+
+
+def _methods_of_variants(df):
+    if df is None or df.empty or "variant" not in df.columns:
+        return {}
+    if "method" in df.columns:
+        firsts = df[df["method"].notna()].groupby("variant", sort=False)["method"].first()
+        method_of = {str(v): str(m) for v, m in firsts.items()}
+    else:
+        method_of = {}
+    for variant in df["variant"].dropna().unique():
+        method_of.setdefault(str(variant), str(variant).split(" ", 1)[0])
+    return method_of
+
+
+def _natural_key(text):
+    """ "lora r=16" after "lora r=4": numbers in a name compare as numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(parts))
+
+
+def _shade(color, t):
+    """`color` lightened (t < 0, towards white) or darkened (t > 0, towards black)."""
+    rgb = np.array(matplotlib.colors.to_rgb(color))
+    mixed = rgb + (1 - rgb) * 0.45 * -t if t < 0 else rgb * (1 - 0.45 * t)
+    return matplotlib.colors.to_hex(np.clip(mixed, 0, 1))
+
+
+def _palette_for(df, palette):
+    return palette if palette is not None else study_palette(df)
+
+
+def _variant_color(palette, variant):
+    return palette["variant"].get(str(variant), "0.5")
+
+
+def _variant_linestyle(palette, variant):
+    return palette["linestyle"].get(str(variant), "-")
+
+
+def _method_marker(palette, variant):
+    return palette["marker"].get(palette["method_of"].get(str(variant)), "o")
+
+
+def figure_name(name, method=None, labels=None):
+    """``display_name`` as a figure shows it: ``$...$`` through matplotlib's mathtext. Math that
+    mathtext cannot parse (``\\textsc``, ``\\num``: LaTeX packages) is shown as written, its
+    dollars escaped, rather than failing the figure (the LaTeX tables still typeset it)."""
+    text = display_name(name, method, labels)
+    return text if "$" not in text or _is_mathtext(text) else re.sub(r"(?<!\\)\$", r"\\$", text)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_mathtext(text: str) -> bool:
+    try:
+        MathTextParser("path").parse(text)
+    except ValueError:
+        logger.warning("label %r is not matplotlib mathtext: the figures show it as written", text)
+        return False
+    return True
+
+
+def _name(palette, variant, labels):
+    return figure_name(variant, palette["method_of"].get(str(variant)), labels)
+
+
+def _sorted_variants(palette, variants):
+    order = {v: i for i, v in enumerate(palette["variants"])}
+    return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), _natural_key(v)))
+
+
+def interval_label(interval="t", confidence=0.95):
+    """Short text for a figure: "mean, 95% Student-t interval"."""
+    return f"mean, {100 * confidence:g}% {INTERVALS[interval]} interval"
+
+
+def save_figure(fig, out_dir, name):
+    """Write fig as <name>.png (300 dpi) and <name>.pdf in out_dir; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        fig.savefig(paths[0], dpi=300)
+        fig.savefig(paths[1], metadata={"CreationDate": None})
+    return paths
+
+
+def log_tick_labels(axis, compact: bool = False) -> None:
+    """Log-axis labels as plain numbers (0.1, 2, 30; with ``compact`` 60K, 1M, not 6 x 10^4);
+    minor ones only when the axis spans less than a decade, where they would not crowd."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def label(value, _):
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if compact else ():
+            if value >= size:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}"
+
+    axis.set_major_formatter(FuncFormatter(label))
+    low, high = axis.get_view_interval()
+    axis.set_minor_formatter(FuncFormatter(label) if low > 0 and high / low < 10 else NullFormatter())
+
+
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+# points drawn at one x: a step of SIDE_BY_SIDE apart, all within SIDE_BY_SIDE_WIDTH, as shares of the log span
+SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH = 0.03, 0.1
+
+
+def side_by_side(values) -> np.ndarray:
+    """Where points on a log x axis are drawn: points of equal x side by side around it, in the order given,
+    SIDE_BY_SIDE of the points' log span apart (of a decade when they all share one x; closer where many share
+    one, so that they spread over at most SIDE_BY_SIDE_WIDTH of it); the others at their x.
+
+    Else one point's marker and interval hide another's. The ticks stay those of the true values: a figure
+    that spreads points says so.
+    """
+    x = np.asarray(values, dtype=float)
+    logs = np.log(x)
+    span = np.ptp(logs) if x.size and np.ptp(logs) > 0 else np.log(10)
+    for value in np.unique(x):
+        at = np.flatnonzero(x == value)
+        step = min(SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH / max(1, at.size - 1)) * span
+        logs[at] += step * (np.arange(at.size) - (at.size - 1) / 2)
+    return np.where(np.isin(x, _shared(x)), np.exp(logs), x)  # exp(log(x)) need not give back x
+
+
+def shared_values(values) -> list[list]:
+    """The labels of a Series whose values are equal, in groups of two or more (in order)."""
+    return [list(values.index[values == value]) for value in _shared(values.to_numpy(dtype=float))]
+
+
+def _shared(x):
+    unique, counts = np.unique(x, return_counts=True)
+    return unique[counts > 1]
+
+
+def _series_text(value, labels):
+    return figure_name(value, None, labels) if isinstance(value, str) else str(value)
+
+
+# Where a point's name may go, in points from the point: above or below to the right first,
+# clear of a line leaving the point horizontally (the Pareto staircase), then to the left.
+LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
+
+
+CLUSTER_POINTS = 9  # points (1/72 in) within which markers count as one place and share one label
+
+
+def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
+    """Name each point beside it, at the first offset where the name overlaps no other name, point or bar
+    (``bars``: (x, low, high) of each vertical interval drawn, in data coordinates).
+
+    Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
+    per line, rather than piling names over the markers. Call it last: it lays the figure out to
+    know where the points will be drawn.
+    """
+    ax.margins(x=0.12, y=0.08)
+    ax.autoscale_view()
+    ax.figure.get_layout_engine().execute(ax.figure)
+    to_points = 72 / ax.figure.dpi
+    points = [ax.transData.transform((x, y)) * to_points for x, y in zip(xs, ys)]
+    taken = [(px - 6, py - 6, px + 6, py + 6) for px, py in points]  # the markers
+    for x, low, high in bars:
+        (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)]) * to_points
+        taken.append((bx - 2, by0, bx + 2, by1))  # a bar and its caps
+    frame = ax.get_window_extent()
+    inside = (frame.x0 * to_points, frame.y0 * to_points, frame.x1 * to_points, frame.y1 * to_points)
+    clusters: list[list] = []  # [(x, y), (px, py), [names]]
+    for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
+        near = next(
+            (c for c in clusters if abs(c[1][0] - px) < CLUSTER_POINTS and abs(c[1][1] - py) < CLUSTER_POINTS), None
+        )
+        if near is None:
+            clusters.append([(x, y), (px, py), [str(label)]])
+        else:
+            near[2].append(str(label))
+    for (x, y), (px, py), names in clusters:
+        label = "\n".join(names)
+        width, height = 0.6 * fontsize * max(len(n) for n in names), fontsize * 1.2 * len(names)
+        places = []  # (outside the frame, overlaps, dx, dy, box): where no place is free, the least crowded
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx if dx > 0 else px + dx - width
+            box = (left, py + dy, left + width, py + dy + height)
+            within = inside[0] <= box[0] and box[2] <= inside[2] and inside[1] <= box[1] and box[3] <= inside[3]
+            places.append((not within, sum(_overlaps(box, other) for other in taken), dx, dy, box))
+            if places[-1][:2] == (False, 0):
+                break
+        *_, dx, dy, box = min(places, key=lambda place: place[:2])
+        taken.append(box)
+        ax.annotate(
+            str(label),
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+            va="bottom",
+            fontsize=fontsize,
+        )
+
+
+def _legend_beside(fig, ax, title):
+    """The configurations' legend (then the Pareto front's), right of the axes or, for long names, below."""
+    handles, names = ax.get_legend_handles_labels()
+    order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
+    long_names = max(len(str(n)) for n in names) > 28
+    place = (
+        {"loc": "outside lower center", "ncols": 2}
+        if long_names
+        else {"loc": "outside right upper", "ncols": 1 + (len(names) > 14)}
+    )
+    fig.legend(
+        [handles[i] for i in order], [names[i] for i in order], fontsize=7, title=title, title_fontsize=7, **place
+    )
+
+
+def _overlaps(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _new_figure(width, height, ncols=1):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
+def _ci_errors(summary, scale=100.0):
+    """Error bar lengths (as printed: percent, or ``scale`` times the value) below and above each mean; 0 where
+    there is no interval."""
+    below = (summary["mean"] - summary["ci_low"]).fillna(0).clip(lower=0)
+    above = (summary["ci_high"] - summary["mean"]).fillna(0).clip(lower=0)
+    return scale * np.vstack([below.to_numpy(dtype=float), above.to_numpy(dtype=float)])
+
+
+def _metric_label(metric):
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _axis_label(column):
+    return AXIS_LABELS.get(column, column.removeprefix("config."))
+
+
+def _axis_value(value):
+    # target_modules may be a list; show it as "q,v".
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+def _log_scale(values):
+    low, high = values.min(), values.max()
+    return bool(low > 0 and high / low >= 8)
+
+
+def _dodge(positions, i, n, log_x, categories):
+    """Series i > 0 of n shifted right by i times 8% of the smallest gap between axis values, so
+    that points at the same axis value stay apart (multiplicatively on a log axis). The first
+    series, the one with most points, stays on the ticks."""
+    if n < 2:
+        return positions
+    share = 0.08 * i
+    if log_x:
+        ratios = np.diff(np.log(np.array(categories, dtype=float)))
+        return positions * np.exp(share * (ratios.min() if ratios.size else 1.0))
+    gaps = np.diff(np.array(categories, dtype=float)) if categories is not None else np.array([1.0])
+    return positions + share * (gaps.min() if gaps.size else 1.0)
+
+
+def _set_numeric_axis(ax, values):
+    if _log_scale(values):
+        integers = np.all(values == np.round(values))
+        ax.set_xscale("log", base=2 if integers else 10)
+    if len(values) <= 12:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def _pooled_columns(runs, cell_columns):
+    candidates = [
+        c for c in runs.columns if c.startswith("config.") and c not in cell_columns and not c.endswith("seed")
+    ]
+    counts = runs[candidates].map(_axis_value).groupby([runs[c] for c in cell_columns], dropna=False).nunique()
+    return [c for c in candidates if (counts[c] > 1).any()]
+
+
+def _seconds_unit(largest):
+    if largest >= 2 * 3600:
+        return 3600.0, "h"
+    if largest >= 120:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def _bytes_unit(largest):
+    return (2.0**30, "GiB") if largest >= 2**30 else (2.0**20, "MiB")
+
+
+def clip_axis(ax, metric) -> None:
+    """Keep the y axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
+    limits = metric_bounds(metric)
+    if limits is None:
+        return
+    low, high = ax.get_ylim()
+    times = scale(metric)
+    ax.set_ylim(max(low, times * limits[0]), min(high, times * limits[1]))

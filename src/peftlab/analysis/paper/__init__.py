@@ -1,0 +1,1 @@
+"""analysis.paper: TODO docstring."""

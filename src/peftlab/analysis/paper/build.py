@@ -1,0 +1,449 @@
+"""``peftlab paper STUDY_DIR``: a LaTeX paper about a study, generated from its run files.
+
+Writes OUT (default STUDY_DIR/paper):
+  results.tex      one \\newcommand per reported number or generated word, with its source
+  main.tex         Abstract to Conclusion; generated text states only what the numbers show,
+                   and boxed "For the author" notes mark where the author writes the rest
+  tables/*.tex     booktabs tables (paper_tables.py: main, significance, literature; tuning for a tuned
+                   study, with a tuning_document.tex that compiles alone)
+  figures/*.pdf    the study's figures (paper_figures.py; and .png at 300 dpi; tuning.pdf for a tuned study)
+  references.bib   the checked bibliography (src/peftlab/analysis/paper/references.bib)
+and compiles main.pdf with latexmk and pdflatex (latex.py). main.tex holds no digit of its own: every
+number reaches it through a macro of results.tex (macros.py). Its prose is the template
+templates/main.tex.jinja; this module decides what the template says about the study. The study is judged
+as the report judges it (primary.py): by test top-1, or where every completed run is a causal LM by test
+perplexity, lower is better. What it says the study adapts follows the runs' modality (``modality``): a vision
+model, a text classifier or a causal LM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from peftlab.analysis.figures.style import study_palette
+from peftlab.analysis.paper.figures import (
+    SHORT_CAPTIONS,
+    draw_figures,
+    existing_figures,
+    figure_captions,
+    figure_layout,
+)
+from peftlab.analysis.paper.latex import compile_pdf
+from peftlab.analysis.paper.macros import (
+    ALPHA,
+    CONFIDENCE,
+    SCORE_MACROS,
+    SIZE_MACROS,
+    Numbers,
+    citations_of,
+    define_numbers,
+    macro_suffix,
+    variant_suffixes,
+    words,
+)
+from peftlab.analysis.paper.tables import write_tables
+from peftlab.analysis.report import protocol_card, tuning
+from peftlab.analysis.report.build import choose_baseline, main_columns, model_names, study_modality
+from peftlab.analysis.report.literature import (
+    LITERATURE,
+    Citation,
+    bib_keys,
+    load_literature,
+    ranked_citations,
+    study_citations,
+    study_methods,
+    study_rows,
+)
+from peftlab.analysis.report.primary import primary_score
+from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.results.record import loads_weights
+from peftlab.analysis.results.units import unit
+from peftlab.analysis.stats.comparisons import below_detection, paired_comparisons
+from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
+from peftlab.config.paths import REPO_ROOT
+from peftlab.study.report_options import read_report_options
+from peftlab.training.run_result import lower_is_better
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json
+
+REFERENCES = Path(__file__).with_name("references.bib")
+
+
+def write_paper(
+    study_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+    literature: str | Path = LITERATURE,
+    only: str | None = None,
+    compile: bool = True,
+    all_literature: bool = False,
+) -> Path:
+    """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf. The literature
+    table holds the cited rows of the study's modality and tasks (``all_literature``: every row of the file).
+
+    Returns the path of main.pdf, of main.tex when compile is False, or of the figures /
+    tables directory. UserError for a study without completed runs, a bad literature file,
+    missing LaTeX tools (the sources are written first) or a LaTeX error.
+    """
+    study_dir = Path(study_dir)
+    if not (study_dir / "runs").is_dir():
+        raise UserError(f"{study_dir} is not a study directory (no runs/ inside)")
+    df = load_results(study_dir)
+    if df.empty or completed_runs(df).empty:
+        raise UserError(f"{study_dir}: no completed run; run the study first (make study)")
+    out = Path(out_dir) if out_dir else study_dir / "paper"
+    bib = REFERENCES.read_text()
+    citations = load_literature(literature, bib_keys(bib))
+    baseline = baseline or choose_baseline(df)
+    if baseline not in set(completed_runs(df)["variant"]):
+        raise UserError(
+            f"--baseline {baseline!r} has no completed run; variants: "
+            f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}"
+        )
+    study = Study(study_dir, df, baseline)
+    if not all_literature:
+        citations = study_citations(citations, study.modality, {str(name) for name in study.config("data.name")})
+
+    if only in (None, "figures"):
+        drawn = draw_figures(study, out / "figures")
+        if only:
+            return out / "figures"
+    else:
+        drawn = existing_figures(out / "figures")
+    numbers = Numbers()
+    define_numbers(numbers, study, citations)
+    write_tables(study, citations, out / "tables")
+    if only == "tables":
+        return out / "tables"
+    (out / "results.tex").write_text(numbers.tex())
+    (out / "references.bib").write_text(bib)
+    (out / "main.tex").write_text(main_tex(study, citations, numbers, drawn))
+    if not compile:
+        return out / "main.tex"
+    return compile_pdf(out / "main.tex")
+
+
+class Study:
+    """What the paper needs from the results table, computed once."""
+
+    def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str):
+        self.dir, self.df, self.baseline = study_dir, df, baseline
+        self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
+        self.done = completed_runs(df)
+        self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
+        self.summary = pd.concat(
+            [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
+        )
+        self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
+        self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
+        self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
+        self.variants = [str(v) for v in self.primary["variant"]]
+        means = self.primary["mean"]
+        self.best, self.worst = (
+            (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
+        )
+        self.comparisons = (
+            paired_comparisons(
+                df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
+            ).set_index("variant", drop=False)
+            if len(self.variants) > 1
+            else None
+        )
+        self.front = pareto_front(df, y=self.score.metric)
+        self.curves = load_curves(study_dir)
+        self.axes = study_axes(study_dir)
+        self.environment = environment(study_dir)
+        self.incomplete = incomplete_runs(df)
+        self.base = pretraining_manifest(self.done)
+        self.palette = study_palette(df)
+        self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
+
+    def name(self, variant) -> str:
+        """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""
+        method = self.done.loc[self.done["variant"] == variant, "method"]
+        return latex_text(display_name(variant, method.iloc[0] if len(method) else None, self.labels))
+
+    def method_name(self, method: str) -> str:
+        """A method's display name as LaTeX (``report.labels``), as the tuning table shows it."""
+        return latex_text(display_name(method, method, self.labels))
+
+    def models(self) -> list[str]:
+        """The distinct models of the completed runs, sorted: timm's model.name, an HF model's directory name
+        (``report.model_names``, as the report lists them)."""
+        return sorted(set(model_names(self.done).dropna()))
+
+    def config(self, key: str) -> list:
+        """The distinct values of config.<key> among completed runs (sorted)."""
+        column = "config." + key
+        if column not in self.done:
+            return []
+        values = self.done[column].dropna().unique().tolist()
+        try:
+            return sorted(values)
+        except TypeError:  # mixed types
+            return sorted(values, key=str)
+
+
+DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}
+
+
+def data_citations(names: list[str]) -> str:
+    """The bibliography keys of the study's datasets that references.bib holds (a VTAB-1k task by its suite),
+    comma-separated; "" when it holds none of them."""
+    keys = (DATA_CITATIONS.get(str(name).split("/")[0]) for name in names)
+    return ",".join(dict.fromkeys(key for key in keys if key))
+
+
+def pretraining_manifest(done: pd.DataFrame) -> dict | None:
+    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
+
+    The path in the config is relative to where the study ran: tried from the current
+    directory and from the repository root.
+    """
+    column = "config.model.pretrained"
+    weights = done[column].dropna().unique().tolist() if column in done else []
+    if len(weights) != 1 or not str(weights[0]).endswith(".safetensors"):
+        return None
+    for base in (Path.cwd(), REPO_ROOT):
+        manifest = read_json((base / str(weights[0])).parent / "manifest.json")
+        if manifest:
+            return manifest
+    return None
+
+
+# --- the document -------------------------------------------------------------------------
+
+# what each method family is, said only when the study ran it
+METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter. ",
+    "linear": "The linear probe trains only the classifier head. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block, and trains the head \\citep{hu2022lora}. ",
+    "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
+    "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
+    "forward pass. ",
+    "adalora": "AdaLoRA writes the update as $P \\Lambda Q$ and prunes singular values by an importance score "
+    "during training, from a larger initial rank to a smaller total budget \\citep{zhang2023adalora}. ",
+    "adaptive": "The rank controller (peftlab's own) builds LoRA at a larger rank, scores each module's importance "
+    "while training and moves ranks between modules within a fixed total, masking the ranks it takes "
+    "away. ",
+    "qalora": "QA-LoRA quantizes the base group-wise and average-pools the adapter's input over each group, so that "
+    "the update folds into the groups' zero points and the merged model keeps the same integer codes "
+    "\\citep{xu2024qalora}. ",
+    "bitfit": "BitFit trains only the bias terms of the backbone and the head \\citep{benzaken2022bitfit}. ",
+    "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm and the head "
+    "\\citep{basu2024strong}. ",
+    "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding "
+    "channel by channel, "
+    "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
+    "difffit": "DiffFit trains the bias terms, the LayerNorms, the head and a per-channel scale on the attention and "
+    "the MLP branch of every block, starting at one and folded into each branch's output projection at "
+    "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
+    "houlsby": "Houlsby adapters add a zero-initialised bottleneck MLP with a residual connection after the attention "
+    "and after the MLP of every block \\citep{houlsby2019adapters}. ",
+    "pfeiffer": "Pfeiffer adapters add one zero-initialised bottleneck MLP with a residual connection after the MLP "
+    "of every block only \\citep{pfeiffer2021adapterfusion}. ",
+    "adaptformer": "AdaptFormer adds a scaled bottleneck branch in parallel to the MLP of every block "
+    "\\citep{chen2022adaptformer}. ",
+    "vpt": "Visual prompt tuning inserts learned tokens after the class token, at the input (shallow) or anew before "
+    "every block (deep), with the backbone frozen \\citep{jia2022vpt}. ",
+    "dora": "DoRA splits each adapted weight into a magnitude per output row and a direction, and trains the "
+    "magnitude and a LoRA update of the direction \\citep{liu2024dora}. ",
+    "vera": "VeRA shares one pair of frozen random low-rank projections across all adapted layers and trains only "
+    "two scaling vectors per layer \\citep{kopiczko2024vera}. ",
+    "ia3": "IA3 rescales the keys, the values and the MLP's inner activations by learned vectors that start at one "
+    "\\citep{liu2022ia3}. ",
+    "loha": "LoHa writes the update as the Hadamard product of two low-rank products \\citep{hyeonwoo2022fedpara}. ",
+    "lokr": "LoKr writes the update as a Kronecker product of a small matrix and a low-rank one "
+    "\\citep{edalati2022krona,yeh2024lycoris}. ",
+    "oft": "OFT rotates the input of each adapted layer by a learned block-diagonal orthogonal matrix, which keeps the "
+    "angles between the layer's neurons \\citep{qiu2023oft}. ",
+    "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
+    "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
+    "prompt_tuning": "Prompt tuning puts learned embeddings of virtual tokens before the text of a frozen language "
+    "model \\citep{lester2021prompt}. ",
+    "prefix_tuning": "Prefix tuning gives every attention layer learned keys and values of virtual tokens before the "
+    "text, with the language model frozen \\citep{li2021prefix}. ",
+}
+
+
+# a causal LM's LM head stays frozen under every method but full fine-tuning (backbones.trains_head)
+LM_METHOD_SENTENCES = {
+    "full": "Full fine-tuning trains every parameter, the language-model head included; every other method leaves "
+    "that head frozen. ",
+    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
+    "zero, on the query and value projections of every block \\citep{hu2022lora}. ",
+    "bitfit": "BitFit trains only the bias terms of the model \\citep{benzaken2022bitfit}. ",
+    "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm \\citep{basu2024strong}. ",
+}
+
+
+def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None = None) -> str:
+    """The sentences of METHOD_SENTENCES on the method families the study's completed runs ran (``causal``: a
+    study of causal LMs, whose head no method but full fine-tuning trains), each naming the label the tables
+    give its method (``labels``: report.labels) where the sentence does not already say it."""
+    done = completed_runs(df)
+    methods = set(done["method"]) if "method" in done else set()
+    quant = done.get("config.quant.mode")
+    if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
+        methods.add("quant")
+    sentences = METHOD_SENTENCES | (LM_METHOD_SENTENCES if causal else {})
+    text = []
+    for name, sentence in sentences.items():
+        if name not in methods:
+            continue
+        label = latex_text(str((labels or {}).get(name, "")))
+        if label and label not in sentence:
+            sentence = sentence.rstrip()[:-1] + f" ({label} in the tables). "
+        text.append(sentence)
+    return "".join(text)
+
+
+# LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
+# output is LaTeX: nothing is escaped here; the macros of results.tex hold escaped text.
+LATEX = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=False,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    block_start_string=r"\BLOCK{",
+    block_end_string="}",
+    variable_start_string=r"\VAR{",
+    variable_end_string="}",
+    comment_start_string=r"\#{",
+    comment_end_string="}",
+)
+
+
+class MacroRefs:
+    """The template's ``n``: ``n.name`` and ``n["name"]`` print \\name{} and fail for a macro results.tex lacks."""
+
+    def __init__(self, numbers: Numbers):
+        self._numbers = numbers
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._numbers.ref(name)
+
+    def __getitem__(self, name: str) -> str:
+        return self._numbers.ref(name)
+
+
+def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: list[str]) -> str:
+    """main.tex from templates/main.tex.jinja: the sections, and what they say about this study."""
+    n, score = numbers.ref, study.score
+    suffixes = variant_suffixes(study.variants)
+    compared = study.comparisons is not None
+    differences = (
+        words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}" for v in study.comparisons["variant"]])
+        if compared
+        else ""
+    )
+    small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
+    not_shown = words(
+        [
+            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
+            f"MDE {n('mde' + suffixes[v])}{score.points})"
+            for v in small
+        ]
+    )
+    return LATEX.get_template("main.tex.jinja").render(
+        n=MacroRefs(numbers),
+        suffixes=suffixes,
+        lower=score.lower,  # judged by test perplexity: the lowest mean is the best
+        judged=score.name + (" (lower is better)" if score.lower else ""),
+        mean=SCORE_MACROS[score.metric] + "Mean",
+        best=study.best,
+        worst=study.worst,
+        base=bool(study.base),
+        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm", labels=study.labels),
+        modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
+        sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
+        lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
+        data_citations=data_citations(study.config("data.name")),
+        compared=compared,
+        means=mean_intervals(study, n, suffixes),
+        differences=differences,
+        not_shown=not_shown,
+        rank_trend="rankTrend" in numbers.macros,
+        figures=figure_layout(drawn),
+        captions=figure_captions(study),
+        short_captions=SHORT_CAPTIONS,
+        literature=literature_items(citations, study_methods(study.df), n),
+        our_order=bool(study_rows(study.df, citations, study.primary)),
+        incomplete=len(study.incomplete) > 0,
+        tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
+        protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
+        command="studyCommand" in numbers.macros,  # the recorded command that ran the study
+        cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
+        weights=loads_weights(study.done),  # a random base loads none
+    )  # runs with a protocol record
+
+
+def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
+    """What the template says about tuning (None for an untuned study): whether every method searched the
+    same keys, and the verb for them; the score the tuning table gives of the final runs; whether the figure
+    was drawn and its caption; whether a chosen value lies at an end of its range."""
+    if not study.searches:
+        return None
+    lower = lower_is_better(study.searches[0]["search"]["metric"])  # val_perplexity
+    keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
+    curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
+    how = (
+        "against the searched value; the star is the chosen trial"
+        if curve
+        else "in the order they ran; the line is the best so far, the star the chosen trial"
+    )
+    which = "lower is better" if lower else "\\%"
+    caption = (
+        f"Validation score ({numbers.ref('tuneMetric')}, {which}, mean over the "
+        f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
+        "are pruned trials at their last reported score."
+    )
+    return {
+        "shared": all(k == keys[0] for k in keys),
+        "verb": "was" if len(keys[0]) == 1 else "were",
+        "score": "perplexity (lower is better)" if lower else "top-1",
+        "figure": tuning.FIGURE in drawn,
+        "caption": caption,
+        "edges": "tuneEdges" in numbers.macros,
+    }
+
+
+def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:
+    """Each configuration's name and mean primary score (test top-1 in %, or a perplexity as it is), with its
+    interval where it has several seeds."""
+    name, percent = SCORE_MACROS[study.score.metric], latex_escape(unit(study.score.metric))
+    return words(
+        [
+            f"{n('name' + s)} {n(name + 'Mean' + s)}{percent}"
+            + (f" [{n(name + 'Low' + s)}, {n(name + 'High' + s)}]" if study.primary.loc[v, "n"] > 1 else "")
+            for v, s in suffixes.items()
+        ]
+    )
+
+
+def literature_items(citations: list[Citation], ran: set[str], n) -> list[dict]:
+    """Per published setting: the paper, its macro suffix, its methods and values, and whether it ranks
+    more than one of the methods this study ran (``ran``: their peftlab names)."""
+    items = []
+    for setting in dict.fromkeys(c.setting for c in citations):
+        rows = citations_of(citations, setting)
+        items.append(
+            {
+                "paper": rows[0].paper,
+                "suffix": macro_suffix(setting),
+                "methods": words([f"{n('litMethod' + c.id)} {n('lit' + c.id)}" for c in rows]),
+                "ranked": len(ranked_citations(citations, setting, ran)) > 1,
+            }
+        )
+    return items

@@ -1,0 +1,119 @@
+"""The paper's figures: drawing those that have data (as the report draws them, of the study's primary
+score: test top-1, or a study of causal LMs' test perplexity), their captions, and their layout in main.tex
+(alone or in pairs of subfigures). paper.py writes them under OUT/figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.figures import study as figures
+from peftlab.analysis.report import tuning
+from peftlab.analysis.report.figures import validation_metric
+
+if TYPE_CHECKING:
+    from peftlab.analysis.paper.build import Study
+
+# the convergence figure's caption after the name of its metric
+BAND = (
+    ": mean over seeds, band: \\statConfidence\\% Student-t interval of the mean over the seeds evaluated at that step."
+)
+# name: caption (what the figure shows, as figures.py draws it)
+FIGURE_CAPTIONS = {
+    "accuracy_vs_params": "Mean test top-1 against trainable parameters (log scale), one point per configuration; "
+    "bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto front "
+    "(ringed points).",
+    "seed_boxplots": "Test top-1 of every run (dots) per configuration; boxes span the quartiles over seeds; a "
+    "seed's dot sits at the same place in every box, seeds in order from left to right.",
+    "convergence": "Validation top-1 against training step" + BAND,
+    "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
+    "the runs.",
+    "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
+    "mean over seeds; methods without a rank are dashed reference lines with their interval.",
+    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 from "
+    "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
+    "Student-t interval); filled: adapter, open: merged model.",
+}
+# the captions that name the primary score, in a study judged by test perplexity (primary.py)
+PERPLEXITY_CAPTIONS = {
+    "accuracy_vs_params": "Mean test perplexity (lower is better) against trainable parameters (log scale), one "
+    "point per configuration; bars: \\statConfidence\\% Student-t interval of the mean over seeds; dashed: Pareto "
+    "front (ringed points: lower perplexity, fewer parameters).",
+    "seed_boxplots": "Test perplexity (lower is better) of every run (dots) per configuration; boxes span the "
+    "quartiles over seeds; a seed's dot sits at the same place in every box, seeds in order from left to right.",
+    "ablation_method_r": "Test perplexity (lower is better) against the LoRA rank $r$; bars: \\statConfidence\\% "
+    "Student-t interval of the mean over seeds; methods without a rank are dashed reference lines with their "
+    "interval.",
+    "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 per "
+    "token (next-token accuracy, not the perplexity the study is judged by) from the fp32 run of the same "
+    "configuration on matched seeds (\\statConfidence\\% Student-t interval); filled: adapter, open: merged model.",
+}
+# the convergence figure's caption by its metric (report_figures.validation_metric); a causal LM's
+# val_top1 is per token
+CONVERGENCE_CAPTIONS = {
+    "val_perplexity": "Validation perplexity (lower is better) against training step",
+    "val_top1": "Validation top-1 per token against training step",
+}
+
+
+# the ablation caption's clause on reference lines, said only where the figure draws them
+REFERENCES = "; methods without a rank are dashed reference lines with their interval."
+
+
+def figure_captions(study: Study) -> dict[str, str]:
+    """The captions of the figures, naming the score they plot (``study.score``)."""
+    captions = dict(FIGURE_CAPTIONS)
+    if study.score.lower:
+        captions |= PERPLEXITY_CAPTIONS
+        captions["convergence"] = CONVERGENCE_CAPTIONS[validation_metric(study.curves, study.score)] + BAND
+    if not ablation_figure.draws_references(study.df, "config.method.r", study.score.metric):
+        captions["ablation_method_r"] = captions["ablation_method_r"].replace(REFERENCES, ".")
+    return captions
+
+
+def draw_figures(study: Study, out: Path) -> list[str]:
+    """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
+    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
+    metric = {"metric": study.score.metric}
+    drawn = [
+        figures.plot_accuracy_vs_params(study.df, out, **metric, **style),
+        figures.plot_seed_boxplots(study.df, out, **metric, **style),
+        figures.plot_convergence(study.curves, out, metric=validation_metric(study.curves, study.score), **style),
+        figures.plot_cost(study.df, out, **style),
+        figures.plot_quantization_tradeoff(study.df, out, **style),
+    ]
+    if "config.method.r" in study.axes:  # methods run at one r (full's is the unused default) are reference lines
+        drawn.append(ablation_figure.plot_ablation(study.df, "config.method.r", out, **metric, **style))
+    drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
+    return [Path(paths[0]).stem for paths in drawn if paths]
+
+
+def existing_figures(out: Path) -> list[str]:
+    return [name for name in (*FIGURE_CAPTIONS, tuning.FIGURE) if (out / f"{name}.pdf").is_file()]
+
+
+# figures drawn wide enough to stand alone, with their width in the text; the others go in pairs
+ALONE = {"accuracy_vs_params": "0.8", "cost": "0.9"}
+SHORT_CAPTIONS = {
+    "seed_boxplots": "Spread over seeds.",
+    "convergence": "Learning curves.",
+    "cost": "Cost.",
+    "ablation_method_r": "LoRA rank.",
+    "quantization_tradeoff": "Quantization.",
+}
+
+
+def figure_layout(drawn: list[str]) -> dict:
+    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone);
+    ``order``: the figures in print order."""
+    drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
+    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
+    paired = [name for name in drawn if name not in ALONE]
+    if len(paired) % 2:
+        alone.append((paired.pop(), "0.6"))
+    return {
+        "alone": alone,
+        "pairs": [paired[i : i + 2] for i in range(0, len(paired), 2)],
+        "order": [name for name, _ in alone] + paired,
+    }

@@ -1,0 +1,117 @@
+"""The paper's tables under OUT/tables: the main table, the significance of each configuration against
+the baseline, the literature, the protocol card and, for a tuned study, the tuning table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from peftlab.analysis.paper import tuning_table
+from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
+from peftlab.analysis.report import protocol_card
+from peftlab.analysis.report.literature import Citation, literature_table, measured_words, study_rows
+from peftlab.analysis.report.tables import display_name, latex_document, latex_table
+from peftlab.analysis.results.escape import latex_escape
+from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
+from peftlab.analysis.results.units import metric_words
+from peftlab.analysis.results.units import signed as signed_text
+from peftlab.analysis.stats.power import ALPHA, POWER
+
+if TYPE_CHECKING:
+    from peftlab.analysis.paper.build import Study
+
+
+def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    words = metric_words(study.metrics)  # "test accuracy", "test accuracy and perplexity"
+    tex = latex_table(
+        study.summary,
+        study.comparisons,
+        columns=study.metrics,
+        # plain words only: read the same whether latex_table escapes its caption or not
+        caption=f"{words[0].upper()}{words[1:]} and trainable parameters of each configuration on the test "
+        "split; the note under the table says what each cell shows.",
+        label="tab:main",
+        labels=study.labels,
+        borrowed=borrowed_configurations(study.df),
+    )
+    if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
+        tex = fit_width(tex)
+    (out / "main_table.tex").write_text(tex)
+    if study.comparisons is not None:
+        (out / "significance.tex").write_text(significance_table(study))
+    ours = [  # every configuration run, cited or not, by the study's labels
+        {**row, "method": display_name(row["method"], None, study.labels)}
+        for row in study_rows(study.df, citations, study.primary, every=True)
+    ]
+    setting = latex_escape(
+        f"{', '.join(study.models())}; "
+        f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
+    )
+    (out / "literature.tex").write_text(literature_table(citations, ours, setting))
+    card = protocol_card.latex_card(study.dir, study.done, study.labels)
+    if card is not None:
+        (out / "protocol.tex").write_text(card)
+    if study.searches:
+        tex = tuning_table.latex_table(study.searches, study.df, study.labels)
+        (out / "tuning.tex").write_text(tex)
+        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
+
+
+def fit_width(table: str) -> str:
+    """``table`` (a latex_table) with its tabular shrunk to the line width where it is wider, never enlarged
+    (graphicx's \\resizebox, which main.tex loads)."""
+    shrink = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{"
+    table = table.replace(r"\begin{tabular}", shrink + r"\begin{tabular}", 1)
+    return table.replace(r"\end{tabular}", r"\end{tabular}}", 1)
+
+
+def significance_table(study: Study) -> str:
+    """The paired comparisons with the baseline, on the study's primary score (``study.score``: test top-1 in
+    points, or a perplexity, where a difference below zero is the improvement)."""
+    c, score = study.comparisons, study.score
+    # "Pairs for 1 (perplexity)", the report's header, would run the table past the margin
+    unit, one, pairs_for = (
+        ("perplexity", "a difference of 1 in perplexity", "1")
+        if score.lower
+        else ("points", "a one-point difference", "1 pt")
+    )
+    sign = " (the configuration's minus the baseline's; below zero is better)" if score.lower else ""
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds ({score.named}). "
+        rf"Difference: mean of the paired differences in {unit}{sign}; $p$: paired t-test and Wilcoxon signed-rank "
+        r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
+        rf"difference, the smallest true mean difference in {unit} that the paired t-test at "
+        rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
+        rf"standard deviation of the paired differences as known; pairs for {pairs_for}: the matched seeds "
+        rf"that test needs for {one}; $d_z$: mean difference over the standard deviation of the "
+        rf"differences; win share: share of matched seeds where the configuration {score.wins}, ties counted "
+        r"half.}",
+        r"\label{tab:significance}",
+        r"\begin{tabular}{@{}lrrrrrrrr@{}}",
+        r"\toprule",
+        rf"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for {pairs_for} & $p$ (Wilcoxon) & "
+        r"$d_z$ & Win share \\",
+        r"\midrule",
+    ]
+    borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
+    for row in c.itertuples():
+        dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{signed_text(row.cohens_dz, 2).lstrip('+')}}}"
+        pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
+        mark = r"$^{\ddagger}$" if row.variant in borrowed else ""
+        lines.append(
+            f"{study.name(row.variant)}{mark} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
+            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80, score.scale)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
+            f"{dz} & {row.win_rate:.2f} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if borrowed:  # an untuned configuration's comparison never stands without saying so
+        note = borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$")
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""The paper's tuning table (LaTeX): per tuned method its search space, trials, chosen values and the
+final runs' scores, from the selection.json records that tuning.py reads (``load_searches``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
+from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name
+from peftlab.analysis.results.units import scale, score_name, units
+from peftlab.training.run_result import lower_is_better
+
+TABLE_CAPTION = (
+    "Hyper-parameter search of each method on the validation split: the search space, the trials run "
+    "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
+    "over the tuning seeds when there are several), and the mean validation and test {score} of the "
+    "final runs at the chosen values over $n$ seeds, {units}."
+)
+# the caption's name of a search metric's score (best_val_top1's final runs: their last evaluation's top-1)
+SCORE_WORDS = {"top1": "top-1", "f1": "F1", "matthews": "Matthews correlation", "perplexity": "perplexity"}
+
+
+def latex_key(key: str) -> str:
+    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}."""
+    return "\\texttt{" + latex_escape(key) + "}"
+
+
+def latex_value(value) -> str:
+    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548)."""
+    return latex_escape(f"{value:.3g}" if isinstance(value, float) else value)
+
+
+def latex_space(record: dict) -> str:
+    """The search space in LaTeX: \\texttt{train.lr} $\\in$ \\{0.001, 0.01\\}, ranges as [low, high] (log),
+    and "$+$2" for the points an edge-following search added (the table's note says what it means)."""
+    parts = []
+    for axis in record["search"]["axes"]:
+        if "values" in axis:
+            values = ", ".join(latex_value(v) for v in axis["values"])
+            parts.append(f"{latex_key(axis['key'])} $\\in$ \\{{{values}\\}}")
+        else:
+            log = " (log)" if axis.get("log") else ""
+            low, high = (
+                f"{v:g}" if isinstance(v, (int, float)) else latex_escape(v) for v in (axis["low"], axis["high"])
+            )
+            parts.append(f"{latex_key(axis['key'])} $\\in$ [{low}, {high}]{log}")
+    added = added_count(record)
+    return "; ".join(parts) + (f" $+${added}" if added else "")
+
+
+def latex_trials(record: dict) -> str:
+    """Complete/pruned trials; failed ones and an unfinished search said after them."""
+    states = pd.Series([state(t) for t in record["trials"]], dtype=object).value_counts()
+    text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
+    if states.get("DIVERGED", 0):
+        text += f" +{states['DIVERGED']} diverged"
+    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0) - states.get("DIVERGED", 0)
+    if failed:
+        text += f" +{failed} failed"
+    return text if record.get("done") else text + " (unfinished)"
+
+
+def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
+    """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
+    of its axis (``edges``) is marked $^{\\dagger}$."""
+    metric = searches[0]["search"]["metric"]
+    scores, times = final_scores(df, metric), scale(metric)
+    at_edge = {(method, key) for method, key, _, _ in edges(searches)}
+    caption = TABLE_CAPTION.format(
+        metric=latex_key(metric) + (" (lower is better)" if lower_is_better(metric) else ""),
+        score=SCORE_WORDS.get(score_name(metric), score_name(metric)),
+        units=latex_escape(units([metric])),
+    )
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{caption}}}",
+        r"\label{tab:tuning}",
+        # the search space gets more of the width than the chosen values (X columns share it)
+        r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash\hsize=1.25\hsize}Xc"
+        r">{\raggedright\arraybackslash\hsize=0.75\hsize}Xrrrrr@{}}",
+        r"\toprule",
+        r" & & & \multicolumn{3}{c}{Chosen} & \multicolumn{3}{c}{Final runs} \\",
+        r"\cmidrule(lr){4-6}\cmidrule(l){7-9}",
+        r"Method & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\",
+        r"\midrule",
+    ]
+    for record in searches:
+        search, chosen = record["search"], record.get("chosen")
+        method = search_name(record)
+        name = latex_text(display_name(method, search["method"], labels))
+        if chosen:
+            values = ", ".join(
+                f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
+                for k, v in chosen["params"].items()
+            )
+            chosen_text = f"{values} & {latex_escape(chosen['trial'])} & {times * chosen['value']:.1f}"
+        else:
+            chosen_text = "-- & -- & --"
+        final = scores_of(record, scores)
+        finals = (
+            f"{shown_score(final['val'], 1, '--')} & {shown_score(final['test'], 1, '--')} & {int(final['n'])}"
+            if final is not None
+            else "-- & -- & --"
+        )
+        lines.append(f"{name} & {latex_space(record)} & {latex_trials(record)} & {chosen_text} & {finals} \\\\")
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    notes = []
+    if any(added_count(record) for record in searches):
+        notes.append(
+            r"$+k$: $k$ points added after the grid by following the edge (past its end or between the best "
+            r"and its better neighbour), so a chosen value may lie outside the grid shown."
+        )
+    if at_edge:
+        notes.append(
+            r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
+            r"searched range."
+        )
+    lent = {
+        latex_text(display_name(b, None, labels)): latex_text(display_name(search_name(r), None, labels))
+        for r in searches
+        for b in borrowers(r)
+    }
+    if lent:  # they have no row: the note names them and whose values they ran at
+        notes.append(borrowed_note(lent, str, r"$^{\ddagger}$ (in the other tables)"))
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

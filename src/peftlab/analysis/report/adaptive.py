@@ -1,0 +1,346 @@
+"""Adaptive ranks in a study: where the rank went, how much seeds agree, and whether it paid.
+
+From the run files only (pandas, scipy, matplotlib; never torch):
+- ``load_importance``: each run's final allocation from its ``importance.jsonl`` (AdaLoRA and
+  the ``adaptive`` controllers write one): one row per (run, adapted module) with its block,
+  module type, final rank, importance and share of the run's total importance.
+- ``seed_agreement``: per configuration, Kendall's tau between the seeds' rankings of the
+  modules by importance (mean, min and max over pairs of seeds).
+- ``plot_importance_heatmap``: blocks x module types, final rank and importance share,
+  averaged over seeds, one row of panels per configuration.
+- ``equal_budget_comparisons``: every adaptive configuration (AdaLoRA, a controller, a static
+  rank strategy) against uniform LoRA with the same total rank on the same modules and the
+  same other settings, paired over seeds, Holm-corrected.
+- ``report_section``: the report's "Adaptive ranks" section.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from peftlab.analysis.figures.study import skip_figure
+from peftlab.analysis.figures.style import _new_figure, figure_name, save_figure
+from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.results.load import run_dirs
+from peftlab.analysis.results.units import scale
+from peftlab.analysis.stats.comparisons import compare_paired, holm
+from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.training.run_result import lower_is_better, read_result
+from peftlab.tuners.ranks import block_indices, module_type
+from peftlab.utils.files import read_json
+
+TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
+IMPORTANCE_COLUMNS = [
+    "run_id",
+    "variant",
+    "method",
+    "seed",
+    "module",
+    "block",
+    "module_type",
+    "step",
+    "rank",
+    "importance",
+    "share",
+]
+
+
+def load_importance(study_dir: str | Path) -> pd.DataFrame:
+    """The last allocation of every completed run that wrote importance.jsonl."""
+    rows = []
+    for run_dir in run_dirs(Path(study_dir)):
+        spec, result = read_json(run_dir / "spec.json"), read_result(run_dir)
+        path = run_dir / "importance.jsonl"
+        if not spec or not result or result.get("status") != "completed" or not path.is_file():
+            continue
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == "rank":
+                records.append(record)
+        if not records:
+            continue
+        last = max(r["step"] for r in records)
+        final = [r for r in records if r["step"] == last]
+        scores = [r.get("importance") for r in final]
+        total = sum(s for s in scores if isinstance(s, (int, float)) and math.isfinite(s))
+        blocks = block_indices([r["module"] for r in final])
+        for record, block in zip(final, blocks, strict=True):
+            score = record.get("importance")
+            finite = isinstance(score, (int, float)) and math.isfinite(score)
+            rows.append(
+                {
+                    "run_id": spec["run_id"],
+                    "variant": spec["variant"],
+                    "method": spec["method"],
+                    "seed": spec["seed"],
+                    "module": record["module"],
+                    "block": block,
+                    "module_type": module_type(record["module"]),
+                    "step": last,
+                    "rank": record["rank"],
+                    "importance": score if finite else np.nan,
+                    "share": score / total if finite and total > 0 else np.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
+
+
+def seed_agreement(importance: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: Kendall's tau between every two seeds' module importances."""
+    rows = []
+    for variant, group in importance.groupby("variant", sort=False):
+        table = group.pivot_table(index="module", columns="seed", values="importance", aggfunc="first").dropna()
+        taus = []
+        for a, b in itertools.combinations(table.columns, 2):
+            tau = scipy.stats.kendalltau(table[a], table[b]).statistic
+            if math.isfinite(tau):
+                taus.append(tau)
+        rows.append(
+            {
+                "variant": variant,
+                "seeds": table.shape[1],
+                "modules": table.shape[0],
+                "tau_mean": float(np.mean(taus)) if taus else np.nan,
+                "tau_min": float(np.min(taus)) if taus else np.nan,
+                "tau_max": float(np.max(taus)) if taus else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["variant", "seeds", "modules", "tau_mean", "tau_min", "tau_max"])
+
+
+def plot_importance_heatmap(
+    importance: pd.DataFrame | None, out_dir, name: str = "importance_heatmap", labels: dict | None = None
+):
+    """Blocks (rows) x module types (columns): mean final rank (left) and mean importance share
+    (right) over seeds, one row of panels per configuration. Skipped without importance data."""
+    if importance is None or importance.empty:
+        return skip_figure(name, "no run wrote importance.jsonl (only adalora and adaptive runs do)")
+    variants = list(dict.fromkeys(importance["variant"]))
+    types = [t for t in TYPE_ORDER if t in set(importance["module_type"])]
+    types += sorted(set(importance["module_type"]) - set(types))
+    blocks = sorted(importance["block"].unique())
+    fig, _ = _new_figure(2.0 + 1.1 * len(types), 0.9 + (0.55 + 0.22 * len(blocks)) * len(variants))
+    fig.clear()
+    axes = fig.subplots(len(variants), 2, squeeze=False)
+    fig.suptitle("Final allocation per block and module type, mean over seeds", fontsize=8)
+    for row, variant in enumerate(variants):
+        group = importance[importance["variant"] == variant]
+        seeds = group["seed"].nunique()
+        for col, (value, title, cmap) in enumerate(
+            (("rank", "final rank", "Blues"), ("share", "importance share (%)", "Oranges"))
+        ):
+            grid = group.pivot_table(index="block", columns="module_type", values=value, aggfunc="mean")
+            grid = grid.reindex(index=blocks, columns=types)
+            data = grid.to_numpy(dtype=float) * (100 if value == "share" else 1)
+            ax = axes[row][col]
+            image = ax.imshow(data, aspect="auto", cmap=cmap, interpolation="nearest")
+            for (i, j), cell in np.ndenumerate(data):
+                if math.isfinite(cell):
+                    dark = cell > np.nanmin(data) + 0.6 * (np.nanmax(data) - np.nanmin(data))
+                    ax.text(
+                        j, i, f"{cell:.1f}", ha="center", va="center", fontsize=6, color="white" if dark else "black"
+                    )
+            ax.set_xticks(range(len(types)), types, fontsize=7)
+            ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
+            ax.set_ylabel("block", fontsize=7)
+            label = figure_name(variant, group["method"].iloc[0], labels)
+            ax.set_title(
+                f"{label} ({seeds} seed{'s' if seeds != 1 else ''}): {title}" if col == 0 else title,
+                fontsize=7,
+                loc="left",
+            )
+            fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=6)
+    return save_figure(fig, out_dir, name)
+
+
+def _budget(row: pd.Series) -> float:
+    for column in ("ranks.budget", "ranks.sum"):
+        value = row.get(column)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value)
+    return float("nan")
+
+
+def equal_budget_comparisons(
+    df: pd.DataFrame, metric: str = "metrics.test_top1", alpha: float = 0.05, tuned: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Each adaptive configuration against uniform LoRA at the same total rank, paired over seeds.
+
+    The uniform LoRA configuration must adapt the same modules with every other setting equal
+    (model, data, training, quantization) but the keys each method's search ``tuned`` (``train.lr``: each
+    at its own chosen value); the total rank is the adaptive run's budget and the LoRA run's rank sum
+    (r x modules). Holm over all rows. A metric where lower is better (a perplexity) counts a lower value
+    as the win (win_rate).
+    """
+    runs = completed_runs(df)
+    columns = [
+        "variant",
+        "baseline",
+        "budget",
+        "params_variant",
+        "params_baseline",
+        "n_pairs",
+        "mean_variant",
+        "mean_baseline",
+        "mean_diff",
+        "p_ttest",
+        "p_ttest_holm",
+        "significant",
+        "win_rate",
+    ]
+    if runs.empty or "ranks.strategy" not in runs:
+        return pd.DataFrame(columns=columns)
+    runs = runs[runs["ranks.strategy"].notna() & runs[metric].notna()].copy()
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    runs["budget"] = [_budget(row) for _, row in runs.iterrows()]
+    shared = [
+        c
+        for c in runs.columns
+        if c.startswith("config.")
+        and not c.startswith("config.method.")
+        and c not in ("config.seed", "config.name", "config.track")
+        and c.removeprefix("config.") not in tuned
+    ]
+    shared += [c for c in ("config.method.target_modules",) if c in runs.columns]
+    runs["setting"] = [("|".join(map(str, row))) for row in runs[shared].itertuples(index=False)]
+    uniform = runs[(runs["method"] == "lora") & (runs["ranks.strategy"] == "uniform")]
+    adaptive = runs[~runs.index.isin(uniform.index)]
+    rows = []
+    for variant, group in adaptive.groupby("variant", sort=False):
+        key = (group["setting"].iloc[0], group["budget"].iloc[0])
+        match = uniform[(uniform["setting"] == key[0]) & (uniform["budget"] == key[1])]
+        if match.empty:
+            continue
+        baseline = match["variant"].iloc[0]
+        base = match[match["variant"] == baseline].set_index("seed")
+        paired = group[["seed", metric]].merge(base.reset_index()[["seed", metric]], on="seed", suffixes=("", "_base"))
+        stats = compare_paired(
+            paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float), lower=lower_is_better(metric)
+        )
+        rows.append(
+            {
+                "variant": variant,
+                "baseline": baseline,
+                "budget": key[1],
+                "params_variant": group["params.trainable"].mean(),
+                "params_baseline": base["params.trainable"].mean(),
+                "n_pairs": stats["n_pairs"],
+                "mean_variant": stats["mean_variant"],
+                "mean_baseline": stats["mean_baseline"],
+                "mean_diff": stats["mean_diff"],
+                "p_ttest": stats["p_ttest"],
+                "win_rate": stats["win_rate"],
+            }
+        )
+    table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_ttest_holm", "significant")])
+    table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float)) if len(table) else []
+    table["significant"] = table["p_ttest_holm"] < alpha
+    return table[columns]
+
+
+def report_section(
+    study_dir: str | Path,
+    df: pd.DataFrame,
+    figures_dir: Path,
+    labels: dict | None = None,
+    alpha: float = 0.05,
+    metric: str = "metrics.test_top1",
+) -> list[str]:
+    """The report's "Adaptive ranks" section (empty when the study has no rank-adaptive run); the equal-budget
+    table compares ``metric`` (test top-1, or a study of causal LMs' test perplexity)."""
+    importance, tuned = load_importance(study_dir), tuned_keys(study_dir)
+    table = equal_budget_comparisons(df, metric=metric, alpha=alpha, tuned=tuned)
+    if importance.empty and table.empty:
+        return []
+    lines = ["## Adaptive ranks", ""]
+    if not table.empty:
+        lines += _equal_budget_lines(table, labels, alpha, metric, tuned)
+    if not importance.empty:
+        lines += _importance_lines(importance, figures_dir, labels)
+    return lines
+
+
+def tuned_keys(study_dir: str | Path) -> tuple[str, ...]:
+    """The config keys a search chose for some final run of the study (spec.json's ``tuned_by``)."""
+    keys = {}
+    for run_dir in run_dirs(Path(study_dir)):
+        tuned_by = (read_json(run_dir / "spec.json") or {}).get("tuned_by") or {}
+        keys.update(dict.fromkeys(tuned_by.get("params") or {}))
+    return tuple(keys)
+
+
+def _equal_budget_lines(
+    table: pd.DataFrame, labels: dict | None, alpha: float, metric: str, tuned: tuple[str, ...] = ()
+) -> list[str]:
+    """The equal-budget table and its note: test top-1 in %, or a perplexity as it is."""
+    lower, times = lower_is_better(metric), scale(metric)
+    values = "Test perplexity (lower is better) | LoRA | Diff" if lower else "Test top-1 (%) | LoRA (%) | Diff (pp)"
+    wins = "has the lower perplexity" if lower else "scores higher"
+    lines = [
+        "### Adaptive vs fixed rank at equal budget",
+        "",
+        f"| Configuration | Uniform LoRA | Total rank | Trainable params | {values} | p (Holm) | Wins |",
+        "|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table.itertuples():
+        p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
+        mark = " *" if row.significant else ""
+        lines.append(
+            f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
+            f"{row.budget:.0f} | {row.params_variant:,.0f} vs {row.params_baseline:,.0f} | "
+            f"{times * row.mean_variant:.1f} | {times * row.mean_baseline:.1f} | {times * row.mean_diff:+.1f}{mark} | "
+            f"{p} | {row.win_rate:.2f} |"
+        )
+    return lines + [
+        "",
+        f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
+        f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
+        "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
+        f"configuration {wins}."
+        + (f" Each configuration at its own method's tuned {', '.join(tuned)}." if tuned else ""),
+        "",
+    ]
+
+
+def _importance_lines(importance: pd.DataFrame, figures_dir: Path, labels: dict | None) -> list[str]:
+    """The layer-importance heatmap and the seeds' agreement on which modules matter."""
+    lines = []
+    paths = plot_importance_heatmap(importance, figures_dir, labels=labels)
+    if paths:
+        png = next(p for p in paths if str(p).endswith(".png"))
+        lines += [
+            "### Layer importance",
+            "",
+            f"![Layer importance](figures/{Path(png).name})",
+            "",
+            "Final allocation of each run (blocks x module types), averaged over seeds: rank (left) and "
+            "share of the run's total importance (right).",
+            "",
+        ]
+    agreement = seed_agreement(importance)
+    lines += [
+        "Agreement between seeds on which modules matter (Kendall's tau of the module importances, "
+        "over pairs of seeds):",
+        "",
+    ]
+    for row in agreement.itertuples():
+        if math.isfinite(row.tau_mean):
+            lines.append(
+                f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
+                f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)"
+            )
+        else:
+            lines.append(f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure")
+    return lines + [""]

@@ -1,0 +1,285 @@
+"""``peftlab report STUDY_DIR``: statistics, figures, LaTeX tables and report.md from run files.
+
+Writes ``STUDY_DIR/report/``: ``report.md``, ``results.csv``, ``tables/*.tex`` (booktabs,
+plus a compilable ``*_document.tex``), ``figures/*.{png,pdf}``. A figure whose data is
+absent is skipped with a line in the report's "Skipped figures" section.
+
+How the report shows the study comes from the ``report:`` section of the study file (the
+copy the runner keeps as ``STUDY_DIR/study.yaml``): the interval (``t`` by default) and
+display names (``labels``). The bootstrap's seed and number of resamples are fixed
+(bootstrap.BOOTSTRAP_SEED, bootstrap.BOOTSTRAP_RESAMPLES) and printed in the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.analysis.figures.style import study_palette
+from peftlab.analysis.report import (
+    across_datasets,
+    adaptive,
+    claims,
+    equal_bits,
+    health,
+    protocol_card,
+    significance,
+    tuning,
+    vtab,
+)
+from peftlab.analysis.report.figures import figure_lines
+from peftlab.analysis.report.literature import literature_section
+from peftlab.analysis.report.primary import (
+    few_seeds_lines,
+    judgement_lines,
+    pareto_lines,
+    primary_score,
+    statistics_section,
+)
+from peftlab.analysis.report.tables import METRIC_LABELS, latex_document, latex_table, markdown_table
+from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
+from peftlab.analysis.results.tuning_choices import borrowed_configurations
+from peftlab.analysis.results.units import metric_words
+from peftlab.analysis.stats.comparisons import paired_comparisons_within
+from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
+from peftlab.analysis.stats.power import ALPHA
+from peftlab.study.report_options import read_report_options
+from peftlab.utils.errors import UserError
+
+METRICS = ("metrics.test_top1", "metrics.test_top5")
+# a text study's main table shows those its runs report too: F1 of a two-class task (GLUE MRPC's), the
+# Matthews correlation (CoLA's), a causal LM's perplexity
+TEXT_METRICS = ("metrics.test_f1", "metrics.test_matthews", "metrics.test_perplexity")
+# a causal LM's top-1 and top-5 are its next-token predictions' accuracy, per token
+TOKEN_LABELS = {"metrics.test_top1": "Test top-1 per token (%)", "metrics.test_top5": "Test top-5 per token (%)"}
+TASK = "config.data.name"
+
+
+def choose_baseline(df: pd.DataFrame) -> str | None:
+    """The full fine-tuning variant if there is one, else the first variant."""
+    done = completed_runs(df)
+    if done.empty:
+        return None
+    full = done.loc[done["method"] == "full", "variant"]
+    return str(full.iloc[0]) if len(full) else str(done["variant"].iloc[0])
+
+
+def write_report(
+    study_dir: str | Path,
+    baseline: str | None = None,
+    interval: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> Path:
+    """Write STUDY_DIR/report/ and return the path of report.md.
+
+    interval and labels override the study file's report section. A baseline that is not a
+    configuration with completed runs is a UserError naming the configurations there are.
+    """
+    study_dir = Path(study_dir)
+    options = read_report_options(study_dir / "study.yaml")
+    interval = interval or options.interval
+    labels = options.labels if labels is None else labels
+    built_from = results_sha256(study_dir)  # before the files are read: a run that changes later changes the hash
+    df = load_results(study_dir)
+    if df.empty:
+        raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
+    done = completed_runs(df)
+    if baseline is not None and baseline not in set(done["variant"]):
+        shown = ", ".join(f"'{v}'" for v in dict.fromkeys(done["variant"])) or "none"
+        raise UserError(f"baseline '{baseline}' is not a configuration with completed runs; configurations: {shown}")
+    baseline = baseline or choose_baseline(df)
+
+    out = study_dir / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "results.csv", index=False)
+    lines = [
+        f"# Study report: {study_dir.name}",
+        "",
+        f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
+        "",
+    ]
+    lines += _what_was_run(df, done)
+    lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
+    unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
+    if unused:
+        lines += [
+            f"Labels in the study file's report section that name no configuration or method: {', '.join(unused)}.",
+            "",
+        ]
+    score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity
+    lines += statistics_section(interval, score, judgement_lines(df))
+    lines += protocol_card.report_section(study_dir, done, labels)
+    lines += claims.report_section(df, options.share_limits, labels)
+
+    if not done.empty:
+        lines += _results(df, baseline, interval, labels, out, study_dir.name)
+    else:
+        lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
+
+    drawn, skipped = figure_lines(
+        df,
+        load_curves(study_dir),
+        study_axes(study_dir),
+        out / "figures",
+        interval,
+        labels,
+        score,
+        health.convergence_caption(study_dir),
+    )
+    lines += literature_section(df, metric=score.metric, modality=study_modality(df))
+    lines += ["## Figures", ""] + drawn
+    lines += adaptive.report_section(study_dir, df, out / "figures", labels, metric=score.metric)  # equal budget
+    lines += health.report_section(
+        study_dir,
+        out / "figures",
+        labels,  # monitors: gradients, convergence, rank use
+        study_palette(df),
+    )
+    lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
+    lines += _failures(df)
+    lines += protocol_card.environment_section(environment(study_dir))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"
+
+
+def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, name: str) -> list[str]:
+    """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
+    Pareto front, the significance of each configuration against ``baseline``, the aggregates over
+    datasets, QA-LoRA at equal bits and VTAB-1k; ``name``: the study's."""
+    columns, score = main_columns(df), primary_score(df)
+    summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
+    comparisons = None
+    if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
+        comparisons = paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point)
+    interval_text, borrowed = describe_interval(interval), borrowed_configurations(df)
+    tex = latex_table(
+        summary,
+        comparisons,
+        columns=columns,
+        labels=labels,
+        interval_text=interval_text,
+        borrowed=borrowed,
+        caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
+    )
+    (out / "tables" / "main_table.tex").write_text(tex)
+    (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
+    lines = [
+        "## Main table",
+        "",
+        markdown_table(
+            summary,
+            comparisons,
+            columns=columns,
+            labels=labels,
+            interval_text=interval_text,
+            borrowed=borrowed,
+        ),
+    ]
+    lines += few_seeds_lines(summary[summary["metric"] == score.metric], labels)
+    lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
+    lines += pareto_lines(pareto_front(df, y=score.metric), score, labels)
+    lines += significance.report_section(comparisons, df, labels)
+    lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
+    lines += equal_bits.report_section(df, interval, labels)
+    lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
+    return lines
+
+
+def main_metrics(df: pd.DataFrame) -> list[str]:
+    """The main table's metrics: test top-1 and top-5 (those some run measured), then in a text study the
+    text scores some run reports (``TEXT_METRICS``). An image classifier's runs report the Matthews
+    correlation too (and F1 with two classes), which its table leaves out."""
+    return [m for m in METRICS + (TEXT_METRICS if is_text(df) else ()) if m in df]
+
+
+def main_columns(df: pd.DataFrame) -> dict[str, str]:
+    """The main table's metrics (``main_metrics``) and their headers: a study of causal LMs says its
+    accuracies are per token."""
+    tasks = completed_runs(df).get("config.model.task", pd.Series(dtype=object))
+    lm = is_text(df) and not tasks.empty and bool((tasks == "causal-lm").all())
+    return {m: (TOKEN_LABELS if lm else METRIC_LABELS).get(m, METRIC_LABELS[m]) for m in main_metrics(df)}
+
+
+def model_names(df: pd.DataFrame) -> pd.Series:
+    """Each run's model: timm's model name, or the name of an HF model directory (model.source hf, hf-text),
+    whose model.name is left at its default; an HF model from the hub (no model.path): model.name, its repository."""
+    source = df.get("config.model.source", pd.Series("timm", index=df.index)).fillna("timm")
+    paths = df.get("config.model.path", pd.Series(None, index=df.index, dtype=object))
+    folders = paths.map(lambda path: Path(path).name if isinstance(path, str) else None)
+    names = df.get("config.model.name", pd.Series(None, index=df.index))
+    return names.where((source == "timm") | folders.isna(), folders)
+
+
+def is_text(df: pd.DataFrame) -> bool:
+    return bool((df.get("config.model.source", pd.Series(dtype=object)) == "hf-text").any())
+
+
+def study_modality(df: pd.DataFrame) -> str:
+    """What the study adapts: "vision" (timm or HF image models), "causal-lm" (every completed run a causal LM,
+    the study judged by perplexity: primary.py) or "text" (HF text classifiers)."""
+    if not is_text(df):
+        return "vision"
+    return "causal-lm" if primary_score(df).lower else "text"
+
+
+def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
+    counts = df["status"].value_counts().to_dict()
+    wall = done.get("timing.wall_seconds", pd.Series(dtype=float)).sum()
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    lines = [
+        "## What was run",
+        "",
+        f"- {len(df)} runs ({parts}); {df['variant'].nunique()} configurations x "
+        f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))})",
+        f"- methods: {', '.join(sorted(df['method'].unique()))}",
+    ]
+    lines.append(f"- models: {', '.join(sorted(set(model_names(df).dropna())))}")
+    for column, name in ((TASK, "datasets"), ("config.quant.mode", "quantization")):
+        if column in df:
+            lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
+    if "config.data.train_subset" in df:
+        subsets = sorted(df["config.data.train_subset"].dropna().unique())
+        images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
+        lines.append(
+            f"- training {'examples' if is_text(df) else 'images'} per run: {images}"
+            f"; {run_length(done if not done.empty else df)}"
+        )
+    lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
+    return lines + [""]
+
+
+def run_length(df: pd.DataFrame) -> str:
+    """How long the runs trained, as they ran (result.json's protocol record): epochs where they bounded a
+    run, the optimizer steps where train.max_steps stopped it first; from the configs for runs without
+    the record."""
+    if "protocol.steps" in df and df["protocol.steps"].notna().any():
+        epochs = df["protocol.epochs"].dropna() if "protocol.epochs" in df else pd.Series(dtype=float)
+        cut = df[df["protocol.max_steps"].notna()] if "protocol.max_steps" in df else df.iloc[:0]
+        parts = [f"epochs: {', '.join(str(int(e)) for e in sorted(epochs.unique()))}"] if not epochs.empty else []
+        if not cut.empty:
+            steps = ", ".join(str(int(s)) for s in sorted(cut["protocol.steps"].dropna().unique()))
+            parts.append(f"optimizer steps (train.max_steps stopped the runs first): {steps}")
+        return "; ".join(parts)
+    epochs = sorted(df["config.train.epochs"].dropna().unique()) if "config.train.epochs" in df else []
+    max_steps = sorted(df["config.train.max_steps"].dropna().unique()) if "config.train.max_steps" in df else []
+    if max_steps:  # which bound stopped a run is in its protocol record only
+        return f"epochs: {', '.join(map(str, epochs))}, at most {', '.join(str(int(s)) for s in max_steps)} steps"
+    return f"epochs: {', '.join(map(str, epochs))}"
+
+
+def _failures(df: pd.DataFrame) -> list[str]:
+    bad = incomplete_runs(df)
+    if bad.empty:
+        return ["## Failed or diverged runs", "", "None.", ""]
+    lines = [
+        "## Failed or diverged runs",
+        "",
+        "| run | configuration | seed | status | error |",
+        "|---|---|---|---|---|",
+    ]
+    for row in bad.itertuples():
+        error = str(row.error).replace("|", "\\|").replace("\n", " ")[:200]
+        lines.append(f"| {row.run_id} | {row.variant} | {row.seed} | {row.status} | {error} |")
+    return lines + [""]

@@ -1,0 +1,162 @@
+"""What a study's report judges it by, and the words the report says it with.
+
+A study is judged by test top-1, higher better: the significance table, the bold best, the Pareto front,
+the seed and ablation figures. A causal LM's top-1 is the accuracy of its next-token predictions, per
+token, and the documents peftlab follows judge a language model by its perplexity: a study whose completed
+runs are all causal LMs (each reports ``metrics.test_perplexity``) is judged by test perplexity, lower
+better, in the same places. A study that mixes causal LMs with classifiers keeps top-1, the one score all
+of its runs report, and its report says so (``judgement_lines``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
+from peftlab.analysis.stats.power import ALPHA, POWER
+
+TOP1 = "metrics.test_top1"
+PERPLEXITY = "metrics.test_perplexity"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A primary metric and how the report names, prints and compares it."""
+
+    metric: str
+    name: str  # in prose: "test top-1"
+    title: str  # in a heading: "Test top-1"
+    lower: bool  # a lower value is better
+    scale: float  # a printed value is scale x the stored one (100: a fraction printed in %)
+    unit: str  # a difference's unit in a table header: "pts"
+    points: str  # after a difference in prose: " points" ("" for a perplexity)
+    one: str  # the difference "pairs for ..." counts seeds for, in prose: "1 point"
+    one_short: str  # the same in a table header: "1 pt"
+    improvement: str  # rliable's probability of improvement: "P(X > Y)"
+    wins: str  # what a configuration does on a seed it wins: "scores higher"
+
+    @property
+    def point(self) -> float:
+        """One unit of a printed difference, as stored (0.01: one point of accuracy)."""
+        return 1 / self.scale
+
+    @property
+    def named(self) -> str:
+        """The name with its direction where lower is better: "test perplexity, lower is better"."""
+        return self.name + (", lower is better" if self.lower else "")
+
+
+SCORES = {
+    TOP1: Score(
+        TOP1, "test top-1", "Test top-1", False, 100.0, "pts", " points", "1 point", "1 pt", "P(X > Y)", "scores higher"
+    ),
+    PERPLEXITY: Score(
+        PERPLEXITY,
+        "test perplexity",
+        "Test perplexity",
+        True,
+        1.0,
+        "perplexity",
+        "",
+        "a difference of 1",
+        "1 (perplexity)",
+        "P(X < Y)",
+        "has the lower perplexity",
+    ),
+}
+
+
+def causal_share(df: pd.DataFrame) -> tuple[int, int]:
+    """(completed runs that report a test perplexity, i.e. causal LMs; completed runs)."""
+    done = completed_runs(df)
+    if PERPLEXITY not in done:
+        return 0, len(done)
+    return int(done[PERPLEXITY].notna().sum()), len(done)
+
+
+def primary_score(df: pd.DataFrame) -> Score:
+    """Test perplexity when every completed run reports one (all are causal LMs), else test top-1."""
+    causal, done = causal_share(df)
+    return SCORES[PERPLEXITY if done and causal == done else TOP1]
+
+
+def judgement_lines(df: pd.DataFrame) -> list[str]:
+    """The "How the numbers were computed" items on what the study is judged by: none for a study without
+    causal LMs (its report reads as it always did)."""
+    causal, done = causal_share(df)
+    if causal == 0:
+        return []
+    if causal == done:
+        return [
+            "- Judged by test perplexity (lower is better): every completed run is a causal LM, whose top-1 and "
+            "top-5 are the accuracies of its next-token predictions, per token. The significance table, the "
+            "bold best, the Pareto front and the figures use the perplexity; the main table shows all three."
+        ]
+    return [
+        f"- Judged by test top-1: {causal} of the {done} completed runs are causal LMs (their top-1 is per "
+        "token; they report a perplexity) and the others are not, so the runs are compared by the one score "
+        "all of them report. The main table shows the causal LMs' perplexity beside it."
+    ]
+
+
+def statistics_section(interval: str, score: Score, judged: list[str]) -> list[str]:
+    """The report's "How the numbers were computed" section; ``judged``: ``judgement_lines`` of the study."""
+    lower = ", a lower value being the improvement" if score.lower else ""
+    return [
+        "## How the numbers were computed",
+        "",
+        f"- Intervals in tables and figures: the {describe_interval(interval)} "
+        "(`report.interval` in the study file: t, bca or percentile).",
+        f"- Every bootstrap draws {BOOTSTRAP_RESAMPLES} resamples with numpy's default_rng seeded "
+        f"{BOOTSTRAP_SEED}: the same results give the same bounds in every report.",
+        "- Comparisons with the baseline: paired t-test and Wilcoxon signed-rank test on matched seeds, "
+        "Holm-corrected across comparisons; Cohen's d_z of the paired differences.",
+        f"- Minimum detectable difference (MDE): the smallest true mean difference the two-sided paired t-test "
+        f"at α = {ALPHA:g}, not Holm-corrected, finds with {100 * POWER:.0f}% power, taking the observed sd of "
+        "the paired differences as the true one (normal differences assumed); with few seeds that sd is itself "
+        "rough. Holm's correction raises the bar further.",
+        f"- Probability of improvement {score.improvement} is rliable's{lower}: over all pairs (a run of the "
+        "configuration, a run of the baseline), ties counted half, averaged over datasets, with a 95% stratified "
+        "bootstrap percentile interval. The win rate is a different number: the share of matched seeds where the "
+        f"configuration {score.wins} (ties half).",
+        *judged,
+        "",
+    ]
+
+
+def few_seeds_lines(summary: pd.DataFrame, labels: dict) -> list[str]:
+    """The warning for configurations with fewer than MIN_SEEDS runs (``summary``: of the primary metric)."""
+    few = summary[summary["n"] < MIN_SEEDS]
+    if few.empty:
+        return []
+    if len(few) == len(summary) and few["n"].nunique() == 1:
+        names = f"every configuration (n = {few['n'].iloc[0]})"
+    else:
+        names = ", ".join(f"{_name(row, labels)} (n = {row['n']})" for _, row in few.iterrows())
+    text = (
+        f"**Warning: fewer than {MIN_SEEDS} seeds** for {names}. With so few seeds the intervals are rough, "
+        "and the Wilcoxon test cannot reach p < 0.05."
+    )
+    if (few["n"] == 2).any():
+        text += (
+            " At n = 2 no interval is meaningful: a bootstrap interval is just the two values, and the "
+            "t-interval spans 12.7 standard errors on either side."
+        )
+    if (few["n"] == 1).any():
+        text += " At n = 1 there is no interval."
+    return [text, ""]
+
+
+def pareto_lines(front: pd.DataFrame, score: Score, labels: dict) -> list[str]:
+    """The sentence naming the configurations on ``front`` (intervals.pareto_front of ``score.metric``)."""
+    names = [_name(row, labels) for _, row in front[front["on_front"]].iterrows()]
+    which = " (lower perplexity, fewer parameters)" if score.lower else ""
+    return [f"Pareto front of {score.name} against trainable parameters{which}: " + ", ".join(names) + ".", ""]
+
+
+def _name(row, labels: dict) -> str:
+    return display_name(row["variant"], row.get("method"), labels)

@@ -1,0 +1,176 @@
+"""The protocol card of a study's report: how its final runs were made, in one table, from the
+``protocol`` record every result.json holds (peftlab.config.protocol), and what a named protocol preset
+does not reproduce. A setting that differs between configurations is listed per configuration."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.analysis.results.escape import latex_escape
+from peftlab.config.protocol import PRESET_DIFFERENCES
+from peftlab.training.run_result import read_result
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s]+/)*([^/\s]+/[^/\s]+)")
+ROWS = (  # (record key, what the card calls it)
+    ("resolution", "resolution (px)"),
+    ("interpolation", "interpolation"),
+    ("normalization", "normalization"),
+    ("tokens", "tokens"),
+    ("augmentation", "augmentation"),
+    ("epochs", "epochs"),  # only where they bounded the run
+    ("max_steps", "stopped by train.max_steps at"),
+    ("steps", "optimizer steps run"),
+    ("warmup", "warm-up"),
+    ("schedule", "schedule"),
+    ("batch_size", "batch size"),
+    ("optimizer", "optimizer"),
+    ("drop_path", "drop-path rate"),
+    ("label_smoothing", "label smoothing"),
+    ("clip_grad", "gradient clipping (norm)"),
+    ("train_split", "final runs trained on"),
+    ("selection_split", "final runs validated on"),
+    ("test_split", "tested on (once)"),
+)
+
+
+def shown_value(value) -> str:
+    """A card value as text: a count that pandas turned into a float (a column with nulls) as an integer; a
+    setting a configuration does not have (its epochs when train.max_steps stopped it) as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def agreed_value(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
+    """One value when every configuration agrees, else each configuration's."""
+    distinct = list(dict.fromkeys(shown_value(v) for v in values))
+    if len(distinct) == 1:
+        return distinct[0]
+    per = {labels.get(v, v): shown_value(x) for v, x in zip(variants, values)}
+    return "; ".join(f"{name}: {value}" for name, value in per.items())
+
+
+def short_paths(text: str) -> str:
+    """Absolute paths cut to their last two parts ("/data/vtab-1k/dtd/test.txt" -> "dtd/test.txt"): the
+    card names the task folder and the list; result.json keeps the whole path."""
+    return ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
+    """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
+    notes: dict[str, None] = {}
+    for run_id in run_ids:
+        result = read_result(study_dir / "runs" / run_id) or {}
+        for note in ((result.get("provenance") or {}).get("data") or {}).get("notes") or []:
+            if isinstance(note, str) and note.startswith("lossy copy"):
+                notes[note] = None
+    return list(notes)
+
+
+def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(rows, notes) of the card: (setting, value) of the completed runs, then what a named preset does not
+    reproduce and the data's warnings; ([], []) for runs without a protocol record."""
+    if done.empty or "protocol.resolution" not in done:
+        return [], []
+    runs = done.drop_duplicates("variant")
+    rows = [
+        (name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
+        for key, name in ROWS
+        if f"protocol.{key}" in runs and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
+    ]
+    rows.append(
+        (
+            "parameter counts",
+            "the tables count trainable parameters with the head; the published VTAB-1k "
+            "counts (PETL_Vision) leave it out",
+        )
+    )
+    seeds = sorted(set(int(s) for s in done["seed"]))
+    rows.append(("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"))
+    rows.append(("hyper-parameters selected on", "validation only (tune: trials never meet the test set)"))
+    notes = []
+    for preset in sorted(set(runs.get("config.protocol", pd.Series(dtype=str)).dropna()) - {"none"}):
+        notes += [
+            f"Protocol preset {preset}: the settings above are its own; peftlab does not reproduce that {difference}."
+            for difference in PRESET_DIFFERENCES.get(preset, [])
+        ]
+        cut = runs[(runs["config.protocol"] == preset) & runs.get("protocol.max_steps", pd.Series(dtype=float)).notna()]
+        if not cut.empty:
+            steps, epochs = shown_value(cut["protocol.steps"].max()), shown_value(cut["config.train.epochs"].iloc[0])
+            notes.append(
+                f"Protocol preset {preset}: train.max_steps stopped its runs ({steps} optimizer steps at most) "
+                f"before the preset's {epochs} epochs."
+            )
+    notes += [f"Warning: {note}." for note in data_notes(study_dir, list(done["run_id"]))]
+    return rows, notes
+
+
+def report_section(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """## Protocol card: the settings of the completed runs, the preset and its differences, the data's warnings."""
+    rows, notes = card(study_dir, done, labels)
+    if not rows:
+        return []
+    lines = ["## Protocol card", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows] + [""]
+    return lines + [f"- {note}" for note in notes] + ([""] if notes else [])
+
+
+def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> str | None:
+    """tables/protocol.tex of the paper: the card as a booktabs table, its notes under it."""
+    rows, notes = card(study_dir, done, labels)
+    if not rows:
+        return None
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{Protocol card: how the final runs were made.}",
+        r"\label{tab:protocol}",
+        r"\begin{tabularx}{\linewidth}{@{}l>{\raggedright\arraybackslash}X@{}}",
+        r"\toprule",
+        r"Setting & Value \\",
+        r"\midrule",
+    ]
+    lines += [f"{latex_escape(name)} & {latex_escape(value)} \\\\" for name, value in rows]
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    if notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + latex_escape(" ".join(notes)) + "}"]
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def environment_section(provenance: dict) -> list[str]:
+    """The report's "Environment" section: git, versions, hardware, threads, precision and CPU arithmetic."""
+    if not provenance:
+        return ["## Environment", "", "No completed run recorded its environment.", ""]
+    versions = provenance.get("versions") or {}
+    hardware = provenance.get("hardware") or {}
+    return [
+        "## Environment",
+        "",
+        f"- git: {provenance.get('git_sha')} (dirty: {provenance.get('git_dirty')})",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+        f"- hardware: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
+        + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
+        + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
+        f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
+        *arithmetic_line(provenance.get("arithmetic")),
+        "",
+    ]
+
+
+def arithmetic_line(arithmetic: dict | None) -> list[str]:
+    """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
+    if not arithmetic:
+        return []
+    if arithmetic.get("pinned"):
+        return ["- CPU arithmetic: pinned to AVX2 code (train.reproducible), the same on AVX2 and AVX-512 CPUs"]
+    return [
+        "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
+        "for the same seeds"
+    ]

@@ -1,0 +1,398 @@
+"""LaTeX (booktabs) and Markdown tables from `summarize` and `paired_comparisons` outputs.
+
+A table has one row per variant and one column per metric. Accuracies are fractions in
+[0, 1] and are printed in percent with one decimal; F1 and the Matthews correlation times
+100, a perplexity as it is, with one decimal, its lowest mean the best (``analysis.units``).
+A LaTeX cell reads "mean ± h" when every interval of the table is a Student-t interval
+(symmetric about the mean: h is its half-width) and "mean [low, high]" otherwise (a
+bootstrap interval need not be symmetric); a Markdown cell always reads "mean [low, high]".
+The note under the table names the interval and the units. With n = 1 a cell shows the
+mean alone. The best mean of each column, compared as printed, is in bold.
+
+Names shown in a table or figure go through `display_name`: a study's `report.labels`
+rename configurations and methods. A label is text with optional LaTeX math between
+dollar signs ("LoRA ($r{=}4$)"): `latex_text` escapes the text and keeps the math.
+"""
+
+import numpy as np
+import pandas as pd
+
+from peftlab.analysis.results import units
+from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.tuning_choices import borrowed_note
+from peftlab.analysis.stats.intervals import INTERVALS
+from peftlab.training.run_result import lower_is_better
+
+METRIC_LABELS = {
+    "metrics.test_top1": "Test top-1 (%)",
+    "metrics.test_top5": "Test top-5 (%)",
+    "metrics.val_top1": "Val top-1 (%)",
+    "metrics.best_val_top1": "Best val top-1 (%)",
+    "metrics.test_f1": "Test F1 (×100)",
+    "metrics.test_matthews": "Test Matthews corr. (×100)",
+    "metrics.test_perplexity": "Test perplexity (lower is better)",
+    "metrics.val_perplexity": "Val perplexity (lower is better)",
+}
+
+
+def display_name(name, method=None, labels=None):
+    """The name a table or figure shows for a configuration (variant) or method.
+
+    labels (a study's report.labels) may name the configuration itself, or its method:
+    {"lora": "LoRA"} shows "lora r=8" as "LoRA r=8". Without a label the name is unchanged.
+    """
+    name = str(name)
+    labels = labels or {}
+    if name in labels:
+        return labels[name]
+    method = name.split(" ", 1)[0] if method is None else str(method)
+    if method in labels and (name == method or name.startswith(method + " ")):
+        return labels[method] + name[len(method) :]
+    return name
+
+
+def latex_table(
+    summary,
+    comparisons=None,
+    columns=None,
+    caption="Test accuracy and trainable parameters.",
+    label="tab:main",
+    row="variant",
+    alpha=0.05,
+    labels=None,
+    interval_text=None,
+    borrowed=None,
+):
+    """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
+
+    summary: one or more `summarize` outputs concatenated (one row per variant and metric).
+    comparisons: optional `paired_comparisons` output(s); a cell gets $^{*}$ where its
+      Holm-adjusted paired t-test p-value (p_ttest_holm) is below alpha.
+    columns: the metrics to show, a list, or a dict {metric: header text}; by default every
+      metric in `summary`, headed by METRIC_LABELS. Headers are plain text and are escaped;
+      the caption and display names are `latex_text` (math between dollar signs is kept).
+    labels: display names (see `display_name`).
+    interval_text: what the intervals are, for the note under the table, e.g. intervals.describe_interval(...);
+      by default named from the summary's ci_method.
+    borrowed: {configuration: the configuration whose tuned values it ran at} (tuning.borrowed): each is
+      marked $^{\\ddagger}$ and the note says so, so no significance mark stands on one without it.
+    The table also has a "Trainable params" column (from params.trainable and
+    params.trainable_ratio or params.total) when the summary has them, and an "n" column.
+    """
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
+    has_params = any(r["params"] is not None for r in table["rows"])
+    header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
+    header += [latex_escape(text) for text in table["headers"]]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_text(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    for table_row in table["rows"]:
+        cells = [latex_text(table_row["name"]) + (r"$^{\ddagger}$" if table_row["borrowed"] else "")]
+        if has_params:
+            cells.append(latex_escape(table_row["params"] or "--"))
+        cells.append(table_row["n"])
+        cells += [_latex_cell(cell, table["symmetric"]) for cell in table_row["cells"]]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + _latex_note(table, alpha) + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def latex_document(table_tex, packages=("booktabs",)):
+    """A minimal article that compiles `table_tex` on its own (pdflatex), loading `packages`."""
+    return (
+        "\\documentclass{article}\n"
+        + "".join(f"\\usepackage{{{package}}}\n" for package in packages)
+        + "\\begin{document}\n"
+        f"{table_tex}"
+        "\\end{document}\n"
+    )
+
+
+def markdown_table(
+    summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None, interval_text=None, borrowed=None
+):
+    """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
+
+    Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha, a borrowed configuration's
+    name "‡". A one-line note explaining the cells follows the table.
+    """
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
+    has_params = any(r["params"] is not None for r in table["rows"])
+    header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
+    header += [f"{text} [95% CI]" for text in table["headers"]]
+    lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+    for table_row in table["rows"]:
+        cells = [table_row["name"] + (" ‡" if table_row["borrowed"] else "")]
+        if has_params:
+            cells.append(table_row["params"] or "–")
+        cells.append(table_row["n"])
+        cells += [_markdown_cell(cell) for cell in table_row["cells"]]
+        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
+    lines += ["", _markdown_note(table, alpha)]
+    return "\n".join(lines) + "\n"
+
+
+# `peftlab results --format markdown` shows these columns (those the table has) by default.
+RESULT_COLUMNS = (
+    "run_id",
+    "variant",
+    "seed",
+    "status",
+    "metrics.test_top1",
+    "metrics.test_top5",
+    "params.trainable",
+    "timing.train_seconds",
+    "error",
+)
+
+
+def select_columns(df, columns=None):
+    """`df` with the given columns in that order (a list, or a comma-separated string);
+    a column the table lacks is a ValueError naming the ones it has."""
+    if columns is None:
+        return df
+    columns = [c.strip() for c in columns.split(",") if c.strip()] if isinstance(columns, str) else list(columns)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"no column '{missing[0]}' in the results; columns: {', '.join(df.columns)}")
+    return df[columns]
+
+
+def results_markdown(df, columns=None):
+    """A pipe table of a results table: RESULT_COLUMNS by default, empty cells empty.
+
+    Numbers read as written: whole numbers without ".0", others with 4 significant digits.
+    """
+    df = select_columns(df, columns or [c for c in RESULT_COLUMNS if c in df.columns])
+    lines = [
+        "| " + " | ".join(_markdown_escape(c) for c in df.columns) + " |",
+        "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|",
+    ]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_markdown_escape(_result_cell(v)) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _result_cell(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "/".join(map(str, value))
+    return " ".join(str(value).split())
+
+
+def format_count(count):
+    """A parameter count in short form: 930, 73.7K, 5.5M, 1.2B."""
+    for divisor, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= divisor:
+            return f"{count / divisor:.1f}{suffix}"
+    return f"{count:.0f}"
+
+
+def format_percent(ratio):
+    """A fraction as a percentage: one decimal from 1%, two significant digits below."""
+    percent = 100 * ratio
+    if percent >= 1 or percent == 0:
+        return f"{percent:.1f}%"
+    return np.format_float_positional(percent, precision=2, fractional=False, trim="-") + "%"
+
+
+def format_params(trainable, ratio):
+    """ "73.7K (1.3%)"; without a ratio just "73.7K"; None when trainable is NaN."""
+    if not np.isfinite(trainable):
+        return None
+    if not np.isfinite(ratio):
+        return format_count(trainable)
+    return f"{format_count(trainable)} ({format_percent(ratio)})"
+
+
+def _table_content(summary, comparisons, columns, row, alpha, labels=None, interval_text=None, borrowed=None):
+    """What both table formats print: headers and, per row, name, n, params and cells."""
+    summary = summary if "metric" in summary.columns else summary.assign(metric="value")
+    if columns is None:
+        columns = list(dict.fromkeys(summary["metric"]))
+    if not isinstance(columns, dict):
+        columns = {metric: METRIC_LABELS.get(metric, metric) for metric in columns}
+    significant = _significant_cells(comparisons, row, alpha)
+    names = list(dict.fromkeys(summary[row]))
+    best = {metric: _best_printed_mean(summary[summary["metric"] == metric], metric) for metric in columns}
+    rows = []
+    for name in names:
+        variant_rows = summary[summary[row] == name]
+        cells, counts = [], []
+        for metric in columns:
+            found = variant_rows[variant_rows["metric"] == metric]
+            if found.empty:
+                cells.append(None)
+                continue
+            s, times = found.iloc[0], units.scale(metric)
+            counts.append(int(s["n"]))
+            cells.append(
+                {
+                    "mean": f"{times * s['mean']:.1f}",
+                    "half_width": _half_width(s["ci_low"], s["ci_high"], times),
+                    "low": f"{times * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
+                    "high": f"{times * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
+                    "method": s.get("ci_method"),
+                    "clipped": bool(s.get("ci_clipped", False)),  # cut at the metric's range: no longer symmetric
+                    "bold": f"{times * s['mean']:.1f}" == best[metric],
+                    "marker": (name, metric) in significant,
+                }
+            )
+        method = variant_rows["method"].iloc[0] if "method" in variant_rows.columns else None
+        rows.append(
+            {
+                "name": display_name(name, method, labels),
+                "n": _count_range(counts),
+                "params": _params_text(variant_rows),
+                "cells": cells,
+                "borrowed": (borrowed or {}).get(name),
+            }
+        )
+    baselines = list(dict.fromkeys(comparisons["baseline"])) if comparisons is not None else []
+    intervals = {
+        cell["method"] for r in rows for cell in r["cells"] if cell is not None and cell["half_width"] is not None
+    }
+    clipped = any(cell is not None and cell["clipped"] for r in rows for cell in r["cells"])
+    interval_text = interval_text or _interval_text(intervals)
+    if clipped:
+        interval_text += f", cut at {units.range_words(columns)} where it passed them"
+    return {
+        "headers": list(columns.values()),
+        "units": units.units(columns),
+        "best": units.best_words(columns),
+        "rows": rows,
+        "baselines": [display_name(b, None, labels) for b in baselines],
+        "symmetric": intervals <= {"t"} and not clipped,
+        "interval_text": interval_text,
+        "any_single_run": any(cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]),
+        # configuration -> the one whose tuned values it ran at, as the table names both
+        "borrowed": {r["name"]: display_name(r["borrowed"], None, labels) for r in rows if r["borrowed"] is not None},
+    }
+
+
+def _interval_text(methods):
+    """The intervals' name from the summary's ci_method values (95%: summarize's default)."""
+    if methods <= {"t"}:
+        return f"95% {INTERVALS['t']} interval of the mean over seeds"
+    if methods <= {"BCa", "percentile"}:
+        return "95% bootstrap interval of the mean over seeds (" + " or ".join(sorted(methods)) + ")"
+    return "95% confidence interval of the mean over seeds"
+
+
+def _significant_cells(comparisons, row, alpha):
+    if comparisons is None:
+        return set()
+    chosen = comparisons[comparisons["p_ttest_holm"] < alpha]
+    return set(zip(chosen[row], chosen["metric"]))
+
+
+def _best_printed_mean(rows, metric):
+    """The best mean as printed: the highest, or for a perplexity the lowest."""
+    if rows.empty:
+        return None
+    best = rows["mean"].min() if lower_is_better(metric) else rows["mean"].max()
+    return f"{units.scale(metric) * best:.1f}"
+
+
+def _half_width(low, high, times=100.0):
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return f"{times * (high - low) / 2:.1f}"
+
+
+def _count_range(counts):
+    if not counts:
+        return "0"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _params_text(variant_rows):
+    if "params.trainable" not in variant_rows.columns:
+        return None
+    trainable = variant_rows["params.trainable"].astype(float).mean()
+    if "params.trainable_ratio" in variant_rows.columns:
+        ratio = variant_rows["params.trainable_ratio"].astype(float).mean()
+    elif "params.total" in variant_rows.columns:
+        ratio = trainable / variant_rows["params.total"].astype(float).mean()
+    else:
+        ratio = np.nan
+    return format_params(trainable, ratio)
+
+
+def _latex_cell(cell, symmetric):
+    if cell is None:
+        return "--"
+    mean = rf"\mathbf{{{cell['mean']}}}" if cell["bold"] else cell["mean"]
+    marker = "^{*}" if cell["marker"] else ""
+    if cell["half_width"] is None:
+        return f"${mean}{marker}$"
+    if symmetric:
+        return rf"${mean} \pm {cell['half_width']}{marker}$"
+    return f"${mean}$ [{cell['low']}, {cell['high']}]" + (f"${marker}$" if marker else "")
+
+
+def _latex_note(table, alpha):
+    interval = latex_escape(table["interval_text"])
+    if table["symmetric"]:
+        cells = rf"Mean over $n$ seeds $\pm$ half the width of the {interval}, {latex_escape(table['units'])}."
+    else:
+        cells = rf"Mean over $n$ seeds [the {interval}], {latex_escape(table['units'])}."
+    sentences = [cells, f"Bold: best mean per column{latex_escape(table['best'])}."]
+    if table["any_single_run"]:
+        sentences.append("No interval where $n = 1$.")
+    if table["baselines"]:
+        sentences.append(
+            rf"$^{{*}}$: differs from {_baseline_text(table, latex_text)} with $p < {alpha:g}$ "
+            "(paired t-test on matched seeds, Holm-corrected)."
+        )
+    if table["borrowed"]:
+        sentences.append(borrowed_note(table["borrowed"], latex_text, r"$^{\ddagger}$"))
+    return " ".join(sentences)
+
+
+def _baseline_text(table, show):
+    baselines = [show(b) for b in table["baselines"]]
+    if len(baselines) == 1:
+        return baselines[0]
+    return "the baseline of its dataset (" + ", ".join(baselines) + ")"
+
+
+def _markdown_cell(cell):
+    if cell is None:
+        return "–"
+    text = f"**{cell['mean']}**" if cell["bold"] else cell["mean"]
+    if cell["low"] is not None:
+        text += f" [{cell['low']}, {cell['high']}]"
+    return text + (" *" if cell["marker"] else "")
+
+
+def _markdown_note(table, alpha):
+    note = f"Mean over n seeds [{table['interval_text']}], {table['units']}. Bold: best mean per column{table['best']}."
+    if table["any_single_run"]:
+        note += " No interval where n = 1."
+    if table["baselines"]:
+        note += (
+            f" *: differs from {_baseline_text(table, str)} with p < {alpha:g} "
+            "(paired t-test on matched seeds, Holm-corrected)."
+        )
+    if table["borrowed"]:
+        note += " " + borrowed_note(table["borrowed"])
+    return note
+
+
+def _markdown_escape(text):
+    return str(text).replace("|", r"\|")

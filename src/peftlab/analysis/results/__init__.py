@@ -1,0 +1,1 @@
+"""analysis.results: TODO docstring."""

@@ -1,0 +1,206 @@
+"""Study results as tables, read from the run directories' JSON files (no torch).
+
+``load_results(study_dir)``: one row per run (pending runs included, with status
+"pending"; a completed run whose metrics are no finite numbers in their range with status
+"damaged" and the first problem as its error): run_id, variant, method, seed, groups, status,
+error, every config field as ``config.<section>.<field>``, and the result's metrics (sound
+values only), params, memory, timing and merge values, and the sizes of the splits the run read
+(``data.<split>_size``). ``load_curves(study_dir)``: validation accuracy against step, one row per
+evaluation. ``results_sha256(study_dir)``: one hash of the run files every table is read from, which
+the report and the paper record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.config.paths import PATH_FIELDS, hashed_path
+from peftlab.config.schema import flatten
+from peftlab.training import run_result
+from peftlab.training.run_result import RunResult, metric_problem, run_status
+from peftlab.utils.errors import DataError
+from peftlab.utils.files import read_json
+
+SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
+SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
+
+
+def read_spec(run_dir: Path) -> dict:
+    """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
+    spec = read_json(run_dir / "spec.json")
+    if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
+        raise DataError(
+            f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
+            f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it"
+        )
+    return spec
+
+
+def borrowed_from(spec: dict) -> str | None:
+    """The configuration whose search chose a final run's values where that was not the run's own
+    (``tune.share``: spec.json's ``tuned_by.borrowed_from``); None for a run tuned itself or untuned."""
+    tuned_by = spec.get("tuned_by")
+    found = tuned_by.get("borrowed_from") if isinstance(tuned_by, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def read_result(run_dir: Path) -> RunResult:
+    """A run's result.json (peftlab.training.run_result); {} when it is missing or corrupt (the run then shows as
+    pending or partial). A section that is no JSON object reads as absent."""
+    return run_result.read_result(run_dir) or RunResult()
+
+
+def metric_damage(result: RunResult) -> list[str]:
+    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
+    number in its range (``run_result.metric_problem``); [] for sound metrics."""
+    if result.get("status") != "completed":
+        return []
+    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
+        return ["no metrics object"]
+    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
+    return [problem for problem in problems if problem]
+
+
+def _flatten(data: dict, prefix: str) -> dict:
+    """Dotted columns; lists shown as "a/b", mappings (rank patterns) as JSON."""
+
+    def cell(value):
+        if isinstance(value, list):
+            return "/".join(map(str, value))
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    return {key: cell(value) for key, value in flatten(data, prefix).items()}
+
+
+def run_dirs(study_dir: Path) -> list[Path]:
+    return sorted(p for p in (Path(study_dir) / "runs").glob("*") if (p / "spec.json").is_file())
+
+
+RESULT_FILES = ("spec.json", "result.json")  # what load_results reads of a run directory
+
+
+def results_sha256(study_dir: str | Path) -> str:
+    """SHA-256 of the study's results: each run directory's name with the SHA-256 of its spec.json and
+    result.json ("-" for a missing one), one line per run in run_dirs' order. A report or paper built from
+    other results (a run added, retried or changed) carries another hash."""
+    lines = []
+    for run_dir in run_dirs(Path(study_dir)):
+        digests = []
+        for name in RESULT_FILES:
+            path = run_dir / name
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-")
+        lines.append(f"{run_dir.name} {' '.join(digests)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def study_axes(study_dir: str | Path) -> list[str]:
+    """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
+    keys: dict[str, None] = {}
+    for run_dir in run_dirs(Path(study_dir)):
+        for key in (read_json(run_dir / "spec.json") or {}).get("axes", {}):
+            keys["config." + key] = None
+    return list(keys)
+
+
+def load_results(study_dir: str | Path) -> pd.DataFrame:
+    """One row per run, in the study's order."""
+    rows = []
+    for run_dir in run_dirs(Path(study_dir)):
+        spec = read_spec(run_dir)
+        result = read_result(run_dir)
+        row = {
+            "order": spec.get("order", len(rows)),
+            "run_id": spec["run_id"],
+            "variant": spec["variant"],
+            "method": spec["method"],
+            "seed": spec["seed"],
+            "groups": ",".join(spec["groups"]),
+            "axes": ",".join(spec.get("axes") or {}),  # the config keys this run's group varies
+            "status": run_status(run_dir),
+            "error": result.get("error"),
+            "borrowed_from": borrowed_from(spec),
+        }
+        config = result.get("config") or _config_from_yaml(run_dir)
+        row.update(_flatten(config or {}, "config."))
+        for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
+            if isinstance(row.get(f"config.{key}"), str):
+                row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
+        damage = metric_damage(result)
+        if damage and row["status"] == "completed":  # never a number, never the best: a damaged run, named
+            row["status"], row["error"] = "damaged", f"result.json: {damage[0]}"
+        for section in SECTIONS:
+            values = result.get(section) or {}
+            if section == "metrics":
+                values = {k: v for k, v in values.items() if metric_problem(k, v) is None}
+            row.update(_flatten(values, f"{section}."))
+        ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget
+        for key in ("strategy", "sum", "budget"):
+            row[f"ranks.{key}"] = ranks.get(key)
+        provenance = result.get("provenance") or {}
+        row["provenance.git_sha"] = provenance.get("git_sha")
+        row["provenance.threads"] = provenance.get("threads")
+        sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
+        if isinstance(sizes, dict):
+            for split in ("train", "val", "test"):
+                row[f"data.{split}_size"] = sizes.get(split)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    unmeasured = [c for c in df.columns if c.startswith("metrics.") and df[c].isna().all()]  # e.g. top-5 of 5 classes
+    return df.drop(columns=unmeasured).sort_values("order", kind="stable").reset_index(drop=True)
+
+
+def _config_from_yaml(run_dir: Path) -> dict | None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_curves(study_dir: str | Path) -> pd.DataFrame:
+    rows = []
+    for run_dir in run_dirs(Path(study_dir)):
+        spec = read_spec(run_dir)
+        result = read_result(run_dir)
+        if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
+            continue
+        r = ((result.get("config") or {}).get("method") or {}).get("r")
+        for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a corrupt line: the curve has a gap, the report goes on
+                continue
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("step"), int)
+                and metric_problem("val_top1", record.get("val_top1", "absent")) is None
+                and metric_problem("val_perplexity", record.get("val_perplexity")) is None
+            ):  # a point of the wrong type or out of range: a gap in the curve, as a corrupt line
+                rows.append(
+                    {
+                        "run_id": spec["run_id"],
+                        "variant": spec["variant"],
+                        "method": spec["method"],
+                        "seed": spec["seed"],
+                        "step": record["step"],
+                        "val_top1": record["val_top1"],
+                        "val_perplexity": record.get("val_perplexity"),  # a causal LM's
+                        "config.method.r": r,
+                    }
+                )
+    columns = ["run_id", "variant", "method", "seed", "step", "val_top1", "val_perplexity", "config.method.r"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def environment(study_dir: str | Path) -> dict:
+    """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
+    for run_dir in run_dirs(Path(study_dir)):
+        result = read_result(run_dir)
+        if result.get("status") == "completed":
+            return result.get("provenance") or {}
+    return {}

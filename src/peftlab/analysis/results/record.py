@@ -1,0 +1,58 @@
+"""What a study's own record says of it, as the paper's prose names it: the split sizes its runs recorded,
+its datasets (a folder of the user's by its name), the command that ran it and whether its runs loaded
+pretrained weights. Each returns nothing where the record is silent, so no sentence is filled with "n/a".
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.utils.files import read_json
+
+
+def study_command(study_dir) -> str | None:
+    """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
+    shell would read it; None without a readable record."""
+    record = read_json(study_dir / "command.json") or {}
+    argv = record.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+        return None
+    return shlex.join(argv)
+
+
+FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: the folder says which data
+
+
+def data_names(study) -> list[str]:
+    """The datasets of the completed runs as prose names them: data.name, and for a folder of the user's own
+    (imagefolder, filelist, text) the folder's name before it: "fashion (imagefolder)"."""
+    done = study.done
+    if "config.data.name" not in done:
+        return []
+    roots = done.get("config.data.root", pd.Series([None] * len(done), index=done.index))
+    names = []
+    for name, root in zip(done["config.data.name"], roots):
+        if pd.isna(name):
+            continue
+        folder = Path(str(root)).name if name in FOLDER_DATA and isinstance(root, str) and root else ""
+        names.append(f"{folder} ({name})" if folder else str(name))
+    return sorted(set(names))
+
+
+def split_sizes(done, split: str) -> list[int]:
+    """The distinct sizes of a split among the completed runs, sorted; [] where no run recorded it."""
+    column = f"data.{split}_size"
+    if column not in done:
+        return []
+    return sorted({int(size) for size in done[column].dropna()})
+
+
+def loads_weights(done: pd.DataFrame) -> bool:
+    """Whether some completed run started from pretrained weights: a weights file or timm's hub weights
+    (config.model.pretrained), or an HF model directory (config.model.path)."""
+    pretrained = done.get("config.model.pretrained", pd.Series(dtype=object)).dropna()
+    paths = done.get("config.model.path", pd.Series(dtype=object)).dropna()
+    return any(value not in (False, "", "none") for value in pretrained) or len(paths) > 0

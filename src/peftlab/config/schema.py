@@ -1,0 +1,443 @@
+"""Typed, frozen run configuration: defaults < YAML file < dotted command-line overrides.
+
+Every section is a frozen dataclass that validates itself in ``__post_init__``; a bad value
+raises ``ConfigError`` with one line naming the field, the value and what is allowed.
+Checks that need the model (does a rank pattern match a module? does a group size divide
+the layer width?) live next to the code that builds the model: ``peftlab.tuners.base.check_config``.
+
+The configuration's parts, each importing only those before it (a name is imported from the module
+that defines it): ``config_checks`` (the shared field checks and bounds: a leaf that tuners, backbones
+and quant import too), ``config_sections`` (model, data, method, quant, train), ``config_yaml``
+(bounded YAML files and dotted overrides), ``config_paths`` (paths, the checkout's REPO_ROOT and a
+base's manifest), the registry of methods ``peftlab.tuners`` (their config classes). Here: ``RunConfig``,
+dict <-> dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the
+study expander and analysis use it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import hashlib
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from peftlab.config.checks import MAX_INT, check_field, fail_field, shown
+from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
+from peftlab.config.protocol import PRESETS, preset_values
+from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
+from peftlab.config.sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
+from peftlab.tuners import TUNERS
+from peftlab.tuners.ia3.config import IA3_STANDARD
+from peftlab.utils.errors import ConfigError
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(TUNERS)  # the one list of methods
+
+
+def method_config_class(name: Any) -> type[MethodConfig]:
+    if not isinstance(name, str) or name not in TUNERS:
+        fail_field("method.name", name, "one of " + ", ".join(TUNERS))
+    return TUNERS[name].config_cls
+
+
+def default_method() -> MethodConfig:
+    return method_config_class("lora")()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=default_method)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # tracking sinks besides metrics.jsonl (peftlab.training.tracking); not part of the run id
+    track: tuple[Literal[TRACKERS], ...] = ()
+    # the names the sinks get (peftlab.training.tracking.TRACK_NAMES): peftlab's (train/*, adapter/<layer>/*,
+    # params/*, merge/*, ...) or lora, the LoRA fine-tuning document's dashboard (lora_adapters/*,
+    # lora_rank/*, efficiency/*, verification/*); not part of the run id
+    track_names: Literal["peftlab", "lora"] = "peftlab"
+    # a published protocol whose settings the run takes and keeps (peftlab.config.protocol.PRESETS): none,
+    # petl_vision or vpetl_bench; a key the config sets otherwise is an error
+    protocol: Literal["none", "petl_vision", "vpetl_bench"] = "none"
+
+    def __post_init__(self):
+        check_field(
+            0 < len(self.name) <= 128
+            and self.name not in (".", "..")
+            and self.name.isprintable()
+            and not set(self.name) & set("/\\"),
+            "name",
+            self.name,
+            "1 to 128 printable characters without / or \\ (it names the run directory)",
+        )
+        check_field(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        if self.quant.mode != "none" and not self.method.quantizable:
+            fail_field(
+                "quant.mode",
+                self.quant.mode,
+                f"'none' for method {self.method.name!r}, {self.method.unquantizable_reason}",
+            )
+        if self.train.early_stop_patience and self.data.val_fraction == 0:
+            fail_field(
+                "train.early_stop_patience",
+                self.train.early_stop_patience,
+                "null when data.val_fraction is 0 (early stopping needs a validation split)",
+            )
+        check_field(
+            len(set(self.track)) == len(self.track),
+            "track",
+            list(self.track),
+            "a list of distinct names from " + ", ".join(TRACKERS),
+        )
+        if self.protocol != "none":
+            check_protocol(self)
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass, with type checks
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if tp is MethodConfig:  # the method's own config class, chosen by its name
+        if not isinstance(value, dict):
+            fail_field(where, value, "a mapping with at least 'name'")
+        return _section(method_config_class(value.get("name", MethodConfig.name)), value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail_field(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
+        return _section(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+        fail_field(where, value, _type_name(tp))
+    if origin is Literal:
+        check_field(value in typing.get_args(tp), where, value, _type_name(tp))
+        return value
+    if origin is tuple:
+        check_field(isinstance(value, (list, tuple)), where, value, _type_name(tp))
+        return tuple(_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        check_field(isinstance(value, dict), where, value, _type_name(tp))
+        key_tp, val_tp = typing.get_args(tp)
+        return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}[{k!r}]") for k, v in value.items()}
+    if tp is type(None):
+        check_field(value is None, where, value, "null")
+        return None
+    if tp is bool:
+        check_field(isinstance(value, bool), where, value, "true or false")
+        return value
+    if tp is int:
+        check_field(isinstance(value, int) and not isinstance(value, bool), where, value, "an integer")
+        check_field(-MAX_INT <= value <= MAX_INT, where, value, f"an integer in [-{MAX_INT}, {MAX_INT}]")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool), where, value, "a number")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        check_field(math.isfinite(number), where, value, "a finite number")
+        return number
+    if tp is str:
+        check_field(isinstance(value, str), where, value, "a string")
+        check_field(
+            "\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, without NUL"
+        )
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+@functools.cache
+def _hints_and_names(cls: type) -> tuple[dict, list[str]]:
+    """A dataclass's resolved field types and field names: the same for every config built, so resolved
+    once (``typing.get_type_hints`` is slow, and a study's dry-run builds every one of its configs)."""
+    return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+
+
+def _section(cls: type, data: dict, where: str):
+    """Section ``cls`` of ``data``, built and checked once per distinct ``data`` (sections are frozen
+    and their checks read nothing but their fields): a study's 10,000 configs hold a few hundred."""
+    try:
+        key = (cls, where, repr(data))
+    except ValueError:  # an integer of more digits than repr writes: built as it is, and refused there
+        return from_dict(cls, data, prefix=where + ".")
+    return _cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
+
+
+# Keyed by repr, which tells apart what YAML and the field checks tell apart: 1, 1.0 and True; -0.0 and 0.0;
+# the order of keys
+_SECTIONS: dict[tuple, Any] = {}  # (class, where, repr of its dict) -> section
+_ENTRY_YAML: dict[tuple[str, str], str] = {}  # (key, repr of its value) -> the entry's YAML lines
+
+
+def _cached(cache: dict, key: tuple, make: typing.Callable[[], Any], limit: int = 4096) -> Any:
+    """``cache[key]``, made by ``make()`` the first time (an error is raised, not kept); a full cache
+    is emptied first, so a long-lived process holds at most ``limit`` entries."""
+    if key not in cache:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = make()
+    return cache[key]
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types. A RunConfig
+    naming a ``protocol`` takes that protocol's settings beneath its own (which must then agree)."""
+    if cls is RunConfig and isinstance(data.get("protocol"), str) and data["protocol"] in PRESETS:
+        dataset = data.get("data", {}).get("name") if isinstance(data.get("data"), dict) else None
+        data = deep_merge(nest(preset_values(data["protocol"], dataset)), data)
+    hints, names = _hints_and_names(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            if issubclass(cls, MethodConfig):
+                raise ConfigError(foreign_method_key(cls, str(key), prefix))
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def check_protocol(cfg: RunConfig) -> None:
+    """Every setting of ``cfg.protocol`` holds: the run is that protocol's, as far as peftlab reproduces it."""
+    for dotted, value in preset_values(cfg.protocol, cfg.data.name).items():
+        section, _, name = dotted.partition(".")
+        if getattr(getattr(cfg, section), name) != value:
+            fail_field(
+                dotted,
+                getattr(getattr(cfg, section), name),
+                f"{shown(value)}, the value of protocol {cfg.protocol} (or protocol: none)",
+            )
+
+
+def method_fields(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(method_config_class(name))]
+
+
+def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.") -> str:
+    """One line for a key the chosen method does not have: whose it is, and what is allowed."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
+    allowed = f"method {cls.name!r} allows: {', '.join(names)}"
+    if owners:
+        owned = ", ".join(owners)
+        return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {owned}); {allowed}"
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown config key '{prefix}{key}'{hint}; {allowed}"
+
+
+def to_dict(cfg) -> dict:
+    """A plain, YAML-safe dict of a config (tuples become lists)."""
+
+    def plain(value):
+        if value is None or isinstance(value, (str, int, float)):  # most values: checked first
+            return value
+        if dataclasses.is_dataclass(value):
+            return {name: plain(getattr(value, name)) for name in _hints_and_names(type(value))[1]}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(cfg)
+
+
+def without_foreign_options(options: dict, name: str) -> dict:
+    """A method section without the options of other methods (typos stay, to be refused)."""
+    own = set(method_fields(name))
+    every = {f.name for n in method_names() for f in dataclasses.fields(method_config_class(n))}
+    return {k: v for k, v in options.items() if k in own or k not in every}
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None, base_dir: str | Path | None = None
+) -> RunConfig:
+    """Defaults < YAML file < overrides, validated into a frozen ``RunConfig``.
+
+    Relative paths (``PATH_FIELDS``) are resolved against the config file's directory (or
+    ``base_dir``), those of the overrides against the current directory; the config holds them
+    absolute. Architecture keys left out are taken from a peftlab base's manifest.json
+    (``with_base_architecture``). An override that changes ``method.name`` starts the new method from its own
+    options: the file's options of another method are dropped (``method.name=full`` on a LoRA config).
+    """
+    data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        data = resolve_paths(data, base_dir if base_dir is not None else Path(path).parent)
+    if overrides:
+        extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        extra = resolve_paths(extra, Path.cwd())
+        name = extra.get("method", {}).get("name") if isinstance(extra.get("method"), dict) else None
+        if name is not None and isinstance(data.get("method"), dict):
+            data = {**data, "method": without_foreign_options(data["method"], name)}
+        data = deep_merge(data, extra)
+    return from_dict(RunConfig, with_base_architecture(data))
+
+
+# libyaml's emitter writes what PyYAML's does (the representer is the same Python code), faster:
+# a study hashes every one of its configs before its first run
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.dump(to_dict(cfg), Dumper=_DUMPER, sort_keys=False)
+
+
+# Fields added after run ids were first handed out, with their defaults: a field at its default
+# is left out of the hash, so adding one keeps every existing run id (and its finished results).
+# A new field goes here with the default it has in its dataclass (a test checks they agree).
+LATE_FIELDS: dict[str, Any] = {
+    "train.compile": False,
+    "train.tf32": True,
+    "train.fused_adamw": None,
+    "data.num_workers": None,
+    "data.cache": False,
+    "train.auto_batch": False,
+    "data.test_dir": None,
+    "quant.cpu_kernel": "reference",
+    "train.test": True,
+    "data.trainval": False,
+    "data.train_list": None,
+    "data.val_list": None,
+    "data.test_list": None,
+    "data.trainval_list": None,
+    "data.interpolation": "bilinear",
+    "data.normalize": "model",
+    "train.label_smoothing": 0.0,
+    "protocol": "none",
+    "data.group": None,
+    "data.text_column": "text",
+    "model.task": "classification",
+    "data.max_length": 128,
+    "data.padding": "longest",
+    "data.truncation": True,
+    "data.text_pair_column": None,
+    "data.label_column": "label",
+}
+# Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
+# arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
+# itself does, which no run id ever named; the run records it in provenance.arithmetic).
+UNHASHED_FIELDS = ("track", "track_names", "train.reproducible", "train.malloc")
+# Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
+# config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
+# where every earlier run trained.
+HASHED_AS: dict[tuple[str, Any], Any] = {
+    ("train.precision", "auto"): "fp32",
+    ("quant.skip", ("head", "classifier", "score", "lm_head", "patch_embed.*")): [
+        "head",
+        "classifier",
+        "patch_embed.*",
+    ],
+}
+# The same for one method's field, as (method, field, new default) -> the old default: IA3's
+# target_modules was the list of its paper's places, which its preset 'standard' now names.
+METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
+
+
+def hashed_dict(plain: dict) -> dict:
+    """The dict whose YAML a run id hashes, from a config's ``to_dict`` (left as it is): without
+    ``UNHASHED_FIELDS``, and without the ``LATE_FIELDS`` left at their defaults; a changed default
+    (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in plain.items()}
+    for dotted in UNHASHED_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        (data.get(section) if section else data).pop(name, None)
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.rpartition(".")
+        if isinstance(data[section].get(name), str):
+            data[section][name] = hashed_path(data[section][name])
+    for dotted, default in LATE_FIELDS.items():
+        section, _, name = dotted.rpartition(".")
+        fields = data.get(section) if section else data
+        if isinstance(fields, dict) and name in fields and fields[name] == default:
+            del fields[name]
+    for (dotted, value), old in HASHED_AS.items():
+        section, _, name = dotted.rpartition(".")
+        fields = data.get(section) if section else data
+        if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
+            fields[name] = old
+    for (method, name, value), old in METHOD_HASHED_AS.items():
+        if data["method"]["name"] == method and data["method"].get(name) == value:
+            data["method"][name] = old
+    return data
+
+
+def config_hash(cfg: RunConfig, length: int = 12) -> str:
+    """A stable id of a resolved config: the first ``length`` hex digits of the SHA-256 of the YAML
+    of ``hashed_dict(to_dict(cfg))``."""
+    return seed_hashes(to_dict(cfg), [cfg.seed], length)[0]
+
+
+def seed_hashes(plain: dict, seeds: list[int], length: int = 12) -> list[str]:
+    """``config_hash`` of a config (its ``to_dict``) at each of ``seeds``, its sections dumped once.
+
+    The YAML of a block mapping is its entries' lines one after another, each entry written alike
+    wherever it stands (a test checks this on hostile values): so each entry is dumped once
+    (``_entry_yaml``) and a run's text is joined from them, the seed's line swapped for each seed.
+    A study's runs share most sections: 10,000 runs cost a few hundred dumps, not 10,000.
+    """
+    entries = {key: _entry_yaml(key, value) for key, value in hashed_dict(plain).items()}
+    texts = ("".join({**entries, "seed": _entry_yaml("seed", seed)}.values()) for seed in seeds)
+    return [hashlib.sha256(text.encode()).hexdigest()[:length] for text in texts]
+
+
+def _entry_yaml(key: str, value: Any) -> str:
+    """The lines of ``key: value`` in the YAML of a mapping that holds it, dumped once per distinct entry."""
+    return _cached(_ENTRY_YAML, (key, repr(value)), lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; rank/alpha patterns stay whole mappings."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key not in ("rank_pattern", "alpha_pattern"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg))

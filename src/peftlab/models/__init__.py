@@ -1,0 +1,1 @@
+"""models: TODO docstring."""

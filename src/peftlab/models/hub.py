@@ -1,0 +1,261 @@
+"""Pretrained weights from the Hugging Face hub (``model.pretrained: hub``), safetensors only.
+
+huggingface_hub finds the files: with network it downloads them into its cache (``HF_HUB_CACHE``,
+else ``HF_HOME/hub``); with ``HF_HUB_OFFLINE=1`` it reads that cache alone, as
+``models--<org>--<name>/snapshots/<commit>/<file>`` with ``refs/main`` naming the commit.
+
+- timm (``hub_weights_file``): peftlab asks for the safetensors file itself and hands timm that exact
+  file: timm's own hub loader, when ``model.safetensors`` is missing (offline: not cached), falls back
+  to ``pytorch_model.bin``, a pickle.
+- HF transformers (``model.source: hf`` or ``hf-text``, ``model.name: org/name[@revision]``;
+  ``hf_model_dir``): the repository's snapshot folder, holding what transformers reads of it (config,
+  tokenizer and image processor files, ``model*.safetensors``; never a pickle), is the model directory
+  that ``model.path`` names otherwise.
+
+The file loaded is the one hashed into provenance, with the repository and the commit it came from.
+
+huggingface_hub reads the cache's ``refs/<revision>`` and ``trees/<commit>.json`` with a plain ``open()``
+and ``read()``: a FIFO there would block it, a link to /dev/zero read until memory ran out.
+``check_cache_refs`` holds them to regular files of bounded size before huggingface_hub is asked, and
+what peftlab then reads of a snapshot is checked alike (``check_snapshot_file``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from peftlab.utils.errors import DataError, UserError, WeightsError
+from peftlab.utils.files import one_line, read_regular_file
+
+if TYPE_CHECKING:
+    from peftlab.config.sections import ModelConfig
+
+SAFE_WEIGHTS = "model.safetensors"
+# What peftlab fetches of an HF model repository, at its top level only (a subfolder holds other formats:
+# onnx/, a pipeline's parts): config.json, the tokenizer's and image processor's files (*.json, vocab.txt,
+# merges.txt, spiece.model, ...), the weights model.safetensors or its shards with their index; never a pickle
+HF_FILES = ("*.json", "*.txt", "*.model")
+HF_WEIGHTS = ("model*.safetensors",)
+HF_SKIPPED = ("*/*",)
+MAX_REF_BYTES = 1024  # a ref file holds one 40-character commit hash
+MAX_TREE_BYTES = 256 << 20  # a tree listing: some hundred bytes a file of the repository
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+# (hub cache, repository, revision asked) -> the commit it resolved to first in this process: later calls
+# read that commit, so the weights, the tokenizer and provenance of one run come from one commit
+_PINNED: dict[tuple[str, str, str], str] = {}
+
+
+def hub_source(name: str) -> tuple[str, str | None, str]:
+    """(repository, revision or None, file name) of timm model ``name``'s pretrained weights."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        raise WeightsError(
+            f"model.pretrained='hub': timm has no Hugging Face hub weights for {name!r}; "
+            "set model.pretrained to a local .safetensors file"
+        )
+    filename = cfg.hf_hub_filename or SAFE_WEIGHTS
+    if not filename.endswith(".safetensors"):
+        raise WeightsError(
+            f"model.pretrained='hub': timm's hub weights for {name!r} are {filename!r}, not a "
+            ".safetensors file: peftlab never loads pickled weights"
+        )
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")  # timm's "org/name@revision"
+    return repo_id, revision or None, filename
+
+
+def not_in_cache(what: str, fetch: str, instead: str, partly: bool = False) -> str:
+    """The line for ``what`` missing from the hub cache (offline, or the hub unreachable): the cache, why
+    the hub was not asked, the command that fetches it and what to do ``instead``."""
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    return (
+        f"{what} is not in the hub cache {constants.HF_HUB_CACHE}{', or only in part,' if partly else ''} and "
+        f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), or {instead}"
+    )
+
+
+def fetch_command(repo_id: str, revision: str | None, filename: str) -> str:
+    """The huggingface_hub CLI line that puts the file into the hub cache (``hf``, huggingface_hub >= 1.0)."""
+    return f"hf download {repo_id} {filename}" + (f" --revision {revision}" if revision else "")
+
+
+def hub_weights_file(name: str) -> Path:
+    """The safetensors weights of timm model ``name`` in the hub cache (``snapshots/<commit>/<file>``, a
+    link into ``blobs/``), downloaded first when there is network; every failure is one WeightsError
+    line, the missing cache entry offline saying how to fetch it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo_id, revision, filename = hub_source(name)
+    fetch = fetch_command(repo_id, revision, filename)
+    check_cache_refs("model", repo_id, revision, "model.pretrained='hub'", WeightsError)
+    try:
+        path = Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
+        what = f"model.pretrained='hub': {filename} of {repo_id}"
+        raise WeightsError(not_in_cache(what, fetch, "set model.pretrained to a local .safetensors file")) from None
+    except EntryNotFoundError:  # the repository exists, the file does not
+        raise WeightsError(
+            f"model.pretrained='hub': {repo_id} on the hub has no {filename}; peftlab loads "
+            "safetensors weights only: set model.pretrained to a local .safetensors file"
+        ) from None
+    except Exception as err:
+        raise WeightsError(
+            f"model.pretrained='hub': {filename} of {repo_id} could not be fetched "
+            f"({one_line(err)[:200]}); set model.pretrained to a local .safetensors file"
+        ) from None
+    from peftlab.models.weights import check_regular_weights
+
+    check_regular_weights(path)
+    return path
+
+
+def snapshot_source(path: str | Path) -> tuple[str, str] | None:
+    """(repository, commit) of a file or folder inside a hub cache snapshot,
+    ``.../models--<org>--<name>/snapshots/<commit>[/<file>]``; None for any other path. The path is read
+    as named: resolving its links would leave the snapshot for ``blobs/``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            return parts[i - 1].removeprefix("models--").replace("--", "/"), parts[i + 1]
+    return None
+
+
+def hf_model_dir(cfg: ModelConfig, weights: bool = True) -> Path:
+    """The HF model directory of an ``hf`` or ``hf-text`` model: ``model.path``, or with ``pretrained: hub``
+    the hub snapshot of ``model.name`` (``org/name`` or ``org/name@revision``; ``weights`` False: its
+    config and tokenizer, what counting and tokenizing read)."""
+    if cfg.pretrained != "hub":
+        return Path(cfg.path)
+    repo_id, _, revision = cfg.name.partition("@")
+    return hub_model_dir(repo_id, revision or None, weights)
+
+
+def hf_fetch_command(repo_id: str, revision: str | None) -> str:
+    """The huggingface_hub CLI line that puts what ``hub_model_dir`` reads into the hub cache."""
+    patterns = " ".join(f"--include '{p}'" for p in HF_FILES + HF_WEIGHTS)
+    revision = f" --revision {revision}" if revision else ""
+    return f"hf download {repo_id} {patterns} --exclude '{HF_SKIPPED[0]}'{revision}"
+
+
+def hub_model_dir(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
+    """The snapshot folder of HF model repository ``repo_id`` in the hub cache
+    (``models--<org>--<name>/snapshots/<commit>``), its files (``HF_FILES``, and ``HF_WEIGHTS`` with
+    ``weights``) downloaded first when there is network; every failure is one WeightsError line naming
+    ``model.name``, a repository missing from the cache offline saying how to fetch it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    name = repo_id + (f"@{revision}" if revision else "")
+    where, fetch = f"model.name={name!r} (model.pretrained: hub)", hf_fetch_command(repo_id, revision)
+    key = (str(constants.HF_HUB_CACHE), repo_id, revision or constants.DEFAULT_REVISION)
+    check_cache_refs("model", repo_id, _PINNED.get(key, revision), where, WeightsError)
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=_PINNED.get(key, revision),
+                allow_patterns=list(HF_FILES + HF_WEIGHTS if weights else HF_FILES),
+                ignore_patterns=list(HF_SKIPPED),
+            )
+        )
+    except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
+        instead = "set model.path to a local HF model directory"
+        raise WeightsError(not_in_cache(f"{where}: {name}", fetch, instead, partly=True)) from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"{where}: {repo_id} on the hub has no revision {revision!r}") from None
+    except RepositoryNotFoundError:  # gated and private repositories included
+        raise WeightsError(
+            f"{where}: the hub has no model repository {repo_id} that this login may read "
+            "(a private or gated one needs `hf auth login`)"
+        ) from None
+    except Exception as err:
+        raise WeightsError(f"{where}: {name} could not be fetched ({one_line(err)[:200]})") from None
+    _PINNED.setdefault(key, folder.name)
+    check_hub_snapshot(folder, where, fetch, weights)
+    return folder
+
+
+def check_hub_snapshot(folder: Path, where: str, fetch: str, weights: bool) -> None:
+    """A snapshot folder holds a transformers model: config.json, and with ``weights`` its safetensors
+    weights (a repository of pickled pytorch_model.bin weights alone is refused)."""
+    if not (folder / "config.json").is_file():
+        raise WeightsError(
+            f"{where}: the hub snapshot {folder} holds no config.json (not a transformers model, or not "
+            f"fetched: `{fetch}`)"
+        )
+    if weights and not any(folder.glob("model*.safetensors")):
+        raise WeightsError(
+            f"{where}: the hub snapshot {folder} holds no safetensors weights (model.safetensors) and peftlab "
+            f"never loads pickled ones (pytorch_model.bin): fetch them with `{fetch}` if the repository has "
+            "them, else convert the weights to safetensors and set model.path to that directory"
+        )
+
+
+def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
+    """The snapshot folder of HF dataset repository ``repo_id`` in the hub cache
+    (``datasets--<org>--<name>/snapshots/<commit>``) holding the files ``patterns`` match, downloaded
+    first when there is network; a failure is one DataError line that starts with ``where`` and, for a
+    dataset missing from the cache offline, says how to fetch it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    fetch = f"hf download {repo_id} --repo-type dataset " + " ".join(f"--include '{p}'" for p in patterns)
+    check_cache_refs("dataset", repo_id, None, where, DataError)
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise DataError(not_in_cache(f"{where}: {repo_id}", fetch, "set data.root to the files")) from None
+    except Exception as err:
+        raise DataError(f"{where}: {repo_id} could not be fetched from the hub ({one_line(err)[:200]})") from None
+
+
+def check_cache_refs(repo_type: str, repo_id: str, revision: str | None, where: str, error: type[UserError]) -> None:
+    """The hub cache's entries for ``revision`` (None: main) of ``repo_id`` that huggingface_hub reads
+    whole, ``refs/<revision>`` and the tree listing ``trees/<commit>.json``, are regular files of bounded
+    size (the ref one commit hash), else one ``error`` line starting with ``where``; absent ones are
+    huggingface_hub's to report."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = revision if revision and COMMIT_HASH.fullmatch(revision) else None
+    ref = folder / "refs" / (revision or constants.DEFAULT_REVISION)
+    if commit is None and os.path.lexists(ref):
+        raw = read_cache_file(ref, MAX_REF_BYTES, where, error)
+        commit = raw.decode("ascii", "replace").strip()
+        if not COMMIT_HASH.fullmatch(commit):
+            raise error(f"{where}: the hub cache's {ref} holds {commit[:60]!r}: expected a 40-digit commit hash")
+    if commit is not None and os.path.lexists(tree := folder / "trees" / f"{commit}.json"):
+        check_cache_file(tree, MAX_TREE_BYTES, where, error)
+
+
+def check_cache_file(path: Path, limit: int, where: str, error: type[UserError]) -> os.stat_result:
+    """``path`` (links followed) is a regular file of at most ``limit`` bytes, else one ``error`` line."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as err:  # a broken link, a loop
+        raise error(f"{where}: the hub cache's {path} cannot be read ({one_line(err)[:200]})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{where}: the hub cache's {path} is not a regular file (a FIFO, device or folder)")
+    if st.st_size > limit:
+        raise error(f"{where}: the hub cache's {path} has {st.st_size:,} bytes: expected at most {limit:,}")
+    return st
+
+
+def read_cache_file(path: Path, limit: int, where: str, error: type[UserError]) -> bytes:
+    """The bytes of ``check_cache_file``'s ``path``, read without blocking and no more than ``limit``."""
+    check_cache_file(path, limit, where, error)
+    try:
+        raw = read_regular_file(path, limit + 1)
+    except OSError as err:
+        raise error(f"{where}: the hub cache's {path} cannot be read ({one_line(err)[:200]})") from None
+    if raw is None or len(raw) > limit:  # swapped for another kind of file, or grown, since the stat
+        raise error(f"{where}: the hub cache's {path} is not a regular file of at most {limit:,} bytes")
+    return raw

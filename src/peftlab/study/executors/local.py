@@ -1,0 +1,226 @@
+"""The local executor: a study's runs in worker processes on this machine.
+
+With the start method ``forkserver`` (the default on Linux), each run's worker is forked from a
+server that has imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot
+take the study down, and each run's peak memory is its own. With ``spawn`` (the default on macOS,
+where forking a threaded process is unsafe), long-lived workers import them once each and take
+runs one after another (``spawn_workers``), with the same outcomes. Workers
+die with the study (``worker.die_with_study``); Ctrl-C or SIGTERM stops them cleanly
+(``worker.INTERRUPTED``) and their runs stay resumable. A worker that ends without a result is
+told apart here: stopped from outside (its run stays pending), or failed (its failure recorded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.resource_tracker
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from peftlab.config.schema import to_dict
+from peftlab.study.spec import RunSpec
+from peftlab.training.run_result import failure, read_result, write_result
+from peftlab.utils.errors import STORAGE_ERRORS, deferred_stops
+
+POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
+START_METHODS = ("spawn", "forkserver")  # how local workers start (``peftlab study --start-method``)
+# imported once per forkserver or spawned worker, so no run pays for them (peft brings transformers)
+PRELOAD = ("peftlab.study.executors.worker", "peftlab.training.run", "peftlab.data", "timm", "peft")
+
+# A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
+# tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def default_start_method() -> str:
+    """``spawn`` where fork-based starts of a threaded process are unsafe (macOS, whose Python
+    defaults to it), else ``forkserver``."""
+    return "spawn" if sys.platform == "darwin" else "forkserver"
+
+
+def worker_context(start_method: str = "forkserver"):
+    """The multiprocessing context of local workers; ``forkserver``'s server started, preloaded."""
+    if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
+        sys.warnoptions.append(QUIET_TRACKER)
+    if start_method == "spawn":
+        multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    start_forkserver()
+    return ctx
+
+
+def start_forkserver() -> None:
+    """Start the forkserver with SIGINT held back (blocked), which it inherits.
+
+    A Ctrl-C reaches every process of the terminal's group: without this, one that lands while
+    the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line
+    (the forkserver ignores SIGINT once its imports are done, and drops one held back). The study
+    process takes a Ctrl-C that landed during the spawn when it unblocks SIGINT, and stops the
+    workers; each worker unblocks SIGINT once it can stop cleanly (``worker.take_interrupts``).
+    (Blocked, not ignored: an ignored signal is discarded, and the Ctrl-C would be lost.)
+    """
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
+    with sigint_held():
+        multiprocessing.forkserver.ensure_running()
+
+
+def start_held(proc: multiprocessing.Process) -> None:
+    """Start ``proc`` with SIGINT blocked, which a spawned process inherits (a forkserver's children
+    inherit the server's): a Ctrl-C while it imports torch is taken once it can stop cleanly
+    (``worker.take_interrupts``), not printed as a traceback under the study's line."""
+    with sigint_held():
+        proc.start()
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """SIGINT blocked in this thread, which a process started meanwhile inherits, and a Ctrl-C or
+    SIGTERM taken only once the block ends (``errors.deferred_stops``), as a KeyboardInterrupt then.
+
+    The mask alone does not hold a Ctrl-C back: the study process has other threads (torch's),
+    the kernel hands the process's SIGINT to one of them, and Python raises its KeyboardInterrupt
+    in the main thread wherever it is, e.g. between a spawned child's start and the call written
+    to its pipe; the child then reads nothing and prints an EOFError traceback.
+    """
+    with deferred_stops():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def stop_processes(procs: list[multiprocessing.Process], grace: float = 30.0) -> None:
+    """SIGTERM each process (a clean stop, see ``worker.INTERRUPTED``), SIGKILL what outlives ``grace``."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def run_local(
+    jobs: list[tuple[RunSpec, Path]],
+    workers: int,
+    progress: bool,
+    on_done: Callable[[RunSpec, dict], None],
+    stop_when: Callable[[RunSpec, Path], bool] | None = None,
+) -> None:
+    """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
+
+    Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
+    raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
+    asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
+    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``.
+    Each run in a process forked from the forkserver (``spawn_workers.run_spawned``: long-lived
+    spawned workers, the same outcomes).
+    """
+    from peftlab.study.executors.worker import process_main
+
+    if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
+        return
+    ctx = worker_context()
+    pending = list(jobs)
+    running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
+    free_positions = list(range(1, workers + 1))
+    stopping: set[int] = set()
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                spec, run_dir = pending.pop(0)
+                position = free_positions.pop(0)
+                proc = ctx.Process(
+                    target=process_main,
+                    name=f"peftlab-{spec.run_id}",
+                    args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()),
+                )
+                proc.start()
+                running[proc.sentinel] = (spec, run_dir, proc, position)
+            ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
+            if stop_when is not None:
+                stop_asked(running, ended, stopping, stop_when)
+            for sentinel in ended:
+                spec, run_dir, proc, position = running.pop(sentinel)
+                proc.join()
+                free_positions.append(position)
+                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=sentinel in stopping))
+    except KeyboardInterrupt:
+        stop_processes([proc for _, _, proc, _ in running.values()])
+        raise
+
+
+def stop_asked(
+    running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]],
+    ended: list,
+    stopping: set[int],
+    stop_when: Callable[[RunSpec, Path], bool],
+) -> None:
+    """Stop each running job that ``stop_when`` asks to stop (once), adding it to ``stopping``."""
+    for sentinel, (spec, run_dir, proc, _) in running.items():
+        if sentinel not in ended and sentinel not in stopping and stop_when(spec, run_dir):
+            proc.terminate()  # SIGTERM: the worker stops cleanly (INTERRUPTED), its run resumable
+            stopping.add(sentinel)
+
+
+def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: bool) -> dict:
+    """What ``on_done`` gets for a worker that ended with ``exitcode``: its run's result, or where it
+    wrote none, why (stopped by ``stop_when``, by another process's lock, by an outside cause), or
+    its failure, recorded here. A worker interrupted by Ctrl-C raises KeyboardInterrupt."""
+    from peftlab.study.executors.worker import IN_USE, INTERRUPTED
+
+    result = read_result(run_dir)
+    if result is not None:
+        return result
+    if stopped:
+        return {"status": "stopped"}
+    if exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
+        raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
+    if exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
+        return {
+            "status": "failed",
+            "error": "its run directory is being trained by another "
+            "process (see its .lock); run the study again when that ends",
+        }
+    why = outside_cause(exitcode)
+    if why is not None:  # not the run's failure: it stays pending
+        return {"status": "pending", "error": why}
+    result = failure("failed", f"worker process ended without a result (exit code {exitcode})", to_dict(spec.config))
+    try:
+        write_result(run_dir, result)
+    except OSError as err:  # a full disk, where the worker died too: nothing recorded, pending
+        if err.errno not in STORAGE_ERRORS:
+            raise
+        return {
+            "status": "pending",
+            "error": "its file system or quota is full (it ended "
+            f"without a result, and recording its failure met: {err.strerror})",
+        }
+    return result
+
+
+def outside_cause(exitcode: int | None) -> str | None:
+    """Why a worker that ended without a result was stopped from outside (a signal: the
+    out-of-memory killer's SIGKILL, or a full disk); None for an end of the run's own making."""
+    from peftlab.study.executors.worker import FULL_DISK
+
+    if exitcode == FULL_DISK:
+        return "its file system or quota is full (see its worker.log)"
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
+        return f"its worker was killed by {name}" + (
+            " (the out-of-memory killer?)" if -exitcode == signal.SIGKILL else ""
+        )
+    return None

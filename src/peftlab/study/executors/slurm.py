@@ -1,0 +1,262 @@
+"""The submitit executor: every run a Slurm job (one job array per study call).
+
+With ``cluster="local"`` submitit's LocalExecutor runs the same jobs as local processes, with
+the same files (pickled call, logs, result) under the study's ``slurm/`` folder: how the tests
+run it, and a way to try a study's Slurm setup without a cluster. submitit is imported here,
+so peftlab works without it (``pip install -e .[slurm]``).
+
+On Slurm, peftlab asks Slurm itself what became of its jobs (``squeue``, which every cluster
+answers) instead of submitit's ``sacct`` calls, which a cluster without accounting answers with
+an error and nothing else: a job that died without writing its result would be waited for
+forever. Slurm's commands run with a time limit, and what they print goes to the library log
+(``peftlab.utils.libraries``), never the user's terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from importlib.util import find_spec
+from pathlib import Path
+
+from peftlab.utils.errors import UserError, deferred_stops
+from peftlab.utils.libraries import to_library_log
+
+POLL_SECONDS = 1.0  # how often finished jobs are looked for (their result files)
+QUEUE_SECONDS = 5.0  # how often squeue is asked what Slurm still holds of the study's jobs
+REQUEUE_SECONDS = 300.0  # a job that marked itself requeued is not lost while Slurm takes this long to queue it again
+UNREACHABLE_SECONDS = 600.0  # squeue failing this long (a controller down): the jobs still out are given up as lost
+COMMAND_SECONDS = 10  # squeue and scancel: Slurm's default MessageTimeout; longer is a controller that does not answer
+ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+}  # Slurm's final job states (a requeued job is PENDING again)
+
+REQUEUE_MARK = "requeued"  # a file in a job's folder: the job's own Slurm signal requeued it
+
+log = logging.getLogger(__name__)  # peftlab's own warnings: one "peftlab: warning:" line on stderr
+slurm_log = logging.getLogger("slurm")  # what Slurm's commands print: the library log
+
+
+def slurm_parameters(options) -> dict:
+    """SlurmExecutor's parameters (its names for sbatch's options) for the ``--slurm-*`` options."""
+    params = {
+        "job_name": "peftlab",
+        "time": options.slurm_time,
+        "cpus_per_task": options.slurm_cpus,
+        "gpus_per_node": options.slurm_gpus,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+    }
+    if options.slurm_mem is not None:
+        params["mem"] = f"{options.slurm_mem}GB"
+    if options.slurm_partition is not None:
+        params["partition"] = options.slurm_partition
+    if options.slurm_array_parallelism is not None:
+        params["array_parallelism"] = options.slurm_array_parallelism
+    return params
+
+
+def check_available(options) -> None:
+    """A UserError line when submitit, or with ``--slurm-cluster slurm`` Slurm's commands, are not here."""
+    if find_spec("submitit") is None:
+        raise UserError("--executor submitit needs the submitit package: pip install -e .[slurm]")
+    if options.slurm_cluster != "local" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise UserError(
+            "--executor submitit: no Slurm here (sbatch or srun is not on PATH); --slurm-cluster local "
+            "runs the jobs as local processes"
+        )
+
+
+def make_executor(options):
+    check_available(options)
+    import submitit
+
+    to_library_log("submitit")  # its import gave its logger handlers of its own on stdout and stderr
+    # SlurmExecutor and LocalExecutor by name: submitit's AutoExecutor would pick one itself
+    folder = Path(options.folder) / "%j"  # one folder per job: pickled call, logs, result
+    if options.slurm_cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=options.slurm_gpus)
+        return executor
+    executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(**slurm_parameters(options))
+    return executor
+
+
+def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
+    """Run ``fn(*args)`` for each of ``arglists`` as one job of a job array; yield ``(index, None)``
+    as each job ends normally, ``(index, why)`` when it failed or was lost. Leaving early (Ctrl-C,
+    SIGTERM, an error) cancels the jobs still queued or running (scancel)."""
+    executor = make_executor(options)
+    on_slurm = options.slurm_cluster != "local"
+    if on_slurm:  # a preempted or timed-out job is requeued, and resumes its run
+        from peftlab.study.executors.slurm_requeue import Requeueable
+
+        fn = Requeueable(fn, REQUEUE_MARK)
+    pending = {}
+    queue = SlurmQueue(options.slurm_lost_after) if on_slurm else None
+    try:
+        with deferred_stops():  # a Ctrl-C during sbatch lands once the job ids are known, and cancels them
+            pending = dict(enumerate(executor.map_array(fn, *zip(*arglists))))
+        while pending:
+            if queue is not None:
+                queue.ask([job.job_id for job in pending.values()])
+            for index, job in list(pending.items()):
+                ended, why = job_end(job, queue)
+                if ended:
+                    del pending[index]
+                    yield index, why
+            if pending:
+                time.sleep(POLL_SECONDS)
+    except BaseException:
+        cancel(list(pending.values()), on_slurm)
+        raise
+
+
+def job_end(job, queue: SlurmQueue | None) -> tuple[bool, str | None]:
+    """Whether the job has ended, and if so ``failure``'s line or why it was lost (None: it returned)."""
+    if queue is None:  # submitit's LocalExecutor: it watches its own processes
+        return (True, failure(job, job.state)) if job.done() else (False, None)
+    if has_result(job):  # its state when squeue last saw it ended (else a stale RUNNING: left out)
+        state = queue.states.get(job.job_id)
+        return True, failure(job, state if state in ENDED else None)
+    queue.note_requeue(job.job_id, job.paths.folder / REQUEUE_MARK)
+    lost = queue.lost(job.job_id)
+    return (True, f"{lost}; log {job.paths.stderr}") if lost is not None else (False, None)
+
+
+def has_result(job) -> bool:
+    """Whether a Slurm job wrote its result file (its folder's attributes refreshed first, as submitit
+    does: a shared file system may cache that it was missing)."""
+    folder = job.paths.folder
+    try:
+        folder.chmod(folder.stat().st_mode)
+    except OSError:
+        pass
+    return job.paths.result_pickle.exists()
+
+
+def failure(job, state: str | None) -> str | None:
+    """None for a job that returned; else one line: its id, state and log file."""
+    try:
+        job.result()
+        return None
+    except Exception as err:
+        last = [line for line in str(err).splitlines() if line.strip()]
+        why = last[-1].strip() if last else type(err).__name__
+        return f"job {job.job_id}{f', {state}' if state else ''}: {why}; log {job.paths.stderr}"
+
+
+class SlurmQueue:
+    """What squeue last said of the study's jobs (asked at most every ``QUEUE_SECONDS``).
+
+    A job that left the queue, or sits in a final state, without its result file for
+    ``lost_after`` seconds (``--slurm-lost-after``) is lost (killed, out of memory, its node lost): its
+    run stays pending.
+    A job that marked itself requeued (Slurm's preemption or pre-timeout signal) gets
+    ``REQUEUE_SECONDS`` from when the driver saw the mark: between its two lives Slurm may show it
+    FAILED for a while on a busy controller.
+    When squeue has not answered for ``UNREACHABLE_SECONDS`` every job still out is given up
+    as lost too (they may still run: a later study call's jobs wait for theirs to end).
+    """
+
+    def __init__(self, lost_after: float) -> None:
+        self.lost_after = lost_after
+        self.states: dict[str, str] = {}
+        self.gone_since: dict[str, float] = {}
+        self.requeues: dict[str, tuple[float, float]] = {}  # job id: (its mark's mtime, when the driver saw it)
+        self.asked = float("-inf")
+        self.answered = time.time()
+        self.error: str | None = None
+
+    def ask(self, job_ids: list[str]) -> None:
+        now = time.time()
+        if now - self.asked < QUEUE_SECONDS:
+            return
+        self.asked = now
+        arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+        out, self.error = slurm_command(
+            "squeue", "--noheader", "--array", "--states=all", "--format=%i %T", f"--jobs={','.join(arrays)}"
+        )
+        if out is None:
+            return
+        self.answered = now
+        self.states = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
+        for job_id in job_ids:
+            if self.states.get(job_id, "ENDED") in ENDED | {"ENDED"}:
+                self.gone_since.setdefault(job_id, now)
+            else:  # queued, running, or requeued after a preemption
+                self.gone_since.pop(job_id, None)
+
+    def note_requeue(self, job_id: str, mark: Path) -> None:
+        """Remember when the driver first saw the job's requeue mark (each new one): the driver's own
+        clock, so a compute node's clock does not matter."""
+        try:
+            mtime = mark.stat().st_mtime
+        except OSError:
+            return
+        if self.requeues.get(job_id, (None, 0.0))[0] != mtime:
+            self.requeues[job_id] = (mtime, time.time())
+
+    def lost(self, job_id: str) -> str | None:
+        """Why the job counts as lost (one line naming it), None while it may still end with its result."""
+        now = time.time()
+        if now - self.answered > UNREACHABLE_SECONDS:
+            return (
+                f"job {job_id}: Slurm did not answer squeue for {UNREACHABLE_SECONDS / 60:.0f} minutes "
+                f"({self.error}); it may still run"
+            )
+        since = self.gone_since.get(job_id)
+        if since is None or now - since < self.lost_after:
+            return None
+        if job_id in self.requeues and now - self.requeues[job_id][1] < REQUEUE_SECONDS:
+            return None
+        state = self.states.get(job_id)
+        return f"job {job_id}, " + (state if state else "gone from Slurm's queue")
+
+
+def cancel(jobs: list, on_slurm: bool) -> None:
+    """Cancel the jobs still out; on Slurm one scancel with a time limit (a controller that does not
+    answer would hold the interrupted driver), and one warning line when it could not be confirmed."""
+    if not on_slurm:
+        for job in jobs:
+            job.cancel(check=False)
+        return
+    if not jobs:
+        return
+    job_ids = [job.job_id for job in jobs]
+    _, error = slurm_command("scancel", *job_ids)
+    if error is not None:
+        log.warning(
+            f"the cancellation of Slurm jobs {' '.join(job_ids)} could not be confirmed ({error}): "
+            "see squeue, and scancel those still there"
+        )
+
+
+def slurm_command(*args: str) -> tuple[str | None, str | None]:
+    """Run a Slurm client command for at most ``COMMAND_SECONDS``: ``(stdout, None)``, or ``(None, why)``
+    in one line. What it prints on stderr goes to the library log."""
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        slurm_log.warning("%s: no answer in %d s", " ".join(args), COMMAND_SECONDS)
+        return None, f"{args[0]} did not answer in {COMMAND_SECONDS} s"
+    except OSError as err:
+        return None, f"{args[0]}: {err.strerror}"
+    if proc.stderr.strip():
+        slurm_log.warning("%s: %s", " ".join(args), proc.stderr.strip())
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        return None, lines[-1] if lines else f"{args[0]} exited with status {proc.returncode}"
+    return proc.stdout, None

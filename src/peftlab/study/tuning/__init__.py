@@ -1,0 +1,1 @@
+"""study.tuning: TODO docstring."""

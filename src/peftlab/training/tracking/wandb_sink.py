@@ -1,0 +1,90 @@
+"""Weights & Biases in offline mode: nothing leaves the machine; ``wandb sync`` uploads later.
+
+Each process writes ``<run_dir>/wandb/offline-run-<time>-<run_id>/run-<run_id>.wandb``;
+a resumed run writes another directory with the same W&B run id (``resume="allow"``). The
+W&B project is the study, the group the variant, the run's name "<variant> seed=<n>".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from peftlab.training.tracking import Sink
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """Every history row (with ``_step``) of every offline run under ``<run_dir>/wandb``,
+    read by W&B's own reader (``wandb leet inspect --json``), in file order."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for line in proc.stdout.splitlines():
+            record = json.loads(line)
+            if record.get("type") == "history":
+                rows.append(record["history"]["item"])
+    return rows
+
+
+class WandbSink(Sink):
+    def __init__(self, run_dir: Path, info: dict, params: dict):
+        import shutil
+
+        import wandb
+
+        if not info["resuming"]:  # an earlier attempt from step 0: its steps are logged again
+            for path in Path(run_dir).glob(f"wandb/offline-run-*-{info['run_id']}"):
+                shutil.rmtree(path)
+        logged: dict[str, int] = {}
+        for row in read_history(run_dir):
+            for key in row:
+                if not key.startswith("_"):
+                    logged[key] = max(logged.get(key, -1), row["_step"])
+        super().__init__(logged)
+        self.wandb = wandb
+        self.run = wandb.init(
+            mode="offline",
+            dir=str(run_dir),
+            project=info["study"],
+            group=info["variant"],
+            name=f"{info['variant']} seed={info['seed']}",
+            id=info["run_id"],
+            resume="allow",
+            job_type="train",
+            tags=[info["method"]],
+            config=params,
+            reinit="create_new",
+            settings=wandb.Settings(
+                silent=True,
+                console="off",
+                x_disable_stats=True,
+                disable_git=True,
+                save_code=False,
+                x_save_requirements=False,
+            ),
+        )
+
+    def log(self, step: int, numbers: dict[str, float]) -> None:
+        self.run.log(numbers, step=step)
+
+    def finish(self, result, numbers, artifacts) -> None:
+        if result is None:
+            self.run.finish(exit_code=1)
+            return
+        self.send(result.get("step") or 0, numbers)
+        self.run.summary.update(
+            {"status": result["status"], **numbers, "health": (result.get("health") or {}).get("verdict")}
+        )
+        if artifacts:
+            artifact = self.wandb.Artifact(f"run-{self.run.id}", type="peftlab-run")
+            for path in artifacts:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+        self.run.finish(exit_code=0 if result["status"] == "completed" else 1)

@@ -1,0 +1,157 @@
+"""Parameter counts and model-dependent config checks, on the meta device (no weights allocated)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import psutil
+import torch
+from torch import nn
+
+from peftlab.config.checks import DATASET_CLASSES, fail_field
+from peftlab.config.schema import RunConfig, to_dict
+from peftlab.config.sections import MethodConfig, QuantConfig, architecture_only
+from peftlab.models.backbones import build_backbone
+from peftlab.models.weights import check_weights_file
+from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
+from peftlab.utils.errors import ConfigError
+
+COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
+
+
+def _meta_model(cfg: RunConfig, num_classes: int):
+    model_cfg = architecture_only(cfg.model)  # shapes only: weights are not read
+    with torch.device("meta"):
+        return build_backbone(model_cfg, num_classes, weights=False)
+
+
+def meta_model(cfg: RunConfig) -> nn.Module:
+    """The model ``check_against_model`` checks ``cfg`` against; checks leave it unchanged."""
+    return _meta_model(cfg, cfg.model.num_classes or 10)
+
+
+def count_parameters(cfg: RunConfig) -> dict:
+    """Total, trainable, adapter and head parameters of ``cfg.model`` under ``cfg.method``.
+
+    trainable = adapter (the method's own parameters; None for a method that adds none to merge)
+    + in_place (the base's own parameters trained where they are: BitFit's biases, DiffFit's biases
+    and LayerNorms) + head."""
+    num_classes = cfg.model.num_classes or 1000
+    tuner = meta_tuner(cfg, _meta_model(cfg, num_classes))
+    counts = tuner.parameter_counts()
+    head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
+    in_place = sum(p.numel() for p in tuner.trained_in_place().values())
+    return {
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "num_classes": num_classes,
+        **counts,
+        "trainable_ratio": counts["trainable"] / counts["total"],
+        "adapter": counts["trainable"] - head - in_place if tuner.is_adapter else None,
+        "in_place": in_place,
+        "head": head,
+    }
+
+
+def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
+    """``cfg``'s method applied to ``model``, a meta model, on the meta device: shapes only, nothing
+    allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
+    cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
+    run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
+    ctx = TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
+    with torch.device("meta"):
+        return apply_tuner(model, dataclasses.replace(cfg, quant=ctx.quant), ctx)
+
+
+def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
+    """One ConfigError line when the model's fp32 weights alone, the method's included, exceed the
+    memory available now, before the real model is built.
+
+    Counted on the meta device (nothing is allocated), in two steps: rank-r adapters on every
+    Linear (an upper bound for LoRA-like methods, so that an absurd ``method.r`` is refused before
+    even its meta adapters and their CPU bookkeeping are built), then the method applied to a copy
+    of the meta model (every method's own parameters: VPT's prompts, the adapters' bottlenecks, the
+    ranks a budget or pattern sets). ``model``: the meta model of ``cfg.model``, left as found.
+    """
+    model = model if model is not None else _meta_model(cfg, num_classes)
+    base = sum(p.numel() for p in model.parameters())
+    rank = max(
+        getattr(cfg.method, "r", 0) or 0,
+        getattr(cfg.method, "init_r", 0) or 0,
+        getattr(cfg.method, "built_rank", 0) or 0,
+    )  # adaptive: adapters are built at max_rank
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    refuse_size(cfg, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
+    tuner = meta_tuner(cfg, copy.deepcopy(model))
+    refuse_size(cfg, num_classes, sum(p.numel() for p in tuner.model.parameters()))
+
+
+def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
+    """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
+    need, available = 4 * total, psutil.virtual_memory().available
+    if need > available:
+        hf = cfg.model.source != "timm"
+        name = (cfg.model.path or cfg.model.name) if hf else cfg.model.name
+        sizes = f"{name}/config.json" if hf else "model.*"
+        raise ConfigError(
+            f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
+            f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
+            f"fits the {available / 2**30:.1f} GiB of memory available"
+        )
+
+
+def size_settings(method: MethodConfig) -> str:
+    """The method's integer settings away from their defaults (the knobs that size it), else ``method.*``."""
+
+    def sizes(value) -> bool:
+        values = value.values() if isinstance(value, dict) else [value]
+        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    defaults = to_dict(type(method)())
+    changed = [
+        f"method.{key}={value}" for key, value in to_dict(method).items() if value != defaults.get(key) and sizes(value)
+    ]
+    return ", ".join(changed) or "method.*"
+
+
+def check_num_classes(cfg: RunConfig) -> None:
+    """What train refuses once the data is read: a head with fewer classes than the data has, and
+    ``data.classes`` labels the dataset does not have."""
+    labels = DATASET_CLASSES.get(cfg.data.name)
+    if cfg.data.classes and labels is not None and max(cfg.data.classes) >= labels:
+        fail_field(
+            "data.classes",
+            list(cfg.data.classes),
+            f"labels of {cfg.data.name}, which has {labels} classes (0 to {labels - 1})",
+        )
+    classes = len(cfg.data.classes) if cfg.data.classes else labels
+    if cfg.model.num_classes is not None and classes is not None and cfg.model.num_classes < classes:
+        fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
+
+
+def check_against_model(
+    cfg: RunConfig, weights: bool = False, here: bool = False, model: nn.Module | None = None
+) -> dict[str, int] | None:
+    """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes;
+    with ``weights``, also a local weights file whose tensors do not fit the model (read from its header).
+
+    With ``here`` (``peftlab validate``), also what this machine refuses: a CUDA device or fp16
+    where there is no GPU (a study's dry-run does not check it: its runs may run elsewhere), and
+    what train refuses once it has read the data (``check_num_classes``).
+
+    Returns the rank each adapted module starts with (low-rank methods), else None. ``model``: the
+    meta model of ``cfg.model`` (``meta_model``), when the caller checks many configs of one.
+    """
+    if here:
+        from peftlab.training.runtime import check_runtime
+
+        check_runtime(cfg.train.device, cfg.train.precision)
+        check_num_classes(cfg)
+    num_classes = cfg.model.num_classes or 10
+    model = model if model is not None else meta_model(cfg)
+    if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):  # a local file
+        check_weights_file(model, cfg.model.pretrained)
+    check_model_size(cfg, num_classes, model)
+    check_config(cfg, model)
+    return planned_ranks(cfg, model)
