@@ -193,3 +193,63 @@ def test_checking_configs_against_the_model_imports_no_peft():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC.parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def with_type_checking_imports(tree: ast.Module, lines: list[str]):
+    """Every import statement, inside functions and under ``if TYPE_CHECKING:`` too."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def subpackage_graph(graph: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """The subpackages of ``package`` as nodes, each standing for every module inside it: an edge A -> B
+    when a module of A imports one of B."""
+    files = set(graph)
+    subpackages = {m for m in files if m.rpartition(".")[0] == package and any(f.startswith(m + ".") for f in files)}
+
+    def owner(module: str) -> str | None:
+        return next((s for s in subpackages if module == s or module.startswith(s + ".")), None)
+
+    edges = {s: set() for s in subpackages}
+    for module, targets in graph.items():
+        a = owner(module)
+        for b in filter(None, map(owner, targets)):
+            if a and b != a:
+                edges[a].add(b)
+    return edges
+
+
+def packages_with_subpackages(graph) -> list[str]:
+    return sorted({m.rpartition(".")[0] for m in graph if any(f.startswith(m + ".") for f in graph)} - {""})
+
+
+def test_the_subpackages_of_a_package_import_each_other_in_no_circle():
+    """analysis's results, stats, figures, report, paper and archive form layers; so do study's tuning/ and
+    executors/ beside spec, data's readers/ and text/, training's monitors/ and tracking/, and the method
+    folders of tuners/. Imports inside functions and under TYPE_CHECKING count (the paper's Study has a
+    module of its own, so build, figures and tables no longer import each other through it)."""
+    graph = import_graph(with_type_checking_imports)
+    checked = [p for p in packages_with_subpackages(graph) if p != "peftlab"]
+    assert {"peftlab.analysis", "peftlab.study", "peftlab.data", "peftlab.training", "peftlab.tuners"} <= set(checked)
+    assert {p: circles(subpackage_graph(graph, p)) for p in checked} == dict.fromkeys(checked, [])
+
+
+def test_no_circles_among_modules_even_through_type_checking_imports():
+    assert circles(import_graph(with_type_checking_imports)) == []
+
+
+def test_the_subpackage_check_finds_a_circle():
+    graph = {"p.a.x": {"p.b.y"}, "p.b.y": {"p.c.z"}, "p.c.z": {"p.a.w"}, "p.a.w": set(), "p.a": set(), "p.b": set()}
+    graph |= {"p.c": set(), "p": set()}
+    assert circles(subpackage_graph(graph, "p")) == [["p.a", "p.b", "p.c"]]
+
+
+def test_peftlab_has_a_package_per_domain():
+    """At most 14 entries in src/peftlab and at most 15 modules of its own in any package (issue 51)."""
+    entries = [p for p in SRC.iterdir() if p.name != "__pycache__"]
+    assert len(entries) <= 14, sorted(p.name for p in entries)
+    crowded = {
+        str(d.relative_to(SRC)): n
+        for d in [SRC, *(p for p in SRC.rglob("*") if p.is_dir() and p.name != "__pycache__")]
+        if (n := len([f for f in d.glob("*.py") if f.name != "__init__.py"])) > 15
+    }
+    assert crowded == {}

@@ -1,1 +1,4 @@
-"""config: TODO docstring."""
+"""A run's configuration: the typed sections (sections, with the shared checks in checks), RunConfig and run ids
+(schema), YAML reading (reading), paths in configs (paths), protocol presets (protocol), the benchmark suites a
+config may name (suites) and the generated key reference (reference). Reading a config imports no torch.
+"""

@@ -4,11 +4,11 @@
     bundle = build_data(cfg.data, img_size=32)           # bundle.train / .val / .test / .info
     print(format_data_info(bundle.info))
 
-Modules: records, binary_readers, folder_readers, list_readers (file formats), opening (regular
-files only, never a blocking open or read), safe_pickle (numpy-only unpickler, bounded before loading), sources (where
-files are found, downloads), splits (seeded index arithmetic), datasets (transforms and
-torch datasets), build (the functions above), loading (batches on the device: DataLoader
-workers for folder splits), cache (`data.cache`: decoded folder splits as uint8 .npy files).
+Modules: sources (where files are found, downloads), opening (regular files only, never a blocking open
+or read), manifest, image_checks, splits (seeded index arithmetic), datasets (transforms and torch datasets),
+build (the functions above), loading (batches on the device), cache (`data.cache`: decoded folder splits as
+uint8 .npy files), demo (VTAB-1k's layout from Fashion-MNIST); the file formats in ``readers/`` and text tasks
+in ``text/``.
 """
 
 from peftlab.config.checks import DATASET_NAMES

@@ -1,2 +1,4 @@
-"""Studies: a YAML file expanded into runs (spec), run idempotently in worker processes (runner,
-worker). Results, statistics and the report live in ``peftlab.analysis``."""
+"""Studies: a YAML file expanded into runs (spec, keys, exclusions, report_options), checked before any run
+(preflight, estimate, stale), its searches run and journaled (search, trials, journal; the tune: section is read
+in ``tuning/``) and its runs executed idempotently (runner, with the executors in ``executors/``). Results,
+statistics and the report live in ``peftlab.analysis``."""

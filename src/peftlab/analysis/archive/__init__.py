@@ -1,1 +1,2 @@
-"""analysis.archive: TODO docstring."""
+"""``peftlab submission``: one archive to check and reproduce a paper (submission).
+"""

@@ -19,8 +19,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.paper.build import pretraining_manifest
 from peftlab.analysis.paper.macros import TOP1
+from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.load import environment, load_results, results_sha256
 from peftlab.analysis.stats.intervals import completed_runs

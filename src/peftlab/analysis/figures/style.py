@@ -19,9 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
-from peftlab.analysis.report.tables import METRIC_LABELS, display_name
+from peftlab.analysis.results.units import METRIC_LABELS, display_name, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
-from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import INTERVALS
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from peftlab.analysis.figures.style import study_palette
 from peftlab.analysis.paper.figures import (
     SHORT_CAPTIONS,
     draw_figures,
@@ -33,8 +32,6 @@ from peftlab.analysis.paper.figures import (
 )
 from peftlab.analysis.paper.latex import compile_pdf
 from peftlab.analysis.paper.macros import (
-    ALPHA,
-    CONFIDENCE,
     SCORE_MACROS,
     SIZE_MACROS,
     Numbers,
@@ -44,9 +41,10 @@ from peftlab.analysis.paper.macros import (
     variant_suffixes,
     words,
 )
+from peftlab.analysis.paper.study import Study
 from peftlab.analysis.paper.tables import write_tables
 from peftlab.analysis.report import protocol_card, tuning
-from peftlab.analysis.report.build import choose_baseline, main_columns, model_names, study_modality
+from peftlab.analysis.report.build import choose_baseline
 from peftlab.analysis.report.literature import (
     LITERATURE,
     Citation,
@@ -57,19 +55,14 @@ from peftlab.analysis.report.literature import (
     study_methods,
     study_rows,
 )
-from peftlab.analysis.report.primary import primary_score
-from peftlab.analysis.report.tables import display_name
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.load import environment, load_curves, load_results, study_axes
+from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.record import loads_weights
 from peftlab.analysis.results.units import unit
-from peftlab.analysis.stats.comparisons import below_detection, paired_comparisons
-from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
-from peftlab.config.paths import REPO_ROOT
-from peftlab.study.report_options import read_report_options
+from peftlab.analysis.stats.comparisons import below_detection
+from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json
 
 REFERENCES = Path(__file__).with_name("references.bib")
 
@@ -129,67 +122,6 @@ def write_paper(
     return compile_pdf(out / "main.tex")
 
 
-class Study:
-    """What the paper needs from the results table, computed once."""
-
-    def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str):
-        self.dir, self.df, self.baseline = study_dir, df, baseline
-        self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
-        self.done = completed_runs(df)
-        self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
-        self.summary = pd.concat(
-            [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
-        )
-        self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
-        self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
-        self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
-        self.variants = [str(v) for v in self.primary["variant"]]
-        means = self.primary["mean"]
-        self.best, self.worst = (
-            (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
-        )
-        self.comparisons = (
-            paired_comparisons(
-                df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
-            ).set_index("variant", drop=False)
-            if len(self.variants) > 1
-            else None
-        )
-        self.front = pareto_front(df, y=self.score.metric)
-        self.curves = load_curves(study_dir)
-        self.axes = study_axes(study_dir)
-        self.environment = environment(study_dir)
-        self.incomplete = incomplete_runs(df)
-        self.base = pretraining_manifest(self.done)
-        self.palette = study_palette(df)
-        self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
-
-    def name(self, variant) -> str:
-        """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""
-        method = self.done.loc[self.done["variant"] == variant, "method"]
-        return latex_text(display_name(variant, method.iloc[0] if len(method) else None, self.labels))
-
-    def method_name(self, method: str) -> str:
-        """A method's display name as LaTeX (``report.labels``), as the tuning table shows it."""
-        return latex_text(display_name(method, method, self.labels))
-
-    def models(self) -> list[str]:
-        """The distinct models of the completed runs, sorted: timm's model.name, an HF model's directory name
-        (``report.model_names``, as the report lists them)."""
-        return sorted(set(model_names(self.done).dropna()))
-
-    def config(self, key: str) -> list:
-        """The distinct values of config.<key> among completed runs (sorted)."""
-        column = "config." + key
-        if column not in self.done:
-            return []
-        values = self.done[column].dropna().unique().tolist()
-        try:
-            return sorted(values)
-        except TypeError:  # mixed types
-            return sorted(values, key=str)
-
-
 DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}
 
 
@@ -200,26 +132,6 @@ def data_citations(names: list[str]) -> str:
     return ",".join(dict.fromkeys(key for key in keys if key))
 
 
-def pretraining_manifest(done: pd.DataFrame) -> dict | None:
-    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
-
-    The path in the config is relative to where the study ran: tried from the current
-    directory and from the repository root.
-    """
-    column = "config.model.pretrained"
-    weights = done[column].dropna().unique().tolist() if column in done else []
-    if len(weights) != 1 or not str(weights[0]).endswith(".safetensors"):
-        return None
-    for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json((base / str(weights[0])).parent / "manifest.json")
-        if manifest:
-            return manifest
-    return None
-
-
-# --- the document -------------------------------------------------------------------------
-
-# what each method family is, said only when the study ran it
 METHOD_SENTENCES = {
     "full": "Full fine-tuning trains every parameter. ",
     "linear": "The linear probe trains only the classifier head. ",

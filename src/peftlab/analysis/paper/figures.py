@@ -13,7 +13,7 @@ from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
 
 if TYPE_CHECKING:
-    from peftlab.analysis.paper.build import Study
+    from peftlab.analysis.paper.study import Study
 
 # the convergence figure's caption after the name of its metric
 BAND = (

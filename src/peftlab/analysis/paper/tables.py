@@ -12,15 +12,15 @@ from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
 from peftlab.analysis.report import protocol_card
 from peftlab.analysis.report.literature import Citation, literature_table, measured_words, study_rows
-from peftlab.analysis.report.tables import display_name, latex_document, latex_table
+from peftlab.analysis.report.tables import latex_document, latex_table
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
-from peftlab.analysis.results.units import metric_words
+from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, POWER
 
 if TYPE_CHECKING:
-    from peftlab.analysis.paper.build import Study
+    from peftlab.analysis.paper.study import Study
 
 
 def write_tables(study: Study, citations: list[Citation], out: Path) -> None:

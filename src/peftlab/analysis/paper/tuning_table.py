@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.report.tables import display_name
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name
-from peftlab.analysis.results.units import scale, score_name, units
+from peftlab.analysis.results.units import display_name, scale, score_name, units
 from peftlab.training.run_result import lower_is_better
 
 TABLE_CAPTION = (

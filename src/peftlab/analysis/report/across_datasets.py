@@ -11,7 +11,7 @@ import pandas as pd
 
 from peftlab.analysis.figures.study import skip_figure
 from peftlab.analysis.figures.style import _new_figure, _variant_color, _variant_linestyle, save_figure, study_palette
-from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.aggregates import PROFILE_TAUS, performance_profile, profile_band, task_aggregates
 from peftlab.analysis.stats.comparisons import aggregate_over_tasks, algorithm_name, scores_over_tasks
 from peftlab.analysis.stats.intervals import completed_runs

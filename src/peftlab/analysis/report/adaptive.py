@@ -27,9 +27,8 @@ import scipy.stats
 
 from peftlab.analysis.figures.study import skip_figure
 from peftlab.analysis.figures.style import _new_figure, figure_name, save_figure
-from peftlab.analysis.report.tables import display_name
 from peftlab.analysis.results.load import run_dirs
-from peftlab.analysis.results.units import scale
+from peftlab.analysis.results.units import display_name, scale
 from peftlab.analysis.stats.comparisons import compare_paired, holm
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better, read_result

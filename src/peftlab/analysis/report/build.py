@@ -37,10 +37,10 @@ from peftlab.analysis.report.primary import (
     primary_score,
     statistics_section,
 )
-from peftlab.analysis.report.tables import METRIC_LABELS, latex_document, latex_table, markdown_table
+from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
 from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
-from peftlab.analysis.results.units import metric_words
+from peftlab.analysis.results.units import METRIC_LABELS, metric_words
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.power import ALPHA

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, summarize
 
 DEPLOYED = "metrics.merged_test_top1"

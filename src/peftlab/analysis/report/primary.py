@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from peftlab.analysis.report.tables import display_name
+from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
 from peftlab.analysis.stats.power import ALPHA, POWER

@@ -11,9 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from peftlab.analysis.report.primary import SCORES, Score
-from peftlab.analysis.report.tables import display_name
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
-from peftlab.analysis.results.units import signed
+from peftlab.analysis.results.units import display_name, signed
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER

@@ -28,9 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, save_figure
-from peftlab.analysis.report.tables import display_name
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
-from peftlab.analysis.results.units import scale, unit, units
+from peftlab.analysis.results.units import display_name, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.files import read_json

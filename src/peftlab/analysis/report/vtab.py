@@ -28,8 +28,9 @@ import pandas as pd
 
 from peftlab.analysis.figures.vtab import plot_vtab_differences
 from peftlab.analysis.report.literature import LITERATURE, VtabCitation, load_vtab_literature
-from peftlab.analysis.report.tables import display_name, latex_document
+from peftlab.analysis.report.tables import latex_document
 from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.intervals import describe_interval
 from peftlab.analysis.stats.vtab_scores import (
     OFFICIAL_GROUPS,

@@ -85,3 +85,31 @@ def metric_words(metrics) -> str:
         {"perplexity": "perplexity", **TIMES_100}[name] for name in TEXT_SCORES if name in map(score_name, metrics)
     ]
     return "test " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+
+
+METRIC_LABELS = {
+    "metrics.test_top1": "Test top-1 (%)",
+    "metrics.test_top5": "Test top-5 (%)",
+    "metrics.val_top1": "Val top-1 (%)",
+    "metrics.best_val_top1": "Best val top-1 (%)",
+    "metrics.test_f1": "Test F1 (×100)",
+    "metrics.test_matthews": "Test Matthews corr. (×100)",
+    "metrics.test_perplexity": "Test perplexity (lower is better)",
+    "metrics.val_perplexity": "Val perplexity (lower is better)",
+}
+
+
+def display_name(name, method=None, labels=None):
+    """The name a table or figure shows for a configuration (variant) or method.
+
+    labels (a study's report.labels) may name the configuration itself, or its method:
+    {"lora": "LoRA"} shows "lora r=8" as "LoRA r=8". Without a label the name is unchanged.
+    """
+    name = str(name)
+    labels = labels or {}
+    if name in labels:
+        return labels[name]
+    method = name.split(" ", 1)[0] if method is None else str(method)
+    if method in labels and (name == method or name.startswith(method + " ")):
+        return labels[method] + name[len(method) :]
+    return name

@@ -1,1 +1,3 @@
-"""data.text: TODO docstring."""
+"""Text tasks: GLUE-style splits (tasks, glue), bounded text files (files), tokenization (tokens) and
+Debian's fortunes as a task and a corpus (fortunes).
+"""

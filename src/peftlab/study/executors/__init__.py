@@ -1,1 +1,4 @@
-"""study.executors: TODO docstring."""
+"""Where a study's runs execute: one worker process per run (local), long-lived spawned workers (spawn),
+Slurm through submitit (slurm, slurm_requeue), Ray (ray_tasks), the choice among them (executors) and what a
+worker does with one run (worker).
+"""
