@@ -19,9 +19,8 @@ from peftlab.config_sections import MethodConfig
 class FacTConfig(MethodConfig):
     """What both forms have: the rank of the shared factors, the scale of the update, its dropout."""
 
-    r: int = (
-        8  # rank of the factors U (d -> r) and V (r -> d) every block shares (the paper's r, PETL_Vision's fact_dim)
-    )
+    # rank of the factors U (d -> r) and V (r -> d) every block shares (the paper's r, PETL_Vision's fact_dim)
+    r: int = 8
     scale: float = 1.0  # the update is multiplied by it (the paper's s, PETL_Vision's fact_scaler)
     dropout: float = 0.1  # dropout on the r-wide path between the core and V (the authors' 0.1)
     quantizable: ClassVar[bool] = False
