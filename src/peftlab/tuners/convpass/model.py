@@ -6,7 +6,7 @@ Each bypass reads the branch's normalized input and adds ``scale * convpass(x)``
 parallel, ``ft_*_ln`` after). The convolution runs over the patch grid (``patch_embed.grid_size``); each prefix
 token (class, registers) is convolved alone, as the authors' class token; a model without prefix tokens
 (SigLIP) convolves its patches only. Trainable besides the head, two bypasses per block of width d:
-``2 L (2 d m + 9 m^2 + 3 m + d)`` for ``dim`` m; on ViT-B/16 at m = 8, 327,552, PETL_Vision's figure.
+``2 L (2 d m + 9 m^2 + 2 m + d)`` for ``dim`` m; on ViT-B/16 at m = 8, 327,552, PETL_Vision's figure.
 
 Refused: Swin (its attention sees windows, not the grid; the authors' Swin variant is not built here) and a
 model whose patch grid changes with its input (``dynamic_img_size``).

@@ -40,10 +40,7 @@ class RepAdapterTuner(Tuner):
 
     def merge_refusal(self) -> str | None:
         unbiased = [
-            f"{n}.base_layer.{r}"
-            for n, m in self.model.named_modules()
-            if isinstance(m, RepAdapterLayer)
-            for r in m.unbiased()
+            f"{n}.{r}" for n, m in self.model.named_modules() if isinstance(m, RepAdapterLayer) for r in m.unbiased()
         ]
         if not unbiased:
             return None
