@@ -214,6 +214,7 @@ def test_repadapter_on_a_linear_without_a_bias_trains_and_only_the_merge_refuses
     assert "blocks.0.attn.qkv" in refusal and "\n" not in refusal
 
 
+@pytest.mark.e2e
 @needs_fashion_mnist()
 @pytest.mark.parametrize("method", METHODS)
 def test_a_short_run_trains_checks_its_merge_and_exports(tmp_path, method):
