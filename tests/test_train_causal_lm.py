@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from testkit import (
+    TIMM_ONLY,
     assert_one_line_refusal,
     assert_resumes_bit_identically,
     cli_in_process,
@@ -178,7 +179,7 @@ def test_what_a_causal_lm_cannot_do_is_one_line(lm_dirs, instructions, tmp_path,
     assert "\n" not in str(caught.value)
 
 
-HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}  # timm ViTs only (test_hf_text)
+HAND_WRITTEN = TIMM_ONLY  # timm ViTs only (testkit)
 OPTIONS = {"adalora": {"init_r": 6, "target_r": 3}, "vera": {"r": 16}, "oft": {}}
 
 

@@ -5,7 +5,14 @@ import json
 
 import pytest
 import torch
-from testkit import assert_resumes_bit_identically, cli_in_process, hf_text_dir, text_tokenizer, write_text_task
+from testkit import (
+    TIMM_ONLY,
+    assert_resumes_bit_identically,
+    cli_in_process,
+    hf_text_dir,
+    text_tokenizer,
+    write_text_task,
+)
 
 from peftlab.config.schema import load_config, to_dict
 from peftlab.training.run import train
@@ -208,7 +215,7 @@ def test_gpt2_adapters_of_the_lora_family_load_in_peft_on_the_plain_conv1d_model
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}  # timm ViTs only (test_hf_text)
+HAND_WRITTEN = TIMM_ONLY  # timm ViTs only (testkit)
 OPTIONS = {"adalora": {"init_r": 6, "target_r": 3}, "vera": {"r": 16}, "qalora": {"r": 4}}
 
 

@@ -296,6 +296,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     )
 
 
+# the hand-written methods that wrap timm's blocks: an HF model (vision or text) is their one-line refusal
+TIMM_ONLY = {
+    "ssf",
+    "difffit",
+    "houlsby",
+    "pfeiffer",
+    "adaptformer",
+    "convpass",
+    "repadapter",
+    "fact_tt",
+    "fact_tk",
+    "vpt",
+}
+
 # methods of HF text models only (PEFT's prompt learning), and the start of their one-line refusal elsewhere
 TEXT_ONLY = {"prompt_tuning", "prefix_tuning"}
 TEXT_ONLY_REFUSAL = r"supports HF text models \(model.source: hf-text"

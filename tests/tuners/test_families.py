@@ -40,6 +40,12 @@ REFUSED = {
     ("eva02", "qalora"): "group sizes that divide every quantized layer",  # SwiGLU's 2/3 width: 85
     ("beit", "vpt"): "relative position bias covers the class token and the patches only",
     ("swin", "vpt"): "attention runs inside windows",
+    # FacT shares one U and V across blocks of one width, over fused qkv, proj, fc1 (d -> k d) and fc2 Linears
+    ("eva02", "fact_tt"): "blocks.0.attn.qkv of EvaBlock is not one",
+    ("eva02", "fact_tk"): "blocks.0.attn.qkv of EvaBlock is not one",
+    ("swin", "fact_tt"): "needs blocks of one width; this model's are 32, 64 wide",
+    ("swin", "fact_tk"): "needs blocks of one width; this model's are 32, 64 wide",
+    ("swin", "convpass"): "attention sees windows, not the grid",
 }
 # VPT's prompts change every token's attention by design (tests/tuners/test_zoo.py); QA-LoRA starts as
 # its group-quantized base (tests/tuners/test_qalora.py), which its merge reproduces exactly

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from testkit import PRESET_PARTS, TEXT_ONLY, TEXT_ONLY_REFUSAL, check_cell, hf_vision_model
+from testkit import PRESET_PARTS, TEXT_ONLY, TEXT_ONLY_REFUSAL, TIMM_ONLY, check_cell, hf_vision_model
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_hf
@@ -19,7 +19,7 @@ from peftlab.utils.errors import ConfigError
 NUM_CLASSES = 5
 
 FAMILIES = ["vit", "deit", "dinov2", "clip"]
-HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
+HAND_WRITTEN = TIMM_ONLY  # timm ViTs only (testkit)
 NO_IDENTITY = {"qalora"}  # starts as its group-quantized base (tests/tuners/test_qalora.py)
 
 

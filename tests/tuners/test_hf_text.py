@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from testkit import PRESET_PARTS, check_cell, cli_in_process, hf_text_model, write_tiny_run
+from testkit import PRESET_PARTS, TIMM_ONLY, check_cell, cli_in_process, hf_text_model, write_tiny_run
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
@@ -21,7 +21,7 @@ from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 3
 FAMILIES = ["llama", "gpt2", "bert", "roberta"]
-HAND_WRITTEN = {"ssf", "difffit", "houlsby", "pfeiffer", "adaptformer", "vpt"}
+HAND_WRITTEN = TIMM_ONLY  # timm ViTs only (testkit)
 NO_IDENTITY = {
     "qalora",  # starts as its group-quantized base (tests/tuners/test_qalora.py)
     "prompt_tuning",  # virtual tokens (embeddings, or every layer's keys and values) change the output by design

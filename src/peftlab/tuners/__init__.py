@@ -25,8 +25,10 @@ from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, Pfei
 from peftlab.tuners.adaptive.config import AdaptiveConfig
 from peftlab.tuners.bitfit.config import BitFitConfig
 from peftlab.tuners.boft.config import BOFTMethodConfig
+from peftlab.tuners.convpass.config import ConvpassConfig
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.dora.config import DoraConfig
+from peftlab.tuners.fact.config import FacTTKConfig, FacTTTConfig
 from peftlab.tuners.full.config import FullConfig
 from peftlab.tuners.ia3.config import IA3MethodConfig
 from peftlab.tuners.linear.config import LinearConfig
@@ -39,6 +41,7 @@ from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.prefix_tuning.config import PrefixTuningMethodConfig
 from peftlab.tuners.prompt_tuning.config import PromptTuningMethodConfig
 from peftlab.tuners.qalora.config import QALoraConfig
+from peftlab.tuners.repadapter.config import RepAdapterConfig
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.vera.config import VeraMethodConfig
 from peftlab.tuners.vpt.config import VPTConfig
@@ -88,6 +91,10 @@ TUNERS = {
     "houlsby": TunerSpec(HoulsbyConfig, "peftlab.tuners.adapter.model"),
     "pfeiffer": TunerSpec(PfeifferConfig, "peftlab.tuners.adapter.model"),
     "adaptformer": TunerSpec(AdaptFormerConfig, "peftlab.tuners.adapter.model"),
+    "convpass": TunerSpec(ConvpassConfig, "peftlab.tuners.convpass.model"),
+    "repadapter": TunerSpec(RepAdapterConfig, "peftlab.tuners.repadapter.model"),
+    "fact_tt": TunerSpec(FacTTTConfig, "peftlab.tuners.fact.model"),
+    "fact_tk": TunerSpec(FacTTKConfig, "peftlab.tuners.fact.model"),
     "vpt": TunerSpec(VPTConfig, "peftlab.tuners.vpt.model"),
     "dora": TunerSpec(DoraConfig, "peftlab.tuners.dora.model"),
     "vera": TunerSpec(VeraMethodConfig, "peftlab.tuners.vera.model"),

@@ -28,6 +28,13 @@ BUILT_IN = {
     "houlsby": ("two bottleneck adapters per block, after attention and MLP", "no"),
     "pfeiffer": ("one bottleneck adapter per block, after the MLP", "no"),
     "adaptformer": ("one scaled bottleneck adapter per block, beside the MLP", "no"),
+    "convpass": ("two convolutional bypasses per block over the patch grid, beside attention and MLP", "no"),
+    "repadapter": (
+        "two grouped linear adapters per block, before attention and MLP",
+        "yes, where the Linears after them have a bias",
+    ),
+    "fact_tt": ("qkv, proj, fc1 and fc2 of every block, tensor-train factors shared across blocks", "yes"),
+    "fact_tk": ("qkv, proj, fc1 and fc2 of every block, Tucker factors shared across blocks", "yes"),
     "vpt": ("prompt tokens in the input of the first or every block", "no"),
     "dora": (TARGETS + ", magnitude and direction", "yes"),
     "vera": (TARGETS + ", shared frozen random projections", "yes"),

@@ -1,2 +1,1 @@
-"""``peftlab submission``: one archive to check and reproduce a paper (submission).
-"""
+"""``peftlab submission``: one archive to check and reproduce a paper (submission)."""
