@@ -29,7 +29,8 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a method's name: run labels, folde
 
 @dataclass(frozen=True)
 class PluginSpec(TunerSpec):
-    """A plugin's registry line, with where it comes from: a hook it lacks is one line naming its package."""
+    """A plugin's registry line, with where it comes from: a model module that fails to import, or lacks a
+    required hook, is one line naming its package when any hook is first asked for (``peftlab validate``)."""
 
     distribution: str = ""  # "name version" of the installed package that gives the entry point
 
@@ -39,10 +40,12 @@ class PluginSpec(TunerSpec):
             module = importlib.import_module(self.module)
         except Exception as err:  # the plugin's own code: any error of it is the plugin's
             raise ConfigError(f"{where}: its model module {self.module} fails to import: {one_line(err)}") from err
-        function = getattr(module, hook, None)
-        if function is None and HOOKS[hook]:
-            raise ConfigError(f"{where}: {self.module} has no function {hook!r}, which every method's module defines")
-        return function
+        missing = [h for h, needed in HOOKS.items() if needed and not callable(getattr(module, h, None))]
+        if missing:
+            raise ConfigError(
+                f"{where}: {self.module} has no function {missing[0]!r}, which every method's module defines"
+            )
+        return getattr(module, hook, None)
 
 
 def one_line(err: BaseException) -> str:
