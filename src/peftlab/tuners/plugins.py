@@ -140,7 +140,7 @@ def method_spec(name: str) -> TunerSpec | None:
     broken), or None where no method has that name."""
     if name in TUNERS:
         return TUNERS[name]
-    if name not in entry_points():
+    if name not in LOADED and name not in entry_points():  # metadata is scanned until the plugin is read
         return None
     spec = load_plugin(name)
     if isinstance(spec, ConfigError):
