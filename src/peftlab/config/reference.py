@@ -104,7 +104,9 @@ DESCRIPTIONS = {
     "fp32, bf16 or fp16 (CUDA and MPS)",
     "TrainConfig.log_every": "steps between two metrics.jsonl lines",
     "TrainConfig.ckpt_every": "steps between two checkpoints",
-    "MethodConfig.name": "the method, one of " + ", ".join(TUNERS) + " (peftlab.tuners.TUNERS)",
+    "MethodConfig.name": "the method, one of "
+    + ", ".join(TUNERS)
+    + " (peftlab.tuners.TUNERS), or a plugin's (a peftlab.methods entry point)",
     "TargetsConfig.lora_alpha": "scaling numerator: the update is scaled by lora_alpha / r",
     "TargetsConfig.lora_dropout": "dropout on the adapter's input",
     "LoraMethodConfig.r": "rank of every adapted module (unless rank_pattern or a strategy says otherwise)",

@@ -37,19 +37,22 @@ from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
 from peftlab.config.sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
 from peftlab.tuners import TUNERS
 from peftlab.tuners.ia3.config import IA3_STANDARD
+from peftlab.tuners.plugins import loaded_plugins, method_spec, plugin_names
 from peftlab.utils.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 def method_names() -> tuple[str, ...]:
-    return tuple(TUNERS)  # the one list of methods
+    return tuple(TUNERS) + loaded_plugins()  # the one list of methods, and the plugins read so far
 
 
 def method_config_class(name: Any) -> type[MethodConfig]:
-    if not isinstance(name, str) or name not in TUNERS:
-        fail_field("method.name", name, "one of " + ", ".join(TUNERS))
-    return TUNERS[name].config_cls
+    spec = method_spec(name) if isinstance(name, str) else None  # a plugin's is read here (peftlab.tuners.plugins)
+    if spec is None:
+        plugins = ", ".join(plugin_names()) or "none installed"
+        fail_field("method.name", name, f"one of {', '.join(TUNERS)}, or a plugin's ({plugins})")
+    return spec.config_cls
 
 
 def default_method() -> MethodConfig:
@@ -258,7 +261,7 @@ def method_fields(name: str) -> list[str]:
 def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.") -> str:
     """One line for a key the chosen method does not have: whose it is, and what is allowed."""
     names = [f.name for f in dataclasses.fields(cls)]
-    owners = [n for n, spec in TUNERS.items() if key in {f.name for f in dataclasses.fields(spec.config_cls)}]
+    owners = [n for n in method_names() if key in {f.name for f in dataclasses.fields(method_config_class(n))}]
     allowed = f"method {cls.name!r} allows: {', '.join(names)}"
     if owners:
         owned = ", ".join(owners)

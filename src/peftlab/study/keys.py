@@ -28,11 +28,16 @@ def without_foreign_keys(method: str, dotted: dict) -> dict:
     return {k: v for k, v in dotted.items() if not is_foreign(method, k)}
 
 
-@functools.cache
 def config_keys() -> frozenset[str]:
-    """Every dotted key a study may set: the leaves of a run config, ``method.*`` of every method."""
+    """Every dotted key a study may set: the leaves of a run config, ``method.*`` of every method (and
+    of the plugins read so far)."""
+    return _config_keys(method_names())
+
+
+@functools.cache
+def _config_keys(methods: tuple[str, ...]) -> frozenset[str]:
     keys = {k for k in flatten(to_dict(RunConfig())) if not k.startswith("method.")}
-    return frozenset(keys | {f"method.{option}" for m in method_names() for option in method_fields(m)})
+    return frozenset(keys | {f"method.{option}" for m in methods for option in method_fields(m)})
 
 
 def check_key(key: Any, where: str, method_name: bool = False) -> None:

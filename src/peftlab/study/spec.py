@@ -71,6 +71,7 @@ from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tuning.configurations import Configuration
 from peftlab.study.tuning.tune import Search, check_method_keys, tune_searches
+from peftlab.tuners.plugins import method_spec, plugin_names
 from peftlab.utils.errors import ConfigError
 
 STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
@@ -282,16 +283,16 @@ def _header(data: dict, path: Path) -> Header:
 
 def _groups(data: dict, methods: dict) -> list[tuple[str, str, dict, dict]]:
     """(group, method, method set, axes) of each method's main configurations and of each ablation."""
+    for method in methods:  # a plugin's method is read here, before the keys that may be its options
+        if not isinstance(method, str) or method_spec(method) is None:
+            names = ", ".join(dict.fromkeys([*method_names(), *plugin_names()]))
+            raise ConfigError(f"study axis 'methods' value '{method}' is invalid: expected one of {names}")
     common, global_axes = _mapping(data.get("set"), "set"), _mapping(data.get("axes"), "axes")
     for key in list(common) + list(global_axes):
         check_key(key, "set/axes key")
     groups: list[tuple[str, str, dict, dict]] = []
     for method, options in methods.items():
         options = _mapping(options, f"method '{method}'")
-        if method not in method_names():
-            raise ConfigError(
-                f"study axis 'methods' value '{method}' is invalid: expected one of {', '.join(method_names())}"
-            )
         extra = set(options) - {"set", "axes", "tune"}
         if extra:
             raise ConfigError(

@@ -1,5 +1,5 @@
 """What every tuner offers the training recipe: the model, its trainable weights and the hooks;
-and ``apply_tuner``, which builds one from the registry (``peftlab.tuners.TUNERS``)."""
+and ``apply_tuner``, which builds one from the registry (``peftlab.tuners.TUNERS``, or a plugin's)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from peftlab.config.schema import RunConfig
 from peftlab.config.sections import QuantConfig
 from peftlab.models.families import check_family, prepare
 from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_linear, load_pending
-from peftlab.tuners import TUNERS
+from peftlab.tuners.plugins import method_spec
 from peftlab.utils.libraries import quiet_transformers
 
 
@@ -186,13 +186,13 @@ def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = No
     """Checks that need the model (targets and patterns, quantization), without changing it."""
     ctx = ctx or TunerContext.for_checks(cfg)
     check_family(model, cfg.method.name)
-    TUNERS[cfg.method.name].check(model, cfg.method, ctx)
+    method_spec(cfg.method.name).check(model, cfg.method, ctx)
     check_quant(cfg.quant, model)
 
 
 def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
     """The rank each module starts with (low-rank methods; None for the others)."""
-    ranks = TUNERS[cfg.method.name].ranks
+    ranks = method_spec(cfg.method.name).ranks
     return ranks(model, cfg.method) if ranks else None
 
 
@@ -200,7 +200,7 @@ def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = Non
     ctx = ctx or TunerContext.for_checks(cfg)
     check_config(cfg, model, ctx)
     prepare(model)  # a fused-bias qkv (BEiT, EVA) called as a module, so an adapter on it is reached
-    tuner = TUNERS[cfg.method.name].apply(model, cfg.method, ctx)
+    tuner = method_spec(cfg.method.name).apply(model, cfg.method, ctx)
     load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant.load)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
     return tuner

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from peftlab.tuners import TUNERS
 from peftlab.tuners.peft_bridge.types import NO_MERGE, applicable, peft_types
+from peftlab.tuners.plugins import distribution, entry_points, load_plugin
 
 TARGETS = "Linear layers (method.target_modules)"
 # built-in method -> (what it adapts, merges)
@@ -50,7 +51,7 @@ QUANTIZED_OWN = {"qalora": "its own group-wise"}  # quantizes its base itself, n
 
 
 def method_rows() -> list[dict]:
-    """One row per method: name, source (built-in, PEFT), adapts, merges, quantized base."""
+    """One row per method: name, source (built-in, PEFT, plugin), adapts, merges, quantized base."""
     rows = []
     for name, spec in TUNERS.items():
         if name == "peft":  # the bridge itself: its rows are the types it runs
@@ -69,6 +70,26 @@ def method_rows() -> list[dict]:
                 "quantized": "bitsandbytes" if bridge.quantizable else "no",
             }
         )
+    return rows + plugin_rows()
+
+
+def plugin_rows() -> list[dict]:
+    """A row per ``peftlab.methods`` entry point, each plugin imported (its config, not its model module);
+    a broken one's row says what is wrong (``error``), and the others are listed all the same."""
+    rows = []
+    for name, eps in entry_points().items():
+        spec = load_plugin(name)
+        source = "plugin " + " and ".join(distribution(ep) for ep in eps)
+        if isinstance(spec, Exception):
+            rows.append({"name": name, "source": source, "adapts": f"BROKEN: {spec}", "merges": "-", "quantized": "-"})
+            rows[-1]["error"] = str(spec)
+            continue
+        cls = spec.config_cls
+        doc = (cls.__doc__ or "").strip().splitlines()
+        declared = doc[0] if doc and not doc[0].startswith(f"{cls.__name__}(") else "(not declared by the plugin)"
+        adapts, merges = getattr(cls, "adapts", declared), getattr(cls, "merges", "(not declared by the plugin)")
+        quantized = "bitsandbytes" if cls.quantizable else "no"
+        rows.append({"name": name, "source": source, "adapts": adapts, "merges": merges, "quantized": quantized})
     return rows
 
 

@@ -1,0 +1,153 @@
+"""Methods of other installed packages: each a ``peftlab.methods`` entry point naming the method and
+pointing to its registry line, a ``TunerSpec(ConfigCls, "package.model")`` as in ``TUNERS``::
+
+    [project.entry-points."peftlab.methods"]
+    mymethod = "mypackage:METHOD"   # mypackage/__init__.py: METHOD = TunerSpec(MyConfig, "mypackage.model")
+
+Read lazily: only a ``method.name`` the built-ins lack looks at the entry points (package metadata,
+nothing imported), and only that method's package is imported, so configs of built-in methods never
+import a plugin. A broken plugin is one ``ConfigError`` line naming its distribution and what is wrong;
+it fails only the runs of that method (``peftlab methods`` lists it beside the others).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+from dataclasses import dataclass
+
+from peftlab.config.sections import MethodConfig
+from peftlab.tuners import HOOKS, TUNERS, TunerSpec
+from peftlab.utils.errors import ConfigError
+
+GROUP = "peftlab.methods"
+LOADED: dict[str, PluginSpec | ConfigError] = {}  # the plugins read so far, by name
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a method's name: run labels, folders and LaTeX macros take it
+
+
+@dataclass(frozen=True)
+class PluginSpec(TunerSpec):
+    """A plugin's registry line, with where it comes from: a model module that fails to import, or lacks a
+    required hook, is one line naming its package when any hook is first asked for (``peftlab validate``)."""
+
+    distribution: str = ""  # "name version" of the installed package that gives the entry point
+
+    def load(self, hook: str):
+        where = f"method {self.config_cls.name!r} of plugin {self.distribution}"
+        try:
+            module = importlib.import_module(self.module)
+        except Exception as err:  # the plugin's own code: any error of it is the plugin's
+            raise ConfigError(f"{where}: its model module {self.module} fails to import: {one_line(err)}") from err
+        missing = [h for h, needed in HOOKS.items() if needed and not callable(getattr(module, h, None))]
+        if missing:
+            raise ConfigError(
+                f"{where}: {self.module} has no function {missing[0]!r}, which every method's module defines"
+            )
+        return getattr(module, hook, None)
+
+
+def one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """The ``peftlab.methods`` entry points of the installed distributions, by name (metadata only)."""
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def plugin_names() -> list[str]:
+    """The names plugins give, built-in names aside (those plugins are broken)."""
+    return [name for name in entry_points() if name not in TUNERS]
+
+
+def distribution(ep: importlib.metadata.EntryPoint) -> str:
+    dist = ep.dist
+    return f"{dist.name} {dist.version}" if dist is not None else "(unknown distribution)"
+
+
+def load_plugin(name: str) -> PluginSpec | ConfigError:
+    """The registry line the plugin named ``name`` gives, checked; or the one-line error of a broken one
+    (read once per process)."""
+    if name not in LOADED:
+        LOADED[name] = read_plugin(name)
+    return LOADED[name]
+
+
+def read_plugin(name: str) -> PluginSpec | ConfigError:
+    eps = entry_points().get(name, [])
+    if not eps:
+        return ConfigError(f"no installed plugin gives method {name!r}")
+    if len(eps) > 1:
+        dists = " and ".join(distribution(ep) for ep in eps)
+        return ConfigError(f"method {name!r} is given by two plugins, {dists}: uninstall one")
+    (ep,) = eps
+    where = f"method {name!r} of plugin {distribution(ep)} (entry point {name} = {ep.value})"
+    try:
+        spec = read_entry_point(ep, name)
+    except ConfigError as err:
+        return ConfigError(f"{where}: {err}")
+    return PluginSpec(spec.config_cls, spec.module, distribution(ep))
+
+
+def read_entry_point(ep: importlib.metadata.EntryPoint, name: str) -> TunerSpec:
+    """What ``ep`` points to, if it is a method peftlab can read; ConfigError says what it lacks."""
+    if name in TUNERS:
+        raise ConfigError(f"the name is a built-in method's: rename the entry point (the built-in {name} is used)")
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"the name is invalid: expected {NAME.pattern} (lower case, digits, _)")
+    try:
+        spec = importlib.import_module(ep.module)
+    except Exception as err:  # the plugin's own code: any error of it is the plugin's
+        raise ConfigError(f"fails to import: {one_line(err)}") from err
+    for part in (ep.attr or "").split("."):
+        if part and not hasattr(spec, part):
+            raise ConfigError(f"{ep.module} has no {ep.attr}: expected TunerSpec(config class, model module)")
+        spec = getattr(spec, part) if part else spec
+    if not isinstance(spec, TunerSpec):
+        raise ConfigError(f"gives a {type(spec).__name__}, not peftlab.tuners.TunerSpec(config class, model module)")
+    check_config_class(spec.config_cls, name)
+    try:
+        found = importlib.util.find_spec(spec.module) if isinstance(spec.module, str) else None
+    except Exception:  # a parent package that is missing or fails to import
+        found = None
+    if found is None:
+        raise ConfigError(f"its model module {spec.module!r} is not found")
+    return spec
+
+
+def check_config_class(cls, name: str) -> None:
+    """A method's config as every method's is: a frozen dataclass of MethodConfig, declaring its name."""
+    if not isinstance(cls, type) or not issubclass(cls, MethodConfig):
+        raise ConfigError(f"its config class {cls!r} is not a subclass of peftlab.config.sections.MethodConfig")
+    params = cls.__dict__.get("__dataclass_params__")
+    if params is None or not params.frozen:
+        raise ConfigError(f"its config class {cls.__name__} is not a frozen dataclass: use @dataclass(frozen=True)")
+    if cls.__dict__.get("name") != name:
+        raise ConfigError(f"its config class {cls.__name__} declares name = {cls.__dict__.get('name')!r}, not {name!r}")
+    try:
+        cls()
+    except Exception as err:  # its defaults must make a valid config, as every method's do
+        raise ConfigError(f"its config class {cls.__name__}() fails: {one_line(err)}") from err
+
+
+def method_spec(name: str) -> TunerSpec | None:
+    """The registry line of method ``name``: a built-in's, else a plugin's (loaded now; ConfigError if it is
+    broken), or None where no method has that name."""
+    if name in TUNERS:
+        return TUNERS[name]
+    if name not in LOADED and name not in entry_points():  # metadata is scanned until the plugin is read
+        return None
+    spec = load_plugin(name)
+    if isinstance(spec, ConfigError):
+        raise ConfigError(str(spec))
+    return spec
+
+
+def loaded_plugins() -> tuple[str, ...]:
+    """The plugins read so far that work: the methods besides the built-ins that a study's keys may name."""
+    return tuple(name for name, spec in LOADED.items() if not isinstance(spec, ConfigError))
