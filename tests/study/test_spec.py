@@ -128,8 +128,8 @@ def test_a_foreign_option_in_a_methods_own_set_is_an_error(tmp_path):
     path = write_study(tmp_path, {"methods": {"full": {"set": {"method.r": 4}}}})
     with pytest.raises(
         ConfigError,
-        match=r"method.r' is not an option of method 'full' \(it belongs to lora, adaptive, qalora, dora, vera, loha, "
-        r"lokr, oft\)",
+        match=r"method.r' is not an option of method 'full' \(it belongs to lora, adaptive, qalora, fact_tt, fact_tk, "
+        r"dora, vera, loha, lokr, oft\)",
     ):
         load_study(path)
 
