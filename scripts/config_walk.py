@@ -43,9 +43,8 @@ def walk(config: str, overrides: list[str]) -> collections.Counter:
 def main(argv: list[str]) -> None:
     functions = walk(argv[0], argv[1:])
     modules = {name.split(":")[0] for name in functions}
-    print(
-        f"calls that receive the whole config: {sum(functions.values())}, in {len(functions)} functions of {len(modules)} modules"
-    )
+    total = sum(functions.values())
+    print(f"calls that receive the whole config: {total}, in {len(functions)} functions of {len(modules)} modules")
     for name, count in sorted(functions.items()):
         print(f"  {count:3d}  {name}")
 
