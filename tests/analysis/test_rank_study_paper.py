@@ -146,7 +146,7 @@ def test_run_lengths_are_what_the_protocol_record_says():
     "epochs,steps,text",
     [
         ([1], [], r"\cfgEpochs{} \cfgEpochsNoun{}"),
-        ([], [6], r"\cfgSteps{} optimizer \cfgStepsNoun{} (\texttt{train.max\_steps} stopped the runs before "),
+        ([], [6], r"\cfgSteps{} optimizer \cfgStepsNoun{}, where \texttt{train.max\_steps} stopped them short of "),
         ([2], [6], r"\cfgEpochs{} \cfgEpochsNoun{}, or \cfgSteps{} optimizer \cfgStepsNoun{} where "),
         ([], [], ""),
     ],

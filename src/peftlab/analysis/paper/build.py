@@ -311,7 +311,7 @@ def run_length(numbers: Numbers) -> str:
     if epochs and steps:
         return f"{epochs}, or {steps} where \\texttt{{train.max\\_steps}} stopped a run first"
     if steps:
-        return f"{steps} (\\texttt{{train.max\\_steps}} stopped the runs before \\texttt{{train.epochs}} did)"
+        return f"{steps}, where \\texttt{{train.max\\_steps}} stopped them short of \\texttt{{train.epochs}}"
     return epochs
 
 

@@ -380,7 +380,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
     budgets = [latex_escape(t) for t in sorted({s["search"]["trials"] for s in searches})]
-    add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per method (search.trials)")
+    add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per search (search.trials)")
     add(
         "tuneMetric",
         tuning_table.latex_key(searches[0]["search"]["metric"]),
