@@ -837,8 +837,8 @@ def test_a_causal_lm_paper_describes_next_token_prediction_on_instructions(tmp_p
     assert (
         r"The model is \texttt{\cfgModel{}}, a causal language model of Hugging Face transformers, fine-tuned to "
         r"predict the next token; the model's own tokenizer turns each example into at most \cfgMaxLength{} tokens. "
-        r"It is adapted to \texttt{\cfgData{}} with \cfgTrainImages{} training examples for"
-    ) in main
+        r"It is adapted to \texttt{\cfgData{}} with \cfgTrainImages{} training examples"
+    ) in main  # these runs record no train section: how long they trained is left unsaid
     assert "the output after it is the response." in main and "taken on the response tokens only." in main
     assert "Full fine-tuning trains every parameter, the language-model head included" in main
     assert r"$\mathcal{L} \gets$ next-token cross-entropy on the batch's response tokens" in main
@@ -858,7 +858,7 @@ def test_a_text_classification_paper_describes_a_sequence_classifier(tmp_path):
     assert (
         r"The model is \texttt{\cfgModel{}}, a sequence classifier of Hugging Face transformers with a newly "
         r"initialised classification head; the model's own tokenizer turns each example into at most "
-        r"\cfgMaxLength{} tokens. It is adapted to \texttt{\cfgData{}} with its training split for"
+        r"\cfgMaxLength{} tokens. It is adapted to \texttt{\cfgData{}} with its training split"
     ) in main
     assert "and tested on its test split." in main and "The study uses one model, one dataset and " in main
     assert "linear probe trains" not in main and "Full fine-tuning trains every parameter. LoRA adds" in main

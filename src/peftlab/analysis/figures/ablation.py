@@ -19,7 +19,6 @@ from peftlab.analysis.figures.style import (
     _log_scale,
     _metric_label,
     _name,
-    _natural_key,
     _new_figure,
     _palette_for,
     _pooled_columns,
@@ -32,7 +31,7 @@ from peftlab.analysis.figures.style import (
     interval_label,
     save_figure,
 )
-from peftlab.analysis.results.units import scale
+from peftlab.analysis.results.units import natural_key, scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
 
 
@@ -101,7 +100,7 @@ def plot_ablation(
     fig, ax = _new_figure(5.8, 3.4)
     lines = summary.groupby(series, sort=False, dropna=False) if series else [((), summary)]
     # the series with most points first: it gets the solid line
-    lines = sorted(lines, key=lambda item: (-len(item[1]), _natural_key(item[0])))
+    lines = sorted(lines, key=lambda item: (-len(item[1]), natural_key(item[0])))
     log_x = numeric and _log_scale(np.array(categories, dtype=float))
     for i, (key, group) in enumerate(lines):
         group = (

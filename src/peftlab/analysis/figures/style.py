@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
-from peftlab.analysis.results.units import METRIC_LABELS, display_name, scale
+from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
 from peftlab.analysis.stats.intervals import INTERVALS
 
@@ -90,7 +90,7 @@ def study_palette(df):
     method_of = _methods_of_variants(df)
     known = [m for m in METHOD_ORDER if m in method_of.values()]
     methods = known + sorted(set(method_of.values()) - set(known))
-    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), _natural_key(v)))
+    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), natural_key(v)))
     hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
     shade, style = {}, {}
     for method in methods:
@@ -126,12 +126,6 @@ def _methods_of_variants(df):
     for variant in df["variant"].dropna().unique():
         method_of.setdefault(str(variant), str(variant).split(" ", 1)[0])
     return method_of
-
-
-def _natural_key(text):
-    """ "lora r=16" after "lora r=4": numbers in a name compare as numbers."""
-    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
-    return tuple(float(part) if i % 2 else part for i, part in enumerate(parts))
 
 
 def _shade(color, t):
@@ -181,7 +175,7 @@ def _name(palette, variant, labels):
 
 def _sorted_variants(palette, variants):
     order = {v: i for i, v in enumerate(palette["variants"])}
-    return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), _natural_key(v)))
+    return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), natural_key(v)))
 
 
 def interval_label(interval="t", confidence=0.95):

@@ -293,12 +293,26 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         literature=literature_items(citations, study_methods(study.df), n),
         our_order=bool(study_rows(study.df, citations, study.primary)),
         incomplete=len(study.incomplete) > 0,
+        length=run_length(numbers),  # epochs, or the steps where train.max_steps stopped the runs
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
         command="studyCommand" in numbers.macros,  # the recorded command that ran the study
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
         weights=loads_weights(study.done),  # a random base loads none
     )  # runs with a protocol record
+
+
+def run_length(numbers: Numbers) -> str:
+    """How long the runs trained, as their protocol record says (macros: cfgEpochs, cfgSteps): epochs where
+    train.epochs bounded them, optimizer steps where train.max_steps stopped them first; "" with neither."""
+    n, macros = numbers.ref, numbers.macros
+    epochs = f"{n('cfgEpochs')} {n('cfgEpochsNoun')}" if "cfgEpochs" in macros else ""
+    steps = f"{n('cfgSteps')} optimizer {n('cfgStepsNoun')}" if "cfgSteps" in macros else ""
+    if epochs and steps:
+        return f"{epochs}, or {steps} where \\texttt{{train.max\\_steps}} stopped a run first"
+    if steps:
+        return f"{steps}, where \\texttt{{train.max\\_steps}} stopped them short of \\texttt{{train.epochs}}"
+    return epochs
 
 
 def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
@@ -316,9 +330,10 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         else "in the order they ran; the line is the best so far, the star the chosen trial"
     )
     which = "lower is better" if lower else "\\%"
+    unit = numbers.ref("tuneUnit")  # method, or configuration where each had its own search
     caption = (
         f"Validation score ({numbers.ref('tuneMetric')}, {which}, mean over the "
-        f"tuning seeds) of every trial of each method's search, one panel per method, {how}; hollow markers "
+        f"tuning seeds) of every trial of each {unit}'s search, one panel per {unit}, {how}; hollow markers "
         "are pruned trials at their last reported score."
     )
     return {

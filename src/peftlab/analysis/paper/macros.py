@@ -17,7 +17,7 @@ from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.load import results_sha256
-from peftlab.analysis.results.record import data_names, split_sizes, study_command
+from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command
 from peftlab.analysis.results.units import range_words, unit
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
@@ -37,7 +37,6 @@ CONFIG_MACROS = {
     "model.patch_size": "cfgPatchSize",
     "model.depth": "cfgDepth",
     "model.embed_dim": "cfgEmbedDim",
-    "train.epochs": "cfgEpochs",
     "train.batch_size": "cfgBatchSize",
     "train.lr": "cfgLr",
 }
@@ -80,28 +79,10 @@ class Numbers:
 
 # --- names --------------------------------------------------------------------------------
 
-ONES = [
-    "Zero",
-    "One",
-    "Two",
-    "Three",
-    "Four",
-    "Five",
-    "Six",
-    "Seven",
-    "Eight",
-    "Nine",
-    "Ten",
-    "Eleven",
-    "Twelve",
-    "Thirteen",
-    "Fourteen",
-    "Fifteen",
-    "Sixteen",
-    "Seventeen",
-    "Eighteen",
-    "Nineteen",
-]
+ONES = (
+    "Zero One Two Three Four Five Six Seven Eight Nine Ten Eleven Twelve Thirteen Fourteen Fifteen Sixteen "
+    "Seventeen Eighteen Nineteen"
+).split()
 TENS = ["", "", "Twenty", "Thirty", "Forty", "Fifty", "Sixty", "Seventy", "Eighty", "Ninety"]
 
 
@@ -233,8 +214,13 @@ def define_study(numbers: Numbers, study) -> None:
         sizes = split_sizes(done, split)
         if sizes:
             add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
-    epochs = study.config("train.epochs")
-    add("cfgEpochsNoun", "epoch" if epochs == [1] else "epochs", "cfgEpochs' noun")
+    epochs, steps = run_lengths(done)  # what ran, as result.json's protocol record says
+    if epochs:
+        add("cfgEpochs", ", ".join(map(integer, epochs)), "train.epochs of the runs it bounded (protocol.epochs)")
+        add("cfgEpochsNoun", "epoch" if epochs == [1] else "epochs", "cfgEpochs' noun")
+    if steps:
+        add("cfgSteps", ", ".join(map(integer, steps)), "optimizer steps of the runs train.max_steps stopped")
+        add("cfgStepsNoun", "step" if steps == [1] else "steps", "cfgSteps' noun")
     add("cfgLrNoun", "learning rate" if len(study.config("train.lr")) == 1 else "learning rates", "cfgLr's noun")
     add(
         "cfgMethods",
@@ -380,8 +366,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         "the config keys searched (tune/*/selection.json)",
     )
     add("tuneMethods", str(len(searches)), "searches run (tune/*/selection.json)")
-    per_config = any(tuning_choices.search_name(s) != s["search"]["method"] for s in searches)
-    unit = "configuration" if per_config else "method"
+    unit = tuning_choices.search_unit(searches)
     add("tuneUnit", unit, "what one search tuned: a method, or a configuration (a method with its axis values)")
     kinds = [
         latex_escape(kind)
@@ -395,7 +380,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
     budgets = [latex_escape(t) for t in sorted({s["search"]["trials"] for s in searches})]
-    add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per method (search.trials)")
+    add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per search (search.trials)")
     add(
         "tuneMetric",
         tuning_table.latex_key(searches[0]["search"]["metric"]),
@@ -405,8 +390,8 @@ def define_tuning(numbers: Numbers, study) -> None:
     add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     at_edge = [
-        f"the {tuning_table.latex_key(key)} of {study.method_name(method)} is the {where} value searched"
-        for method, key, _, where in tuning_choices.edges(searches)
+        f"the {tuning_table.latex_key(key)} of {study.name(name)} is the {where} value searched"
+        for name, key, _, where in tuning_choices.edges(searches)  # a search's configuration, by its label
     ]
     if at_edge:
         add("tuneEdges", words(at_edge), "chosen values at an end of their searched range (tuning.edges)")

@@ -1,5 +1,5 @@
-"""The paper's tuning table (LaTeX): per tuned method its search space, trials, chosen values and the
-final runs' scores, from the selection.json records that tuning.py reads (``load_searches``).
+"""The paper's tuning table (LaTeX): per search (a method's, or a configuration's) its search space, trials,
+chosen values and the final runs' scores, from the selection.json records that tuning.py reads (``load_searches``).
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import pandas as pd
 
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name
+from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name, search_unit
 from peftlab.analysis.results.units import display_name, scale, score_name, units
 from peftlab.training.run_result import lower_is_better
 
 TABLE_CAPTION = (
-    "Hyper-parameter search of each method on the validation split: the search space, the trials run "
+    "Hyper-parameter search of each {unit} on the validation split: the search space, the trials run "
     "(complete/pruned), the chosen values and trial, the {metric} of the chosen trial (the mean "
     "over the tuning seeds when there are several), and the mean validation and test {score} of the "
     "final runs at the chosen values over $n$ seeds, {units}."
@@ -63,12 +63,13 @@ def latex_trials(record: dict) -> str:
 
 
 def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = None) -> str:
-    """The paper's tuning table (booktabs, tabularx): one row per tuned method; a chosen value at an end
-    of its axis (``edges``) is marked $^{\\dagger}$."""
+    """The paper's tuning table (booktabs, tabularx): one row per search, named by the study's labels; a chosen
+    value at an end of its axis (``edges``) is marked $^{\\dagger}$."""
     metric = searches[0]["search"]["metric"]
     scores, times = final_scores(df, metric), scale(metric)
     at_edge = {(method, key) for method, key, _, _ in edges(searches)}
     caption = TABLE_CAPTION.format(
+        unit=search_unit(searches),
         metric=latex_key(metric) + (" (lower is better)" if lower_is_better(metric) else ""),
         score=SCORE_WORDS.get(score_name(metric), score_name(metric)),
         units=latex_escape(units([metric])),
@@ -85,7 +86,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
         r"\toprule",
         r" & & & \multicolumn{3}{c}{Chosen} & \multicolumn{3}{c}{Final runs} \\",
         r"\cmidrule(lr){4-6}\cmidrule(l){7-9}",
-        r"Method & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\",
+        rf"{search_unit(searches).capitalize()} & Search space & Trials & Values & Trial & Val & Val & Test & $n$ \\",
         r"\midrule",
     ]
     for record in searches:

@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, save_figure
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
-from peftlab.analysis.results.units import display_name, scale, unit, units
+from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.files import read_json
@@ -43,8 +43,8 @@ PANELS_PER_ROW = 3
 
 
 def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> list[dict]:
-    """The selection.json of every tuned method, in the order of ``methods`` (the report's
-    palette order), then alphabetical."""
+    """The selection.json of every search, in the order of ``methods`` (the report's palette order), then
+    alphabetical; a method's configurations in natural order (r=2 before r=16), as the figures list them."""
     searches = []
     for path in sorted(Path(study_dir).glob("tune/*/selection.json")):
         record = read_json(path)
@@ -55,9 +55,12 @@ def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> li
         ):
             searches.append(record)
     order = {m: i for i, m in enumerate(methods or [])}
-    return sorted(
-        searches, key=lambda r: (order.get(r["search"]["method"], len(order)), r["search"]["method"], search_name(r))
-    )
+
+    def place(record: dict) -> tuple:
+        method = record["search"]["method"]
+        return order.get(method, len(order)), method, natural_key(search_name(record))
+
+    return sorted(searches, key=place)
 
 
 def _space(record: dict) -> str:
@@ -175,7 +178,8 @@ def diverged_lines(searches: list[dict]) -> list[str]:
 
 
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
-    """Validation score over the trials of each method's search; returns the paths, or None without trials."""
+    """Validation score over the trials of each search, a panel each in its configuration's colour (``palette``:
+    ``study_palette``'s); returns the paths, or None without trials."""
     searches = [s for s in searches if s["trials"]]
     if not searches:
         return None
@@ -188,7 +192,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         ax.set_visible(False)
     for ax, record in zip(axes, searches):
         method = record["search"]["method"]
-        draw_panel(ax, record, (palette or {}).get("method", {}).get(method, "#0072B2"))
+        draw_panel(ax, record, search_color(record, palette))
         ax.set_title(figure_name(search_name(record), method, labels), fontsize=8)
     metric = searches[0]["search"]["metric"]
     for ax in axes[::ncols]:
@@ -206,6 +210,14 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         frameon=False,
     )
     return save_figure(fig, out_dir, FIGURE)
+
+
+def search_color(record: dict, palette: dict | None) -> str:
+    """A search's colour: its configuration's shade where it ran on one (a rank study: r=2 light, r=16 dark,
+    as every other figure draws them), else its method's hue."""
+    palette = palette or {}
+    shade = palette.get("variant", {}).get(search_name(record))
+    return shade or palette.get("method", {}).get(record["search"]["method"], "#0072B2")
 
 
 def draw_panel(ax, record: dict, color: str) -> None:
@@ -303,7 +315,9 @@ def report_section(
         f"trials selected by {metric}{', the lowest winning' if lower_is_better(metric) else ''} ({scored}, which "
         "no final run uses); the test set was evaluated for the final runs only, each at its chosen "
         "values. Budgets (trials per search): "
-        + ", ".join(f"{search_name(s)} {s['search']['trials']}" for s in searches)
+        + ", ".join(
+            f"{figure_name(search_name(s), s['search']['method'], labels)} {s['search']['trials']}" for s in searches
+        )
         + ".",
         "",
         "| configuration | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "

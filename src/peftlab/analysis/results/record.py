@@ -1,6 +1,7 @@
 """What a study's own record says of it, as the paper's prose names it: the split sizes its runs recorded,
-its datasets (a folder of the user's by its name), the command that ran it and whether its runs loaded
-pretrained weights. Each returns nothing where the record is silent, so no sentence is filled with "n/a".
+its datasets (a folder of the user's by its name), how long its runs trained, the command that ran it and
+whether its runs loaded pretrained weights. Each returns nothing where the record is silent, so no sentence
+is filled with "n/a".
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ def split_sizes(done, split: str) -> list[int]:
     if column not in done:
         return []
     return sorted({int(size) for size in done[column].dropna()})
+
+
+def run_lengths(done: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """How long the completed runs trained, as they ran: (the epochs of those train.epochs bounded, the optimizer
+    steps of those train.max_steps stopped first), each distinct and sorted, from result.json's protocol record
+    (``protocol.epochs`` is empty where max_steps stopped a run); a run without the record by its
+    config.train.epochs."""
+    steps = done.get("protocol.steps", pd.Series(index=done.index, dtype=float))
+    recorded, cut = steps.notna(), done.get("protocol.max_steps", pd.Series(index=done.index, dtype=float)).notna()
+    epochs = pd.concat(
+        [
+            done.loc[recorded & ~cut, "protocol.epochs"] if "protocol.epochs" in done else pd.Series(dtype=float),
+            done.loc[~recorded, "config.train.epochs"] if "config.train.epochs" in done else pd.Series(dtype=float),
+        ]
+    )
+    return sorted({int(e) for e in epochs.dropna()}), sorted({int(s) for s in steps[recorded & cut]})
 
 
 def loads_weights(done: pd.DataFrame) -> bool:

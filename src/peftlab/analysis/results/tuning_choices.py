@@ -47,6 +47,12 @@ def search_name(record: dict) -> str:
     return searched if isinstance(searched, str) else record["search"]["method"]
 
 
+def search_unit(searches: list[dict]) -> str:
+    """What one search tuned, as the paper's prose and tables name it: "configuration" where a search ran on
+    one configuration of its method (a rank study: a search per rank), else "method"."""
+    return "configuration" if any(search_name(s) != s["search"]["method"] for s in searches) else "method"
+
+
 def borrowers(record: dict) -> list[str]:
     """The configurations that ran at this search's choice without a search of their own (``tune.share``)."""
     found = (record.get("configurations") or {}).get("borrowed_by")

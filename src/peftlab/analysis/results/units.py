@@ -7,6 +7,8 @@ A metric is named as result.json or a results table names it (``val_f1``, ``metr
 
 from __future__ import annotations
 
+import re
+
 from peftlab.training.run_result import lower_is_better
 
 TEXT_SCORES = ("f1", "matthews", "perplexity")  # GLUE's other two scores and a causal LM's
@@ -97,6 +99,13 @@ METRIC_LABELS = {
     "metrics.test_perplexity": "Test perplexity (lower is better)",
     "metrics.val_perplexity": "Val perplexity (lower is better)",
 }
+
+
+def natural_key(text) -> tuple:
+    """A sort key in which numbers compare as numbers: "lora r=16" after "lora r=4" (as strings it comes first).
+    The report's and the paper's tables, figures and searches list configurations in this order."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(parts))
 
 
 def display_name(name, method=None, labels=None):
