@@ -332,7 +332,10 @@ def test_vpt_prompts_follow_register_tokens():
 
 
 @pytest.mark.parametrize(
-    "method", ZOO + ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft", "prompt_tuning", "prefix_tuning"]
+    "method",
+    ZOO
+    + ["dora", "vera", "ia3", "loha", "lokr", "oft", "boft", "prompt_tuning", "prefix_tuning"]
+    + ["fact_tt", "fact_tk", "convpass", "repadapter"],
 )
 def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(method):
     import re
@@ -346,3 +349,10 @@ def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(met
         key for group in re.findall(r"\\citep\{([^}]*)\}", paper.METHOD_SENTENCES[method]) for key in group.split(",")
     ]
     assert cited and set(cited) <= keys
+
+
+def test_every_built_in_method_but_the_peft_bridge_has_a_sentence_in_the_paper():
+    from peftlab.analysis.paper import build as paper
+    from peftlab.tuners import TUNERS
+
+    assert set(TUNERS) - {"peft"} - set(paper.METHOD_SENTENCES) == set()

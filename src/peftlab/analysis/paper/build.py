@@ -163,6 +163,17 @@ METHOD_SENTENCES = {
     "of every block only \\citep{pfeiffer2021adapterfusion}. ",
     "adaptformer": "AdaptFormer adds a scaled bottleneck branch in parallel to the MLP of every block "
     "\\citep{chen2022adaptformer}. ",
+    "convpass": "Convpass adds beside the attention and the MLP of every block a bottleneck whose middle is a "
+    "$3 \\times 3$ convolution over the patch grid, its output projection starting at zero; the convolution keeps it "
+    "from folding into the weights \\citep{jie2022convpass}. ",
+    "repadapter": "RepAdapter puts a linear bottleneck with a group-wise up projection before the attention and the "
+    "MLP of every block, with no nonlinearity, so that it folds into the layers it feeds at merge time "
+    "\\citep{luo2023repadapter}. ",
+    "fact_tt": "FacT factorizes the updates of all blocks' attention and MLP weights together: two projections "
+    "shared by every block and a small core per weight matrix, its own in the tensor-train form (FacT-TT), and "
+    "folds them into the weights at merge time \\citep{jie2023fact}. ",
+    "fact_tk": "FacT-TK writes the same updates in the Tucker form, each core built from factors shared across "
+    "blocks, and folds them into the weights at merge time \\citep{jie2023fact}. ",
     "vpt": "Visual prompt tuning inserts learned tokens after the class token, at the input (shallow) or anew before "
     "every block (deep), with the backbone frozen \\citep{jia2022vpt}. ",
     "dora": "DoRA splits each adapted weight into a magnitude per output row and a direction, and trains the "
