@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import TINY_MODEL, assert_one_line_refusal, cli_in_process, needs_fashion_mnist
+from testkit import TINY_MODEL, applied_counts, assert_one_line_refusal, cli_in_process, meta_of, needs_fashion_mnist
 
 from peftlab.config.checks import MAX_INT
 from peftlab.tuners import TUNERS
@@ -267,3 +267,40 @@ def test_ssf_on_clip_shifts_the_bias_less_patch_embedding_and_scales_norm_pre():
     """SSF scales and shifts the patch embedding's output, which has no bias, as PETL_Vision's code does
     (205,824 there); peftlab's also wraps norm_pre, as LN tunes it: 2 x 768 more. Only the merge refuses."""
     assert trainable_without_head({"name": "vit_base_patch16_clip_224"}, "ssf", {}) == 205_824 + 2 * 768
+
+
+SIZED = [
+    ("lora", {}),
+    ("lora", {"r": 4, "target_modules": "extended"}),
+    ("lora", {"target_modules": "all-linear", "rank_pattern": {"fc1": 2}}),
+    ("lora", {"rank_strategy": "linear_decay", "rank_budget": 40}),
+    ("lora", {"target_modules": ["blocks\\.0\\.attn\\.qkv"]}),  # the whole fused qkv
+    ("dora", {}),
+    ("dora", {"target_modules": "extended"}),
+]
+SIZED_MODELS = [
+    TINY_MODEL,
+    {"name": "beit_base_patch16_224", "depth": 2, "img_size": 32, "patch_size": 8},
+    {"name": "swin_tiny_patch4_window7_224"},
+]
+
+
+@pytest.mark.parametrize("model", SIZED_MODELS, ids=[m["name"] for m in SIZED_MODELS])
+@pytest.mark.parametrize("method, options", SIZED, ids=[f"{m}-{i}" for i, (m, _) in enumerate(SIZED)])
+def test_a_method_counted_without_applying_it_counts_what_applying_it_holds(model, method, options):
+    """LoRA's and DoRA's ``size`` hook (counted from the plan, no PEFT) gives the counts of PEFT's layers."""
+    from peftlab.config.schema import load_config
+    from peftlab.tuners.params import count_parameters, sized_without_applying
+
+    try:
+        cfg = load_config(overrides={"model": {**model, "num_classes": 7}, "method": {"name": method, **options}})
+        expected = applied_counts(cfg)
+    except Exception as err:  # a model this preset matches nothing in: refused alike without applying
+        with pytest.raises(type(err)):
+            count_parameters(cfg)
+        return
+    counts = count_parameters(cfg)
+    assert {k: counts[k] for k in expected} == expected
+    assert counts["adapter"] == counts["trainable"] - counts["head"] > 0
+    model_params = sum(p.numel() for p in meta_of(cfg).parameters())
+    assert model_params + sum(sized_without_applying(cfg, meta_of(cfg))) == expected["total"] + expected["head"]

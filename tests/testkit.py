@@ -466,3 +466,21 @@ def header_accuracy(model, paths, labels, preprocessing: dict, batch_size: int =
             out = model(x) if not hasattr(model, "config") else model(pixel_values=x).logits
             hits += int((out.argmax(-1) == torch.as_tensor(labels[start : start + batch_size])).sum())
     return hits / len(paths)
+
+
+def meta_of(cfg):
+    """The meta model ``peftlab params`` counts ``cfg`` on."""
+    from peftlab.tuners.params import _meta_model
+
+    return _meta_model(cfg, cfg.model.num_classes or 1000)
+
+
+def applied_counts(cfg) -> dict:
+    """``count_parameters``'s total, trainable and head the long way: the method applied to the meta model
+    (PEFT's layers), for a method that ``count_parameters`` counts from its plan (its ``size`` hook)."""
+    from peftlab.tuners.base import is_head_param
+    from peftlab.tuners.params import meta_tuner
+
+    tuner = meta_tuner(cfg, meta_of(cfg))
+    head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
+    return {**tuner.parameter_counts(), "head": head}

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from testkit import PRESET_PARTS, TIMM_ONLY, check_cell, cli_in_process, hf_text_model, write_tiny_run
+from testkit import PRESET_PARTS, TIMM_ONLY, applied_counts, check_cell, cli_in_process, hf_text_model, write_tiny_run
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
@@ -238,3 +238,18 @@ def test_a_study_of_a_text_model_on_image_data_is_refused_before_any_run(text_di
     with pytest.raises(UserError, match=expected) as caught:
         validate_study(load_study(study))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_counted_without_peft_counts_what_peft_holds(text_dirs, family, method):
+    """``peftlab params`` counts LoRA and DoRA from the plan (GPT-2's fused c_attn in thirds): PEFT's numbers."""
+    from peftlab.tuners.params import count_parameters
+
+    for task in ["classification", "causal-lm"] if family in ("llama", "gpt2") else ["classification"]:
+        model = {"source": "hf-text", "path": str(text_dirs[family]), "task": task}
+        if task == "classification":
+            model["num_classes"] = NUM_CLASSES
+        cfg = load_config(overrides={"model": model, "method": {"name": method, "target_modules": "extended"}})
+        counts = count_parameters(cfg)
+        assert {k: counts[k] for k in ("total", "trainable", "head")} == applied_counts(cfg), task

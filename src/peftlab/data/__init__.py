@@ -13,7 +13,6 @@ in ``text/``.
 
 from peftlab.config.checks import DATASET_NAMES
 from peftlab.data.build import DataBundle, DataInfo, build_data, describe_data, format_data_info, load_splits
-from peftlab.data.datasets import ArrayDataset, FileDataset
 
 __all__ = [
     "DATASET_NAMES",
@@ -26,3 +25,12 @@ __all__ = [
     "format_data_info",
     "load_splits",
 ]
+
+
+def __getattr__(name: str):
+    """The torch datasets, imported when first asked for: reading and describing data needs no torch."""
+    if name in ("ArrayDataset", "FileDataset"):
+        from peftlab.data import datasets
+
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

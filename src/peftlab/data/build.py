@@ -10,28 +10,17 @@ Order of operations: read the dataset's own train and test splits; keep the labe
 then take the class-stratified subsets. The test split is otherwise untouched.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from peftlab.config.checks import TEXT_DATASET_NAMES
 from peftlab.config.suites import suite_task
-from peftlab.data.cache import cached_images
-from peftlab.data.datasets import (
-    ArrayDataset,
-    DecodedFiles,
-    FileDataset,
-    channel_stats,
-    crop_padding,
-    load_image,
-    make_transform,
-    resize_images,
-)
 from peftlab.data.image_checks import checked_headers, headers_file, image_header
-from peftlab.data.loading import default_num_workers
 from peftlab.data.manifest import check_or_record, list_manifest, lossy_copy_note, manifest_file, stored_manifest
 from peftlab.data.readers.lists import ListedSplits, read_fgvc, read_filelist, read_vtab1k
 from peftlab.data.readers.records import DataInfo, RawData, Samples, concat
@@ -39,6 +28,10 @@ from peftlab.data.sources import find_data, find_listed, read_layout
 from peftlab.data.splits import select_and_subset, split_train_val
 from peftlab.data.text.tasks import load_text_splits
 from peftlab.utils.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: describe_data (peftlab data info) needs none
+    import torch
+    from torch.utils.data import Dataset
 
 DIGIT_DATASETS = ("mnist",)  # no horizontal flips
 
@@ -192,6 +185,8 @@ def check_images(cfg) -> tuple[int, list[str]]:
         layout, directory = find_data(cfg.name, cfg.root, cfg.download)
         raw = read_layout(layout, directory, cfg.split_seed, cfg.test_dir)
         splits = [raw.train, raw.test]
+    from peftlab.data.datasets import load_image  # decodes with torch: --check only
+
     paths = sorted({str(p) for split in splits if split.is_files for p in split.images})
     bad = []
     for path in paths:
@@ -245,6 +240,19 @@ def build_data(
     processes (null: chosen for ``device``, see `loading.default_num_workers`), in ``cache_dir``
     (default: `sources.decoded_cache_dir()`).
     """
+    import torch
+
+    from peftlab.data.cache import cached_images
+    from peftlab.data.datasets import (
+        ArrayDataset,
+        DecodedFiles,
+        FileDataset,
+        crop_padding,
+        make_transform,
+        resize_images,
+    )
+    from peftlab.data.loading import default_num_workers
+
     splits, info = load_splits(cfg)
     num_workers = cfg.num_workers
     if num_workers is None:
@@ -293,6 +301,8 @@ def eval_preprocessing(cfg, img_size: int, in_chans: int, mean, std) -> dict:
     ``img_size``, ``in_chans`` and default ``mean`` / ``std``: what an export's header states, so that
     code without peftlab feeds the exported model what it was tested on. No crop at evaluation (the random
     crop is a training augmentation): the whole image is resized to img_size x img_size."""
+    from peftlab.data.datasets import channel_stats
+
     normalize = getattr(cfg, "normalize", "model")
     mean, std = channel_stats(*normalization(normalize, mean, std), in_chans)
     return {

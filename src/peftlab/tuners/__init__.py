@@ -9,7 +9,9 @@ there by name, and imports the module when a hook is first used, so reading and 
 - ``apply(model, method_cfg, ctx) -> Tuner`` prepares the model (split layers, quantize the base
   through ``peftlab.quant.bases`` when ``ctx.quant`` asks for it, inject adapters);
 - ``ranks(model, method_cfg) -> {module: rank}``, optional: the rank each module starts with
-  (low-rank methods).
+  (low-rank methods);
+- ``size(model, method_cfg) -> int``, optional: the parameters the method adds, counted without
+  applying it (``peftlab params``, a config's size check: LoRA and DoRA, so that a count needs no PEFT).
 
 Methods that share code share a module (the three adapters) or import a hook from another method's
 module (DoRA checks as LoRA does). docs/methods/adding-a-method.md is the checklist for a new method.
@@ -46,7 +48,7 @@ from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.vera.config import VeraMethodConfig
 from peftlab.tuners.vpt.config import VPTConfig
 
-HOOKS = {"check": True, "apply": True, "ranks": False}  # a method module's functions: name -> required
+HOOKS = {"check": True, "apply": True, "ranks": False, "size": False}  # a method module's functions: name -> required
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class TunerSpec:
     def ranks(self):
         """``ranks(model, method_cfg)`` of a low-rank method; None for a method without one."""
         return self.load("ranks")
+
+    @property
+    def size(self):
+        """``size(model, method_cfg) -> int`` of a method counted without applying it; None for the others."""
+        return self.load("size")
 
 
 TUNERS = {

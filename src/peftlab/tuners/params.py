@@ -12,9 +12,10 @@ from torch import nn
 from peftlab.config.checks import DATASET_CLASSES, fail_field
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, QuantConfig, architecture_only
-from peftlab.models.backbones import build_backbone
+from peftlab.models.backbones import build_backbone, head_prefix, trains_head
 from peftlab.models.weights import check_weights_file
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
+from peftlab.tuners.plugins import method_spec
 from peftlab.utils.errors import ConfigError
 
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
@@ -38,20 +39,41 @@ def count_parameters(cfg: RunConfig) -> dict:
     + in_place (the base's own parameters trained where they are: BitFit's biases, DiffFit's biases
     and LayerNorms) + head."""
     num_classes = cfg.model.num_classes or 1000
-    tuner = meta_tuner(cfg, _meta_model(cfg, num_classes))
-    counts = tuner.parameter_counts()
-    head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
-    in_place = sum(p.numel() for p in tuner.trained_in_place().values())
+    model = _meta_model(cfg, num_classes)
+    sized = sized_without_applying(cfg, model)
+    if sized is not None:  # an adapter method counted from its plan: no PEFT imported
+        adapter, head = sized
+        counts = {"total": sum(p.numel() for p in model.parameters()) + adapter, "trainable": adapter + head}
+        is_adapter, in_place = True, 0
+    else:
+        tuner = meta_tuner(cfg, model)
+        counts = tuner.parameter_counts()
+        head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
+        is_adapter, in_place = tuner.is_adapter, sum(p.numel() for p in tuner.trained_in_place().values())
     return {
         "model": cfg.model.name,
         "method": cfg.method.name,
         "num_classes": num_classes,
         **counts,
         "trainable_ratio": counts["trainable"] / counts["total"],
-        "adapter": counts["trainable"] - head - in_place if tuner.is_adapter else None,
+        "adapter": counts["trainable"] - head - in_place if is_adapter else None,
         "in_place": in_place,
         "head": head,
     }
+
+
+def sized_without_applying(cfg: RunConfig, model: nn.Module) -> tuple[int, int] | None:
+    """(the parameters ``cfg``'s method adds to ``model``, the trainable head's) from the method's ``size``
+    hook, checked as applying it checks, the model left unchanged; None for a method without the hook,
+    which is applied on the meta device to be counted. The head trains as a copy (PEFT's
+    ``modules_to_save``), so a model applied holds it twice."""
+    size = method_spec(cfg.method.name).size
+    if size is None:
+        return None
+    ctx = counting_context()
+    check_config(dataclasses.replace(cfg, quant=ctx.quant), model, ctx)  # what meta_tuner would refuse
+    head = sum(p.numel() for p in model.get_submodule(head_prefix(model)).parameters()) if trains_head(model) else 0
+    return size(model, cfg.method), head
 
 
 def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
@@ -59,9 +81,14 @@ def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
     allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
     cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
     run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
-    ctx = TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
+    ctx = counting_context()
     with torch.device("meta"):
         return apply_tuner(model, dataclasses.replace(cfg, quant=ctx.quant), ctx)
+
+
+def counting_context() -> TunerContext:
+    """The context a method is applied (or checked) in to be counted: a long run, an unquantized base."""
+    return TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
 
 
 def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
@@ -83,6 +110,10 @@ def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None =
     )  # adaptive: adapters are built at max_rank
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     refuse_size(cfg, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
+    sized = sized_without_applying(cfg, model)
+    if sized is not None:
+        refuse_size(cfg, num_classes, base + sum(sized))
+        return
     tuner = meta_tuner(cfg, copy.deepcopy(model))
     refuse_size(cfg, num_classes, sum(p.numel() for p in tuner.model.parameters()))
 

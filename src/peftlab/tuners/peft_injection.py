@@ -94,6 +94,17 @@ def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[
     return to_split, targets
 
 
+def target_shape(model: nn.Module, name: str) -> tuple[int, int]:
+    """(in_features, out_features) of a planned target, before the split: a q/k/v slice of a fused
+    ``qkv`` is a third of its rows (``split_qkv``'s Linears)."""
+    parent, _, part = name.rpartition(".")
+    if part in ("q", "k", "v") and parent in qkv_names(model):
+        fused = model.get_submodule(parent)
+        return fused.in_features, fused.out_features // 3
+    module = model.get_submodule(name)
+    return module.in_features, module.out_features
+
+
 def plan_injection(model: nn.Module, cfg: ModulesConfig) -> InjectionPlan:
     to_split, targets = plan_targets(model, cfg)
     return InjectionPlan(head=head_prefix(model), targets=targets, to_split=to_split, head_trains=trains_head(model))

@@ -28,7 +28,7 @@ from peftlab.quant.bases import dequantized_linear, dequantized_weight, is_quant
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, lora_config_kwargs, module_ranks
 from peftlab.tuners.modules import SplitQKV, replace_modules
-from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
+from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets, target_shape
 
 
 class LoraTuner(PeftTuner):
@@ -223,6 +223,13 @@ def check(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
 def ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
     return module_ranks(cfg, plan_targets(model, cfg)[1])
+
+
+def size(model: nn.Module, cfg: LoraMethodConfig) -> int:
+    """The parameters LoRA adds to ``model``, counted from its plan without PEFT (whose import takes
+    seconds): r x (in + out) per adapted module, PEFT's ``lora_A`` (r x in) and ``lora_B`` (out x r)."""
+    targets = plan_targets(model, cfg)[1]
+    return sum(rank * sum(target_shape(model, name)) for name, rank in module_ranks(cfg, targets).items())
 
 
 def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:

@@ -1,0 +1,112 @@
+"""The CLI answers fast: each command imports what its answer needs and no more.
+
+Each command runs in a fresh process; the libraries of ``WATCHED`` it holds at the end are pinned, so
+that a module-level import that brings one back (PEFT brings transformers and bitsandbytes, whose
+backend imports ``torch._inductor``) fails here. Where a command needs timm (a meta model), what
+``import timm`` brings by itself (torchvision's model zoo, ``torch._inductor``) is expected with it,
+as measured in this environment. No timings here: benchmarks/README.md ("CLI start-up") holds the CPU seconds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import yaml
+from testkit import TINY_MODEL, needs_fashion_mnist
+
+import peftlab
+
+REPO = Path(peftlab.__file__).parents[2]
+WATCHED = (
+    "torch",
+    "timm",
+    "peft",
+    "transformers",
+    "bitsandbytes",
+    "torch._inductor",
+    "torchvision.models",
+    "pandas",
+    "matplotlib",
+)
+REPORT = f"print(json.dumps(sorted(m for m in {WATCHED!r} if m in sys.modules)))"
+
+
+def run_python(code: str) -> list[str]:
+    """The watched modules a fresh interpreter holds after ``code`` (its last line of output)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json, sys\n{code}\n{REPORT}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def command_imports(*argv: str) -> set[str]:
+    """The watched modules ``peftlab ARGV`` holds when it has answered (it must answer with status 0)."""
+    code = (
+        "from peftlab.cli import main\n"
+        "try:\n"
+        f"    status = main({list(argv)!r})\n"
+        "except SystemExit as err:\n"
+        "    status = err.code\n"
+        "assert status == 0, status"
+    )
+    return set(run_python(code))
+
+
+@cache
+def brought_by(library: str) -> frozenset[str]:
+    """The watched modules ``import library`` brings by itself here (itself included)."""
+    return frozenset(run_python(f"import {library}"))
+
+
+def write_run(path: Path, method: str) -> Path:
+    run = {
+        "model": TINY_MODEL,
+        "method": {"name": method},
+        "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+        "train": {"max_steps": 2, "batch_size": 16},
+    }
+    path.write_text(yaml.safe_dump(run))
+    return path
+
+
+@needs_fashion_mnist()
+def test_data_info_imports_no_torch():
+    assert command_imports("data", "info", "fashion_mnist") == set()
+
+
+def test_params_counts_lora_on_the_meta_model_without_peft():
+    """A LoRA (or DoRA) count comes from the plan (the ``size`` hook), not from PEFT's layers."""
+    argv = ["params", "vit_tiny_patch16_224", "--depth", "2", "--embed-dim", "64", "--num-heads", "2"]
+    assert command_imports(*argv, "--method", "lora") == {"torch"} | brought_by("timm")
+
+
+def test_validate_of_a_method_without_peft_imports_no_peft(tmp_path):
+    config = write_run(tmp_path / "run.yaml", "bitfit")
+    assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm")
+
+
+def test_validate_of_lora_imports_peft_for_its_memory_probe_alone(tmp_path):
+    """validate's memory estimate runs the adapted model forward (PEFT's LoRA layers): PEFT and what it
+    brings, nothing else."""
+    config = write_run(tmp_path / "run.yaml", "lora")
+    assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm") | brought_by("peft")
+
+
+def test_a_study_dry_run_imports_no_peft():
+    """VTAB-1k's study (LoRA among its methods) is checked and counted on meta models: timm, no PEFT."""
+    assert command_imports("study", "configs/studies/vtab1k.yaml", "--dry-run") == {"torch"} | brought_by("timm")
+
+
+def test_reading_the_watched_modules_sees_them():
+    assert brought_by("timm") >= {"timm", "torch"}
+    assert brought_by("peft") >= {"peft", "transformers"}
