@@ -71,6 +71,14 @@ def add_bench(sub) -> None:
         "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
         "transformers + PEFT loop, wall and CPU time)",
     )
+    add_figure_flags(p)
+    p.add_argument("--json", help="also write the full report as JSON")
+    p.add_argument("--png", help="also draw the text figure (tokens/s and the ratio, wall and CPU) as a PNG")
+    p.set_defaults(func=cmd_bench)
+
+
+def add_figure_flags(p) -> None:
+    """The flags of the data and text figures, which measure models of their own."""
     p.add_argument(
         "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"
     )
@@ -99,9 +107,6 @@ def add_bench(sub) -> None:
         p.add_argument(
             flag, type=at_least(1), default=default, help=f"text figure: the GPT-2's {what} (default {default})"
         )
-    p.add_argument("--json", help="also write the full report as JSON")
-    p.add_argument("--png", help="also draw the text figure (tokens/s and the ratio, wall and CPU) as a PNG")
-    p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
