@@ -34,6 +34,7 @@ def test_the_text_figure_reports_tokens_per_second_and_the_ratio_in_wall_and_cpu
             assert tokens["median"] > 0 and tokens["min"] <= tokens["median"] <= tokens["max"], (clock, name)
         for ratio in ("peftlab_vs_bare", "qv_vs_bare"):
             assert text[ratio][clock]["n"] == 2 and text[ratio][clock]["median"] > 0, (ratio, clock)
+            assert text[ratio][clock]["fastest"] > 0, (ratio, clock)
     assert all(len(text["load_average"][end]) == 3 for end in ("start", "end"))
 
 

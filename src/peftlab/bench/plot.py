@@ -46,13 +46,15 @@ def plot_text(report: dict, path: Path) -> None:
         fmt="o",
         capsize=4,
         color="#0072B2",
+        label="median, min-max",
     )
+    ax.plot(range(len(ratios)), [r["fastest"] for r in ratios], "x", color="0.2", label="fastest / fastest")
     ax.axhline(1.0, color="0.6", linewidth=0.8)
     ax.axhline(text["target"], color="#D55E00", linestyle="--", linewidth=0.8, label=f"target {text['target']}")
     ax.set_xticks(range(len(ratios)), ["wall", "CPU"])
     ax.set_xlim(-0.5, len(ratios) - 0.5)
     ax.set_title("peftlab / bare, time per step", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     start, end = text["load_average"]["start"][0], text["load_average"]["end"][0]
     figure.suptitle(
         f"GPT-2 shaped ({text['layers']} layers, width {text['width']}), LoRA r={text['r']}, batch {text['batch']} x "

@@ -246,9 +246,10 @@ def text_rows(report: dict) -> list[Row]:
     tokens = text["tokens_per_second"]
     rows = []
     for clock, label, unit in (("wall", "wall time", "tokens/s"), ("cpu", "CPU time", "tokens/CPU-s")):
+        ratio = text["peftlab_vs_bare"][clock]
         shown = (
-            f"{spread_text(text['peftlab_vs_bare'][clock])} ({med(tokens[clock]['peftlab_lora_c_attn']):.0f} / "
-            f"{med(tokens[clock]['bare_peft_c_attn']):.0f} {unit})"
+            f"{spread_text(ratio)}, fastest {ratio['fastest']:.3f} ({med(tokens[clock]['peftlab_lora_c_attn']):.0f}"
+            f" / {med(tokens[clock]['bare_peft_c_attn']):.0f} {unit})"
         )
         rows.append((f"text GPT-2 LoRA peftlab / bare step, {label}", shown, f"<= {text['target']}"))
     for clock, label in (("wall", "wall"), ("cpu", "CPU")):

@@ -155,7 +155,9 @@ def time_alternately(
 
 
 def per_repeat_ratios(a: list[float], b: list[float]) -> dict:
-    return spread([x / y for x, y in zip(a, b)])
+    """The spread of ``a``'s times over ``b``'s, repetition by repetition, and ``fastest``: ``a``'s fastest
+    step over ``b``'s, the steps least slowed by other work on a shared machine."""
+    return {**spread([x / y for x, y in zip(a, b)]), "fastest": min(a) / min(b)}
 
 
 def seeded_first_step(step, losses: dict[str, float], name: str) -> Callable[[], None]:
