@@ -58,8 +58,8 @@ def plot_text(report: dict, path: Path) -> None:
     start, end = text["load_average"]["start"][0], text["load_average"]["end"][0]
     figure.suptitle(
         f"GPT-2 shaped ({text['layers']} layers, width {text['width']}), LoRA r={text['r']}, batch {text['batch']} x "
-        f"{text['length']} tokens, {text['dtype']}, {text['threads']} threads on {text['device']}; "
-        f"median and min-max of {ratios[0]['n']} interleaved steps; load {start:.1f} to {end:.1f}",
+        f"{text['length']} tokens, {text['dtype']}, {text['threads']} threads on {text['device']}\n"
+        f"median and min-max of {ratios[0]['n']} interleaved steps each; load average {start:.1f} to {end:.1f}",
         fontsize=9,
     )
     path.parent.mkdir(parents=True, exist_ok=True)

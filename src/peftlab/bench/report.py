@@ -272,6 +272,8 @@ def text_header(report: dict) -> str:
     text = report["text"]
     start, end = text["load_average"]["start"][0], text["load_average"]["end"][0]
     where = f"{text['threads']} threads" if text["device"] == "cpu" else report["hardware"].get("gpu") or text["device"]
+    if text.get("omp_wait_policy"):
+        where += f" (OMP_WAIT_POLICY={text['omp_wait_policy']})"
     return (
         f"peftlab bench: text, GPT-2 shaped causal LM ({text['layers']} layers, width {text['width']}, "
         f"{text['heads']} heads, random weights), batch {text['batch']} x {text['length']} tokens, LoRA r={text['r']}, "

@@ -212,6 +212,9 @@ def text_figure(
         "tokens_per_step": sizes.tokens,
         "dtype": precision,
         "threads": torch.get_num_threads(),
+        # PASSIVE: OpenMP threads sleep at barriers, so CPU time counts work, not spinning while a thread
+        # waits for one that other work on a shared machine has preempted
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "device": str(device),
         "steps": STEPS,
         "trainable": trainable,
