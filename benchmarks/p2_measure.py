@@ -4,8 +4,8 @@ import sys
 
 import torch
 
-from peftlab.training import metrics
 from peftlab.bench.common import Trainer, make_cfg
+from peftlab.training import metrics
 
 torch.manual_seed(0)
 images = torch.randn(32, 3, 224, 224)

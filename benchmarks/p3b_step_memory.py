@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from peftlab.training import metrics
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.config.schema import load_config
+from peftlab.training import metrics
 
 ckpt = sys.argv[1] == "1"
 method = sys.argv[2]

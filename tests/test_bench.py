@@ -41,6 +41,7 @@ def test_bench_writes_well_formed_json(tmp_path):
         "--data-images",
         "24",
         "--no-compile",
+        *("--text-layers", "2", "--text-width", "64", "--text-heads", "2", "--text-batch", "2", "--text-length", "32"),
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
@@ -75,6 +76,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     assert 0 < report["P5_mfu"]["peftlab_full"]["mfu"]
     assert report["P5_mfu"]["peftlab_full"]["step_gflop"] > report["P5_mfu"]["peftlab_lora_qv"]["step_gflop"] > 0
     assert set(report["P4_merged_inference"]["ratios"]) == {"merged_vs_base", "adapter_vs_base"}
+    assert report["text"]["layers"] == 2 and "text GPT-2 LoRA peftlab / bare step, wall time" in proc.stdout
     p4q = report["P4q_qalora_inference"]
     assert set(p4q["ratios"]) == {"merged_vs_quantized_base", "quantized_vs_fp32"} and p4q["format"] == "int4"
     assert all(v["median"] > 0 for v in p4q["ratios"].values()) and "P4q QA-LoRA int4" in proc.stdout

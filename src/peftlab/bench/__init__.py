@@ -29,6 +29,10 @@ drift of the machine cancels; each figure is the median of the repeats, with the
   step) / measured matmul peak.
 - compile: the compiled (``train.compile``, inductor) / eager step for LoRA and full, and P2
   between the compiled steps; the compile time (first compiled step less an eager one) apart.
+- text: a GPT-2-shaped causal LM (random weights, 12 layers, width 768, batch 8 x 128 tokens) trained with
+  LoRA r=8 on its fused ``c_attn`` through peftlab's build, tuner and recipe step / the same LoRA in a bare
+  transformers + PEFT loop, wall and CPU time interleaved, tokens/s of each; ``--only text`` measures
+  just this figure and ``--png`` draws it.
 - ``--device cuda``: the same figures on a GPU, against the GPU's spec-sheet peak; the memory
   figures (peak RSS of host processes) and P6 are CPU-only and left out there.
 - P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
@@ -41,5 +45,6 @@ drift of the machine cancels; each figure is the median of the repeats, with the
 The package: ``run.py`` (``FIGURES``, the list of figures in measuring order, each a function of
 the bench returning its part of the report; ``run_bench`` loops over it), ``common.py``
 (``Trainer``, configs, spreads), ``peak.py``, ``steps.py``, ``methods.py``, ``weights.py``, ``memory.py``,
-``data.py`` (the figures' measurements) and ``report.py`` (the text and JSON report).
+``data.py``, ``text.py`` (the figures' measurements), ``report.py`` (the text and JSON report) and ``plot.py``
+(the text figure as a PNG).
 """

@@ -115,8 +115,8 @@ class Trainer:
 
     def recipe_step(self) -> None:
         """The recipe's own training step (training.step.training_step); the step count advances, so
-        rank controllers reallocate as they would in a run."""
-        training_step(
+        rank controllers reallocate as they would in a run; ``loss`` is its loss (on the device)."""
+        self.loss, _, _ = training_step(
             self.model,
             self.tuner,
             [(self.images, self.labels)],

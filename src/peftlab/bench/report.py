@@ -237,6 +237,51 @@ def data_rows(report: dict) -> list[Row]:
     ]
 
 
+def text_rows(report: dict) -> list[Row]:
+    """The text figure: peftlab's GPT-2 LoRA step / the bare transformers + PEFT loop's, in wall and CPU
+    time, with each one's tokens per second (per CPU second), and the first steps' losses."""
+    text = report.get("text")
+    if not text:
+        return []
+    tokens = text["tokens_per_second"]
+    rows = []
+    for clock, label, unit in (("wall", "wall time", "tokens/s"), ("cpu", "CPU time", "tokens/CPU-s")):
+        ratio = text["peftlab_vs_bare"][clock]
+        shown = (
+            f"{spread_text(ratio)}, fastest {ratio['fastest']:.3f} ({med(tokens[clock]['peftlab_lora_c_attn']):.0f}"
+            f" / {med(tokens[clock]['bare_peft_c_attn']):.0f} {unit})"
+        )
+        rows.append((f"text GPT-2 LoRA peftlab / bare step, {label}", shown, f"<= {text['target']}"))
+    for clock, label in (("wall", "wall"), ("cpu", "CPU")):
+        shown = f"{spread_text(text['qv_vs_bare'][clock])} ({med(tokens[clock]['peftlab_lora_qv']):.0f})"
+        rows.append((f"   q,v slices / bare step, {label}", shown, ""))
+    loss = text["first_step_loss"]
+    rows.append(
+        (
+            "   first-step loss peftlab / bare",
+            f"{loss['peftlab_lora_c_attn']:.6f} / {loss['bare_peft_c_attn']:.6f} "
+            f"({text['trainable']['peftlab_lora_c_attn']:,} / {text['trainable']['bare_peft_c_attn']:,} trainable)",
+            "",
+        )
+    )
+    return rows
+
+
+def text_header(report: dict) -> str:
+    """The first line of a bench of the text figure alone: the model, batch, threads and load."""
+    text = report["text"]
+    start, end = text["load_average"]["start"][0], text["load_average"]["end"][0]
+    where = f"{text['threads']} threads" if text["device"] == "cpu" else report["hardware"].get("gpu") or text["device"]
+    if text.get("omp_wait_policy"):
+        where += f" (OMP_WAIT_POLICY={text['omp_wait_policy']})"
+    return (
+        f"peftlab bench: text, GPT-2 shaped causal LM ({text['layers']} layers, width {text['width']}, "
+        f"{text['heads']} heads, random weights), batch {text['batch']} x {text['length']} tokens, LoRA r={text['r']}, "
+        f"{text['dtype']}, {where}, {report['repeats']} interleaved repeats after {text['warmup']} warm-up "
+        f"({report['hardware']['cpu']}; load average {start:.1f} at the start, {end:.1f} at the end)"
+    )
+
+
 # the full bench's rows in print order; a bench of one figure (--only) prints its rows alone
 ROWS = [
     peak_rows,
@@ -248,6 +293,7 @@ ROWS = [
     precision_rows,
     compile_rows,
     monitor_rows,
+    text_rows,
     host_rows,
 ]
 
@@ -280,12 +326,14 @@ def format_report(report: dict) -> str:
         "",
     ]
     # a bench of one figure (--only) shows its rows alone
-    if report.get("only") == "steps":
+    if report.get("only") == "text":
+        lines, rows = [text_header(report), ""], text_rows(report)
+    elif report.get("only") == "steps":
         rows = peak_rows(report) + step_rows(report) + mfu_rows(report)
     elif report.get("only") == "P3b":
         rows = p3b_rows(report)
     else:
-        only = precision_rows(report) + methods_rows(report)
+        only = precision_rows(report) + methods_rows(report) + text_rows(report)
         rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)
     width = max(len(r[0]) for r in rows)
     lines += [f"{name:<{width}}  {value:<40} {target}" for name, value, target in rows]

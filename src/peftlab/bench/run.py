@@ -18,6 +18,7 @@ from peftlab.bench.memory import large_model_memory, memory, study_overhead
 from peftlab.bench.methods import methods_figure
 from peftlab.bench.peak import cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak
 from peftlab.bench.steps import compile_figures, monitor_cost, precision_figure, step_figures, step_trainers
+from peftlab.bench.text import TextSizes, text_figure
 from peftlab.bench.weights import inference_latency, qalora_latency, quantized_bytes
 from peftlab.config.schema import RunConfig
 from peftlab.models.backbones import input_spec_for
@@ -47,12 +48,13 @@ class BenchOptions:
     large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
     malloc: str = "system"  # train.malloc for every figure (peftlab.quant.allocator); P3b's processes too
     with_compile: bool = True
-    only: str | None = None  # one figure by name ("data", "precision", "methods", "steps"); None: every figure
+    only: str | None = None  # one figure by name ("data", "precision", "methods", "steps", "text"); None: every figure
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
     data_cache: bool = False
     data_layout: str = "imagefolder"  # or vtab1k: the JPEGs read through VTAB-1k's lists
     data_model: str = DATA_PATH_MODEL  # the model whose training step the data path is measured against
+    text: TextSizes = TextSizes()  # the text figure's GPT-2 and batch (GPT-2 small, 8 x 128 tokens)
 
     @property
     def model_section(self) -> str | dict:
@@ -179,6 +181,12 @@ def measure_data(b: Bench, report: dict) -> dict:
     return {"data_path": figure}
 
 
+def measure_text(b: Bench, report: dict) -> dict:
+    o = b.options
+    figure = text_figure(o.text, o.dtype, o.repeats, b.device, progress=b.progress)
+    return {"text": figure}
+
+
 class Figure(NamedTuple):
     name: str
     measure: Callable[[Bench, dict], dict]  # (bench, the report so far) -> its keys of the report
@@ -220,6 +228,12 @@ FIGURES = [
         "P3b: peak RSS training {large_model} (separate processes)",
         lambda o: bool(o.large_model),
         cpu_only=True,
+    ),
+    Figure(
+        "text",
+        measure_text,
+        "text: a GPT-2 ({text[layers]} layers, width {text[width]}) LoRA step, peftlab / bare transformers + PEFT "
+        "(interleaved)",
     ),
     Figure(
         "data",

@@ -63,13 +63,22 @@ def add_bench(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods", "steps", "P3b"),
+        choices=("data", "precision", "methods", "steps", "P3b", "text"),
         help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
         "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
         "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
         "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or P3b (peak RSS building and "
-        "training --large-model: QLoRA / LoRA and / full)",
+        "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
+        "transformers + PEFT loop, wall and CPU time)",
     )
+    add_figure_flags(p)
+    p.add_argument("--json", help="also write the full report as JSON")
+    p.add_argument("--png", help="also draw the text figure (tokens/s and the ratio, wall and CPU) as a PNG")
+    p.set_defaults(func=cmd_bench)
+
+
+def add_figure_flags(p) -> None:
+    """The flags of the data and text figures, which measure models of their own."""
     p.add_argument(
         "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"
     )
@@ -88,14 +97,26 @@ def add_bench(sub) -> None:
         default="deit_tiny_patch16_224",
         help="data figure: the model whose LoRA step the data path is measured against",
     )
-    p.add_argument("--json", help="also write the full report as JSON")
-    p.set_defaults(func=cmd_bench)
+    for flag, default, what in (
+        ("--text-layers", 12, "blocks"),
+        ("--text-width", 768, "width"),
+        ("--text-heads", 12, "attention heads"),
+        ("--text-length", 128, "tokens per sequence"),
+        ("--text-batch", 8, "sequences per step"),
+    ):
+        p.add_argument(
+            flag, type=at_least(1), default=default, help=f"text figure: the GPT-2's {what} (default {default})"
+        )
 
 
 def cmd_bench(args) -> int:
     from peftlab.bench.report import format_report, write_json
     from peftlab.bench.run import BenchOptions, run_bench
+    from peftlab.bench.text import TextSizes
+    from peftlab.utils.errors import UserError
 
+    if args.png and args.only not in (None, "text"):
+        raise UserError(f"--png draws the text figure, which --only {args.only} does not measure")
     architecture = {
         name: getattr(args, name)
         for name in ("depth", "embed_dim", "num_heads", "patch_size")
@@ -122,12 +143,18 @@ def cmd_bench(args) -> int:
         data_cache=args.data_cache,
         data_layout=args.data_layout,
         data_model=args.data_model,
+        text=TextSizes(args.text_layers, args.text_width, args.text_heads, args.text_length, args.text_batch),
     )
     report = run_bench(options, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
         write_json(report, Path(args.json))
         print(f"wrote {args.json}")
+    if args.png:
+        from peftlab.bench.plot import plot_text
+
+        plot_text(report, Path(args.png))
+        print(f"wrote {args.png}")
     return 0
 
 
