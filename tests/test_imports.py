@@ -253,3 +253,14 @@ def test_peftlab_has_a_package_per_domain():
         if (n := len([f for f in d.glob("*.py") if f.name != "__init__.py"])) > 15
     }
     assert crowded == {}
+
+
+def test_the_package_data_globs_name_files_that_exist():
+    """A non-editable install ships only what pyproject's package-data names: each glob must still match
+    after a move (the paper's template and bibliography, PEFT's type table)."""
+    import tomllib
+
+    globs = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {pattern: bool(list(SRC.glob(pattern))) for pattern in globs["peftlab"]} == dict.fromkeys(
+        globs["peftlab"], True
+    )
