@@ -205,3 +205,68 @@ def test_the_paper_names_each_configuration_s_search_by_its_label(rank_paper):
     assert r"the \texttt{train.lr} of LoRA r=8 is the smallest value searched" in defined["tuneEdges"]
     table = (out / "tables" / "tuning.tex").read_text()
     assert r"search of each configuration on" in table and "\nLoRA\\_4 \\& co & " in table
+
+
+@pytest.mark.parametrize(
+    "seeds,text",
+    [([[1000]], "one tuning seed"), ([[1000, 1001]], "mean over the 2 tuning seeds")]
+    + [([[1000], [1000, 1001]], "mean over its search's 1 or 2 tuning seeds")],
+)
+def test_the_tuning_figure_s_caption_says_how_many_seeds_a_trial_scored(seeds, text):
+    searches = [{"search": {"seeds": s}} for s in seeds]
+    assert paper.seed_words(searches) == text
+
+
+def test_the_paper_s_tuning_caption_says_one_seed_where_there_was_one(rank_paper):
+    main, defined, _ = rank_paper
+    assert defined["tuneSeeds"] == "1000"
+    assert r"(\tuneMetric{}, \%, one tuning seed) of every trial" in main and "tuning seeds" not in main
+
+
+def test_the_tuning_legend_is_neutral_not_the_last_panel_s_colour(ranks, monkeypatch):
+    """Each panel draws its trials in its configuration's shade; the legend's entries stand for all of them."""
+    from peftlab.analysis.figures.style import NEUTRAL
+
+    study_dir, runs = ranks
+    palette, figures = study_palette(runs), []
+    monkeypatch.setattr(tuning, "save_figure", lambda fig, out_dir, name: figures.append(fig) or [out_dir / name])
+    tuning.plot_tuning(tuning.load_searches(study_dir, palette["methods"]), study_dir / "figures", None, palette)
+    legend = figures[0].legends[0]
+    entries = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+    assert set(entries) == {"trial", "chosen"}
+    assert entries["trial"].get_color() == NEUTRAL and entries["trial"].get_markerfacecolor() == NEUTRAL
+    assert tuple(entries["chosen"].get_facecolor()[0]) == (0, 0, 0, 1)  # the black star, as in every panel
+
+
+def test_the_edge_and_diverged_lines_name_searches_by_the_study_s_labels(ranks):
+    study_dir, runs = ranks
+    path = study_dir / "tune" / "lora_r=2" / "selection.json"
+    record = json.loads(path.read_text())
+    record["trials"][1]["diverged"] = "diverged: non-finite loss at step 3"
+    path.write_text(json.dumps(record))
+    section = "\n".join(tuning.report_section(study_dir, runs, study_dir / "figures", LABELS))
+    edges = next(line for line in section.splitlines() if line.startswith("Chosen at the edge of the search: "))
+    assert "Chosen at the edge of the search: Full FT: the chosen train.lr=0.01 is the smallest" in edges
+    assert " LoRA ($r{=}2$) 50%: the chosen" in edges and " LoRA r=16: the chosen" in edges
+    assert "lora r=" not in edges and "full:" not in edges
+    assert "- LoRA ($r{=}2$) 50% trial 1 (train.lr=0.03): diverged: non-finite loss at step 3." in section
+
+
+def test_equal_budgets_read_as_one_number_and_unequal_ones_name_their_searches(rank_paper):
+    from types import SimpleNamespace
+
+    from peftlab.analysis.paper.macros import trial_budgets
+
+    main, defined, _ = rank_paper
+    assert defined["tuneTrials"] == "2" and r"search of \tuneTrials{} trials per \tuneUnit{} (Optuna)" in main
+    budgets = {"full": 2, "lora": 4, "lora r=4": 4}
+    study = SimpleNamespace(
+        searches=[
+            {"search": {"method": m.split(" ")[0], "trials": t}, "configurations": {"searched": m}}
+            for m, t in budgets.items()
+        ],
+        name={"full": "Full fine-tuning", "lora": "LoRA", "lora r=4": "LoRA\\_4"}.get,
+    )
+    assert trial_budgets(study) == r"2 trials for Full fine-tuning, and 4 for LoRA and LoRA\_4"
+    study.searches.pop()
+    assert trial_budgets(study) == "2 trials for Full fine-tuning and 4 for LoRA"

@@ -6,6 +6,7 @@ The plots themselves are in figures.py and ablation_figure.py; health_figures.py
 with the same style.
 """
 
+import copy
 import functools
 import logging
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.colors
+import matplotlib.lines
 import matplotlib.ticker
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -415,3 +417,26 @@ def clip_axis(ax, metric) -> None:
     low, high = ax.get_ylim()
     times = scale(metric)
     ax.set_ylim(max(low, times * limits[0]), min(high, times * limits[1]))
+
+
+NEUTRAL = "0.35"  # a legend entry's grey where each panel has its own colour
+
+
+def neutral_entry(handle, color: str):
+    """A copy of a panel's legend ``handle`` with the panel's ``color`` made ``NEUTRAL``: one entry that stands
+    for every panel of a figure whose panels each have a colour; the colours all panels share (a red cross, a
+    black star, a white fill) are kept."""
+    handle, panel = copy.copy(handle), matplotlib.colors.to_rgb(color)
+
+    def recolor(get, put) -> None:
+        rgba = np.atleast_2d(matplotlib.colors.to_rgba_array(get()))
+        if len(rgba) and rgba[0, 3] > 0 and np.allclose(rgba[0, :3], panel):  # not "none"
+            put(NEUTRAL)
+
+    if isinstance(handle, matplotlib.lines.Line2D):
+        for name in ("color", "markerfacecolor", "markeredgecolor"):
+            recolor(getattr(handle, f"get_{name}"), getattr(handle, f"set_{name}"))
+    else:  # a scatter's PathCollection
+        recolor(handle.get_facecolor, handle.set_facecolor)
+        recolor(handle.get_edgecolor, handle.set_edgecolor)
+    return handle

@@ -343,18 +343,29 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
     which = "lower is better" if lower else "\\%"
     unit = numbers.ref("tuneUnit")  # method, or configuration where each had its own search
     caption = (
-        f"Validation score ({numbers.ref('tuneMetric')}, {which}, mean over the "
-        f"tuning seeds) of every trial of each {unit}'s search, one panel per {unit}, {how}; hollow markers "
+        f"Validation score ({numbers.ref('tuneMetric')}, {which}, {seed_words(study.searches)}) of every trial "
+        f"of each {unit}'s search, one panel per {unit}, {how}; hollow markers "
         "are pruned trials at their last reported score."
     )
     return {
         "shared": all(k == keys[0] for k in keys),
+        "one_budget": len({s["search"]["trials"] for s in study.searches}) == 1,  # else tuneTrials names each
         "verb": "was" if len(keys[0]) == 1 else "were",
         "score": "perplexity (lower is better)" if lower else "top-1",
         "figure": tuning.FIGURE in drawn,
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
     }
+
+
+def seed_words(searches: list[dict]) -> str:
+    """What a trial's score is over: "one tuning seed", or "mean over the 2 tuning seeds" (search.seeds)."""
+    counts = sorted({len(s["search"]["seeds"]) for s in searches})
+    if counts == [1]:
+        return "one tuning seed"
+    if len(counts) == 1:
+        return f"mean over the {counts[0]} tuning seeds"
+    return f"mean over its search's {words([str(c) for c in counts]).replace(' and ', ' or ')} tuning seeds"
 
 
 def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:

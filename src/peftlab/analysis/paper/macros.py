@@ -379,8 +379,7 @@ def define_tuning(numbers: Numbers, study) -> None:
         words(kinds).replace(" and ", " or "),
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
-    budgets = [latex_escape(t) for t in sorted({s["search"]["trials"] for s in searches})]
-    add("tuneTrials", words(budgets).replace(" and ", " or "), "the trial budget per search (search.trials)")
+    add("tuneTrials", trial_budgets(study), "the trial budget per search (search.trials), by search where they differ")
     add(
         "tuneMetric",
         tuning_table.latex_key(searches[0]["search"]["metric"]),
@@ -395,6 +394,21 @@ def define_tuning(numbers: Numbers, study) -> None:
     ]
     if at_edge:
         add("tuneEdges", words(at_edge), "chosen values at an end of their searched range (tuning.edges)")
+
+
+def trial_budgets(study) -> str:
+    """Every search's budget: "4" where all are equal, else each with its searches' labels, "2 trials for Full
+    FT and 4 for LoRA", "4 trials for Full FT and Linear, and 3 for LoRA" (in the searches' order)."""
+    from peftlab.analysis.results.tuning_choices import search_name
+
+    named: dict[int, list[str]] = {}
+    for s in study.searches:
+        named.setdefault(s["search"]["trials"], []).append(study.name(search_name(s)))
+    if len(named) == 1:
+        return latex_escape(next(iter(named)))
+    parts = [f"{latex_escape(t)}{' trials' if i == 0 else ''} for {words(n)}" for i, (t, n) in enumerate(named.items())]
+    last = " and " if len(parts) == 2 and all(len(n) == 1 for n in named.values()) else ", and "
+    return ", ".join(parts[:-1]) + last + parts[-1]
 
 
 def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:

@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from peftlab.analysis.figures.style import figure_name, save_figure
+from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figure
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
@@ -167,10 +167,11 @@ def added_lines(searches: list[dict]) -> list[str]:
     return lines
 
 
-def diverged_lines(searches: list[dict]) -> list[str]:
-    """One line per trial that diverged or scored at chance (never chosen)."""
+def diverged_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
+    """One line per trial that diverged or scored at chance (never chosen), its search named by ``labels``."""
     return [
-        f"- {search_name(r)} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
+        f"- {display_name(search_name(r), r['search']['method'], labels)} trial {t['number']} "
+        f"({_values(t['params'] or {})}): {t['diverged']}."
         for r in searches
         for t in r["trials"]
         if t.get("diverged")
@@ -197,9 +198,10 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
     metric = searches[0]["search"]["metric"]
     for ax in axes[::ncols]:
         ax.set_ylabel(f"{metric} (validation{', ' + unit(metric) if unit(metric) else ''})", fontsize=7)
-    legend = {}  # every panel's markers, each once: a diverged trial may be in the last panel only
-    for ax in axes[: len(searches)]:
-        legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
+    legend = {}  # every panel's markers, each once (a diverged trial may be in one panel only), in grey
+    for ax, record in zip(axes, searches):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, neutral_entry(handle, search_color(record, palette)))
     # about two entries fit a panel's width: one column under a lone panel, 3 under two, 5 under three
     fig.legend(
         legend.values(),
@@ -329,7 +331,7 @@ def report_section(
         lines += ["", f"Scores in the val and test columns: {units([metric])}."]
     lines.append("")
     lines += borrowed_lines(searches, labels)
-    edges = edge_choices(searches)
+    edges = edge_choices(searches, labels)
     if edges:
         lines += ["Chosen at the edge of the search: " + " ".join(edges), ""]
     if added_lines(searches):
@@ -339,11 +341,11 @@ def report_section(
             *added_lines(searches),
             "",
         ]
-    if diverged_lines(searches):
+    if diverged_lines(searches, labels):
         lines += [
             "Trials that diverged (a non-finite loss or gradient) or fell to chance on validation; none was chosen:",
             "",
-            *diverged_lines(searches),
+            *diverged_lines(searches, labels),
             "",
         ]
     paths = plot_tuning(searches, fig_dir, labels, palette)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from peftlab.analysis.results.units import display_name
+
 BORROWED_MARK = "‡"
 
 
@@ -121,12 +123,14 @@ def _edges(searches: list[dict]) -> list[tuple[str, str, float, str, str | None]
     return found
 
 
-def edge_choices(searches: list[dict]) -> list[str]:
+def edge_choices(searches: list[dict], labels: dict | None = None) -> list[str]:
     """A sentence per chosen value at an end of what its search tried (``edges``), for the report, whatever
-    the search; an edge-following search says that its budget ran out there."""
+    the search, its configuration named by ``labels`` (report.labels); an edge-following search says that its
+    budget ran out there."""
     ran_out = {search_name(r) for r in searches if (r.get("follow_edge") or {}).get("at_edge")}
+    methods = {search_name(r): r["search"]["method"] for r in searches}
     return [
-        f"{name}: the chosen {key}={value:g} is the {where} value searched; "
+        f"{display_name(name, methods[name], labels)}: the chosen {key}={value:g} is the {where} value searched; "
         + (
             "the budget ran out before the search could look past it."
             if name in ran_out
