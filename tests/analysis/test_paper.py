@@ -152,6 +152,9 @@ def test_the_significance_table_gives_each_comparison_its_mde_and_the_seeds_one_
     # lora r=8 - full on seeds 0-2: -6.1, -8.8, -3.7 points, sd 2.55; MDE 3.264 (statsmodels' d_z for 3 pairs)
     # x 2.55 = 8.3 points; 1 point is 0.39 sd: 54 pairs
     assert r"lora r=8 & 3 & \ensuremath{-6.2} & 0.053 & 8.3 & 54 & n/a &" in table
+    # an n/a says why: 3 seeds are too few pairs for Wilcoxon's test; every t-test here is defined
+    assert "n/a, --: not computable from these pairs: the Wilcoxon test needs 5 or more pairs" in table
+    assert "pairs whose differences are not all equal" not in table
     defined = macros((sources / "results.tex").read_text())
     assert defined["mdeLoraREight"] == "8.3" and defined["pairsOnePointLoraREight"] == "54"
     assert defined["statPower"] == "80"
@@ -926,3 +929,17 @@ def test_the_abstract_names_methods_by_the_study_s_labels_and_counts_in_words_th
     assert defined["envThreadsNoun"] == "thread" and defined["cfgEpochsNoun"] == "epoch"
     main = (tmp_path / "paper" / "main.tex").read_text()
     assert r"(\envThreads{} \envThreadsNoun{} per run" in main and r"\cfgEpochs{} \cfgEpochsNoun{}" in main
+
+
+def test_a_significance_cell_that_cannot_be_computed_is_explained_and_only_then():
+    import numpy as np
+    import pandas as pd
+
+    from peftlab.analysis.paper.tables import not_computable
+
+    equal = pd.DataFrame({"cohens_dz": [np.nan, 1.2], "p_wilcoxon_holm": [0.5, 0.25]})
+    assert not_computable(equal) == (
+        "n/a, --: not computable from these pairs: the t-test, MDE, pairs needed and $d_z$ need two or more "
+        "pairs whose differences are not all equal."
+    )
+    assert not_computable(pd.DataFrame({"cohens_dz": [0.4], "p_wilcoxon_holm": [0.03]})) == ""

@@ -17,6 +17,7 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
+from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
 from peftlab.analysis.stats.power import ALPHA, POWER
 
 if TYPE_CHECKING:
@@ -68,6 +69,19 @@ def fit_width(table: str) -> str:
     return table.replace(r"\end{tabular}", r"\end{tabular}}", 1)
 
 
+def not_computable(c) -> str:
+    """Why a cell of the significance table reads n/a or --, when one does: a cell that says nothing must
+    say why (equal differences have no spread to test; Wilcoxon's test needs more pairs than a few seeds)."""
+    reasons = []
+    if not np.isfinite(c["cohens_dz"].to_numpy(dtype=float)).all():
+        reasons.append(
+            "the t-test, MDE, pairs needed and $d_z$ need two or more pairs whose differences are not all equal"
+        )
+    if not np.isfinite(c["p_wilcoxon_holm"].to_numpy(dtype=float)).all():
+        reasons.append(f"the Wilcoxon test needs {MIN_PAIRS_WILCOXON} or more pairs with a nonzero difference")
+    return ("n/a, --: not computable from these pairs: " + "; ".join(reasons) + ".") if reasons else ""
+
+
 def significance_table(study: Study) -> str:
     """The paired comparisons with the baseline, on the study's primary score (``study.score``: test top-1 in
     points, or a perplexity, where a difference below zero is the improvement)."""
@@ -110,8 +124,10 @@ def significance_table(study: Study) -> str:
             f"{dz} & {row.win_rate:.2f} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = [not_computable(c)] if not_computable(c) else []
     if borrowed:  # an untuned configuration's comparison never stands without saying so
-        note = borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$")
+        notes.append(borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$"))
+    for note in notes:
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
