@@ -62,7 +62,7 @@ def entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
 
 def plugin_names() -> list[str]:
     """The names plugins give, built-in names aside (those plugins are broken)."""
-    return [name for name in entry_points() if name not in TUNERS]
+    return sorted(name for name in entry_points() if name not in TUNERS)
 
 
 def distribution(ep: importlib.metadata.EntryPoint) -> str:
@@ -83,7 +83,7 @@ def read_plugin(name: str) -> PluginSpec | ConfigError:
     if not eps:
         return ConfigError(f"no installed plugin gives method {name!r}")
     if len(eps) > 1:
-        dists = " and ".join(distribution(ep) for ep in eps)
+        dists = " and ".join(sorted(distribution(ep) for ep in eps))  # in a fixed order, not the path's
         return ConfigError(f"method {name!r} is given by two plugins, {dists}: uninstall one")
     (ep,) = eps
     where = f"method {name!r} of plugin {distribution(ep)} (entry point {name} = {ep.value})"
