@@ -19,6 +19,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import sys
 
 import pandas as pd
@@ -309,6 +310,40 @@ def report_matches_results(study_dir) -> None:
         assert cell.replace("**", "").startswith(f"{mean:.1f}"), (row, mean)
 
 
+def table_rows(lines: list[str]) -> dict[str, list[str]]:
+    """The rows of the report's main table (markdown), by configuration label: its cells as plain text."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Method |"))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [plain_cell(c) for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def plain_cell(cell: str) -> str:
+    """A cell of either table without its markup: bold, math, escaped percent signs, significance stars."""
+    cell = re.sub(r"\\mathbf\{([^}]*)\}", r"\1", cell)
+    cell = cell.replace("**", "").replace("$^{*}$", "").replace("$", "").replace("\\%", "%")
+    return cell.replace("\\", "").rstrip("*").strip()
+
+
+def paper_matches_report(study_dir) -> None:
+    """The paper's main table (LaTeX, written by ``peftlab paper``) holds the report's numbers, cell for cell:
+    the same configurations, trainable counts, seeds and metric means with their intervals."""
+    status, stderr, _, _ = cli_in_process("paper", str(study_dir), "--no-compile")
+    assert status == 0, stderr
+    report = table_rows((study_dir / "report" / "report.md").read_text().splitlines())
+    tex = (study_dir / "paper" / "tables" / "main_table.tex").read_text()
+    body = tex.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    paper = {}
+    for line in body.strip().splitlines():
+        cells = [plain_cell(c) for c in line.strip().removesuffix("\\\\").split(" & ")]
+        paper[cells[0]] = cells[1:]
+    assert paper == report and report, (paper, report)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_a_join_runs_exports_and_reports_what_it_measured(case, files, tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTLAB_DATA_CACHE", str(tmp_path / "cache"))
@@ -348,3 +383,4 @@ def test_a_join_runs_exports_and_reports_what_it_measured(case, files, tmp_path,
     status, stderr, _, _ = cli_in_process("report", str(tmp_path / "out"))
     assert status == 0, stderr
     report_matches_results(tmp_path / "out")
+    paper_matches_report(tmp_path / "out")
