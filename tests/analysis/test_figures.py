@@ -538,3 +538,46 @@ def test_an_ablation_caption_promises_reference_lines_only_where_they_are_drawn(
     table = pd.DataFrame(rows)
     assert not ablation_figure.draws_references(table, "config.method.r")
     assert ablation_figure.draws_references(table.drop(columns="axes"), "config.method.r")  # bitfit pooled in
+
+
+def test_a_method_s_configurations_are_shaded_in_the_order_of_the_values_their_ablation_varies():
+    """The method's own configuration (LoRA at r = 8, named "lora") sits between r = 2 and r = 16, light to
+    dark, whatever rate each configuration's search chose; its name would sort it first."""
+    table = pd.DataFrame(
+        {
+            "variant": ["lora r=16", "lora", "lora r=2", "full"],
+            "method": ["lora", "lora", "lora", "full"],
+            "config.method.r": [16, 8, 2, np.nan],
+            "config.train.lr": [1e-3, 3e-2, 1e-2, 1e-4],  # tuned per configuration: not what the ablation varies
+        }
+    )
+    palette = study_palette(table)
+    assert palette["variants"] == ["full", "lora r=2", "lora", "lora r=16"]
+    lightness = [sum(matplotlib.colors.to_rgb(palette["variant"][v])) for v in ["lora r=2", "lora", "lora r=16"]]
+    assert lightness == sorted(lightness, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "low, high, labelled",
+    [(1.5e3, 1.9e5, {"2K", "5K", "20K", "50K"}), (2.5e3, 7.5e3, {"3K", "4K", "5K", "6K", "7K"}), (1e2, 1e7, set())],
+)
+def test_a_log_axis_labels_the_minor_ticks_its_span_leaves_room_for(low, high, labelled):
+    """Points below an axis's first labelled power of ten sit beside a label: at 2 and 5 times each power
+    on an axis of under three decades, at every minor tick under one decade, none on wider axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from peftlab.analysis.figures.style import log_tick_labels
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    log_tick_labels(ax.xaxis, compact=True)
+    fig.canvas.draw()
+    formatter = ax.xaxis.get_minor_formatter()
+    shown = [x for x in ax.xaxis.get_minorticklocs() if low <= x <= high]
+    minor = {formatter(x, i) for i, x in enumerate(shown)} - {""}
+    plt.close(fig)
+    assert minor == labelled

@@ -88,15 +88,17 @@ SERIES_COLUMNS = ("method", "config.quant.mode", "config.model.name", "config.da
 def study_palette(df):
     """Colours and markers of every method and configuration (variant) in `df`, all rows.
 
-    Returns a dict: "methods" and "variants" (sorted: methods in METHOD_ORDER, then a
-    method's configurations in natural order of their names, so r=4 < r=8 < r=16),
+    Returns a dict: "methods" and "variants" (sorted: methods in METHOD_ORDER, then a method's
+    configurations by the values of the config keys that differ between them, so "lora r=2" < "lora"
+    (r = 8) < "lora r=16", then in natural order of their names),
     "method" {method: hue}, "variant" {variant: shade of its method's hue}, "marker"
     {method: marker}, "method_of" {variant: method}.
     """
     method_of = _methods_of_variants(df)
     known = [m for m in METHOD_ORDER if m in method_of.values()]
     methods = known + sorted(set(method_of.values()) - set(known))
-    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), natural_key(v)))
+    values = _varying_values(df, method_of)
+    variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), values.get(v, ()), natural_key(v)))
     hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
     shade, style = {}, {}
     for method in methods:
@@ -132,6 +134,38 @@ def _methods_of_variants(df):
     for variant in df["variant"].dropna().unique():
         method_of.setdefault(str(variant), str(variant).split(" ", 1)[0])
     return method_of
+
+
+def _varying_values(df, method_of) -> dict:
+    """Each configuration's values of the ``config.*`` columns that differ among its method's
+    configurations (a rank ablation's ``config.method.r``; not ``train.*``, which tuning sets), as
+    sortable keys (``_sortable``)."""
+    if df is None or df.empty or "variant" not in df.columns:
+        return {}
+    # what an ablation varies (the method's keys first), not what tuning chose (train.*) or the seed
+    columns = sorted(
+        (c for c in df.columns if str(c).startswith("config.") and str(c).split(".")[1] not in ("train", "seed")),
+        key=lambda c: (not str(c).startswith("config.method."), str(c)),
+    )
+    firsts = df.groupby("variant", sort=False)[columns].first() if columns else None
+    values = {}
+    for method in set(method_of.values()):
+        mine = [v for v in method_of if method_of[v] == method and firsts is not None and v in firsts.index]
+        if len(mine) < 2:
+            continue
+        varying = [c for c in columns if firsts.loc[mine, c].astype(str).nunique() > 1]
+        for variant in mine:
+            values[variant] = tuple(_sortable(firsts.at[variant, c]) for c in varying)
+    return values
+
+
+def _sortable(value) -> tuple:
+    """An unset value first (the plain configuration: quant.mode none), then numbers, then text."""
+    if value is None or value == "none" or (isinstance(value, float) and np.isnan(value)):
+        return (0, 0.0)
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return (1, float(value))
+    return (2, str(value))
 
 
 def _shade(color, t):
@@ -202,7 +236,9 @@ def save_figure(fig, out_dir, name):
 
 def log_tick_labels(axis, compact: bool = False) -> None:
     """Log-axis labels as plain numbers (0.1, 2, 30; with ``compact`` 60K, 1M, not 6 x 10^4);
-    minor ones only when the axis spans less than a decade, where they would not crowd."""
+    every minor one when the axis spans less than a decade, those at 2 and 5 times a power of ten
+    when it spans less than three (so points below the first decade's tick still sit beside a
+    label), none on wider axes, where they would crowd."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     def label(value, _):
@@ -213,7 +249,17 @@ def log_tick_labels(axis, compact: bool = False) -> None:
 
     axis.set_major_formatter(FuncFormatter(label))
     low, high = axis.get_view_interval()
-    axis.set_minor_formatter(FuncFormatter(label) if low > 0 and high / low < 10 else NullFormatter())
+    if low > 0 and high / low < 10:
+        axis.set_minor_formatter(FuncFormatter(label))
+    elif low > 0 and high / low < 1000:
+        axis.set_minor_formatter(FuncFormatter(lambda v, p: label(v, p) if _mantissa(v) in (2, 5) else ""))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _mantissa(value: float) -> int:
+    """The leading digit of a positive value (2 for 2,000 and 0.2)."""
+    return int(round(value / 10 ** np.floor(np.log10(value)))) if value > 0 else 0
 
 
 LINESTYLES = ["-", "--", ":", "-."]

@@ -59,7 +59,9 @@ class Study:
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
         self.palette = study_palette(df)
-        self.searches = tuning.load_searches(study_dir, self.palette.get("methods"))  # [] when not tuned
+        self.searches = tuning.load_searches(  # [] when not tuned
+            study_dir, self.palette.get("methods"), self.palette.get("variants")
+        )
 
     def name(self, variant) -> str:
         """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""

@@ -42,9 +42,12 @@ FIGURE = "tuning"
 PANELS_PER_ROW = 3
 
 
-def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> list[dict]:
+def load_searches(
+    study_dir: str | Path, methods: list[str] | None = None, variants: list[str] | None = None
+) -> list[dict]:
     """The selection.json of every search, in the order of ``methods`` (the report's palette order), then
-    alphabetical; a method's configurations in natural order (r=2 before r=16), as the figures list them."""
+    alphabetical; a method's configurations in the order of ``variants`` (the palette's: by the values
+    the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them."""
     searches = []
     for path in sorted(Path(study_dir).glob("tune/*/selection.json")):
         record = read_json(path)
@@ -55,10 +58,11 @@ def load_searches(study_dir: str | Path, methods: list[str] | None = None) -> li
         ):
             searches.append(record)
     order = {m: i for i, m in enumerate(methods or [])}
+    within = {v: i for i, v in enumerate(variants or [])}
 
     def place(record: dict) -> tuple:
-        method = record["search"]["method"]
-        return order.get(method, len(order)), method, natural_key(search_name(record))
+        method, name = record["search"]["method"], search_name(record)
+        return order.get(method, len(order)), method, within.get(name, len(within)), natural_key(name)
 
     return sorted(searches, key=place)
 
@@ -297,7 +301,7 @@ def report_section(
     study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, labels: dict | None = None, palette: dict | None = None
 ) -> list[str]:
     """The report's "Tuning" section; the one sentence of an untuned study."""
-    searches = load_searches(study_dir, (palette or {}).get("methods"))
+    searches = load_searches(study_dir, (palette or {}).get("methods"), (palette or {}).get("variants"))
     if not searches:
         return ["## Hyper-parameters", "", UNTUNED, ""]
     first = searches[0]["search"]
