@@ -639,3 +639,20 @@ def test_a_paper_of_a_study_with_damaged_runs_leaves_them_out(tmp_path):
     paper.write_paper(damaged_study(tmp_path / "study"), tmp_path / "paper", compile=False)
     main_table = (tmp_path / "paper" / "tables" / "main_table.tex").read_text()
     assert "linear" not in main_table and r"full & 800.0K (100.0\%) & 5 & $\mathbf{73.9}" in main_table
+
+
+def test_a_study_in_a_folder_of_another_name_is_titled_by_its_study_file_s_name(tmp_path):
+    """``peftlab study s.yaml --study-dir A`` keeps s.yaml's copy in A: the report's heading and the paper's
+    \\studyName are the study's name, not the folder's; a folder without that copy keeps its own name."""
+    from peftlab.analysis.paper.build import write_paper
+
+    study_dir = write_study_dir(tmp_path / "A")
+    study = yaml.safe_load((study_dir / "study.yaml").read_text())
+    (study_dir / "study.yaml").write_text(yaml.safe_dump({**study, "name": "rank_ablation"}))
+    write_report(study_dir)
+    assert (study_dir / "report" / "report.md").read_text().startswith("# Study report: rank_ablation\n")
+    write_paper(study_dir, tmp_path / "paper", compile=False)
+    assert "\\newcommand{\\studyName}{rank\\_ablation}" in (tmp_path / "paper" / "results.tex").read_text()
+    (study_dir / "study.yaml").unlink()
+    write_report(study_dir)
+    assert (study_dir / "report" / "report.md").read_text().startswith("# Study report: A\n")

@@ -80,3 +80,19 @@ def read_report_options(path: str | Path) -> ReportOptions:
         return report_options(read_yaml(path).get("report"))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def read_study_name(study_dir: str | Path) -> str:
+    """The study's ``name:`` in the copy of its study file a study directory keeps (study.yaml), which
+    titles its report and paper; the directory's name where that file is absent or names none (a
+    study run with ``--study-dir`` lives in a folder of another name)."""
+    study_dir = Path(study_dir)
+    path = study_dir / "study.yaml"
+    if path.is_file():
+        try:
+            name = read_yaml(path).get("name")
+        except (ConfigError, AttributeError):
+            name = None
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    return study_dir.name

@@ -25,6 +25,7 @@ from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.load import environment, load_results, results_sha256
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
+from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
@@ -124,7 +125,7 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     sha = env.get("git_sha") or "unknown"
     wall = done.get("timing.wall_seconds")
     lines = [
-        f"# Reproducing {study_dir.name}",
+        f"# Reproducing {read_study_name(study_dir)}",
         "",
         f"- Runs trained at git commit `{sha}` (uncommitted changes: {env.get('git_dirty')}); "
         f"this archive was packed at commit `{git_head()}`.",

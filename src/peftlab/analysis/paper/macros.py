@@ -22,6 +22,7 @@ from peftlab.analysis.results.units import range_words, unit
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
+from peftlab.study.report_options import read_study_name
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -174,7 +175,7 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
 def define_study(numbers: Numbers, study) -> None:
     """How many runs, seeds and configurations, the statistics' levels, and the shared config values."""
     df, done, add = study.df, study.done, numbers.add
-    add("studyName", latex_escape(study.dir.name), "the study directory's name")
+    add("studyName", latex_escape(read_study_name(study.dir)), "the study's name (study.yaml's, or its folder's)")
     add("studyRuns", str(len(df)), "runs in the study (spec.json files)")
     add("studyCompleted", str(len(done)), "runs with status completed")
     add("studyIncomplete", str(len(study.incomplete)), "runs failed, diverged or pending")

@@ -44,7 +44,7 @@ from peftlab.analysis.results.units import METRIC_LABELS, metric_words
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.power import ALPHA
-from peftlab.study.report_options import read_report_options
+from peftlab.study.report_options import read_report_options, read_study_name
 from peftlab.utils.errors import UserError
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
@@ -95,7 +95,7 @@ def write_report(
     (out / "tables").mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
     lines = [
-        f"# Study report: {study_dir.name}",
+        f"# Study report: {read_study_name(study_dir)}",
         "",
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
@@ -114,7 +114,7 @@ def write_report(
     lines += claims.report_section(df, options.share_limits, labels)
 
     if not done.empty:
-        lines += _results(df, baseline, interval, labels, out, study_dir.name)
+        lines += _results(df, baseline, interval, labels, out, read_study_name(study_dir))
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
