@@ -161,6 +161,35 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     assert r"\newcommand{\nameMlpBias}{mlp\_bias}" in (out / "paper" / "results.tex").read_text()
 
 
+def test_a_spawned_worker_finds_the_plugin_from_its_entry_point(site, tmp_path):
+    """Under ``--start-method spawn`` each worker is a fresh interpreter (macOS's default): it finds the
+    plugin through the entry-point metadata on its path, as the study process did, and trains it."""
+    install_example(site)
+    base = {
+        "model": TINY_MODEL,
+        "data": DATA,
+        "method": {"name": "mlp_bias", "layers": "fc2"},
+        "train": {"max_steps": 4, "batch_size": 32, "eval_batch_size": 32, "threads": 1},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    study = {"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"mlp_bias": {}}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    args = ["study", "study.yaml", "--study-dir", str(out), "--quiet", "--workers", "1", "--start-method", "spawn"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env_with(site),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (result,) = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
+    assert result["status"] == "completed" and result["config"]["method"]["name"] == "mlp_bias"
+    assert result["params"]["trainable"] == 2 * 64 + 650
+
+
 CONFIG = """from dataclasses import dataclass
 from peftlab.config.sections import MethodConfig
 
