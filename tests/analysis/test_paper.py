@@ -667,8 +667,8 @@ def test_a_tuned_paper_says_how_it_was_tuned_through_macros(tuned_sources):
     assert defined["tuneSeeds"] == "1000" and defined["tuneMethods"] == "3"
     assert r"on tuning \tuneSeedWord{} \tuneSeeds{}," in main and defined["tuneSeedWord"] == "seed"
     assert defined["tuneEdges"] == (  # a two-point axis's choice is at one of its ends
-        r"the \texttt{train.lr} of linear is the largest value searched and the \texttt{method.r} of lora is the "
-        "smallest value searched"
+        r"the \texttt{train.lr} is the largest value searched for linear; the \texttt{method.r} is the "
+        "smallest value searched for lora"
     )
     assert_no_typed_number(tuned_sources)
 
@@ -708,7 +708,7 @@ def test_a_tuned_paper_compiles_with_its_table_and_figure(tuned_sources, tmp_pat
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "Hyper-parameter tuning." in text and "Hyper-parameter search of each method" in text
     assert "train.lr=0.003" in text and "76.0" in text and "??" not in text
-    assert "train.lr of linear is the largest value searched" in " ".join(text.split())  # across a line break
+    assert "train.lr is the largest value searched for linear" in " ".join(text.split())  # across a line break
     subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tuning_document.tex"],
         cwd=tmp_path / "tables",

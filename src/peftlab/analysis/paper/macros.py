@@ -389,12 +389,15 @@ def define_tuning(numbers: Numbers, study) -> None:
     seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
     add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
+    grouped: dict[tuple[str, str], list[str]] = {}  # (key, smallest or largest): the configurations' labels
+    for name, key, _, where in tuning_choices.edges(searches):
+        grouped.setdefault((key, where), []).append(study.name(name))
     at_edge = [
-        f"the {tuning_table.latex_key(key)} of {study.name(name)} is the {where} value searched"
-        for name, key, _, where in tuning_choices.edges(searches)  # a search's configuration, by its label
+        f"the {tuning_table.latex_key(key)} is the {where} value searched for {words(names)}"
+        for (key, where), names in grouped.items()
     ]
     if at_edge:
-        add("tuneEdges", words(at_edge), "chosen values at an end of their searched range (tuning.edges)")
+        add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
 
 
 def trial_budgets(study) -> str:
