@@ -30,8 +30,8 @@ def test_bench_writes_well_formed_json(tmp_path):
         "4",
         "--repeats",
         "2",
-        "--study-dir",
-        str(tmp_path / "no-study"),
+        "--default-study",
+        str(tmp_path / "no-study.yaml"),
         "--json",
         str(out),
         "--large-model",
@@ -80,7 +80,7 @@ def test_bench_writes_well_formed_json(tmp_path):
     p4q = report["P4q_qalora_inference"]
     assert set(p4q["ratios"]) == {"merged_vs_quantized_base", "quantized_vs_fp32"} and p4q["format"] == "int4"
     assert all(v["median"] > 0 for v in p4q["ratios"].values()) and "P4q QA-LoRA int4" in proc.stdout
-    assert "skipped" in report["P6_study_overhead"]
+    assert "skipped" in report["P6_run_fixed_cost"]
     assert report["memory"]["full"]["peak_rss_bytes"] > 0
     assert report["memory"]["full"]["weights_bytes"] > 0
     assert "P2 LoRA r=8 / full step" in proc.stdout
@@ -349,3 +349,28 @@ def test_a_p3b_report_of_an_hf_base_compares_no_build_peaks_and_counts_no_repeat
     text = format_report(json.loads(path.read_text()))
     assert "not compared: fp32 HF bases are mapped" in text and "QLoRA / LoRA build peak" not in text
     assert "HF ViT via transformers, malloc lean" in text and "interleaved repeats" not in text.splitlines()[0]
+
+
+def test_a_p6_report_shows_the_fixed_cost_and_its_parts():
+    """P6 alone (``--only P6``): its header names the run, its rows the fixed cost and each part."""
+    from peftlab.bench.report import format_report
+
+    figure = {"median": 0.5, "min": 0.4, "max": 0.6, "n": 3}
+    p6 = {
+        "run": {"method": "lora", "config": "default", "seed": 0},
+        "repeats": 3,
+        "fixed_cpu_seconds": figure,
+        "process_cpu_seconds": figure,
+        "training_steps_cpu_seconds": figure,
+        "evaluation_cpu_seconds": figure,
+        "parts_cpu_seconds": {"data set-up": figure, "merge check": figure},
+        "worker_start_wall_seconds": figure,
+        "worker_end_wall_seconds": figure,
+        "target_cpu_seconds": 2.0,
+    }
+    bench = {"model": "m", "img_size": 32, "batch": 4, "dtype": "fp32", "threads": 2, "repeats": 3}
+    report = {**bench, "only": "P6", "hardware": {"cpu": "a CPU"}, "P6_run_fixed_cost": p6}
+    text = format_report(report)
+    assert "the default study's run (config 'default', lora, seed 0), each of 3 in a fresh worker" in text
+    assert "P6 run fixed cost, CPU s" in text and "0.50 [0.40-0.60]" in text and "<= 2" in text
+    assert "P6 data set-up" in text and "P6 merge check" in text and "P6 worker start, end" in text

@@ -35,8 +35,8 @@ drift of the machine cancels; each figure is the median of the repeats, with the
   just this figure and ``--png`` draws it.
 - ``--device cuda``: the same figures on a GPU, against the GPU's spec-sheet peak; the memory
   figures (peak RSS of host processes) and P6 are CPU-only and left out there.
-- P6: fixed cost of a study run (worker fork, data load, model build, tuner, first batch)
-  / the default study's mean per-run wall time.
+- P6: a run's fixed cost in CPU seconds (all but its training steps and evaluation passes), by
+  part, on the default study's LoRA run in a worker forked as a study forks them (``bench.fixed_cost``).
 - data: images/s of the data path alone (an ImageFolder of JPEGs written here, decoded, resized,
   augmented and normalised as training gets them, with ``data.num_workers``) / images/s of a
   deit_tiny_patch16_224 training step (LoRA r=8, batch as given), interleaved; >= 2 means the

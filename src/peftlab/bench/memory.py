@@ -1,23 +1,17 @@
-"""Figures measured in separate processes or from files: peak RSS per method (memory, P3b), and
-the fixed cost of a study run against the default study's runs (P6)."""
+"""Figures measured in separate processes: peak RSS per method (memory, P3b)."""
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from peftlab.bench.common import Trainer, make_cfg, spread
+from peftlab.bench.common import Trainer, make_cfg
 from peftlab.config.schema import RunConfig, load_config
 from peftlab.models.backbones import build_backbone, input_spec_for
 from peftlab.training import metrics
-from peftlab.training.evaluate import fetch
-from peftlab.training.run_result import read_result
-from peftlab.tuners.base import apply_tuner
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
@@ -46,68 +40,6 @@ def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int
         out[name] = queue.get(timeout=1800)
         proc.join()
     return out
-
-
-def study_overhead(default_study_dir: Path) -> dict:
-    """Fixed cost of one run against the default study's mean per-run wall time."""
-    from peftlab.data import build_data
-
-    results = [r for p in sorted(default_study_dir.glob("runs/*")) if (r := read_result(p)) is not None]
-    walls = [r["timing"]["wall_seconds"] for r in results if r.get("status") == "completed"]
-    lora = [r for r in results if r.get("status") == "completed" and r["config"]["method"]["name"] == "lora"]
-    if not walls or not lora:
-        return {"skipped": f"no completed default study in {default_study_dir} (run `make study` first)"}
-    cfg = load_config(overrides=lora[0]["config"])
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        spec = input_spec_for(cfg.model)
-        data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
-        model = build_backbone(cfg.model, data.info.num_classes)
-        tuner = apply_tuner(model, cfg)
-        images, labels = fetch(data.train, torch.arange(cfg.train.batch_size), torch.device("cpu"))
-        F.cross_entropy(tuner.model(images), labels).backward()
-        times.append(time.perf_counter() - start)
-    fork = fork_seconds()
-    fixed = statistics.median(times) + fork
-    per_run = statistics.mean(walls)
-    return {
-        "fixed_seconds": fixed,
-        "fork_seconds": fork,
-        "setup_seconds": spread(times),
-        "mean_run_wall_seconds": per_run,
-        "runs": len(walls),
-        "ratio": fixed / per_run,
-        "import_seconds_once_per_study": import_seconds(),
-    }
-
-
-def _noop() -> None:
-    return None
-
-
-def fork_seconds() -> float:
-    from peftlab.study.executors.local import worker_context
-
-    ctx = worker_context()
-    ctx.Process(target=_noop).start()  # starts the forkserver (imports once per study)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        proc = ctx.Process(target=_noop)
-        proc.start()
-        proc.join()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def import_seconds() -> float:
-    import subprocess
-    import sys
-
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import peftlab.training.run, peftlab.data, timm, peft"], check=True)
-    return time.perf_counter() - start
 
 
 LARGE_METHODS = {

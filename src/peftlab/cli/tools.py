@@ -31,7 +31,11 @@ def add_bench(sub) -> None:
     p.add_argument("--batch", type=at_least(1), default=32, help="batch size of the timed steps (default 32)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
     p.add_argument("--repeats", type=at_least(1), default=5, help="interleaved timed repetitions (after warm-up)")
-    p.add_argument("--study-dir", default="runs/default", help="a finished default study, for P6")
+    p.add_argument(
+        "--default-study",
+        default="configs/studies/default.yaml",
+        help="P6: the study whose LoRA run's fixed cost is measured (skipped where absent or without its base)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the per-method peak RSS processes")
     p.add_argument(
         "--large-model",
@@ -63,13 +67,13 @@ def add_bench(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods", "steps", "P3b", "text"),
+        choices=("data", "precision", "methods", "steps", "P3b", "P6", "text"),
         help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
         "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
         "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
         "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or P3b (peak RSS building and "
         "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
-        "transformers + PEFT loop, wall and CPU time)",
+        "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run)",
     )
     add_figure_flags(p)
     p.add_argument("--json", help="also write the full report as JSON")
@@ -130,7 +134,7 @@ def cmd_bench(args) -> int:
         dtype=args.dtype,
         repeats=args.repeats,
         device=args.device,
-        default_study_dir=Path(args.study_dir),
+        default_study=Path(args.default_study),
         with_memory=not args.no_memory,
         large_model=args.large_model or None,
         large_steps=args.large_steps,

@@ -17,6 +17,17 @@ turned off: a bar is no record to keep, and it would land between a user and pef
 
 It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it
 for a kernel from the Hugging Face hub at import time, and nothing may be downloaded at run time.
+
+bitsandbytes itself is imported only by a run that quantizes its base. PEFT 0.21 imports it whenever
+it is installed: ``import peft`` (``peft/helpers.py``, for a diagnostic helper peftlab never calls) and
+every LoRA injection (``peft.tuners.lora.model._create_new_module`` imports its bnb dispatchers before
+it looks at the layer). PEFT has no switch for either; it asks ``importlib.util.find_spec``, which
+answers None for a module that ``sys.modules`` maps to None (the import system's own way of saying a
+module is absent, as ``kernels`` above). ``import_peft`` hides it while PEFT is imported, and
+``without_bitsandbytes`` for the whole life of a process that trains one unquantized run: PEFT then
+works as where bitsandbytes is not installed. Not for a process that trains more runs after it (a
+spawned worker, tests): PEFT caches its answer (``is_bnb_available``), and a quantized run later in
+that process would need bitsandbytes.
 """
 
 from __future__ import annotations
@@ -86,6 +97,28 @@ def quiet_libraries(verbose: bool | None = None) -> None:
     # read when huggingface_hub is imported (transformers' bars follow it), here and in the workers
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     quiet_transformers()  # a library user may have imported it already
+
+
+def import_peft() -> None:
+    """Import PEFT without bitsandbytes, which stays importable afterwards (a quantized run imports it
+    when it builds its base, and PEFT's injection finds it then: it asks only when it wraps a layer)."""
+    if "peft" in sys.modules:
+        return
+    hide = "bitsandbytes" not in sys.modules
+    if hide:
+        sys.modules["bitsandbytes"] = None
+    try:
+        import peft  # noqa: F401
+    finally:
+        if hide and "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+            del sys.modules["bitsandbytes"]
+
+
+def without_bitsandbytes() -> None:
+    """bitsandbytes unimportable from here on, in a process that trains one run whose base is not
+    quantized (a study's forked worker): PEFT's LoRA injection then leaves it out. Nothing where it is
+    imported already."""
+    sys.modules.setdefault("bitsandbytes", None)
 
 
 def quiet_transformers() -> None:

@@ -1,7 +1,8 @@
 """The local executor: a study's runs in worker processes on this machine.
 
 With the start method ``forkserver`` (the default on Linux), each run's worker is forked from a
-server that has imported torch, timm and PEFT once, so a run pays no import cost, a crash cannot
+server that has imported torch, timm and PEFT once, so a run pays no import cost (bitsandbytes is
+imported only by a run that quantizes its base, ``worker.process_main``), a crash cannot
 take the study down, and each run's peak memory is its own. With ``spawn`` (the default on macOS,
 where forking a threaded process is unsafe), long-lived workers import them once each and take
 runs one after another (``spawn_workers``), with the same outcomes. Workers
@@ -29,8 +30,15 @@ from peftlab.utils.errors import STORAGE_ERRORS, deferred_stops
 
 POLL_SECONDS = 0.5  # how often run_local asks stop_when about each running job
 START_METHODS = ("spawn", "forkserver")  # how local workers start (``peftlab study --start-method``)
-# imported once per forkserver or spawned worker, so no run pays for them (peft brings transformers)
-PRELOAD = ("peftlab.study.executors.worker", "peftlab.training.run", "peftlab.data", "timm", "peft")
+# imported once per forkserver or spawned worker, so no run pays for them (peft brings transformers;
+# bitsandbytes is left to the runs that quantize their base: peftlab.utils.peft_preload)
+PRELOAD = (
+    "peftlab.study.executors.worker",
+    "peftlab.training.run",
+    "peftlab.data",
+    "timm",
+    "peftlab.utils.peft_preload",
+)
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.

@@ -21,11 +21,11 @@ from peftlab.config.schema import RunConfig, from_dict
 from peftlab.training.run_result import RunResult, failure, read_result, write_result
 from peftlab.utils.errors import ignore_further_stops, stops_unwrapped, take_stops
 from peftlab.utils.files import write_json_atomic
-from peftlab.utils.libraries import quiet_libraries
+from peftlab.utils.libraries import quiet_libraries, without_bitsandbytes
 from peftlab.utils.locks import DirectoryInUse, wait_until_free
 
-# The forkserver imports this module first (the runner's preload), then peft, whose bitsandbytes
-# import would log on stderr: every process that runs runs is quieted before that.
+# The forkserver imports this module first (the runner's preload), then peft; bitsandbytes, which a
+# quantized run imports, would log on stderr: every process that runs runs is quieted before that.
 quiet_libraries()
 
 PR_SET_PDEATHSIG = 1
@@ -166,7 +166,10 @@ def log_stderr_to(run_dir: str) -> None:
 
 
 def process_main(config: dict, run_dir: str, progress: bool, position: int, study_pid: int) -> None:
-    """Entry point of a local worker process (its progress bars, when shown, on the study's terminal)."""
+    """Entry point of a local worker process (its progress bars, when shown, on the study's terminal).
+    It trains this one run: one whose base is not quantized never imports bitsandbytes."""
+    if config["quant"]["mode"] == "none":
+        without_bitsandbytes()
     die_with_study(study_pid)
     try:
         take_interrupts()
