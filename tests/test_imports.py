@@ -183,11 +183,13 @@ def test_checking_configs_against_the_model_imports_no_peft():
     brings transformers, seconds of imports: the tuners import it where they inject. (A study's dry-run
     also counts each method's size by injecting it on the meta device, peftlab.tuners.params: that imports it.)"""
     code = (
-        "import sys; from peftlab.tuners import TUNERS; from peftlab.tuners.base import check_config, planned_ranks; "
+        "import sys; from peftlab.tuners import TUNERS; "
+        "from peftlab.tuners.base import TunerContext, check_config, planned_ranks; "
         "from peftlab.study.spec import load_study; from peftlab.tuners.params import meta_model; "
         "[spec.load(which) for spec in TUNERS.values() for which in ('check', 'apply', 'ranks') "
         "if getattr(spec, which)]; "
-        "[(check_config(s.config, meta_model(s.config)), planned_ranks(s.config, meta_model(s.config))) "
+        "[(check_config(s.config.method, meta_model(s.config), TunerContext.for_checks(s.config)), "
+        "planned_ranks(s.config.method, meta_model(s.config))) "
         "for s in load_study('configs/studies/methods.yaml').runs]; "
         "print(sorted(m for m in ('peft', 'transformers', 'bitsandbytes') if m in sys.modules))"
     )

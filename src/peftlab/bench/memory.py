@@ -17,7 +17,7 @@ from peftlab.models.backbones import build_backbone, input_spec_for
 from peftlab.training import metrics
 from peftlab.training.evaluate import fetch
 from peftlab.training.run_result import read_result
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 
 def peak_rss_child(cfg_dict: dict, precision: str, batch: int, img_size: int, queue) -> None:
@@ -64,7 +64,7 @@ def study_overhead(default_study_dir: Path) -> dict:
         spec = input_spec_for(cfg.model)
         data = build_data(cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std)
         model = build_backbone(cfg.model, data.info.num_classes)
-        tuner = apply_tuner(model, cfg)
+        tuner = apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
         images, labels = fetch(data.train, torch.arange(cfg.train.batch_size), torch.device("cpu"))
         F.cross_entropy(tuner.model(images), labels).backward()
         times.append(time.perf_counter() - start)
@@ -143,7 +143,7 @@ def large_model_child(section, img_size: int | None, method: str, quant: dict, s
             "build_peak_rss_bytes": build_peak,
             "rss_after_build_bytes": after_build,  # held once built: live tensors and the heap glibc kept
             "rss_baseline_bytes": rss.baseline,
-            "quantized_while_loading": loads_quantized(cfg),
+            "quantized_while_loading": loads_quantized(cfg.model, cfg.quant, cfg.method),
             "trainable": sum(p.numel() for p in trainer.params),
             **trainer.tuner.base_weight_bytes(),
             "step_seconds": (time.perf_counter() - start) / steps,

@@ -128,22 +128,22 @@ def load_data(s: Setting) -> Data:
 def build(s: Setting, data: Data, state: RunState) -> Built:
     """The backbone with the tuner applied, on the device; refused here, before any step, when its
     training memory cannot fit (peftlab.training.preflight); compiled when train.compile asks."""
-    tc = s.tc
-    check_model_size(s.cfg, data.num_classes)  # on the meta device, before anything is allocated
+    tc, cfg = s.tc, s.cfg
+    check_model_size(cfg.model, cfg.method, data.num_classes)  # on the meta device, before anything is allocated
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
-    seed_everything(s.cfg.seed)
-    model = build_base(s.cfg, data.num_classes)  # a quantized base is quantized while loading
-    base = base_provenance(s.cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
+    seed_everything(cfg.seed)
+    model = build_base(cfg.model, cfg.quant, cfg.method, data.num_classes)  # quantized while loading when quantized
+    base = base_provenance(cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
     if tc.grad_checkpointing:
         enable_grad_checkpointing(model)
-    tuner = apply_tuner(model, s.cfg, TunerContext(total_steps=data.total_steps, device=s.device, quant=s.cfg.quant))
+    tuner = apply_tuner(model, cfg.method, TunerContext(total_steps=data.total_steps, device=s.device, quant=cfg.quant))
     model = tuner.model.to(s.device).train()
     rss_build = rss.peak_above_baseline()
     shape = data.spec.shape
     micro_batch = math.ceil(tc.batch_size / s.ranks.world_size / state.split)  # computed at once
     # a model of many patches is probed small (a forward pass at full size took minutes before a refusal)
     probed = (
-        preflight.probed_for_config(s.cfg, data.num_classes, tc.precision)
+        preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, data.num_classes, tc.precision)
         if s.device.type == "cpu" and not tc.grad_checkpointing
         else None
     )
@@ -155,7 +155,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
         preflight.available_bytes(s.device),
         micro_batch,
         tc.grad_accum,
-        s.cfg.method.quantizable and s.cfg.quant.mode == "none",
+        cfg.method.quantizable and cfg.quant.mode == "none",
     )
     compiled = None
     if tc.compile:
