@@ -23,11 +23,9 @@ from tqdm.auto import tqdm
 
 from peftlab.config.schema import RunConfig
 from peftlab.config.sections import TrainConfig
-from peftlab.data import build_data
+from peftlab.data.inputs import build_splits
 from peftlab.data.loading import BatchLoader
-from peftlab.data.text.tokens import build_text_data, load_tokenizer
-from peftlab.models.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
-from peftlab.models.hub import hf_model_dir
+from peftlab.models.backbones import base_provenance, enable_grad_checkpointing, model_inputs
 from peftlab.quant import allocator
 from peftlab.quant.load import build_base
 from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
@@ -103,17 +101,9 @@ def start(
 def load_data(s: Setting) -> Data:
     """The splits as the backbone expects them, their loaders, and the number of steps."""
     cfg, tc = s.cfg, s.tc
-    spec = input_spec_for(cfg.model, cfg.data.max_length)
-    if isinstance(spec, TextSpec):  # token ids with the model's own tokenizer
-        tokenizer = load_tokenizer(hf_model_dir(cfg.model, weights=False), pad_token(spec.config))
-        # prompt and prefix tuning's virtual tokens take positions before the text
-        virtual = getattr(cfg.method, "num_virtual_tokens", 0)
-        language_model = cfg.model.task == "causal-lm"
-        splits = build_text_data(cfg.data, tokenizer, spec.config, language_model, virtual)
-    else:
-        splits = build_data(
-            cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
-        )
+    spec = model_inputs(cfg.model, cfg.data.max_length)  # image size and normalisation, or a text model's tokenizer
+    # prompt and prefix tuning's virtual tokens take positions before the text
+    splits = build_splits(cfg.data, spec, s.device, getattr(cfg.method, "num_virtual_tokens", 0))
     train_loader = BatchLoader(splits.train, s.device, cfg.data.num_workers, persistent=True)
     val_loader = BatchLoader(splits.val, s.device, cfg.data.num_workers, persistent=True)
     num_classes = cfg.model.num_classes or splits.info.num_classes
