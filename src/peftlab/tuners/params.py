@@ -160,24 +160,16 @@ def check_num_classes(cfg: RunConfig) -> None:
         fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
 
 
-def check_against_model(
-    cfg: RunConfig, weights: bool = False, here: bool = False, model: nn.Module | None = None
-) -> dict[str, int] | None:
+def check_against_model(cfg: RunConfig, weights: bool = False, model: nn.Module | None = None) -> dict[str, int] | None:
     """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes;
     with ``weights``, also a local weights file whose tensors do not fit the model (read from its header).
-
-    With ``here`` (``peftlab validate``), also what this machine refuses: a CUDA device or fp16
-    where there is no GPU (a study's dry-run does not check it: its runs may run elsewhere), and
-    what train refuses once it has read the data (``check_num_classes``).
+    (``peftlab validate`` checks before it what this machine refuses, ``check_runtime``, and what train
+    refuses once it has read the data, ``check_num_classes``; a study's dry-run does not: its runs may run
+    elsewhere.)
 
     Returns the rank each adapted module starts with (low-rank methods), else None. ``model``: the
     meta model of ``cfg.model`` (``meta_model``), when the caller checks many configs of one.
     """
-    if here:
-        from peftlab.training.runtime import check_runtime
-
-        check_runtime(cfg.train.device, cfg.train.precision)
-        check_num_classes(cfg)
     num_classes = cfg.model.num_classes or 10
     model = model if model is not None else meta_model(cfg)
     if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):  # a local file
