@@ -129,7 +129,7 @@ def test_an_hf_base_quantized_keeps_none_of_its_fp32_file_pages(wide_hf_dir):
     its pages, which then leave the process's resident memory (an HF ViT-B kept 330 MiB of them)."""
     from peftlab.models.backbones import build_backbone
     from peftlab.quant.bases import is_quantized_linear
-    from peftlab.tuners.base import apply_tuner
+    from peftlab.tuners.base import TunerContext, apply_tuner
 
     cfg = load_config(
         overrides={
@@ -140,7 +140,7 @@ def test_an_hf_base_quantized_keeps_none_of_its_fp32_file_pages(wide_hf_dir):
     )
     model = build_backbone(cfg.model, 5)
     file = wide_hf_dir / "model.safetensors"
-    quantized = apply_tuner(model, cfg).model
+    quantized = apply_tuner(model, cfg.method, TunerContext.for_checks(cfg)).model
     layers = [m for m in quantized.modules() if is_quantized_linear(m)]
     fp32 = sum(m.in_features * m.out_features * 4 for m in layers)
     assert len(layers) == 12 and fp32 == 6 << 20  # q, k, v, o, fc1, fc2 in 2 layers: 6 MiB of fp32 read

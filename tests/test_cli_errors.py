@@ -85,7 +85,7 @@ def test_a_full_disk_or_read_only_directory_is_one_line(tmp_path, monkeypatch, c
 
 def test_a_corrupt_pretraining_manifest_is_no_cache(tmp_path):
     from peftlab.config.schema import load_config
-    from peftlab.models.pretrain import cached_manifest
+    from peftlab.training.bases.pretrain import cached_manifest
 
     cfg = load_config(overrides={"method": {"name": "full"}})
     (tmp_path / "model.safetensors").write_bytes(b"weights")

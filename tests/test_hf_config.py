@@ -105,10 +105,13 @@ def test_an_hf_model_of_many_patches_is_probed_small_and_exactly(hf_dir, tmp_pat
     from peftlab.training import preflight
 
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "lora"}})
-    assert preflight.patch_grid(cfg, 10) == (8, 4) and preflight.probed_for_config(cfg, 10, "fp32") is None
+    assert (
+        preflight.patch_grid(cfg.model, 10) == (8, 4)
+        and preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") is None
+    )
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 8)
-    tuner = preflight.adapted(cfg, 10)
-    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+    tuner = preflight.adapted(cfg.model, cfg.method, cfg.quant, 10)
+    assert preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") == preflight.probe(
         tuner.model, (3, 32, 32), "fp32", torch.device("cpu")
     )
     model_dir = hf_copy(hf_dir, tmp_path, image_size=MAX_IMG_SIZE)

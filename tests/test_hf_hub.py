@@ -182,7 +182,7 @@ def test_a_bad_hub_model_config_is_one_line(model, needle):
 
 
 def test_a_text_base_is_not_pretrained_from_hub_weights():
-    from peftlab.models.text_base import check_text_base
+    from peftlab.training.bases.text_base import check_text_base
 
     cfg = load_config(overrides={"model": {"source": "hf-text", "task": "causal-lm", "name": LM, "pretrained": "hub"}})
     with pytest.raises(ConfigError, match="^model.pretrained='hub': a text base is trained from scratch"):

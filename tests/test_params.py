@@ -303,4 +303,4 @@ def test_a_method_counted_without_applying_it_counts_what_applying_it_holds(mode
     assert {k: counts[k] for k in expected} == expected
     assert counts["adapter"] == counts["trainable"] - counts["head"] > 0
     model_params = sum(p.numel() for p in meta_of(cfg).parameters())
-    assert model_params + sum(sized_without_applying(cfg, meta_of(cfg))) == expected["total"] + expected["head"]
+    assert model_params + sum(sized_without_applying(cfg.method, meta_of(cfg))) == expected["total"] + expected["head"]

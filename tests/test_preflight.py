@@ -7,14 +7,14 @@ from testkit import TINY_MODEL, cpu_seconds, run_cli
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.training.preflight import check_fits, estimate, saved_activation_bytes
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.utils.errors import UserError
 
 
 def tuned(method: str, **options):
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
     torch.manual_seed(0)
-    return apply_tuner(build_backbone(cfg.model, 10), cfg)
+    return apply_tuner(build_backbone(cfg.model, 10), cfg.method, TunerContext.for_checks(cfg))
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -82,10 +82,12 @@ def test_a_model_of_many_patches_is_probed_small_and_exactly(monkeypatch, method
     from peftlab.training import preflight
 
     cfg = load_config(overrides={"model": {**TINY_MODEL, "img_size": 40, "patch_size": 4}, "method": {"name": method}})
-    assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 100 patches: probed at full size
+    assert (
+        preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") is None
+    )  # 100 patches: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
-    tuner = preflight.adapted(cfg, 10)
-    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+    tuner = preflight.adapted(cfg.model, cfg.method, cfg.quant, 10)
+    assert preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") == preflight.probe(
         tuner.model, (3, 40, 40), "fp32", torch.device("cpu")
     )
 
@@ -103,11 +105,13 @@ def test_a_model_of_many_prompt_tokens_is_probed_small_and_exactly(monkeypatch, 
             "method": {"name": "vpt", "prompt_tokens": 20, "deep": deep},
         }
     )
-    assert preflight.probed_for_config(cfg, 10, "fp32") is None  # 20 prompts: probed at full size
+    assert (
+        preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") is None
+    )  # 20 prompts: probed at full size
     monkeypatch.setattr(preflight, "PROBED_PROMPTS", 8)
     monkeypatch.setattr(preflight, "PROBED_PATCHES", 64)
-    tuner = preflight.adapted(cfg, 10)
-    assert preflight.probed_for_config(cfg, 10, "fp32") == preflight.probe(
+    tuner = preflight.adapted(cfg.model, cfg.method, cfg.quant, 10)
+    assert preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, 10, "fp32") == preflight.probe(
         tuner.model, (3, img_size, img_size), "fp32", torch.device("cpu")
     )
 

@@ -14,7 +14,7 @@ from peftlab.utils import locks
 def test_a_second_pretraining_of_a_held_directory_waits_then_reuses_the_base(tmp_path):
     """While another process holds the output directory, pretrain trains nothing there (no run
     directory appears); once it is free, it trains once, and a second call reuses the weights."""
-    from peftlab.models.pretrain import pretrain
+    from peftlab.training.bases.pretrain import pretrain
 
     cfg = load_config(
         overrides={

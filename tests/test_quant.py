@@ -17,7 +17,7 @@ from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.quant.bases import is_quantized_linear, weight_only_arithmetic
 from peftlab.training.evaluate import MERGE_TOLERANCE
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.utils.errors import ConfigError
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -39,7 +39,7 @@ def make(target: str, quant: dict, hf_dir, method: str = "lora"):
         overrides={"model": model, "method": {"name": method, **(options if method == "lora" else {})}, "quant": quant}
     )
     torch.manual_seed(0)
-    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext.for_checks(cfg))
 
 
 def images(n=4):

@@ -17,7 +17,7 @@ from testkit import REPO, TINY_MODEL
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.quant.load import build_base, loads_quantized
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 pytest.importorskip("bitsandbytes")
 
@@ -85,7 +85,7 @@ def config(path, quant: dict, method: dict):
 def built(cfg, loader):
     """The tuned model and the random generator's state after building it, from the same seed."""
     torch.manual_seed(0)
-    tuner = apply_tuner(loader(cfg), cfg)
+    tuner = apply_tuner(loader(cfg), cfg.method, TunerContext.for_checks(cfg))
     return tuner, torch.get_rng_state()
 
 
@@ -116,9 +116,9 @@ CASES += [("timm", "linear-nf4", QUANTS["nf4"], {"name": "linear"})]
 @pytest.mark.parametrize("layout,name,quant,method", CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
 def test_a_base_quantized_while_loading_is_byte_identical_to_one_quantized_after(layout, name, quant, method, weights):
     cfg = config(weights / f"{layout}.safetensors", quant, method)
-    assert loads_quantized(cfg)
+    assert loads_quantized(cfg.model, cfg.quant, cfg.method)
     old, old_rng = built(cfg, lambda c: build_backbone(c.model, NUM_CLASSES))
-    new, new_rng = built(cfg, lambda c: build_base(c, NUM_CLASSES))
+    new, new_rng = built(cfg, lambda c: build_base(c.model, c.quant, c.method, NUM_CLASSES))
     assert torch.equal(old_rng, new_rng)  # LoRA's initialisation, dropout: the same draws follow
     assert not any(p.is_meta for p in new.model.parameters()) and not any(b.is_meta for b in new.model.buffers())
     assert_same(old, new)
@@ -129,7 +129,7 @@ def test_weights_a_tuner_does_not_quantize_are_read_in_full(weights):
     from peftlab.quant.bases import load_pending
 
     cfg = config(weights / "timm.safetensors", QUANTS["nf4"], {"name": "lora"})
-    model = build_base(cfg, NUM_CLASSES)
+    model = build_base(cfg.model, cfg.quant, cfg.method, NUM_CLASSES)
     assert model.blocks[0].attn.qkv.weight.is_meta
     load_pending(model)
     torch.manual_seed(0)
@@ -140,7 +140,9 @@ def test_weights_a_tuner_does_not_quantize_are_read_in_full(weights):
 def test_unquantized_runs_and_random_bases_build_as_before(weights):
     plain = config(weights / "timm.safetensors", {}, {"name": "lora"})
     random = load_config(overrides={"model": TINY_MODEL, "quant": QUANTS["nf4"]})
-    assert not loads_quantized(plain) and not loads_quantized(random)
+    assert not loads_quantized(plain.model, plain.quant, plain.method) and not loads_quantized(
+        random.model, random.quant, random.method
+    )
 
 
 BUILD_PEAK = """
@@ -149,7 +151,7 @@ from safetensors.torch import save_file
 from peftlab.models.backbones import build_backbone
 from peftlab.config.schema import load_config
 from peftlab.quant.load import build_base
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 TINY = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
 path, mode = sys.argv[1], sys.argv[2]
@@ -163,7 +165,8 @@ if mode == "write":
 cfg = load_config(overrides={"model": {**model, "pretrained": path}, "method": {"name": "lora", "r": 4},
                              "quant": {"mode": "nf4"}})
 tiny = load_config(overrides={"model": TINY, "method": {"name": "lora", "r": 4}, "quant": {"mode": "nf4"}})
-apply_tuner(build_backbone(tiny.model, 10), tiny)  # first use imports PEFT, transformers, torch._dynamo (~0.4 GB)
+# first use imports PEFT, transformers, torch._dynamo (~0.4 GB)
+apply_tuner(build_backbone(tiny.model, 10), tiny.method, TunerContext.for_checks(tiny))
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if mode == "in-full":  # an fp32 base read from its file, not quantized
     built = build_backbone(cfg.model, 10)
@@ -173,8 +176,9 @@ elif mode == "for-saved-state":  # what export.load_quantized builds before it l
     built = build_for_saved_state(cfg.model, 10, cfg.quant)
     quantize_base(built, cfg.quant, torch.device("cpu"))
 else:
-    build = build_base if mode == "while-loading" else lambda c, n: build_backbone(c.model, n)
-    built = apply_tuner(build(cfg, 10), cfg).model
+    plain = mode != "while-loading"
+    base = build_backbone(cfg.model, 10) if plain else build_base(cfg.model, cfg.quant, cfg.method, 10)
+    built = apply_tuner(base, cfg.method, TunerContext.for_checks(cfg)).model
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"peak": peak - baseline, "stored": sum(t.numel() * t.element_size()
                                                          for t in built.state_dict().values())}))

@@ -96,11 +96,11 @@ def test_a_qlora_base_takes_the_fused_qkv_step_with_the_numbers_of_its_own_layer
     from peftlab.config.schema import load_config
     from peftlab.models.backbones import build_backbone
     from peftlab.tuners import modules
-    from peftlab.tuners.base import apply_tuner
+    from peftlab.tuners.base import TunerContext, apply_tuner
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}, "quant": quant})
     torch.manual_seed(0)
-    model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
+    model = apply_tuner(build_backbone(cfg.model, 5), cfg.method, TunerContext.for_checks(cfg)).model
     for name, param in model.named_parameters():
         if "lora_B" in name:  # B starts at zero: give the adapters an update to get wrong
             param.data.normal_(0, 0.1)

@@ -1,5 +1,5 @@
-"""The offline text base (peftlab.models.text_base): a byte-level BPE tokenizer trained on a corpus, a small GPT-2
-trained from its config.json as a causal LM by the one recipe, saved as an HF model directory that
+"""The offline text base (peftlab.training.bases.text_base): a byte-level BPE tokenizer trained on a corpus, a
+small GPT-2 trained from its config.json as a causal LM by the one recipe, saved as an HF model directory that
 transformers loads and a downstream classification run adapts."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from peftlab.config.schema import load_config
-from peftlab.models.pretrain import pretrain
+from peftlab.training.bases.pretrain import pretrain
 from peftlab.utils.errors import UserError
 
 WORDS = "the a cat dog sat ran on under mat log fast slow red blue small big home park".split()
@@ -72,7 +72,7 @@ def test_the_base_is_an_hf_directory_transformers_loads_and_a_second_call_reuses
 
 
 def test_the_tokenizer_is_trained_the_same_way_on_the_same_texts(corpus):
-    from peftlab.models.text_base import train_tokenizer
+    from peftlab.training.bases.text_base import train_tokenizer
 
     texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
     first, second = train_tokenizer(texts, 300, 32), train_tokenizer(texts, 300, 32)

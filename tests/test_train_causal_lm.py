@@ -56,9 +56,9 @@ def lm_config(model_dir, root, method=None, data=None, **train):
 
 
 def lm_splits(cfg):
-    from peftlab.data.text.tokens import build_text_data, load_tokenizer
+    from peftlab.data.text.tokens import build_text_data
     from peftlab.models.backbones import pad_token
-    from peftlab.models.hf_config import check_hf_config
+    from peftlab.models.hf_config import check_hf_config, load_tokenizer
 
     config = check_hf_config(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, pad_token(config))

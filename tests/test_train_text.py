@@ -82,9 +82,9 @@ def test_a_lora_run_on_each_text_family_completes_and_reloads(text_dirs, task, f
 
 
 def test_padding_a_batch_to_its_longest_example_gives_the_logits_of_padding_to_max_length(text_dirs, task):
-    from peftlab.data.text.tokens import build_text_data, load_tokenizer
+    from peftlab.data.text.tokens import build_text_data
     from peftlab.models.backbones import build_backbone, pad_token
-    from peftlab.models.hf_config import check_hf_config
+    from peftlab.models.hf_config import check_hf_config, load_tokenizer
 
     for family in FAMILIES:
         cfg = text_config(text_dirs[family], task, data={"max_length": 32})

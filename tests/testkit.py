@@ -470,9 +470,9 @@ def header_accuracy(model, paths, labels, preprocessing: dict, batch_size: int =
 
 def meta_of(cfg):
     """The meta model ``peftlab params`` counts ``cfg`` on."""
-    from peftlab.tuners.params import _meta_model
+    from peftlab.tuners.params import meta_backbone
 
-    return _meta_model(cfg, cfg.model.num_classes or 1000)
+    return meta_backbone(cfg.model, cfg.model.num_classes or 1000)
 
 
 def applied_counts(cfg) -> dict:
@@ -481,6 +481,6 @@ def applied_counts(cfg) -> dict:
     from peftlab.tuners.base import is_head_param
     from peftlab.tuners.params import meta_tuner
 
-    tuner = meta_tuner(cfg, meta_of(cfg))
+    tuner = meta_tuner(cfg.method, meta_of(cfg))
     head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
     return {**tuner.parameter_counts(), "head": head}

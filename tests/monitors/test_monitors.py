@@ -17,7 +17,7 @@ from peftlab.training.monitors.frozen import frozen_hash
 from peftlab.training.monitors.gradients import GradientFlow, group_name
 from peftlab.training.monitors.health import health
 from peftlab.training.monitors.run import Monitors, summarize
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 
 
 def make(method="lora", quant=None, **options):
@@ -25,7 +25,7 @@ def make(method="lora", quant=None, **options):
         overrides={"model": TINY_MODEL, "method": {"name": method, **options}, **({"quant": quant} if quant else {})}
     )
     torch.manual_seed(0)
-    return apply_tuner(build_backbone(cfg.model, 5), cfg)
+    return apply_tuner(build_backbone(cfg.model, 5), cfg.method, TunerContext.for_checks(cfg))
 
 
 def batch(n=4):

@@ -18,7 +18,7 @@ def make(method, total_steps=20, model=TINY_MODEL, **options):
     cfg = load_config(overrides={"model": model, "method": {"name": method, **options}})
     torch.manual_seed(0)
     base = build_backbone(cfg.model, NUM_CLASSES)
-    return apply_tuner(base, cfg, TunerContext(total_steps, torch.device("cpu"), cfg.quant))
+    return apply_tuner(base, cfg.method, TunerContext(total_steps, torch.device("cpu"), cfg.quant))
 
 
 def batch(n=16, seed=1):

@@ -13,7 +13,7 @@ from testkit import REPO, TEXT_ONLY, TINY_MODEL
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.tuners import TUNERS
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.catalog import BUILT_IN, method_rows
 from peftlab.tuners.peft_bridge.types import applicable
 
@@ -35,7 +35,7 @@ def test_the_merges_column_says_what_the_tuner_does(method):
         _BASE["vit"] = build_backbone(load_config(overrides={"model": TINY_MODEL}).model, 3)
     options = {"group_size": 16} if method == "qalora" else {}
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
-    tuner = apply_tuner(copy.deepcopy(_BASE["vit"]), cfg)
+    tuner = apply_tuner(copy.deepcopy(_BASE["vit"]), cfg.method, TunerContext.for_checks(cfg))
     merges = BUILT_IN[method][1]
     if merges == "in place":
         assert not tuner.is_adapter

@@ -14,7 +14,7 @@ from peftlab.config.schema import load_config
 from peftlab.models.families import canonical_names, family_of
 from peftlab.training.step import check_reached
 from peftlab.tuners import TUNERS
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.utils.errors import ConfigError
 
@@ -78,7 +78,7 @@ def images(family: str) -> torch.Tensor:
 def adapt(family: str, method: str):
     cfg = load_config(overrides={"model": {**TINY_MODEL, "name": FAMILIES[family][0]}, "method": {"name": method}})
     torch.manual_seed(0)
-    return apply_tuner(copy.deepcopy(base_model(family)), cfg)
+    return apply_tuner(copy.deepcopy(base_model(family)), cfg.method, TunerContext.for_checks(cfg))
 
 
 @pytest.mark.parametrize("method", list(TUNERS))
@@ -114,7 +114,7 @@ def test_a_distilled_deit_is_refused_in_one_line_naming_its_two_heads():
     model = timm.create_model("deit_base_distilled_patch16_224", pretrained=False, num_classes=5, **SMALL, img_size=32)
     cfg = load_config(overrides={"method": {"name": "lora"}})
     with pytest.raises(ConfigError, match=r"VisionTransformerDistilled \(deit-distilled\): .*two heads"):
-        apply_tuner(model, cfg)
+        apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
 
 
 def test_beit_without_its_qkv_called_as_a_module_would_train_nothing_and_is_caught():
@@ -123,7 +123,7 @@ def test_beit_without_its_qkv_called_as_a_module_would_train_nothing_and_is_caug
     cfg = load_config(
         overrides={"method": {"name": "ia3", "target_modules": ["blocks.0.mlp.fc2", "blocks.1.attn.qkv"]}}
     )
-    tuner = apply_tuner(copy.deepcopy(base_model("beit")), cfg)
+    tuner = apply_tuner(copy.deepcopy(base_model("beit")), cfg.method, TunerContext.for_checks(cfg))
     for module in tuner.model.modules():
         if hasattr(module, "qkv_bias_separate"):
             module.qkv_bias_separate = False  # timm's default: the Linear bypassed
@@ -147,7 +147,7 @@ def test_vpt_on_eva_keeps_the_rotary_embedding_off_its_prompts():
     """EVA rotates every token after its prefix; VPT's prompts join the prefix (no position, as on a ViT),
     so each patch keeps the rotary position it has without prompts."""
     cfg = load_config(overrides={"model": {**TINY_MODEL, "name": FAMILIES["eva02"][0]}, "method": {"name": "vpt"}})
-    tuner = apply_tuner(copy.deepcopy(base_model("eva02")), cfg)
+    tuner = apply_tuner(copy.deepcopy(base_model("eva02")), cfg.method, TunerContext.for_checks(cfg))
     prefix = base_model("eva02").num_prefix_tokens
     assert {block.base_layer.attn.num_prefix_tokens for block in tuner.model.blocks} == {
         prefix + cfg.method.prompt_tokens
@@ -180,7 +180,7 @@ def test_trainable_counts_follow_the_methods_formula_on_every_family(family, met
     cfg = load_config(
         overrides={"model": {**TINY_MODEL, "name": FAMILIES[family][0]}, "method": {"name": method, **options}}
     )
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
     assert counted == formula(widths)
 
@@ -204,7 +204,7 @@ def test_no_peft_format_files_for_an_adapter_on_beits_qkv(method, tmp_path):
             "method": {"name": "lora", "target_modules": ["blocks.0.mlp.fc1"]},
         }
     )
-    tuner = apply_tuner(copy.deepcopy(base_model("beit")), mlp_only)
+    tuner = apply_tuner(copy.deepcopy(base_model("beit")), mlp_only.method, TunerContext.for_checks(mlp_only))
     with torch.no_grad():
         for param in tuner.trainable_parameters().values():
             param.add_(torch.randn_like(param), alpha=0.05)

@@ -12,7 +12,7 @@ from testkit import PRESET_PARTS, TEXT_ONLY, TEXT_ONLY_REFUSAL, TIMM_ONLY, check
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_hf
 from peftlab.tuners import TUNERS
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.utils.errors import ConfigError
 
@@ -56,15 +56,15 @@ def test_each_method_applies_to_each_hf_family_or_refuses_in_one_line(hf_dirs, f
     torch.manual_seed(0)
     if method in TEXT_ONLY:
         with pytest.raises(ConfigError, match=f"{TEXT_ONLY_REFUSAL}.*not {type(base.model).__name__}") as caught:
-            apply_tuner(copy.deepcopy(base), cfg)
+            apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
         assert "\n" not in str(caught.value)
         return
     if method in HAND_WRITTEN:
         with pytest.raises(ConfigError, match="supports timm ViT, EVA, BEiT and Swin models") as caught:
-            apply_tuner(copy.deepcopy(base), cfg)
+            apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
         assert "\n" not in str(caught.value)
         return
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     check_cell(tuner, base, images(family), tmp_path, identity=method not in NO_IDENTITY)
 
 
@@ -120,6 +120,6 @@ def test_lora_counts_follow_the_formula_on_every_hf_family(hf_dirs, family, meth
     cfg = load_config(
         overrides={"model": {"source": "hf", "path": str(hf_dirs[family])}, "method": {"name": method, "r": 4}}
     )
-    tuner = apply_tuner(copy.deepcopy(load(hf_dirs, family)[1]), cfg)
+    tuner = apply_tuner(copy.deepcopy(load(hf_dirs, family)[1]), cfg.method, TunerContext.for_checks(cfg))
     counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
     assert counted == 2 * 2 * (2 * 4 * 32 + extra * 32 // 2)

@@ -15,7 +15,7 @@ from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.models.families import HF, canonical_names
 from peftlab.tuners import TUNERS
-from peftlab.tuners.base import apply_tuner, is_head_param
+from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
 from peftlab.tuners.peft_injection import plan_targets
 from peftlab.utils.errors import ConfigError
 
@@ -95,17 +95,17 @@ def test_each_method_applies_to_each_text_family_or_refuses_in_one_line(text_dir
         pytest.xfail(GAPS[family, method])
     if (family, method) in REFUSED:
         with pytest.raises(ConfigError, match=REFUSED[family, method]) as caught:
-            apply_tuner(copy.deepcopy(plain), cfg)
+            apply_tuner(copy.deepcopy(plain), cfg.method, TunerContext.for_checks(cfg))
         assert "\n" not in str(caught.value)
         return
     if method in HAND_WRITTEN:
         with pytest.raises(
             ConfigError, match=f"method.name='{method}' supports timm ViT.*not {type(plain.model).__name__}"
         ) as caught:
-            apply_tuner(copy.deepcopy(plain), cfg)
+            apply_tuner(copy.deepcopy(plain), cfg.method, TunerContext.for_checks(cfg))
         assert "\n" not in str(caught.value)
         return
-    tuner = apply_tuner(copy.deepcopy(plain), cfg)
+    tuner = apply_tuner(copy.deepcopy(plain), cfg.method, TunerContext.for_checks(cfg))
     check_cell(tuner, plain, tokens(), tmp_path, identity=method not in NO_IDENTITY)
 
 
@@ -159,7 +159,8 @@ def test_peftlab_params_counts_a_text_directory_as_the_formula_says(text_dirs, f
 def test_lora_counts_follow_the_formula_for_the_wider_presets(text_dirs, family, preset, modules):
     """extended: q, k, v, o (each d -> d); all-linear adds the MLP (d -> 2d and back, GPT-2's d -> 4d; Llama's
     gate too)."""
-    tuner = apply_tuner(copy.deepcopy(base(text_dirs, family)), config(text_dirs[family], r=4, target_modules=preset))
+    cfg = config(text_dirs[family], r=4, target_modules=preset)
+    tuner = apply_tuner(copy.deepcopy(base(text_dirs, family)), cfg.method, TunerContext.for_checks(cfg))
     counted = sum(p.numel() for n, p in tuner.trainable_parameters().items() if not is_head_param(n, tuner.head))
     hidden = 4 * WIDTH if family == "gpt2" else 2 * WIDTH
     mlp = 4 * (WIDTH + hidden) * (3 if family == "llama" else 2)
@@ -190,7 +191,8 @@ def test_lora_on_gpt2_q_and_v_slices_equals_peft_lora_on_separate_q_and_v_linear
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
-    tuner = apply_tuner(copy.deepcopy(base(text_dirs, "gpt2")), config(text_dirs["gpt2"], r=4, lora_alpha=8))
+    cfg = config(text_dirs["gpt2"], r=4, lora_alpha=8)
+    tuner = apply_tuner(copy.deepcopy(base(text_dirs, "gpt2")), cfg.method, TunerContext.for_checks(cfg))
     reference = AutoModelForSequenceClassification.from_pretrained(text_dirs["gpt2"], use_safetensors=True)
     for block in reference.transformer.h:
         block.attn.c_attn = SeparateQKV(block.attn.c_attn)

@@ -7,7 +7,7 @@ from testkit import TINY_MODEL
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import SplitQKV, plain_lora
 
 RANKS = {"lora": {"r": 4}, "adalora": {"init_r": 4, "target_r": 2}}
@@ -26,7 +26,7 @@ def split_qkv_of(targets=("q", "v"), method="lora", **options) -> SplitQKV:
         }
     )
     torch.manual_seed(0)
-    model = apply_tuner(build_backbone(cfg.model, 5), cfg).model
+    model = apply_tuner(build_backbone(cfg.model, 5), cfg.method, TunerContext.for_checks(cfg)).model
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name or "lora_E" in name:  # both start at zero, and so would the update

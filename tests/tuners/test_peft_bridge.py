@@ -12,7 +12,7 @@ from testkit import TINY_MODEL, assert_peft_loads, check_cell, hf_text_model, ne
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.peft_bridge import types
 from peftlab.tuners.peft_bridge.types import NO_IDENTITY, NO_MERGE, REFUSED, applicable
 from peftlab.utils.errors import ConfigError
@@ -69,7 +69,7 @@ def gpt2(tmp_path_factory):
 @pytest.mark.parametrize("peft_type", applicable())
 def test_each_type_on_a_tiny_vit_passes_the_cell_check_and_peft_loads_its_files(peft_type, tmp_path):
     cfg, base, images = vit_cell(peft_type)
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     check_cell(tuner, base, images, tmp_path, identity=peft_type not in NO_IDENTITY)
     assert (tmp_path / "adapter_config.json").is_file()  # PEFT's from_pretrained loaded it (check_cell)
     assert (tuner.merged_model() is None) == (peft_type in NO_MERGE)
@@ -85,7 +85,7 @@ def test_each_type_on_the_q_and_v_slices_of_a_tiny_gpt2_passes_the_cell_check(pe
         }
     )
     torch.manual_seed(0)
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     assert {n.rpartition(".")[2] for n, m in tuner.model.named_modules() if hasattr(m, "base_layer")} == {"q", "v"}
     tokens = torch.randint(3, 64, (2, 7), generator=torch.Generator().manual_seed(1))
     check_cell(tuner, base, tokens, tmp_path, identity=peft_type not in NO_IDENTITY)
@@ -95,12 +95,12 @@ def test_each_type_on_the_q_and_v_slices_of_a_tiny_gpt2_passes_the_cell_check(pe
 def test_matrices_shared_by_every_layer_write_and_load_as_an_adapter_file(peft_type, tmp_path):
     """Their shared matrices appear under each layer's key; safetensors refuses shared memory."""
     cfg, base, images = vit_cell(peft_type)
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     with torch.no_grad():
         for param in tuner.trainable_parameters().values():
             param.add_(torch.randn_like(param), alpha=0.05)
     save_file(tuner.adapter_state_dict(), tmp_path / "adapter.safetensors")
-    fresh = apply_tuner(copy.deepcopy(base), cfg)
+    fresh = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     fresh.load_adapter_state_dict(load_file(tmp_path / "adapter.safetensors"))
     tuner.model.eval(), fresh.model.eval()
     with torch.no_grad():
@@ -141,7 +141,7 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
         overrides={"model": TINY_MODEL, "method": {"name": "peft", "peft_type": peft_type, "options": options}}
     )
     with pytest.raises(ConfigError, match=message) as caught:
-        apply_tuner(copy.deepcopy(base), cfg)
+        apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     assert "\n" not in str(caught.value)
 
 

@@ -20,7 +20,9 @@ STEPS = 10
 def make(method, **options):
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
     torch.manual_seed(0)
-    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(STEPS, torch.device("cpu"), cfg.quant))
+    return apply_tuner(
+        build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext(STEPS, torch.device("cpu"), cfg.quant)
+    )
 
 
 def plain_base():

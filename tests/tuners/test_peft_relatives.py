@@ -12,7 +12,7 @@ from testkit import TINY_MODEL
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.training.export import write_peft_adapter
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.params import count_parameters
 from peftlab.utils.errors import ConfigError
 
@@ -117,7 +117,7 @@ def make(method: str, quant: dict | None = None, **options):
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
-    return base, apply_tuner(model, cfg)
+    return base, apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
 
 
 def images(n=4):
@@ -323,10 +323,10 @@ def test_boft_checks_peft_butterfly_rule_where_the_extension_loads(monkeypatch, 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "boft", **options}})
     model = build_backbone(cfg.model, NUM_CLASSES)
     if message is None:
-        check_config(cfg, model)
+        check_config(cfg.method, model, TunerContext.for_checks(cfg))
     else:
         with pytest.raises(ConfigError, match=message):
-            check_config(cfg, model)
+            check_config(cfg.method, model, TunerContext.for_checks(cfg))
 
 
 def test_boft_on_a_machine_without_cuda_never_compiles_pefts_extension(tmp_path, monkeypatch):
@@ -348,7 +348,7 @@ def test_ia3_presets_mean_the_papers_places_on_an_hf_model_too(hf_dir):
     """k, v and the MLP's second Linear (rescaled on its input) of every layer, by the names the
     presets know them by (peftlab.models.families: an HF layer's k_proj is blocks.N.attn.qkv.k)."""
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": "ia3"}})
-    tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    tuner = apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext.for_checks(cfg))
     from peft.tuners.ia3 import IA3Layer
 
     layers = {n.rpartition("layers.")[2]: m for n, m in tuner.model.named_modules() if isinstance(m, IA3Layer)}

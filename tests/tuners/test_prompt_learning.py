@@ -13,7 +13,7 @@ from testkit import hf_text_dir, hf_text_model
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
-from peftlab.tuners.base import apply_tuner, is_head_param
+from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
 from peftlab.utils.errors import ConfigError
 
 NUM_CLASSES = 3
@@ -48,7 +48,7 @@ def config(path, method: str, **options):
 def adapt(path, method: str, **options):
     cfg = config(path, method, **options)
     torch.manual_seed(0)
-    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext.for_checks(cfg))
 
 
 def head_size(family: str) -> int:
@@ -221,7 +221,7 @@ def adapt_lm(path, method: str, virtual: int = VIRTUAL):
         }
     )
     torch.manual_seed(0)
-    tuner = apply_tuner(build_backbone(cfg.model, 0), cfg)
+    tuner = apply_tuner(build_backbone(cfg.model, 0), cfg.method, TunerContext.for_checks(cfg))
     with torch.no_grad():
         for param in tuner.trainable_parameters().values():
             param.add_(torch.randn_like(param), alpha=0.5)

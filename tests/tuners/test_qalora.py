@@ -45,7 +45,7 @@ def make(target="timm-qv-slices", hf_dir=None, total_steps=None, **options):
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
-    return base, apply_tuner(model, cfg, TunerContext(total_steps, torch.device("cpu"), cfg.quant))
+    return base, apply_tuner(model, cfg.method, TunerContext(total_steps, torch.device("cpu"), cfg.quant))
 
 
 def images(n=4):
@@ -364,7 +364,7 @@ def test_on_cuda_the_codes_match_cpu_and_the_merge_is_exact(fmt):
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "qalora", "r": 4, "format": fmt}})
     torch.manual_seed(0)
     tuner = apply_tuner(
-        build_backbone(cfg.model, NUM_CLASSES), cfg, TunerContext(None, torch.device("cuda"), cfg.quant)
+        build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext(None, torch.device("cuda"), cfg.quant)
     )
     tuner.model.cuda()
     optimizer = optimizer_of(tuner)

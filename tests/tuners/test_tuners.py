@@ -10,7 +10,7 @@ from testkit import TEXT_ONLY, TINY_MODEL
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
 from peftlab.tuners import TUNERS
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.params import count_parameters
 from peftlab.utils.errors import ConfigError
 
@@ -23,7 +23,7 @@ def make(method: str, **options):
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
-    return cfg, base, apply_tuner(model, cfg)
+    return cfg, base, apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
 
 
 def images(n=4):
@@ -270,7 +270,6 @@ def test_each_method_config_declares_its_registry_name():
     ],
 )
 def test_the_peft_injection_path_builds_the_config_before_it_changes_the_model(method, options, error):
-    from peftlab.tuners.base import TunerContext
 
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}, "train": {"max_steps": 8}})
     model = build_backbone(cfg.model, NUM_CLASSES)

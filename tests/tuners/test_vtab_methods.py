@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from testkit import TINY_MODEL, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
-from peftlab.tuners.base import apply_tuner, is_head_param
+from peftlab.tuners.base import TunerContext, apply_tuner, is_head_param
 
 METHODS = ["fact_tt", "fact_tk", "convpass", "repadapter"]
 MERGING = ["fact_tt", "fact_tk", "repadapter"]
@@ -93,7 +93,7 @@ def plain_timm() -> torch.nn.Module:
 
 def adapt(method: str, base: torch.nn.Module, **options):
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, **options}})
-    return apply_tuner(copy.deepcopy(base), cfg)
+    return apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
 
 
 def images(n=4):
@@ -208,7 +208,7 @@ def test_repadapter_on_a_linear_without_a_bias_trains_and_only_the_merge_refuses
     cfg = load_config(
         overrides={"model": {**TINY_MODEL, "name": "beit_base_patch16_224"}, "method": {"name": "repadapter"}}
     )
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     assert tuner.merged_model() is None
     refusal = tuner.merge_refusal()
     assert "blocks.0.attn.qkv" in refusal and "\n" not in refusal

@@ -10,7 +10,7 @@ from testkit import TINY_MODEL
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
-from peftlab.tuners.base import apply_tuner
+from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.params import count_parameters
 from peftlab.utils.errors import ConfigError
 
@@ -24,7 +24,7 @@ def make(method: str, **options):
     torch.manual_seed(0)
     model = build_backbone(cfg.model, NUM_CLASSES)
     base = copy.deepcopy(model).eval()
-    return base, apply_tuner(model, cfg)
+    return base, apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
 
 
 def images(n=4):
@@ -193,7 +193,7 @@ def test_difffit_scales_each_residual_branch_and_trains_biases_norms_scales_and_
 
 def hf_tuner(hf_dir, method):
     cfg = load_config(overrides={"model": {"source": "hf", "path": str(hf_dir)}, "method": {"name": method}})
-    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg)
+    return apply_tuner(build_backbone(cfg.model, NUM_CLASSES), cfg.method, TunerContext.for_checks(cfg))
 
 
 @pytest.mark.parametrize(
@@ -315,7 +315,6 @@ def test_vpt_cls_output_depends_on_every_prompt_and_training_leaves_the_base_unt
 
 def test_vpt_prompts_follow_register_tokens():
     from peftlab.tuners import TUNERS
-    from peftlab.tuners.base import TunerContext
 
     cfg = load_config(overrides={"method": {"name": "vpt", "prompt_tokens": 2}})
     torch.manual_seed(0)

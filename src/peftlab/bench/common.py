@@ -65,7 +65,9 @@ class Trainer:
         compiled: bool = False,
     ):
         torch.manual_seed(0)
-        model = build_base(cfg, 10)  # a quantized base from a weights file is quantized while loading
+        model = build_base(
+            cfg.model, cfg.quant, cfg.method, 10
+        )  # a quantized base from a weights file is quantized while loading
         if cfg.train.grad_checkpointing:
             enable_grad_checkpointing(model)
         self.precision, self.images, self.labels = precision, images.to(device), labels.to(device)
@@ -89,7 +91,7 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
             self.step = self.hand_step
         else:
-            self.tuner = apply_tuner(model, cfg, TunerContext(10**6, device, cfg.quant))
+            self.tuner = apply_tuner(model, cfg.method, TunerContext(10**6, device, cfg.quant))
             self.model = self.tuner.model.to(device)
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(

@@ -129,7 +129,7 @@ def precision_figure(
         for kernel in ("reference", "bnb"):
             torch.manual_seed(0)
             cfg = make_cfg(model, img_size, "lora", quant={"mode": "nf4", "cpu_kernel": kernel})
-            tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(10**6, device, cfg.quant))
+            tuner = apply_tuner(build_backbone(cfg.model, 10), cfg.method, TunerContext(10**6, device, cfg.quant))
             evaluated = tuner.model.eval()
             calls[f"nf4_{kernel}_eval"] = lambda m=evaluated: torch.no_grad()(m)(images)
     times = metrics.time_interleaved(calls, repeats, device, warmup=2)

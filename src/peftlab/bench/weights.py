@@ -55,7 +55,7 @@ def inference_latency(
 ) -> dict:
     torch.manual_seed(0)
     base = build_backbone(cfg.model, 10).to(device).eval()
-    tuner = apply_tuner(copy.deepcopy(base), cfg)
+    tuner = apply_tuner(copy.deepcopy(base), cfg.method, TunerContext.for_checks(cfg))
     with torch.no_grad():
         for name, param in tuner.model.named_parameters():
             if "lora_B" in name:
@@ -84,7 +84,7 @@ def qalora_latency(
 ) -> dict:
     """QA-LoRA: merged (quantized) / quantized base without adapters, and quantized / fp32 merged."""
     torch.manual_seed(0)
-    tuner = apply_tuner(build_backbone(cfg.model, 10), cfg, TunerContext(None, device, cfg.quant))
+    tuner = apply_tuner(build_backbone(cfg.model, 10), cfg.method, TunerContext(None, device, cfg.quant))
     tuner.model.to(device)
     plain = tuner.merged_model(quantized=True).eval()  # B = 0: the quantized base, no adapters
     with torch.no_grad():

@@ -119,7 +119,7 @@ def cmd_pretrain(args) -> int:
     cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
-    from peftlab.models.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
+    from peftlab.training.bases.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
 
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
     manifest = pretrain(cfg, out_dir, progress=not args.quiet)
@@ -347,10 +347,13 @@ def add_validate(sub) -> None:
 def cmd_validate(args) -> int:
     from peftlab.config.schema import dump_config, load_config
     from peftlab.training.preflight import check_config_fits, format_estimate
-    from peftlab.tuners.params import check_against_model
+    from peftlab.training.runtime import check_runtime
+    from peftlab.tuners.params import check_against_model, check_num_classes
 
     cfg = load_config(args.config, args.overrides)
-    ranks = check_against_model(cfg, weights=True, here=True)
+    check_runtime(cfg.train.device, cfg.train.precision)  # this machine: a CUDA device or fp16 where there is no GPU
+    check_num_classes(cfg)  # what train refuses once it has read the data
+    ranks = check_against_model(cfg, weights=True)
     estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     if not args.show:
         print(f"{args.config}: valid")

@@ -277,6 +277,7 @@ class MethodConfig:
     unquantizable_reason: typing.ClassVar[str] = (
         "which trains every base weight (a quantized base cannot be trained; use lora or linear on a quantized base)"
     )
+    quantizes_base: typing.ClassVar[bool] = False  # quantizes the base's Linears itself (QA-LoRA)
 
     def __post_init__(self):
         # each method's class declares its own name, the key of its TUNERS entry (a test checks they agree)

@@ -1,4 +1,5 @@
-"""The backbones a run adapts: timm and HF models (backbones), timm's families and their layer presets
-(families), hub and local weights (hub, weights), HF config.json and folders checked (hf_config), the offline
-pretrained bases (pretrain, text_base).
+"""The backbones a run adapts: timm and HF models (backbones; ``model_inputs``, what the data path needs of
+one), timm's families and their layer presets (families), which block a module name sits in (blocks), hub
+and local weights (hub, weights), HF config.json, tokenizers and folders checked (hf_config). The offline
+pretrained bases are trained by the recipe: ``peftlab.training.bases``.
 """

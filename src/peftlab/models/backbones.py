@@ -10,15 +10,16 @@ new, sized for the task's number of classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from peftlab.config.sections import ModelConfig
+from peftlab.data.inputs import InputSpec, TextSpec
 from peftlab.data.readers.records import hash_file
-from peftlab.models.hf_config import check_hf_config, pad_token
+from peftlab.models.hf_config import check_hf_config, load_tokenizer, pad_token
 from peftlab.models.hub import hf_model_dir, hub_weights_file, snapshot_source
 from peftlab.models.weights import (
     HEAD_PREFIXES,
@@ -33,35 +34,6 @@ from peftlab.utils.files import one_line
 from peftlab.utils.libraries import quiet_transformers
 
 HF_SOURCES = ("hf", "hf-text")  # model.source values read from an HF model directory (hf_model_dir)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the data pipeline must produce for an image model."""
-
-    img_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """One input's shape: C x S x S."""
-        return (self.in_chans, self.img_size, self.img_size)
-
-
-@dataclass(frozen=True)
-class TextSpec:
-    """What the data pipeline must produce for a text model (``peftlab.data.text.tokens``): token ids and
-    their attention mask, stacked."""
-
-    config: dict  # the model's config.json: vocabulary, padding id, positions
-    max_length: int  # data.max_length
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """One input's shape: 2 x max_length (ids, mask)."""
-        return (2, self.max_length)
 
 
 def base_weights_file(cfg: ModelConfig, model: nn.Module) -> Path | None:
@@ -351,6 +323,16 @@ def load_hf(auto_cls, path: str | Path, num_classes: int | None, weights: bool, 
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
+
+
+def model_inputs(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:
+    """What the data path needs of the model (``peftlab.data.inputs.build_splits``): ``input_spec_for``'s,
+    with a text model's own tokenizer (padding as the model pads) and whether it is a causal LM."""
+    spec = input_spec_for(cfg, max_length)
+    if not isinstance(spec, TextSpec):
+        return spec
+    tokenizer = load_tokenizer(hf_model_dir(cfg, weights=False), pad_token(spec.config))
+    return dataclasses.replace(spec, tokenizer=tokenizer, language_model=cfg.task == "causal-lm")
 
 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:

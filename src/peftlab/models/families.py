@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from peftlab.tuners.ranks import block_indices
+from peftlab.models.blocks import block_indices
 from peftlab.utils.errors import ConfigError
 
 

@@ -18,9 +18,11 @@ from peftlab.config.checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_ML
 from peftlab.config.reading import read_text_file
 from peftlab.utils.errors import WeightsError
 from peftlab.utils.files import one_line, read_regular_file, shown_path
+from peftlab.utils.libraries import quiet_transformers
 
 MAX_JSON_BYTES = 64 << 20  # a tokenizer.json of 256,000 tokens is about 35 MB
 MAX_HF_FILE_BYTES = 1 << 30  # a tokenizer's or processor's file; the weights are as large as they are
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 MAX_TOKENS = 2**20  # Llama 3's vocabulary is 128,256 tokens, Gemma's 256,000
 # the keys of an HF ViT / DeiT config that size its classifier: their largest values, and whose bound that is
 SIZE_KEYS = {
@@ -180,3 +182,32 @@ def pad_token(config: dict) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return 0
+
+
+def load_tokenizer(path: str | Path, pad_id: int):
+    """The tokenizer saved in the HF model directory ``path``, padding on the right with the model's
+    ``pad_id`` (a decoder's classifier reads the last token that is not ``pad_id``: another padding id
+    would make it read a padding token)."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    path = Path(path)
+    check_no_code(path)  # tokenizer_config.json's auto_map: transformers would ask to run its code
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise WeightsError(
+            f"model.path={str(path)!r} holds no tokenizer (expected tokenizer.json or the vocabulary files "
+            "of transformers' save_pretrained): text data is tokenized with the model's own tokenizer"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as err:
+        raise WeightsError(f"model.path={str(path)!r}: its tokenizer does not load ({one_line(err)[:200]})") from None
+    if tokenizer.pad_token_id is None:  # GPT-2's and Llama's tokenizers have none: pad with the model's id
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+    if tokenizer.pad_token_id != pad_id:
+        raise WeightsError(
+            f"model.path={str(path)!r}: the tokenizer pads with token {tokenizer.pad_token_id} and the model "
+            f"with {pad_id} (config.json pad_token_id): expected the same id"
+        )
+    tokenizer.padding_side = "right"
+    return tokenizer

@@ -1,7 +1,7 @@
 """A quantized base built while loading: the fp32 base is never held whole.
 
-    model = build_base(cfg, num_classes)        # quantized Linears' weights left in their file
-    tuner = apply_tuner(model, cfg, ctx)        # split qkv -> quantize_base reads them one at a time
+    model = build_base(cfg.model, cfg.quant, cfg.method, num_classes)  # quantized Linears' weights left in their file
+    tuner = apply_tuner(model, cfg.method, ctx)  # split qkv -> quantize_base reads them one at a time
 
 ``build_base`` builds a timm backbone whose weights come from a local safetensors file with every
 Linear that the run quantizes (``quant.mode``, or QA-LoRA's own base) on the meta device, a
@@ -28,30 +28,30 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from peftlab.config.schema import RunConfig
-from peftlab.config.sections import ModelConfig, QuantConfig
+from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import build_backbone
 from peftlab.models.weights import HEAD_PREFIXES, check_weights_file, resample_pos_embed, timm_sources
 from peftlab.quant.allocator import release_freed_memory
 from peftlab.quant.bases import Placeholder, WeightSource, quantizable_linears
 
 
-def quantizes_base(cfg: RunConfig) -> bool:
-    """The run's base Linears are quantized: by bitsandbytes (``quant.mode``) or by QA-LoRA itself."""
-    return cfg.quant.mode != "none" or cfg.method.name == "qalora"
+def quantizes_base(quant: QuantConfig, method: MethodConfig) -> bool:
+    """The run's base Linears are quantized: by bitsandbytes (``quant.mode``) or by the method itself
+    (QA-LoRA: ``quantizes_base``)."""
+    return quant.mode != "none" or method.quantizes_base
 
 
-def loads_quantized(cfg: RunConfig) -> bool:
+def loads_quantized(model: ModelConfig, quant: QuantConfig, method: MethodConfig) -> bool:
     """``build_base`` quantizes while loading: a timm backbone from a local safetensors file, quantized."""
-    return cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub") and quantizes_base(cfg)
+    return model.source == "timm" and model.pretrained not in ("none", "hub") and quantizes_base(quant, method)
 
 
-def build_base(cfg: RunConfig, num_classes: int) -> nn.Module:
+def build_base(model: ModelConfig, quant: QuantConfig, method: MethodConfig, num_classes: int) -> nn.Module:
     """The run's backbone: its quantized Linears' weights left in their file when ``loads_quantized``,
     otherwise ``build_backbone``'s."""
-    if not loads_quantized(cfg):
-        return build_backbone(cfg.model, num_classes)
-    return build_deferred(cfg.model, num_classes, cfg.quant)
+    if not loads_quantized(model, quant, method):
+        return build_backbone(model, num_classes)
+    return build_deferred(model, num_classes, quant)
 
 
 def build_deferred(cfg: ModelConfig, num_classes: int, quant: QuantConfig) -> nn.Module:

@@ -98,8 +98,8 @@ def run_pretraining(
 ) -> Path:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
     executor; returns its directory. A cached base starts neither."""
-    from peftlab.models.pretrain import cached_manifest, default_out_dir
     from peftlab.study.executors.worker import INTERRUPTED, pretrain_main
+    from peftlab.training.bases.pretrain import cached_manifest, default_out_dir
 
     cfg = load_config(config_path)
     out_dir = out_dir or default_out_dir(cfg)

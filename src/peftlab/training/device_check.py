@@ -6,7 +6,7 @@ kernels depend on the device, each judged by what its own result.json records.
 The checks (``CHECKS``): LoRA in fp32, under bf16 autocast, under ``train.compile``, and launched by
 torchrun as a one-process group; QLoRA on bitsandbytes' nf4 + double quant, fp4 and int8 bases. Each
 trains a random ViT (2 blocks, width 64, 32 px) for one epoch on an ImageFolder of smooth random colour
-fields this module writes (``peftlab.bench.data.write_jpeg_folder``: no download, nothing to carry), and
+fields this module writes (``peftlab.data.synthetic.write_jpeg_folder``: no download, nothing to carry), and
 passes when the run completed, its test top-1 is a number, its merge check is within tolerance, its
 provenance names the device, and the check's own record holds (bf16: ``dtype``; compile: ``compile.used``;
 torchrun: ``world_size``; on CUDA: ``fused_adamw``). Nothing here measures accuracy: the images carry no
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_checks(names: list[str], device: str, work: Path) -> list[dict]:
     """The checks in turn, each printed as it ends; the images are written into ``work`` first."""
-    from peftlab.bench.data import write_jpeg_folder
+    from peftlab.data.synthetic import write_jpeg_folder
 
     data_root = work / "images"
     if not data_root.is_dir():

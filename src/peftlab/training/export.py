@@ -134,11 +134,13 @@ def load_trained(run_dir: Path):
             f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not {cfg.method.name!r}"
         )
     num_classes = num_classes_of(cfg, result, run_dir)
-    check_model_size(cfg, num_classes)  # on the meta device: a damaged count is one line, not a huge allocation
+    check_model_size(
+        cfg.model, cfg.method, num_classes
+    )  # on the meta device: a damaged count is one line, not a huge allocation
     seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
-    model = build_base(cfg, num_classes)  # a quantized base is quantized while loading
+    model = build_base(cfg.model, cfg.quant, cfg.method, num_classes)  # a quantized base is quantized while loading
     tuner = apply_tuner(
-        model, cfg, TunerContext(total_steps=result["step"], device=torch.device("cpu"), quant=cfg.quant)
+        model, cfg.method, TunerContext(total_steps=result["step"], device=torch.device("cpu"), quant=cfg.quant)
     )
     state = read_safetensors(run_dir / "adapter.safetensors")
     try:
@@ -348,7 +350,7 @@ def load_unmerged(path: str | Path, device: str = "cpu") -> torch.nn.Module:
         )
     cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
     model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
-    tuner = apply_tuner(model, cfg)
+    tuner = apply_tuner(model, cfg.method, TunerContext.for_checks(cfg))
     result = tuner.model.load_state_dict(read_safetensors(path), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(

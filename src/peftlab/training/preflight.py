@@ -27,6 +27,7 @@ import psutil
 import torch
 from torch import nn
 
+from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
 from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
@@ -153,16 +154,22 @@ def format_estimate(est: dict) -> list[str]:
     ]
 
 
-def adapted(cfg, num_classes: int, grid: tuple[int, int] | None = None):
-    """The tuner of ``cfg``'s method on a randomly initialised ``cfg.model`` model, on the CPU; with
+def adapted(
+    model_cfg: ModelConfig,
+    method: MethodConfig,
+    quant: QuantConfig,
+    num_classes: int,
+    grid: tuple[int, int] | None = None,
+):
+    """The tuner of ``method`` on a randomly initialised ``model_cfg`` model, on the CPU; with
     ``grid`` (patch size, patches per side), the same model at that grid."""
     with torch.random.fork_rng():
         model = (
-            build_backbone(cfg.model, num_classes, weights=False)
+            build_backbone(model_cfg, num_classes, weights=False)
             if grid is None
-            else backbone_at_grid(cfg.model, num_classes, *grid)
+            else backbone_at_grid(model_cfg, num_classes, *grid)
         )
-        return apply_tuner(model, cfg, TunerContext(total_steps=10**6, device=torch.device("cpu"), quant=cfg.quant))
+        return apply_tuner(model, method, TunerContext(total_steps=10**6, device=torch.device("cpu"), quant=quant))
 
 
 def backbone_at_grid(model_cfg, num_classes: int, patch: int, side: int) -> nn.Module:
@@ -174,10 +181,10 @@ def backbone_at_grid(model_cfg, num_classes: int, patch: int, side: int) -> nn.M
     )
 
 
-def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
+def patch_grid(model_cfg: ModelConfig, num_classes: int) -> tuple[int, int] | None:
     """(patch size, patches per side) of a timm or HF model with square patches; None for other models."""
     with torch.device("meta"):
-        model = build_backbone(cfg.model, num_classes, weights=False)
+        model = build_backbone(model_cfg, num_classes, weights=False)
     if isinstance(model, HFLogits):
         config = model.model.config
         sizes, image = getattr(config, "patch_size", None), getattr(config, "image_size", None)
@@ -190,25 +197,27 @@ def patch_grid(cfg, num_classes: int) -> tuple[int, int] | None:
     return sizes[0], grids[0]
 
 
-def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] | None:
+def probed_for_config(
+    model_cfg: ModelConfig, method: MethodConfig, quant: QuantConfig, num_classes: int, precision: str
+) -> tuple[int, int] | None:
     """``probe``'s bytes of the configured model without running it at full size (None: a model of at
     most ``PROBED_PATCHES`` patches and ``PROBED_PROMPTS`` prompt tokens, or not a ViT; probe it
     itself). What a transformer saves for backward grows with its tokens as a polynomial of degree 2
     at most (the attention weights), in its patches and in its prompts (VPT) alike, so the model
     probed at three small patch grids, each at three small prompt counts, gives it exactly
     (Lagrange, in fractions)."""
-    grid = patch_grid(cfg, num_classes)
-    prompts = getattr(cfg.method, "prompt_tokens", 0)
+    grid = patch_grid(model_cfg, num_classes)
+    prompts = getattr(method, "prompt_tokens", 0)
     if grid is None or (grid[1] ** 2 <= PROBED_PATCHES and prompts <= PROBED_PROMPTS):
         return None
-    (patch, side), in_chans = grid, input_spec_for(cfg.model).in_chans
+    (patch, side), in_chans = grid, input_spec_for(model_cfg).in_chans
     by_grid = []
     for small in SMALL_GRIDS if side**2 > PROBED_PATCHES else (side,):
         by_prompts = [
             (
                 n,
                 probe(
-                    adapted(with_prompts(cfg, n), num_classes, (patch, small)).model,
+                    adapted(model_cfg, with_prompts(method, n), quant, num_classes, (patch, small)).model,
                     (in_chans, small * patch, small * patch),
                     precision,
                     torch.device("cpu"),
@@ -220,11 +229,11 @@ def probed_for_config(cfg, num_classes: int, precision: str) -> tuple[int, int] 
     return tuple(round(y) for y in extrapolated(by_grid, side**2))
 
 
-def with_prompts(cfg, n: int):
-    """``cfg`` with ``n`` prompt tokens (VPT); another method's config as it is."""
-    if not hasattr(cfg.method, "prompt_tokens"):
-        return cfg
-    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, prompt_tokens=n))
+def with_prompts(method: MethodConfig, n: int) -> MethodConfig:
+    """``method`` with ``n`` prompt tokens (VPT); another method's config as it is."""
+    if not hasattr(method, "prompt_tokens"):
+        return method
+    return dataclasses.replace(method, prompt_tokens=n)
 
 
 def extrapolated(points: list[tuple[int, tuple]], x: int) -> tuple[Fraction, Fraction]:
@@ -252,7 +261,7 @@ def estimate_for_config(cfg) -> dict:
     num_classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
     spec = input_spec_for(cfg.model, cfg.data.max_length)
     precision = resolve_precision(cfg.train.precision, cpu)
-    tuner = adapted(cfg, num_classes)
+    tuner = adapted(cfg.model, cfg.method, cfg.quant, num_classes)
     return estimate(
         tuner.model,
         list(tuner.trainable_parameters().values()),
@@ -260,7 +269,7 @@ def estimate_for_config(cfg) -> dict:
         cfg.train.batch_size,
         precision,
         cpu,
-        probed_for_config(cfg, num_classes, precision),
+        probed_for_config(cfg.model, cfg.method, cfg.quant, num_classes, precision),
     )
 
 

@@ -23,11 +23,9 @@ from tqdm.auto import tqdm
 
 from peftlab.config.schema import RunConfig
 from peftlab.config.sections import TrainConfig
-from peftlab.data import build_data
+from peftlab.data.inputs import build_splits
 from peftlab.data.loading import BatchLoader
-from peftlab.data.text.tokens import build_text_data, load_tokenizer
-from peftlab.models.backbones import TextSpec, base_provenance, enable_grad_checkpointing, input_spec_for, pad_token
-from peftlab.models.hub import hf_model_dir
+from peftlab.models.backbones import base_provenance, enable_grad_checkpointing, model_inputs
 from peftlab.quant import allocator
 from peftlab.quant.load import build_base
 from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
@@ -103,17 +101,9 @@ def start(
 def load_data(s: Setting) -> Data:
     """The splits as the backbone expects them, their loaders, and the number of steps."""
     cfg, tc = s.cfg, s.tc
-    spec = input_spec_for(cfg.model, cfg.data.max_length)
-    if isinstance(spec, TextSpec):  # token ids with the model's own tokenizer
-        tokenizer = load_tokenizer(hf_model_dir(cfg.model, weights=False), pad_token(spec.config))
-        # prompt and prefix tuning's virtual tokens take positions before the text
-        virtual = getattr(cfg.method, "num_virtual_tokens", 0)
-        language_model = cfg.model.task == "causal-lm"
-        splits = build_text_data(cfg.data, tokenizer, spec.config, language_model, virtual)
-    else:
-        splits = build_data(
-            cfg.data, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=s.device
-        )
+    spec = model_inputs(cfg.model, cfg.data.max_length)  # image size and normalisation, or a text model's tokenizer
+    # prompt and prefix tuning's virtual tokens take positions before the text
+    splits = build_splits(cfg.data, spec, s.device, getattr(cfg.method, "num_virtual_tokens", 0))
     train_loader = BatchLoader(splits.train, s.device, cfg.data.num_workers, persistent=True)
     val_loader = BatchLoader(splits.val, s.device, cfg.data.num_workers, persistent=True)
     num_classes = cfg.model.num_classes or splits.info.num_classes
@@ -128,22 +118,22 @@ def load_data(s: Setting) -> Data:
 def build(s: Setting, data: Data, state: RunState) -> Built:
     """The backbone with the tuner applied, on the device; refused here, before any step, when its
     training memory cannot fit (peftlab.training.preflight); compiled when train.compile asks."""
-    tc = s.tc
-    check_model_size(s.cfg, data.num_classes)  # on the meta device, before anything is allocated
+    tc, cfg = s.tc, s.cfg
+    check_model_size(cfg.model, cfg.method, data.num_classes)  # on the meta device, before anything is allocated
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
-    seed_everything(s.cfg.seed)
-    model = build_base(s.cfg, data.num_classes)  # a quantized base is quantized while loading
-    base = base_provenance(s.cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
+    seed_everything(cfg.seed)
+    model = build_base(cfg.model, cfg.quant, cfg.method, data.num_classes)  # quantized while loading when quantized
+    base = base_provenance(cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
     if tc.grad_checkpointing:
         enable_grad_checkpointing(model)
-    tuner = apply_tuner(model, s.cfg, TunerContext(total_steps=data.total_steps, device=s.device, quant=s.cfg.quant))
+    tuner = apply_tuner(model, cfg.method, TunerContext(total_steps=data.total_steps, device=s.device, quant=cfg.quant))
     model = tuner.model.to(s.device).train()
     rss_build = rss.peak_above_baseline()
     shape = data.spec.shape
     micro_batch = math.ceil(tc.batch_size / s.ranks.world_size / state.split)  # computed at once
     # a model of many patches is probed small (a forward pass at full size took minutes before a refusal)
     probed = (
-        preflight.probed_for_config(s.cfg, data.num_classes, tc.precision)
+        preflight.probed_for_config(cfg.model, cfg.method, cfg.quant, data.num_classes, tc.precision)
         if s.device.type == "cpu" and not tc.grad_checkpointing
         else None
     )
@@ -155,7 +145,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
         preflight.available_bytes(s.device),
         micro_batch,
         tc.grad_accum,
-        s.cfg.method.quantizable and s.cfg.quant.mode == "none",
+        cfg.method.quantizable and cfg.quant.mode == "none",
     )
     compiled = None
     if tc.compile:

@@ -14,8 +14,8 @@ import torch
 from peftlab.config.schema import RunConfig
 from peftlab.config.sections import TrainConfig
 from peftlab.data import DataBundle
+from peftlab.data.inputs import InputSpec, TextSpec
 from peftlab.data.loading import BatchLoader
-from peftlab.models.backbones import InputSpec, TextSpec
 from peftlab.training import distributed, metrics, tracking
 
 

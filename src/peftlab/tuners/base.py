@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from peftlab.config.schema import RunConfig
-from peftlab.config.sections import QuantConfig
+from peftlab.config.sections import MethodConfig, QuantConfig
 from peftlab.models.families import check_family, prepare
 from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_linear, load_pending
 from peftlab.tuners.plugins import method_spec
@@ -182,25 +182,24 @@ class Tuner:
         return None
 
 
-def check_config(cfg: RunConfig, model: nn.Module, ctx: TunerContext | None = None) -> None:
+def check_config(method: MethodConfig, model: nn.Module, ctx: TunerContext) -> None:
     """Checks that need the model (targets and patterns, quantization), without changing it."""
-    ctx = ctx or TunerContext.for_checks(cfg)
-    check_family(model, cfg.method.name)
-    method_spec(cfg.method.name).check(model, cfg.method, ctx)
-    check_quant(cfg.quant, model)
+    check_family(model, method.name)
+    method_spec(method.name).check(model, method, ctx)
+    check_quant(ctx.quant, model)
 
 
-def planned_ranks(cfg: RunConfig, model: nn.Module) -> dict[str, int] | None:
+def planned_ranks(method: MethodConfig, model: nn.Module) -> dict[str, int] | None:
     """The rank each module starts with (low-rank methods; None for the others)."""
-    ranks = method_spec(cfg.method.name).ranks
-    return ranks(model, cfg.method) if ranks else None
+    ranks = method_spec(method.name).ranks
+    return ranks(model, method) if ranks else None
 
 
-def apply_tuner(model: nn.Module, cfg: RunConfig, ctx: TunerContext | None = None) -> Tuner:
-    ctx = ctx or TunerContext.for_checks(cfg)
-    check_config(cfg, model, ctx)
+def apply_tuner(model: nn.Module, method: MethodConfig, ctx: TunerContext) -> Tuner:
+    """``method`` applied to ``model`` (checked first), in ``ctx`` (the run's length, device, quantization)."""
+    check_config(method, model, ctx)
     prepare(model)  # a fused-bias qkv (BEiT, EVA) called as a module, so an adapter on it is reached
-    tuner = method_spec(cfg.method.name).apply(model, cfg.method, ctx)
+    tuner = method_spec(method.name).apply(model, method, ctx)
     load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant.load)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
     return tuner

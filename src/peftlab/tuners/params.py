@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import psutil
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 
 from peftlab.config.checks import DATASET_CLASSES, fail_field
 from peftlab.config.schema import RunConfig, to_dict
-from peftlab.config.sections import MethodConfig, QuantConfig, architecture_only
+from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, architecture_only
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
 from peftlab.models.weights import check_weights_file
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
@@ -21,15 +20,15 @@ from peftlab.utils.errors import ConfigError
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 
 
-def _meta_model(cfg: RunConfig, num_classes: int):
-    model_cfg = architecture_only(cfg.model)  # shapes only: weights are not read
+def meta_backbone(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """``model_cfg``'s backbone on the meta device: shapes only, its weights not read."""
     with torch.device("meta"):
-        return build_backbone(model_cfg, num_classes, weights=False)
+        return build_backbone(architecture_only(model_cfg), num_classes, weights=False)
 
 
 def meta_model(cfg: RunConfig) -> nn.Module:
     """The model ``check_against_model`` checks ``cfg`` against; checks leave it unchanged."""
-    return _meta_model(cfg, cfg.model.num_classes or 10)
+    return meta_backbone(cfg.model, cfg.model.num_classes or 10)
 
 
 def count_parameters(cfg: RunConfig) -> dict:
@@ -39,14 +38,14 @@ def count_parameters(cfg: RunConfig) -> dict:
     + in_place (the base's own parameters trained where they are: BitFit's biases, DiffFit's biases
     and LayerNorms) + head."""
     num_classes = cfg.model.num_classes or 1000
-    model = _meta_model(cfg, num_classes)
-    sized = sized_without_applying(cfg, model)
+    model = meta_backbone(cfg.model, num_classes)
+    sized = sized_without_applying(cfg.method, model)
     if sized is not None:  # an adapter method counted from its plan: no PEFT imported
         adapter, head = sized
         counts = {"total": sum(p.numel() for p in model.parameters()) + adapter, "trainable": adapter + head}
         is_adapter, in_place = True, 0
     else:
-        tuner = meta_tuner(cfg, model)
+        tuner = meta_tuner(cfg.method, model)
         counts = tuner.parameter_counts()
         head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
         is_adapter, in_place = tuner.is_adapter, sum(p.numel() for p in tuner.trained_in_place().values())
@@ -62,28 +61,26 @@ def count_parameters(cfg: RunConfig) -> dict:
     }
 
 
-def sized_without_applying(cfg: RunConfig, model: nn.Module) -> tuple[int, int] | None:
-    """(the parameters ``cfg``'s method adds to ``model``, the trainable head's) from the method's ``size``
+def sized_without_applying(method: MethodConfig, model: nn.Module) -> tuple[int, int] | None:
+    """(the parameters ``method`` adds to ``model``, the trainable head's) from the method's ``size``
     hook, checked as applying it checks, the model left unchanged; None for a method without the hook,
     which is applied on the meta device to be counted. The head trains as a copy (PEFT's
     ``modules_to_save``), so a model applied holds it twice."""
-    size = method_spec(cfg.method.name).size
+    size = method_spec(method.name).size
     if size is None:
         return None
-    ctx = counting_context()
-    check_config(dataclasses.replace(cfg, quant=ctx.quant), model, ctx)  # what meta_tuner would refuse
+    check_config(method, model, counting_context())  # what meta_tuner would refuse
     head = sum(p.numel() for p in model.get_submodule(head_prefix(model)).parameters()) if trains_head(model) else 0
-    return size(model, cfg.method), head
+    return size(model, method), head
 
 
-def meta_tuner(cfg: RunConfig, model: nn.Module) -> Tuner:
-    """``cfg``'s method applied to ``model``, a meta model, on the meta device: shapes only, nothing
+def meta_tuner(method: MethodConfig, model: nn.Module) -> Tuner:
+    """``method`` applied to ``model``, a meta model, on the meta device: shapes only, nothing
     allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
     cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
     run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
-    ctx = counting_context()
     with torch.device("meta"):
-        return apply_tuner(model, dataclasses.replace(cfg, quant=ctx.quant), ctx)
+        return apply_tuner(model, method, counting_context())
 
 
 def counting_context() -> TunerContext:
@@ -91,7 +88,9 @@ def counting_context() -> TunerContext:
     return TunerContext(total_steps=COUNTED_STEPS, device=torch.device("cpu"), quant=QuantConfig())
 
 
-def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None = None) -> None:
+def check_model_size(
+    model_cfg: ModelConfig, method: MethodConfig, num_classes: int, model: nn.Module | None = None
+) -> None:
     """One ConfigError line when the model's fp32 weights alone, the method's included, exceed the
     memory available now, before the real model is built.
 
@@ -99,34 +98,34 @@ def check_model_size(cfg: RunConfig, num_classes: int, model: nn.Module | None =
     Linear (an upper bound for LoRA-like methods, so that an absurd ``method.r`` is refused before
     even its meta adapters and their CPU bookkeeping are built), then the method applied to a copy
     of the meta model (every method's own parameters: VPT's prompts, the adapters' bottlenecks, the
-    ranks a budget or pattern sets). ``model``: the meta model of ``cfg.model``, left as found.
+    ranks a budget or pattern sets). ``model``: the meta model of ``model_cfg``, left as found.
     """
-    model = model if model is not None else _meta_model(cfg, num_classes)
+    model = model if model is not None else meta_backbone(model_cfg, num_classes)
     base = sum(p.numel() for p in model.parameters())
     rank = max(
-        getattr(cfg.method, "r", 0) or 0,
-        getattr(cfg.method, "init_r", 0) or 0,
-        getattr(cfg.method, "built_rank", 0) or 0,
+        getattr(method, "r", 0) or 0,
+        getattr(method, "init_r", 0) or 0,
+        getattr(method, "built_rank", 0) or 0,
     )  # adaptive: adapters are built at max_rank
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    refuse_size(cfg, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
-    sized = sized_without_applying(cfg, model)
+    refuse_size(model_cfg, method, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
+    sized = sized_without_applying(method, model)
     if sized is not None:
-        refuse_size(cfg, num_classes, base + sum(sized))
+        refuse_size(model_cfg, method, num_classes, base + sum(sized))
         return
-    tuner = meta_tuner(cfg, copy.deepcopy(model))
-    refuse_size(cfg, num_classes, sum(p.numel() for p in tuner.model.parameters()))
+    tuner = meta_tuner(method, copy.deepcopy(model))
+    refuse_size(model_cfg, method, num_classes, sum(p.numel() for p in tuner.model.parameters()))
 
 
-def refuse_size(cfg: RunConfig, num_classes: int, total: int) -> None:
+def refuse_size(model_cfg: ModelConfig, method: MethodConfig, num_classes: int, total: int) -> None:
     """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
     need, available = 4 * total, psutil.virtual_memory().available
     if need > available:
-        hf = cfg.model.source != "timm"
-        name = (cfg.model.path or cfg.model.name) if hf else cfg.model.name
+        hf = model_cfg.source != "timm"
+        name = (model_cfg.path or model_cfg.name) if hf else model_cfg.name
         sizes = f"{name}/config.json" if hf else "model.*"
         raise ConfigError(
-            f"model {name!r} with these settings ({sizes}, {size_settings(cfg.method)}, {num_classes} "
+            f"model {name!r} with these settings ({sizes}, {size_settings(method)}, {num_classes} "
             f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
             f"fits the {available / 2**30:.1f} GiB of memory available"
         )
@@ -161,28 +160,20 @@ def check_num_classes(cfg: RunConfig) -> None:
         fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
 
 
-def check_against_model(
-    cfg: RunConfig, weights: bool = False, here: bool = False, model: nn.Module | None = None
-) -> dict[str, int] | None:
+def check_against_model(cfg: RunConfig, weights: bool = False, model: nn.Module | None = None) -> dict[str, int] | None:
     """Raise ConfigError for what only the model can tell: its size, unmatched targets or patterns, group sizes;
     with ``weights``, also a local weights file whose tensors do not fit the model (read from its header).
-
-    With ``here`` (``peftlab validate``), also what this machine refuses: a CUDA device or fp16
-    where there is no GPU (a study's dry-run does not check it: its runs may run elsewhere), and
-    what train refuses once it has read the data (``check_num_classes``).
+    (``peftlab validate`` checks before it what this machine refuses, ``check_runtime``, and what train
+    refuses once it has read the data, ``check_num_classes``; a study's dry-run does not: its runs may run
+    elsewhere.)
 
     Returns the rank each adapted module starts with (low-rank methods), else None. ``model``: the
     meta model of ``cfg.model`` (``meta_model``), when the caller checks many configs of one.
     """
-    if here:
-        from peftlab.training.runtime import check_runtime
-
-        check_runtime(cfg.train.device, cfg.train.precision)
-        check_num_classes(cfg)
     num_classes = cfg.model.num_classes or 10
     model = model if model is not None else meta_model(cfg)
     if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):  # a local file
         check_weights_file(model, cfg.model.pretrained)
-    check_model_size(cfg, num_classes, model)
-    check_config(cfg, model)
-    return planned_ranks(cfg, model)
+    check_model_size(cfg.model, cfg.method, num_classes, model)
+    check_config(cfg.method, model, TunerContext.for_checks(cfg))
+    return planned_ranks(cfg.method, model)

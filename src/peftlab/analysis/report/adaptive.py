@@ -31,8 +31,9 @@ from peftlab.analysis.results.load import run_dirs
 from peftlab.analysis.results.units import display_name, scale
 from peftlab.analysis.stats.comparisons import compare_paired, holm
 from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.models.blocks import block_indices
 from peftlab.training.run_result import lower_is_better, read_result
-from peftlab.tuners.ranks import block_indices, module_type
+from peftlab.tuners.ranks import module_type
 from peftlab.utils.files import read_json
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")

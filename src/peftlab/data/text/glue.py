@@ -122,7 +122,7 @@ def read_glue(task_name: str, root: str | None, val_fraction: float, split_seed:
 def read_hub_glue(task_name: str, sha256: dict) -> tuple[Path, tuple[TextSamples, TextSamples], tuple[str, ...]]:
     """(snapshot folder, (train, validation) samples, their names) of a task of the hub's GLUE dataset;
     each file's SHA-256 goes into ``sha256``."""
-    from peftlab.models.hub import hub_dataset_dir
+    from peftlab.utils.hub_cache import hub_dataset_dir
 
     where = f"data.name='glue/{task_name}' (data.download: true, no data.root)"
     folder = hub_dataset_dir(HUB_REPO, [f"{task_name}/*.parquet"], where)

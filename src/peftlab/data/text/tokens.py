@@ -1,7 +1,7 @@
 """Text splits as token tensors, made once with the model's own tokenizer.
 
-    tokenizer = load_tokenizer(hf_model_dir(cfg.model), pad_id)  # the directory's tokenizer, padding as the model pads
-    bundle = build_text_data(cfg.data, tokenizer, vocab_size)  # items: (int64 2 x L: ids and mask, label)
+    tokenizer = load_tokenizer(hf_model_dir(cfg.model), pad_id)  # peftlab.models.hf_config: the model's own
+    bundle = build_text_data(cfg.data, tokenizer, config)  # items: (int64 2 x L: ids and mask, label)
 
 An item stacks the token ids and the attention mask, right-padded to ``data.max_length``, so that
 every part of the recipe that moves a batch of (inputs, labels) moves text as it moves images;
@@ -14,19 +14,16 @@ with ``data.truncation: false`` the first one is an error naming it.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from peftlab.utils.errors import ConfigError, DataError, WeightsError
-from peftlab.utils.files import one_line
+from peftlab.utils.errors import ConfigError, DataError
 
 # a text is cut to data.max_length x this many characters before it is tokenized: more than any token of
 # a BPE, WordPiece or SentencePiece vocabulary holds (a word a WordPiece tokenizer cannot split, and maps
 # to its unknown token, may hold more)
 CHARS_PER_TOKEN = 64
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
 class TokenDataset(Dataset):
@@ -59,38 +56,6 @@ class TokenDataset(Dataset):
 
     def transform(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # nothing to normalize: BatchLoader's step after load_batch
-
-
-def load_tokenizer(path: str | Path, pad_id: int):
-    """The tokenizer saved in the HF model directory ``path``, padding on the right with the model's
-    ``pad_id`` (a decoder's classifier reads the last token that is not ``pad_id``: another padding id
-    would make it read a padding token)."""
-    from transformers import AutoTokenizer
-
-    from peftlab.models.hf_config import check_no_code
-    from peftlab.utils.libraries import quiet_transformers
-
-    quiet_transformers()
-    path = Path(path)
-    check_no_code(path)  # tokenizer_config.json's auto_map: transformers would ask to run its code
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise WeightsError(
-            f"model.path={str(path)!r} holds no tokenizer (expected tokenizer.json or the vocabulary files "
-            "of transformers' save_pretrained): text data is tokenized with the model's own tokenizer"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except Exception as err:
-        raise WeightsError(f"model.path={str(path)!r}: its tokenizer does not load ({one_line(err)[:200]})") from None
-    if tokenizer.pad_token_id is None:  # GPT-2's and Llama's tokenizers have none: pad with the model's id
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
-    if tokenizer.pad_token_id != pad_id:
-        raise WeightsError(
-            f"model.path={str(path)!r}: the tokenizer pads with token {tokenizer.pad_token_id} and the model "
-            f"with {pad_id} (config.json pad_token_id): expected the same id"
-        )
-    tokenizer.padding_side = "right"
-    return tokenizer
 
 
 def max_chars(cfg) -> int:

@@ -265,7 +265,7 @@ def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) ->
 
 def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
     """Pretrain; False when it failed, which is written to ``out_dir/pretrain-error.json``."""
-    from peftlab.models.pretrain import pretrain
+    from peftlab.training.bases.pretrain import pretrain
 
     (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
     try:

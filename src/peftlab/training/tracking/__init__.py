@@ -68,7 +68,7 @@ def run_info(cfg: RunConfig, run_dir: Path) -> dict:
         "study": cfg.name,
         "variant": spec.get("variant", cfg.name),
         "seed": cfg.seed,
-        "run_id": spec.get("run_id", config_hash(cfg)),
+        "run_id": spec.get("run_id") or config_hash(cfg),  # a study's spec.json names it
         "method": cfg.method.name,
         "store_dir": str(run_dir.parent.parent if in_study else run_dir),
         "in_study": in_study,
@@ -226,6 +226,11 @@ def open_log(cfg: RunConfig, run_dir: str | Path) -> RunLog:
     """The run's log with the sinks ``cfg.track`` names, each opened on its store."""
     run_dir = Path(run_dir)
     check_trackers(cfg.track)
+    return RunLog(run_dir, open_sinks(cfg, run_dir) if cfg.track else [], cfg.track_names)
+
+
+def open_sinks(cfg: RunConfig, run_dir: Path) -> list:
+    """The sinks ``cfg.track`` names, each given the run's identity and its resolved config as parameters."""
     info = {**run_info(cfg, run_dir), "resuming": (run_dir / "checkpoint").exists()}
     params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(to_dict(cfg)).items()}
     sinks = []
@@ -237,7 +242,7 @@ def open_log(cfg: RunConfig, run_dir: str | Path) -> RunLog:
         for sink in sinks:
             sink.finish(None, {}, [])
         raise
-    return RunLog(run_dir, sinks, cfg.track_names)
+    return sinks
 
 
 def finish_log(log: RunLog | None, result: dict | None) -> None:

@@ -34,6 +34,7 @@ class QALoraConfig(TargetsConfig):  # target_modules, lora_alpha, lora_dropout a
         "which quantizes its own base group-wise (method.format, "
         "method.group_size); bitsandbytes layers cannot absorb the merge"
     )
+    quantizes_base: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()

@@ -75,7 +75,7 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     if (run_dir / "config.yaml").exists() and not same_config(run_dir / "config.yaml", cfg):
         shutil.rmtree(run_dir)  # an older pretraining config: start afresh
     if cfg.model.source == "hf-text":  # a causal LM and its tokenizer, saved as an HF model directory
-        from peftlab.models.text_base import pretrain_text
+        from peftlab.training.bases.text_base import pretrain_text
 
         trained = pretrain_text(cfg, out_dir, progress)
         result, weights = trained["result"], out_dir / "model.safetensors"

@@ -1,6 +1,7 @@
 """A pretrained text base for offline studies: a small causal LM trained from scratch on a corpus.
 
-``pretrain_text(cfg, out_dir)`` (``peftlab.models.pretrain`` calls it for a config of ``model.source: hf-text``):
+``pretrain_text(cfg, out_dir)`` (``peftlab.training.bases.pretrain`` calls it for a config of
+``model.source: hf-text``):
 
 1. a byte-level BPE tokenizer is trained on the corpus's training texts (``data.root``, a
    ``data.name: text`` folder such as ``peftlab data fortunes-corpus`` writes) to the vocabulary size of
