@@ -197,19 +197,26 @@ def run_config(case: dict, files) -> dict:
 # ------------------------------------------------------------------ the oracles (no peftlab numbers)
 
 
-def text_accuracy(model, tokenizer_dir, items, max_length: int, batch_size: int = 64) -> float:
+def text_accuracy(model, tokenizer_dir, items, max_length: int, batch_size: int = 64, padded: bool = True) -> float:
     """Top-1 of a transformers classifier (or PEFT's model on one) on (text, label) items, tokenized by the
-    model's own tokenizer as transformers does it: right padding to max_length, the attention mask."""
+    model's own tokenizer as transformers does it: right padding to max_length, the attention mask; or,
+    ``padded`` False, one text at a time without padding (PEFT's prompt tuning on a decoder: it hands
+    transformers ``inputs_embeds``, and GPT-2 then classifies at the last position, which padding fills)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model.eval()
     hits = 0
+    batch_size = batch_size if padded else 1
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
             texts, labels = zip(*items[start : start + batch_size])
             batch = tokenizer(
-                list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+                list(texts),
+                padding="max_length" if padded else False,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             )
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             hits += int((logits.argmax(-1) == torch.tensor(labels)).sum())
@@ -289,8 +296,9 @@ def exported_accuracy(case: dict, cfg: dict, run_dir, out_dir, files, num_classe
     base = build_backbone(run_cfg.model, num_classes)
     hf = isinstance(base, HFLogits)
     model = PeftModel.from_pretrained(base.model if hf else base, str(out_dir))
-    if text:
-        return text_accuracy(model, files["gpt2"][0], items, cfg["data"]["max_length"])
+    if text:  # prompt tuning: PEFT's model agrees with the run's on texts without padding (prompt_learning.py)
+        padded = case["method"] != "prompt_tuning"
+        return text_accuracy(model, files["gpt2"][0], items, cfg["data"]["max_length"], padded=padded)
     paths, labels = zip(*items)
     return header_accuracy(model, list(paths), list(labels), config_preprocessing(cfg, model))
 
