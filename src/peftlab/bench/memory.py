@@ -37,9 +37,23 @@ def memory(cfgs: dict[str, RunConfig], precision: str, batch: int, img_size: int
         queue = ctx.Queue()
         proc = ctx.Process(target=peak_rss_child, args=(to_dict(cfg), precision, batch, img_size, queue))
         proc.start()
-        out[name] = queue.get(timeout=1800)
+        out[name] = child_result(proc, queue)
         proc.join()
     return out
+
+
+def child_result(proc, queue) -> dict:
+    """What a measuring child put on ``queue``; a RuntimeError as soon as it has ended without putting it
+    (its traceback is on stderr), not a wait for a result that never comes."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=2)
+        except queues.Empty:
+            if not proc.is_alive() and queue.empty():
+                code = proc.exitcode
+                raise RuntimeError(f"the bench's measuring process ended (exit code {code}) with no result") from None
 
 
 LARGE_METHODS = {
@@ -75,7 +89,7 @@ def large_model_child(section, img_size: int | None, method: str, quant: dict, s
             "build_peak_rss_bytes": build_peak,
             "rss_after_build_bytes": after_build,  # held once built: live tensors and the heap glibc kept
             "rss_baseline_bytes": rss.baseline,
-            "quantized_while_loading": loads_quantized(cfg),
+            "quantized_while_loading": loads_quantized(cfg.model, cfg.quant, cfg.method),
             "trainable": sum(p.numel() for p in trainer.params),
             **trainer.tuner.base_weight_bytes(),
             "step_seconds": (time.perf_counter() - start) / steps,
@@ -156,7 +170,7 @@ def large_model_memory(
             queue = ctx.Queue()
             proc = ctx.Process(target=large_model_child, args=(section, img_size, method, quant, steps, malloc, queue))
             proc.start()
-            out[name] = queue.get(timeout=3600)
+            out[name] = child_result(proc, queue)
             proc.join()
     out["ratios"] = {}
     for figure, key in (("", "peak_rss_above_baseline_bytes"), ("build_", "build_peak_rss_bytes")):
