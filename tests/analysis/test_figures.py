@@ -569,7 +569,7 @@ def test_a_log_axis_labels_the_minor_ticks_its_span_leaves_room_for(low, high, l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from peftlab.analysis.figures.style import log_tick_labels
+    from peftlab.analysis.figures.ticks import log_tick_labels
 
     fig, ax = plt.subplots()
     ax.set_xscale("log")

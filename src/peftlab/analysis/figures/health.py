@@ -18,7 +18,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftlab.analysis.figures.style import MARKERS, OKABE_ITO, figure_name, log_tick_labels, save_figure, study_palette
+from peftlab.analysis.figures.style import MARKERS, OKABE_ITO, figure_name, save_figure, study_palette
+from peftlab.analysis.figures.ticks import log_tick_labels
 
 LAYER_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")  # within a block, in the order of the forward pass
 

@@ -43,12 +43,12 @@ from peftlab.analysis.figures.style import (
     _variant_linestyle,
     clip_axis,
     interval_label,
-    log_tick_labels,
     save_figure,
     shared_values,
     side_by_side,
     study_palette,
 )
+from peftlab.analysis.figures.ticks import log_tick_labels
 from peftlab.analysis.results.units import bounds as units_bounds
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import INTERVALS, completed_runs, confidence_interval, pareto_mask, summarize

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
+from peftlab.analysis.figures.order import varying_values
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
 from peftlab.analysis.stats.intervals import INTERVALS
@@ -97,7 +98,7 @@ def study_palette(df):
     method_of = _methods_of_variants(df)
     known = [m for m in METHOD_ORDER if m in method_of.values()]
     methods = known + sorted(set(method_of.values()) - set(known))
-    values = _varying_values(df, method_of)
+    values = varying_values(df, method_of)
     variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), values.get(v, ()), natural_key(v)))
     hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
     shade, style = {}, {}
@@ -134,38 +135,6 @@ def _methods_of_variants(df):
     for variant in df["variant"].dropna().unique():
         method_of.setdefault(str(variant), str(variant).split(" ", 1)[0])
     return method_of
-
-
-def _varying_values(df, method_of) -> dict:
-    """Each configuration's values of the ``config.*`` columns that differ among its method's
-    configurations (a rank ablation's ``config.method.r``; not ``train.*``, which tuning sets), as
-    sortable keys (``_sortable``)."""
-    if df is None or df.empty or "variant" not in df.columns:
-        return {}
-    # what an ablation varies (the method's keys first), not what tuning chose (train.*) or the seed
-    columns = sorted(
-        (c for c in df.columns if str(c).startswith("config.") and str(c).split(".")[1] not in ("train", "seed")),
-        key=lambda c: (not str(c).startswith("config.method."), str(c)),
-    )
-    firsts = df.groupby("variant", sort=False)[columns].first() if columns else None
-    values = {}
-    for method in set(method_of.values()):
-        mine = [v for v in method_of if method_of[v] == method and firsts is not None and v in firsts.index]
-        if len(mine) < 2:
-            continue
-        varying = [c for c in columns if firsts.loc[mine, c].astype(str).nunique() > 1]
-        for variant in mine:
-            values[variant] = tuple(_sortable(firsts.at[variant, c]) for c in varying)
-    return values
-
-
-def _sortable(value) -> tuple:
-    """An unset value first (the plain configuration: quant.mode none), then numbers, then text."""
-    if value is None or value == "none" or (isinstance(value, float) and np.isnan(value)):
-        return (0, 0.0)
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return (1, float(value))
-    return (2, str(value))
 
 
 def _shade(color, t):
@@ -232,34 +201,6 @@ def save_figure(fig, out_dir, name):
         fig.savefig(paths[0], dpi=300)
         fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths
-
-
-def log_tick_labels(axis, compact: bool = False) -> None:
-    """Log-axis labels as plain numbers (0.1, 2, 30; with ``compact`` 60K, 1M, not 6 x 10^4);
-    every minor one when the axis spans less than a decade, those at 2 and 5 times a power of ten
-    when it spans less than three (so points below the first decade's tick still sit beside a
-    label), none on wider axes, where they would crowd."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    def label(value, _):
-        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if compact else ():
-            if value >= size:
-                return f"{value / size:g}{suffix}"
-        return f"{value:g}"
-
-    axis.set_major_formatter(FuncFormatter(label))
-    low, high = axis.get_view_interval()
-    if low > 0 and high / low < 10:
-        axis.set_minor_formatter(FuncFormatter(label))
-    elif low > 0 and high / low < 1000:
-        axis.set_minor_formatter(FuncFormatter(lambda v, p: label(v, p) if _mantissa(v) in (2, 5) else ""))
-    else:
-        axis.set_minor_formatter(NullFormatter())
-
-
-def _mantissa(value: float) -> int:
-    """The leading digit of a positive value (2 for 2,000 and 0.2)."""
-    return int(round(value / 10 ** np.floor(np.log10(value)))) if value > 0 else 0
 
 
 LINESTYLES = ["-", "--", ":", "-."]

@@ -381,11 +381,8 @@ def define_tuning(numbers: Numbers, study) -> None:
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
     add("tuneTrials", trial_budgets(study), "the trial budget per search (search.trials), by search where they differ")
-    add(
-        "tuneMetric",
-        tuning_table.latex_key(searches[0]["search"]["metric"]),
-        "the score trials were chosen by (search.metric)",
-    )
+    metric = tuning_table.latex_key(searches[0]["search"]["metric"])
+    add("tuneMetric", metric, "the score trials were chosen by (search.metric)")
     seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
     add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
@@ -393,8 +390,7 @@ def define_tuning(numbers: Numbers, study) -> None:
     for name, key, _, where in tuning_choices.edges(searches):
         grouped.setdefault((key, where), []).append(study.name(name))
     at_edge = [
-        f"the {tuning_table.latex_key(key)} is the {where} value searched for {words(names)}"
-        for (key, where), names in grouped.items()
+        f"the {tuning_table.latex_key(k)} is the {w} value searched for {words(n)}" for (k, w), n in grouped.items()
     ]
     if at_edge:
         add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")

@@ -1,0 +1,33 @@
+"""Log-axis tick labels of the study figures, as plain numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_tick_labels(axis, compact: bool = False) -> None:
+    """Log-axis labels as plain numbers (0.1, 2, 30; with ``compact`` 60K, 1M, not 6 x 10^4);
+    every minor one when the axis spans less than a decade, those at 2 and 5 times a power of ten
+    when it spans less than three (so points below the first decade's tick still sit beside a
+    label), none on wider axes, where they would crowd."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def label(value, _):
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if compact else ():
+            if value >= size:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}"
+
+    axis.set_major_formatter(FuncFormatter(label))
+    low, high = axis.get_view_interval()
+    if low > 0 and high / low < 10:
+        axis.set_minor_formatter(FuncFormatter(label))
+    elif low > 0 and high / low < 1000:
+        axis.set_minor_formatter(FuncFormatter(lambda v, p: label(v, p) if _mantissa(v) in (2, 5) else ""))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _mantissa(value: float) -> int:
+    """The leading digit of a positive value (2 for 2,000 and 0.2)."""
+    return int(round(value / 10 ** np.floor(np.log10(value)))) if value > 0 else 0
