@@ -31,7 +31,8 @@ WATCHED = (
     "pandas",
     "matplotlib",
 )
-REPORT = f"print(json.dumps(sorted(m for m in {WATCHED!r} if m in sys.modules)))"
+# a module mapped to None is one a process made unimportable (peftlab.utils.libraries.without_bitsandbytes)
+REPORT = f"print(json.dumps(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None)))"
 
 
 def run_python(code: str) -> list[str]:
@@ -97,9 +98,17 @@ def test_validate_of_a_method_without_peft_imports_no_peft(tmp_path):
 
 def test_validate_of_lora_imports_peft_for_its_memory_probe_alone(tmp_path):
     """validate's memory estimate runs the adapted model forward (PEFT's LoRA layers): PEFT and what it
-    brings, nothing else."""
+    brings, nothing else; of an unquantized config, without bitsandbytes (which PEFT imports when it can)."""
     config = write_run(tmp_path / "run.yaml", "lora")
-    assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm") | brought_by("peft")
+    peft_alone = frozenset(run_python("sys.modules['bitsandbytes'] = None\nimport peft"))
+    assert "bitsandbytes" in brought_by("peft") and "bitsandbytes" not in peft_alone  # what the test can tell apart
+    assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm") | peft_alone
+
+
+def test_validate_of_a_quantized_lora_config_keeps_bitsandbytes(tmp_path):
+    config = write_run(tmp_path / "run.yaml", "lora")
+    config.write_text(config.read_text() + "quant: {mode: nf4}\n")
+    assert "bitsandbytes" in command_imports("validate", str(config))
 
 
 def test_a_study_dry_run_imports_no_peft():

@@ -349,8 +349,11 @@ def cmd_validate(args) -> int:
     from peftlab.training.preflight import check_config_fits, format_estimate
     from peftlab.training.runtime import check_runtime
     from peftlab.tuners.params import check_against_model, check_num_classes
+    from peftlab.utils.libraries import without_bitsandbytes
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.quant.mode == "none":  # PEFT's LoRA would import bitsandbytes (and torch._inductor) for nothing
+        without_bitsandbytes()
     check_runtime(cfg.train.device, cfg.train.precision)  # this machine: a CUDA device or fp16 where there is no GPU
     check_num_classes(cfg)  # what train refuses once it has read the data
     ranks = check_against_model(cfg, weights=True)
