@@ -15,7 +15,8 @@ checkpoint.
 ``--executor submitit`` or ``ray`` runs each run as a Slurm job or a Ray task instead (see
 ``executors``); results come back through the run directories either way.
 A study with ``tune:`` first runs each configuration's search (``search``: trials in
-``tune/<search>/runs/``, with the same executor), then its final runs at the chosen values.
+``tune/<search>/runs/``, with the same executor; with several local workers the searches run side by
+side, ``side_by_side``), then its final runs at the chosen values.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ def _run_study(
             jobs_runner(executor, workers),
             workers if executor.name == "local" else MAX_REMOTE_TRIALS,
             say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
+            # a worker one search leaves idle trains another's trial; remote executors: one search at a time
+            side_by_side=executor.name == "local" and workers > 1,
         )
 
     summary = StudySummary(total=len(study.runs))
