@@ -231,3 +231,26 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     assert "- lora trial 2 (train.lr=1e+06): diverged: non-finite" in report
     assert "red triangles on the x-axis trials whose loss or gradients went non-finite" in report
     assert (out / "report" / "figures" / "tuning.png").is_file()
+
+
+def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_path):
+    """With two workers the searches of full and LoRA share them (``side_by_side``: the real forkserver
+    executor takes the trials a search adds while it runs); each search's trials, their run ids, scores and
+    added points, and its choice are those that one worker, one search after another, gives."""
+    study = {
+        "seeds": 1,
+        "methods": {"full": {}, "lora": {}},
+        "set": {"train.epochs": 1},
+        "tune": {"axes": {"train.lr": [1e-3, 3e-3]}, "search": "grid", "trials": 3, "follow_edge": True},
+    }
+    selections = []
+    for workers in ("1", "2"):
+        path = write_study(tmp_path / workers, study)
+        out = tmp_path / workers / "out"
+        proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--workers", workers, cwd=path.parent)
+        assert proc.returncode == 0, proc.stderr
+        selections.append({m: json.loads((out / "tune" / m / "selection.json").read_text()) for m in ("full", "lora")})
+        assert len(list(out.glob("runs/*/result.json"))) == 2
+    one, two = selections
+    assert one == two
+    assert all(len(s["trials"]) == 3 and s["trials"][2]["added"] for s in two.values())
