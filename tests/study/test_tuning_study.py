@@ -14,6 +14,7 @@ import pytest
 import yaml
 from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
+from peftlab.analysis.report.phases import phase_lines
 from peftlab.study.spec import load_study
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -254,3 +255,11 @@ def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_
     one, two = selections
     assert one == two
     assert all(len(s["trials"]) == 3 and s["trials"][2]["added"] for s in two.values())
+    # the phases the call measured, read back by the report's header
+    phases = [json.loads(line) for line in (tmp_path / "2" / "out" / "phases.jsonl").read_text().splitlines()]
+    assert [(p["phase"], p["workers"], p["runs"], p["complete"]) for p in phases] == [
+        ("trials", 2, 6, True),
+        ("final runs", 2, 2, True),
+    ]
+    header = phase_lines(tmp_path / "2" / "out")
+    assert header[1].startswith("  - trials: ") and "; 6 runs, " in header[1] and "; 2 workers; ratio " in header[1]
