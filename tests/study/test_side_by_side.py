@@ -49,10 +49,12 @@ class Pool:
     """Stands in for the local executor (``run_local``): ``workers`` at a time, in the order of ``jobs``,
     the jobs ``on_done`` appends too. Each run takes a simulated time set by its seed and learning rate, and
     ``log`` records (variant, start, end) on the simulated clock, which goes on from call to call.
-    ``takes_once``: takes its list when called, as ``run_remote`` does."""
+    ``takes_once``: takes its list when called, as ``run_remote`` does. ``kill_once``: variants whose first
+    run ends without a result, stopped from outside (its worker killed)."""
 
-    def __init__(self, workers=2, takes_once=False, die_after=None, score=score):
+    def __init__(self, workers=2, takes_once=False, die_after=None, score=score, kill_once=()):
         self.workers, self.takes_once, self.die_after, self.score = workers, takes_once, die_after, score
+        self.kill_once = set(kill_once)
         self.now, self.log, self.calls = 0.0, [], 0
 
     def __call__(self, jobs, on_done, stop_when):
@@ -69,9 +71,13 @@ class Pool:
             if self.die_after is not None and len(self.log) == self.die_after:
                 raise Killed
             self.now = end
+            self.log.append((spec.variant, start, end))
+            if spec.variant in self.kill_once:
+                self.kill_once.remove(spec.variant)
+                on_done(spec, {"status": "pending", "error": "its worker was killed by SIGKILL"})
+                continue
             result = self.score(spec.config)
             (run_dir / "result.json").write_text(json.dumps(result))
-            self.log.append((spec.variant, start, end))
             on_done(spec, result)
 
 
@@ -200,3 +206,17 @@ def test_each_running_job_is_asked_about_by_its_own_searchs_stop_when(tmp_path):
     given = []
     run_side_by_side({"a": search("a", pruner)}, executor, may_stop=False)
     assert given == [None]
+
+
+def test_a_trial_run_killed_from_outside_side_by_side_is_resumed_and_its_search_goes_on(tmp_path, capsys):
+    study = tuned_study(tmp_path)
+    reference = tune_study(study, tmp_path / "reference", Pool(), slots=2, side_by_side=False)
+    killing = Pool(kill_once={"lora r=2 trial 1", "full trial 4"})
+    assert final_runs(tune_study(study, tmp_path / "shared", killing, slots=2, side_by_side=True)) == final_runs(
+        reference
+    )
+    assert selections(tmp_path / "shared", study) == selections(tmp_path / "reference", study)
+    trained = [variant for variant, _, _ in killing.log]
+    assert len(trained) == 20 and trained.count("lora r=2 trial 1") == 2 and trained.count("full trial 4") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all("stopped by an outside cause" in line and "resuming it" in line for line in lines)

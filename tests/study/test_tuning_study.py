@@ -236,8 +236,9 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
 
 def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_path):
     """With two workers the searches of full and LoRA share them (``side_by_side``: the real forkserver
-    executor takes the trials a search adds while it runs); each search's trials, their run ids, scores and
-    added points, and its choice are those that one worker, one search after another, gives."""
+    executor, and the long-lived spawned workers, take the trials a search adds while they run); each
+    search's trials, their run ids, scores and added points, and its choice are those that one worker, one
+    search after another, gives."""
     study = {
         "seeds": 1,
         "methods": {"full": {}, "lora": {}},
@@ -245,21 +246,23 @@ def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_
         "tune": {"axes": {"train.lr": [1e-3, 3e-3]}, "search": "grid", "trials": 3, "follow_edge": True},
     }
     selections = []
-    for workers in ("1", "2"):
-        path = write_study(tmp_path / workers, study)
-        out = tmp_path / workers / "out"
-        proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--workers", workers, cwd=path.parent)
+    for workers, start in (("1", "forkserver"), ("2", "forkserver"), ("2", "spawn")):
+        path = write_study(tmp_path / start / workers, study)
+        out = path.parent / "out"
+        args = ("--workers", workers, "--start-method", start)
+        proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", *args, cwd=path.parent)
         assert proc.returncode == 0, proc.stderr
         selections.append({m: json.loads((out / "tune" / m / "selection.json").read_text()) for m in ("full", "lora")})
         assert len(list(out.glob("runs/*/result.json"))) == 2
-    one, two = selections
-    assert one == two
+    one, two, spawned = selections
+    assert one == two == spawned
     assert all(len(s["trials"]) == 3 and s["trials"][2]["added"] for s in two.values())
     # the phases the call measured, read back by the report's header
-    phases = [json.loads(line) for line in (tmp_path / "2" / "out" / "phases.jsonl").read_text().splitlines()]
+    out = tmp_path / "forkserver" / "2" / "out"
+    phases = [json.loads(line) for line in (out / "phases.jsonl").read_text().splitlines()]
     assert [(p["phase"], p["workers"], p["runs"], p["complete"]) for p in phases] == [
         ("trials", 2, 6, True),
         ("final runs", 2, 2, True),
     ]
-    header = phase_lines(tmp_path / "2" / "out")
+    header = phase_lines(out)
     assert header[1].startswith("  - trials: ") and "; 6 runs, " in header[1] and "; 2 workers; ratio " in header[1]
