@@ -1,6 +1,7 @@
-"""The report header's phases (pretraining, trials, final runs): wall time, the runs that ended in each and
-their summed run time, and wall / (run time / workers), computed from the lines the calls of
-``peftlab study`` wrote to phases.jsonl; a study from before says they were not recorded."""
+"""The report header's phases (pretraining, trials, final runs): wall time, the runs that ended in each with
+their summed training and validation time and whole-run time, and wall / (each time / workers), computed
+from the lines the calls of ``peftlab study`` wrote to phases.jsonl; a study from before says they were not
+recorded."""
 
 import json
 
@@ -15,6 +16,7 @@ def line(phase, wall, runs, run_seconds, workers=2, executor="local", started="2
         "workers": workers,
         "executor": executor,
         "runs": runs,
+        "train_eval_seconds": run_seconds * 0.75,  # a quarter of each run builds, reads, tests
         "run_seconds": run_seconds,
         "complete": True,
     }
@@ -37,24 +39,31 @@ def test_each_phase_sums_its_calls_and_divides_the_run_time_by_the_workers(tmp_p
     ]
     lines = phase_lines(write(tmp_path / "s", records, tail='{"phase": "final ru'))  # a line cut short: skipped
     assert lines[0].startswith("- phases, as 2 calls of `peftlab study` measured them (phases.jsonl)")
-    assert lines[1:] == [
-        "  - pretraining: 2.0 min wall; 1 run, 1.9 min; 1 worker; ratio 1.05",  # 120 / 114
-        "  - trials: 15.0 min wall; 15 runs, 25.0 min; 2 workers; ratio 1.20",  # 900 / (1500 / 2)
-        "  - final runs: 4.0 min wall; 6 runs, 6.0 min; 2 workers; ratio 1.33",  # 240 / (360 / 2)
-        "  - the whole study: 21.0 min wall; 22 runs, 32.9 min; 1 and 2 workers; ratio 1.21",  # 1260.2 / 1044
+    assert lines[1:] == [  # wall / (whole runs / workers), then over 3/4 of it: 4/3 times that
+        "  - pretraining: 2.0 min wall; 1 run, 1.4 min training and validation, 1.9 min whole; 1 worker; "
+        "ratio 1.41 to training and validation, 1.05 to whole runs",  # 120.2 / 114
+        "  - trials: 15.0 min wall; 15 runs, 18.8 min training and validation, 25.0 min whole; 2 workers; "
+        "ratio 1.60 to training and validation, 1.20 to whole runs",  # 900 / (1500 / 2)
+        "  - final runs: 4.0 min wall; 6 runs, 4.5 min training and validation, 6.0 min whole; 2 workers; "
+        "ratio 1.78 to training and validation, 1.33 to whole runs",  # 240 / (360 / 2)
+        "  - the whole study: 21.0 min wall; 22 runs, 24.7 min training and validation, 32.9 min whole; "
+        "1 and 2 workers; ratio 1.61 to training and validation, 1.21 to whole runs",  # 1260.2 / 1044
     ]
 
 
 def test_a_cached_base_a_remote_executor_and_one_phase(tmp_path):
     records = [line("pretrain", 0.3, 0, 0, workers=1), line("final runs", 90, 4, 300, executor="submitit")]
+    remote = "4 runs, 3.8 min training and validation, 5.0 min whole; 2 workers; runs as submitit jobs, no worker"
     assert phase_lines(write(tmp_path / "s", records))[1:] == [
         "  - pretraining: 0.0 min wall; no run ended in it (its base was already trained)",
-        "  - final runs: 1.5 min wall; 4 runs, 5.0 min; 2 workers; runs as submitit jobs, no worker count to divide by",
-        "  - the whole study: 1.5 min wall; 4 runs, 5.0 min; 2 workers; runs as submitit jobs, no worker count "
-        "to divide by",
+        f"  - final runs: 1.5 min wall; {remote} count to divide by",
+        f"  - the whole study: 1.5 min wall; {remote} count to divide by",
     ]
     only = phase_lines(write(tmp_path / "t", [line("final runs", 60, 2, 100, workers=1)]))
-    assert only[1:] == ["  - final runs: 1.0 min wall; 2 runs, 1.7 min; 1 worker; ratio 0.60"]
+    assert only[1:] == [
+        "  - final runs: 1.0 min wall; 2 runs, 1.2 min training and validation, 1.7 min whole; 1 worker; "
+        "ratio 0.80 to training and validation, 0.60 to whole runs"
+    ]
 
 
 def test_a_study_run_before_the_phases_were_recorded_says_so(tmp_path):

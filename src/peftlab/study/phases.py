@@ -3,10 +3,11 @@
 A study runs in phases: its pretraining (the base model, one process), its trials (every search) and its
 final runs. Each call of ``peftlab study`` appends one line per phase it entered (``PhaseRecord``), when
 the phase ends, stopped or not: its wall time in this call, the workers and executor it ran on, and the
-runs that ended in it with their summed run time (each run's result.json ``timing.wall_seconds``, its
-whole run in its process). A run resumed in a later call counts in the call that finished it, with the
-time its last process took. The report (``analysis.report.phases``) sums the calls: a phase's wall time
-against its run time divided by its workers.
+runs that ended in it with their summed times from their results: training and validation
+(``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
+(``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the
+run's last process). A run resumed in a later call counts in the call that finished it. The report
+(``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class PhaseRecord(TypedDict):
     wall_seconds: float  # how long it took in this call
     workers: int  # the runs trained at once on the local executor (the pretraining: 1)
     executor: str  # local, submitit or ray
-    runs: int  # runs that ended in it with a run time (a cached base: 0)
+    runs: int  # runs that ended in it and say how long they ran (a cached base: 0)
+    train_eval_seconds: float  # their summed timing.train_seconds + timing.val_seconds
     run_seconds: float  # their summed timing.wall_seconds
     complete: bool  # false: the call stopped in it (Ctrl-C, an error)
 
@@ -42,14 +44,17 @@ class Phase:
     """A phase under way: what its runs' results say as they end."""
 
     runs: int = 0
+    train_eval_seconds: float = 0.0
     run_seconds: float = 0.0
 
     def count(self, result: dict) -> None:
         """Add a run that ended (its result.json, or the result on_done got) if it says how long it ran."""
-        seconds = (result.get("timing") or {}).get("wall_seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        timing = result.get("timing") or {}
+        seconds = [timing.get(key) for key in ("wall_seconds", "train_seconds", "val_seconds")]
+        if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seconds):
             self.runs += 1
-            self.run_seconds += float(seconds)
+            self.run_seconds += float(seconds[0])
+            self.train_eval_seconds += float(seconds[1] + seconds[2])
 
 
 @contextlib.contextmanager
@@ -68,6 +73,7 @@ def timed_phase(study_dir: Path, name: str, workers: int, executor: str) -> Iter
             "workers": workers,
             "executor": executor,
             "runs": phase.runs,
+            "train_eval_seconds": round(phase.train_eval_seconds, 3),
             "run_seconds": round(phase.run_seconds, 3),
             "complete": complete,
         }
