@@ -46,7 +46,7 @@ def test_each_phase_sums_its_calls_and_divides_the_run_time_by_the_workers(tmp_p
         "ratio 1.60 to training and validation, 1.20 to whole runs",  # 900 / (1500 / 2)
         "  - final runs: 4.0 min wall; 6 runs, 4.5 min training and validation, 6.0 min whole; 2 workers; "
         "ratio 1.78 to training and validation, 1.33 to whole runs",  # 240 / (360 / 2)
-        "  - the whole study: 21.0 min wall; 22 runs, 24.7 min training and validation, 32.9 min whole; "
+        "  - all phases: 21.0 min wall; 22 runs, 24.7 min training and validation, 32.9 min whole; "
         "1 and 2 workers; ratio 1.61 to training and validation, 1.21 to whole runs",  # 1260.2 / 1044
     ]
 
@@ -57,7 +57,7 @@ def test_a_cached_base_a_remote_executor_and_one_phase(tmp_path):
     assert phase_lines(write(tmp_path / "s", records))[1:] == [
         "  - pretraining: 0.0 min wall; no run ended in it (its base was already trained)",
         f"  - final runs: 1.5 min wall; {remote} count to divide by",
-        f"  - the whole study: 1.5 min wall; {remote} count to divide by",
+        f"  - all phases: 1.5 min wall; {remote} count to divide by",
     ]
     only = phase_lines(write(tmp_path / "t", [line("final runs", 60, 2, 100, workers=1)]))
     assert only[1:] == [

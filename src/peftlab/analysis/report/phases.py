@@ -30,7 +30,7 @@ def phase_lines(study_dir: Path) -> list[str]:
         if ran:
             lines.append(f"  - {NAMES[name]}: {phase_summary(ran)}")
     if len({r["phase"] for r in records}) > 1:
-        lines.append(f"  - the whole study: {phase_summary(records)}")
+        lines.append(f"  - all phases: {phase_summary(records)}")
     return lines
 
 
@@ -40,7 +40,7 @@ def calls(records: list[PhaseRecord]) -> str:
 
 
 def phase_summary(records: list[PhaseRecord]) -> str:
-    """A phase's (or the whole study's) wall time, runs and run time summed over the calls, and the ratio."""
+    """A phase's (or all phases') wall time, runs and their times summed over the calls, and the ratios."""
     wall = sum(r["wall_seconds"] for r in records)
     runs = sum(r["runs"] for r in records)
     parts = [f"{minutes(wall)} wall"]
