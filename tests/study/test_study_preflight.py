@@ -180,6 +180,7 @@ WRONG_KINDS = {
     "tune a file": (lambda out: file_where_dir(out, "tune", base="."), []),
     "study.yaml": (lambda out: dir_where_file(out, "study.yaml", base="."), []),
     "library.log": (lambda out: dir_where_file(out, "library.log", base="."), []),
+    "phases.jsonl": (lambda out: dir_where_file(out, "phases.jsonl", base="."), []),
     "report.md": (lambda out: in_report(out, "report.md"), ["--report"]),
     "a figure": (lambda out: in_report(out, "figures/tuning.png"), ["--report"]),
     "a table": (lambda out: in_report(out, "tables/main_table.tex"), ["--report"]),

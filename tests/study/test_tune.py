@@ -445,7 +445,8 @@ def test_halving_prunes_a_high_perplexity_and_promotes_a_low_one(tmp_path):
     half (of 10, 20, 30 and the new trial's), read from the val_perplexity of the runs' eval records."""
     from types import SimpleNamespace
 
-    from peftlab.study.search import PruneWatch, load_search
+    from peftlab.study.pruning import PruneWatch
+    from peftlab.study.search import load_search
 
     search = dataclasses.replace(search_on(tmp_path, LM, "val_perplexity"), search="halving", reduction_factor=2)
     study = load_search(search, tmp_path, search.proposals())

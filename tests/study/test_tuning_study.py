@@ -14,6 +14,7 @@ import pytest
 import yaml
 from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
+from peftlab.analysis.report.phases import phase_lines
 from peftlab.study.spec import load_study
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -231,3 +232,37 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     assert "- lora trial 2 (train.lr=1e+06): diverged: non-finite" in report
     assert "red triangles on the x-axis trials whose loss or gradients went non-finite" in report
     assert (out / "report" / "figures" / "tuning.png").is_file()
+
+
+def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_path):
+    """With two workers the searches of full and LoRA share them (``side_by_side``: the real forkserver
+    executor, and the long-lived spawned workers, take the trials a search adds while they run); each
+    search's trials, their run ids, scores and added points, and its choice are those that one worker, one
+    search after another, gives."""
+    study = {
+        "seeds": 1,
+        "methods": {"full": {}, "lora": {}},
+        "set": {"train.epochs": 1},
+        "tune": {"axes": {"train.lr": [1e-3, 3e-3]}, "search": "grid", "trials": 3, "follow_edge": True},
+    }
+    selections = []
+    for workers, start in (("1", "forkserver"), ("2", "forkserver"), ("2", "spawn")):
+        path = write_study(tmp_path / start / workers, study)
+        out = path.parent / "out"
+        args = ("--workers", workers, "--start-method", start)
+        proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", *args, cwd=path.parent)
+        assert proc.returncode == 0, proc.stderr
+        selections.append({m: json.loads((out / "tune" / m / "selection.json").read_text()) for m in ("full", "lora")})
+        assert len(list(out.glob("runs/*/result.json"))) == 2
+    one, two, spawned = selections
+    assert one == two == spawned
+    assert all(len(s["trials"]) == 3 and s["trials"][2]["added"] for s in two.values())
+    # the phases the call measured, read back by the report's header
+    out = tmp_path / "forkserver" / "2" / "out"
+    phases = [json.loads(line) for line in (out / "phases.jsonl").read_text().splitlines()]
+    assert [(p["phase"], p["workers"], p["runs"], p["complete"]) for p in phases] == [
+        ("trials", 2, 6, True),
+        ("final runs", 2, 2, True),
+    ]
+    header = phase_lines(out)
+    assert header[1].startswith("  - trials: ") and "; 6 runs, " in header[1] and "; 2 workers; ratio " in header[1]

@@ -15,7 +15,8 @@ checkpoint.
 ``--executor submitit`` or ``ray`` runs each run as a Slurm job or a Ray task instead (see
 ``executors``); results come back through the run directories either way.
 A study with ``tune:`` first runs each configuration's search (``search``: trials in
-``tune/<search>/runs/``, with the same executor), then its final runs at the chosen values.
+``tune/<search>/runs/``, with the same executor; with several local workers the searches run side by
+side, ``side_by_side``), then its final runs at the chosen values.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
 from peftlab.study.executors.local import outside_cause, run_local, start_held, stop_processes, worker_context
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
+from peftlab.study.phases import Phase, counting, timed_phase
 from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
@@ -95,23 +97,24 @@ def pretrain_dir(study: Study) -> Path | None:
 
 def run_pretraining(
     config_path: Path, progress: bool, executor: ExecutorOptions = ExecutorOptions(), out_dir: Path | None = None
-) -> Path:
+) -> tuple[Path, bool]:
     """Train (or reuse) the study's base model in a worker process, or as one job of a remote
-    executor; returns its directory. A cached base starts neither."""
+    executor; returns its directory and whether this call trained it (its run's result.json is
+    ``run/result.json`` there). A cached base starts neither."""
     from peftlab.study.executors.worker import INTERRUPTED, pretrain_main
     from peftlab.training.bases.pretrain import cached_manifest, default_out_dir
 
     cfg = load_config(config_path)
     out_dir = out_dir or default_out_dir(cfg)
     if cached_manifest(cfg, out_dir) is not None:
-        return out_dir
+        return out_dir, False
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pretrain-error.json").unlink(missing_ok=True)
     if executor.name != "local":
         why = pretrain_remote(to_dict(cfg), out_dir, executor)
         if why is not None or (out_dir / "pretrain-error.json").exists():
             raise UserError(pretraining_stopped(config_path, out_dir, why, lost=True))
-        return out_dir
+        return out_dir, True
     ctx = worker_context(executor.start_method)
     proc = ctx.Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
     start_held(proc)
@@ -127,7 +130,7 @@ def run_pretraining(
         raise UserError(
             pretraining_stopped(config_path, out_dir, why or f"exit code {proc.exitcode}", lost=why is not None)
         )
-    return out_dir
+    return out_dir, True
 
 
 def pretraining_stopped(config_path: Path, out_dir: Path, why: str | None, lost: bool) -> str:
@@ -191,17 +194,35 @@ def _run_study(
     shutil.copyfile(study.path, study_dir / "study.yaml")
     executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
     if study.pretrain is not None:
-        run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
+        with timed_phase(study_dir, "pretrain", 1, executor.name) as phase:
+            base_dir, trained = run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
+            phase.count((read_result(base_dir / "run") or {}) if trained else {})
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
     if study.tune:  # every search first; the final runs then replace the untuned ones
-        study = tune_study(
-            study,
-            study_dir,
-            jobs_runner(executor, workers),
-            workers if executor.name == "local" else MAX_REMOTE_TRIALS,
-            say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
-        )
+        with timed_phase(study_dir, "trials", workers, executor.name) as phase:
+            study = tune_study(
+                study,
+                study_dir,
+                counting(jobs_runner(executor, workers), phase),
+                workers if executor.name == "local" else MAX_REMOTE_TRIALS,
+                say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
+                # a worker one search leaves idle trains another's trial; remote executors: one search at a time
+                side_by_side=executor.name == "local" and workers > 1,
+            )
+    with timed_phase(study_dir, "final runs", workers, executor.name) as phase:
+        return run_final(study, study_dir, workers, retry_failed, progress, executor, phase)
 
+
+def run_final(
+    study: Study,
+    study_dir: Path,
+    workers: int,
+    retry_failed: bool,
+    progress: bool,
+    executor: ExecutorOptions,
+    phase: Phase,
+) -> StudySummary:
+    """Train the study's runs that are not finished (the final runs of a tuned study), counting each in ``phase``."""
     summary = StudySummary(total=len(study.runs))
     jobs = []
     for index, spec in enumerate(study.runs):
@@ -233,6 +254,7 @@ def _run_study(
     lines = TextProgress(bar, progress, f"study {study.name}", "run")
 
     def on_done(spec: RunSpec, result: dict) -> None:
+        phase.count(result)
         record(summary, spec, result)
         if result.get("status") == "pending":
             tqdm.write(

@@ -30,6 +30,11 @@ An edge-following grid (``follow_edge``) adds its points after the grid's, one a
 the trials finished before it (``peftlab.study.tuning.edge``): a resumed search checks the journal's added
 trials against that rule and adds what an uninterrupted one would.
 
+A search is a generator of batches of trial runs (``search_steps``): ``run_search`` trains its batches
+one after another through the study's executor, and with several local workers ``tune_study`` runs the
+searches side by side (``side_by_side``), so that a worker one search leaves idle trains another's
+trial; each search makes the same decisions either way, from its own trials only.
+
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
 tuning seeds; the trial with the best value wins, the highest or, for a perplexity, the lowest (the
 Optuna study's direction, which halving's pruner follows too), the lower trial number on a tie. A trial one of
@@ -40,19 +45,20 @@ marked so in selection.json and is never chosen.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from peftlab.study.journal import open_journal, set_aside_damaged
+from peftlab.study.pruning import PruneWatch
+from peftlab.study.side_by_side import Request, drive, run_side_by_side
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
 from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
-from peftlab.study.tuning.metric import METRICS, missing_metric
+from peftlab.study.tuning.metric import missing_metric
 from peftlab.study.tuning.tune import Search, apply_values
 from peftlab.training.run_result import read_result, run_status
 from peftlab.utils.errors import UserError
@@ -89,14 +95,24 @@ def trial_spec(search: Search, number: int, params: dict, seed: int) -> RunSpec:
 
 
 def tune_study(
-    study: Study, study_dir: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
+    study: Study,
+    study_dir: Path,
+    run_jobs: RunJobs,
+    slots: int,
+    say: Callable[[str], None] = lambda line: None,
+    side_by_side: bool = False,
 ) -> Study:
     """Run every search, then return the study whose tuned runs are the final runs: each at its
     configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
-    halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others)."""
-    chosen = {}
-    for method, search in study.tune.items():
-        chosen[method] = run_search(search, tune_dir(study_dir, method), run_jobs, slots, say)
+    halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others).
+    ``side_by_side``: the searches share the executor's workers (``side_by_side.run_side_by_side``), each
+    making the decisions it makes alone; else one search after another."""
+    steps = {key: search_steps(search, tune_dir(study_dir, key), slots, say) for key, search in study.tune.items()}
+    if side_by_side:
+        halving = any(search.search == "halving" for search in study.tune.values())
+        chosen = run_side_by_side(steps, run_jobs, may_stop=halving)
+    else:
+        chosen = {key: drive(searching, run_jobs) for key, searching in steps.items()}
     return with_choices(study, chosen)
 
 
@@ -133,8 +149,18 @@ def read_choices(study: Study, study_dir: Path) -> dict[str, dict]:
 def run_search(
     search: Search, directory: Path, run_jobs: RunJobs, slots: int, say: Callable[[str], None] = lambda line: None
 ) -> dict:
-    """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``.
-    An edge-following grid then adds its points one at a time, each from the trials finished before it."""
+    """Run (or resume) one method's search; returns the chosen trial ``{trial, value, metric, params}``."""
+    return drive(search_steps(search, directory, slots, say), run_jobs)
+
+
+def search_steps(
+    search: Search, directory: Path, slots: int, say: Callable[[str], None]
+) -> Generator[Request, None, dict]:
+    """One search, as steps: it yields each batch of trial runs it needs trained (``run_jobs``' arguments:
+    jobs, on_done, stop_when) and goes on once they have ended; returns the chosen trial. An
+    edge-following grid adds its points after the grid's, one at a time, each from the trials finished
+    before it. Its decisions read its own trials only, so it decides the same whoever trains the runs and
+    whatever else they train meanwhile (``side_by_side``)."""
     directory.mkdir(parents=True, exist_ok=True)
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
@@ -142,7 +168,7 @@ def run_search(
     planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals) :]]
     for params in planned[len(study.trials) :]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
-    run_pending(search, directory, study, planned, run_jobs, slots, say)
+    yield from run_pending(search, directory, study, planned, slots, say)
     while search.follow_edge and len(planned) < search.trials:
         point, _ = next_point(search, trial_records(study, directory))
         if point is None:
@@ -150,7 +176,7 @@ def run_search(
         say(f"tune {search.name}: trial {len(planned)} added {point.why}")
         planned.append(point.params)
         study.enqueue_trial(point.params)
-        run_pending(search, directory, study, planned, run_jobs, slots, say)
+        yield from run_pending(search, directory, study, planned, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
         raise UserError(
@@ -167,10 +193,9 @@ def run_pending(
     directory: Path,
     study,
     planned: list[dict],
-    run_jobs: RunJobs,
     slots: int,
     say: Callable[[str], None],
-) -> None:
+) -> Generator[Request, None, None]:
     """Train the trials that are running (a killed search's) or waiting, ``slots`` at a time."""
     optuna = optuna_module()
     from optuna.trial import TrialState
@@ -184,7 +209,7 @@ def run_pending(
         batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]
         while len(batch) < slots and waiting:
             batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
-        run_trials(search, directory, study, batch, planned, run_jobs, say, stopped_once)
+        yield from run_trials(search, directory, study, batch, planned, say, stopped_once)
         write_selection(search, directory, study, done=False)
 
 
@@ -316,15 +341,15 @@ def run_trials(
     study,
     batch: list,
     proposals: list[dict],
-    run_jobs: RunJobs,
     say: Callable[[str], None],
     stopped_once: set[str],
-) -> None:
-    """Train the runs of a batch of trials at once and tell Optuna each trial's outcome. A trial whose run
-    was stopped by an outside cause (its worker killed, a full disk) is told nothing: it stays running, and
-    ``run_pending`` resumes the run from its checkpoint with the next batch, as a study goes on after a
-    killed worker. A run stopped a second time (``stopped_once``: the out-of-memory killer again, a disk
-    still full) stops the search in one line; the same command resumes it."""
+) -> Generator[Request, None, None]:
+    """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each
+    trial's outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is
+    told nothing: it stays running, and ``run_pending`` resumes the run from its checkpoint with the next
+    batch, as a study goes on after a killed worker. A run stopped a second time (``stopped_once``: the
+    out-of-memory killer again, a disk still full) stops the search in one line; the same command resumes
+    it."""
     from optuna.trial import TrialState
 
     jobs, results, runs_of = [], {}, {}
@@ -352,7 +377,7 @@ def run_trials(
     def on_done(spec: RunSpec, result: dict) -> None:
         results[spec.run_id] = result
 
-    run_jobs(jobs, on_done, stopper)
+    yield jobs, on_done, stopper  # back once every job has ended
     unreported = next(filter(None, (missing_metric(r, search.metric) for r in results.values())), None)
     if unreported:  # a metric its classes do not give, known only once the data was read: never a silent failure
         raise UserError(f"tuning of method '{search.name}': {unreported}")
@@ -390,49 +415,3 @@ def run_trials(
             flush=True,
         )
         stopped_once.add(run)
-
-
-class PruneWatch:
-    """``stop_when`` of a halving search: reports each new validation score a trial's run wrote to
-    metrics.jsonl (``trial.report``) and says to stop the run when the pruner prunes the trial."""
-
-    def __init__(self, search: Search, study, trial_of_run: dict):
-        self.field = METRICS[search.metric]
-        self.best = search.metric.startswith("best_")
-        self.minimize = minimizes(search)
-        self.trial_of_run = trial_of_run
-        before = {t.number: t.intermediate_values for t in study.get_trials(deepcopy=False)}  # a resumed trial's
-        self.reported = {rid: set(before.get(trial.number, {})) for rid, trial in trial_of_run.items()}
-
-    def __call__(self, spec: RunSpec, run_dir: Path) -> bool:
-        """Report the run's new scores in step order, asking the pruner after each: the decisions
-        depend on the scores alone, not on when this looks (a run that finished between two looks
-        is judged the same way afterwards, see ``run_trials``)."""
-        trial, reported = self.trial_of_run[spec.run_id], self.reported[spec.run_id]
-        for step, value in self.scores(run_dir / "metrics.jsonl"):
-            if step not in reported:
-                trial.report(value, step)
-                reported.add(step)
-                if trial.should_prune():
-                    return True
-        return False
-
-    def scores(self, path: Path) -> list[tuple[int, float]]:
-        """(step, score) of each evaluation on val so far; a running best for best_* metrics."""
-        out, best = [], None
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            return out
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line being written
-            if record.get("kind") in ("eval", "epoch") and record.get(self.field) is not None:
-                value = record[self.field]
-                if self.best and best is not None:
-                    value = min(best, value) if self.minimize else max(best, value)
-                best = value
-                out.append((int(record["step"]), float(value)))
-        return out

@@ -30,6 +30,7 @@ from peftlab.analysis.report import (
 )
 from peftlab.analysis.report.figures import figure_lines
 from peftlab.analysis.report.literature import literature_section
+from peftlab.analysis.report.phases import phase_lines
 from peftlab.analysis.report.primary import (
     few_seeds_lines,
     judgement_lines,
@@ -100,7 +101,7 @@ def write_report(
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
     ]
-    lines += _what_was_run(df, done)
+    lines += _what_was_run(df, done, study_dir)
     lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
@@ -224,7 +225,7 @@ def study_modality(df: pd.DataFrame) -> str:
     return "causal-lm" if primary_score(df).lower else "text"
 
 
-def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
+def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     wall = done.get("timing.wall_seconds", pd.Series(dtype=float)).sum()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -247,7 +248,7 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
             f"; {run_length(done if not done.empty else df)}"
         )
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
-    return lines + [""]
+    return lines + phase_lines(study_dir) + [""]
 
 
 def run_length(df: pd.DataFrame) -> str:

@@ -132,7 +132,8 @@ def run_local(
     Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
     raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
     asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
-    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``.
+    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``. Jobs that
+    ``on_done`` appends to ``jobs`` are run too (``side_by_side``: searches add trials as others end).
     Each run in a process forked from the forkserver (``spawn_workers.run_spawned``: long-lived
     spawned workers, the same outcomes).
     """
@@ -141,14 +142,15 @@ def run_local(
     if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
         return
     ctx = worker_context()
-    pending = list(jobs)
+    taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
     free_positions = list(range(1, workers + 1))
     stopping: set[int] = set()
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                spec, run_dir = pending.pop(0)
+        while taken < len(jobs) or running:
+            while taken < len(jobs) and len(running) < workers:
+                spec, run_dir = jobs[taken]
+                taken += 1
                 position = free_positions.pop(0)
                 proc = ctx.Process(
                     target=process_main,

@@ -84,18 +84,20 @@ def run_spawned(
     on_done: Callable[[RunSpec, dict], None],
     stop_when: Callable[[RunSpec, Path], bool] | None = None,
 ) -> None:
-    """``local_executor.run_local`` with long-lived spawned workers (same arguments, same outcomes)."""
+    """``local_executor.run_local`` with long-lived spawned workers (same arguments, same outcomes; the jobs
+    that ``on_done`` appends to ``jobs`` run too)."""
     if not jobs:  # every run done: no worker is spawned
         return
     ctx = worker_context("spawn")
-    pending = list(jobs)
+    taken = 0  # jobs started, in order
     busy: dict[Worker, tuple[RunSpec, Path, int]] = {}
     free_positions = list(range(1, workers + 1))
     stopping: set[Worker] = set()
     try:
-        while pending or busy:
-            while pending and len(busy) < workers:
-                spec, run_dir = pending.pop(0)
+        while taken < len(jobs) or busy:
+            while taken < len(jobs) and len(busy) < workers:
+                spec, run_dir = jobs[taken]
+                taken += 1
                 worker = take_worker(ctx)
                 position = free_positions.pop(0)
                 busy[worker] = (spec, run_dir, position)  # first: a Ctrl-C from here on stops it

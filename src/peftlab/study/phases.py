@@ -1,0 +1,113 @@
+"""The phases of a study as each call of ``peftlab study`` ran them: ``STUDY_DIR/phases.jsonl``.
+
+A study runs in phases: its pretraining (the base model, one process), its trials (every search) and its
+final runs. Each call of ``peftlab study`` appends one line per phase it entered (``PhaseRecord``), when
+the phase ends, stopped or not: its wall time in this call, the workers and executor it ran on, and the
+runs that ended in it with their summed times from their results: training and validation
+(``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
+(``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the
+run's last process). A run resumed in a later call counts in the call that finished it. The report
+(``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypedDict
+
+PHASES_FILE = "phases.jsonl"
+PHASES = ("pretrain", "trials", "final runs")
+
+
+class PhaseRecord(TypedDict):
+    """One phase of one call of ``peftlab study`` (a line of phases.jsonl)."""
+
+    phase: str  # pretrain, trials or final runs
+    started: str  # when it started, ISO 8601 in UTC
+    wall_seconds: float  # how long it took in this call
+    workers: int  # the runs trained at once on the local executor (the pretraining: 1)
+    executor: str  # local, submitit or ray
+    runs: int  # runs that ended in it and say how long they ran (a cached base: 0)
+    train_eval_seconds: float  # their summed timing.train_seconds + timing.val_seconds
+    run_seconds: float  # their summed timing.wall_seconds
+    complete: bool  # false: the call stopped in it (Ctrl-C, an error)
+
+
+@dataclass
+class Phase:
+    """A phase under way: what its runs' results say as they end."""
+
+    runs: int = 0
+    train_eval_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+    def count(self, result: dict) -> None:
+        """Add a run that ended (its result.json, or the result on_done got) if it says how long it ran."""
+        timing = result.get("timing") or {}
+        seconds = [timing.get(key) for key in ("wall_seconds", "train_seconds", "val_seconds")]
+        if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seconds):
+            self.runs += 1
+            self.run_seconds += float(seconds[0])
+            self.train_eval_seconds += float(seconds[1] + seconds[2])
+
+
+@contextlib.contextmanager
+def timed_phase(study_dir: Path, name: str, workers: int, executor: str) -> Iterator[Phase]:
+    """Time the phase ``name`` of this call; its line is appended to phases.jsonl when it ends, however."""
+    started, clock = datetime.now(UTC), time.perf_counter()
+    phase, complete = Phase(), False
+    try:
+        yield phase
+        complete = True
+    finally:
+        record: PhaseRecord = {
+            "phase": name,
+            "started": started.isoformat(timespec="seconds"),
+            "wall_seconds": round(time.perf_counter() - clock, 3),
+            "workers": workers,
+            "executor": executor,
+            "runs": phase.runs,
+            "train_eval_seconds": round(phase.train_eval_seconds, 3),
+            "run_seconds": round(phase.run_seconds, 3),
+            "complete": complete,
+        }
+        with contextlib.suppress(OSError):  # a full disk: the study's own outcome matters, not this line
+            with open(study_dir / PHASES_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def counting(run_jobs, phase: Phase):
+    """``run_jobs`` whose ``on_done`` counts each run's result in ``phase`` first."""
+
+    def run_counted(jobs, on_done, stop_when=None) -> None:
+        def counted(spec, result: dict) -> None:
+            phase.count(result)
+            on_done(spec, result)
+
+        run_jobs(jobs, counted, stop_when)
+
+    return run_counted
+
+
+def read_phases(study_dir: Path) -> list[PhaseRecord] | None:
+    """The lines of phases.jsonl that are whole records; None when the study has none (run before
+    peftlab recorded its phases)."""
+    try:
+        lines = (study_dir / PHASES_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if isinstance(record, dict) and set(PhaseRecord.__annotations__) <= set(record):
+            records.append(record)
+    return records
