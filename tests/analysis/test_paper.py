@@ -459,6 +459,35 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
 
 
+def test_the_paper_names_each_type_the_peft_bridge_ran():
+    """A study of PEFT's types through method.name: peft names each type (by its configuration's label, else
+    its method.peft_type) in the methods paragraph and in cfgMethods, not the bridge's one label: the methods
+    study's paper named only 'HRA' for its 22 types before."""
+    import pandas as pd
+
+    from peftlab.analysis.paper.macros import method_words
+
+    runs = pd.DataFrame(
+        {
+            "method": ["lora", "peft", "peft", "peft", "peft"],
+            "variant": ["lora", "peft", "peft", "peft peft_type=C3A", "peft peft_type=ROAD"],
+            "config.method.peft_type": [None, "HRA", "HRA", "C3A", "ROAD"],
+            "config.quant.mode": ["none"] * 5,
+        }
+    )
+    labels = {"peft": "HRA", "peft peft_type=ROAD": "RoAd"}
+    text = paper.method_sentences(runs, labels=labels)
+    assert "HRA, C3A and RoAd ran through PEFT's own implementation of each type" in text
+    assert "\\citep{mangrulkar2022peft}" in text and "(HRA in the tables)" not in text
+
+    class Study:
+        done = runs
+
+    Study.labels = labels
+    assert method_words(Study, "peft") == ["HRA", "C3A", "RoAd"]
+    assert paper.method_sentences(runs[runs["method"] == "lora"]).count("PEFT's own") == 0
+
+
 def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
     """report.labels in the study file name the configurations in the paper's tables and text, as
     in report.md: plain text escaped, math kept."""

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from peftlab.analysis.report.tuning import edge_choices, numeric_axis, plot_tuning, report_section
+from peftlab.analysis.report.tuning import added_lines, edge_choices, numeric_axis, plot_tuning, report_section
 
 
 def selection(method, axes, trials, chosen, search="grid", done=True):
@@ -148,10 +148,19 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
     assert "- lora trial 2 (train.lr=1): diverged: non-finite loss at step 3." in text
     assert "- lora trial 1 (train.lr=0.1): validation top-1 10.1% is at or below chance" in text
     assert "red crosses are trials that fell to chance" in text and "red triangles on the x-axis" in text
+
     assert "diamonds are points the edge-following search added after the grid" in text
     # the space column names the added points: the chosen 0.0001 is not one of the grid's values
     assert "| train.lr in {0.01, 0.1, 1.0}, then 2 points added by following the edge | 5 of 5" in text
     assert edge_choices([dict(record, follow_edge=None)])[0].endswith("its best may lie outside the searched range.")
+
+
+def test_the_added_points_name_each_search_as_the_tables_do(tmp_path):
+    """A study's labels name the search in the list of added points as in the tuning table: the methods
+    study listed its HRA search as 'peft' and the others as 'peft peft_type=BEFT' before."""
+    record = edge_following(tmp_path)
+    assert added_lines([record])[0].startswith("- lora: the grid's 3 trials")
+    assert added_lines([record], {"lora": "LoRA r=8"})[0].startswith("- LoRA r=8: the grid's 3 trials")
 
 
 def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):

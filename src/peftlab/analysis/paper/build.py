@@ -58,7 +58,7 @@ from peftlab.analysis.report.literature import (
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.record import loads_weights
-from peftlab.analysis.results.units import unit
+from peftlab.analysis.results.units import bridge_names, unit
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
@@ -225,6 +225,13 @@ def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None
         if label and label not in sentence:
             sentence = sentence.rstrip()[:-1] + f" ({label} in the tables). "
         text.append(sentence)
+    types = bridge_names(done, labels)
+    if types:  # method.name: peft, one configuration per PEFT type
+        text.append(
+            f"{words([latex_text(t) for t in types])} ran through PEFT's own implementation of each type "
+            "(\\texttt{method.name: peft}), on the linear layers its configuration targets, at PEFT's defaults "
+            "but for the options the study file sets \\citep{mangrulkar2022peft}. "
+        )
     return "".join(text)
 
 

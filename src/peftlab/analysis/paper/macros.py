@@ -15,10 +15,10 @@ import numpy as np
 from peftlab.analysis.report.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
-from peftlab.analysis.results.escape import latex_escape
+from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.load import results_sha256
 from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command
-from peftlab.analysis.results.units import range_words, unit
+from peftlab.analysis.results.units import bridge_names, range_words, unit
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
@@ -225,17 +225,17 @@ def define_study(numbers: Numbers, study) -> None:
     add("cfgLrNoun", "learning rate" if len(study.config("train.lr")) == 1 else "learning rates", "cfgLr's noun")
     add(
         "cfgMethods",
-        words([method_words(study, m) for m in dict.fromkeys(done["method"])]),
+        words([name for m in dict.fromkeys(done["method"]) for name in method_words(study, m)]),
         "methods of the completed runs, by the study's labels (report.labels)",
     )
 
 
-def method_words(study, method: str) -> str:
+def method_words(study, method: str) -> list[str]:
     """A method as prose names it: the study's label (report.labels), else "full fine-tuning", "a linear
-    probe", "LoRA", else its registry name."""
-    if method in study.labels:
-        return study.method_name(method)
-    return METHOD_NAMES.get(method, latex_escape(method))
+    probe", "LoRA", else its registry name; the PEFT bridge by the type each of its configurations ran."""
+    if method == "peft":
+        return [latex_text(name) for name in bridge_names(study.done, study.labels)]
+    return [study.method_name(method) if method in study.labels else METHOD_NAMES.get(method, latex_escape(method))]
 
 
 def define_environment(numbers: Numbers, study) -> None:

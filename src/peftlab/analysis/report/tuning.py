@@ -149,12 +149,14 @@ def numeric_axis(search: dict) -> dict | None:
     return axes[0]
 
 
-def added_lines(searches: list[dict]) -> list[str]:
+def added_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
     """The report's lines on edge-following searches: each added point and why, the values the config
-    refused, and a budget that ran out with the best still at an edge or was left unspent."""
+    refused, and a budget that ran out with the best still at an edge or was left unspent; each search
+    named as the tables name it (``labels``)."""
     lines = []
     for record in searches:
-        summary, method = record.get("follow_edge"), search_name(record)
+        summary = record.get("follow_edge")
+        method = display_name(search_name(record), record["search"]["method"], labels)
         added = [t for t in record["trials"] if t.get("added")]
         if not added and not summary:
             continue
@@ -342,7 +344,7 @@ def report_section(
         lines += [
             "Points the search added after the grid (`follow_edge`), each from the trials before it:",
             "",
-            *added_lines(searches),
+            *added_lines(searches, labels),
             "",
         ]
     if diverged_lines(searches, labels):

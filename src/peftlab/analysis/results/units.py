@@ -8,8 +8,12 @@ A metric is named as result.json or a results table names it (``val_f1``, ``metr
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from peftlab.training.run_result import lower_is_better
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEXT_SCORES = ("f1", "matthews", "perplexity")  # GLUE's other two scores and a causal LM's
 UNSCALED = ("perplexity", "loss")
@@ -122,3 +126,16 @@ def display_name(name, method=None, labels=None):
     if method in labels and (name == method or name.startswith(method + " ")):
         return labels[method] + name[len(method) :]
     return name
+
+
+def bridge_names(done: pd.DataFrame, labels: dict | None = None) -> list[str]:
+    """The PEFT types the completed runs ran through the bridge (``method.name: peft``), one per configuration
+    in the order of the runs: the configuration's label (report.labels) where the study gives one, else its
+    ``method.peft_type``."""
+    if "method" not in done or "config.method.peft_type" not in done:
+        return []
+    runs = done[done["method"] == "peft"]
+    names = {}
+    for variant, peft_type in zip(runs["variant"], runs["config.method.peft_type"]):
+        names.setdefault(variant, (labels or {}).get(variant) or str(peft_type))
+    return list(names.values())
