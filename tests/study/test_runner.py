@@ -1,5 +1,6 @@
 """Real studies of real runs (Fashion-MNIST subsets, the 2-block 32 px ViT) in real processes."""
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,19 @@ def write_study(directory: Path, study: dict) -> Path:
     path = directory / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", **study}))
     return path
+
+
+def study_here(path: Path, out: Path, workers: int = 1) -> None:
+    """``peftlab study PATH --study-dir OUT --quiet --workers N`` run from PATH's folder, as cmd_study
+    calls it, in this process: no interpreter to start, and one forkserver (this process's, started once)
+    for every such call. For a study a test compares with and does not stop; the CLI runs the study the
+    test is about."""
+    from peftlab.study.runner import run_study
+    from peftlab.study.spec import load_study
+
+    with contextlib.chdir(path.parent):
+        summary = run_study(load_study(path), out, workers=workers, progress=False)
+    assert summary.ok and len(summary.completed) == summary.total - summary.skipped, summary
 
 
 def results_by_run(study_dir: Path) -> dict[str, dict]:
@@ -73,12 +87,7 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
 def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     study = {"seeds": 2, "methods": {"full": {}, "lora": {"axes": {"method.r": [2, 4]}}}}
     path = write_study(tmp_path / "a", study)
-    write_study(tmp_path / "b", study)
-
-    reference = run_cli(
-        "study", str(tmp_path / "b" / "study.yaml"), "--study-dir", str(tmp_path / "b" / "out"), "--quiet", cwd=tmp_path
-    )
-    assert reference.returncode == 0, reference.stderr
+    study_here(write_study(tmp_path / "b", study), tmp_path / "b" / "out")  # the uninterrupted study
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "a" / "out"
@@ -207,12 +216,8 @@ def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
     study = {"seeds": 2, "methods": {"lora": {"set": {"method.r": 4}}}, "set": {"train.epochs": 1}}
     outs = {}
     for workers in (1, 2):
-        path = write_study(tmp_path / f"w{workers}", study)
         outs[workers] = tmp_path / f"w{workers}" / "out"
-        proc = run_cli(
-            "study", str(path), "--study-dir", str(outs[workers]), "--quiet", "--workers", str(workers), cwd=tmp_path
-        )
-        assert proc.returncode == 0, proc.stderr
+        study_here(write_study(tmp_path / f"w{workers}", study), outs[workers], workers)
     a, b = results_by_run(outs[1]), results_by_run(outs[2])
     assert a.keys() == b.keys() and len(a) == 2
     for run_id in a:
