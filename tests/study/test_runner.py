@@ -45,7 +45,24 @@ def study_here(path: Path, out: Path, workers: int = 1) -> None:
 
     with contextlib.chdir(path.parent):
         summary = run_study(load_study(path), out, workers=workers, progress=False)
-    assert summary.ok and len(summary.completed) == summary.total - summary.skipped, summary
+    assert summary.ok and not summary.diverged, summary
+
+
+def cli_study_here(path: Path, out: Path, *args: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `peftlab study PATH --study-dir OUT ARGS` from PATH's folder, run
+    in this process (``cli.run_command``, as test_study_preflight.py runs it): for the calls that refuse
+    or list before anything trains, without an interpreter to start for each."""
+    import io
+
+    from peftlab import cli
+
+    stdout, stderr, previous = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.chdir(path.parent), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = cli.run_command(["study", str(path), "--study-dir", str(out), *args])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return status, stdout.getvalue(), stderr.getvalue()
 
 
 def results_by_run(study_dir: Path) -> dict[str, dict]:
