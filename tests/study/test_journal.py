@@ -7,7 +7,6 @@ import random
 
 import pytest
 import yaml
-from test_runner import study_here
 from testkit import TINY_MODEL, needs_fashion_mnist, run_cli
 
 from peftlab.study.journal import journal_damage, open_journal
@@ -198,7 +197,8 @@ def test_a_study_with_a_cut_journal_goes_on_without_training_again(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(STUDY))
     out = tmp_path / "out"
-    study_here(tmp_path / "study.yaml", out)  # the search to damage; the CLI runs it again below
+    proc = run_cli("study", str(tmp_path / "study.yaml"), "--study-dir", str(out), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     (journal,) = out.glob("tune/lora/search-*.journal")
     journal.write_bytes(DAMAGES["last 30 bytes cut"](journal.read_bytes()))
     before, selection = results(out), json.loads((out / "tune" / "lora" / "selection.json").read_text())
