@@ -95,10 +95,10 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "## Failed or diverged runs" in report and "diverged" in report and "lora classes=0/99" in report
     # rerunning skips everything; --retry-failed runs the failed and diverged ones again
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", cwd=tmp_path)
-    assert "(3 were already finished)" in proc.stdout
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--retry-failed", cwd=tmp_path)
-    assert "(1 were already finished)" in proc.stdout and proc.returncode == 1
+    _, stdout, _ = cli_study_here(path, tmp_path / "out", "--quiet")
+    assert "(3 were already finished)" in stdout
+    status, stdout, _ = cli_study_here(path, tmp_path / "out", "--quiet", "--retry-failed")
+    assert "(1 were already finished)" in stdout and status == 1
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
@@ -131,9 +131,9 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert 2 <= len(finished_before) < 6
 
-    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"({len(finished_before)} were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet")  # the same command, in this process
+    assert status == 0, stderr
+    assert f"({len(finished_before)} were already finished)" in stdout
     for run_id, mtime in finished_before.items():  # no completed run was redone
         assert (out / "runs" / run_id / "result.json").stat().st_mtime_ns == mtime
 
@@ -205,11 +205,9 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how, s
         return
     assert proc.returncode == 128 + sig, stderr
     assert stderr.count("\n") == 1 and f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr, stderr
-    rerun = run_cli(
-        "study", str(path), "--study-dir", str(out), "--quiet", "--start-method", start_method, cwd=tmp_path
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", "--start-method", start_method)
+    assert status == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
 
 
 def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
