@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_runner import BASE, results_by_run, write_study
+from test_runner import BASE, cli_study_here, results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist, run_cli, wait_until
 
 # two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
@@ -42,6 +42,13 @@ def study_cli(path: Path, out: Path, *args: str, env: dict | None = None) -> sub
         timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env},
     )
+
+
+def dry_run(path: Path, out: Path) -> str:
+    """What `peftlab study PATH --study-dir OUT --dry-run` prints: the runs and their states."""
+    status, stdout, stderr = cli_study_here(path, out, "--dry-run")
+    assert status == 0, stderr
+    return stdout
 
 
 def mtimes(out: Path) -> dict[str, int]:
@@ -256,8 +263,7 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, reque
 
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
-    proc = study_cli(path, out, "--dry-run")
-    run_id = proc.stdout.splitlines()[1].split()[0]
+    run_id = dry_run(path, out).splitlines()[1].split()[0]
     run_dir = out / "runs" / run_id
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     with hold(run_dir, "run directory", "peftlab train"):
@@ -341,9 +347,8 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
     assert wait_until(lambda: not still_trained(run_dir), 60, 0.2), "a job trains on after the driver's Ctrl-C"
     assert not (run_dir / "result.json").exists()
 
-    listed = study_cli(path, out, "--dry-run")
-    assert listed.returncode == 0, listed.stderr
-    assert "1 runs: 0 done, 0 failed, 0 diverged, 1 partial, 0 pending" in listed.stdout, listed.stdout
+    listed = dry_run(path, out)
+    assert "1 runs: 0 done, 0 failed, 0 diverged, 1 partial, 0 pending" in listed, listed
 
 
 @pytest.fixture(scope="module")
@@ -391,8 +396,8 @@ def test_slurm_time_formats(text, minutes):
 )
 def test_bad_executor_options_are_one_line_errors(tmp_path, args, message):
     path = write_study(tmp_path, STUDY)
-    proc = study_cli(path, tmp_path / "out", *args)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    status, _, stderr = cli_study_here(path, tmp_path / "out", *args)
+    assert status == 2 and stderr.count("\n") == 1 and message in stderr, stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_runner import results_by_run, write_study
+from test_runner import cli_study_here, results_by_run, write_study
 from testkit import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -62,9 +62,9 @@ def test_a_worker_killed_by_sigkill_stays_pending_and_the_same_command_resumes_i
     assert not list(out.glob("runs/*/result.json")), "a killed run was recorded"
     assert list(out.glob("runs/*/checkpoint/last.pt")), "the killed run's checkpoint is gone"
 
-    rerun = study_cli(path, out, tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet")  # the same command, in this process
+    assert status == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
     ((run_id, result),) = results_by_run(out).items()
     records = [json.loads(x) for x in (out / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]
     steps = [(r["kind"], r["step"]) for r in records]
@@ -83,9 +83,9 @@ def test_a_full_disk_leaves_runs_pending_with_one_line_each_and_they_resume(tmp_
     assert any("No space left on device (ENOSPC)" in log.read_text() for log in out.glob("runs/*/worker.log"))
 
     grow()
-    rerun = study_cli(path, out, tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet")
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in stdout
     assert all(r["status"] == "completed" for r in results_by_run(out).values())
 
 

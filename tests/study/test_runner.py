@@ -1,5 +1,6 @@
 """Real studies of real runs (Fashion-MNIST subsets, the 2-block 32 px ViT) in real processes."""
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,36 @@ def write_study(directory: Path, study: dict) -> Path:
     return path
 
 
+def study_here(path: Path, out: Path, workers: int = 1) -> None:
+    """``peftlab study PATH --study-dir OUT --quiet --workers N`` run from PATH's folder, as cmd_study
+    calls it, in this process: no interpreter to start, and one forkserver (this process's, started once)
+    for every such call. For a study a test compares with and does not stop; the CLI runs the study the
+    test is about."""
+    from peftlab.study.runner import run_study
+    from peftlab.study.spec import load_study
+
+    with contextlib.chdir(path.parent):
+        summary = run_study(load_study(path), out, workers=workers, progress=False)
+    assert summary.ok and not summary.diverged, summary
+
+
+def cli_study_here(path: Path, out: Path, *args: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `peftlab study PATH --study-dir OUT ARGS` from PATH's folder, run
+    in this process (``cli.run_command``, as test_study_preflight.py runs it): for the calls that refuse
+    or list before anything trains, without an interpreter to start for each."""
+    import io
+
+    from peftlab import cli
+
+    stdout, stderr, previous = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.chdir(path.parent), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = cli.run_command(["study", str(path), "--study-dir", str(out), *args])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
 def results_by_run(study_dir: Path) -> dict[str, dict]:
     out = {}
     for path in sorted((study_dir / "runs").glob("*/result.json")):
@@ -64,21 +95,16 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "## Failed or diverged runs" in report and "diverged" in report and "lora classes=0/99" in report
     # rerunning skips everything; --retry-failed runs the failed and diverged ones again
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", cwd=tmp_path)
-    assert "(3 were already finished)" in proc.stdout
-    proc = run_cli("study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--retry-failed", cwd=tmp_path)
-    assert "(1 were already finished)" in proc.stdout and proc.returncode == 1
+    _, stdout, _ = cli_study_here(path, tmp_path / "out", "--quiet")
+    assert "(3 were already finished)" in stdout
+    status, stdout, _ = cli_study_here(path, tmp_path / "out", "--quiet", "--retry-failed")
+    assert "(1 were already finished)" in stdout and status == 1
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     study = {"seeds": 2, "methods": {"full": {}, "lora": {"axes": {"method.r": [2, 4]}}}}
     path = write_study(tmp_path / "a", study)
-    write_study(tmp_path / "b", study)
-
-    reference = run_cli(
-        "study", str(tmp_path / "b" / "study.yaml"), "--study-dir", str(tmp_path / "b" / "out"), "--quiet", cwd=tmp_path
-    )
-    assert reference.returncode == 0, reference.stderr
+    study_here(write_study(tmp_path / "b", study), tmp_path / "b" / "out")  # the uninterrupted study
 
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "a" / "out"
@@ -105,9 +131,9 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
     finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert 2 <= len(finished_before) < 6
 
-    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"({len(finished_before)} were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet")  # the same command, in this process
+    assert status == 0, stderr
+    assert f"({len(finished_before)} were already finished)" in stdout
     for run_id, mtime in finished_before.items():  # no completed run was redone
         assert (out / "runs" / run_id / "result.json").stat().st_mtime_ns == mtime
 
@@ -179,11 +205,9 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how, s
         return
     assert proc.returncode == 128 + sig, stderr
     assert stderr.count("\n") == 1 and f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr, stderr
-    rerun = run_cli(
-        "study", str(path), "--study-dir", str(out), "--quiet", "--start-method", start_method, cwd=tmp_path
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in rerun.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", "--start-method", start_method)
+    assert status == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
 
 
 def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
@@ -207,12 +231,8 @@ def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
     study = {"seeds": 2, "methods": {"lora": {"set": {"method.r": 4}}}, "set": {"train.epochs": 1}}
     outs = {}
     for workers in (1, 2):
-        path = write_study(tmp_path / f"w{workers}", study)
         outs[workers] = tmp_path / f"w{workers}" / "out"
-        proc = run_cli(
-            "study", str(path), "--study-dir", str(outs[workers]), "--quiet", "--workers", str(workers), cwd=tmp_path
-        )
-        assert proc.returncode == 0, proc.stderr
+        study_here(write_study(tmp_path / f"w{workers}", study), outs[workers], workers)
     a, b = results_by_run(outs[1]), results_by_run(outs[2])
     assert a.keys() == b.keys() and len(a) == 2
     for run_id in a:

@@ -22,16 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_executors import (
-    ONE_RUN,
-    STUDY,
-    assert_progress_lines,
-    assert_same_results,
-    reference,  # noqa: F401 - a module fixture, used by name
-    still_trained,
-    study_cli,
-)
-from test_runner import BASE, results_by_run, write_study
+from test_executors import ONE_RUN, STUDY, assert_progress_lines, assert_same_results, still_trained, study_cli
+from test_runner import BASE, results_by_run, study_here, write_study
 from testkit import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -71,6 +63,29 @@ def slurm(tmp_path_factory) -> dict:
         subprocess.run(
             ["bash", str(INSTALL), "stop", str(directory)], capture_output=True, text=True, env=env, timeout=480
         )
+
+
+LONGER_RUN = {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 8}}  # still training when the USR2 lands
+
+
+def local_results(tmp_path_factory, study: dict) -> dict[str, dict]:
+    """The study's results with the local executor, trained in this process (test_executors.py checks
+    what `peftlab study` prints with it)."""
+    path = write_study(tmp_path_factory.mktemp("local"), study)
+    study_here(path, path.parent / "out")
+    return results_by_run(path.parent / "out")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, dict]:
+    """STUDY's two runs with the local executor: what its job array must end with."""
+    return local_results(tmp_path_factory, STUDY)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, dict]:
+    """LONGER_RUN's results with the local executor: what a preempted or timed-out job must end with."""
+    return local_results(tmp_path_factory, LONGER_RUN)
 
 
 def slurm_cmd(slurm: dict, *args: str) -> str:
@@ -197,7 +212,7 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/
     return next(out.glob(pattern)).parent.parent
 
 
-def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):  # noqa: F811 - the fixture imported above
+def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):
     """Both runs are the two tasks of one real job array, completed, with the local executor's
     numbers; a second call submits nothing."""
     path = write_study(tmp_path, STUDY)
@@ -246,17 +261,13 @@ def test_ctrl_c_of_the_driver_cancels_its_slurm_jobs(tmp_path, slurm):
 
 
 @pytest.mark.parametrize("minutes,case", [(60, "preempted"), (10, "timed-out")])
-def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_path, slurm, minutes, case):
+def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
+    tmp_path, slurm, uninterrupted, minutes, case
+):
     """Slurm's preemption or pre-timeout signal (USR2, which submitit asks sbatch for) reaches a
     training job: submitit requeues it (scontrol requeue), the requeued job resumes the run from
     its checkpoint, and the study ends with the numbers of an uninterrupted run."""
-    study = {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 8}}
-    local = write_study(tmp_path / "local", study)
-    proc = study_cli(local, local.parent / "out", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    uninterrupted = results_by_run(local.parent / "out")
-
-    path = write_study(tmp_path / "slurm", study)
+    path = write_study(tmp_path / "slurm", LONGER_RUN)
     out = path.parent / "out"
     with driver(path, out, slurm, minutes) as proc:
         wait_for_checkpoint(out, proc)

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_runner import study_here
 from test_tuning_study import write_study
-from testkit import REPO, needs_fashion_mnist, run_cli
+from testkit import REPO, needs_fashion_mnist
 
 from peftlab.study.executors import local as local_executor
 from peftlab.study.executors.executors import ExecutorOptions
@@ -64,10 +65,8 @@ def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_s
         "methods": {"lora": {}},
         "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 2},
     }
-    reference = write_study(tmp_path / "forkserver", study)
     ref_out = tmp_path / "forkserver" / "out"
-    proc = run_cli("study", str(reference), "--study-dir", str(ref_out), "--quiet", "--workers", "2", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    study_here(write_study(tmp_path / "forkserver", study), ref_out, workers=2)  # forkserver: this process's
 
     path = write_study(tmp_path / "spawn", study)
     out = tmp_path / "spawn" / "out"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_runner import cli_study_here, study_here
 from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 from peftlab.analysis.report.phases import phase_lines
@@ -165,12 +166,12 @@ def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
     tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
     local = write_study(tmp_path / "local", {"seeds": 1, "methods": {"lora": {}}, "tune": tune})
     slurm = write_study(tmp_path / "slurm", {"seeds": 1, "methods": {"lora": {}}, "tune": tune})
-    for path in (local, slurm):
-        executor = ["--executor", "submitit", "--slurm-cluster", "local"] if path == slurm else []
-        proc = run_cli(
-            "study", str(path), "--study-dir", str(path.parent / "out"), "--quiet", *executor, cwd=path.parent
-        )
-        assert proc.returncode == 0, proc.stderr
+    study_here(local, local.parent / "out")
+    executor = ["--executor", "submitit", "--slurm-cluster", "local"]
+    proc = run_cli(
+        "study", str(slurm), "--study-dir", str(slurm.parent / "out"), "--quiet", *executor, cwd=slurm.parent
+    )
+    assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((p.parent / "out" / "tune" / "lora" / "selection.json").read_text()) for p in (local, slurm))
     assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"]
     assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
@@ -183,20 +184,9 @@ def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
             "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "halving", "trials": 2},
         },
     )
-    proc = run_cli(
-        "study",
-        str(halving),
-        "--study-dir",
-        str(tmp_path / "halving" / "out"),
-        "--quiet",
-        "--executor",
-        "submitit",
-        "--slurm-cluster",
-        "local",
-        cwd=tmp_path,
-    )
-    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "tune.search: halving (method 'lora') stops pruned trials while they run" in proc.stderr
+    status, _, stderr = cli_study_here(halving, tmp_path / "halving" / "out", "--quiet", *executor)
+    assert status != 0 and stderr.count("\n") == 1, stderr
+    assert "tune.search: halving (method 'lora') stops pruned trials while they run" in stderr
     assert not list((tmp_path / "halving" / "out").glob("tune/*/runs/*"))
 
 
