@@ -174,6 +174,36 @@ def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
     assert palette["variant"]["full"] == palette["method"]["full"]  # a method with one configuration: its hue
 
 
+def test_a_method_of_many_configurations_gives_each_a_marker_of_its_own(drawn, tmp_path):
+    """Beyond READABLE_SHADES configurations of one method (the methods study's 22 PEFT types), shades of one
+    hue no longer tell them apart: each gets its own marker too, in every figure that draws a point per
+    configuration; a method with few keeps one marker for all of them."""
+    from peftlab.analysis.figures.style import READABLE_SHADES
+
+    types = [f"peft peft_type=T{i}" for i in range(READABLE_SHADES + 2)]
+    variants = ["lora", "lora r=2", *types]
+    table = pd.DataFrame(
+        {
+            "variant": [v for v in variants for _ in range(2)],
+            "method": [v.split(" ")[0] for v in variants for _ in range(2)],
+            "seed": [0, 1] * len(variants),
+            "status": "completed",
+            "metrics.test_top1": [0.7, 0.72] * len(variants),
+            "params.trainable": [1000 + 10 * i for i in range(len(variants)) for _ in range(2)],
+        }
+    )
+    palette = study_palette(table)
+    own = palette["variant_marker"]
+    assert set(own) == set(types) and "lora" not in own and "lora r=2" not in own
+    assert len(set(own.values())) == len(types) and own[types[0]] == palette["marker"]["peft"]
+    figures.plot_accuracy_vs_params(table, tmp_path, palette=palette)
+    drawn_markers = {
+        c.get_label(): c.lines[0].get_marker() for c in drawn["accuracy_vs_params"].axes[0].containers if c.lines[0]
+    }
+    assert {drawn_markers[t] for t in types} == set(own.values())
+    assert drawn_markers["lora"] == drawn_markers["lora r=2"] == palette["marker"]["lora"]
+
+
 def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, synthetic_curves, drawn, tmp_path):
     palette = study_palette(synthetic_study)
     curves = synthetic_curves.assign(method="lora")

@@ -46,6 +46,9 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 # A configuration's line style among its method's configurations, in the palette's order: shades of one
 # hue are close, and their bands overlap where the curves do; the style tells them apart (in grey too).
+# a method's configurations are told apart by shades of its hue up to this many; beyond, each also gets a
+# marker of its own (the methods study's 22 PEFT types were 22 blues of one diamond)
+READABLE_SHADES = 5
 VARIANT_LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]
 
 
@@ -93,7 +96,8 @@ def study_palette(df):
     configurations by the values of the config keys that differ between them, so "lora r=2" < "lora"
     (r = 8) < "lora r=16", then in natural order of their names),
     "method" {method: hue}, "variant" {variant: shade of its method's hue}, "marker"
-    {method: marker}, "method_of" {variant: method}.
+    {method: marker}, "variant_marker" {variant: marker} where a method has more than READABLE_SHADES
+    configurations, "method_of" {variant: method}.
     """
     method_of = _methods_of_variants(df)
     known = [m for m in METHOD_ORDER if m in method_of.values()]
@@ -101,19 +105,23 @@ def study_palette(df):
     values = varying_values(df, method_of)
     variants = sorted(method_of, key=lambda v: (methods.index(method_of[v]), values.get(v, ()), natural_key(v)))
     hue = {m: matplotlib.colors.to_hex(OKABE_ITO[i % len(OKABE_ITO)]) for i, m in enumerate(methods)}
-    shade, style = {}, {}
+    marker = {m: method_marker(i) for i, m in enumerate(methods)}
+    shade, style, own_marker = {}, {}, {}
     for method in methods:
         mine = [v for v in variants if method_of[v] == method]
         for i, (variant, t) in enumerate(zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0])):
             shade[variant] = _shade(hue[method], t)
             style[variant] = VARIANT_LINESTYLES[i % len(VARIANT_LINESTYLES)]
+            if len(mine) > READABLE_SHADES:  # shades this close apart: a marker of its own tells them apart
+                own_marker[variant] = MARKERS[(MARKERS.index(marker[method]) + i) % len(MARKERS)]
     return {
         "methods": methods,
         "variants": variants,
         "method": hue,
         "variant": shade,
         "linestyle": style,
-        "marker": {m: method_marker(i) for i, m in enumerate(methods)},
+        "marker": marker,
+        "variant_marker": own_marker,
         "method_of": method_of,
     }
 
@@ -157,7 +165,9 @@ def _variant_linestyle(palette, variant):
 
 
 def _method_marker(palette, variant):
-    return palette["marker"].get(palette["method_of"].get(str(variant)), "o")
+    """The configuration's marker: its method's, or its own where its method has too many to shade apart."""
+    own = palette.get("variant_marker", {}).get(str(variant))
+    return own or palette["marker"].get(palette["method_of"].get(str(variant)), "o")
 
 
 def figure_name(name, method=None, labels=None):
