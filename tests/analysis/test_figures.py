@@ -69,6 +69,32 @@ def test_seed_boxplots_mark_every_run_at_its_seed_s_place(synthetic_study, drawn
     assert ax.get_title() == "one dot per run;\nseeds 0, 1, 2 from left to right in each box"
 
 
+def test_seed_boxplots_of_many_configurations_draw_one_per_row(drawn, tmp_path):
+    """Beyond MANY_BOXES configurations (the methods study's 48), one box per row, the first on top: side by
+    side they were a strip too wide to read on a page; each seed's dot keeps its place within its box."""
+    from peftlab.analysis.figures.study import MANY_BOXES
+
+    variants = [f"lora r={r}" for r in range(1, MANY_BOXES + 3)]
+    table = pd.DataFrame(
+        {
+            "variant": [v for v in variants for _ in range(3)],
+            "method": "lora",
+            "seed": [0, 1, 2] * len(variants),
+            "status": "completed",
+            "metrics.test_top1": [0.70 + 0.001 * i for i in range(3 * len(variants))],
+        }
+    )
+    figures.plot_seed_boxplots(table, tmp_path)
+    fig = drawn["seed_boxplots"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == variants  # names on the rows
+    assert ax.yaxis_inverted() and ax.get_xlabel() == "Test top-1 (%)"
+    first = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(first[:, 1], [-0.15, 0.0, 0.15])  # seeds 0, 1, 2 from the top down
+    np.testing.assert_allclose(first[:, 0], [70.0, 70.1, 70.2])
+    assert ax.get_title() == "one dot per run;\nseeds 0, 1, 2 from top to bottom in each box"
+
+
 def one_evaluation_per_run():
     # each run evaluated once, at its last step: no curve (the issue's empty frame, x from 15.25 to 16.75)
     return pd.DataFrame(

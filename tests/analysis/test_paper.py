@@ -459,6 +459,20 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
 
 
+def test_a_figure_much_wider_or_taller_than_others_stands_alone_at_the_text_s_width(tmp_path):
+    """The paper pairs figures in half-width subfigures, except one whose page is wider than WIDE or taller than
+    TALL allows (read from its PDF's MediaBox): the methods study's 48 seed boxes, a strip in half the width."""
+    from peftlab.analysis.paper.figures import figure_layout
+
+    for name, (width, height) in {"seed_boxplots": (460.8, 849.6), "convergence": (432, 288)}.items():
+        (tmp_path / f"{name}.pdf").write_text(f"%PDF-1.4\n1 0 obj << /MediaBox [ 0 0 {width} {height} ] >>\n")
+    layout = figure_layout(["seed_boxplots", "convergence"], tmp_path)
+    assert layout["alone"] == [("seed_boxplots", "1"), ("convergence", "0.6")] and layout["pairs"] == []
+    assert figure_layout(["seed_boxplots", "convergence"])["pairs"] == [["seed_boxplots", "convergence"]]
+    (tmp_path / "seed_boxplots.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /MediaBox [ 0 0 400 300 ] >>\n")
+    assert figure_layout(["seed_boxplots", "convergence"], tmp_path)["pairs"] == [["seed_boxplots", "convergence"]]
+
+
 def test_the_paper_names_each_type_the_peft_bridge_ran():
     """A study of PEFT's types through method.name: peft names each type (by its configuration's label, else
     its method.peft_type) in the methods paragraph and in cfgMethods, not the bridge's one label: the methods

@@ -44,6 +44,7 @@ from peftlab.analysis.figures.style import (
     clip_axis,
     interval_label,
     save_figure,
+    seed_list,
     shared_values,
     side_by_side,
     study_palette,
@@ -389,6 +390,9 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
     return save_figure(fig, out_dir, name)
 
 
+MANY_BOXES = 16  # more configurations than this: one box per row
+
+
 def plot_seed_boxplots(
     df, out_dir, metric="metrics.test_top1", by="variant", name="seed_boxplots", labels=None, palette=None
 ):
@@ -396,8 +400,8 @@ def plot_seed_boxplots(
 
     Boxes: quartiles and median; whiskers: the most extreme runs within 1.5 IQR. A run's dot
     sits at its seed's place within the box, the same in every box (the study's seeds in order,
-    left to right, as the figure's note says), so one seed can be followed across configurations.
-    Skipped when no completed run has the metric.
+    as the figure's note says), so one seed can be followed across configurations. More than MANY_BOXES
+    groups: one per row (48 boxes side by side were unreadable on a page). Skipped without the metric.
     """
     palette = _palette_for(df, palette)
     runs = completed_runs(df)
@@ -407,15 +411,17 @@ def plot_seed_boxplots(
     groups = _sorted_variants(palette, runs[by])
     seeds = sorted(runs["seed"].unique())
     offset = dict(zip(seeds, np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]))
-    fig, ax = _new_figure(1.5 + 0.55 * len(groups), 3.4)
+    rows = len(groups) > MANY_BOXES
+    fig, ax = _new_figure(*((6.4, 1.2 + 0.22 * len(groups)) if rows else (1.5 + 0.55 * len(groups), 3.4)))
     group_runs = [runs[runs[by].astype(str) == g] for g in groups]
     times = scale(metric)
     values = [times * group[metric].to_numpy(dtype=float) for group in group_runs]
-    ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"})
+    turn = {"orientation": "horizontal"} if rows else {}
+    ax.boxplot(values, positions=range(len(groups)), widths=0.5, showfliers=False, medianprops={"color": "0.2"}, **turn)
     for i, (g, group) in enumerate(zip(groups, group_runs)):
+        place, score = i + group["seed"].map(offset).to_numpy(dtype=float), values[i]
         ax.scatter(
-            i + group["seed"].map(offset).to_numpy(dtype=float),
-            times * group[metric].to_numpy(dtype=float),
+            *((score, place) if rows else (place, score)),
             s=12,
             color=_variant_color(palette, g),
             marker=_method_marker(palette, g),
@@ -423,18 +429,18 @@ def plot_seed_boxplots(
             edgecolors="white",
             linewidths=0.4,
         )  # a white rim keeps neighbouring seeds apart
-    ax.set_xticks(range(len(groups)), [_name(palette, g, labels) for g in groups], rotation=30, ha="right", fontsize=7)
-    clip_axis(ax, metric)
-    ax.set_ylabel(_metric_label(metric))
-    ax.set_title(f"one dot per run;\nseeds {_seed_list(seeds)} from left to right in each box", fontsize=7)
-    ax.grid(True, axis="y", alpha=0.3)
+    names = [_name(palette, g, labels) for g in groups]
+    if rows:  # the first configuration on top, as in the tables
+        ax.set_yticks(range(len(groups)), names, fontsize=7)
+        ax.invert_yaxis()
+    else:
+        ax.set_xticks(range(len(groups)), names, rotation=30, ha="right", fontsize=7)
+    clip_axis(ax, metric, axis="x" if rows else "y")
+    (ax.set_xlabel if rows else ax.set_ylabel)(_metric_label(metric))
+    where = "top to bottom" if rows else "left to right"
+    ax.set_title(f"one dot per run;\nseeds {seed_list(seeds)} from {where} in each box", fontsize=7)
+    ax.grid(True, axis="x" if rows else "y", alpha=0.3)
     return save_figure(fig, out_dir, name)
-
-
-def _seed_list(seeds):
-    """ "0, 1, 2" or, for many, "0, 1, ..., 9"."""
-    shown = list(map(str, seeds))
-    return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])
 
 
 def skip_figure(name, reason):

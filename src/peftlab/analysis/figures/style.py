@@ -406,14 +406,15 @@ def _bytes_unit(largest):
     return (2.0**30, "GiB") if largest >= 2**30 else (2.0**20, "MiB")
 
 
-def clip_axis(ax, metric) -> None:
-    """Keep the y axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
+def clip_axis(ax, metric, axis: str = "y") -> None:
+    """Keep the axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
     limits = metric_bounds(metric)
     if limits is None:
         return
-    low, high = ax.get_ylim()
+    get, put = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
+    low, high = get()
     times = scale(metric)
-    ax.set_ylim(max(low, times * limits[0]), min(high, times * limits[1]))
+    put(max(low, times * limits[0]), min(high, times * limits[1]))
 
 
 NEUTRAL = "0.35"  # a legend entry's grey where each panel has its own colour
@@ -437,3 +438,9 @@ def neutral_entry(handle, color: str):
         recolor(handle.get_facecolor, handle.set_facecolor)
         recolor(handle.get_edgecolor, handle.set_edgecolor)
     return handle
+
+
+def seed_list(seeds):
+    """ "0, 1, 2" or, for many, "0, 1, ..., 9"."""
+    shown = list(map(str, seeds))
+    return ", ".join(shown if len(shown) <= 6 else shown[:2] + ["...", shown[-1]])

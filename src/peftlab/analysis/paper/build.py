@@ -116,7 +116,7 @@ def write_paper(
         return out / "tables"
     (out / "results.tex").write_text(numbers.tex())
     (out / "references.bib").write_text(bib)
-    (out / "main.tex").write_text(main_tex(study, citations, numbers, drawn))
+    (out / "main.tex").write_text(main_tex(study, citations, numbers, drawn, out / "figures"))
     if not compile:
         return out / "main.tex"
     return compile_pdf(out / "main.tex")
@@ -268,8 +268,11 @@ class MacroRefs:
         return self._numbers.ref(name)
 
 
-def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: list[str]) -> str:
-    """main.tex from templates/main.tex.jinja: the sections, and what they say about this study."""
+def main_tex(
+    study: Study, citations: list[Citation], numbers: Numbers, drawn: list[str], figure_dir: Path | None = None
+) -> str:
+    """main.tex from templates/main.tex.jinja: the sections, and what they say about this study (``figure_dir``:
+    where the drawn figures are, whose shapes place them)."""
     n, score = numbers.ref, study.score
     suffixes = variant_suffixes(study.variants)
     compared = study.comparisons is not None
@@ -305,7 +308,7 @@ def main_tex(study: Study, citations: list[Citation], numbers: Numbers, drawn: l
         differences=differences,
         not_shown=not_shown,
         rank_trend="rankTrend" in numbers.macros,
-        figures=figure_layout(drawn),
+        figures=figure_layout(drawn, figure_dir),
         captions=figure_captions(study),
         short_captions=SHORT_CAPTIONS,
         literature=literature_items(citations, study_methods(study.df), n),

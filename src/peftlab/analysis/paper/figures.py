@@ -4,6 +4,7 @@ score: test top-1, or a study of causal LMs' test perplexity), their captions, a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,12 +105,35 @@ SHORT_CAPTIONS = {
 }
 
 
-def figure_layout(drawn: list[str]) -> dict:
-    """The accuracy/parameter and cost plots alone, the others in pairs of subfigures (an odd one alone);
-    ``order``: the figures in print order."""
+# a figure drawn this much wider than tall, or taller than wide (the seeds' boxes of 48 configurations, one
+# per row), stands alone at the text's width (its height kept within the page): in a subfigure of half the
+# width such a figure's labels were too small to read
+WIDE, TALL = 2.4, 0.75
+MEDIA_BOX = re.compile(rb"/MediaBox\s*\[\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*\]")
+
+
+def aspect(pdf: Path) -> float | None:
+    """Width / height of a figure's PDF page (matplotlib writes one page with its MediaBox in plain text);
+    None where the file or its box cannot be read."""
+    try:
+        box = MEDIA_BOX.search(pdf.read_bytes()[:1_000_000])
+    except OSError:
+        return None
+    if not box:
+        return None
+    x0, y0, x1, y1 = map(float, box.groups())
+    return (x1 - x0) / (y1 - y0) if y1 > y0 else None
+
+
+def figure_layout(drawn: list[str], figure_dir: Path | None = None) -> dict:
+    """The accuracy/parameter and cost plots alone, and any figure whose PDF in ``figure_dir`` is wider than
+    WIDE or taller than TALL allows; the others in pairs of subfigures (an odd one alone); ``order``: the figures
+    in print order."""
     drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
-    alone = [(name, ALONE[name]) for name in drawn if name in ALONE]
-    paired = [name for name in drawn if name not in ALONE]
+    ratios = {name: aspect(figure_dir / f"{name}.pdf") if figure_dir else None for name in drawn}
+    wide = {name: "1" for name in drawn if name not in ALONE and not TALL <= (ratios[name] or 1) <= WIDE}
+    alone = [(name, ALONE.get(name) or wide[name]) for name in drawn if name in ALONE or name in wide]
+    paired = [name for name in drawn if name not in ALONE and name not in wide]
     if len(paired) % 2:
         alone.append((paired.pop(), "0.6"))
     return {
