@@ -131,9 +131,9 @@ def figure_layout(drawn: list[str], figure_dir: Path | None = None) -> dict:
     in print order."""
     drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
     ratios = {name: aspect(figure_dir / f"{name}.pdf") if figure_dir else None for name in drawn}
-    wide = {name: "1" for name in drawn if name not in ALONE and not TALL <= (ratios[name] or 1) <= WIDE}
-    alone = [(name, ALONE.get(name) or wide[name]) for name in drawn if name in ALONE or name in wide]
-    paired = [name for name in drawn if name not in ALONE and name not in wide]
+    odd = {name for name in drawn if not TALL <= (ratios[name] or 1) <= WIDE}  # at the text's width
+    alone = [(name, ALONE.get(name, "1")) for name in drawn if name in ALONE or name in odd]
+    paired = [name for name in drawn if name not in ALONE and name not in odd]
     if len(paired) % 2:
         alone.append((paired.pop(), "0.6"))
     return {
