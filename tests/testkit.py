@@ -380,6 +380,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def assert_searches_overlapped(tune_dir: Path, searches) -> None:
+    """Each search of ``tune_dir`` wrote a trial file before every other search's last result: they ran side by
+    side. One search after another writes the next search's first file (its trials' spec.json included) after
+    the last result of the one before; the order of file times, not their differences, is checked."""
+    started = {s: min(f.stat().st_mtime_ns for f in (tune_dir / s).glob("runs/*/*") if f.is_file()) for s in searches}
+    ended = {s: max(f.stat().st_mtime_ns for f in (tune_dir / s).glob("runs/*/result.json")) for s in searches}
+    assert all(started[a] < ended[b] for a in searches for b in searches if a != b), (started, ended)
+
+
 def wait_until(condition, seconds: float = 300, every: float = 0.05) -> bool:
     """Poll ``condition()`` until it is true (True) or ``seconds`` of wall clock pass (False).
     The limit is generous: it ends only a test whose condition never comes, never a slow one."""

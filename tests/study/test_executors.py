@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_runner import BASE, cli_study_here, results_by_run, write_study
-from testkit import REPO, needs_fashion_mnist, run_cli, wait_until
+from test_runner import BASE, cli_study_here, results_by_run, study_here, write_study
+from testkit import REPO, assert_searches_overlapped, needs_fashion_mnist, run_cli, wait_until
 
 # two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
 STUDY = {
@@ -114,6 +114,24 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
     assert mtimes(out) == before
     if executor == "submitit":
         assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_searches_through_ray_run_side_by_side_with_the_local_trials(tmp_path, request):
+    """Ray tasks train two searches' trials in one submission (each starts before the other has ended), and
+    each search gets the trials and the choice it gets alone on the local executor."""
+    methods = {"lora": {}, "bitfit": {}}
+    tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
+    study = {"seeds": 1, "methods": methods, "tune": tune, "set": {"train.threads": 1}}  # four tasks at once
+    local, remote = (write_study(tmp_path / name, study) for name in ("local", "ray"))
+    study_here(local, local.parent / "out")
+    proc = study_cli(remote, remote.parent / "out", "--quiet", *executor_args("ray", request))
+    assert proc.returncode == 0, proc.stderr
+    for method in methods:
+        a, b = (json.loads((p.parent / "out/tune" / method / "selection.json").read_text()) for p in (local, remote))
+        assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], method
+    assert_searches_overlapped(remote.parent / "out" / "tune", methods)
 
 
 @pytest.mark.e2e

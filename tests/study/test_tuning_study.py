@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_runner import cli_study_here, study_here
-from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, run_cli, wait_until
+from testkit import REPO, TINY_MODEL, assert_searches_overlapped, group_alive, needs_fashion_mnist, run_cli, wait_until
 
 from peftlab.analysis.report.phases import phase_lines
 from peftlab.study.spec import load_study
@@ -161,20 +161,25 @@ def test_halving_stops_pruned_trials_and_keeps_their_runs_unfinished(tmp_path):
 
 def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
     """Trials are ordinary runs: Slurm jobs (submitit's LocalExecutor here) train them as the local
-    executor does, and halving, which must stop a running trial, is refused there in one line."""
+    executor does, two searches side by side (each starts its trials before the other's have all ended: one
+    submission) with the trials of one search after another; and halving, which must stop a running
+    trial, is refused there in one line."""
     pytest.importorskip("submitit")
     tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
-    local = write_study(tmp_path / "local", {"seeds": 1, "methods": {"lora": {}}, "tune": tune})
-    slurm = write_study(tmp_path / "slurm", {"seeds": 1, "methods": {"lora": {}}, "tune": tune})
+    methods = {"lora": {}, "bitfit": {}}
+    local = write_study(tmp_path / "local", {"seeds": 1, "methods": methods, "tune": tune})
+    slurm = write_study(tmp_path / "slurm", {"seeds": 1, "methods": methods, "tune": tune})
     study_here(local, local.parent / "out")
     executor = ["--executor", "submitit", "--slurm-cluster", "local"]
     proc = run_cli(
         "study", str(slurm), "--study-dir", str(slurm.parent / "out"), "--quiet", *executor, cwd=slurm.parent
     )
     assert proc.returncode == 0, proc.stderr
-    a, b = (json.loads((p.parent / "out" / "tune" / "lora" / "selection.json").read_text()) for p in (local, slurm))
-    assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"]
-    assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
+    for method in methods:
+        a, b = (json.loads((p.parent / "out" / "tune" / method / "selection.json").read_text()) for p in (local, slurm))
+        assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], method
+        assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
+    assert_searches_overlapped(slurm.parent / "out" / "tune", methods)
 
     halving = write_study(
         tmp_path / "halving",

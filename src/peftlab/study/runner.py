@@ -206,8 +206,9 @@ def _run_study(
                 counting(jobs_runner(executor, workers), phase),
                 workers if executor.name == "local" else MAX_REMOTE_TRIALS,
                 say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
-                # a worker one search leaves idle trains another's trial; remote executors: one search at a time
-                side_by_side=executor.name == "local" and workers > 1,
+                # a worker one search leaves idle trains another's trial; Slurm and Ray take every search's
+                # next batch in one submission
+                side_by_side=executor.name != "local" or workers > 1,
             )
     with timed_phase(study_dir, "final runs", workers, executor.name) as phase:
         return run_final(study, study_dir, workers, retry_failed, progress, executor, phase)

@@ -31,9 +31,9 @@ the trials finished before it (``peftlab.study.tuning.edge``): a resumed search 
 trials against that rule and adds what an uninterrupted one would.
 
 A search is a generator of batches of trial runs (``search_steps``): ``run_search`` trains its batches
-one after another through the study's executor, and with several local workers ``tune_study`` runs the
-searches side by side (``side_by_side``), so that a worker one search leaves idle trains another's
-trial; each search makes the same decisions either way, from its own trials only.
+one after another through the study's executor, and with several local workers, Slurm or Ray
+``tune_study`` runs the searches side by side (``side_by_side``), so that a worker one search leaves idle
+trains another's trial; each search makes the same decisions either way, from its own trials only.
 
 Selection reads ``result.json``'s validation metric (``tune.metric``) only, the mean over the
 tuning seeds; the trial with the best value wins, the highest or, for a perplexity, the lowest (the
