@@ -53,7 +53,6 @@ from peftlab.quant.bases import (
 )
 from peftlab.quant.load import build_base, build_for_saved_state
 from peftlab.training.run_result import RESULT_FILE, RunResult, parse_result
-from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.params import check_model_size
@@ -61,6 +60,7 @@ from peftlab.tuners.peft_injection import unshared
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.utils.errors import UserError, WeightsError
 from peftlab.utils.files import check_output, one_line, read_json, write_atomic
+from peftlab.utils.seed import seed_everything
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
 PREPROCESSING_FILE = "peftlab_preprocessing.json"  # an HF image model's export: how its test images were made

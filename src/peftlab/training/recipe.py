@@ -41,7 +41,6 @@ from peftlab.training.runtime import (
     default_threads,
     fused_adamw,
     resolve_precision,
-    seed_everything,
     select_device,
     set_tf32,
 )
@@ -61,6 +60,7 @@ from peftlab.utils.cpu import arithmetic_record
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import kill_point
 from peftlab.utils.progress import TextProgress
+from peftlab.utils.seed import seed_everything
 
 
 def run(
