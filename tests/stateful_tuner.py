@@ -1,8 +1,8 @@
 """A test method with training state of its own: LoRA whose regulariser follows a moving average.
 
-Registered into ``peftlab.tuners.TUNERS`` by the tests that need it, so the resume test can
-show that ``tuner.state_dict()`` travels through the checkpoint: if it did not, the resumed
-run's regulariser (and so its weights) would differ from the uninterrupted run's.
+Registered into ``peftlab.tuners.TUNERS`` (and its config into ``peftlab.config.methods.METHODS``) by the
+tests that need it, so the resume test can show that ``tuner.state_dict()`` travels through the checkpoint:
+if it did not, the resumed run's regulariser (and so its weights) would differ from the uninterrupted run's.
 """
 
 from dataclasses import dataclass, fields

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from peftlab.config.checks import MAX_INT
+from peftlab.config.methods import METHODS
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import (
     HASHED_AS,
     LATE_FIELDS,
-    METHOD_HASHED_AS,
     UNHASHED_FIELDS,
     _entry_yaml,
     config_hash,
@@ -117,8 +117,8 @@ def reference_hash(cfg, length: int = 12) -> str:
         fields = data.get(section) if section else data
         if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
             fields[name] = old
-    for (method, name, value), old in METHOD_HASHED_AS.items():
-        if data["method"]["name"] == method and data["method"].get(name) == value:
+    for name, (value, old) in METHODS[data["method"]["name"]].hashed_as.items():
+        if data["method"].get(name) == value:
             data["method"][name] = old
     return hashlib.sha256(yaml.dump(data, Dumper=DUMPER, sort_keys=False).encode()).hexdigest()[:length]
 

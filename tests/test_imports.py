@@ -144,10 +144,12 @@ def test_no_import_circles_even_through_imports_inside_functions():
 
 
 def test_the_registry_of_methods_lies_below_the_config_and_the_tuners_code():
-    """peftlab.config.schema reads a method's section through the registry (peftlab.tuners), which imports the
-    method configs and nothing that imports peftlab.config.schema or the tuners' code."""
+    """peftlab.config.schema reads a method's section through config's own registry (peftlab.config.methods),
+    which peftlab.tuners fills: the tuners' registry imports the method configs and nothing that imports
+    peftlab.config.schema or the tuners' code."""
     graph = import_graph(every_import)
-    assert "peftlab.tuners" in graph["peftlab.config.schema"]
+    assert "peftlab.config.methods" in graph["peftlab.config.schema"]
+    assert "peftlab.config.methods" in graph["peftlab.tuners"] and "peftlab.tuners.plugins" in graph["peftlab"]
     below = reachable(graph, "peftlab.tuners")
     assert not below & {
         "peftlab.config.schema",
@@ -235,29 +237,24 @@ def test_the_subpackages_of_a_package_import_each_other_in_no_circle():
     assert {p: circles(subpackage_graph(graph, p)) for p in checked} == dict.fromkeys(checked, [])
 
 
-# The one circle left between the domain packages: peftlab.config reads a method's section through the
-# registry (peftlab.tuners: TUNERS, the plugins and the method configs), and the method configs validate with
-# peftlab.config.checks and config.sections. The registry is config kept in each method's folder (a tuner is
-# a config, a layer and an injector, one folder each); the test above holds it below config.schema and the
-# tuners' code. Its edges are the only ones left out here.
-REGISTRY_READERS = {"peftlab.config.schema", "peftlab.config.reference"}
+# config reads a method's section through its own registry (peftlab.config.methods), which the methods fill
+# when peftlab is imported (peftlab/__init__.py imports peftlab.tuners and its plugins' finder), as timm's
+# models register themselves: no config module names peftlab.tuners, and the packages form layers.
 
 
 def test_the_domain_packages_import_each_other_in_no_circle():
     """utils, config, data, models, quant, tuners, training, study, analysis, bench and cli form layers (the
     models hand the data path what it needs, the recipe trains the offline bases, the hub cache and the block
-    names lie where both sides read them); imports inside functions and under TYPE_CHECKING count. Only
-    config's reading of the method registry points up (REGISTRY_READERS)."""
+    names lie where both sides read them); imports inside functions and under TYPE_CHECKING count."""
     graph = import_graph(with_type_checking_imports)
     readers = {
         m
         for m, targets in graph.items()
-        if m.startswith("peftlab.config.") and "peftlab.tuners" in {".".join(t.split(".")[:2]) for t in targets}
+        if m.startswith("peftlab.config") and "peftlab.tuners" in {".".join(t.split(".")[:2]) for t in targets}
     }
-    assert readers == REGISTRY_READERS
+    assert readers == set()
     edges = subpackage_graph(graph, "peftlab")
     assert {"peftlab.config", "peftlab.data", "peftlab.models", "peftlab.training", "peftlab.tuners"} <= set(edges)
-    edges["peftlab.config"].discard("peftlab.tuners")
     assert circles(edges) == []
 
 

@@ -289,7 +289,7 @@ def exported_accuracy(case: dict, cfg: dict, run_dir, out_dir, files, num_classe
 
     from peftlab.config.schema import load_config
     from peftlab.models.backbones import HFLogits, build_backbone
-    from peftlab.training.runtime import seed_everything
+    from peftlab.utils.seed import seed_everything
 
     run_cfg = load_config(run_dir / "config.yaml")
     seed_everything(run_cfg.seed)

@@ -104,9 +104,11 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
     import stateful_tuner
 
     import peftlab.training.recipe
+    from peftlab.config.methods import METHODS
     from peftlab.tuners import TUNERS
 
     monkeypatch.setitem(TUNERS, "stateful", stateful_tuner.SPEC)  # a method with training state of its own
+    monkeypatch.setitem(METHODS, "stateful", stateful_tuner.StatefulConfig)  # as peftlab.tuners registers it
     options = {
         "full": {},
         "bitfit": {},

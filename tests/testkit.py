@@ -191,7 +191,7 @@ def assert_peft_loads(run_dir: Path, adapter_dir: Path | None = None) -> None:
     from peftlab.config.schema import load_config
     from peftlab.models.backbones import HFLogits, build_backbone, input_spec_for
     from peftlab.training.export import load_trained
-    from peftlab.training.runtime import seed_everything
+    from peftlab.utils.seed import seed_everything
 
     cfg = load_config(run_dir / "config.yaml")
     seed_everything(cfg.seed)  # the recipe's random base (the config names no weights file)

@@ -248,9 +248,9 @@ def test_each_method_takes_its_own_keys_and_names_them_for_a_foreign_one(method)
 
 
 def test_the_registry_is_the_only_list_of_methods():
-    from peftlab.config.schema import method_names
+    from peftlab.config.methods import METHODS, method_names
 
-    assert method_names() == tuple(TUNERS)
+    assert method_names() == tuple(TUNERS) and METHODS == {n: spec.config_cls for n, spec in TUNERS.items()}
     with pytest.raises(ConfigError, match=r"method.name='lorra' is invalid: expected one of " + ", ".join(TUNERS)):
         load_config(overrides={"method": {"name": "lorra"}})
 

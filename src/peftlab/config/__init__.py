@@ -1,4 +1,5 @@
 """A run's configuration: the typed sections (sections, with the shared checks in checks), RunConfig and run ids
-(schema), YAML reading (reading), paths in configs (paths), protocol presets (protocol), the benchmark suites a
-config may name (suites) and the generated key reference (reference). Reading a config imports no torch.
+(schema), the registry of method sections that the methods fill (methods), YAML reading (reading), paths in
+configs (paths), protocol presets (protocol), the benchmark suites a config may name (suites) and the generated
+key reference (reference). Reading a config imports no torch.
 """

@@ -6,12 +6,12 @@ Checks that need the model (does a rank pattern match a module? does a group siz
 the layer width?) live next to the code that builds the model: ``peftlab.tuners.base.check_config``.
 
 The configuration's parts, each importing only those before it (a name is imported from the module
-that defines it): ``config_checks`` (the shared field checks and bounds: a leaf that tuners, backbones
-and quant import too), ``config_sections`` (model, data, method, quant, train), ``config_yaml``
-(bounded YAML files and dotted overrides), ``config_paths`` (paths, the checkout's REPO_ROOT and a
-base's manifest), the registry of methods ``peftlab.tuners`` (their config classes). Here: ``RunConfig``,
-dict <-> dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the
-study expander and analysis use it cheaply.
+that defines it): ``checks`` (the shared field checks and bounds: a leaf that tuners, backbones and
+quant import too), ``sections`` (model, data, method, quant, train), ``reading`` (bounded YAML files and
+dotted overrides), ``paths`` (paths, the checkout's REPO_ROOT and a base's manifest), ``methods`` (the
+registry of method sections: name -> config class, which the methods fill). Here: ``RunConfig``, dict <->
+dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the study
+expander and analysis use it cheaply.
 """
 
 from __future__ import annotations
@@ -31,28 +31,22 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.config.checks import MAX_INT, check_field, fail_field, shown
+from peftlab.config.methods import METHODS, method_class, method_names, other_names
 from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
 from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
 from peftlab.config.sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
-from peftlab.tuners import TUNERS
-from peftlab.tuners.ia3.config import IA3_STANDARD
-from peftlab.tuners.plugins import loaded_plugins, method_spec, plugin_names
 from peftlab.utils.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
-def method_names() -> tuple[str, ...]:
-    return tuple(TUNERS) + loaded_plugins()  # the one list of methods, and the plugins read so far
-
-
 def method_config_class(name: Any) -> type[MethodConfig]:
-    spec = method_spec(name) if isinstance(name, str) else None  # a plugin's is read here (peftlab.tuners.plugins)
-    if spec is None:
-        plugins = ", ".join(plugin_names()) or "none installed"
-        fail_field("method.name", name, f"one of {', '.join(TUNERS)}, or a plugin's ({plugins})")
-    return spec.config_cls
+    cls = method_class(name) if isinstance(name, str) else None  # a plugin's is read here (peftlab.tuners.plugins)
+    if cls is None:
+        plugins = ", ".join(other_names()) or "none installed"
+        fail_field("method.name", name, f"one of {', '.join(METHODS)}, or a plugin's ({plugins})")
+    return cls
 
 
 def default_method() -> MethodConfig:
@@ -374,15 +368,12 @@ HASHED_AS: dict[tuple[str, Any], Any] = {
         "patch_embed.*",
     ],
 }
-# The same for one method's field, as (method, field, new default) -> the old default: IA3's
-# target_modules was the list of its paper's places, which its preset 'standard' now names.
-METHOD_HASHED_AS: dict[tuple[str, str, Any], Any] = {("ia3", "target_modules", "standard"): IA3_STANDARD}
 
 
 def hashed_dict(plain: dict) -> dict:
     """The dict whose YAML a run id hashes, from a config's ``to_dict`` (left as it is): without
     ``UNHASHED_FIELDS``, and without the ``LATE_FIELDS`` left at their defaults; a changed default
-    (``HASHED_AS``, ``METHOD_HASHED_AS``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
+    (``HASHED_AS``, a method's ``hashed_as``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
     data = {key: dict(value) if isinstance(value, dict) else value for key, value in plain.items()}
     for dotted in UNHASHED_FIELDS:
         section, _, name = dotted.rpartition(".")
@@ -401,8 +392,8 @@ def hashed_dict(plain: dict) -> dict:
         fields = data.get(section) if section else data
         if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
             fields[name] = old
-    for (method, name, value), old in METHOD_HASHED_AS.items():
-        if data["method"]["name"] == method and data["method"].get(name) == value:
+    for name, (value, old) in method_config_class(data["method"]["name"]).hashed_as.items():
+        if data["method"].get(name) == value:
             data["method"][name] = old
     return data
 

@@ -265,7 +265,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """What every method's config has: its name, which selects the class (``peftlab.tuners.TUNERS``).
+    """What every method's config has: its name, which selects the class (``peftlab.config.methods``).
 
     Each method defines its own frozen subclass in ``tuners/<name>/config.py`` with only the
     options it has, so a run id hashes only those.
@@ -278,6 +278,9 @@ class MethodConfig:
         "which trains every base weight (a quantized base cannot be trained; use lora or linear on a quantized base)"
     )
     quantizes_base: typing.ClassVar[bool] = False  # quantizes the base's Linears itself (QA-LoRA)
+    # defaults that changed, field -> (new default, the old one the run id hashes instead): a config that
+    # leaves the field alone keeps its run id (peftlab.config.schema.hashed_dict)
+    hashed_as: typing.ClassVar[dict[str, tuple[typing.Any, typing.Any]]] = {}
 
     def __post_init__(self):
         # each method's class declares its own name, the key of its TUNERS entry (a test checks they agree)

@@ -12,7 +12,8 @@ import functools
 from typing import Any
 
 from peftlab.config.checks import shown
-from peftlab.config.schema import RunConfig, flatten, method_fields, method_names, to_dict
+from peftlab.config.methods import method_names
+from peftlab.config.schema import RunConfig, flatten, method_fields, to_dict
 from peftlab.utils.errors import ConfigError
 
 

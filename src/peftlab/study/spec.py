@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config.checks import MAX_INT, shown
+from peftlab.config.methods import method_names
 from peftlab.config.paths import resolve_paths, with_base_architecture
 from peftlab.config.reading import deep_merge, nest, read_yaml
 from peftlab.config.schema import (
@@ -60,7 +61,6 @@ from peftlab.config.schema import (
     flatten,
     from_dict,
     load_config,
-    method_names,
     seed_hashes,
     to_dict,
     without_foreign_options,

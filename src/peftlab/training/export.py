@@ -51,12 +51,11 @@ from peftlab.quant.bases import (
     load_quantized_state,
     quantize_base,
 )
-from peftlab.quant.load import build_base, build_for_saved_state
+from peftlab.quant.load import build_for_saved_state
 from peftlab.training.run_result import RESULT_FILE, RunResult, parse_result
-from peftlab.training.runtime import seed_everything
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.tuners.build import build_tuned
 from peftlab.tuners.modules import replace_modules, split_qkv
-from peftlab.tuners.params import check_model_size
 from peftlab.tuners.peft_injection import unshared
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.utils.errors import UserError, WeightsError
@@ -134,13 +133,13 @@ def load_trained(run_dir: Path):
             f"{run_dir / 'result.json'} does not match {run_dir / 'config.yaml'}: its method is not {cfg.method.name!r}"
         )
     num_classes = num_classes_of(cfg, result, run_dir)
-    check_model_size(
-        cfg.model, cfg.method, num_classes
-    )  # on the meta device: a damaged count is one line, not a huge allocation
-    seed_everything(cfg.seed)  # as the recipe does: a base without weights file is the same random model
-    model = build_base(cfg.model, cfg.quant, cfg.method, num_classes)  # a quantized base is quantized while loading
-    tuner = apply_tuner(
-        model, cfg.method, TunerContext(total_steps=result["step"], device=torch.device("cpu"), quant=cfg.quant)
+    # as the recipe builds it: a damaged count is one line, a base without weights file the same random model
+    tuner, _ = build_tuned(
+        cfg.model,
+        cfg.method,
+        num_classes,
+        TunerContext(total_steps=result["step"], device=torch.device("cpu"), quant=cfg.quant),
+        seed=cfg.seed,
     )
     state = read_safetensors(run_dir / "adapter.safetensors")
     try:

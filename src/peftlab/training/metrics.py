@@ -76,6 +76,10 @@ class PeakRSS:
     """
 
     def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        """Take the baseline again, now, and start a new high-water mark from it."""
         self.resettable = self.reset_peak()
         self.baseline = self._status("VmRSS") or psutil.Process().memory_info().rss
 

@@ -25,9 +25,8 @@ from peftlab.config.schema import RunConfig
 from peftlab.config.sections import TrainConfig
 from peftlab.data.inputs import build_splits
 from peftlab.data.loading import BatchLoader
-from peftlab.models.backbones import base_provenance, enable_grad_checkpointing, model_inputs
+from peftlab.models.backbones import model_inputs
 from peftlab.quant import allocator
-from peftlab.quant.load import build_base
 from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import evaluate
@@ -41,7 +40,6 @@ from peftlab.training.runtime import (
     default_threads,
     fused_adamw,
     resolve_precision,
-    seed_everything,
     select_device,
     set_tf32,
 )
@@ -54,13 +52,14 @@ from peftlab.training.step import (
     training_step,
     warmup_cosine,
 )
-from peftlab.tuners.base import TunerContext, apply_tuner
-from peftlab.tuners.params import check_model_size
+from peftlab.tuners.base import TunerContext
+from peftlab.tuners.build import build_tuned
 from peftlab.utils import provenance
 from peftlab.utils.cpu import arithmetic_record
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import kill_point
 from peftlab.utils.progress import TextProgress
+from peftlab.utils.seed import seed_everything
 
 
 def run(
@@ -119,14 +118,16 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     """The backbone with the tuner applied, on the device; refused here, before any step, when its
     training memory cannot fit (peftlab.training.preflight); compiled when train.compile asks."""
     tc, cfg = s.tc, s.cfg
-    check_model_size(cfg.model, cfg.method, data.num_classes)  # on the meta device, before anything is allocated
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
-    seed_everything(cfg.seed)
-    model = build_base(cfg.model, cfg.quant, cfg.method, data.num_classes)  # quantized while loading when quantized
-    base = base_provenance(cfg.model, model)  # the weights file it was loaded from, before a tuner wraps it
-    if tc.grad_checkpointing:
-        enable_grad_checkpointing(model)
-    tuner = apply_tuner(model, cfg.method, TunerContext(total_steps=data.total_steps, device=s.device, quant=cfg.quant))
+    tuner, base = build_tuned(
+        cfg.model,
+        cfg.method,
+        data.num_classes,
+        TunerContext(total_steps=data.total_steps, device=s.device, quant=cfg.quant),
+        seed=cfg.seed,
+        grad_checkpointing=tc.grad_checkpointing,
+        after_check=rss.restart,  # the size check may import PEFT: an import, not the model
+    )
     model = tuner.model.to(s.device).train()
     rss_build = rss.peak_above_baseline()
     shape = data.spec.shape

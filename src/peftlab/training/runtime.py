@@ -1,6 +1,6 @@
-"""Where and how a run computes: seed, threads, device, precision, TF32, fused AdamW, compile.
+"""Where and how a run computes: threads, device, precision, TF32, fused AdamW, compile.
 
-The recipe, the benchmarks, the memory preflight and the export all use these; none of them
+The recipe, its step and evaluation, the benchmarks and the memory preflight use these; none of them
 imports the recipe for it.
 """
 
@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sys
 import time
 
-import numpy as np
 import psutil
 import torch
 from torch import nn
 
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import one_line
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def default_threads() -> int:

@@ -1,9 +1,11 @@
 """The TUNERS registry: the one list of methods, each a config class and the module of its code.
 
 ``TUNERS[name] = TunerSpec(config_cls, module)``: ``config_cls`` is the method's frozen config
-(``tuners/<name>/config.py``), ``module`` the method's ``model.py``. The registry finds the hooks
-there by name, and imports the module when a hook is first used, so reading and validating configs
-(and the study expander, and analysis) never imports torch:
+(``tuners/<name>/config.py``), ``module`` the method's ``model.py``. The config classes are registered
+into config's own registry of method sections (``peftlab.config.methods``) when this package is imported,
+which ``peftlab/__init__.py`` does: config reads a ``method:`` section there and never imports the tuners.
+The registry finds the hooks by name, and imports the module when a hook is first used, so reading and
+validating configs (and the study expander, and analysis) never imports torch:
 
 - ``check(model, method_cfg, ctx)`` raises ConfigError for what only the model can tell;
 - ``apply(model, method_cfg, ctx) -> Tuner`` prepares the model (split layers, quantize the base
@@ -22,6 +24,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from peftlab.config.methods import METHODS
 from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.adapter.config import AdaptFormerConfig, HoulsbyConfig, PfeifferConfig
 from peftlab.tuners.adaptive.config import AdaptiveConfig
@@ -114,3 +117,4 @@ TUNERS = {
     "prompt_tuning": TunerSpec(PromptTuningMethodConfig, "peftlab.tuners.prompt_tuning.model"),
     "prefix_tuning": TunerSpec(PrefixTuningMethodConfig, "peftlab.tuners.prefix_tuning.model"),
 }
+METHODS.update({name: spec.config_cls for name, spec in TUNERS.items()})  # config's registry, in this order

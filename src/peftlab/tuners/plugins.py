@@ -8,6 +8,9 @@ Read lazily: only a ``method.name`` the built-ins lack looks at the entry points
 nothing imported), and only that method's package is imported, so configs of built-in methods never
 import a plugin. A broken plugin is one ``ConfigError`` line naming its distribution and what is wrong;
 it fails only the runs of that method (``peftlab methods`` lists it beside the others).
+
+config finds a plugin's config class through the ``Finder`` this module installs in its registry of method
+sections (``peftlab.config.methods``) when it is imported, which ``peftlab/__init__.py`` does.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
+from peftlab.config.methods import Finder, install_finder
 from peftlab.config.sections import MethodConfig
 from peftlab.tuners import HOOKS, TUNERS, TunerSpec
 from peftlab.utils.errors import ConfigError
@@ -151,3 +155,12 @@ def method_spec(name: str) -> TunerSpec | None:
 def loaded_plugins() -> tuple[str, ...]:
     """The plugins read so far that work: the methods besides the built-ins that a study's keys may name."""
     return tuple(name for name, spec in LOADED.items() if not isinstance(spec, ConfigError))
+
+
+def config_class(name: str) -> type[MethodConfig] | None:
+    """The config class of the plugin's method ``name`` (read now; ConfigError if it is broken), or None."""
+    spec = method_spec(name)
+    return spec.config_cls if spec is not None else None
+
+
+install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names))

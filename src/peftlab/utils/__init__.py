@@ -1,4 +1,5 @@
 """What every part of peftlab shares: one-line errors (errors), atomic file writes and bounded reads (files),
-locks, library warnings and logs (libraries), progress bars (progress), provenance (versions, git state) and
-the CPU arithmetic pinned for train.reproducible (cpu). No torch at import; no other peftlab package below it.
+a run's seed (seed), locks, library warnings and logs (libraries), progress bars (progress), provenance
+(versions, git state) and the CPU arithmetic pinned for train.reproducible (cpu). No torch at import; no
+other peftlab package below it.
 """

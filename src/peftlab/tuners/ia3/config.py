@@ -21,6 +21,8 @@ class IA3MethodConfig(ModulesConfig):
     unquantizable_reason: ClassVar[str] = "which peftlab has not tested on a bitsandbytes base (use lora or dora)"
     presets: ClassVar[dict[str, list[str]]] = {"standard": IA3_STANDARD, "all-linear": PRESETS["all-linear"]}
     presets_help: ClassVar[str] = "standard (k, v and fc2, the paper's places), all-linear"
+    # target_modules was the list of the paper's places, which the preset 'standard' now names
+    hashed_as: ClassVar[dict[str, tuple[str, list[str]]]] = {"target_modules": ("standard", IA3_STANDARD)}
     # a preset (standard = k, v, fc2, the paper's places; all-linear) or a list of module names / anchored regexes
     target_modules: str | tuple[str, ...] = "standard"
     # targets whose input (not output) is rescaled: anchored regexes, each matching some target

@@ -1,0 +1,52 @@
+"""The registry of method sections: a method's name -> its config class, a subclass of ``MethodConfig``.
+
+config reads a run's ``method:`` section through this registry and imports no method: the methods fill it,
+as timm's model modules register themselves when timm is imported. ``peftlab.tuners`` adds the built-ins
+(``METHODS``, in the order of its ``TUNERS``, which every list of methods keeps) and
+``peftlab.tuners.plugins`` installs the ``Finder`` of the methods other packages give (``peftlab.methods``
+entry points, read only when a name the built-ins lack is asked for). ``peftlab/__init__.py`` imports both,
+so the registry is filled whatever peftlab module is imported first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peftlab.config.sections import MethodConfig
+
+METHODS: dict[str, type[MethodConfig]] = {}  # the built-in methods, in the order every list shows them
+
+
+@dataclass(frozen=True)
+class Finder:
+    """Where the names the built-ins lack are looked up."""
+
+    # the config class of method ``name``, None where nothing gives it; a broken method's ConfigError
+    find: Callable[[str], type[MethodConfig] | None]
+    found: Callable[[], tuple[str, ...]]  # the names found so far that work, in the order they were found
+    names: Callable[[], list[str]]  # the names it could give, for the line that refuses an unknown one
+
+
+finder = Finder(find=lambda name: None, found=tuple, names=list)  # until peftlab.tuners.plugins installs its own
+
+
+def install_finder(new: Finder) -> None:
+    global finder
+    finder = new
+
+
+def method_class(name: str) -> type[MethodConfig] | None:
+    """The config class of method ``name``: a built-in's, else the finder's (a ConfigError where that method
+    is broken), or None where no method has that name."""
+    return METHODS[name] if name in METHODS else finder.find(name)
+
+
+def method_names() -> tuple[str, ...]:
+    """The built-in methods and those found so far: the methods a config or a study's keys may name."""
+    return tuple(METHODS) + finder.found()
+
+
+def other_names() -> list[str]:
+    """The names the finder could give (plugins installed), built-in names aside."""
+    return finder.names()
