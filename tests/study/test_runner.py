@@ -23,7 +23,17 @@ pytestmark = [
 BASE = {
     "model": TINY_MODEL,
     "data": {"name": "fashion_mnist", "train_subset": 320, "val_subset": 64, "test_subset": 128},
-    "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 128, "lr": 3e-3, "log_every": 2, "ckpt_every": 3},
+    # one thread: a tiny model's two threads wait on each other whenever the machine is busy (a run 5 to 100
+    # times slower beside two busy loops), and a study's workers share the cores anyway
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "eval_batch_size": 128,
+        "lr": 3e-3,
+        "log_every": 2,
+        "ckpt_every": 3,
+        "threads": 1,
+    },
 }
 
 
@@ -227,8 +237,13 @@ def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
 
 
 def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
-    """Threads come from the run's config (train.threads), never from how many runs share the machine."""
-    study = {"seeds": 2, "methods": {"lora": {"set": {"method.r": 4}}}, "set": {"train.epochs": 1}}
+    """Threads come from the run's config (train.threads; null here: the machine's physical cores), never from
+    how many runs share the machine."""
+    study = {
+        "seeds": 2,
+        "methods": {"lora": {"set": {"method.r": 4}}},
+        "set": {"train.epochs": 1, "train.threads": None},
+    }
     outs = {}
     for workers in (1, 2):
         outs[workers] = tmp_path / f"w{workers}" / "out"
