@@ -4,9 +4,15 @@ import signal
 import subprocess
 
 import pytest
-from testkit import TINY_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch thread for every run the suite starts whose config leaves train.threads null, in this process and
+# in every process it starts: `make test` runs two pytest processes on two cores, so runs on all cores would
+# put four busy threads on two, and a tiny model's threads then mostly wait on each other. The tests of the
+# default thread count unset it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from testkit import TINY_MODEL  # noqa: E402  (after the environment above: it may import torch)
 
 # A suite started as a background job of a non-interactive shell (`cmd &` without job control)
 # inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need it delivered.

@@ -395,7 +395,8 @@ def test_a_checkpoint_of_another_method_is_one_line_and_marked_unusable(tmp_path
     assert saved["status"] == "failed" and saved["checkpoint_unusable"] is True
 
 
-def test_threads_come_from_the_config_and_are_recorded(tmp_path):
+def test_threads_come_from_the_config_and_are_recorded(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite's conftest sets it
     torch.set_num_threads(2)
     result = train(
         config(method={"name": "linear"}, train={"max_steps": 1, "threads": 1}), tmp_path / "a", progress=False
@@ -406,6 +407,10 @@ def test_threads_come_from_the_config_and_are_recorded(tmp_path):
     torch.set_num_threads(1)
     result = train(config(method={"name": "linear"}, train={"max_steps": 1}), tmp_path / "b", progress=False)
     assert result["provenance"]["threads"] == default_threads()  # not whatever the process had set
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # as torch reads it
+    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # not a thread count: the physical cores
+    assert default_threads() == result["provenance"]["threads"]
 
 
 def test_export_of_a_mismatched_run_is_one_line(tmp_path, capsys):

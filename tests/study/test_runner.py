@@ -236,9 +236,10 @@ def test_retry_failed_keeps_a_checkpoint_it_can_resume_from(tmp_path):
     assert not (run_dir / "result.json").exists() and not (run_dir / "checkpoint").exists()
 
 
-def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path):
+def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path, monkeypatch):
     """Threads come from the run's config (train.threads; null here: the machine's physical cores), never from
     how many runs share the machine."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite's conftest sets it
     study = {
         "seeds": 2,
         "methods": {"lora": {"set": {"method.r": 4}}},

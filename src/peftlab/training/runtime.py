@@ -20,12 +20,16 @@ from peftlab.utils.files import one_line
 
 
 def default_threads() -> int:
-    """Intra-op threads of a run whose config leaves ``train.threads`` null: this machine's
-    physical cores (those this process may use), the same whatever else runs beside it.
+    """Intra-op threads of a run whose config leaves ``train.threads`` null: ``OMP_NUM_THREADS``
+    when it is set to a positive integer (as torch itself reads it), else this machine's physical
+    cores (those this process may use), the same whatever else runs beside it.
 
     The thread count changes floating-point reduction order, so a run's numbers depend on it;
     it must never depend on how many runs share the machine (``peftlab study --workers``).
     """
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) > 0:
+        return int(asked)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
 
