@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # default thread count unset it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from testkit import TINY_MODEL  # noqa: E402  (after the environment above: it may import torch)
+from testkit import TINY_MODEL  # after the environment above: it may import torch
 
 # A suite started as a background job of a non-interactive shell (`cmd &` without job control)
 # inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need it delivered.

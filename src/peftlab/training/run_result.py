@@ -106,7 +106,7 @@ class Provenance(TypedDict):
     hardware: dict  # platform, CPU, its kernel-picking flags (cpu_flags), ATen's cpu_capability, device, GPU
     arithmetic: dict  # whether the CPU arithmetic was pinned (train.reproducible) and bitsandbytes' 4-bit kernel
     malloc: dict  # train.malloc as applied: mode, allocator (glibc and its version, or system), fixed mmap_threshold
-    threads: int  # torch's threads (train.threads; null there: OMP_NUM_THREADS if set, else the physical cores, never a share of --workers)
+    threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else physical cores; not --workers)
     dtype: str  # the resolved precision: fp32, bf16 or fp16
     tf32: bool  # TF32 matmuls (CUDA only)
     fused_adamw: bool  # torch's fused AdamW kernel
