@@ -24,7 +24,8 @@ BASE = {
     "model": TINY_MODEL,
     "data": {"name": "fashion_mnist", "train_subset": 320, "val_subset": 64, "test_subset": 128},
     # one thread: a tiny model's two threads wait on each other whenever the machine is busy (a run 5 to 100
-    # times slower beside two busy loops), and a study's workers share the cores anyway
+    # times slower beside two busy loops). Said here although conftest sets OMP_NUM_THREADS=1: these studies
+    # also run as Slurm jobs and Ray tasks, and what environment reaches a run there is the executor's business
     "train": {
         "epochs": 2,
         "batch_size": 32,
