@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ def timed_phase(study_dir: Path, name: str, workers: int, executor: str) -> Iter
             "complete": complete,
         }
         with contextlib.suppress(OSError):  # a full disk: the study's own outcome matters, not this line
-            with open(study_dir / PHASES_FILE, "a") as f:
+            fd = os.open(study_dir / PHASES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+            with open(fd, "a") as f:  # never through a link: a received study's phases.jsonl could be one
                 f.write(json.dumps(record) + "\n")
 
 

@@ -27,7 +27,7 @@ from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
 from peftlab.study.stale import refuse_stale_runs
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir
+from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir, refuse_link
 from peftlab.utils.libraries import LIBRARY_LOG
 
 # what --report writes in <study dir>/report/: two files, and figures and tables in their folders
@@ -65,16 +65,16 @@ def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, 
     what = "study directory entry"
     check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
     for name in ("study.yaml", LIBRARY_LOG, ".lock", PHASES_FILE):
-        check_kind(study_dir / name, False, what)
+        check_kind(study_dir / name, False, what, link_ok=False)
     folder = with_folder(executor, study_dir).folder
     if folder is not None:  # the remote executor's job files or attempt counts
-        check_kind(folder, True, "executor folder")
+        check_kind(folder, True, "executor folder", link_ok=False)
     check_run_dirs(study_dir / "runs")
     if study.tune:
-        check_kind(study_dir / "tune", True, what)
+        check_kind(study_dir / "tune", True, what, link_ok=False)
     for method, search in study.tune.items():
         directory, journal = tune_dir(study_dir, method), journal_path(tune_dir(study_dir, method), search)
-        check_kind(directory, True, what)
+        check_kind(directory, True, what, link_ok=False)
         for path in (directory / SELECTION, journal, Path(f"{journal}.lock")):  # Optuna's lock: a link to it
             check_kind(path, False, what)
         check_run_dirs(directory / "runs")
@@ -85,15 +85,16 @@ def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, 
 def check_run_dirs(runs: Path) -> None:
     """``runs`` holds run directories: each entry (hidden names aside) a directory whose own entries
     are of their kinds (``files.check_run_dir``). A missing ``runs`` is a study not started."""
-    check_kind(runs, True, "study directory entry")
+    check_kind(runs, True, "study directory entry", link_ok=False)
     try:
         entries = sorted((e for e in os.scandir(runs) if not e.name.startswith(".")), key=lambda e: e.name)
     except FileNotFoundError:
         return
     for entry in entries:
-        if entry.is_dir():
+        if entry.is_dir(follow_symlinks=False):
             check_entries(runs / entry.name, RUN_KINDS, "run directory entry")
         else:
+            refuse_link(runs / entry.name, "run directory")  # a study trains into its own folder only
             check_run_dir(runs / entry.name)  # names what it is instead
 
 
@@ -101,11 +102,11 @@ def check_report_files(report: Path) -> None:
     """The report's folder, its files, and the figures and tables it writes (by their suffixes: other
     entries of those folders are not the report's)."""
     what = "report entry"
-    check_kind(report, True, what)
+    check_kind(report, True, what, link_ok=False)
     for name in REPORT_DIRECTORIES:
-        check_kind(report / name, True, what)
+        check_kind(report / name, True, what, link_ok=False)
     for name in REPORT_FILES:
-        check_kind(report / name, False, what)
+        check_kind(report / name, False, what, link_ok=False)
     for name in REPORT_DIRECTORIES:
         try:
             entries = sorted(os.listdir(report / name))
@@ -113,7 +114,7 @@ def check_report_files(report: Path) -> None:
             continue
         for entry in entries:
             if entry.endswith(REPORT_SUFFIXES):
-                check_kind(report / name / entry, False, what)
+                check_kind(report / name / entry, False, what, link_ok=False)
 
 
 def unwritten_text_base(study: Study, cfg):

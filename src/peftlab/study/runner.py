@@ -41,7 +41,7 @@ from peftlab.study.stale import refuse_stale_runs
 from peftlab.training.run_result import read_result, run_status
 from peftlab.utils import locks
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, write_json_atomic
+from peftlab.utils.files import read_json, write_atomic, write_json_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
 from peftlab.utils.progress import TextProgress
 
@@ -191,7 +191,7 @@ def _run_study(
     progress: bool,
     executor: ExecutorOptions = ExecutorOptions(),
 ) -> StudySummary:
-    shutil.copyfile(study.path, study_dir / "study.yaml")
+    write_atomic(study_dir / "study.yaml", lambda tmp: shutil.copyfile(study.path, tmp))
     executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
     if study.pretrain is not None:
         with timed_phase(study_dir, "pretrain", 1, executor.name) as phase:

@@ -75,9 +75,12 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and rename the result over ``path``.
 
     The file gets the permissions of any new file of this process (0666 less the umask),
-    not the 0600 of ``tempfile.mkstemp``: results are meant to be read by others.
+    not the 0600 of ``tempfile.mkstemp``: results are meant to be read by others. A symbolic link
+    at ``path`` is refused (one line), never written through: the temporary name is created with
+    O_EXCL, which follows no link, and the rename replaces a name, never a link's target.
     """
     path = Path(path)
+    refuse_link(path, "file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
@@ -95,6 +98,10 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
@@ -178,9 +185,47 @@ def kind_of(mode: int) -> str:
     return "special file"
 
 
-def check_kind(path: str | Path, directory: bool, what: str) -> None:
+def refuse_link(path: str | Path, what: str) -> None:
+    """A UserError line when ``path`` is a symbolic link (dangling or not)."""
+    if os.path.islink(path):
+        raise UserError(
+            f"{what} {shown_path(path)} is a symbolic link: peftlab writes and reads nothing through a link "
+            "inside a folder it writes (a received folder could point it anywhere); replace it with a real "
+            "file or folder, or move it aside"
+        )
+
+
+def refuse_links_below(root: str | Path, path: str | Path, what: str) -> None:
+    """A UserError line when ``path`` lies outside ``root`` (as written, ``..`` resolved by name) or
+    when an entry between ``root`` (itself allowed to be a link: the user named it) and ``path``,
+    ``path`` included, is a symbolic link. Missing entries end the walk: what peftlab creates there
+    is a real folder or file."""
+    root, path = Path(os.path.abspath(root)), Path(os.path.abspath(path))
+    if not path.is_relative_to(root):
+        raise UserError(f"{what} {shown_path(path)} lies outside {shown_path(root)}")
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if not os.path.lexists(current):
+            return
+        refuse_link(current, what)
+
+
+def refuse_links_in(folder: str | Path, what: str) -> None:
+    """A UserError line naming the first symbolic link anywhere below ``folder`` (links are not
+    followed). For the folders peftlab writes whole (a report, a paper): every entry in them is
+    peftlab's own, so a link is someone else's."""
+    for top, directories, files in os.walk(folder):
+        for name in sorted(directories + files):
+            refuse_link(Path(top) / name, what)
+
+
+def check_kind(path: str | Path, directory: bool, what: str, *, link_ok: bool = True) -> None:
     """A UserError line when ``path`` exists (links followed) but is not a directory (``directory``)
-    or not a regular file; nothing when it is missing."""
+    or not a regular file; nothing when it is missing. ``link_ok=False``: a symbolic link there is
+    refused too (an entry of a folder peftlab writes)."""
+    if not link_ok:
+        refuse_link(path, what)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -197,7 +242,7 @@ def check_kind(path: str | Path, directory: bool, what: str) -> None:
 
 def check_run_dir(run_dir: str | Path) -> None:
     """A UserError line when ``run_dir`` is no directory, or when an entry of ``RUN_FILES`` or
-    ``RUN_DIRECTORIES`` in it is of the wrong kind."""
+    ``RUN_DIRECTORIES`` in it is of the wrong kind or a symbolic link."""
     run_dir = Path(run_dir)
     check_kind(run_dir, True, "run directory")
     check_entries(run_dir, RUN_KINDS, "run directory entry")
@@ -206,7 +251,8 @@ def check_run_dir(run_dir: str | Path) -> None:
 def check_entries(directory: Path, kinds: dict[str, bool], what: str) -> None:
     """``check_kind`` of each entry named in ``kinds`` (name: whether a directory), in that order,
     from one listing of ``directory``: a study checks thousands of run directories before it starts.
-    A name with a slash (``checkpoint/last.pt``) is looked up on its own."""
+    A name with a slash (``checkpoint/last.pt``) is looked up on its own. A symbolic link is refused
+    (peftlab would write through it)."""
     try:
         present = {entry.name: entry for entry in os.scandir(directory)}
     except (FileNotFoundError, NotADirectoryError):
@@ -215,9 +261,9 @@ def check_entries(directory: Path, kinds: dict[str, bool], what: str) -> None:
         entry = present.get(name)
         if "/" in name:
             if name.split("/")[0] in present:
-                check_kind(directory / name, is_directory, what)
-        elif entry is not None and not (entry.is_dir() if is_directory else entry.is_file()):
-            check_kind(directory / name, is_directory, what)  # raises, unless a dangling link: no entry
+                check_kind(directory / name, is_directory, what, link_ok=False)
+        elif entry is not None and (entry.is_symlink() or not (entry.is_dir() if is_directory else entry.is_file())):
+            check_kind(directory / name, is_directory, what, link_ok=False)
 
 
 def check_output(path: str | Path, directory: bool, what: str) -> None:

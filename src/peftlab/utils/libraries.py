@@ -163,8 +163,9 @@ def logged_to(path: Path):
         yield
         return
     try:
-        stream = open(path, "a", encoding="utf-8")
-    except OSError:  # a read-only run directory fails later with its own one-line error
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)  # never through a link
+        stream = open(fd, "a", encoding="utf-8")
+    except OSError:  # a read-only run directory fails later with its own one-line error; a link: ELOOP
         yield
         return
     handler.stream = stream

@@ -38,7 +38,7 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
     (``on_wait(text)`` is told once)."""
     path = Path(directory) / ".lock"
     check_kind(directory, True, what)
-    check_kind(path, False, f"{what} entry")
+    check_kind(path, False, f"{what} entry", link_ok=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(path, "a+")

@@ -12,6 +12,7 @@ OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submissio
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from peftlab.analysis.paper.build import pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
@@ -27,6 +29,7 @@ from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import refuse_link, refuse_links_below, refuse_links_in, write_atomic
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
 
@@ -38,18 +41,26 @@ def write_submission(
 
     study_dir, study_yaml = Path(study_dir), Path(study_yaml)
     paper_dir = Path(paper_dir) if paper_dir else study_dir / "paper"
+    if Path(os.path.abspath(paper_dir)).is_relative_to(os.path.abspath(study_dir)):
+        refuse_links_below(study_dir, paper_dir, "paper folder entry")
+    refuse_links_in(paper_dir, "paper folder entry")  # the archive packs regular files of the paper only
     if not (paper_dir / "main.pdf").is_file():
         raise UserError(f"{paper_dir} has no main.pdf: run `peftlab paper {study_dir}` first")
-    built_from, now = paper_results_sha256(paper_dir), results_sha256(study_dir)
+    now = results_sha256(study_dir)
     df = load_results(study_dir)
     if df.empty:
         raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
-    if built_from != now:
-        raise UserError(
-            f"{paper_dir} was built from other results than {study_dir} holds now (results SHA-256 "
-            f"{(built_from or 'not recorded')[:12]}, the runs' {now[:12]}): run `peftlab paper {study_dir}` again"
-        )
+    recorded = {"results.tex": paper_results_sha256(paper_dir), "main.pdf": pdf_results_sha256(paper_dir)}
+    for what, built_from in recorded.items():
+        if built_from != now:
+            raise UserError(
+                f"{paper_dir / what} was built from other results than {study_dir} holds now (results SHA-256 "
+                f"{(built_from or 'not recorded')[:12]}, the runs' {now[:12]}"
+                f"{'' if built_from or what != 'main.pdf' else '; the last paper build did not compile'}): "
+                f"run `peftlab paper {study_dir}` again"
+            )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
+    refuse_link(ran, "study directory entry")
     if ran.is_file() and study_yaml.is_file() and ran.read_bytes() != study_yaml.read_bytes():
         raise UserError(f"--study {study_yaml} differs from {ran}, the study file the runs were made from")
     study = load_study(study_yaml)
@@ -73,12 +84,13 @@ def write_submission(
         (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out))
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         (root / "SHA256SUMS").write_text("".join(f"{sha256(root / f)}  {f}\n" for f in files))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(root, arcname=name, filter=lambda info: _normalized(info))
-        partial.replace(out)
+        write_atomic(out, lambda tmp: pack(root, name, tmp))  # a fresh temporary name, never a link's target
     return out
+
+
+def pack(root: Path, name: str, tmp: str) -> None:
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(root, arcname=name, filter=lambda info: _normalized(info))
 
 
 def paper_results_sha256(paper_dir: Path) -> str | None:
@@ -90,10 +102,11 @@ def paper_results_sha256(paper_dir: Path) -> str | None:
 
 
 def copy(src: Path, dst: Path) -> None:
+    refuse_link(src, "file to pack")
     if not src.is_file():
         raise UserError(f"{src} is missing: the submission needs it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
+    shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def sha256(path: Path) -> str:

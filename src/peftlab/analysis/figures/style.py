@@ -25,6 +25,7 @@ from peftlab.analysis.figures.order import varying_values
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
 from peftlab.analysis.stats.intervals import INTERVALS
+from peftlab.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ def save_figure(fig, out_dir, name):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    with matplotlib.rc_context({"pdf.fonttype": 42}):
-        fig.savefig(paths[0], dpi=300)
-        fig.savefig(paths[1], metadata={"CreationDate": None})
+    with matplotlib.rc_context({"pdf.fonttype": 42}):  # atomic, and never through a link at either name
+        write_atomic(paths[0], lambda tmp: fig.savefig(tmp, dpi=300, format="png"))
+        write_atomic(paths[1], lambda tmp: fig.savefig(tmp, metadata={"CreationDate": None}, format="pdf"))
     return paths
 
 

@@ -18,6 +18,8 @@ model, a text classifier or a causal LM.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import jinja2
@@ -56,13 +58,14 @@ from peftlab.analysis.report.literature import (
     study_rows,
 )
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.load import load_results
+from peftlab.analysis.results.load import load_results, results_sha256
 from peftlab.analysis.results.record import loads_weights
 from peftlab.analysis.results.units import bridge_names, unit
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json, refuse_links_below, refuse_links_in, write_json_atomic, write_text_atomic
 
 REFERENCES = Path(__file__).with_name("references.bib")
 
@@ -91,6 +94,11 @@ def write_paper(
     if df.empty or completed_runs(df).empty:
         raise UserError(f"{study_dir}: no completed run; run the study first (make study)")
     out = Path(out_dir) if out_dir else study_dir / "paper"
+    if Path(os.path.abspath(out)).is_relative_to(os.path.abspath(study_dir)):
+        refuse_links_below(study_dir, out, "paper folder entry")  # a received paper/ could point anywhere
+    refuse_links_in(out, "paper folder entry")
+    (out / PDF_RECORD).unlink(missing_ok=True)  # main.pdf is of these results again only once it compiles
+    built_from = results_sha256(study_dir)  # before the files are read, as the report's
     bib = REFERENCES.read_text()
     citations = load_literature(literature, bib_keys(bib))
     baseline = baseline or choose_baseline(df)
@@ -114,12 +122,43 @@ def write_paper(
     write_tables(study, citations, out / "tables")
     if only == "tables":
         return out / "tables"
-    (out / "results.tex").write_text(numbers.tex())
-    (out / "references.bib").write_text(bib)
-    (out / "main.tex").write_text(main_tex(study, citations, numbers, drawn, out / "figures"))
+    write_text_atomic(out / "results.tex", numbers.tex())
+    write_text_atomic(out / "references.bib", bib)
+    write_text_atomic(out / "main.tex", main_tex(study, citations, numbers, drawn, out / "figures"))
     if not compile:
         return out / "main.tex"
-    return compile_pdf(out / "main.tex")
+    pdf = compile_pdf(out / "main.tex")
+    record_pdf(out, built_from)
+    return pdf
+
+
+# Written beside main.pdf after a compile succeeds, and removed when a paper build starts: which results the PDF
+# shows, and the PDF's own hash. ``peftlab submission`` packs main.pdf only when both agree with what it packs.
+PDF_RECORD = "main.pdf.json"
+
+
+def record_pdf(paper_dir: Path, results_sha256: str) -> None:
+    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash."""
+    record = {"results_sha256": results_sha256, "pdf_sha256": file_sha256(paper_dir / "main.pdf")}
+    write_json_atomic(paper_dir / PDF_RECORD, record)
+
+
+def pdf_results_sha256(paper_dir: Path) -> str | None:
+    """The results SHA-256 main.pdf in ``paper_dir`` was compiled from, or None when no compile of these
+    sources succeeded or main.pdf is not the file that compile wrote."""
+    record = read_json(paper_dir / PDF_RECORD) or {}
+    pdf = paper_dir / "main.pdf"
+    if not isinstance(record.get("results_sha256"), str) or not pdf.is_file() or pdf.is_symlink():
+        return None
+    return record["results_sha256"] if record.get("pdf_sha256") == file_sha256(pdf) else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}

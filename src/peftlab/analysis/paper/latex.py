@@ -6,9 +6,11 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import refuse_link, write_atomic
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
 LATEX_TOOLS = {"latexmk": "latexmk", "pdflatex": "texlive-latex-base", "bibtex": "texlive-latex-base"}
@@ -54,22 +56,55 @@ def missing_latex() -> list[str]:
     return list(dict.fromkeys(missing))
 
 
+# What TeX may read of the paper's folder: the files ``write_paper`` writes there. Anything else in the folder
+# (a booktabs.sty, a link to a secret, an aux file of someone else's build) never reaches the compile.
+PAPER_SOURCES = ("main.tex", "results.tex", "references.bib", "tables/*.tex", "figures/*.pdf", "figures/*.png")
+
+
 def compile_pdf(main: Path) -> Path:
-    """latexmk -pdf in main's directory; UserError naming missing packages or the first LaTeX error."""
+    """latexmk -pdf of ``main`` in a fresh folder holding copies of the paper's own sources (``PAPER_SOURCES``:
+    regular files only, a link is refused), then main.pdf and main.log copied back beside ``main``.
+    UserError naming missing packages or the first LaTeX error."""
     missing = missing_latex()
     if missing:
         raise UserError(
             f"cannot compile {main}: missing LaTeX packages {' '.join(missing)} "
             "(Debian: run scripts/install-latex.sh, or apt-get install them); the sources are written"
         )
-    proc = subprocess.run(LATEXMK + [main.name], cwd=main.parent, env=latex_env(), capture_output=True, text=True)
-    log = main.with_suffix(".log")
-    if proc.returncode != 0:
-        raise UserError(f"latexmk failed on {main}: {first_latex_error(log, proc.stdout + proc.stderr)} (log: {log})")
-    problems = unresolved_references(log)
-    if problems:
-        raise UserError(f"{main}: {problems} (log: {log})")
-    return main.with_suffix(".pdf")
+    refuse_link(main, "paper folder entry")
+    log, pdf = main.with_suffix(".log"), main.with_suffix(".pdf")
+    with tempfile.TemporaryDirectory(prefix="peftlab-tex-") as tmp:
+        build = Path(tmp)
+        for source in dict.fromkeys([main.name, *paper_sources(main.parent)]):
+            (build / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(main.parent / source, build / source, follow_symlinks=False)
+        proc = subprocess.run(LATEXMK + [main.name], cwd=build, env=latex_env(), capture_output=True, text=True)
+        built_log = build / log.name
+        if built_log.is_file():
+            write_atomic(log, lambda out: shutil.copyfile(built_log, out))
+        if proc.returncode != 0:
+            raise UserError(
+                f"latexmk failed on {main}: {first_latex_error(built_log, proc.stdout + proc.stderr)} (log: {log})"
+            )
+        problems = unresolved_references(built_log)
+        if problems:
+            raise UserError(f"{main}: {problems} (log: {log})")
+        write_atomic(pdf, lambda out: shutil.copyfile(build / pdf.name, out))
+    return pdf
+
+
+def paper_sources(folder: Path) -> list[str]:
+    """The paper's sources in ``folder`` (``PAPER_SOURCES``), relative to it; a symbolic link among them, or
+    in place of tables/ or figures/, is one UserError line."""
+    sources = []
+    for pattern in PAPER_SOURCES:
+        if "/" in pattern:
+            refuse_link(folder / pattern.split("/")[0], "paper folder entry")
+        for path in sorted(folder.glob(pattern)):
+            refuse_link(path, "paper folder entry")
+            if path.is_file():
+                sources.append(path.relative_to(folder).as_posix())
+    return sources
 
 
 def first_latex_error(log: Path, output: str) -> str:

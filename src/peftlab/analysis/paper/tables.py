@@ -19,6 +19,7 @@ from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
 from peftlab.analysis.stats.power import ALPHA, POWER
+from peftlab.utils.files import write_text_atomic
 
 if TYPE_CHECKING:
     from peftlab.analysis.paper.study import Study
@@ -40,9 +41,9 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     )
     if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
         tex = fit_width(tex)
-    (out / "main_table.tex").write_text(tex)
+    write_text_atomic(out / "main_table.tex", tex)
     if study.comparisons is not None:
-        (out / "significance.tex").write_text(significance_table(study))
+        write_text_atomic(out / "significance.tex", significance_table(study))
     ours = [  # every configuration run, cited or not, by the study's labels
         {**row, "method": display_name(row["method"], None, study.labels)}
         for row in study_rows(study.df, citations, study.primary, every=True)
@@ -51,14 +52,14 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         f"{', '.join(study.models())}; "
         f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
     )
-    (out / "literature.tex").write_text(literature_table(citations, ours, setting))
+    write_text_atomic(out / "literature.tex", literature_table(citations, ours, setting))
     card = protocol_card.latex_card(study.dir, study.done, study.labels)
     if card is not None:
-        (out / "protocol.tex").write_text(card)
+        write_text_atomic(out / "protocol.tex", card)
     if study.searches:
         tex = tuning_table.latex_table(study.searches, study.df, study.labels)
-        (out / "tuning.tex").write_text(tex)
-        (out / "tuning_document.tex").write_text(latex_document(tex, packages=("booktabs", "tabularx")))
+        write_text_atomic(out / "tuning.tex", tex)
+        write_text_atomic(out / "tuning_document.tex", latex_document(tex, packages=("booktabs", "tabularx")))
 
 
 def fit_width(table: str) -> str:

@@ -47,6 +47,7 @@ from peftlab.analysis.stats.intervals import completed_runs, describe_interval, 
 from peftlab.analysis.stats.power import ALPHA
 from peftlab.study.report_options import read_report_options, read_study_name
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import refuse_links_below, refuse_links_in, write_atomic, write_text_atomic
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
 # a text study's main table shows those its runs report too: F1 of a two-class task (GLUE MRPC's), the
@@ -92,9 +93,11 @@ def write_report(
     baseline = baseline or choose_baseline(df)
 
     out = study_dir / "report"
+    refuse_links_below(study_dir, out, "report entry")  # a received report/ could point anywhere
+    refuse_links_in(out, "report entry")
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "results.csv", index=False)
+    write_atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     lines = [
         f"# Study report: {read_study_name(study_dir)}",
         "",
@@ -141,7 +144,7 @@ def write_report(
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
     lines += _failures(df)
     lines += protocol_card.environment_section(environment(study_dir))
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
 
 
@@ -164,8 +167,8 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
         borrowed=borrowed,
         caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
     )
-    (out / "tables" / "main_table.tex").write_text(tex)
-    (out / "tables" / "main_table_document.tex").write_text(latex_document(tex))
+    write_text_atomic(out / "tables" / "main_table.tex", tex)
+    write_text_atomic(out / "tables" / "main_table_document.tex", latex_document(tex))
     lines = [
         "## Main table",
         "",

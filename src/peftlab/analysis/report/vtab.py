@@ -46,6 +46,7 @@ from peftlab.analysis.stats.vtab_scores import (
 )
 from peftlab.config.suites import VTAB1K_TASKS, VTAB_GROUPS
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import write_text_atomic
 
 # the names VTAB-1k tables print (VPT, NOAH, SSF), for peftlab's task folders
 TASK_LABELS = {
@@ -99,8 +100,8 @@ def report_section(
     lines += two_averages(tasks, published, groups)
     lines += published_block(published)
     tex = latex_vtab_table(means, summary, tasks, labels, interval, caption_name, groups)
-    (out / "tables" / "vtab.tex").write_text(tex)
-    (out / "tables" / "vtab_document.tex").write_text(latex_document(tex, packages=("booktabs", "graphicx")))
+    write_text_atomic(out / "tables" / "vtab.tex", tex)
+    write_text_atomic(out / "tables" / "vtab_document.tex", latex_document(tex, packages=("booktabs", "graphicx")))
     lines += ["LaTeX: `tables/vtab.tex` (booktabs, graphicx; `tables/vtab_document.tex` compiles alone).", ""]
     return lines + difference_figure(means, baseline_algorithm(df, baseline), labels, out / "figures", groups)
 

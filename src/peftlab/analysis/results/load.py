@@ -23,7 +23,7 @@ from peftlab.config.schema import flatten
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_problem, run_status
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import read_json
+from peftlab.utils.files import read_json, refuse_link
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
@@ -76,11 +76,23 @@ def _flatten(data: dict, prefix: str) -> dict:
     return {key: cell(value) for key, value in flatten(data, prefix).items()}
 
 
-def run_dirs(study_dir: Path) -> list[Path]:
-    return sorted(p for p in (Path(study_dir) / "runs").glob("*") if (p / "spec.json").is_file())
-
-
 RESULT_FILES = ("spec.json", "result.json")  # what load_results reads of a run directory
+
+
+def run_dirs(study_dir: Path) -> list[Path]:
+    """The study's run directories (those with a spec.json). A symbolic link in place of runs/, of a run
+    directory or of a file the results are read from is one UserError line: a received study's results are
+    read from inside it, never from where a link points."""
+    runs = Path(study_dir) / "runs"
+    refuse_link(runs, "study directory entry")
+    found = []
+    for path in sorted(runs.glob("*")):
+        refuse_link(path, "run directory")
+        for name in RESULT_FILES:
+            refuse_link(path / name, "run directory entry")
+        if (path / "spec.json").is_file():
+            found.append(path)
+    return found
 
 
 def results_sha256(study_dir: str | Path) -> str:

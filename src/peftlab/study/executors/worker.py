@@ -157,7 +157,7 @@ def log_stderr_to(run_dir: str) -> None:
     terminal shows the runner's one line per run, never a worker's output. Where the log cannot be
     opened, stderr stays as it is."""
     try:
-        fd = os.open(Path(run_dir) / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        fd = os.open(Path(run_dir) / WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
     except OSError:
         return
     sys.stderr.flush()
