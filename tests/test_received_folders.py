@@ -1,0 +1,251 @@
+"""A received study folder never reaches outside itself (issue 60): links placed where peftlab writes or reads.
+
+Each case plants a symbolic link in a study folder someone else made (a colleague's runs, an archive, a shared
+drive), then runs the command that would write or read through it, in this process (``cli.run_command``): the
+command ends in one line with exit 2 naming the link, the link's target is unchanged and nothing is read from it.
+The studies are studyfiles' runs (result.json files, no training); the paper is written without compiling except
+in the one test that proves TeX reads only the paper's own sources.
+"""
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from testkit import REPO
+
+sys.path.insert(0, str(Path(__file__).parent / "analysis"))  # studyfiles: the analysis tests' study folders
+from studyfiles import write_study_dir  # noqa: E402
+
+from peftlab import cli  # noqa: E402
+from peftlab.analysis.paper import build as paper  # noqa: E402
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex  # noqa: E402
+from peftlab.analysis.results.load import results_sha256  # noqa: E402
+from peftlab.utils.errors import UserError  # noqa: E402
+from peftlab.utils.files import write_atomic, write_text_atomic  # noqa: E402
+
+SECRET = "the outside file's own words\n"
+STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"
+
+
+def peftlab(*args: str) -> tuple[int, str]:
+    """(exit status, stderr) of ``peftlab ARGS`` in this process."""
+    stderr, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            status = cli.run_command(list(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return status, stderr.getvalue()
+
+
+def assert_refused(result: tuple[int, str], *needles: str) -> None:
+    status, stderr = result
+    assert status == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr, result
+    assert "symbolic link" in stderr, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder outside the study with a file of its own, which no command may change or read."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text(SECRET)
+    return folder
+
+
+def unchanged(outside: Path) -> bool:
+    return sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and (outside / "secret.txt").read_text() == SECRET
+
+
+@pytest.fixture
+def study(tmp_path) -> Path:
+    return write_study_dir(tmp_path / "default", with_failure=False, variants=["full", "linear"])
+
+
+# --- writes: report, paper, submission --------------------------------------------------------------------------
+
+REPORT_LINKS = ["report/report.md", "report/results.csv", "report/tables/main_table.tex", "report/figures/cost.png"]
+
+
+@pytest.mark.parametrize("where", REPORT_LINKS)
+def test_report_writes_through_no_link_to_a_file(study, outside, where):
+    link = study / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside / "secret.txt")
+    assert_refused(peftlab("report", str(study)), where.split("/")[-1])
+    assert unchanged(outside) and link.is_symlink()
+
+
+@pytest.mark.parametrize("where", ["report", "report/tables", "report/figures"])
+def test_report_writes_into_no_linked_folder(study, outside, where):
+    (study / where).parent.mkdir(parents=True, exist_ok=True)
+    (study / where).symlink_to(outside, target_is_directory=True)
+    assert_refused(peftlab("report", str(study)), where.split("/")[-1])
+    assert unchanged(outside)
+
+
+@pytest.mark.parametrize("where", ["paper/main.tex", "paper/results.tex", "paper/tables/main_table.tex", "paper"])
+def test_paper_writes_through_no_link(study, outside, where):
+    link = study / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside / "secret.txt" if "." in link.name else outside)
+    assert_refused(peftlab("paper", str(study), "--no-compile"), link.name)
+    assert unchanged(outside)
+
+
+def test_a_label_with_a_newline_stays_inside_the_report(study, outside):
+    """The red team's line of its choosing: a label with a newline lands in report.md, never in a linked file."""
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": {"full": "ok\nevil"}}}))
+    (study / "report").mkdir()
+    (study / "report" / "report.md").symlink_to(outside / "secret.txt")
+    assert_refused(peftlab("report", str(study)), "report.md")
+    assert unchanged(outside)
+
+
+def compiled_paper(study: Path) -> Path:
+    """The study's paper written without compiling, with a stand-in main.pdf recorded as a compile records it."""
+    out = study / "paper"
+    paper.write_paper(study, out, compile=False)
+    (out / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
+    paper.record_pdf(out, results_sha256(study))
+    return out
+
+
+@pytest.mark.parametrize("name", ["default-submission.tar.gz", "default-submission.tar.gz.partial"])
+def test_submission_writes_its_archive_through_no_link(study, outside, name):
+    compiled_paper(study)
+    (study / name).symlink_to(outside / "secret.txt")
+    result = peftlab("submission", str(study), "--study", str(STUDY_YAML))
+    if name.endswith(".partial"):  # no such name is written any more: the archive goes to a fresh temporary name
+        assert result[0] == 0, result
+        assert tarfile.is_tarfile(study / "default-submission.tar.gz")
+    else:
+        assert_refused(result, name)
+    assert unchanged(outside)
+
+
+@pytest.mark.parametrize(
+    "where", ["paper/figures/cost.png", "paper/tables/literature.tex", "paper/main.pdf", "paper/extra.txt"]
+)
+def test_submission_packs_no_link(study, outside, where):
+    compiled_paper(study)
+    link = study / where
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside / "secret.txt")
+    assert_refused(peftlab("submission", str(study), "--study", str(STUDY_YAML)), link.name)
+    assert not list(study.glob("*.tar.gz")) and unchanged(outside)
+
+
+def test_submission_reads_no_results_through_a_link(study, outside):
+    compiled_paper(study)
+    run = sorted((study / "runs").iterdir())[0]
+    shutil.move(run, outside / run.name)
+    run.symlink_to(outside / run.name, target_is_directory=True)
+    assert_refused(peftlab("submission", str(study), "--study", str(STUDY_YAML)), run.name)
+    assert not list(study.glob("*.tar.gz"))
+
+
+# --- the PDF: one archive, one result ------------------------------------------------------------------------------
+
+
+def test_a_paper_rebuilt_without_compiling_leaves_no_pdf_to_pack(study):
+    """`paper --no-compile` (or a LaTeX error, or a kill during latexmk) after a compile: the old main.pdf shows
+    other results than the new results.tex, and the submission refuses it whatever results.tex says."""
+    out = compiled_paper(study)
+    assert paper.pdf_results_sha256(out) == results_sha256(study)
+    assert peftlab("paper", str(study), "--no-compile")[0] == 0
+    assert (out / "main.pdf").is_file() and paper.pdf_results_sha256(out) is None
+    status, stderr = peftlab("submission", str(study), "--study", str(STUDY_YAML))
+    assert status == 2 and "main.pdf was built from other results" in stderr and "did not compile" in stderr, stderr
+
+
+def test_a_pdf_swapped_after_its_compile_is_not_packed(study):
+    out = compiled_paper(study)
+    (out / "main.pdf").write_bytes(b"%PDF-1.5 another\n")
+    assert paper.pdf_results_sha256(out) is None
+    assert peftlab("submission", str(study), "--study", str(STUDY_YAML))[0] == 2
+
+
+@pytest.mark.skipif(bool(missing_latex()), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+def test_tex_reads_only_the_papers_own_sources(tmp_path, outside):
+    """A booktabs.sty placed in the paper folder is not loaded, and a file the paper does not write is not
+    readable from TeX (paranoid mode checks names, not where a link points: the build folder holds no link)."""
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "booktabs.sty").write_text("\\errmessage{a foreign booktabs.sty was loaded}\n")
+    (out / "notes.tex").write_text("FOREIGNWORDS\n")
+    (out / "main.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\nOwn words.\n"
+        "\\IfFileExists{notes.tex}{\\input{notes}}{NOTESABSENT}\n\\end{document}\n"
+    )
+    pdf = compile_pdf(out / "main.tex")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Own words." in text and "NOTESABSENT" in text and "FOREIGNWORDS" not in text
+    (out / "tables").mkdir()
+    (out / "tables" / "secret.tex").symlink_to(outside / "secret.txt")
+    with pytest.raises(UserError, match="secret.tex is a symbolic link"):
+        compile_pdf(out / "main.tex")
+
+
+# --- a study that trains: runs/ and its entries ---------------------------------------------------------------------
+
+
+def write_tiny_study(tmp_path) -> Path:
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump({"model": {"name": "vit_tiny_patch16_224"}, "data": {"name": "fashion_mnist"}})
+    )
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"linear": {}}}))
+    return path
+
+
+@pytest.mark.parametrize("where", ["runs", "runs/0123abcd", "study.yaml", "phases.jsonl", "library.log", ".lock"])
+def test_a_study_trains_into_no_linked_folder_and_writes_through_no_link(tmp_path, outside, where):
+    """A runs/<id> that points outside would train there (and --retry-failed delete files there): refused by the
+    dry-run and the study alike, before anything is written."""
+    path, out = write_tiny_study(tmp_path), tmp_path / "study"
+    link = out / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside / ("secret.txt" if "." in where else ""), target_is_directory="." not in where)
+    for extra in (["--dry-run"], ["--retry-failed"]):
+        assert_refused(peftlab("study", str(path), "--study-dir", str(out), "--quiet", *extra), link.name)
+    assert unchanged(outside)
+
+
+@pytest.mark.parametrize("name", ["result.json", "checkpoint", "adapter.safetensors", "library.log"])
+def test_a_run_directory_entry_that_is_a_link_is_refused(tmp_path, outside, name):
+    path, out = write_tiny_study(tmp_path), tmp_path / "study"
+    run = out / "runs" / "0123abcd"
+    run.mkdir(parents=True)
+    (run / name).symlink_to(outside if name == "checkpoint" else outside / "secret.txt")
+    assert_refused(peftlab("study", str(path), "--study-dir", str(out), "--quiet", "--dry-run"), name)
+    assert unchanged(outside)
+
+
+# --- the one helper -----------------------------------------------------------------------------------------------
+
+
+def test_the_atomic_writer_refuses_a_link_and_writes_beside_no_target(tmp_path, outside):
+    link = tmp_path / "file.txt"
+    link.symlink_to(outside / "secret.txt")
+    with pytest.raises(UserError, match="file.txt is a symbolic link"):
+        write_text_atomic(link, "attacker's line\n")
+    with pytest.raises(UserError, match="symbolic link"):
+        write_atomic(link, lambda tmp: Path(tmp).write_text("x"))
+    assert unchanged(outside) and link.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(outside / "new.txt")
+    with pytest.raises(UserError, match="dangling is a symbolic link"):
+        write_text_atomic(dangling, "x")
+    assert not (outside / "new.txt").exists() and os.path.islink(dangling)
