@@ -33,6 +33,7 @@ from peftlab.analysis.figures.style import (
 )
 from peftlab.analysis.results.units import natural_key, scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
+from peftlab.analysis.stats.rank_trend import axis_variants
 
 
 def axis_methods(runs, axis):
@@ -47,14 +48,22 @@ def axis_methods(runs, axis):
 def runs_of_axis(runs, axis):
     """The runs of the study groups (``groups`` of spec.json: main and each of ``ablations:``) that
     vary ``axis`` among their own axes, so a rank ablation (r with alpha = 2r set beside it) is not
-    pooled with an alpha ablation at r = 8; all runs when the table does not say which group varies it."""
+    pooled with an alpha ablation at r = 8, with every other configuration that lies on such a ladder
+    (``rank_trend.axis_variants``: LoRA's own r = 8 beside an ablation of r = 2 and 16); all runs when the table
+    does not say which group varies it."""
     if "groups" not in runs.columns or "axes" not in runs.columns:
         return runs
     split = lambda cell: cell.split(",") if isinstance(cell, str) and cell else []  # load.py joins them
     groups, axes = runs["groups"].map(split), runs["axes"].map(split)
     key = axis.removeprefix("config.")
     varying = {g for gs, keys in zip(groups, axes) if key in keys for g in gs}
-    return runs[groups.map(lambda gs: bool(varying & set(gs)))] if varying else runs
+    if not varying:
+        return runs
+    chosen = groups.map(lambda gs: bool(varying & set(gs)))
+    if "method" in runs.columns:  # and the configurations that lie on a ladder, the method's own setting included
+        on = {v for m in runs.loc[chosen, "method"].unique() for v in axis_variants(runs, axis, m).values()}
+        chosen |= runs["variant"].isin(on)
+    return runs[chosen]
 
 
 def draws_references(df, axis, metric="metrics.test_top1") -> bool:

@@ -341,11 +341,20 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             "variants that differ from the baseline with Holm-corrected p < alpha",
         )
     if trend := rank_trend(study):
-        direction, adjusted = trend
-        supported = f"{direction} with $r$ (each step: {TESTS} $p < {ALPHA:g}$)"
-        none = f"shows no trend with $r$ that a test supports ({TESTS}: $p$ = {words([pvalue(p) for p in adjusted])})"
+        direction, adjusted, ranks = trend
+        over = f"over $r$ = {words([str(r) for r in ranks])}"
+        supported = f"{direction} with $r$ {over} (each step: {TESTS} $p < {ALPHA:g}$)"
+        none = (
+            f"shows no trend with $r$ {over} that a test supports ({TESTS}: $p$ = "
+            f"{words([pvalue(p) for p in adjusted])})"
+        )
         sentence = supported if direction else none
-        add("rankTrend", sentence, f"how mean {score.name} of the LoRA variants changes with r, as tested")
+        add(
+            "rankTrend",
+            sentence,
+            f"how mean {score.name} of the LoRA configurations on the rank ladder (every rank, the method's own "
+            "included) changes with r, as tested",
+        )
     add(
         "ourOrder",
         words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",

@@ -1,0 +1,82 @@
+"""A trend across LoRA's rank is claimed over every configuration on the rank ladder: LoRA's own r = 8 beside an
+ablation of r = 4 and 16 (alpha = 2r throughout) makes the ladder 4, 8, 16, in the paper's sentence and in the
+rank figure; a ladder of two points claims nothing."""
+
+import json
+import shutil
+
+import pytest
+from studyfiles import write_study_dir
+
+from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.results.load import load_results
+from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.analysis.stats.rank_trend import rank_variants
+
+R16 = [0.726, 0.712, 0.741]  # r=4 + 5 points on every seed: r=4 against r=16 alone is significant
+
+
+def rewrite(run, variant=None, groups=None, axes=None, r=None, alpha=None, top1=None):
+    spec, result = json.loads((run / "spec.json").read_text()), json.loads((run / "result.json").read_text())
+    spec.update({k: v for k, v in {"variant": variant, "groups": groups, "axes": axes}.items() if v is not None})
+    if r is not None:
+        result["config"]["method"]["r"] = r
+    if alpha is not None:
+        result["config"]["method"]["lora_alpha"] = alpha
+    if top1 is not None:
+        result["metrics"]["test_top1"] = top1
+    (run / "spec.json").write_text(json.dumps(spec))
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def ladder_study(root, main_alpha=16, r8=None):
+    """LoRA r=8 (alpha main_alpha; test top-1 ``r8`` per seed, else studyfiles') in the main group, a rank
+    ablation of r=4 and r=16 at alpha = 2r."""
+    study = write_study_dir(root, with_failure=False, variants=["full", "lora r=4", "lora r=8"])
+    for seed, top1 in enumerate(R16):
+        shutil.copytree(study / "runs" / f"lorar4-s{seed}", study / "runs" / f"lorar16-s{seed}")
+        rewrite(study / "runs" / f"lorar16-s{seed}", "lora r=16", ["rank"], {"method.r": 16}, 16, 32, top1)
+        rewrite(study / "runs" / f"lorar4-s{seed}", groups=["rank"], alpha=8)
+        rewrite(study / "runs" / f"lorar8-s{seed}", "lora", ["main"], {}, alpha=main_alpha, top1=r8 and r8[seed])
+        rewrite(study / "runs" / f"full-s{seed}", groups=["main"], axes={})
+    return study
+
+
+def test_the_method_s_own_rank_joins_the_ablation_s_ladder(tmp_path):
+    done = completed_runs(load_results(ladder_study(tmp_path / "study")))
+    assert rank_variants(done) == {4: "lora r=4", 8: "lora", 16: "lora r=16"}
+    # at alpha 32 the main LoRA is off the alpha = 2r line: not on the ladder
+    off = completed_runs(load_results(ladder_study(tmp_path / "off", main_alpha=32)))
+    assert rank_variants(off) == {4: "lora r=4", 16: "lora r=16"}
+
+
+def test_the_rank_sentence_tests_every_step_of_the_ladder(tmp_path):
+    out = tmp_path / "paper"
+    paper.write_paper(ladder_study(tmp_path / "study"), out, compile=False)
+    results = (out / "results.tex").read_text()
+    trend = next(line for line in results.splitlines() if line.startswith(r"\newcommand{\rankTrend}"))
+    # r=4 -> r=8: +0.7 points (p = 0.155 alone); r=8 -> r=16: +4.3: not every step differs, so no trend
+    assert "shows no trend with $r$ over $r$ = 4, 8 and 16 that a test supports" in trend
+    assert "increases" not in trend
+
+
+def test_a_trend_every_step_supports_is_claimed_over_the_whole_ladder(tmp_path):
+    out = tmp_path / "paper"
+    paper.write_paper(ladder_study(tmp_path / "study", r8=[0.700, 0.690, 0.714]), out, compile=False)
+    results = (out / "results.tex").read_text()
+    trend = next(line for line in results.splitlines() if line.startswith(r"\newcommand{\rankTrend}"))
+    assert "{increases with $r$ over $r$ = 4, 8 and 16 (each step: paired t-test between neighbouring" in trend
+
+
+def test_the_rank_figure_shows_the_same_points(tmp_path):
+    runs = completed_runs(load_results(ladder_study(tmp_path / "study")))
+    on_axis = ablation_figure.runs_of_axis(runs, "config.method.r")
+    assert set(on_axis["variant"]) == {"lora r=4", "lora", "lora r=16"}
+
+
+@pytest.mark.parametrize("variants", [["full", "lora r=4", "lora r=8"]])
+def test_two_ranks_are_no_trend(tmp_path, variants):
+    out = tmp_path / "paper"
+    paper.write_paper(write_study_dir(tmp_path / "two", with_failure=False, variants=variants), out, compile=False)
+    assert "rankTrend" not in (out / "results.tex").read_text() and "rankTrend" not in (out / "main.tex").read_text()
