@@ -80,3 +80,47 @@ def test_two_ranks_are_no_trend(tmp_path, variants):
     out = tmp_path / "paper"
     paper.write_paper(write_study_dir(tmp_path / "two", with_failure=False, variants=variants), out, compile=False)
     assert "rankTrend" not in (out / "results.tex").read_text() and "rankTrend" not in (out / "main.tex").read_text()
+
+
+# --- what fits the study: Algorithm 1, the author note on the base and the tuning caption -------------------
+
+
+def test_algorithm_1_quantizes_and_regularises_only_where_the_study_did(tmp_path):
+    study = write_study_dir(tmp_path / "plain", with_failure=False, variants=["full", "lora r=8"])
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    assert "quantize the base" not in main and "regulariser" not in main
+    assert "load the base weights\n\\State apply the method" in main
+    assert "cross-entropy of the batch\n" in main
+    for path in study.glob("runs/lorar8-*/result.json"):
+        result = json.loads(path.read_text())
+        result["config"]["quant"]["mode"] = "nf4"
+        path.write_text(json.dumps(result))
+    main = paper.write_paper(study, tmp_path / "nf4", compile=False).read_text()
+    assert "; quantize the base where the config asks for it\n\\State apply" in main
+
+
+def test_the_mnist_note_only_where_the_base_was_pretrained_on_mnist(tmp_path):
+    study = write_study_dir(tmp_path / "mnist", with_failure=False, variants=["full"])
+    assert "pretrains the backbone on MNIST" in paper.write_paper(study, tmp_path / "p", compile=False).read_text()
+    for path in study.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        result["config"]["model"]["pretrained"] = "none"
+        path.write_text(json.dumps(result))
+    assert "MNIST" not in paper.write_paper(study, tmp_path / "q", compile=False).read_text()
+
+
+def test_the_tuning_caption_names_pruned_trials_only_where_a_search_pruned_one(tmp_path):
+    from types import SimpleNamespace
+
+    from peftlab.analysis.paper.macros import Numbers
+
+    numbers = Numbers()
+    for name in ("tuneUnit", "tuneMetric"):
+        numbers.add(name, "x", "")
+    trial = {"state": "COMPLETE", "value": 0.5, "params": {"train.lr": 0.1}}
+    search = {"search": {"metric": "val_top1", "axes": [{"key": "train.lr", "values": [0.1]}], "trials": 1}}
+    study = SimpleNamespace(searches=[{**search, "trials": [trial]}])
+    study.searches[0]["search"]["seeds"] = [1000]
+    assert "hollow" not in paper.tuning_text(study, numbers, [])["caption"]
+    study.searches[0]["trials"].append({**trial, "state": "PRUNED", "value": 0.3})
+    assert "hollow markers are pruned trials" in paper.tuning_text(study, numbers, [])["caption"]

@@ -359,7 +359,22 @@ def main_tex(
         command="studyCommand" in numbers.macros,  # the recorded command that ran the study
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
         weights=loads_weights(study.done),  # a random base loads none
+        quantized=quantized(study.done),  # Algorithm 1 says it quantizes the base only where a run did
+        regularised=bool(REGULARISED & set(study.done["method"])),  # and adds a regulariser only where one has it
+        mnist_base=bool(study.base) and str((study.base.get("data") or {}).get("name")) == "mnist",
     )  # runs with a protocol record
+
+
+# the methods whose tuner adds a term to the loss (Tuner.regularization is zero for the others)
+REGULARISED = {"adalora"}
+QUANT_MODES = ("int8", "nf4", "fp4")
+
+
+def quantized(done: pd.DataFrame) -> bool:
+    """Whether a completed run stored its base quantized (quant.mode) or ran QA-LoRA, which quantizes it."""
+    mode = done.get("config.quant.mode")
+    stored = mode is not None and mode.fillna("none").isin(QUANT_MODES).any()
+    return bool(stored or (done["method"] == "qalora").any())
 
 
 def run_length(numbers: Numbers) -> str:
@@ -393,8 +408,8 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
     unit = numbers.ref("tuneUnit")  # method, or configuration where each had its own search
     caption = (
         f"Validation score ({numbers.ref('tuneMetric')}, {which}, {seed_words(study.searches)}) of every trial "
-        f"of each {unit}'s search, one panel per {unit}, {how}; hollow markers "
-        "are pruned trials at their last reported score."
+        f"of each {unit}'s search, one panel per {unit}, {how}"
+        + ("; hollow markers are pruned trials at their last reported score." if pruned(study.searches) else ".")
     )
     return {
         "shared": all(k == keys[0] for k in keys),
@@ -405,6 +420,11 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
     }
+
+
+def pruned(searches: list[dict]) -> bool:
+    """Whether a search pruned a trial the tuning figure draws (hollow, at its last reported score)."""
+    return any(t.get("state") == "PRUNED" and t.get("value") is not None for s in searches for t in s["trials"])
 
 
 def seed_words(searches: list[dict]) -> str:
