@@ -124,3 +124,21 @@ def test_the_tuning_caption_names_pruned_trials_only_where_a_search_pruned_one(t
     assert "hollow" not in paper.tuning_text(study, numbers, [])["caption"]
     study.searches[0]["trials"].append({**trial, "state": "PRUNED", "value": 0.3})
     assert "hollow markers are pruned trials" in paper.tuning_text(study, numbers, [])["caption"]
+
+
+def test_the_run_time_in_all_counts_every_phase_phases_jsonl_records(tmp_path):
+    study = write_study_dir(tmp_path / "timed", with_failure=False, variants=["full"])  # 3 runs of 40 s: 2.0 min
+    main = paper.write_paper(study, tmp_path / "p", compile=False).read_text()
+    assert r"the runs took \studyWallMinutes{} minutes in all" in main
+    record = {"started": "2026-11-26T10:00:00Z", "wall_seconds": 100.0, "workers": 1, "executor": "local"}
+    record |= {"train_eval_seconds": 100.0, "complete": True}
+    lines = [
+        {**record, "phase": "trials", "runs": 4, "run_seconds": 180.0},
+        {**record, "phase": "final runs", "runs": 3, "run_seconds": 120.0},
+    ]
+    (study / "phases.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    main = paper.write_paper(study, tmp_path / "q", compile=False).read_text()
+    results = (tmp_path / "q" / "results.tex").read_text()
+    assert r"\newcommand{\studyWallMinutes}{5.0}" in results  # 180 s of trials + 120 s of final runs
+    assert r"\newcommand{\studyWallPhases}{the tuning trials and the final runs}" in results
+    assert r"the runs (\studyWallPhases{}) took \studyWallMinutes{} minutes in all" in main

@@ -22,7 +22,10 @@ from peftlab.analysis.results.units import bridge_names, range_words, unit
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
+from peftlab.study.phases import PHASES, read_phases
 from peftlab.study.report_options import read_study_name
+
+PHASE_WORDS = {"pretrain": "the base's pretraining", "trials": "the tuning trials", "final runs": "the final runs"}
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -181,8 +184,16 @@ def define_study(numbers: Numbers, study) -> None:
     add("studyIncomplete", str(len(study.incomplete)), "runs failed, diverged or pending")
     add("studyConfigs", str(len(study.variants)), "configurations (variants) with a completed run")
     add("studySeeds", str(done["seed"].nunique()), "distinct seeds among completed runs")
-    wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
-    add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
+    phases = [r for r in read_phases(study.dir) or [] if r["runs"]]
+    if phases:  # every run of every call and phase: the pretraining, the tuning trials and the final runs
+        wall = sum(r["run_seconds"] for r in phases)
+        source = "phases.jsonl: summed timing.wall_seconds of the runs that ended in each phase of each call, minutes"
+        add("studyWallMinutes", f"{wall / 60:.1f}", source)
+        ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
+        add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
+    else:
+        wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
+        add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
     sha = results_sha256(study.dir)
     add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
     add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
