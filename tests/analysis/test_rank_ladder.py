@@ -142,3 +142,25 @@ def test_the_run_time_in_all_counts_every_phase_phases_jsonl_records(tmp_path):
     assert r"\newcommand{\studyWallMinutes}{5.0}" in results  # 180 s of trials + 120 s of final runs
     assert r"\newcommand{\studyWallPhases}{the tuning trials and the final runs}" in results
     assert r"the runs (\studyWallPhases{}) took \studyWallMinutes{} minutes in all" in main
+
+
+def test_the_abstract_writes_the_model_and_the_data_as_the_field_does(tmp_path):
+    study = write_study_dir(tmp_path / "named", with_failure=False, variants=["full"])
+    main = paper.write_paper(study, tmp_path / "p", compile=False).read_text()
+    results = (tmp_path / "p" / "results.tex").read_text()
+    # downstream.yaml: vit_tiny_patch16_224 resized to 4 blocks of width 128 and 7-pixel patches: not a ViT-Ti/16
+    assert r"\newcommand{\cfgModelText}{a ViT of 4 blocks of width 128 with 7-pixel patches}" in results
+    assert r"\newcommand{\cfgDataText}{Fashion-MNIST}" in results
+    abstract = main[main.index(r"\begin{abstract}") : main.index(r"\end{abstract}")]
+    assert r"adapting \cfgModelText{} to \cfgDataText{}" in abstract and "texttt" not in abstract
+
+
+def test_a_vit_of_its_family_s_size_is_named_by_its_family_and_patch():
+    from types import SimpleNamespace
+
+    from peftlab.analysis.paper.macros import typeset_model
+
+    sizes = {"model.patch_size": [16], "model.depth": [12], "model.embed_dim": [192]}
+    study = SimpleNamespace(config=lambda key: sizes.get(key, []))
+    assert typeset_model("vit_tiny_patch16_224", study) == "ViT-Ti/16"
+    assert typeset_model("resnet50", study) == r"\texttt{resnet50}"

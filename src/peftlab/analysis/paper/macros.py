@@ -222,6 +222,9 @@ def define_study(numbers: Numbers, study) -> None:
         if key == "model.name" and values != study.config(key):
             source = "the completed runs' models: an HF model's directory (config.model.path), as the report names it"
         add(name, text, source)
+    models = [typeset_model(name, study) for name in study.models()]
+    add("cfgModelText", words(models) or "n/a", "cfgModel as the field writes it (typeset_model: ViT-Ti/16)")
+    add("cfgDataText", words([typeset_data(name) for name in data_names(study)]) or "n/a", "cfgData as written")
     for split, name in SIZE_MACROS.items():  # left out where no run recorded its split sizes: no "n/a" in prose
         sizes = split_sizes(done, split)
         if sizes:
@@ -239,6 +242,36 @@ def define_study(numbers: Numbers, study) -> None:
         words([name for m in dict.fromkeys(done["method"]) for name in method_words(study, m)]),
         "methods of the completed runs, by the study's labels (report.labels)",
     )
+
+
+# timm's ViTs as the field names them, with the depth and width that name means (Dosovitskiy et al.; DeiT's Ti)
+VIT_FAMILIES = {"tiny": ("ViT-Ti", 12, 192), "small": ("ViT-S", 12, 384), "base": ("ViT-B", 12, 768)}
+VIT_FAMILIES["large"] = ("ViT-L", 24, 1024)
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def typeset_model(name: str, study) -> str:
+    """A timm ViT as the field writes it, family and the patch size the runs used (vit_tiny_patch16_224 at
+    patch_size 7: ViT-Ti/7), where its depth and width are the family's, else by its depth, width and patch
+    size; any other model as its identifier."""
+    found = re.fullmatch(r"vit_(tiny|small|base|large)_patch(\d+)_\d+", str(name))
+    if found:
+        family, depth, width = VIT_FAMILIES[found.group(1)]
+        patch = study.config("model.patch_size") or [int(found.group(2))]
+        depths, widths = study.config("model.depth") or [depth], study.config("model.embed_dim") or [width]
+        if len(patch) == 1 and depths == [depth] and widths == [width]:
+            return f"{family}/{config_value(patch[0])}"
+        if len(patch) == len(depths) == len(widths) == 1:  # resized: by what it is, not by a family it is not
+            return (
+                f"a ViT of {config_value(depths[0])} blocks of width {config_value(widths[0])} with "
+                f"{config_value(patch[0])}-pixel patches"
+            )
+    return f"\\texttt{{{latex_escape(name)}}}"
+
+
+def typeset_data(name: str) -> str:
+    """A dataset as the field writes it (fashion_mnist: Fashion-MNIST), else its identifier."""
+    return DATASET_NAMES.get(str(name)) or f"\\texttt{{{latex_escape(name)}}}"
 
 
 def method_words(study, method: str) -> list[str]:
