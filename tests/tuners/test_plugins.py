@@ -105,6 +105,9 @@ def test_the_plugin_trains_through_the_recipe_exports_and_is_listed(site, tmp_pa
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result.get("error")
+    assert result["provenance"]["plugin"] == plugins.identity("mlp_bias")
+    assert result["provenance"]["plugin"]["distribution"] == "peftlab-mlpbias"
+    assert result["provenance"]["plugin"]["version"] == "0.1"
     assert result["params"]["trainable"] == 2 * 64 + (64 + 1) * 10  # fc2's biases of 2 blocks, and the head
     assert cli.main(["export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors")]) == 0
     assert (tmp_path / "merged.safetensors").stat().st_size > 0
@@ -150,6 +153,8 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     assert all((d / "worker.log").is_file() for d in plugin_runs)  # trained in the runner's worker processes
     report = (out / "report" / "report.md").read_text()
     assert "- methods: lora, mlp_bias" in report and "| mlp_bias | train.lr in {0.003, 0.03} |" in report
+    code = {r["provenance"]["plugin"]["code_sha256"] for r in plugin_runs.values()}
+    assert len(code) == 1 and f"- plugin method mlp_bias: peftlab-mlpbias 0.1 (code SHA-256 {code.pop()[:12]})" in report
     paper = subprocess.run(
         [*cli, "paper", str(out), "--no-compile"],
         capture_output=True,
@@ -348,3 +353,23 @@ def test_broken_plugins_leave_the_other_methods_listed_and_working(site):
     assert set(errors) == {n for n, case in BROKEN.items() if case[3] in ("config", "listed")}
     assert {row["name"]: row["source"] for row in rows}["no_spec"] == "plugin broken-no_spec 0.1"
     assert load_config(overrides={"method": {"name": "mlp_bias"}}).method.layers == "both"
+
+
+def test_a_plugins_code_is_part_of_its_run_ids(site):
+    """A run of another version of the plugin (another forward, the same version string even) is another run:
+    its id differs, so a study trains it again instead of counting the old run as done. Built-in runs keep theirs."""
+    from peftlab.config.schema import config_hash
+
+    overrides = {"model": TINY_MODEL, "data": DATA, "method": {"name": "mlp_bias", "layers": "fc2"}}
+    lora = config_hash(load_config(overrides={**overrides, "method": {"name": "lora"}}))
+    install_example(site)
+    before, identity = config_hash(load_config(overrides=overrides)), plugins.identity("mlp_bias")
+    assert len(identity["code_sha256"]) == 64 and identity["version"] == "0.1"
+    assert config_hash(load_config(overrides=overrides)) == before  # stable while the code is the same
+    model = site / "peftlab_mlpbias" / "model.py"
+    model.write_text(model.read_text() + "\n# a changed forward\n")
+    plugins.LOADED.clear()  # a new process: the plugin is read again
+    assert plugins.identity("mlp_bias") is None  # not read yet
+    after = config_hash(load_config(overrides=overrides))
+    assert after != before and plugins.identity("mlp_bias")["code_sha256"] != identity["code_sha256"]
+    assert config_hash(load_config(overrides={**overrides, "method": {"name": "lora"}})) == lora

@@ -26,6 +26,8 @@ class Finder:
     find: Callable[[str], type[MethodConfig] | None]
     found: Callable[[], tuple[str, ...]]  # the names found so far that work, in the order they were found
     names: Callable[[], list[str]]  # the names it could give, for the line that refuses an unknown one
+    # what the code of method ``name`` is (its distribution, version and a hash of its files), None where unknown
+    identity: Callable[[str], dict | None] = lambda name: None
 
 
 finder = Finder(find=lambda name: None, found=tuple, names=list)  # until peftlab.tuners.plugins installs its own
@@ -40,6 +42,12 @@ def method_class(name: str) -> type[MethodConfig] | None:
     """The config class of method ``name``: a built-in's, else the finder's (a ConfigError where that method
     is broken), or None where no method has that name."""
     return METHODS[name] if name in METHODS else finder.find(name)
+
+
+def plugin_identity(name: str) -> dict | None:
+    """The code of a plugin method ``name`` (``distribution``, ``version``, ``code_sha256``): part of its runs' ids
+    and records, so a run of another version of the plugin is pending, not done. None for a built-in method."""
+    return None if name in METHODS else finder.identity(name)
 
 
 def method_names() -> tuple[str, ...]:

@@ -165,6 +165,8 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
 
 
 def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict) -> dict:
+    from peftlab.config.methods import plugin_identity
+
     git_sha, git_dirty = provenance.git_state()
     return {
         "git_sha": git_sha,
@@ -185,6 +187,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "data_sha256": data.splits.info.sha256,
         "data": asdict(data.splits.info),
         **base,  # base_sha256 of the weights file the base was loaded from; base_hub_repo, base_hub_revision
+        "plugin": plugin_identity(s.cfg.method.name),
     }
 
 

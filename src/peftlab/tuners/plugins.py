@@ -15,11 +15,14 @@ sections (``peftlab.config.methods``) when it is imported, which ``peftlab/__ini
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from peftlab.config.methods import Finder, install_finder
 from peftlab.config.sections import MethodConfig
@@ -163,4 +166,47 @@ def config_class(name: str) -> type[MethodConfig] | None:
     return spec.config_cls if spec is not None else None
 
 
-install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names))
+IDENTITIES: dict[int, tuple[PluginSpec, dict]] = {}  # id(spec) -> (spec, its identity): each plugin hashed once
+
+
+def identity(name: str) -> dict | None:
+    """What the code of the plugin method ``name`` is: its ``distribution``, ``version`` and ``code_sha256``, a
+    hash of the files of the packages its config class and model module come from. None where no working plugin
+    of that name was read (a built-in, or a broken plugin, whose runs fail anyway)."""
+    spec = LOADED.get(name)
+    if not isinstance(spec, PluginSpec):
+        return None
+    if id(spec) not in IDENTITIES:
+        dist, _, version = spec.distribution.partition(" ")
+        packages = {spec.module.split(".")[0], spec.config_cls.__module__.split(".")[0]}
+        IDENTITIES[id(spec)] = (spec, {"distribution": dist, "version": version, "code_sha256": code_sha256(packages)})
+    return IDENTITIES[id(spec)][1]
+
+
+def code_sha256(packages: set[str]) -> str:
+    """SHA-256 over the files of the top-level ``packages`` (a package's folder, bytecode caches aside, or a
+    module's file), each named relative to where it was found: the same code installed anywhere hashes alike."""
+    digest = hashlib.sha256()
+    for package in sorted(packages):
+        found = importlib.util.find_spec(package)
+        if found is None:
+            continue
+        if found.submodule_search_locations:
+            roots = [Path(location) for location in found.submodule_search_locations]
+            files = sorted(
+                (root, path)
+                for root in roots
+                for path in root.rglob("*")
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+            )
+        elif found.origin and os.path.isfile(found.origin):
+            files = [(Path(found.origin).parent, Path(found.origin))]
+        else:
+            files = []
+        for root, path in files:
+            digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names, identity=identity))

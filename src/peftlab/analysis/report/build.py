@@ -250,6 +250,10 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list
             f"- training {'examples' if is_text(df) else 'images'} per run: {images}"
             f"; {run_length(done if not done.empty else df)}"
         )
+    plugins = df.dropna(subset=["provenance.plugin"]) if "provenance.plugin" in df else df.iloc[:0]
+    for method, runs in plugins.groupby("method", sort=True):  # the plugin's code is part of its result
+        versions = sorted(runs["provenance.plugin"].unique())
+        lines.append(f"- plugin method {method}: {'; '.join(versions)}")
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     return lines + phase_lines(study_dir) + [""]
 

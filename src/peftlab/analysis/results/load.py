@@ -155,6 +155,12 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         provenance = result.get("provenance") or {}
         row["provenance.git_sha"] = provenance.get("git_sha")
         row["provenance.threads"] = provenance.get("threads")
+        plugin = provenance.get("plugin")  # a plugin method's code: which version of it made this run
+        row["provenance.plugin"] = (
+            f"{plugin.get('distribution')} {plugin.get('version')} (code SHA-256 {str(plugin.get('code_sha256'))[:12]})"
+            if isinstance(plugin, dict)
+            else None
+        )
         sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
         if isinstance(sizes, dict):
             for split in ("train", "val", "test"):
