@@ -118,7 +118,7 @@ class Provenance(TypedDict):
     base_sha256: str | None  # SHA-256 of the base's weights file; null for a random base
     base_hub_repo: str | None  # weights from the Hugging Face hub cache: their repository
     base_hub_revision: str | None  # and their commit
-    plugin: dict | None  # a plugin method's distribution, version, code_sha256 (its files; in the run id); null: built-in
+    plugin: dict | None  # a plugin method's distribution, version, code_sha256 (its files; in its run id) or null
 
 
 class RunResult(TypedDict, total=False):
