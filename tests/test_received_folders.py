@@ -22,14 +22,14 @@ import yaml
 from testkit import REPO
 
 sys.path.insert(0, str(Path(__file__).parent / "analysis"))  # studyfiles: the analysis tests' study folders
-from studyfiles import write_study_dir  # noqa: E402
+from studyfiles import write_study_dir
 
-from peftlab import cli  # noqa: E402
-from peftlab.analysis.paper import build as paper  # noqa: E402
-from peftlab.analysis.paper.latex import compile_pdf, missing_latex  # noqa: E402
-from peftlab.analysis.results.load import results_sha256  # noqa: E402
-from peftlab.utils.errors import UserError  # noqa: E402
-from peftlab.utils.files import write_atomic, write_text_atomic  # noqa: E402
+from peftlab import cli
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex
+from peftlab.analysis.results.load import results_sha256
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import write_atomic, write_text_atomic
 
 SECRET = "the outside file's own words\n"
 STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"
@@ -64,7 +64,9 @@ def outside(tmp_path) -> Path:
 
 
 def unchanged(outside: Path) -> bool:
-    return sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and (outside / "secret.txt").read_text() == SECRET
+    return (
+        sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and (outside / "secret.txt").read_text() == SECRET
+    )
 
 
 @pytest.fixture

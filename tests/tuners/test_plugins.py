@@ -154,7 +154,9 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     report = (out / "report" / "report.md").read_text()
     assert "- methods: lora, mlp_bias" in report and "| mlp_bias | train.lr in {0.003, 0.03} |" in report
     code = {r["provenance"]["plugin"]["code_sha256"] for r in plugin_runs.values()}
-    assert len(code) == 1 and f"- plugin method mlp_bias: peftlab-mlpbias 0.1 (code SHA-256 {code.pop()[:12]})" in report
+    assert (
+        len(code) == 1 and f"- plugin method mlp_bias: peftlab-mlpbias 0.1 (code SHA-256 {code.pop()[:12]})" in report
+    )
     paper = subprocess.run(
         [*cli, "paper", str(out), "--no-compile"],
         capture_output=True,

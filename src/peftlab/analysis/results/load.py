@@ -97,8 +97,14 @@ def run_dirs(study_dir: Path) -> list[Path]:
 
 def results_sha256(study_dir: str | Path) -> str:
     """SHA-256 of the study's results: each run directory's name with the SHA-256 of its spec.json and
-    result.json ("-" for a missing one), one line per run in run_dirs' order. A report or paper built from
-    other results (a run added, retried or changed) carries another hash."""
+    result.json ("-" for a missing one), one line per run in run_dirs' order (``results_lines``). A report or
+    paper built from other results (a run added, retried or changed) carries another hash."""
+    return hashlib.sha256(results_lines(study_dir).encode()).hexdigest()
+
+
+def results_lines(study_dir: str | Path) -> str:
+    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run. A
+    submission packs it, so the hash a paper prints can be checked from the archive (``sha256sum``)."""
     lines = []
     for run_dir in run_dirs(Path(study_dir)):
         digests = []
@@ -106,7 +112,7 @@ def results_sha256(study_dir: str | Path) -> str:
             path = run_dir / name
             digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-")
         lines.append(f"{run_dir.name} {' '.join(digests)}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return "".join(lines)
 
 
 def study_axes(study_dir: str | Path) -> list[str]:
