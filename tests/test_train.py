@@ -310,7 +310,7 @@ def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
     assert result["status"] == "completed", result["error"]
     out = export_merged(tmp_path / "run", tmp_path / "merged")
     loaded = AutoModelForImageClassification.from_pretrained(out).eval()
-    tuned = load_trained(tmp_path / "run").model.eval()
+    tuned = load_trained(str(tmp_path / "run")).model.eval()  # a path's text works as a Path does
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=x).logits, tuned(x), rtol=1e-4, atol=1e-4)

@@ -124,8 +124,9 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     return Path(out_dir)
 
 
-def load_trained(run_dir: Path):
-    """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
+def load_trained(run_dir: str | Path):
+    """Rebuild a run's tuned model from its config.yaml and adapter.safetensors (``run_dir``: a path or its text)."""
+    run_dir = Path(run_dir)
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if result["config"]["method"].get("name") != cfg.method.name:

@@ -94,9 +94,13 @@ def _values(params: dict) -> str:
 
 
 def state(trial: dict) -> str:
-    """A trial's outcome as the report counts it: Optuna's state, or DIVERGED for a trial whose run
-    diverged or scored at chance (selection.json's ``diverged``)."""
-    return "DIVERGED" if trial.get("diverged") else trial["state"]
+    """A trial's outcome as the report counts it: Optuna's state, DIVERGED for a trial whose run diverged
+    (a non-finite loss, gradient or weights), AT CHANCE for one that completed at a chance score on validation
+    (selection.json's ``diverged`` says which: ``study.trials.divergence``). Neither is ever chosen."""
+    reason = trial.get("diverged")
+    if not reason:
+        return trial["state"]
+    return "DIVERGED" if str(reason).startswith("diverged:") else "AT CHANCE"
 
 
 def _counts(trials: list[dict]) -> str:
@@ -261,7 +265,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
             zorder=3.5,
             label="added (edge-following)",
         )
-    draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of, times)
+    draw_diverged(ax, [t for t in trials if state(t) in ("DIVERGED", "AT CHANCE")], x_of, times)
     chosen = record.get("chosen")
     if chosen:
         chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
@@ -284,7 +288,7 @@ def draw_diverged(ax, trials: list[dict], x_of, times: float = 100.0) -> None:
     unscored = [x_of(t) for t in trials if t.get("value") is None]
     style = {"color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
-        ax.scatter(*zip(*scored), marker="x", label="diverged: at chance", **style)
+        ax.scatter(*zip(*scored), marker="x", label="at chance (completed)", **style)
     if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
         ax.scatter(
             unscored,
