@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from testkit import PEFT_TINY_OPTIONS as TINY_OPTIONS
 from testkit import TINY_MODEL, assert_peft_loads, check_cell, hf_text_model, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
@@ -19,14 +20,6 @@ from peftlab.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 3
-# defaults sized for real widths, shrunk to the tiny models' 64 (ViT) and 32 (GPT-2)
-TINY_OPTIONS = {
-    "VBLORA": {"vector_length": 16},
-    "C3A": {"block_size": 16},
-    "MISS": {"r": 8},
-    "ROAD": {"group_size": 16},
-    "WAVEFT": {"n_frequency": 100},
-}
 # whole modules of timm's ViT, so PEFT's own from_pretrained loads the PEFT-format files on the plain model
 WHOLE = [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.fc2"]
 

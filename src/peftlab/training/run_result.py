@@ -135,11 +135,14 @@ class RunResult(TypedDict, total=False):
     config: Required[dict]  # the resolved config, as config.yaml holds it
     metrics: Metrics | dict  # below; {} in a failed run's record
     params: Params | None  # below; null when the run failed before its model was built
-    # low-rank methods: the rank strategy, sum, budget, modules and the final rank per module; null for others
+    # low-rank methods: the rank strategy, sum, budget, modules and the final rank per module (AdaLoRA: its
+    # schedule in steps, and how it was fitted to a run too short for it); null for others
     ranks: dict | None
     memory: Memory  # below
     timing: Timing  # below
-    warnings: list  # a failed merge check and a slow validation, in words (also printed on stderr)
+    # the method's own (AdaLoRA's schedule fitted to the run), a failed merge check and a slow validation, in
+    # words (also printed on stderr)
+    warnings: list
     auto_batch: AutoBatch | None  # below; null when the micro-batch was never halved
     merge: Merge | None  # below; null for methods whose modules do not fold into the base (adapters, prompts)
     # the method's own quantization (QA-LoRA: format, groups, error per layer); null for others
