@@ -105,9 +105,14 @@ def test_paper_writes_through_no_link(study, outside, where):
     assert unchanged(outside)
 
 
-def test_a_label_with_a_newline_stays_inside_the_report(study, outside):
-    """The red team's line of its choosing: a label with a newline lands in report.md, never in a linked file."""
-    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": {"full": "ok\nevil"}}}))
+def test_a_label_with_a_newline_is_refused_and_nothing_is_written_outside(study, outside):
+    """The red team's line of its choosing: a label with a newline (an authorized_keys line after it) is refused in
+    one line naming the label, and a linked report.md is refused besides: the outside file is untouched."""
+    labels = {"full": "ok\nssh-ed25519 AAAA attacker"}
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": labels}}))
+    status, stderr = peftlab("report", str(study))
+    assert status == 2 and stderr.count("\n") == 1 and "report.labels['full']" in stderr and "one line" in stderr
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": {"full": "ok"}}}))
     (study / "report").mkdir()
     (study / "report" / "report.md").symlink_to(outside / "secret.txt")
     assert_refused(peftlab("report", str(study)), "report.md")
