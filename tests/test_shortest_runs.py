@@ -130,3 +130,13 @@ def test_a_tuning_trial_under_a_tiny_budget_gets_adaloras_fitted_schedule(config
     assert (schedule["tinit"], schedule["tfinal"], schedule["total_step"]) == (0, 0, 2)
     assert "fitted in proportion to 0 + 0 (a run of 31 steps or more keeps them)" in schedule["fitted"]
     assert result["ranks"]["sum"] == result["ranks"]["budget"] and result["metrics"]["test_top1"] is None
+
+
+@pytest.mark.parametrize(
+    "family,method",
+    [("vit", m) for m in sorted(TEXT_ONLY) if m in LISTED] + [("gpt2", m) for m in sorted(TIMM_ONLY) if m in LISTED],
+)
+def test_a_method_of_the_other_family_is_refused_before_its_run_folder(configs, family, method, tmp_path):
+    """What only the model tells (a text method on a ViT, a timm method on GPT-2) is checked on the meta device
+    before `peftlab train` makes the run's folder: one line, exit 2, nothing left behind."""
+    assert train_in_process(configs[family], ["train.max_steps=1"] + method_overrides(method), tmp_path / "run") is None

@@ -40,6 +40,10 @@ def cmd_train(args) -> int:
     check_modality(cfg.model, cfg.data)
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    if not run_dir.exists():  # what only the model tells (a method of another family, a plugin without apply), on
+        from peftlab.tuners.params import check_against_model  # the meta device: refused before the folder exists
+
+        check_against_model(cfg)
     result = train(cfg, run_dir, progress=not args.quiet)
     print(summarize_result(result, run_dir))
     for warning in result.get("warnings") or []:
