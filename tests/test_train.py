@@ -722,3 +722,20 @@ def test_a_failed_merge_check_is_a_warning_and_export_refuses_it(tmp_path, monke
     assert not (tmp_path / "merged.safetensors").exists()
     export_merged(tmp_path / "run", tmp_path / "merged.safetensors", force=True)
     assert (tmp_path / "merged.safetensors").exists()
+
+
+def test_a_peft_type_on_qv_slices_warns_at_its_end_and_its_peft_export_names_it(tmp_path, capsys):
+    """A PEFT type without an exact rewrite onto timm's whole qkv (VeRA on the q and v slices): the run says at its
+    end that PEFT cannot load its adapter, and `export --peft` refuses naming that type, not a fixed list."""
+    from peftlab.cli import main
+
+    cfg = config(method={"name": "peft", "peft_type": "VERA", "target_modules": "standard"}, train={"max_steps": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    (warning,) = [w for w in result["warnings"] if "PEFT cannot load" in w]
+    assert "peft (VERA) adapter sits on q/k/v slices" in warning and "`peftlab export --merged` works" in warning
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--peft", str(tmp_path / "peft")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "peft (VERA) adapter sits on q/k/v slices" in err and "vera, loha" not in err
+    assert main(["export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors")]) == 0

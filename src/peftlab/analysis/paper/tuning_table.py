@@ -57,7 +57,9 @@ def latex_trials(record: dict) -> str:
     for name in ("DIVERGED", "AT CHANCE"):  # a trial at chance completed: it did not diverge
         if states.get(name, 0):
             text += f" +{states[name]} {name.lower()}"
-    failed = len(record["trials"]) - sum(states.get(name, 0) for name in ("COMPLETE", "PRUNED", "DIVERGED", "AT CHANCE"))
+    failed = len(record["trials"]) - sum(
+        states.get(name, 0) for name in ("COMPLETE", "PRUNED", "DIVERGED", "AT CHANCE")
+    )
     if failed:
         text += f" +{failed} failed"
     return text if record.get("done") else text + " (unfinished)"
