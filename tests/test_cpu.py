@@ -40,6 +40,24 @@ def test_a_process_whose_torch_runs_unpinned_refuses_in_one_line(monkeypatch):
     assert "\n" not in str(err.value) and "MKL_CBWR=AVX2,STRICT" in str(err.value)
 
 
+def test_a_pinned_cpu_run_takes_the_fused_adamw_and_an_unpinned_one_keeps_the_single_tensor_one():
+    import torch
+
+    from peftlab.training.runtime import fused_adamw
+
+    cpu_device, cuda = torch.device("cpu"), torch.device("cuda")
+    assert fused_adamw(None, cpu_device, reproducible=True) is True  # its sqrt is exactly rounded on any CPU
+    assert fused_adamw(None, cpu_device) is False and fused_adamw(None, cuda) is True
+    assert fused_adamw(True, cpu_device) is True and fused_adamw(False, cuda, reproducible=True) is False
+
+
+def test_a_reproducible_run_refuses_the_unfused_adamw_in_one_line():
+    with pytest.raises(ConfigError, match="train.fused_adamw") as err:
+        load_config(overrides={"train": {"reproducible": True, "fused_adamw": False}})
+    assert "\n" not in str(err.value) and "train.reproducible" in str(err.value)
+    assert load_config(overrides={"train": {"reproducible": True, "fused_adamw": True}}).train.fused_adamw is True
+
+
 def test_reproducible_is_not_part_of_the_run_id():
     assert config_hash(load_config(overrides={"train": {"reproducible": True}})) == config_hash(load_config())
 
@@ -66,3 +84,4 @@ def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
         "quant_cpu_kernel": None,
     }
     assert provenance["hardware"]["cpu_capability"] == "AVX2"
+    assert provenance["fused_adamw"] is True

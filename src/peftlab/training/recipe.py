@@ -178,7 +178,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "threads": torch.get_num_threads(),
         "dtype": s.tc.precision,
         "tf32": s.tc.tf32 and s.device.type == "cuda",
-        "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device),
+        "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device, s.tc.reproducible),
         "compile": compiled,
         "world_size": s.ranks.world_size,
         "seed": s.cfg.seed,
@@ -196,7 +196,7 @@ def optimization(s: Setting, tuner, total_steps: int) -> Optimization:
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
     optimizer = torch.optim.AdamW(
         tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd),
-        fused=fused_adamw(tc.fused_adamw, s.device) or None,
+        fused=fused_adamw(tc.fused_adamw, s.device, tc.reproducible) or None,
     )
     tuner.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))
