@@ -264,7 +264,9 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "malloc": malloc,
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
-        "arithmetic": cpu.arithmetic_record(cpu.applies() and cpu.arithmetic_pinned()),
+        "arithmetic": cpu.arithmetic_record(
+            cpu.applies() and cpu.arithmetic_pinned(), mkl_branch=provenance.mkl_branch()
+        ),
         "load_average_start": os.getloadavg(),
         **({"only": o.only} if o.only else {}),
     }

@@ -172,7 +172,9 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(s.device),
         "arithmetic": arithmetic_record(
-            s.tc.reproducible, s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None
+            s.tc.reproducible,
+            s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None,
+            provenance.mkl_branch(),
         ),
         "malloc": allocator.record(s.tc.malloc),
         "threads": torch.get_num_threads(),

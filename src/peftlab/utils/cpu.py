@@ -18,6 +18,7 @@ import platform
 import sys
 
 from peftlab.utils.errors import ConfigError
+from peftlab.utils.provenance import cpu_model, cpu_vendor
 
 # Intel's documented switches: MKL's conditional numerical reproducibility, oneDNN's ISA cap, ATen's dispatch
 PINNED = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -46,12 +47,17 @@ def pin_arithmetic() -> None:
     os.environ.update(PINNED)
 
 
-def arithmetic_record(reproducible: bool, quant_cpu_kernel: str | None = None) -> dict:
-    """What provenance says about the arithmetic: pinning asked for, pinned, the switches as set, and
-    the 4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base)."""
+def arithmetic_record(reproducible: bool, quant_cpu_kernel: str | None = None, mkl_branch: str | None = None) -> dict:
+    """What provenance says about the arithmetic: pinning asked for, pinned, the switches as set, the
+    4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base), and what decides whether two
+    pinned CPUs agree: the CPU's vendor and model, and the branch MKL computes in
+    (``provenance.mkl_branch``: MKL honours ``AVX2,STRICT`` on Intel CPUs only)."""
     return {
         "reproducible": reproducible,
         "pinned": applies() and arithmetic_pinned(),
         "switches": {name: os.environ.get(name) for name in PINNED},
         "quant_cpu_kernel": quant_cpu_kernel,
+        "cpu_vendor": cpu_vendor(),
+        "cpu_model": cpu_model(),
+        "mkl_branch": mkl_branch,
     }
