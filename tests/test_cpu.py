@@ -58,6 +58,18 @@ def test_a_reproducible_run_refuses_the_unfused_adamw_in_one_line():
     assert load_config(overrides={"train": {"reproducible": True, "fused_adamw": True}}).train.fused_adamw is True
 
 
+@x86
+def test_provenance_reads_the_branch_mkl_computes_in_and_leaves_stdout_alone():
+    script = (
+        "import torch; from peftlab.utils.provenance import mkl_branch; branch = mkl_branch(); "
+        "torch.ones(64, 64) @ torch.ones(64, 64); print(branch)"
+    )
+    for env, expected in ((ENV, {"OFF"}), ({**ENV, **cpu.PINNED}, {"AVX2,STRICT", "AUTO,STRICT"})):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] in expected and "MKL_VERBOSE" not in proc.stdout
+
+
 def test_reproducible_is_not_part_of_the_run_id():
     assert config_hash(load_config(overrides={"train": {"reproducible": True}})) == config_hash(load_config())
 

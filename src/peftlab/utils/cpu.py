@@ -7,6 +7,9 @@ this project runs on (the MNIST base: 95.84% vs 95.38%). Each library reads an e
 variable that caps it at AVX2 code, once, when it first runs: ``pin_arithmetic`` sets them
 before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretraining and a LoRA
 run gave the AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs").
+Across vendors: MKL honours the AVX2 branch on Intel CPUs only, yet an AMD EPYC's matmuls gave an Intel
+Xeon's bits pinned; PyTorch's unfused CPU AdamW did not (its square root is MKL's vector math), so a
+pinned run takes the fused one (``training.runtime.fused_adamw``; benchmarks/arith_hashes.py).
 
 This module never imports torch: it must run before torch is.
 """
