@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from testkit import TINY_MODEL, assert_peft_loads, needs_fashion_mnist, run_cli
+from testkit import TINY_MODEL, assert_peft_loads, assert_resumes_bit_identically, needs_fashion_mnist, run_cli
 
 from peftlab.config.schema import load_config
 from peftlab.training.run import train
@@ -595,6 +595,12 @@ def test_device_switches_resolve_on_cpu_and_are_recorded(tmp_path):
         progress=False,
     )
     assert fused["status"] == "completed" and fused["provenance"]["fused_adamw"] is True
+
+
+def test_the_fused_cpu_adamw_of_a_reproducible_run_resumes_bit_identically(tmp_path, monkeypatch):
+    # train.reproducible takes it on CPU (its square root exactly rounded on every vendor's CPU)
+    cfg = config(method={"name": "lora", "r": 4}, train={"fused_adamw": True})
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch, crash_step=7)
 
 
 def test_a_model_that_cannot_compile_trains_eagerly_after_one_line(tmp_path, monkeypatch, capsys):

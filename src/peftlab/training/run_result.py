@@ -104,7 +104,9 @@ class Provenance(TypedDict):
     git_dirty: bool | None  # uncommitted changes in that checkout
     versions: dict  # python and the packages that compute (torch, timm, peft, ...)
     hardware: dict  # platform, CPU, its kernel-picking flags (cpu_flags), ATen's cpu_capability, device, GPU
-    arithmetic: dict  # whether the CPU arithmetic was pinned (train.reproducible) and bitsandbytes' 4-bit kernel
+    # whether the CPU arithmetic was pinned (train.reproducible), bitsandbytes' 4-bit kernel, the CPU's vendor
+    # and model and the branch MKL computes in (mkl_branch: AVX2,STRICT pinned on Intel, AUTO,STRICT on AMD)
+    arithmetic: dict
     malloc: dict  # train.malloc as applied: mode, allocator (glibc and its version, or system), fixed mmap_threshold
     threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else physical cores; not --workers)
     dtype: str  # the resolved precision: fp32, bf16 or fp16

@@ -104,9 +104,16 @@ def set_tf32(allowed: bool, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = allowed
 
 
-def fused_adamw(setting: bool | None, device: torch.device) -> bool:
-    """``train.fused_adamw``: null means fused on CUDA, PyTorch's foreach AdamW on CPU."""
-    return device.type == "cuda" if setting is None else setting
+def fused_adamw(setting: bool | None, device: torch.device, reproducible: bool = False) -> bool:
+    """``train.fused_adamw``: null means fused on CUDA, and on CPU where ``train.reproducible`` pins the
+    arithmetic; else PyTorch's single-tensor AdamW. That one's ``sqrt`` goes through MKL's vector math,
+    whose results depend on the CPU's vendor (on an AMD EPYC, whatever MKL_CBWR says, 16% of square roots
+    land one ulp from the exact result, which an Intel Xeon's AVX2 branch gave); the fused kernel's is
+    ATen's own square root instruction, exactly rounded on every CPU (benchmarks/arith_hashes.py,
+    tests/test_arith_hashes.py)."""
+    if setting is not None:
+        return setting
+    return device.type == "cuda" or (reproducible and device.type == "cpu")
 
 
 def example_inputs(shape: tuple[int, ...], n: int, device: torch.device) -> torch.Tensor:

@@ -105,6 +105,7 @@ def write_report(
         "",
     ]
     lines += _what_was_run(df, done, study_dir)
+    lines += protocol_card.mixed_arithmetic_warning(done)
     lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:

@@ -167,6 +167,7 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
             if isinstance(plugin, dict)
             else None
         )
+        row["provenance.pinned_arithmetic"] = pinned_arithmetic(provenance.get("arithmetic"))
         sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
         if isinstance(sizes, dict):
             for split in ("train", "val", "test"):
@@ -177,6 +178,18 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         return df
     unmeasured = [c for c in df.columns if c.startswith("metrics.") and df[c].isna().all()]  # e.g. top-5 of 5 classes
     return df.drop(columns=unmeasured).sort_values("order", kind="stable").reset_index(drop=True)
+
+
+def pinned_arithmetic(arithmetic: dict | None) -> str | None:
+    """What decides a pinned run's bits beyond the pin (train.reproducible): the CPU's vendor and the branch
+    MKL computed in, with the CPU's model, e.g. ``AuthenticAMD (AMD EPYC), MKL AUTO,STRICT``. None for an
+    unpinned run and for runs from before the record named them."""
+    if not isinstance(arithmetic, dict) or not arithmetic.get("pinned"):
+        return None
+    vendor, model, branch = (arithmetic.get(key) for key in ("cpu_vendor", "cpu_model", "mkl_branch"))
+    if vendor is None and branch is None:
+        return None
+    return f"{vendor or 'an unknown vendor'} ({model or 'an unknown model'}), MKL {branch or 'unknown'}"
 
 
 def _config_from_yaml(run_dir: Path) -> dict | None:
