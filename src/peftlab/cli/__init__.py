@@ -26,6 +26,7 @@ from peftlab.utils.errors import (
     stops_unwrapped,
     take_stops,
 )
+from peftlab.utils.startup import release_stops
 
 
 def commands() -> list:
@@ -107,6 +108,7 @@ def run_command(argv: list[str] | None = None) -> int:
 def command_status(argv: list[str] | None) -> int:
     try:
         with stops_unwrapped():
+            release_stops()  # a Ctrl-C while peftlab was importing (utils/startup.py) lands here, as one line
             args = build_parser().parse_args(argv)
             from peftlab.utils.libraries import quiet_libraries
 

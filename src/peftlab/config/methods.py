@@ -26,6 +26,8 @@ class Finder:
     find: Callable[[str], type[MethodConfig] | None]
     found: Callable[[], tuple[str, ...]]  # the names found so far that work, in the order they were found
     names: Callable[[], list[str]]  # the names it could give, for the line that refuses an unknown one
+    # where method ``name`` comes from, for a line about its own code failing ("method 'x' of plugin dist 1.0")
+    origin: Callable[[str], str] = lambda name: f"method {name!r}"
 
 
 finder = Finder(find=lambda name: None, found=tuple, names=list)  # until peftlab.tuners.plugins installs its own
@@ -45,6 +47,15 @@ def method_class(name: str) -> type[MethodConfig] | None:
 def method_names() -> tuple[str, ...]:
     """The built-in methods and those found so far: the methods a config or a study's keys may name."""
     return tuple(METHODS) + finder.found()
+
+
+def is_built_in(cls: type[MethodConfig]) -> bool:
+    return METHODS.get(getattr(cls, "name", None)) is cls
+
+
+def origin(name: str) -> str:
+    """Where method ``name`` comes from, in a line: ``method 'mlp_bias' of plugin peftlab-mlpbias 0.1``."""
+    return finder.origin(name)
 
 
 def other_names() -> list[str]:
