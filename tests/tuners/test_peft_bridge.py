@@ -147,11 +147,59 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
 
 @pytest.mark.parametrize("peft_type", applicable())
 def test_each_type_counts_on_the_meta_device_as_the_size_check_before_every_run_does(peft_type):
-    from peftlab.tuners.params import count_parameters
+    from peftlab.tuners.params import count_parameters, meta_model, meta_tuner
 
     method = {"name": "peft", "peft_type": peft_type, "options": TINY_OPTIONS.get(peft_type, {})}
-    counts = count_parameters(load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method}))
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method})
+    counts = count_parameters(cfg)
     assert 0 < counts["adapter"] < counts["total"]
+    devices = {p.device.type for p in meta_tuner(cfg.method, meta_model(cfg)).model.parameters()}
+    assert devices == {"meta"}  # those counted on the CPU (CPU_COUNTED) too: PEFT moves them to the base's device
+
+
+# Each size in a subprocess limited to 6 GiB of address space, so that a check that allocates cannot take the
+# machine's memory (before, r=1e8 allocated 12.8 GB), on a machine said to have 16 GiB available whatever it
+# has; it prints each refusal's line
+SIZES = """
+import resource, types, psutil
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+psutil.virtual_memory = lambda: types.SimpleNamespace(available=16 * 2**30)
+from peftlab.config.schema import load_config
+from peftlab.tuners.params import check_model_size
+from peftlab.utils.errors import ConfigError
+model = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
+for peft_type, options in %r:
+    method = {"name": "peft", "peft_type": peft_type, "options": options}
+    cfg = load_config(overrides={"model": model, "method": method})
+    try:
+        check_model_size(cfg.model, cfg.method, 3)
+        print("accepted")
+    except ConfigError as err:
+        print(err)
+"""
+
+
+def test_sizes_beyond_memory_are_refused_in_one_line_before_anything_is_built():
+    """The bridge's ranks (r, and rank_pattern's values as the built-in LoRA's) and UniLoRA's vector bank are
+    bounded before the method is applied, and the types apply on the meta device: the refusal is the
+    built-in methods' line, and nothing is allocated for it."""
+    from testkit import run_python
+
+    cases = [
+        ("LORA", {"r": 10**8}),
+        ("LOHA", {"r": 10**8}),
+        ("VERA", {"r": 10**8}),
+        ("HRA", {"r": 10**8}),
+        ("LORA", {"rank_pattern": {"q": 4, ".*": 10**8}}),
+        ("UNILORA", {"theta_d_length": 2 * 10**9}),
+    ]
+    proc = run_python(SIZES % cases, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(cases), proc.stdout
+    for line in lines:
+        assert line.startswith("model 'vit_tiny_patch16_224' with these settings (model.*, method.options="), line
+        assert line.endswith("GiB in fp32: expected a model that fits the 16.0 GiB of memory available"), line
 
 
 def test_a_quantized_base_is_one_line():

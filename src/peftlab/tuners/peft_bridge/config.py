@@ -9,6 +9,7 @@ from peftlab.tuners.peft_bridge.types import (
     DEFAULT_OPTIONS,
     REFUSED,
     RESERVED,
+    SHARED_SIZES,
     applicable,
     option_names,
     peft_types,
@@ -53,6 +54,23 @@ class PeftBridgeConfig(ModulesConfig):
                 key,
                 f"a field of PEFT's {types[self.peft_type]['config']}: {', '.join(allowed)}",
             )
+
+    @property
+    def option_ranks(self) -> list[int]:
+        """The ranks the options give: ``r`` and the values of ``rank_pattern`` (integers), bounded as the
+        built-in methods' before anything is built (``params.check_model_size``)."""
+        values = [self.options.get("r")]
+        pattern = self.options.get("rank_pattern")
+        values += list(pattern.values()) if isinstance(pattern, dict) else []
+        return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+    @property
+    def shared_size(self) -> int:
+        """The fp32 words the tensors the options size once for every layer take while they are built
+        (UniLoRA's vector bank), bounded as ranks are (``params.check_model_size``)."""
+        words = SHARED_SIZES.get(self.peft_type, {})
+        values = {key: self.options.get(key) for key in words}
+        return sum(words[k] * v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool))
 
     def peft_options(self) -> dict:
         """The options as PEFT's config takes them (lists where YAML's lists were read as tuples)."""

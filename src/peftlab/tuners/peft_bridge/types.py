@@ -49,6 +49,17 @@ REFUSED = {
     "SHADOW": "it trains a second transformers model beside the base (shadow_model), with an auxiliary loss peftlab "
     "does not add",
 }
+# type -> why its init cannot run on the meta device, where the size check before every run applies the
+# method (tuners/params.py): counted on the CPU instead, once its sizes are bounded (params.check_model_size:
+# its ranks, and SHARED_SIZES)
+CPU_COUNTED = {
+    "BOFT": "it sets its butterfly permutation matrices entry by entry (Tensor.item), from the layers' widths",
+    "UNILORA": "it counts how often each entry of its vector bank is drawn (torch.bincount)",
+}
+# type -> its options that size tensors shared by every layer (a vector bank), bounded before it is counted on the
+# CPU, each with the fp32 words an entry takes there: UniLoRA's bank, numpy's draw of its indices, their counts and
+# scales (12.4 bytes an entry measured with theta_d_length 3e7)
+SHARED_SIZES = {"UNILORA": {"theta_d_length": 4}}
 # type -> why PEFT's tuner has no merge into the base weights (the run has no merge check, export --merged
 # writes the base with the adapter modules)
 NO_MERGE = {
