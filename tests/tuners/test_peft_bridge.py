@@ -116,12 +116,31 @@ def test_matrices_shared_by_every_layer_write_and_load_as_an_adapter_file(peft_t
         ({"peft_type": "HRA", "options": {"rank": 4}}, r"method.options='rank' is invalid: .* HRAConfig: r, apply_GS"),
         ({"peft_type": "HRA", "options": {"target_modules": "qkv"}}, r"options.target_modules is set by peftlab"),
         ({"peft_type": "HRA", "options": {"r": [1, {}]}}, r"method.options\['r'\]=.* is invalid"),
+        # checked against PEFT's own types (types.json) before PEFT reads them: each was a traceback
+        (
+            {"options": {"rank_pattern": 3}},
+            r"^method.options.rank_pattern=3 is invalid: expected a mapping or null \(PEFT's LoraConfig.rank_patt",
+        ),
+        ({"options": {"rank_pattern": {".*": "big"}}}, r"^method.options.rank_pattern\['.\*'\]='big' is invalid"),
+        ({"options": {"r": 1e8}}, r"^method.options.r=100000000.0 is invalid: expected an integer \(PEFT's Lora"),
+        ({"options": {"init_lora_weights": "pisa"}}, r"expected true or false or one of 'gaussian', 'eva', 'olora'"),
+        ({"peft_type": "HRA", "options": {"apply_GS": "yes"}}, r"expected true or false \(PEFT's HRAConfig.apply_GS\)"),
+        (
+            {"options": {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": 4}}},
+            r"^method.options.init_lora_weights='loftq' cannot run through method.name: peft: LoftQ .* on a CUDA dev",
+        ),
+        ({"options": {"init_lora_weights": "eva"}}, r"cannot run through method.name: peft: EVA's init needs"),
     ],
 )
 def test_bad_types_and_options_are_one_line_config_errors(method, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(overrides={"method": {"name": "peft", **method}})
     assert "\n" not in str(caught.value)
+
+
+def test_values_of_pefts_types_pass():
+    options = {"init_lora_weights": "pissa_niter_4", "lora_dropout": 0, "rank_pattern": {"q": 4}, "use_rslora": True}
+    assert load_config(overrides={"method": {"name": "peft", "options": options}}).method.options == options
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,16 @@ its own config class's fields as ``options`` (tuners/peft_bridge/types.py says w
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from peftlab.config.checks import check_field
+from peftlab.config.checks import check_field, fail_field
 from peftlab.tuners.peft_bridge.types import (
     DEFAULT_OPTIONS,
     REFUSED,
+    REFUSED_VALUES,
     RESERVED,
     SHARED_SIZES,
     applicable,
+    described,
+    matches,
     option_names,
     peft_types,
 )
@@ -54,6 +57,27 @@ class PeftBridgeConfig(ModulesConfig):
                 key,
                 f"a field of PEFT's {types[self.peft_type]['config']}: {', '.join(allowed)}",
             )
+        self.check_option_values(types[self.peft_type])
+
+    def check_option_values(self, entry: dict) -> None:
+        """Each option's value is of the type PEFT's config class declares for it (``types.json``), before
+        PEFT reads it; a rank pattern's values are ranks (bounded as ``r`` is); values PEFT allows that the
+        bridge cannot run (``REFUSED_VALUES``) are refused with the reason."""
+        for key, value in self.options.items():
+            expected = entry["types"].get(key, "any")
+            if not matches(value, expected):
+                fail_field(f"method.options.{key}", value, f"{described(expected)} (PEFT's {entry['config']}.{key})")
+            if key == "rank_pattern" and isinstance(value, dict):
+                for pattern, rank in value.items():
+                    check_field(
+                        isinstance(rank, int) and not isinstance(rank, bool) and rank > 0,
+                        f"method.options.rank_pattern[{pattern!r}]",
+                        rank,
+                        "a rank: an integer > 0",
+                    )
+            reason = REFUSED_VALUES.get(key, {}).get(value) if isinstance(value, str) else None
+            if reason:
+                raise ConfigError(f"method.options.{key}={value!r} cannot run through method.name: peft: {reason}")
 
     @property
     def option_ranks(self) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -75,6 +76,17 @@ NO_IDENTITY = {
 # options the bridge gives a type unless method.options sets them: IA3 rescales the outputs of every target
 # (no feed-forward module among them)
 DEFAULT_OPTIONS = {"IA3": {"feedforward_modules": []}}
+# option -> value -> why the bridge cannot run it (a value PEFT's types allow)
+REFUSED_VALUES = {
+    "init_lora_weights": {
+        "loftq": "LoftQ quantizes and decomposes each base weight on a CUDA device with bitsandbytes (PEFT's "
+        "loftq_init), which the size check before every run, on the meta device, cannot run (use method.name: "
+        "lora on a quantized base, quant.mode: nf4)",
+        "eva": "EVA's init needs PEFT's initialize_lora_eva_weights over the training data, which peftlab does not "
+        "call: the run would be plain LoRA with B = 0",
+        "corda": "CorDA's init needs PEFT's preprocess_corda over the training data, which peftlab does not call",
+    },
+}
 # fields of PeftConfig itself or set by peftlab from method.target_modules, never options
 RESERVED = {
     "peft_type": "the bridge sets it from method.peft_type",
@@ -95,9 +107,81 @@ RESERVED = {
 
 @functools.cache
 def peft_types() -> dict[str, dict]:
-    """``{type: {"config": class name, "fields": [its dataclass fields]}}`` for every PEFT type, as the
-    installed PEFT had them when ``types.json`` was written."""
+    """``{type: {"config": class name, "fields": [its dataclass fields], "types": {field: its type}}}`` for
+    every PEFT type, as the installed PEFT had them when ``types.json`` was written (``kind`` says how a
+    type is written there)."""
     return json.loads(TABLE.read_text())
+
+
+def kind(tp) -> object:
+    """A PEFT config field's annotation as JSON: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"null"``,
+    ``"any"``; ``{"list": kind}``, ``{"dict": kind}`` (of values), ``{"literal": [values]}``, ``{"union": [kinds]}``.
+    A config class of PEFT's own (LoftQConfig, EvaConfig) is a mapping of its fields, as PEFT reads it."""
+    import dataclasses
+    import types as pytypes
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (int, float, bool, str):
+        return tp.__name__
+    if tp is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return {"literal": list(args)}
+    if origin in (typing.Union, pytypes.UnionType):
+        kinds = [kind(arg) for arg in args]
+        return {"union": [k for i, k in enumerate(kinds) if k not in kinds[:i]]}
+    if tp in (list, tuple) or origin in (list, tuple):
+        return {"list": kind(args[0]) if args else "any"}
+    if tp is dict or origin is dict:
+        return {"dict": kind(args[1]) if len(args) == 2 else "any"}
+    if dataclasses.is_dataclass(tp):
+        return {"dict": "any"}
+    return "any"
+
+
+def matches(value, expected) -> bool:
+    """True when ``value`` (what YAML gave: scalars, tuples of them, mappings of them) is of kind ``expected``.
+    A literal written ``name_[number of ...]`` (PEFT's ``pissa_niter_[number of iters]``) stands for the
+    name followed by digits."""
+    if expected == "any":
+        return True
+    if isinstance(expected, str):
+        if expected == "float":
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if expected == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, {"bool": bool, "str": str, "null": type(None)}[expected])
+    (form, inner), *_ = expected.items()
+    if form == "union":
+        return any(matches(value, k) for k in inner)
+    if form == "literal":
+        return any(type(value) is type(v) and (value == v or numbered(value, v)) for v in inner)
+    if form == "list":
+        return isinstance(value, (tuple, list)) and all(matches(v, inner) for v in value)
+    return isinstance(value, dict) and all(matches(v, inner) for v in value.values())
+
+
+def numbered(value, literal) -> bool:
+    """True for ``pissa_niter_4`` against PEFT's literal ``pissa_niter_[number of iters]``."""
+    if not isinstance(literal, str) or "_[" not in literal:
+        return False
+    return re.fullmatch(re.escape(literal.split("[")[0]) + r"\d+", value) is not None
+
+
+def described(expected) -> str:
+    """``expected`` (a ``kind``) in words, for the line that refuses a value."""
+    if isinstance(expected, str):
+        words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+        return words.get(expected, {"null": "null", "any": "any value"}.get(expected, expected))
+    (form, inner), *_ = expected.items()
+    if form == "union":
+        return " or ".join(described(k) for k in inner)
+    if form == "literal":
+        return "one of " + ", ".join(repr(v) for v in inner)
+    if form == "list":
+        return "a list" + ("" if inner == "any" else f" of values each {described(inner)}")
+    return "a mapping" + ("" if inner == "any" else f" of names to values each {described(inner)}")
 
 
 def applicable() -> list[str]:
@@ -113,6 +197,7 @@ def option_names(peft_type: str) -> list[str]:
 def read_installed() -> dict[str, dict]:
     """The table from the installed PEFT (imports it)."""
     import dataclasses
+    import typing
 
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils.peft_types import PeftType
@@ -120,7 +205,13 @@ def read_installed() -> dict[str, dict]:
     table = {}
     for peft_type in PeftType:
         cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
-        table[peft_type.value] = {"config": cls.__name__, "fields": [f.name for f in dataclasses.fields(cls)]}
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        table[peft_type.value] = {
+            "config": cls.__name__,
+            "fields": fields,
+            "types": {f: kind(hints[f]) for f in fields if f not in RESERVED and f in hints},
+        }
     return table
 
 
