@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig
+from peftlab.utils.errors import ConfigError, UserError
+from peftlab.utils.files import one_line
 
 METHODS: dict[str, type[MethodConfig]] = {}  # the built-in methods, in the order every list shows them
 
@@ -49,13 +51,20 @@ def method_names() -> tuple[str, ...]:
     return tuple(METHODS) + finder.found()
 
 
-def is_built_in(cls: type[MethodConfig]) -> bool:
-    return METHODS.get(getattr(cls, "name", None)) is cls
-
-
-def origin(name: str) -> str:
-    """Where method ``name`` comes from, in a line: ``method 'mlp_bias' of plugin peftlab-mlpbias 0.1``."""
-    return finder.origin(name)
+def built_by(cls: type[MethodConfig], make: Callable[[], MethodConfig], where: str) -> MethodConfig:
+    """``make()``, a section of method class ``cls``. A plugin's class that fails otherwise than with peftlab's
+    one-line errors (its ``__post_init__``, its field types, even a ``sys.exit``) is one line naming the plugin
+    (``finder.origin``), raised outside the handler: no SystemExit behind it is taken for a stop."""
+    if METHODS.get(cls.name) is cls:  # a built-in's failure is peftlab's own
+        return make()
+    try:
+        return make()
+    except (UserError, KeyboardInterrupt):  # its own one-line refusal; a Ctrl-C stays one
+        raise
+    except BaseException as err:  # the plugin's own code: anything it raises is the plugin's
+        failing = f"{finder.origin(cls.name)}: its config class {cls.__name__} fails on {where}"
+        failure = ConfigError(f"{failing}: {one_line(err)}")
+    raise failure
 
 
 def other_names() -> list[str]:

@@ -31,13 +31,12 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.config.checks import MAX_INT, check_field, fail_field, shown
-from peftlab.config.methods import METHODS, is_built_in, method_class, method_names, origin, other_names
+from peftlab.config.methods import METHODS, built_by, method_class, method_names, other_names
 from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
 from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
 from peftlab.config.sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
-from peftlab.utils.errors import ConfigError, UserError
-from peftlab.utils.files import one_line
+from peftlab.utils.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
@@ -134,7 +133,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is MethodConfig:  # the method's own config class, chosen by its name
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping with at least 'name'")
-        return _method_section(method_config_class(value.get("name", MethodConfig.name)), value, where)
+        cls = method_config_class(value.get("name", MethodConfig.name))
+        return built_by(cls, lambda: _section(cls, value, where), where)  # a plugin's failure: one line naming it
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
@@ -200,20 +200,6 @@ def _section(cls: type, data: dict, where: str):
     except ValueError:  # an integer of more digits than repr writes: built as it is, and refused there
         return from_dict(cls, data, prefix=where + ".")
     return _cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
-
-
-def _method_section(cls: type[MethodConfig], data: dict, where: str) -> MethodConfig:
-    """The method's section; a plugin's config class that fails otherwise than with peftlab's one-line
-    errors (its ``__post_init__``, its field types, even a ``sys.exit``) is one line naming the plugin."""
-    if is_built_in(cls):
-        return _section(cls, data, where)
-    try:
-        return _section(cls, data, where)
-    except (UserError, KeyboardInterrupt):  # its own one-line refusal; a Ctrl-C stays one
-        raise
-    except BaseException as err:  # the plugin's own code: anything it raises is the plugin's
-        failure = ConfigError(f"{origin(cls.name)}: its config class {cls.__name__} fails on {where}: {one_line(err)}")
-    raise failure  # outside the handler: no SystemExit behind it to be taken for a stop (errors.stop_behind)
 
 
 # Keyed by repr, which tells apart what YAML and the field checks tell apart: 1, 1.0 and True; -0.0 and 0.0;

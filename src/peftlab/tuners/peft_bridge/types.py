@@ -242,8 +242,13 @@ def docs_text(table: dict[str, dict], version: str) -> str:
         "  options: {n_frequency: 100}  # fields of the type's own config class (FourierFTConfig)\n```\n\n"
         "`method.options` takes the fields of the type's config class, except those peftlab sets: "
         + ", ".join(f"`{f}`" for f in RESERVED)
-        + ". An unknown option is one line naming the allowed ones; a value PEFT's config refuses is one line "
-        "with PEFT's reason. `peftlab methods` lists the ✓ types as `peft:<type>` rows.\n\n"
+        + ". An unknown option is one line naming the allowed ones; a value of another type than the field's "
+        "annotation in PEFT's config class (recorded in `types.json`) is one line naming it, before PEFT reads it; "
+        "a value PEFT's config refuses is one line with PEFT's reason. A `rank_pattern`'s values are ranks, "
+        "bounded with `r` by the size check before every run, which applies the type on the meta device. Refused "
+        "values: "
+        + "; ".join(f"`{k}: {v}` ({why})" for k, values in REFUSED_VALUES.items() for v, why in values.items())
+        + ". `peftlab methods` lists the ✓ types as `peft:<type>` rows.\n\n"
         "`tests/tuners/test_peft_bridge.py` runs every ✓ type on a tiny timm ViT (q and v slices of the fused "
         "qkv; whole `attn.proj` and `mlp.fc2`, whose PEFT-format files PEFT loads) and a tiny GPT-2 through the "
         "checks every family cell passes (`testkit.check_cell`): the adapted model starts as its base (with PEFT's "
