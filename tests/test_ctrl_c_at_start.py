@@ -23,7 +23,7 @@ class CtrlC:
     def find_spec(cls, name, path=None, target=None):
         if name == os.environ["CTRL_C_AT"] and not cls.fired:
             cls.fired = True
-            os.kill(os.getpid(), signal.SIGINT)  # as a terminal sends it
+            os.kill(os.getpid(), getattr(signal, os.environ.get("CTRL_C_SIGNAL", "SIGINT")))  # as a terminal sends it
             time.sleep(0.2)  # where Python raises a KeyboardInterrupt if nothing holds it back
         return None
 
@@ -77,6 +77,38 @@ def test_ctrl_c_while_peftlab_imports_is_one_line(tmp_path, start, module):
     )
     assert proc.stderr.splitlines() == [LINE], proc.stderr
     assert proc.returncode == 130 and proc.stdout == ""
+
+
+def test_sigterm_while_peftlab_imports_is_one_line_too(tmp_path):
+    """Slurm's warning before it kills: held as Ctrl-C is, until the command takes it."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(CTRL_C_WHEN_IMPORTED)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "hook"), str(REPO / "src")]))
+    env.update(CTRL_C_AT="peftlab.config.sections", CTRL_C_SIGNAL="SIGTERM")
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "methods"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stderr.splitlines() == [LINE.replace("SIGINT", "SIGTERM")], proc.stderr
+    assert proc.returncode == 128 + 15
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["python", "-m", "peftlab.cli", "study"], True),
+        (["python", "-X", "importtime", "-mpeftlab", "train"], True),
+        (["/venv/bin/python", "/venv/bin/peftlab", "train"], True),
+        (["python", "-c", "import peftlab"], False),
+        (["python", "-m", "pytest", "tests"], False),
+        (["python", "-m", "peftlab.study.executors.worker"], False),
+        (["python", "script.py"], False),
+        (["python"], False),
+    ],
+)
+def test_the_command_is_told_from_other_processes_by_its_command_line(argv, command):
+    from peftlab.utils.startup import started_as_the_command
+
+    assert started_as_the_command(argv) is command
 
 
 def test_without_ctrl_c_the_command_answers_and_a_library_import_is_interruptible(tmp_path):
