@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig
-from peftlab.utils.errors import ConfigError, UserError
+from peftlab.utils.errors import ConfigError, UserError, stop_behind
 from peftlab.utils.files import one_line
 
 METHODS: dict[str, type[MethodConfig]] = {}  # the built-in methods, in the order every list shows them
@@ -62,6 +62,8 @@ def built_by(cls: type[MethodConfig], make: Callable[[], MethodConfig], where: s
     except (UserError, KeyboardInterrupt):  # its own one-line refusal; a Ctrl-C stays one
         raise
     except BaseException as err:  # the plugin's own code: anything it raises is the plugin's
+        if isinstance(stop_behind(err), KeyboardInterrupt):  # a Ctrl-C a library turned into an error of its own
+            raise
         failing = f"{finder.origin(cls.name)}: its config class {cls.__name__} fails on {where}"
         failure = ConfigError(f"{failing}: {one_line(err)}")
     raise failure

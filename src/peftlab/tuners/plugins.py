@@ -26,7 +26,7 @@ from peftlab.config.methods import Finder, install_finder
 from peftlab.config.sections import MethodConfig
 from peftlab.tuners import HOOKS, TUNERS, TunerSpec
 from peftlab.utils import distributions
-from peftlab.utils.errors import ConfigError, UserError
+from peftlab.utils.errors import ConfigError, UserError, stop_behind
 from peftlab.utils.files import one_line
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ def plugin_call(where: str, function, *args, passing=(UserError, KeyboardInterru
     except passing:
         raise
     except BaseException as err:  # the plugin's own code: whatever it raises is the plugin's
+        if isinstance(stop_behind(err), KeyboardInterrupt):  # a Ctrl-C a library turned into an error of its own
+            raise
         failure = ConfigError(f"{where}: {one_line(err)}")
     raise failure
 
