@@ -3,7 +3,7 @@
 OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submission/:
   paper/             main.tex, results.tex, references.bib, tables/, figures/ (pdf, png), main.pdf
   results/           results.csv and results.parquet (one row per run, as `peftlab results` writes, paths made
-                     portable: portable.py), runs.sha256 (the lines whose SHA-256 the paper prints)
+                     portable: results/portable.py), runs.sha256 (the lines whose SHA-256 the paper prints)
   configs/           the study YAML, its base and pretraining configs, literature.yaml
   requirements.lock  the exact package versions
   REPRODUCE.md       the commands, the git commit, the machine and the measured runtimes
@@ -22,12 +22,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.archive.portable import portable_frame, portable_text
 from peftlab.analysis.paper.build import pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.load import environment, load_results, results_lines, results_sha256
+from peftlab.analysis.results.portable import portable_frame, portable_text
 from peftlab.analysis.results.record import study_commands
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
@@ -174,12 +174,55 @@ def data_lines(done, study_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def command_lines(study_dir: Path) -> list[str]:
+    """REPRODUCE.md's list of every command that ran the study (commands.jsonl), paths made portable."""
+    commands = study_commands(study_dir)
+    if not commands:
+        return []
+    lines = [
+        f"The {'command' if len(commands) == 1 else f'{len(commands)} commands'} that ran the study's runs "
+        "(commands.jsonl), each from the folder named before it:",
+        "",
+        "```bash",
+    ]
+    for command in commands:
+        cwd = portable_text(command["cwd"], study_dir) if command["cwd"] else "?"
+        lines.append(f"cd {cwd} && {portable_text(shlex.join(command['argv']), study_dir)}")
+    return lines + ["```", ""]
+
+
+def runtime_lines(done, study_dir: Path) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining."""
+    lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
+    if wall is not None and wall.notna().any():
+        lines.append(
+            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
+            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
+            "the machine above, pretraining and tuning trials excluded."
+        )
+    by_phase: dict[str, float] = {}
+    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
+        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
+    if by_phase:
+        parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
+        lines.append(
+            f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
+            f"workers): {parts}; {sum(by_phase.values()) / 60:.1f} min in all."
+        )
+    manifest = pretraining_manifest(done)
+    if manifest:
+        lines.append(
+            f"- Pretraining the base model (cached after the first time): "
+            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
+        )
+    return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
+
+
 def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path) -> str:
     done = completed_runs(df)
     env = environment(study_dir)
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
     sha = env.get("git_sha") or "unknown"
-    wall = done.get("timing.wall_seconds")
     lines = [
         f"# Reproducing {read_study_name(study_dir)}",
         "",
@@ -224,44 +267,8 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         PATH_WORDS,
         "",
     ]
-    commands = study_commands(study_dir)
-    if commands:
-        lines += [
-            f"The {'command' if len(commands) == 1 else f'{len(commands)} commands'} that ran the study's runs "
-            "(commands.jsonl), each from the folder named before it:",
-            "",
-            "```bash",
-        ]
-        for command in commands:
-            cwd = portable_text(command["cwd"], study_dir) if command["cwd"] else "?"
-            lines.append(f"cd {cwd} && {portable_text(shlex.join(command['argv']), study_dir)}")
-        lines += ["```", ""]
-    lines += data_lines(done, study_dir)
-    lines += ["## Expected runtime", ""]
-    if wall is not None and wall.notna().any():
-        lines += [
-            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
-            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
-            "the machine above, pretraining and tuning trials excluded."
-        ]
-    phases = read_phases(study_dir)
-    if phases:
-        by_phase = {}
-        for record in phases:
-            by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
-        parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
-        lines.append(
-            f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
-            f"workers): {parts}; {sum(by_phase.values()) / 60:.1f} min in all."
-        )
-    manifest = pretraining_manifest(done)
-    if manifest:
-        lines.append(
-            f"- Pretraining the base model (cached after the first time): "
-            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
-        )
+    lines += command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
     lines += [
-        "- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes.",
         "",
         "## Expected results",
         "",

@@ -94,13 +94,10 @@ def _values(params: dict) -> str:
 
 
 def state(trial: dict) -> str:
-    """A trial's outcome as the report counts it: Optuna's state, DIVERGED for a trial whose run diverged
-    (a non-finite loss, gradient or weights), AT CHANCE for one that completed at a chance score on validation
-    (selection.json's ``diverged`` says which: ``study.trials.divergence``). Neither is ever chosen."""
+    """A trial's outcome as the report counts it: Optuna's state, DIVERGED for a run that diverged, AT CHANCE for
+    one that completed at chance on validation (selection.json's ``diverged``: ``study.trials.divergence``)."""
     reason = trial.get("diverged")
-    if not reason:
-        return trial["state"]
-    return "DIVERGED" if str(reason).startswith("diverged:") else "AT CHANCE"
+    return trial["state"] if not reason else "DIVERGED" if str(reason).startswith("diverged:") else "AT CHANCE"
 
 
 def _counts(trials: list[dict]) -> str:

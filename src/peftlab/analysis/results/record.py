@@ -17,8 +17,8 @@ from peftlab.utils.files import read_json
 
 def study_command(study_dir) -> str | None:
     """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
-    shell would read it, its paths made portable (``archive.portable``); None without a readable record."""
-    from peftlab.analysis.archive.portable import portable_text
+    shell would read it, its paths made portable (``results.portable``); None without a readable record."""
+    from peftlab.analysis.results.portable import portable_text
 
     record = read_json(study_dir / "command.json") or {}
     argv = record.get("argv")
