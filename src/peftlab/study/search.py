@@ -60,7 +60,7 @@ from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.tuning.metric import missing_metric
 from peftlab.study.tuning.tune import Search, apply_values
-from peftlab.training.run_result import read_result, run_status
+from peftlab.training.run_result import read_result, run_status, set_aside_damaged_result
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, write_json_atomic
 
@@ -367,6 +367,7 @@ def run_trials(
             run_dir = directory / "runs" / spec.run_id
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "spec.json", spec.record())
+            set_aside_damaged_result(run_dir)  # a damaged result.json is no score: its run trains again
             if run_status(run_dir) in FINISHED:  # trained before a kill: its result is read, not trained again
                 results[spec.run_id] = read_result(run_dir) or {}
             else:

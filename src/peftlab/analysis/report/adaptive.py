@@ -32,7 +32,7 @@ from peftlab.analysis.results.units import display_name, scale
 from peftlab.analysis.stats.comparisons import compare_paired, holm
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.models.blocks import block_indices
-from peftlab.training.run_result import lower_is_better, read_result
+from peftlab.training.run_result import lower_is_better, read_result, status_of
 from peftlab.tuners.ranks import module_type
 from peftlab.utils.files import read_json
 
@@ -58,7 +58,7 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec, result = read_json(run_dir / "spec.json"), read_result(run_dir)
         path = run_dir / "importance.jsonl"
-        if not spec or not result or result.get("status") != "completed" or not path.is_file():
+        if not spec or not result or status_of(result) != "completed" or not path.is_file():
             continue
         records = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -21,7 +21,7 @@ import pandas as pd
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import flatten
 from peftlab.training import run_result
-from peftlab.training.run_result import RunResult, metric_problem, run_status
+from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
 from peftlab.utils.errors import DataError
 from peftlab.utils.files import read_json
 
@@ -52,17 +52,6 @@ def read_result(run_dir: Path) -> RunResult:
     """A run's result.json (peftlab.training.run_result); {} when it is missing or corrupt (the run then shows as
     pending or partial). A section that is no JSON object reads as absent."""
     return run_result.read_result(run_dir) or RunResult()
-
-
-def metric_damage(result: RunResult) -> list[str]:
-    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
-    number in its range (``run_result.metric_problem``); [] for sound metrics."""
-    if result.get("status") != "completed":
-        return []
-    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
-        return ["no metrics object"]
-    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
-    return [problem for problem in problems if problem]
 
 
 def _flatten(data: dict, prefix: str) -> dict:
@@ -129,9 +118,8 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
             if isinstance(row.get(f"config.{key}"), str):
                 row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
-        damage = metric_damage(result)
-        if damage and row["status"] == "completed":  # never a number, never the best: a damaged run, named
-            row["status"], row["error"] = "damaged", f"result.json: {damage[0]}"
+        if row["status"] == "damaged":  # never a number, never the best: a damaged run, named
+            row["error"] = f"result.json: {metric_damage(result)[0]}"
         for section in SECTIONS:
             values = result.get(section) or {}
             if section == "metrics":
@@ -167,7 +155,7 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
+        if status_of(result) != "completed" or not (run_dir / "metrics.jsonl").is_file():
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
         for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
@@ -201,6 +189,6 @@ def environment(study_dir: str | Path) -> dict:
     """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
     for run_dir in run_dirs(Path(study_dir)):
         result = read_result(run_dir)
-        if result.get("status") == "completed":
+        if status_of(result) == "completed":
             return result.get("provenance") or {}
     return {}
