@@ -116,18 +116,17 @@ def cmd_study(args) -> int:
     return 0 if summary.ok else 1
 
 
-COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
-
-
 def record_command(study_dir: Path, warn: bool = True) -> None:
     """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in.
     A file system that refuses it (full, read-only) costs the paper its command, not the study its results:
     one warning line, none after a study whose runs already said why they stay pending (the next command
     that finishes them records itself)."""
+    from peftlab.study.records import COMMAND_FILE, CommandRecord
     from peftlab.utils.files import one_line, write_json_atomic
 
+    record: CommandRecord = {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())}
     try:
-        write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
+        write_json_atomic(study_dir / COMMAND_FILE, record)
     except OSError as err:
         if warn:
             print(

@@ -47,6 +47,7 @@ from peftlab.analysis.stats.intervals import completed_runs, describe_interval, 
 from peftlab.analysis.stats.power import ALPHA
 from peftlab.study.report_options import read_report_options, read_study_name
 from peftlab.utils.errors import UserError
+from peftlab.utils.typed_json import DamagedFile
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
 # a text study's main table shows those its runs report too: F1 of a two-class task (GLUE MRPC's), the
@@ -101,8 +102,11 @@ def write_report(
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
     ]
-    lines += _what_was_run(df, done, study_dir)
-    lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
+    damaged: list[DamagedFile] = []  # the study files the report is written without: the first is raised after
+    lines += _what_was_run(df, done, study_dir, damaged)
+    lines += left_out(  # or: untuned
+        damaged, "## Tuning", tuning.report_section, study_dir, df, out / "figures", labels, study_palette(df)
+    )
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
         lines += [
@@ -142,7 +146,19 @@ def write_report(
     lines += _failures(df)
     lines += protocol_card.environment_section(environment(study_dir))
     (out / "report.md").write_text("\n".join(lines) + "\n")
+    if damaged:
+        raise DamagedFile(f"{damaged[0]} (report.md was written without it: {out / 'report.md'})")
     return out / "report.md"
+
+
+def left_out(damaged: list[DamagedFile], heading: str, section, *args) -> list[str]:
+    """``section(*args)``'s lines; where a study file it reads is damaged (``DamagedFile``), the section's
+    ``heading`` and a line that says what it leaves out, the damage kept in ``damaged``."""
+    try:
+        return section(*args)
+    except DamagedFile as err:
+        damaged.append(err)
+        return [heading, "", f"Left out: {err}.", ""]
 
 
 def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, name: str) -> list[str]:
@@ -225,7 +241,7 @@ def study_modality(df: pd.DataFrame) -> str:
     return "causal-lm" if primary_score(df).lower else "text"
 
 
-def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list[str]:
+def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged: list) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     wall = done.get("timing.wall_seconds", pd.Series(dtype=float)).sum()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -248,7 +264,12 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list
             f"; {run_length(done if not done.empty else df)}"
         )
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
-    return lines + phase_lines(study_dir) + [""]
+    try:
+        phases = phase_lines(study_dir)
+    except DamagedFile as err:
+        damaged.append(err)
+        phases = [f"- phases: left out, {err}"]
+    return lines + phases + [""]
 
 
 def run_length(df: pd.DataFrame) -> str:

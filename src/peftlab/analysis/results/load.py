@@ -20,32 +20,17 @@ import pandas as pd
 
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import flatten
+from peftlab.study.records import SpecRecord, read_spec
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
-from peftlab.utils.errors import DataError
-from peftlab.utils.files import read_json
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
-SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
 
 
-def read_spec(run_dir: Path) -> dict:
-    """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
-    spec = read_json(run_dir / "spec.json")
-    if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
-        raise DataError(
-            f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
-            f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it"
-        )
-    return spec
-
-
-def borrowed_from(spec: dict) -> str | None:
+def borrowed_from(spec: SpecRecord) -> str | None:
     """The configuration whose search chose a final run's values where that was not the run's own
     (``tune.share``: spec.json's ``tuned_by.borrowed_from``); None for a run tuned itself or untuned."""
-    tuned_by = spec.get("tuned_by")
-    found = tuned_by.get("borrowed_from") if isinstance(tuned_by, dict) else None
-    return found if isinstance(found, str) else None
+    return (spec.get("tuned_by") or {}).get("borrowed_from")
 
 
 def read_result(run_dir: Path) -> RunResult:
@@ -90,7 +75,7 @@ def study_axes(study_dir: str | Path) -> list[str]:
     """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
     keys: dict[str, None] = {}
     for run_dir in run_dirs(Path(study_dir)):
-        for key in (read_json(run_dir / "spec.json") or {}).get("axes", {}):
+        for key in read_spec(run_dir).get("axes", {}):
             keys["config." + key] = None
     return list(keys)
 

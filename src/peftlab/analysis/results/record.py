@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.utils.files import read_json
+from peftlab.study.records import read_command
 
 
 def study_command(study_dir) -> str | None:
     """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
-    shell would read it; None without a readable record."""
-    record = read_json(study_dir / "command.json") or {}
-    argv = record.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-        return None
-    return shlex.join(argv)
+    shell would read it; None for a study without one (a damaged one is a ``DamagedFile``)."""
+    record = read_command(Path(study_dir))
+    return shlex.join(record["argv"]) if record else None
 
 
 FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: the folder says which data
