@@ -351,12 +351,11 @@ def run_trials(
     say: Callable[[str], None],
     stopped_once: set[str],
 ) -> Generator[Request, None, None]:
-    """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each
-    trial's outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is
-    told nothing: it stays running, and ``run_pending`` resumes the run from its checkpoint with the next
-    batch, as a study goes on after a killed worker. A run stopped a second time (``stopped_once``: the
-    out-of-memory killer again, a disk still full) stops the search in one line; the same command resumes
-    it."""
+    """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each trial's
+    outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is told nothing: it
+    stays running, and ``run_pending`` resumes the run from its checkpoint with the next batch, as a study goes on
+    after a killed worker. A run stopped a second time (``stopped_once``: the out-of-memory killer again, a disk
+    still full) stops the search in one line; the same command resumes it."""
     from optuna.trial import TrialState
 
     jobs, results, runs_of = [], {}, {}

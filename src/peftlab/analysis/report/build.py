@@ -73,11 +73,9 @@ def write_report(
     interval: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> Path:
-    """Write STUDY_DIR/report/ and return the path of report.md.
-
-    interval and labels override the study file's report section. A baseline that is not a
-    configuration with completed runs is a UserError naming the configurations there are.
-    """
+    """Write STUDY_DIR/report/ and return the path of report.md; interval and labels override the study file's report
+    section. A baseline that is not a configuration with completed runs is a UserError naming those there are; a
+    damaged study file (``DamagedFile``) leaves its section out, and is raised once report.md is written."""
     study_dir = Path(study_dir)
     options = read_report_options(study_dir / "study.yaml")
     interval = interval or options.interval
