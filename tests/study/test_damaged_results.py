@@ -140,3 +140,22 @@ def test_training_a_damaged_run_again_moves_its_record_aside_first(tmp_path):
     assert run_status(tmp_path) == "damaged"
     assert set_aside_damaged_result(tmp_path) == "metrics.test_top1 is '0.9': expected a finite number in [0, 1]"
     assert (tmp_path / "result.json.damaged-2").is_file() and run_status(tmp_path) == "pending"
+
+
+def test_the_dry_run_of_a_search_whose_selection_json_is_damaged_says_so_and_counts_it_not_done(tmp_path):
+    """The search rewrites selection.json from its journal and its runs: the dry-run says it is damaged in one
+    warning line and lists the search as not done, as the study would run it."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "method": {"name": "lora", "r": 2}}))
+    path = tmp_path / "study.yaml"
+    tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
+    path.write_text(
+        yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}}, "tune": tune})
+    )
+    selection = tmp_path / "out" / "tune" / "lora" / "selection.json"
+    selection.parent.mkdir(parents=True)
+    selection.write_text(
+        json.dumps({"fingerprint": "0", "done": True, "chosen": "trial 1", "search": {}, "trials": []})
+    )
+    status, stdout, stderr = cli_call(tmp_path, "study", str(path), "--study-dir", str(tmp_path / "out"), "--dry-run")
+    assert status == 0 and "tune lora: grid, 2 trials, not done" in stdout, (stdout, stderr)
+    assert stderr == f"peftlab: warning: {selection} is damaged: search.method is missing; the search rewrites it\n"
