@@ -69,9 +69,9 @@ class Chosen(TypedDict):
     params: Params
 
 
-class Configurations(TypedDict):
-    searched: str  # the configuration the search ran on
-    borrowed_by: list[str]  # those that ran at its choice (tune.share)
+class Configurations(TypedDict, total=False):
+    searched: Required[str]  # the configuration the search ran on
+    borrowed_by: list[str]  # those that ran at its choice (tune.share); none where absent
 
 
 class FollowEdge(TypedDict):
