@@ -551,7 +551,6 @@ def hostile_study(tmp_path):
     (study_dir / "study.yaml").write_text("report:\n  labels:\n" + labels)
     key, value = r"train.lr\input{/etc/hostname}", r"\input{/etc/hostname}"
     search = selection("lora", [{"key": key, "values": [0.01, value]}], [("COMPLETE", 0.7, {key: value}, {})], 0)
-    search["chosen"]["trial"], search["search"]["seeds"] = value, [r"\write18{id}"]
     (study_dir / "tune" / "lora").mkdir(parents=True)
     (study_dir / "tune" / "lora" / "selection.json").write_text(json.dumps(search))
     return study_dir

@@ -52,6 +52,10 @@ def cmd_train(args) -> int:
 
 
 def summarize_result(result: dict, run_dir: Path) -> str:
+    from peftlab.training.run_result import metric_damage, status_of
+
+    if status_of(result) == "damaged":  # never shown as a result: the study trains it again
+        return f"{run_dir}: damaged: result.json: {metric_damage(result)[0]} (the study trains it again)"
     if result["status"] != "completed":
         return f"{run_dir}: {result['status']}: {result['error']}"
     p = result["params"]
@@ -89,7 +93,7 @@ def add_summary(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.training.run_result import read_result
+    from peftlab.training.run_result import read_result, status_of
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
@@ -104,7 +108,7 @@ def cmd_summary(args) -> int:
             print(f"{run_dir}: result.json is incomplete or corrupt")
             status = 1
             continue
-        status = status or int(result["status"] != "completed")
+        status = status or int(status_of(result) != "completed")
     return status
 
 

@@ -116,7 +116,6 @@ def cmd_study(args) -> int:
     return 0 if summary.ok else 1
 
 
-COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
 COMMANDS_FILE = "commands.jsonl"  # every command that ran the study, one line each: REPRODUCE.md gives them all
 
 
@@ -129,9 +128,10 @@ def record_command(study_dir: Path, warn: bool = True) -> None:
     import json
     import os
 
+    from peftlab.study.records import COMMAND_FILE, CommandRecord
     from peftlab.utils.files import one_line, write_json_atomic
 
-    record = {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())}
+    record: CommandRecord = {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())}
     try:
         write_json_atomic(study_dir / COMMAND_FILE, record)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # never through a link

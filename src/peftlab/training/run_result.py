@@ -14,6 +14,7 @@ The result section of docs/run-directory.md is generated from the comments on th
 so a field's comment is its documentation.
 """
 
+import logging
 import math
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Literal, Required, TypedDict, Union
 from peftlab.utils.files import read_json, write_json_atomic
 
 RESULT_FILE = "result.json"
+log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 
 
 class Metrics(TypedDict):
@@ -258,12 +260,48 @@ def write_result(run_dir: str | Path, result: RunResult) -> None:
     write_json_atomic(Path(run_dir) / RESULT_FILE, result)
 
 
+def metric_damage(result: RunResult) -> list[str]:
+    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
+    number in its range (``metric_problem``); [] for sound metrics and for a record that did not complete. The one
+    check every reader of result.json makes: a completed run with damage is ``damaged``, never done."""
+    if result.get("status") != "completed":
+        return []
+    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
+        return ["no metrics object"]
+    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
+    return [problem for problem in problems if problem]
+
+
+def status_of(result: RunResult) -> str:
+    """A record's status: completed, failed or diverged as it says, or damaged for a completed record whose
+    metrics are no result (``metric_damage``): a run to train again, as a pending one."""
+    status = result.get("status", "failed")
+    return "damaged" if status == "completed" and metric_damage(result) else status
+
+
 def run_status(run_dir: str | Path) -> str:
-    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
+    """completed | damaged (``status_of``) | failed | diverged | partial (a checkpoint to resume) | pending."""
     result = read_result(run_dir)
     if result is not None:
-        return result.get("status", "failed")
+        return status_of(result)
     return "partial" if (Path(run_dir) / "checkpoint").exists() else "pending"
+
+
+def set_aside_damaged_result(run_dir: str | Path) -> str | None:
+    """Move a damaged result.json (``status_of``) aside to the first free ``result.json.damaged-<n>``, so that the
+    run trains again (resumed from its checkpoint where it has one), and say so in one warning line; returns the
+    damage in words, None (and nothing moved) for a record that is not damaged."""
+    result = read_result(run_dir)
+    if result is None or status_of(result) != "damaged":
+        return None
+    path = Path(run_dir) / RESULT_FILE
+    number = 1
+    while (aside := path.with_name(f"{RESULT_FILE}.damaged-{number}")).exists() or aside.is_symlink():
+        number += 1
+    path.rename(aside)
+    why = metric_damage(result)[0]
+    log.warning(f"{path} is damaged ({why}): moved to {aside.name}; the run trains again")
+    return why
 
 
 def key_problems(result: dict) -> list[str]:

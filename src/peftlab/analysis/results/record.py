@@ -12,19 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab.study.records import read_command
 from peftlab.utils.files import read_json
 
 
 def study_command(study_dir) -> str | None:
     """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
-    shell would read it, its paths made portable (``results.portable``); None without a readable record."""
+    shell would read it, its paths made portable (``results.portable``); None for a study without one (a damaged
+    one is a ``DamagedFile``)."""
     from peftlab.analysis.results.portable import portable_text
 
-    record = read_json(study_dir / "command.json") or {}
-    argv = record.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-        return None
-    return portable_text(shlex.join(argv), Path(study_dir))  # no path of this machine: the paper travels
+    record = read_command(Path(study_dir))
+    return portable_text(shlex.join(record["argv"]), Path(study_dir)) if record else None  # the paper travels
 
 
 def study_commands(study_dir) -> list[dict]:
