@@ -23,7 +23,7 @@ from peftlab.config.schema import flatten
 from peftlab.study.records import SpecRecord, read_spec
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
-from peftlab.utils.files import read_json, refuse_link
+from peftlab.utils.files import refuse_link
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 
