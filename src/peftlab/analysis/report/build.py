@@ -68,6 +68,17 @@ def choose_baseline(df: pd.DataFrame) -> str | None:
     return str(full.iloc[0]) if len(full) else str(done["variant"].iloc[0])
 
 
+def report_folder(study_dir: Path) -> Path:
+    """STUDY_DIR/report with its figures/ and tables/, made where no link leads them out of the study (a received
+    report/ could point anywhere): a link in it is one UserError line."""
+    out = study_dir / "report"
+    refuse_links_below(study_dir, out, "report entry")
+    refuse_links_in(out, "report entry")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_report(
     study_dir: str | Path,
     baseline: str | None = None,
@@ -91,11 +102,7 @@ def write_report(
         raise UserError(f"baseline '{baseline}' is not a configuration with completed runs; configurations: {shown}")
     baseline = baseline or choose_baseline(df)
 
-    out = study_dir / "report"
-    refuse_links_below(study_dir, out, "report entry")  # a received report/ could point anywhere
-    refuse_links_in(out, "report entry")
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    out = report_folder(study_dir)
     write_atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     lines = [
         f"# Study report: {read_study_name(study_dir)}",
