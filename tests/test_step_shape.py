@@ -106,3 +106,65 @@ def test_a_training_step_waits_for_the_device_nowhere(method):
             training_step(tuner.model, tuner, [(images, labels)], opt, step=step, n_micro=1, nonfinite=nonfinite)
         syncs.append(seen.ops["_local_scalar_dense"])
     assert syncs == [0] * 4
+
+
+# DoRA is not here: PEFT's DoRA layer asks its weight's class for its module name (peft.utils.integrations.
+# dequantize_module_weight, str.startswith), which dynamo cannot trace: 16 breaks in this model
+COMPILES_WHOLE = [
+    {"name": "lora", "r": 4},
+    {"name": "adalora", "init_r": 4, "target_r": 2},
+    {"name": "adaptive"},
+    {"name": "qalora", "r": 4},
+    {"name": "vpt"},
+    {"name": "houlsby"},
+    {"name": "ssf"},
+    {"name": "bitfit"},
+]
+
+
+@pytest.mark.parametrize("method", COMPILES_WHOLE, ids=lambda m: m["name"])
+def test_the_forward_and_backward_compile_into_one_graph(method):
+    """``torch._dynamo.explain`` of the loss, the tuner's regularization and the backward: one graph, no
+    break (LoRA's fused q/k/v step included: an autograd.Function that dynamo traces forward and back)."""
+    tuner = tuned(method)
+    model = tuner.model.train()
+    images, labels = torch.randn(4, 3, 32, 32), torch.arange(4) % NUM_CLASSES
+
+    def step(images, labels):
+        loss = torch.nn.functional.cross_entropy(model(images), labels) + tuner.regularization()
+        loss.backward()
+        return loss
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(images, labels)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+
+
+def test_compiled_lora_computes_the_eager_outputs_and_gradients():
+    """Under torch.compile (AOTAutograd, functionalized, as inductor receives it: ``aot_eager``) the fused
+    q/k/v step traces forward and backward: its writes into the output go through views that compile can
+    functionalize (a write through ``as_strided`` cannot be)."""
+    tuner = tuned({"name": "lora", "r": 4})
+    model = tuner.model.train()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # zero at the start, and so would every A's gradient be
+                param.normal_(0, 0.2)
+    images = torch.randn(4, 3, 32, 32)
+
+    def outputs_and_grads():
+        out = model(images).square().sum()
+        out.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return [out.detach(), *grads]
+
+    eager = outputs_and_grads()
+    torch._dynamo.reset()
+    model.compile(backend="aot_eager")
+    compiled = outputs_and_grads()
+    torch._dynamo.reset()
+    assert len(compiled) == len(eager)
+    for got, want in zip(compiled, eager):
+        torch.testing.assert_close(got, want)

@@ -54,7 +54,7 @@ def outputs_and_grads(forward, split: SplitQKV, x: torch.Tensor, dtype=None):
 
 
 @pytest.mark.parametrize("method", ["lora", "adalora"])
-@pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k",)])
+@pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k", "v"), ("k",)])
 def test_fused_forward_and_backward_equal_peft(targets, method):
     """The hand-written step and, with a base weight trained, the fused matmul plus each slice's update
     (``lora_delta``) equal PEFT's layers: outputs and the gradients of x and every adapter tensor

@@ -173,7 +173,7 @@ class FusedLoraQKV(torch.autograd.Function):
                 torch.mm(x2, w.t(), out=flat)
             else:
                 torch.addmm(bias.to(dtype), x2, w.t(), out=flat)
-            ctx.layout = stacked_layout(slices, factors, dtype, x.device)
+            ctx.layout = stacked_layout(slices, factors, dtype, x.device, w.shape[0])
             if ctx.layout is None:
                 saved = per_slice_forward(flat, x2, slices, factors, dtype)
             else:
@@ -182,7 +182,7 @@ class FusedLoraQKV(torch.autograd.Function):
                 b = torch.stack(factors[1::2]).to(dtype)  # (n, size, r): every B
                 h = torch.mm(x2, a.t()).mul_(scaling)  # (N, n r)
                 rank = factors[0].shape[0]
-                slice_batch(flat, len(slices), size, step, first).baddbmm_(
+                output_blocks(out, len(slices), size, step, first).baddbmm_(
                     slice_batch(h, len(slices), rank, rank, 0), b.transpose(1, 2)
                 )
                 saved = [a, b, h]
@@ -208,12 +208,16 @@ class FusedLoraQKV(torch.autograd.Function):
         return (grad_x, None, None, None, *grads)
 
 
-def stacked_layout(slices, factors, dtype: torch.dtype, device: torch.device) -> tuple[int, int, int, float] | None:
+def stacked_layout(slices, factors, dtype, device, width: int) -> tuple[int, int, int, float] | None:
     """``(first, step, size, scaling)`` where the adapted slices can share their products: two or more,
-    of one size, evenly spaced (any of q, k, v are), with one scaling, one rank and one dtype; else None.
-    Not in bf16 on a CPU: oneDNN's bf16 matmul cannot write the strided batch (torch warns and falls back)."""
+    of one size, evenly spaced on a grid of that size over the output's ``width`` (any of q, k, v are),
+    with one scaling, one rank and one dtype; else None. Not in bf16 on a CPU: oneDNN's bf16 matmul
+    cannot write the strided batch (torch warns and falls back)."""
     starts = [start for start, _, _ in slices]
     if len(slices) < 2 or len({(size, scaling) for _, size, scaling in slices}) > 1:
+        return None
+    size = slices[0][1]
+    if width % size or any(start % size for start in starts):
         return None
     if device.type == "cpu" and dtype == torch.bfloat16:
         return None
@@ -225,13 +229,24 @@ def stacked_layout(slices, factors, dtype: torch.dtype, device: torch.device) ->
     return starts[0], steps.pop(), slices[0][1], slices[0][2]
 
 
+def output_blocks(out: torch.Tensor, n: int, size: int, step: int, first: int) -> torch.Tensor:
+    """The column blocks [first + i step, first + i step + size), i < n, of the output (..., 3d) as one
+    (n, N, size) view to add into, made of views torch.compile can write through (a write through
+    ``as_strided`` cannot be functionalized)."""
+    blocks = out.view(-1, out.shape[-1] // size, size)  # (N, 3, size)
+    start, every = first // size, step // size
+    return blocks[:, start : start + (n - 1) * every + 1 : every].transpose(0, 1)
+
+
 def slice_batch(t: torch.Tensor, n: int, width: int, step: int, first: int, transposed: bool = False):
     """The column blocks [first + i step, first + i step + width), i < n, of the 2-D ``t`` (N, C) as one
-    strided (n, N, width) view ((n, width, N) ``transposed``), so one batched product reads or writes them."""
-    rows, offset = t.stride(0), t.storage_offset() + first
+    strided (n, N, width) view ((n, width, N) ``transposed``), so one batched product reads them (one op;
+    not for writing: see ``output_blocks``)."""
+    if first:
+        t = t[:, first:]  # as_strided keeps a view's offset (read with storage_offset(), dynamo would break here)
     if transposed:
-        return t.as_strided((n, width, t.shape[0]), (step, 1, rows), offset)
-    return t.as_strided((n, t.shape[0], width), (step, rows, 1), offset)
+        return t.as_strided((n, width, t.shape[0]), (step, 1, t.stride(0)))
+    return t.as_strided((n, t.shape[0], width), (step, t.stride(0), 1))
 
 
 def stacked_backward(g, x2, grad_x, layout, saved, dtype) -> list[torch.Tensor]:
