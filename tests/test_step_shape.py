@@ -76,10 +76,11 @@ def optimization(tuner) -> Optimization:
     return Optimization(optimizer, scheduler, scaler, trainable, "fp32", 1.0, torch.device("cpu"))
 
 
-# built-in methods whose steps read nothing back from the device (LoHa's and LoKr's PEFT layers draw their
-# module dropout on the CPU, and the controller, method adaptive, reads its importance every step: not here)
+# built-in methods' steps read nothing back from the device (not here: LoHa's and LoKr's PEFT layers, which
+# draw their module dropout on the CPU and branch on it, a host read there but no wait for a device)
 SYNC_FREE = [
     {"name": "lora", "r": 4},
+    {"name": "adaptive", "warmup": 10},  # the controller scores every step, allocates from step 10
     {"name": "dora", "r": 4},
     {"name": "adalora", "init_r": 4, "target_r": 2, "deltaT": 10},  # steps 3 and 4 score, none allocates
     {"name": "qalora", "r": 4},
@@ -95,7 +96,8 @@ SYNC_FREE = [
 @pytest.mark.parametrize("method", SYNC_FREE, ids=lambda m: m["name"])
 def test_a_training_step_waits_for_the_device_nowhere(method):
     """``training_step`` away from log and evaluation points (no monitor; NonFinite records on the device):
-    no ``aten._local_scalar_dense`` in any of its steps. AdaLoRA allocates ranks (every step between tinit
+    no ``aten._local_scalar_dense`` in any of its steps. The controller and AdaLoRA read their scores
+    only where they allocate ranks or a checkpoint saves them; AdaLoRA allocates (every step between tinit
     and tfinal by default, deltaT 1: PEFT's ``mask_to_budget`` reads a threshold) only at deltaT's steps."""
     tuner = tuned(method)
     opt, nonfinite = optimization(tuner), NonFinite(torch.device("cpu"), "fp32")
