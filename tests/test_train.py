@@ -48,11 +48,12 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
         "params": ["total", "trainable", "trainable_ratio"],
         "memory": ["peak_rss_bytes", "cuda_max_allocated_bytes", "weights_bytes"],
         "timing": ["train_seconds", "train_images_per_second", "eval_images_per_second"],
-        "merge": ["max_abs_diff", "merged_vs_adapter_latency_ratio"],
+        "merge": ["max_abs_diff", "merged_vs_adapter_latency_ratio", "tf32", "matmul_precision"],
         "provenance": ["git_sha", "git_dirty", "versions", "hardware", "threads", "dtype", "seed", "data_sha256"],
     }.items():
         assert set(keys) <= set(saved[section]), section
     assert saved["merge"]["max_abs_diff"] < 1e-4
+    assert saved["merge"]["tf32"] is False and saved["merge"]["matmul_precision"] == "highest"  # full fp32
     assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
     malloc = saved["provenance"]["malloc"]  # train.malloc: glibc's own rule by default
     assert malloc["mode"] == "system" and malloc["allocator"].startswith(("glibc ", "system"))

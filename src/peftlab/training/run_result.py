@@ -89,6 +89,10 @@ class Merge(TypedDict, total=False):
     merged_vs_adapter_latency_ratio: Required[float]  # median forward time, merged / adapter (interleaved)
     requantized_max_abs_diff: float  # a quantized base: the re-quantized merge against the adapter (reported)
     requantized_ok: bool  # a method whose quantized merge is exact (QA-LoRA): within tolerance (checked)
+    # TF32 (CUDA's cuBLAS or cuDNN flag) while the check ran, read inside it: false whatever train.tf32 says,
+    # so the check measures the merge, not TF32's rounding (about 1e-4 of a ViT's logits on an H100)
+    tf32: Required[bool]
+    matmul_precision: Required[str]  # torch's fp32 matmul precision while the check ran: "highest" (full fp32)
 
 
 class AutoBatch(TypedDict):

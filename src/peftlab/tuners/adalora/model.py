@@ -141,22 +141,33 @@ class AdaLoraTuner(LoraTuner):
         final = global_step == self.schedule.final_allocation
         if final and global_step == 1:  # PEFT scores only the steps before the final allocation: there are none
             allocator.update_ipt(self.adalora.model)
+        # the scores are read from the device only where a record (or a checkpoint) needs them, not every
+        # step; the final allocation clears them, so they are read before it
+        if final and allocator.exp_avg_ipt:
             self._importance = self._module_importance(allocator)
         self.adalora.update_and_allocate(global_step)
-        if allocator.exp_avg_ipt:
+        if due and allocator.exp_avg_ipt:
             self._importance = self._module_importance(allocator)
         if due or final:
             self._record(global_step, budget if not final else allocator.target_bgt)
 
     def _module_importance(self, allocator) -> dict[str, float]:
-        """Mean AdaLoRA score (smoothed sensitivity x uncertainty) of each module's A, E and B entries."""
+        """Mean AdaLoRA score (smoothed sensitivity x uncertainty) of each module's A, E and B entries
+        (one wait for the device)."""
+        names = list(allocator.exp_avg_ipt)
+        scores = [allocator._element_score(name) for name in names]
+        totals = torch.stack([score.sum() for score in scores]).tolist()
         sums: dict[str, list[float]] = {}
-        for name in allocator.exp_avg_ipt:
-            score = allocator._element_score(name)
+        for name, score, total in zip(names, scores, totals):
             entry = sums.setdefault(module_of(name), [0.0, 0])
-            entry[0] += float(score.sum())
+            entry[0] += total
             entry[1] += score.numel()
         return {module: total / count for module, (total, count) in sums.items()}
+
+    def latest_importance(self) -> dict[str, float]:
+        """Each module's importance as of the last step: read now while AdaLoRA scores, else the last read."""
+        allocator = self.adalora.rankallocator
+        return self._module_importance(allocator) if allocator.exp_avg_ipt else dict(self._importance)
 
     def current_ranks(self) -> dict[str, int]:
         pattern = self.config.rank_pattern
@@ -213,7 +224,7 @@ class AdaLoraTuner(LoraTuner):
             "rank_pattern": {k: [bool(x) for x in v] for k, v in pattern.items()} if pattern else None,
             "budget": self.budget,
             "history": list(self.history),
-            "importance": dict(self._importance),
+            "importance": self.latest_importance(),
         }
 
     def load_state_dict(self, state: dict) -> None:
