@@ -380,7 +380,7 @@ def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
         "arithmetic": {"reproducible": True, "pinned": True},
     }
     text = "\n".join(_environment(pinned))
-    assert "CPU flags avx2 avx512f" in text and "pinned to AVX2 code (train.reproducible)" in text
+    assert "CPU flags avx2 avx512f" in text and "CPU arithmetic: pinned (train.reproducible" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": False, "pinned": False}}))
     assert "the CPU's own" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": True, "pinned": True, **AMD}}))

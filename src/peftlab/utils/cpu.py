@@ -1,4 +1,4 @@
-"""The same seed, the same numbers on AVX2 and AVX-512 CPUs (``train.reproducible``).
+"""The same seed, the same numbers on AVX2 and AVX-512, Intel and AMD CPUs (``train.reproducible``).
 
 torch's CPU build picks its code by the CPU it finds: MKL (matmuls), oneDNN (convolutions) and
 ATen's vectorized kernels (softmax, GELU, layer norm, reductions) each have AVX2 and AVX-512
