@@ -40,6 +40,36 @@ def test_a_process_whose_torch_runs_unpinned_refuses_in_one_line(monkeypatch):
     assert "\n" not in str(err.value) and "MKL_CBWR=AVX2,STRICT" in str(err.value)
 
 
+def test_a_pinned_cpu_run_takes_the_fused_adamw_and_an_unpinned_one_keeps_the_single_tensor_one():
+    import torch
+
+    from peftlab.training.runtime import fused_adamw
+
+    cpu_device, cuda = torch.device("cpu"), torch.device("cuda")
+    assert fused_adamw(None, cpu_device, reproducible=True) is True  # its sqrt is exactly rounded on any CPU
+    assert fused_adamw(None, cpu_device) is False and fused_adamw(None, cuda) is True
+    assert fused_adamw(True, cpu_device) is True and fused_adamw(False, cuda, reproducible=True) is False
+
+
+def test_a_reproducible_run_refuses_the_unfused_adamw_in_one_line():
+    with pytest.raises(ConfigError, match="train.fused_adamw") as err:
+        load_config(overrides={"train": {"reproducible": True, "fused_adamw": False}})
+    assert "\n" not in str(err.value) and "train.reproducible" in str(err.value)
+    assert load_config(overrides={"train": {"reproducible": True, "fused_adamw": True}}).train.fused_adamw is True
+
+
+@x86
+def test_provenance_reads_the_branch_mkl_computes_in_and_leaves_stdout_alone():
+    script = (
+        "import torch; from peftlab.utils.provenance import mkl_branch; branch = mkl_branch(); "
+        "torch.ones(64, 64) @ torch.ones(64, 64); print(branch)"
+    )
+    for env, expected in ((ENV, {"OFF"}), ({**ENV, **cpu.PINNED}, {"AVX2,STRICT", "AUTO,STRICT"})):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] in expected and "MKL_VERBOSE" not in proc.stdout
+
+
 def test_reproducible_is_not_part_of_the_run_id():
     assert config_hash(load_config(overrides={"train": {"reproducible": True}})) == config_hash(load_config())
 
@@ -59,10 +89,15 @@ def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     provenance = result["provenance"]
-    assert provenance["arithmetic"] == {
+    arithmetic = provenance["arithmetic"]
+    assert {k: arithmetic[k] for k in ("reproducible", "pinned", "switches", "quant_cpu_kernel")} == {
         "reproducible": True,
         "pinned": True,
         "switches": cpu.PINNED,
         "quant_cpu_kernel": None,
     }
+    # the CPU's vendor and model and MKL's branch: AVX2,STRICT on Intel, AUTO,STRICT on AMD (no ISA branch there)
+    assert arithmetic["cpu_vendor"] in ("GenuineIntel", "AuthenticAMD") and arithmetic["cpu_model"]
+    assert arithmetic["mkl_branch"] in ("AVX2,STRICT", "AUTO,STRICT")
     assert provenance["hardware"]["cpu_capability"] == "AVX2"
+    assert provenance["fused_adamw"] is True

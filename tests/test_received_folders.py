@@ -22,14 +22,14 @@ import yaml
 from testkit import REPO
 
 sys.path.insert(0, str(Path(__file__).parent / "analysis"))  # studyfiles: the analysis tests' study folders
-from studyfiles import write_study_dir  # noqa: E402
+from studyfiles import write_study_dir
 
-from peftlab import cli  # noqa: E402
-from peftlab.analysis.paper import build as paper  # noqa: E402
-from peftlab.analysis.paper.latex import compile_pdf, missing_latex  # noqa: E402
-from peftlab.analysis.results.load import results_sha256  # noqa: E402
-from peftlab.utils.errors import UserError  # noqa: E402
-from peftlab.utils.files import write_atomic, write_text_atomic  # noqa: E402
+from peftlab import cli
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex
+from peftlab.analysis.results.load import results_sha256
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import write_atomic, write_text_atomic
 
 SECRET = "the outside file's own words\n"
 STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"
@@ -64,7 +64,9 @@ def outside(tmp_path) -> Path:
 
 
 def unchanged(outside: Path) -> bool:
-    return sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and (outside / "secret.txt").read_text() == SECRET
+    return (
+        sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and (outside / "secret.txt").read_text() == SECRET
+    )
 
 
 @pytest.fixture
@@ -103,9 +105,14 @@ def test_paper_writes_through_no_link(study, outside, where):
     assert unchanged(outside)
 
 
-def test_a_label_with_a_newline_stays_inside_the_report(study, outside):
-    """The red team's line of its choosing: a label with a newline lands in report.md, never in a linked file."""
-    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": {"full": "ok\nevil"}}}))
+def test_a_label_with_a_newline_is_refused_and_nothing_is_written_outside(study, outside):
+    """The red team's line of its choosing: a label with a newline (an authorized_keys line after it) is refused in
+    one line naming the label, and a linked report.md is refused besides: the outside file is untouched."""
+    labels = {"full": "ok\nssh-ed25519 AAAA attacker"}
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": labels}}))
+    status, stderr = peftlab("report", str(study))
+    assert status == 2 and stderr.count("\n") == 1 and "report.labels['full']" in stderr and "one line" in stderr
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "default", "report": {"labels": {"full": "ok"}}}))
     (study / "report").mkdir()
     (study / "report" / "report.md").symlink_to(outside / "secret.txt")
     assert_refused(peftlab("report", str(study)), "report.md")

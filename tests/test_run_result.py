@@ -94,6 +94,8 @@ def test_key_problems_names_each_key():
                 "tolerance": 1e-4,
                 "ok": True,
                 "merged_vs_adapter_latency_ratio": 1.0,
+                "tf32": False,
+                "matmul_precision": "highest",
                 "codes_unchanged": True,
             },
             "surprise": 1,

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from testkit import TINY_MODEL, assert_peft_loads, needs_fashion_mnist, run_cli
+from testkit import TINY_MODEL, assert_peft_loads, assert_resumes_bit_identically, needs_fashion_mnist, run_cli
 
 from peftlab.config.schema import load_config
 from peftlab.training.run import train
@@ -48,11 +48,12 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path):
         "params": ["total", "trainable", "trainable_ratio"],
         "memory": ["peak_rss_bytes", "cuda_max_allocated_bytes", "weights_bytes"],
         "timing": ["train_seconds", "train_images_per_second", "eval_images_per_second"],
-        "merge": ["max_abs_diff", "merged_vs_adapter_latency_ratio"],
+        "merge": ["max_abs_diff", "merged_vs_adapter_latency_ratio", "tf32", "matmul_precision"],
         "provenance": ["git_sha", "git_dirty", "versions", "hardware", "threads", "dtype", "seed", "data_sha256"],
     }.items():
         assert set(keys) <= set(saved[section]), section
     assert saved["merge"]["max_abs_diff"] < 1e-4
+    assert saved["merge"]["tf32"] is False and saved["merge"]["matmul_precision"] == "highest"  # full fp32
     assert saved["provenance"]["base_sha256"] is None  # a random base: no weights file
     malloc = saved["provenance"]["malloc"]  # train.malloc: glibc's own rule by default
     assert malloc["mode"] == "system" and malloc["allocator"].startswith(("glibc ", "system"))
@@ -310,7 +311,7 @@ def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
     assert result["status"] == "completed", result["error"]
     out = export_merged(tmp_path / "run", tmp_path / "merged")
     loaded = AutoModelForImageClassification.from_pretrained(out).eval()
-    tuned = load_trained(tmp_path / "run").model.eval()
+    tuned = load_trained(str(tmp_path / "run")).model.eval()  # a path's text works as a Path does
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=x).logits, tuned(x), rtol=1e-4, atol=1e-4)
@@ -597,6 +598,12 @@ def test_device_switches_resolve_on_cpu_and_are_recorded(tmp_path):
     assert fused["status"] == "completed" and fused["provenance"]["fused_adamw"] is True
 
 
+def test_the_fused_cpu_adamw_of_a_reproducible_run_resumes_bit_identically(tmp_path, monkeypatch):
+    # train.reproducible takes it on CPU (its square root exactly rounded on every vendor's CPU)
+    cfg = config(method={"name": "lora", "r": 4}, train={"fused_adamw": True})
+    assert_resumes_bit_identically(cfg, tmp_path, monkeypatch, crash_step=7)
+
+
 def test_a_model_that_cannot_compile_trains_eagerly_after_one_line(tmp_path, monkeypatch, capsys):
     def broken_compile(self, *args, **kwargs):
         def fail(*a, **k):
@@ -722,3 +729,20 @@ def test_a_failed_merge_check_is_a_warning_and_export_refuses_it(tmp_path, monke
     assert not (tmp_path / "merged.safetensors").exists()
     export_merged(tmp_path / "run", tmp_path / "merged.safetensors", force=True)
     assert (tmp_path / "merged.safetensors").exists()
+
+
+def test_a_peft_type_on_qv_slices_warns_at_its_end_and_its_peft_export_names_it(tmp_path, capsys):
+    """A PEFT type without an exact rewrite onto timm's whole qkv (VeRA on the q and v slices): the run says at its
+    end that PEFT cannot load its adapter, and `export --peft` refuses naming that type, not a fixed list."""
+    from peftlab.cli import main
+
+    cfg = config(method={"name": "peft", "peft_type": "VERA", "target_modules": "standard"}, train={"max_steps": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    (warning,) = [w for w in result["warnings"] if "PEFT cannot load" in w]
+    assert "peft (VERA) adapter sits on q/k/v slices" in warning and "`peftlab export --merged` works" in warning
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--peft", str(tmp_path / "peft")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "peft (VERA) adapter sits on q/k/v slices" in err and "vera, loha" not in err
+    assert main(["export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors")]) == 0

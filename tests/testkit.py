@@ -310,6 +310,15 @@ TIMM_ONLY = {
     "vpt",
 }
 
+# PEFT types' defaults sized for real widths, shrunk to the tiny models' 64 (ViT) and 32 (GPT-2): method.options
+PEFT_TINY_OPTIONS = {
+    "VBLORA": {"vector_length": 16},
+    "C3A": {"block_size": 16},
+    "MISS": {"r": 8},
+    "ROAD": {"group_size": 16},
+    "WAVEFT": {"n_frequency": 100},
+}
+
 # methods of HF text models only (PEFT's prompt learning), and the start of their one-line refusal elsewhere
 TEXT_ONLY = {"prompt_tuning", "prefix_tuning"}
 TEXT_ONLY_REFUSAL = r"supports HF text models \(model.source: hf-text"

@@ -548,7 +548,6 @@ def hostile_study(tmp_path):
     (study_dir / "study.yaml").write_text("report:\n  labels:\n" + labels)
     key, value = r"train.lr\input{/etc/hostname}", r"\input{/etc/hostname}"
     search = selection("lora", [{"key": key, "values": [0.01, value]}], [("COMPLETE", 0.7, {key: value}, {})], 0)
-    search["chosen"]["trial"], search["search"]["seeds"] = value, [r"\write18{id}"]
     (study_dir / "tune" / "lora").mkdir(parents=True)
     (study_dir / "tune" / "lora" / "selection.json").write_text(json.dumps(search))
     return study_dir
@@ -988,3 +987,42 @@ def test_a_significance_cell_that_cannot_be_computed_is_explained_and_only_then(
         "pairs whose differences are not all equal."
     )
     assert not_computable(pd.DataFrame({"cohens_dz": [0.4], "p_wilcoxon_holm": [0.03]})) == ""
+
+
+def test_the_archive_travels_without_this_machines_paths(tmp_path, monkeypatch):
+    """No absolute path of the packing machine anywhere in the archive (results.csv and .parquet, REPRODUCE.md,
+    results.tex), the results hash the paper prints checkable from what is packed, every command that ran the study
+    given, and where the data goes said."""
+    study_dir = write_study_dir(tmp_path / "mine", with_failure=False, variants=["full", "linear"])
+    data_root = tmp_path / "datasets" / "fashion-mnist"
+    for result_file in study_dir.glob("runs/*/result.json"):  # the runs read their data from outside the checkout
+        record = json.loads(result_file.read_text())
+        record["config"]["data"]["root"] = str(data_root)
+        result_file.write_text(json.dumps(record))
+    from peftlab.cli.study import record_command
+
+    study_yaml = REPO / "configs" / "studies" / "default.yaml"
+    for argv in (["study", str(tmp_path / "my.yaml"), "--workers", "2"], ["study", str(tmp_path / "my.yaml")]):
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/peftlab", *argv, "--study-dir", str(study_dir)])
+        record_command(study_dir)  # two calls trained the runs, the first most of them
+    paper_dir = study_dir / "paper"
+    paper.write_paper(study_dir, paper_dir, compile=False)
+    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
+    paper.record_pdf(paper_dir, load_results_sha256(study_dir))
+    (study_dir / "study.yaml").unlink(missing_ok=True)
+    archive = write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
+    with tarfile.open(archive) as tar:
+        files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar if m.isfile()}
+    for name, data in files.items():
+        text = data.decode("latin-1")
+        for machine in (str(tmp_path), str(REPO), os.path.realpath(tmp_path)):
+            assert machine not in text, (name, machine)
+    csv = files["results/results.csv"].decode()
+    assert "OUTSIDE/fashion-mnist" in csv
+    lines = files["results/runs.sha256"]
+    assert hashlib.sha256(lines).hexdigest() == load_results_sha256(study_dir)
+    assert macros(files["paper/results.tex"].decode())["resultsSha"] == load_results_sha256(study_dir)
+    reproduce = files["REPRODUCE.md"].decode()
+    assert "The 2 commands that ran the study's runs" in reproduce
+    assert "cd . && peftlab study OUTSIDE/my.yaml --workers 2 --study-dir STUDY\n" in reproduce  # run from the checkout
+    assert "## Where the data goes" in reproduce and "data.root `OUTSIDE/fashion-mnist`" in reproduce

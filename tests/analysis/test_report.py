@@ -380,10 +380,40 @@ def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
         "arithmetic": {"reproducible": True, "pinned": True},
     }
     text = "\n".join(_environment(pinned))
-    assert "CPU flags avx2 avx512f" in text and "pinned to AVX2 code (train.reproducible)" in text
+    assert "CPU flags avx2 avx512f" in text and "CPU arithmetic: pinned (train.reproducible" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": False, "pinned": False}}))
     assert "the CPU's own" in text
+    text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": True, "pinned": True, **AMD}}))
+    assert "(CPU vendor AuthenticAMD, MKL branch AUTO,STRICT)" in text
     assert "CPU arithmetic" not in "\n".join(_environment({"hardware": {}}))  # runs from before it was recorded
+
+
+def pin_runs(study: Path, records: list[dict]) -> None:
+    """Give the study's runs, in turn, the pinned arithmetic records ``records`` (fabricated provenance)."""
+    for i, path in enumerate(sorted(study.glob("runs/*/result.json"))):
+        result = json.loads(path.read_text())
+        result["provenance"]["arithmetic"] = {"reproducible": True, "pinned": True, **records[i % len(records)]}
+        path.write_text(json.dumps(result))
+
+
+INTEL = {"cpu_vendor": "GenuineIntel", "cpu_model": "Intel Xeon", "mkl_branch": "AVX2,STRICT"}
+AMD = {"cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "mkl_branch": "AUTO,STRICT"}
+
+
+def test_the_report_warns_when_pinned_runs_came_from_cpus_whose_arithmetic_is_recorded_differently(tmp_path):
+    study = write_study_dir(tmp_path / "mixed")
+    pin_runs(study, [INTEL, AMD])
+    report = write_report(study).read_text()
+    warning = [line for line in report.splitlines() if "whose arithmetic is recorded differently" in line]
+    assert len(warning) == 1
+    assert "GenuineIntel (Intel Xeon), MKL AVX2,STRICT: 8 runs" in warning[0]
+    assert "AuthenticAMD (AMD EPYC), MKL AUTO,STRICT: 7 runs" in warning[0]
+    # one vendor, two models: the same record (MKL promises its AVX2 branch's bits on every Intel CPU)
+    study = write_study_dir(tmp_path / "one")
+    pin_runs(study, [INTEL])
+    assert "recorded differently" not in write_report(study).read_text()
+    study = write_study_dir(tmp_path / "old")  # runs from before the record named the vendor: nothing to say
+    assert "recorded differently" not in write_report(study).read_text()
 
 
 def test_several_datasets_get_the_mean_optimality_gap_average_rank_and_a_performance_profile(tmp_path):

@@ -138,7 +138,9 @@ def edge_following(tmp_path):
 def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(tmp_path):
     record = edge_following(tmp_path)
     text = "\n".join(report_section(tmp_path, pd.DataFrame(), tmp_path / "figures"))
-    assert "5 of 5 (3 complete, 2 diverged)" in text and "grid search (Optuna) that follows the edge" in text
+    assert (
+        "5 of 5 (1 at chance, 3 complete, 1 diverged)" in text
+    )  # a trial at chance completed: not diverged and "grid search (Optuna) that follows the edge" in text
     assert (
         "- lora: the grid's 3 trials, then 2 added: trial 3 train.lr=0.001, beyond the bottom of train.lr (best at "
         "0.01); trial 4 train.lr=0.0001, beyond the bottom of train.lr (best at 0.001)."
@@ -188,7 +190,7 @@ def test_diverged_and_added_trials_have_their_own_markers(tmp_path, one_axis):
     draw_panel(ax, record, "#0072B2")
     labels = ax.get_legend_handles_labels()[1]
     # one cross at its chance score, one on the x-axis (no score)
-    assert {"diverged: at chance", "diverged: non-finite (on the x-axis)", "added (edge-following)", "chosen"} <= set(
+    assert {"at chance (completed)", "diverged: non-finite (on the x-axis)", "added (edge-following)", "chosen"} <= set(
         labels
     )
     low, high = ax.get_xlim()
@@ -320,3 +322,23 @@ def test_final_runs_on_train_and_val_fill_the_test_column(study, val_column):
     row = next(line for line in report_section(directory, runs, directory / "figures") if line.startswith("| lora"))
     assert row.endswith("| - | 75.00 (2 seeds) |"), row
     assert "-- & 75.0 & 2" in latex_table(records, runs)
+
+
+def test_a_trial_at_chance_is_counted_at_chance_not_diverged():
+    """A trial whose run completed at a chance score is never chosen, but its result.json says completed and not
+    diverged: the paper's tuning table and the report count it apart from the runs that diverged."""
+    from peftlab.analysis.paper.tuning_table import latex_trials
+
+    trials = [
+        {"number": 0, "state": "COMPLETE", "value": 0.8, "params": {"train.lr": 0.01}},
+        {
+            "number": 1,
+            "state": "COMPLETE",
+            "value": 0.1,
+            "params": {"train.lr": 1.0},
+            "diverged": "validation top-1 10.0% is at or below chance (10 classes: 10.0%, within 1.3 points)",
+        },
+    ]
+    assert latex_trials({"trials": trials, "done": True}) == "1/0 +1 at chance"
+    trials.append({"number": 2, "state": "FAIL", "value": None, "params": {}, "diverged": "diverged: nan loss"})
+    assert latex_trials({"trials": trials, "done": True}) == "1/0 +1 diverged +1 at chance"

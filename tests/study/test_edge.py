@@ -67,7 +67,12 @@ class Killed(BaseException):
 
 
 def selection(directory):
-    return json.loads((directory / "selection.json").read_text())
+    """selection.json as its one reader reads it: what the search writes is of the schema it is read with."""
+    from peftlab.study.records import read_selection
+
+    record = read_selection(directory / "selection.json")
+    assert record == json.loads((directory / "selection.json").read_text())
+    return record
 
 
 def trial(number, params, value, state="COMPLETE", **extra):

@@ -313,3 +313,20 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
     assert f"run directory {run_dir} is in use by pid {os.getpid()} on " in other.stderr
     assert (run_dir / "result.json").read_bytes() == before
+
+
+def test_a_run_whose_result_json_was_damaged_is_trained_again_from_its_checkpoint(tmp_path, caplog):
+    """A completed run whose result.json metric was edited out of range is no result (``run_result.status_of``):
+    the next call moves the record aside and finishes the run again from its last checkpoint, to the same numbers."""
+    path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})
+    study_here(path, tmp_path / "out")
+    (result_path,) = (tmp_path / "out" / "runs").glob("*/result.json")
+    sound = json.loads(result_path.read_text())
+    result_path.write_text(json.dumps({**sound, "metrics": {**sound["metrics"], "test_top1": 12345.0}}))
+    status, stdout, stderr = cli_study_here(path, tmp_path / "out", "--quiet")
+    assert status == 0 and "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
+    assert "result.json is damaged (metrics.test_top1 is 12345.0" in caplog.text  # one warning line
+    again = json.loads(result_path.read_text())
+    assert again["metrics"] == sound["metrics"] and again["step"] == sound["step"]
+    aside = json.loads((result_path.parent / "result.json.damaged-1").read_text())
+    assert aside["metrics"]["test_top1"] == 12345.0

@@ -282,7 +282,7 @@ def test_the_dry_run_table_reads_the_runs_that_have_a_directory(tmp_path):
     runs = tmp_path / "out" / "runs"
     done, failed, partial, pending = (runs / spec.run_id for spec in study.runs)
     for run_dir, result in (
-        (done, {"status": "completed", "timing": {"wall_seconds": 120}}),
+        (done, {"status": "completed", "metrics": {"test_top1": 0.5}, "timing": {"wall_seconds": 120}}),
         (failed, {"status": "failed", "error": "x"}),
     ):
         run_dir.mkdir(parents=True)

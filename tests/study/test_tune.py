@@ -219,6 +219,7 @@ def test_selection_json_says_which_configurations_take_the_choice(tmp_path):
     configuration searched and those that borrow its choice."""
     import optuna
 
+    from peftlab.study.records import read_selection
     from peftlab.study.search import write_selection
 
     study = tuned(tmp_path, tune={**TUNE, "share": {"from": "lora r=2"}}, methods=RANKS, ablations=ABLATION)
@@ -228,6 +229,7 @@ def test_selection_json_says_which_configurations_take_the_choice(tmp_path):
     directory.mkdir(parents=True)
     write_selection(search, directory, optuna.create_study(), done=False)
     record = json.loads((directory / "selection.json").read_text())
+    assert read_selection(directory / "selection.json") == record  # of the schema its reader checks
     assert record["configurations"] == {"searched": "lora r=2", "borrowed_by": ["lora r=4", "lora alpha=1 r=2"]}
     assert record["search"] == search.record() and "configurations" not in search.record()  # the journal's name
 

@@ -104,21 +104,57 @@ def test_adalora_reaches_its_target_budget_and_keeps_the_mask(targets, model, hf
         torch.testing.assert_close(fresh.model(x), tuner.model(x))
 
 
-def test_adalora_refuses_a_quantized_base_and_a_schedule_without_room():
-    from peftlab.tuners.params import check_against_model
+def test_adalora_refuses_a_quantized_base_and_phases_that_leave_no_step_in_any_run():
     from peftlab.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="quant"):
         load_config(overrides={"model": TINY_MODEL, "method": {"name": "adalora"}, "quant": {"mode": "nf4"}})
-    cfg = load_config(
-        overrides={
-            "model": {**TINY_MODEL, "num_classes": 5},
-            "train": {"max_steps": 10},
-            "method": {"name": "adalora", "tinit": 5, "tfinal": 5},
-        }
-    )
-    with pytest.raises(ConfigError, match="leaves no step to prune"):
-        check_against_model(cfg)
+    with pytest.raises(ConfigError, match=r"method.tfinal=0.5 is invalid: expected a fraction below 1 - method.tinit"):
+        load_config(overrides={"method": {"name": "adalora", "tinit": 0.5, "tfinal": 0.5}})
+    load_config(overrides={"method": {"name": "adalora", "tinit": 0.5, "tfinal": 0.4}})  # steps: fitted, never refused
+
+
+@pytest.mark.parametrize(
+    "options, steps, phases, fitted",
+    [
+        ({}, 10, (1, 2), None),  # the defaults' fractions of a run that holds them
+        ({}, 1, (0, 0), "it scores them by step 1's own gradients"),
+        ({}, 2, (0, 0), None),
+        ({"tinit": 5, "tfinal": 5}, 11, (5, 5), None),
+        ({"tinit": 5, "tfinal": 5}, 10, (4, 4), "fitted in proportion to 4 + 4 (a run of 11 steps or more keeps"),
+        ({"tinit": 100, "tfinal": 200}, 50, (16, 32), "= 100 + 200 steps leave no step to prune ranks in a run of 50"),
+        ({"tinit": 1, "tfinal": 1}, 1, (0, 0), "to 0 + 0 (a run of 3 steps or more keeps them); the final allocation"),
+        ({"tinit": 0.45, "tfinal": 0.45}, 2, (0, 0), "1 + 1 steps leave no step to prune ranks in a run of 2 "),
+    ],
+)
+def test_adalora_fits_its_schedule_to_a_run_too_short_for_it_and_says_how(options, steps, phases, fitted):
+    """It was a KeyError from PEFT's rank allocator at one step (issue 65), and a refusal where the integer
+    phases outgrew the run. PEFT accepts every fitted schedule (tinit < total_step - tfinal)."""
+    from peft import AdaLoraConfig
+
+    from peftlab.tuners.adalora.model import schedule
+
+    cfg = load_config(overrides={"method": {"name": "adalora", **options}}).method
+    plan = schedule(cfg, steps)
+    assert (plan.tinit, plan.tfinal, plan.total_step) == (*phases, steps)
+    assert (plan.fitted is None) if fitted is None else (fitted in plan.fitted), plan.fitted
+    AdaLoraConfig(tinit=plan.tinit, tfinal=plan.tfinal, total_step=steps, target_modules=["x"])
+    for total in range(1, 40):  # every length: a step for the final allocation, after the warm-up
+        plan = schedule(cfg, total)
+        assert 0 <= plan.tinit < plan.final_allocation <= total
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_adalora_at_a_step_or_two_prunes_to_its_target_budget(steps):
+    tuner = make("adalora", total_steps=steps, init_r=6, target_r=3)
+    run(tuner, steps)
+    ranks = tuner.ranks()
+    assert ranks["sum"] == ranks["budget"] == 3 * len(tuner.targets)
+    allocation = ranks["schedule"]["final_allocation"]  # steps - round(0.2 steps): tfinal's default fraction
+    assert allocation == {1: 1, 2: 2, 3: 2}[steps]
+    final = [r for r in tuner.importance_records() if r["kind"] == "rank" and r["step"] == allocation]
+    assert len(final) == len(tuner.targets) and all(r["importance"] > 0 for r in final)
+    assert bool(tuner.warnings()) == (steps == 1)
 
 
 # --- the importance controllers ----------------------------------------------------------------

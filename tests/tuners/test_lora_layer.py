@@ -54,7 +54,7 @@ def outputs_and_grads(forward, split: SplitQKV, x: torch.Tensor, dtype=None):
 
 
 @pytest.mark.parametrize("method", ["lora", "adalora"])
-@pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k",)])
+@pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v"), ("k", "v"), ("k",)])
 def test_fused_forward_and_backward_equal_peft(targets, method):
     """The hand-written step and, with a base weight trained, the fused matmul plus each slice's update
     (``lora_delta``) equal PEFT's layers: outputs and the gradients of x and every adapter tensor
@@ -72,6 +72,35 @@ def test_fused_forward_and_backward_equal_peft(targets, method):
         assert len(fused_grads) == len(ref_grads) == 1 + per_factor * len(targets) + trained_base
         for got, want in zip(fused_grads, ref_grads):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, stacked",
+    [
+        ({}, True),  # q and v, one rank and scaling: one product for the A's, one batched for the B's
+        ({"rank_pattern": {"q": 2}}, False),  # ranks differ: a product pair per adapter
+        ({"alpha_pattern": {"v": 4.0}}, False),  # scalings differ
+    ],
+)
+def test_adapters_share_their_products_only_where_they_can_and_equal_peft_either_way(options, stacked, monkeypatch):
+    """``stacked_layout`` picks the shared products, or each adapter's own; both equal PEFT's layers,
+    and every gradient comes back in its parameter's layout (so autograd keeps it without a copy)."""
+    from peftlab.tuners import modules
+
+    layouts = []
+    pick = modules.stacked_layout
+    monkeypatch.setattr(modules, "stacked_layout", lambda *args: layouts.append(pick(*args)) or layouts[-1])
+    split = split_qkv_of(**options)
+    x = torch.randn(3, 7, split.in_features, generator=torch.Generator().manual_seed(4))
+    fused, fused_grads = outputs_and_grads(split, split, x)
+    ref, ref_grads = outputs_and_grads(lambda t: reference(split, t), split, x)
+    assert [layout is not None for layout in layouts] == [stacked]
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    split(x).sum().backward()
+    for p in split.parameters():
+        assert p.grad is None or p.grad.stride() == p.stride()
 
 
 def test_fused_path_under_bf16_autocast_matches_peft_and_keeps_parameter_dtypes():

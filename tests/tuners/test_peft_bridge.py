@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from testkit import PEFT_TINY_OPTIONS as TINY_OPTIONS
 from testkit import TINY_MODEL, assert_peft_loads, check_cell, hf_text_model, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
@@ -19,14 +20,6 @@ from peftlab.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 3
-# defaults sized for real widths, shrunk to the tiny models' 64 (ViT) and 32 (GPT-2)
-TINY_OPTIONS = {
-    "VBLORA": {"vector_length": 16},
-    "C3A": {"block_size": 16},
-    "MISS": {"r": 8},
-    "ROAD": {"group_size": 16},
-    "WAVEFT": {"n_frequency": 100},
-}
 # whole modules of timm's ViT, so PEFT's own from_pretrained loads the PEFT-format files on the plain model
 WHOLE = [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.mlp\.fc2"]
 
@@ -116,12 +109,31 @@ def test_matrices_shared_by_every_layer_write_and_load_as_an_adapter_file(peft_t
         ({"peft_type": "HRA", "options": {"rank": 4}}, r"method.options='rank' is invalid: .* HRAConfig: r, apply_GS"),
         ({"peft_type": "HRA", "options": {"target_modules": "qkv"}}, r"options.target_modules is set by peftlab"),
         ({"peft_type": "HRA", "options": {"r": [1, {}]}}, r"method.options\['r'\]=.* is invalid"),
+        # checked against PEFT's own types (types.json) before PEFT reads them: each was a traceback
+        (
+            {"options": {"rank_pattern": 3}},
+            r"^method.options.rank_pattern=3 is invalid: expected a mapping or null \(PEFT's LoraConfig.rank_patt",
+        ),
+        ({"options": {"rank_pattern": {".*": "big"}}}, r"^method.options.rank_pattern\['.\*'\]='big' is invalid"),
+        ({"options": {"r": 1e8}}, r"^method.options.r=100000000.0 is invalid: expected an integer \(PEFT's Lora"),
+        ({"options": {"init_lora_weights": "pisa"}}, r"expected true or false or one of 'gaussian', 'eva', 'olora'"),
+        ({"peft_type": "HRA", "options": {"apply_GS": "yes"}}, r"expected true or false \(PEFT's HRAConfig.apply_GS\)"),
+        (
+            {"options": {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": 4}}},
+            r"^method.options.init_lora_weights='loftq' cannot run through method.name: peft: LoftQ .* on a CUDA dev",
+        ),
+        ({"options": {"init_lora_weights": "eva"}}, r"cannot run through method.name: peft: EVA's init needs"),
     ],
 )
 def test_bad_types_and_options_are_one_line_config_errors(method, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(overrides={"method": {"name": "peft", **method}})
     assert "\n" not in str(caught.value)
+
+
+def test_values_of_pefts_types_pass():
+    options = {"init_lora_weights": "pissa_niter_4", "lora_dropout": 0, "rank_pattern": {"q": 4}, "use_rslora": True}
+    assert load_config(overrides={"method": {"name": "peft", "options": options}}).method.options == options
 
 
 @pytest.mark.parametrize(
@@ -147,11 +159,59 @@ def test_values_peft_refuses_are_one_line_config_errors(peft_type, options, mess
 
 @pytest.mark.parametrize("peft_type", applicable())
 def test_each_type_counts_on_the_meta_device_as_the_size_check_before_every_run_does(peft_type):
-    from peftlab.tuners.params import count_parameters
+    from peftlab.tuners.params import count_parameters, meta_model, meta_tuner
 
     method = {"name": "peft", "peft_type": peft_type, "options": TINY_OPTIONS.get(peft_type, {})}
-    counts = count_parameters(load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method}))
+    cfg = load_config(overrides={"model": {**TINY_MODEL, "num_classes": 3}, "method": method})
+    counts = count_parameters(cfg)
     assert 0 < counts["adapter"] < counts["total"]
+    devices = {p.device.type for p in meta_tuner(cfg.method, meta_model(cfg)).model.parameters()}
+    assert devices == {"meta"}  # those counted on the CPU (CPU_COUNTED) too: PEFT moves them to the base's device
+
+
+# Each size in a subprocess limited to 6 GiB of address space, so that a check that allocates cannot take the
+# machine's memory (before, r=1e8 allocated 12.8 GB), on a machine said to have 16 GiB available whatever it
+# has; it prints each refusal's line
+SIZES = """
+import resource, types, psutil
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+psutil.virtual_memory = lambda: types.SimpleNamespace(available=16 * 2**30)
+from peftlab.config.schema import load_config
+from peftlab.tuners.params import check_model_size
+from peftlab.utils.errors import ConfigError
+model = {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
+for peft_type, options in %r:
+    method = {"name": "peft", "peft_type": peft_type, "options": options}
+    cfg = load_config(overrides={"model": model, "method": method})
+    try:
+        check_model_size(cfg.model, cfg.method, 3)
+        print("accepted")
+    except ConfigError as err:
+        print(err)
+"""
+
+
+def test_sizes_beyond_memory_are_refused_in_one_line_before_anything_is_built():
+    """The bridge's ranks (r, and rank_pattern's values as the built-in LoRA's) and UniLoRA's vector bank are
+    bounded before the method is applied, and the types apply on the meta device: the refusal is the
+    built-in methods' line, and nothing is allocated for it."""
+    from testkit import run_python
+
+    cases = [
+        ("LORA", {"r": 10**8}),
+        ("LOHA", {"r": 10**8}),
+        ("VERA", {"r": 10**8}),
+        ("HRA", {"r": 10**8}),
+        ("LORA", {"rank_pattern": {"q": 4, ".*": 10**8}}),
+        ("UNILORA", {"theta_d_length": 2 * 10**9}),
+    ]
+    proc = run_python(SIZES % cases, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(cases), proc.stdout
+    for line in lines:
+        assert line.startswith("model 'vit_tiny_patch16_224' with these settings (model.*, method.options="), line
+        assert line.endswith("GiB in fp32: expected a model that fits the 16.0 GiB of memory available"), line
 
 
 def test_a_quantized_base_is_one_line():

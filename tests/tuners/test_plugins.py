@@ -105,6 +105,9 @@ def test_the_plugin_trains_through_the_recipe_exports_and_is_listed(site, tmp_pa
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result.get("error")
+    assert result["provenance"]["plugin"] == plugins.identity("mlp_bias")
+    assert result["provenance"]["plugin"]["distribution"] == "peftlab-mlpbias"
+    assert result["provenance"]["plugin"]["version"] == "0.1"
     assert result["params"]["trainable"] == 2 * 64 + (64 + 1) * 10  # fc2's biases of 2 blocks, and the head
     assert cli.main(["export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors")]) == 0
     assert (tmp_path / "merged.safetensors").stat().st_size > 0
@@ -150,6 +153,10 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     assert all((d / "worker.log").is_file() for d in plugin_runs)  # trained in the runner's worker processes
     report = (out / "report" / "report.md").read_text()
     assert "- methods: lora, mlp_bias" in report and "| mlp_bias | train.lr in {0.003, 0.03} |" in report
+    code = {r["provenance"]["plugin"]["code_sha256"] for r in plugin_runs.values()}
+    assert (
+        len(code) == 1 and f"- plugin method mlp_bias: peftlab-mlpbias 0.1 (code SHA-256 {code.pop()[:12]})" in report
+    )
     paper = subprocess.run(
         [*cli, "paper", str(out), "--no-compile"],
         capture_output=True,
@@ -277,6 +284,44 @@ BROKEN = {
         "its model module broken_model_fails.model "
         "fails to import: ModuleNotFoundError: No module named 'not_installed_dep'",
     ),
+    # a BaseException on import: a plugin's sys.exit(0) made validate exit 0 silently
+    "exits_on_import": ("import sys\nsys.exit(0)\n", CONFIG, CHECK, "validate", "fails to import: SystemExit: 0"),
+    "model_exits": (
+        GOOD,
+        CONFIG,
+        "raise SystemExit(3)\n",
+        "validate",
+        "its model module broken_model_exits.model fails to import: SystemExit: 3",
+    ),
+    "defaults_fail": (
+        GOOD,
+        CONFIG + "\n    def __post_init__(self):\n        raise RuntimeError('no defaults')\n",
+        CHECK,
+        "config",
+        "its config class Config() fails: RuntimeError: no defaults",
+    ),
+    # its __post_init__ fails on an option (not with peftlab's one-line ConfigError)
+    "options_fail": (
+        GOOD,
+        CONFIG + "    size: int = 1\n\n    def __post_init__(self):\n        assert self.size == 1, 'only 1'\n",
+        CHECK,
+        "options",
+        "its config class Config fails on method: AssertionError: only 1",
+    ),
+    "check_fails": (
+        GOOD,
+        CONFIG,
+        "def check(model, cfg, ctx):\n    {}['key']\n\ndef apply(model, cfg, ctx):\n    pass\n",
+        "validate",
+        "its broken_check_fails.model.check() fails: KeyError: 'key'",
+    ),
+    "apply_fails": (
+        GOOD,
+        CONFIG,
+        CHECK + "\ndef apply(model, cfg, ctx):\n    raise SystemExit('bye')\n",
+        "validate",
+        "its broken_apply_fails.model.apply() fails: SystemExit: bye",
+    ),
 }
 
 
@@ -301,9 +346,9 @@ def test_a_broken_plugin_is_one_line_naming_its_distribution_and_what_is_wrong(s
         assert type(load_config(overrides={"method": {"name": name}}).method) is TUNERS[name].config_cls
         (row,) = [row for row in method_rows() if row.get("error")]
         message = row["error"]
-    elif stage == "config":
+    elif stage in ("config", "options"):
         with pytest.raises(ConfigError) as err:
-            load_config(overrides={"method": {"name": name}})
+            load_config(overrides={"method": {"name": name, **({"size": 2} if stage == "options" else {})}})
         message = str(err.value)
     else:  # found when the model module is first used: peftlab validate says it, as train would
         from peftlab import cli
@@ -334,17 +379,71 @@ def test_two_plugins_of_one_name_are_both_named(site):
     )
 
 
+def install_malformed(site: Path) -> Path:
+    """A distribution whose entry_points.txt importlib.metadata cannot parse; its dist-info folder."""
+    unreadable = site / "malformed-0.1.dist-info"
+    unreadable.mkdir()
+    (unreadable / "METADATA").write_text("Metadata-Version: 2.1\nName: malformed\nVersion: 0.1\n")
+    (unreadable / "entry_points.txt").write_text("[peftlab.methods]\nnot an entry point\n")
+    return unreadable
+
+
+def test_a_malformed_distribution_that_breaks_torchs_import_is_one_line_naming_it(site):
+    """torch reads every distribution's entry points when it is imported (its device extensions) and fails on
+    the malformed one, which peftlab cannot skip there: the command says which distribution, in one line."""
+    unreadable = install_malformed(site)
+    config = site / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL, "method": {"name": "lora"}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        env=env_with(site),
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()  # importlib.metadata's own error in the brackets (Python's version's)
+    assert line.startswith(f"peftlab: error: {unreadable}: the entry points of this installed distribution cannot")
+    assert line.endswith(
+        "), and a library (torch, when it is imported) reads those of every distribution: repair or uninstall it"
+    )
+
+
 def test_broken_plugins_leave_the_other_methods_listed_and_working(site):
     install_example(site)
     for name in BROKEN:
         install_broken(site, name)
+    unreadable = install_malformed(site)
     code = "import sys; from peftlab import cli; sys.exit(cli.main(['methods', '--json']))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_with(site), timeout=60)
     assert out.returncode == 0, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(f"peftlab: warning: skipped the entry points of {str(unreadable)!r}, whose metadata")
+    assert line.endswith("): its plugins are not found")
     rows = json.loads(out.stdout)
     names = [row["name"] for row in rows]
     assert names[: len(TUNERS) - 1] == [n for n in TUNERS if n != "peft"] and "mlp_bias" in names
     errors = {row["name"]: row["error"] for row in rows if "error" in row}
-    assert set(errors) == {n for n, case in BROKEN.items() if case[3] in ("config", "listed")}
+    assert set(errors) == {n for n, case in BROKEN.items() if case[3] in ("config", "listed")} | {"exits_on_import"}
     assert {row["name"]: row["source"] for row in rows}["no_spec"] == "plugin broken-no_spec 0.1"
     assert load_config(overrides={"method": {"name": "mlp_bias"}}).method.layers == "both"
+
+
+def test_a_plugins_code_is_part_of_its_run_ids(site):
+    """A run of another version of the plugin (another forward, the same version string even) is another run:
+    its id differs, so a study trains it again instead of counting the old run as done. Built-in runs keep theirs."""
+    from peftlab.config.schema import config_hash
+
+    overrides = {"model": TINY_MODEL, "data": DATA, "method": {"name": "mlp_bias", "layers": "fc2"}}
+    lora = config_hash(load_config(overrides={**overrides, "method": {"name": "lora"}}))
+    install_example(site)
+    before, identity = config_hash(load_config(overrides=overrides)), plugins.identity("mlp_bias")
+    assert len(identity["code_sha256"]) == 64 and identity["version"] == "0.1"
+    assert config_hash(load_config(overrides=overrides)) == before  # stable while the code is the same
+    model = site / "peftlab_mlpbias" / "model.py"
+    model.write_text(model.read_text() + "\n# a changed forward\n")
+    plugins.LOADED.clear()  # a new process: the plugin is read again
+    assert plugins.identity("mlp_bias") is None  # not read yet
+    after = config_hash(load_config(overrides=overrides))
+    assert after != before and plugins.identity("mlp_bias")["code_sha256"] != identity["code_sha256"]
+    assert config_hash(load_config(overrides={**overrides, "method": {"name": "lora"}})) == lora

@@ -265,7 +265,7 @@ def test_each_method_config_declares_its_registry_name():
 @pytest.mark.parametrize(
     "method, options, error",
     [
-        ("adalora", {"tinit": 4, "tfinal": 4}, "leaves no step to prune ranks"),
+        ("adalora", {"target_modules": [r"blocks\.\d+\.attn\.nothing"]}, "matches no Linear module"),
         ("adaptive", {"budget": 1000}, "exceeds max_rank x adapted modules"),
     ],
 )

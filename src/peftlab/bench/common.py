@@ -14,6 +14,7 @@ from peftlab.quant.load import build_base
 from peftlab.training.runtime import autocast, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.utils import cpu
 
 # timm's whole fused qkv (Swin's in its stages), as a hand-written PEFT loop adapts it
 QKV = r"(?:layers\.\d+\.)?blocks\.\d+\.attn\.qkv"
@@ -95,8 +96,9 @@ class Trainer:
             self.model = self.tuner.model.to(device)
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(
-                self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01), fused=fused_adamw(None, device) or None
-            )
+                self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01),
+                fused=fused_adamw(None, device, reproducible=cpu.applies() and cpu.arithmetic_pinned()) or None,
+            )  # pinned (the bench run under train.reproducible's switches): the AdamW a reproducible run takes
             self.tuner.attach_optimizer(self.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10**6, 0.0))
             self.scaler = torch.amp.GradScaler(device.type, enabled=False)

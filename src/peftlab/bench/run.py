@@ -25,7 +25,7 @@ from peftlab.config.schema import RunConfig
 from peftlab.models.backbones import input_spec_for
 from peftlab.quant import allocator
 from peftlab.training.runtime import select_device, set_tf32
-from peftlab.utils import provenance
+from peftlab.utils import cpu, provenance
 from peftlab.utils.errors import UserError
 
 
@@ -264,6 +264,9 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "malloc": malloc,
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
+        "arithmetic": cpu.arithmetic_record(
+            cpu.applies() and cpu.arithmetic_pinned(), mkl_branch=provenance.mkl_branch()
+        ),
         "load_average_start": os.getloadavg(),
         **({"only": o.only} if o.only else {}),
     }

@@ -26,6 +26,7 @@ from peftlab.utils.errors import (
     stops_unwrapped,
     take_stops,
 )
+from peftlab.utils.startup import release_stops
 
 
 def commands() -> list:
@@ -91,6 +92,23 @@ def printable(line: str) -> str:
     return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in line)
 
 
+def unreadable_metadata(err: Exception) -> str | None:
+    """The line for an error a library raised reading every installed distribution's entry points (torch's
+    scan when it is imported fails on one malformed ``entry_points.txt``): the distribution to repair."""
+    from peftlab.utils.distributions import raised_reading_metadata, unreadable
+
+    if not raised_reading_metadata(err):
+        return None
+    broken = unreadable()
+    if not broken:
+        return None
+    where, why = broken[0]
+    return (
+        f"{where}: the entry points of this installed distribution cannot be read ({why}), and a library "
+        "(torch, when it is imported) reads those of every distribution: repair or uninstall it"
+    )
+
+
 def run_command(argv: list[str] | None = None) -> int:
     """The command's exit status; SIGTERM (Slurm's warning) stops it as cleanly as Ctrl-C, and either
     one is a Ctrl-C however a library turned it into an error of its own (``errors.stops_unwrapped``)."""
@@ -107,6 +125,7 @@ def run_command(argv: list[str] | None = None) -> int:
 def command_status(argv: list[str] | None) -> int:
     try:
         with stops_unwrapped():
+            release_stops()  # a Ctrl-C while peftlab was importing (utils/startup.py) lands here, as one line
             args = build_parser().parse_args(argv)
             from peftlab.utils.libraries import quiet_libraries
 
@@ -126,6 +145,12 @@ def command_status(argv: list[str] | None) -> int:
             f"({errno.errorcode[err.errno]})",
             file=sys.stderr,
         )
+        return 2
+    except Exception as err:
+        broken = unreadable_metadata(err)
+        if not broken:
+            raise
+        print(f"peftlab: error: {printable(broken)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT

@@ -40,6 +40,10 @@ def cmd_train(args) -> int:
     check_modality(cfg.model, cfg.data)
 
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    if not run_dir.exists():  # what only the model tells (a method of another family, a plugin without apply), on
+        from peftlab.tuners.params import check_against_model  # the meta device: refused before the folder exists
+
+        check_against_model(cfg)
     result = train(cfg, run_dir, progress=not args.quiet)
     print(summarize_result(result, run_dir))
     for warning in result.get("warnings") or []:
@@ -48,6 +52,10 @@ def cmd_train(args) -> int:
 
 
 def summarize_result(result: dict, run_dir: Path) -> str:
+    from peftlab.training.run_result import metric_damage, status_of
+
+    if status_of(result) == "damaged":  # never shown as a result: the study trains it again
+        return f"{run_dir}: damaged: result.json: {metric_damage(result)[0]} (the study trains it again)"
     if result["status"] != "completed":
         return f"{run_dir}: {result['status']}: {result['error']}"
     p = result["params"]
@@ -85,7 +93,7 @@ def add_summary(sub) -> None:
 
 
 def cmd_summary(args) -> int:
-    from peftlab.training.run_result import read_result
+    from peftlab.training.run_result import read_result, status_of
 
     status = 0
     for run_dir in map(Path, args.run_dirs):
@@ -100,7 +108,7 @@ def cmd_summary(args) -> int:
             print(f"{run_dir}: result.json is incomplete or corrupt")
             status = 1
             continue
-        status = status or int(result["status"] != "completed")
+        status = status or int(status_of(result) != "completed")
     return status
 
 

@@ -116,18 +116,27 @@ def cmd_study(args) -> int:
     return 0 if summary.ok else 1
 
 
-COMMAND_FILE = "command.json"  # the command that last ran the study, which the paper's reproducibility names
+COMMANDS_FILE = "commands.jsonl"  # every command that ran the study, one line each: REPRODUCE.md gives them all
 
 
 def record_command(study_dir: Path, warn: bool = True) -> None:
-    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in.
-    A file system that refuses it (full, read-only) costs the paper its command, not the study its results:
-    one warning line, none after a study whose runs already said why they stay pending (the next command
-    that finishes them records itself)."""
+    """Write STUDY_DIR/command.json: this process's ``peftlab`` arguments and the directory they were given in,
+    and append the same record to commands.jsonl (earlier calls may have trained most runs). A file system
+    that refuses it (full, read-only) costs the paper its command, not the study its results: one warning line,
+    none after a study whose runs already said why they stay pending (the next command that finishes them
+    records itself)."""
+    import json
+    import os
+
+    from peftlab.study.records import COMMAND_FILE, CommandRecord
     from peftlab.utils.files import one_line, write_json_atomic
 
+    record: CommandRecord = {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())}
     try:
-        write_json_atomic(study_dir / COMMAND_FILE, {"argv": ["peftlab", *sys.argv[1:]], "cwd": str(Path.cwd())})
+        write_json_atomic(study_dir / COMMAND_FILE, record)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # never through a link
+        with open(os.open(study_dir / COMMANDS_FILE, flags, 0o666), "a") as f:
+            f.write(json.dumps(record) + "\n")
     except OSError as err:
         if warn:
             print(

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig
+from peftlab.utils.errors import ConfigError, UserError, stop_behind
+from peftlab.utils.files import one_line
 
 METHODS: dict[str, type[MethodConfig]] = {}  # the built-in methods, in the order every list shows them
 
@@ -26,6 +28,10 @@ class Finder:
     find: Callable[[str], type[MethodConfig] | None]
     found: Callable[[], tuple[str, ...]]  # the names found so far that work, in the order they were found
     names: Callable[[], list[str]]  # the names it could give, for the line that refuses an unknown one
+    # what the code of method ``name`` is (its distribution, version and a hash of its files), None where unknown
+    identity: Callable[[str], dict | None] = lambda name: None
+    # where method ``name`` comes from, for a line about its own code failing ("method 'x' of plugin dist 1.0")
+    origin: Callable[[str], str] = lambda name: f"method {name!r}"
 
 
 finder = Finder(find=lambda name: None, found=tuple, names=list)  # until peftlab.tuners.plugins installs its own
@@ -42,9 +48,33 @@ def method_class(name: str) -> type[MethodConfig] | None:
     return METHODS[name] if name in METHODS else finder.find(name)
 
 
+def plugin_identity(name: str) -> dict | None:
+    """The code of a plugin method ``name`` (``distribution``, ``version``, ``code_sha256``): part of its runs' ids
+    and records, so a run of another version of the plugin is pending, not done. None for a built-in method."""
+    return None if name in METHODS else finder.identity(name)
+
+
 def method_names() -> tuple[str, ...]:
     """The built-in methods and those found so far: the methods a config or a study's keys may name."""
     return tuple(METHODS) + finder.found()
+
+
+def built_by(cls: type[MethodConfig], make: Callable[[], MethodConfig], where: str) -> MethodConfig:
+    """``make()``, a section of method class ``cls``. A plugin's class that fails otherwise than with peftlab's
+    one-line errors (its ``__post_init__``, its field types, even a ``sys.exit``) is one line naming the plugin
+    (``finder.origin``), raised outside the handler: no SystemExit behind it is taken for a stop."""
+    if METHODS.get(cls.name) is cls:  # a built-in's failure is peftlab's own
+        return make()
+    try:
+        return make()
+    except (UserError, KeyboardInterrupt):  # its own one-line refusal; a Ctrl-C stays one
+        raise
+    except BaseException as err:  # the plugin's own code: anything it raises is the plugin's
+        if isinstance(stop_behind(err), KeyboardInterrupt):  # a Ctrl-C a library turned into an error of its own
+            raise
+        failing = f"{finder.origin(cls.name)}: its config class {cls.__name__} fails on {where}"
+        failure = ConfigError(f"{failing}: {one_line(err)}")
+    raise failure
 
 
 def other_names() -> list[str]:

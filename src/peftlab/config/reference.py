@@ -124,7 +124,8 @@ DESCRIPTIONS = {
     "AdaptiveConfig.allocation": "proportional, threshold or top_k",
     "AdaLoraMethodConfig.tinit": "steps at init_r before the budget starts to fall (an integer is a number of "
     "steps, a number below 1 a fraction of the run's steps)",
-    "AdaLoraMethodConfig.tfinal": "steps at the final budget at the end of the run (steps or a fraction, as tinit)",
+    "AdaLoraMethodConfig.tfinal": "steps at the final budget at the end of the run (steps or a fraction, as tinit; "
+    "with tinit, fitted in proportion to a run too short for both, as result.json's ranks.schedule says)",
     "AdaLoraMethodConfig.orth_reg_weight": "weight of the orthogonality regulariser added to the loss",
     "QALoraConfig.r": "adapter rank",
     "QALoraConfig.format": "the base's group-wise format: int2, int3, int4, int8, nf4 or fp4",

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.config.checks import MAX_INT, check_field, fail_field, shown
-from peftlab.config.methods import METHODS, method_class, method_names, other_names
+from peftlab.config.methods import METHODS, built_by, method_class, method_names, other_names, plugin_identity
 from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
 from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
@@ -133,7 +133,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is MethodConfig:  # the method's own config class, chosen by its name
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping with at least 'name'")
-        return _section(method_config_class(value.get("name", MethodConfig.name)), value, where)
+        cls = method_config_class(value.get("name", MethodConfig.name))
+        return built_by(cls, lambda: _section(cls, value, where), where)  # a plugin's failure: one line naming it
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail_field(where, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
@@ -395,6 +396,9 @@ def hashed_dict(plain: dict) -> dict:
     for name, (value, old) in method_config_class(data["method"]["name"]).hashed_as.items():
         if data["method"].get(name) == value:
             data["method"][name] = old
+    plugin = plugin_identity(data["method"]["name"])
+    if plugin is not None:  # a plugin's code is part of its result: another version's runs are other runs
+        data["method"]["plugin"] = f"{plugin['distribution']} {plugin['version']} {plugin['code_sha256']}"
     return data
 
 

@@ -361,12 +361,14 @@ class TrainConfig:
     malloc: Literal["system", "lean"] = "system"
     compile: bool = False  # torch.compile the model (inductor); one logged line and eager if it cannot compile
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions on Ampere and later
-    fused_adamw: bool | None = None  # None: fused AdamW on CUDA, the foreach one on CPU
+    # None: fused AdamW on CUDA and on a reproducible CPU run (its square root is exactly rounded on every CPU);
+    # else PyTorch's single-tensor one
+    fused_adamw: bool | None = None
     # on an out-of-memory error: halve the micro-batch computed at once (gradients accumulate over
     # the halves: same effective batch) and go on from the last checkpoint
     auto_batch: bool = False
-    # x86 CPUs: pin MKL, oneDNN and ATen to their AVX2 code, so one seed gives the same numbers on
-    # AVX2 and AVX-512 CPUs (set before torch is imported; peftlab.utils.cpu)
+    # x86 CPUs: pin MKL, oneDNN and ATen to their AVX2 code and take the fused AdamW, so one seed gives
+    # the same numbers on AVX2 and AVX-512, Intel and AMD CPUs (set before torch is imported; peftlab.utils.cpu)
     reproducible: bool = False
     # evaluate the final weights on the test split; false for a study's tuning trials, which are
     # chosen on validation and never meet the test set (test metrics null, the merge checked on val)
@@ -384,6 +386,12 @@ class TrainConfig:
             "train.threads",
             self.threads,
             f"an integer in [1, {MAX_THREADS}] or null",
+        )
+        check_field(
+            not (self.reproducible and self.fused_adamw is False),
+            "train.fused_adamw",
+            self.fused_adamw,
+            "true or null with train.reproducible: true (the unfused AdamW's square root differs by CPU vendor)",
         )
         check_field(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check_field(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")

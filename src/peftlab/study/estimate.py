@@ -155,10 +155,12 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         else "unknown until a run finishes"
     )
     tuning = f" ({len(waiting)} wait for their search to choose)" if waiting else ""
+    # a damaged result.json (run_result.status_of) is no result: its run trains again, as a pending one
+    damaged = f", {counts['damaged']} damaged (trained again)" if counts.get("damaged") else ""
     lines.append(
         f"{len(study.runs) + len(waiting)} runs: {done} done, {counts.get('failed', 0)} failed, "
         f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
-        f"{counts.get('pending', 0) + len(waiting)} pending{tuning}; remaining time: {eta}"
+        f"{counts.get('pending', 0) + len(waiting)} pending{tuning}{damaged}; remaining time: {eta}"
     )
     if seconds is None:
         lines.append(training_estimate(planned))

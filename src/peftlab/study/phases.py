@@ -16,24 +16,28 @@ import contextlib
 import json
 import os
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
+
+from peftlab.utils.typed_json import checked
 
 PHASES_FILE = "phases.jsonl"
-PHASES = ("pretrain", "trials", "final runs")
+PhaseName = Literal["pretrain", "trials", "final runs"]
+PHASES = typing.get_args(PhaseName)
 
 
 class PhaseRecord(TypedDict):
     """One phase of one call of ``peftlab study`` (a line of phases.jsonl)."""
 
-    phase: str  # pretrain, trials or final runs
+    phase: PhaseName
     started: str  # when it started, ISO 8601 in UTC
     wall_seconds: float  # how long it took in this call
     workers: int  # the runs trained at once on the local executor (the pretraining: 1)
-    executor: str  # local, submitit or ray
+    executor: Literal["local", "submitit", "ray"]
     runs: int  # runs that ended in it and say how long they ran (a cached base: 0)
     train_eval_seconds: float  # their summed timing.train_seconds + timing.val_seconds
     run_seconds: float  # their summed timing.wall_seconds
@@ -98,18 +102,19 @@ def counting(run_jobs, phase: Phase):
 
 
 def read_phases(study_dir: Path) -> list[PhaseRecord] | None:
-    """The lines of phases.jsonl that are whole records; None when the study has none (run before
-    peftlab recorded its phases)."""
+    """The records of phases.jsonl, each line checked against ``PhaseRecord`` (one of another shape is a
+    ``DamagedFile`` naming the line and the field); a line that is no JSON (cut short by a kill) is skipped.
+    None when the study has none (run before peftlab recorded its phases)."""
+    path = study_dir / PHASES_FILE
     try:
-        lines = (study_dir / PHASES_FILE).read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return None
     records = []
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a line cut short by a kill
-        if isinstance(record, dict) and set(PhaseRecord.__annotations__) <= set(record):
-            records.append(record)
+        records.append(checked(record, PhaseRecord, path, f"line {number}"))
     return records

@@ -51,6 +51,10 @@ def report_options(value: Any) -> ReportOptions:
     for key, label in labels.items():
         if not isinstance(label, str) or not label.strip():
             raise ConfigError(f"study report.labels['{key}']={label!r} is invalid: expected a non-empty string")
+        if not label.isprintable():  # a newline would start a line of its own in report.md, main.tex or a table
+            raise ConfigError(
+                f"study report.labels['{key}']={label!r} is invalid: expected one line of printable characters"
+            )
         if label.replace("\\$", "").count("$") % 2:
             raise ConfigError(
                 f"study report.labels['{key}']={label!r} is invalid: a $ opens LaTeX math that no $ closes"

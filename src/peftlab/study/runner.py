@@ -38,7 +38,7 @@ from peftlab.study.preflight import check_study
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
-from peftlab.training.run_result import read_result, run_status
+from peftlab.training.run_result import metric_damage, read_result, run_status, set_aside_damaged_result, status_of
 from peftlab.utils import locks
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, write_atomic, write_json_atomic
@@ -235,6 +235,9 @@ def run_final(
         if status in ("failed", "diverged") and retry_failed:
             forget_result(run_dir)
             status = run_status(run_dir)
+        if status == "damaged":  # its metrics are no result: trained again, with or without --retry-failed
+            set_aside_damaged_result(run_dir)
+            status = run_status(run_dir)
         if status in FINISHED:
             summary.skipped += 1
             record(summary, spec, read_result(run_dir) or {})
@@ -310,8 +313,10 @@ def forget_result(run_dir: Path) -> None:
 
 
 def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:
-    status = result.get("status", "failed")
-    if status == "completed":
+    status = status_of(result)
+    if status == "damaged":  # a result.json damaged after its run was started: the next call trains it again
+        summary.pending.append((describe(spec), f"its result.json is damaged ({metric_damage(result)[0]})"))
+    elif status == "completed":
         summary.completed.append(describe(spec))
     elif status == "diverged":
         summary.diverged.append(f"{describe(spec)}: {result.get('error')}")

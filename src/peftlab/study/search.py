@@ -45,6 +45,7 @@ marked so in selection.json and is never chosen.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 import sys
 from collections.abc import Callable, Generator
@@ -53,6 +54,7 @@ from typing import Any
 
 from peftlab.study.journal import open_journal, set_aside_damaged
 from peftlab.study.pruning import PruneWatch
+from peftlab.study.records import SELECTION, Selection, read_selection
 from peftlab.study.side_by_side import Request, drive, run_side_by_side
 from peftlab.study.spec import RunSpec, Study, run_id
 from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
@@ -60,12 +62,13 @@ from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.tuning.metric import missing_metric
 from peftlab.study.tuning.tune import Search, apply_values
-from peftlab.training.run_result import read_result, run_status
+from peftlab.training.run_result import read_result, run_status, set_aside_damaged_result
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, write_json_atomic
+from peftlab.utils.files import write_json_atomic
+from peftlab.utils.typed_json import DamagedFile
 
 FINISHED = ("completed", "failed", "diverged")
-SELECTION = "selection.json"
+log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
@@ -140,8 +143,12 @@ def read_choices(study: Study, study_dir: Path) -> dict[str, dict]:
     """The choices of the searches that have finished, from their selection.json (dry runs)."""
     chosen = {}
     for method, search in study.tune.items():
-        selection = read_json(tune_dir(study_dir, method) / SELECTION) or {}
-        if selection.get("fingerprint") == search.fingerprint() and selection.get("done") and selection.get("chosen"):
+        try:
+            selection = read_selection(tune_dir(study_dir, method) / SELECTION)
+        except DamagedFile as err:  # the search rewrites it from its journal and its runs: not done, said once
+            log.warning(f"{err}; the search rewrites it")
+            continue
+        if selection and selection["fingerprint"] == search.fingerprint() and selection["done"] and selection["chosen"]:
             chosen[method] = selection["chosen"]
     return chosen
 
@@ -245,7 +252,7 @@ def write_selection(search: Search, directory: Path, study, done: bool) -> dict 
         if best
         else None
     )
-    record = {
+    record: Selection = {
         "fingerprint": search.fingerprint(),
         # which final runs take the choice: the configuration searched, then those borrowing it (tune.share)
         "configurations": {"searched": search.label, "borrowed_by": list(search.borrowers)},
@@ -344,12 +351,11 @@ def run_trials(
     say: Callable[[str], None],
     stopped_once: set[str],
 ) -> Generator[Request, None, None]:
-    """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each
-    trial's outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is
-    told nothing: it stays running, and ``run_pending`` resumes the run from its checkpoint with the next
-    batch, as a study goes on after a killed worker. A run stopped a second time (``stopped_once``: the
-    out-of-memory killer again, a disk still full) stops the search in one line; the same command resumes
-    it."""
+    """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each trial's
+    outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is told nothing: it
+    stays running, and ``run_pending`` resumes the run from its checkpoint with the next batch, as a study goes on
+    after a killed worker. A run stopped a second time (``stopped_once``: the out-of-memory killer again, a disk
+    still full) stops the search in one line; the same command resumes it."""
     from optuna.trial import TrialState
 
     jobs, results, runs_of = [], {}, {}
@@ -367,6 +373,7 @@ def run_trials(
             run_dir = directory / "runs" / spec.run_id
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "spec.json", spec.record())
+            set_aside_damaged_result(run_dir)  # a damaged result.json is no score: its run trains again
             if run_status(run_dir) in FINISHED:  # trained before a kill: its result is read, not trained again
                 results[spec.run_id] = read_result(run_dir) or {}
             else:

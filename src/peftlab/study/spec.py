@@ -67,6 +67,7 @@ from peftlab.config.schema import (
 )
 from peftlab.study.exclusions import Excluder, exclude_rules
 from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
+from peftlab.study.records import SpecRecord, TunedBy
 from peftlab.study.report_options import ReportOptions, report_options
 from peftlab.study.report_options import section as _mapping  # a study section must be a mapping
 from peftlab.study.tuning.configurations import Configuration
@@ -104,11 +105,11 @@ class RunSpec:
     config: RunConfig = field(repr=False)
     # a final run of a tuned study: {trial, value, metric, params} of its search, and borrowed_from (the
     # configuration whose search it was) where it runs at another configuration's choice (tune.share)
-    tuned_by: dict | None = None
+    tuned_by: TunedBy | None = None
 
-    def record(self) -> dict:
+    def record(self) -> SpecRecord:
         """What ``spec.json`` in the run directory holds."""
-        record = {
+        record: SpecRecord = {
             "run_id": self.run_id,
             "variant": self.variant,
             "method": self.method,

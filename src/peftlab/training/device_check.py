@@ -95,6 +95,7 @@ def facts(result: dict) -> dict:
     return {
         "test_top1": result.get("metrics", {}).get("test_top1"),
         "merge_max_abs_diff": (result.get("merge") or {}).get("max_abs_diff"),
+        "merge_tf32": (result.get("merge") or {}).get("tf32"),  # false: the check compared in full fp32
         "dtype": provenance.get("dtype"),
         "fused_adamw": provenance.get("fused_adamw"),
         "compile_used": (provenance.get("compile") or {}).get("used"),

@@ -13,7 +13,7 @@ from peftlab.data.loading import BatchLoader
 from peftlab.data.text.tokens import IGNORED
 from peftlab.quant.bases import restore_layout, weight_only_arithmetic
 from peftlab.training import metrics
-from peftlab.training.runtime import autocast
+from peftlab.training.runtime import autocast, full_fp32, tf32_allowed
 
 MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
@@ -103,7 +103,19 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
     that difference is quantization error, not a bug, and is reported, not checked. A method whose
     quantized merge is exact (QA-LoRA: the update folds into the zeros) checks it too
     (``requantized_ok``) and reports its own facts (``codes_unchanged``).
+
+    The merges and the forwards run at full fp32 precision (``full_fp32``: TF32 off, whatever
+    ``train.tf32`` says), so the check measures the merge, not TF32's rounding (about 1e-4 of a ViT's
+    logits on an H100); ``tf32`` and ``matmul_precision`` record what it ran at, read inside it.
     """
+    with full_fp32():
+        precision = {"tf32": tf32_allowed(), "matmul_precision": torch.get_float32_matmul_precision()}
+        check = compare_merged(tuner, dataset, device, batch_size, repeats)
+    return {**check, **precision}
+
+
+def compare_merged(tuner, dataset, device: torch.device, batch_size: int, repeats: int) -> dict:
+    """``check_merge``'s comparisons, at whatever precision the caller set."""
     merged = tuner.merged_model().to(device).eval()
     model = tuner.model
     was_training = model.training

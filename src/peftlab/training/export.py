@@ -56,7 +56,7 @@ from peftlab.training.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.build import build_tuned
 from peftlab.tuners.modules import replace_modules, split_qkv
-from peftlab.tuners.peft_injection import unshared
+from peftlab.tuners.peft_injection import PEFT_EXPORT_REFUSAL, unshared
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.utils.errors import UserError, WeightsError
 from peftlab.utils.files import check_output, one_line, read_json, write_atomic
@@ -116,16 +116,20 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
     if not write_peft_adapter(tuner, Path(out_dir)):
-        raise UserError(
-            f"run {run_dir} used method {tuner.name!r}, whose adapter PEFT cannot load on the plain base "
-            "(the PEFT-backed methods export; vera, loha, lokr and oft only when they adapt whole modules, "
-            "not q/k/v slices of timm's fused qkv; none on BEiT's qkv, which plain timm never calls as a module)"
+        adapts_slices = getattr(tuner, "adapts_slices", lambda: False)()
+        why = (
+            PEFT_EXPORT_REFUSAL.format(method=tuner.label)
+            if adapts_slices
+            else f"PEFT cannot load the adapter of method {getattr(tuner, 'label', tuner.name)!r} on the plain base "
+            "(the PEFT-backed methods export, none on BEiT's qkv, which plain timm never calls as a module)"
         )
+        raise UserError(f"run {run_dir}: {why}; `peftlab export --merged` works")
     return Path(out_dir)
 
 
-def load_trained(run_dir: Path):
-    """Rebuild a run's tuned model from its config.yaml and adapter.safetensors."""
+def load_trained(run_dir: str | Path):
+    """Rebuild a run's tuned model from its config.yaml and adapter.safetensors (``run_dir``: a path or its text)."""
+    run_dir = Path(run_dir)
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())  # relative paths: of runs written before 2026-11
     if result["config"]["method"].get("name") != cfg.method.name:

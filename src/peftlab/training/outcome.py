@@ -151,7 +151,8 @@ def result_record(
             val_seconds=pos.val_seconds,
             wall_seconds=time.perf_counter() - state.started,
         ),
-        warnings=merge_warnings(evaluations["merge"])
+        warnings=tuner.warnings()
+        + merge_warnings(evaluations["merge"])
         + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
         auto_batch=state.auto_batch,
         merge=evaluations["merge"],

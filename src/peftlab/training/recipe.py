@@ -165,6 +165,8 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
 
 
 def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict) -> dict:
+    from peftlab.config.methods import plugin_identity
+
     git_sha, git_dirty = provenance.git_state()
     return {
         "git_sha": git_sha,
@@ -172,19 +174,22 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(s.device),
         "arithmetic": arithmetic_record(
-            s.tc.reproducible, s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None
+            s.tc.reproducible,
+            s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None,
+            provenance.mkl_branch(),
         ),
         "malloc": allocator.record(s.tc.malloc),
         "threads": torch.get_num_threads(),
         "dtype": s.tc.precision,
         "tf32": s.tc.tf32 and s.device.type == "cuda",
-        "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device),
+        "fused_adamw": fused_adamw(s.tc.fused_adamw, s.device, s.tc.reproducible),
         "compile": compiled,
         "world_size": s.ranks.world_size,
         "seed": s.cfg.seed,
         "data_sha256": data.splits.info.sha256,
         "data": asdict(data.splits.info),
         **base,  # base_sha256 of the weights file the base was loaded from; base_hub_repo, base_hub_revision
+        "plugin": plugin_identity(s.cfg.method.name),
     }
 
 
@@ -196,7 +201,7 @@ def optimization(s: Setting, tuner, total_steps: int) -> Optimization:
     head_wd = tc.head_weight_decay if tc.head_weight_decay is not None else tc.weight_decay
     optimizer = torch.optim.AdamW(
         tuner.param_groups(tc.lr, tc.weight_decay, head_lr, head_wd),
-        fused=fused_adamw(tc.fused_adamw, s.device) or None,
+        fused=fused_adamw(tc.fused_adamw, s.device, tc.reproducible) or None,
     )
     tuner.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_ratio))

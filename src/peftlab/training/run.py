@@ -24,7 +24,14 @@ from peftlab.config.schema import RunConfig, config_hash, dump_config, load_conf
 from peftlab.training import distributed, recipe, tracking
 from peftlab.training.monitors.health import health
 from peftlab.training.recipe_state import RunState
-from peftlab.training.run_result import RunResult, failure, read_result, write_result
+from peftlab.training.run_result import (
+    RunResult,
+    failure,
+    read_result,
+    set_aside_damaged_result,
+    status_of,
+    write_result,
+)
 from peftlab.training.runtime import out_of_memory
 from peftlab.training.step import Diverged
 from peftlab.utils import locks
@@ -58,7 +65,7 @@ def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> Ru
     """A rank other than 0: the same training on its shard of every batch, resumed from rank 0's
     checkpoint, its own logs and checkpoints thrown away."""
     done = read_result(run_dir)
-    if done is not None and done.get("status") == "completed":
+    if done is not None and status_of(done) == "completed":
         return done
     with tempfile.TemporaryDirectory(prefix=f"peftlab-rank{ranks.rank}-") as scratch:
         state = RunState(resume_dir=run_dir / "checkpoint")
@@ -75,6 +82,7 @@ def train_in(
     prepare_run_dir(cfg, run_dir)
     for directory in (run_dir, run_dir / "checkpoint"):  # what a killed atomic write left behind
         remove_temporaries(directory)
+    set_aside_damaged_result(run_dir)  # a completed record whose metrics are no result: the run trains again
     done = read_result(run_dir)
     if done is not None and done.get("status") == "completed":
         return done

@@ -14,6 +14,7 @@ The result section of docs/run-directory.md is generated from the comments on th
 so a field's comment is its documentation.
 """
 
+import logging
 import math
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Literal, Required, TypedDict, Union
 from peftlab.utils.files import read_json, write_json_atomic
 
 RESULT_FILE = "result.json"
+log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 
 
 class Metrics(TypedDict):
@@ -87,6 +89,10 @@ class Merge(TypedDict, total=False):
     merged_vs_adapter_latency_ratio: Required[float]  # median forward time, merged / adapter (interleaved)
     requantized_max_abs_diff: float  # a quantized base: the re-quantized merge against the adapter (reported)
     requantized_ok: bool  # a method whose quantized merge is exact (QA-LoRA): within tolerance (checked)
+    # TF32 (CUDA's cuBLAS or cuDNN flag) while the check ran, read inside it: false whatever train.tf32 says,
+    # so the check measures the merge, not TF32's rounding (about 1e-4 of a ViT's logits on an H100)
+    tf32: Required[bool]
+    matmul_precision: Required[str]  # torch's fp32 matmul precision while the check ran: "highest" (full fp32)
 
 
 class AutoBatch(TypedDict):
@@ -104,7 +110,9 @@ class Provenance(TypedDict):
     git_dirty: bool | None  # uncommitted changes in that checkout
     versions: dict  # python and the packages that compute (torch, timm, peft, ...)
     hardware: dict  # platform, CPU, its kernel-picking flags (cpu_flags), ATen's cpu_capability, device, GPU
-    arithmetic: dict  # whether the CPU arithmetic was pinned (train.reproducible) and bitsandbytes' 4-bit kernel
+    # whether the CPU arithmetic was pinned (train.reproducible), bitsandbytes' 4-bit kernel, the CPU's vendor
+    # and model and the branch MKL computes in (mkl_branch: AVX2,STRICT pinned on Intel, AUTO,STRICT on AMD)
+    arithmetic: dict
     malloc: dict  # train.malloc as applied: mode, allocator (glibc and its version, or system), fixed mmap_threshold
     threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else physical cores; not --workers)
     dtype: str  # the resolved precision: fp32, bf16 or fp16
@@ -118,6 +126,7 @@ class Provenance(TypedDict):
     base_sha256: str | None  # SHA-256 of the base's weights file; null for a random base
     base_hub_repo: str | None  # weights from the Hugging Face hub cache: their repository
     base_hub_revision: str | None  # and their commit
+    plugin: dict | None  # a plugin method's distribution, version, code_sha256 (its files; in its run id) or null
 
 
 class RunResult(TypedDict, total=False):
@@ -134,11 +143,14 @@ class RunResult(TypedDict, total=False):
     config: Required[dict]  # the resolved config, as config.yaml holds it
     metrics: Metrics | dict  # below; {} in a failed run's record
     params: Params | None  # below; null when the run failed before its model was built
-    # low-rank methods: the rank strategy, sum, budget, modules and the final rank per module; null for others
+    # low-rank methods: the rank strategy, sum, budget, modules and the final rank per module (AdaLoRA: its
+    # schedule in steps, and how it was fitted to a run too short for it); null for others
     ranks: dict | None
     memory: Memory  # below
     timing: Timing  # below
-    warnings: list  # a failed merge check and a slow validation, in words (also printed on stderr)
+    # the method's own (AdaLoRA's schedule fitted to the run), a failed merge check and a slow validation, in
+    # words (also printed on stderr)
+    warnings: list
     auto_batch: AutoBatch | None  # below; null when the micro-batch was never halved
     merge: Merge | None  # below; null for methods whose modules do not fold into the base (adapters, prompts)
     # the method's own quantization (QA-LoRA: format, groups, error per layer); null for others
@@ -252,12 +264,48 @@ def write_result(run_dir: str | Path, result: RunResult) -> None:
     write_json_atomic(Path(run_dir) / RESULT_FILE, result)
 
 
+def metric_damage(result: RunResult) -> list[str]:
+    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
+    number in its range (``metric_problem``); [] for sound metrics and for a record that did not complete. The one
+    check every reader of result.json makes: a completed run with damage is ``damaged``, never done."""
+    if result.get("status") != "completed":
+        return []
+    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
+        return ["no metrics object"]
+    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
+    return [problem for problem in problems if problem]
+
+
+def status_of(result: RunResult) -> str:
+    """A record's status: completed, failed or diverged as it says, or damaged for a completed record whose
+    metrics are no result (``metric_damage``): a run to train again, as a pending one."""
+    status = result.get("status", "failed")
+    return "damaged" if status == "completed" and metric_damage(result) else status
+
+
 def run_status(run_dir: str | Path) -> str:
-    """completed | failed | diverged | partial (a checkpoint to resume) | pending."""
+    """completed | damaged (``status_of``) | failed | diverged | partial (a checkpoint to resume) | pending."""
     result = read_result(run_dir)
     if result is not None:
-        return result.get("status", "failed")
+        return status_of(result)
     return "partial" if (Path(run_dir) / "checkpoint").exists() else "pending"
+
+
+def set_aside_damaged_result(run_dir: str | Path) -> str | None:
+    """Move a damaged result.json (``status_of``) aside to the first free ``result.json.damaged-<n>``, so that the
+    run trains again (resumed from its checkpoint where it has one), and say so in one warning line; returns the
+    damage in words, None (and nothing moved) for a record that is not damaged."""
+    result = read_result(run_dir)
+    if result is None or status_of(result) != "damaged":
+        return None
+    path = Path(run_dir) / RESULT_FILE
+    number = 1
+    while (aside := path.with_name(f"{RESULT_FILE}.damaged-{number}")).exists() or aside.is_symlink():
+        number += 1
+    path.rename(aside)
+    why = metric_damage(result)[0]
+    log.warning(f"{path} is damaged ({why}): moved to {aside.name}; the run trains again")
+    return why
 
 
 def key_problems(result: dict) -> list[str]:

@@ -104,9 +104,73 @@ def set_tf32(allowed: bool, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = allowed
 
 
-def fused_adamw(setting: bool | None, device: torch.device) -> bool:
-    """``train.fused_adamw``: null means fused on CUDA, PyTorch's foreach AdamW on CPU."""
-    return device.type == "cuda" if setting is None else setting
+# every fp32 matmul, convolution and RNN's precision (torch >= 2.9's per-backend settings): "ieee" is full fp32
+FP32_OPERATIONS = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
+# what full_fp32 restores: those and the levels above them (generic, CUDA, oneDNN), which "none" inherits
+FP32_SETTINGS = ("", "cudnn", "mkldnn", *FP32_OPERATIONS)
+
+
+def fp32_setting(name: str):
+    """The ``torch.backends`` object holding the ``fp32_precision`` of ``name`` ("" the generic one)."""
+    backend = torch.backends
+    for part in filter(None, name.split(".")):
+        backend = getattr(backend, part)
+    return backend
+
+
+def legacy_setting(read):
+    """A TF32 flag read through torch's older API, or None where torch refuses to answer (it raises on
+    a state that mixed the older and the per-backend API)."""
+    try:
+        return read()
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """fp32 matmuls, convolutions and RNNs at full precision while it runs, whatever ``train.tf32`` (or
+    anything else) set: TF32 off on CUDA (cuBLAS and cuDNN), no TF32 or bf16 on oneDNN, the matmul
+    precision "highest". Every setting is restored afterwards, on an exception too.
+
+    For comparisons of two models that should compute the same thing (the merge check): TF32 moves a
+    ViT's logits by about 1e-4 (an H100), so with it on such a check measures TF32, not the models.
+    """
+    matmul = legacy_setting(torch.get_float32_matmul_precision)
+    cudnn = legacy_setting(lambda: torch.backends.cudnn.allow_tf32)
+    saved = {name: fp32_setting(name).fp32_precision for name in FP32_SETTINGS}
+    try:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        for name in FP32_OPERATIONS:  # also where a level above says "tf32" and an operation inherits it
+            fp32_setting(name).fp32_precision = "ieee"
+        yield
+    finally:  # the older API first: setting it rewrites the per-backend values restored after it
+        if matmul is not None:
+            torch.set_float32_matmul_precision(matmul)
+        if cudnn is not None:
+            torch.backends.cudnn.allow_tf32 = cudnn
+        for name, value in saved.items():
+            fp32_setting(name).fp32_precision = value
+
+
+def tf32_allowed() -> bool:
+    """Whether fp32 matmuls or convolutions may compute in TF32 on CUDA now (either cuBLAS's or cuDNN's
+    flag; true on a CPU as well when the flags say so, though only CUDA reads them)."""
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+
+
+def fused_adamw(setting: bool | None, device: torch.device, reproducible: bool = False) -> bool:
+    """``train.fused_adamw``: null means fused on CUDA, and on CPU where ``train.reproducible`` pins the
+    arithmetic; else PyTorch's single-tensor AdamW. That one's ``sqrt`` goes through MKL's vector math,
+    whose results depend on the CPU's vendor (on an AMD EPYC, whatever MKL_CBWR says, 16% of square roots
+    land one ulp from the exact result, which an Intel Xeon's AVX2 branch gave); the fused kernel's is
+    ATen's own square root instruction, exactly rounded on every CPU (benchmarks/arith_hashes.py,
+    tests/test_arith_hashes.py)."""
+    if setting is not None:
+        return setting
+    return device.type == "cuda" or (reproducible and device.type == "cpu")
 
 
 def example_inputs(shape: tuple[int, ...], n: int, device: torch.device) -> torch.Tensor:

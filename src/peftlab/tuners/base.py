@@ -79,6 +79,11 @@ class Tuner:
         """The history written to ``importance.jsonl``: one record per module per reallocation."""
         return []
 
+    def warnings(self) -> list[str]:
+        """What result.json's ``warnings`` says of the method's run, in words (AdaLoRA: its schedule fitted
+        to a run too short for it)."""
+        return []
+
     def state_dict(self) -> dict:
         """The method's own training state (moving averages, masks, schedules): tensors and plain values."""
         return {}

@@ -25,7 +25,10 @@ adapters' updates are added in place, and the backward takes every product in th
 orientation that is fast for a rank-r factor (``(h^T g)^T`` for B, never ``g^T h``) and
 computes no gradient for a frozen weight. Autograd through the same ops spends a zero fill
 and a copy of the (N, 3d) output gradient on ``narrow`` and a slow (d, N) x (N, r) product
-per adapter (profiled, see benchmarks/README.md). Tests compare outputs and gradients with
+per adapter (profiled, see benchmarks/README.md). Adapters of one rank and scaling (LoRA on q and
+v) share their products: one for every A, one batched for every B through strided views of the
+output's slices, so a forward and backward dispatch no more ops than PEFT's LoRA on the whole
+fused qkv (tests/test_step_shape.py counts them). Tests compare outputs and gradients with
 PEFT's own layers.
 """
 
@@ -148,6 +151,12 @@ class FusedLoraQKV(torch.autograd.Function):
     autocast dtype, as ``F.linear`` would; gradients come back in each input's own dtype. W may be
     a callable that returns it (a 4-bit base dequantized into a buffer, only without autocast):
     it is called again for the backward instead of being saved.
+
+    Adapters of one rank and scaling on evenly spaced slices (q and v; q, k and v) take one product
+    for all their A's and one batched product for all their B's, written into their slices of the
+    output through a strided view (``slice_batch``): a forward and backward dispatches fewer ops
+    than PEFT's LoRA on the whole fused qkv, each a kernel launch on a GPU (``stacked_layout``).
+    Other adapters take a product pair each (``per_slice``).
     """
 
     @staticmethod
@@ -164,12 +173,19 @@ class FusedLoraQKV(torch.autograd.Function):
                 torch.mm(x2, w.t(), out=flat)
             else:
                 torch.addmm(bias.to(dtype), x2, w.t(), out=flat)
-            saved = []
-            for (start, size, scaling), lora_A, lora_B in zip(slices, factors[0::2], factors[1::2]):
-                a, b = lora_A.to(dtype), lora_B.to(dtype)
-                h = (x2 @ a.t()).mul_(scaling)  # (N, r)
-                flat[:, start : start + size].addmm_(h, b.t())
-                saved += [a, b, h]
+            ctx.layout = stacked_layout(slices, factors, dtype, x.device, w.shape[0])
+            if ctx.layout is None:
+                saved = per_slice_forward(flat, x2, slices, factors, dtype)
+            else:
+                first, step, size, scaling = ctx.layout
+                a = torch.cat(factors[0::2]).to(dtype)  # (n r, d): every A
+                b = torch.stack(factors[1::2]).to(dtype)  # (n, size, r): every B
+                h = torch.mm(x2, a.t()).mul_(scaling)  # (N, n r)
+                rank = factors[0].shape[0]
+                output_blocks(out, len(slices), size, step, first).baddbmm_(
+                    slice_batch(h, len(slices), rank, rank, 0), b.transpose(1, 2)
+                )
+                saved = [a, b, h]
         ctx.slices, ctx.x_shape, ctx.x_dtype = slices, x.shape, x.dtype
         ctx.factor_dtypes = [f.dtype for f in factors]
         ctx.weight = weight if callable(weight) else None
@@ -182,18 +198,98 @@ class FusedLoraQKV(torch.autograd.Function):
         w = ctx.weight() if ctx.weight is not None else w
         g = grad.reshape(-1, grad.shape[-1]).to(w.dtype)  # (N, 3d)
         grad_x = g @ w if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
-        grads = []
-        for (start, size, scaling), a, b, h in zip(ctx.slices, saved[0::3], saved[1::3], saved[2::3]):
-            g_slice = g[:, start : start + size]  # (N, size), a strided view
-            gh = (g_slice @ b).mul_(scaling)  # (N, r)
-            grads.append(gh.t() @ x2)  # A: (r, d)
-            grads.append((h.t() @ g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
-            if grad_x is not None:
-                grad_x.addmm_(gh, a)
-        grads = [gr.to(dt) for gr, dt in zip(grads, ctx.factor_dtypes)]
+        if ctx.layout is None:
+            grads = per_slice_backward(g, x2, grad_x, ctx.slices, saved)
+            grads = [gr.to(dt) for gr, dt in zip(grads, ctx.factor_dtypes)]
+        else:
+            grads = stacked_backward(g, x2, grad_x, ctx.layout, saved, ctx.factor_dtypes[0])
         if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
         return (grad_x, None, None, None, *grads)
+
+
+def stacked_layout(slices, factors, dtype, device, width: int) -> tuple[int, int, int, float] | None:
+    """``(first, step, size, scaling)`` where the adapted slices can share their products: two or more,
+    of one size, evenly spaced on a grid of that size over the output's ``width`` (any of q, k, v are),
+    with one scaling, one rank and one dtype; else None. Not in bf16 on a CPU: oneDNN's bf16 matmul
+    cannot write the strided batch (torch warns and falls back)."""
+    starts = [start for start, _, _ in slices]
+    if len(slices) < 2 or len({(size, scaling) for _, size, scaling in slices}) > 1:
+        return None
+    size = slices[0][1]
+    if width % size or any(start % size for start in starts):
+        return None
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        return None
+    steps = {later - earlier for earlier, later in zip(starts, starts[1:])}
+    if len(steps) > 1 or len({(f.shape, f.dtype) for f in factors[0::2]}) > 1:
+        return None
+    if len({(f.shape, f.dtype) for f in factors[1::2]}) > 1 or len({f.dtype for f in factors}) > 1:
+        return None
+    return starts[0], steps.pop(), slices[0][1], slices[0][2]
+
+
+def output_blocks(out: torch.Tensor, n: int, size: int, step: int, first: int) -> torch.Tensor:
+    """The column blocks [first + i step, first + i step + size), i < n, of the output (..., 3d) as one
+    (n, N, size) view to add into, made of views torch.compile can write through (a write through
+    ``as_strided`` cannot be functionalized)."""
+    blocks = out.view(-1, out.shape[-1] // size, size)  # (N, 3, size)
+    start, every = first // size, step // size
+    return blocks[:, start : start + (n - 1) * every + 1 : every].transpose(0, 1)
+
+
+def slice_batch(t: torch.Tensor, n: int, width: int, step: int, first: int, transposed: bool = False):
+    """The column blocks [first + i step, first + i step + width), i < n, of the 2-D ``t`` (N, C) as one
+    strided (n, N, width) view ((n, width, N) ``transposed``), so one batched product reads them (one op;
+    not for writing: see ``output_blocks``)."""
+    if first:
+        t = t[:, first:]  # as_strided keeps a view's offset (read with storage_offset(), dynamo would break here)
+    if transposed:
+        return t.as_strided((n, width, t.shape[0]), (step, 1, t.stride(0)))
+    return t.as_strided((n, t.shape[0], width), (step, t.stride(0), 1))
+
+
+def stacked_backward(g, x2, grad_x, layout, saved, dtype) -> list[torch.Tensor]:
+    """Gradients of every A and B of ``stacked_layout``'s adapters from two products and two batched
+    ones; A's and B's gradients are row blocks of one tensor each, in their parameters' layout."""
+    first, step, size, scaling = layout
+    a, b, h = saved  # (n r, d), (n, size, r), (N, n r)
+    g = g.contiguous()  # slice_batch's views need rows in memory (a sum's gradient is one expanded value)
+    n, rank = b.shape[0], b.shape[2]
+    # (n, r, N): every g_i B_i, transposed, the orientation that is fast for a rank-r factor
+    gh = torch.bmm(b.transpose(1, 2), slice_batch(g, n, size, step, first, transposed=True))
+    gh = gh.mul_(scaling).view(n * rank, -1)  # (n r, N)
+    grad_a = (gh @ x2).to(dtype).split(rank)  # (r, d) each
+    if grad_x is not None:
+        grad_x.addmm_(gh.t(), a)
+    # (n, r, size): every h_i^T g_i (fast, as above), then each B's (size, r) in one copy
+    grad_b = torch.bmm(slice_batch(h, n, rank, rank, 0, transposed=True), slice_batch(g, n, size, step, first))
+    grad_b = grad_b.transpose(1, 2).contiguous().to(dtype).unbind()
+    return [grad for pair in zip(grad_a, grad_b) for grad in pair]
+
+
+def per_slice_forward(flat, x2, slices, factors, dtype) -> list[torch.Tensor]:
+    """Each adapter's update added to its slice of ``flat`` (N, 3d); the tensors its backward needs."""
+    saved = []
+    for (start, size, scaling), lora_A, lora_B in zip(slices, factors[0::2], factors[1::2]):
+        a, b = lora_A.to(dtype), lora_B.to(dtype)
+        h = (x2 @ a.t()).mul_(scaling)  # (N, r)
+        flat[:, start : start + size].addmm_(h, b.t())
+        saved += [a, b, h]
+    return saved
+
+
+def per_slice_backward(g, x2, grad_x, slices, saved) -> list[torch.Tensor]:
+    """``per_slice_forward``'s gradients: A's and B's in turn, adding each adapter's part to ``grad_x``."""
+    grads = []
+    for (start, size, scaling), a, b, h in zip(slices, saved[0::3], saved[1::3], saved[2::3]):
+        g_slice = g[:, start : start + size]  # (N, size), a strided view
+        gh = (g_slice @ b).mul_(scaling)  # (N, r)
+        grads.append(gh.t() @ x2)  # A: (r, d)
+        grads.append((h.t() @ g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
+        if grad_x is not None:
+            grad_x.addmm_(gh, a)
+    return grads
 
 
 def plain_lora(layer: nn.Module):

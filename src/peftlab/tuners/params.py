@@ -14,6 +14,7 @@ from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, arch
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
 from peftlab.models.weights import check_weights_file
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
+from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.plugins import method_spec
 from peftlab.utils.errors import ConfigError
 
@@ -102,19 +103,25 @@ def check_model_size(
     """
     model = model if model is not None else meta_backbone(model_cfg, num_classes)
     base = sum(p.numel() for p in model.parameters())
-    rank = max(
-        getattr(method, "r", 0) or 0,
-        getattr(method, "init_r", 0) or 0,
-        getattr(method, "built_rank", 0) or 0,
-    )  # adaptive: adapters are built at max_rank
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    refuse_size(model_cfg, method, num_classes, base + rank * sum(m.in_features + m.out_features for m in linears))
+    bound = largest_rank(method) * sum(m.in_features + m.out_features for m in linears)
+    refuse_size(model_cfg, method, num_classes, base + bound + getattr(method, "shared_size", 0))
     sized = sized_without_applying(method, model)
     if sized is not None:
         refuse_size(model_cfg, method, num_classes, base + sum(sized))
         return
     tuner = meta_tuner(method, copy.deepcopy(model))
     refuse_size(model_cfg, method, num_classes, sum(p.numel() for p in tuner.model.parameters()))
+
+
+def largest_rank(method: MethodConfig) -> int:
+    """The largest rank ``method`` builds a module with (0 for a method without ranks): ``r``, AdaLoRA's
+    ``init_r``, the adaptive method's ``built_rank`` (its adapters are built at max_rank), the values of a
+    ``rank_pattern``; the PEFT bridge's ``r`` and ``rank_pattern`` options (``PeftBridgeConfig.option_ranks``)."""
+    ranks = [getattr(method, key, 0) or 0 for key in ("r", "init_r", "built_rank")]
+    ranks += list((getattr(method, "rank_pattern", None) or {}).values())
+    ranks += method.option_ranks if isinstance(method, PeftBridgeConfig) else []
+    return max(ranks)
 
 
 def refuse_size(model_cfg: ModelConfig, method: MethodConfig, num_classes: int, total: int) -> None:
@@ -134,9 +141,10 @@ def refuse_size(model_cfg: ModelConfig, method: MethodConfig, num_classes: int, 
 def size_settings(method: MethodConfig) -> str:
     """The method's integer settings away from their defaults (the knobs that size it), else ``method.*``."""
 
-    def sizes(value) -> bool:
-        values = value.values() if isinstance(value, dict) else [value]
-        return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    def sizes(value) -> bool:  # an integer, or a mapping of them (a rank pattern, the PEFT bridge's options)
+        if isinstance(value, dict):
+            return bool(value) and all(sizes(v) for v in value.values())
+        return isinstance(value, int) and not isinstance(value, bool)
 
     defaults = to_dict(type(method)())
     changed = [

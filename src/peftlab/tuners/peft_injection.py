@@ -160,6 +160,14 @@ def unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+# why `export --peft` has nothing to write for an adapter on q/k/v slices (the run's warning and the refusal say it)
+PEFT_EXPORT_REFUSAL = (
+    "the {method} adapter sits on q/k/v slices of timm's fused qkv, which PEFT cannot load on the plain base (no "
+    "exact rewrite onto the whole qkv exists for it; train it on whole modules, e.g. method.target_modules: [qkv], "
+    "for a PEFT-format adapter)"
+)
+
+
 class PeftTuner(Tuner):
     """A model wrapped by PEFT (``get_peft_model``): what every PEFT-backed method shares."""
 
@@ -189,6 +197,19 @@ class PeftTuner(Tuner):
     def adapts_slices(self) -> bool:
         """True when some adapter sits on a q/k/v slice of timm's fused ``qkv`` (not a module PEFT finds in timm)."""
         return any(isinstance(m, SplitQKV) for m in self.model.modules())
+
+    def warnings(self) -> list[str]:
+        """An adapter on q/k/v slices that no exact rewrite puts onto the whole ``qkv``: PEFT cannot load it on the
+        plain base, which the run says at its end rather than ``peftlab export --peft`` after it."""
+        if not self.adapts_slices() or self.fused_peft_adapter() is not None:
+            return []
+        return [f"{PEFT_EXPORT_REFUSAL.format(method=self.label)}; `peftlab export --merged` works"]
+
+    @property
+    def label(self) -> str:
+        """The method as its config names it (a PEFT type through the bridge: ``peft (VERA)``)."""
+        peft_type = getattr(self, "peft_type", None)
+        return f"{self.name} ({peft_type})" if peft_type else self.name
 
     def peft_adapter(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """PEFT's own config and weights, which load on the plain base when every target is a

@@ -15,16 +15,25 @@ sections (``peftlab.config.methods``) when it is imported, which ``peftlab/__ini
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peftlab.config.methods import Finder, install_finder
 from peftlab.config.sections import MethodConfig
 from peftlab.tuners import HOOKS, TUNERS, TunerSpec
-from peftlab.utils.errors import ConfigError
+from peftlab.utils import distributions
+from peftlab.utils.errors import ConfigError, UserError, stop_behind
+from peftlab.utils.files import one_line
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 GROUP = "peftlab.methods"
 LOADED: dict[str, PluginSpec | ConfigError] = {}  # the plugins read so far, by name
@@ -40,26 +49,48 @@ class PluginSpec(TunerSpec):
 
     def load(self, hook: str):
         where = f"method {self.config_cls.name!r} of plugin {self.distribution}"
-        try:
-            module = importlib.import_module(self.module)
-        except Exception as err:  # the plugin's own code: any error of it is the plugin's
-            raise ConfigError(f"{where}: its model module {self.module} fails to import: {one_line(err)}") from err
+        where_import = f"{where}: its model module {self.module} fails to import"
+        module = plugin_call(where_import, importlib.import_module, self.module, passing=(KeyboardInterrupt,))
         missing = [h for h, needed in HOOKS.items() if needed and not callable(getattr(module, h, None))]
         if missing:
             raise ConfigError(
                 f"{where}: {self.module} has no function {missing[0]!r}, which every method's module defines"
             )
-        return getattr(module, hook, None)
+        function = getattr(module, hook, None)
+        return guarded(function, f"{where}: its {self.module}.{hook}") if function is not None else None
 
 
-def one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+def guarded(function, where: str):
+    """``function``, a plugin's hook, called through ``plugin_call``: ``where() fails: TypeName: message``."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        return plugin_call(f"{where}() fails", function, *args, **kwargs)
+
+    return call
+
+
+def plugin_call(where: str, function, *args, passing=(UserError, KeyboardInterrupt), **kwargs):
+    """``function(*args, **kwargs)``, a plugin's own code: anything it raises but ``passing`` (peftlab's
+    one-line errors, a Ctrl-C) is one ConfigError line, ``where: TypeName: message``, a ``sys.exit`` too.
+    It is raised outside the handler, so that no SystemExit stands behind it as a stop (``errors.stop_behind``)."""
+    try:
+        return function(*args, **kwargs)
+    except passing:
+        raise
+    except BaseException as err:  # the plugin's own code: whatever it raises is the plugin's
+        if isinstance(stop_behind(err), KeyboardInterrupt):  # a Ctrl-C a library turned into an error of its own
+            raise
+        failure = ConfigError(f"{where}: {one_line(err)}")
+    raise failure
 
 
 def entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
-    """The ``peftlab.methods`` entry points of the installed distributions, by name (metadata only)."""
+    """The ``peftlab.methods`` entry points of the installed distributions, by name (metadata only). A
+    distribution whose metadata cannot be read (a malformed ``entry_points.txt``) gives none: it is
+    skipped with one warning naming it (``utils/distributions.py``), and the others' plugins are read."""
     found: dict[str, list[importlib.metadata.EntryPoint]] = {}
-    for ep in importlib.metadata.entry_points(group=GROUP):
+    for ep in distributions.entry_points(GROUP):
         found.setdefault(ep.name, []).append(ep)
     return found
 
@@ -104,10 +135,7 @@ def read_entry_point(ep: importlib.metadata.EntryPoint, name: str) -> TunerSpec:
         raise ConfigError(f"the name is a built-in method's: rename the entry point (the built-in {name} is used)")
     if not NAME.fullmatch(name):
         raise ConfigError(f"the name is invalid: expected {NAME.pattern} (lower case, digits, _)")
-    try:
-        spec = importlib.import_module(ep.module)
-    except Exception as err:  # the plugin's own code: any error of it is the plugin's
-        raise ConfigError(f"fails to import: {one_line(err)}") from err
+    spec = plugin_call("fails to import", importlib.import_module, ep.module, passing=(KeyboardInterrupt,))
     for part in (ep.attr or "").split("."):
         if part and not hasattr(spec, part):
             raise ConfigError(f"{ep.module} has no {ep.attr}: expected TunerSpec(config class, model module)")
@@ -133,10 +161,8 @@ def check_config_class(cls, name: str) -> None:
         raise ConfigError(f"its config class {cls.__name__} is not a frozen dataclass: use @dataclass(frozen=True)")
     if cls.__dict__.get("name") != name:
         raise ConfigError(f"its config class {cls.__name__} declares name = {cls.__dict__.get('name')!r}, not {name!r}")
-    try:
-        cls()
-    except Exception as err:  # its defaults must make a valid config, as every method's do
-        raise ConfigError(f"its config class {cls.__name__}() fails: {one_line(err)}") from err
+    # its defaults must make a valid config, as every method's do
+    plugin_call(f"its config class {cls.__name__}() fails", cls, passing=(KeyboardInterrupt,))
 
 
 def method_spec(name: str) -> TunerSpec | None:
@@ -163,4 +189,53 @@ def config_class(name: str) -> type[MethodConfig] | None:
     return spec.config_cls if spec is not None else None
 
 
-install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names))
+IDENTITIES: dict[int, tuple[PluginSpec, dict]] = {}  # id(spec) -> (spec, its identity): each plugin hashed once
+
+
+def identity(name: str) -> dict | None:
+    """What the code of the plugin method ``name`` is: its ``distribution``, ``version`` and ``code_sha256``, a
+    hash of the files of the packages its config class and model module come from. None where no working plugin
+    of that name was read (a built-in, or a broken plugin, whose runs fail anyway)."""
+    spec = LOADED.get(name)
+    if not isinstance(spec, PluginSpec):
+        return None
+    if id(spec) not in IDENTITIES:
+        dist, _, version = spec.distribution.partition(" ")
+        packages = {spec.module.split(".")[0], spec.config_cls.__module__.split(".")[0]}
+        IDENTITIES[id(spec)] = (spec, {"distribution": dist, "version": version, "code_sha256": code_sha256(packages)})
+    return IDENTITIES[id(spec)][1]
+
+
+def code_sha256(packages: set[str]) -> str:
+    """SHA-256 over the files of the top-level ``packages`` (a package's folder, bytecode caches aside, or a
+    module's file), each named relative to where it was found: the same code installed anywhere hashes alike."""
+    digest = hashlib.sha256()
+    for package in sorted(packages):
+        found = importlib.util.find_spec(package)
+        if found is None:
+            continue
+        if found.submodule_search_locations:
+            roots = [Path(location) for location in found.submodule_search_locations]
+            files = sorted(
+                (root, path)
+                for root in roots
+                for path in root.rglob("*")
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+            )
+        elif found.origin and os.path.isfile(found.origin):
+            files = [(Path(found.origin).parent, Path(found.origin))]
+        else:
+            files = []
+        for root, path in files:
+            digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def origin(name: str) -> str:
+    """``method 'x' of plugin dist 1.0`` for a plugin's method, ``method 'x'`` for a built-in's."""
+    spec = LOADED.get(name)
+    return f"method {name!r} of plugin {spec.distribution}" if isinstance(spec, PluginSpec) else f"method {name!r}"
+
+
+install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names, identity=identity, origin=origin))

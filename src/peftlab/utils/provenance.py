@@ -61,6 +61,48 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_vendor() -> str | None:
+    """The CPU's vendor as it names itself (``GenuineIntel``, ``AuthenticAMD``; Linux's /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def mkl_branch() -> str | None:
+    """The code branch MKL computes in, as its verbose line for one small matmul says (its ``CNR:`` field):
+    ``AVX2,STRICT`` on an Intel CPU under train.reproducible's pin, ``AUTO,STRICT`` on an AMD one (MKL
+    takes no instruction-set branch there, only COMPATIBLE), ``OFF`` unpinned. None without MKL or off
+    Linux. MKL prints to the C stdout: it is caught on a temporary file for the one matmul."""
+    import ctypes
+    import re
+    import sys
+    import tempfile
+
+    import torch
+
+    if not sys.platform.startswith("linux") or not torch.backends.mkl.is_available():
+        return None
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as caught:
+        try:
+            os.dup2(caught.fileno(), 1)
+            with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
+                torch.ones(64, 64) @ torch.ones(64, 64)  # float32 on the CPU: MKL's sgemm
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        caught.seek(0)
+        found = re.search(r"CNR:(\S+)", caught.read().decode(errors="replace"))
+    return found.group(1) if found else None
+
+
 # The CPU features that change which kernels run (and so the numbers of the same seed): MKL, oneDNN
 # and ATen pick AVX2 or AVX-512 code, bitsandbytes its bf16 4-bit kernel on avx512_bf16.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")

@@ -2,7 +2,8 @@
 
 OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submission/:
   paper/             main.tex, results.tex, references.bib, tables/, figures/ (pdf, png), main.pdf
-  results/           results.csv and results.parquet (one row per run, as `peftlab results` writes)
+  results/           results.csv and results.parquet (one row per run, as `peftlab results` writes, paths made
+                     portable: results/portable.py), runs.sha256 (the lines whose SHA-256 the paper prints)
   configs/           the study YAML, its base and pretraining configs, literature.yaml
   requirements.lock  the exact package versions
   REPRODUCE.md       the commands, the git commit, the machine and the measured runtimes
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -24,14 +26,18 @@ from peftlab.analysis.paper.build import pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
-from peftlab.analysis.results.load import environment, load_results, results_sha256
+from peftlab.analysis.results.load import environment, load_results, results_lines, results_sha256
+from peftlab.analysis.results.portable import portable_frame, portable_text
+from peftlab.analysis.results.record import study_commands
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
+from peftlab.study.phases import read_phases
 from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_link, refuse_links_below, refuse_links_in, write_atomic
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
+RUNS_SHA256 = "runs.sha256"
 
 
 def write_submission(
@@ -76,8 +82,10 @@ def write_submission(
                 for path in sorted((paper_dir / sub).glob(pattern)):
                     copy(path, root / "paper" / sub / path.name)
         (root / "results").mkdir(parents=True)
-        df.to_csv(root / "results" / "results.csv", index=False)
-        df.to_parquet(root / "results" / "results.parquet", index=False)
+        table = portable_frame(df, study_dir)  # no path of this machine: the data root as OUTSIDE/<name>, ...
+        table.to_csv(root / "results" / "results.csv", index=False)
+        table.to_parquet(root / "results" / "results.parquet", index=False)
+        (root / "results" / RUNS_SHA256).write_text(results_lines(study_dir))  # its SHA-256 is \\resultsSha
         for config in dict.fromkeys(p for p in (study.path, study.base, study.pretrain, LITERATURE) if p):
             copy(Path(config), root / "configs" / Path(config).name)
         copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
@@ -131,12 +139,90 @@ def git_head() -> str:
     return proc.stdout.strip() or "unknown (not a git checkout)"
 
 
+PATH_WORDS = (
+    "Paths are written relative to where you will have them: `./` is the repository's root, `STUDY` the study "
+    "folder (`--study-dir`), `~` your home folder; `OUTSIDE/<name>` was a file or folder elsewhere on the machine "
+    "of the runs (a dataset: see below; a study file: `configs/` in this archive)."
+)
+
+
+def data_lines(done, study_dir: Path) -> list[str]:
+    """REPRODUCE.md's section on the data: each dataset the completed runs read, where their configs say it lies
+    (data.root, made portable), and its splits' sizes."""
+    if done.empty or "config.data.name" not in done:
+        return []
+    lines = [
+        "## Where the data goes",
+        "",
+        "Each dataset the runs read, and the folder their configs name for it (`data.root`; a relative root is "
+        "read from the folder of the config that names it). Put the data there, or set `data.root` in `configs/` "
+        "to where you have it; the runs' files record each data file's SHA-256 (`provenance.data_sha256`).",
+        "",
+    ]
+    roots = done.get("config.data.root")
+    for name in dict.fromkeys(done["config.data.name"].dropna()):
+        runs = done[done["config.data.name"] == name]
+        named = roots[runs.index].dropna() if roots is not None else []
+        where = sorted({portable_text(str(root), study_dir) for root in named if root})
+        sizes = [
+            f"{split} {int(runs[f'data.{split}_size'].dropna().iloc[0])}"
+            for split in ("train", "val", "test")
+            if f"data.{split}_size" in runs and runs[f"data.{split}_size"].notna().any()
+        ]
+        folders = ", ".join(f"`{folder}`" for folder in where) or "not set (the dataset's own default)"
+        lines.append(f"- `{name}`: data.root {folders}" + (f"; examples read: {', '.join(sizes)}" if sizes else ""))
+    return lines + [""]
+
+
+def command_lines(study_dir: Path) -> list[str]:
+    """REPRODUCE.md's list of every command that ran the study (commands.jsonl), paths made portable."""
+    commands = study_commands(study_dir)
+    if not commands:
+        return []
+    lines = [
+        f"The {'command' if len(commands) == 1 else f'{len(commands)} commands'} that ran the study's runs "
+        "(commands.jsonl), each from the folder named before it:",
+        "",
+        "```bash",
+    ]
+    for command in commands:
+        cwd = portable_text(command["cwd"], study_dir) if command["cwd"] else "?"
+        lines.append(f"cd {cwd} && {portable_text(shlex.join(command['argv']), study_dir)}")
+    return lines + ["```", ""]
+
+
+def runtime_lines(done, study_dir: Path) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining."""
+    lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
+    if wall is not None and wall.notna().any():
+        lines.append(
+            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
+            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
+            "the machine above, pretraining and tuning trials excluded."
+        )
+    by_phase: dict[str, float] = {}
+    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
+        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
+    if by_phase:
+        parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
+        lines.append(
+            f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
+            f"workers): {parts}; {sum(by_phase.values()) / 60:.1f} min in all."
+        )
+    manifest = pretraining_manifest(done)
+    if manifest:
+        lines.append(
+            f"- Pretraining the base model (cached after the first time): "
+            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
+        )
+    return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
+
+
 def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path) -> str:
     done = completed_runs(df)
     env = environment(study_dir)
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
     sha = env.get("git_sha") or "unknown"
-    wall = done.get("timing.wall_seconds")
     lines = [
         f"# Reproducing {read_study_name(study_dir)}",
         "",
@@ -167,30 +253,22 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
             "",
             "```bash",
         ]
+    shown = {
+        key: portable_text(os.path.abspath(path), study_dir)
+        for key, path in (("study", study_yaml), ("dir", study_dir), ("paper", paper_dir), ("out", out))
+    }
     lines += [
-        f".venv/bin/peftlab study {study_yaml.as_posix()} --study-dir {study_dir.as_posix()} --report",
-        f".venv/bin/peftlab paper {study_dir.as_posix()} --out {paper_dir.as_posix()}",
-        f".venv/bin/peftlab submission {study_dir.as_posix()} --study {study_yaml.as_posix()} "
-        f"--paper {paper_dir.as_posix()} --out {out.as_posix()}",
+        f".venv/bin/peftlab study {shown['study']} --study-dir {shown['dir']} --report",
+        f".venv/bin/peftlab paper {shown['dir']} --out {shown['paper']}",
+        f".venv/bin/peftlab submission {shown['dir']} --study {shown['study']} --paper {shown['paper']} "
+        f"--out {shown['out']}",
         "```",
         "",
-        "## Expected runtime",
+        PATH_WORDS,
         "",
     ]
-    if wall is not None and wall.notna().any():
-        lines += [
-            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
-            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed, which is the study's time "
-            "with one worker on the machine above, pretraining excluded."
-        ]
-    manifest = pretraining_manifest(done)
-    if manifest:
-        lines.append(
-            f"- Pretraining the base model (cached after the first time): "
-            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
-        )
+    lines += command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
     lines += [
-        "- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes.",
         "",
         "## Expected results",
         "",

@@ -54,9 +54,12 @@ def latex_trials(record: dict) -> str:
     """Complete/pruned trials; failed ones and an unfinished search said after them."""
     states = pd.Series([state(t) for t in record["trials"]], dtype=object).value_counts()
     text = f"{states.get('COMPLETE', 0)}/{states.get('PRUNED', 0)}"
-    if states.get("DIVERGED", 0):
-        text += f" +{states['DIVERGED']} diverged"
-    failed = len(record["trials"]) - states.get("COMPLETE", 0) - states.get("PRUNED", 0) - states.get("DIVERGED", 0)
+    for name in ("DIVERGED", "AT CHANCE"):  # a trial at chance completed: it did not diverge
+        if states.get(name, 0):
+            text += f" +{states[name]} {name.lower()}"
+    failed = len(record["trials"]) - sum(
+        states.get(name, 0) for name in ("COMPLETE", "PRUNED", "DIVERGED", "AT CHANCE")
+    )
     if failed:
         text += f" +{failed} failed"
     return text if record.get("done") else text + " (unfinished)"

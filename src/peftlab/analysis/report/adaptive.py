@@ -27,14 +27,13 @@ import scipy.stats
 
 from peftlab.analysis.figures.study import skip_figure
 from peftlab.analysis.figures.style import _new_figure, figure_name, save_figure
-from peftlab.analysis.results.load import run_dirs
+from peftlab.analysis.results.load import read_spec, run_dirs
 from peftlab.analysis.results.units import display_name, scale
 from peftlab.analysis.stats.comparisons import compare_paired, holm
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.models.blocks import block_indices
-from peftlab.training.run_result import lower_is_better, read_result
+from peftlab.training.run_result import lower_is_better, read_result, status_of
 from peftlab.tuners.ranks import module_type
-from peftlab.utils.files import read_json
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
 IMPORTANCE_COLUMNS = [
@@ -56,9 +55,9 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
     """The last allocation of every completed run that wrote importance.jsonl."""
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
-        spec, result = read_json(run_dir / "spec.json"), read_result(run_dir)
+        spec, result = read_spec(run_dir), read_result(run_dir)
         path = run_dir / "importance.jsonl"
-        if not spec or not result or result.get("status") != "completed" or not path.is_file():
+        if not result or status_of(result) != "completed" or not path.is_file():
             continue
         records = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -276,8 +275,7 @@ def tuned_keys(study_dir: str | Path) -> tuple[str, ...]:
     """The config keys a search chose for some final run of the study (spec.json's ``tuned_by``)."""
     keys = {}
     for run_dir in run_dirs(Path(study_dir)):
-        tuned_by = (read_json(run_dir / "spec.json") or {}).get("tuned_by") or {}
-        keys.update(dict.fromkeys(tuned_by.get("params") or {}))
+        keys.update(dict.fromkeys((read_spec(run_dir).get("tuned_by") or {}).get("params") or {}))
     return tuple(keys)
 
 

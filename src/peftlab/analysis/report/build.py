@@ -48,6 +48,7 @@ from peftlab.analysis.stats.power import ALPHA
 from peftlab.study.report_options import read_report_options, read_study_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_links_below, refuse_links_in, write_atomic, write_text_atomic
+from peftlab.utils.typed_json import DamagedFile
 
 METRICS = ("metrics.test_top1", "metrics.test_top5")
 # a text study's main table shows those its runs report too: F1 of a two-class task (GLUE MRPC's), the
@@ -67,17 +68,26 @@ def choose_baseline(df: pd.DataFrame) -> str | None:
     return str(full.iloc[0]) if len(full) else str(done["variant"].iloc[0])
 
 
+def report_folder(study_dir: Path) -> Path:
+    """STUDY_DIR/report with its figures/ and tables/, made where no link leads them out of the study (a received
+    report/ could point anywhere): a link in it is one UserError line."""
+    out = study_dir / "report"
+    refuse_links_below(study_dir, out, "report entry")
+    refuse_links_in(out, "report entry")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_report(
     study_dir: str | Path,
     baseline: str | None = None,
     interval: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> Path:
-    """Write STUDY_DIR/report/ and return the path of report.md.
-
-    interval and labels override the study file's report section. A baseline that is not a
-    configuration with completed runs is a UserError naming the configurations there are.
-    """
+    """Write STUDY_DIR/report/ and return the path of report.md; interval and labels override the study file's report
+    section. A baseline that is not a configuration with completed runs is a UserError naming those there are; a
+    damaged study file (``DamagedFile``) leaves its section out, and is raised once report.md is written."""
     study_dir = Path(study_dir)
     options = read_report_options(study_dir / "study.yaml")
     interval = interval or options.interval
@@ -92,11 +102,7 @@ def write_report(
         raise UserError(f"baseline '{baseline}' is not a configuration with completed runs; configurations: {shown}")
     baseline = baseline or choose_baseline(df)
 
-    out = study_dir / "report"
-    refuse_links_below(study_dir, out, "report entry")  # a received report/ could point anywhere
-    refuse_links_in(out, "report entry")
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    out = report_folder(study_dir)
     write_atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     lines = [
         f"# Study report: {read_study_name(study_dir)}",
@@ -104,8 +110,12 @@ def write_report(
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
     ]
-    lines += _what_was_run(df, done, study_dir)
-    lines += tuning.report_section(study_dir, df, out / "figures", labels, study_palette(df))  # or: untuned
+    damaged: list[DamagedFile] = []  # the study files the report is written without: the first is raised after
+    lines += _what_was_run(df, done, study_dir, damaged)
+    lines += protocol_card.mixed_arithmetic_warning(done)
+    lines += left_out(  # or: untuned
+        damaged, "## Tuning", tuning.report_section, study_dir, df, out / "figures", labels, study_palette(df)
+    )
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
         lines += [
@@ -145,7 +155,19 @@ def write_report(
     lines += _failures(df)
     lines += protocol_card.environment_section(environment(study_dir))
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    if damaged:
+        raise DamagedFile(f"{damaged[0]} (report.md was written without it: {out / 'report.md'})")
     return out / "report.md"
+
+
+def left_out(damaged: list[DamagedFile], heading: str, section, *args) -> list[str]:
+    """``section(*args)``'s lines; where a study file it reads is damaged (``DamagedFile``), the section's
+    ``heading`` and a line that says what it leaves out, the damage kept in ``damaged``."""
+    try:
+        return section(*args)
+    except DamagedFile as err:
+        damaged.append(err)
+        return [heading, "", f"Left out: {err}.", ""]
 
 
 def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, name: str) -> list[str]:
@@ -228,7 +250,7 @@ def study_modality(df: pd.DataFrame) -> str:
     return "causal-lm" if primary_score(df).lower else "text"
 
 
-def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list[str]:
+def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged: list) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     wall = done.get("timing.wall_seconds", pd.Series(dtype=float)).sum()
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -250,8 +272,17 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path) -> list
             f"- training {'examples' if is_text(df) else 'images'} per run: {images}"
             f"; {run_length(done if not done.empty else df)}"
         )
+    plugins = df.dropna(subset=["provenance.plugin"]) if "provenance.plugin" in df else df.iloc[:0]
+    for method, runs in plugins.groupby("method", sort=True):  # the plugin's code is part of its result
+        versions = sorted(runs["provenance.plugin"].unique())
+        lines.append(f"- plugin method {method}: {'; '.join(versions)}")
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
-    return lines + phase_lines(study_dir) + [""]
+    try:
+        phases = phase_lines(study_dir)
+    except DamagedFile as err:
+        damaged.append(err)
+        phases = [f"- phases: left out, {err}"]
+    return lines + phases + [""]
 
 
 def run_length(df: pd.DataFrame) -> str:

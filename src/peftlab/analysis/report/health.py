@@ -22,7 +22,7 @@ import pandas as pd
 
 from peftlab.analysis.figures.health import plot_gradient_flow, plot_rank_utilisation
 from peftlab.analysis.results.load import read_spec, run_dirs
-from peftlab.training.run_result import read_result
+from peftlab.training.run_result import read_result, status_of
 
 HEALTH_COLUMNS = [
     "run_id",
@@ -73,7 +73,7 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
                 "variant": spec["variant"],
                 "method": spec["method"],
                 "seed": spec["seed"],
-                "status": result.get("status"),
+                "status": status_of(result),
                 "verdict": health.get("verdict"),
                 "exploding": counts.get("exploding"),
                 "vanishing": counts.get("vanishing"),
@@ -101,7 +101,7 @@ def load_health(study_dir: str | Path) -> pd.DataFrame:
 def load_rank_use(study_dir: str | Path) -> pd.DataFrame:
     rows = []
     for _, spec, result in _runs(Path(study_dir)):
-        if result.get("status") != "completed":
+        if status_of(result) != "completed":
             continue
         final = (result.get("ranks") or {}).get("final") or {}  # a rank controller's allocation
         for layer, stats in ((result.get("monitors") or {}).get("adapters") or {}).items():
@@ -146,7 +146,7 @@ def block_label(group: str) -> str:
 def load_gradient_flow(study_dir: str | Path, one_seed: bool = True) -> pd.DataFrame:
     """Gradient norm per (run, step, layer): the groups of one layer combined as sqrt(sum of
     squares). ``one_seed``: only the lowest seed of each configuration."""
-    runs = [(d, s, r) for d, s, r in _runs(Path(study_dir)) if r.get("status") == "completed"]
+    runs = [(d, s, r) for d, s, r in _runs(Path(study_dir)) if status_of(r) == "completed"]
     if one_seed:
         lowest: dict[str, int] = {}
         for _, spec, _ in runs:

@@ -169,8 +169,34 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
     if not arithmetic:
         return []
     if arithmetic.get("pinned"):
-        return ["- CPU arithmetic: pinned to AVX2 code (train.reproducible), the same on AVX2 and AVX-512 CPUs"]
+        cpu = ", ".join(
+            f"{name} {arithmetic[key]}"
+            for key, name in (("cpu_vendor", "CPU vendor"), ("mkl_branch", "MKL branch"))
+            if arithmetic.get(key)
+        )
+        return [
+            "- CPU arithmetic: pinned (train.reproducible: MKL's AVX2 branch, oneDNN and ATen capped to AVX2, fused "
+            "AdamW), the same bits on Intel and AMD x86 CPUs for every operation tests/test_arith_hashes.py checks"
+            + (f" ({cpu})" if cpu else "")
+        ]
     return [
         "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
         "for the same seeds"
+    ]
+
+
+def mixed_arithmetic_warning(done: pd.DataFrame) -> list[str]:
+    """One line when the pinned runs compared here came from CPUs whose pinned arithmetic is recorded
+    differently (vendor or MKL branch; ``provenance.pinned_arithmetic``): the pin was measured to agree
+    between one Intel and one AMD CPU (benchmarks/arith_hashes.py), not proven for every pair."""
+    if "provenance.pinned_arithmetic" not in done:
+        return []
+    counts = done["provenance.pinned_arithmetic"].dropna().value_counts(sort=False)
+    if len(counts) < 2:
+        return []
+    where = "; ".join(f"{name}: {n} run{'s' if n > 1 else ''}" for name, n in counts.items())
+    return [
+        f"**Warning: the pinned runs compared here came from CPUs whose arithmetic is recorded differently** "
+        f"({where}): their numbers may differ in the last bits.",
+        "",
     ]

@@ -31,8 +31,8 @@ from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figu
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.study.records import SELECTION, read_selection
 from peftlab.training.run_result import lower_is_better
-from peftlab.utils.files import read_json
 
 UNTUNED = (
     "The methods share one set of hyper-parameters (not tuned per method on validation): rankings may "
@@ -45,18 +45,12 @@ PANELS_PER_ROW = 3
 def load_searches(
     study_dir: str | Path, methods: list[str] | None = None, variants: list[str] | None = None
 ) -> list[dict]:
-    """The selection.json of every search, in the order of ``methods`` (the report's palette order), then
+    """The selection.json of every search (``records.read_selection``: a damaged one is a ``DamagedFile``), in
+    the order of ``methods`` (the report's palette order), then
     alphabetical; a method's configurations in the order of ``variants`` (the palette's: by the values
     the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them."""
-    searches = []
-    for path in sorted(Path(study_dir).glob("tune/*/selection.json")):
-        record = read_json(path)
-        if (
-            isinstance(record, dict)
-            and isinstance(record.get("search"), dict)
-            and isinstance(record.get("trials"), list)
-        ):
-            searches.append(record)
+    paths = sorted(Path(study_dir).glob(f"tune/*/{SELECTION}"))
+    searches = [record for record in map(read_selection, paths) if record is not None]  # damaged: DamagedFile
     order = {m: i for i, m in enumerate(methods or [])}
     within = {v: i for i, v in enumerate(variants or [])}
 
@@ -94,9 +88,10 @@ def _values(params: dict) -> str:
 
 
 def state(trial: dict) -> str:
-    """A trial's outcome as the report counts it: Optuna's state, or DIVERGED for a trial whose run
-    diverged or scored at chance (selection.json's ``diverged``)."""
-    return "DIVERGED" if trial.get("diverged") else trial["state"]
+    """A trial's outcome as the report counts it: Optuna's state, DIVERGED for a run that diverged, AT CHANCE for
+    one that completed at chance on validation (selection.json's ``diverged``: ``study.trials.divergence``)."""
+    reason = trial.get("diverged")
+    return trial["state"] if not reason else "DIVERGED" if str(reason).startswith("diverged:") else "AT CHANCE"
 
 
 def _counts(trials: list[dict]) -> str:
@@ -261,7 +256,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
             zorder=3.5,
             label="added (edge-following)",
         )
-    draw_diverged(ax, [t for t in trials if state(t) == "DIVERGED"], x_of, times)
+    draw_diverged(ax, [t for t in trials if state(t) in ("DIVERGED", "AT CHANCE")], x_of, times)
     chosen = record.get("chosen")
     if chosen:
         chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
@@ -284,7 +279,7 @@ def draw_diverged(ax, trials: list[dict], x_of, times: float = 100.0) -> None:
     unscored = [x_of(t) for t in trials if t.get("value") is None]
     style = {"color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
-        ax.scatter(*zip(*scored), marker="x", label="diverged: at chance", **style)
+        ax.scatter(*zip(*scored), marker="x", label="at chance (completed)", **style)
     if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
         ax.scatter(
             unscored,

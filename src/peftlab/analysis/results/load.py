@@ -20,49 +20,24 @@ import pandas as pd
 
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import flatten
+from peftlab.study.records import SpecRecord, read_spec
 from peftlab.training import run_result
-from peftlab.training.run_result import RunResult, metric_problem, run_status
-from peftlab.utils.errors import DataError
-from peftlab.utils.files import read_json, refuse_link
+from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
+from peftlab.utils.files import refuse_link
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
-SPEC_FIELDS = {"run_id": str, "variant": str, "method": str, "seed": int, "groups": list}
 
 
-def read_spec(run_dir: Path) -> dict:
-    """A run's spec.json, or one DataError line when it is corrupt (``peftlab study`` rewrites it)."""
-    spec = read_json(run_dir / "spec.json")
-    if spec is None or not all(isinstance(spec.get(k), t) for k, t in SPEC_FIELDS.items()):
-        raise DataError(
-            f"{run_dir / 'spec.json'} is corrupt: expected a JSON object with "
-            f"{', '.join(SPEC_FIELDS)}; run the same `peftlab study` command again to rewrite it"
-        )
-    return spec
-
-
-def borrowed_from(spec: dict) -> str | None:
+def borrowed_from(spec: SpecRecord) -> str | None:
     """The configuration whose search chose a final run's values where that was not the run's own
     (``tune.share``: spec.json's ``tuned_by.borrowed_from``); None for a run tuned itself or untuned."""
-    tuned_by = spec.get("tuned_by")
-    found = tuned_by.get("borrowed_from") if isinstance(tuned_by, dict) else None
-    return found if isinstance(found, str) else None
+    return (spec.get("tuned_by") or {}).get("borrowed_from")
 
 
 def read_result(run_dir: Path) -> RunResult:
     """A run's result.json (peftlab.training.run_result); {} when it is missing or corrupt (the run then shows as
     pending or partial). A section that is no JSON object reads as absent."""
     return run_result.read_result(run_dir) or RunResult()
-
-
-def metric_damage(result: RunResult) -> list[str]:
-    """What makes a completed record's metrics no result: no metrics object, or a value that is no finite real
-    number in its range (``run_result.metric_problem``); [] for sound metrics."""
-    if result.get("status") != "completed":
-        return []
-    if "metrics" not in result:  # parse_result drops a section of the wrong JSON type
-        return ["no metrics object"]
-    problems = (metric_problem(name, value) for name, value in result["metrics"].items())
-    return [problem for problem in problems if problem]
 
 
 def _flatten(data: dict, prefix: str) -> dict:
@@ -97,8 +72,14 @@ def run_dirs(study_dir: Path) -> list[Path]:
 
 def results_sha256(study_dir: str | Path) -> str:
     """SHA-256 of the study's results: each run directory's name with the SHA-256 of its spec.json and
-    result.json ("-" for a missing one), one line per run in run_dirs' order. A report or paper built from
-    other results (a run added, retried or changed) carries another hash."""
+    result.json ("-" for a missing one), one line per run in run_dirs' order (``results_lines``). A report or
+    paper built from other results (a run added, retried or changed) carries another hash."""
+    return hashlib.sha256(results_lines(study_dir).encode()).hexdigest()
+
+
+def results_lines(study_dir: str | Path) -> str:
+    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run. A
+    submission packs it, so the hash a paper prints can be checked from the archive (``sha256sum``)."""
     lines = []
     for run_dir in run_dirs(Path(study_dir)):
         digests = []
@@ -106,14 +87,14 @@ def results_sha256(study_dir: str | Path) -> str:
             path = run_dir / name
             digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-")
         lines.append(f"{run_dir.name} {' '.join(digests)}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return "".join(lines)
 
 
 def study_axes(study_dir: str | Path) -> list[str]:
     """The config keys the study varied (from spec.json), as ``config.<key>`` column names."""
     keys: dict[str, None] = {}
     for run_dir in run_dirs(Path(study_dir)):
-        for key in (read_json(run_dir / "spec.json") or {}).get("axes", {}):
+        for key in read_spec(run_dir).get("axes", {}):
             keys["config." + key] = None
     return list(keys)
 
@@ -141,9 +122,8 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
             if isinstance(row.get(f"config.{key}"), str):
                 row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
-        damage = metric_damage(result)
-        if damage and row["status"] == "completed":  # never a number, never the best: a damaged run, named
-            row["status"], row["error"] = "damaged", f"result.json: {damage[0]}"
+        if row["status"] == "damaged":  # never a number, never the best: a damaged run, named
+            row["error"] = f"result.json: {metric_damage(result)[0]}"
         for section in SECTIONS:
             values = result.get(section) or {}
             if section == "metrics":
@@ -155,6 +135,13 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         provenance = result.get("provenance") or {}
         row["provenance.git_sha"] = provenance.get("git_sha")
         row["provenance.threads"] = provenance.get("threads")
+        plugin = provenance.get("plugin")  # a plugin method's code: which version of it made this run
+        row["provenance.plugin"] = (
+            f"{plugin.get('distribution')} {plugin.get('version')} (code SHA-256 {str(plugin.get('code_sha256'))[:12]})"
+            if isinstance(plugin, dict)
+            else None
+        )
+        row["provenance.pinned_arithmetic"] = pinned_arithmetic(provenance.get("arithmetic"))
         sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
         if isinstance(sizes, dict):
             for split in ("train", "val", "test"):
@@ -165,6 +152,18 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         return df
     unmeasured = [c for c in df.columns if c.startswith("metrics.") and df[c].isna().all()]  # e.g. top-5 of 5 classes
     return df.drop(columns=unmeasured).sort_values("order", kind="stable").reset_index(drop=True)
+
+
+def pinned_arithmetic(arithmetic: dict | None) -> str | None:
+    """What decides a pinned run's bits beyond the pin (train.reproducible): the CPU's vendor and the branch
+    MKL computed in, with the CPU's model, e.g. ``AuthenticAMD (AMD EPYC), MKL AUTO,STRICT``. None for an
+    unpinned run and for runs from before the record named them."""
+    if not isinstance(arithmetic, dict) or not arithmetic.get("pinned"):
+        return None
+    vendor, model, branch = (arithmetic.get(key) for key in ("cpu_vendor", "cpu_model", "mkl_branch"))
+    if vendor is None and branch is None:
+        return None
+    return f"{vendor or 'an unknown vendor'} ({model or 'an unknown model'}), MKL {branch or 'unknown'}"
 
 
 def _config_from_yaml(run_dir: Path) -> dict | None:
@@ -179,7 +178,7 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        if result.get("status") != "completed" or not (run_dir / "metrics.jsonl").is_file():
+        if status_of(result) != "completed" or not (run_dir / "metrics.jsonl").is_file():
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
         for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
@@ -213,6 +212,6 @@ def environment(study_dir: str | Path) -> dict:
     """Provenance of the first completed run: versions, hardware, git sha, threads, dtype."""
     for run_dir in run_dirs(Path(study_dir)):
         result = read_result(run_dir)
-        if result.get("status") == "completed":
+        if status_of(result) == "completed":
             return result.get("provenance") or {}
     return {}

@@ -6,22 +6,49 @@ is filled with "n/a".
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
 import pandas as pd
 
+from peftlab.study.records import read_command
 from peftlab.utils.files import read_json
 
 
 def study_command(study_dir) -> str | None:
     """The command that last ran the study, as its command.json records it (``peftlab study`` writes it), as a
-    shell would read it; None without a readable record."""
-    record = read_json(study_dir / "command.json") or {}
-    argv = record.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-        return None
-    return shlex.join(argv)
+    shell would read it, its paths made portable (``results.portable``); None for a study without one (a damaged
+    one is a ``DamagedFile``)."""
+    from peftlab.analysis.results.portable import portable_text
+
+    record = read_command(Path(study_dir))
+    return portable_text(shlex.join(record["argv"]), Path(study_dir)) if record else None  # the paper travels
+
+
+def study_commands(study_dir) -> list[dict]:
+    """Every command that ran the study, in order, each once: {"argv": [...], "cwd": ...} as commands.jsonl
+    records them (``peftlab study`` appends one per call); command.json's alone for a study of an older
+    peftlab. Lines that are no such record are passed over."""
+    records = []
+    path = Path(study_dir) / "commands.jsonl"
+    try:
+        text = path.read_text(errors="replace") if path.is_file() and not path.is_symlink() else ""
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    if not records:
+        records = [read_json(Path(study_dir) / "command.json") or {}]
+    found = {}
+    for record in records:
+        argv, cwd = record.get("argv") if isinstance(record, dict) else None, (record or {}).get("cwd")
+        if isinstance(argv, list) and argv and all(isinstance(arg, str) for arg in argv):
+            found.setdefault(json.dumps([argv, cwd]), {"argv": argv, "cwd": cwd if isinstance(cwd, str) else None})
+    return list(found.values())
 
 
 FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: the folder says which data

@@ -36,6 +36,14 @@ class AdaLoraMethodConfig(TargetsConfig):
         )
         check_steps(self.tinit, "method.tinit")
         check_steps(self.tfinal, "method.tfinal")
+        if isinstance(self.tinit, float) and isinstance(self.tfinal, float):  # steps fit any run (tuners.adalora)
+            check_field(
+                self.tinit + self.tfinal < 1.0,
+                "method.tfinal",
+                self.tfinal,
+                f"a fraction below 1 - method.tinit = {1.0 - self.tinit:g} (the two phases leave no step to "
+                "prune ranks in a run of any length)",
+            )
         check_field(self.deltaT >= 1, "method.deltaT", self.deltaT, "an integer >= 1")
         check_field(0.0 < self.beta1 < 1.0, "method.beta1", self.beta1, "a number in (0, 1)")
         check_field(0.0 < self.beta2 < 1.0, "method.beta2", self.beta2, "a number in (0, 1)")

@@ -10,6 +10,12 @@ PEFT leaves two things to the training loop that a timm model never gets done fo
   ``after_step``. Steps are counted from 1 so that the last step equals ``total_step`` and the
   final allocation (``global_step == total_step - tfinal``) happens even with ``tfinal = 0``.
 
+The schedule fits any run (``schedule``): PEFT needs the warm-up and the final phase to leave the
+final allocation a step of its own (``tinit < total_step - tfinal``); where the run's steps do not
+hold them, both shrink in proportion, and result.json says so (``ranks.schedule``, ``warnings``).
+PEFT scores the ranks only on the steps before the final allocation; a one-step run has none, so
+there the allocation scores them by its own step's gradients instead of failing on no score at all.
+
 The adapter file holds the adapter resized to the kept ranks (PEFT's own resizing on save);
 loading infers the kept ranks from the shapes.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,22 +34,65 @@ from peftlab.tuners.adalora.config import AdaLoraMethodConfig
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.model import LoraTuner
 from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets
-from peftlab.utils.errors import ConfigError
 
 ADAPTER = "default"
 NOMINAL_STEPS = 1000  # total_step when the model is built only to be checked or to load weights
 
 
-def schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> tuple[int, int]:
-    """(tinit, tfinal) in optimizer steps."""
-    tinit = resolve_steps(cfg.tinit, total_steps, "method.tinit")
-    tfinal = resolve_steps(cfg.tfinal, total_steps, "method.tfinal")
-    if tinit + tfinal >= total_steps:
-        raise ConfigError(
-            f"method.tinit + method.tfinal = {tinit} + {tfinal} steps leaves no step to prune ranks "
-            f"in a run of {total_steps} optimizer steps; lower them or train longer"
+@dataclass(frozen=True)
+class Schedule:
+    """AdaLoRA's phases in optimizer steps, counted from 1: steps 1..tinit at init_r, the budget falling
+    to the final allocation at step ``total_step - tfinal``, then tfinal steps at the kept ranks."""
+
+    tinit: int
+    tfinal: int
+    deltaT: int
+    total_step: int
+    fitted: str | None = None  # how and why it differs from the config's, in words; None when it does not
+
+    @property
+    def final_allocation(self) -> int:
+        return self.total_step - self.tfinal
+
+    def record(self) -> dict:
+        """result.json's ``ranks.schedule``."""
+        return {
+            "tinit": self.tinit,
+            "tfinal": self.tfinal,
+            "deltaT": self.deltaT,
+            "total_step": self.total_step,
+            "final_allocation": self.final_allocation,
+            "fitted": self.fitted,
+        }
+
+
+def schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> Schedule:
+    """The config's tinit and tfinal in optimizer steps, fitted to a run of ``total_steps`` where it is too
+    short for them: PEFT requires ``tinit + tfinal <= total_steps - 1`` (a step for the final allocation)."""
+    asked = (
+        resolve_steps(cfg.tinit, total_steps, "method.tinit"),
+        resolve_steps(cfg.tfinal, total_steps, "method.tfinal"),
+    )
+    tinit, tfinal = asked
+    notes = []
+    if tinit + tfinal > total_steps - 1:
+        room = total_steps - 1
+        tinit, tfinal = asked[0] * room // sum(asked), asked[1] * room // sum(asked)
+        keeps = (
+            f" (a run of {sum(asked) + 1} steps or more keeps them)"
+            if isinstance(cfg.tinit, int) and isinstance(cfg.tfinal, int)
+            else ""
         )
-    return tinit, tfinal
+        notes.append(
+            f"method.tinit + method.tfinal = {asked[0]} + {asked[1]} steps leave no step to prune ranks in a run "
+            f"of {total_steps} optimizer steps: fitted in proportion to {tinit} + {tfinal}{keeps}"
+        )
+    if total_steps - tfinal == 1:
+        notes.append(
+            "the final allocation is at step 1, with no step before it to score the ranks: "
+            "it scores them by step 1's own gradients"
+        )
+    return Schedule(tinit, tfinal, cfg.deltaT, total_steps, "; ".join(notes) or None)
 
 
 def module_of(param_name: str) -> str:
@@ -53,11 +103,11 @@ def module_of(param_name: str) -> str:
 class AdaLoraTuner(LoraTuner):
     name = "adalora"
 
-    def __init__(self, model: nn.Module, head: str, cfg: AdaLoraMethodConfig, targets: list[str], total_steps: int):
+    def __init__(self, model: nn.Module, head: str, cfg: AdaLoraMethodConfig, targets: list[str], phases: Schedule):
         super().__init__(model, head, {t: cfg.init_r for t in targets}, "adalora")
         self.cfg = cfg
         self.targets = targets
-        self.total_steps = total_steps
+        self.schedule = phases
         self.budget = cfg.init_r * len(targets)
         self.history: list[dict] = []
         self._importance: dict[str, float] = {}
@@ -88,22 +138,36 @@ class AdaLoraTuner(LoraTuner):
         global_step = step + 1
         allocator = self.adalora.rankallocator
         budget, due = allocator.budget_schedule(global_step)
+        final = global_step == self.schedule.final_allocation
+        if final and global_step == 1:  # PEFT scores only the steps before the final allocation: there are none
+            allocator.update_ipt(self.adalora.model)
+        # the scores are read from the device only where a record (or a checkpoint) needs them, not every
+        # step; the final allocation clears them, so they are read before it
+        if final and allocator.exp_avg_ipt:
+            self._importance = self._module_importance(allocator)
         self.adalora.update_and_allocate(global_step)
-        final = global_step == self.total_steps - self.config.tfinal
-        if allocator.exp_avg_ipt:
+        if due and allocator.exp_avg_ipt:
             self._importance = self._module_importance(allocator)
         if due or final:
             self._record(global_step, budget if not final else allocator.target_bgt)
 
     def _module_importance(self, allocator) -> dict[str, float]:
-        """Mean AdaLoRA score (smoothed sensitivity x uncertainty) of each module's A, E and B entries."""
+        """Mean AdaLoRA score (smoothed sensitivity x uncertainty) of each module's A, E and B entries
+        (one wait for the device)."""
+        names = list(allocator.exp_avg_ipt)
+        scores = [allocator._element_score(name) for name in names]
+        totals = torch.stack([score.sum() for score in scores]).tolist()
         sums: dict[str, list[float]] = {}
-        for name in allocator.exp_avg_ipt:
-            score = allocator._element_score(name)
+        for name, score, total in zip(names, scores, totals):
             entry = sums.setdefault(module_of(name), [0.0, 0])
-            entry[0] += float(score.sum())
+            entry[0] += total
             entry[1] += score.numel()
         return {module: total / count for module, (total, count) in sums.items()}
+
+    def latest_importance(self) -> dict[str, float]:
+        """Each module's importance as of the last step: read now while AdaLoRA scores, else the last read."""
+        allocator = self.adalora.rankallocator
+        return self._module_importance(allocator) if allocator.exp_avg_ipt else dict(self._importance)
 
     def current_ranks(self) -> dict[str, int]:
         pattern = self.config.rank_pattern
@@ -120,7 +184,7 @@ class AdaLoraTuner(LoraTuner):
                 {"kind": "budget", "step": step, "budget": int(budget), "rank_sum": sum(ranks.values())}
             )
             self.budget = int(budget)
-        if changed or step == self.total_steps - self.config.tfinal:
+        if changed or step == self.schedule.final_allocation:
             for module in self.targets:
                 self.history.append(
                     {
@@ -144,7 +208,11 @@ class AdaLoraTuner(LoraTuner):
             "budget": self.cfg.target_r * len(self.targets),
             "initial": {t: self.cfg.init_r for t in self.targets},
             "final": final,
+            "schedule": self.schedule.record(),
         }
+
+    def warnings(self) -> list[str]:
+        return [f"AdaLoRA's schedule: {self.schedule.fitted}"] if self.schedule.fitted else []
 
     def state_dict(self) -> dict:
         allocator = self.adalora.rankallocator
@@ -156,7 +224,7 @@ class AdaLoraTuner(LoraTuner):
             "rank_pattern": {k: [bool(x) for x in v] for k, v in pattern.items()} if pattern else None,
             "budget": self.budget,
             "history": list(self.history),
-            "importance": dict(self._importance),
+            "importance": self.latest_importance(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -197,9 +265,7 @@ class AdaLoraTuner(LoraTuner):
 
 
 def check(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> None:
-    plan_targets(model, cfg)
-    if ctx.total_steps is not None:
-        schedule(cfg, ctx.total_steps)
+    plan_targets(model, cfg)  # the schedule fits any run length (schedule)
 
 
 def ranks(model: nn.Module, cfg: AdaLoraMethodConfig) -> dict[str, int]:
@@ -210,22 +276,21 @@ def apply(model: nn.Module, cfg: AdaLoraMethodConfig, ctx: TunerContext) -> AdaL
     from peft import AdaLoraConfig  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    total = ctx.total_steps or NOMINAL_STEPS
-    tinit, tfinal = schedule(cfg, total)
+    phases = schedule(cfg, ctx.total_steps or NOMINAL_STEPS)
     config = AdaLoraConfig(
         init_r=cfg.init_r,
         target_r=cfg.target_r,
-        tinit=tinit,
-        tfinal=tfinal,
+        tinit=phases.tinit,
+        tfinal=phases.tfinal,
         deltaT=cfg.deltaT,
         beta1=cfg.beta1,
         beta2=cfg.beta2,
         orth_reg_weight=cfg.orth_reg_weight,
-        total_step=total,
+        total_step=phases.total_step,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=plan.target_modules,
         modules_to_save=plan.modules_to_save,
         bias="none",
     )
-    return AdaLoraTuner(inject(model, plan, ctx, config), plan.head, cfg, plan.targets, total)
+    return AdaLoraTuner(inject(model, plan, ctx, config), plan.head, cfg, plan.targets, phases)

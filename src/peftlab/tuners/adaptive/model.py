@@ -88,6 +88,8 @@ class AdaptiveTuner(LoraTuner):
         # bookkeeping on the CPU, also when the model is built on the meta device (parameter counts)
         self.masks = {t: torch.ones(cfg.built_rank, dtype=torch.bool, device="cpu") for t in targets}
         self.scores = {t: 0.0 for t in targets}  # moving averages (grad_norm, fisher)
+        # each step's sums per module, on the device until scores() reads them (one wait, at allocation or save)
+        self.pending: list[dict[str, torch.Tensor]] = []
         self.sens: dict[str, list[torch.Tensor]] = {}  # sensitivity: per-parameter averages
         self.history: list[dict] = []
         self.optimizer: torch.optim.Optimizer | None = None
@@ -106,38 +108,58 @@ class AdaptiveTuner(LoraTuner):
 
     # --- importance ------------------------------------------------------------------------
     def after_backward(self, step: int, skip: bool) -> None:
+        """This step's sums of each module (grad_norm, fisher: the squared gradients; sensitivity: the
+        smoothed scores of A and of B), kept on the device: the step never waits for it."""
         if skip or self.schedule is None or step + 1 > self.schedule.final or self.cfg.importance == "magnitude":
             return
-        beta = self.cfg.beta
+        sums = {}
         with torch.no_grad():
             for module in self.targets:
                 a, b = self.factors(module)
                 if a.grad is None or b.grad is None:
                     continue
-                n = max(1, self.active_params(module))
                 if self.cfg.importance == "sensitivity":
-                    self.scores[module] = self._sensitivity(module, (a, b))
-                    continue
-                square = float(a.grad.pow(2).sum() + b.grad.pow(2).sum())
-                value = math.sqrt(square / n) if self.cfg.importance == "grad_norm" else square / n
-                self.scores[module] = beta * self.scores[module] + (1 - beta) * value
+                    sums[module] = self._sensitivity(module, (a, b))
+                else:
+                    sums[module] = (a.grad.pow(2).sum() + b.grad.pow(2).sum()).reshape(1)
+        self.pending.append(sums)
 
-    def _sensitivity(self, module: str, params: tuple[nn.Parameter, nn.Parameter]) -> float:
-        """AdaLoRA's smoothed sensitivity x uncertainty, averaged over the module's active parameters."""
+    def _sensitivity(self, module: str, params: tuple[nn.Parameter, nn.Parameter]) -> torch.Tensor:
+        """AdaLoRA's smoothed sensitivity x uncertainty: its sums over A and over B, (2,) on the device."""
         if module not in self.sens:
             self.sens[module] = [torch.zeros_like(p) for p in params for _ in range(2)]
         ipt_a, unc_a, ipt_b, unc_b = self.sens[module]
-        total = 0.0
+        sums = []
         for p, ipt, unc in ((params[0], ipt_a, unc_a), (params[1], ipt_b, unc_b)):
             current = (p * p.grad).abs()
             ipt.mul_(self.cfg.beta).add_(current, alpha=1 - self.cfg.beta)
             unc.mul_(self.cfg.beta2).add_((current - ipt).abs(), alpha=1 - self.cfg.beta2)
-            total += float((ipt * unc).sum())
-        return total / max(1, self.active_params(module))
+            sums.append((ipt * unc).sum())
+        return torch.stack(sums)
+
+    def scores_now(self) -> dict[str, float]:
+        """The importance scores with every pending step folded in, in Python floats (one wait for the
+        device), in the order the steps came: the moving averages (grad_norm, fisher) or the latest
+        sensitivity averaged over the module's active parameters (the masks change only after this)."""
+        if self.pending:
+            flat = torch.cat([t.float() for sums in self.pending for t in sums.values()]).tolist()
+            beta, position = self.cfg.beta, 0
+            active = {module: max(1, self.active_params(module)) for module in self.targets}
+            for sums in self.pending:
+                for module, t in sums.items():
+                    values, position = flat[position : position + t.numel()], position + t.numel()
+                    n = active[module]
+                    if self.cfg.importance == "sensitivity":
+                        self.scores[module] = (0.0 + values[0] + values[1]) / n
+                        continue
+                    value = math.sqrt(values[0] / n) if self.cfg.importance == "grad_norm" else values[0] / n
+                    self.scores[module] = beta * self.scores[module] + (1 - beta) * value
+            self.pending = []
+        return dict(self.scores)
 
     def importance(self) -> dict[str, float]:
         if self.cfg.importance != "magnitude":
-            return dict(self.scores)
+            return self.scores_now()
         result = {}
         with torch.no_grad():
             for module in self.targets:
@@ -233,7 +255,7 @@ class AdaptiveTuner(LoraTuner):
     def state_dict(self) -> dict:
         return {
             "masks": {m: mask.clone() for m, mask in self.masks.items()},
-            "scores": dict(self.scores),
+            "scores": self.scores_now(),
             "sens": {m: [t.clone() for t in v] for m, v in self.sens.items()},
             "history": list(self.history),
         }
@@ -241,7 +263,7 @@ class AdaptiveTuner(LoraTuner):
     def load_state_dict(self, state: dict) -> None:
         for module, mask in state["masks"].items():
             self.masks[module].copy_(mask)
-        self.scores = dict(state["scores"])
+        self.scores, self.pending = dict(state["scores"]), []
         self.sens = {m: [t.clone() for t in v] for m, v in state["sens"].items()}
         self.history = list(state["history"])
 

@@ -4,12 +4,16 @@ its own config class's fields as ``options`` (tuners/peft_bridge/types.py says w
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from peftlab.config.checks import check_field
+from peftlab.config.checks import check_field, fail_field
 from peftlab.tuners.peft_bridge.types import (
     DEFAULT_OPTIONS,
     REFUSED,
+    REFUSED_VALUES,
     RESERVED,
+    SHARED_SIZES,
     applicable,
+    described,
+    matches,
     option_names,
     peft_types,
 )
@@ -53,6 +57,44 @@ class PeftBridgeConfig(ModulesConfig):
                 key,
                 f"a field of PEFT's {types[self.peft_type]['config']}: {', '.join(allowed)}",
             )
+        self.check_option_values(types[self.peft_type])
+
+    def check_option_values(self, entry: dict) -> None:
+        """Each option's value is of the type PEFT's config class declares for it (``types.json``), before
+        PEFT reads it; a rank pattern's values are ranks (bounded as ``r`` is); values PEFT allows that the
+        bridge cannot run (``REFUSED_VALUES``) are refused with the reason."""
+        for key, value in self.options.items():
+            expected = entry["types"].get(key, "any")
+            if not matches(value, expected):
+                fail_field(f"method.options.{key}", value, f"{described(expected)} (PEFT's {entry['config']}.{key})")
+            if key == "rank_pattern" and isinstance(value, dict):
+                for pattern, rank in value.items():
+                    check_field(
+                        isinstance(rank, int) and not isinstance(rank, bool) and rank > 0,
+                        f"method.options.rank_pattern[{pattern!r}]",
+                        rank,
+                        "a rank: an integer > 0",
+                    )
+            reason = REFUSED_VALUES.get(key, {}).get(value) if isinstance(value, str) else None
+            if reason:
+                raise ConfigError(f"method.options.{key}={value!r} cannot run through method.name: peft: {reason}")
+
+    @property
+    def option_ranks(self) -> list[int]:
+        """The ranks the options give: ``r`` and the values of ``rank_pattern`` (integers), bounded as the
+        built-in methods' before anything is built (``params.check_model_size``)."""
+        values = [self.options.get("r")]
+        pattern = self.options.get("rank_pattern")
+        values += list(pattern.values()) if isinstance(pattern, dict) else []
+        return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+    @property
+    def shared_size(self) -> int:
+        """The fp32 words the tensors the options size once for every layer take while they are built
+        (UniLoRA's vector bank), bounded as ranks are (``params.check_model_size``)."""
+        words = SHARED_SIZES.get(self.peft_type, {})
+        values = {key: self.options.get(key) for key in words}
+        return sum(words[k] * v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool))
 
     def peft_options(self) -> dict:
         """The options as PEFT's config takes them (lists where YAML's lists were read as tuples)."""

@@ -15,7 +15,7 @@ from torch import nn
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.boft.model import no_fbd_cuda_without_cuda
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
-from peftlab.tuners.peft_bridge.types import NO_MERGE
+from peftlab.tuners.peft_bridge.types import CPU_COUNTED, NO_MERGE
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import one_line
@@ -36,6 +36,15 @@ def check(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> None:
     plan_targets(model, cfg)
 
 
+def adapter_device(model: nn.Module, cfg: PeftBridgeConfig) -> str:
+    """Where PEFT builds the adapters: the CPU for a real model (PEFT's inits index and count with tensors on
+    the default device); the meta device for the meta model of the size check (tuners/params.py), so that a
+    refused size allocates nothing, except for the types whose init cannot run there (``CPU_COUNTED``), whose
+    sizes the check bounds before."""
+    meta = any(p.is_meta for p in model.parameters())
+    return "meta" if meta and cfg.peft_type not in CPU_COUNTED else "cpu"
+
+
 def apply(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> PeftBridgeTuner:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING  # peft (and transformers): not for checks
     from peft.utils.peft_types import PeftType
@@ -51,7 +60,7 @@ def apply(model: nn.Module, cfg: PeftBridgeConfig, ctx: TunerContext) -> PeftBri
     if cfg.peft_type == "BOFT":
         no_fbd_cuda_without_cuda()
     try:
-        with torch.device("cpu"):  # not meta: PEFT's inits index and count with tensors on the default device
+        with torch.device(adapter_device(model, cfg)):
             peft_model = inject(model, plan, ctx, config)
     except (ValueError, TypeError, NotImplementedError) as err:
         raise ConfigError(

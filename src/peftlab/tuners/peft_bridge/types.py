@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -49,6 +50,17 @@ REFUSED = {
     "SHADOW": "it trains a second transformers model beside the base (shadow_model), with an auxiliary loss peftlab "
     "does not add",
 }
+# type -> why its init cannot run on the meta device, where the size check before every run applies the
+# method (tuners/params.py): counted on the CPU instead, once its sizes are bounded (params.check_model_size:
+# its ranks, and SHARED_SIZES)
+CPU_COUNTED = {
+    "BOFT": "it sets its butterfly permutation matrices entry by entry (Tensor.item), from the layers' widths",
+    "UNILORA": "it counts how often each entry of its vector bank is drawn (torch.bincount)",
+}
+# type -> its options that size tensors shared by every layer (a vector bank), bounded before it is counted on the
+# CPU, each with the fp32 words an entry takes there: UniLoRA's bank, numpy's draw of its indices, their counts and
+# scales (12.4 bytes an entry measured with theta_d_length 3e7)
+SHARED_SIZES = {"UNILORA": {"theta_d_length": 4}}
 # type -> why PEFT's tuner has no merge into the base weights (the run has no merge check, export --merged
 # writes the base with the adapter modules)
 NO_MERGE = {
@@ -64,6 +76,17 @@ NO_IDENTITY = {
 # options the bridge gives a type unless method.options sets them: IA3 rescales the outputs of every target
 # (no feed-forward module among them)
 DEFAULT_OPTIONS = {"IA3": {"feedforward_modules": []}}
+# option -> value -> why the bridge cannot run it (a value PEFT's types allow)
+REFUSED_VALUES = {
+    "init_lora_weights": {
+        "loftq": "LoftQ quantizes and decomposes each base weight on a CUDA device with bitsandbytes (PEFT's "
+        "loftq_init), which the size check before every run, on the meta device, cannot run (use method.name: "
+        "lora on a quantized base, quant.mode: nf4)",
+        "eva": "EVA's init needs PEFT's initialize_lora_eva_weights over the training data, which peftlab does not "
+        "call: the run would be plain LoRA with B = 0",
+        "corda": "CorDA's init needs PEFT's preprocess_corda over the training data, which peftlab does not call",
+    },
+}
 # fields of PeftConfig itself or set by peftlab from method.target_modules, never options
 RESERVED = {
     "peft_type": "the bridge sets it from method.peft_type",
@@ -84,9 +107,81 @@ RESERVED = {
 
 @functools.cache
 def peft_types() -> dict[str, dict]:
-    """``{type: {"config": class name, "fields": [its dataclass fields]}}`` for every PEFT type, as the
-    installed PEFT had them when ``types.json`` was written."""
+    """``{type: {"config": class name, "fields": [its dataclass fields], "types": {field: its type}}}`` for
+    every PEFT type, as the installed PEFT had them when ``types.json`` was written (``kind`` says how a
+    type is written there)."""
     return json.loads(TABLE.read_text())
+
+
+def kind(tp) -> object:
+    """A PEFT config field's annotation as JSON: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"null"``,
+    ``"any"``; ``{"list": kind}``, ``{"dict": kind}`` (of values), ``{"literal": [values]}``, ``{"union": [kinds]}``.
+    A config class of PEFT's own (LoftQConfig, EvaConfig) is a mapping of its fields, as PEFT reads it."""
+    import dataclasses
+    import types as pytypes
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (int, float, bool, str):
+        return tp.__name__
+    if tp is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return {"literal": list(args)}
+    if origin in (typing.Union, pytypes.UnionType):
+        kinds = [kind(arg) for arg in args]
+        return {"union": [k for i, k in enumerate(kinds) if k not in kinds[:i]]}
+    if tp in (list, tuple) or origin in (list, tuple):
+        return {"list": kind(args[0]) if args else "any"}
+    if tp is dict or origin is dict:
+        return {"dict": kind(args[1]) if len(args) == 2 else "any"}
+    if dataclasses.is_dataclass(tp):
+        return {"dict": "any"}
+    return "any"
+
+
+def matches(value, expected) -> bool:
+    """True when ``value`` (what YAML gave: scalars, tuples of them, mappings of them) is of kind ``expected``.
+    A literal written ``name_[number of ...]`` (PEFT's ``pissa_niter_[number of iters]``) stands for the
+    name followed by digits."""
+    if expected == "any":
+        return True
+    if isinstance(expected, str):
+        if expected == "float":
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if expected == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, {"bool": bool, "str": str, "null": type(None)}[expected])
+    (form, inner), *_ = expected.items()
+    if form == "union":
+        return any(matches(value, k) for k in inner)
+    if form == "literal":
+        return any(type(value) is type(v) and (value == v or numbered(value, v)) for v in inner)
+    if form == "list":
+        return isinstance(value, (tuple, list)) and all(matches(v, inner) for v in value)
+    return isinstance(value, dict) and all(matches(v, inner) for v in value.values())
+
+
+def numbered(value, literal) -> bool:
+    """True for ``pissa_niter_4`` against PEFT's literal ``pissa_niter_[number of iters]``."""
+    if not isinstance(literal, str) or "_[" not in literal:
+        return False
+    return re.fullmatch(re.escape(literal.split("[")[0]) + r"\d+", value) is not None
+
+
+def described(expected) -> str:
+    """``expected`` (a ``kind``) in words, for the line that refuses a value."""
+    if isinstance(expected, str):
+        words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+        return words.get(expected, {"null": "null", "any": "any value"}.get(expected, expected))
+    (form, inner), *_ = expected.items()
+    if form == "union":
+        return " or ".join(described(k) for k in inner)
+    if form == "literal":
+        return "one of " + ", ".join(repr(v) for v in inner)
+    if form == "list":
+        return "a list" + ("" if inner == "any" else f" of values each {described(inner)}")
+    return "a mapping" + ("" if inner == "any" else f" of names to values each {described(inner)}")
 
 
 def applicable() -> list[str]:
@@ -102,6 +197,7 @@ def option_names(peft_type: str) -> list[str]:
 def read_installed() -> dict[str, dict]:
     """The table from the installed PEFT (imports it)."""
     import dataclasses
+    import typing
 
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils.peft_types import PeftType
@@ -109,7 +205,13 @@ def read_installed() -> dict[str, dict]:
     table = {}
     for peft_type in PeftType:
         cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
-        table[peft_type.value] = {"config": cls.__name__, "fields": [f.name for f in dataclasses.fields(cls)]}
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        table[peft_type.value] = {
+            "config": cls.__name__,
+            "fields": fields,
+            "types": {f: kind(hints[f]) for f in fields if f not in RESERVED and f in hints},
+        }
     return table
 
 
@@ -140,8 +242,13 @@ def docs_text(table: dict[str, dict], version: str) -> str:
         "  options: {n_frequency: 100}  # fields of the type's own config class (FourierFTConfig)\n```\n\n"
         "`method.options` takes the fields of the type's config class, except those peftlab sets: "
         + ", ".join(f"`{f}`" for f in RESERVED)
-        + ". An unknown option is one line naming the allowed ones; a value PEFT's config refuses is one line "
-        "with PEFT's reason. `peftlab methods` lists the ✓ types as `peft:<type>` rows.\n\n"
+        + ". An unknown option is one line naming the allowed ones; a value of another type than the field's "
+        "annotation in PEFT's config class (recorded in `types.json`) is one line naming it, before PEFT reads it; "
+        "a value PEFT's config refuses is one line with PEFT's reason. A `rank_pattern`'s values are ranks, "
+        "bounded with `r` by the size check before every run, which applies the type on the meta device. Refused "
+        "values: "
+        + "; ".join(f"`{k}: {v}` ({why})" for k, values in REFUSED_VALUES.items() for v, why in values.items())
+        + ". `peftlab methods` lists the ✓ types as `peft:<type>` rows.\n\n"
         "`tests/tuners/test_peft_bridge.py` runs every ✓ type on a tiny timm ViT (q and v slices of the fused "
         "qkv; whole `attn.proj` and `mlp.fc2`, whose PEFT-format files PEFT loads) and a tiny GPT-2 through the "
         "checks every family cell passes (`testkit.check_cell`): the adapted model starts as its base (with PEFT's "

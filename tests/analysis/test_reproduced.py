@@ -1,0 +1,63 @@
+"""make study's last line: the study file's header rows against the report's results.csv (fabricated here)."""
+
+import pandas as pd
+import pytest
+from testkit import REPO
+
+from peftlab.analysis.results.reproduced import header_means, main, reproduced_line
+from peftlab.utils.errors import UserError
+
+HEADER = """# Expected result, measured somewhere:
+#   full              74.73% [73.10, 75.85]  100%
+#   lora (r=8)        70.19% [69.60, 71.05]  2.12%
+#   lora quant=nf4    70.55% [69.35, 71.60]  2.12%  (merged, re-quantized: 70.54%)
+# Against LoRA: +1.43 points
+name: s
+#   full              10.00% [10.00, 10.00]  not the header: after the first key
+"""
+
+
+def study(tmp_path, scores: dict[str, list[float]], status: str = "completed"):
+    (tmp_path / "study.yaml").write_text(HEADER)
+    rows = [
+        {"variant": variant, "seed": seed, "status": status, "metrics.test_top1": top1}
+        for variant, values in scores.items()
+        for seed, top1 in enumerate(values)
+    ]
+    (tmp_path / "out" / "report").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "out" / "report" / "results.csv", index=False)
+    return tmp_path / "study.yaml", tmp_path / "out"
+
+
+def test_the_header_rows_are_read_with_their_notes_left_off():
+    assert header_means(REPO / "configs" / "studies" / "default.yaml").keys() == {
+        "full", "linear", "lora", "adalora", "adaptive", "qalora", "lora quant=int8", "lora quant=nf4"
+    }  # fmt: skip
+
+
+def test_equal_means_to_two_decimals_are_reproduced(tmp_path):
+    # 5 seeds of 2,000 test images: means are whole hundredths of a point
+    scores = {"full": [0.731, 0.7585, 0.75, 0.74, 0.757], "lora": [0.7019], "lora quant=nf4": [0.7055]}
+    line = reproduced_line(*study(tmp_path, scores))
+    assert line.startswith("Reproduced: the mean test top-1 of all 3 rows") and "\n" not in line
+
+
+def test_rows_that_moved_are_named_with_how_far(tmp_path):
+    files = study(tmp_path, {"full": [0.7476], "lora": [0.7172, 0.7172], "lora quant=nf4": [0.7055]})
+    line = reproduced_line(*files)
+    assert line == (
+        f"Not reproduced: {files[0]}'s header against this machine: 2 of 3 rows moved (header -> here, points): "
+        "full 74.73 -> 74.76 (+0.03); lora 70.19 -> 71.72 (+1.53)."
+    )
+
+
+def test_a_configuration_that_did_not_complete_is_named(tmp_path, capsys):
+    files = study(tmp_path, {"full": [0.7473], "lora": [0.7019]})
+    main([str(f) for f in files])
+    assert capsys.readouterr().out.strip().endswith("not completed here: lora quant=nf4.")
+
+
+def test_a_study_without_a_report_is_one_line(tmp_path):
+    files = study(tmp_path, {"full": [0.7473]})
+    with pytest.raises(UserError, match="results.csv is missing: expected the study's report"):
+        reproduced_line(files[0], tmp_path / "elsewhere")

@@ -1,0 +1,62 @@
+"""The pin's bits on every x86 CPU: the pretraining's operations under peftlab's pin (``train.reproducible``)
+hash as they did on an Intel Xeon with AMX (benchmarks/arith_hashes.py keeps the recorded lines, Intel's and
+an AMD EPYC's). MKL's AVX2 branch gives the matmuls the same bits on both vendors; the AdamW step is the one
+peftlab builds when pinned (fused: ATen's exactly rounded square root, not MKL's vector math whose rounding
+differs by vendor), checked against the same step in numpy float32 (exactly rounded: the same on any CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from testkit import REPO
+
+from peftlab.utils import cpu
+
+# Intel Xeon (AVX-512, AMX), MKL_CBWR=AVX2,STRICT, one thread; the AMD EPYC of 2026-11-26 gives the same
+INTEL = {
+    "qkv": "fd3b0746",
+    "attn": "49307866",
+    "fc1+gelu": "8ed0c019",
+    "fc2": "754db765",
+    "dW": "11db9dc5",
+    "dX": "ab115c6e",
+    "ln": "bffce619",
+    "adamw": "873073e3",  # Intel's unfused AdamW under the AVX2 branch: the exactly rounded step
+}
+
+CHILD = r"""
+import hashlib, json, math, numpy as np, torch
+from peftlab.training.runtime import fused_adamw
+torch.manual_seed(0)
+h = lambda t: hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest()[:8]
+x = torch.randn(128 * 17, 128); w1 = torch.randn(512, 128) * 0.05; w2 = torch.randn(128, 512) * 0.05
+qkv = torch.randn(384, 128) * 0.05
+outs = {"qkv": torch.nn.functional.linear(x, qkv)}
+a = torch.randn(128, 4, 17, 32); outs["attn"] = torch.softmax(a @ a.transpose(-1, -2) / 32 ** 0.5, -1) @ a
+hdn = torch.nn.functional.gelu(torch.nn.functional.linear(x, w1)); outs["fc1+gelu"] = hdn
+outs["fc2"] = torch.nn.functional.linear(hdn, w2)
+g = torch.randn(128 * 17, 128)
+outs["dW"] = g.t() @ hdn; outs["dX"] = g @ w2
+outs["ln"] = torch.nn.functional.layer_norm(x.view(128, 17, 128), (128,))
+p = torch.nn.Parameter(w1.clone())
+opt = torch.optim.AdamW([p], lr=1e-3, fused=fused_adamw(None, torch.device("cpu"), reproducible=True) or None)
+p.grad = torch.randn_like(p); opt.step(); outs["adamw"] = p
+f = np.float32  # torch's AdamW step 1 (weight decay 0.01) in its operation order, exactly rounded
+w, gr = w1.numpy() * f(1 - 1e-3 * 1e-2), p.grad.numpy()
+m, v = f(1 - 0.9) * gr, f(1 - 0.999) * gr * gr
+ref = w + (f(-1e-3 / (1 - 0.9)) * m) / (np.sqrt(v) / f(math.sqrt(1 - 0.999)) + f(1e-8))
+outs["adamw_ref"] = torch.from_numpy(ref)
+print(json.dumps({k: h(t) for k, t in outs.items()}))
+"""
+
+
+@pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
+def test_the_pins_hashes_are_the_recorded_intel_ones():
+    env = {**os.environ, **cpu.PINNED, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    hashes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert hashes["adamw"] == hashes["adamw_ref"]  # exactly rounded: what makes the step vendor-independent
+    assert {k: hashes[k] for k in INTEL} == INTEL

@@ -1,0 +1,123 @@
+"""The merge check runs at full fp32 precision whatever train.tf32 says (peftlab.training.runtime.full_fp32).
+
+On an H100, TF32 (train.tf32's default) moved a ViT's logits by 1.3e-4 against full fp32, and every GPU
+run failed its merge check (tolerance 1e-4): the check measured TF32, not the merge. A CPU runs no TF32,
+but torch keeps the same flags on every machine, so these tests read them where the GPU would use them.
+"""
+
+import pytest
+import torch
+from testkit import TINY_MODEL
+
+from peftlab.config.schema import load_config
+from peftlab.training import evaluate
+from peftlab.training.runtime import FP32_SETTINGS, fp32_setting, full_fp32, legacy_setting, tf32_allowed
+from peftlab.tuners.base import TunerContext
+from peftlab.tuners.build import build_tuned
+
+
+def settings() -> dict:
+    """Every precision setting torch keeps, as its two APIs read them (None where the older refuses)."""
+    return {
+        "legacy matmul": legacy_setting(torch.get_float32_matmul_precision),
+        "legacy cublas": legacy_setting(lambda: torch.backends.cuda.matmul.allow_tf32),
+        "legacy cudnn": legacy_setting(lambda: torch.backends.cudnn.allow_tf32),
+        **{name: fp32_setting(name).fp32_precision for name in FP32_SETTINGS},
+    }
+
+
+@pytest.fixture
+def run_with_tf32():
+    """What a run with train.tf32 true (runtime.set_tf32) and a looser matmul precision leaves set;
+    torch's settings as they were afterwards."""
+    saved = settings()
+    torch.set_float32_matmul_precision("medium")  # TF32 on cuBLAS, bf16 matmuls on oneDNN (CPUs)
+    torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.set_float32_matmul_precision(saved["legacy matmul"])
+    torch.backends.cudnn.allow_tf32 = saved["legacy cudnn"]
+    for name in FP32_SETTINGS:
+        fp32_setting(name).fp32_precision = saved[name]
+    assert settings() == saved
+
+
+def inside_state() -> dict:
+    return {
+        "tf32": tf32_allowed(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "fp32_precision": {name: fp32_setting(name).fp32_precision for name in ("cuda.matmul", "cudnn.conv")},
+        "onednn_matmul": torch.backends.mkldnn.matmul.fp32_precision,
+    }
+
+
+FULL_FP32 = {
+    "tf32": False,
+    "matmul_precision": "highest",
+    "fp32_precision": {"cuda.matmul": "ieee", "cudnn.conv": "ieee"},
+    "onednn_matmul": "ieee",
+}
+
+
+def tiny_lora():
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 2}})
+    tuner, _ = build_tuned(cfg.model, cfg.method, 3, TunerContext.for_checks(cfg), seed=0)
+    return tuner
+
+
+def test_the_merge_check_computes_with_tf32_off_though_the_run_set_it_on(run_with_tf32, monkeypatch):
+    """The merges and every forward of the check (adapter and merged) see TF32 off and the precision
+    "highest"; result.json records it; the run's settings are back afterwards."""
+    tuner = tiny_lora()
+    seen = []
+    spy = lambda module, inputs: seen.append((type(module).__name__, inside_state()))
+    tuner.model.register_forward_pre_hook(spy)
+    merged_model = tuner.merged_model
+
+    def merge_spied(*args, **kwargs):
+        seen.append(("merge", inside_state()))
+        merged = merged_model(*args, **kwargs)
+        merged.register_forward_pre_hook(spy)
+        return merged
+
+    monkeypatch.setattr(tuner, "merged_model", merge_spied)
+    assert tf32_allowed() and torch.get_float32_matmul_precision() == "medium"
+    before = settings()
+    dataset = list(zip(torch.randn(4, 3, 32, 32), torch.arange(4) % 3))
+    check = evaluate.check_merge(tuner, dataset, torch.device("cpu"), repeats=1)
+    assert check["ok"] and check["tf32"] is False and check["matmul_precision"] == "highest"
+    assert [name for name, _ in seen][:1] == ["merge"] and len(seen) >= 5  # merge, reference, diff, timings
+    assert all(state == FULL_FP32 for _, state in seen), seen
+    assert settings() == before
+
+
+def test_the_run_settings_are_restored_when_the_check_raises(run_with_tf32, monkeypatch):
+    before = settings()
+
+    def fails(*args):
+        assert inside_state() == FULL_FP32
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(evaluate, "compare_merged", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        evaluate.check_merge(None, [], torch.device("cpu"))
+    assert settings() == before
+    assert tf32_allowed() and torch.get_float32_matmul_precision() == "medium"
+
+
+@pytest.mark.parametrize(
+    "set_up",
+    [
+        lambda: None,
+        lambda: torch.set_float32_matmul_precision("high"),
+        lambda: setattr(torch.backends.cudnn, "allow_tf32", False),
+        lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),  # the newer API only
+        lambda: setattr(torch.backends, "fp32_precision", "tf32"),  # the generic level, which "none" inherits
+        lambda: setattr(torch.backends.cudnn.conv, "fp32_precision", "ieee"),
+    ],
+)
+def test_full_fp32_restores_any_setting_and_forces_full_precision_in_each(run_with_tf32, set_up):
+    set_up()
+    before = settings()
+    with full_fp32():
+        assert inside_state() == FULL_FP32
+    assert settings() == before
