@@ -7,11 +7,8 @@ The studies are studyfiles' runs (result.json files, no training); the paper is 
 in the one test that proves TeX reads only the paper's own sources.
 """
 
-import contextlib
-import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -19,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO
+from testkit import REPO, command_in_process
 
 sys.path.insert(0, str(Path(__file__).parent / "analysis"))  # studyfiles: the analysis tests' study folders
 from studyfiles import write_study_dir
 
-from peftlab import cli
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.latex import compile_pdf, missing_latex
 from peftlab.analysis.results.load import results_sha256
@@ -35,15 +31,7 @@ SECRET = "the outside file's own words\n"
 STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"
 
 
-def peftlab(*args: str) -> tuple[int, str]:
-    """(exit status, stderr) of ``peftlab ARGS`` in this process."""
-    stderr, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            status = cli.run_command(list(args))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return status, stderr.getvalue()
+peftlab = command_in_process  # (exit status, stderr) of ``peftlab ARGS`` in this process
 
 
 def assert_refused(result: tuple[int, str], *needles: str) -> None:

@@ -435,6 +435,24 @@ def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
     return status, stderr.getvalue(), cpu_seconds() - start, peak_rss() - before
 
 
+def command_in_process(*argv: str) -> tuple[int, str]:
+    """(exit status, stderr) of ``peftlab ARGV`` in this process through ``cli.run_command`` (no atexit hooks), its
+    SIGTERM handler restored after it."""
+    import contextlib
+    import io
+    import signal
+
+    from peftlab import cli
+
+    stderr, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            status = cli.run_command(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return status, stderr.getvalue()
+
+
 def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:
     """Exit status 2 and one line on stderr, ``peftlab: error: ...``, holding each of ``needles``."""
     assert status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, (status, stderr)

@@ -7,17 +7,13 @@ The study is studyfiles' (run files written by hand, no training), tuned as test
 its command; each case edits one file of a copy.
 """
 
-import contextlib
-import io
 import json
 import shutil
-import signal
 
 import pytest
 from studyfiles import write_study_dir
 from test_paper import SELECTIONS
-
-from peftlab import cli
+from testkit import command_in_process
 
 PHASE = {
     "phase": "final runs",
@@ -151,15 +147,7 @@ READERS = {  # the files each command reads
 }
 
 
-def peftlab(*args: str) -> tuple[int, str]:
-    """(exit status, stderr) of ``peftlab ARGS`` in this process."""
-    stderr, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            status = cli.run_command(list(args))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return status, stderr.getvalue()
+peftlab = command_in_process  # (exit status, stderr) of ``peftlab ARGS`` in this process
 
 
 def test_the_undamaged_study_gets_its_report_and_paper(tuned, tmp_path):

@@ -12,7 +12,6 @@ OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submissio
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.paper.build import pdf_results_sha256
+from peftlab.analysis.paper.build import file_sha256, pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
@@ -91,7 +90,7 @@ def write_submission(
         copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
         (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out))
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        (root / "SHA256SUMS").write_text("".join(f"{sha256(root / f)}  {f}\n" for f in files))
+        (root / "SHA256SUMS").write_text("".join(f"{file_sha256(root / f)}  {f}\n" for f in files))
         write_atomic(out, lambda tmp: pack(root, name, tmp))  # a fresh temporary name, never a link's target
     return out
 
@@ -115,14 +114,6 @@ def copy(src: Path, dst: Path) -> None:
         raise UserError(f"{src} is missing: the submission needs it")
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst, follow_symlinks=False)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
