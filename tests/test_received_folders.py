@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent / "analysis"))  # studyfiles: the a
 from studyfiles import write_study_dir
 
 from peftlab.analysis.paper import build as paper
-from peftlab.analysis.paper.latex import compile_pdf, missing_latex
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex, pdf_results_sha256, record_pdf
 from peftlab.analysis.results.load import results_sha256
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import write_atomic, write_text_atomic
@@ -112,7 +112,7 @@ def compiled_paper(study: Path) -> Path:
     out = study / "paper"
     paper.write_paper(study, out, compile=False)
     (out / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    paper.record_pdf(out, results_sha256(study))
+    record_pdf(out, results_sha256(study))
     return out
 
 
@@ -157,9 +157,9 @@ def test_a_paper_rebuilt_without_compiling_leaves_no_pdf_to_pack(study):
     """`paper --no-compile` (or a LaTeX error, or a kill during latexmk) after a compile: the old main.pdf shows
     other results than the new results.tex, and the submission refuses it whatever results.tex says."""
     out = compiled_paper(study)
-    assert paper.pdf_results_sha256(out) == results_sha256(study)
+    assert pdf_results_sha256(out) == results_sha256(study)
     assert peftlab("paper", str(study), "--no-compile")[0] == 0
-    assert (out / "main.pdf").is_file() and paper.pdf_results_sha256(out) is None
+    assert (out / "main.pdf").is_file() and pdf_results_sha256(out) is None
     status, stderr = peftlab("submission", str(study), "--study", str(STUDY_YAML))
     assert status == 2 and "main.pdf was built from other results" in stderr and "did not compile" in stderr, stderr
 
@@ -167,7 +167,7 @@ def test_a_paper_rebuilt_without_compiling_leaves_no_pdf_to_pack(study):
 def test_a_pdf_swapped_after_its_compile_is_not_packed(study):
     out = compiled_paper(study)
     (out / "main.pdf").write_bytes(b"%PDF-1.5 another\n")
-    assert paper.pdf_results_sha256(out) is None
+    assert pdf_results_sha256(out) is None
     assert peftlab("submission", str(study), "--study", str(STUDY_YAML))[0] == 2
 
 

@@ -22,7 +22,7 @@ from testkit import REPO
 
 from peftlab.analysis.archive.submission import write_submission
 from peftlab.analysis.paper import build as paper
-from peftlab.analysis.paper.latex import compile_pdf, missing_latex
+from peftlab.analysis.paper.latex import compile_pdf, missing_latex, record_pdf
 from peftlab.analysis.paper.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
 from peftlab.analysis.report.build import write_report
 from peftlab.analysis.report.literature import LITERATURE, bib_keys, literature_section, load_literature
@@ -280,7 +280,7 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
     (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 placeholder\n")
     with pytest.raises(UserError, match="main.pdf was built from other results.*did not compile"):
         write_submission(study_dir, study_yaml, paper_dir=paper_dir)  # no compile recorded it
-    paper.record_pdf(paper_dir, load_results_sha256(study_dir))  # what a compile that succeeded records
+    record_pdf(paper_dir, load_results_sha256(study_dir))  # what a compile that succeeded records
     archive = write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
     with tarfile.open(archive) as tar:
         files = {m.name.removeprefix("default-submission/"): tar.extractfile(m).read() for m in tar if m.isfile()}
@@ -326,7 +326,7 @@ def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
     (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 placeholder\n")
     recorded = macros((paper_dir / "results.tex").read_text())["resultsSha"]
     assert recorded == load_results_sha256(study_dir)
-    paper.record_pdf(paper_dir, recorded)  # as a compile of these sources records it
+    record_pdf(paper_dir, recorded)  # as a compile of these sources records it
     shutil.move(tmp_path / "later", extra)  # then the third seed's run arrives
     study_yaml = REPO / "configs" / "studies" / "default.yaml"
     with pytest.raises(UserError, match=r"was built from other results than .* holds now .*run `peftlab paper"):
@@ -334,7 +334,7 @@ def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
     (study_dir / "study.yaml").write_text("name: default\nseeds: 2\n")
     results = paper_dir / "results.tex"  # as a paper built from the three seeds records them
     results.write_text(results.read_text().replace(recorded, load_results_sha256(study_dir)))
-    paper.record_pdf(paper_dir, load_results_sha256(study_dir))
+    record_pdf(paper_dir, load_results_sha256(study_dir))
     with pytest.raises(UserError, match="differs from .*study.yaml, the study file the runs were made from"):
         write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
     report = write_report(study_dir)
@@ -1008,7 +1008,7 @@ def test_the_archive_travels_without_this_machines_paths(tmp_path, monkeypatch):
     paper_dir = study_dir / "paper"
     paper.write_paper(study_dir, paper_dir, compile=False)
     (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    paper.record_pdf(paper_dir, load_results_sha256(study_dir))
+    record_pdf(paper_dir, load_results_sha256(study_dir))
     (study_dir / "study.yaml").unlink(missing_ok=True)
     archive = write_submission(study_dir, study_yaml, paper_dir=paper_dir, out=tmp_path / "sub.tar.gz")
     with tarfile.open(archive) as tar:

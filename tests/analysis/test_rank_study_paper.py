@@ -258,7 +258,7 @@ def test_the_edge_and_diverged_lines_name_searches_by_the_study_s_labels(ranks):
 def test_equal_budgets_read_as_one_number_and_unequal_ones_name_their_searches(rank_paper):
     from types import SimpleNamespace
 
-    from peftlab.analysis.paper.macros import trial_budgets
+    from peftlab.analysis.paper.tuning_table import trial_budgets
 
     main, defined, _ = rank_paper
     assert defined["tuneTrials"] == "2" and r"search of \tuneTrials{} trials per \tuneUnit{} (Optuna)" in main

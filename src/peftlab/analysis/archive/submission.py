@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.paper.build import file_sha256, pdf_results_sha256
+from peftlab.analysis.paper.latex import file_sha256, pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE

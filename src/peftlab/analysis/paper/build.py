@@ -18,7 +18,6 @@ model, a text classifier or a causal LM.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from peftlab.analysis.paper.figures import (
     figure_captions,
     figure_layout,
 )
-from peftlab.analysis.paper.latex import compile_pdf
+from peftlab.analysis.paper.latex import PDF_RECORD, compile_pdf, record_pdf
 from peftlab.analysis.paper.macros import (
     SCORE_MACROS,
     SIZE_MACROS,
@@ -65,7 +64,7 @@ from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, refuse_links_below, refuse_links_in, write_json_atomic, write_text_atomic
+from peftlab.utils.files import refuse_links_below, refuse_links_in, write_text_atomic
 
 REFERENCES = Path(__file__).with_name("references.bib")
 
@@ -130,35 +129,6 @@ def write_paper(
     pdf = compile_pdf(out / "main.tex")
     record_pdf(out, built_from)
     return pdf
-
-
-# Written beside main.pdf after a compile succeeds, and removed when a paper build starts: which results the PDF
-# shows, and the PDF's own hash. ``peftlab submission`` packs main.pdf only when both agree with what it packs.
-PDF_RECORD = "main.pdf.json"
-
-
-def record_pdf(paper_dir: Path, results_sha256: str) -> None:
-    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash."""
-    record = {"results_sha256": results_sha256, "pdf_sha256": file_sha256(paper_dir / "main.pdf")}
-    write_json_atomic(paper_dir / PDF_RECORD, record)
-
-
-def pdf_results_sha256(paper_dir: Path) -> str | None:
-    """The results SHA-256 main.pdf in ``paper_dir`` was compiled from, or None when no compile of these
-    sources succeeded or main.pdf is not the file that compile wrote."""
-    record = read_json(paper_dir / PDF_RECORD) or {}
-    pdf = paper_dir / "main.pdf"
-    if not isinstance(record.get("results_sha256"), str) or not pdf.is_file() or pdf.is_symlink():
-        return None
-    return record["results_sha256"] if record.get("pdf_sha256") == file_sha256(pdf) else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}

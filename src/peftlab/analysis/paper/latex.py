@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import refuse_link, write_atomic
+from peftlab.utils.files import read_json, refuse_link, write_atomic, write_json_atomic
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
 LATEX_TOOLS = {"latexmk": "latexmk", "pdflatex": "texlive-latex-base", "bibtex": "texlive-latex-base"}
@@ -121,3 +122,32 @@ def unresolved_references(log: Path) -> str:
     text = log.read_text(errors="replace") if log.is_file() else ""
     undefined = sorted(set(re.findall(r"(?:Reference|Citation) `([^']+)' .*undefined", text)))
     return f"undefined references or citations: {', '.join(undefined)}" if undefined else ""
+
+
+# Written beside main.pdf after a compile succeeds, and removed when a paper build starts: which results the PDF
+# shows, and the PDF's own hash. ``peftlab submission`` packs main.pdf only when both agree with what it packs.
+PDF_RECORD = "main.pdf.json"
+
+
+def record_pdf(paper_dir: Path, results_sha256: str) -> None:
+    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash."""
+    record = {"results_sha256": results_sha256, "pdf_sha256": file_sha256(paper_dir / "main.pdf")}
+    write_json_atomic(paper_dir / PDF_RECORD, record)
+
+
+def pdf_results_sha256(paper_dir: Path) -> str | None:
+    """The results SHA-256 main.pdf in ``paper_dir`` was compiled from, or None when no compile of these
+    sources succeeded or main.pdf is not the file that compile wrote."""
+    record = read_json(paper_dir / PDF_RECORD) or {}
+    pdf = paper_dir / "main.pdf"
+    if not isinstance(record.get("results_sha256"), str) or not pdf.is_file() or pdf.is_symlink():
+        return None
+    return record["results_sha256"] if record.get("pdf_sha256") == file_sha256(pdf) else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,7 +18,7 @@ from peftlab.analysis.report.tables import format_count, format_percent
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.load import results_sha256
 from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command
-from peftlab.analysis.results.units import bridge_names, range_words, unit
+from peftlab.analysis.results.units import bridge_names, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
@@ -152,14 +152,6 @@ def pairs_text(count: float) -> str:
     return integer(count)
 
 
-def words(items: list[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
     """Every macro main.tex uses, with its value from the results table (``study``: paper.Study)."""
     define_study(numbers, study)
@@ -171,6 +163,8 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
         define_variant(numbers, study, variant, suffixes[variant])
     define_findings(numbers, study, citations)
     if study.searches:
+        from peftlab.analysis.paper.tuning_table import define_tuning  # matplotlib: only for a tuned study
+
         define_tuning(numbers, study)
     define_literature(numbers, citations, study_methods(study.df))
 
@@ -404,64 +398,6 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
         f"variants of the methods the literature table cites, by mean {score.name}, {best} first",
     )
-
-
-def define_tuning(numbers: Numbers, study) -> None:
-    """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
-    at an end of their searched range (tuning.edges)."""
-    from peftlab.analysis.paper import tuning_table  # matplotlib: only for a tuned study
-    from peftlab.analysis.results import tuning_choices  # matplotlib: only for a tuned study
-
-    add, searches = numbers.add, study.searches
-    keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
-    add(
-        "tuneKeys",
-        words([tuning_table.latex_key(key) for key in keys]),
-        "the config keys searched (tune/*/selection.json)",
-    )
-    add("tuneMethods", str(len(searches)), "searches run (tune/*/selection.json)")
-    unit = tuning_choices.search_unit(searches)
-    add("tuneUnit", unit, "what one search tuned: a method, or a configuration (a method with its axis values)")
-    kinds = [
-        latex_escape(kind)
-        for kind in dict.fromkeys(
-            "grid (then edge-following)" if s["search"].get("follow_edge") else s["search"]["search"] for s in searches
-        )
-    ]
-    add(
-        "tuneSearch",
-        words(kinds).replace(" and ", " or "),
-        "the kind of search (search.search; follow_edge: points added after the grid)",
-    )
-    add("tuneTrials", trial_budgets(study), "the trial budget per search (search.trials), by search where they differ")
-    metric = tuning_table.latex_key(searches[0]["search"]["metric"])
-    add("tuneMetric", metric, "the score trials were chosen by (search.metric)")
-    seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
-    add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
-    add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
-    grouped: dict[tuple[str, str], list[str]] = {}  # (key, smallest or largest): the configurations' labels
-    for name, key, _, where in tuning_choices.edges(searches):
-        grouped.setdefault((key, where), []).append(study.name(name))
-    at_edge = [
-        f"the {tuning_table.latex_key(k)} is the {w} value searched for {words(n)}" for (k, w), n in grouped.items()
-    ]
-    if at_edge:
-        add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
-
-
-def trial_budgets(study) -> str:
-    """Every search's budget: "4" where all are equal, else each with its searches' labels, "2 trials for Full
-    FT and 4 for LoRA", "4 trials for Full FT and Linear, and 3 for LoRA" (in the searches' order)."""
-    from peftlab.analysis.results.tuning_choices import search_name
-
-    named: dict[int, list[str]] = {}
-    for s in study.searches:
-        named.setdefault(s["search"]["trials"], []).append(study.name(search_name(s)))
-    if len(named) == 1:
-        return latex_escape(next(iter(named)))
-    parts = [f"{latex_escape(t)}{' trials' if i == 0 else ''} for {words(n)}" for i, (t, n) in enumerate(named.items())]
-    last = " and " if len(parts) == 2 and all(len(n) == 1 for n in named.values()) else ", and "
-    return ", ".join(parts[:-1]) + last + parts[-1]
 
 
 def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name, search_unit
-from peftlab.analysis.results.units import display_name, scale, score_name, units
+from peftlab.analysis.results.units import display_name, scale, score_name, units, words
 from peftlab.training.run_result import lower_is_better
 
 TABLE_CAPTION = (
@@ -134,3 +134,57 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + " ".join(notes) + "}"]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+# the macros of results.tex on the study's tuning (macros.define_numbers calls it for a tuned study)
+def define_tuning(numbers, study) -> None:
+    """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
+    at an end of their searched range (tuning.edges)."""
+    from peftlab.analysis.results import tuning_choices
+
+    add, searches = numbers.add, study.searches
+    keys = list(dict.fromkeys(axis["key"] for s in searches for axis in s["search"]["axes"]))
+    add(
+        "tuneKeys",
+        words([latex_key(key) for key in keys]),
+        "the config keys searched (tune/*/selection.json)",
+    )
+    add("tuneMethods", str(len(searches)), "searches run (tune/*/selection.json)")
+    unit = tuning_choices.search_unit(searches)
+    add("tuneUnit", unit, "what one search tuned: a method, or a configuration (a method with its axis values)")
+    kinds = [
+        latex_escape(kind)
+        for kind in dict.fromkeys(
+            "grid (then edge-following)" if s["search"].get("follow_edge") else s["search"]["search"] for s in searches
+        )
+    ]
+    add(
+        "tuneSearch",
+        words(kinds).replace(" and ", " or "),
+        "the kind of search (search.search; follow_edge: points added after the grid)",
+    )
+    add("tuneTrials", trial_budgets(study), "the trial budget per search (search.trials), by search where they differ")
+    metric = latex_key(searches[0]["search"]["metric"])
+    add("tuneMetric", metric, "the score trials were chosen by (search.metric)")
+    seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
+    add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
+    add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
+    grouped: dict[tuple[str, str], list[str]] = {}  # (key, smallest or largest): the configurations' labels
+    for name, key, _, where in tuning_choices.edges(searches):
+        grouped.setdefault((key, where), []).append(study.name(name))
+    at_edge = [f"the {latex_key(k)} is the {w} value searched for {words(n)}" for (k, w), n in grouped.items()]
+    if at_edge:
+        add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
+
+
+def trial_budgets(study) -> str:
+    """Every search's budget: "4" where all are equal, else each with its searches' labels, "2 trials for Full
+    FT and 4 for LoRA", "4 trials for Full FT and Linear, and 3 for LoRA" (in the searches' order)."""
+    named: dict[int, list[str]] = {}
+    for s in study.searches:
+        named.setdefault(s["search"]["trials"], []).append(study.name(search_name(s)))
+    if len(named) == 1:
+        return latex_escape(next(iter(named)))
+    parts = [f"{latex_escape(t)}{' trials' if i == 0 else ''} for {words(n)}" for i, (t, n) in enumerate(named.items())]
+    last = " and " if len(parts) == 2 and all(len(n) == 1 for n in named.values()) else ", and "
+    return ", ".join(parts[:-1]) + last + parts[-1]

@@ -105,6 +105,14 @@ METRIC_LABELS = {
 }
 
 
+def words(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def natural_key(text) -> tuple:
     """A sort key in which numbers compare as numbers: "lora r=16" after "lora r=4" (as strings it comes first).
     The report's and the paper's tables, figures and searches list configurations in this order."""
