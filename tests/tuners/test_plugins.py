@@ -447,3 +447,13 @@ def test_a_plugins_code_is_part_of_its_run_ids(site):
     after = config_hash(load_config(overrides=overrides))
     assert after != before and plugins.identity("mlp_bias")["code_sha256"] != identity["code_sha256"]
     assert config_hash(load_config(overrides={**overrides, "method": {"name": "lora"}})) == lora
+
+
+def test_a_broken_plugin_is_not_offered_among_the_method_names(site):
+    """The line that refuses an unknown method.name offers the plugins that load, and names a broken one apart."""
+    install_example(site)
+    install_broken(site, "fails_import")
+    with pytest.raises(ConfigError) as refused:
+        load_config(overrides={"method": {"name": "mlp_biass"}})
+    line = str(refused.value)
+    assert line.endswith("or a plugin's (mlp_bias, broken, see `peftlab methods`: fails_import)"), line

@@ -100,6 +100,15 @@ def plugin_names() -> list[str]:
     return sorted(name for name in entry_points() if name not in TUNERS)
 
 
+def offered_names() -> list[str]:
+    """The plugins' names a config may take, for the line that refuses an unknown one: each plugin is read (its
+    package imported, only on that error's path), and a broken one is named apart, never offered as a choice."""
+    names = plugin_names()
+    broken = [name for name in names if isinstance(load_plugin(name), ConfigError)]
+    working = [name for name in names if name not in broken]
+    return working + ([f"broken, see `peftlab methods`: {', '.join(broken)}"] if broken else [])
+
+
 def distribution(ep: importlib.metadata.EntryPoint) -> str:
     dist = ep.dist
     return f"{dist.name} {dist.version}" if dist is not None else "(unknown distribution)"
@@ -238,4 +247,4 @@ def origin(name: str) -> str:
     return f"method {name!r} of plugin {spec.distribution}" if isinstance(spec, PluginSpec) else f"method {name!r}"
 
 
-install_finder(Finder(find=config_class, found=loaded_plugins, names=plugin_names, identity=identity, origin=origin))
+install_finder(Finder(find=config_class, found=loaded_plugins, names=offered_names, identity=identity, origin=origin))
