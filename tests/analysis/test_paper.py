@@ -1026,3 +1026,20 @@ def test_the_archive_travels_without_this_machines_paths(tmp_path, monkeypatch):
     assert "The 2 commands that ran the study's runs" in reproduce
     assert "cd . && peftlab study OUTSIDE/my.yaml --workers 2 --study-dir STUDY\n" in reproduce  # run from the checkout
     assert "## Where the data goes" in reproduce and "data.root `OUTSIDE/fashion-mnist`" in reproduce
+
+
+def test_the_reproducibility_paragraph_counts_every_call_that_trained_the_runs(tmp_path, monkeypatch):
+    """Earlier calls of `peftlab study` may have trained most runs: the paragraph says how many calls there were
+    and names the last; REPRODUCE.md lists them all."""
+    study_dir = write_study_dir(tmp_path / "mine", with_failure=False, variants=["full", "linear"])
+    from peftlab.cli.study import record_command
+
+    for argv in (["study", "my.yaml", "--workers", "2"], ["study", "my.yaml", "--retry-failed"]):
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/peftlab", *argv])
+        record_command(study_dir)
+    paper.write_paper(study_dir, tmp_path / "paper", compile=False)
+    main = " ".join((tmp_path / "paper" / "main.tex").read_text().split())
+    assert r"The runs were trained by \studyCommandCount{} calls of \texttt{peftlab study}, the last" in main
+    results = macros((tmp_path / "paper" / "results.tex").read_text())
+    assert results["studyCommandCount"] == "two"  # a small count in words, as the prose writes it
+    assert results["studyCommand"] == r"peftlab study my.yaml --retry-failed"

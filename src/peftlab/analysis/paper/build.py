@@ -327,6 +327,7 @@ def main_tex(
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned
         protocol=bool(protocol_card.card(study.dir, study.done, study.labels)[0]),
         command="studyCommand" in numbers.macros,  # the recorded command that ran the study
+        commands="studyCommandCount" in numbers.macros,  # several calls trained the runs
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
         weights=loads_weights(study.done),  # a random base loads none
         wall_phases="studyWallPhases" in numbers.macros,  # the run time of every phase, from phases.jsonl

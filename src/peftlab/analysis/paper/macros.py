@@ -17,7 +17,7 @@ from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.load import results_sha256
-from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command
+from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command, study_commands
 from peftlab.analysis.results.units import bridge_names, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
@@ -193,7 +193,14 @@ def define_study(numbers: Numbers, study) -> None:
     add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
     command = study_command(study.dir)
     if command:
-        add("studyCommand", latex_escape(command), "the command that ran the study (command.json, peftlab study)")
+        add("studyCommand", latex_escape(command), "the command that last ran the study (command.json)")
+        calls = len(study_commands(study.dir))  # earlier calls may have trained most runs: REPRODUCE.md lists all
+        if calls > 1:
+            add(
+                "studyCommandCount",
+                number_words(calls).lower(),
+                "distinct commands that ran the study (commands.jsonl)",
+            )
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
