@@ -1043,3 +1043,14 @@ def test_the_reproducibility_paragraph_counts_every_call_that_trained_the_runs(t
     results = macros((tmp_path / "paper" / "results.tex").read_text())
     assert results["studyCommandCount"] == "two"  # a small count in words, as the prose writes it
     assert results["studyCommand"] == r"peftlab study my.yaml --retry-failed"
+
+
+def test_the_limitations_give_the_test_sets_resolution(sources):
+    """A test set of N images reports test top-1 in steps of 100 / N points: the limitations say so."""
+    main = " ".join((sources / "main.tex").read_text().split())
+    assert r"one of them moves a test top-1 by \cfgTestStep{} points" in main or (
+        r"one of them moves a test top-1 by \cfgTestStep points" in main
+    ), main[main.find("Limitations") :][:600]
+    results = macros((sources / "results.tex").read_text())
+    images = int(re.sub(r"\D", "", results["cfgTestImages"]))  # "2{,}000"
+    assert float(results["cfgTestStep"]) == pytest.approx(100 / images, rel=0.05)

@@ -331,6 +331,7 @@ def main_tex(
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
         weights=loads_weights(study.done),  # a random base loads none
         wall_phases="studyWallPhases" in numbers.macros,  # the run time of every phase, from phases.jsonl
+        test_step="cfgTestStep" in numbers.macros,  # the test set's resolution: one image in points
         quantized=quantized(study.done),  # Algorithm 1 says it quantizes the base only where a run did
         regularised=bool(REGULARISED & set(study.done["method"])),  # and adds a regulariser only where one has it
         mnist_base=bool(study.base) and str((study.base.get("data") or {}).get("name")) == "mnist",

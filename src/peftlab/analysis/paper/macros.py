@@ -230,6 +230,9 @@ def define_study(numbers: Numbers, study) -> None:
         sizes = split_sizes(done, split)
         if sizes:
             add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
+    tests = split_sizes(done, "test")
+    if len(tests) == 1 and study.score.metric == TOP1:  # the resolution of every test top-1 the paper reports
+        add("cfgTestStep", f"{100 / tests[0]:.2g}", "points of test top-1 one test image moves (100 / test size)")
     epochs, steps = run_lengths(done)  # what ran, as result.json's protocol record says
     if epochs:
         add("cfgEpochs", ", ".join(map(integer, epochs)), "train.epochs of the runs it bounded (protocol.epochs)")
