@@ -57,7 +57,7 @@ from peftlab.analysis.report.literature import (
     study_rows,
 )
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.load import load_results, results_sha256
+from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.record import loads_weights
 from peftlab.analysis.results.units import bridge_names, unit
 from peftlab.analysis.stats.comparisons import below_detection
@@ -97,7 +97,6 @@ def write_paper(
         refuse_links_below(study_dir, out, "paper folder entry")  # a received paper/ could point anywhere
     refuse_links_in(out, "paper folder entry")
     (out / PDF_RECORD).unlink(missing_ok=True)  # main.pdf is of these results again only once it compiles
-    built_from = results_sha256(study_dir)  # before the files are read, as the report's
     bib = REFERENCES.read_text()
     citations = load_literature(literature, bib_keys(bib))
     baseline = baseline or choose_baseline(df)
@@ -127,7 +126,7 @@ def write_paper(
     if not compile:
         return out / "main.tex"
     pdf = compile_pdf(out / "main.tex")
-    record_pdf(out, built_from)
+    record_pdf(out, numbers.macros["resultsSha"][0])  # the hash results.tex prints: one hash for text and PDF
     return pdf
 
 

@@ -9,6 +9,7 @@ file outside the checkout) as ``OUTSIDE/<its last part>``, and REPRODUCE.md says
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -18,8 +19,10 @@ import pandas as pd
 from peftlab.config.paths import REPO_ROOT
 
 
-def roots(study_dir: Path) -> list[tuple[str, str]]:
-    """(absolute prefix, what it becomes), the longest first: the study folder may lie in the checkout."""
+@functools.lru_cache(maxsize=16)
+def roots(study_dir: Path) -> tuple[tuple[str, str], ...]:
+    """(absolute prefix, what it becomes), the longest first: the study folder may lie in the checkout. Resolved
+    once per folder: an archive's table asks for every cell."""
     named = []
     inside = Path(os.path.abspath(study_dir)).is_relative_to(os.path.abspath(REPO_ROOT))
     folders = [(REPO_ROOT, "."), (Path.home(), "~")] + ([] if inside else [(study_dir, "STUDY")])  # ./runs/x if in it
@@ -27,12 +30,12 @@ def roots(study_dir: Path) -> list[tuple[str, str]]:
         for form in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
             if form != os.sep:
                 named.append((form.rstrip(os.sep), token))
-    return sorted(named, key=lambda pair: -len(pair[0]))
+    return tuple(sorted(named, key=lambda pair: -len(pair[0])))
 
 
 def portable_text(text: str, study_dir: Path) -> str:
     """``text`` with every absolute path it holds made portable (see the module's docstring)."""
-    for prefix, token in roots(study_dir):
+    for prefix, token in roots(Path(os.path.abspath(study_dir))):
         text = re.sub(rf"{re.escape(prefix)}(?=/|\b|$)", token, text)
     return ABSOLUTE.sub(lambda m: f"OUTSIDE/{Path(m.group(0)).name}" if Path(m.group(0)).name else "OUTSIDE", text)
 
