@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # The GPU checks, on a machine with a CUDA GPU and a torch of its own (a cluster node, a lent GPU
-# machine). peftlab runs from this checkout over that torch: nothing of the machine's is replaced.
-# peftlab goes on PYTHONPATH, and the packages the machine lacks are installed from wheels carried in
-# WHEELS (default .whl) with --no-deps into a folder of their own. docs/install.md, "A GPU machine",
-# says how to carry them.
+# machine), in about 6 minutes on one H100. peftlab runs from this checkout over that torch: nothing of
+# the machine's is replaced. peftlab goes on PYTHONPATH, and the packages the machine lacks are installed
+# from wheels carried in WHEELS (default .whl) with --no-deps into a folder of their own. docs/install.md,
+# "A GPU machine", says how to carry them.
 #
-#   bash scripts/gpu-check.sh [OUT]        OUT: default $OUT, else ./gpu-check
+#   bash scripts/gpu-check.sh [OUT]        OUT: default $OUT/gpu-check, else ./gpu-check
 #
-# It writes into OUT:
-#   device-check.json  python -m peftlab.training.device_check --device cuda: real runs of LoRA in fp32, under
+# It writes into OUT (one folder; `times.txt` gives each part's seconds):
+#   device-check.json  (and .txt, what it printed) python -m peftlab.training.device_check --device cuda: real runs of LoRA in fp32, under
 #                      bf16 autocast, compiled and under torchrun, and of QLoRA on nf4 + double quant,
-#                      fp4 and int8 bases, each with its merge check (bitsandbytes' CUDA kernels)
+#                      fp4 and int8 bases, each with its merge check (bitsandbytes' CUDA kernels); side by side
 #   pytest-cuda.txt    the suite's CUDA cases: QA-LoRA's codes and exact merge on CUDA
-#   bench_cuda.json    peftlab bench --device cuda: P1, P2, P4 and MFU, with the GPU's name and torch's version
+#   steps_vitb16_bf16.json    peftlab bench --device cuda --only steps: ViT-B/16, batch 64, bf16: P1 (the
+#                      recipe / a bare timm + PEFT loop), P2 (LoRA / full), QLoRA and the rank controllers
+#                      / LoRA, FLOP/s over the peak matmul, with the GPU's name and torch's version
+#   compile_vitb16_bf16.json  the same with --only compile: compiled / eager LoRA and full, LoRA / full compiled
+#   study/             a small real study (full fine-tuning and LoRA x 2 seeds on images it writes) through
+#                      `peftlab study --report --workers 4`: its report.md, results.csv and figures
 # Each part runs even when one before it failed; the exit code is 1 when any failed, 2 when this
 # machine cannot run them (no CUDA GPU, a package missing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=$(realpath -m "${1:-${OUT:-gpu-check}}")
+out=$(realpath -m "${1:-${OUT:+$OUT/gpu-check}}")
+out=${out:-$(realpath -m gpu-check)}
 py=${PYTHON:-python3}
 wheels=${WHEELS:-.whl}
 if ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -43,11 +49,30 @@ if [ -n "$missing" ]; then
 fi
 mkdir -p "$out"
 failed=0
-echo "gpu-check: the device checks"
-"$py" -m peftlab.training.device_check --device cuda "$out" || failed=1
-echo "gpu-check: the suite's CUDA cases"
+started=$SECONDS
+part() {  # part NAME COMMAND...: run it, note its seconds in times.txt, remember a failure
+  local name=$1 start=$SECONDS
+  shift
+  echo "gpu-check: $name"
+  "$@" || { failed=1; echo "gpu-check: $name FAILED"; }
+  echo "$name $((SECONDS - start)) s" | tee -a "$out/times.txt"
+}
+: >"$out/times.txt"
+# the device checks and the CUDA tests side by side (correctness; nothing timed)
+echo "gpu-check: the device checks and the CUDA tests, side by side"
+start=$SECONDS
+"$py" -m peftlab.training.device_check --device cuda "$out" >"$out/device-check.txt" 2>&1 &
+checks=$!
 "$py" -m pytest -q -p no:cacheprovider -rs tests/tuners/test_qalora.py -k cuda 2>&1 | tee "$out/pytest-cuda.txt" || failed=1
-echo "gpu-check: peftlab bench --device cuda"
-"$py" -m peftlab.cli bench --device cuda --json "$out/bench_cuda.json" || failed=1
+wait $checks || failed=1
+cat "$out/device-check.txt"
+echo "the device checks and the CUDA tests $((SECONDS - start)) s" | tee -a "$out/times.txt"
+part "a small study: full and LoRA x 2 seeds, 4 workers, --report" bash scripts/gpu-check-study.sh "$out/study"
+vitb=(--model vit_base_patch16_224 --batch 64 --dtype bf16 --repeats 8)
+part "ViT-B/16 bf16 steps, eager" "$py" -m peftlab.cli bench --device cuda --only steps "${vitb[@]}" \
+  --json "$out/steps_vitb16_bf16.json"
+part "ViT-B/16 bf16 steps, compiled / eager" "$py" -m peftlab.cli bench --device cuda --only compile "${vitb[@]}" \
+  --json "$out/compile_vitb16_bf16.json"
+echo "all $((SECONDS - started)) s" | tee -a "$out/times.txt"
 echo "gpu-check: $([ $failed = 0 ] && echo "every part passed" || echo "a part FAILED"); files in $out"
 exit $failed

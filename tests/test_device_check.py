@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_the_checks_pass_on_the_cpu_and_their_judgement_catches_a_wrong_record(tmp_path, capsys):
     out = tmp_path / "out"
     code = device_check.main(
-        [str(out), "--device", "cpu", "--only", "lora-fp32", "qlora-nf4-dq", "--work", str(tmp_path)]
+        [str(out), "--device", "cpu", "--only", "lora-fp32", "qlora-nf4-dq", "--work", str(tmp_path), "--jobs", "2"]
     )
     printed = capsys.readouterr().out
     report = json.loads((out / "device-check.json").read_text())

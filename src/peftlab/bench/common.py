@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from peftlab.config.schema import RunConfig, load_config
 from peftlab.models.backbones import enable_grad_checkpointing
 from peftlab.quant.load import build_base
-from peftlab.training.runtime import autocast, fused_adamw
+from peftlab.training.runtime import autocast, before_compile, fused_adamw
 from peftlab.training.step import NonFinite, Optimization, training_step, warmup_cosine
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.utils import cpu
@@ -76,7 +76,7 @@ class Trainer:
         self.steps_taken = 0
         self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
         if hand_written:
-            # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW, backward, step
+            # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW (fused on a GPU), backward, step
             from peft import LoraConfig, get_peft_model
 
             self.model = get_peft_model(
@@ -89,7 +89,7 @@ class Trainer:
                 ),
             )
             self.params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
+            self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, fused=(device.type == "cuda") or None)
             self.step = self.hand_step
         else:
             self.tuner = apply_tuner(model, cfg.method, TunerContext(10**6, device, cfg.quant))
@@ -115,6 +115,7 @@ class Trainer:
             self.step = self.recipe_step
         self.model.train()
         if compiled:  # what train.compile does; the first step compiles
+            before_compile(self.model)
             self.model.compile()
 
     def recipe_step(self) -> None:

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CHECKS = {
@@ -143,6 +144,12 @@ def environment(device: str) -> dict:
     return info
 
 
+def default_jobs(device: str, checks: int) -> int:
+    """All the checks at once on a GPU (each a small ViT: a few hundred MiB of its memory, one CPU core),
+    one at a time on a CPU, where each run's threads would compete."""
+    return max(1, min(checks, os.cpu_count() or 1)) if device.startswith("cuda") else 1
+
+
 def device_available(device: str) -> bool:
     import torch
 
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     parser.add_argument("--only", nargs="+", choices=sorted(CHECKS), help="these checks alone")
     parser.add_argument("--work", help="keep the images and every check's run directory here (default: deleted)")
+    parser.add_argument("--jobs", type=int, help="checks run at once (default: all of them on a GPU, one on a CPU)")
     options = parser.parse_args(argv)
     if not device_available(options.device):
         print(f"device_check: error: --device {options.device}: no such device here", file=sys.stderr)
@@ -166,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="peftlab-device-check-") as tmp:
-        rows = run_checks(options.only or list(CHECKS), options.device, Path(options.work or tmp))
+        names = options.only or list(CHECKS)
+        jobs = options.jobs or default_jobs(options.device, len(names))
+        rows = run_checks(names, options.device, Path(options.work or tmp), jobs)
     report = {**environment(options.device), "checks": rows}
     (out / "device-check.json").write_text(json.dumps(report, indent=2) + "\n")
     passed = sum(row["passed"] for row in rows)
@@ -175,19 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if passed == len(rows) else 1
 
 
-def run_checks(names: list[str], device: str, work: Path) -> list[dict]:
-    """The checks in turn, each printed as it ends; the images are written into ``work`` first."""
+def run_checks(names: list[str], device: str, work: Path, jobs: int = 1) -> list[dict]:
+    """The checks, ``jobs`` processes at a time, each printed as it ends; the images are written into
+    ``work`` first. Each is a fresh process whose start (imports, CUDA's context, bitsandbytes) costs
+    more than its training: on a GPU machine they run side by side (``default_jobs``)."""
     from peftlab.data.synthetic import write_jpeg_folder
 
     data_root = work / "images"
     if not data_root.is_dir():
         write_jpeg_folder(data_root, n_train=128, size=32, classes=4, n_test=32)
-    rows = []
-    for name in names:
+
+    def one(name: str) -> dict:
         row = run_check(name, device, data_root, work)
         print(f"{name}: {'passed' if row['passed'] else 'FAILED: ' + '; '.join(row['problems'])}", flush=True)
-        rows.append(row)
-    return rows
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, names))
 
 
 if __name__ == "__main__":

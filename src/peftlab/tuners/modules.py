@@ -86,7 +86,18 @@ class SplitQKV(nn.Module):
 
         Once concatenated, q, k and v hold row views of the fused tensors (their ``.data`` points
         there), so the fused weight costs no memory of its own: a copy kept beside the three was a
-        quarter of a ViT's base weights (288 MiB at ViT-L in fp32, issue 38)."""
+        quarter of a ViT's base weights (288 MiB at ViT-L in fp32, issue 38).
+
+        Under ``torch.compile`` the cached tensors are used as they are: a key of data pointers cannot
+        be traced (a graph break, and under autocast the whole frame fell back to eager: compiled LoRA
+        ran slower than eager on an H100, issue 61), and a frozen weight changes between steps only
+        by a merge, which takes LoRA's own forward, not this one. Before the first eager call the
+        compiled graph concatenates the three itself."""
+        if torch.compiler.is_compiling():
+            if self._frozen is not None:
+                return self._frozen[1], self._frozen[2]
+            bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
+            return torch.cat([base.weight for base in bases]).detach(), None if bias is None else bias.detach()
         key = self.frozen_key(bases)
         if self._frozen is None or self._frozen[0] != key:
             with torch.no_grad():
@@ -101,6 +112,13 @@ class SplitQKV(nn.Module):
                     start += size
             self._frozen = (self.frozen_key(bases), weight, bias)
         return self._frozen[1], self._frozen[2]
+
+    def before_compile(self) -> None:
+        """Fill the frozen fused weight's cache eagerly, so the compiled step reads it (``frozen_fused``)."""
+        bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
+        frozen = not any(p.requires_grad for base in bases for p in base.parameters())
+        if frozen and all(is_plain_float(part) for part in (self.q, self.k, self.v)):
+            self.frozen_fused(bases)
 
     @staticmethod
     def frozen_key(bases: list[nn.Linear]) -> tuple:
