@@ -144,6 +144,12 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
     # a number, not a positive one: with inductor's cache warm (another test compiled the same graph)
     # the first compiled step costs what an eager one does, give or take the machine's load
     assert all(math.isfinite(seconds) for seconds in comp["compile_seconds"].values())
+    # `peftlab bench --only compile` prints its rows alone (it printed none and failed, on an H100)
+    from peftlab.bench.report import format_report
+
+    header = {"model": "vit", "img_size": 32, "batch": 4, "dtype": "fp32", "repeats": 2, "threads": 1}
+    text = format_report({**header, "hardware": {"cpu": "x"}, "only": "compile", "compile": comp})
+    assert "compiled / eager step lora" in text and "P2 compiled LoRA / compiled full" in text
 
 
 def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():

@@ -355,6 +355,8 @@ def format_report(report: dict) -> str:
         lines, rows = [text_header(report), ""], text_rows(report)
     elif report.get("only") == "steps":
         rows = peak_rows(report) + step_rows(report) + mfu_rows(report)
+    elif report.get("only") == "compile":
+        rows = compile_rows(report)
     elif report.get("only") == "P3b":
         rows = p3b_rows(report)
     else:

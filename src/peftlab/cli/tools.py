@@ -151,9 +151,10 @@ def cmd_bench(args) -> int:
         text=TextSizes(args.text_layers, args.text_width, args.text_heads, args.text_length, args.text_batch),
     )
     report = run_bench(options, progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True))
+    if args.json:  # first: the measurement is kept whatever its printing does
+        write_json(report, Path(args.json))
     print(format_report(report))
     if args.json:
-        write_json(report, Path(args.json))
         print(f"wrote {args.json}")
     if args.png:
         from peftlab.bench.plot import plot_text

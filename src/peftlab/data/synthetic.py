@@ -8,19 +8,33 @@ from pathlib import Path
 
 
 def write_jpeg_folder(
-    directory: Path, n_train: int, size: int = 256, classes: int = 8, n_test: int = 16, seed: int = 0
+    directory: Path,
+    n_train: int,
+    size: int = 256,
+    classes: int = 8,
+    n_test: int = 16,
+    seed: int = 0,
+    class_colour: float = 0.0,
 ) -> None:
     """An ImageFolder (train/<class>/, test/<class>/) of size x size RGB JPEGs (quality 90): smooth
-    random colour fields with pixel noise, which compress and decode like photographs do."""
+    random colour fields with pixel noise, which compress and decode like photographs do. Their class
+    is in no pixel, unless ``class_colour`` (0 to 1) mixes that much of a colour of the class's own (one
+    of ``classes`` hues around the colour wheel) into every field: then a model can learn it."""
+    import colorsys
+
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    hues = [np.array(colorsys.hsv_to_rgb(c / classes, 0.9, 0.9)) * 255 for c in range(classes)]
     for split, count in (("train", n_train), ("test", n_test)):
         for i in range(count):
             folder = directory / split / f"class{i % classes}"
             folder.mkdir(parents=True, exist_ok=True)
-            field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+            colours = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            if class_colour:
+                colours = ((1 - class_colour) * colours + class_colour * hues[i % classes]).astype(np.uint8)
+            field = Image.fromarray(colours).resize((size, size), Image.BICUBIC)
             pixels = np.asarray(field, dtype=np.int16) + rng.integers(-16, 17, (size, size, 3))
             Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
 

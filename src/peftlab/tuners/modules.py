@@ -34,6 +34,7 @@ PEFT's own layers.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
@@ -59,8 +60,7 @@ class SplitQKV(nn.Module):
         if not float_parts and stacked is None:
             return torch.cat([part(x) for part in parts], dim=-1)
         adapters = [plain_lora(part) for part in parts]
-        frozen = not any(p.requires_grad for base in bases for p in base.parameters())
-        if frozen and all(a is not False for a in adapters):
+        if frozen_bases(bases) and all(a is not False for a in adapters):
             if stacked is None:
                 weight, bias = self.frozen_fused(bases)
             else:
@@ -116,8 +116,7 @@ class SplitQKV(nn.Module):
     def before_compile(self) -> None:
         """Fill the frozen fused weight's cache eagerly, so the compiled step reads it (``frozen_fused``)."""
         bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
-        frozen = not any(p.requires_grad for base in bases for p in base.parameters())
-        if frozen and all(is_plain_float(part) for part in (self.q, self.k, self.v)):
+        if frozen_bases(bases) and all(is_plain_float(part) for part in (self.q, self.k, self.v)):
             self.frozen_fused(bases)
 
     @staticmethod
@@ -128,6 +127,12 @@ class SplitQKV(nn.Module):
     def _apply(self, fn, recurse=True):  # .to(), .half(), ...: the cached copy would be stale
         self._frozen = None
         return super()._apply(fn, recurse)
+
+
+def frozen_bases(bases: list[nn.Module]) -> bool:
+    """No parameter of q's, k's or v's base layer trains (read from their own parameters: a step asks
+    3 times a block, and ``parameters()``'s generator cost more than the products of a small model)."""
+    return not any(p is not None and p.requires_grad for base in bases for p in base._parameters.values())
 
 
 def fused_lora_qkv(x, weight, bias, bases: list[nn.Module], adapters: list) -> torch.Tensor:
@@ -335,14 +340,21 @@ def low_rank_factors(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.T
     return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
 
 
-def is_plain_float(layer: nn.Module) -> bool:
-    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) or AdaLoRA's SVD
-    Linear over one."""
+@functools.cache
+def peft_linears() -> tuple[type, type]:
+    """PEFT's LoRA Linear and AdaLoRA's SVDLinear, imported once (a step asks for them 3 times a block)."""
     from peft.tuners.adalora.layer import SVDLinear  # peft (and transformers): not for checks
     from peft.tuners.lora.layer import Linear as LoraLinear
 
+    return LoraLinear, SVDLinear
+
+
+def is_plain_float(layer: nn.Module) -> bool:
+    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) or AdaLoRA's SVD
+    Linear over one."""
     if type(layer) is nn.Linear:
         return True
+    LoraLinear, SVDLinear = peft_linears()
     if type(layer) is SVDLinear:
         return type(layer.base_layer) is nn.Linear and not layer.fan_in_fan_out
     return (
