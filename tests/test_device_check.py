@@ -34,6 +34,9 @@ def test_the_checks_pass_on_the_cpu_and_their_judgement_catches_a_wrong_record(t
     assert device_check.judge("lora-fp32", "cpu", result) == []
     assert device_check.judge("lora-bf16", "cpu", result) == ["provenance dtype is 'fp32', expected 'bf16'"]
     assert device_check.judge("lora-compiled", "cpu", result) == ["provenance compile.used is None, expected True"]
+    # on an H100 the fp32 check ran in bf16 (train.precision auto): it names fp32 now, and is judged by it
+    in_bf16 = {**result, "provenance": {**result["provenance"], "dtype": "bf16"}}
+    assert device_check.judge("lora-fp32", "cpu", in_bf16) == ["provenance dtype is 'bf16', expected 'fp32'"]
     on_cuda = device_check.judge("lora-fp32", "cuda", result)
     assert on_cuda == ["ran on 'cpu', not cuda", "provenance fused_adamw is False, expected True"]
     broken = {**result, "merge": {**result["merge"], "ok": False}}

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CHECKS = {
-    "lora-fp32": {},
+    "lora-fp32": {"train": {"precision": "fp32"}},  # auto is bf16 on a GPU: fp32 named, or it never runs there
     "lora-bf16": {"train": {"precision": "bf16"}},
     "lora-compiled": {"train": {"compile": True}},
     "lora-torchrun": {},  # the same run under torchrun, one process
@@ -78,6 +78,7 @@ def judge(name: str, device: str, result: dict) -> list[str]:
     if not str(hardware.get("device", "")).startswith(device):
         problems.append(f"ran on {hardware.get('device')!r}, not {device}")
     wanted = {
+        "lora-fp32": ("dtype", "fp32", provenance.get("dtype")),
         "lora-bf16": ("dtype", "bf16", provenance.get("dtype")),
         "lora-compiled": ("compile.used", True, (provenance.get("compile") or {}).get("used")),
         "lora-torchrun": ("world_size", 1, provenance.get("world_size")),
