@@ -74,6 +74,12 @@ def add_study(sub) -> None:
         action="store_true",
         help="check the study as a run would before it trains, then list the runs, their status and the time left",
     )
+    p.add_argument(
+        "--time-steps",
+        action="store_true",
+        help="with --dry-run: time a training step of each distinct configuration on this machine (random "
+        "weights) and give the study's time from them, for sizing a study on a GPU before it starts",
+    )
     p.add_argument("--report", action="store_true", help="write the report when the runs are done")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_study)
@@ -96,7 +102,15 @@ def cmd_study(args) -> int:
 
         check_study(study, study_dir, executor, report=args.report)
         print(dry_run_table(study, study_dir))
+        if args.time_steps:
+            from peftlab.bench.plan import time_plan
+            from peftlab.study.estimate import planned_configs
+
+            say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+            print("\n".join(time_plan(planned_configs(study), progress=say)))
         return 0
+    if args.time_steps:
+        raise UserError("--time-steps times a study's steps for --dry-run: add --dry-run")
     summary = run_study(
         study,
         study_dir,
