@@ -41,6 +41,32 @@ def assert_merge_equals_adapter(tuner):
 # --- AdaLoRA ----------------------------------------------------------------------------
 
 
+def test_adalora_orthogonal_regulariser_is_peft_s_to_the_bit_with_its_factors_found_once():
+    """PEFT's own sum (AdaLoraModel.forward: ||P P^T - I||_F over every lora_A, ||P^T P - I||_F over every
+    lora_B, averaged, times orth_reg_weight), against the tuner's, which walks the parameters once."""
+    tuner = make("adalora", orth_reg_weight=0.3, init_r=4, target_r=2)
+    with torch.no_grad():
+        for name, param in tuner.model.named_parameters():
+            if "lora_" in name:
+                param.normal_()  # B starts at zero: every term would be the same
+
+    def peft_sum():
+        total, count = 0.0, 0
+        for n, p in tuner.model.named_parameters():
+            if ("lora_A" in n or "lora_B" in n) and "default" in n:
+                cov = p @ p.T if "lora_A" in n else p.T @ p
+                total = total + torch.norm(cov - torch.eye(*cov.size()), p="fro")
+                count += 1
+        return 0.3 * total / count
+
+    assert torch.equal(tuner.regularization(), peft_sum())
+    with torch.no_grad():
+        for name, param in tuner.model.named_parameters():
+            if "lora_A" in name:
+                param.mul_(2)  # trained in place, as the optimizer does: the cached factors see it
+    assert torch.equal(tuner.regularization(), peft_sum())
+
+
 def test_adalora_orthogonal_regulariser_changes_the_loss_and_the_gradients():
     grads, losses = {}, {}
     for weight in (0.0, 0.5):

@@ -124,15 +124,31 @@ class AdaLoraTuner(LoraTuner):
         """PEFT's orthogonal regulariser: mean over lora_A, lora_B of ||P·Pᵀ − I||_F, times its weight."""
         if self.cfg.orth_reg_weight == 0:
             return 0.0
-        total, count = 0.0, 0
-        for name, param in self.adalora.model.named_parameters():
-            if ("lora_A" in name or "lora_B" in name) and ADAPTER in name:
-                cov = param @ param.T if "lora_A" in name else param.T @ param
-                total = total + torch.linalg.matrix_norm(
-                    cov - torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-                )
-                count += 1
-        return self.cfg.orth_reg_weight * total / max(count, 1)
+        total = 0.0
+        factors = self.orthogonal_factors()
+        for is_a, param in factors:
+            cov = param @ param.T if is_a else param.T @ param
+            total = total + torch.linalg.matrix_norm(cov - self.identity(cov))
+        return self.cfg.orth_reg_weight * total / max(len(factors), 1)
+
+    def orthogonal_factors(self) -> list[tuple[bool, nn.Parameter]]:
+        """(is it an A, the parameter) of every lora_A and lora_B, in the model's order, found once: a walk
+        of ``named_parameters()`` every step cost the host more than the regulariser's products (issue 61)."""
+        if getattr(self, "_orthogonal", None) is None:
+            self._orthogonal = [
+                ("lora_A" in name, param)
+                for name, param in self.adalora.model.named_parameters()
+                if ("lora_A" in name or "lora_B" in name) and ADAPTER in name
+            ]
+        return self._orthogonal
+
+    def identity(self, cov: torch.Tensor) -> torch.Tensor:
+        """The identity of ``cov``'s size, dtype and device, made once."""
+        key = (cov.shape[0], cov.dtype, cov.device)
+        eyes = self.__dict__.setdefault("_eyes", {})
+        if key not in eyes:
+            eyes[key] = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return eyes[key]
 
     def after_step(self, step: int) -> None:
         global_step = step + 1
@@ -251,6 +267,7 @@ class AdaLoraTuner(LoraTuner):
         if pattern:
             self.config.rank_pattern = pattern
         super().load_adapter_state_dict(state)
+        self._orthogonal = None  # the factors are found again (a load may have replaced them)
 
     def parameter_counts(self) -> dict[str, int]:
         """What the saved adapter holds: the kept ranks of A, E and B, and the head."""
