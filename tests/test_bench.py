@@ -380,3 +380,14 @@ def test_a_p6_report_shows_the_fixed_cost_and_its_parts():
     assert "the default study's run (config 'default', lora, seed 0), each of 3 in a fresh worker" in text
     assert "P6 run fixed cost, CPU s" in text and "0.50 [0.40-0.60]" in text and "<= 2" in text
     assert "P6 data set-up" in text and "P6 merge check" in text and "P6 worker start, end" in text
+
+
+def test_the_precision_rows_name_the_device_that_ran_them():
+    """On an H100 the bf16 / fp32 row named the host CPU's flags: a GPU's figure names the GPU."""
+    from peftlab.bench.report import precision_rows
+
+    ratio = {"median": 0.5, "min": 0.4, "max": 0.6, "n": 3}
+    figure = {"bf16_vs_fp32_step": ratio, "cpu_flags": ["avx2"], "auto_resolves_to": "fp32"}
+    assert "(avx2)" in precision_rows({"precision": {**figure, "ran_on": "cpu"}})[0][1]
+    on_gpu = precision_rows({"precision": {**figure, "ran_on": "NVIDIA H100 80GB HBM3", "auto_resolves_to": "bf16"}})
+    assert "(NVIDIA H100 80GB HBM3)" in on_gpu[0][1] and "avx2" not in on_gpu[0][1]

@@ -160,6 +160,8 @@ def precision_rows(report: dict) -> list[Row]:
     if not figure:
         return []
     flags = " ".join(figure["cpu_flags"]) or "flags unknown"
+    if figure.get("ran_on", "cpu") != "cpu":
+        flags = figure["ran_on"]  # a GPU's figure: the host's flags say nothing of it
     rows = []
     for key, label in (
         ("bf16_vs_fp32_step", "bf16 / fp32 LoRA step"),

@@ -138,6 +138,8 @@ def precision_figure(
         "bf16_vs_fp32_matmul": ratios(times, "bf16_matmul", "fp32_matmul"),
         "auto_resolves_to": resolve_precision("auto", device),
         "cpu_flags": provenance.cpu_flags(),
+        # on a GPU the steps and matmuls ran there: the row names it, not the host's flags
+        "ran_on": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "step": "LoRA r=8 on q,v, bf16 autocast vs fp32",
         "matmul_size": n,
     }
