@@ -112,7 +112,7 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     text = what
     if len(configs) == 1:
         values, where = parts[first]
-        if first in labelled and names[first] not in what:
+        if first in labelled and not names_it(what, names[first]):
             text = what.rstrip()[:-1] + f" ({names[first]} in the tables). "
         if values or where:
             text += f"Here it has {words(values)}{', ' if values and where else ''}{', '.join(where)}. "
@@ -133,6 +133,11 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     if own:
         text += "; ".join(own) + ". "
     return text + ablation_text(runs, configs, names)
+
+
+def names_it(text: str, label: str) -> bool:
+    """Whether ``text`` names ``label`` as a word of its own ("Last" is not named by "Last-blocks tuning")."""
+    return re.search(rf"(?<![\w-]){re.escape(label)}(?![\w-])", text) is not None
 
 
 def options(row: pd.Series, known: set[str] | None = None) -> dict:
@@ -296,7 +301,7 @@ def plugin_text(method: str, runs: pd.DataFrame, configs: dict[str, dict], names
             text = latex_text(str(said.iloc[0])).rstrip()
             text = (text[:-1] if text.endswith(".") else text) + (f" \\citep{{{key}}}." if key else ".")
             label = names[variant]
-            if label not in text:  # the name the tables give it
+            if not names_it(text, label):  # the name the tables give it
                 text = f"{label}: {text}" if len(configs) > 1 else f"{text[:-1]} ({label} in the tables)."
             sentences.append(text)
         else:
