@@ -23,6 +23,7 @@ from peftlab.analysis.paper.names import (
     typeset_data,
     typeset_model,
 )
+from peftlab.analysis.paper.record_words import define_wall_time
 from peftlab.analysis.report.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
@@ -34,16 +35,12 @@ from peftlab.analysis.results.record import (
     split_sizes,
     study_command,
     study_commands,
-    trial_seconds,
 )
 from peftlab.analysis.results.units import bridge_names, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
-from peftlab.study.phases import PHASES, read_phases
 from peftlab.study.report_options import read_study_name
-
-PHASE_WORDS = {"pretrain": "the base's pretraining", "trials": "the tuning trials", "final runs": "the final runs"}
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -196,23 +193,7 @@ def define_study(numbers: Numbers, study) -> None:
     noun = "backbone" if study.modality == "vision" else "model"
     add("studyModelCount", count_words(models, noun), "distinct models of the completed runs")
     add("studyDataCount", count_words(data, "dataset"), "distinct datasets of the completed runs")
-    phases = [r for r in read_phases(study.dir) or [] if r["runs"]]
-    if phases:  # every run of every call and phase: the pretraining, the tuning trials and the final runs
-        wall = sum(r["run_seconds"] for r in phases)
-        source = "phases.jsonl: summed timing.wall_seconds of the runs that ended in each phase of each call, minutes"
-        add("studyWallMinutes", f"{wall / 60:.1f}", source)
-        ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
-        add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
-    else:  # no phases.jsonl (an older study): the final runs, and the tuning trials whose records are there
-        wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
-        trials = trial_seconds(study.dir)
-        add(
-            "studyWallMinutes",
-            f"{(wall + sum(trials)) / 60:.1f}",
-            "sum of timing.wall_seconds over completed runs and the tuning trials' result.json files, in minutes",
-        )
-        ran = (["the tuning trials"] if trials else []) + ["the final runs"]
-        add("studyWallPhases", words(ran), "the runs studyWallMinutes sums (no phases.jsonl: result.json files)")
+    define_wall_time(numbers, study)  # every phase the study ran (record_words.py)
     sha = results_sha256(study.dir)
     add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
     add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
