@@ -184,3 +184,22 @@ def test_the_order_names_what_it_leaves_out_and_reports_ties_as_ties(tmp_path):
     assert defined["ourOrder"] == "full and linear, tied"
     assert defined["bestName"] == "full and linear" and "bestTied" in defined
     assert r"The highest mean is shared by \bestName{}" in main
+
+
+def test_reproduce_md_names_the_plugin_packages_the_runs_need():
+    import pandas as pd
+
+    from peftlab.analysis.archive.submission import plugin_lines
+
+    done = pd.DataFrame(
+        {
+            "method": ["lora", "last_blocks", "last_blocks"],
+            "provenance.plugin": [None, "peftlab-lastblocks 0.2 (code SHA-256 abababababab)"] + [None],
+        }
+    )
+    lines = plugin_lines(done)
+    assert (
+        lines[0] == "## Plugin methods"
+        and "- `last_blocks`: peftlab-lastblocks 0.2 (code SHA-256 abababababab)" in lines
+    )
+    assert plugin_lines(done[done["method"] == "lora"]) == []
