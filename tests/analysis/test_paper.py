@@ -24,6 +24,7 @@ from peftlab.analysis.archive.submission import write_submission
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.latex import compile_pdf, missing_latex, record_pdf
 from peftlab.analysis.paper.macros import Numbers, define_numbers, macro_suffix, variant_suffixes
+from peftlab.analysis.paper.methods import method_sentences
 from peftlab.analysis.report.build import write_report
 from peftlab.analysis.report.literature import LITERATURE, bib_keys, literature_section, load_literature
 from peftlab.analysis.results.load import load_results
@@ -445,19 +446,25 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     import pandas as pd
 
     plain = pd.DataFrame({"method": ["full", "lora"], "config.quant.mode": ["none", "none"]})
-    text = paper.method_sentences(plain)
+    text = method_sentences(plain)
     assert text.startswith("Full fine-tuning trains every parameter. LoRA adds") and "linear probe" not in text
-    # a study that ran neither full fine-tuning nor the probe does not describe them; its labels name the rest
+    # a study that ran neither full fine-tuning nor the probe does not describe them; its labels name the rest,
+    # in the order of its configurations
     zoo = pd.DataFrame({"method": ["dora", "bitfit", "adaptive"], "config.quant.mode": ["none"] * 3})
-    text = paper.method_sentences(zoo, labels={"dora": "DoRA", "adaptive": "Controller"})
+    text = method_sentences(zoo, labels={"dora": "DoRA", "adaptive": "Controller"})
     assert "Full fine-tuning" not in text and "linear probe" not in text and "LoRA adds" not in text
-    assert text.startswith("The rank controller") and "(Controller in the tables). BitFit" in text
-    assert "DoRA (DoRA" not in text
+    assert text.startswith("DoRA splits") and "(Controller in the tables). Every method trains the classifier" in text
+    assert "DoRA (DoRA" not in text and text.index("BitFit") < text.index("The rank controller")
     mixed = pd.DataFrame(
-        {"method": ["lora", "lora", "adalora", "qalora"], "config.quant.mode": ["none", "nf4", "none", "none"]}
+        {
+            "method": ["lora", "lora", "adalora", "qalora"],
+            "variant": ["lora", "lora nf4", "adalora", "qalora"],
+            "config.quant.mode": ["none", "nf4", "none", "none"],
+        }
     )
-    text = paper.method_sentences(mixed)
-    assert text.index("QLoRA-style") < text.index("AdaLoRA") < text.index("QA-LoRA")
+    text = method_sentences(mixed)
+    assert text.index("AdaLoRA") < text.index("QA-LoRA") < text.index("QLoRA-style")
+    assert "lora nf4 on a base stored in 4-bit NF4 \\citep{dettmers2023qlora}" in text
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
 
 
@@ -492,7 +499,7 @@ def test_the_paper_names_each_type_the_peft_bridge_ran():
         }
     )
     labels = {"peft": "HRA", "peft peft_type=ROAD": "RoAd"}
-    text = paper.method_sentences(runs, labels=labels)
+    text = method_sentences(runs, labels=labels)
     assert "HRA, C3A and RoAd ran through PEFT's own implementation of each type" in text
     assert "\\citep{mangrulkar2022peft}" in text and "(HRA in the tables)" not in text
 
@@ -501,7 +508,7 @@ def test_the_paper_names_each_type_the_peft_bridge_ran():
 
     Study.labels = labels
     assert method_words(Study, "peft") == ["HRA", "C3A", "RoAd"]
-    assert paper.method_sentences(runs[runs["method"] == "lora"]).count("PEFT's own") == 0
+    assert method_sentences(runs[runs["method"] == "lora"]).count("PEFT's own") == 0
 
 
 def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
@@ -886,12 +893,13 @@ def test_a_causal_lm_paper_describes_next_token_prediction_on_instructions(tmp_p
     assert (
         r"The model is \texttt{\cfgModel{}}, a causal language model of Hugging Face transformers, fine-tuned to "
         r"predict the next token; the model's own tokenizer turns each example into at most \cfgMaxLength{} tokens. "
-        r"It is adapted to \texttt{\cfgData{}} with \cfgTrainImages{} training examples"
+        r"It is adapted to \cfgDataSetup{} with \cfgTrainImages{} training examples"
     ) in main  # these runs record no train section: how long they trained is left unsaid
     assert "the output after it is the response." in main and "taken on the response tokens only." in main
-    assert "Full fine-tuning trains every parameter, the language-model head included" in main
+    assert "Full fine-tuning trains every parameter, the language-model head included" in defined["methodsText"]
     assert r"$\mathcal{L} \gets$ next-token cross-entropy on the batch's response tokens" in main
-    assert r"one model, one dataset, \cfgTrainImages{} training examples and" in main
+    assert r"\studyModelCount{}, \studyDataCount{}, \cfgTrainImages{} training examples and" in main
+    assert defined["studyModelCount"] == "one model" and defined["studyDataCount"] == "one dataset"
     assert r"torch \envTorch, transformers \envTransformers, peft" in main
     # the model is named by its directory, not by model.name's timm default
     assert defined["cfgModel"] == "tiny" and defined["cfgData"] == "instructions"
@@ -907,10 +915,13 @@ def test_a_text_classification_paper_describes_a_sequence_classifier(tmp_path):
     assert (
         r"The model is \texttt{\cfgModel{}}, a sequence classifier of Hugging Face transformers with a newly "
         r"initialised classification head; the model's own tokenizer turns each example into at most "
-        r"\cfgMaxLength{} tokens. It is adapted to \texttt{\cfgData{}} with its training split"
+        r"\cfgMaxLength{} tokens. It is adapted to \cfgDataSetup{} with its training split"
     ) in main
-    assert "and tested on its test split." in main and "The study uses one model, one dataset and " in main
-    assert "linear probe trains" not in main and "Full fine-tuning trains every parameter. LoRA adds" in main
+    assert (
+        "and tested on its test split." in main and r"The study uses \studyModelCount{}, \studyDataCount{} and" in main
+    )
+    assert "linear probe trains" not in defined["methodsText"]
+    assert defined["methodsText"].startswith("Full fine-tuning trains every parameter. LoRA adds")
     assert r"PEFT \citep{mangrulkar2022peft} and Hugging Face transformers." in main
     assert defined["cfgModel"] == "tiny" and defined["cfgData"] == "glue/mrpc" and defined["cfgMaxLength"] == "128"
     assert_no_typed_number(tmp_path / "paper")
@@ -922,7 +933,9 @@ def test_a_text_classification_paper_describes_a_sequence_classifier(tmp_path):
 def test_a_vision_paper_describes_the_timm_backbone_on_images(sources):
     main = (sources / "main.tex").read_text()
     assert r"on a vision transformer \citep{dosovitskiy2021vit,touvron2021deit}." in main
-    assert r"The backbone is timm's \texttt{\cfgModel{}} at \cfgImgSize{}-pixel input" in main
+    # the test study's ViT is resized (4 blocks of width 128): said by what it is, not by an identifier
+    assert r"The backbone is a vision transformer of timm at \cfgImgSize{}-pixel input with \cfgPatchSize{}" in main
+    assert "texttt{\\cfgModel" not in main and "texttt{\\cfgData" not in main
     assert r"\cfgTrainImages{} training images" in main and "timm \\envTimm, peft" in main
     defined = macros((sources / "results.tex").read_text())
     assert "cfgMaxLength" not in defined and "envTransformers" not in defined
@@ -954,7 +967,7 @@ def test_the_setup_gives_the_split_sizes_the_runs_recorded_and_leaves_out_what_t
     assert "load the base weights" not in main and "The backbone starts from random weights" in main
     defined = macros((tmp_path / "bare" / "results.tex").read_text())
     assert "cfgTrainImages" not in defined and "n/a" not in defined.get("cfgTestImages", "")
-    assert r"It is adapted to \texttt{\cfgData{}} for \cfgEpochs{} \cfgEpochsNoun{} (batch size" in main
+    assert r"It is trained on \cfgDataSetup{} for \cfgEpochs{} \cfgEpochsNoun{} (batch size" in main  # random base
     assert "training images" not in main and "test images" not in main
 
 

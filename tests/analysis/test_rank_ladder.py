@@ -89,7 +89,7 @@ def test_algorithm_1_quantizes_and_regularises_only_where_the_study_did(tmp_path
     study = write_study_dir(tmp_path / "plain", with_failure=False, variants=["full", "lora r=8"])
     main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
     assert "quantize the base" not in main and "regulariser" not in main
-    assert "load the base weights\n\\State apply the method" in main
+    assert "load the base weights\n\\State apply the configuration's method (\\cfgMethodsOr{})" in main
     assert "cross-entropy of the batch\n" in main
     for path in study.glob("runs/lorar8-*/result.json"):
         result = json.loads(path.read_text())
@@ -129,7 +129,17 @@ def test_the_tuning_caption_names_pruned_trials_only_where_a_search_pruned_one(t
 def test_the_run_time_in_all_counts_every_phase_phases_jsonl_records(tmp_path):
     study = write_study_dir(tmp_path / "timed", with_failure=False, variants=["full"])  # 3 runs of 40 s: 2.0 min
     main = paper.write_paper(study, tmp_path / "p", compile=False).read_text()
-    assert r"the runs took \studyWallMinutes{} minutes in all" in main
+    # no phases.jsonl (an older study): the final runs' result.json files, and the trials' where there are any
+    assert r"the runs (\studyWallPhases{}) took \studyWallMinutes{} minutes in all" in main
+    assert r"\newcommand{\studyWallPhases}{the final runs}" in (tmp_path / "p" / "results.tex").read_text()
+    trial = study / "tune" / "full" / "runs" / "t0" / "result.json"
+    trial.parent.mkdir(parents=True)
+    trial.write_text(json.dumps({"status": "completed", "timing": {"wall_seconds": 60.0}}))
+    paper.write_paper(study, tmp_path / "t", compile=False)
+    results = (tmp_path / "t" / "results.tex").read_text()
+    assert r"\newcommand{\studyWallMinutes}{3.0}" in results  # 3 runs of 40 s and a trial of 60 s
+    assert r"\newcommand{\studyWallPhases}{the tuning trials and the final runs}" in results
+    trial.unlink()
     record = {"started": "2026-11-26T10:00:00Z", "wall_seconds": 100.0, "workers": 1, "executor": "local"}
     record |= {"train_eval_seconds": 100.0, "complete": True}
     lines = [

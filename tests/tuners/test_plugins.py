@@ -105,7 +105,12 @@ def test_the_plugin_trains_through_the_recipe_exports_and_is_listed(site, tmp_pa
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result.get("error")
-    assert result["provenance"]["plugin"] == plugins.identity("mlp_bias")
+    assert result["provenance"]["plugin"] == {
+        **plugins.identity("mlp_bias"),  # its code, and what its config tells the paper (MethodConfig.describe)
+        "description": "MLP-bias tuning trains only the biases of the fc2 Linear of every block's MLP, and the "
+        "classifier head.",
+        "bibtex": None,
+    }
     assert result["provenance"]["plugin"]["distribution"] == "peftlab-mlpbias"
     assert result["provenance"]["plugin"]["version"] == "0.1"
     assert result["params"]["trainable"] == 2 * 64 + (64 + 1) * 10  # fc2's biases of 2 blocks, and the head
@@ -299,6 +304,29 @@ BROKEN = {
         CHECK,
         "config",
         "its config class Config() fails: RuntimeError: no defaults",
+    ),
+    # the words it gives the paper (MethodConfig.describe, bibtex) are checked when it is read
+    "describe_fails": (
+        GOOD,
+        CONFIG + "\n    def describe(self):\n        return 1 / 0\n",
+        CHECK,
+        "config",
+        "its config class Config fails on describe(): ZeroDivisionError: division by zero",
+    ),
+    "describe_math_open": (
+        GOOD,
+        CONFIG + "\n    def describe(self):\n        return 'Trains $W.'\n",
+        CHECK,
+        "config",
+        "its config class Config.describe() gives 'Trains $W.': expected None or sentences of printable text, "
+        "each $ of LaTeX math closed",
+    ),
+    "bibtex_not_entry": (
+        GOOD,
+        CONFIG + "    bibtex = 'Smith 2024'\n",
+        CHECK,
+        "config",
+        "its config class Config.bibtex is not one BibTeX entry (@type{key, ...}): 'Smith 2024'",
     ),
     # its __post_init__ fails on an option (not with peftlab's one-line ConfigError)
     "options_fail": (

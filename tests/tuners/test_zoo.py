@@ -341,17 +341,16 @@ def test_the_paper_describes_each_method_with_a_citation_in_the_bibliography(met
     from pathlib import Path
 
     from peftlab.analysis.paper import build as paper
+    from peftlab.analysis.paper import method_words
     from peftlab.analysis.report.literature import bib_keys
 
     keys = bib_keys((Path(paper.__file__).parent / "references.bib").read_text())
-    cited = [
-        key for group in re.findall(r"\\citep\{([^}]*)\}", paper.METHOD_SENTENCES[method]) for key in group.split(",")
-    ]
+    cited = [key for group in re.findall(r"\\citep\{([^}]*)\}", method_words.WHAT[method]) for key in group.split(",")]
     assert cited and set(cited) <= keys
 
 
 def test_every_built_in_method_but_the_peft_bridge_has_a_sentence_in_the_paper():
-    from peftlab.analysis.paper import build as paper
+    from peftlab.analysis.paper import method_words
     from peftlab.tuners import TUNERS
 
-    assert set(TUNERS) - {"peft"} - set(paper.METHOD_SENTENCES) == set()
+    assert set(TUNERS) - {"peft"} - set(method_words.WHAT) == set()

@@ -10,6 +10,7 @@ so the registry is filled whatever peftlab module is imported first.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,42 @@ def plugin_identity(name: str) -> dict | None:
     """The code of a plugin method ``name`` (``distribution``, ``version``, ``code_sha256``): part of its runs' ids
     and records, so a run of another version of the plugin is pending, not done. None for a built-in method."""
     return None if name in METHODS else finder.identity(name)
+
+
+def plugin_record(cfg: MethodConfig) -> dict | None:
+    """What a run of a plugin method records of it (result.json's provenance.plugin): its code (``plugin_identity``),
+    the sentences its config gives the paper's Methods paragraph (``cfg.describe()``: None where it gives none)
+    and its paper's BibTeX entry (``bibtex``: None). None for a built-in method."""
+    identity = plugin_identity(cfg.name)
+    if identity is None:
+        return None
+    return {**identity, **plugin_words(cfg, f"{finder.origin(cfg.name)}: its config class {type(cfg).__name__}")}
+
+
+def plugin_words(cfg: MethodConfig, where: str) -> dict:
+    """``description`` and ``bibtex`` of a plugin's config ``cfg``, checked: sentences of printable text with
+    their $ paired, an entry ``@type{key,``; anything else is one ConfigError line beginning with ``where``."""
+    description = built_by(type(cfg), cfg.describe, "describe()")
+    if description is not None and (
+        not isinstance(description, str)
+        or not description.strip()
+        or not description.isprintable()
+        or description.replace("\\$", "").count("$") % 2
+    ):
+        raise ConfigError(
+            f"{where}.describe() gives {description!r}: expected None or sentences of printable text, "
+            "each $ of LaTeX math closed"
+        )
+    bibtex = type(cfg).bibtex
+    if bibtex and (not isinstance(bibtex, str) or bib_key(bibtex) is None):
+        raise ConfigError(f"{where}.bibtex is not one BibTeX entry (@type{{key, ...}}): {str(bibtex)[:60]!r}")
+    return {"description": description.strip() if description else None, "bibtex": bibtex.strip() or None}
+
+
+def bib_key(entry: str) -> str | None:
+    """The key of a BibTeX entry ``@article{key, ...}``, None where ``entry`` is not one."""
+    found = re.match(r"\s*@[A-Za-z]+\s*\{\s*([^,\s{}]+)\s*,", entry)
+    return found.group(1) if found and entry.rstrip().endswith("}") else None
 
 
 def method_names() -> tuple[str, ...]:

@@ -281,6 +281,16 @@ class MethodConfig:
     # defaults that changed, field -> (new default, the old one the run id hashes instead): a config that
     # leaves the field alone keeps its run id (peftlab.config.schema.hashed_dict)
     hashed_as: typing.ClassVar[dict[str, tuple[typing.Any, typing.Any]]] = {}
+    # a plugin's paper: one BibTeX entry, which the paper's bibliography adds and its Methods paragraph cites
+    bibtex: typing.ClassVar[str] = ""
+
+    def describe(self) -> str | None:
+        """What this configuration of the method trains, with its own hyper-parameters, as the paper's Methods
+        paragraph says it: plain-text sentences (``$...$`` is LaTeX math), recorded in each run's result.json
+        (provenance.plugin.description). A plugin overrides it (docs/methods/adding-a-method.md); None: the paper
+        names the method and the options its configurations set. The built-ins' sentences are the paper's own,
+        written from the recorded config (analysis/paper/methods.py)."""
+        return None
 
     def __post_init__(self):
         # each method's class declares its own name, the key of its TUNERS entry (a test checks they agree)

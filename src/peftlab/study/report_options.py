@@ -4,6 +4,7 @@ without expanding the study (analysis reads it from the copy a study directory k
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import ConfigError
 
-REPORT_KEYS = ("interval", "labels", "trainable_share_at_most")
+REPORT_KEYS = ("interval", "labels", "trainable_share_at_most", "datasets")
+DATASET_KEYS = ("name", "classes", "chance", "cite", "bibtex")
 REPORT_INTERVALS = ("t", "bca", "percentile")
 
 
@@ -24,6 +26,9 @@ class ReportOptions:
     # configuration or method -> the largest share of trainable parameters it claims (0.003: 0.3%),
     # checked in the report against every completed run's count
     share_limits: dict[str, float] = field(default_factory=dict)
+    # dataset (its data.name, or an image folder's name: data.root's last part) -> how the paper names it:
+    # name (its display name), classes, chance (a share; default 1 / classes), cite (a BibTeX key), bibtex (its entry)
+    datasets: dict[str, dict] = field(default_factory=dict)
 
 
 def section(value: Any, where: str) -> dict:
@@ -70,7 +75,41 @@ def report_options(value: Any) -> ReportOptions:
         interval=interval,
         labels={str(k): v for k, v in labels.items()},
         share_limits={str(k): float(v) for k, v in limits.items()},
+        datasets={str(k): dataset_names(k, v) for k, v in section(report.get("datasets"), "report.datasets").items()},
     )
+
+
+def dataset_names(key, value) -> dict:
+    """One entry of ``report.datasets``, checked: a display name, and optionally the number of classes, the
+    chance level (a share in (0, 1)), a citation key and its BibTeX entry."""
+    where = f"study report.datasets['{key}']"
+    entry = section(value, where)
+    unknown = set(entry) - set(DATASET_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{sorted(map(str, unknown))[0]}'; allowed: {', '.join(DATASET_KEYS)}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise ConfigError(f"{where}.name={name!r} is invalid: expected the dataset's name, one line of text")
+    classes = entry.get("classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 2):
+        raise ConfigError(f"{where}.classes={classes!r} is invalid: expected an integer >= 2")
+    chance = entry.get("chance")
+    if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 < chance < 1):
+        raise ConfigError(f"{where}.chance={chance!r} is invalid: expected a share in (0, 1) (0.25 is 25%)")
+    cite, bibtex = entry.get("cite"), entry.get("bibtex")
+    if cite is not None and (not isinstance(cite, str) or not re.fullmatch(r"[A-Za-z0-9_:.\-]+", cite)):
+        raise ConfigError(f"{where}.cite={cite!r} is invalid: expected a BibTeX key (letters, digits, _:.-)")
+    if bibtex is not None:
+        found = re.match(r"\s*@[A-Za-z]+\s*\{\s*([^,\s{}]+)\s*,", str(bibtex))
+        if cite is None or not isinstance(bibtex, str) or not found or found.group(1) != cite:
+            raise ConfigError(f"{where}.bibtex is invalid: expected one BibTeX entry whose key is cite ({cite!r})")
+    return {
+        "name": name.strip(),
+        "classes": classes,
+        "chance": float(chance) if chance is not None else (1 / classes if classes else None),
+        "cite": cite,
+        "bibtex": bibtex.strip() if bibtex else None,
+    }
 
 
 def read_report_options(path: str | Path) -> ReportOptions:

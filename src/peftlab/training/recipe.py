@@ -165,7 +165,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
 
 
 def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict) -> dict:
-    from peftlab.config.methods import plugin_identity
+    from peftlab.config.methods import plugin_record
 
     git_sha, git_dirty = provenance.git_state()
     return {
@@ -189,7 +189,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
         "data_sha256": data.splits.info.sha256,
         "data": asdict(data.splits.info),
         **base,  # base_sha256 of the weights file the base was loaded from; base_hub_repo, base_hub_revision
-        "plugin": plugin_identity(s.cfg.method.name),
+        "plugin": plugin_record(s.cfg.method),
     }
 
 

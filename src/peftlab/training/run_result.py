@@ -126,7 +126,9 @@ class Provenance(TypedDict):
     base_sha256: str | None  # SHA-256 of the base's weights file; null for a random base
     base_hub_repo: str | None  # weights from the Hugging Face hub cache: their repository
     base_hub_revision: str | None  # and their commit
-    plugin: dict | None  # a plugin method's distribution, version, code_sha256 (its files; in its run id) or null
+    # a plugin method's distribution, version, code_sha256 (its files; in its run id), description (its config's
+    # describe(): the paper's sentences on it) and bibtex (its paper's entry), or null
+    plugin: dict | None
 
 
 class RunResult(TypedDict, total=False):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peftlab.config.methods import Finder, install_finder
+from peftlab.config.methods import Finder, install_finder, plugin_words
 from peftlab.config.sections import MethodConfig
 from peftlab.tuners import HOOKS, TUNERS, TunerSpec
 from peftlab.utils import distributions
@@ -170,8 +170,9 @@ def check_config_class(cls, name: str) -> None:
         raise ConfigError(f"its config class {cls.__name__} is not a frozen dataclass: use @dataclass(frozen=True)")
     if cls.__dict__.get("name") != name:
         raise ConfigError(f"its config class {cls.__name__} declares name = {cls.__dict__.get('name')!r}, not {name!r}")
-    # its defaults must make a valid config, as every method's do
-    plugin_call(f"its config class {cls.__name__}() fails", cls, passing=(KeyboardInterrupt,))
+    # its defaults must make a valid config, as every method's do, and give the paper words it can print
+    defaults = plugin_call(f"its config class {cls.__name__}() fails", cls, passing=(KeyboardInterrupt,))
+    plugin_words(defaults, f"its config class {cls.__name__}")
 
 
 def method_spec(name: str) -> TunerSpec | None:

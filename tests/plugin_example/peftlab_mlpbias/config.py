@@ -17,6 +17,11 @@ class MlpBiasConfig(MethodConfig):
     unquantizable_reason: ClassVar[str] = "which trains the base's own biases in place"
     merges: ClassVar[str] = "in place"  # for `peftlab methods`
 
+    def describe(self) -> str:
+        """The paper's sentence on this configuration (MethodConfig.describe): what it trains."""
+        which = "both Linears" if self.layers == "both" else f"the {self.layers} Linear"
+        return f"MLP-bias tuning trains only the biases of {which} of every block's MLP, and the classifier head."
+
     def __post_init__(self):
         super().__post_init__()
         check_field(self.layers in LAYERS, "method.layers", self.layers, "one of " + ", ".join(LAYERS))

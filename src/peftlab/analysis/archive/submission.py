@@ -137,6 +137,26 @@ PATH_WORDS = (
 )
 
 
+def plugin_lines(done) -> list[str]:
+    """The plugin methods the runs trained (provenance.plugin): the package and the hash of its code each run's id
+    holds, to install before the study's command; without that code, those runs are other runs."""
+    if "provenance.plugin" not in done:
+        return []
+    plugins = done.dropna(subset=["provenance.plugin"])
+    if plugins.empty:
+        return []
+    lines = [
+        "## Plugin methods",
+        "",
+        "These methods are not peftlab's: install each package as it was (its code's SHA-256 is part of its runs' "
+        "ids, so another version of it trains other runs) before the commands above.",
+        "",
+    ]
+    for method, runs in plugins.groupby("method", sort=False):
+        lines.append(f"- `{method}`: {'; '.join(sorted(runs['provenance.plugin'].unique()))}")
+    return lines + [""]
+
+
 def data_lines(done, study_dir: Path) -> list[str]:
     """REPRODUCE.md's section on the data: each dataset the completed runs read, where their configs say it lies
     (data.root, made portable), and its splits' sizes."""
@@ -258,7 +278,9 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         PATH_WORDS,
         "",
     ]
-    lines += command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
+    lines += (
+        plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
+    )
     lines += [
         "",
         "## Expected results",

@@ -42,6 +42,8 @@ from peftlab.analysis.paper.macros import (
     variant_suffixes,
     words,
 )
+from peftlab.analysis.paper.methods import plugin_bibtex
+from peftlab.analysis.paper.names import DATA_CITATIONS, typeset_model
 from peftlab.analysis.paper.study import Study
 from peftlab.analysis.paper.tables import write_tables
 from peftlab.analysis.report import protocol_card, tuning
@@ -56,10 +58,10 @@ from peftlab.analysis.report.literature import (
     study_methods,
     study_rows,
 )
-from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.record import loads_weights
-from peftlab.analysis.results.units import bridge_names, unit
+from peftlab.analysis.results.units import unit
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.training.run_result import lower_is_better
@@ -98,6 +100,7 @@ def write_paper(
     refuse_links_in(out, "paper folder entry")
     (out / PDF_RECORD).unlink(missing_ok=True)  # main.pdf is of these results again only once it compiles
     bib = REFERENCES.read_text()
+    bib += plugin_bibtex(df, bib)  # the papers of the plugins' methods the runs recorded
     citations = load_literature(literature, bib_keys(bib))
     baseline = baseline or choose_baseline(df)
     if baseline not in set(completed_runs(df)["variant"]):
@@ -106,6 +109,7 @@ def write_paper(
             f"{', '.join(map(str, completed_runs(df)['variant'].unique()))}"
         )
     study = Study(study_dir, df, baseline)
+    bib += dataset_bibtex(study.datasets, bib)  # the entries a study gives its own datasets (report.datasets)
     if not all_literature:
         citations = study_citations(citations, study.modality, {str(name) for name in study.config("data.name")})
 
@@ -130,7 +134,54 @@ def write_paper(
     return pdf
 
 
-DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}
+def dataset_bibtex(datasets: dict, bib: str) -> str:
+    """The BibTeX entries of ``report.datasets`` whose keys ``bib`` lacks, to append to references.bib."""
+    have = set(bib_keys(bib))
+    entries = [e["bibtex"] for e in datasets.values() if e.get("bibtex") and e.get("cite") not in have]
+    return "".join(f"\n{entry}\n" for entry in dict.fromkeys(entries))
+
+
+def model_setup(study: Study, n) -> str:
+    """The backbone as the Setup paragraph says it: timm's ViT-Ti/16 at its input size (its blocks and width);
+    a resized ViT by what it is; a model peftlab cannot name by its identifier."""
+    named = [typeset_model(name, study) for name in study.models()]
+    size = f"at {n('cfgImgSize')}-pixel input"
+    if named and not any(t.startswith(("a ViT", "\\texttt")) for t in named):
+        return f"timm's {n('cfgModelText')} {size} ({n('cfgDepth')} blocks of width {n('cfgEmbedDim')})"
+    shape = f"with {n('cfgPatchSize')}-pixel patches, {n('cfgDepth')} blocks of width {n('cfgEmbedDim')}"
+    if named and all(t.startswith("a ViT") for t in named):
+        return f"a vision transformer of timm {size} {shape}"
+    return f"timm's \\texttt{{{n('cfgModel')}}} {size} {shape}"
+
+
+def related_work(done: pd.DataFrame, modality: str) -> str:
+    """The Related work paragraph's sentences on the works behind what the study ran: LoRA where a low-rank method
+    ran, AdaLoRA where ranks were allocated, QLoRA and bitsandbytes where a base was quantized, QA-LoRA where it
+    ran; for vision, the benchmarks that compare PEFT methods on ViTs."""
+    methods = set(done["method"])
+    text = []
+    if methods & LOW_RANK or quantized(done):
+        text.append("LoRA trains a low-rank update of frozen weight matrices \\citep{hu2022lora}")
+    if methods & {"adalora", "adaptive"}:
+        text.append("AdaLoRA allocates the rank budget across matrices during training \\citep{zhang2023adalora}")
+    stored = done.get("config.quant.mode")
+    if stored is not None and stored.fillna("none").isin(QUANT_MODES).any():
+        text.append(
+            "QLoRA trains LoRA adapters on a base model quantized to four bits \\citep{dettmers2023qlora}, using the "
+            "quantization kernels of bitsandbytes \\citep{dettmers2022llmint8}"
+        )
+    if "qalora" in methods:
+        text.append("QA-LoRA makes the adapters mergeable into a group-wise quantized model \\citep{xu2024qalora}")
+    said = "; ".join(text) + ". " if text else ""
+    if modality == "vision":
+        said += (
+            "For vision transformers, PEFT methods are compared on the VTAB benchmark \\citep{zhai2019vtab} by "
+            "V-PETL Bench \\citep{xin2024vpetl} and by \\citet{mai2024lessons}. "
+        )
+    return said
+
+
+LOW_RANK = {"lora", "dora", "adalora", "adaptive", "qalora", "vera", "loha", "lokr", "fact_tt", "fact_tk"}
 
 
 def data_citations(names: list[str]) -> str:
@@ -138,109 +189,6 @@ def data_citations(names: list[str]) -> str:
     comma-separated; "" when it holds none of them."""
     keys = (DATA_CITATIONS.get(str(name).split("/")[0]) for name in names)
     return ",".join(dict.fromkeys(key for key in keys if key))
-
-
-METHOD_SENTENCES = {
-    "full": "Full fine-tuning trains every parameter. ",
-    "linear": "The linear probe trains only the classifier head. ",
-    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
-    "zero, on the query and value projections of every block, and trains the head \\citep{hu2022lora}. ",
-    "quant": "QLoRA-style runs train the same LoRA on a base whose linear layers are stored in 8-bit "
-    "\\citep{dettmers2022llmint8} or 4-bit NF4 \\citep{dettmers2023qlora} and dequantized in each "
-    "forward pass. ",
-    "adalora": "AdaLoRA writes the update as $P \\Lambda Q$ and prunes singular values by an importance score "
-    "during training, from a larger initial rank to a smaller total budget \\citep{zhang2023adalora}. ",
-    "adaptive": "The rank controller (peftlab's own) builds LoRA at a larger rank, scores each module's importance "
-    "while training and moves ranks between modules within a fixed total, masking the ranks it takes "
-    "away. ",
-    "qalora": "QA-LoRA quantizes the base group-wise and average-pools the adapter's input over each group, so that "
-    "the update folds into the groups' zero points and the merged model keeps the same integer codes "
-    "\\citep{xu2024qalora}. ",
-    "bitfit": "BitFit trains only the bias terms of the backbone and the head \\citep{benzaken2022bitfit}. ",
-    "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm and the head "
-    "\\citep{basu2024strong}. ",
-    "ssf": "SSF scales and shifts the output of every linear layer, LayerNorm and the patch embedding "
-    "channel by channel, "
-    "starting from the identity, and folds both into the preceding weights at merge time \\citep{lian2022ssf}. ",
-    "difffit": "DiffFit trains the bias terms, the LayerNorms, the head and a per-channel scale on the attention and "
-    "the MLP branch of every block, starting at one and folded into each branch's output projection at "
-    "merge time \\citep{xie2023difffit}, as PETL\\_Vision applies it to ViTs \\citep{mai2024lessons}. ",
-    "houlsby": "Houlsby adapters add a zero-initialised bottleneck MLP with a residual connection after the attention "
-    "and after the MLP of every block \\citep{houlsby2019adapters}. ",
-    "pfeiffer": "Pfeiffer adapters add one zero-initialised bottleneck MLP with a residual connection after the MLP "
-    "of every block only \\citep{pfeiffer2021adapterfusion}. ",
-    "adaptformer": "AdaptFormer adds a scaled bottleneck branch in parallel to the MLP of every block "
-    "\\citep{chen2022adaptformer}. ",
-    "convpass": "Convpass adds beside the attention and the MLP of every block a bottleneck whose middle is a "
-    "$3 \\times 3$ convolution over the patch grid, its output projection starting at zero; the convolution keeps it "
-    "from folding into the weights \\citep{jie2022convpass}. ",
-    "repadapter": "RepAdapter puts a linear bottleneck with a group-wise up projection before the attention and the "
-    "MLP of every block, with no nonlinearity, so that it folds into the layers it feeds at merge time "
-    "\\citep{luo2023repadapter}. ",
-    "fact_tt": "FacT factorizes the updates of all blocks' attention and MLP weights together: two projections "
-    "shared by every block and a small core per weight matrix, its own in the tensor-train form (FacT-TT), and "
-    "folds them into the weights at merge time \\citep{jie2023fact}. ",
-    "fact_tk": "FacT-TK writes the same updates in the Tucker form, each core built from factors shared across "
-    "blocks, and folds them into the weights at merge time \\citep{jie2023fact}. ",
-    "vpt": "Visual prompt tuning inserts learned tokens after the class token, at the input (shallow) or anew before "
-    "every block (deep), with the backbone frozen \\citep{jia2022vpt}. ",
-    "dora": "DoRA splits each adapted weight into a magnitude per output row and a direction, and trains the "
-    "magnitude and a LoRA update of the direction \\citep{liu2024dora}. ",
-    "vera": "VeRA shares one pair of frozen random low-rank projections across all adapted layers and trains only "
-    "two scaling vectors per layer \\citep{kopiczko2024vera}. ",
-    "ia3": "IA3 rescales the keys, the values and the MLP's inner activations by learned vectors that start at one "
-    "\\citep{liu2022ia3}. ",
-    "loha": "LoHa writes the update as the Hadamard product of two low-rank products \\citep{hyeonwoo2022fedpara}. ",
-    "lokr": "LoKr writes the update as a Kronecker product of a small matrix and a low-rank one "
-    "\\citep{edalati2022krona,yeh2024lycoris}. ",
-    "oft": "OFT rotates the input of each adapted layer by a learned block-diagonal orthogonal matrix, which keeps the "
-    "angles between the layer's neurons \\citep{qiu2023oft}. ",
-    "boft": "BOFT rotates the input of each adapted layer by an orthogonal matrix built from butterfly-permuted "
-    "block-diagonal factors and scales each output by a learned vector \\citep{liu2024boft}. ",
-    "prompt_tuning": "Prompt tuning puts learned embeddings of virtual tokens before the text of a frozen language "
-    "model \\citep{lester2021prompt}. ",
-    "prefix_tuning": "Prefix tuning gives every attention layer learned keys and values of virtual tokens before the "
-    "text, with the language model frozen \\citep{li2021prefix}. ",
-}
-
-
-# a causal LM's LM head stays frozen under every method but full fine-tuning (backbones.trains_head)
-LM_METHOD_SENTENCES = {
-    "full": "Full fine-tuning trains every parameter, the language-model head included; every other method leaves "
-    "that head frozen. ",
-    "lora": "LoRA adds to a frozen weight $W$ the update $\\Delta W = \\frac{\\alpha}{r} B A$ with $B$ initialised to "
-    "zero, on the query and value projections of every block \\citep{hu2022lora}. ",
-    "bitfit": "BitFit trains only the bias terms of the model \\citep{benzaken2022bitfit}. ",
-    "ln": "LayerNorm tuning trains only the affine scale and shift of every LayerNorm \\citep{basu2024strong}. ",
-}
-
-
-def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None = None) -> str:
-    """The sentences of METHOD_SENTENCES on the method families the study's completed runs ran (``causal``: a
-    study of causal LMs, whose head no method but full fine-tuning trains), each naming the label the tables
-    give its method (``labels``: report.labels) where the sentence does not already say it."""
-    done = completed_runs(df)
-    methods = set(done["method"]) if "method" in done else set()
-    quant = done.get("config.quant.mode")
-    if quant is not None and quant.fillna("none").isin(["int8", "nf4", "fp4"]).any():
-        methods.add("quant")
-    sentences = METHOD_SENTENCES | (LM_METHOD_SENTENCES if causal else {})
-    text = []
-    for name, sentence in sentences.items():
-        if name not in methods:
-            continue
-        label = latex_text(str((labels or {}).get(name, "")))
-        if label and label not in sentence:
-            sentence = sentence.rstrip()[:-1] + f" ({label} in the tables). "
-        text.append(sentence)
-    types = bridge_names(done, labels)
-    if types:  # method.name: peft, one configuration per PEFT type
-        text.append(
-            f"{words([latex_text(t) for t in types])} ran through PEFT's own implementation of each type "
-            "(\\texttt{method.name: peft}), on the linear layers its configuration targets, at PEFT's defaults "
-            "but for the options the study file sets \\citep{mangrulkar2022peft}. "
-        )
-    return "".join(text)
 
 
 # LaTeX-safe delimiters: \VAR{x} prints x, \BLOCK{if x} is a statement, \#{...} a comment. The
@@ -306,7 +254,9 @@ def main_tex(
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
-        method_sentences=method_sentences(study.df, causal=study.modality == "causal-lm", labels=study.labels),
+        model_setup=model_setup(study, n),
+        related=related_work(study.done, study.modality),
+        best_tied="bestTied" in numbers.macros,  # several configurations share the best mean
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
@@ -321,6 +271,7 @@ def main_tex(
         short_captions=SHORT_CAPTIONS,
         literature=literature_items(citations, study_methods(study.df), n),
         our_order=bool(study_rows(study.df, citations, study.primary)),
+        left_out="ourOrderLeftOut" in numbers.macros,  # configurations the order leaves out, and why
         incomplete=len(study.incomplete) > 0,
         length=run_length(numbers),  # epochs, or the steps where train.max_steps stopped the runs
         tuning=tuning_text(study, numbers, drawn),  # None: the study was not tuned

@@ -12,20 +12,35 @@ import re
 
 import numpy as np
 
+from peftlab.analysis.paper.methods import define_methods
+from peftlab.analysis.paper.names import (
+    config_value,
+    count_words,
+    data_text,
+    integer,
+    order_words,
+    tied_with,
+    typeset_data,
+    typeset_model,
+)
+from peftlab.analysis.paper.record_words import define_wall_time
 from peftlab.analysis.report.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.load import results_sha256
-from peftlab.analysis.results.record import data_names, run_lengths, split_sizes, study_command, study_commands
+from peftlab.analysis.results.record import (
+    data_names,
+    run_lengths,
+    split_sizes,
+    study_command,
+    study_commands,
+)
 from peftlab.analysis.results.units import bridge_names, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
-from peftlab.study.phases import PHASES, read_phases
 from peftlab.study.report_options import read_study_name
-
-PHASE_WORDS = {"pretrain": "the base's pretraining", "trials": "the tuning trials", "final runs": "the final runs"}
 
 TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
@@ -131,11 +146,6 @@ def signed(x: float) -> str:
     return "--" if not np.isfinite(x) else rf"\ensuremath{{{signed_text(x)}}}"
 
 
-def integer(x) -> str:
-    """4000 -> 4{,}000 (a thin-spaced thousands separator in LaTeX)."""
-    return f"{int(x):,}".replace(",", "{,}")
-
-
 def pvalue(p: float) -> str:
     if not np.isfinite(p):
         return "n/a"
@@ -162,6 +172,7 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
     for variant in study.variants:
         define_variant(numbers, study, variant, suffixes[variant])
     define_findings(numbers, study, citations)
+    define_methods(numbers, study)  # the Methods paragraph: each configuration's options (paper/methods.py)
     if study.searches:
         from peftlab.analysis.paper.tuning_table import define_tuning  # matplotlib: only for a tuned study
 
@@ -178,16 +189,11 @@ def define_study(numbers: Numbers, study) -> None:
     add("studyIncomplete", str(len(study.incomplete)), "runs failed, diverged or pending")
     add("studyConfigs", str(len(study.variants)), "configurations (variants) with a completed run")
     add("studySeeds", str(done["seed"].nunique()), "distinct seeds among completed runs")
-    phases = [r for r in read_phases(study.dir) or [] if r["runs"]]
-    if phases:  # every run of every call and phase: the pretraining, the tuning trials and the final runs
-        wall = sum(r["run_seconds"] for r in phases)
-        source = "phases.jsonl: summed timing.wall_seconds of the runs that ended in each phase of each call, minutes"
-        add("studyWallMinutes", f"{wall / 60:.1f}", source)
-        ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
-        add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
-    else:
-        wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
-        add("studyWallMinutes", f"{wall / 60:.1f}", "sum of timing.wall_seconds over completed runs, in minutes")
+    models, data = len(study.models()), len(data_names(study))
+    noun = "backbone" if study.modality == "vision" else "model"
+    add("studyModelCount", count_words(models, noun), "distinct models of the completed runs")
+    add("studyDataCount", count_words(data, "dataset"), "distinct datasets of the completed runs")
+    define_wall_time(numbers, study)  # every phase the study ran (record_words.py)
     sha = results_sha256(study.dir)
     add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
     add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
@@ -225,7 +231,13 @@ def define_study(numbers: Numbers, study) -> None:
         add(name, text, source)
     models = [typeset_model(name, study) for name in study.models()]
     add("cfgModelText", words(models) or "n/a", "cfgModel as the field writes it (typeset_model: ViT-Ti/16)")
-    add("cfgDataText", words([typeset_data(name) for name in data_names(study)]) or "n/a", "cfgData as written")
+    datasets = getattr(study, "datasets", {})
+    add(
+        "cfgDataText",
+        words([typeset_data(name, datasets) for name in data_names(study)]) or "n/a",
+        "cfgData as the field writes it (report.datasets' names, else Fashion-MNIST, an image folder by its name)",
+    )
+    add("cfgDataSetup", data_text(study) or "n/a", "cfgDataText with citations and classes (report.datasets, runs)")
     for split, name in SIZE_MACROS.items():  # left out where no run recorded its split sizes: no "n/a" in prose
         sizes = split_sizes(done, split)
         if sizes:
@@ -241,41 +253,10 @@ def define_study(numbers: Numbers, study) -> None:
         add("cfgSteps", ", ".join(map(integer, steps)), "optimizer steps of the runs train.max_steps stopped")
         add("cfgStepsNoun", "step" if steps == [1] else "steps", "cfgSteps' noun")
     add("cfgLrNoun", "learning rate" if len(study.config("train.lr")) == 1 else "learning rates", "cfgLr's noun")
-    add(
-        "cfgMethods",
-        words([name for m in dict.fromkeys(done["method"]) for name in method_words(study, m)]),
-        "methods of the completed runs, by the study's labels (report.labels)",
-    )
-
-
-# timm's ViTs as the field names them, with the depth and width that name means (Dosovitskiy et al.; DeiT's Ti)
-VIT_FAMILIES = {"tiny": ("ViT-Ti", 12, 192), "small": ("ViT-S", 12, 384), "base": ("ViT-B", 12, 768)}
-VIT_FAMILIES["large"] = ("ViT-L", 24, 1024)
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-
-
-def typeset_model(name: str, study) -> str:
-    """A timm ViT as the field writes it, family and the patch size the runs used (vit_tiny_patch16_224 at
-    patch_size 7: ViT-Ti/7), where its depth and width are the family's, else by its depth, width and patch
-    size; any other model as its identifier."""
-    found = re.fullmatch(r"vit_(tiny|small|base|large)_patch(\d+)_\d+", str(name))
-    if found:
-        family, depth, width = VIT_FAMILIES[found.group(1)]
-        patch = study.config("model.patch_size") or [int(found.group(2))]
-        depths, widths = study.config("model.depth") or [depth], study.config("model.embed_dim") or [width]
-        if len(patch) == 1 and depths == [depth] and widths == [width]:
-            return f"{family}/{config_value(patch[0])}"
-        if len(patch) == len(depths) == len(widths) == 1:  # resized: by what it is, not by a family it is not
-            return (
-                f"a ViT of {config_value(depths[0])} blocks of width {config_value(widths[0])} with "
-                f"{config_value(patch[0])}-pixel patches"
-            )
-    return f"\\texttt{{{latex_escape(name)}}}"
-
-
-def typeset_data(name: str) -> str:
-    """A dataset as the field writes it (fashion_mnist: Fashion-MNIST), else its identifier."""
-    return DATASET_NAMES.get(str(name)) or f"\\texttt{{{latex_escape(name)}}}"
+    methods = [name for m in dict.fromkeys(done["method"]) for name in method_words(study, m)]
+    add("cfgMethods", words(methods), "methods of the completed runs, by the study's labels (report.labels)")
+    either = words(methods).rsplit(" and ", 1) if len(methods) > 1 else [words(methods)]
+    add("cfgMethodsOr", " or ".join(either), "cfgMethods, as alternatives")
 
 
 def method_words(study, method: str) -> list[str]:
@@ -375,7 +356,10 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     add, score = numbers.add, study.score
     add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
     best, worst = ("lowest", "highest") if score.lower else ("highest", "lowest")
-    add("bestName", study.name(study.best), f"variant with the {best} mean {score.metric}")
+    tied = tied_with(study, study.best)
+    add("bestName", words([study.name(v) for v in tied]), f"variant(s) with the {best} mean {score.metric}")
+    if len(tied) > 1:
+        add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} is exactly the {best}")
     add("worstName", study.name(study.worst), f"variant with the {worst} mean {score.metric}")
     on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
@@ -403,11 +387,22 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             f"how mean {score.name} of the LoRA configurations on the rank ladder (every rank, the method's own "
             "included) changes with r, as tested",
         )
+    ranked = [row["method"] for row in study_rows(study.df, citations, study.primary)]
     add(
         "ourOrder",
-        words([study.name(row["method"]) for row in study_rows(study.df, citations, study.primary)]) or "n/a",
-        f"variants of the methods the literature table cites, by mean {score.name}, {best} first",
+        order_words(study, ranked) or "n/a",
+        f"variants of the methods the literature table cites, by mean {score.name}, {best} first (exact ties named)",
     )
+    left_out = [study.name(v) for v in study.variants if v not in ranked]
+    if ranked and left_out:
+        add(
+            "ourOrderLeftOut",
+            f"{words(left_out)} {'is' if len(left_out) == 1 else 'are'} left out of it: no cited setting has a "
+            "published row of "
+            + ("its method" if len(left_out) == 1 else "their methods")
+            + " to compare an order with",
+            "configurations of methods the cited rows do not name (literature.cited_methods)",
+        )
 
 
 def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:
@@ -434,15 +429,3 @@ def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]
 
 def citations_of(citations: list[Citation], setting: str) -> list[Citation]:
     return [c for c in citations if c.setting == setting]
-
-
-def config_value(value) -> str:
-    """A config value as prose shows it: floats to 3 significant digits (a searched learning rate
-    such as 0.00405360 reads 0.00405)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 4000.0 from a column with NaN
-        return integer(value)
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else integer(round(value))
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return integer(value)
-    return latex_escape(value)

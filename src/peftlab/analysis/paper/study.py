@@ -31,7 +31,9 @@ class Study:
 
     def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str):
         self.dir, self.df, self.baseline = study_dir, df, baseline
-        self.labels = read_report_options(study_dir / "study.yaml").labels  # the report's display names
+        options = read_report_options(study_dir / "study.yaml")
+        self.labels = options.labels  # the report's display names
+        self.datasets = options.datasets  # how the paper names a dataset (report.datasets)
         self.done = completed_runs(df)
         self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
         self.summary = pd.concat(

@@ -10,10 +10,12 @@ import numpy as np
 
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
+from peftlab.analysis.paper.names import typeset_data, typeset_model
 from peftlab.analysis.report import protocol_card
 from peftlab.analysis.report.literature import Citation, literature_table, measured_words, study_rows
 from peftlab.analysis.report.tables import latex_document, latex_table
 from peftlab.analysis.results.escape import latex_escape
+from peftlab.analysis.results.record import data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
@@ -48,9 +50,10 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         {**row, "method": display_name(row["method"], None, study.labels)}
         for row in study_rows(study.df, citations, study.primary, every=True)
     ]
-    setting = latex_escape(
-        f"{', '.join(study.models())}; "
-        f"{', '.join(map(str, study.config('data.name')))}; {measured_words(study.score.metric)}, mean over seeds"
+    setting = (  # the model and the data as the text names them (ViT-Ti/16, Fashion-MNIST, a study's dataset name)
+        f"{', '.join(typeset_model(name, study) for name in study.models())}; "
+        f"{', '.join(typeset_data(name, study.datasets) for name in data_names(study))}; "
+        f"{latex_escape(measured_words(study.score.metric))}, mean over seeds"
     )
     write_text_atomic(out / "literature.tex", literature_table(citations, ours, setting))
     card = protocol_card.latex_card(study.dir, study.done, study.labels)

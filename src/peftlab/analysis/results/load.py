@@ -141,7 +141,12 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
             if isinstance(plugin, dict)
             else None
         )
+        for key in ("description", "bibtex"):  # what its config gives the paper (MethodConfig.describe, bibtex)
+            words = plugin.get(key) if isinstance(plugin, dict) else None
+            row[f"provenance.plugin_{key}"] = words if isinstance(words, str) and words.strip() else None
         row["provenance.pinned_arithmetic"] = pinned_arithmetic(provenance.get("arithmetic"))
+        classes = (provenance.get("data") or {}).get("num_classes")  # the classes the run's data held
+        row["data.num_classes"] = classes if isinstance(classes, int) and not isinstance(classes, bool) else None
         sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
         if isinstance(sizes, dict):
             for split in ("train", "val", "test"):

@@ -7,6 +7,7 @@ is filled with "n/a".
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -57,17 +58,22 @@ FOLDER_DATA = ("imagefolder", "filelist", "text")  # data.name says the format: 
 def data_names(study) -> list[str]:
     """The datasets of the completed runs as prose names them: data.name, and for a folder of the user's own
     (imagefolder, filelist, text) the folder's name before it: "fashion (imagefolder)"."""
-    done = study.done
+    return sorted(set(run_data_names(study.done).dropna()))
+
+
+def run_data_names(done: pd.DataFrame) -> pd.Series:
+    """Each run's dataset as ``data_names`` names it (None where its config names none)."""
     if "config.data.name" not in done:
-        return []
+        return pd.Series([None] * len(done), index=done.index, dtype=object)
     roots = done.get("config.data.root", pd.Series([None] * len(done), index=done.index))
     names = []
     for name, root in zip(done["config.data.name"], roots):
         if pd.isna(name):
+            names.append(None)
             continue
         folder = Path(str(root)).name if name in FOLDER_DATA and isinstance(root, str) and root else ""
         names.append(f"{folder} ({name})" if folder else str(name))
-    return sorted(set(names))
+    return pd.Series(names, index=done.index, dtype=object)
 
 
 def split_sizes(done, split: str) -> list[int]:
@@ -100,3 +106,13 @@ def loads_weights(done: pd.DataFrame) -> bool:
     pretrained = done.get("config.model.pretrained", pd.Series(dtype=object)).dropna()
     paths = done.get("config.model.path", pd.Series(dtype=object)).dropna()
     return any(value not in (False, "", "none") for value in pretrained) or len(paths) > 0
+
+
+def trial_seconds(study_dir) -> list[float]:
+    """timing.wall_seconds of each tuning trial's result.json (tune/<search>/runs/<trial>/), where recorded."""
+    seconds = []
+    for path in sorted(Path(study_dir).glob("tune/*/runs/*/result.json")):
+        wall = ((read_json(path) or {}).get("timing") or {}).get("wall_seconds")
+        if isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall):
+            seconds.append(float(wall))
+    return seconds

@@ -1,0 +1,334 @@
+"""The paper's Methods paragraph, written from each configuration's resolved config as its runs recorded it.
+
+Per method the study ran (in the order of its configurations): what the method is, with its citation
+(``METHOD_PROSE``), said once; then each configuration by its label with its own hyper-parameters ("LoRA has rank
+4 and $\\alpha$ = 8 on the attention's q and v projections of every block, $A$ Kaiming-uniform and $B$ zero"),
+what all its configurations share said once; then each ablation of it, by what it varies and what it sets with
+it ("sets $\\alpha$ = 2r with it"). A plugin's method is said in the sentences its config gives
+(``MethodConfig.describe``, result.json's provenance.plugin.description), cited by its own BibTeX entry, or
+where it gives none, by its label and the options each configuration set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pandas as pd
+
+from peftlab.analysis.paper.method_words import LM_WHAT, QUANT_WHAT, WHAT
+from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.units import bridge_names, display_name, natural_key, words
+from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.config.methods import METHODS, bib_key
+
+QUANT = ("int8", "nf4", "fp4")
+# the regular expressions of the target presets (tuners/targets.py) and what they adapt, as prose says it
+TARGET_WORDS = {
+    r"blocks\.\d+\.attn\.qkv\.(q|v)": "the attention's q and v projections",
+    r"blocks\.\d+\.attn\.qkv\.(q|k|v)": "the attention's q, k and v projections",
+    r"blocks\.\d+\.attn\.qkv\.(k|v)": "the attention's k and v projections",
+    r"blocks\.\d+\.attn\.proj": "the attention's output projection",
+    r"blocks\.\d+\.mlp\.(fc1|fc2)": "both Linears of the MLP",
+    r"blocks\.\d+\.mlp\.fc2": "the MLP's second Linear",
+    r"blocks\.\d+\.mlp\.fc1": "the MLP's first Linear",
+}
+# the options prose names, method option -> words for its value (v); the others are named as config keys
+OPTION_WORDS = {
+    "r": "rank {v}",
+    "lora_alpha": "$\\alpha$ = {v}",
+    "alpha": "$\\alpha$ = {v}",
+    "lora_dropout": "dropout {v}",
+    "init_r": "initial rank {v}",
+    "target_r": "a mean rank of {v} after pruning",
+    "max_rank": "ranks up to {v}",
+    "importance": "{v} importance",
+    "allocation": "{v} allocation",
+    "format": "an {v} base",
+    "group_size": "groups of {v}",
+    "bottleneck": "bottleneck width {v}",
+    "dim": "hidden width {v}",
+    "groups": "{v} groups",
+    "scale": "scale {v}",
+    "prompt_tokens": "{v} prompt tokens",
+    "num_virtual_tokens": "{v} virtual tokens",
+    "oft_block_size": "blocks of {v}",
+    "boft_block_size": "blocks of {v}",
+    "rank_strategy": "ranks spread by the {v} strategy",
+}
+SILENT = {"name", "target_modules", "init", "peft_type", "options"}  # said otherwise, or not an option
+
+
+def define_methods(numbers, study) -> None:
+    """``methodsText``: the paragraph's sentences, whose numbers are the configurations' recorded options."""
+    numbers.add(
+        "methodsText",
+        method_sentences(study.df, causal=study.modality == "causal-lm", labels=study.labels),
+        "each configuration's method and options as its runs recorded them (config.method.*, config.quant.mode, "
+        "provenance.plugin.description; paper/methods.py)",
+    )
+
+
+def method_sentences(df: pd.DataFrame, causal: bool = False, labels: dict | None = None) -> str:
+    """The Methods paragraph's sentences on the configurations the study's completed runs ran (``causal``: a
+    study of causal LMs, whose head no method but full fine-tuning trains; ``labels``: report.labels)."""
+    done = completed_runs(df)
+    if "variant" not in done:  # a table of methods alone: each its own configuration
+        done = done.assign(variant=done["method"])
+    text = []
+    for method in dict.fromkeys(done["method"]):
+        runs = done[done["method"] == method]
+        if method == "peft":
+            continue
+        text.append(method_text(method, runs, causal, labels or {}))
+    quant = done.get("config.quant.mode")
+    if quant is not None and quant.isin(QUANT).any():
+        text.append(QUANT_WHAT)
+    types = bridge_names(done, labels)
+    if types:  # method.name: peft, one configuration per PEFT type
+        text.append(
+            f"{words([latex_text(t) for t in types])} ran through PEFT's own implementation of each type "
+            "(\\texttt{method.name: peft}), on the linear layers its configuration targets, at PEFT's defaults "
+            "but for the options the study file sets \\citep{mangrulkar2022peft}. "
+        )
+    if not causal and len(done) and not set(done["method"]) <= {"full", "linear"}:
+        text.append("Every method trains the classifier head too. ")
+    return "".join(text)
+
+
+def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> str:
+    """What ``method`` is, then each of its configurations with its own options, then its ablations."""
+    cls = METHODS.get(method)
+    known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None  # its own options only
+    configs = {v: options(runs[runs["variant"] == v].iloc[0], known) for v in dict.fromkeys(runs["variant"])}
+    labelled = {v for v in configs if v in labels or method in labels}  # the tables name it otherwise than here
+    names = {v: latex_text(display_name(v, method, labels)) for v in configs}
+    what = (LM_WHAT if causal else {}).get(method) or WHAT.get(method)
+    if what is None:  # a plugin's method: the sentences its config gives, else its label and options
+        return plugin_text(method, runs, configs, names)
+    parts = {v: config_phrases(method, c) for v, c in configs.items()}
+    first = next(iter(configs))
+    text = what
+    if len(configs) == 1:
+        values, where = parts[first]
+        if first in labelled and not names_it(what, names[first]):
+            text = what.rstrip()[:-1] + f" ({names[first]} in the tables). "
+        if values or where:
+            text += f"Here it has {words(values)}{', ' if values and where else ''}{', '.join(where)}. "
+        return text
+    shared = [w for w in parts[first][1] if all(w in where for _, where in parts.values())]
+    each = [
+        f"{names[v]} has {words(values)}" if i == 0 else f"{names[v]} {words(values)}"
+        for i, (v, (values, _)) in enumerate((v, p) for v, p in parts.items() if p[0])
+    ]
+    own = [f"{names[v]} {', '.join(w for w in where if w not in shared)}" for v, (_, where) in parts.items()]
+    own = [o for o, (_, where) in zip(own, parts.values()) if any(w not in shared for w in where)]
+    if shared:
+        text += f"All its configurations are applied {', '.join(shared)}" + ("; " if each else ". ")
+    elif each:
+        text += "Of its configurations, "
+    if each:
+        text += ", ".join(each) + ". "
+    if own:
+        text += "; ".join(own) + ". "
+    return text + ablation_text(runs, configs, names)
+
+
+def names_it(text: str, label: str) -> bool:
+    """Whether ``text`` names ``label`` as a word of its own ("Last" is not named by "Last-blocks tuning")."""
+    return re.search(rf"(?<![\w-]){re.escape(label)}(?![\w-])", text) is not None
+
+
+def options(row: pd.Series, known: set[str] | None = None) -> dict:
+    """A run's method options and base quantization, from its recorded config (config.method.*; ``known``: the
+    method's own fields, where its config class is known)."""
+    found = {
+        key.removeprefix("config.method."): value
+        for key, value in row.items()
+        if key.startswith("config.method.") and not _missing(value)
+    }
+    if known is not None:
+        found = {k: v for k, v in found.items() if k.split(".")[0] in known}
+    mode = row.get("config.quant.mode")
+    if isinstance(mode, str) and mode in QUANT:
+        found["quant"] = mode
+    return found
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def config_phrases(method: str, config: dict) -> tuple[list[str], list[str]]:
+    """A configuration's hyper-parameters as prose: (its values, rank first, as "rank 4", "$\\alpha$ = 8"; where
+    it is applied and how it starts, as "on the attention's q and v projections of every block", "$A$
+    Kaiming-uniform and $B$ zero", "on a base stored in 4-bit NF4")."""
+    cls = METHODS.get(method)
+    defaults = cls() if cls is not None else None
+    values = []
+    for key, value in config.items():
+        if key in SILENT or key == "quant" or key.startswith(("rank_pattern", "alpha_pattern")):
+            continue
+        if (key == "lora_dropout" and not value) or (key == "rank_strategy" and value == "uniform"):
+            continue
+        default = getattr(defaults, key, None)
+        if key not in OPTION_WORDS and (defaults is None or value == default or str(value) == str(default)):
+            continue  # an option prose has no words for, at its default: nothing to say
+        values.append((key, option_phrase(key, value)))
+    order = list(OPTION_WORDS)
+    values = [phrase for _, phrase in sorted(values, key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)]
+    where = []
+    if method == "vpt" and "deep" in config:
+        where.append("before every block (deep)" if config["deep"] else "at the input only (shallow)")
+    if "target_modules" in config and cls is not None and hasattr(cls, "presets"):
+        where.append("on " + target_words(config["target_modules"], cls.presets) + " of every block")
+    if method in ("lora", "dora", "adaptive") and config.get("init") in ("default", "gaussian"):
+        start = "Kaiming-uniform" if config["init"] == "default" else "Gaussian"
+        where.append(f"$A$ starting {start} and $B$ at zero")
+    if "quant" in config:
+        where.append(f"on a base stored in {QUANT_WORDS[config['quant']]}")
+    return values, where
+
+
+QUANT_WORDS = {
+    "int8": "8-bit \\citep{dettmers2022llmint8}",
+    "nf4": "4-bit NF4 \\citep{dettmers2023qlora}",
+    "fp4": "4-bit FP4 \\citep{dettmers2023qlora}",
+}
+
+
+def option_phrase(key: str, value) -> str:
+    """One option as prose: OPTION_WORDS' words for it, else ``method.key`` = value."""
+    shown = format_value(value)
+    if key in OPTION_WORDS and key != "deep":
+        return OPTION_WORDS[key].format(v=shown)
+    return f"\\texttt{{{latex_escape('method.' + key)}}} = {shown}"
+
+
+def format_value(value) -> str:
+    """A config value as prose shows it: 16.0 as 16, other floats to 3 significant digits, text escaped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value.is_integer() else f"{value:.3g}"
+    return latex_escape(str(value))
+
+
+def target_words(targets: str, presets: dict[str, list[str]]) -> str:
+    """The modules a target preset or list adapts, as prose ("the attention's q and v projections"), a pattern
+    prose has no words for as its expression."""
+    patterns = presets.get(targets) or str(targets).split("/")
+    return words([TARGET_WORDS.get(p) or f"\\texttt{{{latex_escape(p)}}}" for p in patterns])
+
+
+def ablation_text(runs: pd.DataFrame, configs: dict[str, dict], names: dict[str, str]) -> str:
+    """Each ablation of the method (a spec group beside "main" whose runs vary ``axes``): which configurations
+    it holds, the values it varies, what it sets with them (alpha = 2r) and whether the main configuration's
+    value is among them."""
+    if "groups" not in runs or "axes" not in runs:
+        return ""
+    text = []
+    main = [v for v, g in zip(runs["variant"], runs["groups"]) if "main" in str(g).split(",")]
+    for group in dict.fromkeys(g for gs in runs["groups"] for g in str(gs).split(",") if g and g != "main"):
+        members = runs[runs["groups"].astype(str).str.split(",").apply(lambda gs, group=group: group in gs)]
+        variants = sorted(dict.fromkeys(members["variant"]), key=natural_key)
+        axes = [a for a in str(members["axes"].iloc[0]).split(",") if a.startswith("method.")]
+        if not axes:
+            continue
+        key = axes[0].removeprefix("method.")
+        values = [configs[v].get(key) for v in variants]
+        varied = f"{group} ablation ({words([names[v] for v in variants])}) varies {axis_words(key)} over " + words(
+            [format_value(x) for x in values]
+        )
+        varied += along(key, [configs[v] for v in variants])
+        own = [configs[v].get(key) for v in dict.fromkeys(main)]
+        if len(own) == 1 and own[0] is not None and own[0] not in values:
+            varied += (
+                f"; it leaves out {axis_symbol(key)} = {format_value(own[0])}, the main configuration's "
+                f"({names[main[0]]})"
+            )
+        text.append(varied)
+    return "".join(f"The {t}. " for t in text)
+
+
+AXIS_WORDS = {"r": "the rank $r$", "lora_alpha": "$\\alpha$", "target_modules": "the adapted modules"}
+
+
+def axis_symbol(key: str) -> str:
+    """An option's symbol in a formula: $r$, $\\alpha$, else its config key."""
+    return {"r": "$r$", "lora_alpha": "$\\alpha$"}.get(key) or f"\\texttt{{{latex_escape(key)}}}"
+
+
+def axis_words(key: str) -> str:
+    return AXIS_WORDS.get(key) or f"\\texttt{{{latex_escape('method.' + key)}}}"
+
+
+def along(key: str, configs: list[dict]) -> str:
+    """What an ablation sets with the key it varies: " and sets $\\alpha$ = 2r with it" where another option
+    changes in proportion to it, else that option's values; "" where none changes."""
+    text = []
+    for other in dict.fromkeys(k for c in configs for k in c):
+        if other == key:
+            continue
+        values = [c.get(other) for c in configs]
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) == 1:
+            continue
+        base = [c.get(key) for c in configs]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x for x in base + values)
+        ratios = {round(v / b, 9) for v, b in zip(values, base)} if numeric else set()
+        if len(ratios) == 1:
+            ratio = format_value(float(ratios.pop()))
+            symbol = axis_symbol(key).strip("$")
+            text.append(f"{axis_symbol(other).rstrip('$')} = {'' if ratio == '1' else ratio}{symbol}$")
+        else:
+            text.append(f"{axis_words(other)} to {words([format_value(v) for v in values])}")
+    return f" and sets {words(text)} with it" if text else ""
+
+
+def plugin_text(method: str, runs: pd.DataFrame, configs: dict[str, dict], names: dict[str, str]) -> str:
+    """A plugin's method: the sentences its config gives each configuration (provenance.plugin.description),
+    cited by its BibTeX entry; where it gives none, its label, its plugin and the options each configuration
+    set."""
+    plugin = runs.get("provenance.plugin", pd.Series(dtype=object)).dropna()
+    origin = f" (plugin {latex_escape(str(plugin.iloc[0]).split(' (')[0])})" if len(plugin) else ""
+    key = bib_key(plugin_citation(runs))
+    sentences = []
+    for variant in configs:
+        said = runs.loc[runs["variant"] == variant].get("provenance.plugin_description", pd.Series(dtype=object))
+        said = said.dropna()
+        if len(said):
+            text = latex_text(str(said.iloc[0])).rstrip()
+            text = (text[:-1] if text.endswith(".") else text) + (f" \\citep{{{key}}}." if key else ".")
+            label = names[variant]
+            if not names_it(text, label):  # the name the tables give it
+                text = f"{label}: {text}" if len(configs) > 1 else f"{text[:-1]} ({label} in the tables)."
+            sentences.append(text)
+        else:
+            set_here = [option_phrase(k, v) for k, v in configs[variant].items() if k not in SILENT]
+            sentences.append(
+                f"{names[variant]} is the method \\texttt{{{latex_escape(method)}}}{origin}"
+                + (f", with {words(set_here)}." if set_here else ".")
+            )
+    return " ".join(dict.fromkeys(sentences)) + " "
+
+
+def plugin_citation(runs: pd.DataFrame) -> str:
+    """The BibTeX entry a plugin's runs recorded (provenance.plugin_bibtex), "" where none did."""
+    entries = runs.get("provenance.plugin_bibtex", pd.Series(dtype=object)).dropna()
+    return str(entries.iloc[0]) if len(entries) else ""
+
+
+def plugin_bibtex(df: pd.DataFrame, bib: str) -> str:
+    """The plugins' BibTeX entries the runs recorded whose keys ``bib`` lacks, to append to references.bib."""
+    done = completed_runs(df)
+    if "provenance.plugin_bibtex" not in done:
+        return ""
+    have = set(re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", bib))
+    entries = []
+    for entry in dict.fromkeys(done["provenance.plugin_bibtex"].dropna()):
+        key = bib_key(str(entry))
+        if key and key not in have:
+            have.add(key)
+            entries.append(str(entry).strip())
+    return "".join(f"\n{entry}\n" for entry in entries)
