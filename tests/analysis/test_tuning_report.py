@@ -342,3 +342,21 @@ def test_a_trial_at_chance_is_counted_at_chance_not_diverged():
     assert latex_trials({"trials": trials, "done": True}) == "1/0 +1 at chance"
     trials.append({"number": 2, "state": "FAIL", "value": None, "params": {}, "diverged": "diverged: nan loss"})
     assert latex_trials({"trials": trials, "done": True}) == "1/0 +1 diverged +1 at chance"
+
+
+def test_a_log_scaled_panel_ticks_the_values_searched():
+    """Two learning rates a decade apart in a narrow panel: matplotlib's minor labels (3 x 10^-3, 4 x 10^-3,
+    6 x 10^-3, ...) ran into each other in a paper; the panel ticks the searched values alone."""
+    from matplotlib.figure import Figure
+
+    from peftlab.analysis.report.tuning import draw_panel
+
+    trials = [({"train.lr": 0.003}, 0.6), ({"train.lr": 0.03}, 0.7)]
+    chosen = {"trial": 1, "value": 0.7, "metric": "val_top1", "params": {"train.lr": 0.03}}
+    record = selection("lora", [{"key": "train.lr", "values": [0.003, 0.03]}], trials, chosen)
+    figure = Figure(figsize=(2, 2))
+    ax = figure.subplots()
+    draw_panel(ax, record, "#0072B2")
+    assert ax.get_xscale() == "log"
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0.003", "0.03"]
+    assert not [tick for tick in ax.get_xticklabels(minor=True) if tick.get_text()]
