@@ -849,6 +849,9 @@ def test_a_causal_lm_paper_tuned_by_perplexity_says_lower_is_better(tmp_path):
     main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
     assert "the mean validation and test perplexity (lower is better) of the final runs" in main
     assert r"Validation score (\tuneMetric{}, lower is better, one tuning seed)" in main  # seeds: [1000]
+    # the paragraph names the score in words, its key after them (it read "scored by val perplexity")
+    results = (tmp_path / "paper" / "results.tex").read_text()
+    assert r"scored by \tuneMetricWords{}" in main and r"validation perplexity (\texttt{val\_perplexity})" in results
 
 
 @pytest.mark.e2e

@@ -137,6 +137,16 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
 
 
 # the macros of results.tex on the study's tuning (macros.define_numbers calls it for a tuned study)
+
+# what a reader calls the scores a search can be chosen by (search.metric); the key follows in type
+TUNING_METRIC_WORDS = {
+    "val_top1": "validation top-1 accuracy",
+    "best_val_top1": "the best validation top-1 accuracy of the run",
+    "val_perplexity": "validation perplexity",
+    "val_loss": "validation loss",
+}
+
+
 def define_tuning(numbers, study) -> None:
     """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
     at an end of their searched range (tuning.edges)."""
@@ -164,8 +174,11 @@ def define_tuning(numbers, study) -> None:
         "the kind of search (search.search; follow_edge: points added after the grid)",
     )
     add("tuneTrials", trial_budgets(study), "the trial budget per search (search.trials), by search where they differ")
-    metric = latex_key(searches[0]["search"]["metric"])
-    add("tuneMetric", metric, "the score trials were chosen by (search.metric)")
+    key = searches[0]["search"]["metric"]
+    add("tuneMetric", latex_key(key), "the score trials were chosen by (search.metric)")
+    spoken = TUNING_METRIC_WORDS.get(key)
+    words_of = f"{spoken} ({latex_key(key)})" if spoken else latex_key(key)
+    add("tuneMetricWords", words_of, "tuneMetric in words where it has them, the key after them")
     seeds = sorted({seed for s in searches for seed in s["search"]["seeds"]})
     add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
