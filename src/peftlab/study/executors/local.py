@@ -157,7 +157,9 @@ def run_local(
                     name=f"peftlab-{spec.run_id}",
                     args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()),
                 )
-                proc.start()
+                # held: a Ctrl-C in the middle of the start closed the forkserver's socket while it read
+                # the new worker's descriptors, and it printed an EOFError traceback under the study's line
+                start_held(proc)
                 running[proc.sentinel] = (spec, run_dir, proc, position)
             ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
             if stop_when is not None:
