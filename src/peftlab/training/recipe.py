@@ -13,6 +13,7 @@ device until then). ``peftlab.training.run.train`` owns the run directory and ca
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import time
 from dataclasses import asdict
@@ -118,6 +119,8 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
     """The backbone with the tuner applied, on the device; refused here, before any step, when its
     training memory cannot fit (peftlab.training.preflight); compiled when train.compile asks."""
     tc, cfg = s.tc, s.cfg
+    if cfg.quant.mode != "none":  # imported before the baseline: the peak counts what the run builds, not imports
+        importlib.import_module("bitsandbytes")
     rss = metrics.PeakRSS()  # what the model and its training add above imports and data
     tuner, base = build_tuned(
         cfg.model,

@@ -39,6 +39,9 @@ PRELOAD = (
     "timm",
     "peftlab.utils.peft_preload",
 )
+# where a study has runs that quantize their base: bitsandbytes imports torch's compiler, which cost each
+# such run 0.9 CPU-s in its forked worker on an AMD EPYC (0.08 s with it preloaded; issue 64)
+QUANTIZED_PRELOAD = ("torch._inductor.compile_fx",)
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
@@ -51,17 +54,24 @@ def default_start_method() -> str:
     return "spawn" if sys.platform == "darwin" else "forkserver"
 
 
-def worker_context(start_method: str = "forkserver"):
-    """The multiprocessing context of local workers; ``forkserver``'s server started, preloaded."""
+def worker_context(start_method: str = "forkserver", preload: tuple[str, ...] = PRELOAD):
+    """The multiprocessing context of local workers; ``forkserver``'s server started, ``preload`` imported
+    in it (a server already running keeps what it preloaded)."""
     if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
         sys.warnoptions.append(QUIET_TRACKER)
     if start_method == "spawn":
         multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
+    ctx.set_forkserver_preload(list(preload))
     start_forkserver()
     return ctx
+
+
+def preload_for(jobs: list[tuple[RunSpec, Path]]) -> tuple[str, ...]:
+    """``PRELOAD``, and ``QUANTIZED_PRELOAD`` where a job quantizes its base."""
+    quantized = any(spec.config.quant.mode != "none" for spec, _ in jobs)
+    return PRELOAD + QUANTIZED_PRELOAD if quantized else PRELOAD
 
 
 def start_forkserver() -> None:
@@ -141,7 +151,7 @@ def run_local(
 
     if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
         return
-    ctx = worker_context()
+    ctx = worker_context(preload=preload_for(jobs))
     taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
     free_positions = list(range(1, workers + 1))
