@@ -76,6 +76,8 @@ def large_model_child(section, img_size: int | None, method: str, quant: dict, s
     )
     size = input_spec_for(cfg.model).img_size
     images, labels = torch.randn(4, 3, size, size), torch.arange(4)
+    if cfg.quant.mode != "none":  # before the baseline, as a run imports it (training.recipe.build)
+        import bitsandbytes  # noqa: F401
     rss = metrics.PeakRSS()
     trainer = Trainer(cfg, images, labels, "fp32")
     build_peak, after_build = rss.peak_above_baseline(), rss.now_above_baseline()
