@@ -4,7 +4,7 @@ step of each distinct configuration, multiplied out over every run and trial."""
 import yaml
 from testkit import TINY_MODEL, run_cli
 
-from peftlab.bench.plan import run_seconds, step_key, time_plan
+from peftlab.bench.plan import run_seconds, step_key, time_plan, time_step
 from peftlab.config.schema import load_config
 
 BASE = {
@@ -58,3 +58,19 @@ def test_the_dry_run_times_the_study_s_own_steps(tmp_path):
     refused = run_cli(*args, "--time-steps")
     assert refused.returncode != 0 and "--time-steps times a study's steps for --dry-run" in refused.stderr
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_protocol_s_step_is_timed_as_its_runs_train():
+    """A run under protocol petl_vision keeps its own clip_grad (none) and batch size (64): the bench's
+    clip of 1.0 made every step of configs/studies/vtab1k.yaml "not timed" (a ConfigError)."""
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "protocol": "petl_vision",
+            "method": {"name": "lora"},
+            "train": {"device": "cpu"},
+        }
+    )
+    assert cfg.train.clip_grad is None and cfg.train.batch_size == 64
+    lines = time_plan([cfg], measure=lambda c: time_step(c, steps=1), progress=lambda text: None)
+    assert "ms a step (1 runs and trials)" in lines[1], lines

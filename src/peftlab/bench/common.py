@@ -64,6 +64,7 @@ class Trainer:
         hand_written: bool = False,
         device: torch.device = torch.device("cpu"),
         compiled: bool = False,
+        clip_grad: float | None = 1.0,  # the bench's; a study's own step (bench.plan) keeps its run's
     ):
         torch.manual_seed(0)
         model = build_base(
@@ -74,7 +75,9 @@ class Trainer:
         self.precision, self.images, self.labels = precision, images.to(device), labels.to(device)
         self.device = device
         self.steps_taken = 0
-        self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=1.0))
+        self.cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, precision=precision, clip_grad=clip_grad)
+        )
         if hand_written:
             # the minimal loop a user writes: PEFT on timm's fused qkv, AdamW (fused on a GPU), backward, step
             from peft import LoraConfig, get_peft_model

@@ -61,7 +61,9 @@ def time_step(cfg: RunConfig, steps: int = TIMED_STEPS) -> float:
     images = torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size, device=device)
     labels = (torch.arange(batch) % 10).to(device)
     precision = resolve_precision(cfg.train.precision, device)
-    trainer = Trainer(cfg, images, labels, precision, device=device, compiled=cfg.train.compile)
+    trainer = Trainer(
+        cfg, images, labels, precision, device=device, compiled=cfg.train.compile, clip_grad=cfg.train.clip_grad
+    )
     for _ in range(2):
         trainer.step()
     seconds = []
