@@ -160,17 +160,9 @@ def main() -> int:
     p, m = options.precision, options.model
     size = 224
     if options.tiny:
-        m, size = (
-            {
-                "name": "vit_tiny_patch16_224",
-                "img_size": 32,
-                "patch_size": 8,
-                "depth": 2,
-                "embed_dim": 64,
-                "num_heads": 2,
-            },
-            32,
-        )
+        from peftlab.training.device_check import MODEL  # the device checks' 2-block ViT at 32 px
+
+        m, size = dict(MODEL), 32
     images = torch.randn(options.batch, 3, size, size, device=device)
     labels = (torch.arange(options.batch) % 10).to(device)
     steppers = {
