@@ -32,7 +32,7 @@ from peftlab.utils.startup import release_stops
 def commands() -> list:
     """The ``add_<command>`` functions, in ``peftlab --help``'s order. Imported when called, inside
     ``run_command``'s handling: a Ctrl-C while they import is one line too."""
-    from peftlab.cli import run, study, tools
+    from peftlab.cli import cache, run, study, tools
 
     return [
         run.add_train,
@@ -48,6 +48,7 @@ def commands() -> list:
         run.add_params,
         tools.add_data,
         run.add_validate,
+        cache.add_cache,
         tools.add_config_reference,
         tools.add_methods,
     ]

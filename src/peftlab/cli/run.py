@@ -233,7 +233,7 @@ def add_params(sub) -> None:
 
 
 def cmd_params(args) -> int:
-    from peftlab.tuners.params import count_parameters
+    from peftlab.records.answers import count_parameters  # from the model's record: torch only to build it
 
     cfg = params_config_of_file(args) if args.model.endswith((".yaml", ".yml")) else params_config_of_name(args)
     counts = count_parameters(cfg)
@@ -353,18 +353,18 @@ def add_validate(sub) -> None:
 
 
 def cmd_validate(args) -> int:
+    from peftlab.config.checks import check_num_classes
     from peftlab.config.schema import dump_config, load_config
-    from peftlab.training.preflight import check_config_fits, format_estimate
-    from peftlab.training.runtime import check_runtime
-    from peftlab.tuners.params import check_against_model, check_num_classes
+    from peftlab.records.answers import check_against_model, check_config_fits
+    from peftlab.training.fits import format_estimate
     from peftlab.utils.libraries import without_bitsandbytes
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.quant.mode == "none":  # PEFT's LoRA would import bitsandbytes (and torch._inductor) for nothing
+    if cfg.quant.mode == "none":  # building a record, PEFT's LoRA would import bitsandbytes (torch._inductor)
         without_bitsandbytes()
-    check_runtime(cfg.train.device, cfg.train.precision)  # this machine: a CUDA device or fp16 where there is no GPU
+    check_device(cfg)  # this machine: a CUDA device or fp16 where there is no GPU
     check_num_classes(cfg)  # what train refuses once it has read the data
-    ranks = check_against_model(cfg, weights=True)
+    ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
     estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     if not args.show:
         print(f"{args.config}: valid")
@@ -375,4 +375,30 @@ def cmd_validate(args) -> int:
         for module, rank in ranks.items():
             print(f"#   {module}: {rank}")
     print("\n".join(format_estimate(estimate)))
+    print("\n".join(records_used()))
     return 0
+
+
+def check_device(cfg) -> None:
+    """``training.runtime.check_runtime``, which imports torch, unless the answer is known without it:
+    fp32, or the precision chosen for the device (auto), on the CPU or the device chosen (auto)."""
+    if cfg.train.device in ("auto", "cpu") and cfg.train.precision in ("auto", "fp32"):
+        return
+    from peftlab.training.runtime import check_runtime
+
+    check_runtime(cfg.train.device, cfg.train.precision)
+
+
+def records_used() -> list[str]:
+    """``# model records:`` lines: each record validate read (its age) or built now."""
+    import time
+
+    from peftlab.records.store import USED, age_words
+    from peftlab.utils.files import read_json
+
+    lines = [f"# model records ({len(USED)}, in {USED[0][1].parent}):"] if USED else ["# model records: none"]
+    for kind, path, warm in USED:
+        created = (read_json(path) or {}).get("created")
+        age = f"{age_words(time.time() - created)} old" if isinstance(created, float | int) else "unreadable"
+        lines.append(f"#   {kind:<9} {path.name}  ({'read' if warm else 'built now'}, {age})")
+    return lines

@@ -206,3 +206,18 @@ def check_modality(model, data) -> None:
         )
     if text_data and data.augment:
         raise ConfigError("data.augment=true crops and flips images: expected false for text data")
+
+
+def check_num_classes(cfg) -> None:
+    """What train refuses once the data is read: a head with fewer classes than the data has, and
+    ``data.classes`` labels the dataset does not have."""
+    labels = DATASET_CLASSES.get(cfg.data.name)
+    if cfg.data.classes and labels is not None and max(cfg.data.classes) >= labels:
+        fail_field(
+            "data.classes",
+            list(cfg.data.classes),
+            f"labels of {cfg.data.name}, which has {labels} classes (0 to {labels - 1})",
+        )
+    classes = len(cfg.data.classes) if cfg.data.classes else labels
+    if cfg.model.num_classes is not None and classes is not None and cfg.model.num_classes < classes:
+        fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")

@@ -46,24 +46,11 @@ def images_per_epoch(cfg: RunConfig) -> tuple[int, int] | None:
 
 def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
     """The backbone's forward FLOPs for one image at the config's input size (None if it cannot be counted)."""
-    if cfg.model.source == "hf-text":  # its tokens per example are known once the data is tokenized
-        return None
     key = json.dumps(to_dict(architecture_only(cfg.model)), sort_keys=True, default=str)
     if key not in cache:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
+        from peftlab.records.answers import forward_flops as recorded_flops
 
-        from peftlab.models.backbones import input_spec_for
-        from peftlab.tuners.params import meta_model
-
-        try:
-            model, spec = meta_model(cfg), input_spec_for(cfg.model)
-            counter = FlopCounterMode(display=False)
-            with counter, torch.no_grad():
-                model(torch.empty(1, spec.in_chans, spec.img_size, spec.img_size, device="meta"))
-            cache[key] = counter.get_total_flops()
-        except (RuntimeError, NotImplementedError, TypeError, ValueError):  # an op meta tensors cannot run
-            cache[key] = None
+        cache[key] = recorded_flops(cfg)  # a model record: torch only when it is built
     return cache[key]
 
 

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 from peftlab.config.schema import to_dict
-from peftlab.config.sections import architecture_only
 from peftlab.study.executors.executors import ExecutorOptions, check_available, with_folder
 from peftlab.study.phases import PHASES_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
@@ -131,16 +130,17 @@ def unwritten_text_base(study: Study, cfg):
 
 
 def validate_study(study: Study) -> None:
-    """Model-dependent checks for each distinct model/method/quant before any run starts: one meta
-    model per architecture (its shapes, no weights), each distinct method and quant checked
-    against it (the checks leave it unchanged), so 10,000 ranks cost 10,000 checks, not models.
+    """Model-dependent checks for each distinct model/method/quant before any run starts, answered from
+    model records (``records.answers``): where one is missing, one meta model per architecture (its shapes,
+    no weights) is built and each distinct method and quant checked against it, so 10,000 ranks cost
+    10,000 checks, not models, once; later dry-runs read the records without torch.
     Runs share section objects (a configuration's seeds; equal sections, built once by
     ``config.from_dict``): a run whose sections were checked is passed over before they are compared by value."""
     from peftlab.config.checks import check_modality
+    from peftlab.records.answers import check_against_model  # model records: torch only to build them
     from peftlab.training.tracking import check_trackers
-    from peftlab.tuners.params import check_against_model, meta_model
 
-    checked, seen, models, trackers = set(), set(), {}, set()
+    checked, seen, trackers = set(), set(), set()
     for spec in study.runs:
         cfg = spec.config
         if cfg.track not in trackers:
@@ -158,15 +158,11 @@ def validate_study(study: Study) -> None:
         if key in seen:
             continue
         seen.add(key)
-        architecture = json.dumps(to_dict(architecture_only(cfg.model)), sort_keys=True, default=str)
         pretrained = cfg.model.pretrained
         try:  # the weights' shapes too, unless the study's pretraining has yet to write them
-            if architecture not in models:
-                models[architecture] = meta_model(unwritten_text_base(study, cfg))
             check_against_model(
-                cfg,
+                unwritten_text_base(study, cfg),
                 weights=pretrained not in ("none", "hub") and Path(pretrained).is_file(),
-                model=models[architecture],
             )
         except UserError as err:
             raise type(err)(f"study run '{spec.variant}': {err}") from None

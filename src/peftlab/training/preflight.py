@@ -20,7 +20,6 @@ estimate; a run whose estimate does not fit the memory available is refused befo
 from __future__ import annotations
 
 import dataclasses
-import math
 from fractions import Fraction
 
 import psutil
@@ -29,12 +28,11 @@ from torch import nn
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
+from peftlab.training.fits import at_batch, check_fits, format_estimate  # noqa: F401  (validate's names)
 from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner
-from peftlab.utils.errors import UserError
 
-GIB = 2**30
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
 SMALL_GRIDS = (4, 6, 8)  # patches per side
 PROBED_PROMPTS = 64  # VPT: a model of more prompt tokens is probed at SMALL_PROMPTS
@@ -84,22 +82,15 @@ def estimate(
     """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``;
     ``probed``: ``probe``'s bytes when they are known without a forward pass of this model."""
     one, two = probed or probe(model, image_shape, precision, device)
-    per_image = max(0, two - one)
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     parts = {
         "weights_bytes": weights_bytes(model),
         "gradients_bytes": trainable_bytes,
         "optimizer_state_bytes": 2 * sum(p.numel() * 4 for p in trainable),  # AdamW: exp_avg, exp_avg_sq in fp32
-        "activations_bytes": (one - per_image) + per_image * batch_size,
+        "activations_per_image_bytes": max(0, two - one),
+        "activations_fixed_bytes": one - max(0, two - one),
     }
-    return {
-        **parts,
-        "total_bytes": sum(parts.values()),
-        "activations_per_image_bytes": per_image,
-        "activations_fixed_bytes": one - per_image,
-        "batch_size": batch_size,
-        "training_bytes": parts["gradients_bytes"] + parts["optimizer_state_bytes"] + parts["activations_bytes"],
-    }
+    return at_batch(parts, batch_size)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -111,47 +102,6 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "mps":
         return min(host, max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()))
     return host
-
-
-def check_fits(est: dict, available: int, batch_size: int, grad_accum: int, quantizable: bool) -> None:
-    """A one-line UserError when the training memory beyond the built weights exceeds ``available``,
-    with a micro-batch (and the gradient accumulation that keeps the effective batch) that fits."""
-    if est["training_bytes"] <= available:
-        return
-    fixed = est["gradients_bytes"] + est["optimizer_state_bytes"] + est["activations_fixed_bytes"]
-    room = int(0.9 * available) - fixed
-    fits = (
-        2 ** int(math.log2(room // est["activations_per_image_bytes"]))
-        if est["activations_per_image_bytes"] and room >= est["activations_per_image_bytes"]
-        else 0
-    )
-    fits = min(fits, batch_size)
-    advice = []
-    if fits >= 1:
-        advice.append(
-            f"train.batch_size={fits} with train.grad_accum={math.ceil(batch_size * grad_accum / fits)} "
-            "(the same effective batch)"
-        )
-    advice.append("train.grad_checkpointing=true")
-    if quantizable:
-        advice.append("a quantized base (quant.mode=nf4)")
-    raise UserError(
-        f"this run needs about {est['training_bytes'] / GIB:.2f} GiB for training beyond its weights "
-        f"(activations {est['activations_bytes'] / GIB:.2f} GiB at train.batch_size={batch_size}) but "
-        f"{available / GIB:.2f} GiB are available: try " + ", or ".join(advice)
-    )
-
-
-def format_estimate(est: dict) -> list[str]:
-    mib = 2**20
-    return [
-        f"# memory estimate for training at micro-batch {est['batch_size']}: {est['total_bytes'] / mib:,.0f} MiB",
-        f"#   weights {est['weights_bytes'] / mib:,.1f} MiB, gradients {est['gradients_bytes'] / mib:,.1f} MiB, "
-        f"AdamW state {est['optimizer_state_bytes'] / mib:,.1f} MiB",
-        f"#   activations {est['activations_bytes'] / mib:,.1f} MiB "
-        f"({est['activations_per_image_bytes'] / mib:,.2f} MiB per image + "
-        f"{est['activations_fixed_bytes'] / mib:,.2f} MiB fixed)",
-    ]
 
 
 def adapted(

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import copy
 
-import psutil
 import torch
 from torch import nn
 
-from peftlab.config.checks import DATASET_CLASSES, fail_field
-from peftlab.config.schema import RunConfig, to_dict
+from peftlab.config.checks import check_num_classes  # noqa: F401  (its home before; callers import it here)
+from peftlab.config.schema import RunConfig
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, architecture_only
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
 from peftlab.models.weights import check_weights_file
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.plugins import method_spec
-from peftlab.utils.errors import ConfigError
+from peftlab.tuners.size_check import refuse_size
 
 COUNTED_STEPS = 10**6  # the run length methods are applied for when they are counted
 
@@ -96,22 +95,31 @@ def check_model_size(
     memory available now, before the real model is built.
 
     Counted on the meta device (nothing is allocated), in two steps: rank-r adapters on every
-    Linear (an upper bound for LoRA-like methods, so that an absurd ``method.r`` is refused before
-    even its meta adapters and their CPU bookkeeping are built), then the method applied to a copy
-    of the meta model (every method's own parameters: VPT's prompts, the adapters' bottlenecks, the
-    ranks a budget or pattern sets). ``model``: the meta model of ``model_cfg``, left as found.
+    Linear (``bound_total``: an upper bound for LoRA-like methods, so that an absurd ``method.r`` is
+    refused before even its meta adapters and their CPU bookkeeping are built), then the method applied
+    to a copy of the meta model (``applied_total``). ``model``: the meta model of ``model_cfg``, left as found.
     """
     model = model if model is not None else meta_backbone(model_cfg, num_classes)
+    refuse_size(model_cfg, method, num_classes, bound_total(model, method))
+    refuse_size(model_cfg, method, num_classes, applied_total(model, method))
+
+
+def bound_total(model: nn.Module, method: MethodConfig) -> int:
+    """The model's parameters with rank-r adapters on every Linear (and the method's shared ones)."""
     base = sum(p.numel() for p in model.parameters())
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     bound = largest_rank(method) * sum(m.in_features + m.out_features for m in linears)
-    refuse_size(model_cfg, method, num_classes, base + bound + getattr(method, "shared_size", 0))
+    return base + bound + getattr(method, "shared_size", 0)
+
+
+def applied_total(model: nn.Module, method: MethodConfig) -> int:
+    """The parameters of ``model`` with ``method`` applied (every method's own: VPT's prompts, the adapters'
+    bottlenecks, the ranks a budget or pattern sets), counted from the ``size`` hook or on a meta copy."""
     sized = sized_without_applying(method, model)
     if sized is not None:
-        refuse_size(model_cfg, method, num_classes, base + sum(sized))
-        return
+        return sum(p.numel() for p in model.parameters()) + sum(sized)
     tuner = meta_tuner(method, copy.deepcopy(model))
-    refuse_size(model_cfg, method, num_classes, sum(p.numel() for p in tuner.model.parameters()))
+    return sum(p.numel() for p in tuner.model.parameters())
 
 
 def largest_rank(method: MethodConfig) -> int:
@@ -122,50 +130,6 @@ def largest_rank(method: MethodConfig) -> int:
     ranks += list((getattr(method, "rank_pattern", None) or {}).values())
     ranks += method.option_ranks if isinstance(method, PeftBridgeConfig) else []
     return max(ranks)
-
-
-def refuse_size(model_cfg: ModelConfig, method: MethodConfig, num_classes: int, total: int) -> None:
-    """The ConfigError of ``check_model_size`` when ``total`` fp32 weights exceed the memory available."""
-    need, available = 4 * total, psutil.virtual_memory().available
-    if need > available:
-        hf = model_cfg.source != "timm"
-        name = (model_cfg.path or model_cfg.name) if hf else model_cfg.name
-        sizes = f"{name}/config.json" if hf else "model.*"
-        raise ConfigError(
-            f"model {name!r} with these settings ({sizes}, {size_settings(method)}, {num_classes} "
-            f"classes) has {total:,} parameters, {need / 2**30:.1f} GiB in fp32: expected a model that "
-            f"fits the {available / 2**30:.1f} GiB of memory available"
-        )
-
-
-def size_settings(method: MethodConfig) -> str:
-    """The method's integer settings away from their defaults (the knobs that size it), else ``method.*``."""
-
-    def sizes(value) -> bool:  # an integer, or a mapping of them (a rank pattern, the PEFT bridge's options)
-        if isinstance(value, dict):
-            return bool(value) and all(sizes(v) for v in value.values())
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    defaults = to_dict(type(method)())
-    changed = [
-        f"method.{key}={value}" for key, value in to_dict(method).items() if value != defaults.get(key) and sizes(value)
-    ]
-    return ", ".join(changed) or "method.*"
-
-
-def check_num_classes(cfg: RunConfig) -> None:
-    """What train refuses once the data is read: a head with fewer classes than the data has, and
-    ``data.classes`` labels the dataset does not have."""
-    labels = DATASET_CLASSES.get(cfg.data.name)
-    if cfg.data.classes and labels is not None and max(cfg.data.classes) >= labels:
-        fail_field(
-            "data.classes",
-            list(cfg.data.classes),
-            f"labels of {cfg.data.name}, which has {labels} classes (0 to {labels - 1})",
-        )
-    classes = len(cfg.data.classes) if cfg.data.classes else labels
-    if cfg.model.num_classes is not None and classes is not None and cfg.model.num_classes < classes:
-        fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
 
 
 def check_against_model(cfg: RunConfig, weights: bool = False, model: nn.Module | None = None) -> dict[str, int] | None:
