@@ -84,3 +84,15 @@ def stop_handlers_restored():
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def model_records_of_the_test(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty model-record cache of its own (peftlab.records), in this process and the
+    commands it starts: an answer a test expects from the live code is never read from another test's record."""
+    from peftlab.records import answers
+
+    monkeypatch.setenv("PEFTLAB_MODEL_CACHE", str(tmp_path_factory.mktemp("model-records")))
+    answers.META_MODELS.clear()
+    yield
+    answers.META_MODELS.clear()

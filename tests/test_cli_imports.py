@@ -86,9 +86,11 @@ def test_data_info_imports_no_torch():
 
 
 def test_params_counts_lora_on_the_meta_model_without_peft():
-    """A LoRA (or DoRA) count comes from the plan (the ``size`` hook), not from PEFT's layers."""
+    """A LoRA (or DoRA) count comes from the plan (the ``size`` hook), not from PEFT's layers; once its
+    model record is written (peftlab.records), from the record alone: no torch."""
     argv = ["params", "vit_tiny_patch16_224", "--depth", "2", "--embed-dim", "64", "--num-heads", "2"]
     assert command_imports(*argv, "--method", "lora") == {"torch"} | brought_by("timm")
+    assert command_imports(*argv, "--method", "lora") == set()
 
 
 def test_validate_of_a_method_without_peft_imports_no_peft(tmp_path):
@@ -103,6 +105,28 @@ def test_validate_of_lora_imports_peft_for_its_memory_probe_alone(tmp_path):
     peft_alone = frozenset(run_python("sys.modules['bitsandbytes'] = None\nimport peft"))
     assert "bitsandbytes" in brought_by("peft") and "bitsandbytes" not in peft_alone  # what the test can tell apart
     assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm") | peft_alone
+    assert command_imports("validate", str(config)) == set()  # warm: the model records answer
+
+
+def test_a_warm_validate_of_a_run_on_a_local_weights_file_imports_no_torch(tmp_path):
+    """The weights file is checked against the model once per file as it is (size, time, inode)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from peftlab.config.sections import ModelConfig
+    from peftlab.models.backbones import build_backbone
+
+    config = write_run(tmp_path / "run.yaml", "lora")
+    weights = tmp_path / "base.safetensors"
+    save_file(build_backbone(ModelConfig(**TINY_MODEL), 10, weights=False).state_dict(), str(weights))
+    run = yaml.safe_load(config.read_text())
+    run["model"]["pretrained"] = str(weights)
+    config.write_text(yaml.safe_dump(run))
+    assert "torch" in command_imports("validate", str(config))
+    assert command_imports("validate", str(config)) == set()
+    os.utime(weights, ns=(0, 0))
+    assert "torch" in command_imports("validate", str(config))  # another file: checked again
 
 
 def test_validate_of_a_quantized_lora_config_keeps_bitsandbytes(tmp_path):
@@ -114,6 +138,7 @@ def test_validate_of_a_quantized_lora_config_keeps_bitsandbytes(tmp_path):
 def test_a_study_dry_run_imports_no_peft():
     """VTAB-1k's study (LoRA among its methods) is checked and counted on meta models: timm, no PEFT."""
     assert command_imports("study", "configs/studies/vtab1k.yaml", "--dry-run") == {"torch"} | brought_by("timm")
+    assert command_imports("study", "configs/studies/vtab1k.yaml", "--dry-run") == set()  # warm: its records
 
 
 def test_reading_the_watched_modules_sees_them():

@@ -28,7 +28,7 @@ from torch import nn
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
-from peftlab.training.fits import at_batch, check_fits, format_estimate  # noqa: F401  (validate's names)
+from peftlab.utils.memory_fit import at_batch, check_fits, format_estimate  # noqa: F401  (validate's names)
 from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner

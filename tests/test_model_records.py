@@ -1,0 +1,145 @@
+"""Model records (peftlab.records) are a cache, never a second truth: what validate, params and a dry-run
+read back equals what the live meta-device code answers, for every family and every built-in method; a
+damaged, foreign or planted record is rebuilt, never trusted; ``peftlab cache`` lists and clears them."""
+
+import json
+
+import pytest
+from testkit import TINY_MODEL
+from tuners.test_families import FAMILIES, NUM_CLASSES
+
+from peftlab.cli import main
+from peftlab.config.schema import load_config
+from peftlab.records import answers, store
+from peftlab.tuners import TUNERS
+from peftlab.tuners import params as live
+from peftlab.utils.errors import ConfigError
+
+BUILT_IN = [m for m in TUNERS if m not in ("prompt_tuning", "prefix_tuning", "peft")]  # text-only; the bridge
+# the families whose layouts differ where methods touch them: fused qkv, separate q/k/v with SwiGLU,
+# fused-bias qkv, stages of windows
+KINDS = ("vit", "eva02", "beit", "swin")
+SWIN_METHODS = ("full", "linear", "lora", "bitfit", "vpt", "ssf", "pfeiffer")  # Swin-T's 12 blocks: a few
+
+
+def family_config(family: str, method: str):
+    name, kwargs = FAMILIES[family]
+    if family == "swin":  # a config sizes no stages: Swin-T itself, on the meta device
+        kwargs = {}
+    return load_config(
+        overrides={"model": {"name": name, "num_classes": NUM_CLASSES, **kwargs}, "method": {"name": method}}
+    )
+
+
+def outcome(function, cfg):
+    try:
+        return function(cfg)
+    except ConfigError as err:
+        return f"ConfigError: {err}"
+
+
+def checked(cfg):
+    return answers.check_against_model(cfg)
+
+
+def checked_live(cfg):
+    return live.check_against_model(cfg)
+
+
+@pytest.mark.parametrize("family", KINDS)
+def test_every_built_in_method_answers_from_its_record_as_the_live_model_does(family):
+    """Cold (built by the live code and written) and warm (read back from JSON): counts, ranks and refusals."""
+    for method in BUILT_IN if family != "swin" else SWIN_METHODS:
+        cfg = family_config(family, method)
+        expected = (outcome(live.count_parameters, cfg), outcome(checked_live, cfg))
+        cold = (outcome(answers.count_parameters, cfg), outcome(checked, cfg))
+        answers.META_MODELS.clear()
+        warm_before = len(store.USED)
+        warm = (outcome(answers.count_parameters, cfg), outcome(checked, cfg))
+        assert cold == expected == warm, (family, method)
+        assert all(used[2] for used in store.USED[warm_before:]), (family, method)  # read, not rebuilt
+        assert answers.META_MODELS == {}, (family, method)  # the warm answer built no model
+
+
+def test_the_memory_estimate_and_flops_read_back_equal_the_live_ones():
+    from peftlab.study.estimate import forward_flops
+    from peftlab.training.preflight import estimate_for_config
+
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
+    assert answers.config_estimate(cfg) == estimate_for_config(cfg) == answers.config_estimate(cfg)
+    flops = forward_flops(cfg, {})
+    assert flops == answers.forward_flops(cfg) and flops > 0
+
+
+def record_files():
+    return sorted(store.records_dir().glob("*.json"))
+
+
+def test_a_damaged_record_is_rebuilt_never_trusted():
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
+    truth = live.count_parameters(cfg)
+    answers.count_parameters(cfg)
+    (path,) = record_files()
+    record = json.loads(path.read_text())
+    record["body"]["counts"]["trainable"] += 1  # a changed answer whose checksum no longer holds
+    path.write_text(json.dumps(record))
+    assert answers.count_parameters(cfg) == truth
+    assert json.loads(path.read_text())["body"]["counts"] == truth  # written over, intact again
+    path.write_text("{not json")
+    assert answers.count_parameters(cfg) == truth
+    path.write_bytes(b"\x80\x04\x95pickle")  # never unpickled: read as JSON, refused
+    assert answers.count_parameters(cfg) == truth
+
+
+def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds():
+    """A record of another model put under this one's name, or of other library versions, is rebuilt."""
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
+    other = load_config(overrides={"model": {**TINY_MODEL, "depth": 3}, "method": {"name": "lora"}})
+    answers.count_parameters(cfg)
+    answers.count_parameters(other)
+    mine, theirs = (
+        store.record_path("counts", store.record_key("counts", payload, store.library_versions()))
+        for payload in (counts_payload(cfg), counts_payload(other))
+    )
+    mine.write_bytes(theirs.read_bytes())
+    assert answers.count_parameters(cfg) == live.count_parameters(cfg)
+    record = json.loads(mine.read_text())
+    record["versions"]["timm"] = "0.0.1"
+    record["sha256"] = store.checksum(record)
+    mine.write_text(json.dumps(record))
+    assert store.read_record("counts", counts_payload(cfg)) is None
+
+
+def counts_payload(cfg):
+    return json.loads(
+        store.canonical(
+            {**answers.model_payload(cfg.model, cfg.model.num_classes or 1000), **answers.method_payload(cfg.method)}
+        )
+    )
+
+
+def test_a_changed_method_or_model_is_another_record():
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
+    answers.count_parameters(cfg)
+    answers.count_parameters(load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 2}}))
+    answers.count_parameters(load_config(overrides={"model": {**TINY_MODEL, "depth": 1}, "method": {"name": "lora"}}))
+    assert len(record_files()) == 3
+
+
+def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PEFTLAB_DATA_CACHE", str(tmp_path / "data"))
+    (tmp_path / "data" / "decoded").mkdir(parents=True)
+    (tmp_path / "data" / "decoded" / "x.npy").write_bytes(b"0" * 2048)
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"model": TINY_MODEL, "method": {"name": "lora"}}))
+    for state in ("built now", "read"):
+        assert main(["validate", str(config), "--show"]) == 0
+        shown = capsys.readouterr().out
+        assert "#   checks    checks-" in shown and f"({state}, " in shown and "#   estimate  estimate-" in shown
+    assert main(["cache"]) == 0
+    listing = capsys.readouterr().out
+    assert "model records: 2," in listing and "vit_tiny_patch16_224" in listing
+    assert "decoded" in listing and "2.0 KiB" in listing
+    assert main(["cache", "clear", "--data"]) == 0
+    assert "removed 2 model records" in capsys.readouterr().out
+    assert record_files() == [] and list((tmp_path / "data").iterdir()) == []
