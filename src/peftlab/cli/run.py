@@ -356,8 +356,8 @@ def cmd_validate(args) -> int:
     from peftlab.config.checks import check_num_classes
     from peftlab.config.schema import dump_config, load_config
     from peftlab.records.answers import check_against_model, check_config_fits
-    from peftlab.utils.memory_fit import format_estimate
     from peftlab.utils.libraries import without_bitsandbytes
+    from peftlab.utils.memory_fit import format_estimate
 
     cfg = load_config(args.config, args.overrides)
     if cfg.quant.mode == "none":  # building a record, PEFT's LoRA would import bitsandbytes (torch._inductor)

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, architecture_only
 from peftlab.records.store import cached
-from peftlab.utils.memory_fit import PARTS, at_batch, check_fits
 from peftlab.tuners.plugins import identity
 from peftlab.tuners.size_check import refuse_size
 from peftlab.utils.errors import ConfigError
+from peftlab.utils.memory_fit import PARTS, at_batch, check_fits
 
 if TYPE_CHECKING:
     from torch import nn

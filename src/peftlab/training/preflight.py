@@ -28,10 +28,10 @@ from torch import nn
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
-from peftlab.utils.memory_fit import at_batch, check_fits, format_estimate  # noqa: F401  (validate's names)
 from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner
+from peftlab.utils.memory_fit import at_batch, check_fits, format_estimate  # noqa: F401  (callers import them here)
 
 PROBED_PATCHES = 1024  # a model of more patches is probed at SMALL_GRIDS (a 1024 px image of 2 px patches: 262,144)
 SMALL_GRIDS = (4, 6, 8)  # patches per side
