@@ -380,9 +380,10 @@ def cmd_validate(args) -> int:
 
 
 def check_device(cfg) -> None:
-    """``training.runtime.check_runtime``, which imports torch, unless the answer is known without it:
-    fp32, or the precision chosen for the device (auto), on the CPU or the device chosen (auto)."""
-    if cfg.train.device in ("auto", "cpu") and cfg.train.precision in ("auto", "fp32"):
+    """``training.runtime.check_runtime``, which imports torch, unless the answer is known without it: on the
+    CPU or the device peftlab chooses (auto), fp32, bf16 (every device takes it) and auto pass; fp16 (not on a
+    CPU) and a named GPU need torch to tell."""
+    if cfg.train.device in ("auto", "cpu") and cfg.train.precision in ("auto", "fp32", "bf16"):
         return
     from peftlab.training.runtime import check_runtime
 
