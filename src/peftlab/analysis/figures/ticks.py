@@ -28,6 +28,20 @@ def log_tick_labels(axis, compact: bool = False) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
+def searched_ticks(axis, values) -> None:
+    """A log axis of a few searched values (six or fewer) ticked at them alone: matplotlib's own minor
+    labels (3 x 10^-3, 4 x 10^-3, 6 x 10^-3, ...) ran into each other in a paper's narrow panel. More
+    values: ``log_tick_labels``."""
+    from matplotlib.ticker import NullLocator
+
+    searched = sorted({x for x in values if isinstance(x, (int, float)) and x > 0})
+    if len(searched) > 6:
+        log_tick_labels(axis)
+        return
+    axis.set_ticks(searched, [f"{x:g}" for x in searched])
+    axis.set_minor_locator(NullLocator())
+
+
 def _mantissa(value: float) -> int:
     """The leading digit of a positive value (2 for 2,000 and 0.2)."""
     return int(round(value / 10 ** np.floor(np.log10(value)))) if value > 0 else 0

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figure
-from peftlab.analysis.figures.ticks import log_tick_labels
+from peftlab.analysis.figures.ticks import searched_ticks
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
@@ -266,13 +266,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
     if axis:
         if log_scaled(axis, trials):
             ax.set_xscale("log")
-            values = ((t.get("params") or {}).get(axis["key"]) for t in trials)
-            searched = sorted({x for x in values if isinstance(x, (int, float)) and x > 0})
-            if len(searched) <= 6:  # ticks at the values searched: matplotlib's own crowd a narrow panel
-                ax.set_xticks(searched, [f"{x:g}" for x in searched])
-                ax.xaxis.set_minor_locator(NullLocator())
-            else:
-                log_tick_labels(ax.xaxis)
+            searched_ticks(ax.xaxis, [(t.get("params") or {}).get(axis["key"]) for t in trials])
         ax.set_xlabel(axis["key"], fontsize=7)
     else:
         ax.set_xlabel("trial", fontsize=7)
