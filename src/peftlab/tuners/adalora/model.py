@@ -111,6 +111,8 @@ class AdaLoraTuner(LoraTuner):
         self.budget = cfg.init_r * len(targets)
         self.history: list[dict] = []
         self._importance: dict[str, float] = {}
+        self._orthogonal: list[tuple[bool, nn.Parameter]] | None = None  # orthogonal_factors, found once
+        self._eyes: dict[tuple, torch.Tensor] = {}  # identity, by size, dtype and device
 
     @property
     def adalora(self):
@@ -134,7 +136,7 @@ class AdaLoraTuner(LoraTuner):
     def orthogonal_factors(self) -> list[tuple[bool, nn.Parameter]]:
         """(is it an A, the parameter) of every lora_A and lora_B, in the model's order, found once: a walk
         of ``named_parameters()`` every step cost the host more than the regulariser's products (issue 61)."""
-        if getattr(self, "_orthogonal", None) is None:
+        if self._orthogonal is None:
             self._orthogonal = [
                 ("lora_A" in name, param)
                 for name, param in self.adalora.model.named_parameters()
@@ -145,10 +147,9 @@ class AdaLoraTuner(LoraTuner):
     def identity(self, cov: torch.Tensor) -> torch.Tensor:
         """The identity of ``cov``'s size, dtype and device, made once."""
         key = (cov.shape[0], cov.dtype, cov.device)
-        eyes = self.__dict__.setdefault("_eyes", {})
-        if key not in eyes:
-            eyes[key] = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        return eyes[key]
+        if key not in self._eyes:
+            self._eyes[key] = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return self._eyes[key]
 
     def after_step(self, step: int) -> None:
         global_step = step + 1
