@@ -5,7 +5,7 @@ damaged, foreign or planted record is rebuilt, never trusted; ``peftlab cache`` 
 import json
 
 import pytest
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, applied_counts
 from tuners.test_families import FAMILIES, NUM_CLASSES
 
 from peftlab.cli import main
@@ -13,6 +13,7 @@ from peftlab.config.schema import load_config
 from peftlab.records import answers, store
 from peftlab.tuners import TUNERS
 from peftlab.tuners import params as live
+from peftlab.tuners.structural import PLANS
 from peftlab.utils.errors import ConfigError
 
 BUILT_IN = [m for m in TUNERS if m not in ("prompt_tuning", "prefix_tuning", "peft")]  # text-only; the bridge
@@ -76,30 +77,38 @@ def record_files():
 
 
 def test_a_damaged_record_is_rebuilt_never_trusted():
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
-    truth = live.count_parameters(cfg)
-    answers.count_parameters(cfg)
-    (path,) = record_files()
-    record = json.loads(path.read_text())
-    record["body"]["counts"]["trainable"] += 1  # a changed answer whose checksum no longer holds
-    path.write_text(json.dumps(record))
-    assert answers.count_parameters(cfg) == truth
-    assert json.loads(path.read_text())["body"]["counts"] == truth  # written over, intact again
-    path.write_text("{not json")
-    assert answers.count_parameters(cfg) == truth
-    path.write_bytes(b"\x80\x04\x95pickle")  # never unpickled: read as JSON, refused
-    assert answers.count_parameters(cfg) == truth
+    """A method counted from its plan reads the model's structure record; another its own counts record."""
+    for method, part, field in (("lora", "total", None), ("bitfit", "counts", "trainable")):
+        cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
+        truth = live.count_parameters(cfg)
+        answers.count_parameters(cfg)
+        (path,) = record_files()
+        intact = json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        if field is None:
+            record["body"][part] += 1  # a changed answer whose checksum no longer holds
+        else:
+            record["body"][part][field] += 1
+        path.write_text(json.dumps(record))
+        assert answers.count_parameters(cfg) == truth
+        assert json.loads(path.read_text())["body"] == intact["body"]  # written over, intact again
+        path.write_text("{not json")
+        assert answers.count_parameters(cfg) == truth
+        path.write_bytes(b"\x80\x04\x95pickle")  # never unpickled: read as JSON, refused
+        assert answers.count_parameters(cfg) == truth
+        path.unlink()
 
 
-def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds():
+@pytest.mark.parametrize(("method", "kind"), [("lora", "structure"), ("bitfit", "counts")])
+def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds(method, kind):
     """A record of another model put under this one's name, or of other library versions, is rebuilt."""
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora"}})
-    other = load_config(overrides={"model": {**TINY_MODEL, "depth": 3}, "method": {"name": "lora"}})
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
+    other = load_config(overrides={"model": {**TINY_MODEL, "depth": 3}, "method": {"name": method}})
     answers.count_parameters(cfg)
     answers.count_parameters(other)
     mine, theirs = (
-        store.record_path("counts", store.record_key("counts", payload, store.library_versions()))
-        for payload in (counts_payload(cfg), counts_payload(other))
+        store.record_path(kind, store.record_key(kind, payload, store.library_versions()))
+        for payload in (counts_payload(cfg, kind), counts_payload(other, kind))
     )
     mine.write_bytes(theirs.read_bytes())
     assert answers.count_parameters(cfg) == live.count_parameters(cfg)
@@ -107,23 +116,52 @@ def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds():
     record["versions"]["timm"] = "0.0.1"
     record["sha256"] = store.checksum(record)
     mine.write_text(json.dumps(record))
-    assert store.read_record("counts", counts_payload(cfg)) is None
+    assert store.read_record(kind, counts_payload(cfg, kind)) is None
 
 
-def counts_payload(cfg):
+def counts_payload(cfg, kind):
+    model = answers.model_payload(cfg.model, cfg.model.num_classes or 1000)
     return json.loads(
-        store.canonical(
-            {**answers.model_payload(cfg.model, cfg.model.num_classes or 1000), **answers.method_payload(cfg.method)}
-        )
+        store.canonical(model if kind == "structure" else {**model, **answers.method_payload(cfg.method)})
     )
 
 
-def test_a_changed_method_or_model_is_another_record():
-    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
+def test_one_structure_record_answers_every_rank_and_target_of_a_model_without_building_it():
+    """LoRA's r, its targets, a rank pattern and DoRA read the one record of the model; another model is
+    another record; a method counted by applying it keeps one record per method config."""
+    lora, tiny = {"name": "lora", "r": 4}, {**TINY_MODEL, "num_classes": 10}  # counts and checks: 10 classes
+    answers.count_parameters(load_config(overrides={"model": tiny, "method": lora}))
+    answers.META_MODELS.clear()
+    for method in (
+        {**lora, "r": 2},
+        {**lora, "target_modules": "all-linear", "rank_pattern": {"fc1": 8}},
+        {"name": "dora", "r": 16},
+        {"name": "full"},
+        {"name": "linear"},
+    ):
+        cfg = load_config(overrides={"model": tiny, "method": method})
+        before = len(store.USED)
+        assert answers.count_parameters(cfg) == live.count_parameters(cfg), method
+        assert answers.check_against_model(cfg) == live.check_against_model(cfg), method
+        assert [used[2] for used in store.USED[before:]] == [True, True], method  # read warm
+    answers.META_MODELS.clear()
+    cfg = load_config(overrides={"model": tiny, "method": {**lora, "r": 3}})
     answers.count_parameters(cfg)
-    answers.count_parameters(load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 2}}))
-    answers.count_parameters(load_config(overrides={"model": {**TINY_MODEL, "depth": 1}, "method": {"name": "lora"}}))
-    assert len(record_files()) == 3
+    assert answers.META_MODELS == {}  # nothing built
+    answers.count_parameters(load_config(overrides={"model": {**tiny, "depth": 1}, "method": lora}))
+    answers.count_parameters(load_config(overrides={"model": tiny, "method": {"name": "bitfit"}}))
+    assert [p.name.split("-")[0] for p in record_files()] == ["counts", "structure", "structure"]
+
+
+@pytest.mark.parametrize("family", KINDS)
+def test_the_methods_counted_from_a_structure_count_what_peft_applied_holds(family):
+    """The oracle: the structure's counts equal those of the method applied on the meta model (PEFT's
+    layers for LoRA and DoRA, every weight trainable for full, the head alone for linear)."""
+    for method in PLANS:
+        cfg = family_config(family, method)
+        counts = answers.count_parameters(cfg)
+        expected = applied_counts(cfg)
+        assert {k: counts[k] for k in expected} == expected, (family, method)
 
 
 def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_path, capsys, monkeypatch):
@@ -135,7 +173,7 @@ def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_pat
     for state in ("built now", "read"):
         assert main(["validate", str(config), "--show"]) == 0
         shown = capsys.readouterr().out
-        assert "#   checks    checks-" in shown and f"({state}, " in shown and "#   estimate  estimate-" in shown
+        assert "#   structure  structure-" in shown and f"({state}, " in shown and "#   estimate   estimate-" in shown
     assert main(["cache"]) == 0
     listing = capsys.readouterr().out
     assert "model records: 2," in listing and "vit_tiny_patch16_224" in listing

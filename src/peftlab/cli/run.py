@@ -401,5 +401,5 @@ def records_used() -> list[str]:
     for kind, path, warm in USED:
         created = (read_json(path) or {}).get("created")
         age = f"{age_words(time.time() - created)} old" if isinstance(created, float | int) else "unreadable"
-        lines.append(f"#   {kind:<9} {path.name}  ({'read' if warm else 'built now'}, {age})")
+        lines.append(f"#   {kind:<10} {path.name}  ({'read' if warm else 'built now'}, {age})")
     return lines

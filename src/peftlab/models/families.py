@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftlab.models.blocks import block_indices
 from peftlab.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ DISTILLED = Family(
     "a distilled DeiT has two heads (head, head_dist) averaged at inference; peftlab trains one head: "
     "use the same model without distillation (deit_*_patch16_224), or a distilled one's weights in it",
 )
+
+
+def family_key(family: Family) -> str:
+    """The family's name and attention (two EVA layouts share a name): its key in ``FAMILIES``."""
+    return f"{family.name}/{family.attention}"
+
+
+FAMILIES = {family_key(f): f for f in (VIT, EVA, EVA_FUSED, BEIT, SWIN, OTHER, HF, DISTILLED)}
 
 # (separate projection, canonical name); fc1_g and fc1_x (SwiGLU) are both the MLP's first layer
 ALIASES = {"q_proj": "qkv.q", "k_proj": "qkv.k", "v_proj": "qkv.v", "fc1_g": "fc1", "fc1_x": "fc1"}
@@ -107,9 +117,13 @@ def unused_modules(model: nn.Module) -> tuple[str, ...]:
 
 def check_family(model: nn.Module, method: str) -> None:
     """A ConfigError naming the family and why, when peftlab cannot adapt it."""
-    family = family_of(model)
+    refuse_family(family_of(model), type(model).__name__, method)
+
+
+def refuse_family(family: Family, model_class: str, method: str) -> None:
+    """``check_family`` of a model of class ``model_class`` in ``family`` (its structure's: no torch)."""
     if family.supported:
-        raise ConfigError(f"method.name={method!r} on {type(model).__name__} ({family.name}): {family.supported}")
+        raise ConfigError(f"method.name={method!r} on {model_class} ({family.name}): {family.supported}")
 
 
 def prepare(model: nn.Module) -> None:

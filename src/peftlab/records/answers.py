@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, architecture_only
-from peftlab.records.store import cached
+from peftlab.models.structure import Structure
+from peftlab.records.store import cached, write_record
 from peftlab.tuners.plugins import identity
 from peftlab.tuners.size_check import refuse_size
+from peftlab.tuners.structural import PLANS, check_structure, count_structure, planned
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.memory_fit import PARTS, at_batch, check_fits
 
@@ -67,14 +69,35 @@ def checks_payload(cfg: RunConfig) -> dict | None:
     return {**model, **method_payload(cfg.method), "quant": to_dict(cfg.quant), "max_steps": cfg.train.max_steps}
 
 
-def meta_model_of(cfg: RunConfig) -> nn.Module:
-    """``cfg``'s meta model, built once per architecture in this process (a cold study checks many methods)."""
-    from peftlab.tuners.params import meta_model  # torch: only when a record is built
+def meta_model_of(cfg: RunConfig, num_classes: int | None = None) -> nn.Module:
+    """``cfg``'s meta model (with ``num_classes``, else the config's or 10), built once per architecture in
+    this process (a cold study checks many methods)."""
+    from peftlab.tuners.params import meta_backbone  # torch: only when a record is built
 
-    key = repr((to_dict(architecture_only(cfg.model)), cfg.model.num_classes or 10))
+    num_classes = num_classes or cfg.model.num_classes or 10
+    key = repr((to_dict(architecture_only(cfg.model)), num_classes))
     if key not in META_MODELS:
-        META_MODELS[key] = meta_model(cfg)
+        META_MODELS[key] = meta_backbone(cfg.model, num_classes)
     return META_MODELS[key]
+
+
+def model_structure(cfg: RunConfig, num_classes: int) -> Structure:
+    """The structure of ``cfg``'s timm model with ``num_classes`` classes, from its record: one per model
+    and its arguments (and the libraries' versions), whatever the method, its ranks or the run."""
+
+    def live() -> dict:
+        from peftlab.models.structure import structure_of  # torch: only when the record is built
+
+        return structure_of(meta_model_of(cfg, num_classes)).to_body()
+
+    payload = model_payload(cfg.model, num_classes)
+    body, _ = cached("structure", payload, live)
+    try:
+        return Structure.from_body(body)
+    except ValueError:  # a record of another layout that its checksum let through: built again, written over
+        body = live()
+        write_record("structure", payload, body)
+        return Structure.from_body(body)
 
 
 def live_checks(cfg: RunConfig) -> dict:
@@ -101,13 +124,15 @@ def check_against_model(cfg: RunConfig, weights: bool = False) -> dict[str, int]
     (the weights file, the size bound, a check's error, the applied size), the same ranks."""
     if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):
         check_weights(cfg)
+    num_classes = cfg.model.num_classes or 10
+    if cfg.model.source == "timm" and planned(cfg.method, cfg.quant) is not None:  # answered from the structure
+        return check_structure(cfg.model, cfg.method, model_structure(cfg, num_classes), num_classes)
     payload = checks_payload(cfg)
     if payload is None:
         from peftlab.tuners.params import check_against_model as live  # torch: a model built from files
 
         return live(cfg, weights=weights, model=meta_model_of(cfg))
     body, _ = cached("checks", payload, lambda: live_checks(cfg))
-    num_classes = cfg.model.num_classes or 10
     bound, applied = body["sizes"]
     refuse_size(cfg.model, cfg.method, num_classes, bound)
     if body["error"] is not None:
@@ -175,7 +200,10 @@ def check_config_fits(cfg: RunConfig) -> dict:
 
 def count_parameters(cfg: RunConfig) -> dict:
     """``tuners.params.count_parameters`` from its record (a refusal recorded as its line)."""
-    from_files = model_payload(cfg.model, cfg.model.num_classes or 1000) is None
+    num_classes = cfg.model.num_classes or 1000
+    from_files = model_payload(cfg.model, num_classes) is None
+    if not from_files and cfg.method.name in PLANS:  # a built-in counted from its plan: the structure's record
+        return count_structure(cfg.model.name, cfg.method, model_structure(cfg, num_classes), num_classes)
 
     def live() -> dict:
         from peftlab.tuners.params import count_parameters as count  # torch: only when built
@@ -189,7 +217,7 @@ def count_parameters(cfg: RunConfig) -> dict:
 
     if from_files:
         return live()["counts"]
-    payload = {**model_payload(cfg.model, cfg.model.num_classes or 1000), **method_payload(cfg.method)}
+    payload = {**model_payload(cfg.model, num_classes), **method_payload(cfg.method)}
     body, _ = cached("counts", payload, live)
     if body["error"] is not None:
         raise ConfigError(body["error"])

@@ -11,9 +11,10 @@ from peftlab.config.checks import check_num_classes  # noqa: F401  (its home bef
 from peftlab.config.schema import RunConfig
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, architecture_only
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
+from peftlab.models.structure import structure_of
 from peftlab.models.weights import check_weights_file
+from peftlab.tuners import structural
 from peftlab.tuners.base import Tuner, TunerContext, apply_tuner, check_config, is_head_param, planned_ranks
-from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.plugins import method_spec
 from peftlab.tuners.size_check import refuse_size
 
@@ -105,11 +106,8 @@ def check_model_size(
 
 
 def bound_total(model: nn.Module, method: MethodConfig) -> int:
-    """The model's parameters with rank-r adapters on every Linear (and the method's shared ones)."""
-    base = sum(p.numel() for p in model.parameters())
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    bound = largest_rank(method) * sum(m.in_features + m.out_features for m in linears)
-    return base + bound + getattr(method, "shared_size", 0)
+    """The model's parameters with rank-r adapters on every Linear (``tuners.structural.bound_total``)."""
+    return structural.bound_total(structure_of(model), method)
 
 
 def applied_total(model: nn.Module, method: MethodConfig) -> int:
@@ -120,16 +118,6 @@ def applied_total(model: nn.Module, method: MethodConfig) -> int:
         return sum(p.numel() for p in model.parameters()) + sum(sized)
     tuner = meta_tuner(method, copy.deepcopy(model))
     return sum(p.numel() for p in tuner.model.parameters())
-
-
-def largest_rank(method: MethodConfig) -> int:
-    """The largest rank ``method`` builds a module with (0 for a method without ranks): ``r``, AdaLoRA's
-    ``init_r``, the adaptive method's ``built_rank`` (its adapters are built at max_rank), the values of a
-    ``rank_pattern``; the PEFT bridge's ``r`` and ``rank_pattern`` options (``PeftBridgeConfig.option_ranks``)."""
-    ranks = [getattr(method, key, 0) or 0 for key in ("r", "init_r", "built_rank")]
-    ranks += list((getattr(method, "rank_pattern", None) or {}).values())
-    ranks += method.option_ranks if isinstance(method, PeftBridgeConfig) else []
-    return max(ranks)
 
 
 def check_against_model(cfg: RunConfig, weights: bool = False, model: nn.Module | None = None) -> dict[str, int] | None:

@@ -31,13 +31,12 @@ import torch
 from torch import nn
 
 from peftlab.models.backbones import HFLogits, head_prefix, trains_head
-from peftlab.models.families import canonical_names, family_of
+from peftlab.models.structure import structure_of
 from peftlab.quant.bases import quantize_base, restore_layout
+from peftlab.tuners import structural
 from peftlab.tuners.base import Tuner, TunerContext
-from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns
 from peftlab.tuners.modules import SplitQKV, fuse_qkv, replace_modules, split_qkv
-from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
-from peftlab.utils.errors import ConfigError
+from peftlab.tuners.targets import ModulesConfig
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
@@ -62,47 +61,10 @@ class InjectionPlan:
         return [self.head.rpartition(".")[2]] if self.head_trains else None
 
 
-def linear_names(model: nn.Module, head: str) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.startswith(head)]
-
-
-def qkv_names(model: nn.Module) -> list[str]:
-    """The fused (3d, d) q, k, v Linears: timm's ``attn.qkv``, GPT-2's ``attn.c_attn`` (a Linear once built)."""
-    return [n for n, m in model.named_modules() if n.endswith(("attn.qkv", "attn.c_attn")) and isinstance(m, nn.Linear)]
-
-
 def plan_targets(model: nn.Module, cfg: ModulesConfig) -> tuple[list[str], list[str]]:
-    """(fused qkv modules to split, module names to adapt), without touching the model."""
-    head = head_prefix(model)
-    fused = qkv_names(model)  # an HF vision model has none
-    split_names = [f"{n}.{part}" for n in fused for part in ("q", "k", "v")]
-    # the whole fused qkv (one adapter over q, k and v) or its slices, never both
-    candidates = linear_names(model, head) + split_names
-    if isinstance(cfg.target_modules, str):  # a preset: the same layers on every family
-        aliases = canonical_names(candidates, family_of(model))
-        targets = [n for key in match_targets(target_patterns(cfg), list(aliases)) for n in aliases[key]]
-    else:
-        targets = match_targets(target_patterns(cfg), candidates)
-    to_split = [n for n in fused if any(t.startswith(n + ".") for t in targets)]
-    both = [n for n in to_split if n in targets]
-    if both:
-        raise ConfigError(
-            f"method.target_modules adapts both the whole fused {both[0]!r} and its q/k/v slices; choose one"
-        )
-    if isinstance(cfg, LoraMethodConfig):
-        check_patterns(cfg, targets)
-    return to_split, targets
-
-
-def target_shape(model: nn.Module, name: str) -> tuple[int, int]:
-    """(in_features, out_features) of a planned target, before the split: a q/k/v slice of a fused
-    ``qkv`` is a third of its rows (``split_qkv``'s Linears)."""
-    parent, _, part = name.rpartition(".")
-    if part in ("q", "k", "v") and parent in qkv_names(model):
-        fused = model.get_submodule(parent)
-        return fused.in_features, fused.out_features // 3
-    module = model.get_submodule(name)
-    return module.in_features, module.out_features
+    """(fused qkv modules to split, module names to adapt), without touching the model: the plan of its
+    structure (``tuners.structural``, which a model record answers from too)."""
+    return structural.plan_targets(structure_of(model), cfg)
 
 
 def plan_injection(model: nn.Module, cfg: ModulesConfig) -> InjectionPlan:

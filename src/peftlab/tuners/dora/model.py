@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from peftlab.models.structure import structure_of
+from peftlab.tuners import structural
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.dora.config import DoraConfig
 from peftlab.tuners.lora.config import lora_config_kwargs, module_ranks
 from peftlab.tuners.lora.model import LoraTuner, check, ranks  # noqa: F401 (checked and planned as LoRA: the registry finds them here)
-from peftlab.tuners.lora.model import size as lora_size
-from peftlab.tuners.peft_injection import inject, plan_injection, plan_targets, target_shape
+from peftlab.tuners.peft_injection import inject, plan_injection
 
 
 class DoraTuner(LoraTuner):
@@ -24,8 +25,8 @@ class DoraTuner(LoraTuner):
 
 
 def size(model: nn.Module, cfg: DoraConfig) -> int:
-    """LoRA's parameters and one magnitude per output row of each adapted module (PEFT's ``lora_magnitude_vector``)."""
-    return lora_size(model, cfg) + sum(target_shape(model, name)[1] for name in plan_targets(model, cfg)[1])
+    """LoRA's parameters and one magnitude per output row of each adapted module (``tuners.structural.dora_size``)."""
+    return structural.dora_size(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:

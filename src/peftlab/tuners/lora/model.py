@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from peftlab.models.backbones import HFLogits
+from peftlab.models.structure import structure_of
 from peftlab.quant.bases import dequantized_linear, dequantized_weight, is_quantized_linear
+from peftlab.tuners import structural
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, lora_config_kwargs, module_ranks
 from peftlab.tuners.modules import SplitQKV, replace_modules
-from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets, target_shape
+from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection
 
 
 class LoraTuner(PeftTuner):
@@ -216,20 +218,18 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
 
 
 def check(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
-    _, targets = plan_targets(model, cfg)
-    module_ranks(cfg, targets)  # a budget the bounds cannot hold, a missing importance file
+    structural.lora_ranks(structure_of(model), cfg)  # a budget the bounds cannot hold, a missing importance file
 
 
 def ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
-    return module_ranks(cfg, plan_targets(model, cfg)[1])
+    return structural.lora_ranks(structure_of(model), cfg)
 
 
 def size(model: nn.Module, cfg: LoraMethodConfig) -> int:
     """The parameters LoRA adds to ``model``, counted from its plan without PEFT (whose import takes
-    seconds): r x (in + out) per adapted module, PEFT's ``lora_A`` (r x in) and ``lora_B`` (out x r)."""
-    targets = plan_targets(model, cfg)[1]
-    return sum(rank * sum(target_shape(model, name)) for name, rank in module_ranks(cfg, targets).items())
+    seconds): ``tuners.structural.lora_size``."""
+    return structural.lora_size(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:
