@@ -78,7 +78,7 @@ def record_files():
 
 def test_a_damaged_record_is_rebuilt_never_trusted():
     """A method counted from its plan reads the model's structure record; another its own counts record."""
-    for method, part, field in (("lora", "total", None), ("bitfit", "counts", "trainable")):
+    for method, part, field in (("lora", "total", None), ("vpt", "counts", "trainable")):
         cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
         truth = live.count_parameters(cfg)
         answers.count_parameters(cfg)
@@ -99,7 +99,7 @@ def test_a_damaged_record_is_rebuilt_never_trusted():
         path.unlink()
 
 
-@pytest.mark.parametrize(("method", "kind"), [("lora", "structure"), ("bitfit", "counts")])
+@pytest.mark.parametrize(("method", "kind"), [("lora", "structure"), ("vpt", "counts")])
 def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds(method, kind):
     """A record of another model put under this one's name, or of other library versions, is rebuilt."""
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
@@ -136,8 +136,7 @@ def test_one_structure_record_answers_every_rank_and_target_of_a_model_without_b
         {**lora, "r": 2},
         {**lora, "target_modules": "all-linear", "rank_pattern": {"fc1": 8}},
         {"name": "dora", "r": 16},
-        {"name": "full"},
-        {"name": "linear"},
+        *({"name": name} for name in ("full", "linear", "bitfit", "ln", "adalora", "loha", "vera", "ia3")),
     ):
         cfg = load_config(overrides={"model": tiny, "method": method})
         before = len(store.USED)
@@ -149,7 +148,7 @@ def test_one_structure_record_answers_every_rank_and_target_of_a_model_without_b
     answers.count_parameters(cfg)
     assert answers.META_MODELS == {}  # nothing built
     answers.count_parameters(load_config(overrides={"model": {**tiny, "depth": 1}, "method": lora}))
-    answers.count_parameters(load_config(overrides={"model": tiny, "method": {"name": "bitfit"}}))
+    answers.count_parameters(load_config(overrides={"model": tiny, "method": {"name": "vpt"}}))
     assert [p.name.split("-")[0] for p in record_files()] == ["counts", "structure", "structure"]
 
 

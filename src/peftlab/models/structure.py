@@ -5,7 +5,8 @@
 
 A ``Structure`` holds the model's class and family, its head (the module's name, its parameters, whether
 a method trains it), its parameter total, and every ``nn.Linear`` in the order ``named_modules`` yields
-them (name, in and out features, whether it is a plain ``nn.Linear``). The target plans, the size bound
+them (name, in and out features, whether it is a plain ``nn.Linear``), every module's own parameters (their
+sizes, whether the module is a LayerNorm) and the modules its forward never calls. The target plans, the size bound
 and the counts of the methods that are counted from a plan (``tuners.structural``) read only this, on
 the live model (``structure_of``) and from a record alike: the record is the same answer, never a
 second truth.
@@ -31,6 +32,14 @@ class Linear:
 
 
 @dataclass(frozen=True)
+class Param:
+    module: str
+    name: str  # its name in the module (``bias``, ``q_bias``)
+    numel: int
+    layernorm: bool  # its module is an ``nn.LayerNorm`` (or a subclass: timm's)
+
+
+@dataclass(frozen=True)
 class Structure:
     model_class: str
     family: Family
@@ -39,6 +48,8 @@ class Structure:
     total: int  # parameters of the whole model
     head_size: int  # parameters of the head module
     linears: tuple[Linear, ...]
+    params: tuple[Param, ...]  # every module's own parameters, in ``named_modules`` order
+    unused: tuple[str, ...]  # modules the forward never calls (``families.unused_modules``)
 
     def linear(self, name: str) -> Linear:
         for linear in self.linears:
@@ -55,6 +66,8 @@ class Structure:
             "total": self.total,
             "head_size": self.head_size,
             "linears": [[m.name, m.in_features, m.out_features, m.plain] for m in self.linears],
+            "params": [[p.module, p.name, p.numel, p.layernorm] for p in self.params],
+            "unused": list(self.unused),
         }
 
     @classmethod
@@ -69,6 +82,8 @@ class Structure:
                 total=int(body["total"]),
                 head_size=int(body["head_size"]),
                 linears=tuple(Linear(str(n), int(i), int(o), bool(p)) for n, i, o, p in body["linears"]),
+                params=tuple(Param(str(m), str(n), int(k), bool(ln)) for m, n, k, ln in body["params"]),
+                unused=tuple(str(name) for name in body["unused"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a model structure: {err}") from None
@@ -79,7 +94,7 @@ def structure_of(model: nn.Module) -> Structure:
     from torch import nn
 
     from peftlab.models.backbones import head_prefix, trains_head
-    from peftlab.models.families import family_of
+    from peftlab.models.families import family_of, unused_modules
 
     head = head_prefix(model)
     try:
@@ -98,4 +113,10 @@ def structure_of(model: nn.Module) -> Structure:
             for name, m in model.named_modules()
             if isinstance(m, nn.Linear)
         ),
+        params=tuple(
+            Param(name, param_name, param.numel(), isinstance(m, nn.LayerNorm))
+            for name, m in model.named_modules()
+            for param_name, param in m.named_parameters(recurse=False)
+        ),
+        unused=tuple(unused_modules(model)),
     )

@@ -13,6 +13,7 @@ from peftlab.config.sections import MethodConfig, QuantConfig
 from peftlab.models.families import check_family, prepare
 from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_linear, load_pending
 from peftlab.tuners.plugins import method_spec
+from peftlab.tuners.structural import is_head_param
 from peftlab.utils.libraries import quiet_transformers
 
 
@@ -27,11 +28,6 @@ class TunerContext:
     @classmethod
     def for_checks(cls, cfg: RunConfig) -> TunerContext:
         return cls(total_steps=cfg.train.max_steps, device=torch.device("cpu"), quant=cfg.quant)
-
-
-def is_head_param(name: str, head: str) -> bool:
-    """True for the head's own parameters and for PEFT's trainable copy of the head."""
-    return name.startswith(head + ".") or f".{head}." in name or name.endswith(f".{head}")
 
 
 def logical_numel(param: torch.Tensor) -> int:

@@ -12,6 +12,7 @@ from torch import nn
 from peftlab.models.backbones import head_prefix, trains_head
 from peftlab.models.families import unused_modules
 from peftlab.tuners.base import Tuner, is_head_param
+from peftlab.tuners.structural import is_affine_name, is_bias_name
 
 
 class SelectiveTuner(Tuner):
@@ -46,15 +47,10 @@ def train_only(model: nn.Module, names: list[str]) -> None:
         model.get_submodule(head_prefix(model)).requires_grad_(True)
 
 
-# BEiT's and a fused EVA's query and value biases, kept outside their bias-less qkv Linear
-SEPARATE_BIASES = ("q_bias", "v_bias")
-
-
 def is_bias(module_name: str, module: nn.Module, param_name: str) -> bool:
-    """A layer's bias, or the q and v biases BEiT and EVA keep beside their qkv (not BEiT's relative
-    position bias tables, which are position embeddings)."""
-    return param_name == "bias" or param_name in SEPARATE_BIASES
+    """``structural.is_bias_name``: a layer's bias, or BEiT's and EVA's q and v biases."""
+    return is_bias_name(param_name)
 
 
 def is_layernorm_affine(module_name: str, module: nn.Module, param_name: str) -> bool:
-    return isinstance(module, nn.LayerNorm) and param_name in ("weight", "bias")
+    return isinstance(module, nn.LayerNorm) and is_affine_name(param_name)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.families import canonical_names, refuse_family
-from peftlab.models.structure import Structure
+from peftlab.models.structure import Param, Structure
+from peftlab.tuners.ia3.config import IA3MethodConfig, feedforward_targets
 from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns, module_ranks
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.size_check import refuse_size
@@ -27,6 +28,11 @@ from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
 from peftlab.utils.errors import ConfigError
 
 QKV = ("attn.qkv", "attn.c_attn")  # the fused (3d, d) q, k, v Linears: timm's, GPT-2's (a Linear once built)
+
+
+def is_head_param(name: str, head: str) -> bool:
+    """True for the head's own parameters and for PEFT's trainable copy of the head."""
+    return name.startswith(head + ".") or f".{head}." in name or name.endswith(f".{head}")
 
 
 def linear_names(structure: Structure) -> list[str]:
@@ -107,6 +113,73 @@ def dora_size(structure: Structure, cfg: LoraMethodConfig) -> int:
     return lora_size(structure, cfg) + sum(target_shape(structure, name)[1] for name in targets)
 
 
+def each_target(per_target: Callable[[int, int, MethodConfig], int]):
+    """The size of a method that adds ``per_target(in, out, cfg)`` parameters to each module it adapts."""
+
+    def size(structure: Structure, cfg: ModulesConfig) -> int:
+        return sum(per_target(*target_shape(structure, name), cfg) for name in plan_targets(structure, cfg)[1])
+
+    return size
+
+
+def targets_only(structure: Structure, cfg: ModulesConfig) -> None:
+    plan_targets(structure, cfg)
+
+
+def ia3_size(structure: Structure, cfg: IA3MethodConfig) -> int:
+    """One vector per target: of its input's width for a feed-forward module, of its output's otherwise."""
+    targets = plan_targets(structure, cfg)[1]
+    feedforward = feedforward_targets(cfg, targets, structure.family)
+    return sum(target_shape(structure, t)[0 if t in feedforward else 1] for t in targets)
+
+
+# BEiT's and a fused EVA's query and value biases, kept outside their bias-less qkv Linear
+SEPARATE_BIASES = ("q_bias", "v_bias")
+
+
+def is_bias_name(param_name: str) -> bool:
+    """A layer's bias, or the q and v biases BEiT and EVA keep beside their qkv (not BEiT's relative
+    position bias tables, which are position embeddings)."""
+    return param_name == "bias" or param_name in SEPARATE_BIASES
+
+
+def is_affine_name(param_name: str) -> bool:
+    return param_name in ("weight", "bias")
+
+
+def selected_size(structure: Structure, select: Callable[[Param], bool]) -> int:
+    """The parameters outside the head and the modules never called that ``select`` keeps
+    (``tuners.selective.selected_names`` on the live model)."""
+    unused = tuple(f"{name}." for name in structure.unused)
+    return sum(
+        p.numel
+        for p in structure.params
+        if not f"{p.module}.".startswith(unused)
+        and not is_head_param(f"{p.module}.{p.name}" if p.module else p.name, structure.head)
+        and select(p)
+    )
+
+
+def selecting(select: Callable[[Param], bool], what: str, method: str):
+    """The check of a selective method: a ConfigError when ``select`` keeps nothing."""
+
+    def check(structure: Structure, cfg: MethodConfig) -> None:
+        if not selected_size(structure, select):
+            raise ConfigError(
+                f"method.name={method!r} needs a model with {what}; {structure.model_class} has none outside the head"
+            )
+
+    return check
+
+
+def biases(p: Param) -> bool:
+    return is_bias_name(p.name)
+
+
+def layernorms(p: Param) -> bool:
+    return p.layernorm and is_affine_name(p.name)
+
+
 def check_head(structure: Structure, cfg: MethodConfig) -> None:
     if not structure.trains_head:
         raise ConfigError(
@@ -118,12 +191,15 @@ def check_head(structure: Structure, cfg: MethodConfig) -> None:
 @dataclass(frozen=True)
 class Plan:
     """How a method is checked and sized from a structure. ``trains``: ``adapter`` (its own parameters
-    and the head), ``all`` (every weight, as full fine-tuning) or ``head`` (the head alone)."""
+    and the head), ``all`` (every weight, as full fine-tuning), ``selected`` (the base's own parameters
+    ``selected`` counts, and the head) or ``head`` (the head alone)."""
 
     check: Callable[[Structure, MethodConfig], object]  # raises ConfigError for what the model refuses
     added: Callable[[Structure, MethodConfig], int]  # the parameters it adds
     ranks: Callable[[Structure, MethodConfig], dict[str, int]] | None = None
     trains: str = "adapter"
+    frozen: Callable[[Structure, MethodConfig], int] = lambda structure, cfg: 0  # of those added, frozen ones
+    selected: Callable[[Structure, MethodConfig], int] = lambda structure, cfg: 0  # trained in place (selective)
 
 
 def nothing(structure: Structure, cfg: MethodConfig) -> int:
@@ -135,6 +211,35 @@ PLANS = {
     "linear": Plan(check=check_head, added=nothing, trains="head"),
     "lora": Plan(check=lora_ranks, added=lora_size, ranks=lora_ranks),
     "dora": Plan(check=lora_ranks, added=dora_size, ranks=lora_ranks),
+    # PEFT's AdaLoRA: A (r x in), E (r x 1) and B (out x r) at init_r, and a frozen rank count (1)
+    "adalora": Plan(
+        check=targets_only,
+        added=each_target(lambda i, o, cfg: cfg.init_r * (i + o + 1) + 1),
+        ranks=lambda structure, cfg: {t: cfg.init_r for t in plan_targets(structure, cfg)[1]},
+        frozen=each_target(lambda i, o, cfg: 1),
+    ),
+    # PEFT's LoHa on a Linear: two Hadamard factors, each (out x r)(r x in)
+    "loha": Plan(
+        check=targets_only,
+        added=each_target(lambda i, o, cfg: 2 * cfg.r * (i + o)),
+        ranks=lambda structure, cfg: {t: cfg.r for t in plan_targets(structure, cfg)[1]},
+    ),
+    # PEFT's VeRA: the vectors d (r) and b (out) per target; the shared projections are frozen buffers
+    "vera": Plan(check=targets_only, added=each_target(lambda i, o, cfg: cfg.r + o)),
+    "ia3": Plan(check=ia3_size, added=ia3_size),
+    # selective: the base's own biases, or its LayerNorms' affine parameters, trained in place
+    "bitfit": Plan(
+        check=selecting(biases, "bias terms", "bitfit"),
+        added=nothing,
+        trains="selected",
+        selected=lambda structure, cfg: selected_size(structure, biases),
+    ),
+    "ln": Plan(
+        check=selecting(layernorms, "affine LayerNorms", "ln"),
+        added=nothing,
+        trains="selected",
+        selected=lambda structure, cfg: selected_size(structure, layernorms),
+    ),
 }
 
 
@@ -166,8 +271,8 @@ def count_structure(model_name: str, method: MethodConfig, structure: Structure,
     plan.check(structure, method)
     added = plan.added(structure, method)
     head = structure.head_size if structure.trains_head or plan.trains == "all" else 0
-    in_place = structure.total - head if plan.trains == "all" else 0
-    trainable = {"all": structure.total, "head": head, "adapter": added + head}[plan.trains]
+    in_place = {"all": structure.total - head, "selected": plan.selected(structure, method)}.get(plan.trains, 0)
+    trainable = in_place + head + (added - plan.frozen(structure, method) if plan.trains == "adapter" else 0)
     total = structure.total + added
     return {
         "model": model_name,
@@ -176,7 +281,7 @@ def count_structure(model_name: str, method: MethodConfig, structure: Structure,
         "total": total,
         "trainable": trainable,
         "trainable_ratio": trainable / total,
-        "adapter": added if plan.trains == "adapter" else None,
+        "adapter": trainable - head if plan.trains == "adapter" else None,
         "in_place": in_place,
         "head": head,
     }

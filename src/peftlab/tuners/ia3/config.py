@@ -4,11 +4,14 @@ values and the MLP's inner activations (the input of ``fc2``), so a study whose 
 LoRA's (``target_modules: standard``) runs IA3 where its paper puts it; ``all-linear`` every
 Linear of the blocks; LoRA's ``extended`` (q, k, v, proj) has no IA3 meaning."""
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from peftlab.config.checks import check_field, check_regex
+from peftlab.models.families import Family, canonical_names
 from peftlab.tuners.targets import PRESETS, ModulesConfig
+from peftlab.utils.errors import ConfigError
 
 # the paper's places: k and v of the split qkv, and fc2 (rescaled on its input, see feedforward_modules)
 IA3_STANDARD = [r"blocks\.\d+\.attn\.qkv\.[kv]", r"blocks\.\d+\.mlp\.fc2"]
@@ -38,3 +41,19 @@ class IA3MethodConfig(ModulesConfig):
         )
         for pattern in self.feedforward_modules:
             check_regex("method.feedforward_modules", pattern)
+
+
+def feedforward_targets(cfg: IA3MethodConfig, targets: list[str], family: Family) -> list[str]:
+    """The targets whose input is rescaled; each feedforward pattern must match one, by its name or
+    the name the presets know it by (Swin's ``layers.1.blocks.0.mlp.fc2`` is ``blocks.1.mlp.fc2``)."""
+    known_as = {n: key for key, names in canonical_names(targets, family).items() for n in names}
+    found = []
+    for pattern in cfg.feedforward_modules:
+        hits = [t for t in targets if re.fullmatch(pattern, t) or re.fullmatch(pattern, known_as[t])]
+        if not hits:
+            raise ConfigError(
+                f"method.feedforward_modules entry {pattern!r} matches no adapted module "
+                f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})"
+            )
+        found.extend(h for h in hits if h not in found)
+    return found

@@ -14,12 +14,11 @@ import torch
 from torch import nn
 
 from peftlab.models.backbones import HFLogits
-from peftlab.models.families import canonical_names, family_of
+from peftlab.models.families import family_of
 from peftlab.tuners.base import TunerContext
-from peftlab.tuners.ia3.config import IA3MethodConfig
+from peftlab.tuners.ia3.config import IA3MethodConfig, feedforward_targets
 from peftlab.tuners.modules import SplitQKV
 from peftlab.tuners.peft_injection import PeftTuner, inject, plan_injection, plan_targets
-from peftlab.utils.errors import ConfigError
 
 
 class IA3Tuner(PeftTuner):
@@ -61,31 +60,15 @@ class IA3Tuner(PeftTuner):
         return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}, state
 
 
-def feedforward_targets(cfg: IA3MethodConfig, targets: list[str], model: nn.Module) -> list[str]:
-    """The targets whose input is rescaled; each feedforward pattern must match one, by its name or
-    the name the presets know it by (Swin's ``layers.1.blocks.0.mlp.fc2`` is ``blocks.1.mlp.fc2``)."""
-    known_as = {n: key for key, names in canonical_names(targets, family_of(model)).items() for n in names}
-    found = []
-    for pattern in cfg.feedforward_modules:
-        hits = [t for t in targets if re.fullmatch(pattern, t) or re.fullmatch(pattern, known_as[t])]
-        if not hits:
-            raise ConfigError(
-                f"method.feedforward_modules entry {pattern!r} matches no adapted module "
-                f"(adapted: {', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''})"
-            )
-        found.extend(h for h in hits if h not in found)
-    return found
-
-
 def check(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> None:
-    feedforward_targets(cfg, plan_targets(model, cfg)[1], model)
+    feedforward_targets(cfg, plan_targets(model, cfg)[1], family_of(model))
 
 
 def apply(model: nn.Module, cfg: IA3MethodConfig, ctx: TunerContext) -> IA3Tuner:
     from peft import IA3Config  # peft (and transformers): not for checks
 
     plan = plan_injection(model, cfg)
-    feedforward = feedforward_targets(cfg, plan.targets, model)
+    feedforward = feedforward_targets(cfg, plan.targets, family_of(model))
     config = IA3Config(
         target_modules=plan.target_modules,
         init_ia3_weights=True,
