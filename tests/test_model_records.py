@@ -78,7 +78,7 @@ def record_files():
 
 def test_a_damaged_record_is_rebuilt_never_trusted():
     """A method counted from its plan reads the model's structure record; another its own counts record."""
-    for method, part, field in (("lora", "total", None), ("vpt", "counts", "trainable")):
+    for method, part, field in (("lora", "total", None), ("lokr", "counts", "trainable")):
         cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
         truth = live.count_parameters(cfg)
         answers.count_parameters(cfg)
@@ -99,7 +99,7 @@ def test_a_damaged_record_is_rebuilt_never_trusted():
         path.unlink()
 
 
-@pytest.mark.parametrize(("method", "kind"), [("lora", "structure"), ("vpt", "counts")])
+@pytest.mark.parametrize(("method", "kind"), [("lora", "structure"), ("lokr", "counts")])
 def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds(method, kind):
     """A record of another model put under this one's name, or of other library versions, is rebuilt."""
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method}})
@@ -136,7 +136,7 @@ def test_one_structure_record_answers_every_rank_and_target_of_a_model_without_b
         {**lora, "r": 2},
         {**lora, "target_modules": "all-linear", "rank_pattern": {"fc1": 8}},
         {"name": "dora", "r": 16},
-        *({"name": name} for name in ("full", "linear", "bitfit", "ln", "adalora", "loha", "vera", "ia3")),
+        *({"name": name} for name in PLANS),
     ):
         cfg = load_config(overrides={"model": tiny, "method": method})
         before = len(store.USED)
@@ -148,7 +148,7 @@ def test_one_structure_record_answers_every_rank_and_target_of_a_model_without_b
     answers.count_parameters(cfg)
     assert answers.META_MODELS == {}  # nothing built
     answers.count_parameters(load_config(overrides={"model": {**tiny, "depth": 1}, "method": lora}))
-    answers.count_parameters(load_config(overrides={"model": tiny, "method": {"name": "vpt"}}))
+    answers.count_parameters(load_config(overrides={"model": tiny, "method": {"name": "lokr"}}))
     assert [p.name.split("-")[0] for p in record_files()] == ["counts", "structure", "structure"]
 
 
@@ -158,9 +158,10 @@ def test_the_methods_counted_from_a_structure_count_what_peft_applied_holds(fami
     layers for LoRA and DoRA, every weight trainable for full, the head alone for linear)."""
     for method in PLANS:
         cfg = family_config(family, method)
-        counts = answers.count_parameters(cfg)
-        expected = applied_counts(cfg)
-        assert {k: counts[k] for k in expected} == expected, (family, method)
+        counts, expected = outcome(answers.count_parameters, cfg), outcome(applied_counts, cfg)
+        if isinstance(expected, dict) and isinstance(counts, dict):  # else refused alike (VPT on BEiT, Swin)
+            counts = {k: counts[k] for k in expected}
+        assert counts == expected, (family, method)
 
 
 def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_path, capsys, monkeypatch):

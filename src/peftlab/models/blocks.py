@@ -30,3 +30,15 @@ def block_indices(names: list[str]) -> list[int]:
     for stage in sorted(depths):
         offsets[stage], total = total, total + depths[stage]
     return [offsets[int(m[1])] + int(m[2]) if m else block_index(n) for m, n in zip(staged, names, strict=True)]
+
+
+def block_names(model) -> list[str]:
+    """The names of a timm model's transformer blocks in the order its forward calls them:
+    ``blocks.N``, or Swin's ``layers.S.blocks.M``."""
+    if hasattr(model, "blocks"):
+        return [f"blocks.{i}" for i in range(len(model.blocks))]
+    return [
+        f"layers.{s}.blocks.{m}"
+        for s, stage in enumerate(getattr(model, "layers", ()))
+        for m in range(len(getattr(stage, "blocks", ())))
+    ]

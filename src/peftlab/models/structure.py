@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from peftlab.models.blocks import block_names
 from peftlab.models.families import FAMILIES, Family, family_key
 
 if TYPE_CHECKING:
@@ -40,6 +41,14 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Block:
+    name: str  # ``blocks.N``, Swin's ``layers.S.blocks.M``
+    module: str  # its class's module and name: what ``tuners.structural.check_timm_blocks`` knows
+    kind: str
+    dim: int | None  # the width of the tokens it reads and writes (``norm1``'s)
+
+
+@dataclass(frozen=True)
 class Structure:
     model_class: str
     family: Family
@@ -50,6 +59,11 @@ class Structure:
     linears: tuple[Linear, ...]
     params: tuple[Param, ...]  # every module's own parameters, in ``named_modules`` order
     unused: tuple[str, ...]  # modules the forward never calls (``families.unused_modules``)
+    shown_class: str  # the class a refusal names (an HF wrapper's inner model)
+    blocks: tuple[Block, ...]  # a timm model's transformer blocks (none for another model)
+    embed_dim: int | None  # a timm model's ``embed_dim``
+    norms: tuple[tuple[str, int, bool], ...]  # every nn.LayerNorm: name, width, whether it has a weight
+    patch_channels: int | None  # the patch embedding convolution's (``patch_embed.proj``) output channels
 
     def linear(self, name: str) -> Linear:
         for linear in self.linears:
@@ -68,6 +82,11 @@ class Structure:
             "linears": [[m.name, m.in_features, m.out_features, m.plain] for m in self.linears],
             "params": [[p.module, p.name, p.numel, p.layernorm] for p in self.params],
             "unused": list(self.unused),
+            "shown_class": self.shown_class,
+            "blocks": [[b.name, b.module, b.kind, b.dim] for b in self.blocks],
+            "embed_dim": self.embed_dim,
+            "norms": [list(norm) for norm in self.norms],
+            "patch_channels": self.patch_channels,
         }
 
     @classmethod
@@ -84,9 +103,18 @@ class Structure:
                 linears=tuple(Linear(str(n), int(i), int(o), bool(p)) for n, i, o, p in body["linears"]),
                 params=tuple(Param(str(m), str(n), int(k), bool(ln)) for m, n, k, ln in body["params"]),
                 unused=tuple(str(name) for name in body["unused"]),
+                shown_class=str(body["shown_class"]),
+                blocks=tuple(Block(str(n), str(m), str(k), optional(d)) for n, m, k, d in body["blocks"]),
+                embed_dim=optional(body["embed_dim"]),
+                norms=tuple((str(n), int(w), bool(a)) for n, w, a in body["norms"]),
+                patch_channels=optional(body["patch_channels"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a model structure: {err}") from None
+
+
+def optional(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def structure_of(model: nn.Module) -> Structure:
@@ -97,6 +125,7 @@ def structure_of(model: nn.Module) -> Structure:
     from peftlab.models.families import family_of, unused_modules
 
     head = head_prefix(model)
+    inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: a refusal names that
     try:
         head_size = sum(p.numel() for p in model.get_submodule(head).parameters())
     except AttributeError:  # a model without that module (a headless backbone)
@@ -119,4 +148,22 @@ def structure_of(model: nn.Module) -> Structure:
             for param_name, param in m.named_parameters(recurse=False)
         ),
         unused=tuple(unused_modules(model)),
+        shown_class=type(inner if isinstance(inner, nn.Module) else model).__name__,
+        blocks=tuple(
+            Block(name, type(block).__module__, type(block).__name__, width(getattr(block, "norm1", None)))
+            for name in (block_names(model) if type(model).__module__.startswith("timm.") else ())
+            for block in [model.get_submodule(name)]
+        ),
+        embed_dim=getattr(model, "embed_dim", None),
+        norms=tuple(
+            (name, m.normalized_shape[-1], m.weight is not None)
+            for name, m in model.named_modules()
+            if isinstance(m, nn.LayerNorm)
+        ),
+        patch_channels=getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "out_channels", None),
     )
+
+
+def width(norm) -> int | None:
+    shape = getattr(norm, "normalized_shape", None)
+    return shape[0] if shape else None

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.families import canonical_names, refuse_family
 from peftlab.models.structure import Param, Structure
+from peftlab.tuners.adapter.config import ADAPTER_PLACES, AdapterConfig
 from peftlab.tuners.ia3.config import IA3MethodConfig, feedforward_targets
 from peftlab.tuners.lora.config import LoraMethodConfig, check_patterns, module_ranks
 from peftlab.tuners.peft_bridge.config import PeftBridgeConfig
 from peftlab.tuners.size_check import refuse_size
 from peftlab.tuners.targets import ModulesConfig, match_targets, target_patterns
+from peftlab.tuners.vpt.config import REFUSED, VPTConfig
 from peftlab.utils.errors import ConfigError
 
 QKV = ("attn.qkv", "attn.c_attn")  # the fused (3d, d) q, k, v Linears: timm's, GPT-2's (a Linear once built)
@@ -180,6 +182,66 @@ def layernorms(p: Param) -> bool:
     return p.layernorm and is_affine_name(p.name)
 
 
+# timm's module and class names of the blocks the hand-written methods know (``tuners.timm_blocks``)
+BLOCKS = {
+    "timm.models.vision_transformer": "Block",
+    "timm.models.eva": "EvaBlock",
+    "timm.models.beit": "Block",
+    "timm.models.swin_transformer": "SwinTransformerBlock",
+}
+
+
+def check_timm_blocks(structure: Structure, method: str) -> list[str]:
+    """The model's block names; a ConfigError unless every block is one of timm's known blocks."""
+    if not structure.blocks:
+        raise ConfigError(
+            f"method.name={method!r} supports timm ViT, EVA, BEiT and Swin models (model.source: timm), "
+            f"not {structure.shown_class}"
+        )
+    unknown = sorted({b.kind for b in structure.blocks if BLOCKS.get(b.module) != b.kind})
+    if unknown:
+        raise ConfigError(
+            f"method.name={method!r} wraps the attn and mlp of timm's ViT, EVA, BEiT and Swin blocks; this "
+            f"model's blocks are {', '.join(unknown)}"
+        )
+    return [b.name for b in structure.blocks]
+
+
+def check_vpt(structure: Structure, cfg: VPTConfig) -> None:
+    check_timm_blocks(structure, "vpt")
+    if structure.model_class in REFUSED:
+        raise ConfigError(f"method.name='vpt' on {structure.model_class}: {REFUSED[structure.model_class]}")
+
+
+def vpt_size(structure: Structure, cfg: VPTConfig) -> int:
+    """``prompt_tokens`` x d prompts before the first block, and before every other one when deep."""
+    return cfg.prompt_tokens * structure.embed_dim * (len(structure.blocks) if cfg.deep else 1)
+
+
+def adapter_size(structure: Structure, cfg: AdapterConfig) -> int:
+    """A bottleneck (d -> b -> d, with biases) at each of the method's places in every block."""
+    places = len(ADAPTER_PLACES[cfg.name])
+    return sum(places * (2 * b.dim * cfg.bottleneck + cfg.bottleneck + b.dim) for b in structure.blocks)
+
+
+def check_ssf(structure: Structure, cfg: MethodConfig) -> None:
+    check_timm_blocks(structure, "ssf")
+    for name, _, affine in structure.norms:
+        if not affine and not name.startswith(structure.head):
+            raise ConfigError(
+                f"method.name='ssf' scales each LayerNorm's affine weight, but {name} has none "
+                "(elementwise_affine=False)"
+            )
+
+
+def ssf_size(structure: Structure, cfg: MethodConfig) -> int:
+    """A scale and a shift of every output channel of each Linear and LayerNorm outside the head, and
+    of the patch embedding's convolution."""
+    widths = [m.out_features for m in structure.linears if not m.name.startswith(structure.head)]
+    widths += [width for name, width, _ in structure.norms if not name.startswith(structure.head)]
+    return 2 * (sum(widths) + (structure.patch_channels or 0))
+
+
 def check_head(structure: Structure, cfg: MethodConfig) -> None:
     if not structure.trains_head:
         raise ConfigError(
@@ -227,6 +289,13 @@ PLANS = {
     # PEFT's VeRA: the vectors d (r) and b (out) per target; the shared projections are frozen buffers
     "vera": Plan(check=targets_only, added=each_target(lambda i, o, cfg: cfg.r + o)),
     "ia3": Plan(check=ia3_size, added=ia3_size),
+    # peftlab's own modules in timm's blocks
+    "vpt": Plan(check=check_vpt, added=vpt_size),
+    **{
+        name: Plan(check=lambda structure, cfg: check_timm_blocks(structure, cfg.name), added=adapter_size)
+        for name in ("houlsby", "pfeiffer", "adaptformer")
+    },
+    "ssf": Plan(check=check_ssf, added=ssf_size),
     # selective: the base's own biases, or its LayerNorms' affine parameters, trained in place
     "bitfit": Plan(
         check=selecting(biases, "bias terms", "bitfit"),

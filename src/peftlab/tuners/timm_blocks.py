@@ -12,27 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.utils.errors import ConfigError
-
-# timm's module and class names of the blocks these methods know
-BLOCKS = {
-    "timm.models.vision_transformer": "Block",
-    "timm.models.eva": "EvaBlock",
-    "timm.models.beit": "Block",
-    "timm.models.swin_transformer": "SwinTransformerBlock",
-}
-
-
-def block_names(model: nn.Module) -> list[str]:
-    """The names of the model's transformer blocks in the order its forward calls them:
-    ``blocks.N``, or Swin's ``layers.S.blocks.M``."""
-    if hasattr(model, "blocks"):
-        return [f"blocks.{i}" for i in range(len(model.blocks))]
-    return [
-        f"layers.{s}.blocks.{m}"
-        for s, stage in enumerate(getattr(model, "layers", ()))
-        for m in range(len(getattr(stage, "blocks", ())))
-    ]
+from peftlab.models.blocks import block_names  # noqa: F401 (the methods import it here)
+from peftlab.models.structure import structure_of
+from peftlab.tuners import structural
 
 
 def block_dim(block: nn.Module) -> int:
@@ -41,19 +23,6 @@ def block_dim(block: nn.Module) -> int:
 
 
 def check_timm_blocks(model: nn.Module, method: str) -> list[str]:
-    """The model's block names; a ConfigError unless every block is one of timm's known blocks."""
-    names = block_names(model) if type(model).__module__.startswith("timm.") else []
-    if not names:
-        inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: name that model
-        shown = type(inner if isinstance(inner, nn.Module) else model).__name__
-        raise ConfigError(
-            f"method.name={method!r} supports timm ViT, EVA, BEiT and Swin models (model.source: timm), not {shown}"
-        )
-    kinds = {type(model.get_submodule(name)) for name in names}
-    unknown = sorted(k.__name__ for k in kinds if BLOCKS.get(k.__module__) != k.__name__)
-    if unknown:
-        raise ConfigError(
-            f"method.name={method!r} wraps the attn and mlp of timm's ViT, EVA, BEiT and Swin blocks; this "
-            f"model's blocks are {', '.join(unknown)}"
-        )
-    return names
+    """The model's block names; a ConfigError unless every block is one of timm's known blocks
+    (``tuners.structural.check_timm_blocks`` of its structure)."""
+    return structural.check_timm_blocks(structure_of(model), method)

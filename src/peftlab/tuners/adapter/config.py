@@ -6,6 +6,9 @@ from typing import ClassVar
 from peftlab.config.checks import check_field
 from peftlab.config.sections import MethodConfig
 
+# where each adapter sits in a block: after (or beside) these branches' modules
+ADAPTER_PLACES = {"houlsby": ("attn", "mlp"), "pfeiffer": ("mlp",), "adaptformer": ("mlp",)}
+
 
 @dataclass(frozen=True)
 class AdapterConfig(MethodConfig):

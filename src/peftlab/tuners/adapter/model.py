@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from peftlab.models.backbones import head_prefix
-from peftlab.tuners.adapter.config import AdapterConfig, AdaptFormerConfig
+from peftlab.tuners.adapter.config import ADAPTER_PLACES, AdapterConfig, AdaptFormerConfig
 from peftlab.tuners.adapter.layer import AdapterLayer
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
@@ -27,9 +27,9 @@ from peftlab.tuners.timm_blocks import block_dim, block_names, check_timm_blocks
 
 # where each method puts its adapters in a timm Block, whether in parallel, and its nonlinearity
 PLACEMENTS = {
-    "houlsby": (("attn", "mlp"), False, nn.GELU),
-    "pfeiffer": (("mlp",), False, nn.ReLU),
-    "adaptformer": (("mlp",), True, nn.ReLU),
+    "houlsby": (ADAPTER_PLACES["houlsby"], False, nn.GELU),
+    "pfeiffer": (ADAPTER_PLACES["pfeiffer"], False, nn.ReLU),
+    "adaptformer": (ADAPTER_PLACES["adaptformer"], True, nn.ReLU),
 }
 
 

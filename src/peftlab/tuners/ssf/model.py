@@ -19,12 +19,12 @@ import copy
 from torch import nn
 
 from peftlab.models.backbones import head_prefix
+from peftlab.models.structure import structure_of
+from peftlab.tuners import structural
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
 from peftlab.tuners.ssf.layer import SSFLayer
-from peftlab.tuners.timm_blocks import check_timm_blocks
-from peftlab.utils.errors import ConfigError
 
 
 class SSFTuner(Tuner):
@@ -61,14 +61,7 @@ def ssf_targets(model: nn.Module) -> list[str]:
 
 
 def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
-    check_timm_blocks(model, "ssf")
-    for name in ssf_targets(model):
-        module = model.get_submodule(name)
-        if isinstance(module, nn.LayerNorm) and module.weight is None:
-            raise ConfigError(
-                f"method.name='ssf' scales each LayerNorm's affine weight, but {name} has none "
-                "(elementwise_affine=False)"
-            )
+    structural.check_ssf(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:

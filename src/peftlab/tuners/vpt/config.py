@@ -6,6 +6,14 @@ from typing import ClassVar
 from peftlab.config.checks import check_field
 from peftlab.config.sections import MethodConfig
 
+# where a prompt token has no place, as the families compute attention
+REFUSED = {
+    "Beit": "its relative position bias covers the class token and the patches only; a prompt has no "
+    "entry in it (VPT's papers prompt ViTs with absolute position embeddings)",
+    "SwinTransformer": "its attention runs inside windows of patches, where a prompt token has no place; "
+    "the Swin variant of VPT (prompts per window) is not implemented",
+}
+
 
 @dataclass(frozen=True)
 class VPTConfig(MethodConfig):

@@ -22,19 +22,11 @@ import torch
 from torch import nn
 
 from peftlab.models.backbones import head_prefix
+from peftlab.models.structure import structure_of
+from peftlab.tuners import structural
 from peftlab.tuners.base import Tuner, TunerContext
-from peftlab.tuners.timm_blocks import check_timm_blocks
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
-from peftlab.utils.errors import ConfigError
-
-# where a prompt token has no place, as the families compute attention
-REFUSED = {
-    "Beit": "its relative position bias covers the class token and the patches only; a prompt has no "
-    "entry in it (VPT's papers prompt ViTs with absolute position embeddings)",
-    "SwinTransformer": "its attention runs inside windows of patches, where a prompt token has no place; "
-    "the Swin variant of VPT (prompts per window) is not implemented",
-}
 
 
 class VPTTuner(Tuner):
@@ -53,10 +45,7 @@ def prompt_bound(model: nn.Module) -> float:
 
 
 def check(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
-    check_timm_blocks(model, "vpt")
-    kind = type(model).__name__
-    if kind in REFUSED:
-        raise ConfigError(f"method.name='vpt' on {kind}: {REFUSED[kind]}")
+    structural.check_vpt(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
