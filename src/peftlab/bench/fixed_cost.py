@@ -28,21 +28,25 @@ TARGET_SECONDS = 2.0
 RECIPE_STAGES = ("start", "load_data", "build", "optimization", "restore", "fit")
 
 
-def default_lora_config(study_file: Path) -> dict | None:
-    """The config of the default study's first LoRA run, as a dict; None without the study or its base."""
+def default_lora_config(study_file: Path, quant: str = "none") -> tuple[dict, tuple[str, ...]] | None:
+    """The config of the default study's first LoRA run whose base is quantized as ``quant`` says, as a dict,
+    and what the study's forkserver preloads (``local.preload_for``: the compiler where a run is quantized);
+    None without the study, such a run or its base."""
     from peftlab.config.schema import to_dict
+    from peftlab.study.executors.local import preload_for
     from peftlab.study.spec import load_study
 
     if not study_file.is_file():
         return None
     study = load_study(study_file)
-    lora = [spec for spec in study.runs if spec.method == "lora" and spec.config.quant.mode == "none"]
+    lora = [spec for spec in study.runs if spec.method == "lora" and spec.config.quant.mode == quant]
     if not lora or not Path(lora[0].config.model.pretrained).is_file():
         return None
+    preload = preload_for([(spec, Path()) for spec in study.runs])
     config = to_dict(lora[0].config)
     # the bench's process has imported torch: its forkserver cannot pin the arithmetic (utils.cpu)
     config["train"]["reproducible"] = False
-    return config
+    return config, preload
 
 
 def timed(module, name: str, cpu: collections.Counter, phase: str) -> None:
@@ -123,18 +127,20 @@ def phases(measured: dict) -> dict:
     }
 
 
-def run_fixed_cost(study_file: Path, repeats: int = 3) -> dict:
-    """P6 over ``repeats`` fresh workers: the medians and spreads, and the worker's start and end."""
+def run_fixed_cost(study_file: Path, repeats: int = 3, quant: str = "none") -> dict:
+    """P6 over ``repeats`` fresh workers of the LoRA run quantized as ``quant`` says (``none``: the default
+    study's LoRA run; ``nf4``: its QLoRA run): the medians and spreads, and the worker's start and end."""
     import json
     import os
 
     from peftlab.bench.common import spread  # not at the top: the worker imports this module, and no more
     from peftlab.study.executors.local import worker_context
 
-    config = default_lora_config(study_file)
-    if config is None:
-        return {"skipped": f"no default study with its pretrained base at {study_file} (make pretrain)"}
-    ctx = worker_context()
+    found = default_lora_config(study_file, quant)
+    if found is None:
+        return {"skipped": f"no default study with a LoRA run quant={quant} and its base at {study_file}"}
+    config, preload = found
+    ctx = worker_context(preload=preload)  # as the study starts it (a server already running keeps its own)
     warm = ctx.Process(target=time.sleep, args=(0,))  # the forkserver's imports, once per study: not a run's
     warm.start()
     warm.join()
@@ -157,7 +163,8 @@ def run_fixed_cost(study_file: Path, repeats: int = 3) -> dict:
     figures = [phases(m) for m in measured]
     parts = {name: spread([f["parts"][name] for f in figures]) for name in figures[0]["parts"]}
     return {
-        "run": {"method": "lora", "config": config["name"], "seed": config["seed"]},
+        "run": {"method": "lora", "config": config["name"], "seed": config["seed"], "quant": quant},
+        "preload": list(preload),
         "status": [m["status"] for m in measured],
         "fixed_cpu_seconds": spread([f["fixed_cpu_seconds"] for f in figures]),
         "fixed_wall_seconds": spread([f["fixed_wall_seconds"] for f in figures]),

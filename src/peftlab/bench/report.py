@@ -217,6 +217,9 @@ def p6_header(report: dict, load: str) -> str:
     p6 = report.get("P6_run_fixed_cost", {})
     run = p6.get("run")
     what = f"config {run['config']!r}, {run['method']}, seed {run['seed']}" if run else p6.get("skipped", "")
+    quantized = (report.get("P6_quantized_run_fixed_cost") or {}).get("run")
+    if quantized:
+        what += f"; and its QLoRA run, config {quantized['config']!r}"
     return (
         f"peftlab bench P6: the default study's run ({what}), each of {p6.get('repeats', 0)} in a fresh worker "
         f"forked as a study forks them ({report['hardware']['cpu']}{load})"
@@ -224,11 +227,17 @@ def p6_header(report: dict, load: str) -> str:
 
 
 def p6_rows(report: dict) -> list[Row]:
-    """P6: a run's fixed cost in CPU seconds, and its parts."""
-    p6 = report.get("P6_run_fixed_cost", {"skipped": "CPU only"})
+    """P6: a run's fixed cost in CPU seconds, and its parts; the same of the QLoRA run where measured."""
+    rows = p6_run_rows(report.get("P6_run_fixed_cost", {"skipped": "CPU only"}), "P6")
+    if "P6_quantized_run_fixed_cost" in report:
+        rows += p6_run_rows(report["P6_quantized_run_fixed_cost"], "P6 nf4")
+    return rows
+
+
+def p6_run_rows(p6: dict, label: str) -> list[Row]:
     rows = [
         (
-            "P6 run fixed cost, CPU s",
+            f"{label} run fixed cost, CPU s",
             f"{spread_text(p6['fixed_cpu_seconds'], 2)} of {p6['process_cpu_seconds']['median']:.1f} "
             f"(steps {p6['training_steps_cpu_seconds']['median']:.1f}, evaluation "
             f"{p6['evaluation_cpu_seconds']['median']:.1f})"
@@ -238,10 +247,10 @@ def p6_rows(report: dict) -> list[Row]:
         )
     ]
     for name, part in p6.get("parts_cpu_seconds", {}).items():
-        rows.append((f"  P6 {name}", spread_text(part, 3), ""))
+        rows.append((f"  {label} {name}", spread_text(part, 3), ""))
     if "worker_start_wall_seconds" in p6:
         start, end = p6["worker_start_wall_seconds"], p6["worker_end_wall_seconds"]
-        rows.append(("  P6 worker start, end (wall s)", f"{spread_text(start, 3)}, {spread_text(end, 3)}", ""))
+        rows.append((f"  {label} worker start, end (wall s)", f"{spread_text(start, 3)}, {spread_text(end, 3)}", ""))
     return rows
 
 
