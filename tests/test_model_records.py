@@ -13,7 +13,7 @@ from peftlab.config.schema import load_config
 from peftlab.records import answers, store
 from peftlab.tuners import TUNERS
 from peftlab.tuners import params as live
-from peftlab.tuners.structural import PLANS
+from peftlab.tuners.plans import PLANS
 from peftlab.utils.errors import ConfigError
 
 BUILT_IN = [m for m in TUNERS if m not in ("prompt_tuning", "prefix_tuning", "peft")]  # text-only; the bridge

@@ -64,6 +64,13 @@ class Structure:
     embed_dim: int | None  # a timm model's ``embed_dim``
     norms: tuple[tuple[str, int, bool], ...]  # every nn.LayerNorm: name, width, whether it has a weight
     patch_channels: int | None  # the patch embedding convolution's (``patch_embed.proj``) output channels
+    modules: tuple[tuple[str, str], ...]  # every module's name and class name
+    grid: tuple[int, int] | None  # ``patch_embed.grid_size``
+    num_prefix_tokens: int | None  # a timm ViT's class, register and distillation tokens
+    dynamic_img_size: bool
+
+    def module_class(self, name: str) -> str | None:
+        return dict(self.modules).get(name)
 
     def linear(self, name: str) -> Linear:
         for linear in self.linears:
@@ -87,6 +94,10 @@ class Structure:
             "embed_dim": self.embed_dim,
             "norms": [list(norm) for norm in self.norms],
             "patch_channels": self.patch_channels,
+            "modules": [list(m) for m in self.modules],
+            "grid": None if self.grid is None else list(self.grid),
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "dynamic_img_size": self.dynamic_img_size,
         }
 
     @classmethod
@@ -108,6 +119,10 @@ class Structure:
                 embed_dim=optional(body["embed_dim"]),
                 norms=tuple((str(n), int(w), bool(a)) for n, w, a in body["norms"]),
                 patch_channels=optional(body["patch_channels"]),
+                modules=tuple((str(n), str(c)) for n, c in body["modules"]),
+                grid=None if body["grid"] is None else (int(body["grid"][0]), int(body["grid"][1])),
+                num_prefix_tokens=optional(body["num_prefix_tokens"]),
+                dynamic_img_size=bool(body["dynamic_img_size"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a model structure: {err}") from None
@@ -126,6 +141,7 @@ def structure_of(model: nn.Module) -> Structure:
 
     head = head_prefix(model)
     inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: a refusal names that
+    patch_embed = getattr(model, "patch_embed", None)
     try:
         head_size = sum(p.numel() for p in model.get_submodule(head).parameters())
     except AttributeError:  # a model without that module (a headless backbone)
@@ -160,7 +176,11 @@ def structure_of(model: nn.Module) -> Structure:
             for name, m in model.named_modules()
             if isinstance(m, nn.LayerNorm)
         ),
-        patch_channels=getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "out_channels", None),
+        patch_channels=getattr(getattr(patch_embed, "proj", None), "out_channels", None),
+        modules=tuple((name, type(m).__name__) for name, m in model.named_modules()),
+        grid=None if getattr(patch_embed, "grid_size", None) is None else tuple(patch_embed.grid_size),
+        num_prefix_tokens=getattr(model, "num_prefix_tokens", None),
+        dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
     )
 
 

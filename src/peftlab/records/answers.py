@@ -24,9 +24,9 @@ from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, architecture_only
 from peftlab.models.structure import Structure
 from peftlab.records.store import cached, write_record
+from peftlab.tuners.plans import PLANS, check_structure, count_structure, planned
 from peftlab.tuners.plugins import identity
 from peftlab.tuners.size_check import refuse_size
-from peftlab.tuners.structural import PLANS, check_structure, count_structure, planned
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.memory_fit import PARTS, at_batch, check_fits
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.config.checks import check_field
 from peftlab.models.backbones import head_prefix
+from peftlab.models.structure import structure_of
+from peftlab.tuners import plans
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.convpass.config import ConvpassConfig
 from peftlab.tuners.convpass.layer import Convpass, ConvpassLayer
 from peftlab.tuners.modules import replace_modules
-from peftlab.tuners.timm_blocks import block_dim, block_names, check_timm_blocks
-from peftlab.utils.errors import ConfigError
+from peftlab.tuners.timm_blocks import block_dim, block_names
 
 
 class ConvpassTuner(Tuner):
@@ -38,18 +38,7 @@ class ConvpassTuner(Tuner):
 
 
 def check(model: nn.Module, cfg: ConvpassConfig, ctx: TunerContext) -> None:
-    names = check_timm_blocks(model, "convpass")
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    windowed = type(model.get_submodule(names[0])).__name__ == "SwinTransformerBlock"
-    if windowed or grid is None or not hasattr(model, "num_prefix_tokens"):
-        raise ConfigError(
-            f"method.name='convpass' convolves the patch grid of a ViT-like model; {type(model).__name__}'s "
-            "attention sees windows, not the grid (Swin's variant is not implemented)"
-        )
-    if getattr(model, "dynamic_img_size", False):
-        raise ConfigError("method.name='convpass' needs a fixed patch grid; this model has dynamic_img_size set")
-    width = min(block_dim(model.get_submodule(name)) for name in names)
-    check_field(cfg.dim <= width, "method.dim", cfg.dim, f"at most the blocks' width {width} (a bottleneck)")
+    plans.check_convpass(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: ConvpassConfig, ctx: TunerContext) -> ConvpassTuner:

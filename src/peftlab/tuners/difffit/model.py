@@ -24,15 +24,16 @@ import copy
 from torch import nn
 
 from peftlab.models.backbones import head_prefix
+from peftlab.models.structure import structure_of
+from peftlab.tuners import plans
 from peftlab.tuners.base import TunerContext, is_head_param
 from peftlab.tuners.difffit.config import DiffFitConfig
 from peftlab.tuners.difffit.layer import DiffFitLayer
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.selective import SelectiveTuner, is_bias, is_layernorm_affine, selected_names, train_only
-from peftlab.tuners.timm_blocks import block_names, check_timm_blocks
-from peftlab.utils.errors import ConfigError
+from peftlab.tuners.timm_blocks import block_names
 
-BRANCHES = {"attn": "proj", "mlp": "fc2"}  # a block's residual branches and the Linear each ends in
+BRANCHES = plans.DIFFFIT_BRANCHES  # a block's residual branches and the Linear each ends in
 
 
 class DiffFitTuner(SelectiveTuner):
@@ -63,14 +64,7 @@ def is_difffit_trained(module_name: str, module: nn.Module, param_name: str) -> 
 
 
 def check(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> None:
-    for name in check_timm_blocks(model, "difffit"):
-        block = model.get_submodule(name)
-        for branch, output in BRANCHES.items():
-            if not isinstance(getattr(getattr(block, branch), output, None), nn.Linear):
-                raise ConfigError(
-                    f"method.name='difffit' folds its scale into {name}.{branch}.{output}, which is "
-                    f"not an nn.Linear in {type(getattr(block, branch)).__name__}"
-                )
+    plans.check_difffit(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: DiffFitConfig, ctx: TunerContext) -> DiffFitTuner:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from peftlab.models.structure import structure_of
-from peftlab.tuners import structural
+from peftlab.tuners import plans
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.dora.config import DoraConfig
 from peftlab.tuners.lora.config import lora_config_kwargs, module_ranks
@@ -25,8 +25,8 @@ class DoraTuner(LoraTuner):
 
 
 def size(model: nn.Module, cfg: DoraConfig) -> int:
-    """LoRA's parameters and one magnitude per output row of each adapted module (``tuners.structural.dora_size``)."""
-    return structural.dora_size(structure_of(model), cfg)
+    """LoRA's parameters and one magnitude per output row of each adapted module (``tuners.plans.dora_size``)."""
+    return plans.dora_size(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: DoraConfig, ctx: TunerContext) -> DoraTuner:

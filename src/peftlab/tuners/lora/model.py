@@ -26,7 +26,7 @@ from torch import nn
 from peftlab.models.backbones import HFLogits
 from peftlab.models.structure import structure_of
 from peftlab.quant.bases import dequantized_linear, dequantized_weight, is_quantized_linear
-from peftlab.tuners import structural
+from peftlab.tuners import plans
 from peftlab.tuners.base import TunerContext
 from peftlab.tuners.lora.config import LoraMethodConfig, lora_config_kwargs, module_ranks
 from peftlab.tuners.modules import SplitQKV, replace_modules
@@ -218,18 +218,18 @@ def dequantized_merge(peft_model: nn.Module) -> nn.Module:
 
 
 def check(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> None:
-    structural.lora_ranks(structure_of(model), cfg)  # a budget the bounds cannot hold, a missing importance file
+    plans.lora_ranks(structure_of(model), cfg)  # a budget the bounds cannot hold, a missing importance file
 
 
 def ranks(model: nn.Module, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt (``peftlab validate --show`` prints it)."""
-    return structural.lora_ranks(structure_of(model), cfg)
+    return plans.lora_ranks(structure_of(model), cfg)
 
 
 def size(model: nn.Module, cfg: LoraMethodConfig) -> int:
     """The parameters LoRA adds to ``model``, counted from its plan without PEFT (whose import takes
-    seconds): ``tuners.structural.lora_size``."""
-    return structural.lora_size(structure_of(model), cfg)
+    seconds): ``tuners.plans.lora_size``."""
+    return plans.lora_size(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: LoraMethodConfig, ctx: TunerContext) -> LoraTuner:

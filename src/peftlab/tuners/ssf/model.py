@@ -20,7 +20,7 @@ from torch import nn
 
 from peftlab.models.backbones import head_prefix
 from peftlab.models.structure import structure_of
-from peftlab.tuners import structural
+from peftlab.tuners import plans
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.ssf.config import SSFConfig
@@ -61,7 +61,7 @@ def ssf_targets(model: nn.Module) -> list[str]:
 
 
 def check(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> None:
-    structural.check_ssf(structure_of(model), cfg)
+    plans.check_ssf(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: SSFConfig, ctx: TunerContext) -> SSFTuner:

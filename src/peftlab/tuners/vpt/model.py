@@ -23,7 +23,7 @@ from torch import nn
 
 from peftlab.models.backbones import head_prefix
 from peftlab.models.structure import structure_of
-from peftlab.tuners import structural
+from peftlab.tuners import plans
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.vpt.config import VPTConfig
 from peftlab.tuners.vpt.layer import PromptedBlock
@@ -45,7 +45,7 @@ def prompt_bound(model: nn.Module) -> float:
 
 
 def check(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> None:
-    structural.check_vpt(structure_of(model), cfg)
+    plans.check_vpt(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: VPTConfig, ctx: TunerContext) -> VPTTuner:
