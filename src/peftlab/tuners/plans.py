@@ -8,7 +8,7 @@ Linears (``tuners.structural.plan_targets``), its size from their shapes, timm's
 The methods' live hooks call the same functions on ``structure_of(model)``, and a test counts each on
 every family the long way (the method applied on the meta model), so a model record's answer is the
 live model's. A method outside ``PLANS`` (its count needs its own modules, or PEFT's: the adaptive
-method, QA-LoRA, RepAdapter, FacT, LoKr, OFT, BOFT, the PEFT bridge, plugins) is applied on the meta
+method, QA-LoRA, FacT, LoKr, OFT, BOFT, the PEFT bridge, plugins) is applied on the meta
 device to be counted, and its answers are recorded per method config.
 """
 
@@ -25,6 +25,7 @@ from peftlab.tuners.adapter.config import ADAPTER_PLACES, AdapterConfig
 from peftlab.tuners.convpass.config import ConvpassConfig
 from peftlab.tuners.ia3.config import IA3MethodConfig, feedforward_targets
 from peftlab.tuners.lora.config import LoraMethodConfig, module_ranks
+from peftlab.tuners.repadapter.config import RepAdapterConfig
 from peftlab.tuners.size_check import refuse_size
 from peftlab.tuners.structural import (
     bound_total,
@@ -175,6 +176,42 @@ def convpass_size(structure: Structure, cfg: ConvpassConfig) -> int:
     return sum(2 * (2 * b.dim * dim + dim + 9 * dim * dim + dim + b.dim) for b in structure.blocks)
 
 
+REPADAPTER_READERS = {"attn": (("qkv",), ("q_proj", "k_proj", "v_proj")), "mlp": (("fc1",), ("fc1_g", "fc1_x"))}
+
+
+def readers(structure: Structure, branch: str, kind: str) -> list[str] | None:
+    """The Linears of ``branch`` (a block's attn or mlp) that read its input; None for a layout not known."""
+    linears = {m.name for m in structure.linears}
+    for names in REPADAPTER_READERS[kind]:
+        if all(f"{branch}.{name}" in linears for name in names):
+            return list(names)
+    return None
+
+
+def check_repadapter(structure: Structure, cfg: RepAdapterConfig) -> None:
+    check_timm_blocks(structure, "repadapter")
+    for block in structure.blocks:
+        check_field(
+            block.dim % cfg.groups == 0,
+            "method.groups",
+            cfg.groups,
+            f"a divisor of the blocks' width ({block.name}: {block.dim})",
+        )
+        for kind, choices in REPADAPTER_READERS.items():
+            if readers(structure, f"{block.name}.{kind}", kind) is None:
+                raise ConfigError(
+                    f"method.name='repadapter' folds into the Linears that read {block.name}.{kind}'s input, and "
+                    f"{structure.module_class(f'{block.name}.{kind}')} has none of "
+                    f"{', '.join('/'.join(r) for r in choices)}"
+                )
+
+
+def repadapter_size(structure: Structure, cfg: RepAdapterConfig) -> int:
+    """Before ``attn`` and ``mlp`` of every block: conv_A d -> dim and the grouped conv_B dim -> d, with biases."""
+    dim = cfg.dim
+    return sum(2 * (b.dim * dim + dim + b.dim * dim // cfg.groups + b.dim) for b in structure.blocks)
+
+
 def check_head(structure: Structure, cfg: MethodConfig) -> None:
     if not structure.trains_head:
         raise ConfigError(
@@ -237,6 +274,7 @@ PLANS = {
         selected=lambda structure, cfg: selected_size(structure, lambda p: biases(p) or layernorms(p)),
     ),
     "convpass": Plan(check=check_convpass, added=convpass_size),
+    "repadapter": Plan(check=check_repadapter, added=repadapter_size),
     # selective: the base's own biases, or its LayerNorms' affine parameters, trained in place
     "bitfit": Plan(
         check=selecting(biases, "bias terms", "bitfit"),

@@ -21,17 +21,17 @@ import copy
 
 from torch import nn
 
-from peftlab.config.checks import check_field
 from peftlab.models.backbones import head_prefix
+from peftlab.models.structure import structure_of
+from peftlab.tuners import plans
 from peftlab.tuners.base import Tuner, TunerContext
 from peftlab.tuners.modules import replace_modules
 from peftlab.tuners.repadapter.config import RepAdapterConfig
 from peftlab.tuners.repadapter.layer import RepAdapter, RepAdapterLayer
-from peftlab.tuners.timm_blocks import block_dim, block_names, check_timm_blocks
-from peftlab.utils.errors import ConfigError
+from peftlab.tuners.timm_blocks import block_dim, block_names
 
 # a branch's Linears that read its input: fused or separate attention projections, a plain or SwiGLU MLP
-READERS = {"attn": (("qkv",), ("q_proj", "k_proj", "v_proj")), "mlp": (("fc1",), ("fc1_g", "fc1_x"))}
+READERS = plans.REPADAPTER_READERS  # per branch, the Linears that read its input, in either layout
 
 
 class RepAdapterTuner(Tuner):
@@ -67,18 +67,7 @@ def readers(branch: nn.Module, kind: str) -> list[str] | None:
 
 
 def check(model: nn.Module, cfg: RepAdapterConfig, ctx: TunerContext) -> None:
-    for name in check_timm_blocks(model, "repadapter"):
-        block = model.get_submodule(name)
-        width = block_dim(block)
-        check_field(
-            width % cfg.groups == 0, "method.groups", cfg.groups, f"a divisor of the blocks' width ({name}: {width})"
-        )
-        for kind in READERS:
-            if readers(getattr(block, kind), kind) is None:
-                raise ConfigError(
-                    f"method.name='repadapter' folds into the Linears that read {name}.{kind}'s input, and "
-                    f"{type(getattr(block, kind)).__name__} has none of {', '.join('/'.join(r) for r in READERS[kind])}"
-                )
+    plans.check_repadapter(structure_of(model), cfg)
 
 
 def apply(model: nn.Module, cfg: RepAdapterConfig, ctx: TunerContext) -> RepAdapterTuner:
