@@ -375,14 +375,14 @@ def test_a_p6_report_shows_the_fixed_cost_and_its_parts():
         "target_cpu_seconds": 2.0,
     }
     bench = {"model": "m", "img_size": 32, "batch": 4, "dtype": "fp32", "threads": 2, "repeats": 3}
-    nf4 = {**p6, "run": {**p6["run"], "config": "default-lora-nf4", "quant": "nf4"}}
+    nf4 = {**p6, "run": {**p6["run"], "quant": "nf4", "variant": "lora quant=nf4"}}
     report = {**bench, "only": "P6", "hardware": {"cpu": "a CPU"}, "P6_run_fixed_cost": p6}
     text = format_report(report)
     assert "the default study's run (config 'default', lora, seed 0), each of 3 in a fresh worker" in text
     assert "P6 run fixed cost, CPU s" in text and "0.50 [0.40-0.60]" in text and "<= 2" in text
     assert "P6 data set-up" in text and "P6 merge check" in text and "P6 worker start, end" in text
     text = format_report({**report, "P6_quantized_run_fixed_cost": nf4})  # the QLoRA run beside it
-    assert "and its QLoRA run, config 'default-lora-nf4'" in text
+    assert "and its QLoRA run 'lora quant=nf4'" in text
     assert "P6 nf4 run fixed cost, CPU s" in text and "P6 nf4 data set-up" in text
 
 

@@ -43,7 +43,7 @@ def default_lora_config(study_file: Path, quant: str = "none") -> tuple[dict, tu
     if not lora or not Path(lora[0].config.model.pretrained).is_file():
         return None
     preload = preload_for([(spec, Path()) for spec in study.runs])
-    config = to_dict(lora[0].config)
+    config = {**to_dict(lora[0].config), "variant": lora[0].variant}
     # the bench's process has imported torch: its forkserver cannot pin the arithmetic (utils.cpu)
     config["train"]["reproducible"] = False
     return config, preload
@@ -140,6 +140,7 @@ def run_fixed_cost(study_file: Path, repeats: int = 3, quant: str = "none") -> d
     if found is None:
         return {"skipped": f"no default study with a LoRA run quant={quant} and its base at {study_file}"}
     config, preload = found
+    variant = config.pop("variant")
     ctx = worker_context(preload=preload)  # as the study starts it (a server already running keeps its own)
     warm = ctx.Process(target=time.sleep, args=(0,))  # the forkserver's imports, once per study: not a run's
     warm.start()
@@ -163,7 +164,7 @@ def run_fixed_cost(study_file: Path, repeats: int = 3, quant: str = "none") -> d
     figures = [phases(m) for m in measured]
     parts = {name: spread([f["parts"][name] for f in figures]) for name in figures[0]["parts"]}
     return {
-        "run": {"method": "lora", "config": config["name"], "seed": config["seed"], "quant": quant},
+        "run": {"method": "lora", "config": config["name"], "seed": config["seed"], "quant": quant, "variant": variant},
         "preload": list(preload),
         "status": [m["status"] for m in measured],
         "fixed_cpu_seconds": spread([f["fixed_cpu_seconds"] for f in figures]),

@@ -219,7 +219,7 @@ def p6_header(report: dict, load: str) -> str:
     what = f"config {run['config']!r}, {run['method']}, seed {run['seed']}" if run else p6.get("skipped", "")
     quantized = (report.get("P6_quantized_run_fixed_cost") or {}).get("run")
     if quantized:
-        what += f"; and its QLoRA run, config {quantized['config']!r}"
+        what += f"; and its QLoRA run {quantized.get('variant', quantized['config'])!r}"
     return (
         f"peftlab bench P6: the default study's run ({what}), each of {p6.get('repeats', 0)} in a fresh worker "
         f"forked as a study forks them ({report['hardware']['cpu']}{load})"
