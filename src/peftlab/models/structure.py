@@ -97,10 +97,9 @@ def structure_of(model: nn.Module) -> Structure:
     from peftlab.models.families import family_of, unused_modules
 
     head = head_prefix(model)
-    try:
-        head_size = sum(p.numel() for p in model.get_submodule(head).parameters())
-    except AttributeError:  # a model without that module (a headless backbone)
-        head_size = 0
+    # the head's parameters as named_parameters names them, each once: a head tied to the token embeddings
+    # (GPT-2's LM head) holds none of its own, as the live counts (``tuners.params``) say
+    head_size = sum(p.numel() for name, p in model.named_parameters() if name.startswith(f"{head}."))
     return Structure(
         model_class=type(model).__name__,
         family=family_of(model),
