@@ -132,7 +132,8 @@ def check_against_model(cfg: RunConfig, weights: bool = False) -> dict[str, int]
     if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):
         check_weights(cfg)
     num_classes = cfg.model.num_classes or 10
-    if cfg.model.source == "timm" and planned(cfg.method, cfg.quant) is not None:  # answered from the structure
+    if planned(cfg.method, cfg.quant) is not None and model_payload(cfg.model, num_classes) is not None:
+        # answered from the structure (a timm model's, a local HF directory's)
         return check_structure(cfg.model, cfg.method, model_structure(cfg, num_classes), num_classes)
     payload = checks_payload(cfg)
     if payload is None:
