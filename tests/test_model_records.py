@@ -3,6 +3,7 @@ read back equals what the live meta-device code answers, for every family and ev
 damaged, foreign or planted record is rebuilt, never trusted; ``peftlab cache`` lists and clears them."""
 
 import json
+import os
 
 import pytest
 from testkit import TINY_MODEL, applied_counts, hf_text_dir, hf_vision_model
@@ -115,8 +116,11 @@ def test_a_local_hf_directory_answers_from_its_records_as_the_live_model_does(hf
     flops = forward_flops(cfg, {})
     assert flops == answers.forward_flops(cfg) and (flops is None) == (source == "hf-text")
     answers.META_MODELS.clear()
-    answers.config_estimate(cfg), answers.forward_flops(cfg)
-    assert answers.META_MODELS == {} and all(used[2] for used in store.USED[-2 if source == "hf" else -1 :])
+    before = len(store.USED)
+    answers.config_estimate(cfg)
+    answers.forward_flops(cfg)  # a text model's: None, unrecorded
+    assert answers.META_MODELS == {} and all(used[2] for used in store.USED[before:])
+    assert [used[0] for used in store.USED[before:]] == ["estimate", "flops"][: 2 if source == "hf" else 1]
 
 
 def test_an_edited_hf_directory_is_another_record_never_the_old_one(hf_dirs, tmp_path):
@@ -151,11 +155,22 @@ def test_an_edited_hf_directory_is_another_record_never_the_old_one(hf_dirs, tmp
         with pytest.raises(WeightsError, match="image_mean"):
             refused(cfg)
     processor.unlink()
-    (path / "code.py").write_text("")
-    with pytest.raises(WeightsError, match="ships its own Python code"):
-        live.count_parameters(cfg)
-    with pytest.raises(WeightsError, match="ships its own Python code"):
-        answers.count_parameters(cfg)
+    hostile = {"code.py": "ships its own Python code", "model.safetensors": "is empty", "vocab.txt": "not a regular"}
+    for name, refusal in hostile.items():
+        target = path / name
+        kept = target.read_bytes() if target.exists() else None
+        target.unlink(missing_ok=True)
+        if name == "vocab.txt":
+            os.mkfifo(target)  # a tokenizer file that would block a reader
+        else:
+            target.write_bytes(b"")
+        for count in (live.count_parameters, answers.count_parameters):
+            with pytest.raises(WeightsError, match=refusal):
+                count(cfg)
+        target.unlink()
+        if kept is not None:
+            target.write_bytes(kept)
+    assert answers.count_parameters(cfg) == first and store.USED[-1][2]
 
 
 def test_params_of_an_hf_directory_reads_its_records_warm(hf_dirs, capsys):

@@ -24,9 +24,15 @@ from pathlib import Path
 from peftlab.models.hf_config import CODE_MAPS, MAX_JSON_BYTES
 from peftlab.records.store import cached
 
-# the top-level names the live checks look at (``check_hf_files``, ``check_no_code``, ``hf_has_weights``)
-CHECKED = (".json", ".txt", ".model", ".py", ".safetensors", ".bin")
 HASH_CHUNK = 1 << 20
+
+
+def is_checked(name: str) -> bool:
+    """A top-level name the live checks look at: ``check_hf_files`` (the tokenizer's and processor's files,
+    the weights), ``check_no_code`` (Python code), ``hf_has_weights`` (the weights and their index)."""
+    return name.endswith((".json", ".txt", ".model", ".py")) or (
+        name.startswith("model") and name.endswith(".safetensors")
+    )
 
 
 def dir_files(path: str | Path) -> dict | None:
@@ -40,7 +46,7 @@ def dir_files(path: str | Path) -> dict | None:
         return None
     files = {}
     for name in names:
-        if not name.endswith(CHECKED):
+        if not is_checked(name):
             continue
         try:
             st = os.stat(os.path.join(path, name))
@@ -51,8 +57,10 @@ def dir_files(path: str | Path) -> dict | None:
         if name not in CODE_MAPS:
             files[name] = {"size": st.st_size}
             continue
-        digest = st.st_size <= MAX_JSON_BYTES and sha256_of(os.path.join(path, name), st.st_size)
-        if not digest:
+        if st.st_size > MAX_JSON_BYTES:  # refused live, unread
+            return None
+        digest = sha256_of(os.path.join(path, name), st.st_size)
+        if digest is None:
             return None
         files[name] = {"size": st.st_size, "sha256": digest}
     return files if "config.json" in files else None
@@ -82,8 +90,8 @@ def sha256_of(path: str, size: int) -> str | None:
 
 def hf_source(path: str | Path) -> tuple[str, int]:
     """``models.backbones.hf_source_of(path)`` (``hf`` or ``hf-text``, its number of labels), recorded per
-    directory as it is now and transformers' version (which names the image classifiers); live for a
-    directory ``dir_files`` gives no payload."""
+    directory files (config.json's ``model_type`` and labels) and transformers' version (which names the
+    image classifiers); live for a directory ``dir_files`` gives no payload."""
 
     def live() -> dict:
         from peftlab.models.backbones import hf_source_of  # torch and transformers: only when built
@@ -92,5 +100,5 @@ def hf_source(path: str | Path) -> tuple[str, int]:
         return {"source": source, "labels": labels}
 
     files = dir_files(path)
-    body = live() if files is None else cached("hf-source", {"path": str(path), "files": files}, live)[0]
+    body = live() if files is None else cached("hf-source", {"files": files}, live)[0]
     return body["source"], body["labels"]
