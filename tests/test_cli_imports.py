@@ -93,6 +93,13 @@ def test_params_counts_lora_on_the_meta_model_without_peft():
     assert command_imports(*argv, "--method", "lora") == set()
 
 
+def test_params_of_a_local_hf_directory_imports_no_torch_once_recorded(hf_dir):
+    """The directory's source (transformers' image classifiers) and its counts are records of its files."""
+    argv = ["params", str(hf_dir), "--method", "lora"]
+    assert {"torch", "transformers"} <= command_imports(*argv)
+    assert command_imports(*argv) == set()
+
+
 def test_validate_of_a_method_without_peft_imports_no_peft(tmp_path):
     config = write_run(tmp_path / "run.yaml", "bitfit")
     assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm")

@@ -3,9 +3,10 @@ read back equals what the live meta-device code answers, for every family and ev
 damaged, foreign or planted record is rebuilt, never trusted; ``peftlab cache`` lists and clears them."""
 
 import json
+import os
 
 import pytest
-from testkit import TINY_MODEL, applied_counts
+from testkit import TINY_MODEL, applied_counts, hf_text_dir, hf_vision_model
 from tuners.test_families import FAMILIES, NUM_CLASSES
 
 from peftlab.cli import main
@@ -14,7 +15,7 @@ from peftlab.records import answers, store
 from peftlab.tuners import TUNERS
 from peftlab.tuners import params as live
 from peftlab.tuners.plans import PLANS
-from peftlab.utils.errors import ConfigError
+from peftlab.utils.errors import ConfigError, WeightsError
 
 BUILT_IN = [m for m in TUNERS if m not in ("prompt_tuning", "prefix_tuning", "peft")]  # text-only; the bridge
 # the families whose layouts differ where methods touch them: fused qkv, separate q/k/v with SwiGLU,
@@ -70,6 +71,126 @@ def test_the_memory_estimate_and_flops_read_back_equal_the_live_ones():
     assert answers.config_estimate(cfg) == estimate_for_config(cfg) == answers.config_estimate(cfg)
     flops = forward_flops(cfg, {})
     assert flops == answers.forward_flops(cfg) and flops > 0
+
+
+HF_METHODS = ("lora", "full", "linear", "bitfit", "prompt_tuning", "vpt")  # text-only, timm-only: refused alike
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    """A tiny HF ViT (config.json, model.safetensors) and a tiny GPT-2 classifier with its tokenizer."""
+    vit = tmp_path_factory.mktemp("hf") / "vit"
+    hf_vision_model("vit", NUM_CLASSES).save_pretrained(vit)
+    return {"hf": vit, "hf-text": hf_text_dir(tmp_path_factory.mktemp("hf") / "gpt2", "gpt2", NUM_CLASSES)}
+
+
+def hf_config(path, method: str, source: str = "hf"):
+    return load_config(
+        overrides={
+            "model": {"source": source, "path": str(path), "num_classes": NUM_CLASSES},
+            "method": {"name": method},
+            "data": {"max_length": 32},  # GPT-2's 64 positions
+        }
+    )
+
+
+@pytest.mark.parametrize("source", ["hf", "hf-text"])
+def test_a_local_hf_directory_answers_from_its_records_as_the_live_model_does(hf_dirs, source):
+    """Counts, checks and the memory estimate (and a vision model's FLOPs) of an HF directory: built by the
+    live code once, then read back without building a model."""
+    from peftlab.study.estimate import forward_flops
+    from peftlab.training.preflight import estimate_for_config
+
+    for method in HF_METHODS:
+        cfg = hf_config(hf_dirs[source], method, source)
+        expected = (outcome(live.count_parameters, cfg), outcome(checked_live, cfg))
+        cold = (outcome(answers.count_parameters, cfg), outcome(checked, cfg))
+        answers.META_MODELS.clear()
+        warm_before = len(store.USED)
+        warm = (outcome(answers.count_parameters, cfg), outcome(checked, cfg))
+        assert cold == expected == warm, (source, method)
+        assert len(store.USED) == warm_before + 2 and all(used[2] for used in store.USED[warm_before:]), method
+        assert answers.META_MODELS == {}, (source, method)
+    cfg = hf_config(hf_dirs[source], "lora", source)
+    assert answers.config_estimate(cfg) == estimate_for_config(cfg) == answers.config_estimate(cfg)
+    flops = forward_flops(cfg, {})
+    assert flops == answers.forward_flops(cfg) and (flops is None) == (source == "hf-text")
+    answers.META_MODELS.clear()
+    before = len(store.USED)
+    answers.config_estimate(cfg)
+    answers.forward_flops(cfg)  # a text model's: None, unrecorded
+    assert answers.META_MODELS == {} and all(used[2] for used in store.USED[before:])
+    assert [used[0] for used in store.USED[before:]] == ["estimate", "flops"][: 2 if source == "hf" else 1]
+
+
+def test_an_edited_hf_directory_is_another_record_never_the_old_one(hf_dirs, tmp_path):
+    """The payload holds config.json's (and every read file's) size and SHA-256: another depth is another
+    model, counted anew; the same bytes again read the first record back; a file the checks refuse is
+    refused live, whatever was recorded."""
+    import shutil
+
+    from peftlab.models.backbones import input_spec_for
+
+    path = tmp_path / "vit"
+    shutil.copytree(hf_dirs["hf"], path)
+    cfg = hf_config(path, "lora")
+    first = answers.count_parameters(cfg)
+    original = (path / "config.json").read_text()
+    config = json.loads(original)
+    (path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1, "hidden_size": 64}))
+    before = len(store.USED)
+    edited = answers.count_parameters(cfg)
+    assert edited == live.count_parameters(cfg) != first
+    assert answers.check_against_model(cfg) == live.check_against_model(cfg)
+    assert [used[2] for used in store.USED[before:]] == [False, True]  # a new structure record, then read
+    (path / "config.json").write_text(original)
+    answers.META_MODELS.clear()
+    assert answers.count_parameters(cfg) == first and store.USED[-1][2] and answers.META_MODELS == {}
+    flops = answers.forward_flops(cfg)
+    processor = path / "preprocessor_config.json"  # read by input_spec_for (its normalisation)
+    processor.write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [2] * 3}))
+    assert answers.forward_flops(cfg) == flops and not store.USED[-1][2]  # another record, the same FLOPs
+    processor.write_text(json.dumps({"image_mean": [20] * 3}))
+    for refused in (answers.forward_flops, lambda cfg: input_spec_for(cfg.model)):  # recorded, live
+        with pytest.raises(WeightsError, match="image_mean"):
+            refused(cfg)
+    processor.unlink()
+    hostile = {"code.py": "ships its own Python code", "model.safetensors": "is empty", "vocab.txt": "not a regular"}
+    for name, refusal in hostile.items():
+        target = path / name
+        kept = target.read_bytes() if target.exists() else None
+        target.unlink(missing_ok=True)
+        if name == "vocab.txt":
+            os.mkfifo(target)  # a tokenizer file that would block a reader
+        else:
+            target.write_bytes(b"")
+        for count in (live.count_parameters, answers.count_parameters):
+            with pytest.raises(WeightsError, match=refusal):
+                count(cfg)
+        target.unlink()
+        if kept is not None:
+            target.write_bytes(kept)
+    assert answers.count_parameters(cfg) == first and store.USED[-1][2]
+
+
+def test_params_of_an_hf_directory_reads_its_records_warm(hf_dirs, capsys):
+    """``peftlab params DIR``: the directory's source and labels, and the counts, from records."""
+    for state in (False, True):
+        before = len(store.USED)
+        answers.META_MODELS.clear()
+        assert main(["params", str(hf_dirs["hf-text"]), "--method", "lora", "--json"]) == 0
+        counts = json.loads(capsys.readouterr().out)
+        assert [used[0] for used in store.USED[before:]] == ["hf-source", "structure"]
+        assert all(used[2] == state for used in store.USED[before:])
+        assert (answers.META_MODELS == {}) == state
+    cfg = load_config(
+        overrides={
+            "model": {"source": "hf-text", "path": str(hf_dirs["hf-text"]), "num_classes": NUM_CLASSES},
+            "method": {"name": "lora"},
+        }
+    )
+    assert counts == live.count_parameters(cfg)
+    assert main(["cache"]) == 0 and str(hf_dirs["hf-text"]) in capsys.readouterr().out  # listed by its path
 
 
 def record_files():

@@ -306,16 +306,18 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
     (``pretrained: hub``: its snapshot in the hub cache, fetched first with network, weights left out): an image
     classifier (``source: hf``) or a text one (``hf-text``) as its config.json's ``model_type`` says; its sizes
     are the file's, not options."""
-    from peftlab.models.backbones import hf_source_of
-    from peftlab.models.hub import hub_model_dir
+    from peftlab.records.hf_dirs import hf_source  # from the directory's record: torch only to build it
 
     given = [f"--{name.replace('_', '-')}" for name in SIZE_OPTIONS if getattr(args, name) is not None]
     if given:
         what = "an HF hub repository" if hub else "an HF model directory"
         raise UserError(f"{given[0]} sizes a timm model: {args.model} is {what}, sized by its config.json")
     if not hub:
-        source, labels = hf_source_of(args.model)
+        source, labels = hf_source(args.model)
         return {"source": source, "path": args.model, "num_classes": args.num_classes or labels, "task": args.task}
+    from peftlab.models.backbones import hf_source_of
+    from peftlab.models.hub import hub_model_dir
+
     repo_id, _, revision = args.model.partition("@")
     source, labels = hf_source_of(hub_model_dir(repo_id, revision or None, weights=False))
     return {

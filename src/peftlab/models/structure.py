@@ -142,10 +142,9 @@ def structure_of(model: nn.Module) -> Structure:
     head = head_prefix(model)
     inner = getattr(model, "model", None)  # peftlab's wrapper of a transformers model: a refusal names that
     patch_embed = getattr(model, "patch_embed", None)
-    try:
-        head_size = sum(p.numel() for p in model.get_submodule(head).parameters())
-    except AttributeError:  # a model without that module (a headless backbone)
-        head_size = 0
+    # the head's parameters as named_parameters names them, each once: a head tied to the token embeddings
+    # (GPT-2's LM head) holds none of its own, as the live counts (``tuners.params``) say
+    head_size = sum(p.numel() for name, p in model.named_parameters() if name.startswith(f"{head}."))
     return Structure(
         model_class=type(model).__name__,
         family=family_of(model),

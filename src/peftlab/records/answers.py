@@ -11,7 +11,8 @@ the precision and input for the estimate, the libraries' versions. A record is b
 (``tuners.params``, ``training.preflight``, on the meta device where they count), which is the one truth;
 a warm call reads it back without importing torch, timm, transformers or PEFT. What depends on this machine
 now (the memory available, a weights file's bytes) is never recorded: the sizes are, and each call compares.
-A model whose architecture lies in files (an HF directory or hub snapshot) is answered live, unrecorded.
+A local HF model directory is recorded as its files are now (``records.hf_dirs``: those its meta build reads,
+by size and SHA-256); a hub snapshot is answered live, unrecorded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, architecture_only
 from peftlab.models.structure import Structure
+from peftlab.records.hf_dirs import dir_files
 from peftlab.records.store import cached, write_record
 from peftlab.tuners.plans import PLANS, check_structure, count_structure, planned
 from peftlab.tuners.plugins import identity
@@ -37,10 +39,14 @@ META_MODELS: dict[str, object] = {}  # the meta models this process built, by ar
 
 
 def model_payload(model: ModelConfig, num_classes: int) -> dict | None:
-    """What a timm model's structure depends on; None for a model built from files (not recorded)."""
-    if model.source != "timm":
-        return None
-    return {"model": to_dict(architecture_only(model)), "num_classes": num_classes}
+    """What a model's structure depends on: its architecture's fields and, for a local HF directory, the
+    files its meta build reads (``records.hf_dirs.dir_files``); None for a model answered live, unrecorded
+    (a hub snapshot: huggingface_hub resolves it; a directory the checks refuse)."""
+    payload = {"model": to_dict(architecture_only(model)), "num_classes": num_classes}
+    if model.source == "timm":
+        return payload
+    files = None if model.pretrained == "hub" else dir_files(model.path)
+    return None if files is None else {**payload, "files": files}
 
 
 def file_identity(value) -> dict | None:
@@ -75,7 +81,8 @@ def meta_model_of(cfg: RunConfig, num_classes: int | None = None) -> nn.Module:
     from peftlab.tuners.params import meta_backbone  # torch: only when a record is built
 
     num_classes = num_classes or cfg.model.num_classes or 10
-    key = repr((to_dict(architecture_only(cfg.model)), num_classes))
+    # an HF directory's files are in its payload: a config.json edited since is another model
+    key = repr(model_payload(cfg.model, num_classes) or (to_dict(architecture_only(cfg.model)), num_classes))
     if key not in META_MODELS:
         META_MODELS[key] = meta_backbone(cfg.model, num_classes)
     return META_MODELS[key]
@@ -125,7 +132,8 @@ def check_against_model(cfg: RunConfig, weights: bool = False) -> dict[str, int]
     if weights and cfg.model.source == "timm" and cfg.model.pretrained not in ("none", "hub"):
         check_weights(cfg)
     num_classes = cfg.model.num_classes or 10
-    if cfg.model.source == "timm" and planned(cfg.method, cfg.quant) is not None:  # answered from the structure
+    if planned(cfg.method, cfg.quant) is not None and model_payload(cfg.model, num_classes) is not None:
+        # answered from the structure (a timm model's, a local HF directory's)
         return check_structure(cfg.model, cfg.method, model_structure(cfg, num_classes), num_classes)
     payload = checks_payload(cfg)
     if payload is None:

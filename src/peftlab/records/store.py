@@ -158,10 +158,16 @@ def listed() -> list[dict]:
                 "bytes": stat.st_size,
                 "age_seconds": max(0.0, time.time() - stat.st_mtime),
                 "intact": intact,
-                "model": ((record or {}).get("payload") or {}).get("model", {}).get("name") if intact else None,
+                "model": model_shown(record) if intact else None,
             }
         )
     return rows
+
+
+def model_shown(record: dict) -> str | None:
+    """The model a record is of, as ``peftlab cache`` lists it: an HF directory's path, a timm model's name."""
+    model = (record.get("payload") or {}).get("model")
+    return (model.get("path") or model.get("name")) if isinstance(model, dict) else None
 
 
 def age_words(seconds: float) -> str:
