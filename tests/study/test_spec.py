@@ -217,8 +217,12 @@ def test_validate_study_builds_one_meta_model_per_architecture(tmp_path, monkeyp
     from peftlab.study.preflight import validate_study
 
     built = []
-    real = peftlab.tuners.params.meta_model
-    monkeypatch.setattr(peftlab.tuners.params, "meta_model", lambda cfg: built.append(cfg.model.depth) or real(cfg))
+    real = peftlab.tuners.params.meta_backbone
+    monkeypatch.setattr(
+        peftlab.tuners.params,
+        "meta_backbone",
+        lambda model_cfg, num_classes: built.append(model_cfg.depth) or real(model_cfg, num_classes),
+    )
     path = write_study(
         tmp_path, {"seeds": 1, "methods": {"lora": {"axes": {"method.r": list(range(1, 41)), "model.depth": [1, 2]}}}}
     )
