@@ -42,7 +42,6 @@ from peftlab.config.schema import dump_config, load_config
 from peftlab.config.sections import architecture_only
 from peftlab.data.build import eval_preprocessing
 from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
-from peftlab.models.families import family_of
 from peftlab.models.weights import read_safetensors
 from peftlab.quant.bases import (
     dequantized_linear,
@@ -56,7 +55,7 @@ from peftlab.training.run_result import RESULT_FILE, RunResult, parse_result
 from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.build import build_tuned
 from peftlab.tuners.modules import replace_modules, split_qkv
-from peftlab.tuners.peft_injection import PEFT_EXPORT_REFUSAL, unshared
+from peftlab.tuners.peft_injection import peft_export, unshared
 from peftlab.tuners.qalora.layer import GroupQuantLinear
 from peftlab.utils.errors import UserError, WeightsError
 from peftlab.utils.files import check_output, one_line, read_json, write_atomic
@@ -94,16 +93,12 @@ def save_hf_model(model: HFLogits, out: str | Path) -> None:
 def write_peft_adapter(tuner, out_dir: Path) -> bool:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``out_dir`` so that
     ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the adapter on the plain base model
-    (timm's fused qkv, no peftlab code); False, writing nothing, for a method PEFT cannot load, and for
-    an adapter on the qkv of BEiT (or a fused EVA): plain timm computes it with ``F.linear`` on the
-    weight, never calling the module PEFT wraps, so the loaded adapter would silently do nothing."""
-    peft = tuner.peft_adapter()
-    if peft is None:
+    (timm's fused qkv, no peftlab code); False, writing nothing, where PEFT cannot load it (``peft_export``
+    says why, and the run's warning says the same)."""
+    export = peft_export(tuner)
+    if isinstance(export, str):
         return False
-    config, state = peft
-    inner = getattr(getattr(tuner.model, "base_model", None), "model", tuner.model)
-    if family_of(inner).attention == "fused-bias" and any(".attn.qkv." in key for key in state):
-        return False
+    config, state = export
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -116,14 +111,7 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
     if not write_peft_adapter(tuner, Path(out_dir)):
-        adapts_slices = getattr(tuner, "adapts_slices", lambda: False)()
-        why = (
-            PEFT_EXPORT_REFUSAL.format(method=tuner.label)
-            if adapts_slices
-            else f"PEFT cannot load the adapter of method {getattr(tuner, 'label', tuner.name)!r} on the plain base "
-            "(the PEFT-backed methods export, none on BEiT's qkv, which plain timm never calls as a module)"
-        )
-        raise UserError(f"run {run_dir}: {why}; `peftlab export --merged` works")
+        raise UserError(f"run {run_dir}: {peft_export(tuner)}; `peftlab export --merged` works")
     return Path(out_dir)
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from peftlab.models.backbones import HFLogits, head_prefix, trains_head
+from peftlab.models.families import family_of
 from peftlab.models.structure import structure_of
 from peftlab.quant.bases import quantize_base, restore_layout
 from peftlab.tuners import structural
@@ -122,6 +123,27 @@ def unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def peft_export(tuner: Tuner) -> tuple[dict, dict[str, torch.Tensor]] | str:
+    """What ``peftlab export --peft`` writes for ``tuner``, PEFT's (adapter_config.json, weights), or why it writes
+    nothing, in words: the one answer behind the export and the run's warning, so the two never disagree."""
+    label = getattr(tuner, "label", tuner.name)
+    peft = tuner.peft_adapter()
+    if peft is None:
+        if getattr(tuner, "adapts_slices", lambda: False)():
+            return PEFT_EXPORT_REFUSAL.format(method=label)
+        return (
+            f"PEFT cannot load the adapter of method {label!r} on the plain base (the PEFT-backed methods export; "
+            "this one is peftlab's own or changes the base itself)"
+        )
+    inner = getattr(getattr(tuner.model, "base_model", None), "model", tuner.model)
+    if family_of(inner).attention == "fused-bias" and any(".attn.qkv." in key for key in peft[1]):
+        return (
+            f"PEFT cannot load the {label} adapter on the plain base's qkv: plain timm computes this model's qkv "
+            "with F.linear on its weight, never calling the module PEFT wraps, so a loaded adapter would do nothing"
+        )
+    return peft
+
+
 # why `export --peft` has nothing to write for an adapter on q/k/v slices (the run's warning and the refusal say it)
 PEFT_EXPORT_REFUSAL = (
     "the {method} adapter sits on q/k/v slices of timm's fused qkv, which PEFT cannot load on the plain base (no "
@@ -161,11 +183,10 @@ class PeftTuner(Tuner):
         return any(isinstance(m, SplitQKV) for m in self.model.modules())
 
     def warnings(self) -> list[str]:
-        """An adapter on q/k/v slices that no exact rewrite puts onto the whole ``qkv``: PEFT cannot load it on the
-        plain base, which the run says at its end rather than ``peftlab export --peft`` after it."""
-        if not self.adapts_slices() or self.fused_peft_adapter() is not None:
-            return []
-        return [f"{PEFT_EXPORT_REFUSAL.format(method=self.label)}; `peftlab export --merged` works"]
+        """That PEFT cannot load the adapter on the plain base, exactly when ``peftlab export --peft`` refuses it
+        (``peft_export``): the run says so at its end rather than the export after it."""
+        export = peft_export(self)
+        return [f"{export}; `peftlab export --merged` works"] if isinstance(export, str) else []
 
     @property
     def label(self) -> str:

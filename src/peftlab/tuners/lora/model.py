@@ -89,6 +89,12 @@ class LoraTuner(PeftTuner):
             if magnitude is not None:
                 magnitudes.setdefault(name, []).append((magnitude, offset))
         ranks = {}
+        if factors and not any(a.shape[0] for parts in factors.values() for a, _, _ in parts):
+            # no rank adds anything (every rank pruned, or B still zero): PEFT refuses a LoRA without target
+            # modules, so the first module keeps one rank of zeros, which changes no output
+            name, parts = next(iter(factors.items()))
+            a, b, offset = parts[0]
+            factors = {name: [(a.new_zeros(1, a.shape[1]), b.new_zeros(b.shape[0], 1), offset)]}
         for name, parts in factors.items():
             kept = [(a, b, offset) for a, b, offset in parts if a.shape[0] > 0]
             if not kept:
