@@ -103,6 +103,8 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
     assert "failed: lora classes=0/99 seed=0" in proc.stdout and "99" in proc.stdout
     statuses = sorted(r["status"] for r in results_by_run(tmp_path / "out").values())
     assert statuses == ["completed", "diverged", "failed"]
+    listed = json.loads((tmp_path / "out" / "runs.json").read_text())["run_ids"]  # the study's runs, in its order
+    assert sorted(listed) == sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "## Failed or diverged runs" in report and "diverged" in report and "lora classes=0/99" in report
     # rerunning skips everything; --retry-failed runs the failed and diverged ones again

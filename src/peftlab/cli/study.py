@@ -126,6 +126,7 @@ def cmd_study(args) -> int:
     if args.report:
         from peftlab.analysis.report.build import write_report
 
+        name_superseded(study_dir)
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
 
@@ -219,6 +220,7 @@ def cmd_results(args) -> int:
     df = load_results(args.study_dir)
     if df.empty:
         raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
+    name_superseded(args.study_dir)
     try:
         if args.format == "markdown":
             text = results_markdown(df, args.columns)  # readable default columns
@@ -250,8 +252,18 @@ def cmd_report(args) -> int:
 
     if not (Path(args.study_dir) / "runs").is_dir():
         raise UserError(f"{args.study_dir} is not a study directory (no runs/ inside)")
+    name_superseded(args.study_dir)
     announce_report(Path(args.study_dir), write_report(args.study_dir, baseline=args.baseline))
     return 0
+
+
+def name_superseded(study_dir) -> None:
+    """One line on stderr naming the runs of another version of the study, which its outputs leave out."""
+    from peftlab.analysis.results.load import superseded_line
+
+    line = superseded_line(study_dir)
+    if line:  # names from a received folder: no escape sequence reaches the terminal
+        print(f"peftlab: note: {line if line.isprintable() else ascii(line)}", file=sys.stderr, flush=True)
 
 
 def announce_report(study_dir: Path, report: Path) -> None:
@@ -287,6 +299,7 @@ def cmd_paper(args) -> int:
     from peftlab.analysis.paper.build import write_paper
     from peftlab.analysis.report.literature import LITERATURE
 
+    name_superseded(args.study_dir)
     path = write_paper(
         args.study_dir,
         args.out,
@@ -312,5 +325,6 @@ def add_submission(sub) -> None:
 def cmd_submission(args) -> int:
     from peftlab.analysis.archive.submission import write_submission
 
+    name_superseded(args.study_dir)
     print(f"submission: {write_submission(args.study_dir, args.study, paper_dir=args.paper, out=args.out)}")
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from peftlab.config.schema import to_dict
 from peftlab.study.executors.executors import ExecutorOptions, check_available, with_folder
 from peftlab.study.phases import PHASES_FILE
+from peftlab.study.records import RUNS_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
 from peftlab.study.stale import refuse_stale_runs
@@ -63,7 +64,7 @@ def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, 
     """Each path the study writes that exists as another kind; run directories with all their entries."""
     what = "study directory entry"
     check_kind(study_dir, True, "study directory")  # a file or a device: one line, before mkdir fails
-    for name in ("study.yaml", LIBRARY_LOG, ".lock", PHASES_FILE, "command.json", "commands.jsonl"):
+    for name in ("study.yaml", LIBRARY_LOG, ".lock", PHASES_FILE, "command.json", "commands.jsonl", RUNS_FILE):
         check_kind(study_dir / name, False, what, link_ok=False)
     folder = with_folder(executor, study_dir).folder
     if folder is not None:  # the remote executor's job files or attempt counts

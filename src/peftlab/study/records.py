@@ -159,3 +159,19 @@ class CommandRecord(TypedDict):
 def read_command(study_dir: Path) -> CommandRecord | None:
     """The study's command.json checked against ``CommandRecord``; None for a study without one."""
     return read_record(study_dir / COMMAND_FILE, CommandRecord)
+
+
+RUNS_FILE = "runs.json"  # the run ids the study file names now, in its order (``runner.run_final``)
+
+
+class StudyRuns(TypedDict):
+    """``runs.json``: the study's runs as its file and the installed code name them when it last ran. A run
+    directory under runs/ that it does not list was made by another version of the study (a plugin's new
+    version, an edited config): superseded, left out of the report, the paper and the archive."""
+
+    run_ids: list[str]
+
+
+def read_study_runs(study_dir: Path) -> StudyRuns | None:
+    """The study's runs.json checked against ``StudyRuns``; None for a study that has none (older than it)."""
+    return read_record(study_dir / RUNS_FILE, StudyRuns)

@@ -35,6 +35,7 @@ from peftlab.study.executors.local import outside_cause, run_local, start_held, 
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
 from peftlab.study.phases import Phase, counting, timed_phase
 from peftlab.study.preflight import check_study
+from peftlab.study.records import RUNS_FILE, StudyRuns
 from peftlab.study.search import tune_study
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
@@ -225,6 +226,7 @@ def run_final(
 ) -> StudySummary:
     """Train the study's runs that are not finished (the final runs of a tuned study), counting each in ``phase``."""
     summary = StudySummary(total=len(study.runs))
+    write_json_atomic(study_dir / RUNS_FILE, StudyRuns(run_ids=[spec.run_id for spec in study.runs]))
     jobs = []
     for index, spec in enumerate(study.runs):
         run_dir = run_dir_of(study_dir, spec)

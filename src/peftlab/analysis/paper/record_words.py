@@ -3,6 +3,7 @@ an older study, the final runs' and the tuning trials' result.json files)."""
 
 from __future__ import annotations
 
+from peftlab.analysis.results.load import read_result, superseded_runs
 from peftlab.analysis.results.record import trial_seconds
 from peftlab.analysis.results.units import words
 from peftlab.study.phases import PHASES, read_phases
@@ -16,8 +17,13 @@ def define_wall_time(numbers, study) -> None:
     add, done = numbers.add, study.done
     phases = [r for r in read_phases(study.dir) or [] if r["runs"]]
     if phases:  # every run of every call and phase: the pretraining, the tuning trials and the final runs
-        wall = sum(r["run_seconds"] for r in phases)
-        source = "phases.jsonl: summed timing.wall_seconds of the runs that ended in each phase of each call, minutes"
+        # less the final runs of another version of the study (superseded_runs), which the paper leaves out
+        old = sum(superseded_seconds(p) for p in superseded_runs(study.dir))
+        wall = sum(r["run_seconds"] for r in phases) - old
+        source = (
+            "phases.jsonl: summed timing.wall_seconds of the runs that ended in each phase of each call"
+            f"{', less those of superseded runs' if old else ''}, minutes"
+        )
         add("studyWallMinutes", f"{wall / 60:.1f}", source)
         ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
         add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
@@ -31,3 +37,9 @@ def define_wall_time(numbers, study) -> None:
         )
         ran = (["the tuning trials"] if trials else []) + ["the final runs"]
         add("studyWallPhases", words(ran), "the runs studyWallMinutes sums (no phases.jsonl: result.json files)")
+
+
+def superseded_seconds(run_dir) -> float:
+    """The run time a superseded run's result.json records (phases.jsonl counted it when it ended)."""
+    seconds = (read_result(run_dir).get("timing") or {}).get("wall_seconds")
+    return float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 0.0

@@ -20,9 +20,10 @@ import pandas as pd
 
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import flatten
-from peftlab.study.records import SpecRecord, read_spec
+from peftlab.study.records import SpecRecord, read_spec, read_study_runs
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
+from peftlab.utils.errors import DataError
 from peftlab.utils.files import refuse_link
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
@@ -55,10 +56,22 @@ RESULT_FILES = ("spec.json", "result.json")  # what load_results reads of a run 
 
 
 def run_dirs(study_dir: Path) -> list[Path]:
-    """The study's run directories (those with a spec.json). A symbolic link in place of runs/, of a run
-    directory or of a file the results are read from is one UserError line: a received study's results are
-    read from inside it, never from where a link points."""
-    runs = Path(study_dir) / "runs"
+    """The study's run directories (those with a spec.json) that its file names now (``superseded_runs``: the
+    others). A symbolic link in place of runs/, of a run directory or of a file the results are read from is one
+    UserError line: a received study's results are read from inside it, never from where a link points."""
+    return split_runs(Path(study_dir))[0]
+
+
+def superseded_runs(study_dir: Path) -> list[Path]:
+    """Run directories of another version of the study (a plugin's older version, an edited config): not among
+    the runs its runs.json names, or, in a study older than that file, an older run of the same configuration
+    and seed. Left out of every table, the report, the paper and the archive."""
+    return split_runs(Path(study_dir))[1]
+
+
+def split_runs(study_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(the study's current run directories, its superseded ones), each in name order."""
+    runs = study_dir / "runs"
     refuse_link(runs, "study directory entry")
     found = []
     for path in sorted(runs.glob("*")):
@@ -67,7 +80,52 @@ def run_dirs(study_dir: Path) -> list[Path]:
             refuse_link(path / name, "run directory entry")
         if (path / "spec.json").is_file():
             found.append(path)
-    return found
+    listed = read_study_runs(study_dir)
+    if listed is not None:
+        named = set(listed["run_ids"])
+        return [p for p in found if p.name in named], [p for p in found if p.name not in named]
+    latest: dict[tuple, Path] = {}  # an older study: the newest run of each configuration and seed
+    for path in found:
+        try:
+            spec = read_spec(path)
+        except DataError:  # a corrupt spec.json: kept, and load_results names it
+            latest[(path.name,)] = path
+            continue
+        key = (spec["variant"], spec["seed"], tuple(spec["groups"]))
+        if key not in latest or written_at(path) >= written_at(latest[key]):
+            latest[key] = path
+    kept = set(latest.values())
+    return [p for p in found if p in kept], [p for p in found if p not in kept]
+
+
+def written_at(run_dir: Path) -> int:
+    """When the run last wrote its result (its spec where it has none), in ns: the newer of two runs wins."""
+    for name in ("result.json", "spec.json"):
+        try:
+            return (run_dir / name).lstat().st_mtime_ns
+        except OSError:
+            continue
+    return 0
+
+
+def superseded_line(study_dir: str | Path) -> str | None:
+    """One line naming the superseded runs (``superseded_runs``) and the plugin versions they ran, or None."""
+    old = superseded_runs(Path(study_dir))
+    if not old:
+        return None
+    plugins = sorted(
+        {
+            f"{plugin.get('distribution')} {plugin.get('version')}"
+            for plugin in ((read_result(p).get("provenance") or {}).get("plugin") for p in old)
+            if isinstance(plugin, dict)
+        }
+    )
+    made = f" (made by {', '.join(plugins)})" if plugins else ""
+    names = ", ".join(p.name for p in old[:4]) + (f" and {len(old) - 4} more" if len(old) > 4 else "")
+    return (
+        f"left out {len(old)} run{'s' if len(old) > 1 else ''} of another version of the study{made}, which its "
+        f"file no longer names: runs/{names}; delete them to make this note go away"
+    )
 
 
 def results_sha256(study_dir: str | Path) -> str:
