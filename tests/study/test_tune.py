@@ -491,3 +491,26 @@ def test_a_trial_run_that_reports_no_f1_stops_the_search_in_one_line(tmp_path):
         "tuning of method 'lora': tune.metric=val_f1 is null in a completed trial run (its data has 3 classes "
         "and F1 is a two-class score): expected val_top1, best_val_top1 or val_matthews"
     )
+
+
+def test_the_dry_runs_remaining_time_counts_pending_trials_and_the_runs_waiting_for_them(tmp_path):
+    """Issue 72: with 3 trials and 3 final runs pending the dry-run said "about 0.0 min". One trial run took 60 s:
+    the 2 trial runs left and the 3 final runs waiting for the search's choice take about 5 minutes."""
+    import json
+
+    from peftlab.study.estimate import dry_run_table
+    from peftlab.study.search import tune_dir
+
+    study = load_study(
+        write_study(
+            tmp_path,
+            {"seeds": 3, "methods": {"lora": {}}, "tune": {"axes": {"train.lr": [1e-3, 1e-2, 1e-1]}, "search": "grid"}},
+        )
+    )
+    (search,) = study.tune.values()
+    assert search.trials * len(search.seeds) == 3
+    trial = tune_dir(tmp_path / "out", "lora") / "runs" / "trial0"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text(json.dumps({"status": "completed", "timing": {"wall_seconds": 60.0}}))
+    table = dry_run_table(study, tmp_path / "out")
+    assert table.splitlines()[-1].endswith("remaining time: about 5.0 min (mean of 1 finished runs)"), table

@@ -357,6 +357,7 @@ def add_validate(sub) -> None:
 def cmd_validate(args) -> int:
     from peftlab.config.checks import check_num_classes
     from peftlab.config.schema import dump_config, load_config
+    from peftlab.data.checks import check_data
     from peftlab.records.answers import check_against_model, check_config_fits
     from peftlab.utils.libraries import without_bitsandbytes
     from peftlab.utils.memory_fit import format_estimate
@@ -366,6 +367,7 @@ def cmd_validate(args) -> int:
         without_bitsandbytes()
     check_device(cfg)  # this machine: a CUDA device or fp16 where there is no GPU
     check_num_classes(cfg)  # what train refuses once it has read the data
+    check_data(cfg.data, cfg.model.task == "causal-lm")  # found, its folders and lists, before any run folder
     ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
     estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     if not args.show:

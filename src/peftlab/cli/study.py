@@ -98,10 +98,11 @@ def cmd_study(args) -> int:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
     executor = executor_options(args)
     if args.dry_run:  # refuses what the study would refuse before it trains, in the same words
-        from peftlab.study.preflight import check_study
+        from peftlab.study.preflight import check_study, check_study_data
 
-        check_study(study, study_dir, executor, report=args.report)
-        print(dry_run_table(study, study_dir))
+        check_study(study, study_dir, executor, report=args.report, data=False)
+        print(dry_run_table(study, study_dir), flush=True)
+        check_study_data(study)  # after the listing: a study planned on a machine without its data is still listed
         if args.time_steps:
             from peftlab.bench.plan import time_plan
             from peftlab.study.estimate import planned_configs

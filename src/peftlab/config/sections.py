@@ -358,7 +358,8 @@ class TrainConfig:
     # MPS is unmeasured)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps
-    threads: int | None = None  # torch intra-op threads; None: OMP_NUM_THREADS, else physical cores (not --workers)
+    # torch intra-op threads; None: OMP_NUM_THREADS, else 2 if reproducible, else physical cores
+    threads: int | None = None
     log_every: int = 10
     ckpt_every: int = 100
     eval_every: int | None = None  # also evaluate on val every N steps (convergence curves)

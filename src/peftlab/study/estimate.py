@@ -24,7 +24,7 @@ from pathlib import Path
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import architecture_only
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
-from peftlab.study.search import read_choices, with_choices
+from peftlab.study.search import read_choices, tune_dir, with_choices
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.tuning.configurations import search_key
 from peftlab.training.run_result import read_result
@@ -82,8 +82,8 @@ def training_estimate(configs: list[RunConfig]) -> str:
     )
 
 
-def estimate_remaining(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> tuple[float | None, int]:
-    """Seconds left, from the mean wall time of finished runs; (None, 0) when none finished."""
+def finished_walls(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> list[float]:
+    """The wall seconds of the completed runs among ``specs``."""
     walls = []
     for spec in specs:
         if statuses[spec.run_id] != "completed":
@@ -92,8 +92,28 @@ def estimate_remaining(study_dir: Path, specs: list[RunSpec], statuses: dict[str
         wall = (result.get("timing") or {}).get("wall_seconds")
         if result.get("status") == "completed" and wall:
             walls.append(wall)
-    remaining = sum(statuses[s.run_id] not in FINISHED for s in specs)
-    return (statistics.mean(walls) * remaining if walls else None), len(walls)
+    return walls
+
+
+def remaining_runs(specs: list[RunSpec], statuses: dict[str, str]) -> int:
+    return sum(statuses[s.run_id] not in FINISHED for s in specs)
+
+
+def trials_left(study: Study, study_dir: Path) -> tuple[list[float], int]:
+    """(the wall seconds of every tuning trial run that finished, the trial runs the searches have still to run):
+    a search's budget is its trials times its tuning seeds, less the runs of the trials that ended."""
+    walls, left = [], 0
+    for key, search in study.tune.items():
+        finished = 0
+        for run_dir in sorted((tune_dir(study_dir, key) / "runs").glob("*")):
+            result = read_result(run_dir) or {}
+            wall = (result.get("timing") or {}).get("wall_seconds")
+            if result.get("status") in FINISHED:
+                finished += 1
+                if result.get("status") == "completed" and isinstance(wall, int | float) and wall > 0:
+                    walls.append(float(wall))
+        left += max(0, search.trials * len(search.seeds) - finished)
+    return walls, left
 
 
 def dry_run_table(study: Study, study_dir: Path) -> str:
@@ -134,7 +154,13 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
     for spec in waiting:
         lines.append(f"{'(tuning)':<12}  {'pending':<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
-    seconds, n = estimate_remaining(study_dir, study.runs, statuses)
+    # seconds left: the mean wall time of the finished runs (final runs and tuning trials) times the runs still
+    # to train: pending final runs, those waiting for their search, and the searches' trial runs not yet run
+    walls, left = finished_walls(study_dir, study.runs, statuses), remaining_runs(study.runs, statuses)
+    if study.tune:
+        trial_walls, trial_runs_left = trials_left(study, study_dir)
+        walls, left = walls + trial_walls, left + len(waiting) + trial_runs_left
+    seconds, n = (statistics.mean(walls) * left if walls else None), len(walls)
     done = counts.get("completed", 0)
     eta = (
         f"about {seconds / 60:.1f} min (mean of {n} finished runs)"

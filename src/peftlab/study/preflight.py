@@ -26,7 +26,7 @@ from peftlab.study.records import RUNS_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
 from peftlab.study.stale import refuse_stale_runs
-from peftlab.utils.errors import UserError
+from peftlab.utils.errors import DataError, UserError
 from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir, refuse_link
 from peftlab.utils.libraries import LIBRARY_LOG
 
@@ -37,15 +37,41 @@ REPORT_SUFFIXES = (".png", ".pdf", ".tex")
 
 
 def check_study(
-    study: Study, study_dir: Path, executor: ExecutorOptions = ExecutorOptions(), report: bool = False
+    study: Study,
+    study_dir: Path,
+    executor: ExecutorOptions = ExecutorOptions(),
+    report: bool = False,
+    data: bool = True,
 ) -> None:
     """A UserError line for the first thing that would stop ``study`` in ``study_dir`` before it
-    trains (``report``: the study writes its report too); nothing is written."""
+    trains (``report``: the study writes its report too); nothing is written. ``data=False``: its data is
+    checked by the caller (a dry-run lists the runs first, then says what of the data is missing)."""
     validate_study(study)
+    if data:
+        check_study_data(study)
     check_executor(study, executor)
     check_study_files(study, study_dir, executor, report)
     if study.pretrain is None:
         refuse_stale_runs(study_dir)
+
+
+def check_study_data(study: Study) -> None:
+    """The data of every run (``data.checks.check_data``, each distinct data config once): a missing root or
+    dataset, one class folder, a list that does not parse stop the study in one line before any run folder is
+    made, rather than failing every run. The line names how many configurations it stops."""
+    from peftlab.data.checks import check_data, data_key
+
+    seen: dict[tuple, list] = {}
+    for spec in study.runs:
+        seen.setdefault(data_key(spec.config.data), []).append(spec)
+    for specs in seen.values():
+        cfg = specs[0].config
+        try:
+            check_data(cfg.data, cfg.model.task == "causal-lm")
+        except DataError as err:
+            variants = sorted({spec.variant for spec in specs})
+            runs = f"{len(specs)} run{'s' if len(specs) > 1 else ''} ({', '.join(variants[:3])}"
+            raise DataError(f"{err} [stops {runs}{', ...' if len(variants) > 3 else ''})]") from None
 
 
 def check_executor(study: Study, executor: ExecutorOptions) -> None:

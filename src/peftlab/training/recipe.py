@@ -38,9 +38,9 @@ from peftlab.training.run_result import RunResult
 from peftlab.training.runtime import (
     autocast,
     compile_model,
-    default_threads,
     fused_adamw,
     resolve_precision,
+    run_threads,
     select_device,
     set_tf32,
 )
@@ -87,7 +87,7 @@ def start(
 ) -> Setting:
     """Threads, device, precision and TF32; the logs opened; the seed set."""
     tc = cfg.train
-    torch.set_num_threads(tc.threads or default_threads())  # recorded in provenance.threads
+    torch.set_num_threads(run_threads(tc.threads, tc.reproducible))  # recorded in provenance.threads
     allocator.configure(tc.malloc)  # before the model is built; recorded in provenance.malloc
     device = distributed.start(ranks, select_device(tc.device))  # under torchrun: joins the process group
     tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))  # 'auto' made concrete

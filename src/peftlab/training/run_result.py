@@ -114,7 +114,7 @@ class Provenance(TypedDict):
     # and model and the branch MKL computes in (mkl_branch: AVX2,STRICT pinned on Intel, AUTO,STRICT on AMD)
     arithmetic: dict
     malloc: dict  # train.malloc as applied: mode, allocator (glibc and its version, or system), fixed mmap_threshold
-    threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else physical cores; not --workers)
+    threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else 2 if reproducible, else physical cores)
     dtype: str  # the resolved precision: fp32, bf16 or fp16
     tf32: bool  # TF32 matmuls (CUDA only)
     fused_adamw: bool  # torch's fused AdamW kernel

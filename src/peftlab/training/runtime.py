@@ -18,18 +18,36 @@ from torch import nn
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import one_line
 
+# the intra-op threads of a reproducible run whose config names none: the count the shipped configs' expected
+# results were measured with (2-core machines), whatever this machine has
+REPRODUCIBLE_THREADS = 2
+
+
+def run_threads(threads: int | None, reproducible: bool) -> int:
+    """A run's intra-op threads: ``train.threads``; where it is null, ``OMP_NUM_THREADS`` when set (the user's
+    own choice), else ``REPRODUCIBLE_THREADS`` for a reproducible run (``train.reproducible``) and this machine's
+    physical cores for any other. The thread count changes floating-point reduction order, so a pinned run's bits
+    follow it: they must come from its config, never from the machine it lands on (an 8- or 16-core laptop)."""
+    if threads:
+        return threads
+    asked = omp_threads()
+    return asked or (REPRODUCIBLE_THREADS if reproducible else default_threads())
+
+
+def omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is set to a positive integer (as torch itself reads it), else None."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(asked) if asked.isdigit() and int(asked) > 0 else None
+
 
 def default_threads() -> int:
     """Intra-op threads of a run whose config leaves ``train.threads`` null: ``OMP_NUM_THREADS``
-    when it is set to a positive integer (as torch itself reads it), else this machine's physical
-    cores (those this process may use), the same whatever else runs beside it.
-
-    The thread count changes floating-point reduction order, so a run's numbers depend on it;
-    it must never depend on how many runs share the machine (``peftlab study --workers``).
+    when it is set to a positive integer, else this machine's physical cores (those this process
+    may use), the same whatever else runs beside it: never how many runs share the machine
+    (``peftlab study --workers``).
     """
-    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if asked.isdigit() and int(asked) > 0:
-        return int(asked)
+    if asked := omp_threads():
+        return asked
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(psutil.cpu_count(logical=False) or usable, usable))
 

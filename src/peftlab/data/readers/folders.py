@@ -3,6 +3,7 @@ paths and decoded later, per item; records.py says what every reader returns."""
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,13 +150,23 @@ def check_separate_splits(train_paths: list[Path], test_paths: list[Path], roots
         )
 
 
-def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = None) -> RawData:
-    """Any `root/<class>/*.png|jpg|...`; with `root/train` and `root/test` (or `val`), those are the splits.
+@dataclass
+class FolderSplits:
+    """An image folder's splits as listed (no image opened): what `read_image_folder` hashes and a pre-flight checks."""
 
-    With class folders only, 20% of the images (seeded by `split_seed`) become the test split.
-    `test_dir` (data.test_dir, a folder of the same class folders) is the test split: then the
-    training images are `root/train` when it exists, else every image under `root`.
-    """
+    train_paths: list[Path]
+    train_labels: list[int]
+    test_paths: list[Path]
+    test_labels: list[int]
+    class_names: list[str]
+    notes: list[str]
+    train_dir: Path
+
+
+def folder_splits(directory: Path, split_seed: int, test_dir: Path | None = None) -> FolderSplits:
+    """The train and test images of an image folder (`read_image_folder`'s layouts) by listing its folders: class
+    folders (at least two), the test split's classes among the training split's, both splits apart; one DataError
+    line for the first that is not so. Opens no image."""
     notes = []
     default_test = next((directory / n for n in ("test", "val") if (directory / n).is_dir()), None)
     train_dir = directory / "train" if (directory / "train").is_dir() else directory
@@ -189,13 +200,25 @@ def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = 
     if not test_paths:
         raise DataError(f"{directory}: the test split has no images")
     check_separate_splits(train_paths, test_paths, [directory] + ([test_dir] if test_dir is not None else []))
-    all_images = train_paths + test_paths
+    return FolderSplits(train_paths, train_labels, test_paths, test_labels, class_names, notes, train_dir)
+
+
+def read_image_folder(directory: Path, split_seed: int, test_dir: Path | None = None) -> RawData:
+    """Any `root/<class>/*.png|jpg|...`; with `root/train` and `root/test` (or `val`), those are the splits.
+
+    With class folders only, 20% of the images (seeded by `split_seed`) become the test split.
+    `test_dir` (data.test_dir, a folder of the same class folders) is the test split: then the
+    training images are `root/train` when it exists, else every image under `root`.
+    """
+    folder = folder_splits(directory, split_seed, test_dir)
+    all_images = folder.train_paths + folder.test_paths
     if test_dir is None:
         sha256 = {f"images:{len(all_images)}": hash_files(all_images, directory)}
     else:  # the test folder may lie outside data.root
         sha256 = {
-            f"images:{len(train_paths)}": hash_files(train_paths, train_dir),
-            f"test images:{len(test_paths)}": hash_files(test_paths, test_dir),
+            f"images:{len(folder.train_paths)}": hash_files(folder.train_paths, folder.train_dir),
+            f"test images:{len(folder.test_paths)}": hash_files(folder.test_paths, test_dir),
         }
-    train, test = file_samples(train_paths, train_labels), file_samples(test_paths, test_labels)
-    return RawData(train, test, class_names, str(directory), sha256, notes)
+    train = file_samples(folder.train_paths, folder.train_labels)
+    test = file_samples(folder.test_paths, folder.test_labels)
+    return RawData(train, test, folder.class_names, str(directory), sha256, folder.notes)
