@@ -72,7 +72,7 @@ def test_the_papers_run_time_counts_only_the_reported_runs(bumped):
     (bumped / "phases.jsonl").write_text("".join(json.dumps(p) + "\n" for p in phases))
     assert status_ok(command_in_process("paper", str(bumped), "--no-compile"))
     results = (bumped / "paper" / "results.tex").read_text()
-    assert "\\newcommand{\\studyWallMinutes}{3.0}" in results, [l for l in results.splitlines() if "Wall" in l]
+    assert "\\newcommand{\\studyWallMinutes}{3.0}" in results, [line for line in results.splitlines() if "Wall" in line]
 
 
 def status_ok(result) -> bool:
