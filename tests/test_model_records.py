@@ -235,7 +235,7 @@ def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds(method,
     assert answers.count_parameters(cfg) == live.count_parameters(cfg)
     record = json.loads(mine.read_text())
     record["versions"]["timm"] = "0.0.1"
-    record["sha256"] = store.checksum(record)
+    record["hmac_sha256"] = store.checksum(record, store.records_key())
     mine.write_text(json.dumps(record))
     assert store.read_record(kind, counts_payload(cfg, kind)) is None
 
