@@ -64,13 +64,14 @@ VERSIONS: dict[str, str | None] = {}  # read once per process
 
 
 def code_stamp() -> str:
-    """SHA-256 of the name, size and modification time of every module of peftlab (a few hundred stat calls,
-    no reading): a record built by other code is never read back."""
+    """SHA-256 of the name, size, inode, modification and change time of every module of peftlab (a few
+    hundred stat calls, no reading): a record built by other code is never read back, a module rewritten in
+    place with its modification time put back included."""
     root = Path(__file__).resolve().parents[1]
     stamp = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
-        stat = path.stat()
-        stamp.update(f"{path.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        st = path.stat()
+        stamp.update(f"{path.relative_to(root)} {st.st_size} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}\n".encode())
     return stamp.hexdigest()
 
 
@@ -146,7 +147,9 @@ def new_key(folder: Path) -> bytes | None:
         if not os.path.lexists(folder):
             folder.mkdir(parents=True, exist_ok=True)
             mark_cache(folder, "model records")
-        if os.path.lexists(path):  # damaged (a link, another owner, readable by others): replaced
+        if (key := read_key(path)) is not None:  # linked by another process since this one looked
+            return key
+        if os.path.lexists(path):  # damaged (a link, another owner's, readable by others): replaced
             os.unlink(path)
         tmp = folder / f".{KEY_NAME}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
