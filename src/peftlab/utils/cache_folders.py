@@ -21,6 +21,7 @@ import os
 import pwd
 import shutil
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def clearing_plan(folder: Path, kind: str, sort: Callable[[os.DirEntry], str], w
         more = f" and {len(foreign) - 3:,} more" if len(foreign) > 3 else ""
         raise UserError(
             f"{what} {shown_path(folder)} holds {names}{more}, which peftlab did not write: it clears only a folder "
-            f"of its own entries, nothing was removed; {hint}"
+            f"of its own entries, nothing was removed; move {'it' if len(foreign) == 1 else 'them'} out, or {hint}"
         )
     return Clearing(folder, kind, [Path(entry.path) for entry in sorted_entries["own"]], not is_marked(folder, kind))
 
@@ -114,16 +115,22 @@ def clear(plan: Clearing) -> tuple[int, int]:
     for path in plan.entries:
         size += tree_bytes(path)
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, onerror=vanished_ok)  # fd-based: a link inside is removed, never followed
+            shutil.rmtree(path, **{RMTREE_HANDLER: vanished_ok})  # fd-based: a link inside is removed, never followed
         else:
             path.unlink(missing_ok=True)
         count += 1
     return count, size
 
 
-def vanished_ok(function, path, exc_info) -> None:
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
+RMTREE_HANDLER = "onexc" if sys.version_info >= (3, 12) else "onerror"  # onerror: deprecated in 3.12
+
+
+def vanished_ok(function, path, error) -> None:
+    """rmtree's error handler: an entry removed meanwhile is no error (``error``: the exception, or
+    ``onerror``'s exc_info)."""
+    error = error[1] if isinstance(error, tuple) else error
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def tree_bytes(path: str | Path) -> int:
