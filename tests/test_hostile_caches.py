@@ -289,6 +289,11 @@ def listing_case(tmp_path, home, monkeypatch, case: str) -> None:
     elif case == "the data cache a file":
         shutil.rmtree(data)
         data.write_text("not a folder")
+    elif case == "the data cache a FIFO":
+        shutil.rmtree(data)
+        os.mkfifo(data)
+    elif case == "a name too long for the system":
+        monkeypatch.setenv("PEFTLAB_DATA_CACHE", str(tmp_path / ("x" * 300) / "data"))
     elif case == "the data cache /":
         monkeypatch.setenv("PEFTLAB_DATA_CACHE", "/")
     elif case == "a file vanishing while measured":
@@ -306,6 +311,8 @@ LISTINGS = [
     "a folder named like a record",
     "the records folder a file",
     "the data cache a file",
+    "the data cache a FIFO",
+    "a name too long for the system",
     "the data cache /",
     "a file vanishing while measured",
     "an unreadable folder inside",

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from peftlab.utils.cache_folders import MARKER, clear, clearing_plan, tree_bytes
-from peftlab.utils.files import check_kind
+from peftlab.utils.files import check_kind, shown_path
 
 __all__ = ["add_cache", "cmd_cache", "tree_bytes"]
 
@@ -44,7 +44,8 @@ def cmd_cache(args) -> int:
 
 
 def setting(variable: str, default: str) -> str:
-    return f"${variable}={os.environ[variable]}" if os.environ.get(variable) else f"${variable} unset, so {default}"
+    value = os.environ.get(variable)
+    return f"${variable}={shown_path(value, 120)}" if value else f"${variable} unset, so {default}"
 
 
 def records_plan():
@@ -81,7 +82,6 @@ def cache_listing() -> dict:
         entries = []
     except OSError as err:
         from peftlab.utils.errors import UserError
-        from peftlab.utils.files import shown_path
 
         raise UserError(f"the data cache {shown_path(data)} cannot be listed: {err.strerror}") from None
     rows = []
@@ -95,7 +95,6 @@ def cache_listing() -> dict:
 
 def format_listing(listing: dict) -> list[str]:
     from peftlab.records.store import age_words
-    from peftlab.utils.files import shown_path
 
     records = listing["records"]
     total = sum(r["bytes"] for r in records)
