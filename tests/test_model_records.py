@@ -235,7 +235,7 @@ def test_a_foreign_record_is_not_trusted_even_with_a_checksum_that_holds(method,
     assert answers.count_parameters(cfg) == live.count_parameters(cfg)
     record = json.loads(mine.read_text())
     record["versions"]["timm"] = "0.0.1"
-    record["sha256"] = store.checksum(record)
+    record["hmac_sha256"] = store.checksum(record, store.records_key())
     mine.write_text(json.dumps(record))
     assert store.read_record(kind, counts_payload(cfg, kind)) is None
 
@@ -301,4 +301,5 @@ def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_pat
     assert "decoded" in listing and "2.0 KiB" in listing
     assert main(["cache", "clear", "--data"]) == 0
     assert "removed 2 model records" in capsys.readouterr().out
-    assert record_files() == [] and list((tmp_path / "data").iterdir()) == []
+    # an earlier peftlab's cache (its own entries alone) is marked as peftlab's when cleared
+    assert record_files() == [] and [p.name for p in (tmp_path / "data").iterdir()] == [".peftlab-cache"]

@@ -2,18 +2,22 @@
 
 peftlab cache                 # model records (kind, model, size, age) and the data cache's entries
 peftlab cache clear           # the model records (rebuilt on the next call that needs them)
-peftlab cache clear --data    # the data cache too (decoded splits, downloads, manifests)
+peftlab cache clear --data    # the data cache too (decoded splits, downloads, manifests, header checks)
+
+A clear removes peftlab's own entries alone, and refuses in one line, before removing anything, a folder
+that is ``/``, the home folder or an ancestor of it, or that holds anything else (``utils.cache_folders``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 from pathlib import Path
 
-RECORD_NAME = re.compile(r"^[a-z]+-[0-9a-f]{32}\.json$")  # the names records.store writes
+from peftlab.utils.cache_folders import MARKER, clear, clearing_plan, tree_bytes
+from peftlab.utils.files import check_kind, shown_path
+
+__all__ = ["add_cache", "cmd_cache", "tree_bytes"]
 
 
 def add_cache(sub) -> None:
@@ -25,15 +29,11 @@ def add_cache(sub) -> None:
 
 
 def cmd_cache(args) -> int:
-    from peftlab.data.sources import data_cache
-    from peftlab.records.store import records_dir
-
     if args.action == "clear":
-        removed = clear_records(records_dir())
-        print(f"removed {removed[0]} model records ({size_words(removed[1])}) from {records_dir()}")
-        if args.data:
-            count, size = clear_folder(data_cache())
-            print(f"removed {count} data cache entries ({size_words(size)}) from {data_cache()}")
+        plans = [records_plan(), *([data_plan()] if args.data else [])]  # every refusal before any removal
+        for plan, what in zip(plans, ("model records", "data cache entries"), strict=False):
+            count, size = clear(plan)
+            print(f"removed {count} {what} ({size_words(size)}) from {plan.folder}")
         return 0
     listing = cache_listing()
     if args.json:
@@ -43,21 +43,54 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def setting(variable: str, default: str) -> str:
+    value = os.environ.get(variable)
+    return f"${variable}={shown_path(value, 120)}" if value else f"${variable} unset, so {default}"
+
+
+def records_plan():
+    from peftlab.records.store import ENV_MODEL_CACHE, records_dir, sort_records_entry
+
+    where = setting(ENV_MODEL_CACHE, "beside the data cache")
+    hint = f"set {ENV_MODEL_CACHE} to a folder of peftlab's model records alone"
+    return clearing_plan(
+        records_dir(), "model records", sort_records_entry, f"the model records folder ({where})", hint
+    )
+
+
+def data_plan():
+    from peftlab.data.sources import DEFAULT_DATA_CACHE, ENV_DATA_CACHE, data_cache, sort_cache_entry
+
+    hint = f"set {ENV_DATA_CACHE} to a folder of peftlab's data cache alone (data.root names datasets anywhere)"
+    what = f"the data cache ({setting(ENV_DATA_CACHE, DEFAULT_DATA_CACHE)})"
+    return clearing_plan(data_cache(), "data", sort_cache_entry, what, hint)
+
+
 def cache_listing() -> dict:
-    from peftlab.data.sources import data_cache
-    from peftlab.records.store import listed, records_dir
+    """The records and the data cache's entries: each of peftlab's own entries with its size, an entry that
+    is not peftlab's by name alone (a clear refuses the folder)."""
+    from peftlab.data.sources import ENV_DATA_CACHE, data_cache, sort_cache_entry
+    from peftlab.records.store import ENV_MODEL_CACHE, listed, records_dir
 
     data = data_cache()
+    check_kind(records_dir(), True, f"the model records folder (${ENV_MODEL_CACHE})")
+    check_kind(data, True, f"the data cache (${ENV_DATA_CACHE})")
     try:
-        entries = sorted(data.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
+        with os.scandir(data) as it:
+            entries = sorted((e for e in it if e.name != MARKER), key=lambda e: e.name)
+    except FileNotFoundError:
         entries = []
-    return {
-        "records_dir": str(records_dir()),
-        "records": listed(),
-        "data_cache": str(data),
-        "data": [{"path": str(entry), "bytes": tree_bytes(entry)} for entry in entries],
-    }
+    except OSError as err:
+        from peftlab.utils.errors import UserError
+
+        raise UserError(f"the data cache {shown_path(data)} cannot be listed: {err.strerror}") from None
+    rows = []
+    for entry in entries:
+        kind = sort_cache_entry(entry)
+        rows.append(
+            {"path": entry.path, "peftlab": kind, "bytes": None if kind == "foreign" else tree_bytes(entry.path)}
+        )
+    return {"records_dir": str(records_dir()), "records": listed(), "data_cache": str(data), "data": rows}
 
 
 def format_listing(listing: dict) -> list[str]:
@@ -65,58 +98,24 @@ def format_listing(listing: dict) -> list[str]:
 
     records = listing["records"]
     total = sum(r["bytes"] for r in records)
-    lines = [f"model records: {len(records)}, {size_words(total)} in {listing['records_dir']}"]
+    lines = [f"model records: {len(records)}, {size_words(total)} in {shown_path(listing['records_dir'])}"]
     for r in records:
         state = "" if r["intact"] else "  damaged (rebuilt when next needed)"
         lines.append(
-            f"  {r['kind']:<9} {r['model'] or '-':<32} {size_words(r['bytes']):>9}  "
+            f"  {r['kind']:<9} {shown_path(r['model'] or '-', 60):<32} {size_words(r['bytes']):>9}  "
             f"{age_words(r['age_seconds'])} old  {Path(r['path']).name}{state}"
         )
-    data_total = sum(e["bytes"] for e in listing["data"])
-    lines.append(f"data cache: {len(listing['data'])} entries, {size_words(data_total)} in {listing['data_cache']}")
-    lines += [f"  {Path(e['path']).name:<42} {size_words(e['bytes']):>9}" for e in listing["data"]]
+    data_total = sum(e["bytes"] or 0 for e in listing["data"])
+    lines.append(
+        f"data cache: {len(listing['data'])} entries, {size_words(data_total)} in {shown_path(listing['data_cache'])}"
+    )
+    notes = {"kept": "  (data you placed: a clear keeps it)", "foreign": "  not peftlab's: a clear refuses the folder"}
+    lines += [
+        f"  {shown_path(Path(e['path']).name, 60):<42} {size_words(e['bytes']) if e['bytes'] is not None else '':>9}"
+        f"{notes.get(e['peftlab'], '')}"
+        for e in listing["data"]
+    ]
     return lines
-
-
-def tree_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (links counted as links, never followed)."""
-    if path.is_symlink() or not path.is_dir():
-        return path.lstat().st_size
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum((Path(root) / name).lstat().st_size for name in files)
-    return total
-
-
-def clear_records(folder: Path) -> tuple[int, int]:
-    """Remove the record files (by their names; nothing else of the folder): (count, bytes)."""
-    count = size = 0
-    try:
-        paths = [p for p in folder.iterdir() if RECORD_NAME.match(p.name)]
-    except (FileNotFoundError, NotADirectoryError):
-        return 0, 0
-    for path in paths:
-        size += path.lstat().st_size
-        path.unlink(missing_ok=True)
-        count += 1
-    return count, size
-
-
-def clear_folder(folder: Path) -> tuple[int, int]:
-    """Remove every entry of ``folder`` (a link removed as a link): (count, bytes)."""
-    count = size = 0
-    try:
-        entries = list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return 0, 0
-    for entry in entries:
-        size += tree_bytes(entry)
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink(missing_ok=True)
-        count += 1
-    return count, size
 
 
 def size_words(size: int) -> str:

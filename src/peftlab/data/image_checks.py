@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from peftlab.data.opening import check_data_file, open_data_file
-from peftlab.data.sources import data_cache
+from peftlab.data.sources import data_cache, writable_cache_dir
 from peftlab.utils.errors import DataError
 from peftlab.utils.files import one_line, read_json, write_json_atomic
 
@@ -129,6 +129,7 @@ def checked_headers(paths: Iterable[str], cache: Path) -> list[tuple[str, str]]:
 
 def store_headers(cache: Path, entries: dict[str, str]) -> None:
     try:
+        writable_cache_dir(cache.parent)  # marks a data cache it creates as peftlab's
         write_json_atomic(cache, {"format": HEADERS_FORMAT, "files": entries})
-    except OSError:
+    except (OSError, DataError):
         pass  # a cache that cannot be written costs the next run a new check, not this run its data

@@ -35,8 +35,9 @@ from peftlab.data.readers.binary import (
 )
 from peftlab.data.readers.folders import read_image_folder, read_tiny_imagenet
 from peftlab.data.readers.records import RawData
+from peftlab.utils.cache_folders import mark_cache
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import one_line
+from peftlab.utils.files import TEMPORARY, one_line
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DEFAULT_DATA_CACHE = "~/.cache/peftlab/data"
@@ -100,6 +101,23 @@ SUITE_HOW_TO_GET = {
 }
 SUITE_MARKERS = {"vtab1k": "train800.txt", "fgvc": "train.json"}
 
+# What peftlab writes in the data cache, by name (``peftlab cache clear --data`` removes these folders and
+# nothing else): decoded splits (data/cache.py), dataset manifests (data/manifest.py), image-header checks
+# (data/image_checks.py), the fortunes task and corpus (data/text/fortunes.py) and the downloads.
+CACHE_ENTRIES = ("decoded", "manifests", "image-headers", "fortunes", *DOWNLOADABLE)
+# What peftlab reads from the data cache but never writes there: datasets the user placed (a clear keeps them)
+PLACED_ENTRIES = ("tiny_imagenet", *SUITE_MARKERS)
+
+
+def sort_cache_entry(entry: os.DirEntry) -> str:
+    """``own`` for an entry of the data cache that peftlab wrote (one of ``CACHE_ENTRIES``, a folder or a
+    link; an interrupted write's temporary file), ``kept`` for one of ``PLACED_ENTRIES``, else ``foreign``."""
+    if entry.name in CACHE_ENTRIES and (entry.is_symlink() or entry.is_dir(follow_symlinks=False)):
+        return "own"
+    if TEMPORARY.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+        return "own"
+    return "kept" if entry.name in PLACED_ENTRIES else "foreign"
+
 
 def find_listed(name: str, root: str | None) -> Path:
     """The folder of a suite task (``vtab1k/<task>``, ``fgvc/<name>``): ``root/<task>``, or ``root`` itself
@@ -143,9 +161,14 @@ def decoded_cache_dir() -> Path:
 
 def writable_cache_dir(directory: Path) -> Path:
     """``directory`` in the data cache, created if needed, or one DataError line naming $PEFTLAB_DATA_CACHE
-    (a file, /proc, a read-only folder, a parent that cannot be created)."""
+    (a file, /proc, a read-only folder, a parent that cannot be created). A data cache peftlab creates is
+    marked as its own (``utils.cache_folders``); one it finds (a folder the variable names) is not."""
+    root = data_cache()
+    created = directory.is_relative_to(root) and not os.path.lexists(root)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            mark_cache(root, "data")
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write in {directory}")
     except OSError as err:

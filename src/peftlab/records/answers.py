@@ -50,14 +50,22 @@ def model_payload(model: ModelConfig, num_classes: int) -> dict | None:
 
 
 def file_identity(value) -> dict | None:
-    """A file a config names (an importance file): its path, size and modification time, or None."""
+    """A file a config names (a weights or importance file) as it is now, or None: its path, size, inode and
+    modification and change times. The change time is the one a write in place cannot hide: ``os.utime``
+    puts the size and modification time back, and sets the change time to now."""
     if not isinstance(value, str) or not value or len(value) > 4096:
         return None
     try:
         stat = os.stat(value)
     except (OSError, ValueError):
         return None
-    return {"path": str(Path(value).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+    return {
+        "path": str(Path(value).resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "ino": stat.st_ino,
+    }
 
 
 def method_payload(method: MethodConfig) -> dict:
@@ -151,7 +159,8 @@ def check_against_model(cfg: RunConfig, weights: bool = False) -> dict[str, int]
 
 def check_weights(cfg: RunConfig) -> None:
     """A local weights file checked against the model once per (model, file as it is now): a file that
-    changes (size, time, inode) is checked again; a refusal is never recorded."""
+    changes (size, inode, modification or change time: ``file_identity``) is checked again; a refusal is
+    never recorded."""
     identity = file_identity(cfg.model.pretrained)
     payload = model_payload(cfg.model, cfg.model.num_classes or 10)
 

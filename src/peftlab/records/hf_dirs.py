@@ -9,7 +9,8 @@ and the other files of ``models.hf_config.CODE_MAPS`` where present (tokenizer_c
 ``auto_map``, preprocessor_config.json also for its normalisation); they look at the other top-level files
 only to refuse one (a FIFO, Python code, an empty weights file, a file past its bound). So a record's
 payload holds those files read, each by size and SHA-256, and every other file the checks look at by size
-alone (the weights are never read: a new weights file of the same shapes counts the same). A directory with
+alone (the weights are never read: a new weights file of the same shapes counts the same; the checks answer
+from those files' kind and size alone, so no write in place can change their answer). A directory with
 something the checks would refuse (or that cannot be listed) gets no payload: the live code says what.
 The tokenizer's vocabulary files are not read: the vocabulary is config.json's ``vocab_size``.
 """
