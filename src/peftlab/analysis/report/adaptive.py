@@ -215,7 +215,8 @@ def equal_budget_comparisons(
     shared += [c for c in ("config.method.target_modules",) if c in runs.columns]
     runs["setting"] = [("|".join(map(str, row))) for row in runs[shared].itertuples(index=False)]
     uniform = runs[(runs["method"] == "lora") & (runs["ranks.strategy"] == "uniform")]
-    adaptive = runs[~runs.index.isin(uniform.index)]
+    # a fixed uniform rank is no adaptive configuration, whatever the method (DoRA, a plugin built on LoRA)
+    adaptive = runs[runs["ranks.strategy"] != "uniform"]
     rows = []
     for variant, group in adaptive.groupby("variant", sort=False):
         key = (group["setting"].iloc[0], group["budget"].iloc[0])
