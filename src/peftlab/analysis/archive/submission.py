@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from peftlab.study.phases import read_phases
 from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_link, refuse_links_below, refuse_links_in, write_atomic
+from peftlab.utils.programs import run_program
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
 RUNS_SHA256 = "runs.sha256"
@@ -124,7 +124,11 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def git_head() -> str:
     try:
-        proc = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+        proc = run_program(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            seconds=60,
+            fix="check the checkout (`git status`) or how git is set up, then run `peftlab submission` again",
+        )
     except FileNotFoundError:
         return "unknown (git not installed)"
     return proc.stdout.strip() or "unknown (not a git checkout)"
