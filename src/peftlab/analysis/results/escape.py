@@ -62,12 +62,14 @@ def latex_text(text):
     return "".join(f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts))
 
 
-# CommonMark lets a backslash escape any ASCII punctuation: escaping all of it makes text print as itself.
-MARKDOWN_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# What starts markup inside a line of Markdown (GitHub's included): emphasis, code, links and images (from their
+# "["), HTML and autolinks, table cells, entities, strikethrough, a heading's closing #. CommonMark lets a backslash
+# escape any of them; a line's start (a list, a heading) is the writer's, never the text's.
+MARKDOWN_PUNCTUATION = frozenset("\\`*_[]<>|&~#")
 
 
 def markdown_text(text) -> str:
-    """`text` as Markdown prose that prints as itself: every ASCII punctuation character backslash-escaped, a
+    """`text` as Markdown prose inside a line that prints as itself: ``MARKDOWN_PUNCTUATION`` backslash-escaped, a
     control character (a newline would start a heading or close a fence) shown as its code, \\x0a."""
     return "".join(
         "\\" + char if char in MARKDOWN_PUNCTUATION else ("\\\\" + control_code(char) if control(char) else char)
