@@ -138,5 +138,7 @@ def read_study_name(study_dir: str | Path) -> str:
         except (ConfigError, AttributeError):
             name = None
         if isinstance(name, str) and name.strip():
+            if not name.isprintable():  # a received copy: a newline would start a line of report.md of its own
+                raise ConfigError(f"{path}: name={name[:60]!r} is invalid: expected one line of printable text")
             return name.strip()
     return study_dir.name

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.paper.latex import file_sha256, pdf_results_sha256
+from peftlab.analysis.paper.latex import changed_source, file_sha256, pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
@@ -65,6 +65,12 @@ def write_submission(
                 f"{'' if built_from or what != 'main.pdf' else '; the last paper build did not compile'}): "
                 f"run `peftlab paper {study_dir}` again"
             )
+    changed = changed_source(paper_dir)
+    if changed is not None:
+        raise UserError(
+            f"{paper_dir / changed} is not as {paper_dir / 'main.pdf'} was compiled from it (changed since, or "
+            f"recorded by an older peftlab): run `peftlab paper {study_dir}` again"
+        )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
     if ran.is_file() and study_yaml.is_file() and ran.read_bytes() != study_yaml.read_bytes():

@@ -144,14 +144,37 @@ def unresolved_references(log: Path) -> str:
 
 
 # Written beside main.pdf after a compile succeeds, and removed when a paper build starts: which results the PDF
-# shows, and the PDF's own hash. ``peftlab submission`` packs main.pdf only when both agree with what it packs.
+# shows, the PDF's own hash and those of the sources it was compiled from. ``peftlab submission`` packs main.pdf
+# only when all of them agree with what it packs.
 PDF_RECORD = "main.pdf.json"
 
 
 def record_pdf(paper_dir: Path, results_sha256: str) -> None:
-    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash."""
-    record = {"results_sha256": results_sha256, "pdf_sha256": file_sha256(paper_dir / "main.pdf")}
+    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash and was compiled from
+    the sources there as they are now."""
+    record = {
+        "results_sha256": results_sha256,
+        "pdf_sha256": file_sha256(paper_dir / "main.pdf"),
+        "sources": sources_sha256(paper_dir),
+    }
     write_json_atomic(paper_dir / PDF_RECORD, record)
+
+
+def sources_sha256(paper_dir: Path) -> dict[str, str]:
+    """The SHA-256 of each of the paper's sources (``PAPER_SOURCES``), by its path in ``paper_dir``."""
+    return {source: file_sha256(paper_dir / source) for source in paper_sources(paper_dir)}
+
+
+def changed_source(paper_dir: Path) -> str | None:
+    """The first source of the paper in ``paper_dir`` that is not as main.pdf was compiled from it (edited, added or
+    removed since), or None when all are."""
+    recorded = (read_json(paper_dir / PDF_RECORD) or {}).get("sources")
+    if not isinstance(recorded, dict):
+        return PDF_RECORD  # a record of no sources: a compile of an older peftlab
+    now = sources_sha256(paper_dir)
+    return next(
+        (source for source in sorted(set(now) | set(recorded)) if now.get(source) != recorded.get(source)), None
+    )
 
 
 def pdf_results_sha256(paper_dir: Path) -> str | None:

@@ -39,6 +39,7 @@ from peftlab.analysis.report.primary import (
     statistics_section,
 )
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
@@ -105,7 +106,7 @@ def write_report(
     out = report_folder(study_dir)
     write_atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     lines = [
-        f"# Study report: {read_study_name(study_dir)}",
+        f"# Study report: {markdown_text(read_study_name(study_dir))}",
         "",
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
@@ -119,7 +120,8 @@ def write_report(
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
         lines += [
-            f"Labels in the study file's report section that name no configuration or method: {', '.join(unused)}.",
+            "Labels in the study file's report section that name no configuration or method: "
+            f"{markdown_text(', '.join(unused))}.",
             "",
         ]
     score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity

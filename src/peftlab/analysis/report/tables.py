@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.results import units
-from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_text
 from peftlab.analysis.results.tuning_choices import borrowed_note
 from peftlab.analysis.results.units import METRIC_LABELS, display_name
 from peftlab.analysis.stats.intervals import INTERVALS
@@ -106,7 +106,7 @@ def markdown_table(
     lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     for table_row in table["rows"]:
-        cells = [table_row["name"] + (" ‡" if table_row["borrowed"] else "")]
+        cells = [markdown_text(table_row["name"]) + (" ‡" if table_row["borrowed"] else "")]
         if has_params:
             cells.append(table_row["params"] or "–")
         cells.append(table_row["n"])
