@@ -17,10 +17,10 @@ MATH_SYMBOLS = frozenset(
     """alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi rho sigma
     tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega
     times cdot div pm mp le leq ge geq approx sim simeq equiv propto ll gg in subset subseteq
-    infty ell prime partial nabla to rightarrow leftarrow sum prod top""".split()
+    infty ell prime partial nabla to rightarrow leftarrow top""".split()
 )
 # Commands that are macros of several tokens: typeset where they stand, never as a lone argument (x^\log breaks).
-MATH_OPERATORS = frozenset("ne neq notin mapsto dots ldots cdots log exp min max".split())
+MATH_OPERATORS = frozenset("ne neq notin mapsto dots ldots cdots log exp min max sum prod".split())
 MATH_ACCENTS = frozenset("hat tilde bar vec".split())  # one argument
 MATH_FONTS = frozenset("mathrm mathbf mathit mathsf mathtt mathcal".split())  # one argument, math inside
 MATH_TEXTS = frozenset("text textrm textbf textit".split())  # one braced argument of plain text
@@ -41,9 +41,15 @@ def safe_math(math: str) -> bool:
     is a superscript), balanced braces; empty math ($$ opens display math) is not."""
     if not math.isprintable():
         return False
-    tokens = [(m.group(1), m.group(2), m.group(4)) for m in MATH_TOKEN.finditer(math) if m.group(3) is None]
-    tokens = [("cmd", c) if c else ("ctl", s) if s is not None else ("char", ch) for c, s, ch in tokens]
-    if not tokens:
+    tokens, space = [], False
+    for m in MATH_TOKEN.finditer(math):
+        command, symbol, white, char = m.groups()
+        if white is None and space and char in ("'", "^"):  # a prime looks for the next ' or ^ without a space
+            tokens.append(("gap", ""))
+        space = white is not None
+        if not space:
+            tokens.append(("cmd", command) if command else ("ctl", symbol) if symbol is not None else ("char", char))
+    if all(kind == "gap" for kind, _ in tokens):
         return False
     try:
         return _math_list(tokens, 0, 0) == len(tokens)
@@ -56,7 +62,7 @@ def _math_list(tokens: list, i: int, depth: int) -> int:
     if depth > MATH_DEPTH:
         raise _Refused
     while i < len(tokens) and tokens[i] != ("char", "}"):
-        if tokens[i][0] == "ctl" and tokens[i][1] in ", ;!":  # a space: no nucleus, no scripts
+        if tokens[i][0] == "gap" or (tokens[i][0] == "ctl" and tokens[i][1] in ", ;!"):  # a space: no nucleus
             i += 1
             continue
         i = _scripts(tokens, _nucleus(tokens, i, depth), depth)
@@ -106,11 +112,16 @@ def _nucleus(tokens: list, i: int, depth: int) -> int:
 
 
 def _scripts(tokens: list, i: int, depth: int) -> int:
-    """At most one subscript and one superscript: ^x, or primes and the ^x right after them (x'^2 is fine,
-    x^2' and x'_1^2 are double superscripts)."""
+    """At most one subscript and one superscript: ^x, or primes and the ^x right after them (x'^2 is fine;
+    x^2', x'_1^2 and x' ^2 are double superscripts: a prime looks ahead for ' or ^ without skipping a space)."""
     sub = sup = False
-    while i < len(tokens) and tokens[i][0] == "char" and tokens[i][1] in "^_'":
-        mark = tokens[i][1]
+    while True:
+        j = i
+        while j < len(tokens) and tokens[j][0] == "gap":
+            j += 1
+        if j == len(tokens) or tokens[j][0] != "char" or tokens[j][1] not in "^_'":
+            return i
+        i, mark = j, tokens[j][1]
         if (sub if mark == "_" else sup) is True:
             raise _Refused
         if mark == "_":
@@ -124,7 +135,6 @@ def _scripts(tokens: list, i: int, depth: int) -> int:
                 i = _argument(tokens, i + 1, depth, script=True)
         else:
             i = _argument(tokens, i + 1, depth, script=True)
-    return i
 
 
 def _argument(tokens: list, i: int, depth: int, script: bool = False) -> int:
