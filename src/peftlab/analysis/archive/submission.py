@@ -212,22 +212,25 @@ def command_lines(study_dir: Path) -> list[str]:
     ]
     shell = []
     for command in commands:
-        line = " ".join(shell_word(portable_text(arg, study_dir)) for arg in command["argv"])
+        line = " ".join(shell_word(arg, study_dir) for arg in command["argv"])
         if command["cwd"]:
-            shell.append(f"cd {shell_word(portable_text(command['cwd'], study_dir))} && {line}")
+            shell.append(f"cd {shell_word(command['cwd'], study_dir)} && {line}")
         else:
             shell.append(f"{line}  # from a folder the record does not name")
     return lines + markdown_block(shell, "bash") + [""]
 
 
-def shell_word(text: str) -> str:
-    """``text`` as one word of a shell line (``shlex.quote``); a portable path's leading ``~/`` stays outside the
-    quotes, so that the shell makes it the reader's home folder."""
-    if text == "~":
-        return text
-    if text.startswith("~/"):
-        return "~/" + shlex.quote(text[2:]) if text[2:] else "~/"
-    return shlex.quote(text)
+def shell_word(text: str, study_dir: Path) -> str:
+    """``text`` made portable (``portable_text``) as one word of a shell line (``shlex.quote``). A path in the home
+    folder, which becomes ``~/...``, keeps its ``~/`` outside the quotes, so that the reader's shell makes it their
+    home folder; a ``~`` the record held itself stays a literal ``~``."""
+    shown = portable_text(text, study_dir)
+    if shown.startswith("~") and not text.startswith("~"):
+        if shown == "~":
+            return "~"
+        if shown.startswith("~/"):
+            return "~/" + shlex.quote(shown[2:]) if shown[2:] else "~/"
+    return shlex.quote(shown)
 
 
 def runtime_lines(done, study_dir: Path) -> list[str]:
@@ -298,7 +301,7 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         ]
         shell = []
     shown = {
-        key: shell_word(portable_text(os.path.abspath(path), study_dir))
+        key: shell_word(os.path.abspath(path), study_dir)
         for key, path in (("study", study_yaml), ("dir", study_dir), ("paper", paper_dir), ("out", out))
     }
     lines += markdown_block(
