@@ -680,7 +680,7 @@ def test_a_study_in_a_folder_of_another_name_is_titled_by_its_study_file_s_name(
     study = yaml.safe_load((study_dir / "study.yaml").read_text())
     (study_dir / "study.yaml").write_text(yaml.safe_dump({**study, "name": "rank_ablation"}))
     write_report(study_dir)
-    assert (study_dir / "report" / "report.md").read_text().startswith("# Study report: rank\\_ablation\n")
+    assert (study_dir / "report" / "report.md").read_text().startswith("# Study report: rank_ablation\n")
     write_paper(study_dir, tmp_path / "paper", compile=False)
     assert "\\newcommand{\\studyName}{rank\\_ablation}" in (tmp_path / "paper" / "results.tex").read_text()
     (study_dir / "study.yaml").unlink()

@@ -261,12 +261,12 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged
         "",
         f"- {len(df)} runs ({parts}); {df['variant'].nunique()} configurations x "
         f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))})",
-        f"- methods: {', '.join(sorted(df['method'].unique()))}",
-    ]
-    lines.append(f"- models: {', '.join(sorted(set(model_names(df).dropna())))}")
+        f"- methods: {markdown_text(', '.join(sorted(df['method'].unique())))}",
+    ]  # names from run files, in prose: Markdown-escaped
+    lines.append(f"- models: {markdown_text(', '.join(sorted(set(model_names(df).dropna()))))}")
     for column, name in ((TASK, "datasets"), ("config.quant.mode", "quantization")):
         if column in df:
-            lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
+            lines.append(f"- {name}: {markdown_text(', '.join(map(str, sorted(df[column].dropna().unique()))))}")
     if "config.data.train_subset" in df:
         subsets = sorted(df["config.data.train_subset"].dropna().unique())
         images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
@@ -277,7 +277,7 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged
     plugins = df.dropna(subset=["provenance.plugin"]) if "provenance.plugin" in df else df.iloc[:0]
     for method, runs in plugins.groupby("method", sort=True):  # the plugin's code is part of its result
         versions = sorted(runs["provenance.plugin"].unique())
-        lines.append(f"- plugin method {method}: {'; '.join(versions)}")
+        lines.append(f"- plugin method {markdown_text(method)}: {markdown_text('; '.join(versions))}")
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     try:
         phases = phase_lines(study_dir)

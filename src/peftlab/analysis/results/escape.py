@@ -64,17 +64,17 @@ def latex_text(text):
 
 # What starts markup inside a line of Markdown (GitHub's included): emphasis, code, links and images (from their
 # "["), HTML and autolinks, table cells, entities, strikethrough, a heading's closing #. CommonMark lets a backslash
-# escape any of them; a line's start (a list, a heading) is the writer's, never the text's.
-MARKDOWN_PUNCTUATION = frozenset("\\`*_[]<>|&~#")
+# escape any of them; a line's start (a list, a heading) is the writer's, never the text's. An underscore inside a
+# word (fashion_mnist) starts no emphasis and stays as it is.
+MARKDOWN_MARKUP = re.compile(r"[\\`*\[\]<>|&~#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def markdown_text(text) -> str:
-    """`text` as Markdown prose inside a line that prints as itself: ``MARKDOWN_PUNCTUATION`` backslash-escaped, a
-    control character (a newline would start a heading or close a fence) shown as its code, \\x0a."""
-    return "".join(
-        "\\" + char if char in MARKDOWN_PUNCTUATION else ("\\\\" + control_code(char) if control(char) else char)
-        for char in str(text)
-    )
+    """`text` as Markdown prose inside a line that prints as itself: ``MARKDOWN_MARKUP`` (an underscore only at
+    a word's edge) backslash-escaped, a control character (a newline would start a heading or close a fence) shown
+    as its code, \\x0a."""
+    text = "".join("\\" + control_code(char) if control(char) else char for char in str(text))
+    return MARKDOWN_MARKUP.sub(lambda m: "\\" + m.group(0), text)
 
 
 def markdown_code(text) -> str:
