@@ -2,7 +2,7 @@
 one escaper or reader and, where it matters, against the program that reads the output.
 
 - BibTeX entries (a study's report.datasets, a plugin's bibtex, a received result.json's): one reader,
-  utils/tex.bibtex_entry; an entry that would loop or read files in TeX is one line, never written.
+  config/tex.bibtex_entry; an entry that would loop or read files in TeX is one line, never written.
 - External programs (latexmk, git) hung: a time limit, one line, and no process of theirs left.
 - Recorded commands (commands.jsonl) in REPRODUCE.md: shell words quoted, control characters refused, fences that no
   line closes; the shell block, executed in a sandbox, runs exactly the recorded commands.
@@ -27,17 +27,17 @@ from typing import ClassVar
 import pytest
 import yaml
 from studyfiles import write_study_dir
-from testkit import REPO
+from testkit import REPO, wait_until
 
 from peftlab.analysis.archive.submission import command_lines, write_submission
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_block, markdown_code, markdown_text
 from peftlab.analysis.results.load import results_sha256
+from peftlab.config.tex import bibtex_entry, safe_math
 from peftlab.study.report_options import read_study_name, report_options
 from peftlab.utils.errors import ConfigError, UserError
 from peftlab.utils.programs import run_program
-from peftlab.utils.tex import bibtex_entry, safe_math
 
 # ---- BibTeX ------------------------------------------------------------------------------------------------------
 
@@ -211,10 +211,12 @@ def running(pid: int) -> bool:
 
 
 def end_leftovers(pids: Path) -> list[int]:
-    """Kill what a hung stand-in left running (the processes this test started), and say which they were."""
+    """Kill what a hung stand-in left running (the processes this test started), and say which they were: those
+    still running when a generous wait for them to end is over (a SIGKILL is delivered, not awaited)."""
+    started = [int(path.read_text()) for path in pids.iterdir()]
+    wait_until(lambda: not any(running(pid) for pid in started), seconds=30)
     left = []
-    for path in pids.iterdir():
-        pid = int(path.read_text())
+    for pid in started:
         if running(pid):
             left.append(pid)
             os.kill(pid, signal.SIGKILL)
@@ -285,7 +287,7 @@ def test_a_program_that_leaves_a_child_behind_is_ended_with_it(tmp_path):
     script = f"sleep 600 & echo $! > {tmp_path / 'child'}; echo done"
     done = run_program(["sh", "-c", script], seconds=60, fix="x")
     assert done.returncode == 0 and done.stdout == "done\n"
-    assert not running(int((tmp_path / "child").read_text()))
+    assert wait_until(lambda: not running(int((tmp_path / "child").read_text())), seconds=30)
 
 
 # ---- REPRODUCE.md's commands ---------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig
+from peftlab.config.tex import bibtex_entry
 from peftlab.utils.errors import ConfigError, UserError, stop_behind
 from peftlab.utils.files import one_line
-from peftlab.utils.tex import bibtex_entry
 
 METHODS: dict[str, type[MethodConfig]] = {}  # the built-in methods, in the order every list shows them
 

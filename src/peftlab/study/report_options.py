@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config.reading import read_yaml
+from peftlab.config.tex import bibtex_entry, cite_key
 from peftlab.utils.errors import ConfigError
-from peftlab.utils.tex import bibtex_entry, cite_key
 
 REPORT_KEYS = ("interval", "labels", "trainable_share_at_most", "datasets")
 DATASET_KEYS = ("name", "classes", "chance", "cite", "bibtex")

@@ -64,10 +64,10 @@ from peftlab.analysis.results.record import loads_weights
 from peftlab.analysis.results.units import unit
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.config.tex import bibtex_entry
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_links_below, refuse_links_in, write_text_atomic
-from peftlab.utils.tex import bibtex_entry
 
 REFERENCES = Path(__file__).with_name("references.bib")
 

@@ -22,7 +22,7 @@ from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.units import bridge_names, display_name, natural_key, words
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.methods import METHODS
-from peftlab.utils.tex import BibEntry, bibtex_entry
+from peftlab.config.tex import BibEntry, bibtex_entry
 
 QUANT = ("int8", "nf4", "fp4")
 # the regular expressions of the target presets (tuners/targets.py) and what they adapt, as prose says it

@@ -106,12 +106,11 @@ def markdown_table(
     lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     for table_row in table["rows"]:
-        cells = [markdown_text(table_row["name"]) + (" ‡" if table_row["borrowed"] else "")]
-        if has_params:
-            cells.append(table_row["params"] or "–")
+        cells = [table_row["params"] or "–"] if has_params else []
         cells.append(table_row["n"])
         cells += [_markdown_cell(cell) for cell in table_row["cells"]]
-        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
+        name = markdown_text(table_row["name"]) + (" ‡" if table_row["borrowed"] else "")  # a label: escaped text
+        lines.append("| " + " | ".join([name] + [_markdown_escape(c) for c in cells]) + " |")
     lines += ["", _markdown_note(table, alpha)]
     return "\n".join(lines) + "\n"
 

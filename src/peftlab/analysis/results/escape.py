@@ -2,12 +2,12 @@
 peftlab writes, one escaper each: LaTeX (`latex_escape` makes any text print as itself, `latex_text` keeps a
 label's inline math only where it is `safe_math`, else escapes the whole label), Markdown (`markdown_text` for
 prose, `markdown_code` for a code span, `markdown_block` for a fenced block). BibTeX entries are read by
-utils/tex.py's `bibtex_entry`, shell words quoted by `shlex.quote`."""
+config/tex.py's `bibtex_entry`, shell words quoted by `shlex.quote`."""
 
 import re
 import unicodedata
 
-from peftlab.utils.tex import safe_math
+from peftlab.config.tex import safe_math
 
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
