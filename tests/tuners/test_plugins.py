@@ -326,7 +326,7 @@ BROKEN = {
         CONFIG + "    bibtex = 'Smith 2024'\n",
         CHECK,
         "config",
-        "its config class Config.bibtex is not one BibTeX entry (@type{key, ...}): 'Smith 2024'",
+        "its config class Config.bibtex is not a plain BibTeX entry (expected @type{key, ...}): 'Smith 2024'",
     ),
     # its __post_init__ fails on an option (not with peftlab's one-line ConfigError)
     "options_fail": (

@@ -10,11 +10,11 @@ so the registry is filled whatever peftlab module is imported first.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from peftlab.config.sections import MethodConfig
+from peftlab.config.tex import bibtex_entry
 from peftlab.utils.errors import ConfigError, UserError, stop_behind
 from peftlab.utils.files import one_line
 
@@ -80,15 +80,8 @@ def plugin_words(cfg: MethodConfig, where: str) -> dict:
             "each $ of LaTeX math closed"
         )
     bibtex = type(cfg).bibtex
-    if bibtex and (not isinstance(bibtex, str) or bib_key(bibtex) is None):
-        raise ConfigError(f"{where}.bibtex is not one BibTeX entry (@type{{key, ...}}): {str(bibtex)[:60]!r}")
-    return {"description": description.strip() if description else None, "bibtex": bibtex.strip() or None}
-
-
-def bib_key(entry: str) -> str | None:
-    """The key of a BibTeX entry ``@article{key, ...}``, None where ``entry`` is not one."""
-    found = re.match(r"\s*@[A-Za-z]+\s*\{\s*([^,\s{}]+)\s*,", entry)
-    return found.group(1) if found and entry.rstrip().endswith("}") else None
+    entry = bibtex_entry(bibtex, f"{where}.bibtex") if bibtex else None  # one entry whose fields only typeset
+    return {"description": description.strip() if description else None, "bibtex": entry.text if entry else None}
 
 
 def method_names() -> tuple[str, ...]:

@@ -4,12 +4,12 @@ without expanding the study (analysis reads it from the copy a study directory k
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftlab.config.reading import read_yaml
+from peftlab.config.tex import bibtex_entry, cite_key
 from peftlab.utils.errors import ConfigError
 
 REPORT_KEYS = ("interval", "labels", "trainable_share_at_most", "datasets")
@@ -97,18 +97,19 @@ def dataset_names(key, value) -> dict:
     if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 < chance < 1):
         raise ConfigError(f"{where}.chance={chance!r} is invalid: expected a share in (0, 1) (0.25 is 25%)")
     cite, bibtex = entry.get("cite"), entry.get("bibtex")
-    if cite is not None and (not isinstance(cite, str) or not re.fullmatch(r"[A-Za-z0-9_:.\-]+", cite)):
-        raise ConfigError(f"{where}.cite={cite!r} is invalid: expected a BibTeX key (letters, digits, _:.-)")
+    if cite is not None:
+        cite_key(cite, f"{where}.cite")
     if bibtex is not None:
-        found = re.match(r"\s*@[A-Za-z]+\s*\{\s*([^,\s{}]+)\s*,", str(bibtex))
-        if cite is None or not isinstance(bibtex, str) or not found or found.group(1) != cite:
+        entry = bibtex_entry(bibtex, f"{where}.bibtex")  # one entry whose fields only typeset
+        if cite is None or entry.key != cite:
             raise ConfigError(f"{where}.bibtex is invalid: expected one BibTeX entry whose key is cite ({cite!r})")
+        bibtex = entry.text
     return {
         "name": name.strip(),
         "classes": classes,
         "chance": float(chance) if chance is not None else (1 / classes if classes else None),
         "cite": cite,
-        "bibtex": bibtex.strip() if bibtex else None,
+        "bibtex": bibtex,
     }
 
 
@@ -137,5 +138,7 @@ def read_study_name(study_dir: str | Path) -> str:
         except (ConfigError, AttributeError):
             name = None
         if isinstance(name, str) and name.strip():
+            if not name.isprintable():  # a received copy: a newline would start a line of report.md of its own
+                raise ConfigError(f"{path}: name={name[:60]!r} is invalid: expected one line of printable text")
             return name.strip()
     return study_dir.name

@@ -261,6 +261,8 @@ def _header(data: dict, path: Path) -> Header:
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"study {path}: name={shown(name)} is invalid: expected a non-empty string")
+    if not name.isprintable():  # it titles report.md and the paper: a newline would start a line of its own
+        raise ConfigError(f"study {path}: name={name[:60]!r} is invalid: expected one line of printable text")
     if "base" not in data:
         raise ConfigError(f"study {path}: 'base' (the base run config) is required")
     base = _path_value(data, "base", path, required=True)

@@ -24,11 +24,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from peftlab.utils.programs import ProgramTimeout, run_program
 
 CHECKS = {
     "lora-fp32": {"train": {"precision": "fp32"}},  # auto is bf16 on a GPU: fp32 named, or it never runs there
@@ -118,7 +119,10 @@ def run_check(name: str, device: str, data_root: Path, work: Path) -> dict:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
     }
-    proc = subprocess.run(command(name, config, run_dir), capture_output=True, text=True, timeout=RUN_SECONDS, env=env)
+    try:
+        proc = run_program(command(name, config, run_dir), seconds=RUN_SECONDS, fix="see its run folder", env=env)
+    except ProgramTimeout as err:
+        return {"check": name, "passed": False, "problems": [str(err)]}
     result_file = run_dir / "result.json"
     if proc.returncode != 0 or not result_file.is_file():
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
-import subprocess
 from pathlib import Path
+
+from peftlab.utils.programs import ProgramTimeout, run_program
 
 PACKAGES = (
     "peftlab",
@@ -23,11 +25,19 @@ PACKAGES = (
 )
 
 
+log = logging.getLogger(__name__)
+GIT_SECONDS = 10
+GIT_FIX = "the result records no git commit; check the checkout (`git status`) or how git is set up"
+
+
 def _git(*args: str) -> str | None:
     repo = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        out = run_program(["git", *args], seconds=GIT_SECONDS, fix=GIT_FIX, cwd=repo)
+    except OSError:
+        return None
+    except ProgramTimeout as err:
+        log.warning(str(err))
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 

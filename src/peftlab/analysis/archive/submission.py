@@ -16,15 +16,15 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
-from peftlab.analysis.paper.latex import file_sha256, pdf_results_sha256
+from peftlab.analysis.paper.latex import changed_source, file_sha256, pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
+from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
 from peftlab.analysis.results.load import environment, load_results, results_lines, results_sha256
 from peftlab.analysis.results.portable import portable_frame, portable_text
 from peftlab.analysis.results.record import study_commands
@@ -34,6 +34,7 @@ from peftlab.study.phases import read_phases
 from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_link, refuse_links_below, refuse_links_in, write_atomic
+from peftlab.utils.programs import run_program
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
 RUNS_SHA256 = "runs.sha256"
@@ -64,6 +65,12 @@ def write_submission(
                 f"{'' if built_from or what != 'main.pdf' else '; the last paper build did not compile'}): "
                 f"run `peftlab paper {study_dir}` again"
             )
+    changed = changed_source(paper_dir)
+    if changed is not None:
+        raise UserError(
+            f"{paper_dir / changed} is not as {paper_dir / 'main.pdf'} was compiled from it (changed since, or "
+            f"recorded by an older peftlab): run `peftlab paper {study_dir}` again"
+        )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
     if ran.is_file() and study_yaml.is_file() and ran.read_bytes() != study_yaml.read_bytes():
@@ -124,7 +131,11 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def git_head() -> str:
     try:
-        proc = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+        proc = run_program(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            seconds=60,
+            fix="check the checkout (`git status`) or how git is set up, then run `peftlab submission` again",
+        )
     except FileNotFoundError:
         return "unknown (git not installed)"
     return proc.stdout.strip() or "unknown (not a git checkout)"
@@ -153,7 +164,9 @@ def plugin_lines(done) -> list[str]:
         "",
     ]
     for method, runs in plugins.groupby("method", sort=False):
-        lines.append(f"- `{method}`: {'; '.join(sorted(runs['provenance.plugin'].unique()))}")
+        lines.append(
+            f"- {markdown_code(method)}: {markdown_text('; '.join(sorted(runs['provenance.plugin'].unique())))}"
+        )
     return lines + [""]
 
 
@@ -180,8 +193,10 @@ def data_lines(done, study_dir: Path) -> list[str]:
             for split in ("train", "val", "test")
             if f"data.{split}_size" in runs and runs[f"data.{split}_size"].notna().any()
         ]
-        folders = ", ".join(f"`{folder}`" for folder in where) or "not set (the dataset's own default)"
-        lines.append(f"- `{name}`: data.root {folders}" + (f"; examples read: {', '.join(sizes)}" if sizes else ""))
+        folders = ", ".join(markdown_code(folder) for folder in where) or "not set (the dataset's own default)"
+        lines.append(
+            f"- {markdown_code(name)}: data.root {folders}" + (f"; examples read: {', '.join(sizes)}" if sizes else "")
+        )
     return lines + [""]
 
 
@@ -194,12 +209,28 @@ def command_lines(study_dir: Path) -> list[str]:
         f"The {'command' if len(commands) == 1 else f'{len(commands)} commands'} that ran the study's runs "
         "(commands.jsonl), each from the folder named before it:",
         "",
-        "```bash",
     ]
+    shell = []
     for command in commands:
-        cwd = portable_text(command["cwd"], study_dir) if command["cwd"] else "?"
-        lines.append(f"cd {cwd} && {portable_text(shlex.join(command['argv']), study_dir)}")
-    return lines + ["```", ""]
+        line = " ".join(shell_word(arg, study_dir) for arg in command["argv"])
+        if command["cwd"]:
+            shell.append(f"cd {shell_word(command['cwd'], study_dir)} && {line}")
+        else:
+            shell.append(f"{line}  # from a folder the record does not name")
+    return lines + markdown_block(shell, "bash") + [""]
+
+
+def shell_word(text: str, study_dir: Path) -> str:
+    """``text`` made portable (``portable_text``) as one word of a shell line (``shlex.quote``). A path in the home
+    folder, which becomes ``~/...``, keeps its ``~/`` outside the quotes, so that the reader's shell makes it their
+    home folder; a ``~`` the record held itself stays a literal ``~``."""
+    shown = portable_text(text, study_dir)
+    if shown.startswith("~") and not text.startswith("~"):
+        if shown == "~":
+            return "~"
+        if shown.startswith("~/"):
+            return "~/" + shlex.quote(shown[2:]) if shown[2:] else "~/"
+    return shlex.quote(shown)
 
 
 def runtime_lines(done, study_dir: Path) -> list[str]:
@@ -233,51 +264,57 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     done = completed_runs(df)
     env = environment(study_dir)
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
-    sha = env.get("git_sha") or "unknown"
+    sha = str(env.get("git_sha") or "unknown")  # a received result.json's: any text
+    said = markdown_text  # what the runs recorded, in prose
     lines = [
-        f"# Reproducing {read_study_name(study_dir)}",
+        f"# Reproducing {said(read_study_name(study_dir))}",
         "",
-        f"- Runs trained at git commit `{sha}` (uncommitted changes: {env.get('git_dirty')}); "
-        f"this archive was packed at commit `{git_head()}`.",
-        f"- Machine of the runs: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device "
-        f"{hardware.get('device')}{', GPU ' + str(hardware['gpu']) if hardware.get('gpu') else ''}; "
-        f"{env.get('threads')} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
-        f"precision {env.get('dtype')}.",
-        "- Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " (all: requirements.lock).",
+        f"- Runs trained at git commit {markdown_code(sha)} (uncommitted changes: {said(env.get('git_dirty'))}); "
+        f"this archive was packed at commit {markdown_code(git_head())}.",
+        f"- Machine of the runs: {said(hardware.get('cpu'))}, {said(hardware.get('cpu_count'))} CPUs, device "
+        f"{said(hardware.get('device'))}{', GPU ' + said(hardware['gpu']) if hardware.get('gpu') else ''}; "
+        f"{said(env.get('threads'))} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
+        f"precision {said(env.get('dtype'))}.",
+        "- Packages: " + ", ".join(said(f"{k} {v}") for k, v in versions.items() if v) + " (all: requirements.lock).",
         "",
         "## Commands",
         "",
         "From a clone of the repository at that commit, on Debian with Python 3.11:",
         "",
-        "```bash",
-        f"git checkout {sha}",
     ]
+    shell = [f"git checkout {shlex.quote(sha) if sha.isprintable() else 'unknown'}"]
     if study_yaml.as_posix().endswith("configs/studies/default.yaml"):
+        lines += markdown_block(
+            shell
+            + [
+                "make study        # trains the runs (reuses finished ones, resumes an interrupted one)",
+                "make paper        # figures, tables, results.tex, main.tex, main.pdf",
+                "make submission   # this archive",
+            ],
+            "bash",
+        )
         lines += [
-            "make study        # trains the runs (reuses finished ones, resumes an interrupted one)",
-            "make paper        # figures, tables, results.tex, main.tex, main.pdf",
-            "make submission   # this archive",
-            "```",
             "",
             "`make` creates `.venv` with requirements.lock, installs the offline data and, when apt may "
             "be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:",
             "",
-            "```bash",
         ]
+        shell = []
     shown = {
-        key: portable_text(os.path.abspath(path), study_dir)
+        key: shell_word(os.path.abspath(path), study_dir)
         for key, path in (("study", study_yaml), ("dir", study_dir), ("paper", paper_dir), ("out", out))
     }
-    lines += [
-        f".venv/bin/peftlab study {shown['study']} --study-dir {shown['dir']} --report",
-        f".venv/bin/peftlab paper {shown['dir']} --out {shown['paper']}",
-        f".venv/bin/peftlab submission {shown['dir']} --study {shown['study']} --paper {shown['paper']} "
-        f"--out {shown['out']}",
-        "```",
-        "",
-        PATH_WORDS,
-        "",
-    ]
+    lines += markdown_block(
+        shell
+        + [
+            f".venv/bin/peftlab study {shown['study']} --study-dir {shown['dir']} --report",
+            f".venv/bin/peftlab paper {shown['dir']} --out {shown['paper']}",
+            f".venv/bin/peftlab submission {shown['dir']} --study {shown['study']} --paper {shown['paper']} "
+            f"--out {shown['out']}",
+        ],
+        "bash",
+    )
+    lines += ["", PATH_WORDS, ""]
     lines += (
         plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
     )
@@ -292,7 +329,9 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     ]
     for variant, runs in done.groupby("variant", sort=False):
         top1 = 100 * runs[TOP1]
-        lines.append(f"| {variant} | {len(runs)} | {top1.mean():.1f} | {top1.min():.1f} | {top1.max():.1f} |")
+        lines.append(
+            f"| {markdown_text(variant)} | {len(runs)} | {top1.mean():.1f} | {top1.min():.1f} | {top1.max():.1f} |"
+        )
     not_done = len(df) - len(done)
     if not_done:
         lines += ["", f"{not_done} runs did not complete (see results/results.csv, columns status and error)."]

@@ -64,6 +64,7 @@ from peftlab.analysis.results.record import loads_weights
 from peftlab.analysis.results.units import unit
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.config.tex import bibtex_entry
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_links_below, refuse_links_in, write_text_atomic
@@ -137,7 +138,11 @@ def write_paper(
 def dataset_bibtex(datasets: dict, bib: str) -> str:
     """The BibTeX entries of ``report.datasets`` whose keys ``bib`` lacks, to append to references.bib."""
     have = set(bib_keys(bib))
-    entries = [e["bibtex"] for e in datasets.values() if e.get("bibtex") and e.get("cite") not in have]
+    entries = [
+        bibtex_entry(e["bibtex"], f"study.yaml report.datasets['{name}'].bibtex").text
+        for name, e in datasets.items()
+        if e.get("bibtex") and e.get("cite") not in have
+    ]
     return "".join(f"\n{entry}\n" for entry in dict.fromkeys(entries))
 
 

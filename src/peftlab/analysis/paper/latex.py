@@ -6,12 +6,12 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_atomic, write_json_atomic
+from peftlab.utils.programs import run_program
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
 LATEX_TOOLS = {"latexmk": "latexmk", "pdflatex": "texlive-latex-base", "bibtex": "texlive-latex-base"}
@@ -38,6 +38,11 @@ LATEXMK = [
 ]
 
 
+# A paper compiles in seconds to a minute; TeX in a loop (a macro that calls itself) would run forever.
+LATEXMK_SECONDS = 600
+KPSEWHICH_FIX = "check the TeX installation (scripts/install-latex.sh)"
+
+
 def latex_env() -> dict[str, str]:
     """The environment latexmk runs in: TeX may read and write only below the paper's folder (no absolute
     paths, no "..", no dot files: kpathsea's paranoid mode) and runs no shell command."""
@@ -51,7 +56,7 @@ def missing_latex() -> list[str]:
     missing = [package for tool, package in LATEX_TOOLS.items() if shutil.which(tool) is None]
     if shutil.which("kpsewhich"):
         for style, package in LATEX_STYLES.items():
-            found = subprocess.run(["kpsewhich", style], capture_output=True, text=True).stdout.strip()
+            found = run_program(["kpsewhich", style], seconds=60, fix=KPSEWHICH_FIX).stdout.strip()
             if not found:
                 missing.append(package)
     return list(dict.fromkeys(missing))
@@ -79,10 +84,13 @@ def compile_pdf(main: Path) -> Path:
         for source in dict.fromkeys([main.name, *paper_sources(main.parent)]):
             (build / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(main.parent / source, build / source, follow_symlinks=False)
-        proc = subprocess.run(LATEXMK + [main.name], cwd=build, env=latex_env(), capture_output=True, text=True)
         built_log = build / log.name
-        if built_log.is_file():
-            write_atomic(log, lambda out: shutil.copyfile(built_log, out))
+        fix = f"TeX may be in a loop (a macro that calls itself): the end of {log} shows where it was"
+        try:
+            proc = run_program(LATEXMK + [main.name], seconds=LATEXMK_SECONDS, fix=fix, cwd=build, env=latex_env())
+        finally:
+            if built_log.is_file():
+                write_atomic(log, lambda out: copy_tail(built_log, out))
         if proc.returncode != 0:
             raise UserError(
                 f"latexmk failed on {main}: {first_latex_error(built_log, proc.stdout + proc.stderr)} (log: {log})"
@@ -92,6 +100,17 @@ def compile_pdf(main: Path) -> Path:
             raise UserError(f"{main}: {problems} (log: {log})")
         write_atomic(pdf, lambda out: shutil.copyfile(build / pdf.name, out))
     return pdf
+
+
+# The most of a log copied back: its end (a TeX in a loop writes without bound until its time is up).
+LOG_BYTES = 16 << 20
+
+
+def copy_tail(source: Path, out: str) -> None:
+    """Copy ``source`` to ``out``, only its last ``LOG_BYTES`` where it is longer."""
+    with open(source, "rb") as f, open(out, "wb") as g:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_BYTES))
+        shutil.copyfileobj(f, g)
 
 
 def paper_sources(folder: Path) -> list[str]:
@@ -125,14 +144,37 @@ def unresolved_references(log: Path) -> str:
 
 
 # Written beside main.pdf after a compile succeeds, and removed when a paper build starts: which results the PDF
-# shows, and the PDF's own hash. ``peftlab submission`` packs main.pdf only when both agree with what it packs.
+# shows, the PDF's own hash and those of the sources it was compiled from. ``peftlab submission`` packs main.pdf
+# only when all of them agree with what it packs.
 PDF_RECORD = "main.pdf.json"
 
 
 def record_pdf(paper_dir: Path, results_sha256: str) -> None:
-    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash."""
-    record = {"results_sha256": results_sha256, "pdf_sha256": file_sha256(paper_dir / "main.pdf")}
+    """Record that main.pdf in ``paper_dir``, as it is now, shows the results of that hash and was compiled from
+    the sources there as they are now."""
+    record = {
+        "results_sha256": results_sha256,
+        "pdf_sha256": file_sha256(paper_dir / "main.pdf"),
+        "sources": sources_sha256(paper_dir),
+    }
     write_json_atomic(paper_dir / PDF_RECORD, record)
+
+
+def sources_sha256(paper_dir: Path) -> dict[str, str]:
+    """The SHA-256 of each of the paper's sources (``PAPER_SOURCES``), by its path in ``paper_dir``."""
+    return {source: file_sha256(paper_dir / source) for source in paper_sources(paper_dir)}
+
+
+def changed_source(paper_dir: Path) -> str | None:
+    """The first source of the paper in ``paper_dir`` that is not as main.pdf was compiled from it (edited, added or
+    removed since), or None when all are."""
+    recorded = (read_json(paper_dir / PDF_RECORD) or {}).get("sources")
+    if not isinstance(recorded, dict):
+        return PDF_RECORD  # a record of no sources: a compile of an older peftlab
+    now = sources_sha256(paper_dir)
+    return next(
+        (source for source in sorted(set(now) | set(recorded)) if now.get(source) != recorded.get(source)), None
+    )
 
 
 def pdf_results_sha256(paper_dir: Path) -> str | None:

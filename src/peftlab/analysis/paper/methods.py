@@ -21,7 +21,8 @@ from peftlab.analysis.paper.method_words import LM_WHAT, QUANT_WHAT, WHAT
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.units import bridge_names, display_name, natural_key, words
 from peftlab.analysis.stats.intervals import completed_runs
-from peftlab.config.methods import METHODS, bib_key
+from peftlab.config.methods import METHODS
+from peftlab.config.tex import BibEntry, bibtex_entry
 
 QUANT = ("int8", "nf4", "fp4")
 # the regular expressions of the target presets (tuners/targets.py) and what they adapt, as prose says it
@@ -292,7 +293,8 @@ def plugin_text(method: str, runs: pd.DataFrame, configs: dict[str, dict], names
     set."""
     plugin = runs.get("provenance.plugin", pd.Series(dtype=object)).dropna()
     origin = f" (plugin {latex_escape(str(plugin.iloc[0]).split(' (')[0])})" if len(plugin) else ""
-    key = bib_key(plugin_citation(runs))
+    cited = plugin_citation(runs)
+    key = cited.key if cited else None
     sentences = []
     for variant in configs:
         said = runs.loc[runs["variant"] == variant].get("provenance.plugin_description", pd.Series(dtype=object))
@@ -313,10 +315,17 @@ def plugin_text(method: str, runs: pd.DataFrame, configs: dict[str, dict], names
     return " ".join(dict.fromkeys(sentences)) + " "
 
 
-def plugin_citation(runs: pd.DataFrame) -> str:
-    """The BibTeX entry a plugin's runs recorded (provenance.plugin_bibtex), "" where none did."""
+def plugin_citation(runs: pd.DataFrame) -> BibEntry | None:
+    """The BibTeX entry a plugin's runs recorded (provenance.plugin_bibtex), None where none did."""
     entries = runs.get("provenance.plugin_bibtex", pd.Series(dtype=object)).dropna()
-    return str(entries.iloc[0]) if len(entries) else ""
+    if not len(entries):
+        return None
+    return recorded_bibtex(entries.iloc[0], runs.loc[entries.index[0], "run_id"])
+
+
+def recorded_bibtex(entry, run_id) -> BibEntry:
+    """A plugin's BibTeX entry as a run recorded it, read again: a received result.json may hold any text."""
+    return bibtex_entry(entry, f"runs/{run_id}/result.json provenance.plugin.bibtex")
 
 
 def plugin_bibtex(df: pd.DataFrame, bib: str) -> str:
@@ -326,9 +335,10 @@ def plugin_bibtex(df: pd.DataFrame, bib: str) -> str:
         return ""
     have = set(re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", bib))
     entries = []
-    for entry in dict.fromkeys(done["provenance.plugin_bibtex"].dropna()):
-        key = bib_key(str(entry))
-        if key and key not in have:
-            have.add(key)
-            entries.append(str(entry).strip())
+    recorded = done["provenance.plugin_bibtex"].dropna()
+    for index in recorded.drop_duplicates().index:
+        entry = recorded_bibtex(recorded[index], done.loc[index, "run_id"])
+        if entry.key not in have:
+            have.add(entry.key)
+            entries.append(entry.text)
     return "".join(f"\n{entry}\n" for entry in entries)

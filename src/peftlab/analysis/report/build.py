@@ -39,6 +39,7 @@ from peftlab.analysis.report.primary import (
     statistics_section,
 )
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
@@ -105,7 +106,7 @@ def write_report(
     out = report_folder(study_dir)
     write_atomic(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     lines = [
-        f"# Study report: {read_study_name(study_dir)}",
+        f"# Study report: {markdown_text(read_study_name(study_dir))}",
         "",
         f"Built from the results with SHA-256 `{built_from}` (each run's spec.json and result.json).",
         "",
@@ -119,7 +120,8 @@ def write_report(
     unused = [key for key in labels if key not in set(df["variant"]) | set(df["method"])]
     if unused:
         lines += [
-            f"Labels in the study file's report section that name no configuration or method: {', '.join(unused)}.",
+            "Labels in the study file's report section that name no configuration or method: "
+            f"{markdown_text(', '.join(unused))}.",
             "",
         ]
     score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity
@@ -259,12 +261,12 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged
         "",
         f"- {len(df)} runs ({parts}); {df['variant'].nunique()} configurations x "
         f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))})",
-        f"- methods: {', '.join(sorted(df['method'].unique()))}",
-    ]
-    lines.append(f"- models: {', '.join(sorted(set(model_names(df).dropna())))}")
+        f"- methods: {markdown_text(', '.join(sorted(df['method'].unique())))}",
+    ]  # names from run files, in prose: Markdown-escaped
+    lines.append(f"- models: {markdown_text(', '.join(sorted(set(model_names(df).dropna()))))}")
     for column, name in ((TASK, "datasets"), ("config.quant.mode", "quantization")):
         if column in df:
-            lines.append(f"- {name}: {', '.join(map(str, sorted(df[column].dropna().unique())))}")
+            lines.append(f"- {name}: {markdown_text(', '.join(map(str, sorted(df[column].dropna().unique()))))}")
     if "config.data.train_subset" in df:
         subsets = sorted(df["config.data.train_subset"].dropna().unique())
         images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
@@ -275,7 +277,7 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged
     plugins = df.dropna(subset=["provenance.plugin"]) if "provenance.plugin" in df else df.iloc[:0]
     for method, runs in plugins.groupby("method", sort=True):  # the plugin's code is part of its result
         versions = sorted(runs["provenance.plugin"].unique())
-        lines.append(f"- plugin method {method}: {'; '.join(versions)}")
+        lines.append(f"- plugin method {markdown_text(method)}: {markdown_text('; '.join(versions))}")
     lines.append(f"- summed wall time of the completed runs: {wall / 60:.1f} min")
     try:
         phases = phase_lines(study_dir)

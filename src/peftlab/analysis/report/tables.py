@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.results import units
-from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_text
 from peftlab.analysis.results.tuning_choices import borrowed_note
 from peftlab.analysis.results.units import METRIC_LABELS, display_name
 from peftlab.analysis.stats.intervals import INTERVALS
@@ -106,12 +106,11 @@ def markdown_table(
     lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     for table_row in table["rows"]:
-        cells = [table_row["name"] + (" ‡" if table_row["borrowed"] else "")]
-        if has_params:
-            cells.append(table_row["params"] or "–")
+        cells = [table_row["params"] or "–"] if has_params else []
         cells.append(table_row["n"])
         cells += [_markdown_cell(cell) for cell in table_row["cells"]]
-        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
+        name = markdown_text(table_row["name"]) + (" ‡" if table_row["borrowed"] else "")  # a label: escaped text
+        lines.append("| " + " | ".join([name] + [_markdown_escape(c) for c in cells]) + " |")
     lines += ["", _markdown_note(table, alpha)]
     return "\n".join(lines) + "\n"
 

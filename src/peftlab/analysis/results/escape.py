@@ -1,8 +1,13 @@
-"""Strings that come from files (run folders, study files, tuning records) into LaTeX: `latex_escape` makes
-any text print as itself, `latex_text` keeps a label's inline math only when it holds symbols and
-typesetting commands (no \\input, no catcode tricks), else escapes the whole label."""
+"""Strings that come from files (run folders, study files, tuning records, recorded commands) into the languages
+peftlab writes, one escaper each: LaTeX (`latex_escape` makes any text print as itself, `latex_text` keeps a
+label's inline math only where it is `safe_math`, else escapes the whole label), Markdown (`markdown_text` for
+prose, `markdown_code` for a code span, `markdown_block` for a fenced block). BibTeX entries are read by
+config/tex.py's `bibtex_entry`, shell words quoted by `shlex.quote`."""
 
 import re
+import unicodedata
+
+from peftlab.config.tex import safe_math
 
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -23,37 +28,26 @@ LATEX_SPECIAL = {
 
 
 def latex_escape(text):
-    """`text` with every character that is special to LaTeX escaped."""
-    return "".join(LATEX_SPECIAL.get(char, char) for char in str(text))
+    """`text` with every character that is special to LaTeX escaped; a control character (a newline, an escape, a
+    bidirectional override) prints as its code, \\x0a."""
+    return "".join(LATEX_SPECIAL.get(char) or latex_control(char) for char in str(text))
+
+
+def latex_control(char: str) -> str:
+    return rf"\textbackslash{{}}{control_code(char)}" if control(char) else char
+
+
+def control(char: str) -> bool:
+    """Whether ``char`` is a control or format character (Unicode's Cc and Cf: newline, escape, bidi overrides)."""
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def control_code(char: str) -> str:
+    return f"x{ord(char):02x}" if ord(char) < 0x100 else f"u{ord(char):04x}"
 
 
 # "$" not preceded by a backslash: the edges of inline math.
 MATH_DELIMITER = re.compile(r"(?<!\\)\$")
-# What math in a label may hold, since labels come from files (a study folder may be someone else's): letters,
-# digits, operators, braces, sub- and superscripts ("^^" is TeX's notation for any character, a backslash
-# included) and the commands below, which only typeset. Anything else prints the whole label as plain text.
-MATH_CHARACTERS = re.compile(r"(?:[A-Za-z0-9 +\-=*/.,:;!?'()\[\]<>|{}_]|\^(?!\^)|\\(?:[A-Za-z]+|[,;! {}|]))*")
-MATH_COMMANDS = frozenset(
-    """alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi rho sigma
-    tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega
-    times cdot div pm mp le leq ge geq ne neq approx sim simeq equiv propto ll gg in notin subset subseteq
-    infty ell prime partial nabla to rightarrow leftarrow mapsto dots ldots cdots sum prod log exp min max
-    mathrm mathbf mathit mathsf mathtt mathcal text textrm textbf textit frac sqrt hat tilde bar vec top""".split()
-)
-
-
-def safe_math(math: str) -> bool:
-    """Whether `math` (the inside of $...$) only typesets: allowed characters and commands, balanced braces."""
-    if not MATH_CHARACTERS.fullmatch(math):
-        return False
-    if any(command not in MATH_COMMANDS for command in re.findall(r"\\([A-Za-z]+)", math)):
-        return False
-    depth = 0
-    for brace in re.findall(r"(?<!\\)[{}]", math):
-        depth += 1 if brace == "{" else -1
-        if depth < 0:
-            return False
-    return depth == 0
 
 
 def latex_text(text):
@@ -66,3 +60,36 @@ def latex_text(text):
     if len(parts) % 2 == 0 or not all(safe_math(part) for part in parts[1::2]):
         return latex_escape(str(text).replace("\\$", "$"))
     return "".join(f"${part}$" if i % 2 else latex_escape(part.replace("\\$", "$")) for i, part in enumerate(parts))
+
+
+# What starts markup inside a line of Markdown (GitHub's included): emphasis, code, links and images (from their
+# "["), HTML and autolinks, table cells, entities, strikethrough, a heading's closing #. CommonMark lets a backslash
+# escape any of them; a line's start (a list, a heading) is the writer's, never the text's. An underscore inside a
+# word (fashion_mnist) starts no emphasis and stays as it is.
+MARKDOWN_MARKUP = re.compile(r"[\\`*\[\]<>|&~#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def markdown_text(text) -> str:
+    """`text` as Markdown prose inside a line that prints as itself: ``MARKDOWN_MARKUP`` (an underscore only at
+    a word's edge) backslash-escaped, a control character (a newline would start a heading or close a fence) shown
+    as its code, \\x0a."""
+    text = "".join("\\" + control_code(char) if control(char) else char for char in str(text))
+    return MARKDOWN_MARKUP.sub(lambda m: "\\" + m.group(0), text)
+
+
+def markdown_code(text) -> str:
+    """`text` as a Markdown code span: delimited by more backticks than any run inside it, control characters shown
+    as their codes."""
+    text = "".join("\\" + control_code(char) if control(char) else char for char in str(text))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or text.startswith(" ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown_block(lines: list[str], info: str = "") -> list[str]:
+    """A fenced code block of `lines`, its fence longer than any run of backticks inside, so no line closes it.
+    A line holding a control character is refused by the caller: here it would be a ValueError."""
+    if any(control(char) for line in lines for char in line):
+        raise ValueError("a code block line holds a control character")
+    fence = "`" * max(3, 1 + max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0))
+    return [fence + info, *lines, fence]

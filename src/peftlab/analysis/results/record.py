@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.study.records import read_command
+from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json
 
 
@@ -30,25 +31,33 @@ def study_command(study_dir) -> str | None:
 def study_commands(study_dir) -> list[dict]:
     """Every command that ran the study, in order, each once: {"argv": [...], "cwd": ...} as commands.jsonl
     records them (``peftlab study`` appends one per call); command.json's alone for a study of an older
-    peftlab. Lines that are no such record are passed over."""
+    peftlab. Lines that are no such record are passed over; a command or folder holding a control character (a
+    newline would end a line of REPRODUCE.md's shell block and start one of its own) is one UserError line."""
     records = []
     path = Path(study_dir) / "commands.jsonl"
     try:
         text = path.read_text(errors="replace") if path.is_file() and not path.is_symlink() else ""
     except OSError:
         text = ""
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            records.append(json.loads(line))
+            records.append((f"{path} line {number}", json.loads(line)))
         except ValueError:
             continue
     if not records:
-        records = [read_json(Path(study_dir) / "command.json") or {}]
+        records = [(str(Path(study_dir) / "command.json"), read_json(Path(study_dir) / "command.json") or {})]
     found = {}
-    for record in records:
+    for where, record in records:
         argv, cwd = record.get("argv") if isinstance(record, dict) else None, (record or {}).get("cwd")
         if isinstance(argv, list) and argv and all(isinstance(arg, str) for arg in argv):
-            found.setdefault(json.dumps([argv, cwd]), {"argv": argv, "cwd": cwd if isinstance(cwd, str) else None})
+            cwd = cwd if isinstance(cwd, str) else None
+            for field, value in [("cwd", cwd or ""), *((f"argv[{i}]", arg) for i, arg in enumerate(argv))]:
+                if not value.isprintable():
+                    raise UserError(
+                        f"{where}: {field} holds a control character ({value[:60]!r}); a recorded command is one "
+                        "line of printable text: remove that line"
+                    )
+            found.setdefault(json.dumps([argv, cwd]), {"argv": argv, "cwd": cwd})
     return list(found.values())
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from importlib.util import find_spec
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from peftlab.utils.errors import UserError, deferred_stops
 from peftlab.utils.libraries import to_library_log
+from peftlab.utils.programs import ProgramTimeout, run_program
 
 POLL_SECONDS = 1.0  # how often finished jobs are looked for (their result files)
 QUEUE_SECONDS = 5.0  # how often squeue is asked what Slurm still holds of the study's jobs
@@ -248,8 +248,8 @@ def slurm_command(*args: str) -> tuple[str | None, str | None]:
     """Run a Slurm client command for at most ``COMMAND_SECONDS``: ``(stdout, None)``, or ``(None, why)``
     in one line. What it prints on stderr goes to the library log."""
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_SECONDS, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        proc = run_program(args, seconds=COMMAND_SECONDS, fix="check the Slurm controller (squeue)")
+    except ProgramTimeout:
         slurm_log.warning("%s: no answer in %d s", " ".join(args), COMMAND_SECONDS)
         return None, f"{args[0]} did not answer in {COMMAND_SECONDS} s"
     except OSError as err:

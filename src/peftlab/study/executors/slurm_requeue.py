@@ -14,6 +14,8 @@ import submitit
 from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import SlurmJobEnvironment
 
+from peftlab.utils.programs import run_program
+
 
 class Requeueable(Checkpointable):
     """``fn`` made checkpointable for submitit, so that Slurm's pre-timeout or preemption signal
@@ -45,7 +47,7 @@ def requeue(environment: SlurmJobEnvironment, countdown: int) -> None:
     ``check_call`` raised then, and the run was recorded as failed instead of resuming."""
     from submitit.core import logger
 
-    done = subprocess.run(["scontrol", "requeue", str(environment.job_id)], timeout=60)
+    done = run_program(["scontrol", "requeue", str(environment.job_id)], seconds=60, fix="requeue the job by hand")
     if done.returncode not in (0, -signal.SIGTERM):
         raise subprocess.CalledProcessError(done.returncode, done.args)
     logger.get_logger().info(f"Requeued job {environment.job_id} ({countdown} remaining timeouts)")  # as submitit

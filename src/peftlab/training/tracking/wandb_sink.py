@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from peftlab.training.tracking import Sink
+from peftlab.utils.programs import run_program
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
@@ -20,12 +21,14 @@ def read_history(run_dir: str | Path) -> list[dict]:
     read by W&B's own reader (``wandb leet inspect --json``), in file order."""
     rows = []
     for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
-        proc = subprocess.run(
+        proc = run_program(
             [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
+            seconds=600,
+            fix=f"W&B's reader hangs on {path}: move that folder away to resume without its logged history",
+            output_bytes=None,  # every history row
         )
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         for line in proc.stdout.splitlines():
             record = json.loads(line)
             if record.get("type") == "history":
