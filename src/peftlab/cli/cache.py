@@ -5,7 +5,7 @@ peftlab cache clear           # the model records (rebuilt on the next call that
 peftlab cache clear --data    # the data cache too (decoded splits, downloads, manifests, header checks)
 
 A clear removes peftlab's own entries alone, and refuses in one line, before removing anything, a folder
-that is ``/``, the home folder or an ancestor of it, or that holds anything else (``utils.cache_folders``).
+that is ``/``, the home folder or an ancestor of it, or that holds anything else (``data.cache_folders``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from peftlab.utils.cache_folders import MARKER, clear, clearing_plan, tree_bytes
+from peftlab.data.cache_folders import MARKER, clear, clearing_plan, tree_bytes
 from peftlab.utils.files import check_kind, shown_path
 
 __all__ = ["add_cache", "cmd_cache", "tree_bytes"]

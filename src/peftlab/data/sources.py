@@ -23,6 +23,7 @@ import site
 from pathlib import Path
 
 from peftlab.config.checks import check_dataset_name
+from peftlab.data.cache_folders import mark_cache
 from peftlab.data.readers.binary import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
@@ -35,7 +36,6 @@ from peftlab.data.readers.binary import (
 )
 from peftlab.data.readers.folders import read_image_folder, read_tiny_imagenet
 from peftlab.data.readers.records import RawData
-from peftlab.utils.cache_folders import mark_cache
 from peftlab.utils.errors import DataError
 from peftlab.utils.files import TEMPORARY, one_line
 
@@ -162,7 +162,7 @@ def decoded_cache_dir() -> Path:
 def writable_cache_dir(directory: Path) -> Path:
     """``directory`` in the data cache, created if needed, or one DataError line naming $PEFTLAB_DATA_CACHE
     (a file, /proc, a read-only folder, a parent that cannot be created). A data cache peftlab creates is
-    marked as its own (``utils.cache_folders``); one it finds (a folder the variable names) is not."""
+    marked as its own (``data.cache_folders``); one it finds (a folder the variable names) is not."""
     root = data_cache()
     created = directory.is_relative_to(root) and not os.path.lexists(root)
     try:

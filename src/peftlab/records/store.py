@@ -26,8 +26,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from peftlab.data.cache_folders import mark_cache
 from peftlab.data.sources import data_cache
-from peftlab.utils.cache_folders import mark_cache
 from peftlab.utils.files import TEMPORARY, read_json, write_json_atomic
 
 ENV_MODEL_CACHE = "PEFTLAB_MODEL_CACHE"

@@ -89,13 +89,7 @@ class LoraTuner(PeftTuner):
             if magnitude is not None:
                 magnitudes.setdefault(name, []).append((magnitude, offset))
         ranks = {}
-        if factors and not any(a.shape[0] for parts in factors.values() for a, _, _ in parts):
-            # no rank adds anything (every rank pruned, or B still zero): PEFT refuses a LoRA without target
-            # modules, so the first module keeps one rank of zeros, which changes no output
-            name, parts = next(iter(factors.items()))
-            a, b, offset = parts[0]
-            factors = {name: [(a.new_zeros(1, a.shape[1]), b.new_zeros(b.shape[0], 1), offset)]}
-        for name, parts in factors.items():
+        for name, parts in with_a_rank(factors).items():
             kept = [(a, b, offset) for a, b, offset in parts if a.shape[0] > 0]
             if not kept:
                 continue  # every rank pruned: no adapter on this module
@@ -140,6 +134,17 @@ class LoraTuner(PeftTuner):
             if not quantized and any(is_quantized_linear(m) for m in peft_model.modules()):
                 return dequantized_merge(peft_model)
             return peft_model.merge_and_unload()
+
+
+def with_a_rank(factors: dict[str, list[tuple[torch.Tensor, torch.Tensor, int]]]) -> dict:
+    """``factors`` (module -> [(A, B, row offset)]), or, where no rank adds anything (every rank pruned, or B still
+    zero), its first module with one rank of zeros: PEFT refuses a LoRA without target modules, and a zero rank
+    changes no output."""
+    if not factors or any(a.shape[0] for parts in factors.values() for a, _, _ in parts):
+        return factors
+    name, parts = next(iter(factors.items()))
+    a, b, offset = parts[0]
+    return {name: [(a.new_zeros(1, a.shape[1]), b.new_zeros(b.shape[0], 1), offset)]}
 
 
 def low_rank_factors(module: nn.Module, drop_unused: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
