@@ -9,8 +9,8 @@ at 28 px, cross-entropy, the fused AdamW a pinned run takes, train.clip_grad), u
 batch size, so no data is needed. Each step records, in the order autograd ran them, ``fwd <module>`` (its output),
 ``bwd <module>`` (the gradient of its output), ``grad <name>`` (each parameter's gradient, where the reductions over
 the batch happen), ``grad norm`` (the clipping's) and, after the optimizer step, ``param <name>``: an 8-hex SHA-256
-of the tensor's bytes. ``--compare`` names the first entry whose hash differs from a recorded file (another CPU's), which is
-the first operation of a real step that rounds differently there. The lines measured here are committed beside this
+of the tensor's bytes. ``--compare`` names the first entry whose hash differs from a recorded file (another CPU's),
+which is the first operation of a real step that rounds differently there. The lines measured here are committed beside this
 file (benchmarks/step_probe/*.json), one per CPU they were measured on.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from peftlab.utils.cpu import pin_arithmetic  # noqa: E402 (before torch: the pin is read once)
+from peftlab.utils.cpu import pin_arithmetic  # before torch: the pin is read once
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,14 +118,15 @@ def main() -> None:
     # the input needs no gradient: PyTorch says the first leaf's hook sees its output's gradient alone, as wanted
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     result = probe(args.steps, args.threads)
-    print(f"{result['cpu_vendor']} {result['cpu_model']}: threads {args.threads}, {args.steps} steps, all {result['all']}")
+    machine = f"{result['cpu_vendor']} {result['cpu_model']}"
+    print(f"{machine}: threads {args.threads}, {args.steps} steps, all {result['all']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.compare:
         recorded = json.loads(Path(args.compare).read_text())
         where = first_difference(result, recorded)
-        print(f"against {args.compare} ({recorded['cpu_vendor']} {recorded['cpu_model']}, threads {recorded['threads']}): "
-              + (f"first difference at {where}" if where else "every entry equal"))
+        other = f"{recorded['cpu_vendor']} {recorded['cpu_model']}, threads {recorded['threads']}"
+        print(f"against {args.compare} ({other}): " + (f"first difference at {where}" if where else "every entry equal"))
 
 
 if __name__ == "__main__":
