@@ -10,8 +10,8 @@ batch size, so no data is needed. Each step records, in the order autograd ran t
 ``bwd <module>`` (the gradient of its output), ``grad <name>`` (each parameter's gradient, where the reductions over
 the batch happen), ``grad norm`` (the clipping's) and, after the optimizer step, ``param <name>``: an 8-hex SHA-256
 of the tensor's bytes. ``--compare`` names the first entry whose hash differs from a recorded file (another CPU's),
-which is the first operation of a real step that rounds differently there. The lines measured here are committed beside this
-file (benchmarks/step_probe/*.json), one per CPU they were measured on.
+which is the first operation of a real step that rounds differently there. The lines measured here are committed
+beside this file (benchmarks/step_probe/*.json), one per CPU they were measured on.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def main() -> None:
         recorded = json.loads(Path(args.compare).read_text())
         where = first_difference(result, recorded)
         other = f"{recorded['cpu_vendor']} {recorded['cpu_model']}, threads {recorded['threads']}"
-        print(f"against {args.compare} ({other}): " + (f"first difference at {where}" if where else "every entry equal"))
+        verdict = f"first difference at {where}" if where else "every entry equal"
+        print(f"against {args.compare} ({other}): {verdict}")
 
 
 if __name__ == "__main__":
