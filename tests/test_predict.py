@@ -22,6 +22,8 @@ from peftlab.models.backbones import model_inputs
 
 CLASSES = 3
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
