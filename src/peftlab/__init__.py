@@ -89,13 +89,13 @@ def run_study(
     from peftlab.study.spec import load_study
     from peftlab.utils.cpu import pin_arithmetic
 
-    loaded = load_study(study)
-    if any(spec.config.train.reproducible for spec in loaded.runs):
-        pin_arithmetic()  # before the workers import torch: they inherit it
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         from peftlab.utils.errors import UserError
 
         raise UserError(f"workers={workers!r} is invalid: expected an integer >= 1")
+    loaded = load_study(study)
+    if any(spec.config.train.reproducible for spec in loaded.runs):
+        pin_arithmetic()  # before the workers import torch: they inherit it
     study_dir = Path(study_dir or Path("runs") / loaded.name)
     summary = run_study_dir(
         loaded, study_dir, workers=workers, retry_failed=retry_failed, progress=progress, report=report
