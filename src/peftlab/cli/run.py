@@ -207,15 +207,15 @@ def add_predict(sub) -> None:
 
 def cmd_predict(args) -> int:
     from peftlab import predict  # the Python API's; images made as the run made its test images
-    from peftlab.cli import printable
+    from peftlab.utils.files import shown_path
 
     predictions = predict(args.run_dir, args.images, args.top_k)
     if args.json:
         print(json.dumps(predictions, indent=2))
         return 0
-    for row in predictions:
-        ranked = "  ".join(f"{c['class']} {100 * c['probability']:.1f}%" for c in row["top_k"])
-        print(printable(f"{row['image']}: {ranked}"))
+    for row in predictions:  # a file's or a class folder's name reaches the terminal escaped
+        ranked = "  ".join(f"{shown_path(c['class'])} {100 * c['probability']:.1f}%" for c in row["top_k"])
+        print(f"{shown_path(row['image'])}: {ranked}")
     return 0
 
 

@@ -407,36 +407,6 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
 PREDICT_BATCH = 64  # images decoded and classified at once: memory stays bounded for a folder of any size
 
 
-def image_files(images) -> list[Path]:
-    """The files ``images`` names (paths or their text): a file as given, a folder as the image files in it and
-    in its subfolders (class folders), by path, links to folders not followed. A path that does not exist, or a
-    folder without an image file, is one line."""
-    import os
-
-    from peftlab.data.readers.records import IMAGE_EXTENSIONS
-
-    files = []
-    for image in [images] if isinstance(images, str | Path) else images:
-        path = Path(image)
-        if path.is_dir():
-            found = sorted(
-                Path(folder) / name
-                for folder, _, names in os.walk(path)
-                for name in names
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(folder) / name).is_file()
-            )
-            if not found:
-                raise UserError(f"{path}: the folder holds no image file ({' '.join(IMAGE_EXTENSIONS)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such image file or folder")
-    if not files:
-        raise UserError("no image to predict: give image files or folders")
-    return files
-
-
 def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     """Each image file's ``top_k`` classes by the finished run in ``run_dir``, most probable first:
     ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: a path,
@@ -445,6 +415,7 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     (result.json's ``provenance.data.class_names``; an index the data did not name is shown as its number).
     A missing or unfinished run, a text run, a path that is no image: one line (UserError)."""
     from peftlab.data.build import eval_images
+    from peftlab.data.readers.folders import image_files
 
     run_dir = Path(run_dir)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
