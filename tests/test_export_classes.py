@@ -82,6 +82,10 @@ def test_an_hf_export_names_the_classes_in_id2label(images, tmp_path):
     assert main(["export", str(run), "--merged", str(tmp_path / "merged")]) == 0
     config = AutoModelForImageClassification.from_pretrained(tmp_path / "merged").config
     assert config.id2label == dict(enumerate(NAMES)) and config.label2id == {n: i for i, n in enumerate(NAMES)}
+    # predict takes an HF image model's run too: its top-1 on the test folder scores the run's test top-1
+    predictions = peftlab.predict(run, images / "test", top_k=1)
+    hits = sum(row["top_k"][0]["class"] == Path(row["image"]).parent.name for row in predictions)
+    assert hits / len(predictions) == json.loads((run / "result.json").read_text())["metrics"]["test_top1"]
 
 
 def documented_snippet() -> str:
