@@ -14,8 +14,6 @@ function importing what it needs when called, so that ``import peftlab`` stays l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
 # First, before anything heavy: the command's Ctrl-C waits for the command to take it (utils/startup.py).
@@ -28,10 +26,12 @@ hold_stops_for_the_command()
 # register themselves the same way). It imports no torch.
 import peftlab.tuners.plugins  # noqa: E402, F401
 
+__all__ = ["train", "run_study", "load_results", "load_trained", "predict"]  # the Python API, below
+
+from typing import TYPE_CHECKING  # noqa: E402  (after the hold, as every import here)
+
 if TYPE_CHECKING:
     from pathlib import Path
-
-__all__ = ["train", "run_study", "load_results", "load_trained", "predict"]
 
 
 def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: bool = False) -> dict:
