@@ -200,8 +200,8 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify image files with a finished run: top-k class names, probabilities")
     p.add_argument("run_dir", help="a completed run directory")
     p.add_argument("images", nargs="+", help="image files, or folders of them")
-    p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON: one object per image")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON: a list, one object per image")
     p.set_defaults(func=cmd_predict)
 
 
