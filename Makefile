@@ -1,7 +1,8 @@
 # peftlab: `make study` runs the default study end to end, `make test` runs the tests.
 # Both set up everything themselves (virtual environment, pinned packages, offline data;
-# `make test` also the tracking, Slurm and Ray extras, so the TensorBoard, MLflow and W&B sinks
-# and the submitit and Ray executors are tested) and reinstall nothing on a second call.
+# `make test` also the tracking, Slurm, Ray and notebook extras, so the TensorBoard, MLflow and W&B sinks,
+# the submitit and Ray executors and the example notebook, through a real Jupyter kernel, are tested) and
+# reinstall nothing on a second call.
 # From the default study to a paper: `make figures`, `make tables`, `make paper` (runs the
 # study first when its results are missing; installs the LaTeX packages when apt may be
 # used) and `make submission` (one archive to reproduce the paper).
@@ -14,6 +15,7 @@ DATA_STAMP := $(VENV)/.peftlab-data
 TRACK_STAMP := $(VENV)/.peftlab-track
 SLURM_STAMP := $(VENV)/.peftlab-slurm
 RAY_STAMP := $(VENV)/.peftlab-ray
+NOTEBOOK_STAMP := $(VENV)/.peftlab-notebook
 PYTEST_ARGS ?=
 # pytest-xdist: test files run side by side in this many processes, each file in one (its module
 # fixtures built once, its real-Slurm or Ray tests one at a time), in tests/conftest.py's order (the
@@ -24,7 +26,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test test-joins-full check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray notebook study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test test-joins-full check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -52,6 +54,13 @@ ray: $(RAY_STAMP)
 
 $(RAY_STAMP): $(STAMP) requirements-ray.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-ray.lock -c requirements.lock
+	@touch $@
+
+# a real Jupyter kernel (pip install -e .[notebook]): nbclient runs examples/*.ipynb through ipykernel in the tests
+notebook: $(NOTEBOOK_STAMP)
+
+$(NOTEBOOK_STAMP): $(STAMP) requirements-notebook.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-notebook.lock -c requirements.lock
 	@touch $@
 
 data: $(DATA_STAMP)
@@ -99,7 +108,7 @@ lint: install
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
 
-test: install data track slurm ray lint
+test: install data track slurm ray notebook lint
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

@@ -23,6 +23,7 @@ LINUX_ONLY = ("cuda-", "nvidia-", "triton")  # no macOS wheels: torch requires t
 def test_every_lock_is_found_and_requirements_lock_comes_first():
     assert [p.name for p in LOCKS] == [
         "requirements.lock",
+        "requirements-notebook.lock",
         "requirements-ray.lock",
         "requirements-slurm.lock",
         "requirements-track.lock",

@@ -45,6 +45,7 @@ def commands() -> list:
         run.add_summary,
         run.add_pretrain,
         run.add_export,
+        run.add_predict,
         run.add_params,
         tools.add_data,
         run.add_validate,

@@ -29,22 +29,12 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from peftlab import train  # the Python API's, which notebooks call
     from peftlab.config.schema import load_config
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.train.reproducible:
-        pin_arithmetic()
-    from peftlab.config.checks import check_modality
-    from peftlab.training.run import train
-
-    check_modality(cfg.model, cfg.data)
-
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
-    if not run_dir.exists():  # what only the model tells (a method of another family, a plugin without apply), on
-        from peftlab.tuners.params import check_against_model  # the meta device: refused before the folder exists
-
-        check_against_model(cfg)
-    result = train(cfg, run_dir, progress=not args.quiet)
+    result = train(cfg, run_dir=run_dir, progress=not args.quiet)
     print(summarize_result(result, run_dir))
     for warning in result.get("warnings") or []:
         print(f"peftlab: warning: {warning}", file=sys.stderr)
@@ -203,6 +193,29 @@ def cmd_export(args) -> int:
     else:
         what = "timm state dict (timm.create_model with the header's timm_model and timm_kwargs)"
     print(f"wrote merged {what} to {path}")
+    return 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files with a finished run: top-k class names, probabilities")
+    p.add_argument("run_dir", help="a completed run directory")
+    p.add_argument("images", nargs="+", help="image files, or folders of them")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON: a list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from peftlab import predict  # the Python API's; images made as the run made its test images
+    from peftlab.utils.files import shown_path
+
+    predictions = predict(args.run_dir, args.images, args.top_k)
+    if args.json:
+        print(json.dumps(predictions, indent=2))
+        return 0
+    for row in predictions:  # a file's or a class folder's name reaches the terminal escaped
+        ranked = "  ".join(f"{shown_path(c['class'])} {100 * c['probability']:.1f}%" for c in row["top_k"])
+        print(f"{shown_path(row['image'])}: {ranked}")
     return 0
 
 

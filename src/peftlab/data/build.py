@@ -319,6 +319,20 @@ def eval_preprocessing(cfg, img_size: int, in_chans: int, mean, std) -> dict:
     }
 
 
+def eval_images(cfg, paths, img_size: int, in_chans: int, mean, std) -> torch.Tensor:
+    """Image files made as ``build_data`` makes a test split of files (its eval transform): decoded, converted
+    to the model's channels, resized with data.interpolation, normalised with data.normalize's mean and std
+    (``eval_preprocessing`` states it); float N x in_chans x img_size x img_size. ``peftlab predict`` feeds these."""
+    from peftlab.data.datasets import FileDataset, make_transform
+
+    transform = make_transform(*normalization(getattr(cfg, "normalize", "model"), mean, std), in_chans)
+    interpolation = getattr(cfg, "interpolation", "bilinear")
+    files = FileDataset(
+        np.array(paths, dtype=str), np.zeros(len(paths), np.int64), img_size, in_chans, transform, interpolation
+    )
+    return files.get_batch(range(len(paths)))[0]
+
+
 def format_data_info(info: DataInfo) -> str:
     """A human-readable summary for `peftlab data info`."""
     shown = ", ".join(info.class_names[:20])

@@ -10,7 +10,9 @@ the trained codes unchanged (``{layer}.codes`` packed uint8, ``.scales``, ``.zer
 group size and every quantized layer's shape). The safetensors header records the run config and
 how the run made its test images (``preprocessing``: channels, resize, interpolation, no crop, and
 data.normalize's mean and std, also under ``mean``, ``std``, ``interpolation``); an HF image model's
-directory holds the same record in peftlab_preprocessing.json.
+directory holds the same record in peftlab_preprocessing.json. Every export names the run's classes (result.json's
+``provenance.data.class_names``): ``class_names`` (JSON) in a safetensors header (merged, unmerged, quantized, and
+the PEFT adapter's adapter_model.safetensors), an HF model's ``id2label`` in its config.json.
 Load and run either with ``load_quantized(path)``::
 
     from peftlab.training.export import load_quantized
@@ -22,6 +24,9 @@ method's modules, under the trained model's own keys (format ``peftlab-unmerged`
 stderr saying so; ``load_unmerged(path)`` rebuilds the model from the header's config and loads it.
 Prompt and prefix tuning are refused in one line: their virtual tokens are inputs, not weights, so
 their export is the adapter in PEFT's format (``export_peft``, ``peftlab export RUN --peft DIR``).
+
+A finished run is used here too: ``load_trained(run_dir)`` rebuilds its tuned model, ``predict(run_dir, images)``
+gives each image file's top-k classes (``peftlab predict``), made by the run's own evaluation preprocessing.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from peftlab.config.checks import MAX_INT, shown
 from peftlab.config.schema import dump_config, load_config
 from peftlab.config.sections import architecture_only
 from peftlab.data.build import eval_preprocessing
-from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
+from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, model_inputs, timm_kwargs
 from peftlab.models.weights import read_safetensors
 from peftlab.quant.bases import (
     dequantized_linear,
@@ -90,18 +95,19 @@ def save_hf_model(model: HFLogits, out: str | Path) -> None:
     inner.save_pretrained(out)
 
 
-def write_peft_adapter(tuner, out_dir: Path) -> bool:
+def write_peft_adapter(tuner, out_dir: Path, class_names: list[str] | None = None) -> bool:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``out_dir`` so that
     ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the adapter on the plain base model
     (timm's fused qkv, no peftlab code); False, writing nothing, where PEFT cannot load it (``peft_export``
-    says why, and the run's warning says the same)."""
+    says why, and the run's warning says the same). ``class_names``: the head's, in the weights' header."""
     export = peft_export(tuner)
     if isinstance(export, str):
         return False
     config, state = export
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    metadata = {"format": "pt", **class_names_metadata(class_names)}
+    write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
     write_atomic(out_dir / PEFT_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
     return True
 
@@ -110,7 +116,7 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     """A finished run's adapter in PEFT's format (for runs trained before the run directory held it)."""
     check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
-    if not write_peft_adapter(tuner, Path(out_dir)):
+    if not write_peft_adapter(tuner, Path(out_dir), class_names_of(completed_result(Path(run_dir)))):
         raise UserError(f"run {run_dir}: {peft_export(tuner)}; `peftlab export --merged` works")
     return Path(out_dir)
 
@@ -175,6 +181,22 @@ def num_classes_of(cfg, result: dict, run_dir: Path | str = "the run") -> int:
     if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_INT:
         raise UserError(f"{run_dir}/result.json does not say the run's number of classes (provenance.data.num_classes)")
     return number
+
+
+def class_names_of(result: dict) -> list[str] | None:
+    """The run's class names, index by index, as its data named them (result.json's
+    ``provenance.data.class_names``); None where the record holds none (a causal LM, a run of an older version)."""
+    provenance = result.get("provenance")
+    data = provenance.get("data") if isinstance(provenance, dict) else None
+    names = data.get("class_names") if isinstance(data, dict) else None
+    if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
+        return names
+    return None
+
+
+def class_names_metadata(class_names: list[str] | None) -> dict[str, str]:
+    """A safetensors header's ``class_names`` field (JSON), or nothing where the names are unknown."""
+    return {"class_names": json.dumps(class_names)} if class_names else {}
 
 
 def check_merge_passed(run_dir: Path, result: dict | None, quantized: bool) -> None:
@@ -251,7 +273,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
             replace_modules(model, [n for n, m in model.named_modules() if is_quantized_linear(m)], dequantized_linear)
     check_finite_weights(model, run_dir)
     num_classes = num_classes_of(cfg, result, run_dir)
+    class_names = class_names_of(result)
     if hf:  # a directory that transformers' AutoModelFor...Classification (or CausalLM).from_pretrained loads
+        if class_names and len(class_names) == num_classes and cfg.model.task != "causal-lm":
+            model.model.config.id2label = dict(enumerate(class_names))  # transformers' names of the labels
+            model.model.config.label2id = {name: i for i, name in enumerate(class_names)}
         save_hf_model(model, out)
         if cfg.model.source != "hf-text":  # a text model's inputs are its tokenizer's, which it names itself
             preprocessing = json.dumps(run_preprocessing(cfg, model), indent=2)
@@ -271,6 +297,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         "std": json.dumps(preprocessing["std"]),
         "interpolation": preprocessing["interpolation"],
         "preprocessing": json.dumps(preprocessing),
+        **class_names_metadata(class_names),
     }
     if unmerged:
         metadata["format"] = "peftlab-unmerged"
@@ -375,3 +402,46 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     load_pending(model)  # a placeholder quantize_base did not replace (none expected): the state must hold it
     load_quantized_state(model, state, torch.device(device))
     return model
+
+
+PREDICT_BATCH = 64  # images decoded and classified at once: memory stays bounded for a folder of any size
+
+
+def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
+    """Each image file's ``top_k`` classes by the finished run in ``run_dir``, most probable first:
+    ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: a path,
+    or paths, of image files or folders (``image_files``). The images are made as the run made its test images
+    (``peftlab.data.build.eval_images``: its resize, interpolation and normalisation); the names are the run's
+    (result.json's ``provenance.data.class_names``; an index the data did not name is shown as its number).
+    A missing or unfinished run, a text run, a path that is no image: one line (UserError)."""
+    from peftlab.data.build import eval_images
+    from peftlab.data.readers.folders import image_files
+
+    run_dir = Path(run_dir)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UserError(f"--top-k {top_k!r} is invalid: expected an integer >= 1")
+    result = completed_result(run_dir)
+    cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())
+    if cfg.model.source == "hf-text":
+        raise UserError(
+            f"run {run_dir} is a text model (model.source: hf-text, model.task: {cfg.model.task}): predict "
+            "classifies images"
+        )
+    files = image_files(images)
+    model = load_trained(run_dir).model.eval()
+    spec = model_inputs(cfg.model, cfg.data.max_length)  # what the recipe gave build_splits
+    names = class_names_of(result) or []
+    predictions = []
+    for start in range(0, len(files), PREDICT_BATCH):
+        batch = files[start : start + PREDICT_BATCH]
+        x = eval_images(cfg.data, [str(p) for p in batch], spec.img_size, spec.in_chans, spec.mean, spec.std)
+        with torch.no_grad():
+            probabilities = torch.softmax(model(x).float(), dim=-1)  # B x num_classes
+        values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        for path, row_values, row_indices in zip(batch, values.tolist(), indices.tolist(), strict=True):
+            ranked = [
+                {"class": names[i] if i < len(names) else str(i), "index": i, "probability": p}
+                for p, i in zip(row_values, row_indices, strict=True)
+            ]
+            predictions.append({"image": str(path), "top_k": ranked})
+    return predictions

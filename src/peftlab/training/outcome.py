@@ -77,18 +77,18 @@ def finish(
         merge = check_merge(tuner, test_split, s.device)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
-    write_adapter(tuner, s.run_dir)
+    write_adapter(tuner, s.run_dir, data.splits.info.class_names)
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
 
 
-def write_adapter(tuner, run_dir: Path) -> None:
-    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors, and the rank
-    reallocations of adaptive-rank methods (importance.jsonl)."""
+def write_adapter(tuner, run_dir: Path, class_names: list[str] | None = None) -> None:
+    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors (the head's
+    ``class_names`` in its header), and the rank reallocations of adaptive-rank methods (importance.jsonl)."""
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
-    write_peft_adapter(tuner, run_dir)  # PEFT loads them
+    write_peft_adapter(tuner, run_dir, class_names)  # PEFT loads them
     records = tuner.importance_records()
     if records:
         write_atomic(

@@ -25,6 +25,32 @@ def list_images(directory: Path) -> list[Path]:
     return images
 
 
+def image_files(images) -> list[Path]:
+    """The files ``images`` names (a path or its text, or several): a file as given, a folder as the image files in
+    it and in its subfolders (class folders), by path, links to folders not followed (``peftlab predict``'s). A
+    path that does not exist, or a folder without an image file, is one line."""
+    files = []
+    for image in [images] if isinstance(images, str | Path) else images:
+        path = Path(image)
+        if path.is_dir():
+            found = sorted(
+                Path(folder) / name
+                for folder, _, names in os.walk(path)
+                for name in names
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(folder) / name).is_file()
+            )
+            if not found:
+                raise DataError(f"{path}: the folder holds no image file ({' '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such image file or folder")
+    if not files:
+        raise DataError("no image given: give image files or folders")
+    return files
+
+
 def file_samples(paths: list[Path], labels: list[int]) -> Samples:
     return Samples(np.array([str(p) for p in paths], dtype=str), np.array(labels, dtype=np.int64))
 
