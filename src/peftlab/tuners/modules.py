@@ -43,6 +43,13 @@ from torch import nn
 
 
 class SplitQKV(nn.Module):
+    """q, k and v Linears computing timm's fused qkv. Which of the four forwards below runs (``PATHS``) is
+    decided by ``choose_path`` when the module is built, when a slice is replaced (an adapter injected), when
+    the tuner has frozen the base (``choose_paths``) and at each ``train()`` / ``eval()``: never per call,
+    so the step has no Python decision of its own and a captured CUDA graph replays one path."""
+
+    PATHS = ("fused_lora", "quantized_fused_lora", "one_linear", "concat")
+
     def __init__(self, q: nn.Linear, k: nn.Linear, v: nn.Linear):
         super().__init__()
         self.q, self.k, self.v = q, k, v
@@ -50,35 +57,68 @@ class SplitQKV(nn.Module):
         self.out_features = q.out_features + k.out_features + v.out_features
 
         self._frozen: tuple | None = None  # (key, weight, bias): the frozen fused weight, see frozen_fused
+        self.choose_path()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("q", "k", "v") and all(part in self._modules for part in ("q", "k", "v")):
+            self.choose_path()  # a slice replaced (PEFT injecting its LoRA Linear): its path may change
+
+    def choose_path(self) -> str:
+        """Set ``path``: ``fused_lora`` for float slices over frozen bases with plain LoRA (or none) on each,
+        ``quantized_fused_lora`` for the same over 4-bit bases that stack (``stackable``), ``one_linear``
+        for other float slices (trained bases, dropout), ``concat`` for anything else (each slice's own forward)."""
         parts = (self.q, self.k, self.v)
         bases = [getattr(part, "base_layer", part) for part in parts]
         float_parts = all(is_plain_float(part) for part in parts)
-        stacked = None if float_parts else quantized_stack(parts, bases, x)
-        if not float_parts and stacked is None:
-            return torch.cat([part(x) for part in parts], dim=-1)
-        adapters = [plain_lora(part) for part in parts]
-        if frozen_bases(bases) and all(a is not False for a in adapters):
-            if stacked is None:
-                weight, bias = self.frozen_fused(bases)
-            else:
-                weight = stacked
-                bias = torch.cat([base.bias for base in bases]).float() if bases[0].bias is not None else None
-            return fused_lora_qkv(x, weight, bias, bases, adapters)
-        if stacked is not None:
-            return torch.cat([part(x) for part in parts], dim=-1)
+        if not float_parts and not stackable(parts):
+            path = "concat"  # layers peftlab does not know: each slice's own forward
+        elif frozen_bases(bases) and all(plain_lora(part) is not False for part in parts):
+            path = "fused_lora" if float_parts else "quantized_fused_lora"
+        else:
+            path = "one_linear" if float_parts else "concat"
+        self.__dict__["path"] = path  # not through __setattr__: a str attribute, no module
+        return path
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.choose_path()  # the recipe's train() after the tuner is applied; evaluation's eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
+        return getattr(self, self.path)(x)
+
+    def fused_lora(self, x: torch.Tensor) -> torch.Tensor:
+        parts = (self.q, self.k, self.v)
+        bases = [part.base_layer if hasattr(part, "base_layer") else part for part in parts]
+        weight, bias = self.frozen_fused(bases)
+        return fused_lora_qkv(x, weight, bias, bases, [plain_lora(part) for part in parts])
+
+    def quantized_fused_lora(self, x: torch.Tensor) -> torch.Tensor:
+        parts = (self.q, self.k, self.v)
+        bases = [part.base_layer if hasattr(part, "base_layer") else part for part in parts]
+        stacked = quantized_stack(bases, x)  # None under autocast, or where the buffers do not serve x's dtype
+        if stacked is None:
+            return self.concat(x)
+        bias = torch.cat([base.bias for base in bases]).float() if bases[0].bias is not None else None
+        return fused_lora_qkv(x, stacked, bias, bases, [plain_lora(part) for part in parts])
+
+    def one_linear(self, x: torch.Tensor) -> torch.Tensor:
+        bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
         weight = torch.cat([base.weight for base in bases])  # (3d, d)
         bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
         out = F.linear(x, weight, bias)
         start = 0
-        for part, base in zip(parts, bases):
+        for part, base in zip((self.q, self.k, self.v), bases):
             delta = lora_delta(part, x)
             if delta is not None:
                 out.narrow(-1, start, base.out_features).add_(delta)
             start += base.out_features
         return out
+
+    def concat(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
 
     def frozen_fused(self, bases: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (3d, d) weight and (3d,) bias of frozen q, k, v, concatenated again only when one of
@@ -115,9 +155,8 @@ class SplitQKV(nn.Module):
 
     def before_compile(self) -> None:
         """Fill the frozen fused weight's cache eagerly, so the compiled step reads it (``frozen_fused``)."""
-        bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
-        if frozen_bases(bases) and all(is_plain_float(part) for part in (self.q, self.k, self.v)):
-            self.frozen_fused(bases)
+        if self.choose_path() == "fused_lora":
+            self.frozen_fused([getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)])
 
     @staticmethod
     def frozen_key(bases: list[nn.Linear]) -> tuple:
@@ -147,22 +186,36 @@ def fused_lora_qkv(x, weight, bias, bases: list[nn.Module], adapters: list) -> t
     return FusedLoraQKV.apply(x, weight, bias, tuple(slices), *factors)
 
 
-def quantized_stack(parts, bases: list[nn.Module], x: torch.Tensor):
-    """For 4-bit q, k, v (peftlab's ``BufferedLinear4bit``, bare or under PEFT's plain bnb LoRA Linear):
-    a callable that dequantizes the three into one (3d, d) buffer (``quant_step.StackedWeights``), so
-    the fused step runs on a QLoRA base too; None for anything else (bitsandbytes is never imported
-    to answer)."""
+def choose_paths(model: nn.Module) -> None:
+    """Every ``SplitQKV`` of ``model`` decides its forward again (the tuner has frozen the base)."""
+    for module in model.modules():
+        if isinstance(module, SplitQKV):
+            module.choose_path()
+
+
+def stackable(parts) -> bool:
+    """Whether 4-bit q, k, v (peftlab's ``BufferedLinear4bit``, bare or under PEFT's plain bnb LoRA Linear)
+    can be dequantized into one (3d, d) buffer for the fused step (``quantized_stack``); bitsandbytes is
+    never imported to answer."""
     if sys.modules.get("bitsandbytes") is None:
-        return None
+        return False
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
-    from peftlab.quant.step import stacked_weights
+    from peftlab.quant.step import BufferedLinear4bit
 
     for part in parts:
         if hasattr(part, "base_layer") and not (
             type(part) is LoraLinear4bit and not part.lora_variant and not any(part.lora_bias.values())
         ):
-            return None
+            return False
+    return all(type(getattr(part, "base_layer", part)) is BufferedLinear4bit for part in parts)
+
+
+def quantized_stack(bases: list[nn.Module], x: torch.Tensor):
+    """A callable that dequantizes stackable 4-bit q, k, v into one (3d, d) buffer for ``x``
+    (``quant_step.StackedWeights``); None under autocast or where the buffers do not serve ``x``."""
+    from peftlab.quant.step import stacked_weights
+
     return stacked_weights(bases, x)
 
 
