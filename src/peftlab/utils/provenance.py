@@ -146,4 +146,6 @@ def hardware(device) -> dict:
     }
     if getattr(device, "type", None) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        # which physical GPU, whatever index CUDA_VISIBLE_DEVICES gave it here (None where torch does not say)
+        info["gpu_uuid"] = str(getattr(torch.cuda.get_device_properties(device), "uuid", None) or "") or None
     return info
