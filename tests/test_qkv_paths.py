@@ -72,6 +72,7 @@ def test_the_path_decided_at_build_is_the_former_per_call_choice(method, quant, 
 def test_a_forward_asks_nothing_of_its_slices_and_runs_the_held_path(monkeypatch):
     model = model_of({"name": "lora", "r": 4})
     x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()  # the first call fills the frozen fused weight (checked frozen once)
     asked = []
     for name in ("is_plain_float", "frozen_bases", "stackable", "quantized_stack"):
         original = getattr(modules, name)
@@ -83,6 +84,20 @@ def test_a_forward_asks_nothing_of_its_slices_and_runs_the_held_path(monkeypatch
     for _ in range(3):
         model(x).sum().backward()
     assert asked == [] and ran == ["fused_lora"] * 3 * len(split_modules(model))
+
+
+def test_a_base_trained_after_its_path_was_chosen_fails_loudly_until_the_path_is_chosen_again():
+    model = model_of({"name": "lora", "r": 4})
+    x = torch.randn(2, 3, 32, 32)
+    model(x)
+    split = split_modules(model)[0]
+    split.k.weight.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="call choose_path"):
+        model(x)
+    model.train()  # decides again: the trained base takes the autograd path
+    assert split.path == "one_linear"
+    model(x).sum().backward()
+    assert split.k.weight.grad is not None
 
 
 def test_the_path_follows_an_injected_adapter_a_freeze_and_a_trained_base():
