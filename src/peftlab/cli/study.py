@@ -52,9 +52,7 @@ def add_study(sub) -> None:
         "--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)"
     )
     p.add_argument("--slurm-cpus", type=int, help="submitit: CPUs per run (default 4)")
-    p.add_argument(
-        "--slurm-gpus", type=int, help="submitit: GPUs per run (default 1 where a run's train.device is cuda, else 0)"
-    )
+    p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 1 if train.device is cuda, else 0)")
     p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
     p.add_argument(
         "--slurm-array-parallelism",
@@ -74,9 +72,7 @@ def add_study(sub) -> None:
         "$RAY_ADDRESS, else a local Ray started for the study)",
     )
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
-    p.add_argument(
-        "--ray-gpus", type=float, help="ray: GPUs per run (default 1 where a run's train.device is cuda, else 0)"
-    )
+    p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 1 if train.device is cuda, else 0)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument(
         "--wait",
