@@ -15,7 +15,11 @@
 #   steps_vitb16_bf16.json    peftlab bench --device cuda --only steps: ViT-B/16, batch 64, bf16: P1 (the
 #                      recipe / a bare timm + PEFT loop), P2 (LoRA / full), QLoRA and the rank controllers
 #                      / LoRA, FLOP/s over the peak matmul, with the GPU's name and torch's version
-#   compile_vitb16_bf16.json  the same with --only compile: compiled / eager LoRA and full, LoRA / full compiled
+#   bare_vitb16_bf16.json     the same with --only bare: peftlab's LoRA, full, AdaLoRA and QLoRA nf4 steps, eager,
+#                      and LoRA and full compiled, each / a bare timm + PEFT (+ bitsandbytes) loop's step, and each
+#                      ratio between them (QLoRA / LoRA, compiled / eager, ...) beside the bare loop's (P1 compiled)
+#   throughput/        gpu-check-throughput.sh: a small LoRA study's runs per hour with 1, 2 and 4 workers on one
+#                      GPU (throughput.json), and `study --dry-run --time-steps`'s plan of it (plan.txt)
 #   study/             a small real study (full fine-tuning and LoRA x 2 seeds on images it writes) through
 #                      `peftlab study --report --workers 4`: its report.md, results.csv and figures
 # Each part runs even when one before it failed; the exit code is 1 when any failed, 2 when this
@@ -68,11 +72,13 @@ wait $checks || failed=1
 cat "$out/device-check.txt"
 echo "the device checks and the CUDA tests $((SECONDS - start)) s" | tee -a "$out/times.txt"
 part "a small study: full and LoRA x 2 seeds, 4 workers, --report" bash scripts/gpu-check-study.sh "$out/study"
-vitb=(--model vit_base_patch16_224 --batch 64 --dtype bf16 --repeats 8)
-part "ViT-B/16 bf16 steps, eager" "$py" -m peftlab.cli bench --device cuda --only steps "${vitb[@]}" \
+part "runs per hour with 1, 2 and 4 workers on one GPU" bash scripts/gpu-check-throughput.sh "$out/throughput"
+vitb=(--model vit_base_patch16_224 --batch 64 --dtype bf16)
+part "ViT-B/16 bf16 steps, eager" "$py" -m peftlab.cli bench --device cuda --only steps "${vitb[@]}" --repeats 8 \
   --json "$out/steps_vitb16_bf16.json"
-part "ViT-B/16 bf16 steps, compiled / eager" "$py" -m peftlab.cli bench --device cuda --only compile "${vitb[@]}" \
-  --json "$out/compile_vitb16_bf16.json"
+# compiled / eager is in the bare figure (compiled_vs_eager_*), beside the bare loop's: no --only compile part
+part "ViT-B/16 bf16 steps beside the bare loop's, eager and compiled" "$py" -m peftlab.cli bench --device cuda \
+  --only bare "${vitb[@]}" --repeats 6 --json "$out/bare_vitb16_bf16.json"
 echo "all $((SECONDS - started)) s" | tee -a "$out/times.txt"
 echo "gpu-check: $([ $failed = 0 ] && echo "every part passed" || echo "a part FAILED"); files in $out"
 exit $failed

@@ -104,7 +104,7 @@ def test_the_study_trains_a_damaged_run_again_and_keeps_its_record_aside(study, 
     damage(out, damaged, "out of range")
     given = []
 
-    def run_locally(jobs, workers, progress, on_done, stop_when=None, start_method="forkserver"):
+    def run_locally(jobs, workers, progress, on_done, stop_when=None, executor=None):
         for spec, run_dir in jobs:
             given.append(spec.run_id)
             (run_dir / "result.json").write_text(json.dumps(result(SOUND)))

@@ -190,6 +190,37 @@ def compile_rows(report: dict) -> list[Row]:
     return rows
 
 
+BARE_LABELS = {
+    "lora": "LoRA r=8",
+    "full": "full",
+    "adalora": "AdaLoRA",
+    "qlora_nf4": "QLoRA nf4",
+    "lora_compiled": "LoRA r=8 compiled",
+    "full_compiled": "full compiled",
+}
+
+
+def bare_rows(report: dict) -> list[Row]:
+    """Each peftlab step / the bare loop's, then each ratio between methods, peftlab's beside the bare loop's."""
+    bare = report.get("bare")
+    if not bare:
+        return []
+    rows = [
+        (f"peftlab / bare step, {BARE_LABELS[kind]}", spread_text(ratio), f"<= {ratio['target']}")
+        for kind, ratio in bare["peftlab_vs_bare"].items()
+    ]
+    for name, figure in bare["method_ratios"].items():
+        rows.append(
+            (
+                f"   {name.replace('_vs_', ' / ').replace('_', ' ')}",
+                f"peftlab {med(figure['peftlab']):.3f}, bare {med(figure['bare']):.3f} "
+                f"(x{figure['peftlab_vs_bare']:.3f}: the cost is {figure['cost_is']})",
+                f"<= x{figure['target']}",
+            )
+        )
+    return rows
+
+
 def monitor_rows(report: dict) -> list[Row]:
     if "monitor_cost" not in report:
         return []
@@ -326,6 +357,7 @@ ROWS = [
     mfu_rows,
     precision_rows,
     compile_rows,
+    bare_rows,
     monitor_rows,
     text_rows,
     host_rows,
@@ -368,6 +400,8 @@ def format_report(report: dict) -> str:
         rows = peak_rows(report) + step_rows(report) + mfu_rows(report)
     elif report.get("only") == "compile":
         rows = compile_rows(report)
+    elif report.get("only") == "bare":
+        rows = bare_rows(report)
     elif report.get("only") == "P3b":
         rows = p3b_rows(report)
     else:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from peftlab.bench.bare import bare_figure
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.bench.data import DATA_PATH_MODEL, data_path
 from peftlab.bench.fixed_cost import run_fixed_cost
@@ -131,6 +132,11 @@ def measure_compile(b: Bench, report: dict) -> dict:
     return {"compile": compile_figures(o.model_section, o.img_size, b.images, b.labels, o.dtype, o.repeats, b.device)}
 
 
+def measure_bare(b: Bench, report: dict) -> dict:
+    o = b.options
+    return {"bare": bare_figure(b.cfg, b.images, b.labels, o.dtype, o.repeats, b.device, o.with_compile, b.progress)}
+
+
 def measure_quantized_bytes(b: Bench, report: dict) -> dict:
     return {"P3a_quantized_bytes": {**quantized_bytes(b.cfg("lora")), "target": {"nf4_double_quant": 0.15}}}
 
@@ -217,6 +223,12 @@ FIGURES = [
         measure_compile,
         "compile: compiled / eager steps (interleaved), compile time apart",
         lambda o: o.with_compile,
+    ),
+    Figure(
+        "bare",
+        measure_bare,
+        "bare: peftlab's LoRA, full, AdaLoRA, QLoRA steps (and compiled LoRA, full) / a bare timm + PEFT loop's "
+        "(interleaved)",
     ),
     Figure("P3a", measure_quantized_bytes, "P3a: stored bytes of quantized block Linears"),
     Figure("P4", measure_merged_inference, "P4: inference latency (interleaved)"),

@@ -18,7 +18,17 @@ def add_study(sub) -> None:
     p = sub.add_parser("study", help="run every run of a study (idempotent, resumable)")
     p.add_argument("study", help="study YAML")
     p.add_argument("--study-dir", help="default runs/<study name>")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes, spread over the visible GPUs (CUDA_VISIBLE_DEVICES, else nvidia-smi's) in "
+        "turn (default 1; with --runs-per-gpu N: N on each visible GPU)",
+    )
+    p.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        help="local: at most this many runs at once on one GPU; more --workers than that allows is refused",
+    )
     p.add_argument(
         "--executor",
         choices=("local", "submitit", "ray"),
@@ -42,7 +52,7 @@ def add_study(sub) -> None:
         "--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)"
     )
     p.add_argument("--slurm-cpus", type=int, help="submitit: CPUs per run (default 4)")
-    p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 0)")
+    p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 1 if train.device is cuda, else 0)")
     p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
     p.add_argument(
         "--slurm-array-parallelism",
@@ -62,7 +72,7 @@ def add_study(sub) -> None:
         "$RAY_ADDRESS, else a local Ray started for the study)",
     )
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
-    p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 0)")
+    p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 1 if train.device is cuda, else 0)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument(
         "--wait",
@@ -94,6 +104,10 @@ def cmd_study(args) -> int:
     if any(spec.config.train.reproducible for spec in study.runs):
         pin_arithmetic()  # before the workers (forkserver or spawned) import torch: they inherit it
     study_dir = Path(args.study_dir or Path("runs") / study.name)
+    if args.workers is None:
+        from peftlab.study.executors.gpus import default_workers
+
+        args.workers = default_workers(args.runs_per_gpu)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
     executor = executor_options(args)
@@ -162,7 +176,7 @@ def record_command(study_dir: Path, warn: bool = True) -> None:
 
 
 EXECUTOR_FLAGS = {
-    "local": ("start_method",),
+    "local": ("start_method", "runs_per_gpu"),
     "submitit": (
         "slurm_cluster",
         "slurm_partition",

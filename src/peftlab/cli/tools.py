@@ -64,15 +64,21 @@ def add_bench(sub) -> None:
         choices=("cpu", "cuda", "auto"),
         help="where the steps run (default cpu); cuda leaves out the host-memory figures and P6",
     )
-    p.add_argument("--no-compile", action="store_true", help="skip the compiled / eager steps (train.compile)")
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the compiled steps (train.compile; the compile and bare figures)",
+    )
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods", "steps", "compile", "P3b", "P6", "text"),
+        choices=("data", "precision", "methods", "steps", "compile", "bare", "P3b", "P6", "text"),
         help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
         "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
         "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
         "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or compile (compiled / eager "
-        "LoRA and full steps, LoRA / full compiled, the compile time) or P3b (peak RSS building and "
+        "LoRA and full steps, LoRA / full compiled, the compile time) or bare (peftlab's LoRA, full, AdaLoRA "
+        "and QLoRA nf4 steps, eager, and LoRA and full compiled, each / a bare timm + PEFT (+ bitsandbytes) "
+        "loop's, and each ratio between methods beside the bare loop's) or P3b (peak RSS building and "
         "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
         "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run)",
     )

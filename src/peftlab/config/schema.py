@@ -328,6 +328,7 @@ def dump_config(cfg: RunConfig) -> str:
 # A new field goes here with the default it has in its dataclass (a test checks they agree).
 LATE_FIELDS: dict[str, Any] = {
     "train.compile": False,
+    "train.compile_mode": "default",
     "train.tf32": True,
     "train.fused_adamw": None,
     "data.num_workers": None,

@@ -371,6 +371,11 @@ class TrainConfig:
     # glibc's own rule. peftlab.quant.allocator
     malloc: Literal["system", "lean"] = "system"
     compile: bool = False  # torch.compile the model (inductor); one logged line and eager if it cannot compile
+    # with train.compile: torch.compile's mode. reduce-overhead replays the step as CUDA graphs (on a GPU;
+    # the CPU compiles as default), which need static shapes: every training batch is train.batch_size
+    # images, the last short batch of each epoch dropped (its images train in other epochs' batches, as
+    # each epoch shuffles anew); evaluation and the merge check see every image
+    compile_mode: Literal["default", "reduce-overhead"] = "default"
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions on Ampere and later
     # None: fused AdamW on CUDA and on a reproducible CPU run (its square root is exactly rounded on every CPU);
     # else PyTorch's single-tensor one
@@ -403,6 +408,12 @@ class TrainConfig:
             "train.fused_adamw",
             self.fused_adamw,
             "true or null with train.reproducible: true (the unfused AdamW's square root differs by CPU vendor)",
+        )
+        check_field(
+            self.compile or self.compile_mode == "default",
+            "train.compile_mode",
+            self.compile_mode,
+            "default unless train.compile is true (the mode is torch.compile's)",
         )
         check_field(self.lr > 0, "train.lr", self.lr, "a number > 0")
         check_field(self.head_lr is None or self.head_lr > 0, "train.head_lr", self.head_lr, "a number > 0 or null")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from peftlab.config.schema import to_dict
 from peftlab.study.executors.executors import ExecutorOptions, check_available, with_folder
+from peftlab.study.executors.gpus import with_gpu_requests
 from peftlab.study.phases import PHASES_FILE
 from peftlab.study.records import RUNS_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
@@ -83,6 +84,7 @@ def check_executor(study: Study, executor: ExecutorOptions) -> None:
                 f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
                 "which only --executor local does: use search random or the local executor"
             )
+    with_gpu_requests(executor, [spec.config.train.device for spec in study.runs])  # refuses --ray-gpus 0 for cuda
     check_available(executor)
 
 

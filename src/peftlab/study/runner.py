@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
+from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import outside_cause, run_local, start_held, stop_processes, worker_context
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
 from peftlab.study.phases import Phase, counting, timed_phase
@@ -167,6 +168,8 @@ def run_study(
     processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too). ``report``: the
     caller writes the report afterwards (its files are checked with the study's, before any run)."""
     check_study(study, study_dir, executor, report)  # what --dry-run checks too
+    if executor.name == "local":
+        worker_gpus(workers, executor.runs_per_gpu)  # refuses more workers than --runs-per-gpu allows
     study_dir.mkdir(parents=True, exist_ok=True)
     with (
         locks.hold(
@@ -275,18 +278,18 @@ def run_final(
 
     if executor.name == "local":
         # off a terminal: one line per run, not per step
-        run_locally(jobs, workers, progress and not bar.disable, on_done, start_method=executor.start_method)
+        run_locally(jobs, workers, progress and not bar.disable, on_done, executor=executor)
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done)
     bar.close()
     return summary
 
 
-def run_locally(jobs, workers, progress, on_done, stop_when=None, start_method="forkserver") -> None:
+def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: ExecutorOptions = ExecutorOptions()):
     """The local executor: a process per run forked from a forkserver (``local_executor.run_local``),
-    or long-lived spawned workers (``spawn_workers.run_spawned``)."""
-    run = run_spawned if start_method == "spawn" else run_local
-    run(jobs, workers, progress, on_done, stop_when)
+    or long-lived spawned workers (``spawn_workers.run_spawned``), spread over the visible GPUs."""
+    run = run_spawned if executor.start_method == "spawn" else run_local
+    run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
 
 
 def jobs_runner(executor: ExecutorOptions, workers: int):
@@ -294,7 +297,7 @@ def jobs_runner(executor: ExecutorOptions, workers: int):
 
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
-            run_locally(jobs, workers, False, on_done, stop_when, executor.start_method)
+            run_locally(jobs, workers, False, on_done, stop_when, executor)
         elif jobs:
             run_remote(jobs, executor, on_done)
 

@@ -47,6 +47,7 @@ from peftlab.training.runtime import (
 from peftlab.training.step import (
     NonFinite,
     Optimization,
+    batches_per_epoch,
     epoch_batches,
     micro_pieces,
     piece_weights,
@@ -109,10 +110,15 @@ def load_data(s: Setting) -> Data:
     num_classes = cfg.model.num_classes or splits.info.num_classes
     if num_classes < splits.info.num_classes:
         raise ConfigError(f"model.num_classes={num_classes} is invalid: the data has {splits.info.num_classes} classes")
-    batches_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
+    per_epoch = batches_per_epoch(len(splits.train), tc.batch_size, static_shapes(tc))
+    steps_per_epoch = math.ceil(per_epoch / tc.grad_accum)
     total_steps = min(steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
-    return Data(splits, train_loader, val_loader, spec, num_classes, total_steps, batches_per_epoch)
+    return Data(splits, train_loader, val_loader, spec, num_classes, total_steps, per_epoch)
+
+
+def static_shapes(tc: TrainConfig) -> bool:
+    """Whether every training batch has one shape: CUDA graphs replay a step of one shape (train.compile_mode)."""
+    return tc.compile and tc.compile_mode == "reduce-overhead"
 
 
 def build(s: Setting, data: Data, state: RunState) -> Built:
@@ -159,6 +165,7 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
             (min(tc.eval_batch_size, len(data.splits.val) or len(data.splits.test)), *shape),  # no val: data.trainval
             s.device,
             tc.precision,
+            tc.compile_mode,
         )
     rss.reset_peak()  # from here on: the training peak (model, activations, optimizer state)
     counts = tuner.parameter_counts()
@@ -254,8 +261,9 @@ def fit(
     # torchrun: DistributedDataParallel averages the gradients of the ranks' shards (peftlab.training.distributed)
     stepped = distributed.data_parallel(built.model, s.ranks, s.device)
     last_val = None
+    graphs = static_shapes(tc) and s.device.type == "cuda"  # CUDA graphs: reduce-overhead on a GPU
     while epochs_left(pos, tc, data.total_steps):
-        batches = epoch_batches(len(data.splits.train), tc.batch_size, s.cfg.seed, pos.epoch)
+        batches = epoch_batches(len(data.splits.train), tc.batch_size, s.cfg.seed, pos.epoch, static_shapes(tc))
         pieces = micro_pieces(batches, state.split, s.ranks)  # shards (torchrun), halves (auto_batch)
         loaded = data.train_loader([p for parts in pieces[pos.next_batch :] for p in parts])  # decoded ahead, in order
         meter.restart()
@@ -263,6 +271,8 @@ def fit(
             group = batches[pos.next_batch : pos.next_batch + tc.grad_accum]  # this step's micro-batches
             parts = pieces[pos.next_batch : pos.next_batch + len(group)]
             n_pieces = sum(len(p) for p in parts)
+            if graphs:  # a new CUDA graph generation: the previous step's outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             loss, grad_norm, observed = training_step(
                 stepped,
                 tuner,

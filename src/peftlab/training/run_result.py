@@ -109,7 +109,7 @@ class Provenance(TypedDict):
     git_sha: str | None  # the commit peftlab ran from; null outside a git checkout
     git_dirty: bool | None  # uncommitted changes in that checkout
     versions: dict  # python and the packages that compute (torch, timm, peft, ...)
-    hardware: dict  # platform, CPU, its kernel-picking flags (cpu_flags), ATen's cpu_capability, device, GPU
+    hardware: dict  # platform, CPU, cpu_flags, ATen's cpu_capability, device, GPU (gpu_uuid), CUDA_VISIBLE_DEVICES
     # whether the CPU arithmetic was pinned (train.reproducible), bitsandbytes' 4-bit kernel, the CPU's vendor
     # and model and the branch MKL computes in (mkl_branch: AVX2,STRICT pinned on Intel, AUTO,STRICT on AMD)
     arithmetic: dict

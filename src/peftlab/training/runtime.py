@@ -210,15 +210,16 @@ def before_compile(model: nn.Module) -> None:
 
 
 def compile_model(
-    model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device, precision: str
+    model: nn.Module, train_shape: tuple, eval_shape: tuple, device: torch.device, precision: str, mode: str = "default"
 ) -> dict:
-    """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor) and compile it
+    """``train.compile``: compile ``model`` in place (``nn.Module.compile``, inductor, torch.compile's ``mode``:
+    train.compile_mode; reduce-overhead captures CUDA graphs on a GPU) and compile it
     now, on random batches in train mode (forward and backward) and in eval mode, so the compile
     time is reported apart and a model that cannot compile trains eagerly after one logged line
     instead of failing later. Gradients and random state are left as they were found."""
     start = time.perf_counter()
     before_compile(model)
-    model.compile()
+    model.compile(mode=mode)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             with autocast(precision, device):
@@ -240,7 +241,7 @@ def compile_model(
         model.train()
         for param in model.parameters():
             param.grad = None
-    return {**record, "seconds": time.perf_counter() - start}
+    return {**record, "mode": mode, "seconds": time.perf_counter() - start}
 
 
 def out_of_memory(err: BaseException) -> bool:

@@ -172,11 +172,18 @@ def check_reached(tuner) -> None:
         )
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """The shuffled index batches of one epoch, a pure function of (seed, epoch)."""
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, static: bool = False) -> list[torch.Tensor]:
+    """The shuffled index batches of one epoch, a pure function of (seed, epoch); ``static`` (CUDA graphs:
+    train.compile_mode reduce-overhead): every batch ``batch_size`` long, the last short one dropped."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=generator)
-    return list(order.split(batch_size))
+    return list(order.split(batch_size))[: batches_per_epoch(n, batch_size, static)]
+
+
+def batches_per_epoch(n: int, batch_size: int, static: bool = False) -> int:
+    """How many batches an epoch of ``n`` images has (``epoch_batches``); ``static``: full ones only (at
+    least one: a split smaller than a batch is one batch, the same every epoch)."""
+    return max(n // batch_size, 1) if static else math.ceil(n / batch_size)
 
 
 def micro_pieces(batches: list[torch.Tensor], split: int, ranks: distributed.Group) -> list[list[torch.Tensor]]:

@@ -12,6 +12,7 @@ from peftlab.config.schema import RunConfig
 from peftlab.config.sections import MethodConfig, QuantConfig
 from peftlab.models.families import check_family, prepare
 from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_linear, load_pending
+from peftlab.tuners.modules import choose_paths
 from peftlab.tuners.plugins import method_spec
 from peftlab.tuners.structural import is_head_param
 from peftlab.utils.libraries import quiet_transformers
@@ -202,5 +203,6 @@ def apply_tuner(model: nn.Module, method: MethodConfig, ctx: TunerContext) -> Tu
     prepare(model)  # a fused-bias qkv (BEiT, EVA) called as a module, so an adapter on it is reached
     tuner = method_spec(method.name).apply(model, method, ctx)
     load_pending(tuner.model)  # a Linear left in its file that the method did not quantize (peftlab.quant.load)
+    choose_paths(tuner.model)  # the base frozen: each SplitQKV's forward decided (tuners.modules)
     quiet_transformers()  # PEFT imports transformers, which logs to stderr on its own
     return tuner

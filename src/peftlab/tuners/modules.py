@@ -34,15 +34,23 @@ PEFT's own layers.
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftlab.tuners.lora.peft_layers import is_plain_float, lora_delta, plain_lora
+
 
 class SplitQKV(nn.Module):
+    """q, k and v Linears computing timm's fused qkv. Which of the four forwards below runs (``PATHS``) is
+    decided by ``choose_path`` when the module is built, when a slice is replaced (an adapter injected), when
+    the tuner has frozen the base (``choose_paths``) and at each ``train()`` / ``eval()``: never per call,
+    so the step has no Python decision of its own and a captured CUDA graph replays one path."""
+
+    PATHS = ("fused_lora", "quantized_fused_lora", "one_linear", "concat")
+
     def __init__(self, q: nn.Linear, k: nn.Linear, v: nn.Linear):
         super().__init__()
         self.q, self.k, self.v = q, k, v
@@ -50,35 +58,68 @@ class SplitQKV(nn.Module):
         self.out_features = q.out_features + k.out_features + v.out_features
 
         self._frozen: tuple | None = None  # (key, weight, bias): the frozen fused weight, see frozen_fused
+        self.choose_path()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("q", "k", "v") and all(part in self._modules for part in ("q", "k", "v")):
+            self.choose_path()  # a slice replaced (PEFT injecting its LoRA Linear): its path may change
+
+    def choose_path(self) -> str:
+        """Set ``path``: ``fused_lora`` for float slices over frozen bases with plain LoRA (or none) on each,
+        ``quantized_fused_lora`` for the same over 4-bit bases that stack (``stackable``), ``one_linear``
+        for other float slices (trained bases, dropout), ``concat`` for anything else (each slice's own forward)."""
         parts = (self.q, self.k, self.v)
         bases = [getattr(part, "base_layer", part) for part in parts]
         float_parts = all(is_plain_float(part) for part in parts)
-        stacked = None if float_parts else quantized_stack(parts, bases, x)
-        if not float_parts and stacked is None:
-            return torch.cat([part(x) for part in parts], dim=-1)
-        adapters = [plain_lora(part) for part in parts]
-        if frozen_bases(bases) and all(a is not False for a in adapters):
-            if stacked is None:
-                weight, bias = self.frozen_fused(bases)
-            else:
-                weight = stacked
-                bias = torch.cat([base.bias for base in bases]).float() if bases[0].bias is not None else None
-            return fused_lora_qkv(x, weight, bias, bases, adapters)
-        if stacked is not None:
-            return torch.cat([part(x) for part in parts], dim=-1)
+        if not float_parts and not stackable(parts):
+            path = "concat"  # layers peftlab does not know: each slice's own forward
+        elif frozen_bases(bases) and all(plain_lora(part) is not False for part in parts):
+            path = "fused_lora" if float_parts else "quantized_fused_lora"
+        else:
+            path = "one_linear" if float_parts else "concat"
+        self.__dict__["path"] = path  # not through __setattr__: a str attribute, no module
+        return path
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.choose_path()  # the recipe's train() after the tuner is applied; evaluation's eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., d) -> (..., 3d), the layout of timm's fused qkv
+        return getattr(self, self.path)(x)
+
+    def fused_lora(self, x: torch.Tensor) -> torch.Tensor:
+        parts = (self.q, self.k, self.v)
+        bases = [part.base_layer if hasattr(part, "base_layer") else part for part in parts]
+        weight, bias = self.frozen_fused(bases)
+        return fused_lora_qkv(x, weight, bias, bases, [plain_lora(part) for part in parts])
+
+    def quantized_fused_lora(self, x: torch.Tensor) -> torch.Tensor:
+        parts = (self.q, self.k, self.v)
+        bases = [part.base_layer if hasattr(part, "base_layer") else part for part in parts]
+        stacked = quantized_stack(bases, x)  # None under autocast, or where the buffers do not serve x's dtype
+        if stacked is None:
+            return self.concat(x)
+        bias = torch.cat([base.bias for base in bases]).float() if bases[0].bias is not None else None
+        return fused_lora_qkv(x, stacked, bias, bases, [plain_lora(part) for part in parts])
+
+    def one_linear(self, x: torch.Tensor) -> torch.Tensor:
+        bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
         weight = torch.cat([base.weight for base in bases])  # (3d, d)
         bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
         out = F.linear(x, weight, bias)
         start = 0
-        for part, base in zip(parts, bases):
+        for part, base in zip((self.q, self.k, self.v), bases):
             delta = lora_delta(part, x)
             if delta is not None:
                 out.narrow(-1, start, base.out_features).add_(delta)
             start += base.out_features
         return out
+
+    def concat(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
 
     def frozen_fused(self, bases: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (3d, d) weight and (3d,) bias of frozen q, k, v, concatenated again only when one of
@@ -100,6 +141,8 @@ class SplitQKV(nn.Module):
             return torch.cat([base.weight for base in bases]).detach(), None if bias is None else bias.detach()
         key = self.frozen_key(bases)
         if self._frozen is None or self._frozen[0] != key:
+            if not frozen_bases(bases):  # its path was chosen with the bases frozen: say so, never train them wrong
+                raise RuntimeError("SplitQKV: a base weight trains since its path was chosen: call choose_path()")
             with torch.no_grad():
                 weight = torch.cat([base.weight for base in bases])
                 bias = torch.cat([base.bias for base in bases]) if bases[0].bias is not None else None
@@ -115,14 +158,13 @@ class SplitQKV(nn.Module):
 
     def before_compile(self) -> None:
         """Fill the frozen fused weight's cache eagerly, so the compiled step reads it (``frozen_fused``)."""
-        bases = [getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)]
-        if frozen_bases(bases) and all(is_plain_float(part) for part in (self.q, self.k, self.v)):
-            self.frozen_fused(bases)
+        if self.choose_path() == "fused_lora":
+            self.frozen_fused([getattr(part, "base_layer", part) for part in (self.q, self.k, self.v)])
 
     @staticmethod
     def frozen_key(bases: list[nn.Linear]) -> tuple:
         tensors = [t for base in bases for t in (base.weight, base.bias) if t is not None]
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device, t.requires_grad) for t in tensors)
 
     def _apply(self, fn, recurse=True):  # .to(), .half(), ...: the cached copy would be stale
         self._frozen = None
@@ -147,22 +189,36 @@ def fused_lora_qkv(x, weight, bias, bases: list[nn.Module], adapters: list) -> t
     return FusedLoraQKV.apply(x, weight, bias, tuple(slices), *factors)
 
 
-def quantized_stack(parts, bases: list[nn.Module], x: torch.Tensor):
-    """For 4-bit q, k, v (peftlab's ``BufferedLinear4bit``, bare or under PEFT's plain bnb LoRA Linear):
-    a callable that dequantizes the three into one (3d, d) buffer (``quant_step.StackedWeights``), so
-    the fused step runs on a QLoRA base too; None for anything else (bitsandbytes is never imported
-    to answer)."""
+def choose_paths(model: nn.Module) -> None:
+    """Every ``SplitQKV`` of ``model`` decides its forward again (the tuner has frozen the base)."""
+    for module in model.modules():
+        if isinstance(module, SplitQKV):
+            module.choose_path()
+
+
+def stackable(parts) -> bool:
+    """Whether 4-bit q, k, v (peftlab's ``BufferedLinear4bit``, bare or under PEFT's plain bnb LoRA Linear)
+    can be dequantized into one (3d, d) buffer for the fused step (``quantized_stack``); bitsandbytes is
+    never imported to answer."""
     if sys.modules.get("bitsandbytes") is None:
-        return None
+        return False
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
-    from peftlab.quant.step import stacked_weights
+    from peftlab.quant.step import BufferedLinear4bit
 
     for part in parts:
         if hasattr(part, "base_layer") and not (
             type(part) is LoraLinear4bit and not part.lora_variant and not any(part.lora_bias.values())
         ):
-            return None
+            return False
+    return all(type(getattr(part, "base_layer", part)) is BufferedLinear4bit for part in parts)
+
+
+def quantized_stack(bases: list[nn.Module], x: torch.Tensor):
+    """A callable that dequantizes stackable 4-bit q, k, v into one (3d, d) buffer for ``x``
+    (``quant_step.StackedWeights``); None under autocast or where the buffers do not serve ``x``."""
+    from peftlab.quant.step import stacked_weights
+
     return stacked_weights(bases, x)
 
 
@@ -313,79 +369,6 @@ def per_slice_backward(g, x2, grad_x, slices, saved) -> list[torch.Tensor]:
         if grad_x is not None:
             grad_x.addmm_(gh, a)
     return grads
-
-
-def plain_lora(layer: nn.Module):
-    """``(A, B, scaling)`` of the one active plain LoRA adapter of ``layer`` (no dropout), None for a
-    slice without an active adapter, False for anything else (several adapters, dropout): the
-    hand-written path then does not apply. For AdaLoRA's SVD layer, the update PEFT's ``SVDLinear``
-    adds, ``(x (A E)^T B^T) * scaling / ranknum``, in LoRA's form (``low_rank_factors``)."""
-    if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
-        return None
-    active = [name for name in layer.active_adapters if name in layer.lora_A]
-    if not active:
-        return None
-    if len(active) > 1 or not isinstance(layer.lora_dropout[active[0]], nn.Identity):
-        return False
-    return low_rank_factors(layer, active[0])
-
-
-def low_rank_factors(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Adapter ``name``'s update of ``layer`` as ``scaling * (x A^T) B^T``: LoRA's weights, or AdaLoRA's
-    with ``A`` its ``lora_A * lora_E / (ranknum + 1e-5)`` (ranknum: a tensor, read without a device sync;
-    a module resized to its kept ranks keeps its former ranknum)."""
-    if hasattr(layer, "lora_E"):
-        values = layer.lora_E[name] / (layer.ranknum[name] + 1e-5)  # (r, 1)
-        return layer.lora_A[name] * values, layer.lora_B[name], layer.scaling[name]
-    return layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
-
-
-@functools.cache
-def peft_linears() -> tuple[type, type]:
-    """PEFT's LoRA Linear and AdaLoRA's SVDLinear, imported once (a step asks for them 3 times a block)."""
-    from peft.tuners.adalora.layer import SVDLinear  # peft (and transformers): not for checks
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
-    return LoraLinear, SVDLinear
-
-
-def is_plain_float(layer: nn.Module) -> bool:
-    """A float nn.Linear, or PEFT's vanilla LoRA Linear (no variant, no LoRA bias) or AdaLoRA's SVD
-    Linear over one."""
-    if type(layer) is nn.Linear:
-        return True
-    LoraLinear, SVDLinear = peft_linears()
-    if type(layer) is SVDLinear:
-        return type(layer.base_layer) is nn.Linear and not layer.fan_in_fan_out
-    return (
-        type(layer) is LoraLinear
-        and type(layer.base_layer) is nn.Linear
-        and not layer.lora_variant
-        and not any(layer.lora_bias.values())
-    )
-
-
-def lora_delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The low-rank update PEFT's LoRA (or AdaLoRA) ``layer`` adds to its base output, or None.
-
-    The same sum PEFT's ``lora.Linear.forward`` computes: over the active adapters,
-    ``lora_B(lora_A(dropout(x))) * scaling``; ``SVDLinear``'s ``(dropout(x) (A E)^T B^T) * scaling /
-    ranknum``; nothing once merged or disabled.
-    """
-    if not hasattr(layer, "lora_A") or layer.disable_adapters or layer.merged:
-        return None
-    delta = None
-    for name in layer.active_adapters:
-        if name not in layer.lora_A:
-            continue
-        x_in = layer.lora_dropout[name](x)
-        if hasattr(layer, "lora_E"):
-            factors = layer.lora_A[name] * layer.lora_E[name]
-            update = (x_in @ factors.T @ layer.lora_B[name].T) * layer.scaling[name] / (layer.ranknum[name] + 1e-5)
-        else:
-            update = layer.lora_B[name](layer.lora_A[name](x_in)) * layer.scaling[name]
-        delta = update if delta is None else delta + update
-    return delta
 
 
 def split_qkv(qkv: nn.Linear) -> SplitQKV:

@@ -141,7 +141,11 @@ def hardware(device) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "device": str(device),
+        # the GPUs this process was given (a local study's worker: its one GPU, study.executors.gpus)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     if getattr(device, "type", None) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        # which physical GPU, whatever index CUDA_VISIBLE_DEVICES gave it here (None where torch does not say)
+        info["gpu_uuid"] = str(getattr(torch.cuda.get_device_properties(device), "uuid", None) or "") or None
     return info

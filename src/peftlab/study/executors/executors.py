@@ -24,6 +24,7 @@ from pathlib import Path
 
 from peftlab.config.schema import to_dict
 from peftlab.study.executors import ray_tasks, slurm
+from peftlab.study.executors.gpus import with_gpu_requests
 from peftlab.study.executors.local import START_METHODS, default_start_method
 from peftlab.study.spec import RunSpec
 from peftlab.training.run_result import read_result
@@ -60,18 +61,19 @@ class ExecutorOptions:
 
     name: str = "local"
     start_method: str = field(default_factory=default_start_method)  # local workers: spawn or forkserver
+    runs_per_gpu: int | None = None  # local workers: at most this many on one visible GPU (gpus.worker_gpus)
     folder: str | None = None
     slurm_cluster: str = "slurm"
     slurm_partition: str | None = None
     slurm_time: int = 240  # minutes
     slurm_cpus: int = 4
-    slurm_gpus: int = 0
+    slurm_gpus: int | None = None  # None: 1 where a run's train.device is cuda, else 0 (gpus.with_gpu_requests)
     slurm_mem: int | None = None  # GB
     slurm_array_parallelism: int | None = None
     slurm_lost_after: float = 15.0  # seconds out of Slurm's queue without a result file: lost
     ray_address: str | None = None
     ray_cpus: float = 1.0
-    ray_gpus: float = 0.0
+    ray_gpus: float | None = None  # as slurm_gpus
 
     def __post_init__(self):
         if self.name not in EXECUTORS:
@@ -81,6 +83,7 @@ class ExecutorOptions:
         if self.start_method not in START_METHODS:
             raise ConfigError(f"--start-method={self.start_method!r} is invalid: expected {' or '.join(START_METHODS)}")
         for flag, value, least in (
+            ("--runs-per-gpu", self.runs_per_gpu, 1),
             ("--slurm-time", self.slurm_time, 1),
             ("--slurm-cpus", self.slurm_cpus, 1),
             ("--slurm-gpus", self.slurm_gpus, 0),
@@ -121,6 +124,7 @@ def run_remote(
     """
     from peftlab.study.executors.worker import run_job
 
+    options = with_gpu_requests(options, [spec.config.train.device for spec, _ in jobs])
     cwd = os.getcwd()
     arglists = [(to_dict(spec.config), str(run_dir.resolve()), cwd) for spec, run_dir in jobs]
     with contextlib.closing(SUBMIT[options.name](run_job, arglists, options)) as finished:  # closed: cancels the rest
@@ -142,6 +146,7 @@ def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> st
     ``out_dir/pretrain-error.json``."""
     from peftlab.study.executors.worker import pretrain_job
 
+    options = with_gpu_requests(options, [config["train"]["device"]])
     with contextlib.closing(
         SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())], options)
     ) as finished:

@@ -136,8 +136,10 @@ def run_local(
     progress: bool,
     on_done: Callable[[RunSpec, dict], None],
     stop_when: Callable[[RunSpec, Path], bool] | None = None,
+    gpus: list[str | None] | None = None,
 ) -> None:
-    """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads).
+    """Run jobs in up to ``workers`` processes at once; each run sets its own threads (train.threads), and
+    the worker of slot ``p`` gets the GPU ``gpus[p - 1]`` (``gpus.worker_gpus``; None: as this process).
 
     Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
     raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
@@ -155,6 +157,7 @@ def run_local(
     taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
     free_positions = list(range(1, workers + 1))
+    gpus = gpus or [None] * workers
     stopping: set[int] = set()
     try:
         while taken < len(jobs) or running:
@@ -165,7 +168,7 @@ def run_local(
                 proc = ctx.Process(
                     target=process_main,
                     name=f"peftlab-{spec.run_id}",
-                    args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid()),
+                    args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid(), gpus[position - 1]),
                 )
                 # held: a Ctrl-C in the middle of the start closed the forkserver's socket while it read
                 # the new worker's descriptors, and it printed an EOFError traceback under the study's line

@@ -80,7 +80,7 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
     try:
         task = ray.remote(
             num_cpus=options.ray_cpus,
-            num_gpus=options.ray_gpus,
+            num_gpus=options.ray_gpus or 0,
             max_retries=WORKER_DEATH_RETRIES,
             retry_exceptions=False,
         )(counted)

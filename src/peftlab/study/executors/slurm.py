@@ -54,7 +54,7 @@ def slurm_parameters(options) -> dict:
         "job_name": "peftlab",
         "time": options.slurm_time,
         "cpus_per_task": options.slurm_cpus,
-        "gpus_per_node": options.slurm_gpus,
+        "gpus_per_node": options.slurm_gpus or 0,
         "nodes": 1,
         "ntasks_per_node": 1,
     }
@@ -87,7 +87,7 @@ def make_executor(options):
     folder = Path(options.folder) / "%j"  # one folder per job: pickled call, logs, result
     if options.slurm_cluster == "local":
         executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=options.slurm_gpus)
+        executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=options.slurm_gpus or 0)
         return executor
     executor = submitit.SlurmExecutor(folder=folder)
     executor.update_parameters(**slurm_parameters(options))

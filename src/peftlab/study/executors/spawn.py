@@ -36,30 +36,33 @@ from peftlab.study.spec import RunSpec
 class Worker:
     proc: multiprocessing.Process
     conn: multiprocessing.connection.Connection  # the study's end of the worker's pipe
+    gpu: str | None = None  # its CUDA_VISIBLE_DEVICES, for its life (``gpus.use_gpu``)
 
 
 IDLE: list[Worker] = []  # live workers of this study that wait for a run
 
 
-def start_worker(ctx) -> Worker:
-    """Spawn a worker (SIGINT held back while it imports, ``local_executor.start_held``)."""
+def start_worker(ctx, gpu: str | None = None) -> Worker:
+    """Spawn a worker on ``gpu`` (SIGINT held back while it imports, ``local_executor.start_held``)."""
     from peftlab.study.executors.worker import serve_runs
 
     ours, theirs = ctx.Pipe()
-    proc = ctx.Process(target=serve_runs, name="peftlab-worker", args=(theirs, os.getpid(), PRELOAD))
+    proc = ctx.Process(target=serve_runs, name="peftlab-worker", args=(theirs, os.getpid(), PRELOAD, gpu))
     start_held(proc)
     theirs.close()
-    return Worker(proc, ours)
+    return Worker(proc, ours, gpu)
 
 
-def take_worker(ctx) -> Worker:
-    """An idle worker that is still alive, else a new one."""
-    while IDLE:
-        worker = IDLE.pop(0)
-        if worker.proc.is_alive():
-            return worker
+def take_worker(ctx, gpu: str | None = None) -> Worker:
+    """An idle worker on ``gpu`` that is still alive, else a new one (idle ones that died are retired)."""
+    for worker in [w for w in IDLE if not w.proc.is_alive()]:
+        IDLE.remove(worker)
         retire(worker)
-    return start_worker(ctx)
+    for worker in IDLE:
+        if worker.gpu == gpu:
+            IDLE.remove(worker)
+            return worker
+    return start_worker(ctx, gpu)
 
 
 def retire(worker: Worker, grace: float = 30.0) -> None:
@@ -83,23 +86,25 @@ def run_spawned(
     progress: bool,
     on_done: Callable[[RunSpec, dict], None],
     stop_when: Callable[[RunSpec, Path], bool] | None = None,
+    gpus: list[str | None] | None = None,
 ) -> None:
     """``local_executor.run_local`` with long-lived spawned workers (same arguments, same outcomes; the jobs
-    that ``on_done`` appends to ``jobs`` run too)."""
+    that ``on_done`` appends to ``jobs`` run too). A worker keeps the GPU of the slot it was started for."""
     if not jobs:  # every run done: no worker is spawned
         return
     ctx = worker_context("spawn")
     taken = 0  # jobs started, in order
     busy: dict[Worker, tuple[RunSpec, Path, int]] = {}
     free_positions = list(range(1, workers + 1))
+    gpus = gpus or [None] * workers
     stopping: set[Worker] = set()
     try:
         while taken < len(jobs) or busy:
             while taken < len(jobs) and len(busy) < workers:
                 spec, run_dir = jobs[taken]
                 taken += 1
-                worker = take_worker(ctx)
                 position = free_positions.pop(0)
+                worker = take_worker(ctx, gpus[position - 1])
                 busy[worker] = (spec, run_dir, position)  # first: a Ctrl-C from here on stops it
                 send_run(worker, spec, run_dir, progress, position)
             waited = [w.conn for w in busy] + [w.proc.sentinel for w in busy]

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from peftlab.config.schema import RunConfig, from_dict
+from peftlab.study.executors.gpus import use_gpu
 from peftlab.training.run_result import RunResult, failure, read_result, write_result
 from peftlab.utils.errors import ignore_further_stops, stops_unwrapped, take_stops
 from peftlab.utils.files import write_json_atomic
@@ -165,9 +166,13 @@ def log_stderr_to(run_dir: str) -> None:
     os.close(fd)
 
 
-def process_main(config: dict, run_dir: str, progress: bool, position: int, study_pid: int) -> None:
+def process_main(
+    config: dict, run_dir: str, progress: bool, position: int, study_pid: int, gpu: str | None = None
+) -> None:
     """Entry point of a local worker process (its progress bars, when shown, on the study's terminal).
-    It trains this one run: one whose base is not quantized never imports bitsandbytes."""
+    It trains this one run on ``gpu`` (``gpus.use_gpu``): one whose base is not quantized never imports
+    bitsandbytes."""
+    use_gpu(gpu)
     if config["quant"]["mode"] == "none":
         without_bitsandbytes()
     die_with_study(study_pid)
@@ -181,11 +186,13 @@ def process_main(config: dict, run_dir: str, progress: bool, position: int, stud
         raise SystemExit(INTERRUPTED) from None
 
 
-def serve_runs(conn, study_pid: int, preload: tuple[str, ...]) -> None:
+def serve_runs(conn, study_pid: int, preload: tuple[str, ...], gpu: str | None = None) -> None:
     """Entry point of a long-lived local worker (start method ``spawn``, ``study.spawn_workers``):
     import ``preload`` once, then train each run the study sends, one after another, and answer
     each with the exit code a one-run worker would have had (0: the run's result.json says how it
-    ended). It returns when the study closes the pipe; a stop (Ctrl-C, SIGTERM) ends it after its run."""
+    ended), every run on ``gpu`` (``gpus.use_gpu``). It returns when the study closes the pipe; a stop
+    (Ctrl-C, SIGTERM) ends it after its run."""
+    use_gpu(gpu)
     die_with_study(study_pid)
     terminal = os.dup(2)  # stderr between runs, and of a run with progress bars
     try:
