@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from peftlab.cli import printable
 from peftlab.cli.parsing import method_names
 from peftlab.config.paths import REPO_ROOT
 from peftlab.utils.cpu import pin_arithmetic
@@ -45,7 +46,7 @@ def cmd_train(args) -> int:
 
         check_against_model(cfg)
     result = train(cfg, run_dir, progress=not args.quiet)
-    print(summarize_result(result, run_dir))
+    print(printable(summarize_result(result, run_dir)))
     for warning in result.get("warnings") or []:
         print(f"peftlab: warning: {warning}", file=sys.stderr)
     return 0 if result["status"] == "completed" else 1
@@ -99,13 +100,13 @@ def cmd_summary(args) -> int:
     for run_dir in map(Path, args.run_dirs):
         result = read_result(run_dir)
         if result is None:
-            print(f"{run_dir}: no readable result.json")
+            print(printable(f"{run_dir}: no readable result.json"))
             status = 1
             continue
         try:
-            print(summarize_result(result, run_dir))
+            print(printable(summarize_result(result, run_dir)))  # a received status or error: escapes shown
         except (KeyError, TypeError, ValueError):
-            print(f"{run_dir}: result.json is incomplete or corrupt")
+            print(printable(f"{run_dir}: result.json is incomplete or corrupt"))
             status = 1
             continue
         status = status or int(status_of(result) != "completed")
@@ -124,7 +125,7 @@ def add_pretrain(sub) -> None:
 def cmd_pretrain(args) -> int:
     from peftlab.config.schema import load_config
 
-    cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
+    cfg = load_config(DEFAULT_PRETRAIN_CONFIG if args.config is None else args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
     from peftlab.training.bases.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned

@@ -10,8 +10,10 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+from peftlab.cli import printable
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import check_output, write_atomic, write_text_atomic
 
 
 def add_study(sub) -> None:
@@ -216,6 +218,9 @@ def cmd_results(args) -> int:
     from peftlab.analysis.report.tables import results_markdown, select_columns
     from peftlab.analysis.results.load import load_results
 
+    out = Path(args.out or Path(args.study_dir) / "results.parquet") if args.out or args.format == "parquet" else None
+    if out is not None:
+        check_output(out, False, "--out")  # before the study's runs are read
     df = load_results(args.study_dir)
     if df.empty:
         raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
@@ -227,14 +232,14 @@ def cmd_results(args) -> int:
     except ValueError as err:
         raise UserError(f"--columns: {err}") from None
     if args.format == "parquet":
-        out = Path(args.out or Path(args.study_dir) / "results.parquet")
-        df.to_parquet(out, index=False)
-        print(f"wrote {len(df)} rows to {out}")
-    elif args.format == "csv":
-        text = df.to_csv(index=False)
-        Path(args.out).write_text(text) if args.out else sys.stdout.write(text)
-    else:
-        Path(args.out).write_text(text + "\n") if args.out else print(text)
+        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
+        print(printable(f"wrote {len(df)} rows to {out}"))
+        return 0
+    text = df.to_csv(index=False) if args.format == "csv" else text + "\n"
+    if out is not None:
+        write_text_atomic(out, text)
+    else:  # a received run's status or error holding an escape sequence: shown, not sent to the terminal
+        sys.stdout.write(printable(text, lines=True))
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.study.records import read_command
-from peftlab.utils.files import read_json
+from peftlab.utils.files import read_json, read_lines, refuse_link
 
 
 def study_command(study_dir) -> str | None:
@@ -33,11 +33,8 @@ def study_commands(study_dir) -> list[dict]:
     peftlab. Lines that are no such record are passed over."""
     records = []
     path = Path(study_dir) / "commands.jsonl"
-    try:
-        text = path.read_text(errors="replace") if path.is_file() and not path.is_symlink() else ""
-    except OSError:
-        text = ""
-    for line in text.splitlines():
+    refuse_link(path, "study directory entry")
+    for line in read_lines(path, "study directory entry") or []:
         try:
             records.append(json.loads(line))
         except ValueError:
