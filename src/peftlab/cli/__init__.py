@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 
+from peftlab.cli.terminal import printable
 from peftlab.utils.errors import (
     RECEIVED,
     STORAGE_ERRORS,
@@ -107,16 +108,6 @@ def closed_pipe() -> int:
     except (OSError, ValueError):  # io.UnsupportedOperation (no file descriptor: a test's StringIO) is a ValueError
         pass
     return CLOSED_PIPE
-
-
-def printable(text: str, lines: bool = False) -> str:
-    """``text`` with its control characters escaped: the one escaper of what reaches a terminal. A file name
-    or value from the user or a received file (a result.json's status) that holds an escape sequence (ESC [ 2 J
-    clears the terminal, OSC 0 sets the window's title) is shown, not sent to the terminal. ``lines``: its
-    line breaks kept (a table's rows), each line escaped."""
-    if lines:
-        return "\n".join(printable(line) for line in text.split("\n"))
-    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
 
 
 def unreadable_metadata(err: Exception) -> str | None:

@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from peftlab.cli import printable
 from peftlab.cli.parsing import method_names
+from peftlab.cli.terminal import printable
 from peftlab.config.paths import REPO_ROOT
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError

@@ -10,7 +10,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from peftlab.cli import printable
+from peftlab.cli.terminal import printable
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import check_output, write_atomic, write_text_atomic
