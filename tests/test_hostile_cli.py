@@ -149,6 +149,15 @@ def test_phases_of_another_kind_are_refused_in_one_line(study, kind):
     assert_one_line(result, "phases.jsonl", "FIFO" if kind == "fifo" else "directory")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_literature_file_of_another_kind_is_refused_in_one_line(study, tmp_path, kind):
+    plant(tmp_path / "literature.yaml", kind)
+    with Watchdog(tmp_path / "literature.yaml") as watchdog:
+        result = peftlab("paper", str(study), "--no-compile", "--literature", str(tmp_path / "literature.yaml"))
+    assert not watchdog.fired
+    assert_one_line(result, "literature.yaml", "FIFO" if kind == "fifo" else "directory")
+
+
 # --- a FIFO or a directory where a command writes its output ------------------------------------------------------
 
 OUTPUTS = {
