@@ -340,6 +340,22 @@ def test_escape_sequences_read_from_a_file_are_shown_escaped(study, argv):
     assert "Traceback" not in err
 
 
+def test_escape_sequences_in_a_received_dataset_s_class_names_are_shown_escaped(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in (f"cat{ESCAPES}", "dog"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    status, out, err = commanded_output(
+        "data", "info", "imagefolder", "--root", str(tmp_path / "train"), "--test-dir", str(tmp_path / "test")
+    )
+    assert status == 0 and "cat\\x1b[2J" in out, (out, err)
+    assert "\x1b" not in out + err and "\x07" not in out + err and "\x9b" not in out + err, (out, err)
+
+
 # --- an empty config file or argument -------------------------------------------------------------------------------
 
 

@@ -103,7 +103,7 @@ def cmd_study(args) -> int:
         from peftlab.study.preflight import check_study
 
         check_study(study, study_dir, executor, report=args.report)
-        print(dry_run_table(study, study_dir))
+        print(printable(dry_run_table(study, study_dir), lines=True))  # a received study's names, escaped
         if args.time_steps:
             from peftlab.bench.plan import time_plan
             from peftlab.study.estimate import planned_configs
@@ -123,7 +123,7 @@ def cmd_study(args) -> int:
         executor=executor,
         report=args.report,
     )
-    print(format_summary(summary, study_dir))
+    print(printable(format_summary(summary, study_dir), lines=True))  # its runs' recorded errors, escaped
     record_command(study_dir, warn=summary.ok)
     if args.report:
         from peftlab.analysis.report.build import write_report

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from peftlab.cli.parsing import at_least, between
+from peftlab.cli.terminal import printable
 
 # every size the bench takes, (least, most): what it allocates (a batch, a model) or writes (JPEGs) grows with
 # each, so one out of range is refused by the parser, before anything is built. The largest are beyond any
@@ -242,10 +243,10 @@ def cmd_data_info(args) -> int:
         print(json.dumps(record, indent=2))
         return 1 if bad else 0
     if info:
-        print(format_data_info(info))
+        print(printable(format_data_info(info), lines=True))  # class names are a received folder's names
     if args.check:
         for line in bad:
-            print(f"bad image: {line}")
+            print(printable(f"bad image: {line}"))
         print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
     return 1 if bad else 0
 
