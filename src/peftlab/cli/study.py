@@ -220,7 +220,7 @@ def cmd_results(args) -> int:
 
     out = Path(args.out or Path(args.study_dir) / "results.parquet") if args.out or args.format == "parquet" else None
     if out is not None:
-        check_output(out, False, "--out")  # before the study's runs are read
+        check_output(out, False, "output file")  # before the study's runs are read
     df = load_results(args.study_dir)
     if df.empty:
         raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")

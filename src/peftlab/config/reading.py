@@ -196,8 +196,7 @@ def read_yaml(path: str | Path) -> dict:
     if not str(path).strip():
         raise ConfigError("config file name is empty: expected the path of a YAML file")
     path = Path(path)
-    text = read_text_file(path)
-    data = parse_yaml(text, f"config file {shown_path(path)}")
+    data = parse_yaml(read_text_file(path), f"config file {shown_path(path)}")
     if data is None:
         if os.path.realpath(path) == os.devnull:
             return {}
