@@ -52,9 +52,9 @@ def compiled_paper(study: Path) -> Path:
 
 
 class Watchdog:
-    """Ends a blocked open() of the FIFO at ``path`` after ``seconds`` (opening its writing end, then closing
-    it: the reader sees an empty file), and says whether it had to. The limit only ends a hang: a command that
-    does not hang is done long before it."""
+    """Ends a blocked open() of the FIFO at ``path`` after ``seconds`` (opening its other end, then closing it: a
+    reader sees an empty file, a writer a closed pipe), and says whether it had to. The limit only ends a hang: a
+    command that does not hang is done long before it."""
 
     def __init__(self, path: Path, seconds: float = 120):
         self.path, self.seconds, self.fired, self.done = path, seconds, False, threading.Event()
@@ -63,11 +63,12 @@ class Watchdog:
     def watch(self) -> None:
         if self.done.wait(self.seconds):
             return
-        try:
-            os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO: nobody is blocked reading it
-            self.fired = True
-        except OSError:
-            pass
+        self.fired = True
+        for flags in (os.O_WRONLY, os.O_RDONLY):  # a blocked reader, then a blocked writer (ENXIO: no reader)
+            try:
+                os.close(os.open(self.path, flags | os.O_NONBLOCK))
+            except OSError:
+                pass
 
     def __enter__(self):
         self.thread.start()
