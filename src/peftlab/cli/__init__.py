@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import atexit
 import errno
+import os
 import signal
 import sys
 
+from peftlab.cli.terminal import printable
 from peftlab.utils.errors import (
     RECEIVED,
     STORAGE_ERRORS,
@@ -26,6 +28,7 @@ from peftlab.utils.errors import (
     stops_unwrapped,
     take_stops,
 )
+from peftlab.utils.files import shown_path
 from peftlab.utils.startup import release_stops
 
 
@@ -84,14 +87,28 @@ def main(argv: list[str] | None = None) -> int:
     # process (exit status -2, the command's own lost); from then on they are ignored.
     atexit.register(ignore_further_stops)
     status = run_command(argv)
+    try:
+        sys.stdout.flush()  # here, not in the interpreter's exit, where a closed pipe is a message and status 120
+    except BrokenPipeError:
+        status = closed_pipe()
     exit_at_once_on_stops(status)  # a Ctrl-C while the interpreter exits: no traceback, this status
     return status
 
 
-def printable(line: str) -> str:
-    """``line`` with its control characters escaped: a file name or value from the user that holds
-    an escape sequence (ESC [ 2 J clears the terminal) is shown, not sent to the terminal."""
-    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in line)
+CLOSED_PIPE = 128 + signal.SIGPIPE  # the status of a command that SIGPIPE ended: a reader went away
+
+
+def closed_pipe() -> int:
+    """The command's end when the reader of its standard output has gone (``peftlab methods --json | head -1``):
+    no traceback, status 141 as a shell shows a command that SIGPIPE ended. What is still buffered goes to
+    /dev/null, so that the interpreter's last flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # io.UnsupportedOperation (no file descriptor: a test's StringIO) is a ValueError
+        pass
+    return CLOSED_PIPE
 
 
 def unreadable_metadata(err: Exception) -> str | None:
@@ -133,6 +150,8 @@ def command_status(argv: list[str] | None) -> int:
 
             quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
             return args.func(args)
+    except BrokenPipeError:
+        return closed_pipe()
     except UserError as err:
         print(
             f"peftlab: error: {printable(str(err).splitlines()[0]) if str(err) else type(err).__name__}",
@@ -143,7 +162,7 @@ def command_status(argv: list[str] | None) -> int:
         if err.errno not in STORAGE_ERRORS:
             raise
         print(
-            f"peftlab: error: {printable(str(err.filename or 'a file'))}: {err.strerror} "
+            f"peftlab: error: {shown_path(err.filename) if err.filename is not None else 'a file'}: {err.strerror} "
             f"({errno.errorcode[err.errno]})",
             file=sys.stderr,
         )

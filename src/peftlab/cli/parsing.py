@@ -29,6 +29,19 @@ def at_least(least: int):
     return parse
 
 
+def between(least: int, most: int):
+    """An argparse type: an integer from ``least`` to ``most``; anything else is argparse's one-line usage error,
+    which names the flag. For sizes that allocate or write in proportion (the bench's): refused before any is."""
+
+    def parse(text: str) -> int:
+        value = at_least(least)(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: expected an integer from {least:,} to {most:,}")
+        return value
+
+    return parse
+
+
 def method_names() -> str:
     """ "full, linear, lora, ... or qalora": every method of the TUNERS registry, for help texts."""
     names = list(TUNERS)

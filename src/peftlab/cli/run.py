@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from peftlab.cli.parsing import method_names
+from peftlab.cli.terminal import printable
 from peftlab.config.paths import REPO_ROOT
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError
@@ -35,7 +36,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir=run_dir, progress=not args.quiet)
-    print(summarize_result(result, run_dir))
+    print(printable(summarize_result(result, run_dir)))
     for warning in result.get("warnings") or []:
         print(f"peftlab: warning: {warning}", file=sys.stderr)
     return 0 if result["status"] == "completed" else 1
@@ -89,13 +90,13 @@ def cmd_summary(args) -> int:
     for run_dir in map(Path, args.run_dirs):
         result = read_result(run_dir)
         if result is None:
-            print(f"{run_dir}: no readable result.json")
+            print(printable(f"{run_dir}: no readable result.json"))
             status = 1
             continue
         try:
-            print(summarize_result(result, run_dir))
+            print(printable(summarize_result(result, run_dir)))  # a received status or error: escapes shown
         except (KeyError, TypeError, ValueError):
-            print(f"{run_dir}: result.json is incomplete or corrupt")
+            print(printable(f"{run_dir}: result.json is incomplete or corrupt"))
             status = 1
             continue
         status = status or int(status_of(result) != "completed")
@@ -114,7 +115,7 @@ def add_pretrain(sub) -> None:
 def cmd_pretrain(args) -> int:
     from peftlab.config.schema import load_config
 
-    cfg = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, args.overrides)
+    cfg = load_config(DEFAULT_PRETRAIN_CONFIG if args.config is None else args.config, args.overrides)
     if cfg.train.reproducible:
         pin_arithmetic()
     from peftlab.training.bases.pretrain import default_out_dir, pretrain  # torch: after the arithmetic is pinned
@@ -214,8 +215,8 @@ def cmd_predict(args) -> int:
         print(json.dumps(predictions, indent=2))
         return 0
     for row in predictions:  # a file's or a class folder's name reaches the terminal escaped
-        ranked = "  ".join(f"{shown_path(c['class'])} {100 * c['probability']:.1f}%" for c in row["top_k"])
-        print(f"{shown_path(row['image'])}: {ranked}")
+        ranked = "  ".join(f"{c['class']} {100 * c['probability']:.1f}%" for c in row["top_k"])
+        print(printable(f"{shown_path(row['image'])}: {ranked}"))  # class names from a received result.json
     return 0
 
 

@@ -10,8 +10,10 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+from peftlab.cli.terminal import printable
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import check_output, write_atomic, write_text_atomic
 
 
 def add_study(sub) -> None:
@@ -115,7 +117,7 @@ def cmd_study(args) -> int:
         from peftlab.study.preflight import check_study, check_study_data
 
         check_study(study, study_dir, executor, report=args.report, data=False)
-        print(dry_run_table(study, study_dir), flush=True)
+        print(printable(dry_run_table(study, study_dir), lines=True), flush=True)  # a received study's names, escaped
         check_study_data(study)  # after the listing: a study planned on a machine without its data is still listed
         if args.time_steps:
             from peftlab.bench.plan import time_plan
@@ -136,7 +138,7 @@ def cmd_study(args) -> int:
         executor=executor,
         report=args.report,
     )
-    print(format_summary(summary, study_dir))
+    print(printable(format_summary(summary, study_dir), lines=True))  # its runs' recorded errors, escaped
     record_command(study_dir, warn=summary.ok)
     if args.report:
         from peftlab.analysis.report.build import write_report
@@ -232,6 +234,9 @@ def cmd_results(args) -> int:
     from peftlab.analysis.report.tables import results_markdown, select_columns
     from peftlab.analysis.results.load import load_results
 
+    out = Path(args.out or Path(args.study_dir) / "results.parquet") if args.out or args.format == "parquet" else None
+    if out is not None:
+        check_output(out, False, "output file")  # before the study's runs are read
     df = load_results(args.study_dir)
     if df.empty:
         raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
@@ -244,14 +249,14 @@ def cmd_results(args) -> int:
     except ValueError as err:
         raise UserError(f"--columns: {err}") from None
     if args.format == "parquet":
-        out = Path(args.out or Path(args.study_dir) / "results.parquet")
-        df.to_parquet(out, index=False)
-        print(f"wrote {len(df)} rows to {out}")
-    elif args.format == "csv":
-        text = df.to_csv(index=False)
-        Path(args.out).write_text(text) if args.out else sys.stdout.write(text)
-    else:
-        Path(args.out).write_text(text + "\n") if args.out else print(text)
+        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
+        print(printable(f"wrote {len(df)} rows to {out}"))
+        return 0
+    text = df.to_csv(index=False) if args.format == "csv" else text + "\n"
+    if out is not None:
+        write_text_atomic(out, text)
+    else:  # a received run's status or error holding an escape sequence: shown, not sent to the terminal
+        sys.stdout.write(printable(text, lines=True))
     return 0
 
 
@@ -278,7 +283,7 @@ def name_superseded(study_dir) -> None:
 
     line = superseded_line(study_dir)
     if line:  # names from a received folder: no escape sequence reaches the terminal
-        print(f"peftlab: note: {line if line.isprintable() else ascii(line)}", file=sys.stderr, flush=True)
+        print(f"peftlab: note: {printable(line)}", file=sys.stderr, flush=True)
 
 
 def announce_report(study_dir: Path, report: Path) -> None:

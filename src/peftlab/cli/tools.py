@@ -12,13 +12,35 @@ import json
 import sys
 from pathlib import Path
 
-from peftlab.cli.parsing import at_least
+from peftlab.cli.parsing import at_least, between
+from peftlab.cli.terminal import printable
+
+# every size the bench takes, (least, most): what it allocates (a batch, a model) or writes (JPEGs) grows with
+# each, so one out of range is refused by the parser, before anything is built. The largest are beyond any
+# figure benchmarks/ records (GPT-2 XL is 48 blocks of width 1600; GPT-2 has 1024 positions).
+BENCH_SIZES = {
+    "--img-size": (1, 1024),
+    "--depth": (1, 48),
+    "--embed-dim": (1, 4096),
+    "--num-heads": (1, 64),
+    "--patch-size": (1, 1024),
+    "--batch": (1, 1024),
+    "--repeats": (1, 1000),
+    "--large-steps": (1, 1000),
+    "--num-workers": (0, 64),
+    "--data-images": (1, 20_000),
+    "--text-layers": (1, 48),
+    "--text-width": (1, 2048),
+    "--text-heads": (1, 64),
+    "--text-length": (1, 1024),
+    "--text-batch": (1, 512),
+}
 
 
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
-    p.add_argument("--img-size", type=at_least(1), help="default: the model's own")
+    p.add_argument("--img-size", type=between(*BENCH_SIZES["--img-size"]), help="default: the model's own")
     for flag, what in (
         ("--depth", "blocks"),
         ("--embed-dim", "embedding width"),
@@ -26,11 +48,20 @@ def add_bench(sub) -> None:
         ("--patch-size", "patch size"),
     ):
         p.add_argument(
-            flag, type=at_least(1), help=f"{what} (default: the model's own; a small model for a quick look)"
+            flag,
+            type=between(*BENCH_SIZES[flag]),
+            help=f"{what} (default: the model's own; a small model for a quick look)",
         )
-    p.add_argument("--batch", type=at_least(1), default=32, help="batch size of the timed steps (default 32)")
+    p.add_argument(
+        "--batch", type=between(*BENCH_SIZES["--batch"]), default=32, help="batch size of the timed steps (default 32)"
+    )
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="training precision (default fp32)")
-    p.add_argument("--repeats", type=at_least(1), default=5, help="interleaved timed repetitions (after warm-up)")
+    p.add_argument(
+        "--repeats",
+        type=between(*BENCH_SIZES["--repeats"]),
+        default=5,
+        help="interleaved timed repetitions (after warm-up)",
+    )
     p.add_argument(
         "--default-study",
         default="configs/studies/default.yaml",
@@ -42,7 +73,9 @@ def add_bench(sub) -> None:
         default="vit_large_patch16_224",
         help="P3b: a model where weights matter, trained at batch 4 per method ('' skips it)",
     )
-    p.add_argument("--large-steps", type=at_least(1), default=2, help="P3b: training steps per method")
+    p.add_argument(
+        "--large-steps", type=between(*BENCH_SIZES["--large-steps"]), default=2, help="P3b: training steps per method"
+    )
     p.add_argument(
         "--large-weights",
         choices=("file", "random", "hf"),
@@ -91,10 +124,15 @@ def add_bench(sub) -> None:
 def add_figure_flags(p) -> None:
     """The flags of the data and text figures, which measure models of their own."""
     p.add_argument(
-        "--num-workers", type=at_least(0), help="data figure: decoding processes (default: chosen for the device)"
+        "--num-workers",
+        type=between(*BENCH_SIZES["--num-workers"]),
+        help="data figure: decoding processes (default: chosen for the device)",
     )
     p.add_argument(
-        "--data-images", type=at_least(1), default=512, help="data figure: JPEGs (256 px) per epoch (default 512)"
+        "--data-images",
+        type=between(*BENCH_SIZES["--data-images"]),
+        default=512,
+        help="data figure: JPEGs (256 px) per epoch (default 512)",
     )
     p.add_argument("--data-cache", action="store_true", help="data figure: time the cached path (data.cache)")
     p.add_argument(
@@ -116,7 +154,10 @@ def add_figure_flags(p) -> None:
         ("--text-batch", 8, "sequences per step"),
     ):
         p.add_argument(
-            flag, type=at_least(1), default=default, help=f"text figure: the GPT-2's {what} (default {default})"
+            flag,
+            type=between(*BENCH_SIZES[flag]),
+            default=default,
+            help=f"text figure: the GPT-2's {what} (default {default})",
         )
 
 
@@ -208,10 +249,10 @@ def cmd_data_info(args) -> int:
         print(json.dumps(record, indent=2))
         return 1 if bad else 0
     if info:
-        print(format_data_info(info))
+        print(printable(format_data_info(info), lines=True))  # class names are a received folder's names
     if args.check:
         for line in bad:
-            print(f"bad image: {line}")
+            print(printable(f"bad image: {line}"))
         print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
     return 1 if bad else 0
 

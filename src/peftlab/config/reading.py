@@ -191,10 +191,18 @@ def read_text_file(path: str | Path, what: str = "config file", expected: str = 
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The mapping a config file holds. An empty name, and a file with no YAML in it (empty or comments only), are
+    refused: either is a mistake, never a wish for every default (``/dev/null`` says that, as an empty config)."""
+    if not str(path).strip():
+        raise ConfigError("config file name is empty: expected the path of a YAML file")
     path = Path(path)
     data = parse_yaml(read_text_file(path), f"config file {shown_path(path)}")
     if data is None:
-        return {}
+        if os.path.realpath(path) == os.devnull:
+            return {}
+        raise ConfigError(
+            f"config file {shown_path(path)} is empty: expected a mapping of sections (model, method, data, train)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file {shown_path(path)} must hold a mapping of sections, got {type(data).__name__}")
     return data

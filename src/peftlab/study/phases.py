@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypedDict
 
+from peftlab.utils.files import read_lines
 from peftlab.utils.typed_json import checked
 
 PHASES_FILE = "phases.jsonl"
@@ -106,9 +107,8 @@ def read_phases(study_dir: Path) -> list[PhaseRecord] | None:
     ``DamagedFile`` naming the line and the field); a line that is no JSON (cut short by a kill) is skipped.
     None when the study has none (run before peftlab recorded its phases)."""
     path = study_dir / PHASES_FILE
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
+    lines = read_lines(path, "study directory entry")
+    if lines is None:
         return None
     records = []
     for number, line in enumerate(lines, start=1):

@@ -11,6 +11,8 @@ from peftlab.study.spec import RunSpec
 from peftlab.study.tuning.edge import minimizes
 from peftlab.study.tuning.metric import METRICS
 from peftlab.study.tuning.tune import Search
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_lines
 
 
 class PruneWatch:
@@ -42,8 +44,8 @@ class PruneWatch:
         """(step, score) of each evaluation on val so far; a running best for best_* metrics."""
         out, best = [], None
         try:
-            lines = path.read_text().splitlines()
-        except OSError:
+            lines = read_lines(path, "run directory entry") or []
+        except (OSError, UserError):  # the run's own check names it; the pruner reads no score from it
             return out
         for line in lines:
             try:

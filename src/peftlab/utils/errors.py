@@ -10,8 +10,9 @@ import signal
 import sys
 import threading
 
-# OSError numbers that are the user's to fix (a full disk, a read-only or forbidden directory): one line
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# OSError numbers that are the user's to fix (a full disk, a read-only or forbidden directory, a name longer than
+# the file system takes): one line
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 
 
 class UserError(Exception):

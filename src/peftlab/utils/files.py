@@ -77,10 +77,11 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     The file gets the permissions of any new file of this process (0666 less the umask),
     not the 0600 of ``tempfile.mkstemp``: results are meant to be read by others. A symbolic link
     at ``path`` is refused (one line), never written through: the temporary name is created with
-    O_EXCL, which follows no link, and the rename replaces a name, never a link's target.
+    O_EXCL, which follows no link, and the rename replaces a name, never a link's target. A directory, FIFO
+    or device at ``path`` is refused too (one line): no file replaces it.
     """
     path = Path(path)
-    refuse_link(path, "file to write")
+    check_kind(path, False, "file to write", link_ok=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
@@ -128,6 +129,36 @@ def read_json(path: str | Path) -> dict | None:
     except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return data if isinstance(data, dict) else None
+
+
+MAX_TEXT_BYTES = 1 << 30  # a metrics.jsonl of a long run is some MiB; beyond this it is no file peftlab wrote
+
+
+def read_text(path: str | Path, what: str, limit: int = MAX_TEXT_BYTES) -> str | None:
+    """The text of a file from a folder peftlab did not necessarily write (a received study's phases.jsonl, a
+    run's config.yaml), undecodable bytes replaced; None when it is missing. One UserError line naming it when
+    it is no regular file (a FIFO would block the reader, a directory is no record) or holds over ``limit``
+    bytes. Every reader of such a file goes through here (or ``read_json``, which reads these as absent)."""
+    try:
+        raw = read_regular_file(path, limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in STORAGE_ERRORS:
+            raise  # the CLI names the storage problem
+        raise UserError(f"{what} {shown_path(path)} cannot be read: {err.strerror}") from None
+    if raw is None:
+        check_kind(path, False, what)  # names what it is
+        raise UserError(f"{what} {shown_path(path)} is not a regular file")  # swapped back since: still refused
+    if len(raw) > limit:
+        raise UserError(f"{what} {shown_path(path)} holds more than {limit:,} bytes: no file peftlab wrote")
+    return raw.decode("utf-8", errors="replace")
+
+
+def read_lines(path: str | Path, what: str, limit: int = MAX_TEXT_BYTES) -> list[str] | None:
+    """The lines of a line-per-record file (``.jsonl``) as ``read_text`` reads it; None when it is missing."""
+    text = read_text(path, what, limit)
+    return None if text is None else text.splitlines()
 
 
 def read_regular_file(path: str | Path, limit: int) -> bytes | None:

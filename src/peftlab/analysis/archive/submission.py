@@ -33,7 +33,7 @@ from peftlab.config.paths import REPO_ROOT
 from peftlab.study.phases import read_phases
 from peftlab.study.report_options import read_study_name
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import refuse_link, refuse_links_below, refuse_links_in, write_atomic
+from peftlab.utils.files import check_output, refuse_link, refuse_links_below, refuse_links_in, write_atomic
 from peftlab.utils.programs import run_program
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
@@ -78,6 +78,7 @@ def write_submission(
     study = load_study(study_yaml)
     name = f"{study_dir.name}-submission"
     out = Path(out) if out else study_dir / f"{name}.tar.gz"
+    check_output(out, False, "archive")  # before the archive is made
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name

@@ -67,9 +67,14 @@ from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.tex import bibtex_entry
 from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import refuse_links_below, refuse_links_in, write_text_atomic
+from peftlab.utils.files import check_kind, check_output, refuse_links_below, refuse_links_in, write_text_atomic
 
 REFERENCES = Path(__file__).with_name("references.bib")
+
+
+# the folders and files the paper writes: an entry of another kind is refused before anything is drawn
+PAPER_FOLDERS = ("figures", "tables")
+PAPER_OUTPUTS = ("results.tex", "references.bib", "main.tex", "main.pdf", PDF_RECORD)
 
 
 def write_paper(
@@ -99,6 +104,10 @@ def write_paper(
     if Path(os.path.abspath(out)).is_relative_to(os.path.abspath(study_dir)):
         refuse_links_below(study_dir, out, "paper folder entry")  # a received paper/ could point anywhere
     refuse_links_in(out, "paper folder entry")
+    for name in PAPER_FOLDERS:  # before the work: not a traceback once the figures are drawn
+        check_kind(out / name, True, "paper folder entry")
+    for name in PAPER_OUTPUTS:
+        check_output(out / name, False, "paper folder entry")
     (out / PDF_RECORD).unlink(missing_ok=True)  # main.pdf is of these results again only once it compiles
     bib = REFERENCES.read_text()
     bib += plugin_bibtex(df, bib)  # the papers of the plugins' methods the runs recorded

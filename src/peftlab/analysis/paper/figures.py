@@ -12,6 +12,7 @@ from peftlab.analysis.figures import ablation as ablation_figure
 from peftlab.analysis.figures import study as figures
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
+from peftlab.utils.files import read_regular_file
 
 if TYPE_CHECKING:
     from peftlab.analysis.paper.study import Study
@@ -116,7 +117,7 @@ def aspect(pdf: Path) -> float | None:
     """Width / height of a figure's PDF page (matplotlib writes one page with its MediaBox in plain text);
     None where the file or its box cannot be read."""
     try:
-        box = MEDIA_BOX.search(pdf.read_bytes()[:1_000_000])
+        box = MEDIA_BOX.search(read_regular_file(pdf, 1_000_000) or b"")  # a FIFO among a received paper's figures
     except OSError:
         return None
     if not box:

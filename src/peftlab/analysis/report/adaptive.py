@@ -34,6 +34,7 @@ from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.models.blocks import block_indices
 from peftlab.training.run_result import lower_is_better, read_result, status_of
 from peftlab.tuners.ranks import module_type
+from peftlab.utils.files import read_lines
 
 TYPE_ORDER = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
 IMPORTANCE_COLUMNS = [
@@ -56,11 +57,10 @@ def load_importance(study_dir: str | Path) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs(Path(study_dir)):
         spec, result = read_spec(run_dir), read_result(run_dir)
-        path = run_dir / "importance.jsonl"
-        if not result or status_of(result) != "completed" or not path.is_file():
+        if not result or status_of(result) != "completed":
             continue
         records = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in read_lines(run_dir / "importance.jsonl", "run directory entry") or []:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -75,6 +75,9 @@ def report_folder(study_dir: Path) -> Path:
     out = study_dir / "report"
     refuse_links_below(study_dir, out, "report entry")
     refuse_links_in(out, "report entry")
+    from peftlab.study.preflight import check_report_files  # what `study --report` checks before its runs
+
+    check_report_files(out)  # an entry of another kind: one line before anything is drawn, not a traceback after
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     return out

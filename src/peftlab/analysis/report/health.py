@@ -23,6 +23,7 @@ import pandas as pd
 from peftlab.analysis.figures.health import plot_gradient_flow, plot_rank_utilisation
 from peftlab.analysis.results.load import read_spec, run_dirs
 from peftlab.training.run_result import read_result, status_of
+from peftlab.utils.files import read_lines
 
 HEALTH_COLUMNS = [
     "run_id",
@@ -154,10 +155,7 @@ def load_gradient_flow(study_dir: str | Path, one_seed: bool = True) -> pd.DataF
         runs = [(d, s, r) for d, s, r in runs if s["seed"] == lowest[s["variant"]]]
     rows = []
     for run_dir, spec, _ in runs:
-        path = run_dir / "monitors.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
+        for line in read_lines(run_dir / "monitors.jsonl", "run directory entry") or []:
             record = json.loads(line)
             if record.get("kind") != "monitors":
                 continue

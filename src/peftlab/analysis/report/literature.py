@@ -26,11 +26,13 @@ from peftlab.analysis.report.tables import format_count
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
+from peftlab.config.checks import MAX_FILE_BYTES
 from peftlab.config.paths import REPO_ROOT
 from peftlab.config.suites import VTAB1K_TASKS
 from peftlab.training.run_result import lower_is_better
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_text, shown_path
 
 LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 
@@ -117,10 +119,11 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
 
 
 def _read_yaml(path: Path):
+    text = read_text(path, "literature file", MAX_FILE_BYTES)  # a FIFO would block, a directory is no list
+    if text is None:
+        raise UserError(f"{shown_path(path)}: literature file not found")
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: literature file not found") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 

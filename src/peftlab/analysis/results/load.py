@@ -24,7 +24,7 @@ from peftlab.study.records import SpecRecord, read_spec, read_study_runs
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import refuse_link
+from peftlab.utils.files import read_lines, read_text, refuse_link
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 
@@ -232,8 +232,8 @@ def pinned_arithmetic(arithmetic: dict | None) -> str | None:
 def _config_from_yaml(run_dir: Path) -> dict | None:
     import yaml
 
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    text = read_text(run_dir / "config.yaml", "run directory entry")
+    return None if text is None else yaml.safe_load(text)
 
 
 def load_curves(study_dir: str | Path) -> pd.DataFrame:
@@ -241,10 +241,13 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        if status_of(result) != "completed" or not (run_dir / "metrics.jsonl").is_file():
+        lines = (
+            read_lines(run_dir / "metrics.jsonl", "run directory entry") if status_of(result) == "completed" else None
+        )
+        if lines is None:
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
-        for line in (run_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+        for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:  # a corrupt line: the curve has a gap, the report goes on

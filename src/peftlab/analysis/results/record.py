@@ -15,7 +15,7 @@ import pandas as pd
 
 from peftlab.study.records import read_command
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json
+from peftlab.utils.files import read_json, read_lines, refuse_link
 
 
 def study_command(study_dir) -> str | None:
@@ -35,11 +35,8 @@ def study_commands(study_dir) -> list[dict]:
     newline would end a line of REPRODUCE.md's shell block and start one of its own) is one UserError line."""
     records = []
     path = Path(study_dir) / "commands.jsonl"
-    try:
-        text = path.read_text(errors="replace") if path.is_file() and not path.is_symlink() else ""
-    except OSError:
-        text = ""
-    for number, line in enumerate(text.splitlines(), 1):
+    refuse_link(path, "study directory entry")
+    for number, line in enumerate(read_lines(path, "study directory entry") or [], 1):
         try:
             records.append((f"{path} line {number}", json.loads(line)))
         except ValueError:

@@ -88,7 +88,7 @@ def start_forkserver() -> None:
     import multiprocessing.resource_tracker
 
     multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
-    with sigint_held():
+    with sigint_held(), study_children():
         multiprocessing.forkserver.ensure_running()
 
 
@@ -96,8 +96,25 @@ def start_held(proc: multiprocessing.Process) -> None:
     """Start ``proc`` with SIGINT blocked, which a spawned process inherits (a forkserver's children
     inherit the server's): a Ctrl-C while it imports torch is taken once it can stop cleanly
     (``worker.take_interrupts``), not printed as a traceback under the study's line."""
-    with sigint_held():
+    with sigint_held(), study_children():
         proc.start()
+
+
+@contextlib.contextmanager
+def study_children():
+    """``$PEFTLAB_STUDY_PID`` set to this process while it starts the forkserver or a spawned worker, which die
+    with it from their first import on (``worker.die_with_starting_study``), before torch is imported."""
+    from peftlab.study.executors.worker import STUDY_PID
+
+    previous = os.environ.get(STUDY_PID)
+    os.environ[STUDY_PID] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(STUDY_PID, None)
+        else:
+            os.environ[STUDY_PID] = previous
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from peftlab.config.schema import RunConfig, config_hash, flatten, to_dict
 from peftlab.utils.errors import ConfigError
-from peftlab.utils.files import read_json, write_atomic
+from peftlab.utils.files import read_json, read_lines, write_atomic
 
 # sink name -> (module, class, packages it needs)
 SINKS = {
@@ -162,9 +162,9 @@ class RunLog:
         self._records, self.lines = [], {}
         for name in sorted({*FILES.values(), "metrics.jsonl"}):
             path = self.run_dir / name
-            kept = []
-            if path.exists():
-                for line in path.read_text(errors="replace").splitlines():
+            kept, written = [], read_lines(path, "run directory entry")
+            if written is not None:
+                for line in written:
                     if lines is not None and len(kept) >= lines.get(name, 0):
                         break
                     try:
