@@ -336,51 +336,59 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     study, phases = record["study"], record.get("phases") or {}
 
     def took(phase: str) -> str:
-        return f" (took {phases[phase] / 60:.1f} min)" if phase in phases else ""
+        return (
+            f" ({phase} took {phases[phase] / 60:.1f} min with the workers of the runs' machine)"
+            if phase in phases
+            else ""
+        )
 
-    lines = [
+    steps = [
+        "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
+        "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
+    ]
+    for plugin in record.get("plugins") or []:
+        steps.append(
+            f"Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
+            f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
+            f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
+        )
+    for data in record.get("data") or []:
+        where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
+        how = DATA_HOW.get(data["name"]) or (
+            f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else ""
+        )
+        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
+        steps.append(
+            f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
+            f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
+        )
+    for path, sha in sorted((record.get("unpacked_files") or {}).items()):
+        steps.append(f"A file the configs name, too large to pack: put it at {markdown_code(path)} (SHA-256 {sha}).")
+    base = record.get("base")
+    if base:
+        steps.append(
+            f"Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
+            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
+        )
+    steps.append(
+        f"The study: `peftlab study {shlex.quote(study)} --study-dir rerun`{took('trials')}{took('final runs')}; "
+        "`--dry-run` lists its runs first."
+    )
+    steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
+    steps.append(
+        "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
+        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
+        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
+        + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
+    )
+    return [
         "## Steps, from this archive's folder",
         "",
         "Every path below is inside this folder: the configs in `configs/` name their files there.",
         "",
-        "1. Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
-        "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs.",
-    ]
-    for plugin in record.get("plugins") or []:
-        lines.append(
-            f"2. Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
-            f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
-            f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce does it for its runs)."
-        )
-    for data in record.get("data") or []:
-        where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
-        how = DATA_HOW.get(data["name"], "")
-        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
-        lines.append(
-            f"3. Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
-            f"{'; its files (SHA-256): ' + files if files else ''}."
-        )
-    for path, sha in sorted((record.get("unpacked_files") or {}).items()):
-        lines.append(f"3. A file the configs name, too large to pack: put it at {markdown_code(path)} (SHA-256 {sha}).")
-    base = record.get("base")
-    if base:
-        lines.append(
-            f"4. Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
-            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
-        )
-    lines.append(
-        f"5. The study: `peftlab study {shlex.quote(study)} --study-dir rerun`"
-        f"{took('trials')}{took('final runs')}; `--dry-run` lists its runs first."
-    )
-    lines.append("6. The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
-    lines += [
-        "7. The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
-        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
-        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
-        + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else "."),
+        *(f"{n}. {step}" for n, step in enumerate(steps, 1)),
         "",
     ]
-    return lines
 
 
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
