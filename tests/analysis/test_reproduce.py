@@ -237,3 +237,13 @@ def test_a_study_with_pretraining_points_its_runs_at_the_base_the_archive_trains
         assert str(REPO) not in path.read_text()
     reloaded = load_study(tmp_path / study_file)
     assert pretrain_dir(reloaded) == tmp_path / "base" and len(reloaded.runs) == len(study.runs)
+
+
+def test_reading_an_archive_imports_no_torch():
+    code = (
+        "import sys\nimport peftlab.analysis.archive.reproduce, peftlab.analysis.archive.received\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

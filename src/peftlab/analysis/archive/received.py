@@ -2,7 +2,7 @@
 ``peftlab reproduce``: unpacked safely, its files against SHA256SUMS, the results hash recomputed from its packed
 runs, its plugins' code hashed, its data's checksums, this machine against the runs' machine class, and the
 metrics of rerun runs against the archived ones (``compare_runs``, the rule in ``RULE``). Reads files only: the
-reruns train in ``study.rerun``.
+reruns train in ``reproduce.rerun``.
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@ rerun, number by number (docs/reproduce.md).
 
 In order: unpack (``received.unpack``), this machine against the runs' (a note per difference that can move
 numbers), the files against SHA256SUMS, the results hash recomputed from the packed runs, the plugins' code, the
-data's checksums, then the chosen runs rerun from the archived configs (``study.rerun``, into OUT/rerun) and
+data's checksums, then the chosen runs rerun from the archived configs (``rerun``, into OUT/rerun) and
 each compared with its archived result (``received.compare_runs``, the rule in ``received.RULE``). One verdict
 line; exit 0 when everything agrees, 1 when anything differs; OUT/reproduce.json records it all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -122,8 +123,6 @@ def rerun_and_compare(root: Path, record: dict, chosen: list[dict], packed: list
     folders = [str((root / plugin["folder"]).resolve()) for plugin in record.get("plugins") or []]
     sys.path[:0] = folders  # the archive's plugin code, before any installed version: the workers inherit it
     os.environ["PYTHONPATH"] = os.pathsep.join(folders + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    from peftlab.study.rerun import chosen_runs, rerun
-
     wanted = [{"variant": run["variant"], "seed": run["seed"], "tuned_by": run["tuned_by"]} for run in chosen]
     study, picked, missing = chosen_runs(root / record["study"], wanted)
     dirs = rerun(study, out / "rerun", progress) if picked else {}
@@ -147,3 +146,44 @@ def rerun_and_compare(root: Path, record: dict, chosen: list[dict], packed: list
         if run["result"].get("status") == "completed":
             by_variant.setdefault(run["variant"], []).append(run["result"])
     return compare_runs(pairs, by_variant)
+
+
+# Reruns: a run is chosen by its configuration's label and its seed (the archive's run ids hash the paths of the
+# machine that made it, so they are not the ids here). A tuned study's final runs train at the values their
+# spec.json records (``tuned_by``): the searches are not repeated. The runs train as ``peftlab study`` trains them
+# (``study.runner.run_study``: the study's pretraining first, then the runs in workers, which import torch).
+CHOSEN_KEYS = ("trial", "value", "metric", "params")
+
+
+def chosen_runs(study_file: Path, wanted: list[dict]) -> tuple[object, list, list[dict]]:
+    """(the study, the runs of it that ``wanted`` names, the wanted runs it has none for). ``wanted``: one
+    ``{"variant", "seed", "tuned_by"}`` per run, ``tuned_by`` as its spec.json records it (or None)."""
+    from peftlab.study.search import with_choices
+    from peftlab.study.spec import load_study
+    from peftlab.study.tuning.configurations import search_key
+
+    study = load_study(study_file)
+    if study.tune:
+        chosen: dict[str, dict] = {}
+        tuned = {w["variant"]: w["tuned_by"] for w in wanted if w.get("tuned_by")}
+        for spec in study.runs:
+            key = search_key(spec, study.tune)
+            if key is not None and spec.variant in tuned and key not in chosen:
+                chosen[key] = {k: tuned[spec.variant][k] for k in CHOSEN_KEYS if k in tuned[spec.variant]}
+        study = dataclasses.replace(with_choices(study, chosen), tune={})
+    by_key = {(spec.variant, spec.seed): spec for spec in study.runs}
+    picked = [by_key[(w["variant"], w["seed"])] for w in wanted if (w["variant"], w["seed"]) in by_key]
+    missing = [w for w in wanted if (w["variant"], w["seed"]) not in by_key]
+    return dataclasses.replace(study, runs=picked), picked, missing
+
+
+def rerun(study, out_dir: Path, progress: bool = True) -> dict[tuple[str, int], Path]:
+    """Train ``study``'s runs (``chosen_runs``) in ``out_dir``, as ``peftlab study`` trains them (the arithmetic
+    pinned before the workers import torch where a run asks for it); each run's folder by (label, seed)."""
+    from peftlab.study.runner import run_dir_of, run_study
+    from peftlab.utils.cpu import pin_arithmetic
+
+    if any(spec.config.train.reproducible for spec in study.runs):
+        pin_arithmetic()
+    run_study(study, out_dir, progress=progress, retry_failed=True)  # a failure of an earlier call: trained again
+    return {(spec.variant, spec.seed): run_dir_of(out_dir, spec) for spec in study.runs}
