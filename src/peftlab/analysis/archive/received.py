@@ -27,8 +27,8 @@ RULE = (
     "a run is compared exactly (every metric equal) where it was pinned (train.reproducible) and the rerun's "
     "machine class is the runs' (CPU vendor, MKL branch, threads, device, versions of "
     + ", ".join(NUMERIC_PACKAGES)
-    + "); otherwise each configuration's mean over its rerun seeds must lie within the archived seeds' mean "
-    "± 2 seed-to-seed standard deviations, at least ± 0.5 points of an accuracy and ± 1% of any other metric"
+    + "); otherwise each metric of a rerun must lie within its configuration's archived mean ± 2 seed-to-seed "
+    "standard deviations, at least ± 0.5 points of a top-1 or accuracy and ± 1% of any other metric"
 )
 
 
