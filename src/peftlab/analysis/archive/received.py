@@ -96,7 +96,7 @@ def check_sums(root: Path) -> list[str]:
     for folder in ("configs", "results", "plugins", "files"):
         for path in sorted((root / folder).rglob("*")) if (root / folder).is_dir() else []:
             name = path.relative_to(root).as_posix()
-            if path.is_file() and name not in listed:
+            if path.is_file() and name not in listed and "__pycache__" not in path.parts:  # Python's own caches
                 out.append(f"{name} was added after packing (SHA256SUMS does not list it)")
     return out
 
