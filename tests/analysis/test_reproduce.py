@@ -179,7 +179,8 @@ def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
     root = tampered(archive, tmp_path / "received", edit_data)
     done = peftlab("reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert any("data_sha256 differs" in line for line in done.stdout.splitlines()), done.stdout
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("run ") and "data_sha256 of images:" in line for line in lines), done.stdout
     assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: run ")
 
 

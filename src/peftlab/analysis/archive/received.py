@@ -246,10 +246,15 @@ def compare_runs(pairs: list[dict], archived_by_variant: dict[str, list[dict]]) 
         problems = []
         provenance_old, provenance_new = archived.get("provenance") or {}, rerun.get("provenance") or {}
         for key in ("data_sha256", "base_sha256"):
-            if provenance_old.get(key) != provenance_new.get(key):
-                problems.append(
-                    f"{key} differs ({short(provenance_new.get(key))} here, {short(provenance_old.get(key))})"
-                )
+            old_sha, new_sha = provenance_old.get(key), provenance_new.get(key)
+            if isinstance(old_sha, dict) and isinstance(new_sha, dict):
+                for file in sorted(set(old_sha) | set(new_sha), key=str):
+                    if old_sha.get(file) != new_sha.get(file):
+                        problems.append(
+                            f"{key} of {file} differs ({short(new_sha.get(file))} here, {short(old_sha.get(file))})"
+                        )
+            elif old_sha != new_sha:
+                problems.append(f"{key} differs ({short(new_sha)} here, {short(old_sha)})")
         code_old, code_new = ((p.get("plugin") or {}).get("code_sha256") for p in (provenance_old, provenance_new))
         if code_old != code_new:
             problems.append(f"plugin code differs ({short(code_new)} here, {short(code_old)})")
@@ -295,9 +300,7 @@ def label(pair: dict) -> dict:
 
 
 def short(value) -> str:
-    if isinstance(value, dict):
-        return hashlib.sha256(repr(sorted(value.items())).encode()).hexdigest()[:12]
-    return str(value)[:12]
+    return str(value)[:12] if value is not None else "none"
 
 
 def archived_runs(root: Path) -> list[dict]:
