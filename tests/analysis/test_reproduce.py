@@ -248,3 +248,40 @@ def test_reading_an_archive_imports_no_torch():
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def result(top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss: float = 0.5) -> dict:
+    """A completed run's record as compare_runs reads it."""
+    return {
+        "status": "completed",
+        "metrics": {"test_top1": top1, "test_loss": loss},
+        "provenance": {
+            "arithmetic": {"pinned": pinned, "cpu_vendor": vendor, "mkl_branch": "AUTO,STRICT"},
+            "threads": 2,
+            "hardware": {"device": "cpu"},
+            "versions": {"torch": "2.14.1"},
+            "data_sha256": {"train.jsonl": "a" * 64},
+            "base_sha256": None,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "rerun, agrees, rule",
+    [
+        (result(0.80), True, "exact"),  # the same class, pinned: equal
+        (result(0.8001), False, "exact"),  # the same class: any difference is one
+        (result(0.806, vendor="GenuineIntel"), True, "tolerance"),  # another vendor: within 2 sd of the seeds
+        (result(0.83, vendor="GenuineIntel"), False, "tolerance"),
+        (result(0.80, pinned=False), True, "tolerance"),  # an unpinned run is never held to its bits
+    ],
+)
+def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_spread_across(rerun, agrees, rule):
+    from peftlab.analysis.archive.received import compare_runs
+
+    archived = [result(0.80), result(0.81), result(0.79)]  # mean 0.80, sd 0.01: ± 0.02
+    records, lines = compare_runs(
+        [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
+    )
+    assert (records[0]["agrees"], records[0]["rule"]) == (agrees, rule), lines
+    assert lines[0].startswith("run lora seed 0: " + ("reproduced" if agrees else "differs"))
