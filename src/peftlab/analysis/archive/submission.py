@@ -354,8 +354,12 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
         )
     for data in record.get("data") or []:
         where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
-        how = DATA_HOW.get(data["name"]) or (
-            f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else ""
+        folder = Path(data.get("folder") or "").name
+        made = FOLDER_HOW.get(folder)
+        how = (
+            (made and made.format(out=shlex.quote(data["folder"])))
+            or DATA_HOW.get(data["name"])
+            or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
         )
         files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
         steps.append(
@@ -391,6 +395,12 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     ]
 
 
+# the `peftlab data` command that makes a dataset, by the folder name its configs give it (its default options:
+# the checksums below say whether they were the runs')
+FOLDER_HOW = {
+    "fortunes-task": "`peftlab data fortunes-task --out {out}` makes it",
+    "fortunes-corpus": "`peftlab data fortunes-corpus --out {out}` makes it",
+}
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
 DATA_HOW = {
     "mnist": "peftlab's offline data (`make install`) holds it",
