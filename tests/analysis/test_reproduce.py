@@ -203,6 +203,14 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
     return info, None
 
 
+def hostile_record(where: Path, fields: dict) -> Path:
+    """A folder whose archive.json holds ``fields`` over a well-formed record's."""
+    root = where / "received"
+    root.mkdir()
+    (root / "archive.json").write_text(json.dumps({"version": 1, "study": "configs/s.yaml", **fields}))
+    return root
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
@@ -213,6 +221,9 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
         (lambda d: write_tar(d / "a.tar.gz", [link_member("s/link", "/etc/passwd")]), "is a link"),
         (lambda d: write_tar(d / "a.tar.gz", [file_member("s/x.txt")]), "no readable archive.json"),
         (lambda d: (d / "folder").mkdir() or d / "folder", "no readable archive.json"),
+        (lambda d: hostile_record(d, {"study": "../../etc/passwd"}), "study='../../etc/passwd' is invalid"),
+        (lambda d: hostile_record(d, {"plugins": [{"folder": "/etc"}]}), "plugins is invalid"),
+        (lambda d: hostile_record(d, {"environment": {"versions": []}}), "environment is invalid"),
     ],
 )
 def test_what_is_no_submission_is_one_line_exit_2(tmp_path, make, words):

@@ -67,10 +67,44 @@ def unpack(source: Path, into: Path) -> Path:
         )
     if record.get("version") != ARCHIVE_VERSION:
         raise UserError(f"{root / ARCHIVE_RECORD} has version {record.get('version')!r}: expected {ARCHIVE_VERSION}")
+    check_record(record, root / ARCHIVE_RECORD)
     for name in ("SHA256SUMS", record["study"], "results/runs.sha256"):
         if not (root / name).is_file() or (root / name).is_symlink():
             raise UserError(f"{root / name} is missing: the archive is damaged")
     return root
+
+
+def check_record(record: dict, where: Path) -> None:
+    """archive.json's fields as ``pack`` writes them, each path one inside the archive: anything else is one
+    UserError line naming the field (a hostile archive.json names no file outside its folder)."""
+
+    def inside(value, field: str) -> None:
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or ".." in Path(value).parts:
+            raise UserError(f"{where}: {field}={value!r} is invalid: expected a relative path inside the archive")
+
+    def entries(field: str, keys: tuple[str, ...]) -> list[dict]:
+        value = record.get(field) or []
+        if not isinstance(value, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in value):
+            raise UserError(f"{where}: {field} is invalid: expected a list of objects with {', '.join(keys)}")
+        return value
+
+    inside(record.get("study"), "study")
+    for plugin in entries("plugins", ("distribution", "version", "code_sha256", "folder", "packages")):
+        inside(plugin["folder"], "plugins.folder")
+        if not isinstance(plugin["packages"], list) or not all(
+            isinstance(p, str) and p.isidentifier() for p in plugin["packages"]
+        ):
+            raise UserError(f"{where}: plugins.packages={plugin['packages']!r} is invalid: expected package names")
+    for data in entries("data", ("name", "folder", "sha256")):
+        if data["folder"] is not None:
+            inside(data["folder"], "data.folder")
+        if not isinstance(data["sha256"], dict):
+            raise UserError(f"{where}: data.sha256 is invalid: expected an object of file names and SHA-256")
+    environment = record.get("environment") or {}
+    if not isinstance(environment, dict) or not all(
+        isinstance(environment.get(key) or {}, dict) for key in ("versions", "hardware", "arithmetic")
+    ):
+        raise UserError(f"{where}: environment is invalid: expected an object of versions, hardware and arithmetic")
 
 
 def file_sha256(path: Path) -> str:
