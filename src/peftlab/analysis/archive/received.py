@@ -102,7 +102,7 @@ def check_record(record: dict, where: Path) -> None:
             raise UserError(f"{where}: data.sha256 is invalid: expected an object of file names and SHA-256")
     environment = record.get("environment") or {}
     if not isinstance(environment, dict) or not all(
-        isinstance(environment.get(key) or {}, dict) for key in ("versions", "hardware", "arithmetic")
+        isinstance(environment.get(key, {}), dict | None) for key in ("versions", "hardware", "arithmetic")
     ):
         raise UserError(f"{where}: environment is invalid: expected an object of versions, hardware and arithmetic")
 
