@@ -35,7 +35,7 @@ from peftlab.utils.startup import release_stops
 def commands() -> list:
     """The ``add_<command>`` functions, in ``peftlab --help``'s order. Imported when called, inside
     ``run_command``'s handling: a Ctrl-C while they import is one line too."""
-    from peftlab.cli import cache, run, study, tools
+    from peftlab.cli import cache, reproduce, run, study, tools
 
     return [
         run.add_train,
@@ -44,6 +44,7 @@ def commands() -> list:
         study.add_report,
         study.add_paper,
         study.add_submission,
+        reproduce.add_reproduce,
         tools.add_bench,
         run.add_summary,
         run.add_pretrain,

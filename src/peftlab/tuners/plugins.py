@@ -219,23 +219,42 @@ def identity(name: str) -> dict | None:
 def code_sha256(packages: set[str]) -> str:
     """SHA-256 over the files of the top-level ``packages`` (a package's folder, bytecode caches aside, or a
     module's file), each named relative to where it was found: the same code installed anywhere hashes alike."""
+    found = {}
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            found[package] = [Path(location) for location in spec.submodule_search_locations]
+        elif spec is not None and spec.origin and os.path.isfile(spec.origin):
+            found[package] = Path(spec.origin)
+    return files_sha256(found)
+
+
+def folder_code_sha256(folder: Path, packages: set[str]) -> str:
+    """``code_sha256`` of ``packages`` as laid out in ``folder`` (``pip install --target``'s layout: a package's
+    folder or a module's file in it), without importing them: a submission's packed plugin is checked with it."""
+    found = {}
+    for package in packages:
+        if (folder / package).is_dir():
+            found[package] = [folder / package]
+        elif (folder / f"{package}.py").is_file():
+            found[package] = folder / f"{package}.py"
+    return files_sha256(found)
+
+
+def files_sha256(found: dict[str, list[Path] | Path]) -> str:
+    """The hash ``code_sha256`` computes over each package's folders (a list) or module file (a path)."""
     digest = hashlib.sha256()
-    for package in sorted(packages):
-        found = importlib.util.find_spec(package)
-        if found is None:
-            continue
-        if found.submodule_search_locations:
-            roots = [Path(location) for location in found.submodule_search_locations]
+    for package in sorted(found):
+        where = found[package]
+        if isinstance(where, list):
             files = sorted(
                 (root, path)
-                for root in roots
+                for root in where
                 for path in root.rglob("*")
                 if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
             )
-        elif found.origin and os.path.isfile(found.origin):
-            files = [(Path(found.origin).parent, Path(found.origin))]
         else:
-            files = []
+            files = [(where.parent, where)]
         for root, path in files:
             digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())

@@ -20,20 +20,45 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from peftlab.analysis.archive.pack import (
+    ARCHIVE_RECORD,
+    ARCHIVE_VERSION,
+    ENVIRONMENT_LOCK,
+    data_records,
+    environment_lock,
+    pack_configs,
+    pack_plugins,
+    pack_runs,
+)
 from peftlab.analysis.paper.latex import changed_source, file_sha256, pdf_results_sha256
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
-from peftlab.analysis.results.load import environment, load_results, results_lines, results_sha256
+from peftlab.analysis.results.load import (
+    environment,
+    load_results,
+    read_result,
+    results_lines,
+    results_sha256,
+    run_dirs,
+)
 from peftlab.analysis.results.portable import portable_frame, portable_text
 from peftlab.analysis.results.record import study_commands
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.phases import read_phases
 from peftlab.study.report_options import read_study_name
+from peftlab.study.runner import pretrain_dir
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import check_output, refuse_link, refuse_links_below, refuse_links_in, write_atomic
+from peftlab.utils.files import (
+    check_output,
+    refuse_link,
+    refuse_links_below,
+    refuse_links_in,
+    write_atomic,
+    write_json_atomic,
+)
 from peftlab.utils.programs import run_program
 
 PAPER_FILES = ("main.tex", "results.tex", "references.bib", "main.pdf")
@@ -93,10 +118,15 @@ def write_submission(
         table.to_csv(root / "results" / "results.csv", index=False)
         table.to_parquet(root / "results" / "results.parquet", index=False)
         (root / "results" / RUNS_SHA256).write_text(results_lines(study_dir))  # its SHA-256 is \\resultsSha
-        for config in dict.fromkeys(p for p in (study.path, study.base, study.pretrain, LITERATURE) if p):
-            copy(Path(config), root / "configs" / Path(config).name)
+        pack_runs(study_dir, root)  # the files those lines hash, so that the hash is checked from the archive
+        study_file, places = pack_configs(study, root, pretrain_dir(study) if study.pretrain else None)
+        copy(LITERATURE, root / "configs" / LITERATURE.name)
+        plugins = pack_plugins(study_dir, root)
         copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
-        (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out))
+        (root / ENVIRONMENT_LOCK).write_text(environment_lock())
+        record = archive_record(df, study_dir, study, study_file, places, plugins, now)
+        write_json_atomic(root / ARCHIVE_RECORD, record)
+        (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out, record))
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         (root / "SHA256SUMS").write_text("".join(f"{file_sha256(root / f)}  {f}\n" for f in files))
         write_atomic(out, lambda tmp: pack(root, name, tmp))  # a fresh temporary name, never a link's target
@@ -234,8 +264,9 @@ def shell_word(text: str, study_dir: Path) -> str:
     return shlex.quote(shown)
 
 
-def runtime_lines(done, study_dir: Path) -> list[str]:
-    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining."""
+def runtime_lines(done, study_dir: Path, paper_minutes: str | None) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining, and the
+    run time in all as the paper prints it (its \\studyWallMinutes)."""
     lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
     if wall is not None and wall.notna().any():
         lines.append(
@@ -243,15 +274,15 @@ def runtime_lines(done, study_dir: Path) -> list[str]:
             f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
             "the machine above, pretraining and tuning trials excluded."
         )
-    by_phase: dict[str, float] = {}
-    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
-        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
+    by_phase = phase_seconds(study_dir)
     if by_phase:
         parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
         lines.append(
             f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
-            f"workers): {parts}; {sum(by_phase.values()) / 60:.1f} min in all."
+            f"workers): {parts}."
         )
+    if paper_minutes:
+        lines.append(f"- The runs' time in all, as the paper prints it (\\studyWallMinutes): {paper_minutes} min.")
     manifest = pretraining_manifest(done)
     if manifest:
         lines.append(
@@ -261,7 +292,132 @@ def runtime_lines(done, study_dir: Path) -> list[str]:
     return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
 
 
-def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path) -> str:
+def phase_seconds(study_dir: Path) -> dict[str, float]:
+    """Each phase's wall time summed over the calls of ``peftlab study`` (phases.jsonl), in its order."""
+    by_phase: dict[str, float] = {}
+    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
+        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
+    return by_phase
+
+
+def paper_macro(paper_dir: Path, name: str) -> str | None:
+    """The value results.tex gives the macro ``name`` (e.g. studyWallMinutes), or None."""
+    path = paper_dir / "results.tex"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    found = re.search(rf"^\\newcommand\{{\\{name}\}}\{{([^{{}}]*)\}}", text, flags=re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def archive_record(df, study_dir: Path, study, study_file: str, places, plugins: list[dict], results: str) -> dict:
+    """archive.json: what ``peftlab reproduce`` reads of the archive (``analysis.archive.received``)."""
+    env = environment(study_dir)
+    base = next(
+        (
+            sha
+            for sha in (
+                (read_result(run_dir).get("provenance") or {}).get("base_sha256") for run_dir in run_dirs(study_dir)
+            )
+            if isinstance(sha, str)
+        ),
+        None,
+    )
+    pretrain = f"configs/{Path(study.pretrain).name}" if study.pretrain else None
+    return {
+        "version": ARCHIVE_VERSION,
+        "study": study_file,
+        "name": read_study_name(study_dir),
+        "results_sha256": results,
+        "environment": {
+            key: env.get(key) for key in ("versions", "hardware", "arithmetic", "threads", "dtype", "git_sha")
+        },
+        "data": data_records(completed_runs(df), places, study_dir),
+        "plugins": plugins,
+        "base": {"folder": "base", "pretrain": pretrain, "sha256": base} if study.pretrain else None,
+        "unpacked_files": places.unpacked,
+        "phases": phase_seconds(study_dir),
+    }
+
+
+def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
+    """REPRODUCE.md's steps in this archive's own folder, in order: install, plugins, data, pretraining, the
+    study, its report and paper, the check; each with the time the study measured where it did."""
+    study, phases = record["study"], record.get("phases") or {}
+
+    def took(phase: str) -> str:
+        return (
+            f" ({phase} took {phases[phase] / 60:.1f} min with the workers of the runs' machine)"
+            if phase in phases
+            else ""
+        )
+
+    steps = [
+        "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
+        "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
+    ]
+    for plugin in record.get("plugins") or []:
+        steps.append(
+            f"Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
+            f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
+            f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
+        )
+    for data in record.get("data") or []:
+        where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
+        folder = Path(data.get("folder") or "").name
+        made = FOLDER_HOW.get(folder)
+        how = (
+            (made and made.format(out=shlex.quote(data["folder"])))
+            or DATA_HOW.get(data["name"])
+            or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
+        )
+        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
+        steps.append(
+            f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
+            f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
+        )
+    for path, sha in sorted((record.get("unpacked_files") or {}).items()):
+        steps.append(f"A file the configs name, too large to pack: put it at {markdown_code(path)} (SHA-256 {sha}).")
+    base = record.get("base")
+    if base:
+        steps.append(
+            f"Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
+            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
+        )
+    steps.append(
+        f"The study: `peftlab study {shlex.quote(study)} --study-dir rerun`{took('trials')}{took('final runs')}; "
+        "`--dry-run` lists its runs first."
+    )
+    steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
+    steps.append(
+        "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
+        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
+        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
+        + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
+    )
+    return [
+        "## Steps, from this archive's folder",
+        "",
+        "Every path below is inside this folder: the configs in `configs/` name their files there.",
+        "",
+        *(f"{n}. {step}" for n, step in enumerate(steps, 1)),
+        "",
+    ]
+
+
+# the `peftlab data` command that makes a dataset, by the folder name its configs give it (its default options:
+# the checksums below say whether they were the runs')
+FOLDER_HOW = {
+    "fortunes-task": "`peftlab data fortunes-task --out {out}` makes it",
+    "fortunes-corpus": "`peftlab data fortunes-corpus --out {out}` makes it",
+}
+# how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
+DATA_HOW = {
+    "mnist": "peftlab's offline data (`make install`) holds it",
+    "fashion_mnist": "peftlab's offline data (`make install`) holds it",
+    "vtab_demo": "`peftlab data vtab-demo` makes it",
+}
+
+
+def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path, record: dict) -> str:
     done = completed_runs(df)
     env = environment(study_dir)
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
@@ -316,9 +472,10 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         "bash",
     )
     lines += ["", PATH_WORDS, ""]
-    lines += (
-        plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir) + runtime_lines(done, study_dir)
-    )
+    paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
+    lines += steps_lines(record, paper_minutes)
+    lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
+    lines += runtime_lines(done, study_dir, paper_minutes)
     lines += [
         "",
         "## Expected results",

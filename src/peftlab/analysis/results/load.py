@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab.analysis.results.portable import portable_text
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.schema import flatten
 from peftlab.study.records import SpecRecord, read_spec, read_study_runs
@@ -136,16 +137,27 @@ def results_sha256(study_dir: str | Path) -> str:
 
 
 def results_lines(study_dir: str | Path) -> str:
-    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run. A
-    submission packs it, so the hash a paper prints can be checked from the archive (``sha256sum``)."""
+    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run, each
+    file hashed as a submission packs it (``portable_result``: its paths of this machine made portable). A
+    submission packs the files and these lines, so the hash a paper prints can be checked from the archive
+    (``sha256sum``) and the study moved to another folder keeps its hash."""
     lines = []
     for run_dir in run_dirs(Path(study_dir)):
         digests = []
         for name in RESULT_FILES:
             path = run_dir / name
-            digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-")
+            digests.append(hashlib.sha256(portable_result(path, study_dir)).hexdigest() if path.is_file() else "-")
         lines.append(f"{run_dir.name} {' '.join(digests)}\n")
     return "".join(lines)
+
+
+def portable_result(path: Path, study_dir: str | Path) -> bytes:
+    """A run file's bytes as a submission packs them: every absolute path of this machine in its text made
+    portable (``results.portable``); a file without one, as it is."""
+    data = path.read_bytes()
+    text = data.decode("utf-8", errors="surrogateescape")
+    shown = portable_text(text, Path(study_dir))
+    return data if shown == text else shown.encode("utf-8", errors="surrogateescape")
 
 
 def study_axes(study_dir: str | Path) -> list[str]:

@@ -1,0 +1,266 @@
+"""What ``peftlab submission`` packs beside the paper so that the archive reruns itself (``peftlab reproduce``).
+
+- configs/: the study file and every config it reaches (base:, pretrain:), each path in them rewritten to where it
+  lies inside the unpacked archive: the base the study's pretraining makes in ``base/`` (not packed: its SHA-256
+  is), each dataset in ``data/<name>/`` (not packed: its checksums are, and how to obtain it), any other file or
+  folder a config names (an HF model's config.json and tokenizer files, an importance file) packed in ``files/``.
+- plugins/<distribution>-<version>/: each plugin method's installed package as ``pip install --target`` lays it
+  out (its top-level packages and its dist-info), whose code hashes to the runs' ``code_sha256``.
+- results/runs/<run>/: every reported run's spec.json and result.json as the results hash reads them.
+- environment.lock: every installed distribution's version (``name==version``), as ``pip freeze`` says it.
+- archive.json: what reproduce reads (ARCHIVE_VERSION): the study file, the machine class of the runs, the
+  datasets' checksums, the plugins' hashes, the base's SHA-256 and the results hash.
+
+No absolute path of the packing machine is written (``results.portable`` for what the runs recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+from pathlib import Path
+
+from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
+from peftlab.config.paths import PATH_FIELDS, PATH_WORDS
+from peftlab.config.reading import read_yaml
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import refuse_link
+
+ARCHIVE_VERSION = 1
+ARCHIVE_RECORD = "archive.json"
+ENVIRONMENT_LOCK = "environment.lock"
+MAX_PACKED_BYTES = 8 << 20  # a file a config names is packed up to this size (weights and data are not)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+DATA_FIELDS = ("data.root", "data.test_dir")
+
+
+class Places:
+    """Where each path the configs name goes inside the archive (relative to its root), chosen once per path."""
+
+    def __init__(self, root: Path, base_dir: Path | None):
+        self.root, self.base_dir = root, base_dir
+        self.chosen: dict[tuple[str, str], str] = {}
+        self.taken: set[str] = set()
+        self.data: dict[str, str] = {}  # archive folder -> the dataset's absolute root (for the data record)
+        self.unpacked: dict[str, str] = {}  # archive path -> SHA-256 of a file too large to pack
+
+    def place(self, field: str, value: str) -> str:
+        """The archive path (from its root) that replaces ``value`` (absolute) of config field ``field``."""
+        key = ("data" if field in DATA_FIELDS else "file", value)
+        if key in self.chosen:
+            return self.chosen[key]
+        path = Path(value)
+        if self.base_dir is not None and (path == self.base_dir or path.is_relative_to(self.base_dir)):
+            where = Path("base") / path.relative_to(self.base_dir)  # made by the study's pretraining
+            shown = where.as_posix()
+        elif field in DATA_FIELDS:
+            shown = self.fresh(f"data/{path.name or 'data'}")
+            self.data[shown] = value
+        else:
+            shown = self.fresh(f"files/{path.name or 'file'}")
+            self.pack(path, self.root / shown)
+        self.chosen[key] = shown
+        return shown
+
+    def fresh(self, name: str) -> str:
+        shown, n = name, 1
+        while shown in self.taken:
+            n += 1
+            shown = f"{name}-{n}"
+        self.taken.add(shown)
+        return shown
+
+    def pack(self, src: Path, dst: Path) -> None:
+        """A file, or a folder's files (not below its subfolders' links), packed when small and no weights;
+        others recorded by SHA-256 for REPRODUCE.md to say where they go."""
+        refuse_link(src, "file a config names")
+        files = [(src, dst)] if src.is_file() else []
+        if src.is_dir():
+            files = [
+                (p, dst / p.relative_to(src)) for p in sorted(src.rglob("*")) if p.is_file() and not p.is_symlink()
+            ]
+        for path, out in files:
+            size = path.stat().st_size
+            if size > MAX_PACKED_BYTES or path.suffix in WEIGHT_SUFFIXES:
+                self.unpacked[out.relative_to(self.root).as_posix()] = file_sha256(path)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, out, follow_symlinks=False)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "configs") -> dict:
+    """``data`` (a config as its YAML holds it) with each path of ``PATH_FIELDS`` (nested or dotted, in an axis'
+    list or ``{value, set}`` too) replaced by its archive place, relative to ``from_dir`` (where the file lies)."""
+
+    def one(field: str, value):
+        if isinstance(value, list):
+            return [one(field, v) for v in value]
+        if isinstance(value, dict) and "value" in value:
+            return {
+                **value,
+                "value": one(field, value["value"]),
+                **({"set": walk(value["set"])} if "set" in value else {}),
+            }
+        if not isinstance(value, str) or not value or value in PATH_WORDS.get(field, ()):
+            return value
+        absolute = os.path.normpath(os.path.join(file_dir, os.path.expanduser(value)))
+        return os.path.relpath(places.place(field, absolute), from_dir)
+
+    def walk(node, prefix: str = ""):
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}" if isinstance(key, str) else key
+            if dotted in PATH_FIELDS:
+                out[key] = one(dotted, value)
+            elif isinstance(value, dict) and isinstance(key, str) and "." not in key:
+                out[key] = walk(value, f"{dotted}.")
+            elif isinstance(value, dict):
+                out[key] = walk(value)  # a dotted mapping (set:, axes:): its keys are whole paths
+            else:
+                out[key] = value
+        return out
+
+    return walk(data)
+
+
+def pack_configs(study, root: Path, base_dir: Path | None) -> tuple[str, Places]:
+    """The study file and its base and pretraining configs in ``root/configs``, their paths rewritten; returns
+    the study file's archive path and where each named path went."""
+    import yaml
+
+    places = Places(root, base_dir)
+    names: dict[Path, str] = {}
+    for config in dict.fromkeys(p for p in (study.path, study.base, study.pretrain) if p):
+        name = Path(config).name
+        while name in names.values():
+            name = f"{Path(name).stem}-1{Path(name).suffix}"
+        names[Path(config)] = name
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    for config, name in names.items():
+        data = rewrite_paths(read_yaml(config), Path(os.path.abspath(config)).parent, places)
+        if config == study.path:
+            data["base"] = names[Path(study.base)]
+            if study.pretrain:
+                data["pretrain"] = names[Path(study.pretrain)]
+        (root / "configs" / name).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return f"configs/{names[Path(study.path)]}", places
+
+
+def pack_runs(study_dir: Path, root: Path) -> None:
+    """Every reported run's spec.json and result.json, as the results hash reads them (``portable_result``)."""
+    for run_dir in run_dirs(study_dir):
+        for name in RESULT_FILES:
+            if (run_dir / name).is_file():
+                out = root / "results" / "runs" / run_dir.name / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(portable_result(run_dir / name, study_dir))
+
+
+def environment_lock() -> str:
+    """Every installed distribution as ``name==version``, sorted (``pip freeze``'s lines, from the metadata)."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata or {}).get("Name") if dist.metadata else None
+        if name:
+            found.setdefault(name.lower(), f"{name}=={dist.version}")
+    return "".join(f"{found[key]}\n" for key in sorted(found))
+
+
+def pack_plugins(study_dir: Path, root: Path) -> list[dict]:
+    """Each plugin distribution the reported runs trained, packed from where it is installed into
+    plugins/<distribution>-<version>/ (its top-level packages and dist-info, a ``pip install --target`` layout),
+    with the SHA-256 of its code as ``tuners.plugins.code_sha256`` hashes it. An installed version whose code is not
+    the runs' is one UserError line: the archive would hold other code than the runs trained."""
+    from peftlab.tuners.plugins import folder_code_sha256
+
+    recorded: dict[tuple, dict] = {}
+    for run_dir in run_dirs(study_dir):
+        plugin = (read_result(run_dir).get("provenance") or {}).get("plugin")
+        if isinstance(plugin, dict) and plugin.get("distribution"):
+            recorded.setdefault((plugin["distribution"], plugin.get("version"), plugin.get("code_sha256")), plugin)
+    out = []
+    for dist_name, version, code in recorded:
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise UserError(
+                f"plugin {dist_name} {version}, which the runs trained, is not installed: install it to pack its code"
+            ) from None
+        packages = sorted(
+            {ep.value.split(":")[0].split(".")[0] for ep in dist.entry_points if ep.group == "peftlab.methods"}
+        )
+        folder = Path("plugins") / f"{dist_name}-{dist.version}"
+        located = [Path(str(dist.locate_file(""))) / package for package in packages]
+        for package, src in zip(packages, located):
+            single = src.with_suffix(".py")
+            if src.is_dir():
+                shutil.copytree(
+                    src, root / folder / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), symlinks=True
+                )
+            elif single.is_file():
+                shutil.copy2(single, root / folder / single.name)
+        info = root / folder / f"{dist_name.replace('-', '_')}-{dist.version}.dist-info"
+        info.mkdir(parents=True, exist_ok=True)
+        for name in ("METADATA", "entry_points.txt", "top_level.txt"):
+            text = dist.read_text(name)
+            if text is not None:
+                (info / name).write_text(text)
+        packed = folder_code_sha256(root / folder, set(packages))
+        if dist.version != version or packed != code:
+            raise UserError(
+                f"plugin {dist_name} installed here is {dist.version} with code SHA-256 {packed[:12]}, the runs "
+                f"trained {version} with {str(code)[:12]}: install the version the runs trained, then pack again"
+            )
+        out.append(
+            {
+                "distribution": dist_name,
+                "version": version,
+                "code_sha256": code,
+                "folder": folder.as_posix(),
+                "packages": packages,
+            }
+        )
+    return out
+
+
+def data_records(done, places: Places, study_dir: Path) -> list[dict]:
+    """Each dataset the reported runs read: its name, where it goes in the archive, its files' SHA-256 as the runs
+    recorded them (``provenance.data_sha256``) and the splits' sizes."""
+    from peftlab.analysis.results.portable import portable_text
+
+    by_root = {os.path.normpath(v): k for k, v in places.data.items()}
+    records: dict[str, dict] = {}
+    for run_dir in run_dirs(study_dir):
+        result = read_result(run_dir)
+        data = (result.get("config") or {}).get("data") or {}
+        provenance = result.get("provenance") or {}
+        if not isinstance(data, dict) or not data.get("name"):
+            continue
+        root = data.get("root")
+        where = by_root.get(os.path.normpath(root)) if isinstance(root, str) else None
+        key = where or f"{data['name']} (no data.root)"
+        entry = records.setdefault(
+            key,
+            {
+                "name": data["name"],
+                "folder": where,
+                "was": portable_text(root, study_dir) if root else None,
+                "sha256": {},
+            },
+        )
+        sha = provenance.get("data_sha256")
+        if isinstance(sha, dict):
+            entry["sha256"].update({str(k): str(v) for k, v in sha.items()})
+    return list(records.values())

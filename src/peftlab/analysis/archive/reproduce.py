@@ -1,0 +1,189 @@
+"""``peftlab reproduce ARCHIVE_OR_FOLDER [--runs all|one-seed|N] [--out DIR]``: a received submission checked and
+rerun, number by number (docs/reproduce.md).
+
+In order: unpack (``received.unpack``), this machine against the runs' (a note per difference that can move
+numbers), the files against SHA256SUMS, the results hash recomputed from the packed runs, the plugins' code, the
+data's checksums, then the chosen runs rerun from the archived configs (``rerun``, into OUT/rerun) and
+each compared with its archived result (``received.compare_runs``, the rule in ``received.RULE``). One verdict
+line; exit 0 when everything agrees, 1 when anything differs; OUT/reproduce.json records it all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from peftlab.analysis.archive.pack import ARCHIVE_RECORD
+from peftlab.analysis.archive.received import (
+    RULE,
+    archived_runs,
+    check_data,
+    check_plugins,
+    check_sums,
+    choose,
+    compare_runs,
+    environment_notes,
+    results_hash,
+    unpack,
+)
+from peftlab.utils.errors import UserError
+from peftlab.utils.files import read_json, refuse_link, write_json_atomic
+
+RECORD = "reproduce.json"
+
+
+def default_out(source: Path) -> Path:
+    name = source.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".tar") or "submission"
+    return Path(f"{name}-reproduced")
+
+
+def reproduce(
+    source: str | Path,
+    runs: str = "one-seed",
+    out: str | Path | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> int:
+    source = Path(source)
+    out = Path(out) if out else default_out(source)
+    refuse_link(out, "--out folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: expected a folder (made when missing)")
+    root = unpack(source, out / "archive")
+    record = read_json(root / ARCHIVE_RECORD)
+    packed = archived_runs(root)
+    chosen = choose(packed, runs)
+    differences: list[str] = []
+
+    notes = environment_notes(record)
+    for note in notes:
+        say(f"environment: {note}")
+    if not notes:
+        say("environment: the runs' machine class (CPU vendor, pin, package versions)")
+    for line in check_sums(root):
+        differences.append(line)
+    sha, hash_lines = results_hash(root)
+    differences += hash_lines
+    if not hash_lines:
+        say(f"results hash: {sha[:12]}, recomputed from results/runs, as paper/results.tex and runs.sha256 say")
+    differences += check_plugins(root, record)
+    data_differ, absent = check_data(root, record)
+    differences += data_differ
+    for line in differences:
+        say(f"differs: {line}")
+    for line in absent:
+        say(f"note: {line}")
+    if chosen and absent:
+        raise UserError(f"{absent[0]}; or --runs 0 to check the archive without rerunning")
+
+    compared: list[dict] = []
+    if chosen:
+        say(f"rule: {RULE}")
+        say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
+        compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress)
+        for line in lines:
+            say(line)
+        differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
+    agree = not differences
+    if agree:
+        exact = sum(1 for run in compared if run["rule"] == "exact")
+        verdict = (
+            f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
+            + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
+            + "the archive's files, results hash, plugins and data as recorded"
+        )
+    else:
+        verdict = f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
+            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+        )
+    say(verdict)
+    write_json_atomic(
+        out / RECORD,
+        {
+            "source": str(source),
+            "archive": str(root),
+            "runs": runs,
+            "environment": notes,
+            "results_sha256": sha,
+            "rule": RULE,
+            "compared": compared,
+            "differences": differences,
+            "verdict": verdict,
+            "reproduced": agree,
+        },
+    )
+    return 0 if agree else 1
+
+
+def rerun_and_compare(root: Path, record: dict, chosen: list[dict], packed: list[dict], out: Path, progress: bool):
+    """Rerun ``chosen`` with the archive's study file (its plugins first on the path) and compare each."""
+    folders = [str((root / plugin["folder"]).resolve()) for plugin in record.get("plugins") or []]
+    sys.path[:0] = folders  # the archive's plugin code, before any installed version: the workers inherit it
+    os.environ["PYTHONPATH"] = os.pathsep.join(folders + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    wanted = [{"variant": run["variant"], "seed": run["seed"], "tuned_by": run["tuned_by"]} for run in chosen]
+    study, picked, missing = chosen_runs(root / record["study"], wanted)
+    dirs = rerun(study, out / "rerun", progress) if picked else {}
+    pairs = []
+    for run in chosen:
+        run_dir = dirs.get((run["variant"], run["seed"]))
+        rerun_result = read_json(run_dir / "result.json") if run_dir is not None else None
+        if run_dir is None:
+            rerun_result = {"status": "missing", "error": "the archived study file has no such run (a config changed?)"}
+        pairs.append(
+            {
+                "variant": run["variant"],
+                "seed": run["seed"],
+                "run_id": run["run_id"],
+                "archived": run["result"],
+                "rerun": rerun_result,
+            }
+        )
+    by_variant: dict[str, list[dict]] = {}
+    for run in packed:
+        if run["result"].get("status") == "completed":
+            by_variant.setdefault(run["variant"], []).append(run["result"])
+    return compare_runs(pairs, by_variant)
+
+
+# Reruns: a run is chosen by its configuration's label and its seed (the archive's run ids hash the paths of the
+# machine that made it, so they are not the ids here). A tuned study's final runs train at the values their
+# spec.json records (``tuned_by``): the searches are not repeated. The runs train as ``peftlab study`` trains them
+# (``study.runner.run_study``: the study's pretraining first, then the runs in workers, which import torch).
+CHOSEN_KEYS = ("trial", "value", "metric", "params")
+
+
+def chosen_runs(study_file: Path, wanted: list[dict]) -> tuple[object, list, list[dict]]:
+    """(the study, the runs of it that ``wanted`` names, the wanted runs it has none for). ``wanted``: one
+    ``{"variant", "seed", "tuned_by"}`` per run, ``tuned_by`` as its spec.json records it (or None)."""
+    from peftlab.study.search import with_choices
+    from peftlab.study.spec import load_study
+    from peftlab.study.tuning.configurations import search_key
+
+    study = load_study(study_file)
+    if study.tune:
+        chosen: dict[str, dict] = {}
+        tuned = {w["variant"]: w["tuned_by"] for w in wanted if w.get("tuned_by")}
+        for spec in study.runs:
+            key = search_key(spec, study.tune)
+            if key is not None and spec.variant in tuned and key not in chosen:
+                chosen[key] = {k: tuned[spec.variant][k] for k in CHOSEN_KEYS if k in tuned[spec.variant]}
+        study = dataclasses.replace(with_choices(study, chosen), tune={})
+    by_key = {(spec.variant, spec.seed): spec for spec in study.runs}
+    picked = [by_key[(w["variant"], w["seed"])] for w in wanted if (w["variant"], w["seed"]) in by_key]
+    missing = [w for w in wanted if (w["variant"], w["seed"]) not in by_key]
+    return dataclasses.replace(study, runs=picked), picked, missing
+
+
+def rerun(study, out_dir: Path, progress: bool = True) -> dict[tuple[str, int], Path]:
+    """Train ``study``'s runs (``chosen_runs``) in ``out_dir``, as ``peftlab study`` trains them (the arithmetic
+    pinned before the workers import torch where a run asks for it); each run's folder by (label, seed)."""
+    from peftlab.study.runner import run_dir_of, run_study
+    from peftlab.utils.cpu import pin_arithmetic
+
+    if any(spec.config.train.reproducible for spec in study.runs):
+        pin_arithmetic()
+    run_study(study, out_dir, progress=progress, retry_failed=True)  # a failure of an earlier call: trained again
+    return {(spec.variant, spec.seed): run_dir_of(out_dir, spec) for spec in study.runs}

@@ -1,0 +1,26 @@
+"""``peftlab reproduce``: a received submission checked and rerun (analysis/archive/reproduce.py)."""
+
+from __future__ import annotations
+
+
+def add_reproduce(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="check a submission archive and rerun its runs: reproduced, or which runs differ and by how much",
+    )
+    p.add_argument("archive", help="a submission archive (.tar.gz of `peftlab submission`) or its unpacked folder")
+    p.add_argument(
+        "--runs",
+        default="one-seed",
+        help="which archived runs to rerun: all, one-seed (default: the first seed of every configuration) or a "
+        "count N (one seed of each configuration first; 0 checks the archive without rerunning)",
+    )
+    p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from peftlab.analysis.archive.reproduce import reproduce
+
+    return reproduce(args.archive, runs=args.runs, out=args.out, progress=not args.quiet)

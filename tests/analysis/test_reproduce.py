@@ -1,0 +1,298 @@
+"""A submission that reruns itself (docs/reproduce.md): ``peftlab submission`` packs a study so that its
+commands run from the unpacked folder, and ``peftlab reproduce`` checks the archive and reruns its runs.
+
+The study (e2e): two configurations, LoRA and a plugin method of the test's own (tests/plugin_example installed
+into a folder of the test), two seeds each, on an image folder the test writes; ``study``, ``paper --no-compile``
+(a stand-in main.pdf recorded as compiled, as tests/analysis/test_hostile_texts.py does), ``submission``, then
+``reproduce`` from another working directory without the plugin installed: every compared metric equal. A
+tampered archive (a result.json, a config, a data file, the plugin's code) is named, exit 1; what is no archive is
+one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from testkit import REPO, TINY_MODEL
+
+sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
+from datafiles import write_image, write_image_folder
+
+from peftlab.analysis.archive.pack import pack_configs
+from peftlab.analysis.paper.latex import record_pdf
+from peftlab.analysis.results.load import results_sha256
+from peftlab.study.runner import pretrain_dir
+from peftlab.study.spec import load_study
+
+NAME = "pets-submission"
+EXAMPLE = REPO / "tests" / "plugin_example"
+
+
+def install_example(site: Path) -> None:
+    """tests/plugin_example as ``pip install --target`` lays it out: its package beside its dist-info."""
+    shutil.copytree(EXAMPLE / "peftlab_mlpbias", site / "peftlab_mlpbias", ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / "peftlab_mlpbias-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: peftlab-mlpbias\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[peftlab.methods]\nmlp_bias = peftlab_mlpbias:METHOD\n")
+
+
+def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int = 900):
+    """``python -m peftlab ARGS`` in a subprocess from ``cwd``; the plugin importable only with ``plugin_site``."""
+    path = [str(REPO / "src")] + ([str(plugin_site)] if plugin_site else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_study(top: Path) -> Path:
+    """The study's folder (configs, data outside it, the plugin's site): returns the study file."""
+    write_image_folder(top / "data" / "pets", per_class=6, split=True)
+    (top / "site").mkdir()
+    install_example(top / "site")
+    configs = top / "work" / "configs"
+    configs.mkdir(parents=True)
+    base = {
+        "name": "pets",
+        "model": {**TINY_MODEL, "pretrained": "none"},
+        "data": {"name": "imagefolder", "root": "../../data/pets", "val_fraction": 0.2},
+        "method": {"name": "lora", "r": 2},
+        "train": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 8, "reproducible": True, "eval_every": 4},
+    }
+    (configs / "base.yaml").write_text(yaml.safe_dump(base))
+    study = {"name": "pets", "base": "base.yaml", "seeds": 2, "methods": {"lora": {}, "mlp_bias": {"set": {}}}}
+    (configs / "study.yaml").write_text(yaml.safe_dump(study))
+    return configs / "study.yaml"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """The submission archive of the study, trained, reported and packed in its own folder."""
+    top = tmp_path_factory.mktemp("made")
+    study = write_study(top)
+    work, site = top / "work", top / "site"
+    ran = peftlab("study", str(study), "--study-dir", "runs/pets", "--quiet", cwd=work, plugin_site=site)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    paper = peftlab("paper", "runs/pets", "--no-compile", cwd=work, plugin_site=site)
+    assert paper.returncode == 0, paper.stderr[-2000:]
+    paper_dir = work / "runs" / "pets" / "paper"
+    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
+    record_pdf(paper_dir, results_sha256(work / "runs" / "pets"))  # what a compile that succeeded records
+    packed = peftlab("submission", "runs/pets", "--study", "configs/study.yaml", cwd=work, plugin_site=site)
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    return work / "runs" / "pets" / f"{NAME}.tar.gz"
+
+
+def unpacked(archive: Path, where: Path) -> Path:
+    """The archive unpacked in ``where``, the study's data put where REPRODUCE.md says."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(where, filter="data")
+    root = where / NAME
+    shutil.copytree(archive.parents[3] / "data" / "pets", root / "data" / "pets")
+    return root
+
+
+@pytest.mark.e2e
+def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_path):
+    made = archive.parents[3]  # the study's own folder: no byte of the archive names it
+    root = unpacked(archive, tmp_path / "received")
+    leaked = [p for p in root.rglob("*") if p.is_file() and str(made).encode() in p.read_bytes()]
+    assert leaked == []
+    configs = yaml.safe_load((root / "configs" / "base.yaml").read_text())
+    assert configs["data"]["root"] == "../data/pets"
+    plugin = json.loads((root / "archive.json").read_text())["plugins"][0]
+    assert plugin["distribution"] == "peftlab-mlpbias" and (root / plugin["folder"] / "peftlab_mlpbias").is_dir()
+    text = (root / "REPRODUCE.md").read_text()
+    steps = [line for line in text.splitlines() if line[:3] in {f"{n}. " for n in range(1, 10)}]
+    assert [line.split(" ")[1] for line in steps] == ["Install", "Plugin", "Data", "The", "The", "The"]
+    dry = peftlab("study", "configs/study.yaml", "--dry-run", cwd=root, plugin_site=root / plugin["folder"])
+    assert dry.returncode == 0, dry.stderr[-2000:]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = peftlab("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere)  # no plugin installed
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("reproduced: 2 runs rerun, 2 with every metric equal"), lines
+    record = json.loads((elsewhere / "check" / "reproduce.json").read_text())
+    assert record["reproduced"] and {run["variant"] for run in record["compared"]} == {"lora", "mlp_bias"}
+    for run in record["compared"]:
+        assert run["rule"] == "exact" and run["metrics"] and all(a == b for a, b in run["metrics"].values())
+
+
+def tampered(archive: Path, where: Path, change) -> Path:
+    root = unpacked(archive, where)
+    change(root)
+    return root
+
+
+def edit_result(root: Path) -> None:
+    path = next((root / "results" / "runs").glob("*/result.json"))
+    result = json.loads(path.read_text())
+    result["metrics"]["test_top1"] = 0.99
+    path.write_text(json.dumps(result))
+
+
+def edit_config(root: Path) -> None:
+    path = root / "configs" / "base.yaml"
+    path.write_text(path.read_text().replace("max_steps: 4", "max_steps: 5"))
+
+
+def edit_plugin(root: Path) -> None:
+    (path,) = root.glob("plugins/*/peftlab_mlpbias/model.py")
+    path.write_text(path.read_text() + "\n# changed\n")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (edit_result, ["result.json is not as packed", "results hash"]),
+        (edit_config, ["configs/base.yaml is not as packed"]),
+        (edit_plugin, ["model.py is not as packed", "plugin peftlab-mlpbias 0.1 in plugins/"]),
+    ],
+)
+def test_a_tampered_archive_is_named(archive, tmp_path, change, named):
+    root = tampered(archive, tmp_path / "received", change)
+    done = peftlab("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("not reproduced:")
+    for words in named:
+        assert any(words in line for line in done.stdout.splitlines() if line.startswith("differs: ")), done.stdout
+
+
+@pytest.mark.e2e
+def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
+    def edit_data(root: Path) -> None:
+        write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
+
+    root = tampered(archive, tmp_path / "received", edit_data)
+    done = peftlab("reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("run ") and "data_sha256 of images:" in line for line in lines), done.stdout
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: run ")
+
+
+def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def file_member(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+def hostile_record(where: Path, fields: dict) -> Path:
+    """A folder whose archive.json holds ``fields`` over a well-formed record's."""
+    root = where / "received"
+    root.mkdir()
+    (root / "archive.json").write_text(json.dumps({"version": 1, "study": "configs/s.yaml", **fields}))
+    return root
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: (d / "a.tar.gz").write_text("not an archive") and d / "a.tar.gz", "is no readable archive"),
+        (lambda d: d / "missing.tar.gz", "does not exist"),
+        (lambda d: write_tar(d / "a.tar.gz", [file_member("../evil")]), "leaves the archive"),
+        (lambda d: write_tar(d / "a.tar.gz", [file_member("/etc/evil")]), "absolute path"),
+        (lambda d: write_tar(d / "a.tar.gz", [link_member("s/link", "/etc/passwd")]), "is a link"),
+        (lambda d: write_tar(d / "a.tar.gz", [file_member("s/x.txt")]), "no readable archive.json"),
+        (lambda d: (d / "folder").mkdir() or d / "folder", "no readable archive.json"),
+        (lambda d: hostile_record(d, {"study": "../../etc/passwd"}), "study='../../etc/passwd' is invalid"),
+        (lambda d: hostile_record(d, {"plugins": [{"folder": "/etc"}]}), "plugins is invalid"),
+        (lambda d: hostile_record(d, {"environment": {"versions": []}}), "environment is invalid"),
+    ],
+)
+def test_what_is_no_submission_is_one_line_exit_2(tmp_path, make, words):
+    source = make(tmp_path)
+    done = peftlab("reproduce", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "evil").exists()
+
+
+def test_a_study_with_pretraining_points_its_runs_at_the_base_the_archive_trains(tmp_path):
+    """The default study's configs packed: the study names its base and pretraining configs by their archive
+    names, the runs' weights are base/model.safetensors (which the study's pretraining makes there, not packed),
+    and no path of the machine is left."""
+    study = load_study(REPO / "configs" / "studies" / "default.yaml")
+    study_file, places = pack_configs(study, tmp_path, pretrain_dir(study))
+    packed = yaml.safe_load((tmp_path / study_file).read_text())
+    assert (packed["base"], packed["pretrain"]) == ("downstream.yaml", "pretrain.yaml")
+    base = yaml.safe_load((tmp_path / "configs" / "downstream.yaml").read_text())
+    assert base["model"]["pretrained"] == "../base/model.safetensors"
+    assert not (tmp_path / "base").exists() and places.unpacked == {}
+    for path in (tmp_path / "configs").iterdir():
+        assert str(REPO) not in path.read_text()
+    reloaded = load_study(tmp_path / study_file)
+    assert pretrain_dir(reloaded) == tmp_path / "base" and len(reloaded.runs) == len(study.runs)
+
+
+def test_reading_an_archive_imports_no_torch():
+    code = (
+        "import sys\nimport peftlab.analysis.archive.reproduce, peftlab.analysis.archive.received\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def result(top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss: float = 0.5) -> dict:
+    """A completed run's record as compare_runs reads it."""
+    return {
+        "status": "completed",
+        "metrics": {"test_top1": top1, "test_loss": loss},
+        "provenance": {
+            "arithmetic": {"pinned": pinned, "cpu_vendor": vendor, "mkl_branch": "AUTO,STRICT"},
+            "threads": 2,
+            "hardware": {"device": "cpu"},
+            "versions": {"torch": "2.14.1"},
+            "data_sha256": {"train.jsonl": "a" * 64},
+            "base_sha256": None,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "rerun, agrees, rule",
+    [
+        (result(0.80), True, "exact"),  # the same class, pinned: equal
+        (result(0.8001), False, "exact"),  # the same class: any difference is one
+        (result(0.806, vendor="GenuineIntel"), True, "tolerance"),  # another vendor: within 2 sd of the seeds
+        (result(0.83, vendor="GenuineIntel"), False, "tolerance"),
+        (result(0.80, pinned=False), True, "tolerance"),  # an unpinned run is never held to its bits
+    ],
+)
+def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_spread_across(rerun, agrees, rule):
+    from peftlab.analysis.archive.received import compare_runs
+
+    archived = [result(0.80), result(0.81), result(0.79)]  # mean 0.80, sd 0.01: ± 0.02
+    records, lines = compare_runs(
+        [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
+    )
+    assert (records[0]["agrees"], records[0]["rule"]) == (agrees, rule), lines
+    assert lines[0].startswith("run lora seed 0: " + ("reproduced" if agrees else "differs"))
