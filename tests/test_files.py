@@ -38,3 +38,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         write_atomic(tmp_path / "result.json", fail)
     assert read_json(tmp_path / "result.json") == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_weights_honour_the_umask_like_every_other_file(tmp_path, umask):
+    """Issue 72: safetensors creates its file 0600 whatever the umask, so adapter and model weights were unreadable
+    by colleagues on a shared file system while result.json was 0644: every atomic write ends in the umask's mode."""
+    import torch
+    from safetensors.torch import save_file
+
+    previous = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "adapter.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
+        write_json_atomic(tmp_path / "result.json", {"status": "completed"})
+    finally:
+        os.umask(previous)
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("adapter.safetensors", "result.json")}
+    assert modes == {"adapter.safetensors": 0o666 & ~umask, "result.json": 0o666 & ~umask}

@@ -29,7 +29,8 @@ import yaml
 from studyfiles import write_study_dir
 from testkit import REPO, wait_until
 
-from peftlab.analysis.archive.submission import command_lines, write_submission
+from peftlab.analysis.archive.reproduce_md import command_lines
+from peftlab.analysis.archive.submission import write_submission
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_block, markdown_code, markdown_text
@@ -263,7 +264,7 @@ def test_a_hung_git_ends_at_its_limit_with_its_children(tmp_path):
     script = """
         from peftlab.utils.provenance import git_state
         print(git_state())
-        from peftlab.analysis.archive.submission import git_head
+        from peftlab.analysis.archive.reproduce_md import git_head
         try:
             git_head()
         except Exception as err:

@@ -189,7 +189,7 @@ def test_the_order_names_what_it_leaves_out_and_reports_ties_as_ties(tmp_path):
 def test_reproduce_md_names_the_plugin_packages_the_runs_need():
     import pandas as pd
 
-    from peftlab.analysis.archive.submission import plugin_lines
+    from peftlab.analysis.archive.reproduce_md import plugin_lines
 
     done = pd.DataFrame(
         {

@@ -37,6 +37,19 @@ BENCH_SIZES = {
 }
 
 
+ONLY_HELP = (
+    "measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
+    "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
+    "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
+    "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or compile (compiled / eager "
+    "LoRA and full steps, LoRA / full compiled, the compile time) or bare (peftlab's LoRA, full, AdaLoRA "
+    "and QLoRA nf4 steps, eager, and LoRA and full compiled, each / a bare timm + PEFT (+ bitsandbytes) "
+    "loop's, and each ratio between methods beside the bare loop's) or P3b (peak RSS building and "
+    "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
+    "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run)"
+)
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="performance ratios measured side by side, against the matmul peak")
     p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (default deit_small_patch16_224)")
@@ -105,15 +118,7 @@ def add_bench(sub) -> None:
     p.add_argument(
         "--only",
         choices=("data", "precision", "methods", "steps", "compile", "bare", "P3b", "P6", "text"),
-        help="measure one figure: data (the data path / a deit_tiny step), precision (bf16 / fp32 steps "
-        "and matmuls, nf4 with bitsandbytes' CPU kernel / reference), methods (every method's "
-        "training step / LoRA's, with its trainable parameters) or steps (P1, P2, P5: the recipe / a "
-        "hand-written PEFT loop, LoRA / full, MFU against the peak matmul) or compile (compiled / eager "
-        "LoRA and full steps, LoRA / full compiled, the compile time) or bare (peftlab's LoRA, full, AdaLoRA "
-        "and QLoRA nf4 steps, eager, and LoRA and full compiled, each / a bare timm + PEFT (+ bitsandbytes) "
-        "loop's, and each ratio between methods beside the bare loop's) or P3b (peak RSS building and "
-        "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
-        "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run)",
+        help=ONLY_HELP,
     )
     add_figure_flags(p)
     p.add_argument("--json", help="also write the full report as JSON")

@@ -84,11 +84,15 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     check_kind(path, False, "file to write", link_ok=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+            if stat.S_IMODE(os.fstat(f.fileno()).st_mode) != mode:  # a writer that made its own file (safetensors:
+                os.fchmod(f.fileno(), mode)  # 0600) gets the umask's mode back, as every other file peftlab writes
         kill_point(f"write:{path.name}")
         os.replace(tmp, path)
     except OSError as err:

@@ -1,0 +1,328 @@
+"""REPRODUCE.md of a submission: the steps in order, the commands as they ran (shell-quoted), the plugins, where
+the data goes, the measured run times; every recorded word through the Markdown escapers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+from peftlab.analysis.paper.macros import TOP1
+from peftlab.analysis.paper.study import pretraining_manifest
+from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
+from peftlab.analysis.results.load import environment
+from peftlab.analysis.results.portable import portable_text
+from peftlab.analysis.results.record import study_commands
+from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.config.paths import REPO_ROOT
+from peftlab.study.phases import read_phases
+from peftlab.study.report_options import read_study_name
+from peftlab.utils.programs import run_program
+
+
+def git_head() -> str:
+    try:
+        proc = run_program(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            seconds=60,
+            fix="check the checkout (`git status`) or how git is set up, then run `peftlab submission` again",
+        )
+    except FileNotFoundError:
+        return "unknown (git not installed)"
+    return proc.stdout.strip() or "unknown (not a git checkout)"
+
+
+PATH_WORDS = (
+    "Paths are written relative to where you will have them: `./` is the repository's root, `STUDY` the study "
+    "folder (`--study-dir`), `~` your home folder; `OUTSIDE/<name>` was a file or folder elsewhere on the machine "
+    "of the runs (a dataset: see below; a study file: `configs/` in this archive)."
+)
+
+
+def plugin_lines(done) -> list[str]:
+    """The plugin methods the runs trained (provenance.plugin): the package and the hash of its code each run's id
+    holds, to install before the study's command; without that code, those runs are other runs."""
+    if "provenance.plugin" not in done:
+        return []
+    plugins = done.dropna(subset=["provenance.plugin"])
+    if plugins.empty:
+        return []
+    lines = [
+        "## Plugin methods",
+        "",
+        "These methods are not peftlab's: install each package as it was (its code's SHA-256 is part of its runs' "
+        "ids, so another version of it trains other runs) before the commands above.",
+        "",
+    ]
+    for method, runs in plugins.groupby("method", sort=False):
+        lines.append(
+            f"- {markdown_code(method)}: {markdown_text('; '.join(sorted(runs['provenance.plugin'].unique())))}"
+        )
+    return lines + [""]
+
+
+def data_lines(done, study_dir: Path) -> list[str]:
+    """REPRODUCE.md's section on the data: each dataset the completed runs read, where their configs say it lies
+    (data.root, made portable), and its splits' sizes."""
+    if done.empty or "config.data.name" not in done:
+        return []
+    lines = [
+        "## Where the data goes",
+        "",
+        "Each dataset the runs read, and the folder their configs name for it (`data.root`; a relative root is "
+        "read from the folder of the config that names it). Put the data there, or set `data.root` in `configs/` "
+        "to where you have it; the runs' files record each data file's SHA-256 (`provenance.data_sha256`).",
+        "",
+    ]
+    roots = done.get("config.data.root")
+    for name in dict.fromkeys(done["config.data.name"].dropna()):
+        runs = done[done["config.data.name"] == name]
+        named = roots[runs.index].dropna() if roots is not None else []
+        where = sorted({portable_text(str(root), study_dir) for root in named if root})
+        sizes = [
+            f"{split} {int(runs[f'data.{split}_size'].dropna().iloc[0])}"
+            for split in ("train", "val", "test")
+            if f"data.{split}_size" in runs and runs[f"data.{split}_size"].notna().any()
+        ]
+        folders = ", ".join(markdown_code(folder) for folder in where) or "not set (the dataset's own default)"
+        lines.append(
+            f"- {markdown_code(name)}: data.root {folders}" + (f"; examples read: {', '.join(sizes)}" if sizes else "")
+        )
+    return lines + [""]
+
+
+def command_lines(study_dir: Path) -> list[str]:
+    """REPRODUCE.md's list of every command that ran the study (commands.jsonl), paths made portable."""
+    commands = study_commands(study_dir)
+    if not commands:
+        return []
+    lines = [
+        f"The {'command' if len(commands) == 1 else f'{len(commands)} commands'} that ran the study's runs "
+        "(commands.jsonl), each from the folder named before it:",
+        "",
+    ]
+    shell = []
+    for command in commands:
+        line = " ".join(shell_word(arg, study_dir) for arg in command["argv"])
+        if command["cwd"]:
+            shell.append(f"cd {shell_word(command['cwd'], study_dir)} && {line}")
+        else:
+            shell.append(f"{line}  # from a folder the record does not name")
+    return lines + markdown_block(shell, "bash") + [""]
+
+
+def shell_word(text: str, study_dir: Path) -> str:
+    """``text`` made portable (``portable_text``) as one word of a shell line (``shlex.quote``). A path in the home
+    folder, which becomes ``~/...``, keeps its ``~/`` outside the quotes, so that the reader's shell makes it their
+    home folder; a ``~`` the record held itself stays a literal ``~``."""
+    shown = portable_text(text, study_dir)
+    if shown.startswith("~") and not text.startswith("~"):
+        if shown == "~":
+            return "~"
+        if shown.startswith("~/"):
+            return "~/" + shlex.quote(shown[2:]) if shown[2:] else "~/"
+    return shlex.quote(shown)
+
+
+def runtime_lines(done, study_dir: Path, paper_minutes: str | None) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining, and the
+    run time in all as the paper prints it (its \\studyWallMinutes)."""
+    lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
+    if wall is not None and wall.notna().any():
+        lines.append(
+            f"- {len(done)} completed runs; wall time per run {wall.min():.0f} s to {wall.max():.0f} s "
+            f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
+            "the machine above, pretraining and tuning trials excluded."
+        )
+    by_phase = phase_seconds(study_dir)
+    if by_phase:
+        parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
+        lines.append(
+            f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
+            f"workers): {parts}."
+        )
+    if paper_minutes:
+        lines.append(f"- The runs' time in all, as the paper prints it (\\studyWallMinutes): {paper_minutes} min.")
+    manifest = pretraining_manifest(done)
+    if manifest:
+        lines.append(
+            f"- Pretraining the base model (cached after the first time): "
+            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
+        )
+    return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
+
+
+def phase_seconds(study_dir: Path) -> dict[str, float]:
+    """Each phase's wall time summed over the calls of ``peftlab study`` (phases.jsonl), in its order."""
+    by_phase: dict[str, float] = {}
+    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
+        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
+    return by_phase
+
+
+def paper_macro(paper_dir: Path, name: str) -> str | None:
+    """The value results.tex gives the macro ``name`` (e.g. studyWallMinutes), or None."""
+    path = paper_dir / "results.tex"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    found = re.search(rf"^\\newcommand\{{\\{name}\}}\{{([^{{}}]*)\}}", text, flags=re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
+    """REPRODUCE.md's steps in this archive's own folder, in order: install, plugins, data, pretraining, the
+    study, its report and paper, the check; each with the time the study measured where it did."""
+    study, phases = record["study"], record.get("phases") or {}
+
+    def took(phase: str) -> str:
+        return (
+            f" ({phase} took {phases[phase] / 60:.1f} min with the workers of the runs' machine)"
+            if phase in phases
+            else ""
+        )
+
+    steps = [
+        "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
+        "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
+    ]
+    for plugin in record.get("plugins") or []:
+        steps.append(
+            f"Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
+            f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
+            f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
+        )
+    for data in record.get("data") or []:
+        where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
+        folder = Path(data.get("folder") or "").name
+        made = FOLDER_HOW.get(folder)
+        how = (
+            (made and made.format(out=shlex.quote(data["folder"])))
+            or DATA_HOW.get(data["name"])
+            or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
+        )
+        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
+        steps.append(
+            f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
+            f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
+        )
+    for path, sha in sorted((record.get("unpacked_files") or {}).items()):
+        steps.append(f"A file the configs name, too large to pack: put it at {markdown_code(path)} (SHA-256 {sha}).")
+    base = record.get("base")
+    if base:
+        steps.append(
+            f"Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
+            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
+        )
+    steps.append(
+        f"The study: `peftlab study {shlex.quote(study)} --study-dir rerun`{took('trials')}{took('final runs')}; "
+        "`--dry-run` lists its runs first."
+    )
+    steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
+    steps.append(
+        "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
+        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
+        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
+        + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
+    )
+    return [
+        "## Steps, from this archive's folder",
+        "",
+        "Every path below is inside this folder: the configs in `configs/` name their files there.",
+        "",
+        *(f"{n}. {step}" for n, step in enumerate(steps, 1)),
+        "",
+    ]
+
+
+# the `peftlab data` command that makes a dataset, by the folder name its configs give it (its default options:
+# the checksums below say whether they were the runs')
+FOLDER_HOW = {
+    "fortunes-task": "`peftlab data fortunes-task --out {out}` makes it",
+    "fortunes-corpus": "`peftlab data fortunes-corpus --out {out}` makes it",
+}
+# how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
+DATA_HOW = {
+    "mnist": "peftlab's offline data (`make install`) holds it",
+    "fashion_mnist": "peftlab's offline data (`make install`) holds it",
+    "vtab_demo": "`peftlab data vtab-demo` makes it",
+}
+
+
+def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path, record: dict) -> str:
+    done = completed_runs(df)
+    env = environment(study_dir)
+    versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
+    sha = str(env.get("git_sha") or "unknown")  # a received result.json's: any text
+    said = markdown_text  # what the runs recorded, in prose
+    lines = [
+        f"# Reproducing {said(read_study_name(study_dir))}",
+        "",
+        f"- Runs trained at git commit {markdown_code(sha)} (uncommitted changes: {said(env.get('git_dirty'))}); "
+        f"this archive was packed at commit {markdown_code(git_head())}.",
+        f"- Machine of the runs: {said(hardware.get('cpu'))}, {said(hardware.get('cpu_count'))} CPUs, device "
+        f"{said(hardware.get('device'))}{', GPU ' + said(hardware['gpu']) if hardware.get('gpu') else ''}; "
+        f"{said(env.get('threads'))} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
+        f"precision {said(env.get('dtype'))}.",
+        "- Packages: " + ", ".join(said(f"{k} {v}") for k, v in versions.items() if v) + " (all: requirements.lock).",
+        "",
+        "## Commands",
+        "",
+        "From a clone of the repository at that commit, on Debian with Python 3.11:",
+        "",
+    ]
+    shell = [f"git checkout {shlex.quote(sha) if sha.isprintable() else 'unknown'}"]
+    if study_yaml.as_posix().endswith("configs/studies/default.yaml"):
+        lines += markdown_block(
+            shell
+            + [
+                "make study        # trains the runs (reuses finished ones, resumes an interrupted one)",
+                "make paper        # figures, tables, results.tex, main.tex, main.pdf",
+                "make submission   # this archive",
+            ],
+            "bash",
+        )
+        lines += [
+            "",
+            "`make` creates `.venv` with requirements.lock, installs the offline data and, when apt may "
+            "be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:",
+            "",
+        ]
+        shell = []
+    shown = {
+        key: shell_word(os.path.abspath(path), study_dir)
+        for key, path in (("study", study_yaml), ("dir", study_dir), ("paper", paper_dir), ("out", out))
+    }
+    lines += markdown_block(
+        shell
+        + [
+            f".venv/bin/peftlab study {shown['study']} --study-dir {shown['dir']} --report",
+            f".venv/bin/peftlab paper {shown['dir']} --out {shown['paper']}",
+            f".venv/bin/peftlab submission {shown['dir']} --study {shown['study']} --paper {shown['paper']} "
+            f"--out {shown['out']}",
+        ],
+        "bash",
+    )
+    lines += ["", PATH_WORDS, ""]
+    paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
+    lines += steps_lines(record, paper_minutes)
+    lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
+    lines += runtime_lines(done, study_dir, paper_minutes)
+    lines += [
+        "",
+        "## Expected results",
+        "",
+        "Test top-1 (%) per configuration over seeds; the same seeds on the same machine give the same numbers.",
+        "",
+        "| configuration | runs | mean | min | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for variant, runs in done.groupby("variant", sort=False):
+        top1 = 100 * runs[TOP1]
+        lines.append(
+            f"| {markdown_text(variant)} | {len(runs)} | {top1.mean():.1f} | {top1.min():.1f} | {top1.max():.1f} |"
+        )
+    not_done = len(df) - len(done)
+    if not_done:
+        lines += ["", f"{not_done} runs did not complete (see results/results.csv, columns status and error)."]
+    lines += ["", "## Checking the files", "", "```bash", "sha256sum -c SHA256SUMS", "```", ""]
+    return "\n".join(lines)
