@@ -1,4 +1,6 @@
-"""Weights & Biases in offline mode: nothing leaves the machine; ``wandb sync`` uploads later.
+"""Weights & Biases, in offline mode unless W&B's own environment says otherwise: nothing leaves the machine;
+``wandb sync`` uploads later. ``WANDB_MODE`` (online, offline, disabled) and ``WANDB_PROJECT`` take effect as W&B
+documents them; without them the mode is offline and the project the study.
 
 Each process writes ``<run_dir>/wandb/offline-run-<time>-<run_id>/run-<run_id>.wandb``;
 a resumed run writes another directory with the same W&B run id (``resume="allow"``). The
@@ -8,6 +10,7 @@ W&B project is the study, the group the variant, the run's name "<variant> seed=
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +56,10 @@ class WandbSink(Sink):
         super().__init__(logged)
         self.wandb = wandb
         self.run = wandb.init(
-            mode="offline",
+            # W&B reads WANDB_MODE and WANDB_PROJECT only where init is not given the value: the user's own win
+            mode=None if os.environ.get("WANDB_MODE") else "offline",
             dir=str(run_dir),
-            project=info["study"],
+            project=None if os.environ.get("WANDB_PROJECT") else info["study"],
             group=info["variant"],
             name=f"{info['variant']} seed={info['seed']}",
             id=info["run_id"],
