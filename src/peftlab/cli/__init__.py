@@ -146,7 +146,9 @@ def command_status(argv: list[str] | None) -> int:
     try:
         with stops_unwrapped():
             release_stops()  # a Ctrl-C while peftlab was importing (utils/startup.py) lands here, as one line
-            args = build_parser().parse_args(argv)
+            from peftlab.cli.parsing import parse_command_line
+
+            args = parse_command_line(build_parser(), argv)
             from peftlab.utils.libraries import quiet_libraries
 
             quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported

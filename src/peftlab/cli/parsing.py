@@ -14,6 +14,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"peftlab: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, where a command's dotted overrides (``key=value``) may also come after its
+    options (``peftlab train c.yaml --run-dir d train.max_steps=2``), as other tools of the field take them; they
+    keep their order. Anything else left over is argparse's one-line error."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = [word for word in extra if "=" in word and not word.startswith("-")]
+    rest = [word for word in extra if word not in overrides]
+    if rest or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
+    return args
+
+
 def at_least(least: int):
     """An argparse type: an integer >= ``least``; anything else is argparse's one-line usage error."""
 

@@ -1,0 +1,30 @@
+"""The command line as researchers expect it (issue 72): dotted overrides may come after a command's options, in
+their order; anything else left over is argparse's one line."""
+
+import pytest
+import yaml
+from testkit import TINY_MODEL
+
+from peftlab.cli import run_command
+
+
+def test_overrides_after_an_option_are_applied_in_order(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    model = {**TINY_MODEL, "pretrained": "none"}
+    config.write_text(yaml.safe_dump({"model": model, "data": {"name": "fashion_mnist"}}))
+    capsys.readouterr()
+    status = run_command(["validate", str(config), "train.lr=0.5", "--show", "train.max_steps=3", "train.epochs=2"])
+    shown = yaml.safe_load(capsys.readouterr().out.split("\n# ")[0])
+    assert status == 0 and shown["train"]["max_steps"] == 3 and shown["train"]["lr"] == 0.5
+    assert shown["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "argv, left",
+    [(["methods", "a=b"], "a=b"), (["validate", "x.yaml", "--bogus", "train.lr=1"], "--bogus")],
+)
+def test_words_left_over_are_one_line(capsys, argv, left):
+    with pytest.raises(SystemExit) as stop:
+        run_command(argv)
+    stderr = capsys.readouterr().err
+    assert stop.value.code == 2 and stderr.count("\n") == 1 and f"unrecognized arguments: {left}" in stderr
