@@ -28,3 +28,31 @@ def test_words_left_over_are_one_line(capsys, argv, left):
         run_command(argv)
     stderr = capsys.readouterr().err
     assert stop.value.code == 2 and stderr.count("\n") == 1 and f"unrecognized arguments: {left}" in stderr
+
+
+@pytest.mark.parametrize(
+    "override, meant",
+    [
+        ("train.learning_rate=1e-3", "train.lr"),
+        ("method.rank=4", "method.r"),
+        ("train.batchsize=8", "train.batch_size"),
+        ("train.max_grad_norm=1", "train.clip_grad"),
+        ("train.num_train_epochs=3", "train.epochs"),
+    ],
+)
+def test_did_you_mean_names_the_key_meant(override, meant):
+    """Issue 72: train.learning_rate was told warmup_ratio, method.rank min_rank."""
+    from peftlab.config.schema import load_config
+    from peftlab.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'"):
+        load_config(None, [override])
+
+
+def test_did_you_mean_a_timm_model_by_its_whole_name():
+    from peftlab.config.sections import ModelConfig
+    from peftlab.models.backbones import build_backbone
+    from peftlab.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'vit_small_patch16_224'"):
+        build_backbone(ModelConfig(name="vit_smal_patch16_224", pretrained="none"), 10)

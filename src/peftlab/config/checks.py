@@ -221,3 +221,46 @@ def check_num_classes(cfg) -> None:
     classes = len(cfg.data.classes) if cfg.data.classes else labels
     if cfg.model.num_classes is not None and classes is not None and cfg.model.num_classes < classes:
         fail_field("model.num_classes", cfg.model.num_classes, f"at least {classes}, the classes of the data")
+
+
+# what other tools of the field call a key peftlab names otherwise (HF Trainer, PEFT's docs, timm's scripts)
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "rank": "r",
+    "lora_r": "r",
+    "alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "wd": "weight_decay",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "num_train_epochs": "epochs",
+    "max_epochs": "epochs",
+    "num_epochs": "epochs",
+    "steps": "max_steps",
+    "num_steps": "max_steps",
+    "targets": "target_modules",
+    "target": "target_modules",
+    "model_name": "name",
+    "arch": "name",
+    "dataset": "name",
+    "gradient_clipping": "clip_grad",
+    "max_grad_norm": "clip_grad",
+    "warmup": "warmup_ratio",
+    "label_smoothing_factor": "label_smoothing",
+}
+
+
+def closest(word: str, choices, prefix: str = "") -> str | None:
+    """The choice ``word`` most likely meant: the field's own name for it (``KEY_ALIASES``: learning_rate is lr,
+    rank is r), else the nearest by the whole dotted name (``prefix + word`` against ``prefix + choice``), so a
+    short key is not lost to a longer one that merely shares letters; None when nothing is near."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    alias = KEY_ALIASES.get(str(word).lower().replace("-", "_"))
+    if alias in choices:
+        return alias
+    whole = {prefix + c: c for c in choices}
+    close = difflib.get_close_matches(prefix + str(word), list(whole), n=1, cutoff=0.6)
+    return whole[close[0]] if close else None

@@ -17,7 +17,6 @@ expander and analysis use it cheaply.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import math
@@ -30,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from peftlab.config.checks import MAX_INT, check_field, fail_field, shown
+from peftlab.config.checks import MAX_INT, check_field, closest, fail_field, shown
 from peftlab.config.methods import METHODS, built_by, method_class, method_names, other_names, plugin_identity
 from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
@@ -230,8 +229,8 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
         if key not in names:
             if issubclass(cls, MethodConfig):
                 raise ConfigError(foreign_method_key(cls, str(key), prefix))
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            close = closest(str(key), names, prefix)
+            hint = f" (did you mean '{prefix}{close}'?)" if close else ""
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
@@ -261,8 +260,8 @@ def foreign_method_key(cls: type[MethodConfig], key: str, prefix: str = "method.
     if owners:
         owned = ", ".join(owners)
         return f"config key '{prefix}{key}' is not an option of method {cls.name!r} (it belongs to {owned}); {allowed}"
-    close = difflib.get_close_matches(key, names, n=1)
-    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    close = closest(key, names, prefix)
+    hint = f" (did you mean '{prefix}{close}'?)" if close else ""
     return f"unknown config key '{prefix}{key}'{hint}; {allowed}"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftlab.config.checks import closest
 from peftlab.config.sections import ModelConfig
 from peftlab.data.inputs import InputSpec, TextSpec
 from peftlab.data.readers.records import hash_file
@@ -140,8 +141,9 @@ def build_backbone(cfg: ModelConfig, num_classes: int, weights: bool = True) -> 
     import timm
 
     if not timm.is_model(cfg.name):
-        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:5]
-        raise ConfigError(f"model.name={cfg.name!r} is not a timm model; similar: {', '.join(close) or 'none'}")
+        close = closest(cfg.name, timm.list_models())  # the whole name: vit_smal_patch16_224 is vit_small_...
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ConfigError(f"model.name={cfg.name!r} is not a timm model{hint}; timm.list_models() lists them")
     kwargs = timm_kwargs(cfg, num_classes)
     if cfg.pretrained == "hub" and weights:
         return build_from_hub(cfg, kwargs)
@@ -355,7 +357,9 @@ def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextS
     import timm
 
     if not timm.is_model(cfg.name):
-        raise ConfigError(f"model.name={cfg.name!r} is not a timm model")
+        close = closest(cfg.name, timm.list_models())
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ConfigError(f"model.name={cfg.name!r} is not a timm model{hint}; timm.list_models() lists them")
     with torch.device("meta"):
         model = timm.create_model(cfg.name, pretrained=False, **timm_kwargs(cfg, num_classes=2))
     check_patch_grid(model, cfg)

@@ -7,11 +7,10 @@ the others (``is_foreign``), which drop it where it comes from the shared sectio
 
 from __future__ import annotations
 
-import difflib
 import functools
 from typing import Any
 
-from peftlab.config.checks import shown
+from peftlab.config.checks import closest, shown
 from peftlab.config.methods import method_names
 from peftlab.config.schema import RunConfig, flatten, method_fields, to_dict
 from peftlab.utils.errors import ConfigError
@@ -55,8 +54,10 @@ def check_key(key: Any, where: str, method_name: bool = False) -> None:
         )
     if isinstance(key, str) and key in keys:
         return
-    close = difflib.get_close_matches(str(key), sorted(keys), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    section, _, name = str(key).rpartition(".")
+    close = closest(name, [k.removeprefix(f"{section}.") for k in keys if k.startswith(f"{section}.")], f"{section}.")
+    close = f"{section}.{close}" if close and section else closest(str(key), sorted(keys))
+    hint = f" (did you mean '{close}'?)" if close else ""
     raise ConfigError(
         f"study {where} {shown(key)} is not a config field{hint}: expected a dotted key such as train.lr or method.r"
     )
