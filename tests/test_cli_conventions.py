@@ -56,3 +56,15 @@ def test_did_you_mean_a_timm_model_by_its_whole_name():
 
     with pytest.raises(ConfigError, match="did you mean 'vit_small_patch16_224'"):
         build_backbone(ModelConfig(name="vit_smal_patch16_224", pretrained="none"), 10)
+
+
+def test_a_yaml_error_names_its_cause_and_a_string_field_its_choices(tmp_path):
+    from peftlab.config.schema import load_config
+    from peftlab.utils.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: [vit\ntrain: {lr: 1}\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 6: expected ',' or '\]', but got ':'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"model.pretrained=True is invalid: expected a string: none .*, hub .* path"):
+        load_config(None, ["model.pretrained=true"])

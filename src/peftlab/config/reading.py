@@ -145,8 +145,9 @@ def parse_yaml(text: str, where: str) -> Any:
         ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{where} is not valid YAML{at}") from None
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(err, "problem", None) or "").split())[:200]  # YAML's words for the cause
+        raise ConfigError(f"{where} is not valid YAML{at}{': ' + problem if problem else ''}") from None
     except (ValueError, RecursionError, MemoryError) as err:
         raise ConfigError(f"{where} cannot be read as YAML ({type(err).__name__})") from None
     finally:

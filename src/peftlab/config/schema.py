@@ -176,7 +176,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         check_field(math.isfinite(number), where, value, "a finite number")
         return number
     if tp is str:
-        check_field(isinstance(value, str), where, value, "a string")
+        check_field(isinstance(value, str), where, value, STRING_VALUES.get(where, "a string"))
         check_field(
             "\x00" not in value and len(value) <= 4096, where, value, "a string of at most 4096 characters, without NUL"
         )
@@ -234,6 +234,17 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
+
+
+# what a string field takes, where a value of another type (timm's `pretrained=True`) needs the choices said
+STRING_VALUES = {
+    "model.pretrained": "a string: none (random weights), hub (the model's weights from the HF hub cache) or the "
+    "path of a .safetensors weights file",
+    "model.name": "a string: a timm model name (timm.list_models()) or an HF model id",
+    "model.source": "a string: timm, hf or hf-text",
+    "data.name": "a string: a dataset name (peftlab data info lists them) or imagefolder, filelist, text",
+    "method.name": "a string: a method's name (peftlab methods lists them)",
+}
 
 
 def check_protocol(cfg: RunConfig) -> None:
