@@ -43,8 +43,17 @@ from peftlab.utils.errors import ConfigError
 
 def lora_ranks(structure: Structure, cfg: LoraMethodConfig) -> dict[str, int]:
     """The rank of every module LoRA would adapt; a budget the bounds cannot hold, a missing importance
-    file and an unmatched pattern are refused here."""
-    return module_ranks(cfg, plan_targets(structure, cfg)[1])
+    file, an unmatched pattern and a rank above what a module can hold are refused here."""
+    ranks = module_ranks(cfg, plan_targets(structure, cfg)[1])
+    for name, rank in ranks.items():
+        shape = target_shape(structure, name)
+        if rank > min(shape):  # B A of a d_out x d_in module has rank at most min(d_in, d_out): the rest is dead weight
+            key = "method.r" if rank == cfg.r else "method.rank_pattern / the rank strategy"
+            raise ConfigError(
+                f"{key} gives {name} rank {rank}, above the {min(shape)} its {shape[0]} x {shape[1]} weight can hold "
+                f"(min of its in and out features): expected a rank <= {min(shape)}"
+            )
+    return ranks
 
 
 def lora_size(structure: Structure, cfg: LoraMethodConfig) -> int:
