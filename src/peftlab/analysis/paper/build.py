@@ -347,6 +347,7 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         "figure": tuning.FIGURE in drawn,
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
+        "tie_breaks": "tuneTieBreaks" in numbers.macros,
     }
 
 

@@ -359,8 +359,12 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     tied = tied_with(study, study.best)
     add("bestName", words([study.name(v) for v in tied]), f"variant(s) with the {best} mean {score.metric}")
     if len(tied) > 1:
-        add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} is exactly the {best}")
-    add("worstName", study.name(study.worst), f"variant with the {worst} mean {score.metric}")
+        add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} ties the {best} (stats.ties)")
+    add(
+        "worstName",
+        words([study.name(v) for v in tied_with(study, study.worst)]),
+        f"variant(s) with the {worst} mean {score.metric} (ties by stats.ties)",
+    )
     on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
     if study.comparisons is not None:
@@ -391,7 +395,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     add(
         "ourOrder",
         order_words(study, ranked) or "n/a",
-        f"variants of the methods the literature table cites, by mean {score.name}, {best} first (exact ties named)",
+        f"variants of the methods the literature table cites, by mean {score.name}, {best} first (ties named)",
     )
     left_out = [study.name(v) for v in study.variants if v not in ranked]
     if ranked and left_out:

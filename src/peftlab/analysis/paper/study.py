@@ -21,6 +21,7 @@ from peftlab.analysis.results.load import environment, load_curves, study_axes
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.comparisons import paired_comparisons
 from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
+from peftlab.analysis.stats.ties import resolution
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.report_options import read_report_options
 from peftlab.utils.files import read_json
@@ -43,6 +44,7 @@ class Study:
         self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
         self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.primary["variant"]]
+        self.tie = resolution(self.done, self.score.metric)  # one test example: means closer than this tie
         means = self.primary["mean"]
         self.best, self.worst = (
             (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())

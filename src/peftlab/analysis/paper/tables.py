@@ -21,6 +21,7 @@ from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
 from peftlab.analysis.stats.power import ALPHA, POWER
+from peftlab.analysis.stats.ties import resolution
 from peftlab.utils.files import write_text_atomic
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         label="tab:main",
         labels=study.labels,
         borrowed=borrowed_configurations(study.df),
+        resolution={metric: resolution(study.done, metric) for metric in study.metrics},
     )
     if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
         tex = fit_width(tex)
