@@ -289,7 +289,10 @@ def define_base(numbers: Numbers, base: dict) -> None:
     numbers.add(
         "baseData", latex_escape(str((base.get("data") or {}).get("name", "n/a"))), "pretraining manifest: data.name"
     )
-    numbers.add("baseTopOne", pct(base.get("test_top1", float("nan"))), "pretraining manifest: test_top1, %")
+    if base.get("test_perplexity") is not None:  # a causal LM's base: judged by its perplexity
+        numbers.add("basePerplexity", f"{float(base['test_perplexity']):.1f}", "pretraining manifest: test_perplexity")
+    else:
+        numbers.add("baseTopOne", pct(base.get("test_top1", float("nan"))), "pretraining manifest: test_top1, %")
     numbers.add(
         "baseTrainMinutes",
         f"{base.get('train_seconds', float('nan')) / 60:.1f}",

@@ -94,17 +94,23 @@ class Study:
 
 
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
-    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
+    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), or in a text model's directory
+    (model.path), if one is found.
 
     The path in the config is relative to where the study ran: tried from the current
     directory and from the repository root.
     """
     column = "config.model.pretrained"
     weights = done[column].dropna().unique().tolist() if column in done else []
-    if len(weights) != 1 or not str(weights[0]).endswith(".safetensors"):
+    folders = done["config.model.path"].dropna().unique().tolist() if "config.model.path" in done else []
+    if len(weights) == 1 and str(weights[0]).endswith(".safetensors"):
+        folder = Path(str(weights[0])).parent
+    elif not weights and len(folders) == 1:  # a text model: the HF model directory peftlab pretrain wrote
+        folder = Path(str(folders[0]))
+    else:
         return None
     for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json((base / str(weights[0])).parent / "manifest.json")
+        manifest = read_json(base / folder / "manifest.json")
         if manifest:
             return manifest
     return None
