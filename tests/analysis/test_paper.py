@@ -352,7 +352,7 @@ def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sour
     record_command(study_dir)  # as peftlab study does once its runs are done
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main = (tmp_path / "paper" / "main.tex").read_text()
-    assert r"\texttt{\studyCommand} trained the runs." in main and "make study" not in main
+    assert "The runs were trained by\n\\commandline{\\studyCommand}\n" in main and "make study" not in main
     assert macros((tmp_path / "paper" / "results.tex").read_text())["studyCommand"] == (
         r"peftlab study my\_study.yaml --workers 2"
     )
