@@ -109,6 +109,8 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     what = (LM_WHAT if causal else {}).get(method) or WHAT.get(method)
     if what is None:  # a plugin's method: the sentences its config gives, else its label and options
         return plugin_text(method, runs, configs, names)
+    if method == "adalora":
+        what += pruning_text(runs)
     parts = {v: config_phrases(method, c) for v, c in configs.items()}
     first = next(iter(configs))
     text = what
@@ -116,18 +118,23 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
         values, where = parts[first]
         if first in labelled and not names_it(what, names[first]):
             text = what.rstrip()[:-1] + f" ({names[first]} in the tables). "
-        if values or where:
-            text += f"Here it has {words(values)}{', ' if values and where else ''}{', '.join(where)}. "
+        if values and where:
+            text += f"Here it has {words(values)} and {where_text(where)}. "
+        elif values or where:
+            text += f"Here it has {words(values)}. " if values else f"Here it {where_text(where)}. "
         return text
     shared = [w for w in parts[first][1] if all(w in where for _, where in parts.values())]
     each = [
         f"{names[v]} has {words(values)}" if i == 0 else f"{names[v]} {words(values)}"
         for i, (v, (values, _)) in enumerate((v, p) for v, p in parts.items() if p[0])
     ]
-    own = [f"{names[v]} {', '.join(w for w in where if w not in shared)}" for v, (_, where) in parts.items()]
-    own = [o for o, (_, where) in zip(own, parts.values()) if any(w not in shared for w in where)]
+    placed: dict[tuple[str, ...], list[str]] = {}  # the configurations applied alike, said together
+    for v, (_, where) in parts.items():
+        if any(w not in shared for w in where):
+            placed.setdefault(tuple(w for w in where if w not in shared), []).append(names[v])
+    own = [f"{words(n)} {where_text(list(w), plural=len(n) > 1)}" for w, n in placed.items()]
     if shared:
-        text += f"All its configurations are applied {', '.join(shared)}" + ("; " if each else ". ")
+        text += f"All its configurations {where_text(shared, plural=True)}" + ("; " if each else ". ")
     elif each:
         text += "Of its configurations, "
     if each:
@@ -135,6 +142,35 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     if own:
         text += "; ".join(own) + ". "
     return text + ablation_text(runs, configs, names)
+
+
+def pruning_text(runs: pd.DataFrame) -> str:
+    """AdaLoRA's schedule as its runs recorded it (result.json's ranks.schedule, in optimizer steps) and what its
+    trainable count is: the count after pruning, at the end of training."""
+    counted = (
+        "The trainable parameters the tables give for AdaLoRA are counted after this pruning, at the end of training. "
+    )
+    steps = [
+        runs.get(f"ranks.schedule.{key}", pd.Series(dtype=float)).dropna() for key in ("tinit", "tfinal", "total_step")
+    ]
+    if any(s.empty or s.nunique() != 1 for s in steps):
+        return counted
+    tinit, tfinal, total = (int(s.iloc[0]) for s in steps)
+    return (
+        f"Its budget stays at the initial rank for the first {tinit} of its {total} optimizer steps ($t_i$), falls "
+        f"to the final budget over the steps after and is held there for the last {tfinal} ($t_f$). " + counted
+    )
+
+
+def where_text(phrases: list[str], plural: bool = False) -> str:
+    """Where a configuration is applied and how it starts (``config_phrases``' second part) as a verb phrase:
+    "is applied on the attention's q and v projections of every block, with $A$ starting Kaiming-uniform and $B$
+    at zero", or without a place "has $A$ starting ..."; ``plural``: of several configurations ("are", "have")."""
+    place = [p for p in phrases if not p.startswith("$A$")]
+    start = [p for p in phrases if p.startswith("$A$")]
+    if place:
+        return f"{'are' if plural else 'is'} applied {', '.join(place)}" + (f", with {words(start)}" if start else "")
+    return f"{'have' if plural else 'has'} {words(start)}"
 
 
 def names_it(text: str, label: str) -> bool:
@@ -402,16 +438,28 @@ def recorded_bibtex(entry, run_id) -> BibEntry:
 
 
 def plugin_bibtex(df: pd.DataFrame, bib: str) -> str:
-    """The plugins' BibTeX entries the runs recorded whose keys ``bib`` lacks, to append to references.bib."""
+    """The plugins' BibTeX entries the runs recorded whose keys ``bib`` lacks, to append to references.bib, each
+    under a comment saying which plugin supplied it and that peftlab did not check it (peftlab's own entries
+    were checked against a public source)."""
     done = completed_runs(df)
     if "provenance.plugin_bibtex" not in done:
         return ""
     have = set(re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", bib))
     entries = []
     recorded = done["provenance.plugin_bibtex"].dropna()
+    plugins = done.get("provenance.plugin", pd.Series(index=done.index, dtype=object))
     for index in recorded.drop_duplicates().index:
         entry = recorded_bibtex(recorded[index], done.loc[index, "run_id"])
         if entry.key not in have:
             have.add(entry.key)
-            entries.append(entry.text)
+            plugin = plugins.get(index)
+            source = str(plugin).split(" (")[0] if isinstance(plugin, str) and plugin else "a plugin"
+            # BibTeX skips text outside an entry: a line a reader of references.bib sees, and no field
+            note = f"% Supplied by the plugin {one_line(source)} (its runs' result.json): not checked by peftlab"
+            entries.append(f"{note}\n{entry.text}")
     return "".join(f"\n{entry}\n" for entry in entries)
+
+
+def one_line(text: str) -> str:
+    """A recorded name for a comment line of references.bib: no newline or "@" (which would start an entry)."""
+    return "".join(char if char.isprintable() and char not in "@%" else "?" for char in text)
