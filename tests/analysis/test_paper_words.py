@@ -84,3 +84,14 @@ def test_a_plugins_bibtex_is_marked_as_supplied_by_it_and_not_checked():
         "\n% Supplied by the plugin peftlab-lastblocks 0.2 (its runs' result.json): not checked by peftlab\n"
         "@inproceedings{yosinski2014transferable,"
     )
+
+
+def test_a_difference_larger_than_its_mde_yet_not_significant_is_said(tmp_path):
+    # the crossed study, against full: lora r=4 -6.9 points (MDE 6.5), r=4 on all linears -5.1 (MDE 4.2), both at
+    # Holm-corrected p = 0.085
+    main = paper.write_paper(write_crossed_study(tmp_path / "s"), tmp_path / "p", compile=False).read_text()
+    assert (
+        r"Not significant, although at least as large as the MDE of its comparison: \nameLoraRFour{} (difference "
+        r"\diffLoraRFour{}, MDE \mdeLoraRFour{} points) and \nameLoraRFourTargetsAllLinear{} (difference "
+        r"\diffLoraRFourTargetsAllLinear{}, MDE \mdeLoraRFourTargetsAllLinear{} points)." in main
+    )

@@ -252,12 +252,25 @@ def main_tex(
         else ""
     )
     small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
-    not_shown = words(
-        [
-            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
-            f"MDE {n('mde' + suffixes[v])}{score.points})"
-            for v in small
-        ]
+    # not significant, though at least as large as the MDE: Holm's correction (which the MDE leaves out) kept them
+    beyond = (
+        study.comparisons[
+            ~study.comparisons["significant"].astype(bool)
+            & ~below_detection(study.comparisons)
+            & study.comparisons["mde_80"].notna()
+        ]["variant"]
+        if compared
+        else []
+    )
+    not_shown, not_significant = (
+        words(
+            [
+                f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
+                f"MDE {n('mde' + suffixes[v])}{score.points})"
+                for v in chosen
+            ]
+        )
+        for chosen in (small, beyond)
     )
     return LATEX.get_template("main.tex.jinja").render(
         n=MacroRefs(numbers),
@@ -281,6 +294,7 @@ def main_tex(
         means=mean_intervals(study, n, suffixes),
         differences=differences,
         not_shown=not_shown,
+        not_significant=not_significant,
         rank_trend="rankTrend" in numbers.macros,
         figures=figure_layout(drawn, figure_dir),
         captions=figure_captions(study),
