@@ -1055,7 +1055,10 @@ def test_the_reproducibility_paragraph_counts_every_call_that_trained_the_runs(t
         record_command(study_dir)
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main = " ".join((tmp_path / "paper" / "main.tex").read_text().split())
-    assert r"The runs were trained by \studyCommandCount{} calls of \texttt{peftlab study}, the last" in main
+    assert (
+        r"The runs were trained by \studyCommandCount{} calls of \texttt{peftlab study}; the submission's "
+        r"\texttt{REPRODUCE.md} gives them all, the last was \commandline{\studyCommand}" in main
+    )
     results = macros((tmp_path / "paper" / "results.tex").read_text())
     assert results["studyCommandCount"] == "two"  # a small count in words, as the prose writes it
     assert results["studyCommand"] == r"peftlab study my.yaml --retry-failed"

@@ -109,3 +109,8 @@ def test_a_validation_share_is_printed_as_computed():
 
     sources = split_sources(SimpleNamespace(notes=[], source="x"), SimpleNamespace(val_fraction=0.125, split_seed=0))
     assert sources["val"] == "12.5% of the dataset's train split (seed 0)"
+
+
+def test_methods_are_named_as_the_field_writes_them(text_paper):
+    _, _, defined = text_paper
+    assert defined["cfgMethods"] == "full fine-tuning, LoRA, AdaLoRA and prompt tuning"  # not adalora, prompt\_tuning

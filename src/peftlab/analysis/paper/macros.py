@@ -46,6 +46,7 @@ TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
 SCORE_MACROS = {TOP1: "topOne", PERPLEXITY: "perplexity"}
 METHOD_NAMES = {"full": "full fine-tuning", "linear": "a linear probe", "lora": "LoRA"}
+METHOD_NAMES |= {"adalora": "AdaLoRA", "dora": "DoRA", "qalora": "QA-LoRA", "prompt_tuning": "prompt tuning"}
 CONFIDENCE = 0.95  # of every interval: intervals.summarize's default, which figures.py uses too
 
 # config.<key> -> macro holding its value(s) among the completed runs
