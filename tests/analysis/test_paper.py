@@ -464,7 +464,7 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     )
     text = method_sentences(mixed)
     assert text.index("AdaLoRA") < text.index("QA-LoRA") < text.index("QLoRA-style")
-    assert "lora nf4 on a base stored in 4-bit NF4 \\citep{dettmers2023qlora}" in text
+    assert "lora nf4 is applied on a base stored in 4-bit NF4 \\citep{dettmers2023qlora}" in text
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
 
 
