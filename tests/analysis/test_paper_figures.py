@@ -86,8 +86,8 @@ def test_reference_lines_of_the_ablation_figure_differ_in_line_style(tmp_path, m
 
 @pytest.mark.e2e
 @pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed")
-def test_a_long_command_fits_the_column_and_copies_back_intact(tmp_path, monkeypatch):
-    study_dir = write_study_dir(tmp_path / "mine", with_failure=False, variants=["full", "linear"])
+def test_a_long_command_fits_the_column_and_names_copy_back_intact(tmp_path, monkeypatch):
+    study_dir = write_crossed_study(tmp_path / "mine")  # its ablation rank_targets: an underscore in roman type
     from peftlab.cli.study import record_command
 
     command = [
@@ -111,3 +111,4 @@ def test_a_long_command_fits_the_column_and_copies_back_intact(tmp_path, monkeyp
     start = text.index("peftlab study configs/")
     copied = " ".join(text[start:].split()[: len(command)])
     assert copied == " ".join(command)
+    assert "The rank_targets ablation" in " ".join(text.split())  # an underscore copies as one in any font

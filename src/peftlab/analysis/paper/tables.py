@@ -49,7 +49,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         tex = fit_width(tex)
     write_text_atomic(out / "main_table.tex", tex)
     if study.comparisons is not None:
-        write_text_atomic(out / "significance.tex", significance_table(study))
+        write_text_atomic(out / "significance.tex", fit_width(significance_table(study)))  # long names: shrunk to fit
     ours = [  # every configuration run, cited or not, by the study's labels
         {**row, "method": display_name(row["method"], None, study.labels)}
         for row in study_rows(study.df, citations, study.primary, every=True)
