@@ -352,7 +352,7 @@ def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sour
     record_command(study_dir)  # as peftlab study does once its runs are done
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main = (tmp_path / "paper" / "main.tex").read_text()
-    assert r"\texttt{\studyCommand} trained the runs." in main and "make study" not in main
+    assert "The runs were trained by\n\\commandline{\\studyCommand}\n" in main and "make study" not in main
     assert macros((tmp_path / "paper" / "results.tex").read_text())["studyCommand"] == (
         r"peftlab study my\_study.yaml --workers 2"
     )
@@ -464,7 +464,7 @@ def test_the_methods_paragraph_describes_only_the_method_families_the_study_ran(
     )
     text = method_sentences(mixed)
     assert text.index("AdaLoRA") < text.index("QA-LoRA") < text.index("QLoRA-style")
-    assert "lora nf4 on a base stored in 4-bit NF4 \\citep{dettmers2023qlora}" in text
+    assert "lora nf4 is applied on a base stored in 4-bit NF4 \\citep{dettmers2023qlora}" in text
     assert "rank controller" not in text and "\\citep{zhang2023adalora}" in text and "\\citep{xu2024qalora}" in text
 
 
@@ -1055,7 +1055,10 @@ def test_the_reproducibility_paragraph_counts_every_call_that_trained_the_runs(t
         record_command(study_dir)
     paper.write_paper(study_dir, tmp_path / "paper", compile=False)
     main = " ".join((tmp_path / "paper" / "main.tex").read_text().split())
-    assert r"The runs were trained by \studyCommandCount{} calls of \texttt{peftlab study}, the last" in main
+    assert (
+        r"The runs were trained by \studyCommandCount{} calls of \texttt{peftlab study}; the submission's "
+        r"\texttt{REPRODUCE.md} gives them all, the last was \commandline{\studyCommand}" in main
+    )
     results = macros((tmp_path / "paper" / "results.tex").read_text())
     assert results["studyCommandCount"] == "two"  # a small count in words, as the prose writes it
     assert results["studyCommand"] == r"peftlab study my.yaml --retry-failed"

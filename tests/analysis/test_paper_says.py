@@ -56,7 +56,7 @@ def test_the_methods_paragraph_gives_each_configuration_its_own_options_and_what
     text = defined["methodsText"]
     assert r"\paragraph{Methods.} \methodsText{}" in main  # its numbers are the runs' options: in results.tex
     assert "on the query and value projections" not in text  # the fixed table's words, whatever the targets
-    assert "applied on the attention's q and v projections of every block, $A$ starting Kaiming-uniform" in text
+    assert "applied on the attention's q and v projections of every block, with $A$ starting Kaiming-uniform" in text
     assert r"lora r=8 has rank 8 and $\alpha$ = 16, lora r=2 rank 2 and $\alpha$ = 4, lora r=16 rank 16" in text
     assert r"varies the rank $r$ over 2 and 16 and sets $\alpha = 2r$ with it" in text
     assert r"it leaves out $r$ = 8, the main configuration's (lora r=8)" in text
@@ -64,7 +64,9 @@ def test_the_methods_paragraph_gives_each_configuration_its_own_options_and_what
     # other targets are said as they are, never the preset's words
     edit_results(study, "lorar8-*", lambda r: r["config"]["method"].update(target_modules="all-linear"))
     text = write_paper(study, tmp_path / "q")[1]["methodsText"]
-    assert "lora r=8 on the attention's q, k and v projections, the attention's output projection and both " in text
+    assert (
+        "lora r=8 is applied on the attention's q, k and v projections, the attention's output projection and " in text
+    )
 
 
 PLUGIN = {

@@ -139,7 +139,7 @@ def read_listed_splits(cfg) -> ReadSplits:
         train_index, val_index = split_train_val(len(train), cfg.val_fraction, cfg.split_seed)
         train, val = train.take(train_index), train.take(val_index)
         sources["train"] = f"{lists['train']} minus val"
-        sources["val"] = f"{cfg.val_fraction:.0%} of {lists['train']} (seed {cfg.split_seed})"
+        sources["val"] = f"{100 * cfg.val_fraction:.3g}% of {lists['train']} (seed {cfg.split_seed})"
     else:
         sources["train"], sources["val"] = lists["train"], lists["val"]
     sources["test"] = lists["test"]
@@ -210,7 +210,7 @@ def split_sources(raw: RawData, cfg) -> dict[str, str]:
             train, test = f"{raw.source} minus the test split", f"20% of {raw.source} (seed {cfg.split_seed})"
     return {
         "train": f"{train} minus val",
-        "val": f"{cfg.val_fraction:.0%} of {train} (seed {cfg.split_seed})",
+        "val": f"{100 * cfg.val_fraction:.3g}% of {train} (seed {cfg.split_seed})",
         "test": test,
     }
 

@@ -77,7 +77,16 @@ def draws_references(df, axis, metric="metrics.test_top1") -> bool:
 
 
 def plot_ablation(
-    df, axis, out_dir, metric="metrics.test_top1", series=None, name=None, interval="t", labels=None, palette=None
+    df,
+    axis,
+    out_dir,
+    metric="metrics.test_top1",
+    series=None,
+    name=None,
+    interval="t",
+    labels=None,
+    palette=None,
+    crossed=(),
 ):
     """Metric against one config axis (numeric or categorical) with the interval bars.
 
@@ -89,7 +98,8 @@ def plot_ablation(
     their configuration's colour. Other config columns that vary within a plotted point are
     named in the title ("pooled over: ..."). A numeric axis spanning a factor of 8 or more
     is drawn on a log scale (base 2 for integers). Skipped when the axis has fewer than 2
-    distinct values among the completed runs of the methods it applies to.
+    distinct values among the completed runs of the methods it applies to. ``crossed``: config columns an
+    ablation crosses with the axis (the adapted modules beside r), a line per value each, never pooled.
     """
     name = name or "ablation_" + axis.removeprefix("config.").replace(".", "_")
     palette = _palette_for(df, palette)
@@ -102,6 +112,7 @@ def plot_ablation(
         return skip_figure(name, f"{axis} has fewer than 2 distinct values")
     if series is None:
         series = [c for c in SERIES_COLUMNS if c in runs.columns and c != axis and runs[c].nunique() > 1]
+        series += [c for c in crossed if c in runs.columns and c != axis and runs[c].nunique() > 1]
     series = [series] if isinstance(series, str) else list(series)
     summary = _point_summary(runs, axis, metric, series, interval)
     numeric = pd.api.types.is_numeric_dtype(runs[axis])
@@ -209,19 +220,24 @@ def _draw_series(ax, positions, group, linestyle, line_name, palette, times=100.
     )
 
 
+# dashed, dotted, dash-dotted, dash-dot-dotted: reference lines told apart where they lie on each other
+REFERENCE_STYLES = [(0, (6, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (4, 1.5, 1, 1.5, 1, 1.5))]
+
+
 def _draw_references(ax, references, metric, interval, labels, palette, axis_label):
-    """A dashed horizontal line at each reference configuration's mean, its interval shaded."""
+    """A horizontal line at each reference configuration's mean, each in its own line style (REFERENCE_STYLES: two
+    lines at nearly the same mean stay apart), its interval shaded."""
     if references.empty:
         return
     summary = summarize(references, metric, interval=interval).set_index("variant")
     times = scale(metric)
-    for variant in _sorted_variants(palette, summary.index):
+    for i, variant in enumerate(_sorted_variants(palette, summary.index)):
         row = summary.loc[variant]
         color = _variant_color(palette, variant)
         ax.axhline(
             times * row["mean"],
             color=color,
-            linestyle="--",
+            linestyle=REFERENCE_STYLES[i % len(REFERENCE_STYLES)],
             linewidth=1.2,
             zorder=1,
             label=f"{_name(palette, variant, labels)} (no {axis_label[0].lower() + axis_label[1:]})",

@@ -45,7 +45,7 @@ from peftlab.analysis.paper.macros import (
 from peftlab.analysis.paper.methods import plugin_bibtex
 from peftlab.analysis.paper.names import DATA_CITATIONS, typeset_model
 from peftlab.analysis.paper.study import Study
-from peftlab.analysis.paper.tables import write_tables
+from peftlab.analysis.paper.tables import ablations, write_tables
 from peftlab.analysis.report import protocol_card, tuning
 from peftlab.analysis.report.build import choose_baseline
 from peftlab.analysis.report.literature import (
@@ -171,7 +171,8 @@ def model_setup(study: Study, n) -> str:
 def related_work(done: pd.DataFrame, modality: str) -> str:
     """The Related work paragraph's sentences on the works behind what the study ran: LoRA where a low-rank method
     ran, AdaLoRA where ranks were allocated, QLoRA and bitsandbytes where a base was quantized, QA-LoRA where it
-    ran; for vision, the benchmarks that compare PEFT methods on ViTs."""
+    ran, prompt tuning and visual prompt tuning where they ran; for vision, the benchmarks that compare PEFT methods
+    on ViTs."""
     methods = set(done["method"])
     text = []
     if methods & LOW_RANK or quantized(done):
@@ -186,7 +187,15 @@ def related_work(done: pd.DataFrame, modality: str) -> str:
         )
     if "qalora" in methods:
         text.append("QA-LoRA makes the adapters mergeable into a group-wise quantized model \\citep{xu2024qalora}")
+    if "prompt_tuning" in methods:
+        text.append(
+            "prompt tuning learns the embeddings of virtual tokens put before the input of a frozen language model "
+            "\\citep{lester2021prompt}"
+        )
+    if "vpt" in methods:
+        text.append("visual prompt tuning learns such tokens for a vision transformer \\citep{jia2022vpt}")
     said = "; ".join(text) + ". " if text else ""
+    said = said[:1].upper() + said[1:]
     if modality == "vision":
         said += (
             "For vision transformers, PEFT methods are compared on the VTAB benchmark \\citep{zhai2019vtab} by "
@@ -252,12 +261,25 @@ def main_tex(
         else ""
     )
     small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
-    not_shown = words(
-        [
-            f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
-            f"MDE {n('mde' + suffixes[v])}{score.points})"
-            for v in small
-        ]
+    # not significant, though at least as large as the MDE: Holm's correction (which the MDE leaves out) kept them
+    beyond = (
+        study.comparisons[
+            ~study.comparisons["significant"].astype(bool)
+            & ~below_detection(study.comparisons)
+            & study.comparisons["mde_80"].notna()
+        ]["variant"]
+        if compared
+        else []
+    )
+    not_shown, not_significant = (
+        words(
+            [
+                f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
+                f"MDE {n('mde' + suffixes[v])}{score.points})"
+                for v in chosen
+            ]
+        )
+        for chosen in (small, beyond)
     )
     return LATEX.get_template("main.tex.jinja").render(
         n=MacroRefs(numbers),
@@ -268,6 +290,7 @@ def main_tex(
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
+        base_perplexity="basePerplexity" in numbers.macros,  # a text study's base: a causal LM
         model_setup=model_setup(study, n),
         related=related_work(study.done, study.modality),
         best_tied="bestTied" in numbers.macros,  # several configurations share the best mean
@@ -276,15 +299,18 @@ def main_tex(
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,
+        ablations=[f"tab:ablation{i + 1 if i else ''}" for i in range(len(ablations(study)))],
         means=mean_intervals(study, n, suffixes),
         differences=differences,
         not_shown=not_shown,
+        not_significant=not_significant,
         rank_trend="rankTrend" in numbers.macros,
         figures=figure_layout(drawn, figure_dir),
         captions=figure_captions(study),
         short_captions=SHORT_CAPTIONS,
         literature=literature_items(citations, study_methods(study.df), n),
-        our_order=bool(study_rows(study.df, citations, study.primary)),
+        # an order needs two of this study's configurations of cited methods; one is named alone
+        our_order=len(study_rows(study.df, citations, study.primary)),
         left_out="ourOrderLeftOut" in numbers.macros,  # configurations the order leaves out, and why
         incomplete=len(study.incomplete) > 0,
         length=run_length(numbers),  # epochs, or the steps where train.max_steps stopped the runs
@@ -356,6 +382,7 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         "figure": tuning.FIGURE in drawn,
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
+        "tie_breaks": "tuneTieBreaks" in numbers.macros,
     }
 
 

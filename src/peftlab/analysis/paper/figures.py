@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from peftlab.analysis.figures import ablation as ablation_figure
 from peftlab.analysis.figures import study as figures
+from peftlab.analysis.paper.methods import ablation_groups, axis_words
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
+from peftlab.analysis.results.units import words
 from peftlab.utils.files import read_regular_file
 
 if TYPE_CHECKING:
@@ -32,7 +34,8 @@ FIGURE_CAPTIONS = {
     "cost": "Training time, peak memory and stored weight bytes per configuration: bars are means over seeds, dots "
     "the runs.",
     "ablation_method_r": "Test top-1 against the LoRA rank $r$; bars: \\statConfidence\\% Student-t interval of the "
-    "mean over seeds; methods without a rank are dashed reference lines with their interval.",
+    "mean over seeds; methods without a rank are horizontal reference lines, each in its own dash pattern, with "
+    "their interval.",
     "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 from "
     "the fp32 run of the same configuration on matched seeds (\\statConfidence\\% "
     "Student-t interval); filled: adapter, open: merged model.",
@@ -45,8 +48,8 @@ PERPLEXITY_CAPTIONS = {
     "seed_boxplots": "Test perplexity (lower is better) of every run (dots) per configuration; boxes span the "
     "quartiles over seeds; a seed's dot sits at the same place in every box, seeds in order from left to right.",
     "ablation_method_r": "Test perplexity (lower is better) against the LoRA rank $r$; bars: \\statConfidence\\% "
-    "Student-t interval of the mean over seeds; methods without a rank are dashed reference lines with their "
-    "interval.",
+    "Student-t interval of the mean over seeds; methods without a rank are horizontal reference lines, each in its "
+    "own dash pattern, with their interval.",
     "quantization_tradeoff": "Stored bytes of the base weights relative to fp32 against the change in test top-1 per "
     "token (next-token accuracy, not the perplexity the study is judged by) from the fp32 run of the same "
     "configuration on matched seeds (\\statConfidence\\% Student-t interval); filled: adapter, open: merged model.",
@@ -60,7 +63,9 @@ CONVERGENCE_CAPTIONS = {
 
 
 # the ablation caption's clause on reference lines, said only where the figure draws them
-REFERENCES = "; methods without a rank are dashed reference lines with their interval."
+REFERENCES = (
+    "; methods without a rank are horizontal reference lines, each in its own dash pattern, with their interval."
+)
 
 
 def figure_captions(study: Study) -> dict[str, str]:
@@ -71,7 +76,20 @@ def figure_captions(study: Study) -> dict[str, str]:
         captions["convergence"] = CONVERGENCE_CAPTIONS[validation_metric(study.curves, study.score)] + BAND
     if not ablation_figure.draws_references(study.df, "config.method.r", study.score.metric):
         captions["ablation_method_r"] = captions["ablation_method_r"].replace(REFERENCES, ".")
+    if crossed := crossed_with_rank(study):  # a line per level: said, as no point pools over them
+        pooled = "them" if len(crossed) > 1 else "it"
+        lines = f"; one line per level of {words([axis_words(k) for k in crossed])} (not pooled over {pooled})"
+        captions["ablation_method_r"] = captions["ablation_method_r"].replace(
+            "interval of the mean over seeds", "interval of the mean over seeds" + lines, 1
+        )
     return captions
+
+
+def crossed_with_rank(study: Study) -> list[str]:
+    """The config keys an ablation varies beside LoRA's rank (the adapted modules): the rank figure draws a line
+    per level of each instead of pooling over them."""
+    found = [k for _, keys in ablation_groups(study.done).values() if "method.r" in keys for k in keys]
+    return [k for k in dict.fromkeys(found) if k != "method.r"]
 
 
 def draw_figures(study: Study, out: Path) -> list[str]:
@@ -86,7 +104,10 @@ def draw_figures(study: Study, out: Path) -> list[str]:
         figures.plot_quantization_tradeoff(study.df, out, **style),
     ]
     if "config.method.r" in study.axes:  # methods run at one r (full's is the unused default) are reference lines
-        drawn.append(ablation_figure.plot_ablation(study.df, "config.method.r", out, **metric, **style))
+        crossed = ["config." + key for key in crossed_with_rank(study)]
+        drawn.append(
+            ablation_figure.plot_ablation(study.df, "config.method.r", out, **metric, **style, crossed=crossed)
+        )
     drawn.append(tuning.plot_tuning(study.searches, out, **style))  # None when not tuned
     return [Path(paths[0]).stem for paths in drawn if paths]
 

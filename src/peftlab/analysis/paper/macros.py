@@ -46,6 +46,7 @@ TOP1, TOP5 = "metrics.test_top1", "metrics.test_top5"
 # the primary score's macros (primary.py): \topOneMeanFull, or in a study of causal LMs \perplexityMeanFull
 SCORE_MACROS = {TOP1: "topOne", PERPLEXITY: "perplexity"}
 METHOD_NAMES = {"full": "full fine-tuning", "linear": "a linear probe", "lora": "LoRA"}
+METHOD_NAMES |= {"adalora": "AdaLoRA", "dora": "DoRA", "qalora": "QA-LoRA", "prompt_tuning": "prompt tuning"}
 CONFIDENCE = 0.95  # of every interval: intervals.summarize's default, which figures.py uses too
 
 # config.<key> -> macro holding its value(s) among the completed runs
@@ -289,7 +290,10 @@ def define_base(numbers: Numbers, base: dict) -> None:
     numbers.add(
         "baseData", latex_escape(str((base.get("data") or {}).get("name", "n/a"))), "pretraining manifest: data.name"
     )
-    numbers.add("baseTopOne", pct(base.get("test_top1", float("nan"))), "pretraining manifest: test_top1, %")
+    if base.get("test_perplexity") is not None:  # a causal LM's base: judged by its perplexity
+        numbers.add("basePerplexity", f"{float(base['test_perplexity']):.1f}", "pretraining manifest: test_perplexity")
+    else:
+        numbers.add("baseTopOne", pct(base.get("test_top1", float("nan"))), "pretraining manifest: test_top1, %")
     numbers.add(
         "baseTrainMinutes",
         f"{base.get('train_seconds', float('nan')) / 60:.1f}",
@@ -359,8 +363,12 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     tied = tied_with(study, study.best)
     add("bestName", words([study.name(v) for v in tied]), f"variant(s) with the {best} mean {score.metric}")
     if len(tied) > 1:
-        add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} is exactly the {best}")
-    add("worstName", study.name(study.worst), f"variant with the {worst} mean {score.metric}")
+        add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} ties the {best} (stats.ties)")
+    add(
+        "worstName",
+        words([study.name(v) for v in tied_with(study, study.worst)]),
+        f"variant(s) with the {worst} mean {score.metric} (ties by stats.ties)",
+    )
     on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
     if study.comparisons is not None:
@@ -391,7 +399,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     add(
         "ourOrder",
         order_words(study, ranked) or "n/a",
-        f"variants of the methods the literature table cites, by mean {score.name}, {best} first (exact ties named)",
+        f"variants of the methods the literature table cites, by mean {score.name}, {best} first (ties named)",
     )
     left_out = [study.name(v) for v in study.variants if v not in ranked]
     if ranked and left_out:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import pandas as pd
@@ -108,6 +109,8 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     what = (LM_WHAT if causal else {}).get(method) or WHAT.get(method)
     if what is None:  # a plugin's method: the sentences its config gives, else its label and options
         return plugin_text(method, runs, configs, names)
+    if method == "adalora":
+        what += pruning_text(runs)
     parts = {v: config_phrases(method, c) for v, c in configs.items()}
     first = next(iter(configs))
     text = what
@@ -115,18 +118,23 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
         values, where = parts[first]
         if first in labelled and not names_it(what, names[first]):
             text = what.rstrip()[:-1] + f" ({names[first]} in the tables). "
-        if values or where:
-            text += f"Here it has {words(values)}{', ' if values and where else ''}{', '.join(where)}. "
+        if values and where:
+            text += f"Here it has {words(values)} and {where_text(where)}. "
+        elif values or where:
+            text += f"Here it has {words(values)}. " if values else f"Here it {where_text(where)}. "
         return text
     shared = [w for w in parts[first][1] if all(w in where for _, where in parts.values())]
     each = [
         f"{names[v]} has {words(values)}" if i == 0 else f"{names[v]} {words(values)}"
         for i, (v, (values, _)) in enumerate((v, p) for v, p in parts.items() if p[0])
     ]
-    own = [f"{names[v]} {', '.join(w for w in where if w not in shared)}" for v, (_, where) in parts.items()]
-    own = [o for o, (_, where) in zip(own, parts.values()) if any(w not in shared for w in where)]
+    placed: dict[tuple[str, ...], list[str]] = {}  # the configurations applied alike, said together
+    for v, (_, where) in parts.items():
+        if any(w not in shared for w in where):
+            placed.setdefault(tuple(w for w in where if w not in shared), []).append(names[v])
+    own = [f"{words(n)} {where_text(list(w), plural=len(n) > 1)}" for w, n in placed.items()]
     if shared:
-        text += f"All its configurations are applied {', '.join(shared)}" + ("; " if each else ". ")
+        text += f"All its configurations {where_text(shared, plural=True)}" + ("; " if each else ". ")
     elif each:
         text += "Of its configurations, "
     if each:
@@ -134,6 +142,35 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     if own:
         text += "; ".join(own) + ". "
     return text + ablation_text(runs, configs, names)
+
+
+def pruning_text(runs: pd.DataFrame) -> str:
+    """AdaLoRA's schedule as its runs recorded it (result.json's ranks.schedule, in optimizer steps) and what its
+    trainable count is: the count after pruning, at the end of training."""
+    counted = (
+        "The trainable parameters the tables give for AdaLoRA are counted after this pruning, at the end of training. "
+    )
+    steps = [
+        runs.get(f"ranks.schedule.{key}", pd.Series(dtype=float)).dropna() for key in ("tinit", "tfinal", "total_step")
+    ]
+    if any(s.empty or s.nunique() != 1 for s in steps):
+        return counted
+    tinit, tfinal, total = (int(s.iloc[0]) for s in steps)
+    return (
+        f"Its budget stays at the initial rank for the first {tinit} of its {total} optimizer steps ($t_i$), falls "
+        f"to the final budget over the steps after and is held there for the last {tfinal} ($t_f$). " + counted
+    )
+
+
+def where_text(phrases: list[str], plural: bool = False) -> str:
+    """Where a configuration is applied and how it starts (``config_phrases``' second part) as a verb phrase:
+    "is applied on the attention's q and v projections of every block, with $A$ starting Kaiming-uniform and $B$
+    at zero", or without a place "has $A$ starting ..."; ``plural``: of several configurations ("are", "have")."""
+    place = [p for p in phrases if not p.startswith("$A$")]
+    start = [p for p in phrases if p.startswith("$A$")]
+    if place:
+        return f"{'are' if plural else 'is'} applied {', '.join(place)}" + (f", with {words(start)}" if start else "")
+    return f"{'have' if plural else 'has'} {words(start)}"
 
 
 def names_it(text: str, label: str) -> bool:
@@ -223,54 +260,126 @@ def target_words(targets: str, presets: dict[str, list[str]]) -> str:
     return words([TARGET_WORDS.get(p) or f"\\texttt{{{latex_escape(p)}}}" for p in patterns])
 
 
+def ablation_groups(runs: pd.DataFrame) -> dict[str, tuple[list[str], list[str]]]:
+    """{group: (its configurations in natural order, the config keys it varies)} of each spec group beside
+    "main": the keys of every member's axes (a run shared with "main" records the axes of its first group, so
+    no one row holds them all), those that take two or more values among the members."""
+    if "groups" not in runs or "axes" not in runs:
+        return {}
+    split = lambda cell: [p for p in str(cell).split(",") if p and p != "nan"]  # load.py joins them
+    found = {}
+    for group in dict.fromkeys(g for gs in runs["groups"] for g in split(gs) if g != "main"):
+        members = runs[runs["groups"].map(lambda gs, group=group: group in split(gs))]
+        variants = sorted(dict.fromkeys(members["variant"]), key=natural_key)
+        keys = list(dict.fromkeys(k for cell in members["axes"] for k in split(cell)))
+        keys = [k for k in keys if len({axis_level(members, v, k) for v in variants}) > 1]
+        if keys:
+            found[group] = (variants, keys)
+    return found
+
+
+def axis_level(runs: pd.DataFrame, variant: str, key: str) -> str:
+    """A configuration's value of an axis key as its first run recorded it (config.<key>), comparable as text
+    (a list of target modules is one value)."""
+    column = "config." + key
+    if column not in runs:
+        return ""
+    value = runs.loc[runs["variant"] == variant, column].iloc[0]
+    return value if isinstance(value, str) else json.dumps(value, default=str) if not is_scalar_nan(value) else ""
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_scalar_nan(value) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def ablation_design(runs: pd.DataFrame, variants: list[str], keys: list[str]) -> tuple[dict[str, list], bool]:
+    """({key: its levels in order}, crossed): whether the configurations hold every combination of the levels
+    (a full factorial) or only some (paired levels, or combinations left out)."""
+    levels = {k: list(dict.fromkeys(axis_level(runs, v, k) for v in variants)) for k in keys}
+    for key, found in levels.items():  # numbers in order; words as the configurations first take them
+        if all(is_number(level_text(runs, key, x)) for x in found):
+            found.sort(key=lambda x: float(level_text(runs, key, x)))
+    combinations = {tuple(axis_level(runs, v, k) for k in keys) for v in variants}
+    return levels, len(combinations) == math.prod(len(values) for values in levels.values())
+
+
 def ablation_text(runs: pd.DataFrame, configs: dict[str, dict], names: dict[str, str]) -> str:
     """Each ablation of the method (a spec group beside "main" whose runs vary ``axes``): which configurations
-    it holds, the values it varies, what it sets with them (alpha = 2r) and whether the main configuration's
-    value is among them."""
-    if "groups" not in runs or "axes" not in runs:
-        return ""
+    it holds, each key it varies with its levels, crossed (every combination) or not, what it sets with them
+    (alpha = 2r) and whether the main configuration's value is among them."""
     text = []
-    main = [v for v, g in zip(runs["variant"], runs["groups"]) if "main" in str(g).split(",")]
-    for group in dict.fromkeys(g for gs in runs["groups"] for g in str(gs).split(",") if g and g != "main"):
-        members = runs[runs["groups"].astype(str).str.split(",").apply(lambda gs, group=group: group in gs)]
-        variants = sorted(dict.fromkeys(members["variant"]), key=natural_key)
-        axes = [a for a in str(members["axes"].iloc[0]).split(",") if a.startswith("method.")]
-        if not axes:
-            continue
-        key = axes[0].removeprefix("method.")
-        values = [configs[v].get(key) for v in variants]
-        varied = f"{group} ablation ({words([names[v] for v in variants])}) varies {axis_words(key)} over " + words(
-            [format_value(x) for x in values]
-        )
-        varied += along(key, [configs[v] for v in variants])
-        own = [configs[v].get(key) for v in dict.fromkeys(main)]
-        if len(own) == 1 and own[0] is not None and own[0] not in values:
-            varied += (
-                f"; it leaves out {axis_symbol(key)} = {format_value(own[0])}, the main configuration's "
-                f"({names[main[0]]})"
+    main = (
+        [v for v, g in zip(runs["variant"], runs["groups"]) if "main" in str(g).split(",")] if "groups" in runs else []
+    )
+    for group, (variants, keys) in ablation_groups(runs).items():
+        label = f"{latex_escape(group)} ablation ({words([names[v] for v in variants])})"
+        levels, crossed = ablation_design(runs, variants, keys)
+        shown = {k: words([level_text(runs, k, x) for x in levels[k]]) for k in keys}
+        if len(keys) == 1:
+            varied = f"{label} varies {axis_words(keys[0])} over {shown[keys[0]]}"
+        elif crossed:
+            each = [f"{axis_words(k)} over {shown[k]}" for k in keys]
+            crossing = f"{each[0]} with {each[1]}" if len(each) == 2 else "; ".join(each[:-1]) + "; and " + each[-1]
+            varied = f"{label} crosses {crossing}, a full factorial of {len(variants)} configurations"
+        else:
+            pairs = ["(" + ", ".join(level_text(runs, k, axis_level(runs, v, k)) for k in keys) + ")" for v in variants]
+            varied = (
+                f"{label} varies {words([axis_words(k) for k in keys])} together, not crossed: "
+                f"({', '.join(axis_symbol(k) for k in keys)}) = {words(pairs)}"
             )
+        method_keys = [k.removeprefix("method.") for k in keys if k.startswith("method.")]
+        if method_keys and all(v in configs for v in variants):
+            varied += along(method_keys[0], [configs[v] for v in variants], skip=set(method_keys))
+        own = [tuple(axis_level(runs, v, k) for k in keys) for v in dict.fromkeys(main) if v in configs]
+        combos = {tuple(axis_level(runs, v, k) for k in keys) for v in variants}
+        if len(own) == 1 and all(own[0]) and own[0] not in combos:
+            values = ", ".join(f"{axis_symbol(k)} = {level_text(runs, k, x)}" for k, x in zip(keys, own[0]))
+            varied += f"; it leaves out {values}, the main configuration's ({names[main[0]]})"
         text.append(varied)
     return "".join(f"The {t}. " for t in text)
+
+
+def level_text(runs: pd.DataFrame, key: str, level: str) -> str:
+    """An axis level as prose shows it (format_value of the recorded value)."""
+    try:
+        value = json.loads(level)
+    except (TypeError, ValueError):
+        value = level
+    return format_value(value)
 
 
 AXIS_WORDS = {"r": "the rank $r$", "lora_alpha": "$\\alpha$", "target_modules": "the adapted modules"}
 
 
 def axis_symbol(key: str) -> str:
-    """An option's symbol in a formula: $r$, $\\alpha$, else its config key."""
-    return {"r": "$r$", "lora_alpha": "$\\alpha$"}.get(key) or f"\\texttt{{{latex_escape(key)}}}"
+    """An option's symbol in a formula: $r$, $\\alpha$, else its config key (``method.r`` or ``r``)."""
+    short = key.removeprefix("method.")
+    return {"r": "$r$", "lora_alpha": "$\\alpha$"}.get(short) or f"\\texttt{{{latex_escape(key)}}}"
 
 
 def axis_words(key: str) -> str:
-    return AXIS_WORDS.get(key) or f"\\texttt{{{latex_escape('method.' + key)}}}"
+    """What an axis key varies in prose ("the rank $r$"), a method option by its short name or ``method.<key>``,
+    any other config key as it is."""
+    short = key.removeprefix("method.")
+    if short in AXIS_WORDS and (key == short or key.startswith("method.")):
+        return AXIS_WORDS[short]
+    return f"\\texttt{{{latex_escape(key if '.' in key else 'method.' + key)}}}"
 
 
-def along(key: str, configs: list[dict]) -> str:
+def along(key: str, configs: list[dict], skip: set[str] = frozenset()) -> str:
     """What an ablation sets with the key it varies: " and sets $\\alpha$ = 2r with it" where another option
     changes in proportion to it, else that option's values; "" where none changes."""
     text = []
     for other in dict.fromkeys(k for c in configs for k in c):
-        if other == key:
+        if other == key or other in skip:
             continue
         values = [c.get(other) for c in configs]
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) == 1:
@@ -329,16 +438,28 @@ def recorded_bibtex(entry, run_id) -> BibEntry:
 
 
 def plugin_bibtex(df: pd.DataFrame, bib: str) -> str:
-    """The plugins' BibTeX entries the runs recorded whose keys ``bib`` lacks, to append to references.bib."""
+    """The plugins' BibTeX entries the runs recorded whose keys ``bib`` lacks, to append to references.bib, each
+    under a comment saying which plugin supplied it and that peftlab did not check it (peftlab's own entries
+    were checked against a public source)."""
     done = completed_runs(df)
     if "provenance.plugin_bibtex" not in done:
         return ""
     have = set(re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", bib))
     entries = []
     recorded = done["provenance.plugin_bibtex"].dropna()
+    plugins = done.get("provenance.plugin", pd.Series(index=done.index, dtype=object))
     for index in recorded.drop_duplicates().index:
         entry = recorded_bibtex(recorded[index], done.loc[index, "run_id"])
         if entry.key not in have:
             have.add(entry.key)
-            entries.append(entry.text)
+            plugin = plugins.get(index)
+            source = str(plugin).split(" (")[0] if isinstance(plugin, str) and plugin else "a plugin"
+            # BibTeX skips text outside an entry: a line a reader of references.bib sees, and no field
+            note = f"% Supplied by the plugin {one_line(source)} (its runs' result.json): not checked by peftlab"
+            entries.append(f"{note}\n{entry.text}")
     return "".join(f"\n{entry}\n" for entry in entries)
+
+
+def one_line(text: str) -> str:
+    """A recorded name for a comment line of references.bib: no newline or "@" (which would start an entry)."""
+    return "".join(char if char.isprintable() and char not in "@%" else "?" for char in text)

@@ -11,6 +11,7 @@ import numpy as np
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.record import data_names, run_data_names
 from peftlab.analysis.results.units import words
+from peftlab.analysis.stats.ties import tied
 
 
 def integer(x) -> str:
@@ -110,18 +111,20 @@ def config_value(value) -> str:
 
 
 def tied_with(study, variant) -> list[str]:
-    """The configurations whose mean primary score equals ``variant``'s exactly, ``variant`` first."""
+    """The configurations whose mean primary score ties ``variant``'s (closer than one test example,
+    ``study.tie``), ``variant`` first."""
     means = study.primary["mean"]
-    return [variant] + [v for v in study.variants if v != variant and means[v] == means[variant]]
+    return [variant] + [v for v in study.variants if v != variant and tied(means[v], means[variant], study.tie)]
 
 
 def order_words(study, ranked: list[str]) -> str:
-    """Configurations in the order of their means, best first: "A, B and C"; where means are exactly equal,
-    the tied ones together and said to tie, the places apart by semicolons ("A; B and C, tied; D")."""
+    """Configurations in the order of their means, best first: "A, B and C"; where means tie (closer than one
+    test example, ``study.tie``), the tied ones together and said to tie, the places apart by semicolons
+    ("A; B and C, tied; D")."""
     means = study.primary["mean"]
     places: list[list[str]] = []
     for variant in ranked:
-        if places and means[places[-1][0]] == means[variant]:
+        if places and tied(means[places[-1][0]], means[variant], study.tie):
             places[-1].append(variant)
         else:
             places.append([variant])

@@ -21,6 +21,7 @@ from peftlab.analysis.results.load import environment, load_curves, study_axes
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.comparisons import paired_comparisons
 from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
+from peftlab.analysis.stats.ties import resolution
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.report_options import read_report_options
 from peftlab.utils.files import read_json
@@ -43,6 +44,7 @@ class Study:
         self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
         self.primary = self.summary[self.summary["metric"] == self.score.metric].set_index("variant", drop=False)
         self.variants = [str(v) for v in self.primary["variant"]]
+        self.tie = resolution(self.done, self.score.metric)  # one test example: means closer than this tie
         means = self.primary["mean"]
         self.best, self.worst = (
             (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
@@ -92,17 +94,23 @@ class Study:
 
 
 def pretraining_manifest(done: pd.DataFrame) -> dict | None:
-    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), if one is found.
+    """The manifest.json next to the runs' pretrained weights (peftlab pretrain), or in a text model's directory
+    (model.path), if one is found.
 
     The path in the config is relative to where the study ran: tried from the current
     directory and from the repository root.
     """
     column = "config.model.pretrained"
     weights = done[column].dropna().unique().tolist() if column in done else []
-    if len(weights) != 1 or not str(weights[0]).endswith(".safetensors"):
+    folders = done["config.model.path"].dropna().unique().tolist() if "config.model.path" in done else []
+    if len(weights) == 1 and str(weights[0]).endswith(".safetensors"):
+        folder = Path(str(weights[0])).parent
+    elif not weights and len(folders) == 1:  # a text model: the HF model directory peftlab pretrain wrote
+        folder = Path(str(folders[0]))
+    else:
         return None
     for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json((base / str(weights[0])).parent / "manifest.json")
+        manifest = read_json(base / folder / "manifest.json")
         if manifest:
             return manifest
     return None

@@ -1,5 +1,6 @@
 """The paper's tables under OUT/tables: the main table, the significance of each configuration against
-the baseline, the literature, the protocol card and, for a tuned study, the tuning table."""
+the baseline, the literature, the protocol card, each ablation's configurations by the levels they vary and, for a
+tuned study, the tuning table."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
+from peftlab.analysis.paper.methods import ablation_design, ablation_groups, axis_level, level_text
 from peftlab.analysis.paper.names import typeset_data, typeset_model
 from peftlab.analysis.report import protocol_card
 from peftlab.analysis.report.literature import Citation, literature_table, measured_words, study_rows
-from peftlab.analysis.report.tables import latex_document, latex_table
+from peftlab.analysis.report.tables import format_count, latex_document, latex_table
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.record import data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
@@ -21,6 +23,7 @@ from peftlab.analysis.results.units import display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
 from peftlab.analysis.stats.power import ALPHA, POWER
+from peftlab.analysis.stats.ties import resolution, tied
 from peftlab.utils.files import write_text_atomic
 
 if TYPE_CHECKING:
@@ -40,12 +43,13 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         label="tab:main",
         labels=study.labels,
         borrowed=borrowed_configurations(study.df),
+        resolution={metric: resolution(study.done, metric) for metric in study.metrics},
     )
     if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
         tex = fit_width(tex)
     write_text_atomic(out / "main_table.tex", tex)
     if study.comparisons is not None:
-        write_text_atomic(out / "significance.tex", significance_table(study))
+        write_text_atomic(out / "significance.tex", fit_width(significance_table(study)))  # long names: shrunk to fit
     ours = [  # every configuration run, cited or not, by the study's labels
         {**row, "method": display_name(row["method"], None, study.labels)}
         for row in study_rows(study.df, citations, study.primary, every=True)
@@ -59,10 +63,65 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     card = protocol_card.latex_card(study.dir, study.done, study.labels)
     if card is not None:
         write_text_atomic(out / "protocol.tex", card)
+    tables = [ablation_table(study, group, *found, i) for i, (group, found) in enumerate(ablations(study).items())]
+    if tables:
+        write_text_atomic(out / "ablation.tex", "\n".join(tables))
     if study.searches:
         tex = tuning_table.latex_table(study.searches, study.df, study.labels)
         write_text_atomic(out / "tuning.tex", tex)
         write_text_atomic(out / "tuning_document.tex", latex_document(tex, packages=("booktabs", "tabularx")))
+
+
+def ablations(study: Study) -> dict[str, tuple[list[str], list[str]]]:
+    """{group: (configurations, the config keys it varies)} of the study's ablations (methods.ablation_groups)."""
+    return ablation_groups(study.done)
+
+
+# an axis key's column header in the ablation table, where it has a short one
+AXIS_HEADERS = {"method.r": "$r$", "method.lora_alpha": "$\\alpha$", "method.target_modules": "Targets"}
+
+
+def ablation_table(study: Study, group: str, variants: list[str], keys: list[str], index: int) -> str:
+    """One ablation's configurations by the levels of each key it varies, with their trainable parameters and
+    mean primary score (t-interval half-width over seeds), the best in bold with those that tie it (stats.ties);
+    labelled tab:ablation, then tab:ablation2, ...."""
+    levels, crossed = ablation_design(study.done, variants, keys)
+    order = {k: {level: i for i, level in enumerate(found)} for k, found in levels.items()}
+    rows = sorted(variants, key=lambda v: [order[k][axis_level(study.done, v, k)] for k in keys])
+    score, means = study.score, study.primary["mean"]
+    best = (min if score.lower else max)(means[v] for v in rows)
+    headers = [AXIS_HEADERS.get(k) or f"\\texttt{{{latex_escape(k)}}}" for k in keys]
+    unit = r" (\%)" if score.scale == 100 else ""
+    design = (
+        "crosses its settings (every combination of their levels)"
+        if crossed
+        else "varies its settings together (not every combination of their levels)"
+    )
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{The {latex_escape(group)} ablation, which {design}: {score.named} of each configuration, "
+        r"mean over seeds $\pm$ the half-width of the \statConfidence\% Student-t interval; bold: the best mean of the "
+        r"ablation and every mean that ties it.}",
+        rf"\label{{tab:ablation{index + 1 if index else ''}}}",
+        rf"\begin{{tabular}}{{@{{}}l{'l' * len(keys)}rrr@{{}}}}",
+        r"\toprule",
+        "Configuration & " + " & ".join(headers) + rf" & Trainable & $n$ & {latex_escape(score.title)}{unit} \\",
+        r"\midrule",
+    ]
+    for v in rows:
+        row = study.primary.loc[v]
+        runs = study.done[study.done["variant"] == v]
+        trainable = format_count(runs["params.trainable"].mean()) if "params.trainable" in runs else "--"
+        mean = f"{score.scale * row['mean']:.1f}"
+        half = (row["ci_high"] - row["ci_low"]) / 2 * score.scale
+        cell = rf"\mathbf{{{mean}}}" if tied(row["mean"], best, study.tie) else mean
+        cell = f"${cell} \\pm {half:.1f}$" if np.isfinite(half) else f"${cell}$"
+        values = [level_text(study.done, k, axis_level(study.done, v, k)) for k in keys]
+        lines.append(f"{study.name(v)} & " + " & ".join(values) + f" & {trainable} & {int(row['n'])} & {cell} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 def fit_width(table: str) -> str:

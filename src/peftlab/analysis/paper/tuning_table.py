@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from peftlab.analysis.paper.names import config_value
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name, search_unit
@@ -183,11 +184,22 @@ def define_tuning(numbers, study) -> None:
     add("tuneSeeds", words([latex_escape(seed) for seed in seeds]), "the seeds of the tuning trials (search.seeds)")
     add("tuneSeedWord", "seed" if len(seeds) == 1 else "seeds", "tuneSeeds' noun")
     grouped: dict[tuple[str, str], list[str]] = {}  # (key, smallest or largest): the configurations' labels
+    tie_breaks = tuning_choices.tie_breaks(searches)  # chosen among trials of equal score: no best beyond the end
+    broken = []
     for name, key, _, where in tuning_choices.edges(searches):
-        grouped.setdefault((key, where), []).append(study.name(name))
+        if (name, key) in tie_breaks:
+            others = words([config_value(v) for v in tie_breaks[name, key]])
+            broken.append(
+                f"{study.name(name)}'s {latex_key(key)}, the {where} value searched, scored the same validation "
+                f"value as {latex_key(key)} = {others}, and the earliest trial is taken"
+            )
+        else:
+            grouped.setdefault((key, where), []).append(study.name(name))
     at_edge = [f"the {latex_key(k)} is the {w} value searched for {words(n)}" for (k, w), n in grouped.items()]
     if at_edge:
         add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
+    if broken:
+        add("tuneTieBreaks", "; ".join(broken), "chosen values at an end of their range that a tie-break chose")
 
 
 def trial_budgets(study) -> str:

@@ -46,6 +46,7 @@ from peftlab.analysis.results.units import METRIC_LABELS, metric_words
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.power import ALPHA
+from peftlab.analysis.stats.ties import resolution
 from peftlab.study.report_options import read_report_options, read_study_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_links_below, refuse_links_in, write_atomic, write_text_atomic
@@ -185,6 +186,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
         comparisons = paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point)
     interval_text, borrowed = describe_interval(interval), borrowed_configurations(df)
+    ties = {metric: resolution(completed_runs(df), metric) for metric in columns}  # one test example
     tex = latex_table(
         summary,
         comparisons,
@@ -192,6 +194,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
         labels=labels,
         interval_text=interval_text,
         borrowed=borrowed,
+        resolution=ties,
         caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
     )
     write_text_atomic(out / "tables" / "main_table.tex", tex)
@@ -206,6 +209,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
             labels=labels,
             interval_text=interval_text,
             borrowed=borrowed,
+            resolution=ties,
         ),
     ]
     lines += few_seeds_lines(summary[summary["metric"] == score.metric], labels)

@@ -134,7 +134,8 @@ def _draw_figures(
                     figure,
                     f"Mean {score.name} along the {name}; {bars}"
                     + (
-                        " Methods without this axis: dashed reference lines with their interval shaded."
+                        " Methods without this axis: horizontal reference lines, each in its own dash pattern, with "
+                        "their interval shaded."
                         if ablation_figure.draws_references(df, axis, score.metric)
                         else ""
                     ),

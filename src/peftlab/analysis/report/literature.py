@@ -26,6 +26,7 @@ from peftlab.analysis.report.tables import format_count
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
+from peftlab.analysis.stats.ties import resolution, tied
 from peftlab.config.checks import MAX_FILE_BYTES
 from peftlab.config.paths import REPO_ROOT
 from peftlab.config.suites import VTAB1K_TASKS
@@ -267,9 +268,20 @@ def study_rows(df, citations: list[Citation], summary=None, every: bool = False)
                 "method": str(variant),
                 "trainable": format_count(trainable) if trainable else "--",
                 "value": f"{times * mean:.1f}",
+                "mean": float(mean),
             }
         )
     return rows
+
+
+def order_line(rows: list[dict], lower: bool, step: float) -> str:
+    """``study_rows`` best first, "A (68.4) > B (66.1)", a perplexity's "A (12.1) < B (15.3)", "=" between
+    means that tie (less than one test example apart, ``step``: stats.ties)."""
+    line = f"{rows[0]['method']} ({rows[0]['value']})"
+    for before, row in zip(rows, rows[1:]):
+        sign = "=" if tied(before["mean"], row["mean"], step) else "<" if lower else ">"
+        line += f" {sign} {row['method']} ({row['value']})"
+    return line
 
 
 def literature_section(
@@ -310,9 +322,8 @@ def literature_section(
             order = " > ".join(f"{c.method} ({c.value})" for c in rows)
             lines.append(f"- {rows[0].paper}, {rows[0].dataset}: {order}")
     if ours:
-        order = " < ".join if lower else " > ".join  # best first: the lowest perplexity, the highest top-1
         which = " (test perplexity, lower is better)" if lower else ""
-        lines.append(f"- this study{which}: " + order(f"{row['method']} ({row['value']})" for row in ours))
+        lines.append(f"- this study{which}: " + order_line(ours, lower, resolution(completed_runs(df), metric)))
     else:
         lines.append("- this study: none of its methods (" + ", ".join(sorted(ran)) + ") is named by a cited row")
     others, unnamed = len(citations) - len(shown), sum(c.peftlab is None for c in citations)

@@ -62,6 +62,26 @@ def short_paths(text: str) -> str:
     return ABSOLUTE_PATH.sub(r"\1", text)
 
 
+# a split's card row and the config key of the subset taken of it (data.train_subset: class-stratified)
+SUBSETS = {
+    "final runs trained on": ("train", "a class-stratified subset of"),
+    "final runs validated on": ("val", "a subset of"),
+    "tested on (once)": ("test", "a subset of"),
+}
+
+
+def subset_words(runs: pd.DataFrame, row: str, labels: dict[str, str]) -> str:
+    """What a split row adds where the runs took a subset of the split (data.<split>_subset): "; then a
+    class-stratified subset of 600 examples"; "" where none did."""
+    if row not in SUBSETS:
+        return ""
+    split, words = SUBSETS[row]
+    column = f"config.data.{split}_subset"
+    if column not in runs or not runs[column].notna().any():
+        return ""
+    return f"; then {words} {agreed_value(runs[column], labels, runs['variant'])} examples (data.{split}_subset)"
+
+
 def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
     """The lossy-copy notes of the runs' data (a JPEG copy of a lossless task), each once."""
     notes: dict[str, None] = {}
@@ -84,13 +104,15 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
         for key, name in ROWS
         if f"protocol.{key}" in runs and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
     ]
-    rows.append(
-        (
-            "parameter counts",
-            "the tables count trainable parameters with the head; the published VTAB-1k "
-            "counts (PETL_Vision) leave it out",
+    rows = [(name, value + subset_words(runs, name, labels)) for name, value in rows]
+    if runs["protocol.resolution"].notna().any():  # an image study: the published counts it is set beside
+        rows.append(
+            (
+                "parameter counts",
+                "the tables count trainable parameters with the head; the published VTAB-1k "
+                "counts (PETL_Vision) leave it out",
+            )
         )
-    )
     seeds = sorted(set(int(s) for s in done["seed"]))
     rows.append(("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"))
     rows.append(("hyper-parameters selected on", "validation only (tune: trials never meet the test set)"))

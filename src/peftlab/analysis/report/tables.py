@@ -7,7 +7,8 @@ A LaTeX cell reads "mean ± h" when every interval of the table is a Student-t i
 (symmetric about the mean: h is its half-width) and "mean [low, high]" otherwise (a
 bootstrap interval need not be symmetric); a Markdown cell always reads "mean [low, high]".
 The note under the table names the interval and the units. With n = 1 a cell shows the
-mean alone. The best mean of each column, compared as printed, is in bold.
+mean alone. The best mean of each column, compared as printed, is in bold, and so is every mean that ties it
+(less than one test example apart: ``resolution``, stats.ties).
 
 Names shown in a table or figure go through `display_name`: a study's `report.labels`
 rename configurations and methods. A label is text with optional LaTeX math between
@@ -22,6 +23,7 @@ from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_t
 from peftlab.analysis.results.tuning_choices import borrowed_note
 from peftlab.analysis.results.units import METRIC_LABELS, display_name
 from peftlab.analysis.stats.intervals import INTERVALS
+from peftlab.analysis.stats.ties import tied
 from peftlab.training.run_result import lower_is_better
 
 
@@ -36,6 +38,7 @@ def latex_table(
     labels=None,
     interval_text=None,
     borrowed=None,
+    resolution=None,
 ):
     """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
 
@@ -53,7 +56,7 @@ def latex_table(
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
     header += [latex_escape(text) for text in table["headers"]]
@@ -92,14 +95,22 @@ def latex_document(table_tex, packages=("booktabs",)):
 
 
 def markdown_table(
-    summary, comparisons=None, columns=None, row="variant", alpha=0.05, labels=None, interval_text=None, borrowed=None
+    summary,
+    comparisons=None,
+    columns=None,
+    row="variant",
+    alpha=0.05,
+    labels=None,
+    interval_text=None,
+    borrowed=None,
+    resolution=None,
 ):
     """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
 
     Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha, a borrowed configuration's
     name "‡". A one-line note explaining the cells follows the table.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed)
+    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
     header += [f"{text} [95% CI]" for text in table["headers"]]
@@ -191,8 +202,11 @@ def format_params(trainable, ratio):
     return f"{format_count(trainable)} ({format_percent(ratio)})"
 
 
-def _table_content(summary, comparisons, columns, row, alpha, labels=None, interval_text=None, borrowed=None):
-    """What both table formats print: headers and, per row, name, n, params and cells."""
+def _table_content(
+    summary, comparisons, columns, row, alpha, labels=None, interval_text=None, borrowed=None, resolution=None
+):
+    """What both table formats print: headers and, per row, name, n, params and cells; a mean is bold where it
+    prints as the best or ties it (``resolution``: {metric: one test example}, stats.ties)."""
     summary = summary if "metric" in summary.columns else summary.assign(metric="value")
     if columns is None:
         columns = list(dict.fromkeys(summary["metric"]))
@@ -200,7 +214,7 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
         columns = {metric: METRIC_LABELS.get(metric, metric) for metric in columns}
     significant = _significant_cells(comparisons, row, alpha)
     names = list(dict.fromkeys(summary[row]))
-    best = {metric: _best_printed_mean(summary[summary["metric"] == metric], metric) for metric in columns}
+    best = {metric: _best_mean(summary[summary["metric"] == metric], metric) for metric in columns}
     rows = []
     for name in names:
         variant_rows = summary[summary[row] == name]
@@ -220,7 +234,8 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
                     "high": f"{times * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
                     "method": s.get("ci_method"),
                     "clipped": bool(s.get("ci_clipped", False)),  # cut at the metric's range: no longer symmetric
-                    "bold": f"{times * s['mean']:.1f}" == best[metric],
+                    "bold": f"{times * s['mean']:.1f}" == f"{times * best[metric]:.1f}"
+                    or tied(s["mean"], best[metric], (resolution or {}).get(metric, 0.0)),
                     "marker": (name, metric) in significant,
                 }
             )
@@ -245,7 +260,8 @@ def _table_content(summary, comparisons, columns, row, alpha, labels=None, inter
     return {
         "headers": list(columns.values()),
         "units": units.units(columns),
-        "best": units.best_words(columns),
+        "best": units.best_words(columns)
+        + (" and every mean less than one test example from it" if any((resolution or {}).values()) else ""),
         "rows": rows,
         "baselines": [display_name(b, None, labels) for b in baselines],
         "symmetric": intervals <= {"t"} and not clipped,
@@ -272,12 +288,11 @@ def _significant_cells(comparisons, row, alpha):
     return set(zip(chosen[row], chosen["metric"]))
 
 
-def _best_printed_mean(rows, metric):
-    """The best mean as printed: the highest, or for a perplexity the lowest."""
+def _best_mean(rows, metric):
+    """The best mean: the highest, or for a perplexity the lowest."""
     if rows.empty:
         return None
-    best = rows["mean"].min() if lower_is_better(metric) else rows["mean"].max()
-    return f"{units.scale(metric) * best:.1f}"
+    return rows["mean"].min() if lower_is_better(metric) else rows["mean"].max()
 
 
 def _half_width(low, high, times=100.0):

@@ -202,6 +202,9 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget
         for key in ("strategy", "sum", "budget"):
             row[f"ranks.{key}"] = ranks.get(key)
+        schedule = ranks.get("schedule") if isinstance(ranks.get("schedule"), dict) else {}
+        for key in ("tinit", "tfinal", "total_step"):  # AdaLoRA's pruning schedule, in optimizer steps, as it ran
+            row[f"ranks.schedule.{key}"] = schedule.get(key)
         provenance = result.get("provenance") or {}
         row["provenance.git_sha"] = provenance.get("git_sha")
         row["provenance.threads"] = provenance.get("threads")

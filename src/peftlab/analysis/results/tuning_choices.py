@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from peftlab.analysis.results.units import display_name
+from peftlab.analysis.stats.ties import tied
+from peftlab.study.tuning.edge import usable
 
 BORROWED_MARK = "‡"
 
@@ -87,6 +89,12 @@ def edges(searches: list[dict]) -> list[tuple[str, str, float, str]]:
     return [found[:4] for found in _edges(searches)]
 
 
+def tie_breaks(searches: list[dict]) -> dict[tuple[str, str], list]:
+    """{(search, key): the other values whose trials tied the chosen one} for each chosen value at an end of its
+    axis (``edges``) that a tie-break chose."""
+    return {(found[0], found[1]): found[5] for found in _edges(searches) if found[5]}
+
+
 def _edges(searches: list[dict]) -> list[tuple[str, str, float, str, str | None]]:
     """``edges`` with the end of the range the choice did not reach, where it is the extreme only of the
     values tried (a random search whose best is its largest rate, well below the range's top)."""
@@ -119,8 +127,27 @@ def _edges(searches: list[dict]) -> list[tuple[str, str, float, str, str | None]
                 where = "smallest" if value == min(tried) else "largest"
                 unreached = f"{axis['low'] if where == 'smallest' else axis['high']:g}"
             if where:
-                found.append((search_name(record), axis["key"], value, where, unreached))
+                found.append((search_name(record), axis["key"], value, where, unreached, tie_break(record, axis)))
     return found
+
+
+def tie_break(record: dict, axis: dict) -> list:
+    """The other values of ``axis`` whose trials scored the chosen trial's validation value (stats.ties: equal
+    up to float rounding): where there are any, the choice among them was the search's tie-break (the earliest
+    trial), not a best at the end of the range."""
+    chosen, key = record["chosen"], axis["key"]
+    if chosen.get("value") is None:
+        return []
+    return sorted(
+        {
+            t["params"][key]
+            for t in record["trials"]
+            if usable(t)
+            and _number((t.get("params") or {}).get(key))
+            and t["params"][key] != chosen["params"][key]
+            and tied(t["value"], chosen["value"])
+        }
+    )
 
 
 def edge_choices(searches: list[dict], labels: dict | None = None) -> list[str]:
@@ -132,11 +159,15 @@ def edge_choices(searches: list[dict], labels: dict | None = None) -> list[str]:
     return [
         f"{display_name(name, methods[name], labels)}: the chosen {key}={value:g} is the {where} value searched; "
         + (
-            "the budget ran out before the search could look past it."
+            f"it was a tie-break: the trial{'s' if len(ties) > 1 else ''} at {key}="
+            + " and ".join(f"{other:g}" for other in ties)
+            + " scored the same validation value, and the earliest trial is taken."
+            if ties
+            else "the budget ran out before the search could look past it."
             if name in ran_out
             else f"its best may lie beyond it, in the range no trial reached (to {unreached})."
             if unreached
             else "its best may lie outside the searched range."
         )
-        for name, key, value, where, unreached in _edges(searches)
+        for name, key, value, where, unreached, ties in _edges(searches)
     ]

@@ -105,7 +105,7 @@ def read_glue(task_name: str, root: str | None, val_fraction: float, split_seed:
     name = f"GLUE {task.folder}"
     sources = {
         "train": f"{name} {names[0]} minus val",
-        "val": f"{val_fraction:.0%} of {name} {names[0]} (seed {split_seed})",
+        "val": f"{100 * val_fraction:.3g}% of {name} {names[0]} (seed {split_seed})",
         "test": f"{name} {names[1]} (the test labels are hidden)",
     }
     if trainval:

@@ -133,7 +133,7 @@ def read_text_folder(cfg, language_model: bool = False) -> TextSplits:
         train, val = carve_val(train, 0.0 if cfg.trainval else cfg.val_fraction, cfg.split_seed)
         if not cfg.trainval:
             sources["train"] += " minus val"
-            sources["val"] = f"{cfg.val_fraction:.0%} of {files['train']} (seed {cfg.split_seed})"
+            sources["val"] = f"{100 * cfg.val_fraction:.3g}% of {files['train']} (seed {cfg.split_seed})"
     if cfg.trainval:
         sources["val"] = "none: data.trainval trains on train + val"
     splits = {"train": train, "val": val, "test": test}
