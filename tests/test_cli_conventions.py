@@ -68,3 +68,24 @@ def test_a_yaml_error_names_its_cause_and_a_string_field_its_choices(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"model.pretrained=True is invalid: expected a string: none .*, hub .* path"):
         load_config(None, ["model.pretrained=true"])
+
+
+def test_validate_and_summary_answer_in_json(tmp_path, capsys):
+    """Issue 72: --json on every command that prints results or checks (validate, summary as well)."""
+    import json
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": "none"}, "method": {"name": "lora"}}))
+    capsys.readouterr()
+    assert run_command(["validate", str(config), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["valid"] and set(record["ranks"].values()) == {8} and record["memory_estimate"]["total_bytes"] > 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"status": "failed", "error": "\x1b[2Jboom"}))
+    assert run_command(["summary", str(run), str(tmp_path / "none"), "--json"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["status"], r["error"]) for r in lines] == [
+        ("failed", "\x1b[2Jboom"),
+        ("unreadable", "no readable result.json"),
+    ]

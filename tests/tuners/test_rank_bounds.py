@@ -13,7 +13,7 @@ from peftlab.utils.errors import ConfigError
 @pytest.mark.parametrize("method", ["lora", "dora"])
 def test_a_rank_above_the_modules_width_is_refused(method):
     cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": method, "r": 65}})  # width 64
-    with pytest.raises(ConfigError, match=r"method.r gives blocks.0.attn.qkv.q rank 65, above the 64 its 64 x 64"):
+    with pytest.raises(ConfigError, match=r"method.r=65 gives blocks.0.attn.qkv.q rank 65, above the 64 its 64 x 64"):
         check_against_model(cfg)
     check_against_model(load_config(overrides={"model": TINY_MODEL, "method": {"name": method, "r": 64}}))
 

@@ -60,6 +60,29 @@ def summarize_result(result: dict, run_dir: Path) -> str:
     return text
 
 
+def summary_record(result: dict | None, run_dir: Path) -> dict:
+    """``summary --json``'s object for one run: its status (``damaged``/``unreadable`` as the lines say), error,
+    metrics, trainable and total parameters, training seconds and the merge check's largest difference."""
+    from peftlab.training.run_result import metric_damage, status_of
+
+    if result is None:
+        return {"run_dir": str(run_dir), "status": "unreadable", "error": "no readable result.json"}
+    status = status_of(result)
+    params, timing, merge = (
+        result.get(k) if isinstance(result.get(k), dict) else {} for k in ("params", "timing", "merge")
+    )
+    return {
+        "run_dir": str(run_dir),
+        "status": status,
+        "error": f"result.json: {metric_damage(result)[0]}" if status == "damaged" else result.get("error"),
+        "metrics": result.get("metrics") if status == "completed" else None,
+        "trainable": params.get("trainable"),
+        "total": params.get("total"),
+        "train_seconds": timing.get("train_seconds"),
+        "merge_max_abs_diff": merge.get("max_abs_diff"),
+    }
+
+
 def accuracy(metrics: dict) -> str:
     """A tested run's test top-1 (and top-5, and a causal LM's perplexity); a tuning trial's validation
     top-1 (and perplexity): a trial runs with train.test=false, its test split unseen (chosen on validation only)."""
@@ -80,6 +103,7 @@ def _perplexity(metrics: dict, split: str) -> str:
 def add_summary(sub) -> None:
     p = sub.add_parser("summary", help="one line per run directory: status, accuracy, parameters")
     p.add_argument("run_dirs", nargs="+", help="run directories")
+    p.add_argument("--json", action="store_true", help="print one JSON object per run (run_dir, status, metrics, ...)")
     p.set_defaults(func=cmd_summary)
 
 
@@ -89,6 +113,10 @@ def cmd_summary(args) -> int:
     status = 0
     for run_dir in map(Path, args.run_dirs):
         result = read_result(run_dir)
+        if args.json:  # what the lines say, as JSON (json.dumps escapes every control character)
+            print(json.dumps(summary_record(result, run_dir)))
+            status = status or int(result is None or status_of(result) != "completed")
+            continue
         if result is None:
             print(printable(f"{run_dir}: no readable result.json"))
             status = 1
@@ -365,12 +393,13 @@ def add_validate(sub) -> None:
     p.add_argument("config", help="run config YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.r=16")
     p.add_argument("--show", action="store_true", help="print the resolved config")
+    p.add_argument("--json", action="store_true", help="print the verdict, ranks and memory estimate as JSON")
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args) -> int:
     from peftlab.config.checks import check_num_classes
-    from peftlab.config.schema import dump_config, load_config
+    from peftlab.config.schema import dump_config, load_config, to_dict
     from peftlab.data.checks import check_data
     from peftlab.records.answers import check_against_model, check_config_fits
     from peftlab.utils.libraries import without_bitsandbytes
@@ -384,6 +413,10 @@ def cmd_validate(args) -> int:
     check_data(cfg.data, cfg.model.task == "causal-lm")  # found, its folders and lists, before any run folder
     ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
     estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
+    if args.json:  # a refusal is the one line on stderr, exit 2, as without --json
+        record = {"config": str(args.config), "valid": True, "ranks": ranks or None, "memory_estimate": estimate}
+        print(json.dumps({**record, "resolved": to_dict(cfg)} if args.show else record, default=str))
+        return 0
     if not args.show:
         print(f"{args.config}: valid")
         return 0

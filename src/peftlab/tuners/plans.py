@@ -48,7 +48,10 @@ def lora_ranks(structure: Structure, cfg: LoraMethodConfig) -> dict[str, int]:
     for name, rank in ranks.items():
         shape = target_shape(structure, name)
         if rank > min(shape):  # B A of a d_out x d_in module has rank at most min(d_in, d_out): the rest is dead weight
-            key = "method.r" if rank == cfg.r else "method.rank_pattern / the rank strategy"
+            if cfg.static_allocation:  # the strategy shares a budget: the budget (or r x modules) gave it
+                key = f"method.rank_budget={cfg.rank_budget}" if cfg.rank_budget is not None else f"method.r={cfg.r}"
+            else:
+                key = f"method.r={cfg.r}" if rank == cfg.r else "method.rank_pattern"
             raise ConfigError(
                 f"{key} gives {name} rank {rank}, above the {min(shape)} its {shape[0]} x {shape[1]} weight can hold "
                 f"(min of its in and out features): expected a rank <= {min(shape)}"
