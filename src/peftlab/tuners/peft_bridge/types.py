@@ -130,7 +130,10 @@ def kind(tp) -> object:
         return {"literal": list(args)}
     if origin in (typing.Union, pytypes.UnionType):
         kinds = [kind(arg) for arg in args]
-        return {"union": [k for i, k in enumerate(kinds) if k not in kinds[:i]]}
+        kinds = [k for i, k in enumerate(kinds) if k not in kinds[:i]]
+        # in one order whatever the process: typing caches a Union by its members, so Union[list[str], str] comes
+        # back in the order the first equal Union anything in this process made had (null last)
+        return {"union": sorted(kinds, key=lambda k: (k == "null", json.dumps(k, sort_keys=True)))}
     if tp in (list, tuple) or origin in (list, tuple):
         return {"list": kind(args[0]) if args else "any"}
     if tp is dict or origin is dict:
