@@ -16,12 +16,12 @@ No absolute path of the packing machine is written (``results.portable`` for wha
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
 from pathlib import Path
 
+from peftlab.analysis.paper.latex import file_sha256
 from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
 from peftlab.config.paths import PATH_FIELDS, PATH_WORDS
 from peftlab.config.reading import read_yaml
@@ -88,14 +88,6 @@ class Places:
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, out, follow_symlinks=False)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "configs") -> dict:
