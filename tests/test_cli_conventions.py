@@ -89,3 +89,21 @@ def test_validate_and_summary_answer_in_json(tmp_path, capsys):
         ("failed", "\x1b[2Jboom"),
         ("unreadable", "no readable result.json"),
     ]
+
+
+def test_a_study_dry_run_answers_in_json_and_json_alone_is_refused(tmp_path, capsys):
+    import json
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"model": {**TINY_MODEL, "pretrained": "none"}}))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "seeds": 2, "methods": {"lora": {}}}))
+    capsys.readouterr()
+    assert run_command(["study", str(study), "--study-dir", str(tmp_path / "out"), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(r["variant"], r["seed"], r["status"]) for r in plan["runs"]] == [
+        ("lora", 0, "pending"),
+        ("lora", 1, "pending"),
+    ]
+    assert plan["remaining_seconds"] is None and plan["training_estimate"]
+    assert run_command(["study", str(study), "--json"]) == 2
+    assert "--json prints a study's plan for --dry-run" in capsys.readouterr().err

@@ -6,6 +6,7 @@ which runs it and returns the exit status.
 
 from __future__ import annotations
 
+import json
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -87,6 +88,9 @@ def add_study(sub) -> None:
         help="check the study as a run would before it trains, then list the runs, their status and the time left",
     )
     p.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the plan (searches, runs, time left) as JSON"
+    )
+    p.add_argument(
         "--time-steps",
         action="store_true",
         help="with --dry-run: time a training step of each distinct configuration on this machine (random "
@@ -98,7 +102,7 @@ def add_study(sub) -> None:
 
 
 def cmd_study(args) -> int:
-    from peftlab.study.estimate import dry_run_table
+    from peftlab.study.estimate import dry_run_plan, dry_run_table
     from peftlab.study.runner import format_summary, run_study
     from peftlab.study.spec import load_study
 
@@ -117,7 +121,10 @@ def cmd_study(args) -> int:
         from peftlab.study.preflight import check_study, check_study_data
 
         check_study(study, study_dir, executor, report=args.report, data=False)
-        print(printable(dry_run_table(study, study_dir), lines=True), flush=True)  # a received study's names, escaped
+        if args.json:  # json.dumps escapes every control character a received study's names hold
+            print(json.dumps(dry_run_plan(study, study_dir)), flush=True)
+        else:
+            print(printable(dry_run_table(study, study_dir), lines=True), flush=True)  # a received study's names
         check_study_data(study)  # after the listing: a study planned on a machine without its data is still listed
         if args.time_steps:
             from peftlab.bench.plan import time_plan
@@ -126,8 +133,9 @@ def cmd_study(args) -> int:
             say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
             print("\n".join(time_plan(planned_configs(study), progress=say)))
         return 0
-    if args.time_steps:
-        raise UserError("--time-steps times a study's steps for --dry-run: add --dry-run")
+    if args.time_steps or args.json:
+        flag = "--time-steps times a study's steps" if args.time_steps else "--json prints a study's plan"
+        raise UserError(f"{flag} for --dry-run: add --dry-run")
     summary = run_study(
         study,
         study_dir,

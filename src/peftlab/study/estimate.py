@@ -116,67 +116,94 @@ def trials_left(study: Study, study_dir: Path) -> tuple[list[float], int]:
     return walls, left
 
 
-def dry_run_table(study: Study, study_dir: Path) -> str:
-    """One line per run (and per search); a final run whose search has not chosen yet is listed with its
-    configuration and seed, its run id known once the search is done."""
-    lines, planned, waiting = [], planned_configs(study), []
+def dry_run_plan(study: Study, study_dir: Path) -> dict:
+    """What a dry-run says, as data (``study --dry-run --json``): the searches, one row per run (a final run whose
+    search has not chosen yet has no run id), the seconds left and how many finished runs they come from."""
+    planned, searches, waiting = planned_configs(study), [], []
     if study.tune:
         chosen = read_choices(study, study_dir)
         for method, search in study.tune.items():
-            grid = len(search.proposals()) if search.follow_edge else search.trials
-            how = (
-                f" ({grid} grid points, then {search.trials - grid} following the edge one at a time)"
-                if search.follow_edge
-                else ""
+            searches.append(
+                {
+                    "search": method,
+                    "kind": search.search,
+                    "trials": search.trials,
+                    "seeds": len(search.seeds),
+                    "grid_points": len(search.proposals()) if search.follow_edge else None,
+                    "done": method in chosen,
+                    "lent_to": list(search.borrowers),
+                }
             )
-            lent = f", its choice lent to {', '.join(search.borrowers)} (tune.share)" if search.borrowers else ""
-            lines.append(
-                f"tune {method}: {search.search}, {search.trials} trials{how}, "
-                + ("done" if method in chosen else "not done")
-                + lent
-            )
-        trials = sum(search.trials for search in study.tune.values())
-        runs = sum(search.trials * len(search.seeds) for search in study.tune.values())
-        lines.append(
-            f"{len(study.tune)} searches, {trials} trials ({runs} trial runs) before the final runs, which "
-            "the last line counts"
-        )
         known = with_choices(study, chosen)
         ready = [s for s in known.runs if search_key(s, study.tune) in (*chosen, None)]
         waiting = [s for s in known.runs if search_key(s, study.tune) not in (*chosen, None)]
         study = dataclasses.replace(known, runs=ready)
-    lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
     statuses = run_statuses(study_dir, study.runs)
-    counts: dict[str, int] = {}
-    for spec in study.runs:
-        status = statuses[spec.run_id]
-        counts[status] = counts.get(status, 0) + 1
-        lines.append(f"{spec.run_id:<12}  {status:<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
-    for spec in waiting:
-        lines.append(f"{'(tuning)':<12}  {'pending':<9}  {spec.seed:>4}  {','.join(spec.groups):<14}  {spec.variant}")
+    runs = [
+        {"run_id": spec.run_id, "status": statuses[spec.run_id], "seed": spec.seed, "groups": list(spec.groups)}
+        | {"variant": spec.variant}
+        for spec in study.runs
+    ] + [
+        {"run_id": None, "status": "pending", "seed": spec.seed, "groups": list(spec.groups), "variant": spec.variant}
+        for spec in waiting
+    ]
     # seconds left: the mean wall time of the finished runs (final runs and tuning trials) times the runs still
     # to train: pending final runs, those waiting for their search, and the searches' trial runs not yet run
     walls, left = finished_walls(study_dir, study.runs, statuses), remaining_runs(study.runs, statuses)
     if study.tune:
         trial_walls, trial_runs_left = trials_left(study, study_dir)
         walls, left = walls + trial_walls, left + len(waiting) + trial_runs_left
-    seconds, n = (statistics.mean(walls) * left if walls else None), len(walls)
-    done = counts.get("completed", 0)
+    seconds = statistics.mean(walls) * left if walls else None
+    return {
+        "searches": searches,
+        "runs": runs,
+        "remaining_seconds": seconds,
+        "finished_runs_timed": len(walls),
+        "training_estimate": training_estimate(planned) if seconds is None else None,
+    }
+
+
+def dry_run_table(study: Study, study_dir: Path) -> str:
+    """One line per run (and per search); a final run whose search has not chosen yet is listed with its
+    configuration and seed, its run id known once the search is done."""
+    plan, lines = dry_run_plan(study, study_dir), []
+    for search in plan["searches"]:
+        grid = search["grid_points"]
+        how = f" ({grid} grid points, then {search['trials'] - grid} following the edge one at a time)" if grid else ""
+        lent = f", its choice lent to {', '.join(search['lent_to'])} (tune.share)" if search["lent_to"] else ""
+        done = "done" if search["done"] else "not done"
+        lines.append(f"tune {search['search']}: {search['kind']}, {search['trials']} trials{how}, {done}{lent}")
+    if plan["searches"]:
+        trials = sum(search["trials"] for search in plan["searches"])
+        runs = sum(search["trials"] * search["seeds"] for search in plan["searches"])
+        lines.append(
+            f"{len(plan['searches'])} searches, {trials} trials ({runs} trial runs) before the final runs, which "
+            "the last line counts"
+        )
+    lines.append(f"{'run_id':<12}  {'status':<9}  {'seed':>4}  {'groups':<14}  variant")
+    counts: dict[str, int] = {}
+    for run in plan["runs"]:
+        counts[run["status"]] = counts.get(run["status"], 0) + 1
+        shown = run["run_id"] or "(tuning)"
+        lines.append(
+            f"{shown:<12}  {run['status']:<9}  {run['seed']:>4}  {','.join(run['groups']):<14}  {run['variant']}"
+        )
+    seconds, waiting = plan["remaining_seconds"], sum(run["run_id"] is None for run in plan["runs"])
     eta = (
-        f"about {seconds / 60:.1f} min (mean of {n} finished runs)"
+        f"about {seconds / 60:.1f} min (mean of {plan['finished_runs_timed']} finished runs)"
         if seconds is not None
         else "unknown until a run finishes"
     )
-    tuning = f" ({len(waiting)} wait for their search to choose)" if waiting else ""
+    tuning = f" ({waiting} wait for their search to choose)" if waiting else ""
     # a damaged result.json (run_result.status_of) is no result: its run trains again, as a pending one
     damaged = f", {counts['damaged']} damaged (trained again)" if counts.get("damaged") else ""
     lines.append(
-        f"{len(study.runs) + len(waiting)} runs: {done} done, {counts.get('failed', 0)} failed, "
+        f"{len(plan['runs'])} runs: {counts.get('completed', 0)} done, {counts.get('failed', 0)} failed, "
         f"{counts.get('diverged', 0)} diverged, {counts.get('partial', 0)} partial, "
-        f"{counts.get('pending', 0) + len(waiting)} pending{tuning}{damaged}; remaining time: {eta}"
+        f"{counts.get('pending', 0)} pending{tuning}{damaged}; remaining time: {eta}"
     )
-    if seconds is None:
-        lines.append(training_estimate(planned))
+    if plan["training_estimate"]:
+        lines.append(plan["training_estimate"])
     return "\n".join(lines)
 
 
