@@ -261,7 +261,7 @@ def test_a_prompt_learning_run_on_a_causal_lm_resumed_after_a_crash_is_bit_ident
 
 def test_the_summary_line_of_a_causal_lm_names_its_perplexity():
     """The number its study is judged by (a classifier's line reads as it did: no perplexity)."""
-    from peftlab.cli.run import accuracy
+    from peftlab.cli.summary import accuracy
 
     lm = {"test_top1": 0.114, "test_top5": 0.255, "test_perplexity": 264.22, "val_top1": 0.12, "val_perplexity": 262.9}
     assert accuracy(lm) == "test top-1 11.40%  top-5 25.50%  perplexity 264.2"

@@ -33,3 +33,14 @@ def test_dora_at_a_uniform_rank_is_not_compared_as_an_adaptive_configuration():
     )
     table = equal_budget_comparisons(df)
     assert list(table["variant"]) == ["lora decay"] and list(table["baseline"]) == ["lora"]
+
+
+def test_a_coarse_validation_split_is_said_where_tuning_chose_on_it():
+    """Issue 72: tuning on a 40-image validation split (2.5 points an example) got no word."""
+    from peftlab.analysis.stats.ties import coarse_validation
+
+    small = pd.DataFrame({"status": ["completed"] * 2, "data.val_size": [40, 40]})
+    (sentence, _) = coarse_validation(small, "val_top1")
+    assert "holds 40 examples" in sentence and "2.5 points" in sentence and "tie-break" in sentence
+    assert coarse_validation(pd.DataFrame({"status": ["completed"], "data.val_size": [500]}), "val_top1") == []
+    assert coarse_validation(small, "val_perplexity") == []

@@ -35,7 +35,7 @@ from peftlab.utils.startup import release_stops
 def commands() -> list:
     """The ``add_<command>`` functions, in ``peftlab --help``'s order. Imported when called, inside
     ``run_command``'s handling: a Ctrl-C while they import is one line too."""
-    from peftlab.cli import cache, reproduce, run, study, tools
+    from peftlab.cli import cache, reproduce, run, study, summary, tools
 
     return [
         run.add_train,
@@ -46,7 +46,7 @@ def commands() -> list:
         study.add_submission,
         reproduce.add_reproduce,
         tools.add_bench,
-        run.add_summary,
+        summary.add_summary,
         run.add_pretrain,
         run.add_export,
         run.add_predict,

@@ -45,6 +45,34 @@ def add_study(sub) -> None:
         "a server that imported torch once) or spawn (default on macOS: long-lived workers, each importing "
         "torch once and taking runs one after another)",
     )
+    add_remote_flags(p)
+    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another peftlab study holds the study directory, wait for it instead of exiting",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the study as a run would before it trains, then list the runs, their status and the time left",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the plan (searches, runs, time left) as JSON"
+    )
+    p.add_argument(
+        "--time-steps",
+        action="store_true",
+        help="with --dry-run: time a training step of each distinct configuration on this machine (random "
+        "weights) and give the study's time from them, for sizing a study on a GPU before it starts",
+    )
+    p.add_argument("--report", action="store_true", help="write the report when the runs are done")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    p.set_defaults(func=cmd_study)
+
+
+def add_remote_flags(p) -> None:
+    """The flags of the Slurm (submitit) and Ray executors."""
     p.add_argument(
         "--slurm-cluster",
         choices=("slurm", "local"),
@@ -76,29 +104,6 @@ def add_study(sub) -> None:
     )
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
     p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 1 if train.device is cuda, else 0)")
-    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
-    p.add_argument(
-        "--wait",
-        action="store_true",
-        help="if another peftlab study holds the study directory, wait for it instead of exiting",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check the study as a run would before it trains, then list the runs, their status and the time left",
-    )
-    p.add_argument(
-        "--json", action="store_true", help="with --dry-run: print the plan (searches, runs, time left) as JSON"
-    )
-    p.add_argument(
-        "--time-steps",
-        action="store_true",
-        help="with --dry-run: time a training step of each distinct configuration on this machine (random "
-        "weights) and give the study's time from them, for sizing a study on a GPU before it starts",
-    )
-    p.add_argument("--report", action="store_true", help="write the report when the runs are done")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    p.set_defaults(func=cmd_study)
 
 
 def cmd_study(args) -> int:

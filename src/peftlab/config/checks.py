@@ -264,3 +264,14 @@ def closest(word: str, choices, prefix: str = "") -> str | None:
     whole = {prefix + c: c for c in choices}
     close = difflib.get_close_matches(prefix + str(word), list(whole), n=1, cutoff=0.6)
     return whole[close[0]] if close else None
+
+
+# what a string field takes, where a value of another type (timm's `pretrained=True`) needs the choices said
+STRING_VALUES = {
+    "model.pretrained": "a string: none (random weights), hub (the model's weights from the HF hub cache) or the "
+    "path of a .safetensors weights file",
+    "model.name": "a string: a timm model name (timm.list_models()) or an HF model id",
+    "model.source": "a string: timm, hf or hf-text",
+    "data.name": "a string: a dataset name (peftlab data info lists them) or imagefolder, filelist, text",
+    "method.name": "a string: a method's name (peftlab methods lists them)",
+}

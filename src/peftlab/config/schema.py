@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from peftlab.config.checks import MAX_INT, check_field, closest, fail_field, shown
+from peftlab.config.checks import MAX_INT, STRING_VALUES, check_field, closest, fail_field, shown
 from peftlab.config.methods import METHODS, built_by, method_class, method_names, other_names, plugin_identity
 from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
@@ -234,17 +234,6 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
-
-
-# what a string field takes, where a value of another type (timm's `pretrained=True`) needs the choices said
-STRING_VALUES = {
-    "model.pretrained": "a string: none (random weights), hub (the model's weights from the HF hub cache) or the "
-    "path of a .safetensors weights file",
-    "model.name": "a string: a timm model name (timm.list_models()) or an HF model id",
-    "model.source": "a string: timm, hf or hf-text",
-    "data.name": "a string: a dataset name (peftlab data info lists them) or imagefolder, filelist, text",
-    "method.name": "a string: a method's name (peftlab methods lists them)",
-}
 
 
 def check_protocol(cfg: RunConfig) -> None:

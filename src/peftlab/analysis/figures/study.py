@@ -25,12 +25,12 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from peftlab.analysis.figures.labels import _label_points
 from peftlab.analysis.figures.style import (
     _axis_label,
     _axis_value,
     _bytes_unit,
     _ci_errors,
-    _label_points,
     _legend_beside,
     _method_marker,
     _metric_label,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from peftlab.analysis.figures import ablation as ablation_figure
 from peftlab.analysis.figures import study as figures
-from peftlab.analysis.paper.methods import ablation_groups, axis_words
+from peftlab.analysis.paper.ablations import ablation_groups, axis_words
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
 from peftlab.analysis.results.units import words

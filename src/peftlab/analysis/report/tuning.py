@@ -32,6 +32,7 @@ from peftlab.analysis.figures.ticks import searched_ticks
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
+from peftlab.analysis.stats.ties import coarse_validation
 from peftlab.study.records import SELECTION, read_selection
 from peftlab.training.run_result import lower_is_better
 
@@ -332,7 +333,7 @@ def report_section(
     ]
     if unit(metric) != "%":  # top-1 reads as a percentage without saying so
         lines += ["", f"Scores in the val and test columns: {units([metric])}."]
-    lines.append("")
+    lines += ["", *coarse_validation(df, metric)]
     lines += borrowed_lines(searches, labels)
     edges = edge_choices(searches, labels)
     if edges:

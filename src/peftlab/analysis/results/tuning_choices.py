@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from peftlab.analysis.results.units import display_name
-from peftlab.analysis.stats.ties import tied
+from peftlab.analysis.results.units import display_name, tied
 from peftlab.study.tuning.edge import usable
 
 BORROWED_MARK = "‡"

@@ -7,6 +7,7 @@ A metric is named as result.json or a results table names it (``val_f1``, ``metr
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -147,3 +148,11 @@ def bridge_names(done: pd.DataFrame, labels: dict | None = None) -> list[str]:
     for variant, peft_type in zip(runs["variant"], runs["config.method.peft_type"]):
         names.setdefault(variant, (labels or {}).get(variant) or str(peft_type))
     return list(names.values())
+
+
+def tied(a: float, b: float, step: float = 0.0) -> bool:
+    """Whether two means are a tie: they differ by less than ``step`` (one test example, ``resolution``) or
+    only by float rounding."""
+    if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+        return True
+    return abs(a - b) < step * (1 - 1e-9)

@@ -6,11 +6,11 @@ resolution (a perplexity, a per-token accuracy) ties only where the numbers are 
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from peftlab.analysis.results.record import split_sizes
+from peftlab.analysis.results.units import tied  # noqa: F401 (stats' name for it; results reads it there)
+from peftlab.analysis.stats.intervals import completed_runs
 
 # scores that count test examples (a classifier's; a causal LM's top-1 counts tokens, not examples)
 COUNTED = {"metrics.test_top1", "metrics.test_top5"}
@@ -25,9 +25,22 @@ def resolution(done: pd.DataFrame, metric: str) -> float:
     return 1.0 / max(sizes) if sizes and max(sizes) > 0 else 0.0
 
 
-def tied(a: float, b: float, step: float = 0.0) -> bool:
-    """Whether two means are a tie: they differ by less than ``step`` (one test example, ``resolution``) or
-    only by float rounding."""
-    if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
-        return True
-    return abs(a - b) < step * (1 - 1e-9)
+COARSE_POINTS = 0.5  # a validation split whose one example moves top-1 by this many points or more is coarse
+
+
+def coarse_validation(df: pd.DataFrame, metric: str) -> list[str]:
+    """A sentence where the validation split is coarse for ``metric``: a top-1 counts examples, so on a small split
+    one example is a step of 100/n points and trials closer than that cannot be told apart (an empty list where the
+    split is finer than COARSE_POINTS, the metric counts no examples, or no run recorded its size)."""
+    sizes = split_sizes(completed_runs(df), "val") if "status" in df else []
+    if metric not in ("val_top1", "best_val_top1") or not sizes or min(sizes) <= 0:
+        return []
+    step = 100 / min(sizes)
+    if step < COARSE_POINTS:
+        return []
+    return [
+        f"The validation split holds {min(sizes)} examples, so one example moves validation top-1 by "
+        f"{step:.3g} points: trials closer than that were told apart by chance, and a choice among them is a "
+        "tie-break.",
+        "",
+    ]
