@@ -1,10 +1,12 @@
 """make study's last line: the study file's header rows against the report's results.csv (fabricated here)."""
 
+import json
+
 import pandas as pd
 import pytest
 from testkit import REPO
 
-from peftlab.analysis.results.reproduced import header_means, main, reproduced_line
+from peftlab.analysis.results.reproduced import header_class, header_means, main, reproduced_line
 from peftlab.utils.errors import UserError
 
 HEADER = """# Expected result, measured somewhere:
@@ -47,7 +49,8 @@ def test_rows_that_moved_are_named_with_how_far(tmp_path):
     line = reproduced_line(*files)
     assert line == (
         f"Not reproduced: {files[0]}'s header against this machine: 2 of 3 rows moved (header -> here, points): "
-        "full 74.73 -> 74.76 (+0.03); lora 70.19 -> 71.72 (+1.53)."
+        "full 74.73 -> 74.76 (+0.03); lora 70.19 -> 71.72 (+1.53); "
+        "outside the header's range over its seeds: lora."
     )
 
 
@@ -61,3 +64,53 @@ def test_a_study_without_a_report_is_one_line(tmp_path):
     files = study(tmp_path, {"full": [0.7473]})
     with pytest.raises(UserError, match="results.csv is missing: expected the study's report"):
         reproduced_line(files[0], tmp_path / "elsewhere")
+
+
+def with_runs(tmp_path, vendor: str, threads: int = 1):
+    """A run directory whose result.json records its machine class (the fields machine_class reads)."""
+    run = tmp_path / "out" / "runs" / "full-s0"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text(json.dumps({"variant": "full", "seed": 0, "groups": []}))
+    provenance = {
+        "arithmetic": {"pinned": True, "cpu_vendor": vendor, "mkl_branch": "AVX2"},
+        "threads": threads,
+        "hardware": {"device": "cpu"},
+        "versions": {"torch": "2.14.1"},
+    }
+    (run / "result.json").write_text(json.dumps({"status": "completed", "provenance": provenance}))
+
+
+def test_the_line_names_this_machines_class_and_the_header_class_is_read(tmp_path):
+    files = study(tmp_path, {"full": [0.7473], "lora": [0.7019], "lora quant=nf4": [0.7055]})
+    files[0].write_text(
+        "# Machine class: AMD CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1\n" + HEADER
+    )
+    with_runs(tmp_path, "AMD")
+    assert header_class(files[0]) == "AMD CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1"
+    line = reproduced_line(*files)
+    assert line.endswith(
+        "came out the same on this machine (AMD CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1)."
+    )
+
+
+def test_on_another_class_moved_rows_within_the_seeds_range_agree_but_do_not_reproduce(tmp_path):
+    files = study(tmp_path, {"full": [0.7476], "lora": [0.7050], "lora quant=nf4": [0.7055]})
+    files[0].write_text(
+        "# Machine class: AMD CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1\n" + HEADER
+    )
+    with_runs(tmp_path, "Intel")
+    line = reproduced_line(*files)
+    assert line.startswith("Agrees by the seeds' range, not bit for bit: ")
+    assert (
+        "Intel CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1, not the header's class: AMD CPU" in line
+    )
+    assert line.endswith("every moved mean lies within the header's range over its seeds.")
+
+
+def test_on_the_headers_own_class_a_moved_row_is_not_reproduced_even_within_the_range(tmp_path):
+    files = study(tmp_path, {"full": [0.7476], "lora": [0.7019], "lora quant=nf4": [0.7055]})
+    files[0].write_text(
+        "# Machine class: AMD CPU, arithmetic pinned (MKL AVX2), 1 thread a run, torch 2.14.1\n" + HEADER
+    )
+    with_runs(tmp_path, "AMD")
+    assert reproduced_line(*files).startswith("Not reproduced: ")

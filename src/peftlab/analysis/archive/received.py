@@ -17,12 +17,12 @@ import zlib
 from pathlib import Path
 
 from peftlab.analysis.archive.pack import ARCHIVE_RECORD, ARCHIVE_VERSION
+from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import one_line, read_json
 from peftlab.utils.provenance import cpu_vendor, package_versions
 
 # the packages whose version can move a run's numbers: a difference is named, and makes the comparison a tolerance
-NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandbytes", "numpy")
 RULE = (
     "a run is compared exactly (every metric equal) where it was pinned (train.reproducible) and the rerun's "
     "machine class is the runs' (CPU vendor, MKL branch, threads, device, versions of "
@@ -227,22 +227,6 @@ def environment_notes(record: dict) -> list[str]:
     if hardware.get("gpu"):
         out.append(f"the runs trained on a GPU ({hardware['gpu']}): compared within the tolerance")
     return out
-
-
-def machine_class(result: dict) -> dict:
-    """What decides a pinned run's bits beyond its config: the pin, the CPU vendor, MKL's branch, the threads,
-    the device and the versions of NUMERIC_PACKAGES."""
-    provenance = result.get("provenance") or {}
-    arithmetic = provenance.get("arithmetic") or {}
-    versions = provenance.get("versions") or {}
-    return {
-        "pinned": bool(arithmetic.get("pinned")),
-        "cpu_vendor": arithmetic.get("cpu_vendor"),
-        "mkl_branch": arithmetic.get("mkl_branch"),
-        "threads": provenance.get("threads"),
-        "device": (provenance.get("hardware") or {}).get("device"),
-        **{f"version {name}": versions.get(name) for name in NUMERIC_PACKAGES},
-    }
 
 
 def numbers(result: dict) -> dict[str, float]:

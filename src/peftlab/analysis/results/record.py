@@ -122,3 +122,38 @@ def trial_seconds(study_dir) -> list[float]:
         if isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall):
             seconds.append(float(wall))
     return seconds
+
+
+# the packages whose version can move a pinned run's bits
+NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandbytes", "numpy")
+
+
+def machine_class(result: dict) -> dict:
+    """What decides a pinned run's bits beyond its config: the pin, the CPU vendor, MKL's branch, the threads,
+    the device and the versions of NUMERIC_PACKAGES."""
+    provenance = result.get("provenance") or {}
+    arithmetic = provenance.get("arithmetic") or {}
+    versions = provenance.get("versions") or {}
+    return {
+        "pinned": bool(arithmetic.get("pinned")),
+        "cpu_vendor": arithmetic.get("cpu_vendor"),
+        "mkl_branch": arithmetic.get("mkl_branch"),
+        "threads": provenance.get("threads"),
+        "device": (provenance.get("hardware") or {}).get("device"),
+        **{f"version {name}": versions.get(name) for name in NUMERIC_PACKAGES},
+    }
+
+
+def machine_class_text(cls: dict) -> str:
+    """A machine class in words, as a study file's header names it: "AMD CPU, arithmetic pinned (MKL AVX2),
+    1 thread a run, torch 2.14.1"."""
+    device = str(cls.get("device") or "cpu")
+    where = f"{cls.get('cpu_vendor') or 'unknown'} CPU" if device == "cpu" else device
+    pin = (
+        f"arithmetic pinned (MKL {cls.get('mkl_branch') or 'default'})"
+        if cls.get("pinned")
+        else "arithmetic not pinned"
+    )
+    threads = cls.get("threads")
+    count = f"{threads} thread{'s' if threads != 1 else ''} a run" if threads else "threads unrecorded"
+    return f"{where}, {pin}, {count}, torch {cls.get('version torch') or 'unrecorded'}"
