@@ -372,3 +372,18 @@ def test_a_sigterm_while_a_stopping_process_replaces_its_handlers_is_remembered_
         errors.RECEIVED.clear()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_params_options_beside_a_config_are_applied_or_refused_never_ignored():
+    """`params CONFIG --method houlsby` (or --r, --targets) counts what the options ask, as the same dotted
+    overrides would; an option the method cannot take is one line, with a config or a model name."""
+    by_flags = run_cli("params", "configs/downstream.yaml", "--method", "houlsby", "--json")
+    by_keys = run_cli("params", "configs/downstream.yaml", "method.name=houlsby", "--json")
+    lora = run_cli("params", "configs/downstream.yaml", "--json")
+    assert by_flags.returncode == by_keys.returncode == lora.returncode == 0, by_flags.stderr
+    assert json.loads(by_flags.stdout) == json.loads(by_keys.stdout) != json.loads(lora.stdout)
+    wider = run_cli("params", "configs/downstream.yaml", "--r", "32", "--targets", "all-linear", "--json")
+    keyed = run_cli("params", "configs/downstream.yaml", "method.r=32", "method.target_modules=all-linear", "--json")
+    assert json.loads(wider.stdout) == json.loads(keyed.stdout) != json.loads(lora.stdout)
+    assert_one_line_exit_2(run_cli("params", "configs/downstream.yaml", "--method", "houlsby", "--r", "4"), "method.r")
+    assert_one_line_exit_2(run_cli("params", "vit_tiny_patch16_224", "--r", "4"), "--r sets method.r", "'full'")

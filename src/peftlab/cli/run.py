@@ -178,7 +178,7 @@ def add_params(sub) -> None:
     p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
     p.add_argument("--embed-dim", type=int, help="embedding width (default: the model's own)")
     p.add_argument("--num-heads", type=int, help="attention heads (default: the model's own)")
-    p.add_argument("--method", default="full", help=method_names())
+    p.add_argument("--method", help=f"{method_names()} (default full; with a config: its method)")
     p.add_argument("--r", type=int, help="rank: method.r (default: the method's own, 8 for LoRA)")
     p.add_argument("--targets", help="standard, extended or all-linear")
     p.add_argument("--num-virtual-tokens", type=int, help="prompt_tuning, prefix_tuning: method.num_virtual_tokens")
@@ -213,7 +213,7 @@ def params_config_of_file(args):
     from peftlab.config.checks import DATASET_CLASSES
     from peftlab.config.schema import load_config
 
-    cfg = load_config(args.model, args.overrides)
+    cfg = load_config(args.model, [*args.overrides, *flag_overrides(args)])
     classes = (
         args.num_classes
         if args.num_classes is not None
@@ -226,6 +226,28 @@ def params_config_of_file(args):
             "the data is read; give --num-classes"
         )
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+
+
+# params' options and the config keys they set when the model is a run config (then applied as overrides)
+FLAG_KEYS = {
+    "task": "model.task",
+    "img_size": "model.img_size",
+    "patch_size": "model.patch_size",
+    "depth": "model.depth",
+    "embed_dim": "model.embed_dim",
+    "num_heads": "model.num_heads",
+    "method": "method.name",
+    "r": "method.r",
+    "targets": "method.target_modules",
+    "num_virtual_tokens": "method.num_virtual_tokens",
+}
+
+
+def flag_overrides(args) -> list[str]:
+    """The options given beside a run config as dotted overrides after the config's own (an option the config
+    cannot take is refused by the config's checks, never left unapplied). --method first: the method's keys
+    that follow are checked against it."""
+    return [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
 
 
 def params_config_of_name(args):
@@ -245,13 +267,14 @@ def params_config_of_name(args):
         model = params_model_of_dir(args, hub=True)
     else:
         model = params_model_of_name(args)
-    method = {
-        "name": args.method,
-        "r": args.r,
-        "target_modules": args.targets,
-        "num_virtual_tokens": args.num_virtual_tokens,
-    }
-    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
+    name = args.method or "full"
+    method = {"r": args.r, "target_modules": args.targets, "num_virtual_tokens": args.num_virtual_tokens}
+    method = {k: v for k, v in method.items() if v is not None}
+    for key in method:
+        if key not in method_fields(name):
+            flag = next(f for f, k in FLAG_KEYS.items() if k == f"method.{key}")
+            raise UserError(f"--{flag.replace('_', '-')} sets method.{key}, which method {name!r} does not take")
+    method["name"] = name
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 
 
