@@ -1,5 +1,5 @@
 """Shell completion through argcomplete: ``peftlab completion bash|zsh|fish`` prints the script a shell sources
-(docs/cli.md, "Shell completion"), and ``complete_if_asked`` answers that script's questions.
+(docs/commands.md, "Shell completion"), and ``complete_if_asked`` answers that script's questions.
 
 The script calls ``peftlab`` itself with ``_ARGCOMPLETE`` set, ``COMP_LINE`` and ``COMP_POINT`` (argcomplete's
 protocol); the command builds its parser as for any command and hands it to ``argcomplete.autocomplete``,
@@ -24,7 +24,7 @@ SHELLS = ("bash", "zsh", "fish")
 def add_completion(sub) -> None:
     p = sub.add_parser(
         "completion",
-        help="print the shell completion script for bash, zsh or fish (see docs/cli.md for where to put it)",
+        help="print the shell completion script for bash, zsh or fish (docs/commands.md says where to put it)",
     )
     p.add_argument("shell", choices=SHELLS, help="the shell that sources the script")
     p.set_defaults(func=cmd_completion)
