@@ -35,7 +35,7 @@ from peftlab.utils.startup import release_stops
 def commands() -> list:
     """The ``add_<command>`` functions, in ``peftlab --help``'s order. Imported when called, inside
     ``run_command``'s handling: a Ctrl-C while they import is one line too."""
-    from peftlab.cli import cache, reproduce, run, study, summary, tools
+    from peftlab.cli import cache, completion, reproduce, run, study, summary, tools
 
     return [
         run.add_train,
@@ -56,6 +56,7 @@ def commands() -> list:
         cache.add_cache,
         tools.add_config_reference,
         tools.add_methods,
+        completion.add_completion,
     ]
 
 
@@ -146,9 +147,12 @@ def command_status(argv: list[str] | None) -> int:
     try:
         with stops_unwrapped():
             release_stops()  # a Ctrl-C while peftlab was importing (utils/startup.py) lands here, as one line
+            from peftlab.cli.completion import complete_if_asked
             from peftlab.cli.parsing import parse_command_line
 
-            args = parse_command_line(build_parser(), argv)
+            parser = build_parser()
+            complete_if_asked(parser)  # a shell's completion request (argcomplete's): answered, and the process ends
+            args = parse_command_line(parser, argv)
             from peftlab.utils.libraries import quiet_libraries
 
             quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
