@@ -387,3 +387,17 @@ def test_params_options_beside_a_config_are_applied_or_refused_never_ignored():
     assert json.loads(wider.stdout) == json.loads(keyed.stdout) != json.loads(lora.stdout)
     assert_one_line_exit_2(run_cli("params", "configs/downstream.yaml", "--method", "houlsby", "--r", "4"), "method.r")
     assert_one_line_exit_2(run_cli("params", "vit_tiny_patch16_224", "--r", "4"), "--r sets method.r", "'full'")
+
+
+def test_params_counts_an_image_folder_configs_head_from_its_class_folders(tmp_path):
+    """The folder is there: its class folders give the head's size (no --num-classes asked, no image opened)."""
+    for split in ("train", "test"):
+        for name in ("circle", "square", "star"):
+            (tmp_path / split / name).mkdir(parents=True)
+            (tmp_path / split / name / "0.png").write_bytes(b"never decoded")
+    folder = run_cli("params", "configs/downstream.yaml", "data.name=imagefolder", f"data.root={tmp_path}", "--json")
+    given = run_cli("params", "configs/downstream.yaml", "--num-classes", "3", "--json")
+    assert folder.returncode == 0, folder.stderr
+    assert json.loads(folder.stdout) == json.loads(given.stdout) and json.loads(folder.stdout)["num_classes"] == 3
+    missing = run_cli("params", "configs/downstream.yaml", "data.name=imagefolder", f"data.root={tmp_path / 'no'}")
+    assert_one_line_exit_2(missing, "data.root=")

@@ -220,6 +220,10 @@ def params_config_of_file(args):
         else cfg.model.num_classes
         or (len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
     )
+    if classes is None and cfg.data.name == "imagefolder":
+        from peftlab.data.checks import folder_classes
+
+        classes = folder_classes(cfg.data)  # its class folders, listed
     if classes is None:
         raise UserError(
             f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "

@@ -64,6 +64,17 @@ def check_data(cfg, language_model: bool = False) -> None:
         )
 
 
+def folder_classes(cfg) -> int | None:
+    """The number of classes of an image-folder dataset, from its class folders (no image opened); None for any
+    other dataset, and the check's DataError line where the folder is not one."""
+    if cfg.name in TEXT_DATASET_NAMES or is_listed(cfg.name):
+        return None
+    layout, directory = find_data(cfg.name, cfg.root, download_allowed=False)
+    if layout != "imagefolder":
+        return None
+    return len(folder_splits(directory, cfg.split_seed, Path(cfg.test_dir) if cfg.test_dir else None).class_names)
+
+
 def data_key(cfg) -> tuple:
     """What ``check_data`` reads of a data config: a study checks each distinct one once."""
     return tuple(getattr(cfg, name, None) for name in KEY_FIELDS)
