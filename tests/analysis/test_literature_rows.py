@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from studyfiles import write_study_dir
+from studyfiles import set_data, write_study_dir
 from test_literature import LITERATURE_FILE
 from test_vtab import write_vtab_study
 from testkit import cli_in_process
@@ -24,12 +24,7 @@ SHAPES = {"name": "imagefolder", "root": "/data/cifar100"}  # a folder of shapes
 
 def study_on(tmp_path, data: dict):
     """The studyfiles study of VARIANTS with its runs' data as ``data`` says."""
-    study = write_study_dir(tmp_path / "study", with_failure=False, variants=VARIANTS)
-    for path in study.glob("runs/*/result.json"):
-        result = json.loads(path.read_text())
-        result["config"]["data"].update(data)
-        path.write_text(json.dumps(result))
-    return study
+    return set_data(write_study_dir(tmp_path / "study", with_failure=False, variants=VARIANTS), **data)
 
 
 def paper_sources(study, out):
