@@ -281,11 +281,12 @@ def write_tiny_run(path: Path, **train) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
-    """Run ``python -m peftlab.cli ARGS`` in a subprocess; returns CompletedProcess."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+    """Run ``python -m peftlab.cli ARGS`` in a subprocess (in ``env``, else this process's environment);
+    returns CompletedProcess."""
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO / "src"))
     return subprocess.run(
         [sys.executable, "-m", "peftlab.cli", *args],
         capture_output=True,

@@ -4,7 +4,7 @@ methods beside them: the same methods on both sides, whichever of them the study
 import re
 
 import pytest
-from studyfiles import write_study_dir
+from studyfiles import set_data, write_study_dir
 from test_report import write_study_dir as report_study_dir
 
 from peftlab.analysis.paper import build as paper
@@ -153,10 +153,11 @@ def macros(out) -> dict[str, str]:
 
 
 def test_paper_of_a_zoo_study_ranks_its_cited_methods_and_lists_its_own(tmp_path):
+    """On CIFAR-100, which V-PETL Bench's CIFAR-100 (VTAB-1k) rows were measured on (tests/analysis/
+    test_literature_rows.py: the rows of a setting are shown only beside its dataset)."""
     out = tmp_path / "paper"
-    main = paper.write_paper(
-        write_study_dir(tmp_path / "zoo", with_failure=False, variants=ZOO_STUDY), out, compile=False
-    ).read_text()
+    study = set_data(write_study_dir(tmp_path / "zoo", with_failure=False, variants=ZOO_STUDY), name="cifar100")
+    main = paper.write_paper(study, out, compile=False).read_text()
     table = (out / "tables" / "literature.tex").read_text()
     ours = table[table.index(r"\emph{This study (measured)}") :]
     # every configuration run, cited or not (houlsby and difffit have no cited row), by mean test top-1
@@ -168,19 +169,18 @@ def test_paper_of_a_zoo_study_ranks_its_cited_methods_and_lists_its_own(tmp_path
         "vpt",
         "pfeiffer",
     ]
-    assert "VPT-Shallow (vpt) & 0.08M & 77.7" in table and "AdaptFormer (adaptformer) & 0.16M & 72.32" in table
+    assert "VPT-Shallow (vpt) & 0.08M & 77.7" in table and "AdaptFormer (adaptformer) & 0.16M & 70.8" in table
     defined = macros(out)
     assert defined["litOrderVpetlCifar"] == "VPT-Deep, VPT-Shallow, Adapter, SSF and Full fine-tuning"
     assert defined["ourOrder"] == "full, ssf, vpt and pfeiffer"
-    assert main.count("Of the methods this study ran, the order is") == 2  # both V-PETL settings
+    assert main.count("Of the methods this study ran, the order is") == 1  # V-PETL's CIFAR-100 (not its VTAB mean)
     assert r"In this study the order by mean is \ourOrder{}." in main
 
 
 def test_paper_of_a_study_without_cited_methods_says_so(tmp_path):
     out = tmp_path / "paper"
-    main = paper.write_paper(
-        write_study_dir(tmp_path / "none", with_failure=False, variants=["houlsby", "difffit"]), out, compile=False
-    ).read_text()
+    study = write_study_dir(tmp_path / "none", with_failure=False, variants=["houlsby", "difffit"])
+    main = paper.write_paper(set_data(study, name="cifar100"), out, compile=False).read_text()
     table = (out / "tables" / "literature.tex").read_text()
     ours = table[table.index(r"\emph{This study (measured)}") :]
     assert "houlsby & 9.8K & 73.4" in ours and "difffit & 7.1K & 71.5" in ours
@@ -197,12 +197,13 @@ def test_an_image_study_s_paper_cites_rows_of_its_modality_and_lists_every_metho
     """No MMLU, MNLI or GLUE rows in an image study's literature table (the file's text and LLM settings), unless
     asked for all; its "This study" block holds every configuration, those no cited row names included."""
     study = write_study_dir(tmp_path / "image", with_failure=False, variants=["full", "lora r=8", "houlsby"])
+    set_data(study, name="cifar100")
     out = tmp_path / "paper"
     paper.write_paper(study, out, only="tables")
     table = (out / "tables" / "literature.tex").read_text()
     for text_row in ("MMLU", "MNLI", "GLUE", "RoBERTa", "LLaMA"):
         assert text_row not in table, text_row
-    assert "CIFAR-100 (VTAB-1k)" in table and "VTAB-1k, mean of 19 tasks" in table
+    assert "CIFAR-100 (VTAB-1k)" in table and "VTAB-1k, mean of 19 tasks" not in table  # one task, not all 19
     ours = table[table.index(r"\emph{This study (measured)}") :]
     assert re.findall(r"^(.+?) & ", ours, flags=re.MULTILINE) == ["full", "houlsby", "lora r=8"]
     paper.write_paper(study, tmp_path / "all", only="tables", all_literature=True)

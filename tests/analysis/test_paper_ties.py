@@ -20,6 +20,7 @@ def tied_study(root):
     study = write_study_dir(root / "study", with_failure=False)
     for path in study.glob("runs/*/result.json"):
         result = json.loads(path.read_text())
+        result["config"]["data"]["name"] = "cifar100"  # V-PETL Bench's CIFAR-100 rows: the literature order
         result["provenance"]["data"]["split_sizes"]["test"] = TEST_SIZE
         name, seed = path.parent.name.rsplit("-s", 1)
         if name in COUNTS:

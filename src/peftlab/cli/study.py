@@ -323,7 +323,7 @@ def add_paper(sub) -> None:
     p.add_argument(
         "--all-literature",
         action="store_true",
-        help="every row of the literature file (default: the rows of the study's modality and tasks)",
+        help="every row of the literature file (default: the rows measured on the study's datasets)",
     )
     p.set_defaults(func=cmd_paper)
 

@@ -1,8 +1,10 @@
 """Pretrained weights from the Hugging Face hub (``model.pretrained: hub``), safetensors only.
 
 huggingface_hub finds the files: with network it downloads them into its cache (``HF_HUB_CACHE``,
-else ``HF_HOME/hub``); with ``HF_HUB_OFFLINE=1`` it reads that cache alone, as
-``models--<org>--<name>/snapshots/<commit>/<file>`` with ``refs/main`` naming the commit.
+else ``HF_HOME/hub``); with ``HF_HUB_OFFLINE=1``, or where the hub gives no answer to one request
+(``hub_unreachable``: no network), it reads that cache alone, as
+``models--<org>--<name>/snapshots/<commit>/<file>`` with ``refs/main`` naming the commit. Its log records
+(retries, fallbacks to the cache) go to the library log, not to stderr (``utils.libraries``).
 
 - timm (``hub_weights_file``): peftlab asks for the safetensors file itself and hands timm that exact
   file: timm's own hub loader, when ``model.safetensors`` is missing (offline: not cached), falls back
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from peftlab.utils.errors import WeightsError
 from peftlab.utils.files import one_line
-from peftlab.utils.hub_cache import check_cache_refs, not_in_cache
+from peftlab.utils.hub_cache import check_cache_refs, hub_unreachable, not_in_cache
+from peftlab.utils.libraries import to_library_log
 
 if TYPE_CHECKING:
     from peftlab.config.sections import ModelConfig
@@ -73,17 +76,20 @@ def hub_weights_file(name: str) -> Path:
     """The safetensors weights of timm model ``name`` in the hub cache (``snapshots/<commit>/<file>``, a
     link into ``blobs/``), downloaded first when there is network; every failure is one WeightsError
     line, the missing cache entry offline saying how to fetch it."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    to_library_log("huggingface_hub")
     repo_id, revision, filename = hub_source(name)
     fetch = fetch_command(repo_id, revision, filename)
     check_cache_refs("model", repo_id, revision, "model.pretrained='hub'", WeightsError)
+    unreachable = hub_unreachable(hf_hub_url(repo_id, filename, revision=revision))
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision))
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=unreachable is not None))
     except LocalEntryNotFoundError:  # not in the cache, and the hub not asked (offline) or not reachable
         what = f"model.pretrained='hub': {filename} of {repo_id}"
-        raise WeightsError(not_in_cache(what, fetch, "set model.pretrained to a local .safetensors file")) from None
+        instead = "set model.pretrained to a local .safetensors file"
+        raise WeightsError(not_in_cache(what, fetch, instead, why=unreachable)) from None
     except EntryNotFoundError:  # the repository exists, the file does not
         raise WeightsError(
             f"model.pretrained='hub': {repo_id} on the hub has no {filename}; peftlab loads "
@@ -136,6 +142,7 @@ def hub_model_dir(repo_id: str, revision: str | None = None, weights: bool = Tru
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+    to_library_log("huggingface_hub")
     name = repo_id + (f"@{revision}" if revision else "")
     where, fetch = f"model.name={name!r} (model.pretrained: hub)", hf_fetch_command(repo_id, revision)
     key = (str(constants.HF_HUB_CACHE), repo_id, revision or constants.DEFAULT_REVISION)

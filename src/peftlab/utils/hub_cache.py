@@ -15,22 +15,47 @@ from pathlib import Path
 
 from peftlab.utils.errors import DataError, UserError
 from peftlab.utils.files import one_line, read_regular_file
+from peftlab.utils.libraries import to_library_log
 
 MAX_REF_BYTES = 1024  # a ref file holds one 40-character commit hash
 MAX_TREE_BYTES = 256 << 20  # a tree listing: some hundred bytes a file of the repository
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
-def not_in_cache(what: str, fetch: str, instead: str, partly: bool = False) -> str:
-    """The line for ``what`` missing from the hub cache (offline, or the hub unreachable): the cache, why
-    the hub was not asked, the command that fetches it and what to do ``instead``."""
+def not_in_cache(what: str, fetch: str, instead: str, partly: bool = False, why: str | None = None) -> str:
+    """The line for ``what`` missing from the hub cache (offline, or the hub unreachable): the cache, ``why``
+    the hub was not asked (``hub_unreachable``'s answer), the command that fetches it and what to do ``instead``."""
     from huggingface_hub import constants
 
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+    why = why or ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached")
     return (
         f"{what} is not in the hub cache {constants.HF_HUB_CACHE}{', or only in part,' if partly else ''} and "
         f"{why}; fetch it where there is network with `{fetch}` into that cache (HF_HUB_CACHE), or {instead}"
     )
+
+
+def hub_unreachable(url: str) -> str | None:
+    """Why the hub cannot serve ``url`` (a file's ``hf_hub_url``), decided with one HEAD request and no retry;
+    None where it answers, whatever the answer (a missing file, a gated repository: the download reports it).
+
+    ``hf_hub_download`` tries once and, finding nothing in the cache, tries again five times with 23 s of
+    back-off and a warning on each try, whatever the failure: a machine without network (no address for
+    the hub's host, no route) waited on all of them. Asked first, such a failure sends the download to the
+    cache alone (``local_files_only``), which answers at once: the file, or its absence."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants, get_hf_file_metadata
+    from huggingface_hub.errors import FileMetadataError, HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_hf_file_metadata(url)
+    except (HfHubHTTPError, FileMetadataError):  # an answer
+        return None
+    except Exception as err:  # no answer: DNS, connection, proxy, TLS or timeout (HF_HUB_ETAG_TIMEOUT)
+        return f"the hub {urlsplit(url).netloc} could not be reached ({one_line(err)[:160]})"
+    return None
 
 
 def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
@@ -41,6 +66,7 @@ def hub_dataset_dir(repo_id: str, patterns: list[str], where: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    to_library_log("huggingface_hub")
     fetch = f"hf download {repo_id} --repo-type dataset " + " ".join(f"--include '{p}'" for p in patterns)
     check_cache_refs("dataset", repo_id, None, where, DataError)
     try:

@@ -12,7 +12,9 @@ those peftlab has seen speak out of turn (``torch.utils.cpp_extension``: "No CUD
 found" when a library compiles an extension) get the root logger's handlers instead.
 transformers (imported by HF models and by PEFT) gives its logger a stderr handler of its own when
 it is imported: ``quiet_transformers``, called where peftlab imports it, hands its records to the
-root logger's handlers. Progress bars (transformers' "Loading weights", huggingface_hub's) are
+root logger's handlers. huggingface_hub does the same when it is imported (timm imports it): the hub helpers
+(``models.hub``, ``utils.hub_cache``) hand its records (a retry, a fallback to the cache) over before they ask it.
+Progress bars (transformers' "Loading weights", huggingface_hub's) are
 turned off: a bar is no record to keep, and it would land between a user and peftlab's line.
 
 It also makes the ``kernels`` package unimportable in peftlab's processes: bitsandbytes asks it

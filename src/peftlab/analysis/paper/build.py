@@ -88,7 +88,8 @@ def write_paper(
     all_literature: bool = False,
 ) -> Path:
     """Write the paper's files (only="figures" or "tables": just those) and compile main.pdf. The literature
-    table holds the cited rows of the study's modality and tasks (``all_literature``: every row of the file).
+    table holds the cited rows measured on the study's datasets, and is left out where there are none
+    (``all_literature``: every row of the file).
 
     Returns the path of main.pdf, of main.tex when compile is False, or of the figures /
     tables directory. UserError for a study without completed runs, a bad literature file,

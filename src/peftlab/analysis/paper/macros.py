@@ -395,6 +395,8 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
             f"how mean {score.name} of the LoRA configurations on the rank ladder (every rank, the method's own "
             "included) changes with r, as tested",
         )
+    if not citations:  # no published row was measured on the study's data: no literature section
+        return
     ranked = [row["method"] for row in study_rows(study.df, citations, study.primary)]
     add(
         "ourOrder",

@@ -50,16 +50,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
     write_text_atomic(out / "main_table.tex", tex)
     if study.comparisons is not None:
         write_text_atomic(out / "significance.tex", fit_width(significance_table(study)))  # long names: shrunk to fit
-    ours = [  # every configuration run, cited or not, by the study's labels
-        {**row, "method": display_name(row["method"], None, study.labels)}
-        for row in study_rows(study.df, citations, study.primary, every=True)
-    ]
-    setting = (  # the model and the data as the text names them (ViT-Ti/16, Fashion-MNIST, a study's dataset name)
-        f"{', '.join(typeset_model(name, study) for name in study.models())}; "
-        f"{', '.join(typeset_data(name, study.datasets) for name in data_names(study))}; "
-        f"{latex_escape(measured_words(study.score.metric))}, mean over seeds"
-    )
-    write_text_atomic(out / "literature.tex", literature_table(citations, ours, setting))
+    write_literature_table(study, citations, out / "literature.tex")
     card = protocol_card.latex_card(study.dir, study.done, study.labels)
     if card is not None:
         write_text_atomic(out / "protocol.tex", card)
@@ -70,6 +61,24 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         tex = tuning_table.latex_table(study.searches, study.df, study.labels)
         write_text_atomic(out / "tuning.tex", tex)
         write_text_atomic(out / "tuning_document.tex", latex_document(tex, packages=("booktabs", "tabularx")))
+
+
+def write_literature_table(study: Study, citations: list[Citation], path: Path) -> None:
+    """The cited rows beside every configuration of the study, by its labels; none (and none left from an
+    earlier paper) where no published row was measured on the study's data."""
+    if not citations:
+        path.unlink(missing_ok=True)
+        return
+    ours = [  # every configuration run, cited or not, by the study's labels
+        {**row, "method": display_name(row["method"], None, study.labels)}
+        for row in study_rows(study.df, citations, study.primary, every=True)
+    ]
+    setting = (  # the model and the data as the text names them (ViT-Ti/16, Fashion-MNIST, a study's dataset name)
+        f"{', '.join(typeset_model(name, study) for name in study.models())}; "
+        f"{', '.join(typeset_data(name, study.datasets) for name in data_names(study))}; "
+        f"{latex_escape(measured_words(study.score.metric))}, mean over seeds"
+    )
+    write_text_atomic(path, literature_table(citations, ours, setting))
 
 
 def ablations(study: Study) -> dict[str, tuple[list[str], list[str]]]:

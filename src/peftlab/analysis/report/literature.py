@@ -5,6 +5,11 @@ published number each, as printed). `load_literature` validates it and returns a
 `Citation`s; `literature_table` writes the booktabs table that shows the cited rows and this
 study's rows in separate, labelled blocks; `ranking` orders values for the generated prose.
 
+A setting is shown beside a study only where the study ran the dataset it was measured on (``task``: a
+named dataset's data.name, several, or a suite that a study ran every task of; ``study_citations``): its
+identity is the data.name, never the name of a folder, so an image folder called cifar100 gets no
+CIFAR-100 row, and a setting measured on data peftlab does not read (MMLU, MNLI) is shown to no study.
+
 An entry's `peftlab` names the registry method it corresponds to (any name of
 ``peftlab.tuners.TUNERS``, or null). The orders compared are of the same methods on both sides:
 `ranked_citations` keeps a setting's cited rows whose method the study ran, `study_rows` the
@@ -27,9 +32,9 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
 from peftlab.analysis.stats.ties import resolution, tied
-from peftlab.config.checks import MAX_FILE_BYTES
+from peftlab.config.checks import DATASET_CLASSES, MAX_FILE_BYTES
 from peftlab.config.paths import REPO_ROOT
-from peftlab.config.suites import VTAB1K_TASKS
+from peftlab.config.suites import SUITES, VTAB1K_TASKS
 from peftlab.training.run_result import lower_is_better
 from peftlab.tuners import TUNERS  # the registry's names only: it imports no torch
 from peftlab.utils.errors import UserError
@@ -39,7 +44,7 @@ LITERATURE = REPO_ROOT / "configs" / "literature.yaml"
 
 SETTING_FIELDS = ("paper", "table", "model", "dataset", "metric", "checked")
 # a setting's optional fields: what it adapts (a study of another modality leaves it out) and the peftlab
-# data.name of its task (a study that did not run that task leaves it out)
+# data.name(s) of the dataset it was measured on (a study that did not run it leaves it out)
 MODALITIES = ("vision", "text", "causal-lm")
 ENTRY_FIELDS = ("id", "setting", "method", "peftlab", "trainable", "value")
 VTAB_FIELDS = ("paper", "table", "model", "metric", "checked", "protocol")  # text fields of a vtab1k block
@@ -62,7 +67,7 @@ class Citation:
     trainable: str | None
     value: str  # as printed in the source
     modality: str | None = None  # vision, text or causal-lm; None: shown to a study of any
-    task: str | None = None  # the peftlab data.name of the setting's task; None: shown to a study of any task
+    tasks: tuple[str, ...] = ()  # the data.names it was measured on (a suite: all its tasks); (): no dataset of peftlab
 
     @property
     def number(self) -> float:
@@ -90,8 +95,7 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
             raise UserError(
                 f"{path}: settings.{name}.modality={setting['modality']!r}: expected one of {', '.join(MODALITIES)}"
             )
-        if setting.get("task") is not None and not isinstance(setting["task"], str):
-            raise UserError(f"{path}: settings.{name}.task={setting['task']!r}: expected a data.name, as text")
+        setting_tasks(setting.get("task"), f"{path}: settings.{name}.task")
     citations, seen = [], set()
     for i, entry in enumerate(data["entries"]):
         where = f"{path}: entries[{i}]"
@@ -114,9 +118,23 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         if not isinstance(value, str) or not PRINTED_NUMBER.fullmatch(value):
             raise UserError(f'{where}.value={value!r}: expected the number as printed, quoted (e.g. "89.90")')
         setting = settings[entry["setting"]]
-        fields = {k: setting[k] for k in SETTING_FIELDS} | {k: setting.get(k) for k in ("modality", "task")}
+        fields = {k: setting[k] for k in SETTING_FIELDS} | {"modality": setting.get("modality")}
+        fields["tasks"] = setting_tasks(setting.get("task"), "")
         citations.append(Citation(**{k: entry[k] for k in ENTRY_FIELDS}, **fields))
     return citations
+
+
+def setting_tasks(task, where: str) -> tuple[str, ...]:
+    """A setting's ``task`` (None, a data.name or a list of them) as a tuple; each the data.name of a named
+    dataset (``DATASET_CLASSES``: not imagefolder, filelist or text, whose data is anyone's) or a suite
+    (vtab1k: every task of it), else a UserError line starting with ``where``."""
+    tasks = () if task is None else tuple(task) if isinstance(task, list) else (task,)
+    if not all(isinstance(t, str) and (t in DATASET_CLASSES or t in SUITES) for t in tasks):
+        raise UserError(
+            f"{where}={task!r}: expected a named dataset's data.name (e.g. cifar100, vtab1k/cifar, glue/mrpc), "
+            f"a suite ({', '.join(SUITES)}: every task of it) or a list of them"
+        )
+    return tasks
 
 
 def _read_yaml(path: Path):
@@ -212,10 +230,15 @@ def _vtab_row(where: str, row, n_tasks: int) -> None:
         )
 
 
-def study_citations(citations: list[Citation], modality: str, tasks: set[str]) -> list[Citation]:
-    """The cited rows a study's paper shows: those of its modality ("vision", "text" or "causal-lm") whose
-    task, where the setting names one, is among the study's ``tasks`` (its data.name values)."""
-    return [c for c in citations if c.modality in (None, modality) and (c.task is None or c.task in tasks)]
+def study_citations(citations: list[Citation], modality: str, ran: set[str]) -> list[Citation]:
+    """The cited rows a study's report and paper show: those of its modality ("vision", "text" or "causal-lm")
+    measured on a dataset the study ran (``ran``: its data.name values; a suite counts where it ran every task)."""
+    return [c for c in citations if c.modality in (None, modality) and any(measured_on(t, ran) for t in c.tasks)]
+
+
+def measured_on(task: str, ran: set[str]) -> bool:
+    """Whether a study of the data.names ``ran`` ran ``task``: that data.name, or every task of a suite."""
+    return all(f"{task}/{name}" in ran for name in SUITES[task]) if task in SUITES else task in ran
 
 
 def bib_keys(bib_text: str) -> set[str]:
@@ -290,7 +313,8 @@ def literature_section(
     """report.md's section: the published numbers of the methods this study ran beside this study's (``metric``:
     test top-1, or a study of causal LMs' test perplexity), the order of the methods, and how many rows of the
     file are of other methods; with ``modality`` ("vision", "text" or "causal-lm"), of the rows of that modality
-    and of the study's tasks (study_citations) only, as the paper's literature table lists them."""
+    measured on the study's datasets (study_citations) only, as the paper's literature table lists them, and
+    nothing where there are none."""
     lines = ["## Published numbers beside this study", ""]
     try:
         citations = load_literature(path)
@@ -298,8 +322,9 @@ def literature_section(
         return lines + [f"Skipped: {err}", ""]
     if modality is not None:
         names = completed_runs(df).get("config.data.name")
-        tasks = set() if names is None else {str(name) for name in names.dropna()}
-        citations = study_citations(citations, modality, tasks)
+        citations = study_citations(citations, modality, set() if names is None else set(names.dropna().map(str)))
+        if not citations:
+            return []
     if completed_runs(df).empty:
         return lines + ["No run completed: nothing to put beside the published numbers.", ""]
     ran, where = study_methods(df), _shown_path(path)
@@ -330,7 +355,7 @@ def literature_section(
     return lines + [
         f"- not shown: {others} further row{'s' * (others != 1)} of {where} ({others - unnamed} of methods this "
         f"study did not run, {unnamed} naming no peftlab method)"
-        + ("" if modality is None else " of this study's modality and tasks")
+        + ("" if modality is None else " measured on this study's datasets")
         + "; `peftlab paper`'s literature table lists every row",
         "",
     ]
