@@ -20,7 +20,6 @@ from peftlab.analysis.results.load import load_results, results_sha256
 from peftlab.analysis.results.per_class import counts_of, load_per_class
 from peftlab.data.synthetic import write_jpeg_folder
 
-pytestmark = pytest.mark.e2e
 CLASSES = ["cat", "dog", "fox"]
 
 
@@ -51,6 +50,7 @@ def run_dirs(study: Path) -> list[Path]:
     return sorted(p for p in (study / "runs").iterdir() if (p / "result.json").is_file())
 
 
+@pytest.mark.e2e
 def test_the_counts_are_the_confusion_matrix_of_the_trained_models_predictions(study):
     """Each run's test images classified by the trained model as `peftlab predict` rebuilds it, the confusion
     matrix counted with numpy: result.json's per_class holds exactly it, and its margins and diagonal."""
@@ -72,6 +72,7 @@ def test_the_counts_are_the_confusion_matrix_of_the_trained_models_predictions(s
         assert sum(per_class["correct"]) / 12 == pytest.approx(record["metrics"]["test_top1"])
 
 
+@pytest.mark.e2e
 def test_the_report_shows_each_classs_accuracy_and_a_confusion_matrix_figure(study):
     report = (study / "report" / "report.md").read_text()
     section = report.split("## Per-class accuracy\n", 1)[1].split("\n## ", 1)[0]
@@ -101,6 +102,7 @@ def without_per_class(study: Path, destination: Path, runs: int | None = None) -
     return destination
 
 
+@pytest.mark.e2e
 def test_a_study_whose_runs_lack_the_record_reports_without_it(study, tmp_path):
     old = without_per_class(study, tmp_path / "old")
     assert len(load_results(old)) == 4 and len(results_sha256(old)) == 64
@@ -110,6 +112,7 @@ def test_a_study_whose_runs_lack_the_record_reports_without_it(study, tmp_path):
     assert not list((old / "report" / "figures").glob("confusion_matrix*"))
 
 
+@pytest.mark.e2e
 def test_runs_without_the_record_beside_runs_with_it_are_named_and_left_out(study, tmp_path):
     mixed = without_per_class(study, tmp_path / "mixed", runs=1)
     report = write_report(mixed).read_text()
@@ -118,6 +121,7 @@ def test_runs_without_the_record_beside_runs_with_it_are_named_and_left_out(stud
     assert (mixed / "report" / "figures" / "confusion_matrix.png").is_file()
 
 
+@pytest.mark.e2e
 def test_a_changed_record_changes_the_results_hash_and_an_unchanged_one_keeps_it(study, tmp_path):
     """The results hash is the run files' SHA-256: the per-class record is part of it, as every key of result.json."""
     copy = shutil.copytree(study, tmp_path / "copy")
@@ -155,3 +159,30 @@ def test_with_many_classes_the_table_shows_those_whose_accuracy_differs_most():
     alone, sentence = chosen_classes(pd.DataFrame({"lora": np.linspace(1, 0, classes)}))
     assert alone == list(range(10, classes)) and "of lowest accuracy" in sentence
     assert chosen_classes(pd.DataFrame({"lora": same[:TABLE_CLASSES]})) == (list(range(TABLE_CLASSES)), "")
+
+
+def test_a_study_of_many_classes_shows_the_classes_that_differ_and_says_there_is_no_matrix(tmp_path):
+    """A hand-written study of 120 classes (beyond CONFUSION_MAX_CLASSES: no matrix recorded), one run's record
+    damaged: the table shows 20 classes, the section says why no figure, and names the damaged run."""
+    from studyfiles import write_study_dir
+
+    study = write_study_dir(tmp_path / "many", with_failure=False)
+    classes = 120
+    for number, path in enumerate(sorted(study.glob("runs/*/result.json"))):
+        result = json.loads(path.read_text())
+        labelled = [5] * classes
+        correct = [(number + i) % 6 if i < 30 else 5 for i in range(classes)]  # classes 30 on: all right everywhere
+        predicted = correct[:]  # the margins play no part in the section
+        result["per_class"] = {"labelled": labelled, "predicted": predicted, "correct": correct, "confusion": None}
+        result["provenance"]["data"] = {"class_names": [f"species {i}" for i in range(classes)]}
+        if number == 0:
+            result["per_class"]["correct"][0] = 6  # more right than there are
+        path.write_text(json.dumps(result))
+    report = write_report(study).read_text()
+    section = report.split("## Per-class accuracy\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| species ")]
+    assert len(rows) == 20 and all(int(row.split()[2]) < 30 for row in rows)
+    assert "Of the 120 classes the table shows the 20 whose accuracy differs most" in section
+    assert "No confusion matrix: result.json records one up to 100 classes, and these runs have 120." in section
+    assert "Left out: 1 run (full-s0), whose `per_class` is damaged" in section
+    assert len(pd.read_csv(study / "report" / "tables" / "per_class_accuracy.csv")) == 120

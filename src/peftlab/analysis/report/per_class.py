@@ -149,8 +149,8 @@ def left_out_lines(counts: ClassCounts) -> list[str]:
         )
     if counts.damaged:
         lines.append(
-            f"Left out: {runs_named(counts.damaged)}, whose `per_class` is damaged (not three lists of one length "
-            "of counts with a square matrix or null)."
+            f"Left out: {runs_named(counts.damaged)}, whose `per_class` is damaged (not three lists of counts of one "
+            "length, no class more often right than labelled, and a square matrix of them or null)."
         )
     return lines + [""] if lines else []
 
