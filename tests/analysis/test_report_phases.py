@@ -5,7 +5,7 @@ recorded."""
 
 import json
 
-from peftlab.analysis.report.phases import phase_lines
+from peftlab.analysis.report.protocol_card import phase_lines
 
 
 def line(phase, wall, runs, run_seconds, workers=2, executor="local", started="2026-11-26T07:00:00+00:00"):

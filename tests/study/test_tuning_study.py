@@ -15,7 +15,7 @@ import yaml
 from test_runner import cli_study_here, study_here
 from testkit import REPO, TINY_MODEL, assert_searches_overlapped, group_alive, needs_fashion_mnist, run_cli, wait_until
 
-from peftlab.analysis.report.phases import phase_lines
+from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.study.spec import load_study
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]

@@ -13,6 +13,7 @@ from peftlab.data.loading import BatchLoader
 from peftlab.data.text.tokens import IGNORED
 from peftlab.quant.bases import restore_layout, weight_only_arithmetic
 from peftlab.training import metrics
+from peftlab.training.run_result import CONFUSION_MAX_CLASSES, PerClass
 from peftlab.training.runtime import autocast, full_fp32, tf32_allowed
 
 MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
@@ -26,7 +27,7 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 def not_evaluated(seconds: float = 0.0) -> dict:
     """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
-    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second")
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second", "per_class")
     return {**dict.fromkeys(scores), "seconds": seconds}
 
 
@@ -35,7 +36,8 @@ def evaluate(
     model, dataset, batch_size: int, device: torch.device, precision: str, desc: str, num_workers: int | None = 0
 ) -> dict:
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
-    where it would be 100% by construction). ``dataset``: a split, or a ``BatchLoader`` of one.
+    where it would be 100% by construction), and a classifier's counts per class (``per_class``, a
+    ``PerClass``: None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end."""
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
@@ -46,6 +48,7 @@ def evaluate(
     sums, classes = torch.zeros(3, dtype=torch.float64, device=device), None  # loss, top-1, top-5
     counts = None  # per class: labelled, predicted, labelled and predicted (the confusion matrix's margins and
     # diagonal, all F1 and Matthews need: classes x classes counts would be 8 TB at a million classes)
+    confusion = None  # the whole matrix, flattened (true class x classes + predicted), up to CONFUSION_MAX_CLASSES
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
     tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
@@ -67,20 +70,25 @@ def evaluate(
         predicted = logits.argmax(-1)
         if counts is None:
             counts = torch.zeros(3, classes, dtype=torch.long, device=device)
+            if classes <= CONFUSION_MAX_CLASSES:
+                confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
         counts[0] += torch.bincount(labels, minlength=classes)[:classes]
         counts[1] += torch.bincount(predicted, minlength=classes)
         counts[2] += torch.bincount(labels[labels == predicted], minlength=classes)[:classes]
+        if confusion is not None:  # a label beyond the head (as above: not counted) lands past the matrix
+            confusion += torch.bincount(labels * classes + predicted, minlength=classes * classes)[: classes * classes]
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
     restore_layout(
         model
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
-    scores = {"f1": None, "matthews": None, "perplexity": None}
+    scores = {"f1": None, "matthews": None, "perplexity": None, "per_class": None}
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
     else:
         scores.update(metrics.class_count_scores(*counts.cpu()))
+        scores["per_class"] = per_class_record(counts, confusion)
     count = tokens or n
     top5 = top5 / count if classes is None or classes > 5 else None
     return {
@@ -91,6 +99,14 @@ def evaluate(
         "images_per_second": n / seconds if seconds > 0 else None,
         "seconds": seconds,
     }
+
+
+def per_class_record(counts: torch.Tensor, confusion: torch.Tensor | None) -> PerClass:
+    """result.json's ``per_class`` from ``evaluate``'s sums: (3, classes) counts, the flattened matrix or None."""
+    labelled, predicted, correct = counts.tolist()
+    classes = len(labelled)
+    matrix = None if confusion is None else confusion.view(classes, classes).tolist()
+    return PerClass(labelled=labelled, predicted=predicted, correct=correct, confusion=matrix)
 
 
 def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:

@@ -130,6 +130,7 @@ def result_record(
             val_matthews=val.get("matthews"),
             val_perplexity=val.get("perplexity"),
         ),
+        per_class=test["per_class"],  # None: a causal LM, or a tuning trial's unseen test split
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
         ranks=tuner.ranks(),
         memory=Memory(

@@ -45,6 +45,24 @@ class Metrics(TypedDict):
     val_perplexity: float | None  # a causal LM's validation perplexity of the final weights
 
 
+# result.json records a classifier's whole confusion matrix up to this many classes (CIFAR-100's): 100 x 100 counts
+# are some 115 kB of result.json as it is written, a count a line (10 classes: 2 kB); beyond it per_class holds the
+# counts per class only, which grow with the classes, not their square
+CONFUSION_MAX_CLASSES = 100
+
+
+class PerClass(TypedDict):
+    """The test split's counts per class, one entry per class of the head, in the order of provenance.data.class_names
+    (integers; a class's test accuracy is correct / labelled)."""
+
+    labelled: list  # the test examples of each class
+    predicted: list  # the test examples the model predicted as each class (the argmax of its logits)
+    correct: list  # the test examples of each class predicted as it (the confusion matrix's diagonal)
+    # the confusion matrix: one row per true class, one column per predicted class, counts; null with more than
+    # 100 classes (CONFUSION_MAX_CLASSES)
+    confusion: list | None
+
+
 class Params(TypedDict, total=False):
     """Parameter counts at the end of the run (adaptive-rank methods count the ranks they kept)."""
 
@@ -144,6 +162,9 @@ class RunResult(TypedDict, total=False):
     step: int | None  # the last optimizer step trained
     config: Required[dict]  # the resolved config, as config.yaml holds it
     metrics: Metrics | dict  # below; {} in a failed run's record
+    # below: the test split's counts per class (a run of an earlier version has no key); null for a causal LM (its
+    # "classes" are its vocabulary) and for a tuning trial (train.test false: never tested)
+    per_class: PerClass | None
     params: Params | None  # below; null when the run failed before its model was built
     # low-rank methods: the rank strategy, sum, budget, modules and the final rank per module (AdaLoRA: its
     # schedule in steps, and how it was fitted to a run too short for it); null for others
@@ -209,6 +230,7 @@ def metric_problem(name: str, value: object) -> str | None:
 FAILURE_KEYS = ("traceback", "checkpoint_unusable")  # the keys only a failure's record has
 SECTIONS = {
     "metrics": Metrics,
+    "per_class": PerClass,
     "params": Params,
     "memory": Memory,
     "timing": Timing,

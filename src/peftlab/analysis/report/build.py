@@ -23,6 +23,7 @@ from peftlab.analysis.report import (
     claims,
     equal_bits,
     health,
+    per_class,
     protocol_card,
     significance,
     tuning,
@@ -30,7 +31,6 @@ from peftlab.analysis.report import (
 )
 from peftlab.analysis.report.figures import figure_lines
 from peftlab.analysis.report.literature import literature_section
-from peftlab.analysis.report.phases import phase_lines
 from peftlab.analysis.report.primary import (
     few_seeds_lines,
     judgement_lines,
@@ -38,6 +38,7 @@ from peftlab.analysis.report.primary import (
     primary_score,
     statistics_section,
 )
+from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
 from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
@@ -134,7 +135,7 @@ def write_report(
     lines += claims.report_section(df, options.share_limits, labels)
 
     if not done.empty:
-        lines += _results(df, baseline, interval, labels, out, read_study_name(study_dir))
+        lines += _results(df, baseline, interval, labels, out, study_dir)
     else:
         lines += ["## Main table", "", "No run completed: there is nothing to summarise.", ""]
 
@@ -176,11 +177,13 @@ def left_out(damaged: list[DamagedFile], heading: str, section, *args) -> list[s
         return [heading, "", f"Left out: {err}.", ""]
 
 
-def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, name: str) -> list[str]:
+def _results(
+    df: pd.DataFrame, baseline: str | None, interval: str, labels: dict, out: Path, study_dir: Path
+) -> list[str]:
     """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
     Pareto front, the significance of each configuration against ``baseline``, the aggregates over
-    datasets, QA-LoRA at equal bits and VTAB-1k; ``name``: the study's."""
-    columns, score = main_columns(df), primary_score(df)
+    datasets, QA-LoRA at equal bits, VTAB-1k and the accuracy per class."""
+    columns, score, name = main_columns(df), primary_score(df), read_study_name(study_dir)
     summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
@@ -219,7 +222,7 @@ def _results(df: pd.DataFrame, baseline: str | None, interval: str, labels: dict
     lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
     lines += equal_bits.report_section(df, interval, labels)
     lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
-    return lines
+    return lines + per_class.report_section(study_dir, out, labels, study_palette(df))  # [] without a classifier
 
 
 def main_metrics(df: pd.DataFrame) -> list[str]:
