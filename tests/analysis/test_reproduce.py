@@ -46,10 +46,11 @@ def install_example(site: Path) -> None:
     (info / "entry_points.txt").write_text("[peftlab.methods]\nmlp_bias = peftlab_mlpbias:METHOD\n")
 
 
-def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int = 900):
-    """``python -m peftlab ARGS`` in a subprocess from ``cwd``; the plugin importable only with ``plugin_site``."""
+def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int = 900, env: dict | None = None):
+    """``python -m peftlab ARGS`` in a subprocess from ``cwd``; the plugin importable only with ``plugin_site``;
+    ``env``: variables set beside the environment's."""
     path = [str(REPO / "src")] + ([str(plugin_site)] if plugin_site else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(path))
     return subprocess.run(
         [sys.executable, "-m", "peftlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
