@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+from peftlab.analysis.archive.pack import data_command
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
@@ -193,10 +194,9 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
         )
     for data in record.get("data") or []:
         where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
-        folder = Path(data.get("folder") or "").name
-        made = FOLDER_HOW.get(folder)
+        made = data.get("made_by") and data.get("folder")
         how = (
-            (made and made.format(out=shlex.quote(data["folder"])))
+            (made and f"{markdown_code(data_command(data['made_by'], data['folder']))} makes it")
             or DATA_HOW.get(data["name"])
             or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
         )
@@ -234,12 +234,6 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     ]
 
 
-# the `peftlab data` command that makes a dataset, by the folder name its configs give it (its default options:
-# the checksums below say whether they were the runs')
-FOLDER_HOW = {
-    "fortunes-task": "`peftlab data fortunes-task --out {out}` makes it",
-    "fortunes-corpus": "`peftlab data fortunes-corpus --out {out}` makes it",
-}
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
 DATA_HOW = {
     "mnist": "peftlab's offline data (`make install`) holds it",

@@ -41,7 +41,6 @@ from peftlab.analysis.results.load import (
     run_dirs,
 )
 from peftlab.analysis.results.portable import portable_frame
-from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.report_options import read_study_name
 from peftlab.study.runner import pretrain_dir
@@ -176,7 +175,12 @@ def archive_record(df, study_dir: Path, study, study_file: str, places, plugins:
         "environment": {
             key: env.get(key) for key in ("versions", "hardware", "arithmetic", "threads", "dtype", "git_sha")
         },
-        "data": data_records(completed_runs(df), places, study_dir),
+        "data": data_records(
+            [read_result(run_dir) for run_dir in run_dirs(study_dir)]
+            + ([read_result(places.base_dir / "run")] if places.base_dir else []),  # the pretraining's run
+            places,
+            study_dir,
+        ),
         "plugins": plugins,
         "base": {"folder": "base", "pretrain": pretrain, "sha256": base} if study.pretrain else None,
         "unpacked_files": places.unpacked,
