@@ -91,6 +91,8 @@ def received(tmp_path_factory) -> dict:
     top = tmp_path_factory.mktemp("author")
     study = write_study(top)
     work = top / "work"
+    base = peftlab("pretrain", "configs/pretrain.yaml", "--out", "base/tiny", "--quiet", cwd=work)  # found cached
+    assert base.returncode == 0, base.stderr[-2000:]
     ran = peftlab("study", str(study), "--study-dir", "runs/received", "--quiet", cwd=work)
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
     paper = peftlab("paper", "runs/received", "--no-compile", cwd=work)
@@ -146,6 +148,15 @@ def test_both_datasets_are_recorded_with_the_command_that_makes_each(received):
         for member in tar.getmembers():
             if member.isfile():
                 assert str(received["author"]).encode() not in tar.extractfile(member).read(), member.name
+
+
+@pytest.mark.e2e
+def test_the_pretraining_step_says_how_long_the_base_took_though_the_study_found_it_trained(received):
+    seconds = json.loads(archive_file(received["archive"], "archive.json"))["base"]["seconds"]
+    assert seconds > 0
+    text = archive_file(received["archive"], "REPRODUCE.md")
+    (step,) = (line for line in text.splitlines() if line.startswith("4. Pretraining: "))
+    assert "pretrain took 0.0 min" not in step and f"its run took {seconds:.0f} s on the runs' machine" in step
 
 
 @pytest.mark.e2e

@@ -182,6 +182,11 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             else ""
         )
 
+    def trained(seconds) -> str:  # the base's own run: the study's phase took no time where it found it trained
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            return f" (its run took {seconds:.0f} s on the runs' machine)"
+        return took("pretrain")
+
     steps = [
         "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
         "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
@@ -211,7 +216,7 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     if base:
         steps.append(
             f"Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
-            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
+            f"`base/`{trained(base.get('seconds'))}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
         )
     steps.append(
         f"The study: `peftlab study {shlex.quote(study)} --study-dir rerun`{took('trials')}{took('final runs')}; "
