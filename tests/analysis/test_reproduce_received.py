@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_reproduce import peftlab
+from test_reproduce import hostile_record, peftlab
 
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.load import results_sha256
@@ -210,6 +210,41 @@ def test_a_changed_file_of_data_kept_outside_is_named_by_its_path(received, tmp_
     done = receive(received, tmp_path, "reproduce", str(received["archive"]), "--data", "kept", "--runs", "0")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "differs: data data/texttask (text): kept/texttask/test.jsonl differs (SHA-256 " in done.stdout
+
+
+def edit_architecture(root: Path) -> None:
+    path = root / "files" / "arch" / "config.json"
+    path.write_text(path.read_text().replace('"n_head": 2', '"n_head": 1'))
+
+
+def edit_record(root: Path) -> None:
+    path = root / "archive.json"
+    record = json.loads(path.read_text())
+    record["data"][0]["sha256"] = {name: "0" * 64 for name in record["data"][0]["sha256"]}
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "change, named",
+    [(edit_architecture, "files/arch/config.json is not as packed"), (edit_record, "archive.json is not as packed")],
+)
+def test_a_changed_packed_file_or_record_is_named(received, tmp_path, change, named):
+    with tarfile.open(received["archive"]) as tar:
+        tar.extractall(tmp_path, filter="data")
+    change(tmp_path / NAME)
+    done = receive(received, tmp_path, "reproduce", NAME, "--runs", "0", "--out", "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"differs: {named} (its SHA-256 differs from SHA256SUMS)" in done.stdout.splitlines()
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: ")
+
+
+def test_a_recorded_data_command_that_is_no_list_of_words_is_one_line(tmp_path):
+    data = {"name": "text", "folder": "data/t", "sha256": {}, "made_by": "fortunes-task; rm -rf ~"}
+    root = hostile_record(tmp_path, {"data": [data]})
+    done = peftlab("reproduce", str(root), "--out", "out", cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "data.made_by='fortunes-task; rm -rf ~' is invalid" in done.stderr
 
 
 def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
