@@ -97,22 +97,7 @@ def reproduce(
             say(line)
         differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
     agree = not differences
-    if agree:
-        exact = sum(1 for run in compared if run["rule"] == "exact")
-        verdict = (
-            f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
-            + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
-            + "the archive's files, results hash, plugins"
-            + (
-                " as recorded; data not checked (absent: " + ", ".join(unseen) + ")"
-                if unseen
-                else " and data as recorded"
-            )
-        )
-    else:
-        verdict = f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
-            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-        )
+    verdict = verdict_line(compared, differences, unseen)
     say(verdict)
     write_json_atomic(
         out / RECORD,
@@ -125,11 +110,28 @@ def reproduce(
             "rule": RULE,
             "compared": compared,
             "differences": differences,
+            "data_not_checked": unseen,
             "verdict": verdict,
             "reproduced": agree,
         },
     )
     return 0 if agree else 1
+
+
+def verdict_line(compared: list[dict], differences: list[str], unseen: list[str]) -> str:
+    """The last line: what was rerun and held to which rule, or the first three differences; the datasets that were
+    absent (``unseen``) were not checked."""
+    if differences:
+        return f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
+            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+        )
+    exact = sum(1 for run in compared if run["rule"] == "exact")
+    return (
+        f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
+        + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
+        + "the archive's files, results hash, plugins"
+        + (f" as recorded; data not checked (absent: {', '.join(unseen)})" if unseen else " and data as recorded")
+    )
 
 
 def rerun_and_compare(
