@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_reproduce import hostile_record, peftlab
+from test_reproduce import archive, hostile_record, peftlab, tampered  # noqa: F401 (archive: a fixture)
 
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.load import results_sha256
@@ -103,13 +103,13 @@ def received(tmp_path_factory) -> dict:
     packed = peftlab("submission", "runs/received", "--study", "configs/study.yaml", cwd=work)
     assert packed.returncode == 0, packed.stderr[-2000:]
     receiver = tmp_path_factory.mktemp("receiver")
-    archive = receiver / f"{NAME}.tar.gz"
-    shutil.copy(work / "runs" / "received" / archive.name, archive)
+    tarball = receiver / f"{NAME}.tar.gz"
+    shutil.copy(work / "runs" / "received" / tarball.name, tarball)
     fortunes = receiver / "debian-fortunes"
     shutil.copytree(top / "fortunes", fortunes)
     away = top.with_name(top.name + "-away")
     top.rename(away)  # nothing can be read from the author's folder now
-    return {"archive": archive, "fortunes": fortunes, "author": top, "chosen": chosen_lr(away)}
+    return {"archive": tarball, "fortunes": fortunes, "author": top, "chosen": chosen_lr(away)}
 
 
 def chosen_lr(author: Path) -> float:
@@ -124,8 +124,8 @@ def receive(received: dict, where: Path, *args: str, fortunes: bool = True):
     return peftlab(*args, cwd=where, env=env)
 
 
-def archive_file(archive: Path, name: str) -> str:
-    with tarfile.open(archive) as tar:
+def archive_file(tarball: Path, name: str) -> str:
+    with tarfile.open(tarball) as tar:
         return tar.extractfile(f"{NAME}/{name}").read().decode()
 
 
@@ -245,6 +245,26 @@ def test_a_recorded_data_command_that_is_no_list_of_words_is_one_line(tmp_path):
     done = peftlab("reproduce", str(root), "--out", "out", cwd=tmp_path, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "data.made_by='fortunes-task; rm -rf ~' is invalid" in done.stderr
+
+
+@pytest.mark.e2e
+def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tmp_path):  # noqa: F811
+    """tests/analysis/test_reproduce.py's image-folder study, whose runs record one hash over the folder's images:
+    a check without reruns hashes them as the runs did, never saying "data as recorded" of an image it changed."""
+
+    def edit_image(root: Path) -> None:
+        write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
+
+    from datafiles import write_image  # tests/data, on the path as test_reproduce puts it
+
+    kept = tampered(archive, tmp_path / "kept", lambda root: None)
+    done = peftlab("reproduce", str(kept), "--runs", "0", "--out", "check", cwd=tmp_path)
+    assert done.returncode == 0 and "data as recorded" in done.stdout.splitlines()[-1], done.stdout + done.stderr
+    root = tampered(archive, tmp_path / "received", edit_image)
+    done = peftlab("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = f"differs: data data/pets (imagefolder): {root / 'data' / 'pets'} (images:"
+    assert any(x.startswith(line) and ") differs (SHA-256 " in x for x in done.stdout.splitlines()), done.stdout
 
 
 def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
