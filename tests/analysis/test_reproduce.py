@@ -173,7 +173,7 @@ def test_a_tampered_archive_is_named(archive, tmp_path, change, named):
 
 
 @pytest.mark.e2e
-def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
+def test_a_changed_data_file_is_named_by_the_check_and_its_rerun(archive, tmp_path):
     def edit_data(root: Path) -> None:
         write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
 
@@ -182,7 +182,8 @@ def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("run ") and "data_sha256 of images:" in line for line in lines), done.stdout
-    assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: run ")
+    assert any(line.startswith("differs: data data/pets (imagefolder): ") for line in lines), done.stdout
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: 2 differences: data data/pets")
 
 
 def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:

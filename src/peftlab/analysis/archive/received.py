@@ -211,10 +211,31 @@ def check_data(root: Path, record: dict, kept: Path | None = None) -> tuple[list
             continue
         found[data["folder"]] = folder
         for name, sha in sorted((data.get("sha256") or {}).items()):
-            path = folder / name
-            if ".." not in Path(name).parts and path.is_file() and file_sha256(path) != sha:
-                differ.append(f"{shown}: {path} differs (SHA-256 {file_sha256(path)[:12]}, the runs read {sha[:12]})")
+            now = data_sha256(folder, data["name"], name)
+            if now is not None and now != sha:
+                what = folder / name if (folder / name).is_file() else f"{folder} ({name})"
+                differ.append(f"{shown}: {what} differs (SHA-256 {now[:12]}, the runs read {sha[:12]})")
     return differ, absent, found
+
+
+def data_sha256(folder: Path, data_name: str, name: str) -> str | None:
+    """What a run reading the dataset in ``folder`` would record for ``name`` (``provenance.data_sha256``): a
+    file's SHA-256, or an image folder's one hash over all its images (``images:<n>``, as ``readers.folders``
+    hashes them); None where only a rerun can tell (a list of a split's images, a test folder elsewhere)."""
+    path = folder / name
+    if ".." not in Path(name).parts and path.is_file():
+        return file_sha256(path)
+    if data_name != "imagefolder" or not re.fullmatch(r"images:\d+", name):
+        return None
+    from peftlab.data.readers.folders import folder_splits
+    from peftlab.data.readers.records import hash_files
+    from peftlab.utils.errors import DataError
+
+    try:
+        splits = folder_splits(folder, 0)  # the seed picks the test images, not which images there are
+    except DataError as err:
+        return f"unreadable: {one_line(err)}"
+    return hash_files(splits.train_paths + splits.test_paths, folder)
 
 
 def environment_notes(record: dict) -> list[str]:
