@@ -225,7 +225,8 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
     steps.append(
         "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
-        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
+        "every metric with `results/runs/` (docs/reproduce.md; `--data DIR` reads each `data/<name>` from "
+        "`DIR/<name>` instead); `sha256sum -c SHA256SUMS` checks the files, and "
         "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
         + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
     )
