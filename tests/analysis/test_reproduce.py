@@ -46,10 +46,11 @@ def install_example(site: Path) -> None:
     (info / "entry_points.txt").write_text("[peftlab.methods]\nmlp_bias = peftlab_mlpbias:METHOD\n")
 
 
-def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int = 900):
-    """``python -m peftlab ARGS`` in a subprocess from ``cwd``; the plugin importable only with ``plugin_site``."""
+def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int = 900, env: dict | None = None):
+    """``python -m peftlab ARGS`` in a subprocess from ``cwd``; the plugin importable only with ``plugin_site``;
+    ``env``: variables set beside the environment's."""
     path = [str(REPO / "src")] + ([str(plugin_site)] if plugin_site else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(path))
     return subprocess.run(
         [sys.executable, "-m", "peftlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -172,7 +173,7 @@ def test_a_tampered_archive_is_named(archive, tmp_path, change, named):
 
 
 @pytest.mark.e2e
-def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
+def test_a_changed_data_file_is_named_by_the_check_and_its_rerun(archive, tmp_path):
     def edit_data(root: Path) -> None:
         write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
 
@@ -181,7 +182,8 @@ def test_a_changed_data_file_is_named_by_its_rerun(archive, tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("run ") and "data_sha256 of images:" in line for line in lines), done.stdout
-    assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: run ")
+    assert any(line.startswith("differs: data data/pets (imagefolder): ") for line in lines), done.stdout
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: 2 differences: data data/pets")
 
 
 def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:

@@ -16,6 +16,11 @@ def add_reproduce(sub) -> None:
         "count N (one seed of each configuration first; 0 checks the archive without rerunning)",
     )
     p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
+    p.add_argument(
+        "--data",
+        help="a folder that holds datasets the archive does not pack, each as <name> for the archive's data/<name>: "
+        "checked against their recorded SHA-256 and read by the reruns (default: the archive's data/)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_reproduce)
 
@@ -23,4 +28,4 @@ def add_reproduce(sub) -> None:
 def cmd_reproduce(args) -> int:
     from peftlab.analysis.archive.reproduce import reproduce
 
-    return reproduce(args.archive, runs=args.runs, out=args.out, progress=not args.quiet)
+    return reproduce(args.archive, runs=args.runs, out=args.out, progress=not args.quiet, data=args.data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -227,15 +228,22 @@ def pack_plugins(study_dir: Path, root: Path) -> list[dict]:
     return out
 
 
-def data_records(done, places: Places, study_dir: Path) -> list[dict]:
-    """Each dataset the reported runs read: its name, where it goes in the archive, its files' SHA-256 as the runs
-    recorded them (``provenance.data_sha256``) and the splits' sizes."""
+def data_command(made_by: list[str], out: str) -> str:
+    """The shell line of ``peftlab data`` that writes a dataset (``made_by``: its arguments without ``--out``,
+    as ``data_records`` records them) into ``out``."""
+    return shlex.join(["peftlab", "data", made_by[0], "--out", out, *made_by[1:]])
+
+
+def data_records(results: list[dict], places: Places, study_dir: Path) -> list[dict]:
+    """Each dataset that ``results`` (the reported runs', and the study's pretraining's) read: its name, where it
+    goes in the archive, its files' SHA-256 as the runs recorded them (``provenance.data_sha256``) and, for a
+    folder ``peftlab data`` wrote, that command's arguments (``made_by``, ``--out`` left out)."""
     from peftlab.analysis.results.portable import portable_text
+    from peftlab.data.text.fortunes import command_arguments
 
     by_root = {os.path.normpath(v): k for k, v in places.data.items()}
     records: dict[str, dict] = {}
-    for run_dir in run_dirs(study_dir):
-        result = read_result(run_dir)
+    for result in results:
         data = (result.get("config") or {}).get("data") or {}
         provenance = result.get("provenance") or {}
         if not isinstance(data, dict) or not data.get("name"):
@@ -250,6 +258,7 @@ def data_records(done, places: Places, study_dir: Path) -> list[dict]:
                 "folder": where,
                 "was": portable_text(root, study_dir) if root else None,
                 "sha256": {},
+                "made_by": command_arguments(places.data[where]) if where else None,
             },
         )
         sha = provenance.get("data_sha256")

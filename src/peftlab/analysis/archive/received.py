@@ -16,7 +16,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from peftlab.analysis.archive.pack import ARCHIVE_RECORD, ARCHIVE_VERSION
+from peftlab.analysis.archive.pack import ARCHIVE_RECORD, ARCHIVE_VERSION, data_command
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import one_line, read_json
@@ -100,6 +100,11 @@ def check_record(record: dict, where: Path) -> None:
             inside(data["folder"], "data.folder")
         if not isinstance(data["sha256"], dict):
             raise UserError(f"{where}: data.sha256 is invalid: expected an object of file names and SHA-256")
+        made_by = data.get("made_by")
+        if made_by is not None and not (
+            isinstance(made_by, list) and made_by and all(isinstance(a, str) and a.isprintable() for a in made_by)
+        ):
+            raise UserError(f"{where}: data.made_by={made_by!r} is invalid: expected the arguments of `peftlab data`")
     environment = record.get("environment") or {}
     if not isinstance(environment, dict) or not all(
         isinstance(environment.get(key, {}), dict | None) for key in ("versions", "hardware", "arithmetic")
@@ -187,25 +192,50 @@ def check_plugins(root: Path, record: dict) -> list[str]:
     return out
 
 
-def check_data(root: Path, record: dict) -> tuple[list[str], list[str]]:
-    """(a line per data file whose SHA-256 differs, a line per dataset that is absent). A recorded name that is
-    no file under the dataset's folder (a split's list of images) is checked by the reruns, which record it."""
-    differ, absent = [], []
+def check_data(root: Path, record: dict, kept: Path | None = None) -> tuple[list[str], list[str], dict[str, Path]]:
+    """(a line per data file whose SHA-256 differs, a line per dataset that is absent, where each present dataset
+    is read: archive folder -> folder). A dataset the archive puts in ``data/<name>`` is read from ``kept/<name>``
+    where ``kept`` (``--data``) holds it, else from the archive's folder. A recorded name that is no file under
+    the dataset's folder (a split's list of images) is checked by the reruns, which record it."""
+    differ, absent, found = [], [], {}
     for data in record.get("data") or []:
-        folder = root / data["folder"] if data.get("folder") else None
-        if folder is None:
+        if not data.get("folder"):
             continue
+        shown = f"data {data['folder']} ({data['name']})"
+        outside = kept / Path(data["folder"]).name if kept is not None else None
+        folder = outside if outside is not None and outside.is_dir() else root / data["folder"]
         if not folder.is_dir():
-            absent.append(f"data {data['name']} is absent: put it in {data['folder']} (REPRODUCE.md)")
+            where = outside or folder
+            made = f"`{data_command(data['made_by'], str(where))}` makes it" if data.get("made_by") else "REPRODUCE.md"
+            absent.append(f"{shown} is absent: put it in {where} ({made})")
             continue
+        found[data["folder"]] = folder
         for name, sha in sorted((data.get("sha256") or {}).items()):
-            path = folder / name
-            if ".." not in Path(name).parts and path.is_file() and file_sha256(path) != sha:
-                differ.append(
-                    f"data {data['name']}: {data['folder']}/{name} differs (SHA-256 {file_sha256(path)[:12]}, "
-                    f"the runs read {sha[:12]})"
-                )
-    return differ, absent
+            now = data_sha256(folder, data["name"], name)
+            if now is not None and now != sha:
+                what = folder / name if (folder / name).is_file() else f"{folder} ({name})"
+                differ.append(f"{shown}: {what} differs (SHA-256 {now[:12]}, the runs read {sha[:12]})")
+    return differ, absent, found
+
+
+def data_sha256(folder: Path, data_name: str, name: str) -> str | None:
+    """What a run reading the dataset in ``folder`` would record for ``name`` (``provenance.data_sha256``): a
+    file's SHA-256, or an image folder's one hash over all its images (``images:<n>``, as ``readers.folders``
+    hashes them); None where only a rerun can tell (a list of a split's images, a test folder elsewhere)."""
+    path = folder / name
+    if ".." not in Path(name).parts and path.is_file():
+        return file_sha256(path)
+    if data_name != "imagefolder" or not re.fullmatch(r"images:\d+", name):
+        return None
+    from peftlab.data.readers.folders import folder_splits
+    from peftlab.data.readers.records import hash_files
+    from peftlab.utils.errors import DataError
+
+    try:
+        splits = folder_splits(folder, 0)  # the seed picks the test images, not which images there are
+    except DataError as err:
+        return f"unreadable: {one_line(err)}"
+    return hash_files(splits.train_paths + splits.test_paths, folder)
 
 
 def environment_notes(record: dict) -> list[str]:

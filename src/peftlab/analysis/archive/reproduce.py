@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from peftlab.analysis.archive.pack import ARCHIVE_RECORD
+from peftlab.analysis.archive.pack import ARCHIVE_RECORD, rewrite_paths
 from peftlab.analysis.archive.received import (
     RULE,
     archived_runs,
@@ -29,6 +29,7 @@ from peftlab.analysis.archive.received import (
     results_hash,
     unpack,
 )
+from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_json_atomic
 
@@ -46,12 +47,19 @@ def reproduce(
     out: str | Path | None = None,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    data: str | Path | None = None,
 ) -> int:
     source = Path(source)
     out = Path(out) if out else default_out(source)
     refuse_link(out, "--out folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: expected a folder (made when missing)")
+    kept = Path(data) if data is not None else None
+    if kept is not None and not kept.is_dir():
+        raise UserError(
+            f"--data {kept} is not a folder: expected the folder that holds the datasets, each in a folder named "
+            "as in the archive's data/"
+        )
     root = unpack(source, out / "archive")
     record = read_json(root / ARCHIVE_RECORD)
     packed = archived_runs(root)
@@ -70,12 +78,13 @@ def reproduce(
     if not hash_lines:
         say(f"results hash: {sha[:12]}, recomputed from results/runs, as paper/results.tex and runs.sha256 say")
     differences += check_plugins(root, record)
-    data_differ, absent = check_data(root, record)
+    data_differ, absent, found = check_data(root, record, kept)
     differences += data_differ
     for line in differences:
         say(f"differs: {line}")
     for line in absent:
         say(f"note: {line}")
+    unseen = [data["folder"] for data in record.get("data") or [] if data.get("folder") and data["folder"] not in found]
     if chosen and absent:
         raise UserError(f"{absent[0]}; or --runs 0 to check the archive without rerunning")
 
@@ -83,22 +92,12 @@ def reproduce(
     if chosen:
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
-        compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress)
+        compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found)
         for line in lines:
             say(line)
         differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
     agree = not differences
-    if agree:
-        exact = sum(1 for run in compared if run["rule"] == "exact")
-        verdict = (
-            f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
-            + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
-            + "the archive's files, results hash, plugins and data as recorded"
-        )
-    else:
-        verdict = f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
-            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-        )
+    verdict = verdict_line(compared, differences, unseen)
     say(verdict)
     write_json_atomic(
         out / RECORD,
@@ -111,6 +110,7 @@ def reproduce(
             "rule": RULE,
             "compared": compared,
             "differences": differences,
+            "data_not_checked": unseen,
             "verdict": verdict,
             "reproduced": agree,
         },
@@ -118,13 +118,33 @@ def reproduce(
     return 0 if agree else 1
 
 
-def rerun_and_compare(root: Path, record: dict, chosen: list[dict], packed: list[dict], out: Path, progress: bool):
-    """Rerun ``chosen`` with the archive's study file (its plugins first on the path) and compare each."""
+def verdict_line(compared: list[dict], differences: list[str], unseen: list[str]) -> str:
+    """The last line: what was rerun and held to which rule, or the first three differences; the datasets that were
+    absent (``unseen``) were not checked."""
+    if differences:
+        return f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
+            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+        )
+    exact = sum(1 for run in compared if run["rule"] == "exact")
+    return (
+        f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
+        + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
+        + "the archive's files, results hash, plugins"
+        + (f" as recorded; data not checked (absent: {', '.join(unseen)})" if unseen else " and data as recorded")
+    )
+
+
+def rerun_and_compare(
+    root: Path, record: dict, chosen: list[dict], packed: list[dict], out: Path, progress: bool, found: dict[str, Path]
+):
+    """Rerun ``chosen`` with the archive's study file (its plugins first on the path; its configs copied into
+    OUT/configs naming the datasets where ``found`` says) and compare each."""
     folders = [str((root / plugin["folder"]).resolve()) for plugin in record.get("plugins") or []]
     sys.path[:0] = folders  # the archive's plugin code, before any installed version: the workers inherit it
     os.environ["PYTHONPATH"] = os.pathsep.join(folders + [p for p in [os.environ.get("PYTHONPATH")] if p])
     wanted = [{"variant": run["variant"], "seed": run["seed"], "tuned_by": run["tuned_by"]} for run in chosen]
-    study, picked, missing = chosen_runs(root / record["study"], wanted)
+    study_file = rerun_configs(root, record["study"], found, out / "configs")
+    study, picked, missing = chosen_runs(study_file, wanted)
     dirs = rerun(study, out / "rerun", progress) if picked else {}
     pairs = []
     for run in chosen:
@@ -146,6 +166,30 @@ def rerun_and_compare(root: Path, record: dict, chosen: list[dict], packed: list
         if run["result"].get("status") == "completed":
             by_variant.setdefault(run["variant"], []).append(run["result"])
     return compare_runs(pairs, by_variant)
+
+
+def rerun_configs(root: Path, study: str, found: dict[str, Path], into: Path) -> Path:
+    """The archive's configs (``study``'s folder) copied into ``into``, each path field naming what it names in
+    the archive, but a dataset's folder where ``found`` says it is (``--data``); returns the study file's copy."""
+    import yaml
+
+    top = Path(os.path.abspath(root))
+    kept = {os.path.normpath(top / folder): os.path.abspath(where) for folder, where in found.items()}
+
+    class Found:
+        """``pack.rewrite_paths``' places: the same absolute path, or the folder a dataset was found in."""
+
+        def place(self, field: str, value: str) -> str:
+            return kept.get(os.path.normpath(value), value)
+
+    configs = (top / study).parent
+    refuse_link(into, "--out folder entry")
+    into.mkdir(parents=True, exist_ok=True)
+    for path in sorted(configs.glob("*.yaml")):
+        refuse_link(into / path.name, "--out folder entry")
+        data = rewrite_paths(read_yaml(path), configs, Found(), os.path.abspath(into))
+        (into / path.name).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return into / Path(study).name
 
 
 # Reruns: a run is chosen by its configuration's label and its seed (the archive's run ids hash the paths of the

@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+from peftlab.analysis.archive.pack import data_command
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
@@ -181,6 +182,11 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             else ""
         )
 
+    def trained(seconds) -> str:  # the base's own run: the study's phase took no time where it found it trained
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            return f" (its run took {seconds:.0f} s on the runs' machine)"
+        return took("pretrain")
+
     steps = [
         "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
         "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
@@ -193,10 +199,9 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
         )
     for data in record.get("data") or []:
         where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
-        folder = Path(data.get("folder") or "").name
-        made = FOLDER_HOW.get(folder)
+        made = data.get("made_by") and data.get("folder")
         how = (
-            (made and made.format(out=shlex.quote(data["folder"])))
+            (made and f"{markdown_code(data_command(data['made_by'], data['folder']))} makes it")
             or DATA_HOW.get(data["name"])
             or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
         )
@@ -211,7 +216,7 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     if base:
         steps.append(
             f"Pretraining: the study's first phase trains the base with {markdown_code(base['pretrain'])} into "
-            f"`base/`{took('pretrain')}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
+            f"`base/`{trained(base.get('seconds'))}; its weights' SHA-256 was {markdown_code(str(base['sha256']))}."
         )
     steps.append(
         f"The study: `peftlab study {shlex.quote(study)} --study-dir rerun`{took('trials')}{took('final runs')}; "
@@ -220,7 +225,8 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
     steps.append(
         "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
-        "every metric with `results/runs/` (docs/reproduce.md); `sha256sum -c SHA256SUMS` checks the files, and "
+        "every metric with `results/runs/` (docs/reproduce.md; `--data DIR` reads each `data/<name>` from "
+        "`DIR/<name>` instead); `sha256sum -c SHA256SUMS` checks the files, and "
         "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
         + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
     )
@@ -234,12 +240,6 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     ]
 
 
-# the `peftlab data` command that makes a dataset, by the folder name its configs give it (its default options:
-# the checksums below say whether they were the runs')
-FOLDER_HOW = {
-    "fortunes-task": "`peftlab data fortunes-task --out {out}` makes it",
-    "fortunes-corpus": "`peftlab data fortunes-corpus --out {out}` makes it",
-}
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
 DATA_HOW = {
     "mnist": "peftlab's offline data (`make install`) holds it",

@@ -41,7 +41,6 @@ from peftlab.analysis.results.load import (
     run_dirs,
 )
 from peftlab.analysis.results.portable import portable_frame
-from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.paths import REPO_ROOT
 from peftlab.study.report_options import read_study_name
 from peftlab.study.runner import pretrain_dir
@@ -118,7 +117,7 @@ def write_submission(
         plugins = pack_plugins(study_dir, root)
         copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
         (root / ENVIRONMENT_LOCK).write_text(environment_lock())
-        record = archive_record(df, study_dir, study, study_file, places, plugins, now)
+        record = archive_record(study_dir, study, study_file, places, plugins, now)
         write_json_atomic(root / ARCHIVE_RECORD, record)
         (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out, record))
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
@@ -154,31 +153,33 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def archive_record(df, study_dir: Path, study, study_file: str, places, plugins: list[dict], results: str) -> dict:
+def archive_record(study_dir: Path, study, study_file: str, places, plugins: list[dict], results_sha: str) -> dict:
     """archive.json: what ``peftlab reproduce`` reads of the archive (``analysis.archive.received``)."""
     env = environment(study_dir)
-    base = next(
-        (
-            sha
-            for sha in (
-                (read_result(run_dir).get("provenance") or {}).get("base_sha256") for run_dir in run_dirs(study_dir)
-            )
-            if isinstance(sha, str)
-        ),
-        None,
-    )
+    results = [read_result(run_dir) for run_dir in run_dirs(study_dir)]
+    pretraining = read_result(places.base_dir / "run") if places.base_dir else {}  # the base's own run
+    shas = ((result.get("provenance") or {}).get("base_sha256") for result in results)
+    base = next((sha for sha in shas if isinstance(sha, str)), None)
+    seconds = (pretraining.get("timing") or {}).get("wall_seconds")  # a base the study found cached took this
     pretrain = f"configs/{Path(study.pretrain).name}" if study.pretrain else None
     return {
         "version": ARCHIVE_VERSION,
         "study": study_file,
         "name": read_study_name(study_dir),
-        "results_sha256": results,
+        "results_sha256": results_sha,
         "environment": {
             key: env.get(key) for key in ("versions", "hardware", "arithmetic", "threads", "dtype", "git_sha")
         },
-        "data": data_records(completed_runs(df), places, study_dir),
+        "data": data_records(results + [pretraining], places, study_dir),
         "plugins": plugins,
-        "base": {"folder": "base", "pretrain": pretrain, "sha256": base} if study.pretrain else None,
+        "base": {
+            "folder": "base",
+            "pretrain": pretrain,
+            "sha256": base,
+            "seconds": seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None,
+        }
+        if study.pretrain
+        else None,
         "unpacked_files": places.unpacked,
         "phases": phase_seconds(study_dir),
     }

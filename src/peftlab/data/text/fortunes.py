@@ -342,3 +342,18 @@ def already_there(folder: Path, manifest: dict, arguments: str) -> bool:
         f"{shown_path(folder)} already holds {held}, not this one ({arguments}); "
         "choose another --out folder, or delete it"
     )
+
+
+def command_arguments(folder: str | Path) -> list[str] | None:
+    """The arguments of ``peftlab data`` (``--out`` left out) that write the task or corpus in ``folder`` again,
+    read from its manifest.json (the same arguments and Debian's files write the same bytes); None where
+    ``folder`` holds neither."""
+    manifest = read_json(Path(folder) / MANIFEST) or {}
+    names = manifest.get("categories" if manifest.get("what") == "fortunes-task" else "excluded_categories")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.isprintable() for n in names):
+        return None
+    if manifest.get("what") == "fortunes-task" and type(manifest.get("seed")) is int:
+        return ["fortunes-task", "--seed", str(manifest["seed"]), "--categories", ",".join(names)]
+    if manifest.get("what") == "fortunes-corpus":
+        return ["fortunes-corpus", "--categories", ",".join(names)]
+    return None
