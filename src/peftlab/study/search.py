@@ -57,7 +57,7 @@ from peftlab.study.pruning import PruneWatch
 from peftlab.study.records import SELECTION, Selection, read_selection
 from peftlab.study.side_by_side import Request, drive, run_side_by_side
 from peftlab.study.spec import RunSpec, Study, run_id
-from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
+from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values, unchosen
 from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.tuning.metric import missing_metric
@@ -186,9 +186,10 @@ def search_steps(
         yield from run_pending(search, directory, study, planned, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
+        why = unchosen(trial_records(study, directory), directory)
         raise UserError(
-            f"tuning of method '{search.name}': no trial completed without diverging (see "
-            f"{directory / SELECTION}); its final runs were not started"
+            f"tuning of method '{search.name}': no trial can be chosen: {why} (see {directory / SELECTION}); "
+            "its final runs were not started"
         )
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
     say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")

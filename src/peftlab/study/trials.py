@@ -81,3 +81,22 @@ def trial_record(trial, directory: Path | None = None) -> dict:
         if why is not None:
             record["diverged"] = why
     return record
+
+
+def unchosen(records: list[dict], directory: Path) -> str:
+    """Why none of a search's trials (``trial_records``) can be chosen, in words: how many failed (the first's
+    error, from its run's result.json), diverged or fell to chance on validation (the first's reason)."""
+    failed, diverged, chance = [], [], []
+    for record in records:
+        why = record.get("diverged")
+        if why is not None:
+            (diverged if why.startswith("diverged: ") else chance).append(why.removeprefix("diverged: "))
+        elif record["state"] == "FAIL":
+            results = (read_result(directory / "runs" / str(run)) or {} for run in record["run_ids"])
+            failed.append(next((r["error"] for r in results if isinstance(r.get("error"), str)), "no result"))
+    parts = [
+        f"{len(whys)} of {len(records)} {what} (the first: {' '.join(whys[0].split())[:300]})"
+        for what, whys in (("failed", failed), ("diverged", diverged), ("fell to chance on validation", chance))
+        if whys
+    ]
+    return "; ".join(parts) or f"none of its {len(records)} trials completed"
