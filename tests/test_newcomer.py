@@ -99,3 +99,19 @@ def test_a_search_that_can_choose_no_trial_says_why(tmp_path, result, why):
         run_search(search, tmp_path / "tune", Trials(result), slots=1)
     assert f"tuning of method 'lora': no trial can be chosen: {why}" in str(refused.value)
     assert "diverging" not in str(refused.value)
+
+
+def test_a_probe_with_nothing_to_tune_is_told_why(tmp_path, folder):
+    # configs/downstream.yaml sets train.head_lr, so a probe copied from it has no use for the shared train.lr:
+    # the line said only "has no axis to tune"
+    base = base_on(folder)
+    base["train"]["head_lr"] = 2e-3
+    tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
+    path = write_study(tmp_path, base, {"linear": {}, "lora": {}}, tune)
+    status, stderr = command_in_process("study", str(path), "--study-dir", str(tmp_path / "out"), "--dry-run")
+    assert_one_line_refusal(
+        status,
+        stderr,
+        "study method 'linear' has no axis to tune: train.lr has no effect (a linear probe trains only its head, "
+        "whose rate is train.head_lr=0.002: set train.head_lr instead); give it its own tune: {axes: ...}",
+    )
