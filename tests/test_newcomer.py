@@ -2,14 +2,21 @@
 that failed before its mend. Each runs in this process on a tiny folder of 12-pixel PNGs, in a fraction of a second
 where nothing trains."""
 
+import contextlib
+import io
 import json
+import re
 
 import pytest
+import timm
+import torch
 import yaml
 from PIL import Image
-from testkit import TINY_MODEL, assert_one_line_refusal, command_in_process
+from safetensors.torch import save_file
+from testkit import REPO, TINY_MODEL, assert_one_line_refusal, command_in_process, header_images
 
-from peftlab.study.search import run_search
+from peftlab import cli
+from peftlab.study.search import run_search, tune_study
 from peftlab.study.spec import load_study
 from peftlab.utils.errors import UserError
 
@@ -115,3 +122,97 @@ def test_a_probe_with_nothing_to_tune_is_told_why(tmp_path, folder):
         "study method 'linear' has no axis to tune: train.lr has no effect (a linear probe trains only its head, "
         "whose rate is train.head_lr=0.002: set train.head_lr instead); give it its own tune: {axes: ...}",
     )
+
+
+def test_params_of_a_config_on_an_image_folder_counts_its_classes_and_refuses_the_name_options(tmp_path, folder):
+    # it asked for --num-classes though the folder was there, and printed the config's LoRA count under --method
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(base_on(folder)))
+    status, out, _ = params_json(str(config))
+    assert status == 0 and out["num_classes"] == len(CLASSES)
+    houlsby = params_json(str(config), "method.name=houlsby")
+    assert houlsby[0] == 0 and houlsby[1]["trainable"] != out["trainable"]
+    for flag, value, key in (
+        ("--method", "houlsby", "method.name"),
+        ("--r", "32", "method.r"),
+        ("--depth", "12", "model.depth"),
+    ):
+        status, _, stderr = params_json(str(config), flag, value)
+        assert_one_line_refusal(status, stderr, f"{flag} goes with a model name", f"give the override {key}")
+    status, _, stderr = params_json("vit_tiny_patch16_224", "--method", "full", "--r", "8")
+    assert_one_line_refusal(status, stderr, "--r is not an option of method 'full'")
+
+
+def params_json(*argv: str) -> tuple[int, dict | None, str]:
+    """(exit status, the printed counts, stderr) of ``peftlab params ARGV --json`` in this process."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.run_command(["params", *argv, "--json"])
+    return status, json.loads(stdout.getvalue()) if status == 0 else None, stderr.getvalue()
+
+
+@pytest.fixture
+def trained(tmp_path, folder):
+    """A finished one-step LoRA run of the tiny ViT on the folder, on a base weights file of its own."""
+    base = tmp_path / "base.safetensors"
+    save_file(
+        timm.create_model(TINY_MODEL["name"], **{k: v for k, v in TINY_MODEL.items() if k != "name"}).state_dict(), base
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(base_on(folder, pretrained=str(base))))
+    run_dir = tmp_path / "run"
+    status, stderr = command_in_process("train", str(config), "--run-dir", str(run_dir), "--quiet")
+    assert status == 0, stderr
+    return run_dir
+
+
+def test_a_peft_adapter_says_how_to_build_and_feed_its_base(tmp_path, trained, folder):
+    # its header held the class names only: the architecture of a base of one's own was in the merged export alone
+    assert command_in_process("export", str(trained), "--peft", str(tmp_path / "peft")) == (0, "")
+    test_top1 = json.loads((trained / "result.json").read_text())["metrics"]["test_top1"]
+    paths = sorted((folder / "test").rglob("*.png"))
+    labels = torch.tensor([CLASSES.index(p.parent.name) for p in paths])
+    for adapter_dir in (trained, tmp_path / "peft"):
+        namespace = {}  # docs/python-api.md's snippet, with this adapter
+        exec(documented_snippet().replace('"runs/r16"', repr(str(adapter_dir))), namespace)
+        header = namespace["header"]
+        assert json.loads(header["class_names"]) == list(CLASSES)
+        assert header["base_pretrained"] == str(tmp_path / "base.safetensors")
+        assert json.loads(header["input_size"]) == [3, TINY_MODEL["img_size"], TINY_MODEL["img_size"]]
+        with torch.no_grad():
+            predicted = namespace["model"](header_images(paths, namespace["preprocessing"])).argmax(-1)
+        assert (predicted == labels).float().mean().item() == pytest.approx(test_top1)
+
+
+def documented_snippet() -> str:
+    text = (REPO / "docs" / "python-api.md").read_text()
+    found = re.search(r"<!-- tests/test_newcomer.py runs this block -->\n```python\n(.*?)```", text, re.S)
+    assert found, "docs/python-api.md lost its snippet for a base of one's own"
+    return found.group(1)
+
+
+def test_predict_on_a_file_that_is_no_image_says_so_plainly(tmp_path, trained):
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("name: not an image\n")
+    status, stderr = command_in_process("predict", str(trained), str(notes))
+    assert_one_line_refusal(status, stderr, f"cannot decode image {notes}: no image format PIL knows")
+    assert "BufferedReader" not in stderr
+
+
+def test_one_worker_tunes_every_method_before_a_failed_search_stops_the_study(tmp_path):
+    # with --workers 1 the first failed search stopped the study before the next one started; side by side (two
+    # workers) the others went on to their choice
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**base_on(tmp_path), "train": {"lr": 1e-3}}))
+    tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
+    study = {"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"linear": {}, "lora": {}}, "tune": tune}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+
+    def scored(cfg):
+        if cfg.method.name == "linear":
+            return at_chance(cfg)
+        return {**at_chance(cfg), "metrics": {"val_top1": 0.9 - cfg.train.lr}}
+
+    with pytest.raises(UserError, match="tuning of method 'linear': no trial can be chosen"):
+        tune_study(load_study(tmp_path / "study.yaml"), tmp_path / "out", Trials(scored), slots=1)
+    lora = json.loads((tmp_path / "out" / "tune" / "lora" / "selection.json").read_text())
+    assert lora["done"] and lora["chosen"]["params"] == {"train.lr": 1e-3}

@@ -130,7 +130,7 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: an
     image file or folder, or a list of them. The images are made exactly as the run made its test images (its
     resize, interpolation and normalisation); the class names are the run's data's
-    (``peftlab.training.export.predict``)."""
-    from peftlab.training.export import predict as predict_images
+    (``peftlab.training.evaluate.predict``)."""
+    from peftlab.training.evaluate import predict as predict_images
 
     return predict_images(run_dir, images, top_k)

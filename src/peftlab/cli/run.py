@@ -178,7 +178,7 @@ def add_params(sub) -> None:
     p.add_argument("--depth", type=int, help="number of blocks (default: the model's own)")
     p.add_argument("--embed-dim", type=int, help="embedding width (default: the model's own)")
     p.add_argument("--num-heads", type=int, help="attention heads (default: the model's own)")
-    p.add_argument("--method", default="full", help=method_names())
+    p.add_argument("--method", help=f"{method_names()} (default full)")
     p.add_argument("--r", type=int, help="rank: method.r (default: the method's own, 8 for LoRA)")
     p.add_argument("--targets", help="standard, extended or all-linear")
     p.add_argument("--num-virtual-tokens", type=int, help="prompt_tuning, prefix_tuning: method.num_virtual_tokens")
@@ -212,13 +212,22 @@ def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
     from peftlab.config.checks import DATASET_CLASSES
     from peftlab.config.schema import load_config
+    from peftlab.data.checks import folder_classes  # an image folder's class folders, no image opened
 
+    given = next((option for option in CONFIG_KEYS if getattr(args, option) is not None), None)
+    if given is not None:  # never the config's count under a flag that asked for another
+        flag = f"--{given.replace('_', '-')}"
+        raise UserError(
+            f"{flag} goes with a model name; with a run config give the override {CONFIG_KEYS[given]}=VALUE "
+            f"(peftlab params {args.model} {CONFIG_KEYS[given]}=...)"
+        )
     cfg = load_config(args.model, args.overrides)
     classes = (
         args.num_classes
         if args.num_classes is not None
         else cfg.model.num_classes
         or (len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
+        or folder_classes(cfg.data)
     )
     if classes is None:
         raise UserError(
@@ -246,12 +255,16 @@ def params_config_of_name(args):
     else:
         model = params_model_of_name(args)
     method = {
-        "name": args.method,
+        "name": args.method or "full",
         "r": args.r,
         "target_modules": args.targets,
         "num_virtual_tokens": args.num_virtual_tokens,
     }
-    method = {k: v for k, v in method.items() if v is not None and k in method_fields(args.method)}
+    unused = [k for k, v in method.items() if v is not None and k not in method_fields(method["name"])]
+    if unused:
+        flag = "--targets" if unused[0] == "target_modules" else f"--{unused[0].replace('_', '-')}"
+        raise UserError(f"{flag} is not an option of method {method['name']!r}: leave it out or give --method")
+    method = {k: v for k, v in method.items() if v is not None}
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
 
 
@@ -284,6 +297,15 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
 
 
 SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")
+# the options of a model name, and the config key a run config takes for each instead
+CONFIG_KEYS = {
+    **{name: f"model.{name}" for name in SIZE_OPTIONS},
+    "task": "model.task",
+    "method": "method.name",
+    "r": "method.r",
+    "targets": "method.target_modules",
+    "num_virtual_tokens": "method.num_virtual_tokens",
+}
 
 
 def params_model_of_name(args) -> dict:

@@ -64,6 +64,15 @@ def check_data(cfg, language_model: bool = False) -> None:
         )
 
 
+def folder_classes(cfg) -> int | None:
+    """An image folder's number of classes, from its class folders (no image opened; a missing root is its
+    DataError line); None for another dataset."""
+    if cfg.name != "imagefolder":
+        return None
+    _, directory = find_data(cfg.name, cfg.root, download_allowed=False)
+    return len(folder_splits(directory, cfg.split_seed, Path(cfg.test_dir) if cfg.test_dir else None).class_names)
+
+
 def data_key(cfg) -> tuple:
     """What ``check_data`` reads of a data config: a study checks each distinct one once."""
     return tuple(getattr(cfg, name, None) for name in KEY_FIELDS)

@@ -109,13 +109,21 @@ def tune_study(
     configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
     halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others).
     ``side_by_side``: the searches share the executor's workers (``side_by_side.run_side_by_side``), each
-    making the decisions it makes alone; else one search after another."""
+    making the decisions it makes alone; else one search after another. Either way a search that fails ends
+    there, the others go on to their choice, and the first failure is raised once they have ended."""
     steps = {key: search_steps(search, tune_dir(study_dir, key), slots, say) for key, search in study.tune.items()}
     if side_by_side:
         halving = any(search.search == "halving" for search in study.tune.values())
         chosen = run_side_by_side(steps, run_jobs, may_stop=halving)
     else:
-        chosen = {key: drive(searching, run_jobs) for key, searching in steps.items()}
+        chosen, failed = {}, []
+        for key, searching in steps.items():
+            try:
+                chosen[key] = drive(searching, run_jobs)
+            except Exception as err:  # its own failure (a UserError line): the other searches go on
+                failed.append(err)
+        if failed:
+            raise failed[0]
     return with_choices(study, chosen)
 
 
