@@ -216,3 +216,15 @@ def test_one_worker_tunes_every_method_before_a_failed_search_stops_the_study(tm
         tune_study(load_study(tmp_path / "study.yaml"), tmp_path / "out", Trials(scored), slots=1)
     lora = json.loads((tmp_path / "out" / "tune" / "lora" / "selection.json").read_text())
     assert lora["done"] and lora["chosen"]["params"] == {"train.lr": 1e-3}
+
+
+@pytest.mark.parametrize("method", ["ssf", "vpt"])
+def test_a_method_plain_peft_cannot_load_still_trains_and_its_peft_export_is_one_line(tmp_path, folder, method):
+    # the adapter's header read the tuned model's patch embedding, which SSF wraps: the run failed at its end
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**base_on(folder), "method": {"name": method}}))
+    run_dir = tmp_path / "run"
+    assert command_in_process("train", str(config), "--run-dir", str(run_dir), "--quiet") == (0, "")
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "completed"
+    status, stderr = command_in_process("export", str(run_dir), "--peft", str(tmp_path / "peft"))
+    assert_one_line_refusal(status, stderr, "`peftlab export --merged` works")

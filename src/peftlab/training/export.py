@@ -46,7 +46,7 @@ from peftlab.config.checks import MAX_INT, shown
 from peftlab.config.schema import dump_config, load_config
 from peftlab.config.sections import architecture_only
 from peftlab.data.build import eval_preprocessing
-from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, timm_kwargs
+from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, model_inputs, timm_kwargs
 from peftlab.models.weights import read_safetensors
 from peftlab.quant.bases import (
     dequantized_linear,
@@ -118,7 +118,9 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     tuner = load_trained(Path(run_dir))
     result = completed_result(Path(run_dir))
     cfg = load_config(Path(run_dir) / "config.yaml", base_dir=Path.cwd())
-    header = peft_header(cfg, tuner.model, num_classes_of(cfg, result, run_dir), class_names_of(result))
+    # the input as the recipe made it: the tuned model's patch embedding may be wrapped (SSF's), no Conv2d to read
+    spec = model_inputs(cfg.model, cfg.data.max_length)
+    header = peft_header(cfg, spec, num_classes_of(cfg, result, run_dir), class_names_of(result))
     if not write_peft_adapter(tuner, Path(out_dir), header):
         raise UserError(f"run {run_dir}: {peft_export(tuner)}; `peftlab export --merged` works")
     return Path(out_dir)
@@ -197,22 +199,24 @@ def class_names_of(result: dict) -> list[str] | None:
     return None
 
 
-def peft_header(cfg, model: torch.nn.Module, num_classes: int, class_names: list[str] | None) -> dict[str, str]:
-    """A PEFT adapter's header: the class names and, for a timm model, its base (``base_pretrained``:
-    model.pretrained) and how to build and feed it (``model_header``), as a merged export's header says."""
+def peft_header(cfg, spec, num_classes: int, class_names: list[str] | None) -> dict[str, str]:
+    """A PEFT adapter's header: the class names and, for a timm model (``spec``: its ``InputSpec``), its base
+    (``base_pretrained``: model.pretrained) and how to build and feed it (``model_header``), as a merged export's
+    header says."""
     if cfg.model.source != "timm":
         return class_names_metadata(class_names)
     return {
         "base_pretrained": cfg.model.pretrained,
-        **model_header(cfg, model, num_classes),
+        **model_header(cfg, spec, num_classes),
         **class_names_metadata(class_names),
     }
 
 
-def model_header(cfg, model: torch.nn.Module, num_classes: int) -> dict[str, str]:
-    """timm's model name and arguments, the input size and how the run made its test images (``preprocessing``:
-    data.normalize's mean and std, not the model's defaults, also under ``mean``, ``std``, ``interpolation``)."""
-    spec, preprocessing = input_spec(model), run_preprocessing(cfg, model)
+def model_header(cfg, spec, num_classes: int) -> dict[str, str]:
+    """timm's model name and arguments, the input size (``spec``: the model's ``InputSpec``) and how the run made
+    its test images (``preprocessing``: data.normalize's mean and std, not the model's defaults, also under
+    ``mean``, ``std``, ``interpolation``)."""
+    preprocessing = eval_preprocessing(cfg.data, spec.img_size, spec.in_chans, spec.mean, spec.std)
     return {
         "timm_model": cfg.model.name,
         "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
@@ -317,7 +321,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         "format": "timm",
         "peftlab_config": dump_config(cfg),
         "num_classes": str(num_classes),
-        **model_header(cfg, model, num_classes),
+        **model_header(cfg, input_spec(model), num_classes),
         **class_names_metadata(class_names),
     }
     if unmerged:

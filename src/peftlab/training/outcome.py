@@ -77,7 +77,7 @@ def finish(
         merge = check_merge(tuner, test_split, s.device)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
-    write_adapter(tuner, s.run_dir, peft_header(s.cfg, tuner.model, data.num_classes, data.splits.info.class_names))
+    write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
