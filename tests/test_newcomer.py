@@ -228,3 +228,19 @@ def test_a_method_plain_peft_cannot_load_still_trains_and_its_peft_export_is_one
     assert json.loads((run_dir / "result.json").read_text())["status"] == "completed"
     status, stderr = command_in_process("export", str(run_dir), "--peft", str(tmp_path / "peft"))
     assert_one_line_refusal(status, stderr, "`peftlab export --merged` works")
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("data.root=no-such-folder", "does not exist or is not a folder"),
+        ("model.pretrained=no-such-base.safetensors", "(model.pretrained) does not exist"),
+    ],
+)
+def test_train_refuses_a_missing_folder_or_base_before_its_run_folder(tmp_path, folder, override, needle):
+    # the one line came, but after a run folder with a failed result.json: python-api.md promises none
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(base_on(folder)))
+    status, stderr = command_in_process("train", str(config), override, "--run-dir", str(tmp_path / "run"))
+    assert_one_line_refusal(status, stderr, needle)
+    assert not (tmp_path / "run").exists()

@@ -62,10 +62,15 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
 
     check_modality(cfg.model, cfg.data)
     run_dir = Path(run_dir or Path("runs") / cfg.name)
-    if not run_dir.exists():  # what only the model tells (a method of another family, a plugin without apply), on
-        from peftlab.tuners.params import check_against_model  # the meta device: refused before the folder exists
+    if not run_dir.exists():
+        # refused before the folder exists, as validate refuses it: what only the model tells (a method of another
+        # family, a plugin without apply, a base weights file that is not there or does not fit: the meta device)
+        # and what the data tells without decoding it (a missing root, one class folder, a list that does not parse)
+        from peftlab.data.checks import check_data
+        from peftlab.tuners.params import check_against_model
 
-        check_against_model(cfg)
+        check_against_model(cfg, weights=True)
+        check_data(cfg.data, cfg.model.task == "causal-lm")
     return train_run(cfg, run_dir, progress=progress)
 
 

@@ -81,10 +81,9 @@ def check_study_data(study: Study) -> None:
         if pretrained not in ("none", "hub") and not Path(pretrained).is_file():
             missing.setdefault(pretrained, []).append(spec)
     for path, specs in missing.items():
-        raise WeightsError(
-            f"weights file {path} (model.pretrained) does not exist: expected a .safetensors file (`peftlab "
-            f"pretrain CONFIG` writes a base; a study's pretrain: section writes it first) [stops {stopped(specs)}]"
-        )
+        from peftlab.models.weights import missing_weights  # torch: only on the way to this line
+
+        raise WeightsError(f"{missing_weights(path)} [stops {stopped(specs)}]")
 
 
 def stopped(specs: list) -> str:
