@@ -240,7 +240,7 @@ def test_a_position_embedding_timm_cannot_resample_is_refused_by_load_and_valida
 
 
 def test_missing_or_corrupt_weights_file(tmp_path):
-    with pytest.raises(WeightsError, match=r"weights file .*nope.safetensors does not exist"):
+    with pytest.raises(WeightsError, match=r"weights file .*nope.safetensors \(model.pretrained\) does not exist"):
         load_weights(tiny_timm(), tmp_path / "nope.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 5)
     with pytest.raises(WeightsError, match="is not a readable safetensors file"):

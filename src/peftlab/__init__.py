@@ -62,10 +62,15 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
 
     check_modality(cfg.model, cfg.data)
     run_dir = Path(run_dir or Path("runs") / cfg.name)
-    if not run_dir.exists():  # what only the model tells (a method of another family, a plugin without apply), on
-        from peftlab.tuners.params import check_against_model  # the meta device: refused before the folder exists
+    if not run_dir.exists():
+        # refused before the folder exists, as validate refuses it: what only the model tells (a method of another
+        # family, a plugin without apply, a base weights file that is not there or does not fit: the meta device)
+        # and what the data tells without decoding it (a missing root, one class folder, a list that does not parse)
+        from peftlab.data.checks import check_data
+        from peftlab.tuners.params import check_against_model
 
-        check_against_model(cfg)
+        check_against_model(cfg, weights=True)
+        check_data(cfg.data, cfg.model.task == "causal-lm")
     return train_run(cfg, run_dir, progress=progress)
 
 
@@ -130,7 +135,7 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: an
     image file or folder, or a list of them. The images are made exactly as the run made its test images (its
     resize, interpolation and normalisation); the class names are the run's data's
-    (``peftlab.training.export.predict``)."""
-    from peftlab.training.export import predict as predict_images
+    (``peftlab.training.evaluate.predict``)."""
+    from peftlab.training.evaluate import predict as predict_images
 
     return predict_images(run_dir, images, top_k)

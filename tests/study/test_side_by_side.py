@@ -168,7 +168,9 @@ def test_a_failing_search_lets_the_others_end_and_then_stops_the_study(tmp_path)
     def diverging(cfg):
         return {"status": "diverged", "error": "nan"} if configuration(cfg) == 4 else score(cfg)
 
-    with pytest.raises(UserError, match="tuning of method 'lora r=4': no trial completed without diverging"):
+    with pytest.raises(
+        UserError, match=r"tuning of method 'lora r=4': no trial can be chosen: 3 of 3 diverged \(the first: nan\)"
+    ):
         tune_study(study, tmp_path / "shared", Pool(score=diverging), slots=2, side_by_side=True)
     records = selections(tmp_path / "shared", study)
     assert records["full"]["done"] and records["lora r=2"]["done"] and records["lora r=4"]["chosen"] is None

@@ -212,6 +212,7 @@ def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
     from peftlab.config.checks import DATASET_CLASSES
     from peftlab.config.schema import load_config
+    from peftlab.data.checks import folder_classes  # an image folder's class folders, no image opened
 
     cfg = load_config(args.model, [*args.overrides, *flag_overrides(args)])
     classes = (
@@ -219,11 +220,8 @@ def params_config_of_file(args):
         if args.num_classes is not None
         else cfg.model.num_classes
         or (len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
+        or folder_classes(cfg.data)
     )
-    if classes is None and cfg.data.name == "imagefolder":
-        from peftlab.data.checks import folder_classes
-
-        classes = folder_classes(cfg.data)  # its class folders, listed
     if classes is None:
         raise UserError(
             f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
@@ -232,26 +230,11 @@ def params_config_of_file(args):
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
 
 
-# params' options and the config keys they set when the model is a run config (then applied as overrides)
-FLAG_KEYS = {
-    "task": "model.task",
-    "img_size": "model.img_size",
-    "patch_size": "model.patch_size",
-    "depth": "model.depth",
-    "embed_dim": "model.embed_dim",
-    "num_heads": "model.num_heads",
-    "method": "method.name",
-    "r": "method.r",
-    "targets": "method.target_modules",
-    "num_virtual_tokens": "method.num_virtual_tokens",
-}
-
-
 def flag_overrides(args) -> list[str]:
     """The options given beside a run config as dotted overrides after the config's own (an option the config
-    cannot take is refused by the config's checks, never left unapplied). --method first: the method's keys
-    that follow are checked against it."""
-    return [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
+    cannot take is refused by the config's checks, never left unapplied), in CONFIG_KEYS' order: --method
+    before the method's keys, which are checked against it."""
+    return [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_KEYS.items() if getattr(args, flag) is not None]
 
 
 def params_config_of_name(args):
@@ -276,7 +259,7 @@ def params_config_of_name(args):
     method = {k: v for k, v in method.items() if v is not None}
     for key in method:
         if key not in method_fields(name):
-            flag = next(f for f, k in FLAG_KEYS.items() if k == f"method.{key}")
+            flag = next(f for f, k in CONFIG_KEYS.items() if k == f"method.{key}")
             raise UserError(f"--{flag.replace('_', '-')} sets method.{key}, which method {name!r} does not take")
     method["name"] = name
     return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
@@ -311,6 +294,15 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
 
 
 SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")
+# the options of a model name, and the config key each sets beside a run config (flag_overrides)
+CONFIG_KEYS = {
+    **{name: f"model.{name}" for name in SIZE_OPTIONS},
+    "task": "model.task",
+    "method": "method.name",
+    "r": "method.r",
+    "targets": "method.target_modules",
+    "num_virtual_tokens": "method.num_virtual_tokens",
+}
 
 
 def params_model_of_name(args) -> dict:

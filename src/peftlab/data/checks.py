@@ -65,13 +65,11 @@ def check_data(cfg, language_model: bool = False) -> None:
 
 
 def folder_classes(cfg) -> int | None:
-    """The number of classes of an image-folder dataset, from its class folders (no image opened); None for any
-    other dataset, and the check's DataError line where the folder is not one."""
-    if cfg.name in TEXT_DATASET_NAMES or is_listed(cfg.name):
+    """An image folder's number of classes, from its class folders (no image opened; a missing root is its
+    DataError line); None for another dataset."""
+    if cfg.name != "imagefolder":
         return None
-    layout, directory = find_data(cfg.name, cfg.root, download_allowed=False)
-    if layout != "imagefolder":
-        return None
+    _, directory = find_data(cfg.name, cfg.root, download_allowed=False)
     return len(folder_splits(directory, cfg.split_seed, Path(cfg.test_dir) if cfg.test_dir else None).class_names)
 
 

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from peftlab.data.image_checks import bomb_error, check_pixels
+from peftlab.data.image_checks import bomb_error, check_pixels, unreadable
 from peftlab.data.opening import open_data_file
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import one_line
 
 RESIZE_CHUNK = 4096
 PRERESIZE_LIMIT_BYTES = 2 << 30  # larger splits stay at native size and are resized per batch
@@ -189,7 +188,7 @@ def load_image(path: str, size: int, in_chans: int, interpolation: str = "biline
     except Image.DecompressionBombError:
         raise bomb_error(path) from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {one_line(err)[:300]}") from None
+        raise DataError(f"cannot decode image {path}: {unreadable(err)}") from None
     x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1)
     return resize_batch(x[None], size, in_chans, interpolation)[0]
 

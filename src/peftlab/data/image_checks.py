@@ -50,6 +50,14 @@ def bomb_error(path) -> DataError:
     )
 
 
+def unreadable(err: Exception) -> str:
+    """Why PIL cannot read a file, in one line: a file of no format it knows says so (PIL's own message names only
+    an ``<_io.BufferedReader name=3>``), a damaged one gives PIL's reason."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "no image format PIL knows (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)"
+    return one_line(err)[:200]
+
+
 def image_header(path: Path) -> tuple[str, str]:
     """(format, "WxH") of a complete image file within `MAX_IMAGE_PIXELS`; else one DataError line."""
     try:
@@ -62,7 +70,7 @@ def image_header(path: Path) -> tuple[str, str]:
     except Image.DecompressionBombError:
         raise bomb_error(path) from None
     except UNREADABLE as err:
-        raise DataError(f"{path} is not an image PIL can read: {one_line(err)[:200]}") from None
+        raise DataError(f"{path} is not an image PIL can read: {unreadable(err)}") from None
     return image_format, f"{width}x{height}"
 
 

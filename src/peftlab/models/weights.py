@@ -104,6 +104,14 @@ def is_hf_layout(keys) -> bool:
     return any(k.startswith(("vit.", "deit.", "embeddings.")) for k in keys)
 
 
+def missing_weights(path) -> WeightsError:
+    """A ``model.pretrained`` file that is not there, and where a base comes from."""
+    return WeightsError(
+        f"weights file {path} (model.pretrained) does not exist: expected a .safetensors file (`peftlab pretrain "
+        "CONFIG` writes a base, a study's pretrain: section first; `make study` writes the default one)"
+    )
+
+
 def check_regular_weights(path: Path) -> None:
     """``path`` (links followed) is a non-empty regular file, else one WeightsError line: a FIFO blocks the
     reader, a device never ends, a folder or a broken link holds no weights."""
@@ -111,7 +119,7 @@ def check_regular_weights(path: Path) -> None:
         st = os.stat(path)
     except FileNotFoundError:
         broken = os.path.islink(path)
-        raise WeightsError(f"weights file {path} {'is a broken link' if broken else 'does not exist'}") from None
+        raise (WeightsError(f"weights file {path} is a broken link") if broken else missing_weights(path)) from None
     except (OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} cannot be read ({err})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -197,7 +205,7 @@ def check_weights_file(model: nn.Module, path: str | Path, finite: bool = True) 
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise missing_weights(path)
     try:
         with safe_open(str(path), "pt") as f:
             state = {

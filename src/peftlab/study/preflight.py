@@ -9,7 +9,8 @@ refuses whatever the study would refuse before training, in the same line.
   result.json belongs, a file where a run directory belongs): one line naming it, instead of a
   traceback once the first runs or trials have trained;
 - finished runs trained on a base file that has changed since (``stale``), unless the study's own
-  pretraining has yet to write that base: then the study checks once it has.
+  pretraining has yet to write that base: then the study checks once it has;
+- the data and the base weights files (``check_study_data``), which a dry-run checks after its listing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from peftlab.study.records import RUNS_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
 from peftlab.study.stale import refuse_stale_runs
-from peftlab.utils.errors import DataError, UserError
+from peftlab.utils.errors import DataError, UserError, WeightsError
 from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir, refuse_link
 from peftlab.utils.libraries import LIBRARY_LOG
 
@@ -57,9 +58,10 @@ def check_study(
 
 
 def check_study_data(study: Study) -> None:
-    """The data of every run (``data.checks.check_data``, each distinct data config once): a missing root or
-    dataset, one class folder, a list that does not parse stop the study in one line before any run folder is
-    made, rather than failing every run. The line names how many configurations it stops."""
+    """The data of every run (``data.checks.check_data``, each distinct data config once) and its base weights
+    file: a missing root or dataset, one class folder, a list that does not parse, a ``model.pretrained`` file
+    that is not there (unless the study's own pretraining writes it) stop the study in one line before any run
+    folder is made, rather than failing every run. The line names how many runs it stops."""
     from peftlab.data.checks import check_data, data_key
 
     seen: dict[tuple, list] = {}
@@ -70,9 +72,25 @@ def check_study_data(study: Study) -> None:
         try:
             check_data(cfg.data, cfg.model.task == "causal-lm")
         except DataError as err:
-            variants = sorted({spec.variant for spec in specs})
-            runs = f"{len(specs)} run{'s' if len(specs) > 1 else ''} ({', '.join(variants[:3])}"
-            raise DataError(f"{err} [stops {runs}{', ...' if len(variants) > 3 else ''})]") from None
+            raise DataError(f"{err} [stops {stopped(specs)}]") from None
+    if study.pretrain is not None:  # the study writes its base before its runs need it
+        return
+    missing: dict[str, list] = {}
+    for spec in study.runs:
+        pretrained = spec.config.model.pretrained
+        if pretrained not in ("none", "hub") and not Path(pretrained).is_file():
+            missing.setdefault(pretrained, []).append(spec)
+    for path, specs in missing.items():
+        from peftlab.models.weights import missing_weights  # torch: only on the way to this line
+
+        raise WeightsError(f"{missing_weights(path)} [stops {stopped(specs)}]")
+
+
+def stopped(specs: list) -> str:
+    """``N runs (variant, ...)``: what a missing input stops."""
+    variants = sorted({spec.variant for spec in specs})
+    more = ", ..." if len(variants) > 3 else ""
+    return f"{len(specs)} run{'s' if len(specs) > 1 else ''} ({', '.join(variants[:3])}{more})"
 
 
 def check_executor(study: Study, executor: ExecutorOptions) -> None:

@@ -57,7 +57,7 @@ from peftlab.study.pruning import PruneWatch
 from peftlab.study.records import SELECTION, Selection, read_selection
 from peftlab.study.side_by_side import Request, drive, run_side_by_side
 from peftlab.study.spec import RunSpec, Study, run_id
-from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values
+from peftlab.study.trials import trial_record, trial_records, trial_value, trial_values, unchosen
 from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.tuning.metric import missing_metric
@@ -109,13 +109,21 @@ def tune_study(
     configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
     halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others).
     ``side_by_side``: the searches share the executor's workers (``side_by_side.run_side_by_side``), each
-    making the decisions it makes alone; else one search after another."""
+    making the decisions it makes alone; else one search after another. Either way a search that fails ends
+    there, the others go on to their choice, and the first failure is raised once they have ended."""
     steps = {key: search_steps(search, tune_dir(study_dir, key), slots, say) for key, search in study.tune.items()}
     if side_by_side:
         halving = any(search.search == "halving" for search in study.tune.values())
         chosen = run_side_by_side(steps, run_jobs, may_stop=halving)
     else:
-        chosen = {key: drive(searching, run_jobs) for key, searching in steps.items()}
+        chosen, failed = {}, []
+        for key, searching in steps.items():
+            try:
+                chosen[key] = drive(searching, run_jobs)
+            except Exception as err:  # its own failure (a UserError line): the other searches go on
+                failed.append(err)
+        if failed:
+            raise failed[0]
     return with_choices(study, chosen)
 
 
@@ -186,9 +194,10 @@ def search_steps(
         yield from run_pending(search, directory, study, planned, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
+        why = unchosen(trial_records(study, directory), directory)
         raise UserError(
-            f"tuning of method '{search.name}': no trial completed without diverging (see "
-            f"{directory / SELECTION}); its final runs were not started"
+            f"tuning of method '{search.name}': no trial can be chosen: {why} (see {directory / SELECTION}); "
+            "its final runs were not started"
         )
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items())
     say(f"tune {search.name}: trial {chosen['trial']} chosen, {search.metric}={chosen['value']:.4f} ({shown})")

@@ -81,3 +81,28 @@ def trial_record(trial, directory: Path | None = None) -> dict:
         if why is not None:
             record["diverged"] = why
     return record
+
+
+def unchosen(records: list[dict], directory: Path) -> str:
+    """Why none of a search's trials (``trial_records``) can be chosen, in words: how many failed (the first's
+    error, from its run's result.json), diverged (the first's reason) or fell to chance on validation (the best's)."""
+    failed, diverged, chance = [], [], []
+    for record in records:
+        why = record.get("diverged")
+        if why is not None and why.startswith("diverged: "):
+            diverged.append(why.removeprefix("diverged: "))
+        elif why is not None:
+            chance.append((record["value"] if isinstance(record["value"], float) else -math.inf, why))
+        elif record["state"] == "FAIL":
+            results = (read_result(directory / "runs" / str(run)) or {} for run in record["run_ids"])
+            failed.append(next((r["error"] for r in results if isinstance(r.get("error"), str)), "no result"))
+    parts = [
+        f"{len(whys)} of {len(records)} {what} ({which}: {' '.join(why.split())[:300]})"
+        for what, whys, which, why in (
+            ("failed", failed, "the first", failed[0] if failed else ""),
+            ("diverged", diverged, "the first", diverged[0] if diverged else ""),
+            ("fell to chance on validation", chance, "the best", max(chance)[1] if chance else ""),
+        )
+        if whys
+    ]
+    return "; ".join(parts) or f"none of its {len(records)} trials completed"

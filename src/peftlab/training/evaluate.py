@@ -1,9 +1,11 @@
-"""Evaluation of a split, and the check that the merged model computes what the adapter does."""
+"""Evaluation of a split, the check that the merged model computes what the adapter does, and a finished run's
+classes of image files (``predict``: ``peftlab predict``)."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -178,3 +180,50 @@ def merge_warnings(merge: dict | None) -> list[str]:
             f"{merge['requantized_max_abs_diff']:.3g} (tolerance {merge['tolerance']:.3g})"
         )
     return found
+
+
+PREDICT_BATCH = 64  # images decoded and classified at once: memory stays bounded for a folder of any size
+
+
+def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
+    """Each image file's ``top_k`` classes by the finished run in ``run_dir``, most probable first:
+    ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: a path,
+    or paths, of image files or folders (``image_files``). The images are made as the run made its test images
+    (``peftlab.data.build.eval_images``: its resize, interpolation and normalisation); the names are the run's
+    (result.json's ``provenance.data.class_names``; an index the data did not name is shown as its number).
+    A missing or unfinished run, a text run, a path that is no image: one line (UserError)."""
+    from peftlab.config.schema import load_config
+    from peftlab.data.build import eval_images
+    from peftlab.data.readers.folders import image_files
+    from peftlab.models.backbones import model_inputs
+    from peftlab.training.export import class_names_of, completed_result, load_trained
+    from peftlab.utils.errors import UserError
+
+    run_dir = Path(run_dir)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UserError(f"--top-k {top_k!r} is invalid: expected an integer >= 1")
+    result = completed_result(run_dir)
+    cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())
+    if cfg.model.source == "hf-text":
+        raise UserError(
+            f"run {run_dir} is a text model (model.source: hf-text, model.task: {cfg.model.task}): predict "
+            "classifies images"
+        )
+    files = image_files(images)
+    model = load_trained(run_dir).model.eval()
+    spec = model_inputs(cfg.model, cfg.data.max_length)  # what the recipe gave build_splits
+    names = class_names_of(result) or []
+    predictions = []
+    for start in range(0, len(files), PREDICT_BATCH):
+        batch = files[start : start + PREDICT_BATCH]
+        x = eval_images(cfg.data, [str(p) for p in batch], spec.img_size, spec.in_chans, spec.mean, spec.std)
+        with torch.no_grad():
+            probabilities = torch.softmax(model(x).float(), dim=-1)  # B x num_classes
+        values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        for path, row_values, row_indices in zip(batch, values.tolist(), indices.tolist(), strict=True):
+            ranked = [
+                {"class": names[i] if i < len(names) else str(i), "index": i, "probability": p}
+                for p, i in zip(row_values, row_indices, strict=True)
+            ]
+            predictions.append({"image": str(path), "top_k": ranked})
+    return predictions

@@ -25,8 +25,8 @@ stderr saying so; ``load_unmerged(path)`` rebuilds the model from the header's c
 Prompt and prefix tuning are refused in one line: their virtual tokens are inputs, not weights, so
 their export is the adapter in PEFT's format (``export_peft``, ``peftlab export RUN --peft DIR``).
 
-A finished run is used here too: ``load_trained(run_dir)`` rebuilds its tuned model, ``predict(run_dir, images)``
-gives each image file's top-k classes (``peftlab predict``), made by the run's own evaluation preprocessing.
+A finished run is used here too: ``load_trained(run_dir)`` rebuilds its tuned model (``evaluate.predict``, what
+``peftlab predict`` calls, classifies image files with it).
 """
 
 from __future__ import annotations
@@ -95,18 +95,18 @@ def save_hf_model(model: HFLogits, out: str | Path) -> None:
     inner.save_pretrained(out)
 
 
-def write_peft_adapter(tuner, out_dir: Path, class_names: list[str] | None = None) -> bool:
+def write_peft_adapter(tuner, out_dir: Path, header: dict[str, str] | None = None) -> bool:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``out_dir`` so that
     ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the adapter on the plain base model
     (timm's fused qkv, no peftlab code); False, writing nothing, where PEFT cannot load it (``peft_export``
-    says why, and the run's warning says the same). ``class_names``: the head's, in the weights' header."""
+    says why, and the run's warning says the same). ``header``: the weights' header fields (``peft_header``)."""
     export = peft_export(tuner)
     if isinstance(export, str):
         return False
     config, state = export
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", **class_names_metadata(class_names)}
+    metadata = {"format": "pt", **(header or {})}
     write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
     write_atomic(out_dir / PEFT_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
     return True
@@ -116,7 +116,12 @@ def export_peft(run_dir: Path, out_dir: Path) -> Path:
     """A finished run's adapter in PEFT's format (for runs trained before the run directory held it)."""
     check_output(out_dir, True, "--peft")
     tuner = load_trained(Path(run_dir))
-    if not write_peft_adapter(tuner, Path(out_dir), class_names_of(completed_result(Path(run_dir)))):
+    result = completed_result(Path(run_dir))
+    cfg = load_config(Path(run_dir) / "config.yaml", base_dir=Path.cwd())
+    # the input as the recipe made it: the tuned model's patch embedding may be wrapped (SSF's), no Conv2d to read
+    spec = model_inputs(cfg.model, cfg.data.max_length)
+    header = peft_header(cfg, spec, num_classes_of(cfg, result, run_dir), class_names_of(result))
+    if not write_peft_adapter(tuner, Path(out_dir), header):
         raise UserError(f"run {run_dir}: {peft_export(tuner)}; `peftlab export --merged` works")
     return Path(out_dir)
 
@@ -192,6 +197,35 @@ def class_names_of(result: dict) -> list[str] | None:
     if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
         return names
     return None
+
+
+def peft_header(cfg, spec, num_classes: int, class_names: list[str] | None) -> dict[str, str]:
+    """A PEFT adapter's header: the class names and, for a timm model (``spec``: its ``InputSpec``), its base
+    (``base_pretrained``: model.pretrained) and how to build and feed it (``model_header``), as a merged export's
+    header says."""
+    if cfg.model.source != "timm":
+        return class_names_metadata(class_names)
+    return {
+        "base_pretrained": cfg.model.pretrained,
+        **model_header(cfg, spec, num_classes),
+        **class_names_metadata(class_names),
+    }
+
+
+def model_header(cfg, spec, num_classes: int) -> dict[str, str]:
+    """timm's model name and arguments, the input size (``spec``: the model's ``InputSpec``) and how the run made
+    its test images (``preprocessing``: data.normalize's mean and std, not the model's defaults, also under
+    ``mean``, ``std``, ``interpolation``)."""
+    preprocessing = eval_preprocessing(cfg.data, spec.img_size, spec.in_chans, spec.mean, spec.std)
+    return {
+        "timm_model": cfg.model.name,
+        "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
+        "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
+        "mean": json.dumps(preprocessing["mean"]),
+        "std": json.dumps(preprocessing["std"]),
+        "interpolation": preprocessing["interpolation"],
+        "preprocessing": json.dumps(preprocessing),
+    }
 
 
 def class_names_metadata(class_names: list[str] | None) -> dict[str, str]:
@@ -283,20 +317,11 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
             preprocessing = json.dumps(run_preprocessing(cfg, model), indent=2)
             write_atomic(out / PREPROCESSING_FILE, lambda tmp: Path(tmp).write_text(preprocessing + "\n"))
         return out
-    spec = input_spec(model)
-    preprocessing = run_preprocessing(cfg, model)
     metadata = {
         "format": "timm",
         "peftlab_config": dump_config(cfg),
         "num_classes": str(num_classes),
-        "timm_model": cfg.model.name,
-        "timm_kwargs": json.dumps(timm_kwargs(cfg.model, num_classes)),
-        "input_size": json.dumps([spec.in_chans, spec.img_size, spec.img_size]),
-        # what the run fed the model (data.normalize, data.interpolation), not the model's defaults
-        "mean": json.dumps(preprocessing["mean"]),
-        "std": json.dumps(preprocessing["std"]),
-        "interpolation": preprocessing["interpolation"],
-        "preprocessing": json.dumps(preprocessing),
+        **model_header(cfg, input_spec(model), num_classes),
         **class_names_metadata(class_names),
     }
     if unmerged:
@@ -402,46 +427,3 @@ def load_quantized(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     load_pending(model)  # a placeholder quantize_base did not replace (none expected): the state must hold it
     load_quantized_state(model, state, torch.device(device))
     return model
-
-
-PREDICT_BATCH = 64  # images decoded and classified at once: memory stays bounded for a folder of any size
-
-
-def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
-    """Each image file's ``top_k`` classes by the finished run in ``run_dir``, most probable first:
-    ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: a path,
-    or paths, of image files or folders (``image_files``). The images are made as the run made its test images
-    (``peftlab.data.build.eval_images``: its resize, interpolation and normalisation); the names are the run's
-    (result.json's ``provenance.data.class_names``; an index the data did not name is shown as its number).
-    A missing or unfinished run, a text run, a path that is no image: one line (UserError)."""
-    from peftlab.data.build import eval_images
-    from peftlab.data.readers.folders import image_files
-
-    run_dir = Path(run_dir)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise UserError(f"--top-k {top_k!r} is invalid: expected an integer >= 1")
-    result = completed_result(run_dir)
-    cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())
-    if cfg.model.source == "hf-text":
-        raise UserError(
-            f"run {run_dir} is a text model (model.source: hf-text, model.task: {cfg.model.task}): predict "
-            "classifies images"
-        )
-    files = image_files(images)
-    model = load_trained(run_dir).model.eval()
-    spec = model_inputs(cfg.model, cfg.data.max_length)  # what the recipe gave build_splits
-    names = class_names_of(result) or []
-    predictions = []
-    for start in range(0, len(files), PREDICT_BATCH):
-        batch = files[start : start + PREDICT_BATCH]
-        x = eval_images(cfg.data, [str(p) for p in batch], spec.img_size, spec.in_chans, spec.mean, spec.std)
-        with torch.no_grad():
-            probabilities = torch.softmax(model(x).float(), dim=-1)  # B x num_classes
-        values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-        for path, row_values, row_indices in zip(batch, values.tolist(), indices.tolist(), strict=True):
-            ranked = [
-                {"class": names[i] if i < len(names) else str(i), "index": i, "probability": p}
-                for p, i in zip(row_values, row_indices, strict=True)
-            ]
-            predictions.append({"image": str(path), "top_k": ranked})
-    return predictions

@@ -18,7 +18,7 @@ from peftlab.config.schema import to_dict
 from peftlab.training import metrics
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
-from peftlab.training.export import write_peft_adapter
+from peftlab.training.export import peft_header, write_peft_adapter
 from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
 from peftlab.training.run_result import Memory, Metrics, RunResult, Timing
@@ -77,18 +77,19 @@ def finish(
         merge = check_merge(tuner, test_split, s.device)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
-    write_adapter(tuner, s.run_dir, data.splits.info.class_names)
+    write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
 
 
-def write_adapter(tuner, run_dir: Path, class_names: list[str] | None = None) -> None:
-    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors (the head's
-    ``class_names`` in its header), and the rank reallocations of adaptive-rank methods (importance.jsonl)."""
+def write_adapter(tuner, run_dir: Path, header: dict[str, str] | None = None) -> None:
+    """adapter.safetensors, PEFT's adapter_config.json + adapter_model.safetensors (``header``: the head's
+    ``class_names``, the base and its preprocessing: ``export.peft_header``), and the rank reallocations of
+    adaptive-rank methods (importance.jsonl)."""
     adapter = tuner.adapter_state_dict()
     write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
-    write_peft_adapter(tuner, run_dir, class_names)  # PEFT loads them
+    write_peft_adapter(tuner, run_dir, header)  # PEFT loads them
     records = tuner.importance_records()
     if records:
         write_atomic(

@@ -405,10 +405,13 @@ def method_axes(method: str, own: dict, shared_axes: dict, template: RunConfig, 
     own_axes = own.get("axes") or {}
     if not isinstance(own_axes, dict):
         raise ConfigError(f"study method '{method}' tune.axes must be a mapping of dotted config keys")
-    axes = {}
+    axes, unused = {}, []
     for key, value in shared_axes.items():
         check_key(key, "tune.axes key")
-        if not is_foreign(method, key) and unused_by(method, key, template) is None:
+        why = None if is_foreign(method, key) else unused_by(method, key, template)
+        if why is not None:
+            unused.append(f"{key} has no effect ({why})")
+        elif not is_foreign(method, key):
             axes[key] = read_axis(key, value, "tune.axes")
     for key, value in own_axes.items():
         check_key(key, f"method '{method}' tune.axes key")
@@ -421,7 +424,9 @@ def method_axes(method: str, own: dict, shared_axes: dict, template: RunConfig, 
                 "(tune.seeds sets the seeds of the trials)"
             )
     if not axes:
-        raise ConfigError(f"study method '{method}' has no axis to tune: give it its own tune: {{axes: ...}}")
+        raise ConfigError(
+            f"study method '{method}' has no axis to tune: {'; '.join(unused + ['give it its own tune: {axes: ...}'])}"
+        )
     return axes
 
 
