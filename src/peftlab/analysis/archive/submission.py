@@ -42,6 +42,7 @@ from peftlab.analysis.results.load import (
 )
 from peftlab.analysis.results.portable import portable_frame
 from peftlab.config.paths import REPO_ROOT
+from peftlab.config.reading import read_yaml
 from peftlab.study.report_options import read_study_name
 from peftlab.study.runner import pretrain_dir
 from peftlab.utils.errors import UserError
@@ -91,7 +92,8 @@ def write_submission(
         )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
-    if ran.is_file() and study_yaml.is_file() and ran.read_bytes() != study_yaml.read_bytes():
+    if ran.is_file() and study_yaml.is_file() and read_yaml(ran) != read_yaml(study_yaml):
+        # its comments may differ (a header written after the runs); its settings may not
         raise UserError(f"--study {study_yaml} differs from {ran}, the study file the runs were made from")
     study = load_study(study_yaml)
     name = f"{study_dir.name}-submission"
