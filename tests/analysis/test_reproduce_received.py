@@ -193,6 +193,7 @@ def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_witho
     assert done.returncode == 0, done.stdout + done.stderr
     verdict = done.stdout.splitlines()[-1]
     assert verdict.startswith("reproduced: 1 run rerun, 1 with every metric equal") and "data as recorded" in verdict
+    assert "base: reproduced, its weights' SHA-256 " in done.stdout  # the rerun's pretraining made the same base
     check = tmp_path / "cwd" / "c"
     assert not (check / "archive" / NAME / "data").exists()  # read where it is kept, not copied
     (result,) = (check / "rerun" / "runs").glob("*/result.json")
@@ -272,3 +273,28 @@ def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
     done = peftlab("reproduce", "missing.tar.gz", "--data", "file", cwd=tmp_path, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--data file is not a folder" in done.stderr
+
+
+@pytest.mark.e2e
+def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_machine_class(received, tmp_path):
+    """The archive says which base the pretraining made (its SHA-256); a rerun whose pretraining makes other
+    weights on the runs' own machine class is named, though each run may still agree."""
+    import hashlib
+
+    with tarfile.open(received["archive"]) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / NAME
+    record = json.loads((root / "archive.json").read_text())
+    record["base"]["sha256"] = "0" * 64  # as if the author's base had been another
+    (root / "archive.json").write_text(json.dumps(record))
+    digest = hashlib.sha256((root / "archive.json").read_bytes()).hexdigest()
+    sums = (root / "SHA256SUMS").read_text().splitlines()
+    (root / "SHA256SUMS").write_text(
+        "".join(f"{digest}  archive.json\n" if line.endswith(" archive.json") else line + "\n" for line in sums)
+    )
+    make_data(received, tmp_path, TASK, "datasets/texttask")
+    make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
+    done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: base: other weights")

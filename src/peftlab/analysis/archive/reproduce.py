@@ -26,6 +26,7 @@ from peftlab.analysis.archive.received import (
     choose,
     compare_runs,
     environment_notes,
+    file_sha256,
     results_hash,
     unpack,
 )
@@ -70,7 +71,7 @@ def reproduce(
     for note in notes:
         say(f"environment: {note}")
     if not notes:
-        say("environment: the runs' machine class (CPU vendor, pin, package versions)")
+        say("environment: this machine is of the runs' machine class (CPU vendor, pin, threads, package versions)")
     for line in check_sums(root):
         differences.append(line)
     sha, hash_lines = results_hash(root)
@@ -93,6 +94,7 @@ def reproduce(
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
         compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found)
+        lines += base_lines(record, out / "configs" / Path(record["study"]).name, same_class=not notes)
         for line in lines:
             say(line)
         differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
@@ -166,6 +168,32 @@ def rerun_and_compare(
         if run["result"].get("status") == "completed":
             by_variant.setdefault(run["variant"], []).append(run["result"])
     return compare_runs(pairs, by_variant)
+
+
+def base_lines(record: dict, study_file: Path, same_class: bool) -> list[str]:
+    """The line on the base the rerun's pretraining made (where the archive records its SHA-256 and the rerun
+    made or found it): its weights equal to the recorded ones; other weights are a difference on the runs'
+    machine class and, on another class, what that class may give (its runs are then held to the tolerance)."""
+    recorded = (record.get("base") or {}).get("sha256")
+    if not recorded or not study_file.is_file():
+        return []
+    from peftlab.study.runner import pretrain_dir
+    from peftlab.study.spec import load_study
+
+    study = load_study(study_file)
+    directory = pretrain_dir(study) if study.pretrain is not None else None
+    weights = directory / "model.safetensors" if directory is not None else None
+    if weights is None or not weights.is_file():
+        return []
+    made = file_sha256(weights)
+    if made == recorded:
+        return [f"base: reproduced, its weights' SHA-256 {made[:12]} as recorded"]
+    if not same_class:
+        return [
+            f"base: reproduced by the tolerance only: other weights ({made[:12]}, recorded {recorded[:12]}), as "
+            "another machine class may give"
+        ]
+    return [f"base: other weights on the runs' machine class: SHA-256 {made[:12]}, recorded {recorded[:12]}"]
 
 
 def rerun_configs(root: Path, study: str, found: dict[str, Path], into: Path) -> Path:
