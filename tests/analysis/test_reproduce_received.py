@@ -298,3 +298,19 @@ def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_ma
     assert done.returncode == 1, done.stdout + done.stderr
     assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
     assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: base: other weights")
+
+
+def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minutes(tmp_path):
+    import pandas as pd
+
+    from peftlab.analysis.archive.reproduce_md import runtime_lines
+
+    phases = [
+        {"phase": "pretrain", "started": "2026-11-27T09:29:34+00:00", "wall_seconds": 0.008, "workers": 1,
+         "executor": "local", "runs": 0, "train_eval_seconds": 0.0, "run_seconds": 0.0, "complete": True},
+        {"phase": "final runs", "started": "2026-11-27T09:29:35+00:00", "wall_seconds": 289.8, "workers": 2,
+         "executor": "local", "runs": 40, "train_eval_seconds": 414.6, "run_seconds": 575.8, "complete": True},
+    ]  # fmt: skip
+    (tmp_path / "phases.jsonl").write_text("".join(json.dumps(p) + "\n" for p in phases))
+    (line,) = [line for line in runtime_lines(pd.DataFrame(), tmp_path, None) if "Every phase" in line]
+    assert "pretrain: its base already trained, final runs 4.8 min." in line and "pretrain 0.0 min" not in line

@@ -138,7 +138,13 @@ def runtime_lines(done, study_dir: Path, paper_minutes: str | None) -> list[str]
         )
     by_phase = phase_seconds(study_dir)
     if by_phase:
-        parts = ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in by_phase.items())
+        cached = not any(r["phase"] == "pretrain" and r.get("runs") for r in read_phases(study_dir) or [])
+        parts = ", ".join(
+            f"{phase}: its base already trained"
+            if phase == "pretrain" and cached
+            else f"{phase} {seconds / 60:.1f} min"
+            for phase, seconds in by_phase.items()
+        )
         lines.append(
             f"- Every phase, as the calls of `peftlab study` measured it (phases.jsonl, wall time with their "
             f"workers): {parts}."
