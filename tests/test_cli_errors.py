@@ -401,3 +401,14 @@ def test_params_counts_an_image_folder_configs_head_from_its_class_folders(tmp_p
     assert json.loads(folder.stdout) == json.loads(given.stdout) and json.loads(folder.stdout)["num_classes"] == 3
     missing = run_cli("params", "configs/downstream.yaml", "data.name=imagefolder", f"data.root={tmp_path / 'no'}")
     assert_one_line_exit_2(missing, "data.root=")
+
+
+def test_params_says_when_a_missing_base_leaves_a_size_to_the_model_names_default(tmp_path):
+    """A base's sizes are read from the manifest beside it; a config that leaves one out, on a base that is not
+    there, is counted at the model name's own size: said in one note, not left silent."""
+    missing = f"model.pretrained={tmp_path / 'base.safetensors'}"
+    sized = run_cli("params", "configs/downstream.yaml", missing, "--json")
+    assert sized.returncode == 0 and sized.stderr == "", sized.stderr  # every size given: nothing to say
+    unsized = run_cli("params", "configs/downstream.yaml", missing, "model.depth=null", "--json")
+    assert unsized.returncode == 0 and len(unsized.stderr.splitlines()) == 1
+    assert "is not there" in unsized.stderr and "model.depth" in unsized.stderr and "not the base's" in unsized.stderr

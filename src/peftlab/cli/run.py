@@ -215,6 +215,16 @@ def params_config_of_file(args):
     from peftlab.data.checks import folder_classes  # an image folder's class folders, no image opened
 
     cfg = load_config(args.model, [*args.overrides, *flag_overrides(args)])
+    pretrained = cfg.model.pretrained
+    unsized = [name for name in SIZE_OPTIONS if getattr(cfg.model, name) is None]
+    if cfg.model.source == "timm" and pretrained not in (None, "none", "hub") and not Path(pretrained).exists():
+        if unsized:  # a base's sizes come from the manifest beside it: without it these are the model name's
+            print(
+                f"peftlab: note: model.pretrained={pretrained} is not there (`peftlab pretrain` or the study makes "
+                f"it): model.{unsized[0]} and any other size the config leaves out are {cfg.model.name}'s own, "
+                "not the base's",
+                file=sys.stderr,
+            )
     classes = (
         args.num_classes
         if args.num_classes is not None
