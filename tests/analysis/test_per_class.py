@@ -75,6 +75,7 @@ def test_the_counts_are_the_confusion_matrix_of_the_trained_models_predictions(s
 @pytest.mark.e2e
 def test_the_report_shows_each_classs_accuracy_and_a_confusion_matrix_figure(study):
     report = (study / "report" / "report.md").read_text()
+    assert "\n- datasets: images (imagefolder)\n" in report  # the user's folder by its name, not the format alone
     section = report.split("## Per-class accuracy\n", 1)[1].split("\n## ", 1)[0]
     assert "(figures/confusion_matrix.png)" in section and "2 seeds" in section
     for name in ("confusion_matrix.png", "confusion_matrix.pdf"):

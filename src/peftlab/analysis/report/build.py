@@ -42,6 +42,7 @@ from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
 from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
+from peftlab.analysis.results.record import run_data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
@@ -274,9 +275,12 @@ def _what_was_run(df: pd.DataFrame, done: pd.DataFrame, study_dir: Path, damaged
         f"- methods: {markdown_text(', '.join(sorted(df['method'].unique())))}",
     ]  # names from run files, in prose: Markdown-escaped
     lines.append(f"- models: {markdown_text(', '.join(sorted(set(model_names(df).dropna()))))}")
-    for column, name in ((TASK, "datasets"), ("config.quant.mode", "quantization")):
-        if column in df:
-            lines.append(f"- {name}: {markdown_text(', '.join(map(str, sorted(df[column].dropna().unique()))))}")
+    if TASK in df:  # a folder of the user's by its name: "shapes (imagefolder)"
+        lines.append(f"- datasets: {markdown_text(', '.join(sorted(set(run_data_names(df).dropna()))))}")
+    if "config.quant.mode" in df:
+        lines.append(
+            f"- quantization: {markdown_text(', '.join(map(str, sorted(df['config.quant.mode'].dropna().unique()))))}"
+        )
     if "config.data.train_subset" in df:
         subsets = sorted(df["config.data.train_subset"].dropna().unique())
         images = ", ".join(map(str, subsets)) if subsets else "all of each dataset's training split"
