@@ -123,3 +123,12 @@ def test_the_example_notebook_runs_through_a_kernel_and_shows_the_studys_numbers
     assert len(lines) == 6
     for line, label, answer in zip(lines, labels.tolist(), answers, strict=True):
         assert line.startswith(f"true {names[label]:<12} predicted {names[answer]} "), (line, names[answer])
+    # tqdm.auto draws widgets in a kernel: with ipywidgets installed (the notebook extra) no bar falls back with
+    # "IProgress not found" on stderr
+    stderr = "".join(
+        output.get("text", "")
+        for cell in cells
+        for output in cell.get("outputs", [])
+        if output["output_type"] == "stream" and output["name"] == "stderr"
+    )
+    assert "IProgress not found" not in stderr, stderr[-2000:]
