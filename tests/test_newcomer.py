@@ -241,3 +241,20 @@ def test_train_refuses_a_missing_folder_or_base_before_its_run_folder(tmp_path, 
     status, stderr = command_in_process("train", str(config), override, "--run-dir", str(tmp_path / "run"))
     assert_one_line_refusal(status, stderr, needle)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_dry_runs_compute_counts_an_image_folders_images_by_listing_them(tmp_path):
+    """An image folder's training images are known from its folders (no image opened): the dry-run's compute line
+    counts them, validation carved as the run carves it, instead of "unknown"."""
+    from peftlab.config.schema import load_config
+    from peftlab.study.estimate import images_per_epoch
+
+    for split, count in (("train", 10), ("test", 2)):
+        for name in ("circle", "square"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                (tmp_path / split / name / f"{i}.png").write_bytes(b"never decoded")
+    data = {"name": "imagefolder", "root": str(tmp_path), "val_fraction": 0.25}
+    assert images_per_epoch(load_config(overrides={"data": data})) == (15, 5)  # 20 listed, round(0.25 x 20) to val
+    assert images_per_epoch(load_config(overrides={"data": {**data, "train_subset": 8}})) == (8, 5)
+    assert images_per_epoch(load_config(overrides={"data": {**data, "root": str(tmp_path / "no")}})) is None

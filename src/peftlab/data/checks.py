@@ -73,6 +73,18 @@ def folder_classes(cfg) -> int | None:
     return len(folder_splits(directory, cfg.split_seed, Path(cfg.test_dir) if cfg.test_dir else None).class_names)
 
 
+def folder_train_images(cfg) -> int | None:
+    """The images an image folder's training split lists (validation is carved from them), by listing its folders
+    (no image opened); None for another dataset, or where the folder is not there or not one."""
+    if cfg.name != "imagefolder":
+        return None
+    try:
+        _, directory = find_data(cfg.name, cfg.root, download_allowed=False)
+        return len(folder_splits(directory, cfg.split_seed, Path(cfg.test_dir) if cfg.test_dir else None).train_paths)
+    except DataError:
+        return None
+
+
 def data_key(cfg) -> tuple:
     """What ``check_data`` reads of a data config: a study checks each distinct one once."""
     return tuple(getattr(cfg, name, None) for name in KEY_FIELDS)

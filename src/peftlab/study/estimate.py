@@ -10,7 +10,8 @@ no weights, no data) and multiplies out every run and tuning trial:
 (the backward pass costs about twice the forward; a method's own arithmetic, VPT's extra tokens
 and the one test evaluation are left out). The images per run are known without reading data
 for VTAB-1k (800 training and 200 validation images, 1,000 and none for the final runs on
-train + val) and for configs that set ``data.train_subset``; other runs are counted as unknown.
+train + val), for an image folder (its folders listed, no image opened) and for configs that set
+``data.train_subset``; other runs are counted as unknown.
 The GPU-hours are at a stated sustained rate, not a measurement.
 """
 
@@ -34,9 +35,14 @@ ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30%
 
 def images_per_epoch(cfg: RunConfig) -> tuple[int, int] | None:
     """(training, validation) images one epoch of ``cfg`` sees, when known without the data."""
+    from peftlab.data.checks import folder_train_images  # lists an image folder's class folders
+
     data = cfg.data
     if data.name.startswith("vtab1k/"):
         train, val = (1000, 0) if data.trainval else (800, 200)
+    elif data.name == "imagefolder" and (listed := folder_train_images(data)) is not None:
+        val = 0 if data.trainval else int(round(data.val_fraction * listed))  # as data.splits carves it
+        train = listed - val
     elif data.train_subset is not None:
         train, val = data.train_subset, data.val_subset or 0
     else:
