@@ -258,3 +258,20 @@ def test_the_dry_runs_compute_counts_an_image_folders_images_by_listing_them(tmp
     assert images_per_epoch(load_config(overrides={"data": data})) == (15, 5)  # 20 listed, round(0.25 x 20) to val
     assert images_per_epoch(load_config(overrides={"data": {**data, "train_subset": 8}})) == (8, 5)
     assert images_per_epoch(load_config(overrides={"data": {**data, "root": str(tmp_path / "no")}})) is None
+
+
+def test_a_studys_runs_on_one_image_folder_list_it_once(tmp_path, monkeypatch):
+    from peftlab.config.schema import load_config
+    from peftlab.data import checks
+    from peftlab.study.estimate import images_per_epoch
+
+    for split in ("train", "test"):
+        for name in ("circle", "square"):
+            (tmp_path / split / name).mkdir(parents=True)
+            (tmp_path / split / name / "0.png").write_bytes(b"never decoded")
+    listed = []
+    real = checks.folder_splits
+    monkeypatch.setattr(checks, "folder_splits", lambda *a, **k: listed.append(a) or real(*a, **k))
+    cfg = load_config(overrides={"data": {"name": "imagefolder", "root": str(tmp_path), "val_fraction": 0.5}})
+    cache: dict = {}
+    assert [images_per_epoch(cfg, cache) for _ in range(3)] == [(1, 1)] * 3 and len(listed) == 1

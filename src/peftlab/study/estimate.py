@@ -33,14 +33,18 @@ from peftlab.training.run_result import read_result
 ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
 
 
-def images_per_epoch(cfg: RunConfig) -> tuple[int, int] | None:
-    """(training, validation) images one epoch of ``cfg`` sees, when known without the data."""
+def images_per_epoch(cfg: RunConfig, cache: dict | None = None) -> tuple[int, int] | None:
+    """(training, validation) images one epoch of ``cfg`` sees, when known without the data. ``cache``: an image
+    folder's count by folder, so a study's runs on one folder list it once."""
     from peftlab.data.checks import folder_train_images  # lists an image folder's class folders
 
-    data = cfg.data
+    data, cache = cfg.data, {} if cache is None else cache
+    key = ("listed", data.name, data.root, data.split_seed, data.test_dir)
+    if data.name == "imagefolder" and key not in cache:
+        cache[key] = folder_train_images(data)
     if data.name.startswith("vtab1k/"):
         train, val = (1000, 0) if data.trainval else (800, 200)
-    elif data.name == "imagefolder" and (listed := folder_train_images(data)) is not None:
+    elif data.name == "imagefolder" and (listed := cache[key]) is not None:
         val = 0 if data.trainval else int(round(data.val_fraction * listed))  # as data.splits carves it
         train = listed - val
     elif data.train_subset is not None:
@@ -61,7 +65,7 @@ def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
 
 
 def run_flops(cfg: RunConfig, cache: dict) -> int | None:
-    images, flops = images_per_epoch(cfg), forward_flops(cfg, cache)
+    images, flops = images_per_epoch(cfg, cache), forward_flops(cfg, cache)
     if images is None or flops is None:
         return None
     train, val = images
