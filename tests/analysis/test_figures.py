@@ -637,3 +637,25 @@ def test_a_log_axis_labels_the_minor_ticks_its_span_leaves_room_for(low, high, l
     minor = {formatter(x, i) for i, x in enumerate(shown)} - {""}
     plt.close(fig)
     assert minor == labelled
+
+
+def test_a_search_followed_past_its_grid_labels_its_log_axis_at_powers_of_ten_alone():
+    """Eight searched rates (a 6-point grid and 2 added points) between 3e-4 and 0.1: matplotlib's minor labels at
+    2 and 5 times each power ran into each other in a tuning panel; only the powers of ten are labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from peftlab.analysis.figures.ticks import searched_ticks
+
+    values = [3e-4, 1e-3, 1.73e-3, 3e-3, 1e-2, 3e-2, 5.48e-2, 0.1]
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.plot(values, range(len(values)))
+    searched_ticks(ax.xaxis, values)
+    fig.canvas.draw()
+    minor = {t.get_text() for t in ax.xaxis.get_minorticklabels()} - {""}
+    major = [t.get_text() for t in ax.xaxis.get_majorticklabels() if t.get_text()]
+    plt.close(fig)
+    assert minor == set() and {"0.001", "0.01", "0.1"} <= set(major)

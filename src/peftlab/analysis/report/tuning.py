@@ -263,7 +263,7 @@ def draw_panel(ax, record: dict, color: str) -> None:
     if chosen:
         chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
         ax.scatter([chosen_x], [times * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
-    ax.tick_params(labelsize=6)
+    ax.tick_params(which="both", labelsize=6)  # minor labels too: matplotlib's default size is twice this
     if axis:
         if log_scaled(axis, trials):
             ax.set_xscale("log")
