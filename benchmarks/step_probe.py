@@ -238,9 +238,9 @@ def main() -> None:
     if args.compare:
         recorded = json.loads(Path(args.compare).read_text())
         other = f"{recorded['cpu_vendor']} {recorded['cpu_model']}, threads {recorded['threads']}"
-        other += f", MKL_CBWR={recorded['pin']['MKL_CBWR']}" + (
-            f", variant {recorded['variant']}" * ("variant" in recorded)
-        )
+        other += f", MKL_CBWR={recorded['pin']['MKL_CBWR']}"
+        if "variant" in recorded:  # records from before --variant were the pin's, or named by their file
+            other += f", variant {recorded['variant']}"
         print(f"against {args.compare} ({other}):")
         steps = {"pretraining": (result, recorded)}
         for name, step in result.get("downstream", {}).items():
