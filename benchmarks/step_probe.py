@@ -17,9 +17,9 @@ beside this file (benchmarks/step_probe/*.json), one per CPU they were measured 
 ``--downstream`` adds a step of each configuration of the default study (configs/studies/default.yaml: full, linear,
 LoRA on the q and v slices, AdaLoRA, the controller, QA-LoRA, QLoRA int8 and nf4), each the study's own config on a
 random base (``model.pretrained: none``) and a seeded batch of its batch size, trained by peftlab's step
-(``training.step.training_step`` through ``bench.common.Trainer``, the tuner's hooks included): the same entries,
-where ``grad <name>`` is taken as each trainable parameter's gradient is accumulated. Each says whether its model
-holds bitsandbytes layers, whose kernels choose their code by the CPU and which the pin does not reach.
+(``training.step.training_step`` through ``bench.common.Trainer``, at its rates, the tuner's hooks included): the
+same entries, where ``grad <name>`` is taken as each trainable parameter's gradient is accumulated. Each says whether
+its model holds bitsandbytes layers, whose kernels choose their code by the CPU and which the pin does not reach.
 
 ``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's COMPATIBLE
 branch instead of the pin's, or every ``nn.Linear`` as ``x @ W^T`` then ``+ b`` instead of MKL's ``addmm`` (it
