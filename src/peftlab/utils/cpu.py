@@ -84,13 +84,16 @@ TOO_LATE = (
 def pin_arithmetic() -> None:
     """Set the switches for this process and the processes it starts before torch is imported; once torch runs,
     refuse unless MKL and ATen report the pin (``pin_took``)."""
-    if not applies():
+    if not applies() or CHILDREN_PINNED:  # inside pinned_children: the processes that train start pinned
         return
     if "torch" not in sys.modules:
         os.environ.update(PINNED)
         return
     if not pin_took():
         raise ConfigError(TOO_LATE)
+
+
+CHILDREN_PINNED: list[bool] = []  # set inside ``pinned_children``
 
 
 @contextlib.contextmanager
@@ -100,9 +103,11 @@ def pinned_children():
     process whose torch runs unpinned, which trains nothing itself."""
     saved = {name: os.environ.get(name) for name in PINNED}
     os.environ.update(PINNED)
+    CHILDREN_PINNED.append(True)
     try:
         yield
     finally:
+        CHILDREN_PINNED.pop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
