@@ -222,13 +222,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding peftlab
 STOP_GRACE_SECONDS = 120  # a stopped run writes its checkpoint before it ends
 
 
-def die_with_parent() -> None:
-    """In the child, before it runs: SIGKILL it when this process ends (Linux's PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-        except OSError:
-            pass
+def parent_death_signal():
+    """A function for the child to call before it runs (``preexec_fn``): SIGKILL it when this process ends (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing). libc is looked up here, before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = False) -> RunResult:
@@ -238,7 +241,7 @@ def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = F
     env = child_environment()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="peftlab-pinned-") as scratch:
-        config = Path(scratch) / f"{cfg.name}.yaml"
+        config = Path(scratch) / "config.yaml"
         config.write_text(dump_config(cfg))
         command = [sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(run_dir)]
         proc = subprocess.Popen(
@@ -248,7 +251,7 @@ def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = F
             stdout=subprocess.DEVNULL,  # its summary line: the record is returned
             stderr=subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C reaches this process, which stops the child once
-            preexec_fn=die_with_parent,
+            preexec_fn=parent_death_signal(),
         )
         last = relay(proc)
     if proc.returncode == 2 and last.startswith(ERROR_PREFIX):
