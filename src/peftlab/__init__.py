@@ -446,8 +446,8 @@ def params(model: str | Path, overrides=(), **options) -> dict:
     hub repository ``org/name[@revision]`` or a run config file (then its model and method, with ``overrides``).
     ``options`` as the command's flags: num_classes, task, img_size, patch_size, depth, embed_dim, num_heads,
     method, r, targets, num_virtual_tokens. Returns ``{"total", "trainable", "trainable_ratio", "adapter",
-    "in_place", "head", "num_classes", "model", "method", "task"}`` (``peftlab params --json`` prints all but the
-    last three)."""
+    "in_place", "head", "num_classes", "model", "method", "task", "path"}`` (``peftlab params --json`` prints all but
+    the last two)."""
     from peftlab.records.answers import count_parameters
     from peftlab.records.params_request import OPTIONS, params_config
     from peftlab.utils.errors import UserError
@@ -457,5 +457,5 @@ def params(model: str | Path, overrides=(), **options) -> dict:
     if unknown:
         raise UserError(f"params() got an unknown option {unknown[0]}=: expected one of {', '.join(OPTIONS)}")
     cfg = params_config(str(model), check_overrides(overrides), options)
-    name = cfg.model.path if cfg.model.source != "timm" and cfg.model.path else cfg.model.name
-    return {**count_parameters(cfg), "model": str(name), "method": cfg.method.name, "task": cfg.model.task}
+    path = cfg.model.path if cfg.model.source != "timm" else None  # an HF model folder's
+    return {**count_parameters(cfg), "task": cfg.model.task, "path": path}

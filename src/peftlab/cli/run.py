@@ -193,10 +193,10 @@ def cmd_params(args) -> int:
 
     counts = params(args.model, args.overrides, **{name: getattr(args, name) for name in OPTIONS})
     if args.json:
-        print(json.dumps({k: v for k, v in counts.items() if k not in ("model", "method", "task")}, indent=2))
+        print(json.dumps({k: v for k, v in counts.items() if k not in ("task", "path")}, indent=2))
         return 0
     head = "causal LM" if counts["task"] == "causal-lm" else f"{counts['num_classes']} classes"
-    print(f"model      {counts['model']} ({head}), method {counts['method']}")
+    print(f"model      {counts['path'] or counts['model']} ({head}), method {counts['method']}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
     if counts["adapter"] is not None or counts["in_place"]:
