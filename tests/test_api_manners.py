@@ -52,7 +52,7 @@ def test_every_command_that_works_on_runs_and_studies_has_its_function():
         (lambda c: peftlab.load_results(3), "study_dir=3"),
         (lambda c: peftlab.load_trained(None), "run_dir=None"),
         (lambda c: peftlab.predict(c.parent, None), "images=None"),
-        (lambda c: peftlab.predict(c.parent, ["a.png"], top_k=0), "top_k=0"),
+        (lambda c: peftlab.predict(c.parent, ["a.png"], top_k="3"), "top_k='3'"),
         (lambda c: peftlab.validate(c, 7), "overrides=7"),
         (lambda c: peftlab.export(None, merged="m.safetensors"), "run_dir=None"),
         (lambda c: peftlab.results(c.parent, format="xlsx"), "format='xlsx'"),

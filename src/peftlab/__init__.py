@@ -220,7 +220,7 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
 
     check_path("run_dir", run_dir, what="a run folder (a path)")
     check_paths("images", images, what="an image file or folder (a path), or a list of them")
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+    if not isinstance(top_k, int) or isinstance(top_k, bool):  # its value: the command's check, in its words
         raise UserError(f"top_k={top_k!r} is invalid: expected an integer >= 1")
     return predict_images(run_dir, images, top_k)
 
