@@ -297,7 +297,9 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
         "arithmetic": cpu.arithmetic_record(
-            cpu.applies() and cpu.arithmetic_pinned(), mkl_branch=provenance.mkl_branch()
+            cpu.applies() and cpu.arithmetic_pinned(),
+            mkl_branch=provenance.mkl_branch(),
+            capability=torch.backends.cpu.get_cpu_capability(),
         ),
         "load_average_start": os.getloadavg(),
         **({"only": o.only} if o.only else {}),
