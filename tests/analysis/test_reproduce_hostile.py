@@ -54,12 +54,13 @@ class Place:
     marker = property(lambda self: self.top / "code-ran")
 
     def secrets_unchanged(self) -> bool:
-        """Nothing written outside the archive and --out: the secrets' folders as made, the working directory
-        holding --out alone."""
-        files = {path.relative_to(self.top).as_posix() for top in (self.outside, self.home) for path in top.rglob("*")}
+        """Nothing read or written outside the archive and --out: the secrets' folders as made (HOME's other
+        folders are the libraries' caches of a rerun), the working directory holding --out alone."""
+        folders = (self.outside, self.home / ".ssh")
+        files = {path.relative_to(self.top).as_posix() for top in folders for path in top.rglob("*")}
         return (
-            files == {"outside/secret.txt", "home/.ssh", "home/.ssh/id_rsa"}
-            and all((self.top / name).read_text() == SECRET for name in ("outside/secret.txt", "home/.ssh/id_rsa"))
+            files == {"outside/secret.txt", "home/.ssh/id_rsa"}
+            and all((self.top / name).read_text() == SECRET for name in files)
             and {path.name for path in self.cwd.iterdir()} <= {"out"}
         )
 

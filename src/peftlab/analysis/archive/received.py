@@ -1,8 +1,11 @@
 """A received submission (``peftlab submission``'s archive, or its unpacked folder) read and checked for
-``peftlab reproduce``: unpacked safely, its files against SHA256SUMS, the results hash recomputed from its packed
-runs, its plugins' code hashed, its data's checksums, this machine against the runs' machine class, and the
-metrics of rerun runs against the archived ones (``compare_runs``, the rule in ``RULE``). Reads files only: the
-reruns train in ``reproduce.rerun``.
+``peftlab reproduce``, as data from a stranger: surveyed as it streams and unpacked within bounds (``survey``,
+``unpack``: members, bytes, names, depth, kinds), archive.json, spec.json and result.json read through their
+writers' schemas, every path its configs name inside it (``check_configs``), its files against SHA256SUMS, the
+results hash recomputed from its packed runs, its plugins' code hashed and their folders holding their declared
+packages only (``check_plugin_folders``), its data's checksums, this machine against the runs' machine class, and
+the metrics of rerun runs against the archived ones (``compare_runs``, the rule in ``RULE``). Reads files only and
+imports nothing of the archive: the reruns train in ``reproduce.rerun``.
 """
 
 from __future__ import annotations
@@ -389,8 +392,8 @@ def check_plugin_folders(root: Path, record: dict) -> list[str]:
             continue
         for entry in sorted(folder.iterdir()):
             stem = entry.name.removesuffix(".py") if entry.is_file() else entry.name
-            if stem in packages or entry.is_dir() and entry.name == dist_info(plugin):
-                continue
+            if stem in packages or entry.is_dir() and entry.name in (dist_info(plugin), "__pycache__"):
+                continue  # (a __pycache__ Python wrote there is never copied to where the code runs from)
             out.append(
                 f"{where}: {entry.name} is none of its packages ({', '.join(sorted(packages))}) nor its dist-info: "
                 "a plugin folder holds those only (a module beside them could shadow any other)"
