@@ -373,16 +373,27 @@ def submission(study_dir: str | Path, study: str | Path, *, paper: str | Path | 
 
 
 @api(trains=True)
-def reproduce(archive: str | Path, *, runs: str | int = "one-seed", out=None, data=None, progress: bool = False):
+def reproduce(
+    archive: str | Path,
+    *,
+    runs: str | int = "one-seed",
+    out=None,
+    data=None,
+    run_archive_code: bool = False,
+    progress: bool = False,
+):
     """Check a submission archive and rerun its runs, as ``peftlab reproduce`` does (what the command calls,
     ``peftlab.analysis.archive.reproduce.reproduce``, printing its lines); returns its record (reproduce.json:
     ``reproduced``, ``verdict``, ``differences``, ``compared``, ...). ``runs``: all, one-seed or a count (0 checks
     without rerunning); ``out``: where it unpacks and reruns (default ./<archive name>-reproduced); ``data``: a folder
-    holding the datasets the archive does not pack. The reruns train in processes started with the pin."""
+    holding the datasets the archive does not pack; ``run_archive_code``: let the reruns import the archive's plugin
+    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run). The reruns
+    train in processes started with the pin."""
     import contextlib
     from pathlib import Path
 
     from peftlab.analysis.archive import reproduce as command
+    from peftlab.cli.terminal import printable
     from peftlab.utils import cpu
     from peftlab.utils.errors import UserError
     from peftlab.utils.files import read_json
@@ -391,12 +402,21 @@ def reproduce(archive: str | Path, *, runs: str | int = "one-seed", out=None, da
     check_path("out", out, optional=True)
     check_path("data", data, optional=True)
     check_bool("progress", progress)
+    check_bool("run_archive_code", run_archive_code)
     if isinstance(runs, bool) or not isinstance(runs, (str, int)):
         raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
     out = Path(out) if out is not None else command.default_out(Path(archive))
     pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
     with pinning:  # the reruns train in the study's workers: they start with the pin
-        command.reproduce(archive, runs=str(runs), out=out, progress=progress, data=data)
+        command.reproduce(
+            archive,
+            runs=str(runs),
+            out=out,
+            progress=progress,
+            say=lambda line: print(printable(line), flush=True),  # the archive's texts: escapes shown, never sent
+            data=data,
+            run_archive_code=run_archive_code,
+        )
     return read_json(out / command.RECORD)
 
 
