@@ -127,6 +127,18 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
         "peftlab-mlpbias 0.1 (peftlab_mlpbias/__init__.py" in done.stderr
         and not (elsewhere / "check" / "rerun").exists()
     )
+    # the API asks the same consent, in its parameter's name
+    call = f"import peftlab; peftlab.reproduce({str(root)!r}, out='check-api', progress=False)"
+    api = subprocess.run(
+        [sys.executable, "-c", call],
+        cwd=elsewhere,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert api.returncode == 1 and "give run_archive_code to run it" in api.stderr, api.stdout + api.stderr
+    assert not (elsewhere / "check-api" / "rerun").exists()
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", "--run-archive-code", cwd=elsewhere)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
