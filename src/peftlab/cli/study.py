@@ -245,7 +245,7 @@ def add_results(sub) -> None:
 
 def cmd_results(args) -> int:
     from peftlab.analysis.report.tables import results_markdown, select_columns
-    from peftlab.analysis.results.load import load_results
+    from peftlab.analysis.results.load import load_results, typed_frame
 
     out = Path(args.out or Path(args.study_dir) / "results.parquet") if args.out or args.format == "parquet" else None
     if out is not None:
@@ -262,7 +262,7 @@ def cmd_results(args) -> int:
     except ValueError as err:
         raise UserError(f"--columns: {err}") from None
     if args.format == "parquet":
-        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
+        write_atomic(out, lambda tmp: typed_frame(df).to_parquet(tmp, index=False))  # one type a column
         print(printable(f"wrote {len(df)} rows to {out}"))
         return 0
     text = df.to_csv(index=False) if args.format == "csv" else text + "\n"

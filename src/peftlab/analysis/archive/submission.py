@@ -39,6 +39,7 @@ from peftlab.analysis.results.load import (
     results_lines,
     results_sha256,
     run_dirs,
+    typed_frame,
 )
 from peftlab.analysis.results.portable import portable_frame
 from peftlab.config.paths import REPO_ROOT
@@ -111,7 +112,7 @@ def write_submission(
         (root / "results").mkdir(parents=True)
         table = portable_frame(df, study_dir)  # no path of this machine: the data root as OUTSIDE/<name>, ...
         table.to_csv(root / "results" / "results.csv", index=False)
-        table.to_parquet(root / "results" / "results.parquet", index=False)
+        typed_frame(table).to_parquet(root / "results" / "results.parquet", index=False)  # one type a column
         (root / "results" / RUNS_SHA256).write_text(results_lines(study_dir))  # its SHA-256 is \\resultsSha
         pack_runs(study_dir, root)  # the files those lines hash, so that the hash is checked from the archive
         study_file, places = pack_configs(study, root, pretrain_dir(study) if study.pretrain else None)
