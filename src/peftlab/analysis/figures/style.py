@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
+from peftlab.analysis.figures.glyphs import drawn_intact, figure_families
 from peftlab.analysis.figures.order import varying_values
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
@@ -208,7 +209,9 @@ def save_figure(fig, out_dir, name):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    with matplotlib.rc_context({"pdf.fonttype": 42}):  # atomic, and never through a link at either name
+    drawn_intact(fig)  # every name as itself: fallback fonts, control characters and missing glyphs as codes
+    families = list(figure_families()[0])  # for the texts the draw makes (new tick labels)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": families}):  # atomic, never through a link
         write_atomic(paths[0], lambda tmp: fig.savefig(tmp, dpi=300, format="png"))
         write_atomic(paths[1], lambda tmp: fig.savefig(tmp, metadata={"CreationDate": None}, format="pdf"))
     return paths
