@@ -195,3 +195,28 @@ def test_a_file_name_with_a_newline_or_an_escape_completes_as_one_quoted_word(pe
     ):
         echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, timeout=60)
         assert echoed.stdout == name  # the shell reads the word back as the file's name
+
+
+def test_zsh_gets_a_file_name_with_a_newline_as_one_candidate(peftlab_on_path, tmp_path):
+    """zsh's ``_describe`` quotes what it inserts and lists a control character as ^[: it gets the name as it is,
+    one candidate (``word:description``), never split at its newline."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed here")
+    work = tmp_path / "work"
+    work.mkdir()
+    names = ["a\nb.yaml", "x\x1b[2Jy.yaml", "plain.yaml"]
+    for name in names:
+        (work / name).write_text("{}\n")
+    script = tmp_path / "peftlab.zsh"
+    script.write_text(completion_script("zsh", peftlab_on_path))
+    driver = (
+        "autoload -U compinit && compinit -u\n"
+        f"source {shlex.quote(str(script))}\n"
+        '_describe() { print -rN -- "${(@P)2}"; }\n'
+        "BUFFER='peftlab train '; CURSOR=${#BUFFER}; words=(peftlab train '')\n"
+        "_python_argcomplete\n"
+    )
+    done = subprocess.run(
+        ["zsh", "-c", driver], env=peftlab_on_path, cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert sorted(w for w in done.stdout.split("\0") if w) == sorted(f"{name}:" for name in names), done.stderr

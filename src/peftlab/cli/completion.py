@@ -66,6 +66,7 @@ def finder():
             plain = [c for c in completions if c.isprintable()]
             controls = [c for c in completions if not c.isprintable()] if cword_prequote == "" else []
             words = [word for word in map(quoted_control, controls) if word is not None]
+            self._display_completions.update(dict.fromkeys(words, ""))  # zsh's word:description, no description
             append_space = self.append_space
             self.append_space = append_space and not words  # the space after a lone candidate only
             try:
@@ -77,11 +78,15 @@ def finder():
 
 
 def quoted_control(name: str) -> str | None:
-    """A candidate holding a control or bidi character (a file named with a newline, an escape sequence) as one
-    ANSI-C quoted word, ``$'a\\nb'``, which bash and zsh read back as the name: offered raw, the shell would split
-    it at the newline or the terminal run the escape when listing it. fish reads no such word: not offered there
-    (``None``, dropped)."""
-    if os.environ.get("_ARGCOMPLETE_SHELL") in ("fish", "tcsh", "powershell"):
+    """A candidate holding a control or bidi character (a file named with a newline, an escape sequence) as one word
+    the shell reads back as the name: offered raw, bash would split it at the newline or the terminal run the escape
+    when listing it. bash: ANSI-C quoted, ``$'a\\nb'``. zsh: as it is (its ``_describe`` quotes what it inserts,
+    and lists a control character as ``^[``), a colon escaped (``_describe``'s ``word:description``). fish reads
+    no such word: not offered there (``None``, dropped)."""
+    shell = os.environ.get("_ARGCOMPLETE_SHELL")
+    if shell == "zsh":
+        return name.replace(":", "\\:")
+    if shell in ("fish", "tcsh", "powershell"):
         return None
     codes = {"\n": "\\n", "\t": "\\t", "\\": "\\\\", "'": "\\'"}
     return "$'" + "".join(codes.get(c) or (c if c.isprintable() else ansi_c_code(c)) for c in name) + "'"
