@@ -43,12 +43,13 @@ from peftlab.analysis.results.load import (
 )
 from peftlab.analysis.results.portable import portable_frame
 from peftlab.config.paths import REPO_ROOT
-from peftlab.config.reading import read_yaml
+from peftlab.config.reading import MissingFile, read_yaml
 from peftlab.study.report_options import read_study_name
 from peftlab.study.runner import pretrain_dir
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import (
     check_output,
+    read_text,
     refuse_link,
     refuse_links_below,
     refuse_links_in,
@@ -93,7 +94,11 @@ def write_submission(
         )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
-    if ran.is_file() and study_yaml.is_file() and read_yaml(ran) != read_yaml(study_yaml):
+    try:  # opened once, not asked first
+        recorded = read_yaml(ran)
+    except MissingFile:
+        recorded = None
+    if recorded is not None and recorded != read_yaml(study_yaml):
         # its comments may differ (a header written after the runs); its settings may not
         raise UserError(f"--study {study_yaml} differs from {ran}, the study file the runs were made from")
     study = load_study(study_yaml)
@@ -137,7 +142,7 @@ def pack(root: Path, name: str, tmp: str) -> None:
 def paper_results_sha256(paper_dir: Path) -> str | None:
     """The results SHA-256 a paper's results.tex records (\\resultsSha, load.results_sha256); None without it."""
     path = paper_dir / "results.tex"
-    text = path.read_text(errors="replace") if path.is_file() else ""
+    text = read_text(path, "paper file") or ""  # opened once: absent reads as no hash
     found = re.search(r"^\\newcommand\{\\resultsSha\}\{([0-9a-f]{64})\}", text, flags=re.MULTILINE)
     return found.group(1) if found else None
 
