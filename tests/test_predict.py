@@ -155,6 +155,8 @@ def test_the_json_of_a_folder_is_the_apis_list(image_run):
     status, out, err = predict_command(str(run_dir), str(folder), "--json", "--top-k", "2")
     assert status == 0, err
     assert out == json.dumps(peftlab.predict(run_dir, folder, top_k=2), indent=2) + "\n"
+    # images given as a generator: walked twice (checked, then classified), so taken as a list first
+    assert peftlab.predict(run_dir, (p for p in [folder]), top_k=2) == json.loads(out)
 
 
 @pytest.fixture(scope="module")

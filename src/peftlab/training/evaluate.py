@@ -219,6 +219,11 @@ def predictions(run_dir: str | Path, images, top_k: int = 5, progress: bool = Fa
     run_dir = Path(run_dir)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise UserError(f"--top-k {top_k!r} is invalid: expected an integer >= 1")
+    if not isinstance(images, str | Path | list | tuple):  # a generator: the checks' walk would spend it
+        try:
+            images = list(images)
+        except TypeError:
+            raise UserError(f"images={images!r:.80}: expected an image file or folder, or a list of them") from None
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())
     if cfg.model.source == "hf-text":
