@@ -228,4 +228,10 @@ def test_any_class_name_is_drawn_as_itself_or_as_its_code(tmp_path):
     assert drawn == [shown(name) for name in names]
     assert drawn[0] == "cat\\u202edog" and drawn[4] == "r=$4$"  # as written, dollars too: no mathtext here
     assert ax.title.get_text() == shown("lora \U0001f642")
+    # mathtext draws the text around its math in the default font alone: a glyph only a fallback has is a code there
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    fig.subplots().set_title("\u732b $r$ \u00e9")
+    save_figure(fig, tmp_path, "math")
+    assert fig.axes[0].title.get_text() == "\\u732b $r$ \u00e9"
     assert all(list(t.get_fontfamily()) == list(families) for t in fig.findobj(matplotlib.text.Text) if t.get_text())

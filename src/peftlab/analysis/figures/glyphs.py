@@ -49,17 +49,24 @@ FALLBACK_FAMILIES = (
 def figure_families() -> tuple[tuple[str, ...], frozenset[int]]:
     """The families a figure's text is drawn in (the default sans-serif font first, then the installed
     ``FALLBACK_FAMILIES``) and the code points one of them has."""
+    families, coverage = font_coverage()
+    return families, frozenset().union(*coverage)
+
+
+@functools.cache
+def font_coverage() -> tuple[tuple[str, ...], tuple[frozenset[int], ...]]:
+    """``figure_families`` and the code points each has (the first's alone draws mathtext's plain text)."""
     from matplotlib.ft2font import FT2Font
 
     default = font_manager.FontProperties(family=["sans-serif"])
     installed = {entry.name for entry in font_manager.fontManager.ttflist}
     families = [font_manager.FontProperties(fname=font_manager.findfont(default)).get_name()]
     families += [f for f in FALLBACK_FAMILIES if f in installed and f not in families]
-    covered: set[int] = set()
+    coverage = []
     for family in families:
         path = font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False)
-        covered.update(FT2Font(path).get_charmap())
-    return tuple(families), frozenset(covered)
+        coverage.append(frozenset(FT2Font(path).get_charmap()))
+    return tuple(families), tuple(coverage)
 
 
 def drawable(text: str, math: bool = True) -> str:
@@ -68,9 +75,10 @@ def drawable(text: str, math: bool = True) -> str:
     of paired dollars (mathtext's) is left as it is."""
     if text.isascii() and all(char.isprintable() or char == "\n" for char in text):
         return text
-    _, covered = figure_families()
     parts = MATH_DELIMITER.split(text)
     math = math and len(parts) % 2 == 1 and len(parts) > 1
+    # mathtext draws the text around the math in the default font alone: no fallback there
+    covered = font_coverage()[1][0] if math else figure_families()[1]
     return "$".join(part if math and i % 2 else escaped(part, covered) for i, part in enumerate(parts))
 
 
@@ -86,13 +94,8 @@ def escaped(text: str, covered: frozenset[int]) -> str:
 def drawn_intact(fig) -> None:
     """Every text of ``fig`` (titles, labels, legends, annotations, tick labels) drawn in ``figure_families`` and
     shown as ``drawable`` makes it, so that no name is drawn reversed or as empty boxes."""
-    families, _ = figure_families()
     for text in fig.findobj(matplotlib.text.Text):
-        if text.get_fontfamily() == matplotlib.rcParams["font.family"]:  # not a family chosen on purpose
-            text.set_fontfamily(list(families))
-        shown = text.get_text()
-        if isinstance(shown, str) and drawable(shown, text.get_parse_math()) != shown:
-            text.set_text(drawable(shown, text.get_parse_math()))
+        intact(text)
     for ax in fig.axes:  # fixed tick labels are set from their formatter at each draw
         for axis in (ax.xaxis, ax.yaxis):
             ticks = axis.get_major_ticks()
@@ -102,6 +105,17 @@ def drawn_intact(fig) -> None:
                     formatter.seq = [drawable(str(label), math) for label in formatter.seq]
                 elif isinstance(formatter, matplotlib.ticker.FuncFormatter):  # set_xticks(ticks, labels)'s
                     formatter.func = drawable_labels(formatter.func, math)
+
+
+def intact(text: matplotlib.text.Text) -> matplotlib.text.Text:
+    """``text`` drawn in ``figure_families`` (unless a family was chosen for it) and shown as ``drawable`` makes
+    it; a text measured before the figure is saved (a label placed beside its point) is made so first."""
+    if text.get_fontfamily() == matplotlib.rcParams["font.family"]:  # not a family chosen on purpose
+        text.set_fontfamily(list(figure_families()[0]))
+    shown = text.get_text()
+    if isinstance(shown, str) and drawable(shown, text.get_parse_math()) != shown:
+        text.set_text(drawable(shown, text.get_parse_math()))
+    return text
 
 
 def drawable_labels(func, math: bool):

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
-from peftlab.analysis.figures.glyphs import drawn_intact, figure_families
+from peftlab.analysis.figures.glyphs import drawable, drawn_intact, figure_families
 from peftlab.analysis.figures.order import varying_values
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
@@ -177,7 +177,8 @@ def figure_name(name, method=None, labels=None):
     mathtext cannot parse (``\\textsc``, ``\\num``: LaTeX packages) is shown as written, its
     dollars escaped, rather than failing the figure (the LaTeX tables still typeset it)."""
     text = display_name(name, method, labels)
-    return text if "$" not in text or _is_mathtext(text) else re.sub(r"(?<!\\)\$", r"\\$", text)
+    # parsed as it will be drawn (drawable), so that the check warns of no glyph the drawing will not use
+    return text if "$" not in text or _is_mathtext(drawable(text)) else re.sub(r"(?<!\\)\$", r"\\$", text)
 
 
 @functools.lru_cache(maxsize=256)
