@@ -161,3 +161,62 @@ def test_fish_completes_through_the_script(peftlab_on_path, tmp_path):
 def test_the_script_names_the_command(shell, registers, peftlab_on_path):
     script = completion_script(shell, peftlab_on_path)
     assert registers in script and "peftlab" in script
+
+
+def test_a_file_name_with_a_newline_or_an_escape_completes_as_one_quoted_word(peftlab_on_path, tmp_path):
+    """A file named with a newline is one candidate, not two, and one holding an escape sequence reaches the shell
+    as its code, not raw (issue 78): each as an ANSI-C quoted word ($'a\\nb.yaml') that bash reads back as the
+    name; the shell's completion function gets them as the plain names are got."""
+    work = tmp_path / "work"
+    work.mkdir()
+    names = ["a\nb.yaml", "x\x1b[2Jy.yaml", "r\u202eight.yaml", "plain.yaml"]
+    for name in names:
+        (work / name).write_text("{}\n")
+    script = tmp_path / "peftlab.bash"
+    script.write_text(completion_script("bash", peftlab_on_path))
+    driver = (
+        f"source {shlex.quote(str(script))}\n"
+        "function=$(complete -p peftlab | sed -E 's/.*-F ([^ ]+) .*/\\1/')\n"
+        "COMP_WORDS=(peftlab train ''); COMP_CWORD=2; COMP_LINE='peftlab train '; COMP_POINT=14\n"
+        '"$function" peftlab "" train\n'
+        'for word in "${COMPREPLY[@]}"; do printf "%s\\0" "$word"; done\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", driver], env=peftlab_on_path, cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    words = [w.strip() for w in done.stdout.split("\0") if w.strip()]
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+    assert sorted(words) == sorted(["$'a\\nb.yaml'", "$'x\\x1b[2Jy.yaml'", "$'r\\u202eight.yaml'", "plain.yaml"])
+    for word, name in (
+        ("$'a\\nb.yaml'", names[0]),
+        ("$'x\\x1b[2Jy.yaml'", names[1]),
+        ("$'r\\u202eight.yaml'", names[2]),
+    ):
+        echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, timeout=60)
+        assert echoed.stdout == name  # the shell reads the word back as the file's name
+
+
+def test_zsh_gets_a_file_name_with_a_newline_as_one_candidate(peftlab_on_path, tmp_path):
+    """zsh's ``_describe`` quotes what it inserts and lists a control character as ^[: it gets the name as it is,
+    one candidate (``word:description``), never split at its newline."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed here")
+    work = tmp_path / "work"
+    work.mkdir()
+    names = ["a\nb.yaml", "x\x1b[2Jy.yaml", "plain.yaml"]
+    for name in names:
+        (work / name).write_text("{}\n")
+    script = tmp_path / "peftlab.zsh"
+    script.write_text(completion_script("zsh", peftlab_on_path))
+    driver = (
+        "autoload -U compinit && compinit -u\n"
+        f"source {shlex.quote(str(script))}\n"
+        '_describe() { print -rN -- "${(@P)2}"; }\n'
+        "BUFFER='peftlab train '; CURSOR=${#BUFFER}; words=(peftlab train '')\n"
+        "_python_argcomplete\n"
+    )
+    done = subprocess.run(
+        ["zsh", "-c", driver], env=peftlab_on_path, cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert sorted(w for w in done.stdout.split("\0") if w) == sorted(f"{name}:" for name in names), done.stderr

@@ -99,12 +99,64 @@ def test_the_command_prints_each_images_top_k_and_its_json_is_the_apis(image_run
     )
 
 
-def test_the_command_calls_the_python_api(image_run, monkeypatch):
-    """One implementation: ``peftlab predict`` prints what ``peftlab.predict`` returns."""
+def test_the_command_prints_what_the_api_streams(image_run, monkeypatch):
+    """One implementation: ``peftlab predict`` prints the batches of ``training.evaluate.predictions``, the
+    generator ``peftlab.predict`` collects, each batch as it comes."""
+    from peftlab.training import evaluate
+
     calls = []
-    monkeypatch.setattr(peftlab, "predict", lambda *args: calls.append(args) or [])
+    answer = {"image": "x.png", "top_k": [{"class": "cat", "index": 0, "probability": 0.5}]}
+
+    def streamed(*args, **kwargs):
+        calls.append(args)
+        return 1, iter([[answer]])
+
+    monkeypatch.setattr(evaluate, "predictions", streamed)
     status, out, _ = predict_command(str(image_run[0]), "x.png", "--top-k", "3")
-    assert (status, out, calls) == (0, "", [(str(image_run[0]), ["x.png"], 3)])
+    assert (status, out, calls) == (0, "x.png: cat 50.0%\n", [(str(image_run[0]), ["x.png"], 3)])
+
+
+def test_a_long_folder_streams_its_answers_in_the_order_of_their_paths(image_run, tmp_path, monkeypatch):
+    """A folder is walked as its answers are printed, not listed and held first: the first batch is printed before
+    the second batch's files are read (one removed by then stops the command after it, in one line), and the
+    order is the paths' (each folder's names sorted, subfolders where they sort), as ``sorted`` orders them."""
+    from peftlab.training.evaluate import PREDICT_BATCH, predictions
+
+    run_dir, _ = image_run
+    sources = sorted((run_dir.parent / "images" / "test").rglob("*.jpg"))
+    folder = tmp_path / "many"
+    for i in range(PREDICT_BATCH + 6):  # two batches, in three folders, one of them inside another
+        target = folder / ("b" if i % 3 == 0 else "a/sub" if i % 3 == 1 else "a") / f"{i:03d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[i % len(sources)], target)
+    count, batches = predictions(run_dir, folder, top_k=1)
+    first = next(batches)
+    expected = sorted(folder.rglob("*.jpg"))
+    assert count == len(expected) and [row["image"] for row in first] == [str(p) for p in expected[:PREDICT_BATCH]]
+    assert [row["image"] for row in next(batches)] == [str(p) for p in expected[PREDICT_BATCH:]]
+
+    from peftlab.data import build
+
+    def first_batch_then_a_file_gone(*args):  # the first batch made, a file of the second removed meanwhile
+        expected[-1].unlink(missing_ok=True)
+        return eval_images(*args)
+
+    monkeypatch.setattr(build, "eval_images", first_batch_then_a_file_gone)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.run_command(["predict", str(run_dir), str(folder)])
+    assert status == 2 and stderr.getvalue().count("\n") == 1 and expected[-1].name in stderr.getvalue()
+    assert len(stdout.getvalue().splitlines()) == PREDICT_BATCH  # the first batch, printed before the failure
+
+
+def test_the_json_of_a_folder_is_the_apis_list(image_run):
+    run_dir, _ = image_run
+    folder = run_dir.parent / "images" / "test"
+    status, out, err = predict_command(str(run_dir), str(folder), "--json", "--top-k", "2")
+    assert status == 0, err
+    assert out == json.dumps(peftlab.predict(run_dir, folder, top_k=2), indent=2) + "\n"
+    # images given as a generator: walked twice (checked, then classified), so taken as a list first
+    assert peftlab.predict(run_dir, (p for p in [folder]), top_k=2) == json.loads(out)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +190,7 @@ def test_bad_input_is_one_line(image_run, text_run, tmp_path):
         "unfinished run": ([str(unfinished), image], "holds no completed run"),
         "failed run": ([str(failed), image], "holds no completed run"),
         "text run": ([str(text_run), image], "is a text model (model.source: hf-text"),
-        "not an image": ([str(run_dir), str(tmp_path / "notes.jpg")], "cannot decode image", "notes.jpg"),
+        "not an image": ([str(run_dir), str(tmp_path / "notes.jpg")], "is not an image PIL can read", "notes.jpg"),
         "missing image": ([str(run_dir), str(tmp_path / "nope.png")], "nope.png: no such image file or folder"),
         "folder without images": ([str(run_dir), str(tmp_path / "empty")], "the folder holds no image file"),
         "top-k 0": ([str(run_dir), image, "--top-k", "0"], "--top-k 0 is invalid"),
@@ -149,3 +201,41 @@ def test_bad_input_is_one_line(image_run, text_run, tmp_path):
             assert_one_line_refusal(status, stderr, *needles)
         except AssertionError as err:
             raise AssertionError(f"{name}: {err}") from None
+
+
+def test_every_path_is_checked_before_the_model_loads_and_named_as_what_it_is(image_run, tmp_path, monkeypatch):
+    """A FIFO, a device (a link to /dev/zero, /dev/null itself) and a file that is no image, given or inside a
+    folder, are one line naming what they are, before the model is loaded (issue 78: found after 20 s of loading
+    and called 'no such image file or folder'); a FIFO is never opened, so nothing blocks."""
+    import os
+
+    from peftlab.training import export
+
+    run_dir, _ = image_run
+    image = next((run_dir.parent / "images" / "test").rglob("*.jpg"))
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copyfile(image, folder / "a.jpg")
+    os.mkfifo(folder / "sub" / "b.jpg")
+    notes = tmp_path / "notes" / "z.jpg"
+    notes.parent.mkdir()
+    shutil.copyfile(image, notes.parent / "a.jpg")
+    notes.write_text("not an image\n")
+    loaded = []
+    monkeypatch.setattr(export, "load_trained", lambda *args, **kwargs: loaded.append(args))
+    cases = {
+        "a FIFO": (tmp_path / "pipe.png", "pipe.png is a FIFO (named pipe)"),
+        "a link to /dev/zero": (tmp_path / "zero.png", "zero.png is a character device"),
+        "a device": ("/dev/null", "/dev/null is a character device"),
+        "a FIFO in a folder": (folder, "b.jpg is a FIFO (named pipe)"),
+        "no image, last in a folder": (notes.parent, "z.jpg is not an image PIL can read"),
+    }
+    for name, (path, needle) in cases.items():
+        status, stderr = command_in_process("predict", str(run_dir), str(image), str(path))
+        try:
+            assert_one_line_refusal(status, stderr, needle)
+        except AssertionError as err:
+            raise AssertionError(f"{name}: {err}") from None
+    assert loaded == []

@@ -244,3 +244,47 @@ def test_the_atomic_writer_refuses_a_link_and_writes_beside_no_target(tmp_path, 
     with pytest.raises(UserError, match="dangling is a symbolic link"):
         write_text_atomic(dangling, "x")
     assert not (outside / "new.txt").exists() and os.path.islink(dangling)
+
+
+# ---- readers open a file once, never asking is_file() first (issue 78 item 9: a race) ----------------------------
+
+
+def test_readers_open_their_file_once_and_never_ask_first(tmp_path, monkeypatch):
+    """Each reader that asked ``is_file()`` and then opened the same path (the file could go, or be swapped for a
+    FIFO, in between) opens it once and checks what it opened: with ``Path.is_file`` made to fail, each still
+    answers, absent as absent, a FIFO as no file (never blocking), a file as its content."""
+    from peftlab.analysis.archive.submission import paper_results_sha256
+    from peftlab.analysis.paper.latex import first_latex_error, unresolved_references
+    from peftlab.config.paths import base_manifest
+    from peftlab.models.backbones import hf_normalisation
+    from peftlab.models.hf_config import read_hf_config
+    from peftlab.study.report_options import read_report_options, read_study_name
+    from peftlab.study.stale import file_sha256
+    from peftlab.utils.errors import ConfigError, WeightsError
+
+    def asked(self):
+        raise AssertionError(f"is_file() asked of {self}")
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (tmp_path / "weights.bin").write_bytes(b"abc")
+    (tmp_path / "main.log").write_text("! Undefined control sequence.\nCitation `x' on page 1 undefined\n")
+    os.mkfifo(tmp_path / "fifo")
+    monkeypatch.setattr(Path, "is_file", asked)
+    assert read_report_options(study / "study.yaml").labels == {}  # absent: the defaults
+    assert read_study_name(study) == "study"
+    (study / "study.yaml").write_text("name: received\nbase: base.yaml\n")
+    assert read_study_name(study) == "received"
+    os.mkfifo(study / "other.yaml")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_report_options(study / "other.yaml")
+    assert file_sha256(tmp_path / "weights.bin") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert file_sha256(tmp_path / "fifo") is None and file_sha256(tmp_path / "nowhere") is None
+    assert paper_results_sha256(tmp_path) is None
+    assert base_manifest(str(tmp_path / "weights.bin")) is None
+    assert hf_normalisation(tmp_path / "preprocessor_config.json", 3) == (None, None)
+    with pytest.raises(WeightsError, match="is not an HF model directory"):
+        read_hf_config(tmp_path)
+    assert first_latex_error(tmp_path / "main.log", "") == "! Undefined control sequence."
+    assert first_latex_error(tmp_path / "none.log", "out\nlast line\n") == "last line"
+    assert unresolved_references(tmp_path / "main.log") == "undefined references or citations: x"

@@ -272,6 +272,7 @@ def results(study_dir: str | Path, out: str | Path | None = None, *, format: str
     from pathlib import Path
 
     from peftlab.analysis.report.tables import results_markdown, select_columns
+    from peftlab.analysis.results.load import typed_frame
     from peftlab.utils.errors import UserError
     from peftlab.utils.files import check_output, write_atomic, write_text_atomic
 
@@ -296,7 +297,7 @@ def results(study_dir: str | Path, out: str | Path | None = None, *, format: str
     except ValueError as err:
         raise UserError(f"columns: {err}") from None
     if format == "parquet":
-        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
+        write_atomic(out, lambda tmp: typed_frame(df).to_parquet(tmp, index=False))  # one type a column
         return out
     if out is None:
         return text

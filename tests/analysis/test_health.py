@@ -223,3 +223,26 @@ def test_runs_without_validation_get_no_convergence_verdict(tmp_path, recorded):
     assert "did not converge" not in text and "runs converged" not in text
     assert "| lora | 4 | 4 / 0 / 0 | 0 | 0 | no verdict | n/a | 4 of 4 |" in text
     assert "Convergence: no verdict for any run: no evaluation on the validation split (4 runs)." in text
+
+
+def test_damaged_monitor_lines_are_left_out_and_counted_where_the_figure_is(study, tmp_path):
+    """A line of monitors.jsonl cut short, not an object, or a monitor record of another shape is left out of the
+    gradient flow, and the report says how many and where (issue 78, round 7's leftover: they were a traceback or
+    silent)."""
+    from peftlab.analysis.report.health import health_figure_lines
+
+    sound = load_gradient_flow(study)
+    with open(study / "runs" / "a0" / "monitors.jsonl", "a") as f:
+        f.write('{"kind": "monitors", "step": 40, "grad": {"head": 0.1\n')  # line 4: cut short
+        f.write("[1, 2]\n")  # line 5
+        f.write(json.dumps({"kind": "monitors", "step": "50", "grad": {"head": 0.1}}) + "\n")  # line 6
+        f.write(json.dumps({"kind": "monitors", "step": 60, "grad": {"head": "NaN"}}) + "\n")  # line 7
+        f.write(json.dumps({"kind": "eval", "step": 60}) + "\n")  # another kind: not damaged
+    flow = load_gradient_flow(study)
+    assert flow.equals(sound) and flow.attrs["damaged_lines"] == {"a0": [4, 5, 6, 7]}
+    lines = health_figure_lines(study, tmp_path / "figures")
+    assert (
+        "4 damaged lines of monitors.jsonl (not a monitor record: cut short, or of another shape) left out of "
+        "the gradient flow: `a0` lines 4, 5, 6, 7." in lines
+    )
+    assert not any("damaged" in line for line in health_figure_lines(study / "nothing", tmp_path / "f2"))

@@ -458,6 +458,29 @@ def test_a_study_folder_s_name_titles_the_report_and_paper_escaped(tmp_path):
     assert r"\newcommand{\studyName}{evil\textbackslash{}x0a\# Injected\textbackslash{}x1b[2J}" in results
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (scripts/install-latex.sh)")
+def test_any_character_of_a_name_reaches_the_paper_and_compiles(tmp_path):
+    """A study named with an emoji or CJK, which ``peftlab study`` accepts, reaches the paper as itself or as its code
+    (issue 78: pdflatex stopped at 'Unicode character not set up'): every character of the Basic Multilingual Plane
+    up to U+2FFF, CJK and emoji through latex_escape compile under the paper's own preamble."""
+    name = "study \U0001f642 \u732b \u00e9\u2014ok"
+    assert latex_escape(name) == "study \\textbackslash{}u1f642 \\textbackslash{}u732b \u00e9\u2014ok"
+    characters = [chr(c) for c in range(0x20, 0x3000)] + list("\u732b\u4e2d\uac00\U0001f600\U0001f642\u0394\u2212")
+    body = "\n".join(f"{latex_escape(''.join(characters[i : i + 40]))}\\par" for i in range(0, len(characters), 40))
+    template = (REPO / "src" / "peftlab" / "analysis" / "paper" / "templates" / "main.tex.jinja").read_text()
+    preamble = "\n".join(line for line in template.splitlines() if line.startswith(("\\documentclass", "\\usepackage")))
+    (tmp_path / "names.tex").write_text(f"{preamble}\n\\begin{{document}}\n{body}\n\\end{{document}}\n")
+    done = run_program(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "names.tex"],
+        seconds=300,
+        fix="x",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, [line for line in done.stdout.splitlines() if line.startswith(("!", "l."))]
+    with pytest.raises(ConfigError, match="U\\+1F642, a character pdflatex cannot typeset"):
+        bibtex_entry("@misc{a, title={A \U0001f642 dataset}}", "study report.datasets['a'].bibtex")
+
+
 # ---- math in labels ------------------------------------------------------------------------------------------------
 
 BREAKING_MATH = [

@@ -217,3 +217,30 @@ def test_a_literature_setting_names_its_modality_from_a_known_list(tmp_path):
     path.write_text(LITERATURE_FILE.replace("checked: here}", "checked: here, modality: audio}", 1))
     with pytest.raises(UserError, match=r"settings.glue_mrpc.modality='audio': expected one of vision, text"):
         load_literature(path)
+
+
+@pytest.mark.parametrize(
+    "field, text",
+    [
+        ("settings.glue_mrpc.model", "RoBERTa\\u202e-base"),  # a bidirectional override
+        ("settings.glue_mrpc.model", "RoBERTa\\x1b[2J"),  # an escape sequence
+        ("settings.glue_mrpc.model", "RoBERTa\\nbase"),  # a newline: a line of its own in report.md
+        ("settings.glue_mrpc.model", "x" * 301),
+        ("entries[0].method", "Fine\\x07tune"),
+        ("entries[0].trainable", "[1, 2]"),
+    ],
+)
+def test_a_literature_file_s_texts_are_checked_as_any_received_text(tmp_path, field, text):
+    """The --literature file's texts reach report.md, the paper and the terminal: each is one line of printable
+    text of at most 300 characters, else one line naming the field (issue 78, round 7's leftover)."""
+    import yaml
+
+    data = yaml.safe_load(LITERATURE_FILE)
+    where, _, key = field.rpartition(".")
+    owner = data["settings"]["glue_mrpc"] if where.startswith("settings") else data["entries"][0]
+    owner[key] = yaml.safe_load(text) if text.startswith("[") else text.encode().decode("unicode_escape")
+    path = tmp_path / "literature.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(UserError, match=re.escape(field)) as err:
+        load_literature(path)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value) and "\u202e" not in str(err.value)

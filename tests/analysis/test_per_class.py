@@ -187,3 +187,51 @@ def test_a_study_of_many_classes_shows_the_classes_that_differ_and_says_there_is
     assert "No confusion matrix: result.json records one up to 100 classes, and these runs have 120." in section
     assert "Left out: 1 run (full-s0), whose `per_class` is damaged" in section
     assert len(pd.read_csv(study / "report" / "tables" / "per_class_accuracy.csv")) == 120
+
+
+def test_any_class_name_is_drawn_as_itself_or_as_its_code(tmp_path):
+    """A class named with a right-to-left override, CJK or an emoji (issue 78): the confusion-matrix figure draws
+    each glyph from a font that has it (the installed fallback families) or shows its code, never an empty box
+    (matplotlib's 'Glyph ... missing' warning, an error here) and never the rest of the name reversed."""
+    import warnings
+
+    import matplotlib.text
+
+    from peftlab.analysis.figures.glyphs import figure_families
+    from peftlab.analysis.figures.per_class import plot_confusion_matrices
+
+    names = ["cat\u202edog", "\u732b", "\U0001f600 grin", "\U0001f642 smile", "r=$4$"]
+    matrix = np.eye(len(names), dtype=int) * 3 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a glyph no font has: matplotlib warns, then draws a box
+        png, pdf = plot_confusion_matrices({"lora \U0001f642": matrix}, names, tmp_path)
+    assert png.stat().st_size > 0 and pdf.read_bytes().startswith(b"%PDF")
+    families, covered = figure_families()
+    assert families[0] == "DejaVu Sans" and len(set(families)) == len(families)
+
+    def shown(name: str) -> str:
+        return "".join(c if ord(c) in covered and c != "\u202e" else f"\\u{ord(c):04x}" for c in name)
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from peftlab.analysis.figures.style import save_figure
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(matrix)
+    ax.set_xticks(range(len(names)), names, parse_math=False)
+    ax.set_title("lora \U0001f642")
+    save_figure(fig, tmp_path, "names")
+    drawn = [label.get_text() for label in ax.get_xticklabels()]
+    assert drawn == [shown(name) for name in names]
+    assert drawn[0] == "cat\\u202edog" and drawn[4] == "r=$4$"  # as written, dollars too: no mathtext here
+    assert ax.title.get_text() == shown("lora \U0001f642")
+    # mathtext draws the text around its math in the default font alone: a glyph only a fallback has is a code there
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    fig.subplots().set_title("\u732b $r$ \u00e9")
+    save_figure(fig, tmp_path, "math")
+    assert fig.axes[0].title.get_text() == "\\u732b $r$ \u00e9"
+    assert all(list(t.get_fontfamily()) == list(families) for t in fig.findobj(matplotlib.text.Text) if t.get_text())

@@ -1,5 +1,6 @@
 """The report of a study directory written from hand-written results (no training)."""
 
+import io
 import json
 import re
 import shutil
@@ -240,6 +241,24 @@ def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_pa
     proc = run_cli("results", str(study), "--columns", "variant,accuracy")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--columns: no column 'accuracy' in the results; columns: order, run_id, variant" in proc.stderr
+
+
+def test_results_parquet_holds_an_option_two_methods_give_different_types(tmp_path):
+    """A plugin's option that shares its name with another method's option of another type (``alpha: auto``
+    beside ``alpha: 16``) is one column of text in results.parquet, as results.csv shows it (issue 78: pyarrow's
+    ArrowTypeError); a column of one type keeps it."""
+    study = write_study_dir(tmp_path / "study")
+    for i, path in enumerate(sorted((study / "runs").glob("*/result.json"))):
+        record = json.loads(path.read_text())
+        record["config"]["method"]["alpha"] = "auto" if i == 0 else 16
+        path.write_text(json.dumps(record))
+    proc = run_cli("results", str(study), "--format", "parquet")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(study / "results.parquet")
+    shown = pd.read_csv(io.StringIO(run_cli("results", str(study)).stdout), dtype=str, keep_default_na=False)
+    assert table["config.method.alpha"].tolist() == shown["config.method.alpha"].tolist()
+    assert sorted(set(table["config.method.alpha"])) == ["16", "auto"]
+    assert table["seed"].dtype == "int64" and table["metrics.test_top1"].dtype == "float64"
 
 
 def test_quantized_runs_get_the_memory_accuracy_figure(tmp_path):

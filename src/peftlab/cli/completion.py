@@ -43,7 +43,8 @@ def complete_if_asked(parser: argparse.ArgumentParser) -> None:
     if "_ARGCOMPLETE" not in os.environ:
         return
     add_completers(parser)
-    finder()(parser, always_complete_options=False)  # options once a word starts with -, as git's completion
+    # options once a word starts with -, as git's completion; any other positional completes as files
+    finder()(parser, always_complete_options=False, default_completer=files_completer())
 
 
 def finder():
@@ -61,7 +62,39 @@ def finder():
                 completions += complete_override(cword_prefix)
             return completions
 
+        def quote_completions(self, completions, cword_prequote, last_wordbreak_pos):
+            plain = [c for c in completions if c.isprintable()]
+            controls = [c for c in completions if not c.isprintable()] if cword_prequote == "" else []
+            words = [word for word in map(quoted_control, controls) if word is not None]
+            self._display_completions.update(dict.fromkeys(words, ""))  # zsh's word:description, no description
+            append_space = self.append_space
+            self.append_space = append_space and not words  # the space after a lone candidate only
+            try:
+                return super().quote_completions(plain, cword_prequote, last_wordbreak_pos) + words
+            finally:
+                self.append_space = append_space
+
     return Finder()
+
+
+def quoted_control(name: str) -> str | None:
+    """A candidate holding a control or bidi character (a file named with a newline, an escape sequence) as one word
+    the shell reads back as the name: offered raw, bash would split it at the newline or the terminal run the escape
+    when listing it. bash: ANSI-C quoted, ``$'a\\nb'``. zsh: as it is (its ``_describe`` quotes what it inserts,
+    and lists a control character as ``^[``), a colon escaped (``_describe``'s ``word:description``). fish reads
+    no such word: not offered there (``None``, dropped)."""
+    shell = os.environ.get("_ARGCOMPLETE_SHELL")
+    if shell == "zsh":
+        return name.replace(":", "\\:")
+    if shell in ("fish", "tcsh", "powershell"):
+        return None
+    codes = {"\n": "\\n", "\t": "\\t", "\\": "\\\\", "'": "\\'"}
+    return "$'" + "".join(codes.get(c) or (c if c.isprintable() else ansi_c_code(c)) for c in name) + "'"
+
+
+def ansi_c_code(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def add_completers(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +110,29 @@ def add_completers(parser: argparse.ArgumentParser) -> None:
 
 
 def config_files():
-    from argcomplete import FilesCompleter
+    return files_completer((".yaml", ".yml"))
 
-    return FilesCompleter(("yaml", "yml"))
+
+def files_completer(suffixes: tuple[str, ...] = ()):
+    """The names under the typed word's folder that start with its last part: folders (with their ``/``) and files
+    (those ending in ``suffixes``, when given). Listed here, not by ``compgen`` as argcomplete's FilesCompleter
+    lists them: its output is a line a name, so a name holding a newline came back as two."""
+
+    def complete_files(prefix: str, **_) -> list[str]:
+        folder, start = os.path.split(os.path.expanduser(prefix))
+        try:
+            with os.scandir(folder or ".") as entries:
+                found = [(entry.name, entry.is_dir()) for entry in entries if entry.name.startswith(start)]
+        except OSError:
+            return []
+        shown = prefix[: len(prefix) - len(start)]  # the folder as typed (~ kept)
+        return sorted(
+            shown + name + ("/" if is_dir else "")
+            for name, is_dir in found
+            if is_dir or not suffixes or name.endswith(suffixes)
+        )
+
+    return complete_files
 
 
 def directories():
@@ -138,7 +191,7 @@ def type_values(hint) -> list[str]:
 
 
 # A positional argument's name -> its completer (what ``add_completers`` gives it); the others complete as
-# files (argcomplete's default), their choices where they have them.
+# files (``files_completer``), their choices where they have them.
 COMPLETERS = {
     "config": config_files,
     "study": config_files,

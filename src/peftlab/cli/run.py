@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from peftlab.cli.parsing import method_names
@@ -148,16 +149,30 @@ def add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from peftlab import predict  # the Python API's; images made as the run made its test images
+    from tqdm.auto import tqdm
+
+    from peftlab.training.evaluate import predictions  # peftlab.predict's: images made as the run made its tests
     from peftlab.utils.files import shown_path
 
-    predictions = predict(args.run_dir, args.images, args.top_k)
+    _, batches = predictions(args.run_dir, args.images, args.top_k, progress=True)
+    first = True
+    for batch in batches:  # each batch printed as it comes, above the bar: a folder of any size streams
+        if args.json:  # the list peftlab.predict returns, as json.dumps(..., indent=2) writes it
+            items = ",\n".join(textwrap.indent(json.dumps(row, indent=2), "  ") for row in batch)
+            text = ("[\n" if first else ",\n") + items
+        else:  # a file's or a class folder's name reaches the terminal escaped, class names from a received run
+            text = "\n".join(
+                printable(
+                    f"{shown_path(row['image'])}: "
+                    + "  ".join(f"{c['class']} {100 * c['probability']:.1f}%" for c in row["top_k"])
+                )
+                for row in batch
+            )
+        tqdm.write(text, file=sys.stdout, end="" if args.json else "\n")
+        sys.stdout.flush()
+        first = False
     if args.json:
-        print(json.dumps(predictions, indent=2))
-        return 0
-    for row in predictions:  # a file's or a class folder's name reaches the terminal escaped
-        ranked = "  ".join(f"{c['class']} {100 * c['probability']:.1f}%" for c in row["top_k"])
-        print(printable(f"{shown_path(row['image'])}: {ranked}"))  # class names from a received result.json
+        print("\n]")
     return 0
 
 

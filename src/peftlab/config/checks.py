@@ -278,3 +278,21 @@ STRING_VALUES = {
     "data.name": "a string: a dataset name (peftlab data info lists them) or imagefolder, filelist, text",
     "method.name": "a string: a method's name (peftlab methods lists them)",
 }
+
+
+MAX_TEXT_CHARACTERS = 300  # a paper's table, a model, a protocol note: a line, never a page
+
+
+def received_text(where: str, value, optional: bool = False) -> None:
+    """A text field of a file someone else may have written (a ``--literature`` file's) as any received text: one
+    line of printable characters, not blank, at most ``MAX_TEXT_CHARACTERS`` (it reaches report.md, the paper's
+    tables and the terminal); None where ``optional``. Anything else is one ConfigError line naming ``where``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}={value!r:.80}: expected {'null or ' if optional else ''}a non-empty text")
+    if not value.isprintable() or len(value) > MAX_TEXT_CHARACTERS:
+        raise ConfigError(
+            f"{where}={value[:60]!r}{'...' if len(value) > 60 else ''}: expected one line of printable text of at "
+            f"most {MAX_TEXT_CHARACTERS} characters (no control character, newline or bidirectional override)"
+        )

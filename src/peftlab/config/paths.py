@@ -7,7 +7,7 @@ import functools
 import os
 from pathlib import Path
 
-from peftlab.config.checks import MAX_FILE_BYTES, shown
+from peftlab.config.checks import shown
 from peftlab.utils.errors import ConfigError
 from peftlab.utils.files import read_json
 
@@ -63,7 +63,7 @@ def base_manifest(weights: str) -> tuple[Path, dict] | None:
     """(manifest path, architecture) of a peftlab base: a ``manifest.json`` beside the weights
     file that names it (``peftlab pretrain`` writes one); None for any other weights file."""
     path = Path(weights).parent / "manifest.json"
-    manifest = read_json(path) if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES else None
+    manifest = read_json(path)  # opened once: absent, of another kind, too large or corrupt is None
     if (
         not manifest
         or manifest.get("weights") != Path(weights).name

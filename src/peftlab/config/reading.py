@@ -155,6 +155,11 @@ def parse_yaml(text: str, where: str) -> Any:
             loader.dispose()
 
 
+class MissingFile(ConfigError):
+    """``read_text_file``'s error for a file that is not there, found when it is opened: a reader whose file may
+    be absent catches it rather than asking ``is_file()`` first (the file may go or change in between)."""
+
+
 def read_text_file(path: str | Path, what: str = "config file", expected: str = "a YAML file") -> str:
     """The UTF-8 text of a regular file of at most ``MAX_FILE_BYTES``, or one ConfigError line.
 
@@ -166,7 +171,7 @@ def read_text_file(path: str | Path, what: str = "config file", expected: str = 
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {shown} does not exist") from None
+        raise MissingFile(f"{what} {shown} does not exist") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"{what} {shown} cannot be read: {getattr(err, 'strerror', None) or err}") from None
     if os.path.realpath(path) == os.devnull:
@@ -179,6 +184,8 @@ def read_text_file(path: str | Path, what: str = "config file", expected: str = 
         raise ConfigError(f"{what} {shown} has {info.st_size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
     try:
         raw = read_regular_file(path, MAX_FILE_BYTES + 1)
+    except FileNotFoundError:  # gone since the stat
+        raise MissingFile(f"{what} {shown} does not exist") from None
     except OSError as err:
         raise ConfigError(f"{what} {shown} cannot be read: {err.strerror}") from None
     if raw is None:

@@ -10,6 +10,26 @@ from dataclasses import dataclass
 
 from peftlab.utils.errors import ConfigError
 
+# ---- characters pdflatex typesets -------------------------------------------------------------------------------
+
+# What pdflatex typesets from UTF-8 under the paper's preamble (no fontenc: OT1), tried one character at a time:
+# printable ASCII, Latin-1 and Latin Extended-A but for 27 characters OT1 has no glyph for, and the punctuation of
+# prose. Any other character (Greek, Cyrillic, CJK, an emoji) stops the compile ("Unicode character ... not set up
+# for use with LaTeX"): latex_escape shows it as its code, bibtex_entry refuses it.
+OT1_MISSING = frozenset(  # guillemets, eth, thorn, ogoneks, stroked D and H, eng, kra, long s, ...
+    "\u00ab\u00bb\u00d0\u00de\u00f0\u00fe\u0104\u0105\u0110\u0111\u0118\u0119\u0126\u0127\u012e\u012f\u0138\u013f\u0140\u0149\u014a\u014b\u0166\u0167\u0172\u0173\u017f"
+)
+PROSE_PUNCTUATION = frozenset("\u2013\u2014\u2018\u2019\u201c\u201d\u2020\u2021\u2022\u2026\u20ac\u2122")
+
+
+def typesets(char: str) -> bool:
+    """Whether pdflatex typesets ``char`` as text in the paper (a printable character it has a glyph for)."""
+    code = ord(char)
+    if code < 0x80:
+        return char.isprintable()
+    return (0xA0 <= code <= 0x17F and char not in OT1_MISSING and char != "\u00ad") or char in PROSE_PUNCTUATION
+
+
 # ---- math: the inside of $...$ ----------------------------------------------------------------------------------
 
 # Commands TeX defines as one math character (\mathchardef): an argument of their own (x^\alpha, \hat\theta).
@@ -291,6 +311,8 @@ def field_text(value: str, where: str) -> str:
         raise refuse(f"more than {FIELD_CHARACTERS} characters")
     if not text.isprintable():
         raise refuse("a control character")
+    if untypeset := next((char for char in text if not typesets(char)), None):
+        raise refuse(f"U+{ord(untypeset):04X}, a character pdflatex cannot typeset (write it as a TeX command)")
     if "^^" in text:
         raise refuse("^^ (TeX's notation for any character)")
     raw = 0  # BibTeX's count of braces, the escaped ones too

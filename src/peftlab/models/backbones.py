@@ -378,14 +378,14 @@ def hf_input_spec(config, path: str | None = None) -> InputSpec:
 def hf_normalisation(path: Path, channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     """The image processor's ``image_mean`` and ``image_std`` (None without the file); a malformed
     value is one line naming the file and the key."""
-    if not path.is_file():
-        return None, None
     import json
 
-    from peftlab.config.reading import read_text_file
+    from peftlab.config.reading import MissingFile, read_text_file
 
-    try:
+    try:  # opened once, not asked first
         processor = json.loads(read_text_file(path, "HF image processor config", "a JSON file"))
+    except MissingFile:
+        return None, None
     except ValueError as err:
         raise WeightsError(f"{path} is not valid JSON ({str(err)[:200]})") from None
     values = []

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from peftlab.config.checks import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMG_SIZE, MAX_MLP_DIM, check_field
-from peftlab.config.reading import read_text_file
+from peftlab.config.reading import MissingFile, read_text_file
 from peftlab.utils.errors import WeightsError
 from peftlab.utils.files import one_line, read_regular_file, shown_path
 from peftlab.utils.libraries import quiet_transformers
@@ -50,9 +50,10 @@ CODE_MAPS = ("config.json", "tokenizer_config.json", "preprocessor_config.json",
 def read_hf_config(model_dir: str | Path) -> dict:
     """The JSON object of ``model_dir/config.json``: a regular UTF-8 file of at most 1 MiB, else one line."""
     path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise WeightsError(f"model.path={str(model_dir)!r} is not an HF model directory (no config.json)")
-    text = read_text_file(path, "HF config", "a JSON file")
+    try:  # opened once: a config.json of another kind is named by read_text_file
+        text = read_text_file(path, "HF config", "a JSON file")
+    except MissingFile:
+        raise WeightsError(f"model.path={str(model_dir)!r} is not an HF model directory (no config.json)") from None
     unloadable = f"model.path={str(model_dir)!r} is not a loadable HF model directory: {shown_path(path)}"
     try:
         config = json.loads(text)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.config.reading import read_yaml
+from peftlab.config.reading import MissingFile, read_yaml
 from peftlab.config.tex import bibtex_entry, cite_key
 from peftlab.utils.errors import ConfigError
 
@@ -118,10 +118,10 @@ def read_report_options(path: str | Path) -> ReportOptions:
     study directory keeps as study.yaml may no longer find its base config); defaults when
     the file is absent."""
     path = Path(path)
-    if not path.is_file():
-        return ReportOptions()
     try:
         return report_options(read_yaml(path).get("report"))
+    except MissingFile:  # found absent when opened, not asked first
+        return ReportOptions()
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -132,13 +132,12 @@ def read_study_name(study_dir: str | Path) -> str:
     study run with ``--study-dir`` lives in a folder of another name)."""
     study_dir = Path(study_dir)
     path = study_dir / "study.yaml"
-    if path.is_file():
-        try:
-            name = read_yaml(path).get("name")
-        except (ConfigError, AttributeError):
-            name = None
-        if isinstance(name, str) and name.strip():
-            if not name.isprintable():  # a received copy: a newline would start a line of report.md of its own
-                raise ConfigError(f"{path}: name={name[:60]!r} is invalid: expected one line of printable text")
-            return name.strip()
+    try:  # opened once: absent, of another kind or unreadable, it names nothing
+        name = read_yaml(path).get("name")
+    except ConfigError:
+        name = None
+    if isinstance(name, str) and name.strip():
+        if not name.isprintable():  # a received copy: a newline would start a line of report.md of its own
+            raise ConfigError(f"{path}: name={name[:60]!r} is invalid: expected one line of printable text")
+        return name.strip()
     return study_dir.name

@@ -11,6 +11,8 @@ naming the runs and the way out, before any result is reused or any run is train
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 from peftlab.training.run_result import RunResult, read_result
@@ -23,10 +25,14 @@ def file_sha256(path: Path) -> str | None:
     """SHA-256 of a regular file (what ``provenance.base_sha256`` records), None for anything else.
     Plain hashlib: the study driver must not import torch (peftlab.data does) before it pins the
     CPU arithmetic."""
-    if not path.is_file():
+    try:  # opened once, without blocking, and checked once open: a FIFO or a device there is no file to hash
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

@@ -29,6 +29,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from peftlab.utils.files import read_json
 from peftlab.utils.programs import ProgramTimeout, run_program
 
 CHECKS = {
@@ -123,11 +124,10 @@ def run_check(name: str, device: str, data_root: Path, work: Path) -> dict:
         proc = run_program(command(name, config, run_dir), seconds=RUN_SECONDS, fix="see its run folder", env=env)
     except ProgramTimeout as err:
         return {"check": name, "passed": False, "problems": [str(err)]}
-    result_file = run_dir / "result.json"
-    if proc.returncode != 0 or not result_file.is_file():
+    result = read_json(run_dir / "result.json")  # opened once: absent or corrupt is None
+    if proc.returncode != 0 or result is None:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         return {"check": name, "passed": False, "problems": [f"exit {proc.returncode}: {tail}"]}
-    result = json.loads(result_file.read_text())
     problems = judge(name, device, result)
     return {"check": name, "passed": not problems, "problems": problems, **facts(result)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -196,14 +197,30 @@ PREDICT_BATCH = 64  # images decoded and classified at once: memory stays bounde
 
 def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     """Each image file's ``top_k`` classes by the finished run in ``run_dir``, most probable first:
-    ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: a path,
-    or paths, of image files or folders (``image_files``). The images are made as the run made its test images
-    (``peftlab.data.build.eval_images``: its resize, interpolation and normalisation); the names are the run's
-    (result.json's ``provenance.data.class_names``; an index the data did not name is shown as its number).
-    A missing or unfinished run, a text run, a path that is no image: one line (UserError)."""
+    ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``, every answer of
+    ``predictions`` in one list."""
+    _, batches = predictions(run_dir, images, top_k)
+    return [row for batch in batches for row in batch]
+
+
+def predictions(run_dir: str | Path, images, top_k: int = 5, progress: bool = False) -> tuple[int, Iterator[list]]:
+    """The number of image files ``images`` names and their answers by the finished run in ``run_dir``, a batch
+    of ``PREDICT_BATCH`` at a time, each answer ``{"image": path, "top_k": [{"class": name, "index": i,
+    "probability": p}, ...]}`` (``peftlab predict`` prints each batch as it comes: memory stays bounded for a
+    folder of any size). ``images``: a path, or paths, of image files or folders (``data.readers.folders``'
+    ``walk_image_files``: a folder's image files in its subfolders too, by path).
+
+    Everything is checked before the model loads: the run (missing, unfinished or a text run), ``top_k``, and
+    every file, by its type (a FIFO, a device, a link to one named as what it is) and its image header
+    (``image_header``: a format PIL reads, within the pixel bound, complete), each one line (UserError,
+    DataError). The images are made as the run made its test images (``peftlab.data.build.eval_images``: its
+    resize, interpolation and normalisation); the names are the run's (result.json's
+    ``provenance.data.class_names``; an index the data did not name is shown as its number). ``progress``: tqdm
+    bars on a terminal while the files are checked and classified."""
     from peftlab.config.schema import load_config
     from peftlab.data.build import eval_images
-    from peftlab.data.readers.folders import image_files
+    from peftlab.data.image_checks import image_header
+    from peftlab.data.readers.folders import walk_image_files
     from peftlab.models.backbones import model_inputs
     from peftlab.training.export import class_names_of, completed_result, load_trained
     from peftlab.utils.errors import UserError
@@ -211,6 +228,11 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     run_dir = Path(run_dir)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise UserError(f"--top-k {top_k!r} is invalid: expected an integer >= 1")
+    if not isinstance(images, str | Path | list | tuple):  # a generator: the checks' walk would spend it
+        try:
+            images = list(images)
+        except TypeError:
+            raise UserError(f"images={images!r:.80}: expected an image file or folder, or a list of them") from None
     result = completed_result(run_dir)
     cfg = load_config(run_dir / "config.yaml", base_dir=Path.cwd())
     if cfg.model.source == "hf-text":
@@ -218,21 +240,43 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
             f"run {run_dir} is a text model (model.source: hf-text, model.task: {cfg.model.task}): predict "
             "classifies images"
         )
-    files = image_files(images)
+    count = 0  # every file checked, none held: a second walk gives them again, in the same order
+    shown = None if progress else True  # tqdm: None draws on a terminal only
+    for path in tqdm(walk_image_files(images), desc="checking images", unit=" images", disable=shown, leave=False):
+        image_header(path)
+        count += 1
     model = load_trained(run_dir).model.eval()
     spec = model_inputs(cfg.model, cfg.data.max_length)  # what the recipe gave build_splits
     names = class_names_of(result) or []
-    predictions = []
-    for start in range(0, len(files), PREDICT_BATCH):
-        batch = files[start : start + PREDICT_BATCH]
-        x = eval_images(cfg.data, [str(p) for p in batch], spec.img_size, spec.in_chans, spec.mean, spec.std)
-        with torch.no_grad():
-            probabilities = torch.softmax(model(x).float(), dim=-1)  # B x num_classes
-        values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-        for path, row_values, row_indices in zip(batch, values.tolist(), indices.tolist(), strict=True):
-            ranked = [
-                {"class": names[i] if i < len(names) else str(i), "index": i, "probability": p}
-                for p, i in zip(row_values, row_indices, strict=True)
-            ]
-            predictions.append({"image": str(path), "top_k": ranked})
-    return predictions
+
+    def batches() -> Iterator[list]:
+        bar = tqdm(total=count, desc="predict", unit=" images", disable=shown, leave=False)
+        with bar:
+            for batch in chunks(walk_image_files(images), PREDICT_BATCH):
+                x = eval_images(cfg.data, [str(p) for p in batch], spec.img_size, spec.in_chans, spec.mean, spec.std)
+                with torch.no_grad():
+                    probabilities = torch.softmax(model(x).float(), dim=-1)  # B x num_classes
+                values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+                answers = []
+                for path, row_values, row_indices in zip(batch, values.tolist(), indices.tolist(), strict=True):
+                    ranked = [
+                        {"class": names[i] if i < len(names) else str(i), "index": i, "probability": p}
+                        for p, i in zip(row_values, row_indices, strict=True)
+                    ]
+                    answers.append({"image": str(path), "top_k": ranked})
+                bar.update(len(batch))
+                yield answers
+
+    return count, batches()
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last may be shorter), taken as they come."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

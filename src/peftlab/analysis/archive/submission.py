@@ -40,15 +40,17 @@ from peftlab.analysis.results.load import (
     results_lines,
     results_sha256,
     run_dirs,
+    typed_frame,
 )
 from peftlab.analysis.results.portable import portable_frame
 from peftlab.config.paths import REPO_ROOT
-from peftlab.config.reading import read_yaml
+from peftlab.config.reading import MissingFile, read_yaml
 from peftlab.study.report_options import read_study_name
 from peftlab.study.runner import pretrain_dir
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import (
     check_output,
+    read_text,
     refuse_link,
     refuse_links_below,
     refuse_links_in,
@@ -93,7 +95,11 @@ def write_submission(
         )
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
-    if ran.is_file() and study_yaml.is_file() and read_yaml(ran) != read_yaml(study_yaml):
+    try:  # opened once, not asked first
+        recorded = read_yaml(ran)
+    except MissingFile:
+        recorded = None
+    if recorded is not None and recorded != read_yaml(study_yaml):
         # its comments may differ (a header written after the runs); its settings may not
         raise UserError(f"--study {study_yaml} differs from {ran}, the study file the runs were made from")
     study = load_study(study_yaml)
@@ -112,7 +118,7 @@ def write_submission(
         (root / "results").mkdir(parents=True)
         table = portable_frame(df, study_dir)  # no path of this machine: the data root as OUTSIDE/<name>, ...
         table.to_csv(root / "results" / "results.csv", index=False)
-        table.to_parquet(root / "results" / "results.parquet", index=False)
+        typed_frame(table).to_parquet(root / "results" / "results.parquet", index=False)  # one type a column
         (root / "results" / RUNS_SHA256).write_text(results_lines(study_dir))  # its SHA-256 is \\resultsSha
         pack_runs(study_dir, root)  # the files those lines hash, so that the hash is checked from the archive
         study_file, places = pack_configs(study, root, pretrain_dir(study) if study.pretrain else None)
@@ -137,7 +143,7 @@ def pack(root: Path, name: str, tmp: str) -> None:
 def paper_results_sha256(paper_dir: Path) -> str | None:
     """The results SHA-256 a paper's results.tex records (\\resultsSha, load.results_sha256); None without it."""
     path = paper_dir / "results.tex"
-    text = path.read_text(errors="replace") if path.is_file() else ""
+    text = read_text(path, "paper file") or ""  # opened once: absent reads as no hash
     found = re.search(r"^\\newcommand\{\\resultsSha\}\{([0-9a-f]{64})\}", text, flags=re.MULTILINE)
     return found.group(1) if found else None
 

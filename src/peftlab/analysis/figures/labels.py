@@ -3,6 +3,8 @@ the first offset, by the renderer's measured text box, that overlaps no other na
 
 from __future__ import annotations
 
+from peftlab.analysis.figures.glyphs import drawn_intact, intact
+
 LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 # where no offset above is free: the same directions further out, up to LABEL_REACH points from the point
 LABEL_REACH = 40
@@ -34,6 +36,7 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
     ax.margins(x=0.12, y=0.08)
     ax.autoscale_view()
     figure = ax.figure
+    drawn_intact(figure)  # every text measured as it will be drawn
     figure.get_layout_engine().execute(figure)
     renderer = figure.canvas.get_renderer()
     to_pixels = figure.dpi / 72
@@ -59,8 +62,10 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
         else:
             near[2].append(str(label))
     for (x, y), _, names in clusters:
-        note = ax.annotate(
-            "\n".join(names), (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize
+        note = intact(  # measured as it will be drawn
+            ax.annotate(
+                "\n".join(names), (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize
+            )
         )
         note.set_in_layout(False)
         places = []  # (outside the frame, overlaps, rank, dx, dy, box)

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
 
+from peftlab.analysis.figures.glyphs import drawable, drawn_intact, figure_families
 from peftlab.analysis.figures.order import varying_values
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
@@ -176,7 +177,8 @@ def figure_name(name, method=None, labels=None):
     mathtext cannot parse (``\\textsc``, ``\\num``: LaTeX packages) is shown as written, its
     dollars escaped, rather than failing the figure (the LaTeX tables still typeset it)."""
     text = display_name(name, method, labels)
-    return text if "$" not in text or _is_mathtext(text) else re.sub(r"(?<!\\)\$", r"\\$", text)
+    # parsed as it will be drawn (drawable), so that the check warns of no glyph the drawing will not use
+    return text if "$" not in text or _is_mathtext(drawable(text)) else re.sub(r"(?<!\\)\$", r"\\$", text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -208,7 +210,9 @@ def save_figure(fig, out_dir, name):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    with matplotlib.rc_context({"pdf.fonttype": 42}):  # atomic, and never through a link at either name
+    drawn_intact(fig)  # every name as itself: fallback fonts, control characters and missing glyphs as codes
+    families = list(figure_families()[0])  # for the texts the draw makes (new tick labels)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": families}):  # atomic, never through a link
         write_atomic(paths[0], lambda tmp: fig.savefig(tmp, dpi=300, format="png"))
         write_atomic(paths[1], lambda tmp: fig.savefig(tmp, metadata={"CreationDate": None}, format="pdf"))
     return paths

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, refuse_link, write_atomic, write_json_atomic
+from peftlab.utils.files import read_json, read_text, refuse_link, write_atomic, write_json_atomic
 from peftlab.utils.programs import run_program
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
@@ -128,7 +128,7 @@ def paper_sources(folder: Path) -> list[str]:
 
 
 def first_latex_error(log: Path, output: str) -> str:
-    text = log.read_text(errors="replace") if log.is_file() else output
+    text = read_text(log, "LaTeX log") or output  # opened once: None where latexmk wrote none
     for line in text.splitlines():
         if re.match(r"^(!|\S+:\d+:)", line):
             return line.strip()
@@ -138,7 +138,7 @@ def first_latex_error(log: Path, output: str) -> str:
 
 def unresolved_references(log: Path) -> str:
     """A sentence naming undefined references or citations in the final log, or ""."""
-    text = log.read_text(errors="replace") if log.is_file() else ""
+    text = read_text(log, "LaTeX log") or ""
     undefined = sorted(set(re.findall(r"(?:Reference|Citation) `([^']+)' .*undefined", text)))
     return f"undefined references or citations: {', '.join(undefined)}" if undefined else ""
 

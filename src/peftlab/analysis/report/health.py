@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.figures.health import plot_gradient_flow, plot_rank_utilisation
+from peftlab.analysis.results.escape import markdown_code
 from peftlab.analysis.results.load import read_spec, run_dirs
 from peftlab.training.run_result import read_result, status_of
 from peftlab.utils.files import read_lines
@@ -153,10 +154,13 @@ def load_gradient_flow(study_dir: str | Path, one_seed: bool = True) -> pd.DataF
         for _, spec, _ in runs:
             lowest[spec["variant"]] = min(lowest.get(spec["variant"], spec["seed"]), spec["seed"])
         runs = [(d, s, r) for d, s, r in runs if s["seed"] == lowest[s["variant"]]]
-    rows = []
+    rows, damaged = [], {}
     for run_dir, spec, _ in runs:
-        for line in read_lines(run_dir / "monitors.jsonl", "run directory entry") or []:
-            record = json.loads(line)
+        for number, line in enumerate(read_lines(run_dir / "monitors.jsonl", "run directory entry") or [], 1):
+            record = monitor_record(line)
+            if record is None:  # not a monitor record of this shape: counted, and said where the figure is
+                damaged.setdefault(spec["run_id"], []).append(number)
+                continue
             if record.get("kind") != "monitors":
                 continue
             squares: dict[str, float] = {}
@@ -175,7 +179,47 @@ def load_gradient_flow(study_dir: str | Path, one_seed: bool = True) -> pd.DataF
                 }
                 for layer, sq in squares.items()
             ]
-    return pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "layer", "grad_norm"])
+    flow = pd.DataFrame(rows, columns=["run_id", "variant", "method", "seed", "step", "layer", "grad_norm"])
+    flow.attrs["damaged_lines"] = damaged  # run id -> the line numbers of monitors.jsonl left out
+    return flow
+
+
+def monitor_record(line: str) -> dict | None:
+    """A line of monitors.jsonl as a record: a JSON object; a ``monitors`` record with an integer ``step`` and a
+    ``grad`` of finite non-negative numbers by group. None for a damaged line (cut short, of another shape)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("kind") != "monitors":
+        return record
+    step, grad = record.get("step"), record.get("grad")
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(grad, dict):
+        return None
+    sound = all(
+        isinstance(norm, int | float) and not isinstance(norm, bool) and math.isfinite(norm) and norm >= 0
+        for norm in grad.values()
+    )
+    return record if sound else None
+
+
+def damaged_lines_note(damaged: dict[str, list[int]]) -> str:
+    """The damaged lines of monitors.jsonl the gradient-flow figure left out, counted and placed."""
+    if not damaged:
+        return ""
+    total = sum(len(numbers) for numbers in damaged.values())
+    shown = "; ".join(
+        f"{markdown_code(run_id)} line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers[:5]))}"
+        + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+        for run_id, numbers in list(damaged.items())[:MAX_LISTED]
+    )
+    more = f"; and {len(damaged) - MAX_LISTED} more runs" if len(damaged) > MAX_LISTED else ""
+    return (
+        f"{total} damaged line{'s' if total > 1 else ''} of monitors.jsonl (not a monitor record: cut short, or "
+        f"of another shape) left out of the gradient flow: {shown}{more}."
+    )
 
 
 MAX_LISTED = 8  # runs named one by one in the report's lists; more are counted per configuration
@@ -345,6 +389,7 @@ def unjudged_reasons(unjudged: pd.DataFrame) -> str:
 def health_figure_lines(study_dir: str | Path, figures_dir: Path, labels=None, palette=None) -> list[str]:
     """Markdown lines: the rank-utilisation and gradient-flow figures, or why each is skipped."""
     lines = []
+    flow = load_gradient_flow(study_dir)
     for title, paths, reason, caption in (
         (
             "Rank utilisation: effective rank / r per adapted layer",
@@ -358,7 +403,7 @@ def health_figure_lines(study_dir: str | Path, figures_dir: Path, labels=None, p
         ),
         (
             "Gradient flow: gradient norm per layer over training (one seed per configuration)",
-            plot_gradient_flow(load_gradient_flow(study_dir), figures_dir, labels=labels, palette=palette),
+            plot_gradient_flow(flow, figures_dir, labels=labels, palette=palette),
             "no monitor records",
             "Norm of the trainable gradients per layer before clipping, at every log point, log scale; blocks "
             "coloured by depth, other layers dashed or dotted in grey. The last point is the final log point, "
@@ -370,4 +415,6 @@ def health_figure_lines(study_dir: str | Path, figures_dir: Path, labels=None, p
             lines += [f"### {title}", "", f"![{title}](figures/{Path(png).name})", "", caption, ""]
         else:
             lines.append(f"- skipped: {title.split(':')[0].lower()}: {reason}")
+    if note := damaged_lines_note(flow.attrs["damaged_lines"]):
+        lines += [note, ""]
     return lines

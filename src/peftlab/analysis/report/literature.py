@@ -32,7 +32,7 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import completed_runs, summarize
 from peftlab.analysis.stats.ties import resolution, tied
-from peftlab.config.checks import DATASET_CLASSES, MAX_FILE_BYTES
+from peftlab.config.checks import DATASET_CLASSES, MAX_FILE_BYTES, received_text
 from peftlab.config.paths import REPO_ROOT
 from peftlab.config.suites import SUITES, VTAB1K_TASKS
 from peftlab.training.run_result import lower_is_better
@@ -89,6 +89,8 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         missing = [f for f in SETTING_FIELDS if not isinstance((setting or {}).get(f), str)]
         if missing:
             raise UserError(f"{path}: settings.{name} needs text fields {', '.join(missing)}")
+        for field in SETTING_FIELDS:
+            received_text(f"{path}: settings.{name}.{field}", setting[field])
         if bib_keys is not None and setting["paper"] not in bib_keys:
             raise UserError(f"{path}: settings.{name}.paper={setting['paper']!r} is not a key of the bibliography")
         if setting.get("modality") is not None and setting["modality"] not in MODALITIES:
@@ -108,6 +110,8 @@ def load_literature(path: str | Path, bib_keys: set[str] | None = None) -> list[
         if entry["id"] in seen:
             raise UserError(f"{where}.id={entry['id']!r} appears twice")
         seen.add(entry["id"])
+        received_text(f"{where}.method", entry["method"])
+        received_text(f"{where}.trainable", entry["trainable"], optional=True)
         if entry["setting"] not in settings:
             raise UserError(f"{where}.setting={entry['setting']!r}: expected one of {', '.join(settings)}")
         if entry["peftlab"] is not None and entry["peftlab"] not in TUNERS:
@@ -200,6 +204,8 @@ def _vtab_block(where: str, block, bib_keys: set[str] | None) -> list[str]:
     missing = [f for f in VTAB_FIELDS if not isinstance((block if isinstance(block, dict) else {}).get(f), str)]
     if missing:
         raise UserError(f"{where} needs text fields {', '.join(missing)}")
+    for field in VTAB_FIELDS:
+        received_text(f"{where}.{field}", block[field])
     if bib_keys is not None and block["paper"] not in bib_keys:
         raise UserError(f"{where}.paper={block['paper']!r} is not a key of the bibliography")
     tasks = block.get("tasks")
@@ -211,8 +217,8 @@ def _vtab_block(where: str, block, bib_keys: set[str] | None) -> list[str]:
 def _vtab_row(where: str, row, n_tasks: int) -> None:
     if not isinstance(row, dict) or set(row) != set(VTAB_ROW_FIELDS):
         raise UserError(f"{where} must have exactly the fields {', '.join(VTAB_ROW_FIELDS)}")
-    if not isinstance(row["method"], str) or not isinstance(row["trainable"], (str, type(None))):
-        raise UserError(f"{where}: method must be text and trainable text or null")
+    received_text(f"{where}.method", row["method"])
+    received_text(f"{where}.trainable", row["trainable"], optional=True)
     if row["peftlab"] is not None and row["peftlab"] not in TUNERS:
         raise UserError(
             f"{where}.peftlab={row['peftlab']!r}: expected null or a method of peftlab ({', '.join(TUNERS)})"

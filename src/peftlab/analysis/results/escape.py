@@ -7,7 +7,7 @@ config/tex.py's `bibtex_entry`, shell words quoted by `shlex.quote`."""
 import re
 import unicodedata
 
-from peftlab.config.tex import safe_math
+from peftlab.config.tex import safe_math, typesets
 
 LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -29,12 +29,13 @@ LATEX_SPECIAL = {
 
 def latex_escape(text):
     """`text` with every character that is special to LaTeX escaped; a control character (a newline, an escape, a
-    bidirectional override) prints as its code, \\x0a."""
+    bidirectional override) and a character pdflatex cannot typeset (an emoji, CJK: ``config.tex.typesets``)
+    print as their code, \\x0a, \\u1f642."""
     return "".join(LATEX_SPECIAL.get(char) or latex_control(char) for char in str(text))
 
 
 def latex_control(char: str) -> str:
-    return rf"\textbackslash{{}}{control_code(char)}" if control(char) else char
+    return rf"\textbackslash{{}}{control_code(char)}" if control(char) or not typesets(char) else char
 
 
 def control(char: str) -> bool:

@@ -232,6 +232,24 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     return df.drop(columns=unmeasured).sort_values("order", kind="stable").reset_index(drop=True)
 
 
+def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column of one type, as a Parquet file stores it: a column whose values Arrow cannot hold
+    as one type (a plugin's ``method.alpha: auto`` beside another method's ``alpha: 8``) is stored as text, each
+    value as results.csv writes it, missing values kept missing. ``peftlab results --format parquet`` and the
+    submission's results.parquet write it."""
+    import pyarrow as pa
+
+    out = df.copy()
+    for column in out.columns:
+        if not pd.api.types.is_object_dtype(out[column]):
+            continue
+        try:
+            pa.array(out[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            out[column] = out[column].map(lambda v: None if pd.api.types.is_scalar(v) and pd.isna(v) else str(v))
+    return out
+
+
 def pinned_arithmetic(arithmetic: dict | None) -> str | None:
     """What decides a pinned run's bits beyond the pin (train.reproducible): the CPU's vendor and the branch
     MKL computed in, with the CPU's model, e.g. ``AuthenticAMD (AMD EPYC), MKL AUTO,STRICT``. None for an

@@ -3,15 +3,18 @@ paths and decoded later, per item; records.py says what every reader returns."""
 
 import os
 import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import check_data_file
+from peftlab.data.opening import check_data_file, check_regular
 from peftlab.data.readers.records import IMAGE_EXTENSIONS, RawData, Samples, hash_file, hash_files, read_lines
 from peftlab.data.splits import carve_test
 from peftlab.utils.errors import DataError
+from peftlab.utils.files import one_line
 
 # A TinyImageNet wnid names a folder under train/: a plain name, never a path.
 PLAIN_NAME = re.compile(r"[^/\\\0]+")
@@ -25,30 +28,53 @@ def list_images(directory: Path) -> list[Path]:
     return images
 
 
-def image_files(images) -> list[Path]:
-    """The files ``images`` names (a path or its text, or several): a file as given, a folder as the image files in
-    it and in its subfolders (class folders), by path, links to folders not followed (``peftlab predict``'s). A
-    path that does not exist, or a folder without an image file, is one line."""
-    files = []
-    for image in [images] if isinstance(images, str | Path) else images:
+def walk_image_files(images) -> Iterator[Path]:
+    """The image files ``images`` names (a path or its text, or several), one at a time: a file as given, a folder
+    as the image files in it and in its subfolders (class folders), in the order of their paths (each folder's
+    names sorted, subfolders walked where they sort), links to folders not followed (``peftlab predict``'s). Only
+    one folder's names are held at a time, so a folder of any size streams. A path that does not exist, a folder
+    without an image file, and a path or a folder's image file that is no regular file (a FIFO, a device, a link
+    to one: named as what it is) is one DataError line."""
+    given = [images] if isinstance(images, str | Path) else images
+    if isinstance(given, str | bytes) or not given:
+        raise DataError("no image given: give image files or folders")
+    for image in given:
         path = Path(image)
-        if path.is_dir():
-            found = sorted(
-                Path(folder) / name
-                for folder, _, names in os.walk(path)
-                for name in names
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(folder) / name).is_file()
-            )
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise DataError(f"{path}: a broken symlink; remove it or restore its target") from None
+            raise DataError(f"{path}: no such image file or folder") from None
+        except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+            raise DataError(f"cannot read {path}: {one_line(err)}") from None
+        if stat.S_ISDIR(st.st_mode):
+            found = False
+            for file in walk_folder(path):
+                found = True
+                yield file
             if not found:
                 raise DataError(f"{path}: the folder holds no image file ({' '.join(IMAGE_EXTENSIONS)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
         else:
-            raise DataError(f"{path}: no such image file or folder")
-    if not files:
-        raise DataError("no image given: give image files or folders")
-    return files
+            check_regular(path, st)  # a FIFO, a device, /dev/zero through a link: named, never opened
+            yield path
+
+
+def walk_folder(folder: Path) -> Iterator[Path]:
+    """The image files under ``folder`` in the order of their paths, as ``sorted`` orders Path objects: a
+    folder's names sorted, a subfolder walked where its name sorts. A link to a folder is not followed."""
+    try:
+        with os.scandir(folder) as entries:
+            listed = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries)
+    except OSError as err:
+        raise DataError(f"cannot read the folder {folder}: {one_line(err)}") from None
+    for name, is_dir in listed:
+        path = folder / name
+        if is_dir:
+            yield from walk_folder(path)
+        elif Path(name).suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():  # a link to a folder: skipped
+            check_data_file(path)  # a FIFO, a device or a broken link under an image's name: one line
+            yield path
 
 
 def file_samples(paths: list[Path], labels: list[int]) -> Samples:

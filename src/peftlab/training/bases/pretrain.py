@@ -30,9 +30,9 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
     """The manifest if ``out_dir`` holds weights trained from exactly this config, intact; None
     otherwise (missing, corrupt or stale manifest, changed weights)."""
     manifest_path, weights = out_dir / "manifest.json", out_dir / "model.safetensors"
-    if not (manifest_path.is_file() and weights.is_file()):
+    manifest = read_json(manifest_path)  # absent or corrupt (opened once) is no cache: the base is trained again
+    if manifest is None or not weights.is_file():
         return None
-    manifest = read_json(manifest_path)  # a corrupt manifest is no cache: the base is trained again
     if (
         manifest is None
         or not isinstance(manifest.get("weights"), str)
