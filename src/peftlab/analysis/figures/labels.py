@@ -21,10 +21,11 @@ def label_offsets():
             yield dx, dy
 
 
-def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
+def _label_points(ax, xs, ys, labels, fontsize=7, bars=()):
     """Name each point beside it, at the nearest offset where the name, measured by the renderer, overlaps no
     other name, point or bar and stays inside the axes (``bars``: (x, low, high) of each vertical interval
-    drawn, in data coordinates); where none is free within LABEL_REACH, the least crowded.
+    drawn, in data coordinates); where none is free within LABEL_REACH, the least crowded. A name placed further
+    from its point than the nearest offsets gets a leader line back to it.
 
     Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
     per line, rather than piling names over the markers. Call it last: it lays the figure out to
@@ -60,7 +61,14 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
             near[2].append(str(label))
     for (x, y), _, names in clusters:
         note = ax.annotate(
-            "\n".join(names), (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize
+            "\n".join(names),
+            (x, y),
+            xytext=(0, 0),
+            textcoords="offset points",
+            va="bottom",
+            fontsize=fontsize,
+            # a leader line from a name moved away from its point back to it (hidden for a name beside its point)
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 4},
         )
         note.set_in_layout(False)
         places = []  # (outside the frame, overlaps, rank, dx, dy, box)
@@ -73,7 +81,8 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
             places.append((not within, sum(_overlaps(box, other) for other in taken), rank, dx, dy, box))
             if places[-1][:2] == (False, 0):
                 break
-        *_, dx, dy, box = min(places, key=lambda place: place[:3])
+        _, _, rank, dx, dy, box = min(places, key=lambda place: place[:3])
+        note.arrow_patch.set_visible(rank >= len(LABEL_OFFSETS))
         note.set_position((dx, dy))
         note.set_horizontalalignment("left" if dx > 0 else "right")
         taken.append(box)
