@@ -13,9 +13,11 @@ from scipy.stats import binomtest
 from test_paper import MISSING_LATEX, macros
 
 from peftlab.analysis.paper import build as paper
+from peftlab.analysis.paper.figures import figure_labels
 from peftlab.analysis.paper.findings import wilcoxon_limit
 from peftlab.analysis.paper.macros import device_words, points_words
 from peftlab.analysis.paper.methods import built_text
+from peftlab.analysis.paper.study import Study
 from peftlab.analysis.report.build import write_report
 from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.units import decimal
@@ -142,6 +144,12 @@ def test_a_study_at_chance_throughout_says_so_first(text):
     assert abstract(main).split("\n", 1)[1].startswith("Every configuration of this study is at chance")
     assert results(main).split("\n")[2].startswith("Every configuration is at chance")
     assert "chanceEvery" in defined
+    # both ends tied: each name with its own mean, the lower group closed by a comma before "to"
+    assert r"Mean test top-1 ranges from \worstMeans{}, to \bestMeans{}." in abstract(main)
+    assert defined["worstMeans"] == (
+        r"\topOneMeanAdalora{}\% (\nameAdalora{}) and \topOneMeanPrompt{}\% (\namePrompt{}), tied within one test "
+        "example"
+    )
 
 
 # --- 3. every described statistic shown, what a test cannot reject said -------------------------------------------
@@ -176,10 +184,23 @@ def test_the_ablation_table_marks_a_borrowed_configuration_and_says_it_varies_on
     table = (out / "tables" / "ablation.tex").read_text()
     assert r"lora r=8 quant=int8$^{\ddagger}$ &" in table and r"$^{\ddagger}$: not tuned itself" in table
     assert "The quant ablation, which varies one setting:" in table
+    # and in the figures that name it, whose captions say what the mark is
+    _, _, main, _ = default
+    caption = main.split("{figures/accuracy_vs_params.pdf}")[1].split("\n")[1]
+    assert caption.endswith(
+        r"$^{\ddagger}$: not tuned itself; ran at the values tuned for another configuration (tune.share).}"
+    )
+    labels = figure_labels(Study(default[0], load_results(default[0]), "full"))
+    assert labels["lora r=8 quant=int8"] == "lora r=8 quant=int8 ‡"
 
 
 def test_a_crossed_ablation_says_it_crosses(vision):
     _, out, _, _ = vision
+    rows = [line.split(" &")[0] for line in (out / "tables" / "ablation.tex").read_text().splitlines() if " & " in line]
+    main = [
+        line.split(" &")[0] for line in (out / "tables" / "main_table.tex").read_text().splitlines() if " & " in line
+    ]
+    assert [r for r in main if r in rows] == rows and len(rows) == 5  # one order of configurations in every table
     assert (
         "which crosses its settings (every combination of their levels)"
         in (out / "tables" / "ablation.tex").read_text()
@@ -316,3 +337,38 @@ def test_every_figure_text_prints_at_7_pt_or_more(kind, request):
         pdf = out / "figures" / f"{name}.pdf"
         printed = smallest_text(pdf) * share * TEXT_WIDTH / width_points(pdf)
         assert printed >= MIN_PRINT - 0.05, (name, printed)
+
+
+def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_line():
+    """Six names around a Pareto staircase, four of them crowded: no two names overlap, none lies on the front's
+    line, and a name placed beyond the nearest offsets gets a line back to its point (issue 82)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+
+    from peftlab.analysis.figures.labels import LABEL_OFFSETS, _label_points
+
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs, ys = [1e3, 8e3, 1.2e4, 1.8e4, 2.7e4, 8e5], [60, 67, 67.5, 68, 68.5, 12]
+    ax.scatter(xs, ys)
+    ax.set_xscale("log")
+    front = ([1e3, 8e3, 8e3, 2.7e4, 2.7e4], [60, 60, 67, 67, 68.5])
+    ax.plot(*front, drawstyle="steps-post")
+    names = ["linear", "lora r=4", "lora r=8", "lora r=4 all-linear", "lora r=8 all-linear", "full"]
+    _label_points(ax, xs, ys, names, lines=[front])
+    renderer = fig.canvas.get_renderer()
+    notes = [child for child in ax.get_children() if isinstance(child, Annotation)]
+    boxes = []
+    for note in notes:
+        note.update_positions(renderer)
+        boxes.append(super(Annotation, note).get_window_extent(renderer))
+        near = tuple(note.get_position()) in LABEL_OFFSETS
+        assert note.arrow_patch.get_visible() is not near, note.get_text()
+    assert len(notes) >= 5 and any(note.arrow_patch.get_visible() for note in notes)
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+    corners = ax.transData.transform(list(zip(*front)))
+    on_line = [c0 + (c1 - c0) * t / 50 for c0, c1 in zip(corners, corners[1:]) for t in range(51)]
+    assert not any(box.contains(x, y) for box in boxes for x, y in on_line)  # no name written over the front

@@ -3,6 +3,8 @@ the first offset, by the renderer's measured text box, that overlaps no other na
 
 from __future__ import annotations
 
+from matplotlib.text import Text
+
 LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 # where no offset above is free: the same directions further out, up to LABEL_REACH points from the point
 LABEL_REACH = 40
@@ -21,10 +23,11 @@ def label_offsets():
             yield dx, dy
 
 
-def _label_points(ax, xs, ys, labels, fontsize=7, bars=()):
+def _label_points(ax, xs, ys, labels, fontsize=7, bars=(), lines=()):
     """Name each point beside it, at the nearest offset where the name, measured by the renderer, overlaps no
     other name, point or bar and stays inside the axes (``bars``: (x, low, high) of each vertical interval
-    drawn, in data coordinates); where none is free within LABEL_REACH, the least crowded. A name placed further
+    drawn, in data coordinates; ``lines``: (xs, ys) of each line drawn, such as the Pareto front's steps, in data
+    coordinates); where none is free within LABEL_REACH, the least crowded. A name placed further
     from its point than the nearest offsets gets a leader line back to it.
 
     Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
@@ -44,6 +47,13 @@ def _label_points(ax, xs, ys, labels, fontsize=7, bars=()):
     for x, low, high in bars:
         (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)])
         taken.append((bx - 2 * to_pixels, by0, bx + 2 * to_pixels, by1))  # a bar and its caps
+    for line_xs, line_ys in lines:  # a drawn line (the Pareto front's steps): no name is written over it
+        corners = [ax.transData.transform((x, y)) for x, y in zip(line_xs, line_ys)]
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+            steps = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) // (4 * to_pixels)))
+            for i in range(steps + 1):
+                px, py = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
+                taken.append((px - to_pixels, py - to_pixels, px + to_pixels, py + to_pixels))
     frame = ax.get_window_extent(renderer)
     clusters: list[list] = []  # [(x, y), (px, py), [names]]
     for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
@@ -75,7 +85,8 @@ def _label_points(ax, xs, ys, labels, fontsize=7, bars=()):
         for rank, (dx, dy) in enumerate(label_offsets()):
             note.set_position((dx, dy))
             note.set_horizontalalignment("left" if dx > 0 else "right")
-            extent = note.get_window_extent(renderer)
+            note.update_positions(renderer)
+            extent = Text.get_window_extent(note, renderer)  # the name alone: an annotation's box holds its line
             box = (extent.x0, extent.y0, extent.x1, extent.y1)
             within = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
             places.append((not within, sum(_overlaps(box, other) for other in taken), rank, dx, dy, box))

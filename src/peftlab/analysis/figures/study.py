@@ -125,7 +125,16 @@ def plot_accuracy_vs_params(
     named = front if crowded else summary
     low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
     names = [_name(palette, v, labels) for v in named.index]
-    _label_points(ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high))
+    steps_x, steps_y = [], []  # the front's staircase as drawn (steps-post): across, then up or down
+    for i, (fx, fy) in enumerate(zip(drawn[front.index], times * front["mean"])):
+        if i:
+            steps_x.append(fx)
+            steps_y.append(steps_y[-1])
+        steps_x.append(fx)
+        steps_y.append(fy)
+    _label_points(
+        ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high), lines=[(steps_x, steps_y)]
+    )
     return save_figure(fig, out_dir, name)
 
 

@@ -207,6 +207,11 @@ def in_study_order(frame, palette, column="variant", within=None):
     return frame.iloc[np.argsort(rank, kind="stable")]
 
 
+def study_order(palette, variants) -> list[str]:
+    """``variants`` in the palette's order, the one order of every table and figure (``in_study_order``)."""
+    return _sorted_variants(palette, variants)
+
+
 def _sorted_variants(palette, variants):
     order = {v: i for i, v in enumerate(palette["variants"])}
     return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), natural_key(v)))
@@ -361,14 +366,17 @@ def _bytes_unit(largest):
 
 
 def clip_axis(ax, metric, axis: str = "y") -> None:
-    """Keep the axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
+    """Keep the axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%, and a
+    hair beyond it, so that no interval bar ending at the range is cut by the axes' edge."""
     limits = metric_bounds(metric)
     if limits is None:
         return
     get, put = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
     low, high = get()
     times = scale(metric)
-    put(max(low, times * limits[0]), min(high, times * limits[1]))
+    # a hair beyond the range: an interval that reaches 0 or 100% shows its cap inside the axes, not on their edge
+    pad = 0.015 * (high - low)
+    put(max(low, times * limits[0] - pad), min(high, times * limits[1] + pad))
 
 
 NEUTRAL = "0.35"  # a legend entry's grey where each panel has its own colour

@@ -299,6 +299,8 @@ def main_tex(
         model_setup=model_setup(study, n),
         related=related_work(study.done, study.modality),
         best_tied="bestTies" in numbers.macros,  # configurations tied with the best: named with their own means
+        best_group=", tied" in numbers.macros["bestMeans"][0],  # several names: a comma ends them mid-sentence
+        worst_group=", tied" in numbers.macros["worstMeans"][0],
         tie_step="tieStep" in numbers.macros,  # the tie rule: one test example (stats.ties)
         chance="chanceRate" in numbers.macros,  # the task's chance rate and its rule (stats.chance)
         at_chance="atChanceNames" in numbers.macros,  # configurations not above it

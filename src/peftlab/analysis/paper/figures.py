@@ -14,7 +14,8 @@ from peftlab.analysis.figures import study as figures
 from peftlab.analysis.paper.ablations import ablation_groups, axis_words
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
-from peftlab.analysis.results.units import words
+from peftlab.analysis.results.tuning_choices import borrowed_configurations
+from peftlab.analysis.results.units import display_name, words
 from peftlab.utils.files import read_regular_file
 
 if TYPE_CHECKING:
@@ -83,7 +84,22 @@ def figure_captions(study: Study) -> dict[str, str]:
         captions["ablation_method_r"] = captions["ablation_method_r"].replace(
             "interval of the mean over seeds", "interval of the mean over seeds" + lines, 1
         )
+    if borrowed_configurations(study.df):
+        captions |= {name: captions[name] + BORROWED_CAPTION for name in NAMING}
     return captions
+
+
+# the figures that name each configuration: a borrowed one is marked there as in the tables
+NAMING = ("accuracy_vs_params", "seed_boxplots", "convergence", "cost")
+BORROWED_CAPTION = " $^{\\ddagger}$: not tuned itself; ran at the values tuned for another configuration (tune.share)."
+
+
+def figure_labels(study: Study) -> dict[str, str]:
+    """The study's labels, and each configuration at another's tuned values (tune.share) named with its ‡, as
+    every table marks it."""
+    borrowed = borrowed_configurations(study.df)
+    methods = study.done.groupby("variant")["method"].first()
+    return study.labels | {v: display_name(v, methods.get(v), study.labels) + " ‡" for v in borrowed}
 
 
 def crossed_with_rank(study: Study) -> list[str]:
@@ -95,7 +111,7 @@ def crossed_with_rank(study: Study) -> list[str]:
 
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
-    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
+    style = {"labels": figure_labels(study), "palette": study.palette}  # as the report draws them
     metric = {"metric": study.score.metric}
     drawn = [
         figures.plot_accuracy_vs_params(study.df, out, **metric, **style),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.ablations import ablation_design, ablation_groups, axis_level, level_text
 from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
@@ -96,8 +97,7 @@ def ablation_table(study: Study, group: str, variants: list[str], keys: list[str
     mean primary score (t-interval half-width over seeds), the best in bold with those that tie it (stats.ties);
     labelled tab:ablation, then tab:ablation2, ...."""
     levels, crossed = ablation_design(study.done, variants, keys)
-    order = {k: {level: i for i, level in enumerate(found)} for k, found in levels.items()}
-    rows = sorted(variants, key=lambda v: [order[k][axis_level(study.done, v, k)] for k in keys])
+    rows = study_order(study.palette, variants)  # the order of every other table and figure
     score, means = study.score, study.primary["mean"]
     best = (min if score.lower else max)(means[v] for v in rows)
     headers = [AXIS_HEADERS.get(k) or f"\\texttt{{{latex_escape(k)}}}" for k in keys]
