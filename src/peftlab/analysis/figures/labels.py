@@ -3,8 +3,6 @@ the first offset, by the renderer's measured text box, that overlaps no other na
 
 from __future__ import annotations
 
-from matplotlib.text import Text
-
 LABEL_OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 12), (6, -20), (-6, -3), (6, -3)]
 # where no offset above is free: the same directions further out, up to LABEL_REACH points from the point
 LABEL_REACH = 40
@@ -70,32 +68,35 @@ def _label_points(ax, xs, ys, labels, fontsize=7, bars=(), lines=()):
         else:
             near[2].append(str(label))
     for (x, y), _, names in clusters:
-        note = ax.annotate(
-            "\n".join(names),
-            (x, y),
-            xytext=(0, 0),
-            textcoords="offset points",
-            va="bottom",
-            fontsize=fontsize,
-            # a leader line from a name moved away from its point back to it (hidden for a name beside its point)
-            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 4},
-        )
+        text = "\n".join(names)
+        note = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize)
         note.set_in_layout(False)
         places = []  # (outside the frame, overlaps, rank, dx, dy, box)
         for rank, (dx, dy) in enumerate(label_offsets()):
             note.set_position((dx, dy))
             note.set_horizontalalignment("left" if dx > 0 else "right")
-            note.update_positions(renderer)
-            extent = Text.get_window_extent(note, renderer)  # the name alone: an annotation's box holds its line
+            extent = note.get_window_extent(renderer)
             box = (extent.x0, extent.y0, extent.x1, extent.y1)
             within = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
             places.append((not within, sum(_overlaps(box, other) for other in taken), rank, dx, dy, box))
             if places[-1][:2] == (False, 0):
                 break
         _, _, rank, dx, dy, box = min(places, key=lambda place: place[:3])
-        note.arrow_patch.set_visible(rank >= len(LABEL_OFFSETS))
         note.set_position((dx, dy))
         note.set_horizontalalignment("left" if dx > 0 else "right")
+        if rank >= len(LABEL_OFFSETS):  # moved away from its point: a leader line back to it
+            note.remove()
+            note = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                va="bottom",
+                ha="left" if dx > 0 else "right",
+                fontsize=fontsize,
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 4},
+            )
+            note.set_in_layout(False)
         taken.append(box)
 
 
