@@ -184,8 +184,10 @@ def test_the_ablation_table_marks_a_borrowed_configuration_and_says_it_varies_on
     table = (out / "tables" / "ablation.tex").read_text()
     assert r"lora r=8 quant=int8$^{\ddagger}$ &" in table and r"$^{\ddagger}$: not tuned itself" in table
     assert "The quant ablation, which varies one setting:" in table
-    # and in the figures that name it, whose captions say what the mark is
-    _, _, main, _ = default
+    # and in the figures that name it, whose captions say what the mark is, and in the prose
+    _, _, main, defined = default
+    assert defined["nameLoraREightQuantIntEight"] == r"lora r=8 quant=int8$^{\ddagger}$"
+    assert r"\borrowedNote{}" in results(main) and defined["borrowedNote"].startswith(r"$^{\ddagger}$: not tuned")
     caption = main.split("{figures/accuracy_vs_params.pdf}")[1].split("\n")[1]
     assert caption.endswith(
         r"$^{\ddagger}$: not tuned itself; ran at the values tuned for another configuration (tune.share).}"

@@ -301,6 +301,7 @@ def main_tex(
         best_tied="bestTies" in numbers.macros,  # configurations tied with the best: named with their own means
         best_group=", tied" in numbers.macros["bestMeans"][0],  # several names: a comma ends them mid-sentence
         worst_group=", tied" in numbers.macros["worstMeans"][0],
+        borrowed="borrowedNote" in numbers.macros,  # configurations at another's tuned values: ‡ and a note
         tie_step="tieStep" in numbers.macros,  # the tie rule: one test example (stats.ties)
         chance="chanceRate" in numbers.macros,  # the task's chance rate and its rule (stats.chance)
         at_chance="atChanceNames" in numbers.macros,  # configurations not above it

@@ -37,6 +37,7 @@ from peftlab.analysis.results.record import (
     study_command,
     study_commands,
 )
+from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.results.units import bridge_names, decimal, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
@@ -334,7 +335,8 @@ def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
     metric, name, times = score.metric, SCORE_MACROS[score.metric], score.scale
     percent, points = _unit_words(score)
     where = f'variant "{variant}"'
-    add("name" + s, study.name(variant), f"{where}: its name")
+    lender = borrowed_configurations(study.df).get(variant)  # not tuned itself: marked wherever it is named
+    add("name" + s, study.name(variant) + (r"$^{\ddagger}$" if lender else ""), f"{where}: its name")
     add("runs" + s, str(int(row["n"])), f"{where}: completed runs with {metric}")
     add(name + "Mean" + s, pct(row["mean"], times), f"{where}: mean {metric} over seeds{percent}")
     add(name + "Std" + s, pct(row["std"], times), f"{where}: standard deviation of {metric} over seeds{points}")
@@ -383,6 +385,9 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     """The baseline, best and worst configurations, the Pareto front, significance and the rank trend, by the
     study's primary score (``study.score``: lower is better for a perplexity)."""
     add, score = numbers.add, study.score
+    lenders = {study.name(v): study.name(b) for v, b in borrowed_configurations(study.df).items()}
+    if lenders:
+        add("borrowedNote", borrowed_note(lenders, str, r"$^{\ddagger}$"), "configurations at another's tuned values")
     add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
     best, worst = ("lowest", "highest") if score.lower else ("highest", "lowest")
     tied = tied_with(study, study.best)
