@@ -200,14 +200,13 @@ def test_one_palette_hue_by_method_shade_by_configuration(synthetic_study):
     assert palette["variant"]["full"] == palette["method"]["full"]  # a method with one configuration: its hue
 
 
-def test_a_method_of_many_configurations_gives_each_a_marker_of_its_own(drawn, tmp_path):
-    """Beyond READABLE_SHADES configurations of one method (the methods study's 22 PEFT types), shades of one
-    hue no longer tell them apart: each gets its own marker too, in every figure that draws a point per
-    configuration; a method with few keeps one marker for all of them."""
-    from peftlab.analysis.figures.style import READABLE_SHADES
-
-    types = [f"peft peft_type=T{i}" for i in range(READABLE_SHADES + 2)]
-    variants = ["lora", "lora r=2", *types]
+def test_each_configuration_of_a_method_gets_a_marker_of_its_own(drawn, tmp_path):
+    """Shades of one hue do not tell a method's configurations apart in print (issue 82: three ablation LoRAs in
+    near-identical pinks; the methods study's 22 PEFT types in 22 blues): each configuration of a method with
+    several gets its own marker too, the first its method's, in every figure that draws a point per
+    configuration; a method with one configuration keeps its method's marker."""
+    types = [f"peft peft_type=T{i}" for i in range(7)]
+    variants = ["full", "lora", "lora r=2", *types]
     table = pd.DataFrame(
         {
             "variant": [v for v in variants for _ in range(2)],
@@ -220,14 +219,15 @@ def test_a_method_of_many_configurations_gives_each_a_marker_of_its_own(drawn, t
     )
     palette = study_palette(table)
     own = palette["variant_marker"]
-    assert set(own) == set(types) and "lora" not in own and "lora r=2" not in own
-    assert len(set(own.values())) == len(types) and own[types[0]] == palette["marker"]["peft"]
+    assert set(own) == {"lora", "lora r=2", *types} and "full" not in own
+    assert len({own[t] for t in types}) == len(types) and own[types[0]] == palette["marker"]["peft"]
+    assert own["lora"] == palette["marker"]["lora"] and own["lora"] != own["lora r=2"]  # the first: its method's
     figures.plot_accuracy_vs_params(table, tmp_path, palette=palette)
     drawn_markers = {
         c.get_label(): c.lines[0].get_marker() for c in drawn["accuracy_vs_params"].axes[0].containers if c.lines[0]
     }
-    assert {drawn_markers[t] for t in types} == set(own.values())
-    assert drawn_markers["lora"] == drawn_markers["lora r=2"] == palette["marker"]["lora"]
+    assert {drawn_markers[t] for t in types} == {own[t] for t in types}
+    assert drawn_markers["lora"] != drawn_markers["lora r=2"]
 
 
 def test_a_configuration_has_the_same_colour_in_every_figure(synthetic_study, synthetic_curves, drawn, tmp_path):
@@ -564,8 +564,8 @@ def test_the_palette_gives_each_configuration_of_a_method_its_own_line_style(syn
 
 
 def test_a_convergence_band_of_accuracies_stays_within_0_and_100_percent(drawn, tmp_path):
-    """Two seeds far apart near the top: the t-band of their mean reaches past 130%; the band and the y axis
-    stop at 100%, and at 0% below."""
+    """Two seeds far apart near the top: the t-band of their mean reaches past 130%; the band stops at 100%, and
+    at 0% below, and the y axis a hair beyond it (issue 82: an interval cut by the axes' edge)."""
     rows = [
         {"run_id": f"s{seed}", "variant": "bitfit", "step": step, "val_top1": top1}
         for seed, values in enumerate(((0.80, 0.99), (0.70, 0.90)))
@@ -574,7 +574,7 @@ def test_a_convergence_band_of_accuracies_stays_within_0_and_100_percent(drawn, 
     figures.plot_convergence(pd.DataFrame(rows), tmp_path)
     ax = drawn["convergence"].axes[0]
     low, high = ax.get_ylim()
-    assert 0 <= low and high <= 100
+    assert -2 <= low and 100 < high <= 102  # a hair beyond 100%: a band or bar ending there is inside the axes
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert band.max() <= 100 and band.min() >= 0
 

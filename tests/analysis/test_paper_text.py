@@ -90,10 +90,10 @@ def test_related_work_names_prompt_tuning_when_it_ran(text_paper):
 def test_the_text_base_is_described(text_paper):
     _, main, defined = text_paper
     assert (
-        r"The base weights were pretrained by peftlab as a causal language model on \texttt{\baseData{}} "
-        r"(test perplexity \basePerplexity{} there, \baseTrainMinutes{} minutes of training)." in main
+        r"The base weights were pretrained by peftlab as a causal language model, predicting the next token, on "
+        r"\baseData{} (test perplexity \basePerplexity{} there, \baseTrainMinutes{} minutes of training)." in main
     )
-    assert defined["basePerplexity"] == "161.2" and defined["baseData"] == "fortunes-corpus"
+    assert defined["basePerplexity"] == "161.2" and defined["baseData"] == r"\texttt{fortunes-corpus}"
 
 
 def test_the_literature_comparison_agrees_with_its_table(text_paper):

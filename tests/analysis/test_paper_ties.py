@@ -43,7 +43,8 @@ def test_the_paper_names_a_tie_in_its_best_sentence_its_order_and_its_bold(tmp_p
     main = paper.write_paper(tied_study(tmp_path), out, compile=False).read_text()
     defined = macros((out / "results.tex").read_text())
     assert defined["bestName"] == "full and lora r=8" and defined["bestTied"] == "2"
-    assert r"The highest mean is shared by \bestName{}" in main
+    assert r"The highest mean is that of \bestNamed{}; \bestTies{}." in main  # each with its own mean (issue 82)
+    assert defined["bestTies"].startswith(r"tied within one test example with it: \nameLoraREight{} (")
     assert defined["ourOrder"].startswith("full and lora r=8, tied; ")
     table = (out / "tables" / "main_table.tex").read_text()
     bold = [line.split(" &")[0] for line in table.splitlines() if r"\mathbf" in line]

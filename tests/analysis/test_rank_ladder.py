@@ -130,7 +130,7 @@ def test_the_run_time_in_all_counts_every_phase_phases_jsonl_records(tmp_path):
     study = write_study_dir(tmp_path / "timed", with_failure=False, variants=["full"])  # 3 runs of 40 s: 2.0 min
     main = paper.write_paper(study, tmp_path / "p", compile=False).read_text()
     # no phases.jsonl (an older study): the final runs' result.json files, and the trials' where there are any
-    assert r"the runs (\studyWallPhases{}) took \studyWallMinutes{} minutes in all" in main
+    assert r"the run times of \studyWallPhases{} sum to \studyWallMinutes{} minutes" in main
     assert r"\newcommand{\studyWallPhases}{the final runs}" in (tmp_path / "p" / "results.tex").read_text()
     trial = study / "tune" / "full" / "runs" / "t0" / "result.json"
     trial.parent.mkdir(parents=True)
@@ -151,7 +151,7 @@ def test_the_run_time_in_all_counts_every_phase_phases_jsonl_records(tmp_path):
     results = (tmp_path / "q" / "results.tex").read_text()
     assert r"\newcommand{\studyWallMinutes}{5.0}" in results  # 180 s of trials + 120 s of final runs
     assert r"\newcommand{\studyWallPhases}{the tuning trials and the final runs}" in results
-    assert r"the runs (\studyWallPhases{}) took \studyWallMinutes{} minutes in all" in main
+    assert r"the run times of \studyWallPhases{} sum to \studyWallMinutes{} minutes" in main
 
 
 def test_the_abstract_writes_the_model_and_the_data_as_the_field_does(tmp_path):

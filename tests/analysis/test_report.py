@@ -575,7 +575,7 @@ def test_a_glue_study_shows_f1_and_matthews_times_100(tmp_path):
     study = text_study(tmp_path / "mrpc", "classification")
     table = main_table(write_report(study).read_text())
     assert table[2] == (
-        "| Method | Trainable params | n | Test top-1 (%) [95% CI] | Test F1 (×100) [95% CI] | "
+        "| Configuration | Trainable params | n | Test top-1 (%) [95% CI] | Test F1 (×100) [95% CI] | "
         "Test Matthews corr. (×100) [95% CI] |"
     )
     # F1 0.85, 0.87, 0.84 -> 85.3; Matthews 0.50, 0.54, 0.48 -> 50.7
@@ -600,8 +600,8 @@ def test_a_causal_lm_study_shows_its_perplexity_lowest_best_and_its_accuracies_p
     study = text_study(tmp_path / "lm", "causal-lm")
     table = main_table(write_report(study).read_text())
     assert table[2] == (
-        "| Method | Trainable params | n | Test top-1 per token (%) [95% CI] | Test top-5 per token (%) [95% CI] | "
-        "Test perplexity (lower is better) [95% CI] |"
+        "| Configuration | Trainable params | n | Test top-1 per token (%) [95% CI] | "
+        "Test top-5 per token (%) [95% CI] | Test perplexity (lower is better) [95% CI] |"
     )
     # perplexity 14.0, 14.6, 16.2 (full) and 14.4, 14.8, 16.0 (lora): the lower mean, full's 14.9, is bold
     assert table[4].endswith("| **14.9** [12.1, 17.8] |") and table[5].endswith("| 15.1 [13.0, 17.1] |")

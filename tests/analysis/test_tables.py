@@ -56,7 +56,7 @@ def test_table_escapes_names_and_has_booktabs_structure():
     assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
     body = lines[lines.index(r"\toprule") + 1 : lines.index(r"\bottomrule")]
     rows = [line for line in body if line != r"\midrule"]
-    assert {row.count("&") - row.count(r"\&") for row in rows} == {2}  # Method, n, one metric
+    assert {row.count("&") - row.count(r"\&") for row in rows} == {2}  # Configuration, n, one metric
 
 
 def test_best_mean_as_printed_is_bold_in_each_column():
@@ -138,7 +138,7 @@ def test_markdown_table(results_table):
     comparisons = paired_comparisons(results_table, "full")
     text = tables.markdown_table(summary, comparisons)
     lines = text.splitlines()
-    assert lines[0] == "| Method | Trainable params | n | Test top-1 (%) [95% CI] |"
+    assert lines[0] == "| Configuration | Trainable params | n | Test top-1 (%) [95% CI] |"
     assert lines[1] == "|:---|---:|---:|---:|"
     assert len(lines) == 2 + 5 + 2  # header, rule, 5 variants, blank line, note
     assert lines[2].startswith("| full | 5.5M (100.0%) | 3 | **80.9** [")

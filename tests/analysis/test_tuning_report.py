@@ -173,7 +173,7 @@ def test_the_paper_table_names_added_points_and_rounds_them(tmp_path):
     record["chosen"]["params"]["train.lr"] = record["trials"][4]["params"]["train.lr"] = 0.0547723
     assert latex_space(record) == r"\texttt{train.lr} $\in$ \{0.01, 0.1, 1\} $+$2"
     table = latex_table([record], pd.DataFrame(columns=["method", "metrics.val_top1", "metrics.test_top1"]))
-    assert r"\mbox{\texttt{train.lr}=0.0548" in table and "0.0547723" not in table
+    assert r"\texttt{train.lr}=\allowbreak\mbox{0.0548" in table and "0.0547723" not in table
     assert r"$+k$: $k$ points added after the grid by following the edge" in table
 
 

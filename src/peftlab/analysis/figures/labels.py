@@ -23,10 +23,12 @@ def label_offsets():
             yield dx, dy
 
 
-def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
+def _label_points(ax, xs, ys, labels, fontsize=7, bars=(), lines=()):
     """Name each point beside it, at the nearest offset where the name, measured by the renderer, overlaps no
     other name, point or bar and stays inside the axes (``bars``: (x, low, high) of each vertical interval
-    drawn, in data coordinates); where none is free within LABEL_REACH, the least crowded.
+    drawn, in data coordinates; ``lines``: (xs, ys) of each line drawn, such as the Pareto front's steps, in data
+    coordinates); where none is free within LABEL_REACH, the least crowded. A name placed further
+    from its point than the nearest offsets gets a leader line back to it.
 
     Points drawn on top of each other (within ``CLUSTER_POINTS``) share one label, their names one
     per line, rather than piling names over the markers. Call it last: it lays the figure out to
@@ -46,6 +48,13 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
     for x, low, high in bars:
         (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)])
         taken.append((bx - 2 * to_pixels, by0, bx + 2 * to_pixels, by1))  # a bar and its caps
+    for line_xs, line_ys in lines:  # a drawn line (the Pareto front's steps): no name is written over it
+        corners = [ax.transData.transform((x, y)) for x, y in zip(line_xs, line_ys)]
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+            steps = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) // (4 * to_pixels)))
+            for i in range(steps + 1):
+                px, py = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
+                taken.append((px - to_pixels, py - to_pixels, px + to_pixels, py + to_pixels))
     frame = ax.get_window_extent(renderer)
     clusters: list[list] = []  # [(x, y), (px, py), [names]]
     for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
@@ -62,10 +71,9 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
         else:
             near[2].append(str(label))
     for (x, y), _, names in clusters:
+        text = "\n".join(names)
         note = intact(  # measured as it will be drawn
-            ax.annotate(
-                "\n".join(names), (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize
-            )
+            ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize)
         )
         note.set_in_layout(False)
         places = []  # (outside the frame, overlaps, rank, dx, dy, box)
@@ -78,9 +86,24 @@ def _label_points(ax, xs, ys, labels, fontsize=6, bars=()):
             places.append((not within, sum(_overlaps(box, other) for other in taken), rank, dx, dy, box))
             if places[-1][:2] == (False, 0):
                 break
-        *_, dx, dy, box = min(places, key=lambda place: place[:3])
+        _, _, rank, dx, dy, box = min(places, key=lambda place: place[:3])
         note.set_position((dx, dy))
         note.set_horizontalalignment("left" if dx > 0 else "right")
+        if rank >= len(LABEL_OFFSETS):  # moved away from its point: a leader line back to it
+            note.remove()
+            note = intact(
+                ax.annotate(
+                    text,
+                    (x, y),
+                    xytext=(dx, dy),
+                    textcoords="offset points",
+                    va="bottom",
+                    ha="left" if dx > 0 else "right",
+                    fontsize=fontsize,
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 4},
+                )
+            )
+            note.set_in_layout(False)
         taken.append(box)
 
 

@@ -87,7 +87,7 @@ def plot_accuracy_vs_params(
     drawn = pd.Series(side_by_side(summary[x]), index=summary.index)  # x where each point is drawn
     times, sign = scale(metric), -1.0 if lower_is_better(metric) else 1.0
     crowded = len(summary) > MAX_POINT_LABELS
-    fig, ax = _new_figure(*((8.4, 4.6) if crowded else (5.8, 3.4)))
+    fig, ax = _new_figure(*((6.5, 4.6) if crowded else (5.8, 3.4)))  # at most a paper's text width, 6.5 in
     for variant in summary.index:
         row = summary.loc[[variant]]
         ax.errorbar(
@@ -125,7 +125,16 @@ def plot_accuracy_vs_params(
     named = front if crowded else summary
     low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
     names = [_name(palette, v, labels) for v in named.index]
-    _label_points(ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high))
+    steps_x, steps_y = [], []  # the front's staircase as drawn (steps-post): across, then up or down
+    for i, (fx, fy) in enumerate(zip(drawn[front.index], times * front["mean"])):
+        if i:
+            steps_x.append(fx)
+            steps_y.append(steps_y[-1])
+        steps_x.append(fx)
+        steps_y.append(fy)
+    _label_points(
+        ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high), lines=[(steps_x, steps_y)]
+    )
     return save_figure(fig, out_dir, name)
 
 
@@ -354,7 +363,8 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
     if not panels:
         return skip_figure(name, "no training time or memory measurements")
     groups = _sorted_variants(palette, runs[by])
-    fig, axes = _new_figure(2.6 * len(panels) + 1.2, 1.1 + 0.3 * len(groups), ncols=len(panels))
+    # at most a paper's text width (6.5 in), where its 7 pt print at 7 pt
+    fig, axes = _new_figure(min(2.6 * len(panels) + 1.2, 6.5), 1.1 + 0.3 * len(groups), ncols=len(panels))
     axes = np.atleast_1d(axes)
     jitter = np.random.default_rng(0)
     for ax, (column, title) in zip(axes, panels):
@@ -367,7 +377,7 @@ def plot_cost(df, out_dir, by="variant", name="cost", labels=None, palette=None)
         for i, group in enumerate(groups):
             mine = values[runs[by].astype(str) == group].dropna() / scale
             if column == "memory.base_weights_bytes" and len(mine) and not mine.any():  # full fine-tuning
-                ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=6)
+                ax.text(0.02 * values.max() / scale, i, "none frozen: trains every weight", va="center", fontsize=7)
                 continue
             ax.scatter(
                 mine,

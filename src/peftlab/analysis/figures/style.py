@@ -23,6 +23,7 @@ from matplotlib.mathtext import MathTextParser
 
 from peftlab.analysis.figures.glyphs import drawable, drawn_intact, figure_families
 from peftlab.analysis.figures.order import varying_values
+from peftlab.analysis.figures.ticks import thin_log_labels
 from peftlab.analysis.results.units import METRIC_LABELS, display_name, natural_key, scale
 from peftlab.analysis.results.units import bounds as metric_bounds
 from peftlab.analysis.stats.intervals import INTERVALS
@@ -48,9 +49,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 # A configuration's line style among its method's configurations, in the palette's order: shades of one
 # hue are close, and their bands overlap where the curves do; the style tells them apart (in grey too).
-# a method's configurations are told apart by shades of its hue up to this many; beyond, each also gets a
-# marker of its own (the methods study's 22 PEFT types were 22 blues of one diamond)
-READABLE_SHADES = 5
+# a method's configurations are told apart by shades of its hue and each by a marker of its own too: shades of
+# one hue were near-identical pinks in print (issue 82), and the methods study's 22 PEFT types 22 blues
 VARIANT_LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2))]
 
 
@@ -98,8 +98,8 @@ def study_palette(df):
     configurations by the values of the config keys that differ between them, so "lora r=2" < "lora"
     (r = 8) < "lora r=16", then in natural order of their names),
     "method" {method: hue}, "variant" {variant: shade of its method's hue}, "marker"
-    {method: marker}, "variant_marker" {variant: marker} where a method has more than READABLE_SHADES
-    configurations, "method_of" {variant: method}.
+    {method: marker}, "variant_marker" {variant: marker} where a method has several configurations (the
+    first its method's marker), "method_of" {variant: method}.
     """
     method_of = _methods_of_variants(df)
     known = [m for m in METHOD_ORDER if m in method_of.values()]
@@ -114,7 +114,7 @@ def study_palette(df):
         for i, (variant, t) in enumerate(zip(mine, np.linspace(-1, 1, len(mine)) if len(mine) > 1 else [0.0])):
             shade[variant] = _shade(hue[method], t)
             style[variant] = VARIANT_LINESTYLES[i % len(VARIANT_LINESTYLES)]
-            if len(mine) > READABLE_SHADES:  # shades this close apart: a marker of its own tells them apart
+            if len(mine) > 1:  # shades of one hue are close (in grey, or printed): a marker of its own tells them apart
                 own_marker[variant] = MARKERS[(MARKERS.index(marker[method]) + i) % len(MARKERS)]
     return {
         "methods": methods,
@@ -195,6 +195,25 @@ def _name(palette, variant, labels):
     return figure_name(variant, palette["method_of"].get(str(variant)), labels)
 
 
+def in_study_order(frame, palette, column="variant", within=None):
+    """``frame``'s rows with their configurations in the palette's order, the one order of every table and figure
+    (methods in METHOD_ORDER, a method's configurations by what their ablation varies: figures/order.py); rows of
+    one configuration keep their order, and so do the groups of ``within`` (a dataset's comparisons)."""
+    if frame is None or frame.empty:
+        return frame
+    order = {v: i for i, v in enumerate(_sorted_variants(palette, frame[column].astype(str)))}
+    rank = frame[column].astype(str).map(order).to_numpy()
+    if within is not None and within in frame:
+        groups = {g: i for i, g in enumerate(dict.fromkeys(frame[within].astype(str)))}
+        rank = frame[within].astype(str).map(groups).to_numpy() * (len(order) + 1) + rank
+    return frame.iloc[np.argsort(rank, kind="stable")]
+
+
+def study_order(palette, variants) -> list[str]:
+    """``variants`` in the palette's order, the one order of every table and figure (``in_study_order``)."""
+    return _sorted_variants(palette, variants)
+
+
 def _sorted_variants(palette, variants):
     order = {v: i for i, v in enumerate(palette["variants"])}
     return sorted(dict.fromkeys(map(str, variants)), key=lambda v: (order.get(v, len(order)), natural_key(v)))
@@ -210,6 +229,7 @@ def save_figure(fig, out_dir, name):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    thin_log_labels(fig)  # a log axis' tick labels that would run into each other: the later left out
     drawn_intact(fig)  # every name as itself: fallback fonts, control characters and missing glyphs as codes
     families = list(figure_families()[0])  # for the texts the draw makes (new tick labels)
     with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": families}):  # atomic, never through a link
@@ -350,14 +370,17 @@ def _bytes_unit(largest):
 
 
 def clip_axis(ax, metric, axis: str = "y") -> None:
-    """Keep the axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%."""
+    """Keep the axis of a bounded metric (units.bounds: an accuracy) within its printed range, 0 to 100%, and a
+    hair beyond it, so that no interval bar ending at the range is cut by the axes' edge."""
     limits = metric_bounds(metric)
     if limits is None:
         return
     get, put = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
     low, high = get()
     times = scale(metric)
-    put(max(low, times * limits[0]), min(high, times * limits[1]))
+    # a hair beyond the range: an interval that reaches 0 or 100% shows its cap inside the axes, not on their edge
+    pad = 0.015 * (high - low)
+    put(max(low, times * limits[0] - pad), min(high, times * limits[1] + pad))
 
 
 NEUTRAL = "0.35"  # a legend entry's grey where each panel has its own colour

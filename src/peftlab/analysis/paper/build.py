@@ -194,7 +194,10 @@ def related_work(done: pd.DataFrame, modality: str) -> str:
             "\\citep{lester2021prompt}"
         )
     if "vpt" in methods:
-        text.append("visual prompt tuning learns such tokens for a vision transformer \\citep{jia2022vpt}")
+        text.append(
+            "visual prompt tuning learns prompt tokens put before the patch tokens of a frozen vision transformer "
+            "\\citep{jia2022vpt}"
+        )
     said = "; ".join(text) + ". " if text else ""
     said = said[:1].upper() + said[1:]
     if modality == "vision":
@@ -292,9 +295,20 @@ def main_tex(
         worst=study.worst,
         base=bool(study.base),
         base_perplexity="basePerplexity" in numbers.macros,  # a text study's base: a causal LM
+        base_steps="baseSteps" in numbers.macros,  # the pretraining run's optimizer steps, where its record is kept
         model_setup=model_setup(study, n),
         related=related_work(study.done, study.modality),
-        best_tied="bestTied" in numbers.macros,  # several configurations share the best mean
+        best_tied="bestTies" in numbers.macros,  # configurations tied with the best: named with their own means
+        best_group=", tied" in numbers.macros["bestMeans"][0],  # several names: a comma ends them mid-sentence
+        worst_group=", tied" in numbers.macros["worstMeans"][0],
+        borrowed="borrowedNote" in numbers.macros,  # configurations at another's tuned values: ‡ and a note
+        tie_step="tieStep" in numbers.macros,  # the tie rule: one test example (stats.ties)
+        chance="chanceRate" in numbers.macros,  # the task's chance rate and its rule (stats.chance)
+        at_chance="atChanceNames" in numbers.macros,  # configurations not above it
+        chance_every="chanceEvery" in numbers.macros,  # no configuration above it: said first
+        chance_baseline="chanceBaseline" in numbers.macros,  # the comparisons' baseline is at chance
+        wilcoxon_limit="wilcoxonLimit" in numbers.macros,  # what the Wilcoxon test cannot reach with these seeds
+        baseline=study.baseline,  # several configurations share the best mean
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
@@ -321,7 +335,9 @@ def main_tex(
         commands="studyCommandCount" in numbers.macros,  # several calls trained the runs
         cut="statCutAt" in numbers.macros,  # an interval of the primary score was cut at its range
         weights=loads_weights(study.done),  # a random base loads none
-        wall_phases="studyWallPhases" in numbers.macros,  # the run time of every phase, from phases.jsonl
+        wall_phases="studyWallPhases" in numbers.macros,
+        elapsed="studyElapsedMinutes" in numbers.macros,  # the study's own wall time (phases.jsonl)
+        workers="studyWorkers" in numbers.macros,  # the run time of every phase, from phases.jsonl
         test_step="cfgTestStep" in numbers.macros,  # the test set's resolution: one image in points
         quantized=quantized(study.done),  # Algorithm 1 says it quantizes the base only where a run did
         regularised=bool(REGULARISED & set(study.done["method"])),  # and adds a regulariser only where one has it
@@ -373,7 +389,9 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
     caption = (
         f"Validation score ({numbers.ref('tuneMetric')}, {which}, {seed_words(study.searches)}) of every trial "
         f"of each {unit}'s search, one panel per {unit}, {how}"
-        + ("; hollow markers are pruned trials at their last reported score." if pruned(study.searches) else ".")
+        + ("; hollow markers are pruned trials at their last reported score" if pruned(study.searches) else "")
+        + diverged_words(study.searches)
+        + "."
     )
     return {
         "shared": all(k == keys[0] for k in keys),
@@ -385,6 +403,23 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         "edges": "tuneEdges" in numbers.macros,
         "tie_breaks": "tuneTieBreaks" in numbers.macros,
     }
+
+
+def diverged_words(searches: list[dict]) -> str:
+    """What the tuning figure's red marks are, where it draws any (report.tuning.draw_diverged): crosses at the
+    score of a trial that completed at chance on validation, triangles on the x-axis for one whose loss was not
+    finite; "" where no trial did either."""
+    states = {tuning.state(t) for s in searches for t in s["trials"]}
+    said = []
+    if "AT CHANCE" in states and any(
+        t.get("value") is not None for s in searches for t in s["trials"] if tuning.state(t) == "AT CHANCE"
+    ):
+        said.append("red crosses are trials that completed at chance on the validation split, never chosen")
+    if any(
+        t.get("value") is None and tuning.state(t) in ("DIVERGED", "AT CHANCE") for s in searches for t in s["trials"]
+    ):
+        said.append("red triangles on the x-axis are trials whose loss was not finite, with no score to place")
+    return "".join("; " + words for words in said)
 
 
 def pruned(searches: list[dict]) -> bool:

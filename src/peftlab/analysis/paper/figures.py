@@ -5,6 +5,7 @@ score: test top-1, or a study of causal LMs' test perplexity), their captions, a
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ from peftlab.analysis.figures import study as figures
 from peftlab.analysis.paper.ablations import ablation_groups, axis_words
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.figures import validation_metric
-from peftlab.analysis.results.units import words
+from peftlab.analysis.results.tuning_choices import borrowed_configurations
+from peftlab.analysis.results.units import display_name, words
 from peftlab.utils.files import read_regular_file
 
 if TYPE_CHECKING:
@@ -82,7 +84,22 @@ def figure_captions(study: Study) -> dict[str, str]:
         captions["ablation_method_r"] = captions["ablation_method_r"].replace(
             "interval of the mean over seeds", "interval of the mean over seeds" + lines, 1
         )
+    if borrowed_configurations(study.df):
+        captions |= {name: captions[name] + BORROWED_CAPTION for name in NAMING}
     return captions
+
+
+# the figures that name each configuration: a borrowed one is marked there as in the tables
+NAMING = ("accuracy_vs_params", "seed_boxplots", "convergence", "cost")
+BORROWED_CAPTION = " $^{\\ddagger}$: not tuned itself; ran at the values tuned for another configuration (tune.share)."
+
+
+def figure_labels(study: Study) -> dict[str, str]:
+    """The study's labels, and each configuration at another's tuned values (tune.share) named with its ‡, as
+    every table marks it."""
+    borrowed = borrowed_configurations(study.df)
+    methods = study.done.groupby("variant")["method"].first()
+    return study.labels | {v: display_name(v, methods.get(v), study.labels) + " ‡" for v in borrowed}
 
 
 def crossed_with_rank(study: Study) -> list[str]:
@@ -94,7 +111,7 @@ def crossed_with_rank(study: Study) -> list[str]:
 
 def draw_figures(study: Study, out: Path) -> list[str]:
     """Draw the figures that have data; returns the names drawn (files <name>.pdf/.png)."""
-    style = {"labels": study.labels, "palette": study.palette}  # as the report draws them
+    style = {"labels": figure_labels(study), "palette": study.palette}  # as the report draws them
     metric = {"metric": study.score.metric}
     drawn = [
         figures.plot_accuracy_vs_params(study.df, out, **metric, **style),
@@ -147,17 +164,68 @@ def aspect(pdf: Path) -> float | None:
     return (x1 - x0) / (y1 - y0) if y1 > y0 else None
 
 
+TEXT_WIDTH = 469.75  # points: main.tex's \\linewidth (11pt article, letter paper, 1 in margins)
+MIN_PRINT = 7.0  # points: the least any text of a figure prints at
+PAIR = 0.49  # of the line width: a subfigure's
+
+
+def smallest_text(pdf: Path) -> float | None:
+    """The smallest font size a figure's PDF sets (its content streams' ``Tf`` operators, zlib-compressed as
+    matplotlib writes them), in the figure's points; None where none is read."""
+    try:
+        data = read_regular_file(pdf, 20_000_000) or b""
+    except OSError:
+        return None
+    sizes = []
+    for found in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.DOTALL):
+        try:
+            stream = zlib.decompress(found.group(1))
+        except zlib.error:
+            stream = found.group(1)
+        sizes += [float(size) for size in re.findall(rb"/F\d+\s+([\d.]+)\s+Tf", stream)]
+    return min(sizes) if sizes else None
+
+
+def width_points(pdf: Path) -> float | None:
+    """A figure's width in points (its PDF's MediaBox); None where unread."""
+    try:
+        box = MEDIA_BOX.search(read_regular_file(pdf, 1_000_000) or b"")
+    except OSError:
+        return None
+    return float(box.group(3)) - float(box.group(1)) if box else None
+
+
+def least_width(pdf: Path | None) -> float:
+    """The least share of the line width a figure may print at so that its smallest text prints at MIN_PRINT or
+    more (a figure drawn wider than the line with 7 pt text, or a subfigure of half of it, printed its legend and
+    ticks at about 3 pt); 0 where the PDF cannot be read."""
+    if pdf is None:
+        return 0.0
+    width, smallest = width_points(pdf), smallest_text(pdf)
+    if not width or not smallest:
+        return 0.0
+    return width * MIN_PRINT / smallest / TEXT_WIDTH
+
+
 def figure_layout(drawn: list[str], figure_dir: Path | None = None) -> dict:
     """The accuracy/parameter and cost plots alone, and any figure whose PDF in ``figure_dir`` is wider than
-    WIDE or taller than TALL allows; the others in pairs of subfigures (an odd one alone); ``order``: the figures
-    in print order."""
+    WIDE or taller than TALL allows, or whose smallest text would print below MIN_PRINT in a subfigure; the others
+    in pairs of subfigures (an odd one alone); a figure alone at its width in ALONE, or wider where its text needs
+    it (``least_width``), at most the line's; ``order``: the figures in print order."""
     drawn = [name for name in drawn if name in FIGURE_CAPTIONS]
     ratios = {name: aspect(figure_dir / f"{name}.pdf") if figure_dir else None for name in drawn}
-    odd = {name for name in drawn if not TALL <= (ratios[name] or 1) <= WIDE}  # at the text's width
-    alone = [(name, ALONE.get(name, "1")) for name in drawn if name in ALONE or name in odd]
+    least = {name: least_width(figure_dir / f"{name}.pdf" if figure_dir else None) for name in drawn}
+    odd = {name for name in drawn if not TALL <= (ratios[name] or 1) <= WIDE or least[name] > PAIR}
+
+    def width(name: str, default: str) -> str:
+        share = min(1.0, max(float(ALONE.get(name, default)), least[name]))
+        return f"{share:.2f}".rstrip("0").rstrip(".")
+
+    alone = [(name, width(name, "1")) for name in drawn if name in ALONE or name in odd]
     paired = [name for name in drawn if name not in ALONE and name not in odd]
     if len(paired) % 2:
-        alone.append((paired.pop(), "0.6"))
+        name = paired.pop()
+        alone.append((name, width(name, "0.6")))
     return {
         "alone": alone,
         "pairs": [paired[i : i + 2] for i in range(0, len(paired), 2)],

@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from peftlab.analysis.paper.findings import define_findings_words
 from peftlab.analysis.paper.methods import define_methods
 from peftlab.analysis.paper.names import (
     config_value,
@@ -36,7 +37,8 @@ from peftlab.analysis.results.record import (
     study_command,
     study_commands,
 )
-from peftlab.analysis.results.units import bridge_names, range_words, unit, words
+from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
+from peftlab.analysis.results.units import bridge_names, decimal, range_words, unit, words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
@@ -139,12 +141,18 @@ def variant_suffixes(variants: list[str]) -> dict[str, str]:
 
 def pct(x: float, scale: float = 100.0) -> str:
     """A fraction in % to one decimal; with a Score's ``scale`` (1 for a perplexity), its value as printed."""
-    return "--" if not np.isfinite(x) else f"{scale * x:.1f}"
+    return "--" if not np.isfinite(x) else decimal(scale * x)
 
 
 def signed(x: float) -> str:
     """A difference with its sign, in math mode so the minus is a minus: $-6.2$, $+1.0$."""
     return "--" if not np.isfinite(x) else rf"\ensuremath{{{signed_text(x)}}}"
+
+
+def points_words(points: float) -> str:
+    """A difference in points with its noun, to two significant digits: "1 point", "0.5 points"."""
+    shown = f"{points:.2g}"
+    return f"{shown} {'point' if shown == '1' else 'points'}"
 
 
 def pvalue(p: float) -> str:
@@ -173,6 +181,7 @@ def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
     for variant in study.variants:
         define_variant(numbers, study, variant, suffixes[variant])
     define_findings(numbers, study, citations)
+    define_findings_words(numbers, study, suffixes, SCORE_MACROS[study.score.metric], pvalue, points_words)
     define_methods(numbers, study)  # the Methods paragraph: each configuration's options (paper/methods.py)
     if study.searches:
         from peftlab.analysis.paper.tuning_table import define_tuning  # matplotlib: only for a tuned study
@@ -245,7 +254,7 @@ def define_study(numbers: Numbers, study) -> None:
             add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
     tests = split_sizes(done, "test")
     if len(tests) == 1 and study.score.metric == TOP1:  # the resolution of every test top-1 the paper reports
-        add("cfgTestStep", f"{100 / tests[0]:.2g}", "points of test top-1 one test image moves (100 / test size)")
+        add("cfgTestStep", points_words(100 / tests[0]), "points of test top-1 one test image moves (100 / test size)")
     epochs, steps = run_lengths(done)  # what ran, as result.json's protocol record says
     if epochs:
         add("cfgEpochs", ", ".join(map(integer, epochs)), "train.epochs of the runs it bounded (protocol.epochs)")
@@ -277,7 +286,9 @@ def define_environment(numbers: Numbers, study) -> None:
         add(
             "env" + package.capitalize(), latex_escape(versions.get(package) or "n/a"), f"provenance.versions.{package}"
         )
-    add("envDevice", latex_escape(str(hardware.get("cpu") or hardware.get("device") or "n/a")), "provenance.hardware")
+    device = str(hardware.get("cpu") or hardware.get("device") or "n/a")
+    add("envDevice", latex_escape(device), "provenance.hardware")
+    add("envDeviceText", latex_escape(device_words(device)), "provenance.hardware as prose names it (device_words)")
     add("envThreads", latex_escape(str(env.get("threads", "n/a"))), "provenance.threads")
     add("envThreadsNoun", "thread" if env.get("threads") == 1 else "threads", "envThreads' noun")
     add("envPrecision", latex_escape(str(env.get("dtype", "n/a"))), "provenance.dtype")
@@ -285,11 +296,26 @@ def define_environment(numbers: Numbers, study) -> None:
     add("envGitSha", latex_escape(sha[:12] + (" (dirty)" if env.get("git_dirty") else "")), "provenance.git_sha")
 
 
+def device_words(device: str) -> str:
+    """A recorded processor as prose names it, with its article: "Intel(R) Xeon(R) Processor" -> "an Intel Xeon
+    Processor"; "cpu" -> "a CPU"."""
+    name = " ".join(re.sub(r"\((R|TM|r|tm)\)|®|™", "", device).split())
+    if name.lower() in ("cpu", "cuda", "mps", "gpu"):
+        name = name.upper()
+    if not name or name == "N/A":
+        return "an unrecorded device"
+    return ("an " if name[0].lower() in "aeio" else "a ") + name
+
+
 def define_base(numbers: Numbers, base: dict) -> None:
     """The pretrained base, from its pretraining manifest."""
     numbers.add(
-        "baseData", latex_escape(str((base.get("data") or {}).get("name", "n/a"))), "pretraining manifest: data.name"
+        "baseData",
+        typeset_data(str((base.get("data") or {}).get("name", "n/a"))),
+        "pretraining manifest: data.name, as the field writes it (typeset_data: MNIST)",
     )
+    if isinstance(base.get("steps"), int):
+        numbers.add("baseSteps", integer(base["steps"]), "the pretraining run's result.json: step (optimizer steps)")
     if base.get("test_perplexity") is not None:  # a causal LM's base: judged by its perplexity
         numbers.add("basePerplexity", f"{float(base['test_perplexity']):.1f}", "pretraining manifest: test_perplexity")
     else:
@@ -309,7 +335,8 @@ def define_variant(numbers: Numbers, study, variant: str, s: str) -> None:
     metric, name, times = score.metric, SCORE_MACROS[score.metric], score.scale
     percent, points = _unit_words(score)
     where = f'variant "{variant}"'
-    add("name" + s, study.name(variant), f"{where}: its name")
+    lender = borrowed_configurations(study.df).get(variant)  # not tuned itself: marked wherever it is named
+    add("name" + s, study.name(variant) + (r"$^{\ddagger}$" if lender else ""), f"{where}: its name")
     add("runs" + s, str(int(row["n"])), f"{where}: completed runs with {metric}")
     add(name + "Mean" + s, pct(row["mean"], times), f"{where}: mean {metric} over seeds{percent}")
     add(name + "Std" + s, pct(row["std"], times), f"{where}: standard deviation of {metric} over seeds{points}")
@@ -358,6 +385,9 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     """The baseline, best and worst configurations, the Pareto front, significance and the rank trend, by the
     study's primary score (``study.score``: lower is better for a perplexity)."""
     add, score = numbers.add, study.score
+    lenders = {study.name(v): study.name(b) for v, b in borrowed_configurations(study.df).items()}
+    if lenders:
+        add("borrowedNote", borrowed_note(lenders, str, r"$^{\ddagger}$"), "configurations at another's tuned values")
     add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
     best, worst = ("lowest", "highest") if score.lower else ("highest", "lowest")
     tied = tied_with(study, study.best)

@@ -110,6 +110,8 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
         return plugin_text(method, runs, configs, names)
     if method == "adalora":
         what += pruning_text(runs)
+    if method in ADAPTIVE:
+        what += built_text(runs, method, labels)
     parts = {v: config_phrases(method, c) for v, c in configs.items()}
     first = next(iter(configs))
     text = what
@@ -123,10 +125,7 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
             text += f"Here it has {words(values)}. " if values else f"Here it {where_text(where)}. "
         return text
     shared = [w for w in parts[first][1] if all(w in where for _, where in parts.values())]
-    each = [
-        f"{names[v]} has {words(values)}" if i == 0 else f"{names[v]} {words(values)}"
-        for i, (v, (values, _)) in enumerate((v, p) for v, p in parts.items() if p[0])
-    ]
+    each = option_groups(method, configs, names)
     placed: dict[tuple[str, ...], list[str]] = {}  # the configurations applied alike, said together
     for v, (_, where) in parts.items():
         if any(w not in shared for w in where):
@@ -134,13 +133,70 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     own = [f"{words(n)} {where_text(list(w), plural=len(n) > 1)}" for w, n in placed.items()]
     if shared:
         text += f"All its configurations {where_text(shared, plural=True)}" + ("; " if each else ". ")
-    elif each:
-        text += "Of its configurations, "
     if each:
-        text += ", ".join(each) + ". "
+        text += ("they have " if shared else "Its configurations have ") + words(each) + ". "
     if own:
         text += "; ".join(own) + ". "
     return text + ablation_text(runs, configs, names)
+
+
+ADAPTIVE = ("adalora", "adaptive")  # the methods that prune ranks: their trainable count changes as they train
+
+
+def built_text(runs: pd.DataFrame, method: str, labels: dict) -> str:
+    """Each configuration's trainable parameters as built and as kept at the end of training (params.initial and
+    params of result.json, means over its seeds): "" where no run recorded the count it was built with."""
+    if "params.initial.trainable" not in runs or runs["params.initial.trainable"].isna().all():
+        return ""
+    said = []
+    for variant in dict.fromkeys(runs["variant"]):
+        rows = runs[runs["variant"] == variant]
+        built, kept = rows["params.initial.trainable"].mean(), rows["params.trainable"].mean()
+        if pd.notna(built) and pd.notna(kept):
+            name = latex_text(display_name(variant, method, labels))
+            said.append(
+                f"{name} is built with {integer_text(built)} trainable parameters and keeps {integer_text(kept)}"
+            )
+    if not said:
+        return ""
+    return "; ".join(said) + " at the end of training (means over the seeds, the head included). "
+
+
+def integer_text(x: float) -> str:
+    """A count as prose prints it, thousands thin-spaced: 34{,}058."""
+    return f"{round(x):,}".replace(",", "{,}")
+
+
+def option_groups(method: str, configs: dict[str, dict], names: dict[str, str]) -> list[str]:
+    """A method's options across its configurations, each said once: one every configuration shares as it is
+    ("$\\alpha$ = 16"); one they differ in by its values and the configurations of each ("rank 4 (lora r=4 and
+    lora r=4 targets=all-linear) or rank 8 (lora r=8 and ...)"), or where no two configurations share a value of
+    any option they differ in, each configuration with its own values of those options ("rank 2 and $\\alpha$ = 4
+    (lora r=2)"); a configuration without an option is left out of its phrase."""
+    phrases = {v: dict(config_values(method, c)) for v, c in configs.items()}
+    keys = list(dict.fromkeys(k for found in phrases.values() for k in found))
+    shared, differing = [], {}
+    for key in keys:
+        by_phrase: dict[str, list[str]] = {}
+        for v, found in phrases.items():
+            if key in found:
+                by_phrase.setdefault(found[key], []).append(v)
+        if len(by_phrase) == 1 and sum(map(len, by_phrase.values())) == len(configs):
+            shared.append(next(iter(by_phrase)))
+        else:
+            differing[key] = by_phrase
+    if differing and all(len(held) == 1 for by_phrase in differing.values() for held in by_phrase.values()):
+        own = [
+            f"{words([phrases[v][k] for k in differing if k in phrases[v]])} ({names[v]})"
+            for v in configs
+            if any(k in phrases[v] for k in differing)
+        ]
+        return [" or ".join(own)] + shared
+    grouped = {
+        key: " or ".join(f"{phrase} ({words([names[v] for v in held])})" for phrase, held in by_phrase.items())
+        for key, by_phrase in differing.items()
+    }
+    return [grouped.get(key) or shared.pop(0) for key in keys]  # in the options' order: rank first
 
 
 def pruning_text(runs: pd.DataFrame) -> str:
@@ -202,6 +258,24 @@ def config_phrases(method: str, config: dict) -> tuple[list[str], list[str]]:
     it is applied and how it starts, as "on the attention's q and v projections of every block", "$A$
     Kaiming-uniform and $B$ zero", "on a base stored in 4-bit NF4")."""
     cls = METHODS.get(method)
+    values = [phrase for _, phrase in config_values(method, config)]
+    where = []
+    if method == "vpt" and "deep" in config:
+        where.append("before every block (deep)" if config["deep"] else "at the input only (shallow)")
+    if "target_modules" in config and cls is not None and hasattr(cls, "presets"):
+        where.append("on " + target_words(config["target_modules"], cls.presets) + " of every block")
+    if method in ("lora", "dora", "adaptive") and config.get("init") in ("default", "gaussian"):
+        start = "Kaiming-uniform" if config["init"] == "default" else "Gaussian"
+        where.append(f"$A$ starting {start} and $B$ at zero")
+    if "quant" in config:
+        where.append(f"on a base stored in {QUANT_WORDS[config['quant']]}")
+    return values, where
+
+
+def config_values(method: str, config: dict) -> list[tuple[str, str]]:
+    """A configuration's hyper-parameters as (option, prose) pairs, rank first: ("r", "rank 4"), ("lora_alpha",
+    "$\\alpha$ = 8"); an option prose has no words for is named only where it is not at its default."""
+    cls = METHODS.get(method)
     defaults = cls() if cls is not None else None
     values = []
     for key, value in config.items():
@@ -214,18 +288,7 @@ def config_phrases(method: str, config: dict) -> tuple[list[str], list[str]]:
             continue  # an option prose has no words for, at its default: nothing to say
         values.append((key, option_phrase(key, value)))
     order = list(OPTION_WORDS)
-    values = [phrase for _, phrase in sorted(values, key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)]
-    where = []
-    if method == "vpt" and "deep" in config:
-        where.append("before every block (deep)" if config["deep"] else "at the input only (shallow)")
-    if "target_modules" in config and cls is not None and hasattr(cls, "presets"):
-        where.append("on " + target_words(config["target_modules"], cls.presets) + " of every block")
-    if method in ("lora", "dora", "adaptive") and config.get("init") in ("default", "gaussian"):
-        start = "Kaiming-uniform" if config["init"] == "default" else "Gaussian"
-        where.append(f"$A$ starting {start} and $B$ at zero")
-    if "quant" in config:
-        where.append(f"on a base stored in {QUANT_WORDS[config['quant']]}")
-    return values, where
+    return sorted(values, key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
 
 
 QUANT_WORDS = {

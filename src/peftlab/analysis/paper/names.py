@@ -5,6 +5,7 @@ config value as prose shows it."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.record import data_names, run_data_names
 from peftlab.analysis.results.units import words
 from peftlab.analysis.stats.ties import tied
+from peftlab.config.paths import REPO_ROOT
+from peftlab.utils.files import read_json
 
 
 def integer(x) -> str:
@@ -66,7 +69,7 @@ def typeset_data(name: str, datasets: dict | None = None) -> str:
     return f"\\texttt{{{latex_escape(name)}}}"
 
 
-FOLDER_WORDS = {"imagefolder": "image folder", "filelist": "image list", "text": "text file"}
+FOLDER_WORDS = {"imagefolder": "image folder", "filelist": "image list", "text": "text task"}
 DATA_CITATIONS = {"fashion_mnist": "xiao2017fashionmnist", "mnist": "lecun1998mnist", "vtab1k": "zhai2019vtab"}
 
 
@@ -94,8 +97,26 @@ def data_text(study) -> str:
         about = [f"{classes} classes"] if classes else []
         if entry.get("chance") is not None:
             about.append(f"chance level {100 * entry['chance']:.3g}\\%")
+        task = text_task(done.loc[per_run == name])
+        if task:
+            about.insert(0, task)
         texts.append(text + (f" ({', '.join(about)})" if about else ""))
     return words(texts)
+
+
+def text_task(runs) -> str:
+    """The task a text folder holds, as its manifest.json says it (peftlab data fortunes-task: which of its
+    categories a quote of Debian's fortunes comes from); "" where the folder has no such manifest here."""
+    roots = runs["config.data.root"].dropna().unique() if "config.data.root" in runs else []
+    if len(roots) != 1:
+        return ""
+    for base in (Path.cwd(), REPO_ROOT):
+        manifest = read_json(base / str(roots[0]) / "manifest.json")
+        if isinstance(manifest, dict) and manifest.get("what") == "fortunes-task":
+            names = [latex_escape(str(c)) for c in manifest.get("categories") or [] if isinstance(c, str)]
+            if names:
+                return f"the task: which of the categories {words(names)} a quote of Debian's fortunes comes from"
+    return ""
 
 
 def config_value(value) -> str:

@@ -27,6 +27,19 @@ def define_wall_time(numbers, study) -> None:
         add("studyWallMinutes", f"{wall / 60:.1f}", source)
         ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
         add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
+        elapsed = sum(r["wall_seconds"] for r in read_phases(study.dir) or [])  # every phase of every call, as timed
+        add(
+            "studyElapsedMinutes",
+            f"{elapsed / 60:.1f}",
+            "phases.jsonl: summed wall_seconds of every phase of every call (the study's elapsed time), minutes",
+        )
+        workers = sorted({int(r["workers"]) for r in phases if r["phase"] != "pretrain"})
+        if workers:
+            add(
+                "studyWorkers",
+                " or ".join(str(w) for w in workers) + (" worker" if workers == [1] else " workers"),
+                "phases.jsonl: the runs trained at once in the tuning and final phases (workers)",
+            )
     else:  # no phases.jsonl (an older study): the final runs, and the tuning trials whose records are there
         wall = done["timing.wall_seconds"].sum() if "timing.wall_seconds" in done else float("nan")
         trials = trial_seconds(study.dir)

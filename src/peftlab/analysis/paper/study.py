@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis.figures.style import study_palette
+from peftlab.analysis.figures.style import in_study_order, study_palette
 from peftlab.analysis.paper.macros import (
     ALPHA,
     CONFIDENCE,
@@ -19,6 +19,7 @@ from peftlab.analysis.report.primary import primary_score
 from peftlab.analysis.results.escape import latex_text
 from peftlab.analysis.results.load import environment, load_curves, study_axes
 from peftlab.analysis.results.units import display_name
+from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.comparisons import paired_comparisons
 from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.ties import resolution
@@ -37,8 +38,10 @@ class Study:
         self.datasets = options.datasets  # how the paper names a dataset (report.datasets)
         self.done = completed_runs(df)
         self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
-        self.summary = pd.concat(
-            [summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True
+        self.palette = study_palette(df)
+        self.summary = in_study_order(  # the figures' order in every table and sentence too
+            pd.concat([summarize(df, metric=m, confidence=CONFIDENCE) for m in self.metrics], ignore_index=True),
+            self.palette,
         )
         self.score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity, as the report
         self.modality = study_modality(df)  # vision, text or causal-lm: what the prose says was adapted
@@ -50,19 +53,23 @@ class Study:
             (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
         )
         self.comparisons = (
-            paired_comparisons(
-                df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
+            in_study_order(
+                paired_comparisons(
+                    df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
+                ),
+                self.palette,
             ).set_index("variant", drop=False)
             if len(self.variants) > 1
             else None
         )
         self.front = pareto_front(df, y=self.score.metric)
+        # the task's chance rate and each configuration's binomial test against it (None: no rate, or a perplexity)
+        self.chance = chance(study_dir, df) if self.score.metric == "metrics.test_top1" else None
         self.curves = load_curves(study_dir)
         self.axes = study_axes(study_dir)
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done)
-        self.palette = study_palette(df)
         self.searches = tuning.load_searches(  # [] when not tuned
             study_dir, self.palette.get("methods"), self.palette.get("variants")
         )
@@ -112,6 +119,10 @@ def pretraining_manifest(done: pd.DataFrame) -> dict | None:
     for base in (Path.cwd(), REPO_ROOT):
         manifest = read_json(base / folder / "manifest.json")
         if manifest:
+            run = read_json(base / folder / "run" / "result.json") or {}  # the pretraining run, where it is kept
+            steps = run.get("step")
+            if isinstance(steps, int) and not isinstance(steps, bool) and "steps" not in manifest:
+                manifest = {**manifest, "steps": steps}
             return manifest
     return None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.ablations import ablation_design, ablation_groups, axis_level, level_text
 from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
@@ -19,7 +20,7 @@ from peftlab.analysis.report.tables import format_count, latex_document, latex_t
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.record import data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
-from peftlab.analysis.results.units import display_name, metric_words
+from peftlab.analysis.results.units import decimal, display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
 from peftlab.analysis.stats.power import ALPHA, POWER
@@ -44,6 +45,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         labels=study.labels,
         borrowed=borrowed_configurations(study.df),
         resolution={metric: resolution(study.done, metric) for metric in study.metrics},
+        chance=study.chance,
     )
     if study.modality != "vision":  # three score columns with long headers ("per token") overrun the margin
         tex = fit_width(tex)
@@ -95,17 +97,19 @@ def ablation_table(study: Study, group: str, variants: list[str], keys: list[str
     mean primary score (t-interval half-width over seeds), the best in bold with those that tie it (stats.ties);
     labelled tab:ablation, then tab:ablation2, ...."""
     levels, crossed = ablation_design(study.done, variants, keys)
-    order = {k: {level: i for i, level in enumerate(found)} for k, found in levels.items()}
-    rows = sorted(variants, key=lambda v: [order[k][axis_level(study.done, v, k)] for k in keys])
+    rows = study_order(study.palette, variants)  # the order of every other table and figure
     score, means = study.score, study.primary["mean"]
     best = (min if score.lower else max)(means[v] for v in rows)
     headers = [AXIS_HEADERS.get(k) or f"\\texttt{{{latex_escape(k)}}}" for k in keys]
     unit = r" (\%)" if score.scale == 100 else ""
-    design = (
-        "crosses its settings (every combination of their levels)"
-        if crossed
-        else "varies its settings together (not every combination of their levels)"
-    )
+    if len(keys) == 1:
+        design = "varies one setting"
+    elif crossed:
+        design = "crosses its settings (every combination of their levels)"
+    else:
+        design = "varies its settings together (not every combination of their levels)"
+    borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(rows)}
+    at_chance = set(study.chance.at_chance()) if study.chance is not None else set()
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -123,13 +127,24 @@ def ablation_table(study: Study, group: str, variants: list[str], keys: list[str
         row = study.primary.loc[v]
         runs = study.done[study.done["variant"] == v]
         trainable = format_count(runs["params.trainable"].mean()) if "params.trainable" in runs else "--"
-        mean = f"{score.scale * row['mean']:.1f}"
+        mean = decimal(score.scale * row["mean"])
         half = (row["ci_high"] - row["ci_low"]) / 2 * score.scale
         cell = rf"\mathbf{{{mean}}}" if tied(row["mean"], best, study.tie) else mean
         cell = f"${cell} \\pm {half:.1f}$" if np.isfinite(half) else f"${cell}$"
         values = [level_text(study.done, k, axis_level(study.done, v, k)) for k in keys]
-        lines.append(f"{study.name(v)} & " + " & ".join(values) + f" & {trainable} & {int(row['n'])} & {cell} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        mark = (r"$^{\ddagger}$" if v in borrowed else "") + (r"$^{\circ}$" if v in at_chance else "")
+        lines.append(
+            f"{study.name(v)}{mark} & " + " & ".join(values) + f" & {trainable} & {int(row['n'])} & {cell} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = []
+    if borrowed:  # a configuration at borrowed values never stands beside tuned ones without saying so
+        notes.append(borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$"))
+    if at_chance & set(rows):
+        notes.append(r"$^{\circ}$: at chance (the binomial test of the Statistics paragraph).")
+    for note in notes:
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +154,14 @@ def fit_width(table: str) -> str:
     shrink = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{"
     table = table.replace(r"\begin{tabular}", shrink + r"\begin{tabular}", 1)
     return table.replace(r"\end{tabular}", r"\end{tabular}}", 1)
+
+
+def improvement(row) -> str:
+    """rliable's probability of improvement with its interval, "0.67 [0.33, 1.00]"; "n/a" where not computed."""
+    values = [row.prob_improvement, row.prob_improvement_low, row.prob_improvement_high]
+    if not np.isfinite(np.asarray(values, dtype=float)).all():
+        return "n/a"
+    return f"{values[0]:.2f} [{values[1]:.2f}, {values[2]:.2f}]"
 
 
 def not_computable(c) -> str:
@@ -177,12 +200,14 @@ def significance_table(study: Study) -> str:
         rf"standard deviation of the paired differences as known; pairs for {pairs_for}: the matched seeds "
         rf"that test needs for {one}; $d_z$: mean difference over the standard deviation of the "
         rf"differences; win share: share of matched seeds where the configuration {score.wins}, ties counted "
-        r"half.}",
+        rf"half; P(improve): rliable's probability of improvement {latex_escape(score.improvement)} over all pairs "
+        r"of runs (a run of the configuration, a run of the baseline), ties counted half, with its 95\% stratified "
+        r"bootstrap percentile interval \citep{agarwal2021precipice}.}",
         r"\label{tab:significance}",
-        r"\begin{tabular}{@{}lrrrrrrrr@{}}",
+        r"\begin{tabular}{@{}lrrrrrrrrl@{}}",
         r"\toprule",
         rf"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for {pairs_for} & $p$ (Wilcoxon) & "
-        r"$d_z$ & Win share \\",
+        r"$d_z$ & Win share & P(improve) \\",
         r"\midrule",
     ]
     borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
@@ -193,7 +218,7 @@ def significance_table(study: Study) -> str:
         lines.append(
             f"{study.name(row.variant)}{mark} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
             f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80, score.scale)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
-            f"{dz} & {row.win_rate:.2f} \\\\"
+            f"{dz} & {row.win_rate:.2f} & {improvement(row)} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = [not_computable(c)] if not_computable(c) else []

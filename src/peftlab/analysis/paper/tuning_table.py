@@ -9,7 +9,14 @@ import pandas as pd
 from peftlab.analysis.paper.names import config_value
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.tuning_choices import borrowed_note, borrowers, edges, search_name, search_unit
+from peftlab.analysis.results.tuning_choices import (
+    borrowed_note,
+    borrowers,
+    edges,
+    search_name,
+    search_unit,
+    tie_breaks,
+)
 from peftlab.analysis.results.units import display_name, scale, score_name, units, words
 from peftlab.training.run_result import lower_is_better
 
@@ -99,7 +106,10 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
         name = latex_text(display_name(method, search["method"], labels))
         if chosen:
             values = ", ".join(
-                f"\\mbox{{{latex_key(k)}={latex_value(v)}" + ("$^{\\dagger}$" if (method, k) in at_edge else "") + "}"
+                # a line may break after "=": a narrow column holds the key, then the value (with its mark)
+                f"{latex_key(k)}=\\allowbreak\\mbox{{{latex_value(v)}"
+                + ("$^{\\dagger}$" if (method, k) in at_edge else "")
+                + "}"
                 for k, v in chosen["params"].items()
             )
             chosen_text = f"{values} & {latex_escape(chosen['trial'])} & {times * chosen['value']:.1f}"
@@ -120,10 +130,16 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
             r"and its better neighbour), so a chosen value may lie outside the grid shown."
         )
     if at_edge:
-        notes.append(
-            r"$^{\dagger}$: the smallest or largest value searched; the best value may lie outside the "
-            r"searched range."
-        )
+        broken = tie_breaks(searches)  # chosen among trials of equal score: says nothing beyond
+        beyond = at_edge - set(broken)
+        said = r"$^{\dagger}$: the smallest or largest value searched"
+        if beyond:
+            said += "; the best value may lie outside the searched range"
+        if broken:
+            said += (
+                "; where the text calls it a tie-break" if beyond else "; each a tie-break"
+            ) + " between trials of equal validation score, which says nothing of values beyond the range"
+        notes.append(said + ".")
     lent = {
         latex_text(display_name(b, None, labels)): latex_text(display_name(search_name(r), None, labels))
         for r in searches

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis.figures.style import study_palette
+from peftlab.analysis.figures.style import in_study_order, study_palette
 from peftlab.analysis.report import (
     across_datasets,
     adaptive,
@@ -32,8 +32,10 @@ from peftlab.analysis.report import (
 from peftlab.analysis.report.figures import figure_lines
 from peftlab.analysis.report.literature import literature_section
 from peftlab.analysis.report.primary import (
+    chance_lines,
     few_seeds_lines,
     judgement_lines,
+    order_lines,
     pareto_lines,
     primary_score,
     statistics_section,
@@ -45,6 +47,7 @@ from peftlab.analysis.results.load import environment, load_curves, load_results
 from peftlab.analysis.results.record import run_data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
+from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.power import ALPHA
@@ -186,11 +189,17 @@ def _results(
     datasets, QA-LoRA at equal bits, VTAB-1k and the accuracy per class."""
     columns, score, name = main_columns(df), primary_score(df), read_study_name(study_dir)
     summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
+    summary = in_study_order(summary, study_palette(df))  # the figures' order (figures/order.py) in every table
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
-        comparisons = paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point)
+        comparisons = in_study_order(
+            paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point),
+            study_palette(df),
+            within=TASK,
+        )
     interval_text, borrowed = describe_interval(interval), borrowed_configurations(df)
     ties = {metric: resolution(completed_runs(df), metric) for metric in columns}  # one test example
+    found = chance(study_dir, df) if score.metric == "metrics.test_top1" else None  # the task's chance rate
     tex = latex_table(
         summary,
         comparisons,
@@ -199,6 +208,7 @@ def _results(
         interval_text=interval_text,
         borrowed=borrowed,
         resolution=ties,
+        chance=found,
         caption=f"{name}: {metric_words(columns)} (mean and {interval_text}) and trainable parameters.",
     )
     write_text_atomic(out / "tables" / "main_table.tex", tex)
@@ -214,9 +224,13 @@ def _results(
             interval_text=interval_text,
             borrowed=borrowed,
             resolution=ties,
+            chance=found,
         ),
     ]
-    lines += few_seeds_lines(summary[summary["metric"] == score.metric], labels)
+    primary = summary[summary["metric"] == score.metric]
+    lines += order_lines(primary, score, labels, ties.get(score.metric, 0.0))
+    lines += chance_lines(found, labels, primary)
+    lines += few_seeds_lines(primary, labels)
     lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
     lines += pareto_lines(pareto_front(df, y=score.metric), score, labels)
     lines += significance.report_section(comparisons, df, labels)

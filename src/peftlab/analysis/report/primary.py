@@ -18,6 +18,7 @@ from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
 from peftlab.analysis.stats.power import ALPHA, POWER
+from peftlab.analysis.stats.ties import tied
 
 TOP1 = "metrics.test_top1"
 PERPLEXITY = "metrics.test_perplexity"
@@ -160,3 +161,47 @@ def pareto_lines(front: pd.DataFrame, score: Score, labels: dict) -> list[str]:
 
 def _name(row, labels: dict) -> str:
     return display_name(row["variant"], row.get("method"), labels)
+
+
+def order_lines(primary: pd.DataFrame, score: Score, labels: dict, step: float) -> list[str]:
+    """Every configuration by its mean primary score, best first, each with its own mean: "A (75.0) = B (74.9) >
+    C (59.4)", "=" joining means that tie (less than one test example apart, ``step``: stats.ties)."""
+    if len(primary) < 2:
+        return []
+    ranked = primary.sort_values("mean", ascending=score.lower, kind="stable")
+    rows = list(ranked.itertuples())
+    line = f"{_name(rows[0]._asdict(), labels)} ({score.scale * rows[0].mean:.1f})"
+    for before, row in zip(rows, rows[1:]):
+        sign = "=" if tied(before.mean, row.mean, step) else "<" if score.lower else ">"
+        line += f" {sign} {_name(row._asdict(), labels)} ({score.scale * row.mean:.1f})"
+    rule = (
+        f'"=" joins means less than one test example ({100 * step:.2g} points) apart: with k seeds each, correct '
+        "test predictions summed over the seeds that differ by fewer than k"
+        if step > 0
+        else '"=" joins equal means'
+    )
+    return [f"Order by mean {score.name}, best first ({rule}): {line}.", ""]
+
+
+def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
+    """The task's chance rate, its rule, and the configurations at chance by a one-sided binomial test of their
+    test-set counts (``found``: stats.chance.Chance, or None: nothing is said)."""
+    if found is None:
+        return []
+    methods = primary.set_index("variant")["method"] if "method" in primary else {}
+    at = found.at_chance()
+    head = (
+        f"Chance: the task's chance rate is {100 * found.rate:.3g}% ({found.rule_words()}). A configuration is at "
+        "chance where a one-sided binomial test (scipy.stats.binomtest) of its correct test predictions, summed "
+        f"over its seeds, against that rate does not reject at α = {ALPHA:g}."
+    )
+    table = found.table.set_index("variant")
+    if not at:
+        return [head + " Every configuration is above it.", ""]
+    names = ", ".join(
+        f"{display_name(v, methods.get(v) if len(methods) else None, labels)} "
+        f"({table.loc[v, 'correct']} of {table.loc[v, 'trials']}, p = {table.loc[v, 'p']:.3g})"
+        for v in at
+    )
+    every = "**Every configuration is at chance**: " if len(at) == len(table) else "**At chance** (° in the table): "
+    return [head, "", every + names + ".", ""]

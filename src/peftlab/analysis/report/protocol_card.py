@@ -45,6 +45,8 @@ ROWS = (  # (record key, what the card calls it)
     ("test_split", "tested on (once)"),
 )
 
+VISION_ONLY = {"drop_path"}  # timm's stochastic depth: a text model's record of it is no setting it has
+
 
 def shown_value(value) -> str:
     """A card value as text: a count that pandas turned into a float (a column with nulls) as an integer; a
@@ -111,7 +113,9 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     rows = [
         (name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
         for key, name in ROWS
-        if f"protocol.{key}" in runs and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
+        if f"protocol.{key}" in runs
+        and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
+        and (key not in VISION_ONLY or runs["protocol.resolution"].notna().any())  # a transformers model has none
     ]
     rows = [(name, value + subset_words(runs, name, labels)) for name, value in rows]
     if runs["protocol.resolution"].notna().any():  # an image study: the published counts it is set beside

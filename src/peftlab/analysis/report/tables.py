@@ -23,6 +23,7 @@ from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_t
 from peftlab.analysis.results.tuning_choices import borrowed_note
 from peftlab.analysis.results.units import METRIC_LABELS, display_name
 from peftlab.analysis.stats.intervals import INTERVALS
+from peftlab.analysis.stats.power import ALPHA
 from peftlab.analysis.stats.ties import tied
 from peftlab.training.run_result import lower_is_better
 
@@ -39,6 +40,7 @@ def latex_table(
     interval_text=None,
     borrowed=None,
     resolution=None,
+    chance=None,
 ):
     """A booktabs `table` environment, ready to `\\input{}` into a document loading booktabs.
 
@@ -53,12 +55,15 @@ def latex_table(
       by default named from the summary's ci_method.
     borrowed: {configuration: the configuration whose tuned values it ran at} (tuning.borrowed): each is
       marked $^{\\ddagger}$ and the note says so, so no significance mark stands on one without it.
+    chance: stats.chance.Chance of the study, or None: each configuration at chance is marked $^{\\circ}$ and the
+      note says by which rule.
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
     """
     table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
+    table["chance"] = _chance_marks(chance, labels, summary)
     has_params = any(r["params"] is not None for r in table["rows"])
-    header = ["Method"] + (["Trainable params"] if has_params else []) + ["$n$"]
+    header = ["Configuration"] + (["Trainable params"] if has_params else []) + ["$n$"]
     header += [latex_escape(text) for text in table["headers"]]
     lines = [
         r"\begin{table}[t]",
@@ -72,6 +77,7 @@ def latex_table(
     ]
     for table_row in table["rows"]:
         cells = [latex_text(table_row["name"]) + (r"$^{\ddagger}$" if table_row["borrowed"] else "")]
+        cells[0] += r"$^{\circ}$" if table_row["name"] in table["chance"]["names"] else ""
         if has_params:
             cells.append(latex_escape(table_row["params"] or "--"))
         cells.append(table_row["n"])
@@ -104,6 +110,7 @@ def markdown_table(
     interval_text=None,
     borrowed=None,
     resolution=None,
+    chance=None,
 ):
     """A pipe table for report.md: "mean [ci_low, ci_high]" in percent, best in bold.
 
@@ -111,8 +118,9 @@ def markdown_table(
     name "‡". A one-line note explaining the cells follows the table.
     """
     table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
+    table["chance"] = _chance_marks(chance, labels, summary)
     has_params = any(r["params"] is not None for r in table["rows"])
-    header = ["Method"] + (["Trainable params"] if has_params else []) + ["n"]
+    header = ["Configuration"] + (["Trainable params"] if has_params else []) + ["n"]
     header += [f"{text} [95% CI]" for text in table["headers"]]
     lines = ["| " + " | ".join(_markdown_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -121,6 +129,7 @@ def markdown_table(
         cells.append(table_row["n"])
         cells += [_markdown_cell(cell) for cell in table_row["cells"]]
         name = markdown_text(table_row["name"]) + (" ‡" if table_row["borrowed"] else "")  # a label: escaped text
+        name += " °" if table_row["name"] in table["chance"]["names"] else ""
         lines.append("| " + " | ".join([name] + [_markdown_escape(c) for c in cells]) + " |")
     lines += ["", _markdown_note(table, alpha)]
     return "\n".join(lines) + "\n"
@@ -228,13 +237,13 @@ def _table_content(
             counts.append(int(s["n"]))
             cells.append(
                 {
-                    "mean": f"{times * s['mean']:.1f}",
+                    "mean": units.decimal(times * s["mean"]),
                     "half_width": _half_width(s["ci_low"], s["ci_high"], times),
-                    "low": f"{times * s['ci_low']:.1f}" if np.isfinite(s["ci_low"]) else None,
-                    "high": f"{times * s['ci_high']:.1f}" if np.isfinite(s["ci_high"]) else None,
+                    "low": units.decimal(times * s["ci_low"]) if np.isfinite(s["ci_low"]) else None,
+                    "high": units.decimal(times * s["ci_high"]) if np.isfinite(s["ci_high"]) else None,
                     "method": s.get("ci_method"),
                     "clipped": bool(s.get("ci_clipped", False)),  # cut at the metric's range: no longer symmetric
-                    "bold": f"{times * s['mean']:.1f}" == f"{times * best[metric]:.1f}"
+                    "bold": units.decimal(times * s["mean"]) == units.decimal(times * best[metric])
                     or tied(s["mean"], best[metric], (resolution or {}).get(metric, 0.0)),
                     "marker": (name, metric) in significant,
                 }
@@ -349,6 +358,8 @@ def _latex_note(table, alpha):
         )
     if table["borrowed"]:
         sentences.append(borrowed_note(table["borrowed"], latex_text, r"$^{\ddagger}$"))
+    if table["chance"]["names"]:
+        sentences.append(r"$^{\circ}$: " + latex_escape(table["chance"]["note"]))
     return " ".join(sentences)
 
 
@@ -379,7 +390,23 @@ def _markdown_note(table, alpha):
         )
     if table["borrowed"]:
         note += " " + borrowed_note(table["borrowed"])
+    if table["chance"]["names"]:
+        note += " °: " + table["chance"]["note"]
     return note
+
+
+def _chance_marks(chance, labels, summary) -> dict:
+    """The display names of the configurations at chance (``chance``: stats.chance.Chance or None) and the note's
+    sentence on the mark: the rate, its rule and the test."""
+    if chance is None or not chance.at_chance():
+        return {"names": set(), "note": ""}
+    methods = summary.groupby("variant")["method"].first() if "method" in summary else {}
+    names = {display_name(v, methods.get(v) if len(methods) else None, labels) for v in chance.at_chance()}
+    note = (
+        f"at chance: its correct test predictions, summed over its seeds, are not above the task's chance rate of "
+        f"{100 * chance.rate:.3g}% ({chance.rule_words()}) by a one-sided binomial test at the {ALPHA:g} level."
+    )
+    return {"names": names, "note": note}
 
 
 def _markdown_escape(text):

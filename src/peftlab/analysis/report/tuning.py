@@ -189,7 +189,8 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         return None
     ncols = min(len(searches), PANELS_PER_ROW)
     nrows = -(-len(searches) // ncols)
-    fig = Figure(figsize=(2.3 * ncols + 0.4, 2.1 * nrows + 0.45), layout="constrained")
+    # at most a paper's text width (6.5 in), where its 7 pt text prints at 7 pt
+    fig = Figure(figsize=(min(2.3 * ncols + 0.4, 6.5), 2.1 * nrows + 0.45), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax in axes[len(searches) :]:
@@ -211,7 +212,7 @@ def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None,
         legend.keys(),
         loc="outside lower center",
         ncols=min(len(legend), 2 * ncols - 1),
-        fontsize=6,
+        fontsize=7,  # the least a paper prints (issue 82)
         frameon=False,
     )
     return save_figure(fig, out_dir, FIGURE)
@@ -263,7 +264,9 @@ def draw_panel(ax, record: dict, color: str) -> None:
     if chosen:
         chosen_x = chosen["params"][axis["key"]] if axis else chosen["trial"]
         ax.scatter([chosen_x], [times * chosen["value"]], s=70, marker="*", color="black", zorder=4, label="chosen")
-    ax.tick_params(which="both", labelsize=6)  # minor labels too: matplotlib's default size is twice this
+    # minor labels too (matplotlib's default size is twice this), at the 7 pt a paper prints at least; labels that
+    # would run into each other are left out when it is saved (figures.ticks.thin_log_labels)
+    ax.tick_params(which="both", labelsize=7)
     if axis:
         if log_scaled(axis, trials):
             ax.set_xscale("log")

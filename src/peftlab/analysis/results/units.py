@@ -48,6 +48,12 @@ def signed(value: float, digits: int = 1) -> str:
     return text[1:] if float(text) == 0 else text
 
 
+def decimal(value: float, digits: int = 1) -> str:
+    """A value to ``digits`` decimals as a table prints it; one that prints as zero is "0.0", never "-0.0"."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def score_name(metric: str) -> str:
     """The score a metric is of: metrics.test_f1 -> f1, best_val_top1 -> top1, val_perplexity -> perplexity."""
     return metric.removeprefix("metrics.").rsplit("_", 1)[-1]

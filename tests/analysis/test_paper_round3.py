@@ -1,0 +1,376 @@
+"""Issue 82: the paper, round 3, item by item, on the three kinds of paper a reviewer read (paperkinds.py): ties told
+apart with each configuration's own mean, chance named by a stated rule, every described statistic shown and what a
+test cannot reject said, the borrowed-rate mark in every table, a text paper's base and words, the study's elapsed
+time beside its runs' summed time, the grammar, and pages without Overfull or Underfull boxes."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from paperkinds import default_kind, text_kind, vision_kind
+from scipy.stats import binomtest
+from test_paper import MISSING_LATEX, macros
+
+from peftlab.analysis.paper import build as paper
+from peftlab.analysis.paper.figures import figure_labels
+from peftlab.analysis.paper.findings import wilcoxon_limit
+from peftlab.analysis.paper.macros import device_words, points_words
+from peftlab.analysis.paper.methods import built_text
+from peftlab.analysis.paper.study import Study
+from peftlab.analysis.report.build import write_report
+from peftlab.analysis.results.load import load_results
+from peftlab.analysis.results.units import decimal
+from peftlab.analysis.stats.chance import chance
+
+
+def written(kind, root):
+    study = kind(root)
+    out = root / "paper"
+    main = paper.write_paper(study, out, compile=False).read_text()
+    return study, out, main, macros((out / "results.tex").read_text())
+
+
+@pytest.fixture(scope="module")
+def vision(tmp_path_factory):
+    return written(vision_kind, tmp_path_factory.mktemp("vision"))
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    return written(text_kind, tmp_path_factory.mktemp("text"))
+
+
+@pytest.fixture(scope="module")
+def default(tmp_path_factory):
+    return written(default_kind, tmp_path_factory.mktemp("default"))
+
+
+def abstract(main: str) -> str:
+    return main[main.index(r"\begin{abstract}") : main.index(r"\end{abstract}")]
+
+
+def results(main: str) -> str:
+    return main[main.index(r"\section{Results}") : main.index(r"\section{Limitations}")]
+
+
+# --- 1. ties told apart ------------------------------------------------------------------------------------------
+
+
+def test_each_tied_configuration_is_printed_with_its_own_mean(vision):
+    _, _, main, defined = vision
+    # lora r=8 targets=all-linear 211 of 300 (70.3%), lora r=4 targets=all-linear 209 (69.7%): 1 test example is 1
+    # point, so the means tie; each is printed with its own mean, never one mean for two names
+    assert defined["bestMeans"] == (
+        r"\topOneMeanLoraREightTargetsAllLinear{}\% (\nameLoraREightTargetsAllLinear{}) and "
+        r"\topOneMeanLoraRFourTargetsAllLinear{}\% (\nameLoraRFourTargetsAllLinear{}), tied within one test example"
+    )
+    assert defined["topOneMeanLoraREightTargetsAllLinear"] == "70.3"
+    assert defined["topOneMeanLoraRFourTargetsAllLinear"] == "69.7"
+    assert r"ranges from \worstMeans{} to \bestMeans{}." in abstract(main)
+    assert defined["bestTies"].startswith(r"tied within one test example with it: \nameLoraRFourTargetsAllLinear{}")
+    assert r"\nameLoraREightTargetsAllLinear{} \correctLoraREightTargetsAllLinear{} of" in defined["bestTies"]
+    assert (defined["correctLoraREightTargetsAllLinear"], defined["correctLoraRFourTargetsAllLinear"]) == ("211", "209")
+    assert r"The highest mean is that of \bestNamed{}; \bestTies{}." in results(main)
+
+
+def test_the_tie_rule_is_stated_as_implemented(vision):
+    _, _, main, defined = vision
+    assert defined["tieStep"] == "1 point"
+    assert (
+        r"Two configurations are tied when their mean test top-1 differ by less than one test example (\tieStep{}, "
+        "one example over the test set's size): with the same number of seeds each, when their correct test "
+        "predictions summed over the seeds differ by fewer than that number of seeds." in main
+    )
+
+
+def test_the_report_orders_every_configuration_with_its_ties(vision):
+    study, *_ = vision
+    report = write_report(study).read_text()
+    line = next(line for line in report.splitlines() if line.startswith("Order by mean test top-1"))
+    assert "lora r=8 targets=all-linear (70.3) = lora r=4 targets=all-linear (69.7) > " in line
+    assert line.endswith("> full (12.3).")
+    assert "with k seeds each, correct test predictions summed over the seeds that differ by fewer than k" in line
+
+
+# --- 2. chance named ---------------------------------------------------------------------------------------------
+
+
+def test_chance_is_a_binomial_test_of_the_summed_count_against_the_stated_rate(vision):
+    study, *_ = vision
+    found = chance(study, load_results(study))
+    assert (found.rate, found.rule, found.classes) == (0.1, "classes", 10)
+    full = found.table.set_index("variant").loc["full"]
+    assert (full["correct"], full["trials"]) == (37, 300)
+    assert full["p"] == pytest.approx(binomtest(37, 300, 0.1, alternative="greater").pvalue)
+    assert found.at_chance() == ["full"]
+
+
+def test_a_balanced_test_set_gives_one_over_classes_an_unbalanced_one_its_majority_share(tmp_path):
+    study = vision_kind(tmp_path)
+
+    def record(labelled):
+        for path in study.glob("runs/*/result.json"):
+            result = json.loads(path.read_text())
+            correct = [0] * len(labelled)
+            result["per_class"] = {"labelled": labelled, "predicted": labelled, "correct": correct, "confusion": None}
+            path.write_text(json.dumps(result))
+        return chance(study, load_results(study))
+
+    balanced = record([10] * 10)
+    assert (balanced.rate, balanced.rule) == (0.1, "balanced")
+    assert balanced.rule_words() == "1/10: the test set is balanced over its 10 classes"
+    unbalanced = record([28] + [8] * 9)
+    assert (unbalanced.rate, unbalanced.rule) == (0.28, "majority")
+    assert "majority class's share" in unbalanced.rule_words()
+    assert unbalanced.at_chance() == ["full", "linear"] or "full" in unbalanced.at_chance()
+
+
+def test_a_configuration_at_chance_is_named_in_the_abstract_results_and_tables(vision):
+    _, out, main, defined = vision
+    assert defined["atChanceNames"] == r"\nameFull{} ($p = \chancePFull{}$)" and defined["chancePFull"] == "0.108"
+    assert r"At chance (not above the task's chance rate of \chanceRate{}\% by a one-sided binomial test): " in (
+        abstract(main)
+    )
+    assert r"At chance, by the rule of the Statistics paragraph: \atChanceNames{}" in results(main)
+    table = (out / "tables" / "main_table.tex").read_text()
+    assert r"full$^{\circ}$ &" in table and r"$^{\circ}$: at chance:" in table
+    # the comparisons against it are qualified
+    assert r"\baselineName{} is at chance (binomial $p = \chancePFull{}$)" in results(main)
+
+
+def test_a_study_at_chance_throughout_says_so_first(text):
+    _, _, main, defined = text
+    assert abstract(main).split("\n", 1)[1].startswith("Every configuration of this study is at chance")
+    assert results(main).split("\n")[2].startswith("Every configuration is at chance")
+    assert "chanceEvery" in defined
+    # both ends tied: each name with its own mean, the lower group closed by a comma before "to"
+    assert r"Mean test top-1 ranges from \worstMeans{}, to \bestMeans{}." in abstract(main)
+    assert defined["worstMeans"] == (
+        r"\topOneMeanAdalora{}\% (\nameAdalora{}) and \topOneMeanPrompt{}\% (\namePrompt{}), tied within one test "
+        "example"
+    )
+
+
+# --- 3. every described statistic shown, what a test cannot reject said -------------------------------------------
+
+
+def test_the_probability_of_improvement_the_paper_describes_is_in_its_table(vision):
+    _, out, main, _ = vision
+    assert "rliable's probability of improvement" in main
+    table = (out / "tables" / "significance.tex").read_text()
+    assert "& P(improve)" in table and "1.00 [1.00, 1.00]" in table
+
+
+def test_what_the_wilcoxon_test_cannot_reach_is_said():
+    three = pd.DataFrame({"n_pairs": [3] * 5})
+    assert "$2/2^{3} = 0.25$" in wilcoxon_limit(three, 0.05) and "cannot reject" in wilcoxon_limit(three, 0.05)
+    five = pd.DataFrame({"n_pairs": [5] * 7})
+    said = wilcoxon_limit(five, 0.05)
+    assert "$2/2^{5} = 0.0625$" in said and "A Holm-corrected Wilcoxon $p$ of 0.438 is this floor" in said
+    assert wilcoxon_limit(pd.DataFrame({"n_pairs": [10] * 2}), 0.05) == ""  # 2/1024 x 2: it can reject
+
+
+def test_the_paper_says_the_limit_of_its_seeds(vision):
+    _, _, main, _ = vision
+    assert r"\wilcoxonLimit{}" in results(main)
+
+
+# --- 4. the borrowed mark wherever a borrowed configuration appears; varies vs crosses -----------------------------
+
+
+def test_the_ablation_table_marks_a_borrowed_configuration_and_says_it_varies_one_setting(default):
+    _, out, _, _ = default
+    table = (out / "tables" / "ablation.tex").read_text()
+    assert r"lora r=8 quant=int8$^{\ddagger}$ &" in table and r"$^{\ddagger}$: not tuned itself" in table
+    assert "The quant ablation, which varies one setting:" in table
+    # and in the figures that name it, whose captions say what the mark is, and in the prose
+    _, _, main, defined = default
+    assert defined["nameLoraREightQuantIntEight"] == r"lora r=8 quant=int8$^{\ddagger}$"
+    assert r"\borrowedNote{}" in results(main) and defined["borrowedNote"].startswith(r"$^{\ddagger}$: not tuned")
+    caption = main.split("{figures/accuracy_vs_params.pdf}")[1].split("\n")[1]
+    assert caption.endswith(
+        r"$^{\ddagger}$: not tuned itself; ran at the values tuned for another configuration (tune.share).}"
+    )
+    labels = figure_labels(Study(default[0], load_results(default[0]), "full"))
+    assert labels["lora r=8 quant=int8"] == "lora r=8 quant=int8 ‡"
+
+
+def test_a_crossed_ablation_says_it_crosses(vision):
+    _, out, _, _ = vision
+    rows = [line.split(" &")[0] for line in (out / "tables" / "ablation.tex").read_text().splitlines() if " & " in line]
+    main = [
+        line.split(" &")[0] for line in (out / "tables" / "main_table.tex").read_text().splitlines() if " & " in line
+    ]
+    assert [r for r in main if r in rows] == rows and len(rows) == 5  # one order of configurations in every table
+    assert (
+        "which crosses its settings (every combination of their levels)"
+        in (out / "tables" / "ablation.tex").read_text()
+    )
+
+
+# --- 5. a text paper's base and words ----------------------------------------------------------------------------
+
+
+def test_a_text_paper_cites_transformers_and_says_no_backbone(text):
+    _, out, main, defined = text
+    assert r"Hugging Face transformers \citep{wolf2020transformers}" in main
+    assert "wolf2020transformers" in (out / "references.bib").read_text()
+    assert "backbone" not in main.split(r"\begin{document}")[1].replace("\\authornote", "")
+    card = (out / "tables" / "protocol.tex").read_text()
+    assert "drop-path" not in card
+
+
+def test_a_text_base_is_described_by_its_data_and_steps(tmp_path):
+    study = text_kind(tmp_path)
+    run = tmp_path / "text" / "fortunes-lm" / "run"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"status": "completed", "step": 1200}))
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    defined = macros((tmp_path / "paper" / "results.tex").read_text())
+    assert defined["baseSteps"] == "1{,}200" and defined["baseData"] == r"\texttt{fortunes-corpus}"
+    assert (
+        r"pretrained by peftlab as a causal language model, predicting the next token, on \baseData{} for "
+        r"\baseSteps{} optimizer steps (test perplexity \basePerplexity{} there" in main
+    )
+
+
+def test_an_adaptive_method_states_its_built_and_final_counts():
+    runs = pd.DataFrame(
+        {
+            "variant": ["adalora", "adalora"],
+            "params.initial.trainable": [34_058, 34_058],
+            "params.trainable": [17_700, 17_702],
+        }
+    )
+    assert built_text(runs, "adalora", {}) == (
+        "adalora is built with 34{,}058 trainable parameters and keeps 17{,}701 at the end of training (means over "
+        "the seeds, the head included). "
+    )
+
+
+# --- 6. the study's elapsed time beside the runs' summed time ----------------------------------------------------
+
+
+def test_elapsed_time_and_summed_run_time_are_each_named(default):
+    _, _, main, defined = default
+    assert defined["studyWallMinutes"] == "22.5" and defined["studyElapsedMinutes"] == "12.0"
+    assert defined["studyWorkers"] == "2 workers"
+    assert (
+        r"the run times of \studyWallPhases{} sum to \studyWallMinutes{} minutes on \envDeviceText{}" in main
+        and r"the study took \studyElapsedMinutes{} minutes of elapsed time from start to end" in main
+    )
+
+
+# --- 7. grammar and one order --------------------------------------------------------------------------------------
+
+
+def test_the_grammar_the_reviewer_marked():
+    assert device_words("Intel(R) Xeon(R) Processor") == "an Intel Xeon Processor"
+    assert device_words("AMD EPYC 7B13") == "an AMD EPYC 7B13" and device_words("cpu") == "a CPU"
+    assert points_words(1.0) == "1 point" and points_words(0.5) == "0.5 points"
+    assert decimal(-0.04) == "0.0" and decimal(-0.06) == "-0.1"
+
+
+def test_one_significant_configuration_differs(default):
+    _, _, main, defined = default
+    assert defined["significantVerb"] == ("differs" if defined["significantCount"] == "1" else "differ")
+    assert r"configurations \significantVerb{} with" in main
+
+
+def test_tables_head_their_configurations_configuration(default):
+    _, out, _, _ = default
+    for name in ("main_table", "significance", "ablation"):
+        assert "Configuration &" in (out / "tables" / f"{name}.tex").read_text()
+    assert "Method &" not in (out / "tables" / "main_table.tex").read_text()
+
+
+def test_methods_say_each_option_once_per_method(vision):
+    _, _, _, defined = vision
+    said = defined["methodsText"]
+    assert said.count(r"$\alpha$ = 16") == 1
+    assert (
+        "rank 4 (lora r=4 and lora r=4 targets=all-linear) or rank 8 (lora r=8 and lora r=8 targets=all-linear)" in said
+    )
+
+
+def test_the_base_data_has_its_proper_name(vision):
+    _, _, main, defined = vision
+    assert defined["baseData"] == "MNIST" and r"on \baseData{}" in main
+
+
+def test_no_related_work_sentence_points_back_to_tokens_it_never_named():
+    from peftlab.analysis.paper.build import related_work
+
+    said = related_work(pd.DataFrame({"method": ["vpt"]}), "vision")
+    assert "such tokens" not in said and "prompt tokens put before the patch tokens" in said
+
+
+# --- 8. zero Overfull and Underfull boxes in the three kinds of paper ----------------------------------------------
+
+
+@pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
+@pytest.mark.parametrize("kind", [default_kind, vision_kind, text_kind])
+def test_the_three_kinds_of_paper_compile_without_bad_boxes(kind, tmp_path):
+    study = kind(tmp_path)
+    paper.write_paper(study, tmp_path / "paper")
+    log = (tmp_path / "paper" / "main.log").read_text(errors="replace")
+    boxes = [line for line in log.splitlines() if re.match(r"(Overfull|Underfull) \\[hv]box", line)]
+    assert boxes == []
+
+
+# --- 7. figures: every text at least 7 pt where it prints -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["default", "vision", "text"])
+def test_every_figure_text_prints_at_7_pt_or_more(kind, request):
+    from peftlab.analysis.paper.figures import MIN_PRINT, PAIR, TEXT_WIDTH, smallest_text, width_points
+
+    _, out, main, _ = request.getfixturevalue(kind)
+    placed = []
+    for environment in re.findall(r"\\begin\{figure\}.*?\\end\{figure\}", main, flags=re.DOTALL):
+        for share, name in re.findall(
+            r"\\includegraphics\[width=([\d.]*)\\linewidth[^]]*\]\{figures/(\w+)\.pdf\}", environment
+        ):
+            share = float(share or 1) * (PAIR if r"\begin{subfigure}" in environment else 1)
+            placed.append((name, share))
+    assert placed
+    for name, share in placed:
+        pdf = out / "figures" / f"{name}.pdf"
+        printed = smallest_text(pdf) * share * TEXT_WIDTH / width_points(pdf)
+        assert printed >= MIN_PRINT - 0.05, (name, printed)
+
+
+def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_line():
+    """Six names around a Pareto staircase, four of them crowded: no two names overlap, none lies on the front's
+    line, and a name placed beyond the nearest offsets gets a line back to its point (issue 82)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+
+    from peftlab.analysis.figures.labels import LABEL_OFFSETS, _label_points
+
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs, ys = [1e3, 8e3, 1.2e4, 1.8e4, 2.7e4, 8e5], [60, 67, 67.5, 68, 68.5, 12]
+    ax.scatter(xs, ys)
+    ax.set_xscale("log")
+    front = ([1e3, 8e3, 8e3, 2.7e4, 2.7e4], [60, 60, 67, 67, 68.5])
+    ax.plot(*front, drawstyle="steps-post")
+    names = ["linear", "lora r=4", "lora r=8", "lora r=4 all-linear", "lora r=8 all-linear", "full"]
+    _label_points(ax, xs, ys, names, lines=[front])
+    renderer = fig.canvas.get_renderer()
+    notes = [child for child in ax.get_children() if isinstance(child, Annotation)]
+    boxes = []
+    for note in notes:
+        note.update_positions(renderer)
+        boxes.append(super(Annotation, note).get_window_extent(renderer))
+        near = tuple(note.get_position()) in LABEL_OFFSETS
+        assert (note.arrow_patch is None) is near, note.get_text()  # a line only from a name moved away
+    assert len(notes) >= 5 and any(note.arrow_patch is not None for note in notes)
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+    corners = ax.transData.transform(list(zip(*front)))
+    on_line = [c0 + (c1 - c0) * t / 50 for c0, c1 in zip(corners, corners[1:]) for t in range(51)]
+    assert not any(box.contains(x, y) for box in boxes for x, y in on_line)  # no name written over the front
