@@ -295,7 +295,7 @@ def results(study_dir: str | Path, out: str | Path | None = None, *, format: str
             df = select_columns(df, columns)
             text = df.to_csv(index=False) if format == "csv" else None
     except ValueError as err:
-        raise UserError(f"columns: {err}") from None
+        raise UserError(f"--columns: {err}") from None  # the command's flag; the API names its parameter
     if format == "parquet":
         write_atomic(out, lambda tmp: typed_frame(df).to_parquet(tmp, index=False))  # one type a column
         return out
