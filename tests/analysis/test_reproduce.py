@@ -246,7 +246,7 @@ def test_a_study_with_pretraining_points_its_runs_at_the_base_the_archive_trains
     assert (packed["base"], packed["pretrain"]) == ("downstream.yaml", "pretrain.yaml")
     base = yaml.safe_load((tmp_path / "configs" / "downstream.yaml").read_text())
     assert base["model"]["pretrained"] == "../base/model.safetensors"
-    assert not (tmp_path / "base").exists() and places.unpacked == {}
+    assert not (tmp_path / "base").exists() and places.supplied == []
     for path in (tmp_path / "configs").iterdir():
         assert str(REPO) not in path.read_text()
     reloaded = load_study(tmp_path / study_file)

@@ -12,8 +12,19 @@ def add_reproduce(sub) -> None:
     p.add_argument(
         "--runs",
         default="one-seed",
-        help="which archived runs to rerun: all, one-seed (default: the first seed of every configuration) or a "
-        "count N (one seed of each configuration first; 0 checks the archive without rerunning)",
+        help="which archived runs to rerun: all (and recompute the paper's claims from them), one-seed (default: "
+        "one seed of every configuration, drawn from --sample-seed) or a count N (one drawn seed of each "
+        "configuration first; 0 checks the archive without rerunning)",
+    )
+    p.add_argument(
+        "--sample-seed",
+        help="the seed that draws which seed of each configuration is rerun (default: a random one, printed and "
+        "recorded in reproduce.json; give it to draw the same runs again)",
+    )
+    p.add_argument(
+        "--trials",
+        action="store_true",
+        help="rerun the tuning searches too and compare each choice (default: the tuning taken as recorded)",
     )
     p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
     p.add_argument(
@@ -28,4 +39,12 @@ def add_reproduce(sub) -> None:
 def cmd_reproduce(args) -> int:
     from peftlab.analysis.archive.reproduce import reproduce
 
-    return reproduce(args.archive, runs=args.runs, out=args.out, progress=not args.quiet, data=args.data)
+    return reproduce(
+        args.archive,
+        runs=args.runs,
+        out=args.out,
+        progress=not args.quiet,
+        data=args.data,
+        sample_seed=args.sample_seed,
+        trials=args.trials,
+    )

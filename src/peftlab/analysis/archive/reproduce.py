@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from peftlab.analysis.archive.claims import compare_claims
+from peftlab.analysis.archive.datasets import check_named_data, named_entries, rerun_environment
 from peftlab.analysis.archive.pack import ARCHIVE_RECORD, rewrite_paths
 from peftlab.analysis.archive.received import (
     RULE,
@@ -23,12 +25,24 @@ from peftlab.analysis.archive.received import (
     check_data,
     check_plugins,
     check_sums,
-    choose,
     compare_runs,
     environment_notes,
     file_sha256,
     results_hash,
     unpack,
+)
+from peftlab.analysis.archive.regenerate import regenerate
+from peftlab.analysis.archive.sample import draw
+from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
+from peftlab.analysis.archive.supplied import check_supplied
+from peftlab.analysis.archive.verdicts import (
+    Evidence,
+    Phases,
+    checked_record,
+    closing_record,
+    machine_lines,
+    reruns_of,
+    verdict_lines,
 )
 from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import UserError
@@ -49,6 +63,8 @@ def reproduce(
     progress: bool = True,
     say: Callable[[str], None] = print,
     data: str | Path | None = None,
+    sample_seed: int | str | None = None,
+    trials: bool = False,
 ) -> int:
     source = Path(source)
     out = Path(out) if out else default_out(source)
@@ -61,46 +77,77 @@ def reproduce(
             f"--data {kept} is not a folder: expected the folder that holds the datasets, each in a folder named "
             "as in the archive's data/"
         )
-    root = unpack(source, out / "archive")
+    seed = sample_seed_of(sample_seed)
+    phases, evidence = Phases(), Evidence()
+    with phases.timed("unpack"):
+        root = unpack(source, out / "archive")
     record = read_json(root / ARCHIVE_RECORD)
     packed = archived_runs(root)
-    chosen = choose(packed, runs)
+    chosen = draw(packed, runs, seed)
     differences: list[str] = []
 
-    notes = environment_notes(record)
-    for note in notes:
-        say(f"environment: {note}")
-    if not notes:
-        say("environment: this machine is of the runs' machine class (CPU vendor, pin, threads, package versions)")
-    for line in check_sums(root):
-        differences.append(line)
-    sha, hash_lines = results_hash(root)
-    differences += hash_lines
-    if not hash_lines:
-        say(f"results hash: {sha[:12]}, recomputed from results/runs, as paper/results.tex and runs.sha256 say")
-    differences += check_plugins(root, record)
-    data_differ, absent, found = check_data(root, record, kept)
-    differences += data_differ
+    with phases.timed("check"):
+        notes = environment_notes(record)
+        for note in notes:
+            say(f"environment: {note}")
+        if not notes:
+            say("environment: this machine is of the runs' machine class (CPU vendor, pin, threads, package versions)")
+        for line in check_sums(root):
+            differences.append(line)
+        sha, hash_lines = results_hash(root)
+        differences += hash_lines
+        if not hash_lines:
+            say(f"results hash: {sha[:12]}, recomputed from results/runs, as paper/results.tex and runs.sha256 say")
+        differences += check_plugins(root, record)
+        data_differ, absent, found = check_data(root, record, kept)
+        supplied, named = check_supplied(root, record), check_named_data(record, kept)
+        differences += data_differ + supplied.differ + named.differ
+        absent += supplied.absent + named.absent
+    with phases.timed("regenerate"):
+        regenerated = regenerate(root, record)
+        differences += regenerated.differ
     for line in differences:
         say(f"differs: {line}")
     for line in absent:
         say(f"note: {line}")
     unseen = [data["folder"] for data in record.get("data") or [] if data.get("folder") and data["folder"] not in found]
+    unseen += [f"{entry['name']} (by name)" for entry in named_entries(record) if entry["name"] not in named.found]
     if chosen and absent:
         raise UserError(f"{absent[0]}; or --runs 0 to check the archive without rerunning")
+    evidence.archive = list(differences)
+    evidence.not_checked = [f"data not checked (absent: {', '.join(unseen)})"] if unseen else []
+    evidence.not_checked += [f"supplied file not checked: {line}" for line in supplied.absent]
+    evidence.checked = checked_record(root, record, sha, found, named, supplied, regenerated)
+    evidence.runs_total = sum(1 for run in packed if run["result"].get("status") == "completed")
+    evidence.sample = "all" if runs == "all" else f"drawn with sample seed {seed}"
+    evidence.tuned = any(run.get("tuned_by") for run in packed)
 
     compared: list[dict] = []
     if chosen:
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
-        compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found)
+        os.environ.update(rerun_environment(named, kept))  # the reruns read each dataset by name as checked
+        with phases.timed("rerun"):
+            compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found)
         lines += base_lines(record, out / "configs" / Path(record["study"]).name, same_class=not notes)
         for line in lines:
             say(line)
-        differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
-    agree = not differences
-    verdict = verdict_line(compared, differences, unseen)
-    say(verdict)
+        evidence.run_differences = [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
+        differences += evidence.run_differences
+    evidence.compared = compared
+    if runs == "all" and compared and all(run["rule"] != "none" for run in compared):
+        with phases.timed("claims"):
+            evidence.claims = compare_claims(
+                root, record, reruns_of(compared), exact=all(run["rule"] == "exact" for run in compared)
+            )
+        for line in evidence.claims.differ:
+            say(f"claim differs: {line}")
+    drawn = seed if chosen and runs != "all" else None  # the seed that drew the reruns, where one did
+    for line in machine_lines(record, evidence, phases, drawn):
+        say(line)
+    closing, level, agree = verdict_lines(evidence)
+    for line in closing:
+        say(line)
     write_json_atomic(
         out / RECORD,
         {
@@ -111,29 +158,15 @@ def reproduce(
             "results_sha256": sha,
             "rule": RULE,
             "compared": compared,
-            "differences": differences,
+            "differences": differences + (evidence.claims.differ if evidence.claims else []),
             "data_not_checked": unseen,
-            "verdict": verdict,
-            "reproduced": agree,
+            "verdicts": closing[:-1],
+            "verdict": closing[-1],
+            "reproduced": agree and level >= 2,
+            **closing_record(evidence, record, phases, drawn, level),
         },
     )
     return 0 if agree else 1
-
-
-def verdict_line(compared: list[dict], differences: list[str], unseen: list[str]) -> str:
-    """The last line: what was rerun and held to which rule, or the first three differences; the datasets that were
-    absent (``unseen``) were not checked."""
-    if differences:
-        return f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
-            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-        )
-    exact = sum(1 for run in compared if run["rule"] == "exact")
-    return (
-        f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
-        + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
-        + "the archive's files, results hash, plugins"
-        + (f" as recorded; data not checked (absent: {', '.join(unseen)})" if unseen else " and data as recorded")
-    )
 
 
 def rerun_and_compare(

@@ -30,6 +30,7 @@ from peftlab.analysis.archive.pack import (
     pack_runs,
 )
 from peftlab.analysis.archive.reproduce_md import phase_seconds, reproduce_md
+from peftlab.analysis.archive.supplied import SUPPLIED_RECORD
 from peftlab.analysis.paper.latex import changed_source, file_sha256, pdf_results_sha256
 from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.load import (
@@ -182,6 +183,6 @@ def archive_record(study_dir: Path, study, study_file: str, places, plugins: lis
         }
         if study.pretrain
         else None,
-        "unpacked_files": places.unpacked,
+        SUPPLIED_RECORD: places.supplied,
         "phases": phase_seconds(study_dir),
     }
