@@ -17,6 +17,7 @@ from peftlab.utils.errors import UserError
 
 SUPPLIED = "supplied"  # the archive's folder of the files the receiver puts there
 SUPPLIED_RECORD = "supplied"  # archive.json's field: a list of {path, sha256, bytes, field}
+SUPPLIED_SUMS = f"{SUPPLIED}/supplied.sha256"  # `sha256sum -c` checks the supplied files with it
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -24,6 +25,14 @@ def supplied_entry(path: Path, shown: str, config_field: str) -> dict:
     """archive.json's record of a file the receiver supplies: ``shown`` its archive path, ``path`` the file the
     runs read (hashed here), ``config_field`` the config field that names it (or the folder it lies in)."""
     return {"path": shown, "sha256": file_sha256(path), "bytes": path.stat().st_size, "field": config_field}
+
+
+def write_supplied_sums(root: Path, entries: list[dict]) -> None:
+    """``supplied/supplied.sha256``: a line per file to supply, as ``sha256sum -c`` reads it from the archive's
+    folder (so the folder is there, waiting for them)."""
+    if entries:
+        (root / SUPPLIED).mkdir(parents=True, exist_ok=True)
+        (root / SUPPLIED_SUMS).write_text("".join(f"{entry['sha256']}  {entry['path']}\n" for entry in entries))
 
 
 def supplied_entries(record: dict, where: Path) -> list[dict]:
