@@ -115,7 +115,8 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     assert plugin["distribution"] == "peftlab-mlpbias" and (root / plugin["folder"] / "peftlab_mlpbias").is_dir()
     text = (root / "REPRODUCE.md").read_text()
     steps = [line for line in text.splitlines() if line[:3] in {f"{n}. " for n in range(1, 10)}]
-    assert [line.split(" ")[1] for line in steps] == ["Install", "Plugin", "Data", "The", "The", "The"]
+    assert [line.split(" ")[1] for line in steps] == ["The", "Install", "Plugin", "Data", "The", "The", "The"]
+    assert steps[0].startswith("1. The integrity check, before anything runs code: `sha256sum -c SHA256SUMS`")
     dry = peftlab("study", "configs/study.yaml", "--dry-run", cwd=root, plugin_site=root / plugin["folder"])
     assert dry.returncode == 0, dry.stderr[-2000:]
 
@@ -124,7 +125,8 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere)  # no plugin installed
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-1].startswith("reproduced: 2 runs rerun, 2 with every metric equal"), lines
+    assert lines[-1] == "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
+    assert any(line.startswith("runs reproduced: yes, 2 of 4 runs rerun (drawn with sample seed ") for line in lines)
     record = json.loads((elsewhere / "check" / "reproduce.json").read_text())
     assert record["reproduced"] and {run["variant"] for run in record["compared"]} == {"lora", "mlp_bias"}
     for run in record["compared"]:

@@ -35,6 +35,7 @@ from peftlab.analysis.archive.regenerate import regenerate
 from peftlab.analysis.archive.sample import draw
 from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
 from peftlab.analysis.archive.supplied import check_supplied
+from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, rerun_with_trials, trial_study
 from peftlab.analysis.archive.verdicts import (
     Evidence,
     Phases,
@@ -128,12 +129,17 @@ def reproduce(
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
         os.environ.update(rerun_environment(named, kept))  # the reruns read each dataset by name as checked
         with phases.timed("rerun"):
-            compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found)
+            compared, lines = rerun_and_compare(root, record, chosen, packed, out, progress, found, trials)
         lines += base_lines(record, out / "configs" / Path(record["study"]).name, same_class=not notes)
         for line in lines:
             say(line)
         evidence.run_differences = [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
         differences += evidence.run_differences
+        if trials:  # each search's choice against the archive's
+            evidence.trial_differences, evidence.trials = compare_choices(chosen, rerun_dirs(out / "rerun"))
+            for line in evidence.trial_differences:
+                say(f"differs: {line}")
+            differences += evidence.trial_differences
     evidence.compared = compared
     if runs == "all" and compared and all(run["rule"] != "none" for run in compared):
         with phases.timed("claims"):
@@ -159,6 +165,7 @@ def reproduce(
             "rule": RULE,
             "compared": compared,
             "differences": differences + (evidence.claims.differ if evidence.claims else []),
+            "tuning_choices": evidence.trials,
             "data_not_checked": unseen,
             "verdicts": closing[:-1],
             "verdict": closing[-1],
@@ -170,7 +177,14 @@ def reproduce(
 
 
 def rerun_and_compare(
-    root: Path, record: dict, chosen: list[dict], packed: list[dict], out: Path, progress: bool, found: dict[str, Path]
+    root: Path,
+    record: dict,
+    chosen: list[dict],
+    packed: list[dict],
+    out: Path,
+    progress: bool,
+    found: dict[str, Path],
+    trials: bool = False,
 ):
     """Rerun ``chosen`` with the archive's study file (its plugins first on the path; its configs copied into
     OUT/configs naming the datasets where ``found`` says) and compare each."""
@@ -179,8 +193,12 @@ def rerun_and_compare(
     os.environ["PYTHONPATH"] = os.pathsep.join(folders + [p for p in [os.environ.get("PYTHONPATH")] if p])
     wanted = [{"variant": run["variant"], "seed": run["seed"], "tuned_by": run["tuned_by"]} for run in chosen]
     study_file = rerun_configs(root, record["study"], found, out / "configs")
-    study, picked, missing = chosen_runs(study_file, wanted)
-    dirs = rerun(study, out / "rerun", progress) if picked else {}
+    if trials:  # the searches again, then the final runs at their choices (trials.py)
+        study, missing = trial_study(study_file, wanted)
+        dirs = rerun_with_trials(study, out / "rerun", progress) if study.runs else {}
+    else:
+        study, picked, missing = chosen_runs(study_file, wanted)
+        dirs = rerun(study, out / "rerun", progress) if picked else {}
     pairs = []
     for run in chosen:
         run_dir = dirs.get((run["variant"], run["seed"]))

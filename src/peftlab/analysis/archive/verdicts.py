@@ -53,7 +53,7 @@ class Evidence:
     run_differences: list[str] = field(default_factory=list)
     sample: str = ""  # how the reruns were chosen ("drawn with sample seed N", "all")
     tuned: bool = False  # whether the study's choices came from tuning searches
-    trials: list[str] | None = None  # the searches' comparison lines where they were rerun (--trials)
+    trials: list[str] | None = None  # the choices found equal where the searches were rerun (--trials)
     trial_differences: list[str] = field(default_factory=list)
     claims: object | None = None  # claims.Claims, where every run was rerun
 
