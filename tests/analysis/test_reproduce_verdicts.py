@@ -143,3 +143,11 @@ def test_a_cell_of_the_table_that_is_not_the_runs_is_named():
     edited.loc[1, "metrics.test_top1"] = 0.99
     assert frame_differences(edited, made) == ["run b metrics.test_top1 0.99 (the runs give 0.25)"]
     assert frame_differences(made.iloc[:1], made) == ["run b missing"]
+
+
+def test_a_dataset_by_name_without_a_layout_here_is_left_to_the_reruns_not_called_absent():
+    found = check_named_data({"data": [{"name": "vtab1k/cifar", "folder": None, "sha256": {"x": "0" * 64}}]}, None)
+    assert (found.absent, found.differ, found.rerun_checked) == ([], [], {"vtab1k/cifar"})
+    assert found.by_reruns == [
+        "data vtab1k/cifar (by name): checked only by the reruns, which record its files' SHA-256"
+    ]

@@ -29,6 +29,8 @@ class NamedData:
     found: dict[str, Path] = field(default_factory=dict)  # data.name -> the folder checked (its reader's layout)
     checked: dict[str, dict[str, str]] = field(default_factory=dict)  # data.name -> {file: SHA-256 found equal}
     kept: set[str] = field(default_factory=set)  # the names read from --data
+    by_reruns: list[str] = field(default_factory=list)  # a note per dataset only a rerun's record checks
+    rerun_checked: set[str] = field(default_factory=set)  # their names
 
 
 def named_entries(record: dict) -> list[dict]:
@@ -58,10 +60,16 @@ def locate(name: str, kept: Path | None) -> tuple[Path | None, str | None, bool]
 
 def check_named_data(record: dict, kept: Path | None) -> NamedData:
     """Each dataset by name: its recorded files hashed where it is read (``locate``)."""
+    from peftlab.data.sources import LAYOUTS
+
     out = NamedData()
     for entry in named_entries(record):
         name = str(entry.get("name"))
         shown = f"data {name} (by name)"
+        if name not in LAYOUTS:  # a suite's task or a text dataset: its reader finds and records it
+            out.by_reruns.append(f"{shown}: checked only by the reruns, which record its files' SHA-256")
+            out.rerun_checked.add(name)
+            continue
         folder, why, under = locate(name, kept)
         if folder is None:
             out.absent.append(f"{shown} is absent: {why}")

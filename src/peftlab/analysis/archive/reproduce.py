@@ -112,7 +112,13 @@ def reproduce(
     for line in absent:
         say(f"note: {line}")
     unseen = [data["folder"] for data in record.get("data") or [] if data.get("folder") and data["folder"] not in found]
-    unseen += [f"{entry['name']} (by name)" for entry in named_entries(record) if entry["name"] not in named.found]
+    unseen += [
+        f"{entry['name']} (by name)"
+        for entry in named_entries(record)
+        if entry["name"] not in named.found and not (chosen and entry["name"] in named.rerun_checked)
+    ]
+    for line in named.by_reruns:
+        say(f"note: {line}")
     if chosen and absent:
         raise UserError(f"{absent[0]}; or --runs 0 to check the archive without rerunning")
     evidence.archive = list(differences)
