@@ -151,3 +151,17 @@ def test_a_dataset_by_name_without_a_layout_here_is_left_to_the_reruns_not_calle
     assert found.by_reruns == [
         "data vtab1k/cifar (by name): checked only by the reruns, which record its files' SHA-256"
     ]
+
+
+def test_a_recorded_command_from_a_folder_outside_names_no_folder_of_the_authors_machine(tmp_path):
+    import json
+
+    from peftlab.analysis.archive.reproduce_md import command_lines
+
+    (tmp_path / "study").mkdir()
+    record = {"argv": ["peftlab", "study", "s.yaml"], "cwd": "/srv/alice-private-project/work"}
+    (tmp_path / "study" / "commands.jsonl").write_text(json.dumps(record) + "\n")
+    (line,) = [line for line in command_lines(tmp_path / "study") if line.startswith("peftlab ")]
+    assert (
+        line == "peftlab study s.yaml  # from a folder of the machine of the runs, outside the checkout and the study"
+    )

@@ -127,7 +127,7 @@ def command_lines(study_dir: Path) -> list[str]:
         if where is not None and not where.startswith(("OUTSIDE", "'OUTSIDE")):
             shell.append(f"cd {where} && {line}")
         elif where is not None:
-            shell.append(f"{line}  # from a folder of the machine of the runs (the repository's or the study's parent)")
+            shell.append(f"{line}  # from a folder of the machine of the runs, outside the checkout and the study")
         else:
             shell.append(f"{line}  # from a folder the record does not name")
     return lines + markdown_block(shell, "bash") + [""]
