@@ -247,3 +247,28 @@ def test_the_claims_recomputed_from_reruns_name_a_flip(received, tmp_path):
     claims = compare_claims(root, record, flipped, exact=False)
     assert any(line.startswith("main table (metrics.test_top1) not reproduced: ") for line in claims.differ)
     assert any(line.startswith("the best configuration flips: ") for line in claims.differ), claims.differ
+
+
+@pytest.mark.e2e
+def test_every_run_rerun_from_the_data_copy_checked_reproduces_the_claims(received, tmp_path):
+    """--runs all with Fashion-MNIST only under --data (where peftlab would look by name there is nothing): the
+    reruns read the copy checked, and the paper's claims are recomputed from them: level 3."""
+    root = unpack(received, tmp_path)
+    shutil.copy(received["base"], root / "supplied" / WEIGHTS)
+    shutil.copytree(received["fashion"], tmp_path / "my data" / "fashion_mnist")
+    done = receive(
+        received,
+        tmp_path,
+        *("reproduce", NAME, "--runs", "all", "--data", "my data", "--out", "check", "--quiet"),
+        fashion=tmp_path / "nowhere",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "claims reproduced: level 3 of 3 (archive intact; runs reproduced; claims reproduced)", lines
+    assert any(
+        line.startswith("claims reproduced: yes (exact): the main table's means and intervals") for line in lines
+    )
+    record = json.loads((tmp_path / "check" / "reproduce.json").read_text())
+    (checked,) = [key for key in record["checked"]["data"] if key.startswith("fashion_mnist (by name, ")]
+    assert str((tmp_path / "my data" / "fashion_mnist").resolve()) in checked
+    assert record["sample_seed"] is None and record["level"] == 3 and len(record["compared"]) == 4
