@@ -165,3 +165,12 @@ def test_a_recorded_command_from_a_folder_outside_names_no_folder_of_the_authors
     assert (
         line == "peftlab study s.yaml  # from a folder of the machine of the runs, outside the checkout and the study"
     )
+
+
+def test_superseded_runs_are_named_in_reproduce_md_with_their_time():
+    from peftlab.analysis.archive.reproduce_md import superseded_lines
+
+    assert superseded_lines({"superseded": []}) == []
+    lines = superseded_lines({"superseded": [{"run": "old1", "seconds": 90.0}, {"run": "old2", "seconds": 30.0}]})
+    assert lines[0] == "## Superseded runs"
+    assert "2 runs of another version of the study" in lines[2] and "`old1`, `old2` (2.0 min of run time)" in lines[2]
