@@ -12,6 +12,7 @@ alone covers.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import tempfile
@@ -58,7 +59,7 @@ def compare_tables(root: Path, study_dir: Path, out: Regenerated) -> None:
     from peftlab.analysis.results.portable import portable_frame
 
     table = portable_frame(load_results(study_dir), study_dir)
-    made = pd.read_csv(__import__("io").StringIO(table.to_csv(index=False)))  # as a CSV reads back
+    made = pd.read_csv(io.StringIO(table.to_csv(index=False)))  # as the archived CSV reads back
     for name, read in (("results.csv", pd.read_csv), ("results.parquet", pd.read_parquet)):
         path = root / "results" / name
         if not path.is_file() or path.is_symlink():
@@ -109,14 +110,16 @@ def frame_differences(archived, made) -> list[str]:
 
 
 def same_cell(old, new) -> bool:
-    import math
+    """Equal cells: both missing, equal numbers (bit for bit: a CSV of ``repr`` floats reads back exactly), or the
+    same text."""
+    import numbers
 
     import pandas as pd
 
-    if pd.isna(old) if not isinstance(old, list | dict) else False:
-        return bool(pd.isna(new)) if not isinstance(new, list | dict) else False
-    if isinstance(old, int | float) and isinstance(new, int | float) and not isinstance(old, bool):
-        return old == new or (math.isfinite(old) and abs(old - new) <= 1e-12 * max(abs(old), abs(new)))
+    if pd.api.types.is_scalar(old) and pd.isna(old):
+        return pd.api.types.is_scalar(new) and bool(pd.isna(new))
+    if isinstance(old, numbers.Number) and isinstance(new, numbers.Number) and not isinstance(old, bool):
+        return bool(old == new)
     return str(old) == str(new)
 
 
@@ -193,7 +196,7 @@ def compare_paper(root: Path, study_dir: Path, record: dict, into: Path, out: Re
     out.compared["paper/results.tex"] = f"{len(kept)} macros"
     skipped = sorted(set(made) - set(kept))
     if skipped:
-        out.skipped.append(f"paper/results.tex: {len(skipped)} macros from files the archive does not pack")
+        out.skipped.append(f"paper/results.tex: {', '.join(skipped)} (from files the archive does not pack)")
     if wrong or extra:
         said = [
             f"\\{name} {macro_value(archived.get(name))} (the runs give {macro_value(made[name])})" for name in wrong

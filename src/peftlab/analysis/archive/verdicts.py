@@ -224,6 +224,7 @@ def checked_record(root, record: dict, results_sha: str, found: dict, named, sup
             for plugin in record.get("plugins") or []
         },
         "regenerated": [f"{name}: {what}" for name, what in regenerated.compared.items()],
+        "not_regenerated": list(regenerated.skipped),  # drawn from files an archive does not pack
     }
 
 
