@@ -209,6 +209,7 @@ def compare_paper(root: Path, study_dir: Path, record: dict, into: Path, out: Re
         )
     for path in sorted(Path(tables).glob("*.tex")):
         if path.name in NOT_FROM_RUNS_TABLES:
+            out.skipped.append(f"paper/tables/{path.name} (from files the archive does not pack)")
             continue
         shown = f"paper/tables/{path.name}"
         archived_table = root / "paper" / "tables" / path.name
