@@ -29,8 +29,9 @@ def add_reproduce(sub) -> None:
     p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
     p.add_argument(
         "--data",
-        help="a folder that holds datasets the archive does not pack, each as <name> for the archive's data/<name>: "
-        "checked against their recorded SHA-256 and read by the reruns (default: the archive's data/)",
+        help="a folder that holds datasets the archive does not pack, each as <name> for the archive's data/<name> "
+        "or for a dataset the configs name (fashion_mnist, mnist): checked against their recorded SHA-256 and read "
+        "by the reruns (default: the archive's data/, and where peftlab finds a dataset by its name)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_reproduce)
