@@ -1,7 +1,8 @@
 """Where a pinned training step first gives other bits on another CPU: every module's forward output and output
 gradient, and every parameter after AdamW, hashed over a few steps of the default study's pretraining model.
 
-    python benchmarks/step_probe.py [--steps 3] [--threads 2] [--out FILE.json] [--compare RECORDED.json]
+    python benchmarks/step_probe.py [--steps 3] [--threads 2] [--downstream] [--variant pin] [--out FILE.json]
+                                    [--compare RECORDED.json]
 
 The model, loss, optimizer and clipping are the pretraining's (configs/pretrain.yaml: the 4-block ViT of width 128
 at 28 px, cross-entropy, the fused AdamW a pinned run takes, train.clip_grad), under peftlab's pin
@@ -12,6 +13,20 @@ the batch happen), ``grad norm`` (the clipping's) and, after the optimizer step,
 of the tensor's bytes. ``--compare`` names the first entry whose hash differs from a recorded file (another CPU's),
 which is the first operation of a real step that rounds differently there. The lines measured here are committed
 beside this file (benchmarks/step_probe/*.json), one per CPU they were measured on.
+
+``--downstream`` adds a step of each configuration of the default study (configs/studies/default.yaml: full, linear,
+LoRA on the q and v slices, AdaLoRA, the controller, QA-LoRA, QLoRA int8 and nf4), each the study's own config on a
+random base (``model.pretrained: none``) and a seeded batch of its batch size, trained by peftlab's step
+(``training.step.training_step`` through ``bench.common.Trainer``, at its rates, the tuner's hooks included): the
+same entries, where ``grad <name>`` is taken as each trainable parameter's gradient is accumulated. Each says whether
+its model holds bitsandbytes layers, whose kernels choose their code by the CPU and which the pin does not reach.
+
+``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's COMPATIBLE
+branch instead of the pin's, or every ``nn.Linear`` as ``x @ W^T`` then ``+ b`` instead of MKL's ``addmm`` (it
+does not reach peftlab's fused q/k/v, which calls ``addmm`` itself). Compare a variant's record with another CPU's
+record of the same variant. Measured (issue 80): under the pin an Intel Xeon with AMX and AMD EPYCs part at step 0's
+``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries differ at 2 threads), bias apart or not; under
+``compatible`` every entry agreed at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records).
 """
 
 from __future__ import annotations
@@ -27,9 +42,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from peftlab.utils.cpu import pin_arithmetic  # before torch: the pin is read once
+from peftlab.utils.cpu import PINNED  # torch-free: the variant's switches are set before torch is imported
 
 REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "configs" / "studies" / "default.yaml"
+# a variant: the switches it sets over the pin's, and whether every nn.Linear adds its bias apart
+VARIANTS = {
+    "pin": ({}, False),
+    "bias-apart": ({}, True),
+    "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False),
+    "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True),
+}
 
 
 def digest(tensor) -> str:
@@ -96,6 +119,83 @@ def probe(steps: int, threads: int) -> dict:
     }
 
 
+def linear_bias_apart(self, x):
+    """``nn.Linear.forward`` as ``x @ W^T``, then ``+ b`` (the ``bias-apart`` variants)."""
+    import torch
+
+    y = torch.matmul(x, self.weight.t())
+    return y if self.bias is None else y + self.bias
+
+
+def uses_bitsandbytes(model) -> bool:
+    return any(cls.__module__.startswith("bitsandbytes") for module in model.modules() for cls in type(module).__mro__)
+
+
+def probe_downstream(steps: int) -> dict:
+    """Every configuration of the default study (its first seed's run of each): ``steps`` of peftlab's step each."""
+    import dataclasses
+
+    from peftlab.study.spec import load_study
+
+    out = {}
+    for spec in load_study(STUDY).runs:
+        if spec.variant not in out:
+            cfg = dataclasses.replace(spec.config, model=dataclasses.replace(spec.config.model, pretrained="none"))
+            out[spec.variant] = probe_run(cfg, steps)
+    return out
+
+
+def probe_run(cfg, steps: int) -> dict:
+    """``steps`` of peftlab's step of one run config on a random base and a seeded batch, hashed."""
+    import torch
+
+    from peftlab.bench.common import Trainer
+    from peftlab.training.step import training_step
+    from peftlab.tuners.modules import SplitQKV
+
+    generator = torch.Generator().manual_seed(1)
+    size, chans, batch = cfg.model.img_size, cfg.model.in_chans, cfg.train.batch_size
+    images = torch.randn(batch, chans, size, size, generator=generator)
+    labels = torch.randint(0, 10, (batch,), generator=generator)
+    trainer = Trainer(cfg, images, labels, "fp32", clip_grad=cfg.train.clip_grad)
+    model, entries = trainer.model, []
+    names = {module: name or "model" for name, module in model.named_modules()}
+
+    def forward_hook(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            entries.append((f"fwd {names[module]}", digest(output)))
+
+    def backward_hook(module, grad_input, grad_output):
+        if grad_output and isinstance(grad_output[0], torch.Tensor):
+            entries.append((f"bwd {names[module]}", digest(grad_output[0])))
+
+    def grad_hook(name):
+        return lambda param: entries.append((f"grad {name}", digest(param.grad)))
+
+    for module in model.modules():
+        # the leaves, and the fused q/k/v, whose own forward computes its slices' products
+        if not list(module.children()) or isinstance(module, SplitQKV):
+            module.register_forward_hook(forward_hook)
+            module.register_full_backward_hook(backward_hook)
+    trained = trainer.tuner.trainable_parameters()
+    for name, param in trained.items():
+        param.register_post_accumulate_grad_hook(grad_hook(name))
+    record = []
+    for step in range(steps):
+        entries.clear()
+        loss, norm, _ = training_step(
+            model, trainer.tuner, [(images, labels)], trainer.optimization, step=step, n_micro=1
+        )
+        entries += [("loss", digest(loss)), ("grad norm", digest(norm))]
+        entries += [(f"param {name}", digest(p)) for name, p in trained.items()]
+        record.append({"step": step, "entries": [list(e) for e in entries]})
+    return {
+        "bitsandbytes": uses_bitsandbytes(model),
+        "all": hashlib.sha256(json.dumps(record).encode()).hexdigest()[:12],
+        "record": record,
+    }
+
+
 def first_difference(mine: dict, recorded: dict) -> str | None:
     """The first (step, entry) whose hash differs, in autograd's order; None when every entry is equal."""
     for here, there in zip(mine["record"], recorded["record"], strict=False):
@@ -111,23 +211,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--downstream", action="store_true", help="also a step of each default-study configuration")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="pin", help="how to compute (default: the pin)")
     parser.add_argument("--out", help="write the record here (JSON)")
     parser.add_argument("--compare", help="a recorded file: name the first entry that differs from it")
     args = parser.parse_args()
-    pin_arithmetic()
+    switches, bias_apart = VARIANTS[args.variant]
+    os.environ.update({**PINNED, **switches})  # before torch is imported: each library reads its switch once
+    import torch
+
+    if bias_apart:
+        torch.nn.Linear.forward = linear_bias_apart
     # the input needs no gradient: PyTorch says the first leaf's hook sees its output's gradient alone, as wanted
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     result = probe(args.steps, args.threads)
+    result["variant"] = args.variant
+    if args.downstream:
+        result["downstream"] = probe_downstream(args.steps)
     machine = f"{result['cpu_vendor']} {result['cpu_model']}"
-    print(f"{machine}: threads {args.threads}, {args.steps} steps, all {result['all']}")
+    print(f"{machine}: variant {args.variant}, threads {args.threads}, {args.steps} steps, pretraining {result['all']}")
+    for name, step in result.get("downstream", {}).items():
+        kernels = "; through bitsandbytes' kernels (the pin does not reach them)" if step["bitsandbytes"] else ""
+        print(f"  {name}: {step['all']}{kernels}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.compare:
         recorded = json.loads(Path(args.compare).read_text())
-        where = first_difference(result, recorded)
         other = f"{recorded['cpu_vendor']} {recorded['cpu_model']}, threads {recorded['threads']}"
-        verdict = f"first difference at {where}" if where else "every entry equal"
-        print(f"against {args.compare} ({other}): {verdict}")
+        other += f", MKL_CBWR={recorded['pin']['MKL_CBWR']}"
+        if "variant" in recorded:  # records from before --variant were the pin's, or named by their file
+            other += f", variant {recorded['variant']}"
+        print(f"against {args.compare} ({other}):")
+        steps = {"pretraining": (result, recorded)}
+        for name, step in result.get("downstream", {}).items():
+            steps[name] = (step, recorded.get("downstream", {}).get(name))
+        for name, (mine, theirs) in steps.items():
+            if theirs is None:
+                print(f"  {name}: not in the recorded file")
+                continue
+            where = first_difference(mine, theirs)
+            print(f"  {name}: {f'first difference at {where}' if where else 'every entry equal'}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from testkit import REPO, TINY_MODEL
+from testkit import REPO, TINY_MODEL, run_cli
 
 import peftlab
 from peftlab.config.schema import RunConfig
@@ -49,7 +49,8 @@ def test_import_peftlab_imports_no_torch_and_offers_the_api():
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [[], ["train", "run_study", "load_results", "load_trained", "predict"]]
+    assert json.loads(out.stdout) == [[], peftlab.__all__]
+    assert peftlab.__all__[:5] == ["train", "run_study", "load_results", "load_trained", "predict"]
 
 
 def test_train_applies_overrides_and_returns_the_record_it_wrote(config, tmp_path):
@@ -61,6 +62,8 @@ def test_train_applies_overrides_and_returns_the_record_it_wrote(config, tmp_pat
     assert (result["config"]["method"]["r"], result["config"]["train"]["lr"]) == (4, 0.01)
     again = peftlab.train(config, {"method": {"r": 4}, "train": {"lr": 0.01}}, run_dir=tmp_path / "run")
     assert again == result  # the same run, finished: its record, not a second training
+    shown = run_cli("train", str(config), "method.r=4", "train.lr=0.01", "--run-dir", str(tmp_path / "run"), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == result  # peftlab train --json: the record
 
 
 def test_mistakes_are_one_line_before_any_run_folder(config, tmp_path):

@@ -228,6 +228,27 @@ def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp
     assert "bf16 / fp32 LoRA step" in proc.stdout and "nf4 eval, bnb CPU kernel / reference" in proc.stdout
 
 
+@pytest.mark.e2e
+def test_bench_only_pin_times_each_mode_in_a_process_of_its_own_and_says_mkl_s_branch(tmp_path):
+    from peftlab.utils import cpu
+
+    out = tmp_path / "bench.json"
+    proc = run_cli(
+        *("bench", "--only", "pin", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--depth", "1"),
+        *("--embed-dim", "32", "--num-heads", "2", "--patch-size", "8", "--batch", "4", "--repeats", "1"),
+        *("--json", str(out)),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figure = json.loads(out.read_text())["pin"]
+    if cpu.applies():  # each process computed in the branch its switches ask for, as MKL itself reports
+        assert figure["mkl_branch"]["unpinned"] == "OFF" and figure["mkl_branch"]["compatible"] == "COMPATIBLE,STRICT"
+        assert figure["mkl_branch"]["pinned"] in ("AVX2,STRICT", "AUTO,STRICT")  # AUTO: an AMD CPU
+    for method in ("full", "lora"):
+        assert figure[method]["pinned_vs_unpinned"]["n"] == 1 and figure[method]["compatible_vs_unpinned"]["median"] > 0
+    assert "lora step CPU unpinned, pinned, COMPATIBLE" in proc.stdout and "/ unpinned" in proc.stdout
+
+
 def tiny_cfg(method, targets="standard", **options):
     """The bench's config for ``method`` on the tests' tiny ViT."""
     from testkit import TINY_MODEL

@@ -37,7 +37,7 @@ def test_a_process_whose_torch_runs_unpinned_refuses_in_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="train.reproducible=true needs the CPU arithmetic pinned") as err:
         cpu.pin_arithmetic()
-    assert "\n" not in str(err.value) and "MKL_CBWR=AVX2,STRICT" in str(err.value)
+    assert "\n" not in str(err.value) and "train.reproducible=false" in str(err.value)
 
 
 def test_a_pinned_cpu_run_takes_the_fused_adamw_and_an_unpinned_one_keeps_the_single_tensor_one():
@@ -101,3 +101,14 @@ def test_a_reproducible_run_trains_pinned_and_says_so(tmp_path):
     assert arithmetic["mkl_branch"] in ("AVX2,STRICT", "AUTO,STRICT")
     assert provenance["hardware"]["cpu_capability"] == "AVX2"
     assert provenance["fused_adamw"] is True
+
+
+@x86
+def test_the_record_asks_the_libraries_not_the_environment(monkeypatch):
+    for name, value in cpu.PINNED.items():
+        monkeypatch.setenv(name, value)
+    assert cpu.reported_pinned("AUTO,STRICT", "AVX2") and cpu.reported_pinned("AVX2,STRICT", "AVX2")
+    assert not cpu.reported_pinned("OFF", "AVX2")  # MKL read its switch before it was set
+    assert not cpu.reported_pinned("AVX2,STRICT", "AVX512")  # ATen chose its code when torch was imported
+    assert cpu.arithmetic_record(True, None, "AUTO,STRICT", "AVX2")["pinned"] is True
+    assert cpu.arithmetic_record(True, None, "OFF", "AVX2")["pinned"] is False

@@ -383,3 +383,14 @@ def test_an_empty_config_is_refused(tmp_path, monkeypatch, argv):
     monkeypatch.setattr(training_run, "train", lambda *a, **k: pytest.fail("a run started"))
     assert_one_line(peftlab(*argv(tmp_path)), "empty")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_terminal_escaper_shows_every_control_and_bidirectional_character_as_its_code():
+    from peftlab.cli.terminal import BIDI_CONTROLS, printable
+
+    controls = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]] + list(BIDI_CONTROLS)
+    for c in controls:
+        shown = printable(f"a{c}b")
+        assert shown.isprintable() and shown == f"a{ascii(c)[1:-1]}b", (c, shown)
+    assert printable("naïve 中文 🙂 a b") == "naïve 中文 🙂 a b"  # printable text, spaces included, is left as is
+    assert printable("row\x1b[2J\nnext", lines=True) == "row\\x1b[2J\nnext"

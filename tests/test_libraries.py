@@ -4,6 +4,7 @@ peftlab's one line; no library asks the hub for kernels.
 The chatter is injected, so these tests pin the behaviour on every CPU (bitsandbytes' own hub-kernel
 warning appears only on AVX512-BF16 CPUs)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,36 @@ def test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr(tmp_pat
         [sys.executable, "-m", "peftlab.cli", *export], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600
     )
     assert proc.returncode == 0 and foreign_lines(proc.stderr) == [], proc.stderr
+
+
+QUIETED = """
+import json, logging, sys, warnings
+from pathlib import Path
+from peftlab.utils.libraries import logged_to, quieted
+
+before = list(logging.getLogger().handlers)
+with quieted(), logged_to(Path(sys.argv[1])):  # what peftlab.train does in a kernel around its run
+    guarded = "kernels" in sys.modules and sys.modules["kernels"] is None
+    warnings.warn("a library's warning")
+    logging.getLogger("timm").warning("a library's record")
+warnings.warn("the user's own warning, after")
+print(json.dumps([guarded, logging.getLogger().handlers == before, "kernels" in sys.modules]))
+"""
+
+
+def test_an_api_call_keeps_the_libraries_in_the_run_log_and_gives_the_process_back(tmp_path):
+    """A notebook's kernel is not quieted: peftlab.train quiets the libraries for its run (library.log, the hub-kernel
+    guard), and afterwards the user's warnings and logging are theirs again."""
+    log = tmp_path / "library.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", QUIETED, str(log)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [True, True, False]
+    text = log.read_text()
+    assert "a library's warning" in text and "a library's record" in text
+    assert "a library's" not in proc.stderr and "the user's own warning, after" in proc.stderr

@@ -1,73 +1,51 @@
-"""examples/default_study.ipynb runs through a real Jupyter kernel (nbclient, ipykernel) on a small real study made
-here by ``peftlab study`` (the default study takes 15 minutes): every cell runs without error and shows the study's
-numbers, computed here from its run files with scipy, its figure, the best run loaded back and its predictions,
-which are the loaded model's answers on the run's own test tensors."""
+"""examples/default_study.ipynb runs through a real Jupyter kernel (nbclient, ipykernel) from a temporary folder, as a
+newcomer's copy would: finding no study there, it writes the VTAB-style Fashion-MNIST task with ``peftlab data
+vtab-demo``, trains one run with ``peftlab.train``, trains a small study with ``peftlab.run_study`` and shows its
+numbers (computed here from its run files with scipy), its figure, the run read back and its predictions (what
+``peftlab.predict`` answers here). It uses only peftlab's public API, and its cells print no progress bars."""
 
 import json
 import math
 import os
+import re
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
-import yaml
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import REPO, needs_fashion_mnist
 
 NOTEBOOK = REPO / "examples" / "default_study.ipynb"
 SEEDS = 2
-BASE = {
-    "model": TINY_MODEL,
-    "method": {"name": "lora", "r": 2},
-    "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-    "train": {"max_steps": 3, "batch_size": 16, "lr": 1e-2},
-}
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory) -> Path:
-    """A real study of the default's shape, small: a linear probe and LoRA, two seeds each, on Fashion-MNIST."""
-    root = tmp_path_factory.mktemp("notebook")
-    (root / "base.yaml").write_text(yaml.safe_dump(BASE))
-    study = {"name": "nb", "base": "base.yaml", "seeds": SEEDS, "methods": {"linear": {}, "lora": {}}}
-    (root / "study.yaml").write_text(yaml.safe_dump(study))
-    done = run_cli("study", str(root / "study.yaml"), "--study-dir", str(root / "study"), "--quiet", cwd=root)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return root / "study"
-
-
-def executed(study_dir: Path, monkeypatch) -> list[dict]:
-    """The notebook's cells after a real kernel ran them from examples/, the study given as PEFTLAB_STUDY_DIR."""
+def executed(folder: Path, study_dir: Path, monkeypatch) -> list[dict]:
+    """The notebook's cells after a real kernel ran a copy of it in ``folder``, the study given as PEFTLAB_STUDY_DIR."""
     import nbformat
     from nbclient import NotebookClient
 
+    shutil.copy(NOTEBOOK, folder / NOTEBOOK.name)
     monkeypatch.setenv("PEFTLAB_STUDY_DIR", str(study_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook = nbformat.read(folder / NOTEBOOK.name, as_version=4)
     client = NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
     client.execute()  # a cell that raises raises CellExecutionError here, naming the cell and its traceback
     return [cell for cell in notebook.cells if cell.cell_type == "code"]
 
 
-def text_of(cell: dict) -> str:
-    """What a cell printed (its stdout) and the text of what it showed; not the libraries' warnings on stderr."""
-    return "".join(
-        (output["text"] if output["name"] == "stdout" else "")
-        if output["output_type"] == "stream"
-        else output.get("data", {}).get("text/plain", "")
-        for output in cell.get("outputs", [])
-    )
-
-
-def runs_of(study_dir: Path) -> list[tuple[dict, dict]]:
-    """(spec.json, result.json) of each run, read as files."""
-    runs = []
-    for run_dir in sorted((study_dir / "runs").iterdir()):
-        runs.append(tuple(json.loads((run_dir / name).read_text()) for name in ("spec.json", "result.json")))
-    return runs
+def text_of(cell: dict, stream: str = "stdout") -> str:
+    """What a cell printed on ``stream``, and on stdout the text of its result (not of what it displayed)."""
+    text = ""
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream" and output["name"] == stream:
+            text += output["text"]
+        elif output["output_type"] == "execute_result" and stream == "stdout":
+            text += output["data"].get("text/plain", "")
+    return text
 
 
 def interval(values: list[float]) -> tuple[float, float, float]:
@@ -79,21 +57,35 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
-def test_the_example_notebook_runs_through_a_kernel_and_shows_the_studys_numbers(study_dir, monkeypatch):
-    import torch
+def test_the_notebook_uses_only_the_public_api():
+    import nbformat
 
+    code = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
+    assert re.findall(r"\bpeftlab\.(\w+)", code) and all(
+        name in __import__("peftlab").__all__ for name in re.findall(r"\bpeftlab\.(\w+)\(", code)
+    )
+    assert "from peftlab" not in code and not re.search(r"import peftlab\.", code)
+
+
+def test_the_notebook_runs_from_another_folder_and_trains_what_it_shows(tmp_path, monkeypatch):
     import peftlab
-    from peftlab.config.schema import load_config
-    from peftlab.data.inputs import build_splits
-    from peftlab.models.backbones import model_inputs
 
-    cells = executed(study_dir, monkeypatch)
-    setup, results, summary, figure, loaded, predicted = cells
-    assert text_of(setup) == f"study: {study_dir}\n"
-    runs = runs_of(study_dir)
+    study_dir = tmp_path / "study"  # absent: the notebook trains its small study there
+    setup, data, results, summary, figure, loaded, predicted = executed(tmp_path, study_dir, monkeypatch)
+    assert text_of(setup) == f"study: {study_dir} (none found: a small one is trained below)\n"
+
+    run = json.loads((tmp_path / "runs" / "notebook-run" / "result.json").read_text())
+    assert run["status"] == "completed" and run["config"]["method"]["name"] == "full"
+    assert text_of(data).startswith(f"completed: test top-1 {100 * run['metrics']['test_top1']:.2f}%")
+
+    runs = []
+    for run_dir in sorted((study_dir / "runs").iterdir()):
+        runs.append(tuple(json.loads((run_dir / name).read_text()) for name in ("spec.json", "result.json")))
     assert len(runs) == 2 * SEEDS and all(result["status"] == "completed" for _, result in runs)
     assert text_of(results).startswith(f"{len(runs)} runs: {len(runs)} completed\n")
-
+    # without bars, the study's cell shows one line, updated in place as runs end
+    [line] = [o["data"]["text/plain"] for o in results["outputs"] if o["output_type"] == "display_data"]
+    assert line.startswith(f"study notebook-small: run {len(runs)}/{len(runs)} (100%), "), line
     lines = text_of(summary).splitlines()
     assert len(lines) == 2
     for variant in ("linear", "lora"):
@@ -101,34 +93,25 @@ def test_the_example_notebook_runs_through_a_kernel_and_shows_the_studys_numbers
         mean, low, high = interval(top1)
         expected = f"{variant:<20} {100 * mean:6.2f}%  [{100 * low:.2f}, {100 * high:.2f}]  n={SEEDS}"
         assert expected in lines, (expected, lines)
-
     assert any("image/png" in output.get("data", {}) for output in figure["outputs"])
+    assert text_of(loaded).startswith("loaded runs/notebook-run: ")
 
-    best_spec, best = max(runs, key=lambda run: run[1]["metrics"]["test_top1"])
-    shown = text_of(loaded)
-    assert shown.startswith("loaded ") and f"test top-1 {100 * best['metrics']['test_top1']:.2f}%" in shown
-    run_id = shown.split()[1]
-    run_dir = study_dir / "runs" / run_id
-    assert json.loads((run_dir / "result.json").read_text())["metrics"]["test_top1"] == best["metrics"]["test_top1"]
-
-    # the notebook's predictions are the loaded run's answers on its own test tensors (the recipe's arrays, not
-    # the PNG files the notebook wrote)
-    cfg = load_config(run_dir / "config.yaml")
-    test = build_splits(cfg.data, model_inputs(cfg.model)).test
-    images, labels = test.get_batch(torch.arange(6))
-    with torch.no_grad():
-        answers = peftlab.load_trained(run_dir).model.eval()(images).argmax(-1).tolist()
-    names = json.loads((run_dir / "result.json").read_text())["provenance"]["data"]["class_names"]
+    task = tmp_path / "data" / "fashion_mnist"
+    listed = [line.rsplit(" ", 1) for line in (task / "test.txt").read_text().splitlines()[:6]]
+    names = json.loads((task / "vtab-demo.json").read_text())["class_names"]
+    answers = peftlab.predict(tmp_path / "runs" / "notebook-run", [task / path for path, _ in listed], top_k=3)
     lines = text_of(predicted).splitlines()
     assert len(lines) == 6
-    for line, label, answer in zip(lines, labels.tolist(), answers, strict=True):
-        assert line.startswith(f"true {names[label]:<12} predicted {names[answer]} "), (line, names[answer])
-    # tqdm.auto draws widgets in a kernel: with ipywidgets installed (the notebook extra) no bar falls back with
-    # "IProgress not found" on stderr
-    stderr = "".join(
-        output.get("text", "")
-        for cell in cells
-        for output in cell.get("outputs", [])
-        if output["output_type"] == "stream" and output["name"] == "stderr"
-    )
-    assert "IProgress not found" not in stderr, stderr[-2000:]
+    for line, (_, label), answer in zip(lines, listed, answers, strict=True):
+        assert line.startswith(f"true {names[int(label)]:<12} predicted {names[answer['top_k'][0]['index']]} "), line
+
+    # progress=False: no bar in any cell (tqdm's widgets or text bars), no "IProgress not found", no library noise
+    stderr = "".join(text_of(cell, "stderr") for cell in (setup, data, results, summary, figure, loaded, predicted))
+    assert "IProgress not found" not in stderr and "it/s]" not in stderr and "%|" not in stderr, stderr[-2000:]
+    widgets = [
+        o
+        for c in (data, results)
+        for o in c["outputs"]
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert not widgets

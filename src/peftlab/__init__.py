@@ -1,6 +1,6 @@
 """peftlab: parameter-efficient fine-tuning studies of vision transformers.
 
-The Python API, for notebooks and scripts (docs/python-api.md): the code the ``peftlab`` command calls, each
+The Python API, for notebooks and scripts (docs/python-api.md): the code the ``peftlab`` commands call, each
 function importing what it needs when called, so that ``import peftlab`` stays light (no torch)::
 
     import peftlab
@@ -10,6 +10,10 @@ function importing what it needs when called, so that ``import peftlab`` stays l
     df = peftlab.load_results("runs/default")                                 # one row per run (pandas)
     tuner = peftlab.load_trained("runs/r16")                                  # tuner.model: the trained model
     peftlab.predict("runs/r16", ["cat.jpg"], top_k=3)                         # class names and probabilities
+
+and one function per command beside them: ``export``, ``results``, ``report``, ``paper``, ``submission``,
+``reproduce``, ``validate``, ``params``. A mistake is one ``peftlab.utils.errors.UserError`` naming the parameter;
+inside IPython it shows as its one line (``peftlab.utils.errors``).
 """
 
 from __future__ import annotations
@@ -25,15 +29,40 @@ hold_stops_for_the_command()
 # plugins: imported here, the registry is filled whatever peftlab module is imported first (timm's models
 # register themselves the same way). It imports no torch.
 import peftlab.tuners.plugins  # noqa: E402, F401
+from peftlab.utils.errors import (  # noqa: E402  (after the hold, as every import here)
+    api,
+    check_bool,
+    check_overrides,
+    check_path,
+    check_paths,
+    show_errors_short,
+)
 
-__all__ = ["train", "run_study", "load_results", "load_trained", "predict"]  # the Python API, below
+__all__ = [  # the Python API, below
+    "train",
+    "run_study",
+    "load_results",
+    "load_trained",
+    "predict",
+    "export",
+    "results",
+    "report",
+    "paper",
+    "submission",
+    "reproduce",
+    "validate",
+    "params",
+]
 
-from typing import TYPE_CHECKING  # noqa: E402  (after the hold, as every import here)
+show_errors_short()  # a UserError is its one line in IPython (and a short error in a script)
+
+from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
+@api(trains=True)
 def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: bool = False) -> dict:
     """Train one run, as ``peftlab train CONFIG [OVERRIDES] --run-dir DIR`` does (the command calls this).
 
@@ -42,38 +71,61 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
     ``run_dir``: default ``runs/<config name>``; a directory that holds the run already resumes or returns it.
     Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...): a run that
     fails or diverges is a record with that status, not an exception; a config or data mistake raises
-    ``peftlab.utils.errors.UserError`` (one line) before the run directory is made. ``train.reproducible``
-    pins the CPU arithmetic, which must happen before torch is imported (a fresh kernel)."""
+    ``peftlab.utils.errors.UserError`` (one line) before the run directory is made. ``train.reproducible`` pins the
+    CPU arithmetic: where torch already runs unpinned in this process (a kernel that imported it first), the run
+    trains in a child process started with the pin, as ``peftlab train`` trains it (the same record and weights)."""
     from pathlib import Path
 
     from peftlab.config.schema import RunConfig, load_config
-    from peftlab.utils.cpu import pin_arithmetic
+    from peftlab.utils import cpu
+    from peftlab.utils.errors import UserError
 
+    check_bool("progress", progress)
+    check_path("run_dir", run_dir, optional=True)
     if isinstance(config, RunConfig):
         if overrides:
-            raise TypeError("overrides go with a config file; apply them to a RunConfig with dataclasses.replace")
+            raise UserError(
+                "overrides go with a config file: give config a path, or apply them to the RunConfig with "
+                "dataclasses.replace"
+            )
         cfg = config
     else:
-        cfg = load_config(config, overrides if isinstance(overrides, dict) else list(overrides))
+        check_path("config", config, what="a run config file (a path) or a RunConfig")
+        cfg = load_config(config, check_overrides(overrides))
+    run_dir = Path(run_dir or Path("runs") / cfg.name)
+    if cfg.train.reproducible and cpu.torch_runs_unpinned():
+        from peftlab.training.run import train_in_pinned_process
+
+        check_before_run_dir(cfg, run_dir)
+        return train_in_pinned_process(cfg, run_dir, progress=progress)
     if cfg.train.reproducible:
-        pin_arithmetic()
-    from peftlab.config.checks import check_modality
+        cpu.pin_arithmetic()  # torch not imported yet: pinned from its import on
     from peftlab.training.run import train as train_run
+    from peftlab.utils.libraries import quieted
+
+    check_before_run_dir(cfg, run_dir)
+    with quieted():  # the libraries' warnings and records to the run's library.log, as the command's
+        return train_run(cfg, run_dir, progress=progress)
+
+
+def check_before_run_dir(cfg, run_dir) -> None:
+    """What ``train`` refuses before the run folder exists, as validate refuses it: what only the model tells (a
+    method of another family, a plugin without apply, a base weights file that is not there or does not fit: the
+    meta device) and what the data tells without decoding it (a missing root, one class folder, a list that does
+    not parse)."""
+    from peftlab.config.checks import check_modality
 
     check_modality(cfg.model, cfg.data)
-    run_dir = Path(run_dir or Path("runs") / cfg.name)
-    if not run_dir.exists():
-        # refused before the folder exists, as validate refuses it: what only the model tells (a method of another
-        # family, a plugin without apply, a base weights file that is not there or does not fit: the meta device)
-        # and what the data tells without decoding it (a missing root, one class folder, a list that does not parse)
-        from peftlab.data.checks import check_data
-        from peftlab.tuners.params import check_against_model
+    if run_dir.exists():
+        return
+    from peftlab.data.checks import check_data
+    from peftlab.tuners.params import check_against_model
 
-        check_against_model(cfg, weights=True)
-        check_data(cfg.data, cfg.model.task == "causal-lm")
-    return train_run(cfg, run_dir, progress=progress)
+    check_against_model(cfg, weights=True)
+    check_data(cfg.data, cfg.model.task == "causal-lm")
 
 
+@api(trains=True)
 def run_study(
     study: str | Path,
     study_dir: str | Path | None = None,
@@ -87,24 +139,37 @@ def run_study(
     (``peftlab.study.runner.run_study``, which the command calls; local worker processes). ``study_dir``:
     default ``runs/<study name>``; a second call resumes it. ``report``: write its report (report/report.md)
     once the runs are done. Returns the ``StudySummary`` (``.ok``, ``.completed``, ``.failed`` with their errors,
-    ``.pending``); the results are then ``load_results(study_dir)``."""
+    ``.pending``); the results are then ``load_results(study_dir)``. The workers are processes of their own,
+    started with the CPU arithmetic pinned where a run asks for it, whatever this process imported before."""
+    import contextlib
     from pathlib import Path
 
     from peftlab.study.runner import run_study as run_study_dir
     from peftlab.study.spec import load_study
-    from peftlab.utils.cpu import pin_arithmetic
+    from peftlab.utils import cpu
+    from peftlab.utils.errors import UserError
+    from peftlab.utils.progress import progress_line
 
+    check_path("study", study, what="a study file (a path)")
+    check_path("study_dir", study_dir, optional=True)
+    for name, value in (("retry_failed", retry_failed), ("report", report), ("progress", progress)):
+        check_bool(name, value)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        from peftlab.utils.errors import UserError
-
         raise UserError(f"workers={workers!r} is invalid: expected an integer >= 1")
     loaded = load_study(study)
+    pinning = contextlib.nullcontext()
     if any(spec.config.train.reproducible for spec in loaded.runs):
-        pin_arithmetic()  # before the workers import torch: they inherit it
+        if cpu.torch_runs_unpinned():  # this process trains nothing: its workers start with the pin
+            pinning = cpu.pinned_children()
+        else:
+            cpu.pin_arithmetic()  # before the workers import torch: they inherit it
     study_dir = Path(study_dir or Path("runs") / loaded.name)
-    summary = run_study_dir(
-        loaded, study_dir, workers=workers, retry_failed=retry_failed, progress=progress, report=report
-    )
+    # without bars, a notebook's cell shows one line: the runs done and the time left
+    line = progress_line(f"study {loaded.name}: {len(loaded.runs)} runs") if not progress else contextlib.nullcontext()
+    with pinning, line:
+        summary = run_study_dir(
+            loaded, study_dir, workers=workers, retry_failed=retry_failed, progress=progress, report=report
+        )
     if report:
         from peftlab.analysis.report.build import write_report
 
@@ -112,24 +177,38 @@ def run_study(
     return summary
 
 
+@api()
 def load_results(study_dir: str | Path):
     """A study's runs as a pandas DataFrame, one row per run (``peftlab results``' table): run_id, variant, method,
     seed, status, error, every config field as ``config.<section>.<field>``, the metrics (``metrics.test_top1``,
-    ...), parameter counts, memory and timings (``peftlab.analysis.results.load.load_results``)."""
+    ...), parameter counts, memory and timings (``peftlab.analysis.results.load.load_results``). A folder that holds
+    no study is the command's one-line error."""
+    from pathlib import Path
+
     from peftlab.analysis.results.load import load_results as load_study_results
+    from peftlab.utils.errors import UserError
 
-    return load_study_results(study_dir)
+    check_path("study_dir", study_dir, what="a study folder (a path)")
+    if not Path(study_dir).is_dir():
+        raise UserError(f"{study_dir} is not a folder: expected a study folder (runs/<study name>)")
+    df = load_study_results(study_dir)
+    if df.empty:
+        raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
+    return df
 
 
+@api()
 def load_trained(run_dir: str | Path):
     """A finished run's tuned model, rebuilt from its config.yaml and adapter.safetensors on the CPU (what
     ``peftlab export`` loads): ``tuner.model`` is the trained model (a torch module taking images as the run's
     data made them), ``tuner.merged_model()`` the merged copy where the method merges."""
     from peftlab.training.export import load_trained as load_run
 
+    check_path("run_dir", run_dir, what="a run folder (a path)")
     return load_run(run_dir)
 
 
+@api()
 def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     """Each image's ``top_k`` classes by a finished run, most probable first, as ``peftlab predict`` prints them:
     ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: an
@@ -137,5 +216,266 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     resize, interpolation and normalisation); the class names are the run's data's
     (``peftlab.training.evaluate.predict``)."""
     from peftlab.training.evaluate import predict as predict_images
+    from peftlab.utils.errors import UserError
 
+    check_path("run_dir", run_dir, what="a run folder (a path)")
+    check_paths("images", images, what="an image file or folder (a path), or a list of them")
+    if not isinstance(top_k, int) or isinstance(top_k, bool):  # its value: the command's check, in its words
+        raise UserError(f"top_k={top_k!r} is invalid: expected an integer >= 1")
     return predict_images(run_dir, images, top_k)
+
+
+@api()
+def export(
+    run_dir: str | Path,
+    *,
+    merged: str | Path | None = None,
+    quantized: str | Path | bool | None = None,
+    peft: str | Path | None = None,
+    force: bool = False,
+):
+    """A finished run's model written for use without peftlab, as ``peftlab export RUN --merged OUT`` (``--quantized``,
+    ``--peft DIR``) writes it (the command calls this); returns the path written. ``merged``: the merged model, a
+    timm state dict in one .safetensors file (an HF model: a folder for ``from_pretrained``); ``quantized``: on a
+    quantized base, the merged model kept quantized (a path, or True with ``merged``'s); ``peft``: a folder for
+    ``peft.PeftModel.from_pretrained`` on the plain base. ``force``: export even a run whose merge check failed."""
+    from pathlib import Path
+
+    from peftlab.training.export import export_merged, export_peft
+    from peftlab.utils.errors import UserError
+
+    check_path("run_dir", run_dir, what="a run folder (a path)")
+    check_path("merged", merged, optional=True)
+    check_path("peft", peft, optional=True)
+    check_bool("force", force)
+    if quantized is not None and quantized is not True:
+        check_path("quantized", quantized, what="a path, or True with merged's path")
+    if peft is not None:
+        if merged is not None or quantized is not None:
+            raise UserError("export(peft=DIR) writes the adapter alone: give it without merged and quantized")
+        return export_peft(Path(run_dir), Path(peft))
+    out = merged if quantized in (None, True) else quantized
+    if out is None or (merged is not None and quantized not in (None, True)):
+        raise UserError(
+            "export needs exactly one output: merged=OUT.safetensors, quantized=OUT.safetensors or "
+            "merged=OUT.safetensors with quantized=True"
+        )
+    return export_merged(Path(run_dir), Path(out), quantized=quantized is not None, force=force)
+
+
+@api()
+def results(study_dir: str | Path, out: str | Path | None = None, *, format: str = "csv", columns=None):
+    """A study's results table as ``peftlab results`` writes it (the command calls this): ``format`` csv, markdown
+    or parquet, ``columns`` a list of column names (or a comma-separated string) kept in that order. Without
+    ``out``: the csv or markdown text (parquet is written to STUDY_DIR/results.parquet); with it: the file written,
+    its path returned. The table itself as a DataFrame: ``load_results``."""
+    from pathlib import Path
+
+    from peftlab.analysis.report.tables import results_markdown, select_columns
+    from peftlab.utils.errors import UserError
+    from peftlab.utils.files import check_output, write_atomic, write_text_atomic
+
+    check_path("study_dir", study_dir, what="a study folder (a path)")
+    check_path("out", out, optional=True)
+    if format not in ("csv", "parquet", "markdown"):
+        raise UserError(f"format={format!r} is invalid: expected csv, parquet or markdown")
+    if isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns):
+        columns = ",".join(columns)
+    elif columns is not None and not isinstance(columns, str):
+        raise UserError(f"columns={columns!r} is invalid: expected a list of column names")
+    out = Path(out or Path(study_dir) / "results.parquet") if out or format == "parquet" else None
+    if out is not None:
+        check_output(out, False, "output file")  # before the study's runs are read
+    df = load_results(study_dir)
+    try:
+        if format == "markdown":
+            text = results_markdown(df, columns) + "\n"  # readable default columns
+        else:
+            df = select_columns(df, columns)
+            text = df.to_csv(index=False) if format == "csv" else None
+    except ValueError as err:
+        raise UserError(f"columns: {err}") from None
+    if format == "parquet":
+        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
+        return out
+    if out is None:
+        return text
+    write_text_atomic(out, text)
+    return out
+
+
+@api()
+def report(study_dir: str | Path, *, baseline: str | None = None):
+    """Write a study's report (report/report.md, its figures and LaTeX tables), as ``peftlab report`` does (the
+    command calls this); returns the path of report.md. ``baseline``: the configuration the others are compared
+    with (default: full, if present)."""
+    from pathlib import Path
+
+    from peftlab.analysis.report.build import write_report
+    from peftlab.utils.errors import UserError
+
+    check_path("study_dir", study_dir, what="a study folder (a path)")
+    if baseline is not None and not isinstance(baseline, str):
+        raise UserError(f"baseline={baseline!r} is invalid: expected a configuration's name")
+    if not (Path(study_dir) / "runs").is_dir():
+        raise UserError(f"{study_dir} is not a study directory (no runs/ inside)")
+    return write_report(study_dir, baseline=baseline)
+
+
+@api()
+def paper(
+    study_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+    only: str | None = None,
+    compile: bool = True,
+    literature: str | Path | None = None,
+    all_literature: bool = False,
+):
+    """Write a study's LaTeX paper and compile main.pdf, as ``peftlab paper`` does (the command calls this); returns
+    its folder (default STUDY_DIR/paper). ``only``: "figures" or "tables"; ``compile=False``: the sources alone;
+    ``literature``: the published numbers' file (default configs/literature.yaml), ``all_literature``: every row."""
+    from peftlab.analysis.paper.build import write_paper
+    from peftlab.analysis.report.literature import LITERATURE
+    from peftlab.utils.errors import UserError
+
+    check_path("study_dir", study_dir, what="a study folder (a path)")
+    check_path("out", out, optional=True)
+    check_path("literature", literature, optional=True)
+    check_bool("compile", compile)
+    check_bool("all_literature", all_literature)
+    if only not in (None, "figures", "tables"):
+        raise UserError(f"only={only!r} is invalid: expected figures, tables or None")
+    return write_paper(
+        study_dir,
+        out,
+        baseline=baseline,
+        literature=literature or LITERATURE,
+        only=only,
+        compile=compile,
+        all_literature=all_literature,
+    )
+
+
+@api()
+def submission(study_dir: str | Path, study: str | Path, *, paper: str | Path | None = None, out=None):
+    """Pack a study into one archive (paper, results, configs, lock file, REPRODUCE.md, SHA-256 sums), as ``peftlab
+    submission`` does (the command calls this); returns the archive's path. ``study``: the study file the runs came
+    from; ``paper``: the compiled paper's folder (default STUDY_DIR/paper); ``out``: the archive's path."""
+    from peftlab.analysis.archive.submission import write_submission
+
+    check_path("study_dir", study_dir, what="a study folder (a path)")
+    check_path("study", study, what="the study file (a path)")
+    check_path("paper", paper, optional=True)
+    check_path("out", out, optional=True)
+    return write_submission(study_dir, study, paper_dir=paper, out=out)
+
+
+@api(trains=True)
+def reproduce(
+    archive: str | Path,
+    *,
+    runs: str | int = "one-seed",
+    out=None,
+    data=None,
+    run_archive_code: bool = False,
+    progress: bool = False,
+):
+    """Check a submission archive and rerun its runs, as ``peftlab reproduce`` does (what the command calls,
+    ``peftlab.analysis.archive.reproduce.reproduce``, printing its lines); returns its record (reproduce.json:
+    ``reproduced``, ``verdict``, ``differences``, ``compared``, ...). ``runs``: all, one-seed or a count (0 checks
+    without rerunning); ``out``: where it unpacks and reruns (default ./<archive name>-reproduced); ``data``: a folder
+    holding the datasets the archive does not pack; ``run_archive_code``: let the reruns import the archive's plugin
+    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run). The reruns
+    train in processes started with the pin."""
+    import contextlib
+    from pathlib import Path
+
+    from peftlab.analysis.archive import reproduce as command
+    from peftlab.cli.terminal import printable
+    from peftlab.utils import cpu
+    from peftlab.utils.errors import UserError
+    from peftlab.utils.files import read_json
+
+    check_path("archive", archive, what="a submission archive or its unpacked folder (a path)")
+    check_path("out", out, optional=True)
+    check_path("data", data, optional=True)
+    check_bool("progress", progress)
+    check_bool("run_archive_code", run_archive_code)
+    if isinstance(runs, bool) or not isinstance(runs, (str, int)):
+        raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
+    out = Path(out) if out is not None else command.default_out(Path(archive))
+    pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
+    with pinning:  # the reruns train in the study's workers: they start with the pin
+        command.reproduce(
+            archive,
+            runs=str(runs),
+            out=out,
+            progress=progress,
+            say=lambda line: print(printable(line), flush=True),  # the archive's texts: escapes shown, never sent
+            data=data,
+            run_archive_code=run_archive_code,
+        )
+    return read_json(out / command.RECORD)
+
+
+@api()
+def validate(config, overrides=()) -> dict:
+    """Check a run config as ``peftlab validate`` does (the command calls this), the checks that need the model and
+    the data included, before anything trains: a mistake is a ``UserError`` naming the field. Returns
+    ``{"config", "valid": True, "ranks", "memory_estimate", "resolved"}`` (the resolved config as a dict)."""
+    from peftlab.config.checks import check_num_classes
+    from peftlab.config.schema import load_config, to_dict
+    from peftlab.data.checks import check_data
+    from peftlab.records.answers import check_against_model, check_config_fits
+    from peftlab.training.tracking import check_trackers
+
+    check_path("config", config, what="a run config file (a path)")
+    cfg = load_config(config, check_overrides(overrides))
+    check_device(cfg)  # this machine: a CUDA device or fp16 where there is no GPU
+    check_trackers(cfg.track)  # each tracker named in track is installed, as the run refuses it
+    check_num_classes(cfg)  # what train refuses once it has read the data
+    check_data(cfg.data, cfg.model.task == "causal-lm")  # found, its folders and lists, before any run folder
+    ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
+    estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
+    return {
+        "config": str(config),
+        "valid": True,
+        "ranks": ranks or None,
+        "memory_estimate": estimate,
+        "resolved": to_dict(cfg),
+    }
+
+
+def check_device(cfg) -> None:
+    """``training.runtime.check_runtime``, which imports torch, unless the answer is known without it: on the
+    CPU or the device peftlab chooses (auto), fp32, bf16 (every device takes it) and auto pass; fp16 (not on a
+    CPU) and a named GPU need torch to tell."""
+    if cfg.train.device in ("auto", "cpu") and cfg.train.precision in ("auto", "fp32", "bf16"):
+        return
+    from peftlab.training.runtime import check_runtime
+
+    check_runtime(cfg.train.device, cfg.train.precision)
+
+
+@api()
+def params(model: str | Path, overrides=(), **options) -> dict:
+    """Total and trainable parameter counts, as ``peftlab params`` prints them (the command calls this), from the
+    model's records on the meta device (no weights read): ``model`` a timm model name, an HF model folder, an HF
+    hub repository ``org/name[@revision]`` or a run config file (then its model and method, with ``overrides``).
+    ``options`` as the command's flags: num_classes, task, img_size, patch_size, depth, embed_dim, num_heads,
+    method, r, targets, num_virtual_tokens. Returns ``{"total", "trainable", "trainable_ratio", "adapter",
+    "in_place", "head", "num_classes", "model", "method", "task", "path"}`` (``peftlab params --json`` prints all but
+    the last two)."""
+    from peftlab.records.answers import count_parameters
+    from peftlab.records.params_request import OPTIONS, params_config
+    from peftlab.utils.errors import UserError
+
+    check_path("model", model, what="a model name, an HF model folder or a run config file")
+    unknown = [name for name in options if name not in OPTIONS]
+    if unknown:
+        raise UserError(f"params() got an unknown option {unknown[0]}=: expected one of {', '.join(OPTIONS)}")
+    cfg = params_config(str(model), check_overrides(overrides), options)
+    path = cfg.model.path if cfg.model.source != "timm" else None  # an HF model folder's
+    return {**count_parameters(cfg), "task": cfg.model.task, "path": path}

@@ -5,8 +5,8 @@ The study (e2e): two configurations, LoRA and a plugin method of the test's own 
 into a folder of the test), two seeds each, on an image folder the test writes; ``study``, ``paper --no-compile``
 (a stand-in main.pdf recorded as compiled, as tests/analysis/test_hostile_texts.py does), ``submission``, then
 ``reproduce`` from another working directory without the plugin installed: every compared metric equal. A
-tampered archive (a result.json, a config, a data file, the plugin's code) is named, exit 1; what is no archive is
-one line, exit 2.
+tampered archive (a result.json, a config, a data file, the plugin's code) is named, exit 1, and stops the reruns
+before anything trains; what is no archive is one line, exit 2. Hostile archives: test_reproduce_hostile.py.
 """
 
 from __future__ import annotations
@@ -123,6 +123,24 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere)  # no plugin installed
+    assert done.returncode == 2 and "--run-archive-code" in done.stderr, done.stdout + done.stderr
+    assert (
+        "peftlab-mlpbias 0.1 (peftlab_mlpbias/__init__.py" in done.stderr
+        and not (elsewhere / "check" / "rerun").exists()
+    )
+    # the API asks the same consent, in its parameter's name
+    call = f"import peftlab; peftlab.reproduce({str(root)!r}, out='check-api', progress=False)"
+    api = subprocess.run(
+        [sys.executable, "-c", call],
+        cwd=elsewhere,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert api.returncode == 1 and "give run_archive_code to run it" in api.stderr, api.stdout + api.stderr
+    assert not (elsewhere / "check-api" / "rerun").exists()
+    done = peftlab("reproduce", str(root), "--out", "check", "--quiet", "--run-archive-code", cwd=elsewhere)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
@@ -175,17 +193,20 @@ def test_a_tampered_archive_is_named(archive, tmp_path, change, named):
 
 
 @pytest.mark.e2e
-def test_a_changed_data_file_is_named_by_the_check_and_its_rerun(archive, tmp_path):
+def test_a_changed_data_file_is_named_by_the_check_and_stops_the_rerun(archive, tmp_path):
     def edit_data(root: Path) -> None:
         write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
 
     root = tampered(archive, tmp_path / "received", edit_data)
-    done = peftlab("reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", cwd=tmp_path)
+    done = peftlab(
+        "reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", "--run-archive-code", cwd=tmp_path
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert any(line.startswith("run ") and "data_sha256 of images:" in line for line in lines), done.stdout
     assert any(line.startswith("differs: data data/pets (imagefolder): ") for line in lines), done.stdout
-    assert done.stdout.splitlines()[-1].startswith("not reproduced: 2 differences: data data/pets")
+    assert lines[-1].startswith("not reproduced: no run was rerun, the checks found 1 difference: data data/pets")
+    assert not (tmp_path / "check" / "rerun").exists() and not (tmp_path / "check" / "plugin-code").exists()
+    assert json.loads((tmp_path / "check" / "reproduce.json").read_text())["rerun"] is False
 
 
 def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
@@ -207,11 +228,24 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
     return info, None
 
 
+WELL_FORMED = {
+    "version": 1,
+    "study": "configs/s.yaml",
+    "results_sha256": "0" * 64,
+    "environment": {},
+    "data": [],
+    "plugins": [],
+    "base": None,
+    "supplied": [],
+    "phases": {},
+}
+
+
 def hostile_record(where: Path, fields: dict) -> Path:
     """A folder whose archive.json holds ``fields`` over a well-formed record's."""
     root = where / "received"
     root.mkdir()
-    (root / "archive.json").write_text(json.dumps({"version": 1, "study": "configs/s.yaml", **fields}))
+    (root / "archive.json").write_text(json.dumps({**WELL_FORMED, **fields}))
     return root
 
 
@@ -225,9 +259,9 @@ def hostile_record(where: Path, fields: dict) -> Path:
         (lambda d: write_tar(d / "a.tar.gz", [link_member("s/link", "/etc/passwd")]), "is a link"),
         (lambda d: write_tar(d / "a.tar.gz", [file_member("s/x.txt")]), "no readable archive.json"),
         (lambda d: (d / "folder").mkdir() or d / "folder", "no readable archive.json"),
-        (lambda d: hostile_record(d, {"study": "../../etc/passwd"}), "study='../../etc/passwd' is invalid"),
-        (lambda d: hostile_record(d, {"plugins": [{"folder": "/etc"}]}), "plugins is invalid"),
-        (lambda d: hostile_record(d, {"environment": {"versions": []}}), "environment is invalid"),
+        (lambda d: hostile_record(d, {"study": "../../etc/passwd"}), "study is '../../etc/passwd': expected configs/"),
+        (lambda d: hostile_record(d, {"plugins": [{"folder": "/etc"}]}), "plugins[0].distribution is missing"),
+        (lambda d: hostile_record(d, {"environment": {"versions": []}}), "environment.versions is []: expected"),
     ],
 )
 def test_what_is_no_submission_is_one_line_exit_2(tmp_path, make, words):

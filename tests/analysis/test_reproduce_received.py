@@ -246,7 +246,7 @@ def test_a_recorded_data_command_that_is_no_list_of_words_is_one_line(tmp_path):
     root = hostile_record(tmp_path, {"data": [data]})
     done = peftlab("reproduce", str(root), "--out", "out", cwd=tmp_path, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "data.made_by='fortunes-task; rm -rf ~' is invalid" in done.stderr
+    assert "data[0].made_by is 'fortunes-task; rm -rf ~': expected a list or null" in done.stderr
 
 
 @pytest.mark.e2e

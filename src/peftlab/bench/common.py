@@ -65,8 +65,10 @@ class Trainer:
         device: torch.device = torch.device("cpu"),
         compiled: bool = False,
         clip_grad: float | None = 1.0,  # the bench's; a study's own step (bench.plan) keeps its run's
+        reproducible: bool | None = None,  # the AdamW a reproducible run takes; None: where this process is pinned
     ):
         torch.manual_seed(0)
+        pinned = cpu.applies() and cpu.arithmetic_pinned()
         model = build_base(
             cfg.model, cfg.quant, cfg.method, 10
         )  # a quantized base from a weights file is quantized while loading
@@ -100,7 +102,7 @@ class Trainer:
             self.params = list(self.tuner.trainable_parameters().values())
             self.optimizer = torch.optim.AdamW(
                 self.tuner.param_groups(1e-4, 0.01, 1e-4, 0.01),
-                fused=fused_adamw(None, device, reproducible=cpu.applies() and cpu.arithmetic_pinned()) or None,
+                fused=fused_adamw(None, device, reproducible=pinned if reproducible is None else reproducible) or None,
             )  # pinned (the bench run under train.reproducible's switches): the AdamW a reproducible run takes
             self.tuner.attach_optimizer(self.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10**6, 0.0))

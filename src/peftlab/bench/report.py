@@ -221,6 +221,24 @@ def bare_rows(report: dict) -> list[Row]:
     return rows
 
 
+def pin_rows(report: dict) -> list[Row]:
+    """train.reproducible's cost: each method's CPU time a step per mode, and the two ratios (bench.pin)."""
+    figure = report.get("pin")
+    if not figure:
+        return []
+    branch = figure["mkl_branch"]
+    rows = []
+    for method in ("full", "lora"):
+        f = figure[method]
+        times = f"{f['unpinned_cpu_ms']:.1f}, {f['pinned_cpu_ms']:.1f}, {f['compatible_cpu_ms']:.1f} ms"
+        rows += [
+            (f"{method} step CPU unpinned, pinned, COMPATIBLE", f"{times} (1 thread)", ""),
+            (f"   pinned (MKL {branch['pinned']}) / unpinned", spread_text(f["pinned_vs_unpinned"]), ""),
+            (f"   COMPATIBLE (MKL {branch['compatible']}) / unpinned", spread_text(f["compatible_vs_unpinned"]), ""),
+        ]
+    return rows
+
+
 def monitor_rows(report: dict) -> list[Row]:
     if "monitor_cost" not in report:
         return []
@@ -356,6 +374,7 @@ ROWS = [
     inference_rows,
     mfu_rows,
     precision_rows,
+    pin_rows,
     compile_rows,
     bare_rows,
     monitor_rows,
@@ -404,6 +423,8 @@ def format_report(report: dict) -> str:
         rows = bare_rows(report)
     elif report.get("only") == "P3b":
         rows = p3b_rows(report)
+    elif report.get("only") == "pin":
+        rows = pin_rows(report)
     else:
         only = precision_rows(report) + methods_rows(report) + text_rows(report)
         rows = (figure_rows(report) if "peak" in report else only) + data_rows(report)

@@ -19,6 +19,7 @@ from peftlab.bench.fixed_cost import run_fixed_cost
 from peftlab.bench.memory import large_model_memory, memory
 from peftlab.bench.methods import methods_figure
 from peftlab.bench.peak import cpu_ceiling_gflops, gpu_ceiling_gflops, matmul_peak
+from peftlab.bench.pin import pin_figure
 from peftlab.bench.steps import compile_figures, monitor_cost, precision_figure, step_figures, step_trainers
 from peftlab.bench.text import TextSizes, text_figure
 from peftlab.bench.weights import inference_latency, qalora_latency, quantized_bytes
@@ -50,7 +51,7 @@ class BenchOptions:
     large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
     malloc: str = "system"  # train.malloc for every figure (peftlab.quant.allocator); P3b's processes too
     with_compile: bool = True
-    only: str | None = None  # one figure by name ("data", "precision", "methods", "steps", "text"); None: every figure
+    only: str | None = None  # one figure by name ("data", "precision", "pin", "methods", "steps", "text"); None: all
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
     data_cache: bool = False
@@ -121,6 +122,11 @@ def measure_methods(b: Bench, report: dict) -> dict:
 def measure_precision(b: Bench, report: dict) -> dict:
     o = b.options
     return {"precision": precision_figure(o.model_section, o.img_size, b.images, b.labels, o.repeats, b.device)}
+
+
+def measure_pin(b: Bench, report: dict) -> dict:
+    o = b.options
+    return {"pin": pin_figure(o.model_section, o.img_size, o.batch, o.dtype, o.repeats)}
 
 
 def measure_monitor_cost(b: Bench, report: dict) -> dict:
@@ -217,6 +223,12 @@ FIGURES = [
         measure_precision,
         "precision: bf16 / fp32 steps and matmuls, nf4 with bitsandbytes' CPU kernel / reference (interleaved)",
     ),
+    Figure(
+        "pin",
+        measure_pin,
+        "pin: full and LoRA steps unpinned, pinned and pinned in MKL's COMPATIBLE branch (a process each, in turn)",
+        cpu_only=True,
+    ),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),
     Figure(
         "compile",
@@ -285,7 +297,9 @@ def run_bench(options: BenchOptions = BenchOptions(), progress: Callable[[str], 
         "versions": provenance.package_versions(),
         "hardware": provenance.hardware(dev),
         "arithmetic": cpu.arithmetic_record(
-            cpu.applies() and cpu.arithmetic_pinned(), mkl_branch=provenance.mkl_branch()
+            cpu.applies() and cpu.arithmetic_pinned(),
+            mkl_branch=provenance.mkl_branch(),
+            capability=torch.backends.cpu.get_cpu_capability(),
         ),
         "load_average_start": os.getloadavg(),
         **({"only": o.only} if o.only else {}),

@@ -156,7 +156,13 @@ def command_status(argv: list[str] | None) -> int:
             from peftlab.utils.libraries import quiet_libraries
 
             quiet_libraries(args.verbose)  # before torch, PEFT or bitsandbytes is imported
-            return args.func(args)
+            from peftlab.utils.errors import CALLED_BY_COMMAND
+
+            CALLED_BY_COMMAND.append(True)  # the Python API's errors in the command's words: its flags
+            try:
+                return args.func(args)
+            finally:
+                CALLED_BY_COMMAND.pop()
     except BrokenPipeError:
         return closed_pipe()
     except UserError as err:

@@ -33,19 +33,31 @@ def add_reproduce(sub) -> None:
         "or for a dataset the configs name (fashion_mnist, mnist): checked against their recorded SHA-256 and read "
         "by the reruns (default: the archive's data/, and where peftlab finds a dataset by its name)",
     )
+    p.add_argument(
+        "--run-archive-code",
+        action="store_true",
+        help="allow the reruns to import the archive's plugin code (its declared packages alone, from a folder of "
+        "their own); without it a rerun that needs that code stops first and lists what would run",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_reproduce)
 
 
 def cmd_reproduce(args) -> int:
     from peftlab.analysis.archive.reproduce import reproduce
+    from peftlab.cli.terminal import printable
+
+    def say(line: str) -> None:
+        print(printable(line), flush=True)  # every line holds the archive's texts: escapes shown, never sent
 
     return reproduce(
         args.archive,
         runs=args.runs,
         out=args.out,
         progress=not args.quiet,
+        say=say,
         data=args.data,
+        run_archive_code=args.run_archive_code,
         sample_seed=args.sample_seed,
         trials=args.trials,
     )

@@ -6,7 +6,6 @@ which runs it and returns the exit status.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ def add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 method.r=16")
     p.add_argument("--run-dir", help="run directory (default runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the run's record (result.json) as JSON, not its line")
     p.set_defaults(func=cmd_train)
 
 
@@ -37,7 +37,10 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir=run_dir, progress=not args.quiet)
-    print(printable(summarize_result(result, run_dir)))
+    if args.json:  # json.dumps escapes every control character a recorded error holds
+        print(json.dumps(result))
+    else:
+        print(printable(summarize_result(result, run_dir)))
     for warning in result.get("warnings") or []:
         print(f"peftlab: warning: {warning}", file=sys.stderr)
     return 0 if result["status"] == "completed" else 1
@@ -106,15 +109,13 @@ def export_format(path: Path) -> str | None:
 
 
 def cmd_export(args) -> int:
-    from peftlab.training.export import export_merged, export_peft
+    from peftlab import export  # the Python API's
 
     if args.peft is not None:
         if args.merged is not None or args.quantized is not None:
             raise UserError("export --peft DIR writes the adapter alone: give it without --merged and --quantized")
-        print(
-            f"wrote the adapter in PEFT's format to {export_peft(Path(args.run_dir), Path(args.peft))} "
-            "(load with peft.PeftModel.from_pretrained(base, DIR))"
-        )
+        path = export(args.run_dir, peft=args.peft)
+        print(f"wrote the adapter in PEFT's format to {path} (load with peft.PeftModel.from_pretrained(base, DIR))")
         return 0
     quantized = args.quantized is not None
     out = args.merged if args.quantized in (None, True) else args.quantized
@@ -123,7 +124,7 @@ def cmd_export(args) -> int:
             "export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
             "or --merged OUT.safetensors --quantized"
         )
-    path = export_merged(Path(args.run_dir), Path(out), quantized=quantized, force=args.force)
+    path = export(args.run_dir, merged=args.merged, quantized=args.quantized, force=args.force)
     if quantized:
         what = "quantized model (load with peftlab.training.export.load_quantized)"
     elif not path.is_dir() and export_format(path) == "peftlab-unmerged":
@@ -187,16 +188,15 @@ def add_params(sub) -> None:
 
 
 def cmd_params(args) -> int:
-    from peftlab.records.answers import count_parameters  # from the model's record: torch only to build it
+    from peftlab import params  # the Python API's: from the model's record, torch only to build it
+    from peftlab.records.params_request import OPTIONS
 
-    cfg = params_config_of_file(args) if args.model.endswith((".yaml", ".yml")) else params_config_of_name(args)
-    counts = count_parameters(cfg)
+    counts = params(args.model, args.overrides, **{name: getattr(args, name) for name in OPTIONS})
     if args.json:
-        print(json.dumps(counts, indent=2))
+        print(json.dumps({k: v for k, v in counts.items() if k not in ("task", "path")}, indent=2))
         return 0
-    name = cfg.model.path if cfg.model.source != "timm" and cfg.model.path else cfg.model.name
-    head = "causal LM" if cfg.model.task == "causal-lm" else f"{counts['num_classes']} classes"
-    print(f"model      {name} ({head}), method {cfg.method.name}")
+    head = "causal LM" if counts["task"] == "causal-lm" else f"{counts['num_classes']} classes"
+    print(f"model      {counts['path'] or counts['model']} ({head}), method {counts['method']}")
     print(f"total      {counts['total']:,}")
     print(f"trainable  {counts['trainable']:,}  ({100 * counts['trainable_ratio']:.3f}%)")
     if counts["adapter"] is not None or counts["in_place"]:
@@ -206,127 +206,6 @@ def cmd_params(args) -> int:
             print(f"  in place {counts['in_place']:,}  (the base's own, trained where they are)")
         print(f"  head     {counts['head']:,}")
     return 0
-
-
-def params_config_of_file(args):
-    """A run config (the model and method it configures), its classes from --num-classes or the data."""
-    from peftlab.config.checks import DATASET_CLASSES
-    from peftlab.config.schema import load_config
-    from peftlab.data.checks import folder_classes  # an image folder's class folders, no image opened
-
-    cfg = load_config(args.model, [*args.overrides, *flag_overrides(args)])
-    pretrained = cfg.model.pretrained
-    unsized = [name for name in SIZE_OPTIONS if getattr(cfg.model, name) is None]
-    if cfg.model.source == "timm" and pretrained not in (None, "none", "hub") and not Path(pretrained).exists():
-        if unsized:  # a base's sizes come from the manifest beside it: without it these are the model name's
-            print(
-                f"peftlab: note: model.pretrained={pretrained} is not there (`peftlab pretrain` or the study makes "
-                f"it): model.{unsized[0]} and any other size the config leaves out are {cfg.model.name}'s own, "
-                "not the base's",
-                file=sys.stderr,
-            )
-    classes = (
-        args.num_classes
-        if args.num_classes is not None
-        else cfg.model.num_classes
-        or (len(cfg.data.classes) if cfg.data.classes else DATASET_CLASSES.get(cfg.data.name))
-        or folder_classes(cfg.data)
-    )
-    if classes is None:
-        raise UserError(
-            f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
-            "the data is read; give --num-classes"
-        )
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
-
-
-def flag_overrides(args) -> list[str]:
-    """The options given beside a run config as dotted overrides after the config's own (an option the config
-    cannot take is refused by the config's checks, never left unapplied), in CONFIG_KEYS' order: --method
-    before the method's keys, which are checked against it."""
-    return [f"{key}={getattr(args, flag)}" for flag, key in CONFIG_KEYS.items() if getattr(args, flag) is not None]
-
-
-def params_config_of_name(args):
-    """A timm model name or an HF model directory, and the options (--depth, --r, ...): no dotted overrides here."""
-    from peftlab.config.schema import load_config, method_fields
-
-    if args.overrides:
-        raise UserError(
-            f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
-            "[overrides]; with a model name use the options (--depth, --r, ...)"
-        )
-    from peftlab.config.checks import HUB_REPO_ID
-
-    if Path(args.model).is_dir():
-        model = params_model_of_dir(args)
-    elif HUB_REPO_ID.fullmatch(args.model):
-        model = params_model_of_dir(args, hub=True)
-    else:
-        model = params_model_of_name(args)
-    name = args.method or "full"
-    method = {"r": args.r, "target_modules": args.targets, "num_virtual_tokens": args.num_virtual_tokens}
-    method = {k: v for k, v in method.items() if v is not None}
-    for key in method:
-        if key not in method_fields(name):
-            flag = next(f for f, k in CONFIG_KEYS.items() if k == f"method.{key}")
-            raise UserError(f"--{flag.replace('_', '-')} sets method.{key}, which method {name!r} does not take")
-    method["name"] = name
-    return load_config(overrides={"model": {k: v for k, v in model.items() if v is not None}, "method": method})
-
-
-def params_model_of_dir(args, hub: bool = False) -> dict:
-    """The model section of an HF model directory, or with ``hub`` of an HF hub repository ``org/name[@revision]``
-    (``pretrained: hub``: its snapshot in the hub cache, fetched first with network, weights left out): an image
-    classifier (``source: hf``) or a text one (``hf-text``) as its config.json's ``model_type`` says; its sizes
-    are the file's, not options."""
-    from peftlab.records.hf_dirs import hf_source  # from the directory's record: torch only to build it
-
-    given = [f"--{name.replace('_', '-')}" for name in SIZE_OPTIONS if getattr(args, name) is not None]
-    if given:
-        what = "an HF hub repository" if hub else "an HF model directory"
-        raise UserError(f"{given[0]} sizes a timm model: {args.model} is {what}, sized by its config.json")
-    if not hub:
-        source, labels = hf_source(args.model)
-        return {"source": source, "path": args.model, "num_classes": args.num_classes or labels, "task": args.task}
-    from peftlab.models.backbones import hf_source_of
-    from peftlab.models.hub import hub_model_dir
-
-    repo_id, _, revision = args.model.partition("@")
-    source, labels = hf_source_of(hub_model_dir(repo_id, revision or None, weights=False))
-    return {
-        "source": source,
-        "name": args.model,
-        "pretrained": "hub",
-        "num_classes": args.num_classes or labels,
-        "task": args.task,
-    }
-
-
-SIZE_OPTIONS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")
-# the options of a model name, and the config key each sets beside a run config (flag_overrides)
-CONFIG_KEYS = {
-    **{name: f"model.{name}" for name in SIZE_OPTIONS},
-    "task": "model.task",
-    "method": "method.name",
-    "r": "method.r",
-    "targets": "method.target_modules",
-    "num_virtual_tokens": "method.num_virtual_tokens",
-}
-
-
-def params_model_of_name(args) -> dict:
-    """The model section of a timm model name and its size options."""
-    return {
-        "name": args.model,
-        "num_classes": 1000 if args.num_classes is None else args.num_classes,
-        "img_size": args.img_size,
-        "patch_size": args.patch_size,
-        "depth": args.depth,
-        "embed_dim": args.embed_dim,
-        "num_heads": args.num_heads,
-        "task": args.task,  # refused: model.task is an HF text model's
-    }  # 0 is refused, not taken for the default
 
 
 def add_validate(sub) -> None:
@@ -339,24 +218,19 @@ def add_validate(sub) -> None:
 
 
 def cmd_validate(args) -> int:
-    from peftlab.config.checks import check_num_classes
-    from peftlab.config.schema import dump_config, load_config, to_dict
-    from peftlab.data.checks import check_data
-    from peftlab.records.answers import check_against_model, check_config_fits
+    from peftlab import validate  # the Python API's
+    from peftlab.config.schema import dump_config, load_config
     from peftlab.utils.libraries import without_bitsandbytes
     from peftlab.utils.memory_fit import format_estimate
 
     cfg = load_config(args.config, args.overrides)
     if cfg.quant.mode == "none":  # building a record, PEFT's LoRA would import bitsandbytes (torch._inductor)
-        without_bitsandbytes()
-    check_device(cfg)  # this machine: a CUDA device or fp16 where there is no GPU
-    check_num_classes(cfg)  # what train refuses once it has read the data
-    check_data(cfg.data, cfg.model.task == "causal-lm")  # found, its folders and lists, before any run folder
-    ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
-    estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
+        without_bitsandbytes()  # this process validates one config and ends
+    record = validate(args.config, args.overrides)
+    ranks, estimate = record["ranks"], record["memory_estimate"]
     if args.json:  # a refusal is the one line on stderr, exit 2, as without --json
-        record = {"config": str(args.config), "valid": True, "ranks": ranks or None, "memory_estimate": estimate}
-        print(json.dumps({**record, "resolved": to_dict(cfg)} if args.show else record, default=str))
+        shown = {key: record[key] for key in ("config", "valid", "ranks", "memory_estimate")}
+        print(json.dumps({**shown, "resolved": record["resolved"]} if args.show else shown, default=str))
         return 0
     if not args.show:
         print(f"{args.config}: valid")
@@ -369,17 +243,6 @@ def cmd_validate(args) -> int:
     print("\n".join(format_estimate(estimate)))
     print("\n".join(records_used()))
     return 0
-
-
-def check_device(cfg) -> None:
-    """``training.runtime.check_runtime``, which imports torch, unless the answer is known without it: on the
-    CPU or the device peftlab chooses (auto), fp32, bf16 (every device takes it) and auto pass; fp16 (not on a
-    CPU) and a named GPU need torch to tell."""
-    if cfg.train.device in ("auto", "cpu") and cfg.train.precision in ("auto", "fp32", "bf16"):
-        return
-    from peftlab.training.runtime import check_runtime
-
-    check_runtime(cfg.train.device, cfg.train.precision)
 
 
 def records_used() -> list[str]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from peftlab.cli.terminal import printable
 from peftlab.utils.cpu import pin_arithmetic
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import check_output, write_atomic, write_text_atomic
 
 
 def add_study(sub) -> None:
@@ -244,32 +243,17 @@ def add_results(sub) -> None:
 
 
 def cmd_results(args) -> int:
-    from peftlab.analysis.report.tables import results_markdown, select_columns
-    from peftlab.analysis.results.load import load_results
+    from peftlab import results  # the Python API's
 
-    out = Path(args.out or Path(args.study_dir) / "results.parquet") if args.out or args.format == "parquet" else None
-    if out is not None:
-        check_output(out, False, "output file")  # before the study's runs are read
-    df = load_results(args.study_dir)
-    if df.empty:
-        raise UserError(f"{args.study_dir} holds no study runs (no runs/*/spec.json)")
+    written = results(args.study_dir, args.out, format=args.format, columns=args.columns)
     name_superseded(args.study_dir)
-    try:
-        if args.format == "markdown":
-            text = results_markdown(df, args.columns)  # readable default columns
-        else:
-            df = select_columns(df, args.columns)
-    except ValueError as err:
-        raise UserError(f"--columns: {err}") from None
     if args.format == "parquet":
-        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
-        print(printable(f"wrote {len(df)} rows to {out}"))
-        return 0
-    text = df.to_csv(index=False) if args.format == "csv" else text + "\n"
-    if out is not None:
-        write_text_atomic(out, text)
-    else:  # a received run's status or error holding an escape sequence: shown, not sent to the terminal
-        sys.stdout.write(printable(text, lines=True))
+        import pyarrow.parquet
+
+        rows = pyarrow.parquet.ParquetFile(written).metadata.num_rows
+        print(printable(f"wrote {rows} rows to {written}"))
+    elif args.out is None:  # a received run's status or error holding an escape sequence: shown, not sent raw
+        sys.stdout.write(printable(written, lines=True))
     return 0
 
 
@@ -281,12 +265,11 @@ def add_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from peftlab.analysis.report.build import write_report
+    from peftlab import report  # the Python API's
 
-    if not (Path(args.study_dir) / "runs").is_dir():
-        raise UserError(f"{args.study_dir} is not a study directory (no runs/ inside)")
-    name_superseded(args.study_dir)
-    announce_report(Path(args.study_dir), write_report(args.study_dir, baseline=args.baseline))
+    if (Path(args.study_dir) / "runs").is_dir():
+        name_superseded(args.study_dir)
+    announce_report(Path(args.study_dir), report(args.study_dir, baseline=args.baseline))
     return 0
 
 
@@ -329,15 +312,14 @@ def add_paper(sub) -> None:
 
 
 def cmd_paper(args) -> int:
-    from peftlab.analysis.paper.build import write_paper
-    from peftlab.analysis.report.literature import LITERATURE
+    from peftlab import paper  # the Python API's
 
     name_superseded(args.study_dir)
-    path = write_paper(
+    path = paper(
         args.study_dir,
         args.out,
         baseline=args.baseline,
-        literature=args.literature or LITERATURE,
+        literature=args.literature,
         only=args.only,
         compile=not args.no_compile,
         all_literature=args.all_literature,
@@ -356,8 +338,8 @@ def add_submission(sub) -> None:
 
 
 def cmd_submission(args) -> int:
-    from peftlab.analysis.archive.submission import write_submission
+    from peftlab import submission  # the Python API's
 
     name_superseded(args.study_dir)
-    print(f"submission: {write_submission(args.study_dir, args.study, paper_dir=args.paper, out=args.out)}")
+    print(f"submission: {submission(args.study_dir, args.study, paper=args.paper, out=args.out)}")
     return 0

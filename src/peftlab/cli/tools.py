@@ -46,7 +46,9 @@ ONLY_HELP = (
     "and QLoRA nf4 steps, eager, and LoRA and full compiled, each / a bare timm + PEFT (+ bitsandbytes) "
     "loop's, and each ratio between methods beside the bare loop's) or P3b (peak RSS building and "
     "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
-    "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run)"
+    "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run) "
+    "or pin (train.reproducible's cost: full and LoRA steps pinned / unpinned, and pinned in MKL's COMPATIBLE "
+    "branch / unpinned, one process each, one thread)"
 )
 
 
@@ -117,7 +119,7 @@ def add_bench(sub) -> None:
     )
     p.add_argument(
         "--only",
-        choices=("data", "precision", "methods", "steps", "compile", "bare", "P3b", "P6", "text"),
+        choices=("data", "precision", "methods", "steps", "compile", "bare", "P3b", "P6", "text", "pin"),
         help=ONLY_HELP,
     )
     add_figure_flags(p)

@@ -253,8 +253,10 @@ KEY_ALIASES = {
 
 def closest(word: str, choices, prefix: str = "") -> str | None:
     """The choice ``word`` most likely meant: the field's own name for it (``KEY_ALIASES``: learning_rate is lr,
-    rank is r), else the nearest by the whole dotted name (``prefix + word`` against ``prefix + choice``), so a
-    short key is not lost to a longer one that merely shares letters; None when nothing is near."""
+    rank is r), else the nearest by edit distance (difflib's ratio) over the choices and the other tools' names for
+    them (``learnig_rate`` is near learning_rate, which is lr), by the whole dotted name (``prefix + word`` against
+    ``prefix + choice``), so a short key is not lost to a longer one that merely shares letters; None when nothing
+    is near."""
     import difflib
 
     choices = [str(c) for c in choices]
@@ -262,6 +264,7 @@ def closest(word: str, choices, prefix: str = "") -> str | None:
     if alias in choices:
         return alias
     whole = {prefix + c: c for c in choices}
+    whole.update({prefix + a: c for a, c in KEY_ALIASES.items() if c in choices and prefix + a not in whole})
     close = difflib.get_close_matches(prefix + str(word), list(whole), n=1, cutoff=0.6)
     return whole[close[0]] if close else None
 

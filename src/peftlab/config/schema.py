@@ -229,11 +229,47 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
         if key not in names:
             if issubclass(cls, MethodConfig):
                 raise ConfigError(foreign_method_key(cls, str(key), prefix))
-            close = closest(str(key), names, prefix)
-            hint = f" (did you mean '{prefix}{close}'?)" if close else ""
+            close = nearest_key(str(key), names, prefix)
+            hint = f" (did you mean '{close}'?)" if close else ""
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
     return cls(**kwargs)
+
+
+def nearest_key(key: str, names: list[str], prefix: str) -> str | None:
+    """The dotted key that ``key``, unknown under ``prefix``, most likely meant, over every config key: the same name
+    (or another tool's name for it, ``KEY_ALIASES``) in another section (``model.lr`` is train.lr), else the nearer
+    by edit distance of this section's nearest and every other section's (``data.batch_sise`` is train.batch_size)."""
+    import difflib
+
+    from peftlab.config.checks import KEY_ALIASES
+
+    here = closest(key, names, prefix)
+    by_name: dict[str, str] = {}
+    for dotted in every_key():
+        if not (prefix and dotted.startswith(prefix)):
+            by_name.setdefault(dotted.rpartition(".")[2], dotted)
+    name = KEY_ALIASES.get(key.lower().replace("-", "_"), key)
+    if here is None or here != name:
+        if name in by_name and name not in names:
+            return by_name[name]
+    there = closest(key, by_name)
+    if here is None or there is None:
+        return prefix + here if here else (by_name[there] if there else None)
+    ratio = lambda choice: difflib.SequenceMatcher(None, key, choice).ratio()
+    return prefix + here if ratio(here) >= ratio(there) else by_name[there]
+
+
+def every_key() -> list[str]:
+    """Every key of a run config, dotted (``train.lr``), the method's options left out (they depend on the method)."""
+    hints, names = _hints_and_names(RunConfig)
+    keys = []
+    for name in names:
+        if dataclasses.is_dataclass(hints[name]) and not issubclass(hints[name], MethodConfig):
+            keys += [f"{name}.{field}" for field in _hints_and_names(hints[name])[1]]
+        elif not dataclasses.is_dataclass(hints[name]):
+            keys.append(name)
+    return keys
 
 
 def check_protocol(cfg: RunConfig) -> None:

@@ -35,12 +35,19 @@ def not_evaluated(seconds: float = 0.0) -> dict:
 
 @torch.no_grad()
 def evaluate(
-    model, dataset, batch_size: int, device: torch.device, precision: str, desc: str, num_workers: int | None = 0
+    model,
+    dataset,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    desc: str,
+    num_workers: int | None = 0,
+    progress: bool = False,
 ) -> dict:
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
     where it would be 100% by construction), and a classifier's counts per class (``per_class``, a
     ``PerClass``: None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
-    The sums stay on the device until the end."""
+    The sums stay on the device until the end. ``progress``: a bar while it runs (the run's progress setting)."""
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
     if n == 0:  # no validation split (data.trainval, data.val_fraction 0): no batch at all, so no accuracy (never 0%)
@@ -54,7 +61,9 @@ def evaluate(
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
     tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
-    for images, labels in tqdm(loader(batches), total=len(batches), desc=desc, leave=False, disable=None):
+    for images, labels in tqdm(
+        loader(batches), total=len(batches), desc=desc, leave=False, disable=not progress or None
+    ):
         with autocast(precision, device):
             logits = model(images).float()
         if logits.dim() == 3:  # a causal LM's (B, vocabulary, L - 1) against (B, L - 1) targets: per token

@@ -46,10 +46,19 @@ def finish(
         raise Diverged(
             f"non-finite trainable weights after step {pos.step} ({bad[0]}{' and others' if bad[1:] else ''})"
         )
-    val = last_val or evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
+    val = last_val or evaluate(
+        built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val", progress=s.progress
+    )
     if tc.test:
         test = evaluate(
-            built.model, test_split, tc.eval_batch_size, s.device, tc.precision, "test", s.cfg.data.num_workers
+            built.model,
+            test_split,
+            tc.eval_batch_size,
+            s.device,
+            tc.precision,
+            "test",
+            s.cfg.data.num_workers,
+            s.progress,
         )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
         test_split, test = data.splits.val, not_evaluated()
@@ -72,6 +81,7 @@ def finish(
             tc.precision,
             "merged test",
             s.cfg.data.num_workers,
+            s.progress,
         )
         del deployable
         merge = check_merge(tuner, test_split, s.device)

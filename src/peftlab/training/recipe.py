@@ -187,6 +187,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
             s.tc.reproducible,
             s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None,
             provenance.mkl_branch(),
+            torch.backends.cpu.get_cpu_capability(),
         ),
         "malloc": allocator.record(s.tc.malloc),
         "threads": torch.get_num_threads(),
@@ -374,7 +375,9 @@ def log_and_evaluate(
         meter.bar.set_postfix(loss=f"{meter.loss:.3f}")
         meter.window_start, meter.window_images = now, 0
     if eval_point:
-        val = evaluate(built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val")
+        val = evaluate(
+            built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val", progress=s.progress
+        )
         pos.val_seconds += val["seconds"]
         s.log(val_record("eval", pos, val))
         meter.restart()  # evaluation is not training time
@@ -382,7 +385,9 @@ def log_and_evaluate(
 
 def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position) -> dict:
     """The epoch's evaluation on val (early stopping counts it), its record and its checkpoint."""
-    val = evaluate(built.model, data.val_loader, s.tc.eval_batch_size, s.device, s.tc.precision, "val")
+    val = evaluate(
+        built.model, data.val_loader, s.tc.eval_batch_size, s.device, s.tc.precision, "val", progress=s.progress
+    )
     pos.val_seconds += val["seconds"]
     if val["top1"] is not None:  # no validation split: nothing to improve on (early stopping needs one)
         improved = val["top1"] > pos.best_val

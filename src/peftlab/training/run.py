@@ -10,8 +10,12 @@ only rank 0 writes in the run directory.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +39,7 @@ from peftlab.training.run_result import (
 from peftlab.training.runtime import out_of_memory
 from peftlab.training.step import Diverged
 from peftlab.utils import locks
-from peftlab.utils.cpu import pin_arithmetic
+from peftlab.utils.cpu import child_environment, pin_arithmetic
 from peftlab.utils.errors import CheckpointError, ConfigError, UserError, stops_unwrapped
 from peftlab.utils.files import check_run_dir, one_line, remove_temporaries, write_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
@@ -202,3 +206,81 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
             existing = None
     if not path.exists() or existing is None or existing != cfg:  # the sinks or train.reproducible changed
         write_atomic(path, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
+
+
+# A reproducible run trained by ``peftlab train`` in a child process started with the CPU arithmetic pinned
+# (``peftlab.train`` where torch already runs unpinned). MKL reads MKL_CBWR at its first call and ATen its capability
+# when torch is imported, so a process whose torch already runs (a kernel whose first cell imported torch or timm)
+# cannot pin itself: switches set then are in its environment and not in its arithmetic (``utils.cpu.pin_took``).
+# The run is trained by the command, in a process started with the switches, and its record read back from
+# result.json: the same record and weights ``peftlab train`` gives. Its output (progress bars, warnings) is passed
+# on to this process's stderr; its one-line error is raised here as the UserError it was; a Ctrl-C here stops it
+# cleanly (the run stays resumable).
+
+ERROR_PREFIX = "peftlab: error: "
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding peftlab: the child imports this peftlab
+STOP_GRACE_SECONDS = 120  # a stopped run writes its checkpoint before it ends
+
+
+def parent_death_signal():
+    """A function for the child to call before it runs (``preexec_fn``): SIGKILL it when this process ends (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing). libc is looked up here, before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = False) -> RunResult:
+    """``peftlab train`` of ``cfg`` (its resolved config, written to a temporary file) into ``run_dir``, in a
+    process started with the pin; its record, as result.json holds it."""
+    run_dir = Path(os.path.abspath(run_dir))
+    env = child_environment()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="peftlab-pinned-") as scratch:
+        config = Path(scratch) / "config.yaml"
+        config.write_text(dump_config(cfg))
+        command = [sys.executable, "-m", "peftlab.cli", "train", str(config), "--run-dir", str(run_dir)]
+        proc = subprocess.Popen(
+            [*command, *([] if progress else ["--quiet"])],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # its summary line: the record is returned
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C reaches this process, which stops the child once
+            preexec_fn=parent_death_signal(),
+        )
+        last = relay(proc)
+    if proc.returncode == 2 and last.startswith(ERROR_PREFIX):
+        raise UserError(last[len(ERROR_PREFIX) :])
+    result = read_result(run_dir)
+    if proc.returncode in (0, 1) and result is not None:
+        return result
+    raise UserError(f"the pinned training process of {run_dir} ended with status {proc.returncode}: {last}")
+
+
+def relay(proc: subprocess.Popen) -> str:
+    """Pass the child's stderr on to this process's as it comes; its last line. A KeyboardInterrupt here stops the
+    child with SIGINT (the command's clean stop), waits for it, and is raised again."""
+    last = b""
+    try:
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
+            last = (last + chunk)[-4096:]
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        proc.stderr.close()
+    lines = last.decode(errors="replace").replace("\r", "\n").strip().splitlines()
+    return lines[-1] if lines else ""

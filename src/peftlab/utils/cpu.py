@@ -16,6 +16,7 @@ This module never imports torch: it must run before torch is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -33,31 +34,101 @@ def applies() -> bool:
 
 
 def arithmetic_pinned() -> bool:
+    """The switches are set in this process's environment (what its children inherit), which says nothing of
+    whether a torch imported before they were set took them: ``pin_took`` asks the libraries."""
     return not applies() or all(os.environ.get(name) == value for name, value in PINNED.items())
 
 
+# MKL's branch under the pin, as its verbose line says (provenance.mkl_branch): an ISA branch on Intel, none on AMD
+PINNED_MKL_BRANCHES = ("AVX2,STRICT", "AUTO,STRICT")
+# ATen's dispatch under ATEN_CPU_CAPABILITY=avx2 (torch.backends.cpu.get_cpu_capability), or a CPU below it
+PINNED_CAPABILITIES = ("AVX2", "DEFAULT")
+
+
+def reported_pinned(mkl_branch: str | None, capability: str | None) -> bool:
+    """Whether what the libraries report is the pin: MKL's branch (None: no MKL to ask) and ATen's CPU capability.
+    Not the environment: a switch set after torch ran is in the environment and not in the arithmetic (MKL reads
+    MKL_CBWR at its first call, ATen its capability when torch is imported)."""
+    if not applies():
+        return False
+    return (mkl_branch is None or mkl_branch in PINNED_MKL_BRANCHES) and capability in PINNED_CAPABILITIES
+
+
+def pin_took() -> bool:
+    """In a process whose torch is imported: the switches are set and MKL and ATen report them."""
+    import torch
+
+    from peftlab.utils.provenance import mkl_branch
+
+    return arithmetic_pinned() and reported_pinned(mkl_branch(), torch.backends.cpu.get_cpu_capability())
+
+
+def torch_runs_unpinned() -> bool:
+    """torch is imported in this process and its arithmetic is not the pin (a kernel whose first cell imported
+    torch): only a process started with the switches trains pinned (``child_environment``)."""
+    return applies() and "torch" in sys.modules and not pin_took()
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment with the switches set: a process started with it is pinned from its start."""
+    return {**os.environ, **PINNED}
+
+
+TOO_LATE = (
+    "train.reproducible=true needs the CPU arithmetic pinned before torch is imported, and this process's torch "
+    "runs unpinned (switches set after it ran do not take): train through peftlab.train or peftlab.run_study, "
+    "which train in a process started with the pin, or the peftlab command, or give train.reproducible=false"
+)
+
+
 def pin_arithmetic() -> None:
-    """Set the switches for this process and the processes it starts; refuse once torch runs unpinned."""
-    if arithmetic_pinned():
+    """Set the switches for this process and the processes it starts before torch is imported; once torch runs,
+    refuse unless MKL and ATen report the pin (``pin_took``)."""
+    if not applies() or CHILDREN_PINNED:  # inside pinned_children: the processes that train start pinned
         return
-    if "torch" in sys.modules:
-        raise ConfigError(
-            "train.reproducible=true needs the CPU arithmetic pinned before torch is imported: run it "
-            "with the peftlab command, or set "
-            + " ".join(f"{k}={v}" for k, v in PINNED.items())
-            + " in the environment"
-        )
+    if "torch" not in sys.modules:
+        os.environ.update(PINNED)
+        return
+    if not pin_took():
+        raise ConfigError(TOO_LATE)
+
+
+CHILDREN_PINNED: list[bool] = []  # set inside ``pinned_children``
+
+
+@contextlib.contextmanager
+def pinned_children():
+    """The switches set in this process's environment while it starts the processes that train (a study's
+    forkserver or spawned workers inherit it), and this process's own environment given back afterwards: for a
+    process whose torch runs unpinned, which trains nothing itself."""
+    saved = {name: os.environ.get(name) for name in PINNED}
     os.environ.update(PINNED)
+    CHILDREN_PINNED.append(True)
+    try:
+        yield
+    finally:
+        CHILDREN_PINNED.pop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def arithmetic_record(reproducible: bool, quant_cpu_kernel: str | None = None, mkl_branch: str | None = None) -> dict:
-    """What provenance says about the arithmetic: pinning asked for, pinned, the switches as set, the
+def arithmetic_record(
+    reproducible: bool,
+    quant_cpu_kernel: str | None = None,
+    mkl_branch: str | None = None,
+    capability: str | None = None,
+) -> dict:
+    """What provenance says about the arithmetic: pinning asked for, pinned (the switches set and MKL's branch and
+    ATen's CPU capability ``capability`` reporting them: ``reported_pinned``), the switches as set, the
     4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base), and what decides whether two
     pinned CPUs agree: the CPU's vendor and model, and the branch MKL computes in
     (``provenance.mkl_branch``: MKL honours ``AVX2,STRICT`` on Intel CPUs only)."""
     return {
         "reproducible": reproducible,
-        "pinned": applies() and arithmetic_pinned(),
+        "pinned": arithmetic_pinned() and reported_pinned(mkl_branch, capability),
         "switches": {name: os.environ.get(name) for name in PINNED},
         "quant_cpu_kernel": quant_cpu_kernel,
         "cpu_vendor": cpu_vendor(),

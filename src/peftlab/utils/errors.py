@@ -1,14 +1,24 @@
 """User-facing errors: the CLI prints each as one line on stderr and exits with status 2.
 
 And interruptions (Ctrl-C, SIGTERM), which stop a run so that the same command resumes it.
+
+And the Python API's manners with them (``peftlab/__init__.py``, at the end of this file): its arguments checked
+before anything runs (a wrong type or None is one ``UserError`` naming the parameter), its errors in its own words
+(the command's flags named as the function's parameters), an interrupt that says how to resume, and a ``UserError``
+shown as its one line: in IPython through ``set_custom_exc``, registered when peftlab is imported there; in a script
+as one line naming where the script called peftlab.
 """
 
 import contextlib
 import errno
+import functools
+import inspect
 import os
+import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
 # OSError numbers that are the user's to fix (a full disk, a read-only or forbidden directory, a name longer than
 # the file system takes): one line
@@ -179,3 +189,154 @@ class CheckpointError(UserError):
             f"(mv {path} {path}.bad) or delete it"
         )
         self.path = path
+
+
+# The Python API's manners
+
+PACKAGE = Path(__file__).resolve().parents[1]  # src/peftlab: frames inside it are peftlab's, not the caller's
+FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+FLAG_WORDS = {"quiet": "progress=False"}  # a flag whose parameter has another name
+# set by the command (cli.command_status), which calls the API and speaks of its own flags and interrupts
+CALLED_BY_COMMAND = []
+
+
+class Resumable(KeyboardInterrupt):
+    """A Ctrl-C (a kernel's interrupt) that stopped an API call which trains: its message says how to resume."""
+
+
+def shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_path(name: str, value, *, optional: bool = False, what: str = "a path") -> None:
+    """``value`` is a path (a non-empty string or an ``os.PathLike``), or None where ``optional``."""
+    if value is None and optional:
+        return
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()):
+        return
+    raise UserError(f"{name}={shown(value)} is invalid: expected {what}{' or None' if optional else ''}")
+
+
+def check_paths(name: str, value, *, what: str) -> None:
+    """A path, or a non-empty list or tuple of them."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise UserError(f"{name}=[] is invalid: expected {what}")
+    for item in items:
+        if not (isinstance(item, os.PathLike) or (isinstance(item, str) and item.strip())):
+            raise UserError(f"{name}={shown(value)} is invalid: expected {what}")
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise UserError(f"{name}={shown(value)} is invalid: expected True or False")
+
+
+def check_overrides(overrides) -> list[str] | dict:
+    """Dotted ``key=value`` strings (a list, a tuple or one string) or a nested dict, as ``load_config`` takes them."""
+    if isinstance(overrides, dict):
+        if all(isinstance(key, str) for key in overrides):
+            return overrides
+    elif isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, (list, tuple)) and all(isinstance(item, str) for item in overrides):
+        for item in overrides:
+            if "=" not in item:
+                raise UserError(f"overrides: {item!r} is not a dotted key=value, e.g. method.r=16")
+        return list(overrides)
+    raise UserError(
+        f"overrides={shown(overrides)} is invalid: expected dotted key=value strings (['method.r=16']) or a "
+        "nested dict ({'method': {'r': 16}})"
+    )
+
+
+def in_parameters(text: str, parameters) -> str:
+    """``text`` with each command-line flag that is one of ``parameters`` named as the parameter
+    (``use another --run-dir`` -> ``use another run_dir``)."""
+
+    def name(match: re.Match) -> str:
+        flag = match.group(1)
+        if flag in FLAG_WORDS:
+            return FLAG_WORDS[flag]
+        parameter = flag.replace("-", "_")
+        return parameter if parameter in parameters else match.group(0)
+
+    return FLAG.sub(name, text)
+
+
+def api(trains: bool = False):
+    """A function of the API: its UserErrors in its parameters' names; where it ``trains``, a Ctrl-C is
+    ``Resumable`` and says that the same call resumes."""
+
+    def wrap(function):
+        parameters = set(inspect.signature(function).parameters)
+
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            if CALLED_BY_COMMAND:
+                return function(*args, **kwargs)
+            try:
+                return function(*args, **kwargs)
+            except UserError as err:
+                text = in_parameters(str(err), parameters)
+                if text != str(err):
+                    err.args = (text, *err.args[1:])
+                raise
+            except KeyboardInterrupt as err:
+                if not trains or isinstance(err, Resumable):
+                    raise
+                raise Resumable(
+                    f"peftlab.{function.__name__} was interrupted: call it again with the same arguments to resume "
+                    "(finished runs are kept, a run resumes from its checkpoint)"
+                ) from None
+
+        return call
+
+    return wrap
+
+
+def ipython_shell():
+    """The running IPython shell (a notebook's kernel, the IPython prompt), None elsewhere."""
+    if "IPython" not in sys.modules:
+        return None
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def show_in_ipython(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler of a UserError or an interrupt of the API: the one line, no frames of peftlab's internals.
+    A handler shows what it returns itself: ``_showtraceback`` is where IPython (and ipykernel, as the cell's error
+    output, which nbclient raises) shows a structured traceback."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def short_excepthook(etype, value, tb) -> None:
+    """A script's uncaught UserError (or API interrupt): one line naming where the script called peftlab."""
+    if not issubclass(etype, (UserError, Resumable)):
+        return sys.__excepthook__(etype, value, tb)
+    where = None
+    while tb is not None:  # the last frame outside peftlab before its code: the script's call
+        filename = tb.tb_frame.f_code.co_filename
+        if not Path(filename).resolve().is_relative_to(PACKAGE):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    print(f"{where + ': ' if where else ''}{etype.__name__}: {value}", file=sys.stderr)
+
+
+def show_errors_short() -> None:
+    """Inside IPython: a UserError or API interrupt shows as its one line (``set_custom_exc``; a shell that has a
+    custom handler already keeps it). In a script whose excepthook is Python's own: the same, with where the script
+    called peftlab."""
+    shell = ipython_shell()
+    if shell is not None:
+        if not getattr(shell, "custom_exceptions", ()):
+            shell.set_custom_exc((UserError, Resumable), show_in_ipython)
+        return
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = short_excepthook

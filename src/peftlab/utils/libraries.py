@@ -101,6 +101,41 @@ def quiet_libraries(verbose: bool | None = None) -> None:
     quiet_transformers()  # a library user may have imported it already
 
 
+@contextlib.contextmanager
+def quieted():
+    """``quiet_libraries`` for the length of a block, in a process that was not quieted (a notebook's kernel, a
+    script calling the Python API): the libraries' warnings and records go to the run's library.log
+    (``logged_to``), ``kernels`` is unimportable (the hub-kernel guard), and afterwards the process's logging,
+    warnings and modules are as they were. A quieted process (the command, a worker) stays as it is."""
+    if records() is not None:
+        yield
+        return
+    root = logging.getLogger()
+    own = logging.getLogger("peftlab")
+    saved = (list(root.handlers), root.level, list(own.handlers), logging.root.manager.disable)
+    captured = getattr(logging, "_warnings_showwarning", None) is not None
+    hub_bars = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    guard = "kernels" not in sys.modules
+    torch_loggers = {
+        name: (logging.getLogger(name).propagate, list(logging.getLogger(name).handlers)) for name in TORCH_LOGGERS
+    }
+    quiet_libraries()
+    try:
+        yield
+    finally:
+        root.handlers[:], own.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        if not captured:
+            logging.captureWarnings(False)
+        for name, (propagate, handlers) in torch_loggers.items():
+            logging.getLogger(name).propagate = propagate
+            logging.getLogger(name).handlers[:] = handlers
+        if hub_bars is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        if guard and sys.modules.get("kernels", False) is None:
+            del sys.modules["kernels"]
+
+
 def import_peft() -> None:
     """Import PEFT without bitsandbytes, which stays importable afterwards (a quantized run imports it
     when it builds its base, and PEFT's injection finds it then: it asks only when it wraps a layer)."""

@@ -16,13 +16,13 @@
 No absolute path of the packing machine is written (``results.portable`` for what the runs recorded).
 """
 
-from __future__ import annotations
-
 import importlib.metadata
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from peftlab.analysis.archive.supplied import SUPPLIED, supplied_entry
 from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
@@ -37,6 +37,157 @@ ENVIRONMENT_LOCK = "environment.lock"
 MAX_PACKED_BYTES = 8 << 20  # a file a config names is packed up to this size (weights and data are not)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 DATA_FIELDS = ("data.root", "data.test_dir")
+
+# archive.json, as ``submission.archive_record`` writes it and ``received.read_archive_record`` reads it (through
+# ``utils.typed_json``): a received archive.json of another shape, or one naming a path outside the archive, is one
+# line naming the field. The sizes are far beyond any archive peftlab writes (a dataset's checksums: one per file
+# a run read, an image folder's images hashed as one).
+MAX_TEXT = 4096  # characters of a name, a version, a path in archive.json
+MAX_ENTRIES = 100_000  # entries of one list or object in archive.json
+SHA256 = re.compile(r"[0-9a-f]{64}")
+PLUGIN_FOLDER = re.compile(r"plugins/[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")  # pack_plugins' plugins/<dist>-<version>
+DATA_FOLDER = re.compile(r"data/[^/\\\x00-\x1f\x7f]{1,255}")  # Places.fresh's data/<name>
+STUDY_FILE = re.compile(r"configs/[^/\\\x00-\x1f\x7f]{1,255}\.ya?ml")  # pack_configs' configs/<study file>
+
+
+def text(value: str) -> str | None:
+    """For ``Annotated[str, text]``: a text of a bounded length (what reproduce prints of it goes through the
+    terminal's escaper; what a shell line takes is ``line``)."""
+    return f"expected at most {MAX_TEXT} characters" if len(value) > MAX_TEXT else None
+
+
+def line(value: str) -> str | None:
+    """For ``Annotated[str, line]``: one line of printable text of a bounded length."""
+    return text(value) or (None if value.isprintable() else "expected one line of printable text")
+
+
+def sha256_hex(value: str) -> str | None:
+    return None if SHA256.fullmatch(value) else "expected a SHA-256 (64 hexadecimal digits)"
+
+
+def matching(pattern: re.Pattern, what: str):
+    """For ``Annotated[str, matching(...)]``: a path of the one form pack writes there."""
+
+    def check(value: str) -> str | None:
+        inside = ".." not in value.split("/") and "/./" not in value and not value.endswith("/.")
+        return None if pattern.fullmatch(value) and inside else f"expected {what}"
+
+    return check
+
+
+def relative_keys(value: dict) -> str | None:
+    """For a dataset's checksums: each key a relative path inside the dataset's folder (or an image folder's
+    ``images:<n>``), each value a short printable text, at most MAX_ENTRIES of them."""
+    if len(value) > MAX_ENTRIES:
+        return f"expected at most {MAX_ENTRIES:,} entries"
+    for key, sha in value.items():
+        parts = key.replace("\\", "/").split("/")
+        if (
+            not key
+            or len(key) > MAX_TEXT
+            or not key.isprintable()
+            or key.startswith(("/", "~"))
+            or ".." in parts
+            or re.match(r"[A-Za-z]:", key)
+        ):
+            return f"its key {key[:80]!r} is no relative path inside the dataset's folder"
+        if text(sha) is not None or len(sha) > 200:
+            return f"its value for {key[:80]!r} is no checksum"
+    return None
+
+
+def bounded(value: list | dict) -> str | None:
+    return f"expected at most {MAX_ENTRIES:,} entries" if len(value) > MAX_ENTRIES else None
+
+
+def identifier(value: str) -> str | None:
+    return None if value.isidentifier() and value.isascii() else "expected a package's name (a Python identifier)"
+
+
+class PluginRecord(TypedDict):
+    """A plugin the runs trained, packed in ``folder`` (``pack_plugins``)."""
+
+    distribution: Annotated[str, text]
+    version: Annotated[str, text]
+    code_sha256: Annotated[str, sha256_hex]  # tuners.plugins.folder_code_sha256 of its packages
+    folder: Annotated[str, matching(PLUGIN_FOLDER, "plugins/<distribution>-<version>")]
+    packages: Annotated[list[Annotated[str, identifier]], bounded]  # its top-level packages (its entry points')
+
+
+class DataRecord(TypedDict):
+    """A dataset the runs read (``data_records``)."""
+
+    name: Annotated[str, text]  # data.name
+    folder: Annotated[str, matching(DATA_FOLDER, "data/<name>")] | None  # where it goes in the archive
+    was: NotRequired[Annotated[str, text] | None]  # where the runs read it, portable
+    sha256: Annotated[dict[str, str], relative_keys]  # file (relative to the folder) -> SHA-256, as the runs read it
+    made_by: NotRequired[Annotated[list[Annotated[str, line]], bounded] | None]  # `peftlab data`'s arguments
+
+
+class HardwareRecord(TypedDict, total=False):
+    gpu: Annotated[str, text] | None  # what reproduce reads of it; the other keys are kept
+
+
+class ArithmeticRecord(TypedDict, total=False):
+    pinned: bool | None
+    cpu_vendor: Annotated[str, text] | None
+    mkl_branch: Annotated[str, text] | None
+
+
+class EnvironmentRecord(TypedDict, total=False):
+    """The runs' machine (``results.load.environment``)."""
+
+    versions: dict[str, Annotated[str, text] | None] | None
+    hardware: HardwareRecord | None
+    arithmetic: ArithmeticRecord | None
+    threads: int | None
+    dtype: Annotated[str, text] | None
+    git_sha: Annotated[str, text] | None
+
+
+class BaseRecord(TypedDict):
+    """The base the study's pretraining makes in ``base/``."""
+
+    folder: Literal["base"]
+    pretrain: Annotated[str, matching(STUDY_FILE, "configs/<file>.yaml")] | None
+    sha256: Annotated[str, sha256_hex] | None
+    seconds: float | None
+
+
+SUPPLIED_PATH = re.compile(r"supplied/[^/\x00-\x1f]+(/[^/\x00-\x1f]+)*")
+
+
+class SuppliedRecord(TypedDict):
+    """A file the receiver supplies in ``supplied/`` (``supplied.supplied_entry``)."""
+
+    path: Annotated[str, matching(SUPPLIED_PATH, "supplied/<name>")]
+    sha256: Annotated[str, sha256_hex]
+    bytes: int
+    field: Annotated[str, text]  # the config field that names it
+
+
+class SupersededRecord(TypedDict):
+    """A run of another version of the study, left out of the archive (``results.load.superseded_runs``)."""
+
+    run: Annotated[str, text]
+    seconds: float
+
+
+class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDict reads NotRequired itself
+    """archive.json."""
+
+    version: Literal[1]  # ARCHIVE_VERSION
+    study: Annotated[str, matching(STUDY_FILE, "configs/<file>.yaml")]  # the study file
+    name: NotRequired[Annotated[str, text]]  # the study's name
+    results_sha256: Annotated[str, sha256_hex]
+    environment: EnvironmentRecord
+    data: Annotated[list[DataRecord], bounded]
+    plugins: Annotated[list[PluginRecord], bounded]
+    base: BaseRecord | None
+    supplied: Annotated[list[SuppliedRecord], bounded]  # the files the receiver supplies
+    repository: NotRequired[Annotated[str, text] | None]  # the checkout's remote, as git knows it
+    superseded: NotRequired[Annotated[list[SupersededRecord], bounded]]
+    phases: dict[str, Any]
 
 
 class Places:
@@ -132,6 +283,8 @@ def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "c
             dotted = f"{prefix}{key}" if isinstance(key, str) else key
             if dotted in PATH_FIELDS:
                 out[key] = one(dotted, value)
+            elif key in ("set", "axes") and isinstance(value, dict):
+                out[key] = walk(value)  # a study's set: or axes: (of the study, a method, an ablation): whole keys
             elif isinstance(value, dict) and isinstance(key, str) and "." not in key:
                 out[key] = walk(value, f"{dotted}.")
             elif isinstance(value, dict):

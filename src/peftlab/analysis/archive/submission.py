@@ -23,6 +23,7 @@ from peftlab.analysis.archive.pack import (
     ARCHIVE_RECORD,
     ARCHIVE_VERSION,
     ENVIRONMENT_LOCK,
+    ArchiveRecord,
     data_records,
     environment_lock,
     pack_configs,
@@ -159,7 +160,9 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def archive_record(study_dir: Path, study, study_file: str, places, plugins: list[dict], results_sha: str) -> dict:
+def archive_record(
+    study_dir: Path, study, study_file: str, places, plugins: list[dict], results_sha: str
+) -> ArchiveRecord:
     """archive.json: what ``peftlab reproduce`` reads of the archive (``analysis.archive.received``)."""
     env = environment(study_dir)
     results = [read_result(run_dir) for run_dir in run_dirs(study_dir)]

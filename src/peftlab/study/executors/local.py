@@ -87,9 +87,20 @@ def start_forkserver() -> None:
     import multiprocessing.forkserver
     import multiprocessing.resource_tracker
 
+    from peftlab.utils.cpu import PINNED
+
     multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
+    # the workers' arithmetic is the forkserver's, fixed when it imported torch: one started by an earlier study of
+    # this process (a notebook's kernel) with other pin switches than this study's is stopped and started again
+    pin = {name: os.environ.get(name) for name in PINNED}
+    if FORKSERVER_PIN and FORKSERVER_PIN[-1] != pin:
+        multiprocessing.forkserver._forkserver._stop()  # multiprocessing's own way to end its server
     with sigint_held(), study_children():
         multiprocessing.forkserver.ensure_running()
+    FORKSERVER_PIN[:] = [pin]
+
+
+FORKSERVER_PIN: list[dict] = []  # the pin switches this process's forkserver started with
 
 
 def start_held(proc: multiprocessing.Process) -> None:

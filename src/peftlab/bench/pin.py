@@ -1,0 +1,93 @@
+"""What ``train.reproducible``'s pin costs: a training step (full, LoRA) unpinned, pinned, and pinned with MKL in its
+COMPATIBLE branch, the one in which an Intel Xeon's and AMD EPYCs' training steps agree (benchmarks/step_probe.py,
+issue 80).
+
+MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes cannot share a process as the
+other figures' steps do: each repetition starts one process per mode, in an order that rotates, and each process
+times its steps on one thread (its CPU seconds then count its work even on a loaded machine). A ratio is taken
+repetition by repetition, as the interleaved figures take theirs. Each process says the branch MKL computed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from peftlab.bench.common import ratios
+from peftlab.utils.cpu import PINNED
+
+# each mode's switches over an environment without the pin's
+MODES = {"unpinned": {}, "pinned": PINNED, "compatible": {**PINNED, "MKL_CBWR": "COMPATIBLE,STRICT"}}
+METHODS = ("full", "lora")
+WARMUP, TIMED = 2, 5
+
+
+def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, repeats: int) -> dict:
+    """Per method: each mode's median CPU and wall milliseconds a step, and pinned / unpinned and compatible /
+    unpinned CPU time over the repetitions; per mode, the branch MKL reported."""
+    source = str(Path(__file__).resolve().parents[2])  # the peftlab this process runs, for the children
+    base = {k: v for k, v in os.environ.items() if k not in PINNED}
+    base.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [source, base.get("PYTHONPATH")])))
+    args = json.dumps({"model": model, "img_size": img_size, "batch": batch, "dtype": dtype})
+    times = {mode: [] for mode in MODES}
+    for i in range(repeats):
+        order = list(MODES)[i % len(MODES) :] + list(MODES)[: i % len(MODES)]
+        for mode in order:
+            proc = subprocess.run(
+                [sys.executable, "-m", "peftlab.bench.pin", args],
+                env={**base, **MODES[mode]},
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode:
+                raise RuntimeError(f"bench pin: the {mode} process failed: {proc.stderr.strip()[-500:]}")
+            times[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    figure = {"threads": 1, "mkl_branch": {mode: runs[0]["mkl_branch"] for mode, runs in times.items()}}
+    for method in METHODS:
+        cpu = {mode: [run[method]["cpu"] for run in runs] for mode, runs in times.items()}
+        figure[method] = {
+            **{f"{mode}_cpu_ms": 1e3 * statistics.median(cpu[mode]) for mode in MODES},
+            **{
+                f"{mode}_wall_ms": 1e3 * statistics.median(run[method]["wall"] for run in times[mode]) for mode in MODES
+            },
+            "pinned_vs_unpinned": ratios(cpu, "pinned", "unpinned"),
+            "compatible_vs_unpinned": ratios(cpu, "compatible", "unpinned"),
+        }
+    return figure
+
+
+def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str) -> dict:
+    """In a process of one mode: each method's median CPU and wall seconds a step, and MKL's branch."""
+    import torch
+
+    from peftlab.bench.common import Trainer, make_cfg
+    from peftlab.models.backbones import input_spec_for
+    from peftlab.utils.provenance import mkl_branch
+
+    torch.set_num_threads(1)
+    size = input_spec_for(make_cfg(model, img_size, "lora").model).img_size
+    torch.manual_seed(0)
+    images, labels = torch.randn(batch, 3, size, size), torch.arange(batch) % 10
+    out = {"mkl_branch": mkl_branch()}
+    pinned = "MKL_CBWR" in os.environ  # either pin: the fused AdamW a reproducible run takes
+    for method in METHODS:
+        trainer = Trainer(make_cfg(model, img_size, method), images, labels, dtype, reproducible=pinned)
+        for _ in range(WARMUP):
+            trainer.step()
+        cpu, wall = [], []
+        for _ in range(TIMED):
+            c, w = time.process_time(), time.perf_counter()
+            trainer.step()
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - w)
+        out[method] = {"cpu": statistics.median(cpu), "wall": statistics.median(wall)}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(time_steps(**json.loads(sys.argv[1]))))

@@ -1,0 +1,169 @@
+"""The Python API's manners (peftlab/__init__.py, the end of utils/errors.py): a wrong type or None is one UserError
+naming the parameter, before anything runs; messages name the API's parameters, not the command's flags; a
+UserError is one line in IPython and in a script; an interrupted training call says how to resume; every command
+has its function; a mistyped key is named by edit distance over every key; validate checks the trackers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from testkit import REPO, TINY_MODEL
+
+import peftlab
+from peftlab.utils.errors import Resumable, UserError, in_parameters
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+@pytest.fixture
+def config(tmp_path):
+    """A run config of the tiny ViT on an image folder of 3 classes (never trained here)."""
+    from peftlab.data.synthetic import write_jpeg_folder
+
+    write_jpeg_folder(tmp_path / "images", n_train=6, size=32, classes=3, n_test=3)
+    run = {
+        "name": "tiny",
+        "model": TINY_MODEL,
+        "method": {"name": "lora", "r": 2},
+        "data": {"name": "imagefolder", "root": "images"},
+        "train": {"max_steps": 1, "batch_size": 4},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    return tmp_path / "run.yaml"
+
+
+def test_every_command_that_works_on_runs_and_studies_has_its_function():
+    for name in ("export", "results", "report", "paper", "submission", "reproduce", "validate", "params"):
+        assert name in peftlab.__all__ and callable(getattr(peftlab, name)) and getattr(peftlab, name).__doc__
+
+
+@pytest.mark.parametrize(
+    "call, parameter",
+    [
+        (lambda c: peftlab.train(None), "config=None"),
+        (lambda c: peftlab.train({"junk": 1}), "config={'junk': 1}"),
+        (lambda c: peftlab.train(c, 5), "overrides=5"),
+        (lambda c: peftlab.train(c, run_dir=3), "run_dir=3"),
+        (lambda c: peftlab.train(c, progress="yes"), "progress='yes'"),
+        (lambda c: peftlab.run_study(None), "study=None"),
+        (lambda c: peftlab.load_results(3), "study_dir=3"),
+        (lambda c: peftlab.load_trained(None), "run_dir=None"),
+        (lambda c: peftlab.predict(c.parent, None), "images=None"),
+        (lambda c: peftlab.predict(c.parent, ["a.png"], top_k="3"), "top_k='3'"),
+        (lambda c: peftlab.validate(c, 7), "overrides=7"),
+        (lambda c: peftlab.export(None, merged="m.safetensors"), "run_dir=None"),
+        (lambda c: peftlab.results(c.parent, format="xlsx"), "format='xlsx'"),
+        (lambda c: peftlab.params("vit_tiny_patch16_224", rank=4), "rank="),
+        (lambda c: peftlab.reproduce(None), "archive=None"),
+    ],
+)
+def test_a_wrong_type_or_none_is_one_line_naming_the_parameter(config, call, parameter):
+    with pytest.raises(UserError) as caught:
+        call(config)
+    assert parameter in str(caught.value) and "\n" not in str(caught.value)
+    assert not (config.parent / "runs").exists()
+
+
+def test_load_results_on_a_folder_without_a_study_raises_the_commands_error(tmp_path):
+    with pytest.raises(UserError, match=r"holds no study runs"):
+        peftlab.load_results(tmp_path)
+    with pytest.raises(UserError, match=r"is not a folder"):
+        peftlab.load_results(tmp_path / "nowhere")
+
+
+def test_messages_name_the_apis_parameters_not_the_commands_flags(tmp_path):
+    assert in_parameters("run x holds another run; use another --run-dir", {"run_dir"}) == (
+        "run x holds another run; use another run_dir"
+    )
+    assert in_parameters("--top-k 0 is invalid, --quiet, --other-flag", {"top_k"}) == (
+        "top_k 0 is invalid, progress=False, --other-flag"
+    )
+    (tmp_path / "file").write_text("")  # export's output folder is a file: the library names --peft
+    with pytest.raises(UserError) as caught:
+        peftlab.export(tmp_path, peft=tmp_path / "file")
+    assert "--peft" not in str(caught.value) and str(caught.value).startswith("peft ")
+
+
+def test_the_command_keeps_its_own_flags(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "export", str(tmp_path), "--peft", str(tmp_path / "file")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "peftlab: error: --peft " in done.stderr, done.stderr
+
+
+def test_a_user_error_is_one_line_in_ipython_and_in_a_script(tmp_path):
+    ipython = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "result = shell.run_cell('import peftlab; peftlab.load_results(3)')\n"
+        "print('raised', type(result.error_in_exec).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", ipython], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "UserError: study_dir=3 is invalid: expected a study folder (a path)",
+        "raised UserError",
+    ]
+    script = tmp_path / "script.py"
+    script.write_text("import peftlab\n\npeftlab.load_results(3)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr == f"{script}:3: UserError: study_dir=3 is invalid: expected a study folder (a path)\n"
+
+
+def test_an_interrupted_training_call_says_how_to_resume(config, tmp_path, monkeypatch):
+    import peftlab.training.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peftlab.training.run, "train", interrupted)
+    with pytest.raises(Resumable, match=r"peftlab.train was interrupted: call it again with the same arguments"):
+        peftlab.train(config, ["train.reproducible=false"], run_dir=tmp_path / "run")
+
+
+def test_a_mistyped_key_is_named_by_edit_distance_over_every_key():
+    from peftlab.config.schema import load_config
+    from peftlab.utils.errors import ConfigError
+
+    for override, meant in (
+        ("train.learnig_rate=1e-3", "train.lr"),  # near learning_rate, which is train.lr
+        ("model.lr=1e-3", "train.lr"),  # a key of another section
+        ("data.batch_sise=8", "train.batch_size"),
+        ("train.epoch=3", "train.epochs"),
+        ("method.rr=4", "method.r"),
+    ):
+        with pytest.raises(ConfigError, match=rf"did you mean '{meant}'\?"):
+            load_config(overrides=[override])
+
+
+def test_validate_refuses_a_tracker_that_is_not_installed(config, monkeypatch):
+    import peftlab.training.tracking as tracking
+
+    real = tracking.find_spec
+    monkeypatch.setattr(tracking, "find_spec", lambda name: None if name == "wandb" else real(name))
+    with pytest.raises(UserError, match=r"the wandb sink needs the 'wandb' package, which is not installed"):
+        peftlab.validate(config, ["track=[wandb]"])
+
+
+def test_validate_returns_the_commands_record(config):
+    record = peftlab.validate(config, ["method.r=4"])
+    assert record["valid"] is True and record["resolved"]["method"]["r"] == 4
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "validate", str(config), "method.r=4", "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = {k: record[k] for k in ("config", "valid", "ranks", "memory_estimate")}
+    assert json.loads(done.stdout) == json.loads(json.dumps(shown, default=str))
