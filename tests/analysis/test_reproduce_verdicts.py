@@ -174,3 +174,8 @@ def test_superseded_runs_are_named_in_reproduce_md_with_their_time():
     lines = superseded_lines({"superseded": [{"run": "old1", "seconds": 90.0}, {"run": "old2", "seconds": 30.0}]})
     assert lines[0] == "## Superseded runs"
     assert "2 runs of another version of the study" in lines[2] and "`old1`, `old2` (2.0 min of run time)" in lines[2]
+
+
+def test_a_count_of_runs_in_other_digits_is_one_line():
+    with pytest.raises(UserError, match=r"--runs '²' is invalid"):
+        draw(runs(), "²", 7)

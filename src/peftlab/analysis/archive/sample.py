@@ -36,7 +36,7 @@ def draw(runs: list[dict], which: str, seed: int) -> list[dict]:
     done = [run for run in runs if run["result"].get("status") == "completed"]
     if which == "all":
         return done
-    if which != "one-seed" and not which.isdigit():
+    if which != "one-seed" and not (which.isascii() and which.isdigit()):
         raise UserError(f"--runs {which!r} is invalid: expected all, one-seed or a count of runs (0 reruns none)")
     rng = random.Random(seed)
     by_variant: dict[str, list[dict]] = {}
