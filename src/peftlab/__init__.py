@@ -381,6 +381,8 @@ def reproduce(
     out=None,
     data=None,
     run_archive_code: bool = False,
+    sample_seed: int | None = None,
+    trials: bool = False,
     progress: bool = False,
 ):
     """Check a submission archive and rerun its runs, as ``peftlab reproduce`` does (what the command calls,
@@ -388,8 +390,10 @@ def reproduce(
     ``reproduced``, ``verdict``, ``differences``, ``compared``, ...). ``runs``: all, one-seed or a count (0 checks
     without rerunning); ``out``: where it unpacks and reruns (default ./<archive name>-reproduced); ``data``: a folder
     holding the datasets the archive does not pack; ``run_archive_code``: let the reruns import the archive's plugin
-    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run). The reruns
-    train in processes started with the pin."""
+    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run);
+    ``sample_seed``: the seed that draws which seed of each configuration is rerun (``--sample-seed``; None: a random
+    one, recorded); ``trials``: rerun the tuning searches and compare each choice (``--trials``). The reruns train in
+    processes started with the pin."""
     import contextlib
     from pathlib import Path
 
@@ -404,6 +408,9 @@ def reproduce(
     check_path("data", data, optional=True)
     check_bool("progress", progress)
     check_bool("run_archive_code", run_archive_code)
+    check_bool("trials", trials)
+    if sample_seed is not None and (isinstance(sample_seed, bool) or not isinstance(sample_seed, int)):
+        raise UserError(f"sample_seed={sample_seed!r} is invalid: expected a whole number or None")
     if isinstance(runs, bool) or not isinstance(runs, (str, int)):
         raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
     out = Path(out) if out is not None else command.default_out(Path(archive))
@@ -417,6 +424,8 @@ def reproduce(
             say=lambda line: print(printable(line), flush=True),  # the archive's texts: escapes shown, never sent
             data=data,
             run_archive_code=run_archive_code,
+            sample_seed=sample_seed,
+            trials=trials,
         )
     return read_json(out / command.RECORD)
 

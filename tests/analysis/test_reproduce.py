@@ -115,7 +115,8 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     assert plugin["distribution"] == "peftlab-mlpbias" and (root / plugin["folder"] / "peftlab_mlpbias").is_dir()
     text = (root / "REPRODUCE.md").read_text()
     steps = [line for line in text.splitlines() if line[:3] in {f"{n}. " for n in range(1, 10)}]
-    assert [line.split(" ")[1] for line in steps] == ["Install", "Plugin", "Data", "The", "The", "The"]
+    assert [line.split(" ")[1] for line in steps] == ["The", "Install", "Plugin", "Data", "The", "The", "The"]
+    assert steps[0].startswith("1. The integrity check, before anything runs code: `sha256sum -c SHA256SUMS`")
     dry = peftlab("study", "configs/study.yaml", "--dry-run", cwd=root, plugin_site=root / plugin["folder"])
     assert dry.returncode == 0, dry.stderr[-2000:]
 
@@ -142,7 +143,8 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", "--run-archive-code", cwd=elsewhere)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-1].startswith("reproduced: 2 runs rerun, 2 with every metric equal"), lines
+    assert lines[-1] == "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
+    assert any(line.startswith("runs reproduced: yes, 2 of 4 runs rerun (drawn with sample seed ") for line in lines)
     record = json.loads((elsewhere / "check" / "reproduce.json").read_text())
     assert record["reproduced"] and {run["variant"] for run in record["compared"]} == {"lora", "mlp_bias"}
     for run in record["compared"]:
@@ -234,7 +236,7 @@ WELL_FORMED = {
     "data": [],
     "plugins": [],
     "base": None,
-    "unpacked_files": {},
+    "supplied": [],
     "phases": {},
 }
 
@@ -280,7 +282,7 @@ def test_a_study_with_pretraining_points_its_runs_at_the_base_the_archive_trains
     assert (packed["base"], packed["pretrain"]) == ("downstream.yaml", "pretrain.yaml")
     base = yaml.safe_load((tmp_path / "configs" / "downstream.yaml").read_text())
     assert base["model"]["pretrained"] == "../base/model.safetensors"
-    assert not (tmp_path / "base").exists() and places.unpacked == {}
+    assert not (tmp_path / "base").exists() and places.supplied == []
     for path in (tmp_path / "configs").iterdir():
         assert str(REPO) not in path.read_text()
     reloaded = load_study(tmp_path / study_file)

@@ -155,7 +155,7 @@ def test_the_pretraining_step_says_how_long_the_base_took_though_the_study_found
     seconds = json.loads(archive_file(received["archive"], "archive.json"))["base"]["seconds"]
     assert seconds > 0
     text = archive_file(received["archive"], "REPRODUCE.md")
-    (step,) = (line for line in text.splitlines() if line.startswith("4. Pretraining: "))
+    (step,) = (line for line in text.splitlines() if line.startswith("5. Pretraining: "))
     assert "pretrain took 0.0 min" not in step and f"its run took {seconds:.0f} s on the runs' machine" in step
 
 
@@ -170,8 +170,7 @@ def test_a_check_without_data_names_where_each_dataset_goes_and_claims_no_data(r
         f"note: data data/lmcorpus (text) is absent: put it in {corpus} (`{command(CORPUS, corpus)}` makes it)",
     ]
     verdict = done.stdout.splitlines()[-1]
-    assert verdict.startswith("reproduced: 0 runs rerun") and "data as recorded" not in verdict, verdict
-    assert "data not checked (absent: data/texttask, data/lmcorpus)" in verdict
+    assert verdict == "no verdict: nothing checked differs, but data not checked (absent: data/texttask, data/lmcorpus)"
 
 
 @pytest.mark.e2e
@@ -192,7 +191,9 @@ def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_witho
     )
     assert done.returncode == 0, done.stdout + done.stderr
     verdict = done.stdout.splitlines()[-1]
-    assert verdict.startswith("reproduced: 1 run rerun, 1 with every metric equal") and "data as recorded" in verdict
+    assert verdict.startswith("runs reproduced: level 2 of 3"), verdict
+    assert "archive intact: yes (" in done.stdout and "2 datasets" in done.stdout
+    assert "1 of 1 runs rerun (drawn with sample seed " in done.stdout and "the tuning taken as recorded" in done.stdout
     assert "base: reproduced, its weights' SHA-256 " in done.stdout  # the rerun's pretraining made the same base
     check = tmp_path / "cwd" / "c"
     assert not (check / "archive" / NAME / "data").exists()  # read where it is kept, not copied
@@ -260,7 +261,7 @@ def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tm
 
     kept = tampered(archive, tmp_path / "kept", lambda root: None)
     done = peftlab("reproduce", str(kept), "--runs", "0", "--out", "check", cwd=tmp_path)
-    assert done.returncode == 0 and "data as recorded" in done.stdout.splitlines()[-1], done.stdout + done.stderr
+    assert done.returncode == 0 and done.stdout.splitlines()[-1].startswith("archive intact: level 1"), done.stdout
     root = tampered(archive, tmp_path / "received", edit_image)
     done = peftlab("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -314,3 +315,17 @@ def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minute
     (tmp_path / "phases.jsonl").write_text("".join(json.dumps(p) + "\n" for p in phases))
     (line,) = [line for line in runtime_lines(pd.DataFrame(), tmp_path, None) if "Every phase" in line]
     assert "pretrain: its base already trained, final runs 4.8 min." in line and "pretrain 0.0 min" not in line
+
+
+@pytest.mark.e2e
+def test_trials_rerun_the_search_and_compare_its_choice(received, tmp_path):
+    make_data(received, tmp_path, TASK, "datasets/texttask")
+    make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
+    done = receive(
+        received, tmp_path, "reproduce", str(received["archive"]), "--data", "datasets", "--trials", "--out", "c"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the tuning searches rerun, each choice compared" in done.stdout, done.stdout
+    assert (tmp_path / "c" / "rerun" / "tune").is_dir()  # the trials ran again
+    record = json.loads((tmp_path / "c" / "reproduce.json").read_text())
+    assert record["tuning"] == "rerun" and record["tuning_choices"] == [f"lora: train.lr {received['chosen']}"]

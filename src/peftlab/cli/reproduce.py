@@ -12,14 +12,26 @@ def add_reproduce(sub) -> None:
     p.add_argument(
         "--runs",
         default="one-seed",
-        help="which archived runs to rerun: all, one-seed (default: the first seed of every configuration) or a "
-        "count N (one seed of each configuration first; 0 checks the archive without rerunning)",
+        help="which archived runs to rerun: all (and recompute the paper's claims from them), one-seed (default: "
+        "one seed of every configuration, drawn from --sample-seed) or a count N (one drawn seed of each "
+        "configuration first; 0 checks the archive without rerunning)",
+    )
+    p.add_argument(
+        "--sample-seed",
+        help="the seed that draws which seed of each configuration is rerun (default: a random one, printed and "
+        "recorded in reproduce.json; give it to draw the same runs again)",
+    )
+    p.add_argument(
+        "--trials",
+        action="store_true",
+        help="rerun the tuning searches too and compare each choice (default: the tuning taken as recorded)",
     )
     p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
     p.add_argument(
         "--data",
-        help="a folder that holds datasets the archive does not pack, each as <name> for the archive's data/<name>: "
-        "checked against their recorded SHA-256 and read by the reruns (default: the archive's data/)",
+        help="a folder that holds datasets the archive does not pack, each as <name> for the archive's data/<name> "
+        "or for a dataset the configs name (fashion_mnist, mnist): checked against their recorded SHA-256 and read "
+        "by the reruns (default: the archive's data/, and where peftlab finds a dataset by its name)",
     )
     p.add_argument(
         "--run-archive-code",
@@ -46,4 +58,6 @@ def cmd_reproduce(args) -> int:
         say=say,
         data=args.data,
         run_archive_code=args.run_archive_code,
+        sample_seed=args.sample_seed,
+        trials=args.trials,
     )

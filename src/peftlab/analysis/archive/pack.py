@@ -3,13 +3,15 @@
 - configs/: the study file and every config it reaches (base:, pretrain:), each path in them rewritten to where it
   lies inside the unpacked archive: the base the study's pretraining makes in ``base/`` (not packed: its SHA-256
   is), each dataset in ``data/<name>/`` (not packed: its checksums are, and how to obtain it), any other file or
-  folder a config names (an HF model's config.json and tokenizer files, an importance file) packed in ``files/``.
+  folder a config names (an HF model's config.json and tokenizer files, an importance file) packed in ``files/``;
+  a weights file or one too large to pack (a base outside the study), or a folder holding one, goes to
+  ``supplied/`` instead (``archive.supplied``: the receiver puts it there; archive.json records its SHA-256).
 - plugins/<distribution>-<version>/: each plugin method's installed package as ``pip install --target`` lays it
   out (its top-level packages and its dist-info), whose code hashes to the runs' ``code_sha256``.
 - results/runs/<run>/: every reported run's spec.json and result.json as the results hash reads them.
 - environment.lock: every installed distribution's version (``name==version``), as ``pip freeze`` says it.
 - archive.json: what reproduce reads (ARCHIVE_VERSION): the study file, the machine class of the runs, the
-  datasets' checksums, the plugins' hashes, the base's SHA-256 and the results hash.
+  datasets' checksums, the plugins' hashes, the base's SHA-256, the supplied files' SHA-256 and the results hash.
 
 No absolute path of the packing machine is written (``results.portable`` for what the runs recorded).
 """
@@ -22,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from peftlab.analysis.paper.latex import file_sha256
+from peftlab.analysis.archive.supplied import SUPPLIED, supplied_entry
 from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
 from peftlab.config.paths import PATH_FIELDS, PATH_WORDS
 from peftlab.config.reading import read_yaml
@@ -152,6 +154,25 @@ class BaseRecord(TypedDict):
     seconds: float | None
 
 
+SUPPLIED_PATH = re.compile(r"supplied/[^/\x00-\x1f]+(/[^/\x00-\x1f]+)*")
+
+
+class SuppliedRecord(TypedDict):
+    """A file the receiver supplies in ``supplied/`` (``supplied.supplied_entry``)."""
+
+    path: Annotated[str, matching(SUPPLIED_PATH, "supplied/<name>")]
+    sha256: Annotated[str, sha256_hex]
+    bytes: int
+    field: Annotated[str, text]  # the config field that names it
+
+
+class SupersededRecord(TypedDict):
+    """A run of another version of the study, left out of the archive (``results.load.superseded_runs``)."""
+
+    run: Annotated[str, text]
+    seconds: float
+
+
 class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDict reads NotRequired itself
     """archive.json."""
 
@@ -163,7 +184,9 @@ class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDi
     data: Annotated[list[DataRecord], bounded]
     plugins: Annotated[list[PluginRecord], bounded]
     base: BaseRecord | None
-    unpacked_files: Annotated[dict[str, Annotated[str, sha256_hex]], relative_keys]  # files/<...> -> SHA-256
+    supplied: Annotated[list[SuppliedRecord], bounded]  # the files the receiver supplies
+    repository: NotRequired[Annotated[str, text] | None]  # the checkout's remote, as git knows it
+    superseded: NotRequired[Annotated[list[SupersededRecord], bounded]]
     phases: dict[str, Any]
 
 
@@ -175,7 +198,7 @@ class Places:
         self.chosen: dict[tuple[str, str], str] = {}
         self.taken: set[str] = set()
         self.data: dict[str, str] = {}  # archive folder -> the dataset's absolute root (for the data record)
-        self.unpacked: dict[str, str] = {}  # archive path -> SHA-256 of a file too large to pack
+        self.supplied: list[dict] = []  # the files the receiver supplies (``supplied.supplied_entry``)
 
     def place(self, field: str, value: str) -> str:
         """The archive path (from its root) that replaces ``value`` (absolute) of config field ``field``."""
@@ -190,8 +213,10 @@ class Places:
             shown = self.fresh(f"data/{path.name or 'data'}")
             self.data[shown] = value
         else:
-            shown = self.fresh(f"files/{path.name or 'file'}")
-            self.pack(path, self.root / shown)
+            refuse_link(path, "file a config names")
+            where = SUPPLIED if needs_supplying(path) else "files"
+            shown = self.fresh(f"{where}/{path.name or 'file'}")
+            self.pack(path, self.root / shown, field)
         self.chosen[key] = shown
         return shown
 
@@ -203,22 +228,33 @@ class Places:
         self.taken.add(shown)
         return shown
 
-    def pack(self, src: Path, dst: Path) -> None:
+    def pack(self, src: Path, dst: Path, field: str) -> None:
         """A file, or a folder's files (not below its subfolders' links), packed when small and no weights;
-        others recorded by SHA-256 for REPRODUCE.md to say where they go."""
+        others recorded by SHA-256 (``supplied``) for REPRODUCE.md to say where they go and reproduce to check."""
         refuse_link(src, "file a config names")
-        files = [(src, dst)] if src.is_file() else []
-        if src.is_dir():
-            files = [
-                (p, dst / p.relative_to(src)) for p in sorted(src.rglob("*")) if p.is_file() and not p.is_symlink()
-            ]
-        for path, out in files:
-            size = path.stat().st_size
-            if size > MAX_PACKED_BYTES or path.suffix in WEIGHT_SUFFIXES:
-                self.unpacked[out.relative_to(self.root).as_posix()] = file_sha256(path)
+        for path, out in folder_files(src, dst):
+            if too_large(path):
+                self.supplied.append(supplied_entry(path, out.relative_to(self.root).as_posix(), field))
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, out, follow_symlinks=False)
+
+
+def folder_files(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """(file, where it goes) for a file, or each of a folder's files (not below its subfolders' links)."""
+    if src.is_dir():
+        return [(p, dst / p.relative_to(src)) for p in sorted(src.rglob("*")) if p.is_file() and not p.is_symlink()]
+    return [(src, dst)] if src.is_file() else []
+
+
+def too_large(path: Path) -> bool:
+    """A file the archive does not pack: weights, or over ``MAX_PACKED_BYTES``."""
+    return path.suffix in WEIGHT_SUFFIXES or path.stat().st_size > MAX_PACKED_BYTES
+
+
+def needs_supplying(path: Path) -> bool:
+    """Whether a file or folder a config names holds a file the archive does not pack (``supplied/``)."""
+    return any(too_large(file) for file, _ in folder_files(path, path))
 
 
 def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "configs") -> dict:

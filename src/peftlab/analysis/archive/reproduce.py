@@ -30,6 +30,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from peftlab.analysis.archive.claims import compare_claims
+from peftlab.analysis.archive.datasets import NamedData, check_named_data, named_entries, rerun_environment
 from peftlab.analysis.archive.pack import rewrite_paths
 from peftlab.analysis.archive.received import (
     KEPT,
@@ -42,7 +44,6 @@ from peftlab.analysis.archive.received import (
     check_plugin_folders,
     check_plugins,
     check_sums,
-    choose,
     compare_runs,
     dist_info,
     environment_notes,
@@ -52,6 +53,20 @@ from peftlab.analysis.archive.received import (
     survey,
     unpack,
     walk_folder,
+)
+from peftlab.analysis.archive.regenerate import regenerate
+from peftlab.analysis.archive.sample import draw
+from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
+from peftlab.analysis.archive.supplied import SuppliedCheck, check_supplied
+from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, rerun_with_trials, trial_study
+from peftlab.analysis.archive.verdicts import (
+    Evidence,
+    Phases,
+    checked_record,
+    closing_record,
+    machine_lines,
+    reruns_of,
+    verdict_lines,
 )
 from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import UserError
@@ -76,10 +91,14 @@ def reproduce(
     say: Callable[[str], None] = print,
     data: str | Path | None = None,
     run_archive_code: bool = False,
+    sample_seed: int | str | None = None,
+    trials: bool = False,
 ) -> int:
-    """Check the archive at ``source`` and rerun ``runs`` of it into ``out``; the exit status (0 reproduced, 1
-    not). ``say`` prints a line (the CLI's escapes what the archive holds); ``run_archive_code``: the archive's
-    plugin code may be imported for the reruns (``--run-archive-code``)."""
+    """Check the archive at ``source`` and rerun ``runs`` of it into ``out``; the exit status (0 nothing differs, 1
+    something does). ``say`` prints a line (the CLI's escapes what the archive holds); ``run_archive_code``: the
+    archive's plugin code may be imported for the reruns (``--run-archive-code``); ``sample_seed``: the seed that
+    draws the reruns (``sample``); ``trials``: the tuning searches rerun (``trials``). The closing lines say the
+    three verdicts (``verdicts``)."""
     source = Path(source)
     out = Path(out) if out else default_out(source)
     kept = Path(data) if data is not None else None
@@ -88,27 +107,66 @@ def reproduce(
             f"--data {kept} is not a folder: expected the folder that holds the datasets, each in a folder named "
             "as in the archive's data/"
         )
-    root, record = receive(source, out)
+    seed = sample_seed_of(sample_seed)
+    phases, evidence = Phases(), Evidence()
+    with phases.timed("unpack"):
+        root, record = receive(source, out)
     packed = archived_runs(root)
-    chosen = choose(packed, runs)
-    checks = check(root, record, kept)
+    chosen = draw(packed, runs, seed)
+    with phases.timed("check"):
+        checks = check(root, record, kept)
+    with phases.timed("regenerate"):
+        regenerated = regenerate(root, record)
+        checks.differences += regenerated.differ
     show(checks, say)
+    for line in checks.named.by_reruns:
+        say(f"note: {line}")
     stopped = gate(checks, chosen)
+    evidence.archive = list(checks.differences)
+    evidence.not_checked = [f"data not checked (absent: {', '.join(checks.unseen)})"] if checks.unseen else []
+    evidence.not_checked += [f"supplied file not checked: {line}" for line in checks.supplied.absent]
+    evidence.checked = checked_record(
+        root, record, checks.sha, checks.found, checks.named, checks.supplied, regenerated
+    )
+    evidence.runs_total = sum(1 for run in packed if run["result"].get("status") == "completed")
+    evidence.sample = "all" if runs == "all" else f"drawn with sample seed {seed}"
+    evidence.tuned = any(run.get("tuned_by") for run in packed)
     compared: list[dict] = []
     allowed: list[dict] = []
     if chosen and stopped is None:
         allowed = consent(root, record, out, run_archive_code)
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
-        results = rerun(root, record, chosen, out, progress, checks.found)
+        os.environ.update(rerun_environment(checks.named, kept))  # the reruns read each dataset by name as checked
+        with phases.timed("rerun"):
+            results = rerun(root, record, chosen, out, progress, checks.found, trials)
         compared, lines = compare(chosen, results, packed)
         lines += base_lines(record, out / "configs" / Path(record["study"]).name, same_class=not checks.notes)
         for line in lines:
             say(line)
-        checks.differences += [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
-    differences = checks.differences
-    verdict = stopped or verdict_line(compared, differences, checks.unseen)
-    say(verdict)
+        evidence.run_differences = [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
+        if trials:  # each search's choice against the archive's
+            evidence.trial_differences, evidence.trials = compare_choices(chosen, rerun_dirs(out / "rerun"))
+            for line in evidence.trial_differences:
+                say(f"differs: {line}")
+    evidence.compared = compared
+    if runs == "all" and compared and all(run["rule"] != "none" for run in compared):
+        with phases.timed("claims"):
+            evidence.claims = compare_claims(
+                root, record, reruns_of(compared), exact=all(run["rule"] == "exact" for run in compared)
+            )
+        for line in evidence.claims.differ:
+            say(f"claim differs: {line}")
+    drawn = seed if chosen and runs != "all" else None  # the seed that drew the reruns, where one did
+    for line in machine_lines(record, evidence, phases, drawn):
+        say(line)
+    closing, level, agree = verdict_lines(evidence)
+    if stopped is not None:  # the checks stopped the reruns: that is the verdict
+        closing[-1] = stopped
+    for line in closing:
+        say(line)
+    differences = evidence.archive + evidence.run_differences + evidence.trial_differences
+    differences += evidence.claims.differ if evidence.claims else []
     write_json_atomic(
         out / RECORD,
         {
@@ -124,11 +182,14 @@ def reproduce(
             "differences": capped(differences, KEPT),
             "differences_count": len(differences),
             "data_not_checked": checks.unseen,
-            "verdict": verdict,
-            "reproduced": not differences,
+            "tuning_choices": evidence.trials,
+            "verdicts": closing[:-1],
+            "verdict": closing[-1],
+            "reproduced": agree and level >= 2,
+            **closing_record(evidence, record, phases, drawn, level),
         },
     )
-    return 0 if not differences else 1
+    return 0 if agree else 1
 
 
 # --- receive ---------------------------------------------------------------------------------------------------
@@ -184,6 +245,8 @@ class Checks:
     absent: list[str]  # datasets in neither the archive nor --data
     found: dict[str, Path]  # the archive's data/<name> -> where it was found
     unseen: list[str]  # the archive's data folders not checked (absent)
+    supplied: SuppliedCheck  # the files the receiver supplies (supplied.py)
+    named: NamedData  # the datasets by name (datasets.py)
 
 
 def check(root: Path, record: dict, kept: Path | None) -> Checks:
@@ -194,14 +257,21 @@ def check(root: Path, record: dict, kept: Path | None) -> Checks:
     differences += hash_lines
     differences += check_plugins(root, record) + check_plugin_folders(root, record)
     data_differ, absent, found = check_data(root, record, kept)
-    differences += data_differ
+    supplied, named = check_supplied(root, record), check_named_data(record, kept)
+    differences += data_differ + supplied.differ + named.differ
+    absent += supplied.absent + named.absent
     unseen = [data["folder"] for data in record["data"] if data["folder"] and data["folder"] not in found]
+    unseen += [
+        f"{entry['name']} (by name)"
+        for entry in named_entries(record)
+        if entry["name"] not in named.found and entry["name"] not in named.rerun_checked
+    ]
     said = (
         None
         if hash_lines
         else f"results hash: {sha[:12]}, recomputed from results/runs, as paper/results.tex and runs.sha256 say"
     )
-    return Checks(environment_notes(record), sha, said, differences, absent, found, unseen)
+    return Checks(environment_notes(record), sha, said, differences, absent, found, unseen, supplied, named)
 
 
 def show(checks: Checks, say: Callable[[str], None]) -> None:
@@ -312,14 +382,24 @@ def plugin_code(root: Path, record: dict, where: Path) -> list[Path]:
 
 
 def rerun(
-    root: Path, record: dict, chosen: list[dict], out: Path, progress: bool, found: dict[str, Path]
+    root: Path,
+    record: dict,
+    chosen: list[dict],
+    out: Path,
+    progress: bool,
+    found: dict[str, Path],
+    trials: bool = False,
 ) -> dict[tuple, dict]:
     """Rerun ``chosen`` with the archive's study file (its configs copied into OUT/configs, naming the datasets
     where ``found`` says) into OUT/rerun; each run's result by (variant, seed), a missing one's as an error."""
     wanted = [{"variant": run["variant"], "seed": run["seed"], "tuned_by": run.get("tuned_by")} for run in chosen]
     study_file = rerun_configs(root, record["study"], found, out / "configs")
-    study, picked, missing = chosen_runs(study_file, wanted)
-    dirs = run_chosen(study, out / "rerun", progress) if picked else {}
+    if trials:  # the searches again, then the final runs at their choices (trials.py)
+        study, missing = trial_study(study_file, wanted)
+        dirs = rerun_with_trials(study, out / "rerun", progress) if study.runs else {}
+    else:
+        study, picked, missing = chosen_runs(study_file, wanted)
+        dirs = run_chosen(study, out / "rerun", progress) if picked else {}
     results = {}
     for run in chosen:
         run_dir = dirs.get((run["variant"], run["seed"]))
@@ -348,22 +428,6 @@ def compare(chosen: list[dict], results: dict[tuple, dict], packed: list[dict]) 
         if run["result"].get("status") == "completed":
             by_variant.setdefault(run["variant"], []).append(run["result"])
     return compare_runs(pairs, by_variant)
-
-
-def verdict_line(compared: list[dict], differences: list[str], unseen: list[str]) -> str:
-    """The last line: what was rerun and held to which rule, or the first three differences; the datasets that were
-    absent (``unseen``) were not checked."""
-    if differences:
-        return f"not reproduced: {len(differences)} difference{'s' if len(differences) != 1 else ''}: " + (
-            "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-        )
-    exact = sum(1 for run in compared if run["rule"] == "exact")
-    return (
-        f"reproduced: {len(compared)} run{'s' if len(compared) != 1 else ''} rerun, "
-        + (f"{exact} with every metric equal, {len(compared) - exact} within the tolerance; " if compared else "")
-        + "the archive's files, results hash, plugins"
-        + (f" as recorded; data not checked (absent: {', '.join(unseen)})" if unseen else " and data as recorded")
-    )
 
 
 def base_lines(record: dict, study_file: Path, same_class: bool) -> list[str]:

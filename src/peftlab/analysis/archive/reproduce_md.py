@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from peftlab.analysis.archive.pack import data_command
+from peftlab.analysis.archive.supplied import SUPPLIED_RECORD, SUPPLIED_SUMS
 from peftlab.analysis.paper.macros import TOP1
 from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
@@ -32,6 +33,21 @@ def git_head() -> str:
     except FileNotFoundError:
         return "unknown (git not installed)"
     return proc.stdout.strip() or "unknown (not a git checkout)"
+
+
+def git_remote() -> str | None:
+    """The address of the repository git knows for the checkout (its ``origin``, else its first remote), or None."""
+    try:
+        names = run_program(["git", "-C", str(REPO_ROOT), "remote"], seconds=60, fix="check how git is set up")
+    except FileNotFoundError:
+        return None
+    remotes = names.stdout.split() if names.returncode == 0 else []
+    if not remotes:
+        return None
+    name = "origin" if "origin" in remotes else remotes[0]
+    url = run_program(["git", "-C", str(REPO_ROOT), "remote", "get-url", name], seconds=60, fix="check git")
+    address = url.stdout.strip() if url.returncode == 0 else ""
+    return address if address.isprintable() and address else None
 
 
 PATH_WORDS = (
@@ -72,8 +88,9 @@ def data_lines(done, study_dir: Path) -> list[str]:
         "## Where the data goes",
         "",
         "Each dataset the runs read, and the folder their configs name for it (`data.root`; a relative root is "
-        "read from the folder of the config that names it). Put the data there, or set `data.root` in `configs/` "
-        "to where you have it; the runs' files record each data file's SHA-256 (`provenance.data_sha256`).",
+        "read from the folder of the config that names it). Put the data there, or keep it in a folder of your own "
+        "and give `peftlab reproduce --data DIR` (`DIR/<name>` for each; the configs stay as packed, which the "
+        "integrity check needs); the runs' files record each data file's SHA-256 (`provenance.data_sha256`).",
         "",
     ]
     roots = done.get("config.data.root")
@@ -106,8 +123,11 @@ def command_lines(study_dir: Path) -> list[str]:
     shell = []
     for command in commands:
         line = " ".join(shell_word(arg, study_dir) for arg in command["argv"])
-        if command["cwd"]:
-            shell.append(f"cd {shell_word(command['cwd'], study_dir)} && {line}")
+        where = shell_word(command["cwd"], study_dir) if command["cwd"] else None
+        if where is not None and not where.startswith(("OUTSIDE", "'OUTSIDE")):
+            shell.append(f"cd {where} && {line}")
+        elif where is not None:
+            shell.append(f"{line}  # from a folder of the machine of the runs, outside the checkout and the study")
         else:
             shell.append(f"{line}  # from a folder the record does not name")
     return lines + markdown_block(shell, "bash") + [""]
@@ -126,9 +146,9 @@ def shell_word(text: str, study_dir: Path) -> str:
     return shlex.quote(shown)
 
 
-def runtime_lines(done, study_dir: Path, paper_minutes: str | None) -> list[str]:
-    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining, and the
-    run time in all as the paper prints it (its \\studyWallMinutes)."""
+def runtime_lines(done, study_dir: Path, paper_minutes: str | None, pretrains: bool = True) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining where the
+    study pretrains (``pretrains``), and the run time in all as the paper prints it (its \\studyWallMinutes)."""
     lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
     if wall is not None and wall.notna().any():
         lines.append(
@@ -151,13 +171,31 @@ def runtime_lines(done, study_dir: Path, paper_minutes: str | None) -> list[str]
         )
     if paper_minutes:
         lines.append(f"- The runs' time in all, as the paper prints it (\\studyWallMinutes): {paper_minutes} min.")
-    manifest = pretraining_manifest(done)
+    manifest = pretraining_manifest(done) if pretrains else None
     if manifest:
         lines.append(
             f"- Pretraining the base model (cached after the first time): "
             f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
         )
     return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
+
+
+def superseded_lines(record: dict) -> list[str]:
+    """REPRODUCE.md's note on the runs of another version of the study (archive.json's ``superseded``): named,
+    left out of the archive, the tables and the paper's run time."""
+    old = record.get("superseded") or []
+    if not old:
+        return []
+    minutes = sum(run.get("seconds") or 0.0 for run in old) / 60
+    names = ", ".join(markdown_code(run["run"]) for run in old)
+    return [
+        "## Superseded runs",
+        "",
+        f"The study folder held {len(old)} run{'s' if len(old) != 1 else ''} of another version of the study, which "
+        f"its file no longer names: {names} ({minutes:.1f} min of run time). They are not in this archive, its "
+        "tables or the paper's run time; the phases' wall times below include the calls that trained them.",
+        "",
+    ]
 
 
 def phase_seconds(study_dir: Path) -> dict[str, float]:
@@ -177,8 +215,9 @@ def paper_macro(paper_dir: Path, name: str) -> str | None:
 
 
 def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
-    """REPRODUCE.md's steps in this archive's own folder, in order: install, plugins, data, pretraining, the
-    study, its report and paper, the check; each with the time the study measured where it did."""
+    """REPRODUCE.md's steps in this archive's own folder, in order: the integrity check (before anything runs
+    code), install, plugins, data, the files to supply, pretraining, the study, its report and paper, the check by
+    ``peftlab reproduce``; each with the time the study measured where it did."""
     study, phases = record["study"], record.get("phases") or {}
 
     def took(phase: str) -> str:
@@ -193,9 +232,20 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             return f" (its run took {seconds:.0f} s on the runs' machine)"
         return took("pretrain")
 
+    repository = record.get("repository")
     steps = [
-        "Install peftlab at the commit above with its lock file (`pip install -r requirements.lock`, then "
-        "`pip install -e <checkout>`); `environment.lock` lists every package of the machine of the runs."
+        "The integrity check, before anything runs code: `sha256sum -c SHA256SUMS` checks every packed file; "
+        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex). "
+        "`peftlab reproduce . --runs 0` (once installed) checks the same, the files you supply and the data too, "
+        "and regenerates the paper's numbers from `results/runs/`.",
+        "Install peftlab at the commit above"
+        + (
+            f" from {markdown_code(repository)} (`git clone {shlex.quote(repository)}`)"
+            if repository
+            else " (no repository address was recorded: git knew no remote of the packing checkout)"
+        )
+        + " with its lock file (`pip install -r requirements.lock`, then `pip install -e <checkout>`); "
+        "`environment.lock` lists every package of the machine of the runs.",
     ]
     for plugin in record.get("plugins") or []:
         steps.append(
@@ -204,7 +254,16 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
         )
     for data in record.get("data") or []:
-        where = f"put it in {markdown_code(data['folder'])}" if data.get("folder") else "peftlab finds it by its name"
+        if data.get("folder"):
+            where = (
+                f"put it in {markdown_code(data['folder'])}, or in `DIR/{markdown_text(Path(data['folder']).name)}` "
+                "with `peftlab reproduce --data DIR`"
+            )
+        else:
+            where = (
+                "peftlab finds it by its name, or in "
+                f"`DIR/{markdown_text(data['name'])}` with `peftlab reproduce --data DIR`"
+            )
         made = data.get("made_by") and data.get("folder")
         how = (
             (made and f"{markdown_code(data_command(data['made_by'], data['folder']))} makes it")
@@ -216,8 +275,12 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
             f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
         )
-    for path, sha in sorted((record.get("unpacked_files") or {}).items()):
-        steps.append(f"A file the configs name, too large to pack: put it at {markdown_code(path)} (SHA-256 {sha}).")
+    for entry in record.get(SUPPLIED_RECORD) or []:
+        steps.append(
+            f"A file you supply (the archive cannot pack it; {markdown_code(str(entry.get('field')))} names it): "
+            f"put it at {markdown_code(entry['path'])} (SHA-256 {entry['sha256']}, {entry.get('bytes')} bytes); "
+            f"`sha256sum -c {SUPPLIED_SUMS}` checks it, and `peftlab reproduce` does before anything runs."
+        )
     base = record.get("base")
     if base:
         steps.append(
@@ -230,10 +293,11 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     )
     steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
     steps.append(
-        "The check: `peftlab reproduce . --out rerun-check` reruns one seed of every configuration and compares "
-        "every metric with `results/runs/` (docs/reproduce.md; `--data DIR` reads each `data/<name>` from "
-        "`DIR/<name>` instead); `sha256sum -c SHA256SUMS` checks the files, and "
-        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex)"
+        "The check: `peftlab reproduce . --out ../reproduce-check` checks the archive, then reruns one seed of "
+        "every configuration, drawn from a seed it prints (`--sample-seed` draws the same again), and compares "
+        "every metric with `results/runs/` (docs/reproduce.md); `--runs all` reruns every run and recomputes the "
+        "paper's claims from them, `--trials` reruns the tuning searches; `--data DIR` reads each dataset from "
+        "`DIR/<name>`"
         + (f"; the runs took {paper_minutes} min in all, as the paper prints it." if paper_minutes else ".")
     )
     return [
@@ -248,8 +312,8 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
 
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
 DATA_HOW = {
-    "mnist": "peftlab's offline data (`make install`) holds it",
-    "fashion_mnist": "peftlab's offline data (`make install`) holds it",
+    "mnist": "peftlab's offline data (`make data` in the checkout) installs it",
+    "fashion_mnist": "peftlab's offline data (`make data` in the checkout) installs it",
     "vtab_demo": "`peftlab data vtab-demo` makes it",
 }
 
@@ -271,9 +335,16 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         f"precision {said(env.get('dtype'))}.",
         "- Packages: " + ", ".join(said(f"{k} {v}") for k, v in versions.items() if v) + " (all: requirements.lock).",
         "",
+    ]
+    paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
+    lines += steps_lines(record, paper_minutes) + superseded_lines(record)
+    repository = record.get("repository")
+    lines += [
         "## Commands",
         "",
-        "From a clone of the repository at that commit, on Debian with Python 3.11:",
+        "How the runs were made, from a clone of the repository"
+        + (f" ({markdown_code(repository)})" if repository else " (git recorded no address of it)")
+        + " at that commit, on Debian with Python 3.11:",
         "",
     ]
     shell = [f"git checkout {shlex.quote(sha) if sha.isprintable() else 'unknown'}"]
@@ -289,8 +360,8 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         )
         lines += [
             "",
-            "`make` creates `.venv` with requirements.lock, installs the offline data and, when apt may "
-            "be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:",
+            "`make` creates `.venv` with requirements.lock, installs the offline data (`make data`) and, when apt "
+            "may be used, the LaTeX packages (scripts/install-latex.sh). The same steps without make:",
             "",
         ]
         shell = []
@@ -309,10 +380,8 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         "bash",
     )
     lines += ["", PATH_WORDS, ""]
-    paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
-    lines += steps_lines(record, paper_minutes)
     lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
-    lines += runtime_lines(done, study_dir, paper_minutes)
+    lines += runtime_lines(done, study_dir, paper_minutes, pretrains=bool(record.get("base")))
     lines += [
         "",
         "## Expected results",

@@ -30,8 +30,10 @@ from peftlab.analysis.archive.pack import (
     pack_plugins,
     pack_runs,
 )
-from peftlab.analysis.archive.reproduce_md import phase_seconds, reproduce_md
+from peftlab.analysis.archive.reproduce_md import git_remote, phase_seconds, reproduce_md
+from peftlab.analysis.archive.supplied import SUPPLIED_RECORD, write_supplied_sums
 from peftlab.analysis.paper.latex import changed_source, file_sha256, pdf_results_sha256
+from peftlab.analysis.paper.record_words import superseded_seconds
 from peftlab.analysis.report.literature import LITERATURE
 from peftlab.analysis.results.load import (
     environment,
@@ -40,6 +42,7 @@ from peftlab.analysis.results.load import (
     results_lines,
     results_sha256,
     run_dirs,
+    superseded_runs,
     typed_frame,
 )
 from peftlab.analysis.results.portable import portable_frame
@@ -128,6 +131,7 @@ def write_submission(
         (root / ENVIRONMENT_LOCK).write_text(environment_lock())
         record = archive_record(study_dir, study, study_file, places, plugins, now)
         write_json_atomic(root / ARCHIVE_RECORD, record)
+        write_supplied_sums(root, places.supplied)
         (root / "REPRODUCE.md").write_text(reproduce_md(df, study_dir, study_yaml, paper_dir, out, record))
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         (root / "SHA256SUMS").write_text("".join(f"{file_sha256(root / f)}  {f}\n" for f in files))
@@ -191,6 +195,10 @@ def archive_record(
         }
         if study.pretrain
         else None,
-        "unpacked_files": places.unpacked,
+        SUPPLIED_RECORD: places.supplied,
+        "repository": git_remote(),
+        "superseded": [
+            {"run": run_dir.name, "seconds": superseded_seconds(run_dir)} for run_dir in superseded_runs(study_dir)
+        ],
         "phases": phase_seconds(study_dir),
     }

@@ -1,0 +1,88 @@
+"""Files the receiver supplies: what a config names that the archive cannot pack (a weights file, a base outside
+the study, any file over ``pack.MAX_PACKED_BYTES``). Each has a place of its own, ``supplied/<name>`` (a folder a
+config names goes there whole: its small files packed, its weights to be put beside them), recorded in
+archive.json's ``supplied`` with its SHA-256 and size, named in REPRODUCE.md, and checked against that hash at every
+level of ``peftlab reproduce`` (``--runs 0`` included): one that differs is named, one that is absent is a note
+(and stops a rerun), the right one is "as recorded", never a file "added after packing".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftlab.analysis.paper.latex import file_sha256
+from peftlab.utils.errors import UserError
+
+SUPPLIED = "supplied"  # the archive's folder of the files the receiver puts there
+SUPPLIED_RECORD = "supplied"  # archive.json's field: a list of {path, sha256, bytes, field}
+SUPPLIED_SUMS = f"{SUPPLIED}/supplied.sha256"  # `sha256sum -c` checks the supplied files with it
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def supplied_entry(path: Path, shown: str, config_field: str) -> dict:
+    """archive.json's record of a file the receiver supplies: ``shown`` its archive path, ``path`` the file the
+    runs read (hashed here), ``config_field`` the config field that names it (or the folder it lies in)."""
+    return {"path": shown, "sha256": file_sha256(path), "bytes": path.stat().st_size, "field": config_field}
+
+
+def write_supplied_sums(root: Path, entries: list[dict]) -> None:
+    """``supplied/supplied.sha256``: a line per file to supply, as ``sha256sum -c`` reads it from the archive's
+    folder (so the folder is there, waiting for them)."""
+    if entries:
+        (root / SUPPLIED).mkdir(parents=True, exist_ok=True)
+        (root / SUPPLIED_SUMS).write_text("".join(f"{entry['sha256']}  {entry['path']}\n" for entry in entries))
+
+
+def supplied_entries(record: dict, where: Path) -> list[dict]:
+    """archive.json's ``supplied`` as ``supplied_entry`` writes it, each path inside ``supplied/``: anything else
+    is one UserError line naming the field (a hostile record names no file outside the archive)."""
+    value = record.get(SUPPLIED_RECORD) or []
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise UserError(f"{where}: {SUPPLIED_RECORD} is invalid: expected a list of objects with path and sha256")
+    for entry in value:
+        path = entry.get("path")
+        parts = Path(path).parts if isinstance(path, str) else ()
+        if not parts or parts[0] != SUPPLIED or ".." in parts or Path(path).is_absolute() or len(parts) < 2:
+            raise UserError(f"{where}: {SUPPLIED_RECORD}.path={path!r} is invalid: expected a path inside supplied/")
+        if not isinstance(entry.get("sha256"), str) or not SHA256.fullmatch(entry["sha256"]):
+            raise UserError(f"{where}: {SUPPLIED_RECORD}.sha256={entry.get('sha256')!r} is invalid: expected a SHA-256")
+    return value
+
+
+@dataclass
+class SuppliedCheck:
+    differ: list[str] = field(default_factory=list)  # a line per supplied file that is not the one the runs read
+    absent: list[str] = field(default_factory=list)  # a line per supplied file not there yet
+    checked: dict[str, str] = field(default_factory=dict)  # archive path -> SHA-256 found equal to the record
+
+
+def check_supplied(root: Path, record: dict) -> SuppliedCheck:
+    """Each file the receiver supplies against its recorded SHA-256 (a link in its place is refused: the check
+    reads the archive's own folder)."""
+    out = SuppliedCheck()
+    for entry in supplied_entries(record, root / "archive.json"):
+        path = root / entry["path"]
+        named = f"supplied file {entry['path']} ({entry.get('field') or 'a config names it'})"
+        if path.is_symlink():
+            out.differ.append(f"{named} is a symbolic link: put the file itself there")
+        elif not path.is_file():
+            out.absent.append(
+                f"{named} is absent: put it in {path} (SHA-256 {entry['sha256']}, {entry.get('bytes')} bytes)"
+            )
+        else:
+            sha = file_sha256(path)
+            if sha != entry["sha256"]:
+                out.differ.append(
+                    f"{named} is not the file the runs read: its SHA-256 is {sha[:12]}, archive.json records "
+                    f"{entry['sha256'][:12]} ({path.stat().st_size} bytes here, {entry.get('bytes')} recorded)"
+                )
+            else:
+                out.checked[entry["path"]] = sha
+    return out
+
+
+def is_supplied(path: str, record: dict) -> bool:
+    """Whether archive path ``path`` (from the archive's root) is a file the receiver supplies."""
+    return any(entry.get("path") == path for entry in record.get(SUPPLIED_RECORD) or [] if isinstance(entry, dict))

@@ -1,0 +1,181 @@
+"""The parts of ``peftlab reproduce``'s verdicts that need no archive (issue 79): the drawn sample, the three
+levels and their last line, the supplied files' record and check, the datasets by name. The end-to-end checks (a
+supplied base, a tampered archive with every hash recomputed, the claims) are in test_reproduce_supplied.py."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from testkit import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "data"))
+from datafiles import write_idx_dataset
+
+from peftlab.analysis.archive.claims import Claims
+from peftlab.analysis.archive.datasets import check_named_data, rerun_environment
+from peftlab.analysis.archive.regenerate import frame_differences
+from peftlab.analysis.archive.sample import draw, sample_seed
+from peftlab.analysis.archive.supplied import check_supplied, supplied_entries
+from peftlab.analysis.archive.verdicts import Evidence, verdict_lines
+from peftlab.utils.errors import UserError
+
+
+def runs(configs: int = 3, seeds: int = 4) -> list[dict]:
+    return [
+        {"variant": f"c{c}", "seed": s, "order": c * seeds + s, "result": {"status": "completed"}}
+        for c in range(configs)
+        for s in range(seeds)
+    ]
+
+
+def test_the_default_sample_is_one_seed_of_each_configuration_drawn_from_the_receivers_seed():
+    packed = runs()
+    first = draw(packed, "one-seed", 7)
+    assert sorted(run["variant"] for run in first) == ["c0", "c1", "c2"]
+    assert draw(packed, "one-seed", 7) == first  # the same seed draws the same runs
+    reordered = draw(list(reversed(packed)), "one-seed", 7)
+    assert sorted(reordered, key=lambda r: r["order"]) == first  # the same runs whatever the files' order
+    drawn = {run["seed"] for seed in range(40) for run in draw(packed, "one-seed", seed) if run["variant"] == "c1"}
+    assert drawn == {0, 1, 2, 3}  # a forger cannot know which seed: each is drawn by some seed
+    counted = draw(packed, "5", 7)
+    assert counted[:3] == first and len(counted) == 5 and len({id(r) for r in counted}) == 5
+    assert draw(packed, "all", 7) == packed and draw(packed, "0", 7) == []
+
+
+@pytest.mark.parametrize("given", ["x", "-1", str(2**63), "1.5"])
+def test_a_sample_seed_that_is_no_whole_number_is_one_line(given):
+    with pytest.raises(UserError, match=r"--sample-seed .* is invalid"):
+        sample_seed(given)
+
+
+def test_a_sample_seed_given_is_kept_and_none_is_random():
+    assert sample_seed("12") == 12 and sample_seed(None) != sample_seed(None)
+
+
+def compared(n: int, rule: str = "exact") -> list[dict]:
+    return [{"variant": f"c{i}", "seed": 0, "rule": rule, "agrees": True, "metrics": {}} for i in range(n)]
+
+
+def test_a_check_that_reran_nothing_says_only_the_archive_is_intact():
+    lines, level, agree = verdict_lines(Evidence(checked={"files": 3}, runs_total=4))
+    assert (level, agree) == (1, True)
+    assert lines[-1] == "archive intact: level 1 of 3 (archive intact; not said: runs reproduced, claims reproduced)"
+    assert not any(line.startswith("reproduced") for line in lines)
+    assert "runs reproduced: not checked" in lines[1] and "claims reproduced: not checked" in lines[2]
+
+
+def test_each_level_needs_the_ones_below():
+    evidence = Evidence(checked={"files": 3}, runs_total=2, compared=compared(2), sample="all")
+    evidence.claims = Claims(held=["the best configuration (c0)"])
+    lines, level, agree = verdict_lines(evidence)
+    assert (level, agree) == (3, True) and lines[-1].startswith("claims reproduced: level 3 of 3")
+    evidence.not_checked = ["data not checked (absent: data/x)"]
+    lines, level, agree = verdict_lines(evidence)
+    assert (level, agree) == (0, True) and lines[-1].startswith("no verdict: nothing checked differs, but data")
+    evidence.not_checked, evidence.claims = [], Claims(differ=["the best configuration flips: c1 in the reruns"])
+    lines, level, agree = verdict_lines(evidence)
+    assert (level, agree) == (2, False) and lines[-1].startswith("not reproduced: 1 difference: the best")
+
+
+def test_a_tuned_study_says_its_tuning_was_taken_as_recorded():
+    evidence = Evidence(checked={"files": 3}, runs_total=2, compared=compared(1), sample="drawn", tuned=True)
+    lines, _, _ = verdict_lines(evidence)
+    assert "the tuning taken as recorded (--trials reruns its searches)" in lines[1]
+
+
+def test_supplied_files_are_checked_by_their_recorded_hash(tmp_path):
+    (tmp_path / "supplied").mkdir()
+    (tmp_path / "supplied" / "base.safetensors").write_bytes(b"weights")
+    good = hashlib.sha256(b"weights").hexdigest()
+    entry = {"path": "supplied/base.safetensors", "sha256": good, "bytes": 7, "field": "model.pretrained"}
+    found = check_supplied(tmp_path, {"supplied": [entry]})
+    assert (found.differ, found.absent, found.checked) == ([], [], {"supplied/base.safetensors": good})
+    wrong = check_supplied(tmp_path, {"supplied": [{**entry, "sha256": "0" * 64}]})
+    assert wrong.differ[0].startswith(
+        "supplied file supplied/base.safetensors (model.pretrained) is not the file the runs read: its SHA-256 is "
+    )
+    absent = check_supplied(tmp_path, {"supplied": [{**entry, "path": "supplied/other.bin"}]})
+    assert absent.absent[0].startswith("supplied file supplied/other.bin (model.pretrained) is absent: put it in ")
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "files/x", "supplied", "supplied/../../x"])
+def test_a_supplied_path_outside_supplied_is_one_line(tmp_path, path):
+    with pytest.raises(UserError, match=r"supplied.path=.* is invalid: expected a path inside supplied/"):
+        supplied_entries({"supplied": [{"path": path, "sha256": "0" * 64}]}, tmp_path / "archive.json")
+
+
+def named_record(folder: Path) -> dict:
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {"data": [{"name": "fashion_mnist", "folder": None, "sha256": sha}]}
+
+
+def test_a_dataset_by_name_is_checked_where_peftlab_finds_it_or_under_data(tmp_path, monkeypatch):
+    write_idx_dataset(tmp_path / "debian", n_train=10, n_test=5)
+    monkeypatch.setenv("PEFTLAB_FASHION_MNIST_DIR", str(tmp_path / "debian"))
+    monkeypatch.setenv("PEFTLAB_DATA_CACHE", str(tmp_path / "cache"))
+    record = named_record(tmp_path / "debian")
+    found = check_named_data(record, None)
+    assert found.differ == [] and found.found == {"fashion_mnist": (tmp_path / "debian").resolve()}
+    assert found.checked["fashion_mnist"] == record["data"][0]["sha256"]
+
+    kept = tmp_path / "kept"
+    write_idx_dataset(kept / "fashion_mnist", n_train=11, n_test=5)  # another copy: other bytes
+    other = check_named_data(record, kept)
+    assert other.found["fashion_mnist"] == (kept / "fashion_mnist").resolve() and other.kept == {"fashion_mnist"}
+    assert other.differ and all("(by name): " in line and str(kept) in line for line in other.differ)
+    env = rerun_environment(other, kept)
+    assert env == {"PEFTLAB_FASHION_MNIST_DIR": str((kept / "fashion_mnist").resolve())}  # the reruns read it
+
+    monkeypatch.setenv("PEFTLAB_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    absent = check_named_data(record, None)
+    assert absent.absent and absent.absent[0].startswith("data fashion_mnist (by name) is absent: no fashion_mnist")
+    assert "--data DIR" in absent.absent[0]
+
+
+def test_a_cell_of_the_table_that_is_not_the_runs_is_named():
+    made = pd.DataFrame({"run_id": ["a", "b"], "metrics.test_top1": [0.5, 0.25]})
+    assert frame_differences(made.copy(), made) == []
+    edited = made.copy()
+    edited.loc[1, "metrics.test_top1"] = 0.99
+    assert frame_differences(edited, made) == ["run b metrics.test_top1 0.99 (the runs give 0.25)"]
+    assert frame_differences(made.iloc[:1], made) == ["run b missing"]
+
+
+def test_a_dataset_by_name_without_a_layout_here_is_left_to_the_reruns_not_called_absent():
+    found = check_named_data({"data": [{"name": "vtab1k/cifar", "folder": None, "sha256": {"x": "0" * 64}}]}, None)
+    assert (found.absent, found.differ, found.rerun_checked) == ([], [], {"vtab1k/cifar"})
+    assert found.by_reruns == [
+        "data vtab1k/cifar (by name): checked only by the reruns, which record its files' SHA-256"
+    ]
+
+
+def test_a_recorded_command_from_a_folder_outside_names_no_folder_of_the_authors_machine(tmp_path):
+    import json
+
+    from peftlab.analysis.archive.reproduce_md import command_lines
+
+    (tmp_path / "study").mkdir()
+    record = {"argv": ["peftlab", "study", "s.yaml"], "cwd": "/srv/alice-private-project/work"}
+    (tmp_path / "study" / "commands.jsonl").write_text(json.dumps(record) + "\n")
+    (line,) = [line for line in command_lines(tmp_path / "study") if line.startswith("peftlab ")]
+    assert (
+        line == "peftlab study s.yaml  # from a folder of the machine of the runs, outside the checkout and the study"
+    )
+
+
+def test_superseded_runs_are_named_in_reproduce_md_with_their_time():
+    from peftlab.analysis.archive.reproduce_md import superseded_lines
+
+    assert superseded_lines({"superseded": []}) == []
+    lines = superseded_lines({"superseded": [{"run": "old1", "seconds": 90.0}, {"run": "old2", "seconds": 30.0}]})
+    assert lines[0] == "## Superseded runs"
+    assert "2 runs of another version of the study" in lines[2] and "`old1`, `old2` (2.0 min of run time)" in lines[2]
+
+
+def test_a_count_of_runs_in_other_digits_is_one_line():
+    with pytest.raises(UserError, match=r"--runs '²' is invalid"):
+        draw(runs(), "²", 7)
