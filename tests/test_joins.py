@@ -308,19 +308,17 @@ def report_matches_results(study_dir) -> None:
     results = pd.read_csv(study_dir / "report" / "results.csv")
     means = results[results["status"] == "completed"].groupby("variant")["metrics.test_top1"].mean() * 100
     lines = (study_dir / "report" / "report.md").read_text().splitlines()
-    header = next(line for line in lines if line.startswith("| Method |"))
-    column = [c.strip() for c in header.strip("|").split("|")].index(
-        next(c.strip() for c in header.strip("|").split("|") if c.strip().startswith("Test top-1"))
-    )
+    header = next(line for line in lines if line.startswith("| Configuration |") and "| Test top-1" in line)
+    names = [c.strip() for c in header.strip("|").split("|")]
+    column = names.index(next(c for c in names if c.startswith("Test top-1"))) - 1  # table_rows drops the label
+    rows = {re.sub(r"\s*[°‡]+$", "", label): cells for label, cells in table_rows(lines).items()}  # marks apart
     for variant, mean in means.items():
-        row = next(line for line in lines if line.startswith(f"| {variant} |"))
-        cell = [c.strip() for c in row.strip("|").split("|")][column]
-        assert cell.replace("**", "").startswith(f"{mean:.1f}"), (row, mean)
+        assert rows[variant][column].startswith(f"{mean:.1f}"), (rows[variant], mean)
 
 
 def table_rows(lines: list[str]) -> dict[str, list[str]]:
     """The rows of the report's main table (markdown), by configuration label: its cells as plain text."""
-    start = next(i for i, line in enumerate(lines) if line.startswith("| Method |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Configuration |") and "| Test top-1" in line)
     rows = {}
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
@@ -333,6 +331,7 @@ def table_rows(lines: list[str]) -> dict[str, list[str]]:
 def plain_cell(cell: str) -> str:
     """A cell of either table without its markup: bold, math, escaped percent signs, significance stars."""
     cell = re.sub(r"\\mathbf\{([^}]*)\}", r"\1", cell)
+    cell = cell.replace("$^{\\circ}$", " °")  # the mark of a configuration at chance, as the report writes it
     cell = cell.replace("**", "").replace("$^{*}$", "").replace("$", "").replace("\\%", "%")
     return cell.replace("\\", "").rstrip("*").strip()
 
