@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # tables and macros made from files other than the packed runs (curves, tune/, phases.jsonl, commands.jsonl, the
-# study header): not regenerated from an archive
+# study header, a text task's manifest in its data folder, which a receiver may supply): not regenerated from an archive
 NOT_FROM_RUNS_TABLES = ("protocol.tex", "tuning.tex", "tuning_document.tex")
-NOT_FROM_RUNS_MACROS = re.compile(r"^(studyWall\w*|studyElapsed\w*|studyWorkers|studyCommand\w*|tune\w*)$")
+NOT_FROM_RUNS_MACROS = re.compile(r"^(studyWall\w*|studyElapsed\w*|studyWorkers|studyCommand\w*|tune\w*|cfgDataSetup)$")
 MACRO = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}")
 SHOWN = 3  # differing cells or macros named per file
 
