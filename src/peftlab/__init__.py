@@ -212,13 +212,17 @@ def load_trained(run_dir: str | Path):
 def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     """Each image's ``top_k`` classes by a finished run, most probable first, as ``peftlab predict`` prints them:
     ``[{"image": path, "top_k": [{"class": name, "index": i, "probability": p}, ...]}, ...]``. ``images``: an
-    image file or folder, or a list of them. The images are made exactly as the run made its test images (its
-    resize, interpolation and normalisation); the class names are the run's data's
+    image file or folder, or a list (or generator) of them. The images are made exactly as the run made its test
+    images (its resize, interpolation and normalisation); the class names are the run's data's
     (``peftlab.training.evaluate.predict``)."""
+    from collections.abc import Iterator
+
     from peftlab.training.evaluate import predict as predict_images
     from peftlab.utils.errors import UserError
 
     check_path("run_dir", run_dir, what="a run folder (a path)")
+    if isinstance(images, Iterator):  # a generator: taken once, as the checks and the answers each walk the list
+        images = list(images)
     check_paths("images", images, what="an image file or folder (a path), or a list of them")
     if not isinstance(top_k, int) or isinstance(top_k, bool):  # its value: the command's check, in its words
         raise UserError(f"top_k={top_k!r} is invalid: expected an integer >= 1")
