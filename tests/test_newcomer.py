@@ -192,7 +192,7 @@ def test_predict_on_a_file_that_is_no_image_says_so_plainly(tmp_path, trained):
     notes = tmp_path / "notes.yaml"
     notes.write_text("name: not an image\n")
     status, stderr = command_in_process("predict", str(trained), str(notes))
-    assert_one_line_refusal(status, stderr, f"cannot decode image {notes}: no image format PIL knows")
+    assert_one_line_refusal(status, stderr, f"{notes} is not an image PIL can read: no image format PIL knows")
     assert "BufferedReader" not in stderr
 
 
