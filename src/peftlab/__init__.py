@@ -74,11 +74,12 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
     ``config``: a run config YAML (a path) or a loaded ``peftlab.config.schema.RunConfig``; ``overrides``: dotted
     ``key=value`` strings (``["method.r=16", "train.lr=1e-3"]``) or a nested dict, applied over the file.
     ``run_dir``: default ``runs/<config name>``; a directory that holds the run already resumes or returns it.
-    Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...): a run that
-    fails or diverges is a record with that status, not an exception; a config or data mistake raises
-    ``peftlab.utils.errors.UserError`` (one line) before the run directory is made. ``train.reproducible`` pins the
-    CPU arithmetic: where torch already runs unpinned in this process (a kernel that imported it first), the run
-    trains in a child process started with the pin, as ``peftlab train`` trains it (the same record and weights)."""
+    Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...), a ``RunRecord``:
+    a dict that a notebook shows as a few lines. A run that fails or diverges is a record with that status, not an
+    exception; a config or data mistake raises ``peftlab.utils.errors.UserError`` (one line) before the run
+    directory is made. ``train.reproducible`` pins the CPU arithmetic: where torch already runs unpinned in this
+    process (a kernel that imported it first), the run trains in a child process started with the pin, as ``peftlab
+    train`` trains it (the same record and weights)."""
     from pathlib import Path
 
     from peftlab.config.schema import RunConfig, load_config
@@ -102,7 +103,7 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
         from peftlab.training.run import train_in_pinned_process
 
         check_before_run_dir(cfg, run_dir)
-        return train_in_pinned_process(cfg, run_dir, progress=progress)
+        return RunRecord(train_in_pinned_process(cfg, run_dir, progress=progress), run_dir)
     if cfg.train.reproducible:
         cpu.pin_arithmetic()  # torch not imported yet: pinned from its import on
     from peftlab.training.run import train as train_run
@@ -110,7 +111,7 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
 
     check_before_run_dir(cfg, run_dir)
     with quieted():  # the libraries' warnings and records to the run's library.log, as the command's
-        return train_run(cfg, run_dir, progress=progress)
+        return RunRecord(train_run(cfg, run_dir, progress=progress), run_dir)
 
 
 def check_before_run_dir(cfg, run_dir) -> None:
@@ -128,6 +129,46 @@ def check_before_run_dir(cfg, run_dir) -> None:
 
     check_against_model(cfg, weights=True)
     check_data(cfg.data, cfg.model.task == "causal-lm")
+
+
+class RunRecord(dict):
+    """What ``train`` returns: the run's record as its result.json holds it (a dict: ``record["status"]``,
+    ``record["metrics"]["test_top1"]``), and ``run_dir``, the folder the run is in. A notebook cell that ends with it
+    shows ``summary()``, a few lines, not the whole record (``print(record)`` or ``dict(record)`` shows that)."""
+
+    def __init__(self, record: dict, run_dir: str | Path):
+        super().__init__(record)
+        self.run_dir = run_dir
+
+    def summary(self) -> str:
+        """The run folder and status (the error of a run that failed), its method, model and data, and its test top-1
+        (a causal LM's perplexity) with its trainable parameters."""
+        from peftlab.cli.terminal import printable
+
+        config, metrics, params = self.get("config") or {}, self.get("metrics") or {}, self.get("params") or {}
+        method, error = config.get("method") or {}, self.get("error")
+        rank = f" (r={method['r']})" if method.get("r") is not None else ""
+        lines = [
+            f"run {self.run_dir}: {self.get('status')}" + (f": {error}" if error else ""),
+            f"method {method.get('name')}{rank}, model {(config.get('model') or {}).get('name')}, "
+            f"data {(config.get('data') or {}).get('name')}",
+        ]
+        scores = []
+        if metrics.get("test_top1") is not None:
+            scores.append(f"test top-1 {metrics['test_top1']:.2%}")
+        if metrics.get("test_perplexity") is not None:
+            scores.append(f"test perplexity {metrics['test_perplexity']:.4g}")
+        if params.get("trainable") is not None:
+            scores.append(f"{params['trainable']:,} trainable parameters of {params['total']:,}")
+        lines += ["; ".join(scores)] if scores else []
+        lines.append(
+            'a dict of result.json\'s keys (record["metrics"], record["params"], ...): print(record) shows all'
+        )
+        return "\n".join(printable(line) for line in lines)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's text of the record (a notebook cell's last expression, the IPython prompt): its summary."""
+        printer.text(self.summary())
 
 
 @api(trains=True)
