@@ -60,6 +60,13 @@ def test_train_applies_overrides_and_returns_the_record_it_wrote(config, tmp_pat
     assert result["status"] == "completed", result["error"]
     assert result == read_result(tmp_path / "run")
     assert (result["config"]["method"]["r"], result["config"]["train"]["lr"]) == (4, 0.01)
+    from IPython.core.formatters import PlainTextFormatter
+
+    cell = PlainTextFormatter()(result).splitlines()  # what a notebook cell that ends with the record shows
+    assert cell[0] == f"run {tmp_path / 'run'}: completed" and len(cell) <= 5, cell
+    assert cell[1].startswith("method lora (r=4), model ") and cell[1].endswith(", data imagefolder")
+    assert cell[2].startswith(f"test top-1 {result['metrics']['test_top1']:.2%}; ")
+    assert len(PlainTextFormatter()(dict(result)).splitlines()) > 50  # the whole record, as it showed before
     again = peftlab.train(config, {"method": {"r": 4}, "train": {"lr": 0.01}}, run_dir=tmp_path / "run")
     assert again == result  # the same run, finished: its record, not a second training
     shown = run_cli("train", str(config), "method.r=4", "train.lr=0.01", "--run-dir", str(tmp_path / "run"), "--json")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -167,3 +168,36 @@ def test_validate_returns_the_commands_record(config):
     assert done.returncode == 0, done.stderr
     shown = {k: record[k] for k in ("config", "valid", "ranks", "memory_estimate")}
     assert json.loads(done.stdout) == json.loads(json.dumps(shown, default=str))
+
+
+@pytest.mark.parametrize("ends", ["done", "refused"])
+def test_reproduce_leaves_the_processs_environment_as_it_found_it(tmp_path, monkeypatch, ends):
+    """``peftlab reproduce`` points its reruns at the datasets it checked and the archive's plugin folders through
+    its process's environment (analysis/archive/reproduce.py): after ``peftlab.reproduce`` in a kernel, done or
+    refused, a later cell reads the user's data, not the archive's, and imports nothing from its folders."""
+    from peftlab.analysis.archive import reproduce as command
+    from peftlab.analysis.archive.datasets import FOLDER_VARIABLES, NamedData, rerun_environment
+
+    monkeypatch.setenv(FOLDER_VARIABLES["fashion_mnist"], str(tmp_path / "users-own"))  # the user's, before
+    monkeypatch.delenv(FOLDER_VARIABLES["mnist"], raising=False)
+    before, path = dict(os.environ), list(sys.path)
+    received = {name: tmp_path / "received" / name for name in ("fashion_mnist", "mnist")}
+
+    def reproduce(archive, *, out, **options):  # what the command does to its process before the reruns
+        os.environ.update(rerun_environment(NamedData(found=received), None))
+        sys.path[:0] = [str(tmp_path / "plugin-code")]
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugin-code"), os.environ.get("PYTHONPATH", "")])
+        assert os.environ[FOLDER_VARIABLES["fashion_mnist"]] == str(received["fashion_mnist"].resolve())
+        if ends == "refused":
+            raise UserError("the reruns stopped")
+        Path(out).mkdir()
+        (Path(out) / command.RECORD).write_text(json.dumps({"reproduced": True}))
+        return 0
+
+    monkeypatch.setattr(command, "reproduce", reproduce)
+    if ends == "refused":
+        with pytest.raises(UserError, match="the reruns stopped"):
+            peftlab.reproduce(tmp_path / "a.tar.gz", out=tmp_path / "out")
+    else:
+        assert peftlab.reproduce(tmp_path / "a.tar.gz", out=tmp_path / "out") == {"reproduced": True}
+    assert dict(os.environ) == before and sys.path == path

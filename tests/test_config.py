@@ -146,7 +146,8 @@ def test_switching_method_on_the_command_line_drops_the_files_options_of_the_old
 def test_run_ids_of_existing_configs_do_not_change():
     """Finished studies find their results by run id: the default config's id is fixed, and a field
     added later (``LATE_FIELDS``) changes an id only when it is set away from its default."""
-    from peftlab.config.schema import LATE_FIELDS, RunConfig, config_hash, flatten, to_dict
+    from peftlab.config.run_ids import LATE_FIELDS
+    from peftlab.config.schema import RunConfig, config_hash, flatten, to_dict
 
     assert config_hash(RunConfig()) == "4eb51a5f992e"
     defaults = flatten(to_dict(RunConfig()))

@@ -18,15 +18,8 @@ import yaml
 from peftlab.config.checks import MAX_INT
 from peftlab.config.methods import METHODS
 from peftlab.config.paths import PATH_FIELDS, hashed_path
-from peftlab.config.schema import (
-    HASHED_AS,
-    LATE_FIELDS,
-    UNHASHED_FIELDS,
-    _entry_yaml,
-    config_hash,
-    seed_hashes,
-    to_dict,
-)
+from peftlab.config.run_ids import HASHED_AS, LATE_FIELDS, UNHASHED_FIELDS, _entry_yaml, seed_hashes
+from peftlab.config.schema import config_hash, to_dict
 from peftlab.study.spec import load_study
 from peftlab.utils.errors import ConfigError
 

@@ -11,7 +11,8 @@ import torch
 from testkit import TINY_MODEL, needs_fashion_mnist
 
 import peftlab.training.recipe
-from peftlab.config.schema import LATE_FIELDS, load_config
+from peftlab.config.run_ids import LATE_FIELDS
+from peftlab.config.schema import load_config
 from peftlab.training.run import train
 from peftlab.training.step import batches_per_epoch, epoch_batches
 from peftlab.utils.errors import ConfigError

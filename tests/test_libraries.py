@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from testkit import REPO, needs_fashion_mnist, write_tiny_run
 
@@ -186,3 +187,47 @@ def test_an_api_call_keeps_the_libraries_in_the_run_log_and_gives_the_process_ba
     text = log.read_text()
     assert "a library's warning" in text and "a library's record" in text
     assert "a library's" not in proc.stderr and "the user's own warning, after" in proc.stderr
+
+
+TRANSFORMERS_BACK = """
+import json, logging, sys
+from peftlab.utils.libraries import quieted, quiet_transformers
+
+def state():
+    from transformers.utils import logging as tl
+    logger = logging.getLogger("transformers")
+    return [[type(h).__name__ for h in logger.handlers], logger.propagate, tl.is_progress_bar_enabled()]
+
+if sys.argv[1] == "before":
+    import transformers  # the user's own, first: its stderr handler and bars
+    before = state()
+with quieted():
+    import transformers  # inside (PEFT imports it): its handler is taken for the run's log
+    quiet_transformers()
+    inside = state()
+    logging.getLogger("transformers").warning("inside the call")
+after = state()
+logging.getLogger("transformers.foo").warning("after the call")
+print(json.dumps([before if sys.argv[1] == "before" else None, inside, after]))
+"""
+
+
+@pytest.mark.parametrize("imported", ["before", "inside"])
+def test_quieted_gives_transformers_its_stderr_handler_and_bars_back(imported):
+    """A notebook imports transformers itself, or peftlab.train imports it through PEFT: after the API's call its
+    logger has the stderr handler transformers gave it again (not propagating to the kernel's root logger), and
+    its progress bars are on where they were on."""
+    proc = subprocess.run(
+        [sys.executable, "-c", TRANSFORMERS_BACK, imported],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, inside, after = json.loads(proc.stdout)
+    assert inside[:2] == [[], True]  # the run's log has its records
+    assert after[:2] == [["StreamHandler"], False]  # transformers' own, as its import made it
+    if before is not None:
+        assert after == before and after[2] is True
+    assert "inside the call" not in proc.stderr and "[transformers] after the call" in proc.stderr, proc.stderr

@@ -12,8 +12,10 @@ function importing what it needs when called, so that ``import peftlab`` stays l
     peftlab.predict("runs/r16", ["cat.jpg"], top_k=3)                         # class names and probabilities
 
 and one function per command beside them: ``export``, ``results``, ``report``, ``paper``, ``submission``,
-``reproduce``, ``validate``, ``params``. A mistake is one ``peftlab.utils.errors.UserError`` naming the parameter;
-inside IPython it shows as its one line (``peftlab.utils.errors``).
+``reproduce``, ``validate``, ``params``. Those on a study's results (``load_results``, ``results``, ``report``,
+``paper``, ``submission``, ``reproduce``) are in ``peftlab/cli/api_results.py``, the rest here. A mistake is one
+``peftlab.utils.errors.UserError`` naming the parameter; inside IPython it shows as its one line
+(``peftlab.utils.errors``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ show_errors_short()  # a UserError is its one line in IPython (and a short error
 
 from typing import TYPE_CHECKING  # noqa: E402
 
+# The API on a study's results (load_results, results, report, paper, submission, reproduce): a module of its own
+from peftlab.cli.api_results import load_results, paper, report, reproduce, results, submission  # noqa: E402
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -69,11 +74,12 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
     ``config``: a run config YAML (a path) or a loaded ``peftlab.config.schema.RunConfig``; ``overrides``: dotted
     ``key=value`` strings (``["method.r=16", "train.lr=1e-3"]``) or a nested dict, applied over the file.
     ``run_dir``: default ``runs/<config name>``; a directory that holds the run already resumes or returns it.
-    Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...): a run that
-    fails or diverges is a record with that status, not an exception; a config or data mistake raises
-    ``peftlab.utils.errors.UserError`` (one line) before the run directory is made. ``train.reproducible`` pins the
-    CPU arithmetic: where torch already runs unpinned in this process (a kernel that imported it first), the run
-    trains in a child process started with the pin, as ``peftlab train`` trains it (the same record and weights)."""
+    Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...), a ``RunRecord``:
+    a dict that a notebook shows as a few lines. A run that fails or diverges is a record with that status, not an
+    exception; a config or data mistake raises ``peftlab.utils.errors.UserError`` (one line) before the run
+    directory is made. ``train.reproducible`` pins the CPU arithmetic: where torch already runs unpinned in this
+    process (a kernel that imported it first), the run trains in a child process started with the pin, as ``peftlab
+    train`` trains it (the same record and weights)."""
     from pathlib import Path
 
     from peftlab.config.schema import RunConfig, load_config
@@ -97,7 +103,7 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
         from peftlab.training.run import train_in_pinned_process
 
         check_before_run_dir(cfg, run_dir)
-        return train_in_pinned_process(cfg, run_dir, progress=progress)
+        return RunRecord(train_in_pinned_process(cfg, run_dir, progress=progress), run_dir)
     if cfg.train.reproducible:
         cpu.pin_arithmetic()  # torch not imported yet: pinned from its import on
     from peftlab.training.run import train as train_run
@@ -105,7 +111,7 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
 
     check_before_run_dir(cfg, run_dir)
     with quieted():  # the libraries' warnings and records to the run's library.log, as the command's
-        return train_run(cfg, run_dir, progress=progress)
+        return RunRecord(train_run(cfg, run_dir, progress=progress), run_dir)
 
 
 def check_before_run_dir(cfg, run_dir) -> None:
@@ -123,6 +129,46 @@ def check_before_run_dir(cfg, run_dir) -> None:
 
     check_against_model(cfg, weights=True)
     check_data(cfg.data, cfg.model.task == "causal-lm")
+
+
+class RunRecord(dict):
+    """What ``train`` returns: the run's record as its result.json holds it (a dict: ``record["status"]``,
+    ``record["metrics"]["test_top1"]``), and ``run_dir``, the folder the run is in. A notebook cell that ends with it
+    shows ``summary()``, a few lines, not the whole record (``print(record)`` or ``dict(record)`` shows that)."""
+
+    def __init__(self, record: dict, run_dir: str | Path):
+        super().__init__(record)
+        self.run_dir = run_dir
+
+    def summary(self) -> str:
+        """The run folder and status (the error of a run that failed), its method, model and data, and its test top-1
+        (a causal LM's perplexity) with its trainable parameters."""
+        from peftlab.cli.terminal import printable
+
+        config, metrics, params = self.get("config") or {}, self.get("metrics") or {}, self.get("params") or {}
+        method, error = config.get("method") or {}, self.get("error")
+        rank = f" (r={method['r']})" if method.get("r") is not None else ""
+        lines = [
+            f"run {self.run_dir}: {self.get('status')}" + (f": {error}" if error else ""),
+            f"method {method.get('name')}{rank}, model {(config.get('model') or {}).get('name')}, "
+            f"data {(config.get('data') or {}).get('name')}",
+        ]
+        scores = []
+        if metrics.get("test_top1") is not None:
+            scores.append(f"test top-1 {metrics['test_top1']:.2%}")
+        if metrics.get("test_perplexity") is not None:
+            scores.append(f"test perplexity {metrics['test_perplexity']:.4g}")
+        if params.get("trainable") is not None:
+            scores.append(f"{params['trainable']:,} trainable parameters of {params['total']:,}")
+        lines += ["; ".join(scores)] if scores else []
+        lines.append(
+            'a dict of result.json\'s keys (record["metrics"], record["params"], ...): print(record) shows all'
+        )
+        return "\n".join(printable(line) for line in lines)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's text of the record (a notebook cell's last expression, the IPython prompt): its summary."""
+        printer.text(self.summary())
 
 
 @api(trains=True)
@@ -175,26 +221,6 @@ def run_study(
 
         write_report(study_dir)
     return summary
-
-
-@api()
-def load_results(study_dir: str | Path):
-    """A study's runs as a pandas DataFrame, one row per run (``peftlab results``' table): run_id, variant, method,
-    seed, status, error, every config field as ``config.<section>.<field>``, the metrics (``metrics.test_top1``,
-    ...), parameter counts, memory and timings (``peftlab.analysis.results.load.load_results``). A folder that holds
-    no study is the command's one-line error."""
-    from pathlib import Path
-
-    from peftlab.analysis.results.load import load_results as load_study_results
-    from peftlab.utils.errors import UserError
-
-    check_path("study_dir", study_dir, what="a study folder (a path)")
-    if not Path(study_dir).is_dir():
-        raise UserError(f"{study_dir} is not a folder: expected a study folder (runs/<study name>)")
-    df = load_study_results(study_dir)
-    if df.empty:
-        raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
-    return df
 
 
 @api()
@@ -265,173 +291,6 @@ def export(
             "merged=OUT.safetensors with quantized=True"
         )
     return export_merged(Path(run_dir), Path(out), quantized=quantized is not None, force=force)
-
-
-@api()
-def results(study_dir: str | Path, out: str | Path | None = None, *, format: str = "csv", columns=None):
-    """A study's results table as ``peftlab results`` writes it (the command calls this): ``format`` csv, markdown
-    or parquet, ``columns`` a list of column names (or a comma-separated string) kept in that order. Without
-    ``out``: the csv or markdown text (parquet is written to STUDY_DIR/results.parquet); with it: the file written,
-    its path returned. The table itself as a DataFrame: ``load_results``."""
-    from pathlib import Path
-
-    from peftlab.analysis.report.tables import results_markdown, select_columns
-    from peftlab.analysis.results.load import typed_frame
-    from peftlab.utils.errors import UserError
-    from peftlab.utils.files import check_output, write_atomic, write_text_atomic
-
-    check_path("study_dir", study_dir, what="a study folder (a path)")
-    check_path("out", out, optional=True)
-    if format not in ("csv", "parquet", "markdown"):
-        raise UserError(f"format={format!r} is invalid: expected csv, parquet or markdown")
-    if isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns):
-        columns = ",".join(columns)
-    elif columns is not None and not isinstance(columns, str):
-        raise UserError(f"columns={columns!r} is invalid: expected a list of column names")
-    out = Path(out or Path(study_dir) / "results.parquet") if out or format == "parquet" else None
-    if out is not None:
-        check_output(out, False, "output file")  # before the study's runs are read
-    df = load_results(study_dir)
-    try:
-        if format == "markdown":
-            text = results_markdown(df, columns) + "\n"  # readable default columns
-        else:
-            df = select_columns(df, columns)
-            text = df.to_csv(index=False) if format == "csv" else None
-    except ValueError as err:
-        raise UserError(f"--columns: {err}") from None  # the command's flag; the API names its parameter
-    if format == "parquet":
-        write_atomic(out, lambda tmp: typed_frame(df).to_parquet(tmp, index=False))  # one type a column
-        return out
-    if out is None:
-        return text
-    write_text_atomic(out, text)
-    return out
-
-
-@api()
-def report(study_dir: str | Path, *, baseline: str | None = None):
-    """Write a study's report (report/report.md, its figures and LaTeX tables), as ``peftlab report`` does (the
-    command calls this); returns the path of report.md. ``baseline``: the configuration the others are compared
-    with (default: full, if present)."""
-    from pathlib import Path
-
-    from peftlab.analysis.report.build import write_report
-    from peftlab.utils.errors import UserError
-
-    check_path("study_dir", study_dir, what="a study folder (a path)")
-    if baseline is not None and not isinstance(baseline, str):
-        raise UserError(f"baseline={baseline!r} is invalid: expected a configuration's name")
-    if not (Path(study_dir) / "runs").is_dir():
-        raise UserError(f"{study_dir} is not a study directory (no runs/ inside)")
-    return write_report(study_dir, baseline=baseline)
-
-
-@api()
-def paper(
-    study_dir: str | Path,
-    out: str | Path | None = None,
-    *,
-    baseline: str | None = None,
-    only: str | None = None,
-    compile: bool = True,
-    literature: str | Path | None = None,
-    all_literature: bool = False,
-):
-    """Write a study's LaTeX paper and compile main.pdf, as ``peftlab paper`` does (the command calls this); returns
-    its folder (default STUDY_DIR/paper). ``only``: "figures" or "tables"; ``compile=False``: the sources alone;
-    ``literature``: the published numbers' file (default configs/literature.yaml), ``all_literature``: every row."""
-    from peftlab.analysis.paper.build import write_paper
-    from peftlab.analysis.report.literature import LITERATURE
-    from peftlab.utils.errors import UserError
-
-    check_path("study_dir", study_dir, what="a study folder (a path)")
-    check_path("out", out, optional=True)
-    check_path("literature", literature, optional=True)
-    check_bool("compile", compile)
-    check_bool("all_literature", all_literature)
-    if only not in (None, "figures", "tables"):
-        raise UserError(f"only={only!r} is invalid: expected figures, tables or None")
-    return write_paper(
-        study_dir,
-        out,
-        baseline=baseline,
-        literature=literature or LITERATURE,
-        only=only,
-        compile=compile,
-        all_literature=all_literature,
-    )
-
-
-@api()
-def submission(study_dir: str | Path, study: str | Path, *, paper: str | Path | None = None, out=None):
-    """Pack a study into one archive (paper, results, configs, lock file, REPRODUCE.md, SHA-256 sums), as ``peftlab
-    submission`` does (the command calls this); returns the archive's path. ``study``: the study file the runs came
-    from; ``paper``: the compiled paper's folder (default STUDY_DIR/paper); ``out``: the archive's path."""
-    from peftlab.analysis.archive.submission import write_submission
-
-    check_path("study_dir", study_dir, what="a study folder (a path)")
-    check_path("study", study, what="the study file (a path)")
-    check_path("paper", paper, optional=True)
-    check_path("out", out, optional=True)
-    return write_submission(study_dir, study, paper_dir=paper, out=out)
-
-
-@api(trains=True)
-def reproduce(
-    archive: str | Path,
-    *,
-    runs: str | int = "one-seed",
-    out=None,
-    data=None,
-    run_archive_code: bool = False,
-    sample_seed: int | None = None,
-    trials: bool = False,
-    progress: bool = False,
-):
-    """Check a submission archive and rerun its runs, as ``peftlab reproduce`` does (what the command calls,
-    ``peftlab.analysis.archive.reproduce.reproduce``, printing its lines); returns its record (reproduce.json:
-    ``reproduced``, ``verdict``, ``differences``, ``compared``, ...). ``runs``: all, one-seed or a count (0 checks
-    without rerunning); ``out``: where it unpacks and reruns (default ./<archive name>-reproduced); ``data``: a folder
-    holding the datasets the archive does not pack; ``run_archive_code``: let the reruns import the archive's plugin
-    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run);
-    ``sample_seed``: the seed that draws which seed of each configuration is rerun (``--sample-seed``; None: a random
-    one, recorded); ``trials``: rerun the tuning searches and compare each choice (``--trials``). The reruns train in
-    processes started with the pin."""
-    import contextlib
-    from pathlib import Path
-
-    from peftlab.analysis.archive import reproduce as command
-    from peftlab.cli.terminal import printable
-    from peftlab.utils import cpu
-    from peftlab.utils.errors import UserError
-    from peftlab.utils.files import read_json
-
-    check_path("archive", archive, what="a submission archive or its unpacked folder (a path)")
-    check_path("out", out, optional=True)
-    check_path("data", data, optional=True)
-    check_bool("progress", progress)
-    check_bool("run_archive_code", run_archive_code)
-    check_bool("trials", trials)
-    if sample_seed is not None and (isinstance(sample_seed, bool) or not isinstance(sample_seed, int)):
-        raise UserError(f"sample_seed={sample_seed!r} is invalid: expected a whole number or None")
-    if isinstance(runs, bool) or not isinstance(runs, (str, int)):
-        raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
-    out = Path(out) if out is not None else command.default_out(Path(archive))
-    pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
-    with pinning:  # the reruns train in the study's workers: they start with the pin
-        command.reproduce(
-            archive,
-            runs=str(runs),
-            out=out,
-            progress=progress,
-            say=lambda line: print(printable(line), flush=True),  # the archive's texts: escapes shown, never sent
-            data=data,
-            run_archive_code=run_archive_code,
-            sample_seed=sample_seed,
-            trials=trials,
-        )
-    return read_json(out / command.RECORD)
 
 
 @api()

@@ -158,8 +158,8 @@ def complete_override(prefix: str, **_) -> list[str]:
 
 def key_values(key: str) -> list[str]:
     """What dotted ``key`` can take where its type says (``[]`` for a number, a string, a path)."""
-    from peftlab.config.methods import method_names
-    from peftlab.config.schema import RunConfig, method_config_class
+    from peftlab.config.methods import method_config_class, method_names
+    from peftlab.config.schema import RunConfig
 
     if key == "method.name":
         return list(method_names())

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from peftlab.config.checks import fail_field
 from peftlab.config.sections import MethodConfig
 from peftlab.config.tex import bibtex_entry
 from peftlab.utils.errors import ConfigError, UserError, stop_behind
@@ -105,6 +107,16 @@ def built_by(cls: type[MethodConfig], make: Callable[[], MethodConfig], where: s
         failing = f"{finder.origin(cls.name)}: its config class {cls.__name__} fails on {where}"
         failure = ConfigError(f"{failing}: {one_line(err)}")
     raise failure
+
+
+def method_config_class(name: Any) -> type[MethodConfig]:
+    """The config class of method ``name`` (``method_class``), or one ConfigError line naming ``method.name``, the
+    built-in methods and the plugins' where no method has that name."""
+    cls = method_class(name) if isinstance(name, str) else None  # a plugin's is read here (peftlab.tuners.plugins)
+    if cls is None:
+        plugins = ", ".join(other_names()) or "none installed"
+        fail_field("method.name", name, f"one of {', '.join(METHODS)}, or a plugin's ({plugins})")
+    return cls
 
 
 def other_names() -> list[str]:

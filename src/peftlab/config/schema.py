@@ -9,16 +9,16 @@ The configuration's parts, each importing only those before it (a name is import
 that defines it): ``checks`` (the shared field checks and bounds: a leaf that tuners, backbones and
 quant import too), ``sections`` (model, data, method, quant, train), ``reading`` (bounded YAML files and
 dotted overrides), ``paths`` (paths, the checkout's REPO_ROOT and a base's manifest), ``methods`` (the
-registry of method sections: name -> config class, which the methods fill). Here: ``RunConfig``, dict <->
-dataclass, ``load_config`` and the run id (``config_hash``). None of it imports torch, so the study
-expander and analysis use it cheaply.
+registry of method sections: name -> config class, which the methods fill, and ``method_config_class``),
+``run_ids`` (which fields a run id hashes, ``LATE_FIELDS`` and the rest, and ``seed_hashes``). Here:
+``RunConfig``, dict <-> dataclass, ``load_config`` and a RunConfig's run id (``config_hash``). None of it
+imports torch, so the study expander and analysis use it cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 import re
 import types
@@ -30,22 +30,15 @@ from typing import Any, Literal
 import yaml
 
 from peftlab.config.checks import MAX_INT, STRING_VALUES, check_field, closest, fail_field, shown
-from peftlab.config.methods import METHODS, built_by, method_class, method_names, other_names, plugin_identity
-from peftlab.config.paths import PATH_FIELDS, hashed_path, resolve_paths, with_base_architecture
+from peftlab.config.methods import built_by, method_config_class, method_names
+from peftlab.config.paths import resolve_paths, with_base_architecture
 from peftlab.config.protocol import PRESETS, preset_values
 from peftlab.config.reading import deep_merge, nest, parse_overrides, read_yaml
+from peftlab.config.run_ids import DUMPER, cached, seed_hashes
 from peftlab.config.sections import DataConfig, MethodConfig, ModelConfig, QuantConfig, TrainConfig
 from peftlab.utils.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
-
-
-def method_config_class(name: Any) -> type[MethodConfig]:
-    cls = method_class(name) if isinstance(name, str) else None  # a plugin's is read here (peftlab.tuners.plugins)
-    if cls is None:
-        plugins = ", ".join(other_names()) or "none installed"
-        fail_field("method.name", name, f"one of {', '.join(METHODS)}, or a plugin's ({plugins})")
-    return cls
 
 
 def default_method() -> MethodConfig:
@@ -198,23 +191,12 @@ def _section(cls: type, data: dict, where: str):
         key = (cls, where, repr(data))
     except ValueError:  # an integer of more digits than repr writes: built as it is, and refused there
         return from_dict(cls, data, prefix=where + ".")
-    return _cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
+    return cached(_SECTIONS, key, lambda: from_dict(cls, data, prefix=where + "."))
 
 
 # Keyed by repr, which tells apart what YAML and the field checks tell apart: 1, 1.0 and True; -0.0 and 0.0;
-# the order of keys
+# the order of keys (run_ids keys the YAML of its entries alike)
 _SECTIONS: dict[tuple, Any] = {}  # (class, where, repr of its dict) -> section
-_ENTRY_YAML: dict[tuple[str, str], str] = {}  # (key, repr of its value) -> the entry's YAML lines
-
-
-def _cached(cache: dict, key: tuple, make: typing.Callable[[], Any], limit: int = 4096) -> Any:
-    """``cache[key]``, made by ``make()`` the first time (an error is raised, not kept); a full cache
-    is emptied first, so a long-lived process holds at most ``limit`` entries."""
-    if key not in cache:
-        if len(cache) >= limit:
-            cache.clear()
-        cache[key] = make()
-    return cache[key]
 
 
 def from_dict(cls: type, data: dict, prefix: str = ""):
@@ -349,117 +331,14 @@ def load_config(
     return from_dict(RunConfig, with_base_architecture(data))
 
 
-# libyaml's emitter writes what PyYAML's does (the representer is the same Python code), faster:
-# a study hashes every one of its configs before its first run
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.dump(to_dict(cfg), Dumper=_DUMPER, sort_keys=False)
-
-
-# Fields added after run ids were first handed out, with their defaults: a field at its default
-# is left out of the hash, so adding one keeps every existing run id (and its finished results).
-# A new field goes here with the default it has in its dataclass (a test checks they agree).
-LATE_FIELDS: dict[str, Any] = {
-    "train.compile": False,
-    "train.compile_mode": "default",
-    "train.tf32": True,
-    "train.fused_adamw": None,
-    "data.num_workers": None,
-    "data.cache": False,
-    "train.auto_batch": False,
-    "data.test_dir": None,
-    "quant.cpu_kernel": "reference",
-    "train.test": True,
-    "data.trainval": False,
-    "data.train_list": None,
-    "data.val_list": None,
-    "data.test_list": None,
-    "data.trainval_list": None,
-    "data.interpolation": "bilinear",
-    "data.normalize": "model",
-    "train.label_smoothing": 0.0,
-    "protocol": "none",
-    "data.group": None,
-    "data.text_column": "text",
-    "model.task": "classification",
-    "data.max_length": 128,
-    "data.padding": "longest",
-    "data.truncation": True,
-    "data.text_pair_column": None,
-    "data.label_column": "label",
-}
-# Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
-# arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model
-# itself does, which no run id ever named; the run records it in provenance.arithmetic).
-UNHASHED_FIELDS = ("track", "track_names", "train.reproducible", "train.malloc")
-# Defaults that changed, as (field, new default) -> the old default the hash writes instead: a
-# config that leaves the field alone keeps its run id. train.precision 'auto' is fp32 on a CPU,
-# where every earlier run trained.
-HASHED_AS: dict[tuple[str, Any], Any] = {
-    ("train.precision", "auto"): "fp32",
-    ("quant.skip", ("head", "classifier", "score", "lm_head", "patch_embed.*")): [
-        "head",
-        "classifier",
-        "patch_embed.*",
-    ],
-}
-
-
-def hashed_dict(plain: dict) -> dict:
-    """The dict whose YAML a run id hashes, from a config's ``to_dict`` (left as it is): without
-    ``UNHASHED_FIELDS``, and without the ``LATE_FIELDS`` left at their defaults; a changed default
-    (``HASHED_AS``, a method's ``hashed_as``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
-    data = {key: dict(value) if isinstance(value, dict) else value for key, value in plain.items()}
-    for dotted in UNHASHED_FIELDS:
-        section, _, name = dotted.rpartition(".")
-        (data.get(section) if section else data).pop(name, None)
-    for dotted in PATH_FIELDS:
-        section, _, name = dotted.rpartition(".")
-        if isinstance(data[section].get(name), str):
-            data[section][name] = hashed_path(data[section][name])
-    for dotted, default in LATE_FIELDS.items():
-        section, _, name = dotted.rpartition(".")
-        fields = data.get(section) if section else data
-        if isinstance(fields, dict) and name in fields and fields[name] == default:
-            del fields[name]
-    for (dotted, value), old in HASHED_AS.items():
-        section, _, name = dotted.rpartition(".")
-        fields = data.get(section) if section else data
-        if isinstance(fields, dict) and fields.get(name) == (list(value) if isinstance(value, tuple) else value):
-            fields[name] = old
-    for name, (value, old) in method_config_class(data["method"]["name"]).hashed_as.items():
-        if data["method"].get(name) == value:
-            data["method"][name] = old
-    plugin = plugin_identity(data["method"]["name"])
-    if plugin is not None:  # a plugin's code is part of its result: another version's runs are other runs
-        data["method"]["plugin"] = f"{plugin['distribution']} {plugin['version']} {plugin['code_sha256']}"
-    return data
+    return yaml.dump(to_dict(cfg), Dumper=DUMPER, sort_keys=False)
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """A stable id of a resolved config: the first ``length`` hex digits of the SHA-256 of the YAML
-    of ``hashed_dict(to_dict(cfg))``."""
+    of ``run_ids.hashed_dict(to_dict(cfg))``."""
     return seed_hashes(to_dict(cfg), [cfg.seed], length)[0]
-
-
-def seed_hashes(plain: dict, seeds: list[int], length: int = 12) -> list[str]:
-    """``config_hash`` of a config (its ``to_dict``) at each of ``seeds``, its sections dumped once.
-
-    The YAML of a block mapping is its entries' lines one after another, each entry written alike
-    wherever it stands (a test checks this on hostile values): so each entry is dumped once
-    (``_entry_yaml``) and a run's text is joined from them, the seed's line swapped for each seed.
-    A study's runs share most sections: 10,000 runs cost a few hundred dumps, not 10,000.
-    """
-    entries = {key: _entry_yaml(key, value) for key, value in hashed_dict(plain).items()}
-    texts = ("".join({**entries, "seed": _entry_yaml("seed", seed)}.values()) for seed in seeds)
-    return [hashlib.sha256(text.encode()).hexdigest()[:length] for text in texts]
-
-
-def _entry_yaml(key: str, value: Any) -> str:
-    """The lines of ``key: value`` in the YAML of a mapping that holds it, dumped once per distinct entry."""
-    return _cached(_ENTRY_YAML, (key, repr(value)), lambda: yaml.dump({key: value}, Dumper=_DUMPER, sort_keys=False))
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -279,7 +279,7 @@ class MethodConfig:
     )
     quantizes_base: typing.ClassVar[bool] = False  # quantizes the base's Linears itself (QA-LoRA)
     # defaults that changed, field -> (new default, the old one the run id hashes instead): a config that
-    # leaves the field alone keeps its run id (peftlab.config.schema.hashed_dict)
+    # leaves the field alone keeps its run id (peftlab.config.run_ids.hashed_dict)
     hashed_as: typing.ClassVar[dict[str, tuple[typing.Any, typing.Any]]] = {}
     # a plugin's paper: one BibTeX entry, which the paper's bibliography adds and its Methods paragraph cites
     bibtex: typing.ClassVar[str] = ""

@@ -55,13 +55,13 @@ from peftlab.config.checks import MAX_INT, shown
 from peftlab.config.methods import method_names
 from peftlab.config.paths import resolve_paths, with_base_architecture
 from peftlab.config.reading import deep_merge, nest, read_yaml
+from peftlab.config.run_ids import seed_hashes
 from peftlab.config.schema import (
     RunConfig,
     config_hash,
     flatten,
     from_dict,
     load_config,
-    seed_hashes,
     to_dict,
     without_foreign_options,
 )

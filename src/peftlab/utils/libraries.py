@@ -45,6 +45,8 @@ LIBRARY_LOG = "library.log"  # in the run directory
 VERBOSE_ENV = "PEFTLAB_VERBOSE"
 TORCH_LOGGERS = ("torch.utils.cpp_extension",)  # below torch's own stderr handler (see above)
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# a library's logger -> its handlers and propagate before ``to_library_log`` took them: ``quieted`` gives them back
+TAKEN: dict[str, tuple[list[logging.Handler], bool]] = {}
 
 
 class LibraryRecords(logging.Handler):
@@ -106,7 +108,9 @@ def quieted():
     """``quiet_libraries`` for the length of a block, in a process that was not quieted (a notebook's kernel, a
     script calling the Python API): the libraries' warnings and records go to the run's library.log
     (``logged_to``), ``kernels`` is unimportable (the hub-kernel guard), and afterwards the process's logging,
-    warnings and modules are as they were. A quieted process (the command, a worker) stays as it is."""
+    warnings and modules are as they were: the loggers of libraries imported meanwhile (transformers',
+    huggingface_hub's) get back the handlers they gave themselves, and progress bars that were on are on again. A
+    quieted process (the command, a worker) stays as it is."""
     if records() is not None:
         yield
         return
@@ -114,7 +118,7 @@ def quieted():
     own = logging.getLogger("peftlab")
     saved = (list(root.handlers), root.level, list(own.handlers), logging.root.manager.disable)
     captured = getattr(logging, "_warnings_showwarning", None) is not None
-    hub_bars = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    hub_bars, bars = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"), progress_bars()
     guard = "kernels" not in sys.modules
     torch_loggers = {
         name: (logging.getLogger(name).propagate, list(logging.getLogger(name).handlers)) for name in TORCH_LOGGERS
@@ -130,10 +134,45 @@ def quieted():
         for name, (propagate, handlers) in torch_loggers.items():
             logging.getLogger(name).propagate = propagate
             logging.getLogger(name).handlers[:] = handlers
+        for name, (handlers, propagate) in TAKEN.items():  # transformers' stderr handler, ...: theirs again
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
+        TAKEN.clear()
         if hub_bars is None:
             os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = hub_bars
+        restore_progress_bars(bars)
         if guard and sys.modules.get("kernels", False) is None:
             del sys.modules["kernels"]
+
+
+def progress_bars() -> dict[str, bool]:
+    """Whether huggingface_hub's and transformers' progress bars are on, of those imported."""
+    on = {}
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import are_progress_bars_disabled
+
+        on["huggingface_hub"] = not are_progress_bars_disabled()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        on["transformers"] = transformers_logging.is_progress_bar_enabled()
+    return on
+
+
+def restore_progress_bars(on: dict[str, bool]) -> None:
+    """The bars ``progress_bars`` found on turned on again (``quiet_transformers`` turned them off)."""
+    if on.get("huggingface_hub"):
+        from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+        if are_progress_bars_disabled():
+            enable_progress_bars()
+    if on.get("transformers"):
+        from transformers.utils import logging as transformers_logging
+
+        if not transformers_logging.is_progress_bar_enabled():
+            transformers_logging.enable_progress_bar()
 
 
 def import_peft() -> None:
@@ -187,6 +226,7 @@ def to_library_log(name: str) -> None:
     if records() is None:  # not quieted (a library user): its logging is theirs
         return
     logger = logging.getLogger(name)
+    TAKEN.setdefault(name, (list(logger.handlers), logger.propagate))  # the first time: the library's own
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.propagate = True
