@@ -185,6 +185,17 @@ def read_regular_file(path: str | Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def reopening_name(fd: int, path: str | Path) -> str:
+    """A name that opens again the file open as ``fd``, for a library that opens names only (safetensors,
+    numpy's memmap): ``/proc/self/fd/N`` (Linux), ``/dev/fd/N`` (macOS: a dup of the descriptor). What the
+    library then reads is the file checked on ``fd``, never one swapped in at ``path`` since; ``path`` itself
+    only where neither exists."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(folder):
+            return f"{folder}/{fd}"
+    return str(path)
+
+
 # What peftlab reads and writes in a run directory, by kind: an entry of one of these names that is
 # of another kind (a FIFO would block a reader, a directory fails the atomic rename late in a run)
 # is refused before the run starts.
