@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import timm
 import torch
@@ -322,3 +324,39 @@ def test_base_provenance_is_the_sha256_of_the_local_weights_file(tmp_path):
         "base_hub_revision": None,
     }
     assert base_provenance(ModelConfig(**TINY_MODEL), None)["base_sha256"] is None  # random init
+
+
+def swap_when_opened(monkeypatch, module, name, path, replacement):
+    """Replace ``path`` by ``replacement`` the moment safetensors' ``module.name`` is first called: a swap after
+    peftlab's checks, before the library opens the file."""
+    original = getattr(module, name)
+    swapped = []
+
+    def opening(*args, **kwargs):
+        if not swapped:
+            swapped.append(os.replace(replacement, path))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, opening)
+    return swapped
+
+
+def test_a_weights_file_swapped_after_its_checks_is_not_what_is_read(tmp_path, monkeypatch):
+    import safetensors
+    import safetensors.torch
+
+    from peftlab.models.weights import read_safetensors
+
+    source = tiny_timm().state_dict()
+    for module, name in ((safetensors.torch, "load_file"), (safetensors, "safe_open")):
+        path, later = tmp_path / f"{name}.safetensors", tmp_path / f"{name}-later.safetensors"
+        save_file(source, str(path))
+        save_file({k: torch.zeros_like(v) for k, v in source.items()}, str(later))
+        swapped = swap_when_opened(monkeypatch, module, name, path, later)
+        if name == "load_file":
+            loaded = read_safetensors(path)
+        else:
+            model = tiny_timm()
+            load_weights(model, path)
+            loaded = model.state_dict()
+        assert swapped and torch.equal(loaded["pos_embed"], source["pos_embed"]), name

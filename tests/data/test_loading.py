@@ -203,3 +203,46 @@ def test_the_cache_file_is_plain_numpy(jpegs):
     for path in decoded_cache_dir().glob("*.npy"):
         array = np.load(path, allow_pickle=False)
         assert array.dtype == np.uint8 and array.shape[1:] == (3, 16, 16)
+
+
+def write_cache_file(path, images: np.ndarray) -> None:
+    """A decoded-image cache file as build_cache writes it: the array, and beside it its SHA-256."""
+    import hashlib
+    import json
+
+    from peftlab.data.cache import digest_file
+
+    np.save(path, images)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest_file(path).write_text(json.dumps({"format": 1, "sha256": digest}))
+
+
+def test_a_cache_file_swapped_after_its_digest_is_checked_is_not_what_is_read(tmp_path, monkeypatch):
+    from peftlab.data.cache import read_cache
+
+    checked = np.arange(2 * 1 * 4 * 4, dtype=np.uint8).reshape(2, 1, 4, 4)
+    path, later = tmp_path / "key.npy", tmp_path / "later.npy"
+    write_cache_file(path, checked)
+    np.save(later, np.zeros_like(checked))  # pixels no digest vouches for
+    original, swapped = np.load, []
+
+    def load(*args, **kwargs):  # numpy opens the file: the swap comes after every check
+        if not swapped:
+            swapped.append(later.replace(path))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", load)
+    images = read_cache(path, checked.shape)
+    assert swapped and np.array_equal(images, checked)
+
+
+def test_a_link_at_a_cache_files_name_is_refused_not_followed(tmp_path):
+    from peftlab.data.cache import read_cache
+    from peftlab.utils.errors import UserError
+
+    elsewhere = tmp_path / "elsewhere.npy"
+    write_cache_file(elsewhere, np.ones((1, 1, 2, 2), dtype=np.uint8))
+    (tmp_path / "key.npy").symlink_to(elsewhere)
+    (tmp_path / "key.sha256.json").symlink_to(tmp_path / "elsewhere.sha256.json")
+    with pytest.raises(UserError, match=r"key.npy is a symbolic link"):
+        read_cache(tmp_path / "key.npy", (1, 1, 2, 2))

@@ -332,3 +332,30 @@ def test_a_run_whose_result_json_was_damaged_is_trained_again_from_its_checkpoin
     assert again["metrics"] == sound["metrics"] and again["step"] == sound["step"]
     aside = json.loads((result_path.parent / "result.json.damaged-1").read_text())
     assert aside["metrics"]["test_top1"] == 12345.0
+
+
+def test_labels_from_the_study_file_reach_the_progress_lines_escaped(tmp_path, monkeypatch, capsys):
+    """A study name, a configuration's label and a run's error, as a received study file may give them (an ANSI
+    escape, a newline, a right-to-left override), are shown as codes in the progress lines, never sent raw."""
+    from types import SimpleNamespace
+
+    from peftlab.study import runner
+    from peftlab.study.spec import RunSpec
+    from peftlab.utils.files import BIDI_CONTROLS
+
+    hostile = "lora\x1b[2J\n\u202eevil"
+    specs = [RunSpec(f"run{i}", hostile, "lora", i, ("main",), {}, None) for i in range(2)]
+    results = [{"status": "completed"}, {"status": "pending", "error": "stopped \x1b]0;title\x07"}]
+
+    def run_locally(jobs, workers, progress, on_done, executor=None):
+        for (spec, _), result in zip(jobs, results):
+            on_done(spec, result)
+
+    monkeypatch.setattr(runner, "run_locally", run_locally)
+    study = SimpleNamespace(name="study\x1b[31m", runs=specs)
+    phase = SimpleNamespace(count=lambda result: None)
+    runner.run_final(study, tmp_path, 1, False, True, runner.ExecutorOptions(), phase)
+    err = capsys.readouterr().err
+    assert "lora\\x1b[2J\\n\\u202eevil" in err and "study\\x1b[31m" in err and "stopped \\x1b]0;title\\x07" in err
+    assert not any(c in err for c in "\x1b\x07" + BIDI_CONTROLS), err
+    assert err.count("\n") == 3  # two progress lines and the pending run's line, each one line

@@ -18,8 +18,10 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL
@@ -28,10 +30,10 @@ from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import DecodedFiles
 from peftlab.data.loading import decoded_in_this_process
-from peftlab.data.readers.records import hash_file
+from peftlab.data.readers.records import hash_file, hash_open_file
 from peftlab.data.sources import decoded_cache_dir, writable_cache_dir
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import one_line, read_json, write_atomic, write_json_atomic
+from peftlab.utils.files import one_line, read_json, refuse_link, reopening_name, write_atomic, write_json_atomic
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 BUILD_BATCH = 64
@@ -67,27 +69,48 @@ def file_stat(path: Path) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def verify(path: Path) -> None:
-    """A ValueError unless ``path`` holds the bytes whose SHA-256 was recorded when it was written."""
-    stamp = file_stat(path)
+def verify(path: Path, f: BinaryIO) -> None:
+    """A ValueError unless ``path``, open as ``f``, holds the bytes whose SHA-256 was recorded when it was written."""
+    st = os.fstat(f.fileno())
+    stamp = st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
     if VERIFIED.get(str(path)) == stamp:
         return
     recorded = (read_json(digest_file(path)) or {}).get("sha256")
     if not isinstance(recorded, str):
         raise ValueError(f"no digest recorded in {digest_file(path).name}")
-    if hash_file(path) != recorded:
+    if hash_open_file(f, path) != recorded:
         raise ValueError("its SHA-256 is not the one recorded when it was written (pixels overwritten?)")
     VERIFIED[str(path)] = stamp
 
 
+def open_cache(path: Path) -> BinaryIO | None:
+    """Cache file ``path`` open for reading, or None when it is absent or no regular file (the rebuild's
+    write names what is there). Never through a link: peftlab wrote none there (one UserError line)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            refuse_link(path, "decoded-image cache file")
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
 def read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """The cached array, memory-mapped (copy on write: never written back), or None when absent, not the
-    bytes written (`verify`) or not a uint8 array of ``shape`` (a warning says so; the caller rebuilds it)."""
-    if not path.is_file():
-        return None
+    bytes written (`verify`) or not a uint8 array of ``shape`` (a warning says so; the caller rebuilds it).
+    The file is opened once: what is mapped is the file whose digest was checked, never one swapped in."""
     try:
-        verify(path)
-        images = np.load(path, mmap_mode="c", allow_pickle=False)
+        f = open_cache(path)
+        if f is None:
+            return None
+        with f:
+            verify(path, f)
+            images = np.load(reopening_name(f.fileno(), path), mmap_mode="c", allow_pickle=False)
         if images.dtype != np.uint8 or images.shape != shape:
             raise ValueError(f"holds {images.dtype} {images.shape}, expected uint8 {shape}")
     except (OSError, ValueError, EOFError, DataError) as err:

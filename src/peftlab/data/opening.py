@@ -38,17 +38,22 @@ def check_regular(path: Path, st: os.stat_result, allow_empty: bool = False) -> 
         raise DataError(f"{path} is empty (0 bytes; files in /proc and /sys also say 0): expected a data file")
 
 
-def check_data_file(path: Path, allow_empty: bool = False) -> None:
-    """``path`` (symlinks followed) is a non-empty regular file, or one DataError line."""
+def stat_data_path(path: Path, missing: str | None = None) -> os.stat_result:
+    """``os.stat`` of ``path`` (symlinks followed), or one DataError line: a broken symlink, ``missing`` (default
+    "missing file PATH") when nothing is there, the system's reason otherwise."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
             raise DataError(f"{path}: a broken symlink; remove it or restore its target") from None
-        raise DataError(f"missing file {path}") from None
+        raise DataError(missing or f"missing file {path}") from None
     except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
         raise DataError(f"cannot read {path}: {one_line(err)}") from None
-    check_regular(path, st, allow_empty)
+
+
+def check_data_file(path: Path, allow_empty: bool = False) -> None:
+    """``path`` (symlinks followed) is a non-empty regular file, or one DataError line."""
+    check_regular(path, stat_data_path(path), allow_empty)
 
 
 def open_data_file(path: Path, allow_empty: bool = False) -> BinaryIO:

@@ -9,6 +9,8 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +18,7 @@ from torch import nn
 
 from peftlab.data.opening import NOT_REGULAR
 from peftlab.utils.errors import WeightsError
+from peftlab.utils.files import reopening_name
 
 HEAD_PREFIXES = ("head.", "classifier.")  # a classifier's keys, timm's and HF's: the head is always new
 
@@ -114,7 +117,8 @@ def missing_weights(path) -> WeightsError:
 
 def check_regular_weights(path: Path) -> None:
     """``path`` (links followed) is a non-empty regular file, else one WeightsError line: a FIFO blocks the
-    reader, a device never ends, a folder or a broken link holds no weights."""
+    reader, a device never ends, a folder or a broken link holds no weights. By name: what reads the file
+    opens it with ``opened_weights``, which checks the file it opened again."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -122,11 +126,34 @@ def check_regular_weights(path: Path) -> None:
         raise (WeightsError(f"weights file {path} is a broken link") if broken else missing_weights(path)) from None
     except (OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} cannot be read ({err})") from None
+    check_weights_stat(path, st)
+
+
+def check_weights_stat(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "not a regular file")
         raise WeightsError(f"weights file {path} is {kind}: expected a regular .safetensors file")
     if st.st_size == 0:
         raise WeightsError(f"weights file {path} is empty: expected a .safetensors file")
+
+
+@contextmanager
+def opened_weights(path: str | Path) -> Iterator[str]:
+    """``path`` checked (``check_regular_weights``), opened once (links followed: a hub snapshot's file is a
+    link into its blobs) without blocking, checked again on the descriptor, and given as a name that opens
+    that same file (``reopening_name``) for safetensors, which opens names: a file swapped in at ``path``
+    after the checks (a FIFO would block the reader) is never what is read."""
+    path = Path(path)
+    check_regular_weights(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        raise WeightsError(f"weights file {path} cannot be read ({err})") from None
+    try:
+        check_weights_stat(path, os.fstat(fd))
+        yield reopening_name(fd, path)
+    finally:
+        os.close(fd)
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -135,9 +162,9 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     path = Path(path)
-    check_regular_weights(path)
     try:
-        return load_file(str(path))
+        with opened_weights(path) as name:
+            return load_file(name)
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
 
@@ -152,19 +179,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """
     from safetensors import safe_open
 
-    check_weights_file(model, path, finite=False)
-    with safe_open(str(path), "pt") as f:
-        sources = timm_sources(list(f.keys()))
-    own = model.state_dict()
-    for key, keys in sources.items():
-        if key.startswith(HEAD_PREFIXES):
-            continue
-        with safe_open(str(path), "pt") as f:  # its own mapping: an open one keeps every page read resident
-            parts = [f.get_tensor(k) for k in keys]
-        value = resample_pos_embed({key: torch.cat(parts) if len(parts) > 1 else parts[0]}, model)[key]
-        check_finite({key: value}, path)
-        with torch.no_grad():
-            own[key].copy_(value)
+    path = Path(path)
+    with opened_weights(path) as name:
+        check_opened_weights(model, path, name, finite=False)
+        with safe_open(name, "pt") as f:
+            sources = timm_sources(list(f.keys()))
+        own = model.state_dict()
+        for key, keys in sources.items():
+            if key.startswith(HEAD_PREFIXES):
+                continue
+            with safe_open(name, "pt") as f:  # its own mapping: an open one keeps every page read resident
+                parts = [f.get_tensor(k) for k in keys]
+            value = resample_pos_embed({key: torch.cat(parts) if len(parts) > 1 else parts[0]}, model)[key]
+            check_finite({key: value}, path)
+            with torch.no_grad():
+                own[key].copy_(value)
 
 
 def timm_sources(keys: list[str]) -> dict[str, tuple[str, ...]]:
@@ -201,13 +230,17 @@ def check_weights_file(model: nn.Module, path: str | Path, finite: bool = True) 
     The shapes become meta tensors, so HF layouts convert as at load time; a position embedding
     of another size is resampled at load, so its shape is not compared.
     """
+    path = Path(path)
+    with opened_weights(path) as name:
+        check_opened_weights(model, path, name, finite)
+
+
+def check_opened_weights(model: nn.Module, path: Path, name: str, finite: bool) -> None:
+    """``check_weights_file`` of ``path`` as ``opened_weights`` opened it (``name``)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise missing_weights(path)
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(name, "pt") as f:
             state = {
                 k: torch.empty(
                     f.get_slice(k).get_shape(), dtype=header_dtype(f.get_slice(k).get_dtype()), device="meta"
@@ -225,19 +258,20 @@ def check_weights_file(model: nn.Module, path: str | Path, finite: bool = True) 
             state["pos_embed"] = own["pos_embed"]
     compare_with_model(own, state, path)
     if finite:
-        check_finite_file(path)
+        check_finite_file(path, name)
 
 
-def check_finite_file(path: Path) -> None:
+def check_finite_file(path: Path, name: str) -> None:
     """``check_finite`` of a safetensors file's tensors (heads excepted: loading drops them), read one
-    at a time: validate refuses the NaN or inf weights that loading refuses."""
+    at a time: validate refuses the NaN or inf weights that loading refuses. ``name`` opens it
+    (``opened_weights``)."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(name, "pt") as f:
             keys = [k for k in f.keys() if not k.startswith(HEAD_PREFIXES)]
         for key in keys:  # each in its own mapping of the file: an open one keeps every page read resident
-            with safe_open(str(path), "pt") as f:
+            with safe_open(name, "pt") as f:
                 check_finite({key: f.get_tensor(key)}, path)
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None

@@ -30,7 +30,13 @@ from torch.utils._pytree import tree_leaves
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import build_backbone
-from peftlab.models.weights import HEAD_PREFIXES, check_weights_file, resample_pos_embed, timm_sources
+from peftlab.models.weights import (
+    HEAD_PREFIXES,
+    check_weights_file,
+    opened_weights,
+    resample_pos_embed,
+    timm_sources,
+)
 from peftlab.quant.allocator import release_freed_memory
 from peftlab.quant.bases import Placeholder, WeightSource, quantizable_linears
 
@@ -95,7 +101,7 @@ def load_rest(model: nn.Module, path: str, deferred: set[str]) -> None:
     ``WeightSource`` (checked by ``check_weights_file`` first: the same file ``load_weights`` accepts)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
+    with opened_weights(path) as name, safe_open(name, "pt") as f:  # the file checked, not one swapped in
         sources = timm_sources(list(f.keys()))
         state = {
             key: torch.cat([f.get_tensor(k) for k in keys]) if len(keys) > 1 else f.get_tensor(keys[0])

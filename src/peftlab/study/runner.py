@@ -43,7 +43,7 @@ from peftlab.study.stale import refuse_stale_runs
 from peftlab.training.run_result import metric_damage, read_result, run_status, set_aside_damaged_result, status_of
 from peftlab.utils import locks
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, write_atomic, write_json_atomic
+from peftlab.utils.files import printable, read_json, write_atomic, write_json_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
 from peftlab.utils.progress import TextProgress
 
@@ -177,7 +177,7 @@ def run_study(
             "study directory",
             "peftlab study",
             wait=wait,
-            on_wait=lambda text: print(f"peftlab: {text}", file=sys.stderr, flush=True),
+            on_wait=lambda text: print(f"peftlab: {printable(text)}", file=sys.stderr, flush=True),
         ),
         logged_to(study_dir / LIBRARY_LOG),
     ):  # what submitit, Ray and Slurm's commands say to the driver
@@ -209,7 +209,9 @@ def _run_study(
                 study_dir,
                 counting(jobs_runner(executor, workers), phase),
                 workers if executor.name == "local" else MAX_REMOTE_TRIALS,
-                say=(lambda line: print(f"peftlab: {line}", flush=True)) if progress else (lambda line: None),
+                say=(lambda line: print(f"peftlab: {printable(line)}", flush=True))
+                if progress
+                else (lambda line: None),
                 # a worker one search leaves idle trains another's trial; Slurm and Ray take every search's
                 # next batch in one submission
                 side_by_side=executor.name != "local" or workers > 1,
@@ -254,27 +256,27 @@ def run_final(
     bar = tqdm(
         total=len(study.runs),
         initial=summary.skipped,
-        desc=f"study {study.name}",
+        desc=f"study {printable(study.name)}",  # names and labels from the study file: escaped
         unit="run",
         position=0,
         disable=not progress or None,
     )
     show_counts(bar, summary)
-    lines = TextProgress(bar, progress, f"study {study.name}", "run")
+    lines = TextProgress(bar, progress, f"study {printable(study.name)}", "run")
 
     def on_done(spec: RunSpec, result: dict) -> None:
         phase.count(result)
         record(summary, spec, result)
         if result.get("status") == "pending":
             tqdm.write(
-                f"peftlab: run {describe(spec)} stopped: {result.get('error')}; it stays pending: run the "
-                "same command again to resume it",
+                f"peftlab: run {printable(describe(spec))} stopped: {printable(result.get('error'))}; it stays "
+                "pending: run the same command again to resume it",
                 file=sys.stderr,
             )
         bar.update(1)
         show_counts(bar, summary)
         finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
-        lines.update(finished, f"{describe(spec)} {result.get('status', 'failed')}")
+        lines.update(finished, printable(f"{describe(spec)} {result.get('status', 'failed')}"))
 
     if executor.name == "local":
         # off a terminal: one line per run, not per step

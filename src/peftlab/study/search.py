@@ -64,7 +64,7 @@ from peftlab.study.tuning.metric import missing_metric
 from peftlab.study.tuning.tune import Search, apply_values
 from peftlab.training.run_result import read_result, run_status, set_aside_damaged_result
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import write_json_atomic
+from peftlab.utils.files import printable, write_json_atomic
 from peftlab.utils.typed_json import DamagedFile
 
 FINISHED = ("completed", "failed", "diverged")
@@ -426,7 +426,7 @@ def run_trials(
         )
     for run, why in stopped_from_outside.items():  # on stderr, --quiet or not, as the runner says a killed run
         print(
-            f"peftlab: tune {search.name}: run {run} was stopped by an outside cause ({why}); resuming it",
+            printable(f"peftlab: tune {search.name}: run {run} was stopped by an outside cause ({why}); resuming it"),
             file=sys.stderr,
             flush=True,
         )

@@ -185,6 +185,17 @@ def read_regular_file(path: str | Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def reopening_name(fd: int, path: str | Path) -> str:
+    """A name that opens again the file open as ``fd``, for a library that opens names only (safetensors,
+    numpy's memmap): ``/proc/self/fd/N`` (Linux), ``/dev/fd/N`` (macOS: a dup of the descriptor). What the
+    library then reads is the file checked on ``fd``, never one swapped in at ``path`` since; ``path`` itself
+    only where neither exists."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(folder):
+            return f"{folder}/{fd}"
+    return str(path)
+
+
 # What peftlab reads and writes in a run directory, by kind: an entry of one of these names that is
 # of another kind (a FIFO would block a reader, a directory fails the atomic rename late in a run)
 # is refused before the run starts.
@@ -316,6 +327,27 @@ def check_output(path: str | Path, directory: bool, what: str) -> None:
         if err.errno in STORAGE_ERRORS:
             raise  # the CLI names the storage problem
         raise UserError(f"{what} {shown_path(path)} cannot be written: {err.strerror}") from None
+
+
+# Unicode's bidirectional controls: each reorders the text after it (an override draws "abc" as "cba"), so a
+# received name could show another name than it is. Python counts them as unprintable (category Cf); named here so
+# that a test holds the escaper to every one of them.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """``text`` with its control characters (C0, C1, DEL), bidirectional controls and every other character
+    Python counts as unprintable (format characters, separators but the space, unassigned code points) shown as
+    their code (``\\x1b``, ``\\u202e``): the one escaper of what reaches a terminal. A file name or value from
+    the user or a received file (a result.json's status, an archive's recorded version) that holds an escape
+    sequence (ESC [ 2 J clears the terminal, OSC 0 sets the window's title) is shown, not sent to the terminal.
+    ``lines``: its line breaks kept (a table's rows), each line escaped. Anything but a string is shown as its
+    ``str``, escaped alike."""
+    if not isinstance(text, str):
+        text = str(text)
+    if lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
 
 
 def shown_path(path: str | Path, limit: int = 300) -> str:

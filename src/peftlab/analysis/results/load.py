@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,9 @@ from peftlab.study.records import SpecRecord, read_spec, read_study_runs
 from peftlab.training import run_result
 from peftlab.training.run_result import RunResult, metric_damage, metric_problem, run_status, status_of
 from peftlab.utils.errors import DataError
-from peftlab.utils.files import read_lines, read_text, refuse_link
+from peftlab.utils.files import printable, read_text, refuse_link
+
+log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 
 SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
 
@@ -270,27 +273,30 @@ def _config_from_yaml(run_dir: Path) -> dict | None:
 
 
 def load_curves(study_dir: str | Path) -> pd.DataFrame:
-    rows = []
+    """Validation accuracy against step: one row per evaluation record of each completed run's metrics.jsonl.
+    A damaged line (not JSON, or an evaluation record without an integer step and a sound val_top1) is left out
+    and named, file and line, in one warning (``attrs["damaged_lines"]``: run id -> line numbers), as the
+    gradient-flow figure's damaged monitors.jsonl lines are; a last line cut short (a write stopped mid-line by
+    a crash) is left out with a note."""
+    rows, damaged, cut = [], {}, []
     for run_dir in run_dirs(Path(study_dir)):
         spec = read_spec(run_dir)
         result = read_result(run_dir)
-        lines = (
-            read_lines(run_dir / "metrics.jsonl", "run directory entry") if status_of(result) == "completed" else None
-        )
-        if lines is None:
+        text = read_text(run_dir / "metrics.jsonl", "run directory entry") if status_of(result) == "completed" else None
+        if text is None:
             continue
         r = ((result.get("config") or {}).get("method") or {}).get("r")
-        for line in lines:
+        lines = text.splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                record = json.loads(line)
-            except ValueError:  # a corrupt line: the curve has a gap, the report goes on
+                record = curve_point(line)
+            except ValueError:
+                if number == len(lines) and not text.endswith("\n"):
+                    cut.append(run_dir.name)
+                else:
+                    damaged.setdefault((spec["run_id"], run_dir.name), []).append(number)
                 continue
-            if (
-                isinstance(record, dict)
-                and isinstance(record.get("step"), int)
-                and metric_problem("val_top1", record.get("val_top1", "absent")) is None
-                and metric_problem("val_perplexity", record.get("val_perplexity")) is None
-            ):  # a point of the wrong type or out of range: a gap in the curve, as a corrupt line
+            if record is not None:
                 rows.append(
                     {
                         "run_id": spec["run_id"],
@@ -303,8 +309,61 @@ def load_curves(study_dir: str | Path) -> pd.DataFrame:
                         "config.method.r": r,
                     }
                 )
+    warn_damaged_curves(damaged, cut)
     columns = ["run_id", "variant", "method", "seed", "step", "val_top1", "val_perplexity", "config.method.r"]
-    return pd.DataFrame(rows, columns=columns)
+    curves = pd.DataFrame(rows, columns=columns)
+    curves.attrs["damaged_lines"] = {run_id: numbers for (run_id, _), numbers in damaged.items()}
+    return curves
+
+
+def curve_point(line: str) -> dict | None:
+    """A line of metrics.jsonl as a point of the validation curve; None for a record of another kind (a training
+    step's). A ValueError for a damaged line: not a JSON object, or an evaluation record (``eval``, ``epoch``, or
+    any with a ``val_top1``) whose step is no integer or whose val_top1 or val_perplexity is no sound value."""
+    record = json.loads(line)  # JSONDecodeError is a ValueError
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("kind") not in ("eval", "epoch") and "val_top1" not in record:
+        return None
+    step = record.get("step")
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or metric_problem("val_top1", record.get("val_top1", "absent")) is not None
+        or metric_problem("val_perplexity", record.get("val_perplexity")) is not None
+    ):
+        raise ValueError("not an evaluation record")
+    return record
+
+
+def warn_damaged_curves(damaged: dict[tuple[str, str], list[int]], cut: list[str]) -> None:
+    """One warning naming the damaged lines of metrics.jsonl (run directory and line numbers, a few of each), and
+    one naming the files whose last line was cut short."""
+
+    def shown(names: list) -> str:
+        return ", ".join(map(str, names[:NAMED])) + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
+
+    if damaged:
+        total = sum(len(numbers) for numbers in damaged.values())
+        where = "; ".join(
+            f"runs/{printable(name)}/metrics.jsonl line{'s' if len(numbers) > 1 else ''} {shown(numbers)}"
+            for (_, name), numbers in list(damaged.items())[:NAMED]
+        )
+        more = f"; and {len(damaged) - NAMED} more runs" if len(damaged) > NAMED else ""
+        log.warning(
+            f"{total} damaged line{'s' if total > 1 else ''} of metrics.jsonl left out of the validation curves "
+            f"(not JSON, or an evaluation record without an integer step and sound val_top1 and val_perplexity): "
+            f"{where}{more}"
+        )
+    if cut:
+        files = shown([f"runs/{printable(name)}/metrics.jsonl" for name in cut])
+        log.warning(
+            f"left out the last line of {files}: cut short (a write stopped mid-line, as by a crash), it holds no "
+            "evaluation"
+        )
+
+
+NAMED = 5  # runs, and line numbers of a run, named one by one in a warning; more are counted
 
 
 def environment(study_dir: str | Path) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.opening import check_data_file, check_regular
+from peftlab.data.opening import check_data_file, check_regular, stat_data_path
 from peftlab.data.readers.records import IMAGE_EXTENSIONS, RawData, Samples, hash_file, hash_files, read_lines
 from peftlab.data.splits import carve_test
 from peftlab.utils.errors import DataError
@@ -40,14 +40,7 @@ def walk_image_files(images) -> Iterator[Path]:
         raise DataError("no image given: give image files or folders")
     for image in given:
         path = Path(image)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if os.path.islink(path):
-                raise DataError(f"{path}: a broken symlink; remove it or restore its target") from None
-            raise DataError(f"{path}: no such image file or folder") from None
-        except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
-            raise DataError(f"cannot read {path}: {one_line(err)}") from None
+        st = stat_data_path(path, missing=f"{path}: no such image file or folder")
         if stat.S_ISDIR(st.st_mode):
             found = False
             for file in walk_folder(path):

@@ -15,6 +15,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -65,15 +66,20 @@ def concat(parts: list[Samples]) -> Samples:
 def hash_file(path: Path) -> str:
     """SHA-256 hex digest of a regular file (empty or not), read in 1 MiB chunks up to the size it
     declares: a file in /proc, which says 0 bytes, is never read."""
-    digest = hashlib.sha256()
     with open_data_file(path, allow_empty=True) as f:
-        left = os.fstat(f.fileno()).st_size
-        try:
-            while left and (chunk := f.read(min(HASH_CHUNK, left))):
-                digest.update(chunk)
-                left -= len(chunk)
-        except OSError as err:
-            raise DataError(f"cannot read {path}: {one_line(err)}") from None
+        return hash_open_file(f, path)
+
+
+def hash_open_file(f: BinaryIO, path: Path) -> str:
+    """``hash_file`` of the regular file open as ``f`` (``path`` names it in the error), from where ``f`` stands."""
+    digest = hashlib.sha256()
+    left = os.fstat(f.fileno()).st_size
+    try:
+        while left and (chunk := f.read(min(HASH_CHUNK, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {one_line(err)}") from None
     return digest.hexdigest()
 
 
