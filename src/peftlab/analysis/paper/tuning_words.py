@@ -47,6 +47,7 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
         "caption": caption,
         "edges": "tuneEdges" in numbers.macros,
         "tie_breaks": "tuneTieBreaks" in numbers.macros,
+        "stability": "tuneStability" in numbers.macros,  # how sure each choice is (bootstrap win shares)
     }
 
 
