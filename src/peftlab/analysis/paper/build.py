@@ -278,6 +278,7 @@ def main_tex(
         baseline=study.baseline,  # several configurations share the best mean
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
+        max_length="cfgMaxLength" in numbers.macros,  # a text study's tokens per example, where the runs record it
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,

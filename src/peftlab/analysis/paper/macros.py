@@ -168,6 +168,8 @@ def define_study(numbers: Numbers, study) -> None:
             study.models() if key == "model.name" else data_names(study) if key == "data.name" else study.config(key)
         )
         text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
+        if key in TEXT_CONFIG_MACROS and text == "n/a":  # no run records it (the tokenizer's own limit): unsaid
+            continue
         source = f"config.{key} of the completed runs"
         if key == "data.name":
             source += ", a folder of the user's before its format (config.data.root's name)"
@@ -239,7 +241,14 @@ def device_words(device: str) -> str:
         name = name.upper()
     if not name or name == "N/A":
         return "an unrecorded device"
-    return ("an " if name[0].lower() in "aeio" else "a ") + name
+    return ("an " if vowel_sound(name) else "a ") + name
+
+
+def vowel_sound(name: str) -> bool:
+    """Whether ``name`` is said starting with a vowel: a vowel letter (Intel, AMD), or a capital whose letter is
+    said with one when the first word is in capitals (NVIDIA: "en", MPS: "em"); CPU, GPU and CUDA are not."""
+    first = name.split()[0]
+    return first[0].lower() in "aeio" or (first.isupper() and first[0] in "FHLMNRSX")
 
 
 def define_base(numbers: Numbers, base: dict) -> None:
