@@ -194,6 +194,7 @@ RUN_FILES = (
     "metrics.jsonl",
     "monitors.jsonl",
     "importance.jsonl",
+    "val_predictions.npy",
     "spec.json",
     "adapter.safetensors",
     "adapter_config.json",
