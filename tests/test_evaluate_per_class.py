@@ -67,8 +67,21 @@ def test_a_causal_lm_and_an_unscored_split_have_no_counts_per_class():
 
     split = TokenSplit(torch.randn(4, 11, 5), torch.randint(0, 11, (4, 5)))
     got = evaluate(Tokens(), split, 2, CPU, "fp32", "test")
-    assert got["perplexity"] is not None and got["per_class"] is None
-    assert not_evaluated()["per_class"] is None
+    assert got["perplexity"] is not None and got["per_class"] is None and got["predictions"] is None
+    assert not_evaluated()["per_class"] is None and not_evaluated()["predictions"] is None
+
+
+def test_each_examples_label_and_predicted_class_are_kept_in_order():
+    """What a tuning trial keeps (issue 82 item 9): (label, predicted) of every example, batches that do not divide
+    the split included, whose mean agreement is the split's top-1."""
+    torch.manual_seed(3)
+    model = nn.Linear(8, 5)
+    images, labels = torch.randn(203, 8), torch.randint(0, 5, (203,))
+    got = evaluate(model, torch.utils.data.TensorDataset(images, labels), 16, CPU, "fp32", "val")
+    with torch.no_grad():
+        predicted = model(images).argmax(-1)
+    assert torch.equal(got["predictions"], torch.stack([labels, predicted]))
+    assert (predicted == labels).double().mean().item() == pytest.approx(got["top1"], abs=1e-12)
 
 
 def test_a_completed_record_without_per_class_is_one_key_short():

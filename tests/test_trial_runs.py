@@ -63,3 +63,18 @@ def test_a_trials_final_numbers_for_the_trackers_hold_no_missing_test_metrics(tr
     scalars = result_scalars(json.loads((trial / "result.json").read_text()))
     assert scalars["val/best_top1"] is not None and not any(k.startswith("test/") for k in scalars)
     assert all(isinstance(v, float) for v in scalars.values())
+
+
+def test_a_trial_keeps_its_validation_predictions_as_data_that_give_its_validation_top1(trial):
+    """Issue 82 item 9: how sure a search's choice is needs each trial's validation predictions; they are kept as
+    a numpy array that loads without pickle, one (label, predicted) per validation example, in order."""
+    import numpy as np
+
+    from peftlab.analysis.results.trial_predictions import read_predictions
+
+    result = json.loads((trial / "result.json").read_text())
+    kept = np.load(trial / "val_predictions.npy", allow_pickle=False)
+    assert kept.dtype.names == ("label", "predicted")
+    assert len(kept) == result["provenance"]["data"]["split_sizes"]["val"]
+    assert np.mean(kept["label"] == kept["predicted"]) == pytest.approx(result["metrics"]["val_top1"], abs=1e-12)
+    assert np.array_equal(read_predictions(trial), kept)

@@ -6,6 +6,7 @@ import scipy.stats
 from PIL import Image
 
 from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.figures import quantization as quantization_figure
 from peftlab.analysis.figures import study as figures
 from peftlab.analysis.figures.style import MARKERS, study_palette
 from peftlab.analysis.stats.intervals import pareto_front
@@ -27,7 +28,7 @@ def test_accuracy_vs_params(synthetic_study, tmp_path):
 
 
 def test_quantization_tradeoff(synthetic_study, tmp_path):
-    paths = figures.plot_quantization_tradeoff(synthetic_study, tmp_path)
+    paths = quantization_figure.plot_quantization_tradeoff(synthetic_study, tmp_path)
     assert_png_and_pdf(paths, tmp_path, "quantization_tradeoff")
 
 
@@ -121,8 +122,10 @@ def only_failures(study):
     "draw",
     [
         lambda study, out: figures.plot_accuracy_vs_params(only_failures(study), out),
-        lambda study, out: figures.plot_quantization_tradeoff(only_unquantized(study), out),
-        lambda study, out: figures.plot_quantization_tradeoff(study[study["config.quant.mode"] != "none"], out),
+        lambda study, out: quantization_figure.plot_quantization_tradeoff(only_unquantized(study), out),
+        lambda study, out: quantization_figure.plot_quantization_tradeoff(
+            study[study["config.quant.mode"] != "none"], out
+        ),
         lambda study, out: figures.plot_convergence(None, out),
         lambda study, out: figures.plot_convergence(
             pd.DataFrame(columns=["run_id", "variant", "step", "val_top1"]), out
@@ -419,7 +422,7 @@ def quantized_table():
 
 
 def test_quantization_points_by_hand():
-    points = figures.quantization_points(quantized_table()).set_index(["variant", "model"])
+    points = quantization_figure.quantization_points(quantized_table()).set_index(["variant", "model"])
     nf4 = points.loc[("lora r=8 quant=nf4", "unmerged")]
     # differences to fp32 on seeds 0, 1, 2: -0.01, -0.02, -0.01
     assert nf4["memory_ratio"] == pytest.approx(0.135)
@@ -436,17 +439,17 @@ def test_quantization_points_by_hand():
 
 def test_quantization_figure_from_a_table_with_the_quantized_base_columns(tmp_path):
     assert_png_and_pdf(
-        figures.plot_quantization_tradeoff(quantized_table(), tmp_path), tmp_path, "quantization_tradeoff"
+        quantization_figure.plot_quantization_tradeoff(quantized_table(), tmp_path), tmp_path, "quantization_tradeoff"
     )
 
 
 def test_quantization_points_need_the_same_config_and_seed():
     table = quantized_table()
     table.loc[table["config.quant.mode"] == "none", "config.train.lr"] = 5e-4  # another learning rate: no reference
-    assert figures.quantization_points(table).empty
+    assert quantization_figure.quantization_points(table).empty
     table = quantized_table()
     table = table[~((table["config.quant.mode"] == "none") & (table["seed"] == 2))]
-    assert set(figures.quantization_points(table)["n_pairs"]) == {2}
+    assert set(quantization_figure.quantization_points(table)["n_pairs"]) == {2}
 
 
 def test_accuracy_vs_params_with_many_configurations_names_the_front_beside_its_points(

@@ -219,6 +219,9 @@ def test_a_text_paper_cites_transformers_and_says_no_backbone(text):
     assert "backbone" not in main.split(r"\begin{document}")[1].replace("\\authornote", "")
     card = (out / "tables" / "protocol.tex").read_text()
     assert "drop-path" not in card
+    # the tokens per example: the recorded number, or nothing ("at most n/a tokens" before)
+    length = defined.get("cfgMaxLength")
+    assert length != "n/a" and ((r"at most \cfgMaxLength{} tokens" in main) == (length is not None))
 
 
 def test_a_text_base_is_described_by_its_data_and_steps(tmp_path):
@@ -268,6 +271,8 @@ def test_elapsed_time_and_summed_run_time_are_each_named(default):
 def test_the_grammar_the_reviewer_marked():
     assert device_words("Intel(R) Xeon(R) Processor") == "an Intel Xeon Processor"
     assert device_words("AMD EPYC 7B13") == "an AMD EPYC 7B13" and device_words("cpu") == "a CPU"
+    assert device_words("NVIDIA H100 80GB HBM3") == "an NVIDIA H100 80GB HBM3" and device_words("mps") == "an MPS"
+    assert device_words("cuda") == "a CUDA" and device_words("Genuine Intel(R) CPU") == "a Genuine Intel CPU"
     assert points_words(1.0) == "1 point" and points_words(0.5) == "0.5 points"
     assert decimal(-0.04) == "0.0" and decimal(-0.06) == "-0.1"
 
@@ -374,3 +379,12 @@ def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_l
     corners = ax.transData.transform(list(zip(*front)))
     on_line = [c0 + (c1 - c0) * t / 50 for c0, c1 in zip(corners, corners[1:]) for t in range(51)]
     assert not any(box.contains(x, y) for box in boxes for x, y in on_line)  # no name written over the front
+
+
+def test_the_tokens_per_example_are_unsaid_where_no_run_records_them(tmp_path):
+    from paperkinds import set_results
+
+    study = text_kind(tmp_path)
+    set_results(study, lambda name, seed, result: (result.get("config") or {}).get("data", {}).pop("max_length", 0))
+    _, _, main, defined = written(lambda root: study, tmp_path)
+    assert "cfgMaxLength" not in defined and "at most" not in main.split("The model is", 1)[1].split(". It is")[0]

@@ -14,6 +14,7 @@ from peftlab.analysis.figures.style import study_palette
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.macros import Numbers
 from peftlab.analysis.paper.tuning_table import latex_table
+from peftlab.analysis.paper.tuning_words import seed_words
 from peftlab.analysis.report import tuning
 
 LRS = [1e-2, 3e-2]
@@ -217,7 +218,7 @@ def test_the_paper_names_each_configuration_s_search_by_its_label(rank_paper):
 )
 def test_the_tuning_figure_s_caption_says_how_many_seeds_a_trial_scored(seeds, text):
     searches = [{"search": {"seeds": s}} for s in seeds]
-    assert paper.seed_words(searches) == text
+    assert seed_words(searches) == text
 
 
 def test_the_paper_s_tuning_caption_says_one_seed_where_there_was_one(rank_paper):

@@ -360,3 +360,17 @@ def test_a_log_scaled_panel_ticks_the_values_searched():
     assert ax.get_xscale() == "log"
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0.003", "0.03"]
     assert not [tick for tick in ax.get_xticklabels(minor=True) if tick.get_text()]
+
+
+def test_a_label_with_markdown_link_and_table_syntax_prints_as_itself_in_the_section(study):
+    """Issue 82: the search's names went into report.md as written: a label holding a link, an image or a "|" made
+    markup (a link, an image fetched when the report is shown, a broken table row)."""
+    directory, _ = study
+    hostile = "![x](http://example.com/a.png) [y](javascript:alert(1)) | z"
+    lines = report_section(directory, pd.DataFrame(), directory / "figures", labels={"lora": hostile})
+    text = "\n".join(lines)
+    escaped = r"!\[x\](http://example.com/a.png) \[y\](javascript:alert(1)) \| z"
+    row = next(line for line in lines if line.startswith("| " + escaped))
+    assert row.count(" | ") == 6  # seven cells: the name's "|" is no cell boundary
+    assert "Budgets (trials per search): " in text and f"{escaped} 4" in text
+    assert hostile not in text and "![x](" not in text

@@ -30,7 +30,7 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 def not_evaluated(seconds: float = 0.0) -> dict:
     """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
-    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second", "per_class")
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second", "per_class", "predictions")
     return {**dict.fromkeys(scores), "seconds": seconds}
 
 
@@ -47,7 +47,8 @@ def evaluate(
 ) -> dict:
     """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
     where it would be 100% by construction), and a classifier's counts per class (``per_class``, a
-    ``PerClass``: None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
+    ``PerClass``) and each example's (label, predicted class) in order (``predictions``, a (2, N) int64 CPU
+    tensor; both None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end. ``progress``: a bar while it runs (the run's progress setting)."""
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
@@ -62,6 +63,7 @@ def evaluate(
     start = time.perf_counter()
     batches = torch.arange(n).split(batch_size)
     tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
+    pairs = []  # a classifier's (label, predicted) of each batch, kept on the device until the end
     for images, labels in tqdm(
         loader(batches), total=len(batches), desc=desc, leave=False, disable=not progress or None
     ):
@@ -80,6 +82,7 @@ def evaluate(
         if tokens:
             continue  # F1 and Matthews are a classifier's
         predicted = logits.argmax(-1)
+        pairs.append(torch.stack([labels, predicted]))
         if counts is None:
             counts = torch.zeros(3, classes, dtype=torch.long, device=device)
             if classes <= CONFUSION_MAX_CLASSES:
@@ -95,12 +98,13 @@ def evaluate(
         model
     )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
     model.train(was_training)
-    scores = {"f1": None, "matthews": None, "perplexity": None, "per_class": None}
+    scores = {"f1": None, "matthews": None, "perplexity": None, "per_class": None, "predictions": None}
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
     else:
         scores.update(metrics.class_count_scores(*counts.cpu()))
         scores["per_class"] = per_class_record(counts, confusion)
+        scores["predictions"] = torch.cat(pairs, dim=1).cpu()
     count = tokens or n
     top5 = top5 / count if classes is None or classes > 5 else None
     return {

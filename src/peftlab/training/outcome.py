@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -21,7 +22,7 @@ from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not
 from peftlab.training.export import peft_header, write_peft_adapter
 from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
-from peftlab.training.run_result import Memory, Metrics, RunResult, Timing
+from peftlab.training.run_result import PREDICTION_FIELDS, VAL_PREDICTIONS, Memory, Metrics, RunResult, Timing
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
 from peftlab.utils.files import kill_point, write_atomic
@@ -88,6 +89,8 @@ def finish(
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
+    if not tc.test and val["predictions"] is not None:  # a tuning trial: how sure its search's choice is
+        write_predictions(s.run_dir / VAL_PREDICTIONS, val["predictions"])
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
@@ -106,6 +109,19 @@ def write_adapter(tuner, run_dir: Path, header: dict[str, str] | None = None) ->
             run_dir / "importance.jsonl",
             lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)),
         )
+
+
+def write_predictions(path: Path, predictions: torch.Tensor) -> None:
+    """Each example's label and predicted class ((2, N) int64), as a numpy structured array with no objects
+    (``np.load(allow_pickle=False)`` reads it)."""
+    record = np.empty(predictions.shape[1], dtype=PREDICTION_FIELDS)
+    record["label"], record["predicted"] = predictions.numpy()
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as file:  # np.save given a name would append ".npy" to the temporary one
+            np.save(file, record, allow_pickle=False)
+
+    write_atomic(path, save)
 
 
 def result_record(

@@ -172,6 +172,7 @@ ATTEMPT_FILES = (
     "metrics.jsonl",
     "monitors.jsonl",
     "importance.jsonl",
+    "val_predictions.npy",
     "checkpoint",
     "adapter.safetensors",
     "adapter_config.json",

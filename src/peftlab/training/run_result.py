@@ -49,6 +49,10 @@ class Metrics(TypedDict):
 # are some 115 kB of result.json as it is written, a count a line (10 classes: 2 kB); beyond it per_class holds the
 # counts per class only, which grow with the classes, not their square
 CONFUSION_MAX_CLASSES = 100
+# a tuning trial's run keeps each validation example's label and predicted class (a classifier's), in order: a
+# numpy structured array, read with allow_pickle=False (analysis.stats.choice_stability resamples them)
+VAL_PREDICTIONS = "val_predictions.npy"
+PREDICTION_FIELDS = [("label", "<i8"), ("predicted", "<i8")]
 
 
 class PerClass(TypedDict):

@@ -205,6 +205,7 @@ RUN_FILES = (
     "metrics.jsonl",
     "monitors.jsonl",
     "importance.jsonl",
+    "val_predictions.npy",
     "spec.json",
     "adapter.safetensors",
     "adapter_config.json",

@@ -43,34 +43,9 @@ def _label_points(ax, xs, ys, labels, fontsize=7, bars=(), lines=()):
     renderer = figure.canvas.get_renderer()
     to_pixels = figure.dpi / 72
     points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
-    half = 6 * to_pixels
-    taken = [(px - half, py - half, px + half, py + half) for px, py in points]  # the markers
-    for x, low, high in bars:
-        (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)])
-        taken.append((bx - 2 * to_pixels, by0, bx + 2 * to_pixels, by1))  # a bar and its caps
-    for line_xs, line_ys in lines:  # a drawn line (the Pareto front's steps): no name is written over it
-        corners = [ax.transData.transform((x, y)) for x, y in zip(line_xs, line_ys)]
-        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
-            steps = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) // (4 * to_pixels)))
-            for i in range(steps + 1):
-                px, py = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
-                taken.append((px - to_pixels, py - to_pixels, px + to_pixels, py + to_pixels))
+    taken = _taken_boxes(ax, points, bars, lines, to_pixels)
     frame = ax.get_window_extent(renderer)
-    clusters: list[list] = []  # [(x, y), (px, py), [names]]
-    for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
-        near = next(
-            (
-                c
-                for c in clusters
-                if abs(c[1][0] - px) < CLUSTER_POINTS * to_pixels and abs(c[1][1] - py) < CLUSTER_POINTS * to_pixels
-            ),
-            None,
-        )
-        if near is None:
-            clusters.append([(x, y), (px, py), [str(label)]])
-        else:
-            near[2].append(str(label))
-    for (x, y), _, names in clusters:
+    for (x, y), _, names in _clusters(xs, ys, points, labels, to_pixels):
         text = "\n".join(names)
         note = intact(  # measured as it will be drawn
             ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", va="bottom", fontsize=fontsize)
@@ -105,6 +80,44 @@ def _label_points(ax, xs, ys, labels, fontsize=7, bars=(), lines=()):
             )
             note.set_in_layout(False)
         taken.append(box)
+
+
+def _taken_boxes(ax, points, bars, lines, to_pixels) -> list[tuple]:
+    """The boxes (x0, y0, x1, y1 in pixels) no name may cover: the markers at ``points`` (pixels), each interval
+    bar with its caps, and each drawn line, walked in steps of 4 points."""
+    half = 6 * to_pixels
+    taken = [(px - half, py - half, px + half, py + half) for px, py in points]  # the markers
+    for x, low, high in bars:
+        (bx, by0), (_, by1) = ax.transData.transform([(x, low), (x, high)])
+        taken.append((bx - 2 * to_pixels, by0, bx + 2 * to_pixels, by1))  # a bar and its caps
+    for line_xs, line_ys in lines:  # a drawn line (the Pareto front's steps): no name is written over it
+        corners = [ax.transData.transform((x, y)) for x, y in zip(line_xs, line_ys)]
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+            steps = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) // (4 * to_pixels)))
+            for i in range(steps + 1):
+                px, py = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
+                taken.append((px - to_pixels, py - to_pixels, px + to_pixels, py + to_pixels))
+    return taken
+
+
+def _clusters(xs, ys, points, labels, to_pixels) -> list[list]:
+    """The points drawn on top of each other (within CLUSTER_POINTS), topmost first: [(x, y), (px, py), [names]]
+    each, at the first point's place."""
+    clusters: list[list] = []
+    for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
+        near = next(
+            (
+                c
+                for c in clusters
+                if abs(c[1][0] - px) < CLUSTER_POINTS * to_pixels and abs(c[1][1] - py) < CLUSTER_POINTS * to_pixels
+            ),
+            None,
+        )
+        if near is None:
+            clusters.append([(x, y), (px, py), [str(label)]])
+        else:
+            near[2].append(str(label))
+    return clusters
 
 
 def _overlaps(a, b):

@@ -32,21 +32,14 @@ from peftlab.analysis.paper.figures import (
     figure_layout,
 )
 from peftlab.analysis.paper.latex import PDF_RECORD, compile_pdf, record_pdf
-from peftlab.analysis.paper.macros import (
-    SCORE_MACROS,
-    SIZE_MACROS,
-    Numbers,
-    citations_of,
-    define_numbers,
-    macro_suffix,
-    variant_suffixes,
-    words,
-)
+from peftlab.analysis.paper.macro_text import macro_suffix, variant_suffixes
+from peftlab.analysis.paper.macros import SCORE_MACROS, SIZE_MACROS, Numbers, citations_of, define_numbers
 from peftlab.analysis.paper.methods import plugin_bibtex
 from peftlab.analysis.paper.names import DATA_CITATIONS, typeset_model
 from peftlab.analysis.paper.study import Study
 from peftlab.analysis.paper.tables import ablations, write_tables
-from peftlab.analysis.report import protocol_card, tuning
+from peftlab.analysis.paper.tuning_words import tuning_text
+from peftlab.analysis.report import protocol_card
 from peftlab.analysis.report.build import choose_baseline
 from peftlab.analysis.report.literature import (
     LITERATURE,
@@ -61,11 +54,10 @@ from peftlab.analysis.report.literature import (
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.record import loads_weights
-from peftlab.analysis.results.units import unit
+from peftlab.analysis.results.units import unit, words
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.tex import bibtex_entry
-from peftlab.training.run_result import lower_is_better
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import check_kind, check_output, refuse_links_below, refuse_links_in, write_text_atomic
 
@@ -259,32 +251,7 @@ def main_tex(
     n, score = numbers.ref, study.score
     suffixes = variant_suffixes(study.variants)
     compared = study.comparisons is not None
-    differences = (
-        words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}" for v in study.comparisons["variant"]])
-        if compared
-        else ""
-    )
-    small = study.comparisons[below_detection(study.comparisons)]["variant"] if compared else []
-    # not significant, though at least as large as the MDE: Holm's correction (which the MDE leaves out) kept them
-    beyond = (
-        study.comparisons[
-            ~study.comparisons["significant"].astype(bool)
-            & ~below_detection(study.comparisons)
-            & study.comparisons["mde_80"].notna()
-        ]["variant"]
-        if compared
-        else []
-    )
-    not_shown, not_significant = (
-        words(
-            [
-                f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
-                f"MDE {n('mde' + suffixes[v])}{score.points})"
-                for v in chosen
-            ]
-        )
-        for chosen in (small, beyond)
-    )
+    differences, not_shown, not_significant = comparison_words(study, n, suffixes)
     return LATEX.get_template("main.tex.jinja").render(
         n=MacroRefs(numbers),
         suffixes=suffixes,
@@ -311,6 +278,7 @@ def main_tex(
         baseline=study.baseline,  # several configurations share the best mean
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
+        max_length="cfgMaxLength" in numbers.macros,  # a text study's tokens per example, where the runs record it
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,
@@ -345,6 +313,32 @@ def main_tex(
     )  # runs with a protocol record
 
 
+def comparison_words(study: Study, n, suffixes: dict[str, str]) -> tuple[str, str, str]:
+    """The Results' comparisons with the baseline: every configuration's difference; those below the minimum
+    detectable difference (MDE); those not significant though at least as large as the MDE ("" each for a
+    study without comparisons)."""
+    if study.comparisons is None:
+        return "", "", ""
+    comparisons, points = study.comparisons, study.score.points
+    differences = words([f"{n('name' + suffixes[v])} {n('diff' + suffixes[v])}" for v in comparisons["variant"]])
+    small = comparisons[below_detection(comparisons)]["variant"]
+    # not significant, though at least as large as the MDE: Holm's correction (which the MDE leaves out) kept them
+    beyond = comparisons[
+        ~comparisons["significant"].astype(bool) & ~below_detection(comparisons) & comparisons["mde_80"].notna()
+    ]["variant"]
+    not_shown, not_significant = (
+        words(
+            [
+                f"{n('name' + suffixes[v])} (difference {n('diff' + suffixes[v])}, "
+                f"MDE {n('mde' + suffixes[v])}{points})"
+                for v in chosen
+            ]
+        )
+        for chosen in (small, beyond)
+    )
+    return differences, not_shown, not_significant
+
+
 # the methods whose tuner adds a term to the loss (Tuner.regularization is zero for the others)
 REGULARISED = {"adalora"}
 QUANT_MODES = ("int8", "nf4", "fp4")
@@ -368,73 +362,6 @@ def run_length(numbers: Numbers) -> str:
     if steps:
         return f"{steps}, where \\texttt{{train.max\\_steps}} stopped them short of \\texttt{{train.epochs}}"
     return epochs
-
-
-def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None:
-    """What the template says about tuning (None for an untuned study): whether every method searched the
-    same keys, and the verb for them; the score the tuning table gives of the final runs; whether the figure
-    was drawn and its caption; whether a chosen value lies at an end of its range."""
-    if not study.searches:
-        return None
-    lower = lower_is_better(study.searches[0]["search"]["metric"])  # val_perplexity
-    keys = [{axis["key"] for axis in s["search"]["axes"]} for s in study.searches]
-    curve = all(tuning.numeric_axis(s["search"]) for s in study.searches)
-    how = (
-        "against the searched value; the star is the chosen trial"
-        if curve
-        else "in the order they ran; the line is the best so far, the star the chosen trial"
-    )
-    which = "lower is better" if lower else "\\%"
-    unit = numbers.ref("tuneUnit")  # method, or configuration where each had its own search
-    caption = (
-        f"Validation score ({numbers.ref('tuneMetric')}, {which}, {seed_words(study.searches)}) of every trial "
-        f"of each {unit}'s search, one panel per {unit}, {how}"
-        + ("; hollow markers are pruned trials at their last reported score" if pruned(study.searches) else "")
-        + diverged_words(study.searches)
-        + "."
-    )
-    return {
-        "shared": all(k == keys[0] for k in keys),
-        "one_budget": len({s["search"]["trials"] for s in study.searches}) == 1,  # else tuneTrials names each
-        "verb": "was" if len(keys[0]) == 1 else "were",
-        "score": "perplexity (lower is better)" if lower else "top-1",
-        "figure": tuning.FIGURE in drawn,
-        "caption": caption,
-        "edges": "tuneEdges" in numbers.macros,
-        "tie_breaks": "tuneTieBreaks" in numbers.macros,
-    }
-
-
-def diverged_words(searches: list[dict]) -> str:
-    """What the tuning figure's red marks are, where it draws any (report.tuning.draw_diverged): crosses at the
-    score of a trial that completed at chance on validation, triangles on the x-axis for one whose loss was not
-    finite; "" where no trial did either."""
-    states = {tuning.state(t) for s in searches for t in s["trials"]}
-    said = []
-    if "AT CHANCE" in states and any(
-        t.get("value") is not None for s in searches for t in s["trials"] if tuning.state(t) == "AT CHANCE"
-    ):
-        said.append("red crosses are trials that completed at chance on the validation split, never chosen")
-    if any(
-        t.get("value") is None and tuning.state(t) in ("DIVERGED", "AT CHANCE") for s in searches for t in s["trials"]
-    ):
-        said.append("red triangles on the x-axis are trials whose loss was not finite, with no score to place")
-    return "".join("; " + words for words in said)
-
-
-def pruned(searches: list[dict]) -> bool:
-    """Whether a search pruned a trial the tuning figure draws (hollow, at its last reported score)."""
-    return any(t.get("state") == "PRUNED" and t.get("value") is not None for s in searches for t in s["trials"])
-
-
-def seed_words(searches: list[dict]) -> str:
-    """What a trial's score is over: "one tuning seed", or "mean over the 2 tuning seeds" (search.seeds)."""
-    counts = sorted({len(s["search"]["seeds"]) for s in searches})
-    if counts == [1]:
-        return "one tuning seed"
-    if len(counts) == 1:
-        return f"mean over the {counts[0]} tuning seeds"
-    return f"mean over its search's {words([str(c) for c in counts]).replace(' and ', ' or ')} tuning seeds"
 
 
 def mean_intervals(study: Study, n, suffixes: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.figures import quantization as quantization_figure
 from peftlab.analysis.figures import study as figures
 from peftlab.analysis.paper.ablations import ablation_groups, axis_words
 from peftlab.analysis.report import tuning
@@ -118,7 +119,7 @@ def draw_figures(study: Study, out: Path) -> list[str]:
         figures.plot_seed_boxplots(study.df, out, **metric, **style),
         figures.plot_convergence(study.curves, out, metric=validation_metric(study.curves, study.score), **style),
         figures.plot_cost(study.df, out, **style),
-        figures.plot_quantization_tradeoff(study.df, out, **style),
+        quantization_figure.plot_quantization_tradeoff(study.df, out, **style),
     ]
     if "config.method.r" in study.axes:  # methods run at one r (full's is the unused default) are reference lines
         crossed = ["config." + key for key in crossed_with_rank(study)]

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from peftlab.analysis.paper.findings import define_findings_words
+from peftlab.analysis.paper.macro_text import (
+    macro_suffix,
+    number_words,
+    pairs_text,
+    pct,
+    points_words,
+    pvalue,
+    signed,
+    variant_suffixes,
+)
 from peftlab.analysis.paper.methods import define_methods
 from peftlab.analysis.paper.names import (
     config_value,
@@ -38,9 +46,8 @@ from peftlab.analysis.results.record import (
     study_commands,
 )
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
-from peftlab.analysis.results.units import bridge_names, decimal, range_words, unit, words
-from peftlab.analysis.results.units import signed as signed_text
-from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
+from peftlab.analysis.results.units import bridge_names, range_words, unit, words
+from peftlab.analysis.stats.power import ALPHA, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
 from peftlab.study.report_options import read_study_name
 
@@ -97,78 +104,6 @@ class Numbers:
             # a line break in a name from a file would end the comment: what follows it would be TeX
             lines.append(f"\\newcommand{{\\{name}}}{{{text}}}  % {' '.join(source.split())}")
         return "\n".join(lines) + "\n"
-
-
-# --- names --------------------------------------------------------------------------------
-
-ONES = (
-    "Zero One Two Three Four Five Six Seven Eight Nine Ten Eleven Twelve Thirteen Fourteen Fifteen Sixteen "
-    "Seventeen Eighteen Nineteen"
-).split()
-TENS = ["", "", "Twenty", "Thirty", "Forty", "Fifty", "Sixty", "Seventy", "Eighty", "Ninety"]
-
-
-def number_words(n: int) -> str:
-    """16 -> "Sixteen", 64 -> "SixtyFour", 256 -> "TwoHundredFiftySix"; larger: digit by digit."""
-    if n < 20:
-        return ONES[n]
-    if n < 100:
-        return TENS[n // 10] + (ONES[n % 10] if n % 10 else "")
-    if n < 1000:
-        return ONES[n // 100] + "Hundred" + (number_words(n % 100) if n % 100 else "")
-    return "".join(ONES[int(d)] for d in str(n))
-
-
-def macro_suffix(name: str) -> str:
-    """A variant name as letters for a macro: "lora r=8" -> "LoraREight"."""
-    words = re.findall(r"[A-Za-z]+|\d+", str(name))
-    return "".join(number_words(int(w)) if w.isdigit() else w.capitalize() for w in words) or "Unnamed"
-
-
-def variant_suffixes(variants: list[str]) -> dict[str, str]:
-    """Distinct macro suffixes for the variants (a clash gets "Alt", "AltAlt", ...)."""
-    suffixes: dict[str, str] = {}
-    for variant in variants:
-        suffix = macro_suffix(variant)
-        while suffix in suffixes.values():
-            suffix += "Alt"
-        suffixes[variant] = suffix
-    return suffixes
-
-
-# --- numbers ------------------------------------------------------------------------------
-
-
-def pct(x: float, scale: float = 100.0) -> str:
-    """A fraction in % to one decimal; with a Score's ``scale`` (1 for a perplexity), its value as printed."""
-    return "--" if not np.isfinite(x) else decimal(scale * x)
-
-
-def signed(x: float) -> str:
-    """A difference with its sign, in math mode so the minus is a minus: $-6.2$, $+1.0$."""
-    return "--" if not np.isfinite(x) else rf"\ensuremath{{{signed_text(x)}}}"
-
-
-def points_words(points: float) -> str:
-    """A difference in points with its noun, to two significant digits: "1 point", "0.5 points"."""
-    shown = f"{points:.2g}"
-    return f"{shown} {'point' if shown == '1' else 'points'}"
-
-
-def pvalue(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    if p >= 0.001:
-        return f"{p:.3f}"
-    mantissa, exponent = f"{p:.1e}".split("e")
-    return rf"\ensuremath{{{mantissa}\times 10^{{{int(exponent)}}}}}"
-
-
-def pairs_text(count: float) -> str:
-    """The pairs a difference needs: "12", "more than 10{,}000", "n/a"."""
-    if not np.isfinite(count):
-        return "n/a" if np.isnan(count) else f"more than {integer(MAX_PAIRS)}"
-    return integer(count)
 
 
 def define_numbers(numbers: Numbers, study, citations: list[Citation]) -> None:
@@ -233,6 +168,8 @@ def define_study(numbers: Numbers, study) -> None:
             study.models() if key == "model.name" else data_names(study) if key == "data.name" else study.config(key)
         )
         text = ", ".join(dict.fromkeys(config_value(v) for v in values)) or "n/a"
+        if key in TEXT_CONFIG_MACROS and text == "n/a":  # no run records it (the tokenizer's own limit): unsaid
+            continue
         source = f"config.{key} of the completed runs"
         if key == "data.name":
             source += ", a folder of the user's before its format (config.data.root's name)"
@@ -304,7 +241,14 @@ def device_words(device: str) -> str:
         name = name.upper()
     if not name or name == "N/A":
         return "an unrecorded device"
-    return ("an " if name[0].lower() in "aeio" else "a ") + name
+    return ("an " if vowel_sound(name) else "a ") + name
+
+
+def vowel_sound(name: str) -> bool:
+    """Whether ``name`` is said starting with a vowel: a vowel letter (Intel, AMD), or a capital whose letter is
+    said with one when the first word is in capitals (NVIDIA: "en", MPS: "em"); CPU, GPU and CUDA are not."""
+    first = name.split()[0]
+    return first[0].lower() in "aeio" or (first.isupper() and first[0] in "FHLMNRSX")
 
 
 def define_base(numbers: Numbers, base: dict) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.ablations import ablation_design, ablation_groups, axis_level, level_text
-from peftlab.analysis.paper.macros import pairs_text, pct, pvalue, signed
+from peftlab.analysis.paper.macro_text import pairs_text, pct, pvalue, signed
 from peftlab.analysis.paper.names import typeset_data, typeset_model
 from peftlab.analysis.report import protocol_card
 from peftlab.analysis.report.literature import Citation, literature_table, measured_words, study_rows

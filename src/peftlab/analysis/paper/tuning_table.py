@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.paper.names import config_value
+from peftlab.analysis.paper.names import config_value, integer
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import (
@@ -18,6 +18,7 @@ from peftlab.analysis.results.tuning_choices import (
     tie_breaks,
 )
 from peftlab.analysis.results.units import display_name, scale, score_name, units, words
+from peftlab.analysis.stats.choice_stability import RESAMPLES, SURE_SHARE
 from peftlab.training.run_result import lower_is_better
 
 TABLE_CAPTION = (
@@ -216,6 +217,41 @@ def define_tuning(numbers, study) -> None:
         add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
     if broken:
         add("tuneTieBreaks", "; ".join(broken), "chosen values at an end of their range that a tie-break chose")
+    stability = stability_words(study)
+    if stability:
+        add("tuneStability", stability, "how sure each choice is: the chosen trial's bootstrap win share (tuning)")
+
+
+def stability_words(study) -> str:
+    """How sure each search's choice is (``load_searches``' ``certainty``): the chosen trial's share of the
+    bootstrap resamples of the validation examples it wins, those below SURE_SHARE called uncertain, and the
+    searches whose trials kept no predictions said so; "" where no search has a choice."""
+    measured, uncertain, unknown = [], [], {}
+    for record in study.searches:
+        certainty, name = record.get("certainty"), study.name(search_name(record))
+        if not certainty or not record.get("chosen"):
+            continue
+        if certainty["share"] is None:
+            unknown.setdefault(latex_escape(certainty["why"]), []).append(name)
+            continue
+        measured.append(f"{certainty['share']:.2f} for {name}")
+        if certainty["uncertain"]:
+            uncertain.append(name)
+    text = ""
+    if measured:
+        text = (
+            f"The share of {integer(RESAMPLES)} bootstrap resamples of the validation examples (ties split) in which "
+            f"the chosen trial has the best validation top-1 is {words(measured)}; a choice that wins less than "
+            f"{SURE_SHARE:g} of them is called uncertain, "
+            + (
+                f"as the choice for {words(uncertain)} {'is' if len(uncertain) == 1 else 'are'}."
+                if uncertain
+                else "and none is."
+            )
+        )
+    for why, names in unknown.items():
+        text += f" How sure the choice for {words(names)} is cannot be said: {why}."
+    return text.strip()
 
 
 def trial_budgets(study) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.figures import ablation as ablation_figure
+from peftlab.analysis.figures import quantization as quantization_figure
 from peftlab.analysis.figures import study as figures
 from peftlab.analysis.figures.style import study_palette
 from peftlab.analysis.report.primary import Score
@@ -99,7 +100,7 @@ def _draw_figures(
             "Base weights as stored, as a share of their fp32 size, against test top-1 minus that of the fp32 run "
             f"of the same configuration on matched seeds; bars: the {describe_interval(interval)} of the "
             "difference. Filled: adapter on the quantized base; open: adapter merged into it.",
-            figures.plot_quantization_tradeoff(df, out, **style),
+            quantization_figure.plot_quantization_tradeoff(df, out, **style),
         ),
         (
             f"Convergence: validation {validation.removeprefix('val_').replace('top1', 'top-1')} vs step",

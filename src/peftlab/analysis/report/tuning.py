@@ -29,8 +29,17 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figure
 from peftlab.analysis.figures.ticks import searched_ticks
-from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, edge_choices, log_scaled, search_name
-from peftlab.analysis.results.units import display_name, natural_key, scale, unit, units
+from peftlab.analysis.report.tuning_lines import (
+    _values,
+    added_lines,
+    borrowed_lines,
+    certainty_lines,
+    diverged_lines,
+    search_label,
+)
+from peftlab.analysis.results.trial_predictions import choice_certainty
+from peftlab.analysis.results.tuning_choices import borrowers, edge_choices, log_scaled, search_name
+from peftlab.analysis.results.units import natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.ties import coarse_validation
 from peftlab.study.records import SELECTION, read_selection
@@ -52,7 +61,11 @@ def load_searches(
     alphabetical; a method's configurations in the order of ``variants`` (the palette's: by the values
     the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them."""
     paths = sorted(Path(study_dir).glob(f"tune/*/{SELECTION}"))
-    searches = [record for record in map(read_selection, paths) if record is not None]  # damaged: DamagedFile
+    read = [(path, read_selection(path)) for path in paths]  # a damaged one: DamagedFile
+    searches = [record for _, record in read if record is not None]
+    for path, record in read:  # how sure each choice is, from the trials' kept predictions
+        if record is not None:
+            record["certainty"] = choice_certainty(record, path.parent)
     order = {m: i for i, m in enumerate(methods or [])}
     within = {v: i for i, v in enumerate(variants or [])}
 
@@ -83,10 +96,6 @@ def _added_words(record: dict) -> str:
     a chosen value may lie outside the grid the space names."""
     added = added_count(record)
     return f", then {added} point{'s' if added != 1 else ''} added by following the edge" if added else ""
-
-
-def _values(params: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def state(trial: dict) -> str:
@@ -144,41 +153,6 @@ def numeric_axis(search: dict) -> dict | None:
     if values is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
     return axes[0]
-
-
-def added_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
-    """The report's lines on edge-following searches: each added point and why, the values the config
-    refused, and a budget that ran out with the best still at an edge or was left unspent; each search
-    named as the tables name it (``labels``)."""
-    lines = []
-    for record in searches:
-        summary = record.get("follow_edge")
-        method = display_name(search_name(record), record["search"]["method"], labels)
-        added = [t for t in record["trials"] if t.get("added")]
-        if not added and not summary:
-            continue
-        text = "; ".join(f"trial {t['number']} {_values(t['params'])}, {t['added']}" for t in added) or "none"
-        lines.append(
-            f"- {method}: the grid's {len(record['trials']) - len(added)} trials, then {len(added)} added: {text}."
-        )
-        for refused in dict.fromkeys(r for t in added for r in t.get("refused", [])):
-            lines.append(f"  - not added, {refused}.")
-        if summary and summary.get("at_edge"):
-            lines.append(f"  - {summary['at_edge'][0].upper()}{summary['at_edge'][1:]}.")
-        if summary and summary.get("unspent"):
-            lines.append(f"  - {summary['unspent']} trials of the budget were not spent: {summary['stopped']}.")
-    return lines
-
-
-def diverged_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
-    """One line per trial that diverged or scored at chance (never chosen), its search named by ``labels``."""
-    return [
-        f"- {display_name(search_name(r), r['search']['method'], labels)} trial {t['number']} "
-        f"({_values(t['params'] or {})}): {t['diverged']}."
-        for r in searches
-        for t in r["trials"]
-        if t.get("diverged")
-    ]
 
 
 def plot_tuning(searches: list[dict], out_dir: Path, labels: dict | None = None, palette: dict | None = None):
@@ -324,9 +298,7 @@ def report_section(
         f"trials selected by {metric}{', the lowest winning' if lower_is_better(metric) else ''} ({scored}, which "
         "no final run uses); the test set was evaluated for the final runs only, each at its chosen "
         "values. Budgets (trials per search): "
-        + ", ".join(
-            f"{figure_name(search_name(s), s['search']['method'], labels)} {s['search']['trials']}" for s in searches
-        )
+        + ", ".join(f"{search_label(s, labels)} {s['search']['trials']}" for s in searches)
         + ".",
         "",
         "| configuration | search space | trials run | chosen values | val (chosen trial) | val (final runs) | "
@@ -337,6 +309,7 @@ def report_section(
     if unit(metric) != "%":  # top-1 reads as a percentage without saying so
         lines += ["", f"Scores in the val and test columns: {units([metric])}."]
     lines += ["", *coarse_validation(df, metric)]
+    lines += certainty_lines(searches, labels)
     lines += borrowed_lines(searches, labels)
     edges = edge_choices(searches, labels)
     if edges:
@@ -371,7 +344,6 @@ def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None)
     rows = []
     for record in searches:
         search, chosen = record["search"], record.get("chosen")
-        method = search["method"]
         final = scores_of(record, scores)
         unfinished = "" if record.get("done") else " (search not finished)"
         chosen_text = f"{_values(chosen['params'])} (trial {chosen['trial']})" if chosen else "-"
@@ -383,33 +355,11 @@ def search_rows(searches: list[dict], scores: pd.DataFrame, labels: dict | None)
             else "- | -"
         )
         rows.append(
-            f"| {figure_name(search_name(record), method, labels)} | {_space(record)} | {len(record['trials'])} of "
+            f"| {search_label(record, labels)} | {_space(record)} | {len(record['trials'])} of "
             f"{search['trials']} ({_counts(record['trials'])}){unfinished} | {chosen_text} | {chosen_val} | "
             f"{final_text} |"
         )
     return rows
-
-
-def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
-    """The configurations that ran at another's choice (``tune.share``), each said with whose: the tables
-    mark them ``BORROWED_MARK``."""
-    lines = [
-        f"- {', '.join(display_name(b, None, labels) for b in borrowers(r))}: at the values chosen for "
-        f"{display_name(search_name(r), r['search']['method'], labels)}"
-        + (f" ({_values(r['chosen']['params'])})" if r.get("chosen") else "")
-        + "."
-        for r in searches
-        if borrowers(r)
-    ]
-    if not lines:
-        return []
-    return [
-        f"Not tuned themselves ({BORROWED_MARK} in the tables; the study file's `tune.share`): these configurations "
-        "ran at the hyper-parameters another configuration's search chose, so they are compared untuned:",
-        "",
-        *lines,
-        "",
-    ]
 
 
 def shown_score(value: float, digits: int, missing: str) -> str:

@@ -1,0 +1,103 @@
+"""The report's Tuning section's lines beside its table: the configurations at another's choice (``borrowed_lines``),
+the points an edge-following search added (``added_lines``), the trials that diverged (``diverged_lines``), and how
+sure each choice is (``certainty_lines``: the chosen trial's bootstrap win share, ``results.trial_predictions``)."""
+
+from __future__ import annotations
+
+from peftlab.analysis.results.escape import markdown_text
+from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, search_name
+from peftlab.analysis.results.units import display_name
+from peftlab.analysis.stats.choice_stability import RESAMPLES, SEED, SURE_SHARE
+
+
+def search_label(record: dict, labels: dict | None = None) -> str:
+    """A search's configuration as the report's Markdown names it: its label (``labels``), escaped, so that a name
+    holding Markdown's link, image or table syntax prints as itself."""
+    return markdown_text(display_name(search_name(record), record["search"]["method"], labels))
+
+
+def _values(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def added_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
+    """The report's lines on edge-following searches: each added point and why, the values the config
+    refused, and a budget that ran out with the best still at an edge or was left unspent; each search
+    named as the tables name it (``labels``)."""
+    lines = []
+    for record in searches:
+        summary = record.get("follow_edge")
+        method = search_label(record, labels)
+        added = [t for t in record["trials"] if t.get("added")]
+        if not added and not summary:
+            continue
+        text = "; ".join(f"trial {t['number']} {_values(t['params'])}, {t['added']}" for t in added) or "none"
+        lines.append(
+            f"- {method}: the grid's {len(record['trials']) - len(added)} trials, then {len(added)} added: {text}."
+        )
+        for refused in dict.fromkeys(r for t in added for r in t.get("refused", [])):
+            lines.append(f"  - not added, {refused}.")
+        if summary and summary.get("at_edge"):
+            lines.append(f"  - {summary['at_edge'][0].upper()}{summary['at_edge'][1:]}.")
+        if summary and summary.get("unspent"):
+            lines.append(f"  - {summary['unspent']} trials of the budget were not spent: {summary['stopped']}.")
+    return lines
+
+
+def diverged_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
+    """One line per trial that diverged or scored at chance (never chosen), its search named by ``labels``."""
+    return [
+        f"- {search_label(r, labels)} trial {t['number']} ({_values(t['params'] or {})}): {t['diverged']}."
+        for r in searches
+        for t in r["trials"]
+        if t.get("diverged")
+    ]
+
+
+def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
+    """The configurations that ran at another's choice (``tune.share``), each said with whose: the tables
+    mark them ``BORROWED_MARK``."""
+    lines = [
+        f"- {', '.join(markdown_text(display_name(b, None, labels)) for b in borrowers(r))}: at the values chosen for "
+        f"{search_label(r, labels)}" + (f" ({_values(r['chosen']['params'])})" if r.get("chosen") else "") + "."
+        for r in searches
+        if borrowers(r)
+    ]
+    if not lines:
+        return []
+    return [
+        f"Not tuned themselves ({BORROWED_MARK} in the tables; the study file's `tune.share`): these configurations "
+        "ran at the hyper-parameters another configuration's search chose, so they are compared untuned:",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def certainty_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
+    """How sure each search's choice is (``load_searches``' ``certainty``): the share of the bootstrap resamples
+    of the validation examples in which the chosen trial has the best validation top-1, "uncertain" below
+    SURE_SHARE, and "n/a" with the reason where the trials kept no predictions."""
+    lines = []
+    for record in searches:
+        certainty = record.get("certainty")
+        if not certainty or not record.get("chosen"):
+            continue
+        name = search_label(record, labels)
+        if certainty["share"] is None:
+            lines.append(f"- {name}: n/a ({certainty['why']}).")
+            continue
+        runner = certainty["runner_up"]
+        other = f"; trial {runner[0]} wins {runner[1]:.2f}" if runner and certainty["uncertain"] else ""
+        verdict = "uncertain" if certainty["uncertain"] else "sure"
+        lines.append(f"- {name}: trial {record['chosen']['trial']} wins {certainty['share']:.2f}, {verdict}{other}.")
+    if not lines:
+        return []
+    return [
+        f"How sure each choice is: the share of {RESAMPLES:,} bootstrap resamples of the validation examples (seed "
+        f"{SEED}, ties split) in which the chosen trial has the best validation top-1; a choice that wins less "
+        f"than {SURE_SHARE:g} of them is called uncertain:",
+        "",
+        *lines,
+        "",
+    ]
