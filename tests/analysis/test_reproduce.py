@@ -326,7 +326,7 @@ def result(top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss:
     ],
 )
 def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_spread_across(rerun, agrees, rule):
-    from peftlab.analysis.archive.received import compare_runs
+    from peftlab.analysis.archive.rerun import compare_runs
 
     archived = [result(0.80), result(0.81), result(0.79)]  # mean 0.80, sd 0.01: ± 0.02
     records, lines = compare_runs(
