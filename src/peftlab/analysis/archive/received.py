@@ -227,8 +227,16 @@ def read_archive_record(root: Path) -> dict:
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("study"), str):
         raise_no_record(root)
-    if record.get("version") != ARCHIVE_VERSION:
-        raise UserError(f"{path} has version {shown(record.get('version'))}: expected {ARCHIVE_VERSION}")
+    found = record.get("version")
+    if found != ARCHIVE_VERSION:
+        older = isinstance(found, int) and not isinstance(found, bool) and found < ARCHIVE_VERSION
+        why = (
+            "packed by an older peftlab, whose archive records no supplied files and no checksums of datasets by "
+            "name: pack it again with this peftlab's `peftlab submission`"
+            if older
+            else "not an archive this peftlab reads: reproduce it with the peftlab that packed it"
+        )
+        raise UserError(f"{path} has version {shown(found)}: expected {ARCHIVE_VERSION} ({why})")
     problem = json_problem(record, ArchiveRecord)
     if problem is not None:
         raise UserError(f"{path} is invalid: {problem}")
