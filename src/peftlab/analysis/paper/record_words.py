@@ -3,6 +3,7 @@ an older study, the final runs' and the tuning trials' result.json files)."""
 
 from __future__ import annotations
 
+from peftlab.analysis.paper.sources import PHASE_LOG, made_from
 from peftlab.analysis.results.load import read_result, superseded_runs
 from peftlab.analysis.results.record import trial_seconds
 from peftlab.analysis.results.units import words
@@ -11,6 +12,7 @@ from peftlab.study.phases import PHASES, read_phases
 PHASE_WORDS = {"pretrain": "the base's pretraining", "trials": "the tuning trials", "final runs": "the final runs"}
 
 
+@made_from(PHASE_LOG)
 def define_wall_time(numbers, study) -> None:
     """studyWallMinutes, the run time in all, and studyWallPhases, the phases it sums, named: every phase
     phases.jsonl records, else the final runs and the tuning trials whose records are there."""
