@@ -113,8 +113,10 @@ def test_the_tuning_caption_names_pruned_trials_only_where_a_search_pruned_one(t
     from types import SimpleNamespace
 
     from peftlab.analysis.paper.macros import Numbers
+    from peftlab.analysis.paper.sources import TUNING
 
     numbers = Numbers()
+    numbers.made_from = TUNING  # as define_tuning makes them (paper/sources.py)
     for name in ("tuneUnit", "tuneMetric"):
         numbers.add(name, "x", "")
     trial = {"state": "COMPLETE", "value": 0.5, "params": {"train.lr": 0.1}}

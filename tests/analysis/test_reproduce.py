@@ -27,7 +27,7 @@ from testkit import REPO, TINY_MODEL
 sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
 from datafiles import write_image, write_image_folder
 
-from peftlab.analysis.archive.pack import pack_configs
+from peftlab.analysis.archive.pack import ARCHIVE_VERSION, pack_configs
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.load import results_sha256
 from peftlab.study.runner import pretrain_dir
@@ -229,7 +229,7 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
 
 
 WELL_FORMED = {
-    "version": 1,
+    "version": ARCHIVE_VERSION,
     "study": "configs/s.yaml",
     "results_sha256": "0" * 64,
     "environment": {},
@@ -262,6 +262,14 @@ def hostile_record(where: Path, fields: dict) -> Path:
         (lambda d: hostile_record(d, {"study": "../../etc/passwd"}), "study is '../../etc/passwd': expected configs/"),
         (lambda d: hostile_record(d, {"plugins": [{"folder": "/etc"}]}), "plugins[0].distribution is missing"),
         (lambda d: hostile_record(d, {"environment": {"versions": []}}), "environment.versions is []: expected"),
+        (
+            lambda d: hostile_record(d, {"version": 1}),
+            f"archive.json has version 1: expected {ARCHIVE_VERSION} (packed by an older peftlab",
+        ),
+        (
+            lambda d: hostile_record(d, {"version": 99}),
+            f"has version 99: expected {ARCHIVE_VERSION} (not an archive this peftlab reads",
+        ),
     ],
 )
 def test_what_is_no_submission_is_one_line_exit_2(tmp_path, make, words):
@@ -326,7 +334,7 @@ def result(top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss:
     ],
 )
 def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_spread_across(rerun, agrees, rule):
-    from peftlab.analysis.archive.received import compare_runs
+    from peftlab.analysis.archive.rerun import compare_runs
 
     archived = [result(0.80), result(0.81), result(0.79)]  # mean 0.80, sd 0.01: ± 0.02
     records, lines = compare_runs(

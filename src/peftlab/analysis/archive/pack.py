@@ -31,7 +31,9 @@ from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import refuse_link
 
-ARCHIVE_VERSION = 1
+# 2: the files the receiver supplies in supplied/ (not files/), datasets by name checked (issue 79); an archive of
+# another version is refused in one line naming both (received.read_archive_record): its checks cannot be made
+ARCHIVE_VERSION = 2
 ARCHIVE_RECORD = "archive.json"
 ENVIRONMENT_LOCK = "environment.lock"
 MAX_PACKED_BYTES = 8 << 20  # a file a config names is packed up to this size (weights and data are not)
@@ -176,7 +178,7 @@ class SupersededRecord(TypedDict):
 class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDict reads NotRequired itself
     """archive.json."""
 
-    version: Literal[1]  # ARCHIVE_VERSION
+    version: Literal[2]  # ARCHIVE_VERSION
     study: Annotated[str, matching(STUDY_FILE, "configs/<file>.yaml")]  # the study file
     name: NotRequired[Annotated[str, text]]  # the study's name
     results_sha256: Annotated[str, sha256_hex]

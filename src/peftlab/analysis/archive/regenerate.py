@@ -6,8 +6,9 @@ macros it feeds differ from the archived ones; an edited number of the paper's t
 give. Reads files only (pandas, no torch).
 
 What a paper draws from files an archive does not pack (each run's curves, the tuning searches, the phases' times
-and the commands) is not regenerated: ``NOT_FROM_RUNS`` names those tables and macros, which the SHA256SUMS check
-alone covers.
+and the commands) is not regenerated: each macro's source is declared where the paper makes it
+(``paper.sources``), and the macros of the sources the archive packs (``PACKED_SOURCES``) are compared; the
+others, and the tables ``NOT_FROM_RUNS_TABLES`` names, the SHA256SUMS check alone covers.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# tables and macros made from files other than the packed runs (curves, tune/, phases.jsonl, commands.jsonl, the
-# study header, a text task's manifest in its data folder, which a receiver may supply): not regenerated from an archive
+from peftlab.analysis.paper.sources import LITERATURE, RUNS, source_of
+
+# tables made from files other than the packed runs (curves, tune/, the study header): not regenerated from an archive
 NOT_FROM_RUNS_TABLES = ("protocol.tex", "tuning.tex", "tuning_document.tex")
-NOT_FROM_RUNS_MACROS = re.compile(r"^(studyWall\w*|studyElapsed\w*|studyWorkers|studyCommand\w*|tune\w*|cfgDataSetup)$")
+PACKED_SOURCES = (RUNS, LITERATURE)  # the macros' sources an archive packs (results/runs, configs/literature.yaml)
 MACRO = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}")
 SHOWN = 3  # differing cells or macros named per file
 
@@ -190,9 +192,9 @@ def compare_paper(root: Path, study_dir: Path, record: dict, into: Path, out: Re
         return
     made, tables = paper_outputs(root, study_dir, record, into)
     archived = macro_lines(root / "paper" / "results.tex")
-    kept = [name for name in made if not NOT_FROM_RUNS_MACROS.match(name)]
+    kept = [name for name in made if source_of(name) in PACKED_SOURCES]
     wrong = [name for name in kept if archived.get(name) != made[name]]
-    extra = [name for name in archived if name not in made and not NOT_FROM_RUNS_MACROS.match(name)]
+    extra = [name for name in archived if name not in made and source_of(name) in PACKED_SOURCES]
     out.compared["paper/results.tex"] = f"{len(kept)} macros"
     skipped = sorted(set(made) - set(kept))
     if skipped:

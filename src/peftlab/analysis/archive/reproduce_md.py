@@ -253,28 +253,7 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
             f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
         )
-    for data in record.get("data") or []:
-        if data.get("folder"):
-            where = (
-                f"put it in {markdown_code(data['folder'])}, or in `DIR/{markdown_text(Path(data['folder']).name)}` "
-                "with `peftlab reproduce --data DIR`"
-            )
-        else:
-            where = (
-                "peftlab finds it by its name, or in "
-                f"`DIR/{markdown_text(data['name'])}` with `peftlab reproduce --data DIR`"
-            )
-        made = data.get("made_by") and data.get("folder")
-        how = (
-            (made and f"{markdown_code(data_command(data['made_by'], data['folder']))} makes it")
-            or DATA_HOW.get(data["name"])
-            or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
-        )
-        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
-        steps.append(
-            f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
-            f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
-        )
+    steps += data_steps(record)
     for entry in record.get(SUPPLIED_RECORD) or []:
         steps.append(
             f"A file you supply (the archive cannot pack it; {markdown_code(str(entry.get('field')))} names it): "
@@ -310,6 +289,35 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     ]
 
 
+def data_steps(record: dict) -> list[str]:
+    """REPRODUCE.md's step for each dataset archive.json records: where it goes, how to obtain it, its files'
+    SHA-256 as the runs recorded them."""
+    steps = []
+    for data in record.get("data") or []:
+        if data.get("folder"):
+            where = (
+                f"put it in {markdown_code(data['folder'])}, or in `DIR/{markdown_text(Path(data['folder']).name)}` "
+                "with `peftlab reproduce --data DIR`"
+            )
+        else:
+            where = (
+                "peftlab finds it by its name, or in "
+                f"`DIR/{markdown_text(data['name'])}` with `peftlab reproduce --data DIR`"
+            )
+        made = data.get("made_by") and data.get("folder")
+        how = (
+            (made and f"{markdown_code(data_command(data['made_by'], data['folder']))} makes it")
+            or DATA_HOW.get(data["name"])
+            or (f"the runs read it from {markdown_code(data['was'])}" if data.get("was") else "")
+        )
+        files = ", ".join(f"{markdown_text(k)} {v[:12]}" for k, v in sorted(data.get("sha256", {}).items()))
+        steps.append(
+            f"Data {markdown_code(data['name'])}: {where}{'; ' + how if how else ''}"
+            f"{'; its files (SHA-256, as the runs recorded them): ' + files if files else ''}."
+        )
+    return steps
+
+
 # how to obtain a dataset peftlab makes or knows (``peftlab data ...``), by data.name
 DATA_HOW = {
     "mnist": "peftlab's offline data (`make data` in the checkout) installs it",
@@ -338,8 +346,18 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     ]
     paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
     lines += steps_lines(record, paper_minutes) + superseded_lines(record)
+    lines += commands_lines(record, sha, study_dir, study_yaml, paper_dir, out)
+    lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
+    lines += runtime_lines(done, study_dir, paper_minutes, pretrains=bool(record.get("base")))
+    lines += expected_lines(df, done)
+    lines += ["", "## Checking the files", "", "```bash", "sha256sum -c SHA256SUMS", "```", ""]
+    return "\n".join(lines)
+
+
+def commands_lines(record: dict, sha: str, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path) -> list[str]:
+    """REPRODUCE.md's commands that made the runs, the paper and the archive, from a clone at commit ``sha``."""
     repository = record.get("repository")
-    lines += [
+    lines = [
         "## Commands",
         "",
         "How the runs were made, from a clone of the repository"
@@ -380,9 +398,12 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         "bash",
     )
     lines += ["", PATH_WORDS, ""]
-    lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
-    lines += runtime_lines(done, study_dir, paper_minutes, pretrains=bool(record.get("base")))
-    lines += [
+    return lines
+
+
+def expected_lines(df, done) -> list[str]:
+    """REPRODUCE.md's expected results: test top-1 per configuration over its completed runs (``done`` of ``df``)."""
+    lines = [
         "",
         "## Expected results",
         "",
@@ -399,5 +420,4 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
     not_done = len(df) - len(done)
     if not_done:
         lines += ["", f"{not_done} runs did not complete (see results/results.csv, columns status and error)."]
-    lines += ["", "## Checking the files", "", "```bash", "sha256sum -c SHA256SUMS", "```", ""]
-    return "\n".join(lines)
+    return lines

@@ -3,11 +3,14 @@ the study, any file over ``pack.MAX_PACKED_BYTES``). Each has a place of its own
 config names goes there whole: its small files packed, its weights to be put beside them), recorded in
 archive.json's ``supplied`` with its SHA-256 and size, named in REPRODUCE.md, and checked against that hash at every
 level of ``peftlab reproduce`` (``--runs 0`` included): one that differs is named, one that is absent is a note
-(and stops a rerun), the right one is "as recorded", never a file "added after packing".
+(and stops a rerun), the right one is "as recorded", never a file "added after packing". A file under supplied/
+that neither archive.json's ``supplied`` records nor SHA256SUMS lists (the small files of a folder packed there) is
+named too: no run or dataset reads it (``stray_supplied``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +83,31 @@ def check_supplied(root: Path, record: dict) -> SuppliedCheck:
                 )
             else:
                 out.checked[entry["path"]] = sha
+    out.differ += stray_supplied(root, record)
+    return out
+
+
+def stray_supplied(root: Path, record: dict) -> list[str]:
+    """A line per file under supplied/ that no run or dataset names: neither a file archive.json's ``supplied``
+    records nor one SHA256SUMS lists (a folder a config names is packed there with its small files), nor
+    supplied.sha256. Links are not followed (the received folder's walk refuses them first)."""
+    folder = root / SUPPLIED
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    sums = root / "SHA256SUMS"
+    text = sums.read_text(errors="replace") if sums.is_file() and not sums.is_symlink() else ""
+    known = {line.partition("  ")[2] for line in text.splitlines()} | {SUPPLIED_SUMS}
+    known |= {entry["path"] for entry in supplied_entries(record, root / "archive.json")}
+    out = []
+    for top, folders, files in os.walk(folder):
+        folders.sort()
+        for name in sorted(files):
+            path = Path(top, name).relative_to(root).as_posix()
+            if path not in known:
+                out.append(
+                    f"{path} is no file a run or dataset names (archive.json's {SUPPLIED_RECORD} does not record it, "
+                    "SHA256SUMS does not list it): remove it"
+                )
     return out
 
 

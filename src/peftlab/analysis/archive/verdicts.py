@@ -49,7 +49,7 @@ class Evidence:
     not_checked: list[str] = field(default_factory=list)  # parts of the archive level not compared (absent data)
     checked: dict = field(default_factory=dict)  # what was found as recorded, with its hash
     runs_total: int = 0  # completed archived runs
-    compared: list[dict] = field(default_factory=list)  # received.compare_runs' records
+    compared: list[dict] = field(default_factory=list)  # rerun.compare_runs' records
     run_differences: list[str] = field(default_factory=list)
     sample: str = ""  # how the reruns were chosen ("drawn with sample seed N", "all")
     tuned: bool = False  # whether the study's choices came from tuning searches
@@ -229,7 +229,7 @@ def checked_record(root, record: dict, results_sha: str, found: dict, named, sup
 
 
 def reruns_of(compared: list[dict]) -> dict[str, dict]:
-    """Each rerun's metrics by its archived run id, from ``received.compare_runs``' records (the metrics both
+    """Each rerun's metrics by its archived run id, from ``rerun.compare_runs``' records (the metrics both
     records hold: [archived, rerun])."""
     return {
         run["archived_run"]: {"status": "completed", "metrics": {k: v[1] for k, v in run["metrics"].items()}}

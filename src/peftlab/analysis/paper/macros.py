@@ -33,6 +33,7 @@ from peftlab.analysis.paper.names import (
     typeset_model,
 )
 from peftlab.analysis.paper.record_words import define_wall_time
+from peftlab.analysis.paper.sources import COMMANDS, LITERATURE, RUNS, made_from, source_of
 from peftlab.analysis.report.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent
@@ -80,10 +81,13 @@ class Numbers:
 
     def __init__(self):
         self.macros: dict[str, tuple[str, str]] = {}
+        self.made_from = RUNS  # what the macros added now are made from (sources.made_from sets it)
 
     def add(self, name: str, text: str, source: str) -> str:
         if not re.fullmatch(r"[a-z][A-Za-z]*", name):
             raise ValueError(f"macro name {name!r}: letters only, starting lower-case")
+        if source_of(name) != self.made_from:
+            raise ValueError(f"macro \\{name} is made from {self.made_from}, its family from {source_of(name)}")
         if name in self.macros and self.macros[name][0] != text:
             raise ValueError(f"macro \\{name} defined twice with different values")
         self.macros[name] = (text, source)
@@ -142,16 +146,7 @@ def define_study(numbers: Numbers, study) -> None:
     sha = results_sha256(study.dir)
     add("resultsSha", sha, "SHA-256 of the runs' spec.json and result.json (load.results_sha256)")
     add("resultsShaShort", sha[:16], "resultsSha's first 16 digits, as the text prints it")
-    command = study_command(study.dir)
-    if command:
-        add("studyCommand", latex_escape(command), "the command that last ran the study (command.json)")
-        calls = len(study_commands(study.dir))  # earlier calls may have trained most runs: REPRODUCE.md lists all
-        if calls > 1:
-            add(
-                "studyCommandCount",
-                number_words(calls).lower(),
-                "distinct commands that ran the study (commands.jsonl)",
-            )
+    define_commands(numbers, study)
     add("statConfidence", f"{100 * CONFIDENCE:g}", "confidence level of every interval, %")
     add("statAlpha", f"{ALPHA:g}", "significance level of the paired comparisons")
     add("statPower", f"{100 * POWER:g}", "power at which the minimum detectable differences are stated, %")
@@ -204,6 +199,21 @@ def define_study(numbers: Numbers, study) -> None:
     add("cfgMethods", words(methods), "methods of the completed runs, by the study's labels (report.labels)")
     either = words(methods).rsplit(" and ", 1) if len(methods) > 1 else [words(methods)]
     add("cfgMethodsOr", " or ".join(either), "cfgMethods, as alternatives")
+
+
+@made_from(COMMANDS)
+def define_commands(numbers: Numbers, study) -> None:
+    """The command that last ran the study, and how many calls did (command.json, commands.jsonl)."""
+    command = study_command(study.dir)
+    if command:
+        numbers.add("studyCommand", latex_escape(command), "the command that last ran the study (command.json)")
+        calls = len(study_commands(study.dir))  # earlier calls may have trained most runs: REPRODUCE.md lists all
+        if calls > 1:
+            numbers.add(
+                "studyCommandCount",
+                number_words(calls).lower(),
+                "distinct commands that ran the study (commands.jsonl)",
+            )
 
 
 def method_words(study, method: str) -> list[str]:
@@ -389,6 +399,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         )
 
 
+@made_from(LITERATURE)
 def define_literature(numbers: Numbers, citations: list[Citation], ran: set[str]) -> None:
     """Each published number and method name, and per setting what it measured and its order of the
     methods this study ran (``ran``: their peftlab names)."""

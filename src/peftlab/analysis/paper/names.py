@@ -4,8 +4,8 @@ config value as prose shows it."""
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -13,8 +13,6 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.record import data_names, run_data_names
 from peftlab.analysis.results.units import words
 from peftlab.analysis.stats.ties import tied
-from peftlab.config.paths import REPO_ROOT
-from peftlab.utils.files import read_json
 
 
 def integer(x) -> str:
@@ -105,18 +103,17 @@ def data_text(study) -> str:
 
 
 def text_task(runs) -> str:
-    """The task a text folder holds, as its manifest.json says it (peftlab data fortunes-task: which of its
-    categories a quote of Debian's fortunes comes from); "" where the folder has no such manifest here."""
-    roots = runs["config.data.root"].dropna().unique() if "config.data.root" in runs else []
-    if len(roots) != 1:
+    """The task a text folder holds, as the runs recorded its manifest.json (provenance.data.task: ``peftlab data
+    fortunes-task``, which of its categories a quote of Debian's fortunes comes from); "" where they recorded none
+    or several."""
+    if "data.task" not in runs or "data.task_categories" not in runs:
         return ""
-    for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json(base / str(roots[0]) / "manifest.json")
-        if isinstance(manifest, dict) and manifest.get("what") == "fortunes-task":
-            names = [latex_escape(str(c)) for c in manifest.get("categories") or [] if isinstance(c, str)]
-            if names:
-                return f"the task: which of the categories {words(names)} a quote of Debian's fortunes comes from"
-    return ""
+    tasks = runs[["data.task", "data.task_categories"]].dropna().drop_duplicates()
+    if len(tasks) != 1 or tasks["data.task"].iloc[0] != "fortunes-task":
+        return ""
+    categories = json.loads(tasks["data.task_categories"].iloc[0])  # load.py wrote it: a list of names
+    names = [latex_escape(str(name)) for name in categories]
+    return f"the task: which of the categories {words(names)} a quote of Debian's fortunes comes from" if names else ""
 
 
 def config_value(value) -> str:

@@ -3,6 +3,8 @@ an older study, the final runs' and the tuning trials' result.json files)."""
 
 from __future__ import annotations
 
+from peftlab.analysis.paper.sources import PHASE_LOG, made_from
+from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.load import read_result, superseded_runs
 from peftlab.analysis.results.record import trial_seconds
 from peftlab.analysis.results.units import words
@@ -11,6 +13,7 @@ from peftlab.study.phases import PHASES, read_phases
 PHASE_WORDS = {"pretrain": "the base's pretraining", "trials": "the tuning trials", "final runs": "the final runs"}
 
 
+@made_from(PHASE_LOG)
 def define_wall_time(numbers, study) -> None:
     """studyWallMinutes, the run time in all, and studyWallPhases, the phases it sums, named: every phase
     phases.jsonl records, else the final runs and the tuning trials whose records are there."""
@@ -26,7 +29,11 @@ def define_wall_time(numbers, study) -> None:
         )
         add("studyWallMinutes", f"{wall / 60:.1f}", source)
         ran = [PHASE_WORDS[name] for name in PHASES if any(r["phase"] == name for r in phases)]
-        add("studyWallPhases", words(ran), "the phases whose runs studyWallMinutes sums (phases.jsonl)")
+        add(
+            "studyWallPhases",
+            words(ran) + superseded_words(study.dir),
+            "the phases whose runs studyWallMinutes sums (phases.jsonl), and the superseded runs it leaves out",
+        )
         elapsed = sum(r["wall_seconds"] for r in read_phases(study.dir) or [])  # every phase of every call, as timed
         add(
             "studyElapsedMinutes",
@@ -49,7 +56,29 @@ def define_wall_time(numbers, study) -> None:
             "sum of timing.wall_seconds over completed runs and the tuning trials' result.json files, in minutes",
         )
         ran = (["the tuning trials"] if trials else []) + ["the final runs"]
-        add("studyWallPhases", words(ran), "the runs studyWallMinutes sums (no phases.jsonl: result.json files)")
+        add(
+            "studyWallPhases",
+            words(ran) + superseded_words(study.dir),
+            "the runs studyWallMinutes sums (no phases.jsonl: result.json files), and the superseded ones left out",
+        )
+
+
+SHOWN_SUPERSEDED = 4  # superseded runs named in the paper; the others counted
+
+
+def superseded_words(study_dir) -> str:
+    """What the paper's limitations say of the superseded runs (``superseded_runs``), which every number leaves
+    out: ", leaving out N runs of another version of the study, which its file no longer names (a, b)"; "" for none."""
+    old = [path.name for path in superseded_runs(study_dir)]
+    if not old:
+        return ""
+    names = [f"\\texttt{{{latex_escape(name)}}}" for name in old[:SHOWN_SUPERSEDED]]
+    more = len(old) - SHOWN_SUPERSEDED
+    names += [f"{more} more"] if more > 0 else []
+    return (
+        f", leaving out {len(old)} run{'s' if len(old) != 1 else ''} of another version of the study, which its file "
+        f"no longer names ({words(names)})"
+    )
 
 
 def superseded_seconds(run_dir) -> float:

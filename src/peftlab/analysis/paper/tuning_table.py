@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from peftlab.analysis.paper.names import config_value, integer
+from peftlab.analysis.paper.sources import TUNING, made_from
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import (
@@ -165,6 +166,7 @@ TUNING_METRIC_WORDS = {
 }
 
 
+@made_from(TUNING)
 def define_tuning(numbers, study) -> None:
     """How each method was tuned (``study.searches``: the selection.json records), and the chosen values
     at an end of their searched range (tuning.edges)."""

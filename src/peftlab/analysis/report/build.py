@@ -42,8 +42,15 @@ from peftlab.analysis.report.primary import (
 )
 from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
-from peftlab.analysis.results.escape import markdown_text
-from peftlab.analysis.results.load import environment, load_curves, load_results, results_sha256, study_axes
+from peftlab.analysis.results.escape import markdown_code, markdown_text
+from peftlab.analysis.results.load import (
+    environment,
+    load_curves,
+    load_results,
+    results_sha256,
+    study_axes,
+    superseded_runs,
+)
 from peftlab.analysis.results.record import run_data_names
 from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
@@ -163,7 +170,7 @@ def write_report(
         study_palette(df),
     )
     lines += ["## Skipped figures", ""] + ([f"- skipped: {line}" for line in skipped] or ["None."]) + [""]
-    lines += _failures(df)
+    lines += _failures(df) + _superseded(study_dir)
     lines += protocol_card.environment_section(environment(study_dir))
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     if damaged:
@@ -348,3 +355,19 @@ def _failures(df: pd.DataFrame) -> list[str]:
         error = str(row.error).replace("|", "\\|").replace("\n", " ")[:200]
         lines.append(f"| {row.run_id} | {row.variant} | {row.seed} | {row.status} | {error} |")
     return lines + [""]
+
+
+def _superseded(study_dir: Path) -> list[str]:
+    """The runs of another version of the study (``superseded_runs``), named: left out of everything above."""
+    old = superseded_runs(study_dir)
+    if not old:
+        return []
+    return [
+        "## Superseded runs",
+        "",
+        f"{len(old)} run{'s' if len(old) != 1 else ''} of another version of the study, which its file no longer "
+        f"names, {'are' if len(old) != 1 else 'is'} left out of every table, figure and number above: "
+        + ", ".join(markdown_code(f"runs/{path.name}") for path in old)
+        + ".",
+        "",
+    ]

@@ -223,6 +223,10 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         row["provenance.pinned_arithmetic"] = pinned_arithmetic(provenance.get("arithmetic"))
         classes = (provenance.get("data") or {}).get("num_classes")  # the classes the run's data held
         row["data.num_classes"] = classes if isinstance(classes, int) and not isinstance(classes, bool) else None
+        task = (provenance.get("data") or {}).get("task")  # a text folder's task, as the run read its manifest
+        if isinstance(task, dict) and isinstance(task.get("what"), str) and isinstance(task.get("categories"), list):
+            row["data.task"] = task["what"]
+            row["data.task_categories"] = json.dumps([str(name) for name in task["categories"]], ensure_ascii=False)
         sizes = (provenance.get("data") or {}).get("split_sizes")  # the examples each split held, as the run read it
         if isinstance(sizes, dict):
             for split in ("train", "val", "test"):

@@ -163,3 +163,6 @@ class DataInfo:
     split_sources: dict[str, str] = field(default_factory=dict)
     # listed datasets: split -> the dataset manifest its list was checked against (peftlab.data.manifest)
     manifests: dict[str, str] = field(default_factory=dict)
+    # a text folder's task, as its manifest.json says it (data.text.fortunes.task_record: what, categories); the
+    # paper's words on the task come from this record
+    task: dict = field(default_factory=dict)

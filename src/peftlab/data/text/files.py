@@ -52,6 +52,7 @@ class TextSplits:
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest of the bytes read
     notes: list[str] = field(default_factory=list)
     split_sources: dict[str, str] = field(default_factory=dict)
+    task: dict = field(default_factory=dict)  # what the folder's manifest.json says it holds (fortunes.task_record)
 
 
 def carve_val(samples: TextSamples, fraction: float, seed: int) -> tuple[TextSamples, TextSamples]:

@@ -246,6 +246,16 @@ def write_fortunes_task(
     return write_folder(folder, files, manifest, f"seed {seed}, categories {','.join(names)}")
 
 
+def task_record(folder: Path) -> dict:
+    """What the task folder ``folder`` holds, as its manifest.json says, for the run's record (provenance.data.task):
+    ``{"what": "fortunes-task", "categories": [...]}`` for a folder ``write_fortunes_task`` wrote, else {}."""
+    manifest = read_json(folder / MANIFEST)
+    categories = manifest.get("categories") if isinstance(manifest, dict) else None
+    if manifest is None or manifest.get("what") != "fortunes-task" or not isinstance(categories, list):
+        return {}
+    return {"what": "fortunes-task", "categories": [str(name) for name in categories]}
+
+
 def write_fortunes_corpus(
     out: str | Path | None = None, task_categories=None, directory: str | Path | None = None
 ) -> FortunesOutput:

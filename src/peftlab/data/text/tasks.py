@@ -31,6 +31,7 @@ from peftlab.data.text.files import (
     read_text,
     table_rows,
 )
+from peftlab.data.text.fortunes import task_record
 from peftlab.data.text.glue import read_glue
 from peftlab.utils.errors import DataError
 
@@ -77,6 +78,7 @@ def load_text_splits(cfg, language_model: bool = False) -> tuple[dict[str, TextS
         sha256=dict(read.sha256),
         notes=notes,
         split_sources=dict(read.split_sources),
+        task=dict(read.task),
     )
     return splits, info
 
@@ -137,7 +139,8 @@ def read_text_folder(cfg, language_model: bool = False) -> TextSplits:
     if cfg.trainval:
         sources["val"] = "none: data.trainval trains on train + val"
     splits = {"train": train, "val": val, "test": test}
-    return TextSplits(splits, class_names, str(root), sha256, [], {s: sources[s] for s in ("train", "val", "test")})
+    split_sources = {s: sources[s] for s in ("train", "val", "test")}
+    return TextSplits(splits, class_names, str(root), sha256, [], split_sources, task_record(root))
 
 
 def read_text_file(path: Path, columns: list[str], label_column: str | None) -> tuple[list, list, str]:
