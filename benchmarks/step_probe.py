@@ -59,6 +59,27 @@ def digest(tensor) -> str:
     return hashlib.sha256(tensor.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:8]
 
 
+def hook_operations(model, entries: list, also: type | None = None) -> None:
+    """Hooks that append each operation's forward output and output gradient, hashed, to ``entries`` as
+    autograd meets them: the model's leaves (each operation once) and the modules of type ``also``."""
+    import torch
+
+    names = {module: name or "model" for name, module in model.named_modules()}
+
+    def forward_hook(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            entries.append((f"fwd {names[module]}", digest(output)))
+
+    def backward_hook(module, grad_input, grad_output):
+        if grad_output and isinstance(grad_output[0], torch.Tensor):
+            entries.append((f"bwd {names[module]}", digest(grad_output[0])))
+
+    for module in model.modules():
+        if not list(module.children()) or (also is not None and isinstance(module, also)):
+            module.register_forward_hook(forward_hook)
+            module.register_full_backward_hook(backward_hook)
+
+
 def probe(steps: int, threads: int) -> dict:
     import torch
 
@@ -71,20 +92,7 @@ def probe(steps: int, threads: int) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.model, 10).train()
     entries: list[tuple[str, str]] = []
-    names = {module: name or "model" for name, module in model.named_modules()}
-
-    def forward_hook(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            entries.append((f"fwd {names[module]}", digest(output)))
-
-    def backward_hook(module, grad_input, grad_output):
-        if grad_output and isinstance(grad_output[0], torch.Tensor):
-            entries.append((f"bwd {names[module]}", digest(grad_output[0])))
-
-    for module in model.modules():
-        if not list(module.children()):  # the leaves: the operations, each once
-            module.register_forward_hook(forward_hook)
-            module.register_full_backward_hook(backward_hook)
+    hook_operations(model, entries)
     tc = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
     generator = torch.Generator().manual_seed(1)
@@ -159,24 +167,12 @@ def probe_run(cfg, steps: int) -> dict:
     labels = torch.randint(0, 10, (batch,), generator=generator)
     trainer = Trainer(cfg, images, labels, "fp32", clip_grad=cfg.train.clip_grad)
     model, entries = trainer.model, []
-    names = {module: name or "model" for name, module in model.named_modules()}
-
-    def forward_hook(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            entries.append((f"fwd {names[module]}", digest(output)))
-
-    def backward_hook(module, grad_input, grad_output):
-        if grad_output and isinstance(grad_output[0], torch.Tensor):
-            entries.append((f"bwd {names[module]}", digest(grad_output[0])))
 
     def grad_hook(name):
         return lambda param: entries.append((f"grad {name}", digest(param.grad)))
 
-    for module in model.modules():
-        # the leaves, and the fused q/k/v, whose own forward computes its slices' products
-        if not list(module.children()) or isinstance(module, SplitQKV):
-            module.register_forward_hook(forward_hook)
-            module.register_full_backward_hook(backward_hook)
+    # the leaves, and the fused q/k/v, whose own forward computes its slices' products
+    hook_operations(model, entries, also=SplitQKV)
     trained = trainer.tuner.trainable_parameters()
     for name, param in trained.items():
         param.register_post_accumulate_grad_hook(grad_hook(name))
