@@ -346,6 +346,21 @@ def test_every_figure_text_prints_at_7_pt_or_more(kind, request):
         assert printed >= MIN_PRINT - 0.05, (name, printed)
 
 
+@pytest.mark.parametrize("kind", ["vision", "text"])
+def test_no_table_is_shrunk_below_7_pt(kind, request):
+    """The significance table's ten columns stack in two panels at the text's size; a table that is shrunk to the
+    line width (the text study's main table) keeps at least 7 pt of its 10.95 pt."""
+    _, out, _, _ = request.getfixturevalue(kind)
+    significance = (out / "tables" / "significance.tex").read_text()
+    assert r"\resizebox" not in significance and "(a) Paired tests" in significance
+    for path in sorted((out / "tables").glob("*.tex")):
+        table = path.read_text()
+        assert not re.search(r"\\(scalebox|scriptsize|tiny|adjustbox)", table), path.name
+        for least in re.findall(r"\\resizebox\{\\ifdim([\d.]+)\\width>\\linewidth", table):
+            assert float(least) * 10.95 >= 7, path.name
+        assert len(re.findall(r"\\resizebox", table)) == len(re.findall(r"\\ifdim[\d.]+\\width>", table)), path.name
+
+
 def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_line():
     """Six names around a Pareto staircase, four of them crowded: no two names overlap, none lies on the front's
     line, and a name placed beyond the nearest offsets gets a line back to its point (issue 82)."""

@@ -4,6 +4,7 @@ tuned study, the tuning table."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ def write_tables(study: Study, citations: list[Citation], out: Path) -> None:
         tex = fit_width(tex)
     write_text_atomic(out / "main_table.tex", tex)
     if study.comparisons is not None:
-        write_text_atomic(out / "significance.tex", fit_width(significance_table(study)))  # long names: shrunk to fit
+        write_text_atomic(out / "significance.tex", significance_table(study))
     write_literature_table(study, citations, out / "literature.tex")
     card = protocol_card.latex_card(study.dir, study.done, study.labels)
     if card is not None:
@@ -148,10 +149,20 @@ def ablation_table(study: Study, group: str, variants: list[str], keys: list[str
     return "\n".join(lines) + "\n"
 
 
+# the main table's type size (11pt article's \normalsize, in points) and the least share of it a shrunk table keeps:
+# shrunk to the line width, never below 7 pt at print size (a table wider still overruns, which the box check sees)
+NORMAL_SIZE = 10.95
+LEAST_SCALE = 7 / NORMAL_SIZE
+
+
 def fit_width(table: str) -> str:
-    """``table`` (a latex_table) with its tabular shrunk to the line width where it is wider, never enlarged
-    (graphicx's \\resizebox, which main.tex loads)."""
-    shrink = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{"
+    """``table`` (a latex_table) with its tabular shrunk to the line width where it is wider, never enlarged and
+    never below LEAST_SCALE of its size (graphicx's \\resizebox, which main.tex loads)."""
+    least = f"{math.ceil(1000 * LEAST_SCALE) / 1000:g}"  # rounded up: 0.64
+    shrink = (
+        rf"\resizebox{{\ifdim{least}\width>\linewidth{least}\width"
+        r"\else\ifdim\width>\linewidth\linewidth\else\width\fi\fi}{!}{"
+    )
     table = table.replace(r"\begin{tabular}", shrink + r"\begin{tabular}", 1)
     return table.replace(r"\end{tabular}", r"\end{tabular}}", 1)
 
@@ -177,9 +188,15 @@ def not_computable(c) -> str:
     return ("n/a, --: not computable from these pairs: " + "; ".join(reasons) + ".") if reasons else ""
 
 
+# the significance table's two panels, stacked in one float at the text's size rather than one row shrunk to fit
+# (a shrunk table of ten columns printed below 7 pt): the tests, then what the seeds could detect and the wins
+TESTS_PANEL = ("Pairs", "Difference", "$p$ (t)", "$p$ (Wilcoxon)", "$d_z$")
+DETECTION_PANEL = ("MDE", "Pairs for {one}", "Win share", "P(improve)")
+
+
 def significance_table(study: Study) -> str:
     """The paired comparisons with the baseline, on the study's primary score (``study.score``: test top-1 in
-    points, or a perplexity, where a difference below zero is the improvement)."""
+    points, or a perplexity, where a difference below zero is the improvement), as two stacked panels."""
     c, score = study.comparisons, study.score
     # "Pairs for 1 (perplexity)", the report's header, would run the table past the margin
     unit, one, pairs_for = (
@@ -193,34 +210,33 @@ def significance_table(study: Study) -> str:
         r"\centering",
         r"\small",
         rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds ({score.named}). "
-        rf"Difference: mean of the paired differences in {unit}{sign}; $p$: paired t-test and Wilcoxon signed-rank "
-        r"test, each Holm-corrected across the comparisons \citep{holm1979}; MDE: minimum detectable "
+        rf"(a) Difference: mean of the paired differences in {unit}{sign}; $p$: paired t-test and Wilcoxon "
+        r"signed-rank test, each Holm-corrected across the comparisons \citep{holm1979}; $d_z$: mean difference "
+        r"over the standard deviation of the differences. (b) MDE: minimum detectable "
         rf"difference, the smallest true mean difference in {unit} that the paired t-test at "
         rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
         rf"standard deviation of the paired differences as known; pairs for {pairs_for}: the matched seeds "
-        rf"that test needs for {one}; $d_z$: mean difference over the standard deviation of the "
-        rf"differences; win share: share of matched seeds where the configuration {score.wins}, ties counted "
-        rf"half; P(improve): rliable's probability of improvement {latex_escape(score.improvement)} over all pairs "
-        r"of runs (a run of the configuration, a run of the baseline), ties counted half, with its 95\% stratified "
-        r"bootstrap percentile interval \citep{agarwal2021precipice}.}",
+        rf"that test needs for {one}; win share: share of matched seeds where the configuration {score.wins}, "
+        rf"ties counted half; P(improve): rliable's probability of improvement {latex_escape(score.improvement)} "
+        r"over all pairs of runs (a run of the configuration, a run of the baseline), ties counted half, with its "
+        r"95\% stratified bootstrap percentile interval \citep{agarwal2021precipice}.}",
         r"\label{tab:significance}",
-        r"\begin{tabular}{@{}lrrrrrrrrl@{}}",
-        r"\toprule",
-        rf"Configuration & Pairs & Difference & $p$ (t) & MDE & Pairs for {pairs_for} & $p$ (Wilcoxon) & "
-        r"$d_z$ & Win share & P(improve) \\",
-        r"\midrule",
     ]
     borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
+    tests, detection = [], []
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{signed_text(row.cohens_dz, 2).lstrip('+')}}}"
         pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
-        mark = r"$^{\ddagger}$" if row.variant in borrowed else ""
-        lines.append(
-            f"{study.name(row.variant)}{mark} & {row.n_pairs} & {signed(score.scale * row.mean_diff)} & "
-            f"{pvalue(row.p_ttest_holm)} & {pct(row.mde_80, score.scale)} & {pairs} & {pvalue(row.p_wilcoxon_holm)} & "
-            f"{dz} & {row.win_rate:.2f} & {improvement(row)} \\\\"
+        name = study.name(row.variant) + (r"$^{\ddagger}$" if row.variant in borrowed else "")
+        tests.append(
+            [name, str(row.n_pairs), signed(score.scale * row.mean_diff), pvalue(row.p_ttest_holm)]
+            + [pvalue(row.p_wilcoxon_holm), dz]
         )
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        detection.append([name, pct(row.mde_80, score.scale), pairs, f"{row.win_rate:.2f}", improvement(row)])
+    lines += panel("(a) Paired tests", TESTS_PANEL, tests, "r" * len(TESTS_PANEL))
+    lines.append(r"\par\medskip")
+    headers = [h.format(one=pairs_for) for h in DETECTION_PANEL]
+    lines += panel("(b) Detectable differences and wins", headers, detection, "rrrl")
     notes = [not_computable(c)] if not_computable(c) else []
     if borrowed:  # an untuned configuration's comparison never stands without saying so
         notes.append(borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$"))
@@ -228,3 +244,16 @@ def significance_table(study: Study) -> str:
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def panel(title: str, headers, rows: list[list[str]], align: str) -> list[str]:
+    """One panel of a stacked table: its title over a booktabs tabular headed Configuration and ``headers``."""
+    lines = [
+        rf"{{\itshape {title}}}\par\smallskip",
+        rf"\begin{{tabular}}{{@{{}}l{align}@{{}}}}",
+        r"\toprule",
+        "Configuration & " + " & ".join(headers) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(cells) + r" \\" for cells in rows]
+    return lines + [r"\bottomrule", r"\end{tabular}"]
