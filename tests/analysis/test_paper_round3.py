@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from paperkinds import default_kind, text_kind, vision_kind
+from paperkinds import default_kind, long_tuning_kind, text_kind, vision_kind
 from scipy.stats import binomtest
 from test_paper import MISSING_LATEX, macros
 
@@ -315,8 +315,10 @@ def test_no_related_work_sentence_points_back_to_tokens_it_never_named():
 
 
 @pytest.mark.skipif(bool(MISSING_LATEX), reason="LaTeX is not installed: scripts/install-latex.sh would install it")
-@pytest.mark.parametrize("kind", [default_kind, vision_kind, text_kind])
+@pytest.mark.parametrize("kind", [default_kind, vision_kind, text_kind, long_tuning_kind])
 def test_the_three_kinds_of_paper_compile_without_bad_boxes(kind, tmp_path):
+    """long_tuning_kind: a tuning table of three long axes (method.target_modules, a list of module names) whose
+    keys and values break after their dots and commas, not past the margin."""
     study = kind(tmp_path)
     paper.write_paper(study, tmp_path / "paper")
     log = (tmp_path / "paper" / "main.log").read_text(errors="replace")

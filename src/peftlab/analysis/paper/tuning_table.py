@@ -32,14 +32,34 @@ TABLE_CAPTION = (
 SCORE_WORDS = {"top1": "top-1", "f1": "F1", "matthews": "Matthews correlation", "perplexity": "perplexity"}
 
 
+# a key this long may break after its dots (method.\\allowbreak target_modules): typewriter text never hyphenates, and
+# the tuning table's narrow columns and the text's lines overran the margin by up to 63 pt at a key such as this
+LONG_KEY = 12
+
+
 def latex_key(key: str) -> str:
-    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}."""
-    return "\\texttt{" + latex_escape(key) + "}"
+    """A config key as the paper prints it: train.lr -> \\texttt{train.lr}; a key longer than LONG_KEY may break
+    after each dot."""
+    parts = [latex_escape(part) for part in str(key).split(".")]
+    return "\\texttt{" + (".\\allowbreak{}" if len(str(key)) > LONG_KEY else ".").join(parts) + "}"
 
 
 def latex_value(value) -> str:
-    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548)."""
-    return latex_escape(f"{value:.3g}" if isinstance(value, float) else value)
+    """A searched or chosen value to 3 significant digits (an added point such as 0.0547723 reads 0.0548); a text
+    of several comma-separated names (attn.qkv,attn.proj) in quotes, so a set of them reads apart, and breakable
+    after each comma."""
+    if isinstance(value, float):
+        return latex_escape(f"{value:.3g}")
+    text = latex_escape(value)
+    if isinstance(value, str) and "," in value:
+        return "`" + ",\\allowbreak{}".join(text.split(",")) + "'"
+    return text
+
+
+def chosen_value(value, mark: str) -> str:
+    """A chosen value with its mark, held on one line unless it has break points of its own (latex_value)."""
+    text = latex_value(value) + mark
+    return "{}" + text if "\\allowbreak" in text else f"\\mbox{{{text}}}"
 
 
 def latex_space(record: dict) -> str:
@@ -109,9 +129,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
         if chosen:
             values = ", ".join(
                 # a line may break after "=": a narrow column holds the key, then the value (with its mark)
-                f"{latex_key(k)}=\\allowbreak\\mbox{{{latex_value(v)}"
-                + ("$^{\\dagger}$" if (method, k) in at_edge else "")
-                + "}"
+                f"{latex_key(k)}=\\allowbreak" + chosen_value(v, "$^{\\dagger}$" if (method, k) in at_edge else "")
                 for k, v in chosen["params"].items()
             )
             chosen_text = f"{values} & {latex_escape(chosen['trial'])} & {times * chosen['value']:.1f}"
