@@ -363,6 +363,40 @@ def test_no_table_is_shrunk_below_7_pt(kind, request):
         assert len(re.findall(r"\\resizebox", table)) == len(re.findall(r"\\ifdim[\d.]+\\width>", table)), path.name
 
 
+def test_the_pareto_figure_and_text_name_the_front_in_the_tables_order(vision, monkeypatch, tmp_path):
+    """The front runs by parameter count; its names in the figure (a crowded one names the front's points
+    alone), the names stacked on points drawn on top of each other and the text's Pareto sentence follow the
+    order of every table and the legend instead."""
+    from peftlab.analysis.figures import study as figure
+    from peftlab.analysis.figures.labels import _clusters
+    from peftlab.analysis.figures.style import study_order, study_palette
+
+    configs = {"full": ("full", 800_000, 0.70), "linear": ("linear", 1_000, 0.60)}
+    for r in (1, 2, 4, 8, 16, 32, 64, 128):  # 10 configurations: crowded, the front's alone are named
+        configs[f"lora r={r}"] = ("lora", 1_000 * r + 5_000, 0.61 + 0.01 * (r in (4, 8)) + 0.002 * r / 128)
+    df = pd.DataFrame(
+        {"variant": v, "method": m, "seed": s, "status": "completed", "metrics.test_top1": a + s / 1000}
+        | {"params.trainable": p}
+        for v, (m, p, a) in configs.items()
+        for s in range(3)
+    )
+    named = []
+    drawn = figure._label_points
+    monkeypatch.setattr(
+        figure, "_label_points", lambda ax, xs, ys, names, **kw: named.extend(names) or drawn(ax, xs, ys, names, **kw)
+    )
+    figure.plot_accuracy_vs_params(df, tmp_path)
+    order = study_order(study_palette(df), configs)
+    assert named == [v for v in order if v in named] and named[0] == "full"  # full has the most parameters
+    # two points drawn on top of each other: one label, the names in the order given, not by height
+    (cluster,) = _clusters([1, 1], [67.3, 67.4], [(100, 100), (100, 101)], ["lora r=4", "lora r=8"], 1)
+    assert cluster[2] == ["lora r=4", "lora r=8"]
+    _, out, _, defined = vision
+    rows = [line.split(" &")[0] for line in (out / "tables" / "main_table.tex").read_text().splitlines()]
+    front = defined["paretoNames"].replace(" and ", ", ").split(", ")
+    assert len(front) >= 3 and sorted(front, key=rows.index) == front
+
+
 def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_line():
     """Six names around a Pareto staircase, four of them crowded: no two names overlap, none lies on the front's
     line, and a name placed beyond the nearest offsets gets a line back to its point (issue 82)."""

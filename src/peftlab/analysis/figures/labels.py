@@ -101,10 +101,12 @@ def _taken_boxes(ax, points, bars, lines, to_pixels) -> list[tuple]:
 
 
 def _clusters(xs, ys, points, labels, to_pixels) -> list[list]:
-    """The points drawn on top of each other (within CLUSTER_POINTS), topmost first: [(x, y), (px, py), [names]]
-    each, at the first point's place."""
+    """The points drawn on top of each other (within CLUSTER_POINTS): [(x, y), (px, py), [names]] each, at the
+    topmost point's place, the clusters topmost first and the names of each in the order given (the study's order,
+    as every table lists them), not by height."""
     clusters: list[list] = []
-    for (x, y), (px, py), label in sorted(zip(zip(xs, ys), points, labels), key=lambda p: -p[1][1]):
+    given = sorted(enumerate(zip(zip(xs, ys), points, labels)), key=lambda p: -p[1][1][1])
+    for i, ((x, y), (px, py), label) in given:
         near = next(
             (
                 c
@@ -114,10 +116,10 @@ def _clusters(xs, ys, points, labels, to_pixels) -> list[list]:
             None,
         )
         if near is None:
-            clusters.append([(x, y), (px, py), [str(label)]])
+            clusters.append([(x, y), (px, py), [(i, str(label))]])
         else:
-            near[2].append(str(label))
-    return clusters
+            near[2].append((i, str(label)))
+    return [[place, pixels, [name for _, name in sorted(names)]] for place, pixels, names in clusters]
 
 
 def _overlaps(a, b):

@@ -118,8 +118,9 @@ def plot_accuracy_vs_params(
     ax.grid(True, alpha=0.3)
     _legend_beside(fig, ax, interval_label(interval))
     # beyond MAX_POINT_LABELS, names over every point hide them: the legend names them, the points
-    # of the front keep their names (what a reader looks for first)
-    named = front if crowded else summary
+    # of the front keep their names (what a reader looks for first); in the study's order, as every table, the
+    # legend and the text name them (the front itself runs by parameter count)
+    named = summary[summary.index.isin(front.index)] if crowded else summary
     low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
     names = [_name(palette, v, labels) for v in named.index]
     steps_x, steps_y = [], []  # the front's staircase as drawn (steps-post): across, then up or down

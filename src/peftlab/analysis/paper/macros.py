@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper.findings import define_findings_words
 from peftlab.analysis.paper.macro_text import (
     macro_suffix,
@@ -353,7 +354,8 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         words([study.name(v) for v in tied_with(study, study.worst)]),
         f"variant(s) with the {worst} mean {score.metric} (ties by stats.ties)",
     )
-    on_front = [study.name(v) for v in study.front.loc[study.front["on_front"], "variant"]]
+    front = study.front.loc[study.front["on_front"], "variant"]  # by parameter count: named in the tables' order
+    on_front = [study.name(v) for v in study_order(study.palette, front)]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
     if study.comparisons is not None:
         significant = study.comparisons[study.comparisons["significant"]]
