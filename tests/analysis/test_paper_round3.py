@@ -139,6 +139,50 @@ def test_a_configuration_at_chance_is_named_in_the_abstract_results_and_tables(v
     assert r"\baselineName{} is at chance (binomial $p = \chancePFull{}$)" in results(main)
 
 
+def two_datasets(root):
+    """The vision kind with its adapted-module LoRAs run on a second dataset of 4 balanced classes (100 test images):
+    lora r=8 targets=all-linear at 27% there, at chance against that dataset's 25% though far above 10%."""
+    from paperkinds import set_results
+
+    study = vision_kind(root)
+    second = {"lora4all": (45, 47, 44), "lora8all": (27, 26, 28)}
+
+    def change(name, seed, result):
+        if name in second:
+            result["config"]["data"]["name"] = "hues"
+            result["provenance"]["data"].update(name="hues", num_classes=4)
+            result["metrics"]["test_top1"] = second[name][seed] / 100
+
+    set_results(study, change)
+    return study
+
+
+def test_each_dataset_of_a_study_has_its_own_chance_rate(tmp_path):
+    study = two_datasets(tmp_path)
+    found = chance(study, load_results(study))
+    assert found is not None and [(name, rate) for name, rate, *_ in found.tasks] == [
+        ("fashion_mnist", 0.1),
+        ("hues", 0.25),
+    ]
+    table = found.table.set_index("variant")
+    assert table.loc["lora r=8 targets=all-linear", "p"] == pytest.approx(
+        binomtest(81, 300, 0.25, alternative="greater").pvalue
+    )
+    assert table.loc["lora r=4 targets=all-linear", "p"] == pytest.approx(
+        binomtest(136, 300, 0.25, alternative="greater").pvalue
+    )
+    assert table.loc["full", "p"] == pytest.approx(binomtest(37, 300, 0.1, alternative="greater").pvalue)
+    assert found.at_chance() == [
+        "full",
+        "lora r=8 targets=all-linear",
+    ]  # the latter: 27% is far above the other dataset's 10%
+    assert found.rate_words() == "10% on fashion_mnist and 25% on hues"
+    _, _, main, defined = written(lambda root: study, tmp_path)
+    assert defined["chanceRates"] == r"10\% on fashion\_mnist and 25\% on hues" and "chanceRate" not in defined
+    assert r"Each dataset has its own chance rate, \chanceRule{}; a configuration is at chance" in main
+    assert r"above its dataset's chance rate (\chanceRates{})" in main
+
+
 def test_a_study_at_chance_throughout_says_so_first(text):
     _, _, main, defined = text
     assert abstract(main).split("\n", 1)[1].startswith("Every configuration of this study is at chance")

@@ -270,7 +270,13 @@ def main_tex(
         worst_group=", tied" in numbers.macros["worstMeans"][0],
         borrowed="borrowedNote" in numbers.macros,  # configurations at another's tuned values: ‡ and a note
         tie_step="tieStep" in numbers.macros,  # the tie rule: one test example (stats.ties)
-        chance="chanceRate" in numbers.macros,  # the task's chance rate and its rule (stats.chance)
+        chance="chanceRule" in numbers.macros,  # the task's chance rate and its rule (stats.chance)
+        chance_datasets="chanceRates" in numbers.macros,  # a rate per dataset
+        chance_rate=(  # the rate a configuration is held against, as a sentence names it
+            r"its dataset's chance rate (\chanceRates{})"
+            if "chanceRates" in numbers.macros
+            else r"the task's chance rate of \chanceRate{}\%"
+        ),
         at_chance="atChanceNames" in numbers.macros,  # configurations not above it
         chance_every="chanceEvery" in numbers.macros,  # no configuration above it: said first
         chance_baseline="chanceBaseline" in numbers.macros,  # the comparisons' baseline is at chance

@@ -90,7 +90,10 @@ def define_chance(numbers, study, suffixes: dict[str, str], pvalue) -> None:
     if found is None:
         return
     n, add = numbers.ref, numbers.add
-    add("chanceRate", f"{100 * found.rate:.3g}", "the task's chance rate, % (stats.chance)")
+    if found.tasks:  # several datasets: a rate each
+        add("chanceRates", latex_escape(found.rate_words()), "each dataset's chance rate (stats.chance)")
+    else:
+        add("chanceRate", f"{100 * found.rate:.3g}", "the task's chance rate, % (stats.chance)")
     add("chanceRule", latex_escape(found.rule_words()), "how the chance rate was found (stats.chance.Chance.rule)")
     for row in found.table.itertuples():
         add(

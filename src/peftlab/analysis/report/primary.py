@@ -190,17 +190,24 @@ def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
         return []
     methods = primary.set_index("variant")["method"] if "method" in primary else {}
     at = found.at_chance()
+    rate = (
+        f"each dataset has its own chance rate, {found.rule_words()}"
+        if found.tasks
+        else f"the task's chance rate is {found.rate_words()} ({found.rule_words()})"
+    )
     head = (
-        f"Chance: the task's chance rate is {100 * found.rate:.3g}% ({found.rule_words()}). A configuration is at "
-        "chance where a one-sided binomial test (scipy.stats.binomtest) of its correct test predictions, summed "
-        f"over its seeds, against that rate does not reject at α = {ALPHA:g}."
+        f"Chance: {rate}. A configuration is at chance where a one-sided binomial test (scipy.stats.binomtest) of "
+        f"its correct test predictions, summed over its seeds, against that rate does not reject at α = {ALPHA:g}"
+        + (" on any of its datasets." if found.tasks else ".")
     )
     table = found.table.set_index("variant")
     if not at:
         return [head + " Every configuration is above it.", ""]
     names = ", ".join(
         f"{display_name(v, methods.get(v) if len(methods) else None, labels)} "
-        f"({table.loc[v, 'correct']} of {table.loc[v, 'trials']}, p = {table.loc[v, 'p']:.3g})"
+        f"({table.loc[v, 'correct']} of {table.loc[v, 'trials']}"
+        + (f" on {table.loc[v, 'dataset']}" if found.tasks else "")
+        + f", p = {table.loc[v, 'p']:.3g})"
         for v in at
     )
     every = "**Every configuration is at chance**: " if len(at) == len(table) else "**At chance** (° in the table): "

@@ -403,8 +403,13 @@ def _chance_marks(chance, labels, summary) -> dict:
     methods = summary.groupby("variant")["method"].first() if "method" in summary else {}
     names = {display_name(v, methods.get(v) if len(methods) else None, labels) for v in chance.at_chance()}
     note = (
-        f"at chance: its correct test predictions, summed over its seeds, are not above the task's chance rate of "
-        f"{100 * chance.rate:.3g}% ({chance.rule_words()}) by a one-sided binomial test at the {ALPHA:g} level."
+        "at chance: its correct test predictions, summed over its seeds, are not above "
+        + (
+            f"its dataset's chance rate on one of its datasets ({chance.rule_words()})"
+            if chance.tasks
+            else f"the task's chance rate of {chance.rate_words()} ({chance.rule_words()})"
+        )
+        + f" by a one-sided binomial test at the {ALPHA:g} level."
     )
     return {"names": names, "note": note}
 

@@ -10,6 +10,10 @@ and nothing is said of chance.
 A configuration is at chance when a one-sided binomial test (scipy.stats.binomtest, alternative "greater") of its
 correct test predictions, summed over its seeds, against the chance rate over as many trials (seeds times the test
 set's size) does not reject at ``ALPHA``: its runs are not shown to beat guessing.
+
+A study over several datasets (config.data.name) has a rate per dataset, each by its own rule from its own runs, and
+each configuration is tested on each of its datasets against that dataset's rate; a configuration is at chance where
+it is at chance on any of them (its largest p is the one told), so a collapse on one dataset is never hidden.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from peftlab.analysis.results.per_class import load_per_class
+from peftlab.analysis.results.record import run_data_names
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.power import ALPHA
 
@@ -31,23 +36,40 @@ TEST_SIZE = "data.test_size"
 
 @dataclass(frozen=True)
 class Chance:
-    """A study's chance rate, how it was found, and per configuration its counts and the binomial test."""
+    """A study's chance rate, how it was found, and per configuration its counts and the binomial test; over
+    several datasets, ``tasks`` holds each dataset's (name, rate, rule, classes) and ``rate`` is NaN."""
 
     rate: float
     rule: str  # "balanced" (1/classes), "majority" (the majority class's share) or "classes" (counts unrecorded)
     classes: int
-    table: pd.DataFrame  # variant, correct, trials, top1 (correct / trials), p, at_chance
+    table: pd.DataFrame  # variant, correct, trials, top1 (correct / trials), p, at_chance; dataset, rate (several)
+    tasks: tuple = ()  # (dataset, rate, rule, classes) per dataset, where the study has several
 
     def at_chance(self) -> list[str]:
         return [str(v) for v in self.table.loc[self.table["at_chance"], "variant"]]
 
     def rule_words(self) -> str:
-        """The rule as a sentence's clause, in plain words (no LaTeX): how the rate was found."""
-        if self.rule == "balanced":
-            return f"1/{self.classes}: the test set is balanced over its {self.classes} classes"
-        if self.rule == "majority":
-            return f"the majority class's share of the test set, which is not balanced over its {self.classes} classes"
-        return f"1/{self.classes}: the test set's class counts were not recorded, so it is taken as balanced"
+        """The rule as a sentence's clause, in plain words (no LaTeX): how the rate was found; over several
+        datasets each dataset's rate and rule, "10% on cifar10 (1/10: ...) and 25% on hues (1/4: ...)"."""
+        if self.tasks:
+            parts = [f"{100 * r:.3g}% on {name} ({rule_words(rule, k)})" for name, r, rule, k in self.tasks]
+            return ", ".join(parts[:-1]) + " and " + parts[-1]
+        return rule_words(self.rule, self.classes)
+
+    def rate_words(self) -> str:
+        """The rate in plain words: "10%", or over several datasets "10% on cifar10 and 25% on hues"."""
+        if not self.tasks:
+            return f"{100 * self.rate:.3g}%"
+        parts = [f"{100 * r:.3g}% on {name}" for name, r, _, _ in self.tasks]
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def rule_words(rule: str, classes: int) -> str:
+    if rule == "balanced":
+        return f"1/{classes}: the test set is balanced over its {classes} classes"
+    if rule == "majority":
+        return f"the majority class's share of the test set, which is not balanced over its {classes} classes"
+    return f"1/{classes}: the test set's class counts were not recorded, so it is taken as balanced"
 
 
 def correct_counts(done: pd.DataFrame) -> pd.Series:
@@ -59,12 +81,16 @@ def correct_counts(done: pd.DataFrame) -> pd.Series:
     return (pd.to_numeric(done[TOP1], errors="coerce") * sizes).round()
 
 
-def chance_rate(study_dir: Path, done: pd.DataFrame) -> tuple[float, str, int] | None:
-    """(rate, rule, classes) of the study's one task, or None where the runs differ in their classes or test sets
-    (several datasets), where a run is a causal LM, or where neither class counts nor a class count were recorded."""
+def chance_rate(study_dir: Path, done: pd.DataFrame, counts: pd.DataFrame | None = None) -> tuple | None:
+    """(rate, rule, classes) of the one task of the runs ``done`` (one dataset's), or None where they differ in
+    their classes or test sets, where a run is a causal LM, or where neither class counts nor a class count were
+    recorded. ``counts``: load_per_class(study_dir).runs, read here when not given."""
     if "metrics.test_perplexity" in done and done["metrics.test_perplexity"].notna().any():
         return None
-    counts = load_per_class(study_dir).runs if (study_dir / "runs").is_dir() else pd.DataFrame()
+    if counts is None:
+        counts = load_per_class(study_dir).runs if (study_dir / "runs").is_dir() else pd.DataFrame()
+    if not counts.empty and "run_id" in done:
+        counts = counts[counts["run_id"].isin(set(done["run_id"].astype(str)))]
     if not counts.empty:
         per_run = counts.groupby("run_id")["labelled"].apply(tuple)
         if per_run.nunique() != 1:
@@ -82,20 +108,34 @@ def chance_rate(study_dir: Path, done: pd.DataFrame) -> tuple[float, str, int] |
 
 
 def chance(study_dir: Path, df: pd.DataFrame, alpha: float = ALPHA) -> Chance | None:
-    """The study's chance rate and each configuration's binomial test against it (None where there is no rate or
-    no run recorded its test size)."""
-    done = completed_runs(df)
-    found = chance_rate(Path(study_dir), done)
-    if found is None or done.empty:
+    """The study's chance rate (a rate per dataset over several) and each configuration's binomial test against
+    it (None where a dataset has no rate or a run recorded no test size)."""
+    study_dir, done = Path(study_dir), completed_runs(df)
+    if done.empty:
         return None
-    rate, rule, classes = found
+    counts = load_per_class(study_dir).runs if (study_dir / "runs").is_dir() else pd.DataFrame()
+    datasets = run_data_names(done).fillna("").astype(str)
+    rates = {}
+    for name, runs in done.groupby(datasets, sort=True):
+        rates[name] = chance_rate(study_dir, runs, counts)
+        if rates[name] is None:
+            return None
     correct = correct_counts(done)
     rows = []
-    for variant, runs in done.groupby("variant", sort=False):
-        counts = correct[runs.index]
-        if counts.isna().any():
+    for (variant, name), runs in done.groupby(["variant", datasets], sort=False):
+        counts_of = correct[runs.index]
+        if counts_of.isna().any():
             return None
-        k, n = int(counts.sum()), int(pd.to_numeric(runs[TEST_SIZE]).sum())
+        k, n, rate = int(counts_of.sum()), int(pd.to_numeric(runs[TEST_SIZE]).sum()), rates[name][0]
         p = binomtest(k, n, rate, alternative="greater").pvalue
         rows.append({"variant": variant, "correct": k, "trials": n, "top1": k / n, "p": p, "at_chance": p >= alpha})
-    return Chance(rate, rule, classes, pd.DataFrame(rows))
+        rows[-1] |= {"dataset": name, "rate": rate}
+    table = pd.DataFrame(rows)
+    if len(rates) == 1:
+        ((rate, rule, classes),) = rates.values()
+        return Chance(rate, rule, classes, table.drop(columns=["dataset", "rate"]))
+    # several datasets: each configuration told by its least sure one (at chance on any of them)
+    worst = table.sort_values("p", ascending=False, kind="stable").drop_duplicates("variant")
+    worst = worst.set_index("variant").loc[table["variant"].drop_duplicates()].reset_index()
+    tasks = tuple((name, *found) for name, found in rates.items())
+    return Chance(float("nan"), "per dataset", 0, worst, tasks)
