@@ -177,6 +177,12 @@ def test_each_dataset_of_a_study_has_its_own_chance_rate(tmp_path):
         "lora r=8 targets=all-linear",
     ]  # the latter: 27% is far above the other dataset's 10%
     assert found.rate_words() == "10% on fashion_mnist and 25% on hues"
+    from peftlab.analysis.report.primary import chance_lines
+    from peftlab.analysis.stats.intervals import summarize
+
+    said = "\n".join(chance_lines(found, {}, summarize(load_results(study), "metrics.test_top1")))
+    assert "each dataset has its own chance rate, 10% on fashion_mnist (1/10: " in said
+    assert "lora r=8 targets=all-linear (81 of 300 on hues, p = 0.23)" in said
     _, _, main, defined = written(lambda root: study, tmp_path)
     assert defined["chanceRates"] == r"10\% on fashion\_mnist and 25\% on hues" and "chanceRate" not in defined
     assert r"Each dataset has its own chance rate, \chanceRule{}; a configuration is at chance" in main

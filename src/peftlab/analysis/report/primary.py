@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
@@ -191,14 +192,14 @@ def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
     methods = primary.set_index("variant")["method"] if "method" in primary else {}
     at = found.at_chance()
     rate = (
-        f"each dataset has its own chance rate, {found.rule_words()}"
+        f"each dataset has its own chance rate, {markdown_text(found.rule_words())}"
         if found.tasks
         else f"the task's chance rate is {found.rate_words()} ({found.rule_words()})"
     )
     head = (
         f"Chance: {rate}. A configuration is at chance where a one-sided binomial test (scipy.stats.binomtest) of "
         f"its correct test predictions, summed over its seeds, against that rate does not reject at α = {ALPHA:g}"
-        + (" on any of its datasets." if found.tasks else ".")
+        + (" on one of its datasets." if found.tasks else ".")
     )
     table = found.table.set_index("variant")
     if not at:
@@ -206,7 +207,7 @@ def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
     names = ", ".join(
         f"{display_name(v, methods.get(v) if len(methods) else None, labels)} "
         f"({table.loc[v, 'correct']} of {table.loc[v, 'trials']}"
-        + (f" on {table.loc[v, 'dataset']}" if found.tasks else "")
+        + (f" on {markdown_text(table.loc[v, 'dataset'])}" if found.tasks else "")
         + f", p = {table.loc[v, 'p']:.3g})"
         for v in at
     )
