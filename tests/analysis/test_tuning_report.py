@@ -374,3 +374,21 @@ def test_a_label_with_markdown_link_and_table_syntax_prints_as_itself_in_the_sec
     assert row.count(" | ") == 6  # seven cells: the name's "|" is no cell boundary
     assert "Budgets (trials per search): " in text and f"{escaped} 4" in text
     assert hostile not in text and "![x](" not in text
+
+
+def test_study_file_keys_and_values_are_markdown_escaped_in_the_report():
+    """A key or text value of a study file holding Markdown (a table cell's |, emphasis, a link) prints as itself
+    in the Tuning table's space and choice cells and in the edge sentences."""
+    from peftlab.analysis.report.tuning import _space
+    from peftlab.analysis.report.tuning_lines import _values
+
+    axes = [
+        {"key": "method.*r*", "values": [4, 8, 16]},
+        {"key": "method.target_modules", "values": ["q|v", "[all](x)"]},
+    ]
+    trials = [({"method.*r*": r, "method.target_modules": t}, 0.5 + r / 100) for r in (4, 8, 16) for t in ("q|v",)]
+    record = selection("lora", axes, trials, {"trial": 2, "value": 0.66, "params": trials[2][0], "metric": "val_top1"})
+    assert _space(record) == r"method.\*r\* in {4, 8, 16}; method.target_modules in {q\|v, \[all\](x)}"
+    assert _values({"method.target_modules": "q|v", "train.lr": 0.01}) == r"method.target_modules=q\|v, train.lr=0.01"
+    (sentence,) = edge_choices([record], {"lora": "LoRA | *best*"})
+    assert sentence.startswith(r"LoRA \| \*best\*: the chosen method.\*r\*=16 is the largest value searched")

@@ -37,6 +37,7 @@ from peftlab.analysis.report.tuning_lines import (
     diverged_lines,
     search_label,
 )
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.trial_predictions import choice_certainty
 from peftlab.analysis.results.tuning_choices import borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import natural_key, scale, unit, units
@@ -77,12 +78,14 @@ def load_searches(
 
 
 def _space(record: dict) -> str:
+    """The search space as a Markdown table cell: the study file's keys and values escaped (``markdown_text``)."""
     parts = []
     for axis in record["search"]["axes"]:
+        key = markdown_text(axis["key"])
         if "values" in axis:
-            parts.append(f"{axis['key']} in {{{', '.join(map(str, axis['values']))}}}")
+            parts.append(f"{key} in {{{', '.join(markdown_text(v) for v in axis['values'])}}}")
         else:
-            parts.append(f"{axis['key']} in [{axis['low']:g}, {axis['high']:g}]{' (log)' if axis.get('log') else ''}")
+            parts.append(f"{key} in [{axis['low']:g}, {axis['high']:g}]{' (log)' if axis.get('log') else ''}")
     return "; ".join(parts) + _added_words(record)
 
 

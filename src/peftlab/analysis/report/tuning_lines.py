@@ -17,7 +17,12 @@ def search_label(record: dict, labels: dict | None = None) -> str:
 
 
 def _values(params: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    """Chosen or tried values, "train.lr=0.01, method.target_modules=standard", the study file's keys and text
+    values Markdown-escaped (``markdown_text``)."""
+    return ", ".join(
+        f"{markdown_text(k)}={v:.3g}" if isinstance(v, float) else f"{markdown_text(k)}={markdown_text(v)}"
+        for k, v in params.items()
+    )
 
 
 def added_lines(searches: list[dict], labels: dict | None = None) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.units import display_name, tied
 from peftlab.study.tuning.edge import usable
 
@@ -152,13 +153,14 @@ def tie_break(record: dict, axis: dict) -> list:
 def edge_choices(searches: list[dict], labels: dict | None = None) -> list[str]:
     """A sentence per chosen value at an end of what its search tried (``edges``), for the report, whatever
     the search, its configuration named by ``labels`` (report.labels); an edge-following search says that its
-    budget ran out there."""
+    budget ran out there. The names and keys from the study's files are Markdown-escaped (``markdown_text``)."""
     ran_out = {search_name(r) for r in searches if (r.get("follow_edge") or {}).get("at_edge")}
     methods = {search_name(r): r["search"]["method"] for r in searches}
     return [
-        f"{display_name(name, methods[name], labels)}: the chosen {key}={value:g} is the {where} value searched; "
+        f"{markdown_text(display_name(name, methods[name], labels))}: the chosen {markdown_text(key)}={value:g} is "
+        f"the {where} value searched; "
         + (
-            f"it was a tie-break: the trial{'s' if len(ties) > 1 else ''} at {key}="
+            f"it was a tie-break: the trial{'s' if len(ties) > 1 else ''} at {markdown_text(key)}="
             + " and ".join(f"{other:g}" for other in ties)
             + " scored the same validation value, and the earliest trial is taken."
             if ties
