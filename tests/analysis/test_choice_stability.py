@@ -92,7 +92,7 @@ def test_trials_run_before_predictions_were_kept_are_na_in_the_report_and_said_s
     assert f"less than {SURE_SHARE:g} of them is called uncertain" in lines[0]
     assert "- lora: n/a (its trials ran before peftlab kept their validation predictions)." in lines
     text = stability_words(Study(searches))
-    assert text.startswith("How sure the choice for full, linear and lora is cannot be said: its trials ran before")
+    assert text.startswith("How sure each choice is cannot be said for full, linear and lora: its trials ran before")
     assert "uncertain" not in text
 
 
@@ -118,7 +118,7 @@ def test_a_choice_that_wins_fewer_resamples_than_the_stated_share_is_called_unce
     assert sum(", uncertain" in line for line in lines) == (0 if sure else 3)
     text = stability_words(Study(searches))
     assert ("and none is." in text) is sure
-    assert ("as the choice for full, linear and lora are." in text) is not sure
+    assert ("as the choices for full, linear and lora are." in text) is not sure
     report = "\n".join(tuning.report_section(study, _final_runs(study), study / "figures"))
     assert "How sure each choice is" in report and (", uncertain" in report) is not sure
 
@@ -165,4 +165,4 @@ def test_the_paper_says_which_choices_are_uncertain_where_it_reports_the_chosen_
     results = (tmp_path / "paper" / "results.tex").read_text()
     line = next(line for line in results.splitlines() if line.startswith(r"\newcommand{\tuneStability}"))
     assert "2{,}000 bootstrap resamples" in line and f"less than {SURE_SHARE:g} of them is called uncertain" in line
-    assert "as the choice for" in line and " are." in line
+    assert "as the choices for" in line and " are." in line

@@ -264,13 +264,15 @@ def stability_words(study) -> str:
             f"the chosen trial has the best validation top-1 is {words(measured)}; a choice that wins less than "
             f"{SURE_SHARE:g} of them is called uncertain, "
             + (
-                f"as the choice for {words(uncertain)} {'is' if len(uncertain) == 1 else 'are'}."
+                f"as the choice{'' if len(uncertain) == 1 else 's'} for {words(uncertain)} "
+                f"{'is' if len(uncertain) == 1 else 'are'}."
                 if uncertain
                 else "and none is."
             )
         )
     for why, names in unknown.items():
-        text += f" How sure the choice for {words(names)} is cannot be said: {why}."
+        each = "the choice" if len(names) == 1 else "each choice"
+        text += f" How sure {each} is cannot be said for {words(names)}: {why}."
     return text.strip()
 
 
