@@ -489,3 +489,17 @@ def test_the_tokens_per_example_are_unsaid_where_no_run_records_them(tmp_path):
     set_results(study, lambda name, seed, result: (result.get("config") or {}).get("data", {}).pop("max_length", 0))
     _, _, main, defined = written(lambda root: study, tmp_path)
     assert "cfgMaxLength" not in defined and "at most" not in main.split("The model is", 1)[1].split(". It is")[0]
+
+
+def test_a_choice_inside_its_range_is_not_said_to_lie_outside_it(tmp_path):
+    """The long fixture's weight decay (a log range to 0.1) chose the largest value its trials tried, well inside
+    the range: the table's note and the text say where its best may lie (between it and the range's end), not
+    outside the range; the grid axis (train.lr at its grid's end) keeps "outside"."""
+    study = long_tuning_kind(tmp_path)
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    results = (tmp_path / "paper" / "results.tex").read_text()
+    edges = next(line for line in results.splitlines() if line.startswith(r"\newcommand{\tuneEdges}"))
+    assert r"weight\_decay} is the largest value tried, inside its range (to 0.1), for linear" in edges, edges
+    tables = "".join(p.read_text() for p in (tmp_path / "paper" / "tables").glob("*.tex"))
+    assert "the best value may lie between the chosen value and that end" in tables
+    assert "so the best value may lie beyond them" in main and "may lie outside it (" not in main

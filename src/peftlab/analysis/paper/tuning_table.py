@@ -17,6 +17,7 @@ from peftlab.analysis.results.tuning_choices import (
     search_name,
     search_unit,
     tie_breaks,
+    unreached_ends,
 )
 from peftlab.analysis.results.units import display_name, scale, score_name, units, words
 from peftlab.analysis.stats.choice_stability import RESAMPLES, SURE_SHARE
@@ -152,9 +153,15 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
     if at_edge:
         broken = tie_breaks(searches)  # chosen among trials of equal score: says nothing beyond
         beyond = at_edge - set(broken)
+        inside = beyond & set(unreached_ends(searches))  # the extreme of the values a range tried
         said = r"$^{\dagger}$: the smallest or largest value searched"
-        if beyond:
+        if beyond - inside:
             said += "; the best value may lie outside the searched range"
+        if inside:
+            said += (
+                "; where the text names the end of a range no trial reached, the best value may lie between "
+                "the chosen value and that end"
+            )
         if broken:
             said += (
                 "; where the text calls it a tie-break" if beyond else "; each a tie-break"
@@ -223,6 +230,7 @@ def define_tuning(numbers, study) -> None:
     grouped: dict[tuple[str, str], list[str]] = {}  # (key, smallest or largest): the configurations' labels
     tie_breaks = tuning_choices.tie_breaks(searches)  # chosen among trials of equal score: no best beyond the end
     broken = []
+    unreached = tuning_choices.unreached_ends(searches)  # the extreme of the values tried, inside its range
     for name, key, _, where in tuning_choices.edges(searches):
         if (name, key) in tie_breaks:
             others = words([config_value(v) for v in tie_breaks[name, key]])
@@ -231,8 +239,10 @@ def define_tuning(numbers, study) -> None:
                 f"value as {latex_key(key)} = {others}, and the earliest trial is taken"
             )
         else:
-            grouped.setdefault((key, where), []).append(study.name(name))
-    at_edge = [f"the {latex_key(k)} is the {w} value searched for {words(n)}" for (k, w), n in grouped.items()]
+            inside = unreached.get((name, key))
+            phrase = f"{where} value tried, inside its range (to {inside})," if inside else f"{where} value searched"
+            grouped.setdefault((key, phrase), []).append(study.name(name))
+    at_edge = [f"the {latex_key(k)} is the {phrase} for {words(n)}" for (k, phrase), n in grouped.items()]
     if at_edge:
         add("tuneEdges", "; ".join(at_edge), "chosen values at an end of their searched range (tuning.edges)")
     if broken:

@@ -95,6 +95,12 @@ def tie_breaks(searches: list[dict]) -> dict[tuple[str, str], list]:
     return {(found[0], found[1]): found[5] for found in _edges(searches) if found[5]}
 
 
+def unreached_ends(searches: list[dict]) -> dict[tuple[str, str], str]:
+    """{(search, key): the end of its range no trial reached} for each chosen value of a range axis that is the
+    extreme only of the values tried (``edges``), not an end of the range itself: its best may lie in between."""
+    return {(found[0], found[1]): found[4] for found in _edges(searches) if found[4]}
+
+
 def _edges(searches: list[dict]) -> list[tuple[str, str, float, str, str | None]]:
     """``edges`` with the end of the range the choice did not reach, where it is the extreme only of the
     values tried (a random search whose best is its largest rate, well below the range's top)."""
