@@ -70,7 +70,7 @@ def test_a_trial_keeps_its_validation_predictions_as_data_that_give_its_validati
     a numpy array that loads without pickle, one (label, predicted) per validation example, in order."""
     import numpy as np
 
-    from peftlab.analysis.results.trial_predictions import read_predictions
+    from peftlab.analysis.stats.trial_predictions import read_predictions
 
     result = json.loads((trial / "result.json").read_text())
     kept = np.load(trial / "val_predictions.npy", allow_pickle=False)

@@ -10,9 +10,9 @@ from paperkinds import default_kind
 from peftlab.analysis.paper.tuning_table import stability_words
 from peftlab.analysis.report import tuning
 from peftlab.analysis.report.tuning_lines import certainty_lines
-from peftlab.analysis.results.trial_predictions import choice_certainty, read_predictions
 from peftlab.analysis.stats import choice_stability
 from peftlab.analysis.stats.choice_stability import SURE_SHARE, win_shares
+from peftlab.analysis.stats.trial_predictions import choice_certainty, read_predictions
 from peftlab.training.run_result import PREDICTION_FIELDS
 
 ALL, NONE = np.ones(50, bool), np.zeros(50, bool)

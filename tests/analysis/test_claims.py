@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from peftlab.analysis.report.claims import report_section
+from peftlab.analysis.report.protocol_card import claims_section as report_section
 
 
 def runs(*rows):

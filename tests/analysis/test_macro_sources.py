@@ -1,4 +1,4 @@
-"""Each macro of results.tex declares its source where the paper makes it (paper/sources.py), and a received
+"""Each macro of results.tex declares its source where the paper makes it (paper/macro_text.py), and a received
 paper's macros are regenerated from the runs exactly where their source is packed (issue 79): a forged
 ``\\cfgDataSetup`` is caught, a study's phases, commands and tuning (which an archive does not pack) are named as
 not regenerated. A text task's words come from the runs' records, not from a folder read at paper time."""
@@ -13,9 +13,9 @@ import pytest
 from studyfiles import write_study_dir
 
 from peftlab.analysis.archive.regenerate import paper_outputs, regenerate, study_folder
+from peftlab.analysis.paper.macro_text import COMMANDS, PHASE_LOG, RUNS, made_from, source_of
 from peftlab.analysis.paper.macros import Numbers
 from peftlab.analysis.paper.names import text_task
-from peftlab.analysis.paper.sources import COMMANDS, PHASE_LOG, RUNS, made_from, source_of
 from peftlab.analysis.results.load import load_results
 
 

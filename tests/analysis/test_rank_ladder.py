@@ -112,11 +112,11 @@ def test_the_mnist_note_only_where_the_base_was_pretrained_on_mnist(tmp_path):
 def test_the_tuning_caption_names_pruned_trials_only_where_a_search_pruned_one(tmp_path):
     from types import SimpleNamespace
 
+    from peftlab.analysis.paper.macro_text import TUNING
     from peftlab.analysis.paper.macros import Numbers
-    from peftlab.analysis.paper.sources import TUNING
 
     numbers = Numbers()
-    numbers.made_from = TUNING  # as define_tuning makes them (paper/sources.py)
+    numbers.made_from = TUNING  # as define_tuning makes them (paper/macro_text.py)
     for name in ("tuneUnit", "tuneMetric"):
         numbers.add(name, "x", "")
     trial = {"state": "COMPLETE", "value": 0.5, "params": {"train.lr": 0.1}}

@@ -7,7 +7,7 @@ give. Reads files only (pandas, no torch).
 
 What a paper draws from files an archive does not pack (each run's curves, the tuning searches, the phases' times
 and the commands) is not regenerated: each macro's source is declared where the paper makes it
-(``paper.sources``), and the macros of the sources the archive packs (``PACKED_SOURCES``) are compared; the
+(``paper.macro_text``), and the macros of the sources the archive packs (``PACKED_SOURCES``) are compared; the
 others, and the tables ``NOT_FROM_RUNS_TABLES`` names, the SHA256SUMS check alone covers.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftlab.analysis.paper.sources import LITERATURE, RUNS, source_of
+from peftlab.analysis.paper.macro_text import LITERATURE, RUNS, source_of
 
 # tables made from files other than the packed runs (curves, tune/, the study header): not regenerated from an archive
 NOT_FROM_RUNS_TABLES = ("protocol.tex", "tuning.tex", "tuning_document.tex")

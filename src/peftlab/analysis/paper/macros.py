@@ -13,13 +13,18 @@ import re
 from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper.findings import define_findings_words
 from peftlab.analysis.paper.macro_text import (
+    COMMANDS,
+    LITERATURE,
+    RUNS,
     macro_suffix,
+    made_from,
     number_words,
     pairs_text,
     pct,
     points_words,
     pvalue,
     signed,
+    source_of,
     variant_suffixes,
 )
 from peftlab.analysis.paper.methods import define_methods
@@ -34,7 +39,6 @@ from peftlab.analysis.paper.names import (
     typeset_model,
 )
 from peftlab.analysis.paper.record_words import define_wall_time
-from peftlab.analysis.paper.sources import COMMANDS, LITERATURE, RUNS, made_from, source_of
 from peftlab.analysis.report.literature import Citation, ranked_citations, study_methods, study_rows
 from peftlab.analysis.report.primary import PERPLEXITY, Score
 from peftlab.analysis.report.tables import format_count, format_percent

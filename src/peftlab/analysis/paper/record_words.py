@@ -3,7 +3,7 @@ an older study, the final runs' and the tuning trials' result.json files)."""
 
 from __future__ import annotations
 
-from peftlab.analysis.paper.sources import PHASE_LOG, made_from
+from peftlab.analysis.paper.macro_text import PHASE_LOG, made_from
 from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.load import read_result, superseded_runs
 from peftlab.analysis.results.record import trial_seconds

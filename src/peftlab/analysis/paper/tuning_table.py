@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from peftlab.analysis.paper.macro_text import TUNING, made_from
 from peftlab.analysis.paper.names import config_value, integer
-from peftlab.analysis.paper.sources import TUNING, made_from
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import (
@@ -151,22 +151,7 @@ def latex_table(searches: list[dict], df: pd.DataFrame, labels: dict | None = No
             r"and its better neighbour), so a chosen value may lie outside the grid shown."
         )
     if at_edge:
-        broken = tie_breaks(searches)  # chosen among trials of equal score: says nothing beyond
-        beyond = at_edge - set(broken)
-        inside = beyond & set(unreached_ends(searches))  # the extreme of the values a range tried
-        said = r"$^{\dagger}$: the smallest or largest value searched"
-        if beyond - inside:
-            said += "; the best value may lie outside the searched range"
-        if inside:
-            said += (
-                "; where the text names the end of a range no trial reached, the best value may lie between "
-                "the chosen value and that end"
-            )
-        if broken:
-            said += (
-                "; where the text calls it a tie-break" if beyond else "; each a tie-break"
-            ) + " between trials of equal validation score, which says nothing of values beyond the range"
-        notes.append(said + ".")
+        notes.append(edge_note(searches, at_edge))
     lent = {
         latex_text(display_name(b, None, labels)): latex_text(display_name(search_name(r), None, labels))
         for r in searches
@@ -189,6 +174,27 @@ TUNING_METRIC_WORDS = {
     "val_perplexity": "validation perplexity",
     "val_loss": "validation loss",
 }
+
+
+def edge_note(searches: list[dict], at_edge: set) -> str:
+    """The tuning table's note on its daggers: what a chosen value at an end of what was searched may mean, by
+    kind (an end of the range, the extreme of what a range's trials tried, a tie-break)."""
+    broken = tie_breaks(searches)  # chosen among trials of equal score: says nothing beyond
+    beyond = at_edge - set(broken)
+    inside = beyond & set(unreached_ends(searches))  # the extreme of the values a range tried
+    said = r"$^{\dagger}$: the smallest or largest value searched"
+    if beyond - inside:
+        said += "; the best value may lie outside the searched range"
+    if inside:
+        said += (
+            "; where the text names the end of a range no trial reached, the best value may lie between "
+            "the chosen value and that end"
+        )
+    if broken:
+        said += (
+            "; where the text calls it a tie-break" if beyond else "; each a tie-break"
+        ) + " between trials of equal validation score, which says nothing of values beyond the range"
+    return said + "."
 
 
 @made_from(TUNING)

@@ -20,7 +20,6 @@ from peftlab.analysis.figures.style import in_study_order, study_palette
 from peftlab.analysis.report import (
     across_datasets,
     adaptive,
-    claims,
     equal_bits,
     health,
     per_class,
@@ -143,7 +142,7 @@ def write_report(
     score = primary_score(df)  # test top-1, or for a study of causal LMs test perplexity
     lines += statistics_section(interval, score, judgement_lines(df))
     lines += protocol_card.report_section(study_dir, done, labels)
-    lines += claims.report_section(df, options.share_limits, labels)
+    lines += protocol_card.claims_section(df, options.share_limits, labels)
 
     if not done.empty:
         lines += _results(df, baseline, interval, labels, out, study_dir)

@@ -38,11 +38,11 @@ from peftlab.analysis.report.tuning_lines import (
     search_label,
 )
 from peftlab.analysis.results.escape import markdown_text
-from peftlab.analysis.results.trial_predictions import choice_certainty
 from peftlab.analysis.results.tuning_choices import borrowers, edge_choices, log_scaled, search_name
 from peftlab.analysis.results.units import natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.ties import coarse_validation
+from peftlab.analysis.stats.trial_predictions import choice_certainty
 from peftlab.study.records import SELECTION, read_selection
 from peftlab.training.run_result import lower_is_better
 

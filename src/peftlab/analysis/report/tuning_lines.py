@@ -1,6 +1,6 @@
 """The report's Tuning section's lines beside its table: the configurations at another's choice (``borrowed_lines``),
 the points an edge-following search added (``added_lines``), the trials that diverged (``diverged_lines``), and how
-sure each choice is (``certainty_lines``: the chosen trial's bootstrap win share, ``results.trial_predictions``)."""
+sure each choice is (``certainty_lines``: the chosen trial's bootstrap win share, ``stats.trial_predictions``)."""
 
 from __future__ import annotations
 
