@@ -217,11 +217,13 @@ def test_quieted_gives_transformers_its_stderr_handler_and_bars_back(imported):
     """A notebook imports transformers itself, or peftlab.train imports it through PEFT: after the API's call its
     logger has the stderr handler transformers gave it again (not propagating to the kernel's root logger), and
     its progress bars are on where they were on."""
+    # a notebook's own environment: not this test process's, which an in-process command quieted for good
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_DISABLE_PROGRESS_BARS"}
     proc = subprocess.run(
         [sys.executable, "-c", TRANSFORMERS_BACK, imported],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        env={**env, "PYTHONPATH": str(REPO / "src")},
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
