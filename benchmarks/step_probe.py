@@ -21,12 +21,14 @@ random base (``model.pretrained: none``) and a seeded batch of its batch size, t
 same entries, where ``grad <name>`` is taken as each trainable parameter's gradient is accumulated. Each says whether
 its model holds bitsandbytes layers, whose kernels choose their code by the CPU and which the pin does not reach.
 
-``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's COMPATIBLE
-branch instead of the pin's, or every ``nn.Linear`` as ``x @ W^T`` then ``+ b`` instead of MKL's ``addmm`` (it
-does not reach peftlab's fused q/k/v, which calls ``addmm`` itself). Compare a variant's record with another CPU's
-record of the same variant. Measured (issue 80): under the pin an Intel Xeon with AMX and AMD EPYCs part at step 0's
-``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries differ at 2 threads), bias apart or not; under
-``compatible`` every entry agreed at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records).
+``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's AVX2 branch
+(``avx2``, the pin until 2026-11-27) instead of the pin's COMPATIBLE branch, or every ``nn.Linear`` as ``x @ W^T``
+then ``+ b`` instead of MKL's ``addmm`` (it does not reach peftlab's fused q/k/v, which calls ``addmm`` itself).
+Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
+an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
+differ at 2 threads), bias apart or not; in its COMPATIBLE branch (``compatible``, now the pin) every entry agreed
+at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records). The records named ``...-threadsN.json``
+without a variant, and ``bias-apart``, are the former pin's (``avx2``, ``avx2-bias-apart``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ STUDY = REPO / "configs" / "studies" / "default.yaml"
 # a variant: the switches it sets over the pin's, and whether every nn.Linear adds its bias apart
 VARIANTS = {
     "pin": ({}, False),
-    "bias-apart": ({}, True),
+    "avx2": ({"MKL_CBWR": "AVX2,STRICT"}, False),
+    "avx2-bias-apart": ({"MKL_CBWR": "AVX2,STRICT"}, True),
     "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False),
     "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True),
 }

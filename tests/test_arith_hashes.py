@@ -1,6 +1,6 @@
 """The pin's bits on every x86 CPU: the pretraining's operations under peftlab's pin (``train.reproducible``)
 hash as they did on an Intel Xeon with AMX (benchmarks/arith_hashes.py keeps the recorded lines, Intel's and
-an AMD EPYC's). MKL's AVX2 branch gives the matmuls the same bits on both vendors; the AdamW step is the one
+an AMD EPYC's). MKL's COMPATIBLE branch gives the matmuls the same bits on both vendors; the AdamW step is the one
 peftlab builds when pinned (fused: ATen's exactly rounded square root, not MKL's vector math whose rounding
 differs by vendor), checked against the same step in numpy float32 (exactly rounded: the same on any CPU)."""
 
@@ -14,16 +14,19 @@ from testkit import REPO
 
 from peftlab.utils import cpu
 
-# Intel Xeon (AVX-512, AMX), MKL_CBWR=AVX2,STRICT, one thread; the AMD EPYC of 2026-11-26 gives the same
+# Intel Xeon (AVX-512, AMX), MKL_CBWR=COMPATIBLE,STRICT (the pin), one thread, as benchmarks/arith_hashes.py keeps it;
+# an AVX2-only AMD EPYC gives the same (2026-11-27). Under the former pin (AVX2,STRICT) Intel's qkv, fc1+gelu, fc2, dW
+# and dX were fd3b0746, 8ed0c019, 754db765, 11db9dc5 and ab115c6e, which an AMD EPYC gave as well, yet a biased
+# Linear's GEMM inside a training step parted the vendors (benchmarks/step_probe.py): MKL's COMPATIBLE branch does not
 INTEL = {
-    "qkv": "fd3b0746",
-    "attn": "49307866",
-    "fc1+gelu": "8ed0c019",
-    "fc2": "754db765",
-    "dW": "11db9dc5",
-    "dX": "ab115c6e",
+    "qkv": "b9117bff",
+    "attn": "65e7059c",
+    "fc1+gelu": "237e5393",
+    "fc2": "6718d695",
+    "dW": "d67b9ff6",
+    "dX": "ce3c36cd",
     "ln": "bffce619",
-    "adamw": "873073e3",  # Intel's unfused AdamW under the AVX2 branch: the exactly rounded step
+    "adamw": "873073e3",  # the fused AdamW a pinned run takes: the exactly rounded step
 }
 
 CHILD = r"""

@@ -226,7 +226,7 @@ FIGURES = [
     Figure(
         "pin",
         measure_pin,
-        "pin: full and LoRA steps unpinned, pinned and pinned in MKL's COMPATIBLE branch (a process each, in turn)",
+        "pin: full and LoRA steps unpinned, pinned (MKL COMPATIBLE) and under the former pin (AVX2), a process each",
         cpu_only=True,
     ),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),

@@ -7,9 +7,12 @@ this project runs on (the MNIST base: 95.84% vs 95.38%). Each library reads an e
 variable that caps it at AVX2 code, once, when it first runs: ``pin_arithmetic`` sets them
 before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretraining and a LoRA
 run gave the AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs").
-Across vendors: MKL honours the AVX2 branch on Intel CPUs only, yet an AMD EPYC's matmuls gave an Intel
-Xeon's bits pinned; PyTorch's unfused CPU AdamW did not (its square root is MKL's vector math), so a
-pinned run takes the fused one (``training.runtime.fused_adamw``; benchmarks/arith_hashes.py).
+Across vendors: MKL honours its AVX2 branch on Intel CPUs only (an AMD CPU computes in AUTO), and under it
+an Intel Xeon's training step parted from AMD EPYCs' at the first biased Linear (benchmarks/step_probe.py);
+MKL's COMPATIBLE branch, honoured on both, gave every entry of the Xeon's steps, so it is the pin (about 2 to
+2.5 times a step's CPU time: ``peftlab bench --only pin``). PyTorch's unfused CPU AdamW parted them too (its
+square root is MKL's vector math), so a pinned run takes the fused one (``training.runtime.fused_adamw``;
+benchmarks/arith_hashes.py).
 
 This module never imports torch: it must run before torch is.
 """
@@ -25,7 +28,7 @@ from peftlab.utils.errors import ConfigError
 from peftlab.utils.provenance import cpu_model, cpu_vendor
 
 # Intel's documented switches: MKL's conditional numerical reproducibility, oneDNN's ISA cap, ATen's dispatch
-PINNED = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+PINNED = {"MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def applies() -> bool:
@@ -39,8 +42,8 @@ def arithmetic_pinned() -> bool:
     return not applies() or all(os.environ.get(name) == value for name, value in PINNED.items())
 
 
-# MKL's branch under the pin, as its verbose line says (provenance.mkl_branch): an ISA branch on Intel, none on AMD
-PINNED_MKL_BRANCHES = ("AVX2,STRICT", "AUTO,STRICT")
+# MKL's branch under the pin, as its verbose line says (provenance.mkl_branch), on Intel and AMD CPUs alike
+PINNED_MKL_BRANCHES = ("COMPATIBLE,STRICT",)
 # ATen's dispatch under ATEN_CPU_CAPABILITY=avx2 (torch.backends.cpu.get_cpu_capability), or a CPU below it
 PINNED_CAPABILITIES = ("AVX2", "DEFAULT")
 

@@ -84,8 +84,8 @@ def cpu_vendor() -> str | None:
 
 def mkl_branch() -> str | None:
     """The code branch MKL computes in, as its verbose line for one small matmul says (its ``CNR:`` field):
-    ``AVX2,STRICT`` on an Intel CPU under train.reproducible's pin, ``AUTO,STRICT`` on an AMD one (MKL
-    takes no instruction-set branch there, only COMPATIBLE), ``OFF`` unpinned. None without MKL or off
+    ``COMPATIBLE,STRICT`` under train.reproducible's pin on either vendor (the former pin's AVX2 branch is
+    ``AUTO,STRICT`` on an AMD CPU: MKL takes no instruction-set branch there), ``OFF`` unpinned. None without MKL or off
     Linux. MKL prints to the C stdout: it is caught on a temporary file for the one matmul."""
     import ctypes
     import re

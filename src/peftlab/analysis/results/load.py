@@ -259,7 +259,7 @@ def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def pinned_arithmetic(arithmetic: dict | None) -> str | None:
     """What decides a pinned run's bits beyond the pin (train.reproducible): the CPU's vendor and the branch
-    MKL computed in, with the CPU's model, e.g. ``AuthenticAMD (AMD EPYC), MKL AUTO,STRICT``. None for an
+    MKL computed in, with the CPU's model, e.g. ``AuthenticAMD (AMD EPYC), MKL COMPATIBLE,STRICT``. None for an
     unpinned run and for runs from before the record named them."""
     if not isinstance(arithmetic, dict) or not arithmetic.get("pinned"):
         return None
