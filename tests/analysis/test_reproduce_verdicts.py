@@ -197,3 +197,15 @@ def test_a_file_under_supplied_that_no_run_or_dataset_names_is_a_difference(tmp_
         "SHA256SUMS does not list it): remove it"
         for name in ("extra.bin", "folder/sitecustomize.py")
     ]
+
+
+def test_a_moved_tuning_choice_differs_on_the_archive_s_class_and_is_a_note_on_another():
+    from peftlab.analysis.archive.trials import said_choices
+
+    moved = ["tuning of lora: the rerun search chose train.lr 0.01 (archived 0.004)"]
+    assert said_choices(moved, other_class=False) == (moved, [])
+    differences, notes = said_choices(moved, other_class=True)
+    assert differences == [] and notes == [
+        moved[0] + " (another machine class: its runs are compared by the tolerance)"
+    ]
+    assert said_choices([], other_class=True) == ([], [])

@@ -47,7 +47,7 @@ from peftlab.analysis.archive.regenerate import regenerate
 from peftlab.analysis.archive.rerun import RULE, base_lines, compare, rerun
 from peftlab.analysis.archive.sample import draw
 from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
-from peftlab.analysis.archive.trials import compare_choices, rerun_dirs
+from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, said_choices
 from peftlab.analysis.archive.verdicts import (
     Evidence,
     Phases,
@@ -139,6 +139,7 @@ def reproduce(
             "differences_count": len(differences),
             "data_not_checked": checks.unseen,
             "tuning_choices": evidence.trials,
+            "tuning_choices_moved": evidence.trial_notes,
             "verdicts": closing[:-1],
             "verdict": closing[-1],
             "reproduced": agree and level >= 2,
@@ -193,9 +194,12 @@ def rerun_and_compare(
         say(line)
     evidence.run_differences = [line for line in lines if not line.split(": ", 1)[1].startswith("reproduced")]
     if trials:  # each search's choice against the archive's
-        evidence.trial_differences, evidence.trials = compare_choices(chosen, rerun_dirs(out / "rerun"))
+        differ, evidence.trials = compare_choices(chosen, rerun_dirs(out / "rerun"))
+        evidence.trial_differences, evidence.trial_notes = said_choices(differ, other_class=bool(checks.notes))
         for line in evidence.trial_differences:
             say(f"differs: {line}")
+        for line in evidence.trial_notes:
+            say(f"note: {line}")
 
 
 # --- receive ---------------------------------------------------------------------------------------------------

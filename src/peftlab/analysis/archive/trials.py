@@ -3,7 +3,10 @@
 Without ``--trials`` the reruns train at the values each archived run's spec.json records (``tuned_by``) and the
 verdict says the tuning was taken as recorded. With it, the searches of the chosen runs' configurations run again
 (their trials in ``OUT/rerun/tune/``, as ``peftlab study`` runs them), the final runs train at the rerun's
-choices, and each choice is compared with the archived one: a search that chose other values is named.
+choices, and each choice is compared with the archived one: a search that chose other values is named. On the
+archive's machine class that is a difference; on another class (another CPU vendor, MKL branch, thread count or
+torch) a search may choose otherwise as its numbers move, so it is a note, and the runs at the new choice are
+compared with the archived ones by the tolerance, as every run from another class is.
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ def rerun_dirs(out_dir: Path) -> dict[tuple[str, int], Path]:
         spec = read_json(spec_file) or {}
         found[(spec.get("variant"), spec.get("seed"))] = spec_file.parent
     return found
+
+
+def said_choices(differ: list[str], other_class: bool) -> tuple[list[str], list[str]]:
+    """(differences, notes) of ``compare_choices``' lines: on another machine class a choice that moved is a note,
+    said with the reason, as the numbers the search compared may move there."""
+    if not other_class:
+        return differ, []
+    return [], [f"{line} (another machine class: its runs are compared by the tolerance)" for line in differ]
 
 
 def compare_choices(chosen: list[dict], dirs: dict[tuple[str, int], Path]) -> tuple[list[str], list[str]]:

@@ -55,6 +55,7 @@ class Evidence:
     tuned: bool = False  # whether the study's choices came from tuning searches
     trials: list[str] | None = None  # the choices found equal where the searches were rerun (--trials)
     trial_differences: list[str] = field(default_factory=list)
+    trial_notes: list[str] = field(default_factory=list)  # choices that moved on another machine class
     claims: object | None = None  # claims.Claims, where every run was rerun
 
 
