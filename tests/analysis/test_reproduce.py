@@ -149,6 +149,24 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     assert record["reproduced"] and {run["variant"] for run in record["compared"]} == {"lora", "mlp_bias"}
     for run in record["compared"]:
         assert run["rule"] == "exact" and run["metrics"] and all(a == b for a, b in run["metrics"].values())
+    # a kernel that let the API run the archive's code: afterwards no module, plugin or path of it is left
+    call = (
+        "import importlib.util, json, os, sys, peftlab; from peftlab.tuners.plugins import LOADED; "
+        f"record = peftlab.reproduce({str(root)!r}, out='check-api', runs=1, run_archive_code=True); "
+        "print(json.dumps([record['reproduced'], [m for m in sys.modules if 'mlpbias' in m], sorted(LOADED), "
+        "[p for p in sys.path + [os.environ.get('PYTHONPATH', '')] if 'plugin-code' in p], "
+        "importlib.util.find_spec('peftlab_mlpbias') is None]))"
+    )
+    api = subprocess.run(
+        [sys.executable, "-c", call],
+        cwd=elsewhere,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert api.returncode == 0, api.stdout + api.stderr
+    assert json.loads(api.stdout.splitlines()[-1]) == [True, [], [], [], True]
 
 
 def tampered(archive: Path, where: Path, change) -> Path:

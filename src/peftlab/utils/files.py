@@ -352,10 +352,8 @@ def printable(text: str, lines: bool = False) -> str:
 
 
 def shown_path(path: str | Path, limit: int = 300) -> str:
-    """A path as an error line shows it: control characters escaped, a long one cut in the middle."""
-    text = str(path)
-    if not text.isprintable():
-        text = repr(text)[1:-1]
+    """A path as an error line shows it: control characters escaped (``printable``), a long one cut in the middle."""
+    text = printable(str(path))
     return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 3 :]} ({len(text):,} characters)"
 
 

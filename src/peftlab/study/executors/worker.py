@@ -21,7 +21,7 @@ from peftlab.config.schema import RunConfig, from_dict
 from peftlab.study.executors.gpus import use_gpu
 from peftlab.training.run_result import RunResult, failure, read_result, write_result
 from peftlab.utils.errors import ignore_further_stops, stops_unwrapped, take_stops
-from peftlab.utils.files import write_json_atomic
+from peftlab.utils.files import printable, write_json_atomic
 from peftlab.utils.libraries import quiet_libraries, without_bitsandbytes
 from peftlab.utils.locks import DirectoryInUse, wait_until_free
 
@@ -120,7 +120,7 @@ def stop_for_full_disk(run_dir: Path, why: str) -> None:
             (run_dir / "result.json").unlink()
     except OSError:
         pass
-    print(f"peftlab: {why}; the run stays pending", file=sys.stderr, flush=True)
+    print(f"peftlab: {printable(why)}; the run stays pending", file=sys.stderr, flush=True)
     raise SystemExit(FULL_DISK)
 
 
@@ -150,7 +150,7 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
     except DirectoryInUse as err:  # the other trainer writes the result; a second one would be wrong
-        print(f"peftlab: {err}", file=sys.stderr, flush=True)
+        print(f"peftlab: {printable(str(err))}", file=sys.stderr, flush=True)
         raise SystemExit(IN_USE) from None
     except SystemExit:  # submitit's exit after requeueing a preempted Slurm job: the run resumes, nothing recorded
         raise
