@@ -128,7 +128,7 @@ def arithmetic_record(
     ATen's CPU capability ``capability`` reporting them: ``reported_pinned``), the switches as set, the
     4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base), and what decides whether two
     pinned CPUs agree: the CPU's vendor and model, and the branch MKL computes in
-    (``provenance.mkl_branch``: MKL honours ``AVX2,STRICT`` on Intel CPUs only)."""
+    (``provenance.mkl_branch``: ``COMPATIBLE,STRICT`` pinned on either vendor)."""
     return {
         "reproducible": reproducible,
         "pinned": arithmetic_pinned() and reported_pinned(mkl_branch, capability),
