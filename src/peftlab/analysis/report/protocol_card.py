@@ -211,9 +211,9 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
             if arithmetic.get(key)
         )
         return [
-            "- CPU arithmetic: pinned (train.reproducible: MKL's COMPATIBLE branch, oneDNN and ATen capped to AVX2, fused "
-            "AdamW), the same bits on Intel and AMD x86 CPUs for every operation tests/test_arith_hashes.py checks"
-            + (f" ({cpu})" if cpu else "")
+            "- CPU arithmetic: pinned (train.reproducible: MKL's COMPATIBLE branch, oneDNN and ATen capped to "
+            "AVX2, fused AdamW), the same bits on Intel and AMD x86 CPUs for every operation "
+            "tests/test_arith_hashes.py checks" + (f" ({cpu})" if cpu else "")
         ]
     return [
         "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "
