@@ -209,3 +209,33 @@ def test_a_moved_tuning_choice_differs_on_the_archive_s_class_and_is_a_note_on_a
         moved[0] + " (another machine class: its runs are compared by the tolerance)"
     ]
     assert said_choices([], other_class=True) == ([], [])
+
+
+def test_a_base_inside_the_checkout_gives_the_archived_table_cell_for_cell(tmp_path):
+    """The default study's base lies in the checkout (cache/pretrained/): the author's table says cache/..., each packed
+    run ./cache/... (its portable form). The table regenerated from the packed runs is the archived one: the default
+    study's own archive was once "not intact" for 40 such cells."""
+    import json
+
+    from studyfiles import write_study_dir
+
+    from peftlab.analysis.archive.pack import pack_runs
+    from peftlab.analysis.archive.regenerate import Regenerated, compare_tables, study_folder
+    from peftlab.analysis.results.load import load_results
+    from peftlab.analysis.results.portable import portable_frame
+
+    study = tmp_path / "study"
+    write_study_dir(study, with_failure=False)
+    base = str(REPO / "cache" / "pretrained" / "mnist-vit" / "model.safetensors")
+    for result in (study / "runs").glob("*/result.json"):
+        data = json.loads(result.read_text())
+        data["config"]["model"]["pretrained"] = base
+        result.write_text(json.dumps(data))
+    root = tmp_path / "archive"
+    pack_runs(study, root)
+    table = portable_frame(load_results(study), study)
+    assert set(table["config.model.pretrained"]) == {"cache/pretrained/mnist-vit/model.safetensors"}
+    table.to_csv(root / "results" / "results.csv", index=False)
+    out = Regenerated()
+    compare_tables(root, study_folder(root, {"name": "study", "study": "none.yaml"}, tmp_path / "made"), out)
+    assert [line for line in out.differ if "results.csv" in line] == []

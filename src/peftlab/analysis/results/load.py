@@ -172,6 +172,14 @@ def study_axes(study_dir: str | Path) -> list[str]:
     return list(keys)
 
 
+def checkout_path(value: str) -> str:
+    """A config's path as the table shows it: one inside the checkout relative to it (``hashed_path``), also where
+    a submission's packed run wrote it as ``./...`` (``results.portable``), so that the table a receiver
+    regenerates from the packed runs is the author's cell for cell."""
+    value = hashed_path(value)
+    return value[2:] if value.startswith("./") and len(value) > 2 else value
+
+
 def load_results(study_dir: str | Path) -> pd.DataFrame:
     """One row per run, in the study's order."""
     rows = []
@@ -194,7 +202,7 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         row.update(_flatten(config or {}, "config."))
         for key in PATH_FIELDS:  # as run ids see them: a run's absolute path and an older run's relative one agree
             if isinstance(row.get(f"config.{key}"), str):
-                row[f"config.{key}"] = hashed_path(row[f"config.{key}"])
+                row[f"config.{key}"] = checkout_path(row[f"config.{key}"])
         if row["status"] == "damaged":  # never a number, never the best: a damaged run, named
             row["error"] = f"result.json: {metric_damage(result)[0]}"
         for section in SECTIONS:
