@@ -239,3 +239,16 @@ def test_a_base_inside_the_checkout_gives_the_archived_table_cell_for_cell(tmp_p
     out = Regenerated()
     compare_tables(root, study_folder(root, {"name": "study", "study": "none.yaml"}, tmp_path / "made"), out)
     assert [line for line in out.differ if "results.csv" in line] == []
+
+
+def test_reruns_the_checks_stopped_are_not_called_a_runs_0_check():
+    """Found on a hostile copy of the default study's archive (a plugins/ folder archive.json does not declare, every
+    hash recomputed) reproduced with --runs 1: the runs line blamed --runs 0."""
+    evidence = Evidence(archive=["plugins/evil-0.1 is no plugin archive.json declares"], runs_total=40)
+    assert (
+        verdict_lines(evidence)[0][1] == "runs reproduced: not checked (no run rerun: --runs 0 checks the archive only)"
+    )
+    evidence.stopped = True
+    lines, level, agree = verdict_lines(evidence)
+    assert lines[1] == "runs reproduced: not checked (no run rerun: the checks' differences stopped the reruns)"
+    assert (level, agree) == (0, False)

@@ -101,6 +101,7 @@ def reproduce(
     chosen = draw(packed, runs, seed)
     checks = checked(root, record, kept, phases, evidence, say)
     stopped = gate(checks, chosen)
+    evidence.stopped = stopped is not None and bool(chosen)
     evidence.runs_total = sum(1 for run in packed if run["result"].get("status") == "completed")
     evidence.sample = "all" if runs == "all" else f"drawn with sample seed {seed}"
     evidence.tuned = any(run.get("tuned_by") for run in packed)

@@ -56,6 +56,7 @@ class Evidence:
     trials: list[str] | None = None  # the choices found equal where the searches were rerun (--trials)
     trial_differences: list[str] = field(default_factory=list)
     trial_notes: list[str] = field(default_factory=list)  # choices that moved on another machine class
+    stopped: bool = False  # reruns were asked for and the checks' differences stopped them
     claims: object | None = None  # claims.Claims, where every run was rerun
 
 
@@ -74,7 +75,8 @@ def verdict_lines(evidence: Evidence) -> tuple[list[str], int, bool]:
         level = 1
     rerun = len(e.compared)
     if not rerun:
-        lines.append("runs reproduced: not checked (no run rerun: --runs 0 checks the archive only)")
+        why = "the checks' differences stopped the reruns" if e.stopped else "--runs 0 checks the archive only"
+        lines.append(f"runs reproduced: not checked (no run rerun: {why})")
     else:
         exact = sum(1 for run in e.compared if run.get("rule") == "exact")
         said = f"{rerun} of {e.runs_total} runs rerun ({e.sample}), {exact} exact, {rerun - exact} by the tolerance"
