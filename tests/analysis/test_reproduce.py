@@ -130,14 +130,7 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     )
     # the API asks the same consent, in its parameter's name
     call = f"import peftlab; peftlab.reproduce({str(root)!r}, out='check-api', progress=False)"
-    api = subprocess.run(
-        [sys.executable, "-c", call],
-        cwd=elsewhere,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    api = python_lines(call, elsewhere)
     assert api.returncode == 1 and "give run_archive_code to run it" in api.stderr, api.stdout + api.stderr
     assert not (elsewhere / "check-api" / "rerun").exists()
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", "--run-archive-code", cwd=elsewhere)
@@ -157,16 +150,15 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
         "[p for p in sys.path + [os.environ.get('PYTHONPATH', '')] if 'plugin-code' in p], "
         "importlib.util.find_spec('peftlab_mlpbias') is None]))"
     )
-    api = subprocess.run(
-        [sys.executable, "-c", call],
-        cwd=elsewhere,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    api = python_lines(call, elsewhere)
     assert api.returncode == 0, api.stdout + api.stderr
     assert json.loads(api.stdout.splitlines()[-1]) == [True, [], [], [], True]
+
+
+def python_lines(call: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -c CALL`` from ``cwd`` with this checkout's peftlab, as a notebook's kernel would run it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-c", call], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def tampered(archive: Path, where: Path, change) -> Path:
