@@ -172,6 +172,7 @@ def reproduce(
     from pathlib import Path
 
     from peftlab.analysis.archive import reproduce as command
+    from peftlab.analysis.archive.plugins import PLUGIN_CODE
     from peftlab.cli.terminal import printable
     from peftlab.utils import cpu
     from peftlab.utils.errors import UserError
@@ -189,7 +190,7 @@ def reproduce(
         raise UserError(f"runs={runs!r} is invalid: expected all, one-seed or a count")
     out = Path(out) if out is not None else command.default_out(Path(archive))
     pinning = cpu.pinned_children() if cpu.torch_runs_unpinned() else contextlib.nullcontext()
-    with environment_kept(Path(out).resolve() / "plugin-code"), pinning:  # the reruns' workers start pinned
+    with environment_kept(Path(out).resolve() / PLUGIN_CODE), pinning:  # the reruns' workers start pinned
         command.reproduce(
             archive,
             runs=str(runs),
