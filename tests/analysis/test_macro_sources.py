@@ -16,6 +16,7 @@ from peftlab.analysis.archive.regenerate import paper_outputs, regenerate, study
 from peftlab.analysis.paper.macro_text import COMMANDS, PHASE_LOG, RUNS, made_from, source_of
 from peftlab.analysis.paper.macros import Numbers
 from peftlab.analysis.paper.names import text_task
+from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.results.load import load_results
 
 
@@ -74,6 +75,25 @@ def test_a_forged_data_setup_is_caught_and_unpacked_sources_are_named_not_compar
     assert macro_lines(regenerate(root, record).differ) == [
         r"paper/results.tex is not what the runs give: \cfgSecret not from the runs"
     ]
+
+
+def test_the_bases_macros_are_named_not_packed_and_never_read_from_the_receivers_folders(tmp_path):
+    """An archive leaves base/ to the receiver: \\baseTopOne and its family come from the base's manifest, which
+    no archive packs. On 2026-11-28 the default study's archive was "not intact" from a folder away from the
+    author's checkout and intact beside it: the manifest was looked for where the runs' config points (the current
+    folder, peftlab's checkout), outside the archive."""
+    root, record = received(tmp_path)
+    tex = root / "paper" / "results.tex"
+    tex.write_text(tex.read_text() + "\\newcommand{\\baseData}{MNIST}\n\\newcommand{\\baseTopOne}{96.04}\n")
+    assert source_of("baseTopOne") == source_of("baseTrainMinutes") == "base manifest"
+    assert source_of("baselineName") == RUNS  # the baseline configuration's macros stay the runs'
+    done = load_results(root / "results")
+    assert pretraining_manifest(done)["test_top1"] == 0.9576  # the fixture's manifest, outside the archive
+    assert pretraining_manifest(done, root / "base") is None  # the archive's base/, empty: nothing read outside
+    out = regenerate(root, record)
+    assert macro_lines(out.differ) == []
+    (skipped,) = [line for line in out.skipped if line.startswith("paper/results.tex")]
+    assert "baseData" in skipped and "baseTopOne" in skipped
 
 
 def test_a_text_task_is_said_from_the_runs_records(tmp_path):

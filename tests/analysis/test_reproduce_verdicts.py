@@ -181,6 +181,16 @@ def test_a_count_of_runs_in_other_digits_is_one_line():
         draw(runs(), "²", 7)
 
 
+def test_trials_with_runs_0_is_one_line_before_anything_is_unpacked(tmp_path):
+    """On 2026-11-28 ``--runs 0 --trials`` checked the archive and said nothing of the searches it never reran."""
+    from peftlab.analysis.archive.reproduce import reproduce
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"--trials with --runs 0 would rerun nothing: .* give --runs N, one-seed"):
+        reproduce(tmp_path / "absent.tar.gz", runs="0", out=out, trials=True)
+    assert not out.exists()
+
+
 def test_a_file_under_supplied_that_no_run_or_dataset_names_is_a_difference(tmp_path):
     (tmp_path / "supplied" / "folder").mkdir(parents=True)
     (tmp_path / "supplied" / "base.safetensors").write_bytes(b"weights")

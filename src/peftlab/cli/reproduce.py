@@ -24,7 +24,8 @@ def add_reproduce(sub) -> None:
     p.add_argument(
         "--trials",
         action="store_true",
-        help="rerun the tuning searches too and compare each choice (default: the tuning taken as recorded)",
+        help="rerun the tuning searches of the drawn runs' configurations too and compare each choice (not with "
+        "--runs 0; default: the tuning taken as recorded)",
     )
     p.add_argument("--out", help="where to unpack and rerun (default ./<archive name>-reproduced)")
     p.add_argument(

@@ -50,7 +50,8 @@ def studies(root: Path, record: dict, reruns: dict[str, dict], into: Path):
     old_df, new_df = load_results(archived_dir), load_results(rerun_dir)
     baseline = archived_baseline(old_df, macro_lines(root / "paper" / "results.tex"), archived_dir)
     baseline = baseline or choose_baseline(old_df)
-    return Study(archived_dir, old_df, baseline), Study(rerun_dir, new_df, baseline)
+    base = root / "base"  # the archive's own (a receiver's folders are no part of it)
+    return Study(archived_dir, old_df, baseline, base), Study(rerun_dir, new_df, baseline, base)
 
 
 def compare_claims(root: Path, record: dict, reruns: dict[str, dict], exact: bool) -> Claims:

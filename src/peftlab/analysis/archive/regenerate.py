@@ -144,7 +144,8 @@ def paper_outputs(root: Path, study_dir: Path, record: dict, into: Path) -> tupl
 
     df = load_results(study_dir)
     archived = macro_lines(root / "paper" / "results.tex")
-    study = Study(study_dir, df, archived_baseline(df, archived, study_dir) or choose_baseline(df))
+    baseline = archived_baseline(df, archived, study_dir) or choose_baseline(df)
+    study = Study(study_dir, df, baseline, base_folder=root / "base")  # the archive's base, not the receiver's
     bib = REFERENCES.read_text()
     bib += plugin_bibtex(df, bib)  # as write_paper builds it: the plugins' papers, then the study's datasets'
     literature = root / "configs" / "literature.yaml"  # the file the paper cited from, packed
@@ -196,7 +197,7 @@ def compare_paper(root: Path, study_dir: Path, record: dict, into: Path, out: Re
     wrong = [name for name in kept if archived.get(name) != made[name]]
     extra = [name for name in archived if name not in made and source_of(name) in PACKED_SOURCES]
     out.compared["paper/results.tex"] = f"{len(kept)} macros"
-    skipped = sorted(set(made) - set(kept))
+    skipped = sorted({name for name in [*made, *archived] if source_of(name) not in PACKED_SOURCES})
     if skipped:
         out.skipped.append(f"paper/results.tex: {', '.join(skipped)} (from files the archive does not pack)")
     if wrong or extra:

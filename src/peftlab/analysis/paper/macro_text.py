@@ -96,6 +96,7 @@ PHASE_LOG = "phases"  # phases.jsonl: each call's phases, their wall time and wo
 COMMANDS = "commands"  # command.json and commands.jsonl: the calls that ran the study
 TUNING = "tuning"  # tune/: the searches and their trials
 STUDY_FOLDER = "study folder"  # the study folder's runs of another version of the study (superseded)
+BASE = "base manifest"  # the pretraining's manifest.json beside the base (an archive's base/ is the receiver's to fill)
 
 # the families made from other sources than the runs, by the start of their macros' names
 FAMILIES = {
@@ -106,6 +107,7 @@ FAMILIES = {
     "studyCommand": COMMANDS,
     "tune": TUNING,
     "studySuperseded": STUDY_FOLDER,
+    **dict.fromkeys(("baseData", "baseSteps", "baseTopOne", "basePerplexity", "baseTrainMinutes"), BASE),
 }
 
 

@@ -13,6 +13,7 @@ import re
 from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper.findings import define_findings_words
 from peftlab.analysis.paper.macro_text import (
+    BASE,
     COMMANDS,
     LITERATURE,
     RUNS,
@@ -266,6 +267,7 @@ def vowel_sound(name: str) -> bool:
     return first[0].lower() in "aeio" or (first.isupper() and first[0] in "FHLMNRSX")
 
 
+@made_from(BASE)
 def define_base(numbers: Numbers, base: dict) -> None:
     """The pretrained base, from its pretraining manifest."""
     numbers.add(

@@ -31,7 +31,9 @@ from peftlab.utils.files import read_json
 class Study:
     """What the paper needs from the results table, computed once."""
 
-    def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str):
+    def __init__(self, study_dir: Path, df: pd.DataFrame, baseline: str, base_folder: Path | None = None):
+        """``base_folder``: where the base's manifest is (a received archive's ``base/``); None: found from the
+        runs' config, as ``pretraining_manifest`` says."""
         self.dir, self.df, self.baseline = study_dir, df, baseline
         options = read_report_options(study_dir / "study.yaml")
         self.labels = options.labels  # the report's display names
@@ -69,7 +71,7 @@ class Study:
         self.axes = study_axes(study_dir)
         self.environment = environment(study_dir)
         self.incomplete = incomplete_runs(df)
-        self.base = pretraining_manifest(self.done)
+        self.base = pretraining_manifest(self.done, base_folder)
         self.searches = tuning.load_searches(  # [] when not tuned
             study_dir, self.palette.get("methods"), self.palette.get("variants")
         )
@@ -100,26 +102,27 @@ class Study:
             return sorted(values, key=str)
 
 
-def pretraining_manifest(done: pd.DataFrame) -> dict | None:
+def pretraining_manifest(done: pd.DataFrame, folder: Path | None = None) -> dict | None:
     """The manifest.json next to the runs' pretrained weights (peftlab pretrain), or in a text model's directory
     (model.path), if one is found.
 
     The path in the config is relative to where the study ran: tried from the current
-    directory and from the repository root.
+    directory and from the repository root. A given ``folder`` is the only place looked in (a received archive's
+    base: what the receiver's folders hold is no part of it).
     """
     column = "config.model.pretrained"
     weights = done[column].dropna().unique().tolist() if column in done else []
     folders = done["config.model.path"].dropna().unique().tolist() if "config.model.path" in done else []
     if len(weights) == 1 and str(weights[0]).endswith(".safetensors"):
-        folder = Path(str(weights[0])).parent
+        where = Path(str(weights[0])).parent
     elif not weights and len(folders) == 1:  # a text model: the HF model directory peftlab pretrain wrote
-        folder = Path(str(folders[0]))
+        where = Path(str(folders[0]))
     else:
         return None
-    for base in (Path.cwd(), REPO_ROOT):
-        manifest = read_json(base / folder / "manifest.json")
+    for place in [folder] if folder is not None else [Path.cwd() / where, REPO_ROOT / where]:
+        manifest = read_json(place / "manifest.json")
         if manifest:
-            run = read_json(base / folder / "run" / "result.json") or {}  # the pretraining run, where it is kept
+            run = read_json(place / "run" / "result.json") or {}  # the pretraining run, where it is kept
             steps = run.get("step")
             if isinstance(steps, int) and not isinstance(steps, bool) and "steps" not in manifest:
                 manifest = {**manifest, "steps": steps}
