@@ -27,7 +27,9 @@ then ``+ b`` instead of MKL's ``addmm`` (it does not reach peftlab's fused q/k/v
 Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
 an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
 differ at 2 threads), bias apart or not; in its COMPATIBLE branch (``compatible``, now the pin) every entry agreed
-at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records). The records named ``...-threadsN.json``
+at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records), and so did every downstream step, QLoRA's
+included (an Intel Xeon host, 2026-11-28: benchmarks/intel-xeon-host/). Where bitsandbytes is not installed the
+QLoRA steps are recorded as skipped. The records named ``...-threadsN.json``
 without a variant, and ``bias-apart``, are the former pin's (``avx2``, ``avx2-bias-apart``).
 """
 
@@ -145,6 +147,7 @@ def uses_bitsandbytes(model) -> bool:
 def probe_downstream(steps: int) -> dict:
     """Every configuration of the default study (its first seed's run of each): ``steps`` of peftlab's step each."""
     import dataclasses
+    import importlib.util
 
     from peftlab.study.spec import load_study
 
@@ -152,7 +155,10 @@ def probe_downstream(steps: int) -> dict:
     for spec in load_study(STUDY).runs:
         if spec.variant not in out:
             cfg = dataclasses.replace(spec.config, model=dataclasses.replace(spec.config.model, pretrained="none"))
-            out[spec.variant] = probe_run(cfg, steps)
+            if cfg.quant.mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
+                out[spec.variant] = {"skipped": f"quant.mode {cfg.quant.mode} needs bitsandbytes, not installed here"}
+            else:
+                out[spec.variant] = probe_run(cfg, steps)
     return out
 
 
@@ -230,6 +236,9 @@ def main() -> None:
     machine = f"{result['cpu_vendor']} {result['cpu_model']}"
     print(f"{machine}: variant {args.variant}, threads {args.threads}, {args.steps} steps, pretraining {result['all']}")
     for name, step in result.get("downstream", {}).items():
+        if "skipped" in step:
+            print(f"  {name}: skipped ({step['skipped']})")
+            continue
         kernels = "; through bitsandbytes' kernels (the pin does not reach them)" if step["bitsandbytes"] else ""
         print(f"  {name}: {step['all']}{kernels}")
     if args.out:
@@ -245,8 +254,8 @@ def main() -> None:
         for name, step in result.get("downstream", {}).items():
             steps[name] = (step, recorded.get("downstream", {}).get(name))
         for name, (mine, theirs) in steps.items():
-            if theirs is None:
-                print(f"  {name}: not in the recorded file")
+            if theirs is None or "skipped" in theirs or "skipped" in mine:
+                print(f"  {name}: {'not in the recorded file' if theirs is None else 'skipped on one side'}")
                 continue
             where = first_difference(mine, theirs)
             print(f"  {name}: {f'first difference at {where}' if where else 'every entry equal'}")

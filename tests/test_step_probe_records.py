@@ -1,0 +1,71 @@
+"""Issue 80: an Intel Xeon's pinned training steps are this CPU's. The committed records of both vendors
+(benchmarks/step_probe/: an AMD EPYC's and an Intel Xeon host's, each made on its own machine) agree entry for
+entry, and this machine, whichever x86 CPU runs the suite, gives the Xeon's record under the pin: three steps of
+the pretraining and of each default-study configuration the pin reaches (bitsandbytes' QLoRA steps are held to
+the records alone: their kernels choose their code by the CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from testkit import REPO
+
+from peftlab.utils import cpu
+
+RECORDS = REPO / "benchmarks" / "step_probe"
+AMD = "amd-epyc-avx2-compatible-threads{}.json"
+INTEL = "intel-xeon-avx512-amx-host-compatible-downstream-threads{}.json"
+
+
+def first_difference(mine: dict, recorded: dict) -> str | None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from step_probe import first_difference as probe_first_difference
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return probe_first_difference(mine, recorded)
+
+
+def record(name: str) -> dict:
+    return json.loads((RECORDS / name).read_text())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_committed_records_of_both_vendors_agree_entry_for_entry(threads):
+    amd, intel = record(AMD.format(threads)), record(INTEL.format(threads))
+    assert (amd["cpu_vendor"], intel["cpu_vendor"]) == ("AuthenticAMD", "GenuineIntel")
+    assert amd["pin"] == intel["pin"] == cpu.PINNED
+    assert first_difference(amd, intel) is None
+    compared = [name for name, step in intel["downstream"].items() if "skipped" not in step]
+    for name in compared:
+        assert first_difference(amd["downstream"][name], intel["downstream"][name]) is None, name
+    expected = {"full", "linear", "lora", "adalora", "adaptive", "qalora"}
+    assert expected <= set(compared) and set(amd["downstream"]) == set(intel["downstream"])
+    former = record(f"amd-epyc-avx2-threads{threads}.json")  # the former pin (MKL's AVX2 branch) on this EPYC
+    assert first_difference(former, intel).startswith("step 0: fwd blocks.0.attn.qkv")  # tells pins apart
+    if threads == 2:  # bitsandbytes was carried to the Xeon for this one: the QLoRA steps agree as well
+        assert {"lora quant=int8", "lora quant=nf4"} <= set(compared)
+
+
+@pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
+def test_this_cpu_gives_the_intel_xeons_pinned_steps(tmp_path):
+    out = tmp_path / "here.json"
+    env = {key: value for key, value in os.environ.items() if key not in cpu.PINNED}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step_probe.py"), "--threads", "2", "--downstream"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    here, intel = json.loads(out.read_text()), record(INTEL.format(2))
+    assert here["pin"] == cpu.PINNED  # the probe set the switches before its torch was imported
+    assert first_difference(here, intel) is None
+    for name, step in here["downstream"].items():
+        if "skipped" not in step and not step["bitsandbytes"]:
+            assert first_difference(step, intel["downstream"][name]) is None, name
