@@ -87,6 +87,15 @@ def test_a_tuned_study_says_its_tuning_was_taken_as_recorded():
     assert "the tuning taken as recorded (--trials reruns its searches)" in lines[1]
 
 
+def test_rerun_searches_say_how_many_choices_came_out_as_archived():
+    said = dict(checked={"files": 3}, runs_total=2, compared=compared(1), sample="drawn", tuned=True)
+    lines, _, _ = verdict_lines(Evidence(**said, trials=["full: train.lr 0.001", "lora: train.lr 0.01"]))
+    assert lines[1].startswith("runs reproduced: yes") and "searches rerun, 2 of 2 choices as archived" in lines[1]
+    moved = Evidence(**said, trials=["full: train.lr 0.001"], trial_differences=["tuning of lora: ..."])
+    lines, _, _ = verdict_lines(moved)
+    assert lines[1].startswith("runs reproduced: no") and "1 of 2 choices as archived" in lines[1]
+
+
 def test_supplied_files_are_checked_by_their_recorded_hash(tmp_path):
     (tmp_path / "supplied").mkdir()
     (tmp_path / "supplied" / "base.safetensors").write_bytes(b"weights")

@@ -60,6 +60,13 @@ class Evidence:
     claims: object | None = None  # claims.Claims, where every run was rerun
 
 
+def tuning_said(e: Evidence) -> str:
+    """How the rerun searches chose: "6 of 6 choices as archived" (a choice that moved on another class counted)."""
+    moved = len(e.trial_differences) + len(e.trial_notes)
+    same = len(e.trials or [])
+    return f"{same} of {same + moved} {'choice' if same + moved == 1 else 'choices'} as archived"
+
+
 def verdict_lines(evidence: Evidence) -> tuple[list[str], int, bool]:
     """(the closing lines, the level reached 0..3, whether nothing differs). The last line is the verdict."""
     e = evidence
@@ -83,7 +90,7 @@ def verdict_lines(evidence: Evidence) -> tuple[list[str], int, bool]:
         tuning = ""
         if e.tuned:
             tuning = (
-                "; the tuning searches rerun, each choice compared"
+                f"; the tuning searches rerun, {tuning_said(e)}"
                 if e.trials is not None
                 else "; the tuning taken as recorded (--trials reruns its searches)"
             )
