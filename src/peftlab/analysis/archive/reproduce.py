@@ -45,7 +45,7 @@ from peftlab.analysis.archive.received import (
 )
 from peftlab.analysis.archive.regenerate import regenerate
 from peftlab.analysis.archive.rerun import RULE, base_lines, compare, rerun
-from peftlab.analysis.archive.sample import draw
+from peftlab.analysis.archive.sample import draw, trials_need_runs
 from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
 from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, said_choices
 from peftlab.analysis.archive.verdicts import (
@@ -85,7 +85,7 @@ def reproduce(
     archive's plugin code may be imported for the reruns (``--run-archive-code``); ``sample_seed``: the seed that
     draws the reruns (``sample``); ``trials``: the tuning searches rerun (``trials``). The closing lines say the
     three verdicts (``verdicts``)."""
-    trials_need_runs(runs, trials)
+    trials_need_runs(str(runs), trials)
     source = Path(source)
     out = Path(out) if out else default_out(source)
     kept = Path(data) if data is not None else None
@@ -202,15 +202,6 @@ def rerun_and_compare(
             say(f"differs: {line}")
         for line in evidence.trial_notes:
             say(f"note: {line}")
-
-
-def trials_need_runs(runs: str, trials: bool) -> None:
-    """``--trials`` with ``--runs 0`` is refused: the searches are rerun with the final runs they choose."""
-    if trials and str(runs).strip() == "0":
-        raise UserError(
-            "--trials with --runs 0 would rerun nothing: the searches are rerun with the final runs they choose, "
-            "so give --runs N, one-seed or all (--runs 0 checks the archive only)"
-        )
 
 
 # --- receive ---------------------------------------------------------------------------------------------------

@@ -36,8 +36,7 @@ def draw(runs: list[dict], which: str, seed: int) -> list[dict]:
     done = [run for run in runs if run["result"].get("status") == "completed"]
     if which == "all":
         return done
-    if which != "one-seed" and not (which.isascii() and which.isdigit()):
-        raise UserError(f"--runs {which!r} is invalid: expected all, one-seed or a count of runs (0 reruns none)")
+    count = rerun_count(which)
     rng = random.Random(seed)
     by_variant: dict[str, list[dict]] = {}
     for run in sorted(done, key=lambda r: (str(r["variant"]), str(r["seed"]))):
@@ -51,6 +50,24 @@ def draw(runs: list[dict], which: str, seed: int) -> list[dict]:
     rng.shuffle(rest)
     order = {id(run): n for n, run in enumerate(done)}
     firsts.sort(key=lambda run: order[id(run)])  # the study's order, as the reruns print
-    if which == "one-seed":
+    if count is None:
         return firsts
-    return (firsts + rest)[: int(which)]
+    return (firsts + rest)[:count]
+
+
+def rerun_count(which: str) -> int | None:
+    """``--runs``' count of runs (None: ``all`` or ``one-seed``); anything else is one line."""
+    if which in ("all", "one-seed"):
+        return None
+    if not (which.isascii() and which.isdigit()):
+        raise UserError(f"--runs {which!r} is invalid: expected all, one-seed or a count of runs (0 reruns none)")
+    return int(which)
+
+
+def trials_need_runs(which: str, trials: bool) -> None:
+    """``--trials`` with ``--runs 0`` is refused: the searches are rerun with the final runs they choose."""
+    if trials and rerun_count(which) == 0:
+        raise UserError(
+            "--trials with --runs 0 would rerun nothing: the searches are rerun with the final runs they choose, "
+            "so give --runs N, one-seed or all (--runs 0 checks the archive only)"
+        )
