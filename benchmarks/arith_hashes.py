@@ -52,6 +52,27 @@ if fused:  # torch's single-tensor AdamW, step 1, weight decay 0.01, in numpy fl
 print(torch.backends.cpu.get_cpu_capability(), allh, line)
 """
 
+# The candidate pin (peftlab.models.products): the same products through oneDNN's linear instead of MKL's GEMM
+# (oneDNN generates its kernels per instruction set, not per vendor), its bias inside (qkv+b) and apart, and the
+# backward products as peftlab's OneDNNLinear takes them (strided views, no copies). Attention, LayerNorm and AdamW
+# are left out (they are not products of a Linear).
+ONEDNN_CHILD = r"""
+import hashlib, torch
+torch.manual_seed(0)
+h = lambda t: hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest()[:8]
+x = torch.randn(128 * 17, 128); w1 = torch.randn(512, 128) * 0.05; w2 = torch.randn(128, 512) * 0.05
+qkv = torch.randn(384, 128) * 0.05
+L = lambda a, w, b=None: torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
+y = L(x, qkv); a = torch.randn(128, 4, 17, 32)
+hdn = torch.nn.functional.gelu(L(x, w1)); fc2 = L(hdn, w2)
+g = torch.randn(128 * 17, 128)
+dW = L(g.t().contiguous(), hdn.t().contiguous()); dX = L(g, w2.t().contiguous())
+b = torch.randn(384) * 0.05
+line = f"qkv={h(y)} fc1+gelu={h(hdn)} fc2={h(fc2)} dW={h(dW)} dX={h(dX)} qkv+b={h(L(x, qkv, b))} qkv,+b={h(y + b)}"
+line += f" dW_strided={h(L(g.t(), hdn.t()))} dX_strided={h(L(g, w2.t()))}"
+print(torch.backends.cpu.get_cpu_capability(), line)
+"""
+
 
 def main() -> None:
     runs = [(pin, "1", "unfused") for pin in PINS] + [("AVX2,STRICT", "2", "unfused"), ("AVX2,STRICT", "1", "fused")]
@@ -66,6 +87,11 @@ def main() -> None:
         out = subprocess.run([sys.executable, "-c", CHILD, adamw], env=env, capture_output=True, text=True)
         label = pin + (" fused" if adamw == "fused" else "")
         print(f"{label:18s} t{threads} {(out.stdout or out.stderr).strip().splitlines()[-1]}")
+    for isa, threads in [("AVX2", "1"), ("AVX2", "2"), ("AVX512_CORE", "1")]:
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": threads}
+        env.pop("MKL_CBWR", None)
+        out = subprocess.run([sys.executable, "-c", ONEDNN_CHILD], env=env, capture_output=True, text=True)
+        print(f"{'oneDNN ' + isa:18s} t{threads} {(out.stdout or out.stderr).strip().splitlines()[-1]}")
 
 
 if __name__ == "__main__":
@@ -95,3 +121,14 @@ if __name__ == "__main__":
 #   SSE4_2,STRICT      t1 AVX2 a94156298435 qkv=fd3b0746 attn=49307866 fc1+gelu=8ed0c019 fc2=754db765 dW=11db9dc5 dX=ab115c6e ln=bffce619 adamw=431c8a51
 #   AVX2,STRICT        t2 AVX2 a94156298435 qkv=fd3b0746 attn=49307866 fc1+gelu=8ed0c019 fc2=754db765 dW=11db9dc5 dX=ab115c6e ln=bffce619 adamw=431c8a51
 #   AVX2,STRICT fused  t1 AVX2 b98ab80a307e qkv=fd3b0746 attn=49307866 fc1+gelu=8ed0c019 fc2=754db765 dW=11db9dc5 dX=ab115c6e ln=bffce619 adamw=873073e3 adamw_ref=873073e3
+# RECORDED on 2026-11-28, oneDNN's products (the candidate pin, peftlab.models.products). An AMD EPYC with AVX-512 and
+# avx512_bf16 (torch 2.14.1, the session probe ../shared/probes/arith_hashes.py, which has the first five hashes):
+#   oneDNN AVX2        t1 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e
+#   oneDNN AVX2        t2 AVX2 (the same as t1)
+#   oneDNN AVX512_CORE t1 AVX2 qkv=fd3b0746 fc1+gelu=3aed78f7 fc2=064d3de5 dW=6b862512 dX=ab115c6e
+# An Intel Xeon with AVX-512 and AMX (flags avx2 avx512f avx512_bf16 avx512_fp16 amx_tile amx_bf16, 2 cores, torch
+# 2.14.1 from the lock): the same five hashes as the AMD EPYC under both caps, at 1 and 2 threads; the bias inside
+# oneDNN's linear gives the bits of a separate "+ b", and strided (transposed) operands those of contiguous copies:
+#   oneDNN AVX2        t1 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e
+#   oneDNN AVX2        t2 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e
+#   oneDNN AVX512_CORE t1 AVX2 qkv=fd3b0746 fc1+gelu=3aed78f7 fc2=064d3de5 dW=6b862512 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=6b862512 dX_strided=ab115c6e

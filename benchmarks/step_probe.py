@@ -23,7 +23,11 @@ its model holds bitsandbytes layers, whose kernels choose their code by the CPU 
 
 ``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's AVX2 branch
 (``avx2``, the pin until 2026-11-27) instead of the pin's COMPATIBLE branch, or every ``nn.Linear`` as ``x @ W^T``
-then ``+ b`` instead of MKL's ``addmm`` (it does not reach peftlab's fused q/k/v, which calls ``addmm`` itself).
+then ``+ b`` instead of MKL's ``addmm`` (it does not reach peftlab's fused q/k/v, which calls ``addmm`` itself), or
+every product of a Linear (forward and both backward products, peftlab's fused q/k/v and LoRA factors included)
+through oneDNN at the pin's AVX2 cap (``onednn``: ``peftlab.models.products``, a candidate pin about half the
+COMPATIBLE pin's cost; its Intel Xeon records are benchmarks/step_probe/intel-xeon-avx512-amx-onednn-*.json, and
+benchmarks/pin_candidates.sh records it on another CPU).
 Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
 an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
 differ at 2 threads), bias apart or not; in its COMPATIBLE branch (``compatible``, now the pin) every entry agreed
@@ -36,6 +40,7 @@ without a variant, and ``bias-apart``, are the former pin's (``avx2``, ``avx2-bi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -50,13 +55,15 @@ from peftlab.utils.cpu import PINNED  # torch-free: the variant's switches are s
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "configs" / "studies" / "default.yaml"
-# a variant: the switches it sets over the pin's, and whether every nn.Linear adds its bias apart
+# a variant: the switches it sets over the pin's, whether every nn.Linear adds its bias apart, and whether the
+# step's products go through oneDNN (peftlab.models.products, a candidate pin)
 VARIANTS = {
-    "pin": ({}, False),
-    "avx2": ({"MKL_CBWR": "AVX2,STRICT"}, False),
-    "avx2-bias-apart": ({"MKL_CBWR": "AVX2,STRICT"}, True),
-    "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False),
-    "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True),
+    "pin": ({}, False, False),
+    "avx2": ({"MKL_CBWR": "AVX2,STRICT"}, False, False),
+    "avx2-bias-apart": ({"MKL_CBWR": "AVX2,STRICT"}, True, False),
+    "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, False),
+    "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True, False),
+    "onednn": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, True),
 }
 
 
@@ -221,7 +228,7 @@ def main() -> None:
     parser.add_argument("--out", help="write the record here (JSON)")
     parser.add_argument("--compare", help="a recorded file: name the first entry that differs from it")
     args = parser.parse_args()
-    switches, bias_apart = VARIANTS[args.variant]
+    switches, bias_apart, onednn = VARIANTS[args.variant]
     os.environ.update({**PINNED, **switches})  # before torch is imported: each library reads its switch once
     import torch
 
@@ -229,10 +236,13 @@ def main() -> None:
         torch.nn.Linear.forward = linear_bias_apart
     # the input needs no gradient: PyTorch says the first leaf's hook sees its output's gradient alone, as wanted
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    result = probe(args.steps, args.threads)
-    result["variant"] = args.variant
-    if args.downstream:
-        result["downstream"] = probe_downstream(args.steps)
+    from peftlab.models.products import onednn_products
+
+    with onednn_products() if onednn else contextlib.nullcontext():
+        result = probe(args.steps, args.threads)
+        result["variant"] = args.variant
+        if args.downstream:
+            result["downstream"] = probe_downstream(args.steps)
     machine = f"{result['cpu_vendor']} {result['cpu_model']}"
     print(f"{machine}: variant {args.variant}, threads {args.threads}, {args.steps} steps, pretraining {result['all']}")
     for name, step in result.get("downstream", {}).items():

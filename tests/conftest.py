@@ -20,6 +20,15 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_configure(config):
+    """The suite's profile, when PEFTLAB_TEST_PROFILE names a folder (scripts/test_profile.py, tests/profiling.py)."""
+    import profiling
+
+    xdist_controller = not hasattr(config, "workerinput") and config.getoption("numprocesses", None)
+    if profiling.FOLDER and not xdist_controller:  # the workers record their own tests
+        config.pluginmanager.register(profiling.Profile(profiling.FOLDER), "peftlab-profile")
+
+
 def pytest_collection_modifyitems(config, items):
     """The files with the most end-to-end tests first, each file's own order kept: `make test` runs
     files side by side in two processes (pytest-xdist, one file to a process), so the long files

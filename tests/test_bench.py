@@ -246,7 +246,9 @@ def test_bench_only_pin_times_each_mode_in_a_process_of_its_own_and_says_mkl_s_b
         assert figure["mkl_branch"]["avx2"] in ("AVX2,STRICT", "AUTO,STRICT")  # the former pin; AUTO: an AMD CPU
     for method in ("full", "lora"):
         assert figure[method]["pinned_vs_unpinned"]["n"] == 1 and figure[method]["avx2_vs_unpinned"]["median"] > 0
-    assert "lora step CPU unpinned, pinned, former pin" in proc.stdout and "/ unpinned" in proc.stdout
+        assert figure[method]["onednn_vs_pinned"]["median"] > 0  # the candidate pin, in a pinned process
+    assert figure["mkl_branch"]["onednn"] == figure["mkl_branch"]["pinned"]
+    assert "lora step CPU unpinned, pinned, former pin" in proc.stdout and "candidate oneDNN products" in proc.stdout
 
 
 def tiny_cfg(method, targets="standard", **options):

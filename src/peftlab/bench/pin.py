@@ -1,6 +1,8 @@
 """What ``train.reproducible``'s pin costs: a training step (full, LoRA) unpinned, pinned (MKL in its COMPATIBLE
 branch, the one in which an Intel Xeon's and AMD EPYCs' training steps agree: benchmarks/step_probe.py, issue 80),
-and under the former pin (MKL's AVX2 branch, which an AMD CPU takes as AUTO), faster and vendor-dependent.
+under the former pin (MKL's AVX2 branch, which an AMD CPU takes as AUTO), faster and vendor-dependent, and under the
+candidate pin ``onednn`` (the pin's switches with every Linear's products through oneDNN: ``models.products``), which
+becomes the pin where two vendors' step records of it agree (benchmarks/pin_candidates.sh).
 
 MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes cannot share a process as the
 other figures' steps do: each repetition starts one process per mode, in an order that rotates, and each process
@@ -22,7 +24,9 @@ from peftlab.bench.common import ratios
 from peftlab.utils.cpu import PINNED
 
 # each mode's switches over an environment without the pin's
-MODES = {"unpinned": {}, "pinned": PINNED, "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"}}
+MODES = {"unpinned": {}, "pinned": PINNED, "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"}, "onednn": PINNED}
+# the modes whose steps run inside models.products.onednn_products
+ONEDNN_MODES = ("onednn",)
 METHODS = ("full", "lora")
 WARMUP, TIMED = 2, 5
 
@@ -33,13 +37,13 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
     source = str(Path(__file__).resolve().parents[2])  # the peftlab this process runs, for the children
     base = {k: v for k, v in os.environ.items() if k not in PINNED}
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [source, base.get("PYTHONPATH")])))
-    args = json.dumps({"model": model, "img_size": img_size, "batch": batch, "dtype": dtype})
+    args = {"model": model, "img_size": img_size, "batch": batch, "dtype": dtype}
     times = {mode: [] for mode in MODES}
     for i in range(repeats):
         order = list(MODES)[i % len(MODES) :] + list(MODES)[: i % len(MODES)]
         for mode in order:
             proc = subprocess.run(
-                [sys.executable, "-m", "peftlab.bench.pin", args],
+                [sys.executable, "-m", "peftlab.bench.pin", json.dumps({**args, "onednn": mode in ONEDNN_MODES})],
                 env={**base, **MODES[mode]},
                 capture_output=True,
                 text=True,
@@ -57,16 +61,22 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
             },
             "pinned_vs_unpinned": ratios(cpu, "pinned", "unpinned"),
             "avx2_vs_unpinned": ratios(cpu, "avx2", "unpinned"),
+            "onednn_vs_unpinned": ratios(cpu, "onednn", "unpinned"),
+            "onednn_vs_pinned": ratios(cpu, "onednn", "pinned"),
         }
     return figure
 
 
-def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str) -> dict:
-    """In a process of one mode: each method's median CPU and wall seconds a step, and MKL's branch."""
+def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str, onednn: bool = False) -> dict:
+    """In a process of one mode: each method's median CPU and wall seconds a step, and MKL's branch; ``onednn``:
+    every step inside ``models.products.onednn_products``."""
+    import contextlib
+
     import torch
 
     from peftlab.bench.common import Trainer, make_cfg
     from peftlab.models.backbones import input_spec_for
+    from peftlab.models.products import onednn_products
     from peftlab.utils.provenance import mkl_branch
 
     torch.set_num_threads(1)
@@ -77,14 +87,15 @@ def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str) 
     pinned = "MKL_CBWR" in os.environ  # either pin: the fused AdamW a reproducible run takes
     for method in METHODS:
         trainer = Trainer(make_cfg(model, img_size, method), images, labels, dtype, reproducible=pinned)
-        for _ in range(WARMUP):
-            trainer.step()
         cpu, wall = [], []
-        for _ in range(TIMED):
-            c, w = time.process_time(), time.perf_counter()
-            trainer.step()
-            cpu.append(time.process_time() - c)
-            wall.append(time.perf_counter() - w)
+        with onednn_products() if onednn else contextlib.nullcontext():
+            for _ in range(WARMUP):
+                trainer.step()
+            for _ in range(TIMED):
+                c, w = time.process_time(), time.perf_counter()
+                trainer.step()
+                cpu.append(time.process_time() - c)
+                wall.append(time.perf_counter() - w)
         out[method] = {"cpu": statistics.median(cpu), "wall": statistics.median(wall)}
     return out
 

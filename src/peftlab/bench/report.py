@@ -236,6 +236,15 @@ def pin_rows(report: dict) -> list[Row]:
             (f"   pinned (MKL {branch['pinned']}) / unpinned", spread_text(f["pinned_vs_unpinned"]), ""),
             (f"   former pin (MKL {branch['avx2']}) / unpinned", spread_text(f["avx2_vs_unpinned"]), ""),
         ]
+        if "onednn_vs_unpinned" in f:  # figures written before the candidate have no such mode
+            rows += [
+                (
+                    f"   candidate oneDNN products ({f['onednn_cpu_ms']:.1f} ms) / unpinned",
+                    spread_text(f["onednn_vs_unpinned"]),
+                    "",
+                ),
+                ("   candidate oneDNN products / pinned", spread_text(f["onednn_vs_pinned"]), ""),
+            ]
     return rows
 
 

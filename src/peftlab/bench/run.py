@@ -226,7 +226,8 @@ FIGURES = [
     Figure(
         "pin",
         measure_pin,
-        "pin: full and LoRA steps unpinned, pinned (MKL COMPATIBLE) and under the former pin (AVX2), a process each",
+        "pin: full and LoRA steps unpinned, pinned (MKL COMPATIBLE), under the former pin (AVX2) and the candidate "
+        "(oneDNN products), a process each",
         cpu_only=True,
     ),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),

@@ -48,7 +48,8 @@ ONLY_HELP = (
     "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
     "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run) "
     "or pin (train.reproducible's cost: full and LoRA steps pinned (MKL's COMPATIBLE branch) / unpinned, and "
-    "under the former pin (MKL's AVX2 branch) / unpinned, one process each, one thread)"
+    "under the former pin (MKL's AVX2 branch) and the candidate pin (oneDNN's products) / unpinned, one process "
+    "each, one thread)"
 )
 
 

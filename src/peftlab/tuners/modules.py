@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftlab.models import products
 from peftlab.tuners.lora.peft_layers import is_plain_float, lora_delta, plain_lora
 
 
@@ -276,7 +277,7 @@ class FusedLoraQKV(torch.autograd.Function):
         x2, w, *saved = ctx.saved_tensors
         w = ctx.weight() if ctx.weight is not None else w
         g = grad.reshape(-1, grad.shape[-1]).to(w.dtype)  # (N, 3d)
-        grad_x = g @ w if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
+        grad_x = products.mm(g, w) if ctx.needs_input_grad[0] else None  # (N, d); no gradient for the frozen W
         if ctx.layout is None:
             grads = per_slice_backward(g, x2, grad_x, ctx.slices, saved)
             grads = [gr.to(dt) for gr, dt in zip(grads, ctx.factor_dtypes)]
@@ -338,9 +339,9 @@ def stacked_backward(g, x2, grad_x, layout, saved, dtype) -> list[torch.Tensor]:
     # (n, r, N): every g_i B_i, transposed, the orientation that is fast for a rank-r factor
     gh = torch.bmm(b.transpose(1, 2), slice_batch(g, n, size, step, first, transposed=True))
     gh = gh.mul_(scaling).view(n * rank, -1)  # (n r, N)
-    grad_a = (gh @ x2).to(dtype).split(rank)  # (r, d) each
+    grad_a = products.mm(gh, x2).to(dtype).split(rank)  # (r, d) each
     if grad_x is not None:
-        grad_x.addmm_(gh.t(), a)
+        products.addmm_(grad_x, gh.t(), a)
     # (n, r, size): every h_i^T g_i (fast, as above), then each B's (size, r) in one copy
     grad_b = torch.bmm(slice_batch(h, n, rank, rank, 0, transposed=True), slice_batch(g, n, size, step, first))
     grad_b = grad_b.transpose(1, 2).contiguous().to(dtype).unbind()
@@ -363,11 +364,11 @@ def per_slice_backward(g, x2, grad_x, slices, saved) -> list[torch.Tensor]:
     grads = []
     for (start, size, scaling), a, b, h in zip(slices, saved[0::3], saved[1::3], saved[2::3]):
         g_slice = g[:, start : start + size]  # (N, size), a strided view
-        gh = (g_slice @ b).mul_(scaling)  # (N, r)
-        grads.append(gh.t() @ x2)  # A: (r, d)
-        grads.append((h.t() @ g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
+        gh = products.mm(g_slice, b).mul_(scaling)  # (N, r)
+        grads.append(products.mm(gh.t(), x2))  # A: (r, d)
+        grads.append(products.mm(h.t(), g_slice).t())  # B: (size, r), from (r, N) x (N, size), the fast orientation
         if grad_x is not None:
-            grad_x.addmm_(gh, a)
+            products.addmm_(grad_x, gh, a)
     return grads
 
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every candidate pinned arithmetic recorded on this CPU in one call (about 10 minutes on 2 cores), for the CPU of
+# another vendor than the committed records' to settle whether a candidate may become train.reproducible's pin
+# (issue 87: the pin changes only where two vendors' records agree):
+#
+#     bash benchmarks/pin_candidates.sh [OUT_DIR] [PYTHON]      # default: runs/pin-candidates, .venv/bin/python
+#
+# It writes OUT_DIR/machine.txt (CPU and flags), arith_hashes.txt (each product's bits under each MKL branch and
+# through oneDNN), one step-probe record per candidate and thread count (three steps of the pretraining and of every
+# default-study configuration) with its comparison against the Intel Xeon's committed record of the same candidate
+# (benchmarks/step_probe/intel-xeon-avx512-amx-*), and bench-pin.json (each candidate's cost against the unpinned
+# step, the default study's model, batch 128). The candidates: compatible (the pin today, MKL's COMPATIBLE branch)
+# and onednn (every Linear's products through oneDNN at AVX2: peftlab.models.products). Copy OUT_DIR's records into
+# benchmarks/step_probe/ under the CPU's name; "every entry equal" on every line of a candidate means the vendors
+# agree on it.
+set -u
+cd "$(dirname "$0")/.."
+out=${1:-runs/pin-candidates}
+py=${2:-.venv/bin/python}
+mkdir -p "$out"
+records=benchmarks/step_probe
+{
+  grep -m1 'model name' /proc/cpuinfo
+  grep -m1 'vendor_id' /proc/cpuinfo
+  echo "flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_tile|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "cores: $(nproc)"
+  "$py" -c 'import torch; print("torch", torch.__version__)'
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+"$py" benchmarks/arith_hashes.py > "$out/arith_hashes.txt" 2>&1
+grep oneDNN "$out/arith_hashes.txt"
+status=0
+for variant in compatible onednn; do
+  for threads in 1 2; do
+    case $variant in
+      compatible) recorded=$records/intel-xeon-avx512-amx-host-compatible-downstream-threads$threads.json ;;
+      *) recorded=$records/intel-xeon-avx512-amx-$variant-downstream-threads$threads.json ;;
+    esac
+    "$py" benchmarks/step_probe.py --variant "$variant" --threads "$threads" --downstream \
+      --out "$out/$variant-threads$threads.json" --compare "$recorded" 2>&1 \
+      | grep -v -e gemm_4bit_forward -e gpuGetDeviceCount | tee "$out/$variant-threads$threads.txt" || status=1
+  done
+done
+# the cost: the default study's model (4 blocks, width 128, 28 px), batch 128, one thread a process
+"$py" -m peftlab.cli bench --only pin --model vit_tiny_patch16_224 --img-size 28 --patch-size 7 --depth 4 \
+  --embed-dim 128 --num-heads 4 --batch 128 --repeats 3 --json "$out/bench-pin.json" 2>&1 \
+  | grep -v -e gemm_4bit_forward -e gpuGetDeviceCount | tee "$out/bench-pin.txt" || status=1
+exit $status

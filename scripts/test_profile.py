@@ -1,0 +1,126 @@
+"""Where the suite's time goes (``make test-profile``): runs the README's test command's pytest with the profile
+plugin (tests/profiling.py), then prints the 50 slowest tests and the 20 slowest files with their CPU seconds and
+the processes they started, the suite's wall time, the load while it ran and the CPU.
+
+    python scripts/test_profile.py [--out DIR] [--workers 2] [PYTEST ARGS ...]
+    python scripts/test_profile.py --summarise DIR     # the tables of a profile already taken
+
+A test's wall time is its set-up, call and tear-down in its worker; ``cpu`` is its worker's own CPU seconds and
+``child cpu`` those of the processes it started and waited for; ``procs`` counts the python / peftlab processes it
+started (not a study's workers, which its forkserver forks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_line() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} CPUs, {' '.join(isa) or 'no AVX2'}"
+
+
+def run(out: Path, workers: int, pytest_args: list[str]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.jsonl"):
+        old.unlink()
+    loads, done = [], threading.Event()
+
+    def sample():
+        while not done.wait(15):
+            loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
+
+    threading.Thread(target=sample, daemon=True).start()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    if workers:
+        cmd += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd + pytest_args, cwd=REPO, env={**os.environ, "PEFTLAB_TEST_PROFILE": str(out)})
+    wall = time.perf_counter() - start
+    done.set()
+    meta = {
+        "wall": round(wall, 1),
+        "exit": proc.returncode,
+        "workers": workers,
+        "cpu": cpu_line(),
+        "load": [min(loads), max(loads), sum(loads) / len(loads)] if loads else None,
+        "args": pytest_args,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def summarise(out: Path) -> str:
+    records = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+    lines = []
+    if meta:
+        load = meta.get("load")
+        lines.append(f"pytest: {meta['wall']:.0f} s of wall clock, exit {meta['exit']}, {meta['workers']} workers")
+        lines.append(f"machine: {meta['cpu']}")
+        if load:
+            lines.append(f"load (1-minute, every 15 s): {load[0]:.1f} to {load[1]:.1f}, mean {load[2]:.1f}")
+    total = sum(r["wall"] for r in records)
+    cpu = sum(r["cpu"] + r["cpu_children"] for r in records)
+    procs = sum(r["started_python"] + r["started_peftlab"] for r in records)
+    lines.append(
+        f"{len(records)} tests: {total:.0f} s of test time in all workers, {cpu:.0f} CPU s (own + children), "
+        f"{procs} python/peftlab processes started"
+    )
+    lines += [
+        "",
+        "The 50 slowest tests:",
+        "",
+        "| wall s | cpu s | child cpu s | procs | test |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(records, key=lambda r: -r["wall"])[:50]:
+        n = r["started_python"] + r["started_peftlab"]
+        lines.append(f"| {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu_children']:.1f} | {n} | {r['test']} |")
+    files = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0])
+    for r in records:
+        f = files[r["file"]]
+        f[0] += 1
+        f[1] += r["wall"]
+        f[2] += r["cpu"]
+        f[3] += r["cpu_children"]
+        f[4] += r["started_python"] + r["started_peftlab"]
+    lines += ["", "The 20 slowest files:", "", "| wall s | cpu s | child cpu s | procs | tests | file |"]
+    lines.append("|---:|---:|---:|---:|---:|---|")
+    for name, (n, wall, own, child, started) in sorted(files.items(), key=lambda kv: -kv[1][1])[:20]:
+        lines.append(f"| {wall:.0f} | {own:.0f} | {child:.0f} | {started} | {n} | {name} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "runs" / "test-profile"), help="where the profile is written")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist processes (0: one process)")
+    parser.add_argument("--summarise", metavar="DIR", help="only print the tables of a profile taken before")
+    args, pytest_args = parser.parse_known_args()
+    if args.summarise:
+        print(summarise(Path(args.summarise)))
+        return 0
+    meta = run(Path(args.out), args.workers, pytest_args)
+    text = summarise(Path(args.out))
+    (Path(args.out) / "profile.md").write_text(text + "\n")
+    print(text)
+    return meta["exit"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""A candidate pinned arithmetic for ``train.reproducible``: the step's matrix products through oneDNN at the pin's
+AVX2 cap instead of MKL's COMPATIBLE branch (``onednn_products``).
+
+MKL chooses its code by the CPU's vendor, so the pin keeps it in COMPATIBLE, its SSE2 code, the one branch Intel
+and AMD CPUs compute alike, at about twice a step's CPU time (``peftlab bench --only pin``). oneDNN generates its
+kernels for an instruction set (``ONEDNN_MAX_CPU_ISA``, AVX2 under the pin) rather than a vendor: an Intel Xeon with
+AMX and an AMD EPYC gave the same bits for every product of benchmarks/arith_hashes.py through it (forward, both
+backward products, the pretraining's shapes, 1 and 2 threads). Whether whole steps agree is what
+``benchmarks/step_probe.py --variant onednn`` records on each CPU; the pin changes only where two vendors' records of
+it agree (benchmarks/pin_candidates.sh records every candidate on another CPU in one call).
+
+Inside ``onednn_products()`` every fp32 CPU ``F.linear`` (timm's and PEFT's layers) and every 2-D ``mm``,
+``matmul``, ``addmm`` and ``addmm_`` (peftlab's fused q/k/v and LoRA factors) is computed by oneDNN's linear
+(``torch.ops.mkldnn._linear_pointwise``), forward and both backward products; its bias is added after the sum, as a
+separate ``+ b`` adds it (the same bits). A TorchFunctionMode, PyTorch's own way to route functions, reaches the
+libraries' calls without patching them; a mode is off while autograd runs a backward, so peftlab's own autograd
+functions take their backward products through ``mm`` and ``addmm_`` here. Batched products (attention, the
+stacked LoRA factors) stay in MKL's COMPATIBLE branch, as do products of other dtypes, devices and under autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def _product(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w^T (+ bias)`` through oneDNN: a (..., K), w (N, K), either may be strided (a transposed view)."""
+    return torch.ops.mkldnn._linear_pointwise(a, w, bias, "none", [], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """``x W^T + b`` with both backward products through oneDNN: x (..., K), W (N, K), b (N,)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+        ctx.save_for_backward(x2, weight)
+        ctx.x_shape, ctx.has_bias = x.shape, bias is not None
+        return _product(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])  # (M, N)
+        grad_x = _product(g, weight.t()).view(ctx.x_shape) if ctx.needs_input_grad[0] else None  # g W
+        grad_w = _product(g.t(), x2.t()) if ctx.needs_input_grad[1] else None  # g^T x: (N, K)
+        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def _fp32_cpu(*tensors) -> bool:
+    return all(
+        isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors
+    ) and not torch.is_autocast_enabled("cpu")
+
+
+def _mm(a, b, bias=None):
+    """``a @ b (+ bias)`` for 2-D a (M, K) and b (K, N), differentiable."""
+    return OneDNNLinear.apply(a, b.t(), bias)
+
+
+def _write(result, out):
+    if out is None:
+        return result
+    return out.copy_(result)
+
+
+MATMULS = {torch.mm, torch.matmul, torch.Tensor.mm, torch.Tensor.matmul, torch.Tensor.__matmul__}
+
+
+class OneDNNProducts(TorchFunctionMode):
+    """Routes the products named in the module's docstring to oneDNN; every other function runs as called."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if _fp32_cpu(x, weight) and (bias is None or _fp32_cpu(bias)):
+                return OneDNNLinear.apply(x, weight, bias)
+        elif func in MATMULS and len(args) == 2 and set(kwargs) <= {"out"}:
+            a, b = args
+            if _fp32_cpu(a, b) and b.dim() == 2 and a.dim() >= 2 and (a.dim() == 2 or func is not torch.Tensor.mm):
+                return _write(OneDNNLinear.apply(a, b.t(), None), kwargs.get("out"))
+        elif func is torch.addmm and len(args) == 3 and set(kwargs) <= {"out"}:
+            bias, a, b = args
+            if _fp32_cpu(bias, a, b) and a.dim() == b.dim() == 2:
+                if bias.dim() == 1 and bias.shape[0] == b.shape[1]:
+                    return _write(_mm(a, b, bias), kwargs.get("out"))
+                return _write(_mm(a, b) + bias, kwargs.get("out"))
+        elif func is torch.Tensor.addmm_ and len(args) == 3 and not kwargs:
+            target, a, b = args
+            tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (target, a, b))
+            if _fp32_cpu(target, a, b) and a.dim() == b.dim() == 2 and not tracked:  # a backward's accumulation
+                return target.add_(_product(a, b.t()))
+        return func(*args, **kwargs)
+
+
+ACTIVE: list[bool] = []  # set inside ``onednn_products``
+
+
+@contextlib.contextmanager
+def onednn_products():
+    """While it is open (a step's forward and backward inside it): the products through oneDNN. A mode is off
+    while autograd runs a backward, so peftlab's own autograd functions compute their backward products with
+    ``mm`` and ``addmm_``, which read ``ACTIVE``."""
+    ACTIVE.append(True)
+    try:
+        with OneDNNProducts():
+            yield
+    finally:
+        ACTIVE.pop()
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-D tensors (no autograd: a backward's product): through oneDNN inside ``onednn_products``."""
+    if ACTIVE and _fp32_cpu(a, b):
+        return _product(a, b.t())
+    return a @ b
+
+
+def addmm_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``target += a @ b`` in place (no autograd), as ``mm``."""
+    if ACTIVE and _fp32_cpu(target, a, b):
+        return target.add_(_product(a, b.t()))
+    return target.addmm_(a, b)

@@ -1,0 +1,62 @@
+"""The suite's profile (``make test-profile``, scripts/test_profile.py): with PEFTLAB_TEST_PROFILE set to a folder,
+each pytest process (each xdist worker) appends one JSON line a test to ``<folder>/<worker>.jsonl``: its wall
+seconds (set-up, call and tear-down), the CPU seconds of this process and of the children it waited for, and the
+processes it started (subprocess and os.posix_spawn audit events; those started by multiprocessing's forkserver are
+forked by the forkserver and not counted here). Without the variable nothing is recorded and nothing is hooked."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+FOLDER = os.environ.get("PEFTLAB_TEST_PROFILE")
+STARTED = {"python": 0, "peftlab": 0, "other": 0}
+
+
+def _count_processes(event: str, args: tuple) -> None:
+    if event not in ("subprocess.Popen", "os.posix_spawn"):
+        return
+    argv = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else [args[0]]
+    first = os.path.basename(str(argv[0] if argv else args[0]))
+    kind = "peftlab" if first == "peftlab" else "python" if first.startswith("python") else "other"
+    STARTED[kind] += 1
+
+
+def _cpu() -> tuple[float, float]:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+class Profile:
+    """The pytest plugin conftest.py registers when PEFTLAB_TEST_PROFILE is set."""
+
+    def __init__(self, folder: str):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.out = Path(folder) / f"{worker}.jsonl"
+        sys.addaudithook(_count_processes)
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.start = {nodeid: (time.perf_counter(), *_cpu(), dict(STARTED))}
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if nodeid not in getattr(self, "start", {}):
+            return
+        wall, own, children, started = self.start[nodeid]
+        own_now, children_now = _cpu()
+        record = {
+            "test": nodeid,
+            "file": nodeid.split("::")[0],
+            "wall": round(time.perf_counter() - wall, 3),
+            "cpu": round(own_now - own, 3),
+            "cpu_children": round(children_now - children, 3),
+            **{f"started_{k}": STARTED[k] - started[k] for k in STARTED},
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "end": time.time(),
+        }
+        with self.out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
