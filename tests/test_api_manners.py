@@ -41,6 +41,25 @@ def test_every_command_that_works_on_runs_and_studies_has_its_function():
         assert name in peftlab.__all__ and callable(getattr(peftlab, name)) and getattr(peftlab, name).__doc__
 
 
+def test_exports_flags_its_function_and_both_documents_agree():
+    """Every option of `peftlab export` is a parameter of ``peftlab.export`` and the reverse, and docs/commands.md
+    and docs/python-api.md name each one."""
+    import argparse
+    import inspect
+
+    from peftlab.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    flags = {o for a in commands.choices["export"]._actions for o in a.option_strings if o.startswith("--")}
+    flags -= {"--help"}
+    parameters = set(inspect.signature(peftlab.export).parameters) - {"run_dir"}
+    assert {flag[2:].replace("-", "_") for flag in flags} == parameters
+    commands_md, api_md = ((REPO / "docs" / name).read_text() for name in ("commands.md", "python-api.md"))
+    (signature,) = [line for line in api_md.splitlines() if line.startswith("| `export(run_dir")]
+    assert all(flag in commands_md and flag in signature for flag in flags), flags
+    assert all(f"{name}=" in signature for name in parameters), signature
+
+
 @pytest.mark.parametrize(
     "call, parameter",
     [
@@ -59,6 +78,8 @@ def test_every_command_that_works_on_runs_and_studies_has_its_function():
         (lambda c: peftlab.results(c.parent, format="xlsx"), "format='xlsx'"),
         (lambda c: peftlab.params("vit_tiny_patch16_224", rank=4), "rank="),
         (lambda c: peftlab.reproduce(None), "archive=None"),
+        (lambda c: peftlab.reproduce(c, run_archive_code="yes"), "run_archive_code='yes'"),
+        (lambda c: peftlab.reproduce(c, run_archive_code="885c387c"), "run_archive_code='885c387c'"),
     ],
 )
 def test_a_wrong_type_or_none_is_one_line_naming_the_parameter(config, call, parameter):

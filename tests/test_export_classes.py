@@ -14,8 +14,9 @@ from testkit import REPO, TINY_MODEL, hf_vision_model
 
 import peftlab
 from peftlab.cli import main
-from peftlab.config.schema import load_config
+from peftlab.config.schema import config_hash, load_config
 from peftlab.data.synthetic import write_jpeg_folder
+from peftlab.utils.errors import UserError
 
 NAMES = ["class0", "class1", "class2"]  # write_jpeg_folder's class folders
 pytestmark = pytest.mark.e2e
@@ -86,6 +87,12 @@ def test_an_hf_export_names_the_classes_in_id2label(images, tmp_path):
     predictions = peftlab.predict(run, images / "test", top_k=1)
     hits = sum(row["top_k"][0]["class"] == Path(row["image"]).parent.name for row in predictions)
     assert hits / len(predictions) == json.loads((run / "result.json").read_text())["metrics"]["test_top1"]
+    # config.json records the run: another run's export into the folder is refused, naming it
+    owner = config_hash(load_config(run / "config.yaml"))
+    assert config.peftlab_run == owner
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", "seed: 1"))  # another run
+    with pytest.raises(UserError, match=f"holds run {owner}'s export \\(config.json, model.safetensors, "):
+        peftlab.export(run, merged=tmp_path / "merged")
 
 
 def documented_snippet() -> str:

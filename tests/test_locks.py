@@ -39,7 +39,11 @@ def test_a_held_directory_is_refused_naming_its_holder(tmp_path):
                 pass
         message = str(err.value)
         assert f"study directory {tmp_path} is in use by pid {holder.pid} on " in message
-        assert "(peftlab study, since " in message and "--wait" in message and "\n" not in message
+        assert "(peftlab study, since " in message and "\n" not in message
+        assert message.endswith("; wait for it to finish")  # no flag the caller may not have (reproduce, train)
+        with pytest.raises(DirectoryInUse, match="wait for it to finish, or add --wait to start when it does$"):
+            with hold(tmp_path, "study directory", "peftlab study", wait_flag="--wait"):
+                pass
     finally:
         holder.kill()
         holder.wait()

@@ -120,8 +120,10 @@ def check_before_run_dir(cfg, run_dir) -> None:
     meta device) and what the data tells without decoding it (a missing root, one class folder, a list that does
     not parse)."""
     from peftlab.config.checks import check_modality
+    from peftlab.training.tracking import check_trackers
 
     check_modality(cfg.model, cfg.data)
+    check_trackers(cfg.track)  # each tracker's package, as validate refuses it
     if run_dir.exists():
         return
     from peftlab.data.checks import check_data
@@ -263,12 +265,15 @@ def export(
     quantized: str | Path | bool | None = None,
     peft: str | Path | None = None,
     force: bool = False,
+    replace: bool = False,
 ):
     """A finished run's model written for use without peftlab, as ``peftlab export RUN --merged OUT`` (``--quantized``,
     ``--peft DIR``) writes it (the command calls this); returns the path written. ``merged``: the merged model, a
     timm state dict in one .safetensors file (an HF model: a folder for ``from_pretrained``); ``quantized``: on a
     quantized base, the merged model kept quantized (a path, or True with ``merged``'s); ``peft``: a folder for
-    ``peft.PeftModel.from_pretrained`` on the plain base. ``force``: export even a run whose merge check failed."""
+    ``peft.PeftModel.from_pretrained`` on the plain base. ``force``: export even a run whose merge check failed.
+    ``replace``: write over an output that holds another run's export (every export records its run), which is
+    refused otherwise, naming that run."""
     from pathlib import Path
 
     from peftlab.training.export import export_merged, export_peft
@@ -278,19 +283,20 @@ def export(
     check_path("merged", merged, optional=True)
     check_path("peft", peft, optional=True)
     check_bool("force", force)
+    check_bool("replace", replace)
     if quantized is not None and quantized is not True:
         check_path("quantized", quantized, what="a path, or True with merged's path")
     if peft is not None:
         if merged is not None or quantized is not None:
             raise UserError("export(peft=DIR) writes the adapter alone: give it without merged and quantized")
-        return export_peft(Path(run_dir), Path(peft))
+        return export_peft(Path(run_dir), Path(peft), replace=replace)
     out = merged if quantized in (None, True) else quantized
     if out is None or (merged is not None and quantized not in (None, True)):
         raise UserError(
             "export needs exactly one output: merged=OUT.safetensors, quantized=OUT.safetensors or "
             "merged=OUT.safetensors with quantized=True"
         )
-    return export_merged(Path(run_dir), Path(out), quantized=quantized is not None, force=force)
+    return export_merged(Path(run_dir), Path(out), quantized=quantized is not None, force=force, replace=replace)
 
 
 @api()

@@ -12,7 +12,7 @@ from peftlab.analysis.report import tuning
 from peftlab.analysis.report.tuning_lines import certainty_lines
 from peftlab.analysis.stats import choice_stability
 from peftlab.analysis.stats.choice_stability import SURE_SHARE, win_shares
-from peftlab.analysis.stats.trial_predictions import choice_certainty, read_predictions
+from peftlab.analysis.stats.trial_predictions import Unreadable, choice_certainty, read_predictions
 from peftlab.training.run_result import PREDICTION_FIELDS
 
 ALL, NONE = np.ones(50, bool), np.zeros(50, bool)
@@ -138,6 +138,23 @@ def test_a_predictions_file_that_needs_pickle_is_not_loaded(study):
     assert certainty["share"] is None and "val_predictions.npy: not a numpy array" in certainty["why"]
     with pytest.raises(Exception, match="not a numpy array"):
         read_predictions(run_dir)
+
+
+def test_a_predictions_header_declaring_more_than_the_file_holds_is_refused_before_numpy_allocates(tmp_path):
+    """A header declaring 2**40 examples over 32 bytes: one line naming the file and both sizes, no MemoryError."""
+    with open(tmp_path / "val_predictions.npy", "wb") as file:
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": PREDICTION_FIELDS, "fortran_order": False, "shape": (2**40,)}
+        )
+        file.write(bytes(32))
+    with pytest.raises(
+        Unreadable,
+        match=r"val_predictions.npy: its header declares shape \(1099511627776,\) .*"
+        r"\(17,592,186,044,416 bytes\), the file holds 32$",
+    ):
+        read_predictions(tmp_path)
+    np.save(tmp_path / "val_predictions.npy", np.zeros(2, PREDICTION_FIELDS))  # what a trial writes: read
+    assert read_predictions(tmp_path).shape == (2,)
 
 
 def test_trials_scored_on_different_examples_are_not_compared(study):

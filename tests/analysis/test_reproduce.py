@@ -11,6 +11,7 @@ before anything trains; what is no archive is one line, exit 2. Hostile archives
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -124,16 +125,28 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     elsewhere.mkdir()
     done = peftlab("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere)  # no plugin installed
     assert done.returncode == 2 and "--run-archive-code" in done.stderr, done.stdout + done.stderr
+    # every file it would put on the path listed first, in a file the refusal names, with its count and SHA-256
+    code = done.stdout.split("archive code SHA-256: ")[1][:64]
+    listing = elsewhere / "check" / "plugin-code.txt"
+    assert hashlib.sha256(listing.read_bytes()).hexdigest() == code
+    assert [line.split("  ")[2] for line in listing.read_text().splitlines()] == [
+        f"{plugin['folder']}/{name}"
+        for name in ("peftlab_mlpbias/__init__.py", "peftlab_mlpbias/config.py", "peftlab_mlpbias/model.py")
+        + ("peftlab_mlpbias-0.1.dist-info/METADATA", "peftlab_mlpbias-0.1.dist-info/entry_points.txt")
+    ]
     assert (
-        "peftlab-mlpbias 0.1 (peftlab_mlpbias/__init__.py" in done.stderr
+        f"peftlab-mlpbias 0.1: 5 files, SHA-256 {code[:12]}, each named in check/plugin-code.txt" in done.stderr
+        and f"give --run-archive-code={code[:12]} to run exactly that code" in done.stderr
         and not (elsewhere / "check" / "rerun").exists()
     )
     # the API asks the same consent, in its parameter's name
     call = f"import peftlab; peftlab.reproduce({str(root)!r}, out='check-api', progress=False)"
     api = python_lines(call, elsewhere)
-    assert api.returncode == 1 and "give run_archive_code to run it" in api.stderr, api.stdout + api.stderr
+    assert api.returncode == 1 and f"give run_archive_code={code[:12]} to run" in api.stderr, api.stdout + api.stderr
     assert not (elsewhere / "check-api" / "rerun").exists()
-    done = peftlab("reproduce", str(root), "--out", "check", "--quiet", "--run-archive-code", cwd=elsewhere)
+    done = peftlab(
+        "reproduce", str(root), "--out", "check", "--quiet", f"--run-archive-code={code[:12]}", cwd=elsewhere
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
@@ -145,7 +158,7 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
     # a kernel that let the API run the archive's code: afterwards no module, plugin or path of it is left
     call = (
         "import importlib.util, json, os, sys, peftlab; from peftlab.tuners.plugins import LOADED; "
-        f"record = peftlab.reproduce({str(root)!r}, out='check-api', runs=1, run_archive_code=True); "
+        f"record = peftlab.reproduce({str(root)!r}, out='check-api', runs=1, run_archive_code={code!r}); "
         "print(json.dumps([record['reproduced'], [m for m in sys.modules if 'mlpbias' in m], sorted(LOADED), "
         "[p for p in sys.path + [os.environ.get('PYTHONPATH', '')] if 'plugin-code' in p], "
         "importlib.util.find_spec('peftlab_mlpbias') is None]))"

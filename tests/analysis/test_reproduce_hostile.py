@@ -190,6 +190,41 @@ def entry_point_elsewhere(root: Path, place: Place):
     return root
 
 
+def entry_point_group(group: str):
+    """An entry point of another group than peftlab's methods, pointing at a hostile module inside the plugin's
+    own package (so that its code hash, recomputed, covers it): ``import torch`` loads torch.backends' itself."""
+
+    def make(root: Path, place: Place):
+        (package,) = (p for p in plugin_folder(root).iterdir() if not p.name.endswith(".dist-info"))
+        (package / "zen.py").write_text(hostile_code(place) + "def run():\n    pass\n")
+        (info,) = plugin_folder(root).glob("*.dist-info")
+        points = info / "entry_points.txt"
+        points.write_text(points.read_text() + f"\n[{group}]\nzen = {package.name}.zen:run\n")
+        rehash(root)
+        return root
+
+    return make
+
+
+def dist_info_file(name: str):
+    """A file that is no metadata in the plugin's dist-info, the code hash and SHA256SUMS recomputed."""
+
+    def make(root: Path, place: Place):
+        (info,) = plugin_folder(root).glob("*.dist-info")
+        (info / name).write_text(hostile_code(place))
+        rehash(root)
+        return root
+
+    return make
+
+
+def runs_code_hash(root: Path, place: Place) -> tuple[Path, list[str]]:
+    """Consent bound to the code hash the runs recorded (archive.json's, REPRODUCE.md's): not the listed files'."""
+    plugin_init(root, place, True)
+    code = json.loads((root / "archive.json").read_text())["plugins"][0]["code_sha256"]
+    return root, [*RERUN, f"{CODE}={code[:16]}"]
+
+
 def data_key(key: str):
     def make(root: Path, place: Place):
         edit_json(root / "archive.json", lambda r: r["data"][0]["sha256"].update({key: "0" * 64}))
@@ -341,6 +376,37 @@ CASES = [
         with_args(entry_point_elsewhere, *RERUN, CODE),
         1,
         "its method mlp_bias points outside its packages",
+    ),  # fmt: skip
+    Case(
+        "entry-point-torch-backends",
+        "code",
+        with_args(entry_point_group("torch.backends"), *RERUN, CODE),
+        1,
+        "declares [torch.backends] zen = peftlab_mlpbias.zen:run",
+    ),  # fmt: skip
+    Case(
+        "entry-point-console-scripts-check",
+        "code",
+        with_args(entry_point_group("console_scripts"), "--runs", "0"),
+        1,
+        "not reproduced: 1 difference: plugin peftlab-mlpbias 0.1 in plugins/peftlab-mlpbias-0.1: its entry_points",
+    ),  # fmt: skip
+    Case("dist-info-pth-check", "code", with_args(dist_info_file("zen.pth"), "--runs", "0"), 1, "is no metadata file"),
+    # consent bound to the listed code's SHA-256: another hash (the runs' code hash too) is refused before any import
+    Case(
+        "consent-hash-other",
+        "code",
+        with_args(lambda r, p: plugin_init(r, p, True), *RERUN, f"{CODE}=000000000000"),
+        2,
+        "--run-archive-code=000000000000 is not the archive's code: its files hash to ",
+    ),  # fmt: skip
+    Case("consent-hash-of-runs", "code", runs_code_hash, 2, "is not the archive's code"),
+    Case(
+        "consent-hash-short",
+        "code",
+        with_args(lambda r, p: plugin_init(r, p, True), *RERUN, f"{CODE}=885c387c"),
+        2,
+        "expected the first 12 to 64 hex digits",
     ),  # fmt: skip
     Case("plugin-code-unasked", "code", with_args(lambda r, p: plugin_init(r, p, True), *RERUN), 2, CODE),
     Case("plugin-code-unasked-tar", "code", with_args(as_tar(lambda r, p: plugin_init(r, p, True)), *RERUN), 2, CODE),
@@ -522,3 +588,50 @@ def test_an_out_folder_of_the_same_archive_is_resumed_and_a_reproduction_of_a_cl
     assert first.returncode == again.returncode == 0, first.stdout + again.stdout + again.stderr
     assert first.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert json.loads((place.cwd / "out" / "reproduce-of.json").read_text())["source"] == str(root)
+
+
+@pytest.mark.e2e
+def test_consented_code_is_listed_first_and_what_it_raises_ends_in_the_verdict_and_reproduce_json(pristine, tmp_path):
+    """The plugin's dist-info holding every metadata file pip writes (intact at --runs 0), and an __init__.py that
+    raises: --runs 0 prints the listing (its file's own SHA-256 printed; each file as the archive holds it); consent
+    bound to that hash puts exactly the listed files on the path, and what the code raises is the verdict's one
+    line and reproduce.json's, exit 1, no traceback."""
+    place = Place(tmp_path)
+    root = tmp_path / "received" / NAME
+    shutil.copytree(pristine, root)
+    (info,) = plugin_folder(root).glob("*.dist-info")
+    for name in ("RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json", "LICENSE.txt", "licenses/MIT"):
+        (info / name).parent.mkdir(exist_ok=True)
+        (info / name).write_text("metadata\n")
+    (init,) = plugin_folder(root).glob("*/__init__.py")
+    init.write_text("raise RuntimeError('the plugin fails')\n" + init.read_text())
+    rehash(root)
+    checked = reproduce(root, place, "--runs", "0")
+    assert checked.returncode == 0 and "archive intact: yes" in checked.stdout, checked.stdout + checked.stderr
+    code = re.search(r"^archive code SHA-256: ([0-9a-f]{64}) over 5 files", checked.stdout, re.M).group(1)
+    listing = place.cwd / "out" / "plugin-code.txt"
+    assert hashlib.sha256(listing.read_bytes()).hexdigest() == code
+    listed = [line.split("  ") for line in listing.read_text().splitlines()]
+    assert all(
+        sha(root / name) == digest and (root / name).stat().st_size == int(size) for digest, size, name in listed
+    )
+
+    done = reproduce(root, place, "--runs", "1", f"{CODE}={code[:12].upper()}")
+    assert done.returncode == 1 and done.stderr == "" and "Traceback" not in done.stdout, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    shown = next(n for n, line in enumerate(lines) if line.startswith("archive code SHA-256: "))
+    assert shown < next(n for n, line in enumerate(lines) if line.startswith("rerunning ")), done.stdout
+    copied = place.cwd / "out" / "plugin-code" / plugin_folder(root).name
+    on_path = sorted(
+        f"plugins/{p.relative_to(copied.parent).as_posix()}"
+        for p in copied.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts  # what Python compiled of the listed sources
+    )
+    assert on_path == sorted(name for _, _, name in listed) and not any("RECORD" in name for name in on_path)
+    stopped = "the reruns stopped with the archive's plugin code on the path: "
+    assert (
+        lines[-1].startswith(f"not reproduced: 1 difference: {stopped}")
+        and "RuntimeError: the plugin fails" in lines[-1]
+    )
+    record = json.loads((place.cwd / "out" / "reproduce.json").read_text())
+    assert record["verdict"] == lines[-1] and record["plugin_code"]["sha256"] == code and record["compared"] == []

@@ -5,6 +5,7 @@ supplied base, a tampered archive with every hash recomputed, the claims) are in
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ sys.path.insert(0, str(REPO / "tests" / "data"))
 from datafiles import write_idx_dataset
 
 from peftlab.analysis.archive.claims import Claims
-from peftlab.analysis.archive.datasets import check_named_data, rerun_environment
+from peftlab.analysis.archive.datasets import check_data, check_named_data, rerun_environment
 from peftlab.analysis.archive.regenerate import frame_differences
 from peftlab.analysis.archive.sample import draw, sample_seed
 from peftlab.analysis.archive.supplied import check_supplied, supplied_entries
@@ -145,6 +146,32 @@ def test_a_dataset_by_name_is_checked_where_peftlab_finds_it_or_under_data(tmp_p
     assert "--data DIR" in absent.absent[0]
 
 
+def test_a_fifo_under_data_is_named_as_a_fifo_not_called_missing(tmp_path, monkeypatch):
+    """--data DIR/<name> that is a FIFO, or a FIFO in its place of a file the runs read: one line naming it and
+    what was expected, never "missing" (or, for the folder, the copy found elsewhere checked instead)."""
+    write_idx_dataset(tmp_path / "debian", n_train=10, n_test=5)
+    monkeypatch.setenv("PEFTLAB_FASHION_MNIST_DIR", str(tmp_path / "debian"))
+    record = named_record(tmp_path / "debian")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    os.mkfifo(kept / "fashion_mnist")
+    with pytest.raises(UserError, match=f"^--data folder {kept / 'fashion_mnist'} is a FIFO: expected a directory$"):
+        check_named_data(record, kept)
+    (kept / "fashion_mnist").unlink()
+    write_idx_dataset(kept / "fashion_mnist", n_train=10, n_test=5)
+    recorded = next(name for name in record["data"][0]["sha256"] if "images" in name)
+    (kept / "fashion_mnist" / recorded).unlink()
+    os.mkfifo(kept / "fashion_mnist" / recorded)
+    fifo = kept / "fashion_mnist" / recorded
+    with pytest.raises(
+        UserError, match=f"^data fashion_mnist \\(by name\\): file {fifo} is a FIFO: expected a regular"
+    ):
+        check_named_data(record, kept)
+    archive = {"data": [{"name": "imagefolder", "folder": "data/fashion_mnist", "sha256": {recorded: "0" * 64}}]}
+    with pytest.raises(UserError, match=f"^dataset entry {fifo} is a FIFO: expected a regular file"):
+        check_data(tmp_path / "archive", archive, kept)  # a dataset the archive packs, kept under --data
+
+
 def test_a_cell_of_the_table_that_is_not_the_runs_is_named():
     made = pd.DataFrame({"run_id": ["a", "b"], "metrics.test_top1": [0.5, 0.25]})
     assert frame_differences(made.copy(), made) == []
@@ -271,3 +298,11 @@ def test_reruns_the_checks_stopped_are_not_called_a_runs_0_check():
     lines, level, agree = verdict_lines(evidence)
     assert lines[1] == "runs reproduced: not checked (no run rerun: the checks' differences stopped the reruns)"
     assert (level, agree) == (0, False)
+
+
+def test_reruns_the_archives_code_stopped_are_a_difference_not_a_check_left_out():
+    """Issue 86: what the archive's plugin code raised in a consented rerun is the verdict, not `--runs 0`'s words."""
+    stop = "the reruns stopped with the archive's plugin code on the path: ConfigError: ... RuntimeError: boom"
+    lines, level, agree = verdict_lines(Evidence(checked={"files": 3}, runs_total=4, run_differences=[stop]))
+    assert lines[1] == f"runs reproduced: no, no run compared: {stop}"
+    assert lines[-1] == f"not reproduced: 1 difference: {stop}" and (level, agree) == (1, False)

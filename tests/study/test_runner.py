@@ -262,6 +262,28 @@ def test_a_run_gives_the_same_bytes_with_1_and_2_workers(tmp_path, monkeypatch):
         ).read_bytes()
 
 
+def test_a_study_directory_in_use_names_a_waiting_flag_only_where_the_caller_has_one(tmp_path):
+    """`peftlab study` on a directory in use says "add --wait"; reproduce's reruns (``rerun.run_chosen``, what
+    `peftlab reproduce` calls) and ``peftlab.run_study``, which have no such option, say only to wait."""
+    import peftlab
+    from peftlab.analysis.archive.rerun import run_chosen
+    from peftlab.study.spec import load_study
+    from peftlab.utils.locks import DirectoryInUse, hold
+
+    path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})
+    out = tmp_path / "out"
+    out.mkdir()
+    with hold(out, "study directory", "peftlab study"):  # as another study (or reproduce) holds it
+        status, _, stderr = cli_study_here(path, out)
+        assert status == 2 and stderr.count("\n") == 1, stderr
+        assert stderr.endswith("; wait for it to finish, or add --wait to start when it does\n"), stderr
+        with contextlib.chdir(tmp_path), pytest.raises(DirectoryInUse, match="; wait for it to finish$"):
+            run_chosen(load_study(path), out, progress=False)
+        with pytest.raises(DirectoryInUse, match="; wait for it to finish$"):
+            peftlab.run_study(path, out)
+    assert not (out / "runs").exists()
+
+
 def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     """A second `peftlab study` on a directory in use exits with one line naming the holder; with
     --wait it starts when the first ends and finds every run done. Every run is trained once: one
@@ -314,6 +336,7 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
         other = run_cli("train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir), "--quiet", cwd=tmp_path)
     assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
     assert f"run directory {run_dir} is in use by pid {os.getpid()} on " in other.stderr
+    assert "--wait" not in other.stderr  # train has no such option
     assert (run_dir / "result.json").read_bytes() == before
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from testkit import REPO, TINY_MODEL
+from testkit import REPO, TINY_MODEL, assert_one_line_refusal, command_in_process
 
 from peftlab.config.schema import config_hash, dump_config, load_config
 from peftlab.data.sources import fashion_mnist_dir
@@ -203,6 +203,12 @@ def test_a_tracker_without_its_package_is_one_config_error_line(tmp_path, monkey
     message = str(err.value)
     assert "\n" not in message and message.startswith("track=['tensorboard', 'wandb'] is invalid")
     assert "'wandb' package" in message and "pip install -e '.[track]'" in message
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made: no failed run to move aside
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_config(small_config()))
+    status, stderr = command_in_process("train", str(config), "track=[wandb]", "--run-dir", str(tmp_path / "run"))
+    assert_one_line_refusal(status, stderr, "track=['wandb'] is invalid", "'wandb' package")
+    assert not (tmp_path / "run").exists()
     tracking.check_trackers(("tensorboard", "mlflow"))  # installed here: no error
 
 

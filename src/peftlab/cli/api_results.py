@@ -11,7 +11,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from peftlab.utils.errors import api, check_bool, check_path
+from peftlab.utils.errors import api, check_bool, check_path, shown
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -154,7 +154,7 @@ def reproduce(
     runs: str | int = "one-seed",
     out=None,
     data=None,
-    run_archive_code: bool = False,
+    run_archive_code: bool | str = False,
     sample_seed: int | None = None,
     trials: bool = False,
     progress: bool = False,
@@ -164,7 +164,8 @@ def reproduce(
     ``reproduced``, ``verdict``, ``differences``, ``compared``, ...). ``runs``: all, one-seed or a count (0 checks
     without rerunning); ``out``: where it unpacks and reruns (default ./<archive name>-reproduced); ``data``: a folder
     holding the datasets the archive does not pack; ``run_archive_code``: let the reruns import the archive's plugin
-    code (``--run-archive-code``; without it a rerun that needs it stops first, naming what would run);
+    code (``--run-archive-code``; a string of 12 to 64 hex digits: only the code whose listed SHA-256 starts with
+    it; without it a rerun that needs it stops first, naming what would run);
     ``sample_seed``: the seed that draws which seed of each configuration is rerun (``--sample-seed``; None: a random
     one, recorded); ``trials``: rerun the tuning searches and compare each choice (``--trials``). The reruns train in
     processes started with the pin. This process's environment and ``sys.path`` are left as they were
@@ -172,7 +173,7 @@ def reproduce(
     from pathlib import Path
 
     from peftlab.analysis.archive import reproduce as command
-    from peftlab.analysis.archive.plugins import PLUGIN_CODE
+    from peftlab.analysis.archive.plugins import CONSENT_HASH, PLUGIN_CODE
     from peftlab.cli.terminal import printable
     from peftlab.utils import cpu
     from peftlab.utils.errors import UserError
@@ -182,7 +183,13 @@ def reproduce(
     check_path("out", out, optional=True)
     check_path("data", data, optional=True)
     check_bool("progress", progress)
-    check_bool("run_archive_code", run_archive_code)
+    if not isinstance(run_archive_code, bool) and not (
+        isinstance(run_archive_code, str) and CONSENT_HASH.fullmatch(run_archive_code.strip().lower())
+    ):
+        raise UserError(
+            f"run_archive_code={shown(run_archive_code)} is invalid: expected True, False or the first 12 to 64 hex "
+            "digits of the archive code's SHA-256 that reproduce prints (`archive code SHA-256: ...`)"
+        )
     check_bool("trials", trials)
     if sample_seed is not None and (isinstance(sample_seed, bool) or not isinstance(sample_seed, int)):
         raise UserError(f"sample_seed={sample_seed!r} is invalid: expected a whole number or None")

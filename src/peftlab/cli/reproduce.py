@@ -36,12 +36,34 @@ def add_reproduce(sub) -> None:
     )
     p.add_argument(
         "--run-archive-code",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=consent_hash,
+        metavar="HASH",
         help="allow the reruns to import the archive's plugin code (its declared packages alone, from a folder of "
-        "their own); without it a rerun that needs that code stops first and lists what would run",
+        "their own); =HASH: only if the files listed before anything is imported (OUT/plugin-code.txt) hash to a "
+        "SHA-256 that starts with HASH (12 to 64 hex digits, as printed: `archive code SHA-256: ...`); without it a "
+        "rerun that needs that code stops first and names what would run",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_reproduce)
+
+
+def consent_hash(text: str) -> str:
+    """``--run-archive-code``'s value as argparse takes it: the hex digits, or argparse's one-line error."""
+    import argparse
+
+    from peftlab.analysis.archive.plugins import consent_hash as checked
+    from peftlab.utils.errors import UserError
+
+    try:
+        return checked(text)
+    except UserError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is invalid: expected the first 12 to 64 hex digits of the archive code's SHA-256 that "
+            "reproduce prints (`archive code SHA-256: ...`), or no value (the archive named before the option)"
+        ) from None
 
 
 def cmd_reproduce(args) -> int:

@@ -98,6 +98,11 @@ def add_export(sub) -> None:
         "adapter_model.safetensors) for peft.PeftModel.from_pretrained on the plain base model",
     )
     p.add_argument("--force", action="store_true", help="export even a run whose merge check failed")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="write over an output holding another run's export (refused otherwise, naming that run)",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -115,7 +120,7 @@ def cmd_export(args) -> int:
     if args.peft is not None:
         if args.merged is not None or args.quantized is not None:
             raise UserError("export --peft DIR writes the adapter alone: give it without --merged and --quantized")
-        path = export(args.run_dir, peft=args.peft)
+        path = export(args.run_dir, peft=args.peft, replace=args.replace)
         print(f"wrote the adapter in PEFT's format to {path} (load with peft.PeftModel.from_pretrained(base, DIR))")
         return 0
     quantized = args.quantized is not None
@@ -125,7 +130,7 @@ def cmd_export(args) -> int:
             "export needs exactly one output: --merged OUT.safetensors, --quantized OUT.safetensors "
             "or --merged OUT.safetensors --quantized"
         )
-    path = export(args.run_dir, merged=args.merged, quantized=args.quantized, force=args.force)
+    path = export(args.run_dir, merged=args.merged, quantized=args.quantized, force=args.force, replace=args.replace)
     if quantized:
         what = "quantized model (load with peftlab.training.export.load_quantized)"
     elif not path.is_dir() and export_format(path) == "peftlab-unmerged":

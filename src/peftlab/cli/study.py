@@ -149,6 +149,7 @@ def cmd_study(args) -> int:
         wait=args.wait,
         executor=executor,
         report=args.report,
+        wait_flag="--wait",
     )
     print(printable(format_summary(summary, study_dir), lines=True))  # its runs' recorded errors, escaped
     record_command(study_dir, warn=summary.ok)

@@ -1,10 +1,12 @@
 """A backbone's local weights file (``.safetensors``, timm's or HF's key layout): read, converted to timm's
 keys (q, k and v fused), checked against the model (every non-head tensor with its shape, finite values) and
-loaded; the same checks from the file's header alone for ``peftlab validate``.
+loaded; the same checks from the file's header alone for ``peftlab validate``. What peftlab writes as safetensors
+(a run's adapter, every export) goes through ``write_safetensors``: the same tensors and header, the same bytes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -18,7 +20,7 @@ from torch import nn
 
 from peftlab.data.opening import NOT_REGULAR
 from peftlab.utils.errors import WeightsError
-from peftlab.utils.files import reopening_name
+from peftlab.utils.files import reopening_name, write_atomic
 
 HEAD_PREFIXES = ("head.", "classifier.")  # a classifier's keys, timm's and HF's: the head is always new
 
@@ -167,6 +169,34 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(name)
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {err}") from None
+
+
+def write_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """``state`` with ``metadata`` written to ``path`` (atomically, ``write_atomic``), byte for byte the same for
+    the same tensors and metadata: safetensors writes the header's ``__metadata__`` in the order of a Rust
+    HashMap, which changes from call to call, so the header is written again with the metadata sorted by key
+    (the tensors' entries safetensors already orders, by dtype then name)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: str) -> None:
+        save_file(state, tmp, metadata=metadata)
+        if metadata:
+            sort_metadata(tmp)
+
+    write_atomic(path, write)
+
+
+def sort_metadata(path: str) -> None:
+    """The header of the safetensors file at ``path`` rewritten with its ``__metadata__`` sorted by key."""
+    with open(path, "r+b") as file:
+        size = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(size))
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # json escapes no more than safetensors' serde_json: the same pairs, the same length
+            raise ValueError(f"{path}: the sorted safetensors header is longer than the one written")
+        file.seek(8)
+        file.write(text.ljust(size))  # safetensors' own padding (spaces) keeps the body where it is
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -161,9 +161,11 @@ def run_study(
     wait: bool = False,
     executor: ExecutorOptions = ExecutorOptions(),
     report: bool = False,
+    wait_flag: str | None = None,
 ) -> StudySummary:
     """Train every pending run of ``study`` in ``study_dir``, which this process locks meanwhile:
-    a second study process on the same directory is refused with its holder named, or with
+    a second study process on the same directory is refused with its holder named (and ``wait_flag``, the
+    caller's option that waits: ``peftlab study --wait``; reproduce has none), or with
     ``wait`` starts when the first ends (and then finds its runs done). ``workers`` local
     processes, or ``executor``'s Slurm jobs or Ray tasks (its pretraining too). ``report``: the
     caller writes the report afterwards (its files are checked with the study's, before any run)."""
@@ -178,6 +180,7 @@ def run_study(
             "peftlab study",
             wait=wait,
             on_wait=lambda text: print(f"peftlab: {printable(text)}", file=sys.stderr, flush=True),
+            wait_flag=wait_flag,
         ),
         logged_to(study_dir / LIBRARY_LOG),
     ):  # what submitit, Ray and Slurm's commands say to the driver

@@ -33,21 +33,21 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 
 from peftlab.config.checks import MAX_INT, shown
-from peftlab.config.schema import dump_config, load_config
+from peftlab.config.schema import config_hash, dump_config, load_config
 from peftlab.config.sections import architecture_only
 from peftlab.data.build import eval_preprocessing
 from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, model_inputs, timm_kwargs
-from peftlab.models.weights import read_safetensors
+from peftlab.models.weights import opened_weights, read_safetensors, write_safetensors
 from peftlab.quant.bases import (
     dequantized_linear,
     is_quantized_linear,
@@ -61,12 +61,21 @@ from peftlab.tuners.base import TunerContext, apply_tuner
 from peftlab.tuners.build import build_tuned
 from peftlab.tuners.modules import replace_modules, split_qkv
 from peftlab.tuners.peft_injection import peft_export, unshared
-from peftlab.tuners.qalora.layer import GroupQuantLinear
+from peftlab.tuners.qalora.export import groupwise_metadata, load_groupwise
 from peftlab.utils.errors import UserError, WeightsError
-from peftlab.utils.files import check_output, one_line, read_json, write_atomic
+from peftlab.utils.files import check_output, one_line, read_json, shown_path, write_atomic
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # the names PEFT looks for
 PREPROCESSING_FILE = "peftlab_preprocessing.json"  # an HF image model's export: how its test images were made
+# Every export records its run's id (the config hash, a study's name of the run folder): a safetensors header's
+# field, an HF model's config.json key. Two identical runs share it, and their exports are the same bytes.
+EXPORT_RUN = "peftlab_run"
+RUN_ID = re.compile(r"[0-9a-f]{12}")
+# the files an export writes into its folder: PEFT's adapter, an HF model's save_pretrained (unsharded) with ours
+FOLDER_EXPORTS = {
+    "peft": (PEFT_CONFIG, PEFT_WEIGHTS),
+    "hf": ("config.json", "generation_config.json", "model.safetensors", PREPROCESSING_FILE),
+}
 
 
 def conv1d_from_linear(linear: torch.nn.Linear) -> torch.nn.Module:
@@ -107,17 +116,19 @@ def write_peft_adapter(tuner, out_dir: Path, header: dict[str, str] | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", **(header or {})}
-    write_atomic(out_dir / PEFT_WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
+    write_safetensors(out_dir / PEFT_WEIGHTS, state, metadata)
     write_atomic(out_dir / PEFT_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
     return True
 
 
-def export_peft(run_dir: Path, out_dir: Path) -> Path:
-    """A finished run's adapter in PEFT's format (for runs trained before the run directory held it)."""
+def export_peft(run_dir: Path, out_dir: Path, replace: bool = False) -> Path:
+    """A finished run's adapter in PEFT's format (for runs trained before the run directory held it); a folder
+    holding another run's adapter is replaced only with ``replace``."""
     check_output(out_dir, True, "--peft")
+    cfg = load_config(Path(run_dir) / "config.yaml", base_dir=Path.cwd())
+    check_replaceable(Path(out_dir), config_hash(cfg), "peft", "--peft", replace)
     tuner = load_trained(Path(run_dir))
     result = completed_result(Path(run_dir))
-    cfg = load_config(Path(run_dir) / "config.yaml", base_dir=Path.cwd())
     # the input as the recipe made it: the tuned model's patch embedding may be wrapped (SSF's), no Conv2d to read
     spec = model_inputs(cfg.model, cfg.data.max_length)
     header = peft_header(cfg, spec, num_classes_of(cfg, result, run_dir), class_names_of(result))
@@ -200,12 +211,13 @@ def class_names_of(result: dict) -> list[str] | None:
 
 
 def peft_header(cfg, spec, num_classes: int, class_names: list[str] | None) -> dict[str, str]:
-    """A PEFT adapter's header: the class names and, for a timm model (``spec``: its ``InputSpec``), its base
-    (``base_pretrained``: model.pretrained) and how to build and feed it (``model_header``), as a merged export's
-    header says."""
+    """A PEFT adapter's header: its run (``EXPORT_RUN``), the class names and, for a timm model (``spec``: its
+    ``InputSpec``), its base (``base_pretrained``: model.pretrained) and how to build and feed it (``model_header``),
+    as a merged export's header says."""
     if cfg.model.source != "timm":
-        return class_names_metadata(class_names)
+        return {EXPORT_RUN: config_hash(cfg), **class_names_metadata(class_names)}
     return {
+        EXPORT_RUN: config_hash(cfg),
         "base_pretrained": cfg.model.pretrained,
         **model_header(cfg, spec, num_classes),
         **class_names_metadata(class_names),
@@ -270,7 +282,10 @@ def check_mergeable(cfg, run_dir: Path) -> None:
         )
 
 
-def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool = False) -> Path:
+def export_merged(
+    run_dir: Path, out: Path, quantized: bool = False, force: bool = False, replace: bool = False
+) -> Path:
+    """``replace``: write over another run's export at ``out``, which is refused otherwise."""
     cfg = load_config(run_dir / "config.yaml")
     check_mergeable(cfg, run_dir)  # before anything is built or created at ``out``
     hf = cfg.model.source in HF_SOURCES and not quantized
@@ -278,7 +293,10 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         raise UserError(f"--merged {out} is a directory: expected the path of a .safetensors file to write")
     if hf and out.exists() and not out.is_dir():
         raise UserError(f"--merged {out} is a file: an HF model exports to a directory (save_pretrained)")
-    check_output(out, hf, "--quantized" if quantized else "--merged")
+    flag = "--quantized" if quantized else "--merged"
+    check_output(out, hf, flag)
+    run = config_hash(cfg)
+    check_replaceable(out, run, "hf" if hf else None, flag, replace)
     result = completed_result(run_dir)
     if not force:
         check_merge_passed(run_dir, result, quantized)
@@ -312,6 +330,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         if class_names and len(class_names) == num_classes and cfg.model.task != "causal-lm":
             model.model.config.id2label = dict(enumerate(class_names))  # transformers' names of the labels
             model.model.config.label2id = {name: i for i, name in enumerate(class_names)}
+        setattr(model.model.config, EXPORT_RUN, run)  # config.json records the run, as a header does
         save_hf_model(model, out)
         if cfg.model.source != "hf-text":  # a text model's inputs are its tokenizer's, which it names itself
             preprocessing = json.dumps(run_preprocessing(cfg, model), indent=2)
@@ -319,6 +338,7 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
         return out
     metadata = {
         "format": "timm",
+        EXPORT_RUN: run,
         "peftlab_config": dump_config(cfg),
         "num_classes": str(num_classes),
         **model_header(cfg, input_spec(model), num_classes),
@@ -329,55 +349,50 @@ def export_merged(run_dir: Path, out: Path, quantized: bool = False, force: bool
     if quantized:
         metadata.update(groupwise_metadata(model) or {"format": "peftlab-bitsandbytes"})
     state = unshared(model.state_dict())  # a module shared by several layers (Lily's) is written once each
-    write_atomic(out, lambda tmp: save_file(state, tmp, metadata=metadata))
+    write_safetensors(out, state, metadata)
     return out
+
+
+def check_replaceable(out: Path, run: str, folder: str | None, flag: str, replace: bool) -> None:
+    """Before anything is built: a UserError line when ``out`` (a file; or a ``folder`` of ``FOLDER_EXPORTS``' kind)
+    holds an export that is not run ``run``'s, naming whose it is; the same run's export is written again, and
+    another's only with ``replace`` (``--replace``)."""
+    if replace:
+        return
+    held = [out] if folder is None else [out / name for name in FOLDER_EXPORTS[folder]]
+    held = [path for path in held if os.path.lexists(path)]
+    if not held:
+        return
+    records = [recorded_run(path) for path in held if path.suffix in (".safetensors", ".json")]
+    owner = next((record for record in records if record), None)
+    if owner == run:
+        return
+    names = ", ".join(path.name for path in held)
+    if owner:
+        whose = f"holds run {owner}'s export{f' ({names})' if folder else ''}, not run {run}'s"
+    else:
+        whose = f"{f'holds {names}' if folder else 'exists'} with no peftlab run recorded (not run {run}'s export)"
+    raise UserError(f"{flag} {shown_path(out)} {whose}: give --replace to write over it, or another {flag}")
+
+
+def recorded_run(path: Path) -> str | None:
+    """The run id an export at ``path`` records (``EXPORT_RUN``: a safetensors header's field, a config.json's
+    key), None where it records none or is no file peftlab reads."""
+    try:
+        if path.suffix == ".json":
+            value = (read_json(path) or {}).get(EXPORT_RUN)
+        else:
+            with opened_weights(path) as name, safe_open(name, "pt") as f:
+                value = (f.metadata() or {}).get(EXPORT_RUN)
+    except (UserError, SafetensorError, OSError, ValueError):
+        return None
+    return value if isinstance(value, str) and RUN_ID.fullmatch(value) else None
 
 
 def run_preprocessing(cfg, model: torch.nn.Module) -> dict:
     """How the run made its evaluation images (``peftlab.data.build.eval_preprocessing``) for ``model``."""
     spec = input_spec(model)
     return eval_preprocessing(cfg.data, spec.img_size, spec.in_chans, spec.mean, spec.std)
-
-
-def groupwise_metadata(model: torch.nn.Module) -> dict[str, str] | None:
-    """Header fields of a QA-LoRA export: format, group size and the quantized layers' shapes; None for others."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, GroupQuantLinear)}
-    if not layers:
-        return None
-    first = next(iter(layers.values()))
-    return {
-        "format": "peftlab-groupwise",
-        "quant_format": first.format,
-        "group_size": str(first.group_size),
-        "architecture": type(model).__name__,
-        "layers": json.dumps({n: [m.out_features, m.in_features] for n, m in layers.items()}),
-    }
-
-
-def load_groupwise(path: Path, metadata: dict[str, str], device: str) -> torch.nn.Module:
-    """A QA-LoRA export rebuilt: the backbone, q/k/v split where the file has slices, group-wise layers."""
-    state = read_safetensors(path)
-    cfg = load_config(overrides=yaml.safe_load(metadata["peftlab_config"]))
-    model = build_backbone(architecture_only(cfg.model), int(metadata["num_classes"]))
-    split = sorted({m.group(1) for k in state if (m := re.match(r"(.*\.qkv)\.[qkv]\.codes$", k))})
-    replace_modules(model, split, split_qkv)
-    fmt, group_size = metadata["quant_format"], int(metadata["group_size"])
-    for name, (out_features, in_features) in json.loads(metadata["layers"]).items():
-        linear = model.get_submodule(name)
-        if (linear.out_features, linear.in_features) != (out_features, in_features):
-            raise WeightsError(
-                f"{path}: layer {name} is {out_features} x {in_features} in the file but "
-                f"{linear.out_features} x {linear.in_features} in the model"
-            )
-        layer = GroupQuantLinear(in_features, out_features, linear.bias is not None, fmt, group_size)
-        replace_modules(model, [name], lambda _, layer=layer: layer)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(
-            f"quantized weights do not match the model: missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}"
-        )
-    return model.to(device)
 
 
 def load_unmerged(path: str | Path, device: str = "cpu") -> torch.nn.Module:

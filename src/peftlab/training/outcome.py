@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from peftlab.config.protocol import protocol_card
 from peftlab.config.schema import to_dict
+from peftlab.models.weights import write_safetensors
 from peftlab.training import metrics
 from peftlab.training.checkpoint import Position
 from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
@@ -101,7 +101,7 @@ def write_adapter(tuner, run_dir: Path, header: dict[str, str] | None = None) ->
     ``class_names``, the base and its preprocessing: ``export.peft_header``), and the rank reallocations of
     adaptive-rank methods (importance.jsonl)."""
     adapter = tuner.adapter_state_dict()
-    write_atomic(run_dir / "adapter.safetensors", lambda tmp: save_file(adapter, tmp))
+    write_safetensors(run_dir / "adapter.safetensors", adapter)
     write_peft_adapter(tuner, run_dir, header)  # PEFT loads them
     records = tuner.importance_records()
     if records:

@@ -55,6 +55,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
     if cfg.train.reproducible:
         pin_arithmetic()  # refuses (one line) when torch already runs with the CPU's own arithmetic
     check_run_dir(run_dir)  # a file, a device, or entries of the wrong kind (a FIFO, a directory): one line
+    tracking.check_trackers(cfg.track)  # a tracker's missing package: one line, before the run folder exists
     ranks = distributed.from_environment()  # torchrun: one of several processes training this run
     try:
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one

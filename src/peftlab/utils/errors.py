@@ -195,7 +195,7 @@ class CheckpointError(UserError):
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/peftlab: frames inside it are peftlab's, not the caller's
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
-FLAG_WORDS = {"quiet": "progress=False"}  # a flag whose parameter has another name
+FLAG_WORDS = {"quiet": "progress=False", "replace": "replace=True"}  # a flag said otherwise as a parameter
 # set by the command (cli.command_status), which calls the API and speaks of its own flags and interrupts
 CALLED_BY_COMMAND = []
 

@@ -32,10 +32,10 @@ def holder_text(info: dict) -> str:
 
 
 @contextlib.contextmanager
-def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wait=None):
+def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wait=None, wait_flag: str | None = None):
     """Hold ``directory``'s lock for the ``with`` block, as ``role`` (e.g. "peftlab study"); a held
-    lock raises ``DirectoryInUse`` naming its holder, or with ``wait`` blocks until it is free
-    (``on_wait(text)`` is told once)."""
+    lock raises ``DirectoryInUse`` naming its holder (and ``wait_flag``, the option of the caller's command that
+    waits, where it has one), or with ``wait`` blocks until it is free (``on_wait(text)`` is told once)."""
     path = Path(directory) / ".lock"
     check_kind(directory, True, what)
     check_kind(path, False, f"{what} entry", link_ok=False)
@@ -58,9 +58,9 @@ def hold(directory: str | Path, what: str, role: str, wait: bool = False, on_wai
             except ValueError:
                 holder = "another process"
             if not wait:
+                waits = f", or add {wait_flag} to start when it does" if wait_flag else ""
                 raise DirectoryInUse(
-                    f"{what} {directory} is in use by {holder}; wait for it to finish, or add "
-                    "--wait to start when it does"
+                    f"{what} {directory} is in use by {holder}; wait for it to finish{waits}"
                 ) from None
             if on_wait:
                 on_wait(f"{what} {directory} is in use by {holder}; waiting for it")

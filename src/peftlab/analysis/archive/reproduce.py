@@ -1,4 +1,4 @@
-"""``peftlab reproduce ARCHIVE_OR_FOLDER [--runs all|one-seed|N] [--out DIR] [--data DIR] [--run-archive-code]``:
+"""``peftlab reproduce ARCHIVE_OR_FOLDER [--runs all|one-seed|N] [--out DIR] [--data DIR] [--run-archive-code[=HASH]]``:
 a received submission checked and rerun, number by number (docs/reproduce.md). A received archive is data, never
 code, until the user says otherwise; every check comes before any action, and a failed check stops them.
 
@@ -12,9 +12,11 @@ The phases, one function each, in this order (each in the module named for it):
   recomputed from the packed runs, the plugins' code and folders, the data's checksums: ``Checks``;
 - ``gate`` (``checks.py``): a difference stops the reruns before anything trains or imports (exit 1), an absent
   dataset too (one line, exit 2);
-- ``consent`` (``plugins.py``): reruns that need the archive's plugin code stop (one line, exit 2) unless
-  ``--run-archive-code`` was given; with it, only the declared packages are importable, from a folder of their own
-  (``plugin_code``);
+- ``consent`` (``plugins.py``): every file the reruns would put on the path is listed first, with or without the
+  option (``list_code``: OUT/plugin-code.txt, their count and SHA-256 printed); reruns that need the archive's plugin
+  code stop (one line, exit 2) unless ``--run-archive-code`` was given, or ``--run-archive-code=HASH`` with HASH the
+  start of the listed SHA-256; with it, only the declared packages are importable, from a folder of their own
+  (``plugin_code``), and whatever that code raises in the reruns ends in the verdict;
 - ``rerun`` (``rerun.py``): the chosen runs from the archived configs (into OUT/rerun), as ``peftlab study``
   trains them;
 - ``compare`` (``rerun.py``): each with its archived result (``rerun.compare_runs``, the rule in
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from peftlab.analysis.archive.checks import Checks, check, gate, show
 from peftlab.analysis.archive.claims import compare_claims
 from peftlab.analysis.archive.datasets import rerun_environment
-from peftlab.analysis.archive.plugins import consent
+from peftlab.analysis.archive.plugins import CodeList, consent, consent_hash, list_code, show_code
 from peftlab.analysis.archive.received import (
     KEPT,
     archived_runs,
@@ -57,8 +60,8 @@ from peftlab.analysis.archive.verdicts import (
     reruns_of,
     verdict_lines,
 )
-from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, refuse_link, write_json_atomic
+from peftlab.utils.errors import UserError, stop_behind
+from peftlab.utils.files import one_line, read_json, refuse_link, write_json_atomic
 
 RECORD = "reproduce.json"
 OWNER = "reproduce-of.json"  # written first into OUT: the archive it reproduces (received.survey's identity)
@@ -76,31 +79,27 @@ def reproduce(
     progress: bool = True,
     say: Callable[[str], None] = print,
     data: str | Path | None = None,
-    run_archive_code: bool = False,
+    run_archive_code: bool | str = False,
     sample_seed: int | str | None = None,
     trials: bool = False,
 ) -> int:
     """Check the archive at ``source`` and rerun ``runs`` of it into ``out``; the exit status (0 nothing differs, 1
     something does). ``say`` prints a line (the CLI's escapes what the archive holds); ``run_archive_code``: the
-    archive's plugin code may be imported for the reruns (``--run-archive-code``); ``sample_seed``: the seed that
-    draws the reruns (``sample``); ``trials``: the tuning searches rerun (``trials``). The closing lines say the
-    three verdicts (``verdicts``)."""
+    archive's plugin code may be imported for the reruns (``--run-archive-code``, True or a hash: ``consent``);
+    ``sample_seed``: the seed that draws the reruns (``sample``); ``trials``: the tuning searches rerun
+    (``trials``). The closing lines say the three verdicts (``verdicts``)."""
     trials_need_runs(str(runs), trials)
+    run_archive_code = consent_hash(run_archive_code)
     source = Path(source)
     out = Path(out) if out else default_out(source)
-    kept = Path(data) if data is not None else None
-    if kept is not None and not kept.is_dir():
-        raise UserError(
-            f"--data {kept} is not a folder: expected the folder that holds the datasets, each in a folder named "
-            "as in the archive's data/"
-        )
+    kept = data_folder(data)
     seed = sample_seed_of(sample_seed)
     phases, evidence = Phases(), Evidence()
     with phases.timed("unpack"):
         root, record = receive(source, out)
     packed = archived_runs(root)
     chosen = draw(packed, runs, seed)
-    checks = checked(root, record, kept, phases, evidence, say)
+    checks, listed = checked(root, record, kept, out, phases, evidence, say)
     stopped = gate(checks, chosen)
     evidence.stopped = stopped is not None and bool(chosen)
     evidence.runs_total = sum(1 for run in packed if run["result"].get("status") == "completed")
@@ -108,11 +107,12 @@ def reproduce(
     evidence.tuned = any(run.get("tuned_by") for run in packed)
     allowed: list[dict] = []
     if chosen and stopped is None:
-        allowed = consent(root, record, out, run_archive_code)
+        allowed = consent(root, record, out, listed, run_archive_code)
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
         os.environ.update(rerun_environment(checks.named, kept))  # the reruns read each dataset by name as checked
-        rerun_and_compare(root, record, (chosen, packed), out, checks, phases, evidence, say, progress, trials)
+        with code_raised(bool(allowed), evidence, say):
+            rerun_and_compare(root, record, (chosen, packed), out, checks, phases, evidence, say, progress, trials)
     if runs == "all":
         claims(root, record, phases, evidence, say)
     drawn = seed if chosen and runs != "all" else None  # the seed that drew the reruns, where one did
@@ -135,6 +135,7 @@ def reproduce(
             "results_sha256": checks.sha,
             "rule": RULE,
             "rerun": stopped is None and bool(chosen),
+            "plugin_code": listed.record() if listed else None,
             "plugin_code_run": allowed,
             "compared": evidence.compared,
             "differences": capped(differences, KEPT),
@@ -151,11 +152,30 @@ def reproduce(
     return 0 if agree else 1
 
 
+def data_folder(data: str | Path | None) -> Path | None:
+    """``--data``: a folder, or None."""
+    kept = Path(data) if data is not None else None
+    if kept is not None and not kept.is_dir():
+        raise UserError(
+            f"--data {kept} is not a folder: expected the folder that holds the datasets, each in a folder named "
+            "as in the archive's data/"
+        )
+    return kept
+
+
 def checked(
-    root: Path, record: dict, kept: Path | None, phases: Phases, evidence: Evidence, say: Callable[[str], None]
-) -> Checks:
+    root: Path,
+    record: dict,
+    kept: Path | None,
+    out: Path,
+    phases: Phases,
+    evidence: Evidence,
+    say: Callable[[str], None],
+) -> tuple[Checks, CodeList | None]:
     """The check phase (``checks.check``) and the paper's numbers regenerated from the runs (``regenerate``), their
-    differences printed and recorded in ``evidence`` (what was checked, and what could not be)."""
+    differences printed and recorded in ``evidence`` (what was checked, and what could not be); then every file of
+    the archive's plugins that the reruns would put on the path, listed and printed (``plugins.list_code``), whether
+    or not they may run, before anything could import them."""
     with phases.timed("check"):
         checks = check(root, record, kept)
     with phases.timed("regenerate"):
@@ -170,7 +190,25 @@ def checked(
     evidence.checked = checked_record(
         root, record, checks.sha, checks.found, checks.named, checks.supplied, regenerated
     )
-    return checks
+    listed = list_code(root, record, out)
+    if listed is not None:
+        show_code(listed, record, say)
+    return checks, listed
+
+
+@contextmanager
+def code_raised(allowed: bool, evidence: Evidence, say: Callable[[str], None]):
+    """With the archive's code on the path (``allowed``), whatever the block raises (that code's own error, or one
+    it caused) is a difference, its one line: the verdict and reproduce.json follow, never a traceback. A Ctrl-C
+    still stops (the same command resumes), and without the archive's code an error is raised as it is."""
+    try:
+        yield
+    except (Exception, SystemExit) as err:
+        if not allowed or isinstance(stop_behind(err), KeyboardInterrupt):
+            raise
+        stop = f"the reruns stopped with the archive's plugin code on the path: {one_line(err)}"
+        say(f"differs: {stop}")
+        evidence.run_differences.append(stop)
 
 
 def rerun_and_compare(

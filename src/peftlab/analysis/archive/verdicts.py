@@ -81,7 +81,9 @@ def verdict_lines(evidence: Evidence) -> tuple[list[str], int, bool]:
         lines.append(f"archive intact: yes ({checked})")
         level = 1
     rerun = len(e.compared)
-    if not rerun:
+    if not rerun and e.run_differences:  # the reruns stopped before any was compared (the archive's code raised)
+        lines.append(f"runs reproduced: no, no run compared: {e.run_differences[0]}")
+    elif not rerun:
         why = "the checks' differences stopped the reruns" if e.stopped else "--runs 0 checks the archive only"
         lines.append(f"runs reproduced: not checked (no run rerun: {why})")
     else:

@@ -6,6 +6,7 @@ certainty is "n/a" with the reason, never an error. Files are read as data (``al
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def read_predictions(run_dir: Path) -> np.ndarray | None:
     data = read_regular_file(path, MAX_BYTES)
     if data is None:
         return None
+    check_declared_size(data, path)  # before numpy allocates what the header declares
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -37,6 +39,25 @@ def read_predictions(run_dir: Path) -> np.ndarray | None:
     if array.ndim != 1 or array.dtype != np.dtype(PREDICTION_FIELDS):
         raise Unreadable(f"{path}: expected a 1-d array of {PREDICTION_FIELDS}, found {array.dtype} {array.shape}")
     return array
+
+
+def check_declared_size(data: bytes, path: Path) -> None:
+    """``Unreadable`` when the .npy header in ``data`` is no header numpy reads, or declares a shape whose bytes are
+    not the bytes that follow it (a shape of 2**40 would be allocated before the missing bytes are noticed)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, EOFError) as error:
+        raise Unreadable(f"{path}: not a numpy array ({error})") from None
+    if dtype.hasobject:
+        return  # refused by np.load without pickle, in its words
+    declared, held = math.prod(shape) * dtype.itemsize, len(data) - stream.tell()
+    if declared != held:
+        raise Unreadable(
+            f"{path}: its header declares shape {shape} of {dtype} ({declared:,} bytes), the file holds {held:,}"
+        )
 
 
 def choice_certainty(record: dict, directory: Path) -> dict:
