@@ -64,7 +64,9 @@ def test_exports_flags_its_function_and_both_documents_agree():
     "call, parameter",
     [
         (lambda c: peftlab.train(None), "config=None"),
-        (lambda c: peftlab.train({"junk": 1}), "config={'junk': 1}"),
+        (lambda c: peftlab.train(["run.yaml"]), "config=['run.yaml']"),
+        (lambda c: peftlab.train({"junk": 1}), "unknown config key 'junk'"),  # a dict: the keys of a file
+        (lambda c: peftlab.run_study({"name": "x"}), "study: 'base' (the base run config) is required"),
         (lambda c: peftlab.train(c, 5), "overrides=5"),
         (lambda c: peftlab.train(c, run_dir=3), "run_dir=3"),
         (lambda c: peftlab.train(c, progress="yes"), "progress='yes'"),
@@ -222,3 +224,79 @@ def test_reproduce_leaves_the_processs_environment_as_it_found_it(tmp_path, monk
     else:
         assert peftlab.reproduce(tmp_path / "a.tar.gz", out=tmp_path / "out") == {"reproduced": True}
     assert dict(os.environ) == before and sys.path == path
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [{"method": {"rr": 4}}, {"train": {"lr": "fast"}}, {"data": {"root": "nowhere"}}, {"track": ["wandbb"]}],
+    ids=["key", "type", "data", "value"],
+)
+def test_a_dict_config_is_refused_as_its_file_is(config, monkeypatch, mistake):
+    """The keys of a run config given as a dict, their relative paths the working folder's: each mistake the same
+    one line as the file's, from train and validate, before any run folder."""
+    from peftlab.config.reading import deep_merge
+
+    monkeypatch.chdir(config.parent)
+    keys = deep_merge(yaml.safe_load(config.read_text()), mistake)
+    (config.parent / "mistake.yaml").write_text(yaml.safe_dump(keys))
+    for call in (peftlab.train, peftlab.validate):
+        with pytest.raises(UserError) as from_file:
+            call(config.parent / "mistake.yaml")
+        with pytest.raises(UserError) as from_dict:
+            call(keys)
+        assert str(from_dict.value) == str(from_file.value) and "\n" not in str(from_dict.value)
+    assert not (config.parent / "runs").exists()
+
+
+def test_a_dict_or_a_runconfig_reads_its_relative_paths_from_the_working_folder(config, monkeypatch):
+    """validate and params take a dict and a RunConfig as train does; their relative paths (a ``pathlib.Path`` too)
+    are the working folder's, as the file's are its folder's: the same resolved config and counts."""
+    from peftlab.config.schema import RunConfig, from_dict
+
+    monkeypatch.chdir(config.parent)
+    keys = yaml.safe_load(config.read_text())
+    from_file = peftlab.validate(config, ["method.r=4"])
+    for given in (keys, {**keys, "data": {**keys["data"], "root": Path("images")}}, from_dict(RunConfig, keys)):
+        checked = peftlab.validate(given, {"method": {"r": 4}})
+        assert checked["resolved"] == from_file["resolved"] and checked["config"] is None
+        assert checked["resolved"]["data"]["root"] == str(config.parent / "images")
+    assert peftlab.params(keys, ["method.r=4"]) == peftlab.params(config, r=4)
+    assert peftlab.params(keys, {"method": {"r": 8}}, r=4)["trainable"] == peftlab.params(config, r=4)["trainable"]
+
+
+def test_the_pinned_childs_error_is_one_line_raised_once(capfd):
+    """A pinned child's output reaches the cell as it comes (a bar's carriage returns too), but for its error line,
+    which ``train`` raises: the one line is shown once, not twice (training/run.py's relay)."""
+    from peftlab.training.run import ERROR_PREFIX, relay
+
+    script = (
+        "import sys, time\n"
+        "sys.stderr.write('step 1/2\\rstep 2/2\\r'); sys.stderr.flush(); time.sleep(0.05)\n"
+        f"sys.stderr.write({ERROR_PREFIX!r}[:6]); sys.stderr.flush(); time.sleep(0.05)\n"  # split across reads
+        f"sys.stderr.write({ERROR_PREFIX!r}[6:] + 'data.root=/x/fmnist does not exist\\n')\n"
+        "sys.stderr.write('done\\n'); sys.exit(2)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert relay(proc) == f"{ERROR_PREFIX}data.root=/x/fmnist does not exist"
+    assert capfd.readouterr().err == "step 1/2\rstep 2/2\rdone\n"
+
+
+def test_what_a_notebook_shows_is_escaped(tmp_path):
+    """A record's, a study's and a tuner's views show text from files and folders (an error, a name, a path) as
+    itself: HTML through utils/files.py's html_text, plain text with control characters as their codes."""
+    from torch import nn
+
+    from peftlab import RunRecord
+    from peftlab.cli.api_display import StudyResult
+    from peftlab.tuners.base import Tuner
+
+    hostile = '<img src=x onerror="alert(1)">&\x1b[2J'
+    record = RunRecord({"status": "failed", "error": hostile, "config": {"method": {"name": hostile}}}, hostile)
+    study = StudyResult(total=1, failed=[(hostile, hostile)], name=hostile, study_dir=tmp_path)
+    tuner = Tuner(nn.Linear(2, 2), "head")
+    tuner.run_dir = hostile
+    for shown in (record._repr_html_(), study._repr_html_(), tuner._repr_html_()):
+        assert "<img" not in shown and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;\\x1b[2J" in shown
+    for shown in (repr(record), repr(study), repr(tuner)):
+        assert "\x1b" not in shown and hostile.replace("\x1b", "\\x1b") in shown
+    assert "main table: no run completed" in repr(study)

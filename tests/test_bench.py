@@ -41,6 +41,7 @@ def test_bench_writes_well_formed_json(tmp_path):
         "--data-images",
         "24",
         "--no-compile",
+        "--no-pin",
         *("--text-layers", "2", "--text-width", "64", "--text-heads", "2", "--text-batch", "2", "--text-length", "32"),
         timeout=900,
     )
@@ -115,6 +116,13 @@ def test_bench_writes_well_formed_json(tmp_path):
         and data["meets_target"] == (data["ratio"]["median"] >= 2)
     )
     assert "data path (imagefolder, 24 images) / deit_tiny_patch16_224 step" in proc.stdout
+    # the precision figure: bf16 and the 4-bit kernel against fp32
+    figure = report["precision"]
+    for key in ("bf16_vs_fp32_step", "bf16_vs_fp32_matmul", "nf4_bnb_kernel_vs_reference_eval"):
+        assert figure[key]["n"] == 2 and figure[key]["median"] > 0, key
+    assert figure["auto_resolves_to"] == "fp32"  # a CPU: auto changes only on a measurement
+    assert "bf16 / fp32 LoRA step" in proc.stdout and "nf4 eval, bnb CPU kernel / reference" in proc.stdout
+    assert "pin" not in report  # --no-pin: its processes are timed by the --only pin test alone
 
 
 def test_quantized_bytes_order_the_formats_as_their_bits_do():
@@ -201,31 +209,6 @@ def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     assert "data path (vtab1k, 16 images) / deit_tiny_patch16_224 step" in proc.stdout
     assert "deit_tiny_patch16_224 at 224 px" in proc.stdout
     assert "2 workers, cached, cpu" in proc.stdout
-
-
-def test_bench_only_precision_measures_bf16_and_the_4bit_kernel_against_fp32(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = run_cli(
-        "bench",
-        "--only",
-        "precision",
-        "--model",
-        "vit_tiny_patch16_224",
-        "--img-size",
-        "32",
-        "--batch",
-        "4",
-        "--repeats",
-        "2",
-        "--json",
-        str(out),
-    )
-    assert proc.returncode == 0, proc.stderr
-    figure = json.loads(out.read_text())["precision"]
-    for key in ("bf16_vs_fp32_step", "bf16_vs_fp32_matmul", "nf4_bnb_kernel_vs_reference_eval"):
-        assert figure[key]["n"] == 2 and figure[key]["median"] > 0, key
-    assert figure["auto_resolves_to"] == "fp32"  # a CPU: auto changes only on a measurement
-    assert "bf16 / fp32 LoRA step" in proc.stdout and "nf4 eval, bnb CPU kernel / reference" in proc.stdout
 
 
 @pytest.mark.e2e

@@ -235,3 +235,22 @@ def test_quieted_gives_transformers_its_stderr_handler_and_bars_back(imported):
     if before is not None:
         assert after == before and after[2] is True
     assert "inside the call" not in proc.stderr and "[transformers] after the call" in proc.stderr, proc.stderr
+
+
+def test_what_a_c_library_prints_while_ray_connects_goes_to_the_library_log(tmp_path):
+    """``stderr_to_library_log``: file descriptor 2 (Ray's core prints its connection retries there, in C++) goes
+    to the open library.log for the block, and is the terminal's again after it."""
+    script = (
+        "import os, sys; from pathlib import Path; "
+        "from peftlab.utils.libraries import logged_to, quiet_libraries, stderr_to_library_log; quiet_libraries()\n"
+        "with logged_to(Path(sys.argv[1])):\n"
+        "    with stderr_to_library_log():\n"
+        "        os.write(2, b'[core] gcs_client.cc: Failed to get cluster ID\\n')\n"
+        "    os.write(2, b'after\\n')\n"
+    )
+    log = tmp_path / "library.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(log)], capture_output=True, text=True, env=ENV, timeout=600
+    )
+    assert proc.returncode == 0 and proc.stderr == "after\n", proc.stderr
+    assert "[core] gcs_client.cc: Failed to get cluster ID" in log.read_text()

@@ -5,12 +5,15 @@ pin, and no record says ``pinned: true`` of a process whose MKL and ATen do not 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 from testkit import REPO, needs_fashion_mnist, run_cli, write_tiny_run
 
+from peftlab.data.sources import fashion_mnist_dir
 from peftlab.utils import cpu
 
 ENV = {**{k: v for k, v in os.environ.items() if k not in cpu.PINNED}, "PYTHONPATH": str(REPO / "src")}
@@ -37,12 +40,17 @@ def python(script: str, cwd) -> subprocess.CompletedProcess:
 
 
 def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp_path):
+    """The API's run is a dict config whose data root is relative (the working folder's, ./fmnist), the command's
+    the same keys as a file beside it: the pinned child reads ./fmnist too, not a folder of its own."""
+    shutil.copytree(fashion_mnist_dir(), tmp_path / "fmnist")
     config = write_tiny_run(tmp_path / "run.yaml", reproducible=True)
+    keys = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**keys, "data": {**keys["data"], "root": "fmnist"}}))
     proc = python(
-        "import peftlab\n"
+        "import peftlab, yaml\n"
         "from peftlab.utils import cpu\n"
         "assert cpu.torch_runs_unpinned()\n"
-        f"result = peftlab.train({str(config)!r}, run_dir='api')\n"
+        f"result = peftlab.train(yaml.safe_load(open({str(config)!r})), run_dir='api')\n"
         "print(json.dumps([result['status'], result['provenance']['arithmetic'], 'MKL_CBWR' in os.environ]))",
         tmp_path,
     )
@@ -55,6 +63,7 @@ def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp
     assert api == command
     record, expected = (json.loads((tmp_path / name / "result.json").read_text()) for name in ("api", "cmd"))
     assert record["metrics"] == expected["metrics"] and record["config"] == expected["config"]
+    assert record["config"]["data"]["root"] == str(tmp_path / "fmnist")
 
 
 def test_switches_set_after_torch_ran_are_no_pin_and_no_record_says_pinned(tmp_path):

@@ -2,6 +2,7 @@
 one parser reads every shape a result.json has had (failures, older files, damaged sections)."""
 
 import json
+import socket
 
 from testkit import TINY_MODEL, needs_fashion_mnist
 
@@ -47,6 +48,14 @@ def test_a_real_run_writes_the_record_with_no_unknown_or_missing_key(tmp_path):
     assert key_problems(on_disk) == []
     assert list(on_disk) == [k for k in RunResult.__annotations__ if k not in ("traceback", "checkpoint_unusable")]
     assert read_result(tmp_path / "run") == on_disk == returned
+    # trained outside a study: no executor, this machine
+    assert on_disk["execution"] == {
+        "executor": None,
+        "job_id": None,
+        "task_id": None,
+        "node": socket.gethostname(),
+        "attempt": None,
+    }
 
 
 def test_failure_records_keep_their_keys_in_the_order_they_had():

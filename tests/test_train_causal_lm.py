@@ -153,6 +153,62 @@ def test_plain_text_trains_a_causal_lm_on_every_token(lm_dirs, tmp_path):
     assert result["provenance"]["data"]["class_names"] == []
 
 
+def test_a_merged_export_is_a_folder_transformers_loads_and_generates_from_as_the_run(lm_dirs, corpus, tmp_path):
+    """`peftlab export --merged` of a causal LM writes its tokenizer beside the model: AutoModelForCausalLM and
+    AutoTokenizer load the folder as it is, and greedy generation from it is the trained adapter model's. The
+    run logs its throughput in tokens, not images."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftlab.training.export import load_trained
+
+    run_dir, out = tmp_path / "run", tmp_path / "merged"
+    result = train(lm_config(lm_dirs["gpt2"], corpus, data={"name": "text"}, max_steps=2), run_dir, progress=False)
+    timing = result["timing"]
+    assert timing["train_tokens_per_second"] > 0 and timing["eval_tokens_per_second"] > 0
+    assert timing["train_images_per_second"] is None and timing["eval_images_per_second"] is None
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    step = next(record for record in steps if record["kind"] == "step")
+    assert step["tokens_per_second"] > step["examples_per_second"] > 0 and "images_per_second" not in step
+    assert cli_in_process("export", str(run_dir), "--merged", str(out))[0] == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    inputs = tokenizer(["w4 w5 w6"], return_tensors="pt")
+    trained = next(m for m in load_trained(run_dir).model.modules() if isinstance(m, type(model)))  # adapters in it
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected = trained.eval().generate(
+            **inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    assert generated.tolist() == expected.tolist() and generated.shape[1] > inputs["input_ids"].shape[1]
+    assert tokenizer.decode(generated[0]).startswith("w4 w5 w6")
+
+
+def test_params_counts_a_causal_lm_without_classes_and_refuses_them(lm_dirs, corpus, tmp_path):
+    """A causal LM's head is its vocabulary's: `peftlab params` of its run config needs no --num-classes."""
+    import yaml
+
+    from peftlab import params
+
+    config = tmp_path / "lm.yaml"
+    config.write_text(yaml.safe_dump(to_dict(lm_config(lm_dirs["gpt2"], corpus, data={"name": "text"}))))
+    counts = params(config)
+    assert counts["num_classes"] is None and counts["task"] == "causal-lm"
+    assert counts["trainable"] == counts["adapter"] == 2 * 2 * 4 * (32 + 32)  # LoRA r=4 on q and v, the head frozen
+    with pytest.raises(UserError, match="--num-classes 3 sizes a classifier's head: a causal LM"):
+        params(config, num_classes=3)
+    assert params(lm_dirs["gpt2"], task="causal-lm", method="lora", r=4)["trainable"] == counts["trainable"]
+
+
+def test_a_dry_run_speaks_of_examples_and_tokens_for_a_language_model(lm_dirs, corpus):
+    from peftlab.study.estimate import training_estimate
+
+    line = training_estimate([lm_config(lm_dirs["gpt2"], corpus, data={"name": "text"})])
+    assert (
+        line == "compute: unknown (1 runs whose example and token counts are known only once their data is read "
+        "and tokenized)"
+    )
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -156,9 +156,15 @@ def test_a_tokenizer_that_pads_with_another_id_than_the_model_is_one_line(task, 
         train(text_config(tmp_path / "model", task), tmp_path / "run", progress=False)
 
 
-def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(text_dirs, tmp_path):
+@pytest.mark.parametrize(
+    "family, joined",
+    [("roberta", "the tokenizer's pair template A B"), ("gpt2", "the tokenizer's end-of-sequence token </s>")],
+)
+def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(text_dirs, tmp_path, family, joined):
     """GLUE's RTE as its download script writes it (RTE/train.tsv, dev.tsv; sentence pairs, string labels):
-    dev.tsv is the test split (GLUE's test labels are hidden), validation is carved from train."""
+    dev.tsv is the test split (GLUE's test labels are hidden), validation is carved from train. The record says
+    how each pair was joined: by the encoder's tokenizer (the test tokenizer has no template), by a decoder's
+    end-of-sequence token."""
     import numpy as np
     from testkit import TEXT_WORDS
 
@@ -173,7 +179,7 @@ def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(tex
     cfg = load_config(
         overrides={
             "name": "rte",
-            "model": {"source": "hf-text", "path": str(text_dirs["roberta"])},
+            "model": {"source": "hf-text", "path": str(text_dirs[family])},
             "method": {"name": "lora", "r": 4},
             "data": {"name": "glue/rte", "root": str(tmp_path / "glue"), "max_length": 16},
             "train": {"max_steps": 2, "batch_size": 8},
@@ -186,6 +192,7 @@ def test_a_glue_task_in_its_release_layout_trains_with_dev_as_the_test_split(tex
     assert 0 <= result["metrics"]["val_f1"] <= 1 and 0 <= result["metrics"]["test_f1"] <= 1  # two classes: MRPC's F1
     assert data["class_names"] == ["entailment", "not_entailment"]
     assert "dev.tsv" in data["split_sources"]["test"]
+    assert data["pair_join"] == result["protocol"]["pair_join"] == joined
 
 
 @pytest.mark.parametrize("method", ["dora", "adalora"])

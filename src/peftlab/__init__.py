@@ -1,4 +1,4 @@
-"""peftlab: parameter-efficient fine-tuning studies of vision transformers.
+"""peftlab: parameter-efficient fine-tuning studies of vision transformers and language models.
 
 The Python API, for notebooks and scripts (docs/python-api.md): the code the ``peftlab`` commands call, each
 function importing what it needs when called, so that ``import peftlab`` stays light (no torch)::
@@ -6,6 +6,7 @@ function importing what it needs when called, so that ``import peftlab`` stays l
     import peftlab
 
     result = peftlab.train("configs/downstream.yaml", ["method.r=16"], run_dir="runs/r16")  # result.json's record
+    peftlab.train({"method": {"name": "lora"}, "data": {"root": "images"}})  # a dict: its paths this folder's
     summary = peftlab.run_study("configs/studies/default.yaml", workers=2)                    # runs/default
     df = peftlab.load_results("runs/default")                                 # one row per run (pandas)
     tuner = peftlab.load_trained("runs/r16")                                  # tuner.model: the trained model
@@ -71,33 +72,24 @@ if TYPE_CHECKING:
 def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: bool = False) -> dict:
     """Train one run, as ``peftlab train CONFIG [OVERRIDES] --run-dir DIR`` does (the command calls this).
 
-    ``config``: a run config YAML (a path) or a loaded ``peftlab.config.schema.RunConfig``; ``overrides``: dotted
-    ``key=value`` strings (``["method.r=16", "train.lr=1e-3"]``) or a nested dict, applied over the file.
+    ``config``: a run config YAML (a path), a dict of its keys (``{"method": {"name": "lora", "r": 8}, ...}``) or a
+    ``peftlab.config.schema.RunConfig``; ``overrides``: dotted ``key=value`` strings (``["method.r=16",
+    "train.lr=1e-3"]``) or a nested dict, applied over it. A file's relative paths are its folder's, a dict's and a
+    RunConfig's the current directory's (``config.schema.run_config``), in this process and in the pinned child.
     ``run_dir``: default ``runs/<config name>``; a directory that holds the run already resumes or returns it.
     Returns the run's record, as its result.json holds it (status, metrics, params, provenance, ...), a ``RunRecord``:
-    a dict that a notebook shows as a few lines. A run that fails or diverges is a record with that status, not an
-    exception; a config or data mistake raises ``peftlab.utils.errors.UserError`` (one line) before the run
-    directory is made. ``train.reproducible`` pins the CPU arithmetic: where torch already runs unpinned in this
-    process (a kernel that imported it first), the run trains in a child process started with the pin, as ``peftlab
-    train`` trains it (the same record and weights)."""
+    a dict that a notebook shows as a table, its folder ``record.run_dir``. A run that fails or diverges is a record
+    with that status, not an exception; a config or data mistake raises ``peftlab.utils.errors.UserError`` (one line)
+    before the run directory is made. ``train.reproducible`` pins the CPU arithmetic: where torch already runs
+    unpinned in this process (a kernel that imported it first), the run trains in a child process started with the
+    pin, as ``peftlab train`` trains it (the same record and weights)."""
     from pathlib import Path
 
-    from peftlab.config.schema import RunConfig, load_config
     from peftlab.utils import cpu
-    from peftlab.utils.errors import UserError
 
     check_bool("progress", progress)
     check_path("run_dir", run_dir, optional=True)
-    if isinstance(config, RunConfig):
-        if overrides:
-            raise UserError(
-                "overrides go with a config file: give config a path, or apply them to the RunConfig with "
-                "dataclasses.replace"
-            )
-        cfg = config
-    else:
-        check_path("config", config, what="a run config file (a path) or a RunConfig")
-        cfg = load_config(config, check_overrides(overrides))
+    cfg = checked_config(config, overrides)
     run_dir = Path(run_dir or Path("runs") / cfg.name)
     if cfg.train.reproducible and cpu.torch_runs_unpinned():
         from peftlab.training.run import train_in_pinned_process
@@ -112,6 +104,16 @@ def train(config, overrides=(), *, run_dir: str | Path | None = None, progress: 
     check_before_run_dir(cfg, run_dir)
     with quieted():  # the libraries' warnings and records to the run's library.log, as the command's
         return RunRecord(train_run(cfg, run_dir, progress=progress), run_dir)
+
+
+def checked_config(config, overrides):
+    """The RunConfig of ``config`` (a run config file, a dict of its keys or a RunConfig) and ``overrides``
+    (``config.schema.run_config``: the file's checks, its one-line errors), their types checked first."""
+    from peftlab.config.schema import RunConfig, run_config
+
+    if not isinstance(config, (dict, RunConfig)):
+        check_path("config", config, what="a run config file (a path), a dict of its keys or a RunConfig")
+    return run_config(config, check_overrides(overrides))
 
 
 def check_before_run_dir(cfg, run_dir) -> None:
@@ -135,47 +137,74 @@ def check_before_run_dir(cfg, run_dir) -> None:
 
 class RunRecord(dict):
     """What ``train`` returns: the run's record as its result.json holds it (a dict: ``record["status"]``,
-    ``record["metrics"]["test_top1"]``), and ``run_dir``, the folder the run is in. A notebook cell that ends with it
-    shows ``summary()``, a few lines, not the whole record (``print(record)`` or ``dict(record)`` shows that)."""
+    ``record["metrics"]["test_top1"]``), and ``record.run_dir``, the folder the run is in (an attribute: result.json
+    does not record where it lies, so the dict equals the file). A notebook cell that ends with it shows a table of
+    its method, scores, parameters, pin and folder (``_repr_html_``; ``repr`` the same as a few lines, ``summary()``),
+    not the whole record (``print(record)`` or ``dict(record)`` shows that)."""
 
     def __init__(self, record: dict, run_dir: str | Path):
         super().__init__(record)
         self.run_dir = run_dir
 
-    def summary(self) -> str:
-        """The run folder and status (the error of a run that failed), its method, model and data, and its test top-1
-        (a causal LM's perplexity) with its trainable parameters."""
-        from peftlab.cli.terminal import printable
-
+    def facts(self) -> tuple[str, list[tuple[str, str]]]:
+        """(title, facts): the run folder and status, the error of a run that failed, its method, model and data, its
+        test scores (top-1 and top-5 in %, a causal LM's perplexity, the others as numbers), its trainable parameters
+        and whether its CPU arithmetic was pinned (where the record says)."""
         config, metrics, params = self.get("config") or {}, self.get("metrics") or {}, self.get("params") or {}
-        method, error = config.get("method") or {}, self.get("error")
+        method = config.get("method") or {}
         rank = f" (r={method['r']})" if method.get("r") is not None else ""
-        lines = [
-            f"run {self.run_dir}: {self.get('status')}" + (f": {error}" if error else ""),
-            f"method {method.get('name')}{rank}, model {(config.get('model') or {}).get('name')}, "
-            f"data {(config.get('data') or {}).get('name')}",
-        ]
-        scores = []
-        if metrics.get("test_top1") is not None:
-            scores.append(f"test top-1 {metrics['test_top1']:.2%}")
-        if metrics.get("test_perplexity") is not None:
-            scores.append(f"test perplexity {metrics['test_perplexity']:.4g}")
-        if params.get("trainable") is not None:
-            scores.append(f"{params['trainable']:,} trainable parameters of {params['total']:,}")
+        facts = [("error", str(self["error"]))] if self.get("error") else []
+        facts.append(("method", f"{method.get('name')}{rank}"))
+        facts += [(key, str((config.get(key) or {}).get("name"))) for key in ("model", "data")]
+        for name, value in metrics.items():  # test_top1 -> "test top-1", merged_test_top1, test_loss, ...
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and "test_" in name:
+                shown = f"{value:.2%}" if name.endswith(("_top1", "_top5")) else f"{value:.4g}"
+                facts.append((name.replace("_", " ").replace("top1", "top-1").replace("top5", "top-5"), shown))
+        if params.get("trainable") is not None and params.get("total"):
+            facts.append(("trainable parameters", f"{params['trainable']:,} of {params['total']:,}"))
+        pinned = ((self.get("provenance") or {}).get("arithmetic") or {}).get("pinned")
+        if isinstance(pinned, bool):
+            facts.append(("CPU arithmetic", "pinned" if pinned else "not pinned"))
+        return f"run {self.run_dir}: {self.get('status')}", facts
+
+    def summary(self) -> str:
+        """A few lines: the run folder and status (the error of a run that failed), its method, model and data, and its
+        test top-1 (a causal LM's perplexity) with its trainable parameters and its pin."""
+        from peftlab.utils.files import printable
+
+        title, facts = self.facts()
+        found = dict(facts)
+        error = f": {found['error']}" if "error" in found else ""
+        lines = [title + error, f"method {found['method']}, model {found['model']}, data {found['data']}"]
+        scores = [f"{name} {found[name]}" for name in ("test top-1", "test perplexity") if name in found]
+        if "trainable parameters" in found:
+            scores.append(found["trainable parameters"].replace(" of ", " trainable parameters of ", 1))
+        if "CPU arithmetic" in found:
+            scores.append(f"CPU arithmetic {found['CPU arithmetic']}")
         lines += ["; ".join(scores)] if scores else []
-        lines.append(
-            'a dict of result.json\'s keys (record["metrics"], record["params"], ...): print(record) shows all'
-        )
+        lines.append('a dict of result.json\'s keys (record["metrics"], ...), record.run_dir: print(record) shows all')
         return "\n".join(printable(line) for line in lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def __str__(self) -> str:  # print(record): the whole record, as a dict prints
+        return dict.__repr__(self)
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:
         """IPython's text of the record (a notebook cell's last expression, the IPython prompt): its summary."""
         printer.text(self.summary())
 
+    def _repr_html_(self) -> str:
+        """A notebook's view of the record: its title and facts as a table, every text escaped."""
+        from peftlab.utils.files import html_view
+
+        return html_view(*self.facts())
+
 
 @api(trains=True)
 def run_study(
-    study: str | Path,
+    study: str | Path | dict,
     study_dir: str | Path | None = None,
     *,
     workers: int = 1,
@@ -183,27 +212,44 @@ def run_study(
     report: bool = False,
     progress: bool = False,
 ):
-    """Run every pending run of a study file, as ``peftlab study STUDY --study-dir DIR --workers N`` does
-    (``peftlab.study.runner.run_study``, which the command calls; local worker processes). ``study_dir``:
-    default ``runs/<study name>``; a second call resumes it. ``report``: write its report (report/report.md)
-    once the runs are done. Returns the ``StudySummary`` (``.ok``, ``.completed``, ``.failed`` with their errors,
-    ``.pending``); the results are then ``load_results(study_dir)``. The workers are processes of their own,
-    started with the CPU arithmetic pinned where a run asks for it, whatever this process imported before."""
+    """Run every pending run of a study, as ``peftlab study STUDY --study-dir DIR --workers N`` does
+    (``peftlab.study.runner.run_study``, which the command calls; local worker processes). ``study``: a study file,
+    or a dict of its keys whose paths (``base``, ``data.root``, ...) are the current directory's
+    (``study.keys.study_file``; STUDY_DIR/study.yaml is then its study file). ``study_dir``: default ``runs/<study
+    name>``; a second call resumes it. ``report``: write its report (report/report.md) once the runs are done.
+    Returns a ``StudyResult``, the ``StudySummary`` (``.ok``, ``.completed``, ``.failed`` with their errors,
+    ``.pending``) that a notebook shows with the report's main table; the results are then ``load_results(study_dir)``.
+    The workers are processes of their own, started with the CPU arithmetic pinned where a run asks for it, whatever
+    this process imported before."""
     import contextlib
     from pathlib import Path
 
-    from peftlab.study.runner import run_study as run_study_dir
-    from peftlab.study.spec import load_study
-    from peftlab.utils import cpu
+    from peftlab.study.keys import study_file
     from peftlab.utils.errors import UserError
-    from peftlab.utils.progress import progress_line
 
-    check_path("study", study, what="a study file (a path)")
+    if not isinstance(study, dict):
+        check_path("study", study, what="a study file (a path) or a dict of its keys")
     check_path("study_dir", study_dir, optional=True)
     for name, value in (("retry_failed", retry_failed), ("report", report), ("progress", progress)):
         check_bool(name, value)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UserError(f"workers={workers!r} is invalid: expected an integer >= 1")
+    given = study_file(study, Path.cwd()) if isinstance(study, dict) else contextlib.nullcontext(study)
+    with given as path:
+        return run_study_file(path, study_dir, workers, retry_failed, report, progress)
+
+
+def run_study_file(study, study_dir, workers: int, retry_failed: bool, report: bool, progress: bool):
+    """``run_study`` of a study file, its arguments checked."""
+    import contextlib
+    from pathlib import Path
+
+    from peftlab.cli.api_display import StudyResult
+    from peftlab.study.runner import run_study as run_study_dir
+    from peftlab.study.spec import load_study
+    from peftlab.utils import cpu
+    from peftlab.utils.progress import progress_line
+
     loaded = load_study(study)
     pinning = contextlib.nullcontext()
     if any(spec.config.train.reproducible for spec in loaded.runs):
@@ -222,7 +268,7 @@ def run_study(
         from peftlab.analysis.report.build import write_report
 
         write_report(study_dir)
-    return summary
+    return StudyResult.of(summary, loaded.name, study_dir)
 
 
 @api()
@@ -302,16 +348,17 @@ def export(
 @api()
 def validate(config, overrides=()) -> dict:
     """Check a run config as ``peftlab validate`` does (the command calls this), the checks that need the model and
-    the data included, before anything trains: a mistake is a ``UserError`` naming the field. Returns
-    ``{"config", "valid": True, "ranks", "memory_estimate", "resolved"}`` (the resolved config as a dict)."""
+    the data included, before anything trains: a mistake is a ``UserError`` naming the field. ``config``: a run
+    config file, a dict of its keys or a RunConfig, as ``train`` takes it. Returns ``{"config", "valid": True, "ranks",
+    "memory_estimate", "resolved"}`` (``config`` the file's path, None for a dict or a RunConfig; the resolved config
+    as a dict)."""
     from peftlab.config.checks import check_num_classes
-    from peftlab.config.schema import load_config, to_dict
+    from peftlab.config.schema import RunConfig, to_dict
     from peftlab.data.checks import check_data
     from peftlab.records.answers import check_against_model, check_config_fits
     from peftlab.training.tracking import check_trackers
 
-    check_path("config", config, what="a run config file (a path)")
-    cfg = load_config(config, check_overrides(overrides))
+    cfg = checked_config(config, overrides)
     check_device(cfg)  # this machine: a CUDA device or fp16 where there is no GPU
     check_trackers(cfg.track)  # each tracker named in track is installed, as the run refuses it
     check_num_classes(cfg)  # what train refuses once it has read the data
@@ -319,7 +366,7 @@ def validate(config, overrides=()) -> dict:
     ranks = check_against_model(cfg, weights=True)  # from the model's records: torch only to build them
     estimate = check_config_fits(cfg)  # train refuses a run whose training memory does not fit: so does validate
     return {
-        "config": str(config),
+        "config": None if isinstance(config, (dict, RunConfig)) else str(config),
         "valid": True,
         "ranks": ranks or None,
         "memory_estimate": estimate,
@@ -339,22 +386,27 @@ def check_device(cfg) -> None:
 
 
 @api()
-def params(model: str | Path, overrides=(), **options) -> dict:
+def params(model: str | Path | dict, overrides=(), **options) -> dict:
     """Total and trainable parameter counts, as ``peftlab params`` prints them (the command calls this), from the
     model's records on the meta device (no weights read): ``model`` a timm model name, an HF model folder, an HF
-    hub repository ``org/name[@revision]`` or a run config file (then its model and method, with ``overrides``).
-    ``options`` as the command's flags: num_classes, task, img_size, patch_size, depth, embed_dim, num_heads,
-    method, r, targets, num_virtual_tokens. Returns ``{"total", "trainable", "trainable_ratio", "adapter",
-    "in_place", "head", "num_classes", "model", "method", "task", "path"}`` (``peftlab params --json`` prints all but
-    the last two)."""
+    hub repository ``org/name[@revision]`` or a run config (a file, a dict of its keys or a RunConfig, as ``train``
+    takes it: then its model and method, with ``overrides``). ``options`` as the command's flags: num_classes, task,
+    img_size, patch_size, depth, embed_dim, num_heads, method, r, targets, num_virtual_tokens. Returns ``{"total",
+    "trainable", "trainable_ratio", "adapter", "in_place", "head", "num_classes", "model", "method", "task",
+    "path"}`` (``peftlab params --json`` prints all but the last two)."""
+    from peftlab.config.schema import RunConfig
     from peftlab.records.answers import count_parameters
     from peftlab.records.params_request import OPTIONS, params_config
     from peftlab.utils.errors import UserError
 
-    check_path("model", model, what="a model name, an HF model folder or a run config file")
+    if not isinstance(model, (dict, RunConfig)):
+        check_path(
+            "model", model, what="a model name, an HF model folder or a run config (a file, a dict or a RunConfig)"
+        )
+        model = str(model)
     unknown = [name for name in options if name not in OPTIONS]
     if unknown:
         raise UserError(f"params() got an unknown option {unknown[0]}=: expected one of {', '.join(OPTIONS)}")
-    cfg = params_config(str(model), check_overrides(overrides), options)
+    cfg = params_config(model, check_overrides(overrides), options)
     path = cfg.model.path if cfg.model.source != "timm" else None  # an HF model folder's
     return {**count_parameters(cfg), "task": cfg.model.task, "path": path}

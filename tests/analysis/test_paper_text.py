@@ -24,6 +24,7 @@ PROTOCOL = {
     "interpolation": None,
     "normalization": None,
     "tokens": "at most 128 per example, the model's tokenizer; padding longest; longer examples cut",
+    "pair_join": "the tokenizer's end-of-sequence token <|endoftext|>",  # GLUE MRPC's pairs, on a decoder
     "augmentation": "none",
     "epochs": 3,
     "steps": 90,
@@ -116,3 +117,13 @@ def test_a_validation_share_is_printed_as_computed():
 def test_methods_are_named_as_the_field_writes_them(text_paper):
     _, _, defined = text_paper
     assert defined["cfgMethods"] == "full fine-tuning, LoRA, AdaLoRA and prompt tuning"  # not adalora, prompt\_tuning
+
+
+def test_the_separator_of_a_pair_task_is_named_where_the_data_is(text_paper):
+    out, main, defined = text_paper
+    assert r"The two texts of a sentence pair are joined by \cfgPairJoin{}." in main
+    assert defined["cfgPairJoin"] == (
+        r"the tokenizer's end-of-sequence token \textless{}\textbar{}endoftext\textbar{}\textgreater{}"
+    )
+    card = (out / "tables" / "protocol.tex").read_text()
+    assert r"sentence pairs joined by & the tokenizer's end-of-sequence token \textless{}" in card

@@ -193,7 +193,7 @@ def test_the_caption_names_the_configurations_drawn_side_by_side(tmp_path):
     report = write_report(write_study_dir(tmp_path / "study", runs=runs)).read_text()
     assert (
         "Configurations with the same trainable parameters (lora linear_decay and lora uniform, 16.0K) are drawn "
-        "side by side around their count, left to right in the legend's order; the ticks are the true counts."
+        "side by side around their count, left to right in the legend's order; the axis is that of the true counts."
     ) in report
 
 

@@ -149,7 +149,7 @@ def test_the_section_names_added_points_an_exhausted_budget_and_diverged_trials(
     assert "the chosen train.lr=0.0001 is the smallest value searched; the budget ran out before the search" in text
     assert "- lora trial 2 (train.lr=1): diverged: non-finite loss at step 3." in text
     assert "- lora trial 1 (train.lr=0.1): validation top-1 10.1% is at or below chance" in text
-    assert "red crosses are trials that fell to chance" in text and "red triangles on the x-axis" in text
+    assert "black crosses are trials that fell to chance" in text and "black triangles on the x-axis" in text
 
     assert "diamonds are points the edge-following search added after the grid" in text
     # the space column names the added points: the chosen 0.0001 is not one of the grid's values

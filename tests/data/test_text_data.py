@@ -412,3 +412,11 @@ def test_a_file_of_millions_of_bad_rows_is_refused_at_the_first_without_holding_
     finally:
         tracemalloc.stop()
     assert peak < 4 * size, f"{peak / 2**20:.0f} MiB at the peak for a file of {size / 2**20:.0f} MiB"
+
+
+def test_data_info_check_of_a_text_folder_speaks_of_its_text_files(tmp_path, capsys):
+    from peftlab.cli import main
+
+    assert main(["data", "info", "text", "--root", str(text_folder(tmp_path)), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "checked   every text file, each line as a run reads it: none bad" in out and "image files" not in out

@@ -3,6 +3,7 @@ submitit's LocalExecutor (real job processes, submitit's own files) and a real l
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -62,19 +63,28 @@ def mtimes(out: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, dict]:
-    """The study's results with the local executor."""
+    """The study's results with the local executor (each run's record names it, and this machine)."""
     path = write_study(tmp_path_factory.mktemp("local"), STUDY)
     proc = study_cli(path, path.parent / "out")
     assert proc.returncode == 0, proc.stderr
     assert_progress_lines(proc.stderr)
     results = results_by_run(path.parent / "out")
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
+    for result in results.values():
+        assert result["execution"] == execution("local", attempt=None)
     return results
 
 
+def execution(executor: str, job_id=None, task_id=None, attempt=1) -> dict:
+    """A run's ``execution`` record as a job of ``executor`` on this machine writes it."""
+    node = socket.gethostname()
+    return {"executor": executor, "job_id": job_id, "task_id": task_id, "node": node, "attempt": attempt}
+
+
 def assert_progress_lines(stderr: str) -> None:
-    """Off a terminal the driver prints one line per finished run, counting up."""
-    lines = [line for line in stderr.splitlines() if line.startswith("study s: run ")]
+    """Off a terminal the driver prints one line per finished run, counting up (and, on Slurm, one per change of
+    what its jobs wait for: "Slurm: ...")."""
+    lines = [line for line in stderr.splitlines() if line.startswith("study s: run ") and ", Slurm: " not in line]
     assert [line.split(",")[0] for line in lines] == ["study s: run 1/2 (50%)", "study s: run 2/2 (100%)"], stderr
     assert all(" completed" in line for line in lines), stderr
 
@@ -107,6 +117,10 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
     assert_progress_lines(proc.stderr)
     assert_same_results(out, reference)
+    for result in results_by_run(out).values():  # each run names the job or task that trained it
+        job_id, task_id = result["execution"]["job_id"], result["execution"]["task_id"]
+        assert (job_id if executor == "submitit" else task_id) and not (task_id if executor == "submitit" else job_id)
+        assert result["execution"] == execution(executor, job_id, task_id)
     manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
     assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
     if executor == "submitit":  # the pretraining and each run were submitit jobs, with their own folders and logs
@@ -193,6 +207,8 @@ def test_a_ray_task_whose_worker_died_is_retried_in_the_same_call(tmp_path, refe
     ], proc.stderr  # Ray's own lines: library.log
     assert "Started a local Ray instance" in (out / "library.log").read_text()
     assert_same_results(out, reference)
+    (result,) = results_by_run(out).values()
+    assert result["execution"] == execution("ray", task_id=result["execution"]["task_id"], attempt=2)
 
 
 @pytest.mark.e2e
@@ -393,7 +409,7 @@ def ray_cluster():
     "text,minutes", [("90", 90), ("30:30", 31), ("4:00:00", 240), ("1-0", 1440), ("1-02:30", 1590), ("2-1:0:1", 2941)]
 )
 def test_slurm_time_formats(text, minutes):
-    from peftlab.study.executors.executors import parse_minutes
+    from peftlab.study.executors.slurm_request import parse_minutes
 
     assert parse_minutes(text) == minutes
 
@@ -500,7 +516,7 @@ def test_a_failed_pretraining_job_returns_with_its_error_recorded(tmp_path, monk
     from peftlab.study.executors.worker import pretrain_job
 
     monkeypatch.chdir(tmp_path)  # pretrain_job changes to the driver's directory; this one is restored after
-    pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path))
+    pretrain_job({"method": {"name": "lora"}}, str(tmp_path), str(tmp_path), "local")
     error = json.loads((tmp_path / "pretrain-error.json").read_text())["error"]
     assert error == "ConfigError: method.name='lora' is invalid for pretraining: expected 'full'", error
 

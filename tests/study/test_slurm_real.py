@@ -22,8 +22,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_executors import ONE_RUN, STUDY, assert_progress_lines, assert_same_results, still_trained, study_cli
-from test_runner import BASE, results_by_run, study_here, write_study
+from test_executors import (
+    ONE_RUN,
+    STUDY,
+    assert_progress_lines,
+    assert_same_results,
+    execution,
+    still_trained,
+    study_cli,
+)
+from test_runner import BASE, cli_study_here, results_by_run, study_here, write_study
 from testkit import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
@@ -214,7 +222,8 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/
 
 def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):
     """Both runs are the two tasks of one real job array, completed, with the local executor's
-    numbers; a second call submits nothing."""
+    numbers; each run's record names its task, each task is named for its study and run, and
+    `peftlab results` shows which job trained which run; a second call submits nothing."""
     path = write_study(tmp_path, STUDY)
     out = tmp_path / "out"
     proc = study_cli(path, out, *slurm_args(), env=slurm)
@@ -233,6 +242,19 @@ def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm,
         assert job_field(slurm, task, "ArrayJobId") == array
         assert job_field(slurm, task, "NumCPUs") == "1"
     assert not queue(slurm)
+    trained_by = {run_id: result["execution"]["job_id"] for run_id, result in results_by_run(out).items()}
+    assert sorted(trained_by.values()) == submitted, trained_by
+    for run_id, task in trained_by.items():
+        assert results_by_run(out)[run_id]["execution"] == execution("submitit", task)
+        assert job_field(slurm, task, "JobName") == f"peftlab:s:{run_id}"
+        assert (
+            f"peftlab: submitit job {task} on {socket.gethostname()} trains run "
+            in (out / "slurm" / task / f"{task}_0_log.out").read_text()
+        )
+    from peftlab.analysis.results.load import load_results
+
+    shown = load_results(out).set_index("run_id")
+    assert {run_id: shown.loc[run_id, "execution.job_id"] for run_id in trained_by} == trained_by
 
     again = study_cli(path, out, "--quiet", *slurm_args(), env=slurm)
     assert again.returncode == 0, again.stderr
@@ -284,6 +306,8 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
     assert int(job_field(slurm, task, "Restarts")) == 1
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert_same_results(out, uninterrupted)
+    (result,) = results_by_run(out).values()
+    assert result["execution"] == execution("submitit", task, attempt=2)  # its second life finished the run
 
 
 def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
@@ -380,3 +404,49 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
     assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout, stdout
     assert (pretrained / "manifest.json").is_file() and not (pretrained / "pretrain-error.json").exists()
     assert_resumed(pretrained, "run/metrics.jsonl")
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["--slurm-partition", "nosuch"], "--slurm-partition=nosuch: Slurm has no such partition (it has: debug)"),
+        (["--slurm-cpus", "64"], "--slurm-cpus=64: no node of partition debug has 64 CPUs (the most: "),
+        (
+            ["--slurm-cpus", "1", "--slurm-mem", "100000"],
+            "--slurm-mem=100000: no node of partition debug has 100000 GB",
+        ),
+        (
+            ["--slurm-cpus", "1", "--slurm-gpus", "1"],
+            "--slurm-gpus=1: no node of partition debug has 1 GPU (the most: 0",
+        ),
+    ],
+)
+def test_what_slurm_could_never_run_is_one_line_before_any_job(tmp_path, slurm, monkeypatch, args, line):
+    """A partition Slurm has not, and CPUs, memory or GPUs no node has (sbatch would take such a job, and Slurm
+    hold it PENDING for good): one line naming the flag, exit status 2, in seconds; nothing is submitted. With
+    --dry-run the same line."""
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    path = write_study(tmp_path, ONE_RUN)
+    for extra in ([], ["--dry-run"]):
+        start = time.monotonic()
+        status, stdout, stderr = cli_study_here(path, tmp_path / "out", "--executor", "submitit", *args, *extra)
+        assert time.monotonic() - start < 10
+        assert status == 2 and stderr.startswith(f"peftlab: error: {line}") and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "out").exists() and not queue(slurm)
+
+
+def test_a_submission_slurm_refuses_is_one_line_naming_the_flag(tmp_path, slurm, monkeypatch):
+    """Slurm's own refusal of sbatch (the check before it left out, as for a refusal only Slurm knows: an account
+    or a QOS): its message in one line beside the flag, not submitit's traceback around it."""
+    from peftlab.study.executors import slurm as slurm_executor
+
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    monkeypatch.setattr(slurm_executor, "check_request", lambda options, run: None)
+    path = write_study(tmp_path, STUDY)
+    status, _, stderr = cli_study_here(
+        path, tmp_path / "out", "--executor", "submitit", "--slurm-cpus", "1", "--slurm-partition", "nosuch"
+    )
+    assert status == 2 and stderr == (
+        "peftlab: error: --slurm-partition=nosuch: Slurm refuses it: Invalid partition name specified\n"
+    ), stderr
+    assert "Invalid partition name specified" in (tmp_path / "out" / "library.log").read_text()

@@ -232,7 +232,7 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     report = (out / "report" / "report.md").read_text()
     assert "4 of 4 (3 complete, 1 diverged)" in report
     assert "- lora trial 2 (train.lr=1e+06): diverged: non-finite" in report
-    assert "red triangles on the x-axis trials whose loss or gradients went non-finite" in report
+    assert "black triangles on the x-axis trials whose loss or gradients went non-finite" in report
     assert (out / "report" / "figures" / "tuning.png").is_file()
 
 

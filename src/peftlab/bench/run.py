@@ -51,6 +51,7 @@ class BenchOptions:
     large_weights: str = "file"  # P3b: a safetensors file, "random" (timm's initialisation) or "hf" (an HF ViT)
     malloc: str = "system"  # train.malloc for every figure (peftlab.quant.allocator); P3b's processes too
     with_compile: bool = True
+    with_pin: bool = True  # the pin figure: a process per mode and repetition
     only: str | None = None  # one figure by name ("data", "precision", "pin", "methods", "steps", "text"); None: all
     num_workers: int | None = None  # data figure: None chooses for the device
     data_images: int = 512
@@ -228,6 +229,7 @@ FIGURES = [
         measure_pin,
         "pin: full and LoRA steps unpinned, pinned (MKL COMPATIBLE), under the former pin (AVX2) and the candidate "
         "(oneDNN products), a process each",
+        lambda o: o.with_pin,
         cpu_only=True,
     ),
     Figure("monitor_cost", measure_monitor_cost, "monitor cost: a step with monitors at log points / a step without"),

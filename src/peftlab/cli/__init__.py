@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="peftlab",
-        description="Parameter-efficient fine-tuning studies of vision transformers: train runs and "
-        "whole studies (resumable), then compare them with statistics, figures, LaTeX tables and a paper.",
+        description="Parameter-efficient fine-tuning studies of vision transformers and language models "
+        "(classifiers and causal LMs): train runs and whole studies (resumable), then compare them with "
+        "statistics, figures, LaTeX tables and a paper.",
         epilog="Each command has its own --help, e.g. peftlab study --help.",
     )
     parser.add_argument("--version", action="version", version=f"peftlab {__version__}")

@@ -19,10 +19,21 @@ if TYPE_CHECKING:
 
 @api()
 def load_results(study_dir: str | Path):
-    """A study's runs as a pandas DataFrame, one row per run (``peftlab results``' table): run_id, variant, method,
-    seed, status, error, every config field as ``config.<section>.<field>``, the metrics (``metrics.test_top1``,
-    ...), parameter counts, memory and timings (``peftlab.analysis.results.load.load_results``). A folder that holds
-    no study is the command's one-line error."""
+    """A study's runs as a pandas DataFrame, one row per run (``peftlab results``' table, and the run's folder):
+    run_id, run_dir (``STUDY_DIR/runs/<run_id>``, what ``predict``, ``export`` and ``load_trained`` take), variant,
+    method, seed, status, error, every config field as ``config.<section>.<field>``, the metrics
+    (``metrics.test_top1``, ...), parameter counts, memory and timings
+    (``peftlab.analysis.results.load.load_results``). A folder that holds no study is the command's one-line error."""
+    from pathlib import Path
+
+    df = study_table(study_dir)
+    folders = [str(Path(study_dir) / "runs" / run_id) for run_id in df["run_id"]]
+    df.insert(df.columns.get_loc("run_id") + 1, "run_dir", folders)
+    return df
+
+
+def study_table(study_dir: str | Path):
+    """``peftlab results``' table of a study folder, checked: a folder that holds no study is one line."""
     from pathlib import Path
 
     from peftlab.analysis.results.load import load_results as load_study_results
@@ -61,7 +72,7 @@ def results(study_dir: str | Path, out: str | Path | None = None, *, format: str
     out = Path(out or Path(study_dir) / "results.parquet") if out or format == "parquet" else None
     if out is not None:
         check_output(out, False, "output file")  # before the study's runs are read
-    df = load_results(study_dir)
+    df = study_table(study_dir)  # the command's table: the run folders are this machine's, load_results' column
     try:
         if format == "markdown":
             text = results_markdown(df, columns) + "\n"  # readable default columns

@@ -78,6 +78,8 @@ def add_remote_flags(p) -> None:
         help="submitit: slurm (default) or local (submitit's LocalExecutor: the jobs as local processes)",
     )
     p.add_argument("--slurm-partition", help="submitit: Slurm partition (default: the cluster's)")
+    p.add_argument("--slurm-account", help="submitit: Slurm account to charge (sbatch --account; default: yours)")
+    p.add_argument("--slurm-qos", help="submitit: Slurm quality of service (sbatch --qos; default: the account's)")
     p.add_argument(
         "--slurm-time", help="submitit: time limit per run, minutes or HH:MM:SS or D-HH:MM (default 4:00:00)"
     )
@@ -195,6 +197,8 @@ EXECUTOR_FLAGS = {
     "submitit": (
         "slurm_cluster",
         "slurm_partition",
+        "slurm_account",
+        "slurm_qos",
         "slurm_time",
         "slurm_cpus",
         "slurm_gpus",
@@ -208,7 +212,8 @@ EXECUTOR_FLAGS = {
 
 def executor_options(args):
     """``--executor`` and its options; an option of another executor is an error, not ignored."""
-    from peftlab.study.executors.executors import ExecutorOptions, parse_minutes
+    from peftlab.study.executors.executors import ExecutorOptions
+    from peftlab.study.executors.slurm_request import parse_minutes
 
     if args.workers > 1 and args.executor != "local":
         raise UserError(

@@ -119,6 +119,11 @@ def add_bench(sub) -> None:
         help="skip the compiled steps (train.compile; the compile and bare figures)",
     )
     p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="skip the pin figure (train.reproducible's cost: a process per mode and repetition)",
+    )
+    p.add_argument(
         "--only",
         choices=("data", "precision", "methods", "steps", "compile", "bare", "P3b", "P6", "text", "pin"),
         help=ONLY_HELP,
@@ -197,6 +202,7 @@ def cmd_bench(args) -> int:
         large_weights=args.large_weights,
         malloc=args.malloc,
         with_compile=not args.no_compile,
+        with_pin=not args.no_pin,
         only=args.only,
         num_workers=args.num_workers,
         data_images=args.data_images,
@@ -238,6 +244,7 @@ def add_data(sub) -> None:
 
 
 def cmd_data_info(args) -> int:
+    from peftlab.config.checks import TEXT_DATASET_NAMES
     from peftlab.config.schema import from_dict
     from peftlab.config.sections import DataConfig
     from peftlab.data import describe_data, format_data_info
@@ -261,7 +268,10 @@ def cmd_data_info(args) -> int:
     if args.check:
         for line in bad:
             print(printable(f"bad image: {line}"))
-        print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
+        if cfg.name in TEXT_DATASET_NAMES:  # every line of its files was read and checked above, as a run reads it
+            print("checked   every text file, each line as a run reads it: none bad")
+        else:
+            print(f"checked   {checked:,} image files by decoding them: {len(bad):,} bad")
     return 1 if bad else 0
 
 

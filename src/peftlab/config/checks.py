@@ -30,6 +30,8 @@ DATASET_NAMES = (
 # text (peftlab.data.text.tasks): a folder of train/test files (labelled texts; instructions in Alpaca's
 # format for a causal LM), or a GLUE task as GLUE's download script writes it
 GLUE_TASKS = ("sst2", "mrpc", "rte", "cola", "qnli")
+GLUE_PAIR_DATA = ("glue/mrpc", "glue/rte", "glue/qnli")  # sentence pairs (peftlab.data.text.glue: two text columns)
+MAX_SEPARATOR_CHARS = 64  # data.pair_separator
 TEXT_DATASET_NAMES = ("text", "instructions", *(f"glue/{task}" for task in GLUE_TASKS))
 DATASET_CLASSES = {
     "mnist": 10,
@@ -75,6 +77,22 @@ def fail_field(field_name: str, value: Any, allowed: str) -> typing.NoReturn:
 def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
     if not ok:
         fail_field(field_name, value, allowed)
+
+
+def check_pair_separator(separator: str | None, pairs: bool) -> None:
+    """data.pair_separator: null, or a short text for data that holds sentence pairs (``pairs``)."""
+    check_field(
+        separator is None or (len(separator) <= MAX_SEPARATOR_CHARS and "\0" not in separator),
+        "data.pair_separator",
+        separator,
+        f"null (the tokenizer's end-of-sequence token) or a text of at most {MAX_SEPARATOR_CHARS} characters",
+    )
+    check_field(
+        separator is None or pairs,
+        "data.pair_separator",
+        separator,
+        f"null unless the data is sentence pairs (data.text_pair_column, {', '.join(GLUE_PAIR_DATA)})",
+    )
 
 
 def check_dataset_name(name: str) -> None:

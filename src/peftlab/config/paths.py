@@ -26,13 +26,21 @@ def resolve_paths(data: dict, base_dir: str | Path) -> dict:
         section, _, name = dotted.rpartition(".")
         fields = out.get(section)
         value = fields.get(name) if isinstance(fields, dict) else None
-        if not isinstance(value, str) or not value or value in PATH_WORDS.get(dotted, ()) or "\x00" in value:
-            continue  # not a path (null, a keyword, or a wrong type the field's check refuses)
-        path = os.path.expanduser(value)
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.abspath(base_dir), path)
-        out[section] = {**fields, name: os.path.normpath(path)}
+        if isinstance(value, str):
+            out[section] = {**fields, name: resolve_path(value, base_dir, dotted)}
     return out
+
+
+def resolve_path(value: str, base_dir: str | Path, dotted: str = "") -> str:
+    """``value``, the path of field ``dotted``, joined to ``base_dir`` where it is relative and normalised; a value
+    that is no path (empty, a keyword of the field such as ``hub``, or holding NUL: the field's check refuses it)
+    as it is."""
+    if not value or value in PATH_WORDS.get(dotted, ()) or "\x00" in value:
+        return value
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.abspath(base_dir), path)
+    return os.path.normpath(path)
 
 
 def hashed_path(value: str) -> str:

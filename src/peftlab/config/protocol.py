@@ -19,12 +19,14 @@ def protocol_card(
     counts: dict,
     steps: int | None = None,
     epochs_bound: bool = True,
+    pair_join: str | None = None,
 ) -> dict:
     """The record of one run: ``cfg`` its RunConfig, ``split_sources`` the data info's, ``counts`` its
     final parameter counts (trainable with and without the head); ``img_size`` None for a text model,
     whose inputs are its tokens (``tokens``). Its length is what ran: ``steps`` the optimizer steps taken,
     ``epochs`` only where train.epochs bounded the run; where train.max_steps stopped it first, ``epochs``
-    is None and ``max_steps`` names the bound (a preset's 100 epochs that never ran are not recorded)."""
+    is None and ``max_steps`` names the bound (a preset's 100 epochs that never ran are not recorded).
+    ``pair_join``: how a sentence pair's two texts were joined (the data info's; None for single texts)."""
     data, train = cfg.data, cfg.train
     head = counts.get("head")
     text = img_size is None
@@ -35,6 +37,7 @@ def protocol_card(
             "normalization": None,
             "tokens": f"at most {data.max_length} per example, the model's tokenizer; padding {data.padding}; "
             + ("longer examples cut" if data.truncation else "no example cut"),
+            "pair_join": pair_join,
         }
     else:
         inputs = {
@@ -46,6 +49,7 @@ def protocol_card(
                 "none": "none: pixels in [0, 1]",
             }[data.normalize],
             "tokens": None,
+            "pair_join": None,
         }
     return {
         **inputs,

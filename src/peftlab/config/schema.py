@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import re
 import types
 import typing
@@ -321,14 +322,47 @@ def load_config(
     data = read_yaml(path) if path is not None else {}
     if path is not None:
         data = resolve_paths(data, base_dir if base_dir is not None else Path(path).parent)
+    return config_of_dict(data, overrides)
+
+
+def config_of_dict(data: dict, overrides: list[str] | dict | None = None) -> RunConfig:
+    """A run config file's keys (``data``, a nested dict) < ``overrides``, validated as ``load_config`` validates a
+    file. Relative paths, the dict's and the overrides', are resolved against the current directory (a file's were
+    resolved against its folder before): the config holds them absolute, so a process started elsewhere (the
+    pinned child of ``peftlab.train``) reads the same files."""
+    data = resolve_paths(plain_paths(data), Path.cwd())
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        extra = resolve_paths(extra, Path.cwd())
+        extra = resolve_paths(plain_paths(extra), Path.cwd())
         name = extra.get("method", {}).get("name") if isinstance(extra.get("method"), dict) else None
         if name is not None and isinstance(data.get("method"), dict):
             data = {**data, "method": without_foreign_options(data["method"], name)}
         data = deep_merge(data, extra)
     return from_dict(RunConfig, with_base_architecture(data))
+
+
+def run_config(config: str | Path | dict | RunConfig, overrides: list[str] | dict | None = None) -> RunConfig:
+    """The RunConfig of what the Python API takes as a config: a run config file (a path), a dict of a file's keys
+    (``{"method": {"name": "lora", "r": 8}, "data": {"root": "images"}}``) or a RunConfig, with ``overrides``. A
+    dict's and a RunConfig's relative paths are the current directory's, as an override's (``config_of_dict``)."""
+    if isinstance(config, RunConfig):
+        data = to_dict(config)
+        if not overrides and resolve_paths(data, Path.cwd()) == data:
+            return config  # nothing to resolve: the same object
+        return config_of_dict(data, overrides)
+    if isinstance(config, dict):
+        return config_of_dict(config, overrides)
+    return load_config(config, overrides)
+
+
+def plain_paths(data):
+    """``data`` with each ``os.PathLike`` value (a ``pathlib.Path`` in a dict written in Python) as its text, as a
+    file would hold it; the rest as it is, for the fields' checks."""
+    if isinstance(data, dict):
+        return {key: plain_paths(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(plain_paths(value) for value in data)
+    return os.fspath(data) if isinstance(data, os.PathLike) else data
 
 
 def dump_config(cfg: RunConfig) -> str:

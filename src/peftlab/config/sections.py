@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from peftlab.config.checks import (
+    GLUE_PAIR_DATA,
     HUB_REPO_ID,
     MAX_DEPTH,
     MAX_EMBED_DIM,
@@ -23,6 +24,7 @@ from peftlab.config.checks import (
     TEXT_DATASET_NAMES,
     check_dataset_name,
     check_field,
+    check_pair_separator,
     check_regex,
 )
 
@@ -172,6 +174,9 @@ class DataConfig:
     # longest: each batch padded to its longest example; max_length: every batch to data.max_length
     padding: Literal["longest", "max_length"] = "longest"
     truncation: bool = True  # false: an example longer than data.max_length is an error, not cut
+    # a decoder's sentence pair: the text between its two texts (None: the tokenizer's end-of-sequence token;
+    # "": nothing); an encoder's pair takes its tokenizer's own template ([SEP]) and refuses this key
+    pair_separator: str | None = None
 
     def __post_init__(self):
         check_dataset_name(self.name)
@@ -255,6 +260,7 @@ class DataConfig:
         if self.name in TEXT_DATASET_NAMES and not (self.name.startswith("glue/") and self.download):
             hub = " (or data.download: true: the task from the HF hub's GLUE)" if "glue/" in self.name else ""
             check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}{hub}")
+        check_pair_separator(self.pair_separator, bool(self.text_pair_column) or self.name in GLUE_PAIR_DATA)
         check_field(
             1 <= self.max_length <= MAX_TEXT_TOKENS,
             "data.max_length",

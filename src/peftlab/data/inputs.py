@@ -38,6 +38,7 @@ class TextSpec:
     max_length: int  # data.max_length
     tokenizer: Any = dataclasses.field(default=None, compare=False, repr=False)  # the model's own, for the splits
     language_model: bool = False  # a causal LM (model.task causal-lm): its targets are the next tokens
+    decoder: bool = False  # GPT-2, Llama (models.hf_config.is_decoder): a pair gets data.pair_separator
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,7 +53,7 @@ def build_splits(cfg, spec: InputSpec | TextSpec, device=None, virtual_tokens: i
     if isinstance(spec, TextSpec):
         from peftlab.data.text.tokens import build_text_data
 
-        return build_text_data(cfg, spec.tokenizer, spec.config, spec.language_model, virtual_tokens)
+        return build_text_data(cfg, spec.tokenizer, spec.config, spec.language_model, virtual_tokens, spec.decoder)
     from peftlab.data.build import build_data
 
     return build_data(cfg, img_size=spec.img_size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std, device=device)

@@ -20,7 +20,7 @@ from peftlab.config.checks import closest
 from peftlab.config.sections import ModelConfig
 from peftlab.data.inputs import InputSpec, TextSpec
 from peftlab.data.readers.records import hash_file
-from peftlab.models.hf_config import check_hf_config, load_tokenizer, pad_token
+from peftlab.models.hf_config import check_hf_config, is_decoder, load_tokenizer, pad_token
 from peftlab.models.hub import hf_model_dir, hub_weights_file, snapshot_source
 from peftlab.models.weights import (
     HEAD_PREFIXES,
@@ -334,7 +334,8 @@ def model_inputs(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpe
     if not isinstance(spec, TextSpec):
         return spec
     tokenizer = load_tokenizer(hf_model_dir(cfg, weights=False), pad_token(spec.config))
-    return dataclasses.replace(spec, tokenizer=tokenizer, language_model=cfg.task == "causal-lm")
+    causal = cfg.task == "causal-lm"
+    return dataclasses.replace(spec, tokenizer=tokenizer, language_model=causal, decoder=is_decoder(spec.config))
 
 
 def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextSpec:

@@ -185,6 +185,19 @@ def pad_token(config: dict) -> int:
     return 0
 
 
+def is_decoder(config: dict) -> bool:
+    """Whether an HF text config is a decoder (GPT-2, Llama, ...): transformers builds it as a causal LM and
+    not as a masked LM. An encoder (BERT, RoBERTa) or BART joins a sentence pair with its tokenizer's own
+    template ([SEP], </s></s>); a decoder's tokenizer joins it with nothing between."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = config.get("model_type")
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def load_tokenizer(path: str | Path, pad_id: int):
     """The tokenizer saved in the HF model directory ``path``, padding on the right with the model's
     ``pad_id`` (a decoder's classifier reads the last token that is not ``pad_id``: another padding id

@@ -216,7 +216,13 @@ def check_config_fits(cfg: RunConfig) -> dict:
 
 
 def count_parameters(cfg: RunConfig) -> dict:
-    """``tuners.params.count_parameters`` from its record (a refusal recorded as its line)."""
+    """``tuners.params.count_parameters`` from its record (a refusal recorded as its line); a causal LM's
+    ``num_classes`` None (its head is its vocabulary's)."""
+    counts = recorded_counts(cfg)
+    return {**counts, "num_classes": None} if cfg.model.task == "causal-lm" else counts
+
+
+def recorded_counts(cfg: RunConfig) -> dict:
     num_classes = cfg.model.num_classes or 1000
     from_files = model_payload(cfg.model, num_classes) is None
     if not from_files and cfg.method.name in PLANS:  # a built-in counted from its plan: the structure's record

@@ -12,22 +12,26 @@ from types import SimpleNamespace
 from peftlab.utils.errors import UserError
 
 
-def params_config(model: str, overrides, options: dict):
-    """The RunConfig whose parameters ``peftlab params MODEL [OVERRIDES] [--option ...]`` counts; ``options`` by the
-    flags' names (``num_classes``, ``r``, ...), None for one not given."""
-    args = SimpleNamespace(
-        model=model, overrides=list(overrides or []), **{name: options.get(name) for name in OPTIONS}
-    )
-    return params_config_of_file(args) if model.endswith((".yaml", ".yml")) else params_config_of_name(args)
+def params_config(model, overrides, options: dict):
+    """The RunConfig whose parameters ``peftlab params MODEL [OVERRIDES] [--option ...]`` counts; ``model`` a name, a
+    folder, a repository or a run config (a file, or in Python a dict of its keys or a RunConfig); ``overrides``
+    dotted strings or a nested dict; ``options`` by the flags' names (``num_classes``, ``r``, ...), None for one not
+    given."""
+    args = SimpleNamespace(model=model, overrides=overrides or [], **{name: options.get(name) for name in OPTIONS})
+    is_config = not isinstance(model, str) or model.endswith((".yaml", ".yml"))
+    return params_config_of_file(args) if is_config else params_config_of_name(args)
 
 
 def params_config_of_file(args):
     """A run config (the model and method it configures), its classes from --num-classes or the data."""
     from peftlab.config.checks import DATASET_CLASSES
-    from peftlab.config.schema import load_config
+    from peftlab.config.schema import run_config
     from peftlab.data.checks import folder_classes  # an image folder's class folders, no image opened
 
-    cfg = load_config(args.model, [*args.overrides, *flag_overrides(args)])
+    if isinstance(args.overrides, dict):  # a nested dict (Python's): the options laid over it
+        cfg = run_config(run_config(args.model, args.overrides), flag_overrides(args))
+    else:  # an option that sets a key an override sets too is refused, as a key set twice
+        cfg = run_config(args.model, [*args.overrides, *flag_overrides(args)])
     pretrained = cfg.model.pretrained
     unsized = [name for name in SIZE_OPTIONS if getattr(cfg.model, name) is None]
     if cfg.model.source == "timm" and pretrained not in (None, "none", "hub") and not Path(pretrained).exists():
@@ -38,6 +42,9 @@ def params_config_of_file(args):
                 "not the base's",
                 file=sys.stderr,
             )
+    if cfg.model.task == "causal-lm":  # its head is the vocabulary's: no classes to give
+        refuse_classes(args)
+        return cfg
     classes = (
         args.num_classes
         if args.num_classes is not None
@@ -47,10 +54,20 @@ def params_config_of_file(args):
     )
     if classes is None:
         raise UserError(
-            f"{args.model}: the number of classes of data.name={cfg.data.name!r} is known only once "
+            f"{args.model if isinstance(args.model, str) else 'config'}: the number of classes of "
+            f"data.name={cfg.data.name!r} is known only once "
             "the data is read; give --num-classes"
         )
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+
+
+def refuse_classes(args) -> None:
+    """One UserError line for --num-classes on a causal LM, whose head is its vocabulary's."""
+    if args.num_classes is not None:
+        raise UserError(
+            f"--num-classes {args.num_classes} sizes a classifier's head: a causal LM (model.task causal-lm) predicts "
+            "the tokens of its vocabulary, with no classes"
+        )
 
 
 def flag_overrides(args) -> list[str]:
@@ -66,7 +83,7 @@ def params_config_of_name(args):
 
     if args.overrides:
         raise UserError(
-            f"dotted overrides ({args.overrides[0]}) go with a run config: peftlab params CONFIG "
+            f"dotted overrides ({next(iter(args.overrides))}) go with a run config: peftlab params CONFIG "
             "[overrides]; with a model name use the options (--depth, --r, ...)"
         )
     from peftlab.config.checks import HUB_REPO_ID
@@ -99,6 +116,8 @@ def params_model_of_dir(args, hub: bool = False) -> dict:
     if given:
         what = "an HF hub repository" if hub else "an HF model directory"
         raise UserError(f"{given[0]} sizes a timm model: {args.model} is {what}, sized by its config.json")
+    if args.task == "causal-lm":
+        refuse_classes(args)
     if not hub:
         source, labels = hf_source(args.model)
         return {"source": source, "path": args.model, "num_classes": args.num_classes or labels, "task": args.task}

@@ -3,7 +3,8 @@ any has finished its training FLOPs, counted on meta models.
 
 A dry-run's time estimate comes from finished runs once there are some; before that, this
 module counts the backbone's forward FLOPs per image (torch's FlopCounterMode on the meta device:
-no weights, no data) and multiplies out every run and tuning trial:
+no weights, no data) and multiplies out every run and tuning trial (a text model's tokens per example are
+known only once its data is tokenized: its runs are counted as unknown):
 
     3 x forward FLOPs x training images x epochs  +  forward FLOPs x validation images x epochs
 
@@ -78,15 +79,20 @@ def training_estimate(configs: list[RunConfig]) -> str:
     counted = [run_flops(cfg, cache) for cfg in configs]
     known = [f for f in counted if f is not None]
     unknown = len(counted) - len(known)
+    text = any(cfg.model.source == "hf-text" for cfg in configs)
+    examples = "examples" if text else "images"
     if not known:
-        return f"compute: unknown ({unknown} runs whose image counts are known only once their data is read)"
+        known_when = "example and token counts are known only once their data is read and tokenized"
+        if not text:
+            known_when = "image counts are known only once their data is read"
+        return f"compute: unknown ({unknown} runs whose {known_when})"
     total = sum(known)
     hours = total / (ASSUMED_TFLOPS * 1e12) / 3600
     amount = f"{total / 1e15:,.1f} PFLOP" if total >= 1e15 else f"{total / 1e12:,.2f} TFLOP"
     time = f"{hours:,.1f} GPU-hours" if hours >= 1 else f"{hours * 60:,.1f} GPU-minutes"
     left_out = f"; {unknown} runs of unknown size not counted" if unknown else ""
     return (
-        f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x images x epochs, "
+        f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x {examples} x epochs, "
         f"counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s (an H100 at "
         f"about 30% of its bf16 peak){left_out}"
     )

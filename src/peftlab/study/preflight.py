@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from peftlab.config.schema import to_dict
-from peftlab.study.executors.executors import ExecutorOptions, check_available, with_folder
+from peftlab.study.executors.executors import ExecutorOptions, check_ready, with_folder
 from peftlab.study.executors.gpus import with_gpu_requests
 from peftlab.study.phases import PHASES_FILE
 from peftlab.study.records import RUNS_FILE
@@ -94,7 +94,9 @@ def stopped(specs: list) -> str:
 
 
 def check_executor(study: Study, executor: ExecutorOptions) -> None:
-    """What the executor refuses: a halving search anywhere but local, a missing package or Slurm."""
+    """What the executor refuses: a halving search anywhere but local, a missing package or Slurm, and what its
+    cluster could never run or refuses (``executors.check_ready``: Slurm's partitions, nodes and test submission;
+    whether the Ray address answers and lets the driver in)."""
     if executor.name != "local":
         halving = [m for m, s in study.tune.items() if s.search == "halving"]
         if halving:
@@ -102,8 +104,8 @@ def check_executor(study: Study, executor: ExecutorOptions) -> None:
                 f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
                 "which only --executor local does: use search random or the local executor"
             )
-    with_gpu_requests(executor, [spec.config.train.device for spec in study.runs])  # refuses --ray-gpus 0 for cuda
-    check_available(executor)
+    # refuses --ray-gpus 0 for cuda; the GPUs each job asks for, as the submission will
+    check_ready(with_gpu_requests(executor, [spec.config.train.device for spec in study.runs]))
 
 
 def check_study_files(study: Study, study_dir: Path, executor: ExecutorOptions, report: bool) -> None:

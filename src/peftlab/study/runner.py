@@ -199,22 +199,21 @@ def _run_study(
     executor: ExecutorOptions = ExecutorOptions(),
 ) -> StudySummary:
     write_atomic(study_dir / "study.yaml", lambda tmp: shutil.copyfile(study.path, tmp))
-    executor = with_folder(executor, study_dir)  # job files (submitit) or attempt counts (Ray)
+    executor = with_folder(executor, study_dir, study.name)  # job files (submitit) or attempt counts (Ray), names
     if study.pretrain is not None:
         with timed_phase(study_dir, "pretrain", 1, executor.name) as phase:
             base_dir, trained = run_pretraining(study.pretrain, progress, executor, pretrain_dir(study))
             phase.count((read_result(base_dir / "run") or {}) if trained else {})
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
+    say = (lambda line: print(f"peftlab: {printable(line)}", flush=True)) if progress else (lambda line: None)
     if study.tune:  # every search first; the final runs then replace the untuned ones
         with timed_phase(study_dir, "trials", workers, executor.name) as phase:
             study = tune_study(
                 study,
                 study_dir,
-                counting(jobs_runner(executor, workers), phase),
+                counting(jobs_runner(executor, workers, say), phase),
                 workers if executor.name == "local" else MAX_REMOTE_TRIALS,
-                say=(lambda line: print(f"peftlab: {printable(line)}", flush=True))
-                if progress
-                else (lambda line: None),
+                say=say,
                 # a worker one search leaves idle trains another's trial; Slurm and Ray take every search's
                 # next batch in one submission
                 side_by_side=executor.name != "local" or workers > 1,
@@ -267,6 +266,17 @@ def run_final(
     show_counts(bar, summary)
     lines = TextProgress(bar, progress, f"study {printable(study.name)}", "run")
 
+    def finished() -> int:  # a disabled bar counts nothing
+        return len(summary.completed) + len(summary.failed) + len(summary.diverged)
+
+    waiting = [""]  # what the remote jobs wait for (Slurm's state and reason); "": none waits
+
+    def on_wait(text: str) -> None:
+        waiting[0] = printable(text)
+        show_counts(bar, summary, waiting[0])
+        if text:
+            lines.update(finished(), printable(text), force=True)
+
     def on_done(spec: RunSpec, result: dict) -> None:
         phase.count(result)
         record(summary, spec, result)
@@ -277,15 +287,14 @@ def run_final(
                 file=sys.stderr,
             )
         bar.update(1)
-        show_counts(bar, summary)
-        finished = len(summary.completed) + len(summary.failed) + len(summary.diverged)  # a disabled bar counts nothing
-        lines.update(finished, printable(f"{describe(spec)} {result.get('status', 'failed')}"))
+        show_counts(bar, summary, waiting[0])
+        lines.update(finished(), printable(f"{describe(spec)} {result.get('status', 'failed')}"))
 
     if executor.name == "local":
         # off a terminal: one line per run, not per step
         run_locally(jobs, workers, progress and not bar.disable, on_done, executor=executor)
     elif jobs:  # every run done: no Ray is started, no job array submitted
-        run_remote(jobs, executor, on_done)
+        run_remote(jobs, executor, on_done, on_wait)
     bar.close()
     return summary
 
@@ -297,14 +306,19 @@ def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: Exec
     run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
 
 
-def jobs_runner(executor: ExecutorOptions, workers: int):
-    """``run_jobs(jobs, on_done, stop_when)`` of a search: the study's executor, without a progress bar."""
+def jobs_runner(executor: ExecutorOptions, workers: int, say=lambda line: None):
+    """``run_jobs(jobs, on_done, stop_when)`` of a search: the study's executor, without a progress bar; what its
+    remote jobs wait for (Slurm's queue) is a line to ``say``."""
+
+    def on_wait(text: str) -> None:
+        if text:
+            say(f"trials: {text}")
 
     def run_jobs(jobs, on_done, stop_when=None) -> None:
         if executor.name == "local":
             run_locally(jobs, workers, False, on_done, stop_when, executor)
         elif jobs:
-            run_remote(jobs, executor, on_done)
+            run_remote(jobs, executor, on_done, on_wait)
 
     return run_jobs
 
@@ -336,11 +350,11 @@ def record(summary: StudySummary, spec: RunSpec, result: dict) -> None:
         summary.failed.append((describe(spec), str(result.get("error"))))
 
 
-def show_counts(bar, summary: StudySummary) -> None:
+def show_counts(bar, summary: StudySummary, waiting: str = "") -> None:
+    """The bar's counts, and what the remote jobs wait for (``waiting``, Slurm's state and reason) while they do."""
     remaining = summary.total - len(summary.completed) - len(summary.failed) - len(summary.diverged)
-    bar.set_postfix(
-        done=len(summary.completed), failed=len(summary.failed) + len(summary.diverged), remaining=remaining
-    )
+    counts = {"done": len(summary.completed), "failed": len(summary.failed) + len(summary.diverged)}
+    bar.set_postfix(**counts, remaining=remaining, **({"waiting": waiting} if waiting else {}))
 
 
 def format_summary(summary: StudySummary, study_dir: Path) -> str:

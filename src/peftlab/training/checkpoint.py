@@ -32,7 +32,8 @@ class Position:
     next_batch: int = 0  # the epoch's first micro-batch not yet trained on
     best_val: float = -1.0  # best val top-1 at an epoch's end
     bad_epochs: int = 0  # epochs since it improved (train.early_stop_patience)
-    images_seen: int = 0
+    images_seen: int = 0  # training examples: images, or texts
+    tokens_seen: int = 0  # a text run's training tokens, padding left out (absent in older checkpoints: 0)
     train_seconds: float = 0.0
     val_seconds: float = 0.0  # absent in checkpoints from before it was kept: 0.0
 
@@ -53,7 +54,7 @@ FIELDS = {
     "best_val": (int, float),
     "train_seconds": (int, float),
 }
-OPTIONAL_FIELDS = {"val_seconds": (int, float), "log_lines": dict}
+OPTIONAL_FIELDS = {"val_seconds": (int, float), "log_lines": dict, "tokens_seen": int}
 
 
 def rng_state() -> dict:
@@ -123,7 +124,7 @@ def load_checkpoint(directory: str | Path) -> dict | None:
             raise CheckpointError(
                 path, f"its {key!r} is {type(state[key]).__name__}, expected {getattr(kind, '__name__', 'a number')}"
             )
-    if min(state[k] for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen")) < 0:
+    if min(state.get(k, 0) for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen", "tokens_seen")) < 0:
         raise CheckpointError(path, "it holds a negative step, epoch or position")
     for key in ("train_seconds", "val_seconds"):
         if not 0 <= state.get(key, 0) < math.inf:  # NaN fails both comparisons

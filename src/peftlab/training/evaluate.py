@@ -30,7 +30,8 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 def not_evaluated(seconds: float = 0.0) -> dict:
     """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
-    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "images_per_second", "per_class", "predictions")
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "per_class", "predictions")
+    scores += ("examples_per_second", "tokens_per_second")
     return {**dict.fromkeys(scores), "seconds": seconds}
 
 
@@ -45,10 +46,10 @@ def evaluate(
     num_workers: int | None = 0,
     progress: bool = False,
 ) -> dict:
-    """Loss, top-1 and top-5 accuracy and images/s over a whole split (top-5 None with <= 5 classes,
-    where it would be 100% by construction), and a classifier's counts per class (``per_class``, a
-    ``PerClass``) and each example's (label, predicted class) in order (``predictions``, a (2, N) int64 CPU
-    tensor; both None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
+    """Loss, top-1 and top-5 accuracy and examples/s (a text split's tokens/s too, padding left out) over a whole
+    split (top-5 None with <= 5 classes, where it would be 100% by construction), and a classifier's counts per
+    class (``per_class``, a ``PerClass``) and each example's (label, predicted class) in order (``predictions``,
+    a (2, N) int64 CPU tensor; both None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end. ``progress``: a bar while it runs (the run's progress setting)."""
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
@@ -112,8 +113,17 @@ def evaluate(
         "top1": top1 / count,
         "top5": top5,
         **scores,
-        "images_per_second": n / seconds if seconds > 0 else None,
+        **throughput(loader.dataset, seconds),
         "seconds": seconds,
+    }
+
+
+def throughput(dataset, seconds: float) -> dict:
+    """A split's examples per second, and a text split's tokens per second (padding left out; None for images)."""
+    lengths = getattr(dataset, "lengths", None)  # a text split's tokens per example
+    return {
+        "examples_per_second": len(dataset) / seconds if seconds > 0 else None,
+        "tokens_per_second": int(lengths.sum()) / seconds if lengths is not None and seconds > 0 else None,
     }
 
 

@@ -47,6 +47,7 @@ from peftlab.config.schema import config_hash, dump_config, load_config
 from peftlab.config.sections import architecture_only
 from peftlab.data.build import eval_preprocessing
 from peftlab.models.backbones import HF_SOURCES, HFLogits, build_backbone, input_spec, model_inputs, timm_kwargs
+from peftlab.models.hf_config import TOKENIZER_FILES
 from peftlab.models.weights import opened_weights, read_safetensors, write_safetensors
 from peftlab.quant.bases import (
     dequantized_linear,
@@ -74,7 +75,7 @@ RUN_ID = re.compile(r"[0-9a-f]{12}")
 # the files an export writes into its folder: PEFT's adapter, an HF model's save_pretrained (unsharded) with ours
 FOLDER_EXPORTS = {
     "peft": (PEFT_CONFIG, PEFT_WEIGHTS),
-    "hf": ("config.json", "generation_config.json", "model.safetensors", PREPROCESSING_FILE),
+    "hf": ("config.json", "generation_config.json", "model.safetensors", PREPROCESSING_FILE, *TOKENIZER_FILES),
 }
 
 
@@ -162,6 +163,7 @@ def load_trained(run_dir: str | Path):
         raise WeightsError(
             f"{run_dir / 'adapter.safetensors'} does not match the run's config ({one_line(err)[:300]})"
         ) from None
+    tuner.run_dir = run_dir  # what its display names
     return tuner
 
 
@@ -332,7 +334,9 @@ def export_merged(
             model.model.config.label2id = {name: i for i, name in enumerate(class_names)}
         setattr(model.model.config, EXPORT_RUN, run)  # config.json records the run, as a header does
         save_hf_model(model, out)
-        if cfg.model.source != "hf-text":  # a text model's inputs are its tokenizer's, which it names itself
+        if cfg.model.source == "hf-text":  # its inputs are its tokenizer's: the run's own, padding as the run padded
+            model_inputs(cfg.model, cfg.data.max_length).tokenizer.save_pretrained(out)
+        else:
             preprocessing = json.dumps(run_preprocessing(cfg, model), indent=2)
             write_atomic(out / PREPROCESSING_FILE, lambda tmp: Path(tmp).write_text(preprocessing + "\n"))
         return out

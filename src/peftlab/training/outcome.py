@@ -172,13 +172,7 @@ def result_record(
             trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
             estimate=built.memory_estimate,
         ),  # peftlab.training.preflight, before the first step
-        timing=Timing(
-            train_seconds=pos.train_seconds,
-            train_images_per_second=pos.images_seen / pos.train_seconds if pos.train_seconds else None,
-            eval_images_per_second=test["images_per_second"],
-            val_seconds=pos.val_seconds,
-            wall_seconds=time.perf_counter() - state.started,
-        ),
+        timing=timing(pos, test, state.started, text=getattr(data.spec, "img_size", None) is None),
         warnings=tuner.warnings()
         + merge_warnings(evaluations["merge"])
         + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
@@ -194,11 +188,28 @@ def result_record(
             {**final, "head": head_count(tuner)},
             steps=pos.step,
             epochs_bound=epochs_bound(s.tc, data.batches_per_epoch),
+            pair_join=data.splits.info.pair_join,
         ),
         provenance=state.provenance,
+        execution=state.execution,
         **summarize(
             monitor, s.log.records(), train_seconds=pos.train_seconds
         ),  # health, monitors, convergence, frozen_base
+    )
+
+
+def timing(pos: Position, test: dict, started: float, text: bool) -> Timing:
+    """The run's seconds and throughput: a text run's in tokens (padding left out), an image run's in images."""
+    train = pos.tokens_seen if text else pos.images_seen
+    per_second = train / pos.train_seconds if pos.train_seconds else None
+    return Timing(
+        train_seconds=pos.train_seconds,
+        train_images_per_second=None if text else per_second,
+        eval_images_per_second=None if text else test["examples_per_second"],
+        train_tokens_per_second=per_second if text else None,
+        eval_tokens_per_second=test["tokens_per_second"],
+        val_seconds=pos.val_seconds,
+        wall_seconds=time.perf_counter() - started,
     )
 
 
@@ -214,7 +225,7 @@ def head_count(tuner) -> int:
 SLOW_VALIDATION_SECONDS = 30.0
 
 
-def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -> list[str]:
+def slow_validation(val_seconds: float, train_seconds: float, val_examples: int) -> list[str]:
     """A warning when validation took longer than training (a small train_subset with the full
     10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster.
     Under ``SLOW_VALIDATION_SECONDS`` of validation it is not worth a line: a short run's two
@@ -223,5 +234,5 @@ def slow_validation(val_seconds: float, train_seconds: float, val_images: int) -
         return []
     return [
         f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
-        f"(now {val_images} images) or evaluate less often (train.eval_every)"
+        f"(now {val_examples} examples) or evaluate less often (train.eval_every)"
     ]

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 from peftlab.config.schema import RunConfig
 from peftlab.config.sections import TrainConfig
-from peftlab.data.inputs import build_splits
+from peftlab.data.inputs import TextSpec, build_splits
 from peftlab.data.loading import BatchLoader
+from peftlab.data.text.tokens import tokens_in
 from peftlab.models.backbones import model_inputs
 from peftlab.quant import allocator
 from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
@@ -257,7 +258,7 @@ def fit(
     """The loop: epochs of steps, logged, evaluated and checkpointed at their points. Returns the
     val metrics of the final weights (None when no epoch ended in this process)."""
     tc, tuner = s.tc, built.tuner
-    meter = Meter(s, data.total_steps, pos.step)
+    meter = Meter(s, data.total_steps, pos.step, text=isinstance(data.spec, TextSpec))
     nonfinite = NonFinite(s.device, tc.precision, s.ranks)  # the host reads it only at log, eval and checkpoint points
     # torchrun: DistributedDataParallel averages the gradients of the ranks' shards (peftlab.training.distributed)
     stepped = distributed.data_parallel(built.model, s.ranks, s.device)
@@ -288,8 +289,9 @@ def fit(
             if observed:  # gradient flow and adapter statistics, taken inside the step
                 s.log(observed)
             pos.step, pos.next_batch, state.step = pos.step + 1, pos.next_batch + len(group), pos.step + 1
-            pos.images_seen += sum(len(b) for b in group)
-            meter.window_images += sum(len(b) for b in group)
+            examples, tokens = sum(len(b) for b in group), tokens_in(data.splits.train, group)  # tokens: text's
+            pos.images_seen, pos.tokens_seen = pos.images_seen + examples, pos.tokens_seen + tokens
+            meter.window_examples, meter.window_tokens = meter.window_examples + examples, meter.window_tokens + tokens
             log_and_evaluate(
                 s, data, built, opt, pos, meter, nonfinite, loss, grad_norm, epoch_goes_on=pos.next_batch < len(batches)
             )
@@ -312,10 +314,11 @@ def epochs_left(pos: Position, tc: TrainConfig, total_steps: int) -> bool:
 
 
 class Meter:
-    """The loop's progress bar and clocks: training time (evaluations left out) and the images per
-    second between log points."""
+    """The loop's progress bar and clocks: training time (evaluations left out) and the examples per
+    second between log points (``text``: examples and tokens, padding left out; else images)."""
 
-    def __init__(self, s: Setting, total_steps: int, step: int):
+    def __init__(self, s: Setting, total_steps: int, step: int, text: bool = False):
+        self.text = text
         self.bar = tqdm(
             total=total_steps,
             initial=step,
@@ -331,7 +334,18 @@ class Meter:
     def restart(self) -> None:
         """At an epoch's start and after an evaluation: the clocks start again."""
         self.last = self.window_start = time.perf_counter()
-        self.window_images = 0
+        self.window_examples = self.window_tokens = 0
+
+    def rates(self, now: float) -> dict:
+        """The step record's throughput since the last log point: a text run's examples and tokens per
+        second, an image run's images."""
+        seconds = now - self.window_start
+        if self.text:
+            return {
+                "examples_per_second": self.window_examples / seconds,
+                "tokens_per_second": self.window_tokens / seconds,
+            }
+        return {"images_per_second": self.window_examples / seconds}
 
 
 def log_and_evaluate(
@@ -369,11 +383,11 @@ def log_and_evaluate(
                 "loss": meter.loss,
                 "lr": opt.scheduler.get_last_lr()[0],
                 "grad_norm": norm,
-                "images_per_second": meter.window_images / (now - meter.window_start),
+                **meter.rates(now),
             }
         )
         meter.bar.set_postfix(loss=f"{meter.loss:.3f}")
-        meter.window_start, meter.window_images = now, 0
+        meter.window_start, meter.window_examples, meter.window_tokens = now, 0, 0
     if eval_point:
         val = evaluate(
             built.model, data.val_loader, tc.eval_batch_size, s.device, tc.precision, "val", progress=s.progress

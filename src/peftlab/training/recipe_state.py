@@ -32,6 +32,7 @@ class RunState:
     step: int | None = None  # the last step trained in this process
     params: dict | None = None
     provenance: dict | None = None
+    execution: dict | None = None  # which executor, job and node train it (run_result.Execution)
 
 
 @dataclass

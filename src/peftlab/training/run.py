@@ -29,7 +29,9 @@ from peftlab.training import distributed, recipe, tracking
 from peftlab.training.monitors.health import health
 from peftlab.training.recipe_state import RunState
 from peftlab.training.run_result import (
+    Execution,
     RunResult,
+    execution_here,
     failure,
     read_result,
     set_aside_damaged_result,
@@ -45,8 +47,11 @@ from peftlab.utils.files import check_run_dir, one_line, remove_temporaries, wri
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0) -> RunResult:
-    """Train one run in ``run_dir``; returns its record (also written to result.json).
+def train(
+    cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, position: int = 0, execution: Execution | None = None
+) -> RunResult:
+    """Train one run in ``run_dir``; returns its record (also written to result.json). ``execution``: the study
+    executor's job that trains it (its record's ``execution``; by default none, this machine).
 
     The run directory is locked while it trains: a second trainer of the same directory gets a
     one-line error naming the first (``locks.DirectoryInUse``) and writes nothing.
@@ -61,7 +66,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, positio
         if not ranks.main:  # only rank 0 writes in the run directory; the others write in a scratch one
             return train_replica(cfg, run_dir, ranks)
         with locks.hold(run_dir, "run directory", "peftlab train"), logged_to(run_dir / LIBRARY_LOG):
-            return train_in(cfg, run_dir, progress, position, ranks)
+            return train_in(cfg, run_dir, progress, position, ranks, execution or execution_here())
     finally:
         distributed.stop(ranks)
 
@@ -81,7 +86,12 @@ def train_replica(cfg: RunConfig, run_dir: Path, ranks: distributed.Group) -> Ru
 
 
 def train_in(
-    cfg: RunConfig, run_dir: Path, progress: bool, position: int, ranks: distributed.Group = distributed.SINGLE
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: bool,
+    position: int,
+    ranks: distributed.Group = distributed.SINGLE,
+    execution: Execution | None = None,
 ) -> RunResult:
     """The run in its (locked) directory: its result, recorded whatever the recipe ends in."""
     prepare_run_dir(cfg, run_dir)
@@ -91,7 +101,7 @@ def train_in(
     done = read_result(run_dir)
     if done is not None and done.get("status") == "completed":
         return done
-    state = RunState()
+    state = RunState(execution=execution or execution_here())
     try:
         with stops_unwrapped():  # a Ctrl-C or requeue exit that a library turned into its own error stays a stop
             result = run_halving(cfg, run_dir, state, progress, position, ranks)
@@ -162,7 +172,14 @@ def run_halving(
 
 def failed_result(cfg: RunConfig, status: str, error: str, state: RunState) -> RunResult:
     return failure(
-        status, error, to_dict(cfg), step=state.step, metrics={}, params=state.params, provenance=state.provenance
+        status,
+        error,
+        to_dict(cfg),
+        step=state.step,
+        metrics={},
+        params=state.params,
+        provenance=state.provenance,
+        execution=state.execution,
     )
 
 
@@ -260,20 +277,26 @@ def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = F
         raise UserError(last[len(ERROR_PREFIX) :])
     result = read_result(run_dir)
     if proc.returncode in (0, 1) and result is not None:
+        if last.startswith(ERROR_PREFIX):  # held back for a raise that does not come: shown after all
+            print(last, file=sys.stderr)
         return result
     raise UserError(f"the pinned training process of {run_dir} ended with status {proc.returncode}: {last}")
 
 
 def relay(proc: subprocess.Popen) -> str:
-    """Pass the child's stderr on to this process's as it comes; its last line. A KeyboardInterrupt here stops the
+    """Pass the child's stderr on to this process's as it comes, but for its error lines (``ERROR_PREFIX``), which
+    the caller raises (one line, once); its last error line, else its last line. A KeyboardInterrupt here stops the
     child with SIGINT (the command's clean stop), waits for it, and is raised again."""
-    last = b""
+    last, held = b"", b""
     try:
         while chunk := os.read(proc.stderr.fileno(), 4096):
-            sys.stderr.write(chunk.decode(errors="replace"))
+            shown, held = without_error_lines(held + chunk)
+            sys.stderr.write(shown.decode(errors="replace"))
             sys.stderr.flush()
             last = (last + chunk)[-4096:]
         proc.wait()
+        if not held.startswith(ERROR_PREFIX.encode()):  # an unfinished line that is no error line
+            sys.stderr.write(held.decode(errors="replace"))
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         try:
@@ -285,4 +308,21 @@ def relay(proc: subprocess.Popen) -> str:
     finally:
         proc.stderr.close()
     lines = last.decode(errors="replace").replace("\r", "\n").strip().splitlines()
-    return lines[-1] if lines else ""
+    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    return errors[-1] if errors else lines[-1] if lines else ""
+
+
+def without_error_lines(text: bytes) -> tuple[bytes, bytes]:
+    """(what to show now, what to hold): ``text``'s lines (ended by a newline or a carriage return: a progress bar's)
+    but those that begin with the command's ``ERROR_PREFIX``, and its unfinished last line where it may still become
+    one (a start of the prefix; the prefix and more); the rest of an unfinished line is shown as it comes."""
+    prefix, shown, start = ERROR_PREFIX.encode(), [], 0
+    for index, byte in enumerate(text):
+        if byte in b"\n\r":
+            if not text[start:index].startswith(prefix):
+                shown.append(text[start : index + 1])
+            start = index + 1
+    rest = text[start:]
+    if rest.startswith(prefix) or prefix.startswith(rest):
+        return b"".join(shown), rest
+    return b"".join(shown) + rest, b""

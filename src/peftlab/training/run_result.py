@@ -16,6 +16,7 @@ so a field's comment is its documentation.
 
 import logging
 import math
+import socket
 import types
 import typing
 from pathlib import Path
@@ -96,8 +97,13 @@ class Timing(TypedDict):
     """Seconds of wall-clock time."""
 
     train_seconds: float  # time in training steps (validation passes apart: val_seconds)
-    train_images_per_second: float | None  # training images per second of train_seconds
-    eval_images_per_second: float | None  # test evaluation throughput; null for a tuning trial
+    train_images_per_second: float | None  # training images per second of train_seconds; null for a text run
+    eval_images_per_second: float | None  # test evaluation images per second; null for a tuning trial and a text run
+    # a text run's training tokens per second of train_seconds, padding left out; null for an image run (and, in a
+    # result.json of an earlier version, absent: its text run has train_images_per_second, in texts)
+    train_tokens_per_second: float | None
+    # a text run's test evaluation tokens per second, padding left out; null for a tuning trial and an image run
+    eval_tokens_per_second: float | None
     val_seconds: float  # time in validation passes
     wall_seconds: float  # the whole run in this process, data loading and testing included
 
@@ -153,6 +159,28 @@ class Provenance(TypedDict):
     plugin: dict | None
 
 
+class Execution(TypedDict):
+    """Which executor, job and machine trained the run: the job or task that ended it (a run resumed by a later job
+    names that one; each run's job also carries the run id in its name, as Slurm's queue shows it)."""
+
+    # "local" (a study's local worker), "submitit" (a Slurm job, or submitit's local one with --slurm-cluster
+    # local) or "ray" (a Ray task); null for a run trained outside a study (`peftlab train`, the Python API)
+    executor: str | None
+    job_id: str | None  # submitit's job id: Slurm's `<array job>_<index>` for a job array's task; null elsewhere
+    task_id: str | None  # the Ray task's id (hex, as `ray list tasks` shows it); null elsewhere
+    node: str  # the host name of the machine the run trained on
+    # the job's life: 1, then 2 after Slurm requeued it (preemption, time limit) or Ray ran the task again (its
+    # worker died); null for the local executor and outside a study, which neither requeue nor retry
+    attempt: int | None
+
+
+def execution_here(
+    executor: str | None = None, job_id: str | None = None, task_id: str | None = None, attempt: int | None = None
+) -> Execution:
+    """The record's ``execution`` for a run that trains in this process (the node is this machine)."""
+    return Execution(executor=executor, job_id=job_id, task_id=task_id, node=socket.gethostname(), attempt=attempt)
+
+
 class RunResult(TypedDict, total=False):
     """One JSON object, its keys in this order. A completed run's record holds every key but the two
     failure keys; a failed or diverged run's holds status, error and config and, of the others, those
@@ -185,6 +213,9 @@ class RunResult(TypedDict, total=False):
     # the protocol card (peftlab.config.protocol): resolution, augmentation, schedule, splits, head counted or not
     protocol: dict
     provenance: Provenance | None  # below; null when the run failed before its model was built
+    # below: the executor, Slurm job or Ray task, node and attempt that trained it; a failure's record has it too
+    # (a run of an earlier version has no key)
+    execution: Execution
     health: dict | None  # the monitors' verdict (peftlab.training.monitors.health); a diverged run's record has it too
     monitors: dict  # the monitors' summary: log points, their cost, median gradient norms, adapter rank use
     convergence: dict  # the validation curve's summary (peftlab.training.monitors.convergence)
@@ -241,13 +272,14 @@ SECTIONS = {
     "merge": Merge,
     "auto_batch": AutoBatch,
     "provenance": Provenance,
+    "execution": Execution,
 }
 OPEN_SECTIONS = ("merge",)  # keys beyond the record's: a method's own facts (QA-LoRA: codes_unchanged)
 
 
 def failure(status: str, error: str, config: dict, **more) -> RunResult:
     """The record of a run that did not complete: status, error, ``step`` (when given), config, then
-    what else it reached (``metrics``, ``params``, ``provenance``, ``health``, ``traceback``,
+    what else it reached (``metrics``, ``params``, ``provenance``, ``execution``, ``health``, ``traceback``,
     ``checkpoint_unusable``) in the order given: the order of RunResult's keys."""
     step = {"step": more.pop("step")} if "step" in more else {}
     return RunResult(status=status, error=error, **step, config=config, **more)

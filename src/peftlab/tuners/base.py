@@ -15,6 +15,7 @@ from peftlab.quant.bases import base_weight_bytes, check_quant, is_quantized_lin
 from peftlab.tuners.modules import choose_paths
 from peftlab.tuners.plugins import method_spec
 from peftlab.tuners.structural import is_head_param
+from peftlab.utils.files import html_view, plain_view
 from peftlab.utils.libraries import quiet_transformers
 
 
@@ -50,6 +51,7 @@ class Tuner:
     name = "base"
     is_adapter = False  # adapters can be merged into the base weights
     exact_quantized_merge = False  # the quantized merge keeps the codes and adds no error (QA-LoRA)
+    run_dir = None  # the run folder a finished run's tuner was rebuilt from (``load_trained``)
 
     def __init__(self, model: nn.Module, head: str):
         self.model = model
@@ -182,6 +184,30 @@ class Tuner:
     def quantization_report(self) -> dict | None:
         """The method's own quantization (format, groups, error per layer) for result.json, or None."""
         return None
+
+    def facts(self) -> tuple[str, list[tuple[str, str]]]:
+        """(title, facts) of a notebook's view: the tuner, its method and run folder, the model it wraps, its
+        trainable and total parameters, its base's storage and what to call for the model."""
+        counts = self.parameter_counts()
+        title = f"{type(self).__name__}: method {self.name}" + (f", run {self.run_dir}" if self.run_dir else "")
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # PEFT's
+        architecture = (getattr(base, "pretrained_cfg", None) or {}).get("architecture")  # a timm model's name
+        model = type(base).__name__ + (f" ({architecture})" if architecture else "")
+        use = "tuner.model (a torch module)" + (
+            ", tuner.merged_model() (the adapters merged)" if self.is_adapter else ""
+        )
+        return title, [
+            ("model", model + (f" in a {type(self.model).__name__}" if base is not self.model else "")),
+            ("trainable parameters", f"{counts['trainable']:,} of {counts['total']:,}"),
+            ("base", "quantized (bitsandbytes)" if self.quantized else "not quantized"),
+            ("use", use),
+        ]
+
+    def __repr__(self) -> str:
+        return plain_view(*self.facts())
+
+    def _repr_html_(self) -> str:
+        return html_view(*self.facts())
 
 
 def check_config(method: MethodConfig, model: nn.Module, ctx: TunerContext) -> None:

@@ -7,6 +7,7 @@ the study runner and the trainer all read run directories through these helpers.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -355,6 +356,48 @@ def shown_path(path: str | Path, limit: int = 300) -> str:
     """A path as an error line shows it: control characters escaped (``printable``), a long one cut in the middle."""
     text = printable(str(path))
     return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 3 :]} ({len(text):,} characters)"
+
+
+# What a notebook shows of peftlab's objects (a run's record, a trained tuner, a study): a title and a table of facts,
+# as plain text (``__repr__``) and as HTML (``_repr_html_``) from the same rows. ``html_text`` is the one escaper of
+# text that enters HTML (a run folder, a study's names, a recorded error), as ``printable`` is a terminal's.
+
+
+def html_text(value) -> str:
+    """``value``'s text as HTML shows it as itself: ``<``, ``>``, ``&`` and quotes escaped, a control character (an
+    escape, a bidirectional override) shown as its code, as ``printable`` shows it on a terminal."""
+    return html.escape(printable(value), quote=True)
+
+
+def plain_view(title: str, facts: list[tuple[str, str]], table: tuple[list[str], list[list[str]]] | None = None) -> str:
+    """The title, one ``name: value`` line per fact and the table with its columns aligned, every text through
+    ``printable``."""
+    lines = [printable(title)] + [f"  {printable(name)}: {printable(value)}" for name, value in facts]
+    if table is not None:
+        header, rows = table
+        cells = [[printable(cell) for cell in row] for row in [header, *rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def html_view(title: str, facts: list[tuple[str, str]], table: tuple[list[str], list[list[str]]] | None = None) -> str:
+    """The title in bold, the facts as a two-column table and the table below them, every text through
+    ``html_text``."""
+    parts = [f"<div><strong>{html_text(title)}</strong>"]
+    if facts:
+        rows = "".join(
+            f'<tr><th style="text-align:left">{html_text(name)}</th><td style="text-align:left">{html_text(value)}'
+            "</td></tr>"
+            for name, value in facts
+        )
+        parts.append(f"<table>{rows}</table>")
+    if table is not None:
+        header, body = table
+        head = "".join(f"<th>{html_text(cell)}</th>" for cell in header)
+        rows = "".join("<tr>" + "".join(f"<td>{html_text(cell)}</td>" for cell in row) + "</tr>" for row in body)
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return "".join(parts) + "</div>"
 
 
 def one_line(err: BaseException) -> str:

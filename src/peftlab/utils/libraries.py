@@ -233,6 +233,26 @@ def to_library_log(name: str) -> None:
 
 
 @contextlib.contextmanager
+def stderr_to_library_log():
+    """This process's file descriptor 2 (what C and C++ libraries print: Ray's core while it connects) into the
+    library log that ``logged_to`` holds open, for the length of a block; nothing where none is open."""
+    handler = records()
+    if handler is None or handler.stream is None:
+        yield
+        return
+    sys.stderr.flush()
+    handler.stream.flush()
+    saved = os.dup(2)
+    os.dup2(handler.stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def logged_to(path: Path):
     """Write library records to ``path`` (appended) inside this block, those kept so far first."""
     handler = records()

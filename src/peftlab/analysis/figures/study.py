@@ -64,12 +64,14 @@ def plot_accuracy_vs_params(
     interval="t",
     labels=None,
     palette=None,
+    chance=None,
 ):
     """Per-variant mean metric against mean trainable parameters (log x), with the interval bars.
 
     The Pareto front (fewer parameters, higher accuracy; for a perplexity, lower) is a dashed staircase
     through ringed points. Configurations with the same x (`shared_counts`) are drawn side by side around it
-    (`side_by_side`), as the axis label says; the ticks and the front are those of the true values. Skipped
+    (`side_by_side`), as the axis label says; the axis (its round ticks) and the front are those of the true
+    values. ``chance``: the task's chance rate (a share), drawn as a dotted line (`chance_line`), or None. Skipped
     when no completed run has both values (x > 0).
     """
     palette = _palette_for(df, palette)
@@ -111,8 +113,10 @@ def plot_accuracy_vs_params(
     )
     ax.set_xscale("log")
     log_tick_labels(ax.xaxis, compact=True)
-    side = "\n(equal counts drawn side by side; ticks at the true counts)" if shared_values(summary[x]) else ""
+    side = "\n(equal counts drawn side by side around their count)" if shared_values(summary[x]) else ""
     ax.set_xlabel(_axis_label(x) + side)
+    if chance is not None:  # where the study's configurations are at chance: the rate they did not beat
+        ax.axhline(times * chance, color="0.3", linestyle=":", linewidth=1.2, zorder=0, label=chance_label(chance))
     clip_axis(ax, metric)
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
@@ -123,17 +127,27 @@ def plot_accuracy_vs_params(
     named = summary[summary.index.isin(front.index)] if crowded else summary
     low, high = (times * summary[c].fillna(summary["mean"]) for c in ("ci_low", "ci_high"))
     names = [_name(palette, v, labels) for v in named.index]
-    steps_x, steps_y = [], []  # the front's staircase as drawn (steps-post): across, then up or down
-    for i, (fx, fy) in enumerate(zip(drawn[front.index], times * front["mean"])):
+    lines = [front_steps(drawn[front.index], times * front["mean"])]  # the lines the names keep off
+    lines += [] if chance is None else [((drawn.min(), drawn.max()), (times * chance,) * 2)]
+    _label_points(ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high), lines=lines)
+    return save_figure(fig, out_dir, name)
+
+
+def front_steps(xs, ys) -> tuple[list, list]:
+    """The Pareto front's staircase as drawn (steps-post) through points (xs, ys): across, then up or down."""
+    steps_x, steps_y = [], []
+    for i, (fx, fy) in enumerate(zip(xs, ys)):
         if i:
             steps_x.append(fx)
             steps_y.append(steps_y[-1])
         steps_x.append(fx)
         steps_y.append(fy)
-    _label_points(
-        ax, drawn[named.index], times * named["mean"], names, bars=zip(drawn, low, high), lines=[(steps_x, steps_y)]
-    )
-    return save_figure(fig, out_dir, name)
+    return steps_x, steps_y
+
+
+def chance_label(rate: float) -> str:
+    """The chance line's legend entry (and the words a caption names it by): "chance (10%)"."""
+    return f"chance ({100 * rate:.3g}%)"
 
 
 def shared_counts(df, metric="metrics.test_top1", x="params.trainable") -> list[tuple[float, list[str]]]:
@@ -157,7 +171,8 @@ def plot_convergence(
     the interval.
 
     `curves` is long: run_id, variant, method, step, val_top1 (and val_perplexity). The band is the `interval`
-    of the mean over the seeds evaluated at that step (none where one seed was). Skipped
+    of the mean over the seeds evaluated at that step (none where one seed was); a group evaluated at one step is
+    a marker there (a line of one point draws nothing). Skipped
     when `curves` is None, has no finite value, or no group was evaluated at two steps
     (one evaluation per run is a point, not a curve).
     """
@@ -179,7 +194,18 @@ def plot_convergence(
         bounds = bounds * times
         color, style = _variant_color(palette, group), _variant_linestyle(palette, group)
         label = _name(palette, group, labels)
-        ax.plot(steps, mean, color=color, linestyle=style, linewidth=1.6, label=label, zorder=3)  # above every band
+        once = len(steps) == 1  # evaluated at one step: a point, not a line, so its legend entry is drawn
+        ax.plot(
+            steps,
+            mean,
+            color=color,
+            linestyle=style,
+            linewidth=1.6,
+            marker="o" if once else None,
+            markersize=5,
+            label=label,
+            zorder=3,  # above every band
+        )
         ax.fill_between(steps, bounds[:, 0], bounds[:, 1], color=color, alpha=0.12, linewidth=0, zorder=1)
     clip_axis(ax, metric)
     ax.set_xlabel("Step")

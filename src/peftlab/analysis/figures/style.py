@@ -280,9 +280,11 @@ def _series_text(value, labels):
 # Where a point's name may go, in points from the point: above or below to the right first,
 # clear of a line leaving the point horizontally (the Pareto staircase), then to the left.
 def _legend_beside(fig, ax, title):
-    """The configurations' legend (then the Pareto front's), right of the axes or, for long names, below."""
+    """The configurations' legend (then the Pareto front's and the chance line's, the lines drawn across them),
+    right of the axes or, for long names, below."""
     handles, names = ax.get_legend_handles_labels()
-    order = sorted(range(len(names)), key=lambda i: names[i] == "Pareto front")  # configurations first, in order
+    drawn_across = [i for i, h in enumerate(handles) if isinstance(h, matplotlib.lines.Line2D)]
+    order = sorted(range(len(names)), key=lambda i: i in drawn_across)  # configurations first, in order
     long_names = max(len(str(n)) for n in names) > 28
     place = (
         {"loc": "outside lower center", "ncols": 2}
@@ -388,7 +390,7 @@ NEUTRAL = "0.35"  # a legend entry's grey where each panel has its own colour
 
 def neutral_entry(handle, color: str):
     """A copy of a panel's legend ``handle`` with the panel's ``color`` made ``NEUTRAL``: one entry that stands
-    for every panel of a figure whose panels each have a colour; the colours all panels share (a red cross, a
+    for every panel of a figure whose panels each have a colour; the colours all panels share (a black cross, a
     black star, a white fill) are kept."""
     handle, panel = copy.copy(handle), matplotlib.colors.to_rgb(color)
 

@@ -281,10 +281,13 @@ def main_tex(
         chance_every="chanceEvery" in numbers.macros,  # no configuration above it: said first
         chance_baseline="chanceBaseline" in numbers.macros,  # the comparisons' baseline is at chance
         wilcoxon_limit="wilcoxonLimit" in numbers.macros,  # what the Wilcoxon test cannot reach with these seeds
+        ablation_family="ablationComparisonCount" in numbers.macros,  # a Holm family of the ablations' own
+        repeats="repeatWords" in numbers.macros,  # configurations not tested, each repeating another
         baseline=study.baseline,  # several configurations share the best mean
         modality=study.modality,  # vision, text or causal-lm: what the prose says was adapted, and on what data
         sizes={split: name in numbers.macros for split, name in SIZE_MACROS.items()},  # recorded split sizes
         max_length="cfgMaxLength" in numbers.macros,  # a text study's tokens per example, where the runs record it
+        pair_join="cfgPairJoin" in numbers.macros,  # a sentence-pair task's separator or template, as recorded
         lm_data=set(study.config("data.name")),  # a causal LM's: instructions, plain text
         data_citations=data_citations(study.config("data.name")),
         compared=compared,

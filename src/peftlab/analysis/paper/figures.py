@@ -85,9 +85,18 @@ def figure_captions(study: Study) -> dict[str, str]:
         captions["ablation_method_r"] = captions["ablation_method_r"].replace(
             "interval of the mean over seeds", "interval of the mean over seeds" + lines, 1
         )
+    if chance_line(study) is not None:  # drawn where a configuration is at chance
+        captions["accuracy_vs_params"] += (
+            r" Dotted: the task's chance rate, \chanceRate{}\%, which the configurations at chance did not beat."
+        )
     if borrowed_configurations(study.df):
         captions |= {name: captions[name] + BORROWED_CAPTION for name in NAMING}
     return captions
+
+
+def chance_line(study: Study) -> float | None:
+    """The chance rate the accuracy-parameters figure draws (stats.chance's ``Chance.line``), or None."""
+    return study.chance.line() if study.chance is not None else None
 
 
 # the figures that name each configuration: a borrowed one is marked there as in the tables
@@ -115,7 +124,7 @@ def draw_figures(study: Study, out: Path) -> list[str]:
     style = {"labels": figure_labels(study), "palette": study.palette}  # as the report draws them
     metric = {"metric": study.score.metric}
     drawn = [
-        figures.plot_accuracy_vs_params(study.df, out, **metric, **style),
+        figures.plot_accuracy_vs_params(study.df, out, **metric, **style, chance=chance_line(study)),
         figures.plot_seed_boxplots(study.df, out, **metric, **style),
         figures.plot_convergence(study.curves, out, metric=validation_metric(study.curves, study.score), **style),
         figures.plot_cost(study.df, out, **style),

@@ -1,7 +1,7 @@
 """The abstract's and the results' sentences on where the configurations stand: the best and the worst, each with
 its own mean and the ones tied with it (stats.ties: closer than one test example, with their correct counts), and
-which configurations are at chance (stats.chance: the task's chance rate by its stated rule and a one-sided
-binomial test of each configuration's test-set count against it).
+which configurations are at chance (stats.chance: the task's chance rate by its stated rule and each seed's
+one-sided binomial test of its test-set count against it).
 
 Each sentence is a macro of results.tex built of other macros (a name, a mean), so the text holds no digit of its
 own and every number in it is defined once.
@@ -14,6 +14,7 @@ from peftlab.analysis.results.escape import latex_escape
 from peftlab.analysis.results.units import unit, words
 from peftlab.analysis.stats.chance import correct_counts
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
+from peftlab.analysis.stats.families import ABLATION, MAIN
 from peftlab.analysis.stats.power import ALPHA
 
 
@@ -72,11 +73,29 @@ def define_findings_words(numbers, study, suffixes: dict[str, str], score_macro:
             )
         add("bestTies", text, "the configurations tied with the best, their means and correct counts (stats.ties)")
     define_chance(numbers, study, suffixes, pvalue)
-    if study.comparisons is not None:
-        count = int(study.comparisons["significant"].sum())
+    define_families(numbers, study, suffixes)
+
+
+def define_families(numbers, study, suffixes: dict[str, str]) -> None:
+    """The comparisons' Holm families (stats.families): the main table's significant count's verb and what the
+    Wilcoxon test can reach in it; the ablations' family, its count and names; the configurations not tested."""
+    n, add, c = numbers.ref, numbers.add, study.comparisons
+    if c is not None:
+        main = c[c["family"] == MAIN]
+        count = int(main["significant"].sum())
         add("significantVerb", "differs" if count == 1 else "differ", "significantCount's verb")
-        if limit := wilcoxon_limit(study.comparisons, ALPHA):
+        if limit := wilcoxon_limit(main, ALPHA):
             add("wilcoxonLimit", limit, "what the exact Wilcoxon test can reach with these pairs (2 / 2^n) and Holm")
+        ablation = c[c["family"] == ABLATION]
+        if len(ablation):
+            significant = ablation.loc[ablation["significant"].astype(bool), "variant"]
+            add("ablationComparisonCount", str(len(ablation)), "comparisons of the ablations' configurations (Holm)")
+            add("ablationSignificantCount", str(len(significant)), "of them, those with Holm-corrected p < alpha")
+            add("ablationSignificantVerb", "differs" if len(significant) == 1 else "differ", "its verb")
+            names = words([n("name" + suffixes[v]) for v in significant]) or "none"
+            add("ablationSignificantNames", names, "ablation variants that differ from the baseline (their own Holm)")
+    if study.repeats:
+        add("repeatWords", repeat_words(study), "configurations not tested, each repeating another (stats.families)")
 
 
 def tie_words(study) -> str:
@@ -99,13 +118,13 @@ def define_chance(numbers, study, suffixes: dict[str, str], pvalue) -> None:
         add(
             "chanceP" + suffixes[row.variant],
             pvalue(row.p),
-            f'variant "{row.variant}": one-sided binomial test p of its correct test predictions summed over its '
-            "seeds against the chance rate (scipy.stats.binomtest, alternative greater)",
+            f"variant \"{row.variant}\": the largest of its seeds' one-sided exact binomial test p (each seed's "
+            "correct test predictions against the chance rate; scipy.stats.binomtest, alternative greater)",
         )
     at = found.at_chance()
     if not at:
         return
-    add("atChanceCount", str(len(at)), "configurations at chance (binomial p >= alpha)")
+    add("atChanceCount", str(len(at)), "configurations at chance (a seed's binomial p >= alpha)")
     add(
         "atChanceNames",
         words([f"{n('name' + suffixes[v])} ($p = {n('chanceP' + suffixes[v])}$)" for v in at]),
@@ -141,9 +160,25 @@ def wilcoxon_limit(comparisons, alpha: float) -> str:
     if floor >= alpha:
         said += f", which is not below $\\alpha = {alpha:g}$: whatever the differences, the test cannot reject"
     else:
-        said += f"; Holm's correction over the {m} comparisons multiplies the smallest $p$ by {m}, to {holm:.3g}"
+        said += (
+            f"; Holm's correction over the main family's {m} comparisons multiplies the smallest $p$ by {m}, "
+            f"to {holm:.3g}"
+        )
     return said + (
         f". A Holm-corrected Wilcoxon $p$ of {holm:.3g} is this floor (Holm lifts every $p$ at the floor to $m$ "
         f"times it, here {m}): it says the seeds all went one way, not that the difference is small, and significance "
         "rests on the paired t-test."
     )
+
+
+def repeat_words(study) -> str:
+    """The configurations not tested, each repeating another in every setting that changes training (stats.families):
+    "X repeats Y in every setting that changes training (it differs only in \\texttt{train.log\\_every})"."""
+    said = []
+    for variant, (kept, differ) in study.repeats.items():
+        keys = words([rf"\texttt{{{latex_escape(key)}}}" for key in differ]) or "its name"
+        said.append(
+            f"{study.name(variant)} repeats {study.name(kept)} in every setting that changes training (it differs "
+            f"only in {keys})"
+        )
+    return "; ".join(said)

@@ -54,6 +54,7 @@ from peftlab.analysis.results.record import (
 )
 from peftlab.analysis.results.tuning_choices import borrowed_configurations, borrowed_note
 from peftlab.analysis.results.units import bridge_names, range_words, unit, words
+from peftlab.analysis.stats.families import MAIN
 from peftlab.analysis.stats.power import ALPHA, POWER
 from peftlab.analysis.stats.rank_trend import TESTS, rank_trend
 from peftlab.study.report_options import read_study_name
@@ -190,6 +191,9 @@ def define_study(numbers: Numbers, study) -> None:
         sizes = split_sizes(done, split)
         if sizes:
             add(name, ", ".join(integer(size) for size in sizes), f"provenance.data.split_sizes.{split} of the runs")
+    joins = list(dict.fromkeys(done["protocol.pair_join"].dropna())) if "protocol.pair_join" in done else []
+    if joins:  # a sentence-pair task's: the decoder's separator or the encoder's template, as the runs joined it
+        add("cfgPairJoin", latex_escape("; ".join(map(str, joins))), "protocol.pair_join of the completed runs")
     tests = split_sizes(done, "test")
     if len(tests) == 1 and study.score.metric == TOP1:  # the resolution of every test top-1 the paper reports
         add("cfgTestStep", points_words(100 / tests[0]), "points of test top-1 one test image moves (100 / test size)")
@@ -363,14 +367,15 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     front = study.front.loc[study.front["on_front"], "variant"]  # by parameter count: named in the tables' order
     on_front = [study.name(v) for v in study_order(study.palette, front)]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
-    if study.comparisons is not None:
-        significant = study.comparisons[study.comparisons["significant"]]
-        add("significantCount", str(len(significant)), "comparisons with Holm-corrected p < alpha")
-        add("comparisonCount", str(len(study.comparisons)), "comparisons with the baseline")
+    if study.comparisons is not None:  # the main family's (stats.families); the ablations' in findings.py
+        main = study.comparisons[study.comparisons["family"] == MAIN]
+        significant = main[main["significant"]]
+        add("significantCount", str(len(significant)), "main-family comparisons with Holm-corrected p < alpha")
+        add("comparisonCount", str(len(main)), "comparisons of the main table's configurations with the baseline")
         add(
             "significantNames",
             words([study.name(v) for v in significant["variant"]]) or "none",
-            "variants that differ from the baseline with Holm-corrected p < alpha",
+            "main-table variants that differ from the baseline with Holm-corrected p < alpha (Holm over them)",
         )
     if trend := rank_trend(study):
         direction, adjusted, ranks = trend

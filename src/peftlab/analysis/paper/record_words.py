@@ -38,7 +38,8 @@ def define_wall_time(numbers, study) -> None:
         add(
             "studyElapsedMinutes",
             f"{elapsed / 60:.1f}",
-            "phases.jsonl: summed wall_seconds of every phase of every call (the study's elapsed time), minutes",
+            "phases.jsonl: summed wall_seconds of every phase of every call (not the span from the first start to the "
+            "last end: the time between phases and between calls is not in it), minutes",
         )
         workers = sorted({int(r["workers"]) for r in phases if r["phase"] != "pretrain"})
         if workers:

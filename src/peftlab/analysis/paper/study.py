@@ -21,6 +21,7 @@ from peftlab.analysis.results.load import environment, load_curves, study_axes
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.comparisons import paired_comparisons
+from peftlab.analysis.stats.families import comparison_families, repeats
 from peftlab.analysis.stats.intervals import completed_runs, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.ties import resolution
 from peftlab.config.paths import REPO_ROOT
@@ -54,18 +55,26 @@ class Study:
         self.best, self.worst = (
             (means.idxmin(), means.idxmax()) if self.score.lower else (means.idxmax(), means.idxmin())
         )
+        # the comparisons' Holm families: the main table's configurations, the ablations' apart, a repeat untested
+        self.families, self.repeats = comparison_families(df, baseline), repeats(df, baseline)
+        tested = [v for v, family in self.families.items() if family is not None]
         self.comparisons = (
             in_study_order(
                 paired_comparisons(
-                    df, baseline=baseline, metric=self.score.metric, alpha=ALPHA, point=self.score.point
+                    df,
+                    baseline=baseline,
+                    metric=self.score.metric,
+                    alpha=ALPHA,
+                    point=self.score.point,
+                    families=self.families,
                 ),
                 self.palette,
             ).set_index("variant", drop=False)
-            if len(self.variants) > 1
+            if tested
             else None
         )
         self.front = pareto_front(df, y=self.score.metric)
-        # the task's chance rate and each configuration's binomial test against it (None: no rate, or a perplexity)
+        # the task's chance rate and each seed's binomial test against it (None: no rate, or a perplexity)
         self.chance = chance(study_dir, df) if self.score.metric == "metrics.test_top1" else None
         self.curves = load_curves(study_dir)
         self.axes = study_axes(study_dir)

@@ -13,6 +13,7 @@ import numpy as np
 from peftlab.analysis.figures.style import study_order
 from peftlab.analysis.paper import tuning_table
 from peftlab.analysis.paper.ablations import ablation_design, ablation_groups, axis_level, level_text
+from peftlab.analysis.paper.findings import repeat_words
 from peftlab.analysis.paper.macro_text import pairs_text, pct, pvalue, signed
 from peftlab.analysis.paper.names import typeset_data, typeset_model
 from peftlab.analysis.report import protocol_card
@@ -24,6 +25,7 @@ from peftlab.analysis.results.tuning_choices import borrowed_configurations, bor
 from peftlab.analysis.results.units import decimal, display_name, metric_words
 from peftlab.analysis.results.units import signed as signed_text
 from peftlab.analysis.stats.comparisons import MIN_PAIRS_WILCOXON
+from peftlab.analysis.stats.families import MAIN
 from peftlab.analysis.stats.power import ALPHA, POWER
 from peftlab.analysis.stats.ties import resolution, tied
 from peftlab.utils.files import write_text_atomic
@@ -142,7 +144,9 @@ def ablation_table(study: Study, group: str, variants: list[str], keys: list[str
     if borrowed:  # a configuration at borrowed values never stands beside tuned ones without saying so
         notes.append(borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$"))
     if at_chance & set(rows):
-        notes.append(r"$^{\circ}$: at chance (the binomial test of the Statistics paragraph).")
+        notes.append(
+            r"$^{\circ}$: at chance (a seed's binomial test does not reject, the rule of the Statistics paragraph)."
+        )
     for note in notes:
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + note + "}"]
     lines.append(r"\end{table}")
@@ -211,7 +215,7 @@ def significance_table(study: Study) -> str:
         r"\small",
         rf"\caption{{Each configuration against {study.name(study.baseline)} on matched seeds ({score.named}). "
         rf"(a) Difference: mean of the paired differences in {unit}{sign}; $p$: paired t-test and Wilcoxon "
-        r"signed-rank test, each Holm-corrected across the comparisons \citep{holm1979}; $d_z$: mean difference "
+        rf"signed-rank test, each Holm-corrected {family_words(c)} \citep{{holm1979}}; $d_z$: mean difference "
         r"over the standard deviation of the differences. (b) MDE: minimum detectable "
         rf"difference, the smallest true mean difference in {unit} that the paired t-test at "
         rf"$\alpha = {ALPHA:g}$ (before Holm's correction) finds with {100 * POWER:g}\% power, taking the "
@@ -224,6 +228,7 @@ def significance_table(study: Study) -> str:
     ]
     borrowed = {v: lender for v, lender in borrowed_configurations(study.df).items() if v in set(c["variant"])}
     tests, detection = [], []
+    c = c.sort_values("family", key=lambda f: f != MAIN, kind="stable")  # the main family first, the ablations'
     for row in c.itertuples():
         dz = "n/a" if not np.isfinite(row.cohens_dz) else rf"\ensuremath{{{signed_text(row.cohens_dz, 2).lstrip('+')}}}"
         pairs = pairs_text(row.pairs_for_1pt).replace("more than ", "$>$")
@@ -233,11 +238,14 @@ def significance_table(study: Study) -> str:
             + [pvalue(row.p_wilcoxon_holm), dz]
         )
         detection.append([name, pct(row.mde_80, score.scale), pairs, f"{row.win_rate:.2f}", improvement(row)])
-    lines += panel("(a) Paired tests", TESTS_PANEL, tests, "r" * len(TESTS_PANEL))
+    main = int((c["family"] == MAIN).sum())  # the ablations' rows below a heading of their own
+    lines += panel("(a) Paired tests", TESTS_PANEL, tests, "r" * len(TESTS_PANEL), main)
     lines.append(r"\par\medskip")
     headers = [h.format(one=pairs_for) for h in DETECTION_PANEL]
-    lines += panel("(b) Detectable differences and wins", headers, detection, "rrrl")
+    lines += panel("(b) Detectable differences and wins", headers, detection, "rrrl", main)
     notes = [not_computable(c)] if not_computable(c) else []
+    if study.repeats:  # configurations left out of every family, each with the one it repeats
+        notes.append(f"Not tested: {repeat_words(study)}.")
     if borrowed:  # an untuned configuration's comparison never stands without saying so
         notes.append(borrowed_note({study.name(v): study.name(b) for v, b in borrowed.items()}, str, r"$^{\ddagger}$"))
     for note in notes:
@@ -246,8 +254,9 @@ def significance_table(study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
-def panel(title: str, headers, rows: list[list[str]], align: str) -> list[str]:
-    """One panel of a stacked table: its title over a booktabs tabular headed Configuration and ``headers``."""
+def panel(title: str, headers, rows: list[list[str]], align: str, main: int | None = None) -> list[str]:
+    """One panel of a stacked table: its title over a booktabs tabular headed Configuration and ``headers``; the
+    rows after the first ``main`` (the ablations' family) under a heading of their own."""
     lines = [
         rf"{{\itshape {title}}}\par\smallskip",
         rf"\begin{{tabular}}{{@{{}}l{align}@{{}}}}",
@@ -255,5 +264,19 @@ def panel(title: str, headers, rows: list[list[str]], align: str) -> list[str]:
         "Configuration & " + " & ".join(headers) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(cells) + r" \\" for cells in rows]
+    for i, cells in enumerate(rows):
+        if i == main and i:
+            heading = r"\itshape Ablations: a Holm family of their own"
+            lines += [r"\midrule", rf"\multicolumn{{{len(cells)}}}{{@{{}}l}}{{{heading}}} \\"]
+        lines.append(" & ".join(cells) + r" \\")
     return lines + [r"\bottomrule", r"\end{tabular}"]
+
+
+def family_words(c) -> str:
+    """Over which comparisons Holm's correction runs (stats.families), as the significance table's caption says."""
+    if (c["family"] != MAIN).any():
+        return (
+            "within its family: the main table's configurations, and apart from them those only an ablation runs "
+            "(below the rule)"
+        )
+    return "across the comparisons of the main table's configurations"

@@ -52,19 +52,23 @@ def tuning_text(study: Study, numbers: Numbers, drawn: list[str]) -> dict | None
 
 
 def diverged_words(searches: list[dict]) -> str:
-    """What the tuning figure's red marks are, where it draws any (report.tuning.draw_diverged): crosses at the
-    score of a trial that completed at chance on validation, triangles on the x-axis for one whose loss was not
-    finite; "" where no trial did either."""
+    """What the tuning figure's marks in report.tuning.FELL are, where it draws any (report.tuning.draw_diverged):
+    crosses at the score of a trial that completed at chance on validation, triangles on the x-axis for one whose
+    loss was not finite; "" where no trial did either."""
     states = {tuning.state(t) for s in searches for t in s["trials"]}
     said = []
     if "AT CHANCE" in states and any(
         t.get("value") is not None for s in searches for t in s["trials"] if tuning.state(t) == "AT CHANCE"
     ):
-        said.append("red crosses are trials that completed at chance on the validation split, never chosen")
+        said.append(
+            f"{tuning.FELL_WORD} crosses are trials that completed at chance on the validation split, never chosen"
+        )
     if any(
         t.get("value") is None and tuning.state(t) in ("DIVERGED", "AT CHANCE") for s in searches for t in s["trials"]
     ):
-        said.append("red triangles on the x-axis are trials whose loss was not finite, with no score to place")
+        said.append(
+            f"{tuning.FELL_WORD} triangles on the x-axis are trials whose loss was not finite, with no score to place"
+        )
     return "".join("; " + words for words in said)
 
 

@@ -28,7 +28,7 @@ from peftlab.analysis.report import (
     tuning,
     vtab,
 )
-from peftlab.analysis.report.figures import figure_lines
+from peftlab.analysis.report.figures import chance_line, figure_lines
 from peftlab.analysis.report.literature import literature_section
 from peftlab.analysis.report.primary import (
     chance_lines,
@@ -55,6 +55,7 @@ from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import METRIC_LABELS, metric_words
 from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.comparisons import paired_comparisons_within
+from peftlab.analysis.stats.families import comparison_families
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, incomplete_runs, pareto_front, summarize
 from peftlab.analysis.stats.power import ALPHA
 from peftlab.analysis.stats.ties import resolution
@@ -143,7 +144,6 @@ def write_report(
     lines += statistics_section(interval, score, judgement_lines(df))
     lines += protocol_card.report_section(study_dir, done, labels)
     lines += protocol_card.claims_section(df, options.share_limits, labels)
-
     if not done.empty:
         lines += _results(df, baseline, interval, labels, out, study_dir)
     else:
@@ -158,6 +158,7 @@ def write_report(
         labels,
         score,
         health.convergence_caption(study_dir),
+        chance_line(study_dir, df, score),  # drawn where a configuration is at chance
     )
     lines += literature_section(df, metric=score.metric, modality=study_modality(df))
     lines += ["## Figures", ""] + drawn
@@ -199,7 +200,15 @@ def _results(
     comparisons = None
     if baseline is not None and completed_runs(df)["variant"].nunique() > 1:
         comparisons = in_study_order(
-            paired_comparisons_within(df, baseline, TASK, metric=score.metric, alpha=ALPHA, point=score.point),
+            paired_comparisons_within(
+                df,
+                baseline,
+                TASK,
+                metric=score.metric,
+                alpha=ALPHA,
+                point=score.point,
+                families=comparison_families(df, baseline),  # Holm within each (stats.families)
+            ),
             study_palette(df),
             within=TASK,
         )

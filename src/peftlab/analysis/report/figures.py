@@ -16,6 +16,7 @@ from peftlab.analysis.figures import study as figures
 from peftlab.analysis.figures.style import study_palette
 from peftlab.analysis.report.primary import Score
 from peftlab.analysis.report.tables import format_count
+from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.intervals import describe_interval
 
 ABLATION_AXES = {
@@ -47,14 +48,16 @@ def figure_lines(
     labels: dict,
     score: Score,
     under_training: str = "",
+    chance: float | None = None,
 ) -> tuple[list[str], list[str]]:
     """(report.md lines of the drawn figures, one line per skipped figure); ``under_training`` is
-    said under the convergence figure."""
+    said under the convergence figure; ``chance``: the chance rate the accuracy figure draws (stats.chance's
+    ``Chance.line``), or None."""
     handler, level = _SkipReasons(), figures.logger.level
     figures.logger.addHandler(handler)
     figures.logger.setLevel(logging.INFO)
     try:
-        drawn = _draw_figures(df, curves, axes, out, interval, labels, score, under_training)
+        drawn = _draw_figures(df, curves, axes, out, interval, labels, score, under_training, chance)
     finally:
         figures.logger.removeHandler(handler)
         figures.logger.setLevel(level)
@@ -78,6 +81,7 @@ def _draw_figures(
     labels: dict,
     score: Score,
     under_training: str,
+    chance: float | None = None,
 ) -> list[tuple[str, str, str, list]]:
     """Draw the report's figures: (title, name, caption, paths) each, no paths for a figure skipped."""
     palette = study_palette(df)
@@ -91,8 +95,9 @@ def _draw_figures(
             "accuracy_vs_params",
             f"Mean {score.name} per configuration against trainable parameters (log scale); {bars} Dashed: the "
             f"Pareto front (ringed points{'; lower is better' if score.lower else ''})."
-            + side_by_side_sentence(df, score),
-            figures.plot_accuracy_vs_params(df, out, **metric, **style),
+            + side_by_side_sentence(df, score)
+            + chance_sentence(chance),
+            figures.plot_accuracy_vs_params(df, out, **metric, **style, chance=chance),
         ),
         (
             "Memory reduction vs accuracy loss across quantization settings",
@@ -146,6 +151,20 @@ def _draw_figures(
     return drawn
 
 
+def chance_line(study_dir: Path, df: pd.DataFrame, score: Score) -> float | None:
+    """The chance rate the accuracy figure draws (stats.chance's ``Chance.line``: where a configuration is at
+    chance), or None (no rate, a perplexity, or every configuration above it)."""
+    found = chance(study_dir, df) if score.metric == "metrics.test_top1" else None
+    return found.line() if found is not None else None
+
+
+def chance_sentence(rate: float | None) -> str:
+    """The caption's sentence on the chance line, where it is drawn; "" where not."""
+    if rate is None:
+        return ""
+    return f" Dotted: the task's chance rate, {100 * rate:.3g}%, which the configurations at chance (°) did not beat."
+
+
 def side_by_side_sentence(df: pd.DataFrame, score: Score) -> str:
     """The caption's sentence on configurations drawn side by side (the same trainable parameters); "" for none."""
     groups = figures.shared_counts(df, score.metric)
@@ -154,7 +173,7 @@ def side_by_side_sentence(df: pd.DataFrame, score: Score) -> str:
     each = "; ".join(f"{', '.join(names[:-1])} and {names[-1]}, {format_count(count)}" for count, names in groups)
     return (
         f" Configurations with the same trainable parameters ({each}) are drawn side by side around their count, "
-        "left to right in the legend's order; the ticks are the true counts."
+        "left to right in the legend's order; the axis is that of the true counts."
     )
 
 

@@ -185,8 +185,8 @@ def order_lines(primary: pd.DataFrame, score: Score, labels: dict, step: float) 
 
 
 def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
-    """The task's chance rate, its rule, and the configurations at chance by a one-sided binomial test of their
-    test-set counts (``found``: stats.chance.Chance, or None: nothing is said)."""
+    """The task's chance rate, its rule, and the configurations at chance by each seed's one-sided binomial test of
+    its test-set count (``found``: stats.chance.Chance, or None: nothing is said)."""
     if found is None:
         return []
     methods = primary.set_index("variant")["method"] if "method" in primary else {}
@@ -197,18 +197,21 @@ def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
         else f"the task's chance rate is {found.rate_words()} ({found.rule_words()})"
     )
     head = (
-        f"Chance: {rate}. A configuration is at chance where a one-sided binomial test (scipy.stats.binomtest) of "
-        f"its correct test predictions, summed over its seeds, against that rate does not reject at α = {ALPHA:g}"
-        + (" on one of its datasets." if found.tasks else ".")
+        f"Chance: {rate}. Each seed's run is tested on its own (scipy.stats.binomtest, one-sided, exact), the "
+        "test set's images the unit: the seeds, all scored on the same images, are not pooled. A configuration is "
+        f"above chance where every seed's test rejects at α = {ALPHA:g}, at chance where any seed's does not"
+        + (" on one of its datasets" if found.tasks else "")
+        + "; its p is the largest of its seeds'."
     )
     table = found.table.set_index("variant")
     if not at:
         return [head + " Every configuration is above it.", ""]
     names = ", ".join(
         f"{display_name(v, methods.get(v) if len(methods) else None, labels)} "
-        f"({table.loc[v, 'correct']} of {table.loc[v, 'trials']}"
+        f"({table.loc[v, 'above']} of {table.loc[v, 'seeds']} seeds above it"
         + (f" on {markdown_text(table.loc[v, 'dataset'])}" if found.tasks else "")
-        + f", p = {table.loc[v, 'p']:.3g})"
+        + f"; {table.loc[v, 'correct']} of {table.loc[v, 'trials']} correct over the seeds; largest p = "
+        f"{table.loc[v, 'p']:.3g})"
         for v in at
     )
     every = "**Every configuration is at chance**: " if len(at) == len(table) else "**At chance** (° in the table): "

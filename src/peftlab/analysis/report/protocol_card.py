@@ -30,6 +30,7 @@ ROWS = (  # (record key, what the card calls it)
     ("interpolation", "interpolation"),
     ("normalization", "normalization"),
     ("tokens", "tokens"),
+    ("pair_join", "sentence pairs joined by"),
     ("augmentation", "augmentation"),
     ("epochs", "epochs"),  # only where they bounded the run
     ("max_steps", "stopped by train.max_steps at"),

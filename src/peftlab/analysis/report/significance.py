@@ -14,6 +14,7 @@ from peftlab.analysis.report.primary import SCORES, Score
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
 from peftlab.analysis.results.units import display_name, signed
 from peftlab.analysis.stats.comparisons import below_detection
+from peftlab.analysis.stats.families import ABLATION, MAIN, repeats
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.power import ALPHA, MAX_PAIRS, POWER
 
@@ -27,16 +28,17 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
     baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
     score = SCORES[comparisons["metric"].iloc[0]]
     power, unit = f"{100 * POWER:.0f}%", score.unit
+    several = comparisons["family"].nunique() > 1  # the ablations' configurations in a Holm family of their own
     lines = [
         "## Significance",
         "",
         f"Each configuration against **{baselines}** ({score.named}), on matched seeds for the tests and the "
         f"win rate, over all pairs of runs for {score.improvement}.",
         "",
-        f"| configuration | pairs | mean diff ({unit}) | p (t, Holm) | MDE ({power}, {unit}) | pairs for "
-        f"{score.one_short} | p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | {score.improvement} [95% CI] | "
-        "significant |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| configuration |{' family |' if several else ''} pairs | mean diff ({unit}) | p (t, Holm) | MDE ({power}, "
+        f"{unit}) | pairs for {score.one_short} | p (Wilcoxon, Holm) | d_z | win rate (matched seeds) | "
+        f"{score.improvement} [95% CI] | significant |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
 
     def p(value):
@@ -48,7 +50,8 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         name += f" {BORROWED_MARK}" if row.variant in borrowed else ""
         mde = "n/a" if pd.isna(row.mde_80) else f"{score.scale * row.mde_80:.2f}"
         lines.append(
-            f"| {name} | {row.n_pairs} | {signed(score.scale * row.mean_diff, 2)} | {p(row.p_ttest_holm)} | {mde} | "
+            f"| {name} |{f' {row.family} |' if several else ''} {row.n_pairs} | "
+            f"{signed(score.scale * row.mean_diff, 2)} | {p(row.p_ttest_holm)} | {mde} | "
             f"{_pairs(row.pairs_for_1pt)} | {p(row.p_wilcoxon_holm)} | {p(row.cohens_dz)} | "
             f"{row.win_rate:.2f} | {row.prob_improvement:.2f} [{row.prob_improvement_low:.2f}, "
             f"{row.prob_improvement_high:.2f}] | {'yes' if row.significant else 'no'} |"
@@ -63,6 +66,7 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
         f"{_one_difference(score)} at that sd.",
         "",
     ]
+    lines += family_lines(comparisons, df, methods, labels)
     if borrowed:  # an untuned configuration's significance never stands without saying so
         shown = {display_name(v, methods.get(v), labels): display_name(b, None, labels) for v, b in borrowed.items()}
         lines += [borrowed_note(shown), ""]
@@ -70,6 +74,34 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
     return (
         lines + _not_shown(comparisons, methods, labels, score) + _spread_lines(comparisons, df, methods, labels, score)
     )
+
+
+def family_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series, labels: dict) -> list[str]:
+    """Which comparisons each Holm correction runs over (stats.families): the main table's configurations, the
+    ablations' configurations apart; and the configurations not tested, each repeating another."""
+    counts = comparisons["family"].value_counts()
+    said = (
+        f"Holm's correction runs within each family: the main table's {counts.get(MAIN, 0)} configurations against "
+        f"the baseline, and apart from them the {counts.get(ABLATION, 0)} configurations only an ablation runs, so "
+        "an ablation leaves the main comparison's corrected p-values as they are."
+        if len(counts) > 1
+        else ""  # one family: the table's note says Holm ran across its comparisons
+    )
+    name = lambda v: display_name(v, methods.get(v), labels)
+    baselines = set(comparisons["baseline"])
+    repeated = {v: found for v, found in repeats(df, next(iter(baselines))).items() if v not in baselines}
+    if repeated:
+        said += (
+            (" " if said else "")
+            + "Not tested: "
+            + "; ".join(
+                f"{name(v)} repeats {name(kept)} in every setting that changes training (it differs only in "
+                f"{', '.join(differ) or 'its name'}), so its runs are that training again"
+                for v, (kept, differ) in repeated.items()
+            )
+            + "."
+        )
+    return [said, ""] if said else []
 
 
 def _one_difference(score: Score) -> str:

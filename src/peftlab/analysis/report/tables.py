@@ -60,7 +60,7 @@ def latex_table(
     The table also has a "Trainable params" column (from params.trainable and
     params.trainable_ratio or params.total) when the summary has them, and an "n" column.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
+    table = table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
     table["chance"] = _chance_marks(chance, labels, summary)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Configuration"] + (["Trainable params"] if has_params else []) + ["$n$"]
@@ -117,7 +117,7 @@ def markdown_table(
     Same arguments as `latex_table`; a cell gets "*" where p_ttest_holm < alpha, a borrowed configuration's
     name "‡". A one-line note explaining the cells follows the table.
     """
-    table = _table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
+    table = table_content(summary, comparisons, columns, row, alpha, labels, interval_text, borrowed, resolution)
     table["chance"] = _chance_marks(chance, labels, summary)
     has_params = any(r["params"] is not None for r in table["rows"])
     header = ["Configuration"] + (["Trainable params"] if has_params else []) + ["n"]
@@ -211,7 +211,7 @@ def format_params(trainable, ratio):
     return f"{format_count(trainable)} ({format_percent(ratio)})"
 
 
-def _table_content(
+def table_content(
     summary, comparisons, columns, row, alpha, labels=None, interval_text=None, borrowed=None, resolution=None
 ):
     """What both table formats print: headers and, per row, name, n, params and cells; a mean is bold where it
@@ -273,6 +273,8 @@ def _table_content(
         + (" and every mean less than one test example from it" if any((resolution or {}).values()) else ""),
         "rows": rows,
         "baselines": [display_name(b, None, labels) for b in baselines],
+        # Holm over the main table's configurations, the ablations' in a family of their own (stats.families)
+        "families": comparisons is not None and "family" in comparisons and comparisons["family"].nunique() > 1,
         "symmetric": intervals <= {"t"} and not clipped,
         "interval_text": interval_text,
         "any_single_run": any(cell is not None and cell["half_width"] is None for r in rows for cell in r["cells"]),
@@ -354,13 +356,20 @@ def _latex_note(table, alpha):
     if table["baselines"]:
         sentences.append(
             rf"$^{{*}}$: differs from {_baseline_text(table, latex_text)} with $p < {alpha:g}$ "
-            "(paired t-test on matched seeds, Holm-corrected)."
+            f"(paired t-test on matched seeds, Holm-corrected{_family_text(table)})."
         )
     if table["borrowed"]:
         sentences.append(borrowed_note(table["borrowed"], latex_text, r"$^{\ddagger}$"))
     if table["chance"]["names"]:
         sentences.append(r"$^{\circ}$: " + latex_escape(table["chance"]["note"]))
     return " ".join(sentences)
+
+
+def _family_text(table) -> str:
+    """Over which comparisons the mark's Holm correction ran, where the ablations' are a family apart."""
+    return (
+        " within its family: the main configurations, or apart those only an ablation runs" if table["families"] else ""
+    )
 
 
 def _baseline_text(table, show):
@@ -386,7 +395,7 @@ def _markdown_note(table, alpha):
     if table["baselines"]:
         note += (
             f" *: differs from {_baseline_text(table, str)} with p < {alpha:g} "
-            "(paired t-test on matched seeds, Holm-corrected)."
+            f"(paired t-test on matched seeds, Holm-corrected{_family_text(table)})."
         )
     if table["borrowed"]:
         note += " " + borrowed_note(table["borrowed"])
@@ -403,13 +412,14 @@ def _chance_marks(chance, labels, summary) -> dict:
     methods = summary.groupby("variant")["method"].first() if "method" in summary else {}
     names = {display_name(v, methods.get(v) if len(methods) else None, labels) for v in chance.at_chance()}
     note = (
-        "at chance: its correct test predictions, summed over its seeds, are not above "
+        "at chance: some seed's run is not above "
         + (
             f"its dataset's chance rate on one of its datasets ({chance.rule_words()})"
             if chance.tasks
             else f"the task's chance rate of {chance.rate_words()} ({chance.rule_words()})"
         )
-        + f" by a one-sided binomial test at the {ALPHA:g} level."
+        + f" by its own one-sided exact binomial test at the {ALPHA:g} level (the test set's images the unit: "
+        "the seeds, scored on the same images, are not pooled)."
     )
     return {"names": names, "note": note}
 

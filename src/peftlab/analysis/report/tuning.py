@@ -9,7 +9,8 @@ its methods share one set of hyper-parameters.
   trial marked (pruned trials hollow, at their last score): against the searched value when the
   search has one numeric axis (a learning-rate curve, log-scaled over a wide range), else in
   trial order with the best so far; points an edge-following grid added are diamonds, diverged
-  trials red crosses (a validation score at chance) or red triangles (a non-finite loss).
+  trials black crosses (a validation score at chance) or black triangles (a non-finite loss): FELL, a colour
+  no panel is drawn in but a seventh method's.
 - ``edges`` / ``edge_choices``: chosen values at the end of a numeric axis, where the best may lie outside.
 - ``added_lines`` / ``diverged_lines``: the points an edge-following grid added and why, a budget that
   ran out at an edge, and the trials that diverged (never chosen).
@@ -205,8 +206,8 @@ def search_color(record: dict, palette: dict | None) -> str:
 
 def draw_panel(ax, record: dict, color: str) -> None:
     """One method's trials: against the searched value (one numeric axis) or in trial order with the best
-    so far; pruned trials hollow, added ones (an edge-following grid) as diamonds, diverged ones as red
-    crosses (at their score, or at the panel's foot without one), the chosen trial a star."""
+    so far; pruned trials hollow, added ones (an edge-following grid) as diamonds, diverged ones as black
+    crosses (at their score, or triangles at the panel's foot without one), the chosen trial a star."""
     metric = record["search"]["metric"]
     axis, times, lower = numeric_axis(record["search"]), scale(metric), lower_is_better(metric)
     x_of = (lambda t: t["params"][axis["key"]]) if axis else (lambda t: t["number"])
@@ -255,12 +256,17 @@ def draw_panel(ax, record: dict, color: str) -> None:
     ax.grid(alpha=0.3, lw=0.5)
 
 
+# the colour of a trial that fell to chance or diverged, and its name in every caption that says so: black, not a
+# method's hue (vermillion, the colour these were drawn in before, is the second method's own and reads as orange)
+FELL, FELL_WORD = "#000000", "black"
+
+
 def draw_diverged(ax, trials: list[dict], x_of, times: float = 100.0) -> None:
-    """Red crosses at the score of a trial that fell to chance; red triangles on the x-axis itself for
+    """Crosses (FELL) at the score of a trial that fell to chance; triangles on the x-axis itself for
     one without a score (a non-finite loss or gradient), where no score could be read off."""
     scored = [(x_of(t), times * t["value"]) for t in trials if t.get("value") is not None]
     unscored = [x_of(t) for t in trials if t.get("value") is None]
-    style = {"color": "#D55E00", "s": 30, "linewidths": 1.5, "zorder": 5}
+    style = {"color": FELL, "s": 30, "linewidths": 1.5, "zorder": 5}
     if scored:
         ax.scatter(*zip(*scored), marker="x", label="at chance (completed)", **style)
     if unscored:  # x in data, y on the axis line (axes fraction 0): there is no score to place it at
@@ -393,8 +399,8 @@ def figure_caption(searches: list[dict]) -> str:
         extra.append("diamonds are points the edge-following search added after the grid")
     if any(t.get("diverged") for s in searches for t in s["trials"]):
         extra.append(
-            "red crosses are trials that fell to chance (at their score), red triangles on the x-axis "
-            "trials whose loss or gradients went non-finite; neither is ever chosen"
+            f"{FELL_WORD} crosses are trials that fell to chance (at their score), {FELL_WORD} triangles on the "
+            "x-axis trials whose loss or gradients went non-finite; neither is ever chosen"
         )
     return (
         f"`figures/{FIGURE}.png`: the {searches[0]['search']['metric']} (validation) of every trial, one panel "

@@ -30,7 +30,8 @@ from peftlab.utils.files import printable, read_text, refuse_link
 
 log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 
-SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol")
+# flattened into dotted columns; execution: which executor, job (Slurm) or task (Ray) and node trained each run
+SECTIONS = ("metrics", "params", "memory", "timing", "merge", "quantization", "protocol", "execution")
 
 
 def borrowed_from(spec: SpecRecord) -> str | None:

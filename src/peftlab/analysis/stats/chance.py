@@ -7,9 +7,13 @@ class counts come from result.json's per-class record (``labelled``); where no r
 1/classes of the recorded class count (the test set taken as balanced, and said so); with neither there is no rate
 and nothing is said of chance.
 
-A configuration is at chance when a one-sided binomial test (scipy.stats.binomtest, alternative "greater") of its
-correct test predictions, summed over its seeds, against the chance rate over as many trials (seeds times the test
-set's size) does not reject at ``ALPHA``: its runs are not shown to beat guessing.
+The test set's images are the unit: every seed's run is scored on the same images, so the seeds' correct counts are
+not independent draws and are never pooled (their sum over seeds times the test set's size would count each image
+once per seed). Each seed's run has its own exact one-sided binomial test (scipy.stats.binomtest, alternative
+"greater") of its correct test predictions against the chance rate over its test set's size. A configuration is
+above chance where every seed's test rejects at ``ALPHA`` (an intersection-union test: the claim that each of its
+runs beats guessing holds at level ALPHA with no correction); it is at chance where any seed's does not, and its p is
+the largest of its seeds'.
 
 A study over several datasets (config.data.name) has a rate per dataset, each by its own rule from its own runs, and
 each configuration is tested on each of its datasets against that dataset's rate; a configuration is at chance where
@@ -42,11 +46,18 @@ class Chance:
     rate: float
     rule: str  # "balanced" (1/classes), "majority" (the majority class's share) or "classes" (counts unrecorded)
     classes: int
-    table: pd.DataFrame  # variant, correct, trials, top1 (correct / trials), p, at_chance; dataset, rate (several)
+    # variant, seeds, above (seeds whose test rejects), correct and trials (summed over the seeds, as counts, never
+    # tested pooled), top1 (correct / trials), p (the largest seed's), at_chance; dataset, rate (several datasets)
+    table: pd.DataFrame
     tasks: tuple = ()  # (dataset, rate, rule, classes) per dataset, where the study has several
 
     def at_chance(self) -> list[str]:
         return [str(v) for v in self.table.loc[self.table["at_chance"], "variant"]]
+
+    def line(self) -> float | None:
+        """The rate the accuracy-parameters figure draws as a line: the study's one rate where some configuration is
+        at chance (its points then sit near it); None over several datasets or where every configuration beats it."""
+        return None if self.tasks or not self.at_chance() else self.rate
 
     def rule_words(self) -> str:
         """The rule as a sentence's clause, in plain words (no LaTeX): how the rate was found; over several
@@ -121,15 +132,12 @@ def chance(study_dir: Path, df: pd.DataFrame, alpha: float = ALPHA) -> Chance | 
         if rates[name] is None:
             return None
     correct = correct_counts(done)
+    if correct.isna().any():
+        return None
     rows = []
     for (variant, name), runs in done.groupby(["variant", datasets], sort=False):
-        counts_of = correct[runs.index]
-        if counts_of.isna().any():
-            return None
-        k, n, rate = int(counts_of.sum()), int(pd.to_numeric(runs[TEST_SIZE]).sum()), rates[name][0]
-        p = binomtest(k, n, rate, alternative="greater").pvalue
-        rows.append({"variant": variant, "correct": k, "trials": n, "top1": k / n, "p": p, "at_chance": p >= alpha})
-        rows[-1] |= {"dataset": name, "rate": rate}
+        rows.append({"variant": variant, **seed_tests(correct[runs.index], runs[TEST_SIZE], rates[name][0], alpha)})
+        rows[-1] |= {"dataset": name, "rate": rates[name][0]}
     table = pd.DataFrame(rows)
     if len(rates) == 1:
         ((rate, rule, classes),) = rates.values()
@@ -139,3 +147,22 @@ def chance(study_dir: Path, df: pd.DataFrame, alpha: float = ALPHA) -> Chance | 
     worst = worst.set_index("variant").loc[table["variant"].drop_duplicates()].reset_index()
     tasks = tuple((name, *found) for name, found in rates.items())
     return Chance(float("nan"), "per dataset", 0, worst, tasks)
+
+
+def seed_tests(correct: pd.Series, sizes: pd.Series, rate: float, alpha: float = ALPHA) -> dict:
+    """One configuration's runs (one a seed: ``correct`` test predictions of ``sizes`` test images) against
+    ``rate``: each run's own one-sided exact binomial test; above chance where every run's rejects at ``alpha``,
+    its p the largest. The counts are summed only to be told, never tested pooled."""
+    sizes = pd.to_numeric(sizes).astype(int)
+    pvalues = [binomtest(int(k), int(n), rate, alternative="greater").pvalue for k, n in zip(correct, sizes)]
+    k, n, p = int(correct.sum()), int(sizes.sum()), max(pvalues)
+    above = sum(q < alpha for q in pvalues)
+    return {
+        "seeds": len(pvalues),
+        "above": above,
+        "correct": k,
+        "trials": n,
+        "top1": k / n,
+        "p": p,
+        "at_chance": p >= alpha,
+    }

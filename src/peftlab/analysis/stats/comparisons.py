@@ -3,7 +3,8 @@ the paired t-test (minimum detectable difference), win rate, rliable's probabili
 IQM, and aggregates over tasks. Only completed runs enter (intervals.completed_runs).
 
 Decisions a reader of the numbers must know:
-- Paired tests compare a variant with the baseline on matched seeds only.
+- Paired tests compare a variant with the baseline on matched seeds only. Holm's correction runs within each
+  comparison's family (families.py: the main table's configurations; the ablations' apart; a repeat untested).
 - Each paired comparison states its minimum detectable difference (mde_80): the smallest true
   mean difference the two-sided paired t-test at the table's alpha, unadjusted for the other
   comparisons, finds with 80% power, taking the observed sd of the paired differences as the
@@ -34,6 +35,7 @@ from peftlab.analysis.stats.bootstrap import (
     stratified_resamples,
     task_arrays,
 )
+from peftlab.analysis.stats.families import MAIN
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.power import POWER, minimum_detectable_effect, pairs_needed
 from peftlab.training.run_result import lower_is_better
@@ -95,6 +97,7 @@ def paired_comparisons(
     n_resamples=BOOTSTRAP_RESAMPLES,
     seed=BOOTSTRAP_SEED,
     point=0.01,
+    families=None,
 ):
     """Every other group of `by` compared with `baseline` on matched `pair_on` values.
 
@@ -120,7 +123,9 @@ def paired_comparisons(
       p_wilcoxon: scipy.stats.wilcoxon (exact without ties or zeros, else scipy's exact
         permutation test for n <= 13); NaN when n_pairs < min_pairs_wilcoxon or all
         differences are zero,
-      p_ttest_holm, p_wilcoxon_holm: Holm-adjusted across the comparisons in this table,
+      family: the comparison's family (`families`: {group: its family, or None: not compared}, as
+        families.comparison_families gives them; every group "main" without it),
+      p_ttest_holm, p_wilcoxon_holm: Holm-adjusted across the comparisons of its family in this table,
         each test separately,
       significant: p_ttest_holm < alpha; significant_wilcoxon: p_wilcoxon_holm < alpha,
       win_rate: over matched pairs, mean of 1[x > y] + 0.5 * 1[x == y] (lower is better: x < y),
@@ -137,12 +142,15 @@ def paired_comparisons(
     baseline_runs = runs[runs[by] == baseline].set_index(pair_on)[metric]
     sign = -1.0 if lower_is_better(metric) else 1.0  # a lower value is an improvement: P(-X > -Y)
     rows = []
+    families = families or {}
     for name, group in runs[runs[by] != baseline].groupby(by, sort=False):
+        if families.get(str(name), MAIN) is None:  # a repeat of another configuration: not tested
+            continue
         variant_runs = group.set_index(pair_on)[metric]
         matched = pd.concat([variant_runs, baseline_runs], axis=1, join="inner", keys=["x", "y"])
         x = matched["x"].to_numpy(dtype=float)
         y = matched["y"].to_numpy(dtype=float)
-        row = {"metric": metric, "baseline": baseline, by: name}
+        row = {"metric": metric, "baseline": baseline, by: name, "family": families.get(str(name), MAIN)}
         row.update(compare_paired(x, y, min_pairs_wilcoxon, alpha, point, lower=sign < 0))
         everything = sign * variant_runs.to_numpy(dtype=float), sign * baseline_runs.to_numpy(dtype=float)
         row["prob_improvement"] = probability_of_improvement(*everything)
@@ -150,7 +158,7 @@ def paired_comparisons(
             *everything, confidence=confidence, n_resamples=n_resamples, seed=seed
         )
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["metric", "baseline", by, *PAIRED_COLUMNS])
+    table = pd.DataFrame(rows, columns=["metric", "baseline", by, "family", *PAIRED_COLUMNS])
     return with_holm(table, alpha)
 
 
@@ -171,9 +179,13 @@ def check_pairing(runs, baseline, metric, by, pair_on):
 
 
 def with_holm(table, alpha):
-    """Holm-corrected p-values and significance over every row of a comparisons table."""
-    table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float))
-    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"].to_numpy(dtype=float))
+    """Holm-corrected p-values and significance over the rows of each family of a comparisons table (its
+    ``family`` column; all rows one family without it)."""
+    families = table["family"] if "family" in table else pd.Series(MAIN, index=table.index)
+    for column in ("p_ttest", "p_wilcoxon"):
+        table[column + "_holm"] = np.nan
+        for _, rows in table.groupby(families, sort=False):
+            table.loc[rows.index, column + "_holm"] = holm(rows[column].to_numpy(dtype=float))
     table["significant"] = table["p_ttest_holm"] < alpha
     table["significant_wilcoxon"] = table["p_wilcoxon_holm"] < alpha
     return table

@@ -40,8 +40,10 @@ COST_COLUMNS = (
     "memory.peak_rss_bytes",
     "memory.cuda_max_allocated_bytes",
     "timing.train_seconds",
-    "timing.train_images_per_second",
+    "timing.train_images_per_second",  # an image run's (and, in files of earlier versions, a text run's: texts)
     "timing.eval_images_per_second",
+    "timing.train_tokens_per_second",  # a text run's
+    "timing.eval_tokens_per_second",
 )
 
 

@@ -166,3 +166,6 @@ class DataInfo:
     # a text folder's task, as its manifest.json says it (data.text.fortunes.task_record: what, categories); the
     # paper's words on the task come from this record
     task: dict = field(default_factory=dict)
+    # a sentence-pair task's: how its two texts were joined, in words (peftlab.data.text.pairs.pair_join: a
+    # decoder's separator, or an encoder's tokenizer's template); None for single texts and images
+    pair_join: str | None = None

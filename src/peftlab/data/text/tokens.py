@@ -18,6 +18,7 @@ import dataclasses
 import torch
 from torch.utils.data import Dataset
 
+from peftlab.data.text.pairs import decoder_pairs, pair_join
 from peftlab.utils.errors import ConfigError, DataError
 
 # a text is cut to data.max_length x this many characters before it is tokenized: more than any token of
@@ -35,6 +36,7 @@ class TokenDataset(Dataset):
         self.tokens = tokens  # int64 N x 2 x max_length, right-padded
         self.labels = labels  # int64 N, or N x (max_length - 1) targets
         self.trim = trim  # data.padding longest: a batch is cut to its longest example
+        self.lengths = tokens[:, 1].sum(-1)  # int64 N: each example's tokens, padding left out
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,6 +58,12 @@ class TokenDataset(Dataset):
 
     def transform(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # nothing to normalize: BatchLoader's step after load_batch
+
+
+def tokens_in(dataset, batches) -> int:
+    """The tokens (padding left out) of a text split's examples in ``batches`` (index tensors); 0 for images."""
+    lengths = getattr(dataset, "lengths", None)
+    return sum(int(lengths[indices].sum()) for indices in batches) if lengths is not None else 0
 
 
 def max_chars(cfg) -> int:
@@ -80,14 +88,20 @@ def cut_texts(texts: list[str], cfg, split: str, first_index: int = 0) -> tuple[
     return [text[:limit] for text in texts] if cut else texts, cut
 
 
-def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[TokenDataset, int]:
-    """``samples`` (TextSamples: texts as 1- or 2-tuples, labels) as a TokenDataset; how many were cut."""
+def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int, separator=None) -> tuple[TokenDataset, int]:
+    """``samples`` (TextSamples: texts as 1- or 2-tuples, labels) as a TokenDataset; how many were cut.
+    ``separator``: a decoder's pair separator's token ids (``pairs.pair_join``); None: the tokenizer's pair template."""
     if not len(samples):  # no val split (data.trainval): transformers' fast tokenizer fails on an empty list
         empty = torch.zeros(0, 2, cfg.max_length, dtype=torch.long)
         return TokenDataset(empty, torch.zeros(0, dtype=torch.long), trim=cfg.padding == "longest"), 0
     columns = list(zip(*samples.texts))
     first, cut_first = cut_texts(list(columns[0]), cfg, split)
     second, cut_second = cut_texts(list(columns[1]), cfg, split) if len(columns) > 1 else (None, set())
+    if second is not None and separator is not None:
+        rows, cut = decoder_pairs(first, second, separator, tokenizer, cfg, split)
+        tokens = padded(rows, cfg.max_length, tokenizer.pad_token_id, split, vocab_size)
+        labels = torch.as_tensor(samples.labels, dtype=torch.long)
+        return TokenDataset(tokens, labels, trim=cfg.padding == "longest"), len({*cut, *cut_first, *cut_second})
     lengths = [len(ids) for ids in tokenizer(first, second, truncation=False, padding=False)["input_ids"]]
     cut = sorted({i for i, n in enumerate(lengths) if n > cfg.max_length} | cut_first | cut_second)
     if cut and not cfg.truncation:
@@ -112,6 +126,21 @@ def tokenize(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[Toke
     tokens = torch.stack([ids, mask], dim=1)
     labels = torch.as_tensor(samples.labels, dtype=torch.long)
     return TokenDataset(tokens, labels, trim=cfg.padding == "longest"), len(cut)
+
+
+def padded(rows: list[list[int]], width: int, pad_id: int, split: str, vocab_size: int) -> torch.Tensor:
+    """Token id lists as int64 N x 2 x ``width``: the ids right-padded with ``pad_id``, and their mask."""
+    tokens = torch.zeros(len(rows), 2, width, dtype=torch.long)
+    tokens[:, 0] = pad_id
+    for row, ids in enumerate(rows):
+        tokens[row, 0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        tokens[row, 1, : len(ids)] = 1
+    if rows and int(tokens[:, 0].max()) >= vocab_size:
+        raise DataError(
+            f"{split}: the tokenizer gave token id {int(tokens[:, 0].max())}, outside the model's vocabulary of "
+            f"{vocab_size}: expected the tokenizer saved with the model"
+        )
+    return tokens
 
 
 # Stanford Alpaca's prompts (its train.py's PROMPT_DICT): the response follows "### Response:\n"
@@ -161,22 +190,13 @@ def tokenize_for_lm(samples, tokenizer, cfg, split: str, vocab_size: int) -> tup
             dropped += 1
             continue
         rows.append((ids, len(prompt_ids)))
-    n, width = len(rows), cfg.max_length
-    tokens = torch.zeros(n, 2, width, dtype=torch.long)
-    tokens[:, 0] = tokenizer.pad_token_id
-    targets = torch.full((n, width - 1), IGNORED, dtype=torch.long)
+    tokens = padded([ids for ids, _ in rows], cfg.max_length, tokenizer.pad_token_id, split, vocab_size)
+    targets = torch.full((len(rows), cfg.max_length - 1), IGNORED, dtype=torch.long)
     for row, (ids, start) in enumerate(rows):
-        tokens[row, 0, : len(ids)] = torch.tensor(ids)
-        tokens[row, 1, : len(ids)] = 1
         # position t predicts token t + 1: the targets are the response's tokens (a plain text's first token
         # has no position before it)
         first = max(start - 1, 0)
         targets[row, first : len(ids) - 1] = torch.tensor(ids[first + 1 :])
-    if n and int(tokens[:, 0].max()) >= vocab_size:
-        raise DataError(
-            f"{split}: the tokenizer gave token id {int(tokens[:, 0].max())}, outside the model's vocabulary of "
-            f"{vocab_size}: expected the tokenizer saved with the model"
-        )
     return TokenDataset(tokens, targets, trim=cfg.padding == "longest"), cut, dropped
 
 
@@ -191,11 +211,14 @@ def position_limit(config: dict) -> int | None:
     return None
 
 
-def build_text_data(cfg, tokenizer, config: dict, language_model: bool = False, virtual_tokens: int = 0):
+def build_text_data(
+    cfg, tokenizer, config: dict, language_model: bool = False, virtual_tokens: int = 0, decoder: bool = False
+):
     """The DataBundle of a text dataset: its splits read (``peftlab.data.text.tasks``) and tokenized for the
     model of HF config ``config`` (config.json's values); for a causal LM with ``language_model``;
     ``virtual_tokens``: positions a prompt-learning method (``method.num_virtual_tokens``) takes before
-    the text."""
+    the text; ``decoder`` (``peftlab.models.hf_config.is_decoder``): a sentence pair is joined by
+    data.pair_separator (``pairs``), not by the tokenizer's pair template. The info's ``pair_join`` says how."""
     from peftlab.data.build import DataBundle
     from peftlab.data.text.tasks import load_text_splits
 
@@ -207,13 +230,16 @@ def build_text_data(cfg, tokenizer, config: dict, language_model: bool = False, 
             f"expected <= {limit - virtual_tokens}"
         )
     splits, info = load_text_splits(cfg, language_model)
+    separator, joined = None, None
+    if not language_model and len(splits["train"].texts[0]) == 2:
+        separator, joined = pair_join(tokenizer, cfg, decoder)
     datasets, notes = {}, []
     for split, samples in splits.items():
         dropped = 0
         if language_model:
             datasets[split], cut, dropped = tokenize_for_lm(samples, tokenizer, cfg, split, config["vocab_size"])
         else:
-            datasets[split], cut = tokenize(samples, tokenizer, cfg, split, config["vocab_size"])
+            datasets[split], cut = tokenize(samples, tokenizer, cfg, split, config["vocab_size"], separator)
         if cut:
             notes.append(f"{split}: {cut} of {len(samples)} examples cut to data.max_length={cfg.max_length} tokens")
         if dropped:
@@ -221,5 +247,5 @@ def build_text_data(cfg, tokenizer, config: dict, language_model: bool = False, 
     if language_model and (not len(datasets["train"]) or not len(datasets["test"])):
         raise DataError(f"{info.name}: no train or test example keeps a response token within data.max_length")
     sizes = {split: len(dataset) for split, dataset in datasets.items()}
-    info = dataclasses.replace(info, notes=[*info.notes, *notes], split_sizes=sizes)
+    info = dataclasses.replace(info, notes=[*info.notes, *notes], split_sizes=sizes, pair_join=joined)
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], info)

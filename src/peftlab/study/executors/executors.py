@@ -4,8 +4,10 @@ Every executor calls the same ``worker.execute_run(config, run_dir)`` and the ou
 back through the run directory (result.json), so the remote executors need a file system
 shared by the driver and the jobs (the study directory, the data, the pretrained base and
 the Python environment at the same paths). ``SUBMIT`` maps a remote executor to a function
-``submit(fn, arglists, options)`` that runs ``fn(*args)`` per arglist there and yields
-``(index, why)`` as each call ends (``why`` is None for a normal end, else one line).
+``submit(fn, arglists, options, names, on_wait)`` that runs ``fn(*args)`` per arglist there, each job or task
+named by ``names`` (``peftlab:<study>:<run id>``), and yields ``(index, why)`` as each call ends (``why`` is None
+for a normal end, else one line); ``on_wait(text)`` hears what the jobs wait for (Slurm's queue), "" once none
+waits.
 The local executor is ``local_executor.run_local``.
 
 Where runs execute is an option of the command, not of the study file: the same study is
@@ -17,42 +19,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftlab.config.schema import to_dict
-from peftlab.study.executors import ray_tasks, slurm
+from peftlab.study.executors import ray_address, ray_tasks, slurm
 from peftlab.study.executors.gpus import with_gpu_requests
 from peftlab.study.executors.local import START_METHODS, default_start_method
+from peftlab.study.executors.slurm_request import job_name
 from peftlab.study.spec import RunSpec
 from peftlab.training.run_result import read_result
 from peftlab.utils.errors import ConfigError, UserError
 
 SUBMIT = {"submitit": slurm.submit, "ray": ray_tasks.submit}
-# check(options): a UserError line when the executor cannot run here (its package, Slurm's commands);
-# its submit calls it first, and a study's pre-flight (``preflight.check_study``) before any run
-AVAILABLE = {"submitit": slurm.check_available, "ray": ray_tasks.check_available}
+# check(options): a UserError line when the executor cannot run here (its package, Slurm's commands: what its
+# submit checks first), then whether the cluster can ever run the jobs asked for (Slurm's partitions and nodes, its
+# test submission; the Ray address answers and lets the driver in), each refusal one line naming its flag, in
+# seconds: a study's pre-flight (``preflight.check_study``, --dry-run's too) before any run
+READY = {"submitit": slurm.check_ready, "ray": ray_address.check_ready}
 EXECUTORS = ("local", *SUBMIT)
 SLURM_CLUSTERS = ("slurm", "local")
-
-
-def parse_minutes(text: str) -> int:
-    """Slurm's --time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in minutes, seconds rounded up."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text.strip())
-    parts = [int(p) for p in match.group(2).split(":")] if match else []
-    if not match or len(parts) > 3:
-        raise UserError(f"--slurm-time={text!r} is invalid: expected minutes, MM:SS, HH:MM:SS or D-HH[:MM[:SS]]")
-    if match.group(1) is not None:  # D-HH[:MM[:SS]]
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-        hours += 24 * int(match.group(1))
-    else:
-        hours, minutes, seconds = ([0, 0] + parts)[-3:] if len(parts) == 3 else (0, *(parts + [0])[:2])
-    total = hours * 60 + minutes + (1 if seconds else 0)
-    if total < 1:
-        raise UserError(f"--slurm-time={text!r} is invalid: expected at least one minute")
-    return total
 
 
 @dataclass(frozen=True)
@@ -65,6 +52,8 @@ class ExecutorOptions:
     folder: str | None = None
     slurm_cluster: str = "slurm"
     slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
     slurm_time: int = 240  # minutes
     slurm_cpus: int = 4
     slurm_gpus: int | None = None  # None: 1 where a run's train.device is cuda, else 0 (gpus.with_gpu_requests)
@@ -74,6 +63,7 @@ class ExecutorOptions:
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float | None = None  # as slurm_gpus
+    study: str | None = None  # the study's name, which its jobs' names carry (``with_folder``)
 
     def __post_init__(self):
         if self.name not in EXECUTORS:
@@ -97,26 +87,30 @@ class ExecutorOptions:
                 raise UserError(f"{flag}={value} is invalid: expected a number >= {least}")
 
 
-def check_available(options: ExecutorOptions) -> None:
-    """A UserError line when the remote executor cannot run on this machine (nothing for local)."""
-    if options.name in AVAILABLE:
-        AVAILABLE[options.name](options)
+def check_ready(options: ExecutorOptions) -> None:
+    """A UserError line when the remote executor cannot run here, or its cluster can never run the jobs asked
+    for (``READY``; nothing for local)."""
+    if options.name in READY:
+        READY[options.name](options)
 
 
-def with_folder(options: ExecutorOptions, study_dir: Path) -> ExecutorOptions:
+def with_folder(options: ExecutorOptions, study_dir: Path, study: str | None = None) -> ExecutorOptions:
     """``options`` with a remote executor's folder (submitit's job files, Ray's attempt counts) in the
-    study directory, ``slurm/`` or ``ray/``, unless one is given."""
-    if options.name == "local" or options.folder is not None:
+    study directory, ``slurm/`` or ``ray/``, unless one is given, and the ``study``'s name for its jobs."""
+    if options.name == "local":
         return options
-    return dataclasses.replace(
-        options, folder=str((study_dir / {"submitit": "slurm"}.get(options.name, options.name)).resolve())
-    )
+    folder = options.folder or str((study_dir / {"submitit": "slurm"}.get(options.name, options.name)).resolve())
+    return dataclasses.replace(options, folder=folder, study=study or options.study)
 
 
 def run_remote(
-    jobs: list[tuple[RunSpec, Path]], options: ExecutorOptions, on_done: Callable[[RunSpec, dict], None]
+    jobs: list[tuple[RunSpec, Path]],
+    options: ExecutorOptions,
+    on_done: Callable[[RunSpec, dict], None],
+    on_wait: Callable[[str], None] | None = None,
 ) -> None:
-    """Run each job as a job or task of ``options.name``; ``on_done`` as each ends, with its result.json.
+    """Run each job as a job or task of ``options.name``, named for the study and the run; ``on_done`` as each
+    ends, with its result.json; ``on_wait`` as what the jobs wait for changes (``SUBMIT``).
 
     A job that ended without a result (killed, out of memory or time, its node lost) is lost, not
     failed: nothing is written, ``on_done`` gets a pending result that says so, and the next study
@@ -126,8 +120,10 @@ def run_remote(
 
     options = with_gpu_requests(options, [spec.config.train.device for spec, _ in jobs])
     cwd = os.getcwd()
-    arglists = [(to_dict(spec.config), str(run_dir.resolve()), cwd) for spec, run_dir in jobs]
-    with contextlib.closing(SUBMIT[options.name](run_job, arglists, options)) as finished:  # closed: cancels the rest
+    arglists = [(to_dict(spec.config), str(run_dir.resolve()), cwd, options.name) for spec, run_dir in jobs]
+    names = [job_name(options.study, run_dir.name) for _, run_dir in jobs]
+    submitted = SUBMIT[options.name](run_job, arglists, options, names, on_wait)
+    with contextlib.closing(submitted) as finished:  # closed: cancels the rest
         for index, why in finished:
             spec, run_dir = jobs[index]
             result = read_result(run_dir)
@@ -147,8 +143,8 @@ def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> st
     from peftlab.study.executors.worker import pretrain_job
 
     options = with_gpu_requests(options, [config["train"]["device"]])
-    with contextlib.closing(
-        SUBMIT[options.name](pretrain_job, [(config, str(out_dir.resolve()), os.getcwd())], options)
-    ) as finished:
+    arglists = [(config, str(out_dir.resolve()), os.getcwd(), options.name)]
+    names = [job_name(options.study, "pretrain")]
+    with contextlib.closing(SUBMIT[options.name](pretrain_job, arglists, options, names)) as finished:
         _, why = next(finished)
     return why

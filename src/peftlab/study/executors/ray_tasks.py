@@ -11,7 +11,10 @@ the steps since it, and the study completes in the same call. A task that raised
 (``retry_exceptions=False``): the run records its own failures, and it would raise again.
 A retry is announced in one warning line when the task ends: each attempt appends a line to a
 file of its own in the executor's folder (``<study dir>/ray``, on the shared file system), as
-Ray tells the driver nothing of its retries.
+Ray tells the driver nothing of its retries; the task reads its attempt from there too (``ATTEMPT_ENV``),
+for its run's record. Each task is named for its run (``peftlab:<study>:<run id>``, as ``ray list tasks``
+shows it). Whether a named cluster answers and lets the driver in is asked before (``ray_address``), and
+what Ray's core prints on stderr while it connects goes to the library log.
 """
 
 from __future__ import annotations
@@ -26,17 +29,23 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
-from peftlab.utils.libraries import to_library_log
+from peftlab.utils.libraries import stderr_to_library_log, to_library_log
 
 WORKER_DEATH_RETRIES = 1  # Ray's max_retries for a task whose worker died: its run resumes from its checkpoint
+ATTEMPT_ENV = "PEFTLAB_RAY_ATTEMPT"  # in a task's process: its attempt (1, 2 after a retry), "" where uncounted
 log = logging.getLogger(__name__)  # peftlab's own warnings: one "peftlab: warning:" line on stderr
 
 
 def counted(fn: Callable, attempts: str | None, *args):
-    """``fn(*args)`` as a Ray task, after appending a line to the file ``attempts``: one per attempt."""
+    """``fn(*args)`` as a Ray task, after appending a line to the file ``attempts``: one per attempt, whose
+    number the task finds in ``$PEFTLAB_RAY_ATTEMPT`` (``worker.job_execution``)."""
+    number = ""
     if attempts is not None:
-        with open(attempts, "a", encoding="utf-8") as out:
+        with open(attempts, "a+", encoding="utf-8") as out:
             out.write(f"{socket.gethostname()} {os.getpid()}\n")
+            out.seek(0)
+            number = str(len(out.read().splitlines()))
+    os.environ[ATTEMPT_ENV] = number  # a worker process runs one task after another: each sets its own
     return fn(*args)
 
 
@@ -60,23 +69,42 @@ def check_available(options) -> None:
         raise UserError("--executor ray needs the ray package: pip install -e .[ray]")
 
 
-def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
-    """Run ``fn(*args)`` for each of ``arglists`` as a Ray task; yield ``(index, None)`` as each
-    returns, ``(index, why)`` when it raised or its worker died ``WORKER_DEATH_RETRIES + 1`` times
+def named_address(options) -> tuple[str, str | None]:
+    """The Ray address the study names and what named it, for its lines: ``--ray-address`` or ``$RAY_ADDRESS``
+    (None: a local Ray, started for the study)."""
+    if options.ray_address:
+        return f"--ray-address={options.ray_address}", options.ray_address
+    if os.environ.get("RAY_ADDRESS"):
+        return f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}", os.environ["RAY_ADDRESS"]
+    return "--ray-address", None
+
+
+def submit(
+    fn: Callable,
+    arglists: list[tuple],
+    options,
+    names: list[str] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[tuple[int, str | None]]:
+    """Run ``fn(*args)`` for each of ``arglists`` as a Ray task named by ``names``; yield ``(index, None)``
+    as each returns, ``(index, why)`` when it raised or its worker died ``WORKER_DEATH_RETRIES + 1`` times
     (such a run is lost: the next study call submits it again). Leaving early (Ctrl-C, SIGTERM,
-    an error) kills the tasks still running, and Ray retries no cancelled task."""
+    an error) kills the tasks still running, and Ray retries no cancelled task. ``on_wait``: unused (Ray
+    says nothing of why a task waits)."""
     check_available(options)
     import ray
 
     to_library_log("ray")  # its import gave its logger a stderr handler (the token and start-up lines)
     started = not ray.is_initialized()
     if started:  # never a Ray found by scanning this machine's processes: the one named, or a new local one
-        address = options.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+        flag, address = named_address(options)
         try:
-            extra = {"include_dashboard": False} if address == "local" else {}  # not allowed with a cluster's
-            ray.init(address=address, log_to_driver=False, configure_logging=False, **extra)
-        except (ConnectionError, ValueError) as err:
-            raise UserError(f"--ray-address={address}: {str(err).splitlines()[0]}") from None
+            extra = {"include_dashboard": False} if address in (None, "local") else {}  # not with a cluster's
+            with stderr_to_library_log():  # its core's connection lines (C++, on file descriptor 2)
+                ray.init(address=address or "local", log_to_driver=False, configure_logging=False, **extra)
+        except Exception as err:  # a refusal the check before (ray_address) could not see: a version mismatch, ...
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise UserError(f"{flag}: {type(err).__name__}: {lines[0] if lines else 'Ray did not start'}") from None
     try:
         task = ray.remote(
             num_cpus=options.ray_cpus,
@@ -86,7 +114,8 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
         )(counted)
         folder = attempts_folder(options.folder)
         attempts = [str(Path(folder) / f"{index}.attempts") if folder else None for index in range(len(arglists))]
-        index_of = {task.remote(fn, attempts[index], *args): index for index, args in enumerate(arglists)}
+        named = [task.options(name=names[index]) if names else task for index in range(len(arglists))]
+        index_of = {named[index].remote(fn, attempts[index], *args): index for index, args in enumerate(arglists)}
         pending = list(index_of)
         try:
             while pending:

@@ -8,19 +8,29 @@ so peftlab works without it (``pip install -e .[slurm]``).
 On Slurm, peftlab asks Slurm itself what became of its jobs (``squeue``, which every cluster
 answers) instead of submitit's ``sacct`` calls, which a cluster without accounting answers with
 an error and nothing else: a job that died without writing its result would be waited for
-forever. Slurm's commands run with a time limit, and what they print goes to the library log
-(``peftlab.utils.libraries``), never the user's terminal.
+forever. The same ``squeue`` says why a job waits (its state and reason), which the study's
+progress line shows (``on_wait``). Slurm's commands run with a time limit, and what they print goes
+to the library log (``peftlab.utils.libraries``), never the user's terminal; so does what submitit
+prints when sbatch refuses a submission, which ends the study in one line (``slurm_request.refusal``).
+
+A job array carries the study's name (``peftlab:<study>``); each of its tasks is renamed for its run
+(``peftlab:<study>:<run id>``, one ``scontrol update`` each), so that ``squeue`` names the run each job trains.
+What a cluster can never run is refused before the first submission (``slurm_request.check_request``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
+from peftlab.study.executors.slurm_request import check_request, refusal, slurm_parameters
 from peftlab.utils.errors import UserError, deferred_stops
 from peftlab.utils.libraries import to_library_log
 from peftlab.utils.programs import ProgramTimeout, run_program
@@ -48,25 +58,6 @@ log = logging.getLogger(__name__)  # peftlab's own warnings: one "peftlab: warni
 slurm_log = logging.getLogger("slurm")  # what Slurm's commands print: the library log
 
 
-def slurm_parameters(options) -> dict:
-    """SlurmExecutor's parameters (its names for sbatch's options) for the ``--slurm-*`` options."""
-    params = {
-        "job_name": "peftlab",
-        "time": options.slurm_time,
-        "cpus_per_task": options.slurm_cpus,
-        "gpus_per_node": options.slurm_gpus or 0,
-        "nodes": 1,
-        "ntasks_per_node": 1,
-    }
-    if options.slurm_mem is not None:
-        params["mem"] = f"{options.slurm_mem}GB"
-    if options.slurm_partition is not None:
-        params["partition"] = options.slurm_partition
-    if options.slurm_array_parallelism is not None:
-        params["array_parallelism"] = options.slurm_array_parallelism
-    return params
-
-
 def check_available(options) -> None:
     """A UserError line when submitit, or with ``--slurm-cluster slurm`` Slurm's commands, are not here."""
     if find_spec("submitit") is None:
@@ -78,7 +69,15 @@ def check_available(options) -> None:
         )
 
 
-def make_executor(options):
+def check_ready(options) -> None:
+    """``check_available``'s line; then, on Slurm, what it could never run or refuses of the jobs asked for
+    (``slurm_request.check_request``), in one line naming the flag."""
+    check_available(options)
+    if options.slurm_cluster != "local":
+        check_request(options, slurm_command)
+
+
+def make_executor(options, names: list[str] | None = None):
     check_available(options)
     import submitit
 
@@ -90,15 +89,25 @@ def make_executor(options):
         executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=options.slurm_gpus or 0)
         return executor
     executor = submitit.SlurmExecutor(folder=folder)
-    executor.update_parameters(**slurm_parameters(options))
+    params = slurm_parameters(options)
+    if names is not None and len(names) == 1:  # one call is one plain job (no array): its run's name at once
+        params["job_name"] = names[0]
+    executor.update_parameters(**params)
     return executor
 
 
-def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, str | None]]:
-    """Run ``fn(*args)`` for each of ``arglists`` as one job of a job array; yield ``(index, None)``
-    as each job ends normally, ``(index, why)`` when it failed or was lost. Leaving early (Ctrl-C,
-    SIGTERM, an error) cancels the jobs still queued or running (scancel)."""
-    executor = make_executor(options)
+def submit(
+    fn: Callable,
+    arglists: list[tuple],
+    options,
+    names: list[str] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[tuple[int, str | None]]:
+    """Run ``fn(*args)`` for each of ``arglists`` as one job of a job array, each task named by ``names``;
+    yield ``(index, None)`` as each job ends normally, ``(index, why)`` when it failed or was lost;
+    ``on_wait(text)`` when what the jobs wait for changes (``SlurmQueue.waiting``). Leaving early
+    (Ctrl-C, SIGTERM, an error) cancels the jobs still queued or running (scancel)."""
+    executor = make_executor(options, names)
     on_slurm = options.slurm_cluster != "local"
     if on_slurm:  # a preempted or timed-out job is requeued, and resumes its run
         from peftlab.study.executors.slurm_requeue import Requeueable
@@ -108,10 +117,16 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
     queue = SlurmQueue(options.slurm_lost_after) if on_slurm else None
     try:
         with deferred_stops():  # a Ctrl-C during sbatch lands once the job ids are known, and cancels them
-            pending = dict(enumerate(executor.map_array(fn, *zip(*arglists))))
+            pending = dict(enumerate(map_array(executor, fn, arglists, options)))
+        if queue is not None and names is not None and len(pending) > 1:
+            name_tasks(pending, names)
+        waiting = ""
         while pending:
             if queue is not None:
                 queue.ask([job.job_id for job in pending.values()])
+                if on_wait is not None and (now := queue.waiting(list(pending.values()))) != waiting:
+                    waiting = now
+                    on_wait(waiting)
             for index, job in list(pending.items()):
                 ended, why = job_end(job, queue)
                 if ended:
@@ -122,6 +137,33 @@ def submit(fn: Callable, arglists: list[tuple], options) -> Iterator[tuple[int, 
     except BaseException:
         cancel(list(pending.values()), on_slurm)
         raise
+
+
+def map_array(executor, fn: Callable, arglists: list[tuple], options) -> list:
+    """submitit's ``map_array``: the submitted jobs. sbatch's refusal is one UserError line naming the flag
+    (``slurm_request.refusal``); what submitit prints of it goes to the library log."""
+    from submitit.core.utils import FailedJobError
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return executor.map_array(fn, *zip(*arglists))
+    except FailedJobError as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        raise UserError(refusal(lines[-1] if lines else "sbatch failed", options)) from None
+    finally:
+        if said.getvalue().strip():
+            slurm_log.warning("sbatch: %s", said.getvalue().strip())
+
+
+def name_tasks(jobs: dict, names: list[str]) -> None:
+    """Name each task of a job array for its run (``scontrol update``: Slurm then keeps it as a job of its own
+    in the array, under the array's limits). A name Slurm refuses is a line in the library log: the job
+    runs all the same; a controller that does not answer ends the renaming."""
+    for index, job in jobs.items():
+        _, why = slurm_command("scontrol", "update", f"JobId={job.job_id}", f"JobName={names[index]}")
+        if why is not None and "did not answer" in why:
+            return
 
 
 def job_end(job, queue: SlurmQueue | None) -> tuple[bool, str | None]:
@@ -174,6 +216,7 @@ class SlurmQueue:
     def __init__(self, lost_after: float) -> None:
         self.lost_after = lost_after
         self.states: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}  # why squeue says a job waits (Resources, Priority, BeginTime, ...)
         self.gone_since: dict[str, float] = {}
         self.requeues: dict[str, tuple[float, float]] = {}  # job id: (its mark's mtime, when the driver saw it)
         self.asked = float("-inf")
@@ -187,17 +230,38 @@ class SlurmQueue:
         self.asked = now
         arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
         out, self.error = slurm_command(
-            "squeue", "--noheader", "--array", "--states=all", "--format=%i %T", f"--jobs={','.join(arrays)}"
+            "squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%r", f"--jobs={','.join(arrays)}"
         )
         if out is None:
             return
         self.answered = now
-        self.states = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
+        rows = [[part.strip() for part in line.split("|", 2)] for line in out.splitlines() if line.count("|") >= 1]
+        self.states = {row[0]: row[1] for row in rows}
+        self.reasons = {row[0]: row[2] for row in rows if len(row) == 3}
         for job_id in job_ids:
             if self.states.get(job_id, "ENDED") in ENDED | {"ENDED"}:
                 self.gone_since.setdefault(job_id, now)
             else:  # queued, running, or requeued after a preemption
                 self.gone_since.pop(job_id, None)
+
+    def waiting(self, jobs: list) -> str:
+        """What the jobs wait for, as squeue last said: ``Slurm: job 12_0 PENDING (Resources)``, ``Slurm: 3
+        jobs PENDING (Priority), job 12_4 requeued, PENDING (BeginTime)``; "" when none waits (all running)."""
+        groups: Counter = Counter()
+        first: dict[tuple, str] = {}
+        for job in jobs:
+            state = self.states.get(job.job_id)
+            reason = self.reasons.get(job.job_id, "None")
+            if state is None or state in ENDED or state in ("RUNNING", "COMPLETING"):
+                continue
+            if state == "PENDING" and reason in ("None", "") and job.job_id not in self.requeues:
+                continue  # just submitted: the scheduler has not looked at it yet
+            requeued = job.job_id in self.requeues or state.startswith("REQUEUE")  # its mark, or Slurm's state
+            key = ("requeued, " if requeued else "", state, "" if reason in ("None", "") else f" ({reason})")
+            groups[key] += 1
+            first.setdefault(key, job.job_id)
+        parts = [f"{f'job {first[key]}' if n == 1 else f'{n} jobs'} {''.join(key)}" for key, n in groups.items()]
+        return f"Slurm: {', '.join(parts)}" if parts else ""
 
     def note_requeue(self, job_id: str, mark: Path) -> None:
         """Remember when the driver first saw the job's requeue mark (each new one): the driver's own

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from peftlab.config.schema import RunConfig, from_dict
 from peftlab.study.executors.gpus import use_gpu
-from peftlab.training.run_result import RunResult, failure, read_result, write_result
+from peftlab.training.run_result import Execution, RunResult, execution_here, failure, read_result, write_result
 from peftlab.utils.errors import ignore_further_stops, stops_unwrapped, take_stops
 from peftlab.utils.files import printable, write_json_atomic
 from peftlab.utils.libraries import quiet_libraries, without_bitsandbytes
@@ -132,8 +132,11 @@ def ended(pid: int) -> bool:
         return False
 
 
-def execute_run(config: dict, run_dir: str, progress: bool = False, position: int = 1) -> None:
-    """Train (or resume, or skip if done) one run; every failure ends up in result.json.
+def execute_run(
+    config: dict, run_dir: str, progress: bool = False, position: int = 1, execution: Execution | None = None
+) -> None:
+    """Train (or resume, or skip if done) one run; every failure ends up in result.json, with ``execution`` (the
+    executor's job that trains it: ``job_execution``).
 
     The run uses the threads its config says (``train.threads``), never a number that depends
     on how many runs share the machine. An interruption (Ctrl-C, SIGTERM) records nothing: it
@@ -145,7 +148,7 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
     cfg = from_dict(RunConfig, config)
     try:
         with stops_unwrapped():
-            train(cfg, Path(run_dir), progress=progress, position=position)
+            train(cfg, Path(run_dir), progress=progress, position=position, execution=execution)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
@@ -162,7 +165,13 @@ def execute_run(config: dict, run_dir: str, progress: bool = False, position: in
         if result is None or result.get("status") == "completed":
             record_failure(
                 Path(run_dir),
-                failure("failed", f"{type(err).__name__}: {err}", config, traceback=traceback.format_exc()),
+                failure(
+                    "failed",
+                    f"{type(err).__name__}: {err}",
+                    config,
+                    execution=execution or execution_here(),
+                    traceback=traceback.format_exc(),
+                ),
             )
 
 
@@ -203,7 +212,7 @@ def process_main(
         take_interrupts()
         if not progress:
             log_stderr_to(run_dir)
-        execute_run(config, run_dir, progress, position)
+        execute_run(config, run_dir, progress, position, execution_here("local"))
     except KeyboardInterrupt:  # while it started: nothing to record
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
@@ -231,7 +240,7 @@ def serve_runs(conn, study_pid: int, preload: tuple[str, ...], gpu: str | None =
             if not progress:
                 log_stderr_to(run_dir)
             try:
-                execute_run(config, run_dir, progress, position)
+                execute_run(config, run_dir, progress, position, execution_here("local"))
                 code = 0
             except SystemExit as stop:
                 code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
@@ -251,9 +260,31 @@ def take_interrupts() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def run_job(config: dict, run_dir: str, cwd: str) -> None:
-    """Entry point of a submitit job or Ray task: one run, in the driver's working directory
-    (the file system is shared, so the config's relative paths mean the same there).
+def job_execution(executor: str) -> Execution:
+    """Where this submitit job or Ray task runs, for its run's record: submitit's job id (Slurm's
+    ``<array job>_<index>``) and its life (Slurm's restart count + 1), or the Ray task's id and its attempt (which
+    the executor counts: ``ray_tasks.counted``)."""
+    if executor == "submitit":
+        import submitit
+
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        job_id = submitit.JobEnvironment().job_id
+        return execution_here(executor, job_id=job_id, attempt=int(restarts) + 1 if restarts.isdigit() else None)
+    if executor == "ray":
+        import ray
+
+        from peftlab.study.executors.ray_tasks import ATTEMPT_ENV
+
+        attempt = os.environ.get(ATTEMPT_ENV, "")
+        task_id = ray.get_runtime_context().get_task_id()
+        return execution_here(executor, task_id=task_id, attempt=int(attempt) if attempt.isdigit() else None)
+    return execution_here(executor)
+
+
+def run_job(config: dict, run_dir: str, cwd: str, executor: str) -> None:
+    """Entry point of a submitit job or Ray task of ``executor``: one run, in the driver's working directory
+    (the file system is shared, so the config's relative paths mean the same there). Its log's first line names
+    the run; its record names the job (``job_execution``).
 
     A run directory another trainer holds is, here, most likely the job of an earlier driver
     that still runs (a killed driver cannot cancel its Slurm jobs): this job waits for it to
@@ -261,9 +292,11 @@ def run_job(config: dict, run_dir: str, cwd: str) -> None:
     trained by two processes at once.
     """
     os.chdir(cwd)
+    execution = job_execution(executor)
+    print(f"peftlab: {execution_line(execution)} trains run {run_dir}", flush=True)
     while True:
         try:
-            execute_run(config, run_dir)
+            execute_run(config, run_dir, execution=execution)
             return
         except SystemExit as stop:
             if stop.code != IN_USE:
@@ -271,14 +304,21 @@ def run_job(config: dict, run_dir: str, cwd: str) -> None:
         wait_until_free(run_dir)
 
 
-def pretrain_job(config: dict, out_dir: str, cwd: str) -> None:
+def execution_line(execution: Execution) -> str:
+    """``submitit job 12_3 on node1``, ``ray task 0a1b... on node1 (attempt 2)``: how a job's log names it."""
+    job = f"job {execution['job_id']}" if execution["job_id"] else f"task {execution['task_id']}"
+    attempt = f" (attempt {execution['attempt']})" if (execution["attempt"] or 1) > 1 else ""
+    return f"{execution['executor']} {job} on {execution['node']}{attempt}"
+
+
+def pretrain_job(config: dict, out_dir: str, cwd: str, executor: str) -> None:
     """Entry point of the submitit job or Ray task that trains (or finds cached) the study's base model.
 
     A failure it recorded (pretrain-error.json) ends it normally, not with an exit status: Ray
     retries a task whose worker exits as one whose worker died, and the pretraining would fail again.
     """
     os.chdir(cwd)
-    run_pretrain(config, out_dir, progress=False)
+    run_pretrain(config, out_dir, progress=False, execution=job_execution(executor))
 
 
 def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) -> None:
@@ -289,18 +329,18 @@ def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) ->
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
-    if not run_pretrain(config, out_dir, progress):
+    if not run_pretrain(config, out_dir, progress, execution_here("local")):
         raise SystemExit(1)
 
 
-def run_pretrain(config: dict, out_dir: str, progress: bool) -> bool:
+def run_pretrain(config: dict, out_dir: str, progress: bool, execution: Execution | None = None) -> bool:
     """Pretrain; False when it failed, which is written to ``out_dir/pretrain-error.json``."""
     from peftlab.training.bases.pretrain import pretrain
 
     (Path(out_dir) / "pretrain-error.json").unlink(missing_ok=True)  # an earlier attempt's: this one decides
     try:
         with stops_unwrapped():
-            pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress)
+            pretrain(from_dict(RunConfig, config), Path(out_dir), progress=progress, execution=execution)
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None

@@ -56,15 +56,19 @@ def tell_waiting(text: str) -> None:
     print(f"peftlab: {text}", file=sys.stderr, flush=True)
 
 
-def pretrain(cfg: RunConfig, out_dir: str | Path, progress: bool = True, on_wait=tell_waiting) -> dict:
+def pretrain(
+    cfg: RunConfig, out_dir: str | Path, progress: bool = True, on_wait=tell_waiting, execution: dict | None = None
+) -> dict:
+    """Train (or find cached) a base model in ``out_dir``; ``execution``: the study executor's job that trains it
+    (its run's record's ``execution``)."""
     if cfg.method.name != "full":
         raise ConfigError(f"method.name={cfg.method.name!r} is invalid for pretraining: expected 'full'")
     out_dir = Path(out_dir)
     with locks.hold(out_dir, "pretraining directory", "peftlab pretrain", wait=True, on_wait=on_wait):
-        return pretrain_in(cfg, out_dir, progress)
+        return pretrain_in(cfg, out_dir, progress, execution)
 
 
-def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
+def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool, execution: dict | None = None) -> dict:
     """The pretraining in its (locked) directory."""
     from peftlab.training.run import train  # the recipe (timm, PEFT) stays out of the study's parent process
 
@@ -77,10 +81,10 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     if cfg.model.source == "hf-text":  # a causal LM and its tokenizer, saved as an HF model directory
         from peftlab.training.bases.text_base import pretrain_text
 
-        trained = pretrain_text(cfg, out_dir, progress)
+        trained = pretrain_text(cfg, out_dir, progress, execution)
         result, weights = trained["result"], out_dir / "model.safetensors"
     else:
-        result = train(cfg, run_dir, progress=progress)
+        result = train(cfg, run_dir, progress=progress, execution=execution)
         weights = out_dir / "model.safetensors"
     if result["status"] != "completed":
         raise UserError(f"pretraining in {run_dir} {result['status']}: {result['error']}")

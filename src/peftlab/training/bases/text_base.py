@@ -76,7 +76,7 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_length: int):
     )
 
 
-def pretrain_text(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
+def pretrain_text(cfg: RunConfig, out_dir: Path, progress: bool, execution: dict | None = None) -> dict:
     """Train the text base of ``cfg`` into ``out_dir`` (locked by the caller); its manifest's fields."""
     from peftlab.data.text.tasks import load_text_splits
     from peftlab.training.export import load_trained, save_hf_model
@@ -97,7 +97,7 @@ def pretrain_text(cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
     shutil.copyfile(Path(cfg.model.path) / "config.json", init / "config.json")
     tokenizer.save_pretrained(init)
     run_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(init.resolve())))
-    result = train(run_cfg, out_dir / "run", progress=progress)
+    result = train(run_cfg, out_dir / "run", progress=progress, execution=execution)
     if result["status"] != "completed":
         return {"result": result}
     model = load_trained(out_dir / "run").model
