@@ -131,3 +131,20 @@ def synthetic_curves():
                     }
                 )
     return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures a plot function would save, by name (nothing is written): every figure module's save_figure."""
+    from peftlab.analysis.figures import ablation, study
+    from peftlab.analysis.report import tuning
+
+    kept = {}
+
+    def keep(fig, out_dir, name):
+        kept[name] = fig
+        return [name]
+
+    for module in (study, ablation, tuning):
+        monkeypatch.setattr(module, "save_figure", keep)
+    return kept

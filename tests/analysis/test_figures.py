@@ -157,20 +157,6 @@ def test_absent_data_draws_nothing(synthetic_study, tmp_path, draw):
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures a plot function would save, by name (nothing is written)."""
-    figures_by_name = {}
-
-    def keep(fig, out_dir, name):
-        figures_by_name[name] = fig
-        return [name]
-
-    monkeypatch.setattr(figures, "save_figure", keep)
-    monkeypatch.setattr(ablation_figure, "save_figure", keep)
-    return figures_by_name
-
-
 def legend_texts(fig):
     return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
 

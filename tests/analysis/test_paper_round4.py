@@ -197,20 +197,6 @@ def test_no_sentence_runs_into_the_next(repeated):
     assert re.search(r"\\topOneHigh\w+\{\}\]\.\n", main)  # the means' sentence ends its line
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures a plot function would save, by name (nothing is written)."""
-    kept = {}
-
-    def keep(fig, out_dir, name):
-        kept[name] = fig
-        return [name]
-
-    monkeypatch.setattr(figures, "save_figure", keep)
-    monkeypatch.setattr(tuning, "save_figure", keep)
-    return kept
-
-
 def test_trials_at_chance_are_drawn_in_the_colour_the_caption_names(drawn, tmp_path):
     """Vermillion crosses, named "red", were the second method's own colour: black crosses, named black."""
 
