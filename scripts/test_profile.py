@@ -81,6 +81,9 @@ def summarise(out: Path) -> str:
         f"{len(records)} tests: {total:.0f} s of test time in all workers, {cpu:.0f} CPU s (own + children), "
         f"{procs} python/peftlab processes started"
     )
+    failed = [r["test"] for r in records if r.get("outcome") == "failed"]
+    if failed:
+        lines += ["", f"{len(failed)} failed:"] + [f"- {name}" for name in failed]
     lines += [
         "",
         "The 50 slowest tests:",

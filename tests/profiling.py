@@ -42,6 +42,13 @@ class Profile:
 
     def pytest_runtest_logstart(self, nodeid, location):
         self.start = {nodeid: (time.perf_counter(), *_cpu(), dict(STARTED))}
+        self.__dict__.pop("outcome", None)
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.outcome = "failed"
+        elif report.when == "call" and getattr(self, "outcome", None) != "failed":
+            self.outcome = report.outcome
 
     def pytest_runtest_logfinish(self, nodeid, location):
         if nodeid not in getattr(self, "start", {}):
@@ -55,6 +62,7 @@ class Profile:
             "cpu": round(own_now - own, 3),
             "cpu_children": round(children_now - children, 3),
             **{f"started_{k}": STARTED[k] - started[k] for k in STARTED},
+            "outcome": self.__dict__.pop("outcome", "skipped"),
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "end": time.time(),
         }
