@@ -48,6 +48,12 @@ def test_a_real_run_writes_the_record_with_no_unknown_or_missing_key(tmp_path):
     assert key_problems(on_disk) == []
     assert list(on_disk) == [k for k in RunResult.__annotations__ if k not in ("traceback", "checkpoint_unusable")]
     assert read_result(tmp_path / "run") == on_disk == returned
+    # a record of an earlier version (no token rates, no execution) is still what a received archive's reader takes
+    from peftlab.utils.typed_json import json_problem
+
+    earlier = {k: v for k, v in on_disk.items() if k != "execution"}
+    earlier["timing"] = {k: v for k, v in on_disk["timing"].items() if "tokens" not in k}
+    assert json_problem(earlier, RunResult) is None and json_problem(on_disk, RunResult) is None
     # trained outside a study: no executor, this machine
     assert on_disk["execution"] == {
         "executor": None,

@@ -30,7 +30,7 @@ from studyfiles import write_study_dir
 from testkit import REPO, wait_until
 
 from peftlab.analysis.archive.reproduce_md import command_lines
-from peftlab.analysis.archive.submission import write_submission
+from peftlab.analysis.archive.submission import made_commands, write_submission
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.escape import latex_escape, latex_text, markdown_block, markdown_code, markdown_text
@@ -264,7 +264,7 @@ def test_a_hung_git_ends_at_its_limit_with_its_children(tmp_path):
     script = """
         from peftlab.utils.provenance import git_state
         print(git_state())
-        from peftlab.analysis.archive.reproduce_md import git_head
+        from peftlab.analysis.archive.submission import git_head
         try:
             git_head()
         except Exception as err:
@@ -344,7 +344,7 @@ def test_a_recorded_command_runs_as_recorded_and_injects_nothing(tmp_path, case,
     if cwd.startswith("HOME/"):
         cwd = str(home / cwd.split("/", 1)[1])
     write_commands(tmp_path / "study", [(cwd, argv)])
-    block = shell_block(command_lines(tmp_path / "study"))
+    block = shell_block(command_lines(made_commands(tmp_path / "study")))
     assert len(block) == 1
     # the recorded folder, where the reader has it: below the sandbox (relative) or below the reader's home
     folder = home / cwd[len(str(home)) + 1 :] if cwd.startswith(str(home)) else sandbox / cwd
@@ -368,7 +368,7 @@ def test_a_recorded_command_with_a_control_character_is_one_line(tmp_path, case)
     cwd, argv = REFUSED_COMMANDS[case]
     write_commands(tmp_path / "study", [(".", ["peftlab", "study", "honest.yaml"]), (cwd, argv)])
     with pytest.raises(UserError, match=r"commands.jsonl line 2: (cwd|argv\[\d\]) holds a control character") as err:
-        command_lines(tmp_path / "study")
+        made_commands(tmp_path / "study")
     assert "\n" not in str(err.value)
 
 

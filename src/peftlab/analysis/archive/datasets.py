@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftlab.analysis.archive.pack import data_command
 from peftlab.analysis.archive.received import file_sha256 as received_sha256
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import check_kind, one_line, refuse_links_below
@@ -169,3 +169,43 @@ def data_sha256(folder: Path, data_name: str, name: str) -> str | None:
     except DataError as err:
         return f"unreadable: {one_line(err)}"
     return hash_files(splits.train_paths + splits.test_paths, folder)
+
+
+def data_command(made_by: list[str], out: str) -> str:
+    """The shell line of ``peftlab data`` that writes a dataset (``made_by``: its arguments without ``--out``,
+    as ``data_records`` records them) into ``out``."""
+    return shlex.join(["peftlab", "data", made_by[0], "--out", out, *made_by[1:]])
+
+
+def data_records(results: list[dict], places, study_dir: Path) -> list[dict]:
+    """Each dataset that ``results`` (the reported runs', and the study's pretraining's) read (``places``:
+    ``pack.Places``, where each config's path went): its name, where it
+    goes in the archive, its files' SHA-256 as the runs recorded them (``provenance.data_sha256``) and, for a
+    folder ``peftlab data`` wrote, that command's arguments (``made_by``, ``--out`` left out)."""
+    from peftlab.analysis.results.portable import portable_text
+    from peftlab.data.text.fortunes import command_arguments
+
+    by_root = {os.path.normpath(v): k for k, v in places.data.items()}
+    records: dict[str, dict] = {}
+    for result in results:
+        data = (result.get("config") or {}).get("data") or {}
+        provenance = result.get("provenance") or {}
+        if not isinstance(data, dict) or not data.get("name"):
+            continue
+        root = data.get("root")
+        where = by_root.get(os.path.normpath(root)) if isinstance(root, str) else None
+        key = where or f"{data['name']} (no data.root)"
+        entry = records.setdefault(
+            key,
+            {
+                "name": data["name"],
+                "folder": where,
+                "was": portable_text(root, study_dir) if root else None,
+                "sha256": {},
+                "made_by": command_arguments(places.data[where]) if where else None,
+            },
+        )
+        sha = provenance.get("data_sha256")
+        if isinstance(sha, dict):
+            entry["sha256"].update({str(k): str(v) for k, v in sha.items()})
+    return list(records.values())

@@ -19,12 +19,11 @@ No absolute path of the packing machine is written (``results.portable`` for wha
 import importlib.metadata
 import os
 import re
-import shlex
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from peftlab.analysis.archive.supplied import SUPPLIED, supplied_entry
+from peftlab.analysis.archive.supplied import SUPPLIED, read_by_runs, supplied_entry
 from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
 from peftlab.config.paths import PATH_FIELDS, PATH_WORDS
 from peftlab.config.reading import read_yaml
@@ -35,10 +34,10 @@ from peftlab.utils.files import refuse_link
 # another version is refused in one line naming both (received.read_archive_record): its checks cannot be made
 ARCHIVE_VERSION = 2
 ARCHIVE_RECORD = "archive.json"
-ENVIRONMENT_LOCK = "environment.lock"
 MAX_PACKED_BYTES = 8 << 20  # a file a config names is packed up to this size (weights and data are not)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 DATA_FIELDS = ("data.root", "data.test_dir")
+UNREAD = "unread"  # where a config's path goes that no packed run reads (a study overrides it): nothing is there
 
 # archive.json, as ``submission.archive_record`` writes it and ``received.read_archive_record`` reads it (through
 # ``utils.typed_json``): a received archive.json of another shape, or one naming a path outside the archive, is one
@@ -98,6 +97,14 @@ def relative_keys(value: dict) -> str | None:
     return None
 
 
+def dataset_name(value: str) -> str | None:
+    """For a dataset's ``name``: one of the names ``data.name`` takes (``config.checks``), never a path: reproduce
+    looks a dataset by name up as ``--data DIR/<name>``."""
+    from peftlab.config.checks import DATASET_NAMES, TEXT_DATASET_NAMES
+
+    return None if value in DATASET_NAMES or value in TEXT_DATASET_NAMES else "expected a data.name peftlab reads"
+
+
 def bounded(value: list | dict) -> str | None:
     return f"expected at most {MAX_ENTRIES:,} entries" if len(value) > MAX_ENTRIES else None
 
@@ -119,7 +126,7 @@ class PluginRecord(TypedDict):
 class DataRecord(TypedDict):
     """A dataset the runs read (``data_records``)."""
 
-    name: Annotated[str, text]  # data.name
+    name: Annotated[str, dataset_name]  # data.name
     folder: Annotated[str, matching(DATA_FOLDER, "data/<name>")] | None  # where it goes in the archive
     was: NotRequired[Annotated[str, text] | None]  # where the runs read it, portable
     sha256: Annotated[dict[str, str], relative_keys]  # file (relative to the folder) -> SHA-256, as the runs read it
@@ -175,6 +182,42 @@ class SupersededRecord(TypedDict):
     seconds: float
 
 
+def shell_word(value: str) -> str | None:
+    """For a recorded command's word: one word of a shell line as ``shlex.quote`` writes it, ``~/`` before it where
+    it was a path in the home folder (``submission.shell_word``): nothing a shell would run, expand or split."""
+    import shlex
+
+    rest = value[2:] if value.startswith("~/") else value
+    try:
+        words = shlex.split(rest) if rest else [""]
+    except ValueError:
+        words = []
+    quoted = value in ("~", "~/") or (len(words) == 1 and shlex.quote(words[0]) == rest and value.isprintable())
+    return None if quoted else "expected one word of a shell line, as shlex.quote writes it"
+
+
+class CommandRecord(TypedDict):
+    argv: Annotated[list[Annotated[str, shell_word]], bounded]
+    cwd: Annotated[str, shell_word] | None
+
+
+class MadePaths(TypedDict):
+    study: Annotated[str, shell_word]
+    dir: Annotated[str, shell_word]
+    paper: Annotated[str, shell_word]
+    out: Annotated[str, shell_word]
+
+
+class MadeRecord(TypedDict):
+    """What REPRODUCE.md says that no packed file holds (``submission.made_record``)."""
+
+    packed_at: Annotated[str, line]  # the commit that packed the archive
+    paths: MadePaths  # what the study's, paper's and submission's commands were given, portable, as shell words
+    commands: Annotated[list[CommandRecord], bounded]  # those that ran the study (commands.jsonl)
+    pretrain_cached: bool  # the study's pretraining found its base trained
+    base_train_seconds: float | None  # the base's manifest's
+
+
 class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDict reads NotRequired itself
     """archive.json."""
 
@@ -190,21 +233,25 @@ class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDi
     repository: NotRequired[Annotated[str, text] | None]  # the checkout's remote, as git knows it
     superseded: NotRequired[Annotated[list[SupersededRecord], bounded]]
     phases: dict[str, Any]
+    made: NotRequired[MadeRecord]  # REPRODUCE.md's own words (an archive packed before it has none)
 
 
 class Places:
     """Where each path the configs name goes inside the archive (relative to its root), chosen once per path."""
 
-    def __init__(self, root: Path, base_dir: Path | None):
+    def __init__(self, root: Path, base_dir: Path | None, read: set[str] | None = None):
         self.root, self.base_dir = root, base_dir
+        self.read = read  # the paths the packed runs read (``read_paths``); None: every path a config names
         self.chosen: dict[tuple[str, str], str] = {}
         self.taken: set[str] = set()
         self.data: dict[str, str] = {}  # archive folder -> the dataset's absolute root (for the data record)
         self.supplied: list[dict] = []  # the files the receiver supplies (``supplied.supplied_entry``)
 
-    def place(self, field: str, value: str) -> str:
-        """The archive path (from its root) that replaces ``value`` (absolute) of config field ``field``."""
-        key = ("data" if field in DATA_FIELDS else "file", value)
+    def place(self, field: str, value: str, read: bool = False) -> str:
+        """The archive path (from its root) that replaces ``value`` (absolute) of config field ``field``; ``read``:
+        a run reads it whatever ``self.read`` says (the pretraining config's paths)."""
+        unread = not read and self.read is not None and not read_by_runs(value, self.read)
+        key = ("data" if field in DATA_FIELDS else UNREAD if unread else "file", value)
         if key in self.chosen:
             return self.chosen[key]
         path = Path(value)
@@ -214,6 +261,8 @@ class Places:
         elif field in DATA_FIELDS:
             shown = self.fresh(f"data/{path.name or 'data'}")
             self.data[shown] = value
+        elif unread:  # a value every run's config overrides: nothing packed there, nothing to supply
+            shown = self.fresh(f"{UNREAD}/{path.name or 'file'}")
         else:
             refuse_link(path, "file a config names")
             where = SUPPLIED if needs_supplying(path) else "files"
@@ -259,9 +308,10 @@ def needs_supplying(path: Path) -> bool:
     return any(too_large(file) for file, _ in folder_files(path, path))
 
 
-def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "configs") -> dict:
+def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "configs", read: bool = False) -> dict:
     """``data`` (a config as its YAML holds it) with each path of ``PATH_FIELDS`` (nested or dotted, in an axis'
-    list or ``{value, set}`` too) replaced by its archive place, relative to ``from_dir`` (where the file lies)."""
+    list or ``{value, set}`` too) replaced by its archive place, relative to ``from_dir`` (where the file lies);
+    ``read``: every path it names is read (``Places.place``)."""
 
     def one(field: str, value):
         if isinstance(value, list):
@@ -275,7 +325,7 @@ def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "c
         if not isinstance(value, str) or not value or value in PATH_WORDS.get(field, ()):
             return value
         absolute = os.path.normpath(os.path.join(file_dir, os.path.expanduser(value)))
-        return os.path.relpath(places.place(field, absolute), from_dir)
+        return os.path.relpath(places.place(field, absolute, read), from_dir)
 
     def walk(node, prefix: str = ""):
         if not isinstance(node, dict):
@@ -298,12 +348,14 @@ def rewrite_paths(data: dict, file_dir: Path, places: Places, from_dir: str = "c
     return walk(data)
 
 
-def pack_configs(study, root: Path, base_dir: Path | None) -> tuple[str, Places]:
+def pack_configs(study, root: Path, base_dir: Path | None, read: set[str] | None = None) -> tuple[str, Places]:
     """The study file and its base and pretraining configs in ``root/configs``, their paths rewritten; returns
-    the study file's archive path and where each named path went."""
+    the study file's archive path and where each named path went. ``read``: the paths the packed runs read
+    (``read_paths``); a path no run reads (a value the study overrides) is packed nowhere and supplied by no one,
+    the pretraining config's excepted (the study's pretraining reads them)."""
     import yaml
 
-    places = Places(root, base_dir)
+    places = Places(root, base_dir, read)
     names: dict[Path, str] = {}
     for config in dict.fromkeys(p for p in (study.path, study.base, study.pretrain) if p):
         name = Path(config).name
@@ -312,7 +364,8 @@ def pack_configs(study, root: Path, base_dir: Path | None) -> tuple[str, Places]
         names[Path(config)] = name
     (root / "configs").mkdir(parents=True, exist_ok=True)
     for config, name in names.items():
-        data = rewrite_paths(read_yaml(config), Path(os.path.abspath(config)).parent, places)
+        folder = Path(os.path.abspath(config)).parent
+        data = rewrite_paths(read_yaml(config), folder, places, read=config == study.pretrain)
         if config == study.path:
             data["base"] = names[Path(study.base)]
             if study.pretrain:
@@ -329,16 +382,6 @@ def pack_runs(study_dir: Path, root: Path) -> None:
                 out = root / "results" / "runs" / run_dir.name / name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(portable_result(run_dir / name, study_dir))
-
-
-def environment_lock() -> str:
-    """Every installed distribution as ``name==version``, sorted (``pip freeze``'s lines, from the metadata)."""
-    found = {}
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata or {}).get("Name") if dist.metadata else None
-        if name:
-            found.setdefault(name.lower(), f"{name}=={dist.version}")
-    return "".join(f"{found[key]}\n" for key in sorted(found))
 
 
 def pack_plugins(study_dir: Path, root: Path) -> list[dict]:
@@ -396,42 +439,3 @@ def pack_plugins(study_dir: Path, root: Path) -> list[dict]:
             }
         )
     return out
-
-
-def data_command(made_by: list[str], out: str) -> str:
-    """The shell line of ``peftlab data`` that writes a dataset (``made_by``: its arguments without ``--out``,
-    as ``data_records`` records them) into ``out``."""
-    return shlex.join(["peftlab", "data", made_by[0], "--out", out, *made_by[1:]])
-
-
-def data_records(results: list[dict], places: Places, study_dir: Path) -> list[dict]:
-    """Each dataset that ``results`` (the reported runs', and the study's pretraining's) read: its name, where it
-    goes in the archive, its files' SHA-256 as the runs recorded them (``provenance.data_sha256``) and, for a
-    folder ``peftlab data`` wrote, that command's arguments (``made_by``, ``--out`` left out)."""
-    from peftlab.analysis.results.portable import portable_text
-    from peftlab.data.text.fortunes import command_arguments
-
-    by_root = {os.path.normpath(v): k for k, v in places.data.items()}
-    records: dict[str, dict] = {}
-    for result in results:
-        data = (result.get("config") or {}).get("data") or {}
-        provenance = result.get("provenance") or {}
-        if not isinstance(data, dict) or not data.get("name"):
-            continue
-        root = data.get("root")
-        where = by_root.get(os.path.normpath(root)) if isinstance(root, str) else None
-        key = where or f"{data['name']} (no data.root)"
-        entry = records.setdefault(
-            key,
-            {
-                "name": data["name"],
-                "folder": where,
-                "was": portable_text(root, study_dir) if root else None,
-                "sha256": {},
-                "made_by": command_arguments(places.data[where]) if where else None,
-            },
-        )
-        sha = provenance.get("data_sha256")
-        if isinstance(sha, dict):
-            entry["sha256"].update({str(k): str(v) for k, v in sha.items()})
-    return list(records.values())

@@ -273,8 +273,9 @@ def run_names(root: Path) -> list[str]:
     return names
 
 
-def archived_runs(root: Path) -> list[dict]:
-    """Each packed run: {run_id, variant, seed, method, tuned_by, order, result}, in the study's order."""
+def archived_runs(root: Path, checked: bool = True) -> list[dict]:
+    """Each packed run: {run_id, variant, seed, method, tuned_by, order, result}, in the study's order; each file
+    read through its schema unless not ``checked`` (the packing machine's own, read back by submission)."""
     runs = []
     for name in run_names(root):
         spec = read_json(root / "results" / "runs" / name / "spec.json")
@@ -282,7 +283,7 @@ def archived_runs(root: Path) -> list[dict]:
         if spec is None or result is None:
             raise UserError(f"results/runs/{name}: its spec.json or result.json is unreadable: the archive is damaged")
         for file, data, schema in (("spec.json", spec, SpecRecord), ("result.json", result, RunResult)):
-            problem = json_problem(data, schema)
+            problem = json_problem(data, schema) if checked else None
             if problem is not None:
                 raise UserError(f"results/runs/{name}/{file} is invalid: {problem}")
         runs.append(
@@ -297,3 +298,28 @@ def archived_runs(root: Path) -> list[dict]:
             }
         )
     return sorted(runs, key=lambda run: run["order"] if isinstance(run["order"], int) else 0)
+
+
+# --- the lock files: environment.lock's versions (``recorded`` checks them, ``regenerate`` draws by them) ----------
+
+ENVIRONMENT_LOCK = "environment.lock"
+LOCK_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)")
+MAX_LOCK_BYTES = 1 << 20
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_lines(root: Path, name: str) -> list[str] | None:
+    """The lines of the archive's lock file ``name`` (a regular file of at most MAX_LOCK_BYTES), or None."""
+    path = root / name
+    raw = read_regular_file(path, MAX_LOCK_BYTES + 1) if path.is_file() and not path.is_symlink() else None
+    return raw.decode("utf-8", errors="replace").splitlines() if raw is not None else None
+
+
+def lock_versions(root: Path) -> dict[str, str]:
+    """environment.lock's version of each distribution, by the name FIGURE_VERSIONS and the runs' records use."""
+    found = (LOCK_LINE.fullmatch(line) for line in lock_lines(root, ENVIRONMENT_LOCK) or [])
+    return {canonical(m.group(1)): m.group(2) for m in found if m}

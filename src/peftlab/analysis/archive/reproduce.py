@@ -29,6 +29,7 @@ received texts as they are (the terminal is given them through the CLI's escaper
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,10 +47,11 @@ from peftlab.analysis.archive.received import (
     unpack,
     walk_folder,
 )
-from peftlab.analysis.archive.regenerate import regenerate
-from peftlab.analysis.archive.rerun import RULE, base_lines, compare, rerun
-from peftlab.analysis.archive.sample import draw, trials_need_runs
-from peftlab.analysis.archive.sample import sample_seed as sample_seed_of
+from peftlab.analysis.archive.recorded import check_recorded
+from peftlab.analysis.archive.regenerate import regenerate, study_folder
+from peftlab.analysis.archive.reproduce_md import compare_reproduce_md
+from peftlab.analysis.archive.rerun import RULE, base_lines, compare, draw, rerun, trials_need_runs
+from peftlab.analysis.archive.rerun import sample_seed as sample_seed_of
 from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, said_choices
 from peftlab.analysis.archive.verdicts import (
     Evidence,
@@ -86,7 +88,7 @@ def reproduce(
     """Check the archive at ``source`` and rerun ``runs`` of it into ``out``; the exit status (0 nothing differs, 1
     something does). ``say`` prints a line (the CLI's escapes what the archive holds); ``run_archive_code``: the
     archive's plugin code may be imported for the reruns (``--run-archive-code``, True or a hash: ``consent``);
-    ``sample_seed``: the seed that draws the reruns (``sample``); ``trials``: the tuning searches rerun
+    ``sample_seed``: the seed that draws the reruns (``rerun.draw``); ``trials``: the tuning searches rerun
     (``trials``). The closing lines say the three verdicts (``verdicts``)."""
     trials_need_runs(str(runs), trials)
     run_archive_code = consent_hash(run_archive_code)
@@ -99,7 +101,7 @@ def reproduce(
         root, record = receive(source, out)
     packed = archived_runs(root)
     chosen = draw(packed, runs, seed)
-    checks, listed = checked(root, record, kept, out, phases, evidence, say)
+    checks, listed = checked(root, record, (kept, packed), out, phases, evidence, say)
     stopped = gate(checks, chosen)
     evidence.stopped = stopped is not None and bool(chosen)
     evidence.runs_total = sum(1 for run in packed if run["result"].get("status") == "completed")
@@ -141,6 +143,7 @@ def reproduce(
             "differences": capped(differences, KEPT),
             "differences_count": len(differences),
             "data_not_checked": checks.unseen,
+            "not_checked": evidence.unchecked,  # files nothing packed makes again, with why
             "tuning_choices": evidence.trials,
             "tuning_choices_moved": evidence.trial_notes,
             "verdicts": closing[:-1],
@@ -166,20 +169,28 @@ def data_folder(data: str | Path | None) -> Path | None:
 def checked(
     root: Path,
     record: dict,
-    kept: Path | None,
+    given: tuple[Path | None, list[dict]],
     out: Path,
     phases: Phases,
     evidence: Evidence,
     say: Callable[[str], None],
 ) -> tuple[Checks, CodeList | None]:
-    """The check phase (``checks.check``) and the paper's numbers regenerated from the runs (``regenerate``), their
-    differences printed and recorded in ``evidence`` (what was checked, and what could not be); then every file of
+    """The check phase (``checks.check``) and every other packed file made again from the runs and archive.json
+    (``regenerate``, ``recorded``; ``given``: --data's folder, the packed runs), their differences printed and
+    recorded in ``evidence`` (what was checked, and what was not, named); then every file of
     the archive's plugins that the reruns would put on the path, listed and printed (``plugins.list_code``), whether
     or not they may run, before anything could import them."""
+    kept, packed = given
     with phases.timed("check"):
         checks = check(root, record, kept)
     with phases.timed("regenerate"):
-        regenerated = regenerate(root, record)
+        regenerated = regenerate(root, record, draw=not checks.differences)  # drawing is most of its time
+        made = check_recorded(root, record, packed)
+        with tempfile.TemporaryDirectory(prefix="peftlab-reproduce-md-") as tmp:
+            compare_reproduce_md(root, record, study_folder(root, record, Path(tmp)), made)
+        regenerated.differ += made.differ
+        regenerated.compared |= made.compared
+        regenerated.skipped += made.skipped
         checks.differences += regenerated.differ
     show(checks, say)
     for line in checks.named.by_reruns:
@@ -187,6 +198,7 @@ def checked(
     evidence.archive = list(checks.differences)
     evidence.not_checked = [f"data not checked (absent: {', '.join(checks.unseen)})"] if checks.unseen else []
     evidence.not_checked += [f"supplied file not checked: {line}" for line in checks.supplied.absent]
+    evidence.unchecked = list(regenerated.skipped)
     evidence.checked = checked_record(
         root, record, checks.sha, checks.found, checks.named, checks.supplied, regenerated
     )

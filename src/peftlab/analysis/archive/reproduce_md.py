@@ -1,54 +1,23 @@
 """REPRODUCE.md of a submission: the steps in order, the commands as they ran (shell-quoted), the plugins, where
-the data goes, the measured run times; every recorded word through the Markdown escapers."""
+the data goes, the measured run times, what ``peftlab reproduce`` cannot check; every recorded word through the
+Markdown escapers. It is made from the archive alone (its packed runs, archive.json and paper/results.tex), so that
+reproduce makes it again and compares it: what it says that no packed file holds (the commit that packed it, the
+commands that ran the study, the paths they were given, whether the base was found trained) archive.json records in
+``made`` (``made_record``, at packing), each command a list of shell words as ``shlex.quote`` writes them."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
-from peftlab.analysis.archive.pack import data_command
+from peftlab.analysis.archive.datasets import data_command
 from peftlab.analysis.archive.supplied import SUPPLIED_RECORD, SUPPLIED_SUMS
 from peftlab.analysis.paper.macros import TOP1
-from peftlab.analysis.paper.study import pretraining_manifest
 from peftlab.analysis.results.escape import markdown_block, markdown_code, markdown_text
-from peftlab.analysis.results.load import environment
+from peftlab.analysis.results.load import environment, load_results
 from peftlab.analysis.results.portable import portable_text
-from peftlab.analysis.results.record import study_commands
 from peftlab.analysis.stats.intervals import completed_runs
-from peftlab.config.paths import REPO_ROOT
-from peftlab.study.phases import read_phases
-from peftlab.study.report_options import read_study_name
-from peftlab.utils.programs import run_program
-
-
-def git_head() -> str:
-    try:
-        proc = run_program(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            seconds=60,
-            fix="check the checkout (`git status`) or how git is set up, then run `peftlab submission` again",
-        )
-    except FileNotFoundError:
-        return "unknown (git not installed)"
-    return proc.stdout.strip() or "unknown (not a git checkout)"
-
-
-def git_remote() -> str | None:
-    """The address of the repository git knows for the checkout (its ``origin``, else its first remote), or None."""
-    try:
-        names = run_program(["git", "-C", str(REPO_ROOT), "remote"], seconds=60, fix="check how git is set up")
-    except FileNotFoundError:
-        return None
-    remotes = names.stdout.split() if names.returncode == 0 else []
-    if not remotes:
-        return None
-    name = "origin" if "origin" in remotes else remotes[0]
-    url = run_program(["git", "-C", str(REPO_ROOT), "remote", "get-url", name], seconds=60, fix="check git")
-    address = url.stdout.strip() if url.returncode == 0 else ""
-    return address if address.isprintable() and address else None
-
 
 PATH_WORDS = (
     "Paths are written relative to where you will have them: `./` is the repository's root, `STUDY` the study "
@@ -110,9 +79,8 @@ def data_lines(done, study_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def command_lines(study_dir: Path) -> list[str]:
-    """REPRODUCE.md's list of every command that ran the study (commands.jsonl), paths made portable."""
-    commands = study_commands(study_dir)
+def command_lines(commands: list[dict]) -> list[str]:
+    """REPRODUCE.md's list of every command that ran the study (``made_commands``: shell words, paths portable)."""
     if not commands:
         return []
     lines = [
@@ -122,8 +90,7 @@ def command_lines(study_dir: Path) -> list[str]:
     ]
     shell = []
     for command in commands:
-        line = " ".join(shell_word(arg, study_dir) for arg in command["argv"])
-        where = shell_word(command["cwd"], study_dir) if command["cwd"] else None
+        line, where = " ".join(command["argv"]), command.get("cwd")
         if where is not None and not where.startswith(("OUTSIDE", "'OUTSIDE")):
             shell.append(f"cd {where} && {line}")
         elif where is not None:
@@ -133,22 +100,10 @@ def command_lines(study_dir: Path) -> list[str]:
     return lines + markdown_block(shell, "bash") + [""]
 
 
-def shell_word(text: str, study_dir: Path) -> str:
-    """``text`` made portable (``portable_text``) as one word of a shell line (``shlex.quote``). A path in the home
-    folder, which becomes ``~/...``, keeps its ``~/`` outside the quotes, so that the reader's shell makes it their
-    home folder; a ``~`` the record held itself stays a literal ``~``."""
-    shown = portable_text(text, study_dir)
-    if shown.startswith("~") and not text.startswith("~"):
-        if shown == "~":
-            return "~"
-        if shown.startswith("~/"):
-            return "~/" + shlex.quote(shown[2:]) if shown[2:] else "~/"
-    return shlex.quote(shown)
-
-
-def runtime_lines(done, study_dir: Path, paper_minutes: str | None, pretrains: bool = True) -> list[str]:
-    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included), pretraining where the
-    study pretrains (``pretrains``), and the run time in all as the paper prints it (its \\studyWallMinutes)."""
+def runtime_lines(done, record: dict, paper_minutes: str | None) -> list[str]:
+    """REPRODUCE.md's expected runtime: the final runs, every phase (tuning trials included, archive.json's
+    ``phases``), pretraining where the study pretrains, and the run time in all as the paper prints it (its
+    \\studyWallMinutes)."""
     lines, wall = ["## Expected runtime", ""], done.get("timing.wall_seconds")
     if wall is not None and wall.notna().any():
         lines.append(
@@ -156,12 +111,11 @@ def runtime_lines(done, study_dir: Path, paper_minutes: str | None, pretrains: b
             f"(mean {wall.mean():.0f} s); {wall.sum() / 60:.1f} min summed over the final runs, with one worker on "
             "the machine above, pretraining and tuning trials excluded."
         )
-    by_phase = phase_seconds(study_dir)
+    by_phase, made = record.get("phases") or {}, record.get("made") or {}
     if by_phase:
-        cached = not any(r["phase"] == "pretrain" and r.get("runs") for r in read_phases(study_dir) or [])
         parts = ", ".join(
             f"{phase}: its base already trained"
-            if phase == "pretrain" and cached
+            if phase == "pretrain" and made.get("pretrain_cached")
             else f"{phase} {seconds / 60:.1f} min"
             for phase, seconds in by_phase.items()
         )
@@ -171,11 +125,10 @@ def runtime_lines(done, study_dir: Path, paper_minutes: str | None, pretrains: b
         )
     if paper_minutes:
         lines.append(f"- The runs' time in all, as the paper prints it (\\studyWallMinutes): {paper_minutes} min.")
-    manifest = pretraining_manifest(done) if pretrains else None
-    if manifest:
+    if record.get("base") and made.get("base_train_seconds") is not None:
         lines.append(
-            f"- Pretraining the base model (cached after the first time): "
-            f"{manifest.get('train_seconds', float('nan')):.0f} s of training."
+            f"- Pretraining the base model (cached after the first time): {made['base_train_seconds']:.0f} s of "
+            "training."
         )
     return lines + ["- Compiling the paper: under a minute; installing the LaTeX packages (once): a few minutes."]
 
@@ -198,14 +151,6 @@ def superseded_lines(record: dict) -> list[str]:
     ]
 
 
-def phase_seconds(study_dir: Path) -> dict[str, float]:
-    """Each phase's wall time summed over the calls of ``peftlab study`` (phases.jsonl), in its order."""
-    by_phase: dict[str, float] = {}
-    for record in read_phases(study_dir) or []:  # None: no phases.jsonl
-        by_phase[record["phase"]] = by_phase.get(record["phase"], 0.0) + record["wall_seconds"]
-    return by_phase
-
-
 def paper_macro(paper_dir: Path, name: str) -> str | None:
     """The value results.tex gives the macro ``name`` (e.g. studyWallMinutes), or None."""
     path = paper_dir / "results.tex"
@@ -214,10 +159,11 @@ def paper_macro(paper_dir: Path, name: str) -> str | None:
     return found.group(1) if found else None
 
 
-def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
+def steps_lines(record: dict, paper_minutes: str | None, unchecked: list[str]) -> list[str]:
     """REPRODUCE.md's steps in this archive's own folder, in order: the integrity check (before anything runs
     code), install, plugins, data, the files to supply, pretraining, the study, its report and paper, the check by
-    ``peftlab reproduce``; each with the time the study measured where it did."""
+    ``peftlab reproduce``; each with the time the study measured where it did. ``unchecked``: what reproduce
+    cannot check (``unchecked_files``)."""
     study, phases = record["study"], record.get("phases") or {}
 
     def took(phase: str) -> str:
@@ -232,27 +178,7 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
             return f" (its run took {seconds:.0f} s on the runs' machine)"
         return took("pretrain")
 
-    repository = record.get("repository")
-    steps = [
-        "The integrity check, before anything runs code: `sha256sum -c SHA256SUMS` checks every packed file; "
-        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex). "
-        "`peftlab reproduce . --runs 0` (once installed) checks the same, the files you supply and the data too, "
-        "and regenerates the paper's numbers from `results/runs/`.",
-        "Install peftlab at the commit above"
-        + (
-            f" from {markdown_code(repository)} (`git clone {shlex.quote(repository)}`)"
-            if repository
-            else " (no repository address was recorded: git knew no remote of the packing checkout)"
-        )
-        + " with its lock file (`pip install -r requirements.lock`, then `pip install -e <checkout>`); "
-        "`environment.lock` lists every package of the machine of the runs.",
-    ]
-    for plugin in record.get("plugins") or []:
-        steps.append(
-            f"Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
-            f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}; "
-            f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}` (reproduce puts it first on the path itself)."
-        )
+    steps = first_steps(record, unchecked) + [plugin_step(plugin) for plugin in record.get("plugins") or []]
     steps += data_steps(record)
     for entry in record.get(SUPPLIED_RECORD) or []:
         steps.append(
@@ -272,7 +198,13 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
     )
     steps.append("The report and the paper: `peftlab report rerun`; `peftlab paper rerun`.")
     steps.append(
-        "The check: `peftlab reproduce . --out ../reproduce-check` checks the archive, then reruns one seed of "
+        "The check: `peftlab reproduce . --out ../reproduce-check"
+        + (
+            " --run-archive-code=HASH` (HASH: the archive code's SHA-256 that step 1's `--runs 0` prints)"
+            if record.get("plugins")
+            else "`"
+        )
+        + " checks the archive, then reruns one seed of "
         "every configuration, drawn from a seed it prints (`--sample-seed` draws the same again), and compares "
         "every metric with `results/runs/` (docs/reproduce.md); `--runs all` reruns every run and recomputes the "
         "paper's claims from them, `--trials` reruns the tuning searches; `--data DIR` reads each dataset from "
@@ -287,6 +219,43 @@ def steps_lines(record: dict, paper_minutes: str | None) -> list[str]:
         *(f"{n}. {step}" for n, step in enumerate(steps, 1)),
         "",
     ]
+
+
+def first_steps(record: dict, unchecked: list[str]) -> list[str]:
+    """REPRODUCE.md's first steps: the integrity check (what ``peftlab reproduce`` checks, and what it cannot:
+    ``unchecked``), then the install."""
+    repository = record.get("repository")
+    return [
+        "The integrity check, before anything runs code: `sha256sum -c SHA256SUMS` checks every packed file; "
+        "`sha256sum results/runs.sha256` gives the paper's results hash (\\resultsSha in paper/results.tex). "
+        "`peftlab reproduce . --runs 0` (once installed) checks the same, the files you supply and the data too, "
+        "and makes every other file again from `results/runs/` and archive.json to compare it (the figures where "
+        "matplotlib, pillow, numpy, pandas and scipy are environment.lock's versions; requirements.lock and "
+        "configs/literature.yaml where the checkout's are the same); it cannot check "
+        + "; ".join(markdown_text(line) for line in unchecked)
+        + ": its verdict names them.",
+        "Install peftlab at the commit above"
+        + (
+            f" from {markdown_code(repository)} (`git clone {shlex.quote(repository)}`)"
+            if repository
+            else " (no repository address was recorded: git knew no remote of the packing checkout)"
+        )
+        + " with its lock file (`pip install -r requirements.lock`, then `pip install -e <checkout>`); "
+        "`environment.lock` lists every package of the machine of the runs.",
+    ]
+
+
+def plugin_step(plugin: dict) -> str:
+    """REPRODUCE.md's step of a plugin: where its code is, and how reproduce lists it before it runs any."""
+    return (
+        f"Plugin {markdown_code(plugin['distribution'])} {markdown_text(plugin['version'])} (code SHA-256 "
+        f"{markdown_code(plugin['code_sha256'])}): its installed files are in {markdown_code(plugin['folder'])}, "
+        "code that runs when the study is read; read it first. `peftlab reproduce` imports it only with "
+        "`--run-archive-code`: it lists every file it would put on the path, with its SHA-256 and size, in "
+        "`OUT/plugin-code.txt` and prints that list's SHA-256; `--run-archive-code=HASH` with that hash runs "
+        "exactly those files (their copy in `OUT/plugin-code/`, first on the path). To run the study yourself, "
+        f"`export PYTHONPATH=$PWD/{shlex.quote(plugin['folder'])}`."
+    )
 
 
 def data_steps(record: dict) -> list[str]:
@@ -326,17 +295,21 @@ DATA_HOW = {
 }
 
 
-def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path, record: dict) -> str:
+def reproduce_md(root: Path, record: dict, study_dir: Path) -> str:
+    """REPRODUCE.md from the archive at ``root`` alone: its packed runs (``study_dir``, ``regenerate.study_folder``'s
+    of them), archive.json (``record``, its ``made`` included) and paper/results.tex."""
+    df = load_results(study_dir)
     done = completed_runs(df)
     env = environment(study_dir)
     versions, hardware = env.get("versions") or {}, env.get("hardware") or {}
     sha = str(env.get("git_sha") or "unknown")  # a received result.json's: any text
+    made = record.get("made") or {}
     said = markdown_text  # what the runs recorded, in prose
     lines = [
-        f"# Reproducing {said(read_study_name(study_dir))}",
+        f"# Reproducing {said(record.get('name'))}",
         "",
         f"- Runs trained at git commit {markdown_code(sha)} (uncommitted changes: {said(env.get('git_dirty'))}); "
-        f"this archive was packed at commit {markdown_code(git_head())}.",
+        f"this archive was packed at commit {markdown_code(str(made.get('packed_at')))}.",
         f"- Machine of the runs: {said(hardware.get('cpu'))}, {said(hardware.get('cpu_count'))} CPUs, device "
         f"{said(hardware.get('device'))}{', GPU ' + said(hardware['gpu']) if hardware.get('gpu') else ''}; "
         f"{said(env.get('threads'))} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
@@ -344,19 +317,41 @@ def reproduce_md(df, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Pa
         "- Packages: " + ", ".join(said(f"{k} {v}") for k, v in versions.items() if v) + " (all: requirements.lock).",
         "",
     ]
-    paper_minutes = paper_macro(paper_dir, "studyWallMinutes")
-    lines += steps_lines(record, paper_minutes) + superseded_lines(record)
-    lines += commands_lines(record, sha, study_dir, study_yaml, paper_dir, out)
-    lines += plugin_lines(done) + command_lines(study_dir) + data_lines(done, study_dir)
-    lines += runtime_lines(done, study_dir, paper_minutes, pretrains=bool(record.get("base")))
+    paper_minutes = paper_macro(root / "paper", "studyWallMinutes")
+    lines += steps_lines(record, paper_minutes, unchecked_files(root, record)) + superseded_lines(record)
+    lines += commands_lines(record, sha)
+    lines += plugin_lines(done) + command_lines(made.get("commands") or []) + data_lines(done, study_dir)
+    lines += runtime_lines(done, record, paper_minutes)
     lines += expected_lines(df, done)
     lines += ["", "## Checking the files", "", "```bash", "sha256sum -c SHA256SUMS", "```", ""]
     return "\n".join(lines)
 
 
-def commands_lines(record: dict, sha: str, study_dir: Path, study_yaml: Path, paper_dir: Path, out: Path) -> list[str]:
-    """REPRODUCE.md's commands that made the runs, the paper and the archive, from a clone at commit ``sha``."""
-    repository = record.get("repository")
+def unchecked_files(root: Path, record: dict) -> list[str]:
+    """What ``peftlab reproduce`` names as not checked whatever machine it runs on (``regenerate.not_regenerable``,
+    ``recorded.not_recorded``)."""
+    from peftlab.analysis.archive.recorded import not_recorded
+    from peftlab.analysis.archive.regenerate import not_regenerable
+
+    return not_regenerable(root) + not_recorded(root, record)
+
+
+def compare_reproduce_md(root: Path, record: dict, study_dir: Path, out) -> None:
+    """REPRODUCE.md against the one the archive makes (``reproduce_md``), into ``out`` (``regenerate.Regenerated``);
+    an archive whose archive.json records no ``made`` (packed before it did) has its REPRODUCE.md named as not
+    checked."""
+    from peftlab.analysis.archive.regenerate import compare_text
+
+    if "made" not in record:
+        out.skipped.append("REPRODUCE.md (archive.json records no `made`: packed by an older peftlab)")
+        return
+    compare_text(root, "REPRODUCE.md", reproduce_md(root, record, study_dir), out)
+
+
+def commands_lines(record: dict, sha: str) -> list[str]:
+    """REPRODUCE.md's commands that made the runs, the paper and the archive, from a clone at commit ``sha``, with
+    the paths archive.json's ``made`` records (shell words)."""
+    repository, shown = record.get("repository"), record["made"]["paths"]
     lines = [
         "## Commands",
         "",
@@ -366,7 +361,7 @@ def commands_lines(record: dict, sha: str, study_dir: Path, study_yaml: Path, pa
         "",
     ]
     shell = [f"git checkout {shlex.quote(sha) if sha.isprintable() else 'unknown'}"]
-    if study_yaml.as_posix().endswith("configs/studies/default.yaml"):
+    if shown["study"].endswith("configs/studies/default.yaml"):
         lines += markdown_block(
             shell
             + [
@@ -383,10 +378,6 @@ def commands_lines(record: dict, sha: str, study_dir: Path, study_yaml: Path, pa
             "",
         ]
         shell = []
-    shown = {
-        key: shell_word(os.path.abspath(path), study_dir)
-        for key, path in (("study", study_yaml), ("dir", study_dir), ("paper", paper_dir), ("out", out))
-    }
     lines += markdown_block(
         shell
         + [

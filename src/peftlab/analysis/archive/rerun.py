@@ -3,6 +3,14 @@
 (``rerun``); then each rerun against its archived run, exactly where the runs were pinned and this machine is of
 their class, else within the tolerance (``compare_runs``, the rule in ``RULE``), and the base the rerun's
 pretraining made against the recorded one (``base_lines``).
+
+The sample (``draw``, ``sample_seed``): which archived runs ``peftlab reproduce`` reruns, drawn so that whoever
+packed the archive cannot predict them. The default (``--runs one-seed``) reruns one seed of each configuration,
+drawn from a seed the receiver controls: random by default (``secrets``), recorded in reproduce.json and the last
+lines, ``--sample-seed N`` to draw the same runs again. A forger who edits the one seed a fixed rule reruns (the
+first) is caught with the probability that seed is drawn; a forger who edits every seed is caught by any rerun.
+``--runs N`` draws one seed of each configuration first, then the others, in the drawn order; ``--runs all``
+reruns every completed run.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import random
+import secrets
 import statistics
 from pathlib import Path
 
@@ -18,6 +28,7 @@ from peftlab.analysis.archive.received import file_sha256
 from peftlab.analysis.archive.trials import rerun_with_trials, trial_study
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.config.reading import read_yaml
+from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_text_atomic
 
 
@@ -62,7 +73,7 @@ def rerun_configs(root: Path, study: str, found: dict[str, Path], into: Path) ->
     class Found:
         """``pack.rewrite_paths``' places: the same absolute path, or the folder a dataset was found in."""
 
-        def place(self, field: str, value: str) -> str:
+        def place(self, field: str, value: str, read: bool = False) -> str:
             return kept.get(os.path.normpath(value), value)
 
     configs = (top / study).parent
@@ -259,3 +270,64 @@ def base_lines(record: dict, study_file: Path, same_class: bool) -> list[str]:
             "another machine class may give"
         ]
     return [f"base: other weights on the runs' machine class: SHA-256 {made[:12]}, recorded {recorded[:12]}"]
+
+
+# --- the sample: which archived runs are rerun ------------------------------------------------------------------
+
+
+def sample_seed(given: int | str | None) -> int:
+    """The seed of the draw: ``given`` (``--sample-seed``) as an integer in [0, 2**63), else a fresh random one."""
+    if given is None:
+        return secrets.randbits(63)
+    try:
+        seed = int(given)
+    except (TypeError, ValueError):
+        raise UserError(f"--sample-seed {given!r} is invalid: expected a whole number from 0 to 2**63-1") from None
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--sample-seed {given!r} is invalid: expected a whole number from 0 to 2**63-1")
+    return seed
+
+
+def draw(runs: list[dict], which: str, seed: int) -> list[dict]:
+    """The completed runs to rerun (``runs``: ``received.archived_runs``' records, in the study's order): ``all``,
+    ``one-seed`` (one seed of each configuration, drawn) or a count N (the drawn seed of each configuration first,
+    then the other seeds in a drawn order; 0 reruns none). The draw depends on ``seed`` and on the runs' labels
+    and seeds only, never on the order of the files."""
+    done = [run for run in runs if run["result"].get("status") == "completed"]
+    if which == "all":
+        return done
+    count = rerun_count(which)
+    rng = random.Random(seed)
+    by_variant: dict[str, list[dict]] = {}
+    for run in sorted(done, key=lambda r: (str(r["variant"]), str(r["seed"]))):
+        by_variant.setdefault(str(run["variant"]), []).append(run)
+    firsts, rest = [], []
+    for variant in sorted(by_variant):
+        seeds = by_variant[variant][:]
+        rng.shuffle(seeds)
+        firsts.append(seeds[0])
+        rest += seeds[1:]
+    rng.shuffle(rest)
+    order = {id(run): n for n, run in enumerate(done)}
+    firsts.sort(key=lambda run: order[id(run)])  # the study's order, as the reruns print
+    if count is None:
+        return firsts
+    return (firsts + rest)[:count]
+
+
+def rerun_count(which: str) -> int | None:
+    """``--runs``' count of runs (None: ``all`` or ``one-seed``); anything else is one line."""
+    if which in ("all", "one-seed"):
+        return None
+    if not (which.isascii() and which.isdigit()):
+        raise UserError(f"--runs {which!r} is invalid: expected all, one-seed or a count of runs (0 reruns none)")
+    return int(which)
+
+
+def trials_need_runs(which: str, trials: bool) -> None:
+    """``--trials`` with ``--runs 0`` is refused: the searches are rerun with the final runs they choose."""
+    if trials and rerun_count(which) == 0:
+        raise UserError(
+            "--trials with --runs 0 would rerun nothing: the searches are rerun with the final runs they choose, "
+            "so give --runs N, one-seed or all (--runs 0 checks the archive only)"
+        )

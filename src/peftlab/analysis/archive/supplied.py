@@ -1,5 +1,6 @@
-"""Files the receiver supplies: what a config names that the archive cannot pack (a weights file, a base outside
-the study, any file over ``pack.MAX_PACKED_BYTES``). Each has a place of its own, ``supplied/<name>`` (a folder a
+"""Files the receiver supplies: what a packed run reads that the archive cannot pack (a weights file, a base outside
+the study, any file over ``pack.MAX_PACKED_BYTES``); a value every run's config overrides is none (``read_paths``:
+what the runs read, by their result.json). Each has a place of its own, ``supplied/<name>`` (a folder a
 config names goes there whole: its small files packed, its weights to be put beside them), recorded in
 archive.json's ``supplied`` with its SHA-256 and size, named in REPRODUCE.md, and checked against that hash at every
 level of ``peftlab reproduce`` (``--runs 0`` included): one that differs is named, one that is absent is a note
@@ -35,7 +36,12 @@ def write_supplied_sums(root: Path, entries: list[dict]) -> None:
     folder (so the folder is there, waiting for them)."""
     if entries:
         (root / SUPPLIED).mkdir(parents=True, exist_ok=True)
-        (root / SUPPLIED_SUMS).write_text("".join(f"{entry['sha256']}  {entry['path']}\n" for entry in entries))
+        (root / SUPPLIED_SUMS).write_text(supplied_sums(entries))
+
+
+def supplied_sums(entries: list[dict]) -> str:
+    """supplied.sha256's text: a ``sha256sum`` line per file to supply."""
+    return "".join(f"{entry['sha256']}  {entry['path']}\n" for entry in entries)
 
 
 def supplied_entries(record: dict, where: Path) -> list[dict]:
@@ -114,3 +120,24 @@ def stray_supplied(root: Path, record: dict) -> list[str]:
 def is_supplied(path: str, record: dict) -> bool:
     """Whether archive path ``path`` (from the archive's root) is a file the receiver supplies."""
     return any(entry.get("path") == path for entry in record.get(SUPPLIED_RECORD) or [] if isinstance(entry, dict))
+
+
+def read_paths(results: list[dict]) -> set[str]:
+    """Every path of ``PATH_FIELDS`` the configs of ``results`` (the packed runs' result.json) name, absolute and
+    normalised, as its real path too (a relative one is the checkout's, as run ids hash it)."""
+    from peftlab.config.paths import PATH_FIELDS, PATH_WORDS, REPO_ROOT
+
+    out = set()
+    for result in results:
+        config = result.get("config") if isinstance(result.get("config"), dict) else {}
+        for dotted in PATH_FIELDS:
+            section, _, name = dotted.rpartition(".")
+            value = (config.get(section) or {}).get(name) if isinstance(config.get(section), dict) else None
+            if isinstance(value, str) and value and value not in PATH_WORDS.get(dotted, ()) and "\x00" not in value:
+                path = os.path.normpath(os.path.join(REPO_ROOT, value))
+                out |= {path, os.path.realpath(path)}
+    return out
+
+
+def read_by_runs(value: str, read: set[str]) -> bool:
+    return os.path.normpath(value) in read or os.path.realpath(value) in read

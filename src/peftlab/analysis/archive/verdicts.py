@@ -2,8 +2,10 @@
 was compared (STYLE.md 21):
 
 1. **archive intact**: the files against SHA256SUMS, the results hash, the supplied files, every dataset (by name
-   too), the plugins' code, and the paper's numbers regenerated from ``results/runs/`` (``regenerate``);
-2. **runs reproduced**: the rerun runs (a sample drawn by ``sample``, or all), each exact within the runs' machine
+   too), the plugins' code, and every other packed file made again from ``results/runs/`` and archive.json and
+   compared (``regenerate``, ``recorded``); what nothing packed makes again is named in the same line ("not
+   checked: paper/main.pdf, ...");
+2. **runs reproduced**: the rerun runs (a sample drawn by ``rerun.draw``, or all), each exact within the runs' machine
    class, else within the stated tolerance;
 3. **claims reproduced**: with every completed run rerun (``--runs all``), the paper's claims recomputed from them
    and compared (``claims``).
@@ -47,6 +49,7 @@ class Evidence:
 
     archive: list[str] = field(default_factory=list)  # the archive level's differences
     not_checked: list[str] = field(default_factory=list)  # parts of the archive level not compared (absent data)
+    unchecked: list[str] = field(default_factory=list)  # files nothing packed makes again, each "name (why)"
     checked: dict = field(default_factory=dict)  # what was found as recorded, with its hash
     runs_total: int = 0  # completed archived runs
     compared: list[dict] = field(default_factory=list)  # rerun.compare_runs' records
@@ -76,9 +79,9 @@ def verdict_lines(evidence: Evidence) -> tuple[list[str], int, bool]:
     if e.archive:
         lines.append(f"archive intact: no, {count(len(e.archive), 'difference')} (the `differs:` lines above)")
     elif e.not_checked:
-        lines.append(f"archive intact: not said: {'; '.join(e.not_checked)} (checked: {checked})")
+        lines.append(f"archive intact: not said: {'; '.join(e.not_checked)} (checked: {checked}{unchecked_said(e)})")
     else:
-        lines.append(f"archive intact: yes ({checked})")
+        lines.append(f"archive intact: yes ({checked}{unchecked_said(e)})")
         level = 1
     rerun = len(e.compared)
     if not rerun and e.run_differences:  # the reruns stopped before any was compared (the archive's code raised)
@@ -121,9 +124,15 @@ def archive_parts(checked: dict) -> str:
         if checked.get(key):
             parts.append(count(len(checked[key]), noun))
     if checked.get("regenerated"):
-        names = [item.split(":")[0].split("/")[-1] for item in checked["regenerated"]]
-        parts.append(f"the paper's numbers regenerated from results/runs ({', '.join(names)})")
+        parts.append(f"{count(len(checked['regenerated']), 'file')} made again from results/runs and archive.json")
     return ", ".join(parts)
+
+
+def unchecked_said(evidence: Evidence) -> str:
+    """The verdict's "; not checked: ..." naming what nothing packed makes again (reproduce.json says why)."""
+    if not evidence.unchecked:
+        return ""
+    return f"; not checked: {', '.join(item.split(' (')[0] for item in evidence.unchecked)}"
 
 
 def last_line(differences: list[str], level: int, not_checked: list[str]) -> str:
@@ -214,7 +223,8 @@ def machine_lines(record: dict, evidence: Evidence, phases: Phases, seed: int | 
 def checked_record(root, record: dict, results_sha: str, found: dict, named, supplied, regenerated) -> dict:
     """What the archive level found as recorded, each with its hash: SHA256SUMS (its own SHA-256 and how many files
     it lists), the results hash, each supplied file, each dataset's files (a folder's as its check found them equal,
-    one by name as hashed), each plugin's code, and the paper's files regenerated from the runs."""
+    one by name as hashed), each plugin's code, the files made again from the runs and archive.json
+    (``regenerated``: what was compared, and what was not checked, with why)."""
     from peftlab.analysis.paper.latex import file_sha256
 
     sums = root / "SHA256SUMS"
@@ -236,7 +246,7 @@ def checked_record(root, record: dict, results_sha: str, found: dict, named, sup
             for plugin in record.get("plugins") or []
         },
         "regenerated": [f"{name}: {what}" for name, what in regenerated.compared.items()],
-        "not_regenerated": list(regenerated.skipped),  # drawn from files an archive does not pack
+        "not_checked": list(regenerated.skipped),  # what nothing packed makes again, with why
     }
 
 
