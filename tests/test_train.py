@@ -512,9 +512,9 @@ def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypa
 
     seen = []
 
-    def slow(val_seconds, train_seconds, val_images):
+    def slow(val_seconds, train_seconds, val_images, text=False):
         seen.append((val_seconds, train_seconds, val_images))
-        return real(train_seconds + 60.0, train_seconds, val_images)
+        return real(train_seconds + 60.0, train_seconds, val_images, text=text)
 
     real = outcome.slow_validation
     monkeypatch.setattr(outcome, "slow_validation", slow)
@@ -535,6 +535,7 @@ def test_a_short_validation_is_not_worth_a_warning_whatever_the_load():
 
     assert slow_validation(0.3, 0.1, 32) == [] and slow_validation(29.0, 1.0, 32) == []
     assert slow_validation(31.0, 30.5, 32) != [] and slow_validation(31.0, 40.0, 32) == []
+    assert "(now 32 examples)" in slow_validation(31.0, 30.5, 32, text=True)[0]  # a text run's unit
 
 
 def test_a_run_without_a_validation_split_reports_no_val_accuracy_and_refuses_early_stopping(tmp_path):

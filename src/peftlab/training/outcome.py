@@ -175,7 +175,9 @@ def result_record(
         timing=timing(pos, test, state.started, text=getattr(data.spec, "img_size", None) is None),
         warnings=tuner.warnings()
         + merge_warnings(evaluations["merge"])
-        + slow_validation(pos.val_seconds, pos.train_seconds, len(data.splits.val)),
+        + slow_validation(
+            pos.val_seconds, pos.train_seconds, len(data.splits.val), text=getattr(data.spec, "img_size", None) is None
+        ),
         auto_batch=state.auto_batch,
         merge=evaluations["merge"],
         quantization=tuner.quantization_report(),  # QA-LoRA: format, groups, error per layer
@@ -225,7 +227,7 @@ def head_count(tuner) -> int:
 SLOW_VALIDATION_SECONDS = 30.0
 
 
-def slow_validation(val_seconds: float, train_seconds: float, val_examples: int) -> list[str]:
+def slow_validation(val_seconds: float, train_seconds: float, val_examples: int, text: bool = False) -> list[str]:
     """A warning when validation took longer than training (a small train_subset with the full
     10% validation split, say): ``data.val_subset`` or fewer evaluations make the run faster.
     Under ``SLOW_VALIDATION_SECONDS`` of validation it is not worth a line: a short run's two
@@ -234,5 +236,5 @@ def slow_validation(val_seconds: float, train_seconds: float, val_examples: int)
         return []
     return [
         f"validation took {val_seconds:.1f} s, longer than training ({train_seconds:.1f} s): set data.val_subset "
-        f"(now {val_examples} examples) or evaluate less often (train.eval_every)"
+        f"(now {val_examples} {'examples' if text else 'images'}) or evaluate less often (train.eval_every)"
     ]
