@@ -85,7 +85,7 @@ class OneDNNProducts(TorchFunctionMode):
         elif func in MATMULS and len(args) == 2 and set(kwargs) <= {"out"}:
             a, b = args
             if _fp32_cpu(a, b) and b.dim() == 2 and a.dim() >= 2 and (a.dim() == 2 or func is not torch.Tensor.mm):
-                return _write(OneDNNLinear.apply(a, b.t(), None), kwargs.get("out"))
+                return _write(_mm(a, b), kwargs.get("out"))
         elif func is torch.addmm and len(args) == 3 and set(kwargs) <= {"out"}:
             bias, a, b = args
             if _fp32_cpu(bias, a, b) and a.dim() == b.dim() == 2:
@@ -96,7 +96,7 @@ class OneDNNProducts(TorchFunctionMode):
             target, a, b = args
             tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (target, a, b))
             if _fp32_cpu(target, a, b) and a.dim() == b.dim() == 2 and not tracked:  # a backward's accumulation
-                return target.add_(_product(a, b.t()))
+                return addmm_(target, a, b)
         return func(*args, **kwargs)
 
 
