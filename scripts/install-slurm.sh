@@ -11,6 +11,10 @@
 #                                           waits until `sinfo` shows the node idle
 #   scripts/install-slurm.sh stop [DIR]     stop them (by the pid files in DIR) and wait until gone
 #
+# PEFTLAB_SLURM_GPUS=N (configure) gives the node N fake GPUs: a gpu gres whose device files are links to
+# /dev/null in DIR/dev, so jobs asking for GPUs are scheduled and told theirs (CUDA_VISIBLE_DEVICES) as on a GPU
+# node, and train on the CPU.
+#
 # The cluster is meant for containers and CI machines: no cgroups (proctrack/linuxproc,
 # task/none), no accounting database (sacct has nothing to say, so submitit learns that a job
 # ended from its result file only), jobs run as the submitting user (root in CI). Every client
@@ -49,7 +53,10 @@ install_packages() {
 
 configure() {
   # the node as slurmd sees this machine (CPUs, sockets, cores, memory); its name is the host's
-  local node host user
+  local node host user gpus gres=""
+  gpus=${PEFTLAB_SLURM_GPUS:-0}
+  [[ "$gpus" =~ ^[0-9]+$ ]] || { echo "install-slurm: error: PEFTLAB_SLURM_GPUS=$gpus is not a count" >&2; exit 1; }
+  [ "$gpus" -gt 0 ] && gres=yes
   node=$(slurmd -C 2>/dev/null | head -n 1)
   host=$(hostname -s)
   user=$(id -un)
@@ -77,6 +84,7 @@ SlurmctldPidFile=$dir/run/slurmctld.pid
 SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
+${gres:+GresTypes=gpu}
 # no cgroups: processes tracked by their parent pids, no task binding, no accounting daemon
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -95,9 +103,23 @@ MinJobAge=60
 InactiveLimit=0
 SlurmctldTimeout=60
 SlurmdTimeout=60
-$node
+$node${gres:+ Gres=gpu:$gpus}
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [ -n "$gres" ]; then
+    # fake GPUs (PEFTLAB_SLURM_GPUS=N): Slurm schedules a gpu gres by its device files and names them to each job
+    # (CUDA_VISIBLE_DEVICES, SLURM_JOB_GPUS: the file's number); it wants a character device, so DIR/dev/nvidiaN
+    # are links to /dev/null
+    mkdir -p "$dir/dev"
+    echo "AutoDetect=off" > "$dir/gres.conf.tmp"
+    for ((i = 0; i < gpus; i++)); do
+      ln -sfn /dev/null "$dir/dev/nvidia$i"
+      echo "Name=gpu File=$dir/dev/nvidia$i" >> "$dir/gres.conf.tmp"
+    done
+    mv "$dir/gres.conf.tmp" "$dir/gres.conf"
+  else
+    rm -f "$dir/gres.conf"
+  fi
   mv "$conf.tmp" "$conf"
   echo "install-slurm: cluster configured in $conf (node $host; export SLURM_CONF=$conf)"
 }

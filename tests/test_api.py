@@ -1,6 +1,7 @@
-"""The Python API (peftlab/__init__.py, docs/python-api.md): ``import peftlab`` stays light; ``train`` with
-overrides returns the record it wrote and is what ``peftlab train`` calls; ``run_study`` runs a real small study
-whose ``load_results`` table holds its runs' numbers; mistakes are one-line UserErrors before any run folder."""
+"""The Python API (peftlab/cli/api/, re-exported by peftlab; docs/python-api.md): ``import peftlab`` stays light and
+``dir(peftlab)`` shows the API alone; ``train`` with overrides returns the record it wrote and is what ``peftlab train``
+calls; ``run_study`` runs a real small study whose ``load_results`` table holds its runs' numbers; mistakes are
+one-line UserErrors before any run folder."""
 
 import json
 import os
@@ -41,7 +42,8 @@ def test_import_peftlab_imports_no_torch_and_offers_the_api():
     code = (
         "import json, sys, peftlab\n"
         "print(json.dumps([sorted(m for m in ('torch', 'timm', 'peft', 'pandas', 'matplotlib') if m in sys.modules), "
-        "[name for name in peftlab.__all__ if callable(getattr(peftlab, name)) and getattr(peftlab, name).__doc__]]))"
+        "[name for name in peftlab.__all__ if callable(getattr(peftlab, name)) and getattr(peftlab, name).__doc__], "
+        "dir(peftlab), dir(peftlab.cli.api), peftlab.train is peftlab.cli.api.train]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -51,7 +53,10 @@ def test_import_peftlab_imports_no_torch_and_offers_the_api():
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [[], peftlab.__all__]
+    no_torch, documented, shown, shown_by_the_api, reexported = json.loads(out.stdout)
+    assert (no_torch, documented, reexported) == ([], peftlab.__all__, True)
+    # tab completion offers the API alone: not the subpackages imported so far, nor the helpers the modules import
+    assert shown == sorted([*peftlab.__all__, "__version__"]) and shown_by_the_api == sorted(peftlab.__all__)
     assert peftlab.__all__[:5] == ["train", "run_study", "load_results", "load_trained", "predict"]
 
 
@@ -108,7 +113,7 @@ def test_the_train_command_calls_the_api(config, tmp_path, monkeypatch):
         calls.append((cfg, overrides, run_dir, progress))
         return {"status": "failed", "error": "stopped by the test", "config": {}}
 
-    monkeypatch.setattr(peftlab, "train", train)
+    monkeypatch.setattr(peftlab.cli.api, "train", train)
     assert main(["train", str(config), "method.r=4", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 1
     [(cfg, overrides, run_dir, progress)] = calls
     assert (

@@ -1,4 +1,4 @@
-"""The Python API's manners (peftlab/__init__.py, the end of utils/errors.py): a wrong type or None is one UserError
+"""The Python API's manners (peftlab/cli/api/, the end of utils/errors.py): a wrong type or None is one UserError
 naming the parameter, before anything runs; messages name the API's parameters, not the command's flags; a
 UserError is one line in IPython and in a script; an interrupted training call says how to resume; every command
 has its function; a mistyped key is named by edit distance over every key; validate checks the trackers."""
@@ -286,8 +286,7 @@ def test_what_a_notebook_shows_is_escaped(tmp_path):
     itself: HTML through utils/files.py's html_text, plain text with control characters as their codes."""
     from torch import nn
 
-    from peftlab import RunRecord
-    from peftlab.cli.api_display import StudyResult
+    from peftlab.cli.api.display import RunRecord, StudyResult
     from peftlab.tuners.base import Tuner
 
     hostile = '<img src=x onerror="alert(1)">&\x1b[2J'

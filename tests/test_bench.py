@@ -1,4 +1,7 @@
-"""The bench runs on a tiny model and writes well-formed JSON (no timing thresholds here)."""
+"""The bench runs on a tiny model and writes well-formed JSON (no timing thresholds here).
+
+``peftlab bench`` is called in the test's process (``testkit.cli_here``, the CLI's entry): what it measures and
+writes is what these tests read; the processes it starts itself (the pin figure's, one a mode) are still its own."""
 
 import json
 import math
@@ -6,13 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, run_cli
+from testkit import TEXT_ONLY, TEXT_ONLY_REFUSAL, TINY_MODEL, cli_here
 
 
 @pytest.mark.e2e
 def test_bench_writes_well_formed_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli(
+    proc = cli_here(
         "bench",
         "--model",
         "vit_tiny_patch16_224",
@@ -43,7 +46,6 @@ def test_bench_writes_well_formed_json(tmp_path):
         "--no-compile",
         "--no-pin",
         *("--text-layers", "2", "--text-width", "64", "--text-heads", "2", "--text-batch", "2", "--text-length", "32"),
-        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
@@ -173,14 +175,14 @@ def test_bench_on_cuda_without_a_gpu_is_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = run_cli("bench", "--device", "cuda", "--model", "vit_tiny_patch16_224", "--img-size", "32")
+    proc = cli_here("bench", "--device", "cuda", "--model", "vit_tiny_patch16_224", "--img-size", "32")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr
 
 
 @pytest.mark.e2e
 def test_bench_only_data_measures_the_data_path_alone(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli(
+    proc = cli_here(
         "bench",
         "--only",
         "data",
@@ -216,11 +218,10 @@ def test_bench_only_pin_times_each_mode_in_a_process_of_its_own_and_says_mkl_s_b
     from peftlab.utils import cpu
 
     out = tmp_path / "bench.json"
-    proc = run_cli(
+    proc = cli_here(
         *("bench", "--only", "pin", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--depth", "1"),
         *("--embed-dim", "32", "--num-heads", "2", "--patch-size", "8", "--batch", "4", "--repeats", "1"),
         *("--json", str(out)),
-        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     figure = json.loads(out.read_text())["pin"]
@@ -329,7 +330,7 @@ def test_bench_only_steps_measures_p1_p2_and_mfu_on_a_swin(tmp_path):
     """The step figures alone, on a family whose fused qkv sits in stages (layers.S.blocks.M.attn.qkv):
     the hand-written PEFT loop adapts it as peftlab's whole-qkv LoRA does."""
     out = tmp_path / "bench.json"
-    proc = run_cli(
+    proc = cli_here(
         *("bench", "--only", "steps", "--model", "swin_tiny_patch4_window7_224", "--embed-dim", "24"),
         *("--img-size", "32", "--batch", "2", "--repeats", "1", "--json", str(out)),
     )

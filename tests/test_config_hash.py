@@ -17,6 +17,7 @@ import yaml
 
 from peftlab.config.checks import MAX_INT
 from peftlab.config.methods import METHODS
+from peftlab.config.pair_joins import decoder_pair_join
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 from peftlab.config.run_ids import HASHED_AS, LATE_FIELDS, UNHASHED_FIELDS, _entry_yaml, seed_hashes
 from peftlab.config.schema import config_hash, to_dict
@@ -91,8 +92,11 @@ FLOATS = [
 
 
 def reference_hash(cfg, length: int = 12) -> str:
-    """``config_hash`` as it was before the fast encoding (commit 67f375a), verbatim."""
+    """``config_hash`` as it was before the fast encoding (commit 67f375a), verbatim, and a decoder pair run's join
+    (``pair_joins``, added since)."""
     data = to_dict(cfg)
+    if decoder_pair_join(data) is not None:
+        data["data"]["pair_join"] = decoder_pair_join(data)
     for dotted in UNHASHED_FIELDS:
         section, _, name = dotted.rpartition(".")
         (data.get(section) if section else data).pop(name, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist
 
 from peftlab.config.schema import dump_config, load_config
 from peftlab.training.distributed import Group
@@ -84,7 +84,7 @@ def torchrun(config: Path, run_dir: Path, env: dict | None = None) -> subprocess
 def test_two_processes_train_the_one_process_run_and_resume(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(dump_config(load_config(overrides=CONFIG)))
-    single = run_cli("train", str(config), "--run-dir", str(tmp_path / "single"), "--quiet")
+    single = cli_here("train", str(config), "--run-dir", str(tmp_path / "single"), "--quiet")  # in this process
     assert single.returncode == 0, single.stderr
     proc = torchrun(config, tmp_path / "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]

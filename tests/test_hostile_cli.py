@@ -190,8 +190,24 @@ def test_an_output_of_another_kind_is_refused_before_the_work(study, where, kind
 # --- a closed pipe ------------------------------------------------------------------------------------------------
 
 
-def write_empty_cache(tmp_path: Path) -> dict:
-    return dict(os.environ, PEFTLAB_MODEL_CACHE=str(tmp_path / "models"), PEFTLAB_DATA_CACHE=str(tmp_path / "data"))
+@pytest.fixture(scope="module")
+def recorded_cache(tmp_path_factory) -> dict:
+    """An environment of its own caches, whose model records hold what ``params`` and ``validate`` count, written by
+    the same commands in this process: their closed-pipe processes answer from them, as they do once a cache is
+    warm, without importing torch and timm again (a cold command's imports: tests/test_cli_imports.py). The study's
+    dry run is not warmed here: this process's torch was imported unpinned, and a reproducible study refuses it."""
+    from peftlab.records import answers
+
+    folder = tmp_path_factory.mktemp("caches")
+    caches = {"PEFTLAB_MODEL_CACHE": str(folder / "models"), "PEFTLAB_DATA_CACHE": str(folder / "data")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in caches.items():
+            patch.setenv(name, value)
+        for command in ("params", "validate"):
+            answers.META_MODELS.clear()  # each command writes the records it reads, none answered from memory
+            assert command_in_process(*PIPED[command](folder / "study")) == (0, "")
+    answers.META_MODELS.clear()
+    return dict(os.environ, **caches)
 
 
 def tiny_config(folder: Path) -> Path:
@@ -212,7 +228,7 @@ PIPED = {
 
 
 @pytest.mark.parametrize("command", list(PIPED))
-def test_a_closed_pipe_ends_quietly(study, tmp_path, command):
+def test_a_closed_pipe_ends_quietly(study, recorded_cache, command):
     """``peftlab ... | head -1``: the reader has gone after one line; the command ends with 0 or 141 (SIGPIPE's
     status), nothing on stderr. The pipe is closed before the command starts, so every write meets it."""
     read, write = os.pipe()
@@ -224,7 +240,7 @@ def test_a_closed_pipe_ends_quietly(study, tmp_path, command):
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
-            env=dict(write_empty_cache(tmp_path), PYTHONPATH=str(REPO / "src")),
+            env=dict(recorded_cache, PYTHONPATH=str(REPO / "src")),
             timeout=600,
         )
     finally:

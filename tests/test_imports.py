@@ -289,3 +289,50 @@ def test_the_package_data_globs_name_files_that_exist():
     assert {pattern: bool(list(SRC.glob(pattern))) for pattern in globs["peftlab"]} == dict.fromkeys(
         globs["peftlab"], True
     )
+
+
+# The floors of peftlab, lowest first: a module imports only from its own floor or those below it (imports inside
+# functions and under TYPE_CHECKING count). The Python API (peftlab.cli.api) lies above the library and below the
+# commands, which call it; peftlab itself (its __init__, re-exporting the API, and __main__) is the top.
+FLOORS = [
+    "peftlab.utils",
+    "peftlab.config",
+    "peftlab.data",
+    "peftlab.models",
+    "peftlab.quant",
+    "peftlab.tuners",
+    "peftlab.training",
+    "peftlab.records",
+    "peftlab.study",
+    "peftlab.analysis",
+    "peftlab.bench",
+    "peftlab.cli.api",
+    "peftlab.cli",
+    "peftlab",
+]
+
+
+def floor(module: str) -> int:
+    """The index in FLOORS of the deepest entry that is ``module`` or holds it."""
+    return max((len(name), i) for i, name in enumerate(FLOORS) if module == name or module.startswith(name + "."))[1]
+
+
+def imports_up_a_floor(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, t) for m, targets in graph.items() for t in targets if floor(t) > floor(m))
+
+
+def test_no_module_imports_one_of_a_higher_floor():
+    graph = import_graph(with_type_checking_imports)
+    assert {".".join(m.split(".")[:2]) for m in graph} - {"peftlab.__main__"} <= set(FLOORS)  # a new package: a floor
+    assert "peftlab.cli.api" in graph["peftlab.cli.run"] and "peftlab.cli.api" in graph["peftlab"]
+    assert imports_up_a_floor(graph) == []
+
+
+def test_the_floor_check_finds_an_import_up_a_floor():
+    graph = {"peftlab.utils.files": {"peftlab.cli.api.runs"}, "peftlab.cli.api.results": {"peftlab.cli.terminal"}}
+    graph |= {"peftlab.cli.run": {"peftlab.cli.api"}, "peftlab.cli.api": {"peftlab"}}
+    assert imports_up_a_floor(graph) == [
+        ("peftlab.cli.api", "peftlab"),
+        ("peftlab.cli.api.results", "peftlab.cli.terminal"),
+        ("peftlab.utils.files", "peftlab.cli.api.runs"),
+    ]

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from testkit import TINY_MODEL, assert_peft_loads, assert_resumes_bit_identically, needs_fashion_mnist, run_cli
+from testkit import TINY_MODEL, assert_peft_loads, assert_resumes_bit_identically, cli_here, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
 from peftlab.training.run import train
@@ -276,14 +276,15 @@ def test_a_method_that_does_not_merge_skips_the_merge_check_and_exports_unmerged
 
 @pytest.mark.e2e
 def test_cli_train_then_export_loads_in_plain_timm(tmp_path):
+    """``peftlab train`` then ``peftlab export --merged``, through the CLI's entry in this process (``cli_here``)."""
     cfg_path = tmp_path / "run.yaml"
     from peftlab.config.schema import dump_config
 
     cfg_path.write_text(dump_config(config(method={"name": "lora", "r": 4}, train={"epochs": 1})))
-    proc = run_cli("train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--quiet")
+    proc = cli_here("train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "completed" in proc.stdout
-    proc = run_cli("export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors"))
+    proc = cli_here("export", str(tmp_path / "run"), "--merged", str(tmp_path / "merged.safetensors"))
     assert proc.returncode == 0, proc.stderr
     model = timm.create_model(
         TINY_MODEL["name"], num_classes=10, **{k: v for k, v in TINY_MODEL.items() if k != "name"}
@@ -318,7 +319,7 @@ def test_an_hf_run_exports_a_directory_transformers_loads(tmp_path, hf_dir):
 
 
 def test_cli_missing_data_root_is_one_line_exit_2(tmp_path):
-    proc = run_cli(
+    proc = cli_here(
         "train", "/dev/null", "data.name=cifar10", f"data.root={tmp_path}", "--run-dir", str(tmp_path / "run")
     )
     assert proc.returncode == 2, proc.stderr
@@ -486,7 +487,7 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
     assert 0 < memory["base_weights_bytes"] < 0.5 * memory["base_weights_fp32_bytes"]
 
     # peftlab export RUN --quantized OUT: packed codes, scales, zeros / offsets and metadata
-    proc = run_cli("export", str(tmp_path / "run"), "--quantized", str(tmp_path / "qalora.safetensors"))
+    proc = cli_here("export", str(tmp_path / "run"), "--quantized", str(tmp_path / "qalora.safetensors"))
     assert proc.returncode == 0, proc.stderr
     with safe_open(str(tmp_path / "qalora.safetensors"), "pt") as f:
         metadata = f.metadata()

@@ -1,7 +1,9 @@
 """kill -9 loses nothing and repeats nothing; Ctrl-C and SIGTERM stop a run cleanly.
 
-A real ``peftlab train`` process SIGKILLs itself at a named point (``PEFTLAB_KILL_AT``, see
-``peftlab.utils.files.kill_point``); the same command then resumes the run. Its metrics.jsonl and
+A ``peftlab train`` process SIGKILLs itself at a named point (``PEFTLAB_KILL_AT``, see
+``peftlab.utils.files.kill_point``); the same command then resumes the run. The killed process is forked from the
+test's (``killed_in_a_fork``: a real process and a real SIGKILL, without importing torch, timm and PEFT again); the
+SIGTERM test's runs in an interpreter of its own, as a user starts it. Its metrics.jsonl and
 monitors.jsonl must equal an uninterrupted run's line for line (timings aside), its adapter
 bit for bit, and no temporary file of an interrupted atomic write may remain.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist, run_cli
+from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist, wait_until
 
 from peftlab.config.schema import dump_config, load_config
 from peftlab.training.run import train
@@ -121,20 +123,37 @@ def test_sigkill_at_a_point_then_resume_equals_an_uninterrupted_run(tmp_path, re
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(dump_config(load_config(overrides=SMALL)))
     run_dir = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: point})
-    proc = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    assert killed_in_a_fork(point, "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet") == -signal.SIGKILL
     assert not (run_dir / "result.json").exists()
     if point.startswith("write:"):
         assert temporaries(run_dir), "the kill inside an atomic write should leave its temporary file"
     result = train(load_config(cfg_path), run_dir, progress=False)
     assert_equals_reference(run_dir, result, reference)
+
+
+def killed_in_a_fork(point: str, *argv: str) -> int:
+    """The exit status of ``peftlab ARGV`` (the CLI's entry) in a process forked from this one with
+    ``$PEFTLAB_KILL_AT=point``: -SIGKILL where it died there; a child that neither dies nor ends in 600 s is killed."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 70
+        try:
+            os.environ[KILL_AT] = point
+            from peftlab import cli
+
+            status = cli.run_command(list(argv))
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    ended = []
+    if not wait_until(lambda: ended.append(os.waitpid(pid, os.WNOHANG)) or ended[-1][0] == pid, seconds=600):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"the forked run did not end in 600 s (killed at {point}?)")
+    return os.waitstatus_to_exitcode(ended[-1][1])
 
 
 @needs_data
@@ -185,7 +204,7 @@ def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, refe
     assert stderr.count("\n") == 1 and "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr, stderr
     assert not (run_dir / "result.json").exists()  # no failed result: the run stays resumable
     assert (run_dir / "checkpoint" / "last.pt").exists()
-    proc = run_cli("train", str(cfg_path), "--run-dir", str(run_dir), "--quiet")
+    proc = cli_here("train", str(cfg_path), "--run-dir", str(run_dir), "--quiet")  # the same command, in this process
     assert proc.returncode == 0, proc.stderr
     assert_equals_reference(run_dir, json.loads((run_dir / "result.json").read_text()), reference)
 
@@ -203,20 +222,32 @@ def test_sigterm_stops_train_cleanly_and_the_same_command_resumes(tmp_path, refe
     ],
     ids=lambda method: method["name"],
 )
-def test_sigkill_then_resume_equals_an_uninterrupted_run_for_the_hand_written_methods(tmp_path, method):
+def test_a_stop_at_a_kill_point_then_resume_equals_an_uninterrupted_run_for_the_hand_written_methods(
+    tmp_path, monkeypatch, method
+):
+    """Each hand-written method's own state (biases, scales, adapters, prompts) resumes bit for bit from the step-6
+    checkpoint. Stopped in this process at the kill point (``Killed``): a real SIGKILL at the same point is the LoRA
+    run's, in a process of its own (test_sigkill_at_a_point_then_resume_equals_an_uninterrupted_run[step:7])."""
     cfg = load_config(overrides={**SMALL, "method": method})
     reference = tmp_path / "straight"
     result = train(cfg, reference, progress=False)
     assert result["status"] == "completed", result["error"]
-    cfg_path, run_dir = tmp_path / "run.yaml", tmp_path / "run"
-    cfg_path.write_text(dump_config(cfg))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), **{KILL_AT: "step:7"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", "train", str(cfg_path), "--run-dir", str(run_dir), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
-    assert_equals_reference(run_dir, train(load_config(cfg_path), run_dir, progress=False), (reference, result))
+    run_dir = tmp_path / "run"
+    real_kill = os.kill
+
+    def kill(pid, signum):
+        if pid == os.getpid() and signum == signal.SIGKILL:
+            raise Killed
+        real_kill(pid, signum)
+
+    monkeypatch.setenv(KILL_AT, "step:7")
+    monkeypatch.setattr(os, "kill", kill)
+    with pytest.raises(Killed):
+        train(cfg, run_dir, progress=False)
+    monkeypatch.undo()
+    assert not (run_dir / "result.json").exists()
+    assert_equals_reference(run_dir, train(cfg, run_dir, progress=False), (reference, result))
+
+
+class Killed(BaseException):
+    """``kill_point``'s SIGKILL, raised in the test's process instead: nothing of the run catches it."""

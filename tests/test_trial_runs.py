@@ -4,7 +4,7 @@ test split unseen), and every command that reads a run reads it, showing its val
 import json
 
 import pytest
-from testkit import needs_fashion_mnist, run_cli, write_tiny_run
+from testkit import cli_here, needs_fashion_mnist, run_cli, write_tiny_run
 
 pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
 NOT_TESTED = "not tested (a tuning trial: train.test=false)"
@@ -51,9 +51,11 @@ def test_summary_of_a_trial_is_its_line_not_a_corrupt_result(trial, tmp_path):
 
 
 def test_a_trial_exports_merged_and_in_pefts_format(trial, tmp_path):
-    proc = run_cli("export", str(trial), "--merged", str(tmp_path / "merged.safetensors"))
+    """What export computes from a trial, in this process (the command's own exit statuses and errors:
+    tests/test_train.py, tests/test_cli_errors.py)."""
+    proc = cli_here("export", str(trial), "--merged", str(tmp_path / "merged.safetensors"))
     assert proc.returncode == 0 and (tmp_path / "merged.safetensors").is_file(), proc.stderr
-    proc = run_cli("export", str(trial), "--peft", str(tmp_path / "peft"))
+    proc = cli_here("export", str(trial), "--peft", str(tmp_path / "peft"))
     assert proc.returncode == 0 and (tmp_path / "peft" / "adapter_model.safetensors").is_file(), proc.stderr
 
 

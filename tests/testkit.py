@@ -454,6 +454,29 @@ def command_in_process(*argv: str) -> tuple[int, str]:
     return status, stderr.getvalue()
 
 
+def cli_here(*argv: str):
+    """``run_cli``'s answer (a CompletedProcess: exit status, stdout, stderr) for ``peftlab ARGV`` run in this process
+    through ``cli.run_command``, from the repository folder (argparse's exit is its status), its SIGTERM handler
+    restored after it: for a test of what a command computes or refuses, where no process of its own is tested."""
+    import contextlib
+    import io
+    import signal
+    import subprocess
+
+    from peftlab import cli
+
+    out, err, previous = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.run_command(list(argv))
+            except SystemExit as done:
+                status = 0 if done.code is None else done.code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(["peftlab", *argv], status, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_refusal(status: int, stderr: str, *needles: str) -> None:
     """Exit status 2 and one line on stderr, ``peftlab: error: ...``, holding each of ``needles``."""
     assert status == 2 and stderr.startswith("peftlab: error: ") and stderr.count("\n") == 1, (status, stderr)

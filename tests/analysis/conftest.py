@@ -148,3 +148,21 @@ def drawn(monkeypatch):
     for module in (study, ablation, tuning):
         monkeypatch.setattr(module, "save_figure", keep)
     return kept
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory):
+    """The image-folder study's submission archive (archivefiles.py), built once per pytest process (once per xdist
+    worker that runs a file needing it) and read by the archive tests (test_reproduce.py, test_reproduce_hostile.py,
+    test_reproduce_received.py, ...): a test that changes it, or its study folder, unpacks or copies its own."""
+    from archivefiles import make_archive
+
+    return make_archive(tmp_path_factory.mktemp("made"))
+
+
+@pytest.fixture(scope="session")
+def pristine(archive, tmp_path_factory):
+    """The archive unpacked once, its data where REPRODUCE.md says: read only, each case changes a copy."""
+    from archivefiles import unpacked
+
+    return unpacked(archive, tmp_path_factory.mktemp("pristine"))

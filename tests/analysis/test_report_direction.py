@@ -106,7 +106,7 @@ def test_a_causal_lm_study_is_compared_by_perplexity_lower_better(tmp_path):
     assert "- this study (test perplexity, lower is better): lora r=8 (30.4) < full (40.2)" in every
     # the equal-budget table: a linear decay 20 higher in perplexity than uniform LoRA loses every seed
     assert "| Test perplexity (lower is better) | LoRA | Diff | p (Holm) | Wins |" in report
-    assert "| 16 | 8,000 vs 16,000 | 50.6 | 30.4 | +20.2 * | 0.000 | 0.00 |" in report
+    assert "| rank after pruning | 16 | 8,000 / 8,000 / 16,000 | 50.6 | 30.4 | +20.2 * | 0.000 | 0.00 |" in report
     assert "share of seeds where the adaptive configuration has the lower perplexity." in report
     figures = study / "report" / "figures"
     for name in ("accuracy_vs_params", "seed_boxplots", "convergence", "ablation_method_r"):

@@ -1,7 +1,8 @@
 """A corpus of hostile archives against ``peftlab reproduce`` (issue 78), each made from one real tiny archive (the
-image-folder study of test_reproduce.py, its plugin included: one study for the whole corpus) as its author would
-make it: the change, then every hash the author controls recomputed (the plugin's code hash, runs.sha256, the
-paper's \\resultsSha, archive.json, SHA256SUMS), so that only what reproduce refuses by its own rules stops it.
+image-folder study of archivefiles.py, its plugin included: one study, packed once per pytest process) as its
+author would make it: the change, then every hash the author controls recomputed (the plugin's code hash,
+runs.sha256, the paper's \\resultsSha, archive.json, SHA256SUMS), so that only what reproduce refuses by its own
+rules stops it.
 
 Every case runs ``peftlab reproduce`` in a subprocess (HOME a folder of the test's, a clean working directory) and
 holds it to the same four invariants: no code of the archive ran (its hostile modules write a marker file), nothing
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_reproduce import NAME, archive, unpacked  # noqa: F401 (archive: a fixture)
+from archivefiles import NAME
 from testkit import REPO
 
 SECRET = "the receiver's own secret\n"
@@ -579,12 +580,6 @@ def run_case(case: Case, pristine: Path, top: Path) -> Outcome:
         refused=done.returncode == case.exit and case.words in last[0],
         output=output[-3000:],
     )
-
-
-@pytest.fixture(scope="module")
-def pristine(archive, tmp_path_factory) -> Path:  # noqa: F811
-    """The real archive unpacked once, its data where REPRODUCE.md says: each case changes a copy."""
-    return unpacked(archive, tmp_path_factory.mktemp("pristine"))
 
 
 @pytest.mark.e2e

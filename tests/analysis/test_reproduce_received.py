@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_reproduce import archive, hostile_record, peftlab, tampered  # noqa: F401 (archive: a fixture)
+from test_reproduce import hostile_record, peftlab, tampered
 
 from peftlab.analysis.paper.latex import record_pdf
 from peftlab.analysis.results.load import results_sha256
@@ -136,6 +136,22 @@ def make_data(received: dict, where: Path, made_by: tuple[str, ...], out: str) -
     assert made.returncode == 0, made.stderr
 
 
+@pytest.fixture(scope="module")
+def receivers_data(received, tmp_path_factory) -> dict[tuple[str, ...], Path]:
+    """Both datasets made once by the receiver's ``peftlab data`` (REPRODUCE.md's commands), by command: read only,
+    each test copies those it needs (``put_data``)."""
+    where = tmp_path_factory.mktemp("receivers-data")
+    for made_by, out in ((TASK, "texttask"), (CORPUS, "lmcorpus")):
+        make_data(received, where, made_by, out)
+    return {TASK: where / "texttask", CORPUS: where / "lmcorpus"}
+
+
+def put_data(receivers_data: dict, where: Path, *places: tuple[tuple[str, ...], str]) -> None:
+    """The receiver's datasets copied to ``where``/OUT for each (command, OUT) of ``places``."""
+    for made_by, out in places:
+        shutil.copytree(receivers_data[made_by], where / out)
+
+
 @pytest.mark.e2e
 def test_both_datasets_are_recorded_with_the_command_that_makes_each(received):
     record = json.loads(archive_file(received["archive"], "archive.json"))
@@ -175,8 +191,8 @@ def test_a_check_without_data_names_where_each_dataset_goes_and_claims_no_data(r
 
 
 @pytest.mark.e2e
-def test_the_pretrainings_absent_corpus_stops_the_rerun_before_anything_trains(received, tmp_path):
-    make_data(received, tmp_path, TASK, "kept/texttask")  # the task only, where --data looks
+def test_the_pretrainings_absent_corpus_stops_the_rerun_before_anything_trains(received, receivers_data, tmp_path):
+    put_data(receivers_data, tmp_path, (TASK, "kept/texttask"))  # the task only, where --data looks
     done = receive(received, tmp_path, "reproduce", str(received["archive"]), "--data", "kept", "--out", "check")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "data data/lmcorpus (text) is absent: put it in kept/lmcorpus (`" in done.stderr, done.stderr
@@ -184,9 +200,10 @@ def test_the_pretrainings_absent_corpus_stops_the_rerun_before_anything_trains(r
 
 
 @pytest.mark.e2e
-def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_without_its_trials(received, tmp_path):
-    make_data(received, tmp_path, TASK, "datasets/texttask")
-    make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
+def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_without_its_trials(
+    received, receivers_data, tmp_path
+):
+    put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
     done = receive(
         received, tmp_path / "cwd", "reproduce", str(received["archive"]), "--data", "../datasets", "--out", "c"
     )
@@ -207,8 +224,8 @@ def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_witho
 
 
 @pytest.mark.e2e
-def test_a_changed_file_of_data_kept_outside_is_named_by_its_path(received, tmp_path):
-    make_data(received, tmp_path, TASK, "kept/texttask")
+def test_a_changed_file_of_data_kept_outside_is_named_by_its_path(received, receivers_data, tmp_path):
+    put_data(receivers_data, tmp_path, (TASK, "kept/texttask"))
     (tmp_path / "kept" / "texttask" / "test.jsonl").write_text('{"text": "changed", "label": "alpha"}\n')
     done = receive(received, tmp_path, "reproduce", str(received["archive"]), "--data", "kept", "--runs", "0")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -251,7 +268,7 @@ def test_a_recorded_data_command_that_is_no_list_of_words_is_one_line(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tmp_path):  # noqa: F811
+def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tmp_path):
     """tests/analysis/test_reproduce.py's image-folder study, whose runs record one hash over the folder's images:
     a check without reruns hashes them as the runs did, never saying "data as recorded" of an image it changed."""
 
@@ -278,7 +295,9 @@ def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_machine_class(received, tmp_path):
+def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_machine_class(
+    received, receivers_data, tmp_path
+):
     """The archive says which base the pretraining made (its SHA-256); a rerun whose pretraining makes other
     weights on the runs' own machine class is named. The pretraining config is what nothing packed checks (its run
     is not packed: the verdict names it), so an edit of it, every hash recomputed, is found by the rerun's base."""
@@ -298,8 +317,7 @@ def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_ma
             for line in sums
         )
     )
-    make_data(received, tmp_path, TASK, "datasets/texttask")
-    make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
+    put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
     done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
@@ -327,9 +345,8 @@ def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minute
 
 
 @pytest.mark.e2e
-def test_trials_rerun_the_search_and_compare_its_choice(received, tmp_path):
-    make_data(received, tmp_path, TASK, "datasets/texttask")
-    make_data(received, tmp_path, CORPUS, "datasets/lmcorpus")
+def test_trials_rerun_the_search_and_compare_its_choice(received, receivers_data, tmp_path):
+    put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
     done = receive(
         received, tmp_path, "reproduce", str(received["archive"]), "--data", "datasets", "--trials", "--out", "c"
     )

@@ -34,7 +34,10 @@ FASHION = {"train-images-idx3-ubyte.gz": "a" * 64, "t10k-labels-idx1-ubyte.gz": 
 
 
 def test_the_verdict_names_what_nothing_packed_makes_again():
-    unchecked = ["paper/main.pdf (not compiled again: ...)", "5 macros of paper/results.tex (\\studyWorkers: ...)"]
+    unchecked = [
+        "paper/main.pdf (its text is compared with a compile ...)",
+        "5 macros of paper/results.tex (\\studyWorkers: ...)",
+    ]
     lines, level, _ = verdict_lines(Evidence(checked={"files": 3, "regenerated": ["a", "b"]}, unchecked=unchecked))
     assert level == 1 and lines[0] == (
         "archive intact: yes (3 files against SHA256SUMS, the results hash, 2 files made again from results/runs "
@@ -209,3 +212,18 @@ def test_only_a_file_the_runs_read_is_supplied_and_the_packed_configs_give_each_
     assert config_differences(root, {"study": study_file, "plugins": []}, runs) == [
         "configs/study.yaml gives lora seed 0 train.lr=0.001 (the run: 0.5)"
     ]
+
+
+def test_a_supplied_base_no_packed_run_read_or_a_place_recorded_twice_is_named():
+    from peftlab.analysis.archive.recorded import unread_supplied
+
+    base = {"path": "supplied/mybase.safetensors", "sha256": "a" * 64, "bytes": 9, "field": "model.pretrained"}
+    assert unread_supplied(record(supplied=[base]), {"a" * 64}) == []
+    other = {**base, "path": "supplied/default.safetensors", "sha256": "b" * 64}
+    assert unread_supplied(record(supplied=[base, other, base]), {"a" * 64}) == [
+        "archive.json's supplied supplied/default.safetensors (model.pretrained, SHA-256 bbbbbbbbbbbb) is no base a "
+        "packed run read (they read aaaaaaaaaaaa)",
+        "archive.json's supplied records supplied/mybase.safetensors twice",
+    ]
+    in_folder = {**other, "path": "supplied/hf-base/model-00001-of-00002.safetensors"}  # a folder's shard: not held
+    assert unread_supplied(record(supplied=[in_folder]), {"a" * 64}) == []

@@ -142,7 +142,7 @@ def test_a_supplied_base_reproduces_after_following_reproduce_md(received, tmp_p
     (intact,) = [line for line in lines if line.startswith("archive intact: yes (")]
     assert intact.endswith("; not checked: paper/main.pdf, 5 macros of paper/results.tex, archive.json's phases, "
                            "superseded, repository and made)"), intact  # fmt: skip
-    assert "; it cannot check paper/main.pdf (not compiled again" in text  # REPRODUCE.md names it too
+    assert "; it cannot check paper/main.pdf (its text is compared with a compile" in text  # REPRODUCE.md too
     assert lines[-1] == (
         "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
     ), done.stdout

@@ -63,11 +63,13 @@ def mtimes(out: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, dict]:
-    """The study's results with the local executor (each run's record names it, and this machine)."""
+    """The study's results with the local executor (each run's record names it, and this machine), and the
+    progress lines `peftlab study` prints with it; run in this process (``cli_study_here``), whose forkserver
+    serves the local studies of the module's other tests too."""
     path = write_study(tmp_path_factory.mktemp("local"), STUDY)
-    proc = study_cli(path, path.parent / "out")
-    assert proc.returncode == 0, proc.stderr
-    assert_progress_lines(proc.stderr)
+    status, _, stderr = cli_study_here(path, path.parent / "out")
+    assert status == 0, stderr
+    assert_progress_lines(stderr)
     results = results_by_run(path.parent / "out")
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
     for result in results.values():
@@ -127,9 +129,9 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
         assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 3
 
     before, jobs = mtimes(out), sorted((out / "slurm").glob("*")) if executor == "submitit" else []
-    again = study_cli(path, out, "--quiet", *args)
-    assert again.returncode == 0, again.stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in again.stdout
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", *args)  # this process: no interpreter to start
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
     assert mtimes(out) == before
     if executor == "submitit":
         assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
@@ -171,9 +173,9 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
     assert not list(out.glob("runs/*/result.json"))
     assert list(out.glob("runs/*/metrics.jsonl"))  # it had started
 
-    again = study_cli(path, out, *args)
-    assert again.returncode == 0, again.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
+    status, stdout, stderr = cli_study_here(path, out, *args)  # the same command, in this process: its job resumes
+    assert status == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
     assert_same_results(out, reference)
 
 
@@ -287,9 +289,9 @@ def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, r
     assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
     assert not list(out.glob("runs/*/result.json"))
 
-    again = study_cli(path, out, *args)
-    assert again.returncode == 0, again.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs" in again.stdout
+    status, stdout, stderr = cli_study_here(path, out, *args)  # the same command, in this process
+    assert status == 0, stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout
     assert (pretrained / "manifest.json").is_file()
 
 

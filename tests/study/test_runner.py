@@ -62,15 +62,22 @@ def study_here(path: Path, out: Path, workers: int = 1) -> None:
 def cli_study_here(path: Path, out: Path, *args: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `peftlab study PATH --study-dir OUT ARGS` from PATH's folder, run
     in this process (``cli.run_command``, as test_study_preflight.py runs it): for the calls that refuse
-    or list before anything trains, without an interpreter to start for each."""
+    or list before anything trains, the same command run again, and a study whose stdout a test reads,
+    without an interpreter to start for each (peftlab's warning lines, whose handler holds the stderr of the
+    process's first call, are not in the stderr returned: a test that reads them runs the CLI)."""
+    return cli_here("study", str(path), "--study-dir", str(out), *args, cwd=path.parent)
+
+
+def cli_here(*argv: str, cwd: Path = REPO) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `peftlab ARGV` run from ``cwd`` in this process (``cli.run_command``)."""
     import io
 
     from peftlab import cli
 
     stdout, stderr, previous = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
     try:
-        with contextlib.chdir(path.parent), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            status = cli.run_command(["study", str(path), "--study-dir", str(out), *args])
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = cli.run_command(list(argv))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return status, stdout.getvalue(), stderr.getvalue()
@@ -95,12 +102,11 @@ def test_failing_and_diverging_runs_do_not_stop_the_study(tmp_path):
             },
         },
     )
-    proc = run_cli(
-        "study", str(path), "--study-dir", str(tmp_path / "out"), "--quiet", "--report", "--workers", "2", cwd=tmp_path
-    )
-    assert proc.returncode == 1, proc.stderr
-    assert "1 completed, 1 failed, 1 diverged of 3 runs" in proc.stdout
-    assert "failed: lora classes=0/99 seed=0" in proc.stdout and "99" in proc.stdout
+    # in this process: its forkserver serves the module's studies (the CLI's own process: the Ctrl-C tests below)
+    status, stdout, stderr = cli_study_here(path, tmp_path / "out", "--quiet", "--report", "--workers", "2")
+    assert status == 1, stderr
+    assert "1 completed, 1 failed, 1 diverged of 3 runs" in stdout
+    assert "failed: lora classes=0/99 seed=0" in stdout and "99" in stdout
     statuses = sorted(r["status"] for r in results_by_run(tmp_path / "out").values())
     assert statuses == ["completed", "diverged", "failed"]
     listed = json.loads((tmp_path / "out" / "runs.json").read_text())["run_ids"]  # the study's runs, in its order
@@ -163,14 +169,14 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
         assert len(steps) == len(set(steps)), f"duplicated metrics records in {run_id}"
 
     # results in every format, one row per run
-    proc = run_cli("results", str(out), "--format", "csv", "--out", str(tmp_path / "r.csv"))
-    assert proc.returncode == 0, proc.stderr
+    status, _, stderr = cli_here("results", str(out), "--format", "csv", "--out", str(tmp_path / "r.csv"))
+    assert status == 0, stderr
     table = pd.read_csv(tmp_path / "r.csv")
     assert len(table) == 6 and {"variant", "seed", "status", "config.method.r", "metrics.test_top1"} <= set(table)
-    proc = run_cli("results", str(out), "--format", "parquet", "--out", str(tmp_path / "r.parquet"))
-    assert proc.returncode == 0 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6
-    proc = run_cli("results", str(out), "--format", "markdown")
-    assert proc.returncode == 0 and proc.stdout.count("\n") == 6 + 2
+    status, _, _ = cli_here("results", str(out), "--format", "parquet", "--out", str(tmp_path / "r.parquet"))
+    assert status == 0 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6
+    status, stdout, _ = cli_here("results", str(out), "--format", "markdown")
+    assert status == 0 and stdout.count("\n") == 6 + 2
 
 
 @pytest.mark.parametrize(

@@ -220,7 +220,7 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/
     return next(out.glob(pattern)).parent.parent
 
 
-def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference):
+def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference, monkeypatch):
     """Both runs are the two tasks of one real job array, completed, with the local executor's
     numbers; each run's record names its task, each task is named for its study and run, and
     `peftlab results` shows which job trained which run; a second call submits nothing."""
@@ -256,9 +256,10 @@ def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm,
     shown = load_results(out).set_index("run_id")
     assert {run_id: shown.loc[run_id, "execution.job_id"] for run_id in trained_by} == trained_by
 
-    again = study_cli(path, out, "--quiet", *slurm_args(), env=slurm)
-    assert again.returncode == 0, again.stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in again.stdout
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])  # the same command in this process: no interpreter to start
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", *slurm_args())
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
     assert tasks(out) == submitted, "a finished study submitted jobs"
 
 

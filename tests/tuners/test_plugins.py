@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, TINY_MODEL, needs_fashion_mnist
+from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
 from peftlab.tuners import TUNERS, plugins
@@ -162,13 +162,7 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     assert (
         len(code) == 1 and f"- plugin method mlp_bias: peftlab-mlpbias 0.1 (code SHA-256 {code.pop()[:12]})" in report
     )
-    paper = subprocess.run(
-        [*cli, "paper", str(out), "--no-compile"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),  # analysis reads files: no plugin needed
-        timeout=300,
-    )
+    paper = cli_here("paper", str(out), "--no-compile")  # analysis reads files: in this process, no plugin needed
     assert paper.returncode == 0, paper.stderr
     assert r"\newcommand{\nameMlpBias}{mlp\_bias}" in (out / "paper" / "results.tex").read_text()
 

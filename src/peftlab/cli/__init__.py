@@ -61,7 +61,7 @@ def commands() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from peftlab import __version__
+    from peftlab.cli.api import __version__
     from peftlab.cli.parsing import Parser
 
     parser = Parser(

@@ -32,7 +32,7 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from peftlab import train  # the Python API's, which notebooks call
+    from peftlab.cli.api import train  # the Python API's, which notebooks call
     from peftlab.config.schema import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -115,7 +115,7 @@ def export_format(path: Path) -> str | None:
 
 
 def cmd_export(args) -> int:
-    from peftlab import export  # the Python API's
+    from peftlab.cli.api import export  # the Python API's
 
     if args.peft is not None:
         if args.merged is not None or args.quantized is not None:
@@ -208,7 +208,7 @@ def add_params(sub) -> None:
 
 
 def cmd_params(args) -> int:
-    from peftlab import params  # the Python API's: from the model's record, torch only to build it
+    from peftlab.cli.api import params  # the Python API's: from the model's record, torch only to build it
     from peftlab.records.params_request import OPTIONS
 
     counts = params(args.model, args.overrides, **{name: getattr(args, name) for name in OPTIONS})
@@ -238,7 +238,7 @@ def add_validate(sub) -> None:
 
 
 def cmd_validate(args) -> int:
-    from peftlab import validate  # the Python API's
+    from peftlab.cli.api import validate  # the Python API's
     from peftlab.config.schema import dump_config, load_config
     from peftlab.utils.libraries import without_bitsandbytes
     from peftlab.utils.memory_fit import format_estimate

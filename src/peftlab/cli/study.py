@@ -47,6 +47,13 @@ def add_study(sub) -> None:
     add_remote_flags(p)
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --executor submitit: submit the study as Slurm jobs that go on without this command (trials, "
+        "then final runs, then the report, each after the one before) and return; the same command again says "
+        "where it stands, and resumes what was lost",
+    )
+    p.add_argument(
         "--wait",
         action="store_true",
         help="if another peftlab study holds the study directory, wait for it instead of exiting",
@@ -86,6 +93,14 @@ def add_remote_flags(p) -> None:
     p.add_argument("--slurm-cpus", type=int, help="submitit: CPUs per run (default 4)")
     p.add_argument("--slurm-gpus", type=int, help="submitit: GPUs per run (default 1 if train.device is cuda, else 0)")
     p.add_argument("--slurm-mem", type=int, help="submitit: memory per run in GB (default: the partition's)")
+    p.add_argument("--slurm-constraint", help="submitit: node features a run needs (sbatch --constraint)")
+    p.add_argument(
+        "--slurm-sbatch",
+        action="append",
+        metavar="--NAME[=VALUE]",
+        help="submitit: another sbatch option for every job, e.g. --slurm-sbatch=--exclusive (repeatable; replaces "
+        "the study file's executor.slurm.sbatch)",
+    )
     p.add_argument(
         "--slurm-array-parallelism",
         type=int,
@@ -105,11 +120,17 @@ def add_remote_flags(p) -> None:
     )
     p.add_argument("--ray-cpus", type=float, help="ray: CPUs per run (default 1)")
     p.add_argument("--ray-gpus", type=float, help="ray: GPUs per run (default 1 if train.device is cuda, else 0)")
+    p.add_argument(
+        "--ray-resource",
+        action="append",
+        metavar="NAME=AMOUNT",
+        help="ray: a custom resource per run (repeatable; replaces the study file's executor.ray.resources)",
+    )
 
 
 def cmd_study(args) -> int:
     from peftlab.study.estimate import dry_run_plan, dry_run_table
-    from peftlab.study.runner import format_summary, run_study
+    from peftlab.study.runner import run_study
     from peftlab.study.spec import load_study
 
     study = load_study(args.study)
@@ -122,7 +143,11 @@ def cmd_study(args) -> int:
         args.workers = default_workers(args.runs_per_gpu)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers} is invalid: expected an integer >= 1")
-    executor = executor_options(args)
+    executor = executor_options(args, study.executor)
+    if args.detach and args.executor != "submitit":
+        raise UserError(
+            f"--detach goes with --executor submitit (Slurm jobs that outlive the command), not {args.executor}"
+        )
     if args.dry_run:  # refuses what the study would refuse before it trains, in the same words
         from peftlab.study.preflight import check_study, check_study_data
 
@@ -142,6 +167,12 @@ def cmd_study(args) -> int:
     if args.time_steps or args.json:
         flag = "--time-steps times a study's steps" if args.time_steps else "--json prints a study's plan"
         raise UserError(f"{flag} for --dry-run: add --dry-run")
+    if args.detach:
+        from peftlab.study.executors.detach import detach_study
+
+        summary = detach_study(study, study_dir, executor, continue_detached, args.report, args.retry_failed)
+        record_command(study_dir)
+        return 0 if summary is None else end_study(summary, study_dir, args.report)
     summary = run_study(
         study,
         study_dir,
@@ -153,14 +184,35 @@ def cmd_study(args) -> int:
         report=args.report,
         wait_flag="--wait",
     )
-    print(printable(format_summary(summary, study_dir), lines=True))  # its runs' recorded errors, escaped
     record_command(study_dir, warn=summary.ok)
-    if args.report:
+    return end_study(summary, study_dir, args.report)
+
+
+def end_study(summary, study_dir: Path, report: bool) -> int:
+    """The study's summary, then its report where asked: the exit status."""
+    from peftlab.study.runner import format_summary
+
+    print(printable(format_summary(summary, study_dir), lines=True))  # its runs' recorded errors, escaped
+    if report:
         from peftlab.analysis.report.build import write_report
 
         name_superseded(study_dir)
         announce_report(study_dir, write_report(study_dir))
     return 0 if summary.ok else 1
+
+
+def continue_detached(study_path: str, study_dir: str, executor, report: bool) -> int:
+    """A detached study's continuation job (``study.executors.detach``): its next step, and its end (summary and
+    report) as the command's, in the job's log."""
+    from peftlab.study.executors.detach import detach_study
+    from peftlab.study.spec import load_study
+    from peftlab.utils.libraries import quiet_libraries
+
+    quiet_libraries()  # as the command does: what Slurm's commands and the libraries say goes to library.log
+    print(f"peftlab: continuing the detached study {study_path} in {study_dir}", flush=True)
+    study = load_study(study_path)
+    summary = detach_study(study, Path(study_dir), executor, continue_detached, report, continuing=True)
+    return 0 if summary is None else end_study(summary, Path(study_dir), report)
 
 
 COMMANDS_FILE = "commands.jsonl"  # every command that ran the study, one line each: REPRODUCE.md gives them all
@@ -205,15 +257,17 @@ EXECUTOR_FLAGS = {
         "slurm_mem",
         "slurm_array_parallelism",
         "slurm_lost_after",
+        "slurm_constraint",
+        "slurm_sbatch",
     ),
-    "ray": ("ray_address", "ray_cpus", "ray_gpus"),
+    "ray": ("ray_address", "ray_cpus", "ray_gpus", "ray_resource"),
 }
 
 
-def executor_options(args):
-    """``--executor`` and its options; an option of another executor is an error, not ignored."""
+def executor_options(args, section: dict | None = None):
+    """``--executor`` and its options, over the study file's ``executor:`` section for that executor (``section``:
+    ``Study.executor``); an option of another executor is an error, not ignored."""
     from peftlab.study.executors.executors import ExecutorOptions
-    from peftlab.study.executors.slurm_request import parse_minutes
 
     if args.workers > 1 and args.executor != "local":
         raise UserError(
@@ -228,8 +282,33 @@ def executor_options(args):
                 continue
             if name != args.executor:
                 raise UserError(f"--{flag.replace('_', '-')} goes with --executor {name}, not {args.executor}")
-            given[flag] = parse_minutes(value) if flag == "slurm_time" else value
-    return ExecutorOptions(name=args.executor, **given)
+            given.update(flag_value(flag, value))
+    from_study = (section or {}).get(args.executor, {})
+    return ExecutorOptions(
+        name=args.executor,
+        **{**from_study, **given},
+        from_study=frozenset(from_study) - set(given),
+    )
+
+
+def flag_value(flag: str, value) -> dict:
+    """ExecutorOptions' field and value for one flag: ``--slurm-time`` in minutes, ``--slurm-sbatch`` checked,
+    ``--ray-resource NAME=AMOUNT`` (repeated) as a mapping."""
+    from peftlab.study.executors.section import parse_minutes, resources, sbatch_option
+
+    try:
+        if flag == "slurm_time":
+            return {flag: parse_minutes(value)}
+        if flag == "slurm_sbatch":
+            return {flag: tuple(sbatch_option(item) for item in value)}
+        if flag == "ray_resource":
+            pairs = [item.partition("=") for item in value]
+            if any(not equals for _, equals, _ in pairs):
+                raise ValueError("expected NAME=AMOUNT")
+            return {"ray_resources": resources({name: float(amount) for name, _, amount in pairs})}
+    except ValueError as err:
+        raise UserError(f"--{flag.replace('_', '-')}={' '.join(value)} is invalid: {err}") from None
+    return {flag: value}
 
 
 def add_results(sub) -> None:
@@ -249,7 +328,7 @@ def add_results(sub) -> None:
 
 
 def cmd_results(args) -> int:
-    from peftlab import results  # the Python API's
+    from peftlab.cli.api import results  # the Python API's
 
     written = results(args.study_dir, args.out, format=args.format, columns=args.columns)
     name_superseded(args.study_dir)
@@ -271,7 +350,7 @@ def add_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from peftlab import report  # the Python API's
+    from peftlab.cli.api import report  # the Python API's
 
     if (Path(args.study_dir) / "runs").is_dir():
         name_superseded(args.study_dir)
@@ -318,7 +397,7 @@ def add_paper(sub) -> None:
 
 
 def cmd_paper(args) -> int:
-    from peftlab import paper  # the Python API's
+    from peftlab.cli.api import paper  # the Python API's
 
     name_superseded(args.study_dir)
     path = paper(
@@ -344,7 +423,7 @@ def add_submission(sub) -> None:
 
 
 def cmd_submission(args) -> int:
-    from peftlab import submission  # the Python API's
+    from peftlab.cli.api import submission  # the Python API's
 
     name_superseded(args.study_dir)
     print(f"submission: {submission(args.study_dir, args.study, paper=args.paper, out=args.out)}")

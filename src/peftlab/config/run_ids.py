@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from peftlab.config.methods import method_config_class, plugin_identity
+from peftlab.config.pair_joins import decoder_pair_join
 from peftlab.config.paths import PATH_FIELDS, hashed_path
 
 # libyaml's emitter writes what PyYAML's does (the representer is the same Python code), faster:
@@ -85,8 +86,12 @@ HASHED_AS: dict[tuple[str, Any], Any] = {
 def hashed_dict(plain: dict) -> dict:
     """The dict whose YAML a run id hashes, from a config's ``to_dict`` (left as it is): without
     ``UNHASHED_FIELDS``, and without the ``LATE_FIELDS`` left at their defaults; a changed default
-    (``HASHED_AS``, a method's ``hashed_as``) enters as the old one. Paths enter as ``hashed_path`` writes them."""
+    (``HASHED_AS``, a method's ``hashed_as``) enters as the old one. Paths enter as ``hashed_path`` writes them. A
+    decoder's sentence pairs joined by its end-of-sequence token add ``data.pair_join`` (``pair_joins``)."""
     data = {key: dict(value) if isinstance(value, dict) else value for key, value in plain.items()}
+    joined = decoder_pair_join(plain)
+    if joined is not None:
+        data["data"]["pair_join"] = joined
     for dotted in UNHASHED_FIELDS:
         section, _, name = dotted.rpartition(".")
         (data.get(section) if section else data).pop(name, None)

@@ -114,9 +114,20 @@ def head_prefix(model: nn.Module) -> str:
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
-    """Activation checkpointing per block: timm's ``set_grad_checkpointing``, HF's own switch."""
+    """Activation checkpointing per block: timm's ``set_grad_checkpointing``, HF's own switch (non-reentrant:
+    the frozen embeddings of a PEFT run need no input that requires grad). An HF model whose class cannot
+    recompute its blocks is one ConfigError line, not a run trained without what the config says."""
     if isinstance(model, HFLogits):
-        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf = model.model
+        if not getattr(hf, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                f"train.grad_checkpointing=true: transformers' {type(hf).__name__} cannot recompute its blocks' "
+                "activations (supports_gradient_checkpointing is false): expected false for this model"
+            )
+        if hasattr(hf, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns, then goes in v6
+            hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.set_grad_checkpointing(True)
 

@@ -188,14 +188,11 @@ def pad_token(config: dict) -> int:
 def is_decoder(config: dict) -> bool:
     """Whether an HF text config is a decoder (GPT-2, Llama, ...): transformers builds it as a causal LM and
     not as a masked LM. An encoder (BERT, RoBERTa) or BART joins a sentence pair with its tokenizer's own
-    template ([SEP], </s></s>); a decoder's tokenizer joins it with nothing between."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
+    template ([SEP], </s></s>); a decoder's tokenizer joins it with nothing between. The rule a run id uses
+    (``peftlab.config.pair_joins``)."""
+    from peftlab.config.pair_joins import decoder_type
 
-    kind = config.get("model_type")
-    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return decoder_type(config.get("model_type"))
 
 
 def load_tokenizer(path: str | Path, pad_id: int):

@@ -98,11 +98,13 @@ def check_executor(study: Study, executor: ExecutorOptions) -> None:
     cluster could never run or refuses (``executors.check_ready``: Slurm's partitions, nodes and test submission;
     whether the Ray address answers and lets the driver in)."""
     if executor.name != "local":
-        halving = [m for m, s in study.tune.items() if s.search == "halving"]
+        halving = [m for m, s in study.tune.items() if s.stops_trials]
         if halving:
+            what = "search: halving" if study.tune[halving[0]].search == "halving" else "rungs"
             raise UserError(
-                f"tune.search: halving (method '{halving[0]}') stops pruned trials while they run, "
-                "which only --executor local does: use search random or the local executor"
+                f"tune.{what} (method '{halving[0]}') stops pruned trials while they run, "
+                "which only --executor local does: use the local executor, or a search that stops none "
+                "(random, a grid without rungs)"
             )
     # refuses --ray-gpus 0 for cuda; the GPUs each job asks for, as the submission will
     check_ready(with_gpu_requests(executor, [spec.config.train.device for spec in study.runs]))

@@ -46,6 +46,7 @@ class SearchRecord(TypedDict, total=False):
     sampler_seed: int
     reduction_factor: int
     follow_edge: bool  # only when set
+    rungs: list[int]  # a grid's rungs (tune.rungs), only when set
 
 
 class Trial(TypedDict, total=False):
@@ -56,7 +57,7 @@ class Trial(TypedDict, total=False):
     value: Required[float | None]  # the mean validation score over the tuning seeds
     params: Required[Params]  # {} for a trial not asked yet
     run_ids: list[str]
-    reported: dict[str, float]  # step -> the validation score each evaluation reported (halving)
+    reported: dict[str, float]  # step -> the validation score each evaluation reported (halving); epoch -> at a rung
     diverged: str  # why: a non-finite loss, or a score at chance; never chosen
     added: str  # an edge-following grid's point: why it was added
     refused: list[str]  # the points the config refused on the way to it

@@ -45,7 +45,7 @@ from peftlab.utils import locks
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import printable, read_json, write_atomic, write_json_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
-from peftlab.utils.progress import TextProgress
+from peftlab.utils.progress import TextProgress, counting_bar, in_notebook
 
 FINISHED = ("completed", "failed", "diverged")
 MAX_REMOTE_TRIALS = 16  # trials of one search submitted at once to Slurm or Ray
@@ -207,11 +207,15 @@ def _run_study(
         refuse_stale_runs(study_dir)  # no finished run counts when the base it wrote differs from theirs
     say = (lambda line: print(f"peftlab: {printable(line)}", flush=True)) if progress else (lambda line: None)
     if study.tune:  # every search first; the final runs then replace the untuned ones
-        with timed_phase(study_dir, "trials", workers, executor.name) as phase:
+        searches = list(study.tune.values())  # their trials counted as trials (trial runs where they have seeds)
+        unit = "trial" if all(len(search.seeds) == 1 for search in searches) else "trial run"
+        total = sum(search.trials * len(search.seeds) for search in searches)
+        shown = counting_bar(f"study {printable(study.name)}", unit, total, progress)
+        with timed_phase(study_dir, "trials", workers, executor.name) as phase, shown as done:
             study = tune_study(
                 study,
                 study_dir,
-                counting(jobs_runner(executor, workers, say), phase),
+                showing(counting(jobs_runner(executor, workers, say), phase), done),
                 workers if executor.name == "local" else MAX_REMOTE_TRIALS,
                 say=say,
                 # a worker one search leaves idle trains another's trial; Slurm and Ray take every search's
@@ -292,7 +296,8 @@ def run_final(
 
     if executor.name == "local":
         # off a terminal: one line per run, not per step
-        run_locally(jobs, workers, progress and not bar.disable, on_done, executor=executor)
+        # in a notebook, the study's bar alone: no worker can draw into its widget
+        run_locally(jobs, workers, progress and not bar.disable and not in_notebook(bar), on_done, executor=executor)
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done, on_wait)
     bar.close()
@@ -304,6 +309,19 @@ def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: Exec
     or long-lived spawned workers (``spawn_workers.run_spawned``), spread over the visible GPUs."""
     run = run_spawned if executor.start_method == "spawn" else run_local
     run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
+
+
+def showing(run_jobs, done):
+    """``run_jobs`` whose ``on_done`` then calls ``done`` with the run and its status (a bar's count, a line)."""
+
+    def run_shown(jobs, on_done, stop_when=None) -> None:
+        def ended(spec: RunSpec, result: dict) -> None:
+            on_done(spec, result)
+            done(printable(f"{describe(spec)} {result.get('status', 'failed')}"))
+
+        run_jobs(jobs, ended, stop_when)
+
+    return run_shown
 
 
 def jobs_runner(executor: ExecutorOptions, workers: int, say=lambda line: None):

@@ -24,7 +24,9 @@ has. With ``halving`` the pruner (Optuna's SuccessiveHalvingPruner, asynchronous
 halving) sees each evaluation's validation score as the run writes it to metrics.jsonl; a
 pruned trial's worker is stopped (SIGTERM: its run stays resumable, and is never resumed). Its
 decisions depend on which trials have reached a rung, so with several workers at once a
-resumed search can prune differently from an uninterrupted one; with one worker it cannot.
+resumed search can prune differently from an uninterrupted one; with one worker it cannot. A
+grid with ``rungs`` (``peftlab.study.tuning.rungs``) trains its trials to each rung, then prunes from their
+scores there alone: it decides the same with any number of workers, resumed or not.
 
 An edge-following grid (``follow_edge``) adds its points after the grid's, one at a time, each from
 the trials finished before it (``peftlab.study.tuning.edge``): a resumed search checks the journal's added
@@ -61,13 +63,13 @@ from peftlab.study.trials import trial_record, trial_records, trial_value, trial
 from peftlab.study.tuning.configurations import search_key
 from peftlab.study.tuning.edge import added_points, best_trial, edge_summary, minimizes, next_point, numeric_axes
 from peftlab.study.tuning.metric import missing_metric
+from peftlab.study.tuning.rungs import prepare_run, rung_steps
 from peftlab.study.tuning.tune import Search, apply_values
-from peftlab.training.run_result import read_result, run_status, set_aside_damaged_result
+from peftlab.training.run_result import read_result
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import printable, write_json_atomic
 from peftlab.utils.typed_json import DamagedFile
 
-FINISHED = ("completed", "failed", "diverged")
 log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
@@ -113,8 +115,7 @@ def tune_study(
     there, the others go on to their choice, and the first failure is raised once they have ended."""
     steps = {key: search_steps(search, tune_dir(study_dir, key), slots, say) for key, search in study.tune.items()}
     if side_by_side:
-        halving = any(search.search == "halving" for search in study.tune.values())
-        chosen = run_side_by_side(steps, run_jobs, may_stop=halving)
+        chosen = run_side_by_side(steps, run_jobs, may_stop=any(s.stops_trials for s in study.tune.values()))
     else:
         chosen, failed = {}, []
         for key, searching in steps.items():
@@ -183,6 +184,14 @@ def search_steps(
     planned = proposals + [trial_values(t) for t in study.get_trials(deepcopy=False)[len(proposals) :]]
     for params in planned[len(study.trials) :]:  # trial k gets proposals[k], however often this starts
         study.enqueue_trial(params)
+
+    def ask(number: int):  # a grid with rungs asks its waiting trials at once
+        return study.ask(trial_distributions(search, planned[number]))
+
+    def spec_of(trial) -> RunSpec:
+        return trial_spec(search, trial.number, planned[trial.number], search.seeds[0])
+
+    yield from rung_steps(search, directory, study, ask, spec_of, say)
     yield from run_pending(search, directory, study, planned, slots, say)
     while search.follow_edge and len(planned) < search.trials:
         point, _ = next_point(search, trial_records(study, directory))
@@ -191,6 +200,7 @@ def search_steps(
         say(f"tune {search.name}: trial {len(planned)} added {point.why}")
         planned.append(point.params)
         study.enqueue_trial(point.params)
+        yield from rung_steps(search, directory, study, ask, spec_of, say)
         yield from run_pending(search, directory, study, planned, slots, say)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
@@ -334,9 +344,9 @@ def added_after(search: Search, records: list[dict]) -> dict | None:
 
 def outcome_disagreement(trial, search: Search, directory: Path) -> str | None:
     """What a finished trial's state or value says that its runs do not (as ``run_trials`` tells them):
-    complete at the mean of its runs' scores, failed when one has none, pruned only by halving."""
+    complete at the mean of its runs' scores, failed when one has none, pruned only by halving or rungs."""
     state = trial.state.name
-    if state == "PRUNED" and search.search != "halving":
+    if state == "PRUNED" and not search.stops_trials:
         return f"is pruned in a {search.search} search"
     if state not in ("COMPLETE", "FAIL"):
         return None
@@ -380,11 +390,9 @@ def run_trials(
         runs_of[trial.number] = (trial, specs)
         for spec in specs:
             run_dir = directory / "runs" / spec.run_id
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "spec.json", spec.record())
-            set_aside_damaged_result(run_dir)  # a damaged result.json is no score: its run trains again
-            if run_status(run_dir) in FINISHED:  # trained before a kill: its result is read, not trained again
-                results[spec.run_id] = read_result(run_dir) or {}
+            finished = prepare_run(spec, run_dir)  # trained before a kill: its result is read, not trained again
+            if finished is not None:
+                results[spec.run_id] = finished
             else:
                 jobs.append((spec, run_dir))
     trial_of_run = {s.run_id: trial for trial, specs in runs_of.values() for s in specs}

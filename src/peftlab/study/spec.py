@@ -26,6 +26,9 @@ A study YAML (paths are relative to the study file)::
       labels:                       # display names of configurations or methods
         lora r=4: "LoRA ($r{=}4$)"  # text outside $...$ is plain text, inside is LaTeX math
         full: Full fine-tuning      # a method's name also renames its configurations
+    executor:                       # what the jobs ask a cluster for (optional; see study.executors.section)
+      slurm: {partition: gpu, time: "4:00:00", cpus: 8, gpus: 1, account: proj42}
+      ray: {address: 10.0.0.1:6379, cpus: 2}
 
 An axis value is a plain value or ``{value: V, set: {dotted: value}}`` for overrides that go
 with that value only. A path value (``data.root``, ``model.pretrained``, ``method.importance_from``,
@@ -66,6 +69,7 @@ from peftlab.config.schema import (
     without_foreign_options,
 )
 from peftlab.study.exclusions import Excluder, exclude_rules
+from peftlab.study.executors.section import executor_section
 from peftlab.study.keys import check_key, is_foreign, without_foreign_keys
 from peftlab.study.records import SpecRecord, TunedBy
 from peftlab.study.report_options import ReportOptions, report_options
@@ -75,7 +79,8 @@ from peftlab.study.tuning.tune import Search, check_method_keys, tune_searches
 from peftlab.tuners.plugins import method_spec, plugin_names
 from peftlab.utils.errors import ConfigError
 
-STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report", "tune")
+STUDY_KEYS = ("name", "base", "pretrain", "seeds", "set", "axes", "methods", "ablations", "exclude", "report")
+STUDY_KEYS += ("tune", "executor")
 ABLATION_KEYS = ("methods", "axes")
 MAX_SEEDS = 1000
 MAX_RUNS = 10_000  # a study larger than this is refused before it is expanded
@@ -129,6 +134,8 @@ class Study:
     runs: list[RunSpec]
     report: ReportOptions = ReportOptions()
     tune: dict[str, Search] = field(default_factory=dict)  # search name -> its search; {} when untuned
+    # executor name -> {ExecutorOptions field: value} of the study file's executor section (section.executor_section)
+    executor: dict[str, dict] = field(default_factory=dict)
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -240,9 +247,8 @@ def load_study(path: str | Path) -> Study:
     tune = tune_searches(
         data.get("tune"), methods, _templates(runs, methods, configurations), seeds, check_key, is_foreign
     )
-    return Study(
-        name=header.name, path=path, base=header.base, pretrain=header.pretrain, runs=runs, report=report, tune=tune
-    )
+    executor = executor_section(data.get("executor"), str(path))
+    return Study(header.name, path, header.base, header.pretrain, runs, report, tune, executor)
 
 
 @dataclass(frozen=True)

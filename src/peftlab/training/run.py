@@ -45,6 +45,7 @@ from peftlab.utils.cpu import child_environment, pin_arithmetic
 from peftlab.utils.errors import CheckpointError, ConfigError, UserError, stops_unwrapped
 from peftlab.utils.files import check_run_dir, one_line, remove_temporaries, write_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
+from peftlab.utils.progress import RELAY_ENV, RELAY_PREFIX, RelayedBar
 
 
 def train(
@@ -259,6 +260,8 @@ def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = F
     run_dir = Path(os.path.abspath(run_dir))
     env = child_environment()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    if progress:  # its steps drawn here as one bar (relay), not as its lines
+        env[RELAY_ENV] = "1"
     with tempfile.TemporaryDirectory(prefix="peftlab-pinned-") as scratch:
         config = Path(scratch) / "config.yaml"
         config.write_text(dump_config(cfg))
@@ -285,17 +288,20 @@ def train_in_pinned_process(cfg: RunConfig, run_dir: Path, *, progress: bool = F
 
 def relay(proc: subprocess.Popen) -> str:
     """Pass the child's stderr on to this process's as it comes, but for its error lines (``ERROR_PREFIX``), which
-    the caller raises (one line, once); its last error line, else its last line. A KeyboardInterrupt here stops the
+    the caller raises (one line, once), and its progress (``utils.progress.RELAY_PREFIX`` lines), drawn as one bar
+    here (``RelayedBar``); its last error line, else its last line. A KeyboardInterrupt here stops the
     child with SIGINT (the command's clean stop), waits for it, and is raised again."""
-    last, held = b"", b""
+    last, held, bar = b"", b"", RelayedBar()
     try:
         while chunk := os.read(proc.stderr.fileno(), 4096):
-            shown, held = without_error_lines(held + chunk)
+            shown, held, progress = split_output(held + chunk)
+            for line in progress:
+                bar.take(line.decode(errors="replace"))
             sys.stderr.write(shown.decode(errors="replace"))
             sys.stderr.flush()
             last = (last + chunk)[-4096:]
         proc.wait()
-        if not held.startswith(ERROR_PREFIX.encode()):  # an unfinished line that is no error line
+        if not held.startswith((ERROR_PREFIX.encode(), RELAY_PREFIX.encode())):  # no error nor progress line
             sys.stderr.write(held.decode(errors="replace"))
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
@@ -306,23 +312,35 @@ def relay(proc: subprocess.Popen) -> str:
             proc.wait()
         raise
     finally:
+        bar.close()
         proc.stderr.close()
     lines = last.decode(errors="replace").replace("\r", "\n").strip().splitlines()
+    lines = [line for line in lines if not line.startswith(RELAY_PREFIX)]  # drawn, not said
     errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
     return errors[-1] if errors else lines[-1] if lines else ""
 
 
 def without_error_lines(text: bytes) -> tuple[bytes, bytes]:
-    """(what to show now, what to hold): ``text``'s lines (ended by a newline or a carriage return: a progress bar's)
-    but those that begin with the command's ``ERROR_PREFIX``, and its unfinished last line where it may still become
-    one (a start of the prefix; the prefix and more); the rest of an unfinished line is shown as it comes."""
-    prefix, shown, start = ERROR_PREFIX.encode(), [], 0
+    """(what to show now, what to hold) of ``split_output``: the lines held back are not shown."""
+    return split_output(text)[:2]
+
+
+def split_output(text: bytes) -> tuple[bytes, bytes, list[bytes]]:
+    """(what to show now, what to hold, the progress lines): ``text``'s lines (ended by a newline or a carriage
+    return: a progress bar's) but those that begin with the command's ``ERROR_PREFIX`` or the progress relay's
+    ``RELAY_PREFIX`` (those returned apart, the prefix kept), and its unfinished last line where it may still become
+    one (a start of a prefix; a prefix and more); the rest of an unfinished line is shown as it comes."""
+    prefixes = (ERROR_PREFIX.encode(), RELAY_PREFIX.encode())
+    shown, progress, start = [], [], 0
     for index, byte in enumerate(text):
         if byte in b"\n\r":
-            if not text[start:index].startswith(prefix):
+            line = text[start:index]
+            if line.startswith(prefixes[1]):
+                progress.append(line)
+            elif not line.startswith(prefixes[0]):
                 shown.append(text[start : index + 1])
             start = index + 1
     rest = text[start:]
-    if rest.startswith(prefix) or prefix.startswith(rest):
-        return b"".join(shown), rest
-    return b"".join(shown) + rest, b""
+    if rest.startswith(prefixes) or any(prefix.startswith(rest) for prefix in prefixes):
+        return b"".join(shown), rest, progress
+    return b"".join(shown) + rest, b"", progress

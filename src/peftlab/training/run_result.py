@@ -172,13 +172,25 @@ class Execution(TypedDict):
     # the job's life: 1, then 2 after Slurm requeued it (preemption, time limit) or Ray ran the task again (its
     # worker died); null for the local executor and outside a study, which neither requeue nor retry
     attempt: int | None
+    # the GPUs the job's scheduler gave it, as its node numbers them: Slurm's SLURM_JOB_GPUS (its gpu gres), Ray's
+    # GPU ids; no key where it gave none, for the local executor (its worker's GPU: provenance.hardware's
+    # cuda_visible_devices) and in a run of an earlier version. The device the run trained on: provenance.hardware's
+    # device, gpu and gpu_uuid
+    gpus: NotRequired[str]
 
 
 def execution_here(
-    executor: str | None = None, job_id: str | None = None, task_id: str | None = None, attempt: int | None = None
+    executor: str | None = None,
+    job_id: str | None = None,
+    task_id: str | None = None,
+    attempt: int | None = None,
+    gpus: str | None = None,
 ) -> Execution:
     """The record's ``execution`` for a run that trains in this process (the node is this machine)."""
-    return Execution(executor=executor, job_id=job_id, task_id=task_id, node=socket.gethostname(), attempt=attempt)
+    execution = Execution(executor=executor, job_id=job_id, task_id=task_id, node=socket.gethostname(), attempt=attempt)
+    if gpus:
+        execution["gpus"] = gpus
+    return execution
 
 
 class RunResult(TypedDict, total=False):

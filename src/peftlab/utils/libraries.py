@@ -77,6 +77,23 @@ def records() -> LibraryRecords | None:
     return next((h for h in logging.getLogger().handlers if isinstance(h, LibraryRecords)), None)
 
 
+class StderrNow(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when a record comes, not as it was when the handler was made:
+    a notebook's or a caller's redirected stderr (``contextlib.redirect_stderr``) gets the lines written meanwhile,
+    and a redirect that has ended keeps none (as logging's own last-resort handler does)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def quiet_libraries(verbose: bool | None = None) -> None:
     """Route library warnings and log records away from stderr (idempotent)."""
     if verbose:
@@ -86,12 +103,12 @@ def quiet_libraries(verbose: bool | None = None) -> None:
         return
     root = logging.getLogger()
     root.addHandler(LibraryRecords())
-    own = logging.StreamHandler(sys.stderr)  # peftlab's own warnings stay on stderr, in its own words
+    own = StderrNow()  # peftlab's own warnings stay on stderr, in its own words
     own.setFormatter(logging.Formatter("peftlab: warning: %(message)s"))
     own.setLevel(logging.WARNING)
     logging.getLogger("peftlab").addHandler(own)
     if os.environ.get(VERBOSE_ENV) == "1":
-        verbose_handler = logging.StreamHandler(sys.stderr)
+        verbose_handler = StderrNow()
         verbose_handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(verbose_handler)
     root.setLevel(logging.WARNING)

@@ -218,6 +218,10 @@ class MadeRecord(TypedDict):
     base_train_seconds: float | None  # the base's manifest's
 
 
+# archive.json's paper_pdf where the packing machine had no LaTeX (submission.latex_absent): the paper without main.pdf
+PDF_NOT_PACKED = "not packed: LaTeX (latexmk, pdflatex) was not on PATH where the archive was made"
+
+
 class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDict reads NotRequired itself
     """archive.json."""
 
@@ -234,6 +238,7 @@ class ArchiveRecord(TypedDict):  # this module postpones no annotations: TypedDi
     superseded: NotRequired[Annotated[list[SupersededRecord], bounded]]
     phases: dict[str, Any]
     made: NotRequired[MadeRecord]  # REPRODUCE.md's own words (an archive packed before it has none)
+    paper_pdf: NotRequired[Literal[PDF_NOT_PACKED]]  # absent: main.pdf is packed
 
 
 class Places:

@@ -121,7 +121,26 @@ def record_differences(root: Path, record: dict, packed: list[dict]) -> list[str
     if record.get("base") and bases and record["base"].get("sha256") != bases[0]:
         said = str(record["base"].get("sha256"))[:12]
         out.append(f"archive.json's base.sha256 is {said}, the runs started from {bases[0][:12]}")
-    return out + data_differences(root, record, packed)
+    return out + unread_supplied(record, set(bases)) + data_differences(root, record, packed)
+
+
+def unread_supplied(record: dict, bases: set[str]) -> list[str]:
+    """A line per supplied entry no packed run reads: a base file (``model.pretrained``, directly in supplied/)
+    whose SHA-256 is no packed run's ``base_sha256``, or a place recorded twice (the receiver would be asked for a
+    file nothing reads, or for one file twice)."""
+    out, seen = [], set()
+    for entry in record.get("supplied") or []:
+        path, sha = entry.get("path"), str(entry.get("sha256"))
+        if path in seen:
+            out.append(f"archive.json's supplied records {path} twice")
+        seen.add(path)
+        single = isinstance(path, str) and len(Path(path).parts) == 2
+        if single and entry.get("field") == "model.pretrained" and bases and sha not in bases:
+            out.append(
+                f"archive.json's supplied {path} (model.pretrained, SHA-256 {sha[:12]}) is no base a packed run "
+                f"read (they read {', '.join(sorted(s[:12] for s in bases))})"
+            )
+    return out
 
 
 def data_differences(root: Path, record: dict, packed: list[dict]) -> list[str]:

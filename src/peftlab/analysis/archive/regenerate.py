@@ -22,7 +22,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peftlab.analysis.archive.pack import PDF_NOT_PACKED
 from peftlab.analysis.archive.received import lock_versions
+from peftlab.analysis.paper.latex import compare_compiled
 from peftlab.analysis.paper.macro_text import LITERATURE, RUNS, TUNING, source_of
 from peftlab.utils.files import read_regular_file
 
@@ -44,6 +46,7 @@ FIGURE_VERSIONS = ("matplotlib", "pillow", "numpy", "pandas", "scipy")
 PACKED_SOURCES = (RUNS, LITERATURE)  # the macros' sources an archive packs (results/runs, configs/literature.yaml)
 MACRO = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}")
 SHOWN = 3  # differing cells or macros named per file
+PDF_UNCHECKED = "its text is compared with a compile of the packed sources where LaTeX and pdftotext are installed"
 
 
 @dataclass
@@ -353,12 +356,16 @@ def compare_figures(root: Path, paper: Paper, out: Regenerated) -> None:
             )
 
 
-def not_regenerable(root: Path) -> list[str]:
+def not_regenerable(root: Path, record: dict | None = None) -> list[str]:
     """What of the archive's paper nothing in the archive makes again, each with why (a line of the verdict's "not
-    checked", of reproduce.json and of REPRODUCE.md): main.pdf, the macros of results.tex whose source is not packed,
-    the tuning table, figures drawn from unpacked files, and main.tex where it tells of the tuning searches."""
+    checked", of reproduce.json and of REPRODUCE.md): main.pdf (or that it is not packed: archive.json's
+    ``paper_pdf``), the macros of results.tex whose source is not packed, the tuning table, figures drawn from unpacked
+    files, and main.tex where it tells of the tuning searches."""
     paper = root / "paper"
-    out = ["paper/main.pdf (not compiled again: its text is main.tex's, which is compared)"]
+    out = [f"paper/main.pdf ({PDF_UNCHECKED})"]
+    if not (paper / "main.pdf").is_file():
+        said = (record or {}).get("paper_pdf") == PDF_NOT_PACKED  # archive.json's words, never its text
+        out = [f"paper/main.pdf ({PDF_NOT_PACKED if said else 'not packed'}; peftlab paper compiles it with LaTeX)"]
     macros = [name for name in macro_lines(paper / "results.tex") if source_of(name) not in PACKED_SOURCES]
     if macros:
         named = ", ".join(f"\\{name}" for name in macros)
@@ -416,7 +423,7 @@ def regenerate(root: Path, record: dict, draw: bool = True) -> Regenerated:
     """The paper made again from results/runs/ and compared (see the module's docstring); without ``draw`` (the
     checks found differences already: the verdict is no) the figures are not drawn, which costs most, and are named
     as not checked."""
-    out = Regenerated(skipped=not_regenerable(root))
+    out = Regenerated(skipped=not_regenerable(root, record))
     with tempfile.TemporaryDirectory(prefix="peftlab-regenerate-") as tmp:
         study_dir = study_folder(root, record, Path(tmp) / "runs")
         compare_tables(root, study_dir, out)
@@ -426,4 +433,18 @@ def regenerate(root: Path, record: dict, draw: bool = True) -> Regenerated:
             from peftlab.utils.files import one_line
 
             out.differ.append(f"the paper's numbers could not be regenerated from results/runs ({one_line(err)})")
+    if draw and not out.differ and (root / "paper" / "main.pdf").is_file():
+        compare_pdf(root, out)
     return out
+
+
+def compare_pdf(root: Path, out: Regenerated) -> None:
+    """main.pdf against what the packed sources (compared above) compile to here (``latex.compare_compiled``)."""
+    state, said = compare_compiled(root / "paper")
+    out.skipped = [line for line in out.skipped if not line.startswith("paper/main.pdf (")]
+    if state == "differs":
+        out.differ.append(f"paper/main.pdf is not what its packed sources compile to: {said}")
+    elif state == "same":
+        out.compared["paper/main.pdf"] = said
+    else:
+        out.skipped.insert(0, f"paper/main.pdf ({said})")

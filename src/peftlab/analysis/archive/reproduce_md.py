@@ -333,7 +333,7 @@ def unchecked_files(root: Path, record: dict) -> list[str]:
     from peftlab.analysis.archive.recorded import not_recorded
     from peftlab.analysis.archive.regenerate import not_regenerable
 
-    return not_regenerable(root) + not_recorded(root, record)
+    return not_regenerable(root, record) + not_recorded(root, record)
 
 
 def compare_reproduce_md(root: Path, record: dict, study_dir: Path, out) -> None:

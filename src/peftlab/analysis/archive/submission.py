@@ -1,7 +1,8 @@
 """``peftlab submission STUDY_DIR --study STUDY.yaml``: one archive to check and reproduce a paper.
 
 OUT (default STUDY_DIR/<study>-submission.tar.gz) holds, under <study>-submission/:
-  paper/             main.tex, results.tex, references.bib, tables/, figures/ (pdf, png), main.pdf
+  paper/             main.tex, results.tex, references.bib, tables/, figures/ (pdf, png), main.pdf (packed without it
+                     where LaTeX is absent, archive.json's paper_pdf saying so: reproduce and REPRODUCE.md name it)
   results/           results.csv and results.parquet (one row per run, as `peftlab results` writes, paths made
                      portable: results/portable.py), runs.sha256 (the lines whose SHA-256 the paper prints)
   configs/           the study YAML, its base and pretraining configs, literature.yaml
@@ -25,6 +26,7 @@ from peftlab.analysis.archive.datasets import data_records
 from peftlab.analysis.archive.pack import (
     ARCHIVE_RECORD,
     ARCHIVE_VERSION,
+    PDF_NOT_PACKED,
     ArchiveRecord,
     pack_configs,
     pack_plugins,
@@ -73,8 +75,15 @@ RUNS_SHA256 = "runs.sha256"
 
 
 def write_submission(
-    study_dir: str | Path, study_yaml: str | Path, paper_dir: str | Path | None = None, out: str | Path | None = None
+    study_dir: str | Path,
+    study_yaml: str | Path,
+    paper_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    paper_call: str | None = None,
 ) -> Path:
+    """Pack the archive (the module's docstring); returns its path. Where LaTeX is absent (``latex_absent``) and the
+    paper has no main.pdf, the paper is packed without it, as archive.json's ``paper_pdf`` says. ``paper_call``: how
+    an error names the paper's build (default the command's, ``peftlab paper STUDY_DIR``; the API's its call)."""
     from peftlab.study.spec import load_study
 
     study_dir, study_yaml = Path(study_dir), Path(study_yaml)
@@ -82,27 +91,16 @@ def write_submission(
     if Path(os.path.abspath(paper_dir)).is_relative_to(os.path.abspath(study_dir)):
         refuse_links_below(study_dir, paper_dir, "paper folder entry")
     refuse_links_in(paper_dir, "paper folder entry")  # the archive packs regular files of the paper only
-    if not (paper_dir / "main.pdf").is_file():
-        raise UserError(f"{paper_dir} has no main.pdf: run `peftlab paper {study_dir}` first")
+    again = paper_call or f"`peftlab paper {study_dir}`"
+    absent = latex_absent()
+    with_pdf = (paper_dir / "main.pdf").is_file()
+    if not with_pdf and not absent:
+        raise UserError(f"{paper_dir} has no main.pdf: run {again} first")
     now = results_sha256(study_dir)
     df = load_results(study_dir)
     if df.empty:
         raise UserError(f"{study_dir} holds no study runs (no runs/*/spec.json)")
-    recorded = {"results.tex": paper_results_sha256(paper_dir), "main.pdf": pdf_results_sha256(paper_dir)}
-    for what, built_from in recorded.items():
-        if built_from != now:
-            raise UserError(
-                f"{paper_dir / what} was built from other results than {study_dir} holds now (results SHA-256 "
-                f"{(built_from or 'not recorded')[:12]}, the runs' {now[:12]}"
-                f"{'' if built_from or what != 'main.pdf' else '; the last paper build did not compile'}): "
-                f"run `peftlab paper {study_dir}` again"
-            )
-    changed = changed_source(paper_dir)
-    if changed is not None:
-        raise UserError(
-            f"{paper_dir / changed} is not as {paper_dir / 'main.pdf'} was compiled from it (changed since, or "
-            f"recorded by an older peftlab): run `peftlab paper {study_dir}` again"
-        )
+    check_paper_built(paper_dir, study_dir, now, again, with_pdf, absent)
     ran = study_dir / "study.yaml"  # the study file as the runs were made from it (peftlab study copies it)
     refuse_link(ran, "study directory entry")
     try:  # opened once, not asked first
@@ -119,18 +117,48 @@ def write_submission(
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
-        pack_archive(root, (study_dir, study_yaml, paper_dir, out), study, df, now)
+        pack_archive(root, (study_dir, study_yaml, paper_dir, out), study, df, now, with_pdf)
         write_atomic(out, lambda tmp: pack(root, name, tmp))  # a fresh temporary name, never a link's target
     return out
 
 
-def pack_archive(root: Path, places_given: tuple[Path, Path, Path, Path], study, df, now: str) -> None:
-    """The archive's files in ``root``: the paper, the results and their runs, the configs (the paths the runs read),
-    the plugins, the lock files, archive.json, the supplied files' sums, REPRODUCE.md (made from the archive alone,
-    as reproduce makes it again) and SHA256SUMS; ``places_given``: the study folder, the study file, the paper
-    folder and the archive's path, as the command was given them."""
+def latex_absent() -> list[str]:
+    """The tools that compile the paper (latex.compile_pdf) that are not on PATH: [] where it can compile."""
+    return [tool for tool in ("latexmk", "pdflatex") if shutil.which(tool) is None]
+
+
+def check_paper_built(paper_dir: Path, study_dir: Path, now: str, again: str, with_pdf: bool, absent: list) -> None:
+    """The paper is of the runs' results (``now``): results.tex, and main.pdf with the sources it was compiled from
+    where it is packed (``with_pdf``); ``again``: the call that builds it; ``absent``: LaTeX's missing tools."""
+    recorded = {"results.tex": paper_results_sha256(paper_dir)}
+    if with_pdf:
+        recorded["main.pdf"] = pdf_results_sha256(paper_dir)
+    without = f" (LaTeX is not on PATH here: remove {paper_dir / 'main.pdf'} to pack the paper without it)"
+    for what, built_from in recorded.items():
+        if built_from != now:
+            raise UserError(
+                f"{paper_dir / what} was built from other results than {study_dir} holds now (results SHA-256 "
+                f"{(built_from or 'not recorded')[:12]}, the runs' {now[:12]}"
+                f"{'' if built_from or what != 'main.pdf' else '; the last paper build did not compile'}): "
+                f"run {again} again{without if absent and what == 'main.pdf' else ''}"
+            )
+    changed = changed_source(paper_dir) if with_pdf else None
+    if changed is not None:
+        raise UserError(
+            f"{paper_dir / changed} is not as {paper_dir / 'main.pdf'} was compiled from it (changed since, or "
+            f"recorded by an older peftlab): run {again} again{without if absent else ''}"
+        )
+
+
+def pack_archive(
+    root: Path, places_given: tuple[Path, Path, Path, Path], study, df, now: str, with_pdf: bool = True
+) -> None:
+    """The archive's files in ``root``: the paper (main.pdf only ``with_pdf``), the results and their runs, the configs
+    (the paths the runs read), the plugins, the lock files, archive.json, the supplied files' sums, REPRODUCE.md (made
+    from the archive alone, as reproduce makes it again) and SHA256SUMS; ``places_given``: the study folder, the study
+    file, the paper folder and the archive's path, as the command was given them."""
     study_dir, study_yaml, paper_dir, out = places_given
-    for file in PAPER_FILES:
+    for file in PAPER_FILES if with_pdf else [f for f in PAPER_FILES if f != "main.pdf"]:
         copy(paper_dir / file, root / "paper" / file)
     for sub, patterns in (("tables", ("*.tex",)), ("figures", ("*.pdf", "*.png"))):
         for pattern in patterns:
@@ -149,6 +177,8 @@ def pack_archive(root: Path, places_given: tuple[Path, Path, Path, Path], study,
     copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
     record = archive_record(study_dir, study, study_file, places, plugins, now, archived_runs(root, checked=False))
     record["made"] = made_record(study_dir, study_yaml, paper_dir, out, completed_runs(df))
+    if not with_pdf:
+        record["paper_pdf"] = PDF_NOT_PACKED  # REPRODUCE.md and reproduce's verdict name it (regenerate.py)
     (root / ENVIRONMENT_LOCK).write_text(environment_lock(record["environment"].get("versions") or {}))
     write_json_atomic(root / ARCHIVE_RECORD, record)
     write_supplied_sums(root, places.supplied)

@@ -50,6 +50,7 @@ from peftlab.analysis.figures.ticks import log_tick_labels
 from peftlab.analysis.results.units import bounds as units_bounds
 from peftlab.analysis.results.units import scale
 from peftlab.analysis.stats.intervals import completed_runs, confidence_interval, pareto_mask, summarize
+from peftlab.analysis.stats.ties import resolution
 from peftlab.training.run_result import lower_is_better
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def plot_accuracy_vs_params(
             capsize=2,
             label=_name(palette, variant, labels),
         )
-    front = summary[pareto_mask(summary[x], sign * summary["mean"])].sort_values(x)
+    step = resolution(runs, metric)  # one test example: configurations tied at one count are all ringed
+    front = summary[pareto_mask(summary[x], sign * summary["mean"], step)].sort_values(x, kind="stable")
     ax.plot(
         drawn[front.index],
         times * front["mean"],

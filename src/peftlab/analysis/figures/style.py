@@ -245,6 +245,9 @@ LINESTYLES = ["-", "--", ":", "-."]
 SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH = 0.03, 0.1
 
 
+NEIGHBOUR_SHARE = 0.4  # of the log distance to the nearest other count, that a group spread side by side may take
+
+
 def side_by_side(values) -> np.ndarray:
     """Where points on a log x axis are drawn: points of equal x side by side around it, in the order given,
     SIDE_BY_SIDE of the points' log span apart (of a decade when they all share one x; closer where many share
@@ -256,9 +259,13 @@ def side_by_side(values) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     logs = np.log(x)
     span = np.ptp(logs) if x.size and np.ptp(logs) > 0 else np.log(10)
-    for value in np.unique(x):
+    unique = np.unique(x)
+    for value in unique:
         at = np.flatnonzero(x == value)
-        step = min(SIDE_BY_SIDE, SIDE_BY_SIDE_WIDTH / max(1, at.size - 1)) * span
+        # a group keeps within NEIGHBOUR_SHARE of the way to the next count either side: the parameter order holds
+        others = np.abs(np.log(unique[unique != value]) - np.log(value))
+        room = NEIGHBOUR_SHARE * 2 * others.min() / max(1, at.size - 1) if others.size else np.inf
+        step = min(SIDE_BY_SIDE * span, SIDE_BY_SIDE_WIDTH * span / max(1, at.size - 1), room)
         logs[at] += step * (np.arange(at.size) - (at.size - 1) / 2)
     return np.where(np.isin(x, _shared(x)), np.exp(logs), x)  # exp(log(x)) need not give back x
 

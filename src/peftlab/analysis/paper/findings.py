@@ -178,7 +178,7 @@ def repeat_words(study) -> str:
     for variant, (kept, differ) in study.repeats.items():
         keys = words([rf"\texttt{{{latex_escape(key)}}}" for key in differ]) or "its name"
         said.append(
-            f"{study.name(variant)} repeats {study.name(kept)} in every setting that changes training (it differs "
+            f"{study.marked(variant)} repeats {study.marked(kept)} in every setting that changes training (it differs "
             f"only in {keys})"
         )
     return "; ".join(said)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from peftlab.utils.errors import UserError
-from peftlab.utils.files import read_json, read_text, refuse_link, write_atomic, write_json_atomic
+from peftlab.utils.files import one_line, read_json, read_text, refuse_link, write_atomic, write_json_atomic
 from peftlab.utils.programs import run_program
 
 # What compiling needs, and the Debian package that has it (scripts/install-latex.sh installs them).
@@ -193,3 +193,58 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# A packed main.pdf against what its sources compile to here (``peftlab reproduce``): poppler's tools read the text.
+PDF_TEXT_TOOLS = ("pdftotext", "pdfinfo")  # Debian: poppler-utils
+PDF_TEXT_SECONDS = 120
+SHOWN_WORDS = 6
+
+
+def pdf_text(pdf: Path) -> tuple[list[str], str]:
+    """The words of ``pdf``'s text (pdftotext) and the program that made it (pdfinfo's Producer, "pdfTeX-1.40.24";
+    "" where poppler cannot read it). A PDF from someone else's archive is only read by poppler's tools, each for at
+    most ``PDF_TEXT_SECONDS``."""
+    fix = f"{pdf} may be malformed"
+    info = run_program(["pdfinfo", pdf], seconds=PDF_TEXT_SECONDS, fix=fix)
+    if info.returncode != 0:
+        return [], ""
+    text = run_program(["pdftotext", "-q", "-enc", "UTF-8", pdf, "-"], seconds=PDF_TEXT_SECONDS, fix=fix).stdout
+    producer = next((line.split(":", 1)[1].strip() for line in info.stdout.splitlines() if "Producer:" in line), "")
+    return text.split(), producer
+
+
+def pdftex_here() -> str:
+    """The Producer this machine's pdflatex writes into a PDF ("pdfTeX-1.40.24"), from ``pdflatex --version``."""
+    said = run_program(["pdflatex", "--version"], seconds=60, fix="pdflatex may be broken").stdout
+    version = re.match(r"pdfTeX \S+-(\d+\.\d+\.\d+)", said)
+    return f"pdfTeX-{version.group(1)}" if version else "an unknown pdfTeX"
+
+
+def compare_compiled(paper_dir: Path) -> tuple[str, str]:
+    """main.pdf in ``paper_dir`` against a compile of the paper's sources there (copied to a folder of its own):
+    ("same", what was compared), ("differs", the first differing words) or ("unchecked", why not: LaTeX or poppler
+    missing here, or another pdfTeX made the PDF, which may break and hyphenate lines otherwise: not compiled)."""
+    if missing_latex() or any(shutil.which(tool) is None for tool in PDF_TEXT_TOOLS):
+        return "unchecked", "not compiled again: LaTeX or poppler's pdftotext is not installed here"
+    old, made_by = pdf_text(paper_dir / "main.pdf")
+    made_here = pdftex_here()
+    if made_by != made_here:
+        return (
+            "unchecked",
+            f"not compiled again: made by {made_by or 'a program poppler does not name'}, here {made_here}",
+        )
+    with tempfile.TemporaryDirectory(prefix="peftlab-pdf-") as tmp:
+        build = Path(tmp)
+        for source in paper_sources(paper_dir):
+            (build / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(paper_dir / source, build / source, follow_symlinks=False)
+        try:
+            new = pdf_text(compile_pdf(build / "main.tex"))[0]
+        except UserError as err:
+            return "differs", f"its packed sources do not compile here ({one_line(err)})"
+    at = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    if at == len(old) == len(new):
+        return "same", f"its text ({len(new):,} words), compiled again from the packed sources"
+    shown = " ".join(old[at : at + SHOWN_WORDS]) or "(its end)"
+    return "differs", f"word {at + 1:,}: {shown!r} (its sources give {' '.join(new[at : at + SHOWN_WORDS])!r})"

@@ -353,19 +353,19 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
     lenders = {study.name(v): study.name(b) for v, b in borrowed_configurations(study.df).items()}
     if lenders:
         add("borrowedNote", borrowed_note(lenders, str, r"$^{\ddagger}$"), "configurations at another's tuned values")
-    add("baselineName", study.name(study.baseline), "the baseline of the paired comparisons")
+    add("baselineName", study.marked(study.baseline), "the baseline of the paired comparisons")
     best, worst = ("lowest", "highest") if score.lower else ("highest", "lowest")
     tied = tied_with(study, study.best)
-    add("bestName", words([study.name(v) for v in tied]), f"variant(s) with the {best} mean {score.metric}")
+    add("bestName", words([study.marked(v) for v in tied]), f"variant(s) with the {best} mean {score.metric}")
     if len(tied) > 1:
         add("bestTied", str(len(tied)), f"configurations whose mean {score.metric} ties the {best} (stats.ties)")
     add(
         "worstName",
-        words([study.name(v) for v in tied_with(study, study.worst)]),
+        words([study.marked(v) for v in tied_with(study, study.worst)]),
         f"variant(s) with the {worst} mean {score.metric} (ties by stats.ties)",
     )
     front = study.front.loc[study.front["on_front"], "variant"]  # by parameter count: named in the tables' order
-    on_front = [study.name(v) for v in study_order(study.palette, front)]
+    on_front = [study.marked(v) for v in study_order(study.palette, front)]
     add("paretoNames", words(on_front), f"variants on the Pareto front of {score.name} against trainable parameters")
     if study.comparisons is not None:  # the main family's (stats.families); the ablations' in findings.py
         main = study.comparisons[study.comparisons["family"] == MAIN]
@@ -374,7 +374,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         add("comparisonCount", str(len(main)), "comparisons of the main table's configurations with the baseline")
         add(
             "significantNames",
-            words([study.name(v) for v in significant["variant"]]) or "none",
+            words([study.marked(v) for v in significant["variant"]]) or "none",
             "main-table variants that differ from the baseline with Holm-corrected p < alpha (Holm over them)",
         )
     if trend := rank_trend(study):
@@ -400,7 +400,7 @@ def define_findings(numbers: Numbers, study, citations: list[Citation]) -> None:
         order_words(study, ranked) or "n/a",
         f"variants of the methods the literature table cites, by mean {score.name}, {best} first (ties named)",
     )
-    left_out = [study.name(v) for v in study.variants if v not in ranked]
+    left_out = [study.marked(v) for v in study.variants if v not in ranked]
     if ranked and left_out:
         add(
             "ourOrderLeftOut",

@@ -19,6 +19,7 @@ import pandas as pd
 from peftlab.analysis.paper.ablations import ablation_text, format_value
 from peftlab.analysis.paper.method_words import LM_WHAT, QUANT_WHAT, WHAT
 from peftlab.analysis.results.escape import latex_escape, latex_text
+from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import bridge_names, display_name, words
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.methods import METHODS
@@ -104,7 +105,10 @@ def method_text(method: str, runs: pd.DataFrame, causal: bool, labels: dict) -> 
     known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None  # its own options only
     configs = {v: options(runs[runs["variant"] == v].iloc[0], known) for v in dict.fromkeys(runs["variant"])}
     labelled = {v for v in configs if v in labels or method in labels}  # the tables name it otherwise than here
-    names = {v: latex_text(display_name(v, method, labels)) for v in configs}
+    borrowed = borrowed_configurations(runs)  # at another's tuned values (tune.share): marked as in the tables
+    names = {
+        v: latex_text(display_name(v, method, labels)) + (r"$^{\ddagger}$" if v in borrowed else "") for v in configs
+    }
     what = (LM_WHAT if causal else {}).get(method) or WHAT.get(method)
     if what is None:  # a plugin's method: the sentences its config gives, else its label and options
         return plugin_text(method, runs, configs, names)

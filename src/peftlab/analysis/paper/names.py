@@ -147,8 +147,8 @@ def order_words(study, ranked: list[str]) -> str:
         else:
             places.append([variant])
     if all(len(place) == 1 for place in places):
-        return words([study.name(place[0]) for place in places])
-    return "; ".join(words([study.name(v) for v in place]) + (", tied" if len(place) > 1 else "") for place in places)
+        return words([study.marked(place[0]) for place in places])
+    return "; ".join(words([study.marked(v) for v in place]) + (", tied" if len(place) > 1 else "") for place in places)
 
 
 def count_words(count: int, noun: str) -> str:

@@ -18,6 +18,7 @@ from peftlab.analysis.report.build import main_columns, model_names, study_modal
 from peftlab.analysis.report.primary import primary_score
 from peftlab.analysis.results.escape import latex_text
 from peftlab.analysis.results.load import environment, load_curves, study_axes
+from peftlab.analysis.results.tuning_choices import borrowed_configurations
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.comparisons import paired_comparisons
@@ -40,6 +41,7 @@ class Study:
         self.labels = options.labels  # the report's display names
         self.datasets = options.datasets  # how the paper names a dataset (report.datasets)
         self.done = completed_runs(df)
+        self.borrowed = borrowed_configurations(df)  # configuration -> whose tuned values it ran at
         self.metrics = main_columns(df)  # the report's metrics and headers (a text study's F1, perplexity, ...)
         self.palette = study_palette(df)
         self.summary = in_study_order(  # the figures' order in every table and sentence too
@@ -73,7 +75,7 @@ class Study:
             if tested
             else None
         )
-        self.front = pareto_front(df, y=self.score.metric)
+        self.front = pareto_front(df, y=self.score.metric, step=self.tie)  # ties on it named with it
         # the task's chance rate and each seed's binomial test against it (None: no rate, or a perplexity)
         self.chance = chance(study_dir, df) if self.score.metric == "metrics.test_top1" else None
         self.curves = load_curves(study_dir)
@@ -82,13 +84,18 @@ class Study:
         self.incomplete = incomplete_runs(df)
         self.base = pretraining_manifest(self.done, base_folder)
         self.searches = tuning.load_searches(  # [] when not tuned
-            study_dir, self.palette.get("methods"), self.palette.get("variants")
+            study_dir, self.palette.get("methods"), self.palette.get("variants"), df
         )
 
     def name(self, variant) -> str:
         """A configuration's display name as LaTeX (``report.labels``; math kept, text escaped)."""
         method = self.done.loc[self.done["variant"] == variant, "method"]
         return latex_text(display_name(variant, method.iloc[0] if len(method) else None, self.labels))
+
+    def marked(self, variant) -> str:
+        """A configuration's display name as a sentence names it: ``name``, with $^{\\ddagger}$ where it ran at
+        another's tuned values (tune.share), as every table marks it."""
+        return self.name(variant) + (r"$^{\ddagger}$" if variant in self.borrowed else "")
 
     def method_name(self, method: str) -> str:
         """A method's display name as LaTeX (``report.labels``), as the tuning table shows it."""

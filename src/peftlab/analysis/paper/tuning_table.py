@@ -20,7 +20,7 @@ from peftlab.analysis.results.tuning_choices import (
     unreached_ends,
 )
 from peftlab.analysis.results.units import display_name, scale, score_name, units, words
-from peftlab.analysis.stats.choice_stability import RESAMPLES, SURE_SHARE
+from peftlab.analysis.stats.choice_stability import MC_ERRORS, RESAMPLES, SURE_SHARE
 from peftlab.training.run_result import lower_is_better
 
 TABLE_CAPTION = (
@@ -260,9 +260,10 @@ def define_tuning(numbers, study) -> None:
 
 def stability_words(study) -> str:
     """How sure each search's choice is (``load_searches``' ``certainty``): the chosen trial's share of the
-    bootstrap resamples of the validation examples it wins, those below SURE_SHARE called uncertain, and the
-    searches whose trials kept no predictions said so; "" where no search has a choice."""
-    measured, uncertain, unknown = [], [], {}
+    bootstrap resamples of the validation examples and the final runs' seeds that it wins, with its Monte-Carlo
+    error, those below SURE_SHARE called uncertain and those within MC_ERRORS errors of it borderline; the winner's
+    optimism of each; the searches without a share said so; "" where no search has a choice."""
+    measured, alone, said, unknown = [], [], {"uncertain": [], "borderline": [], "examples": []}, {}
     for record in study.searches:
         certainty, name = record.get("certainty"), study.name(search_name(record))
         if not certainty or not record.get("chosen"):
@@ -270,15 +271,22 @@ def stability_words(study) -> str:
         if certainty["share"] is None:
             unknown.setdefault(latex_escape(certainty["why"]), []).append(name)
             continue
-        measured.append(f"{certainty['share']:.2f} for {name}")
-        if certainty["uncertain"]:
-            uncertain.append(name)
+        measured.append(f"{certainty['share']:.2f}~$\\pm$~{certainty['error']:.2f} for {name}")
+        if certainty["verdict"] in ("uncertain", "borderline"):
+            said[certainty["verdict"]].append(name)
+        if not certainty["seeds"]:
+            said["examples"].append(name)
+        else:
+            alone.append(f"{certainty['examples_share']:.2f} for {name}")
     text = ""
     if measured:
+        uncertain = said["uncertain"]
         text = (
-            f"The share of {integer(RESAMPLES)} bootstrap resamples of the validation examples (ties split) in which "
-            f"the chosen trial has the best validation top-1 is {words(measured)}; a choice that wins less than "
-            f"{SURE_SHARE:g} of them is called uncertain, "
+            f"The share of {integer(RESAMPLES)} bootstrap resamples of the validation examples (ties split), each "
+            "moving every trial's validation top-1 by a seed-to-seed deviation drawn from its configuration's final "
+            "runs, in which the chosen trial has the best validation top-1 among all the trials of its search that "
+            f"completed (those at chance included) is {words(measured)} (the Monte-Carlo standard error after "
+            f"$\\pm$); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, "
             + (
                 f"as the choice{'' if len(uncertain) == 1 else 's'} for {words(uncertain)} "
                 f"{'is' if len(uncertain) == 1 else 'are'}."
@@ -286,10 +294,53 @@ def stability_words(study) -> str:
                 else "and none is."
             )
         )
+        text += borderline_words(said["borderline"], said["examples"])
+        if alone:
+            text += f" Resampling the validation examples alone, each trial's model fixed, gives {words(alone)}."
+        text += optimism_sentence(study)
     for why, names in unknown.items():
         each = "the choice" if len(names) == 1 else "each choice"
         text += f" How sure {each} is cannot be said for {words(names)}: {why}."
     return text.strip()
+
+
+def borderline_words(borderline: list[str], examples: list[str]) -> str:
+    """The choices within MC_ERRORS Monte-Carlo errors of SURE_SHARE, and those whose share leaves the seed out."""
+    text = (
+        f" A choice is called sure only when it wins at least {SURE_SHARE:g} of them with its seed spread in it, "
+        f"and borderline where {MC_ERRORS} Monte-Carlo standard errors reach {SURE_SHARE:g}."
+    )
+    if borderline:
+        text += (
+            f" The choice{'' if len(borderline) == 1 else 's'} for {words(borderline)} "
+            f"{'is' if len(borderline) == 1 else 'are'} borderline: within {MC_ERRORS} Monte-Carlo standard errors "
+            f"of {SURE_SHARE:g}, where another resampling seed could say either."
+        )
+    if examples:
+        text += (
+            f" For {words(examples)} the share resamples the examples alone (fewer than two final runs have a "
+            "validation score): the seed's spread is not in it."
+        )
+    return text
+
+
+def optimism_sentence(study) -> str:
+    """ " The winner's optimism, ..., is 3.1 points for LoRA (seed-to-seed standard deviation 2.0), ..." """
+    parts = []
+    for record in study.searches:
+        certainty = record.get("certainty") or {}
+        if certainty.get("optimism") is None:
+            continue
+        sd = f", their seed-to-seed standard deviation {100 * certainty['sd']:.1f}" if certainty.get("sd") else ""
+        points = f"{100 * certainty['optimism']:.1f}".replace("-", "$-$")
+        runs = f"{certainty['finals']} final run{'s' if certainty['finals'] != 1 else ''}"
+        parts.append(f"{points} points for {study.name(search_name(record))} ({runs}{sd})")
+    if not parts:
+        return ""
+    return (
+        " The winner's optimism, the chosen trial's validation top-1 less its final runs' mean validation top-1 "
+        f"(the best of several trials is chosen partly for scoring high by chance), is {words(parts)}."
+    )
 
 
 def trial_budgets(study) -> str:

@@ -171,6 +171,17 @@ def _budget(row: pd.Series) -> float:
     return float("nan")
 
 
+def _trained(row: pd.Series) -> float:
+    """The total rank a run trained with before any pruning (``ranks.initial``'s sum), else its budget."""
+    value = row.get("ranks.trained_sum")
+    return float(value) if value is not None and pd.notna(value) else row["budget"]
+
+
+# what a row of the equal-budget table holds equal between the adaptive configuration and uniform LoRA
+HELD_EQUAL = {"final": "total rank after pruning", "trained": "total rank trained (before pruning)"}
+HELD_SHORT = {"final": "rank after pruning", "trained": "rank trained"}  # the table's column
+
+
 def equal_budget_comparisons(
     df: pd.DataFrame, metric: str = "metrics.test_top1", alpha: float = 0.05, tuned: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -178,15 +189,21 @@ def equal_budget_comparisons(
 
     The uniform LoRA configuration must adapt the same modules with every other setting equal
     (model, data, training, quantization) but the keys each method's search ``tuned`` (``train.lr``: each
-    at its own chosen value); the total rank is the adaptive run's budget and the LoRA run's rank sum
-    (r x modules). Holm over all rows. A metric where lower is better (a perplexity) counts a lower value
-    as the win (win_rate).
+    at its own chosen value). Two budgets can be held equal (``held_equal``): ``final``, the adaptive run's
+    budget after pruning against the LoRA run's rank sum (r x modules); ``trained``, the total rank it trained
+    with before pruning (AdaLoRA's init_r, a controller's max_rank, per module) against the LoRA run's: a uniform
+    LoRA at that rank trains as many parameters as the adaptive run did (AdaLoRA's singular values aside). A row
+    for each budget a uniform LoRA of the study matches; a configuration that prunes nothing has one. Holm over all
+    rows. ``params_trained`` is the adaptive run's trainable count as built (``params.initial``), ``params_variant``
+    after pruning. A metric where lower is better (a perplexity) counts a lower value as the win (win_rate).
     """
     runs = completed_runs(df)
     columns = [
         "variant",
         "baseline",
+        "held_equal",
         "budget",
+        "params_trained",
         "params_variant",
         "params_baseline",
         "n_pairs",
@@ -204,6 +221,7 @@ def equal_budget_comparisons(
     if runs.empty:
         return pd.DataFrame(columns=columns)
     runs["budget"] = [_budget(row) for _, row in runs.iterrows()]
+    runs["trained"] = [_trained(row) for _, row in runs.iterrows()]
     shared = [
         c
         for c in runs.columns
@@ -219,35 +237,44 @@ def equal_budget_comparisons(
     adaptive = runs[runs["ranks.strategy"] != "uniform"]
     rows = []
     for variant, group in adaptive.groupby("variant", sort=False):
-        key = (group["setting"].iloc[0], group["budget"].iloc[0])
-        match = uniform[(uniform["setting"] == key[0]) & (uniform["budget"] == key[1])]
-        if match.empty:
-            continue
-        baseline = match["variant"].iloc[0]
-        base = match[match["variant"] == baseline].set_index("seed")
-        paired = group[["seed", metric]].merge(base.reset_index()[["seed", metric]], on="seed", suffixes=("", "_base"))
-        stats = compare_paired(
-            paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float), lower=lower_is_better(metric)
-        )
-        rows.append(
-            {
-                "variant": variant,
-                "baseline": baseline,
-                "budget": key[1],
-                "params_variant": group["params.trainable"].mean(),
-                "params_baseline": base["params.trainable"].mean(),
-                "n_pairs": stats["n_pairs"],
-                "mean_variant": stats["mean_variant"],
-                "mean_baseline": stats["mean_baseline"],
-                "mean_diff": stats["mean_diff"],
-                "p_ttest": stats["p_ttest"],
-                "win_rate": stats["win_rate"],
-            }
-        )
+        first = group.iloc[0]
+        budgets = {"final": first["budget"], "trained": first["trained"]}
+        if budgets["trained"] == budgets["final"]:  # nothing pruned: one budget
+            del budgets["trained"]
+        for held, total in budgets.items():
+            match = uniform[(uniform["setting"] == first["setting"]) & (uniform["budget"] == total)]
+            if not match.empty:
+                rows.append(_paired_row(variant, group, match, metric, held, total))
     table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_ttest_holm", "significant")])
     table["p_ttest_holm"] = holm(table["p_ttest"].to_numpy(dtype=float)) if len(table) else []
     table["significant"] = table["p_ttest_holm"] < alpha
     return table[columns]
+
+
+def _paired_row(variant, group: pd.DataFrame, match: pd.DataFrame, metric: str, held: str, total: float) -> dict:
+    """One row of the equal-budget table: ``group``'s runs against the first uniform LoRA of ``match``."""
+    baseline = match["variant"].iloc[0]
+    base = match[match["variant"] == baseline].set_index("seed")
+    paired = group[["seed", metric]].merge(base.reset_index()[["seed", metric]], on="seed", suffixes=("", "_base"))
+    stats = compare_paired(
+        paired[metric].to_numpy(float), paired[metric + "_base"].to_numpy(float), lower=lower_is_better(metric)
+    )
+    built = group["params.initial.trainable"] if "params.initial.trainable" in group else group["params.trainable"]
+    return {
+        "variant": variant,
+        "baseline": baseline,
+        "held_equal": held,
+        "budget": total,
+        "params_trained": built.fillna(group["params.trainable"]).mean(),
+        "params_variant": group["params.trainable"].mean(),
+        "params_baseline": base["params.trainable"].mean(),
+        "n_pairs": stats["n_pairs"],
+        "mean_variant": stats["mean_variant"],
+        "mean_baseline": stats["mean_baseline"],
+        "mean_diff": stats["mean_diff"],
+        "p_ttest": stats["p_ttest"],
+        "win_rate": stats["win_rate"],
+    }
 
 
 def report_section(
@@ -283,34 +310,60 @@ def tuned_keys(study_dir: str | Path) -> tuple[str, ...]:
 def _equal_budget_lines(
     table: pd.DataFrame, labels: dict | None, alpha: float, metric: str, tuned: tuple[str, ...] = ()
 ) -> list[str]:
-    """The equal-budget table and its note: test top-1 in %, or a perplexity as it is."""
+    """The equal-budget table and its note: test top-1 in %, or a perplexity as it is; each adaptive configuration's
+    trainable parameters during training and after pruning side by side, and which budget each row holds equal."""
     lower, times = lower_is_better(metric), scale(metric)
     values = "Test perplexity (lower is better) | LoRA | Diff" if lower else "Test top-1 (%) | LoRA (%) | Diff (pp)"
     wins = "has the lower perplexity" if lower else "scores higher"
     lines = [
         "### Adaptive vs fixed rank at equal budget",
         "",
-        f"| Configuration | Uniform LoRA | Total rank | Trainable params | {values} | p (Holm) | Wins |",
-        "|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Configuration | Uniform LoRA | Held equal | Total rank | Trainable params: trained / after pruning / "
+        f"LoRA | {values} | p (Holm) | Wins |",
+        "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in table.itertuples():
         p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
         mark = " *" if row.significant else ""
         lines.append(
             f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
-            f"{row.budget:.0f} | {row.params_variant:,.0f} vs {row.params_baseline:,.0f} | "
-            f"{times * row.mean_variant:.1f} | {times * row.mean_baseline:.1f} | {times * row.mean_diff:+.1f}{mark} | "
-            f"{p} | {row.win_rate:.2f} |"
+            f"{HELD_SHORT[row.held_equal]} | {row.budget:.0f} | {row.params_trained:,.0f} / "
+            f"{row.params_variant:,.0f} / {row.params_baseline:,.0f} | {times * row.mean_variant:.1f} | "
+            f"{times * row.mean_baseline:.1f} | {times * row.mean_diff:+.1f}{mark} | {p} | {row.win_rate:.2f} |"
         )
     return lines + [
         "",
         f"Paired over seeds (n = {int(table['n_pairs'].min())}–{int(table['n_pairs'].max())}); p: paired "
-        f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. Trainable parameters after "
-        "pruning (AdaLoRA also keeps one singular value per rank); wins: share of seeds where the adaptive "
-        f"configuration {wins}."
+        f"t-test, Holm-corrected over the {len(table)} rows; *: p < {alpha}. {held_equal_text(table)} Trainable "
+        "parameters (means over seeds, the head included): during training, as the method was built; after "
+        "pruning, at the end (AdaLoRA also keeps one singular value per rank); uniform LoRA's. Wins: share of "
+        f"seeds where the adaptive configuration {wins}."
         + (f" Each configuration at its own method's tuned {', '.join(tuned)}." if tuned else ""),
         "",
     ]
+
+
+def held_equal_text(table: pd.DataFrame) -> str:
+    """Which budget the rows hold equal, from the rows themselves: "final" rows the total rank after pruning (the
+    adaptive configuration may have trained more parameters than its LoRA during the run), "trained" rows the total
+    rank it trained with (as many trained parameters as its LoRA)."""
+    said = []
+    for held, what in (
+        ("final", "the budget each configuration keeps, not the one it trains"),
+        ("trained", "a uniform LoRA of the rank the configuration trained with, for about as many trained parameters"),
+    ):
+        rows = table[table["held_equal"] == held]
+        if rows.empty:
+            continue
+        subject = f"{'rows' if len(rows) > 1 else 'the row'} held at the {HELD_EQUAL[held]}"
+        text = f"{subject} compare{'' if len(rows) > 1 else 's'} {what}"
+        more = rows[rows["params_trained"] > rows["params_baseline"]]
+        if held == "final" and len(more):
+            text += f": {len(more)} of {len(rows)} trained more parameters than {'their' if len(rows) > 1 else 'its'} "
+            text += "uniform LoRA during the run"
+        said.append(text)
+    text = "; ".join(said) + "."
+    return text[0].upper() + text[1:] if said else ""
 
 
 def _importance_lines(importance: pd.DataFrame, figures_dir: Path, labels: dict | None) -> list[str]:

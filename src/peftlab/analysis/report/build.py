@@ -243,11 +243,12 @@ def _results(
         ),
     ]
     primary = summary[summary["metric"] == score.metric]
-    lines += order_lines(primary, score, labels, ties.get(score.metric, 0.0))
+    lines += order_lines(primary, score, labels, ties.get(score.metric, 0.0), borrowed)
     lines += chance_lines(found, labels, primary)
     lines += few_seeds_lines(primary, labels)
     lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
-    lines += pareto_lines(pareto_front(df, y=score.metric), score, labels)
+    front = pareto_front(df, y=score.metric, step=ties.get(score.metric, 0.0))  # ties at one count all on it
+    lines += pareto_lines(front, score, labels, borrowed)
     lines += significance.report_section(comparisons, df, labels)
     lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
     lines += equal_bits.report_section(df, interval, labels)

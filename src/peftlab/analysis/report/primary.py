@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from peftlab.analysis.results.escape import markdown_text
+from peftlab.analysis.results.tuning_choices import BORROWED_MARK
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
@@ -153,9 +154,14 @@ def few_seeds_lines(summary: pd.DataFrame, labels: dict) -> list[str]:
     return [text, ""]
 
 
-def pareto_lines(front: pd.DataFrame, score: Score, labels: dict) -> list[str]:
-    """The sentence naming the configurations on ``front`` (intervals.pareto_front of ``score.metric``)."""
-    names = [_name(row, labels) for _, row in front[front["on_front"]].iterrows()]
+def pareto_lines(front: pd.DataFrame, score: Score, labels: dict, borrowed: dict | None = None) -> list[str]:
+    """The sentence naming the configurations on ``front`` (intervals.pareto_front of ``score.metric``: ties at one
+    parameter count all on it), each not tuned itself (``borrowed``: tune.share) marked ‡ as the tables mark it."""
+    borrowed = borrowed or {}
+    names = [
+        _name(row, labels) + (f" {BORROWED_MARK}" if row["variant"] in borrowed else "")
+        for _, row in front[front["on_front"]].iterrows()
+    ]
     which = " (lower perplexity, fewer parameters)" if score.lower else ""
     return [f"Pareto front of {score.name} against trainable parameters{which}: " + ", ".join(names) + ".", ""]
 
@@ -164,17 +170,25 @@ def _name(row, labels: dict) -> str:
     return display_name(row["variant"], row.get("method"), labels)
 
 
-def order_lines(primary: pd.DataFrame, score: Score, labels: dict, step: float) -> list[str]:
+def order_lines(
+    primary: pd.DataFrame, score: Score, labels: dict, step: float, borrowed: dict | None = None
+) -> list[str]:
     """Every configuration by its mean primary score, best first, each with its own mean: "A (75.0) = B (74.9) >
-    C (59.4)", "=" joining means that tie (less than one test example apart, ``step``: stats.ties)."""
+    C (59.4)", "=" joining means that tie (less than one test example apart, ``step``: stats.ties); one not tuned
+    itself (``borrowed``: tune.share) marked ‡ as the tables mark it."""
     if len(primary) < 2:
         return []
     ranked = primary.sort_values("mean", ascending=score.lower, kind="stable")
     rows = list(ranked.itertuples())
-    line = f"{_name(rows[0]._asdict(), labels)} ({score.scale * rows[0].mean:.1f})"
+    borrowed = borrowed or {}
+
+    def named(row) -> str:
+        return _name(row._asdict(), labels) + (f" {BORROWED_MARK}" if row.variant in borrowed else "")
+
+    line = f"{named(rows[0])} ({score.scale * rows[0].mean:.1f})"
     for before, row in zip(rows, rows[1:]):
         sign = "=" if tied(before.mean, row.mean, step) else "<" if score.lower else ">"
-        line += f" {sign} {_name(row._asdict(), labels)} ({score.scale * row.mean:.1f})"
+        line += f" {sign} {named(row)} ({score.scale * row.mean:.1f})"
     rule = (
         f'"=" joins means less than one test example ({100 * step:.2g} points) apart: with k seeds each, correct '
         "test predictions summed over the seeds that differ by fewer than k"

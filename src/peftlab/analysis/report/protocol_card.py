@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.results.escape import latex_escape
+from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowed_configurations
+from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.config.protocol import PRESET_DIFFERENCES
 from peftlab.study.phases import PHASES, PHASES_FILE, PhaseRecord, read_phases
@@ -60,12 +62,13 @@ def shown_value(value) -> str:
     return str(value)
 
 
-def agreed_value(values: pd.Series, labels: dict[str, str], variants: pd.Series) -> str:
-    """One value when every configuration agrees, else each configuration's."""
+def agreed_value(values: pd.Series, names: dict[str, str], variants: pd.Series) -> str:
+    """One value when every configuration agrees, else each configuration's, by its name in ``names``
+    (``shown_names``)."""
     distinct = list(dict.fromkeys(shown_value(v) for v in values))
     if len(distinct) == 1:
         return distinct[0]
-    per = {labels.get(v, v): shown_value(x) for v, x in zip(variants, values)}
+    per = {names.get(v, v): shown_value(x) for v, x in zip(variants, values)}
     return "; ".join(f"{name}: {value}" for name, value in per.items())
 
 
@@ -83,7 +86,18 @@ SUBSETS = {
 }
 
 
-def subset_words(runs: pd.DataFrame, row: str, labels: dict[str, str]) -> str:
+def shown_names(runs: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
+    """Each configuration's name as every table shows it: its display name (``report.labels``), with
+    BORROWED_MARK where it ran at another's tuned values (tune.share)."""
+    borrowed = borrowed_configurations(runs)
+    methods = runs["method"] if "method" in runs else pd.Series([None] * len(runs), index=runs.index)
+    return {
+        v: display_name(v, m, labels) + (f" {BORROWED_MARK}" if v in borrowed else "")
+        for v, m in zip(runs["variant"], methods)
+    }
+
+
+def subset_words(runs: pd.DataFrame, row: str, names: dict[str, str]) -> str:
     """What a split row adds where the runs took a subset of the split (data.<split>_subset): "; then a
     class-stratified subset of 600 examples"; "" where none did."""
     if row not in SUBSETS:
@@ -92,7 +106,7 @@ def subset_words(runs: pd.DataFrame, row: str, labels: dict[str, str]) -> str:
     column = f"config.data.{split}_subset"
     if column not in runs or not runs[column].notna().any():
         return ""
-    return f"; then {words} {agreed_value(runs[column], labels, runs['variant'])} examples (data.{split}_subset)"
+    return f"; then {words} {agreed_value(runs[column], names, runs['variant'])} examples (data.{split}_subset)"
 
 
 def data_notes(study_dir: Path, run_ids: list[str]) -> list[str]:
@@ -112,14 +126,15 @@ def card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> tuple[l
     if done.empty or "protocol.resolution" not in done:
         return [], []
     runs = done.drop_duplicates("variant")
+    names = shown_names(runs, labels)
     rows = [
-        (name, short_paths(agreed_value(runs[f"protocol.{key}"], labels, runs["variant"])))
+        (name, short_paths(agreed_value(runs[f"protocol.{key}"], names, runs["variant"])))
         for key, name in ROWS
         if f"protocol.{key}" in runs
         and runs[f"protocol.{key}"].notna().any()  # text runs: no resolution
         and (key not in VISION_ONLY or runs["protocol.resolution"].notna().any())  # a transformers model has none
     ]
-    rows = [(name, value + subset_words(runs, name, labels)) for name, value in rows]
+    rows = [(name, value + subset_words(runs, name, names)) for name, value in rows]
     if runs["protocol.resolution"].notna().any():  # an image study: the published counts it is set beside
         rows.append(
             (
@@ -174,10 +189,15 @@ def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> s
         r"Setting & Value \\",
         r"\midrule",
     ]
-    lines += [f"{latex_escape(name)} & {latex_escape(value)} \\\\" for name, value in rows]
+    lines += [f"{latex_escape(name)} & {latex_marked(value)} \\\\" for name, value in rows]
     lines += [r"\bottomrule", r"\end{tabularx}"]
+    if any(f" {BORROWED_MARK}" in value for _, value in rows):
+        notes = [
+            *notes,
+            f"{BORROWED_MARK}: not tuned itself; ran at the values tuned for another configuration (tune.share).",
+        ]
     if notes:
-        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + latex_escape(" ".join(notes)) + "}"]
+        lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + latex_marked(" ".join(notes)) + "}"]
     return "\n".join(lines + [r"\end{table}"]) + "\n"
 
 
@@ -343,3 +363,9 @@ def claims_section(df: pd.DataFrame, limits: dict[str, float], labels: dict[str,
     if unmatched:
         lines += [f"Claims that name no configuration or method with completed runs: {', '.join(unmatched)}.", ""]
     return lines
+
+
+def latex_marked(text: str) -> str:
+    """``text`` escaped for LaTeX (``latex_escape``), each BORROWED_MARK printed as the tables print it,
+    $^{\\ddagger}$."""
+    return latex_escape(text).replace(f" {BORROWED_MARK}", r"$^{\ddagger}$").replace(BORROWED_MARK, r"$^{\ddagger}$")

@@ -56,18 +56,23 @@ PANELS_PER_ROW = 3
 
 
 def load_searches(
-    study_dir: str | Path, methods: list[str] | None = None, variants: list[str] | None = None
+    study_dir: str | Path,
+    methods: list[str] | None = None,
+    variants: list[str] | None = None,
+    df: pd.DataFrame | None = None,
 ) -> list[dict]:
     """The selection.json of every search (``records.read_selection``: a damaged one is a ``DamagedFile``), in
     the order of ``methods`` (the report's palette order), then
     alphabetical; a method's configurations in the order of ``variants`` (the palette's: by the values
-    the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them."""
+    the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them. With the
+    study's runs (``df``) each choice's certainty has its final runs' seed spread in it (``final_values``)."""
     paths = sorted(Path(study_dir).glob(f"tune/*/{SELECTION}"))
     read = [(path, read_selection(path)) for path in paths]  # a damaged one: DamagedFile
     searches = [record for _, record in read if record is not None]
     for path, record in read:  # how sure each choice is, from the trials' kept predictions
         if record is not None:
-            record["certainty"] = choice_certainty(record, path.parent)
+            finals = None if df is None else final_values(df, record)
+            record["certainty"] = choice_certainty(record, path.parent, finals)
     order = {m: i for i, m in enumerate(methods or [])}
     within = {v: i for i, v in enumerate(variants or [])}
 
@@ -146,6 +151,24 @@ def scores_of(record: dict, scores: pd.DataFrame):
         return scores.loc[name]
     method = record["search"]["method"]
     return scores.loc[method] if name == method and method in scores.index else None
+
+
+def final_values(df: pd.DataFrame, record: dict) -> np.ndarray:
+    """The validation top-1 (fractions) of the final runs at a search's choice, one per seed (a seed's mean where
+    it ran twice), as ``final_scores`` selects them: its configuration's runs, or its method's main-table runs;
+    empty where there are none or they have no validation score (final runs on train + val)."""
+    done = completed_runs(df)
+    if "metrics.val_top1" not in done or done.empty:
+        return np.array([])
+    name, method = search_name(record), record["search"]["method"]
+    if (record.get("configurations") or {}).get("searched") and "variant" in done and (done["variant"] == name).any():
+        runs = done[done["variant"] == name]
+    elif name == method and {"method", "groups"} <= set(done.columns):
+        runs = done[(done["method"] == method) & done["groups"].str.split(",").apply(lambda g: "main" in g)]
+    else:
+        return np.array([])
+    values = pd.to_numeric(runs["metrics.val_top1"], errors="coerce")
+    return values.groupby(runs["seed"]).mean().dropna().to_numpy(dtype=np.float64)
 
 
 def numeric_axis(search: dict) -> dict | None:
@@ -287,7 +310,7 @@ def report_section(
     study_dir: str | Path, df: pd.DataFrame, fig_dir: Path, labels: dict | None = None, palette: dict | None = None
 ) -> list[str]:
     """The report's "Tuning" section; the one sentence of an untuned study."""
-    searches = load_searches(study_dir, (palette or {}).get("methods"), (palette or {}).get("variants"))
+    searches = load_searches(study_dir, (palette or {}).get("methods"), (palette or {}).get("variants"), df)
     if not searches:
         return ["## Hyper-parameters", "", UNTUNED, ""]
     first = searches[0]["search"]
@@ -380,9 +403,23 @@ def search_words(search: dict) -> str:
     if search.get("follow_edge"):
         return (
             "grid search (Optuna) that follows the edge: the grid's points, then points added one at a time "
-            "past the best's end of a numeric axis or between the best and its better neighbour;"
+            "past the best's end of a numeric axis or between the best and its better neighbour;" + rung_words(search)
         )
-    return f"{search['search']} search (Optuna),"
+    return f"{search['search']} search (Optuna),{rung_words(search)}"
+
+
+def rung_words(search: dict) -> str:
+    """A grid's rungs (``tune.rungs``), the same rule and budget in every search; "" without rungs."""
+    rungs = search.get("rungs")
+    if not rungs:
+        return ""
+    ends = ", ".join(map(str, rungs))
+    return (
+        f" stopped early by the same rule in every search: each trial trained to the end of epoch {rungs[0]}, and at "
+        f"the end of epoch{'s' if len(rungs) > 1 else ''} {ends} the best ceil(n/{search['reduction_factor']}) of "
+        "the n trials of its cohort that got there (the grid's, or for an added point every trial up to it) went "
+        "on, the others were pruned and never chosen;"
+    )
 
 
 def figure_caption(searches: list[dict]) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, search_name
 from peftlab.analysis.results.units import display_name
-from peftlab.analysis.stats.choice_stability import RESAMPLES, SEED, SURE_SHARE
+from peftlab.analysis.stats.choice_stability import MC_ERRORS, RESAMPLES, SEED, SURE_SHARE
 
 
 def search_label(record: dict, labels: dict | None = None) -> str:
@@ -80,9 +80,10 @@ def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
 
 
 def certainty_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
-    """How sure each search's choice is (``load_searches``' ``certainty``): the share of the bootstrap resamples
-    of the validation examples in which the chosen trial has the best validation top-1, "uncertain" below
-    SURE_SHARE, and "n/a" with the reason where the trials kept no predictions."""
+    """How sure each search's choice is (``load_searches``' ``certainty``): the chosen trial's share of the
+    bootstrap resamples of the validation examples and the final runs' seeds in which it has the best validation
+    top-1, with its Monte-Carlo error, "uncertain" below SURE_SHARE and "borderline" within MC_ERRORS errors of it;
+    the winner's optimism; and "n/a" with the reason where there is no share."""
     lines = []
     for record in searches:
         certainty = record.get("certainty")
@@ -93,16 +94,53 @@ def certainty_lines(searches: list[dict], labels: dict | None = None) -> list[st
             lines.append(f"- {name}: n/a ({certainty['why']}).")
             continue
         runner = certainty["runner_up"]
-        other = f"; trial {runner[0]} wins {runner[1]:.2f}" if runner and certainty["uncertain"] else ""
-        verdict = "uncertain" if certainty["uncertain"] else "sure"
-        lines.append(f"- {name}: trial {record['chosen']['trial']} wins {certainty['share']:.2f}, {verdict}{other}.")
+        other = f"; trial {runner[0]} wins {runner[1]:.2f}" if runner and certainty["verdict"] != "sure" else ""
+        lines.append(
+            f"- {name}: trial {record['chosen']['trial']} wins {share_words(certainty)}, {certainty['verdict']}"
+            f"{seed_caveat(certainty)}{other}.{optimism_words(certainty)}"
+        )
     if not lines:
         return []
     return [
         f"How sure each choice is: the share of {RESAMPLES:,} bootstrap resamples of the validation examples (seed "
-        f"{SEED}, ties split) in which the chosen trial has the best validation top-1; a choice that wins less "
-        f"than {SURE_SHARE:g} of them is called uncertain:",
+        f"{SEED}, ties split) in which the chosen trial has the best validation top-1 among all its search's trials "
+        "that completed (those at chance included), each resample also moving every trial's top-1 by a seed-to-seed "
+        "deviation drawn from its configuration's final runs (their validation top-1 less its mean, times "
+        f"sqrt(n/(n-1))); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, one within "
+        f"{MC_ERRORS} Monte-Carlo standard errors (±, sqrt(p(1-p)/{RESAMPLES:,})) of {SURE_SHARE:g} borderline, and "
+        "sure only with the seeds in it (two final runs with a validation score or more). The winner's optimism is "
+        "the chosen trial's validation top-1 less its final runs' mean: the best of several trials is chosen partly "
+        "for scoring high by chance.",
         "",
         *lines,
         "",
     ]
+
+
+def share_words(certainty: dict) -> str:
+    """ "0.62 ± 0.01 of the resamples of examples and seeds (0.85 of the examples alone; 4 trials, 1 at chance)" """
+    counted = f"{certainty['trials']} trials" + (
+        f", {certainty['at_chance']} at chance" if certainty["at_chance"] else ""
+    )
+    of = "of the resamples of examples and seeds" if certainty["seeds"] else "of the resamples of examples"
+    alone = f"{certainty['examples_share']:.2f} of the examples alone; " if certainty["seeds"] else ""
+    return f"{certainty['share']:.2f} ± {certainty['error']:.2f} {of} ({alone}{counted})"
+
+
+def seed_caveat(certainty: dict) -> str:
+    """What a share without the seeds in it did not check."""
+    if certainty["seeds"]:
+        return ""
+    return (
+        f" of the examples alone (the seed spread needs two final runs with a validation score: {certainty['finals']})"
+    )
+
+
+def optimism_words(certainty: dict) -> str:
+    """ " Winner's optimism: its validation top-1 is 3.1 points above its 3 final runs' mean (their sd 2.0 points)." """
+    if certainty.get("optimism") is None:
+        return ""
+    sd = f" (their sd {100 * certainty['sd']:.1f} points)" if certainty.get("sd") is not None else ""
+    runs = f"{certainty['finals']} final run{'s' if certainty['finals'] != 1 else ''}"
+    points, side = abs(100 * certainty["optimism"]), "above" if certainty["optimism"] >= 0 else "below"
+    return f" Winner's optimism: its validation top-1 is {points:.1f} points {side} its {runs}' mean{sd}."

@@ -214,6 +214,9 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         ranks = result.get("ranks") or {}  # low-rank methods: strategy, rank sum and budget
         for key in ("strategy", "sum", "budget"):
             row[f"ranks.{key}"] = ranks.get(key)
+        initial = ranks.get("initial")  # an adaptive method's ranks as built and trained, before any pruning
+        if isinstance(initial, dict) and all(type(r) is int for r in initial.values()):
+            row["ranks.trained_sum"] = sum(initial.values())
         schedule = ranks.get("schedule") if isinstance(ranks.get("schedule"), dict) else {}
         for key in ("tinit", "tfinal", "total_step"):  # AdaLoRA's pruning schedule, in optimizer steps, as it ran
             row[f"ranks.schedule.{key}"] = schedule.get(key)

@@ -221,11 +221,14 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def pareto_mask(x, y):
+def pareto_mask(x, y, step: float = 0.0):
     """Boolean mask of the points not dominated when lower x and higher y are better.
 
     A point is dominated when another is at least as good on both axes and strictly better
     on one. Identical points do not dominate each other. Points with NaN are never on the front.
+    A point tied with a point of the front, at the same x and a y within ``step`` (one test example:
+    ``stats.ties.resolution``) or equal up to float rounding (``units.tied``: equal correct counts), is on
+    it too: a front names every configuration of a tie, wherever one of them is.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -233,16 +236,21 @@ def pareto_mask(x, y):
     no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])
     better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
     dominated = (no_worse & better & finite[None, :]).any(axis=1)
-    return finite & ~dominated
+    front = finite & ~dominated
+    close = np.isclose(y[None, :], y[:, None], rtol=1e-9, atol=1e-12) | (
+        np.abs(y[None, :] - y[:, None]) < step * (1 - 1e-9)
+    )
+    tied = (x[None, :] == x[:, None]) & close & front[None, :]  # [i, j]: i ties front member j
+    return front | (finite & tied.any(axis=1))
 
 
-def pareto_front(df, x="params.trainable", y="metrics.test_top1", by="variant"):
+def pareto_front(df, x="params.trainable", y="metrics.test_top1", by="variant", step: float = 0.0):
     """Per-group means of x and y over completed runs, with an `on_front` column.
 
-    Returns columns <by>, x, y, on_front (see `pareto_mask`; where a lower y is better, a perplexity
-    (`lower_is_better`), the front holds the lowest y), sorted by x.
+    Returns columns <by>, x, y, on_front (see `pareto_mask`, ties within ``step`` on it; where a lower y is
+    better, a perplexity (`lower_is_better`), the front holds the lowest y), sorted by x.
     """
     runs = completed_runs(df)
     means = runs.groupby(by, sort=False)[[x, y]].mean().reset_index()
-    means["on_front"] = pareto_mask(means[x], -means[y] if lower_is_better(y) else means[y])
+    means["on_front"] = pareto_mask(means[x], -means[y] if lower_is_better(y) else means[y], step)
     return means.sort_values(x, kind="stable").reset_index(drop=True)

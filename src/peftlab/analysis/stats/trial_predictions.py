@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.analysis.stats.choice_stability import RESAMPLES, SEED, SURE_SHARE, win_shares
+from peftlab.analysis.stats.choice_stability import RESAMPLES, SEED, mc_error, seed_deviations, verdict, win_shares
 from peftlab.training.run_result import PREDICTION_FIELDS, VAL_PREDICTIONS
 from peftlab.utils.files import read_regular_file
 
@@ -60,10 +60,19 @@ def check_declared_size(data: bytes, path: Path) -> None:
         )
 
 
-def choice_certainty(record: dict, directory: Path) -> dict:
-    """How sure the choice of the search whose selection.json is ``record`` (in ``directory``) is:
-    {"share": the chosen trial's win share or None, "uncertain": share < SURE_SHARE or None, "runner_up":
-    (trial number, share) of the best other trial or None, "why": why there is no share, or None}."""
+def choice_certainty(record: dict, directory: Path, finals=None) -> dict:
+    """How sure the choice of the search whose selection.json is ``record`` (in ``directory``) is. ``finals``: the
+    validation top-1 (fractions) of the chosen configuration's final runs, one per seed, or None.
+
+    Every trial that completed counts, one that fell to chance included (it was never chosen, but another split
+    or seed could have ranked it first); a trial whose loss diverged has no score. Returns {"share": the chosen
+    trial's share of the resamples of examples and seeds (of the examples alone without two final runs), "error":
+    its Monte-Carlo standard error, "verdict": ``choice_stability.verdict``, "uncertain": verdict == "uncertain",
+    "examples_share": its share of the resamples of the examples alone, "seeds": whether the seed spread is in it,
+    "finals": the final runs counted, "optimism": the chosen trial's validation top-1 less their mean (the winner's
+    optimism, a fraction), "sd": their seed-to-seed standard deviation, "trials": the trials counted, "at_chance":
+    those of them at chance, "runner_up": (trial number, share) of the best other trial, "why": why there is no
+    share, or None}."""
     none = {"share": None, "uncertain": None, "runner_up": None}
     chosen = record.get("chosen")
     if not chosen:
@@ -71,32 +80,64 @@ def choice_certainty(record: dict, directory: Path) -> dict:
     metric = record["search"]["metric"]
     if metric != "val_top1":  # the predictions resample top-1: a search on another score chose by that score
         return {**none, "why": f"chosen by {metric}, not by the last validation top-1 the predictions give"}
+    trials = [t for t in record["trials"] if t["state"] == "COMPLETE" and not _diverged(t)]
+    if [t["number"] for t in trials] == [chosen["trial"]]:
+        return {**none, "why": f"trial {chosen['trial']} was its only trial that completed without diverging"}
+    correct = _correct(record, directory, trials)
+    if isinstance(correct, str):
+        return {**none, "why": correct}
+    numbers = [t["number"] for t in trials]
+    if chosen["trial"] not in numbers:
+        return {**none, "why": "the chosen trial has no completed runs"}
+    finals = np.asarray([] if finals is None else finals, dtype=np.float64)
+    finals = finals[np.isfinite(finals)]
+    spread = seed_deviations(finals)
+    examples = win_shares(correct, RESAMPLES, SEED)
+    shares = examples if spread is None else win_shares(correct, RESAMPLES, SEED, spread)
+    index = numbers.index(chosen["trial"])
+    share = float(shares[index])
+    others = [(float(s), n) for n, s in zip(numbers, shares) if n != chosen["trial"]]
+    runner_up = max(others, default=None)
+    said = verdict(share, RESAMPLES)
+    return {
+        "share": share,
+        "error": mc_error(share, RESAMPLES),
+        "verdict": said,
+        "uncertain": said == "uncertain",
+        "examples_share": float(examples[index]),
+        "seeds": spread is not None,
+        "finals": len(finals),
+        "optimism": float(chosen["value"] - finals.mean()) if len(finals) and chosen.get("value") is not None else None,
+        "sd": float(finals.std(ddof=1)) if len(finals) > 1 else None,
+        "trials": len(trials),
+        "at_chance": sum(1 for t in trials if t.get("diverged")),
+        "runner_up": None if runner_up is None else (runner_up[1], runner_up[0]),
+        "why": None,
+    }
+
+
+def _diverged(trial: dict) -> bool:
+    """A trial whose loss, gradient or weights went non-finite (``study.trials.divergence``): it has no score. One
+    at chance completed, and counts."""
+    return str(trial.get("diverged") or "").startswith("diverged:")
+
+
+def _correct(record: dict, directory: Path, trials: list[dict]) -> list[np.ndarray] | str:
+    """Per tuning seed, the (trials x examples) correctness of ``trials`` on that seed's validation examples, from
+    their kept predictions; or why they cannot be compared."""
     seeds = len(record["search"]["seeds"])
-    trials = [t for t in record["trials"] if t["state"] == "COMPLETE" and not t.get("diverged")]
     try:
         kept = [[read_predictions(directory / "runs" / str(r)) for r in t["run_ids"]] for t in trials]
     except Unreadable as error:
-        return {**none, "why": str(error)}
+        return str(error)
     if any(len(runs) != seeds or any(p is None for p in runs) for runs in kept):
-        return {**none, "why": "its trials ran before peftlab kept their validation predictions"}
+        return "its trials ran before peftlab kept their validation predictions"
     correct = []
     for k in range(seeds):  # per tuning seed: every trial on the same validation examples
         labels = kept[0][k]["label"]
         if any(len(runs[k]) != len(labels) or not np.array_equal(runs[k]["label"], labels) for runs in kept):
-            return {**none, "why": "its trials were scored on different validation examples"}
+            return "its trials were scored on different validation examples"
         if len(labels) == 0:
-            return {**none, "why": "its validation split is empty"}
+            return "its validation split is empty"
         correct.append(np.stack([runs[k]["predicted"] == runs[k]["label"] for runs in kept]))
-    shares = win_shares(correct, RESAMPLES, SEED)
-    numbers = [t["number"] for t in trials]
-    if chosen["trial"] not in numbers:
-        return {**none, "why": "the chosen trial has no completed runs"}
-    share = float(shares[numbers.index(chosen["trial"])])
-    others = [(float(s), n) for n, s in zip(numbers, shares) if n != chosen["trial"]]
-    runner_up = max(others, default=None)
-    return {
-        "share": share,
-        "uncertain": share < SURE_SHARE,
-        "runner_up": None if runner_up is None else (runner_up[1], runner_up[0]),
-        "why": None,
-    }
+    return correct

@@ -10,8 +10,9 @@ for a normal end, else one line); ``on_wait(text)`` hears what the jobs wait for
 waits.
 The local executor is ``local_executor.run_local``.
 
-Where runs execute is an option of the command, not of the study file: the same study is
-run on a laptop and on a cluster, and its runs' results do not depend on where.
+Which executor runs a study is an option of the command, not of the study file: the same study is
+run on a laptop and on a cluster, and its runs' results do not depend on where. What the jobs ask the cluster for
+may be in the study file (its ``executor:`` section, ``section``), the command's flags overriding it.
 """
 
 from __future__ import annotations
@@ -60,10 +61,15 @@ class ExecutorOptions:
     slurm_mem: int | None = None  # GB
     slurm_array_parallelism: int | None = None
     slurm_lost_after: float = 15.0  # seconds out of Slurm's queue without a result file: lost
+    slurm_constraint: str | None = None  # sbatch --constraint: the node features a job needs
+    slurm_sbatch: tuple[str, ...] = ()  # more sbatch options, each --name or --name=value (section.sbatch_option)
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float | None = None  # as slurm_gpus
+    ray_resources: dict | None = None  # Ray's custom resources per task, {name: amount}
     study: str | None = None  # the study's name, which its jobs' names carry (``with_folder``)
+    from_study: frozenset = frozenset()  # the fields the study file's executor section gave (section.option_name)
+    detach: bool = False  # submit the jobs and return (``Needed``), not wait for them (``detach``)
 
     def __post_init__(self):
         if self.name not in EXECUTORS:
@@ -85,6 +91,17 @@ class ExecutorOptions:
         ):
             if value is not None and not value >= least:  # NaN too
                 raise UserError(f"{flag}={value} is invalid: expected a number >= {least}")
+
+
+class Needed(BaseException):
+    """The jobs a detached study's flow waits for, raised where ``run_remote`` or ``pretrain_remote`` would run
+    them (``options.detach``): ``fn(*args)`` for each of ``arglists``, named by ``names``, asking for what
+    ``options`` ask (its GPUs resolved); ``detach`` submits them. A BaseException, as a stop is: a search's
+    ``except Exception`` (its own failure) lets it through."""
+
+    def __init__(self, fn: Callable, arglists: list[tuple], names: list[str], options: ExecutorOptions) -> None:
+        super().__init__(f"{len(arglists)} jobs to submit")
+        self.fn, self.arglists, self.names, self.options = fn, arglists, names, options
 
 
 def check_ready(options: ExecutorOptions) -> None:
@@ -122,6 +139,8 @@ def run_remote(
     cwd = os.getcwd()
     arglists = [(to_dict(spec.config), str(run_dir.resolve()), cwd, options.name) for spec, run_dir in jobs]
     names = [job_name(options.study, run_dir.name) for _, run_dir in jobs]
+    if options.detach:
+        raise Needed(run_job, arglists, names, options)
     submitted = SUBMIT[options.name](run_job, arglists, options, names, on_wait)
     with contextlib.closing(submitted) as finished:  # closed: cancels the rest
         for index, why in finished:
@@ -145,6 +164,8 @@ def pretrain_remote(config: dict, out_dir: Path, options: ExecutorOptions) -> st
     options = with_gpu_requests(options, [config["train"]["device"]])
     arglists = [(config, str(out_dir.resolve()), os.getcwd(), options.name)]
     names = [job_name(options.study, "pretrain")]
+    if options.detach:
+        raise Needed(pretrain_job, arglists, names, options)
     with contextlib.closing(SUBMIT[options.name](pretrain_job, arglists, options, names)) as finished:
         _, why = next(finished)
     return why

@@ -209,7 +209,9 @@ def run_local(
                 spec, run_dir, proc, position = running.pop(sentinel)
                 proc.join()
                 free_positions.append(position)
-                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=sentinel in stopping))
+                stopped = sentinel in stopping
+                stopping.discard(sentinel)  # a later worker's sentinel may reuse its number: never stopped unasked
+                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=stopped))
     except KeyboardInterrupt:
         stop_processes([proc for _, _, proc, _ in running.values()])
         raise

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
+from peftlab.study.executors.section import option_name
 from peftlab.utils.errors import UserError
 from peftlab.utils.libraries import stderr_to_library_log, to_library_log
 
@@ -73,7 +74,7 @@ def named_address(options) -> tuple[str, str | None]:
     """The Ray address the study names and what named it, for its lines: ``--ray-address`` or ``$RAY_ADDRESS``
     (None: a local Ray, started for the study)."""
     if options.ray_address:
-        return f"--ray-address={options.ray_address}", options.ray_address
+        return f"{option_name(options, 'ray_address')}={options.ray_address}", options.ray_address
     if os.environ.get("RAY_ADDRESS"):
         return f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}", os.environ["RAY_ADDRESS"]
     return "--ray-address", None
@@ -109,6 +110,7 @@ def submit(
         task = ray.remote(
             num_cpus=options.ray_cpus,
             num_gpus=options.ray_gpus or 0,
+            resources=options.ray_resources or None,
             max_retries=WORKER_DEATH_RETRIES,
             retry_exceptions=False,
         )(counted)

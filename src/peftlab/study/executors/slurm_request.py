@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Callable
 
+from peftlab.study.executors.section import option_name, parse_minutes
 from peftlab.utils.errors import UserError
 
 # run(*args) -> (stdout, None) or (None, why): ``slurm.slurm_command``, which time-limits Slurm's commands
@@ -33,12 +34,15 @@ SBATCH_FLAGS = {  # slurm_parameters' keys that sbatch --test-only is given (its
     "mem",
     "nodes",
     "ntasks_per_node",
+    "constraint",
 }
 # words of Slurm's refusals -> the option they are about (ExecutorOptions' field), first match wins ("Invalid account
 # or account/partition combination": the account; "Job violates accounting/QOS policy": the QOS)
 REFUSED = (
     ("qos", "slurm_qos"),
     ("account", "slurm_account"),
+    ("feature", "slurm_constraint"),
+    ("constraint", "slurm_constraint"),
     ("partition", "slurm_partition"),
     ("time limit", "slurm_time"),
     ("gres", "slurm_gpus"),
@@ -46,23 +50,6 @@ REFUSED = (
     ("memory", "slurm_mem"),
     ("cpu", "slurm_cpus"),
 )
-
-
-def parse_minutes(text: str) -> int:
-    """Slurm's --time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in minutes, seconds rounded up."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text.strip())
-    parts = [int(p) for p in match.group(2).split(":")] if match else []
-    if not match or len(parts) > 3:
-        raise UserError(f"--slurm-time={text!r} is invalid: expected minutes, MM:SS, HH:MM:SS or D-HH[:MM[:SS]]")
-    if match.group(1) is not None:  # D-HH[:MM[:SS]]
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-        hours += 24 * int(match.group(1))
-    else:
-        hours, minutes, seconds = ([0, 0] + parts)[-3:] if len(parts) == 3 else (0, *(parts + [0])[:2])
-    total = hours * 60 + minutes + (1 if seconds else 0)
-    if total < 1:
-        raise UserError(f"--slurm-time={text!r} is invalid: expected at least one minute")
-    return total
 
 
 def job_name(*parts: str | None) -> str:
@@ -82,14 +69,23 @@ def slurm_parameters(options) -> dict:
         "nodes": 1,
         "ntasks_per_node": 1,
     }
-    for key in ("partition", "account", "qos"):
+    for key in ("partition", "account", "qos", "constraint"):
         if getattr(options, f"slurm_{key}") is not None:
             params[key] = getattr(options, f"slurm_{key}")
     if options.slurm_mem is not None:
         params["mem"] = f"{options.slurm_mem}GB"
     if options.slurm_array_parallelism is not None:
         params["array_parallelism"] = options.slurm_array_parallelism
+    if options.slurm_sbatch:  # --name[=value] each (section.sbatch_option): submitit writes them as given
+        params["additional_parameters"] = dict(sbatch_pair(option) for option in options.slurm_sbatch)
     return params
+
+
+def sbatch_pair(option: str) -> tuple[str, str | bool]:
+    """``--mail-type=END`` as ``("mail-type", "END")``, ``--exclusive`` as ``("exclusive", True)`` (submitit's
+    ``additional_parameters``)."""
+    name, equals, value = option.removeprefix("--").partition("=")
+    return name, value if equals else True
 
 
 def records(text: str) -> list[dict[str, str]]:
@@ -98,8 +94,8 @@ def records(text: str) -> list[dict[str, str]]:
 
 
 def flag(options, field: str) -> str:
-    """``--slurm-cpus=64``, or ``--slurm-account (not given)``."""
-    name = "--" + field.replace("_", "-")
+    """``--slurm-cpus=64``, ``executor.slurm.cpus=64`` (from the study file), or ``--slurm-account (not given)``."""
+    name = option_name(options, field)
     value = getattr(options, field)
     return f"{name} (not given)" if value is None else f"{name}={value}"
 
@@ -115,7 +111,7 @@ def check_request(options, run: Command) -> None:
             raise UserError(problem)
     params = slurm_parameters(options)
     args = [f"--{key.replace('_', '-')}={value}" for key, value in params.items() if key in SBATCH_FLAGS]
-    _, why = run("sbatch", "--test-only", *args, "--wrap=true")
+    _, why = run("sbatch", "--test-only", *args, *options.slurm_sbatch, "--wrap=true")
     if why is not None and "did not answer" not in why:
         raise UserError(refusal(why, options))
 
@@ -154,7 +150,7 @@ def request_problem(options, partitions: list[dict], nodes: list[dict]) -> str |
                 f"(the most: {amount(field, most).removesuffix(' of memory')}): the jobs would wait for ever"
             )
     if not any(all(offer[field] >= value for field, value in want.items()) for offer in offers):
-        asked = ", ".join(f"--{field.replace('_', '-')}={value}" for field, value in want.items())
+        asked = ", ".join(f"{option_name(options, field)}={value}" for field, value in want.items())
         return f"{asked}: no node of partition {name} has all of them at once: the jobs would wait for ever"
     return None
 
@@ -194,8 +190,12 @@ def refusal(message: str, options) -> str:
     why = re.sub(r"^(sbatch: error: |allocation failure: |Batch job submission failed: )+", "", message.strip())
     lowered = why.lower()
     field = next((field for word, field in REFUSED if word in lowered), None)
+    if field == "slurm_constraint" and options.slurm_constraint is None:  # features asked in the extra sbatch lines
+        field = None
     if field is None and "node configuration" in lowered:
         return f"--slurm-cpus/--slurm-gpus/--slurm-mem: Slurm refuses the jobs: {why}"
+    if field is None and options.slurm_sbatch:  # an option of the extra sbatch lines, most likely
+        return f"{option_name(options, 'slurm_sbatch')}={' '.join(options.slurm_sbatch)}: Slurm refuses the jobs: {why}"
     if field is None:
         return f"--executor submitit: Slurm refuses the jobs: {why}"
     return f"{flag(options, field)}: Slurm refuses it: {why}"

@@ -262,14 +262,15 @@ def take_interrupts() -> None:
 
 def job_execution(executor: str) -> Execution:
     """Where this submitit job or Ray task runs, for its run's record: submitit's job id (Slurm's
-    ``<array job>_<index>``) and its life (Slurm's restart count + 1), or the Ray task's id and its attempt (which
-    the executor counts: ``ray_tasks.counted``)."""
+    ``<array job>_<index>``), its life (Slurm's restart count + 1) and the GPUs Slurm gave it, or the Ray task's id,
+    its attempt (which the executor counts: ``ray_tasks.counted``) and its GPUs."""
     if executor == "submitit":
         import submitit
 
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         job_id = submitit.JobEnvironment().job_id
-        return execution_here(executor, job_id=job_id, attempt=int(restarts) + 1 if restarts.isdigit() else None)
+        attempt = int(restarts) + 1 if restarts.isdigit() else None
+        return execution_here(executor, job_id=job_id, attempt=attempt, gpus=os.environ.get("SLURM_JOB_GPUS"))
     if executor == "ray":
         import ray
 
@@ -277,7 +278,8 @@ def job_execution(executor: str) -> Execution:
 
         attempt = os.environ.get(ATTEMPT_ENV, "")
         task_id = ray.get_runtime_context().get_task_id()
-        return execution_here(executor, task_id=task_id, attempt=int(attempt) if attempt.isdigit() else None)
+        gpus = ",".join(map(str, ray.get_gpu_ids()))
+        return execution_here(executor, task_id=task_id, attempt=int(attempt) if attempt.isdigit() else None, gpus=gpus)
     return execution_here(executor)
 
 

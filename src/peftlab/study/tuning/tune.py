@@ -12,7 +12,8 @@ A study with ``tune:`` tunes every method on validation before its seeds meet th
       metric: val_top1                        # val_top1 | best_val_top1 | val_f1 | val_matthews | val_perplexity
       seeds: [1000]                           # the seeds trials train with (default: see below)
       sampler_seed: 0                         # random / halving: the draws
-      reduction_factor: 3                     # halving: a third of the trials go on at each rung
+      reduction_factor: 3                     # halving, rungs: a third of the trials go on at each rung
+      rungs: [1]                              # grid: compare trials at these epochs' ends, prune the rest
     methods:
       linear:
         tune: {axes: {train.head_lr: [1.0e-3, 1.0e-2]}}   # a method's own axes (over the shared ones)
@@ -69,6 +70,7 @@ from peftlab.study.tuning.axes import Axis, read_axis
 from peftlab.study.tuning.configurations import Configuration, lending, read_share, search_keys
 from peftlab.study.tuning.edge import numeric_axes
 from peftlab.study.tuning.metric import check_reported, read_metric, search_direction
+from peftlab.study.tuning.rungs import check_rungs, read_rungs
 from peftlab.utils.errors import ConfigError
 
 TUNE_KEYS = (
@@ -82,6 +84,7 @@ TUNE_KEYS = (
     "final_trainval",
     "follow_edge",
     "share",
+    "rungs",
 )
 METHOD_TUNE_KEYS = ("axes", "trials")
 SEARCHES = ("grid", "random", "halving")
@@ -114,6 +117,12 @@ class Search:
     # the configurations (RunSpec.variant) whose final runs take this search's choice: the one it was
     # searched on first, then those borrowing it (tune.share); not part of the record or fingerprint
     configurations: tuple[str, ...] = ()
+    rungs: tuple[int, ...] = ()  # grid: the epochs whose ends compare its trials (peftlab.study.tuning.rungs)
+
+    @property
+    def stops_trials(self) -> bool:
+        """Whether the search stops trial runs while they train (halving's pruner, a grid's rungs)."""
+        return self.search == "halving" or bool(self.rungs)
 
     @property
     def label(self) -> str:
@@ -170,7 +179,8 @@ class Search:
             "reduction_factor": self.reduction_factor,
         }
         # only when set: a plain grid's record, and so its journal's fingerprint, stay what they were
-        return {**record, "follow_edge": True} if self.follow_edge else record
+        record = {**record, "follow_edge": True} if self.follow_edge else record
+        return {**record, "rungs": list(self.rungs)} if self.rungs else record
 
 
 def apply_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
@@ -310,6 +320,7 @@ def shared_settings(tune: Any, study_seeds: list[int]) -> dict[str, Any]:
         )
     return {
         "share": read_share(tune.get("share")),
+        "rungs": read_rungs(tune.get("rungs"), search, seeds),
         "final_trainval": final_trainval,
         "follow_edge": follow_edge,
         "search": search,
@@ -367,7 +378,9 @@ def method_search(
         dataclasses.replace(template, seed=seeds[0]),
         shared["final_trainval"],
         follow_edge=shared["follow_edge"],
+        rungs=shared["rungs"],
     )
+    check_rungs(found.rungs, template.train.epochs, method)
     for params in _corners(found):  # every grid point, a range's ends: valid configurations
         try:
             found.trial_config(params, seeds[0])

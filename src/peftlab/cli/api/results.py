@@ -1,7 +1,8 @@
 """The Python API on a study's results (docs/python-api.md): ``load_results`` (its table as a DataFrame), ``results``
 (the table written), ``report``, ``paper``, ``submission`` (its archive) and ``reproduce`` (a received archive
-checked and rerun). ``peftlab/__init__.py`` holds the rest of the API and imports these: call them as ``peftlab.report``
-and so on. Each function imports what it needs when called, so that ``import peftlab`` stays light (no torch)."""
+checked and rerun); the commands ``peftlab results``, ``report``, ``paper`` and ``submission`` call them, and
+``peftlab`` re-exports them (``peftlab.report`` and so on). Each function imports what it needs when called, so that
+``import peftlab`` stays light (no torch)."""
 
 from __future__ import annotations
 
@@ -119,8 +120,9 @@ def paper(
     literature: str | Path | None = None,
     all_literature: bool = False,
 ):
-    """Write a study's LaTeX paper and compile main.pdf, as ``peftlab paper`` does (the command calls this); returns
-    its folder (default STUDY_DIR/paper). ``only``: "figures" or "tables"; ``compile=False``: the sources alone;
+    """Write a study's LaTeX paper (default in STUDY_DIR/paper) and compile main.pdf, as ``peftlab paper`` does (the
+    command calls this); returns the path written: main.pdf, main.tex with ``compile=False``, the figures' or tables'
+    folder with ``only``. ``only``: "figures" or "tables"; ``compile=False``: the sources alone;
     ``literature``: the published numbers' file (default configs/literature.yaml), ``all_literature``: every row."""
     from peftlab.analysis.paper.build import write_paper
     from peftlab.analysis.report.literature import LITERATURE
@@ -148,14 +150,18 @@ def paper(
 def submission(study_dir: str | Path, study: str | Path, *, paper: str | Path | None = None, out=None):
     """Pack a study into one archive (paper, results, configs, lock file, REPRODUCE.md, SHA-256 sums), as ``peftlab
     submission`` does (the command calls this); returns the archive's path. ``study``: the study file the runs came
-    from; ``paper``: the compiled paper's folder (default STUDY_DIR/paper); ``out``: the archive's path."""
+    from; ``paper``: the compiled paper's folder (default STUDY_DIR/paper); ``out``: the archive's path. Where LaTeX
+    is absent (no latexmk or pdflatex on PATH), a paper written with ``paper(..., compile=False)`` is packed without
+    main.pdf, as archive.json (``paper_pdf``) and REPRODUCE.md say, and ``reproduce`` names it as not packed."""
     from peftlab.analysis.archive.submission import write_submission
+    from peftlab.utils.errors import CALLED_BY_COMMAND
 
     check_path("study_dir", study_dir, what="a study folder (a path)")
     check_path("study", study, what="the study file (a path)")
     check_path("paper", paper, optional=True)
     check_path("out", out, optional=True)
-    return write_submission(study_dir, study, paper_dir=paper, out=out)
+    call = None if CALLED_BY_COMMAND else f"`peftlab.paper({str(study_dir)!r})`"  # the errors in the caller's words
+    return write_submission(study_dir, study, paper_dir=paper, out=out, paper_call=call)
 
 
 @api(trains=True)
@@ -185,10 +191,9 @@ def reproduce(
 
     from peftlab.analysis.archive import reproduce as command
     from peftlab.analysis.archive.plugins import CONSENT_HASH, PLUGIN_CODE
-    from peftlab.cli.terminal import printable
     from peftlab.utils import cpu
     from peftlab.utils.errors import UserError
-    from peftlab.utils.files import read_json
+    from peftlab.utils.files import printable, read_json
 
     check_path("archive", archive, what="a submission archive or its unpacked folder (a path)")
     check_path("out", out, optional=True)

@@ -1,0 +1,83 @@
+"""Issue 86, item 3: a packed main.pdf is compiled again from the packed paper sources and its text compared word for
+word where LaTeX and poppler are installed (``latex.compare_compiled``, ``regenerate.compare_pdf``); a PDF another
+pdfTeX made, or one poppler cannot read, is named as not checked with why, and never compiled.
+Tiny documents: each compile is about a second of pdflatex."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peftlab.analysis.archive.regenerate import PDF_UNCHECKED, Regenerated, compare_pdf
+from peftlab.analysis.paper import latex
+from peftlab.analysis.paper.latex import PDF_TEXT_TOOLS, compare_compiled, compile_pdf, missing_latex
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_latex()) or not all(shutil.which(tool) for tool in PDF_TEXT_TOOLS),
+    reason="LaTeX or poppler-utils is not installed (scripts/install-latex.sh)",
+)
+DOCUMENT = "\\documentclass{article}\n\\begin{document}\nLoRA reaches %s\\%% on Fashion-MNIST.\n\\end{document}\n"
+
+
+def paper(folder: Path, number: str, pdf_of: str | None = None) -> Path:
+    """A paper folder whose main.tex says ``number`` and whose main.pdf is compiled from a main.tex saying
+    ``pdf_of`` (the same number where None)."""
+    (folder / "paper").mkdir(parents=True)
+    built = folder / "built"
+    built.mkdir()
+    (built / "main.tex").write_text(DOCUMENT % (pdf_of or number))
+    shutil.copyfile(compile_pdf(built / "main.tex"), folder / "paper" / "main.pdf")
+    (folder / "paper" / "main.tex").write_text(DOCUMENT % number)
+    return folder / "paper"
+
+
+def test_a_pdf_its_sources_compile_to_is_compared_and_a_forged_number_is_named(tmp_path):
+    same = compare_compiled(paper(tmp_path / "a", "72.3"))
+    assert same == ("same", "its text (6 words), compiled again from the packed sources"), same
+    state, said = compare_compiled(paper(tmp_path / "b", "72.3", pdf_of="99.9"))
+    assert (
+        state == "differs"
+        and said == "word 3: '99.9% on Fashion-MNIST. 1' (its sources give '72.3% on Fashion-MNIST. 1')"
+    )
+
+
+def test_the_verdict_line_moves_from_not_checked_to_compared_or_to_differs(tmp_path):
+    out = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})", "5 macros of paper/results.tex (...)"])
+    compare_pdf(paper(tmp_path / "a", "72.3").parent, out)
+    assert out.skipped == ["5 macros of paper/results.tex (...)"] and "paper/main.pdf" in out.compared, out
+    forged = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})"])
+    compare_pdf(paper(tmp_path / "b", "72.3", pdf_of="72.4").parent, forged)
+    assert forged.skipped == [] and forged.differ == [
+        "paper/main.pdf is not what its packed sources compile to: word 3: '72.4% on Fashion-MNIST. 1' "
+        "(its sources give '72.3% on Fashion-MNIST. 1')"
+    ], forged
+
+
+def test_a_pdf_of_another_pdftex_or_none_poppler_reads_is_named_and_not_compiled(tmp_path, monkeypatch):
+    folder = paper(tmp_path / "a", "72.3")
+    monkeypatch.setattr(latex, "pdftex_here", lambda: "pdfTeX-9.99.99")
+    state, said = compare_compiled(folder)
+    assert (
+        state == "unchecked"
+        and said.startswith("not compiled again: made by pdfTeX-1.")
+        and "here pdfTeX-9.99.99" in said
+    )
+    monkeypatch.undo()
+    (folder / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
+    monkeypatch.setattr(latex, "compile_pdf", lambda main: pytest.fail("compiled a PDF poppler cannot read"))
+    out = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})"])
+    compare_pdf(folder.parent, out)
+    assert out.skipped == ["paper/main.pdf (not compiled again: made by a program poppler does not name, here "
+                           f"{latex.pdftex_here()})"] and out.differ == [], out  # fmt: skip
+
+
+def test_without_poppler_it_is_named_as_not_installed(tmp_path, monkeypatch):
+    folder = paper(tmp_path / "a", "72.3")
+    real = shutil.which
+    monkeypatch.setattr(latex.shutil, "which", lambda tool: None if tool == "pdftotext" else real(tool))
+    assert compare_compiled(folder) == (
+        "unchecked",
+        "not compiled again: LaTeX or poppler's pdftotext is not installed here",
+    )
