@@ -4,6 +4,9 @@ study file names it. Slurm's answers are captured outputs (test_slurm_request.py
 
 from __future__ import annotations
 
+import contextlib
+import io
+import signal
 import socket
 
 import pytest
@@ -11,6 +14,7 @@ import yaml
 from test_slurm_request import NODES, PARTITIONS
 from test_study_preflight import BASE, study
 
+from peftlab import cli
 from peftlab.study.executors import ray_address, slurm
 from peftlab.study.executors.executors import ExecutorOptions
 from peftlab.study.spec import load_study
@@ -118,6 +122,13 @@ def test_flags_override_the_file_and_a_refusal_names_where_its_value_came_from(t
     for option in ("--cpus-per-task=1", "--constraint=a100&nvlink", "--time=90", "--partition=debug", "--x"):
         assert option in test_only, test_only
     assert "--exclusive" not in test_only  # --slurm-sbatch replaces the file's list
+    printed, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
+    with contextlib.redirect_stdout(printed):  # the dry run says what --detach would submit, and submits nothing
+        args = ["study", path, "--study-dir", str(out), "--dry-run", "--executor", "submitit", "--slurm-cpus", "1"]
+        assert cli.run_command([*args, "--detach", "--quiet"]) == 0
+    signal.signal(signal.SIGTERM, previous)
+    assert "--detach: each batch above would go to Slurm as a job array" in printed.getvalue(), printed.getvalue()
+    assert "nothing was submitted" in printed.getvalue() and not (out / "slurm").exists()
     status, said = study(path, out, "--dry-run", "--executor", "local")
     assert status == 0, said  # the section of another executor is not read
 

@@ -156,6 +156,12 @@ def cmd_study(args) -> int:
             print(json.dumps(dry_run_plan(study, study_dir)), flush=True)
         else:
             print(printable(dry_run_table(study, study_dir), lines=True), flush=True)  # a received study's names
+            if args.detach:
+                print(
+                    "--detach: each batch above would go to Slurm as a job array, followed by a job "
+                    "(--dependency=afterany) that runs the study again and submits the next; nothing was submitted",
+                    flush=True,
+                )
         check_study_data(study)  # after the listing: a study planned on a machine without its data is still listed
         if args.time_steps:
             from peftlab.bench.plan import time_plan
