@@ -120,3 +120,21 @@ def test_the_report_states_the_rule_and_its_budget():
     words = search_words(record)
     assert "each trial trained to the end of epoch 1" in words and "the best ceil(n/2) of the n trials" in words
     assert "stopped early" not in search_words({**record, "rungs": None})
+
+
+def test_a_trial_resumed_from_its_rung_is_counted_once_on_the_bar(monkeypatch):
+    """The study's bar counts trials: a survivor's second end (resumed from its rung) is the same trial."""
+    from types import SimpleNamespace
+
+    from peftlab.study import runner
+
+    counted, ended = [], []
+    spec = SimpleNamespace(run_id="a1")
+
+    def run_jobs(jobs, on_done, stop_when=None):
+        for status in ("stopped", "completed"):  # stopped at the rung, then resumed to the end
+            on_done(spec, {"status": status})
+
+    monkeypatch.setattr(runner, "describe", lambda spec: spec.run_id)
+    runner.showing(run_jobs, counted.append)([], lambda spec, result: ended.append(result["status"]))
+    assert ended == ["stopped", "completed"] and counted == ["a1 stopped"]

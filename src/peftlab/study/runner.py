@@ -312,12 +312,16 @@ def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: Exec
 
 
 def showing(run_jobs, done):
-    """``run_jobs`` whose ``on_done`` then calls ``done`` with the run and its status (a bar's count, a line)."""
+    """``run_jobs`` whose ``on_done`` then calls ``done`` with the run and its status (a bar's count, a line), once
+    a run: a trial stopped at a rung and resumed (``tune.rungs``) is one trial, counted when it first ends."""
+    counted: set[str] = set()
 
     def run_shown(jobs, on_done, stop_when=None) -> None:
         def ended(spec: RunSpec, result: dict) -> None:
             on_done(spec, result)
-            done(printable(f"{describe(spec)} {result.get('status', 'failed')}"))
+            if spec.run_id not in counted:
+                counted.add(spec.run_id)
+                done(printable(f"{describe(spec)} {result.get('status', 'failed')}"))
 
         run_jobs(jobs, ended, stop_when)
 
