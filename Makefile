@@ -26,7 +26,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray notebook study study-text study-lora-ablations study-lora-ranks study-text-ranks vtab-demo lint test test-profile test-joins-full check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray notebook study study-text study-lora-ablations study-lora-ranks study-text-ranks study-dialogue vtab-demo lint test test-profile test-joins-full check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -101,6 +101,14 @@ study-text-ranks: install data
 	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
 	$(BIN)/peftlab data fortunes-task --out cache/data/fortunes-task
 	$(BIN)/peftlab study configs/studies/text_ranks.yaml --workers 2 --report
+
+# the dialogue study: uniform LoRA, AdaLoRA and the controller at one trained budget on the fortunes LM (GPT-2, the
+# architecture DialoGPT is) fine-tuned on a dialogue task in DialoGPT's turn format, judged by test perplexity, with
+# each configuration's greedy replies in the report
+study-dialogue: install data
+	$(BIN)/peftlab data fortunes-corpus --out cache/data/fortunes-corpus
+	$(BIN)/peftlab data fortunes-dialogue --out cache/data/fortunes-dialogue
+	$(BIN)/peftlab study configs/studies/dialogue.yaml --workers 2 --report
 
 # ruff (pyproject's [tool.ruff]): the whole tree linted and formatted; `ruff format .` and `ruff check --fix .`
 # repair most of what it finds. `make test` runs it first.

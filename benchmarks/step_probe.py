@@ -1,8 +1,8 @@
 """Where a pinned training step first gives other bits on another CPU: every module's forward output and output
 gradient, and every parameter after AdamW, hashed over a few steps of the default study's pretraining model.
 
-    python benchmarks/step_probe.py [--steps 3] [--threads 2] [--downstream] [--variant pin] [--out FILE.json]
-                                    [--compare RECORDED.json]
+    python benchmarks/step_probe.py [--steps 3] [--threads 2] [--downstream [--no-bitsandbytes]] [--variant pin]
+                                    [--out FILE.json] [--compare RECORDED.json]
 
 The model, loss, optimizer and clipping are the pretraining's (configs/pretrain.yaml: the 4-block ViT of width 128
 at 28 px, cross-entropy, the fused AdamW a pinned run takes, train.clip_grad), under peftlab's pin
@@ -151,8 +151,9 @@ def uses_bitsandbytes(model) -> bool:
     return any(cls.__module__.startswith("bitsandbytes") for module in model.modules() for cls in type(module).__mro__)
 
 
-def probe_downstream(steps: int) -> dict:
-    """Every configuration of the default study (its first seed's run of each): ``steps`` of peftlab's step each."""
+def probe_downstream(steps: int, bitsandbytes: bool = True) -> dict:
+    """Every configuration of the default study (its first seed's run of each): ``steps`` of peftlab's step each;
+    without ``bitsandbytes`` those that quantize their base are recorded as skipped."""
     import dataclasses
     import importlib.util
 
@@ -162,7 +163,9 @@ def probe_downstream(steps: int) -> dict:
     for spec in load_study(STUDY).runs:
         if spec.variant not in out:
             cfg = dataclasses.replace(spec.config, model=dataclasses.replace(spec.config.model, pretrained="none"))
-            if cfg.quant.mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
+            if cfg.quant.mode != "none" and not bitsandbytes:
+                out[spec.variant] = {"skipped": f"quant.mode {cfg.quant.mode}: left out (--no-bitsandbytes)"}
+            elif cfg.quant.mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
                 out[spec.variant] = {"skipped": f"quant.mode {cfg.quant.mode} needs bitsandbytes, not installed here"}
             else:
                 out[spec.variant] = probe_run(cfg, steps)
@@ -224,6 +227,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--downstream", action="store_true", help="also a step of each default-study configuration")
+    parser.add_argument(
+        "--no-bitsandbytes",
+        action="store_true",
+        help="leave out the downstream steps of a quantized base (bitsandbytes' kernels, which the pin does not reach)",
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="pin", help="how to compute (default: the pin)")
     parser.add_argument("--out", help="write the record here (JSON)")
     parser.add_argument("--compare", help="a recorded file: name the first entry that differs from it")
@@ -242,7 +250,7 @@ def main() -> None:
         result = probe(args.steps, args.threads)
         result["variant"] = args.variant
         if args.downstream:
-            result["downstream"] = probe_downstream(args.steps)
+            result["downstream"] = probe_downstream(args.steps, bitsandbytes=not args.no_bitsandbytes)
     machine = f"{result['cpu_vendor']} {result['cpu_model']}"
     print(f"{machine}: variant {args.variant}, threads {args.threads}, {args.steps} steps, pretraining {result['all']}")
     for name, step in result.get("downstream", {}).items():

@@ -96,7 +96,9 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-# a node that went down comes back as soon as its slurmd registers; short waits for fast tests
+# a node that went down comes back as soon as its slurmd registers; short waits for fast tests. KillWait stays 5: a
+# cancelled job whose process lets SIGTERM pass (submitit's) ended 7 s after scancel with KillWait=1, against 5 s
+# here (slurmd waits at least 5 s before its SIGKILL, and an srun that gave up sooner makes its step end later)
 ReturnToService=2
 KillWait=5
 MinJobAge=60
@@ -152,19 +154,22 @@ start() {
 }
 
 stop() {
-  local name pid deadline
+  local name pid pids=() deadline
   if pid_alive "$dir/run/slurmctld.pid"; then  # jobs first, so that no slurmstepd outlives its slurmd
     export SLURM_CONF="$conf"
     scancel --quiet --full --user="$(id -un)" 2>/dev/null
     deadline=$(( $(date +%s) + 20 ))
     while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
   fi
+  # the three together: each takes a second or two to end after its SIGTERM
   for name in slurmd slurmctld munged; do
     pid_alive "$dir/run/$name.pid" || continue
     pid=$(cat "$dir/run/$name.pid")
-    kill -TERM "$pid" 2>/dev/null
-    deadline=$(( $(date +%s) + 20 ))
-    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  deadline=$(( $(date +%s) + 20 ))
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
   done
   echo "install-slurm: cluster stopped"

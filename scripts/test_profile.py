@@ -33,6 +33,15 @@ def cpu_line() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {' '.join(isa) or 'no AVX2'}"
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot from /proc/stat: every process counts, a study's
+    forkserver workers and Slurm's and Ray's daemons too, which the per-test figures cannot see."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
 def run(out: Path, workers: int, pytest_args: list[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.jsonl"):
@@ -47,9 +56,10 @@ def run(out: Path, workers: int, pytest_args: list[str]) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     if workers:
         cmd += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
-    start = time.perf_counter()
+    start, busy_before = time.perf_counter(), machine_cpu_seconds()
     proc = subprocess.run(cmd + pytest_args, cwd=REPO, env={**os.environ, "PEFTLAB_TEST_PROFILE": str(out)})
     wall = time.perf_counter() - start
+    busy, every = (after - before for after, before in zip(machine_cpu_seconds(), busy_before))
     done.set()
     meta = {
         "wall": round(wall, 1),
@@ -57,6 +67,7 @@ def run(out: Path, workers: int, pytest_args: list[str]) -> dict:
         "workers": workers,
         "cpu": cpu_line(),
         "load": [min(loads), max(loads), sum(loads) / len(loads)] if loads else None,
+        "machine_busy": [round(busy), round(busy / every, 3)],  # CPU s of every process, share of all CPUs' time
         "args": pytest_args,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -74,6 +85,9 @@ def summarise(out: Path) -> str:
         lines.append(f"machine: {meta['cpu']}")
         if load:
             lines.append(f"load (1-minute, every 15 s): {load[0]:.1f} to {load[1]:.1f}, mean {load[2]:.1f}")
+        if meta.get("machine_busy"):
+            busy, share = meta["machine_busy"]
+            lines.append(f"the machine's CPUs: {busy} CPU s busy in all processes, {share:.0%} of their time")
     total = sum(r["wall"] for r in records)
     cpu = sum(r["cpu"] + r["cpu_children"] for r in records)
     procs = sum(r["started_python"] + r["started_peftlab"] for r in records)

@@ -105,3 +105,27 @@ def model_records_of_the_test(tmp_path_factory, monkeypatch):
     answers.META_MODELS.clear()
     yield
     answers.META_MODELS.clear()
+
+
+@pytest.fixture(scope="module")
+def quick_figures():
+    """Every figure drawn and written as ``save_figure`` writes it (labels thinned, names kept intact, each file
+    written atomically), in the cheaper encodings of each format: the PNG at 50 dpi, the PDF with Type 3 fonts
+    (subsetting and embedding TrueType is a third of a report's cost). For a module whose tests read a report's or
+    paper's text, tables and figure files, never a figure's pixels or fonts: test_figures.py holds those (300 dpi,
+    TrueType). A module takes it with ``pytestmark = pytest.mark.usefixtures("quick_figures")``, set up before its
+    module fixtures build a report or paper."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def savefig(self, fname, **kwargs):
+        if kwargs.get("format") == "png":
+            kwargs["dpi"] = 50
+        with matplotlib.rc_context({"pdf.fonttype": 3}):
+            return real(self, fname, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", savefig)
+        yield

@@ -63,10 +63,56 @@ def command_imports(*argv: str, status: int = 0) -> set[str]:
     return set(run_python(code))
 
 
+# what ``import LIBRARY`` brings by itself, each in a process forked from one that imported torch alone: each
+# library imports torch, so the modules its process holds are the same, and torch is imported once for the three
+LIBRARIES = {
+    "timm": "import timm",
+    "peft": "import peft",
+    "peft without bitsandbytes": "sys.modules['bitsandbytes'] = None\nimport peft",
+}
+FORKED = f"""
+import os, traceback
+import torch
+held = []
+for code in json.loads(sys.argv[1]):
+    read, written = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            exec(code)
+            os.write(written, json.dumps(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None)).encode())
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(written)
+    with os.fdopen(read) as answer:
+        held.append(json.loads(answer.read() or "null"))
+    assert os.waitpid(pid, 0)[1] == 0, code
+print(json.dumps(held))
+"""
+
+
 @cache
+def brought() -> dict[str, frozenset[str]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json, sys\n{FORKED}", json.dumps(list(LIBRARIES.values()))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {name: frozenset(held) for name, held in zip(LIBRARIES, json.loads(out.stdout.strip().splitlines()[-1]))}
+
+
 def brought_by(library: str) -> frozenset[str]:
-    """The watched modules ``import library`` brings by itself here (itself included)."""
-    return frozenset(run_python(f"import {library}"))
+    """The watched modules ``import library`` brings by itself here (itself included); a name of ``LIBRARIES``."""
+    return brought()[library]
 
 
 def write_run(path: Path, method: str) -> Path:
@@ -109,7 +155,7 @@ def test_validate_of_lora_imports_peft_for_its_memory_probe_alone(tmp_path):
     """validate's memory estimate runs the adapted model forward (PEFT's LoRA layers): PEFT and what it
     brings, nothing else; of an unquantized config, without bitsandbytes (which PEFT imports when it can)."""
     config = write_run(tmp_path / "run.yaml", "lora")
-    peft_alone = frozenset(run_python("sys.modules['bitsandbytes'] = None\nimport peft"))
+    peft_alone = brought_by("peft without bitsandbytes")
     assert "bitsandbytes" in brought_by("peft") and "bitsandbytes" not in peft_alone  # what the test can tell apart
     assert command_imports("validate", str(config)) == {"torch"} | brought_by("timm") | peft_alone
     assert command_imports("validate", str(config)) == set()  # warm: the model records answer

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 import torch
-from testkit import TINY_MODEL, needs_fashion_mnist
+from testkit import TINY_MODEL, needs_fashion_mnist, write_fashion_sample
 
 from peftlab.config.schema import load_config
 from peftlab.training.checkpoint import CHECKPOINT_NAME
@@ -34,6 +34,15 @@ CFG = {
 
 class Stop(Exception):
     pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fashion_sample(tmp_path_factory):
+    """CFG's runs read their subsets from the installed Fashion-MNIST's first images, in files of their own
+    (``testkit.write_fashion_sample``): every resume reads and hashes its data files whole."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(CFG["data"], "root", str(write_fashion_sample(tmp_path_factory.mktemp("fashion"))))
+        yield
 
 
 class Hang(Exception):

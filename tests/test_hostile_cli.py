@@ -9,6 +9,7 @@ blocked open() (by opening the FIFO's other end) so that a hang fails the test i
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from peftlab.analysis.results.load import results_sha256
 STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"
 RUN = "full-s0"  # a completed run of studyfiles' study
 peftlab = command_in_process  # (exit status, stderr) of ``peftlab ARGS`` in this process
+pytestmark = pytest.mark.usefixtures("quick_figures")  # the reports' and papers' text is read, never a figure's pixels
 
 
 def assert_one_line(result: tuple[int, str], *needles: str, status: int = 2) -> None:
@@ -35,6 +37,17 @@ def assert_one_line(result: tuple[int, str], *needles: str, status: int = 2) -> 
     assert stderr.startswith("peftlab: error: "), stderr
     for needle in needles:
         assert needle in stderr, stderr
+
+
+@pytest.fixture(scope="module")
+def papered(tmp_path_factory) -> Path:
+    """studyfiles' study with its paper (``compiled_paper``), written once: a test that needs the paper copies it
+    (``with_paper``) into its own study, written alike."""
+    study = write_study_dir(
+        tmp_path_factory.mktemp("hostile") / "default", with_failure=False, variants=["full", "linear"]
+    )
+    compiled_paper(study)
+    return study
 
 
 @pytest.fixture
@@ -49,6 +62,14 @@ def compiled_paper(study: Path) -> Path:
     (out / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
     record_pdf(out, results_sha256(study))
     return out
+
+
+def with_paper(study: Path, papered: Path) -> Path:
+    """The module's compiled paper copied into ``study``, whose runs are written as the module's study's are: the
+    results' hash the paper records is also ``study``'s (its paths within the study made portable), which the first
+    assertion checks."""
+    assert results_sha256(study) == results_sha256(papered)
+    return Path(shutil.copytree(papered / "paper", study / "paper", symlinks=True))
 
 
 class Watchdog:
@@ -122,11 +143,11 @@ def phases_line() -> str:
     "where, command",
     [(where, "report") for where in RECEIVED] + [(where, "submission") for where in RECEIVED if "/" not in where],
 )
-def test_a_received_file_of_another_kind_is_one_line_or_passed_over(study, where, command, kind):
+def test_a_received_file_of_another_kind_is_one_line_or_passed_over(study, papered, where, command, kind):
     """The command ends without blocking or a traceback: a file it must read is refused in one line naming it;
     one it may do without (a run's curves, a record an older study lacks) is passed over as absent."""
     if command == "submission":
-        compiled_paper(study)
+        with_paper(study, papered)
         (study / "study.yaml").write_bytes(STUDY_YAML.read_bytes())
     plant(study / where, kind)
     argv = ["report", str(study)] if command == "report" else ["submission", str(study), "--study", str(STUDY_YAML)]
@@ -176,9 +197,9 @@ OUTPUTS = {
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 @pytest.mark.parametrize("where", list(OUTPUTS))
-def test_an_output_of_another_kind_is_refused_before_the_work(study, where, kind):
+def test_an_output_of_another_kind_is_refused_before_the_work(study, papered, where, kind):
     if where.startswith(("out.tar", "default-sub")):
-        compiled_paper(study)
+        with_paper(study, papered)
     plant(study / where, kind)
     with Watchdog(study / where) as watchdog:
         result = peftlab(*OUTPUTS[where](study))
@@ -271,9 +292,9 @@ LONG_COMMANDS = {
 
 @pytest.mark.parametrize("long", list(LONG))
 @pytest.mark.parametrize("command", list(LONG_COMMANDS))
-def test_an_over_long_name_is_one_line(study, tmp_path, command, long):
+def test_an_over_long_name_is_one_line(study, papered, tmp_path, command, long):
     if command.startswith("submission"):
-        compiled_paper(study)
+        with_paper(study, papered)
     path = LONG[long](tmp_path)
     status, stderr = peftlab(*LONG_COMMANDS[command](path, study))
     assert_one_line((status, stderr))

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests" / "data"))
 from datafiles import write_image_folder
 from suitefiles import write_fgvc, write_vtab1k
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("quick_figures")]  # reads reports' text, not pixels
 
 IMAGE, TEXT = "image", "text"
 FAMILIES = {

@@ -9,7 +9,14 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from testkit import TINY_MODEL, assert_peft_loads, assert_resumes_bit_identically, cli_here, needs_fashion_mnist
+from testkit import (
+    TINY_MODEL,
+    assert_peft_loads,
+    assert_resumes_bit_identically,
+    cli_here,
+    needs_fashion_mnist,
+    write_fashion_sample,
+)
 
 from peftlab.config.schema import load_config
 from peftlab.training.run import train
@@ -29,6 +36,15 @@ def config(**sections):
     for key, value in sections.items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     return load_config(overrides=merged)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fashion_sample(tmp_path_factory):
+    """SMALL's runs read their subsets from the installed Fashion-MNIST's first 1,000 training and 200 test images,
+    in files of their own (``testkit.write_fashion_sample``): every run reads and hashes its data files whole."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SMALL["data"], "root", str(write_fashion_sample(tmp_path_factory.mktemp("fashion"))))
+        yield
 
 
 def training_records(run_dir: Path) -> list[dict]:
@@ -520,7 +536,9 @@ def test_a_run_whose_validation_outlasts_its_training_says_so(tmp_path, monkeypa
     real = outcome.slow_validation
     monkeypatch.setattr(outcome, "slow_validation", slow)
     result = train(
-        config(method={"name": "linear"}, data={"train_subset": 32, "val_subset": 1000}, train={"epochs": 2}),
+        config(
+            method={"name": "linear"}, data={"root": None, "train_subset": 32, "val_subset": 1000}, train={"epochs": 2}
+        ),
         tmp_path / "run",
         progress=False,
     )

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import assert_peft_loads, hf_vision_model, needs_fashion_mnist
+from testkit import assert_peft_loads, hf_vision_model, needs_fashion_mnist, write_fashion_sample
 
 from peftlab.config.schema import load_config
 from peftlab.training.run import train
@@ -47,13 +47,24 @@ def hf_dirs(tmp_path_factory):
     return dirs
 
 
-def run_config(family: str, method: str, hf_dirs, **train_options):
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    return write_fashion_sample(tmp_path_factory.mktemp("fashion"))
+
+
+def run_config(family: str, method: str, hf_dirs, fashion, **train_options):
     model = {"source": "hf", "path": str(hf_dirs[family[3:]])} if family.startswith("hf-") else TIMM[family]
     return load_config(
         overrides={
             "model": model,
             "method": {"name": method, **METHODS[method]},
-            "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
+            "data": {
+                "name": "fashion_mnist",
+                "root": str(fashion),
+                "train_subset": 32,
+                "val_subset": 16,
+                "test_subset": 16,
+            },
             "train": {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "lr": 1e-3, "ckpt_every": 2},
             **train_options,
         }
@@ -61,11 +72,11 @@ def run_config(family: str, method: str, hf_dirs, **train_options):
 
 
 @pytest.mark.parametrize("family, method", CELLS)
-def test_a_short_run_of_each_method_on_each_family_completes_and_rebuilds(tmp_path, hf_dirs, family, method):
+def test_a_short_run_of_each_method_on_each_family_completes_and_rebuilds(tmp_path, hf_dirs, fashion, family, method):
     from peftlab.training.export import export_merged, load_trained
 
     run_dir = tmp_path / "run"
-    result = train(run_config(family, method, hf_dirs), run_dir, progress=False)
+    result = train(run_config(family, method, hf_dirs, fashion), run_dir, progress=False)
     assert result["status"] == "completed", result.get("error")
     frozen = result["frozen_base"]
     assert frozen["equal"] and frozen["sha256_start"] == frozen["sha256_end"]  # only the method trained
@@ -92,10 +103,12 @@ class Interrupt(BaseException):
 
 
 @pytest.mark.parametrize("family", ["eva02", "beit", "swin", "hf-dinov2"])
-def test_an_interrupted_lora_run_resumes_to_the_same_weights_on_each_family(tmp_path, hf_dirs, monkeypatch, family):
+def test_an_interrupted_lora_run_resumes_to_the_same_weights_on_each_family(
+    tmp_path, hf_dirs, fashion, monkeypatch, family
+):
     import peftlab.training.recipe
 
-    cfg = run_config(family, "lora", hf_dirs)
+    cfg = run_config(family, "lora", hf_dirs, fashion)
     straight = train(cfg, tmp_path / "straight", progress=False)
     original = peftlab.training.recipe.training_step
 

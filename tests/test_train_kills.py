@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist, wait_until
+from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist, wait_until, write_fashion_sample
 
 from peftlab.config.schema import dump_config, load_config
 from peftlab.training.run import train
@@ -54,6 +54,18 @@ def records(run_dir: Path, name: str) -> list[dict]:
 
 def temporaries(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fashion_sample(tmp_path_factory):
+    """SMALL's runs read their subsets from the installed Fashion-MNIST's first images, in files of their own
+    (``testkit.write_fashion_sample``): every run reads and hashes its data files whole."""
+    from peftlab.data.sources import fashion_mnist_dir
+
+    with pytest.MonkeyPatch.context() as patch:
+        if (fashion_mnist_dir() / "train-labels-idx1-ubyte.gz").exists():  # else needs_data skips the runs
+            patch.setitem(SMALL["data"], "root", str(write_fashion_sample(tmp_path_factory.mktemp("fashion"))))
+        yield
 
 
 @pytest.fixture(scope="module")

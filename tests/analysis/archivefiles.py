@@ -7,8 +7,12 @@ tests read it, and a test that changes it changes its own copy (``unpacked``).""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -41,6 +45,77 @@ def peftlab(*args: str, cwd: Path, plugin_site: Path | None = None, timeout: int
     return subprocess.run(
         [sys.executable, "-m", "peftlab", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@dataclasses.dataclass
+class Here:
+    """``peftlab``'s answer run in this process (``here``), as a CompletedProcess gives it, and what it left here."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    left: list[str]  # a path entry, PYTHONPATH or a plugin it added, a module it imported from a watched folder
+
+
+class Hang(BaseException):  # not an Exception: no ``except Exception`` of the command's can turn it into a line
+    pass
+
+
+def here(*args: str, cwd: Path, env: dict | None = None, watch: Path | None = None, cpu_s: float = 120) -> Here:
+    """``peftlab ARGS`` in this process through ``cli.run_command`` from ``cwd``, ``env`` set beside the environment:
+    for a test of what reproduce checks or refuses, where no code of the archive may run and no process is tested.
+    Afterwards the environment, ``sys.path``, the plugins read and the SIGTERM handler are as before; what the command
+    added to them (and any module it imported from under ``watch``) is named in ``left``. An exception is its
+    traceback on stderr and status 1, as a process would end; more than ``cpu_s`` CPU seconds, or 600 s of waiting,
+    raises ``Hang``."""
+    import traceback
+
+    from peftlab import cli
+    from peftlab.tuners.plugins import LOADED
+
+    environ, path, loaded, modules = dict(os.environ), list(sys.path), dict(LOADED), set(sys.modules)
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGALRM, signal.SIGPROF)}
+
+    def hang(signum, frame):
+        raise Hang(f"peftlab {' '.join(args)}: past {cpu_s} CPU s or 600 s")
+
+    signal.signal(signal.SIGALRM, hang)
+    signal.signal(signal.SIGPROF, hang)
+    signal.setitimer(signal.ITIMER_PROF, cpu_s)  # CPU time: load from other processes does not count
+    signal.alarm(600)
+    os.environ.update(env or {})
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.run_command(list(args))
+            except SystemExit as done:
+                status = 0 if done.code is None else done.code
+            except Exception:
+                traceback.print_exc()
+                status = 1
+    finally:
+        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        left = [f"sys.path {entry}" for entry in sys.path if entry not in path]
+        if os.environ.get("PYTHONPATH") != environ.get("PYTHONPATH"):
+            left.append(f"PYTHONPATH {os.environ.get('PYTHONPATH')}")
+        left += [
+            f"plugin {name}" for name, spec in LOADED.items() if name not in loaded and not isinstance(spec, Exception)
+        ]
+        for name in set(sys.modules) - modules:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if watch is not None and Path(file).is_relative_to(watch):
+                left.append(f"module {name} from {file}")
+                del sys.modules[name]
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.path[:] = path
+        LOADED.clear()
+        LOADED.update(loaded)
+    return Here(status, out.getvalue(), err.getvalue(), left)
 
 
 def write_study(top: Path) -> Path:

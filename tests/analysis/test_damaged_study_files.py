@@ -15,6 +15,8 @@ from studyfiles import write_study_dir
 from test_paper import SELECTIONS
 from testkit import command_in_process
 
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+
 PHASE = {
     "phase": "final runs",
     "started": "2026-11-26T10:00:00+00:00",

@@ -17,6 +17,8 @@ from peftlab.analysis.report.literature import LITERATURE, load_literature, stud
 from peftlab.config.suites import VTAB1K_TASKS
 from peftlab.utils.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+
 VARIANTS = ["full", "linear", "lora r=8"]
 # the data of a study: what its runs recorded of data.name and data.root
 SHAPES = {"name": "imagefolder", "root": "/data/cifar100"}  # a folder of shapes that happens to be called cifar100

@@ -18,7 +18,7 @@ import pytest
 from studyfiles import set_data, write_study_dir
 from test_report import TEXT_RUNS, text_study
 from test_report_direction import lm_study
-from testkit import REPO
+from testkit import REPO, cli_here
 
 from peftlab.analysis.archive.submission import write_submission
 from peftlab.analysis.paper import build as paper
@@ -31,6 +31,8 @@ from peftlab.analysis.results.load import load_results
 from peftlab.analysis.results.load import results_sha256 as load_results_sha256
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json
+
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
 
 MISSING_LATEX = missing_latex()
 
@@ -249,10 +251,8 @@ def test_only_figures_or_tables(study_dir, tmp_path):
     assert (tmp_path / "figures" / "cost.pdf").is_file() and not (tmp_path / "main.tex").exists()
 
 
-def run_peftlab(*args, path=None):
+def run_peftlab(*args):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    if path is not None:
-        env["PATH"] = path
     return subprocess.run(
         [sys.executable, "-m", "peftlab.cli", *args], capture_output=True, text=True, env=env, timeout=1200
     )
@@ -269,11 +269,12 @@ def test_cli_refuses_a_directory_without_runs(tmp_path):
     assert_one_line_exit_2(run_peftlab("paper", str(tmp_path)), "not a study directory")
 
 
-def test_cli_names_the_missing_latex_packages(tmp_path):
+def test_cli_names_the_missing_latex_packages(tmp_path, monkeypatch):
     study_dir = write_study_dir(tmp_path / "default", with_failure=False, variants=["full"])
     empty = tmp_path / "bin"
     empty.mkdir()
-    proc = run_peftlab("paper", str(study_dir), "--out", str(tmp_path / "paper"), path=str(empty))
+    monkeypatch.setenv("PATH", str(empty))  # what the command finds of LaTeX: nothing (its one line, exit 2)
+    proc = cli_here("paper", str(study_dir), "--out", str(tmp_path / "paper"))
     assert_one_line_exit_2(proc, "latexmk", "texlive-latex-base", "scripts/install-latex.sh")
     assert (tmp_path / "paper" / "main.tex").is_file()  # the sources are written before compiling
 

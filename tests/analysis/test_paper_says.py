@@ -5,11 +5,14 @@ name what they leave out and report ties. Source only (compile=False): seconds."
 import json
 import re
 
+import pytest
 import yaml
 from studyfiles import set_data, write_study_dir
 
 from peftlab.analysis.paper import build as paper
 from peftlab.study.report_options import report_options
+
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
 
 
 def macros(results: str) -> dict[str, str]:

@@ -21,7 +21,9 @@ from statsmodels.stats.power import TTestPower
 from test_paper import macros
 
 from peftlab.analysis.paper import build as paper
-from peftlab.analysis.report.build import write_report
+from peftlab.analysis.results.load import load_results
+
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
 
 SETTINGS = {0.05, 95.0, 80.0, 5.0, 2.0}  # alpha, confidence, power, Wilcoxon's least pairs, its floor's 2
 
@@ -103,8 +105,8 @@ def test_every_number_of_the_abstract_and_results_traces_to_results_csv(kind, tm
     out = tmp_path / "paper"
     main = paper.write_paper(study, out, compile=False).read_text()
     defined = macros((out / "results.tex").read_text())
-    write_report(study)
-    csv = pd.read_csv(study / "report" / "results.csv")
+    load_results(study).to_csv(tmp_path / "results.csv", index=False)  # the report's results.csv (report/build.py)
+    csv = pd.read_csv(tmp_path / "results.csv")
     baseline = "full"
     text = expand(sections(main), defined)
     for name in sorted({defined[k] for k in defined if k.startswith("name")}, key=len, reverse=True):

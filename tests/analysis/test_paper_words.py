@@ -6,12 +6,15 @@ import json
 import re
 
 import pandas as pd
+import pytest
 from ablationfiles import write_crossed_study
 from studyfiles import write_study_dir
 from test_paper import macros
 
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.methods import plugin_bibtex
+
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
 
 
 def methods_text(study, out) -> str:

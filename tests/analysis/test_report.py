@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from testkit import run_cli
+from testkit import cli_here, run_cli
 
 from peftlab.analysis.report.build import write_report
 from peftlab.utils.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
 
 # variant, method, r, {seed: test top-1}
 DEFAULT_LIKE = [
@@ -92,8 +94,14 @@ def write_study_dir(
     return root
 
 
-def test_report_sections_intervals_and_warnings(tmp_path):
-    report = write_report(write_study_dir(tmp_path / "study")).read_text()
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory):
+    """The report of DEFAULT_LIKE's study as write_report leaves it, written once: tests read it, none changes it."""
+    return write_report(write_study_dir(tmp_path_factory.mktemp("default") / "study"))
+
+
+def test_report_sections_intervals_and_warnings(default_report):
+    report = default_report.read_text()
     assert "- Intervals in tables and figures: the 95% Student-t interval of the mean over seeds" in report
     assert "9999 resamples with numpy's default_rng seeded 0" in report
     assert "**Warning: fewer than 5 seeds** for lora r=4 (n = 3), lora r=8 (n = 2)." in report
@@ -118,9 +126,8 @@ def test_report_sections_intervals_and_warnings(tmp_path):
     assert "## Figures" in head and "### Convergence" in head and "band: the 95% Student-t interval" in head
 
 
-def test_main_table_caption_is_escaped_once(tmp_path):
-    write_report(write_study_dir(tmp_path / "study"))
-    tex = (tmp_path / "study" / "report" / "tables" / "main_table.tex").read_text()
+def test_main_table_caption_is_escaped_once(default_report):
+    tex = (default_report.parent / "tables" / "main_table.tex").read_text()
     caption = next(line for line in tex.splitlines() if line.startswith(r"\caption"))
     assert caption == (
         r"\caption{study: test accuracy (mean and 95\% Student-t interval of the mean over seeds) "
@@ -221,7 +228,7 @@ def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_pa
     study = write_study_dir(tmp_path / "study")
     failed = study / "runs" / "lora_r8-1-fashion_mnist" / "result.json"
     failed.write_text(json.dumps({"status": "failed", "error": "RuntimeError: out of | memory\nat step 3"}))
-    proc = run_cli("results", str(study), "--format", "markdown")
+    proc = cli_here("results", str(study), "--format", "markdown")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == (
@@ -234,11 +241,11 @@ def test_results_as_markdown_show_readable_columns_with_empty_cells_empty(tmp_pa
         in lines
     )
     assert "nan" not in proc.stdout
-    proc = run_cli("results", str(study), "--format", "markdown", "--columns", "variant,config.method.r")
+    proc = cli_here("results", str(study), "--format", "markdown", "--columns", "variant,config.method.r")
     assert proc.stdout.splitlines()[:3] == ["| variant | config.method.r |", "|:---|---:|", "| full | 8 |"]
-    proc = run_cli("results", str(study), "--format", "csv", "--columns", "variant,seed")
+    proc = cli_here("results", str(study), "--format", "csv", "--columns", "variant,seed")
     assert proc.stdout.splitlines()[:2] == ["variant,seed", "full,0"]
-    proc = run_cli("results", str(study), "--columns", "variant,accuracy")
+    proc = cli_here("results", str(study), "--columns", "variant,accuracy")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--columns: no column 'accuracy' in the results; columns: order, run_id, variant" in proc.stderr
 
@@ -252,10 +259,10 @@ def test_results_parquet_holds_an_option_two_methods_give_different_types(tmp_pa
         record = json.loads(path.read_text())
         record["config"]["method"]["alpha"] = "auto" if i == 0 else 16
         path.write_text(json.dumps(record))
-    proc = run_cli("results", str(study), "--format", "parquet")
+    proc = cli_here("results", str(study), "--format", "parquet")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(study / "results.parquet")
-    shown = pd.read_csv(io.StringIO(run_cli("results", str(study)).stdout), dtype=str, keep_default_na=False)
+    shown = pd.read_csv(io.StringIO(cli_here("results", str(study)).stdout), dtype=str, keep_default_na=False)
     assert table["config.method.alpha"].tolist() == shown["config.method.alpha"].tolist()
     assert sorted(set(table["config.method.alpha"])) == ["16", "auto"]
     assert table["seed"].dtype == "int64" and table["metrics.test_top1"].dtype == "float64"
@@ -284,7 +291,7 @@ def test_a_corrupt_spec_json_is_one_line_for_results_and_report(tmp_path, name, 
     target = sorted((study / "runs").glob("*/spec.json"))[0]
     target.write_bytes(content if isinstance(content, bytes) else content.encode())
     for args in (["results", str(study)], ["report", str(study)]):
-        proc = run_cli(*args)
+        proc = cli_here(*args)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
         assert f"{target} is corrupt" in proc.stderr
@@ -299,7 +306,7 @@ def test_a_corrupt_result_json_reads_as_no_result(tmp_path, content):
     (run_dir / "result.json").write_text(content)
     table = load_results(study)
     assert len(table) == len(list((study / "runs").glob("*/spec.json")))
-    proc = run_cli("summary", str(run_dir))
+    proc = cli_here("summary", str(run_dir))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -419,7 +426,9 @@ INTEL = {"cpu_vendor": "GenuineIntel", "cpu_model": "Intel Xeon", "mkl_branch": 
 AMD = {"cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "mkl_branch": "AUTO,STRICT"}
 
 
-def test_the_report_warns_when_pinned_runs_came_from_cpus_whose_arithmetic_is_recorded_differently(tmp_path):
+def test_the_report_warns_when_pinned_runs_came_from_cpus_whose_arithmetic_is_recorded_differently(
+    tmp_path, default_report
+):
     study = write_study_dir(tmp_path / "mixed")
     pin_runs(study, [INTEL, AMD])
     report = write_report(study).read_text()
@@ -431,8 +440,8 @@ def test_the_report_warns_when_pinned_runs_came_from_cpus_whose_arithmetic_is_re
     study = write_study_dir(tmp_path / "one")
     pin_runs(study, [INTEL])
     assert "recorded differently" not in write_report(study).read_text()
-    study = write_study_dir(tmp_path / "old")  # runs from before the record named the vendor: nothing to say
-    assert "recorded differently" not in write_report(study).read_text()
+    # runs from before the record named the vendor: nothing to say
+    assert "recorded differently" not in default_report.read_text()
 
 
 def test_several_datasets_get_the_mean_optimality_gap_average_rank_and_a_performance_profile(tmp_path):
@@ -612,14 +621,14 @@ def test_a_causal_lm_study_shows_its_perplexity_lowest_best_and_its_accuracies_p
     assert r"& Test perplexity (lower is better) \\" in tex and r"$\mathbf{14.9}$ [12.1, 17.8] \\" in tex
 
 
-def test_an_image_studys_report_leaves_out_the_matthews_and_f1_its_runs_report(tmp_path):
+def test_an_image_studys_report_leaves_out_the_matthews_and_f1_its_runs_report(tmp_path, default_report):
     """Image classifiers report Matthews (and F1 with two classes) too: their report is what it was without."""
-    plain, scored = (write_study_dir(tmp_path / name / "study") for name in ("plain", "scored"))
+    plain, scored = default_report.parent.parent, write_study_dir(tmp_path / "scored" / "study")
     for path in scored.glob("runs/*/result.json"):
         result = json.loads(path.read_text())
         result["metrics"].update(test_f1=0.5, test_matthews=0.4, test_perplexity=None, val_matthews=0.4)
         path.write_text(json.dumps(result))
-    write_report(plain), write_report(scored)
+    write_report(scored)
     for name in ("report.md", "tables/main_table.tex"):
         # the results' SHA-256 differs: the scored runs' result.json files differ
         unhashed = [

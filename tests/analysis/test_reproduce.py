@@ -12,6 +12,7 @@ trains; what is no archive is one line, exit 2. Hostile archives: test_reproduce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -23,13 +24,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from archivefiles import NAME, peftlab, unpacked  # noqa: F401 (NAME: read by the other files of reproduce)
+from archivefiles import NAME, here, peftlab, unpacked  # noqa: F401 (NAME: read by the other files of reproduce)
 from datafiles import write_image  # archivefiles puts tests/data on the path
 from testkit import REPO
 
+import peftlab as peftlab_api
 from peftlab.analysis.archive.pack import ARCHIVE_VERSION, pack_configs
 from peftlab.study.runner import pretrain_dir
 from peftlab.study.spec import load_study
+from peftlab.utils.errors import UserError
 
 
 @pytest.mark.e2e
@@ -51,8 +54,8 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = peftlab("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere)  # no plugin installed
-    assert done.returncode == 2 and "--run-archive-code" in done.stderr, done.stdout + done.stderr
+    done = here("reproduce", str(root), "--out", "check", "--quiet", cwd=elsewhere, watch=tmp_path)  # refused here
+    assert done.returncode == 2 and "--run-archive-code" in done.stderr and done.left == [], (done, done.left)
     # every file it would put on the path listed first, in a file the refusal names, with its count and SHA-256
     code = done.stdout.split("archive code SHA-256: ")[1][:64]
     listing = elsewhere / "check" / "plugin-code.txt"
@@ -67,11 +70,11 @@ def test_the_archive_reruns_itself_elsewhere_every_metric_equal(archive, tmp_pat
         and f"give --run-archive-code={code[:12]} to run exactly that code" in done.stderr
         and not (elsewhere / "check" / "rerun").exists()
     )
-    # the API asks the same consent, in its parameter's name
-    call = f"import peftlab; peftlab.reproduce({str(root)!r}, out='check-api', progress=False)"
-    api = python_lines(call, elsewhere)
-    assert api.returncode == 1 and f"give run_archive_code={code[:12]} to run" in api.stderr, api.stdout + api.stderr
-    assert not (elsewhere / "check-api" / "rerun").exists()
+    # the API asks the same consent, in its parameter's name (before anything is imported or put on the path)
+    path = list(sys.path)
+    with contextlib.chdir(elsewhere), pytest.raises(UserError, match=f"give run_archive_code={code[:12]} to run"):
+        peftlab_api.reproduce(str(root), out="check-api", progress=False)
+    assert not (elsewhere / "check-api" / "rerun").exists() and sys.path == path
     done = peftlab(
         "reproduce", str(root), "--out", "check", "--quiet", f"--run-archive-code={code[:12]}", cwd=elsewhere
     )
@@ -136,7 +139,7 @@ def edit_plugin(root: Path) -> None:
 )
 def test_a_tampered_archive_is_named(archive, tmp_path, change, named):
     root = tampered(archive, tmp_path / "received", change)
-    done = peftlab("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
+    done = here("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].startswith("not reproduced:")
     for words in named:
@@ -149,10 +152,8 @@ def test_a_changed_data_file_is_named_by_the_check_and_stops_the_rerun(archive, 
         write_image(root / "data" / "pets" / "test" / "cat" / "0.png", (0, 0, 0), size=12)
 
     root = tampered(archive, tmp_path / "received", edit_data)
-    done = peftlab(
-        "reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", "--run-archive-code", cwd=tmp_path
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
+    done = here("reproduce", str(root), "--runs", "1", "--out", "check", "--quiet", "--run-archive-code", cwd=tmp_path)
+    assert done.returncode == 1 and done.left == [], (done.stdout + done.stderr, done.left)
     lines = done.stdout.splitlines()
     assert any(line.startswith("differs: data data/pets (imagefolder): ") for line in lines), done.stdout
     assert lines[-1].startswith("not reproduced: no run was rerun, the checks found 1 difference: data data/pets")
@@ -225,7 +226,7 @@ def hostile_record(where: Path, fields: dict) -> Path:
 )
 def test_what_is_no_submission_is_one_line_exit_2(tmp_path, make, words):
     source = make(tmp_path)
-    done = peftlab("reproduce", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=300)
+    done = here("reproduce", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
     assert not (tmp_path / "etc").exists() and not (tmp_path / "evil").exists()

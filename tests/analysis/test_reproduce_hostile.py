@@ -4,10 +4,14 @@ author would make it: the change, then every hash the author controls recomputed
 runs.sha256, the paper's \\resultsSha, archive.json, SHA256SUMS), so that only what reproduce refuses by its own
 rules stops it.
 
-Every case runs ``peftlab reproduce`` in a subprocess (HOME a folder of the test's, a clean working directory) and
-holds it to the same four invariants: no code of the archive ran (its hostile modules write a marker file), nothing
-outside the archive and --out was read or written (a secret beside it and in HOME: unchanged, its hash never
-printed), no traceback, no hang (a time limit); then the case's own exit status and words.
+Every case runs ``peftlab reproduce`` (HOME a folder of the test's, a clean working directory) and holds it to the
+same four invariants: no code of the archive ran (its hostile modules write a marker file), nothing outside the
+archive and --out was read or written (a secret beside it and in HOME: unchanged, its hash never printed), no
+traceback, no hang (a time limit); then the case's own exit status and words. It runs in the test's process
+(archivefiles.here: nothing of the archive may be left on this process's path, in its plugins or its modules, or
+the code counts as run), but for the cases that give --run-archive-code to an archive whose checks must keep code
+that a fresh interpreter would run (a sitecustomize.py, a module named as Python's own, an entry point torch or
+Python loads) off the reruns' path: those run in a process of their own, where that code would run.
 
 ``CASES`` and ``run_case`` are plain, so that a script can tally them against another version of peftlab.
 """
@@ -29,12 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from archivefiles import NAME
+from archivefiles import NAME, Hang, Here, here
 from testkit import REPO
 
 SECRET = "the receiver's own secret\n"
 SECRET_SHA = hashlib.sha256(SECRET.encode()).hexdigest()
-LIMIT_S = 240  # a hang is a failure, not a wait
+LIMIT_S = 240  # a hang is a failure, not a wait (a process's wall clock)
+LIMIT_CPU_S = 60  # the same in the test's process: CPU seconds (archivefiles.here waits 600 s at most)
 
 
 @dataclasses.dataclass
@@ -204,6 +209,7 @@ class Case:
     make: Callable[[Path, Place], tuple[Path, list[str]]]  # (received copy, place) -> (source, extra arguments)
     exit: int
     words: str  # in the last line of stderr (exit 2) or of stdout (exit 1)
+    process: bool = False  # consent given, a failed check runs code only a process shows: reproduce in one
 
 
 def sitecustomize(root: Path, place: Place, name: str = "sitecustomize.py", rehashed: bool = True):
@@ -406,21 +412,30 @@ OUTSIDE_KEY = "../../outside/secret.txt"
 CASES = [
     # 1. nothing from an archive runs unless asked; with the option, its declared packages alone
     Case("sitecustomize", "code", with_args(sitecustomize, *RERUN), 1, "sitecustomize.py is none of its packages"),
-    Case("sitecustomize-allowed", "code", with_args(sitecustomize, *RERUN, CODE), 1, "sitecustomize.py is none"),
+    Case("sitecustomize-allowed", "code", with_args(sitecustomize, *RERUN, CODE), 1, "sitecustomize.py is none", True),
     Case(
         "json-py-allowed",
         "code",
         with_args(lambda r, p: sitecustomize(r, p, "json.py"), *RERUN, CODE),
         1,
         "json.py is none of its packages",
+        True,
     ),  # fmt: skip
-    Case("declared-json", "code", with_args(declared_json, *RERUN, CODE), 1, "has the name of Python's own module"),
+    Case(
+        "declared-json",
+        "code",
+        with_args(declared_json, *RERUN, CODE),
+        1,
+        "has the name of Python's own module",
+        True,
+    ),  # fmt: skip
     Case(
         "entry-point-elsewhere",
         "code",
         with_args(entry_point_elsewhere, *RERUN, CODE),
         1,
         "its method mlp_bias points outside its packages",
+        True,
     ),  # fmt: skip
     Case(
         "entry-point-torch-backends",
@@ -428,6 +443,7 @@ CASES = [
         with_args(entry_point_group("torch.backends"), *RERUN, CODE),
         1,
         "declares [torch.backends] zen = peftlab_mlpbias.zen:run",
+        True,
     ),  # fmt: skip
     Case(
         "entry-point-console-scripts-check",
@@ -545,10 +561,23 @@ CASES = [
 ]
 
 
-def reproduce(source: Path, place: Place, *args: str) -> subprocess.CompletedProcess:
+def reproduce(source: Path, place: Place, *args: str, process: bool = False):
+    """``peftlab reproduce SOURCE --out out --quiet ARGS`` from the place's working directory, HOME the place's: in
+    this process (``here``: what it left of the archive, ``left``, counts as its code run), or in a process of its
+    own (``left`` empty: what ran there ended with it, and the marker file says whether it ran)."""
+    argv = ["reproduce", str(source), "--out", "out", "--quiet", *args]
+    if not process:
+        return here(*argv, cwd=place.cwd, env={"HOME": str(place.home)}, watch=place.top, cpu_s=LIMIT_CPU_S)
     env = dict(os.environ, HOME=str(place.home), PYTHONPATH=str(REPO / "src"))
-    command = [sys.executable, "-m", "peftlab", "reproduce", str(source), "--out", "out", "--quiet", *args]
-    return subprocess.run(command, cwd=place.cwd, env=env, capture_output=True, text=True, timeout=LIMIT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab", *argv],
+        cwd=place.cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
+    return Here(done.returncode, done.stdout, done.stderr, [])
 
 
 @dataclasses.dataclass
@@ -567,15 +596,15 @@ def run_case(case: Case, pristine: Path, top: Path) -> Outcome:
     shutil.copytree(pristine, root, symlinks=True)
     source, args = case.make(root, place)
     try:
-        done = reproduce(source, place, *args)
-    except subprocess.TimeoutExpired as err:
+        done = reproduce(source, place, *args, process=case.process)
+    except (subprocess.TimeoutExpired, Hang) as err:
         return Outcome(True, False, place.marker.exists(), not place.secrets_unchanged(), False, str(err))
-    output = done.stdout + done.stderr
+    output = done.stdout + done.stderr + "".join(f"\nleft in the test's process: {what}" for what in done.left)
     last = (done.stderr if done.returncode == 2 else done.stdout).strip().splitlines()[-1:] or [""]
     return Outcome(
         hang=False,
         traceback="Traceback" in output or (done.returncode == 2 and done.stderr.count("\n") != 1),
-        code_ran=place.marker.exists(),
+        code_ran=place.marker.exists() or bool(done.left),
         outside=not place.secrets_unchanged() or SECRET_SHA[:12] in output,
         refused=done.returncode == case.exit and case.words in last[0],
         output=output[-3000:],
@@ -606,7 +635,7 @@ def test_received_texts_are_escaped_on_the_terminal_and_kept_in_reproduce_json(p
         edit_json(spec, lambda d: d.update({"variant": d["variant"] + "\u202e\x1b[2J"}))
     rehash(root)
     done = reproduce(root, place, "--runs", "1", "--run-archive-code")
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 1 and done.left == [], (done.stdout + done.stderr, done.left)
     assert "\x1b" not in done.stdout + done.stderr and "\u202e" not in done.stdout + done.stderr
     assert "here, \\x1b]0;owned\\x07\\x1b[2J in the runs" in done.stdout, done.stdout
     assert "variant lora (the runs give lora\\u202e\\x1b[2J)" in done.stdout, done.stdout
@@ -625,6 +654,7 @@ def test_an_out_folder_of_the_same_archive_is_resumed_and_a_reproduction_of_a_cl
     first = reproduce(root, place, "--runs", "0")
     again = reproduce(root, place, "--runs", "0")
     assert first.returncode == again.returncode == 0, first.stdout + again.stdout + again.stderr
+    assert first.left == again.left == [], first.left + again.left  # --runs 0 imports nothing of the archive
     assert first.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]
     assert json.loads((place.cwd / "out" / "reproduce-of.json").read_text())["source"] == str(root)
 
@@ -655,7 +685,7 @@ def test_consented_code_is_listed_first_and_what_it_raises_ends_in_the_verdict_a
         sha(root / name) == digest and (root / name).stat().st_size == int(size) for digest, size, name in listed
     )
 
-    done = reproduce(root, place, "--runs", "1", f"{CODE}={code[:12].upper()}")
+    done = reproduce(root, place, "--runs", "1", f"{CODE}={code[:12].upper()}", process=True)  # the code runs
     assert done.returncode == 1 and done.stderr == "" and "Traceback" not in done.stdout, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     shown = next(n for n, line in enumerate(lines) if line.startswith("archive code SHA-256: "))

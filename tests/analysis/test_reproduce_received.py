@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from archivefiles import here
 from test_reproduce import hostile_record, peftlab, tampered
 
 from peftlab.analysis.paper.latex import record_pdf
@@ -51,7 +52,7 @@ def write_study(top: Path) -> Path:
     """The author's folder: fortunes, both datasets, configs (a tiny GPT-2 architecture of its own); the study."""
     fortunes = write_fortunes(top / "fortunes")
     for made_by, out in ((TASK, "data/texttask"), (CORPUS, "data/lmcorpus")):
-        made = peftlab(*command(made_by, out).split()[1:], "--fortunes-dir", str(fortunes), cwd=top)
+        made = here(*command(made_by, out).split()[1:], "--fortunes-dir", str(fortunes), cwd=top)
         assert made.returncode == 0, made.stderr
     configs = top / "work" / "configs"
     (configs / "arch").mkdir(parents=True)
@@ -92,16 +93,18 @@ def received(tmp_path_factory) -> dict:
     top = tmp_path_factory.mktemp("author")
     study = write_study(top)
     work = top / "work"
-    base = peftlab("pretrain", "configs/pretrain.yaml", "--out", "base/tiny", "--quiet", cwd=work)  # found cached
+    # found cached by the study; a process of its own, pinned before torch is imported (train.reproducible)
+    base = peftlab("pretrain", "configs/pretrain.yaml", "--out", "base/tiny", "--quiet", cwd=work)
     assert base.returncode == 0, base.stderr[-2000:]
+    # a process of its own: the study records its command line (commands.jsonl), which the archive packs
     ran = peftlab("study", str(study), "--study-dir", "runs/received", "--quiet", cwd=work)
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
-    paper = peftlab("paper", "runs/received", "--no-compile", cwd=work)
+    paper = here("paper", "runs/received", "--no-compile", cwd=work)
     assert paper.returncode == 0, paper.stderr[-2000:]
     paper_dir = work / "runs" / "received" / "paper"
     (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
     record_pdf(paper_dir, results_sha256(work / "runs" / "received"))  # what a compile that succeeded records
-    packed = peftlab("submission", "runs/received", "--study", "configs/study.yaml", cwd=work)
+    packed = here("submission", "runs/received", "--study", "configs/study.yaml", cwd=work)
     assert packed.returncode == 0, packed.stderr[-2000:]
     receiver = tmp_path_factory.mktemp("receiver")
     tarball = receiver / f"{NAME}.tar.gz"
@@ -118,11 +121,13 @@ def chosen_lr(author: Path) -> float:
     return json.loads(selection.read_text())["chosen"]["params"]["train.lr"]
 
 
-def receive(received: dict, where: Path, *args: str, fortunes: bool = True):
-    """``peftlab ARGS`` from ``where`` (made), PEFTLAB_FORTUNES_DIR set as on a machine with Debian's fortunes."""
+def receive(received: dict, where: Path, *args: str, fortunes: bool = True, process: bool = False):
+    """``peftlab ARGS`` from ``where`` (made), PEFTLAB_FORTUNES_DIR set as on a machine with Debian's fortunes: in
+    this process (``archivefiles.here``: a check, a refusal, a dataset made), or with ``process`` in one of its own
+    (reruns, trained as the archive's runs were)."""
     where.mkdir(parents=True, exist_ok=True)
     env = {"PEFTLAB_FORTUNES_DIR": str(received["fortunes"])} if fortunes else {}
-    return peftlab(*args, cwd=where, env=env)
+    return peftlab(*args, cwd=where, env=env) if process else here(*args, cwd=where, env=env)
 
 
 def archive_file(tarball: Path, name: str) -> str:
@@ -205,7 +210,10 @@ def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_witho
 ):
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
     done = receive(
-        received, tmp_path / "cwd", "reproduce", str(received["archive"]), "--data", "../datasets", "--out", "c"
+        received,
+        tmp_path / "cwd",
+        *("reproduce", str(received["archive"]), "--data", "../datasets", "--out", "c"),
+        process=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     verdict = done.stdout.splitlines()[-1]
@@ -262,7 +270,7 @@ def test_a_changed_packed_file_or_record_is_named(received, tmp_path, change, na
 def test_a_recorded_data_command_that_is_no_list_of_words_is_one_line(tmp_path):
     data = {"name": "text", "folder": "data/t", "sha256": {}, "made_by": "fortunes-task; rm -rf ~"}
     root = hostile_record(tmp_path, {"data": [data]})
-    done = peftlab("reproduce", str(root), "--out", "out", cwd=tmp_path, timeout=300)
+    done = here("reproduce", str(root), "--out", "out", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "data[0].made_by is 'fortunes-task; rm -rf ~': expected a list or null" in done.stderr
 
@@ -278,10 +286,10 @@ def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tm
     from datafiles import write_image  # tests/data, on the path as test_reproduce puts it
 
     kept = tampered(archive, tmp_path / "kept", lambda root: None)
-    done = peftlab("reproduce", str(kept), "--runs", "0", "--out", "check", cwd=tmp_path)
+    done = here("reproduce", str(kept), "--runs", "0", "--out", "check", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.splitlines()[-1].startswith("archive intact: level 1"), done.stdout
     root = tampered(archive, tmp_path / "received", edit_image)
-    done = peftlab("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
+    done = here("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     line = f"differs: data data/pets (imagefolder): {root / 'data' / 'pets'} (images:"
     assert any(x.startswith(line) and ") differs (SHA-256 " in x for x in done.stdout.splitlines()), done.stdout
@@ -289,7 +297,7 @@ def test_a_changed_image_of_an_image_folder_is_named_without_a_rerun(archive, tm
 
 def test_a_data_folder_that_is_not_one_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    done = peftlab("reproduce", "missing.tar.gz", "--data", "file", cwd=tmp_path, timeout=300)
+    done = here("reproduce", "missing.tar.gz", "--data", "file", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--data file is not a folder" in done.stderr
 
@@ -318,7 +326,7 @@ def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_ma
         )
     )
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
-    done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check")
+    done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check", process=True)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
     assert "not checked: " in done.stdout and "configs/pretrain.yaml" in done.stdout  # named before the reruns
@@ -348,7 +356,10 @@ def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minute
 def test_trials_rerun_the_search_and_compare_its_choice(received, receivers_data, tmp_path):
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
     done = receive(
-        received, tmp_path, "reproduce", str(received["archive"]), "--data", "datasets", "--trials", "--out", "c"
+        received,
+        tmp_path,
+        *("reproduce", str(received["archive"]), "--data", "datasets", "--trials", "--out", "c"),
+        process=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"the tuning searches rerun, (\d+) of \1 choices? as archived", done.stdout), done.stdout

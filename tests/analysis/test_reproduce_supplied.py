@@ -27,6 +27,7 @@ from testkit import REPO, TINY_MODEL
 
 sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
 sys.path.insert(0, str(REPO / "tests" / "analysis"))
+from archivefiles import here
 from datafiles import write_idx_dataset
 from test_reproduce import peftlab
 
@@ -74,13 +75,15 @@ def received(tmp_path_factory) -> dict:
     write_idx_dataset(top / "fashion", n_train=40, n_test=16)
     study = write_study(top)
     work, env = top / "work", {"PEFTLAB_FASHION_MNIST_DIR": str(top / "fashion")}
-    for args in (("study", str(study), "--study-dir", "runs/base", "--quiet"), ("paper", "runs/base", "--no-compile")):
-        done = peftlab(*args, cwd=work, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    # a process of its own: the study records its command line (commands.jsonl), which the archive packs
+    done = peftlab("study", str(study), "--study-dir", "runs/base", "--quiet", cwd=work, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    done = here("paper", "runs/base", "--no-compile", cwd=work, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     paper_dir = work / "runs" / "base" / "paper"
     (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
     record_pdf(paper_dir, results_sha256(work / "runs" / "base"))  # what a compile that succeeded records
-    packed = peftlab("submission", "runs/base", "--study", "configs/study.yaml", cwd=work, env=env)
+    packed = here("submission", "runs/base", "--study", "configs/study.yaml", cwd=work, env=env)
     assert packed.returncode == 0, packed.stderr[-2000:]
     receiver = tmp_path_factory.mktemp("receiver") / "my reproduction"
     receiver.mkdir()
@@ -98,9 +101,12 @@ def unpack(received: dict, where: Path) -> Path:
     return where / NAME
 
 
-def receive(received: dict, cwd: Path, *args: str, fashion: Path | None = None):
-    """``peftlab ARGS`` from ``cwd``, Fashion-MNIST where peftlab finds it by name (``fashion``: elsewhere)."""
-    return peftlab(*args, cwd=cwd, env={"PEFTLAB_FASHION_MNIST_DIR": str(fashion or received["fashion"])})
+def receive(received: dict, cwd: Path, *args: str, fashion: Path | None = None, process: bool = False):
+    """``peftlab ARGS`` from ``cwd``, Fashion-MNIST where peftlab finds it by name (``fashion``: elsewhere): in this
+    process (``archivefiles.here``: a check), or with ``process`` in one of its own (reruns, whose workers read the
+    data where the environment says)."""
+    env = {"PEFTLAB_FASHION_MNIST_DIR": str(fashion or received["fashion"])}
+    return peftlab(*args, cwd=cwd, env=env) if process else here(*args, cwd=cwd, env=env)
 
 
 def flip_byte(path: Path, at: int = 200) -> None:
@@ -134,7 +140,7 @@ def test_a_supplied_base_reproduces_after_following_reproduce_md(received, tmp_p
     assert "make data" in text and "make install`) holds" not in text
     shutil.copy(received["base"], root / supplied["path"])  # as REPRODUCE.md says
     (command,) = re.findall(r"`(peftlab reproduce [^`]*)`", steps[-1])
-    done = receive(received, root, *shlex.split(command)[1:], "--quiet")
+    done = receive(received, root, *shlex.split(command)[1:], "--quiet", process=True)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert not any("added after packing" in line for line in lines), done.stdout
@@ -305,6 +311,7 @@ def test_every_run_rerun_from_the_data_copy_checked_reproduces_the_claims(receiv
         tmp_path,
         *("reproduce", NAME, "--runs", "all", "--data", "my data", "--out", "check", "--quiet"),
         fashion=tmp_path / "nowhere",
+        process=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()

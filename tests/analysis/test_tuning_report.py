@@ -8,6 +8,8 @@ import pytest
 
 from peftlab.analysis.report.tuning import added_lines, edge_choices, numeric_axis, plot_tuning, report_section
 
+pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+
 
 def selection(method, axes, trials, chosen, search="grid", done=True):
     return {

@@ -78,10 +78,8 @@ def started(study_pid: int, event: str) -> bool:
     "event, after",
     [
         ("start", 0.3),
-        ("forkserver", 0.0),
-        ("forkserver", 0.5),
-        ("forkserver", 1.5),
-        ("forkserver", 3.0),
+        ("forkserver", 0.0),  # just spawned
+        ("forkserver", 1.5),  # importing torch, timm and PEFT (several seconds: one point inside guards it)
         ("worker", 0.0),
         ("worker", 0.3),
         ("spawned", 0.0),

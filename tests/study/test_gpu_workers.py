@@ -117,16 +117,21 @@ def test_the_slurm_job_asks_for_the_gpu_its_runs_need():
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
-def test_each_worker_of_a_study_gets_one_visible_gpu_and_its_runs_record_it(tmp_path, monkeypatch, start_method):
-    """4 runs, 4 workers, 2 faked GPUs (train.device cpu): each run's worker had one GPU, two runs each."""
+@pytest.mark.parametrize("start_method, workers", [("forkserver", 4), ("spawn", 2)])
+def test_each_worker_of_a_study_gets_one_visible_gpu_and_its_runs_record_it(
+    tmp_path, monkeypatch, start_method, workers
+):
+    """As many runs as workers, 2 faked GPUs (train.device cpu): each run's worker had one GPU. Under forkserver
+    4 workers, two runs on each GPU (the slots take the GPUs in turn); under spawn, where each worker is a new
+    interpreter that imports torch, 2 workers, one run on each (each slot starts its worker with its run, so the
+    count is the same whatever the order; the turn past the last GPU is ``worker_gpus``' for both methods)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    path = write_cpu_study(tmp_path, seeds=4)
+    path = write_cpu_study(tmp_path, seeds=workers)
     status, stdout, stderr = cli_study_here(
-        path, tmp_path / "out", "--quiet", "--workers", "4", "--start-method", start_method
+        path, tmp_path / "out", "--quiet", "--workers", str(workers), "--start-method", start_method
     )
     assert status == 0, stderr
-    assert recorded_gpus(tmp_path / "out") == {"3": 2, "5": 2}
+    assert recorded_gpus(tmp_path / "out") == {"3": workers // 2, "5": workers // 2}
 
 
 def test_runs_per_gpu_sets_the_default_workers_and_refuses_more_in_one_line(tmp_path, monkeypatch):

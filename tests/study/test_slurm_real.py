@@ -134,17 +134,34 @@ def slurm_args(minutes: int = 60) -> list[str]:
     return ["--executor", "submitit", "--slurm-cpus", "1", "--slurm-time", str(minutes)]
 
 
+# `python -c` in place of `-m peftlab.cli`: the CLI with constants of the Slurm executor (its time limit on
+# Slurm's commands, how often it asks squeue) set from the first argument, a JSON object: shorter waits in a test
+# that waits them out
+SET_SLURM_CLI = (
+    "import json, runpy, sys; from peftlab.study.executors import slurm; "
+    "[setattr(slurm, name, value) for name, value in json.loads(sys.argv.pop(1)).items()]; "
+    "runpy.run_module('peftlab.cli', run_name='__main__')"
+)
+
+
 @contextlib.contextmanager
 def driver(
-    path: Path, out: Path, slurm: dict, minutes: int = 60, args: tuple[str, ...] = (), **env: str
+    path: Path,
+    out: Path,
+    slurm: dict,
+    minutes: int = 60,
+    args: tuple[str, ...] = (),
+    constants: dict | None = None,
+    **env: str,
 ) -> Iterator[subprocess.Popen]:
     """`peftlab study` on Slurm in the background (``env`` added to its environment, which its jobs
-    inherit); killed if a failed test leaves it running (the module's cluster then cancels its jobs)."""
+    inherit; ``constants``: of ``peftlab.study.executors.slurm``, set in it); killed if a failed test leaves
+    it running (the module's cluster then cancels its jobs)."""
+    entry = ["-m", "peftlab.cli"] if constants is None else ["-c", SET_SLURM_CLI, json.dumps(constants)]
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "peftlab.cli",
+            *entry,
             "study",
             str(path),
             "--study-dir",
@@ -180,7 +197,9 @@ def start_requeued_job(slurm: dict, job_id: str) -> None:
     while time.time() < deadline:
         requeued = job_field(slurm, job_id, "Restarts") != "0" and job_field(slurm, job_id, "JobState") == "PENDING"
         if requeued and node_state(slurm) == "idle":
-            time.sleep(2.0)  # past the second in which the previous life's credential was revoked
+            # into the next whole second: the revocation came before the node was idle again, and both times
+            # are this machine's clock (slurmctld's) in whole seconds
+            time.sleep(1.05 - time.time() % 1)
             slurm_cmd(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
             return
         time.sleep(0.2)
@@ -320,14 +339,16 @@ def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:
         assert len(steps) == len(set(steps)), f"{metrics}: a step was trained twice"
 
 
-def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it(tmp_path, slurm):
+def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it(tmp_path, slurm, monkeypatch):
     """A job killed part-way (SIGKILL at step 3: the out-of-memory killer, a node lost) on a cluster
     whose sacct answers nothing: the driver does not wait for it forever. Soon after the job left
-    Slurm's queue (3 s: --slurm-lost-after) it says in one line that the run's job, named, was lost;
-    it records nothing, and the same command resumes the run from its checkpoint."""
+    Slurm's queue (--slurm-lost-after) it says in one line that the run's job, named, was lost;
+    it records nothing, and the same command resumes the run from its checkpoint. The driver asks squeue every
+    second here (QUEUE_SECONDS, 5 s), and gives a job up 1 s after it left (--slurm-lost-after 1)."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
-    with driver(path, out, slurm, args=("--slurm-lost-after", "3"), PEFTLAB_KILL_AT="step:3") as proc:
+    fast = {"constants": {"QUEUE_SECONDS": 1.0}, "args": ("--slurm-lost-after", "1")}
+    with driver(path, out, slurm, **fast, PEFTLAB_KILL_AT="step:3") as proc:
         stdout, stderr = proc.communicate(timeout=960)
     (task,) = [p.name for p in (out / "slurm").iterdir() if p.name.isdigit()]  # the study's one job (not an array)
     assert proc.returncode == 1, stdout + stderr
@@ -337,10 +358,11 @@ def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_i
     assert "0 completed, 0 failed, 0 diverged of 1 runs" in stdout and "stay pending" in stdout, stdout
     assert not list(out.glob("runs/*/result.json")), "a lost run was recorded"
 
-    again = study_cli(path, out, "--quiet", *slurm_args(), env=slurm)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in again.stdout
-    assert not again.stderr, again.stderr
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])  # the same command in this process, as its job resumes
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", *slurm_args())
+    assert status == 0, stdout + stderr
+    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
+    assert not stderr, stderr  # peftlab's warning lines included (written to sys.stderr as it is: captured)
     assert_resumed(out)
 
 
@@ -351,7 +373,7 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
     path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 250}})
     out = tmp_path / "out"
     controller = int((Path(slurm["SLURM_CONF"]).parent / "run" / "slurmctld.pid").read_text())
-    with driver(path, out, slurm) as proc:
+    with driver(path, out, slurm, constants={"COMMAND_SECONDS": 2}) as proc:  # 2 s, not 10: the test waits it out
         wait_for_checkpoint(out, proc)
         (task,) = queue(slurm)
         os.kill(controller, signal.SIGSTOP)
@@ -364,7 +386,7 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
     assert proc.returncode == 130, stdout + stderr
     assert stderr.splitlines() == [
         f"peftlab: warning: the cancellation of Slurm jobs {task} could not be confirmed (scancel did not answer in "
-        "10 s): see squeue, and scancel those still there",
+        "2 s): see squeue, and scancel those still there",
         "peftlab: interrupted (SIGINT); run the same command again to resume",
     ], stderr
     deadline = time.time() + 120

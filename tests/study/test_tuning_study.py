@@ -1,6 +1,7 @@
 """Tuned studies of real runs (the tiny ViT on Fashion-MNIST subsets) in real processes: a search
 killed with SIGKILL resumes without training a finished trial again, selects on validation, and
-the final runs and the report say what it chose."""
+the final runs and the report say what it chose. The study killed is a `peftlab study` process of its
+own; every other study call runs in this process (``cli_study_here``), whose forkserver serves them all."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_runner import cli_study_here, study_here
-from testkit import REPO, TINY_MODEL, assert_searches_overlapped, group_alive, needs_fashion_mnist, run_cli, wait_until
+from testkit import REPO, TINY_MODEL, assert_searches_overlapped, group_alive, needs_fashion_mnist, wait_until
 
 from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.study.spec import load_study
@@ -89,8 +90,8 @@ def test_a_killed_search_resumes_without_training_a_finished_trial_again(tmp_pat
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("tune/*/runs/*/result.json")}
     assert finished and not list(out.glob("runs/*/result.json"))
 
-    rerun = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--report", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
+    status, _, stderr = cli_study_here(path, out, "--quiet", "--report")  # the same command, in this process
+    assert status == 0, stderr
     for run_id, mtime in finished.items():  # no finished trial was trained again
         assert next(out.glob(f"tune/*/runs/{run_id}/result.json")).stat().st_mtime_ns == mtime
 
@@ -154,8 +155,8 @@ def test_halving_stops_pruned_trials_and_keeps_their_runs_unfinished(tmp_path):
         },
     )
     out = tmp_path / "out"
-    proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    status, _, stderr = cli_study_here(path, out, "--quiet")
+    assert status == 0, stderr
     selection = json.loads((out / "tune" / "lora" / "selection.json").read_text())
     states = [t["state"] for t in selection["trials"]]
     assert len(states) == 6 and "PRUNED" in states and "COMPLETE" in states, states
@@ -181,10 +182,8 @@ def test_a_search_through_submitit_gives_the_local_trials(tmp_path):
     slurm = write_study(tmp_path / "slurm", {"seeds": 1, "methods": methods, "tune": tune})
     study_here(local, local.parent / "out")
     executor = ["--executor", "submitit", "--slurm-cluster", "local"]
-    proc = run_cli(
-        "study", str(slurm), "--study-dir", str(slurm.parent / "out"), "--quiet", *executor, cwd=slurm.parent
-    )
-    assert proc.returncode == 0, proc.stderr
+    status, _, stderr = cli_study_here(slurm, slurm.parent / "out", "--quiet", *executor)  # the jobs: processes
+    assert status == 0, stderr
     for method in methods:
         a, b = (json.loads((p.parent / "out" / "tune" / method / "selection.json").read_text()) for p in (local, slurm))
         assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], method
@@ -219,8 +218,8 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
         },
     )
     out = tmp_path / "out"
-    proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", "--report", "--workers", "2", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    status, _, stderr = cli_study_here(path, out, "--quiet", "--report", "--workers", "2")
+    assert status == 0, stderr
     selection = json.loads((out / "tune" / "lora" / "selection.json").read_text())
     trials = selection["trials"]
     assert [t["params"]["train.lr"] for t in trials[:3]] == [1e-3, 3e-3, 1e6]
@@ -255,8 +254,8 @@ def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_
         path = write_study(tmp_path / start / workers, study)
         out = path.parent / "out"
         args = ("--workers", workers, "--start-method", start)
-        proc = run_cli("study", str(path), "--study-dir", str(out), "--quiet", *args, cwd=path.parent)
-        assert proc.returncode == 0, proc.stderr
+        status, _, stderr = cli_study_here(path, out, "--quiet", *args)  # spawn's workers: processes all the same
+        assert status == 0, stderr
         selections.append({m: json.loads((out / "tune" / m / "selection.json").read_text()) for m in ("full", "lora")})
         assert len(list(out.glob("runs/*/result.json"))) == 2
     one, two, spawned = selections

@@ -1,9 +1,9 @@
 """A study's worker imports what its run needs: bitsandbytes only for a run that quantizes its base.
 
-The forkserver imports ``local.PRELOAD`` once and forks a worker per run (``worker.process_main``). Each
-test does the same in one fresh interpreter, without the fork (what the worker holds is what its parent
-imported plus what its run imports): the preload, then one run, then the libraries it holds. PEFT
-imports bitsandbytes wherever it is installed (``peftlab.utils.libraries``); a QLoRA run after the
+The forkserver imports ``local.PRELOAD`` once and forks a worker per run (``worker.process_main``). The tests do
+the same in one fresh interpreter (a module fixture): it imports ``local.PRELOAD``, then forks a worker per case,
+which imports the rest of its study's preload (``local.preload_for``), trains its one run and notes the libraries
+it holds. PEFT imports bitsandbytes wherever it is installed (``peftlab.utils.libraries``); a QLoRA run after the
 light preload still gets PEFT's bitsandbytes LoRA layers. No timings here: benchmarks/README.md
 ("A run's fixed cost") holds them.
 """
@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from testkit import REPO, TINY_MODEL, needs_fashion_mnist
 
 from peftlab.config.schema import load_config, to_dict
@@ -19,13 +20,14 @@ from peftlab.config.schema import load_config, to_dict
 WATCHED = ("torch", "timm", "peft", "transformers", "bitsandbytes", "pandas", "matplotlib")
 
 # a module that sys.modules maps to None is one made unimportable (libraries.without_bitsandbytes)
-WORKER = """
-import json, os, sys
+WORKERS = """
+import json, os, sys, traceback
+from pathlib import Path
+from types import SimpleNamespace as N
 held = lambda: sorted(m for m in WATCHED if sys.modules.get(m) is not None)
 from peftlab.study.executors import local
-for module in local.preload_for([(SPEC, None)]):  # as the forkserver does before it forks a worker
+for module in local.PRELOAD:  # as the forkserver does before it forks a worker
     __import__(module)
-preloaded = held()
 from peftlab.training import metrics
 baselines = []  # at each PeakRSS baseline: was bitsandbytes imported already?
 original = metrics.PeakRSS.__init__
@@ -34,65 +36,83 @@ def noted(self, *args, **kwargs):
     original(self, *args, **kwargs)
 metrics.PeakRSS.__init__ = noted
 from peftlab.study.executors.worker import process_main
-process_main(json.loads(sys.argv[1]), sys.argv[2], False, 1, os.getpid())
-print(json.dumps({"preloaded": preloaded, "after_run": held(), "bnb_at_baselines": baselines}))
+for case in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:  # a worker
+        status = 1
+        try:
+            for module in local.preload_for([(N(config=N(quant=N(mode=case["study_mode"]))), None)]):
+                __import__(module)  # the rest of a quantized study's preload
+            preloaded = held()
+            process_main(case["config"], case["run_dir"], False, 1, os.getpid())
+            answer = {"preloaded": preloaded, "after_run": held(), "bnb_at_baselines": baselines}
+            Path(case["run_dir"], "held.json").write_text(json.dumps(answer))
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    assert os.waitpid(pid, 0)[1] == 0, case["run_dir"]
 """
 
-
-def spec_line(quant: str, study_quantized: bool | None) -> str:
-    """SPEC: a job of the study as ``local.preload_for`` reads it (the run's own quantization by default)."""
-    quantized = quant != "none" if study_quantized is None else study_quantized
-    mode = "nf4" if quantized else "none"
-    return f"from types import SimpleNamespace as N; SPEC = N(config=N(quant=N(mode={mode!r})))"
+# each case: the run's quantization, and whether its study has quantized runs (its forkserver's preload)
+CASES = {"none": ("none", False), "beside-quantized": ("none", True), "nf4": ("nf4", True)}
 
 
-def worker_imports(tmp_path, quant: str, study_quantized: bool | None = None) -> tuple[dict, dict]:
-    """What a worker holds after the preload and after its run of the tiny LoRA, and the run's result."""
-    overrides = {
-        "model": TINY_MODEL,
-        "method": {"name": "lora", "r": 2},
-        "quant": {"mode": quant},
-        "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
-        "train": {"max_steps": 2, "batch_size": 16, "reproducible": False},
-    }
-    config = to_dict(load_config(overrides=overrides))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    args = (json.dumps(config), str(run_dir))
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> dict:
+    """Per case, what its worker held after the preload and after its run of the tiny LoRA, and the run's result."""
+    root = tmp_path_factory.mktemp("workers")
+    cases = []
+    for name, (quant, study_quantized) in CASES.items():
+        overrides = {
+            "model": TINY_MODEL,
+            "method": {"name": "lora", "r": 2},
+            "quant": {"mode": quant},
+            "data": {"name": "fashion_mnist", "train_subset": 32, "val_subset": 16, "test_subset": 16},
+            "train": {"max_steps": 2, "batch_size": 16, "reproducible": False},
+        }
+        run_dir = root / name
+        run_dir.mkdir()
+        config = to_dict(load_config(overrides=overrides))
+        cases.append({"config": config, "run_dir": str(run_dir), "study_mode": "nf4" if study_quantized else "none"})
     out = subprocess.run(
-        [sys.executable, "-c", f"WATCHED = {WATCHED!r}\n{spec_line(quant, study_quantized)}\n{WORKER}", *args],
+        [sys.executable, "-c", f"WATCHED = {WATCHED!r}\n{WORKERS}", json.dumps(cases)],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HOME": str(root)},
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1]), json.loads((run_dir / "result.json").read_text())
+    return {
+        name: tuple(json.loads((root / name / file).read_text()) for file in ("held.json", "result.json"))
+        for name in CASES
+    }
 
 
 @needs_fashion_mnist()
-def test_an_unquantized_lora_run_imports_no_bitsandbytes(tmp_path):
-    held, result = worker_imports(tmp_path, "none")
+def test_an_unquantized_lora_run_imports_no_bitsandbytes(workers):
+    held, result = workers["none"]
     assert result["status"] == "completed", result.get("error")
     assert set(held["preloaded"]) == {"torch", "timm", "peft", "transformers"}
     assert set(held["after_run"]) == {"torch", "timm", "peft", "transformers"}
 
 
 @needs_fashion_mnist()
-def test_an_unquantized_run_beside_quantized_ones_imports_no_bitsandbytes(tmp_path):
+def test_an_unquantized_run_beside_quantized_ones_imports_no_bitsandbytes(workers):
     """The forkserver of a study with quantized runs preloads torch's compiler (what bitsandbytes imports),
     never bitsandbytes: its unquantized runs keep PEFT without it."""
     from peftlab.study.executors.local import PRELOAD, QUANTIZED_PRELOAD
 
-    held, result = worker_imports(tmp_path, "none", study_quantized=True)
+    held, result = workers["beside-quantized"]
     assert result["status"] == "completed", result.get("error")
     assert "bitsandbytes" not in held["after_run"] and set(QUANTIZED_PRELOAD) - set(PRELOAD)
 
 
 @needs_fashion_mnist()
-def test_a_quantized_run_imports_bitsandbytes_and_gets_pefts_layers(tmp_path):
-    held, result = worker_imports(tmp_path, "nf4")
+def test_a_quantized_run_imports_bitsandbytes_and_gets_pefts_layers(workers):
+    held, result = workers["nf4"]
     assert result["status"] == "completed", result.get("error")
     assert "bitsandbytes" not in held["preloaded"]
     # imported before the run's memory baseline, so its peak counts what it builds, not what it imports

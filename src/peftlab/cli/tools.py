@@ -1,5 +1,5 @@
 """The commands beside runs and studies: bench, data info, data vtab-demo, data fortunes-task, data
-fortunes-corpus, config-reference, methods.
+fortunes-corpus, data fortunes-dialogue, config-reference, methods.
 
 Each ``add_<command>(subparsers)`` declares the command's arguments beside ``cmd_<command>(args)``,
 which runs it and returns the exit status.
@@ -228,7 +228,10 @@ def cmd_bench(args) -> int:
 def add_data(sub) -> None:
     p = sub.add_parser("data", help="dataset commands")
     data_sub = p.add_subparsers(
-        dest="data_command", required=True, metavar="COMMAND", help="info, vtab-demo, fortunes-task, fortunes-corpus"
+        dest="data_command",
+        required=True,
+        metavar="COMMAND",
+        help="info, vtab-demo, fortunes-task, fortunes-corpus, fortunes-dialogue",
     )
     q = data_sub.add_parser("info", help="splits, sizes, classes and checksums of a dataset")
     q.add_argument("name", help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
@@ -336,6 +339,22 @@ def add_data_fortunes(data_sub) -> None:
         "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
     )
     q.set_defaults(func=cmd_data_fortunes_corpus)
+    q = data_sub.add_parser(
+        "fortunes-dialogue",
+        help="write a dialogue-format instruction task (data.name: instructions) from Debian's fortunes, offline: "
+        "a quote's first sentence as the user's turn, the rest as the reply",
+    )
+    q.add_argument("--out", help="the task folder, data.root of a run (default: <data cache>/fortunes/dialogue)")
+    q.add_argument("--seed", type=at_least(0), default=0, help="seed of the train/validation/test draw (default 0)")
+    q.add_argument(
+        "--categories",
+        help="English fortune categories, comma-separated (default computers,men-women,politics,science: those the "
+        "fortunes corpus leaves out)",
+    )
+    q.add_argument(
+        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
+    )
+    q.set_defaults(func=cmd_data_fortunes_dialogue)
 
 
 def cmd_data_fortunes_task(args) -> int:
@@ -350,6 +369,14 @@ def cmd_data_fortunes_corpus(args) -> int:
 
     corpus = write_fortunes_corpus(args.out, parse_categories(args.categories), args.fortunes_dir)
     return report_fortunes(corpus, "fortunes-corpus")
+
+
+def cmd_data_fortunes_dialogue(args) -> int:
+    from peftlab.data.text.dialogue import write_fortunes_dialogue
+    from peftlab.data.text.fortunes import parse_categories
+
+    task = write_fortunes_dialogue(args.out, parse_categories(args.categories), args.seed, args.fortunes_dir)
+    return report_fortunes(task, "fortunes-dialogue")
 
 
 def report_fortunes(output, command: str) -> int:

@@ -79,6 +79,16 @@ def check_field(ok: bool, field_name: str, value: Any, allowed: str) -> None:
         fail_field(field_name, value, allowed)
 
 
+def check_prompt_format(prompt_format: str, name: str) -> None:
+    """data.prompt_format: dialogue only for instruction data (data.name: instructions)."""
+    check_field(
+        prompt_format == "alpaca" or name == "instructions",
+        "data.prompt_format",
+        prompt_format,
+        "alpaca unless data.name is 'instructions' (a causal LM's instruction rows)",
+    )
+
+
 def check_pair_separator(separator: str | None, pairs: bool) -> None:
     """data.pair_separator: null, or a short text for data that holds sentence pairs (``pairs``)."""
     check_field(

@@ -88,6 +88,8 @@ DESCRIPTIONS = {
     "DataConfig.truncation": "text: cut examples to data.max_length (false: a longer example is an error)",
     "DataConfig.pair_separator": "text: what stands between a decoder's sentence pair (None: the tokenizer's "
     "end-of-sequence token; \"\": nothing); an encoder's pair takes its tokenizer's template ([SEP])",
+    "DataConfig.prompt_format": "instructions: a causal LM's prompt in Alpaca's template (alpaca), or DialoGPT's "
+    "turn format (dialogue: the instruction, EOS, the output, EOS; the loss on the output and its EOS)",
     "DataConfig.augment": "random crops and flips on the training images",
     "QuantConfig.group_size": "must be null (QA-LoRA's group size is method.group_size; the key stays so that "
     "run ids stay)",

@@ -65,6 +65,7 @@ LATE_FIELDS: dict[str, Any] = {
     "data.text_pair_column": None,
     "data.label_column": "label",
     "data.pair_separator": None,
+    "data.prompt_format": "alpaca",
 }
 # Fields that are not part of the run id: where the numbers are sent (track), and whether the CPU
 # arithmetic is pinned to AVX2 code (it decides the last bits on AVX-512 CPUs, as the CPU model

@@ -25,6 +25,7 @@ from peftlab.config.checks import (
     check_dataset_name,
     check_field,
     check_pair_separator,
+    check_prompt_format,
     check_regex,
 )
 
@@ -177,6 +178,8 @@ class DataConfig:
     # a decoder's sentence pair: the text between its two texts (None: the tokenizer's end-of-sequence token;
     # "": nothing); an encoder's pair takes its tokenizer's own template ([SEP]) and refuses this key
     pair_separator: str | None = None
+    # instructions: alpaca (Alpaca's template) or dialogue (DialoGPT's turns: the turn, EOS, the reply, EOS)
+    prompt_format: Literal["alpaca", "dialogue"] = "alpaca"
 
     def __post_init__(self):
         check_dataset_name(self.name)
@@ -261,6 +264,7 @@ class DataConfig:
             hub = " (or data.download: true: the task from the HF hub's GLUE)" if "glue/" in self.name else ""
             check_field(bool(self.root), "data.root", self.root, f"a directory when data.name is {self.name!r}{hub}")
         check_pair_separator(self.pair_separator, bool(self.text_pair_column) or self.name in GLUE_PAIR_DATA)
+        check_prompt_format(self.prompt_format, self.name)
         check_field(
             1 <= self.max_length <= MAX_TEXT_TOKENS,
             "data.max_length",

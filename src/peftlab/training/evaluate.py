@@ -1,8 +1,20 @@
-"""Evaluation of a split, the check that the merged model computes what the adapter does, and a finished run's
-classes of image files (``predict``: ``peftlab predict``)."""
+"""Evaluation of a split, the check that the merged model computes what the adapter does, a finished run's
+classes of image files (``predict``: ``peftlab predict``), and a causal LM's greedy generations (``generations``).
+
+Greedy generations (generations.jsonl in the run folder, a causal LM's on instruction data): the first PROMPTS
+examples of the validation split (the same prompts for every configuration and seed of a study: the split depends
+on the data alone) are continued greedily (the most likely token at each step, no sampling: the same weights give
+the same text) for at most MAX_NEW_TOKENS tokens, or until the end-of-sequence token, or until data.max_length
+tokens in all. One line a prompt: the prompt and the reference reply as the tokenizer decodes them, special tokens
+left out (the turn's EOS of ``data.prompt_format: dialogue`` included), the reply generated, its token count and
+why it stopped. The prompts go in one batch: 32 forward passes at most, about 0.06 CPU s on the tests' tiny
+models; a tuning trial (``train.test: false``) writes none. The report shows them
+(``peftlab.analysis.results.generations``).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -16,8 +28,9 @@ from peftlab.data.loading import BatchLoader
 from peftlab.data.text.tokens import IGNORED
 from peftlab.quant.bases import restore_layout, weight_only_arithmetic
 from peftlab.training import metrics
-from peftlab.training.run_result import CONFUSION_MAX_CLASSES, PerClass
+from peftlab.training.run_result import CONFUSION_MAX_CLASSES, GENERATIONS, PerClass
 from peftlab.training.runtime import autocast, full_fp32, tf32_allowed
+from peftlab.utils.files import write_atomic
 
 MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
@@ -294,3 +307,82 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+PROMPTS = 4
+MAX_NEW_TOKENS = 32
+
+
+def writes_generations(cfg) -> bool:
+    """Whether a run of ``cfg`` writes generations.jsonl: a causal LM on instruction data, tested (not a trial)."""
+    return cfg.model.task == "causal-lm" and cfg.data.name == "instructions" and cfg.train.test
+
+
+@torch.no_grad()
+def greedy_replies(model: torch.nn.Module, prompts: list[list[int]], eos, pad: int, limit: int, device) -> list:
+    """(new token ids, why it stopped: "eos", "max_new_tokens" or "max_length") for each of ``prompts``, continued
+    greedily by ``model`` (``HFCausalLM``) in one batch: the prompts right-padded and masked, one forward a step for
+    those not stopped, each row's next token read at its own last position. The batch is one position wider than
+    its longest row, since ``HFCausalLM``'s logits drop the last position; causal attention and the mask keep the
+    padding from changing what a row reads."""
+    lengths = [len(prompt) for prompt in prompts]
+    width = min(limit, max(lengths) + MAX_NEW_TOKENS) + 1
+    tokens = torch.full((len(prompts), 2, width), pad, dtype=torch.long)
+    tokens[:, 1] = 0
+    for row, prompt in enumerate(prompts):
+        tokens[row, 0, : len(prompt)], tokens[row, 1, : len(prompt)] = torch.tensor(prompt), 1
+    new: list[list[int]] = [[] for _ in prompts]
+    stopped = ["max_length" if n >= limit else None for n in lengths]
+    while None in stopped:
+        live = [row for row, why in enumerate(stopped) if why is None]
+        top = max(lengths[row] for row in live)
+        logits = model(tokens[live, :, : top + 1].to(device))  # rows x vocabulary x top: column t predicts t + 1
+        for at, row in enumerate(live):
+            token = int(logits[at, :, lengths[row] - 1].argmax())  # a host sync a token: 32 steps at most
+            if token == eos:
+                stopped[row] = "eos"
+                continue
+            tokens[row, :, lengths[row]] = torch.tensor([token, 1])
+            lengths[row] += 1
+            new[row].append(token)
+            if len(new[row]) == MAX_NEW_TOKENS or lengths[row] >= limit:
+                stopped[row] = "max_new_tokens" if len(new[row]) == MAX_NEW_TOKENS else "max_length"
+    return list(zip(new, stopped, strict=True))
+
+
+def generations(model: torch.nn.Module, dataset, tokenizer, limit: int, device) -> list[dict]:
+    """The greedy replies to the first PROMPTS prompts of ``dataset`` (a causal LM's ``TokenDataset``: the prompt is
+    what comes before the first target)."""
+    rows = []
+    for index in range(min(PROMPTS, len(dataset))):
+        tokens, targets = dataset.tokens[index], dataset.labels[index]
+        start = int((targets != IGNORED).nonzero()[0]) + 1  # position t predicts t + 1
+        rows.append((tokens[0, :start].tolist(), tokens[0, start : int(tokens[1].sum())].tolist()))
+    if not rows:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        replies = greedy_replies(model, [prompt for prompt, _ in rows], tokenizer.eos_token_id, pad, limit, device)
+    finally:
+        model.train(was_training)
+    return [
+        {
+            "index": index,
+            "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+            "reference": tokenizer.decode(reference, skip_special_tokens=True),
+            "reply": tokenizer.decode(new, skip_special_tokens=True),
+            "new_tokens": len(new),
+            "stopped": stopped,
+        }
+        for index, ((prompt, reference), (new, stopped)) in enumerate(zip(rows, replies, strict=True))
+    ]
+
+
+def write_generations(run_dir: Path, rows: list[dict]) -> None:
+    """generations.jsonl, one line a row; nothing where there is no validation prompt (data.trainval)."""
+    if not rows:
+        return
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_atomic(run_dir / GENERATIONS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

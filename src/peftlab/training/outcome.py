@@ -18,7 +18,15 @@ from peftlab.config.schema import to_dict
 from peftlab.models.weights import write_safetensors
 from peftlab.training import metrics
 from peftlab.training.checkpoint import Position
-from peftlab.training.evaluate import check_merge, evaluate, merge_warnings, not_evaluated
+from peftlab.training.evaluate import (
+    check_merge,
+    evaluate,
+    generations,
+    merge_warnings,
+    not_evaluated,
+    write_generations,
+    writes_generations,
+)
 from peftlab.training.export import peft_header, write_peft_adapter
 from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
@@ -89,6 +97,9 @@ def finish(
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
+    if writes_generations(s.cfg):  # a causal LM's greedy replies to the first validation prompts
+        replies = generations(built.model, data.splits.val, data.spec.tokenizer, s.cfg.data.max_length, s.device)
+        write_generations(s.run_dir, replies)
     if not tc.test and val["predictions"] is not None:  # a tuning trial: how sure its search's choice is
         write_predictions(s.run_dir / VAL_PREDICTIONS, val["predictions"])
     kill_point("adapter")

@@ -53,6 +53,7 @@ CONFUSION_MAX_CLASSES = 100
 # a tuning trial's run keeps each validation example's label and predicted class (a classifier's), in order: a
 # numpy structured array, read with allow_pickle=False (analysis.stats.choice_stability resamples them)
 VAL_PREDICTIONS = "val_predictions.npy"
+GENERATIONS = "generations.jsonl"  # a causal LM's greedy replies to validation prompts (training.evaluate.generations)
 PREDICTION_FIELDS = [("label", "<i8"), ("predicted", "<i8")]
 
 

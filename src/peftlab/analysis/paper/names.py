@@ -104,15 +104,20 @@ def data_text(study) -> str:
 
 def text_task(runs) -> str:
     """The task a text folder holds, as the runs recorded its manifest.json (provenance.data.task: ``peftlab data
-    fortunes-task``, which of its categories a quote of Debian's fortunes comes from); "" where they recorded none
-    or several."""
+    fortunes-task``, which of its categories a quote of Debian's fortunes comes from, or ``fortunes-dialogue``'s
+    turns and replies); "" where they recorded none or several."""
     if "data.task" not in runs or "data.task_categories" not in runs:
         return ""
     tasks = runs[["data.task", "data.task_categories"]].dropna().drop_duplicates()
-    if len(tasks) != 1 or tasks["data.task"].iloc[0] != "fortunes-task":
+    if len(tasks) != 1 or tasks["data.task"].iloc[0] not in ("fortunes-task", "fortunes-dialogue"):
         return ""
     categories = json.loads(tasks["data.task_categories"].iloc[0])  # load.py wrote it: a list of names
     names = [latex_escape(str(name)) for name in categories]
+    if names and tasks["data.task"].iloc[0] == "fortunes-dialogue":  # peftlab data fortunes-dialogue
+        return (
+            f"a dialogue task: the first sentence of a quote of Debian's fortunes (categories {words(names)}) as the "
+            "user's turn, the rest of it as the reply"
+        )
     return f"the task: which of the categories {words(names)} a quote of Debian's fortunes comes from" if names else ""
 
 

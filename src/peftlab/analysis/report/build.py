@@ -41,6 +41,7 @@ from peftlab.analysis.report.primary import (
 )
 from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.analysis.report.tables import latex_document, latex_table, markdown_table
+from peftlab.analysis.results import generations
 from peftlab.analysis.results.escape import markdown_code, markdown_text
 from peftlab.analysis.results.load import (
     environment,
@@ -193,7 +194,7 @@ def _results(
 ) -> list[str]:
     """The sections on the completed runs: the main table (also as LaTeX under ``out/tables``), the
     Pareto front, the significance of each configuration against ``baseline``, the aggregates over
-    datasets, QA-LoRA at equal bits, VTAB-1k and the accuracy per class."""
+    datasets, QA-LoRA at equal bits, VTAB-1k, a causal LM's greedy generations and the accuracy per class."""
     columns, score, name = main_columns(df), primary_score(df), read_study_name(study_dir)
     summary = pd.concat([summarize(df, metric=m, interval=interval) for m in columns], ignore_index=True)
     summary = in_study_order(summary, study_palette(df))  # the figures' order (figures/order.py) in every table
@@ -253,6 +254,7 @@ def _results(
     lines += across_datasets.report_section(df, baseline, labels, out, METRICS[0], TASK)
     lines += equal_bits.report_section(df, interval, labels)
     lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
+    lines += generations.report_section(study_dir, labels)  # a causal LM's greedy replies; [] without
     return lines + per_class.report_section(study_dir, out, labels, study_palette(df))  # [] without a classifier
 
 

@@ -248,12 +248,14 @@ def write_fortunes_task(
 
 def task_record(folder: Path) -> dict:
     """What the task folder ``folder`` holds, as its manifest.json says, for the run's record (provenance.data.task):
-    ``{"what": "fortunes-task", "categories": [...]}`` for a folder ``write_fortunes_task`` wrote, else {}."""
+    ``{"what": "fortunes-task", "categories": [...]}`` for a folder ``write_fortunes_task`` wrote (``what``
+    fortunes-dialogue for ``dialogue.write_fortunes_dialogue``'s), else {}."""
     manifest = read_json(folder / MANIFEST)
     categories = manifest.get("categories") if isinstance(manifest, dict) else None
-    if manifest is None or manifest.get("what") != "fortunes-task" or not isinstance(categories, list):
+    what = manifest.get("what") if isinstance(manifest, dict) else None
+    if what not in ("fortunes-task", "fortunes-dialogue") or not isinstance(categories, list):
         return {}
-    return {"what": "fortunes-task", "categories": [str(name) for name in categories]}
+    return {"what": what, "categories": [str(name) for name in categories]}
 
 
 def write_fortunes_corpus(
@@ -359,11 +361,12 @@ def command_arguments(folder: str | Path) -> list[str] | None:
     read from its manifest.json (the same arguments and Debian's files write the same bytes); None where
     ``folder`` holds neither."""
     manifest = read_json(Path(folder) / MANIFEST) or {}
-    names = manifest.get("categories" if manifest.get("what") == "fortunes-task" else "excluded_categories")
+    what = manifest.get("what")
+    names = manifest.get("categories" if what in ("fortunes-task", "fortunes-dialogue") else "excluded_categories")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.isprintable() for n in names):
         return None
-    if manifest.get("what") == "fortunes-task" and type(manifest.get("seed")) is int:
-        return ["fortunes-task", "--seed", str(manifest["seed"]), "--categories", ",".join(names)]
+    if what in ("fortunes-task", "fortunes-dialogue") and type(manifest.get("seed")) is int:
+        return [what, "--seed", str(manifest["seed"]), "--categories", ",".join(names)]
     if manifest.get("what") == "fortunes-corpus":
         return ["fortunes-corpus", "--categories", ",".join(names)]
     return None

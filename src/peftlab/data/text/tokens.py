@@ -156,9 +156,14 @@ ALPACA_PROMPT_NO_INPUT = (
 IGNORED = -100  # F.cross_entropy's ignore_index: a position no loss is taken at
 
 
-def prompt_and_response(item: tuple[str, ...]) -> tuple[str, str]:
+def prompt_and_response(item: tuple[str, ...], prompt_format: str = "alpaca") -> tuple[str, str]:
     """A language-model example as (prompt, response): an instruction (instruction, input, output) in
-    Alpaca's template, a plain text (text,) with no prompt."""
+    Alpaca's template, or with ``prompt_format`` dialogue as DialoGPT's user turn (the instruction, and its input
+    on the next line where there is one; `tokenize_for_lm` puts the end-of-sequence token after it); a plain
+    text (text,) with no prompt."""
+    if len(item) == 3 and prompt_format == "dialogue":
+        instruction, context, output = item
+        return (f"{instruction}\n{context}" if context.strip() else instruction), output
     if len(item) == 3:
         instruction, context, output = item
         template = ALPACA_PROMPT if context.strip() else ALPACA_PROMPT_NO_INPUT
@@ -169,13 +174,18 @@ def prompt_and_response(item: tuple[str, ...]) -> tuple[str, str]:
 def tokenize_for_lm(samples, tokenizer, cfg, split: str, vocab_size: int) -> tuple[TokenDataset, int, int]:
     """``samples`` as a causal LM's TokenDataset: prompt + response + end of sequence, the loss on the
     response and the end only; (dataset, examples cut, examples dropped: their prompt alone fills
-    data.max_length, so nothing of the response is left to learn)."""
+    data.max_length, so nothing of the response is left to learn). With data.prompt_format dialogue the
+    prompt is DialoGPT's turn and the tokenizer's end-of-sequence token: turn EOS reply EOS."""
     eos = tokenizer.eos_token_id
+    turn_end = [eos] if cfg.prompt_format == "dialogue" else []
+    if turn_end and eos is None:
+        raise DataError("data.prompt_format=dialogue: the tokenizer has no end-of-sequence token to end a turn with")
     rows, cut, dropped = [], 0, 0
     for index, item in enumerate(samples.texts):
-        (prompt, response), cut_chars = cut_texts(list(prompt_and_response(item)), cfg, split, index)
+        texts = list(prompt_and_response(item, cfg.prompt_format))
+        (prompt, response), cut_chars = cut_texts(texts, cfg, split, index)
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos else []
-        prompt_ids = bos + (tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
+        prompt_ids = bos + (tokenizer(prompt, add_special_tokens=False)["input_ids"] + turn_end if prompt else [])
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
         ids = prompt_ids + response_ids
         if len(ids) > cfg.max_length or cut_chars:

@@ -118,6 +118,9 @@ def submit(
     try:
         with deferred_stops():  # a Ctrl-C during sbatch lands once the job ids are known, and cancels them
             pending = dict(enumerate(map_array(executor, fn, arglists, options)))
+        if not on_slurm:  # a local job's result is written before its process ends: submitit's wait for it to
+            for job in pending.values():  # appear (15 s, for a shared file system) would only delay a lost one
+                job._results_timeout_s = 0
         if queue is not None and names is not None and len(pending) > 1:
             name_tasks(pending, names)
         waiting = ""
