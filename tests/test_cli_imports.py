@@ -35,11 +35,11 @@ WATCHED = (
 REPORT = f"print(json.dumps(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None)))"
 
 
-def run_python(code: str) -> list[str]:
-    """The watched modules a fresh interpreter holds after ``code`` (its last line of output)."""
+def last_json_line(code: str, *args: str):
+    """The last line a fresh interpreter running ``code`` (with ``args``) prints, read as JSON."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(
-        [sys.executable, "-c", f"import json, sys\n{code}\n{REPORT}"],
+        [sys.executable, "-c", f"import json, sys\n{code}", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -48,6 +48,11 @@ def run_python(code: str) -> list[str]:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_python(code: str) -> list[str]:
+    """The watched modules a fresh interpreter holds after ``code`` (its last line of output)."""
+    return last_json_line(f"{code}\n{REPORT}")
 
 
 def command_imports(*argv: str, status: int = 0) -> set[str]:
@@ -97,17 +102,8 @@ print(json.dumps(held))
 
 @cache
 def brought() -> dict[str, frozenset[str]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(
-        [sys.executable, "-c", f"import json, sys\n{FORKED}", json.dumps(list(LIBRARIES.values()))],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return {name: frozenset(held) for name, held in zip(LIBRARIES, json.loads(out.stdout.strip().splitlines()[-1]))}
+    held = last_json_line(FORKED, json.dumps(list(LIBRARIES.values())))
+    return {name: frozenset(modules) for name, modules in zip(LIBRARIES, held)}
 
 
 def brought_by(library: str) -> frozenset[str]:

@@ -309,52 +309,49 @@ def cmd_data_vtab_demo(args) -> int:
     return 0
 
 
+FORTUNES_DIR_HELP = "the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
+SEED_HELP = "seed of the {} (default 0)"
+
+
 def add_data_fortunes(data_sub) -> None:
-    q = data_sub.add_parser(
-        "fortunes-task",
-        help="write a text-classification task (data.name: text) from Debian's fortunes, offline: "
-        "which category a quote comes from",
+    commands = (
+        (
+            "fortunes-task",
+            "write a text-classification task (data.name: text) from Debian's fortunes, offline: which category a "
+            "quote comes from",
+            "the task folder, data.root of a run (default: <data cache>/fortunes/task)",
+            "per-class and test draws",
+            "the classes: English fortune categories, comma-separated (default computers,men-women,politics,science)",
+            cmd_data_fortunes_task,
+        ),
+        (
+            "fortunes-corpus",
+            "write the English fortunes outside the task's categories, one quote a line: an offline LM corpus",
+            "the corpus folder (default: <data cache>/fortunes/corpus)",
+            None,
+            "the task's categories, left out of the corpus: the same --categories as fortunes-task's (default "
+            "computers,men-women,politics,science)",
+            cmd_data_fortunes_corpus,
+        ),
+        (
+            "fortunes-dialogue",
+            "write a dialogue-format instruction task (data.name: instructions) from Debian's fortunes, offline: "
+            "a quote's first sentence as the user's turn, the rest as the reply",
+            "the task folder, data.root of a run (default: <data cache>/fortunes/dialogue)",
+            "train/validation/test draw",
+            "English fortune categories, comma-separated (default computers,men-women,politics,science: those the "
+            "fortunes corpus leaves out)",
+            cmd_data_fortunes_dialogue,
+        ),
     )
-    q.add_argument("--out", help="the task folder, data.root of a run (default: <data cache>/fortunes/task)")
-    q.add_argument("--seed", type=at_least(0), default=0, help="seed of the per-class and test draws (default 0)")
-    q.add_argument(
-        "--categories",
-        help="the classes: English fortune categories, comma-separated (default computers,men-women,politics,science)",
-    )
-    q.add_argument(
-        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
-    )
-    q.set_defaults(func=cmd_data_fortunes_task)
-    q = data_sub.add_parser(
-        "fortunes-corpus",
-        help="write the English fortunes outside the task's categories, one quote a line: an offline LM corpus",
-    )
-    q.add_argument("--out", help="the corpus folder (default: <data cache>/fortunes/corpus)")
-    q.add_argument(
-        "--categories",
-        help="the task's categories, left out of the corpus: the same --categories as fortunes-task's (default "
-        "computers,men-women,politics,science)",
-    )
-    q.add_argument(
-        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
-    )
-    q.set_defaults(func=cmd_data_fortunes_corpus)
-    q = data_sub.add_parser(
-        "fortunes-dialogue",
-        help="write a dialogue-format instruction task (data.name: instructions) from Debian's fortunes, offline: "
-        "a quote's first sentence as the user's turn, the rest as the reply",
-    )
-    q.add_argument("--out", help="the task folder, data.root of a run (default: <data cache>/fortunes/dialogue)")
-    q.add_argument("--seed", type=at_least(0), default=0, help="seed of the train/validation/test draw (default 0)")
-    q.add_argument(
-        "--categories",
-        help="English fortune categories, comma-separated (default computers,men-women,politics,science: those the "
-        "fortunes corpus leaves out)",
-    )
-    q.add_argument(
-        "--fortunes-dir", help="the fortune files (default: $PEFTLAB_FORTUNES_DIR, else /usr/share/games/fortunes)"
-    )
-    q.set_defaults(func=cmd_data_fortunes_dialogue)
+    for name, what, out, seeded, categories, func in commands:
+        q = data_sub.add_parser(name, help=what)
+        q.add_argument("--out", help=out)
+        if seeded:
+            q.add_argument("--seed", type=at_least(0), default=0, help=SEED_HELP.format(seeded))
+        q.add_argument("--categories", help=categories)
+        q.add_argument("--fortunes-dir", help=FORTUNES_DIR_HELP)
+        q.set_defaults(func=func)
 
 
 def cmd_data_fortunes_task(args) -> int:

@@ -28,19 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.data.sources import cache_dir, writable_cache_dir
 from peftlab.data.text.fortunes import (
     MANIFEST_FORMAT,
     MAX_CHARS,
     FortunesOutput,
-    fortunes_dir,
-    parse_categories,
-    read_categories,
     task_quotes,
+    task_source,
     write_folder,
 )
-from peftlab.utils.errors import DataError, UserError
-from peftlab.utils.files import check_output
+from peftlab.utils.errors import DataError
 
 MIN_WORDS = 3
 VALIDATION_FRACTION = 0.1
@@ -69,12 +65,7 @@ def write_fortunes_dialogue(
     """Write the dialogue folder ``out`` (default: <data cache>/fortunes/dialogue): train.jsonl, validation.jsonl
     and test.jsonl of Alpaca rows, and manifest.json. ``categories``: names ("a,b,c" or a sequence), or None for
     the fortunes task's four, which the fortunes corpus (the text base's pretraining data) leaves out."""
-    names = parse_categories(categories)
-    if seed < 0:
-        raise UserError(f"seed {seed}: expected an integer >= 0")
-    folder = Path(out) if out is not None else writable_cache_dir(cache_dir("fortunes")) / "dialogue"
-    check_output(folder.parent, True, "fortunes-dialogue output's parent folder")
-    read = read_categories(fortunes_dir(directory), names)
+    names, folder, read = task_source(out, "dialogue", categories, seed, directory)
     quotes, _, dropped = task_quotes(read)
     exchanges = [pair for pair in map(split_exchange, quotes) if pair is not None]
     if len(exchanges) < MIN_EXCHANGES:

@@ -204,18 +204,24 @@ def task_splits(labels: np.ndarray, num_classes: int, seed: int) -> tuple[np.nda
     return np.setdiff1d(kept, test), test
 
 
+def task_source(out, name: str, categories, seed: int, directory) -> tuple[list[str], Path, dict]:
+    """(category names, output folder, the categories' quotes as read) of ``peftlab data fortunes-<name>``, whose
+    folder defaults to <data cache>/fortunes/<name>; its arguments checked first."""
+    names = parse_categories(categories)
+    if seed < 0:
+        raise UserError(f"seed {seed}: expected an integer >= 0")
+    folder = Path(out) if out is not None else writable_cache_dir(cache_dir("fortunes")) / name
+    check_output(folder.parent, True, f"fortunes-{name} output's parent folder")
+    return names, folder, read_categories(fortunes_dir(directory), names)
+
+
 def write_fortunes_task(
     out: str | Path | None = None, categories=None, seed: int = 0, directory: str | Path | None = None
 ) -> FortunesOutput:
     """Write the task folder ``out`` (default: <data cache>/fortunes/task): train.jsonl and test.jsonl,
     rows {"text": quote, "label": category}, and manifest.json. ``categories``: names ("a,b,c" or a
     sequence), or None for DEFAULT_CATEGORIES."""
-    names = parse_categories(categories)
-    if seed < 0:
-        raise UserError(f"seed {seed}: expected an integer >= 0")
-    folder = Path(out) if out is not None else writable_cache_dir(cache_dir("fortunes")) / "task"
-    check_output(folder.parent, True, "fortunes-task output's parent folder")
-    read = read_categories(fortunes_dir(directory), names)
+    names, folder, read = task_source(out, "task", categories, seed, directory)
     texts, labels, dropped = task_quotes(read)
     counts = np.bincount(labels, minlength=len(names))
     if counts.min() < MIN_PER_CLASS:
