@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, TINY_MODEL
+from testkit import REPO, TINY_MODEL, cli_here
 
 import peftlab
 from peftlab.utils.errors import Resumable, UserError, in_parameters
@@ -181,13 +181,7 @@ def test_validate_refuses_a_tracker_that_is_not_installed(config, monkeypatch):
 def test_validate_returns_the_commands_record(config):
     record = peftlab.validate(config, ["method.r=4"])
     assert record["valid"] is True and record["resolved"]["method"]["r"] == 4
-    done = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", "validate", str(config), "method.r=4", "--json"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    done = cli_here("validate", str(config), "method.r=4", "--json")  # the command's answer, computed here
     assert done.returncode == 0, done.stderr
     shown = {k: record[k] for k in ("config", "valid", "ranks", "memory_estimate")}
     assert json.loads(done.stdout) == json.loads(json.dumps(shown, default=str))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, RUN_CONFIGS, run_cli
+from testkit import REPO, RUN_CONFIGS, cli_here
 
 from peftlab.config.reading import parse_overrides
 from peftlab.config.schema import RunConfig, dump_config, load_config, to_dict
@@ -111,7 +111,7 @@ def test_yaml_errors_are_config_errors(tmp_path):
 
 def test_cli_config_error_is_one_line_exit_2(tmp_path):
     path = write(tmp_path, {"method": {"name": "lora", "r": 0}})
-    proc = run_cli("validate", path)
+    proc = cli_here("validate", path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "method.r=0 is invalid" in proc.stderr and "Traceback" not in proc.stderr
@@ -121,7 +121,7 @@ def test_cli_unmatched_rank_pattern_is_one_line_exit_2(tmp_path):
     from testkit import TINY_MODEL
 
     path = write(tmp_path, {"model": TINY_MODEL, "method": {"name": "lora", "rank_pattern": {"blocks\\.7\\..*": 4}}})
-    proc = run_cli("validate", path)
+    proc = cli_here("validate", path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "method.rank_pattern key 'blocks\\\\.7\\\\..*' matches no adapted module" in proc.stderr
@@ -131,7 +131,7 @@ def test_cli_group_size_must_divide_width(tmp_path):
     from testkit import TINY_MODEL
 
     path = write(tmp_path, {"model": TINY_MODEL, "method": {"name": "qalora", "group_size": 48}})
-    proc = run_cli("validate", path)
+    proc = cli_here("validate", path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "method.group_size=48 is invalid: blocks.0.attn.qkv.q has in_features=64; group sizes" in proc.stderr
 

@@ -73,11 +73,11 @@ def test_matrix_dry_run(tmp_path):
 
 
 def test_vtab1k_study_dry_run_lists_19_tasks_by_method_by_seed_offline(tmp_path):
-    from testkit import run_cli
+    from testkit import cli_here
 
     from peftlab.config.suites import VTAB1K_TASKS
 
-    proc = run_cli(
+    proc = cli_here(
         "study", str(REPO / "configs" / "studies" / "vtab1k.yaml"), "--dry-run", "--study-dir", str(tmp_path / "v")
     )
     # offline: no download attempted, nothing retried; the runs listed, then the one line the study would stop on

@@ -82,10 +82,15 @@ def torchrun(config: Path, run_dir: Path, env: dict | None = None) -> subprocess
 @pytest.mark.e2e
 @needs_fashion_mnist()
 def test_two_processes_train_the_one_process_run_and_resume(tmp_path):
+    """Every rank killed after the checkpoint of step 4, then the same command: the two-process run ends with
+    the one-process run's weights and losses (up to the order of reductions), and rank 0 alone wrote. A resume
+    that lost a piece of its state (the optimizer's moments, the sampler's place) moves them past the tolerance."""
     config = tmp_path / "run.yaml"
     config.write_text(dump_config(load_config(overrides=CONFIG)))
     single = cli_here("train", str(config), "--run-dir", str(tmp_path / "single"), "--quiet")  # in this process
     assert single.returncode == 0, single.stderr
+    killed = torchrun(config, tmp_path / "ddp", {"PEFTLAB_KILL_AT": "checkpoint:4"})
+    assert killed.returncode != 0 and not (tmp_path / "ddp" / "result.json").exists()
     proc = torchrun(config, tmp_path / "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp"))
@@ -103,18 +108,9 @@ def test_two_processes_train_the_one_process_run_and_resume(tmp_path):
         ]
         for d in ("single", "ddp")
     ]
-    assert len(losses[0]) == len(losses[1]) == 7
+    assert len(losses[0]) == len(losses[1]) == 7  # steps 1-4 before the kill, 5-7 after: each once
     assert all(abs(x - y) < 1e-4 for x, y in zip(*losses))
     # rank 0 alone wrote: one copy of every record, no file of another rank
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(
         p.name for p in (tmp_path / "single").iterdir()
     )
-
-    # every rank killed after the checkpoint of step 4; the same command resumes from it
-    killed = torchrun(config, tmp_path / "resumed", {"PEFTLAB_KILL_AT": "checkpoint:4"})
-    assert killed.returncode != 0 and not (tmp_path / "resumed" / "result.json").exists()
-    resumed = torchrun(config, tmp_path / "resumed")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    c = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
-    for key in b:
-        torch.testing.assert_close(c[key], b[key], rtol=1e-6, atol=1e-7)

@@ -64,6 +64,20 @@ def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp
     record, expected = (json.loads((tmp_path / name / "result.json").read_text()) for name in ("api", "cmd"))
     assert record["metrics"] == expected["metrics"] and record["config"] == expected["config"]
     assert record["config"]["data"]["root"] == str(tmp_path / "fmnist")
+    if cpu.applies():  # the command's record says how it computed (the switches exist for x86-64 CPUs only)
+        provenance = expected["provenance"]
+        arithmetic = provenance["arithmetic"]
+        assert {k: arithmetic[k] for k in ("reproducible", "pinned", "switches", "quant_cpu_kernel")} == {
+            "reproducible": True,
+            "pinned": True,
+            "switches": cpu.PINNED,
+            "quant_cpu_kernel": None,
+        }
+        # the CPU's vendor and model and MKL's branch: COMPATIBLE,STRICT on either vendor
+        assert arithmetic["cpu_vendor"] in ("GenuineIntel", "AuthenticAMD") and arithmetic["cpu_model"]
+        assert arithmetic["mkl_branch"] == "COMPATIBLE,STRICT"
+        assert provenance["hardware"]["cpu_capability"] == "AVX2"
+        assert provenance["fused_adamw"] is True
 
 
 def test_switches_set_after_torch_ran_are_no_pin_and_no_record_says_pinned(tmp_path):

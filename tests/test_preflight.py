@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from testkit import TINY_MODEL, cpu_seconds, run_cli
+from testkit import TINY_MODEL, cli_here, cpu_seconds, run_cli
 
 from peftlab.config.schema import load_config
 from peftlab.models.backbones import build_backbone
@@ -70,7 +70,7 @@ def test_validate_show_prints_the_estimate(tmp_path):
     path.write_text(
         yaml.safe_dump({"model": TINY_MODEL, "method": {"name": "lora", "r": 4}, "train": {"batch_size": 16}})
     )
-    proc = run_cli("validate", str(path), "--show")
+    proc = cli_here("validate", str(path), "--show")
     assert proc.returncode == 0, proc.stderr
     assert "# memory estimate for training at micro-batch 16" in proc.stdout and "per image" in proc.stdout
 

@@ -137,23 +137,31 @@ def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, re
         assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
 
 
+def selection(study: Path, method: str) -> dict:
+    return json.loads((study.parent / "out" / "tune" / method / "selection.json").read_text())
+
+
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_searches_through_ray_run_side_by_side_with_the_local_trials(tmp_path, request):
-    """Ray tasks train two searches' trials in one submission (each starts before the other has ended), and
-    each search gets the trials and the choice it gets alone on the local executor. Both studies run in this
-    process (what they compute, not what the command prints): the Ray one on the module's Ray, as a notebook's."""
+def test_searches_through_ray_and_submitit_run_side_by_side_with_the_local_trials(tmp_path, request):
+    """Trials are ordinary runs: Ray tasks and submitit jobs (its LocalExecutor: processes) train two searches'
+    trials in one submission (each starts before the other has ended), and each search gets the trials and the
+    choice it gets alone on the local executor. The studies run in this process (what they compute, not what the
+    command prints): the Ray one on the module's Ray, as a notebook's. One local search for both executors."""
+    pytest.importorskip("submitit")
     methods = {"lora": {}, "bitfit": {}}
     tune = {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid"}
     study = {"seeds": 1, "methods": methods, "tune": tune}
-    local, remote = (write_study(tmp_path / name, study) for name in ("local", "ray"))
+    local, ray, slurm = (write_study(tmp_path / name, study) for name in ("local", "ray", "submitit"))
     study_here(local, local.parent / "out")
-    status, _, stderr = cli_study_here(remote, remote.parent / "out", "--quiet", *executor_args("ray", request))
-    assert status == 0, stderr
-    for method in methods:
-        a, b = (json.loads((p.parent / "out/tune" / method / "selection.json").read_text()) for p in (local, remote))
-        assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], method
-    assert_searches_overlapped(remote.parent / "out" / "tune", methods)
+    for remote, executor in ((ray, executor_args("ray", request)), (slurm, executor_args("submitit", request))):
+        status, _, stderr = cli_study_here(remote, remote.parent / "out", "--quiet", *executor)
+        assert status == 0, stderr
+        for method in methods:
+            a, b = (selection(p, method) for p in (local, remote))
+            assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], (executor[1], method)
+            assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
+        assert_searches_overlapped(remote.parent / "out" / "tune", methods)
 
 
 @pytest.mark.e2e

@@ -2,7 +2,7 @@
 step of each distinct configuration, multiplied out over every run and trial."""
 
 import yaml
-from testkit import TINY_MODEL, run_cli
+from testkit import TINY_MODEL, cli_here
 
 from peftlab.bench.plan import run_seconds, step_key, time_plan, time_step
 from peftlab.config.schema import load_config
@@ -51,11 +51,11 @@ def test_the_dry_run_times_the_study_s_own_steps(tmp_path):
     study = {"name": "s", "base": "base.yaml", "seeds": 2, "methods": {"lora": {}, "full": {}}}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     args = ("study", str(tmp_path / "study.yaml"), "--study-dir", str(tmp_path / "out"))
-    proc = run_cli(*args, "--dry-run", "--time-steps", "--quiet")
+    proc = cli_here(*args, "--dry-run", "--time-steps", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "measured time: about" in proc.stdout and "in 4 runs and trials" in proc.stdout
     assert proc.stdout.count("ms a step (2 runs and trials)") == 2
-    refused = run_cli(*args, "--time-steps")
+    refused = cli_here(*args, "--time-steps")
     assert refused.returncode != 0 and "--time-steps times a study's steps for --dry-run" in refused.stderr
     assert not (tmp_path / "out" / "runs").exists()
 
