@@ -4,7 +4,7 @@ test split unseen), and every command that reads a run reads it, showing its val
 import json
 
 import pytest
-from testkit import cli_here, needs_fashion_mnist, run_cli, write_tiny_run
+from testkit import cli_here, needs_fashion_mnist, write_tiny_run
 
 pytestmark = [needs_fashion_mnist(), pytest.mark.e2e]
 NOT_TESTED = "not tested (a tuning trial: train.test=false)"
@@ -15,7 +15,7 @@ def trial(tmp_path_factory):
     """A finished tiny trial run: its run directory (config.yaml, result.json without test metrics)."""
     tmp = tmp_path_factory.mktemp("trial")
     run_dir = tmp / "trial"
-    proc = run_cli("train", str(write_tiny_run(tmp / "tiny.yaml", test=False)), "--run-dir", str(run_dir), "--quiet")
+    proc = cli_here("train", str(write_tiny_run(tmp / "tiny.yaml", test=False)), "--run-dir", str(run_dir), "--quiet")
     assert json.loads((run_dir / "result.json").read_text())["status"] == "completed", proc.stderr
     (tmp / "first-train.txt").write_text(f"{proc.returncode}\n{proc.stdout}")  # its own test reads it
     return run_dir
@@ -28,7 +28,7 @@ def test_train_of_a_finished_trial_in_its_directory_shows_its_validation_accurac
     assert result["metrics"]["test_top1"] is None and result["metrics"]["val_top1"] is not None
     line = f"{trial}: completed  val top-1 {100 * result['metrics']['val_top1']:.2f}%, {NOT_TESTED}  trainable "
     assert (trial.parent / "first-train.txt").read_text().startswith(f"0\n{line}")
-    proc = run_cli("train", str(trial / "config.yaml"), "--run-dir", str(trial), "--quiet")
+    proc = cli_here("train", str(trial / "config.yaml"), "--run-dir", str(trial), "--quiet")
     # stderr: at most the result's own warnings (a slow validation, depending on the machine's load)
     assert proc.returncode == 0 and all(x.startswith("peftlab: warning: ") for x in proc.stderr.splitlines()), (
         proc.stderr
@@ -39,14 +39,14 @@ def test_train_of_a_finished_trial_in_its_directory_shows_its_validation_accurac
 
 def test_summary_of_a_trial_is_its_line_not_a_corrupt_result(trial, tmp_path):
     """It called a valid completed trial "incomplete or corrupt" and exited 1."""
-    proc = run_cli("summary", str(trial))
+    proc = cli_here("summary", str(trial))
     assert proc.returncode == 0 and f"{trial}: completed  val top-1 " in proc.stdout and NOT_TESTED in proc.stdout
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     result = json.loads((trial / "result.json").read_text())
     del result["metrics"]["test_top1"]
     (damaged / "result.json").write_text(json.dumps(result))
-    proc = run_cli("summary", str(trial), str(damaged))
+    proc = cli_here("summary", str(trial), str(damaged))
     assert proc.returncode == 1 and f"{damaged}: result.json is incomplete or corrupt" in proc.stdout
 
 
