@@ -55,22 +55,37 @@ def test_the_verdict_line_moves_from_not_checked_to_compared_or_to_differs(tmp_p
     ], forged
 
 
-def test_a_pdf_of_another_pdftex_or_none_poppler_reads_is_named_and_not_compiled(tmp_path, monkeypatch):
+def test_a_pdf_of_another_pdftex_is_compared_by_its_words_and_one_poppler_cannot_read_is_named(tmp_path, monkeypatch):
+    """A Producer is a string anyone can write: a forger who renames it gets the words compared, not the check
+    skipped (a real archive's main.pdf, pdflatex-compiled, renamed and forged, passed as intact before). The
+    words are counted layout-free, so another pdfTeX's line and page breaks are no difference."""
     folder = paper(tmp_path / "a", "72.3")
     monkeypatch.setattr(latex, "pdftex_here", lambda: "pdfTeX-9.99.99")
     state, said = compare_compiled(folder)
-    assert (
-        state == "unchecked"
-        and said.startswith("not compiled again: made by pdfTeX-1.")
-        and "here pdfTeX-9.99.99" in said
-    )
+    assert state == "same" and said.startswith("its words (5), compiled again from the packed sources by pdfTeX-9.99")
+    assert "made by pdfTeX-1." in said and "compared as words, not as lines" in said
+    state, said = compare_compiled(paper(tmp_path / "b", "72.3", pdf_of="99.9"))
+    assert state == "differs" and said.startswith("made by pdfTeX-1."), said
+    assert said.endswith("compile of its sources: holds '99.9%'; lacks '72.3%'"), said
     monkeypatch.undo()
     (folder / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    monkeypatch.setattr(latex, "compile_pdf", lambda main: pytest.fail("compiled a PDF poppler cannot read"))
+    monkeypatch.setattr(latex, "compile_pdf", lambda main: pytest.fail("compiled for a PDF poppler cannot read"))
     out = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})"])
     compare_pdf(folder.parent, out)
-    assert out.skipped == ["paper/main.pdf (not compiled again: made by a program poppler does not name, here "
-                           f"{latex.pdftex_here()})"] and out.differ == [], out  # fmt: skip
+    assert out.skipped == [
+        f"paper/main.pdf (not compiled again: a PDF poppler cannot read (here {latex.pdftex_here()}))"
+    ]
+    assert out.differ == [], out
+
+
+def test_layout_free_words_join_broken_words_and_drop_page_numbers():
+    """Two layouts of one text: another line break (a word hyphenated at a line's end, a compound broken at its
+    own hyphen), another page break (its page number), a float moved: the same words."""
+    one = "LoRA fine-tuning reaches 72.3% on\nFashion-MNIST with rank 8.\n1\n\fTable 1: ranks\n2\n\f"
+    two = "Table 1: ranks\nLoRA fine-\ntuning reaches 72.3% on Fash-\nion-MNIST with\n1\n\frank 8.\n2\n\f"
+    assert latex.layout_free_words(one) == latex.layout_free_words(two)
+    assert latex.layout_free_words(one) != latex.layout_free_words(one.replace("72.3%", "99.9%"))
+    assert latex.layout_free_words("a\nb c\n3\n\f")["3"] == 0 and latex.layout_free_words("rank 3\n\f")["3"] == 1
 
 
 def test_without_poppler_it_is_named_as_not_installed(tmp_path, monkeypatch):

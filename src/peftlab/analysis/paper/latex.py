@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import re
@@ -201,17 +202,40 @@ PDF_TEXT_SECONDS = 120
 SHOWN_WORDS = 6
 
 
-def pdf_text(pdf: Path) -> tuple[list[str], str]:
-    """The words of ``pdf``'s text (pdftotext) and the program that made it (pdfinfo's Producer, "pdfTeX-1.40.24";
-    "" where poppler cannot read it). A PDF from someone else's archive is only read by poppler's tools, each for at
-    most ``PDF_TEXT_SECONDS``."""
+def pdf_text(pdf: Path) -> tuple[str, str]:
+    """``pdf``'s text (pdftotext: pages end in a form feed) and the program that made it (pdfinfo's Producer,
+    "pdfTeX-1.40.24"; "" where poppler cannot read it). A PDF from someone else's archive is only read by
+    poppler's tools, each for at most ``PDF_TEXT_SECONDS``."""
     fix = f"{pdf} may be malformed"
     info = run_program(["pdfinfo", pdf], seconds=PDF_TEXT_SECONDS, fix=fix)
     if info.returncode != 0:
-        return [], ""
+        return "", ""
     text = run_program(["pdftotext", "-q", "-enc", "UTF-8", pdf, "-"], seconds=PDF_TEXT_SECONDS, fix=fix).stdout
     producer = next((line.split(":", 1)[1].strip() for line in info.stdout.splitlines() if "Producer:" in line), "")
-    return text.split(), producer
+    return text, producer
+
+
+def layout_free_words(text: str) -> collections.Counter:
+    """The words of a PDF's text whatever another pdfTeX's layout did to them: each page's closing page number
+    dropped, a word broken at a line's end joined again, hyphens removed (``fine-`` + ``tuning`` and an unbroken
+    ``fine-tuning`` are one word), counted as a multiset (a float or a paragraph moved is no difference; a word
+    changed, added or removed is)."""
+    words: collections.Counter = collections.Counter()
+    for page in text.split("\f"):
+        lines = [line.strip() for line in page.splitlines() if line.strip()]
+        if lines and lines[-1].isdigit():
+            lines.pop()
+        joined = re.sub(r"-\n(?=\S)", "", "\n".join(lines))
+        words.update(word for word in (w.replace("-", "") for w in joined.split()) if word)
+    return words
+
+
+def word_difference(old: collections.Counter, new: collections.Counter) -> str:
+    """The words ``old`` (a packed PDF's) holds beyond ``new`` (its sources' compile) and the words it lacks."""
+    extra, lacks = old - new, new - old
+    said = [f"{label} {', '.join(repr(w) for w in sorted(words)[:SHOWN_WORDS])}" for label, words in
+            (("holds", extra), ("lacks", lacks)) if words]  # fmt: skip
+    return "; ".join(said)
 
 
 def pdftex_here() -> str:
@@ -224,25 +248,34 @@ def pdftex_here() -> str:
 def compare_compiled(paper_dir: Path) -> tuple[str, str]:
     """main.pdf in ``paper_dir`` against a compile of the paper's sources there (copied to a folder of its own):
     ("same", what was compared), ("differs", the first differing words) or ("unchecked", why not: LaTeX or poppler
-    missing here, or another pdfTeX made the PDF, which may break and hyphenate lines otherwise: not compiled)."""
+    missing here, or a PDF poppler cannot read, whose words no reader sees either). A PDF another pdfTeX made (its
+    Producer, which anyone can write, says so) may break and hyphenate lines otherwise: its words are compared as
+    ``layout_free_words``, so a word changed, added or removed is a difference and a line moved is not."""
     if missing_latex() or any(shutil.which(tool) is None for tool in PDF_TEXT_TOOLS):
         return "unchecked", "not compiled again: LaTeX or poppler's pdftotext is not installed here"
-    old, made_by = pdf_text(paper_dir / "main.pdf")
+    old_text, made_by = pdf_text(paper_dir / "main.pdf")
     made_here = pdftex_here()
-    if made_by != made_here:
-        return (
-            "unchecked",
-            f"not compiled again: made by {made_by or 'a program poppler does not name'}, here {made_here}",
-        )
+    if not made_by and not old_text.strip():
+        return "unchecked", f"not compiled again: a PDF poppler cannot read (here {made_here})"
     with tempfile.TemporaryDirectory(prefix="peftlab-pdf-") as tmp:
         build = Path(tmp)
         for source in paper_sources(paper_dir):
             (build / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paper_dir / source, build / source, follow_symlinks=False)
         try:
-            new = pdf_text(compile_pdf(build / "main.tex"))[0]
+            new_text = pdf_text(compile_pdf(build / "main.tex"))[0]
         except UserError as err:
             return "differs", f"its packed sources do not compile here ({one_line(err)})"
+    if made_by != made_here:
+        old, new = layout_free_words(old_text), layout_free_words(new_text)
+        if old == new:
+            return "same", (
+                f"its words ({sum(new.values()):,}), compiled again from the packed sources by {made_here}; made by "
+                f"{made_by or 'a program poppler does not name'}, so compared as words, not as lines"
+            )
+        return "differs", f"made by {made_by or 'a program poppler does not name'}, its words against {made_here}'s " \
+            f"compile of its sources: {word_difference(old, new)}"  # fmt: skip
+    old, new = old_text.split(), new_text.split()
     at = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
     if at == len(old) == len(new):
         return "same", f"its text ({len(new):,} words), compiled again from the packed sources"
