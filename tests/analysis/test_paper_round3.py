@@ -400,6 +400,11 @@ def test_the_three_kinds_of_paper_compile_without_bad_boxes(kind, tmp_path, requ
         pdf = tmp_path / "paper" / "main.pdf"
         printed = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         assert re.findall(r".{30}(?:[\]})a-z0-9%]\.[A-Z]|[\]})]\.[A-Za-z])", printed) == []
+        if kind is vision_kind:  # issue 91: the tie (lora r=4 and its all-linear twin, within one test example)
+            flat = " ".join(printed.split())  # as printed, not as the macros say it
+            front = re.search(r"The Pareto front of accuracy against trainable parameters holds (.*?)\. ", flat)
+            assert front and {"lora r=4", "lora r=4 targets=all-linear"} <= set(re.split(r", | and ", front[1])), flat
+            assert "tied within one test example with it: lora r=4 targets=all-linear" in flat
 
 
 # --- 7. figures: every text at least 7 pt where it prints -----------------------------------------------------------
