@@ -44,6 +44,18 @@ from peftlab.utils.errors import DataError
         ("Short one. A reply of many words here.", None),  # a turn under three words is no turn: no other end
         ("A turn of words. Too short.", None),  # the reply under three words
         ("What the world needs is more geniuses with humility. -- Jane Doe, 1987", None),  # one sentence and its author
+        (
+            "101 USES FOR A DEAD CHIP (1) Scarecrow for centipedes (2) Dead cat brush . . . (99) Window garden harrow",
+            (
+                "101 USES FOR A DEAD CHIP",
+                "(1) Scarecrow for centipedes (2) Dead cat brush . . . (99) Window garden harrow",
+            ),
+        ),  # a numbered list is the reply, not split at its ellipsis
+        (
+            "(1) Never draw what you can copy. (2) Never copy what you can trace.",
+            ("(1) Never draw what you can copy.", "(2) Never copy what you can trace."),
+        ),
+        ("Kinds: (1) Not enough (2) Too much. So it goes on and on.", None),  # one word before the list: no turn
     ],
 )
 def test_a_quote_splits_after_its_first_sentence_into_turn_and_reply(quote, exchange):

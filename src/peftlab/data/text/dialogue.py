@@ -11,7 +11,9 @@ only the task's categories): these four categories are the English text the fort
 A quote's trailing attribution (" -- Author", the last " -- " when an upper-case name or a quotation mark follows)
 is dropped; the split is at the first sentence end (., ? or ! and a space before an upper-case letter or a
 digit; not after a title such as "Mr." or an initial) that leaves the turn MIN_WORDS words or more, and the quote
-is left out when the reply after it is shorter than that.
+is left out when the reply after it is shorter than that. Where that first sentence would hold two items of a
+numbered list ("(1) ... (2) ..."), the list is the reply and what comes before it the turn (left out where that is
+under MIN_WORDS words).
 Quotes longer than ``fortunes.MAX_CHARS``, repeated, or in two categories are left out, as the task leaves them.
 
 The folder is one ``data.name: instructions`` reads (Alpaca's rows, ``input`` empty): train.jsonl,
@@ -45,6 +47,7 @@ MIN_EXCHANGES = 10  # at least one validation and one test exchange
 ATTRIBUTION = re.compile(r"\s+--\s*(?=[A-Z\"'])(?!.* -- )[^\n]{1,120}$")
 SENTENCE_END = re.compile(r"(?<=[.?!])([\"')\]]*)\s+(?=[\"'(\[]?[A-Z0-9])")  # its closing quote stays the turn's
 TITLE = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|vs|etc|e\.g|i\.e|U\.S|[A-Z])\.)$")
+ITEM = re.compile(r"(?<!\S)\(\d{1,3}\)(?=\s)")  # a numbered list's marker: "(1) ", "(101) "
 
 
 def split_exchange(quote: str) -> tuple[str, str] | None:
@@ -55,8 +58,21 @@ def split_exchange(quote: str) -> tuple[str, str] | None:
         turn, reply = body[: end.end(1)].strip(), body[end.end() :].strip()
         if TITLE.search(turn) or len(turn.split()) < MIN_WORDS:
             continue
+        if len(ITEM.findall(turn)) >= 2:  # a sentence end inside a numbered list: the list is the reply
+            return list_exchange(body)
         return (turn, reply) if len(reply.split()) >= MIN_WORDS else None
     return None
+
+
+def list_exchange(body: str) -> tuple[str, str] | None:
+    """(what comes before a numbered list, the list) where that is a turn of MIN_WORDS words or more, else None:
+    "101 USES FOR A DEAD MICROPROCESSOR (1) Scarecrow ... (8) ... . . . (99) ..." split at its ellipsis put eight
+    items in the user's turn."""
+    first = ITEM.search(body)
+    turn = body[: first.start()].strip() if first else ""
+    if len(turn.split()) < MIN_WORDS:
+        return None
+    return turn, body[first.start() :].strip()
 
 
 def write_fortunes_dialogue(
