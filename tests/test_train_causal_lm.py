@@ -113,6 +113,17 @@ def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_pef
     assert result["status"] == "completed", result["error"]
     metrics = result["metrics"]
     assert 1.0 < metrics["test_perplexity"] < 64 * 4 and 1.0 < metrics["val_perplexity"]
+    # the base row (issue 89): the base alone on the test tokens, recomputed with transformers' own loss
+    from peftlab.data.text.tokens import IGNORED
+
+    _, bundle = lm_splits(lm_config(lm_dirs[family], instructions))
+    plain = AutoModelForCausalLM.from_pretrained(lm_dirs[family], use_safetensors=True).eval()
+    targets = bundle.test.labels
+    with torch.no_grad():  # transformers shifts the labels itself
+        shifted = torch.cat([torch.full((len(targets), 1), IGNORED), targets], dim=1)
+        loss = plain(input_ids=bundle.test.tokens[:, 0], attention_mask=bundle.test.tokens[:, 1], labels=shifted).loss
+    assert metrics["base_test_perplexity"] == pytest.approx(math.exp(float(loss)), rel=1e-5)
+    assert metrics["test_perplexity"] != metrics["base_test_perplexity"]  # trained: not the base
     assert metrics["val_f1"] is None and metrics["val_matthews"] is None  # a classifier's
     # each evaluation on val logs its perplexity, which a halving search's pruner compares (tune.metric)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -68,6 +68,7 @@ def lm_study(root: Path, runs=LM_RUNS, causal=lambda variant: True) -> Path:
         if causal(variant):
             result["config"]["model"] = {"source": "hf-text", "path": "/models/tiny", "task": "causal-lm"}
             result["metrics"]["test_perplexity"] = PERPLEXITIES[variant] + SPREAD[variant] * seed
+            result["metrics"]["base_test_perplexity"] = 868.2  # the base alone: the same in every run
         if result["config"]["method"]["name"] == "lora":
             r = result["config"]["method"]["r"]
             strategy = "uniform" if r == 8 else "linear_decay"  # at r = 8's budget: an equal-budget pair
@@ -85,6 +86,11 @@ def test_a_causal_lm_study_is_compared_by_perplexity_lower_better(tmp_path):
     assert primary_score(pd.read_csv(write_report(study).parent / "results.csv")).metric == PERPLEXITY
     report = (study / "report" / "report.md").read_text()
     assert "- Judged by test perplexity (lower is better): every completed run is a causal LM" in report
+    runs = len(list(study.glob("runs/*/result.json")))
+    assert (
+        "Base without an adapter (its float weights, no step, on the runs' test tokens): test perplexity "
+        f"tiny 868.2 ({runs} runs)." in report
+    )
     assert "Each configuration against **full** (test perplexity, lower is better)" in report
     assert "| mean diff (perplexity) |" in report and "| P(X < Y) [95% CI] |" in report
     # lora r=8: about 10 lower on every seed -> wins every seed and every pair; lora r=4 about 10 higher

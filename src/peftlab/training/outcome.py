@@ -71,6 +71,7 @@ def finish(
         )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
         test_split, test = data.splits.val, not_evaluated()
+    base = base_perplexity(s, data) if tc.test and test.get("perplexity") is not None else None
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
@@ -103,8 +104,24 @@ def finish(
     if not tc.test and val["predictions"] is not None:  # a tuning trial: how sure its search's choice is
         write_predictions(s.run_dir / VAL_PREDICTIONS, val["predictions"])
     kill_point("adapter")
-    evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge}
+    evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge, "base": base}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
+
+
+def base_perplexity(s: Setting, data: Data) -> float | None:
+    """A causal LM's test perplexity of its base alone (model.path's float weights, no adapter, no step), on the
+    run's own test tokens: the report's base row, beside which each configuration's gain is read. One more pass
+    over the test split."""
+    from peftlab.models.backbones import build_backbone
+
+    base = build_backbone(s.cfg.model, data.num_classes).to(s.device)
+    tc = s.tc
+    try:
+        return evaluate(
+            base, data.splits.test, tc.eval_batch_size, s.device, tc.precision, "base test", s.cfg.data.num_workers
+        )["perplexity"]
+    finally:
+        del base
 
 
 def write_adapter(tuner, run_dir: Path, header: dict[str, str] | None = None) -> None:
@@ -149,25 +166,15 @@ def result_record(
     """result.json of a completed run (its keys: peftlab.training.run_result)."""
     tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
     final = tuner.parameter_counts()
+    scores = metrics_record(val, test, merged_test, pos.best_val)
+    if evaluations.get("base") is not None:  # a causal LM's base alone on the test tokens
+        scores["base_test_perplexity"] = evaluations["base"]
     return RunResult(
         status="completed",
         error=None,
         step=pos.step,
         config=to_dict(s.cfg),
-        metrics=Metrics(
-            test_top1=test["top1"],
-            test_top5=test["top5"],
-            val_top1=val["top1"],
-            best_val_top1=None if val["top1"] is None else max(pos.best_val, val["top1"]),
-            test_loss=test["loss"],
-            merged_test_top1=merged_test["top1"] if merged_test else None,
-            test_f1=test.get("f1"),
-            test_matthews=test.get("matthews"),
-            test_perplexity=test.get("perplexity"),
-            val_f1=val.get("f1"),
-            val_matthews=val.get("matthews"),
-            val_perplexity=val.get("perplexity"),
-        ),
+        metrics=scores,
         per_class=test["per_class"],  # None: a causal LM, or a tuning trial's unseen test split
         params={**final, "trainable_ratio": final["trainable"] / final["total"], "initial": built.counts},
         ranks=tuner.ranks(),
@@ -208,6 +215,24 @@ def result_record(
         **summarize(
             monitor, s.log.records(), train_seconds=pos.train_seconds
         ),  # health, monitors, convergence, frozen_base
+    )
+
+
+def metrics_record(val: dict, test: dict, merged_test: dict | None, best_val: float) -> Metrics:
+    """result.json's metrics of the final weights' evaluations (``peftlab.training.run_result.Metrics``)."""
+    return Metrics(
+        test_top1=test["top1"],
+        test_top5=test["top5"],
+        val_top1=val["top1"],
+        best_val_top1=None if val["top1"] is None else max(best_val, val["top1"]),
+        test_loss=test["loss"],
+        merged_test_top1=merged_test["top1"] if merged_test else None,
+        test_f1=test.get("f1"),
+        test_matthews=test.get("matthews"),
+        test_perplexity=test.get("perplexity"),
+        val_f1=val.get("f1"),
+        val_matthews=val.get("matthews"),
+        val_perplexity=val.get("perplexity"),
     )
 
 

@@ -44,6 +44,8 @@ class Metrics(TypedDict):
     val_f1: float | None  # validation F1 of class 1 of the final weights on a two-class task; null with more classes
     val_matthews: float | None  # validation Matthews correlation of the final weights; null for an LM
     val_perplexity: float | None  # a causal LM's validation perplexity of the final weights
+    # a causal LM's base alone (its float weights, no adapter) on the same test tokens; absent for other runs
+    base_test_perplexity: NotRequired[float]
 
 
 # result.json records a classifier's whole confusion matrix up to this many classes (CIFAR-100's): 100 x 100 counts

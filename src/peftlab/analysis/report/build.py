@@ -247,6 +247,7 @@ def _results(
     lines += order_lines(primary, score, labels, ties.get(score.metric, 0.0), borrowed)
     lines += chance_lines(found, labels, primary)
     lines += few_seeds_lines(primary, labels)
+    lines += base_lines(df)
     lines += ["LaTeX: `tables/main_table.tex` (booktabs; `tables/main_table_document.tex` compiles alone).", ""]
     front = pareto_front(df, y=score.metric, step=ties.get(score.metric, 0.0))  # ties at one count all on it
     lines += pareto_lines(front, score, labels, borrowed)
@@ -256,6 +257,25 @@ def _results(
     lines += vtab.report_section(df, baseline, interval, labels, out, name)  # [] without VTAB-1k runs
     lines += generations.report_section(study_dir, labels)  # a causal LM's greedy replies; [] without
     return lines + per_class.report_section(study_dir, out, labels, study_palette(df))  # [] without a classifier
+
+
+def base_lines(df: pd.DataFrame) -> list[str]:
+    """A study of causal LMs' base row: each base's test perplexity alone (``metrics.base_test_perplexity``: its
+    float weights, no adapter, on the runs' test tokens), beside which every configuration's perplexity is read."""
+    runs = completed_runs(df)
+    if "metrics.base_test_perplexity" not in runs or runs["metrics.base_test_perplexity"].isna().all():
+        return []
+    runs = runs.assign(model=model_names(runs)).dropna(subset=["metrics.base_test_perplexity"])
+    said = []
+    for model, values in runs.groupby("model", sort=True)["metrics.base_test_perplexity"]:
+        low, high = values.min(), values.max()
+        value = f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g} (its runs' test tokens differ)"
+        said.append(f"{markdown_text(str(model))} {value} ({len(values)} runs)")
+    return [
+        f"Base without an adapter (its float weights, no step, on the runs' test tokens): test perplexity "
+        f"{'; '.join(said)}. A configuration's gain is its perplexity against this.",
+        "",
+    ]
 
 
 def main_metrics(df: pd.DataFrame) -> list[str]:
