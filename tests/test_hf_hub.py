@@ -25,6 +25,7 @@ from peftlab.models.hub import hf_model_dir, hub_model_dir
 from peftlab.utils.errors import ConfigError, WeightsError
 
 TEXT, LM, VISION = "someorg/tiny-roberta", "someorg/tiny-llama-lm", "someorg/tiny-vit"
+DIALOG = "microsoft/DialoGPT-medium"  # a tiny GPT-2 (DialoGPT's architecture, GPT2LMHeadModel) under its name
 CONFIG_ONLY, PICKLED = "someorg/config-only", "someorg/pickled"
 
 
@@ -34,12 +35,13 @@ def folder_files(path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """(cache, {repository: its files}): the hub cache of five repositories, each at COMMIT on main."""
+    """(cache, {repository: its files}): the hub cache of six repositories, each at COMMIT on main."""
     root = tmp_path_factory.mktemp("hf-hub-models")
     torch.manual_seed(0)
     repos = {
         TEXT: folder_files(hf_text_dir(root / "text", "roberta")),
         LM: folder_files(hf_text_dir(root / "lm", "llama", causal=True)),
+        DIALOG: folder_files(hf_text_dir(root / "dialog", "gpt2", causal=True)),
     }
     hf_vision_model("vit").save_pretrained(root / "vit")
     repos[VISION] = folder_files(root / "vit")
@@ -73,14 +75,20 @@ def test_the_snapshot_folder_is_read_from_the_cache_offline(hub, cache):
     assert hf_model_dir(ModelConfig(source="hf-text", path="/some/dir")).as_posix() == "/some/dir"
 
 
-def text_run(tmp_path, repo_id: str, **model) -> dict:
-    """``peftlab train`` of a 2-step LoRA run on ``repo_id`` from the hub cache; its result.json."""
+def text_run(tmp_path, repo_id: str, data: dict | None = None, **model) -> dict:
+    """``peftlab train`` of a 2-step LoRA run on ``repo_id`` from the hub cache (``data``: more data options); its
+    result.json."""
     lm = model.get("task") == "causal-lm"
     root = (write_instruction_task if lm else write_text_task)(tmp_path / "data")
     config = {
         "model": {"source": "hf-text", "name": repo_id, "pretrained": "hub", **model},
         "method": {"name": "lora", "r": 2},
-        "data": {"name": "instructions" if lm else "text", "root": str(root), "max_length": 64 if lm else 16},
+        "data": {
+            "name": "instructions" if lm else "text",
+            "root": str(root),
+            "max_length": 64 if lm else 16,
+            **(data or {}),
+        },
         "train": {"max_steps": 2, "batch_size": 8, "eval_batch_size": 16},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
@@ -100,6 +108,18 @@ def test_peftlab_train_runs_on_a_hub_model_and_records_its_repository_and_commit
     assert result["config"]["model"]["name"] == repo_id and result["config"]["model"]["path"] is None
     metric = "test_perplexity" if model else "test_top1"
     assert result["metrics"][metric] is not None
+
+
+def test_a_dialogpt_shaped_model_trains_by_its_hub_name_on_dialogue_turns(hub, cache, tmp_path):
+    """DialoGPT's hub name, read from the local hub cache with the hub offline: its GPT-2 architecture trains on
+    turns separated by its EOS (``data.prompt_format: dialogue``), records the repository and commit, and reports
+    its perplexity and its base's."""
+    result = text_run(tmp_path, DIALOG, data={"prompt_format": "dialogue"}, task="causal-lm")
+    assert result["status"] == "completed", result["error"]
+    assert (result["provenance"]["base_hub_repo"], result["provenance"]["base_hub_revision"]) == (DIALOG, COMMIT)
+    assert result["config"]["data"]["prompt_format"] == "dialogue"
+    assert result["metrics"]["test_perplexity"] > 1 and result["metrics"]["base_test_perplexity"] > 1
+    assert json.loads((snapshot(cache, DIALOG) / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
 
 
 def test_an_hf_image_classifier_loads_its_hub_weights(hub, cache):
