@@ -534,3 +534,69 @@ def test_a_choice_inside_its_range_is_not_said_to_lie_outside_it(tmp_path):
     tables = "".join(p.read_text() for p in (tmp_path / "paper" / "tables").glob("*.tex"))
     assert "the best value may lie between the chosen value and that end" in tables
     assert "so the best value may lie beyond them" in main and "may lie outside it (" not in main
+
+
+# --- issue 91: every ablation described and given its table ---------------------------------------------------------
+
+
+def test_one_setting_ablations_run_alone_are_described_against_the_main_configuration_and_tabled(tmp_path):
+    """Beside the crossed rank x targets ablation, two ablations of one configuration each (LoRA r=8 at dropout 0.1;
+    at alpha 32), sharing no run with the main table: each read against the main configuration it changes (LoRA
+    r=8), described in the Methods and given its own table (the paper described and tabled the crossed one alone)."""
+    from ablationfiles import write_crossed_study
+    from studyfiles import SEEDS, completed_result, config, write_run
+
+    study = write_crossed_study(tmp_path / "s")
+    for order, (group, variant, axes) in enumerate(
+        (
+            ("dropout", "lora r=8 dropout=0.1", {"method.lora_dropout": 0.1}),
+            ("alpha", "lora r=8 alpha=32", {"method.lora_alpha": 32}),
+        )
+    ):
+        for seed, top1 in zip(SEEDS, (0.70, 0.69, 0.71)):
+            cfg = config(
+                {
+                    "method.name": "lora",
+                    "method.r": 8,
+                    **axes,
+                    "model.pretrained": study / "base" / "model.safetensors",
+                },
+                seed,
+            )
+            run = study / "runs" / f"{group}-s{seed}"
+            write_run(
+                run,
+                cfg,
+                run.name,
+                variant,
+                "lora",
+                seed,
+                axes,
+                200 + 10 * order + seed,
+                completed_result(cfg, top1, 40_000, 33.0),
+            )
+            (run / "spec.json").write_text(
+                json.dumps({**json.loads((run / "spec.json").read_text()), "groups": [group]})
+            )
+    main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
+    methods = macros((tmp_path / "paper" / "results.tex").read_text())["methodsText"]
+    assert (
+        "The dropout ablation (lora r=8 and lora r=8 dropout=0.1) varies "
+        "\\texttt{method.lora\\_dropout} over 0 and 0.1." in methods
+    )
+    assert "The alpha ablation (lora r=8 and lora r=8 alpha=32) varies $\\alpha$ over 16 and 32." in methods
+    assert "rank\\_targets ablation (" in methods or "rank_targets ablation (" in methods
+    tables = (tmp_path / "paper" / "tables" / "ablation.tex").read_text()
+    assert [line for line in tables.splitlines() if line.startswith("\\label")] == [
+        "\\label{tab:ablation}",
+        "\\label{tab:ablation2}",
+        "\\label{tab:ablation3}",
+    ]
+    assert (
+        "The dropout ablation, which varies one setting" in tables
+        and "The alpha ablation, which varies one setting" in tables
+    )
+    assert (
+        "Tables~\\ref{tab:ablation}, \\ref{tab:ablation2} and \\ref{tab:ablation3} give the ablations' configurations"
+        in main
+    )

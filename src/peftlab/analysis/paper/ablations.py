@@ -24,10 +24,29 @@ def ablation_groups(runs: pd.DataFrame) -> dict[str, tuple[list[str], list[str]]
         members = runs[runs["groups"].map(lambda gs, group=group: group in split(gs))]
         variants = sorted(dict.fromkeys(members["variant"]), key=natural_key)
         keys = list(dict.fromkeys(k for cell in members["axes"] for k in split(cell)))
-        keys = [k for k in keys if len({axis_level(members, v, k) for v in variants}) > 1]
-        if keys:
-            found[group] = (variants, keys)
+        varied = [k for k in keys if len({axis_level(members, v, k) for v in variants}) > 1]
+        reference = None if varied else main_reference(runs, variants, keys, split)
+        if reference is not None:  # one setting run alone: read against the main configuration it changes
+            variants = sorted([reference, *variants], key=natural_key)
+            varied = [k for k in keys if len({axis_level(runs, v, k) for v in variants}) > 1]
+        if varied:
+            found[group] = (variants, varied)
     return found
+
+
+def main_reference(runs: pd.DataFrame, variants: list[str], keys: list[str], split) -> str | None:
+    """The main configuration an ablation of one configuration changes (``dropout``: LoRA r=8 at dropout 0.1
+    alone): of the main group's configurations of its method, the one whose method settings beside the ablation's
+    ``keys`` equal its own most often (the first in natural order of equals); None where the main group has none."""
+    main = runs[runs["groups"].map(lambda gs: "main" in split(gs))] if "config.method.name" in runs else runs[:0]
+    first = runs[runs["variant"] == variants[0]].iloc[0]
+    same = main[(main["config.method.name"] == first["config.method.name"]) & ~main["variant"].isin(variants)]
+    settings = [c for c in runs.columns if c.startswith("config.method.") and c[len("config.") :] not in keys]
+    if same.empty:
+        return None
+    agree = {v: sum(axis_level(runs, v, c[7:]) == axis_level(runs, variants[0], c[7:]) for c in settings)
+             for v in sorted(dict.fromkeys(same["variant"]), key=natural_key)}  # fmt: skip
+    return max(agree, key=agree.get)
 
 
 def axis_level(runs: pd.DataFrame, variant: str, key: str) -> str:
