@@ -293,3 +293,26 @@ def test_what_a_notebook_shows_is_escaped(tmp_path):
     for shown in (repr(record), repr(study), repr(tuner)):
         assert "\x1b" not in shown and hostile.replace("\x1b", "\\x1b") in shown
     assert "main table: no run completed" in repr(study)
+
+
+def test_load_trained_and_predict_keep_the_libraries_records_off_a_notebooks_stderr(monkeypatch, capfd):
+    """bitsandbytes logs "Failed to load CPU gemm_4bit_forward ... pip install kernels" when a quantized base imports
+    it on an AVX512-BF16 CPU (peftlab never fetches hub kernels): in a process that was not quieted (a notebook's
+    kernel) the API's calls on a finished run keep such records off stderr and leave its logging as it was."""
+    import logging
+
+    import peftlab.training.evaluate
+    import peftlab.training.export
+
+    def chatty(*args):
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward from kernels")
+        return "done"
+
+    monkeypatch.setattr(peftlab.training.export, "load_trained", chatty)
+    monkeypatch.setattr(peftlab.training.evaluate, "predict", chatty)
+    root = logging.getLogger()  # as in a notebook's kernel: no handler (pytest's nor peftlab's), logging's last resort
+    monkeypatch.setattr(root, "handlers", [])
+    handlers = list(root.handlers)
+    assert peftlab.load_trained("some/run") == "done" and peftlab.predict("some/run", "image.png") == "done"
+    assert "gemm_4bit_forward" not in capfd.readouterr().err
+    assert logging.getLogger().handlers == handlers

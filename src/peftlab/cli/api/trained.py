@@ -18,9 +18,11 @@ def load_trained(run_dir: str | Path):
     ``peftlab export`` loads): ``tuner.model`` is the trained model (a torch module taking images as the run's
     data made them), ``tuner.merged_model()`` the merged copy where the method merges."""
     from peftlab.training.export import load_trained as load_run
+    from peftlab.utils.libraries import quieted
 
     check_path("run_dir", run_dir, what="a run folder (a path)")
-    return load_run(run_dir)
+    with quieted():  # a quantized base imports bitsandbytes, whose hub-kernel warning is no line for a notebook
+        return load_run(run_dir)
 
 
 @api()
@@ -41,7 +43,10 @@ def predict(run_dir: str | Path, images, top_k: int = 5) -> list[dict]:
     check_paths("images", images, what="an image file or folder (a path), or a list of them")
     if not isinstance(top_k, int) or isinstance(top_k, bool):  # its value: the command's check, in its words
         raise UserError(f"top_k={top_k!r} is invalid: expected an integer >= 1")
-    return predict_images(run_dir, images, top_k)
+    from peftlab.utils.libraries import quieted
+
+    with quieted():
+        return predict_images(run_dir, images, top_k)
 
 
 @api()
