@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from testkit import REPO, TEXT_WORDS, hf_text_dir
 
@@ -67,6 +68,7 @@ def tiny_study(tmp_path_factory):
     """The study file as it is but for its size: a tiny GPT-2 and GLUE copy, one seed, one learning rate to
     tune, a few steps, no ablations (the first test checks those in the file)."""
     root = tmp_path_factory.mktemp("glue-study")
+    torch.manual_seed(0)  # the tiny GPT-2's random weights: not whatever the worker's earlier tests left the RNG at
     base = yaml.safe_load(BASE.read_text())
     base["model"] = {"source": "hf-text", "path": str(hf_text_dir(root / "gpt2", "gpt2", num_classes=2))}
     base["data"].update(root=str(write_glue(root / "glue")), max_length=32, val_fraction=0.25)
