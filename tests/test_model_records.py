@@ -303,3 +303,14 @@ def test_validate_show_names_its_records_and_cache_lists_and_clears_them(tmp_pat
     assert "removed 2 model records" in capsys.readouterr().out
     # an earlier peftlab's cache (its own entries alone) is marked as peftlab's when cleared
     assert record_files() == [] and [p.name for p in (tmp_path / "data").iterdir()] == [".peftlab-cache"]
+
+
+@pytest.mark.parametrize("made", ["nothing", "a file"])
+def test_a_cache_folder_that_is_missing_or_a_file_lists_no_records(tmp_path, monkeypatch, made):
+    """`peftlab cache` lists what is there: a model cache never made (a fresh machine), or a file where its folder
+    should be, lists nothing rather than failing."""
+    folder = tmp_path / "models"
+    if made == "a file":
+        folder.write_text("not a folder")
+    monkeypatch.setenv(store.ENV_MODEL_CACHE, str(folder))
+    assert store.listed() == []
