@@ -71,10 +71,10 @@ def finish(
         )
     else:  # a tuning trial: chosen on validation, the test split stays unseen (merge checked on val)
         test_split, test = data.splits.val, not_evaluated()
-    base = base_perplexity(s, data) if tc.test and test.get("perplexity") is not None else None
     for split, numbers in (("val", val), ("test", test)):
         if numbers["loss"] is not None and not math.isfinite(numbers["loss"]):  # None: no val split
             raise Diverged(f"non-finite {split} loss ({numbers['loss']}) of the final weights (step {pos.step})")
+    base = base_perplexity(s, data) if tc.test and test.get("perplexity") is not None else None
     merged_test = merge = None
     # the deployable model: merged (re-quantized on a quantized base); None where the method's modules
     # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check
