@@ -6,8 +6,10 @@ the processes they started, the suite's wall time, the load while it ran and the
     python scripts/test_profile.py --summarise DIR     # the tables of a profile already taken
 
 A test's wall time is its set-up, call and tear-down in its worker; ``cpu`` is its worker's own CPU seconds and
-``child cpu`` those of the processes it started and waited for; ``procs`` counts the python / peftlab processes it
-started (not a study's workers, which its forkserver forks).
+``child cpu`` those of the processes it started and waited for; ``tree cpu``, where a CPU-accounting cgroup could be
+made, those of every process of its worker's tree during it (a study's forkserver workers and Ray's too; "-"
+elsewhere); ``procs`` counts the python / peftlab processes it started (not a study's workers, which its forkserver
+forks).
 """
 
 from __future__ import annotations
@@ -91,9 +93,11 @@ def summarise(out: Path) -> str:
     total = sum(r["wall"] for r in records)
     cpu = sum(r["cpu"] + r["cpu_children"] for r in records)
     procs = sum(r["started_python"] + r["started_peftlab"] for r in records)
+    tree = [r["cpu_tree"] for r in records if r.get("cpu_tree") is not None]
     lines.append(
         f"{len(records)} tests: {total:.0f} s of test time in all workers, {cpu:.0f} CPU s (own + children), "
-        f"{procs} python/peftlab processes started"
+        + (f"{sum(tree):.0f} CPU s of the workers' process trees, " if tree else "")
+        + f"{procs} python/peftlab processes started"
     )
     failed = [r["test"] for r in records if r.get("outcome") == "failed"]
     if failed:
@@ -102,13 +106,16 @@ def summarise(out: Path) -> str:
         "",
         "The 50 slowest tests:",
         "",
-        "| wall s | cpu s | child cpu s | procs | test |",
-        "|---:|---:|---:|---:|---|",
+        "| wall s | cpu s | child cpu s | tree cpu s | procs | test |",
+        "|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(records, key=lambda r: -r["wall"])[:50]:
         n = r["started_python"] + r["started_peftlab"]
-        lines.append(f"| {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu_children']:.1f} | {n} | {r['test']} |")
-    files = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0])
+        lines.append(
+            f"| {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu_children']:.1f} | {shown(r.get('cpu_tree'))} | {n} "
+            f"| {r['test']} |"
+        )
+    files = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0, None])
     for r in records:
         f = files[r["file"]]
         f[0] += 1
@@ -116,11 +123,17 @@ def summarise(out: Path) -> str:
         f[2] += r["cpu"]
         f[3] += r["cpu_children"]
         f[4] += r["started_python"] + r["started_peftlab"]
-    lines += ["", "The 20 slowest files:", "", "| wall s | cpu s | child cpu s | procs | tests | file |"]
-    lines.append("|---:|---:|---:|---:|---:|---|")
-    for name, (n, wall, own, child, started) in sorted(files.items(), key=lambda kv: -kv[1][1])[:20]:
-        lines.append(f"| {wall:.0f} | {own:.0f} | {child:.0f} | {started} | {n} | {name} |")
+        if r.get("cpu_tree") is not None:
+            f[5] = (f[5] or 0.0) + r["cpu_tree"]
+    lines += ["", "The 20 slowest files:", "", "| wall s | cpu s | child cpu s | tree cpu s | procs | tests | file |"]
+    lines.append("|---:|---:|---:|---:|---:|---:|---|")
+    for name, (n, wall, own, child, started, tree) in sorted(files.items(), key=lambda kv: -kv[1][1])[:20]:
+        lines.append(f"| {wall:.0f} | {own:.0f} | {child:.0f} | {shown(tree, 0)} | {started} | {n} | {name} |")
     return "\n".join(lines)
+
+
+def shown(seconds: float | None, digits: int = 1) -> str:
+    return "-" if seconds is None else f"{seconds:.{digits}f}"
 
 
 def main() -> int:
