@@ -809,6 +809,9 @@ def test_a_causal_lm_paper_names_the_lowest_perplexity_best(lm_sources):
     assert defined["worstMeans"] == r"\perplexityMeanLoraRFour{} (\nameLoraRFour{})"
     assert r"The lowest mean, the best, is that of \bestNamed{}" in main
     assert "the study is judged by test perplexity, lower is better" in main
+    # the base row: the base alone on the runs' test tokens (metrics.base_test_perplexity), as the report gives it
+    assert defined["noAdapterPerplexity"] == "868.2"
+    assert r"the base has a test perplexity of \noAdapterPerplexity{} on the same test tokens" in main
     assert_no_typed_number(lm_sources)
 
 

@@ -261,6 +261,7 @@ def main_tex(
         best=study.best,
         worst=study.worst,
         base=bool(study.base),
+        no_adapter="noAdapterPerplexity" in numbers.macros,  # a causal-LM study's base row
         base_perplexity="basePerplexity" in numbers.macros,  # a text study's base: a causal LM
         base_steps="baseSteps" in numbers.macros,  # the pretraining run's optimizer steps, where its record is kept
         model_setup=model_setup(study, n),

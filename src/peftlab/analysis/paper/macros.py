@@ -194,6 +194,10 @@ def define_study(numbers: Numbers, study) -> None:
     joins = list(dict.fromkeys(done["protocol.pair_join"].dropna())) if "protocol.pair_join" in done else []
     if joins:  # a sentence-pair task's: the decoder's separator or the encoder's template, as the runs joined it
         add("cfgPairJoin", latex_escape("; ".join(map(str, joins))), "protocol.pair_join of the completed runs")
+    base = done["metrics.base_test_perplexity"].dropna() if "metrics.base_test_perplexity" in done else []
+    if len(base):  # a causal LM's base row: the base alone on the runs' test tokens (report.build.base_lines)
+        said = sorted({f"{v:.1f}" for v in base}, key=float)
+        add("noAdapterPerplexity", " to ".join(said[:: max(len(said) - 1, 1)]), "metrics.base_test_perplexity of runs")
     tests = split_sizes(done, "test")
     if len(tests) == 1 and study.score.metric == TOP1:  # the resolution of every test top-1 the paper reports
         add("cfgTestStep", points_words(100 / tests[0]), "points of test top-1 one test image moves (100 / test size)")
