@@ -231,7 +231,7 @@ def test_bench_only_pin_times_each_mode_in_a_process_of_its_own_and_says_mkl_s_b
     for method in ("full", "lora"):
         assert figure[method]["pinned_vs_unpinned"]["n"] == 1 and figure[method]["avx2_vs_unpinned"]["median"] > 0
         assert figure[method]["onednn_vs_pinned"]["median"] > 0  # the candidate pin, in a pinned process
-    assert figure["mkl_branch"]["onednn"] == figure["mkl_branch"]["pinned"]
+    assert figure["mkl_branch"]["onednn"] == figure["mkl_branch"]["pinned"]  # one process: the pin's switches
     assert "lora step CPU unpinned, pinned, former pin" in proc.stdout and "candidate oneDNN products" in proc.stdout
 
 

@@ -4,10 +4,12 @@ under the former pin (MKL's AVX2 branch, which an AMD CPU takes as AUTO), faster
 candidate pin ``onednn`` (the pin's switches with every Linear's products through oneDNN: ``models.products``), which
 becomes the pin where two vendors' step records of it agree (benchmarks/pin_candidates.sh).
 
-MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes cannot share a process as the
-other figures' steps do: each repetition starts one process per mode, in an order that rotates, and each process
-times its steps on one thread (its CPU seconds then count its work even on a loaded machine). A ratio is taken
-repetition by repetition, as the interleaved figures take theirs. Each process says the branch MKL computed in.
+MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes whose switches differ cannot
+share a process as the other figures' steps do: each repetition starts one process per set of switches, in an order
+that rotates, and each process times its steps on one thread (its CPU seconds then count its work even on a loaded
+machine). ``onednn`` has the pin's switches: the pinned process times its steps too, method by method beside the
+pinned ones. A ratio is taken repetition by repetition, as the interleaved figures take theirs. Each process says the
+branch MKL computed in.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from peftlab.utils.cpu import PINNED
 
 # each mode's switches over an environment without the pin's
 MODES = {"unpinned": {}, "pinned": PINNED, "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"}, "onednn": PINNED}
-# the modes whose steps run inside models.products.onednn_products
-ONEDNN_MODES = ("onednn",)
+# the processes a repetition starts; the pinned one times the modes of its switches whose steps run inside
+# models.products.onednn_products too
+PROCESSES = {"unpinned": (), "pinned": ("onednn",), "avx2": ()}
 METHODS = ("full", "lora")
 WARMUP, TIMED = 2, 5
 
@@ -40,17 +43,21 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
     args = {"model": model, "img_size": img_size, "batch": batch, "dtype": dtype}
     times = {mode: [] for mode in MODES}
     for i in range(repeats):
-        order = list(MODES)[i % len(MODES) :] + list(MODES)[: i % len(MODES)]
+        order = list(PROCESSES)[i % len(PROCESSES) :] + list(PROCESSES)[: i % len(PROCESSES)]
         for mode in order:
             proc = subprocess.run(
-                [sys.executable, "-m", "peftlab.bench.pin", json.dumps({**args, "onednn": mode in ONEDNN_MODES})],
+                [sys.executable, "-m", "peftlab.bench.pin", json.dumps({**args, "onednn": bool(PROCESSES[mode])})],
                 env={**base, **MODES[mode]},
                 capture_output=True,
                 text=True,
             )
             if proc.returncode:
                 raise RuntimeError(f"bench pin: the {mode} process failed: {proc.stderr.strip()[-500:]}")
-            times[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            steps = json.loads(proc.stdout.strip().splitlines()[-1])
+            for name in (mode, *PROCESSES[mode]):
+                times[name].append(
+                    {"mkl_branch": steps["mkl_branch"], **steps["oneDNN" if name == "onednn" else "own"]}
+                )
     figure = {"threads": 1, "mkl_branch": {mode: runs[0]["mkl_branch"] for mode, runs in times.items()}}
     for method in METHODS:
         cpu = {mode: [run[method]["cpu"] for run in runs] for mode, runs in times.items()}
@@ -68,8 +75,9 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
 
 
 def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str, onednn: bool = False) -> dict:
-    """In a process of one mode: each method's median CPU and wall seconds a step, and MKL's branch; ``onednn``:
-    every step inside ``models.products.onednn_products``."""
+    """In a process of one set of switches: MKL's branch, and under ``own`` each method's median CPU and wall seconds
+    a step; ``onednn``: under ``oneDNN`` too, those of the same steps inside ``models.products.onednn_products``, each
+    method's timed right after its own."""
     import contextlib
 
     import torch
@@ -83,20 +91,21 @@ def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str, 
     size = input_spec_for(make_cfg(model, img_size, "lora").model).img_size
     torch.manual_seed(0)
     images, labels = torch.randn(batch, 3, size, size), torch.arange(batch) % 10
-    out = {"mkl_branch": mkl_branch()}
+    out = {"mkl_branch": mkl_branch(), "own": {}, **({"oneDNN": {}} if onednn else {})}
     pinned = "MKL_CBWR" in os.environ  # either pin: the fused AdamW a reproducible run takes
     for method in METHODS:
-        trainer = Trainer(make_cfg(model, img_size, method), images, labels, dtype, reproducible=pinned)
-        cpu, wall = [], []
-        with onednn_products() if onednn else contextlib.nullcontext():
-            for _ in range(WARMUP):
-                trainer.step()
-            for _ in range(TIMED):
-                c, w = time.process_time(), time.perf_counter()
-                trainer.step()
-                cpu.append(time.process_time() - c)
-                wall.append(time.perf_counter() - w)
-        out[method] = {"cpu": statistics.median(cpu), "wall": statistics.median(wall)}
+        for products in [name for name in ("own", "oneDNN") if name in out]:
+            trainer = Trainer(make_cfg(model, img_size, method), images, labels, dtype, reproducible=pinned)
+            cpu, wall = [], []
+            with onednn_products() if products == "oneDNN" else contextlib.nullcontext():
+                for _ in range(WARMUP):
+                    trainer.step()
+                for _ in range(TIMED):
+                    c, w = time.process_time(), time.perf_counter()
+                    trainer.step()
+                    cpu.append(time.process_time() - c)
+                    wall.append(time.perf_counter() - w)
+            out[products][method] = {"cpu": statistics.median(cpu), "wall": statistics.median(wall)}
     return out
 
 
