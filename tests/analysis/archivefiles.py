@@ -1,9 +1,9 @@
 """The image-folder study packed as a submission (docs/reproduce.md), as test_reproduce.py, test_reproduce_hostile.py
 and test_reproduce_received.py receive it: two configurations, LoRA and a plugin method of the test's own
 (tests/plugin_example installed into a folder of the test), two seeds each, on an image folder the test writes;
-``study``, ``paper --no-compile`` (a stand-in main.pdf recorded as compiled) and ``submission``, each in a process of
-its own with the plugin on its path. conftest.py builds it once per pytest process (the ``archive`` fixture): the
-tests read it, and a test that changes it changes its own copy (``unpacked``)."""
+``study``, ``paper --no-compile`` and ``submission`` (on a PATH without LaTeX: the paper packed without main.pdf),
+each in a process of its own with the plugin on its path. conftest.py builds it once per pytest process (the
+``archive`` fixture): the tests read it, and a test that changes it changes its own copy (``unpacked``)."""
 
 from __future__ import annotations
 
@@ -138,21 +138,26 @@ def write_study(top: Path) -> Path:
     return configs / "study.yaml"
 
 
+def without_latex(folder: Path) -> dict:
+    """The environment of a machine without LaTeX (PATH: ``folder``, holding git alone), where ``submission`` packs a
+    paper written with ``--no-compile`` without main.pdf, as archive.json's paper_pdf says. Where LaTeX and poppler
+    are installed, reproduce finds a packed main.pdf that is no PDF they can read a difference, so the archives the
+    tests check pack no stand-in PDF; compiling a real one would cost each archive a compile of the paper."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "git").symlink_to(shutil.which("git"))
+    return {"PATH": str(folder)}
+
+
 def make_archive(top: Path) -> Path:
     """The submission archive of the study, trained, reported and packed in ``top``."""
-    from peftlab.analysis.paper.latex import record_pdf
-    from peftlab.analysis.results.load import results_sha256
-
     study = write_study(top)
     work, site = top / "work", top / "site"
     ran = peftlab("study", str(study), "--study-dir", "runs/pets", "--quiet", cwd=work, plugin_site=site)
     assert ran.returncode == 0, ran.stderr[-2000:]
     paper = peftlab("paper", "runs/pets", "--no-compile", cwd=work, plugin_site=site)
     assert paper.returncode == 0, paper.stderr[-2000:]
-    paper_dir = work / "runs" / "pets" / "paper"
-    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    record_pdf(paper_dir, results_sha256(work / "runs" / "pets"))  # what a compile that succeeded records
-    packed = peftlab("submission", "runs/pets", "--study", "configs/study.yaml", cwd=work, plugin_site=site)
+    env = without_latex(top / "bin")
+    packed = peftlab("submission", "runs/pets", "--study", "configs/study.yaml", cwd=work, plugin_site=site, env=env)
     assert packed.returncode == 0, packed.stderr[-2000:]
     return work / "runs" / "pets" / f"{NAME}.tar.gz"
 

@@ -1,6 +1,7 @@
 """Issue 86, item 3: a packed main.pdf is compiled again from the packed paper sources and its text compared word for
 word where LaTeX and poppler are installed (``latex.compare_compiled``, ``regenerate.compare_pdf``); a PDF another
-pdfTeX made, or one poppler cannot read, is named as not checked with why, and never compiled.
+pdfTeX made is compared by its words; one poppler cannot read (cut short, emptied) is a difference, never compiled,
+and without LaTeX or poppler here every main.pdf is named as not checked with why.
 Tiny documents: each compile is about a second of pdflatex."""
 
 from __future__ import annotations
@@ -55,27 +56,33 @@ def test_the_verdict_line_moves_from_not_checked_to_compared_or_to_differs(tmp_p
     ], forged
 
 
-def test_a_pdf_of_another_pdftex_is_compared_by_its_words_and_one_poppler_cannot_read_is_named(tmp_path, monkeypatch):
+def test_a_pdf_of_another_pdftex_is_compared_by_its_words(tmp_path, monkeypatch):
     """A Producer is a string anyone can write: a forger who renames it gets the words compared, not the check
     skipped (a real archive's main.pdf, pdflatex-compiled, renamed and forged, passed as intact before). The
     words are counted layout-free, so another pdfTeX's line and page breaks are no difference."""
-    folder = paper(tmp_path / "a", "72.3")
     monkeypatch.setattr(latex, "pdftex_here", lambda: "pdfTeX-9.99.99")
-    state, said = compare_compiled(folder)
+    state, said = compare_compiled(paper(tmp_path / "a", "72.3"))
     assert state == "same" and said.startswith("its words (5), compiled again from the packed sources by pdfTeX-9.99")
     assert "made by pdfTeX-1." in said and "compared as words, not as lines" in said
     state, said = compare_compiled(paper(tmp_path / "b", "72.3", pdf_of="99.9"))
     assert state == "differs" and said.startswith("made by pdfTeX-1."), said
     assert said.endswith("compile of its sources: holds '99.9%'; lacks '72.3%'"), said
-    monkeypatch.undo()
-    (folder / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
+
+
+def test_a_pdf_poppler_cannot_read_is_a_difference_without_a_compile(tmp_path, monkeypatch):
+    """A forger who cuts the paper short, empties it or puts garbage in its place keeps no "intact": pdflatex writes
+    no PDF poppler cannot read, so no compile is needed to say it is not what the packed sources compile to."""
+    folder = paper(tmp_path / "a", "72.3")
+    whole = (folder / "main.pdf").read_bytes()
     monkeypatch.setattr(latex, "compile_pdf", lambda main: pytest.fail("compiled for a PDF poppler cannot read"))
-    out = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})"])
-    compare_pdf(folder.parent, out)
-    assert out.skipped == [
-        f"paper/main.pdf (not compiled again: a PDF poppler cannot read (here {latex.pdftex_here()}))"
-    ]
-    assert out.differ == [], out
+    for garbage in (whole[:200], b"", b"%PDF-1.5 stand-in\n"):
+        (folder / "main.pdf").write_bytes(garbage)
+        out = Regenerated(skipped=[f"paper/main.pdf ({PDF_UNCHECKED})"])
+        compare_pdf(folder.parent, out)
+        assert out.skipped == [] and out.differ == [
+            "paper/main.pdf is not what its packed sources compile to: it is not a PDF poppler can read "
+            "(truncated, emptied or not a PDF)"
+        ], (garbage, out)
 
 
 def test_layout_free_words_join_broken_words_and_drop_page_numbers():
@@ -88,11 +95,14 @@ def test_layout_free_words_join_broken_words_and_drop_page_numbers():
     assert latex.layout_free_words("a\nb c\n3\n\f")["3"] == 0 and latex.layout_free_words("rank 3\n\f")["3"] == 1
 
 
-def test_without_poppler_it_is_named_as_not_installed(tmp_path, monkeypatch):
+def test_without_latex_or_poppler_it_is_named_as_not_installed_readable_or_not(tmp_path, monkeypatch):
     folder = paper(tmp_path / "a", "72.3")
     real = shutil.which
     monkeypatch.setattr(latex.shutil, "which", lambda tool: None if tool == "pdftotext" else real(tool))
-    assert compare_compiled(folder) == (
-        "unchecked",
-        "not compiled again: LaTeX or poppler's pdftotext is not installed here",
-    )
+    unchecked = ("unchecked", "not compiled again: LaTeX or poppler's pdftotext is not installed here")
+    assert compare_compiled(folder) == unchecked
+    (folder / "main.pdf").write_bytes(b"")
+    assert compare_compiled(folder) == unchecked
+    monkeypatch.undo()
+    monkeypatch.setattr(latex, "missing_latex", lambda: ["texlive-latex-base"])
+    assert compare_compiled(folder) == unchecked

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from archivefiles import here
+from archivefiles import here, without_latex
 from test_reproduce import hostile_record, peftlab, tampered
-
-from peftlab.analysis.paper.latex import record_pdf
-from peftlab.analysis.results.load import results_sha256
 
 NAME = "received-submission"
 CLASSES = ("alpha", "beta", "gamma")
@@ -101,10 +98,9 @@ def received(tmp_path_factory) -> dict:
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
     paper = here("paper", "runs/received", "--no-compile", cwd=work)
     assert paper.returncode == 0, paper.stderr[-2000:]
-    paper_dir = work / "runs" / "received" / "paper"
-    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    record_pdf(paper_dir, results_sha256(work / "runs" / "received"))  # what a compile that succeeded records
-    packed = here("submission", "runs/received", "--study", "configs/study.yaml", cwd=work)
+    packed = here(
+        "submission", "runs/received", "--study", "configs/study.yaml", cwd=work, env=without_latex(top / "bin")
+    )
     assert packed.returncode == 0, packed.stderr[-2000:]
     receiver = tmp_path_factory.mktemp("receiver")
     tarball = receiver / f"{NAME}.tar.gz"

@@ -27,12 +27,11 @@ from testkit import REPO, TINY_MODEL
 
 sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
 sys.path.insert(0, str(REPO / "tests" / "analysis"))
-from archivefiles import here
+from archivefiles import here, without_latex
 from datafiles import write_idx_dataset
 from test_reproduce import peftlab
 
-from peftlab.analysis.paper.latex import record_pdf
-from peftlab.analysis.results.load import results_sha256
+from peftlab.analysis.archive.pack import PDF_NOT_PACKED
 
 NAME = "base-submission"
 WEIGHTS = "tiny-base.safetensors"
@@ -80,10 +79,9 @@ def received(tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     done = here("paper", "runs/base", "--no-compile", cwd=work, env=env)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    paper_dir = work / "runs" / "base" / "paper"
-    (paper_dir / "main.pdf").write_bytes(b"%PDF-1.5 stand-in\n")
-    record_pdf(paper_dir, results_sha256(work / "runs" / "base"))  # what a compile that succeeded records
-    packed = here("submission", "runs/base", "--study", "configs/study.yaml", cwd=work, env=env)
+    packed = here(
+        "submission", "runs/base", "--study", "configs/study.yaml", cwd=work, env={**env, **without_latex(top / "bin")}
+    )
     assert packed.returncode == 0, packed.stderr[-2000:]
     receiver = tmp_path_factory.mktemp("receiver") / "my reproduction"
     receiver.mkdir()
@@ -148,7 +146,7 @@ def test_a_supplied_base_reproduces_after_following_reproduce_md(received, tmp_p
     (intact,) = [line for line in lines if line.startswith("archive intact: yes (")]
     assert intact.endswith("; not checked: paper/main.pdf, 5 macros of paper/results.tex, archive.json's phases, "
                            "superseded, repository and made)"), intact  # fmt: skip
-    assert "; it cannot check paper/main.pdf (its text is compared with a compile" in text  # REPRODUCE.md too
+    assert f"; it cannot check paper/main.pdf ({PDF_NOT_PACKED};" in text  # REPRODUCE.md too (packed on no LaTeX)
     assert lines[-1] == (
         "runs reproduced: level 2 of 3 (archive intact; runs reproduced; not said: claims reproduced)"
     ), done.stdout

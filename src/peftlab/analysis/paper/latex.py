@@ -200,16 +200,17 @@ def file_sha256(path: Path) -> str:
 PDF_TEXT_TOOLS = ("pdftotext", "pdfinfo")  # Debian: poppler-utils
 PDF_TEXT_SECONDS = 120
 SHOWN_WORDS = 6
+PDF_UNREADABLE = "it is not a PDF poppler can read (truncated, emptied or not a PDF)"
 
 
-def pdf_text(pdf: Path) -> tuple[str, str]:
+def pdf_text(pdf: Path) -> tuple[str, str] | None:
     """``pdf``'s text (pdftotext: pages end in a form feed) and the program that made it (pdfinfo's Producer,
-    "pdfTeX-1.40.24"; "" where poppler cannot read it). A PDF from someone else's archive is only read by
-    poppler's tools, each for at most ``PDF_TEXT_SECONDS``."""
+    "pdfTeX-1.40.24"; "" where it names none); None where poppler cannot read it (truncated, emptied or not a PDF).
+    A PDF from someone else's archive is only read by poppler's tools, each for at most ``PDF_TEXT_SECONDS``."""
     fix = f"{pdf} may be malformed"
     info = run_program(["pdfinfo", pdf], seconds=PDF_TEXT_SECONDS, fix=fix)
     if info.returncode != 0:
-        return "", ""
+        return None
     text = run_program(["pdftotext", "-q", "-enc", "UTF-8", pdf, "-"], seconds=PDF_TEXT_SECONDS, fix=fix).stdout
     producer = next((line.split(":", 1)[1].strip() for line in info.stdout.splitlines() if "Producer:" in line), "")
     return text, producer
@@ -248,22 +249,24 @@ def pdftex_here() -> str:
 def compare_compiled(paper_dir: Path) -> tuple[str, str]:
     """main.pdf in ``paper_dir`` against a compile of the paper's sources there (copied to a folder of its own):
     ("same", what was compared), ("differs", the first differing words) or ("unchecked", why not: LaTeX or poppler
-    missing here, or a PDF poppler cannot read, whose words no reader sees either). A PDF another pdfTeX made (its
-    Producer, which anyone can write, says so) may break and hyphenate lines otherwise: its words are compared as
-    ``layout_free_words``, so a word changed, added or removed is a difference and a line moved is not."""
+    missing here). A main.pdf poppler cannot read (cut short, emptied, garbage) differs without a compile: pdflatex
+    writes none such. A PDF another pdfTeX made (its Producer, which anyone can write, says so) may break and
+    hyphenate lines otherwise: its words are compared as ``layout_free_words``, so a word changed, added or removed
+    is a difference and a line moved is not."""
     if missing_latex() or any(shutil.which(tool) is None for tool in PDF_TEXT_TOOLS):
         return "unchecked", "not compiled again: LaTeX or poppler's pdftotext is not installed here"
-    old_text, made_by = pdf_text(paper_dir / "main.pdf")
+    packed = pdf_text(paper_dir / "main.pdf")
+    if packed is None:
+        return "differs", PDF_UNREADABLE
+    old_text, made_by = packed
     made_here = pdftex_here()
-    if not made_by and not old_text.strip():
-        return "unchecked", f"not compiled again: a PDF poppler cannot read (here {made_here})"
     with tempfile.TemporaryDirectory(prefix="peftlab-pdf-") as tmp:
         build = Path(tmp)
         for source in paper_sources(paper_dir):
             (build / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paper_dir / source, build / source, follow_symlinks=False)
         try:
-            new_text = pdf_text(compile_pdf(build / "main.tex"))[0]
+            new_text = (pdf_text(compile_pdf(build / "main.tex")) or ("", ""))[0]  # unread: no words, a difference
         except UserError as err:
             return "differs", f"its packed sources do not compile here ({one_line(err)})"
     if made_by != made_here:
