@@ -99,42 +99,44 @@ def assert_same_results(out: Path, reference: dict[str, dict]) -> None:
         assert result["metrics"] == reference[run_id]["metrics"], run_id  # same config and seed: same numbers
 
 
-@pytest.mark.parametrize("executor", ["submitit", "ray"])
-@pytest.mark.e2e
-@needs_fashion_mnist()
-def test_a_study_through_an_executor_equals_the_local_one(tmp_path, executor, reference, request):
-    """The study's pretraining runs first as a job of the executor; every run completes with the
-    local executor's numbers; the driver prints a line per finished run; a second call reuses the
-    base and every run (submits nothing)."""
-    args = executor_args(executor, request) + (["--slurm-time", "0:10:00"] if executor == "submitit" else [])
-    path = write_study(tmp_path, {**STUDY, "pretrain": "pre.yaml"})
+def write_pretraining(tmp_path: Path, study: dict) -> Path:
+    """The study file of ``study`` with a pretraining (pre.yaml: full fine-tuning on 64 images) beside it."""
+    path = write_study(tmp_path, {**study, "pretrain": "pre.yaml"})
     (tmp_path / "pre.yaml").write_text(
         yaml.safe_dump(
             {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
         )
     )
+    return path
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_study_through_submitit_equals_the_local_one(tmp_path, reference, request):
+    """The study's pretraining runs first as a submitit job; every run completes with the local executor's
+    numbers; the driver prints a line per finished run; a second call reuses the base and every run (submits
+    nothing). Ray's counterpart: test_a_study_through_ray_equals_the_local_one_though_its_workers_die."""
+    args = executor_args("submitit", request) + ["--slurm-time", "0:10:00"]
+    path = write_pretraining(tmp_path, STUDY)
     out = tmp_path / "out"
     proc = study_cli(path, out, *args)
     assert proc.returncode == 0, proc.stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
     assert_progress_lines(proc.stderr)
     assert_same_results(out, reference)
-    for result in results_by_run(out).values():  # each run names the job or task that trained it
-        job_id, task_id = result["execution"]["job_id"], result["execution"]["task_id"]
-        assert (job_id if executor == "submitit" else task_id) and not (task_id if executor == "submitit" else job_id)
-        assert result["execution"] == execution(executor, job_id, task_id)
+    for result in results_by_run(out).values():  # each run names the job that trained it
+        job_id = result["execution"]["job_id"]
+        assert job_id and result["execution"] == execution("submitit", job_id)
     manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
     assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
-    if executor == "submitit":  # the pretraining and each run were submitit jobs, with their own folders and logs
-        assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 3
+    assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 3  # the pretraining and each run: jobs of their own
 
-    before, jobs = mtimes(out), sorted((out / "slurm").glob("*")) if executor == "submitit" else []
+    before, jobs = mtimes(out), sorted((out / "slurm").glob("*"))
     status, stdout, stderr = cli_study_here(path, out, "--quiet", *args)  # this process: no interpreter to start
     assert status == 0, stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
     assert mtimes(out) == before
-    if executor == "submitit":
-        assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
+    assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
 
 
 def selection(study: Path, method: str) -> dict:
@@ -190,37 +192,43 @@ def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_ray_tasks_whose_workers_died_are_retried_in_the_same_call(tmp_path, reference):
-    """A Ray task's worker SIGKILLed part-way (after its checkpoint of step 3: the study's pretraining task, then
-    its run's task) is run again by Ray, which resumes from the checkpoint: the same call writes the base and
-    completes the study, with the uninterrupted numbers, and says of each task in one line that Ray ran it again.
-    A task run again starts after step 3 and is not killed a second time. peftlab starts its own local Ray here,
-    whose workers get the kill hook from the driver's environment (the module's Ray has the test process's)."""
+def test_a_study_through_ray_equals_the_local_one_though_its_workers_die(tmp_path, reference, request):
+    """The study's pretraining runs first as a Ray task, then its two runs, each a task whose worker is SIGKILLed
+    part-way (after its checkpoint of step 3); Ray runs each again, which resumes from the checkpoint: the same call
+    writes the base and completes every run with the local executor's numbers, prints a line per finished run, and
+    says of each task in one line that Ray ran it again (a task run again starts after step 3 and is not killed a
+    second time). A second call reuses the base and every run. peftlab starts its own local Ray here, whose workers
+    get the kill hook from the driver's environment (the module's Ray has the test process's)."""
     pytest.importorskip("ray")
-    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(
-        yaml.safe_dump(
-            {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
-        )
-    )
+    path = write_pretraining(tmp_path, STUDY)
     out = tmp_path / "out"
-    proc = study_cli(
-        path, out, "--quiet", "--executor", "ray", env={"PEFTLAB_KILL_AT": "checkpoint:3", "RAY_ADDRESS": ""}
-    )
+    proc = study_cli(path, out, "--executor", "ray", env={"PEFTLAB_KILL_AT": "checkpoint:3", "RAY_ADDRESS": ""})
     assert proc.returncode == 0, proc.stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in proc.stdout
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
+    assert_progress_lines(proc.stderr)
     assert "lost" not in proc.stderr, proc.stderr
-    run_id = next(out.glob("runs/*/result.json")).parent.name
-    assert proc.stderr.splitlines() == [
-        f"peftlab: warning: Ray ran {name} again after its worker died (2 attempts); "
-        "it went on from its last checkpoint"
-        for name in ("pre", run_id)
-    ], proc.stderr  # Ray's own lines: library.log
+    said = [line for line in proc.stderr.splitlines() if not line.startswith("study s: run ")]
+    assert said[0] == f"peftlab: warning: Ray ran pre again after its worker died (2 attempts); {WENT_ON}"
+    assert sorted(said[1:]) == sorted(  # the two runs' tasks run side by side: either may be first
+        f"peftlab: warning: Ray ran {run_id} again after its worker died (2 attempts); {WENT_ON}"
+        for run_id in reference
+    ), proc.stderr  # Ray's own lines: library.log
     assert "Started a local Ray instance" in (out / "library.log").read_text()
-    assert (tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").is_file()
+    manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
+    assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
     assert_same_results(out, reference)
-    (result,) = results_by_run(out).values()
-    assert result["execution"] == execution("ray", task_id=result["execution"]["task_id"], attempt=2)
+    for result in results_by_run(out).values():  # each run names the task that trained it, on its second attempt
+        task_id = result["execution"]["task_id"]
+        assert task_id and result["execution"] == execution("ray", task_id=task_id, attempt=2)
+
+    before = mtimes(out)
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", *executor_args("ray", request))  # the module's Ray
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
+    assert mtimes(out) == before
+
+
+WENT_ON = "it went on from its last checkpoint"
 
 
 @pytest.mark.e2e
@@ -256,12 +264,7 @@ def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, r
     """The study's pretraining job SIGKILLed after its checkpoint of step 3 ended without its base
     model or an error: the study stops with one line saying it was lost, not failed, and the next
     call resumes it and runs the study."""
-    path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
-    (tmp_path / "pre.yaml").write_text(
-        yaml.safe_dump(
-            {**BASE, "name": "pre", "method": {"name": "full"}, "data": {**BASE["data"], "train_subset": 64}}
-        )
-    )
+    path = write_pretraining(tmp_path, ONE_RUN)
     out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
     args = ["--quiet", *executor_args("submitit", request)]
     proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "checkpoint:3"})
