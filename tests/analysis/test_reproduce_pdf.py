@@ -1,7 +1,8 @@
 """Issue 86, item 3: a packed main.pdf is compiled again from the packed paper sources and its text compared word for
-word where LaTeX and poppler are installed (``latex.compare_compiled``, ``regenerate.compare_pdf``); a PDF another
-pdfTeX made is compared by its words; one poppler cannot read (cut short, emptied) is a difference, never compiled,
-and without LaTeX or poppler here every main.pdf is named as not checked with why.
+word, then its bytes, where LaTeX and poppler are installed (``latex.compare_compiled``, ``regenerate.compare_pdf``);
+a PDF another pdfTeX made is compared by its words and named as not checked where they agree; one poppler cannot read
+(cut short, emptied) is a difference, never compiled, and without LaTeX or poppler here every main.pdf is named as not
+checked with why.
 Tiny documents: each compile is about a second of pdflatex."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="LaTeX or poppler-utils is not installed (scripts/install-latex.sh)",
 )
 DOCUMENT = "\\documentclass{article}\n\\begin{document}\nLoRA reaches %s\\%% on Fashion-MNIST.\n\\end{document}\n"
+SAME = ", compiled again from the packed sources"
 
 
 def paper(folder: Path, number: str, pdf_of: str | None = None) -> Path:
@@ -35,8 +37,8 @@ def paper(folder: Path, number: str, pdf_of: str | None = None) -> Path:
 
 
 def test_a_pdf_its_sources_compile_to_is_compared_and_a_forged_number_is_named(tmp_path):
-    same = compare_compiled(paper(tmp_path / "a", "72.3"))
-    assert same == ("same", "its text (6 words), compiled again from the packed sources"), same
+    state, said = compare_compiled(paper(tmp_path / "a", "72.3"))
+    assert state == "same" and said.startswith("byte for byte (") and said.endswith(f" bytes){SAME}"), said
     state, said = compare_compiled(paper(tmp_path / "b", "72.3", pdf_of="99.9"))
     assert (
         state == "differs"
@@ -61,12 +63,27 @@ def test_a_pdf_of_another_pdftex_is_compared_by_its_words(tmp_path, monkeypatch)
     skipped (a real archive's main.pdf, pdflatex-compiled, renamed and forged, passed as intact before). The
     words are counted layout-free, so another pdfTeX's line and page breaks are no difference."""
     monkeypatch.setattr(latex, "pdftex_here", lambda: "pdfTeX-9.99.99")
-    state, said = compare_compiled(paper(tmp_path / "a", "72.3"))
-    assert state == "same" and said.startswith("its words (5), compiled again from the packed sources by pdfTeX-9.99")
-    assert "made by pdfTeX-1." in said and "compared as words, not as lines" in said
+    state, said = compare_compiled(paper(tmp_path / "a", "72.3"))  # its words agree, its bytes cannot be compared
+    assert state == "unchecked" and said.startswith("its words (5) are what pdfTeX-9.99.99 compiles its sources to")
+    assert "made by pdfTeX-1." in said and said.endswith("so its images and fonts were not compared"), said
     state, said = compare_compiled(paper(tmp_path / "b", "72.3", pdf_of="99.9"))
     assert state == "differs" and said.startswith("made by pdfTeX-1."), said
     assert said.endswith("compile of its sources: holds '99.9%'; lacks '72.3%'"), said
+
+
+def test_a_pdf_whose_words_are_its_sources_but_not_its_bytes_differs(tmp_path):
+    """An image of the paper redrawn (here a black box's height) leaves its words as they were: the same pdfTeX makes
+    the same bytes of the same sources (its dates fixed), so the bytes are compared too."""
+    box = "\\documentclass{article}\n\\begin{document}\nLoRA reaches 72.3\\%%.\\rule{1cm}{%s}\n\\end{document}\n"
+    folder = tmp_path / "paper"
+    (tmp_path / "built").mkdir()
+    (tmp_path / "built" / "main.tex").write_text(box % "2cm")
+    folder.mkdir()
+    shutil.copyfile(compile_pdf(tmp_path / "built" / "main.tex"), folder / "main.pdf")
+    (folder / "main.tex").write_text(box % "1cm")
+    state, said = compare_compiled(folder)
+    assert state == "differs" and said.startswith("its words are its sources' (4), its bytes are not: byte "), said
+    assert said.endswith("an image, a font or the PDF's structure was changed"), said
 
 
 def test_a_pdf_poppler_cannot_read_is_a_difference_without_a_compile(tmp_path, monkeypatch):

@@ -46,9 +46,11 @@ KPSEWHICH_FIX = "check the TeX installation (scripts/install-latex.sh)"
 
 def latex_env() -> dict[str, str]:
     """The environment latexmk runs in: TeX may read and write only below the paper's folder (no absolute
-    paths, no "..", no dot files: kpathsea's paranoid mode) and runs no shell command."""
+    paths, no "..", no dot files: kpathsea's paranoid mode) and runs no shell command. The PDF's dates and
+    identifier are fixed (SOURCE_DATE_EPOCH, which pdfTeX reads with FORCE_SOURCE_DATE), so that one pdfTeX makes
+    the same bytes of the same sources, which ``compare_compiled`` compares."""
     env = {key: value for key, value in os.environ.items() if key != "LATEXMKRCSYS"}
-    env.update(openin_any="p", openout_any="p", shell_escape="f")
+    env.update(openin_any="p", openout_any="p", shell_escape="f", SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
     return env
 
 
@@ -248,11 +250,12 @@ def pdftex_here() -> str:
 
 def compare_compiled(paper_dir: Path) -> tuple[str, str]:
     """main.pdf in ``paper_dir`` against a compile of the paper's sources there (copied to a folder of its own):
-    ("same", what was compared), ("differs", the first differing words) or ("unchecked", why not: LaTeX or poppler
-    missing here). A main.pdf poppler cannot read (cut short, emptied, garbage) differs without a compile: pdflatex
-    writes none such. A PDF another pdfTeX made (its Producer, which anyone can write, says so) may break and
-    hyphenate lines otherwise: its words are compared as ``layout_free_words``, so a word changed, added or removed
-    is a difference and a line moved is not."""
+    ("same", what was compared), ("differs", the first differing word or byte) or ("unchecked", why not: LaTeX or
+    poppler missing here, or a PDF of another pdfTeX whose words are its sources'). A main.pdf poppler cannot read
+    (cut short, emptied, garbage) differs without a compile: pdflatex writes none such. One this machine's pdfTeX
+    made (its Producer says so) is compared word for word, then byte for byte (``latex_env`` fixes its dates), so an
+    image or a font changed is a difference too. One another pdfTeX made (a Producer anyone can write) may break and
+    hyphenate lines otherwise: ``compare_words``."""
     if missing_latex() or any(shutil.which(tool) is None for tool in PDF_TEXT_TOOLS):
         return "unchecked", "not compiled again: LaTeX or poppler's pdftotext is not installed here"
     packed = pdf_text(paper_dir / "main.pdf")
@@ -266,21 +269,38 @@ def compare_compiled(paper_dir: Path) -> tuple[str, str]:
             (build / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paper_dir / source, build / source, follow_symlinks=False)
         try:
-            new_text = (pdf_text(compile_pdf(build / "main.tex")) or ("", ""))[0]  # unread: no words, a difference
+            compiled = compile_pdf(build / "main.tex")
+            new_text, new_bytes = (pdf_text(compiled) or ("", ""))[0], compiled.read_bytes()  # unread: no words
         except UserError as err:
             return "differs", f"its packed sources do not compile here ({one_line(err)})"
     if made_by != made_here:
-        old, new = layout_free_words(old_text), layout_free_words(new_text)
-        if old == new:
-            return "same", (
-                f"its words ({sum(new.values()):,}), compiled again from the packed sources by {made_here}; made by "
-                f"{made_by or 'a program poppler does not name'}, so compared as words, not as lines"
-            )
-        return "differs", f"made by {made_by or 'a program poppler does not name'}, its words against {made_here}'s " \
-            f"compile of its sources: {word_difference(old, new)}"  # fmt: skip
+        return compare_words(old_text, new_text, made_by or "a program poppler does not name", made_here)
     old, new = old_text.split(), new_text.split()
     at = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-    if at == len(old) == len(new):
-        return "same", f"its text ({len(new):,} words), compiled again from the packed sources"
-    shown = " ".join(old[at : at + SHOWN_WORDS]) or "(its end)"
-    return "differs", f"word {at + 1:,}: {shown!r} (its sources give {' '.join(new[at : at + SHOWN_WORDS])!r})"
+    if at != len(old) or at != len(new):
+        shown = " ".join(old[at : at + SHOWN_WORDS]) or "(its end)"
+        return "differs", f"word {at + 1:,}: {shown!r} (its sources give {' '.join(new[at : at + SHOWN_WORDS])!r})"
+    old_bytes = (paper_dir / "main.pdf").read_bytes()
+    if old_bytes == new_bytes:
+        return "same", f"byte for byte ({len(new_bytes):,} bytes), compiled again from the packed sources"
+    byte = next(
+        (n for n, (a, b) in enumerate(zip(old_bytes, new_bytes)) if a != b), min(len(old_bytes), len(new_bytes))
+    )
+    return "differs", (
+        f"its words are its sources' ({len(new):,}), its bytes are not: byte {byte + 1:,} differs ({len(old_bytes):,} "
+        f"bytes, the compile here {len(new_bytes):,}): an image, a font or the PDF's structure was changed"
+    )
+
+
+def compare_words(old_text: str, new_text: str, made_by: str, made_here: str) -> tuple[str, str]:
+    """A PDF another pdfTeX made against this one's compile of its sources: its words, counted layout-free (another
+    pdfTeX may break and hyphenate lines otherwise), differ or are the same; its bytes (images, fonts) cannot be
+    compared, so where its words are the same it stays named as not checked, with why."""
+    old, new = layout_free_words(old_text), layout_free_words(new_text)
+    if old != new:
+        return "differs", f"made by {made_by}, its words against {made_here}'s compile of its sources: " \
+            f"{word_difference(old, new)}"  # fmt: skip
+    return "unchecked", (
+        f"its words ({sum(new.values()):,}) are what {made_here} compiles its sources to; made by {made_by}, so its "
+        "images and fonts were not compared"
+    )
