@@ -14,6 +14,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
 import yaml
 from testkit import TINY_MODEL, needs_fashion_mnist
 
@@ -30,6 +31,7 @@ WATCHED = (
     "torchvision.models",
     "pandas",
     "matplotlib",
+    "wandb",
 )
 # a module mapped to None is one a process made unimportable (peftlab.utils.libraries.without_bitsandbytes)
 REPORT = f"print(json.dumps(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None)))"
@@ -71,7 +73,9 @@ def command_imports(*argv: str, status: int = 0) -> set[str]:
 # what ``import LIBRARY`` brings by itself, each in a process forked from one that imported torch alone: each
 # library imports torch, so the modules its process holds are the same, and torch is imported once for the three
 LIBRARIES = {
-    "timm": "import timm",
+    "timm": "import peftlab.models\nimport timm",  # as peftlab imports it (libraries.wandb_when_used)
+    "timm alone": "import timm",
+    "wandb after timm": "import peftlab.models\nimport timm\nimport wandb\nassert wandb.init",  # the wandb sink's
     "peft": "import peft",
     "peft without bitsandbytes": "sys.modules['bitsandbytes'] = None\nimport peft",
 }
@@ -109,6 +113,14 @@ def brought() -> dict[str, frozenset[str]]:
 def brought_by(library: str) -> frozenset[str]:
     """The watched modules ``import library`` brings by itself here (itself included); a name of ``LIBRARIES``."""
     return brought()[library]
+
+
+def test_timm_imported_by_peftlab_leaves_wandb_out_which_imports_after_it():
+    """timm imports wandb wherever it is installed (0.3 to 0.4 CPU s a process); not where peftlab imports it, and a
+    later ``import wandb`` (the wandb sink's) gets it."""
+    pytest.importorskip("wandb")
+    assert "wandb" in brought_by("timm alone") and "wandb" not in brought_by("timm")
+    assert brought_by("wandb after timm") == brought_by("timm") | {"wandb"}
 
 
 def write_run(path: Path, method: str) -> Path:

@@ -214,6 +214,27 @@ def without_bitsandbytes() -> None:
     sys.modules.setdefault("bitsandbytes", None)
 
 
+def wandb_when_used() -> None:
+    """wandb (the tracking extra) not imported by timm: ``timm.utils.summary`` imports it wherever it is installed,
+    for a logging helper peftlab never calls, which cost every process that imports timm 0.3 to 0.4 CPU s (a 2-core
+    Xeon, wandb 0.31, timm 1.0). ``TimmWithoutWandb`` on ``sys.meta_path`` answers that one import as a missing
+    module (timm catches the ImportError); every other ``import wandb``, the wandb sink's, finds it as before."""
+    if not any(isinstance(finder, TimmWithoutWandb) for finder in sys.meta_path):
+        sys.meta_path.insert(0, TimmWithoutWandb())
+
+
+class TimmWithoutWandb:
+    """An import finder that refuses ``wandb`` to ``timm.utils.summary`` while that module runs (``wandb_when_used``)
+    and leaves every other import to the finders after it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "wandb":
+            summary = sys.modules.get("timm.utils.summary")
+            if summary is not None and getattr(getattr(summary, "__spec__", None), "_initializing", False):
+                raise ModuleNotFoundError("wandb: not imported for timm.utils.summary (peftlab)", name="wandb")
+        return None
+
+
 def quiet_transformers() -> None:
     """transformers' log records to the library log (its own stderr handler removed) and its progress
     bars off, once it is imported; nothing before (importing it takes a second) or when not quieted."""
