@@ -131,3 +131,19 @@ def test_a_study_s_forkserver_preloads_torch_s_compiler_only_where_a_run_quantiz
     job = lambda mode: (N(config=N(quant=N(mode=mode))), None)
     assert preload_for([job("none"), job("none")]) == PRELOAD
     assert preload_for([job("none"), job("int8")]) == PRELOAD + QUANTIZED_PRELOAD
+
+
+@pytest.mark.parametrize(
+    "executor, quant, hidden", [("submitit", "none", True), ("ray", "none", False), ("submitit", "nf4", False)]
+)
+def test_a_submitit_job_of_an_unquantized_run_leaves_bitsandbytes_out(monkeypatch, tmp_path, executor, quant, hidden):
+    """A submitit job's process trains its one run (as a local worker does): unquantized, it leaves bitsandbytes out
+    before PEFT is imported. A Ray worker takes more tasks, a quantized one of them perhaps: it keeps it."""
+    from peftlab.study.executors import worker
+
+    calls = []
+    monkeypatch.setattr(worker, "without_bitsandbytes", lambda: calls.append("hidden"))
+    monkeypatch.setattr(worker, "job_execution", lambda executor: worker.execution_here(executor))
+    monkeypatch.setattr(worker, "execute_run", lambda config, run_dir, execution: calls.append("trained"))
+    worker.run_job({"quant": {"mode": quant}}, str(tmp_path / "run"), str(tmp_path), executor)
+    assert calls == (["hidden"] if hidden else []) + ["trained"]

@@ -294,6 +294,8 @@ def run_job(config: dict, run_dir: str, cwd: str, executor: str) -> None:
     trained by two processes at once.
     """
     os.chdir(cwd)
+    if executor == "submitit" and config["quant"]["mode"] == "none":  # its process trains this run alone (a Ray
+        without_bitsandbytes()  # worker takes more tasks): PEFT leaves bitsandbytes out, about 1 CPU s a job less
     execution = job_execution(executor)
     print(f"peftlab: {execution_line(execution)} trains run {run_dir}", flush=True)
     while True:
