@@ -259,13 +259,15 @@ def test_reading_an_archive_imports_no_torch():
     assert done.returncode == 0, done.stderr
 
 
-def result(top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss: float = 0.5) -> dict:
+def result(
+    top1: float, vendor: str = "AuthenticAMD", pinned: bool = True, loss: float = 0.5, branch: str = "AUTO,STRICT"
+) -> dict:
     """A completed run's record as compare_runs reads it."""
     return {
         "status": "completed",
         "metrics": {"test_top1": top1, "test_loss": loss},
         "provenance": {
-            "arithmetic": {"pinned": pinned, "cpu_vendor": vendor, "mkl_branch": "AUTO,STRICT"},
+            "arithmetic": {"pinned": pinned, "cpu_vendor": vendor, "mkl_branch": branch},
             "threads": 2,
             "hardware": {"device": "cpu"},
             "versions": {"torch": "2.14.1"},
@@ -294,3 +296,40 @@ def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_s
     )
     assert (records[0]["agrees"], records[0]["rule"]) == (agrees, rule), lines
     assert lines[0].startswith("run lora seed 0: " + ("reproduced" if agrees else "differs"))
+
+
+@pytest.mark.parametrize("top1, agrees", [(0.80, True), (0.8001, False)])
+def test_under_the_vendor_free_pin_another_vendors_rerun_is_held_to_the_bits(top1, agrees):
+    """MKL's COMPATIBLE branch gives Intel and AMD the same bits (record.VENDOR_FREE_BRANCHES): an AMD run rerun on
+    an Intel CPU is compared exactly, and its class names no vendor."""
+    from peftlab.analysis.archive.rerun import compare_runs
+    from peftlab.analysis.results.record import machine_class, machine_class_text
+
+    compatible = "COMPATIBLE,STRICT"
+    archived = [result(0.80, branch=compatible), result(0.81, branch=compatible), result(0.79, branch=compatible)]
+    rerun = result(top1, vendor="GenuineIntel", branch=compatible)
+    records, lines = compare_runs(
+        [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
+    )
+    assert (records[0]["agrees"], records[0]["rule"]) == (agrees, "exact"), lines
+    text = machine_class_text(machine_class(rerun))
+    assert text == "Intel or AMD CPU, arithmetic pinned (MKL COMPATIBLE,STRICT), 2 threads a run, torch 2.14.1"
+    other = result(0.80, vendor="SomeOtherVendor", branch=compatible)  # not a vendor the records cover
+    assert machine_class(other)["cpu_vendor"] == "SomeOtherVendor"
+
+
+@pytest.mark.parametrize(
+    "branch, here, noted",
+    [
+        ("COMPATIBLE,STRICT", "GenuineIntel", False),
+        ("AVX2,STRICT", "GenuineIntel", True),
+        ("AVX2,STRICT", "AuthenticAMD", False),
+    ],
+)
+def test_another_vendor_is_noted_only_where_the_pin_depends_on_the_vendor(monkeypatch, branch, here, noted):
+    from peftlab.analysis.archive import checks
+
+    monkeypatch.setattr(checks, "cpu_vendor", lambda: here)
+    record = {"environment": {"arithmetic": {"pinned": True, "cpu_vendor": "AuthenticAMD", "mkl_branch": branch}}}
+    notes = checks.environment_notes(record)
+    assert (f"CPU vendor {here} here, AuthenticAMD in the runs" in notes) is noted, notes

@@ -514,3 +514,24 @@ def test_the_dry_runs_remaining_time_counts_pending_trials_and_the_runs_waiting_
     (trial / "result.json").write_text(json.dumps({"status": "completed", "timing": {"wall_seconds": 60.0}}))
     table = dry_run_table(study, tmp_path / "out")
     assert table.splitlines()[-1].endswith("remaining time: about 5.0 min (mean of 1 finished runs)"), table
+
+
+@pytest.mark.parametrize(
+    "tune, evaluates_inside",
+    [
+        ({"search": "grid", "axes": {"train.lr": [1.0e-3, 1.0e-2]}}, False),
+        ({"search": "random", "trials": 2, "axes": {"train.lr": {"low": 1.0e-4, "high": 1.0e-2}}}, False),
+        ({"search": "grid", "axes": {"train.lr": [1.0e-3, 1.0e-2]}, "metric": "best_val_top1"}, True),
+        ({"search": "halving", "trials": 2, "axes": {"train.lr": {"low": 1.0e-4, "high": 1.0e-2}}}, True),
+    ],
+)
+def test_a_trial_evaluates_inside_an_epoch_only_where_its_search_reads_it(tmp_path, tune, evaluates_inside):
+    """A grid or random search reads a trial's epoch-end evaluations (its last, a rung's), so its trials drop
+    train.eval_every; halving's pruner and a best_* metric read every evaluation, so theirs keep it. The final
+    runs keep it either way (the convergence figure reads their curves)."""
+    base = {**BASE, "train": {**BASE["train"], "eval_every": 5}}
+    study = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}, "tune": tune}, base))
+    search = study.tune["lora"]
+    trial = search.trial_config(search.proposals()[0], search.seeds[0])
+    assert trial.train.eval_every == (5 if evaluates_inside else None)
+    assert all(run.config.train.eval_every == 5 for run in study.runs)

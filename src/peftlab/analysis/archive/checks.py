@@ -19,7 +19,7 @@ from peftlab.analysis.archive.pack import ARCHIVE_RECORD
 from peftlab.analysis.archive.plugins import check_plugin_folders, check_plugins
 from peftlab.analysis.archive.received import SHOWN, capped, file_sha256, run_names
 from peftlab.analysis.archive.supplied import SuppliedCheck, check_supplied
-from peftlab.analysis.results.record import NUMERIC_PACKAGES
+from peftlab.analysis.results.record import NUMERIC_PACKAGES, class_vendor
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json
 from peftlab.utils.provenance import cpu_vendor, package_versions
@@ -230,7 +230,8 @@ def environment_notes(record: dict) -> list[str]:
         if name in versions and here.get(name) != versions.get(name)
     ]
     vendor = cpu_vendor()
-    if arithmetic.get("cpu_vendor") and vendor != arithmetic.get("cpu_vendor"):
+    here = class_vendor({**arithmetic, "cpu_vendor": vendor})
+    if arithmetic.get("cpu_vendor") and here != class_vendor(arithmetic):  # a vendor-free pin: no difference
         out.append(f"CPU vendor {vendor} here, {arithmetic['cpu_vendor']} in the runs")
     if not arithmetic.get("pinned"):
         out.append("the runs' arithmetic was not pinned (train.reproducible off): compared within the tolerance")

@@ -128,15 +128,34 @@ def trial_seconds(study_dir) -> list[float]:
 NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandbytes", "numpy")
 
 
+# MKL branches of a pin whose bits no x86 vendor moves, as the records show: in MKL's COMPATIBLE branch (oneDNN
+# and ATen capped to AVX2) every entry of the step probe's records (the pretraining and each default-study
+# configuration, 1 and 2 threads) is alike on AMD EPYCs (AVX2; AVX-512) and Intel Xeons (AVX-512, AMX)
+# (benchmarks/step_probe/, tests/test_step_probe_records.py), and the whole default study, pretraining, 48 trials
+# and 40 final runs, gave on an Intel Xeon the numbers an AMD EPYC gave its header (benchmarks/README.md). The
+# former pin, MKL's AVX2 branch, parted the vendors at the first biased Linear, so it keeps naming its vendor.
+VENDOR_FREE_BRANCHES = frozenset({"COMPATIBLE,STRICT"})
+X86_VENDORS = frozenset({"GenuineIntel", "AuthenticAMD"})
+X86_EITHER = "Intel or AMD"  # a vendor-free pin's CPU, as a machine class names it
+
+
+def class_vendor(arithmetic: dict) -> str | None:
+    """The CPU vendor a machine class names: "Intel or AMD" for an x86 CPU under a vendor-free pin
+    (``VENDOR_FREE_BRANCHES``), else the recorded vendor."""
+    vendor = arithmetic.get("cpu_vendor")
+    pinned = bool(arithmetic.get("pinned")) and arithmetic.get("mkl_branch") in VENDOR_FREE_BRANCHES
+    return X86_EITHER if pinned and vendor in X86_VENDORS else vendor
+
+
 def machine_class(result: dict) -> dict:
-    """What decides a pinned run's bits beyond its config: the pin, the CPU vendor, MKL's branch, the threads,
-    the device and the versions of NUMERIC_PACKAGES."""
+    """What decides a pinned run's bits beyond its config: the pin, the CPU vendor where the pin's bits depend on
+    it (``class_vendor``), MKL's branch, the threads, the device and the versions of NUMERIC_PACKAGES."""
     provenance = result.get("provenance") or {}
     arithmetic = provenance.get("arithmetic") or {}
     versions = provenance.get("versions") or {}
     return {
         "pinned": bool(arithmetic.get("pinned")),
-        "cpu_vendor": arithmetic.get("cpu_vendor"),
+        "cpu_vendor": class_vendor(arithmetic),
         "mkl_branch": arithmetic.get("mkl_branch"),
         "threads": provenance.get("threads"),
         "device": (provenance.get("hardware") or {}).get("device"),
@@ -146,7 +165,7 @@ def machine_class(result: dict) -> dict:
 
 def machine_class_text(cls: dict) -> str:
     """A machine class in words, as a study file's header names it: "AMD CPU, arithmetic pinned (MKL AVX2),
-    1 thread a run, torch 2.14.1"."""
+    1 thread a run, torch 2.14.1", or "Intel or AMD CPU, arithmetic pinned (MKL COMPATIBLE,STRICT), ..." ."""
     device = str(cls.get("device") or "cpu")
     where = f"{cls.get('cpu_vendor') or 'unknown'} CPU" if device == "cpu" else device
     pin = (

@@ -135,7 +135,18 @@ class Search:
         return self.configurations[1:]
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
-        return apply_values(self.template, {**params, "seed": seed, "train.test": False})  # never meets test
+        values = {**params, "seed": seed, "train.test": False}  # a trial never meets the test set
+        if not self.reads_mid_epoch:
+            values["train.eval_every"] = None  # its evaluations inside an epoch are read by nothing
+        return apply_values(self.template, values)
+
+    @property
+    def reads_mid_epoch(self) -> bool:
+        """Whether the search reads its trials' evaluations inside an epoch (``train.eval_every``): halving's
+        pruner reports each one, a ``best_*`` metric takes the best of all. A grid or random search otherwise
+        reads a trial's last epoch's evaluation (and a rung's epoch end), so its trials evaluate at epoch ends
+        only: no choice moves, and each trial spends no time on evaluations nothing reads."""
+        return self.search == "halving" or self.metric.startswith("best_")
 
     @property
     def name(self) -> str:
