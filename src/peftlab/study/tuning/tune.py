@@ -31,13 +31,9 @@ method's own ``tune:`` it is an error. Every method gets the same number of tria
 method's own ``tune:`` sets ``trials``. The default tuning seed is one seed, the first integer
 from 1000 up that is not one of the study's seeds: trials never train a run the test set judges.
 
-``metric`` is a validation metric of result.json, never a test one (``peftlab.study.tuning.metric``):
-top-1 of the final weights or its best over training (``best_val_top1``), or one of the text scores of
-the final weights, GLUE's F1 of class 1 on a two-class task (MRPC's), the Matthews correlation (CoLA's) or
-a causal LM's perplexity, the one where lower is better (the search minimizes it). The text scores have no
-best-over-training form: result.json keeps the best of top-1 alone. A metric the method's runs do not
-report (perplexity of a classifier, F1 of a ten-class one, F1 of a language model) is refused when the
-study is read.
+``metric`` is a validation metric of result.json, never a test one (``peftlab.study.tuning.metric``: top-1 of
+the final weights or its best over training, F1, Matthews, a causal LM's perplexity, which the search minimizes);
+one the method's runs do not report is refused when the study is read.
 
 Every configuration is tuned: a method with several configurations (its axes, an ablation's values, on
 each dataset) gets one search per configuration, each under the same budget, named by the configuration's
@@ -48,9 +44,8 @@ label (``lora r=16``); a method with one configuration per dataset keeps the met
       share: {from: [lora r=8]}     # only lora r=8 is searched; lora's other configurations on its
                                     # dataset run at its choice, and the report marks them borrowed
 
-Each trial is an ordinary peftlab run of the configuration with the trial's values
-(``tune/<search>/runs/<run_id>/``); ``peftlab.study.search`` drives them, and the final runs
-(every seed at the chosen values, ``runs/<run_id>/``) start when each search is done.
+Each trial is an ordinary peftlab run of the configuration with the trial's values (``tune/<search>/runs/<run_id>/``);
+``peftlab.study.search`` drives them, and the final runs (``runs/<run_id>/``) start when each search is done.
 """
 
 from __future__ import annotations
@@ -135,18 +130,12 @@ class Search:
         return self.configurations[1:]
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
-        values = {**params, "seed": seed, "train.test": False}  # a trial never meets the test set
-        if not self.reads_mid_epoch:
-            values["train.eval_every"] = None  # its evaluations inside an epoch are read by nothing
+        """A trial's config: never tested, and evaluating inside an epoch only where its search reads that (halving's
+        pruner, a best_* metric); a grid or random search reads epoch ends (its last, a rung's), no choice moves."""
+        values = {**params, "seed": seed, "train.test": False}
+        if self.search != "halving" and not self.metric.startswith("best_"):
+            values["train.eval_every"] = None
         return apply_values(self.template, values)
-
-    @property
-    def reads_mid_epoch(self) -> bool:
-        """Whether the search reads its trials' evaluations inside an epoch (``train.eval_every``): halving's
-        pruner reports each one, a ``best_*`` metric takes the best of all. A grid or random search otherwise
-        reads a trial's last epoch's evaluation (and a rung's epoch end), so its trials evaluate at epoch ends
-        only: no choice moves, and each trial spends no time on evaluations nothing reads."""
-        return self.search == "halving" or self.metric.startswith("best_")
 
     @property
     def name(self) -> str:
