@@ -137,3 +137,40 @@ def test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size(tmp_p
         or proc.returncode == 2
         and "GiB are available" in proc.stderr
     ), proc.stderr
+
+
+def test_a_tested_causal_lm_s_estimate_holds_its_base_row_s_pass_and_refuses_it_where_it_cannot_fit(tmp_path):
+    """A tested causal-LM run measures its base alone after training (metrics.base_test_perplexity): the base's float
+    weights, built beside the adapted model and its AdamW state. The estimate counts them (a trial's, untested, and a
+    classifier's do not), says so, and a base pass that cannot fit is refused where training alone would fit."""
+    from testkit import hf_text_dir
+
+    from peftlab.training.metrics import weights_bytes
+    from peftlab.training.preflight import base_pass_bytes, estimate_for_config, format_estimate
+
+    torch.manual_seed(0)
+    model = {"source": "hf-text", "path": str(hf_text_dir(tmp_path / "gpt2", "gpt2", causal=True)), "task": "causal-lm"}
+    data = {"name": "instructions", "root": str(tmp_path), "max_length": 16}
+    overrides = {"model": model, "data": data, "method": {"name": "lora", "r": 2}}
+    cfg = load_config(overrides=overrides)
+    base = weights_bytes(build_backbone(cfg.model, 3))  # the float base as outcome.base_perplexity builds it
+    assert base_pass_bytes(cfg.model, 3, tested=True) == base > 0
+    assert base_pass_bytes(cfg.model, 3, tested=False) == 0  # a tuning trial: no test split, no base row
+    assert base_pass_bytes(load_config(overrides={"model": TINY_MODEL}).model, 10, tested=True) == 0  # a classifier
+    est = estimate_for_config(cfg)
+    assert est["base_pass_bytes"] == base
+    assert est["base_pass_beyond_weights_bytes"] == base + est["optimizer_state_bytes"]
+    assert est["total_bytes"] == sum(  # the training peak as before
+        est[k] for k in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes")
+    )
+    assert format_estimate(est)[-1].startswith("# then the base alone on the test split (metrics.base_test_perplexity)")
+    trial = estimate_for_config(load_config(overrides={**overrides, "train": {"test": False}}))
+    assert trial["base_pass_bytes"] == trial["base_pass_beyond_weights_bytes"] == 0
+    assert not format_estimate(trial)[-1].startswith("# then")
+    big = {**est, "base_pass_bytes": 2**30, "base_pass_beyond_weights_bytes": 2**30 + est["optimizer_state_bytes"]}
+    with pytest.raises(UserError) as err:  # training fits, a base of 1 GiB beside the AdamW state does not
+        check_fits(big, est["training_bytes"] + 1, 8, 1, quantizable=True)
+    text = str(err.value)
+    assert "\n" not in text and "its test of the base alone (metrics.base_test_perplexity)" in text
+    assert "train.test=false" in text and "train.batch_size=" not in text  # no smaller batch makes it fit
+    check_fits(big, big["base_pass_beyond_weights_bytes"] + est["training_bytes"], 8, 1, quantizable=True)  # fits

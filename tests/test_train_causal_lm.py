@@ -124,6 +124,12 @@ def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_pef
         loss = plain(input_ids=bundle.test.tokens[:, 0], attention_mask=bundle.test.tokens[:, 1], labels=shifted).loss
     assert metrics["base_test_perplexity"] == pytest.approx(math.exp(float(loss)), rel=1e-5)
     assert metrics["test_perplexity"] != metrics["base_test_perplexity"]  # trained: not the base
+    # the preflight counted that pass: the float base beside the adapted model and its AdamW state
+    from peftlab.training.metrics import weights_bytes
+
+    estimate = result["memory"]["estimate"]
+    assert estimate["base_pass_bytes"] == weights_bytes(plain) > 0
+    assert estimate["base_pass_beyond_weights_bytes"] == weights_bytes(plain) + estimate["optimizer_state_bytes"]
     assert metrics["val_f1"] is None and metrics["val_matthews"] is None  # a classifier's
     # each evaluation on val logs its perplexity, which a halving search's pruner compares (tune.metric)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -87,7 +87,8 @@ def sha(path: Path) -> str:
 def rehash(root: Path) -> None:
     """Every hash the archive's author controls, recomputed from what the folder holds now, and every file reproduce
     makes again from them (issue 86): the plugins' code hashes in archive.json and in the runs' records, the results
-    tables, runs.sha256, the paper's \\resultsSha, REPRODUCE.md, SHA256SUMS."""
+    tables, runs.sha256 (a run's generations.jsonl too, where it has one), the paper's \\resultsSha, REPRODUCE.md,
+    SHA256SUMS."""
     from peftlab.tuners.plugins import folder_code_sha256
 
     record = json.loads((root / "archive.json").read_text())
@@ -103,6 +104,7 @@ def rehash(root: Path) -> None:
         name = line.split(" ")[0]
         run = root / "results" / "runs" / name
         digests = [sha(run / f) if (run / f).is_file() else "-" for f in ("spec.json", "result.json")]
+        digests += [sha(run / "generations.jsonl")] if (run / "generations.jsonl").is_file() else []
         lines.append(f"{name} {' '.join(digests)}\n")
     (root / "results" / "runs.sha256").write_text("".join(lines))
     results = hashlib.sha256("".join(lines).encode()).hexdigest()

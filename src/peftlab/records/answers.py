@@ -183,7 +183,14 @@ def estimate_payload(cfg: RunConfig) -> dict | None:
     classes = cfg.model.num_classes or (len(cfg.data.classes) if cfg.data.classes else 10)
     precision = "fp32" if cfg.train.precision == "auto" else cfg.train.precision  # on the CPU: preflight's rule
     payload.pop("max_steps")
-    return {**payload, "num_classes": classes, "precision": precision, "max_length": cfg.data.max_length}
+    # train.test: a tested causal LM's estimate holds its base row's pass (preflight.base_pass_bytes)
+    return {
+        **payload,
+        "num_classes": classes,
+        "precision": precision,
+        "max_length": cfg.data.max_length,
+        "test": cfg.train.test,
+    }
 
 
 def config_estimate(cfg: RunConfig) -> dict:

@@ -9,10 +9,11 @@ known only once its data is tokenized: its runs are counted as unknown):
     3 x forward FLOPs x training images x epochs  +  forward FLOPs x validation images x epochs
 
 (the backward pass costs about twice the forward; a method's own arithmetic, VPT's extra tokens
-and the one test evaluation are left out). The images per run are known without reading data
-for VTAB-1k (800 training and 200 validation images, 1,000 and none for the final runs on
-train + val), for an image folder (its folders listed, no image opened) and for configs that set
-``data.train_subset``; other runs are counted as unknown.
+and the test evaluation are left out: a tested causal LM passes over its test split twice, once more for its
+base alone, but its runs are counted as unknown, and the seconds left from finished runs hold both passes).
+The images per run are known without reading data for VTAB-1k (800 training and 200 validation images,
+1,000 and none for the final runs on train + val), for an image folder (its folders listed, no image opened)
+and for configs that set ``data.train_subset``; other runs are counted as unknown.
 The GPU-hours are at a stated sustained rate, not a measurement.
 """
 

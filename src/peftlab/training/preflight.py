@@ -11,7 +11,9 @@ The estimate adds what is known exactly to what a probe measures:
   fixed part (the tuner's own saved tensors, for example).
 
 The training peak is about weights + gradients + optimizer state + activations at the
-micro-batch (``train.batch_size``). What it leaves out: the backward pass's transient
+micro-batch (``train.batch_size``). A tested causal-LM run then measures its base alone
+(``outcome.base_perplexity``): the base's float weights (``base_pass_bytes``) beside the adapted
+model and its AdamW state, which must fit too. What it leaves out: the backward pass's transient
 gradients of activations (about one block's worth), allocator slack, and evaluation at
 ``train.eval_batch_size`` (no graph is kept there). ``peftlab validate --show`` prints the
 estimate; a run whose estimate does not fit the memory available is refused before it trains.
@@ -78,9 +80,11 @@ def estimate(
     precision: str,
     device: torch.device,
     probed: tuple[int, int] | None = None,
+    base_pass: int = 0,
 ) -> dict:
     """The training memory of ``model`` (on ``device``, in train mode) at micro-batch ``batch_size``;
-    ``probed``: ``probe``'s bytes when they are known without a forward pass of this model."""
+    ``probed``: ``probe``'s bytes when they are known without a forward pass of this model; ``base_pass``:
+    the float base a tested causal LM loads for its base row (``base_pass_bytes``)."""
     one, two = probed or probe(model, image_shape, precision, device)
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     parts = {
@@ -89,8 +93,23 @@ def estimate(
         "optimizer_state_bytes": 2 * sum(p.numel() * 4 for p in trainable),  # AdamW: exp_avg, exp_avg_sq in fp32
         "activations_per_image_bytes": max(0, two - one),
         "activations_fixed_bytes": one - max(0, two - one),
+        "base_pass_bytes": base_pass,
     }
     return at_batch(parts, batch_size)
+
+
+def base_pass_bytes(model_cfg: ModelConfig, num_classes: int, tested: bool) -> int:
+    """The bytes of the base a tested causal-LM run builds after training to measure it alone on the test split
+    (``outcome.base_perplexity``: model.path's float weights, unquantized, no adapter), beside the adapted model;
+    0 for other runs. Counted on the meta device, at the dtype its config.json names (transformers 5 builds both
+    ways at it: ``from_config`` reads ``config.dtype``, ``from_pretrained``'s default ``dtype="auto"`` too)."""
+    if not tested or model_cfg.task != "causal-lm":
+        return 0
+    with torch.device("meta"):
+        base = build_backbone(model_cfg, num_classes, weights=False)
+    # parameters() and buffers() give a tied weight once (metrics.weights_bytes tells them apart by address,
+    # which every meta tensor shares)
+    return sum(t.numel() * t.element_size() for t in [*base.parameters(), *base.buffers()])
 
 
 def available_bytes(device: torch.device) -> int:
@@ -220,6 +239,7 @@ def estimate_for_config(cfg) -> dict:
         precision,
         cpu,
         probed_for_config(cfg.model, cfg.method, cfg.quant, num_classes, precision),
+        base_pass_bytes(cfg.model, num_classes, cfg.train.test),
     )
 
 

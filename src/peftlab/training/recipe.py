@@ -149,7 +149,14 @@ def build(s: Setting, data: Data, state: RunState) -> Built:
         else None
     )
     estimate = preflight.estimate(
-        model, list(tuner.trainable_parameters().values()), shape, micro_batch, tc.precision, s.device, probed
+        model,
+        list(tuner.trainable_parameters().values()),
+        shape,
+        micro_batch,
+        tc.precision,
+        s.device,
+        probed,
+        preflight.base_pass_bytes(cfg.model, data.num_classes, tc.test),  # the base row's pass, after training
     )
     preflight.check_fits(
         estimate,

@@ -19,6 +19,7 @@ from peftlab.analysis.archive.pack import ARCHIVE_RECORD
 from peftlab.analysis.archive.plugins import check_plugin_folders, check_plugins
 from peftlab.analysis.archive.received import SHOWN, capped, file_sha256, run_names
 from peftlab.analysis.archive.supplied import SuppliedCheck, check_supplied
+from peftlab.analysis.results.load import OPTIONAL_FILES, RESULT_FILES
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, class_vendor
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json
@@ -121,17 +122,17 @@ def check_sums(root: Path) -> list[str]:
 
 def results_hash(root: Path) -> tuple[str, list[str]]:
     """(the results SHA-256 recomputed from results/runs/, a line per disagreement): each packed run's spec.json
-    and result.json against runs.sha256, the lines' hash against paper/results.tex's \\resultsSha and
-    archive.json's."""
+    and result.json, and its generations.jsonl where one is packed (``load.results_lines``), against runs.sha256,
+    the lines' hash against paper/results.tex's \\resultsSha and archive.json's."""
     out, lines = [], []
     run_names(root)  # every line names a run folder
     listed = (root / "results" / "runs.sha256").read_text(errors="replace").splitlines()
     for line in listed:
         name, *digests = line.split(" ")
-        now = []
-        for file in ("spec.json", "result.json"):
-            path = root / "results" / "runs" / name / file
-            now.append(file_sha256(path) if path.is_file() else "-")
+        folder, now = root / "results" / "runs" / name, []
+        for file in RESULT_FILES:
+            now.append(file_sha256(folder / file) if (folder / file).is_file() else "-")
+        now += [file_sha256(folder / file) for file in OPTIONAL_FILES if (folder / file).is_file()]
         if now != digests:
             out.append(f"results/runs/{name}: its files are not those results/runs.sha256 names")
         lines.append(f"{name} {' '.join(now)}\n")

@@ -8,7 +8,8 @@
   ``supplied/`` instead (``archive.supplied``: the receiver puts it there; archive.json records its SHA-256).
 - plugins/<distribution>-<version>/: each plugin method's installed package as ``pip install --target`` lays it
   out (its top-level packages and its dist-info), whose code hashes to the runs' ``code_sha256``.
-- results/runs/<run>/: every reported run's spec.json and result.json as the results hash reads them.
+- results/runs/<run>/: every reported run's spec.json, result.json and generations.jsonl (where it wrote one) as
+  the results hash reads them.
 - environment.lock: every installed distribution's version (``name==version``), as ``pip freeze`` says it.
 - archive.json: what reproduce reads (ARCHIVE_VERSION): the study file, the machine class of the runs, the
   datasets' checksums, the plugins' hashes, the base's SHA-256, the supplied files' SHA-256 and the results hash.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from peftlab.analysis.archive.supplied import SUPPLIED, read_by_runs, supplied_entry
-from peftlab.analysis.results.load import RESULT_FILES, portable_result, read_result, run_dirs
+from peftlab.analysis.results.load import OPTIONAL_FILES, RESULT_FILES, portable_result, read_result, run_dirs
 from peftlab.config.paths import PATH_FIELDS, PATH_WORDS
 from peftlab.config.reading import read_yaml
 from peftlab.utils.errors import UserError
@@ -380,9 +381,10 @@ def pack_configs(study, root: Path, base_dir: Path | None, read: set[str] | None
 
 
 def pack_runs(study_dir: Path, root: Path) -> None:
-    """Every reported run's spec.json and result.json, as the results hash reads them (``portable_result``)."""
+    """Every reported run's spec.json, result.json and generations.jsonl (where it wrote one: ``OPTIONAL_FILES``), as
+    the results hash reads them (``portable_result``)."""
     for run_dir in run_dirs(study_dir):
-        for name in RESULT_FILES:
+        for name in RESULT_FILES + OPTIONAL_FILES:
             if (run_dir / name).is_file():
                 out = root / "results" / "runs" / run_dir.name / name
                 out.parent.mkdir(parents=True, exist_ok=True)

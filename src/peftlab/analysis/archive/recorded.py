@@ -15,8 +15,9 @@ intact" covers every packed file: each is compared with what peftlab makes again
 - a file SHA256SUMS does not list at the archive's top or in paper/ (``checks.check_sums`` looks in the others).
 
 What nothing packed makes again is named: the times, commands and repository address archive.json records for
-REPRODUCE.md, a plugin study's configs (their options are read by importing the plugin) and a pretraining config
-(its run is not packed: the reruns hash the base it makes).
+REPRODUCE.md, a plugin study's configs (their options are read by importing the plugin), a pretraining config
+(its run is not packed: the reruns hash the base it makes) and a causal LM's greedy replies (generations.jsonl:
+held to runs.sha256 and the results hash alone, as no packed table or paper shows them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from peftlab.analysis.archive.received import (
 )
 from peftlab.analysis.archive.regenerate import Regenerated, first_difference, short
 from peftlab.analysis.archive.supplied import SUPPLIED_SUMS, supplied_sums
+from peftlab.training.run_result import GENERATIONS
 
 ENVIRONMENT_KEYS = ("versions", "hardware", "arithmetic", "threads", "dtype", "git_sha")  # archive.json's
 MARKER = re.compile(r" ; [A-Za-z0-9_.<>=!\"' ]+")  # requirements.lock's platform markers
@@ -246,9 +248,9 @@ def flat(config: dict) -> dict:
 
 
 def not_recorded(root: Path, record: dict) -> list[str]:
-    """What of archive.json and the configs nothing packed makes again, whatever machine checks it (a line each,
-    with why): the times, commands and address REPRODUCE.md says, a plugin study's configs, the pretraining config,
-    the files configs name (``files/``)."""
+    """What of archive.json, the configs and the runs nothing packed makes again, whatever machine checks it (a line
+    each, with why): the times, commands and address REPRODUCE.md says, a plugin study's configs, the pretraining
+    config, the files configs name (``files/``), the runs' greedy replies (generations.jsonl)."""
     out = [
         "archive.json's phases, superseded, repository and made (REPRODUCE.md's times, commands and the address to "
         "install from: no run records them)"
@@ -264,6 +266,12 @@ def not_recorded(root: Path, record: dict) -> list[str]:
     if files:
         out.append(
             f"files/ ({len(files)} file{'s' if len(files) > 1 else ''} the configs name: read by the reruns alone)"
+        )
+    replies = sorted((root / "results" / "runs").glob(f"*/{GENERATIONS}"))
+    if replies:  # the report's "Generations" section shows them; no packed file does
+        out.append(
+            f"results/runs/*/{GENERATIONS} ({len(replies)} file{'s' if len(replies) > 1 else ''}: held to runs.sha256 "
+            "and the results hash alone; no packed table or paper shows the replies, and a rerun's are not compared)"
         )
     return out
 
@@ -288,7 +296,7 @@ def checkout_copies(root: Path, out: Regenerated) -> None:
 PACKED = re.compile(
     r"REPRODUCE\.md|archive\.json|environment\.lock|requirements\.lock"
     r"|paper/(main\.tex|results\.tex|references\.bib|main\.pdf|tables/[^/]+\.tex|figures/[^/]+\.(pdf|png))"
-    r"|results/(results\.csv|results\.parquet|runs\.sha256|runs/[^/]+/(spec|result)\.json)"
+    r"|results/(results\.csv|results\.parquet|runs\.sha256|runs/[^/]+/((spec|result)\.json|generations\.jsonl))"
     r"|configs/[^/]+\.ya?ml|(files|plugins|supplied)/.+"
 )
 

@@ -26,7 +26,8 @@ from peftlab.analysis.archive.pack import PDF_NOT_PACKED
 from peftlab.analysis.archive.received import lock_versions
 from peftlab.analysis.paper.latex import compare_compiled
 from peftlab.analysis.paper.macro_text import LITERATURE, RUNS, TUNING, source_of
-from peftlab.utils.files import read_regular_file
+from peftlab.analysis.results.load import OPTIONAL_FILES, RESULT_FILES
+from peftlab.utils.files import one_line, read_regular_file
 
 # tables and figures made from files other than the packed runs (tune/, each run's curves): not regenerated
 NOT_FROM_RUNS_TABLES = ("tuning.tex", "tuning_document.tex")
@@ -57,14 +58,14 @@ class Regenerated:
 
 
 def study_folder(root: Path, record: dict, into: Path) -> Path:
-    """A study folder made of the archive's packed runs (``runs/<run>/``: spec.json and result.json as packed)
-    and its study file (the report options: labels, the datasets' names), named as the study was."""
+    """A study folder made of the archive's packed runs (``runs/<run>/``: spec.json, result.json and generations.jsonl
+    as packed) and its study file (the report options: labels, the datasets' names), named as the study was."""
     name = str(record.get("name") or "study")
     folder = into / (name if re.fullmatch(r"[\w.-]+", name) and name not in (".", "..") else "study")
     for run in sorted((root / "results" / "runs").iterdir()):
         if run.is_dir() and not run.is_symlink():
             (folder / "runs" / run.name).mkdir(parents=True)
-            for file in ("spec.json", "result.json"):
+            for file in RESULT_FILES + OPTIONAL_FILES:
                 if (run / file).is_file() and not (run / file).is_symlink():
                     shutil.copyfile(run / file, folder / "runs" / run.name / file)
     study = root / record["study"]
@@ -430,8 +431,6 @@ def regenerate(root: Path, record: dict, draw: bool = True) -> Regenerated:
         try:
             compare_paper(root, study_dir, Path(tmp) / "paper", out, draw)
         except Exception as err:  # the paper's code refusing these runs is a difference, named, not a traceback
-            from peftlab.utils.files import one_line
-
             out.differ.append(f"the paper's numbers could not be regenerated from results/runs ({one_line(err)})")
     if draw and not out.differ and (root / "paper" / "main.pdf").is_file():
         compare_pdf(root, out)

@@ -58,6 +58,9 @@ def _flatten(data: dict, prefix: str) -> dict:
 
 
 RESULT_FILES = ("spec.json", "result.json")  # what load_results reads of a run directory
+# what the report reads of a run directory beside them where the run wrote it (a causal LM's greedy replies): hashed
+# and packed where present, so that the results hash of a study without it is what it was before it was hashed
+OPTIONAL_FILES = (run_result.GENERATIONS,)
 
 
 def run_dirs(study_dir: Path) -> list[Path]:
@@ -81,7 +84,7 @@ def split_runs(study_dir: Path) -> tuple[list[Path], list[Path]]:
     found = []
     for path in sorted(runs.glob("*")):
         refuse_link(path, "run directory")
-        for name in RESULT_FILES:
+        for name in RESULT_FILES + OPTIONAL_FILES:
             refuse_link(path / name, "run directory entry")
         if (path / "spec.json").is_file():
             found.append(path)
@@ -135,22 +138,27 @@ def superseded_line(study_dir: str | Path) -> str | None:
 
 def results_sha256(study_dir: str | Path) -> str:
     """SHA-256 of the study's results: each run directory's name with the SHA-256 of its spec.json and
-    result.json ("-" for a missing one), one line per run in run_dirs' order (``results_lines``). A report or
-    paper built from other results (a run added, retried or changed) carries another hash."""
+    result.json ("-" for a missing one) and of its generations.jsonl where it wrote one, one line per run in
+    run_dirs' order (``results_lines``). A report or paper built from other results (a run added, retried or
+    changed, other greedy replies) carries another hash."""
     return hashlib.sha256(results_lines(study_dir).encode()).hexdigest()
 
 
 def results_lines(study_dir: str | Path) -> str:
-    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run, each
-    file hashed as a submission packs it (``portable_result``: its paths of this machine made portable). A
-    submission packs the files and these lines, so the hash a paper prints can be checked from the archive
-    (``sha256sum``) and the study moved to another folder keeps its hash."""
+    """The text ``results_sha256`` hashes: "<run directory> <SHA-256 of spec.json> <of result.json>" per run, and
+    " <of generations.jsonl>" after them where the run wrote one (``OPTIONAL_FILES``: a study without them hashes
+    the lines it always did), each file hashed as a submission packs it (``portable_result``: its paths of this
+    machine made portable). A submission packs the files and these lines, so the hash a paper prints can be
+    checked from the archive (``sha256sum``) and the study moved to another folder keeps its hash."""
     lines = []
     for run_dir in run_dirs(Path(study_dir)):
         digests = []
         for name in RESULT_FILES:
             path = run_dir / name
             digests.append(hashlib.sha256(portable_result(path, study_dir)).hexdigest() if path.is_file() else "-")
+        for name in OPTIONAL_FILES:
+            if (run_dir / name).is_file():
+                digests.append(hashlib.sha256(portable_result(run_dir / name, study_dir)).hexdigest())
         lines.append(f"{run_dir.name} {' '.join(digests)}\n")
     return "".join(lines)
 
