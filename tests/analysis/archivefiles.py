@@ -148,6 +148,16 @@ def without_latex(folder: Path) -> dict:
     return {"PATH": str(folder)}
 
 
+def paper_and_pack(work: Path, study_dir: str, top: Path) -> Path:
+    """The paper of the study trained in ``work``/``study_dir`` (``--no-compile``) and its submission, packed on a
+    PATH without LaTeX (``without_latex`` in ``top``/bin), each in this process: the archive's path."""
+    paper = here("paper", study_dir, "--no-compile", cwd=work)
+    assert paper.returncode == 0, paper.stderr[-2000:]
+    packed = here("submission", study_dir, "--study", "configs/study.yaml", cwd=work, env=without_latex(top / "bin"))
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    return work / study_dir / f"{Path(study_dir).name}-submission.tar.gz"
+
+
 def make_archive(top: Path) -> Path:
     """The submission archive of the study, trained, reported and packed in ``top``."""
     study = write_study(top)

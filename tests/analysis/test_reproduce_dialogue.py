@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from archivefiles import here, peftlab, without_latex
+from archivefiles import here, paper_and_pack, peftlab
 from test_reproduce_hostile import rehash
 from testkit import hf_text_dir
 
@@ -62,17 +62,9 @@ def dialogue_archive(tmp_path_factory) -> dict:
     work = top / "work"
     ran = peftlab("study", str(study), "--study-dir", "runs/dialogue", "--quiet", cwd=work)
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
-    paper = here("paper", "runs/dialogue", "--no-compile", cwd=work)
-    assert paper.returncode == 0, paper.stderr[-2000:]
-    packed = here(
-        "submission", "runs/dialogue", "--study", "configs/study.yaml", cwd=work, env=without_latex(top / "bin")
-    )
-    assert packed.returncode == 0, packed.stderr[-2000:]
-    return {
-        "top": top,
-        "study_dir": work / "runs" / "dialogue",
-        "archive": work / "runs" / "dialogue" / f"{NAME}.tar.gz",
-    }
+    archive = paper_and_pack(work, "runs/dialogue", top)
+    assert archive.name == f"{NAME}.tar.gz"
+    return {"top": top, "study_dir": work / "runs" / "dialogue", "archive": archive}
 
 
 def received(made: dict, where: Path, change=None) -> Path:

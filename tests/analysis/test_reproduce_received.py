@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from archivefiles import here, without_latex
+from archivefiles import here, paper_and_pack
 from test_reproduce import hostile_record, peftlab, tampered
 
 NAME = "received-submission"
@@ -96,12 +96,7 @@ def received(tmp_path_factory) -> dict:
     # a process of its own: the study records its command line (commands.jsonl), which the archive packs
     ran = peftlab("study", str(study), "--study-dir", "runs/received", "--quiet", cwd=work)
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
-    paper = here("paper", "runs/received", "--no-compile", cwd=work)
-    assert paper.returncode == 0, paper.stderr[-2000:]
-    packed = here(
-        "submission", "runs/received", "--study", "configs/study.yaml", cwd=work, env=without_latex(top / "bin")
-    )
-    assert packed.returncode == 0, packed.stderr[-2000:]
+    assert paper_and_pack(work, "runs/received", top).name == f"{NAME}.tar.gz"
     receiver = tmp_path_factory.mktemp("receiver")
     tarball = receiver / f"{NAME}.tar.gz"
     shutil.copy(work / "runs" / "received" / tarball.name, tarball)
