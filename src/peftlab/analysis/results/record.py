@@ -132,8 +132,9 @@ NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandb
 # and ATen capped to AVX2) every entry of the step probe's records (the pretraining and each default-study
 # configuration, 1 and 2 threads) is alike on AMD EPYCs (AVX2; AVX-512) and Intel Xeons (AVX-512, AMX)
 # (benchmarks/step_probe/, tests/test_step_probe_records.py), and the whole default study, pretraining, 48 trials
-# and 40 final runs, gave on an Intel Xeon the numbers an AMD EPYC gave its header (benchmarks/README.md). The
-# former pin, MKL's AVX2 branch, parted the vendors at the first biased Linear, so it keeps naming its vendor.
+# and 40 final runs, gave an Intel Xeon the numbers an AMD EPYC gave its header
+# (benchmarks/default-study-intel-xeon/). The former pin, MKL's AVX2 branch, parted the vendors at the first
+# biased Linear, so it keeps naming its vendor.
 VENDOR_FREE_BRANCHES = frozenset({"COMPATIBLE,STRICT"})
 X86_VENDORS = frozenset({"GenuineIntel", "AuthenticAMD"})
 X86_EITHER = "Intel or AMD"  # a vendor-free pin's CPU, as a machine class names it
