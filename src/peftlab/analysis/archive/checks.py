@@ -19,7 +19,7 @@ from peftlab.analysis.archive.pack import ARCHIVE_RECORD
 from peftlab.analysis.archive.plugins import check_plugin_folders, check_plugins
 from peftlab.analysis.archive.received import SHOWN, capped, file_sha256, run_names
 from peftlab.analysis.archive.supplied import SuppliedCheck, check_supplied
-from peftlab.analysis.results.load import OPTIONAL_FILES, RESULT_FILES
+from peftlab.analysis.results.load import run_digests
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, class_vendor
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json
@@ -129,10 +129,7 @@ def results_hash(root: Path) -> tuple[str, list[str]]:
     listed = (root / "results" / "runs.sha256").read_text(errors="replace").splitlines()
     for line in listed:
         name, *digests = line.split(" ")
-        folder, now = root / "results" / "runs" / name, []
-        for file in RESULT_FILES:
-            now.append(file_sha256(folder / file) if (folder / file).is_file() else "-")
-        now += [file_sha256(folder / file) for file in OPTIONAL_FILES if (folder / file).is_file()]
+        now = run_digests(root / "results" / "runs" / name, file_sha256)
         if now != digests:
             out.append(f"results/runs/{name}: its files are not those results/runs.sha256 names")
         lines.append(f"{name} {' '.join(now)}\n")

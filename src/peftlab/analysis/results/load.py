@@ -150,17 +150,21 @@ def results_lines(study_dir: str | Path) -> str:
     the lines it always did), each file hashed as a submission packs it (``portable_result``: its paths of this
     machine made portable). A submission packs the files and these lines, so the hash a paper prints can be
     checked from the archive (``sha256sum``) and the study moved to another folder keeps its hash."""
-    lines = []
-    for run_dir in run_dirs(Path(study_dir)):
-        digests = []
-        for name in RESULT_FILES:
-            path = run_dir / name
-            digests.append(hashlib.sha256(portable_result(path, study_dir)).hexdigest() if path.is_file() else "-")
-        for name in OPTIONAL_FILES:
-            if (run_dir / name).is_file():
-                digests.append(hashlib.sha256(portable_result(run_dir / name, study_dir)).hexdigest())
-        lines.append(f"{run_dir.name} {' '.join(digests)}\n")
-    return "".join(lines)
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(portable_result(path, study_dir)).hexdigest()
+
+    return "".join(
+        f"{run_dir.name} {' '.join(run_digests(run_dir, digest))}\n" for run_dir in run_dirs(Path(study_dir))
+    )
+
+
+def run_digests(folder: Path, digest) -> list[str]:
+    """A run's digests as a line of runs.sha256 lists them: each of RESULT_FILES ("-" for a missing one), then each
+    of OPTIONAL_FILES the folder holds; ``digest`` hashes a file (a study's, made portable; an archive's, as packed)."""
+    return [digest(folder / name) if (folder / name).is_file() else "-" for name in RESULT_FILES] + [
+        digest(folder / name) for name in OPTIONAL_FILES if (folder / name).is_file()
+    ]
 
 
 def portable_result(path: Path, study_dir: str | Path) -> bytes:
