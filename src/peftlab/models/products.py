@@ -16,11 +16,18 @@ separate ``+ b`` adds it (the same bits). A TorchFunctionMode, PyTorch's own way
 libraries' calls without patching them; a mode is off while autograd runs a backward, so peftlab's own autograd
 functions take their backward products through ``mm`` and ``addmm_`` here. Batched products (attention, the
 stacked LoRA factors) stay in MKL's COMPATIBLE branch, as do products of other dtypes, devices and under autocast.
+
+``PEFTLAB_PIN_PRODUCTS=onednn`` in a pinned run's environment (``SWITCH``, a benchmark's, not a config field: the
+candidate is not the pin) trains the whole run inside ``onednn_products`` (``pinned_run_products``), so a study
+under the candidate can be timed and recorded on one CPU and compared run by run on another. Its runs record
+``provenance.arithmetic.products`` ("oneDNN AVX2"), which makes them a machine class of their own: never judged
+against records of the pin.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -128,3 +135,27 @@ def addmm_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     if ACTIVE and _fp32_cpu(target, a, b):
         return target.add_(_product(a, b.t()))
     return target.addmm_(a, b)
+
+
+SWITCH = "PEFTLAB_PIN_PRODUCTS"  # "onednn": a pinned run's products through oneDNN (the candidate pin); unset: MKL's
+ONEDNN_PRODUCTS = "oneDNN AVX2"  # provenance.arithmetic.products of such a run
+
+
+def pinned_run_products(reproducible: bool):
+    """The context a run trains in: ``onednn_products`` where ``SWITCH`` asks for it and the run is pinned
+    (``train.reproducible``; an unpinned run computes in the CPU's own arithmetic whatever it says), else none.
+    Another value of ``SWITCH`` is a one-line error."""
+    from peftlab.utils import cpu
+    from peftlab.utils.errors import ConfigError
+
+    asked = os.environ.get(SWITCH, "")
+    if asked not in ("", "onednn"):
+        raise ConfigError(f"environment variable {SWITCH}={asked!r}: expected onednn, or unset for MKL's products")
+    if asked and reproducible and cpu.applies():
+        return onednn_products()
+    return contextlib.nullcontext()
+
+
+def products_record() -> str | None:
+    """provenance.arithmetic.products: "oneDNN AVX2" inside ``onednn_products``, None where MKL computes them."""
+    return ONEDNN_PRODUCTS if ACTIVE else None

@@ -28,6 +28,7 @@ from peftlab.data.inputs import TextSpec, build_splits
 from peftlab.data.loading import BatchLoader
 from peftlab.data.text.tokens import tokens_in
 from peftlab.models.backbones import model_inputs
+from peftlab.models.products import pinned_run_products, products_record
 from peftlab.quant import allocator
 from peftlab.training import checkpoint, distributed, metrics, preflight, tracking
 from peftlab.training.checkpoint import Position
@@ -74,14 +75,16 @@ def run(
     row: int = 0,
     ranks: distributed.Group = distributed.SINGLE,
 ) -> RunResult:
-    """One attempt at training ``cfg`` in ``run_dir``; its record."""
-    setting = start(cfg, run_dir, state, ranks, progress, row)
-    data = load_data(setting)
-    built = build(setting, data, state)
-    opt = optimization(setting, built.tuner, data.total_steps)
-    position, monitor = restore(setting, built, opt, data, state)
-    last_val = fit(setting, data, built, opt, position, monitor, state)
-    return finish(setting, data, built, opt, position, monitor, last_val, state)
+    """One attempt at training ``cfg`` in ``run_dir``; its record. Its products are MKL's, or oneDNN's where a
+    benchmark asks for the candidate pin (``models.products.pinned_run_products``)."""
+    with pinned_run_products(cfg.train.reproducible):
+        setting = start(cfg, run_dir, state, ranks, progress, row)
+        data = load_data(setting)
+        built = build(setting, data, state)
+        opt = optimization(setting, built.tuner, data.total_steps)
+        position, monitor = restore(setting, built, opt, data, state)
+        last_val = fit(setting, data, built, opt, position, monitor, state)
+        return finish(setting, data, built, opt, position, monitor, last_val, state)
 
 
 def start(
@@ -196,6 +199,7 @@ def provenance_record(s: Setting, data: Data, compiled: dict | None, base: dict)
             s.cfg.quant.cpu_kernel if s.cfg.quant.mode in ("nf4", "fp4") else None,
             provenance.mkl_branch(),
             torch.backends.cpu.get_cpu_capability(),
+            products_record(),
         ),
         "malloc": allocator.record(s.tc.malloc),
         "threads": torch.get_num_threads(),

@@ -123,12 +123,14 @@ def arithmetic_record(
     quant_cpu_kernel: str | None = None,
     mkl_branch: str | None = None,
     capability: str | None = None,
+    products: str | None = None,
 ) -> dict:
     """What provenance says about the arithmetic: pinning asked for, pinned (the switches set and MKL's branch and
     ATen's CPU capability ``capability`` reporting them: ``reported_pinned``), the switches as set, the
     4-bit CPU kernel (``quant.cpu_kernel``; None without a 4-bit base), and what decides whether two
     pinned CPUs agree: the CPU's vendor and model, and the branch MKL computes in
-    (``provenance.mkl_branch``: ``COMPATIBLE,STRICT`` pinned on either vendor)."""
+    (``provenance.mkl_branch``: ``COMPATIBLE,STRICT`` pinned on either vendor), and ``products``: where the
+    step's products were computed other than by MKL (``models.products.products_record``; None: MKL's)."""
     return {
         "reproducible": reproducible,
         "pinned": arithmetic_pinned() and reported_pinned(mkl_branch, capability),
@@ -137,4 +139,5 @@ def arithmetic_record(
         "cpu_vendor": cpu_vendor(),
         "cpu_model": cpu_model(),
         "mkl_branch": mkl_branch,
+        "products": products,
     }

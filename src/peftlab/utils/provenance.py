@@ -102,8 +102,9 @@ def mkl_branch() -> str | None:
     with tempfile.TemporaryFile() as caught:
         try:
             os.dup2(caught.fileno(), 1)
-            with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
-                torch.ones(64, 64) @ torch.ones(64, 64)  # float32 on the CPU: MKL's sgemm
+            # float32 on the CPU: MKL's sgemm, past any mode that routes products elsewhere (models.products)
+            with torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON), torch._C.DisableTorchFunction():
+                torch.ones(64, 64) @ torch.ones(64, 64)
             libc.fflush(None)
         finally:
             os.dup2(saved, 1)

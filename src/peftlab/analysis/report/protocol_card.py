@@ -225,6 +225,12 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
     """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
     if not arithmetic:
         return []
+    if arithmetic.get("pinned") and arithmetic.get("products"):  # the candidate pin (models.products.SWITCH)
+        return [
+            f"- CPU arithmetic: pinned, with the products through {arithmetic['products']} (the candidate pin, "
+            "PEFTLAB_PIN_PRODUCTS: the same bits across vendors not yet shown; CPU vendor "
+            f"{arithmetic.get('cpu_vendor')})"
+        ]
     if arithmetic.get("pinned"):
         cpu = ", ".join(
             f"{name} {arithmetic[key]}"

@@ -290,7 +290,8 @@ def pinned_arithmetic(arithmetic: dict | None) -> str | None:
     vendor, model, branch = (arithmetic.get(key) for key in ("cpu_vendor", "cpu_model", "mkl_branch"))
     if vendor is None and branch is None:
         return None
-    return f"{vendor or 'an unknown vendor'} ({model or 'an unknown model'}), MKL {branch or 'unknown'}"
+    products = f", products through {arithmetic['products']}" if arithmetic.get("products") else ""
+    return f"{vendor or 'an unknown vendor'} ({model or 'an unknown model'}), MKL {branch or 'unknown'}{products}"
 
 
 def _config_from_yaml(run_dir: Path) -> dict | None:

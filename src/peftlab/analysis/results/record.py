@@ -145,6 +145,7 @@ def class_vendor(arithmetic: dict) -> str | None:
     (``VENDOR_FREE_BRANCHES``), else the recorded vendor."""
     vendor = arithmetic.get("cpu_vendor")
     pinned = bool(arithmetic.get("pinned")) and arithmetic.get("mkl_branch") in VENDOR_FREE_BRANCHES
+    pinned = pinned and not arithmetic.get("products")  # a candidate's products (oneDNN) are not yet shown to agree
     return X86_EITHER if pinned and vendor in X86_VENDORS else vendor
 
 
@@ -158,6 +159,7 @@ def machine_class(result: dict) -> dict:
         "pinned": bool(arithmetic.get("pinned")),
         "cpu_vendor": class_vendor(arithmetic),
         "mkl_branch": arithmetic.get("mkl_branch"),
+        "products": arithmetic.get("products"),  # None: MKL's (the pin); "oneDNN AVX2": the candidate pin's
         "threads": provenance.get("threads"),
         "device": (provenance.get("hardware") or {}).get("device"),
         **{f"version {name}": versions.get(name) for name in NUMERIC_PACKAGES},
@@ -169,8 +171,9 @@ def machine_class_text(cls: dict) -> str:
     1 thread a run, torch 2.14.1", or "Intel or AMD CPU, arithmetic pinned (MKL COMPATIBLE,STRICT), ..." ."""
     device = str(cls.get("device") or "cpu")
     where = f"{cls.get('cpu_vendor') or 'unknown'} CPU" if device == "cpu" else device
+    products = f", products through {cls['products']}" if cls.get("products") else ""
     pin = (
-        f"arithmetic pinned (MKL {cls.get('mkl_branch') or 'default'})"
+        f"arithmetic pinned (MKL {cls.get('mkl_branch') or 'default'}{products})"
         if cls.get("pinned")
         else "arithmetic not pinned"
     )
