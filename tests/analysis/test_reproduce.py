@@ -333,3 +333,18 @@ def test_another_vendor_is_noted_only_where_the_pin_depends_on_the_vendor(monkey
     record = {"environment": {"arithmetic": {"pinned": True, "cpu_vendor": "AuthenticAMD", "mkl_branch": branch}}}
     notes = checks.environment_notes(record)
     assert (f"CPU vendor {here} here, AuthenticAMD in the runs" in notes) is noted, notes
+
+
+def test_the_reruns_compute_the_products_the_runs_recorded():
+    """An archive of runs under the candidate pin reruns under it (reproduce sets its switch); one of MKL's products
+    sets nothing, and reproduce removes a switch its shell left set."""
+    from peftlab.analysis.archive.rerun import products_environment
+    from peftlab.utils import cpu
+
+    def record(products):
+        return {
+            "environment": {"arithmetic": {"pinned": True, "mkl_branch": "COMPATIBLE,STRICT", "products": products}}
+        }
+
+    assert products_environment(record(cpu.PRODUCTS_ONEDNN)) == {cpu.PRODUCTS_SWITCH: "onednn"}
+    assert products_environment(record(None)) == products_environment({}) == {}

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from peftlab.utils import cpu
+from peftlab.utils.errors import ConfigError
+
 
 def _product(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ w^T (+ bias)`` through oneDNN: a (..., K), w (N, K), either may be strided (a transposed view)."""
@@ -137,17 +140,14 @@ def addmm_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return target.addmm_(a, b)
 
 
-SWITCH = "PEFTLAB_PIN_PRODUCTS"  # "onednn": a pinned run's products through oneDNN (the candidate pin); unset: MKL's
-ONEDNN_PRODUCTS = "oneDNN AVX2"  # provenance.arithmetic.products of such a run
+SWITCH = cpu.PRODUCTS_SWITCH  # "onednn": a pinned run's products through oneDNN (the candidate pin); unset: MKL's
+ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of such a run
 
 
 def pinned_run_products(reproducible: bool):
     """The context a run trains in: ``onednn_products`` where ``SWITCH`` asks for it and the run is pinned
     (``train.reproducible``; an unpinned run computes in the CPU's own arithmetic whatever it says), else none.
     Another value of ``SWITCH`` is a one-line error."""
-    from peftlab.utils import cpu
-    from peftlab.utils.errors import ConfigError
-
     asked = os.environ.get(SWITCH, "")
     if asked not in ("", "onednn"):
         raise ConfigError(f"environment variable {SWITCH}={asked!r}: expected onednn, or unset for MKL's products")

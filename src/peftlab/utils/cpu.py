@@ -42,6 +42,11 @@ def arithmetic_pinned() -> bool:
     return not applies() or all(os.environ.get(name) == value for name, value in PINNED.items())
 
 
+# A benchmark's switch, not a config field: "onednn" trains a pinned run's products through oneDNN at AVX2 (the
+# candidate pin, models.products), recorded as provenance.arithmetic.products = PRODUCTS_ONEDNN
+PRODUCTS_SWITCH = "PEFTLAB_PIN_PRODUCTS"
+PRODUCTS_ONEDNN = "oneDNN AVX2"
+
 # MKL's branch under the pin, as its verbose line says (provenance.mkl_branch), on Intel and AMD CPUs alike
 PINNED_MKL_BRANCHES = ("COMPATIBLE,STRICT",)
 # ATen's dispatch under ATEN_CPU_CAPABILITY=avx2 (torch.backends.cpu.get_cpu_capability), or a CPU below it

@@ -50,7 +50,15 @@ from peftlab.analysis.archive.received import (
 from peftlab.analysis.archive.recorded import check_recorded
 from peftlab.analysis.archive.regenerate import regenerate, study_folder
 from peftlab.analysis.archive.reproduce_md import compare_reproduce_md
-from peftlab.analysis.archive.rerun import RULE, base_lines, compare, draw, rerun, trials_need_runs
+from peftlab.analysis.archive.rerun import (
+    RULE,
+    base_lines,
+    compare,
+    draw,
+    products_environment,
+    rerun,
+    trials_need_runs,
+)
 from peftlab.analysis.archive.rerun import sample_seed as sample_seed_of
 from peftlab.analysis.archive.trials import compare_choices, rerun_dirs, said_choices
 from peftlab.analysis.archive.verdicts import (
@@ -62,6 +70,7 @@ from peftlab.analysis.archive.verdicts import (
     reruns_of,
     verdict_lines,
 )
+from peftlab.utils.cpu import PRODUCTS_ONEDNN, PRODUCTS_SWITCH
 from peftlab.utils.errors import UserError, stop_behind
 from peftlab.utils.files import one_line, read_json, refuse_link, write_json_atomic
 
@@ -113,6 +122,10 @@ def reproduce(
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
         os.environ.update(rerun_environment(checks.named, kept))  # the reruns read each dataset by name as checked
+        os.environ.pop(PRODUCTS_SWITCH, None)  # the products as the runs computed them, not as this shell asks
+        os.environ.update(products_environment(record))
+        if PRODUCTS_SWITCH in os.environ:
+            say(f"the runs recorded the candidate pin's products ({PRODUCTS_ONEDNN}): rerunning with them")
         with code_raised(bool(allowed), evidence, say):
             rerun_and_compare(root, record, (chosen, packed), out, checks, phases, evidence, say, progress, trials)
     if runs == "all":

@@ -28,6 +28,7 @@ from peftlab.analysis.archive.received import file_sha256
 from peftlab.analysis.archive.trials import rerun_with_trials, trial_study
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.config.reading import read_yaml
+from peftlab.utils.cpu import PRODUCTS_ONEDNN, PRODUCTS_SWITCH
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_text_atomic
 
@@ -331,3 +332,11 @@ def trials_need_runs(which: str, trials: bool) -> None:
             "--trials with --runs 0 would rerun nothing: the searches are rerun with the final runs they choose, "
             "so give --runs N, one-seed or all (--runs 0 checks the archive only)"
         )
+
+
+def products_environment(record: dict) -> dict[str, str]:
+    """The candidate pin's switch as the archived runs computed (archive.json's ``environment.arithmetic``): set
+    where they record its products, else nothing (``reproduce`` removes a switch this shell left set, so it never
+    changes the rerun of runs that computed with MKL's products)."""
+    arithmetic = (record.get("environment") or {}).get("arithmetic") or {}
+    return {PRODUCTS_SWITCH: "onednn"} if arithmetic.get("products") == PRODUCTS_ONEDNN else {}
