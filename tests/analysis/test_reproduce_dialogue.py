@@ -3,7 +3,8 @@ the report's "Generations" section shows. The archive packs it beside the run's 
 hashes it (a third hash on that run's line: a study without replies keeps the lines and the hash it had), and the
 study folder reproduce makes from the archive holds it, so the paper regenerated there is the packed one and a
 report made there has the section. An edited reply is a difference; one whose every hash was recomputed is named
-among what the verdict did not check. A tiny random GPT-2, LoRA r=2, 2 steps, one seed."""
+among what the verdict did not check, and a rerun finds it: a pinned run's replies are held to their bits. A tiny
+random GPT-2, LoRA r=2, 2 steps, one seed, pinned."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def write_study(top: Path) -> Path:
         "model": {"source": "hf-text", "path": "../../model", "task": "causal-lm"},
         "data": {"name": "instructions", "root": "../../dialogue", "max_length": 48, "prompt_format": "dialogue"},
         "method": {"name": "lora", "r": 2},
-        "train": {"max_steps": 2, "batch_size": 8, "lr": 1e-2, "threads": 1},
+        "train": {"max_steps": 2, "batch_size": 8, "lr": 1e-2, "threads": 1, "reproducible": True},
     }
     study = {"name": "dialogue", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}}}
     for name, content in (("base.yaml", base), ("study.yaml", study)):
@@ -168,3 +169,40 @@ def test_an_edited_reply_with_every_hash_recomputed_is_named_as_not_checked(dial
     done = here("reproduce", str(root), "--runs", "0", "--out", "check", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert_named_as_not_checked(done.stdout, tmp_path / "check")
+
+
+@pytest.mark.e2e
+def test_a_rerun_holds_the_replies_to_their_bits_and_finds_one_forged_with_every_hash_recomputed(
+    dialogue_archive, tmp_path
+):
+    """The forger who recomputed every hash is caught by the rerun alone: its greedy replies, a pinned run's on its
+    machine class, are the archive's to the token, but the one forged."""
+    root = received(dialogue_archive, tmp_path, lambda root: (edit_reply(root), rehash(root)))
+    (packed,) = (root / "results" / "runs").glob(f"*/{GENERATIONS}")
+    prompts = len(packed.read_text().splitlines())
+    done = peftlab("reproduce", str(root), "--runs", "all", "--out", "check", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("run lora seed 0: ")]
+    said = f"{GENERATIONS}: 1 of {prompts} greedy replies differ, the first to prompt 1: "
+    assert line.startswith(f"run lora seed 0: differs (exact): {said}"), line
+    assert line.endswith("here, 'w59 w59 w59' archived") and "metric" not in line, line  # the metrics are equal
+    assert done.stdout.splitlines()[-1].startswith("not reproduced: ")
+    compared = json.loads((tmp_path / "check" / "reproduce.json").read_text())["compared"]
+    assert compared[0]["replies"] == {"compared": prompts, "differ": 1} and prompts > 1
+
+
+def test_replies_on_another_machine_class_are_a_note_and_a_missing_one_is_named():
+    from peftlab.analysis.archive.rerun import reply_differences, reply_note
+
+    row = {"index": 0, "prompt": "w1", "reference": "w2", "reply": "w3", "new_tokens": 1, "stopped": "eos"}
+    moved = [row, {**row, "reply": "w4"}]
+    line, record = reply_differences(([row, row], moved))
+    assert line == f"{GENERATIONS}: 1 of 2 greedy replies differ, the first to prompt 2: 'w4' here, 'w3' archived"
+    assert record == {"compared": 2, "differ": 1}
+    assert reply_note(line, record).startswith(f"; note: {GENERATIONS}: 1 of 2 greedy replies differ")
+    assert (
+        reply_differences(([row], None))[0] == f"{GENERATIONS}: the rerun wrote no greedy replies (the archive packs 1)"
+    )
+    assert reply_differences((None, [row])) == (None, None) and reply_note(None, None) == ""
+    assert reply_differences(([row], [row])) == (None, {"compared": 1, "differ": 0})
+    assert reply_note(None, {"compared": 1, "differ": 0}) == "; greedy replies: 1 of 1 equal"

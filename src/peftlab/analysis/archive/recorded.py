@@ -271,7 +271,8 @@ def not_recorded(root: Path, record: dict) -> list[str]:
     if replies:  # the report's "Generations" section shows them; no packed file does
         out.append(
             f"results/runs/*/{GENERATIONS} ({len(replies)} file{'s' if len(replies) > 1 else ''}: held to runs.sha256 "
-            "and the results hash alone; no packed table or paper shows the replies, and a rerun's are not compared)"
+            "and the results hash alone; no packed table or paper shows the replies: a rerun run's are compared on its "
+            "line)"
         )
     return out
 

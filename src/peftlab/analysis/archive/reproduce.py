@@ -56,6 +56,7 @@ from peftlab.analysis.archive.rerun import (
     compare,
     draw,
     products_environment,
+    replies_of,
     rerun,
     trials_need_runs,
 )
@@ -122,10 +123,7 @@ def reproduce(
         say(f"rule: {RULE}")
         say(f"rerunning {len(chosen)} of the {len(packed)} archived runs into {out / 'rerun'}")
         os.environ.update(rerun_environment(checks.named, kept))  # the reruns read each dataset by name as checked
-        os.environ.pop(PRODUCTS_SWITCH, None)  # the products as the runs computed them, not as this shell asks
-        os.environ.update(products_environment(record))
-        if PRODUCTS_SWITCH in os.environ:
-            say(f"the runs recorded the candidate pin's products ({PRODUCTS_ONEDNN}): rerunning with them")
+        set_products(record, say)
         with code_raised(bool(allowed), evidence, say):
             rerun_and_compare(root, record, (chosen, packed), out, checks, phases, evidence, say, progress, trials)
     if runs == "all":
@@ -236,6 +234,15 @@ def code_raised(allowed: bool, evidence: Evidence, say: Callable[[str], None]):
         evidence.run_differences.append(stop)
 
 
+def set_products(record: dict, say: Callable[[str], None]) -> None:
+    """The reruns' products as the runs computed them (the candidate pin's switch set where they record it), not as
+    this shell asks (a switch left set is removed for runs of MKL's products)."""
+    os.environ.pop(PRODUCTS_SWITCH, None)
+    os.environ.update(products_environment(record))
+    if PRODUCTS_SWITCH in os.environ:
+        say(f"the runs recorded the candidate pin's products ({PRODUCTS_ONEDNN}): rerunning with them")
+
+
 def rerun_and_compare(
     root: Path,
     record: dict,
@@ -253,7 +260,8 @@ def rerun_and_compare(
     chosen, packed = runs
     with phases.timed("rerun"):
         results = rerun(root, record, chosen, out, progress, checks.found, trials)
-    evidence.compared, lines = compare(chosen, results, packed)
+    replies = replies_of(root, chosen, rerun_dirs(out / "rerun"))  # greedy replies: packed and rerun
+    evidence.compared, lines = compare(chosen, results, packed, replies)
     lines += base_lines(record, out / "configs" / Path(record["study"]).name, same_class=not checks.notes)
     for line in lines:
         say(line)

@@ -16,6 +16,7 @@ reruns every completed run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from peftlab.analysis.archive.received import file_sha256
 from peftlab.analysis.archive.trials import rerun_with_trials, trial_study
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.config.reading import read_yaml
+from peftlab.training.run_result import GENERATIONS
 from peftlab.utils.cpu import PRODUCTS_ONEDNN, PRODUCTS_SWITCH
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_text_atomic
@@ -196,6 +198,9 @@ def compare_runs(pairs: list[dict], archived_by_variant: dict[str, list[dict]]) 
                     problems.append(
                         f"{key} {new[key]:.6g} outside {statistics.fmean(values):.6g} ± {tolerance(key, values):.3g}"
                     )
+        replies, replies_record = reply_differences(pair.get("replies"))
+        if replies and exact:  # greedy decoding follows the logits' bits: held to them where the metrics are
+            problems.append(replies)
         rule = "exact" if exact else "tolerance"
         differing = [k for k, v in mine.items() if v != theirs.get(k)]
         why_tolerance = "" if exact else f" (machine class differs: {', '.join(differing) or 'not pinned'})"
@@ -207,6 +212,7 @@ def compare_runs(pairs: list[dict], archived_by_variant: dict[str, list[dict]]) 
                 "metrics": {k: [old[k], new[k]] for k in shared},
                 "problems": problems,
                 "machine_class_differs": differing,
+                **({"replies": replies_record} if replies_record else {}),
             }
         )
         if problems:
@@ -216,8 +222,46 @@ def compare_runs(pairs: list[dict], archived_by_variant: dict[str, list[dict]]) 
             lines.append(
                 f"run {name}: reproduced, {said} ({rule}{why_tolerance}): "
                 + ", ".join(f"{k} {new[k]:.6g}" for k in shared)
+                + reply_note(replies, replies_record)
             )
     return records, lines
+
+
+def reply_differences(replies: tuple[list | None, list | None] | None) -> tuple[str | None, dict | None]:
+    """(a line naming the greedy replies of generations.jsonl that differ, or None where all are equal; a record of
+    how many were compared and differ). ``replies``: (the archive's rows, the rerun's rows); nothing where the
+    archive packs none."""
+    archived, rerun = replies or (None, None)
+    if not archived:
+        return None, None
+    if not rerun:
+        return f"{GENERATIONS}: the rerun wrote no greedy replies (the archive packs {len(archived)})", {
+            "compared": len(archived),
+            "differ": len(archived),
+        }
+    pairs = list(itertools.zip_longest(archived, rerun))
+    differ = [
+        i for i, (a, b) in enumerate(pairs) if not a or not b or (a["prompt"], a["reply"]) != (b["prompt"], b["reply"])
+    ]
+    record = {"compared": len(archived), "differ": len(differ)}
+    if not differ:
+        return None, record
+    first, (old, new) = differ[0] + 1, pairs[differ[0]]
+    said = f"{(new or {}).get('reply')!r} here, {(old or {}).get('reply')!r} archived"
+    return (
+        f"{GENERATIONS}: {len(differ)} of {len(archived)} greedy replies differ, the first to prompt {first}: {said}",
+        record,
+    )
+
+
+def reply_note(replies: str | None, record: dict | None) -> str:
+    """The end of a reproduced run's line: its greedy replies equal, or (another machine class: not held to
+    them) how many differ."""
+    if record is None:
+        return ""
+    if replies is None:
+        return f"; greedy replies: {record['compared']} of {record['compared']} equal"
+    return f"; note: {replies} (greedy decoding follows the logits' last bits, which another machine class moves)"
 
 
 def label(pair: dict) -> dict:
@@ -228,8 +272,11 @@ def short(value) -> str:
     return str(value)[:12] if value is not None else "none"
 
 
-def compare(chosen: list[dict], results: dict[tuple, dict], packed: list[dict]) -> tuple[list[dict], list[str]]:
-    """Each rerun against its archived run (``compare_runs``): a record and a line per run."""
+def compare(
+    chosen: list[dict], results: dict[tuple, dict], packed: list[dict], replies: dict | None = None
+) -> tuple[list[dict], list[str]]:
+    """Each rerun against its archived run (``compare_runs``): a record and a line per run. ``replies``: by
+    (variant, seed), the archive's and the rerun's generations.jsonl rows (``replies_of``)."""
     pairs = [
         {
             "variant": run["variant"],
@@ -237,6 +284,7 @@ def compare(chosen: list[dict], results: dict[tuple, dict], packed: list[dict]) 
             "run_id": run["run_id"],
             "archived": run["result"],
             "rerun": results.get((run["variant"], run["seed"])),
+            "replies": (replies or {}).get((run["variant"], run["seed"])),
         }
         for run in chosen
     ]
@@ -245,6 +293,22 @@ def compare(chosen: list[dict], results: dict[tuple, dict], packed: list[dict]) 
         if run["result"].get("status") == "completed":
             by_variant.setdefault(run["variant"], []).append(run["result"])
     return compare_runs(pairs, by_variant)
+
+
+def replies_of(root: Path, chosen: list[dict], dirs: dict[tuple, Path]) -> dict[tuple, tuple]:
+    """By (variant, seed): the greedy replies the archive packs for the run (results/runs/<run>/generations.jsonl)
+    and those its rerun wrote (None where either wrote none)."""
+    from peftlab.analysis.results.generations import read_generations
+
+    found = {}
+    for run in chosen:
+        key = (run["variant"], run["seed"])
+        rerun_dir = dirs.get(key)
+        found[key] = (
+            read_generations(root / "results" / "runs" / run["run_id"]),
+            read_generations(rerun_dir) if rerun_dir is not None else None,
+        )
+    return found
 
 
 def base_lines(record: dict, study_file: Path, same_class: bool) -> list[str]:
