@@ -55,10 +55,11 @@ def test_a_bar_takes_the_first_label_and_ignores_what_is_no_progress_line(capsys
 
 def test_a_studys_trials_are_counted_as_trials_on_its_notebook_line():
     """``run_study(progress=False)`` in a notebook shows one line in place (``progress_line``): while a tuned study's
-    searches run it counts their trials as trials (study/runner.py's ``showing``), each with its run and status."""
+    searches run it counts their trials as trials (study/runner.py's ``TrialEnds``), each with its run and status."""
     from types import SimpleNamespace
 
-    from peftlab.study.runner import showing
+    from peftlab.study.phases import Phase
+    from peftlab.study.runner import TrialEnds
     from peftlab.utils.progress import IN_PLACE, counting_bar
 
     specs = [SimpleNamespace(variant="lora", seed=1000, run_id=f"t{n}") for n in range(3)]
@@ -66,17 +67,19 @@ def test_a_studys_trials_are_counted_as_trials_on_its_notebook_line():
 
     def run_jobs(jobs, on_done, stop_when=None):
         for spec in jobs:
-            on_done(spec, {"status": "completed" if spec.run_id != "t1" else "pruned"})
+            on_done(spec, {"status": "completed" if spec.run_id != "t1" else "stopped"})
 
     IN_PLACE.append(shown.append)
     try:
         with counting_bar("study s", "trial", 3, False) as done:
-            showing(run_jobs, done)(specs, lambda spec, result: ended.append(spec.run_id))
+            ends = TrialEnds(Phase(), done)
+            ends.runs(run_jobs)(specs, lambda spec, result: ended.append(spec.run_id))
+            ends.pruned(specs[1], "pruned")  # its search's word on the run it stopped
     finally:
         IN_PLACE.pop()
     assert ended == ["t0", "t1", "t2"]
     assert [line.split(", ")[:2] for line in shown] == [
         ["study s: trial 1/3 (33%)", "lora seed=1000 [t0] completed"],
-        ["study s: trial 2/3 (67%)", "lora seed=1000 [t1] pruned"],
-        ["study s: trial 3/3 (100%)", "lora seed=1000 [t2] completed"],
+        ["study s: trial 2/3 (67%)", "lora seed=1000 [t2] completed"],
+        ["study s: trial 3/3 (100%)", "lora seed=1000 [t1] pruned"],
     ]

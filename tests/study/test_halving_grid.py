@@ -6,15 +6,18 @@ import json
 
 import pytest
 import yaml
+from test_runner import cli_study_here
 from testkit import TINY_MODEL, needs_fashion_mnist
 
+from peftlab.study.estimate import dry_run_plan
 from peftlab.study.executors.executors import ExecutorOptions
+from peftlab.study.phases import read_phases
 from peftlab.study.runner import jobs_runner
 from peftlab.study.search import search_steps, tune_dir
 from peftlab.study.side_by_side import drive
 from peftlab.study.spec import load_study
 from peftlab.study.tuning.replay import replay
-from peftlab.study.tuning.rungs import kept
+from peftlab.study.tuning.rungs import kept, most_epochs
 from peftlab.utils.errors import ConfigError
 
 BASE = {
@@ -27,9 +30,9 @@ TUNE = {"axes": {"train.lr": [1e-4, 3e-3, 1e-1]}, "search": "grid", "follow_edge
 RUNGS = {**TUNE, "rungs": [1, 2], "reduction_factor": 2}  # 2 of the grid's 3 go on to epoch 2, 1 to the end
 
 
-def study_at(directory, tune):
+def study_at(directory, tune, base=BASE):
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (directory / "base.yaml").write_text(yaml.safe_dump(base))
     body = {"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"lora": {}}, "tune": tune}
     (directory / "study.yaml").write_text(yaml.safe_dump(body))
     return load_study(directory / "study.yaml")
@@ -122,19 +125,72 @@ def test_the_report_states_the_rule_and_its_budget():
     assert "stopped early" not in search_words({**record, "rungs": None})
 
 
-def test_a_trial_resumed_from_its_rung_is_counted_once_on_the_bar(monkeypatch):
-    """The study's bar counts trials: a survivor's second end (resumed from its rung) is the same trial."""
+def test_a_trial_is_counted_once_when_it_ends_for_good(monkeypatch):
+    """The study's bar and phases.jsonl count trials where they end: a run stopped at its rung has not ended (its
+    survivor resumes, the same trial), a pruned one ends where its search prunes it, with its stop's time; a run
+    stopped by an outside cause is resumed. No trial is counted twice, and none before it ends."""
     from types import SimpleNamespace
 
     from peftlab.study import runner
+    from peftlab.study.phases import Phase
 
-    counted, ended = [], []
-    spec = SimpleNamespace(run_id="a1")
+    a, b, c = (SimpleNamespace(run_id=name) for name in "abc")
 
-    def run_jobs(jobs, on_done, stop_when=None):
-        for status in ("stopped", "completed"):  # stopped at the rung, then resumed to the end
-            on_done(spec, {"status": status})
+    def timing(seconds):
+        return {"train_seconds": seconds, "val_seconds": 0.5, "wall_seconds": seconds + 1}
+
+    def rung(jobs, on_done, stop_when=None):  # a and b stopped at the rung, c's worker killed
+        on_done(a, {"status": "stopped", "timing": timing(1.0)})
+        on_done(b, {"status": "stopped", "timing": timing(1.5)})
+        on_done(c, {"status": "pending", "error": "its worker was killed by SIGKILL"})
+
+    def rest(jobs, on_done, stop_when=None):  # a survives the rung, c resumes: both end
+        on_done(a, {"status": "completed", "timing": timing(3.0)})
+        on_done(c, {"status": "completed", "timing": timing(2.0)})
 
     monkeypatch.setattr(runner, "describe", lambda spec: spec.run_id)
-    runner.showing(run_jobs, counted.append)([], lambda spec, result: ended.append(result["status"]))
-    assert ended == ["stopped", "completed"] and counted == ["a1 stopped"]
+    shown, phase, heard = [], Phase(), []
+    ends = runner.TrialEnds(phase, shown.append)
+    ends.runs(rung)([], lambda spec, result: heard.append(result["status"]))
+    assert heard == ["stopped", "stopped", "pending"] and shown == []  # the search hears every run; none ended
+    ends.pruned(b, "pruned at epoch 1")
+    ends.runs(rest)([], lambda spec, result: None)
+    ends.pruned(a, "pruned")  # a late word on a run that ended: counted once
+    assert shown == ["b pruned at epoch 1", "a completed", "c completed"]
+    assert (phase.runs, phase.train_eval_seconds, phase.run_seconds) == (3, 8.0, 9.5)  # a survivor's time once
+
+
+def test_the_most_epochs_of_a_search_with_rungs(tmp_path):
+    """Of a grid's n trials all reach the first rung and ceil(n / factor) go on past each; a point added after
+    the grid may rank among the best at each rung: it counts whole."""
+    search = study_at(tmp_path / "rungs", RUNGS).tune["lora"]  # 3 points, 1 added; rungs at 1 and 2 of 3 epochs
+    assert most_epochs(search, 3) == [1, 2, 3, 3]
+    assert most_epochs(study_at(tmp_path / "plain", TUNE).tune["lora"], 3) == [3, 3, 3, 3]
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_study_with_rungs_counts_and_times_each_trial_once_within_its_dry_runs_bound(tmp_path):
+    """Real runs through `peftlab study` (epochs long enough that the rung's stop lands): the bar counts each trial
+    once, where it ends, never past its total; phases.jsonl times every trial run, the pruned ones too; the trials
+    train no more epochs than the dry run's bound, which says it is one, and a done search leaves no run to train."""
+    base = {**BASE, "data": {**BASE["data"], "train_subset": 1536}, "train": {**BASE["train"], "epochs": 2}}
+    tune = {"axes": {"train.lr": [1e-4, 1e-3, 3e-3, 1e-1]}, "search": "grid", "rungs": [1], "reduction_factor": 2}
+    study, out = study_at(tmp_path, tune, base), tmp_path / "out"
+    status, planned, _ = cli_study_here(tmp_path / "study.yaml", out, "--dry-run")
+    assert status == 0 and "grid, 4 trials, compared at the end of epoch 1: at most 6 of their 8 epochs" in planned
+    assert "compute: at most " in planned and "lora's trials counted at most 6 of their 8 epochs" in planned
+
+    status, _, stderr = cli_study_here(tmp_path / "study.yaml", out)
+    assert status == 0, stderr
+    counted = [line.split(", ")[:2] for line in stderr.splitlines() if line.startswith("study s: trial ")]
+    assert [n for n, _ in counted] == [f"study s: trial {k}/4 ({25 * k}%)" for k in range(1, 5)], stderr
+    trials = selection(study, out)["trials"]
+    assert sorted(line.split("[")[1].split("]")[0] for _, line in counted) == sorted(t["run_ids"][0] for t in trials)
+    phase = next(p for p in read_phases(out) if p["phase"] == "trials")
+    assert phase["runs"] == 4  # every trial run, its time from its result or from its stop
+    results = [json.loads(p.read_text())["timing"] for p in out.glob("tune/lora/runs/*/result.json")]
+    assert phase["train_eval_seconds"] >= sum(r["train_seconds"] + r["val_seconds"] for r in results) - 0.01
+    trained = sum(len(t["reported"]) if t["state"] == "PRUNED" else 2 for t in trials)  # reported: its rungs
+    assert [t["state"] for t in trials].count("PRUNED") == 2 and trained <= 6
+    assert dry_run_plan(load_study(tmp_path / "study.yaml"), out)["remaining_seconds"] == 0

@@ -1,26 +1,23 @@
 """A study's phases as a call of ``peftlab study`` records them in phases.jsonl: one line per phase when it
-ends, stopped or not, with the runs that ended in it and their run time from their results."""
+ends, stopped or not, with the runs that ended in it and their run time from their results (a run its search
+stopped: from what its stop recorded)."""
 
 import pytest
+import torch
 
-from peftlab.study.phases import counting, read_phases, timed_phase
+from peftlab.study.executors.local import worker_outcome
+from peftlab.study.phases import read_phases, timed_phase
 
 
 def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_it_ends(tmp_path):
     with timed_phase(tmp_path, "trials", 2, "local") as phase:
-        run_jobs = counting(lambda jobs, on_done, stop_when: [on_done(*job) for job in jobs], phase)
-        ended = []
-        run_jobs(
-            [
-                ("a", {"status": "completed", "timing": {"wall_seconds": 1.5, "train_seconds": 1, "val_seconds": 0}}),
-                ("b", {"status": "failed", "error": "x"}),  # failed before it trained: no time
-                ("c", {"status": "pending", "error": "killed"}),
-                ("d", {"status": "diverged", "timing": {"wall_seconds": 2, "train_seconds": 0.5, "val_seconds": 1}}),
-            ],
-            lambda spec, result: ended.append(spec),
-            None,
-        )
-    assert ended == ["a", "b", "c", "d"]  # the study's own on_done still gets every run
+        for result in [
+            {"status": "completed", "timing": {"wall_seconds": 1.5, "train_seconds": 1, "val_seconds": 0}},
+            {"status": "failed", "error": "x"},  # failed before it trained: no time
+            {"status": "pending", "error": "killed"},
+            {"status": "diverged", "timing": {"wall_seconds": 2, "train_seconds": 0.5, "val_seconds": 1}},
+        ]:
+            phase.count(result)
     with pytest.raises(KeyboardInterrupt), timed_phase(tmp_path, "final runs", 2, "local") as phase:
         phase.count({"status": "completed", "timing": {"wall_seconds": 4.0, "train_seconds": 3.0, "val_seconds": 0.5}})
         raise KeyboardInterrupt
@@ -32,3 +29,17 @@ def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_
     assert trials["complete"] and trials["wall_seconds"] >= 0 and trials["started"].endswith("+00:00")
     assert (final["phase"], final["runs"], final["run_seconds"], final["complete"]) == ("final runs", 1, 4.0, False)
     assert read_phases(tmp_path / "none") is None
+
+
+def test_a_run_its_search_stopped_brings_the_time_its_checkpoint_kept_and_its_workers_wall(tmp_path):
+    """A rung's or a pruner's stop writes no result: its time is its checkpoint's training and validation time
+    (what the run kept) and the wall time the executor measured, as a phase counts a result's."""
+    (tmp_path / "checkpoint").mkdir()
+    stopped = worker_outcome(None, tmp_path, 130, stopped=True, wall=2.5)
+    assert stopped == {"status": "stopped"}  # stopped before its first checkpoint: nothing kept to count
+    torch.save({"train_seconds": 1.25, "val_seconds": 0.5, "trainable": {}}, tmp_path / "checkpoint" / "last.pt")
+    stopped = worker_outcome(None, tmp_path, 130, stopped=True, wall=2.5)
+    assert stopped == {"status": "stopped", "timing": {"train_seconds": 1.25, "val_seconds": 0.5, "wall_seconds": 2.5}}
+    with timed_phase(tmp_path, "trials", 1, "local") as phase:
+        phase.count(stopped)
+    assert [(p["runs"], p["train_eval_seconds"], p["run_seconds"]) for p in read_phases(tmp_path)] == [(1, 1.75, 2.5)]

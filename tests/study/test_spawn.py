@@ -124,7 +124,8 @@ def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_pat
     stop_idle_workers()  # a worker another test left would not have the hold in its environment
     monkeypatch.setenv("PEFTLAB_HOLD_AT", "checkpoint:3")
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result), checkpointed)
-    assert outcomes == [{"status": "stopped"}] and not IDLE
+    assert [outcome["status"] for outcome in outcomes] == ["stopped"] and not IDLE
+    assert outcomes[0]["timing"]["wall_seconds"] > 0  # its time: its checkpoint's, and its worker's wall
     monkeypatch.delenv("PEFTLAB_HOLD_AT")  # the next call's new worker trains on
     assert (run_dir / "checkpoint" / "last.pt").exists() and not (run_dir / "result.json").exists()
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result))

@@ -26,11 +26,15 @@ from pathlib import Path
 
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import architecture_only
+from peftlab.study.records import SELECTION, read_selection
 from peftlab.study.runner import FINISHED, run_dir_of, run_statuses
 from peftlab.study.search import read_choices, tune_dir, with_choices
 from peftlab.study.spec import RunSpec, Study
 from peftlab.study.tuning.configurations import search_key
+from peftlab.study.tuning.rungs import most_epochs
+from peftlab.study.tuning.tune import Search
 from peftlab.training.run_result import read_result
+from peftlab.utils.typed_json import DamagedFile
 
 ASSUMED_TFLOPS = 300.0  # sustained training rate of one H100 in bf16 (about 30% of its dense peak)
 
@@ -66,18 +70,20 @@ def forward_flops(cfg: RunConfig, cache: dict) -> int | None:
     return cache[key]
 
 
-def run_flops(cfg: RunConfig, cache: dict) -> int | None:
+def run_flops(cfg: RunConfig, cache: dict, epochs: int | None = None) -> int | None:
+    """The training FLOPs of a run of ``cfg`` over ``epochs`` (default: its own), None if they cannot be counted."""
     images, flops = images_per_epoch(cfg, cache), forward_flops(cfg, cache)
     if images is None or flops is None:
         return None
     train, val = images
-    return cfg.train.epochs * (3 * train + val) * flops
+    return (cfg.train.epochs if epochs is None else epochs) * (3 * train + val) * flops
 
 
-def training_estimate(configs: list[RunConfig]) -> str:
-    """One line: the training FLOPs of ``configs`` (every run and trial) and GPU-hours at ASSUMED_TFLOPS."""
+def training_estimate(configs: list[RunConfig], epochs: list[int] | None = None, bounds: tuple[str, ...] = ()) -> str:
+    """One line: the training FLOPs of ``configs`` (every run and trial), each over its ``epochs`` (default: its
+    own), and GPU-hours at ASSUMED_TFLOPS; an upper bound, said so, where ``bounds`` says why (``stopping_bounds``)."""
     cache: dict = {}
-    counted = [run_flops(cfg, cache) for cfg in configs]
+    counted = [run_flops(cfg, cache, e) for cfg, e in zip(configs, epochs or [None] * len(configs), strict=True)]
     known = [f for f in counted if f is not None]
     unknown = len(counted) - len(known)
     text = any(cfg.model.source == "hf-text" for cfg in configs)
@@ -92,11 +98,28 @@ def training_estimate(configs: list[RunConfig]) -> str:
     amount = f"{total / 1e15:,.1f} PFLOP" if total >= 1e15 else f"{total / 1e12:,.2f} TFLOP"
     time = f"{hours:,.1f} GPU-hours" if hours >= 1 else f"{hours * 60:,.1f} GPU-minutes"
     left_out = f"; {unknown} runs of unknown size not counted" if unknown else ""
+    most = "at most " if bounds else ""
     return (
-        f"compute: {amount} of training in {len(known)} runs and trials (3 x forward FLOPs x {examples} x epochs, "
-        f"counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s (an H100 at "
-        f"about 30% of its bf16 peak){left_out}"
+        f"compute: {most}{amount} of training in {len(known)} runs and trials (3 x forward FLOPs x {examples} x "
+        f"epochs, counted on the meta model), about {time} at a sustained {ASSUMED_TFLOPS:.0f} TFLOP/s "
+        f"(an H100 at about 30% of its bf16 peak){left_out}" + "".join(f"; {bound}" for bound in bounds)
     )
+
+
+def stopping_bounds(searches: list[Search]) -> tuple[str, ...]:
+    """Why a study's compute is a bound, one phrase per search that stops trials while they train; () for none."""
+    bounds = []
+    for search in searches:
+        epochs = search.template.train.epochs
+        if search.rungs:
+            most = sum(most_epochs(search, epochs))
+            bounds.append(
+                f"{search.name}'s trials counted at most {most} of their {search.trials * epochs} epochs, as its "
+                f"rungs {list(search.rungs)} allow (the best 1/{search.reduction_factor} of each cohort go on)"
+            )
+        elif search.stops_trials:
+            bounds.append(f"{search.name}'s trials counted whole, though its pruner stops some early")
+    return tuple(bounds)
 
 
 def finished_walls(study_dir: Path, specs: list[RunSpec], statuses: dict[str, str]) -> list[float]:
@@ -118,14 +141,16 @@ def remaining_runs(specs: list[RunSpec], statuses: dict[str, str]) -> int:
 
 def trials_left(study: Study, study_dir: Path) -> tuple[list[float], int]:
     """(the wall seconds of every tuning trial run that finished, the trial runs the searches have still to run):
-    a search's budget is its trials times its tuning seeds, less the runs of the trials that ended."""
+    a search's budget is its trials times its tuning seeds, less the runs of the trials that ended (a pruned trial's
+    run, stopped without a result, among them)."""
     walls, left = [], 0
     for key, search in study.tune.items():
         finished = 0
+        pruned = pruned_runs(tune_dir(study_dir, key), search)
         for run_dir in sorted((tune_dir(study_dir, key) / "runs").glob("*")):
             result = read_result(run_dir) or {}
             wall = (result.get("timing") or {}).get("wall_seconds")
-            if result.get("status") in FINISHED:
+            if result.get("status") in FINISHED or run_dir.name in pruned:
                 finished += 1
                 if result.get("status") == "completed" and isinstance(wall, int | float) and wall > 0:
                     walls.append(float(wall))
@@ -133,13 +158,26 @@ def trials_left(study: Study, study_dir: Path) -> tuple[list[float], int]:
     return walls, left
 
 
+def pruned_runs(directory: Path, search: Search) -> set[str]:
+    """The run ids of the search's pruned trials, as its selection.json (this search's) records them."""
+    try:
+        selection = read_selection(directory / SELECTION)
+    except DamagedFile:  # the search rewrites it; until then its pruned runs count as left
+        return set()
+    if selection is None or selection["fingerprint"] != search.fingerprint():
+        return set()
+    return {str(run) for trial in selection["trials"] if trial["state"] == "PRUNED" for run in trial["run_ids"]}
+
+
 def dry_run_plan(study: Study, study_dir: Path) -> dict:
     """What a dry-run says, as data (``study --dry-run --json``): the searches, one row per run (a final run whose
     search has not chosen yet has no run id), the seconds left and how many finished runs they come from."""
-    planned, searches, waiting = planned_configs(study), [], []
+    planned, searches, waiting = planned_runs(study), [], []
+    bounds = stopping_bounds(list(study.tune.values()))
     if study.tune:
         chosen = read_choices(study, study_dir)
         for method, search in study.tune.items():
+            epochs = search.template.train.epochs
             searches.append(
                 {
                     "search": method,
@@ -149,6 +187,10 @@ def dry_run_plan(study: Study, study_dir: Path) -> dict:
                     "grid_points": len(search.proposals()) if search.follow_edge else None,
                     "done": method in chosen,
                     "lent_to": list(search.borrowers),
+                    "rungs": list(search.rungs),
+                    "trial_epochs": search.trials * epochs,  # every trial whole
+                    "most_trial_epochs": sum(most_epochs(search, epochs)),  # what its rungs may train
+                    "stops_trials": search.stops_trials and method not in chosen,
                 }
             )
         known = with_choices(study, chosen)
@@ -176,7 +218,9 @@ def dry_run_plan(study: Study, study_dir: Path) -> dict:
         "runs": runs,
         "remaining_seconds": seconds,
         "finished_runs_timed": len(walls),
-        "training_estimate": training_estimate(planned) if seconds is None else None,
+        "training_estimate": training_estimate([c for c, _ in planned], [e for _, e in planned], bounds)
+        if seconds is None
+        else None,
     }
 
 
@@ -189,6 +233,11 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
         how = f" ({grid} grid points, then {search['trials'] - grid} following the edge one at a time)" if grid else ""
         lent = f", its choice lent to {', '.join(search['lent_to'])} (tune.share)" if search["lent_to"] else ""
         done = "done" if search["done"] else "not done"
+        if search["rungs"]:
+            how += (
+                f", compared at the end of epoch {', '.join(map(str, search['rungs']))}: at most "
+                f"{search['most_trial_epochs']} of their {search['trial_epochs']} epochs trained"
+            )
         lines.append(f"tune {search['search']}: {search['kind']}, {search['trials']} trials{how}, {done}{lent}")
     if plan["searches"]:
         trials = sum(search["trials"] for search in plan["searches"])
@@ -206,8 +255,10 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
             f"{shown:<12}  {run['status']:<9}  {run['seed']:>4}  {','.join(run['groups']):<14}  {run['variant']}"
         )
     seconds, waiting = plan["remaining_seconds"], sum(run["run_id"] is None for run in plan["runs"])
+    stopping = any(search["stops_trials"] for search in plan["searches"])
     eta = (
-        f"about {seconds / 60:.1f} min (mean of {plan['finished_runs_timed']} finished runs)"
+        f"about {seconds / 60:.1f} min (mean of {plan['finished_runs_timed']} finished runs"
+        f"{'; the trial runs left counted whole, though their search may stop some' if stopping else ''})"
         if seconds is not None
         else "unknown until a run finishes"
     )
@@ -226,15 +277,23 @@ def dry_run_table(study: Study, study_dir: Path) -> str:
 
 def planned_configs(study: Study) -> list:
     """Every run's and trial's configuration a study will train (final runs as configured, untuned)."""
-    configs = []
+    return [cfg for cfg, _ in planned_runs(study)]
+
+
+def planned_runs(study: Study) -> list[tuple[RunConfig, int]]:
+    """``planned_configs``, each with the most epochs it trains: its own, or a tuning trial's that its search's
+    rungs may stop (``rungs.most_epochs``)."""
+    runs = []
     for spec in study.runs:
         key = search_key(spec, study.tune)
         final = key is not None and study.tune[key].final_trainval
-        configs.append(
+        cfg = (
             dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, trainval=True))
             if final
             else spec.config
         )
+        runs.append((cfg, cfg.train.epochs))
     for search in study.tune.values():
-        configs += [search.template] * (search.trials * len(search.seeds))
-    return configs
+        epochs = most_epochs(search, search.template.train.epochs)
+        runs += [(search.template, e) for e in epochs for _ in search.seeds]
+    return runs

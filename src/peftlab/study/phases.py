@@ -6,7 +6,11 @@ the phase ends, stopped or not: its wall time in this call, the workers and exec
 runs that ended in it with their summed times from their results: training and validation
 (``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
 (``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the
-run's last process). A run resumed in a later call counts in the call that finished it. The report
+run's last process). A run resumed in a later call counts in the call that finished it. A trial run that its
+search stopped and pruned (a grid's rung, halving's pruner) writes no result: it counts when pruned, with what its
+stop recorded (``local.stopped_outcome``: its checkpoint's training and validation time, its worker's wall time); a
+rung's survivor counts once, when it ends; one stopped in an earlier call and pruned after a restart is not timed
+(its worker ran in that call, whose line was written without it). The report
 (``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
 """
 
@@ -87,19 +91,6 @@ def timed_phase(study_dir: Path, name: str, workers: int, executor: str) -> Iter
             fd = os.open(study_dir / PHASES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
             with open(fd, "a") as f:  # never through a link: a received study's phases.jsonl could be one
                 f.write(json.dumps(record) + "\n")
-
-
-def counting(run_jobs, phase: Phase):
-    """``run_jobs`` whose ``on_done`` counts each run's result in ``phase`` first."""
-
-    def run_counted(jobs, on_done, stop_when=None) -> None:
-        def counted(spec, result: dict) -> None:
-            phase.count(result)
-            on_done(spec, result)
-
-        run_jobs(jobs, counted, stop_when)
-
-    return run_counted
 
 
 def read_phases(study_dir: Path) -> list[PhaseRecord] | None:

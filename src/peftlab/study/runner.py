@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, 
 from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import outside_cause, run_local, start_held, stop_processes, worker_context
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
-from peftlab.study.phases import Phase, counting, timed_phase
+from peftlab.study.phases import Phase, timed_phase
 from peftlab.study.preflight import check_study
 from peftlab.study.records import RUNS_FILE, StudyRuns
 from peftlab.study.search import tune_study
@@ -212,12 +213,14 @@ def _run_study(
         total = sum(search.trials * len(search.seeds) for search in searches)
         shown = counting_bar(f"study {printable(study.name)}", unit, total, progress)
         with timed_phase(study_dir, "trials", workers, executor.name) as phase, shown as done:
+            ends = TrialEnds(phase, done)
             study = tune_study(
                 study,
                 study_dir,
-                showing(counting(jobs_runner(executor, workers, say), phase), done),
+                ends.runs(jobs_runner(executor, workers, say)),
                 workers if executor.name == "local" else MAX_REMOTE_TRIALS,
                 say=say,
+                ended=ends.pruned,
                 # a worker one search leaves idle trains another's trial; Slurm and Ray take every search's
                 # next batch in one submission
                 side_by_side=executor.name != "local" or workers > 1,
@@ -311,21 +314,45 @@ def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: Exec
     run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
 
 
-def showing(run_jobs, done):
-    """``run_jobs`` whose ``on_done`` then calls ``done`` with the run and its status (a bar's count, a line), once
-    a run: a trial stopped at a rung and resumed (``tune.rungs``) is one trial, counted when it first ends."""
-    counted: set[str] = set()
+class TrialEnds:
+    """The trials phase's runs as they end for good, each counted once: its time in ``phase`` and a call of ``done``
+    (the study's bar, a line). A run its search stopped (``{"status": "stopped"}``: a rung, halving's pruner) has
+    not ended until the search says: a rung's survivor resumes and ends later, the same trial; a pruned one ends
+    when its search prunes it (``pruned``), with the time its stop recorded. A run stopped by an outside cause
+    ("pending") is resumed by its search and ends later too."""
 
-    def run_shown(jobs, on_done, stop_when=None) -> None:
-        def ended(spec: RunSpec, result: dict) -> None:
-            on_done(spec, result)
-            if spec.run_id not in counted:
-                counted.add(spec.run_id)
-                done(printable(f"{describe(spec)} {result.get('status', 'failed')}"))
+    def __init__(self, phase: Phase, done: Callable[[str], None]):
+        self.phase, self.done = phase, done
+        self.ended: set[str] = set()
+        self.stopped: dict[str, dict] = {}  # each stopped run's outcome (its time), until its search's word
 
-        run_jobs(jobs, ended, stop_when)
+    def runs(self, run_jobs):
+        """``run_jobs`` whose ``on_done`` counts each run that ended for good, before the search hears of it (which
+        may prune the trials its end decides)."""
 
-    return run_shown
+        def run_counted(jobs, on_done, stop_when=None) -> None:
+            def counted(spec: RunSpec, result: dict) -> None:
+                status = result.get("status", "failed")
+                if status == "stopped":
+                    self.stopped[spec.run_id] = result
+                elif status != "pending":
+                    self.end(spec, result, status)
+                on_done(spec, result)
+
+            run_jobs(jobs, counted, stop_when)
+
+        return run_counted
+
+    def pruned(self, spec: RunSpec, status: str) -> None:
+        """The search pruned the trial of ``spec``'s run (``status``: where). Its stop's time counts when this call
+        stopped it; a run stopped by an earlier call and pruned after a restart is shown, its time not counted."""
+        self.end(spec, self.stopped.pop(spec.run_id, {}), status)
+
+    def end(self, spec: RunSpec, result: dict, status: str) -> None:
+        if spec.run_id not in self.ended:
+            self.ended.add(spec.run_id)
+            self.phase.count(result)
+            self.done(printable(f"{describe(spec)} {status}"))
 
 
 def jobs_runner(executor: ExecutorOptions, workers: int, say=lambda line: None):

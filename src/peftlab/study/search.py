@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
+Ended = Callable[[RunSpec, str], None]  # a trial run the search stopped and pruned, and where (its status in words)
 
 
 def optuna_module():
@@ -106,14 +107,16 @@ def tune_study(
     slots: int,
     say: Callable[[str], None] = lambda line: None,
     side_by_side: bool = False,
+    ended: Ended = lambda spec, status: None,
 ) -> Study:
     """Run every search, then return the study whose tuned runs are the final runs: each at its
     configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
     halving search needs ``run_jobs`` that can stop a job (``preflight.check_executor`` refused the others).
     ``side_by_side``: the searches share the executor's workers (``side_by_side.run_side_by_side``), each
     making the decisions it makes alone; else one search after another. Either way a search that fails ends
-    there, the others go on to their choice, and the first failure is raised once they have ended."""
-    steps = {key: search_steps(search, tune_dir(study_dir, key), slots, say) for key, search in study.tune.items()}
+    there, the others go on to their choice, and the first failure is raised once they have ended (``ended``: see
+    ``search_steps``)."""
+    steps = {key: search_steps(s, tune_dir(study_dir, key), slots, say, ended) for key, s in study.tune.items()}
     if side_by_side:
         chosen = run_side_by_side(steps, run_jobs, may_stop=any(s.stops_trials for s in study.tune.values()))
     else:
@@ -170,13 +173,14 @@ def run_search(
 
 
 def search_steps(
-    search: Search, directory: Path, slots: int, say: Callable[[str], None]
+    search: Search, directory: Path, slots: int, say: Callable[[str], None], ended: Ended = lambda spec, status: None
 ) -> Generator[Request, None, dict]:
     """One search, as steps: it yields each batch of trial runs it needs trained (``run_jobs``' arguments:
     jobs, on_done, stop_when) and goes on once they have ended; returns the chosen trial. An
     edge-following grid adds its points after the grid's, one at a time, each from the trials finished
     before it. Its decisions read its own trials only, so it decides the same whoever trains the runs and
-    whatever else they train meanwhile (``side_by_side``)."""
+    whatever else they train meanwhile (``side_by_side``). A trial run it stopped (a rung's, halving's pruner) and then
+    prunes is told to ``ended(spec, status)``: the executor saw it stop, not end (a rung's survivor resumes)."""
     directory.mkdir(parents=True, exist_ok=True)
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
@@ -191,8 +195,8 @@ def search_steps(
     def spec_of(trial) -> RunSpec:
         return trial_spec(search, trial.number, planned[trial.number], search.seeds[0])
 
-    yield from rung_steps(search, directory, study, ask, spec_of, say)
-    yield from run_pending(search, directory, study, planned, slots, say)
+    yield from rung_steps(search, directory, study, ask, spec_of, say, ended)
+    yield from run_pending(search, directory, study, planned, slots, say, ended)
     while search.follow_edge and len(planned) < search.trials:
         point, _ = next_point(search, trial_records(study, directory))
         if point is None:
@@ -200,8 +204,8 @@ def search_steps(
         say(f"tune {search.name}: trial {len(planned)} added {point.why}")
         planned.append(point.params)
         study.enqueue_trial(point.params)
-        yield from rung_steps(search, directory, study, ask, spec_of, say)
-        yield from run_pending(search, directory, study, planned, slots, say)
+        yield from rung_steps(search, directory, study, ask, spec_of, say, ended)
+        yield from run_pending(search, directory, study, planned, slots, say, ended)
     chosen = write_selection(search, directory, study, done=True)
     if chosen is None:
         why = unchosen(trial_records(study, directory), directory)
@@ -221,6 +225,7 @@ def run_pending(
     planned: list[dict],
     slots: int,
     say: Callable[[str], None],
+    ended: Ended,
 ) -> Generator[Request, None, None]:
     """Train the trials that are running (a killed search's) or waiting, ``slots`` at a time."""
     optuna = optuna_module()
@@ -235,7 +240,7 @@ def run_pending(
         batch = [optuna.trial.Trial(study, t._trial_id) for t in stale[:slots]]
         while len(batch) < slots and waiting:
             batch.append(study.ask(trial_distributions(search, planned[waiting.pop(0).number])))
-        yield from run_trials(search, directory, study, batch, planned, say, stopped_once)
+        yield from run_trials(search, directory, study, batch, planned, say, stopped_once, ended)
         write_selection(search, directory, study, done=False)
 
 
@@ -369,6 +374,7 @@ def run_trials(
     proposals: list[dict],
     say: Callable[[str], None],
     stopped_once: set[str],
+    ended: Ended,
 ) -> Generator[Request, None, None]:
     """Train the runs of a batch of trials at once (one request to the executor) and tell Optuna each trial's
     outcome. A trial whose run was stopped by an outside cause (its worker killed, a full disk) is told nothing: it
@@ -420,6 +426,7 @@ def run_trials(
         ):
             study.tell(trial, state=TrialState.PRUNED)
             say(f"tune {search.name}: trial {number} pruned")
+            ended(specs[0], "pruned")  # its one run (halving trains one seed): stopped, or ended before the watch
         elif all(v is not None for v in values):
             study.tell(trial, statistics.fmean(values))
             say(f"tune {search.name}: trial {number} {search.metric}={statistics.fmean(values):.4f}")

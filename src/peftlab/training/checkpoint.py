@@ -149,6 +149,23 @@ def load_checkpoint(directory: str | Path) -> dict | None:
     return state
 
 
+def spent_seconds(directory: str | Path) -> tuple[float, float] | None:
+    """(train_seconds, val_seconds) of the checkpoint in ``directory``: what the run it holds has spent training and
+    validating, across its resumes; None where there is none or it cannot be read. Its tensors are mapped, not read
+    (``mmap``): a stopped run's time costs no pass over its weights."""
+    path = Path(directory) / CHECKPOINT_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a resume names what is wrong with it; here it only has no time to give
+        return None
+    if not isinstance(state, dict):
+        return None
+    seconds = [state.get("train_seconds"), state.get("val_seconds", 0.0)]  # val_seconds: absent in older ones
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < math.inf for s in seconds):
+        return None
+    return float(seconds[0]), float(seconds[1])
+
+
 def rng_problem(state: dict) -> str | None:
     """What is wrong with an ``rng_state()`` read back (None: nothing): ``set_rng_state`` would crash on it."""
     python = state.get("python")

@@ -20,6 +20,7 @@ import multiprocessing.resource_tracker
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def run_local(
     ctx = worker_context(preload=preload_for(jobs))
     taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
+    started: dict[int, float] = {}  # when each running job's worker started (a stopped run's wall time)
     free_positions = list(range(1, workers + 1))
     gpus = gpus or [None] * workers
     stopping: set[int] = set()
@@ -202,6 +204,7 @@ def run_local(
                 # the new worker's descriptors, and it printed an EOFError traceback under the study's line
                 start_held(proc)
                 running[proc.sentinel] = (spec, run_dir, proc, position)
+                started[proc.sentinel] = time.perf_counter()
             ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
             if stop_when is not None:
                 stop_asked(running, ended, stopping, stop_when)
@@ -211,7 +214,8 @@ def run_local(
                 free_positions.append(position)
                 stopped = sentinel in stopping
                 stopping.discard(sentinel)  # a later worker's sentinel may reuse its number: never stopped unasked
-                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=stopped))
+                wall = time.perf_counter() - started.pop(sentinel)
+                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=stopped, wall=wall))
     except KeyboardInterrupt:
         stop_processes([proc for _, _, proc, _ in running.values()])
         raise
@@ -230,7 +234,7 @@ def stop_asked(
             stopping.add(sentinel)
 
 
-def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: bool) -> dict:
+def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: bool, wall: float = 0.0) -> dict:
     """What ``on_done`` gets for a worker that ended with ``exitcode``: its run's result, or where it
     wrote none, why (stopped by ``stop_when``, by another process's lock, by an outside cause), or
     its failure, recorded here. A worker interrupted by Ctrl-C raises KeyboardInterrupt."""
@@ -240,7 +244,7 @@ def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: 
     if result is not None:
         return result
     if stopped:
-        return {"status": "stopped"}
+        return stopped_outcome(run_dir, wall)
     if exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
         raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
     if exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
@@ -264,6 +268,21 @@ def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: 
             f"without a result, and recording its failure met: {err.strerror})",
         }
     return result
+
+
+def stopped_outcome(run_dir: Path, wall: float) -> dict:
+    """A run stopped by ``stop_when`` (a search's rung or pruner): ``{"status": "stopped"}`` with the time it spent,
+    ``timing`` as a result's: training and validation from its checkpoint (kept across resumes; the steps after it,
+    which the stop threw away, left out), and ``wall`` seconds, its worker's, measured here (the run wrote none)."""
+    from peftlab.training.checkpoint import spent_seconds
+
+    spent = spent_seconds(run_dir / "checkpoint")
+    if spent is None:  # stopped before its first checkpoint: nothing it kept to count
+        return {"status": "stopped"}
+    return {
+        "status": "stopped",
+        "timing": {"train_seconds": spent[0], "val_seconds": spent[1], "wall_seconds": round(wall, 3)},
+    }
 
 
 def outside_cause(exitcode: int | None) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,7 @@ def run_spawned(
     ctx = worker_context("spawn")
     taken = 0  # jobs started, in order
     busy: dict[Worker, tuple[RunSpec, Path, int]] = {}
+    started: dict[Worker, float] = {}  # when each busy worker was sent its run (a stopped run's wall time)
     free_positions = list(range(1, workers + 1))
     gpus = gpus or [None] * workers
     stopping: set[Worker] = set()
@@ -106,6 +108,7 @@ def run_spawned(
                 position = free_positions.pop(0)
                 worker = take_worker(ctx, gpus[position - 1])
                 busy[worker] = (spec, run_dir, position)  # first: a Ctrl-C from here on stops it
+                started[worker] = time.perf_counter()
                 send_run(worker, spec, run_dir, progress, position)
             waited = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
             ready = set(multiprocessing.connection.wait(waited, timeout=POLL_SECONDS if stop_when else None))
@@ -118,8 +121,8 @@ def run_spawned(
             for worker in ended:
                 spec, run_dir, position = busy.pop(worker)
                 free_positions.append(position)
-                code = end_of_run(worker, keep=worker not in stopping)
-                on_done(spec, worker_outcome(spec, run_dir, code, stopped=worker in stopping))
+                code, wall = end_of_run(worker, keep=worker not in stopping), time.perf_counter() - started.pop(worker)
+                on_done(spec, worker_outcome(spec, run_dir, code, stopped=worker in stopping, wall=wall))
     except KeyboardInterrupt:
         stop_processes([w.proc for w in [*busy, *IDLE]])
         IDLE.clear()

@@ -136,6 +136,23 @@ def kept(number: int, reached: dict[int, float], grid: int, factor: int, minimiz
     return ranked.index(number) < math.ceil(len(cohort) / factor)
 
 
+def most_epochs(search, epochs: int) -> list[int]:
+    """The most epochs each trial of ``search`` (its runs ``epochs`` long) can train, before it starts: with rungs,
+    of a grid's ``n`` points all reach the first rung and ``ceil(n / reduction_factor)`` go on past each (exactly
+    that many where every trial reaches every rung: a trial that fails first shrinks its cohort), and each point added
+    after the grid may rank among the best at each rung, so it counts whole; without rungs, every trial whole. (A
+    stopped run trains on while its stop lands, about ``local.POLL_SECONDS``: left out, as its steps are.)"""
+    if not search.rungs:
+        return [epochs] * search.trials
+    grid = len(search.proposals())
+    out, going = [], grid
+    for rung in search.rungs:
+        kept_on = math.ceil(going / search.reduction_factor)
+        out += [rung] * (going - kept_on)
+        going = kept_on
+    return out + [epochs] * (going + search.trials - grid)
+
+
 def prepare_run(spec, run_dir: Path) -> dict | None:
     """A trial run's directory, ready to train or resume; its result when it has finished (read, not trained again)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,10 +168,12 @@ def rung_steps(
     ask: Callable[[int], Any],
     spec_of: Callable[[Any], Any],  # a trial -> its RunSpec
     say: Callable[[str], None],
+    ended: Callable[[Any, str], None],  # a pruned trial's run and where: it ends there (the runner counts it)
 ) -> Generator[tuple, None, None]:
     """The rungs of a grid with ``rungs``: every waiting trial is asked (``ask(number)``), then at each rung
     its running trials train to the rung's end (one request to the executor) and those the rule does not
-    keep are told pruned. The survivors stay running: ``search.run_pending`` trains them to the end."""
+    keep are told pruned, their runs to ``ended``. The survivors stay running: ``search.run_pending`` trains
+    them to the end."""
     from optuna.trial import Trial, TrialState
 
     if not search.rungs:
@@ -178,6 +197,7 @@ def rung_steps(
                 say(
                     f"tune {search.name}: trial {number} pruned at epoch {rung} ({search.metric}={reached[number]:.4f})"
                 )
+                ended(runs[number], f"pruned at epoch {rung}")
 
 
 def train_to_rung(search, directory: Path, alive: dict, runs: dict, rung: int):
