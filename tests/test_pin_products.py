@@ -2,14 +2,17 @@
 pinned run trains inside ``onednn_products`` and says so in ``provenance.arithmetic.products``, so its machine class
 is its own (never the header's, never "Intel or AMD": the candidate's agreement across vendors is not yet
 recorded); MKL's branch is still read through its own sgemm; an unpinned run ignores the switch; another value is
-a one-line error."""
+a one-line error. The run is trained as a notebook trains it (``peftlab.train`` after torch ran unpinned), so through
+the API's pinned child, which is ``peftlab train`` started with the pin and the notebook's environment."""
 
 import copy
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-from testkit import REPO, needs_fashion_mnist, run_cli, write_tiny_run
+from testkit import REPO, needs_fashion_mnist, write_tiny_run
 
 from peftlab.analysis.results.load import pinned_arithmetic
 from peftlab.analysis.results.record import machine_class, machine_class_text
@@ -21,19 +24,34 @@ ENV = {k: v for k, v in os.environ.items() if k not in (*cpu.PINNED, products.SW
 ENV["PYTHONPATH"] = str(REPO / "src")
 
 
-def train(tmp_path, name, switch) -> dict:
+TORCH_FIRST = """
+import json, os, sys
+import torch, timm  # a notebook's first cell: torch runs unpinned from here on
+torch.ones(8, 8) @ torch.ones(8, 8)
+import peftlab, yaml
+os.environ[{switch!r}] = {value!r}  # set in the notebook, after torch ran: the pinned child inherits it
+record = peftlab.train(yaml.safe_load(open({config!r})), run_dir={run_dir!r})
+print(json.dumps(dict(record)))
+"""
+
+
+def train_from_notebook(tmp_path, name, switch) -> dict:
+    """The API's pinned child (``peftlab.train`` where torch already runs unpinned, as in a notebook) with the
+    switch set in the notebook's environment: the child, ``peftlab train`` started with the pin, inherits it."""
     config = write_tiny_run(tmp_path / f"{name}.yaml", reproducible=True)
-    env = {**ENV, **({products.SWITCH: switch} if switch is not None else {})}
-    done = run_cli("train", str(config), "--run-dir", str(tmp_path / name), "--quiet", env=env)
+    script = TORCH_FIRST.format(switch=products.SWITCH, value=switch, config=str(config), run_dir=str(tmp_path / name))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads((tmp_path / name / "result.json").read_text())
+    record = json.loads(done.stdout.splitlines()[-1])
+    assert record == json.loads((tmp_path / name / "result.json").read_text())
+    return record
 
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
 @pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
 def test_a_pinned_run_under_the_switch_records_the_candidate_and_is_a_class_of_its_own(tmp_path):
-    candidate = train(tmp_path, "candidate", "onednn")
+    candidate = train_from_notebook(tmp_path, "candidate", "onednn")
     arithmetic = candidate["provenance"]["arithmetic"]
     assert candidate["status"] == "completed"
     assert arithmetic["pinned"] is True and arithmetic["products"] == products.ONEDNN_PRODUCTS
