@@ -97,6 +97,11 @@ def test_perplexity_is_the_exponential_of_transformers_own_loss_per_response_tok
         out = model.model(input_ids=tokens[:, 0], attention_mask=tokens[:, 1], labels=labels)
     assert got["perplexity"] == pytest.approx(math.exp(float(out.loss)), rel=1e-5)
     assert got["f1"] is None and got["matthews"] is None
+    # each sequence's summed NLL and scored tokens (a tuning trial keeps them, val_losses.npy): their ratio is the
+    # loss, up to float32's rounding of the run's own sum (cross_entropy's, the bits every earlier record holds)
+    nll, scored = got["losses"]
+    assert scored.tolist() == (targets != IGNORED).sum(1).tolist() and nll.dtype == torch.float64
+    assert math.exp(nll.sum() / scored.sum()) == pytest.approx(got["perplexity"], rel=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

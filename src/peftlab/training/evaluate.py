@@ -28,11 +28,10 @@ from peftlab.data.loading import BatchLoader
 from peftlab.data.text.tokens import IGNORED
 from peftlab.quant.bases import restore_layout, weight_only_arithmetic
 from peftlab.training import metrics
-from peftlab.training.run_result import CONFUSION_MAX_CLASSES, GENERATIONS, PerClass
+from peftlab.training.run_result import CONFUSION_MAX_CLASSES, GENERATIONS, MAX_LOG_PERPLEXITY, PerClass
 from peftlab.training.runtime import autocast, full_fp32, tf32_allowed
 from peftlab.utils.files import write_atomic
 
-MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 MERGE_TOLERANCE = 1e-4  # max |logit difference| of an exact merge, relative to max |logit| (fp32 rounding)
 
 
@@ -43,7 +42,7 @@ def fetch(dataset, indices: torch.Tensor, device: torch.device) -> tuple[torch.T
 
 def not_evaluated(seconds: float = 0.0) -> dict:
     """``evaluate``'s record of a split it did not score: an empty one, or a tuning trial's unseen test split."""
-    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "per_class", "predictions")
+    scores = ("loss", "top1", "top5", "f1", "matthews", "perplexity", "per_class", "predictions", "losses")
     scores += ("examples_per_second", "tokens_per_second")
     return {**dict.fromkeys(scores), "seconds": seconds}
 
@@ -60,9 +59,10 @@ def evaluate(
     progress: bool = False,
 ) -> dict:
     """Loss, top-1 and top-5 accuracy and examples/s (a text split's tokens/s too, padding left out) over a whole
-    split (top-5 None with <= 5 classes, where it would be 100% by construction), and a classifier's counts per
-    class (``per_class``, a ``PerClass``) and each example's (label, predicted class) in order (``predictions``,
-    a (2, N) int64 CPU tensor; both None for a causal LM). ``dataset``: a split, or a ``BatchLoader`` of one.
+    split (top-5 None with <= 5 classes, where it would be 100% by construction), a classifier's counts per class
+    (``per_class``, a ``PerClass``) and each example's (label, predicted class) in order (``predictions``, a (2, N)
+    int64 CPU tensor), a causal LM's each sequence's (summed token NLL, scored tokens) in order (``losses``: float64
+    and int64 CPU tensors of N; each None for the other kind). ``dataset``: a split, or a ``BatchLoader`` of one.
     The sums stay on the device until the end. ``progress``: a bar while it runs (the run's progress setting)."""
     loader = dataset if isinstance(dataset, BatchLoader) else BatchLoader(dataset, device, num_workers)
     n = len(loader)
@@ -78,20 +78,19 @@ def evaluate(
     batches = torch.arange(n).split(batch_size)
     tokens = 0  # a causal LM's: the positions scored (its loss and accuracy are per token)
     pairs = []  # a classifier's (label, predicted) of each batch, kept on the device until the end
+    sequences = []  # a causal LM's (summed NLL, scored tokens) of each batch's sequences, on the device too
     for images, labels in tqdm(
         loader(batches), total=len(batches), desc=desc, leave=False, disable=not progress or None
     ):
         with autocast(precision, device):
             logits = model(images).float()
+        scored = None
         if logits.dim() == 3:  # a causal LM's (B, vocabulary, L - 1) against (B, L - 1) targets: per token
-            logits, labels = logits.transpose(1, 2).flatten(0, 1), labels.flatten()
-            scored = labels != IGNORED
-            logits, labels = logits[scored], labels[scored]
+            scored = labels != IGNORED  # (B, L - 1)
+            logits, labels = logits.transpose(1, 2)[scored], labels[scored]  # (N, vocabulary), (N,)
             tokens += len(labels)
         hits = metrics.topk_hits(logits, labels)
-        sums += torch.stack(
-            [F.cross_entropy(logits, labels, reduction="sum").double(), hits[1].double(), hits[5].double()]
-        )
+        sums += torch.stack([summed_loss(logits, labels, scored, sequences), hits[1].double(), hits[5].double()])
         classes = logits.shape[-1]
         if tokens:
             continue  # F1 and Matthews are a classifier's
@@ -108,13 +107,12 @@ def evaluate(
             confusion += torch.bincount(labels * classes + predicted, minlength=classes * classes)[: classes * classes]
     loss_sum, top1, top5 = sums.tolist()
     seconds = time.perf_counter() - start
-    restore_layout(
-        model
-    )  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard layout
+    restore_layout(model)  # quant.cpu_kernel bnb repacks 4-bit weights in evaluation; training reads the standard one
     model.train(was_training)
-    scores = {"f1": None, "matthews": None, "perplexity": None, "per_class": None, "predictions": None}
+    scores = dict.fromkeys(("f1", "matthews", "perplexity", "per_class", "predictions", "losses"))
     if tokens:  # a causal LM: the means are per token, perplexity the exponential of the loss
         scores["perplexity"] = math.exp(min(loss_sum / tokens, MAX_LOG_PERPLEXITY))
+        scores["losses"] = tuple(torch.cat(parts).cpu() for parts in zip(*sequences))  # (nll, tokens) a sequence
     else:
         scores.update(metrics.class_count_scores(*counts.cpu()))
         scores["per_class"] = per_class_record(counts, confusion)
@@ -129,6 +127,20 @@ def evaluate(
         **throughput(loader.dataset, seconds),
         "seconds": seconds,
     }
+
+
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor | None, sequences: list):
+    """A batch's summed cross-entropy (float64, on the device), as ``F.cross_entropy(reduction="sum")`` computes it
+    (the bits every earlier record holds). A causal LM's (``scored``: which of its (B, L - 1) positions are scored)
+    also appends each sequence's (summed token NLL in float64, scored tokens) to ``sequences`` (a tuning trial keeps
+    them: val_losses.npy), from the same log-probabilities."""
+    if scored is None:
+        return F.cross_entropy(logits, labels, reduction="sum").double()
+    log_probs = F.log_softmax(logits, dim=-1)  # cross_entropy is nll_loss of these: the same sum, bit for bit
+    nll = torch.zeros(scored.shape, dtype=torch.float64, device=scored.device)
+    nll[scored] = -log_probs.gather(1, labels[:, None]).squeeze(1).double()
+    sequences.append((nll.sum(1), scored.sum(1)))
+    return F.nll_loss(log_probs, labels, reduction="sum").double()
 
 
 def throughput(dataset, seconds: float) -> dict:

@@ -30,7 +30,16 @@ from peftlab.training.evaluate import (
 from peftlab.training.export import peft_header, write_peft_adapter
 from peftlab.training.monitors.run import Monitors, summarize
 from peftlab.training.recipe_state import Built, Data, RunState, Setting
-from peftlab.training.run_result import PREDICTION_FIELDS, VAL_PREDICTIONS, Memory, Metrics, RunResult, Timing
+from peftlab.training.run_result import (
+    LOSS_FIELDS,
+    PREDICTION_FIELDS,
+    VAL_LOSSES,
+    VAL_PREDICTIONS,
+    Memory,
+    Metrics,
+    RunResult,
+    Timing,
+)
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
 from peftlab.utils.files import kill_point, write_atomic
@@ -103,6 +112,8 @@ def finish(
         write_generations(s.run_dir, replies)
     if not tc.test and val["predictions"] is not None:  # a tuning trial: how sure its search's choice is
         write_predictions(s.run_dir / VAL_PREDICTIONS, val["predictions"])
+    if not tc.test and val.get("losses") is not None:  # a causal LM's trial: its sequences' NLL and tokens
+        write_losses(s.run_dir / VAL_LOSSES, *val["losses"])
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge, "base": base}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
@@ -144,6 +155,19 @@ def write_predictions(path: Path, predictions: torch.Tensor) -> None:
     (``np.load(allow_pickle=False)`` reads it)."""
     record = np.empty(predictions.shape[1], dtype=PREDICTION_FIELDS)
     record["label"], record["predicted"] = predictions.numpy()
+    write_record(path, record)
+
+
+def write_losses(path: Path, nll: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Each sequence's summed token NLL (float64) and scored tokens (int64), as a numpy structured array with no
+    objects (``np.load(allow_pickle=False)`` reads it): exp(sum of nll / sum of tokens) is the split's perplexity."""
+    record = np.empty(len(nll), dtype=LOSS_FIELDS)
+    record["nll"], record["tokens"] = nll.numpy(), tokens.numpy()
+    write_record(path, record)
+
+
+def write_record(path: Path, record: np.ndarray) -> None:
+    """``record`` as a .npy file at ``path``, written atomically, without pickle."""
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as file:  # np.save given a name would append ".npy" to the temporary one

@@ -192,6 +192,7 @@ ATTEMPT_FILES = (
     "monitors.jsonl",
     "importance.jsonl",
     "val_predictions.npy",
+    "val_losses.npy",
     "checkpoint",
     "adapter.safetensors",
     "adapter_config.json",

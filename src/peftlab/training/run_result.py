@@ -55,8 +55,13 @@ CONFUSION_MAX_CLASSES = 100
 # a tuning trial's run keeps each validation example's label and predicted class (a classifier's), in order: a
 # numpy structured array, read with allow_pickle=False (analysis.stats.choice_stability resamples them)
 VAL_PREDICTIONS = "val_predictions.npy"
+# a causal LM's tuning trial keeps instead each validation sequence's summed token NLL (nats) and its scored tokens, in
+# order: its validation perplexity is exp(sum of nll / sum of tokens), which the resamples of sequences recompute
+VAL_LOSSES = "val_losses.npy"
 GENERATIONS = "generations.jsonl"  # a causal LM's greedy replies to validation prompts (training.evaluate.generations)
 PREDICTION_FIELDS = [("label", "<i8"), ("predicted", "<i8")]
+LOSS_FIELDS = [("nll", "<f8"), ("tokens", "<i8")]
+MAX_LOG_PERPLEXITY = 700.0  # exp() of more overflows a float: a diverged LM's perplexity is reported as exp(700)
 
 
 class PerClass(TypedDict):

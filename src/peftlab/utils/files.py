@@ -207,6 +207,7 @@ RUN_FILES = (
     "monitors.jsonl",
     "importance.jsonl",
     "val_predictions.npy",
+    "val_losses.npy",
     "spec.json",
     "adapter.safetensors",
     "adapter_config.json",

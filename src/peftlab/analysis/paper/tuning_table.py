@@ -9,6 +9,7 @@ import pandas as pd
 from peftlab.analysis.paper.macro_text import TUNING, made_from
 from peftlab.analysis.paper.names import config_value, integer
 from peftlab.analysis.report.tuning import added_count, final_scores, scores_of, shown_score, state
+from peftlab.analysis.results.certainty_words import amount, measured_noun, points, score_words
 from peftlab.analysis.results.escape import latex_escape, latex_text
 from peftlab.analysis.results.tuning_choices import (
     borrowed_note,
@@ -260,9 +261,10 @@ def define_tuning(numbers, study) -> None:
 
 def stability_words(study) -> str:
     """How sure each search's choice is (``load_searches``' ``certainty``): the chosen trial's share of the
-    bootstrap resamples of the validation examples and the final runs' seeds that it wins, with its Monte-Carlo
-    error, those below SURE_SHARE called uncertain and those within MC_ERRORS errors of it borderline; the winner's
-    optimism of each; the searches without a share said so; "" where no search has a choice."""
+    bootstrap resamples of the validation examples (a text study's sequences) and the final runs' seeds that it
+    wins under its search's metric (``results.certainty_words``), with its Monte-Carlo error, those below SURE_SHARE
+    called uncertain and those within MC_ERRORS errors of it borderline; the winner's optimism of each; the
+    searches without a share said so; "" where no search has a choice."""
     measured, alone, said, unknown = [], [], {"uncertain": [], "borderline": [], "examples": []}, {}
     for record in study.searches:
         certainty, name = record.get("certainty"), study.name(search_name(record))
@@ -280,13 +282,14 @@ def stability_words(study) -> str:
             alone.append(f"{certainty['examples_share']:.2f} for {name}")
     text = ""
     if measured:
-        uncertain = said["uncertain"]
+        uncertain, noun = said["uncertain"], measured_noun(study.searches)
+        score = score_words(study.searches[0]["search"]["metric"])
         text = (
-            f"The share of {integer(RESAMPLES)} bootstrap resamples of the validation examples (ties split), each "
-            "moving every trial's validation top-1 by a seed-to-seed deviation drawn from its configuration's final "
-            "runs, in which the chosen trial has the best validation top-1 among all the trials of its search that "
-            f"completed (those at chance included) is {words(measured)} (the Monte-Carlo standard error after "
-            f"$\\pm$); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, "
+            f"The share of {integer(RESAMPLES)} bootstrap resamples of the validation {noun} (ties split), each "
+            f"moving every trial's validation {score.moved} by a seed-to-seed deviation drawn from its "
+            f"configuration's final runs, in which the chosen trial has the {score.best} among all the trials of "
+            f"its search that completed (those at chance included) is {words(measured)} (the Monte-Carlo standard "
+            f"error after $\\pm$); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, "
             + (
                 f"as the choice{'' if len(uncertain) == 1 else 's'} for {words(uncertain)} "
                 f"{'is' if len(uncertain) == 1 else 'are'}."
@@ -294,9 +297,9 @@ def stability_words(study) -> str:
                 else "and none is."
             )
         )
-        text += borderline_words(said["borderline"], said["examples"])
+        text += borderline_words(said["borderline"], said["examples"], noun)
         if alone:
-            text += f" Resampling the validation examples alone, each trial's model fixed, gives {words(alone)}."
+            text += f" Resampling the validation {noun} alone, each trial's model fixed, gives {words(alone)}."
         text += optimism_sentence(study)
     for why, names in unknown.items():
         each = "the choice" if len(names) == 1 else "each choice"
@@ -304,7 +307,7 @@ def stability_words(study) -> str:
     return text.strip()
 
 
-def borderline_words(borderline: list[str], examples: list[str]) -> str:
+def borderline_words(borderline: list[str], examples: list[str], noun: str = "examples") -> str:
     """The choices within MC_ERRORS Monte-Carlo errors of SURE_SHARE, and those whose share leaves the seed out."""
     text = (
         f" A choice is called sure only when it wins at least {SURE_SHARE:g} of them with its seed spread in it, "
@@ -318,28 +321,30 @@ def borderline_words(borderline: list[str], examples: list[str]) -> str:
         )
     if examples:
         text += (
-            f" For {words(examples)} the share resamples the examples alone (fewer than two final runs have a "
+            f" For {words(examples)} the share resamples the {noun} alone (fewer than two final runs have a "
             "validation score): the seed's spread is not in it."
         )
     return text
 
 
 def optimism_sentence(study) -> str:
-    """ " The winner's optimism, ..., is 3.1 points for LoRA (seed-to-seed standard deviation 2.0), ..." """
-    parts = []
+    """ " The winner's optimism, ..., is 3.1 points for LoRA (seed-to-seed standard deviation 2.0), ..." (a
+    perplexity's as it is, "$-$0.52 for LoRA")."""
+    parts, metric = [], study.searches[0]["search"]["metric"] if study.searches else "val_top1"
     for record in study.searches:
         certainty = record.get("certainty") or {}
         if certainty.get("optimism") is None:
             continue
-        sd = f", their seed-to-seed standard deviation {100 * certainty['sd']:.1f}" if certainty.get("sd") else ""
-        points = f"{100 * certainty['optimism']:.1f}".replace("-", "$-$")
+        sd = f", their seed-to-seed standard deviation {amount(metric, certainty['sd'])}" if certainty.get("sd") else ""
+        value = amount(metric, certainty["optimism"]).replace("-", "$-$")
         runs = f"{certainty['finals']} final run{'s' if certainty['finals'] != 1 else ''}"
-        parts.append(f"{points} points for {study.name(search_name(record))} ({runs}{sd})")
+        parts.append(f"{value}{points(metric)} for {study.name(search_name(record))} ({runs}{sd})")
     if not parts:
         return ""
+    score = score_words(metric)
     return (
-        " The winner's optimism, the chosen trial's validation top-1 less its final runs' mean validation top-1 "
-        f"(the best of several trials is chosen partly for scoring high by chance), is {words(parts)}."
+        f" The winner's optimism, the chosen trial's {score.score} less its final runs' mean {score.score} "
+        f"(the best of several trials is chosen partly for scoring {score.chance} by chance), is {words(parts)}."
     )
 
 

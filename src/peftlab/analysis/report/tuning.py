@@ -30,6 +30,7 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figure
 from peftlab.analysis.figures.ticks import searched_ticks
+from peftlab.analysis.report.tuning_finals import search_certainty
 from peftlab.analysis.report.tuning_lines import (
     _values,
     added_lines,
@@ -43,7 +44,6 @@ from peftlab.analysis.results.tuning_choices import borrowers, edge_choices, log
 from peftlab.analysis.results.units import natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.ties import coarse_validation
-from peftlab.analysis.stats.trial_predictions import choice_certainty
 from peftlab.study.records import SELECTION, read_selection
 from peftlab.training.run_result import lower_is_better
 
@@ -65,14 +65,13 @@ def load_searches(
     the order of ``methods`` (the report's palette order), then
     alphabetical; a method's configurations in the order of ``variants`` (the palette's: by the values
     the ablation varies, r=2 before r=8 before r=16), then in natural order, as the figures list them. With the
-    study's runs (``df``) each choice's certainty has its final runs' seed spread in it (``final_values``)."""
+    study's runs (``df``) each choice's certainty has its final runs' seed spread in it (``search_certainty``)."""
     paths = sorted(Path(study_dir).glob(f"tune/*/{SELECTION}"))
     read = [(path, read_selection(path)) for path in paths]  # a damaged one: DamagedFile
     searches = [record for _, record in read if record is not None]
-    for path, record in read:  # how sure each choice is, from the trials' kept predictions
+    for path, record in read:  # how sure each choice is, from what the trials kept of their validation split
         if record is not None:
-            finals = None if df is None else final_values(df, record)
-            record["certainty"] = choice_certainty(record, path.parent, finals)
+            record["certainty"] = search_certainty(record, path.parent, df)
     order = {m: i for i, m in enumerate(methods or [])}
     within = {v: i for i, v in enumerate(variants or [])}
 
@@ -151,24 +150,6 @@ def scores_of(record: dict, scores: pd.DataFrame):
         return scores.loc[name]
     method = record["search"]["method"]
     return scores.loc[method] if name == method and method in scores.index else None
-
-
-def final_values(df: pd.DataFrame, record: dict) -> np.ndarray:
-    """The validation top-1 (fractions) of the final runs at a search's choice, one per seed (a seed's mean where
-    it ran twice), as ``final_scores`` selects them: its configuration's runs, or its method's main-table runs;
-    empty where there are none or they have no validation score (final runs on train + val)."""
-    done = completed_runs(df)
-    if "metrics.val_top1" not in done or done.empty:
-        return np.array([])
-    name, method = search_name(record), record["search"]["method"]
-    if (record.get("configurations") or {}).get("searched") and "variant" in done and (done["variant"] == name).any():
-        runs = done[done["variant"] == name]
-    elif name == method and {"method", "groups"} <= set(done.columns):
-        runs = done[(done["method"] == method) & done["groups"].str.split(",").apply(lambda g: "main" in g)]
-    else:
-        return np.array([])
-    values = pd.to_numeric(runs["metrics.val_top1"], errors="coerce")
-    return values.groupby(runs["seed"]).mean().dropna().to_numpy(dtype=np.float64)
 
 
 def numeric_axis(search: dict) -> dict | None:

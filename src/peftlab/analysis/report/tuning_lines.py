@@ -1,9 +1,11 @@
 """The report's Tuning section's lines beside its table: the configurations at another's choice (``borrowed_lines``),
 the points an edge-following search added (``added_lines``), the trials that diverged (``diverged_lines``), and how
-sure each choice is (``certainty_lines``: the chosen trial's bootstrap win share, ``stats.trial_predictions``)."""
+sure each choice is (``certainty_lines``: the chosen trial's bootstrap win share, ``stats.trial_predictions``), in
+the words of the search's metric (``results.certainty_words``)."""
 
 from __future__ import annotations
 
+from peftlab.analysis.results.certainty_words import amount, measured_noun, points, score_words
 from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowers, search_name
 from peftlab.analysis.results.units import display_name
@@ -81,9 +83,10 @@ def borrowed_lines(searches: list[dict], labels: dict | None) -> list[str]:
 
 def certainty_lines(searches: list[dict], labels: dict | None = None) -> list[str]:
     """How sure each search's choice is (``load_searches``' ``certainty``): the chosen trial's share of the
-    bootstrap resamples of the validation examples and the final runs' seeds in which it has the best validation
-    top-1, with its Monte-Carlo error, "uncertain" below SURE_SHARE and "borderline" within MC_ERRORS errors of it;
-    the winner's optimism; and "n/a" with the reason where there is no share."""
+    bootstrap resamples of the validation examples (a text study's sequences) and the final runs' seeds in which it
+    has the best validation score of its search's metric (top-1, F1, Matthews; the lowest perplexity), with its
+    Monte-Carlo error, "uncertain" below SURE_SHARE and "borderline" within MC_ERRORS errors of it; the winner's
+    optimism; and "n/a" with the reason where there is no share."""
     lines = []
     for record in searches:
         certainty = record.get("certainty")
@@ -101,16 +104,17 @@ def certainty_lines(searches: list[dict], labels: dict | None = None) -> list[st
         )
     if not lines:
         return []
+    said = score_words(searches[0]["search"]["metric"])
     return [
-        f"How sure each choice is: the share of {RESAMPLES:,} bootstrap resamples of the validation examples (seed "
-        f"{SEED}, ties split) in which the chosen trial has the best validation top-1 among all its search's trials "
-        "that completed (those at chance included), each resample also moving every trial's top-1 by a seed-to-seed "
-        "deviation drawn from its configuration's final runs (their validation top-1 less its mean, times "
-        f"sqrt(n/(n-1))); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, one within "
+        f"How sure each choice is: the share of {RESAMPLES:,} bootstrap resamples of the validation "
+        f"{measured_noun(searches)} (seed {SEED}, ties split) in which the chosen trial has the {said.best} among "
+        "all its search's trials that completed (those at chance included), each resample also moving every trial's "
+        f"{said.moved} by a seed-to-seed deviation drawn from its configuration's final runs ({said.deviations}, "
+        f"times sqrt(n/(n-1))); a choice that wins less than {SURE_SHARE:g} of them is called uncertain, one within "
         f"{MC_ERRORS} Monte-Carlo standard errors (±, sqrt(p(1-p)/{RESAMPLES:,})) of {SURE_SHARE:g} borderline, and "
         "sure only with the seeds in it (two final runs with a validation score or more). The winner's optimism is "
-        "the chosen trial's validation top-1 less its final runs' mean: the best of several trials is chosen partly "
-        "for scoring high by chance.",
+        f"the chosen trial's {said.score} less its final runs' mean: the best of several trials is chosen partly "
+        f"for scoring {said.chance} by chance.",
         "",
         *lines,
         "",
@@ -122,8 +126,9 @@ def share_words(certainty: dict) -> str:
     counted = f"{certainty['trials']} trials" + (
         f", {certainty['at_chance']} at chance" if certainty["at_chance"] else ""
     )
-    of = "of the resamples of examples and seeds" if certainty["seeds"] else "of the resamples of examples"
-    alone = f"{certainty['examples_share']:.2f} of the examples alone; " if certainty["seeds"] else ""
+    noun = certainty.get("noun", "examples")
+    of = f"of the resamples of {noun} and seeds" if certainty["seeds"] else f"of the resamples of {noun}"
+    alone = f"{certainty['examples_share']:.2f} of the {noun} alone; " if certainty["seeds"] else ""
     return f"{certainty['share']:.2f} ± {certainty['error']:.2f} {of} ({alone}{counted})"
 
 
@@ -132,15 +137,19 @@ def seed_caveat(certainty: dict) -> str:
     if certainty["seeds"]:
         return ""
     return (
-        f" of the examples alone (the seed spread needs two final runs with a validation score: {certainty['finals']})"
+        f" of the {certainty.get('noun', 'examples')} alone (the seed spread needs two final runs with a validation "
+        f"score: {certainty['finals']})"
     )
 
 
 def optimism_words(certainty: dict) -> str:
-    """ " Winner's optimism: its validation top-1 is 3.1 points above its 3 final runs' mean (their sd 2.0 points)." """
+    """ " Winner's optimism: its validation top-1 is 3.1 points above its 3 final runs' mean (their sd 2.0 points)."
+    (a perplexity's as it is: "its validation perplexity is 0.52 below ...")."""
     if certainty.get("optimism") is None:
         return ""
-    sd = f" (their sd {100 * certainty['sd']:.1f} points)" if certainty.get("sd") is not None else ""
+    metric = certainty.get("metric", "val_top1")
+    unit = points(metric)
+    sd = f" (their sd {amount(metric, certainty['sd'])}{unit})" if certainty.get("sd") is not None else ""
     runs = f"{certainty['finals']} final run{'s' if certainty['finals'] != 1 else ''}"
-    points, side = abs(100 * certainty["optimism"]), "above" if certainty["optimism"] >= 0 else "below"
-    return f" Winner's optimism: its validation top-1 is {points:.1f} points {side} its {runs}' mean{sd}."
+    size, side = amount(metric, abs(certainty["optimism"])), "above" if certainty["optimism"] >= 0 else "below"
+    return f" Winner's optimism: its {score_words(metric).score} is {size}{unit} {side} its {runs}' mean{sd}."

@@ -15,11 +15,22 @@ runs show (``seed_deviations``). Each resample then also moves every trial's top
 of those deviations drawn at random (with replacement, each trial its own). A choice is called sure only when it
 wins at least ``SURE_SHARE`` of these resamples of examples and seeds, and ``verdict`` says "borderline" where the
 share's Monte-Carlo error (``mc_error``) reaches that threshold.
+
+A search on another score resamples it the same way (``resampled_wins``): F1 of class 1 and the Matthews correlation
+from each resample's confusion counts (``confusion_scorer``: ``training.metrics``' definitions, their degenerate
+cases included), a causal LM's perplexity as the ratio exp(sum of the resampled sequences' NLL / their tokens)
+(``perplexity_scorer``: sequences are resampled, never tokens; the lowest wins). The seed deviations are taken in the
+score's additive units: top-1, F1 and Matthews as they are, a perplexity's log (each resample's log-perplexity moved,
+then a trial's perplexities averaged over its tuning seeds, as selection averages them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from peftlab.training.run_result import MAX_LOG_PERPLEXITY
 
 SURE_SHARE = 0.8  # a choice that wins fewer resamples than this is called uncertain
 RESAMPLES = 2000
@@ -41,24 +52,118 @@ def win_shares(
         raise ValueError("correct: one (trials x examples) matrix per seed, the same trials in each")
     if any(c.shape[1] == 0 for c in correct):
         raise ValueError("correct: a seed without validation examples")
+
+    def top1(matrix: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda counts: counts.astype(np.float64) @ matrix.T.astype(np.float64) / matrix.shape[1]
+
+    scorers = [top1(matrix) for matrix in correct]
+    return resampled_wins([c.shape[1] for c in correct], correct[0].shape[0], scorers, resamples, seed, spread)
+
+
+def resampled_wins(
+    sizes: list[int],
+    trials: int,
+    scorers: list[Callable[[np.ndarray], np.ndarray]],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    spread: np.ndarray | None = None,
+    lower: bool = False,
+    log: bool = False,
+) -> np.ndarray:
+    """Each of ``trials`` trials' share of ``resamples`` bootstrap resamples in which its score, summed over the
+    tuning seeds, is the best (the highest; the lowest where ``lower``), ties split.
+
+    ``sizes``: each tuning seed's validation examples. ``scorers[k](counts)``: the (resamples, trials) scores of
+    every trial on tuning seed k given (resamples, sizes[k]) multinomial counts of its examples, in the units
+    ``spread``'s seed deviations are in; ``log``: the score is a logarithm (a perplexity's), moved by its
+    deviation, and a trial's seeds sum its exponential. Returns a (trials,) array summing to 1."""
+    if not sizes or any(n == 0 for n in sizes):
+        raise ValueError("sizes: a tuning seed without validation examples")
     rng = np.random.default_rng(seed)
     seed_rng = np.random.default_rng([seed, 1])  # the seed draws on their own stream: chunking keeps them
-    trials = correct[0].shape[0]
+    moved = spread is not None and len(spread) > 0
     wins = np.zeros(trials)
-    longest = max(c.shape[1] for c in correct)
-    step = max(1, CHUNK_ELEMENTS // longest)
+    step = max(1, CHUNK_ELEMENTS // max(sizes))
     for start in range(0, resamples, step):
         size = min(step, resamples - start)
-        top1 = np.zeros((size, trials))  # (resamples, trials): mean over the seeds of each resample's top-1
-        for matrix in correct:
-            n = matrix.shape[1]
+        total = np.zeros((size, trials))  # (resamples, trials): each resample's score summed over the seeds
+        for k, n in enumerate(sizes):
             counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)  # (resamples, examples)
-            top1 += counts.astype(np.float64) @ matrix.T.astype(np.float64) / n
-            if spread is not None and len(spread):
-                top1 += spread[seed_rng.integers(len(spread), size=(size, trials))]
-        best = np.isclose(top1, top1.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
+            value = scorers[k](counts)
+            deviation = spread[seed_rng.integers(len(spread), size=(size, trials))] if moved else 0.0
+            if log:
+                with np.errstate(over="ignore"):  # a perplexity beyond a float's range: inf, tied with inf
+                    total += np.exp(value + deviation)
+            else:
+                total += value
+                total += deviation
+        best = np.isclose(total, (total.min if lower else total.max)(axis=1, keepdims=True), rtol=0, atol=1e-12)
         wins += (best / best.sum(axis=1, keepdims=True)).sum(axis=0)
     return wins / resamples
+
+
+def confusion_scorer(metric: str, labels: np.ndarray, predicted: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The (resamples, trials) F1 of class 1 (``metric`` "f1") or Matthews correlation ("matthews") of every trial
+    given (resamples, examples) counts of the examples, each from the resampled confusion counts as
+    ``training.metrics.class_count_scores`` computes it (F1 0 without a class-1 label or prediction, Matthews 0 where
+    every label or every prediction is one class). ``labels``: (examples,); ``predicted``: (trials, examples);
+    F1 is a two-class score (classes 0 and 1). Per class the counts are summed over the examples sorted by class
+    (``np.add.reduceat``), so memory grows with the classes present, never with their square."""
+    hit = (predicted == labels).T.astype(np.float64)  # (examples, trials)
+    if metric == "f1":
+        labelled, guessed = (labels == 1).astype(np.float64), (predicted == 1).T.astype(np.float64)
+        both = ((predicted == 1) & (labels == 1)).T.astype(np.float64)
+
+        def f1(counts: np.ndarray) -> np.ndarray:
+            counts = counts.astype(np.float64)
+            denominator = counts @ guessed + (counts @ labelled)[:, None]
+            out = np.zeros(denominator.shape)
+            return np.divide(2 * (counts @ both), denominator, out=out, where=denominator > 0)
+
+        return f1
+    true_classes, true_groups = class_groups(labels)
+    groups = [class_groups(row) for row in predicted]
+
+    def matthews(counts: np.ndarray) -> np.ndarray:
+        counts = counts.astype(np.float64)
+        n = counts.sum(axis=1)  # (resamples,): the examples drawn, every one of them
+        t = np.add.reduceat(counts[:, true_groups[0]], true_groups[1], axis=1)  # (resamples, label classes)
+        correct, agree, p2 = counts @ hit, [], []
+        for classes, (order, starts) in groups:
+            p = np.add.reduceat(counts[:, order], starts, axis=1)  # (resamples, predicted classes)
+            _, at_t, at_p = np.intersect1d(true_classes, classes, assume_unique=True, return_indices=True)
+            agree.append((t[:, at_t] * p[:, at_p]).sum(axis=1))
+            p2.append((p * p).sum(axis=1))
+        agree, p2 = np.stack(agree, axis=1), np.stack(p2, axis=1)  # (resamples, trials)
+        square = (n * n)[:, None]
+        denominator = np.sqrt((square - p2) * (square - (t * t).sum(axis=1, keepdims=True)))
+        numerator = correct * n[:, None] - agree
+        return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0)
+
+    return matthews
+
+
+def class_groups(values: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(the classes in ``values``, sorted; (the order that sorts the examples by class, where each class starts))."""
+    order = np.argsort(values, kind="stable")
+    classes, starts = np.unique(values[order], return_index=True)
+    return classes, (order, starts)
+
+
+def perplexity_scorer(nll: np.ndarray, tokens: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The (resamples, trials) log-perplexity of every trial given (resamples, sequences) counts of the validation
+    sequences: sum(count * nll) / sum(count * tokens), a ratio over the resampled sequences (never a resample of
+    tokens); a resample without a scored token ties every trial at 0. ``nll``: (trials, sequences) each sequence's
+    summed token NLL; ``tokens``: (sequences,) its scored tokens, the same for every trial. Capped at
+    ``training.run_result.MAX_LOG_PERPLEXITY``, as the runs' own perplexity is."""
+    nll, tokens = nll.T.astype(np.float64), tokens.astype(np.float64)
+
+    def log_perplexity(counts: np.ndarray) -> np.ndarray:
+        counts = counts.astype(np.float64)
+        scored = np.maximum(counts @ tokens, 1.0)[:, None]
+        return np.minimum(counts @ nll / scored, MAX_LOG_PERPLEXITY)
+
+    return log_perplexity
 
 
 def seed_deviations(values) -> np.ndarray | None:

@@ -1,7 +1,10 @@
-"""How sure each search's choice is, from its trials' kept validation predictions (``val_predictions.npy`` in each
-trial run's folder, written by ``training.outcome``): ``choice_certainty`` reads them and resamples them
-(``stats.choice_stability.win_shares``). Trials run before peftlab kept predictions have none: their search's
-certainty is "n/a" with the reason, never an error. Files are read as data (``allow_pickle=False``)."""
+"""How sure each search's choice is, from what its trials kept of their validation split (written by
+``training.outcome`` in each trial run's folder): a classifier's predictions (``val_predictions.npy``, one (label,
+predicted) per example), which give top-1, F1 and the Matthews correlation, and a causal LM's losses
+(``val_losses.npy``, one (summed token NLL, scored tokens) per sequence), which give its perplexity.
+``choice_certainty`` reads them and resamples them (``stats.choice_stability``). Trials run before peftlab kept
+them have none: their search's certainty is "n/a" with the reason, never an error. Files are read as data
+(``allow_pickle=False``), a link or a file that is not what peftlab writes refused in one line (``Unreadable``)."""
 
 from __future__ import annotations
 
@@ -11,21 +14,49 @@ from pathlib import Path
 
 import numpy as np
 
-from peftlab.analysis.stats.choice_stability import RESAMPLES, SEED, mc_error, seed_deviations, verdict, win_shares
-from peftlab.training.run_result import PREDICTION_FIELDS, VAL_PREDICTIONS
+from peftlab.analysis.stats.choice_stability import (
+    RESAMPLES,
+    SEED,
+    confusion_scorer,
+    mc_error,
+    perplexity_scorer,
+    resampled_wins,
+    seed_deviations,
+    verdict,
+    win_shares,
+)
+from peftlab.training.run_result import LOSS_FIELDS, PREDICTION_FIELDS, VAL_LOSSES, VAL_PREDICTIONS, lower_is_better
 from peftlab.utils.files import read_regular_file
 
-MAX_BYTES = 1 << 30  # 64 million examples of (label, predicted)
+MAX_BYTES = 1 << 30  # 64 million examples of (label, predicted), or of (nll, tokens)
+# the search metrics whose choice the kept files recompute: the last validation of each trial, never its best
+RESAMPLED = ("val_top1", "val_f1", "val_matthews", "val_perplexity")
 
 
 class Unreadable(Exception):
-    """A predictions file that is no numpy array of (label, predicted)."""
+    """A kept file that is no numpy array of the fields peftlab writes in it."""
 
 
 def read_predictions(run_dir: Path) -> np.ndarray | None:
     """A trial run's (label, predicted) structured array; None where the run kept none (or is a link);
     ``Unreadable`` for a file that is not what peftlab writes."""
-    path = Path(run_dir) / VAL_PREDICTIONS
+    return read_kept(Path(run_dir) / VAL_PREDICTIONS, PREDICTION_FIELDS)
+
+
+def read_losses(run_dir: Path) -> np.ndarray | None:
+    """A causal LM trial run's (nll, tokens) structured array, one per validation sequence; None where the run kept
+    none (or is a link); ``Unreadable`` for a file that is not what peftlab writes (a NaN, a negative count)."""
+    path = Path(run_dir) / VAL_LOSSES
+    array = read_kept(path, LOSS_FIELDS)
+    if array is not None and not (np.isfinite(array["nll"]).all() and (array["nll"] >= 0).all()):
+        raise Unreadable(f"{path}: expected each sequence's summed NLL finite and >= 0")
+    if array is not None and (array["tokens"] < 0).any():
+        raise Unreadable(f"{path}: expected each sequence's scored tokens >= 0")
+    return array
+
+
+def read_kept(path: Path, fields: list) -> np.ndarray | None:
+    """The 1-d structured array of ``fields`` at ``path``; None where there is none (or a link)."""
     if path.is_symlink() or not path.is_file():
         return None
     data = read_regular_file(path, MAX_BYTES)
@@ -36,8 +67,8 @@ def read_predictions(run_dir: Path) -> np.ndarray | None:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise Unreadable(f"{path}: not a numpy array ({error})") from None
-    if array.ndim != 1 or array.dtype != np.dtype(PREDICTION_FIELDS):
-        raise Unreadable(f"{path}: expected a 1-d array of {PREDICTION_FIELDS}, found {array.dtype} {array.shape}")
+    if array.ndim != 1 or array.dtype != np.dtype(fields):
+        raise Unreadable(f"{path}: expected a 1-d array of {fields}, found {array.dtype} {array.shape}")
     return array
 
 
@@ -60,40 +91,43 @@ def check_declared_size(data: bytes, path: Path) -> None:
         )
 
 
-def choice_certainty(record: dict, directory: Path, finals=None) -> dict:
+def choice_certainty(record: dict, directory: Path, finals=None, text: bool = False) -> dict:
     """How sure the choice of the search whose selection.json is ``record`` (in ``directory``) is. ``finals``: the
-    validation top-1 (fractions) of the chosen configuration's final runs, one per seed, or None.
+    search metric's validation value (top-1, F1 and Matthews as fractions, a perplexity as it is) of the chosen
+    configuration's final runs, one per seed, or None; ``text``: the study's data is text (its examples are called
+    sequences, as a causal LM's always are).
 
     Every trial that completed counts, one that fell to chance included (it was never chosen, but another split
     or seed could have ranked it first); a trial whose loss diverged has no score. Returns {"share": the chosen
     trial's share of the resamples of examples and seeds (of the examples alone without two final runs), "error":
     its Monte-Carlo standard error, "verdict": ``choice_stability.verdict``, "uncertain": verdict == "uncertain",
     "examples_share": its share of the resamples of the examples alone, "seeds": whether the seed spread is in it,
-    "finals": the final runs counted, "optimism": the chosen trial's validation top-1 less their mean (the winner's
-    optimism, a fraction), "sd": their seed-to-seed standard deviation, "trials": the trials counted, "at_chance":
-    those of them at chance, "runner_up": (trial number, share) of the best other trial, "why": why there is no
-    share, or None}."""
+    "finals": the final runs counted, "optimism": the chosen trial's validation value less their mean (the
+    winner's optimism, in the metric's units as stored), "sd": their seed-to-seed standard deviation, "trials": the
+    trials counted, "at_chance": those of them at chance, "runner_up": (trial number, share) of the best other
+    trial, "metric": the search's metric, "noun": what its resamples draw ("examples" or "sequences"), "why": why
+    there is no share, or None}."""
     none = {"share": None, "uncertain": None, "runner_up": None}
     chosen = record.get("chosen")
     if not chosen:
         return {**none, "why": "no trial was chosen"}
     metric = record["search"]["metric"]
-    if metric != "val_top1":  # the predictions resample top-1: a search on another score chose by that score
+    if metric not in RESAMPLED:  # the kept files give each trial's last validation: a best over them is not in them
         return {**none, "why": f"chosen by {metric}, not by the last validation top-1 the predictions give"}
     trials = [t for t in record["trials"] if t["state"] == "COMPLETE" and not _diverged(t)]
     if [t["number"] for t in trials] == [chosen["trial"]]:
         return {**none, "why": f"trial {chosen['trial']} was its only trial that completed without diverging"}
-    correct = _correct(record, directory, trials)
-    if isinstance(correct, str):
-        return {**none, "why": correct}
+    shares_of = _resampler(record, directory, trials)
+    if isinstance(shares_of, str):
+        return {**none, "why": shares_of}
     numbers = [t["number"] for t in trials]
     if chosen["trial"] not in numbers:
         return {**none, "why": "the chosen trial has no completed runs"}
     finals = np.asarray([] if finals is None else finals, dtype=np.float64)
-    finals = finals[np.isfinite(finals)]
-    spread = seed_deviations(finals)
-    examples = win_shares(correct, RESAMPLES, SEED)
-    shares = examples if spread is None else win_shares(correct, RESAMPLES, SEED, spread)
+    finals = finals[np.isfinite(finals) & ((finals > 0) | (metric != "val_perplexity"))]
+    spread = seed_deviations(np.log(finals) if metric == "val_perplexity" else finals)  # in the additive units
+    examples = shares_of(None)
+    shares = examples if spread is None else shares_of(spread)
     index = numbers.index(chosen["trial"])
     share = float(shares[index])
     others = [(float(s), n) for n, s in zip(numbers, shares) if n != chosen["trial"]]
@@ -112,6 +146,8 @@ def choice_certainty(record: dict, directory: Path, finals=None) -> dict:
         "trials": len(trials),
         "at_chance": sum(1 for t in trials if t.get("diverged")),
         "runner_up": None if runner_up is None else (runner_up[1], runner_up[0]),
+        "metric": metric,
+        "noun": "sequences" if text or metric == "val_perplexity" else "examples",
         "why": None,
     }
 
@@ -122,22 +158,84 @@ def _diverged(trial: dict) -> bool:
     return str(trial.get("diverged") or "").startswith("diverged:")
 
 
-def _correct(record: dict, directory: Path, trials: list[dict]) -> list[np.ndarray] | str:
-    """Per tuning seed, the (trials x examples) correctness of ``trials`` on that seed's validation examples, from
-    their kept predictions; or why they cannot be compared."""
+def _resampler(record: dict, directory: Path, trials: list[dict]):
+    """A function of the seed deviations (None: the examples alone) giving each of ``trials``' win share under the
+    search's metric, from their kept files; or why there is none."""
+    metric = record["search"]["metric"]
+    if metric == "val_perplexity":
+        kept = _losses(record, directory, trials)
+        if isinstance(kept, str):
+            return kept
+        sizes = [len(tokens) for _, tokens in kept]
+        scorers = [perplexity_scorer(nll, tokens) for nll, tokens in kept]
+    else:
+        kept = _predictions(record, directory, trials)
+        if isinstance(kept, str):
+            return kept
+        if metric == "val_top1":  # each trial's correctness, resampled as one matrix product
+            correct = [predicted == labels for labels, predicted in kept]
+            return lambda spread: win_shares(correct, RESAMPLES, SEED, spread)
+        score = metric.removeprefix("val_")
+        if score == "f1" and not all(np.isin(labels, (0, 1)).all() and np.isin(p, (0, 1)).all() for labels, p in kept):
+            return "F1 of class 1 is a two-class score, and its trials' predictions hold classes other than 0 and 1"
+        sizes = [len(labels) for labels, _ in kept]
+        scorers = [confusion_scorer(score, labels, predicted) for labels, predicted in kept]
+    lower = lower_is_better(metric)  # a perplexity: its log is what a seed deviation moves
+    return lambda spread: resampled_wins(sizes, len(trials), scorers, RESAMPLES, SEED, spread, lower, log=lower)
+
+
+def _kept(record: dict, directory: Path, trials: list[dict], read) -> list[list[np.ndarray]] | str | None:
+    """Per trial, per tuning seed, what ``read`` reads of its run; None where a run kept none; the error's line
+    where one is ``Unreadable``."""
     seeds = len(record["search"]["seeds"])
     try:
-        kept = [[read_predictions(directory / "runs" / str(r)) for r in t["run_ids"]] for t in trials]
+        kept = [[read(directory / "runs" / str(r)) for r in t["run_ids"]] for t in trials]
     except Unreadable as error:
         return str(error)
     if any(len(runs) != seeds or any(p is None for p in runs) for runs in kept):
+        return None
+    return kept
+
+
+def _predictions(record: dict, directory: Path, trials: list[dict]) -> list[tuple] | str:
+    """Per tuning seed, (labels (examples,), predicted (trials x examples)) of ``trials`` on that seed's validation
+    examples, from their kept predictions; or why they cannot be compared."""
+    kept = _kept(record, directory, trials, read_predictions)
+    if kept is None:
+        if all((directory / "runs" / str(r) / VAL_LOSSES).is_file() for t in trials for r in t["run_ids"]):
+            return (
+                f"a causal LM's validation top-1 is per token, and its trials keep each sequence's loss ({VAL_LOSSES})"
+            )
         return "its trials ran before peftlab kept their validation predictions"
-    correct = []
-    for k in range(seeds):  # per tuning seed: every trial on the same validation examples
+    if isinstance(kept, str):
+        return kept
+    out = []
+    for k in range(len(kept[0])):  # per tuning seed: every trial on the same validation examples
         labels = kept[0][k]["label"]
         if any(len(runs[k]) != len(labels) or not np.array_equal(runs[k]["label"], labels) for runs in kept):
             return "its trials were scored on different validation examples"
         if len(labels) == 0:
             return "its validation split is empty"
-        correct.append(np.stack([runs[k]["predicted"] == runs[k]["label"] for runs in kept]))
-    return correct
+        out.append((labels, np.stack([runs[k]["predicted"] for runs in kept])))
+    return out
+
+
+def _losses(record: dict, directory: Path, trials: list[dict]) -> list[tuple] | str:
+    """Per tuning seed, (nll (trials x sequences), tokens (sequences,)) of ``trials`` on that seed's validation
+    sequences, from their kept losses; or why they cannot be compared."""
+    kept = _kept(record, directory, trials, read_losses)
+    if kept is None:
+        return f"its trials ran before peftlab kept their validation sequences' losses ({VAL_LOSSES})"
+    if isinstance(kept, str):
+        return kept
+    out = []
+    for k in range(len(kept[0])):  # per tuning seed: every trial on the same validation sequences
+        tokens = kept[0][k]["tokens"]
+        if any(len(runs[k]) != len(tokens) or not np.array_equal(runs[k]["tokens"], tokens) for runs in kept):
+            return "its trials were scored on different validation sequences"
+        if len(tokens) == 0:
+            return "its validation split is empty"
+        if not tokens.any():
+            return "its validation sequences have no scored token"
+        out.append((np.stack([runs[k]["nll"] for runs in kept]), tokens))
+    return out
