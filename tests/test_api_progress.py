@@ -4,6 +4,7 @@ terminal; the child's progress lines themselves are never shown (training/run.py
 
 import subprocess
 import sys
+from pathlib import Path
 
 from peftlab.training.run import ERROR_PREFIX, relay
 from peftlab.utils.progress import RELAY_ENV, RELAY_PREFIX, RelayedBar, TextProgress
@@ -74,7 +75,7 @@ def test_a_studys_trials_are_counted_as_trials_on_its_notebook_line():
         with counting_bar("study s", "trial", 3, False) as done:
             ends = TrialEnds(Phase(), done)
             ends.runs(run_jobs)(specs, lambda spec, result: ended.append(spec.run_id))
-            ends.pruned(specs[1], "pruned")  # its search's word on the run it stopped
+            ends.pruned(specs[1], Path("t1"), "pruned")  # its search's word on the run it stopped
     finally:
         IN_PLACE.pop()
     assert ended == ["t0", "t1", "t2"]

@@ -5,14 +5,15 @@ training decides what an uninterrupted one decides, with the same scores (real r
 import json
 
 import pytest
+import torch
 import yaml
 from test_runner import cli_study_here
 from testkit import TINY_MODEL, needs_fashion_mnist
 
 from peftlab.study.estimate import dry_run_plan
 from peftlab.study.executors.executors import ExecutorOptions
-from peftlab.study.phases import read_phases
-from peftlab.study.runner import jobs_runner
+from peftlab.study.phases import Phase, read_phases
+from peftlab.study.runner import TrialEnds, jobs_runner
 from peftlab.study.search import search_steps, tune_dir
 from peftlab.study.side_by_side import drive
 from peftlab.study.spec import load_study
@@ -85,12 +86,28 @@ def test_a_search_killed_after_a_rung_decides_as_an_uninterrupted_one(tmp_path):
     run_jobs(*next(killed))  # the grid's trials trained to the rung, stopped there; then the search dies
     killed.close()
     runs = list((tune_dir(tmp_path / "killed", "lora") / "runs").iterdir())
-    assert len(runs) == 3 and all((r / "checkpoint" / "last.pt").is_file() for r in runs)  # stopped, or ended first
-    print("stopped at the first rung:", sum(not (r / "result.json").is_file() for r in runs))
-    resumed = drive(search_steps(search, tune_dir(tmp_path / "killed", "lora"), 2, print), run_jobs)
+    assert len(runs) == 3 and not any((r / "result.json").exists() for r in runs)
+    for run in runs:  # each stopped at the rung's end exactly: 6 steps an epoch, not one step more
+        kept = torch.load(run / "checkpoint" / "last.pt", weights_only=True)
+        assert (kept["epoch"], kept["step"], kept["next_batch"]) == (1, 6, 0)
+        assert [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())][-1] == 6
+    phase = Phase()  # the restarted call's trials phase: its pruned trials stopped before the restart counted too
+    ends = TrialEnds(phase, lambda line: None)
+    resumed = drive(
+        search_steps(search, tune_dir(tmp_path / "killed", "lora"), 2, print, ends.pruned), ends.runs(run_jobs)
+    )
+    assert phase.runs == 4 and phase.run_seconds > 0
 
     assert resumed == whole
     a, b = selection(study, tmp_path / "whole"), selection(study, tmp_path / "killed")
+    spent = []  # each trial's training and validation: a pruned one's from its checkpoint, the others' results
+    for trial in b["trials"]:
+        run = tune_dir(tmp_path / "killed", "lora") / "runs" / trial["run_ids"][0]
+        if trial["state"] == "PRUNED":
+            spent.append(torch.load(run / "checkpoint" / "last.pt", weights_only=True))
+        else:
+            spent.append(json.loads((run / "result.json").read_text())["timing"])
+    assert phase.train_eval_seconds == pytest.approx(sum(t["train_seconds"] + t["val_seconds"] for t in spent))
     assert [(t["state"], t["value"], t["params"], t["reported"]) for t in a["trials"]] == [
         (t["state"], t["value"], t["params"], t["reported"]) for t in b["trials"]
     ]
@@ -125,16 +142,17 @@ def test_the_report_states_the_rule_and_its_budget():
     assert "stopped early" not in search_words({**record, "rungs": None})
 
 
-def test_a_trial_is_counted_once_when_it_ends_for_good(monkeypatch):
+def test_a_trial_is_counted_once_when_it_ends_for_good(monkeypatch, tmp_path):
     """The study's bar and phases.jsonl count trials where they end: a run stopped at its rung has not ended (its
-    survivor resumes, the same trial), a pruned one ends where its search prunes it, with its stop's time; a run
-    stopped by an outside cause is resumed. No trial is counted twice, and none before it ends."""
+    survivor resumes, the same trial, and ends with its earlier process's time), a pruned one ends where its search
+    prunes it, with its stop's time, or, stopped in an earlier call, with its checkpoint's; a run stopped by an
+    outside cause is resumed. No trial is counted twice, and none before it ends."""
     from types import SimpleNamespace
 
     from peftlab.study import runner
-    from peftlab.study.phases import Phase
+    from peftlab.study.phases import EARLIER_WALL, Phase
 
-    a, b, c = (SimpleNamespace(run_id=name) for name in "abc")
+    a, b, c, d, e = (SimpleNamespace(run_id=name) for name in "abcde")
 
     def timing(seconds):
         return {"train_seconds": seconds, "val_seconds": 0.5, "wall_seconds": seconds + 1}
@@ -144,8 +162,8 @@ def test_a_trial_is_counted_once_when_it_ends_for_good(monkeypatch):
         on_done(b, {"status": "stopped", "timing": timing(1.5)})
         on_done(c, {"status": "pending", "error": "its worker was killed by SIGKILL"})
 
-    def rest(jobs, on_done, stop_when=None):  # a survives the rung, c resumes: both end
-        on_done(a, {"status": "completed", "timing": timing(3.0)})
+    def rest(jobs, on_done, stop_when=None):  # a survives the rung, c resumes: both end, a after 2 s before
+        on_done(a, {"status": "completed", "timing": timing(3.0), EARLIER_WALL: 2.0})
         on_done(c, {"status": "completed", "timing": timing(2.0)})
 
     monkeypatch.setattr(runner, "describe", lambda spec: spec.run_id)
@@ -153,11 +171,21 @@ def test_a_trial_is_counted_once_when_it_ends_for_good(monkeypatch):
     ends = runner.TrialEnds(phase, shown.append)
     ends.runs(rung)([], lambda spec, result: heard.append(result["status"]))
     assert heard == ["stopped", "stopped", "pending"] and shown == []  # the search hears every run; none ended
-    ends.pruned(b, "pruned at epoch 1")
+    ends.pruned(b, tmp_path / "b", "pruned at epoch 1")
     ends.runs(rest)([], lambda spec, result: None)
-    ends.pruned(a, "pruned")  # a late word on a run that ended: counted once
+    ends.pruned(a, tmp_path / "a", "pruned")  # a late word on a run that ended: counted once
     assert shown == ["b pruned at epoch 1", "a completed", "c completed"]
-    assert (phase.runs, phase.train_eval_seconds, phase.run_seconds) == (3, 8.0, 9.5)  # a survivor's time once
+    assert (phase.runs, phase.train_eval_seconds, phase.run_seconds) == (3, 8.0, 11.5)  # a's two processes once
+
+    (tmp_path / "d" / "checkpoint").mkdir(parents=True)  # stopped at its rung in an earlier call
+    kept = {"train_seconds": 1.25, "val_seconds": 0.25, "wall_seconds": 4.0, "trainable": {}}
+    torch.save(kept, tmp_path / "d" / "checkpoint" / "last.pt")
+    (tmp_path / "e").mkdir()  # ended with a result in an earlier call, which counted it
+    (tmp_path / "e" / "result.json").write_text(json.dumps({"status": "completed", "timing": timing(9.0)}))
+    ends.pruned(d, tmp_path / "d", "pruned at epoch 1")
+    ends.pruned(e, tmp_path / "e", "pruned at epoch 1")
+    assert shown[3:] == ["d pruned at epoch 1", "e pruned at epoch 1"]
+    assert (phase.runs, phase.train_eval_seconds, phase.run_seconds) == (4, 9.5, 15.5)  # d's checkpoint's time
 
 
 def test_the_most_epochs_of_a_search_with_rungs(tmp_path):
@@ -171,10 +199,11 @@ def test_the_most_epochs_of_a_search_with_rungs(tmp_path):
 @pytest.mark.e2e
 @needs_fashion_mnist()
 def test_a_study_with_rungs_counts_and_times_each_trial_once_within_its_dry_runs_bound(tmp_path):
-    """Real runs through `peftlab study` (epochs long enough that the rung's stop lands): the bar counts each trial
-    once, where it ends, never past its total; phases.jsonl times every trial run, the pruned ones too; the trials
-    train no more epochs than the dry run's bound, which says it is one, and a done search leaves no run to train."""
-    base = {**BASE, "data": {**BASE["data"], "train_subset": 1536}, "train": {**BASE["train"], "epochs": 2}}
+    """Real runs through `peftlab study`: the bar counts each trial once, where it ends, never past its total;
+    phases.jsonl times every trial run, the pruned ones from their checkpoints, a survivor over both its processes;
+    a pruned run trains not one step past its rung, and the trials the dry run's bound (which says it is one), and a
+    done search leaves no run to train."""
+    base = {**BASE, "train": {**BASE["train"], "epochs": 2}}
     tune = {"axes": {"train.lr": [1e-4, 1e-3, 3e-3, 1e-1]}, "search": "grid", "rungs": [1], "reduction_factor": 2}
     study, out = study_at(tmp_path, tune, base), tmp_path / "out"
     status, planned, _ = cli_study_here(tmp_path / "study.yaml", out, "--dry-run")
@@ -189,8 +218,13 @@ def test_a_study_with_rungs_counts_and_times_each_trial_once_within_its_dry_runs
     assert sorted(line.split("[")[1].split("]")[0] for _, line in counted) == sorted(t["run_ids"][0] for t in trials)
     phase = next(p for p in read_phases(out) if p["phase"] == "trials")
     assert phase["runs"] == 4  # every trial run, its time from its result or from its stop
+    runs = {t["run_ids"][0]: out / "tune" / "lora" / "runs" / t["run_ids"][0] for t in trials}
     results = [json.loads(p.read_text())["timing"] for p in out.glob("tune/lora/runs/*/result.json")]
-    assert phase["train_eval_seconds"] >= sum(r["train_seconds"] + r["val_seconds"] for r in results) - 0.01
+    pruned = [torch.load(runs[t["run_ids"][0]] / "checkpoint" / "last.pt") for t in trials if t["state"] == "PRUNED"]
+    assert [(k["epoch"], k["step"]) for k in pruned] == [(1, 6), (1, 6)]  # stopped at the rung's end exactly
+    spent = sum(r["train_seconds"] + r["val_seconds"] for r in results + pruned)
+    assert phase["train_eval_seconds"] == pytest.approx(spent, abs=0.01)  # rounded to the millisecond
+    assert phase["run_seconds"] > sum(r["wall_seconds"] for r in results + pruned)  # the survivors' first processes
     trained = sum(len(t["reported"]) if t["state"] == "PRUNED" else 2 for t in trials)  # reported: its rungs
-    assert [t["state"] for t in trials].count("PRUNED") == 2 and trained <= 6
+    assert [t["state"] for t in trials].count("PRUNED") == 2 and trained == 6
     assert dry_run_plan(load_study(tmp_path / "study.yaml"), out)["remaining_seconds"] == 0

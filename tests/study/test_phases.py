@@ -2,11 +2,14 @@
 ends, stopped or not, with the runs that ended in it and their run time from their results (a run its search
 stopped: from what its stop recorded)."""
 
+import json
+
 import pytest
 import torch
 
-from peftlab.study.executors.local import worker_outcome
-from peftlab.study.phases import read_phases, timed_phase
+from peftlab.study.executors.local import earlier_wall, stopped_outcome, worker_outcome
+from peftlab.study.executors.worker import AT_LAST_EPOCH
+from peftlab.study.phases import EARLIER_WALL, read_phases, timed_phase
 
 
 def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_it_ends(tmp_path):
@@ -33,13 +36,24 @@ def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_
 
 def test_a_run_its_search_stopped_brings_the_time_its_checkpoint_kept_and_its_workers_wall(tmp_path):
     """A rung's or a pruner's stop writes no result: its time is its checkpoint's training and validation time
-    (what the run kept) and the wall time the executor measured, as a phase counts a result's."""
+    (what the run kept) and the wall time the executor measured, as a phase counts a result's, with the wall time of
+    the run's earlier processes (its checkpoint's as its worker started); a run stopped at its job's last epoch (a
+    rung's) is stopped too. Stopped in an earlier call, it brings its checkpoint's wall time: every process's."""
     (tmp_path / "checkpoint").mkdir()
     stopped = worker_outcome(None, tmp_path, 130, stopped=True, wall=2.5)
     assert stopped == {"status": "stopped"}  # stopped before its first checkpoint: nothing kept to count
-    torch.save({"train_seconds": 1.25, "val_seconds": 0.5, "trainable": {}}, tmp_path / "checkpoint" / "last.pt")
+    kept = {"train_seconds": 1.25, "val_seconds": 0.5, "wall_seconds": 2.0, "trainable": {}}
+    torch.save(kept, tmp_path / "checkpoint" / "last.pt")
     stopped = worker_outcome(None, tmp_path, 130, stopped=True, wall=2.5)
     assert stopped == {"status": "stopped", "timing": {"train_seconds": 1.25, "val_seconds": 0.5, "wall_seconds": 2.5}}
+    at_rung = worker_outcome(None, tmp_path, AT_LAST_EPOCH, stopped=False, wall=2.5, earlier=3.0)
+    assert at_rung == {**stopped, EARLIER_WALL: 3.0}
+    assert earlier_wall(tmp_path) == 2.0 and earlier_wall(tmp_path / "fresh") == 0.0
+    assert stopped_outcome(tmp_path) == {"status": "stopped", "timing": {**stopped["timing"], "wall_seconds": 2.0}}
+    (tmp_path / "result.json").write_text(json.dumps({"status": "completed", "timing": stopped["timing"]}))
+    assert worker_outcome(None, tmp_path, 0, stopped=False, wall=9.0, earlier=3.0)[EARLIER_WALL] == 3.0
     with timed_phase(tmp_path, "trials", 1, "local") as phase:
         phase.count(stopped)
-    assert [(p["runs"], p["train_eval_seconds"], p["run_seconds"]) for p in read_phases(tmp_path)] == [(1, 1.75, 2.5)]
+        phase.count(at_rung)
+        phase.count(stopped_outcome(tmp_path))
+    assert [(p["runs"], p["train_eval_seconds"], p["run_seconds"]) for p in read_phases(tmp_path)] == [(3, 5.25, 10.0)]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_runner import study_here
 from test_tuning_study import write_study
 from testkit import REPO, needs_fashion_mnist
@@ -113,8 +114,13 @@ def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_pat
     """What a halving search's pruner does to a spawned worker: SIGTERM stops its run cleanly (no
     result, the checkpoint kept), the worker is not reused, and the next call resumes the run.
     The first worker waits after its first checkpoint (``PEFTLAB_HOLD_AT``), so the run cannot end
-    before the stop reaches it however fast it trains."""
+    before the stop reaches it however fast it trains. A job that ends at its first epoch (a rung's) stops
+    there exactly and its worker is kept; each process's outcome brings the earlier ones' wall time, the
+    checkpoint's as it started."""
+    import dataclasses
+
     from peftlab.study.executors.spawn import IDLE, run_spawned, stop_idle_workers
+    from peftlab.study.phases import EARLIER_WALL
     from peftlab.study.spec import load_study
 
     (spec,) = load_study(write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})).runs
@@ -125,11 +131,18 @@ def test_a_run_stopped_by_stop_when_is_stopped_and_its_worker_not_reused(tmp_pat
     monkeypatch.setenv("PEFTLAB_HOLD_AT", "checkpoint:3")
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result), checkpointed)
     assert [outcome["status"] for outcome in outcomes] == ["stopped"] and not IDLE
-    assert outcomes[0]["timing"]["wall_seconds"] > 0  # its time: its checkpoint's, and its worker's wall
+    assert outcomes[0]["timing"]["wall_seconds"] > 0 and EARLIER_WALL not in outcomes[0]  # its first process
     monkeypatch.delenv("PEFTLAB_HOLD_AT")  # the next call's new worker trains on
     assert (run_dir / "checkpoint" / "last.pt").exists() and not (run_dir / "result.json").exists()
+    walls = [torch.load(run_dir / "checkpoint" / "last.pt")["wall_seconds"]]
+    run_spawned([(dataclasses.replace(spec, last_epoch=1), run_dir)], 1, False, lambda s, r: outcomes.append(r))
+    kept = torch.load(run_dir / "checkpoint" / "last.pt")
+    assert outcomes[1]["status"] == "stopped" and (kept["epoch"], kept["step"], kept["next_batch"]) == (1, 10, 0)
+    assert outcomes[1][EARLIER_WALL] == walls[0] and len(IDLE) == 1  # stopped by itself: its worker kept
+    walls.append(kept["wall_seconds"])
     run_spawned([(spec, run_dir)], 1, False, lambda spec, result: outcomes.append(result))
-    assert outcomes[1]["status"] == "completed" and len(IDLE) == 1
+    assert outcomes[2]["status"] == "completed" and outcomes[2][EARLIER_WALL] == walls[1] > walls[0] > 0
+    assert len(IDLE) == 1
     stop_idle_workers()
     assert not IDLE
     steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]

@@ -2,16 +2,23 @@
 
 A study runs in phases: its pretraining (the base model, one process), its trials (every search) and its
 final runs. Each call of ``peftlab study`` appends one line per phase it entered (``PhaseRecord``), when
-the phase ends, stopped or not: its wall time in this call, the workers and executor it ran on, and the
-runs that ended in it with their summed times from their results: training and validation
-(``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
-(``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the
-run's last process). A run resumed in a later call counts in the call that finished it. A trial run that its
-search stopped and pruned (a grid's rung, halving's pruner) writes no result: it counts when pruned, with what its
-stop recorded (``local.stopped_outcome``: its checkpoint's training and validation time, its worker's wall time); a
-rung's survivor counts once, when it ends; one stopped in an earlier call and pruned after a restart is not timed
-(its worker ran in that call, whose line was written without it). The report
-(``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
+the phase ends, stopped or not; the lines of earlier calls stay. A line holds the phase's wall time in this call,
+the workers and executor it ran on, and the runs that ended in it with their summed times from their results:
+training and validation (``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
+(``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the run's
+last process, plus, on the local executor, its earlier processes', each up to its last checkpoint: the
+``wall_seconds`` its checkpoint held when the last one started, ``EARLIER_WALL``). A run stopped and resumed (a
+killed worker, Ctrl-C, a rung's survivor) is one run, counted once, in the call that ends it, with the time of
+every process that trained it, in this call or an earlier one: so a call's line may hold time spent in an earlier
+call, whose line left that run out, and the sums over the calls count each run once.
+
+A trial run that its search stopped and pruned (a grid's rung, halving's pruner) writes no result: it ends when
+pruned, with what its checkpoint kept (``local.stopped_outcome``: training and validation; its last process's wall
+time as the executor measured it, and its earlier processes' as above). One stopped in an earlier call and pruned
+after a restart without training again ends in the call that prunes it, with its checkpoint's time alone (each of
+its processes up to its last checkpoint: what a process ran after it, its exit at a rung, the steps a pruner's
+stop threw away, left out). One whose run ended with a result before its search pruned it was counted when it ended. The
+report (``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from peftlab.utils.files import read_lines
 from peftlab.utils.typed_json import checked
 
 PHASES_FILE = "phases.jsonl"
+# an outcome's (what an executor's on_done gets, in memory, never in result.json): the wall seconds of the run's
+# processes before the one that ended, each up to its last checkpoint
+EARLIER_WALL = "earlier_wall_seconds"
 PhaseName = Literal["pretrain", "trials", "final runs"]
 PHASES = typing.get_args(PhaseName)
 
@@ -45,7 +55,7 @@ class PhaseRecord(TypedDict):
     executor: Literal["local", "submitit", "ray"]
     runs: int  # runs that ended in it and say how long they ran (a cached base: 0)
     train_eval_seconds: float  # their summed timing.train_seconds + timing.val_seconds
-    run_seconds: float  # their summed timing.wall_seconds
+    run_seconds: float  # their summed timing.wall_seconds, with their earlier processes' (EARLIER_WALL)
     complete: bool  # false: the call stopped in it (Ctrl-C, an error)
 
 
@@ -58,12 +68,14 @@ class Phase:
     run_seconds: float = 0.0
 
     def count(self, result: dict) -> None:
-        """Add a run that ended (its result.json, or the result on_done got) if it says how long it ran."""
+        """Add a run that ended (its result.json, or the result on_done got: ``EARLIER_WALL`` too) if it says how
+        long it ran."""
         timing = result.get("timing") or {}
         seconds = [timing.get(key) for key in ("wall_seconds", "train_seconds", "val_seconds")]
-        if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seconds):
+        earlier = result.get(EARLIER_WALL, 0.0)
+        if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in [*seconds, earlier]):
             self.runs += 1
-            self.run_seconds += float(seconds[0])
+            self.run_seconds += float(seconds[0] + earlier)
             self.train_eval_seconds += float(seconds[1] + seconds[2])
 
 

@@ -33,7 +33,14 @@ from tqdm.auto import tqdm
 from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
 from peftlab.study.executors.gpus import worker_gpus
-from peftlab.study.executors.local import outside_cause, run_local, start_held, stop_processes, worker_context
+from peftlab.study.executors.local import (
+    outside_cause,
+    run_local,
+    start_held,
+    stop_processes,
+    stopped_outcome,
+    worker_context,
+)
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
 from peftlab.study.phases import Phase, timed_phase
 from peftlab.study.preflight import check_study
@@ -319,7 +326,8 @@ class TrialEnds:
     (the study's bar, a line). A run its search stopped (``{"status": "stopped"}``: a rung, halving's pruner) has
     not ended until the search says: a rung's survivor resumes and ends later, the same trial; a pruned one ends
     when its search prunes it (``pruned``), with the time its stop recorded. A run stopped by an outside cause
-    ("pending") is resumed by its search and ends later too."""
+    ("pending") is resumed by its search and ends later too. A run's time is every process's that trained it
+    (``phases``), so one that ends here after a restart brings its earlier calls' time with it, counted once."""
 
     def __init__(self, phase: Phase, done: Callable[[str], None]):
         self.phase, self.done = phase, done
@@ -343,12 +351,20 @@ class TrialEnds:
 
         return run_counted
 
-    def pruned(self, spec: RunSpec, status: str) -> None:
-        """The search pruned the trial of ``spec``'s run (``status``: where). Its stop's time counts when this call
-        stopped it; a run stopped by an earlier call and pruned after a restart is shown, its time not counted."""
-        self.end(spec, self.stopped.pop(spec.run_id, {}), status)
+    def pruned(self, spec: RunSpec, run_dir: Path, status: str) -> None:
+        """The search pruned the trial of ``spec``'s run in ``run_dir`` (``status``: where): it ends with the time
+        its stop recorded in this call, or, stopped in an earlier call and pruned after a restart without training
+        again, with its checkpoint's (``local.stopped_outcome``: each of its processes up to its last checkpoint).
+        One that ended with a result before its search pruned it counted then, in whichever call: shown here."""
+        if spec.run_id in self.ended:
+            return
+        outcome = self.stopped.pop(spec.run_id, None)
+        if outcome is None and read_result(run_dir) is None:
+            outcome = stopped_outcome(run_dir)
+        self.end(spec, outcome or {}, status)
 
     def end(self, spec: RunSpec, result: dict, status: str) -> None:
+        self.stopped.pop(spec.run_id, None)  # a rung's survivor: its stop's time is in its end's (EARLIER_WALL)
         if spec.run_id not in self.ended:
             self.ended.add(spec.run_id)
             self.phase.count(result)

@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)  # one "peftlab: warning:" line on stderr
 # run_jobs(jobs, on_done, stop_when): the study's executor; stop_when(spec, run_dir) -> True stops
 # a running job (its on_done then gets {"status": "stopped"}); None where the executor cannot stop one
 RunJobs = Callable[[list[tuple[RunSpec, Path]], Callable[[RunSpec, dict], None], Any], None]
-Ended = Callable[[RunSpec, str], None]  # a trial run the search stopped and pruned, and where (its status in words)
+Ended = Callable[[RunSpec, Path, str], None]  # a trial run the search pruned, its directory, where (in words)
 
 
 def optuna_module():
@@ -107,7 +107,7 @@ def tune_study(
     slots: int,
     say: Callable[[str], None] = lambda line: None,
     side_by_side: bool = False,
-    ended: Ended = lambda spec, status: None,
+    ended: Ended = lambda *pruned: None,
 ) -> Study:
     """Run every search, then return the study whose tuned runs are the final runs: each at its
     configuration's chosen values (or those ``tune.share`` lent it), with ``tuned_by`` naming the trial. A
@@ -173,14 +173,14 @@ def run_search(
 
 
 def search_steps(
-    search: Search, directory: Path, slots: int, say: Callable[[str], None], ended: Ended = lambda spec, status: None
+    search: Search, directory: Path, slots: int, say: Callable[[str], None], ended: Ended = lambda *pruned: None
 ) -> Generator[Request, None, dict]:
     """One search, as steps: it yields each batch of trial runs it needs trained (``run_jobs``' arguments:
     jobs, on_done, stop_when) and goes on once they have ended; returns the chosen trial. An
     edge-following grid adds its points after the grid's, one at a time, each from the trials finished
     before it. Its decisions read its own trials only, so it decides the same whoever trains the runs and
-    whatever else they train meanwhile (``side_by_side``). A trial run it stopped (a rung's, halving's pruner) and then
-    prunes is told to ``ended(spec, status)``: the executor saw it stop, not end (a rung's survivor resumes)."""
+    whatever else they train meanwhile (``side_by_side``). Each trial run it prunes is told to ``ended(spec,
+    run_dir, status)``: one it stopped (a rung's, halving's pruner) ends there, not where the executor saw it stop."""
     directory.mkdir(parents=True, exist_ok=True)
     proposals = search.proposals()
     study = load_search(search, directory, proposals)
@@ -426,7 +426,7 @@ def run_trials(
         ):
             study.tell(trial, state=TrialState.PRUNED)
             say(f"tune {search.name}: trial {number} pruned")
-            ended(specs[0], "pruned")  # its one run (halving trains one seed): stopped, or ended before the watch
+            ended(specs[0], directory / "runs" / specs[0].run_id, "pruned")  # its one run (halving: one seed)
         elif all(v is not None for v in values):
             study.tell(trial, statistics.fmean(values))
             say(f"tune {search.name}: trial {number} {search.metric}={statistics.fmean(values):.4f}")

@@ -111,6 +111,7 @@ class RunSpec:
     # a final run of a tuned study: {trial, value, metric, params} of its search, and borrowed_from (the
     # configuration whose search it was) where it runs at another configuration's choice (tune.share)
     tuned_by: TunedBy | None = None
+    last_epoch: int | None = None  # a job training its run to that epoch's end only (a rung's); not in spec.json
 
     def record(self) -> SpecRecord:
         """What ``spec.json`` in the run directory holds."""

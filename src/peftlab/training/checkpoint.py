@@ -36,6 +36,8 @@ class Position:
     tokens_seen: int = 0  # a text run's training tokens, padding left out (absent in older checkpoints: 0)
     train_seconds: float = 0.0
     val_seconds: float = 0.0  # absent in checkpoints from before it was kept: 0.0
+    # whole-process time: each earlier process's up to its last checkpoint, this one's from its start (absent: 0.0)
+    wall_seconds: float = 0.0
 
 
 # what a resume reads, and its type
@@ -54,7 +56,7 @@ FIELDS = {
     "best_val": (int, float),
     "train_seconds": (int, float),
 }
-OPTIONAL_FIELDS = {"val_seconds": (int, float), "log_lines": dict, "tokens_seen": int}
+OPTIONAL_FIELDS = {"val_seconds": (int, float), "wall_seconds": (int, float), "log_lines": dict, "tokens_seen": int}
 
 
 def rng_state() -> dict:
@@ -126,7 +128,7 @@ def load_checkpoint(directory: str | Path) -> dict | None:
             )
     if min(state.get(k, 0) for k in ("step", "epoch", "next_batch", "bad_epochs", "images_seen", "tokens_seen")) < 0:
         raise CheckpointError(path, "it holds a negative step, epoch or position")
-    for key in ("train_seconds", "val_seconds"):
+    for key in ("train_seconds", "val_seconds", "wall_seconds"):
         if not 0 <= state.get(key, 0) < math.inf:  # NaN fails both comparisons
             raise CheckpointError(path, f"its {key!r} is {state[key]!r}, expected a finite number >= 0")
     if not (state["best_val"] == -1 or 0 <= state["best_val"] <= 1):  # -1: no evaluation yet; else top-1
@@ -149,10 +151,11 @@ def load_checkpoint(directory: str | Path) -> dict | None:
     return state
 
 
-def spent_seconds(directory: str | Path) -> tuple[float, float] | None:
-    """(train_seconds, val_seconds) of the checkpoint in ``directory``: what the run it holds has spent training and
-    validating, across its resumes; None where there is none or it cannot be read. Its tensors are mapped, not read
-    (``mmap``): a stopped run's time costs no pass over its weights."""
+def spent_seconds(directory: str | Path) -> tuple[float, float, float | None] | None:
+    """(train_seconds, val_seconds, wall_seconds) of the checkpoint in ``directory``: what the run it holds has spent
+    training and validating across its resumes, and its processes' whole time, each up to its last checkpoint (None
+    in a checkpoint from before it was kept); None where there is none or it cannot be read. Its tensors are mapped,
+    not read (``mmap``): a stopped run's time costs no pass over its weights."""
     path = Path(directory) / CHECKPOINT_NAME
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -161,9 +164,14 @@ def spent_seconds(directory: str | Path) -> tuple[float, float] | None:
     if not isinstance(state, dict):
         return None
     seconds = [state.get("train_seconds"), state.get("val_seconds", 0.0)]  # val_seconds: absent in older ones
-    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < math.inf for s in seconds):
+    if not all(a_duration(s) for s in seconds):
         return None
-    return float(seconds[0]), float(seconds[1])
+    wall = state.get("wall_seconds")
+    return float(seconds[0]), float(seconds[1]), float(wall) if a_duration(wall) else None
+
+
+def a_duration(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
 def rng_problem(state: dict) -> str | None:

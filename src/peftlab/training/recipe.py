@@ -60,7 +60,7 @@ from peftlab.tuners.base import TunerContext
 from peftlab.tuners.build import build_tuned
 from peftlab.utils import provenance
 from peftlab.utils.cpu import arithmetic_record
-from peftlab.utils.errors import ConfigError
+from peftlab.utils.errors import ConfigError, stop_at_epoch
 from peftlab.utils.files import kill_point
 from peftlab.utils.progress import TextProgress
 from peftlab.utils.seed import seed_everything
@@ -251,6 +251,8 @@ def restore(s: Setting, built: Built, opt: Optimization, data: Data, state: RunS
         batch_size=tc.batch_size,
     )
     s.log.truncate(position.step, lines)
+    if state.earlier_wall_seconds is None:  # this process's first restore: the time of the processes before it
+        state.earlier_wall_seconds = position.wall_seconds
     monitor = Monitors(
         built.model,
         built.tuner.trainable_parameters(),
@@ -276,6 +278,7 @@ def fit(
     last_val = None
     graphs = static_shapes(tc) and s.device.type == "cuda"  # CUDA graphs: reduce-overhead on a GPU
     while epochs_left(pos, tc, data.total_steps):
+        stop_at_epoch(pos.epoch)  # a rung's run stops here, at its epoch's end, checkpoint written
         batches = epoch_batches(len(data.splits.train), tc.batch_size, s.cfg.seed, pos.epoch, static_shapes(tc))
         pieces = micro_pieces(batches, state.split, s.ranks)  # shards (torchrun), halves (auto_batch)
         loaded = data.train_loader([p for parts in pieces[pos.next_batch :] for p in parts])  # decoded ahead, in order
@@ -308,11 +311,11 @@ def fit(
             )
             kill_point("step", pos.step)
             if pos.step % tc.ckpt_every == 0:
-                save(s, built, opt, pos)
+                save(s, built, opt, pos, state)
                 kill_point("checkpoint", pos.step)
                 meter.last = time.perf_counter()
         nonfinite.check()  # before the epoch's evaluation and checkpoint
-        last_val = end_epoch(s, data, built, opt, pos)
+        last_val = end_epoch(s, data, built, opt, pos, state)
     meter.bar.close()
     return last_val
 
@@ -408,7 +411,7 @@ def log_and_evaluate(
         meter.restart()  # evaluation is not training time
 
 
-def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position) -> dict:
+def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Position, state: RunState) -> dict:
     """The epoch's evaluation on val (early stopping counts it), its record and its checkpoint."""
     val = evaluate(
         built.model, data.val_loader, s.tc.eval_batch_size, s.device, s.tc.precision, "val", progress=s.progress
@@ -420,7 +423,7 @@ def end_epoch(s: Setting, data: Data, built: Built, opt: Optimization, pos: Posi
     s.log(val_record("epoch", pos, val))
     kill_point("epoch-record", pos.step)
     pos.epoch, pos.next_batch = pos.epoch + 1, 0
-    save(s, built, opt, pos)
+    save(s, built, opt, pos, state)
     kill_point("epoch-checkpoint", pos.step)
     return val
 
@@ -435,6 +438,8 @@ def val_record(kind: str, pos: Position, val: dict) -> dict:
     return record
 
 
-def save(s: Setting, built: Built, opt: Optimization, pos: Position) -> None:
+def save(s: Setting, built: Built, opt: Optimization, pos: Position, state: RunState) -> None:
+    """The checkpoint at ``pos``, with the run's whole time so far: its earlier processes' and this one's."""
+    pos.wall_seconds = (state.earlier_wall_seconds or 0.0) + time.perf_counter() - state.started
     if s.ranks.main:  # rank 0's checkpoint is every rank's
         checkpoint.save(s.run_dir / "checkpoint", pos, built.tuner, opt, s.log.lines)

@@ -30,6 +30,9 @@ class RunState:
     auto_batch: dict | None = None  # train.auto_batch: the halvings after out-of-memory errors
     log: tracking.RunLog | None = None
     step: int | None = None  # the last step trained in this process
+    # the run's earlier processes' whole time: the wall_seconds of the checkpoint this process first restored (a
+    # train.auto_batch retry restores one of its own); None until then
+    earlier_wall_seconds: float | None = None
     params: dict | None = None
     provenance: dict | None = None
     execution: dict | None = None  # which executor, job and node train it (run_result.Execution)

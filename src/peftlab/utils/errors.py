@@ -124,6 +124,33 @@ def ignore_further_stops() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+class EpochStop(BaseException):
+    """A run trained to the end of the epoch its job ends at (``trained_to``: a study's rung, ``tune.rungs``) stops
+    there, its checkpoint written and no result, resumable as after a stop; not an ``Exception``, which a run
+    records as its failure."""
+
+
+LAST_EPOCH: list[int] = []  # the epoch at whose end this process's run stops (``trained_to``); empty: its last
+
+
+@contextlib.contextmanager
+def trained_to(epoch: int | None):
+    """Within the block a run stops at the end of ``epoch`` (counted from 1), or where it is past it, raising
+    ``EpochStop`` before it trains another step (``stop_at_epoch``); None: the run trains to its end."""
+    LAST_EPOCH[:] = [] if epoch is None else [epoch]
+    try:
+        yield
+    finally:
+        LAST_EPOCH.clear()
+
+
+def stop_at_epoch(epochs_done: int) -> None:
+    """At an epoch's start, with ``epochs_done`` epochs trained and checkpointed: ``EpochStop`` where ``trained_to``
+    ends the run there."""
+    if LAST_EPOCH and epochs_done >= LAST_EPOCH[0]:
+        raise EpochStop(f"stopped at the end of epoch {epochs_done}")
+
+
 @contextlib.contextmanager
 def deferred_stops():
     """Hold a Ctrl-C or SIGTERM back until the block ends, then deliver it as it would have been.

@@ -8,7 +8,9 @@ where forking a threaded process is unsafe), long-lived workers import them once
 runs one after another (``spawn_workers``), with the same outcomes. Workers
 die with the study (``worker.die_with_study``); Ctrl-C or SIGTERM stops them cleanly
 (``worker.INTERRUPTED``) and their runs stay resumable. A worker that ends without a result is
-told apart here: stopped from outside (its run stays pending), or failed (its failure recorded).
+told apart here: stopped by its study (``stop_when``, or at its job's last epoch, ``RunSpec.last_epoch``), from
+outside (its run stays pending), or failed (its failure recorded). What on_done gets for a run that earlier
+processes trained too holds their time (``phases.EARLIER_WALL``, read from its checkpoint as its worker starts).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peftlab.config.schema import to_dict
+from peftlab.study.phases import EARLIER_WALL
 from peftlab.study.spec import RunSpec
 from peftlab.training.run_result import failure, read_result, write_result
 from peftlab.utils.errors import STORAGE_ERRORS, deferred_stops
@@ -173,7 +176,8 @@ def run_local(
     Ctrl-C or SIGTERM of the study, or a worker stopped by one, stops every worker cleanly and
     raises KeyboardInterrupt: the interrupted runs stay resumable. ``stop_when(spec, run_dir)``,
     asked about each running job every ``POLL_SECONDS`` (a halving search's pruner), stops a job
-    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``. Jobs that
+    the same way when it says so; that job's ``on_done`` gets ``{"status": "stopped"}``, as does one whose run
+    stopped at its ``last_epoch`` (a rung's, ``worker.AT_LAST_EPOCH``). Jobs that
     ``on_done`` appends to ``jobs`` are run too (``side_by_side``: searches add trials as others end).
     Each run in a process forked from the forkserver (``spawn_workers.run_spawned``: long-lived
     spawned workers, the same outcomes).
@@ -185,7 +189,7 @@ def run_local(
     ctx = worker_context(preload=preload_for(jobs))
     taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
-    started: dict[int, float] = {}  # when each running job's worker started (a stopped run's wall time)
+    started: dict[int, tuple[float, float]] = {}  # each running job's worker: when it started, ``earlier_wall``
     free_positions = list(range(1, workers + 1))
     gpus = gpus or [None] * workers
     stopping: set[int] = set()
@@ -198,13 +202,22 @@ def run_local(
                 proc = ctx.Process(
                     target=process_main,
                     name=f"peftlab-{spec.run_id}",
-                    args=(to_dict(spec.config), str(run_dir), progress, position, os.getpid(), gpus[position - 1]),
+                    args=(
+                        to_dict(spec.config),
+                        str(run_dir),
+                        progress,
+                        position,
+                        os.getpid(),
+                        gpus[position - 1],
+                        spec.last_epoch,
+                    ),
                 )
+                earlier = earlier_wall(run_dir)  # before its worker writes a checkpoint
                 # held: a Ctrl-C in the middle of the start closed the forkserver's socket while it read
                 # the new worker's descriptors, and it printed an EOFError traceback under the study's line
                 start_held(proc)
                 running[proc.sentinel] = (spec, run_dir, proc, position)
-                started[proc.sentinel] = time.perf_counter()
+                started[proc.sentinel] = (time.perf_counter(), earlier)
             ended = multiprocessing.connection.wait(list(running), timeout=POLL_SECONDS if stop_when else None)
             if stop_when is not None:
                 stop_asked(running, ended, stopping, stop_when)
@@ -214,8 +227,9 @@ def run_local(
                 free_positions.append(position)
                 stopped = sentinel in stopping
                 stopping.discard(sentinel)  # a later worker's sentinel may reuse its number: never stopped unasked
-                wall = time.perf_counter() - started.pop(sentinel)
-                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped=stopped, wall=wall))
+                began, earlier = started.pop(sentinel)
+                wall = time.perf_counter() - began
+                on_done(spec, worker_outcome(spec, run_dir, proc.exitcode, stopped, wall=wall, earlier=earlier))
     except KeyboardInterrupt:
         stop_processes([proc for _, _, proc, _ in running.values()])
         raise
@@ -234,17 +248,20 @@ def stop_asked(
             stopping.add(sentinel)
 
 
-def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: bool, wall: float = 0.0) -> dict:
-    """What ``on_done`` gets for a worker that ended with ``exitcode``: its run's result, or where it
-    wrote none, why (stopped by ``stop_when``, by another process's lock, by an outside cause), or
-    its failure, recorded here. A worker interrupted by Ctrl-C raises KeyboardInterrupt."""
-    from peftlab.study.executors.worker import IN_USE, INTERRUPTED
+def worker_outcome(
+    spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: bool, wall: float = 0.0, earlier: float = 0.0
+) -> dict:
+    """What ``on_done`` gets for a worker that ended with ``exitcode`` after ``wall`` seconds: its run's result,
+    or where it wrote none, why (stopped by ``stop_when`` or at its job's last epoch, by another process's lock, by
+    an outside cause), or its failure, recorded here; ``earlier``: its run's earlier processes' wall seconds
+    (``earlier_wall``), added as ``EARLIER_WALL``. A worker interrupted by Ctrl-C raises KeyboardInterrupt."""
+    from peftlab.study.executors.worker import AT_LAST_EPOCH, IN_USE, INTERRUPTED
 
     result = read_result(run_dir)
     if result is not None:
-        return result
-    if stopped:
-        return stopped_outcome(run_dir, wall)
+        return {**result, EARLIER_WALL: earlier} if earlier else result
+    if stopped or exitcode == AT_LAST_EPOCH:
+        return stopped_outcome(run_dir, wall, earlier)
     if exitcode == INTERRUPTED:  # Ctrl-C reaches the workers too
         raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
     if exitcode == IN_USE:  # `peftlab train` on it elsewhere: not ours
@@ -270,19 +287,36 @@ def worker_outcome(spec: RunSpec, run_dir: Path, exitcode: int | None, stopped: 
     return result
 
 
-def stopped_outcome(run_dir: Path, wall: float) -> dict:
-    """A run stopped by ``stop_when`` (a search's rung or pruner): ``{"status": "stopped"}`` with the time it spent,
-    ``timing`` as a result's: training and validation from its checkpoint (kept across resumes; the steps after it,
-    which the stop threw away, left out), and ``wall`` seconds, its worker's, measured here (the run wrote none)."""
+def earlier_wall(run_dir: Path) -> float:
+    """The wall seconds of the processes that trained the run in ``run_dir`` so far, each up to its last checkpoint
+    (its checkpoint's ``wall_seconds``; 0.0 without one, or from before it was kept): read as a worker starts, the
+    time of the processes before it. A run without a checkpoint costs no torch import here."""
+    if not (run_dir / "checkpoint").is_dir():
+        return 0.0
+    from peftlab.training.checkpoint import spent_seconds
+
+    spent = spent_seconds(run_dir / "checkpoint")
+    return spent[2] if spent is not None and spent[2] is not None else 0.0
+
+
+def stopped_outcome(run_dir: Path, wall: float | None = None, earlier: float = 0.0) -> dict:
+    """A run stopped by its search (``stop_when``, a rung's last epoch): ``{"status": "stopped"}`` with the time it
+    spent, ``timing`` as a result's: training and validation from its checkpoint (kept across resumes; the steps
+    after it, which a pruner's stop threw away, left out), ``wall`` seconds, its last process's, measured by the
+    executor (the run wrote none), and ``earlier``, its processes' before that one (``EARLIER_WALL``). Without
+    ``wall`` (a run stopped in an earlier call of the study), the checkpoint's wall seconds: every process's up to
+    its last checkpoint (none from a checkpoint from before they were kept: its time then not counted)."""
     from peftlab.training.checkpoint import spent_seconds
 
     spent = spent_seconds(run_dir / "checkpoint")
     if spent is None:  # stopped before its first checkpoint: nothing it kept to count
         return {"status": "stopped"}
-    return {
-        "status": "stopped",
-        "timing": {"train_seconds": spent[0], "val_seconds": spent[1], "wall_seconds": round(wall, 3)},
-    }
+    train, val, kept = spent
+    if wall is None:
+        timing = {"train_seconds": train, "val_seconds": val}
+        return {"status": "stopped", "timing": timing if kept is None else {**timing, "wall_seconds": kept}}
+    timing = {"train_seconds": train, "val_seconds": val, "wall_seconds": round(wall, 3)}
+    return {"status": "stopped", "timing": timing, **({EARLIER_WALL: earlier} if earlier else {})}
 
 
 def outside_cause(exitcode: int | None) -> str | None:

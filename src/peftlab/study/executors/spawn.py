@@ -25,6 +25,7 @@ from peftlab.config.schema import to_dict
 from peftlab.study.executors.local import (
     POLL_SECONDS,
     PRELOAD,
+    earlier_wall,
     start_held,
     stop_processes,
     worker_context,
@@ -96,7 +97,7 @@ def run_spawned(
     ctx = worker_context("spawn")
     taken = 0  # jobs started, in order
     busy: dict[Worker, tuple[RunSpec, Path, int]] = {}
-    started: dict[Worker, float] = {}  # when each busy worker was sent its run (a stopped run's wall time)
+    started: dict[Worker, tuple[float, float]] = {}  # when each busy worker was sent its run, ``earlier_wall``
     free_positions = list(range(1, workers + 1))
     gpus = gpus or [None] * workers
     stopping: set[Worker] = set()
@@ -108,7 +109,7 @@ def run_spawned(
                 position = free_positions.pop(0)
                 worker = take_worker(ctx, gpus[position - 1])
                 busy[worker] = (spec, run_dir, position)  # first: a Ctrl-C from here on stops it
-                started[worker] = time.perf_counter()
+                started[worker] = (time.perf_counter(), earlier_wall(run_dir))
                 send_run(worker, spec, run_dir, progress, position)
             waited = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
             ready = set(multiprocessing.connection.wait(waited, timeout=POLL_SECONDS if stop_when else None))
@@ -121,8 +122,9 @@ def run_spawned(
             for worker in ended:
                 spec, run_dir, position = busy.pop(worker)
                 free_positions.append(position)
-                code, wall = end_of_run(worker, keep=worker not in stopping), time.perf_counter() - started.pop(worker)
-                on_done(spec, worker_outcome(spec, run_dir, code, stopped=worker in stopping, wall=wall))
+                code, (began, earlier) = end_of_run(worker, keep=worker not in stopping), started.pop(worker)
+                wall = time.perf_counter() - began
+                on_done(spec, worker_outcome(spec, run_dir, code, worker in stopping, wall=wall, earlier=earlier))
     except KeyboardInterrupt:
         stop_processes([w.proc for w in [*busy, *IDLE]])
         IDLE.clear()
@@ -132,7 +134,7 @@ def run_spawned(
 def send_run(worker: Worker, spec: RunSpec, run_dir: Path, progress: bool, position: int) -> None:
     """Send a run; a worker that died since it was found alive ends the run as if it died during it."""
     try:
-        worker.conn.send((to_dict(spec.config), str(run_dir), progress, position))
+        worker.conn.send((to_dict(spec.config), str(run_dir), progress, position, spec.last_epoch))
     except OSError:  # its pipe is closed: the worker is gone, and its sentinel says so
         pass
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from peftlab.config.schema import RunConfig, from_dict
 from peftlab.study.executors.gpus import use_gpu
 from peftlab.training.run_result import Execution, RunResult, execution_here, failure, read_result, write_result
-from peftlab.utils.errors import ignore_further_stops, stops_unwrapped, take_stops
+from peftlab.utils.errors import EpochStop, ignore_further_stops, stops_unwrapped, take_stops, trained_to
 from peftlab.utils.files import printable, write_json_atomic
 from peftlab.utils.libraries import quiet_libraries, without_bitsandbytes
 from peftlab.utils.locks import DirectoryInUse, wait_until_free
@@ -30,6 +30,7 @@ STUDY_PID = "PEFTLAB_STUDY_PID"  # set while a study starts its forkserver or a 
 INTERRUPTED = 130  # exit code of a worker stopped by Ctrl-C or SIGTERM: no result, its run stays resumable
 IN_USE = 75  # exit code of a worker whose run directory another process is training: it writes nothing
 FULL_DISK = 74  # exit code of a worker stopped by a full file system or quota: no result, its run stays pending
+AT_LAST_EPOCH = 76  # exit code of a worker whose run stopped at its job's last epoch (a rung's): no result, resumable
 DISK_FULL_ERRORS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
 WORKER_LOG = "worker.log"  # a local worker's stderr, in its run directory (the study's terminal shows one line)
 
@@ -133,10 +134,16 @@ def ended(pid: int) -> bool:
 
 
 def execute_run(
-    config: dict, run_dir: str, progress: bool = False, position: int = 1, execution: Execution | None = None
+    config: dict,
+    run_dir: str,
+    progress: bool = False,
+    position: int = 1,
+    execution: Execution | None = None,
+    last_epoch: int | None = None,
 ) -> None:
     """Train (or resume, or skip if done) one run; every failure ends up in result.json, with ``execution`` (the
-    executor's job that trains it: ``job_execution``).
+    executor's job that trains it: ``job_execution``). With ``last_epoch`` (``RunSpec.last_epoch``: a rung's job)
+    the run stops at that epoch's end, its checkpoint written, and exits with status ``AT_LAST_EPOCH``.
 
     The run uses the threads its config says (``train.threads``), never a number that depends
     on how many runs share the machine. An interruption (Ctrl-C, SIGTERM) records nothing: it
@@ -147,8 +154,10 @@ def execute_run(
 
     cfg = from_dict(RunConfig, config)
     try:
-        with stops_unwrapped():
+        with stops_unwrapped(), trained_to(last_epoch):
             train(cfg, Path(run_dir), progress=progress, position=position, execution=execution)
+    except EpochStop:  # where its job ends, resumable: nothing recorded
+        raise SystemExit(AT_LAST_EPOCH) from None
     except KeyboardInterrupt:
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
@@ -199,11 +208,17 @@ def log_stderr_to(run_dir: str) -> None:
 
 
 def process_main(
-    config: dict, run_dir: str, progress: bool, position: int, study_pid: int, gpu: str | None = None
+    config: dict,
+    run_dir: str,
+    progress: bool,
+    position: int,
+    study_pid: int,
+    gpu: str | None = None,
+    last_epoch: int | None = None,
 ) -> None:
     """Entry point of a local worker process (its progress bars, when shown, on the study's terminal).
-    It trains this one run on ``gpu`` (``gpus.use_gpu``): one whose base is not quantized never imports
-    bitsandbytes."""
+    It trains this one run on ``gpu`` (``gpus.use_gpu``), to ``last_epoch`` (``execute_run``): one whose base is
+    not quantized never imports bitsandbytes."""
     use_gpu(gpu)
     if config["quant"]["mode"] == "none":
         without_bitsandbytes()
@@ -212,7 +227,7 @@ def process_main(
         take_interrupts()
         if not progress:
             log_stderr_to(run_dir)
-        execute_run(config, run_dir, progress, position, execution_here("local"))
+        execute_run(config, run_dir, progress, position, execution_here("local"), last_epoch)
     except KeyboardInterrupt:  # while it started: nothing to record
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
@@ -233,14 +248,14 @@ def serve_runs(conn, study_pid: int, preload: tuple[str, ...], gpu: str | None =
         take_interrupts()
         while True:
             try:
-                config, run_dir, progress, position = conn.recv()
+                config, run_dir, progress, position, last_epoch = conn.recv()
             except EOFError:  # the study has no run left for it
                 return
             os.dup2(terminal, 2)
             if not progress:
                 log_stderr_to(run_dir)
             try:
-                execute_run(config, run_dir, progress, position, execution_here("local"))
+                execute_run(config, run_dir, progress, position, execution_here("local"), last_epoch)
                 code = 0
             except SystemExit as stop:
                 code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1

@@ -13,15 +13,18 @@ Successive halving over the grid's points, the same rule for every configuration
   ``ceil(n / reduction_factor)`` of all the scores at that rung so far.
 
 So each configuration gets the same budget: ``trials`` trials, each trained to the first rung, and
-the same fraction of them at each later rung. The decisions read the scores alone: a stopped trial's
-run stays resumable (stopped after its rung's checkpoint), a survivor's run resumes from it and ends
-with the bits an uninterrupted run has, and a search killed anywhere decides the same when started
-again, with any number of workers. A pruned trial is never chosen; the edge rule follows completed
+the same fraction of them at each later rung. The decisions read the scores alone: a trial's run is
+trained to a rung as a job that ends at the rung's epoch (``RunSpec.last_epoch``: the training loop
+stops at that epoch's end, its checkpoint written, before another step), so it stays resumable and
+trains not one step past the rung; a survivor's run resumes from that checkpoint and ends with the bits
+an uninterrupted run has, and a search killed anywhere decides the same when started again, with any
+number of workers. A pruned trial is never chosen; the edge rule follows completed
 trials only. A trial whose run ended before a rung (failed, diverged) is told so as in any grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Generator
@@ -103,31 +106,6 @@ def records(path: Path) -> list[dict]:
     return out
 
 
-class RungWatch:
-    """``stop_when`` of a rung: stops a trial's run once its rung's evaluation is recorded and the
-    checkpoint after it written (a later record, or a checkpoint newer than the records), so that a
-    survivor resumes from the rung's end."""
-
-    def __init__(self, rung: int):
-        self.rung = rung
-
-    def __call__(self, spec, run_dir: Path) -> bool:
-        found = records(run_dir / "metrics.jsonl")
-        at = next(
-            (i for i, r in enumerate(found) if r.get("kind") == "epoch" and r.get("epoch") == self.rung - 1), None
-        )
-        if at is None:
-            return False
-        if at < len(found) - 1:
-            return True
-        try:
-            return (run_dir / "checkpoint" / "last.pt").stat().st_mtime_ns >= (
-                run_dir / "metrics.jsonl"
-            ).stat().st_mtime_ns
-        except OSError:
-            return False
-
-
 def kept(number: int, reached: dict[int, float], grid: int, factor: int, minimize: bool) -> bool:
     """Whether trial ``number`` goes on past a rung: ``reached`` holds the rung's score of every trial
     that reached it; the trial's cohort is the grid, or for an added trial every trial up to it."""
@@ -140,8 +118,8 @@ def most_epochs(search, epochs: int) -> list[int]:
     """The most epochs each trial of ``search`` (its runs ``epochs`` long) can train, before it starts: with rungs,
     of a grid's ``n`` points all reach the first rung and ``ceil(n / reduction_factor)`` go on past each (exactly
     that many where every trial reaches every rung: a trial that fails first shrinks its cohort), and each point added
-    after the grid may rank among the best at each rung, so it counts whole; without rungs, every trial whole. (A
-    stopped run trains on while its stop lands, about ``local.POLL_SECONDS``: left out, as its steps are.)"""
+    after the grid may rank among the best at each rung, so it counts whole; without rungs, every trial whole (a
+    run stopped at a rung trains no step past it: ``train_to_rung``)."""
     if not search.rungs:
         return [epochs] * search.trials
     grid = len(search.proposals())
@@ -168,7 +146,7 @@ def rung_steps(
     ask: Callable[[int], Any],
     spec_of: Callable[[Any], Any],  # a trial -> its RunSpec
     say: Callable[[str], None],
-    ended: Callable[[Any, str], None],  # a pruned trial's run and where: it ends there (the runner counts it)
+    ended: Callable[[Any, Path, str], None],  # a pruned trial's run, its directory, where: it ends (counted)
 ) -> Generator[tuple, None, None]:
     """The rungs of a grid with ``rungs``: every waiting trial is asked (``ask(number)``), then at each rung
     its running trials train to the rung's end (one request to the executor) and those the rule does not
@@ -197,12 +175,13 @@ def rung_steps(
                 say(
                     f"tune {search.name}: trial {number} pruned at epoch {rung} ({search.metric}={reached[number]:.4f})"
                 )
-                ended(runs[number], f"pruned at epoch {rung}")
+                ended(runs[number], directory / "runs" / runs[number].run_id, f"pruned at epoch {rung}")
 
 
 def train_to_rung(search, directory: Path, alive: dict, runs: dict, rung: int):
-    """Train each trial's run to the end of epoch ``rung``, unless it is there or has finished; a run stopped
-    by an outside cause (a killed worker) is resumed once, a second time stops the search in one line."""
+    """Train each trial's run to the end of epoch ``rung`` and stop it there (its job's ``last_epoch``), unless it is
+    there or has finished; a run stopped by an outside cause (a killed worker) is resumed once, a second time stops
+    the search in one line."""
     for attempt in range(2):
         jobs = []
         for number, spec in runs.items():
@@ -210,11 +189,11 @@ def train_to_rung(search, directory: Path, alive: dict, runs: dict, rung: int):
             run_dir = directory / "runs" / spec.run_id
             scored = rung_score(run_dir, search.metric, rung, search.direction == "minimize") is not None
             if prepare_run(spec, run_dir) is None and not scored:
-                jobs.append((spec, run_dir))
+                jobs.append((dataclasses.replace(spec, last_epoch=rung), run_dir))
         if not jobs:
             return
         outcomes: dict[str, dict] = {}
-        yield jobs, (lambda spec, result, into=outcomes: into.update({spec.run_id: result})), RungWatch(rung)
+        yield jobs, (lambda spec, result, into=outcomes: into.update({spec.run_id: result})), None
         outside = [r.get("error") for r in outcomes.values() if r.get("status") == "pending"]
         if outside and attempt:
             raise UserError(
