@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from peftlab.analysis.paper.tuning_table import stability_words
-from peftlab.analysis.report.tuning_finals import search_certainty
 from peftlab.analysis.report.tuning_lines import certainty_lines
 from peftlab.analysis.stats.choice_stability import (
     SEED,
@@ -22,6 +21,7 @@ from peftlab.analysis.stats.choice_stability import (
     seed_deviations,
 )
 from peftlab.analysis.stats.trial_predictions import Unreadable, choice_certainty, read_losses
+from peftlab.analysis.stats.tuning_finals import search_certainty
 from peftlab.training import metrics
 from peftlab.training.outcome import write_losses
 from peftlab.training.run_result import LOSS_FIELDS, PREDICTION_FIELDS

@@ -30,7 +30,6 @@ from matplotlib.ticker import MaxNLocator
 
 from peftlab.analysis.figures.style import figure_name, neutral_entry, save_figure
 from peftlab.analysis.figures.ticks import searched_ticks
-from peftlab.analysis.report.tuning_finals import search_certainty
 from peftlab.analysis.report.tuning_lines import (
     _values,
     added_lines,
@@ -44,6 +43,7 @@ from peftlab.analysis.results.tuning_choices import borrowers, edge_choices, log
 from peftlab.analysis.results.units import natural_key, scale, unit, units
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.ties import coarse_validation
+from peftlab.analysis.stats.tuning_finals import search_certainty
 from peftlab.study.records import SELECTION, read_selection
 from peftlab.training.run_result import lower_is_better
 

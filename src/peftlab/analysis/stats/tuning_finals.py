@@ -1,4 +1,4 @@
-"""The final runs at a search's choice as its certainty reads them (``stats.trial_predictions.choice_certainty``):
+"""The final runs at a search's choice as its certainty reads them (``trial_predictions.choice_certainty``):
 their validation values of the search's metric, one per seed, whose spread is the seed's (``search_certainty``),
 and whether their data is text (its examples are then called sequences)."""
 
