@@ -207,17 +207,10 @@ def _predictions(record: dict, directory: Path, trials: list[dict]) -> list[tupl
                 f"a causal LM's validation top-1 is per token, and its trials keep each sequence's loss ({VAL_LOSSES})"
             )
         return "its trials ran before peftlab kept their validation predictions"
-    if isinstance(kept, str):
-        return kept
-    out = []
-    for k in range(len(kept[0])):  # per tuning seed: every trial on the same validation examples
-        labels = kept[0][k]["label"]
-        if any(len(runs[k]) != len(labels) or not np.array_equal(runs[k]["label"], labels) for runs in kept):
-            return "its trials were scored on different validation examples"
-        if len(labels) == 0:
-            return "its validation split is empty"
-        out.append((labels, np.stack([runs[k]["predicted"] for runs in kept])))
-    return out
+    aligned = kept if isinstance(kept, str) else _aligned(kept, "label", "examples")
+    if isinstance(aligned, str):
+        return aligned
+    return [(labels, np.stack([runs[k]["predicted"] for runs in kept])) for k, labels in enumerate(aligned)]
 
 
 def _losses(record: dict, directory: Path, trials: list[dict]) -> list[tuple] | str:
@@ -226,16 +219,23 @@ def _losses(record: dict, directory: Path, trials: list[dict]) -> list[tuple] | 
     kept = _kept(record, directory, trials, read_losses)
     if kept is None:
         return f"its trials ran before peftlab kept their validation sequences' losses ({VAL_LOSSES})"
-    if isinstance(kept, str):
-        return kept
-    out = []
-    for k in range(len(kept[0])):  # per tuning seed: every trial on the same validation sequences
-        tokens = kept[0][k]["tokens"]
-        if any(len(runs[k]) != len(tokens) or not np.array_equal(runs[k]["tokens"], tokens) for runs in kept):
-            return "its trials were scored on different validation sequences"
-        if len(tokens) == 0:
+    aligned = kept if isinstance(kept, str) else _aligned(kept, "tokens", "sequences")
+    if isinstance(aligned, str):
+        return aligned
+    if not all(tokens.any() for tokens in aligned):
+        return "its validation sequences have no scored token"
+    return [(np.stack([runs[k]["nll"] for runs in kept]), tokens) for k, tokens in enumerate(aligned)]
+
+
+def _aligned(kept: list[list[np.ndarray]], key: str, noun: str) -> list[np.ndarray] | str:
+    """Per tuning seed, the first trial's ``key`` column (labels, a sequence's tokens), where every trial's kept
+    file holds the same (the same validation ``noun`` in the same order); or why the trials cannot be compared."""
+    columns = []
+    for k in range(len(kept[0])):  # per tuning seed: every trial on the same validation examples
+        column = kept[0][k][key]
+        if any(len(runs[k]) != len(column) or not np.array_equal(runs[k][key], column) for runs in kept):
+            return f"its trials were scored on different validation {noun}"
+        if len(column) == 0:
             return "its validation split is empty"
-        if not tokens.any():
-            return "its validation sequences have no scored token"
-        out.append((np.stack([runs[k]["nll"] for runs in kept]), tokens))
-    return out
+        columns.append(column)
+    return columns
