@@ -2,7 +2,10 @@
 branch, the one in which an Intel Xeon's and AMD EPYCs' training steps agree: benchmarks/step_probe.py, issue 80),
 under the former pin (MKL's AVX2 branch, which an AMD CPU takes as AUTO), faster and vendor-dependent, and under the
 candidate pin ``onednn`` (the pin's switches with every Linear's products through oneDNN: ``models.products``), which
-becomes the pin where two vendors' step records of it agree (benchmarks/pin_candidates.sh).
+becomes the pin where two vendors' step records of it agree (benchmarks/pin_candidates.sh). ``unpinned_avx2`` is the
+CPU's own arithmetic held to AVX2 (MKL's AVX2 branch, oneDNN and ATen capped, no STRICT, the unfused AdamW): on a CPU
+with AVX-512 it stands in for the unpinned step of an AVX2-only one, against which any pin capped at AVX2 is compared
+without the wider vectors it gives up by construction.
 
 MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes whose switches differ cannot
 share a process as the other figures' steps do: each repetition starts one process per set of switches, in an order
@@ -26,17 +29,24 @@ from peftlab.bench.common import ratios
 from peftlab.utils.cpu import PINNED
 
 # each mode's switches over an environment without the pin's
-MODES = {"unpinned": {}, "pinned": PINNED, "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"}, "onednn": PINNED}
+MODES = {
+    "unpinned": {},
+    "unpinned_avx2": {**PINNED, "MKL_CBWR": "AVX2"},
+    "pinned": PINNED,
+    "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"},
+    "onednn": PINNED,
+}
 # the processes a repetition starts; the pinned one times the modes of its switches whose steps run inside
 # models.products.onednn_products too
-PROCESSES = {"unpinned": (), "pinned": ("onednn",), "avx2": ()}
+PROCESSES = {"unpinned": (), "unpinned_avx2": (), "pinned": ("onednn",), "avx2": ()}
 METHODS = ("full", "lora")
 WARMUP, TIMED = 2, 5
 
 
 def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, repeats: int) -> dict:
     """Per method: each mode's median CPU and wall milliseconds a step, and pinned / unpinned and avx2 (the former
-    pin) / unpinned CPU time over the repetitions; per mode, the branch MKL reported."""
+    pin) / unpinned CPU time over the repetitions, the pin's and the candidate's against unpinned_avx2 too; per mode,
+    the branch MKL reported."""
     source = str(Path(__file__).resolve().parents[2])  # the peftlab this process runs, for the children
     base = {k: v for k, v in os.environ.items() if k not in PINNED}
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [source, base.get("PYTHONPATH")])))
@@ -70,6 +80,8 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
             "avx2_vs_unpinned": ratios(cpu, "avx2", "unpinned"),
             "onednn_vs_unpinned": ratios(cpu, "onednn", "unpinned"),
             "onednn_vs_pinned": ratios(cpu, "onednn", "pinned"),
+            "onednn_vs_unpinned_avx2": ratios(cpu, "onednn", "unpinned_avx2"),
+            "pinned_vs_unpinned_avx2": ratios(cpu, "pinned", "unpinned_avx2"),
         }
     return figure
 
@@ -92,7 +104,7 @@ def time_steps(model: str | dict, img_size: int | None, batch: int, dtype: str, 
     torch.manual_seed(0)
     images, labels = torch.randn(batch, 3, size, size), torch.arange(batch) % 10
     out = {"mkl_branch": mkl_branch(), "own": {}, **({"oneDNN": {}} if onednn else {})}
-    pinned = "MKL_CBWR" in os.environ  # either pin: the fused AdamW a reproducible run takes
+    pinned = os.environ.get("MKL_CBWR", "").endswith("STRICT")  # a pin: the fused AdamW a reproducible run takes
     for method in METHODS:
         for products in [name for name in ("own", "oneDNN") if name in out]:
             trainer = Trainer(make_cfg(model, img_size, method), images, labels, dtype, reproducible=pinned)

@@ -245,6 +245,15 @@ def pin_rows(report: dict) -> list[Row]:
                 ),
                 ("   candidate oneDNN products / pinned", spread_text(f["onednn_vs_pinned"]), ""),
             ]
+        if "onednn_vs_unpinned_avx2" in f:  # the CPU's own arithmetic held to AVX2: an AVX2-only CPU's unpinned step
+            rows += [
+                (
+                    f"   unpinned at AVX2 ({f['unpinned_avx2_cpu_ms']:.1f} ms): pinned / it",
+                    spread_text(f["pinned_vs_unpinned_avx2"]),
+                    "",
+                ),
+                ("   candidate oneDNN products / unpinned at AVX2", spread_text(f["onednn_vs_unpinned_avx2"]), ""),
+            ]
     return rows
 
 
