@@ -166,6 +166,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypa
         assert torch.equal(a[key], b[key]), key
     assert training_records(tmp_path / "straight") == training_records(tmp_path / "resumed")
     assert resumed["metrics"] == reference["metrics"]
+    # the crashed process's time up to its last checkpoint, which a study's phases count with the last one's
+    assert reference["timing"]["earlier_wall_seconds"] == 0 < resumed["timing"]["earlier_wall_seconds"]
     if method in ("adalora", "adaptive"):  # the controller's state came back with the checkpoint
         assert resumed["ranks"] == reference["ranks"]
         history = (tmp_path / "straight" / "importance.jsonl").read_text()

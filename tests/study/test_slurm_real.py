@@ -34,6 +34,8 @@ from test_executors import (
 from test_runner import BASE, cli_study_here, results_by_run, study_here, write_study
 from testkit import REPO, cpu_seconds, needs_fashion_mnist
 
+from peftlab.study.phases import read_phases
+
 pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
 
 INSTALL = REPO / "scripts" / "install-slurm.sh"
@@ -328,6 +330,9 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
     assert_same_results(out, uninterrupted)
     (result,) = results_by_run(out).values()
     assert result["execution"] == execution("submitit", task, attempt=2)  # its second life finished the run
+    earlier = result["timing"]["earlier_wall_seconds"]  # its first life, up to the checkpoint the second resumed from
+    (phase,) = [p for p in read_phases(out) if p["phase"] == "final runs"]
+    assert earlier > 0 and phase["run_seconds"] == pytest.approx(result["timing"]["wall_seconds"] + earlier, abs=2e-3)
 
 
 def assert_resumed(out: Path, pattern: str = "runs/*/metrics.jsonl") -> None:

@@ -6,11 +6,13 @@ the phase ends, stopped or not; the lines of earlier calls stay. A line holds th
 the workers and executor it ran on, and the runs that ended in it with their summed times from their results:
 training and validation (``timing.train_seconds + timing.val_seconds``, kept across a resume) and the whole run
 (``timing.wall_seconds``: building the model, reading the data, testing and the merge check too, in the run's
-last process, plus, on the local executor, its earlier processes', each up to its last checkpoint: the
-``wall_seconds`` its checkpoint held when the last one started, ``EARLIER_WALL``). A run stopped and resumed (a
-killed worker, Ctrl-C, a rung's survivor) is one run, counted once, in the call that ends it, with the time of
-every process that trained it, in this call or an earlier one: so a call's line may hold time spent in an earlier
-call, whose line left that run out, and the sums over the calls count each run once.
+last process, plus its earlier processes', each up to its last checkpoint: ``timing.earlier_wall_seconds``, the
+``wall_seconds`` of the checkpoint the last one resumed from, on every executor; a run that ended without a result,
+on the local executor, ``EARLIER_WALL``, the same read from its checkpoint as its last worker started). A run
+stopped and resumed (a killed worker, Ctrl-C, a rung's survivor, a requeued Slurm job) is one run, counted once, in
+the call that ends it, with the time of every process that trained it, in this call or an earlier one: so a call's
+line may hold time spent in an earlier call, whose line left that run out, and the sums over the calls count each
+run once.
 
 A trial run that its search stopped and pruned (a grid's rung, halving's pruner) writes no result: it ends when
 pruned, with what its checkpoint kept (``local.stopped_outcome``: training and validation; its last process's wall
@@ -69,10 +71,11 @@ class Phase:
 
     def count(self, result: dict) -> None:
         """Add a run that ended (its result.json, or the result on_done got: ``EARLIER_WALL`` too) if it says how
-        long it ran."""
+        long it ran: its earlier processes' time is its result's own record of it (every executor) or, for one
+        without it (stopped, or of an earlier version), ``EARLIER_WALL`` (the local executor's)."""
         timing = result.get("timing") or {}
         seconds = [timing.get(key) for key in ("wall_seconds", "train_seconds", "val_seconds")]
-        earlier = result.get(EARLIER_WALL, 0.0)
+        earlier = timing.get("earlier_wall_seconds", result.get(EARLIER_WALL, 0.0))
         if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in [*seconds, earlier]):
             self.runs += 1
             self.run_seconds += float(seconds[0] + earlier)

@@ -214,7 +214,9 @@ def result_record(
             trainable_state_bytes=metrics.trainable_state_bytes(opt.trainable, opt.optimizer),
             estimate=built.memory_estimate,
         ),  # peftlab.training.preflight, before the first step
-        timing=timing(pos, test, state.started, text=getattr(data.spec, "img_size", None) is None),
+        timing=timing(
+            pos, test, state.started, state.earlier_wall_seconds, text=getattr(data.spec, "img_size", None) is None
+        ),
         warnings=tuner.warnings()
         + merge_warnings(evaluations["merge"])
         + slow_validation(
@@ -260,8 +262,9 @@ def metrics_record(val: dict, test: dict, merged_test: dict | None, best_val: fl
     )
 
 
-def timing(pos: Position, test: dict, started: float, text: bool) -> Timing:
-    """The run's seconds and throughput: a text run's in tokens (padding left out), an image run's in images."""
+def timing(pos: Position, test: dict, started: float, earlier: float | None, text: bool) -> Timing:
+    """The run's seconds and throughput: a text run's in tokens (padding left out), an image run's in images;
+    ``earlier``: the wall seconds of its processes before this one (None: it resumed from no checkpoint)."""
     train = pos.tokens_seen if text else pos.images_seen
     per_second = train / pos.train_seconds if pos.train_seconds else None
     return Timing(
@@ -272,6 +275,7 @@ def timing(pos: Position, test: dict, started: float, text: bool) -> Timing:
         eval_tokens_per_second=test["tokens_per_second"],
         val_seconds=pos.val_seconds,
         wall_seconds=time.perf_counter() - started,
+        earlier_wall_seconds=round(earlier or 0.0, 3),
     )
 
 

@@ -114,6 +114,9 @@ class Timing(TypedDict):
     eval_tokens_per_second: NotRequired[float | None]
     val_seconds: float  # time in validation passes
     wall_seconds: float  # the whole run in this process, data loading and testing included
+    # the run's processes before this one, each up to its last checkpoint (the wall_seconds of the checkpoint this one
+    # resumed from): 0 for a run trained in one process; absent in a result.json of an earlier version
+    earlier_wall_seconds: NotRequired[float]
 
 
 class Merge(TypedDict, total=False):

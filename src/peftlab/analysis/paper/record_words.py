@@ -83,6 +83,8 @@ def superseded_words(study_dir) -> str:
 
 
 def superseded_seconds(run_dir) -> float:
-    """The run time a superseded run's result.json records (phases.jsonl counted it when it ended)."""
-    seconds = (read_result(run_dir).get("timing") or {}).get("wall_seconds")
-    return float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 0.0
+    """The run time a superseded run's result.json records, its earlier processes' with its last one's, as
+    phases.jsonl counted it when it ended."""
+    timing = read_result(run_dir).get("timing") or {}
+    seconds = [timing.get("wall_seconds"), timing.get("earlier_wall_seconds", 0.0)]
+    return sum(float(s) for s in seconds if isinstance(s, int | float) and not isinstance(s, bool))
