@@ -55,42 +55,49 @@ TICK_GAP = 2.0  # points (1/72 in) a tick label keeps from the next one on its a
 def thin_log_labels(fig) -> None:
     """On every log axis of ``fig``, the tick labels that would run into a neighbour left out (minor ones
     first, then the later of two majors), measured by the renderer after layout: "50K100K200K" in a narrow panel
-    becomes "50K 100K 200K" or "50K 200K". A dropped label's value prints "" through the axis' formatter."""
+    becomes "50K 100K 200K" or "50K 200K". A dropped label's value prints "" through the axis' formatter. The figure
+    is drawn once for all its axes (a draw lays out every panel: one a log axis took 0.3 to 0.45 s of a report's)."""
     from matplotlib.ticker import FuncFormatter
 
+    logs = [(axis, horizontal) for ax in fig.axes for axis, horizontal in ((ax.xaxis, True), (ax.yaxis, False))]
+    logs = [(axis, horizontal) for axis, horizontal in logs if axis.get_scale() == "log"]
+    if not logs:
+        return
     renderer = fig.canvas.get_renderer()
     gap = TICK_GAP * fig.dpi / 72
-    for ax in fig.axes:
-        for axis, horizontal in ((ax.xaxis, True), (ax.yaxis, False)):
-            if axis.get_scale() != "log":
-                continue
-            fig.canvas.draw()
-            low, high = sorted(axis.get_view_interval())
-            labels = []
-            for minor, ticks in ((False, axis.get_major_ticks()), (True, axis.get_minor_ticks())):
-                for tick in ticks:
-                    text = tick.label1
-                    value = tick.get_loc()
-                    if not text.get_visible() or not text.get_text() or not low <= value <= high:
-                        continue
-                    box = text.get_window_extent(renderer)
-                    span = (box.x0, box.x1) if horizontal else (box.y0, box.y1)
-                    labels.append((minor, value, span))
-            kept, dropped = [], set()
-            for _, value, span in sorted(labels, key=lambda item: (item[0], item[1])):  # majors first
-                if any(span[0] < other[1] + gap and other[0] < span[1] + gap for other in kept):
-                    dropped.add(value)
-                else:
-                    kept.append(span)
-            if not dropped:
-                continue
-            for getter, setter in (
-                (axis.get_major_formatter, axis.set_major_formatter),
-                (axis.get_minor_formatter, axis.set_minor_formatter),
-            ):
-                shown = getter()
+    fig.canvas.draw()
+    for axis, dropped in [(axis, crowded_labels(axis, horizontal, renderer, gap)) for axis, horizontal in logs]:
+        if not dropped:
+            continue
+        for getter, setter in (
+            (axis.get_major_formatter, axis.set_major_formatter),
+            (axis.get_minor_formatter, axis.set_minor_formatter),
+        ):
+            shown = getter()
 
-                def label(v, p, shown=shown, dropped=frozenset(dropped)):
-                    return "" if any(np.isclose(v, d, rtol=1e-9) for d in dropped) else shown(v, p)
+            def label(v, p, shown=shown, dropped=frozenset(dropped)):
+                return "" if any(np.isclose(v, d, rtol=1e-9) for d in dropped) else shown(v, p)
 
-                setter(FuncFormatter(label))
+            setter(FuncFormatter(label))
+
+
+def crowded_labels(axis, horizontal: bool, renderer, gap: float) -> set[float]:
+    """The values of ``axis``' drawn tick labels that come within ``gap`` pixels of one kept before them (majors
+    first, each kind from the lowest value up)."""
+    low, high = sorted(axis.get_view_interval())
+    labels = []
+    for minor, ticks in ((False, axis.get_major_ticks()), (True, axis.get_minor_ticks())):
+        for tick in ticks:
+            text = tick.label1
+            value = tick.get_loc()
+            if not text.get_visible() or not text.get_text() or not low <= value <= high:
+                continue
+            box = text.get_window_extent(renderer)
+            labels.append((minor, value, (box.x0, box.x1) if horizontal else (box.y0, box.y1)))
+    kept, dropped = [], set()
+    for _, value, span in sorted(labels, key=lambda item: (item[0], item[1])):  # majors first
+        if any(span[0] < other[1] + gap and other[0] < span[1] + gap for other in kept):
+            dropped.add(value)
+        else:
+            kept.append(span)
+    return dropped
