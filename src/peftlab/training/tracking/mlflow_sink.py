@@ -126,11 +126,11 @@ def attach_report(study_dir: Path, files: list[Path], base: Path) -> str | None:
     ``$MLFLOW_TRACKING_URI`` is set); each file keeps its path below ``base`` under ``report/``.
     Returns the parent run's id, or None when the study has no MLflow parent run.
     """
-    from mlflow.tracking import MlflowClient
-
     study_dir = Path(study_dir).resolve()
     if not os.environ.get("MLFLOW_TRACKING_URI") and not (study_dir / "mlflow.db").is_file():
-        return None
+        return None  # before MLflow's import, which costs a report that never tracked a second
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=store_uri({"store_dir": study_dir}))
     with locked(study_dir / "mlflow.lock"):
         experiments = [e.experiment_id for e in client.search_experiments()]
