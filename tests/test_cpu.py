@@ -69,6 +69,23 @@ def test_provenance_reads_the_branch_mkl_computes_in_and_leaves_stdout_alone():
         assert proc.stdout.splitlines()[-1] in expected and "MKL_VERBOSE" not in proc.stdout
 
 
+@x86
+def test_mkl_s_own_record_of_its_branch_is_what_its_verbose_line_says_without_its_clock_spin():
+    """``mkl_branch`` reads MKL's record (``mkl_serv_cbwr_get``); its verbose line, the older reading, prints the
+    same record but first spins on the CPU's clock until the next second: the same answer on this CPU under each
+    switch the pin, the former pin and the benches use (an AMD CPU keeps AUTO for AVX2: the same there too)."""
+    script = (
+        "import time, torch; from peftlab.utils import provenance as p; c = time.process_time(); "
+        "fast = p.mkl_branch(); spent = time.process_time() - c; print(fast, p.verbose_mkl_branch(), spent < 0.1)"
+    )
+    for branch in (None, "COMPATIBLE,STRICT", "AVX2,STRICT", "AVX,STRICT", "AVX2", "AUTO"):
+        env = {**ENV, **cpu.PINNED, "MKL_CBWR": branch} if branch else ENV
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        fast, verbose, quick = proc.stdout.split()
+        assert fast == verbose and quick == "True", (branch, proc.stdout)
+
+
 def test_reproducible_is_not_part_of_the_run_id():
     assert config_hash(load_config(overrides={"train": {"reproducible": True}})) == config_hash(load_config())
 

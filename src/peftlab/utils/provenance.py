@@ -82,11 +82,49 @@ def cpu_vendor() -> str | None:
     return None
 
 
+# MKL's code branches as its verbose mode names them (mkl_service.h's MKL_CBWR_* numbers; MKL stores the branch it
+# computes in: AVX,STRICT is kept as SSE4_2,STRICT on a CPU where MKL has no AVX branch), and its STRICT flag
+MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 7: "SSE4_1", 8: "SSE4_2", 10: "AVX2", 12: "AVX512"}
+MKL_STRICT = 0x10000
+
+
 def mkl_branch() -> str | None:
-    """The code branch MKL computes in, as its verbose line for one small matmul says (its ``CNR:`` field):
+    """The code branch MKL computes in, as its verbose line for a matmul names it (its ``CNR:`` field):
     ``COMPATIBLE,STRICT`` under train.reproducible's pin on either vendor (the former pin's AVX2 branch is
     ``AUTO,STRICT`` on an AMD CPU: MKL takes no instruction-set branch there), ``OFF`` unpinned. None without MKL or off
-    Linux. MKL prints to the C stdout: it is caught on a temporary file for the one matmul."""
+    Linux. Read from MKL's own record of it (``mkl_serv_cbwr_get``, which the verbose line prints); a number this
+    table does not name is asked of the verbose line itself (``verbose_mkl_branch``), which first measures the CPU's
+    clock for half a second on average, spinning, once a process: a study's every run paid it."""
+    import sys
+
+    import torch
+
+    if not sys.platform.startswith("linux") or not torch.backends.mkl.is_available():
+        return None
+    code = mkl_branch_code()
+    name = None if code is None else MKL_BRANCHES.get(code & ~MKL_STRICT)
+    if name is None:
+        return verbose_mkl_branch()
+    return name + (",STRICT" if code & MKL_STRICT else "")
+
+
+def mkl_branch_code() -> int | None:
+    """``mkl_serv_cbwr_get(MKL_CBWR_ALL)`` of the MKL inside torch (libtorch_cpu); None where it is not there."""
+    import ctypes
+
+    import torch
+
+    try:
+        get = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    return get(-1)  # MKL_CBWR_ALL: the branch and the STRICT flag
+
+
+def verbose_mkl_branch() -> str | None:
+    """``mkl_branch`` as MKL's verbose line for one small matmul says it. MKL prints to the C stdout: it is caught on a
+    temporary file for the one matmul."""
     import ctypes
     import re
     import sys
@@ -94,8 +132,6 @@ def mkl_branch() -> str | None:
 
     import torch
 
-    if not sys.platform.startswith("linux") or not torch.backends.mkl.is_available():
-        return None
     libc = ctypes.CDLL(None)
     sys.stdout.flush()
     saved = os.dup(1)
