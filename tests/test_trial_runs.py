@@ -26,6 +26,8 @@ def test_train_of_a_finished_trial_in_its_directory_shows_its_validation_accurac
     trial's own training ended in it too, exit 1, after writing its result)."""
     result = json.loads((trial / "result.json").read_text())
     assert result["metrics"]["test_top1"] is None and result["metrics"]["val_top1"] is not None
+    # its merge checked on validation, not timed: nothing reads a trial's latency (a final run's has it: test_train)
+    assert result["merge"]["ok"] and "merged_vs_adapter_latency_ratio" not in result["merge"]
     line = f"{trial}: completed  val top-1 {100 * result['metrics']['val_top1']:.2f}%, {NOT_TESTED}  trainable "
     assert (trial.parent / "first-train.txt").read_text().startswith(f"0\n{line}")
     proc = cli_here("train", str(trial / "config.yaml"), "--run-dir", str(trial), "--quiet")

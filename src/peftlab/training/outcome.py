@@ -88,9 +88,9 @@ def finish(
     # the deployable model: merged (re-quantized on a quantized base); None where the method's modules
     # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check
     deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
-    if deployable is not None and not tc.test:
+    if deployable is not None and not tc.test:  # a trial: its merge checked, not timed (nothing reads a trial's time)
         del deployable
-        merge = check_merge(tuner, test_split, s.device)
+        merge = check_merge(tuner, test_split, s.device, repeats=0)
     elif deployable is not None:
         merged_test = evaluate(
             deployable.to(s.device),
