@@ -22,19 +22,21 @@ same entries, where ``grad <name>`` is taken as each trainable parameter's gradi
 its model holds bitsandbytes layers, whose kernels choose their code by the CPU and which the pin does not reach.
 
 ``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's AVX2 branch
-(``avx2``, the pin until 2026-11-27) instead of the pin's COMPATIBLE branch, or every ``nn.Linear`` as ``x @ W^T``
-then ``+ b`` instead of MKL's ``addmm`` (it does not reach peftlab's fused q/k/v, which calls ``addmm`` itself), or
-every product of a Linear (forward and both backward products, peftlab's fused q/k/v and LoRA factors included)
-through oneDNN at the pin's AVX2 cap (``onednn``: ``peftlab.models.products``, a candidate pin about half the
-COMPATIBLE pin's cost; its Intel Xeon records are benchmarks/step_probe/intel-xeon-avx512-amx-onednn-*.json, and
-benchmarks/pin_candidates.sh records it on another CPU).
+(``avx2``, the pin until 2026-11-27), or every product in MKL's COMPATIBLE branch (``compatible``, the pin until
+2026-11-29), or every ``nn.Linear`` as ``x @ W^T`` then ``+ b`` instead of MKL's ``addmm`` (it does not reach
+peftlab's fused q/k/v, which calls ``addmm`` itself). The pin (``pin``, the same as ``onednn``) computes every
+product of a Linear (forward and both backward products, peftlab's fused q/k/v and LoRA factors included) through
+oneDNN at the pin's AVX2 cap (``peftlab.models.products``), at about half COMPATIBLE's cost.
 Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
 an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
-differ at 2 threads), bias apart or not; in its COMPATIBLE branch (``compatible``, now the pin) every entry agreed
-at 1 and 2 threads (AMD EPYC with AVX2 only against the Xeon's records), and so did every downstream step, QLoRA's
-included (an Intel Xeon host, 2026-11-28: benchmarks/intel-xeon-host/). Where bitsandbytes is not installed the
-QLoRA steps are recorded as skipped. The records named ``...-threadsN.json``
-without a variant, and ``bias-apart``, are the former pin's (``avx2``, ``avx2-bias-apart``).
+differ at 2 threads), bias apart or not; in its COMPATIBLE branch every entry agreed at 1 and 2 threads (AMD EPYC
+with AVX2 only against the Xeon's records), and so did every downstream step, QLoRA's included (an Intel Xeon host,
+2026-11-28: benchmarks/intel-xeon-host/). Under oneDNN's products (issue 87) an AMD EPYC with AVX-512 gave every entry
+of an Intel Xeon's records at 1 and 2 threads, every downstream step and QLoRA's included (2026-11-29:
+``amd-epyc-avx512bf16-onednn-downstream-threads{1,2}.json`` against ``intel-xeon-avx512-amx-onednn-*``); no AVX2-only
+CPU has recorded it yet (``bash benchmarks/pin_candidates.sh`` there). Where bitsandbytes is not installed the QLoRA
+steps are recorded as skipped. The records named ``...-threadsN.json`` without a variant, and ``bias-apart``, are
+the pin of 2026-11-27's (``avx2``, ``avx2-bias-apart``).
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ from peftlab.utils.cpu import PINNED  # torch-free: the variant's switches are s
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "configs" / "studies" / "default.yaml"
 # a variant: the switches it sets over the pin's, whether every nn.Linear adds its bias apart, and whether the
-# step's products go through oneDNN (peftlab.models.products, a candidate pin)
+# step's products go through oneDNN (peftlab.models.products, the pin's)
 VARIANTS = {
-    "pin": ({}, False, False),
+    "pin": ({}, False, True),
     "avx2": ({"MKL_CBWR": "AVX2,STRICT"}, False, False),
     "avx2-bias-apart": ({"MKL_CBWR": "AVX2,STRICT"}, True, False),
     "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, False),

@@ -1,11 +1,11 @@
-"""The candidate pin as a benchmark's switch (``PEFTLAB_PIN_PRODUCTS=onednn``, ``models.products.SWITCH``): a
-pinned run trains inside ``onednn_products`` and says so in ``provenance.arithmetic.products``, so its machine class
-is its own (never the header's, never "Intel or AMD": the candidate's agreement across vendors is not yet
-recorded); MKL's branch is still read through its own sgemm; an unpinned run ignores the switch; another value is
-a one-line error. The run is trained as a notebook trains it (``peftlab.train`` after torch ran unpinned), so through
-the API's pinned child, which is ``peftlab train`` started with the pin and the notebook's environment."""
+"""The pin's products (``models.products``): a pinned run trains inside ``onednn_products`` and says so in
+``provenance.arithmetic.products``; ``PEFTLAB_PIN_PRODUCTS=mkl`` (``models.products.SWITCH``) trains one with MKL's
+products, as runs before 2026-11-29 did, recorded without them. Both are vendor-free classes ("Intel or AMD"), and
+two classes: a run of one is never judged against records of the other. MKL's branch is still read through its own
+sgemm; an unpinned run ignores the switch; another value is a one-line error. The runs are trained as a notebook
+trains them (``peftlab.train`` after torch ran unpinned), so through the API's pinned child, which is ``peftlab
+train`` started with the pin and the notebook's environment."""
 
-import copy
 import json
 import os
 import subprocess
@@ -50,28 +50,59 @@ def train_from_notebook(tmp_path, name, switch) -> dict:
 @pytest.mark.e2e
 @needs_fashion_mnist()
 @pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
-def test_a_pinned_run_under_the_switch_records_the_candidate_and_is_a_class_of_its_own(tmp_path):
-    candidate = train_from_notebook(tmp_path, "candidate", "onednn")
-    arithmetic = candidate["provenance"]["arithmetic"]
-    assert candidate["status"] == "completed"
-    assert arithmetic["pinned"] is True and arithmetic["products"] == products.ONEDNN_PRODUCTS
-    assert arithmetic["mkl_branch"] == "COMPATIBLE,STRICT"  # read through MKL's own sgemm, past the mode
-    pin = copy.deepcopy(candidate)
-    pin["provenance"]["arithmetic"]["products"] = None  # the same run's record under MKL's products
-    theirs, mine = machine_class(pin), machine_class(candidate)
-    assert theirs != mine and theirs["cpu_vendor"] == "Intel or AMD"
-    assert mine["cpu_vendor"] == arithmetic["cpu_vendor"] and mine["products"] == products.ONEDNN_PRODUCTS
+def test_a_pinned_run_records_the_pins_products_and_the_former_pins_run_is_a_class_of_its_own(tmp_path):
+    pinned, former = train_from_notebook(tmp_path, "pinned", ""), train_from_notebook(tmp_path, "former", "mkl")
+    for record in (pinned, former):
+        assert record["status"] == "completed" and record["provenance"]["arithmetic"]["pinned"] is True
+        assert record["provenance"]["arithmetic"]["mkl_branch"] == "COMPATIBLE,STRICT"  # MKL's own sgemm, past the mode
+    assert pinned["provenance"]["arithmetic"]["products"] == products.ONEDNN_PRODUCTS
+    assert former["provenance"]["arithmetic"]["products"] is None
+    weights = [(tmp_path / name / "adapter.safetensors").read_bytes() for name in ("pinned", "former")]
+    assert weights[0] != weights[1]  # other products, other bits
+    mine, theirs = machine_class(pinned), machine_class(former)
+    assert mine != theirs and mine["cpu_vendor"] == theirs["cpu_vendor"] == "Intel or AMD"
     assert "products through oneDNN AVX2" in machine_class_text(mine)
+    assert "products through" not in machine_class_text(theirs)
+    arithmetic = pinned["provenance"]["arithmetic"]
     assert pinned_arithmetic(arithmetic).endswith("MKL COMPATIBLE,STRICT, products through oneDNN AVX2")
 
 
 def test_another_value_of_the_switch_is_a_one_line_error_naming_it(monkeypatch):
     monkeypatch.setenv(products.SWITCH, "mkl-avx512")
-    with pytest.raises(ConfigError, match=r"PEFTLAB_PIN_PRODUCTS='mkl-avx512': expected onednn"):
+    with pytest.raises(ConfigError, match=r"PEFTLAB_PIN_PRODUCTS='mkl-avx512': expected mkl"):
         products.pinned_run_products(True)
-    monkeypatch.setenv(products.SWITCH, "onednn")
-    with products.pinned_run_products(False):
-        assert products.products_record() is None  # an unpinned run: the CPU's own arithmetic, whatever it asks
-    monkeypatch.delenv(products.SWITCH)
+    monkeypatch.setenv(products.SWITCH, "mkl")
     with products.pinned_run_products(True):
-        assert products.products_record() is None  # unset: MKL's products
+        assert products.products_record() is None  # MKL's products: the former pin
+    monkeypatch.delenv(products.SWITCH)
+    with products.pinned_run_products(False):
+        assert products.products_record() is None  # an unpinned run: the CPU's own arithmetic
+    if cpu.applies():
+        with products.pinned_run_products(True):
+            assert products.products_record() == products.ONEDNN_PRODUCTS  # unset: the pin's
+
+
+@pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
+def test_a_cached_base_of_the_former_pins_products_is_trained_again_under_the_pin(tmp_path, monkeypatch):
+    from peftlab.config.schema import config_hash, load_config
+    from peftlab.data.readers.records import hash_file
+    from peftlab.training.bases.pretrain import cached_manifest, other_products
+
+    cfg = load_config(overrides={"method": {"name": "full"}, "train": {"reproducible": True}})
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    manifest = {"weights": weights.name, "config_hash": config_hash(cfg, 16), "sha256": hash_file(weights)}
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.delenv(products.SWITCH, raising=False)
+    for recorded, pin, mkl in ((None, None, manifest), (products.ONEDNN_PRODUCTS, manifest, None)):
+        entry = {**manifest, **({"products": recorded} if recorded else {})}  # a manifest of before: no key
+        (tmp_path / "manifest.json").write_text(json.dumps(entry))
+        done = {"status": "completed", "provenance": {"arithmetic": {"products": recorded}}}
+        (run / "result.json").write_text(json.dumps(done))
+        monkeypatch.delenv(products.SWITCH, raising=False)
+        assert (cached_manifest(cfg, tmp_path) or None) == (pin and entry)
+        assert other_products(run, cfg) is (pin is None)  # its run is trained again, not reused
+        monkeypatch.setenv(products.SWITCH, "mkl")  # an archive's rerun of the former pin's runs
+        assert (cached_manifest(cfg, tmp_path) or None) == (mkl and entry)
+        assert other_products(run, cfg) is (mkl is None)

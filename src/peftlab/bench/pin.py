@@ -1,18 +1,17 @@
-"""What ``train.reproducible``'s pin costs: a training step (full, LoRA) unpinned, pinned (MKL in its COMPATIBLE
-branch, the one in which an Intel Xeon's and AMD EPYCs' training steps agree: benchmarks/step_probe.py, issue 80),
-under the former pin (MKL's AVX2 branch, which an AMD CPU takes as AUTO), faster and vendor-dependent, and under the
-candidate pin ``onednn`` (the pin's switches with every Linear's products through oneDNN: ``models.products``), which
-becomes the pin where two vendors' step records of it agree (benchmarks/pin_candidates.sh). ``unpinned_avx2`` is the
-CPU's own arithmetic held to AVX2 (MKL's AVX2 branch, oneDNN and ATen capped, no STRICT, the unfused AdamW): on a CPU
-with AVX-512 it stands in for the unpinned step of an AVX2-only one, against which any pin capped at AVX2 is compared
-without the wider vectors it gives up by construction.
+"""What ``train.reproducible``'s pin costs: a training step (full, LoRA) unpinned, pinned (the pin's switches with
+every Linear's products through oneDNN at AVX2: ``models.products``, the same bits on an Intel Xeon and an AMD EPYC
+in benchmarks/step_probe.py's records) and under the former pin ``compatible`` (the same switches, the products in
+MKL's COMPATIBLE branch, the pin until 2026-11-29 and what an archive of its runs reruns with). ``unpinned_avx2`` is
+the CPU's own arithmetic held to AVX2 (MKL's AVX2 branch, oneDNN and ATen capped, no STRICT, the unfused AdamW): on a
+CPU with AVX-512 it stands in for the unpinned step of an AVX2-only one, against which any pin capped at AVX2 is
+compared without the wider vectors it gives up by construction.
 
 MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes whose switches differ cannot
 share a process as the other figures' steps do: each repetition starts one process per set of switches, in an order
 that rotates, and each process times its steps on one thread (its CPU seconds then count its work even on a loaded
-machine). ``onednn`` has the pin's switches: the pinned process times its steps too, method by method beside the
-pinned ones. A ratio is taken repetition by repetition, as the interleaved figures take theirs. Each process says the
-branch MKL computed in.
+machine). ``pinned`` and ``compatible`` have the same switches: one process times both, method by method, each
+method's steps under MKL's products first, then inside ``onednn_products``. A ratio is taken repetition by
+repetition, as the interleaved figures take theirs. Each process says the branch MKL computed in.
 """
 
 from __future__ import annotations
@@ -32,21 +31,19 @@ from peftlab.utils.cpu import PINNED
 MODES = {
     "unpinned": {},
     "unpinned_avx2": {**PINNED, "MKL_CBWR": "AVX2"},
+    "compatible": PINNED,
     "pinned": PINNED,
-    "avx2": {**PINNED, "MKL_CBWR": "AVX2,STRICT"},
-    "onednn": PINNED,
 }
-# the processes a repetition starts; the pinned one times the modes of its switches whose steps run inside
-# models.products.onednn_products too
-PROCESSES = {"unpinned": (), "unpinned_avx2": (), "pinned": ("onednn",), "avx2": ()}
+# the processes a repetition starts; the compatible one times the pin's steps (inside models.products.onednn_products)
+PROCESSES = {"unpinned": (), "unpinned_avx2": (), "compatible": ("pinned",)}
 METHODS = ("full", "lora")
 WARMUP, TIMED = 2, 5
 
 
 def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, repeats: int) -> dict:
-    """Per method: each mode's median CPU and wall milliseconds a step, and pinned / unpinned and avx2 (the former
-    pin) / unpinned CPU time over the repetitions, the pin's and the candidate's against unpinned_avx2 too; per mode,
-    the branch MKL reported."""
+    """Per method: each mode's median CPU and wall milliseconds a step, and pinned / unpinned, compatible (the former
+    pin) / unpinned and pinned / compatible CPU time over the repetitions, both pins against unpinned_avx2 too; per
+    mode, the branch MKL reported."""
     source = str(Path(__file__).resolve().parents[2])  # the peftlab this process runs, for the children
     base = {k: v for k, v in os.environ.items() if k not in PINNED}
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [source, base.get("PYTHONPATH")])))
@@ -66,7 +63,7 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
             steps = json.loads(proc.stdout.strip().splitlines()[-1])
             for name in (mode, *PROCESSES[mode]):
                 times[name].append(
-                    {"mkl_branch": steps["mkl_branch"], **steps["oneDNN" if name == "onednn" else "own"]}
+                    {"mkl_branch": steps["mkl_branch"], **steps["oneDNN" if name == "pinned" else "own"]}
                 )
     figure = {"threads": 1, "mkl_branch": {mode: runs[0]["mkl_branch"] for mode, runs in times.items()}}
     for method in METHODS:
@@ -77,11 +74,10 @@ def pin_figure(model: str | dict, img_size: int | None, batch: int, dtype: str, 
                 f"{mode}_wall_ms": 1e3 * statistics.median(run[method]["wall"] for run in times[mode]) for mode in MODES
             },
             "pinned_vs_unpinned": ratios(cpu, "pinned", "unpinned"),
-            "avx2_vs_unpinned": ratios(cpu, "avx2", "unpinned"),
-            "onednn_vs_unpinned": ratios(cpu, "onednn", "unpinned"),
-            "onednn_vs_pinned": ratios(cpu, "onednn", "pinned"),
-            "onednn_vs_unpinned_avx2": ratios(cpu, "onednn", "unpinned_avx2"),
+            "compatible_vs_unpinned": ratios(cpu, "compatible", "unpinned"),
+            "pinned_vs_compatible": ratios(cpu, "pinned", "compatible"),
             "pinned_vs_unpinned_avx2": ratios(cpu, "pinned", "unpinned_avx2"),
+            "compatible_vs_unpinned_avx2": ratios(cpu, "compatible", "unpinned_avx2"),
         }
     return figure
 

@@ -230,18 +230,17 @@ def pin_rows(report: dict) -> list[Row]:
     rows = []
     for method in ("full", "lora"):
         f = figure[method]
-        times = f"{f['unpinned_cpu_ms']:.1f}, {f['pinned_cpu_ms']:.1f}, {f['avx2_cpu_ms']:.1f} ms"
+        times = f"{f['unpinned_cpu_ms']:.1f}, {f['pinned_cpu_ms']:.1f}, {f['compatible_cpu_ms']:.1f} ms"
         rows.append((f"{method} step CPU unpinned, pinned, former pin", f"{times} (1 thread)", ""))
-        ratios = [  # a figure written before a mode (the candidate, unpinned_avx2) has no ratio of it
-            (f"pinned (MKL {branch['pinned']}) / unpinned", "pinned_vs_unpinned"),
-            (f"former pin (MKL {branch['avx2']}) / unpinned", "avx2_vs_unpinned"),
-            (f"candidate oneDNN products ({f.get('onednn_cpu_ms', 0):.1f} ms) / unpinned", "onednn_vs_unpinned"),
-            ("candidate oneDNN products / pinned", "onednn_vs_pinned"),
+        ratios = [
+            ("pinned (oneDNN products) / unpinned", "pinned_vs_unpinned"),
+            (f"former pin (MKL {branch['compatible']}) / unpinned", "compatible_vs_unpinned"),
+            ("pinned / former pin", "pinned_vs_compatible"),
             # the CPU's own arithmetic held to AVX2: an AVX2-only CPU's unpinned step
-            (f"unpinned at AVX2 ({f.get('unpinned_avx2_cpu_ms', 0):.1f} ms): pinned / it", "pinned_vs_unpinned_avx2"),
-            ("candidate oneDNN products / unpinned at AVX2", "onednn_vs_unpinned_avx2"),
+            (f"unpinned at AVX2 ({f['unpinned_avx2_cpu_ms']:.1f} ms): pinned / it", "pinned_vs_unpinned_avx2"),
+            ("former pin / unpinned at AVX2", "compatible_vs_unpinned_avx2"),
         ]
-        rows += [(f"   {label}", spread_text(f[key]), "") for label, key in ratios if key in f]
+        rows += [(f"   {label}", spread_text(f[key]), "") for label, key in ratios]
     return rows
 
 

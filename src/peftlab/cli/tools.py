@@ -47,9 +47,9 @@ ONLY_HELP = (
     "loop's, and each ratio between methods beside the bare loop's) or P3b (peak RSS building and "
     "training --large-model: QLoRA / LoRA and / full) or text (a GPT-2 LoRA step, peftlab / a bare "
     "transformers + PEFT loop, wall and CPU time) or P6 (a run's fixed cost: the default study's LoRA run) "
-    "or pin (train.reproducible's cost: full and LoRA steps pinned (MKL's COMPATIBLE branch) / unpinned, and "
-    "under the former pin (MKL's AVX2 branch) and the candidate pin (oneDNN's products) / unpinned, one process "
-    "each, one thread)"
+    "or pin (train.reproducible's cost: full and LoRA steps pinned (oneDNN's products) / unpinned, under the "
+    "former pin (MKL's COMPATIBLE branch) / unpinned, and both / the CPU's own arithmetic held to AVX2, one "
+    "process a set of switches, one thread)"
 )
 
 

@@ -1,13 +1,13 @@
-"""A candidate pinned arithmetic for ``train.reproducible``: the step's matrix products through oneDNN at the pin's
-AVX2 cap instead of MKL's COMPATIBLE branch (``onednn_products``).
+"""The pinned arithmetic's products (``train.reproducible``): every Linear's products through oneDNN at the pin's
+AVX2 cap (``onednn_products``), not MKL's COMPATIBLE branch, the pin before 2026-11-29.
 
 MKL chooses its code by the CPU's vendor, so the pin keeps it in COMPATIBLE, its SSE2 code, the one branch Intel
 and AMD CPUs compute alike, at about twice a step's CPU time (``peftlab bench --only pin``). oneDNN generates its
 kernels for an instruction set (``ONEDNN_MAX_CPU_ISA``, AVX2 under the pin) rather than a vendor: an Intel Xeon with
-AMX and an AMD EPYC gave the same bits for every product of benchmarks/arith_hashes.py through it (forward, both
-backward products, the pretraining's shapes, 1 and 2 threads). Whether whole steps agree is what
-``benchmarks/step_probe.py --variant onednn`` records on each CPU; the pin changes only where two vendors' records of
-it agree (benchmarks/pin_candidates.sh records every candidate on another CPU in one call).
+AMX and an AMD EPYC with AVX-512 gave the same bits for every product of benchmarks/arith_hashes.py through it, every
+entry of three steps of the pretraining and of every default-study configuration at 1 and 2 threads
+(``benchmarks/step_probe.py``, records in benchmarks/step_probe/), and the same 48 trials and 40 final runs of the
+whole default study (benchmarks/default-study-intel-xeon/candidate-onednn/), at 0.54 to 0.60 of COMPATIBLE's step.
 
 Inside ``onednn_products()`` every fp32 CPU ``F.linear`` (timm's and PEFT's layers) and every 2-D ``mm``,
 ``matmul``, ``addmm`` and ``addmm_`` (peftlab's fused q/k/v and LoRA factors) is computed by oneDNN's linear
@@ -17,24 +17,21 @@ libraries' calls without patching them; a mode is off while autograd runs a back
 functions take their backward products through ``mm`` and ``addmm_`` here. Batched products (attention, the
 stacked LoRA factors) stay in MKL's COMPATIBLE branch, as do products of other dtypes, devices and under autocast.
 
-``PEFTLAB_PIN_PRODUCTS=onednn`` in a pinned run's environment (``SWITCH``, a benchmark's, not a config field: the
-candidate is not the pin) trains the whole run inside ``onednn_products`` (``pinned_run_products``), so a study
-under the candidate can be timed and recorded on one CPU and compared run by run on another. Its runs record
-``provenance.arithmetic.products`` ("oneDNN AVX2"), which makes them a machine class of their own: never judged
-against records of the pin.
+A pinned run trains inside ``onednn_products`` (``pinned_run_products``) and records ``provenance.arithmetic.products``
+("oneDNN AVX2"); a record without it computed with MKL's products. ``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's
+environment (``SWITCH``, not a config field) trains with MKL's products, as runs recorded before the change did: an
+archive's rerun sets it for such runs (``analysis.archive.rerun.products_environment``), and the bench times it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from peftlab.utils import cpu
-from peftlab.utils.errors import ConfigError
 
 
 def _product(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,20 +137,14 @@ def addmm_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return target.addmm_(a, b)
 
 
-SWITCH = cpu.PRODUCTS_SWITCH  # "onednn": a pinned run's products through oneDNN (the candidate pin); unset: MKL's
-ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of such a run
+SWITCH = cpu.PRODUCTS_SWITCH  # "mkl": a pinned run's products in MKL's COMPATIBLE branch (the former pin)
+ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of a pinned run
+pinned_products = cpu.pinned_products  # the products a run computes in this environment (torch-free, in utils.cpu)
 
 
 def pinned_run_products(reproducible: bool):
-    """The context a run trains in: ``onednn_products`` where ``SWITCH`` asks for it and the run is pinned
-    (``train.reproducible``; an unpinned run computes in the CPU's own arithmetic whatever it says), else none.
-    Another value of ``SWITCH`` is a one-line error."""
-    asked = os.environ.get(SWITCH, "")
-    if asked not in ("", "onednn"):
-        raise ConfigError(f"environment variable {SWITCH}={asked!r}: expected onednn, or unset for MKL's products")
-    if asked and reproducible and cpu.applies():
-        return onednn_products()
-    return contextlib.nullcontext()
+    """The context a run trains in: ``onednn_products`` for a pinned run (``pinned_products``), else none."""
+    return onednn_products() if pinned_products(reproducible) else contextlib.nullcontext()
 
 
 def products_record() -> str | None:

@@ -75,8 +75,9 @@ def run(
     row: int = 0,
     ranks: distributed.Group = distributed.SINGLE,
 ) -> RunResult:
-    """One attempt at training ``cfg`` in ``run_dir``; its record. Its products are MKL's, or oneDNN's where a
-    benchmark asks for the candidate pin (``models.products.pinned_run_products``)."""
+    """One attempt at training ``cfg`` in ``run_dir``; its record. A pinned run computes its products through
+    oneDNN, or MKL's COMPATIBLE branch where its environment asks for the former pin
+    (``models.products.pinned_run_products``)."""
     with pinned_run_products(cfg.train.reproducible):
         setting = start(cfg, run_dir, state, ranks, progress, row)
         data = load_data(setting)

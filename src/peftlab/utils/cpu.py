@@ -9,10 +9,11 @@ before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretrain
 run gave the AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs").
 Across vendors: MKL honours its AVX2 branch on Intel CPUs only (an AMD CPU computes in AUTO), and under it
 an Intel Xeon's training step parted from AMD EPYCs' at the first biased Linear (benchmarks/step_probe.py);
-MKL's COMPATIBLE branch, honoured on both, gave every entry of the Xeon's steps, so it is the pin (about 2 to
-2.5 times a step's CPU time: ``peftlab bench --only pin``). PyTorch's unfused CPU AdamW parted them too (its
-square root is MKL's vector math), so a pinned run takes the fused one (``training.runtime.fused_adamw``;
-benchmarks/arith_hashes.py).
+MKL's COMPATIBLE branch, honoured on both, gave every entry of the Xeon's steps, so it is the pin's branch (about
+2 to 2.5 times a step's CPU time: ``peftlab bench --only pin``), and a pinned run computes its Linear products
+through oneDNN at AVX2 instead (``models.products``: the same bits on both vendors at about 0.55 of COMPATIBLE's
+step). PyTorch's unfused CPU AdamW parted them too (its square root is MKL's vector math), so a pinned run takes
+the fused one (``training.runtime.fused_adamw``; benchmarks/arith_hashes.py).
 
 This module never imports torch: it must run before torch is.
 """
@@ -42,10 +43,27 @@ def arithmetic_pinned() -> bool:
     return not applies() or all(os.environ.get(name) == value for name, value in PINNED.items())
 
 
-# A benchmark's switch, not a config field: "onednn" trains a pinned run's products through oneDNN at AVX2 (the
-# candidate pin, models.products), recorded as provenance.arithmetic.products = PRODUCTS_ONEDNN
+# A pinned run's products go through oneDNN at AVX2 (models.products), recorded as provenance.arithmetic.products
+# = PRODUCTS_ONEDNN; PRODUCTS_SWITCH=PRODUCTS_MKL (not a config field) computes them in MKL's COMPATIBLE branch, the
+# former pin, as the runs recorded before 2026-11-29 did (their products: None)
 PRODUCTS_SWITCH = "PEFTLAB_PIN_PRODUCTS"
 PRODUCTS_ONEDNN = "oneDNN AVX2"
+PRODUCTS_MKL = "mkl"
+PRODUCTS_CHOICES = {"": PRODUCTS_ONEDNN, "onednn": PRODUCTS_ONEDNN, PRODUCTS_MKL: None}
+
+
+def pinned_products(reproducible: bool) -> str | None:
+    """The products a run with ``train.reproducible=reproducible`` computes in this environment: "oneDNN AVX2" for
+    a pinned x86 run unless PRODUCTS_SWITCH asks for MKL's; None (MKL's, or the CPU's own arithmetic unpinned)
+    else. Another value of the switch is a one-line error."""
+    asked = os.environ.get(PRODUCTS_SWITCH, "")
+    if asked not in PRODUCTS_CHOICES:
+        raise ConfigError(
+            f"environment variable {PRODUCTS_SWITCH}={asked!r}: expected {PRODUCTS_MKL} (MKL's products, the former "
+            "pin) or onednn (the pin's, as unset)"
+        )
+    return PRODUCTS_CHOICES[asked] if reproducible and applies() else None
+
 
 # MKL's branch under the pin, as its verbose line says (provenance.mkl_branch), on Intel and AMD CPUs alike
 PINNED_MKL_BRANCHES = ("COMPATIBLE,STRICT",)

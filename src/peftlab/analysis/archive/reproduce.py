@@ -71,7 +71,7 @@ from peftlab.analysis.archive.verdicts import (
     reruns_of,
     verdict_lines,
 )
-from peftlab.utils.cpu import PRODUCTS_ONEDNN, PRODUCTS_SWITCH
+from peftlab.utils.cpu import PRODUCTS_SWITCH
 from peftlab.utils.errors import UserError, stop_behind
 from peftlab.utils.files import one_line, read_json, refuse_link, write_json_atomic
 
@@ -235,12 +235,15 @@ def code_raised(allowed: bool, evidence: Evidence, say: Callable[[str], None]):
 
 
 def set_products(record: dict, say: Callable[[str], None]) -> None:
-    """The reruns' products as the runs computed them (the candidate pin's switch set where they record it), not as
-    this shell asks (a switch left set is removed for runs of MKL's products)."""
+    """The reruns' products as the runs computed them (MKL's switch set where pinned runs recorded MKL's products),
+    not as this shell asks (a switch left set is removed for runs of the pin's products)."""
     os.environ.pop(PRODUCTS_SWITCH, None)
     os.environ.update(products_environment(record))
     if PRODUCTS_SWITCH in os.environ:
-        say(f"the runs recorded the candidate pin's products ({PRODUCTS_ONEDNN}): rerunning with them")
+        say(
+            "the runs recorded MKL's products (the pin before 2026-11-29, MKL's COMPATIBLE branch): rerunning with "
+            f"them ({PRODUCTS_SWITCH}={os.environ[PRODUCTS_SWITCH]})"
+        )
 
 
 def rerun_and_compare(

@@ -225,22 +225,21 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
     """Whether the CPU arithmetic was pinned (train.reproducible): it decides if another CPU gives the same numbers."""
     if not arithmetic:
         return []
-    if arithmetic.get("pinned") and arithmetic.get("products"):  # the candidate pin (models.products.SWITCH)
-        return [
-            f"- CPU arithmetic: pinned, with the products through {arithmetic['products']} (the candidate pin, "
-            "PEFTLAB_PIN_PRODUCTS: the same bits across vendors not yet shown; CPU vendor "
-            f"{arithmetic.get('cpu_vendor')})"
-        ]
     if arithmetic.get("pinned"):
         cpu = ", ".join(
             f"{name} {arithmetic[key]}"
             for key, name in (("cpu_vendor", "CPU vendor"), ("mkl_branch", "MKL branch"))
             if arithmetic.get(key)
         )
+        products = (
+            f"every Linear's products through {arithmetic['products']}, the rest in MKL's COMPATIBLE branch"
+            if arithmetic.get("products")
+            else "MKL's COMPATIBLE branch (the pin before 2026-11-29)"
+        )
         return [
-            "- CPU arithmetic: pinned (train.reproducible: MKL's COMPATIBLE branch, oneDNN and ATen capped to "
-            "AVX2, fused AdamW), the same bits on Intel and AMD x86 CPUs for every operation "
-            "tests/test_arith_hashes.py checks" + (f" ({cpu})" if cpu else "")
+            f"- CPU arithmetic: pinned (train.reproducible: {products}, oneDNN and ATen capped to AVX2, fused AdamW), "
+            "the same bits on Intel and AMD x86 CPUs in every entry of benchmarks/step_probe.py's records"
+            + (f" ({cpu})" if cpu else "")
         ]
     return [
         "- CPU arithmetic: the CPU's own (train.reproducible off): an AVX2 and an AVX-512 CPU give other numbers "

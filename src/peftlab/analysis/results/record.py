@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.study.records import read_command
+from peftlab.utils.cpu import PRODUCTS_ONEDNN
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, read_lines, refuse_link
 
@@ -136,16 +137,20 @@ NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandb
 # (benchmarks/default-study-intel-xeon/). The former pin, MKL's AVX2 branch, parted the vendors at the first
 # biased Linear, so it keeps naming its vendor.
 VENDOR_FREE_BRANCHES = frozenset({"COMPATIBLE,STRICT"})
+# the products of a pin whose bits no x86 vendor moves: MKL's (None, in a VENDOR_FREE_BRANCHES branch), and
+# oneDNN's at AVX2 (the pin since 2026-11-29): every entry of the step probe's records alike on an Intel Xeon
+# (AVX-512, AMX) and an AMD EPYC (AVX-512), and the whole default study's 48 trials and 40 final runs alike
+VENDOR_FREE_PRODUCTS = frozenset({None, PRODUCTS_ONEDNN})
 X86_VENDORS = frozenset({"GenuineIntel", "AuthenticAMD"})
 X86_EITHER = "Intel or AMD"  # a vendor-free pin's CPU, as a machine class names it
 
 
 def class_vendor(arithmetic: dict) -> str | None:
     """The CPU vendor a machine class names: "Intel or AMD" for an x86 CPU under a vendor-free pin
-    (``VENDOR_FREE_BRANCHES``), else the recorded vendor."""
+    (``VENDOR_FREE_BRANCHES``, ``VENDOR_FREE_PRODUCTS``), else the recorded vendor."""
     vendor = arithmetic.get("cpu_vendor")
     pinned = bool(arithmetic.get("pinned")) and arithmetic.get("mkl_branch") in VENDOR_FREE_BRANCHES
-    pinned = pinned and not arithmetic.get("products")  # a candidate's products (oneDNN) are not yet shown to agree
+    pinned = pinned and arithmetic.get("products") in VENDOR_FREE_PRODUCTS
     return X86_EITHER if pinned and vendor in X86_VENDORS else vendor
 
 
@@ -159,7 +164,7 @@ def machine_class(result: dict) -> dict:
         "pinned": bool(arithmetic.get("pinned")),
         "cpu_vendor": class_vendor(arithmetic),
         "mkl_branch": arithmetic.get("mkl_branch"),
-        "products": arithmetic.get("products"),  # None: MKL's (the pin); "oneDNN AVX2": the candidate pin's
+        "products": arithmetic.get("products"),  # "oneDNN AVX2": the pin's; None: MKL's (the former pin's)
         "threads": provenance.get("threads"),
         "device": (provenance.get("hardware") or {}).get("device"),
         **{f"version {name}": versions.get(name) for name in NUMERIC_PACKAGES},

@@ -17,6 +17,7 @@ from pathlib import Path
 from peftlab.config.schema import RunConfig, config_hash, load_config, to_dict
 from peftlab.data.readers.records import hash_file
 from peftlab.utils import locks
+from peftlab.utils.cpu import pinned_products
 from peftlab.utils.errors import ConfigError, UserError
 from peftlab.utils.files import read_json, write_atomic, write_json_atomic
 
@@ -38,6 +39,7 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
         or not isinstance(manifest.get("weights"), str)
         or manifest.get("config_hash") != config_hash(cfg, 16)
         or manifest.get("sha256") != hash_file(weights)
+        or manifest.get("products") != pinned_products(cfg.train.reproducible)  # a base of the former pin: again
     ):
         return None
     return manifest
@@ -50,6 +52,16 @@ def same_config(path: Path, cfg: RunConfig) -> bool:
         return config_hash(load_config(path, base_dir=Path.cwd()), 64) == config_hash(cfg, 64)
     except ConfigError:
         return False
+
+
+def other_products(run_dir: Path, cfg: RunConfig) -> bool:
+    """``run_dir`` holds a completed pretraining whose products are not the ones this environment's pin computes
+    (``utils.cpu.pinned_products``: a base trained before oneDNN's products were the pin's)."""
+    result = read_json(run_dir / "result.json")
+    if not isinstance(result, dict) or result.get("status") != "completed":
+        return False
+    arithmetic = (result.get("provenance") or {}).get("arithmetic") or {}
+    return isinstance(arithmetic, dict) and arithmetic.get("products") != pinned_products(cfg.train.reproducible)
 
 
 def tell_waiting(text: str) -> None:
@@ -78,6 +90,8 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool, execution: dict |
     run_dir = out_dir / "run"
     if (run_dir / "config.yaml").exists() and not same_config(run_dir / "config.yaml", cfg):
         shutil.rmtree(run_dir)  # an older pretraining config: start afresh
+    elif other_products(run_dir, cfg):
+        shutil.rmtree(run_dir)  # trained by the former pin's products (MKL's): this pin's base is another
     if cfg.model.source == "hf-text":  # a causal LM and its tokenizer, saved as an HF model directory
         from peftlab.training.bases.text_base import pretrain_text
 
@@ -103,6 +117,7 @@ def pretrain_in(cfg: RunConfig, out_dir: Path, progress: bool, execution: dict |
         "config_hash": config_hash(cfg, 16),
         "weights": weights.name,
         "data_sha256": result["provenance"]["data_sha256"],
+        "products": result["provenance"]["arithmetic"].get("products"),  # the pin's (models.products) or None
     }
     write_json_atomic(out_dir / "manifest.json", manifest)
     return {**manifest, "cached": False}
