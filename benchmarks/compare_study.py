@@ -1,17 +1,23 @@
 """A whole default study's numbers, run by run, against another CPU's record of the same study: whether two
-machines gave the same tuning trials and final runs (issue 87: the candidate pin becomes the pin where two vendors'
-records agree; the step probe compares three steps a configuration, this the whole study).
+machines gave the same tuning trials and final runs (issue 87: a pin becomes the pin where two vendors' records
+agree; the step probe compares three steps a configuration, this the whole study).
 
     python benchmarks/compare_study.py RECORD_DIR STUDY_DIR            # compare
     python benchmarks/compare_study.py RECORD_DIR STUDY_DIR --write    # record STUDY_DIR into RECORD_DIR
 
 A record is two files: trials.json (each trial's validation top-1, by method and learning rate) and finals.csv
-(each final run's test, validation and merged test top-1 by configuration and seed, with its times). The study
-under the candidate pin on another CPU, with the default study's base cached:
+(each final run's test, validation and merged test top-1 by configuration and seed, with its times).
+benchmarks/default-study-intel-xeon/candidate-onednn/ is the study under oneDNN's products over the former pin's base
+(16f1f32b..., pretrained in MKL's COMPATIBLE branch), made before oneDNN's products became the pin: a tree from before
+then (git checkout b4c4f19) reruns it on another CPU, the base cached first:
 
+    .venv/bin/peftlab pretrain
     PEFTLAB_PIN_PRODUCTS=onednn .venv/bin/peftlab study configs/studies/default.yaml --study-dir runs/candidate \\
         --workers 2 --report
     .venv/bin/python benchmarks/compare_study.py benchmarks/default-study-intel-xeon/candidate-onednn runs/candidate
+
+(Today's tree trains a base of the pin's own products, whose study the header of configs/studies/default.yaml
+records.)
 """
 
 from __future__ import annotations

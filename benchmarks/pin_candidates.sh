@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Every candidate pinned arithmetic recorded on this CPU in one call (about 10 minutes on 2 cores), for the CPU of
-# another vendor than the committed records' to settle whether a candidate may become train.reproducible's pin
-# (issue 87: the pin changes only where two vendors' records agree):
+# The pin and the former pin recorded on this CPU in one call (about 6 to 10 minutes on 2 cores), for a CPU of
+# another class than the committed records' (an AVX2-only one has none of the pin yet) to say whether it computes
+# the bits the records agree on (issue 87: the pin changed only where two vendors' records agreed):
 #
 #     bash benchmarks/pin_candidates.sh [OUT_DIR] [PYTHON]      # default: runs/pin-candidates, .venv/bin/python
 #
 # It writes OUT_DIR/machine.txt (CPU and flags), arith_hashes.txt (each product's bits under each MKL branch and
-# through oneDNN), one step-probe record per candidate and thread count (three steps of the pretraining and of every
-# default-study configuration) with its comparison against the Intel Xeon's committed record of the same candidate
-# (benchmarks/step_probe/intel-xeon-avx512-amx-*), and bench-pin.json (each candidate's cost against the unpinned
-# step, the default study's model, batch 128). The candidates: compatible (the pin today, MKL's COMPATIBLE branch)
-# and onednn (every Linear's products through oneDNN at AVX2: peftlab.models.products). Copy OUT_DIR's records into
-# benchmarks/step_probe/ under the CPU's name; "every entry equal" on every line of a candidate means the vendors
-# agree on it. The whole default study under the candidate (about 14 minutes more, the base cached) is compared
-# run by run with the Intel Xeon's by benchmarks/compare_study.py (its docstring has the two commands).
+# through oneDNN), one step-probe record per pin and thread count (three steps of the pretraining and of every
+# default-study configuration) with its comparison against the Intel Xeon's committed record of the same pin
+# (benchmarks/step_probe/intel-xeon-avx512-amx-*), and bench-pin.json (each pin's cost against the unpinned
+# step, the default study's model, batch 128). The pins: onednn (the pin since 2026-11-29, every Linear's products
+# through oneDNN at AVX2: peftlab.models.products) and compatible (the pin before it, MKL's COMPATIBLE branch, which
+# archives of its runs rerun with). Copy OUT_DIR's records into benchmarks/step_probe/ under the CPU's name;
+# "every entry equal" on every line of a pin means this CPU computes its bits. The whole default study under
+# the former pin's base is compared run by run with the Intel Xeon's by benchmarks/compare_study.py (its
+# docstring has the two commands).
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-runs/pin-candidates}

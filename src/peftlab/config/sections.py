@@ -393,9 +393,9 @@ class TrainConfig:
     # on an out-of-memory error: halve the micro-batch computed at once (gradients accumulate over
     # the halves: same effective batch) and go on from the last checkpoint
     auto_batch: bool = False
-    # x86 CPUs: pin MKL to its COMPATIBLE branch, oneDNN and ATen to their AVX2 code and take the fused AdamW,
-    # so one seed gives the same numbers on AVX2 and AVX-512, Intel and AMD CPUs (set before torch is imported;
-    # peftlab.utils.cpu)
+    # x86 CPUs: compute every Linear's products through oneDNN at AVX2, pin MKL to its COMPATIBLE branch and ATen
+    # to its AVX2 code and take the fused AdamW, so one seed gives the same numbers on AVX2 and AVX-512, Intel and
+    # AMD CPUs (set before torch is imported; peftlab.utils.cpu, peftlab.models.products)
     reproducible: bool = False
     # evaluate the final weights on the test split; false for a study's tuning trials, which are
     # chosen on validation and never meet the test set (test metrics null, the merge checked on val)
