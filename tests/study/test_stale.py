@@ -51,3 +51,32 @@ def test_a_missing_base_or_a_result_without_provenance_is_left_to_the_runs(tmp_p
     (study / "runs" / "ccc").mkdir(parents=True)
     (study / "runs" / "ccc" / "result.json").write_text("not json")
     assert stale_runs(study) == {}
+
+
+def pinned_run(study_dir, where, products):
+    run = study_dir / where
+    run.mkdir(parents=True)
+    arithmetic = {"pinned": products != "unpinned", "products": None if products == "unpinned" else products}
+    (run / "result.json").write_text(json.dumps({"status": "completed", "provenance": {"arithmetic": arithmetic}}))
+
+
+def test_finished_pinned_runs_of_another_pins_products_are_named_and_refused(tmp_path, monkeypatch):
+    from peftlab.study.stale import refuse_other_products
+    from peftlab.utils import cpu
+
+    if not cpu.applies():
+        pytest.skip("the pin's products exist for x86-64 CPUs only")
+    monkeypatch.delenv(cpu.PRODUCTS_SWITCH, raising=False)
+    study = tmp_path / "study"
+    pinned_run(study, "runs/aaa", cpu.PRODUCTS_ONEDNN)
+    pinned_run(study, "runs/bbb", "unpinned")  # the CPU's own arithmetic: no pin to keep
+    refuse_other_products(study)  # the pin's own: reused
+    pinned_run(study, "tune/lora/runs/ccc", None)  # a run of the pin before 2026-11-29: MKL's products
+    with pytest.raises(UserError) as err:
+        refuse_other_products(study)
+    text = str(err.value)
+    assert "\n" not in text and "1 finished pinned run(s)" in text and "tune/lora/runs/ccc" in text
+    assert "PEFTLAB_PIN_PRODUCTS=mkl" in text and "another --study-dir" in text
+    monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "mkl")  # finishing it as it computed: now runs/aaa is the other one
+    with pytest.raises(UserError, match=r"first: runs/aaa.*PEFTLAB_PIN_PRODUCTS=onednn"):
+        refuse_other_products(study)

@@ -7,7 +7,7 @@ kernels for an instruction set (``ONEDNN_MAX_CPU_ISA``, AVX2 under the pin) rath
 AMX and an AMD EPYC with AVX-512 gave the same bits for every product of benchmarks/arith_hashes.py through it, every
 entry of three steps of the pretraining and of every default-study configuration at 1 and 2 threads
 (``benchmarks/step_probe.py``, records in benchmarks/step_probe/), and the same 48 trials and 40 final runs of the
-whole default study (benchmarks/default-study-intel-xeon/candidate-onednn/), at 0.54 to 0.60 of COMPATIBLE's step.
+whole default study over one base (benchmarks/default-study-amd-epyc/), at 0.54 to 0.60 of COMPATIBLE's step.
 
 Inside ``onednn_products()`` every fp32 CPU ``F.linear`` (timm's and PEFT's layers) and every 2-D ``mm``,
 ``matmul``, ``addmm`` and ``addmm_`` (peftlab's fused q/k/v and LoRA factors) is computed by oneDNN's linear

@@ -27,7 +27,7 @@ from peftlab.study.phases import PHASES_FILE
 from peftlab.study.records import RUNS_FILE
 from peftlab.study.search import SELECTION, journal_path, tune_dir
 from peftlab.study.spec import Study
-from peftlab.study.stale import refuse_stale_runs
+from peftlab.study.stale import refuse_other_products, refuse_stale_runs
 from peftlab.utils.errors import DataError, UserError, WeightsError
 from peftlab.utils.files import RUN_KINDS, check_entries, check_kind, check_run_dir, refuse_link
 from peftlab.utils.libraries import LIBRARY_LOG
@@ -53,6 +53,7 @@ def check_study(
         check_study_data(study)
     check_executor(study, executor)
     check_study_files(study, study_dir, executor, report)
+    refuse_other_products(study_dir)  # before the base is pretrained: finished runs of another pin's products
     if study.pretrain is None:
         refuse_stale_runs(study_dir)
 

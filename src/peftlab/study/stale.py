@@ -6,6 +6,11 @@ the same cache) would let a study count runs trained on the old weights as finis
 run's ``result.json`` records the SHA-256 of the base it loaded (``provenance.base_sha256``);
 ``refuse_stale_runs`` compares it with the file as it is now and stops the study in one line
 naming the runs and the way out, before any result is reused or any run is trained.
+
+Pinned runs whose products (``provenance.arithmetic.products``) are not the ones this environment's pin computes
+(``utils.cpu.pinned_products``: runs of the pin before 2026-11-29, MKL's products, in a folder the pin of today
+would finish) are refused the same way (``refuse_other_products``): reused, they would mix two arithmetics in one
+table.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import stat
 from pathlib import Path
 
 from peftlab.training.run_result import RunResult, read_result
+from peftlab.utils.cpu import PRODUCTS_SWITCH, pinned_products
 from peftlab.utils.errors import UserError
 
 RUN_GLOBS = ("runs/*", "tune/*/runs/*")
@@ -79,4 +85,33 @@ def refuse_stale_runs(study_dir: Path) -> None:
             f"{weights} changed after {count} finished run(s) of {study_dir} were trained on it "
             f"(first: {runs[0]}): the base was retrained in place; use another --study-dir for the "
             "new base, or delete those runs to train them again"
+        )
+
+
+def recorded_products(result: RunResult | None) -> tuple[bool, str | None]:
+    """(whether the finished run was pinned, its recorded products); (False, None) for anything else."""
+    provenance = result.get("provenance") if isinstance(result, dict) else None
+    arithmetic = provenance.get("arithmetic") if isinstance(provenance, dict) else None
+    if not isinstance(arithmetic, dict) or arithmetic.get("pinned") is not True:
+        return False, None
+    return True, arithmetic.get("products")
+
+
+def refuse_other_products(study_dir: Path) -> None:
+    """UserError when a finished pinned run of ``study_dir`` computed its products otherwise than a pinned run of
+    this environment would (``pinned_products``)."""
+    here = pinned_products(True)
+    others = []
+    for pattern in RUN_GLOBS:
+        for run_dir in sorted(study_dir.glob(pattern)):
+            pinned, products = recorded_products(read_result(run_dir))
+            if pinned and products != here:
+                others.append((str(run_dir.relative_to(study_dir)), products))
+    if others:
+        first, products = others[0]
+        raise UserError(
+            f"{len(others)} finished pinned run(s) of {study_dir} computed their products with "
+            f"{products or 'MKL (the pin before 2026-11-29)'}, not with {here or 'MKL'} as this environment's pin "
+            f"does (first: {first}): use another --study-dir, set {PRODUCTS_SWITCH}="
+            f"{'mkl' if products is None else 'onednn'} to finish the study as they computed, or delete those runs"
         )
