@@ -66,13 +66,13 @@ def test_a_study_without_a_report_is_one_line(tmp_path):
         reproduced_line(files[0], tmp_path / "elsewhere")
 
 
-def with_runs(tmp_path, vendor: str, threads: int = 1, branch: str = "AVX2"):
+def with_runs(tmp_path, vendor: str, threads: int = 1, branch: str = "AVX2", products: str | None = None):
     """A run directory whose result.json records its machine class (the fields machine_class reads)."""
     run = tmp_path / "out" / "runs" / "full-s0"
     run.mkdir(parents=True)
     (run / "spec.json").write_text(json.dumps({"variant": "full", "seed": 0, "groups": []}))
     provenance = {
-        "arithmetic": {"pinned": True, "cpu_vendor": vendor, "mkl_branch": branch},
+        "arithmetic": {"pinned": True, "cpu_vendor": vendor, "mkl_branch": branch, "products": products},
         "threads": threads,
         "hardware": {"device": "cpu"},
         "versions": {"torch": "2.14.1"},
@@ -116,16 +116,17 @@ def test_on_the_headers_own_class_a_moved_row_is_not_reproduced_even_within_the_
     assert reproduced_line(*files).startswith("Not reproduced: ")
 
 
-def test_under_the_vendor_free_pin_an_intel_machine_is_in_an_amd_headers_class(tmp_path):
-    """The default study's header names no vendor (MKL COMPATIBLE: record.VENDOR_FREE_BRANCHES): an Intel CPU's
-    runs are judged bit for bit against it, and a moved row is not reproduced even within its range."""
+@pytest.mark.parametrize("products", [None, "oneDNN AVX2"])
+def test_under_a_vendor_free_pin_an_intel_machine_is_in_an_amd_headers_class(tmp_path, products):
+    """The default study's header names no vendor (MKL COMPATIBLE: record.VENDOR_FREE_BRANCHES, and the pin's
+    oneDNN products: VENDOR_FREE_PRODUCTS): an Intel CPU's runs are judged bit for bit against it, and a moved
+    row is not reproduced even within its range."""
     files = study(tmp_path, {"full": [0.7473], "lora": [0.7019], "lora quant=nf4": [0.7055]})
-    header = (
-        "# Machine class: Intel or AMD CPU, arithmetic pinned (MKL COMPATIBLE,STRICT), 1 thread a run, torch 2.14.1\n"
-    )
+    pin = "MKL COMPATIBLE,STRICT" + (f", products through {products}" if products else "")
+    header = f"# Machine class: Intel or AMD CPU, arithmetic pinned ({pin}), 1 thread a run, torch 2.14.1\n"
     files[0].write_text(header + HEADER)
-    with_runs(tmp_path, "GenuineIntel", branch="COMPATIBLE,STRICT")
+    with_runs(tmp_path, "GenuineIntel", branch="COMPATIBLE,STRICT", products=products)
     assert reproduced_line(*files).endswith(
-        "came out the same on this machine (Intel or AMD CPU, arithmetic pinned (MKL COMPATIBLE,STRICT), "
-        "1 thread a run, torch 2.14.1)."
+        f"came out the same on this machine (Intel or AMD CPU, arithmetic pinned ({pin}), 1 thread a run, torch "
+        "2.14.1)."
     )
