@@ -227,8 +227,8 @@ FIGURES = [
     Figure(
         "pin",
         measure_pin,
-        "pin: full and LoRA steps unpinned, pinned (MKL COMPATIBLE), under the former pin (AVX2) and the candidate "
-        "(oneDNN products), a process each",
+        "pin: full and LoRA steps unpinned, unpinned at AVX2, pinned (oneDNN products) and under the former pin "
+        "(MKL COMPATIBLE), a process a set of switches",
         lambda o: o.with_pin,
         cpu_only=True,
     ),
