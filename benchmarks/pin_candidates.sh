@@ -11,7 +11,9 @@
 # (benchmarks/step_probe/intel-xeon-avx512-amx-*), and bench-pin.json (each pin's cost against the unpinned
 # step, the default study's model, batch 128). The pins: onednn (the pin since 2026-11-29, every Linear's products
 # through oneDNN at AVX2: peftlab.models.products) and compatible (the pin before it, MKL's COMPATIBLE branch, which
-# archives of its runs rerun with). Copy OUT_DIR's records into benchmarks/step_probe/ under the CPU's name;
+# archives of its runs rerun with), and on a CPU with AVX-512 onednn-avx512 (the pin's products at AVX512_CORE: a
+# candidate for AVX-512 CPUs alone, its cost the bench's AVX512_CORE line). Copy OUT_DIR's records into
+# benchmarks/step_probe/ under the CPU's name;
 # "every entry equal" on every line of a pin means this CPU computes its bits. The whole default study under
 # the former pin's base is compared run by run with the Intel Xeon's by benchmarks/compare_study.py (its
 # docstring has the two commands).
@@ -32,7 +34,10 @@ cat "$out/machine.txt"
 "$py" benchmarks/arith_hashes.py > "$out/arith_hashes.txt" 2>&1
 grep oneDNN "$out/arith_hashes.txt"
 status=0
-for variant in compatible onednn; do
+variants="compatible onednn"
+# oneDNN's products at AVX512_CORE: a candidate pin for AVX-512 CPUs alone (an AVX2-only CPU cannot run its kernels)
+grep -q -w avx512f /proc/cpuinfo && variants="$variants onednn-avx512"
+for variant in $variants; do
   for threads in 1 2; do
     case $variant in
       compatible) recorded=$records/intel-xeon-avx512-amx-host-compatible-downstream-threads$threads.json ;;

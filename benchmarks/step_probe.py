@@ -66,6 +66,9 @@ VARIANTS = {
     "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, False),
     "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True, False),
     "onednn": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, True),
+    # oneDNN's products at AVX512_CORE, all else the pin's: a candidate for AVX-512 CPUs only (an AVX2-only CPU
+    # cannot run them); its cost: `peftlab bench --only pin`, mode pinned_avx512
+    "onednn-avx512": ({"MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, False, True),
 }
 
 

@@ -129,6 +129,8 @@ def test_a_tiny_copy_scores_what_its_predictions_say(tiny_study):
         assert recomputed["f1"] == pytest.approx(metrics["test_f1"], abs=1e-12)
         assert recomputed["matthews"] == pytest.approx(metrics["test_matthews"], abs=1e-12)
         assert result["merge"]["ok"] and metrics["merged_test_top1"] == metrics["test_top1"]
+        # a study's run shares the machine: its merge checked, not timed (a run trained alone times it: test_train)
+        assert "merged_vs_adapter_latency_ratio" not in result["merge"]
         assert any((final / "tensorboard").rglob("events.out.tfevents.*"))
         joins[result["config"]["data"]["name"]] = result["protocol"]["pair_join"]
     assert joins == {"glue/rte": "the tokenizer's end-of-sequence token </s>", "glue/sst2": None}

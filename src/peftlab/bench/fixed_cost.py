@@ -28,12 +28,12 @@ TARGET_SECONDS = 2.0
 RECIPE_STAGES = ("start", "load_data", "build", "optimization", "restore", "fit")
 
 
-def default_lora_config(study_file: Path, quant: str = "none") -> tuple[dict, tuple[str, ...]] | None:
+def default_lora_config(study_file: Path, quant: str = "none") -> tuple[dict, tuple[str, ...], str | None] | None:
     """The config of the default study's first LoRA run whose base is quantized as ``quant`` says, as a dict,
-    and what the study's forkserver preloads (``local.preload_for``: the compiler where a run is quantized);
-    None without the study, such a run or its base."""
+    what the study's forkserver preloads (``local.preload_for``: the compiler where a run is quantized) and the
+    datasets it holds (``local.held_for``); None without the study, such a run or its base."""
     from peftlab.config.schema import to_dict
-    from peftlab.study.executors.local import preload_for
+    from peftlab.study.executors.local import held_for, preload_for
     from peftlab.study.spec import load_study
 
     if not study_file.is_file():
@@ -42,11 +42,11 @@ def default_lora_config(study_file: Path, quant: str = "none") -> tuple[dict, tu
     lora = [spec for spec in study.runs if spec.method == "lora" and spec.config.quant.mode == quant]
     if not lora or not Path(lora[0].config.model.pretrained).is_file():
         return None
-    preload = preload_for([(spec, Path()) for spec in study.runs])
+    jobs = [(spec, Path()) for spec in study.runs]
     config = {**to_dict(lora[0].config), "variant": lora[0].variant}
     # the bench's process has imported torch: its forkserver cannot pin the arithmetic (utils.cpu)
     config["train"]["reproducible"] = False
-    return config, preload
+    return config, preload_for(jobs), held_for(jobs)
 
 
 def timed(module, name: str, cpu: collections.Counter, phase: str) -> None:
@@ -139,9 +139,9 @@ def run_fixed_cost(study_file: Path, repeats: int = 3, quant: str = "none") -> d
     found = default_lora_config(study_file, quant)
     if found is None:
         return {"skipped": f"no default study with a LoRA run quant={quant} and its base at {study_file}"}
-    config, preload = found
+    config, preload, held = found
     variant = config.pop("variant")
-    ctx = worker_context(preload=preload)  # as the study starts it (a server already running keeps its own)
+    ctx = worker_context(preload=preload, held=held)  # as the study starts it (a server already running keeps its own)
     warm = ctx.Process(target=time.sleep, args=(0,))  # the forkserver's imports, once per study: not a run's
     warm.start()
     warm.join()

@@ -239,8 +239,10 @@ def pin_rows(report: dict) -> list[Row]:
             # the CPU's own arithmetic held to AVX2: an AVX2-only CPU's unpinned step
             (f"unpinned at AVX2 ({f['unpinned_avx2_cpu_ms']:.1f} ms): pinned / it", "pinned_vs_unpinned_avx2"),
             ("former pin / unpinned at AVX2", "compatible_vs_unpinned_avx2"),
+            # a candidate for AVX-512 CPUs alone, not the pin (older records have no such mode)
+            (f"AVX512_CORE pin ({f.get('pinned_avx512_cpu_ms', 0):.1f} ms) / unpinned", "pinned_avx512_vs_unpinned"),
         ]
-        rows += [(f"   {label}", spread_text(f[key]), "") for label, key in ratios]
+        rows += [(f"   {label}", spread_text(f[key]), "") for label, key in ratios if key in f]
     return rows
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from peftlab.config.checks import check_dataset_name
 from peftlab.data.cache_folders import mark_cache
+from peftlab.data.held import held
 from peftlab.data.readers.binary import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
@@ -233,6 +234,9 @@ def describe_layouts(name: str, directory: Path) -> str:
 
 
 def read_layout(layout: str, directory: Path, split_seed: int, test_dir: str | None = None) -> RawData:
+    """The dataset of ``layout`` in ``directory``: held decoded by a study's forkserver (``data.held``), or read."""
+    if (raw := held(layout, directory)) is not None:
+        return raw
     if layout == "mnist_idx":
         return read_idx_dataset(directory, MNIST_CLASS_NAMES)
     if layout == "fashion_mnist_idx":

@@ -103,7 +103,7 @@ def finish(
             s.progress,
         )
         del deployable
-        merge = check_merge(tuner, test_split, s.device)
+        merge = check_merge(tuner, test_split, s.device, repeats=0 if in_study(state) else MERGE_TIMING_REPEATS)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
@@ -117,6 +117,15 @@ def finish(
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge, "base": base}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
+
+
+MERGE_TIMING_REPEATS = 5  # the merged and the adapter forward, interleaved, of a run trained alone
+
+
+def in_study(state: RunState) -> bool:
+    """Whether a study's executor trains the run: its runs share the machine, so their merge is checked, not timed
+    (a forward timed against another beside it measures the other; ``peftlab bench`` times merged inference, P4)."""
+    return bool((state.execution or {}).get("executor"))
 
 
 def base_perplexity(s: Setting, data: Data) -> float | None:

@@ -125,7 +125,8 @@ class Merge(TypedDict, total=False):
     max_abs_diff: Required[float]  # max |merged logits - adapter logits|
     tolerance: Required[float]  # the largest difference that passes: 1e-4 of the largest logit, at least 1e-4
     ok: Required[bool]  # max_abs_diff <= tolerance; false is a warning, and `peftlab export --merged` refuses the run
-    # median forward time, merged / adapter (interleaved); absent for a tuning trial, whose merge is checked, not timed
+    # median forward time, merged / adapter (interleaved) of a run trained alone; absent for a study's runs, whose
+    # merge is checked, not timed (runs beside it would be in the time; `peftlab bench` times it side by side, P4)
     merged_vs_adapter_latency_ratio: float
     requantized_max_abs_diff: float  # a quantized base: the re-quantized merge against the adapter (reported)
     requantized_ok: bool  # a method whose quantized merge is exact (QA-LoRA): within tolerance (checked)

@@ -46,6 +46,7 @@ PRELOAD = (
 # where a study has runs that quantize their base: bitsandbytes imports torch's compiler, which cost each
 # such run 0.9 CPU-s in its forked worker on an AMD EPYC (0.08 s with it preloaded; issue 64)
 QUANTIZED_PRELOAD = ("torch._inductor.compile_fx",)
+HELD_PRELOAD = "peftlab.data.held_preload"  # last: reads the runs' array datasets once (``held_for``, data.held)
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
@@ -58,17 +59,18 @@ def default_start_method() -> str:
     return "spawn" if sys.platform == "darwin" else "forkserver"
 
 
-def worker_context(start_method: str = "forkserver", preload: tuple[str, ...] = PRELOAD):
+def worker_context(start_method: str = "forkserver", preload: tuple[str, ...] = PRELOAD, held: str | None = None):
     """The multiprocessing context of local workers; ``forkserver``'s server started, ``preload`` imported
-    in it (a server already running keeps what it preloaded)."""
+    in it, and with ``held`` (``held_for``) the datasets it names read and held there (a server already running
+    keeps what it preloaded and held)."""
     if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
         sys.warnoptions.append(QUIET_TRACKER)
     if start_method == "spawn":
         multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload))
-    start_forkserver()
+    ctx.set_forkserver_preload(list(preload) + ([HELD_PRELOAD] if held else []))
+    start_forkserver(held)
     return ctx
 
 
@@ -78,8 +80,16 @@ def preload_for(jobs: list[tuple[RunSpec, Path]]) -> tuple[str, ...]:
     return PRELOAD + QUANTIZED_PRELOAD if quantized else PRELOAD
 
 
-def start_forkserver() -> None:
-    """Start the forkserver with SIGINT held back (blocked), which it inherits.
+def held_for(jobs: list[tuple[RunSpec, Path]]) -> str | None:
+    """What the forkserver reads once and holds for the jobs' runs (``data.held``): the array datasets they read."""
+    from peftlab.data.held import to_hold
+
+    return to_hold({(spec.config.data.name, spec.config.data.root): spec.config.data for spec, _ in jobs}.values())
+
+
+def start_forkserver(held: str | None = None) -> None:
+    """Start the forkserver with SIGINT held back (blocked), which it inherits, and ``held`` in its environment
+    (``$PEFTLAB_HELD_DATA``: what its preload reads and holds, ``data.held``).
 
     A Ctrl-C reaches every process of the terminal's group: without this, one that lands while
     the forkserver imports torch prints its KeyboardInterrupt traceback under the study's line
@@ -99,7 +109,7 @@ def start_forkserver() -> None:
     pin = {name: os.environ.get(name) for name in PINNED}
     if FORKSERVER_PIN and FORKSERVER_PIN[-1] != pin:
         multiprocessing.forkserver._forkserver._stop()  # multiprocessing's own way to end its server
-    with sigint_held(), study_children():
+    with sigint_held(), study_children(held):
         multiprocessing.forkserver.ensure_running()
     FORKSERVER_PIN[:] = [pin]
 
@@ -116,20 +126,24 @@ def start_held(proc: multiprocessing.Process) -> None:
 
 
 @contextlib.contextmanager
-def study_children():
+def study_children(held: str | None = None):
     """``$PEFTLAB_STUDY_PID`` set to this process while it starts the forkserver or a spawned worker, which die
-    with it from their first import on (``worker.die_with_starting_study``), before torch is imported."""
+    with it from their first import on (``worker.die_with_starting_study``), before torch is imported; with
+    ``held``, ``$PEFTLAB_HELD_DATA`` too (``start_forkserver``)."""
+    from peftlab.data.held import ENV_HELD_DATA
     from peftlab.study.executors.worker import STUDY_PID
 
-    previous = os.environ.get(STUDY_PID)
-    os.environ[STUDY_PID] = str(os.getpid())
+    setting = {STUDY_PID: str(os.getpid()), **({ENV_HELD_DATA: held} if held else {})}
+    previous = {name: os.environ.get(name) for name in setting}
+    os.environ.update(setting)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(STUDY_PID, None)
-        else:
-            os.environ[STUDY_PID] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -186,7 +200,7 @@ def run_local(
 
     if not jobs:  # every run done: no forkserver is started (it imports torch, timm and PEFT)
         return
-    ctx = worker_context(preload=preload_for(jobs))
+    ctx = worker_context(preload=preload_for(jobs), held=held_for(jobs))
     taken = 0  # jobs started, in order
     running: dict[int, tuple[RunSpec, Path, multiprocessing.Process, int]] = {}
     started: dict[int, tuple[float, float]] = {}  # each running job's worker: when it started, ``earlier_wall``
