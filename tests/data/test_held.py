@@ -7,14 +7,16 @@ import json
 import multiprocessing.forkserver
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from peftlab.config.schema import load_config
 from peftlab.data import held as held_module
-from peftlab.data.held import ENV_HELD_DATA, hold_from_environment, to_hold
+from peftlab.data.held import ENV_HELD_DATA
 from peftlab.data.sources import read_layout
+from peftlab.study.executors.local import held_for, hold_from_environment
 
 LAYOUT = "fashion_mnist_idx"
 
@@ -38,6 +40,11 @@ def dataset(tmp_path, monkeypatch) -> Path:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
     return write_idx(tmp_path / "fashion", images, (np.arange(20) % 10).astype(np.uint8))
+
+
+def to_hold(configs) -> str | None:
+    """What a study whose runs have ``configs`` (whole run configs) names for its forkserver to hold."""
+    return held_for([(SimpleNamespace(config=config), None) for config in configs])
 
 
 def hold(monkeypatch, value: str) -> None:
@@ -94,10 +101,10 @@ def test_a_folder_changed_since_it_was_held_is_read_again(dataset, monkeypatch, 
 
 
 def test_what_a_study_holds_is_its_array_datasets_found_without_downloading(dataset, tmp_path):
-    fashion = load_config(overrides={"data": {"name": "fashion_mnist", "root": str(dataset)}}).data
-    missing = load_config(overrides={"data": {"name": "cifar10", "root": str(tmp_path / "nowhere")}}).data
+    fashion = load_config(overrides={"data": {"name": "fashion_mnist", "root": str(dataset)}})
+    missing = load_config(overrides={"data": {"name": "cifar10", "root": str(tmp_path / "nowhere")}})
     (tmp_path / "images" / "a").mkdir(parents=True)
-    folder = load_config(overrides={"data": {"name": "imagefolder", "root": str(tmp_path / "images")}}).data
+    folder = load_config(overrides={"data": {"name": "imagefolder", "root": str(tmp_path / "images")}})
     assert json.loads(to_hold([fashion, missing, folder, fashion])) == [[LAYOUT, str(dataset.resolve())]]
     assert to_hold([missing, folder]) is None
 
@@ -124,7 +131,7 @@ def answer_held(queue, folder: str) -> None:
 def test_the_study_forkserver_holds_what_its_runs_read(dataset):
     from peftlab.study.executors import local
 
-    held = to_hold([load_config(overrides={"data": {"name": "fashion_mnist", "root": str(dataset)}}).data])
+    held = to_hold([load_config(overrides={"data": {"name": "fashion_mnist", "root": str(dataset)}})])
     multiprocessing.forkserver._forkserver._stop()  # a server an earlier test started keeps its own preload
     try:
         ctx = local.worker_context(preload=("peftlab.data",), held=held)

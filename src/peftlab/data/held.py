@@ -3,20 +3,19 @@
 A study's local workers are forked from one forkserver, a process per run; every run of the default study would
 otherwise decompress and hash Fashion-MNIST's IDX files again (about 0.6 s of a 20 s run, and a rung's second
 job reads them once more). The study names the array datasets its runs read in ``$PEFTLAB_HELD_DATA`` while it
-starts the forkserver (``study.executors.local``), whose preload imports ``held_preload``: it reads each one
-there, once, with the readers any run uses. ``read_layout`` in a run forked from it then takes a held dataset
-instead of its files while every file in its folder still has the stat it had when it was read (the same inode,
-size, modification and change times: a file rewritten, replaced or touched since is read again). Each run is a
-process of its own, so nothing it does to its arrays reaches the held ones or another run. Only the forkserver
-holds anything: spawned workers (macOS), which train runs one after another, and a run trained alone
-(``peftlab train``, the Python API) read their files as before. A forked run's RSS counts the held pages it shares
-(result.json's ``memory.peak_rss_bytes``: 40 to 70 MB more on the default study; the figures above its baseline,
-which holds them already, do not).
+starts the forkserver (``study.executors.local.held_for``), whose preload imports
+``study.executors.held_preload``: it reads each one there, once, with the readers any run uses. ``read_layout`` in
+a run forked from it then takes a held dataset instead of its files while every file in its folder still has the
+stat it had when it was read (the same inode, size, modification and change times: a file rewritten, replaced or
+touched since is read again). Each run is a process of its own, so nothing it does to its arrays reaches the held
+ones or another run. Only the forkserver holds anything: spawned workers (macOS), which train runs one after
+another, and a run trained alone (``peftlab train``, the Python API) read their files as before. A forked run's RSS
+counts the held pages it shares (result.json's ``memory.peak_rss_bytes``: 40 to 70 MB more on the default study;
+the figures above its baseline, which holds them already, do not).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -56,8 +55,8 @@ def folder_stats(directory: Path) -> tuple | None:
 
 
 def hold(layout: str, directory: Path, read) -> None:
-    """Read the dataset in ``directory`` with ``read`` (``sources.read_layout``) and hold it; any failure holds
-    nothing (the run that reads it meets the error itself, in its own record)."""
+    """Read the dataset in ``directory`` with ``read(layout, directory)`` (``sources.read_layout``'s) and hold it; any
+    failure holds nothing (the run that reads it meets the error itself, in its own record)."""
     if layout not in HELD_LAYOUTS:
         return
     before = folder_stats(directory)
@@ -78,35 +77,3 @@ def held(layout: str, directory: Path) -> RawData | None:
     if entry is None or HOLDER.get("pid") in (None, os.getpid()) or folder_stats(directory) != entry[0]:
         return None
     return entry[1]
-
-
-def to_hold(data_configs) -> str | None:
-    """``$PEFTLAB_HELD_DATA`` for a study whose runs read ``data_configs`` (their ``data`` sections): the array
-    datasets among them that are found without downloading; None where there is none."""
-    from peftlab.config.checks import TEXT_DATASET_NAMES
-    from peftlab.data.build import is_listed
-    from peftlab.data.sources import find_data
-
-    found = set()
-    for cfg in data_configs:
-        if cfg.name in TEXT_DATASET_NAMES or is_listed(cfg.name):
-            continue
-        try:
-            layout, directory = find_data(cfg.name, cfg.root, download_allowed=False)
-        except Exception:  # missing or unreadable: each run says so itself
-            continue
-        if layout in HELD_LAYOUTS:
-            found.add((layout, str(directory)))
-    return json.dumps(sorted(found)) if found else None
-
-
-def hold_from_environment() -> None:
-    """Hold what ``$PEFTLAB_HELD_DATA`` names (``held_preload``)."""
-    from peftlab.data.sources import read_layout
-
-    try:
-        named = [(str(layout), Path(folder)) for layout, folder in json.loads(os.environ.get(ENV_HELD_DATA) or "[]")]
-    except (ValueError, TypeError):  # not what a study writes: hold nothing
-        return
-    for layout, directory in named:
-        hold(layout, directory, lambda lay, folder: read_layout(lay, folder, split_seed=0))

@@ -16,6 +16,7 @@ processes trained too holds their time (``phases.EARLIER_WALL``, read from its c
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
@@ -46,7 +47,8 @@ PRELOAD = (
 # where a study has runs that quantize their base: bitsandbytes imports torch's compiler, which cost each
 # such run 0.9 CPU-s in its forked worker on an AMD EPYC (0.08 s with it preloaded; issue 64)
 QUANTIZED_PRELOAD = ("torch._inductor.compile_fx",)
-HELD_PRELOAD = "peftlab.data.held_preload"  # last: reads the runs' array datasets once (``held_for``, data.held)
+# last: reads the runs' array datasets once and holds them (``held_for``, data.held)
+HELD_PRELOAD = "peftlab.study.executors.held_preload"
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
@@ -81,10 +83,38 @@ def preload_for(jobs: list[tuple[RunSpec, Path]]) -> tuple[str, ...]:
 
 
 def held_for(jobs: list[tuple[RunSpec, Path]]) -> str | None:
-    """What the forkserver reads once and holds for the jobs' runs (``data.held``): the array datasets they read."""
-    from peftlab.data.held import to_hold
+    """``$PEFTLAB_HELD_DATA`` for the forkserver of ``jobs`` (``data.held``): the array datasets their runs read that
+    are found without downloading, as a JSON list of [layout, folder]; None where there is none."""
+    from peftlab.config.checks import TEXT_DATASET_NAMES
+    from peftlab.data.build import is_listed
+    from peftlab.data.held import HELD_LAYOUTS
+    from peftlab.data.sources import find_data
 
-    return to_hold({(spec.config.data.name, spec.config.data.root): spec.config.data for spec, _ in jobs}.values())
+    found = set()
+    for cfg in {(spec.config.data.name, spec.config.data.root): spec.config.data for spec, _ in jobs}.values():
+        if cfg.name in TEXT_DATASET_NAMES or is_listed(cfg.name):
+            continue
+        try:
+            layout, directory = find_data(cfg.name, cfg.root, download_allowed=False)
+        except Exception:  # missing or unreadable: each run says so itself
+            continue
+        if layout in HELD_LAYOUTS:
+            found.add((layout, str(directory)))
+    return json.dumps(sorted(found)) if found else None
+
+
+def hold_from_environment() -> None:
+    """In the forkserver (``HELD_PRELOAD``): read and hold what ``$PEFTLAB_HELD_DATA`` names (``held_for``); a value
+    that is not what a study writes holds nothing."""
+    from peftlab.data.held import ENV_HELD_DATA, hold
+    from peftlab.data.sources import read_layout
+
+    try:
+        named = [(str(layout), Path(folder)) for layout, folder in json.loads(os.environ.get(ENV_HELD_DATA) or "[]")]
+    except (ValueError, TypeError):
+        return
+    for layout, directory in named:
+        hold(layout, directory, lambda lay, folder: read_layout(lay, folder, split_seed=0))
 
 
 def start_forkserver(held: str | None = None) -> None:

@@ -1,6 +1,0 @@
-"""The array datasets of a study's runs, for the preload of its workers (``study.executors.local.PRELOAD``), which
-imports modules by name: importing this one reads and holds what ``$PEFTLAB_HELD_DATA`` names (``data.held``)."""
-
-from peftlab.data.held import hold_from_environment
-
-hold_from_environment()
