@@ -19,9 +19,12 @@ NOTEBOOK_STAMP := $(VENV)/.peftlab-notebook
 PYTEST_ARGS ?=
 # pip without its byte-compilation, which runs one file at a time; then every installed module compiled on all
 # cores (compileall -j 0: 2 cores took 25 s where pip took 52, issue 87). A file that does not compile under
-# this Python (torch's py312_intrinsics.py) is skipped without a word, as pip skips it.
+# this Python (torch's py312_intrinsics.py) is skipped without a word, as pip skips it. peftlab's own src/ too
+# (SRC_COMPILE, before every test and study run; a file compiled already is skipped): where PYTHONDONTWRITEBYTECODE
+# is set, as on CI's machines, every process the suite starts compiled the 200 peftlab modules it imports itself.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 COMPILE := $(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
+SRC_COMPILE := $(BIN)/python -m compileall -qq -j 0 src || true
 # pytest-xdist: test files run side by side in this many processes, each file in one (its module
 # fixtures built once, its real-Slurm or Ray tests one at a time), in tests/conftest.py's order (the
 # files with the most end-to-end tests first, not xdist's largest-first); TEST_WORKERS=0: one process
@@ -80,6 +83,7 @@ $(DATA_STAMP): $(STAMP) scripts/install-data.sh
 	@touch $@
 
 study: install data
+	@$(SRC_COMPILE)
 	bash scripts/default-study.sh $(BIN)
 
 # the VTAB-1k protocol offline: Fashion-MNIST written as a VTAB-style task, then tuned, trained and reported
@@ -127,6 +131,7 @@ lint: install
 	$(BIN)/ruff format --check --quiet .
 
 test: install data track slurm ray notebook lint
+	@$(SRC_COMPILE)
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
@@ -134,6 +139,7 @@ test: install data track slurm ray notebook lint
 # records each test's wall and CPU seconds and the processes it starts; prints the 50 slowest tests and the 20
 # slowest files, the load and the CPU, and keeps them in runs/test-profile/profile.md
 test-profile: install data track slurm ray notebook
+	@$(SRC_COMPILE)
 	$(BIN)/python scripts/test_profile.py --workers $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The join matrix's whole product (tests/test_joins.py: every compatible family x data x protocol x cache x method
