@@ -112,27 +112,59 @@ def write_pretraining(tmp_path: Path, study: dict) -> Path:
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_study_through_submitit_equals_the_local_one(tmp_path, reference, request):
-    """The study's pretraining runs first as a submitit job; every run completes with the local executor's
-    numbers; the driver prints a line per finished run; a second call reuses the base and every run (submits
-    nothing). Ray's counterpart: test_a_study_through_ray_equals_the_local_one_though_its_workers_die."""
-    args = executor_args("submitit", request) + ["--slurm-time", "0:10:00"]
+def test_a_study_through_submitit_loses_no_job_and_equals_the_local_one(tmp_path, reference, request):
+    """Jobs SIGKILLed after their checkpoint of step 3 (a node lost, an OOM kill) end without a result: each was
+    lost, not failed, and the same command goes on from where it stopped. One study, four calls of one command:
+
+    1. its pretraining job dies: the study stops with one line saying the pretraining was lost (exit 2), its
+       checkpoint kept, no base written, no run trained;
+    2. again, the kill still set: the pretraining's new job resumes after step 3 (not killed again) and writes the
+       base; each run's job dies: one line a run saying its job was lost and it stays pending (exit 1), nothing
+       recorded, each run started;
+    3. again, in this process, as a command of its own: each run's new job resumes from the checkpoint to the local
+       executor's numbers, the driver prints a line per finished run, each run's record names its job;
+    4. again: the base and every run reused, nothing submitted.
+
+    Every job a process of its own with submitit's own files. Ray's counterpart:
+    test_a_study_through_ray_equals_the_local_one_though_its_workers_die."""
     path = write_pretraining(tmp_path, STUDY)
-    out = tmp_path / "out"
-    proc = study_cli(path, out, *args)
-    assert proc.returncode == 0, proc.stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
-    assert_progress_lines(proc.stderr)
+    out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
+    args = ["--quiet", *executor_args("submitit", request), "--slurm-time", "0:10:00"]
+    kill = {"PEFTLAB_KILL_AT": "checkpoint:3"}
+    proc = study_cli(path, out, *args, env=kill)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
+    assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
+    assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
+    assert not list(out.glob("runs/*/metrics.jsonl"))
+
+    proc = study_cli(path, out, *args, env=kill)
+    assert proc.returncode == 1, proc.stderr
+    manifest = json.loads((pretrained / "manifest.json").read_text())
+    assert (pretrained / manifest["weights"]).is_file()
+    assert "0 completed, 0 failed, 0 diverged of 2 runs" in proc.stdout and "stay pending" in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2, proc.stderr  # one a run
+    for line in lines:
+        assert "stopped: its submitit job was lost: it ended without a result (job " in line, line
+        assert "it stays pending: run the same command again to resume it" in line, line
+    assert not list(out.glob("runs/*/result.json"))
+    assert len(list(out.glob("runs/*/checkpoint/last.pt"))) == 2  # each had started
+
+    status, stdout, stderr = cli_study_here(path, out, *args[1:])  # the same command, in this process
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in stdout
+    assert_progress_lines(stderr)
     assert_same_results(out, reference)
     for result in results_by_run(out).values():  # each run names the job that trained it
         job_id = result["execution"]["job_id"]
         assert job_id and result["execution"] == execution("submitit", job_id)
-    manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
-    assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
-    assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 3  # the pretraining and each run: jobs of their own
+    # jobs of their own: the pretraining's two, and each run's two
+    assert len(list((out / "slurm").glob("*/*_0_log.out"))) == 6
 
     before, jobs = mtimes(out), sorted((out / "slurm").glob("*"))
-    status, stdout, stderr = cli_study_here(path, out, "--quiet", *args)  # this process: no interpreter to start
+    status, stdout, stderr = cli_study_here(path, out, *args)
     assert status == 0, stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
     assert mtimes(out) == before
@@ -164,30 +196,6 @@ def test_searches_through_ray_and_submitit_run_side_by_side_with_the_local_trial
             assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], (executor[1], method)
             assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
         assert_searches_overlapped(remote.parent / "out" / "tune", methods)
-
-
-@pytest.mark.e2e
-@needs_fashion_mnist()
-def test_a_run_whose_job_died_is_submitted_again(tmp_path, reference, request):
-    """A job killed part-way (SIGKILL at step 3, as a node lost or an OOM kill) leaves no result:
-    the run was lost, not failed: the study says so in one line, records nothing, and the next call
-    submits it again, which resumes from the checkpoint to the uninterrupted numbers."""
-    path = write_study(tmp_path, ONE_RUN)
-    out = tmp_path / "out"
-    args = ["--quiet", *executor_args("submitit", request)]
-    proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "step:3"})
-    assert proc.returncode == 1, proc.stderr
-    assert "0 completed, 0 failed, 0 diverged of 1 runs" in proc.stdout and "stay pending" in proc.stdout
-    (line,) = proc.stderr.splitlines()
-    assert "stopped: its submitit job was lost: it ended without a result (job " in line, line
-    assert "it stays pending: run the same command again to resume it" in line, line
-    assert not list(out.glob("runs/*/result.json"))
-    assert list(out.glob("runs/*/metrics.jsonl"))  # it had started
-
-    status, stdout, stderr = cli_study_here(path, out, *args)  # the same command, in this process: its job resumes
-    assert status == 0, stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
-    assert_same_results(out, reference)
 
 
 @pytest.mark.e2e
@@ -256,29 +264,6 @@ def test_ray_retries_a_task_whose_worker_died_never_one_that_raised(tmp_path, re
     assert raised.read_text().count("attempt") == 1
     assert ends[0].startswith("WorkerCrashedError: "), ends
     assert "ValueError: the run's own error" in ends[1], ends
-
-
-@pytest.mark.e2e
-@needs_fashion_mnist()
-def test_a_lost_pretraining_job_says_so_and_the_next_call_resumes_it(tmp_path, request):
-    """The study's pretraining job SIGKILLed after its checkpoint of step 3 ended without its base
-    model or an error: the study stops with one line saying it was lost, not failed, and the next
-    call resumes it and runs the study."""
-    path = write_pretraining(tmp_path, ONE_RUN)
-    out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
-    args = ["--quiet", *executor_args("submitit", request)]
-    proc = study_cli(path, out, *args, env={"PEFTLAB_KILL_AT": "checkpoint:3"})
-    assert proc.returncode == 2, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
-    assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
-    assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
-    assert not list(out.glob("runs/*/result.json"))
-
-    status, stdout, stderr = cli_study_here(path, out, *args)  # the same command, in this process
-    assert status == 0, stderr
-    assert "1 completed, 0 failed, 0 diverged of 1 runs" in stdout
-    assert (pretrained / "manifest.json").is_file()
 
 
 @pytest.mark.e2e
