@@ -8,7 +8,9 @@ random GPT-2, LoRA r=2, 2 steps, one seed, pinned."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import tarfile
@@ -21,6 +23,7 @@ from archivefiles import here, paper_and_pack, peftlab
 from test_reproduce_hostile import rehash
 from testkit import hf_text_dir
 
+import peftlab as peftlab_api
 from peftlab.training.run_result import GENERATIONS
 
 NAME = "dialogue-submission"
@@ -180,14 +183,18 @@ def test_a_rerun_holds_the_replies_to_their_bits_and_finds_one_forged_with_every
     root = received(dialogue_archive, tmp_path, lambda root: (edit_reply(root), rehash(root)))
     (packed,) = (root / "results" / "runs").glob(f"*/{GENERATIONS}")
     prompts = len(packed.read_text().splitlines())
-    done = peftlab("reproduce", str(root), "--runs", "all", "--out", "check", "--quiet", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
-    (line,) = [line for line in done.stdout.splitlines() if line.startswith("run lora seed 0: ")]
+    printed = io.StringIO()
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(printed):  # what the command computes, as a kernel
+        record = peftlab_api.reproduce(str(root), runs="all", out="check")  # calls it: its workers start pinned
+    stdout = printed.getvalue()
+    assert not record["reproduced"], stdout
+    (line,) = [line for line in stdout.splitlines() if line.startswith("run lora seed 0: ")]
     said = f"{GENERATIONS}: 1 of {prompts} greedy replies differ, the first to prompt 1: "
     assert line.startswith(f"run lora seed 0: differs (exact): {said}"), line
     assert line.endswith("here, 'w59 w59 w59' archived") and "metric" not in line, line  # the metrics are equal
-    assert done.stdout.splitlines()[-1].startswith("not reproduced: ")
-    compared = json.loads((tmp_path / "check" / "reproduce.json").read_text())["compared"]
+    assert stdout.splitlines()[-1].startswith("not reproduced: ")
+    assert record == json.loads((tmp_path / "check" / "reproduce.json").read_text())
+    compared = record["compared"]
     assert compared[0]["replies"] == {"compared": prompts, "differ": 1} and prompts > 1
 
 

@@ -11,6 +11,8 @@ that does not claim to have checked data it never saw.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -112,13 +114,26 @@ def chosen_lr(author: Path) -> float:
     return json.loads(selection.read_text())["chosen"]["params"]["train.lr"]
 
 
-def receive(received: dict, where: Path, *args: str, fortunes: bool = True, process: bool = False):
-    """``peftlab ARGS`` from ``where`` (made), PEFTLAB_FORTUNES_DIR set as on a machine with Debian's fortunes: in
-    this process (``archivefiles.here``: a check, a refusal, a dataset made), or with ``process`` in one of its own
-    (reruns, trained as the archive's runs were)."""
+def receive(received: dict, where: Path, *args: str, fortunes: bool = True):
+    """``peftlab ARGS`` from ``where`` (made), PEFTLAB_FORTUNES_DIR set as on a machine with Debian's fortunes, in
+    this process (``archivefiles.here``): a check, a refusal, a dataset made."""
     where.mkdir(parents=True, exist_ok=True)
     env = {"PEFTLAB_FORTUNES_DIR": str(received["fortunes"])} if fortunes else {}
-    return peftlab(*args, cwd=where, env=env) if process else here(*args, cwd=where, env=env)
+    return here(*args, cwd=where, env=env)
+
+
+def rerun(where: Path, archive: str, **options) -> tuple[str, dict]:
+    """``peftlab.reproduce(ARCHIVE, **options)`` from ``where`` (made) in this process, as a notebook's kernel calls
+    what ``peftlab reproduce`` computes: the reruns train in its workers, started with the pin (this process trains
+    nothing), as ``peftlab study`` trained the archive's runs in its own; the datasets are read from the folders
+    ``data`` names, which the reruns' configs hold. The lines it printed, and its record (reproduce.json)."""
+    import peftlab
+
+    where.mkdir(parents=True, exist_ok=True)
+    printed = io.StringIO()
+    with contextlib.chdir(where), contextlib.redirect_stdout(printed):
+        record = peftlab.reproduce(archive, progress=False, **options)
+    return printed.getvalue(), record
 
 
 def archive_file(tarball: Path, name: str) -> str:
@@ -200,26 +215,20 @@ def test_data_kept_outside_is_checked_and_read_and_the_tuned_choice_reruns_witho
     received, receivers_data, tmp_path
 ):
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
-    done = receive(
-        received,
-        tmp_path / "cwd",
-        *("reproduce", str(received["archive"]), "--data", "../datasets", "--out", "c"),
-        process=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    verdict = done.stdout.splitlines()[-1]
-    assert verdict.startswith("runs reproduced: level 2 of 3"), verdict
-    assert "archive intact: yes (" in done.stdout and "2 datasets" in done.stdout
-    assert "1 of 1 runs rerun (drawn with sample seed " in done.stdout and "the tuning taken as recorded" in done.stdout
-    assert "base: reproduced, its weights' SHA-256 " in done.stdout  # the rerun's pretraining made the same base
+    stdout, record = rerun(tmp_path / "cwd", str(received["archive"]), data="../datasets", out="c")
+    verdict = stdout.splitlines()[-1]
+    assert record["reproduced"] and verdict.startswith("runs reproduced: level 2 of 3"), stdout
+    assert "archive intact: yes (" in stdout and "2 datasets" in stdout
+    assert "1 of 1 runs rerun (drawn with sample seed " in stdout and "the tuning taken as recorded" in stdout
+    assert "base: reproduced, its weights' SHA-256 " in stdout  # the rerun's pretraining made the same base
     check = tmp_path / "cwd" / "c"
     assert not (check / "archive" / NAME / "data").exists()  # read where it is kept, not copied
     (result,) = (check / "rerun" / "runs").glob("*/result.json")
-    rerun = json.loads(result.read_text())
-    assert rerun["config"]["train"]["lr"] == received["chosen"] and not (check / "rerun" / "tune").exists()
-    assert Path(rerun["config"]["data"]["root"]) == (tmp_path / "datasets" / "texttask").resolve()
-    record = json.loads((check / "reproduce.json").read_text())
-    assert record["reproduced"] and all(a == b for a, b in record["compared"][0]["metrics"].values())
+    rerun_result = json.loads(result.read_text())
+    assert rerun_result["config"]["train"]["lr"] == received["chosen"] and not (check / "rerun" / "tune").exists()
+    assert Path(rerun_result["config"]["data"]["root"]) == (tmp_path / "datasets" / "texttask").resolve()
+    assert record == json.loads((check / "reproduce.json").read_text())
+    assert all(a == b for a, b in record["compared"][0]["metrics"].values())
 
 
 @pytest.mark.e2e
@@ -317,12 +326,12 @@ def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_ma
         )
     )
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
-    done = receive(received, tmp_path, "reproduce", NAME, "--data", "datasets", "--out", "check", process=True)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "base: other weights on the runs' machine class: SHA-256 " in done.stdout
-    assert "not checked: " in done.stdout and "configs/pretrain.yaml" in done.stdout  # named before the reruns
-    last = done.stdout.splitlines()[-1]
-    assert last.startswith("not reproduced: ") and "base: other weights" in last, done.stdout
+    stdout, record = rerun(tmp_path, NAME, data="datasets", out="check")
+    assert not record["reproduced"], stdout
+    assert "base: other weights on the runs' machine class: SHA-256 " in stdout
+    assert "not checked: " in stdout and "configs/pretrain.yaml" in stdout  # named before the reruns
+    last = stdout.splitlines()[-1]
+    assert last.startswith("not reproduced: ") and "base: other weights" in last, stdout
 
 
 def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minutes(tmp_path):
@@ -346,14 +355,9 @@ def test_a_pretraining_phase_that_found_its_base_trained_says_so_not_zero_minute
 @pytest.mark.e2e
 def test_trials_rerun_the_search_and_compare_its_choice(received, receivers_data, tmp_path):
     put_data(receivers_data, tmp_path, (TASK, "datasets/texttask"), (CORPUS, "datasets/lmcorpus"))
-    done = receive(
-        received,
-        tmp_path,
-        *("reproduce", str(received["archive"]), "--data", "datasets", "--trials", "--out", "c"),
-        process=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"the tuning searches rerun, (\d+) of \1 choices? as archived", done.stdout), done.stdout
+    stdout, record = rerun(tmp_path, str(received["archive"]), data="datasets", trials=True, out="c")
+    assert record["reproduced"], stdout
+    assert re.search(r"the tuning searches rerun, (\d+) of \1 choices? as archived", stdout), stdout
     assert (tmp_path / "c" / "rerun" / "tune").is_dir()  # the trials ran again
-    record = json.loads((tmp_path / "c" / "reproduce.json").read_text())
+    assert record == json.loads((tmp_path / "c" / "reproduce.json").read_text())
     assert record["tuning"] == "rerun" and record["tuning_choices"] == [f"lora: train.lr {received['chosen']}"]
