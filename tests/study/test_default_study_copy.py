@@ -6,18 +6,22 @@ fails here, instead of leaving configs/studies/default.yaml's header stale.
 The copy runs with train.reproducible (downstream.yaml's), so AVX2 and AVX-512 CPUs take the same code. The
 QLoRA ablation (bitsandbytes' int8 and nf4 kernels, which choose their code by the CPU) is left out.
 When a change moves these numbers on purpose, run the default study again (make study), update its header
-and README, and write the new counts here."""
+and README, and write the new counts here.
+
+The study runs in a `peftlab study` process of its own (its pinned runs would restart this process's forkserver
+with the pin, and again without it for the next study of the process); its report, which reads files only, is
+written in this process, its figures in the cheaper encodings (conftest.py)."""
 
 import csv
 import json
 
 import pytest
 import yaml
-from testkit import REPO, needs_fashion_mnist, run_cli
+from testkit import REPO, cli_here, needs_fashion_mnist, run_cli
 
 from peftlab.utils import cpu
 
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("quick_figures")]
 
 TEST_IMAGES = 256
 # correct test images of 256, per configuration: measured 2026-11-25 on an AVX-512 machine, arithmetic pinned (MKL's
@@ -58,10 +62,10 @@ def runs(tmp_path):
 
 
 def test_a_smaller_copy_of_the_default_study_gives_the_pinned_numbers(tmp_path):
-    proc = run_cli(
-        "study", str(smaller_copy(tmp_path / "study.yaml")), "--study-dir", str(tmp_path / "out"), "--quiet", "--report"
-    )
+    proc = run_cli("study", str(smaller_copy(tmp_path / "study.yaml")), "--study-dir", str(tmp_path / "out"), "--quiet")
     assert proc.returncode == 0, proc.stderr
+    report = cli_here("report", str(tmp_path / "out"))  # what `peftlab study --report` writes after the study
+    assert report.returncode == 0, report.stderr
     with open(tmp_path / "out" / "report" / "results.csv") as f:
         rows = {row["variant"]: row for row in csv.DictReader(f)}
     assert {v: r["status"] for v, r in rows.items()} == dict.fromkeys(EXPECTED, "completed")

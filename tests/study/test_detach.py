@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -101,17 +100,11 @@ def results(study_dir: Path) -> dict[str, dict]:
 def test_a_detached_tuned_study_completes_without_its_driver_as_the_local_one(tmp_path, gpu_slurm, monkeypatch):
     path, out = write_study(tmp_path / "slurm", TUNED), tmp_path / "slurm" / "out"
     args = ["--executor", "submitit", "--slurm-cpus", "1", "--slurm-gpus", "1", "--slurm-time", "20", "--detach"]
-    driver = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), *args],
-        capture_output=True,
-        text=True,
-        cwd=path.parent,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **gpu_slurm},
-        timeout=GUARD_SECONDS,
-    )
-    assert driver.returncode == 0, driver.stderr
-    assert driver.stdout.startswith("study s: submitted the trials as Slurm job array "), driver.stdout
     monkeypatch.setenv("SLURM_CONF", gpu_slurm["SLURM_CONF"])
+    # the driver, in this process (cli.run_command): its jobs are Slurm's, which nothing of it outlives once it returns
+    status, said, stderr = cli_study_here(path, out, *args)
+    assert status == 0, stderr
+    assert said.startswith("study s: submitted the trials as Slurm job array "), said
     status, said, _ = cli_study_here(path, out, *args)  # the same command, while the chain is in Slurm's queue
     assert status == 0 and said.startswith("study s: detached on Slurm, "), said
     reference_study = write_study(tmp_path / "local", TUNED)  # trained here while the chain runs in Slurm

@@ -18,6 +18,7 @@ from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, wait_unt
 pytestmark = [
     pytest.mark.e2e,
     needs_fashion_mnist(),
+    pytest.mark.usefixtures("quick_figures"),  # the report here is read as text: its figures' cheaper encodings
 ]
 
 BASE = {
@@ -189,9 +190,12 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_study(tmp_path):
 def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how, start_method):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM of the
     study process stop it cleanly: no run is recorded failed, the checkpoints stay and the same
-    command finishes the study. After either, no worker lives on. The same under the start method
-    spawn (long-lived workers). (SIGKILL of the study process: test_sigkill_then_rerun_equals_an_
-    uninterrupted_study checks the same, no worker left, no run recorded failed, the checkpoint kept.)"""
+    command finishes the study. After either, no worker lives on. The same stop under the start method
+    spawn (long-lived workers), which the study command then finishes under forkserver: this process's
+    forkserver serves it, where a spawned worker would import torch, timm and PEFT again (a spawned worker
+    resuming a stopped run's checkpoint: test_spawn.py). (SIGKILL of the study process: test_sigkill_then_
+    rerun_equals_an_uninterrupted_study checks the same, no worker left, no run recorded failed, the
+    checkpoint kept.)"""
     path = write_study(tmp_path, {"seeds": 1, "methods": {"lora": {}}})  # one run, stopped part-way
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
@@ -225,7 +229,7 @@ def test_stopping_the_study_leaves_no_worker_and_resumable_runs(tmp_path, how, s
     assert list(out.glob("runs/*/checkpoint/last.pt")), "the interrupted run's checkpoint is gone"
     assert proc.returncode == 128 + sig, stderr
     assert stderr.count("\n") == 1 and f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr, stderr
-    status, stdout, stderr = cli_study_here(path, out, "--quiet", "--start-method", start_method)
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", "--start-method", "forkserver")
     assert status == 0, stderr
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
 
@@ -292,12 +296,13 @@ def test_a_study_directory_in_use_names_a_waiting_flag_only_where_the_caller_has
 
 
 def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
-    """A second `peftlab study` on a directory in use (called in this process) exits with one line naming
-    the holder; with --wait (a process) it starts when the first ends and finds every run done. Every run
-    is trained once: one result, no step twice. A `peftlab train` on a run directory another trainer holds
-    is refused the same way and changes nothing."""
-    # long enough that the first study still trains when the other two start (6 epochs were not, on a quiet machine)
-    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 24}, "methods": {"lora": {}}})
+    """A second `peftlab study` on a directory in use exits with one line naming the holder; with --wait it
+    starts when the first ends and finds every run done (both called in this process, the first study's
+    holder a process of its own). Every run is trained once: one result, no step twice. A `peftlab train` on
+    a run directory another trainer holds is refused the same way and changes nothing."""
+    # long enough that the first study still trains when the other two start (in this process: no interpreter to
+    # start, no torch to import first)
+    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 8}, "methods": {"lora": {}}})
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     first = subprocess.Popen(
@@ -313,22 +318,16 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
         time.sleep(0.05)
     assert first.poll() is None, first.stderr.read()
 
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "peftlab.cli", "study", str(path), "--study-dir", str(out), "--quiet", "--wait"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     status, _, stderr = cli_study_here(path, out, "--quiet")  # the refusal, in this process: another one than first
     assert status == 2 and stderr.count("\n") == 1, stderr
     assert f"study directory {out} is in use by pid {first.pid} on " in stderr and "--wait" in stderr
+    assert first.poll() is None, "the first study ended before --wait started: it waited for nothing"
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", "--wait")  # returns once first has let go
+    assert status == 0, stderr
+    assert f"study directory {out} is in use by pid {first.pid} on " in stderr and "; waiting for it" in stderr
+    assert "(2 were already finished)" in stdout
 
     assert first.wait(timeout=1200) == 0, first.stderr.read()
-    stdout, stderr = waiting.communicate(timeout=1200)
-    assert waiting.returncode == 0, stderr
-    assert "waiting for it" in stderr and "(2 were already finished)" in stdout
     for run_id, result in results_by_run(out).items():
         assert result["status"] == "completed"
         records = [json.loads(x) for x in (out / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_runner import study_here
-from test_tuning_study import write_study
+from test_tuning_study import SIDE_BY_SIDE, write_study
 from testkit import REPO, needs_fashion_mnist
 
 from peftlab.study.executors import local as local_executor
@@ -55,43 +55,43 @@ def trained(out: Path) -> dict[str, Path]:
 @pytest.mark.e2e
 @needs_fashion_mnist()
 def test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_study(tmp_path):
-    """A 2-trial grid, trained at once, and its final run. The worker of the first trial to reach
-    step 7 (after the checkpoint of step 6) SIGKILLs itself: its run stays pending, the slot gets a new
-    worker that resumes it from its checkpoint, and the study goes on (docs/studies.md) to its final run,
-    trained in one of the search's workers, which outlive the search. Every run equals the
-    uninterrupted study's under forkserver."""
-    study = {
-        "seeds": 1,
-        "set": {"train.epochs": 1, "train.eval_every": 5},
-        "methods": {"lora": {}},
-        "tune": {"axes": {"train.lr": [1e-3, 1e-2]}, "search": "grid", "trials": 2},
-    }
+    """Two 3-trial grids (full and LoRA, each search's third trial added beside its better edge), side by side
+    on two spawned workers, and their final runs. The worker of the first trial to reach step 7 (after the
+    checkpoint of step 6) SIGKILLs itself: its run stays pending, the slot gets a new worker that resumes it
+    from its checkpoint, and the study goes on (docs/studies.md) to its final runs, trained in the search's
+    workers, which outlive the search. Every run, and each search's trials, their added points and its choice,
+    equal the uninterrupted study's on two forkserver workers (which equal one worker's: test_tuning_study.py):
+    the long-lived spawned workers take the trials a search adds while they run."""
     ref_out = tmp_path / "forkserver" / "out"
-    study_here(write_study(tmp_path / "forkserver", study), ref_out, workers=2)  # forkserver: this process's
+    study_here(write_study(tmp_path / "forkserver", SIDE_BY_SIDE), ref_out, workers=2)  # forkserver: this process's
 
-    path = write_study(tmp_path / "spawn", study)
+    path = write_study(tmp_path / "spawn", SIDE_BY_SIDE)
     out = tmp_path / "spawn" / "out"
     env = {"PEFTLAB_KILL_AT": "step:7", "PEFTLAB_KILL_ONCE": str(tmp_path / "killed")}
     killed = study_cli(path, out, tmp_path, **env)
     assert killed.returncode == 0 and (tmp_path / "killed").exists(), killed.stderr
     (line,) = killed.stderr.splitlines()
     assert "was stopped by an outside cause (its worker was killed by SIGKILL" in line and "resuming it" in line
-    assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in killed.stdout
-    workers = {lock_pid(d) for d in out.glob("tune/lora/runs/*")}  # the resumed run's: a new or an idle worker
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in killed.stdout
+    workers = {lock_pid(d) for d in out.glob("tune/*/runs/*")}  # the resumed run's: a new or an idle worker
     assert os.getpid() not in workers
-    (final,) = [p.parent for p in out.glob("runs/*/result.json")]
-    assert lock_pid(final) in workers, "the final run did not reuse the search's worker"
+    finals = [p.parent for p in out.glob("runs/*/result.json")]
+    assert len(finals) == 2 and all(lock_pid(final) in workers for final in finals), "a final run took a new worker"
 
     ours, theirs = trained(out), trained(ref_out)
-    assert ours.keys() == theirs.keys() and len(ours) == 3
+    assert ours.keys() == theirs.keys() and len(ours) == 8
     for run_id, run_dir in ours.items():
         a, b = (json.loads((d / "result.json").read_text()) for d in (run_dir, theirs[run_id]))
         assert a["status"] == b["status"] == "completed" and a["metrics"] == b["metrics"], run_id
         steps = [(r["kind"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
         assert len(steps) == len(set(steps)), f"a step of {run_id} was trained twice"
-    assert (final / "adapter.safetensors").read_bytes() == (theirs[final.name] / "adapter.safetensors").read_bytes()
-    chosen = [json.loads((o / "tune" / "lora" / "selection.json").read_text())["chosen"] for o in (out, ref_out)]
-    assert chosen[0] == chosen[1]
+    for final in finals:
+        assert (final / "adapter.safetensors").read_bytes() == (theirs[final.name] / "adapter.safetensors").read_bytes()
+    studies = (out, ref_out)
+    for method in ("full", "lora"):  # each search's trials, scores, added point and choice
+        ours_chose, theirs_chose = (json.loads((o / "tune" / method / "selection.json").read_text()) for o in studies)
+        assert ours_chose == theirs_chose, method
+        assert len(ours_chose["trials"]) == 3 and ours_chose["trials"][2]["added"]
 
 
 def study_cli(path: Path, out: Path, cwd: Path, **env: str):

@@ -20,7 +20,8 @@ from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, wait_unt
 from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.study.spec import load_study
 
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
+# the reports here are read as text, and tuning.png as a file: figures in the cheaper encodings (conftest.py)
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("quick_figures")]
 
 BASE = {
     "model": TINY_MODEL,
@@ -223,28 +224,31 @@ def test_a_diverging_trial_is_marked_and_never_chosen_and_the_edge_is_followed(t
     assert (out / "report" / "figures" / "tuning.png").is_file()
 
 
+# two searches of three trials, the third added beside the better edge: on two workers they run side by side
+SIDE_BY_SIDE = {
+    "seeds": 1,
+    "methods": {"full": {}, "lora": {}},
+    "set": {"train.epochs": 1},
+    "tune": {"axes": {"train.lr": [1e-3, 3e-3]}, "search": "grid", "trials": 3, "follow_edge": True},
+}
+
+
 def test_searches_side_by_side_on_two_workers_give_the_trials_of_one_worker(tmp_path):
     """With two workers the searches of full and LoRA share them (``side_by_side``: the real forkserver
-    executor, and the long-lived spawned workers, take the trials a search adds while they run); each
-    search's trials, their run ids, scores and added points, and its choice are those that one worker, one
-    search after another, gives."""
-    study = {
-        "seeds": 1,
-        "methods": {"full": {}, "lora": {}},
-        "set": {"train.epochs": 1},
-        "tune": {"axes": {"train.lr": [1e-3, 3e-3]}, "search": "grid", "trials": 3, "follow_edge": True},
-    }
+    executor takes the trials a search adds while they run); each search's trials, their run ids, scores and
+    added points, and its choice are those that one worker, one search after another, gives. (The same study
+    on two long-lived spawned workers, one of them killed mid-run, giving the two forkserver workers' trials
+    and runs: test_spawn.py.)"""
     selections = []
-    for workers, start in (("1", "forkserver"), ("2", "forkserver"), ("2", "spawn")):
-        path = write_study(tmp_path / start / workers, study)
+    for workers in ("1", "2"):
+        path = write_study(tmp_path / "forkserver" / workers, SIDE_BY_SIDE)
         out = path.parent / "out"
-        args = ("--workers", workers, "--start-method", start)
-        status, _, stderr = cli_study_here(path, out, "--quiet", *args)  # spawn's workers: processes all the same
+        status, _, stderr = cli_study_here(path, out, "--quiet", "--workers", workers, "--start-method", "forkserver")
         assert status == 0, stderr
         selections.append({m: json.loads((out / "tune" / m / "selection.json").read_text()) for m in ("full", "lora")})
         assert len(list(out.glob("runs/*/result.json"))) == 2
-    one, two, spawned = selections
-    assert one == two == spawned
+    one, two = selections
+    assert one == two
     assert all(len(s["trials"]) == 3 and s["trials"][2]["added"] for s in two.values())
     # the phases the call measured, read back by the report's header
     out = tmp_path / "forkserver" / "2" / "out"

@@ -24,6 +24,9 @@ from peftlab.tuners import TUNERS, plugins
 from peftlab.tuners.catalog import method_rows
 from peftlab.utils.errors import ConfigError
 
+# the report of the tuned study is read as text: its figures in the cheaper encodings (conftest.py)
+pytestmark = pytest.mark.usefixtures("quick_figures")
+
 EXAMPLE = REPO / "tests" / "plugin_example"
 EXAMPLE_ENTRY_POINTS = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]["entry-points"]
 DATA = {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32}
@@ -147,9 +150,10 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "peftlab.cli"]
-    args = ["study", "study.yaml", "--study-dir", str(out), "--quiet", "--report", "--workers", "2"]
-    proc = subprocess.run(cli + args, capture_output=True, text=True, cwd=tmp_path, env=env_with(site), timeout=600)
+    # in this process, the plugin on its sys.path (``site``): the workers its forkserver forks get that path
+    # (multiprocessing's preparation data) and find the plugin through the entry-point metadata there
+    args = ["study", str(tmp_path / "study.yaml"), "--study-dir", str(out), "--quiet", "--report", "--workers", "2"]
+    proc = cli_here(*args)
     assert proc.returncode == 0, proc.stderr
     assert "4 completed, 0 failed" in proc.stdout
     finals = {p.parent: json.loads(p.read_text()) for p in out.glob("runs/*/result.json")}
@@ -169,7 +173,8 @@ def test_a_tuned_study_runs_the_plugin_beside_lora_in_its_workers_and_reports_it
 
 def test_a_spawned_worker_finds_the_plugin_from_its_entry_point(site, tmp_path):
     """Under ``--start-method spawn`` each worker is a fresh interpreter (macOS's default): it finds the
-    plugin through the entry-point metadata on its path, as the study process did, and trains it."""
+    plugin through the entry-point metadata on its path (the study process's, which multiprocessing gives it),
+    as the study process did, and trains it."""
     install_example(site)
     base = {
         "model": TINY_MODEL,
@@ -181,15 +186,8 @@ def test_a_spawned_worker_finds_the_plugin_from_its_entry_point(site, tmp_path):
     study = {"name": "s", "base": "base.yaml", "seeds": 1, "methods": {"mlp_bias": {}}}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     out = tmp_path / "out"
-    args = ["study", "study.yaml", "--study-dir", str(out), "--quiet", "--workers", "1", "--start-method", "spawn"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env_with(site),
-        timeout=600,
-    )
+    args = ["study", str(tmp_path / "study.yaml"), "--study-dir", str(out), "--quiet", "--workers", "1"]
+    proc = cli_here(*args, "--start-method", "spawn")  # in this process: the worker is a fresh interpreter all the same
     assert proc.returncode == 0, proc.stderr
     (result,) = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
     assert result["status"] == "completed" and result["config"]["method"]["name"] == "mlp_bias"
