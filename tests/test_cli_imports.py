@@ -71,26 +71,32 @@ def command_imports(*argv: str, status: int = 0) -> set[str]:
 
 
 # what ``import LIBRARY`` brings by itself, each in a process forked from one that imported torch alone: each
-# library imports torch, so the modules its process holds are the same, and torch is imported once for the three
-LIBRARIES = {
-    "timm": "import peftlab.models\nimport timm",  # as peftlab imports it (libraries.wandb_when_used)
-    "timm alone": "import timm",
-    "wandb after timm": "import peftlab.models\nimport timm\nimport wandb\nassert wandb.init",  # the wandb sink's
-    "peft": "import peft",
-    "peft without bitsandbytes": "sys.modules['bitsandbytes'] = None\nimport peft",
-}
+# library imports torch, so the modules its process holds are the same, and torch is imported once for them all. A
+# fork runs one chain of imports and reads the modules it holds after each (a later one goes on from the earlier)
+LIBRARIES = (
+    {
+        "timm": "import peftlab.models\nimport timm",  # as peftlab imports it (libraries.wandb_when_used)
+        "wandb after timm": "import wandb\nassert wandb.init",  # the wandb sink's, after timm as peftlab imports it
+    },
+    {"timm alone": "import timm"},
+    {"peft": "import peft"},
+    {"peft without bitsandbytes": "sys.modules['bitsandbytes'] = None\nimport peft"},
+)
 FORKED = f"""
 import os, traceback
 import torch
 held = []
-for code in json.loads(sys.argv[1]):
+for chain in json.loads(sys.argv[1]):
     read, written = os.pipe()
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
-            exec(code)
-            os.write(written, json.dumps(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None)).encode())
+            after = []
+            for code in chain:
+                exec(code)
+                after.append(sorted(m for m in {WATCHED!r} if sys.modules.get(m) is not None))
+            os.write(written, json.dumps(after).encode())
             status = 0
         except BaseException:
             traceback.print_exc()
@@ -98,16 +104,18 @@ for code in json.loads(sys.argv[1]):
             os._exit(status)
     os.close(written)
     with os.fdopen(read) as answer:
-        held.append(json.loads(answer.read() or "null"))
-    assert os.waitpid(pid, 0)[1] == 0, code
+        held += json.loads(answer.read() or "[]")
+    assert os.waitpid(pid, 0)[1] == 0, chain
 print(json.dumps(held))
 """
 
 
 @cache
 def brought() -> dict[str, frozenset[str]]:
-    held = last_json_line(FORKED, json.dumps(list(LIBRARIES.values())))
-    return {name: frozenset(modules) for name, modules in zip(LIBRARIES, held)}
+    held = last_json_line(FORKED, json.dumps([list(chain.values()) for chain in LIBRARIES]))
+    names = [name for chain in LIBRARIES for name in chain]
+    assert len(held) == len(names)
+    return {name: frozenset(modules) for name, modules in zip(names, held)}
 
 
 def brought_by(library: str) -> frozenset[str]:

@@ -5,6 +5,7 @@ run id."""
 import os
 import subprocess
 import sys
+from functools import cache
 
 import pytest
 from testkit import REPO
@@ -17,15 +18,40 @@ ENV = {**{k: v for k, v in os.environ.items() if k not in cpu.PINNED}, "PYTHONPA
 x86 = pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
 
 
+# One process per MKL_CBWR switch the pin, the former pin and the benches use (None: unpinned), each read by every
+# test below that asks about it: MKL's branch from its record (timed: the first call, before any matmul), a matmul
+# (no verbose line may follow on stdout), then the branch its verbose line says, and ATen's capability. "pin" is the
+# pin as ``pin_arithmetic`` sets it in a process started without it, before torch is imported.
+BRANCH_SCRIPT = """
+import sys, time
+if sys.argv[1] == "pin":
+    from peftlab.utils.cpu import pin_arithmetic
+    pin_arithmetic()
+import torch
+from peftlab.utils import provenance as p
+from peftlab.utils.cpu import arithmetic_pinned
+c = time.process_time(); fast = p.mkl_branch(); spent = time.process_time() - c
+torch.ones(64, 64) @ torch.ones(64, 64)
+print(fast, p.verbose_mkl_branch(), spent < 0.1, torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())
+"""
+BRANCHES = (None, "pin", "AVX2,STRICT", "AVX,STRICT", "AVX2", "AUTO")
+
+
+@cache
+def branch_process(branch: str | None) -> str:
+    """The stdout of ``BRANCH_SCRIPT`` in a process started under ``branch`` (``BRANCHES``)."""
+    env = {**ENV, **cpu.PINNED, "MKL_CBWR": branch} if branch not in (None, "pin") else ENV
+    proc = subprocess.run(
+        [sys.executable, "-c", BRANCH_SCRIPT, str(branch)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @x86
 def test_pinning_before_torch_makes_aten_dispatch_avx2_code():
-    script = (
-        "from peftlab.utils.cpu import pin_arithmetic, arithmetic_pinned; pin_arithmetic(); import torch; "
-        "print(torch.backends.cpu.get_cpu_capability(), arithmetic_pinned())"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=1200)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["AVX2", "True"]
+    assert branch_process("pin").split()[3:] == ["AVX2", "True"]
+    assert branch_process(None).split()[4] == "False"  # started without the switches, nothing set them
 
 
 @x86
@@ -59,14 +85,9 @@ def test_a_reproducible_run_refuses_the_unfused_adamw_in_one_line():
 
 @x86
 def test_provenance_reads_the_branch_mkl_computes_in_and_leaves_stdout_alone():
-    script = (
-        "import torch; from peftlab.utils.provenance import mkl_branch; branch = mkl_branch(); "
-        "torch.ones(64, 64) @ torch.ones(64, 64); print(branch)"
-    )
-    for env, expected in ((ENV, {"OFF"}), ({**ENV, **cpu.PINNED}, {"COMPATIBLE,STRICT"})):
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] in expected and "MKL_VERBOSE" not in proc.stdout
+    for branch, expected in ((None, {"OFF"}), ("pin", {"COMPATIBLE,STRICT"})):
+        out = branch_process(branch)
+        assert out.count("\n") == 1 and out.split()[0] in expected and "MKL_VERBOSE" not in out, out
 
 
 @x86
@@ -74,16 +95,9 @@ def test_mkl_s_own_record_of_its_branch_is_what_its_verbose_line_says_without_it
     """``mkl_branch`` reads MKL's record (``mkl_serv_cbwr_get``); its verbose line, the older reading, prints the
     same record but first spins on the CPU's clock until the next second: the same answer on this CPU under each
     switch the pin, the former pin and the benches use (an AMD CPU keeps AUTO for AVX2: the same there too)."""
-    script = (
-        "import time, torch; from peftlab.utils import provenance as p; c = time.process_time(); "
-        "fast = p.mkl_branch(); spent = time.process_time() - c; print(fast, p.verbose_mkl_branch(), spent < 0.1)"
-    )
-    for branch in (None, "COMPATIBLE,STRICT", "AVX2,STRICT", "AVX,STRICT", "AVX2", "AUTO"):
-        env = {**ENV, **cpu.PINNED, "MKL_CBWR": branch} if branch else ENV
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        fast, verbose, quick = proc.stdout.split()
-        assert fast == verbose and quick == "True", (branch, proc.stdout)
+    for branch in BRANCHES:
+        fast, verbose, quick = branch_process(branch).split()[:3]
+        assert fast == verbose and quick == "True", (branch, fast, verbose, quick)
 
 
 def test_reproducible_is_not_part_of_the_run_id():

@@ -3,16 +3,15 @@
 products, as runs before 2026-11-29 did, recorded without them. Both are vendor-free classes ("Intel or AMD"), and
 two classes: a run of one is never judged against records of the other. MKL's branch is still read through its own
 sgemm; an unpinned run ignores the switch; another value is a one-line error. The runs are trained as a notebook
-trains them (``peftlab.train`` after torch ran unpinned), so through the API's pinned child, which is ``peftlab
-train`` started with the pin and the notebook's environment."""
+trains them (``peftlab.train`` after torch ran unpinned: in the test's process, whose torch runs unpinned as a
+kernel's does), so through the API's pinned child, which is ``peftlab train`` started with the pin and the caller's
+environment."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from testkit import REPO, needs_fashion_mnist, write_tiny_run
+import yaml
+from testkit import needs_fashion_mnist, write_tiny_run
 
 from peftlab.analysis.results.load import pinned_arithmetic
 from peftlab.analysis.results.record import machine_class, machine_class_text
@@ -20,29 +19,18 @@ from peftlab.models import products
 from peftlab.utils import cpu
 from peftlab.utils.errors import ConfigError
 
-ENV = {k: v for k, v in os.environ.items() if k not in (*cpu.PINNED, products.SWITCH)}
-ENV["PYTHONPATH"] = str(REPO / "src")
 
+def train_from_notebook(tmp_path, monkeypatch, name, switch) -> dict:
+    """The API's pinned child (``peftlab.train`` where torch already runs unpinned: this test's process, as a
+    notebook's kernel whose first cell imported torch) with the switch set in this process's environment after torch
+    ran: the child, ``peftlab train`` started with the pin, inherits it."""
+    import peftlab
 
-TORCH_FIRST = """
-import json, os, sys
-import torch, timm  # a notebook's first cell: torch runs unpinned from here on
-torch.ones(8, 8) @ torch.ones(8, 8)
-import peftlab, yaml
-os.environ[{switch!r}] = {value!r}  # set in the notebook, after torch ran: the pinned child inherits it
-record = peftlab.train(yaml.safe_load(open({config!r})), run_dir={run_dir!r})
-print(json.dumps(dict(record)))
-"""
-
-
-def train_from_notebook(tmp_path, name, switch) -> dict:
-    """The API's pinned child (``peftlab.train`` where torch already runs unpinned, as in a notebook) with the
-    switch set in the notebook's environment: the child, ``peftlab train`` started with the pin, inherits it."""
     config = write_tiny_run(tmp_path / f"{name}.yaml", reproducible=True)
-    script = TORCH_FIRST.format(switch=products.SWITCH, value=switch, config=str(config), run_dir=str(tmp_path / name))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout.splitlines()[-1])
+    assert cpu.torch_runs_unpinned()  # torch ran here unpinned: the run trains in a pinned child
+    monkeypatch.setenv(products.SWITCH, switch)
+    record = peftlab.train(yaml.safe_load(config.read_text()), run_dir=tmp_path / name)
+    record = json.loads(json.dumps(dict(record)))
     assert record == json.loads((tmp_path / name / "result.json").read_text())
     return record
 
@@ -50,8 +38,9 @@ def train_from_notebook(tmp_path, name, switch) -> dict:
 @pytest.mark.e2e
 @needs_fashion_mnist()
 @pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
-def test_a_pinned_run_records_the_pins_products_and_the_former_pins_run_is_a_class_of_its_own(tmp_path):
-    pinned, former = train_from_notebook(tmp_path, "pinned", ""), train_from_notebook(tmp_path, "former", "mkl")
+def test_a_pinned_run_records_the_pins_products_and_the_former_pins_run_is_a_class_of_its_own(tmp_path, monkeypatch):
+    pinned = train_from_notebook(tmp_path, monkeypatch, "pinned", "")
+    former = train_from_notebook(tmp_path, monkeypatch, "former", "mkl")
     for record in (pinned, former):
         assert record["status"] == "completed" and record["provenance"]["arithmetic"]["pinned"] is True
         assert record["provenance"]["arithmetic"]["mkl_branch"] == "COMPATIBLE,STRICT"  # MKL's own sgemm, past the mode

@@ -1,20 +1,18 @@
 """The pin in any process (training/run.py's train_in_pinned_process, utils/cpu.py): where torch already runs
 unpinned (a kernel whose first cell imported torch and timm), ``peftlab.train`` trains a reproducible run in a child
 process started with the pin and gets ``peftlab train``'s weights bit for bit; switches set after torch ran are no
-pin, and no record says ``pinned: true`` of a process whose MKL and ATen do not report it."""
+pin, and no record says ``pinned: true`` of a process whose MKL and ATen do not report it. The API is called in the
+test's process, whose torch runs unpinned as such a kernel's does; ``peftlab train`` runs in a process of its own."""
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
-from testkit import REPO, needs_fashion_mnist, run_cli, write_tiny_run
+from testkit import REPO, needs_fashion_mnist, run_cli, write_fashion_sample, write_tiny_run
 
-from peftlab.data.sources import fashion_mnist_dir
 from peftlab.utils import cpu
+from peftlab.utils.errors import ConfigError
 
 ENV = {**{k: v for k, v in os.environ.items() if k not in cpu.PINNED}, "PYTHONPATH": str(REPO / "src")}
 
@@ -24,37 +22,36 @@ pytestmark = [
     needs_fashion_mnist(),
 ]
 
-TORCH_FIRST = """
-import json, os, sys
-import torch, timm  # a notebook's first cell: torch runs unpinned from here on
-torch.ones(8, 8) @ torch.ones(8, 8)  # MKL has run: it read MKL_CBWR (absent) once
-"""
+
+@pytest.fixture
+def torch_first():
+    """This test's process as a notebook's kernel whose first cell imported torch and timm: torch runs unpinned here
+    (its MKL has run: it read MKL_CBWR, absent, once), and oneDNN has chosen its kernels, so that a switch the test
+    sets afterwards reaches neither for the rest of this process."""
+    import timm  # noqa: F401 - the notebook's first cell
+    import torch
+
+    for name in cpu.PINNED:
+        assert name not in os.environ, name  # a process started with the pin is no notebook's kernel
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    torch.ops.mkldnn._linear_pointwise(torch.ones(2, 8), torch.ones(4, 8), None, "none", [], "")
+    assert cpu.torch_runs_unpinned()
 
 
-def python(script: str, cwd) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-c", TORCH_FIRST + script], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp_path):
+def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp_path, monkeypatch, torch_first):
     """The API's run is a dict config whose data root is relative (the working folder's, ./fmnist), the command's
-    the same keys as a file beside it: the pinned child reads ./fmnist too, not a folder of its own."""
-    shutil.copytree(fashion_mnist_dir(), tmp_path / "fmnist")
+    the same keys as a file beside it: the pinned child reads ./fmnist too, not a folder of its own. The API is
+    called in this test's process (torch already runs unpinned here); the command is a process of its own, which pins
+    itself before its torch is imported."""
+    import peftlab
+
+    write_fashion_sample(tmp_path / "fmnist")
     config = write_tiny_run(tmp_path / "run.yaml", reproducible=True)
     keys = yaml.safe_load(config.read_text())
     config.write_text(yaml.safe_dump({**keys, "data": {**keys["data"], "root": "fmnist"}}))
-    proc = python(
-        "import peftlab, yaml\n"
-        "from peftlab.utils import cpu\n"
-        "assert cpu.torch_runs_unpinned()\n"
-        f"result = peftlab.train(yaml.safe_load(open({str(config)!r})), run_dir='api')\n"
-        "print(json.dumps([result['status'], result['provenance']['arithmetic'], 'MKL_CBWR' in os.environ]))",
-        tmp_path,
-    )
-    status, arithmetic, leaked = json.loads(proc.stdout.splitlines()[-1])
+    monkeypatch.chdir(tmp_path)
+    result = peftlab.train(yaml.safe_load(config.read_text()), run_dir="api")
+    status, arithmetic, leaked = result["status"], result["provenance"]["arithmetic"], "MKL_CBWR" in os.environ
     assert status == "completed" and not leaked  # this process's environment is left as it was
     assert arithmetic["pinned"] is True and arithmetic["mkl_branch"] in cpu.PINNED_MKL_BRANCHES
     done = run_cli("train", str(config), "--run-dir", str(tmp_path / "cmd"), "--quiet", env=ENV)
@@ -81,29 +78,23 @@ def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp
         assert provenance["fused_adamw"] is True
 
 
-def test_switches_set_after_torch_ran_are_no_pin_and_no_record_says_pinned(tmp_path):
+def test_switches_set_after_torch_ran_are_no_pin_and_no_record_says_pinned(tmp_path, monkeypatch, torch_first):
+    """In this test's process, whose torch runs unpinned: the switches a user sets with %env after the message are
+    in the environment, not in the arithmetic."""
+    import peftlab
+    from peftlab.config.schema import load_config
+    from peftlab.training.run import train
+
     config = write_tiny_run(tmp_path / "run.yaml", reproducible=True)
-    proc = python(
-        "from peftlab.utils import cpu\n"
-        "os.environ.update(cpu.PINNED)  # what a user does with %env after the message: too late for MKL and ATen\n"
-        "import peftlab\n"
-        "from peftlab.config.schema import load_config\n"
-        "from peftlab.training.run import train\n"
-        "from peftlab.utils.errors import ConfigError\n"
-        "assert not cpu.pin_took() and cpu.torch_runs_unpinned()\n"
-        # trained here (reproducible=false): the switches are in the environment, not in the arithmetic
-        f"here = peftlab.train({str(config)!r}, ['train.reproducible=false'], run_dir='here')\n"
-        f"cfg = load_config({str(config)!r})\n"
-        "try:\n"
-        "    train(cfg, 'refused', progress=False)\n"
-        "    refused = None\n"
-        "except ConfigError as err:\n"
-        "    refused = str(err)\n"
-        "print(json.dumps([here['provenance']['arithmetic'], refused]))",
-        tmp_path,
-    )
-    arithmetic, refused = json.loads(proc.stdout.splitlines()[-1])
+    for name, value in cpu.PINNED.items():  # what a user does with %env after the message: too late for MKL and ATen
+        monkeypatch.setenv(name, value)
+    assert not cpu.pin_took() and cpu.torch_runs_unpinned()
+    # trained here (reproducible=false): the switches are in the environment, not in the arithmetic
+    here = peftlab.train(str(config), ["train.reproducible=false"], run_dir=tmp_path / "here")
+    with pytest.raises(ConfigError) as refused:
+        train(load_config(str(config)), tmp_path / "refused", progress=False)
+    arithmetic = here["provenance"]["arithmetic"]
     assert arithmetic["switches"] == cpu.PINNED and arithmetic["mkl_branch"] == "OFF"
     assert arithmetic["pinned"] is False
-    assert refused and "runs unpinned" in refused and "\n" not in refused
+    assert "runs unpinned" in str(refused.value) and "\n" not in str(refused.value)
     assert not (tmp_path / "refused").exists()

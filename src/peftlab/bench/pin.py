@@ -126,4 +126,7 @@ def time_steps(
 
 
 if __name__ == "__main__":
+    from peftlab.utils.libraries import without_bitsandbytes
+
+    without_bitsandbytes()  # this process times unquantized steps and ends: PEFT's LoRA leaves bitsandbytes out
     print(json.dumps(time_steps(**json.loads(sys.argv[1]))))
