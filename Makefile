@@ -21,7 +21,8 @@ PYTEST_ARGS ?=
 # cores (compileall -j 0: 2 cores took 25 s where pip took 52, issue 87). A file that does not compile under
 # this Python (torch's py312_intrinsics.py) is skipped without a word, as pip skips it. peftlab's own src/ too
 # (SRC_COMPILE, before every test and study run; a file compiled already is skipped): where PYTHONDONTWRITEBYTECODE
-# is set, as on CI's machines, every process the suite starts compiled the 200 peftlab modules it imports itself.
+# is set (this project's sandboxes set it), every process the suite starts compiled the ~200 peftlab modules it
+# imports, 0.23 CPU s for a `peftlab train`, and no process wrote them down for the next.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 COMPILE := $(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
 SRC_COMPILE := $(BIN)/python -m compileall -qq -j 0 src || true

@@ -300,9 +300,10 @@ def test_two_study_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     starts when the first ends and finds every run done (both called in this process, the first study's
     holder a process of its own). Every run is trained once: one result, no step twice. A `peftlab train` on
     a run directory another trainer holds is refused the same way and changes nothing."""
-    # long enough that the first study still trains when the other two start (in this process: no interpreter to
-    # start, no torch to import first)
-    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 8}, "methods": {"lora": {}}})
+    # long enough that the first study still trains when the other two start, on any machine (6 epochs were not,
+    # on a quiet machine, when --wait was a process of its own; in this process it starts sooner, but no faster
+    # machine may end the first study before it)
+    path = write_study(tmp_path, {"seeds": 2, "set": {"train.epochs": 24}, "methods": {"lora": {}}})
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     first = subprocess.Popen(

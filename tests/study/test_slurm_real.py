@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,6 +188,73 @@ def driver(
             proc.communicate()
 
 
+def driven_here(
+    path: Path,
+    out: Path,
+    slurm: dict,
+    monkeypatch,
+    actions=None,
+    minutes: int = 60,
+    args: tuple[str, ...] = (),
+    constants: dict | None = None,
+    **env: str,
+):
+    """(exit status, stdout, stderr) of `peftlab study` on Slurm run in this process (no interpreter to start for
+    the driver: its jobs are the processes under test; ``driver`` starts one where the driver's own process is what
+    a test signals), ``env`` set in this process's environment (which its jobs inherit) and ``constants`` of
+    ``peftlab.study.executors.slurm`` set until the test ends, while ``actions(ended)`` runs beside it in a thread:
+    what the test does to the jobs (a USR2, a requeued job started); ``ended`` is set once the study returned. An
+    error of ``actions`` is raised here."""
+    from peftlab.study.executors import slurm as slurm_executor
+
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name, value in (constants or {}).items():
+        monkeypatch.setattr(slurm_executor, name, value)
+    actions = actions or (lambda ended: None)
+    ended, failed = threading.Event(), []
+
+    def act():
+        try:
+            actions(ended)
+        except BaseException as error:  # raised in the test's thread below
+            failed.append(error)
+
+    thread = threading.Thread(target=act, daemon=True)
+    thread.start()
+    try:
+        answer = cli_study_here(path, out, "--quiet", *slurm_args(minutes), *args)
+    finally:
+        ended.set()
+        thread.join(timeout=300)
+    if failed:
+        raise failed[0]
+    return answer
+
+
+def checkpoint_written(out: Path, ended: threading.Event, pattern: str = "runs/*/checkpoint/last.pt") -> None:
+    """Wait until a job has written a first checkpoint (``pattern`` under ``out``) while the study runs."""
+    deadline = time.time() + 1200
+    while time.time() < deadline and not ended.is_set() and not list(out.glob(pattern)):
+        time.sleep(0.05)
+    assert list(out.glob(pattern)), f"the study ended before {pattern} was written"
+
+
+def preempt(slurm: dict, out: Path, jobs: list, pattern: str = "runs/*/checkpoint/last.pt"):
+    """``driven_here``'s actions for a preemption: once a checkpoint is written, USR2 to the study's one job (as
+    submitit's own job._interrupt() does), then its requeued life started; the job's id appended to ``jobs``."""
+
+    def actions(ended: threading.Event) -> None:
+        checkpoint_written(out, ended, pattern)
+        (task,) = queue(slurm)
+        jobs.append(task)
+        slurm_cmd(slurm, "scancel", "--signal", "USR2", task)
+        start_requeued_job(slurm, task)
+
+    return actions
+
+
 def start_requeued_job(slurm: dict, job_id: str) -> None:
     """Once the job is requeued and its first life has left the node, start it without Slurm's hold.
 
@@ -306,21 +374,18 @@ def test_ctrl_c_of_the_driver_cancels_its_slurm_jobs(tmp_path, slurm):
 
 @pytest.mark.parametrize("minutes,case", [(60, "preempted"), (10, "timed-out")])
 def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
-    tmp_path, slurm, uninterrupted, minutes, case
+    tmp_path, slurm, uninterrupted, minutes, case, monkeypatch
 ):
     """Slurm's preemption or pre-timeout signal (USR2, which submitit asks sbatch for) reaches a
     training job: submitit requeues it (scontrol requeue), the requeued job resumes the run from
-    its checkpoint, and the study ends with the numbers of an uninterrupted run."""
+    its checkpoint, and the study ends with the numbers of an uninterrupted run. The driver runs in this process
+    (``driven_here``): the jobs are what is preempted."""
     path = write_study(tmp_path / "slurm", LONGER_RUN)
-    out = path.parent / "out"
-    with driver(path, out, slurm, minutes) as proc:
-        wait_for_checkpoint(out, proc)
-        (task,) = queue(slurm)
-        slurm_cmd(slurm, "scancel", "--signal", "USR2", task)  # as submitit's own job._interrupt() does
-        start_requeued_job(slurm, task)
-        stdout, stderr = proc.communicate(timeout=600)
+    out, jobs = path.parent / "out", []
+    status, stdout, stderr = driven_here(path, out, slurm, monkeypatch, preempt(slurm, out, jobs), minutes)
+    (task,) = jobs
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, (
+    assert status == 0, (
         daemon_log(slurm, task) + log + stdout + stderr
     )  # the study's own line last, where a cut report keeps it
     assert f"this job is {case}" in log and f"Requeued job {task}" in log, log
@@ -348,22 +413,22 @@ def test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_i
     """A job killed part-way (SIGKILL at step 3: the out-of-memory killer, a node lost) on a cluster
     whose sacct answers nothing: the driver does not wait for it forever. Soon after the job left
     Slurm's queue (--slurm-lost-after) it says in one line that the run's job, named, was lost;
-    it records nothing, and the same command resumes the run from its checkpoint. The driver asks squeue every
-    second here (QUEUE_SECONDS, 5 s), and gives a job up 1 s after it left (--slurm-lost-after 1)."""
+    it records nothing, and the same command resumes the run from its checkpoint. The driver (in this process,
+    ``driven_here``) asks squeue every second here (QUEUE_SECONDS, 5 s), and gives a job up 1 s after it left
+    (--slurm-lost-after 1)."""
     path = write_study(tmp_path, ONE_RUN)
     out = tmp_path / "out"
     fast = {"constants": {"QUEUE_SECONDS": 1.0}, "args": ("--slurm-lost-after", "1")}
-    with driver(path, out, slurm, **fast, PEFTLAB_KILL_AT="step:3") as proc:
-        stdout, stderr = proc.communicate(timeout=960)
+    status, stdout, stderr = driven_here(path, out, slurm, monkeypatch, **fast, PEFTLAB_KILL_AT="step:3")
     (task,) = [p.name for p in (out / "slurm").iterdir() if p.name.isdigit()]  # the study's one job (not an array)
-    assert proc.returncode == 1, stdout + stderr
+    assert status == 1, stdout + stderr
     (line,) = stderr.splitlines()
     assert line.startswith("peftlab: run lora") and "stays pending" in line, line
     assert f"its submitit job was lost: it ended without a result (job {task}, FAILED; log " in line, line
     assert "0 completed, 0 failed, 0 diverged of 1 runs" in stdout and "stay pending" in stdout, stdout
     assert not list(out.glob("runs/*/result.json")), "a lost run was recorded"
 
-    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])  # the same command in this process, as its job resumes
+    monkeypatch.delenv("PEFTLAB_KILL_AT")  # the same command again, as its job resumes
     status, stdout, stderr = cli_study_here(path, out, "--quiet", *slurm_args())
     assert status == 0, stdout + stderr
     assert "1 completed, 0 failed, 0 diverged of 1 runs (0 were already finished)" in stdout
@@ -400,10 +465,10 @@ def test_a_scancel_the_controller_does_not_answer_is_one_line(tmp_path, slurm):
     assert not queue(slurm)
 
 
-def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path, slurm):
+def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path, slurm, monkeypatch):
     """Slurm's preemption signal reaches the study's pretraining job: submitit requeues it, the
     requeued job resumes the pretraining from its checkpoint, and the study ends with its base
-    trained and its run completed (not a failed pretraining)."""
+    trained and its run completed (not a failed pretraining). The driver runs in this process (``driven_here``)."""
     path = write_study(tmp_path, {**ONE_RUN, "pretrain": "pre.yaml"})
     (tmp_path / "pre.yaml").write_text(
         yaml.safe_dump(
@@ -416,16 +481,14 @@ def test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on(tmp_path,
             }
         )
     )
-    out = tmp_path / "out"
+    out, jobs = tmp_path / "out", []
     pretrained = tmp_path / "cache" / "pretrained" / "pre"
-    with driver(path, out, slurm) as proc:
-        wait_for_checkpoint(pretrained, proc, "run/checkpoint/last.pt")
-        (task,) = queue(slurm)
-        slurm_cmd(slurm, "scancel", "--signal", "USR2", task)
-        start_requeued_job(slurm, task)
-        stdout, stderr = proc.communicate(timeout=600)
+    status, stdout, stderr = driven_here(
+        path, out, slurm, monkeypatch, preempt(slurm, pretrained, jobs, "run/checkpoint/last.pt")
+    )
+    (task,) = jobs
     log = "".join(p.read_text() for p in sorted((out / "slurm" / task).glob("*_log.*")))
-    assert proc.returncode == 0, (
+    assert status == 0, (
         daemon_log(slurm, task) + log + stdout + stderr
     )  # the study's own line last, where a cut report keeps it
     assert "this job is preempted" in log and f"Requeued job {task}" in log, log
